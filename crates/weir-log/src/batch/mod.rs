@@ -1,0 +1,264 @@
+//! Kafka RecordBatch v2, byte for byte: the header layout, validation of untrusted batch
+//! bytes, and the in-place patches the log makes when it assigns offsets.
+//!
+//! A batch is a 61-byte header followed by `record_count` varint-encoded records
+//! (possibly compressed as one block). The CRC-32C covers everything from `attributes`
+//! to the end, so the two fields the broker assigns, `base_offset` and
+//! `partition_leader_epoch`, can be patched without touching the CRC or the records.
+//!
+//! ```text
+//! offset  size  field
+//!      0     8  base_offset             i64  assigned by the log
+//!      8     4  batch_length            i32  bytes after this field (total - 12)
+//!     12     4  partition_leader_epoch  i32  assigned by the log
+//!     16     1  magic                   i8   always 2
+//!     17     4  crc                     u32  CRC-32C of bytes 21..end
+//!     21     2  attributes              i16  compression, timestamp type, flags
+//!     23     4  last_offset_delta       i32
+//!     27     8  base_timestamp          i64
+//!     35     8  max_timestamp           i64
+//!     43     8  producer_id             i64
+//!     51     2  producer_epoch          i16
+//!     53     4  base_sequence           i32
+//!     57     4  record_count            i32
+//!     61     -  records
+//! ```
+
+pub mod records;
+pub(crate) mod varint;
+
+use crate::compression::Compression;
+use crate::error::BatchError;
+
+pub use records::{DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+
+/// Size of the fixed batch header.
+pub const HEADER_BYTES: usize = 61;
+/// Bytes before `batch_length` counts: `base_offset` (8) and `batch_length` (4).
+pub const LOG_OVERHEAD: usize = 12;
+/// The only batch format Weir stores.
+pub const MAGIC_V2: i8 = 2;
+/// Largest batch the log accepts or will read back (the default `max.message.bytes`
+/// is lower; this is the hard ceiling that sizes buffers).
+pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// Most records one batch may claim to hold. Checked before anything is sized by it.
+pub const MAX_RECORDS_PER_BATCH: i32 = 1 << 20;
+
+pub(crate) const BASE_OFFSET: usize = 0;
+pub(crate) const BATCH_LENGTH: usize = 8;
+pub(crate) const PARTITION_LEADER_EPOCH: usize = 12;
+pub(crate) const MAGIC: usize = 16;
+pub(crate) const CRC: usize = 17;
+pub(crate) const ATTRIBUTES: usize = 21;
+pub(crate) const LAST_OFFSET_DELTA: usize = 23;
+pub(crate) const BASE_TIMESTAMP: usize = 27;
+pub(crate) const MAX_TIMESTAMP: usize = 35;
+pub(crate) const PRODUCER_ID: usize = 43;
+pub(crate) const PRODUCER_EPOCH: usize = 51;
+pub(crate) const BASE_SEQUENCE: usize = 53;
+pub(crate) const RECORD_COUNT: usize = 57;
+
+/// Attribute bits (Kafka's `DefaultRecordBatch`).
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const TIMESTAMP_TYPE_BIT: i16 = 0x08;
+pub(crate) const TRANSACTIONAL_BIT: i16 = 0x10;
+pub(crate) const CONTROL_BIT: i16 = 0x20;
+
+/// How a batch's timestamps were set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    /// The producer's clock.
+    CreateTime,
+    /// The broker's clock at append.
+    LogAppendTime,
+}
+
+fn i16_at(b: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([b[at], b[at + 1]])
+}
+fn i32_at(b: &[u8], at: usize) -> i32 {
+    i32::from_be_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    i64::from_be_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The fixed header of one batch, read from bytes that have at least [`HEADER_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub magic: i8,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Reads the header fields. Panics if `b` is shorter than [`HEADER_BYTES`]; callers
+    /// check the length first (it is a bug, not bad input, to get here with less).
+    pub fn parse(b: &[u8]) -> BatchHeader {
+        assert!(b.len() >= HEADER_BYTES, "batch header needs {HEADER_BYTES} bytes");
+        BatchHeader {
+            base_offset: i64_at(b, BASE_OFFSET),
+            batch_length: i32_at(b, BATCH_LENGTH),
+            partition_leader_epoch: i32_at(b, PARTITION_LEADER_EPOCH),
+            magic: b[MAGIC] as i8,
+            crc: u32::from_be_bytes(b[CRC..CRC + 4].try_into().expect("4 bytes")),
+            attributes: i16_at(b, ATTRIBUTES),
+            last_offset_delta: i32_at(b, LAST_OFFSET_DELTA),
+            base_timestamp: i64_at(b, BASE_TIMESTAMP),
+            max_timestamp: i64_at(b, MAX_TIMESTAMP),
+            producer_id: i64_at(b, PRODUCER_ID),
+            producer_epoch: i16_at(b, PRODUCER_EPOCH),
+            base_sequence: i32_at(b, BASE_SEQUENCE),
+            record_count: i32_at(b, RECORD_COUNT),
+        }
+    }
+
+    /// Whole size of the batch on the wire and on disk.
+    pub fn total_bytes(&self) -> usize {
+        self.batch_length as usize + LOG_OVERHEAD
+    }
+
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Offset the batch after this one starts at.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_attribute(self.attributes & COMPRESSION_MASK)
+    }
+
+    pub fn timestamp_type(&self) -> TimestampType {
+        if self.attributes & TIMESTAMP_TYPE_BIT != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_BIT != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+    }
+}
+
+/// CRC-32C of a batch's checked region (attributes to the end).
+pub fn compute_crc(batch: &[u8]) -> u32 {
+    crc32c::crc32c(&batch[ATTRIBUTES..])
+}
+
+/// Reads the total length of the batch that starts `bytes`, from its `batch_length`
+/// field, checking it against the bounds a batch can have. Needs only 12 bytes.
+pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
+    if bytes.len() < LOG_OVERHEAD {
+        return Err(BatchError::Truncated { needed: LOG_OVERHEAD, available: bytes.len() });
+    }
+    let batch_length = i32_at(bytes, BATCH_LENGTH);
+    let min = (HEADER_BYTES - LOG_OVERHEAD) as i32;
+    if batch_length < min {
+        return Err(BatchError::LengthTooSmall { batch_length, min });
+    }
+    let total = batch_length as usize + LOG_OVERHEAD;
+    if total > MAX_BATCH_BYTES {
+        return Err(BatchError::TooLarge { bytes: total, max: MAX_BATCH_BYTES });
+    }
+    Ok(total)
+}
+
+/// Checks one complete batch (`batch.len()` must equal its framed length): magic, CRC,
+/// record count and offset delta, compression codec, and, for uncompressed batches, that
+/// the records' framing and offset deltas agree with the header (without decoding keys or
+/// values). Compressed batches are checked up to their CRC; their inner records are
+/// checked when decoded (see `docs/storage-format.md`).
+pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
+    let total = framed_len(batch)?;
+    if batch.len() != total {
+        return Err(BatchError::LengthMismatch { framed: total, actual: batch.len() });
+    }
+    let header = BatchHeader::parse(batch);
+    if header.magic != MAGIC_V2 {
+        return Err(BatchError::UnsupportedMagic(header.magic));
+    }
+    let crc = compute_crc(batch);
+    if crc != header.crc {
+        return Err(BatchError::CrcMismatch { stored: header.crc, computed: crc });
+    }
+    if header.record_count < 0 || header.record_count > MAX_RECORDS_PER_BATCH {
+        return Err(BatchError::BadRecordCount { count: header.record_count, max: MAX_RECORDS_PER_BATCH });
+    }
+    // Kafka keeps last_offset_delta = count - 1 for every batch a producer writes
+    // (compaction may leave a batch with fewer records than its delta span, but never more).
+    if header.record_count > 0 && header.last_offset_delta < header.record_count - 1
+        || header.last_offset_delta < 0
+    {
+        return Err(BatchError::BadOffsetDelta {
+            last_offset_delta: header.last_offset_delta,
+            record_count: header.record_count,
+        });
+    }
+    let compression = header.compression()?;
+    if compression == Compression::None {
+        records::check_uncompressed_framing(&batch[HEADER_BYTES..], &header)?;
+    }
+    Ok(header)
+}
+
+/// Walks a buffer holding zero or more concatenated batches, validating each with
+/// [`validate`]. Returns the headers in order.
+pub fn validate_all(mut bytes: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
+    let mut headers = Vec::new();
+    while !bytes.is_empty() {
+        let len = framed_len(bytes)?;
+        if bytes.len() < len {
+            return Err(BatchError::Truncated { needed: len, available: bytes.len() });
+        }
+        headers.push(validate(&bytes[..len])?);
+        bytes = &bytes[len..];
+    }
+    Ok(headers)
+}
+
+/// Sets a batch's base offset and partition leader epoch in place. Both fields lie
+/// outside the CRC, so the batch stays valid.
+pub fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {
+    batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Writes a complete header into `out[..HEADER_BYTES]` and fills in the CRC over
+/// `out[ATTRIBUTES..]`, which must already hold the records. Used by the encoder.
+pub(crate) fn write_header(out: &mut [u8], h: &BatchHeader) {
+    out[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&h.base_offset.to_be_bytes());
+    out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&h.batch_length.to_be_bytes());
+    out[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
+        .copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+    out[MAGIC] = h.magic as u8;
+    out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&h.attributes.to_be_bytes());
+    out[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&h.last_offset_delta.to_be_bytes());
+    out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&h.base_timestamp.to_be_bytes());
+    out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&h.max_timestamp.to_be_bytes());
+    out[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&h.producer_id.to_be_bytes());
+    out[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&h.producer_epoch.to_be_bytes());
+    out[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&h.base_sequence.to_be_bytes());
+    out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&h.record_count.to_be_bytes());
+    let crc = compute_crc(out);
+    out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}

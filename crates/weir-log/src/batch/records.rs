@@ -1,0 +1,1362 @@
+//! The records inside a RecordBatch v2: [`RecordBatchBuilder`] encodes producer records
+//! into a complete batch, [`decode_records`] decodes a batch back into records, and
+//! [`check_uncompressed_framing`] is the cheap walk [`validate`] does on the append path.
+//!
+//! One record, as it follows the batch header (or fills the decompressed records section):
+//!
+//! ```text
+//! length           varint   bytes after this field
+//! attributes       i8       reserved, written as 0, ignored when read
+//! timestamp_delta  varlong  from the batch's base_timestamp
+//! offset_delta     varint   from the batch's base_offset
+//! key_length       varint   -1 for a null key
+//! key              bytes
+//! value_length     varint   -1 for a null value
+//! value            bytes
+//! header_count     varint
+//! headers          header_count times:
+//!                    key_length varint, key (UTF-8, never null),
+//!                    value_length varint (-1 for null), value
+//! ```
+//!
+//! Every length read from a batch is checked against the bytes that remain before it is
+//! used, and before it sizes any allocation.
+
+use std::fmt;
+
+use bytes::{Bytes, BytesMut};
+
+use super::varint::{
+    VarintError, put_varint, put_varlong, read_varint, read_varlong, varint_len, varlong_len,
+};
+use super::{
+    BatchHeader, HEADER_BYTES, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH,
+    TIMESTAMP_TYPE_BIT, TimestampType, validate, write_header,
+};
+use crate::compression::Compression;
+use crate::error::BatchError;
+
+/// Most bytes the records section of one compressed batch may decompress to: four times
+/// [`MAX_BATCH_BYTES`], which covers the 2-5x that real payloads compress by, while a
+/// batch that would expand further (a decompression bomb) is refused before it can take
+/// more memory than this. The builder holds compressed batches to the same limit, so
+/// everything it writes can be read back.
+pub const MAX_DECOMPRESSED_BYTES: usize = 4 * MAX_BATCH_BYTES;
+
+/// Kafka's "none" values for the producer fields and the leader epoch.
+const NO_PRODUCER_ID: i64 = -1;
+const NO_PRODUCER_EPOCH: i16 = -1;
+const NO_SEQUENCE: i32 = -1;
+const NO_PARTITION_LEADER_EPOCH: i32 = -1;
+/// The length Kafka writes for a null key, value or header value.
+const NULL_LENGTH: i32 = -1;
+/// Record attributes are reserved in v2; producers write 0.
+const RECORD_ATTRIBUTES: u8 = 0;
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each. Bounds how many records bytes can hold.
+const MIN_RECORD_BYTES: usize = 7;
+/// Smallest encoded header: a key length and a value length, one byte each.
+const MIN_HEADER_BYTES: usize = 2;
+/// First capacity of a builder's buffer: the Java producer's default `batch.size`, so a
+/// typical batch is encoded without reallocating.
+const DEFAULT_BUILDER_CAPACITY_BYTES: usize = 16 * 1024;
+
+/// A record header: a UTF-8 key and a nullable value. Keys may repeat within a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub key: String,
+    pub value: Option<Bytes>,
+}
+
+/// A record as a producer supplies it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record {
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch, by the producer's clock (CreateTime).
+    pub timestamp: i64,
+}
+
+/// A record read back from a batch, with its absolute offset and effective timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub offset: i64,
+    /// The record's own timestamp, or the batch's append time under LogAppendTime.
+    pub timestamp: i64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+/// Builds one RecordBatch v2 from records, the way a Kafka producer does: base offset 0
+/// (the log assigns the real one), no partition leader epoch, offset deltas 0, 1, 2, ...
+/// and timestamp deltas from the first record's timestamp.
+///
+/// Records are encoded as they are pushed, into one buffer that starts with room for the
+/// header; [`build`](Self::build) compresses that buffer's records section if asked and
+/// fills in the header and CRC.
+pub struct RecordBatchBuilder {
+    compression: Compression,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    log_append_time: Option<i64>,
+    /// `HEADER_BYTES` of room for the header, then the encoded records.
+    buf: Vec<u8>,
+    record_count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    /// Why the first refused [`push`](Self::push) was refused; `build` returns it.
+    error: Option<BatchError>,
+}
+
+impl fmt::Debug for RecordBatchBuilder {
+    // The buffer can be megabytes; show its size, not its bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordBatchBuilder")
+            .field("compression", &self.compression)
+            .field("producer_id", &self.producer_id)
+            .field("producer_epoch", &self.producer_epoch)
+            .field("base_sequence", &self.base_sequence)
+            .field("log_append_time", &self.log_append_time)
+            .field("record_count", &self.record_count)
+            .field("estimated_size", &self.buf.len())
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl RecordBatchBuilder {
+    /// An empty batch whose records section will be compressed with `compression`.
+    pub fn new(compression: Compression) -> RecordBatchBuilder {
+        let mut buf = Vec::with_capacity(DEFAULT_BUILDER_CAPACITY_BYTES);
+        buf.resize(HEADER_BYTES, 0);
+        RecordBatchBuilder {
+            compression,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            log_append_time: None,
+            buf,
+            record_count: 0,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            error: None,
+        }
+    }
+
+    /// Sets the idempotent producer's id (default -1, none).
+    pub fn producer_id(mut self, producer_id: i64) -> Self {
+        self.producer_id = producer_id;
+        self
+    }
+
+    /// Sets the idempotent producer's epoch (default -1, none).
+    pub fn producer_epoch(mut self, producer_epoch: i16) -> Self {
+        self.producer_epoch = producer_epoch;
+        self
+    }
+
+    /// Sets the sequence number of the batch's first record (default -1, none).
+    pub fn base_sequence(mut self, base_sequence: i32) -> Self {
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch's timestamps as LogAppendTime and sets its `max_timestamp` to
+    /// `append_time_ms`, as a broker does for a topic with
+    /// `message.timestamp.type=LogAppendTime`: readers then give every record this time.
+    /// The records keep their own timestamp deltas, as in Kafka.
+    pub fn log_append_time(mut self, append_time_ms: i64) -> Self {
+        self.log_append_time = Some(append_time_ms);
+        self
+    }
+
+    /// Appends one record. A record that cannot be added (the batch would pass
+    /// [`MAX_RECORDS_PER_BATCH`], [`MAX_BATCH_BYTES`] uncompressed, or
+    /// [`MAX_DECOMPRESSED_BYTES`] before compression) is not encoded; the builder ignores
+    /// later pushes and [`build`](Self::build) reports why. Use
+    /// [`try_push`](Self::try_push) to find out at once instead.
+    pub fn push(&mut self, record: &Record) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(error) = self.try_push(record) {
+            self.error = Some(error);
+        }
+    }
+
+    /// Appends one record, or says why it cannot be added and leaves the builder as it was
+    /// (so a caller can build the batch so far and start another).
+    pub fn try_push(&mut self, record: &Record) -> Result<(), BatchError> {
+        if self.record_count >= MAX_RECORDS_PER_BATCH {
+            return Err(BatchError::BadRecordCount {
+                count: self.record_count.saturating_add(1),
+                max: MAX_RECORDS_PER_BATCH,
+            });
+        }
+        let first = self.record_count == 0;
+        let base_timestamp = if first {
+            record.timestamp
+        } else {
+            self.base_timestamp
+        };
+        // Wrapping, as in Kafka's Java code: decoding adds the delta back with the same
+        // wrap, so every i64 timestamp round-trips.
+        let timestamp_delta = record.timestamp.wrapping_sub(base_timestamp);
+        let offset_delta = self.record_count;
+
+        let headers_len: usize = record
+            .headers
+            .iter()
+            .map(|h| length_prefix_len(h.key.len()) + h.key.len() + nullable_len(&h.value))
+            .sum();
+        let body_len = 1
+            + varlong_len(timestamp_delta)
+            + varint_len(offset_delta)
+            + nullable_len(&record.key)
+            + nullable_len(&record.value)
+            + length_prefix_len(record.headers.len())
+            + headers_len;
+        let record_len = length_prefix_len(body_len) + body_len;
+        let records_len = self.buf.len() - HEADER_BYTES;
+        if record_len > self.records_limit() - records_len {
+            return Err(match self.compression {
+                Compression::None => BatchError::TooLarge {
+                    bytes: self.buf.len().saturating_add(record_len),
+                    max: MAX_BATCH_BYTES,
+                },
+                _ => BatchError::DecompressedTooLarge {
+                    max: MAX_DECOMPRESSED_BYTES,
+                },
+            });
+        }
+
+        // Past the limit check every length and count is below MAX_DECOMPRESSED_BYTES, so
+        // each fits the i32 it is encoded as.
+        let start = self.buf.len();
+        self.buf.reserve(record_len);
+        put_len(&mut self.buf, body_len);
+        self.buf.push(RECORD_ATTRIBUTES);
+        put_varlong(&mut self.buf, timestamp_delta);
+        put_varint(&mut self.buf, offset_delta);
+        put_nullable(&mut self.buf, &record.key);
+        put_nullable(&mut self.buf, &record.value);
+        put_len(&mut self.buf, record.headers.len());
+        for header in &record.headers {
+            put_len(&mut self.buf, header.key.len());
+            self.buf.extend_from_slice(header.key.as_bytes());
+            put_nullable(&mut self.buf, &header.value);
+        }
+        debug_assert_eq!(self.buf.len() - start, record_len);
+
+        if first {
+            self.base_timestamp = record.timestamp;
+            self.max_timestamp = record.timestamp;
+        } else {
+            self.max_timestamp = self.max_timestamp.max(record.timestamp);
+        }
+        self.record_count += 1;
+        Ok(())
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> usize {
+        self.record_count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+
+    /// The batch's size so far before compression: header plus encoded records. A batch
+    /// built uncompressed has exactly this size; a compressed one is usually smaller.
+    pub fn estimated_size(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The complete batch: base offset 0, partition leader epoch -1, magic 2, CRC-32C set.
+    pub fn build(self) -> Result<BytesMut, BatchError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        if self.record_count == 0 {
+            return Err(BatchError::Empty);
+        }
+        let mut batch = if self.compression == Compression::None {
+            self.buf
+        } else {
+            let records = &self.buf[HEADER_BYTES..];
+            // Typical payloads compress at least 2x; growth covers the rest.
+            let mut out = Vec::with_capacity(HEADER_BYTES + records.len() / 2);
+            out.resize(HEADER_BYTES, 0);
+            self.compression.compress(records, &mut out)?;
+            out
+        };
+        if batch.len() > MAX_BATCH_BYTES {
+            return Err(BatchError::TooLarge {
+                bytes: batch.len(),
+                max: MAX_BATCH_BYTES,
+            });
+        }
+        let mut attributes = self.compression.attribute();
+        let max_timestamp = match self.log_append_time {
+            Some(append_time) => {
+                attributes |= TIMESTAMP_TYPE_BIT;
+                append_time
+            }
+            None => self.max_timestamp,
+        };
+        let header = BatchHeader {
+            base_offset: 0,
+            // At most MAX_BATCH_BYTES, checked above.
+            batch_length: (batch.len() - LOG_OVERHEAD) as i32,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            magic: MAGIC_V2,
+            crc: 0, // computed by write_header
+            attributes,
+            last_offset_delta: self.record_count - 1,
+            base_timestamp: self.base_timestamp,
+            max_timestamp,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: self.record_count,
+        };
+        write_header(&mut batch, &header);
+        debug_assert!(
+            validate(&batch).is_ok(),
+            "built an invalid batch: {:?}",
+            validate(&batch)
+        );
+        // Vec -> Bytes -> BytesMut hands over the allocation without copying it.
+        Ok(BytesMut::from(Bytes::from(batch)))
+    }
+
+    /// Largest records section this builder may hold (uncompressed bytes).
+    fn records_limit(&self) -> usize {
+        match self.compression {
+            Compression::None => MAX_BATCH_BYTES - HEADER_BYTES,
+            _ => MAX_DECOMPRESSED_BYTES,
+        }
+    }
+}
+
+/// Encoded size of a varint length prefix for `len`. A length over `i32::MAX` is sized as
+/// `i32::MAX`: such a record is far past every limit and is refused anyway.
+fn length_prefix_len(len: usize) -> usize {
+    varint_len(i32::try_from(len).unwrap_or(i32::MAX))
+}
+
+fn nullable_len(bytes: &Option<Bytes>) -> usize {
+    match bytes {
+        None => varint_len(NULL_LENGTH),
+        Some(b) => length_prefix_len(b.len()) + b.len(),
+    }
+}
+
+/// Writes a length that the caller has checked against the batch limits.
+fn put_len(buf: &mut Vec<u8>, len: usize) {
+    debug_assert!(len <= MAX_DECOMPRESSED_BYTES);
+    put_varint(buf, len as i32);
+}
+
+fn put_nullable(buf: &mut Vec<u8>, bytes: &Option<Bytes>) {
+    match bytes {
+        None => put_varint(buf, NULL_LENGTH),
+        Some(b) => {
+            put_len(buf, b.len());
+            buf.extend_from_slice(b);
+        }
+    }
+}
+
+/// Decodes every record of one complete batch (exactly the batch's framed bytes).
+///
+/// The batch is validated first (length, magic, CRC, counts). Keys, values and header
+/// values of an uncompressed batch are slices of `batch`, not copies; a compressed batch
+/// is decompressed (at most [`MAX_DECOMPRESSED_BYTES`]) into one buffer they slice.
+pub fn decode_records(batch: &Bytes) -> Result<Vec<DecodedRecord>, BatchError> {
+    decode_records_limited(batch, MAX_DECOMPRESSED_BYTES)
+}
+
+fn decode_records_limited(
+    batch: &Bytes,
+    max_decompressed: usize,
+) -> Result<Vec<DecodedRecord>, BatchError> {
+    let header = validate(batch)?;
+    let records = match header.compression()? {
+        Compression::None => batch.slice(HEADER_BYTES..),
+        codec => Bytes::from(codec.decompress(&batch[HEADER_BYTES..], max_decompressed)?),
+    };
+    let declared = header.record_count;
+    let count = declared_count(&header)?;
+    let context = BatchContext {
+        base_offset: header.base_offset,
+        base_timestamp: header.base_timestamp,
+        log_append_time: match header.timestamp_type() {
+            TimestampType::LogAppendTime => Some(header.max_timestamp),
+            TimestampType::CreateTime => None,
+        },
+        last_offset_delta: header.last_offset_delta,
+    };
+    // Sized by what the bytes can hold as well as by what the header claims.
+    let mut out = Vec::with_capacity(count.min(records.len() / MIN_RECORD_BYTES));
+    let mut rest: &[u8] = &records;
+    let mut previous_delta = -1;
+    while !rest.is_empty() {
+        let index = out.len();
+        if index == count {
+            return Err(BatchError::TrailingBytes {
+                declared,
+                bytes: rest.len(),
+            });
+        }
+        let record = decode_record(&records, &mut rest, &context, &mut previous_delta)
+            .map_err(|fault| fault.at(index))?;
+        out.push(record);
+    }
+    if out.len() != count {
+        return Err(BatchError::RecordCountMismatch {
+            declared,
+            found: out.len(),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks the framing of an uncompressed records section against its header without
+/// decoding keys, values or headers: each record's length fits, offset deltas start at 0
+/// or more, strictly increase and stay within `last_offset_delta`, and the section holds
+/// exactly `record_count` records with nothing after them. Allocates nothing.
+pub(crate) fn check_uncompressed_framing(
+    records: &[u8],
+    header: &BatchHeader,
+) -> Result<(), BatchError> {
+    let count = declared_count(header)?;
+    let mut rest = records;
+    let mut previous_delta = -1;
+    let mut found = 0;
+    while !rest.is_empty() {
+        if found == count {
+            return Err(BatchError::TrailingBytes {
+                declared: header.record_count,
+                bytes: rest.len(),
+            });
+        }
+        let mut body = split_record(&mut rest).map_err(|fault| fault.at(found))?;
+        let (_, offset_delta) = read_deltas(&mut body, previous_delta, header.last_offset_delta)
+            .map_err(|fault| fault.at(found))?;
+        previous_delta = offset_delta;
+        found += 1;
+    }
+    if found != count {
+        return Err(BatchError::RecordCountMismatch {
+            declared: header.record_count,
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// `record_count` as a count, for headers `validate` has range-checked.
+fn declared_count(header: &BatchHeader) -> Result<usize, BatchError> {
+    usize::try_from(header.record_count).map_err(|_| BatchError::BadRecordCount {
+        count: header.record_count,
+        max: MAX_RECORDS_PER_BATCH,
+    })
+}
+
+/// What each record's offset and timestamp are computed from.
+struct BatchContext {
+    base_offset: i64,
+    base_timestamp: i64,
+    /// The batch's `max_timestamp` if its timestamps are LogAppendTime.
+    log_append_time: Option<i64>,
+    last_offset_delta: i32,
+}
+
+/// Decodes the record at the front of `rest` and advances `rest` past it. `records` is the
+/// buffer `rest` points into, which the record's bytes are sliced from.
+fn decode_record(
+    records: &Bytes,
+    rest: &mut &[u8],
+    context: &BatchContext,
+    previous_delta: &mut i32,
+) -> Result<DecodedRecord, RecordFault> {
+    let mut body = split_record(rest)?;
+    let (timestamp_delta, offset_delta) =
+        read_deltas(&mut body, *previous_delta, context.last_offset_delta)?;
+    *previous_delta = offset_delta;
+    let key = read_nullable(&mut body, Field::Key)?.map(|k| records.slice_ref(k));
+    let value = read_nullable(&mut body, Field::Value)?.map(|v| records.slice_ref(v));
+
+    let header_count =
+        read_varint(&mut body).map_err(|e| RecordFault::Varint(Field::HeaderCount, e))?;
+    let header_count = usize::try_from(header_count)
+        .map_err(|_| RecordFault::NegativeLength(Field::HeaderCount, header_count))?;
+    // The count comes from the wire: bound it by what the remaining bytes can hold before
+    // it sizes the Vec.
+    if header_count > body.len() / MIN_HEADER_BYTES {
+        return Err(RecordFault::TooManyHeaders {
+            count: header_count,
+            remaining: body.len(),
+        });
+    }
+    let mut headers = Vec::with_capacity(header_count);
+    for _ in 0..header_count {
+        let key_len =
+            read_varint(&mut body).map_err(|e| RecordFault::Varint(Field::HeaderKey, e))?;
+        let key_len = usize::try_from(key_len)
+            .map_err(|_| RecordFault::NegativeLength(Field::HeaderKey, key_len))?;
+        let key = take(&mut body, key_len, Field::HeaderKey)?;
+        let key = std::str::from_utf8(key).map_err(|_| RecordFault::HeaderKeyNotUtf8)?;
+        let value = read_nullable(&mut body, Field::HeaderValue)?.map(|v| records.slice_ref(v));
+        headers.push(Header {
+            key: key.to_owned(),
+            value,
+        });
+    }
+    if !body.is_empty() {
+        return Err(RecordFault::UnreadBytes(body.len()));
+    }
+
+    let offset = context
+        .base_offset
+        .checked_add(i64::from(offset_delta))
+        .ok_or(RecordFault::OffsetOverflow)?;
+    let timestamp = context
+        .log_append_time
+        .unwrap_or_else(|| context.base_timestamp.wrapping_add(timestamp_delta));
+    Ok(DecodedRecord {
+        offset,
+        timestamp,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Splits the next record's body (what its length prefix covers) off the front of `rest`.
+#[inline]
+fn split_record<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], RecordFault> {
+    let len = read_varint(rest).map_err(|e| RecordFault::Varint(Field::Length, e))?;
+    let len = usize::try_from(len).map_err(|_| RecordFault::NegativeLength(Field::Length, len))?;
+    take(rest, len, Field::Length)
+}
+
+/// Reads the fields before the key: attributes (ignored), timestamp delta and offset
+/// delta, checking that the offset delta follows `previous` and is within `last`.
+#[inline]
+fn read_deltas(body: &mut &[u8], previous: i32, last: i32) -> Result<(i64, i32), RecordFault> {
+    let (_attributes, after) = body
+        .split_first()
+        .ok_or(RecordFault::Missing(Field::Attributes))?;
+    *body = after;
+    let timestamp_delta =
+        read_varlong(body).map_err(|e| RecordFault::Varint(Field::TimestampDelta, e))?;
+    let offset_delta = read_varint(body).map_err(|e| RecordFault::Varint(Field::OffsetDelta, e))?;
+    if offset_delta <= previous {
+        return Err(RecordFault::OffsetDeltaNotIncreasing {
+            delta: offset_delta,
+            previous,
+        });
+    }
+    if offset_delta > last {
+        return Err(RecordFault::OffsetDeltaPastLast {
+            delta: offset_delta,
+            last,
+        });
+    }
+    Ok((timestamp_delta, offset_delta))
+}
+
+/// Reads a length-prefixed byte string that may be null (length -1).
+#[inline]
+fn read_nullable<'a>(body: &mut &'a [u8], field: Field) -> Result<Option<&'a [u8]>, RecordFault> {
+    let len = read_varint(body).map_err(|e| RecordFault::Varint(field, e))?;
+    if len == NULL_LENGTH {
+        return Ok(None);
+    }
+    let len = usize::try_from(len).map_err(|_| RecordFault::NegativeLength(field, len))?;
+    take(body, len, field).map(Some)
+}
+
+#[inline]
+fn take<'a>(buf: &mut &'a [u8], len: usize, field: Field) -> Result<&'a [u8], RecordFault> {
+    let Some((head, tail)) = buf.split_at_checked(len) else {
+        return Err(RecordFault::PastEnd {
+            field,
+            len,
+            remaining: buf.len(),
+        });
+    };
+    *buf = tail;
+    Ok(head)
+}
+
+/// A record field, to say where a record is malformed.
+#[derive(Debug, Clone, Copy)]
+enum Field {
+    Length,
+    Attributes,
+    TimestampDelta,
+    OffsetDelta,
+    Key,
+    Value,
+    HeaderCount,
+    HeaderKey,
+    HeaderValue,
+}
+
+impl Field {
+    fn name(self) -> &'static str {
+        match self {
+            Field::Length => "record length",
+            Field::Attributes => "attributes",
+            Field::TimestampDelta => "timestamp delta",
+            Field::OffsetDelta => "offset delta",
+            Field::Key => "key",
+            Field::Value => "value",
+            Field::HeaderCount => "header count",
+            Field::HeaderKey => "header key",
+            Field::HeaderValue => "header value",
+        }
+    }
+}
+
+/// Why one record is malformed. Kept as data (no allocation) until it becomes a
+/// [`BatchError::BadRecord`], so the happy path pays nothing for error reporting.
+#[derive(Debug)]
+enum RecordFault {
+    Varint(Field, VarintError),
+    Missing(Field),
+    NegativeLength(Field, i32),
+    PastEnd {
+        field: Field,
+        len: usize,
+        remaining: usize,
+    },
+    OffsetDeltaNotIncreasing {
+        delta: i32,
+        previous: i32,
+    },
+    OffsetDeltaPastLast {
+        delta: i32,
+        last: i32,
+    },
+    TooManyHeaders {
+        count: usize,
+        remaining: usize,
+    },
+    HeaderKeyNotUtf8,
+    UnreadBytes(usize),
+    OffsetOverflow,
+}
+
+impl RecordFault {
+    #[cold]
+    fn at(self, index: usize) -> BatchError {
+        BatchError::BadRecord {
+            index,
+            reason: self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for RecordFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RecordFault::Varint(field, e) => write!(f, "{}: {e}", field.name()),
+            RecordFault::Missing(field) => write!(f, "record ends before its {}", field.name()),
+            RecordFault::NegativeLength(field, len) => {
+                write!(f, "{}: invalid length {len}", field.name())
+            }
+            RecordFault::PastEnd {
+                field,
+                len,
+                remaining,
+            } => write!(
+                f,
+                "{} of {len} bytes runs past the end ({remaining} bytes remain)",
+                field.name()
+            ),
+            RecordFault::OffsetDeltaNotIncreasing { delta, previous } if previous < 0 => {
+                write!(f, "offset delta {delta} is negative")
+            }
+            RecordFault::OffsetDeltaNotIncreasing { delta, previous } => write!(
+                f,
+                "offset delta {delta} does not follow the previous record's {previous}"
+            ),
+            RecordFault::OffsetDeltaPastLast { delta, last } => {
+                write!(
+                    f,
+                    "offset delta {delta} is past the batch's last_offset_delta {last}"
+                )
+            }
+            RecordFault::TooManyHeaders { count, remaining } => {
+                write!(
+                    f,
+                    "header count {count} cannot fit in the {remaining} bytes that remain"
+                )
+            }
+            RecordFault::HeaderKeyNotUtf8 => f.write_str("header key is not valid UTF-8"),
+            RecordFault::UnreadBytes(n) => {
+                write!(
+                    f,
+                    "{n} bytes remain inside the record after its last header"
+                )
+            }
+            RecordFault::OffsetOverflow => f.write_str("base_offset + offset delta overflows"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ATTRIBUTES, BATCH_LENGTH, CRC, compute_crc, patch_offset_and_epoch};
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    fn record(key: Option<&'static [u8]>, value: Option<&'static [u8]>, timestamp: i64) -> Record {
+        Record {
+            key: key.map(Bytes::from_static),
+            value: value.map(Bytes::from_static),
+            headers: Vec::new(),
+            timestamp,
+        }
+    }
+
+    fn build(compression: Compression, records: &[Record]) -> Bytes {
+        let mut builder = RecordBatchBuilder::new(compression);
+        for r in records {
+            builder.push(r);
+        }
+        builder.build().expect("build").freeze()
+    }
+
+    /// One raw record: the fields after the length prefix, then the prefix put in front.
+    fn raw_record(
+        timestamp_delta: i64,
+        offset_delta: i32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&[u8], Option<&[u8]>)],
+    ) -> Vec<u8> {
+        fn put_opt(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
+            match bytes {
+                None => put_varint(buf, NULL_LENGTH),
+                Some(b) => {
+                    put_varint(buf, b.len() as i32);
+                    buf.extend_from_slice(b);
+                }
+            }
+        }
+        let mut body = vec![RECORD_ATTRIBUTES];
+        put_varlong(&mut body, timestamp_delta);
+        put_varint(&mut body, offset_delta);
+        put_opt(&mut body, key);
+        put_opt(&mut body, value);
+        put_varint(&mut body, headers.len() as i32);
+        for (k, v) in headers {
+            put_opt(&mut body, Some(k));
+            put_opt(&mut body, *v);
+        }
+        with_length(&body)
+    }
+
+    fn with_length(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, body.len() as i32);
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A correctly framed and checksummed batch around any records section.
+    fn raw_batch(
+        compression: Compression,
+        records: &[u8],
+        record_count: i32,
+        last_offset_delta: i32,
+    ) -> Bytes {
+        let mut section = Vec::new();
+        compression
+            .compress(records, &mut section)
+            .expect("compress");
+        let mut batch = vec![0u8; HEADER_BYTES];
+        batch.extend_from_slice(&section);
+        let header = BatchHeader {
+            base_offset: 0,
+            batch_length: (batch.len() - LOG_OVERHEAD) as i32,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes: compression.attribute(),
+            last_offset_delta,
+            base_timestamp: 1_000,
+            max_timestamp: 1_000,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            record_count,
+        };
+        write_header(&mut batch, &header);
+        Bytes::from(batch)
+    }
+
+    fn bad_record_reason(result: Result<impl fmt::Debug, BatchError>) -> (usize, String) {
+        match result {
+            Err(BatchError::BadRecord { index, reason }) => (index, reason),
+            other => panic!("expected BadRecord, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn building_without_records_is_an_error() {
+        let result = RecordBatchBuilder::new(Compression::None).build();
+        assert!(matches!(result, Err(BatchError::Empty)));
+    }
+
+    #[test]
+    fn single_record_has_the_kafka_byte_layout() {
+        let batch = build(Compression::None, &[record(Some(b"k"), Some(b"v"), 1_000)]);
+        // length 8 (zigzag 16), attributes, timestamp delta 0, offset delta 0, key length 1
+        // (zigzag 2) "k", value length 1 "v", no headers.
+        assert_eq!(&batch[HEADER_BYTES..], &[16, 0, 0, 0, 2, b'k', 2, b'v', 0]);
+        let header = BatchHeader::parse(&batch);
+        assert_eq!(
+            header,
+            BatchHeader {
+                base_offset: 0,
+                batch_length: (HEADER_BYTES + 9 - LOG_OVERHEAD) as i32,
+                partition_leader_epoch: -1,
+                magic: 2,
+                crc: crc32c::crc32c(&batch[ATTRIBUTES..]),
+                attributes: 0,
+                last_offset_delta: 0,
+                base_timestamp: 1_000,
+                max_timestamp: 1_000,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                record_count: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn header_fields_follow_the_records_and_setters() {
+        let records = [
+            record(None, Some(b"a"), 5_000),
+            record(None, Some(b"b"), 7_000),
+            record(None, Some(b"c"), 4_000),
+        ];
+        let mut builder = RecordBatchBuilder::new(Compression::Lz4)
+            .producer_id(42)
+            .producer_epoch(3)
+            .base_sequence(17);
+        for r in &records {
+            builder.push(r);
+        }
+        assert_eq!(builder.len(), 3);
+        let batch = builder.build().expect("build").freeze();
+        let header = validate(&batch).expect("valid");
+        assert_eq!(header.compression().expect("codec"), Compression::Lz4);
+        assert_eq!(header.timestamp_type(), TimestampType::CreateTime);
+        assert_eq!((header.record_count, header.last_offset_delta), (3, 2));
+        // Base is the first record's timestamp, not the smallest: deltas may be negative.
+        assert_eq!(
+            (header.base_timestamp, header.max_timestamp),
+            (5_000, 7_000)
+        );
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (42, 3, 17)
+        );
+        let timestamps: Vec<i64> = decode_records(&batch)
+            .expect("decode")
+            .iter()
+            .map(|r| r.timestamp)
+            .collect();
+        assert_eq!(timestamps, [5_000, 7_000, 4_000]);
+    }
+
+    #[test]
+    fn estimated_size_is_the_uncompressed_batch_size() {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        assert!(builder.is_empty());
+        assert_eq!(builder.estimated_size(), HEADER_BYTES);
+        builder.push(&record(Some(b"key"), Some(b"value"), 1));
+        builder.push(&record(None, None, 2));
+        let estimated = builder.estimated_size();
+        assert_eq!(builder.build().expect("build").len(), estimated);
+    }
+
+    #[test]
+    fn null_and_empty_keys_and_values_stay_distinct() {
+        let records = [
+            record(None, None, 1),
+            record(Some(b""), Some(b""), 2),
+            record(Some(b"k"), None, 3),
+            record(None, Some(b"v"), 4),
+        ];
+        for codec in Compression::ALL {
+            let decoded = decode_records(&build(codec, &records)).expect("decode");
+            let got: Vec<_> = decoded
+                .iter()
+                .map(|r| (r.key.clone(), r.value.clone()))
+                .collect();
+            let want: Vec<_> = records
+                .iter()
+                .map(|r| (r.key.clone(), r.value.clone()))
+                .collect();
+            assert_eq!(got, want, "{codec}");
+        }
+    }
+
+    #[test]
+    fn headers_round_trip_with_null_values_and_repeated_keys() {
+        let mut r = record(Some(b"k"), Some(b"v"), 9);
+        r.headers = vec![
+            Header {
+                key: "trace".into(),
+                value: Some(Bytes::from_static(b"abc")),
+            },
+            Header {
+                key: "trace".into(),
+                value: None,
+            },
+            Header {
+                key: "".into(),
+                value: Some(Bytes::new()),
+            },
+            Header {
+                key: "clé".into(),
+                value: Some(Bytes::from_static(b"\xff\x00")),
+            },
+        ];
+        for codec in Compression::ALL {
+            let decoded = decode_records(&build(codec, std::slice::from_ref(&r))).expect("decode");
+            assert_eq!(decoded[0].headers, r.headers, "{codec}");
+        }
+    }
+
+    #[test]
+    fn uncompressed_decode_slices_the_batch_without_copying() {
+        let batch = build(
+            Compression::None,
+            &[record(Some(b"key"), Some(b"value"), 1)],
+        );
+        let mut r = record(None, Some(b"v"), 1);
+        r.headers = vec![Header {
+            key: "h".into(),
+            value: Some(Bytes::from_static(b"hv")),
+        }];
+        let with_header = build(Compression::None, &[r]);
+        let within = |b: &Bytes, batch: &Bytes| {
+            let range = batch.as_ptr_range();
+            range.start <= b.as_ptr() && b.as_ptr_range().end <= range.end
+        };
+        let decoded = decode_records(&batch).expect("decode");
+        assert!(within(decoded[0].key.as_ref().expect("key"), &batch));
+        assert!(within(decoded[0].value.as_ref().expect("value"), &batch));
+        let decoded = decode_records(&with_header).expect("decode");
+        let header_value = decoded[0].headers[0].value.as_ref().expect("header value");
+        assert!(within(header_value, &with_header));
+    }
+
+    #[test]
+    fn log_append_time_gives_every_record_the_batch_time() {
+        let mut builder = RecordBatchBuilder::new(Compression::Zstd).log_append_time(99_000);
+        builder.push(&record(None, Some(b"a"), 1_000));
+        builder.push(&record(None, Some(b"b"), 2_000));
+        let batch = builder.build().expect("build").freeze();
+        let header = validate(&batch).expect("valid");
+        assert_eq!(header.timestamp_type(), TimestampType::LogAppendTime);
+        assert_eq!(
+            (header.base_timestamp, header.max_timestamp),
+            (1_000, 99_000)
+        );
+        let decoded = decode_records(&batch).expect("decode");
+        assert!(decoded.iter().all(|r| r.timestamp == 99_000));
+    }
+
+    #[test]
+    fn extreme_timestamps_round_trip() {
+        let records = [
+            record(None, None, i64::MIN),
+            record(None, None, i64::MAX),
+            record(None, None, 0),
+            record(None, None, -1),
+        ];
+        let decoded = decode_records(&build(Compression::None, &records)).expect("decode");
+        let timestamps: Vec<i64> = decoded.iter().map(|r| r.timestamp).collect();
+        assert_eq!(timestamps, [i64::MIN, i64::MAX, 0, -1]);
+    }
+
+    #[test]
+    fn offsets_start_at_the_base_offset_the_log_assigns() {
+        let records = [record(None, Some(b"a"), 1), record(None, Some(b"b"), 2)];
+        let mut batch = BytesMut::from(&build(Compression::Snappy, &records)[..]);
+        patch_offset_and_epoch(&mut batch, 1_000, 7);
+        let decoded = decode_records(&batch.freeze()).expect("decode");
+        let offsets: Vec<i64> = decoded.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [1_000, 1_001]);
+    }
+
+    #[test]
+    fn offset_delta_gaps_left_by_compaction_are_accepted() {
+        let mut section = raw_record(0, 0, Some(b"a"), Some(b"1"), &[]);
+        section.extend(raw_record(0, 3, Some(b"b"), Some(b"2"), &[]));
+        section.extend(raw_record(0, 7, Some(b"c"), Some(b"3"), &[]));
+        let batch = raw_batch(Compression::None, &section, 3, 9);
+        validate(&batch).expect("valid");
+        let offsets: Vec<i64> = decode_records(&batch)
+            .expect("decode")
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(offsets, [0, 3, 7]);
+    }
+
+    #[test]
+    fn bytes_after_the_declared_records_are_rejected() {
+        let mut section = raw_record(0, 0, None, Some(b"a"), &[]);
+        section.extend(raw_record(0, 1, None, Some(b"b"), &[]));
+        let batch = raw_batch(Compression::None, &section, 1, 1);
+        let bytes = section.len() / 2;
+        assert!(matches!(
+            validate(&batch),
+            Err(BatchError::TrailingBytes { declared: 1, bytes: b }) if b == bytes
+        ));
+        assert!(matches!(
+            decode_records(&batch),
+            Err(BatchError::TrailingBytes { .. })
+        ));
+    }
+
+    #[test]
+    fn fewer_records_than_declared_are_rejected() {
+        let section = raw_record(0, 0, None, Some(b"a"), &[]);
+        let batch = raw_batch(Compression::None, &section, 2, 1);
+        assert!(matches!(
+            validate(&batch),
+            Err(BatchError::RecordCountMismatch {
+                declared: 2,
+                found: 1
+            })
+        ));
+        assert!(matches!(
+            decode_records(&batch),
+            Err(BatchError::RecordCountMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn offset_deltas_must_strictly_increase_from_zero() {
+        let mut repeated = raw_record(0, 0, None, None, &[]);
+        repeated.extend(raw_record(0, 0, None, None, &[]));
+        let (index, reason) =
+            bad_record_reason(validate(&raw_batch(Compression::None, &repeated, 2, 1)));
+        assert_eq!(index, 1);
+        assert!(reason.contains("does not follow"), "{reason}");
+
+        let negative = raw_record(0, -1, None, None, &[]);
+        let (index, reason) =
+            bad_record_reason(validate(&raw_batch(Compression::None, &negative, 1, 0)));
+        assert_eq!(index, 0);
+        assert!(reason.contains("negative"), "{reason}");
+    }
+
+    #[test]
+    fn offset_delta_past_last_offset_delta_is_rejected() {
+        let mut section = raw_record(0, 0, None, None, &[]);
+        section.extend(raw_record(0, 2, None, None, &[]));
+        let batch = raw_batch(Compression::None, &section, 2, 1);
+        let (index, reason) = bad_record_reason(validate(&batch));
+        assert_eq!(index, 1);
+        assert!(reason.contains("last_offset_delta"), "{reason}");
+        bad_record_reason(decode_records(&batch));
+    }
+
+    #[test]
+    fn record_length_past_the_section_is_rejected() {
+        let mut section = raw_record(0, 0, None, Some(b"abc"), &[]);
+        section[0] += 2; // claims one more byte than there is (zigzag: +2 is +1)
+        let (_, reason) =
+            bad_record_reason(validate(&raw_batch(Compression::None, &section, 1, 0)));
+        assert!(reason.contains("record length"), "{reason}");
+    }
+
+    #[test]
+    fn negative_lengths_are_rejected() {
+        let mut body = vec![RECORD_ATTRIBUTES, 0, 0];
+        put_varint(&mut body, -2); // key length below the null marker
+        let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
+        validate(&batch).expect("framing is fine");
+        let (_, reason) = bad_record_reason(decode_records(&batch));
+        assert!(reason.contains("key: invalid length -2"), "{reason}");
+
+        let mut section = Vec::new();
+        put_varint(&mut section, -5);
+        let (_, reason) =
+            bad_record_reason(validate(&raw_batch(Compression::None, &section, 1, 0)));
+        assert!(
+            reason.contains("record length: invalid length -5"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn header_count_larger_than_the_bytes_is_rejected_before_allocating() {
+        let mut body = vec![RECORD_ATTRIBUTES, 0, 0, 1, 1];
+        put_varint(&mut body, i32::MAX);
+        let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
+        let (_, reason) = bad_record_reason(decode_records(&batch));
+        assert!(reason.contains("header count"), "{reason}");
+    }
+
+    #[test]
+    fn header_keys_must_be_utf8() {
+        let section = raw_record(0, 0, None, None, &[(b"\xff\xfe", None)]);
+        let batch = raw_batch(Compression::None, &section, 1, 0);
+        let (_, reason) = bad_record_reason(decode_records(&batch));
+        assert!(reason.contains("UTF-8"), "{reason}");
+    }
+
+    #[test]
+    fn bytes_left_inside_a_record_are_rejected() {
+        let mut body = raw_record(0, 0, Some(b"k"), Some(b"v"), &[])[1..].to_vec();
+        body.push(0);
+        let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
+        let (_, reason) = bad_record_reason(decode_records(&batch));
+        assert!(reason.contains("1 bytes remain"), "{reason}");
+    }
+
+    #[test]
+    fn truncated_varints_inside_a_record_are_rejected() {
+        // Offset delta varint cut off by the record length.
+        let body = [RECORD_ATTRIBUTES, 0, 0x80];
+        let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
+        let (_, reason) = bad_record_reason(validate(&batch));
+        assert!(
+            reason.contains("offset delta: truncated varint"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn compressed_records_are_checked_when_decoded() {
+        // validate checks a compressed batch only up to its CRC; the inner records are
+        // checked by decode_records.
+        let mut section = raw_record(0, 0, None, Some(b"a"), &[]);
+        section.push(0);
+        let batch = raw_batch(Compression::Gzip, &section, 1, 0);
+        validate(&batch).expect("valid up to the CRC");
+        assert!(matches!(
+            decode_records(&batch),
+            Err(BatchError::TrailingBytes { bytes: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_compressed_section_is_a_decompress_error() {
+        let batch = raw_batch(Compression::None, b"not zstd at all", 1, 0);
+        let mut bytes = batch.to_vec();
+        bytes[ATTRIBUTES..ATTRIBUTES + 2]
+            .copy_from_slice(&Compression::Zstd.attribute().to_be_bytes());
+        let crc = compute_crc(&bytes);
+        bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+        let result = decode_records(&Bytes::from(bytes));
+        assert!(
+            matches!(result, Err(BatchError::Decompress { codec: "zstd", .. })),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn decompressed_size_is_limited() {
+        let big = record(None, Some(&[0u8; 10_000]), 1);
+        let batch = build(Compression::Gzip, std::slice::from_ref(&big));
+        assert!(decode_records_limited(&batch, 20_000).is_ok());
+        assert!(matches!(
+            decode_records_limited(&batch, 5_000),
+            Err(BatchError::DecompressedTooLarge { max: 5_000 })
+        ));
+    }
+
+    #[test]
+    fn corrupted_crc_is_reported_by_decode() {
+        let mut bytes = build(Compression::None, &[record(None, Some(b"v"), 1)]).to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert!(matches!(
+            decode_records(&Bytes::from(bytes)),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn a_record_that_would_pass_the_batch_limit_is_refused_and_the_builder_kept() {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        builder.push(&record(None, Some(b"small"), 1));
+        let size = builder.estimated_size();
+        let huge = Record {
+            value: Some(Bytes::from(vec![0u8; MAX_BATCH_BYTES])),
+            ..Record::default()
+        };
+        assert!(matches!(
+            builder.try_push(&huge),
+            Err(BatchError::TooLarge {
+                max: MAX_BATCH_BYTES,
+                ..
+            })
+        ));
+        assert_eq!((builder.len(), builder.estimated_size()), (1, size));
+        // push remembers the refusal; build reports it.
+        builder.push(&huge);
+        builder.push(&record(None, Some(b"later"), 2));
+        assert!(matches!(builder.build(), Err(BatchError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn compressed_batches_are_limited_by_their_uncompressed_size() {
+        let mut builder = RecordBatchBuilder::new(Compression::Zstd);
+        let huge = Record {
+            value: Some(Bytes::from(vec![0u8; MAX_DECOMPRESSED_BYTES])),
+            ..Record::default()
+        };
+        assert!(matches!(
+            builder.try_push(&huge),
+            Err(BatchError::DecompressedTooLarge { .. })
+        ));
+        assert!(builder.is_empty());
+    }
+
+    #[test]
+    fn more_than_max_records_is_refused() {
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        // Pretend the builder is full rather than encode a million records.
+        builder.record_count = MAX_RECORDS_PER_BATCH;
+        assert!(matches!(
+            builder.try_push(&Record::default()),
+            Err(BatchError::BadRecordCount {
+                max: MAX_RECORDS_PER_BATCH,
+                ..
+            })
+        ));
+    }
+
+    fn nullable_bytes() -> impl Strategy<Value = Option<Bytes>> {
+        prop_oneof![
+            Just(None),
+            Just(Some(Bytes::new())),
+            vec(any::<u8>(), 1..48).prop_map(|v| Some(Bytes::from(v))),
+        ]
+    }
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        let header = ("\\PC{0,6}", nullable_bytes()).prop_map(|(key, value)| Header { key, value });
+        (
+            nullable_bytes(),
+            nullable_bytes(),
+            vec(header, 0..4),
+            any::<i64>(),
+        )
+            .prop_map(|(key, value, headers, timestamp)| Record {
+                key,
+                value,
+                headers,
+                timestamp,
+            })
+    }
+
+    fn any_codec() -> impl Strategy<Value = Compression> {
+        prop::sample::select(Compression::ALL.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn records_round_trip_through_every_codec(
+            records in vec(any_record(), 1..12),
+            codec in any_codec(),
+            producer in (any::<i64>(), any::<i16>(), any::<i32>()),
+            append_time in proptest::option::of(any::<i64>()),
+        ) {
+            let mut builder = RecordBatchBuilder::new(codec)
+                .producer_id(producer.0)
+                .producer_epoch(producer.1)
+                .base_sequence(producer.2);
+            if let Some(t) = append_time {
+                builder = builder.log_append_time(t);
+            }
+            for r in &records {
+                builder.push(r);
+            }
+            let batch = builder.build().expect("build").freeze();
+
+            let header = validate(&batch).expect("valid");
+            prop_assert_eq!(header.record_count as usize, records.len());
+            prop_assert_eq!(header.last_offset_delta as usize, records.len() - 1);
+            prop_assert_eq!(header.compression().expect("codec"), codec);
+            prop_assert_eq!(header.base_timestamp, records[0].timestamp);
+            let max = records.iter().map(|r| r.timestamp).max().expect("non-empty");
+            prop_assert_eq!(header.max_timestamp, append_time.unwrap_or(max));
+            prop_assert_eq!(
+                (header.producer_id, header.producer_epoch, header.base_sequence),
+                producer
+            );
+
+            let decoded = decode_records(&batch).expect("decode");
+            prop_assert_eq!(decoded.len(), records.len());
+            for (i, (got, want)) in decoded.iter().zip(&records).enumerate() {
+                prop_assert_eq!(got.offset, i as i64);
+                prop_assert_eq!(got.timestamp, append_time.unwrap_or(want.timestamp));
+                prop_assert_eq!(&got.key, &want.key);
+                prop_assert_eq!(&got.value, &want.value);
+                prop_assert_eq!(&got.headers, &want.headers);
+            }
+        }
+
+        #[test]
+        fn mutated_or_truncated_batches_never_panic(
+            records in vec(any_record(), 1..6),
+            codec in any_codec(),
+            flips in vec((any::<Index>(), any::<u8>()), 0..6),
+            cut in proptest::option::of(any::<Index>()),
+            repair_framing in any::<bool>(),
+        ) {
+            let mut bytes = build(codec, &records).to_vec();
+            for (at, xor) in &flips {
+                let at = at.index(bytes.len());
+                bytes[at] ^= xor;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            // Without repair nearly every mutation stops at the length or CRC check; with
+            // it, the damage reaches the record decoder and the decompressors.
+            if repair_framing && bytes.len() >= HEADER_BYTES {
+                let batch_length = (bytes.len() - LOG_OVERHEAD) as i32;
+                bytes[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+                let crc = compute_crc(&bytes);
+                bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+            }
+            let bytes = Bytes::from(bytes);
+            let valid = validate(&bytes).is_ok();
+            if let Ok(decoded) = decode_records(&bytes) {
+                prop_assert!(valid);
+                prop_assert!(decoded.len() <= MAX_RECORDS_PER_BATCH as usize);
+            }
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Sparse, memory-mapped segment indexes: `.index` maps a relative offset to a file
+//! position, `.timeindex` maps a timestamp to a relative offset. Both are sorted by their
+//! key and rebuilt from the `.log` file whenever they are missing or inconsistent.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use memmap2::MmapMut;
+
+/// One fixed-size index entry, stored big-endian.
+pub trait Entry: Copy + std::fmt::Debug {
+    const BYTES: usize;
+    fn decode(b: &[u8]) -> Self;
+    fn encode(self, b: &mut [u8]);
+    /// What the index is sorted and searched by.
+    fn key(self) -> i64;
+}
+
+/// `.index` entry: the batch starting at `position` has base offset `base + relative`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub relative_offset: u32,
+    pub position: u32,
+}
+
+impl Entry for OffsetEntry {
+    const BYTES: usize = 8;
+    fn decode(b: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32::from_be_bytes(b[0..4].try_into().expect("4 bytes")),
+            position: u32::from_be_bytes(b[4..8].try_into().expect("4 bytes")),
+        }
+    }
+    fn encode(self, b: &mut [u8]) {
+        b[0..4].copy_from_slice(&self.relative_offset.to_be_bytes());
+        b[4..8].copy_from_slice(&self.position.to_be_bytes());
+    }
+    fn key(self) -> i64 {
+        i64::from(self.relative_offset)
+    }
+}
+
+/// `.timeindex` entry: every batch before the one at `base + relative_offset` has a max
+/// timestamp below `timestamp`, and that batch reaches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub relative_offset: u32,
+}
+
+impl Entry for TimeEntry {
+    const BYTES: usize = 12;
+    fn decode(b: &[u8]) -> Self {
+        TimeEntry {
+            timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8 bytes")),
+            relative_offset: u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")),
+        }
+    }
+    fn encode(self, b: &mut [u8]) {
+        b[0..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        b[8..12].copy_from_slice(&self.relative_offset.to_be_bytes());
+    }
+    fn key(self) -> i64 {
+        self.timestamp
+    }
+}
+
+/// An index file mapped into memory. An active segment's index is preallocated to its
+/// maximum size and trimmed to the entries it holds when the segment is closed.
+#[derive(Debug)]
+pub struct Index<E: Entry> {
+    path: PathBuf,
+    file: File,
+    map: Option<MmapMut>,
+    entries: usize,
+    _entry: PhantomData<E>,
+}
+
+impl<E: Entry> Index<E> {
+    /// Opens (creating if needed) the index at `path`, sized to hold `capacity_bytes`,
+    /// trusting its first `entries` entries; `None` trusts the file length (a closed,
+    /// trimmed index).
+    pub fn open(path: &Path, capacity_bytes: Option<u64>, entries: Option<usize>) -> io::Result<Self> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let len = file.metadata()?.len();
+        let entries = entries.unwrap_or((len as usize) / E::BYTES);
+        let want = match capacity_bytes {
+            Some(cap) => (cap / E::BYTES as u64) * E::BYTES as u64,
+            None => (entries * E::BYTES) as u64,
+        };
+        let want = want.max((entries * E::BYTES) as u64);
+        if len != want {
+            file.set_len(want)?;
+        }
+        let mut index = Index { path: path.to_path_buf(), file, map: None, entries, _entry: PhantomData };
+        index.remap()?;
+        if index.entries > index.capacity() {
+            index.entries = index.capacity();
+        }
+        Ok(index)
+    }
+
+    fn remap(&mut self) -> io::Result<()> {
+        let len = self.file.metadata()?.len();
+        self.map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the index file belongs to this log directory, which one process
+            // owns (the broker holds a lock file on it); nothing else truncates it while
+            // it is mapped. Every method below re-checks bounds against the map's length.
+            Some(unsafe { MmapMut::map_mut(&self.file)? })
+        };
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.map.as_ref().map_or(0, |m| m.len() / E::BYTES)
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.entries >= self.capacity()
+    }
+
+    pub fn get(&self, i: usize) -> E {
+        assert!(i < self.entries, "index entry {i} out of {}", self.entries);
+        let map = self.map.as_ref().expect("non-empty index is mapped");
+        E::decode(&map[i * E::BYTES..(i + 1) * E::BYTES])
+    }
+
+    pub fn last(&self) -> Option<E> {
+        self.entries.checked_sub(1).map(|i| self.get(i))
+    }
+
+    /// Appends an entry. Keys must not decrease: that would break every lookup, so it is
+    /// checked in release builds too. Returns false if the index is full.
+    pub fn push(&mut self, entry: E) -> bool {
+        if let Some(last) = self.last() {
+            assert!(entry.key() >= last.key(), "index {} would go backwards: {last:?} then {entry:?}", self.path.display());
+        }
+        if self.is_full() {
+            return false;
+        }
+        let i = self.entries;
+        let map = self.map.as_mut().expect("non-full index is mapped");
+        entry.encode(&mut map[i * E::BYTES..(i + 1) * E::BYTES]);
+        self.entries += 1;
+        true
+    }
+
+    /// The last entry whose key is at most `key`, with its position in the index.
+    pub fn floor(&self, key: i64) -> Option<(usize, E)> {
+        // partition_point: first entry with key > `key`.
+        let (mut lo, mut hi) = (0, self.entries);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).key() <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1).map(|i| (i, self.get(i)))
+    }
+
+    /// Keeps the first `entries` entries and zeroes the rest of the mapped area.
+    pub fn truncate_entries(&mut self, entries: usize) {
+        if entries >= self.entries {
+            return;
+        }
+        if let Some(map) = self.map.as_mut() {
+            map[entries * E::BYTES..self.entries * E::BYTES].fill(0);
+        }
+        self.entries = entries;
+    }
+
+    /// Checks the entries are sorted and satisfy `valid`; false means rebuild.
+    pub fn is_consistent(&self, mut valid: impl FnMut(E) -> bool) -> bool {
+        let mut prev: Option<E> = None;
+        for i in 0..self.entries {
+            let e = self.get(i);
+            if prev.is_some_and(|p| e.key() < p.key()) || !valid(e) {
+                return false;
+            }
+            prev = Some(e);
+        }
+        true
+    }
+
+    /// Writes dirty pages to disk (msync).
+    pub fn flush(&self) -> io::Result<()> {
+        match &self.map {
+            Some(map) => map.flush(),
+            None => Ok(()),
+        }
+    }
+
+    /// Cuts the file to exactly the entries held, flushes it, and maps it again: the
+    /// state of a closed segment's index.
+    pub fn trim(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.map = None;
+        self.file.set_len((self.entries * E::BYTES) as u64)?;
+        self.file.sync_all()?;
+        self.remap()
+    }
+
+    /// Grows the file back to `capacity_bytes` so an index can take appends again (a
+    /// closed segment becoming active after a truncation).
+    pub fn reserve(&mut self, capacity_bytes: u64) -> io::Result<()> {
+        let want = (capacity_bytes / E::BYTES as u64) * E::BYTES as u64;
+        if want > self.file.metadata()?.len() {
+            self.map = None;
+            self.file.set_len(want)?;
+            self.remap()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_push_trim_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut idx = Index::<OffsetEntry>::open(&path, Some(80), Some(0)).unwrap();
+        assert_eq!(idx.capacity(), 10);
+        assert_eq!(idx.floor(5), None);
+        for i in 0..10u32 {
+            assert!(idx.push(OffsetEntry { relative_offset: i * 10, position: i * 100 }));
+        }
+        assert!(!idx.push(OffsetEntry { relative_offset: 200, position: 2000 }));
+        assert_eq!(idx.floor(0).unwrap().1.position, 0);
+        assert_eq!(idx.floor(9).unwrap().1.position, 0);
+        assert_eq!(idx.floor(10).unwrap().1.position, 100);
+        assert_eq!(idx.floor(95).unwrap().1.position, 900);
+        idx.truncate_entries(4);
+        assert_eq!(idx.floor(95).unwrap().1.position, 300);
+        idx.trim().unwrap();
+        drop(idx);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 32);
+        let idx = Index::<OffsetEntry>::open(&path, None, None).unwrap();
+        assert_eq!(idx.len(), 4);
+        assert!(idx.is_consistent(|e| e.position < 1000));
+    }
+
+    #[test]
+    #[should_panic(expected = "go backwards")]
+    fn refuses_to_go_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = Index::<TimeEntry>::open(&dir.path().join("t"), Some(120), Some(0)).unwrap();
+        idx.push(TimeEntry { timestamp: 10, relative_offset: 0 });
+        idx.push(TimeEntry { timestamp: 5, relative_offset: 1 });
+    }
+}

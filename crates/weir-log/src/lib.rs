@@ -1,0 +1,31 @@
+//! Segment-file log storage for one Weir partition.
+//!
+//! A [`Log`] is a directory of segments holding Kafka RecordBatch v2 bytes, with sparse
+//! memory-mapped offset and time indexes, a durability policy, crash recovery that scans
+//! only what was not known to be flushed, truncation, retention and the checkpoints that
+//! replication needs.
+//!
+//! Architecture invariant: this crate is synchronous and knows nothing of tokio, gRPC,
+//! protobuf or the network. Everything it writes is checked (CRC, length) before it is
+//! written and after it is read back. Callers in async code run its blocking calls on a
+//! blocking thread.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod compression;
+pub mod config;
+mod epoch;
+pub mod error;
+pub mod index;
+mod log;
+mod maintenance;
+mod recovery;
+mod segment;
+pub mod storage;
+
+pub use batch::{BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+pub use compression::Compression;
+pub use config::{FlushPolicy, LogConfig};
+pub use error::{AppendError, BatchError, CheckpointError, MaintenanceError, OpenError, ReadError};
+pub use log::{AppendInfo, EpochEntry, FetchData, Log, LogOffsets};
+pub use maintenance::RetentionOutcome;

@@ -1,0 +1,1034 @@
+//! [`Log`]: one partition's log. Opening (with recovery), appending, reading, flushing
+//! with group commit, and the checkpoints. Truncation and retention live in
+//! `maintenance.rs`.
+//!
+//! Concurrency: one `Mutex` guards the segment map and offsets; appends hold it for the
+//! write syscall, readers only to find positions (their `pread` runs outside it). The
+//! `fdatasync` of group commit runs outside it too, so appends continue while a sync is
+//! under way. Lock order: `inner` before `flush` before `checkpoint`; no path takes them
+//! in another order.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
+use crate::checkpoint::{self, Kind, PayloadReader};
+use crate::config::{FlushPolicy, LogConfig};
+pub use crate::epoch::EpochEntry;
+use crate::epoch::EpochHistory;
+use crate::index::Index;
+use crate::error::{AppendError, MaintenanceError, OpenError, ReadError};
+use crate::recovery::{self, RecoveryPoint};
+use crate::segment::{self, LOG_SUFFIX, Segment};
+use crate::storage::{FileStorage, Storage, StorageFile};
+
+/// Name of the lock file that keeps a second process from opening the same log.
+const LOCK_FILE: &str = ".lock";
+
+/// What an append wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record written.
+    pub base_offset: i64,
+    /// Offset of the last record written.
+    pub last_offset: i64,
+    /// Newest record timestamp among the batches.
+    pub max_timestamp: i64,
+    pub batches: usize,
+    pub bytes: usize,
+}
+
+/// The offsets that bound a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// First offset still readable.
+    pub log_start_offset: i64,
+    /// Offset the next record will get.
+    pub log_end_offset: i64,
+    /// Every offset below this is on disk (fsynced).
+    pub flushed_offset: i64,
+}
+
+/// Whole batches read from the log, as one zero-copy buffer.
+#[derive(Debug, Clone)]
+pub struct FetchData {
+    /// Concatenated RecordBatch v2 bytes; empty if there was nothing to read.
+    pub records: Bytes,
+    /// Offset after the last returned batch (the offset to read next).
+    pub next_offset: i64,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+impl FetchData {
+    /// The batches in `records`, each a slice of the same buffer.
+    pub fn batches(&self) -> impl Iterator<Item = Bytes> + '_ {
+        let mut rest = self.records.clone();
+        std::iter::from_fn(move || {
+            if rest.len() < LOG_OVERHEAD {
+                return None;
+            }
+            let len = batch::framed_len(&rest).ok()?.min(rest.len());
+            Some(rest.split_to(len))
+        })
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) next_offset: i64,
+    pub(crate) log_start_offset: i64,
+    pub(crate) epochs: EpochHistory,
+    pub(crate) high_watermark: Option<i64>,
+    /// Set when a write or sync failed in a way that leaves the on-disk state unknown.
+    pub(crate) failed: Option<String>,
+    /// Bumped by every truncation; stale flush results and checkpoints are dropped.
+    pub(crate) generation: u64,
+}
+
+impl Inner {
+    pub(crate) fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+
+    pub(crate) fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    /// Base offset of the segment after `base`, or the log end for the active one.
+    pub(crate) fn end_of(&self, base: i64) -> i64 {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.segments.range((Excluded(base), Unbounded)).next().map_or(self.next_offset, |(b, _)| *b)
+    }
+
+    pub(crate) fn check_failed(&self) -> Result<(), String> {
+        match &self.failed {
+            Some(reason) => Err(reason.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn recovery_point(&self) -> RecoveryPoint {
+        let active = self.active();
+        let files = active.files();
+        RecoveryPoint {
+            segment_base: active.base_offset,
+            position: active.size,
+            next_offset: self.next_offset,
+            index_entries: files.index.len() as u32,
+            time_index_entries: files.time_index.len() as u32,
+            max_timestamp: active.cursor.max_timestamp,
+            offset_of_max_timestamp: active.cursor.offset_of_max_timestamp,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FlushState {
+    /// Every offset below this is durable.
+    pub(crate) flushed_offset: i64,
+    in_progress: bool,
+    pub(crate) generation: u64,
+    last_sync: Instant,
+}
+
+#[derive(Debug)]
+struct CheckpointState {
+    last: Option<RecoveryPoint>,
+    written_at: Instant,
+    generation: u64,
+}
+
+/// One partition's log: a directory of segments. Thread-safe; share it with `Arc`.
+#[derive(Debug)]
+pub struct Log {
+    pub(crate) dir: PathBuf,
+    pub(crate) config: LogConfig,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) inner: Mutex<Inner>,
+    flush: Mutex<FlushState>,
+    flushed: Condvar,
+    checkpoint: Mutex<CheckpointState>,
+    _lock: File,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system, recovering
+    /// from an unclean shutdown.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, OpenError> {
+        Log::open_with_storage(dir, config, Arc::new(FileStorage))
+    }
+
+    /// Opens the log through `storage` (tests inject faults here).
+    pub fn open_with_storage(dir: impl AsRef<Path>, config: LogConfig, storage: Arc<dyn Storage>) -> Result<Log, OpenError> {
+        config.validate().map_err(OpenError::Config)?;
+        let dir = dir.as_ref().to_path_buf();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| OpenError::io(p, e)
+        };
+        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        lock.try_lock().map_err(|e| {
+            OpenError::io(lock_path.clone(), std::io::Error::new(std::io::ErrorKind::WouldBlock, format!("log directory is in use by another process ({e})")))
+        })?;
+
+        let started = Instant::now();
+        let inner = open_inner(&dir, &config, storage.as_ref())?;
+        let point = inner.recovery_point();
+        let log = Log {
+            flush: Mutex::new(FlushState {
+                flushed_offset: inner.next_offset,
+                in_progress: false,
+                generation: 0,
+                last_sync: Instant::now(),
+            }),
+            checkpoint: Mutex::new(CheckpointState { last: Some(point), written_at: Instant::now(), generation: 0 }),
+            flushed: Condvar::new(),
+            dir,
+            config,
+            storage,
+            inner: Mutex::new(inner),
+            _lock: lock,
+        };
+        let offsets = log.offsets();
+        tracing::info!(
+            dir = %log.dir.display(),
+            segments = log.segment_count(),
+            log_start_offset = offsets.log_start_offset,
+            log_end_offset = offsets.log_end_offset,
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "log opened"
+        );
+        Ok(log)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().expect("log mutex poisoned")
+    }
+
+    pub fn offsets(&self) -> LogOffsets {
+        let inner = self.lock();
+        let flushed_offset = self.flush.lock().expect("flush mutex poisoned").flushed_offset;
+        LogOffsets {
+            log_start_offset: inner.log_start_offset,
+            log_end_offset: inner.next_offset,
+            flushed_offset: flushed_offset.min(inner.next_offset),
+        }
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().segments.len()
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments.values().map(|s| s.size).sum()
+    }
+
+    /// Appends one or more concatenated batches as the leader: validates every batch
+    /// (nothing is written if any is bad), assigns offsets from the log end by patching
+    /// each batch's base offset and leader epoch in place, and writes them with one
+    /// positioned write. With [`FlushPolicy::EveryAppend`] it returns once they are on
+    /// disk; otherwise see [`Log::wait_durable`].
+    ///
+    /// `leader_epoch` is stamped into the batches and recorded in the epoch history; use
+    /// `-1` for a log that is not replicated.
+    pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
+        let mut headers = self.check_batches(batches)?;
+        let mut inner = self.lock();
+        inner.check_failed().map_err(|reason| AppendError::Failed { reason })?;
+        if let Some(latest) = inner.epochs.latest() {
+            if leader_epoch >= 0 && leader_epoch < latest.epoch {
+                return Err(AppendError::StaleLeaderEpoch { epoch: leader_epoch, latest: latest.epoch });
+            }
+        }
+        let span = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+        self.maybe_roll(&mut inner, batches.len(), span)?;
+        if leader_epoch >= 0 {
+            let start = inner.next_offset;
+            if inner.epochs.assign(leader_epoch, start) {
+                self.persist_epochs(&inner).map_err(|e| self.fail(&mut inner, e))?;
+            }
+        }
+        let mut offset = inner.next_offset;
+        let mut pos = 0;
+        for h in &mut headers {
+            batch::patch_offset_and_epoch(&mut batches[pos..pos + h.total_bytes()], offset, leader_epoch);
+            h.base_offset = offset;
+            h.partition_leader_epoch = leader_epoch;
+            offset += i64::from(h.last_offset_delta) + 1;
+            pos += h.total_bytes();
+        }
+        let info = self.write_locked(&mut inner, batches, &headers, leader_epoch)?;
+        drop(inner);
+        self.after_append(info.last_offset)?;
+        Ok(info)
+    }
+
+    /// Appends batches that already carry their offsets and leader epochs, as a follower
+    /// copying its leader. The first batch must start at the log end.
+    pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
+        let headers = self.check_batches(batches)?;
+        let mut inner = self.lock();
+        inner.check_failed().map_err(|reason| AppendError::Failed { reason })?;
+        let mut expected = inner.next_offset;
+        for h in &headers {
+            if h.base_offset != expected {
+                return Err(AppendError::OffsetMismatch { base_offset: h.base_offset, log_end_offset: expected });
+            }
+            expected = h.next_offset();
+        }
+        let span = expected - inner.next_offset;
+        self.maybe_roll(&mut inner, batches.len(), span)?;
+        let mut changed = false;
+        for h in &headers {
+            if h.partition_leader_epoch >= 0 && inner.epochs.latest().is_none_or(|l| l.epoch < h.partition_leader_epoch) {
+                changed |= inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
+            }
+        }
+        if changed {
+            self.persist_epochs(&inner).map_err(|e| self.fail(&mut inner, e))?;
+        }
+        let epoch = headers.last().map_or(-1, |h| h.partition_leader_epoch);
+        let info = self.write_locked(&mut inner, batches, &headers, epoch)?;
+        drop(inner);
+        self.after_append(info.last_offset)?;
+        Ok(info)
+    }
+
+    fn check_batches(&self, batches: &[u8]) -> Result<Vec<BatchHeader>, AppendError> {
+        if batches.is_empty() {
+            return Err(AppendError::Empty);
+        }
+        let mut headers = Vec::new();
+        let mut pos = 0;
+        while pos < batches.len() {
+            let rest = &batches[pos..];
+            let invalid = |source| AppendError::InvalidBatch { index: headers.len(), position: pos, source };
+            let len = batch::framed_len(rest).map_err(invalid)?;
+            if len > self.config.max_message_bytes {
+                return Err(AppendError::MessageTooLarge { bytes: len, max: self.config.max_message_bytes });
+            }
+            if rest.len() < len {
+                return Err(invalid(crate::BatchError::Truncated { needed: len, available: rest.len() }));
+            }
+            let header = batch::validate(&rest[..len]).map_err(invalid)?;
+            headers.push(header);
+            pos += len;
+        }
+        Ok(headers)
+    }
+
+    /// Writes validated, offset-assigned batches at the end of the active segment and
+    /// indexes them. On a write error the segment is cut back so nothing partial stays.
+    fn write_locked(&self, inner: &mut Inner, batches: &[u8], headers: &[BatchHeader], _epoch: i32) -> Result<AppendInfo, AppendError> {
+        let active = inner.active_mut();
+        let start = active.size;
+        let file = active.files().file.clone();
+        if let Err(e) = file.write_all_at(batches, start) {
+            let path = active.log_path.clone();
+            if let Err(cut) = file.set_len(start) {
+                let reason = format!("write to {} failed ({e}) and could not be undone ({cut})", path.display());
+                inner.failed = Some(reason);
+            }
+            return Err(AppendError::io(path, e));
+        }
+        let mut pos = start;
+        let mut max_timestamp = i64::MIN;
+        for h in headers {
+            active.index_batch(pos, h, &self.config);
+            pos += h.total_bytes() as u64;
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+        }
+        active.size = pos;
+        let base_offset = headers[0].base_offset;
+        let last_offset = headers.last().expect("at least one batch").last_offset();
+        assert!(base_offset >= inner.next_offset, "offsets never go backwards");
+        inner.next_offset = last_offset + 1;
+        Ok(AppendInfo { base_offset, last_offset, max_timestamp, batches: headers.len(), bytes: batches.len() })
+    }
+
+    fn after_append(&self, last_offset: i64) -> Result<(), AppendError> {
+        let to_append = |e: MaintenanceError| match e {
+            MaintenanceError::Io { path, source } => AppendError::Io { path, source },
+            other => AppendError::Failed { reason: other.to_string() },
+        };
+        match self.config.flush {
+            FlushPolicy::EveryAppend => self.wait_durable(last_offset).map_err(to_append),
+            FlushPolicy::Interval(_) => self.flush_if_due().map_err(to_append),
+            FlushPolicy::GroupCommit | FlushPolicy::None => Ok(()),
+        }
+    }
+
+    /// Rolls to a new segment if `bytes` more (spanning `span` offsets) would not fit the
+    /// active one by size, age, index room or 32-bit relative offsets.
+    fn maybe_roll(&self, inner: &mut Inner, bytes: usize, span: i64) -> Result<(), AppendError> {
+        let active = inner.active();
+        if active.size == 0 {
+            return Ok(());
+        }
+        let full = active.size + bytes as u64 > self.config.segment_bytes;
+        let old = self.config.segment_age.is_some_and(|age| active.active_since.elapsed() >= age);
+        let offsets = inner.next_offset + span - active.base_offset > i64::from(u32::MAX);
+        if full || old || offsets || active.index_is_full() {
+            self.roll_locked(inner).map_err(|e| match e {
+                MaintenanceError::Io { path, source } => AppendError::Io { path, source },
+                other => AppendError::Failed { reason: other.to_string() },
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Closes the active segment (synced, indexes sealed) and starts a new one at the log
+    /// end, then moves the recovery checkpoint there. Any failure fails the log.
+    pub(crate) fn roll_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
+        let result = (|| {
+            let next = inner.next_offset;
+            let active = inner.active_mut();
+            if active.base_offset == next {
+                return Ok(()); // already empty at the log end
+            }
+            let file = active.files().file.clone();
+            file.sync_data().map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+            recovery::seal(active).map_err(open_to_maintenance)?;
+            let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config).map_err(open_to_maintenance)?;
+            inner.segments.insert(next, seg);
+            self.storage.sync_dir(&self.dir).map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+            self.write_recovery_point(inner)?;
+            let mut flush = self.flush.lock().expect("flush mutex poisoned");
+            flush.flushed_offset = flush.flushed_offset.max(next);
+            Ok(())
+        })();
+        if let Err(e) = &result {
+            inner.failed = Some(format!("segment roll failed: {e}"));
+        }
+        if result.is_ok() {
+            tracing::debug!(dir = %self.dir.display(), base_offset = inner.next_offset, "segment rolled");
+        }
+        result
+    }
+
+    /// Starts a new segment now (if the active one holds anything).
+    pub fn roll(&self) -> Result<(), MaintenanceError> {
+        let mut inner = self.lock();
+        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        self.roll_locked(&mut inner)
+    }
+
+    /// Writes the recovery checkpoint for the current state; the caller has made the
+    /// active segment's data durable.
+    pub(crate) fn write_recovery_point(&self, inner: &Inner) -> Result<(), MaintenanceError> {
+        let point = inner.recovery_point();
+        let files = inner.active().files();
+        files.index.flush().map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
+        files.time_index.flush().map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+        let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
+        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::RecoveryPoint, &point.encode())?;
+        ckpt.last = Some(point);
+        ckpt.written_at = Instant::now();
+        ckpt.generation = inner.generation;
+        Ok(())
+    }
+
+    pub(crate) fn persist_epochs(&self, inner: &Inner) -> Result<(), MaintenanceError> {
+        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
+        Ok(())
+    }
+
+    pub(crate) fn flush_state(&self) -> MutexGuard<'_, FlushState> {
+        self.flush.lock().expect("flush mutex poisoned")
+    }
+
+    pub(crate) fn fail(&self, inner: &mut Inner, e: MaintenanceError) -> AppendError {
+        let reason = e.to_string();
+        inner.failed = Some(reason.clone());
+        AppendError::Failed { reason }
+    }
+
+    /// Blocks until every offset up to and including `offset` is on disk. Group commit:
+    /// the first waiter syncs everything appended so far while later ones wait; when that
+    /// sync ends, all whose offsets it covered return, and one of the rest starts the next.
+    pub fn wait_durable(&self, offset: i64) -> Result<(), MaintenanceError> {
+        let mut flush = self.flush.lock().expect("flush mutex poisoned");
+        loop {
+            if flush.flushed_offset > offset {
+                return Ok(());
+            }
+            if flush.in_progress {
+                flush = self.flushed.wait(flush).expect("flush mutex poisoned");
+                continue;
+            }
+            flush.in_progress = true;
+            drop(flush);
+            let result = self.sync_once();
+            flush = self.flush.lock().expect("flush mutex poisoned");
+            flush.in_progress = false;
+            self.flushed.notify_all();
+            match result {
+                Ok((target, generation)) => {
+                    if generation == flush.generation {
+                        flush.flushed_offset = flush.flushed_offset.max(target);
+                    }
+                    flush.last_sync = Instant::now();
+                    if target <= offset {
+                        // Asked to wait for an offset that was never appended.
+                        let end = self.lock().next_offset;
+                        if offset >= end {
+                            return Err(MaintenanceError::OffsetOutOfRange { offset, log_start_offset: 0, log_end_offset: end });
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Syncs the active segment; returns the offset below which everything is now
+    /// durable, and the truncation generation it belongs to.
+    fn sync_once(&self) -> Result<(i64, u64), MaintenanceError> {
+        let (file, path, point, generation) = {
+            let inner = self.lock();
+            inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+            let active = inner.active();
+            (active.files().file.clone(), active.log_path.clone(), inner.recovery_point(), inner.generation)
+        };
+        if let Err(e) = file.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: what the
+            // page cache shows can no longer be trusted to be on disk (PostgreSQL's
+            // "fsyncgate"). Stop here; reopening recovers from what the disk holds.
+            let reason = format!("fsync of {} failed: {e}", path.display());
+            tracing::error!(reason, "log failed");
+            self.lock().failed = Some(reason);
+            return Err(MaintenanceError::io(path, e));
+        }
+        self.maybe_checkpoint(point, generation)?;
+        Ok((point.next_offset, generation))
+    }
+
+    /// After a sync made `point` durable, persists it as the recovery checkpoint, at most
+    /// once per `recovery_checkpoint_interval`. A point made stale by a roll or a
+    /// truncation in the meantime is dropped (those write their own).
+    fn maybe_checkpoint(&self, point: RecoveryPoint, generation: u64) -> Result<(), MaintenanceError> {
+        let due = |c: &CheckpointState| c.written_at.elapsed() >= self.config.recovery_checkpoint_interval;
+        if !due(&self.checkpoint.lock().expect("checkpoint mutex poisoned")) {
+            return Ok(());
+        }
+        {
+            // The index entries the point counts must be on disk too.
+            let inner = self.lock();
+            let active = inner.active();
+            if inner.generation != generation || active.base_offset != point.segment_base {
+                return Ok(());
+            }
+            let files = active.files();
+            files.index.flush().map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
+            files.time_index.flush().map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+        }
+        let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
+        let newer = ckpt.last.is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
+        if ckpt.generation != generation || !newer || !due(&ckpt) {
+            return Ok(());
+        }
+        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::RecoveryPoint, &point.encode())?;
+        ckpt.last = Some(point);
+        ckpt.written_at = Instant::now();
+        Ok(())
+    }
+
+    /// Syncs everything appended so far.
+    pub fn flush(&self) -> Result<(), MaintenanceError> {
+        let end = self.lock().next_offset;
+        if end == 0 || self.flush.lock().expect("flush mutex poisoned").flushed_offset >= end {
+            return Ok(());
+        }
+        self.wait_durable(end - 1)
+    }
+
+    /// With [`FlushPolicy::Interval`], syncs if the last sync is older than the interval.
+    pub fn flush_if_due(&self) -> Result<(), MaintenanceError> {
+        let FlushPolicy::Interval(interval) = self.config.flush else { return Ok(()) };
+        let due = self.flush.lock().expect("flush mutex poisoned").last_sync.elapsed() >= interval;
+        if due { self.flush() } else { Ok(()) }
+    }
+
+    /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
+    /// (at least one batch is returned even if it is larger, so a reader always makes
+    /// progress), and only batches whose last offset is below `upper_bound` (the high
+    /// watermark, for consumers). Every returned batch has passed its CRC check.
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: Option<i64>) -> Result<FetchData, ReadError> {
+        let mut offset = offset;
+        loop {
+            let (file, path, from, end_pos, offsets, seg_end) = {
+                let mut inner = self.lock();
+                let (start, end) = (inner.log_start_offset, inner.next_offset);
+                if offset < start || offset > end {
+                    return Err(ReadError::OffsetOutOfRange { offset, log_start_offset: start, log_end_offset: end });
+                }
+                let empty = FetchData { records: Bytes::new(), next_offset: offset, log_start_offset: start, log_end_offset: end };
+                if offset == end || upper_bound.is_some_and(|u| offset >= u) {
+                    return Ok(empty);
+                }
+                let base = *inner.segments.range(..=offset).next_back().map(|(b, _)| b).unwrap_or_else(|| {
+                    inner.segments.keys().next().expect("a log always has a segment")
+                });
+                let seg_end = inner.end_of(base);
+                let seg = inner.segments.get_mut(&base).expect("segment exists");
+                let files = seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_read)?;
+                let from = files.index.floor(offset - base).map_or(0, |(_, e)| u64::from(e.position));
+                (files.file.clone(), seg.log_path.clone(), from, seg.size, (start, end), seg_end)
+            };
+            let (log_start_offset, log_end_offset) = offsets;
+            match read_segment(file.as_ref(), &path, from, end_pos, offset, max_bytes, upper_bound)? {
+                SegmentRead::Data { records, next_offset, .. } => {
+                    return Ok(FetchData { records, next_offset, log_start_offset, log_end_offset });
+                }
+                SegmentRead::Hidden => {
+                    return Ok(FetchData { records: Bytes::new(), next_offset: offset, log_start_offset, log_end_offset });
+                }
+                // Nothing at or after `offset` here: continue in the next segment.
+                SegmentRead::End if seg_end > offset => {}
+                SegmentRead::End => {
+                    return Ok(FetchData { records: Bytes::new(), next_offset: offset, log_start_offset, log_end_offset });
+                }
+            }
+            offset = seg_end;
+        }
+    }
+
+    /// The offset of the first record whose timestamp is at least `timestamp`, or `None`
+    /// if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
+        let bases: Vec<i64> = self.lock().segments.keys().copied().collect();
+        for base in bases {
+            let (file, path, from, end_pos, scan_from_offset) = {
+                let mut inner = self.lock();
+                let seg_end = inner.end_of(base);
+                let log_start = inner.log_start_offset;
+                let Some(seg) = inner.segments.get_mut(&base) else { continue };
+                let files = seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_read)?;
+                let start_offset = files
+                    .time_index
+                    .floor(timestamp)
+                    .map_or(base, |(_, t)| base + i64::from(t.relative_offset))
+                    .max(log_start);
+                let from = files.index.floor(start_offset - base).map_or(0, |(_, e)| u64::from(e.position));
+                let file = files.file.clone();
+                if seg.max_timestamp().is_some_and(|m| m < timestamp) {
+                    continue;
+                }
+                (file, seg.log_path.clone(), from, seg.size, start_offset)
+            };
+            if let Some(found) = find_timestamp(file.as_ref(), &path, from, end_pos, scan_from_offset, timestamp)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The leader-epoch history: each epoch and the first offset written in it.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        self.lock().epochs.entries().to_vec()
+    }
+
+    /// Where `epoch` ended in this log (Kafka's OffsetsForLeaderEpoch): the largest epoch
+    /// at most `epoch` and the offset after its last record. `None` if `epoch` is older
+    /// than anything the log remembers.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let inner = self.lock();
+        inner.epochs.end_offset_for(epoch, inner.next_offset)
+    }
+
+    /// Persists the high watermark (write-temp, fsync, rename, fsync directory).
+    pub fn checkpoint_high_watermark(&self, high_watermark: i64) -> Result<(), MaintenanceError> {
+        let mut inner = self.lock();
+        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::HighWatermark, &high_watermark.to_be_bytes())?;
+        inner.high_watermark = Some(high_watermark);
+        Ok(())
+    }
+
+    /// The last persisted high watermark, if any was ever written.
+    pub fn high_watermark_checkpoint(&self) -> Option<i64> {
+        self.lock().high_watermark
+    }
+
+    /// Syncs everything and writes the recovery checkpoint at the log end, so the next
+    /// open scans nothing. Also done on drop, best effort.
+    pub fn close(self) -> Result<(), MaintenanceError> {
+        self.close_ref()
+    }
+
+    fn close_ref(&self) -> Result<(), MaintenanceError> {
+        let inner = self.lock();
+        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        let active = inner.active();
+        active.files().file.sync_data().map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+        self.write_recovery_point(&inner)
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // A poisoned lock means a bug already panicked mid-operation: trust nothing and
+        // leave the files to recovery.
+        match self.inner.lock() {
+            Ok(inner) if inner.failed.is_none() => {}
+            _ => return,
+        }
+        if let Err(e) = self.close_ref() {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "log close failed; the next open will recover");
+        }
+    }
+}
+
+/// Smallest read issued; small `max_bytes` reads still fetch enough to skip the index gap.
+const MIN_READ_BYTES: usize = 64 * 1024;
+
+/// What one segment yielded for a read.
+#[derive(Debug)]
+enum SegmentRead {
+    /// Whole batches from the one holding the wanted offset on.
+    Data { records: Bytes, next_offset: i64, end_position: u64 },
+    /// The batch holding the wanted offset reaches the upper bound: nothing is visible.
+    Hidden,
+    /// No batch in this segment ends at or after the wanted offset.
+    End,
+}
+
+/// Reads from `pos` (a batch boundary at or before `offset`) up to `end_pos` and returns
+/// the batches from the one holding `offset` on, within `max_bytes` (but at least one).
+/// Every batch read is checked (length, CRC), skipped ones included.
+fn read_segment(
+    file: &dyn StorageFile,
+    path: &Path,
+    mut pos: u64,
+    end_pos: u64,
+    offset: i64,
+    max_bytes: usize,
+    upper_bound: Option<i64>,
+) -> Result<SegmentRead, ReadError> {
+    let corrupt = |position: u64, source| ReadError::Corrupt { path: path.to_path_buf(), position, source };
+    let mut want = max_bytes.saturating_add(MIN_READ_BYTES / 4).max(MIN_READ_BYTES);
+    while pos < end_pos {
+        let len = (end_pos - pos).min(want as u64) as usize;
+        let mut buf = BytesMut::zeroed(len);
+        file.read_exact_at(&mut buf, pos).map_err(|e| ReadError::io(path.to_path_buf(), e))?;
+        let buf = buf.freeze();
+        let (mut at, mut take_from, mut next_offset, mut hidden) = (0usize, None, offset, false);
+        while at < buf.len() {
+            let here = pos + at as u64;
+            let rest = &buf[at..];
+            if rest.len() < LOG_OVERHEAD {
+                break;
+            }
+            let batch_len = batch::framed_len(rest).map_err(|e| corrupt(here, e))?;
+            if here + batch_len as u64 > end_pos {
+                let available = (end_pos - here) as usize;
+                return Err(corrupt(here, crate::BatchError::Truncated { needed: batch_len, available }));
+            }
+            if rest.len() < batch_len {
+                if take_from.is_none() {
+                    want = want.max(batch_len);
+                }
+                break;
+            }
+            let header = batch::validate(&rest[..batch_len]).map_err(|e| corrupt(here, e))?;
+            if header.last_offset() < offset {
+                at += batch_len;
+                continue;
+            }
+            if upper_bound.is_some_and(|u| header.last_offset() >= u) {
+                hidden = take_from.is_none();
+                break;
+            }
+            let start = *take_from.get_or_insert(at);
+            if at > start && at + batch_len - start > max_bytes {
+                break;
+            }
+            next_offset = header.next_offset();
+            at += batch_len;
+        }
+        if let Some(start) = take_from {
+            let end_position = pos + at as u64;
+            return Ok(SegmentRead::Data { records: buf.slice(start..at), next_offset, end_position });
+        }
+        if hidden {
+            return Ok(SegmentRead::Hidden);
+        }
+        // Only skipped batches so far: go on from the first one not yet seen whole.
+        pos += at as u64;
+    }
+    Ok(SegmentRead::End)
+}
+
+/// Scans a segment from `pos` for the first record at or after `min_offset` whose
+/// timestamp is at least `timestamp`.
+fn find_timestamp(file: &dyn StorageFile, path: &Path, mut pos: u64, end_pos: u64, mut min_offset: i64, timestamp: i64) -> Result<Option<i64>, ReadError> {
+    loop {
+        let SegmentRead::Data { records, next_offset, end_position } =
+            read_segment(file, path, pos, end_pos, min_offset, MIN_READ_BYTES, None)?
+        else {
+            return Ok(None);
+        };
+        let data = FetchData { records, next_offset, log_start_offset: 0, log_end_offset: 0 };
+        for batch in data.batches() {
+            if BatchHeader::parse(&batch).max_timestamp < timestamp {
+                continue;
+            }
+            let records = batch::decode_records(&batch)
+                .map_err(|source| ReadError::Corrupt { path: path.to_path_buf(), position: pos, source })?;
+            if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp && r.offset >= min_offset) {
+                return Ok(Some(r.offset));
+            }
+        }
+        pos = end_position;
+        min_offset = next_offset;
+    }
+}
+
+fn open_to_read(e: OpenError) -> ReadError {
+    match e {
+        OpenError::Io { path, source } => ReadError::Io { path, source },
+        other => ReadError::Io { path: PathBuf::new(), source: std::io::Error::other(other.to_string()) },
+    }
+}
+
+pub(crate) fn open_to_maintenance(e: OpenError) -> MaintenanceError {
+    match e {
+        OpenError::Io { path, source } => MaintenanceError::Io { path, source },
+        OpenError::Checkpoint(c) => MaintenanceError::Checkpoint(c),
+        OpenError::Config(reason) => MaintenanceError::Failed { reason },
+    }
+}
+
+/// Lists, checks and recovers the segments of `dir`.
+fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<Inner, OpenError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| OpenError::io(p, e)
+    };
+    // Segments by base offset, with their sizes; leftovers of interrupted writes removed.
+    let mut segments = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            storage.remove_file(&entry.path()).map_err(io(&entry.path()))?;
+        } else if let Some(base) = segment::parse_log_name(name) {
+            let size = entry.metadata().map_err(io(&entry.path()))?.len();
+            segments.insert(base, Segment::closed(dir, base, size));
+        }
+    }
+    let read_i64 = |kind| -> Result<Option<i64>, OpenError> {
+        match checkpoint::read(storage, dir, kind)? {
+            Some(p) => Ok(Some(PayloadReader::new(&p).i64().ok_or_else(|| {
+                crate::CheckpointError::Corrupt { path: dir.join(kind.file_name()), reason: "short payload".into() }
+            })?)),
+            None => Ok(None),
+        }
+    };
+    let mut log_start_offset = read_i64(Kind::LogStartOffset)?.unwrap_or(0);
+    let high_watermark = read_i64(Kind::HighWatermark)?;
+    let mut epochs = match checkpoint::read(storage, dir, Kind::LeaderEpochs)? {
+        Some(p) => EpochHistory::decode(&p).ok_or_else(|| crate::CheckpointError::Corrupt {
+            path: dir.join(Kind::LeaderEpochs.file_name()),
+            reason: "malformed epoch list".into(),
+        })?,
+        None => EpochHistory::default(),
+    };
+    // A corrupt recovery point only costs a longer scan.
+    let point = match checkpoint::read(storage, dir, Kind::RecoveryPoint) {
+        Ok(p) => p.and_then(|p| RecoveryPoint::decode(&p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "recovery checkpoint unreadable; scanning every segment");
+            None
+        }
+    };
+    // Orphan index files (their .log is gone) are removed.
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let is_index = matches!(path.extension().and_then(|e| e.to_str()), Some(segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX));
+        let has_log = path.with_extension(LOG_SUFFIX).exists();
+        if is_index && !has_log {
+            storage.remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    // Segments wholly below the log start were being deleted when the process stopped.
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        if pair[1] <= log_start_offset {
+            let seg = segments.remove(&pair[0]).expect("listed");
+            remove_segment_files(storage, &seg).map_err(open_from_maint)?;
+        }
+    }
+    if segments.is_empty() {
+        let base = log_start_offset.max(point.map_or(0, |p| p.next_offset));
+        let seg = Segment::create(storage, dir, base, config)?;
+        storage.sync_dir(dir).map_err(io(dir))?;
+        segments.insert(base, seg);
+        log_start_offset = base;
+        let mut inner = Inner { segments, next_offset: base, log_start_offset, epochs, high_watermark, failed: None, generation: 0 };
+        inner.epochs.truncate_from_end(base);
+        checkpoint::write(storage, dir, Kind::RecoveryPoint, &inner.recovery_point().encode())?;
+        return Ok(inner);
+    }
+    let first_base = *segments.keys().next().expect("non-empty");
+    log_start_offset = log_start_offset.max(first_base);
+
+    // Which segments need a scan, and from where.
+    let last_base = *segments.keys().next_back().expect("non-empty");
+    let start = point.filter(|p| segments.get(&p.segment_base).is_some_and(|s| p.position <= s.size));
+    if start.is_none() && point.is_some() {
+        tracing::warn!("recovery checkpoint does not match the segments; scanning every segment");
+    }
+    let scan_from_base = start.map_or(first_base, |p| p.segment_base);
+    let to_scan: Vec<i64> = segments.range(scan_from_base..).map(|(b, _)| *b).collect();
+    let mut next_offset = start.map_or(first_base, |p| p.next_offset);
+    let mut scanned_bytes = 0u64;
+    let mut cut_at: Option<i64> = None;
+    for base in to_scan {
+        let seg = segments.get_mut(&base).expect("listed");
+        let is_last = base == last_base;
+        let trusted = start.filter(|p| p.segment_base == base);
+        open_for_recovery(storage, seg, config, trusted)?;
+        let from = trusted.map_or(0, |p| p.position);
+        let expected = trusted.map_or(base, |p| p.next_offset);
+        let file = seg.files().file.clone();
+        let mut headers = Vec::new();
+        let end = recovery::scan(file.as_ref(), &seg.log_path, from, seg.size, expected, |pos, h| headers.push((pos, *h)))?;
+        for (pos, h) in &headers {
+            seg.index_batch(*pos, h, config);
+        }
+        scanned_bytes += end.valid_end - from;
+        next_offset = end.next_offset.unwrap_or(if trusted.is_some() { expected } else { base });
+        if let Some(problem) = end.problem {
+            tracing::warn!(segment = %seg.log_path.display(), problem, dropped_bytes = seg.size - end.valid_end, "truncating torn or corrupt tail");
+            file.set_len(end.valid_end).map_err(io(&seg.log_path))?;
+            seg.size = end.valid_end;
+            cut_at = Some(base);
+        }
+        if !is_last && cut_at.is_none() {
+            recovery::seal(seg)?;
+        }
+        if cut_at.is_some() {
+            break;
+        }
+    }
+    // Segments after a cut hold offsets that no longer follow on: drop them.
+    if let Some(cut) = cut_at {
+        let later: Vec<i64> = segments.range(cut + 1..).map(|(b, _)| *b).collect();
+        for base in later {
+            let seg = segments.remove(&base).expect("listed");
+            tracing::warn!(segment = %seg.log_path.display(), "removing segment after a corrupt tail");
+            remove_segment_files(storage, &seg).map_err(open_from_maint)?;
+        }
+    }
+    // The active segment takes appends: full-size indexes.
+    let active = segments.values_mut().next_back().expect("non-empty");
+    if active.files.is_none() {
+        open_for_recovery(storage, active, config, None)?;
+    }
+    {
+        let cap = u64::from(config.index_max_bytes);
+        let files = active.files_mut();
+        files.index.reserve(cap).map_err(io(files.index.path()))?;
+        files.time_index.reserve(cap).map_err(io(files.time_index.path()))?;
+        // Whatever was recovered is made durable before the checkpoint claims it.
+        files.file.sync_data().map_err(io(&active.log_path))?;
+    }
+    let mut inner = Inner { segments, next_offset, log_start_offset, epochs: EpochHistory::default(), high_watermark, failed: None, generation: 0 };
+    if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
+        inner.epochs = epochs;
+        checkpoint::write(storage, dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
+    } else {
+        inner.epochs = epochs;
+    }
+    let files = inner.active().files();
+    files.index.flush().map_err(io(files.index.path()))?;
+    files.time_index.flush().map_err(io(files.time_index.path()))?;
+    checkpoint::write(storage, dir, Kind::RecoveryPoint, &inner.recovery_point().encode())?;
+    tracing::debug!(scanned_bytes, "recovery scan done");
+    Ok(inner)
+}
+
+/// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
+/// entries it vouches for (if they check out) and resumes indexing after them;
+/// otherwise indexes are rebuilt from the start of the segment.
+fn open_for_recovery(storage: &dyn Storage, seg: &mut Segment, config: &LogConfig, trusted: Option<RecoveryPoint>) -> Result<(), OpenError> {
+    let file = storage.open(&seg.log_path, false).map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
+    let cap = Some(u64::from(config.index_max_bytes));
+    let point = trusted.unwrap_or(RecoveryPoint {
+        segment_base: seg.base_offset,
+        position: 0,
+        next_offset: seg.base_offset,
+        index_entries: 0,
+        time_index_entries: 0,
+        max_timestamp: i64::MIN,
+        offset_of_max_timestamp: seg.base_offset,
+    });
+    let index_path = seg.path(segment::INDEX_SUFFIX);
+    let index = Index::open(&index_path, cap, Some(point.index_entries as usize)).map_err(|e| OpenError::io(index_path, e))?;
+    let time_path = seg.path(segment::TIME_INDEX_SUFFIX);
+    let time_index = Index::open(&time_path, cap, Some(point.time_index_entries as usize)).map_err(|e| OpenError::io(time_path, e))?;
+    seg.files = Some(crate::segment::SegmentFiles { file, index, time_index });
+    let span = point.next_offset - seg.base_offset;
+    let files = seg.files_mut();
+    let consistent = files.index.len() == point.index_entries as usize
+        && files.time_index.len() == point.time_index_entries as usize
+        && files.index.is_consistent(|e| u64::from(e.position) < point.position && i64::from(e.relative_offset) < span)
+        && files.time_index.is_consistent(|e| i64::from(e.relative_offset) < span && e.timestamp <= point.max_timestamp);
+    if trusted.is_some() && !consistent {
+        tracing::warn!(segment = %seg.log_path.display(), "index does not match the recovery checkpoint; rebuilding");
+        return open_for_recovery(storage, seg, config, None).map(|()| ());
+    }
+    // Zero whatever lies past the trusted entries (stale or torn).
+    let files = seg.files_mut();
+    let (n, t) = (files.index.len(), files.time_index.len());
+    files.index.truncate_entries(n);
+    files.time_index.truncate_entries(t);
+    seg.cursor = crate::segment::IndexCursor {
+        bytes_since_entry: files.index.last().map_or(u64::MAX, |e| point.position - u64::from(e.position)),
+        max_timestamp: point.max_timestamp,
+        offset_of_max_timestamp: point.offset_of_max_timestamp,
+    };
+    Ok(())
+}
+
+fn open_from_maint(e: MaintenanceError) -> OpenError {
+    match e {
+        MaintenanceError::Io { path, source } => OpenError::Io { path, source },
+        MaintenanceError::Checkpoint(c) => OpenError::Checkpoint(c),
+        other => OpenError::Config(other.to_string()),
+    }
+}
+
+/// Removes a segment's files: indexes first, the log last, so a crash in between leaves
+/// a log file whose indexes are simply rebuilt.
+pub(crate) fn remove_segment_files(storage: &dyn Storage, seg: &Segment) -> Result<(), MaintenanceError> {
+    for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+        let path = seg.path(suffix);
+        match storage.remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(MaintenanceError::io(path, e)),
+        }
+    }
+    Ok(())
+}

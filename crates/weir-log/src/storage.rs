@@ -1,0 +1,265 @@
+//! The storage seam: every byte of segment data and every checkpoint goes through
+//! [`Storage`] and [`StorageFile`], so tests can tear writes, fail fsyncs and drop what
+//! was never synced ([`FaultyStorage`]). Index files are memory mapped directly: they are
+//! derived data that recovery checks and rebuilds, never the source of truth.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A directory of files the log reads and writes.
+pub trait Storage: Send + Sync + fmt::Debug + 'static {
+    /// Opens `path` for reading and writing, creating it if `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes directory entries (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// One open file. Positioned reads and writes, so readers never share a cursor.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// `fdatasync`: file data (and the size) reach the disk.
+    fn sync_data(&self) -> io::Result<()>;
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    fn len(&self) -> io::Result<u64>;
+
+    /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.
+    fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.read_at(buf, pos) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    buf = &mut buf[n..];
+                    pos += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FileStorage;
+
+#[derive(Debug)]
+struct OsFile(File);
+
+impl StorageFile for OsFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.0.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, pos)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+impl Storage for FileStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        Ok(Arc::new(OsFile(file)))
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// Faults a [`FaultyStorage`] injects.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    /// After this many bytes written in total, the write in progress is torn: only the
+    /// bytes up to the limit reach the file, the write fails, and the storage is
+    /// crashed (see [`FaultyStorage::crash`]).
+    pub torn_write_after_bytes: Option<u64>,
+    /// The n-th `sync_data` (1-based) fails; its data counts as not synced.
+    pub fail_sync_number: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct FaultState {
+    plan: FaultPlan,
+    bytes_written: u64,
+    syncs: u64,
+    crashed: bool,
+    /// Bytes of each file known to be on disk: everything below survives a crash.
+    synced_len: HashMap<PathBuf, u64>,
+}
+
+/// A [`FileStorage`] that injects faults and can simulate a machine crash: everything not
+/// fsynced since it was written is dropped. It assumes what `docs/storage-format.md`
+/// assumes of a disk: `fdatasync` makes a file's data durable, and data is appended, so
+/// what a crash loses is a suffix of each file.
+#[derive(Debug, Clone, Default)]
+pub struct FaultyStorage {
+    state: Arc<Mutex<FaultState>>,
+}
+
+impl FaultyStorage {
+    pub fn new(plan: FaultPlan) -> FaultyStorage {
+        let state = FaultState { plan, ..FaultState::default() };
+        FaultyStorage { state: Arc::new(Mutex::new(state)) }
+    }
+
+    /// Simulates a machine crash: every file is cut back to what was synced, and every
+    /// later operation through this storage fails. Reopen the directory with a fresh
+    /// storage to recover. `keep_unsynced` picks, per file, how many unsynced bytes
+    /// happened to reach the disk anyway (0 drops them all).
+    pub fn crash(&self, mut keep_unsynced: impl FnMut(&Path, u64) -> u64) -> io::Result<()> {
+        let mut st = self.state.lock().expect("fault state poisoned");
+        st.crashed = true;
+        for (path, &synced) in &st.synced_len {
+            let Ok(file) = OpenOptions::new().write(true).open(path) else { continue };
+            let len = file.metadata()?.len();
+            if len > synced {
+                let keep = keep_unsynced(path, len - synced).min(len - synced);
+                file.set_len(synced + keep)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_crashed(&self) -> bool {
+        self.state.lock().expect("fault state poisoned").crashed
+    }
+
+    fn check(&self) -> io::Result<()> {
+        if self.is_crashed() {
+            return Err(io::Error::other("storage crashed (fault injection)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    path: PathBuf,
+    inner: OsFile,
+    storage: FaultyStorage,
+}
+
+impl StorageFile for FaultyFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        self.storage.check()?;
+        self.inner.read_at(buf, pos)
+    }
+
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        let torn_len = {
+            let mut st = self.storage.state.lock().expect("fault state poisoned");
+            if st.crashed {
+                return Err(io::Error::other("storage crashed (fault injection)"));
+            }
+            let before = st.bytes_written;
+            st.bytes_written += buf.len() as u64;
+            match st.plan.torn_write_after_bytes {
+                Some(limit) if st.bytes_written > limit => Some((limit - before.min(limit)) as usize),
+                _ => None,
+            }
+        };
+        match torn_len {
+            None => self.inner.write_all_at(buf, pos),
+            Some(keep) => {
+                self.inner.write_all_at(&buf[..keep], pos)?;
+                // The machine dies mid-write: the torn bytes may or may not have been
+                // synced by the OS; keep them so recovery sees a torn tail.
+                self.storage.crash(|_, unsynced| unsynced)?;
+                Err(io::Error::other("torn write (fault injection)"))
+            }
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.storage.state.lock().expect("fault state poisoned");
+        if st.crashed {
+            return Err(io::Error::other("storage crashed (fault injection)"));
+        }
+        st.syncs += 1;
+        if st.plan.fail_sync_number == Some(st.syncs) {
+            return Err(io::Error::other("fsync failed (fault injection)"));
+        }
+        self.inner.sync_data()?;
+        let len = self.inner.len()?;
+        st.synced_len.insert(self.path.clone(), len);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.storage.check()?;
+        self.inner.set_len(len)?;
+        // A shrink is treated as durable at once (journaled metadata); growth is not.
+        let mut st = self.storage.state.lock().expect("fault state poisoned");
+        if let Some(synced) = st.synced_len.get_mut(&self.path) {
+            *synced = (*synced).min(len);
+        }
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.storage.check()?;
+        self.inner.len()
+    }
+}
+
+impl Storage for FaultyStorage {
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        self.check()?;
+        let existed = path.exists();
+        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        let mut st = self.state.lock().expect("fault state poisoned");
+        // A file that was on disk before this storage saw it counts as synced; a new
+        // one holds nothing durable yet.
+        let synced = if existed { file.metadata()?.len() } else { 0 };
+        st.synced_len.entry(path.to_path_buf()).or_insert(synced);
+        drop(st);
+        Ok(Arc::new(FaultyFile {
+            path: path.to_path_buf(),
+            inner: OsFile(file),
+            storage: self.clone(),
+        }))
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.check()?;
+        self.state.lock().expect("fault state poisoned").synced_len.remove(path);
+        fs::remove_file(path)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.check()?;
+        fs::rename(from, to)?;
+        let mut st = self.state.lock().expect("fault state poisoned");
+        if let Some(len) = st.synced_len.remove(from) {
+            st.synced_len.insert(to.to_path_buf(), len);
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.check()?;
+        FileStorage.sync_dir(dir)
+    }
+}

@@ -1,0 +1,381 @@
+//! Behaviour of a `Log` as its users see it: what goes in comes back, in order, across
+//! segments, reopens, truncation, retention and bad input.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{batch, batch_with, read_all, sized_batch, values};
+use weir_log::{AppendError, Compression, FlushPolicy, Log, LogConfig, ReadError};
+
+fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 4096,
+        index_interval_bytes: 256,
+        index_max_bytes: 4096,
+        flush: FlushPolicy::None,
+        retention_age: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batches` batches of `per` records tagged `b{i}`; returns all values in order.
+fn fill(log: &Log, batches: usize, per: usize, ts: impl Fn(usize) -> i64) -> Vec<String> {
+    let mut expected = Vec::new();
+    for i in 0..batches {
+        let mut b = batch(&format!("b{i}"), per, ts(i));
+        log.append(&mut b, -1).unwrap();
+        expected.extend((0..per).map(|j| format!("b{i}-{j}")));
+    }
+    expected
+}
+
+#[test]
+fn records_come_back_in_order_across_segments_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let expected = fill(&log, 200, 5, |i| 1000 + i as i64);
+    assert!(log.segment_count() > 5, "small segments roll: {}", log.segment_count());
+    let seen = read_all(&log, 0);
+    assert_eq!(values(&seen), expected);
+    assert!(seen.iter().enumerate().all(|(i, s)| s.offset == i as i64), "offsets are dense");
+    assert_eq!(log.offsets().log_end_offset, 1000);
+    log.close().unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 1000);
+    let mut more = batch("after", 3, 5000);
+    let info = log.append(&mut more, -1).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (1000, 1002));
+    let seen = read_all(&log, 0);
+    assert_eq!(seen.len(), 1003);
+    assert_eq!(values(&seen[1000..]), ["after-0", "after-1", "after-2"]);
+}
+
+#[test]
+fn reading_inside_a_batch_returns_that_batch_and_respects_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&log, 10, 4, |_| 1);
+    // Offset 6 is inside the second batch (offsets 4..=7).
+    let data = log.read(6, 1, None).unwrap();
+    let batches: Vec<_> = data.batches().collect();
+    assert_eq!(batches.len(), 1, "at least one batch even over max_bytes");
+    assert_eq!(data.next_offset, 8);
+    // The upper bound hides batches that reach it.
+    let data = log.read(0, 1 << 20, Some(10)).unwrap();
+    assert_eq!(data.next_offset, 8, "batch 8..=11 reaches the bound 10 and is hidden");
+    let data = log.read(8, 1 << 20, Some(10)).unwrap();
+    assert!(data.records.is_empty());
+    // At the log end: empty, not an error. Past it or below the start: out of range.
+    assert!(log.read(40, 100, None).unwrap().records.is_empty());
+    match log.read(41, 100, None) {
+        Err(ReadError::OffsetOutOfRange { log_start_offset: 0, log_end_offset: 40, .. }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_batch_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&log, 1, 3, |_| 1);
+    let size = log.size_bytes();
+
+    // Good batch followed by one with a flipped bit: the whole request is refused.
+    let mut good = batch("good", 2, 1);
+    let mut bad = batch("bad", 2, 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 0x01;
+    let mut both = good.clone();
+    both.extend_from_slice(&bad);
+    match log.append(&mut both, -1) {
+        Err(AppendError::InvalidBatch { index: 1, source, .. }) => {
+            assert!(source.to_string().contains("CRC"), "{source}");
+        }
+        other => panic!("expected invalid batch, got {other:?}"),
+    }
+    // Truncated bytes and over-size batches are refused too.
+    let mut short = good[..good.len() - 5].to_vec();
+    assert!(matches!(log.append(&mut short, -1), Err(AppendError::InvalidBatch { .. })));
+    assert!(matches!(log.append(&mut [], -1), Err(AppendError::Empty)));
+    let mut huge = sized_batch(1, 2 << 20, 1);
+    assert!(matches!(log.append(&mut huge, -1), Err(AppendError::MessageTooLarge { .. })));
+
+    assert_eq!(log.size_bytes(), size);
+    assert_eq!(log.offsets().log_end_offset, 3);
+    log.append(&mut good, -1).unwrap();
+    assert_eq!(values(&read_all(&log, 0)), ["b0-0", "b0-1", "b0-2", "good-0", "good-1"]);
+}
+
+#[test]
+fn compressed_batches_round_trip_through_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut expected = Vec::new();
+    for (i, c) in Compression::ALL.into_iter().enumerate() {
+        let mut b = batch_with(&format!("c{i}"), 20, 7, c);
+        log.append(&mut b, -1).unwrap();
+        expected.extend((0..20).map(|j| format!("c{i}-{j}")));
+    }
+    assert_eq!(values(&read_all(&log, 0)), expected);
+}
+
+#[test]
+fn offset_for_timestamp_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    // Batch i has timestamp 1000 + 10 i and holds offsets 5i..5i+4.
+    fill(&log, 100, 5, |i| 1000 + 10 * i as i64);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some(5));
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some(250));
+    assert_eq!(log.offset_for_timestamp(1990).unwrap(), Some(495));
+    assert_eq!(log.offset_for_timestamp(1991).unwrap(), None);
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some(250), "after reopen");
+}
+
+#[test]
+fn truncate_removes_the_tail_across_segments_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&log, 100, 5, |i| i as i64);
+    let segments = log.segment_count();
+    // Offset 203 is inside batch 200..=204: the whole batch goes.
+    log.truncate_to(203).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 200);
+    assert!(log.segment_count() < segments);
+    let mut b = batch("new", 5, 7);
+    assert_eq!(log.append(&mut b, -1).unwrap().base_offset, 200);
+    let seen = read_all(&log, 0);
+    assert_eq!(seen.len(), 205);
+    assert_eq!(values(&seen[199..201]), ["b39-4", "new-0"]);
+    assert_eq!(log.offset_for_timestamp(39).unwrap(), Some(195));
+    assert_eq!(log.offset_for_timestamp(40).unwrap(), None, "truncated timestamps are gone");
+    log.close().unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 205);
+    // Truncating to 0 empties the log.
+    log.truncate_to(0).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 0);
+    assert!(read_all(&log, 0).is_empty());
+    let mut b = batch("fresh", 2, 1);
+    assert_eq!(log.append(&mut b, -1).unwrap().base_offset, 0);
+}
+
+#[test]
+fn delete_records_and_retention_move_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { retention_bytes: Some(16 * 1024), ..small_config() };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    fill(&log, 300, 5, |i| i as i64);
+    let before = log.size_bytes();
+
+    let start = log.delete_records_before(100).unwrap();
+    assert_eq!(start, 100);
+    assert!(matches!(log.read(99, 100, None), Err(ReadError::OffsetOutOfRange { .. })));
+    assert_eq!(read_all(&log, 100).first().map(|s| s.offset), Some(100));
+
+    let outcome = log.apply_retention(0).unwrap();
+    assert!(outcome.segments_deleted > 0);
+    let after = log.size_bytes();
+    assert!(after < before && after >= 16 * 1024 - 4096, "size {after}");
+    let first = outcome.log_start_offset;
+    assert_eq!(log.offsets().log_start_offset, first);
+    let seen = read_all(&log, first);
+    assert_eq!(seen.first().map(|s| s.offset), Some(first));
+    assert_eq!(seen.last().map(|s| s.offset), Some(1499));
+    log.close().unwrap();
+
+    // The log start survives a reopen.
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.offsets().log_start_offset, first);
+}
+
+#[test]
+fn retention_by_age_keeps_the_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { retention_age: Some(Duration::from_millis(1000)), ..small_config() };
+    let log = Log::open(dir.path(), config).unwrap();
+    fill(&log, 100, 5, |i| 10 * i as i64);
+    // Everything is older than now - 1000 ms: every closed segment goes, the active stays.
+    let outcome = log.apply_retention(1_000_000).unwrap();
+    assert!(outcome.segments_deleted > 0);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(log.offsets().log_end_offset, 500);
+    // Nothing is old enough at "now" = 1000: nothing goes.
+    let mut b = batch("x", 1, 2000);
+    log.append(&mut b, -1).unwrap();
+    assert_eq!(log.apply_retention(1000).unwrap().segments_deleted, 0);
+}
+
+#[test]
+fn leader_epochs_are_recorded_persisted_and_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for (epoch, n) in [(1, 3), (1, 2), (3, 4), (5, 1)] {
+        let mut b = batch("e", n, 1);
+        log.append(&mut b, epoch).unwrap();
+    }
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, 5)));
+    assert_eq!(log.end_offset_for_epoch(2), Some((1, 5)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 9)));
+    assert_eq!(log.end_offset_for_epoch(5), Some((5, 10)));
+    let mut stale = batch("stale", 1, 1);
+    assert!(matches!(log.append(&mut stale, 4), Err(AppendError::StaleLeaderEpoch { epoch: 4, latest: 5 })));
+    log.checkpoint_high_watermark(7).unwrap();
+    log.close().unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 9)));
+    assert_eq!(log.high_watermark_checkpoint(), Some(7));
+    // Offset 6 is inside epoch 3's batch 5..=8, which goes whole; epoch 3 goes with it.
+    log.truncate_to(6).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 5);
+    assert_eq!(log.end_offset_for_epoch(3), Some((1, 5)));
+    assert_eq!(log.end_offset_for_epoch(5), Some((1, 5)));
+    // The stamped epoch is visible in the batch header.
+    let data = log.read(0, 1 << 20, None).unwrap();
+    let epochs: Vec<i32> = data.batches().map(|b| weir_log::BatchHeader::parse(&b).partition_leader_epoch).collect();
+    assert_eq!(epochs, [1, 1]);
+}
+
+#[test]
+fn a_follower_copies_batches_with_their_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let leader = Log::open(dir.path().join("leader"), small_config()).unwrap();
+    let follower = Log::open(dir.path().join("follower"), small_config()).unwrap();
+    fill(&leader, 20, 3, |i| i as i64);
+    let mut offset = 0;
+    while offset < leader.offsets().log_end_offset {
+        let data = leader.read(offset, 1000, None).unwrap();
+        follower.append_replicated(&data.records).unwrap();
+        offset = data.next_offset;
+    }
+    assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
+    // A batch that does not start at the follower's end is refused.
+    let data = leader.read(3, 1000, None).unwrap();
+    assert!(matches!(follower.append_replicated(&data.records), Err(AppendError::OffsetMismatch { .. })));
+}
+
+#[test]
+fn group_commit_makes_every_waiter_durable_with_few_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { flush: FlushPolicy::GroupCommit, ..small_config() };
+    let log = Arc::new(Log::open(dir.path(), config).unwrap());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    let mut b = batch(&format!("t{t}-{i}"), 2, 1);
+                    let info = log.append(&mut b, -1).unwrap();
+                    log.wait_durable(info.last_offset).unwrap();
+                    assert!(log.offsets().flushed_offset > info.last_offset);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let offsets = log.offsets();
+    assert_eq!(offsets.log_end_offset, 400);
+    assert_eq!(offsets.flushed_offset, 400);
+    assert_eq!(read_all(&log, 0).len(), 400);
+}
+
+#[test]
+fn every_append_policy_is_durable_on_return() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { flush: FlushPolicy::EveryAppend, ..small_config() };
+    let log = Log::open(dir.path(), config).unwrap();
+    let mut b = batch("a", 3, 1);
+    log.append(&mut b, -1).unwrap();
+    assert_eq!(log.offsets().flushed_offset, 3);
+}
+
+#[test]
+fn a_flipped_bit_in_a_closed_segment_is_reported_with_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let expected = fill(&log, 100, 5, |i| i as i64);
+    log.close().unwrap();
+
+    // Flip a bit in the middle of the first segment's data.
+    let first = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut failed = None;
+    let mut offset = 0;
+    while offset < 500 {
+        match log.read(offset, 1, None) {
+            Ok(d) => offset = d.next_offset,
+            Err(e) => {
+                failed = Some((offset, e));
+                break;
+            }
+        }
+    }
+    let (bad_offset, err) = failed.expect("the flipped bit is found");
+    match &err {
+        ReadError::Corrupt { path, position, .. } => {
+            assert_eq!(path, &first);
+            assert!(*position <= at as u64 && at as u64 - *position < 4096, "position {position} near {at}");
+        }
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(err.to_string().contains("00000000000000000000.log"), "{err}");
+    // Every other segment still reads in full.
+    assert!(bad_offset < 400, "corruption is in the first segment");
+    let later = read_all(&log, 400);
+    assert_eq!(values(&later), expected[400..]);
+}
+
+#[test]
+fn a_torn_tail_is_cut_on_open_and_missing_indexes_are_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let expected = fill(&log, 100, 5, |i| 1000 + i as i64);
+    let bases: Vec<i64> = {
+        let mut b: Vec<i64> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .collect();
+        b.sort();
+        b
+    };
+    drop(log);
+    // Half a batch at the end of the active segment, as a crash mid-write leaves it.
+    let active = dir.path().join(format!("{:020}.log", bases.last().unwrap()));
+    let torn = batch("torn", 5, 1);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+    std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
+    drop(f);
+    // And a closed segment's index is lost.
+    std::fs::remove_file(dir.path().join(format!("{:020}.index", bases[1]))).unwrap();
+
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 500);
+    assert_eq!(values(&read_all(&log, 0)), expected);
+    assert_eq!(log.offset_for_timestamp(1050).unwrap(), Some(250));
+    let mut b = batch("next", 1, 1);
+    assert_eq!(log.append(&mut b, -1).unwrap().base_offset, 500);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = Log::open(dir.path(), small_config()).unwrap();
+    let err = Log::open(dir.path(), small_config()).unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
