@@ -41,8 +41,16 @@ impl Kind {
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fsync, rename, fsync
 /// directory.
-pub fn write(storage: &dyn Storage, dir: &Path, kind: Kind, payload: &[u8]) -> Result<(), CheckpointError> {
-    assert!(payload.len() <= MAX_PAYLOAD_BYTES, "checkpoint payload over its limit");
+pub fn write(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<(), CheckpointError> {
+    assert!(
+        payload.len() <= MAX_PAYLOAD_BYTES,
+        "checkpoint payload over its limit"
+    );
     let path = dir.join(kind.file_name());
     let tmp = tmp_path(&path);
     let mut buf = Vec::with_capacity(FRAME_BYTES + payload.len());
@@ -69,20 +77,30 @@ pub fn write(storage: &dyn Storage, dir: &Path, kind: Kind, payload: &[u8]) -> R
 }
 
 /// Reads the `kind` checkpoint in `dir`; `Ok(None)` if there is none.
-pub fn read(storage: &dyn Storage, dir: &Path, kind: Kind) -> Result<Option<Vec<u8>>, CheckpointError> {
+pub fn read(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: Kind,
+) -> Result<Option<Vec<u8>>, CheckpointError> {
     let path = dir.join(kind.file_name());
     let file = match storage.open(&path, false) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(CheckpointError::io(path, e)),
     };
-    let corrupt = |reason: String| CheckpointError::Corrupt { path: path.clone(), reason };
-    let len = file.len().map_err(|e| CheckpointError::io(path.clone(), e))? as usize;
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.clone(),
+        reason,
+    };
+    let len = file
+        .size()
+        .map_err(|e| CheckpointError::io(path.clone(), e))? as usize;
     if !(FRAME_BYTES..=FRAME_BYTES + MAX_PAYLOAD_BYTES).contains(&len) {
         return Err(corrupt(format!("file is {len} bytes")));
     }
     let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, 0).map_err(|e| CheckpointError::io(path.clone(), e))?;
+    file.read_exact_at(&mut buf, 0)
+        .map_err(|e| CheckpointError::io(path.clone(), e))?;
     if &buf[..8] != MAGIC {
         return Err(corrupt("bad magic".into()));
     }
@@ -97,17 +115,25 @@ pub fn read(storage: &dyn Storage, dir: &Path, kind: Kind) -> Result<Option<Vec<
     }
     let stored_kind = u16::from_be_bytes([buf[10], buf[11]]);
     if stored_kind != kind as u16 {
-        return Err(corrupt(format!("holds kind {stored_kind}, expected {}", kind as u16)));
+        return Err(corrupt(format!(
+            "holds kind {stored_kind}, expected {}",
+            kind as u16
+        )));
     }
     let payload_len = u32::from_be_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
     if payload_len != len - FRAME_BYTES {
-        return Err(corrupt(format!("payload length {payload_len} does not match file size")));
+        return Err(corrupt(format!(
+            "payload length {payload_len} does not match file size"
+        )));
     }
     Ok(Some(buf[16..16 + payload_len].to_vec()))
 }
 
 fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().expect("checkpoint path has a file name").to_os_string();
+    let mut name = path
+        .file_name()
+        .expect("checkpoint path has a file name")
+        .to_os_string();
     name.push(".tmp");
     path.with_file_name(name)
 }
@@ -151,15 +177,34 @@ mod tests {
     #[test]
     fn round_trips_and_detects_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(&FileStorage, dir.path(), Kind::HighWatermark).unwrap(), None);
-        write(&FileStorage, dir.path(), Kind::HighWatermark, &42i64.to_be_bytes()).unwrap();
-        let got = read(&FileStorage, dir.path(), Kind::HighWatermark).unwrap().unwrap();
+        assert_eq!(
+            read(&FileStorage, dir.path(), Kind::HighWatermark).unwrap(),
+            None
+        );
+        write(
+            &FileStorage,
+            dir.path(),
+            Kind::HighWatermark,
+            &42i64.to_be_bytes(),
+        )
+        .unwrap();
+        let got = read(&FileStorage, dir.path(), Kind::HighWatermark)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, 42i64.to_be_bytes());
         assert!(!dir.path().join("high-watermark.checkpoint.tmp").exists());
 
         // Overwrite replaces atomically.
-        write(&FileStorage, dir.path(), Kind::HighWatermark, &7i64.to_be_bytes()).unwrap();
-        let got = read(&FileStorage, dir.path(), Kind::HighWatermark).unwrap().unwrap();
+        write(
+            &FileStorage,
+            dir.path(),
+            Kind::HighWatermark,
+            &7i64.to_be_bytes(),
+        )
+        .unwrap();
+        let got = read(&FileStorage, dir.path(), Kind::HighWatermark)
+            .unwrap()
+            .unwrap();
         assert_eq!(got, 7i64.to_be_bytes());
 
         // A flipped bit is reported, not returned.
@@ -174,7 +219,13 @@ mod tests {
     #[test]
     fn refuses_a_file_of_another_kind() {
         let dir = tempfile::tempdir().unwrap();
-        write(&FileStorage, dir.path(), Kind::HighWatermark, &1i64.to_be_bytes()).unwrap();
+        write(
+            &FileStorage,
+            dir.path(),
+            Kind::HighWatermark,
+            &1i64.to_be_bytes(),
+        )
+        .unwrap();
         std::fs::rename(
             dir.path().join(Kind::HighWatermark.file_name()),
             dir.path().join(Kind::LogStartOffset.file_name()),

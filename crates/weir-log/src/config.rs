@@ -103,7 +103,10 @@ impl LogConfig {
             ));
         }
         if self.index_max_bytes < 1024 {
-            return Err(format!("index_max_bytes {} is below 1024", self.index_max_bytes));
+            return Err(format!(
+                "index_max_bytes {} is below 1024",
+                self.index_max_bytes
+            ));
         }
         if self.max_message_bytes > crate::batch::MAX_BATCH_BYTES {
             return Err(format!(

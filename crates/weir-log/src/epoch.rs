@@ -40,10 +40,17 @@ impl EpochHistory {
                 }
                 // Entries keep increasing start offsets; an epoch that wrote nothing is
                 // replaced by the one that follows it at the same offset.
-                while self.entries.last().is_some_and(|l| l.start_offset >= start_offset) {
+                while self
+                    .entries
+                    .last()
+                    .is_some_and(|l| l.start_offset >= start_offset)
+                {
                     self.entries.pop();
                 }
-                self.entries.push(EpochEntry { epoch, start_offset });
+                self.entries.push(EpochEntry {
+                    epoch,
+                    start_offset,
+                });
                 true
             }
         }
@@ -59,14 +66,18 @@ impl EpochHistory {
     /// Forgets offsets before `start_offset` (the log start moved): epochs wholly before it
     /// are dropped and the first remaining one starts there.
     pub(crate) fn truncate_from_start(&mut self, start_offset: i64) -> bool {
-        let keep_from = self.entries.iter().rposition(|e| e.start_offset <= start_offset).unwrap_or(0);
+        let keep_from = self
+            .entries
+            .iter()
+            .rposition(|e| e.start_offset <= start_offset)
+            .unwrap_or(0);
         let mut changed = keep_from > 0;
         self.entries.drain(..keep_from);
-        if let Some(first) = self.entries.first_mut() {
-            if first.start_offset < start_offset {
-                first.start_offset = start_offset;
-                changed = true;
-            }
+        if let Some(first) = self.entries.first_mut()
+            && first.start_offset < start_offset
+        {
+            first.start_offset = start_offset;
+            changed = true;
         }
         changed
     }
@@ -80,7 +91,10 @@ impl EpochHistory {
             return None;
         }
         let found = self.entries[i - 1];
-        let end = self.entries.get(i).map_or(log_end_offset, |next| next.start_offset);
+        let end = self
+            .entries
+            .get(i)
+            .map_or(log_end_offset, |next| next.start_offset);
         Some((found.epoch, end))
     }
 
@@ -102,9 +116,14 @@ impl EpochHistory {
         }
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            entries.push(EpochEntry { epoch: r.i32()?, start_offset: r.i64()? });
+            entries.push(EpochEntry {
+                epoch: r.i32()?,
+                start_offset: r.i64()?,
+            });
         }
-        let sorted = entries.windows(2).all(|w| w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset);
+        let sorted = entries
+            .windows(2)
+            .all(|w| w[0].epoch < w[1].epoch && w[0].start_offset < w[1].start_offset);
         (r.is_empty() && sorted).then_some(EpochHistory { entries })
     }
 }
@@ -138,16 +157,40 @@ mod tests {
         let mut h = history(&[(1, 0), (2, 5)]);
         assert!(!h.assign(1, 9));
         assert!(h.assign(3, 5)); // epoch 2 wrote nothing
-        assert_eq!(h.entries(), &[EpochEntry { epoch: 1, start_offset: 0 }, EpochEntry { epoch: 3, start_offset: 5 }]);
+        assert_eq!(
+            h.entries(),
+            &[
+                EpochEntry {
+                    epoch: 1,
+                    start_offset: 0
+                },
+                EpochEntry {
+                    epoch: 3,
+                    start_offset: 5
+                }
+            ]
+        );
     }
 
     #[test]
     fn truncation_from_both_ends() {
         let mut h = history(&[(1, 0), (2, 10), (3, 20)]);
         assert!(h.truncate_from_end(15));
-        assert_eq!(h.latest(), Some(EpochEntry { epoch: 2, start_offset: 10 }));
+        assert_eq!(
+            h.latest(),
+            Some(EpochEntry {
+                epoch: 2,
+                start_offset: 10
+            })
+        );
         assert!(h.truncate_from_start(12));
-        assert_eq!(h.entries(), &[EpochEntry { epoch: 2, start_offset: 12 }]);
+        assert_eq!(
+            h.entries(),
+            &[EpochEntry {
+                epoch: 2,
+                start_offset: 12
+            }]
+        );
         let round = EpochHistory::decode(&h.encode()).unwrap();
         assert_eq!(round, h);
     }

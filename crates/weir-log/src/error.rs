@@ -24,7 +24,10 @@ pub enum BatchError {
     #[error("record count {count} is out of range 0..={max}")]
     BadRecordCount { count: i32, max: i32 },
     #[error("last_offset_delta {last_offset_delta} does not fit record_count {record_count}")]
-    BadOffsetDelta { last_offset_delta: i32, record_count: i32 },
+    BadOffsetDelta {
+        last_offset_delta: i32,
+        record_count: i32,
+    },
     #[error("unknown compression codec {0} in batch attributes")]
     UnknownCompression(i16),
     #[error("record {index} is malformed: {reason}")]
@@ -65,10 +68,11 @@ pub enum AppendError {
     MessageTooLarge { bytes: usize, max: usize },
     #[error("nothing to append: the request holds no batches")]
     Empty,
-    #[error(
-        "replicated batch starts at offset {base_offset} but the log ends at {log_end_offset}"
-    )]
-    OffsetMismatch { base_offset: i64, log_end_offset: i64 },
+    #[error("replicated batch starts at offset {base_offset} but the log ends at {log_end_offset}")]
+    OffsetMismatch {
+        base_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
     #[error("I/O error on {path}: {source}")]
@@ -77,15 +81,23 @@ pub enum AppendError {
         #[source]
         source: io::Error,
     },
-    #[error("the log is failed after an earlier write or fsync error ({reason}); reopen it to recover")]
+    #[error(
+        "the log is failed after an earlier write or fsync error ({reason}); reopen it to recover"
+    )]
     Failed { reason: String },
 }
 
 /// Why a read returned no data.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("offset {offset} is out of range; valid offsets are {log_start_offset}..={log_end_offset}")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
+    #[error(
+        "offset {offset} is out of range; valid offsets are {log_start_offset}..={log_end_offset}"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
     #[error("corrupt batch in {path} at byte {position}: {source}")]
     Corrupt {
         path: PathBuf,
@@ -126,9 +138,17 @@ pub enum MaintenanceError {
         #[source]
         source: io::Error,
     },
-    #[error("offset {offset} is out of range; valid offsets are {log_start_offset}..={log_end_offset}")]
-    OffsetOutOfRange { offset: i64, log_start_offset: i64, log_end_offset: i64 },
-    #[error("the log is failed after an earlier write or fsync error ({reason}); reopen it to recover")]
+    #[error(
+        "offset {offset} is out of range; valid offsets are {log_start_offset}..={log_end_offset}"
+    )]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start_offset: i64,
+        log_end_offset: i64,
+    },
+    #[error(
+        "the log is failed after an earlier write or fsync error ({reason}); reopen it to recover"
+    )]
     Failed { reason: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),

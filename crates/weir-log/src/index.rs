@@ -82,8 +82,17 @@ impl<E: Entry> Index<E> {
     /// Opens (creating if needed) the index at `path`, sized to hold `capacity_bytes`,
     /// trusting its first `entries` entries; `None` trusts the file length (a closed,
     /// trimmed index).
-    pub fn open(path: &Path, capacity_bytes: Option<u64>, entries: Option<usize>) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    pub fn open(
+        path: &Path,
+        capacity_bytes: Option<u64>,
+        entries: Option<usize>,
+    ) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         let len = file.metadata()?.len();
         let entries = entries.unwrap_or((len as usize) / E::BYTES);
         let want = match capacity_bytes {
@@ -94,7 +103,13 @@ impl<E: Entry> Index<E> {
         if len != want {
             file.set_len(want)?;
         }
-        let mut index = Index { path: path.to_path_buf(), file, map: None, entries, _entry: PhantomData };
+        let mut index = Index {
+            path: path.to_path_buf(),
+            file,
+            map: None,
+            entries,
+            _entry: PhantomData,
+        };
         index.remap()?;
         if index.entries > index.capacity() {
             index.entries = index.capacity();
@@ -123,6 +138,10 @@ impl<E: Entry> Index<E> {
         self.entries
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
     pub fn capacity(&self) -> usize {
         self.map.as_ref().map_or(0, |m| m.len() / E::BYTES)
     }
@@ -145,7 +164,11 @@ impl<E: Entry> Index<E> {
     /// checked in release builds too. Returns false if the index is full.
     pub fn push(&mut self, entry: E) -> bool {
         if let Some(last) = self.last() {
-            assert!(entry.key() >= last.key(), "index {} would go backwards: {last:?} then {entry:?}", self.path.display());
+            assert!(
+                entry.key() >= last.key(),
+                "index {} would go backwards: {last:?} then {entry:?}",
+                self.path.display()
+            );
         }
         if self.is_full() {
             return false;
@@ -239,9 +262,15 @@ mod tests {
         assert_eq!(idx.capacity(), 10);
         assert_eq!(idx.floor(5), None);
         for i in 0..10u32 {
-            assert!(idx.push(OffsetEntry { relative_offset: i * 10, position: i * 100 }));
+            assert!(idx.push(OffsetEntry {
+                relative_offset: i * 10,
+                position: i * 100
+            }));
         }
-        assert!(!idx.push(OffsetEntry { relative_offset: 200, position: 2000 }));
+        assert!(!idx.push(OffsetEntry {
+            relative_offset: 200,
+            position: 2000
+        }));
         assert_eq!(idx.floor(0).unwrap().1.position, 0);
         assert_eq!(idx.floor(9).unwrap().1.position, 0);
         assert_eq!(idx.floor(10).unwrap().1.position, 100);
@@ -261,7 +290,13 @@ mod tests {
     fn refuses_to_go_backwards() {
         let dir = tempfile::tempdir().unwrap();
         let mut idx = Index::<TimeEntry>::open(&dir.path().join("t"), Some(120), Some(0)).unwrap();
-        idx.push(TimeEntry { timestamp: 10, relative_offset: 0 });
-        idx.push(TimeEntry { timestamp: 5, relative_offset: 1 });
+        idx.push(TimeEntry {
+            timestamp: 10,
+            relative_offset: 0,
+        });
+        idx.push(TimeEntry {
+            timestamp: 5,
+            relative_offset: 1,
+        });
     }
 }

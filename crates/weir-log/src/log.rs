@@ -21,8 +21,8 @@ use crate::checkpoint::{self, Kind, PayloadReader};
 use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
 use crate::epoch::EpochHistory;
-use crate::index::Index;
 use crate::error::{AppendError, MaintenanceError, OpenError, ReadError};
+use crate::index::Index;
 use crate::recovery::{self, RecoveryPoint};
 use crate::segment::{self, LOG_SUFFIX, Segment};
 use crate::storage::{FileStorage, Storage, StorageFile};
@@ -94,17 +94,26 @@ pub(crate) struct Inner {
 
 impl Inner {
     pub(crate) fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log always has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     pub(crate) fn active_mut(&mut self) -> &mut Segment {
-        self.segments.values_mut().next_back().expect("a log always has an active segment")
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
     }
 
     /// Base offset of the segment after `base`, or the log end for the active one.
     pub(crate) fn end_of(&self, base: i64) -> i64 {
         use std::ops::Bound::{Excluded, Unbounded};
-        self.segments.range((Excluded(base), Unbounded)).next().map_or(self.next_offset, |(b, _)| *b)
+        self.segments
+            .range((Excluded(base), Unbounded))
+            .next()
+            .map_or(self.next_offset, |(b, _)| *b)
     }
 
     pub(crate) fn check_failed(&self) -> Result<(), String> {
@@ -166,7 +175,11 @@ impl Log {
     }
 
     /// Opens the log through `storage` (tests inject faults here).
-    pub fn open_with_storage(dir: impl AsRef<Path>, config: LogConfig, storage: Arc<dyn Storage>) -> Result<Log, OpenError> {
+    pub fn open_with_storage(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
         let dir = dir.as_ref().to_path_buf();
         let io = |p: &Path| {
@@ -175,9 +188,20 @@ impl Log {
         };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io(&lock_path))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
         lock.try_lock().map_err(|e| {
-            OpenError::io(lock_path.clone(), std::io::Error::new(std::io::ErrorKind::WouldBlock, format!("log directory is in use by another process ({e})")))
+            OpenError::io(
+                lock_path.clone(),
+                std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!("log directory is in use by another process ({e})"),
+                ),
+            )
         })?;
 
         let started = Instant::now();
@@ -190,7 +214,11 @@ impl Log {
                 generation: 0,
                 last_sync: Instant::now(),
             }),
-            checkpoint: Mutex::new(CheckpointState { last: Some(point), written_at: Instant::now(), generation: 0 }),
+            checkpoint: Mutex::new(CheckpointState {
+                last: Some(point),
+                written_at: Instant::now(),
+                generation: 0,
+            }),
             flushed: Condvar::new(),
             dir,
             config,
@@ -224,7 +252,11 @@ impl Log {
 
     pub fn offsets(&self) -> LogOffsets {
         let inner = self.lock();
-        let flushed_offset = self.flush.lock().expect("flush mutex poisoned").flushed_offset;
+        let flushed_offset = self
+            .flush
+            .lock()
+            .expect("flush mutex poisoned")
+            .flushed_offset;
         LogOffsets {
             log_start_offset: inner.log_start_offset,
             log_end_offset: inner.next_offset,
@@ -252,24 +284,38 @@ impl Log {
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let mut headers = self.check_batches(batches)?;
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| AppendError::Failed { reason })?;
-        if let Some(latest) = inner.epochs.latest() {
-            if leader_epoch >= 0 && leader_epoch < latest.epoch {
-                return Err(AppendError::StaleLeaderEpoch { epoch: leader_epoch, latest: latest.epoch });
-            }
+        inner
+            .check_failed()
+            .map_err(|reason| AppendError::Failed { reason })?;
+        if let Some(latest) = inner.epochs.latest()
+            && leader_epoch >= 0
+            && leader_epoch < latest.epoch
+        {
+            return Err(AppendError::StaleLeaderEpoch {
+                epoch: leader_epoch,
+                latest: latest.epoch,
+            });
         }
-        let span = headers.iter().map(|h| i64::from(h.last_offset_delta) + 1).sum();
+        let span = headers
+            .iter()
+            .map(|h| i64::from(h.last_offset_delta) + 1)
+            .sum();
         self.maybe_roll(&mut inner, batches.len(), span)?;
         if leader_epoch >= 0 {
             let start = inner.next_offset;
             if inner.epochs.assign(leader_epoch, start) {
-                self.persist_epochs(&inner).map_err(|e| self.fail(&mut inner, e))?;
+                self.persist_epochs(&inner)
+                    .map_err(|e| self.fail(&mut inner, e))?;
             }
         }
         let mut offset = inner.next_offset;
         let mut pos = 0;
         for h in &mut headers {
-            batch::patch_offset_and_epoch(&mut batches[pos..pos + h.total_bytes()], offset, leader_epoch);
+            batch::patch_offset_and_epoch(
+                &mut batches[pos..pos + h.total_bytes()],
+                offset,
+                leader_epoch,
+            );
             h.base_offset = offset;
             h.partition_leader_epoch = leader_epoch;
             offset += i64::from(h.last_offset_delta) + 1;
@@ -286,11 +332,16 @@ impl Log {
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
         let headers = self.check_batches(batches)?;
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| AppendError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| AppendError::Failed { reason })?;
         let mut expected = inner.next_offset;
         for h in &headers {
             if h.base_offset != expected {
-                return Err(AppendError::OffsetMismatch { base_offset: h.base_offset, log_end_offset: expected });
+                return Err(AppendError::OffsetMismatch {
+                    base_offset: h.base_offset,
+                    log_end_offset: expected,
+                });
             }
             expected = h.next_offset();
         }
@@ -298,12 +349,18 @@ impl Log {
         self.maybe_roll(&mut inner, batches.len(), span)?;
         let mut changed = false;
         for h in &headers {
-            if h.partition_leader_epoch >= 0 && inner.epochs.latest().is_none_or(|l| l.epoch < h.partition_leader_epoch) {
+            if h.partition_leader_epoch >= 0
+                && inner
+                    .epochs
+                    .latest()
+                    .is_none_or(|l| l.epoch < h.partition_leader_epoch)
+            {
                 changed |= inner.epochs.assign(h.partition_leader_epoch, h.base_offset);
             }
         }
         if changed {
-            self.persist_epochs(&inner).map_err(|e| self.fail(&mut inner, e))?;
+            self.persist_epochs(&inner)
+                .map_err(|e| self.fail(&mut inner, e))?;
         }
         let epoch = headers.last().map_or(-1, |h| h.partition_leader_epoch);
         let info = self.write_locked(&mut inner, batches, &headers, epoch)?;
@@ -320,13 +377,23 @@ impl Log {
         let mut pos = 0;
         while pos < batches.len() {
             let rest = &batches[pos..];
-            let invalid = |source| AppendError::InvalidBatch { index: headers.len(), position: pos, source };
+            let invalid = |source| AppendError::InvalidBatch {
+                index: headers.len(),
+                position: pos,
+                source,
+            };
             let len = batch::framed_len(rest).map_err(invalid)?;
             if len > self.config.max_message_bytes {
-                return Err(AppendError::MessageTooLarge { bytes: len, max: self.config.max_message_bytes });
+                return Err(AppendError::MessageTooLarge {
+                    bytes: len,
+                    max: self.config.max_message_bytes,
+                });
             }
             if rest.len() < len {
-                return Err(invalid(crate::BatchError::Truncated { needed: len, available: rest.len() }));
+                return Err(invalid(crate::BatchError::Truncated {
+                    needed: len,
+                    available: rest.len(),
+                }));
             }
             let header = batch::validate(&rest[..len]).map_err(invalid)?;
             headers.push(header);
@@ -337,14 +404,23 @@ impl Log {
 
     /// Writes validated, offset-assigned batches at the end of the active segment and
     /// indexes them. On a write error the segment is cut back so nothing partial stays.
-    fn write_locked(&self, inner: &mut Inner, batches: &[u8], headers: &[BatchHeader], _epoch: i32) -> Result<AppendInfo, AppendError> {
+    fn write_locked(
+        &self,
+        inner: &mut Inner,
+        batches: &[u8],
+        headers: &[BatchHeader],
+        _epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
         let active = inner.active_mut();
         let start = active.size;
         let file = active.files().file.clone();
         if let Err(e) = file.write_all_at(batches, start) {
             let path = active.log_path.clone();
             if let Err(cut) = file.set_len(start) {
-                let reason = format!("write to {} failed ({e}) and could not be undone ({cut})", path.display());
+                let reason = format!(
+                    "write to {} failed ({e}) and could not be undone ({cut})",
+                    path.display()
+                );
                 inner.failed = Some(reason);
             }
             return Err(AppendError::io(path, e));
@@ -359,15 +435,26 @@ impl Log {
         active.size = pos;
         let base_offset = headers[0].base_offset;
         let last_offset = headers.last().expect("at least one batch").last_offset();
-        assert!(base_offset >= inner.next_offset, "offsets never go backwards");
+        assert!(
+            base_offset >= inner.next_offset,
+            "offsets never go backwards"
+        );
         inner.next_offset = last_offset + 1;
-        Ok(AppendInfo { base_offset, last_offset, max_timestamp, batches: headers.len(), bytes: batches.len() })
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp,
+            batches: headers.len(),
+            bytes: batches.len(),
+        })
     }
 
     fn after_append(&self, last_offset: i64) -> Result<(), AppendError> {
         let to_append = |e: MaintenanceError| match e {
             MaintenanceError::Io { path, source } => AppendError::Io { path, source },
-            other => AppendError::Failed { reason: other.to_string() },
+            other => AppendError::Failed {
+                reason: other.to_string(),
+            },
         };
         match self.config.flush {
             FlushPolicy::EveryAppend => self.wait_durable(last_offset).map_err(to_append),
@@ -384,12 +471,17 @@ impl Log {
             return Ok(());
         }
         let full = active.size + bytes as u64 > self.config.segment_bytes;
-        let old = self.config.segment_age.is_some_and(|age| active.active_since.elapsed() >= age);
+        let old = self
+            .config
+            .segment_age
+            .is_some_and(|age| active.active_since.elapsed() >= age);
         let offsets = inner.next_offset + span - active.base_offset > i64::from(u32::MAX);
         if full || old || offsets || active.index_is_full() {
             self.roll_locked(inner).map_err(|e| match e {
                 MaintenanceError::Io { path, source } => AppendError::Io { path, source },
-                other => AppendError::Failed { reason: other.to_string() },
+                other => AppendError::Failed {
+                    reason: other.to_string(),
+                },
             })?;
         }
         Ok(())
@@ -405,11 +497,15 @@ impl Log {
                 return Ok(()); // already empty at the log end
             }
             let file = active.files().file.clone();
-            file.sync_data().map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+            file.sync_data()
+                .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
             recovery::seal(active).map_err(open_to_maintenance)?;
-            let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config).map_err(open_to_maintenance)?;
+            let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config)
+                .map_err(open_to_maintenance)?;
             inner.segments.insert(next, seg);
-            self.storage.sync_dir(&self.dir).map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
             self.write_recovery_point(inner)?;
             let mut flush = self.flush.lock().expect("flush mutex poisoned");
             flush.flushed_offset = flush.flushed_offset.max(next);
@@ -427,7 +523,9 @@ impl Log {
     /// Starts a new segment now (if the active one holds anything).
     pub fn roll(&self) -> Result<(), MaintenanceError> {
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| MaintenanceError::Failed { reason })?;
         self.roll_locked(&mut inner)
     }
 
@@ -436,10 +534,21 @@ impl Log {
     pub(crate) fn write_recovery_point(&self, inner: &Inner) -> Result<(), MaintenanceError> {
         let point = inner.recovery_point();
         let files = inner.active().files();
-        files.index.flush().map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
-        files.time_index.flush().map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+        files
+            .index
+            .flush()
+            .map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
+        files
+            .time_index
+            .flush()
+            .map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::RecoveryPoint, &point.encode())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::RecoveryPoint,
+            &point.encode(),
+        )?;
         ckpt.last = Some(point);
         ckpt.written_at = Instant::now();
         ckpt.generation = inner.generation;
@@ -447,7 +556,12 @@ impl Log {
     }
 
     pub(crate) fn persist_epochs(&self, inner: &Inner) -> Result<(), MaintenanceError> {
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::LeaderEpochs,
+            &inner.epochs.encode(),
+        )?;
         Ok(())
     }
 
@@ -490,7 +604,11 @@ impl Log {
                         // Asked to wait for an offset that was never appended.
                         let end = self.lock().next_offset;
                         if offset >= end {
-                            return Err(MaintenanceError::OffsetOutOfRange { offset, log_start_offset: 0, log_end_offset: end });
+                            return Err(MaintenanceError::OffsetOutOfRange {
+                                offset,
+                                log_start_offset: 0,
+                                log_end_offset: end,
+                            });
                         }
                     }
                 }
@@ -504,9 +622,16 @@ impl Log {
     fn sync_once(&self) -> Result<(i64, u64), MaintenanceError> {
         let (file, path, point, generation) = {
             let inner = self.lock();
-            inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+            inner
+                .check_failed()
+                .map_err(|reason| MaintenanceError::Failed { reason })?;
             let active = inner.active();
-            (active.files().file.clone(), active.log_path.clone(), inner.recovery_point(), inner.generation)
+            (
+                active.files().file.clone(),
+                active.log_path.clone(),
+                inner.recovery_point(),
+                inner.generation,
+            )
         };
         if let Err(e) = file.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages: what the
@@ -524,8 +649,14 @@ impl Log {
     /// After a sync made `point` durable, persists it as the recovery checkpoint, at most
     /// once per `recovery_checkpoint_interval`. A point made stale by a roll or a
     /// truncation in the meantime is dropped (those write their own).
-    fn maybe_checkpoint(&self, point: RecoveryPoint, generation: u64) -> Result<(), MaintenanceError> {
-        let due = |c: &CheckpointState| c.written_at.elapsed() >= self.config.recovery_checkpoint_interval;
+    fn maybe_checkpoint(
+        &self,
+        point: RecoveryPoint,
+        generation: u64,
+    ) -> Result<(), MaintenanceError> {
+        let due = |c: &CheckpointState| {
+            c.written_at.elapsed() >= self.config.recovery_checkpoint_interval
+        };
         if !due(&self.checkpoint.lock().expect("checkpoint mutex poisoned")) {
             return Ok(());
         }
@@ -537,15 +668,28 @@ impl Log {
                 return Ok(());
             }
             let files = active.files();
-            files.index.flush().map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
-            files.time_index.flush().map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+            files
+                .index
+                .flush()
+                .map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
+            files
+                .time_index
+                .flush()
+                .map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
         }
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
-        let newer = ckpt.last.is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
+        let newer = ckpt
+            .last
+            .is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
         if ckpt.generation != generation || !newer || !due(&ckpt) {
             return Ok(());
         }
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::RecoveryPoint, &point.encode())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::RecoveryPoint,
+            &point.encode(),
+        )?;
         ckpt.last = Some(point);
         ckpt.written_at = Instant::now();
         Ok(())
@@ -554,7 +698,14 @@ impl Log {
     /// Syncs everything appended so far.
     pub fn flush(&self) -> Result<(), MaintenanceError> {
         let end = self.lock().next_offset;
-        if end == 0 || self.flush.lock().expect("flush mutex poisoned").flushed_offset >= end {
+        if end == 0
+            || self
+                .flush
+                .lock()
+                .expect("flush mutex poisoned")
+                .flushed_offset
+                >= end
+        {
             return Ok(());
         }
         self.wait_durable(end - 1)
@@ -562,8 +713,16 @@ impl Log {
 
     /// With [`FlushPolicy::Interval`], syncs if the last sync is older than the interval.
     pub fn flush_if_due(&self) -> Result<(), MaintenanceError> {
-        let FlushPolicy::Interval(interval) = self.config.flush else { return Ok(()) };
-        let due = self.flush.lock().expect("flush mutex poisoned").last_sync.elapsed() >= interval;
+        let FlushPolicy::Interval(interval) = self.config.flush else {
+            return Ok(());
+        };
+        let due = self
+            .flush
+            .lock()
+            .expect("flush mutex poisoned")
+            .last_sync
+            .elapsed()
+            >= interval;
         if due { self.flush() } else { Ok(()) }
     }
 
@@ -571,40 +730,102 @@ impl Log {
     /// (at least one batch is returned even if it is larger, so a reader always makes
     /// progress), and only batches whose last offset is below `upper_bound` (the high
     /// watermark, for consumers). Every returned batch has passed its CRC check.
-    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: Option<i64>) -> Result<FetchData, ReadError> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: Option<i64>,
+    ) -> Result<FetchData, ReadError> {
         let mut offset = offset;
         loop {
             let (file, path, from, end_pos, offsets, seg_end) = {
                 let mut inner = self.lock();
                 let (start, end) = (inner.log_start_offset, inner.next_offset);
                 if offset < start || offset > end {
-                    return Err(ReadError::OffsetOutOfRange { offset, log_start_offset: start, log_end_offset: end });
+                    return Err(ReadError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: start,
+                        log_end_offset: end,
+                    });
                 }
-                let empty = FetchData { records: Bytes::new(), next_offset: offset, log_start_offset: start, log_end_offset: end };
+                let empty = FetchData {
+                    records: Bytes::new(),
+                    next_offset: offset,
+                    log_start_offset: start,
+                    log_end_offset: end,
+                };
                 if offset == end || upper_bound.is_some_and(|u| offset >= u) {
                     return Ok(empty);
                 }
-                let base = *inner.segments.range(..=offset).next_back().map(|(b, _)| b).unwrap_or_else(|| {
-                    inner.segments.keys().next().expect("a log always has a segment")
-                });
+                let base = *inner
+                    .segments
+                    .range(..=offset)
+                    .next_back()
+                    .map(|(b, _)| b)
+                    .unwrap_or_else(|| {
+                        inner
+                            .segments
+                            .keys()
+                            .next()
+                            .expect("a log always has a segment")
+                    });
                 let seg_end = inner.end_of(base);
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
-                let files = seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_read)?;
-                let from = files.index.floor(offset - base).map_or(0, |(_, e)| u64::from(e.position));
-                (files.file.clone(), seg.log_path.clone(), from, seg.size, (start, end), seg_end)
+                let files = seg
+                    .ensure_open(self.storage.as_ref(), &self.config, seg_end)
+                    .map_err(open_to_read)?;
+                let from = files
+                    .index
+                    .floor(offset - base)
+                    .map_or(0, |(_, e)| u64::from(e.position));
+                (
+                    files.file.clone(),
+                    seg.log_path.clone(),
+                    from,
+                    seg.size,
+                    (start, end),
+                    seg_end,
+                )
             };
             let (log_start_offset, log_end_offset) = offsets;
-            match read_segment(file.as_ref(), &path, from, end_pos, offset, max_bytes, upper_bound)? {
-                SegmentRead::Data { records, next_offset, .. } => {
-                    return Ok(FetchData { records, next_offset, log_start_offset, log_end_offset });
+            match read_segment(
+                file.as_ref(),
+                &path,
+                from,
+                end_pos,
+                offset,
+                max_bytes,
+                upper_bound,
+            )? {
+                SegmentRead::Data {
+                    records,
+                    next_offset,
+                    ..
+                } => {
+                    return Ok(FetchData {
+                        records,
+                        next_offset,
+                        log_start_offset,
+                        log_end_offset,
+                    });
                 }
                 SegmentRead::Hidden => {
-                    return Ok(FetchData { records: Bytes::new(), next_offset: offset, log_start_offset, log_end_offset });
+                    return Ok(FetchData {
+                        records: Bytes::new(),
+                        next_offset: offset,
+                        log_start_offset,
+                        log_end_offset,
+                    });
                 }
                 // Nothing at or after `offset` here: continue in the next segment.
                 SegmentRead::End if seg_end > offset => {}
                 SegmentRead::End => {
-                    return Ok(FetchData { records: Bytes::new(), next_offset: offset, log_start_offset, log_end_offset });
+                    return Ok(FetchData {
+                        records: Bytes::new(),
+                        next_offset: offset,
+                        log_start_offset,
+                        log_end_offset,
+                    });
                 }
             }
             offset = seg_end;
@@ -620,21 +841,35 @@ impl Log {
                 let mut inner = self.lock();
                 let seg_end = inner.end_of(base);
                 let log_start = inner.log_start_offset;
-                let Some(seg) = inner.segments.get_mut(&base) else { continue };
-                let files = seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_read)?;
+                let Some(seg) = inner.segments.get_mut(&base) else {
+                    continue;
+                };
+                let files = seg
+                    .ensure_open(self.storage.as_ref(), &self.config, seg_end)
+                    .map_err(open_to_read)?;
                 let start_offset = files
                     .time_index
                     .floor(timestamp)
                     .map_or(base, |(_, t)| base + i64::from(t.relative_offset))
                     .max(log_start);
-                let from = files.index.floor(start_offset - base).map_or(0, |(_, e)| u64::from(e.position));
+                let from = files
+                    .index
+                    .floor(start_offset - base)
+                    .map_or(0, |(_, e)| u64::from(e.position));
                 let file = files.file.clone();
                 if seg.max_timestamp().is_some_and(|m| m < timestamp) {
                     continue;
                 }
                 (file, seg.log_path.clone(), from, seg.size, start_offset)
             };
-            if let Some(found) = find_timestamp(file.as_ref(), &path, from, end_pos, scan_from_offset, timestamp)? {
+            if let Some(found) = find_timestamp(
+                file.as_ref(),
+                &path,
+                from,
+                end_pos,
+                scan_from_offset,
+                timestamp,
+            )? {
                 return Ok(Some(found));
             }
         }
@@ -657,7 +892,12 @@ impl Log {
     /// Persists the high watermark (write-temp, fsync, rename, fsync directory).
     pub fn checkpoint_high_watermark(&self, high_watermark: i64) -> Result<(), MaintenanceError> {
         let mut inner = self.lock();
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::HighWatermark, &high_watermark.to_be_bytes())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::HighWatermark,
+            &high_watermark.to_be_bytes(),
+        )?;
         inner.high_watermark = Some(high_watermark);
         Ok(())
     }
@@ -675,9 +915,15 @@ impl Log {
 
     fn close_ref(&self) -> Result<(), MaintenanceError> {
         let inner = self.lock();
-        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| MaintenanceError::Failed { reason })?;
         let active = inner.active();
-        active.files().file.sync_data().map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+        active
+            .files()
+            .file
+            .sync_data()
+            .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
         self.write_recovery_point(&inner)
     }
 }
@@ -703,7 +949,11 @@ const MIN_READ_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 enum SegmentRead {
     /// Whole batches from the one holding the wanted offset on.
-    Data { records: Bytes, next_offset: i64, end_position: u64 },
+    Data {
+        records: Bytes,
+        next_offset: i64,
+        end_position: u64,
+    },
     /// The batch holding the wanted offset reaches the upper bound: nothing is visible.
     Hidden,
     /// No batch in this segment ends at or after the wanted offset.
@@ -722,12 +972,19 @@ fn read_segment(
     max_bytes: usize,
     upper_bound: Option<i64>,
 ) -> Result<SegmentRead, ReadError> {
-    let corrupt = |position: u64, source| ReadError::Corrupt { path: path.to_path_buf(), position, source };
-    let mut want = max_bytes.saturating_add(MIN_READ_BYTES / 4).max(MIN_READ_BYTES);
+    let corrupt = |position: u64, source| ReadError::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        source,
+    };
+    let mut want = max_bytes
+        .saturating_add(MIN_READ_BYTES / 4)
+        .max(MIN_READ_BYTES);
     while pos < end_pos {
         let len = (end_pos - pos).min(want as u64) as usize;
         let mut buf = BytesMut::zeroed(len);
-        file.read_exact_at(&mut buf, pos).map_err(|e| ReadError::io(path.to_path_buf(), e))?;
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| ReadError::io(path.to_path_buf(), e))?;
         let buf = buf.freeze();
         let (mut at, mut take_from, mut next_offset, mut hidden) = (0usize, None, offset, false);
         while at < buf.len() {
@@ -739,7 +996,13 @@ fn read_segment(
             let batch_len = batch::framed_len(rest).map_err(|e| corrupt(here, e))?;
             if here + batch_len as u64 > end_pos {
                 let available = (end_pos - here) as usize;
-                return Err(corrupt(here, crate::BatchError::Truncated { needed: batch_len, available }));
+                return Err(corrupt(
+                    here,
+                    crate::BatchError::Truncated {
+                        needed: batch_len,
+                        available,
+                    },
+                ));
             }
             if rest.len() < batch_len {
                 if take_from.is_none() {
@@ -765,7 +1028,11 @@ fn read_segment(
         }
         if let Some(start) = take_from {
             let end_position = pos + at as u64;
-            return Ok(SegmentRead::Data { records: buf.slice(start..at), next_offset, end_position });
+            return Ok(SegmentRead::Data {
+                records: buf.slice(start..at),
+                next_offset,
+                end_position,
+            });
         }
         if hidden {
             return Ok(SegmentRead::Hidden);
@@ -778,21 +1045,42 @@ fn read_segment(
 
 /// Scans a segment from `pos` for the first record at or after `min_offset` whose
 /// timestamp is at least `timestamp`.
-fn find_timestamp(file: &dyn StorageFile, path: &Path, mut pos: u64, end_pos: u64, mut min_offset: i64, timestamp: i64) -> Result<Option<i64>, ReadError> {
+fn find_timestamp(
+    file: &dyn StorageFile,
+    path: &Path,
+    mut pos: u64,
+    end_pos: u64,
+    mut min_offset: i64,
+    timestamp: i64,
+) -> Result<Option<i64>, ReadError> {
     loop {
-        let SegmentRead::Data { records, next_offset, end_position } =
-            read_segment(file, path, pos, end_pos, min_offset, MIN_READ_BYTES, None)?
+        let SegmentRead::Data {
+            records,
+            next_offset,
+            end_position,
+        } = read_segment(file, path, pos, end_pos, min_offset, MIN_READ_BYTES, None)?
         else {
             return Ok(None);
         };
-        let data = FetchData { records, next_offset, log_start_offset: 0, log_end_offset: 0 };
+        let data = FetchData {
+            records,
+            next_offset,
+            log_start_offset: 0,
+            log_end_offset: 0,
+        };
         for batch in data.batches() {
             if BatchHeader::parse(&batch).max_timestamp < timestamp {
                 continue;
             }
-            let records = batch::decode_records(&batch)
-                .map_err(|source| ReadError::Corrupt { path: path.to_path_buf(), position: pos, source })?;
-            if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp && r.offset >= min_offset) {
+            let records = batch::decode_records(&batch).map_err(|source| ReadError::Corrupt {
+                path: path.to_path_buf(),
+                position: pos,
+                source,
+            })?;
+            if let Some(r) = records
+                .iter()
+                .find(|r| r.timestamp >= timestamp && r.offset >= min_offset)
+            {
                 return Ok(Some(r.offset));
             }
         }
@@ -804,7 +1092,10 @@ fn find_timestamp(file: &dyn StorageFile, path: &Path, mut pos: u64, end_pos: u6
 fn open_to_read(e: OpenError) -> ReadError {
     match e {
         OpenError::Io { path, source } => ReadError::Io { path, source },
-        other => ReadError::Io { path: PathBuf::new(), source: std::io::Error::other(other.to_string()) },
+        other => ReadError::Io {
+            path: PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
     }
 }
 
@@ -829,7 +1120,9 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".tmp") {
-            storage.remove_file(&entry.path()).map_err(io(&entry.path()))?;
+            storage
+                .remove_file(&entry.path())
+                .map_err(io(&entry.path()))?;
         } else if let Some(base) = segment::parse_log_name(name) {
             let size = entry.metadata().map_err(io(&entry.path()))?.len();
             segments.insert(base, Segment::closed(dir, base, size));
@@ -838,7 +1131,10 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
     let read_i64 = |kind| -> Result<Option<i64>, OpenError> {
         match checkpoint::read(storage, dir, kind)? {
             Some(p) => Ok(Some(PayloadReader::new(&p).i64().ok_or_else(|| {
-                crate::CheckpointError::Corrupt { path: dir.join(kind.file_name()), reason: "short payload".into() }
+                crate::CheckpointError::Corrupt {
+                    path: dir.join(kind.file_name()),
+                    reason: "short payload".into(),
+                }
             })?)),
             None => Ok(None),
         }
@@ -864,7 +1160,10 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
-        let is_index = matches!(path.extension().and_then(|e| e.to_str()), Some(segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX));
+        let is_index = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some(segment::INDEX_SUFFIX | segment::TIME_INDEX_SUFFIX)
+        );
         let has_log = path.with_extension(LOG_SUFFIX).exists();
         if is_index && !has_log {
             storage.remove_file(&path).map_err(io(&path))?;
@@ -884,9 +1183,22 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
         storage.sync_dir(dir).map_err(io(dir))?;
         segments.insert(base, seg);
         log_start_offset = base;
-        let mut inner = Inner { segments, next_offset: base, log_start_offset, epochs, high_watermark, failed: None, generation: 0 };
+        let mut inner = Inner {
+            segments,
+            next_offset: base,
+            log_start_offset,
+            epochs,
+            high_watermark,
+            failed: None,
+            generation: 0,
+        };
         inner.epochs.truncate_from_end(base);
-        checkpoint::write(storage, dir, Kind::RecoveryPoint, &inner.recovery_point().encode())?;
+        checkpoint::write(
+            storage,
+            dir,
+            Kind::RecoveryPoint,
+            &inner.recovery_point().encode(),
+        )?;
         return Ok(inner);
     }
     let first_base = *segments.keys().next().expect("non-empty");
@@ -894,7 +1206,11 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
 
     // Which segments need a scan, and from where.
     let last_base = *segments.keys().next_back().expect("non-empty");
-    let start = point.filter(|p| segments.get(&p.segment_base).is_some_and(|s| p.position <= s.size));
+    let start = point.filter(|p| {
+        segments
+            .get(&p.segment_base)
+            .is_some_and(|s| p.position <= s.size)
+    });
     if start.is_none() && point.is_some() {
         tracing::warn!("recovery checkpoint does not match the segments; scanning every segment");
     }
@@ -903,7 +1219,21 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
     let mut next_offset = start.map_or(first_base, |p| p.next_offset);
     let mut scanned_bytes = 0u64;
     let mut cut_at: Option<i64> = None;
+    let mut prev: Option<(i64, i64)> = None; // (base, end offset) of the last scanned segment
     for base in to_scan {
+        if let Some((prev_base, prev_end)) = prev
+            && base != prev_end
+        {
+            // A segment left over from before a truncation whose deletion did not reach
+            // the disk: its offsets do not follow on.
+            tracing::warn!(
+                base_offset = base,
+                expected = prev_end,
+                "segment does not continue the log"
+            );
+            cut_at = Some(prev_base);
+            break;
+        }
         let seg = segments.get_mut(&base).expect("listed");
         let is_last = base == last_base;
         let trusted = start.filter(|p| p.segment_base == base);
@@ -912,12 +1242,21 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
         let expected = trusted.map_or(base, |p| p.next_offset);
         let file = seg.files().file.clone();
         let mut headers = Vec::new();
-        let end = recovery::scan(file.as_ref(), &seg.log_path, from, seg.size, expected, |pos, h| headers.push((pos, *h)))?;
+        let end = recovery::scan(
+            file.as_ref(),
+            &seg.log_path,
+            from,
+            seg.size,
+            expected,
+            |pos, h| headers.push((pos, *h)),
+        )?;
         for (pos, h) in &headers {
             seg.index_batch(*pos, h, config);
         }
         scanned_bytes += end.valid_end - from;
-        next_offset = end.next_offset.unwrap_or(if trusted.is_some() { expected } else { base });
+        next_offset = end
+            .next_offset
+            .unwrap_or(if trusted.is_some() { expected } else { base });
         if let Some(problem) = end.problem {
             tracing::warn!(segment = %seg.log_path.display(), problem, dropped_bytes = seg.size - end.valid_end, "truncating torn or corrupt tail");
             file.set_len(end.valid_end).map_err(io(&seg.log_path))?;
@@ -930,6 +1269,7 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
         if cut_at.is_some() {
             break;
         }
+        prev = Some((base, next_offset));
     }
     // Segments after a cut hold offsets that no longer follow on: drop them.
     if let Some(cut) = cut_at {
@@ -949,11 +1289,22 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
         let cap = u64::from(config.index_max_bytes);
         let files = active.files_mut();
         files.index.reserve(cap).map_err(io(files.index.path()))?;
-        files.time_index.reserve(cap).map_err(io(files.time_index.path()))?;
+        files
+            .time_index
+            .reserve(cap)
+            .map_err(io(files.time_index.path()))?;
         // Whatever was recovered is made durable before the checkpoint claims it.
         files.file.sync_data().map_err(io(&active.log_path))?;
     }
-    let mut inner = Inner { segments, next_offset, log_start_offset, epochs: EpochHistory::default(), high_watermark, failed: None, generation: 0 };
+    let mut inner = Inner {
+        segments,
+        next_offset,
+        log_start_offset,
+        epochs: EpochHistory::default(),
+        high_watermark,
+        failed: None,
+        generation: 0,
+    };
     if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
         inner.epochs = epochs;
         checkpoint::write(storage, dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
@@ -962,8 +1313,16 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
     }
     let files = inner.active().files();
     files.index.flush().map_err(io(files.index.path()))?;
-    files.time_index.flush().map_err(io(files.time_index.path()))?;
-    checkpoint::write(storage, dir, Kind::RecoveryPoint, &inner.recovery_point().encode())?;
+    files
+        .time_index
+        .flush()
+        .map_err(io(files.time_index.path()))?;
+    checkpoint::write(
+        storage,
+        dir,
+        Kind::RecoveryPoint,
+        &inner.recovery_point().encode(),
+    )?;
     tracing::debug!(scanned_bytes, "recovery scan done");
     Ok(inner)
 }
@@ -971,8 +1330,15 @@ fn open_inner(dir: &Path, config: &LogConfig, storage: &dyn Storage) -> Result<I
 /// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
 /// entries it vouches for (if they check out) and resumes indexing after them;
 /// otherwise indexes are rebuilt from the start of the segment.
-fn open_for_recovery(storage: &dyn Storage, seg: &mut Segment, config: &LogConfig, trusted: Option<RecoveryPoint>) -> Result<(), OpenError> {
-    let file = storage.open(&seg.log_path, false).map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
+fn open_for_recovery(
+    storage: &dyn Storage,
+    seg: &mut Segment,
+    config: &LogConfig,
+    trusted: Option<RecoveryPoint>,
+) -> Result<(), OpenError> {
+    let file = storage
+        .open(&seg.log_path, false)
+        .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
     let cap = Some(u64::from(config.index_max_bytes));
     let point = trusted.unwrap_or(RecoveryPoint {
         segment_base: seg.base_offset,
@@ -984,19 +1350,29 @@ fn open_for_recovery(storage: &dyn Storage, seg: &mut Segment, config: &LogConfi
         offset_of_max_timestamp: seg.base_offset,
     });
     let index_path = seg.path(segment::INDEX_SUFFIX);
-    let index = Index::open(&index_path, cap, Some(point.index_entries as usize)).map_err(|e| OpenError::io(index_path, e))?;
+    let index = Index::open(&index_path, cap, Some(point.index_entries as usize))
+        .map_err(|e| OpenError::io(index_path, e))?;
     let time_path = seg.path(segment::TIME_INDEX_SUFFIX);
-    let time_index = Index::open(&time_path, cap, Some(point.time_index_entries as usize)).map_err(|e| OpenError::io(time_path, e))?;
-    seg.files = Some(crate::segment::SegmentFiles { file, index, time_index });
+    let time_index = Index::open(&time_path, cap, Some(point.time_index_entries as usize))
+        .map_err(|e| OpenError::io(time_path, e))?;
+    seg.files = Some(crate::segment::SegmentFiles {
+        file,
+        index,
+        time_index,
+    });
     let span = point.next_offset - seg.base_offset;
     let files = seg.files_mut();
     let consistent = files.index.len() == point.index_entries as usize
         && files.time_index.len() == point.time_index_entries as usize
-        && files.index.is_consistent(|e| u64::from(e.position) < point.position && i64::from(e.relative_offset) < span)
-        && files.time_index.is_consistent(|e| i64::from(e.relative_offset) < span && e.timestamp <= point.max_timestamp);
+        && files.index.is_consistent(|e| {
+            u64::from(e.position) < point.position && i64::from(e.relative_offset) < span
+        })
+        && files.time_index.is_consistent(|e| {
+            i64::from(e.relative_offset) < span && e.timestamp <= point.max_timestamp
+        });
     if trusted.is_some() && !consistent {
         tracing::warn!(segment = %seg.log_path.display(), "index does not match the recovery checkpoint; rebuilding");
-        return open_for_recovery(storage, seg, config, None).map(|()| ());
+        return open_for_recovery(storage, seg, config, None);
     }
     // Zero whatever lies past the trusted entries (stale or torn).
     let files = seg.files_mut();
@@ -1004,7 +1380,10 @@ fn open_for_recovery(storage: &dyn Storage, seg: &mut Segment, config: &LogConfi
     files.index.truncate_entries(n);
     files.time_index.truncate_entries(t);
     seg.cursor = crate::segment::IndexCursor {
-        bytes_since_entry: files.index.last().map_or(u64::MAX, |e| point.position - u64::from(e.position)),
+        bytes_since_entry: files
+            .index
+            .last()
+            .map_or(u64::MAX, |e| point.position - u64::from(e.position)),
         max_timestamp: point.max_timestamp,
         offset_of_max_timestamp: point.offset_of_max_timestamp,
     };
@@ -1021,8 +1400,15 @@ fn open_from_maint(e: MaintenanceError) -> OpenError {
 
 /// Removes a segment's files: indexes first, the log last, so a crash in between leaves
 /// a log file whose indexes are simply rebuilt.
-pub(crate) fn remove_segment_files(storage: &dyn Storage, seg: &Segment) -> Result<(), MaintenanceError> {
-    for suffix in [segment::INDEX_SUFFIX, segment::TIME_INDEX_SUFFIX, LOG_SUFFIX] {
+pub(crate) fn remove_segment_files(
+    storage: &dyn Storage,
+    seg: &Segment,
+) -> Result<(), MaintenanceError> {
+    for suffix in [
+        segment::INDEX_SUFFIX,
+        segment::TIME_INDEX_SUFFIX,
+        LOG_SUFFIX,
+    ] {
         let path = seg.path(suffix);
         match storage.remove_file(&path) {
             Ok(()) => {}

@@ -26,7 +26,9 @@ impl Log {
     /// restarts it at `offset`.
     pub fn truncate_to(&self, offset: i64) -> Result<(), MaintenanceError> {
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| MaintenanceError::Failed { reason })?;
         if offset >= inner.next_offset {
             return Ok(());
         }
@@ -45,26 +47,47 @@ impl Log {
         }
         // Make the cut durable before the checkpoint points at it.
         let active = inner.active();
-        active.files().file.sync_data().map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+        active
+            .files()
+            .file
+            .sync_data()
+            .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
         self.write_recovery_point(&inner)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "log truncated");
         Ok(())
     }
 
     fn truncate_within(&self, inner: &mut Inner, offset: i64) -> Result<(), MaintenanceError> {
-        let base = *inner.segments.range(..=offset).next_back().expect("offset above log start has a segment").0;
+        let base = *inner
+            .segments
+            .range(..=offset)
+            .next_back()
+            .expect("offset above log start has a segment")
+            .0;
         // Later segments go first (newest first, so a crash leaves a prefix).
-        let later: Vec<i64> = inner.segments.range(base + 1..).rev().map(|(b, _)| *b).collect();
+        let later: Vec<i64> = inner
+            .segments
+            .range(base + 1..)
+            .rev()
+            .map(|(b, _)| *b)
+            .collect();
         for b in later {
             let seg = inner.segments.remove(&b).expect("listed");
             remove_segment_files(self.storage.as_ref(), &seg)?;
         }
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
         let seg_end = inner.next_offset.max(offset);
         let seg = inner.segments.get_mut(&base).expect("segment exists");
-        seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_maintenance)?;
+        seg.ensure_open(self.storage.as_ref(), &self.config, seg_end)
+            .map_err(open_to_maintenance)?;
         // Find the first batch that holds `offset` or later.
         let files = seg.files();
-        let mut pos = files.index.floor(offset - base).map_or(0, |(_, e)| u64::from(e.position));
+        let mut pos = files
+            .index
+            .floor(offset - base)
+            .map_or(0, |(_, e)| u64::from(e.position));
         let mut new_end = offset;
         while pos < seg.size {
             let h = read_header(seg, pos)?;
@@ -89,13 +112,21 @@ impl Log {
             let seg = inner.segments.remove(&b).expect("listed");
             remove_segment_files(self.storage.as_ref(), &seg)?;
         }
-        let seg = Segment::create(self.storage.as_ref(), &self.dir, offset, &self.config).map_err(open_to_maintenance)?;
+        let seg = Segment::create(self.storage.as_ref(), &self.dir, offset, &self.config)
+            .map_err(open_to_maintenance)?;
         inner.segments.insert(offset, seg);
-        self.storage.sync_dir(&self.dir).map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
         inner.next_offset = offset;
         inner.log_start_offset = offset;
         self.bump_generation(inner);
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::LogStartOffset, &offset.to_be_bytes())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::LogStartOffset,
+            &offset.to_be_bytes(),
+        )?;
         Ok(())
     }
 
@@ -111,7 +142,9 @@ impl Log {
     /// start offset.
     pub fn delete_records_before(&self, offset: i64) -> Result<i64, MaintenanceError> {
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| MaintenanceError::Failed { reason })?;
         if offset > inner.next_offset || offset < 0 {
             return Err(MaintenanceError::OffsetOutOfRange {
                 offset,
@@ -135,19 +168,30 @@ impl Log {
     /// timestamp) and by total size, deleting the oldest closed segments first.
     pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, MaintenanceError> {
         let mut inner = self.lock();
-        inner.check_failed().map_err(|reason| MaintenanceError::Failed { reason })?;
+        inner
+            .check_failed()
+            .map_err(|reason| MaintenanceError::Failed { reason })?;
         let mut outcome = RetentionOutcome::default();
         let active_base = inner.active().base_offset;
         let mut total: u64 = inner.segments.values().map(|s| s.size).sum();
-        let closed: Vec<i64> = inner.segments.keys().copied().filter(|b| *b != active_base).collect();
+        let closed: Vec<i64> = inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != active_base)
+            .collect();
         let mut delete_up_to = None;
         for base in closed {
             let seg_end = inner.end_of(base);
             let seg = inner.segments.get_mut(&base).expect("listed");
-            let by_size = self.config.retention_bytes.is_some_and(|limit| total.saturating_sub(seg.size) >= limit);
+            let by_size = self
+                .config
+                .retention_bytes
+                .is_some_and(|limit| total.saturating_sub(seg.size) >= limit);
             let by_age = match self.config.retention_age {
                 Some(age) => {
-                    seg.ensure_open(self.storage.as_ref(), &self.config, seg_end).map_err(open_to_maintenance)?;
+                    seg.ensure_open(self.storage.as_ref(), &self.config, seg_end)
+                        .map_err(open_to_maintenance)?;
                     let cutoff = now_ms.saturating_sub(duration_ms(age));
                     seg.max_timestamp().is_none_or(|t| t < cutoff)
                 }
@@ -180,7 +224,12 @@ impl Log {
 
     /// Persists a new log start offset; the epoch history forgets what lies before it.
     fn set_log_start(&self, inner: &mut Inner, offset: i64) -> Result<(), MaintenanceError> {
-        checkpoint::write(self.storage.as_ref(), &self.dir, Kind::LogStartOffset, &offset.to_be_bytes())?;
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::LogStartOffset,
+            &offset.to_be_bytes(),
+        )?;
         inner.log_start_offset = offset;
         if inner.epochs.truncate_from_start(offset) {
             self.persist_epochs(inner)?;
@@ -190,10 +239,18 @@ impl Log {
 
     /// Deletes closed segments whose every offset is below `offset`. The log start is
     /// persisted first, so a crash part-way leaves segments the next open deletes.
-    fn delete_segments_below(&self, inner: &mut Inner, offset: i64) -> Result<(), MaintenanceError> {
+    fn delete_segments_below(
+        &self,
+        inner: &mut Inner,
+        offset: i64,
+    ) -> Result<(), MaintenanceError> {
         let active_base = inner.active().base_offset;
-        let doomed: Vec<i64> =
-            inner.segments.keys().copied().filter(|b| *b != active_base && inner.end_of(*b) <= offset).collect();
+        let doomed: Vec<i64> = inner
+            .segments
+            .keys()
+            .copied()
+            .filter(|b| *b != active_base && inner.end_of(*b) <= offset)
+            .collect();
         for base in doomed {
             let seg = inner.segments.remove(&base).expect("listed");
             remove_segment_files(self.storage.as_ref(), &seg)?;
@@ -209,15 +266,27 @@ fn duration_ms(d: Duration) -> i64 {
 fn read_header(seg: &Segment, pos: u64) -> Result<BatchHeader, MaintenanceError> {
     let mut frame = [0u8; HEADER_BYTES];
     let io = |e| MaintenanceError::io(seg.log_path.clone(), e);
-    seg.files().file.read_exact_at(&mut frame, pos).map_err(io)?;
-    batch::framed_len(&frame).map_err(|source| crate::ReadError::Corrupt { path: seg.log_path.clone(), position: pos, source })?;
+    seg.files()
+        .file
+        .read_exact_at(&mut frame, pos)
+        .map_err(io)?;
+    batch::framed_len(&frame).map_err(|source| crate::ReadError::Corrupt {
+        path: seg.log_path.clone(),
+        position: pos,
+        source,
+    })?;
     Ok(BatchHeader::parse(&frame))
 }
 
 /// Cuts a segment's log at `pos` (where offset `new_end` would start) and its indexes to
 /// match, and makes it ready to take appends (it may have been a closed segment with
 /// trimmed indexes).
-fn cut_segment(seg: &mut Segment, pos: u64, new_end: i64, config: &crate::LogConfig) -> Result<(), MaintenanceError> {
+fn cut_segment(
+    seg: &mut Segment,
+    pos: u64,
+    new_end: i64,
+    config: &crate::LogConfig,
+) -> Result<(), MaintenanceError> {
     let path = seg.log_path.clone();
     let io = |p: &std::path::Path| {
         let p = p.to_path_buf();
@@ -228,14 +297,19 @@ fn cut_segment(seg: &mut Segment, pos: u64, new_end: i64, config: &crate::LogCon
     let base = seg.base_offset;
     let cap = u64::from(config.index_max_bytes);
     let files = seg.files_mut();
-    let keep = (0..files.index.len()).take_while(|&i| u64::from(files.index.get(i).position) < pos).count();
+    let keep = (0..files.index.len())
+        .take_while(|&i| u64::from(files.index.get(i).position) < pos)
+        .count();
     files.index.truncate_entries(keep);
     let keep_time = (0..files.time_index.len())
         .take_while(|&i| base + i64::from(files.time_index.get(i).relative_offset) < new_end)
         .count();
     files.time_index.truncate_entries(keep_time);
     files.index.reserve(cap).map_err(io(files.index.path()))?;
-    files.time_index.reserve(cap).map_err(io(files.time_index.path()))?;
+    files
+        .time_index
+        .reserve(cap)
+        .map_err(io(files.time_index.path()))?;
     // Restore what indexing had seen: bytes since the last kept entry, and the newest
     // timestamp (the last kept time entry, or a batch between it and the cut).
     let from = files.index.last().map_or(0, |e| u64::from(e.position));

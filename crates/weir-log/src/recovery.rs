@@ -44,7 +44,13 @@ pub(crate) fn scan(
     let mut next_offset = None;
     let mut buf = Vec::new();
     let mut buf_start = from;
-    let stop = |pos, next_offset, problem: String| Ok(ScanEnd { valid_end: pos, next_offset, problem: Some(problem) });
+    let stop = |pos, next_offset, problem: String| {
+        Ok(ScanEnd {
+            valid_end: pos,
+            next_offset,
+            problem: Some(problem),
+        })
+    };
     while pos < end {
         // Make sure the buffer holds the whole batch at `pos`, reading more as needed.
         let mut have = (buf_start + buf.len() as u64).saturating_sub(pos) as usize;
@@ -59,22 +65,45 @@ pub(crate) fn scan(
             Err(e) => return stop(pos, next_offset, format!("bad length at byte {pos}: {e}")),
         };
         if pos + len as u64 > end {
-            return stop(pos, next_offset, format!("torn batch at byte {pos}: {len} bytes framed, {} present", end - pos));
+            return stop(
+                pos,
+                next_offset,
+                format!(
+                    "torn batch at byte {pos}: {len} bytes framed, {} present",
+                    end - pos
+                ),
+            );
         }
         if have < len {
-            read_chunk(file, path, pos, end, len.max(SCAN_CHUNK_BYTES).min(MAX_BATCH_BYTES), &mut buf)?;
+            read_chunk(
+                file,
+                path,
+                pos,
+                end,
+                len.clamp(SCAN_CHUNK_BYTES, MAX_BATCH_BYTES),
+                &mut buf,
+            )?;
             buf_start = pos;
         }
         let at = (pos - buf_start) as usize;
         let header = match batch::validate(&buf[at..at + len]) {
             Ok(h) => h,
-            Err(e) => return stop(pos, next_offset, format!("invalid batch at byte {pos}: {e}")),
+            Err(e) => {
+                return stop(
+                    pos,
+                    next_offset,
+                    format!("invalid batch at byte {pos}: {e}"),
+                );
+            }
         };
         if header.base_offset < expected_next {
             return stop(
                 pos,
                 next_offset,
-                format!("batch at byte {pos} has base offset {} below {expected_next}", header.base_offset),
+                format!(
+                    "batch at byte {pos} has base offset {} below {expected_next}",
+                    header.base_offset
+                ),
             );
         }
         on_batch(pos, &header);
@@ -82,26 +111,43 @@ pub(crate) fn scan(
         next_offset = Some(expected_next);
         pos += len as u64;
     }
-    Ok(ScanEnd { valid_end: pos, next_offset, problem: None })
+    Ok(ScanEnd {
+        valid_end: pos,
+        next_offset,
+        problem: None,
+    })
 }
 
-fn read_chunk(file: &dyn StorageFile, path: &Path, pos: u64, end: u64, want: usize, buf: &mut Vec<u8>) -> Result<(), OpenError> {
+fn read_chunk(
+    file: &dyn StorageFile,
+    path: &Path,
+    pos: u64,
+    end: u64,
+    want: usize,
+    buf: &mut Vec<u8>,
+) -> Result<(), OpenError> {
     let n = (end - pos).min(want as u64) as usize;
     buf.resize(n, 0);
-    file.read_exact_at(buf, pos).map_err(|e| OpenError::io(path.to_path_buf(), e))
+    file.read_exact_at(buf, pos)
+        .map_err(|e| OpenError::io(path.to_path_buf(), e))
 }
 
 /// Rebuilds both indexes of a closed segment from its log file. A batch that fails its
 /// CRC but has a plausible length is skipped (reads of it report the corruption); a
 /// broken length ends the indexing there.
-pub(crate) fn rebuild_closed_segment(seg: &mut Segment, config: &LogConfig) -> Result<(), OpenError> {
+pub(crate) fn rebuild_closed_segment(
+    seg: &mut Segment,
+    config: &LogConfig,
+) -> Result<(), OpenError> {
     reset_indexes(seg, config)?;
     let (file, path, size) = (seg.files().file.clone(), seg.log_path.clone(), seg.size);
     let mut pos = 0;
     let mut expected = seg.base_offset;
     while pos < size {
         let mut headers = Vec::new();
-        let end = scan(file.as_ref(), &path, pos, size, expected, |p, h| headers.push((p, *h)))?;
+        let end = scan(file.as_ref(), &path, pos, size, expected, |p, h| {
+            headers.push((p, *h))
+        })?;
         for (p, h) in &headers {
             seg.index_batch(*p, h, config);
         }
@@ -134,7 +180,10 @@ pub(crate) fn reset_indexes(seg: &mut Segment, config: &LogConfig) -> Result<(),
         move |e| OpenError::io(p, e)
     };
     files.index.reserve(cap).map_err(io(files.index.path()))?;
-    files.time_index.reserve(cap).map_err(io(files.time_index.path()))
+    files
+        .time_index
+        .reserve(cap)
+        .map_err(io(files.time_index.path()))
 }
 
 /// Puts a segment's indexes in their closed state: final time entry, trimmed, synced.

@@ -84,13 +84,33 @@ impl Segment {
     }
 
     /// Creates the files of a new, empty active segment.
-    pub(crate) fn create(storage: &dyn Storage, dir: &Path, base_offset: i64, config: &LogConfig) -> Result<Segment, OpenError> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<Segment, OpenError> {
         let mut seg = Segment::closed(dir, base_offset, 0);
-        let file = storage.open(&seg.log_path, true).map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
-        file.set_len(0).map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
-        let index = open_index(&seg.path(INDEX_SUFFIX), Some(u64::from(config.index_max_bytes)), Some(0))?;
-        let time_index = open_index(&seg.path(TIME_INDEX_SUFFIX), Some(u64::from(config.index_max_bytes)), Some(0))?;
-        seg.files = Some(SegmentFiles { file, index, time_index });
+        let file = storage
+            .open(&seg.log_path, true)
+            .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
+        file.set_len(0)
+            .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
+        let index = open_index(
+            &seg.path(INDEX_SUFFIX),
+            Some(u64::from(config.index_max_bytes)),
+            Some(0),
+        )?;
+        let time_index = open_index(
+            &seg.path(TIME_INDEX_SUFFIX),
+            Some(u64::from(config.index_max_bytes)),
+            Some(0),
+        )?;
+        seg.files = Some(SegmentFiles {
+            file,
+            index,
+            time_index,
+        });
         Ok(seg)
     }
 
@@ -109,9 +129,16 @@ impl Segment {
     /// Opens a closed segment's files, checking its indexes against the log file and
     /// rebuilding them (one scan of this segment) if they are missing or inconsistent.
     /// `end_offset` is the next segment's base offset.
-    pub(crate) fn ensure_open(&mut self, storage: &dyn Storage, config: &LogConfig, end_offset: i64) -> Result<&mut SegmentFiles, OpenError> {
+    pub(crate) fn ensure_open(
+        &mut self,
+        storage: &dyn Storage,
+        config: &LogConfig,
+        end_offset: i64,
+    ) -> Result<&mut SegmentFiles, OpenError> {
         if self.files.is_none() {
-            let file = storage.open(&self.log_path, false).map_err(|e| OpenError::io(self.log_path.clone(), e))?;
+            let file = storage
+                .open(&self.log_path, false)
+                .map_err(|e| OpenError::io(self.log_path.clone(), e))?;
             let index_path = self.path(INDEX_SUFFIX);
             let time_path = self.path(TIME_INDEX_SUFFIX);
             let present = index_path.exists() && time_path.exists();
@@ -120,17 +147,26 @@ impl Segment {
             let span = (end_offset - self.base_offset).max(0);
             let size = self.size;
             let consistent = present
-                && (size == 0 || index.len() > 0)
-                && index.is_consistent(|e: OffsetEntry| u64::from(e.position) < size.max(1) && i64::from(e.relative_offset) < span.max(1))
-                && time_index.is_consistent(|e: TimeEntry| i64::from(e.relative_offset) < span.max(1));
-            self.files = Some(SegmentFiles { file, index, time_index });
+                && (size == 0 || !index.is_empty())
+                && index.is_consistent(|e: OffsetEntry| {
+                    u64::from(e.position) < size.max(1)
+                        && i64::from(e.relative_offset) < span.max(1)
+                })
+                && time_index
+                    .is_consistent(|e: TimeEntry| i64::from(e.relative_offset) < span.max(1));
+            self.files = Some(SegmentFiles {
+                file,
+                index,
+                time_index,
+            });
             if !consistent {
                 tracing::warn!(segment = %self.log_path.display(), "index missing or inconsistent; rebuilding");
                 recovery::rebuild_closed_segment(self, config)?;
             }
             if let Some(last) = self.files().time_index.last() {
                 self.cursor.max_timestamp = last.timestamp;
-                self.cursor.offset_of_max_timestamp = self.base_offset + i64::from(last.relative_offset);
+                self.cursor.offset_of_max_timestamp =
+                    self.base_offset + i64::from(last.relative_offset);
             }
         }
         Ok(self.files.as_mut().expect("just opened"))
@@ -151,7 +187,10 @@ impl Segment {
         let files = self.files.as_mut().expect("segment is open");
         if due && !files.index.is_full() {
             let relative_offset = relative(header.base_offset, base);
-            files.index.push(OffsetEntry { relative_offset, position: position as u32 });
+            files.index.push(OffsetEntry {
+                relative_offset,
+                position: position as u32,
+            });
             maybe_push_time(&mut files.time_index, &cursor, base);
             self.cursor.bytes_since_entry = 0;
         }
@@ -169,7 +208,9 @@ impl Segment {
     }
 
     pub(crate) fn index_is_full(&self) -> bool {
-        self.files.as_ref().is_some_and(|f| f.index.is_full() || f.time_index.is_full())
+        self.files
+            .as_ref()
+            .is_some_and(|f| f.index.is_full() || f.time_index.is_full())
     }
 
     /// Newest timestamp in the segment, if it holds any batch (segment must be open).
@@ -182,7 +223,10 @@ fn maybe_push_time(time_index: &mut Index<TimeEntry>, cursor: &IndexCursor, base
     if cursor.max_timestamp == i64::MIN || time_index.is_full() {
         return;
     }
-    if time_index.last().is_none_or(|t| cursor.max_timestamp > t.timestamp) {
+    if time_index
+        .last()
+        .is_none_or(|t| cursor.max_timestamp > t.timestamp)
+    {
         time_index.push(TimeEntry {
             timestamp: cursor.max_timestamp,
             relative_offset: relative(cursor.offset_of_max_timestamp, base),
@@ -195,6 +239,10 @@ pub(crate) fn relative(offset: i64, base: i64) -> u32 {
     u32::try_from(offset - base).expect("offset within 2^32 of its segment's base")
 }
 
-fn open_index<E: crate::index::Entry>(path: &Path, capacity: Option<u64>, entries: Option<usize>) -> Result<Index<E>, OpenError> {
+fn open_index<E: crate::index::Entry>(
+    path: &Path,
+    capacity: Option<u64>,
+    entries: Option<usize>,
+) -> Result<Index<E>, OpenError> {
     Index::open(path, capacity, entries).map_err(|e| OpenError::io(path.to_path_buf(), e))
 }

@@ -28,7 +28,8 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// `fdatasync`: file data (and the size) reach the disk.
     fn sync_data(&self) -> io::Result<()>;
     fn set_len(&self, len: u64) -> io::Result<()>;
-    fn len(&self) -> io::Result<u64>;
+    /// Current length of the file in bytes.
+    fn size(&self) -> io::Result<u64>;
 
     /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
@@ -67,14 +68,18 @@ impl StorageFile for OsFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
 }
 
 impl Storage for FileStorage {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)?;
         Ok(Arc::new(OsFile(file)))
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -120,8 +125,13 @@ pub struct FaultyStorage {
 
 impl FaultyStorage {
     pub fn new(plan: FaultPlan) -> FaultyStorage {
-        let state = FaultState { plan, ..FaultState::default() };
-        FaultyStorage { state: Arc::new(Mutex::new(state)) }
+        let state = FaultState {
+            plan,
+            ..FaultState::default()
+        };
+        FaultyStorage {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     /// Simulates a machine crash: every file is cut back to what was synced, and every
@@ -132,7 +142,9 @@ impl FaultyStorage {
         let mut st = self.state.lock().expect("fault state poisoned");
         st.crashed = true;
         for (path, &synced) in &st.synced_len {
-            let Ok(file) = OpenOptions::new().write(true).open(path) else { continue };
+            let Ok(file) = OpenOptions::new().write(true).open(path) else {
+                continue;
+            };
             let len = file.metadata()?.len();
             if len > synced {
                 let keep = keep_unsynced(path, len - synced).min(len - synced);
@@ -176,7 +188,9 @@ impl StorageFile for FaultyFile {
             let before = st.bytes_written;
             st.bytes_written += buf.len() as u64;
             match st.plan.torn_write_after_bytes {
-                Some(limit) if st.bytes_written > limit => Some((limit - before.min(limit)) as usize),
+                Some(limit) if st.bytes_written > limit => {
+                    Some((limit - before.min(limit)) as usize)
+                }
                 _ => None,
             }
         };
@@ -202,7 +216,7 @@ impl StorageFile for FaultyFile {
             return Err(io::Error::other("fsync failed (fault injection)"));
         }
         self.inner.sync_data()?;
-        let len = self.inner.len()?;
+        let len = self.inner.size()?;
         st.synced_len.insert(self.path.clone(), len);
         Ok(())
     }
@@ -218,9 +232,9 @@ impl StorageFile for FaultyFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
+    fn size(&self) -> io::Result<u64> {
         self.storage.check()?;
-        self.inner.len()
+        self.inner.size()
     }
 }
 
@@ -228,7 +242,11 @@ impl Storage for FaultyStorage {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         self.check()?;
         let existed = path.exists();
-        let file = OpenOptions::new().read(true).write(true).create(create).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .open(path)?;
         let mut st = self.state.lock().expect("fault state poisoned");
         // A file that was on disk before this storage saw it counts as synced; a new
         // one holds nothing durable yet.
@@ -244,7 +262,11 @@ impl Storage for FaultyStorage {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.check()?;
-        self.state.lock().expect("fault state poisoned").synced_len.remove(path);
+        self.state
+            .lock()
+            .expect("fault state poisoned")
+            .synced_len
+            .remove(path);
         fs::remove_file(path)
     }
 

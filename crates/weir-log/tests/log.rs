@@ -36,10 +36,17 @@ fn records_come_back_in_order_across_segments_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
     let expected = fill(&log, 200, 5, |i| 1000 + i as i64);
-    assert!(log.segment_count() > 5, "small segments roll: {}", log.segment_count());
+    assert!(
+        log.segment_count() > 5,
+        "small segments roll: {}",
+        log.segment_count()
+    );
     let seen = read_all(&log, 0);
     assert_eq!(values(&seen), expected);
-    assert!(seen.iter().enumerate().all(|(i, s)| s.offset == i as i64), "offsets are dense");
+    assert!(
+        seen.iter().enumerate().all(|(i, s)| s.offset == i as i64),
+        "offsets are dense"
+    );
     assert_eq!(log.offsets().log_end_offset, 1000);
     log.close().unwrap();
 
@@ -65,13 +72,20 @@ fn reading_inside_a_batch_returns_that_batch_and_respects_limits() {
     assert_eq!(data.next_offset, 8);
     // The upper bound hides batches that reach it.
     let data = log.read(0, 1 << 20, Some(10)).unwrap();
-    assert_eq!(data.next_offset, 8, "batch 8..=11 reaches the bound 10 and is hidden");
+    assert_eq!(
+        data.next_offset, 8,
+        "batch 8..=11 reaches the bound 10 and is hidden"
+    );
     let data = log.read(8, 1 << 20, Some(10)).unwrap();
     assert!(data.records.is_empty());
     // At the log end: empty, not an error. Past it or below the start: out of range.
     assert!(log.read(40, 100, None).unwrap().records.is_empty());
     match log.read(41, 100, None) {
-        Err(ReadError::OffsetOutOfRange { log_start_offset: 0, log_end_offset: 40, .. }) => {}
+        Err(ReadError::OffsetOutOfRange {
+            log_start_offset: 0,
+            log_end_offset: 40,
+            ..
+        }) => {}
         other => panic!("expected out of range, got {other:?}"),
     }
 }
@@ -91,22 +105,33 @@ fn a_bad_batch_is_refused_and_nothing_is_written() {
     let mut both = good.clone();
     both.extend_from_slice(&bad);
     match log.append(&mut both, -1) {
-        Err(AppendError::InvalidBatch { index: 1, source, .. }) => {
+        Err(AppendError::InvalidBatch {
+            index: 1, source, ..
+        }) => {
             assert!(source.to_string().contains("CRC"), "{source}");
         }
         other => panic!("expected invalid batch, got {other:?}"),
     }
     // Truncated bytes and over-size batches are refused too.
     let mut short = good[..good.len() - 5].to_vec();
-    assert!(matches!(log.append(&mut short, -1), Err(AppendError::InvalidBatch { .. })));
+    assert!(matches!(
+        log.append(&mut short, -1),
+        Err(AppendError::InvalidBatch { .. })
+    ));
     assert!(matches!(log.append(&mut [], -1), Err(AppendError::Empty)));
     let mut huge = sized_batch(1, 2 << 20, 1);
-    assert!(matches!(log.append(&mut huge, -1), Err(AppendError::MessageTooLarge { .. })));
+    assert!(matches!(
+        log.append(&mut huge, -1),
+        Err(AppendError::MessageTooLarge { .. })
+    ));
 
     assert_eq!(log.size_bytes(), size);
     assert_eq!(log.offsets().log_end_offset, 3);
     log.append(&mut good, -1).unwrap();
-    assert_eq!(values(&read_all(&log, 0)), ["b0-0", "b0-1", "b0-2", "good-0", "good-1"]);
+    assert_eq!(
+        values(&read_all(&log, 0)),
+        ["b0-0", "b0-1", "b0-2", "good-0", "good-1"]
+    );
 }
 
 #[test]
@@ -136,7 +161,11 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     assert_eq!(log.offset_for_timestamp(1991).unwrap(), None);
     log.close().unwrap();
     let log = Log::open(dir.path(), small_config()).unwrap();
-    assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some(250), "after reopen");
+    assert_eq!(
+        log.offset_for_timestamp(1500).unwrap(),
+        Some(250),
+        "after reopen"
+    );
 }
 
 #[test]
@@ -155,7 +184,11 @@ fn truncate_removes_the_tail_across_segments_and_appends_continue() {
     assert_eq!(seen.len(), 205);
     assert_eq!(values(&seen[199..201]), ["b39-4", "new-0"]);
     assert_eq!(log.offset_for_timestamp(39).unwrap(), Some(195));
-    assert_eq!(log.offset_for_timestamp(40).unwrap(), None, "truncated timestamps are gone");
+    assert_eq!(
+        log.offset_for_timestamp(40).unwrap(),
+        None,
+        "truncated timestamps are gone"
+    );
     log.close().unwrap();
 
     let log = Log::open(dir.path(), small_config()).unwrap();
@@ -171,14 +204,20 @@ fn truncate_removes_the_tail_across_segments_and_appends_continue() {
 #[test]
 fn delete_records_and_retention_move_the_log_start() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { retention_bytes: Some(16 * 1024), ..small_config() };
+    let config = LogConfig {
+        retention_bytes: Some(16 * 1024),
+        ..small_config()
+    };
     let log = Log::open(dir.path(), config.clone()).unwrap();
     fill(&log, 300, 5, |i| i as i64);
     let before = log.size_bytes();
 
     let start = log.delete_records_before(100).unwrap();
     assert_eq!(start, 100);
-    assert!(matches!(log.read(99, 100, None), Err(ReadError::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(99, 100, None),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
     assert_eq!(read_all(&log, 100).first().map(|s| s.offset), Some(100));
 
     let outcome = log.apply_retention(0).unwrap();
@@ -200,7 +239,10 @@ fn delete_records_and_retention_move_the_log_start() {
 #[test]
 fn retention_by_age_keeps_the_active_segment() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { retention_age: Some(Duration::from_millis(1000)), ..small_config() };
+    let config = LogConfig {
+        retention_age: Some(Duration::from_millis(1000)),
+        ..small_config()
+    };
     let log = Log::open(dir.path(), config).unwrap();
     fill(&log, 100, 5, |i| 10 * i as i64);
     // Everything is older than now - 1000 ms: every closed segment goes, the active stays.
@@ -227,7 +269,13 @@ fn leader_epochs_are_recorded_persisted_and_truncated() {
     assert_eq!(log.end_offset_for_epoch(3), Some((3, 9)));
     assert_eq!(log.end_offset_for_epoch(5), Some((5, 10)));
     let mut stale = batch("stale", 1, 1);
-    assert!(matches!(log.append(&mut stale, 4), Err(AppendError::StaleLeaderEpoch { epoch: 4, latest: 5 })));
+    assert!(matches!(
+        log.append(&mut stale, 4),
+        Err(AppendError::StaleLeaderEpoch {
+            epoch: 4,
+            latest: 5
+        })
+    ));
     log.checkpoint_high_watermark(7).unwrap();
     log.close().unwrap();
 
@@ -241,7 +289,10 @@ fn leader_epochs_are_recorded_persisted_and_truncated() {
     assert_eq!(log.end_offset_for_epoch(5), Some((1, 5)));
     // The stamped epoch is visible in the batch header.
     let data = log.read(0, 1 << 20, None).unwrap();
-    let epochs: Vec<i32> = data.batches().map(|b| weir_log::BatchHeader::parse(&b).partition_leader_epoch).collect();
+    let epochs: Vec<i32> = data
+        .batches()
+        .map(|b| weir_log::BatchHeader::parse(&b).partition_leader_epoch)
+        .collect();
     assert_eq!(epochs, [1, 1]);
 }
 
@@ -260,13 +311,19 @@ fn a_follower_copies_batches_with_their_offsets() {
     assert_eq!(read_all(&follower, 0), read_all(&leader, 0));
     // A batch that does not start at the follower's end is refused.
     let data = leader.read(3, 1000, None).unwrap();
-    assert!(matches!(follower.append_replicated(&data.records), Err(AppendError::OffsetMismatch { .. })));
+    assert!(matches!(
+        follower.append_replicated(&data.records),
+        Err(AppendError::OffsetMismatch { .. })
+    ));
 }
 
 #[test]
 fn group_commit_makes_every_waiter_durable_with_few_syncs() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { flush: FlushPolicy::GroupCommit, ..small_config() };
+    let config = LogConfig {
+        flush: FlushPolicy::GroupCommit,
+        ..small_config()
+    };
     let log = Arc::new(Log::open(dir.path(), config).unwrap());
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -293,7 +350,10 @@ fn group_commit_makes_every_waiter_durable_with_few_syncs() {
 #[test]
 fn every_append_policy_is_durable_on_return() {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig { flush: FlushPolicy::EveryAppend, ..small_config() };
+    let config = LogConfig {
+        flush: FlushPolicy::EveryAppend,
+        ..small_config()
+    };
     let log = Log::open(dir.path(), config).unwrap();
     let mut b = batch("a", 3, 1);
     log.append(&mut b, -1).unwrap();
@@ -330,11 +390,17 @@ fn a_flipped_bit_in_a_closed_segment_is_reported_with_file_and_position() {
     match &err {
         ReadError::Corrupt { path, position, .. } => {
             assert_eq!(path, &first);
-            assert!(*position <= at as u64 && at as u64 - *position < 4096, "position {position} near {at}");
+            assert!(
+                *position <= at as u64 && at as u64 - *position < 4096,
+                "position {position} near {at}"
+            );
         }
         other => panic!("expected corruption, got {other:?}"),
     }
-    assert!(err.to_string().contains("00000000000000000000.log"), "{err}");
+    assert!(
+        err.to_string().contains("00000000000000000000.log"),
+        "{err}"
+    );
     // Every other segment still reads in full.
     assert!(bad_offset < 400, "corruption is in the first segment");
     let later = read_all(&log, 400);
@@ -349,16 +415,28 @@ fn a_torn_tail_is_cut_on_open_and_missing_indexes_are_rebuilt() {
     let bases: Vec<i64> = {
         let mut b: Vec<i64> = std::fs::read_dir(dir.path())
             .unwrap()
-            .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+            .filter_map(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
+            })
             .collect();
         b.sort();
         b
     };
     drop(log);
     // Half a batch at the end of the active segment, as a crash mid-write leaves it.
-    let active = dir.path().join(format!("{:020}.log", bases.last().unwrap()));
+    let active = dir
+        .path()
+        .join(format!("{:020}.log", bases.last().unwrap()));
     let torn = batch("torn", 5, 1);
-    let mut f = std::fs::OpenOptions::new().append(true).open(&active).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .unwrap();
     std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).unwrap();
     drop(f);
     // And a closed segment's index is lost.

@@ -105,7 +105,10 @@ impl BatchHeader {
     /// Reads the header fields. Panics if `b` is shorter than [`HEADER_BYTES`]; callers
     /// check the length first (it is a bug, not bad input, to get here with less).
     pub fn parse(b: &[u8]) -> BatchHeader {
-        assert!(b.len() >= HEADER_BYTES, "batch header needs {HEADER_BYTES} bytes");
+        assert!(
+            b.len() >= HEADER_BYTES,
+            "batch header needs {HEADER_BYTES} bytes"
+        );
         BatchHeader {
             base_offset: i64_at(b, BASE_OFFSET),
             batch_length: i32_at(b, BATCH_LENGTH),
@@ -168,7 +171,10 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// field, checking it against the bounds a batch can have. Needs only 12 bytes.
 pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
     if bytes.len() < LOG_OVERHEAD {
-        return Err(BatchError::Truncated { needed: LOG_OVERHEAD, available: bytes.len() });
+        return Err(BatchError::Truncated {
+            needed: LOG_OVERHEAD,
+            available: bytes.len(),
+        });
     }
     let batch_length = i32_at(bytes, BATCH_LENGTH);
     let min = (HEADER_BYTES - LOG_OVERHEAD) as i32;
@@ -177,7 +183,10 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
     }
     let total = batch_length as usize + LOG_OVERHEAD;
     if total > MAX_BATCH_BYTES {
-        return Err(BatchError::TooLarge { bytes: total, max: MAX_BATCH_BYTES });
+        return Err(BatchError::TooLarge {
+            bytes: total,
+            max: MAX_BATCH_BYTES,
+        });
     }
     Ok(total)
 }
@@ -190,7 +199,10 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let total = framed_len(batch)?;
     if batch.len() != total {
-        return Err(BatchError::LengthMismatch { framed: total, actual: batch.len() });
+        return Err(BatchError::LengthMismatch {
+            framed: total,
+            actual: batch.len(),
+        });
     }
     let header = BatchHeader::parse(batch);
     if header.magic != MAGIC_V2 {
@@ -198,10 +210,16 @@ pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     }
     let crc = compute_crc(batch);
     if crc != header.crc {
-        return Err(BatchError::CrcMismatch { stored: header.crc, computed: crc });
+        return Err(BatchError::CrcMismatch {
+            stored: header.crc,
+            computed: crc,
+        });
     }
     if header.record_count < 0 || header.record_count > MAX_RECORDS_PER_BATCH {
-        return Err(BatchError::BadRecordCount { count: header.record_count, max: MAX_RECORDS_PER_BATCH });
+        return Err(BatchError::BadRecordCount {
+            count: header.record_count,
+            max: MAX_RECORDS_PER_BATCH,
+        });
     }
     // Kafka keeps last_offset_delta = count - 1 for every batch a producer writes
     // (compaction may leave a batch with fewer records than its delta span, but never more).
@@ -227,7 +245,10 @@ pub fn validate_all(mut bytes: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     while !bytes.is_empty() {
         let len = framed_len(bytes)?;
         if bytes.len() < len {
-            return Err(BatchError::Truncated { needed: len, available: bytes.len() });
+            return Err(BatchError::Truncated {
+                needed: len,
+                available: bytes.len(),
+            });
         }
         headers.push(validate(&bytes[..len])?);
         bytes = &bytes[len..];
@@ -252,7 +273,8 @@ pub(crate) fn write_header(out: &mut [u8], h: &BatchHeader) {
         .copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
     out[MAGIC] = h.magic as u8;
     out[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&h.attributes.to_be_bytes());
-    out[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&h.last_offset_delta.to_be_bytes());
+    out[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
+        .copy_from_slice(&h.last_offset_delta.to_be_bytes());
     out[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&h.base_timestamp.to_be_bytes());
     out[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&h.max_timestamp.to_be_bytes());
     out[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&h.producer_id.to_be_bytes());

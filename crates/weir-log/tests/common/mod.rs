@@ -37,7 +37,12 @@ pub fn sized_batch(n: usize, value_bytes: usize, ts: i64) -> BytesMut {
     let mut b = RecordBatchBuilder::new(Compression::None);
     let value = Bytes::from(vec![b'x'; value_bytes]);
     for _ in 0..n {
-        b.push(&Record { key: None, value: Some(value.clone()), headers: Vec::new(), timestamp: ts });
+        b.push(&Record {
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp: ts,
+        });
     }
     b.build().expect("valid batch")
 }
@@ -70,5 +75,7 @@ pub fn read_all(log: &Log, from: i64) -> Vec<Seen> {
 
 /// Values only, for compact assertions.
 pub fn values(seen: &[Seen]) -> Vec<String> {
-    seen.iter().map(|s| String::from_utf8(s.value.clone()).unwrap()).collect()
+    seen.iter()
+        .map(|s| String::from_utf8(s.value.clone()).unwrap())
+        .collect()
 }
