@@ -52,6 +52,11 @@ pub enum BatchError {
     DecompressedTooLarge { max: usize },
     #[error("a batch must hold at least one record")]
     Empty,
+    /// Read back from a segment: the base offset (outside the CRC, by the format's design)
+    /// does not continue the offsets before it, or does not match the index entry that
+    /// led to it.
+    #[error("batch has base offset {found} where offset {expected} was expected")]
+    UnexpectedBaseOffset { found: i64, expected: i64 },
 }
 
 /// Why an append was refused or failed. Nothing of a refused append is written.

@@ -774,29 +774,36 @@ impl Log {
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
-                let from = files
-                    .index
-                    .floor(offset - base)
-                    .map_or(0, |(_, e)| u64::from(e.position));
+                let (from, from_offset) = index_floor(files, base, offset);
                 (
                     files.file.clone(),
                     seg.log_path.clone(),
-                    from,
+                    (from, from_offset, base),
                     seg.size,
                     (start, end),
                     seg_end,
                 )
             };
             let (log_start_offset, log_end_offset) = offsets;
-            match read_segment(
-                file.as_ref(),
-                &path,
-                from,
-                end_pos,
-                offset,
-                max_bytes,
-                upper_bound,
-            )? {
+            let read = |(pos, expected)| {
+                read_segment(
+                    file.as_ref(),
+                    &path,
+                    pos,
+                    expected,
+                    end_pos,
+                    offset,
+                    max_bytes,
+                    upper_bound,
+                )
+            };
+            let (from, from_offset, base) = from;
+            let mut result = read((from, from_offset));
+            if index_mismatch(&result, (from, from_offset), base) {
+                tracing::warn!(segment = %path.display(), position = from, "offset index does not match the log; reading from the segment start");
+                result = read((0, base));
+            }
+            match result? {
                 SegmentRead::Data {
                     records,
                     next_offset,
@@ -852,24 +859,30 @@ impl Log {
                     .floor(timestamp)
                     .map_or(base, |(_, t)| base + i64::from(t.relative_offset))
                     .max(log_start);
-                let from = files
-                    .index
-                    .floor(start_offset - base)
-                    .map_or(0, |(_, e)| u64::from(e.position));
+                let from = index_floor(files, base, start_offset);
                 let file = files.file.clone();
                 if seg.max_timestamp().is_some_and(|m| m < timestamp) {
                     continue;
                 }
                 (file, seg.log_path.clone(), from, seg.size, start_offset)
             };
-            if let Some(found) = find_timestamp(
-                file.as_ref(),
-                &path,
-                from,
-                end_pos,
-                scan_from_offset,
-                timestamp,
-            )? {
+            let find = |(pos, expected), min_offset| {
+                find_timestamp(
+                    file.as_ref(),
+                    &path,
+                    pos,
+                    expected,
+                    end_pos,
+                    min_offset,
+                    timestamp,
+                )
+            };
+            let mut result = find(from, scan_from_offset);
+            if index_mismatch(&result, from, base) {
+                tracing::warn!(segment = %path.display(), position = from.0, "offset index does not match the log; scanning from the segment start");
+                result = find((0, base), scan_from_offset);
+            }
+            if let Some(found) = result? {
                 return Ok(Some(found));
             }
         }
@@ -960,13 +973,17 @@ enum SegmentRead {
     End,
 }
 
-/// Reads from `pos` (a batch boundary at or before `offset`) up to `end_pos` and returns
-/// the batches from the one holding `offset` on, within `max_bytes` (but at least one).
-/// Every batch read is checked (length, CRC), skipped ones included.
+/// Reads from `pos` (a batch boundary at or before `offset`, where the batch with base
+/// offset `expected_base` starts) up to `end_pos` and returns the batches from the one
+/// holding `offset` on, within `max_bytes` (but at least one). Every batch read is checked
+/// (length, CRC, base offset continuing the one before), skipped ones included; a damaged
+/// batch after batches already taken ends the read with those.
+#[allow(clippy::too_many_arguments)]
 fn read_segment(
     file: &dyn StorageFile,
     path: &Path,
     mut pos: u64,
+    mut expected_base: i64,
     end_pos: u64,
     offset: i64,
     max_bytes: usize,
@@ -993,8 +1010,17 @@ fn read_segment(
             if rest.len() < LOG_OVERHEAD {
                 break;
             }
-            let batch_len = batch::framed_len(rest).map_err(|e| corrupt(here, e))?;
+            // A damaged batch after intact ones ends this read with those (`break`); the
+            // read that starts at the damaged batch reports it.
+            let batch_len = match batch::framed_len(rest) {
+                Ok(len) => len,
+                Err(_) if take_from.is_some() => break,
+                Err(e) => return Err(corrupt(here, e)),
+            };
             if here + batch_len as u64 > end_pos {
+                if take_from.is_some() {
+                    break;
+                }
                 let available = (end_pos - here) as usize;
                 return Err(corrupt(
                     here,
@@ -1010,7 +1036,24 @@ fn read_segment(
                 }
                 break;
             }
-            let header = batch::validate(&rest[..batch_len]).map_err(|e| corrupt(here, e))?;
+            let header = match batch::validate(&rest[..batch_len]) {
+                Ok(header) => header,
+                Err(_) if take_from.is_some() => break,
+                Err(e) => return Err(corrupt(here, e)),
+            };
+            // Batches in a segment continue each other's offsets; the base offset is
+            // outside the CRC, so this is what catches a damaged one.
+            if header.base_offset != expected_base {
+                if take_from.is_some() {
+                    break;
+                }
+                let (found, expected) = (header.base_offset, expected_base);
+                return Err(corrupt(
+                    here,
+                    crate::BatchError::UnexpectedBaseOffset { found, expected },
+                ));
+            }
+            expected_base = header.next_offset();
             if header.last_offset() < offset {
                 at += batch_len;
                 continue;
@@ -1049,6 +1092,7 @@ fn find_timestamp(
     file: &dyn StorageFile,
     path: &Path,
     mut pos: u64,
+    mut expected_base: i64,
     end_pos: u64,
     mut min_offset: i64,
     timestamp: i64,
@@ -1058,7 +1102,16 @@ fn find_timestamp(
             records,
             next_offset,
             end_position,
-        } = read_segment(file, path, pos, end_pos, min_offset, MIN_READ_BYTES, None)?
+        } = read_segment(
+            file,
+            path,
+            pos,
+            expected_base,
+            end_pos,
+            min_offset,
+            MIN_READ_BYTES,
+            None,
+        )?
         else {
             return Ok(None);
         };
@@ -1086,7 +1139,29 @@ fn find_timestamp(
         }
         pos = end_position;
         min_offset = next_offset;
+        expected_base = next_offset;
     }
+}
+
+/// The offset-index entry at or before `offset` in the segment at `base`: its file
+/// position and the base offset of the batch there (the segment start if none).
+fn index_floor(files: &segment::SegmentFiles, base: i64, offset: i64) -> (u64, i64) {
+    files
+        .index
+        .floor(offset - base)
+        .map_or((0, base), |(_, e)| {
+            (u64::from(e.position), base + i64::from(e.relative_offset))
+        })
+}
+
+/// True if a read that started at offset-index entry `from` (position, base offset of the
+/// batch there) rather than at the segment start failed on the very batch
+/// the index pointed at: the index entry may be what is wrong (indexes are derived data
+/// and carry no checksum), so the caller reads again from the segment start, where a
+/// damaged log is reported at the damaged batch.
+fn index_mismatch<T>(result: &Result<T, ReadError>, from: (u64, i64), base: i64) -> bool {
+    from != (0, base)
+        && matches!(result, Err(ReadError::Corrupt { position, .. }) if *position == from.0)
 }
 
 fn open_to_read(e: OpenError) -> ReadError {

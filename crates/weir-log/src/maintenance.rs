@@ -35,7 +35,17 @@ impl Log {
         let result = if offset <= inner.log_start_offset {
             self.restart_at(&mut inner, offset)
         } else {
-            self.truncate_within(&mut inner, offset)
+            self.truncate_within(&mut inner, offset).and_then(|()| {
+                // The batch holding `offset` also held the log start (DeleteRecords can
+                // move it inside a batch): nothing readable is left, so the log is empty
+                // at its start rather than ending below it.
+                let start = inner.log_start_offset;
+                if inner.next_offset < start {
+                    self.restart_at(&mut inner, start)
+                } else {
+                    Ok(())
+                }
+            })
         };
         if let Err(e) = &result {
             inner.failed = Some(format!("truncation failed: {e}"));

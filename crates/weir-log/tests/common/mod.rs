@@ -79,3 +79,79 @@ pub fn values(seen: &[Seen]) -> Vec<String> {
         .map(|s| String::from_utf8(s.value.clone()).unwrap())
         .collect()
 }
+
+/// Like [`read_all`], but returns the first read or decode error instead of panicking, so
+/// fault-injection tests can assert on it.
+pub fn try_read_all(log: &Log, from: i64) -> Result<Vec<Seen>, String> {
+    let mut out = Vec::new();
+    let mut offset = from;
+    loop {
+        let data = log
+            .read(offset, 64 * 1024, None)
+            .map_err(|e| format!("read at offset {offset}: {e:?}"))?;
+        if data.records.is_empty() {
+            break;
+        }
+        for batch in data.batches() {
+            let records =
+                decode_records(&batch).map_err(|e| format!("decode near offset {offset}: {e}"))?;
+            for r in records {
+                if r.offset >= offset {
+                    out.push(Seen {
+                        offset: r.offset,
+                        key: r.key.map(|k| k.to_vec()),
+                        value: r.value.map(|v| v.to_vec()).unwrap_or_default(),
+                        timestamp: r.timestamp,
+                    });
+                }
+            }
+        }
+        if data.next_offset <= offset {
+            return Err(format!(
+                "read at offset {offset} returned data but did not advance"
+            ));
+        }
+        offset = data.next_offset;
+    }
+    Ok(out)
+}
+
+/// A tiny seeded PRNG (xorshift64*), so fault tests are reproducible from the seed they
+/// print without another dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // Spread small seeds out; xorshift must never hold 0.
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-enough in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo)
+    }
+
+    /// True with probability `1 / n`.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.next_u64().is_multiple_of(n)
+    }
+}
+
+/// The base seed of a seeded test: `WEIR_TEST_SEED` if set (to replay a failure, or to
+/// explore new seeds), else `default`, so a normal run is deterministic.
+pub fn base_seed(default: u64) -> u64 {
+    match std::env::var("WEIR_TEST_SEED") {
+        Ok(s) => s.parse().expect("WEIR_TEST_SEED is a u64"),
+        Err(_) => default,
+    }
+}
