@@ -23,7 +23,10 @@ mod recovery;
 mod segment;
 pub mod storage;
 
-pub use batch::{BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+pub use batch::{
+    BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, ValidatedBatches,
+    decode_records,
+};
 pub use compression::Compression;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, BatchError, CheckpointError, MaintenanceError, OpenError, ReadError};

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
+use crate::batch::{self, BatchHeader, LOG_OVERHEAD, ValidatedBatches};
 use crate::checkpoint::{self, Kind, PayloadReader};
 use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
@@ -282,7 +282,36 @@ impl Log {
     /// `leader_epoch` is stamped into the batches and recorded in the epoch history; use
     /// `-1` for a log that is not replicated.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
-        let mut headers = self.check_batches(batches)?;
+        let mut headers = batch::check_request(batches, self.config.max_message_bytes)?;
+        self.append_checked(batches, &mut headers, leader_epoch)
+    }
+
+    /// [`Log::append`] for batches validated beforehand, where the request arrived (see
+    /// [`ValidatedBatches`]), so the per-byte checks ran outside this log's lock and in
+    /// parallel with other appends. Only the size limit is checked again, against this
+    /// log's `max_message_bytes`. On success the batches hold their assigned offsets.
+    pub fn append_validated(
+        &self,
+        batches: &mut ValidatedBatches,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        let max = self.config.max_message_bytes;
+        if let Some(h) = batches.headers.iter().find(|h| h.total_bytes() > max) {
+            return Err(AppendError::MessageTooLarge {
+                bytes: h.total_bytes(),
+                max,
+            });
+        }
+        let (bytes, headers) = (&mut batches.bytes, &mut batches.headers);
+        self.append_checked(bytes, headers, leader_epoch)
+    }
+
+    fn append_checked(
+        &self,
+        batches: &mut [u8],
+        headers: &mut [BatchHeader],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
         let mut inner = self.lock();
         inner
             .check_failed()
@@ -310,7 +339,7 @@ impl Log {
         }
         let mut offset = inner.next_offset;
         let mut pos = 0;
-        for h in &mut headers {
+        for h in headers.iter_mut() {
             batch::patch_offset_and_epoch(
                 &mut batches[pos..pos + h.total_bytes()],
                 offset,
@@ -321,7 +350,7 @@ impl Log {
             offset += i64::from(h.last_offset_delta) + 1;
             pos += h.total_bytes();
         }
-        let info = self.write_locked(&mut inner, batches, &headers, leader_epoch)?;
+        let info = self.write_locked(&mut inner, batches, headers, leader_epoch)?;
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -330,7 +359,7 @@ impl Log {
     /// Appends batches that already carry their offsets and leader epochs, as a follower
     /// copying its leader. The first batch must start at the log end.
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
-        let headers = self.check_batches(batches)?;
+        let headers = batch::check_request(batches, self.config.max_message_bytes)?;
         let mut inner = self.lock();
         inner
             .check_failed()
@@ -367,39 +396,6 @@ impl Log {
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
-    }
-
-    fn check_batches(&self, batches: &[u8]) -> Result<Vec<BatchHeader>, AppendError> {
-        if batches.is_empty() {
-            return Err(AppendError::Empty);
-        }
-        let mut headers = Vec::new();
-        let mut pos = 0;
-        while pos < batches.len() {
-            let rest = &batches[pos..];
-            let invalid = |source| AppendError::InvalidBatch {
-                index: headers.len(),
-                position: pos,
-                source,
-            };
-            let len = batch::framed_len(rest).map_err(invalid)?;
-            if len > self.config.max_message_bytes {
-                return Err(AppendError::MessageTooLarge {
-                    bytes: len,
-                    max: self.config.max_message_bytes,
-                });
-            }
-            if rest.len() < len {
-                return Err(invalid(crate::BatchError::Truncated {
-                    needed: len,
-                    available: rest.len(),
-                }));
-            }
-            let header = batch::validate(&rest[..len]).map_err(invalid)?;
-            headers.push(header);
-            pos += len;
-        }
-        Ok(headers)
     }
 
     /// Writes validated, offset-assigned batches at the end of the active segment and
@@ -955,8 +951,12 @@ impl Drop for Log {
     }
 }
 
-/// Smallest read issued; small `max_bytes` reads still fetch enough to skip the index gap.
-const MIN_READ_BYTES: usize = 64 * 1024;
+/// Smallest read issued.
+const MIN_READ_BYTES: usize = 16 * 1024;
+/// Read beyond `max_bytes` to cover the gap between the index entry a read starts from and
+/// the wanted batch (about one `index_interval_bytes`, 4 KiB by default) in the same
+/// `pread`.
+const READ_SLACK_BYTES: usize = 8 * 1024;
 
 /// What one segment yielded for a read.
 #[derive(Debug)]
@@ -995,7 +995,7 @@ fn read_segment(
         source,
     };
     let mut want = max_bytes
-        .saturating_add(MIN_READ_BYTES / 4)
+        .saturating_add(READ_SLACK_BYTES)
         .max(MIN_READ_BYTES);
     while pos < end_pos {
         let len = (end_pos - pos).min(want as u64) as usize;
@@ -1036,7 +1036,12 @@ fn read_segment(
                 }
                 break;
             }
-            let header = match batch::validate(&rest[..batch_len]) {
+            // Stop before a batch that would pass the limit, without checking it: the
+            // next read starts there.
+            if take_from.is_some_and(|start| at + batch_len - start > max_bytes) {
+                break;
+            }
+            let header = match batch::check_stored(&rest[..batch_len]) {
                 Ok(header) => header,
                 Err(_) if take_from.is_some() => break,
                 Err(e) => return Err(corrupt(here, e)),
@@ -1062,10 +1067,7 @@ fn read_segment(
                 hidden = take_from.is_none();
                 break;
             }
-            let start = *take_from.get_or_insert(at);
-            if at > start && at + batch_len - start > max_bytes {
-                break;
-            }
+            take_from.get_or_insert(at);
             next_offset = header.next_offset();
             at += batch_len;
         }

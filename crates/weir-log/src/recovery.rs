@@ -28,7 +28,8 @@ pub(crate) struct ScanEnd {
     pub problem: Option<String>,
 }
 
-/// Reads batches from `from` to `end`, calling `on_batch(position, header)` for each
+/// Reads batches from `from` to `end` (checked with `batch::check_stored`: these are bytes
+/// the log validated and wrote), calling `on_batch(position, header)` for each
 /// valid one, and stops at the first batch that is torn, fails its CRC, or does not
 /// continue the offsets (`expected_next` is the smallest base offset the next batch may
 /// have).
@@ -86,7 +87,7 @@ pub(crate) fn scan(
             buf_start = pos;
         }
         let at = (pos - buf_start) as usize;
-        let header = match batch::validate(&buf[at..at + len]) {
+        let header = match batch::check_stored(&buf[at..at + len]) {
             Ok(h) => h,
             Err(e) => {
                 return stop(

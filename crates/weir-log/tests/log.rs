@@ -457,3 +457,65 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let err = Log::open(dir.path(), small_config()).unwrap_err();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[test]
+fn batches_validated_ahead_append_with_their_offsets_and_the_logs_own_size_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_message_bytes: 4096,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    let mut request = batch("v", 3, 1);
+    request.extend_from_slice(&batch("w", 2, 1));
+    let mut validated = weir_log::ValidatedBatches::new(request, 1 << 20).unwrap();
+    let info = log.append_validated(&mut validated, 2).unwrap();
+    assert_eq!(
+        (info.base_offset, info.last_offset, info.batches),
+        (0, 4, 2)
+    );
+    let bases: Vec<i64> = validated.headers().iter().map(|h| h.base_offset).collect();
+    assert_eq!(bases, [0, 3], "headers carry the assigned offsets");
+    assert_eq!(
+        values(&read_all(&log, 0)),
+        ["v-0", "v-1", "v-2", "w-0", "w-1"]
+    );
+
+    // Validated against a larger limit than this log's: the log still refuses it.
+    let big = sized_batch(1, 8192, 1);
+    let mut validated = weir_log::ValidatedBatches::new(big, 1 << 20).unwrap();
+    assert!(matches!(
+        log.append_validated(&mut validated, 2),
+        Err(AppendError::MessageTooLarge { max: 4096, .. })
+    ));
+    // And bad bytes never become ValidatedBatches.
+    let mut bad = batch("x", 1, 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(
+        weir_log::ValidatedBatches::new(bad, 1 << 20),
+        Err(AppendError::InvalidBatch { index: 0, .. })
+    ));
+    assert_eq!(log.offsets().log_end_offset, 5);
+}
+
+#[test]
+fn a_batch_without_records_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    // A well-formed batch (length, magic, CRC) that declares no records.
+    let mut empty = batch("e", 1, 1)[..weir_log::batch::HEADER_BYTES].to_vec();
+    empty[8..12].copy_from_slice(&49i32.to_be_bytes()); // batch_length: header only
+    empty[57..61].copy_from_slice(&0i32.to_be_bytes()); // record_count
+    let crc = weir_log::batch::compute_crc(&empty);
+    empty[17..21].copy_from_slice(&crc.to_be_bytes());
+    weir_log::batch::validate(&empty).expect("well-formed");
+    match log.append(&mut empty, -1) {
+        Err(AppendError::InvalidBatch {
+            source: weir_log::BatchError::Empty,
+            ..
+        }) => {}
+        other => panic!("expected an empty-batch error, got {other:?}"),
+    }
+    assert_eq!(log.offsets().log_end_offset, 0);
+}

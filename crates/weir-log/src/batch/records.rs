@@ -435,6 +435,10 @@ pub(crate) fn check_uncompressed_framing(
     header: &BatchHeader,
 ) -> Result<(), BatchError> {
     let count = declared_count(header)?;
+    if framing_is_valid(records, count, header.last_offset_delta) {
+        return Ok(());
+    }
+    // Something is wrong: walk again, slowly, to say what and where.
     let mut rest = records;
     let mut previous_delta = -1;
     let mut found = 0;
@@ -458,6 +462,42 @@ pub(crate) fn check_uncompressed_framing(
         });
     }
     Ok(())
+}
+
+/// The append path's per-record check, kept lean: it only answers whether the framing
+/// is valid (each record's length fits, offset deltas strictly increase from 0 up to
+/// `last_offset_delta`, exactly `count` records fill the section), so the loop carries no
+/// error values. [`check_uncompressed_framing`] explains a `false`.
+#[inline]
+fn framing_is_valid(records: &[u8], count: usize, last_offset_delta: i32) -> bool {
+    let mut rest = records;
+    let mut previous = -1i32;
+    let mut found = 0usize;
+    while !rest.is_empty() {
+        let Ok(len) = read_varint(&mut rest) else {
+            return false;
+        };
+        let Ok(len) = usize::try_from(len) else {
+            return false;
+        };
+        let Some((body, after)) = rest.split_at_checked(len) else {
+            return false;
+        };
+        rest = after;
+        // attributes (1 byte), timestamp delta, offset delta
+        let Some((_, mut body)) = body.split_first() else {
+            return false;
+        };
+        if read_varlong(&mut body).is_err() {
+            return false;
+        }
+        match read_varint(&mut body) {
+            Ok(delta) if delta > previous && delta <= last_offset_delta => previous = delta,
+            _ => return false,
+        }
+        found += 1;
+    }
+    found == count
 }
 
 /// `record_count` as a count, for headers `validate` has range-checked.

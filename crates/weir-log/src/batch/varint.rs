@@ -92,8 +92,26 @@ fn put_unsigned(out: &mut Vec<u8>, mut u: u64) {
 
 /// Reads one unsigned base-128 value of at most `max_bytes` bytes whose value must fit in
 /// `bits` bits, advancing `buf` past it only on success.
-#[inline]
+#[inline(always)]
 fn read_unsigned(buf: &mut &[u8], max_bytes: usize, bits: u32) -> Result<u64, VarintError> {
+    // Nearly every length, delta and count in a batch fits one or two bytes; decode those
+    // without the general loop (this is the append path's per-record cost). Fourteen bits
+    // fit every width, so no overlong check is needed here.
+    match **buf {
+        [b0, ref rest @ ..] if b0 & CONTINUATION == 0 => {
+            *buf = rest;
+            Ok(u64::from(b0))
+        }
+        [b0, b1, ref rest @ ..] if b1 & CONTINUATION == 0 => {
+            *buf = rest;
+            Ok(u64::from(b0 & PAYLOAD) | u64::from(b1) << 7)
+        }
+        _ => read_unsigned_slow(buf, max_bytes, bits),
+    }
+}
+
+#[cold]
+fn read_unsigned_slow(buf: &mut &[u8], max_bytes: usize, bits: u32) -> Result<u64, VarintError> {
     let mut value = 0u64;
     for (i, &byte) in buf.iter().take(max_bytes).enumerate() {
         let shift = 7 * i as u32;
