@@ -1,17 +1,24 @@
-//! Crash recovery: scanning a segment's batches from a known-good position, checking each
-//! batch's length, CRC and offsets, cutting a torn tail, and rebuilding indexes.
+//! Opening a log and crash recovery: listing segments, scanning batches from a known-good
+//! position, checking each batch's length, CRC and offsets, cutting a torn tail, and
+//! rebuilding indexes.
 //!
 //! Only what was not known to be flushed is scanned: the recovery checkpoint names the
 //! segment, file position and index entry counts that were on disk at the last
 //! checkpoint, so open time depends on the unflushed tail, not on the size of the log.
 
+use std::collections::BTreeMap;
+use std::fs;
 use std::path::Path;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD, MAX_BATCH_BYTES};
-use crate::checkpoint::PayloadReader;
+use crate::checkpoint::{self, Kind, PayloadReader};
 use crate::config::LogConfig;
-use crate::error::OpenError;
-use crate::segment::{IndexCursor, Segment};
+use crate::epoch::EpochHistory;
+use crate::error::{MaintenanceError, OpenError};
+use crate::index::Index;
+use crate::log::{Inner, remove_segment_files};
+use crate::segment::{self, IndexCursor, Segment};
+use crate::storage::Storage;
 use crate::storage::StorageFile;
 
 /// Bytes read per scan step; batches larger than this are read on their own.
@@ -236,5 +243,302 @@ impl RecoveryPoint {
             offset_of_max_timestamp: r.i64()?,
         };
         r.is_empty().then_some(point)
+    }
+}
+
+/// Lists, checks and recovers the segments of `dir`.
+pub(crate) fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    storage: &dyn Storage,
+) -> Result<Inner, OpenError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| OpenError::io(p, e)
+    };
+    // One listing: segments by base offset with their sizes; leftovers of interrupted
+    // checkpoint writes and index files whose `.log` is gone are removed.
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push((name, entry));
+        }
+    }
+    let mut segments = BTreeMap::new();
+    for (name, entry) in &names {
+        if let Some(base) = segment::parse_log_name(name) {
+            let size = entry.metadata().map_err(io(&entry.path()))?.len();
+            segments.insert(base, Segment::closed(dir, base, size));
+        }
+    }
+    for (name, entry) in &names {
+        let stem = name
+            .rsplit_once('.')
+            .map_or(name.as_str(), |(stem, _)| stem);
+        let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
+            && !stem
+                .parse::<i64>()
+                .is_ok_and(|base| segments.contains_key(&base));
+        if name.ends_with(".tmp") || orphan_index {
+            storage
+                .remove_file(&entry.path())
+                .map_err(io(&entry.path()))?;
+        }
+    }
+    let read_i64 = |kind| -> Result<Option<i64>, OpenError> {
+        match checkpoint::read(storage, dir, kind)? {
+            Some(p) => Ok(Some(PayloadReader::new(&p).i64().ok_or_else(|| {
+                crate::CheckpointError::Corrupt {
+                    path: dir.join(kind.file_name()),
+                    reason: "short payload".into(),
+                }
+            })?)),
+            None => Ok(None),
+        }
+    };
+    let mut log_start_offset = read_i64(Kind::LogStartOffset)?.unwrap_or(0);
+    let high_watermark = read_i64(Kind::HighWatermark)?;
+    let mut epochs = match checkpoint::read(storage, dir, Kind::LeaderEpochs)? {
+        Some(p) => EpochHistory::decode(&p).ok_or_else(|| crate::CheckpointError::Corrupt {
+            path: dir.join(Kind::LeaderEpochs.file_name()),
+            reason: "malformed epoch list".into(),
+        })?,
+        None => EpochHistory::default(),
+    };
+    // A corrupt recovery point only costs a longer scan.
+    let point = match checkpoint::read(storage, dir, Kind::RecoveryPoint) {
+        Ok(p) => p.and_then(|p| RecoveryPoint::decode(&p)),
+        Err(e) => {
+            tracing::warn!(error = %e, "recovery checkpoint unreadable; scanning every segment");
+            None
+        }
+    };
+    // Segments wholly below the log start were being deleted when the process stopped.
+    let bases: Vec<i64> = segments.keys().copied().collect();
+    for pair in bases.windows(2) {
+        if pair[1] <= log_start_offset {
+            let seg = segments.remove(&pair[0]).expect("listed");
+            remove_segment_files(storage, &seg).map_err(open_from_maint)?;
+        }
+    }
+    if segments.is_empty() {
+        let base = log_start_offset.max(point.map_or(0, |p| p.next_offset));
+        let seg = Segment::create(storage, dir, base, config)?;
+        storage.sync_dir(dir).map_err(io(dir))?;
+        segments.insert(base, seg);
+        log_start_offset = base;
+        let mut inner = Inner {
+            segments,
+            next_offset: base,
+            log_start_offset,
+            epochs,
+            high_watermark,
+            failed: None,
+            generation: 0,
+        };
+        inner.epochs.truncate_from_end(base);
+        checkpoint::write(
+            storage,
+            dir,
+            Kind::RecoveryPoint,
+            &inner.recovery_point().encode(),
+        )?;
+        return Ok(inner);
+    }
+    let first_base = *segments.keys().next().expect("non-empty");
+    log_start_offset = log_start_offset.max(first_base);
+
+    // Which segments need a scan, and from where.
+    let last_base = *segments.keys().next_back().expect("non-empty");
+    let start = point.filter(|p| {
+        segments
+            .get(&p.segment_base)
+            .is_some_and(|s| p.position <= s.size)
+    });
+    if start.is_none() && point.is_some() {
+        tracing::warn!("recovery checkpoint does not match the segments; scanning every segment");
+    }
+    let scan_from_base = start.map_or(first_base, |p| p.segment_base);
+    let to_scan: Vec<i64> = segments.range(scan_from_base..).map(|(b, _)| *b).collect();
+    let mut next_offset = start.map_or(first_base, |p| p.next_offset);
+    let mut scanned_bytes = 0u64;
+    let mut cut_at: Option<i64> = None;
+    let mut prev: Option<(i64, i64)> = None; // (base, end offset) of the last scanned segment
+    for base in to_scan {
+        if let Some((prev_base, prev_end)) = prev
+            && base != prev_end
+        {
+            // A segment left over from before a truncation whose deletion did not reach
+            // the disk: its offsets do not follow on.
+            tracing::warn!(
+                base_offset = base,
+                expected = prev_end,
+                "segment does not continue the log"
+            );
+            cut_at = Some(prev_base);
+            break;
+        }
+        let seg = segments.get_mut(&base).expect("listed");
+        let is_last = base == last_base;
+        let trusted = start.filter(|p| p.segment_base == base);
+        open_for_recovery(storage, seg, config, trusted)?;
+        let from = trusted.map_or(0, |p| p.position);
+        let expected = trusted.map_or(base, |p| p.next_offset);
+        let file = seg.files().file.clone();
+        let mut headers = Vec::new();
+        let end = scan(
+            file.as_ref(),
+            &seg.log_path,
+            from,
+            seg.size,
+            expected,
+            |pos, h| headers.push((pos, *h)),
+        )?;
+        for (pos, h) in &headers {
+            seg.index_batch(*pos, h, config);
+        }
+        scanned_bytes += end.valid_end - from;
+        next_offset = end
+            .next_offset
+            .unwrap_or(if trusted.is_some() { expected } else { base });
+        if let Some(problem) = end.problem {
+            tracing::warn!(segment = %seg.log_path.display(), problem, dropped_bytes = seg.size - end.valid_end, "truncating torn or corrupt tail");
+            file.set_len(end.valid_end).map_err(io(&seg.log_path))?;
+            seg.size = end.valid_end;
+            cut_at = Some(base);
+        }
+        if !is_last && cut_at.is_none() {
+            seal(seg)?;
+        }
+        if cut_at.is_some() {
+            break;
+        }
+        prev = Some((base, next_offset));
+    }
+    // Segments after a cut hold offsets that no longer follow on: drop them.
+    if let Some(cut) = cut_at {
+        let later: Vec<i64> = segments.range(cut + 1..).map(|(b, _)| *b).collect();
+        for base in later {
+            let seg = segments.remove(&base).expect("listed");
+            tracing::warn!(segment = %seg.log_path.display(), "removing segment after a corrupt tail");
+            remove_segment_files(storage, &seg).map_err(open_from_maint)?;
+        }
+    }
+    // The active segment takes appends: full-size indexes.
+    let active = segments.values_mut().next_back().expect("non-empty");
+    if active.files.is_none() {
+        open_for_recovery(storage, active, config, None)?;
+    }
+    {
+        let cap = u64::from(config.index_max_bytes);
+        let files = active.files_mut();
+        files.index.reserve(cap).map_err(io(files.index.path()))?;
+        files
+            .time_index
+            .reserve(cap)
+            .map_err(io(files.time_index.path()))?;
+        // Whatever was recovered is made durable before the checkpoint claims it.
+        files.file.sync_data().map_err(io(&active.log_path))?;
+    }
+    let mut inner = Inner {
+        segments,
+        next_offset,
+        log_start_offset,
+        epochs: EpochHistory::default(),
+        high_watermark,
+        failed: None,
+        generation: 0,
+    };
+    if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
+        inner.epochs = epochs;
+        checkpoint::write(storage, dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
+    } else {
+        inner.epochs = epochs;
+    }
+    let files = inner.active().files();
+    files.index.flush().map_err(io(files.index.path()))?;
+    files
+        .time_index
+        .flush()
+        .map_err(io(files.time_index.path()))?;
+    checkpoint::write(
+        storage,
+        dir,
+        Kind::RecoveryPoint,
+        &inner.recovery_point().encode(),
+    )?;
+    tracing::debug!(scanned_bytes, "recovery scan done");
+    Ok(inner)
+}
+
+/// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
+/// entries it vouches for (if they check out) and resumes indexing after them;
+/// otherwise indexes are rebuilt from the start of the segment.
+fn open_for_recovery(
+    storage: &dyn Storage,
+    seg: &mut Segment,
+    config: &LogConfig,
+    trusted: Option<RecoveryPoint>,
+) -> Result<(), OpenError> {
+    let file = storage
+        .open(&seg.log_path, false)
+        .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
+    let cap = Some(u64::from(config.index_max_bytes));
+    let point = trusted.unwrap_or(RecoveryPoint {
+        segment_base: seg.base_offset,
+        position: 0,
+        next_offset: seg.base_offset,
+        index_entries: 0,
+        time_index_entries: 0,
+        max_timestamp: i64::MIN,
+        offset_of_max_timestamp: seg.base_offset,
+    });
+    let index_path = seg.path(segment::INDEX_SUFFIX);
+    let index = Index::open(&index_path, cap, Some(point.index_entries as usize))
+        .map_err(|e| OpenError::io(index_path, e))?;
+    let time_path = seg.path(segment::TIME_INDEX_SUFFIX);
+    let time_index = Index::open(&time_path, cap, Some(point.time_index_entries as usize))
+        .map_err(|e| OpenError::io(time_path, e))?;
+    seg.files = Some(crate::segment::SegmentFiles {
+        file,
+        index,
+        time_index,
+    });
+    let span = point.next_offset - seg.base_offset;
+    let files = seg.files_mut();
+    let consistent = files.index.len() == point.index_entries as usize
+        && files.time_index.len() == point.time_index_entries as usize
+        && files.index.is_consistent(|e| {
+            u64::from(e.position) < point.position && i64::from(e.relative_offset) < span
+        })
+        && files.time_index.is_consistent(|e| {
+            i64::from(e.relative_offset) < span && e.timestamp <= point.max_timestamp
+        });
+    if trusted.is_some() && !consistent {
+        tracing::warn!(segment = %seg.log_path.display(), "index does not match the recovery checkpoint; rebuilding");
+        return open_for_recovery(storage, seg, config, None);
+    }
+    // Zero whatever lies past the trusted entries (stale or torn).
+    let files = seg.files_mut();
+    let (n, t) = (files.index.len(), files.time_index.len());
+    files.index.truncate_entries(n);
+    files.time_index.truncate_entries(t);
+    seg.cursor = crate::segment::IndexCursor {
+        bytes_since_entry: files
+            .index
+            .last()
+            .map_or(u64::MAX, |e| point.position - u64::from(e.position)),
+        max_timestamp: point.max_timestamp,
+        offset_of_max_timestamp: point.offset_of_max_timestamp,
+    };
+    Ok(())
+}
+
+fn open_from_maint(e: MaintenanceError) -> OpenError {
+    match e {
+        MaintenanceError::Io { path, source } => OpenError::Io { path, source },
+        MaintenanceError::Checkpoint(c) => OpenError::Checkpoint(c),
+        other => OpenError::Config(other.to_string()),
     }
 }
