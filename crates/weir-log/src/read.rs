@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{OpenError, ReadError};
+use crate::index::TimeEntry;
 use crate::log::{FetchData, Log};
 use crate::segment;
 use crate::storage::StorageFile;
@@ -131,7 +132,7 @@ impl Log {
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
         let bases: Vec<i64> = self.lock().segments.keys().copied().collect();
         for base in bases {
-            let (file, path, from, end_pos, scan_from_offset) = {
+            let (file, path, end_pos, floor_entry, last_entry, max_timestamp, log_start) = {
                 let mut inner = self.lock();
                 let seg_end = inner.end_of(base);
                 let log_start = inner.log_start_offset;
@@ -141,17 +142,48 @@ impl Log {
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
-                let start_offset = files
-                    .time_index
-                    .floor(timestamp)
-                    .map_or(base, |(_, t)| base + i64::from(t.relative_offset))
-                    .max(log_start);
-                let from = index_floor(files, base, start_offset);
+                let probe = |t: TimeEntry| {
+                    let offset = base + i64::from(t.relative_offset);
+                    TimeProbe {
+                        offset,
+                        timestamp: t.timestamp,
+                        from: index_floor(files, base, offset),
+                    }
+                };
+                let floor_entry = files.time_index.floor(timestamp).map(|(_, t)| probe(t));
+                let last_entry = files.time_index.last().map(probe);
                 let file = files.file.clone();
-                if seg.max_timestamp().is_some_and(|m| m < timestamp) {
+                (
+                    file,
+                    seg.log_path.clone(),
+                    seg.size,
+                    floor_entry,
+                    last_entry,
+                    seg.max_timestamp(),
+                    log_start,
+                )
+            };
+            let holds = |p: &TimeProbe| time_entry_holds(file.as_ref(), &path, end_pos, p);
+            // The segment's newest timestamp comes from its last time-index entry, which
+            // carries no checksum: skip the segment only if that entry checks out.
+            if max_timestamp.is_some_and(|m| m < timestamp) {
+                let trusted = match &last_entry {
+                    Some(last) if Some(last.timestamp) == max_timestamp => holds(last)?,
+                    _ => true, // the active segment's maximum is kept in memory
+                };
+                if trusted {
                     continue;
                 }
-                (file, seg.log_path.clone(), from, seg.size, start_offset)
+                tracing::warn!(segment = %path.display(), "time index does not match the log; scanning the segment");
+            }
+            let whole_segment = ((0, base), base.max(log_start));
+            let (from, scan_from_offset) = match &floor_entry {
+                Some(e) if e.offset >= log_start && holds(e)? => (e.from, e.offset),
+                Some(e) if e.offset >= log_start => {
+                    tracing::warn!(segment = %path.display(), "time index does not match the log; scanning the segment");
+                    whole_segment
+                }
+                _ => whole_segment,
             };
             let find = |(pos, expected), min_offset| {
                 find_timestamp(
@@ -349,13 +381,16 @@ fn find_timestamp(
             log_start_offset: 0,
             log_end_offset: 0,
         };
+        let mut batch_pos = end_position - data.records.len() as u64;
         for batch in data.batches() {
+            let position = batch_pos;
+            batch_pos += batch.len() as u64;
             if BatchHeader::parse(&batch).max_timestamp < timestamp {
                 continue;
             }
             let records = batch::decode_records(&batch).map_err(|source| ReadError::Corrupt {
                 path: path.to_path_buf(),
-                position: pos,
+                position,
                 source,
             })?;
             if let Some(r) = records
@@ -380,6 +415,40 @@ fn index_floor(files: &segment::SegmentFiles, base: i64, offset: i64) -> (u64, i
         .map_or((0, base), |(_, e)| {
             (u64::from(e.position), base + i64::from(e.relative_offset))
         })
+}
+
+/// A time-index entry resolved to a place in the log: the batch starting at `offset` must
+/// have `max_timestamp == timestamp`; `from` is where a read for it starts (position, base
+/// offset of the batch there).
+#[derive(Debug)]
+struct TimeProbe {
+    offset: i64,
+    timestamp: i64,
+    from: (u64, i64),
+}
+
+/// Checks a time-index entry against the log: the batch starting at `offset` must exist
+/// and have `max_timestamp == timestamp`, as it did when the entry was made. Index
+/// entries are derived data without a checksum; this keeps a damaged one from steering a
+/// lookup past the right answer.
+fn time_entry_holds(
+    file: &dyn StorageFile,
+    path: &Path,
+    end_pos: u64,
+    probe: &TimeProbe,
+) -> Result<bool, ReadError> {
+    let (pos, expected) = probe.from;
+    let (offset, timestamp) = (probe.offset, probe.timestamp);
+    match read_segment(file, path, pos, expected, end_pos, offset, 1, None) {
+        Ok(SegmentRead::Data { records, .. }) => {
+            let header = BatchHeader::parse(&records);
+            Ok(header.base_offset == offset && header.max_timestamp == timestamp)
+        }
+        Ok(_) => Ok(false),
+        // A damaged batch at the entry: let the full scan report it where it lies.
+        Err(ReadError::Corrupt { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// True if a read that started at offset-index entry `from` (position, base offset of the
