@@ -1,6 +1,6 @@
-//! [`Log`]: one partition's log. Opening (with recovery), appending, reading, flushing
-//! with group commit, and the checkpoints. Truncation and retention live in
-//! `maintenance.rs`.
+//! [`Log`]: one partition's log. Appending, rolling, flushing with group commit, leader
+//! epochs, the high watermark and closing. Opening and recovery live in `recovery.rs`,
+//! reads in `read.rs`, truncation and retention in `maintenance.rs`.
 //!
 //! Concurrency: one `Mutex` guards the segment map and offsets; appends hold it for the
 //! write syscall, readers only to find positions (their `pread` runs outside it). The
