@@ -193,14 +193,15 @@ impl Log {
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        lock.try_lock().map_err(|e| {
-            OpenError::io(
+        lock.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => OpenError::io(
                 lock_path.clone(),
                 std::io::Error::new(
                     std::io::ErrorKind::WouldBlock,
-                    format!("log directory is in use by another process ({e})"),
+                    "log directory is in use by another process",
                 ),
-            )
+            ),
+            std::fs::TryLockError::Error(e) => OpenError::io(lock_path.clone(), e),
         })?;
 
         let started = Instant::now();
@@ -349,7 +350,7 @@ impl Log {
             offset += i64::from(h.last_offset_delta) + 1;
             pos += h.total_bytes();
         }
-        let info = self.write_locked(&mut inner, batches, headers, leader_epoch)?;
+        let info = self.write_locked(&mut inner, batches, headers)?;
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -390,8 +391,7 @@ impl Log {
             self.persist_epochs(&inner)
                 .map_err(|e| self.fail(&mut inner, e))?;
         }
-        let epoch = headers.last().map_or(-1, |h| h.partition_leader_epoch);
-        let info = self.write_locked(&mut inner, batches, &headers, epoch)?;
+        let info = self.write_locked(&mut inner, batches, &headers)?;
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -404,7 +404,6 @@ impl Log {
         inner: &mut Inner,
         batches: &[u8],
         headers: &[BatchHeader],
-        _epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
         let active = inner.active_mut();
         let start = active.size;
@@ -574,40 +573,44 @@ impl Log {
     /// the first waiter syncs everything appended so far while later ones wait; when that
     /// sync ends, all whose offsets it covered return, and one of the rest starts the next.
     pub fn wait_durable(&self, offset: i64) -> Result<(), MaintenanceError> {
-        let mut flush = self.flush.lock().expect("flush mutex poisoned");
         loop {
-            if flush.flushed_offset > offset {
-                return Ok(());
-            }
-            if flush.in_progress {
-                flush = self.flushed.wait(flush).expect("flush mutex poisoned");
-                continue;
-            }
-            flush.in_progress = true;
-            drop(flush);
-            let result = self.sync_once();
-            flush = self.flush.lock().expect("flush mutex poisoned");
-            flush.in_progress = false;
-            self.flushed.notify_all();
-            match result {
-                Ok((target, generation)) => {
-                    if generation == flush.generation {
-                        flush.flushed_offset = flush.flushed_offset.max(target);
+            {
+                let mut flush = self.flush_state();
+                loop {
+                    if flush.flushed_offset > offset {
+                        return Ok(());
                     }
-                    flush.last_sync = Instant::now();
-                    if target <= offset {
-                        // Asked to wait for an offset that was never appended.
-                        let end = self.lock().next_offset;
-                        if offset >= end {
-                            return Err(MaintenanceError::OffsetOutOfRange {
-                                offset,
-                                log_start_offset: 0,
-                                log_end_offset: end,
-                            });
-                        }
+                    if !flush.in_progress {
+                        break;
                     }
+                    flush = self.flushed.wait(flush).expect("flush mutex poisoned");
                 }
-                Err(e) => return Err(e),
+                flush.in_progress = true;
+            }
+            let result = self.sync_once();
+            let target = {
+                let mut flush = self.flush_state();
+                flush.in_progress = false;
+                self.flushed.notify_all();
+                let (target, generation) = result?;
+                if generation == flush.generation {
+                    flush.flushed_offset = flush.flushed_offset.max(target);
+                }
+                flush.last_sync = Instant::now();
+                target
+            };
+            if target <= offset {
+                // This sync covered the whole log, yet not `offset`: it was never appended
+                // (or a truncation removed it). The flush lock is released first: lock
+                // order is `inner` before `flush`.
+                let inner = self.lock();
+                if offset >= inner.next_offset {
+                    return Err(MaintenanceError::OffsetOutOfRange {
+                        offset,
+                        log_start_offset: inner.log_start_offset,
+                        log_end_offset: inner.next_offset,
+                    });
+                }
             }
         }
     }

@@ -519,3 +519,24 @@ fn a_batch_without_records_is_refused() {
     }
     assert_eq!(log.offsets().log_end_offset, 0);
 }
+
+#[test]
+fn waiting_for_an_offset_never_appended_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        flush: FlushPolicy::GroupCommit,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    fill(&log, 3, 2, |_| 1);
+    log.delete_records_before(2).unwrap();
+    log.wait_durable(5).unwrap();
+    match log.wait_durable(6) {
+        Err(weir_log::MaintenanceError::OffsetOutOfRange {
+            offset: 6,
+            log_start_offset: 2,
+            log_end_offset: 6,
+        }) => {}
+        other => panic!("expected out of range, got {other:?}"),
+    }
+}
