@@ -10,9 +10,8 @@
 //! written and after it is read back. Callers in async code run its blocking calls on a
 //! blocking thread.
 
-pub mod batch;
+mod append;
 pub mod checkpoint;
-pub mod compression;
 pub mod config;
 mod epoch;
 pub mod error;
@@ -24,10 +23,12 @@ mod recovery;
 mod segment;
 pub mod storage;
 
-pub use batch::{
-    BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, ValidatedBatches,
-    decode_records,
-};
+/// The RecordBatch v2 codec (the `weir-batch` crate), re-exported for the log's users.
+pub use weir_batch as batch;
+pub use weir_batch::compression;
+
+pub use append::{ValidatedBatches, check_request};
+pub use batch::{BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
 pub use compression::Compression;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, BatchError, CheckpointError, MaintenanceError, OpenError, ReadError};

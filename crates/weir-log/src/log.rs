@@ -16,7 +16,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader, LOG_OVERHEAD, ValidatedBatches};
+use crate::append::{ValidatedBatches, check_request};
+use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::checkpoint::{self, Kind};
 use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
@@ -282,7 +283,7 @@ impl Log {
     /// `leader_epoch` is stamped into the batches and recorded in the epoch history; use
     /// `-1` for a log that is not replicated.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
-        let mut headers = batch::check_request(batches, self.config.max_message_bytes)?;
+        let mut headers = check_request(batches, self.config.max_message_bytes)?;
         self.append_checked(batches, &mut headers, leader_epoch)
     }
 
@@ -359,7 +360,7 @@ impl Log {
     /// Appends batches that already carry their offsets and leader epochs, as a follower
     /// copying its leader. The first batch must start at the log end.
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
-        let headers = batch::check_request(batches, self.config.max_message_bytes)?;
+        let headers = check_request(batches, self.config.max_message_bytes)?;
         let mut inner = self.lock();
         inner
             .check_failed()

@@ -1,4 +1,5 @@
-//! Kafka RecordBatch v2, byte for byte: the header layout, validation of untrusted batch
+//! Kafka RecordBatch v2, byte for byte, for every part of Weir that touches records (the
+//! log, the broker, the client): the header layout, validation of untrusted batch
 //! bytes, and the in-place patches the log makes when it assigns offsets.
 //!
 //! A batch is a 61-byte header followed by `record_count` varint-encoded records
@@ -24,13 +25,13 @@
 //!     61     -  records
 //! ```
 
+pub mod compression;
+mod error;
 pub mod records;
-pub(crate) mod varint;
+mod varint;
 
-use crate::compression::Compression;
-use bytes::BytesMut;
-
-use crate::error::{AppendError, BatchError};
+pub use crate::compression::Compression;
+pub use crate::error::BatchError;
 
 pub use records::{DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
 
@@ -266,80 +267,6 @@ pub fn validate_all(mut bytes: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
         bytes = &bytes[len..];
     }
     Ok(headers)
-}
-
-/// Checks an append request: one or more concatenated batches, each valid
-/// ([`validate`]) and at most `max_batch_bytes`. Returns their headers; the error names
-/// the first bad batch by index and byte position.
-pub fn check_request(
-    bytes: &[u8],
-    max_batch_bytes: usize,
-) -> Result<Vec<BatchHeader>, AppendError> {
-    if bytes.is_empty() {
-        return Err(AppendError::Empty);
-    }
-    let mut headers = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let invalid = |source| AppendError::InvalidBatch {
-            index: headers.len(),
-            position: pos,
-            source,
-        };
-        let len = framed_len(rest).map_err(invalid)?;
-        if len > max_batch_bytes {
-            return Err(AppendError::MessageTooLarge {
-                bytes: len,
-                max: max_batch_bytes,
-            });
-        }
-        if rest.len() < len {
-            return Err(invalid(BatchError::Truncated {
-                needed: len,
-                available: rest.len(),
-            }));
-        }
-        let header = validate(&rest[..len]).map_err(invalid)?;
-        // Only compaction leaves batches without records; a producer never sends one.
-        if header.record_count == 0 {
-            return Err(invalid(BatchError::Empty));
-        }
-        headers.push(header);
-        pos += len;
-    }
-    Ok(headers)
-}
-
-/// Batches that passed [`check_request`], with their headers: what
-/// [`Log::append_validated`](crate::Log::append_validated) takes. Build it where untrusted
-/// bytes arrive (a request handler), so the CRC and framing checks run there, in parallel
-/// with other requests, rather than under the partition's lock.
-#[derive(Debug)]
-pub struct ValidatedBatches {
-    pub(crate) bytes: BytesMut,
-    pub(crate) headers: Vec<BatchHeader>,
-}
-
-impl ValidatedBatches {
-    /// Validates `bytes` (see [`check_request`]).
-    pub fn new(bytes: BytesMut, max_batch_bytes: usize) -> Result<ValidatedBatches, AppendError> {
-        let headers = check_request(&bytes, max_batch_bytes)?;
-        Ok(ValidatedBatches { bytes, headers })
-    }
-
-    /// The batch bytes; after an append they carry the assigned offsets.
-    pub fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-
-    pub fn headers(&self) -> &[BatchHeader] {
-        &self.headers
-    }
-
-    pub fn into_bytes(self) -> BytesMut {
-        self.bytes
-    }
 }
 
 /// Sets a batch's base offset and partition leader epoch in place. Both fields lie

@@ -10,8 +10,8 @@ use kafka_protocol::records::{
     RecordEncodeOptions, RecordSet, TimestampType as KafkaTimestampType,
 };
 use proptest::prelude::*;
-use weir_log::batch::{TimestampType, validate, validate_all};
-use weir_log::{Compression, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+use weir_batch::{Compression, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+use weir_batch::{TimestampType, validate, validate_all};
 
 /// The producer and broker fields both encoders are given.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ fn build_weir(codec: Compression, records: &[Record], fields: BatchFields) -> By
         builder.push(record);
     }
     let mut batch = builder.build().expect("weir builds the batch");
-    weir_log::batch::patch_offset_and_epoch(
+    weir_batch::patch_offset_and_epoch(
         &mut batch,
         fields.base_offset,
         fields.partition_leader_epoch,
