@@ -1,0 +1,110 @@
+//! Connections to brokers: address parsing and one tuned tonic [`Channel`].
+//!
+//! Every client (producer, consumer, admin) talks over a channel built here, so the
+//! settings that decide throughput live in one place: TCP_NODELAY (Nagle's algorithm
+//! stalls small pipelined requests for tens of milliseconds), HTTP/2 windows much larger
+//! than the 64 KiB default (which caps one stream at a window per round trip), and
+//! message-size limits large enough for a full batch request or fetch response.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+
+/// The broker address used when none is given.
+pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
+/// HTTP/2 flow-control window of each stream: a produce or consume stream may have this
+/// much unacknowledged data on the wire, several batches at the default batch size.
+pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// HTTP/2 flow-control window of the whole connection, shared by its streams.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest gRPC message the client sends or accepts: a produce request carries one
+/// batch per partition, a fetch response up to 50 MiB by the broker's default, and a
+/// single batch may reach `weir_batch::MAX_BATCH_BYTES` (64 MiB).
+pub const MAX_MESSAGE_BYTES: usize = weir_batch::MAX_BATCH_BYTES + 1024 * 1024;
+/// How long establishing a TCP connection to a broker may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval of HTTP/2 keep-alive pings, which find a dead connection on an idle client.
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a keep-alive ping may go unanswered before the connection is dropped.
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Turns `host:port` or `http://host:port` into a URI with a scheme.
+pub fn broker_uri(address: &str) -> String {
+    let address = address.trim();
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+/// Builds the tuned endpoint for one broker address.
+fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+    let uri = broker_uri(address);
+    let endpoint = Endpoint::from_shared(uri.clone())
+        .map_err(|e| ClientError::Config(format!("bad broker address {address:?}: {e}")))?;
+    Ok(endpoint
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(KEEP_ALIVE_TIMEOUT))
+}
+
+/// Connects to the first broker in `brokers` that answers, in order. An empty list means
+/// [`DEFAULT_BROKER`].
+///
+/// The channel reconnects by itself after a connection drops (to the same broker); a
+/// request made while it is down fails with [`ClientError::Unavailable`].
+pub async fn connect(brokers: &[String]) -> Result<Channel, ClientError> {
+    let default = [DEFAULT_BROKER.to_owned()];
+    let brokers = if brokers.is_empty() {
+        &default[..]
+    } else {
+        brokers
+    };
+    let mut last_error = None;
+    for address in brokers {
+        match endpoint(address)?.connect().await {
+            Ok(channel) => return Ok(channel),
+            Err(source) => {
+                tracing::debug!(address = %address, error = %source, "broker connection failed");
+                last_error = Some(ClientError::Connect {
+                    address: address.clone(),
+                    source: Arc::new(source),
+                });
+            }
+        }
+    }
+    Err(last_error.expect("the broker list is not empty"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scheme_is_added_only_when_missing() {
+        assert_eq!(broker_uri("127.0.0.1:9292"), "http://127.0.0.1:9292");
+        assert_eq!(broker_uri(" localhost:1 "), "http://localhost:1");
+        assert_eq!(broker_uri("http://b:9292"), "http://b:9292");
+        assert_eq!(broker_uri("https://b:9292"), "https://b:9292");
+    }
+
+    #[test]
+    fn a_bad_address_is_a_config_error() {
+        assert!(matches!(endpoint("not a uri"), Err(ClientError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_broker_is_a_connect_error() {
+        // Port 1 on loopback: nothing listens there, the connect is refused at once.
+        let error = connect(&["127.0.0.1:1".to_owned()]).await.unwrap_err();
+        assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
+        assert!(error.is_retriable());
+    }
+}

@@ -1,0 +1,648 @@
+//! [`Consumer`]: reads assigned partitions with prefetch.
+//!
+//! # Streaming `Consume`, not pipelined `Fetch`
+//!
+//! Each assigned partition is followed by one `Consume` stream, read by its own task. The
+//! broker pushes raw RecordBatch v2 bytes (`RECORD_FORMAT_BATCHES`) as records become
+//! visible, and HTTP/2 flow control (the 4 MiB stream window) paces it, so the next
+//! batches are always on their way while the application processes the current ones,
+//! with no request per batch and no round trip between fetches; a pipelined `Fetch`
+//! would need a request per response and its own prefetch bookkeeping to match that.
+//! The task decodes batches with [`weir_batch::decode_records`] (keys and values are
+//! zero-copy [`Bytes`] slices of the received message) on another worker thread and
+//! hands them over through one bounded channel, so the prefetch is bounded by
+//! [`ConsumerConfig::prefetch_messages`] messages of at most `max_bytes_per_message`
+//! each, plus the HTTP/2 windows. The cost is one stream per partition, which suits
+//! the tens of partitions one consumer reads. A seek cancels the stream and opens
+//! another at the new offset; records already prefetched from the old one are dropped.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use weir_client::{Consumer, ConsumerConfig, SeekTo};
+//!
+//! # async fn example() -> Result<(), weir_client::ClientError> {
+//! let mut consumer = Consumer::connect(ConsumerConfig::default()).await?;
+//! consumer.assign(&[("events", 0), ("events", 1)]);
+//! consumer.seek("events", 0, SeekTo::Beginning).await?;
+//! let records = consumer.poll(500, Duration::from_millis(100)).await?;
+//! for record in &records {
+//!     println!("{}/{} @ {}", record.topic, record.partition, record.offset);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+use weir_batch::{DecodedRecord, Header};
+use weir_proto::v1 as pb;
+use weir_proto::v1::consumer_client::ConsumerClient;
+
+use crate::admin::{OffsetQuery, list_offsets};
+use crate::connection::{self, DEFAULT_BROKER, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+
+/// Default most bytes per message on a `Consume` stream (the broker's own default).
+pub const DEFAULT_MAX_BYTES_PER_MESSAGE: u32 = 1024 * 1024;
+/// Default number of decoded messages prefetched ahead of `poll`, over all partitions.
+pub const DEFAULT_PREFETCH_MESSAGES: usize = 16;
+/// Largest `prefetch_messages` accepted.
+pub const MAX_PREFETCH_MESSAGES: usize = 1024;
+/// Default wait before reopening a partition's stream after a retriable failure; doubles
+/// per consecutive failure up to [`MAX_RECONNECT_BACKOFF`].
+pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+/// Ceiling of the reconnect backoff.
+pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Where a partition without a position starts, and what an out-of-range position does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// The log start offset.
+    #[default]
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    /// No automatic position: `poll` fails until the partition is `seek`ed, and an
+    /// out-of-range offset is reported as [`ClientError::OutOfRange`].
+    None,
+}
+
+/// Consumer settings.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Broker addresses, `host:port` or `http://host:port`; the first reachable is used.
+    pub brokers: Vec<String>,
+    /// Most bytes per message on a partition's stream (0: the broker's default).
+    pub max_bytes_per_message: u32,
+    /// Messages decoded ahead of `poll`, over all partitions.
+    pub prefetch_messages: usize,
+    /// Start position of partitions not `seek`ed, and the reaction to an out-of-range
+    /// position.
+    pub auto_offset_reset: OffsetReset,
+    /// First wait before reopening a stream that failed retriably.
+    pub reconnect_backoff: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> ConsumerConfig {
+        ConsumerConfig {
+            brokers: vec![DEFAULT_BROKER.to_owned()],
+            max_bytes_per_message: DEFAULT_MAX_BYTES_PER_MESSAGE,
+            prefetch_messages: DEFAULT_PREFETCH_MESSAGES,
+            auto_offset_reset: OffsetReset::Earliest,
+            reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+        }
+    }
+}
+
+/// Where [`Consumer::seek`] moves a partition's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeekTo {
+    /// This offset.
+    Offset(i64),
+    /// The log start offset.
+    Beginning,
+    /// The high watermark: the next record produced.
+    End,
+    /// The first record with a timestamp at or after this (ms since the Unix epoch), or
+    /// the end if there is none.
+    Timestamp(i64),
+}
+
+/// A record read from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerRecord {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition index.
+    pub partition: u32,
+    /// The record's offset.
+    pub offset: i64,
+    /// Create time or log-append time, ms since the Unix epoch.
+    pub timestamp: i64,
+    /// Record key; `None` is a null key.
+    pub key: Option<Bytes>,
+    /// Record value; `None` is a null value.
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+}
+
+/// Decoded records of one stream message, or why the partition's stream stopped.
+struct Chunk {
+    topic: Arc<str>,
+    partition: u32,
+    generation: u64,
+    records: Result<Vec<ConsumerRecord>, ClientError>,
+}
+
+struct Assignment {
+    topic: Arc<str>,
+    partition: u32,
+    /// Bumped by every seek, to drop prefetched records of an older position.
+    generation: u64,
+    /// Offset of the next record `poll` returns; `None` until resolved.
+    position: Option<i64>,
+    fetcher: Option<JoinHandle<()>>,
+}
+
+impl Drop for Assignment {
+    fn drop(&mut self) {
+        if let Some(fetcher) = self.fetcher.take() {
+            fetcher.abort();
+        }
+    }
+}
+
+/// The rest of the chunk `poll` is handing out.
+struct Current {
+    key: (Arc<str>, u32),
+    generation: u64,
+    records: std::vec::IntoIter<ConsumerRecord>,
+}
+
+/// Reads records from explicitly assigned partitions. See the [module docs](self).
+pub struct Consumer {
+    client: ConsumerClient<Channel>,
+    config: ConsumerConfig,
+    assignments: HashMap<(Arc<str>, u32), Assignment>,
+    chunks_tx: mpsc::Sender<Chunk>,
+    chunks_rx: mpsc::Receiver<Chunk>,
+    current: Option<Current>,
+    next_generation: u64,
+    /// A stream's failure seen while records were being returned, for the next poll.
+    pending_error: Option<ClientError>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("config", &self.config)
+            .field("assigned", &self.assignments.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    /// Checks `config` and connects to the first reachable broker.
+    pub async fn connect(config: ConsumerConfig) -> Result<Consumer, ClientError> {
+        if config.prefetch_messages == 0 || config.prefetch_messages > MAX_PREFETCH_MESSAGES {
+            return Err(ClientError::Config(format!(
+                "prefetch_messages must be 1..={MAX_PREFETCH_MESSAGES}, not {}",
+                config.prefetch_messages
+            )));
+        }
+        let channel = connection::connect(&config.brokers).await?;
+        let client = ConsumerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (chunks_tx, chunks_rx) = mpsc::channel(config.prefetch_messages);
+        Ok(Consumer {
+            client,
+            config,
+            assignments: HashMap::new(),
+            chunks_tx,
+            chunks_rx,
+            current: None,
+            next_generation: 0,
+            pending_error: None,
+        })
+    }
+
+    /// Sets the partitions to read, replacing the previous assignment. Partitions that
+    /// stay keep their positions; new ones start per
+    /// [`ConsumerConfig::auto_offset_reset`] unless `seek`ed first.
+    pub fn assign(&mut self, partitions: &[(&str, u32)]) {
+        let mut kept = HashMap::with_capacity(partitions.len());
+        for &(topic, partition) in partitions {
+            let key = (Arc::<str>::from(topic), partition);
+            let assignment = match self.assignments.remove(&key) {
+                Some(existing) => existing,
+                None => Assignment {
+                    topic: key.0.clone(),
+                    partition,
+                    generation: self.bump_generation(),
+                    position: None,
+                    fetcher: None,
+                },
+            };
+            kept.insert(key, assignment);
+        }
+        // What is left was unassigned: dropping it stops its stream.
+        self.assignments = kept;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|c| !self.assignments.contains_key(&c.key))
+        {
+            self.current = None;
+        }
+    }
+
+    /// The assigned partitions.
+    pub fn assignment(&self) -> Vec<(Arc<str>, u32)> {
+        self.assignments.keys().cloned().collect()
+    }
+
+    /// Moves a partition's position; the next `poll` returns records from there. Fails
+    /// with [`ClientError::InvalidArgument`] if the partition is not assigned, and with
+    /// the broker's error if a position lookup fails (for example
+    /// [`ClientError::NotFound`] for an unknown topic).
+    pub async fn seek(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        to: SeekTo,
+    ) -> Result<(), ClientError> {
+        let key = (Arc::<str>::from(topic), partition);
+        if !self.assignments.contains_key(&key) {
+            return Err(ClientError::InvalidArgument(format!(
+                "{topic}/{partition} is not assigned to this consumer"
+            )));
+        }
+        let offset = match to {
+            SeekTo::Offset(offset) => offset,
+            SeekTo::Beginning => self.lookup(topic, partition, OffsetQuery::Earliest).await?,
+            SeekTo::End => self.lookup(topic, partition, OffsetQuery::Latest).await?,
+            SeekTo::Timestamp(ms) => {
+                self.lookup(topic, partition, OffsetQuery::Timestamp(ms))
+                    .await?
+            }
+        };
+        let generation = self.bump_generation();
+        let assignment = self.assignments.get_mut(&key).expect("checked above");
+        if let Some(fetcher) = assignment.fetcher.take() {
+            fetcher.abort();
+        }
+        assignment.generation = generation;
+        assignment.position = Some(offset);
+        if self.current.as_ref().is_some_and(|c| c.key == key) {
+            self.current = None;
+        }
+        Ok(())
+    }
+
+    /// The offset of the next record `poll` will return from a partition; `None` if it is
+    /// not assigned or its position is not resolved yet.
+    pub fn position(&self, topic: &str, partition: u32) -> Option<i64> {
+        self.assignments
+            .get(&(Arc::<str>::from(topic), partition))
+            .and_then(|a| a.position)
+    }
+
+    /// Returns up to `max_records` records, waiting up to `timeout` for the first one. An
+    /// empty vector means nothing arrived in time. Records of one partition come in offset
+    /// order. A partition's stream that failed for good (an unknown topic, an
+    /// out-of-range offset with [`OffsetReset::None`], a corrupt batch) fails the poll.
+    pub async fn poll(
+        &mut self,
+        max_records: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ConsumerRecord>, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(error) = self.pending_error.take() {
+            return Err(error);
+        }
+        self.start_fetchers().await?;
+        let mut out = Vec::with_capacity(max_records.min(DEFAULT_POLL_CAPACITY));
+        while out.len() < max_records {
+            if let Some(current) = &mut self.current {
+                let before = out.len();
+                out.extend(current.records.by_ref().take(max_records - before));
+                if let Some(last) = out[before..].last()
+                    && let Some(a) = self.assignments.get_mut(&current.key)
+                    && a.generation == current.generation
+                {
+                    a.position = Some(last.offset + 1);
+                }
+                if current.records.len() == 0 {
+                    self.current = None;
+                }
+                continue;
+            }
+            let chunk = if out.is_empty() {
+                match tokio::time::timeout_at(deadline, self.chunks_rx.recv()).await {
+                    Ok(Some(chunk)) => chunk,
+                    // The consumer holds a sender, so the channel never closes.
+                    Ok(None) | Err(_) => break,
+                }
+            } else {
+                match self.chunks_rx.try_recv() {
+                    Ok(chunk) => chunk,
+                    Err(_) => break,
+                }
+            };
+            let key = (chunk.topic, chunk.partition);
+            let Some(assignment) = self.assignments.get_mut(&key) else {
+                continue; // unassigned since
+            };
+            if assignment.generation != chunk.generation {
+                continue; // from before a seek
+            }
+            match chunk.records {
+                Ok(records) => {
+                    self.current = Some(Current {
+                        key,
+                        generation: chunk.generation,
+                        records: records.into_iter(),
+                    })
+                }
+                Err(error) => {
+                    // The stream stopped; a later poll (after a seek) starts another.
+                    assignment.fetcher = None;
+                    if out.is_empty() {
+                        return Err(error);
+                    }
+                    // Hand out what was read first; the next poll reports the error.
+                    self.pending_error = Some(error);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn bump_generation(&mut self) -> u64 {
+        self.next_generation += 1;
+        self.next_generation
+    }
+
+    async fn lookup(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        query: OffsetQuery,
+    ) -> Result<i64, ClientError> {
+        let found = list_offsets(&mut self.client, topic, &[(partition, query)]).await?;
+        found
+            .first()
+            .map(|o| o.offset)
+            .ok_or_else(|| ClientError::Rpc {
+                code: tonic::Code::Internal,
+                message: format!("the broker's answer has no offset for {topic}/{partition}"),
+            })
+    }
+
+    /// Resolves missing positions and starts a stream for every partition without one.
+    async fn start_fetchers(&mut self) -> Result<(), ClientError> {
+        let unresolved: Vec<(Arc<str>, u32)> = self
+            .assignments
+            .iter()
+            .filter(|(_, a)| a.position.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (topic, partition) in unresolved {
+            let query = match self.config.auto_offset_reset {
+                OffsetReset::Earliest => OffsetQuery::Earliest,
+                OffsetReset::Latest => OffsetQuery::Latest,
+                OffsetReset::None => {
+                    return Err(ClientError::InvalidArgument(format!(
+                        "{topic}/{partition} has no position: seek it first (auto_offset_reset is None)"
+                    )));
+                }
+            };
+            let offset = self.lookup(&topic, partition, query).await?;
+            if let Some(a) = self.assignments.get_mut(&(topic, partition)) {
+                a.position = Some(offset);
+            }
+        }
+        for assignment in self.assignments.values_mut() {
+            if assignment.fetcher.is_some() {
+                continue;
+            }
+            let Some(position) = assignment.position else {
+                continue;
+            };
+            // Records from a stream that stopped are dropped with its generation.
+            self.next_generation += 1;
+            assignment.generation = self.next_generation;
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.key.0 == assignment.topic && c.key.1 == assignment.partition)
+            {
+                self.current = None;
+            }
+            let fetcher = Fetcher {
+                client: self.client.clone(),
+                topic: assignment.topic.clone(),
+                partition: assignment.partition,
+                generation: assignment.generation,
+                offset: position,
+                config: self.config.clone(),
+                chunks: self.chunks_tx.clone(),
+            };
+            assignment.fetcher = Some(tokio::spawn(fetcher.run()));
+        }
+        Ok(())
+    }
+}
+
+/// Initial capacity of a poll's result, whatever `max_records` asks.
+const DEFAULT_POLL_CAPACITY: usize = 4096;
+
+/// Follows one partition's `Consume` stream and hands decoded records to `poll`.
+struct Fetcher {
+    client: ConsumerClient<Channel>,
+    topic: Arc<str>,
+    partition: u32,
+    generation: u64,
+    /// The next offset wanted.
+    offset: i64,
+    config: ConsumerConfig,
+    chunks: mpsc::Sender<Chunk>,
+}
+
+impl Fetcher {
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            let error = match self.follow(&mut failures).await {
+                Ok(()) => return, // the consumer is gone
+                Err(error) => error,
+            };
+            if error.is_retriable() {
+                failures = failures.saturating_add(1);
+                let backoff = self
+                    .config
+                    .reconnect_backoff
+                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
+                    .min(MAX_RECONNECT_BACKOFF);
+                tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, ?backoff, "consume stream failed; reopening");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+            if let ClientError::OutOfRange(_) = error {
+                let query = match self.config.auto_offset_reset {
+                    OffsetReset::Earliest => Some(OffsetQuery::Earliest),
+                    OffsetReset::Latest => Some(OffsetQuery::Latest),
+                    OffsetReset::None => None,
+                };
+                if let Some(query) = query {
+                    match list_offsets(&mut self.client, &self.topic, &[(self.partition, query)])
+                        .await
+                    {
+                        Ok(found) if !found.is_empty() => {
+                            tracing::warn!(topic = %self.topic, partition = self.partition, from = self.offset, to = found[0].offset, "offset out of range; position reset");
+                            self.offset = found[0].offset;
+                            continue;
+                        }
+                        Ok(_) => {}
+                        Err(lookup_error) => {
+                            let _ = self.send(Err(lookup_error)).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = self.send(Err(error)).await;
+            return;
+        }
+    }
+
+    /// Reads the stream until it fails (the error) or the consumer is gone (`Ok`).
+    async fn follow(&mut self, failures: &mut u32) -> Result<(), ClientError> {
+        let request = pb::ConsumeRequest {
+            topic: self.topic.to_string(),
+            partition: self.partition,
+            offset: self.offset,
+            format: pb::RecordFormat::Batches as i32,
+            max_bytes: self.config.max_bytes_per_message,
+        };
+        let mut stream = self.client.consume(request).await?.into_inner();
+        while let Some(message) = stream.next().await {
+            let message = message?;
+            *failures = 0;
+            let records = decode(&self.topic, self.partition, self.offset, &message.batches)?;
+            if let Some(last) = records.last() {
+                self.offset = last.offset + 1;
+            }
+            self.offset = self.offset.max(message.next_offset);
+            if !records.is_empty() && self.send(Ok(records)).await.is_err() {
+                return Ok(());
+            }
+        }
+        Err(ClientError::Unavailable(
+            "the broker ended the consume stream".to_owned(),
+        ))
+    }
+
+    async fn send(&self, records: Result<Vec<ConsumerRecord>, ClientError>) -> Result<(), ()> {
+        self.chunks
+            .send(Chunk {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                generation: self.generation,
+                records,
+            })
+            .await
+            .map_err(|_| ())
+    }
+}
+
+/// Decodes concatenated batches, keeping records at or after `from` (the first batch
+/// may start before the offset asked for).
+fn decode(
+    topic: &Arc<str>,
+    partition: u32,
+    from: i64,
+    batches: &Bytes,
+) -> Result<Vec<ConsumerRecord>, ClientError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < batches.len() {
+        let len = weir_batch::framed_len(&batches[at..])?;
+        if at + len > batches.len() {
+            return Err(weir_batch::BatchError::Truncated {
+                needed: len,
+                available: batches.len() - at,
+            }
+            .into());
+        }
+        let batch = batches.slice(at..at + len);
+        at += len;
+        let header = weir_batch::BatchHeader::parse(&batch);
+        if header.next_offset() <= from || header.is_control() {
+            continue;
+        }
+        out.extend(
+            weir_batch::decode_records(&batch)?
+                .into_iter()
+                .filter(|r| r.offset >= from)
+                .map(|r: DecodedRecord| ConsumerRecord {
+                    topic: topic.clone(),
+                    partition,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers,
+                }),
+        );
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_batch::{Compression, Record, RecordBatchBuilder};
+
+    fn batch(base_offset: i64, values: &[&str], compression: Compression) -> Vec<u8> {
+        let mut builder = RecordBatchBuilder::new(compression);
+        for (i, v) in values.iter().enumerate() {
+            builder.push(&Record {
+                key: None,
+                value: Some(Bytes::copy_from_slice(v.as_bytes())),
+                headers: vec![],
+                timestamp: 1_000 + i as i64,
+            });
+        }
+        let mut bytes = builder.build().unwrap();
+        weir_batch::patch_offset_and_epoch(&mut bytes, base_offset, 0);
+        bytes.to_vec()
+    }
+
+    #[test]
+    fn decoding_skips_records_before_the_position_and_spans_batches() {
+        let mut bytes = batch(10, &["a", "b", "c"], Compression::None);
+        bytes.extend(batch(13, &["d", "e"], Compression::Lz4));
+        let bytes = Bytes::from(bytes);
+        let topic: Arc<str> = Arc::from("t");
+        let records = decode(&topic, 2, 12, &bytes).unwrap();
+        let got: Vec<(i64, &[u8])> = records
+            .iter()
+            .map(|r| (r.offset, r.value.as_deref().unwrap()))
+            .collect();
+        assert_eq!(got, [(12, &b"c"[..]), (13, b"d"), (14, b"e")]);
+        assert!(records.iter().all(|r| r.partition == 2 && &*r.topic == "t"));
+        assert!(decode(&topic, 2, 15, &bytes).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_truncated_or_corrupt_message_is_an_error() {
+        let bytes = batch(0, &["a"], Compression::None);
+        let topic: Arc<str> = Arc::from("t");
+        let truncated = Bytes::copy_from_slice(&bytes[..bytes.len() - 1]);
+        assert!(matches!(
+            decode(&topic, 0, 0, &truncated),
+            Err(ClientError::Batch(_))
+        ));
+        let mut corrupt = bytes.clone();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(
+            decode(&topic, 0, 0, &Bytes::from(corrupt)),
+            Err(ClientError::Batch(_))
+        ));
+    }
+}

@@ -1,0 +1,69 @@
+//! Weir's Rust client: a batching, pipelining [`Producer`], a prefetching [`Consumer`]
+//! and an [`Admin`] client, over Weir's gRPC API.
+//!
+//! - The producer packs Kafka RecordBatch v2 batches itself (compression applied here)
+//!   and sends them over one bidirectional `ProduceStream`, several batches in flight per
+//!   partition, with retries that never reorder a partition's records (see
+//!   [`producer`]). Keys map to partitions exactly as in Kafka's clients
+//!   ([`partitioner`]).
+//! - The consumer follows each assigned partition with a `Consume` stream of raw batches
+//!   and decodes them while the application processes the previous ones (see
+//!   [`consumer`]).
+//! - The admin client has one method per `Admin` RPC, plus offset lookups.
+//!
+//! Every operation fails with [`ClientError`], which keeps the broker's gRPC code and
+//! message.
+//!
+//! Architecture invariant: this crate knows the public API (`weir-proto`) and the batch
+//! format (`weir-batch`) and nothing of the broker's internals. It logs through `tracing`
+//! and never installs a subscriber.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::collections::HashMap;
+//! use std::time::Duration;
+//! use weir_client::{Admin, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo};
+//!
+//! # async fn example() -> Result<(), weir_client::ClientError> {
+//! let brokers = vec!["127.0.0.1:9292".to_owned()];
+//! let admin = Admin::connect(&brokers).await?;
+//! admin.create_topic("events", 3, 0, HashMap::new()).await?;
+//!
+//! let producer = Producer::connect(ProducerConfig { brokers: brokers.clone(), ..Default::default() }).await?;
+//! for i in 0..1000 {
+//!     // Same key, same partition: per-key order holds.
+//!     let record = ProducerRecord::new("events", format!("event {i}")).key(format!("user-{}", i % 10));
+//!     producer.send(record).await?;
+//! }
+//! producer.flush().await;
+//!
+//! let mut consumer = Consumer::connect(ConsumerConfig { brokers, ..Default::default() }).await?;
+//! consumer.assign(&[("events", 0), ("events", 1), ("events", 2)]);
+//! consumer.seek("events", 0, SeekTo::Beginning).await?;
+//! let records = consumer.poll(10_000, Duration::from_secs(1)).await?;
+//! println!("read {} records", records.len());
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod connection;
+pub mod consumer;
+mod error;
+pub mod partitioner;
+pub mod producer;
+
+pub use crate::admin::{
+    Admin, BrokerInfo, ClusterInfo, ConfigEntry, ListedOffset, OffsetQuery, PartitionInfo,
+    TopicInfo, TopicListing,
+};
+pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use crate::error::ClientError;
+pub use crate::producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};
+pub use weir_batch::{Compression, Header};

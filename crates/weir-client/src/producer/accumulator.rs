@@ -1,0 +1,975 @@
+//! The record accumulator: per-partition batches being filled, batches ready to send,
+//! and the per-partition bookkeeping of what is in flight and what must be retried.
+//!
+//! It is synchronous and knows nothing of the network: `send` appends under one short
+//! mutex hold (encoding the record into the partition's open batch), the sender task
+//! [`drain`](Accumulator::drain)s what may be sent and reports each batch's outcome with
+//! [`complete`](Accumulator::complete). Memory is reserved by the caller before an
+//! append and released here when a batch completes, so the bytes held in open, ready,
+//! failed and in-flight batches never exceed `buffer_memory`: that is the bound on every
+//! queue here.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore};
+use weir_batch::{Record, RecordBatchBuilder};
+
+use super::config::{METADATA_MAX_AGE, ProducerConfig};
+use crate::error::ClientError;
+use crate::partitioner::{StickyPartitioner, partition_for_key};
+
+/// Upper bound on what a record adds to a batch besides its key, value and header bytes:
+/// length (5), attributes (1), timestamp delta (10), offset delta (5), key and value
+/// lengths (5 each) and header count (5), as varints at their widest.
+pub(crate) const RECORD_OVERHEAD_BYTES: usize = 36;
+/// Upper bound on what one header adds besides its key and value bytes: two varint
+/// lengths at their widest.
+pub(crate) const HEADER_OVERHEAD_BYTES: usize = 10;
+
+/// What the broker said about an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BatchAck {
+    /// Offset of the batch's first record (-1 with `Acks::None`).
+    pub base_offset: i64,
+    /// The append time if the topic uses LogAppendTime, else -1.
+    pub log_append_time_ms: i64,
+}
+
+/// The outcome of one batch, shared by the delivery futures of all its records.
+#[derive(Debug)]
+pub(crate) struct BatchCompletion {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    result: OnceLock<Result<BatchAck, ClientError>>,
+    notify: Notify,
+}
+
+impl BatchCompletion {
+    fn new(topic: Arc<str>, partition: u32) -> BatchCompletion {
+        BatchCompletion {
+            topic,
+            partition,
+            result: OnceLock::new(),
+            notify: Notify::new(),
+        }
+    }
+
+    /// Sets the outcome (once) and wakes every waiter.
+    fn complete(&self, result: Result<BatchAck, ClientError>) {
+        let _ = self.result.set(result);
+        self.notify.notify_waiters();
+    }
+
+    /// The outcome, if the batch has completed.
+    pub fn result(&self) -> Option<&Result<BatchAck, ClientError>> {
+        self.result.get()
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(&self) -> &Result<BatchAck, ClientError> {
+        loop {
+            // Register before checking, so a completion between the check and the
+            // await is not missed.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(result) = self.result.get() {
+                return result;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A record appended to a batch: where its outcome will appear.
+#[derive(Debug)]
+pub(crate) struct Appended {
+    pub completion: Arc<BatchCompletion>,
+    /// The record's position in its batch (its offset delta).
+    pub index: u32,
+}
+
+/// Why an append did not happen.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// The topic's partition count is not known, is stale, or the partition is past it:
+    /// fetch metadata and try again.
+    NeedMetadata,
+    /// The record can never be appended.
+    Failed(ClientError),
+}
+
+/// A batch's records: still a builder until the sender encodes it (CRC and compression
+/// run on the sender task, off the application's `send` path), then bytes kept for
+/// retries.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Open(RecordBatchBuilder),
+    Built(Bytes),
+}
+
+/// A closed batch on its way to the broker.
+#[derive(Debug)]
+pub(crate) struct ProducerBatch {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub payload: Payload,
+    pub record_count: u32,
+    pub completion: Arc<BatchCompletion>,
+    id: u64,
+    reserved_bytes: usize,
+    /// Times it was sent and failed retriably.
+    pub attempts: u32,
+    /// Order of its last send among all sends (set by the sender); responses of one
+    /// partition arrive in this order.
+    pub send_seq: u64,
+}
+
+impl ProducerBatch {
+    /// The encoded batch, building it on first use.
+    pub fn encode(&mut self) -> Result<Bytes, ClientError> {
+        if let Payload::Built(bytes) = &self.payload {
+            return Ok(bytes.clone());
+        }
+        let Payload::Open(builder) =
+            std::mem::replace(&mut self.payload, Payload::Built(Bytes::new()))
+        else {
+            unreachable!("checked above");
+        };
+        let bytes = builder.build()?.freeze();
+        self.payload = Payload::Built(bytes.clone());
+        Ok(bytes)
+    }
+}
+
+struct OpenBatch {
+    batch: ProducerBatch,
+    created: Instant,
+}
+
+#[derive(Default)]
+struct PartitionState {
+    open: Option<OpenBatch>,
+    /// Closed batches in append order, not yet sent (or put back for a retry).
+    ready: VecDeque<ProducerBatch>,
+    in_flight: usize,
+    /// Batches that failed retriably while later batches of this partition were still
+    /// in flight; held until those answer, then retried or failed (see `complete`).
+    failed: Vec<(ProducerBatch, ClientError)>,
+    /// No sends before this (retry backoff).
+    retry_at: Option<Instant>,
+}
+
+struct TopicState {
+    partitions: Vec<PartitionState>,
+    sticky: StickyPartitioner,
+    /// When the cached partition count must be fetched again.
+    expires: Instant,
+}
+
+struct State {
+    topics: HashMap<Arc<str>, TopicState>,
+    /// Every batch not yet completed, for `flush`.
+    incomplete: HashMap<u64, Arc<BatchCompletion>>,
+    next_batch_id: u64,
+    /// Flushes in progress: while any is, open batches are sent without lingering.
+    flushing: usize,
+    closing: bool,
+}
+
+/// What [`Accumulator::drain`] found.
+#[derive(Debug, Default)]
+pub(crate) struct Drained {
+    /// Batches to send now, at most one per partition per round: `rounds[k]` holds the
+    /// k-th batch of each partition that had one.
+    pub rounds: Vec<Vec<ProducerBatch>>,
+    /// When something will next become sendable (a linger or backoff running out).
+    pub next_wake: Option<Instant>,
+}
+
+/// See the module docs.
+pub(crate) struct Accumulator {
+    config: ProducerConfig,
+    state: Mutex<State>,
+    memory: Semaphore,
+    /// Wakes the sender: a batch was opened (a linger timer to arm), closed, or the
+    /// producer is flushing or closing.
+    pub wake_sender: Notify,
+}
+
+impl std::fmt::Debug for Accumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Accumulator")
+            .field("available_memory", &self.memory.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Accumulator {
+    pub(crate) fn new(config: ProducerConfig) -> Accumulator {
+        let memory = Semaphore::new(config.buffer_memory);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Accumulator {
+            config,
+            state: Mutex::new(State {
+                topics: HashMap::new(),
+                incomplete: HashMap::new(),
+                next_batch_id: seed,
+                flushing: 0,
+                closing: false,
+            }),
+            memory,
+            wake_sender: Notify::new(),
+        }
+    }
+
+    pub(crate) fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state is still consistent enough
+        // to fail the remaining batches, so keep going rather than cascade panics.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An upper bound on the bytes `record` takes in a batch; what `send` reserves.
+    pub(crate) fn record_bytes(record: &Record) -> usize {
+        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+        RECORD_OVERHEAD_BYTES
+            + len(&record.key)
+            + len(&record.value)
+            + record
+                .headers
+                .iter()
+                .map(|h| HEADER_OVERHEAD_BYTES + h.key.len() + len(&h.value))
+                .sum::<usize>()
+    }
+
+    /// Reserves `bytes` of buffer memory, waiting while it is used up.
+    pub(crate) async fn reserve(&self, bytes: usize) -> Result<(), ClientError> {
+        if bytes > self.config.buffer_memory {
+            return Err(ClientError::InvalidArgument(format!(
+                "a record of {bytes} bytes is larger than buffer_memory ({} bytes)",
+                self.config.buffer_memory
+            )));
+        }
+        // Within MAX_BUFFER_MEMORY_BYTES = u32::MAX, checked by the config.
+        let permits = bytes as u32;
+        let permit = match self.memory.try_acquire_many(permits) {
+            Ok(permit) => permit,
+            Err(_) => self
+                .memory
+                .acquire_many(permits)
+                .await
+                .map_err(|_| ClientError::Closed)?,
+        };
+        permit.forget();
+        Ok(())
+    }
+
+    /// Gives back memory reserved for a record that was not appended.
+    pub(crate) fn unreserve(&self, bytes: usize) {
+        self.memory.add_permits(bytes);
+    }
+
+    /// Records `topic`'s partition count. A count never shrinks here (topics only grow),
+    /// so batches already queued for a partition keep a place.
+    pub(crate) fn set_partitions(&self, topic: &str, partitions: u32, now: Instant) {
+        let mut state = self.lock();
+        let seed = state.next_batch_id;
+        let entry = state
+            .topics
+            .entry(Arc::from(topic))
+            .or_insert_with(|| TopicState {
+                partitions: Vec::new(),
+                sticky: StickyPartitioner::new(seed),
+                expires: now,
+            });
+        entry.expires = now + METADATA_MAX_AGE;
+        let partitions = partitions as usize;
+        if entry.partitions.len() < partitions {
+            entry
+                .partitions
+                .resize_with(partitions, PartitionState::default);
+        }
+    }
+
+    /// Forgets `topic`'s cached partition count, so the next send fetches it again. Keeps
+    /// its queued batches.
+    pub(crate) fn invalidate(&self, topic: &str) {
+        if let Some(t) = self.lock().topics.get_mut(topic) {
+            t.expires = Instant::now();
+        }
+    }
+
+    /// Appends `record` (whose [`record_bytes`](Self::record_bytes) the caller reserved)
+    /// to the open batch of its partition.
+    pub(crate) fn append(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        record: &Record,
+        reserved_bytes: usize,
+        now: Instant,
+    ) -> Result<Appended, AppendError> {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.closing {
+            return Err(AppendError::Failed(ClientError::Closed));
+        }
+        let Some((topic_name, topic_state)) = state.topics.get_key_value(topic) else {
+            return Err(AppendError::NeedMetadata);
+        };
+        if topic_state.expires <= now {
+            return Err(AppendError::NeedMetadata);
+        }
+        let topic_name = topic_name.clone();
+        let topic_state = state.topics.get_mut(topic).expect("found above");
+        let count = topic_state.partitions.len() as u32;
+        let partition = match (partition, &record.key) {
+            (Some(p), _) if p < count => p,
+            (Some(_), _) => return Err(AppendError::NeedMetadata),
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => topic_state.sticky.partition(count),
+        };
+        let part = &mut topic_state.partitions[partition as usize];
+        let mut wake = false;
+
+        // Close the open batch first if this record would take it past batch_bytes.
+        if let Some(open) = &part.open
+            && !open.batch.is_empty()
+            && open.estimated_size() + reserved_bytes > self.config.batch_bytes
+        {
+            let open = part.open.take().expect("checked");
+            part.ready.push_back(open.batch);
+            topic_state.sticky.batch_closed(partition, count);
+            wake = true;
+        }
+        if part.open.is_none() {
+            let id = state.next_batch_id;
+            state.next_batch_id = state.next_batch_id.wrapping_add(1);
+            let completion = Arc::new(BatchCompletion::new(topic_name.clone(), partition));
+            state.incomplete.insert(id, completion.clone());
+            part.open = Some(OpenBatch {
+                batch: ProducerBatch {
+                    topic: topic_name,
+                    partition,
+                    payload: Payload::Open(RecordBatchBuilder::new(self.config.compression)),
+                    record_count: 0,
+                    completion,
+                    id,
+                    reserved_bytes: 0,
+                    attempts: 0,
+                    send_seq: 0,
+                },
+                created: now,
+            });
+            // The sender arms the linger timer of the new batch.
+            wake = true;
+        }
+        let open = part.open.as_mut().expect("opened above");
+        let Payload::Open(builder) = &mut open.batch.payload else {
+            unreachable!("an open batch is never built");
+        };
+        if let Err(error) = builder.try_push(record) {
+            if builder.is_empty() {
+                // Nothing to close: the record alone is over a batch limit.
+                drop(guard);
+                return Err(AppendError::Failed(error.into()));
+            }
+            drop(guard);
+            // The record may still fit an empty batch: close this one and retry once.
+            self.close_open(topic, partition);
+            return self.append(topic, Some(partition), record, reserved_bytes, now);
+        }
+        let index = open.batch.record_count;
+        open.batch.record_count += 1;
+        open.batch.reserved_bytes += reserved_bytes;
+        let appended = Appended {
+            completion: open.batch.completion.clone(),
+            index,
+        };
+        drop(guard);
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        Ok(appended)
+    }
+
+    fn close_open(&self, topic: &str, partition: u32) {
+        let mut state = self.lock();
+        if let Some(t) = state.topics.get_mut(topic) {
+            let count = t.partitions.len() as u32;
+            let part = &mut t.partitions[partition as usize];
+            if let Some(open) = part.open.take() {
+                part.ready.push_back(open.batch);
+                t.sticky.batch_closed(partition, count);
+            }
+        }
+        drop(state);
+        self.wake_sender.notify_one();
+    }
+
+    /// Closes batches whose linger ran out (all open batches when flushing or closing) and
+    /// takes up to `budget` batches that may be sent now: the oldest ready batches of each
+    /// partition that has fewer than `max_in_flight` in flight, is not backing off and is
+    /// not waiting to retry earlier batches. Taken batches count as in flight until
+    /// [`complete`](Self::complete) is called for them.
+    pub(crate) fn drain(&self, now: Instant, budget: usize) -> Drained {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let send_all = state.flushing > 0 || state.closing;
+        let mut drained = Drained::default();
+        let mut budget = budget;
+        let wake = |at: Instant, next: &mut Option<Instant>| {
+            *next = Some(next.map_or(at, |n| n.min(at)));
+        };
+        for topic in state.topics.values_mut() {
+            let count = topic.partitions.len() as u32;
+            for (index, part) in topic.partitions.iter_mut().enumerate() {
+                if let Some(open) = &part.open {
+                    let deadline = open.created + self.config.linger;
+                    if send_all || deadline <= now {
+                        let open = part.open.take().expect("checked");
+                        part.ready.push_back(open.batch);
+                        topic.sticky.batch_closed(index as u32, count);
+                    } else {
+                        wake(deadline, &mut drained.next_wake);
+                    }
+                }
+                if part.ready.is_empty() || !part.failed.is_empty() {
+                    continue;
+                }
+                if let Some(at) = part.retry_at {
+                    if at > now {
+                        wake(at, &mut drained.next_wake);
+                        continue;
+                    }
+                    part.retry_at = None;
+                }
+                let mut round = 0;
+                while budget > 0 && part.in_flight < self.config.max_in_flight {
+                    let Some(batch) = part.ready.pop_front() else {
+                        break;
+                    };
+                    part.in_flight += 1;
+                    budget -= 1;
+                    if drained.rounds.len() == round {
+                        drained.rounds.push(Vec::new());
+                    }
+                    drained.rounds[round].push(batch);
+                    round += 1;
+                }
+            }
+        }
+        drained
+    }
+
+    /// Records the outcome of one sent batch (each partition's outcomes in send order).
+    ///
+    /// The ordering rule: a batch that failed retriably is retried only if no later batch
+    /// of its partition was appended meanwhile. So the partition pauses at the first
+    /// failure; later in-flight batches answer; a later success means the earlier failures
+    /// can no longer be retried without reordering, so they fail with their errors; once
+    /// nothing is in flight, the batches still failed go back to the front of the queue,
+    /// in order, after a backoff.
+    pub(crate) fn complete(
+        &self,
+        mut batch: ProducerBatch,
+        outcome: Result<BatchAck, ClientError>,
+        now: Instant,
+    ) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut done: Vec<(ProducerBatch, Result<BatchAck, ClientError>)> = Vec::new();
+        let part = state
+            .topics
+            .get_mut(&*batch.topic)
+            .and_then(|t| t.partitions.get_mut(batch.partition as usize))
+            .expect("a batch's partition stays known");
+        part.in_flight -= 1;
+        match outcome {
+            Ok(ack) => {
+                done.extend(part.failed.drain(..).map(|(b, e)| (b, Err(e))));
+                done.push((batch, Ok(ack)));
+            }
+            Err(error) if error.is_retriable() && batch.attempts < self.config.retries => {
+                batch.attempts += 1;
+                tracing::debug!(
+                    topic = %batch.topic, partition = batch.partition, attempt = batch.attempts,
+                    error = %error, "produce failed; will retry"
+                );
+                part.failed.push((batch, error));
+            }
+            Err(error) => done.push((batch, Err(error))),
+        }
+        if part.in_flight == 0 && !part.failed.is_empty() {
+            let attempts = part
+                .failed
+                .iter()
+                .map(|(b, _)| b.attempts)
+                .max()
+                .unwrap_or(1);
+            for (batch, _) in part.failed.drain(..).rev() {
+                part.ready.push_front(batch);
+            }
+            part.retry_at = Some(now + self.config.backoff(attempts));
+        }
+        let mut released = 0;
+        for (batch, _) in &done {
+            state.incomplete.remove(&batch.id);
+            released += batch.reserved_bytes;
+        }
+        drop(guard);
+        for (batch, result) in done {
+            if let Err(error) = &result {
+                tracing::debug!(topic = %batch.topic, partition = batch.partition, error = %error, "produce failed");
+            }
+            batch.completion.complete(result);
+        }
+        self.memory.add_permits(released);
+        // A retry may be due, or an in-flight slot freed.
+        self.wake_sender.notify_one();
+    }
+
+    /// Starts a flush: open batches are sent at once until [`end_flush`](Self::end_flush).
+    /// Returns the completions of every batch not yet completed.
+    pub(crate) fn begin_flush(&self) -> Vec<Arc<BatchCompletion>> {
+        let mut state = self.lock();
+        state.flushing += 1;
+        let pending = state.incomplete.values().cloned().collect();
+        drop(state);
+        self.wake_sender.notify_one();
+        pending
+    }
+
+    /// Ends a flush started with [`begin_flush`](Self::begin_flush).
+    pub(crate) fn end_flush(&self) {
+        self.lock().flushing -= 1;
+    }
+
+    /// Refuses further appends; what is buffered is still sent.
+    pub(crate) fn close(&self) {
+        self.lock().closing = true;
+        self.wake_sender.notify_one();
+    }
+
+    /// Whether the producer is closing and nothing is left to send or await.
+    pub(crate) fn is_finished(&self) -> bool {
+        let state = self.lock();
+        state.closing && state.incomplete.is_empty()
+    }
+
+    /// Fails every batch not yet sent or in flight (the sender is stopping for good).
+    pub(crate) fn fail_unsent(&self, error: &ClientError) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let mut failed = Vec::new();
+        for topic in state.topics.values_mut() {
+            for part in &mut topic.partitions {
+                failed.extend(part.open.take().map(|o| o.batch));
+                failed.extend(part.ready.drain(..));
+                failed.extend(part.failed.drain(..).map(|(b, _)| b));
+            }
+        }
+        let mut released = 0;
+        for batch in &failed {
+            state.incomplete.remove(&batch.id);
+            released += batch.reserved_bytes;
+        }
+        drop(guard);
+        for batch in failed {
+            batch.completion.complete(Err(error.clone()));
+        }
+        self.memory.add_permits(released);
+    }
+}
+
+impl OpenBatch {
+    fn estimated_size(&self) -> usize {
+        match &self.batch.payload {
+            Payload::Open(builder) => builder.estimated_size(),
+            Payload::Built(bytes) => bytes.len(),
+        }
+    }
+}
+
+impl ProducerBatch {
+    fn is_empty(&self) -> bool {
+        self.record_count == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::producer::config::ProducerConfig;
+
+    const TOPIC: &str = "t";
+
+    fn config() -> ProducerConfig {
+        ProducerConfig {
+            linger: Duration::from_millis(10),
+            batch_bytes: 1024,
+            buffer_memory: 1024 * 1024,
+            max_in_flight: 2,
+            retries: 3,
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            ..ProducerConfig::default()
+        }
+    }
+
+    fn accumulator(config: ProducerConfig, partitions: u32, now: Instant) -> Accumulator {
+        let acc = Accumulator::new(config);
+        acc.set_partitions(TOPIC, partitions, now);
+        acc
+    }
+
+    fn record(key: Option<&str>, value: &str) -> Record {
+        Record {
+            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+            value: Some(Bytes::copy_from_slice(value.as_bytes())),
+            headers: vec![],
+            timestamp: 1_700_000_000_000,
+        }
+    }
+
+    async fn append(
+        acc: &Accumulator,
+        partition: Option<u32>,
+        record: &Record,
+        now: Instant,
+    ) -> Appended {
+        let bytes = Accumulator::record_bytes(record);
+        acc.reserve(bytes).await.unwrap();
+        acc.append(TOPIC, partition, record, bytes, now)
+            .expect("appended")
+    }
+
+    fn sent(drained: Drained) -> Vec<ProducerBatch> {
+        drained.rounds.into_iter().flatten().collect()
+    }
+
+    /// The values in a batch, decoded from the bytes the broker would get.
+    fn values(batch: &mut ProducerBatch) -> Vec<String> {
+        let bytes = batch.encode().unwrap();
+        weir_batch::decode_records(&bytes)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect()
+    }
+
+    fn ack(base_offset: i64) -> Result<BatchAck, ClientError> {
+        Ok(BatchAck {
+            base_offset,
+            log_append_time_ms: -1,
+        })
+    }
+
+    #[tokio::test]
+    async fn linger_holds_a_batch_until_it_runs_out() {
+        let t0 = Instant::now();
+        let acc = accumulator(config(), 1, t0);
+        append(&acc, Some(0), &record(None, "a"), t0).await;
+        append(&acc, Some(0), &record(None, "b"), t0).await;
+        let drained = acc.drain(t0 + Duration::from_millis(9), 100);
+        assert!(drained.rounds.is_empty());
+        assert_eq!(drained.next_wake, Some(t0 + Duration::from_millis(10)));
+        let mut batches = sent(acc.drain(t0 + Duration::from_millis(10), 100));
+        assert_eq!(batches.len(), 1);
+        assert_eq!(values(&mut batches[0]), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_is_sent_without_lingering_and_stays_within_batch_bytes() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let value = "v".repeat(100);
+        for _ in 0..20 {
+            append(&acc, Some(0), &record(None, &value), t0).await;
+        }
+        let mut batches = sent(acc.drain(t0, 100));
+        assert!(!batches.is_empty(), "a full batch is ready at once");
+        for batch in &mut batches {
+            let bytes = batch.encode().unwrap();
+            assert!(bytes.len() <= 1024, "batch of {} bytes", bytes.len());
+            assert!(batch.record_count > 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_partition_has_at_most_max_in_flight_batches_sent_in_order() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        // 150-byte values: one record per batch.
+        let values_sent: Vec<String> = (0..5).map(|i| format!("{i}{}", "x".repeat(149))).collect();
+        for v in &values_sent {
+            append(&acc, Some(0), &record(None, v), t0).await;
+        }
+        let mut first = sent(acc.drain(t0, 100));
+        assert_eq!(first.len(), 2, "max_in_flight is 2");
+        assert_eq!(values(&mut first[0]), [values_sent[0].clone()]);
+        assert_eq!(values(&mut first[1]), [values_sent[1].clone()]);
+        assert!(
+            sent(acc.drain(t0, 100)).is_empty(),
+            "nothing while 2 are in flight"
+        );
+        let second_batch = first.pop().unwrap();
+        acc.complete(first.pop().unwrap(), ack(0), t0);
+        let mut next = sent(acc.drain(t0, 100));
+        assert_eq!(next.len(), 1);
+        assert_eq!(values(&mut next[0]), [values_sent[2].clone()]);
+        acc.complete(second_batch, ack(1), t0);
+        acc.complete(next.pop().unwrap(), ack(2), t0);
+        let mut rest = sent(acc.drain(t0, 100));
+        let rest_values: Vec<Vec<String>> = rest.iter_mut().map(values).collect();
+        assert_eq!(
+            rest_values,
+            [vec![values_sent[3].clone()], vec![values_sent[4].clone()]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delivery_carries_the_batch_offset_plus_the_record_index() {
+        let t0 = Instant::now();
+        let acc = accumulator(config(), 1, t0);
+        let a = append(&acc, Some(0), &record(None, "a"), t0).await;
+        let b = append(&acc, Some(0), &record(None, "b"), t0).await;
+        assert_eq!((a.index, b.index), (0, 1));
+        let batch = sent(acc.drain(t0 + Duration::from_secs(1), 100))
+            .pop()
+            .unwrap();
+        acc.complete(batch, ack(41), t0);
+        assert_eq!(
+            b.completion.result().unwrap().as_ref().unwrap().base_offset,
+            41
+        );
+        assert!(acc.begin_flush().is_empty(), "nothing left incomplete");
+        acc.end_flush();
+    }
+
+    #[tokio::test]
+    async fn retriable_failures_are_retried_after_a_backoff_in_order() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        let mut batches = sent(acc.drain(t0, 100));
+        let second = batches.pop().unwrap();
+        let first = batches.pop().unwrap();
+        let unavailable = || Err(ClientError::Unavailable("down".to_owned()));
+        acc.complete(first, unavailable(), t0);
+        // The partition pauses: nothing new is sent while the failed batch waits.
+        append(&acc, Some(0), &record(None, &"c".repeat(150)), t0).await;
+        assert!(sent(acc.drain(t0, 100)).is_empty());
+        acc.complete(second, unavailable(), t0);
+        assert!(
+            a.completion.result().is_none(),
+            "not failed: it will be retried"
+        );
+        let drained = acc.drain(t0 + Duration::from_millis(99), 100);
+        assert!(drained.rounds.is_empty(), "backing off");
+        assert_eq!(drained.next_wake, Some(t0 + Duration::from_millis(100)));
+        let mut retried = sent(acc.drain(t0 + Duration::from_millis(100), 100));
+        let firsts: Vec<char> = retried
+            .iter_mut()
+            .map(|b| values(b)[0].chars().next().unwrap())
+            .collect();
+        assert_eq!(
+            firsts,
+            ['a', 'b'],
+            "retried in the original order, before c"
+        );
+        assert_eq!(retried[0].attempts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failure_followed_by_a_later_success_is_reported_not_retried() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        let b = append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        let mut batches = sent(acc.drain(t0, 100));
+        let second = batches.pop().unwrap();
+        acc.complete(
+            batches.pop().unwrap(),
+            Err(ClientError::ResourceExhausted("busy".to_owned())),
+            t0,
+        );
+        acc.complete(second, ack(7), t0);
+        // Retrying `a` now would put it after `b`: it fails instead.
+        assert!(matches!(
+            a.completion.result(),
+            Some(Err(ClientError::ResourceExhausted(_)))
+        ));
+        assert!(b.completion.result().unwrap().is_ok());
+        assert!(sent(acc.drain(t0 + Duration::from_secs(10), 100)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn fatal_errors_and_exhausted_retries_fail_the_batch() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            retries: 1,
+            ..config()
+        };
+        let acc = accumulator(config, 2, t0);
+        let fatal = append(&acc, Some(0), &record(None, "a"), t0).await;
+        let retried = append(&acc, Some(1), &record(None, "b"), t0).await;
+        let mut batches = sent(acc.drain(t0, 100));
+        batches.sort_by_key(|b| b.partition);
+        let p1 = batches.pop().unwrap();
+        acc.complete(
+            batches.pop().unwrap(),
+            Err(ClientError::InvalidArgument("bad".to_owned())),
+            t0,
+        );
+        assert!(matches!(
+            fatal.completion.result(),
+            Some(Err(ClientError::InvalidArgument(_)))
+        ));
+        acc.complete(p1, Err(ClientError::Unavailable("down".to_owned())), t0);
+        let again = sent(acc.drain(t0 + Duration::from_secs(1), 100))
+            .pop()
+            .unwrap();
+        assert_eq!(again.attempts, 1);
+        acc.complete(
+            again,
+            Err(ClientError::Unavailable("still down".to_owned())),
+            t0,
+        );
+        assert!(matches!(
+            retried.completion.result(),
+            Some(Err(ClientError::Unavailable(m))) if m == "still down"
+        ));
+    }
+
+    #[tokio::test]
+    async fn send_waits_while_buffer_memory_is_used_up() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            buffer_memory: 1000,
+            batch_bytes: 1000,
+            ..config()
+        };
+        let acc = Arc::new(accumulator(config, 1, t0));
+        let big = record(None, &"x".repeat(600));
+        append(&acc, Some(0), &big, t0).await;
+        let bytes = Accumulator::record_bytes(&big);
+        let waiting = {
+            let acc = acc.clone();
+            tokio::spawn(async move { acc.reserve(bytes).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "blocked while memory is used up");
+        let batch = sent(acc.drain(t0, 100)).pop().unwrap();
+        acc.complete(batch, ack(0), t0);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("released by the completion")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            acc.reserve(1001).await,
+            Err(ClientError::InvalidArgument(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn unkeyed_records_stick_to_a_partition_until_its_batch_closes() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            batch_bytes: 1024,
+            ..config()
+        };
+        let acc = accumulator(config, 8, t0);
+        let value = "v".repeat(100);
+        let first = append(&acc, None, &record(None, &value), t0).await;
+        let sticky = first.completion.partition;
+        let mut partition = sticky;
+        let mut count = 1;
+        while partition == sticky {
+            let appended = append(&acc, None, &record(None, &value), t0).await;
+            partition = appended.completion.partition;
+            count += 1;
+            assert!(count < 20, "never moved");
+        }
+        // Eight 136-byte reservations fill a 1 KiB batch; the ninth closes it, and the
+        // record after that moves on.
+        assert!(count > 5, "moved after {count} records");
+        assert_eq!(
+            sent(acc.drain(t0, 100)).len(),
+            1,
+            "the closed batch is ready"
+        );
+    }
+
+    #[tokio::test]
+    async fn keyed_records_follow_kafkas_partitioner() {
+        let t0 = Instant::now();
+        let acc = accumulator(config(), 10, t0);
+        for key in ["21", "foobar", "abc", "user-1"] {
+            let appended = append(&acc, None, &record(Some(key), "v"), t0).await;
+            assert_eq!(
+                appended.completion.partition,
+                partition_for_key(key.as_bytes(), 10)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unknown_or_stale_topics_and_missing_partitions_ask_for_metadata() {
+        let t0 = Instant::now();
+        let acc = accumulator(config(), 2, t0);
+        let r = record(None, "v");
+        assert!(matches!(
+            acc.append("other", None, &r, 0, t0),
+            Err(AppendError::NeedMetadata)
+        ));
+        assert!(matches!(
+            acc.append(TOPIC, Some(2), &r, 0, t0),
+            Err(AppendError::NeedMetadata)
+        ));
+        assert!(matches!(
+            acc.append(TOPIC, None, &r, 0, t0 + METADATA_MAX_AGE),
+            Err(AppendError::NeedMetadata)
+        ));
+        acc.invalidate(TOPIC);
+        assert!(matches!(
+            acc.append(TOPIC, None, &r, 0, Instant::now()),
+            Err(AppendError::NeedMetadata)
+        ));
+    }
+}

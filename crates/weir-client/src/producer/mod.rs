@@ -1,0 +1,356 @@
+//! [`Producer`]: batches records per partition on the client and pipelines them to the
+//! broker over one bidirectional `ProduceStream`.
+//!
+//! # How a record travels
+//!
+//! [`Producer::send`] reserves the record's size from `buffer_memory` (waiting while it is
+//! used up: backpressure, never unbounded buffering), picks a partition (explicit, keyed
+//! by Kafka's murmur2, or sticky for unkeyed records; see [`crate::partitioner`]) and
+//! encodes the record into that partition's open RecordBatch v2. A batch closes when the
+//! next record would take it past `batch_bytes`, or when it has waited `linger`. A
+//! background sender task compresses and checksums closed batches and sends them as
+//! `PartitionRecords.batches` bytes, which the broker appends unchanged. Each record's
+//! [`DeliveryFuture`] resolves with its offset when the broker answers for its batch.
+//!
+//! # Order, in-flight requests and retries
+//!
+//! Up to `max_in_flight` (default 5) batches per partition are in flight, and the broker
+//! answers a partition's requests in order. Kafka without idempotence can reorder
+//! records when a batch fails, a later one succeeds, and the failed one is retried; the
+//! usual safe answer is one batch in flight, which caps a partition at one batch per
+//! round trip. Weir keeps both pipelining and order with one rule: **a failed batch is
+//! retried only if no later batch of its partition was appended.** At the first
+//! retriable failure the partition stops sending; once its in-flight batches have
+//! answered, the failed ones are resent in their original order after a backoff, unless
+//! a later batch succeeded meanwhile, in which case the earlier failures are reported to
+//! their records instead of being retried out of order. So records of one partition are
+//! never appended out of send order; a retry can still append a batch twice if the broker
+//! appended it but the answer was lost (a broken stream), as in Kafka without
+//! idempotence. Only retriable errors (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
+//! `DEADLINE_EXCEEDED`) are retried, at most `retries` times, with doubling backoff.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use weir_client::{Producer, ProducerConfig, ProducerRecord};
+//!
+//! # async fn example() -> Result<(), weir_client::ClientError> {
+//! let producer = Producer::connect(ProducerConfig::default()).await?;
+//! let delivery = producer
+//!     .send(ProducerRecord::new("events", "hello").key("user-1"))
+//!     .await?;
+//! let metadata = delivery.await?;
+//! println!("written at {}/{}", metadata.partition, metadata.offset);
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+mod accumulator;
+mod config;
+mod sender;
+
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+use weir_batch::{Header, Record};
+use weir_proto::v1::producer_client::ProducerClient;
+
+use self::accumulator::{Accumulator, AppendError, BatchCompletion};
+pub use self::config::{
+    Acks, DEFAULT_BATCH_BYTES, DEFAULT_BUFFER_MEMORY_BYTES, DEFAULT_LINGER, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
+    MAX_BUFFER_MEMORY_BYTES, MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT, METADATA_MAX_AGE,
+    ProducerConfig,
+};
+use crate::admin::Admin;
+use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+
+/// A record to send.
+#[derive(Debug, Clone)]
+pub struct ProducerRecord {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// The partition to write to; `None` lets the partitioner choose (by key, or sticky
+    /// for unkeyed records).
+    pub partition: Option<u32>,
+    /// Record key; `None` is a null key.
+    pub key: Option<Bytes>,
+    /// Record value; `None` is a null value (a tombstone on compacted topics).
+    pub value: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// Creation time, ms since the Unix epoch; `None` takes the producer's clock at send.
+    pub timestamp: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// An unkeyed record with `value` for `topic`.
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> ProducerRecord {
+        ProducerRecord {
+            topic: topic.into(),
+            partition: None,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the key.
+    pub fn key(mut self, key: impl Into<Bytes>) -> ProducerRecord {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the partition explicitly.
+    pub fn partition(mut self, partition: u32) -> ProducerRecord {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> ProducerRecord {
+        self.headers.push(Header {
+            key: key.into(),
+            value: Some(value.into()),
+        });
+        self
+    }
+
+    /// Sets the timestamp (ms since the Unix epoch).
+    pub fn timestamp(mut self, timestamp_ms: i64) -> ProducerRecord {
+        self.timestamp = Some(timestamp_ms);
+        self
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition index.
+    pub partition: u32,
+    /// The record's offset; -1 with [`Acks::None`].
+    pub offset: i64,
+    /// The record's timestamp: its own, or the broker's append time on topics with
+    /// `message.timestamp.type=LogAppendTime`.
+    pub timestamp: i64,
+}
+
+/// The outcome of one sent record. Await it (it is [`IntoFuture`]) for the
+/// [`RecordMetadata`] or the error; dropping it does not cancel the send.
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    completion: Arc<BatchCompletion>,
+    index: u32,
+    timestamp: i64,
+}
+
+impl DeliveryFuture {
+    /// The outcome if it is known, without waiting.
+    pub fn try_result(&self) -> Option<Result<RecordMetadata, ClientError>> {
+        self.completion.result().map(|r| self.metadata(r))
+    }
+
+    /// Waits for the outcome.
+    pub async fn wait(self) -> Result<RecordMetadata, ClientError> {
+        let result = self.completion.wait().await;
+        self.metadata(result)
+    }
+
+    fn metadata(
+        &self,
+        result: &Result<accumulator::BatchAck, ClientError>,
+    ) -> Result<RecordMetadata, ClientError> {
+        let ack = result.as_ref().map_err(Clone::clone)?;
+        Ok(RecordMetadata {
+            topic: self.completion.topic.clone(),
+            partition: self.completion.partition,
+            offset: if ack.base_offset < 0 {
+                -1
+            } else {
+                ack.base_offset + i64::from(self.index)
+            },
+            timestamp: if ack.log_append_time_ms >= 0 {
+                ack.log_append_time_ms
+            } else {
+                self.timestamp
+            },
+        })
+    }
+}
+
+impl IntoFuture for DeliveryFuture {
+    type Output = Result<RecordMetadata, ClientError>;
+    // Boxed because the future type of an `async fn` cannot be named; the box is paid
+    // only by records whose delivery is awaited one by one.
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}
+
+/// A batching, pipelining producer. See the [module docs](self) for how records travel
+/// and how order is kept.
+///
+/// `send` takes `&self`: share one producer between tasks with an `Arc`. Dropping the
+/// producer stops accepting records; what was already sent is still delivered in the
+/// background. [`close`](Self::close) waits for that.
+#[derive(Debug)]
+pub struct Producer {
+    accumulator: Arc<Accumulator>,
+    admin: Admin,
+    sender: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Producer {
+    /// Checks `config`, connects to the first reachable broker and starts the sender.
+    pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
+        config.validate()?;
+        let channel = connection::connect(&config.brokers).await?;
+        let client = ProducerClient::new(channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let accumulator = Arc::new(Accumulator::new(config));
+        let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), client).run());
+        Ok(Producer {
+            accumulator,
+            admin: Admin::from_channel(channel),
+            sender: Mutex::new(Some(sender)),
+        })
+    }
+
+    /// Queues `record` for sending and returns its [`DeliveryFuture`].
+    ///
+    /// Waits while `buffer_memory` is used up. Fails at once (without sending) if the
+    /// producer is closed, the topic or explicit partition does not exist
+    /// ([`ClientError::NotFound`]) or the record can never fit a batch.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let ProducerRecord {
+            topic,
+            partition,
+            key,
+            value,
+            headers,
+            ..
+        } = record;
+        let record = Record {
+            key,
+            value,
+            headers,
+            timestamp,
+        };
+        let reserved = Accumulator::record_bytes(&record);
+        self.accumulator.reserve(reserved).await?;
+        let mut refreshed_count = None;
+        loop {
+            match self
+                .accumulator
+                .append(&topic, partition, &record, reserved, Instant::now())
+            {
+                Ok(appended) => {
+                    return Ok(DeliveryFuture {
+                        completion: appended.completion,
+                        index: appended.index,
+                        timestamp,
+                    });
+                }
+                Err(AppendError::NeedMetadata) if refreshed_count.is_none() => {
+                    match self.refresh_metadata(&topic).await {
+                        Ok(count) => refreshed_count = Some(count),
+                        Err(error) => {
+                            self.accumulator.unreserve(reserved);
+                            return Err(error);
+                        }
+                    }
+                }
+                Err(AppendError::NeedMetadata) => {
+                    self.accumulator.unreserve(reserved);
+                    return Err(ClientError::NotFound(format!(
+                        "topic {topic} has no partition {} (it has {})",
+                        partition.unwrap_or_default(),
+                        refreshed_count.unwrap_or_default()
+                    )));
+                }
+                Err(AppendError::Failed(error)) => {
+                    self.accumulator.unreserve(reserved);
+                    return Err(error);
+                }
+            }
+        }
+    }
+
+    /// The number of partitions of `topic`, fetched from the broker (and cached for
+    /// later sends).
+    pub async fn partitions(&self, topic: &str) -> Result<u32, ClientError> {
+        self.refresh_metadata(topic).await
+    }
+
+    async fn refresh_metadata(&self, topic: &str) -> Result<u32, ClientError> {
+        let description = self.admin.describe_topic(topic).await?;
+        let count = description.partitions.len() as u32;
+        if count == 0 {
+            return Err(ClientError::Unavailable(format!(
+                "topic {topic} has no partitions yet"
+            )));
+        }
+        tracing::debug!(topic, partitions = count, "topic metadata refreshed");
+        self.accumulator
+            .set_partitions(topic, count, Instant::now());
+        Ok(count)
+    }
+
+    /// Sends every buffered record at once (ignoring `linger`) and waits until every
+    /// record sent before the call has its outcome. Outcomes, including errors, are in
+    /// the records' [`DeliveryFuture`]s.
+    pub async fn flush(&self) {
+        /// Ends the flush even if the caller stops waiting (the future is dropped).
+        struct FlushGuard<'a>(&'a Accumulator);
+        impl Drop for FlushGuard<'_> {
+            fn drop(&mut self) {
+                self.0.end_flush();
+            }
+        }
+        let pending = self.accumulator.begin_flush();
+        let _guard = FlushGuard(&self.accumulator);
+        for completion in pending {
+            completion.wait().await;
+        }
+    }
+
+    /// Stops accepting records, delivers everything buffered (retrying as configured),
+    /// and waits for the sender to finish.
+    pub async fn close(self) {
+        self.accumulator.close();
+        let sender = self.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sender) = sender
+            && let Err(error) = sender.await
+        {
+            tracing::error!(error = %error, "producer sender task failed");
+            self.accumulator.fail_unsent(&ClientError::Closed);
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender delivers what is buffered, then exits.
+        self.accumulator.close();
+    }
+}
+
+/// Milliseconds since the Unix epoch by the local clock.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,410 @@
+//! The client against a real broker on 127.0.0.1:0: produce, consume, seek, admin and
+//! the errors a user sees.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use weir_client::partitioner::partition_for_key;
+use weir_client::{
+    Admin, ClientError, Compression, Consumer, ConsumerConfig, ConsumerRecord, DeliveryFuture,
+    OffsetQuery, OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo,
+};
+
+/// Longest any test waits for records it expects.
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Broker {
+    running: Option<weir_server::RunningServer>,
+    brokers: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start() -> Result<Broker> {
+        let dir = tempfile::tempdir()?;
+        let running = weir_server::start(weir_server::ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse()?,
+            admin_listen: None,
+            ..Default::default()
+        })
+        .await?;
+        // No scheme: the client adds it.
+        let brokers = vec![running.addr.to_string()];
+        Ok(Broker {
+            running: Some(running),
+            brokers,
+            _dir: dir,
+        })
+    }
+
+    async fn admin(&self) -> Result<Admin> {
+        Ok(Admin::connect(&self.brokers).await?)
+    }
+
+    async fn producer(&self, config: ProducerConfig) -> Result<Producer> {
+        Ok(Producer::connect(ProducerConfig {
+            brokers: self.brokers.clone(),
+            ..config
+        })
+        .await?)
+    }
+
+    async fn consumer(&self, reset: OffsetReset) -> Result<Consumer> {
+        Ok(Consumer::connect(ConsumerConfig {
+            brokers: self.brokers.clone(),
+            auto_offset_reset: reset,
+            ..ConsumerConfig::default()
+        })
+        .await?)
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        self.running.take().expect("running").shutdown().await
+    }
+}
+
+/// Polls until `count` records arrived (or fails after [`WAIT`]).
+async fn consume(consumer: &mut Consumer, count: usize) -> Result<Vec<ConsumerRecord>> {
+    let deadline = Instant::now() + WAIT;
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} of {count} records arrived",
+            out.len()
+        );
+        out.extend(
+            consumer
+                .poll(count - out.len(), Duration::from_millis(200))
+                .await?,
+        );
+    }
+    Ok(out)
+}
+
+fn text(record: &ConsumerRecord) -> String {
+    String::from_utf8(record.value.as_deref().unwrap_or_default().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn many_records_over_many_partitions_come_back_complete_in_order_with_their_offsets()
+-> Result<()> {
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin.create_topic("many", 8, 0, HashMap::new()).await?;
+    let producer = broker
+        .producer(ProducerConfig {
+            batch_bytes: 16 * 1024, // many batches, several in flight per partition
+            compression: Compression::Lz4,
+            ..ProducerConfig::default()
+        })
+        .await?;
+    const RECORDS: usize = 20_000;
+    let mut deliveries: Vec<(u32, usize, DeliveryFuture)> = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let partition = (i % 8) as u32;
+        let record = ProducerRecord::new("many", format!("{partition}:{i}:{}", "x".repeat(80)))
+            .partition(partition);
+        deliveries.push((partition, i, producer.send(record).await?));
+    }
+    producer.flush().await;
+    // Offsets per partition are 0, 1, 2... in send order.
+    let mut next_offset: BTreeMap<u32, i64> = BTreeMap::new();
+    let mut offset_of: HashMap<usize, i64> = HashMap::new();
+    for (partition, i, delivery) in deliveries {
+        let metadata = delivery
+            .try_result()
+            .expect("flush waits for every record")?;
+        assert_eq!(metadata.partition, partition);
+        assert_eq!(&*metadata.topic, "many");
+        let expected = next_offset.entry(partition).or_insert(0);
+        assert_eq!(metadata.offset, *expected, "record {i}");
+        *expected += 1;
+        offset_of.insert(i, metadata.offset);
+    }
+
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    let assignment: Vec<(&str, u32)> = (0..8).map(|p| ("many", p)).collect();
+    consumer.assign(&assignment);
+    let records = consume(&mut consumer, RECORDS).await?;
+    assert_eq!(records.len(), RECORDS);
+    let mut last: HashMap<u32, usize> = HashMap::new();
+    for record in &records {
+        let value = text(record);
+        let mut parts = value.split(':');
+        let partition: u32 = parts.next().unwrap().parse()?;
+        let i: usize = parts.next().unwrap().parse()?;
+        assert_eq!(partition, record.partition);
+        assert_eq!(
+            offset_of[&i], record.offset,
+            "the offset the delivery reported"
+        );
+        if let Some(previous) = last.insert(partition, i) {
+            assert!(previous < i, "partition {partition}: {i} after {previous}");
+        }
+    }
+    for p in 0..8 {
+        assert_eq!(consumer.position("many", p), Some((RECORDS / 8) as i64));
+    }
+    producer.close().await;
+    broker.stop().await
+}
+
+#[tokio::test]
+async fn records_with_one_key_land_on_kafkas_partition_in_send_order() -> Result<()> {
+    let broker = Broker::start().await?;
+    broker
+        .admin()
+        .await?
+        .create_topic("keys", 4, 0, HashMap::new())
+        .await?;
+    let producer = broker
+        .producer(ProducerConfig {
+            compression: Compression::Zstd,
+            ..ProducerConfig::default()
+        })
+        .await?;
+    let mut deliveries = Vec::new();
+    for i in 0..2_000 {
+        let key = format!("key-{}", i % 10);
+        deliveries.push((
+            key.clone(),
+            producer
+                .send(ProducerRecord::new("keys", format!("{i}")).key(key))
+                .await?,
+        ));
+    }
+    for (key, delivery) in deliveries {
+        let metadata = delivery.await?;
+        assert_eq!(metadata.partition, partition_for_key(key.as_bytes(), 4));
+    }
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    consumer.assign(&[("keys", 0), ("keys", 1), ("keys", 2), ("keys", 3)]);
+    let records = consume(&mut consumer, 2_000).await?;
+    let mut last: HashMap<Vec<u8>, i64> = HashMap::new();
+    for record in &records {
+        let key = record.key.as_deref().unwrap().to_vec();
+        let i: i64 = text(record).parse()?;
+        assert_eq!(
+            record.partition,
+            partition_for_key(&key, 4),
+            "same key, same partition"
+        );
+        if let Some(previous) = last.insert(key, i) {
+            assert!(previous < i, "per-key order");
+        }
+    }
+    producer.close().await;
+    broker.stop().await
+}
+
+#[tokio::test]
+async fn seek_to_beginning_end_offset_and_timestamp() -> Result<()> {
+    let broker = Broker::start().await?;
+    broker
+        .admin()
+        .await?
+        .create_topic("seek", 1, 0, HashMap::new())
+        .await?;
+    let producer = broker.producer(ProducerConfig::default()).await?;
+    for i in 0..10_i64 {
+        producer
+            .send(
+                ProducerRecord::new("seek", format!("v{i}"))
+                    .timestamp(1_000_000 + i * 10)
+                    .header("n", i.to_string()),
+            )
+            .await?;
+    }
+    producer.flush().await;
+
+    let mut consumer = broker.consumer(OffsetReset::None).await?;
+    consumer.assign(&[("seek", 0)]);
+    consumer.seek("seek", 0, SeekTo::Beginning).await?;
+    let all = consume(&mut consumer, 10).await?;
+    assert_eq!(
+        all.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(all[3].timestamp, 1_000_030);
+    assert_eq!(all[3].headers[0].key, "n");
+    assert_eq!(all[3].headers[0].value.as_deref(), Some(&b"3"[..]));
+
+    consumer.seek("seek", 0, SeekTo::Offset(5)).await?;
+    assert_eq!(consumer.position("seek", 0), Some(5));
+    assert_eq!(consume(&mut consumer, 1).await?[0].offset, 5);
+
+    consumer
+        .seek("seek", 0, SeekTo::Timestamp(1_000_065))
+        .await?;
+    let from_time = consume(&mut consumer, 1).await?;
+    assert_eq!(
+        (from_time[0].offset, text(&from_time[0]).as_str()),
+        (7, "v7")
+    );
+
+    consumer.seek("seek", 0, SeekTo::End).await?;
+    assert_eq!(consumer.position("seek", 0), Some(10));
+    assert!(
+        consumer
+            .poll(10, Duration::from_millis(200))
+            .await?
+            .is_empty()
+    );
+    let delivery = producer.send(ProducerRecord::new("seek", "later")).await?;
+    assert_eq!(delivery.await?.offset, 10);
+    let later = consume(&mut consumer, 1).await?;
+    assert_eq!((later[0].offset, text(&later[0]).as_str()), (10, "later"));
+    producer.close().await;
+    broker.stop().await
+}
+
+#[tokio::test]
+async fn poll_returns_nothing_promptly_when_there_is_nothing() -> Result<()> {
+    let broker = Broker::start().await?;
+    broker
+        .admin()
+        .await?
+        .create_topic("empty", 2, 0, HashMap::new())
+        .await?;
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    consumer.assign(&[("empty", 0), ("empty", 1)]);
+    let started = Instant::now();
+    let records = consumer.poll(100, Duration::from_millis(300)).await?;
+    let waited = started.elapsed();
+    assert!(records.is_empty());
+    assert!(
+        waited >= Duration::from_millis(250),
+        "returned early: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(3), "returned late: {waited:?}");
+    broker.stop().await
+}
+
+#[tokio::test]
+async fn errors_surface_with_their_kind() -> Result<()> {
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin.create_topic("two", 2, 0, HashMap::new()).await?;
+    let producer = broker.producer(ProducerConfig::default()).await?;
+
+    let unknown_topic = producer.send(ProducerRecord::new("nope", "v")).await;
+    assert!(
+        matches!(unknown_topic, Err(ClientError::NotFound(_))),
+        "{unknown_topic:?}"
+    );
+    let bad_partition = producer
+        .send(ProducerRecord::new("two", "v").partition(5))
+        .await;
+    assert!(
+        matches!(bad_partition, Err(ClientError::NotFound(_))),
+        "{bad_partition:?}"
+    );
+
+    assert!(matches!(
+        admin.create_topic("two", 1, 0, HashMap::new()).await,
+        Err(ClientError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        admin.create_topic("bad name!", 1, 0, HashMap::new()).await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        admin.describe_topic("nope").await,
+        Err(ClientError::NotFound(_))
+    ));
+
+    let mut consumer = broker.consumer(OffsetReset::None).await?;
+    consumer.assign(&[("nope", 0), ("two", 0)]);
+    assert!(matches!(
+        consumer.seek("nope", 0, SeekTo::Beginning).await,
+        Err(ClientError::NotFound(_))
+    ));
+    assert!(matches!(
+        consumer.seek("two", 1, SeekTo::Beginning).await,
+        Err(ClientError::InvalidArgument(_)) // not assigned
+    ));
+    consumer.assign(&[("two", 0)]);
+    consumer.seek("two", 0, SeekTo::Offset(1_000)).await?;
+    let out_of_range = consumer.poll(10, Duration::from_secs(5)).await;
+    assert!(
+        matches!(out_of_range, Err(ClientError::OutOfRange(_))),
+        "{out_of_range:?}"
+    );
+    producer.close().await;
+    broker.stop().await
+}
+
+#[tokio::test]
+async fn every_admin_rpc_round_trips() -> Result<()> {
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    let created = admin
+        .create_topic(
+            "admin",
+            2,
+            0,
+            HashMap::from([("retention.ms".to_owned(), "60000".to_owned())]),
+        )
+        .await?;
+    assert_eq!(created.partitions.len(), 2);
+    let listed = admin.list_topics(false).await?;
+    assert!(
+        listed
+            .iter()
+            .any(|t| t.name == "admin" && t.partitions == 2)
+    );
+    let grown = admin.create_partitions("admin", 3).await?;
+    assert_eq!(grown.partitions.len(), 3);
+    assert_eq!(admin.describe_topic("admin").await?.partitions.len(), 3);
+
+    let config = admin.describe_topic_config("admin").await?;
+    let retention = config.iter().find(|e| e.name == "retention.ms").unwrap();
+    assert_eq!(
+        (retention.value.as_str(), retention.is_default),
+        ("60000", false)
+    );
+    let altered = admin
+        .alter_topic_config("admin", HashMap::new(), vec!["retention.ms".to_owned()])
+        .await?;
+    assert!(
+        altered
+            .iter()
+            .find(|e| e.name == "retention.ms")
+            .unwrap()
+            .is_default
+    );
+
+    let producer = broker.producer(ProducerConfig::default()).await?;
+    for i in 0..5 {
+        producer
+            .send(ProducerRecord::new("admin", format!("{i}")).partition(0))
+            .await?;
+    }
+    producer.flush().await;
+    let offsets = admin
+        .list_offsets(
+            "admin",
+            &[(0, OffsetQuery::Earliest), (0, OffsetQuery::Latest)],
+        )
+        .await?;
+    assert_eq!((offsets[0].offset, offsets[1].offset), (0, 5));
+    assert_eq!(admin.delete_records("admin", &[(0, 3)]).await?, [(0, 3)]);
+    let offsets = admin
+        .list_offsets("admin", &[(0, OffsetQuery::Earliest)])
+        .await?;
+    assert_eq!(offsets[0].offset, 3);
+
+    let cluster = admin.describe_cluster().await?;
+    assert!(!cluster.brokers.is_empty());
+
+    admin.delete_topic("admin").await?;
+    assert!(matches!(
+        admin.delete_topic("admin").await,
+        Err(ClientError::NotFound(_))
+    ));
+    producer.close().await;
+    broker.stop().await
+}

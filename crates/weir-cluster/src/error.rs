@@ -1,0 +1,124 @@
+//! Error types of the cluster layer, one enum per operation family. Bad input (the
+//! caller's fault), missing things, and storage failures stay distinct variants so the
+//! broker can map each to the right status in one place.
+
+use std::io;
+use std::path::PathBuf;
+
+use weir_log::{AppendError, MaintenanceError, OpenError, ReadError};
+
+/// A topic name that breaks Kafka's rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopicNameError {
+    #[error("topic name is empty")]
+    Empty,
+    #[error("topic name is {len} characters; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("topic name cannot be \".\" or \"..\"")]
+    Dots,
+    #[error(
+        "topic name {name:?} has the character {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+    )]
+    BadCharacter { name: String, ch: char },
+}
+
+/// A topic configuration that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown topic config key {0:?}")]
+    UnknownKey(String),
+    #[error("bad value {value:?} for {key}: expected {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("invalid topic config: {0}")]
+    Invalid(String),
+}
+
+/// The metadata file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("metadata file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// Why a cluster operation (topics, partitions, appends, reads) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+    #[error(transparent)]
+    TopicName(#[from] TopicNameError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error(
+        "offset {offset} is out of range for {topic}/{partition}; valid offsets are {log_start_offset}..={high_watermark}"
+    )]
+    OffsetOutOfRange {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        log_start_offset: i64,
+        high_watermark: i64,
+    },
+    #[error(
+        "partition {topic}/{partition} is closed (its topic was deleted or the broker is shutting down)"
+    )]
+    PartitionClosed { topic: String, partition: u32 },
+    #[error("partition {topic}/{partition}: {source}")]
+    Append {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: AppendError,
+    },
+    #[error("partition {topic}/{partition}: {source}")]
+    Read {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: ReadError,
+    },
+    #[error("partition {topic}/{partition}: {source}")]
+    Maintenance {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: MaintenanceError,
+    },
+    #[error("partition {topic}/{partition}: cannot open its log: {source}")]
+    Open {
+        topic: String,
+        partition: u32,
+        #[source]
+        source: OpenError,
+    },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a blocking storage task panicked or was cancelled: {0}")]
+    TaskFailed(String),
+}

@@ -1,0 +1,34 @@
+//! Partition state and the topic registry of a Weir broker.
+//!
+//! A [`Partition`] owns one partition's `weir_log::Log` plus its replication state
+//! (leader, leader epoch, replicas, ISR) and high watermark, an ordered bounded append
+//! queue, and a `watch` channel long-polling readers wait on. The [`TopicRegistry`]
+//! holds every topic, validates names ([`validate_topic_name`]) and configs
+//! ([`TopicConfig`]), and persists metadata ([`ClusterMetadata`]) in the data
+//! directory, versioned and checksummed.
+//!
+//! Today this is a single node: each partition's replicas and ISR are this broker. The
+//! state has room for leaders, replicas and epochs so replication can fill it in.
+//!
+//! Architecture invariant: this crate knows nothing of gRPC, prost or HTTP; the broker
+//! converts at its edge. It never blocks the async runtime on storage: every call into
+//! `weir-log` that may do I/O runs on a blocking thread.
+
+pub mod config;
+mod error;
+pub mod metadata;
+mod partition;
+mod registry;
+mod topic_name;
+
+pub use config::{CONFIG_KEYS, ConfigEntry, EffectiveConfig, TimestampType, TopicConfig};
+pub use error::{ClusterError, ConfigError, MetadataError, TopicNameError};
+pub use metadata::ClusterMetadata;
+pub use partition::{
+    APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, Durability, MAX_APPENDS_PER_WAKEUP, Partition,
+    PartitionOffsets, PartitionState, PendingAppend,
+};
+pub use registry::{MAX_PARTITIONS_PER_TOPIC, Topic, TopicRegistry};
+pub use topic_name::{
+    INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_CHARS, is_internal, validate_topic_name,
+};

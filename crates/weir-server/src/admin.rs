@@ -1,0 +1,213 @@
+//! The Admin service: topics, partitions, topic configuration, DeleteRecords and the
+//! cluster description. Each call is a thin conversion around the topic registry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use weir_cluster::{ClusterError, is_internal};
+use weir_proto::v1::{
+    AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerDescription, CreatePartitionsRequest,
+    CreatePartitionsResponse, CreateTopicRequest, CreateTopicResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeTopicConfigRequest, DescribeTopicConfigResponse,
+    DescribeTopicRequest, DescribeTopicResponse, ListTopicsRequest, ListTopicsResponse,
+    PartitionDeleteRecordsResult, TopicSummary, admin_server::Admin,
+};
+
+use crate::Broker;
+use crate::convert;
+use crate::status::{self, status};
+
+/// The Admin gRPC service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    broker: Arc<Broker>,
+}
+
+impl AdminService {
+    pub(crate) fn new(broker: Arc<Broker>) -> AdminService {
+        AdminService { broker }
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("CreateTopic");
+        let req = request.into_inner();
+        let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
+        let topic = self
+            .broker
+            .registry
+            .create_topic(&req.name, req.partitions, req.replication_factor, configs)
+            .await
+            .map_err(status)?;
+        let topic = convert::topic_description(&topic).await.map_err(status)?;
+        Ok(Response::new(CreateTopicResponse { topic: Some(topic) }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DeleteTopic");
+        let name = request.into_inner().name;
+        self.broker
+            .registry
+            .delete_topic(&name)
+            .await
+            .map_err(status)?;
+        self.broker.metrics.forget_topic(&name);
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+
+    async fn list_topics(
+        &self,
+        request: Request<ListTopicsRequest>,
+    ) -> Result<Response<ListTopicsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("ListTopics");
+        let include_internal = request.into_inner().include_internal;
+        let topics = self
+            .broker
+            .registry
+            .topics()
+            .into_iter()
+            .filter(|t| include_internal || !is_internal(&t.name))
+            .map(|t| TopicSummary {
+                name: t.name.clone(),
+                partitions: t.partition_count(),
+                replication_factor: t.replication_factor,
+                internal: t.is_internal(),
+            })
+            .collect();
+        Ok(Response::new(ListTopicsResponse { topics }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<DescribeTopicRequest>,
+    ) -> Result<Response<DescribeTopicResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DescribeTopic");
+        let topic = self
+            .broker
+            .registry
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
+        let topic = convert::topic_description(&topic).await.map_err(status)?;
+        Ok(Response::new(DescribeTopicResponse { topic: Some(topic) }))
+    }
+
+    async fn create_partitions(
+        &self,
+        request: Request<CreatePartitionsRequest>,
+    ) -> Result<Response<CreatePartitionsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("CreatePartitions");
+        let req = request.into_inner();
+        let topic = self
+            .broker
+            .registry
+            .create_partitions(&req.name, req.total_partitions)
+            .await
+            .map_err(status)?;
+        let topic = convert::topic_description(&topic).await.map_err(status)?;
+        Ok(Response::new(CreatePartitionsResponse {
+            topic: Some(topic),
+        }))
+    }
+
+    async fn describe_topic_config(
+        &self,
+        request: Request<DescribeTopicConfigRequest>,
+    ) -> Result<Response<DescribeTopicConfigResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DescribeTopicConfig");
+        let topic = self
+            .broker
+            .registry
+            .topic(&request.into_inner().name)
+            .map_err(status)?;
+        let entries = topic
+            .config()
+            .entries()
+            .into_iter()
+            .map(convert::config_entry)
+            .collect();
+        Ok(Response::new(DescribeTopicConfigResponse { entries }))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<AlterTopicConfigRequest>,
+    ) -> Result<Response<AlterTopicConfigResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("AlterTopicConfig");
+        let req = request.into_inner();
+        let set: BTreeMap<String, String> = req.set.into_iter().collect();
+        let config = self
+            .broker
+            .registry
+            .alter_topic_config(&req.name, &set, &req.reset)
+            .await
+            .map_err(status)?;
+        let entries = config
+            .entries()
+            .into_iter()
+            .map(convert::config_entry)
+            .collect();
+        Ok(Response::new(AlterTopicConfigResponse { entries }))
+    }
+
+    async fn delete_records(
+        &self,
+        request: Request<DeleteRecordsRequest>,
+    ) -> Result<Response<DeleteRecordsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DeleteRecords");
+        let req = request.into_inner();
+        let topic = self.broker.registry.topic(&req.topic).map_err(status)?;
+        let mut results = Vec::with_capacity(req.partitions.len());
+        for pd in req.partitions {
+            let outcome: Result<i64, ClusterError> = async {
+                let partition = topic.partition(pd.partition)?;
+                let before = match pd.before_offset {
+                    -1 => partition.high_watermark(),
+                    n => n,
+                };
+                partition.delete_records_before(before).await
+            }
+            .await;
+            results.push(match outcome {
+                Ok(log_start_offset) => PartitionDeleteRecordsResult {
+                    partition: pd.partition,
+                    log_start_offset,
+                    error: None,
+                },
+                Err(e) => PartitionDeleteRecordsResult {
+                    partition: pd.partition,
+                    log_start_offset: -1,
+                    error: Some(status::partition_error(&e)),
+                },
+            });
+        }
+        Ok(Response::new(DeleteRecordsResponse { results }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<DescribeClusterRequest>,
+    ) -> Result<Response<DescribeClusterResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DescribeCluster");
+        let registry = &self.broker.registry;
+        let addr = self.broker.advertised;
+        Ok(Response::new(DescribeClusterResponse {
+            cluster_id: registry.cluster_id().to_string(),
+            controller_id: registry.broker_id(),
+            brokers: vec![BrokerDescription {
+                broker_id: registry.broker_id(),
+                host: addr.ip().to_string(),
+                port: addr.port().into(),
+            }],
+        }))
+    }
+}

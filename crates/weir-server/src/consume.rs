@@ -1,0 +1,362 @@
+//! The Consumer service: long-poll `Fetch`, streaming `Consume` and `ListOffsets`.
+//!
+//! Readers see records only below the high watermark. Waiting is event driven: a
+//! reader subscribes to its partitions' high-watermark channels before it reads, so an
+//! append between the read and the wait still wakes it. `Consume` sends through a
+//! channel of [`CONSUME_CHANNEL_CAPACITY`] messages, so a slow client slows the broker's
+//! reads instead of growing a buffer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Code, Request, Response, Status};
+use weir_cluster::{ClusterError, Partition, Topic};
+use weir_log::FetchData;
+use weir_proto::v1::{
+    self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
+    ListOffsetsResponse, PartitionFetchResult, PartitionOffsetResult, RecordFormat,
+    consumer_server::Consumer, offset_spec::Spec,
+};
+
+use crate::Broker;
+use crate::convert;
+use crate::status::{self, invalid_argument, partition_error_code};
+
+/// Messages buffered on one Consume stream; the reader waits when the client lags.
+pub const CONSUME_CHANNEL_CAPACITY: usize = 4;
+/// A partition's share of a fetch when the request says 0 (as the proto says).
+pub const DEFAULT_PARTITION_FETCH_BYTES: usize = 1024 * 1024;
+/// A fetch's total when the request says 0 (as the proto says).
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 50 * 1024 * 1024;
+/// Longest long-poll wait a fetch may ask for.
+pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+
+/// The Consumer gRPC service.
+#[derive(Debug, Clone)]
+pub struct ConsumerService {
+    broker: Arc<Broker>,
+}
+
+impl ConsumerService {
+    pub(crate) fn new(broker: Arc<Broker>) -> ConsumerService {
+        ConsumerService { broker }
+    }
+}
+
+fn record_format(value: i32) -> Result<bool, Status> {
+    match RecordFormat::try_from(value) {
+        Ok(RecordFormat::Unspecified | RecordFormat::Records) => Ok(true),
+        Ok(RecordFormat::Batches) => Ok(false),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "unknown record format {value}"
+        ))),
+    }
+}
+
+/// Read data in the shape the client asked for: `(records, batches)`.
+fn shape(
+    data: &FetchData,
+    from: i64,
+    decoded: bool,
+) -> Result<(Vec<v1::ConsumedRecord>, bytes::Bytes), Status> {
+    if decoded {
+        let records = convert::decode_from(data.batches(), from)
+            .map_err(|e| Status::data_loss(format!("a stored batch could not be decoded: {e}")))?;
+        Ok((records, bytes::Bytes::new()))
+    } else {
+        Ok((Vec::new(), data.records.clone()))
+    }
+}
+
+/// One partition's part of a fetch; `None` for the partition means it does not exist.
+async fn fetch_one(
+    broker: &Broker,
+    topic: &Topic,
+    partition: Option<&Partition>,
+    offset: i64,
+    max_bytes: usize,
+    decoded: bool,
+    index: u32,
+) -> (PartitionFetchResult, usize) {
+    let mut result = PartitionFetchResult {
+        partition: index,
+        error: None,
+        high_watermark: -1,
+        log_start_offset: -1,
+        next_offset: offset,
+        records: Vec::new(),
+        batches: bytes::Bytes::new(),
+    };
+    let Some(partition) = partition else {
+        result.error = Some(invalid_argument(format!(
+            "topic {:?} has no partition {index} (it has {})",
+            topic.name,
+            topic.partition_count()
+        )));
+        return (result, 0);
+    };
+    if let Ok(offsets) = partition.offsets().await {
+        result.high_watermark = offsets.high_watermark;
+        result.log_start_offset = offsets.log_start_offset;
+    }
+    if max_bytes == 0 {
+        return (result, 0);
+    }
+    match partition.read(offset, max_bytes).await {
+        Ok(data) => {
+            let bytes = data.records.len();
+            match shape(&data, offset, decoded) {
+                Ok((records, batches)) => {
+                    let count = convert::record_count(data.batches());
+                    broker.metrics.consumed(&topic.name, count, bytes as u64);
+                    result.records = records;
+                    result.batches = batches;
+                    result.next_offset = data.next_offset;
+                }
+                Err(s) => result.error = Some(partition_error_code(s.code(), s.message())),
+            }
+            (result, bytes)
+        }
+        Err(e) => {
+            if let ClusterError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+                ..
+            } = &e
+            {
+                result.log_start_offset = *log_start_offset;
+                result.high_watermark = *high_watermark;
+            }
+            result.error = Some(status::partition_error(&e));
+            (result, 0)
+        }
+    }
+}
+
+type ConsumeStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<ConsumeResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Consumer for ConsumerService {
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("Fetch");
+        let req = request.into_inner();
+        let topic = self
+            .broker
+            .registry
+            .topic(&req.topic)
+            .map_err(status::status)?;
+        let decoded = record_format(req.format)?;
+        let total_max = match req.max_bytes {
+            0 => DEFAULT_FETCH_MAX_BYTES,
+            n => n as usize,
+        }
+        .min(crate::MAX_RESPONSE_BYTES);
+        let min_bytes = req.min_bytes.max(1) as usize;
+        let deadline =
+            Instant::now() + Duration::from_millis(req.max_wait_ms.into()).min(MAX_FETCH_WAIT);
+        let partitions: Vec<Option<Arc<Partition>>> = req
+            .partitions
+            .iter()
+            .map(|pf| topic.partition(pf.partition).ok())
+            .collect();
+        let mut shutdown = self.broker.shutdown.clone();
+        loop {
+            // Subscribe before reading: an append after the read still wakes the wait.
+            let mut watches: Vec<_> = partitions.iter().flatten().map(|p| p.subscribe()).collect();
+            let mut results = Vec::with_capacity(req.partitions.len());
+            let (mut total, mut failed) = (0, false);
+            for (pf, partition) in req.partitions.iter().zip(&partitions) {
+                let share = match pf.max_bytes {
+                    0 => DEFAULT_PARTITION_FETCH_BYTES,
+                    n => n as usize,
+                }
+                .min(total_max.saturating_sub(total));
+                let (result, bytes) = fetch_one(
+                    &self.broker,
+                    &topic,
+                    partition.as_deref(),
+                    pf.offset,
+                    share,
+                    decoded,
+                    pf.partition,
+                )
+                .await;
+                failed |= result.error.is_some();
+                total += bytes;
+                results.push(result);
+            }
+            let stopping = *shutdown.borrow_and_update();
+            if total >= min_bytes
+                || failed
+                || stopping
+                || Instant::now() >= deadline
+                || watches.is_empty()
+            {
+                return Ok(Response::new(FetchResponse { results }));
+            }
+            let any_append = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = any_append => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                // Shutting down: answer with what there is rather than hold shutdown up.
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    type ConsumeStream = ConsumeStream;
+
+    async fn consume(
+        &self,
+        request: Request<ConsumeRequest>,
+    ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let req = request.into_inner();
+        let topic = self
+            .broker
+            .registry
+            .topic(&req.topic)
+            .map_err(status::status)?;
+        let partition = topic.partition(req.partition).map_err(status::status)?;
+        let decoded = record_format(req.format)?;
+        let max_bytes = match req.max_bytes {
+            0 => DEFAULT_PARTITION_FETCH_BYTES,
+            n => n as usize,
+        }
+        .min(crate::MAX_RESPONSE_BYTES);
+        // Refuse a bad start at once, as a status, instead of as the stream's first item.
+        let offsets = partition.offsets().await.map_err(status::status)?;
+        if req.offset < offsets.log_start_offset || req.offset > offsets.high_watermark {
+            return Err(status::status(ClusterError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition: req.partition,
+                offset: req.offset,
+                log_start_offset: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
+            }));
+        }
+        let (tx, rx) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
+        let broker = self.broker.clone();
+        tokio::spawn(async move {
+            let mut offset = req.offset;
+            let mut shutdown = broker.shutdown.clone();
+            loop {
+                let mut watch = partition.subscribe();
+                let data = match partition.read(offset, max_bytes).await {
+                    Ok(data) => data,
+                    Err(e) => {
+                        let _ = tx.send(Err(status::status(e))).await;
+                        return;
+                    }
+                };
+                if !data.records.is_empty() {
+                    let _timer = broker.metrics.rpc_timer("Consume");
+                    let (records, batches) = match shape(&data, offset, decoded) {
+                        Ok(shaped) => shaped,
+                        Err(s) => {
+                            let _ = tx.send(Err(s)).await;
+                            return;
+                        }
+                    };
+                    let count = convert::record_count(data.batches());
+                    broker
+                        .metrics
+                        .consumed(&topic.name, count, data.records.len() as u64);
+                    offset = data.next_offset;
+                    let message = ConsumeResponse {
+                        records,
+                        batches,
+                        next_offset: offset,
+                        high_watermark: partition.high_watermark(),
+                    };
+                    // Waits while the client lags (bounded channel): backpressure.
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                if *shutdown.borrow_and_update() {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the broker is shutting down")))
+                        .await;
+                    return;
+                }
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    _ = tx.closed() => return,
+                    _ = shutdown.changed() => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("ListOffsets");
+        let req = request.into_inner();
+        let topic = self
+            .broker
+            .registry
+            .topic(&req.topic)
+            .map_err(status::status)?;
+        let mut results = Vec::with_capacity(req.partitions.len());
+        for query in req.partitions {
+            let mut result = PartitionOffsetResult {
+                partition: query.partition,
+                offset: -1,
+                timestamp_ms: -1,
+                error: None,
+            };
+            match list_one(&topic, query.partition, query.spec.and_then(|s| s.spec)).await {
+                Ok((offset, timestamp_ms)) => {
+                    result.offset = offset;
+                    result.timestamp_ms = timestamp_ms;
+                }
+                Err(e) => result.error = Some(e),
+            }
+            results.push(result);
+        }
+        Ok(Response::new(ListOffsetsResponse { results }))
+    }
+}
+
+/// One partition's offset lookup: `(offset, timestamp or -1)`.
+async fn list_one(
+    topic: &Topic,
+    index: u32,
+    spec: Option<Spec>,
+) -> Result<(i64, i64), v1::PartitionError> {
+    let err = |e: ClusterError| status::partition_error(&e);
+    let partition = topic.partition(index).map_err(err)?;
+    let offsets = partition.offsets().await.map_err(err)?;
+    match spec {
+        None => Err(invalid_argument(format!(
+            "partition {index}: no offset spec (earliest, latest or timestamp_ms)"
+        ))),
+        Some(Spec::Earliest(_)) => Ok((offsets.log_start_offset, -1)),
+        Some(Spec::Latest(_)) => Ok((offsets.high_watermark, -1)),
+        Some(Spec::TimestampMs(ts)) => {
+            let Some(offset) = partition.offset_for_timestamp(ts).await.map_err(err)? else {
+                return Ok((offsets.high_watermark, -1));
+            };
+            // The record's own timestamp, from the batch that holds it.
+            let data = partition.read(offset, 1).await.map_err(err)?;
+            let records = convert::decode_from(data.batches(), offset).map_err(|e| {
+                partition_error_code(Code::DataLoss, format!("partition {index}: {e}"))
+            })?;
+            let timestamp = records.first().map_or(-1, |r| r.timestamp_ms);
+            Ok((records.first().map_or(offset, |r| r.offset), timestamp))
+        }
+    }
+}

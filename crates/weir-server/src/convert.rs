@@ -1,0 +1,121 @@
+//! Conversions between the gRPC messages (`weir_proto::v1`) and the cluster's and log's
+//! types. The broker's edge: nothing below this crate sees a prost type.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use weir_cluster::{ClusterError, ConfigEntry, Topic};
+use weir_log::{Compression, DecodedRecord, Header, Record};
+use weir_proto::v1;
+
+/// Milliseconds since the Unix epoch by the broker's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The codec a produce asks for; `None` names an unknown enum value.
+pub fn compression(value: i32) -> Option<Compression> {
+    Some(match v1::Compression::try_from(value).ok()? {
+        v1::Compression::Unspecified | v1::Compression::None => Compression::None,
+        v1::Compression::Gzip => Compression::Gzip,
+        v1::Compression::Snappy => Compression::Snappy,
+        v1::Compression::Lz4 => Compression::Lz4,
+        v1::Compression::Zstd => Compression::Zstd,
+    })
+}
+
+/// A produced record; an absent timestamp takes `now_ms`.
+pub fn record(r: v1::Record, now_ms: i64) -> Record {
+    Record {
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+        timestamp: r.timestamp_ms.unwrap_or(now_ms),
+    }
+}
+
+/// A record as a consumer receives it.
+pub fn consumed(r: DecodedRecord) -> v1::ConsumedRecord {
+    v1::ConsumedRecord {
+        offset: r.offset,
+        timestamp_ms: r.timestamp,
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| v1::RecordHeader {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+    }
+}
+
+/// Decodes the records at or after `from` in `batches` (concatenated batches as read
+/// from the log).
+pub fn decode_from(
+    batches: impl Iterator<Item = Bytes>,
+    from: i64,
+) -> Result<Vec<v1::ConsumedRecord>, weir_log::BatchError> {
+    let mut out = Vec::new();
+    for batch in batches {
+        for r in weir_log::decode_records(&batch)? {
+            if r.offset >= from {
+                out.push(consumed(r));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Records in concatenated batches (from their headers; no decoding).
+pub fn record_count(batches: impl Iterator<Item = Bytes>) -> u64 {
+    batches
+        .filter(|b| b.len() >= weir_log::batch::HEADER_BYTES)
+        .map(|b| weir_log::BatchHeader::parse(&b).record_count.max(0) as u64)
+        .sum()
+}
+
+pub fn config_entry(e: ConfigEntry) -> v1::ConfigEntry {
+    v1::ConfigEntry {
+        name: e.name.to_string(),
+        value: e.value,
+        is_default: e.is_default,
+        documentation: e.documentation.to_string(),
+    }
+}
+
+/// A topic and the current state of its partitions.
+pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, ClusterError> {
+    let mut partitions = Vec::new();
+    for p in topic.partitions() {
+        let state = p.state();
+        let offsets = p.offsets().await?;
+        partitions.push(v1::PartitionDescription {
+            partition: p.index(),
+            leader: state.leader,
+            leader_epoch: state.leader_epoch,
+            replicas: state.replicas,
+            isr: state.isr,
+            log_start_offset: offsets.log_start_offset,
+            high_watermark: offsets.high_watermark,
+            log_end_offset: offsets.log_end_offset,
+        });
+    }
+    Ok(v1::TopicDescription {
+        name: topic.name.clone(),
+        topic_id: topic.topic_id.clone(),
+        partitions,
+        internal: topic.is_internal(),
+    })
+}

@@ -1,0 +1,210 @@
+//! The broker's metrics and their Prometheus text rendering, hand-rolled: a few
+//! counters per topic and one latency histogram per RPC do not justify an exporter
+//! crate and its dependencies. Updates happen once per request (never per record), so
+//! one mutex per family is cheap.
+//!
+//! Label values are topic names and RPC names, whose characters (`[a-zA-Z0-9._-]`)
+//! need no escaping in the text format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use weir_cluster::TopicRegistry;
+
+/// Upper bounds (seconds) of the request-latency histogram buckets.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    records_in: u64,
+    bytes_in: u64,
+    records_out: u64,
+    bytes_out: u64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Counts per bucket (not cumulative; summed when rendered).
+    buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// The broker's counters and histograms.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    traffic: Mutex<BTreeMap<String, Traffic>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    in_flight: Mutex<BTreeMap<&'static str, i64>>,
+}
+
+/// Records a request's latency when dropped.
+#[derive(Debug)]
+pub struct RpcTimer {
+    metrics: Arc<Metrics>,
+    rpc: &'static str,
+    started: Instant,
+}
+
+impl Drop for RpcTimer {
+    fn drop(&mut self) {
+        *self
+            .metrics
+            .in_flight
+            .lock()
+            .expect("metrics lock")
+            .entry(self.rpc)
+            .or_default() -= 1;
+        let seconds = self.started.elapsed().as_secs_f64();
+        let mut latency = self.metrics.latency.lock().expect("metrics lock");
+        let h = latency.entry(self.rpc).or_default();
+        if let Some(i) = LATENCY_BUCKETS_SECONDS.iter().position(|b| seconds <= *b) {
+            h.buckets[i] += 1;
+        }
+        h.count += 1;
+        h.sum += seconds;
+    }
+}
+
+impl Metrics {
+    /// Starts timing one call of `rpc`.
+    pub fn rpc_timer(self: &Arc<Self>, rpc: &'static str) -> RpcTimer {
+        *self
+            .in_flight
+            .lock()
+            .expect("metrics lock")
+            .entry(rpc)
+            .or_default() += 1;
+        RpcTimer {
+            metrics: self.clone(),
+            rpc,
+            started: Instant::now(),
+        }
+    }
+
+    /// Counts records appended to `topic`.
+    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        let mut traffic = self.traffic.lock().expect("metrics lock");
+        let t = traffic.entry(topic.to_string()).or_default();
+        t.records_in += records;
+        t.bytes_in += bytes;
+    }
+
+    /// Counts records sent to consumers of `topic`.
+    pub fn consumed(&self, topic: &str, records: u64, bytes: u64) {
+        let mut traffic = self.traffic.lock().expect("metrics lock");
+        let t = traffic.entry(topic.to_string()).or_default();
+        t.records_out += records;
+        t.bytes_out += bytes;
+    }
+
+    /// Drops a deleted topic's series.
+    pub fn forget_topic(&self, topic: &str) {
+        self.traffic.lock().expect("metrics lock").remove(topic);
+    }
+
+    /// Everything in Prometheus text format, with each partition's offsets read now.
+    pub async fn render(&self, registry: &TopicRegistry) -> String {
+        let mut out = String::new();
+        let traffic = self.traffic.lock().expect("metrics lock").clone();
+        type Field = fn(&Traffic) -> u64;
+        let families: [(&str, &str, Field); 4] = [
+            (
+                "weir_records_in_total",
+                "Records appended, per topic.",
+                |t| t.records_in,
+            ),
+            (
+                "weir_bytes_in_total",
+                "Batch bytes appended, per topic.",
+                |t| t.bytes_in,
+            ),
+            (
+                "weir_records_out_total",
+                "Records sent to consumers, per topic.",
+                |t| t.records_out,
+            ),
+            (
+                "weir_bytes_out_total",
+                "Batch bytes sent to consumers, per topic.",
+                |t| t.bytes_out,
+            ),
+        ];
+        for (name, help, field) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (topic, t) in &traffic {
+                let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {}", field(t));
+            }
+        }
+        let latency = self.latency.lock().expect("metrics lock").clone();
+        let name = "weir_rpc_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Request latency per RPC (per message for streams).\n# TYPE {name} histogram"
+        );
+        for (rpc, h) in &latency {
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BUCKETS_SECONDS.iter().zip(h.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{rpc=\"{rpc}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{rpc=\"{rpc}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(out, "{name}_sum{{rpc=\"{rpc}\"}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{rpc=\"{rpc}\"}} {}", h.count);
+        }
+        let in_flight = self.in_flight.lock().expect("metrics lock").clone();
+        let name = "weir_rpc_in_flight";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Requests being served now, per RPC.\n# TYPE {name} gauge"
+        );
+        for (rpc, n) in &in_flight {
+            let _ = writeln!(out, "{name}{{rpc=\"{rpc}\"}} {n}");
+        }
+        let mut partitions = Vec::new();
+        for topic in registry.topics() {
+            for p in topic.partitions() {
+                if let Ok(o) = p.offsets().await {
+                    let labels = format!("topic=\"{}\",partition=\"{}\"", topic.name, p.index());
+                    partitions.push((labels, o));
+                }
+            }
+        }
+        type Offset = fn(&weir_cluster::PartitionOffsets) -> i64;
+        let gauges: [(&str, &str, Offset); 3] = [
+            (
+                "weir_log_end_offset",
+                "Offset the next record of a partition will get.",
+                |o| o.log_end_offset,
+            ),
+            (
+                "weir_high_watermark",
+                "Offsets below this are visible to consumers.",
+                |o| o.high_watermark,
+            ),
+            (
+                "weir_log_start_offset",
+                "First offset still in a partition's log.",
+                |o| o.log_start_offset,
+            ),
+        ];
+        for (name, help, field) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (labels, o) in &partitions {
+                let _ = writeln!(out, "{name}{{{labels}}} {}", field(o));
+            }
+        }
+        out
+    }
+}
