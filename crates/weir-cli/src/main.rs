@@ -1,15 +1,40 @@
-//! The `weir` command. One subcommand per file; this file holds only the command line
-//! and the dispatch. Data goes to stdout, diagnostics (logs) to stderr.
+//! The `weir` command. One subcommand per file; this file holds only the command line,
+//! the dispatch and the mapping of failures to exit codes. Data goes to stdout,
+//! diagnostics (logs, progress, errors) to stderr.
+//!
+//! Exit codes: 0 success (also when stdout is closed early, as in `weir consume t | head`),
+//! 1 the command failed, 2 a usage error (bad flags or values, found before any work).
 
+mod bench;
+mod brokers;
+mod consume;
+mod output;
+mod produce;
 mod serve;
+mod topic;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit code for a command that failed after it started.
+const EXIT_FAILURE: u8 = 1;
+/// Exit code for a usage error (what clap uses too).
+const EXIT_USAGE: u8 = 2;
+
+const EXAMPLES: &str = "\
+Examples:
+  weir serve --data-dir /tmp/weir
+  weir topic create events --partitions 3
+  printf 'user-1:hello\\nuser-2:world\\n' | weir produce events --key-separator :
+  weir consume events --from beginning --format json
+  weir bench produce --record-size 100 --count 1000000
+
+Client commands reach the broker at --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by default.";
+
 /// Weir: a Kafka-like partitioned log service.
 #[derive(Debug, Parser)]
-#[command(name = "weir", version, about)]
+#[command(name = "weir", version, about, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,18 +43,60 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Serve(serve::ServeArgs),
+    Topic(topic::TopicArgs),
+    Produce(produce::ProduceArgs),
+    Consume(consume::ConsumeArgs),
+    Bench(bench::BenchArgs),
 }
+
+/// A usage error found after clap parsed the flags (a combination clap cannot check):
+/// reported like clap's own, with exit code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(topic::run(args))),
+        Command::Produce(args) => args
+            .into_config()
+            .and_then(|config| client_runtime()?.block_on(produce::run(config))),
+        Command::Consume(args) => args
+            .into_config()
+            .and_then(|config| client_runtime()?.block_on(consume::run(config))),
+        Command::Bench(args) => args
+            .into_config()
+            .and_then(|config| client_runtime()?.block_on(bench::run(config))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if output::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", brokers::explain(&e));
+            ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// The runtime client commands run on. Multi-threaded: the producer's sender and the
+/// consumer's fetchers run beside the command's own loop.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

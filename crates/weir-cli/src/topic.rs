@@ -1,0 +1,440 @@
+//! `weir topic`: create, list, describe, delete, add partitions to and configure topics.
+//! Text output is aligned columns; `--format json` prints one JSON document on stdout.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weir_client::{Admin, ConfigEntry, TopicInfo, TopicListing};
+
+use crate::UsageError;
+use crate::brokers::BrokerArgs;
+use crate::output::{Format, key_value_map, parse_key_value};
+
+const EXAMPLES: &str = "\
+Examples:
+  weir topic create events --partitions 3
+  weir topic create audit --partitions 1 --config retention.ms=604800000 --config flush.policy=every-append
+  weir topic list --format json
+  weir topic describe events
+  weir topic add-partitions events --num 2        # 3 -> 5 partitions
+  weir topic alter-config events --set retention.ms=3600000 --delete segment.bytes
+  weir topic delete events";
+
+/// Manage topics.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct TopicArgs {
+    #[command(subcommand)]
+    command: TopicCommand,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name (letters, digits, '.', '_', '-'; at most 249 characters).
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// Copies of each partition [default: the broker's].
+        #[arg(long, short = 'r')]
+        replication_factor: Option<u32>,
+        /// A topic setting, KEY=VALUE (repeatable); see `weir topic describe` for the keys.
+        #[arg(long, short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+    },
+    /// List topics.
+    List {
+        /// Include the broker's internal topics.
+        #[arg(long)]
+        internal: bool,
+    },
+    /// Show a topic's partitions (leader, replicas, offsets) and its settings.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and all its records.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Add partitions to a topic (keyed records may map to other partitions afterwards).
+    #[command(group = clap::ArgGroup::new("how").required(true))]
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// Partitions to add.
+        #[arg(long, short = 'n', group = "how", value_parser = clap::value_parser!(u32).range(1..))]
+        num: Option<u32>,
+        /// The total number of partitions wanted.
+        #[arg(long, group = "how", value_parser = clap::value_parser!(u32).range(1..))]
+        total: Option<u32>,
+    },
+    /// Change a topic's settings: set keys, or reset them to their defaults.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+    AlterConfig {
+        /// Topic name.
+        name: String,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long, short = 's', value_name = "KEY=VALUE", value_parser = parse_key_value, group = "change")]
+        set: Vec<(String, String)>,
+        /// KEY to reset to its default (repeatable).
+        #[arg(long, short = 'd', value_name = "KEY", group = "change")]
+        delete: Vec<String>,
+    },
+}
+
+/// A topic as `--format json` prints it.
+#[derive(Debug, Serialize)]
+struct TopicJson<'a> {
+    name: &'a str,
+    topic_id: &'a str,
+    internal: bool,
+    partitions: Vec<PartitionJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs: Option<Vec<ConfigJson<'a>>>,
+}
+
+#[derive(Debug, Serialize)]
+struct PartitionJson<'a> {
+    partition: u32,
+    leader: i32,
+    leader_epoch: i32,
+    replicas: &'a [i32],
+    isr: &'a [i32],
+    log_start_offset: i64,
+    high_watermark: i64,
+    log_end_offset: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct ConfigJson<'a> {
+    name: &'a str,
+    value: &'a str,
+    is_default: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ListingJson<'a> {
+    name: &'a str,
+    partitions: u32,
+    replication_factor: u32,
+    internal: bool,
+}
+
+/// Runs a `weir topic` subcommand.
+pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
+    // Everything that can be checked without the broker is checked first.
+    let command = match args.command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            config,
+        } => Validated::Create {
+            name,
+            partitions,
+            replication_factor: replication_factor.unwrap_or(0),
+            configs: key_value_map(config)?,
+        },
+        TopicCommand::AlterConfig { name, set, delete } => {
+            if let Some(key) = delete.iter().find(|k| set.iter().any(|(s, _)| s == *k)) {
+                return Err(UsageError(format!("{key} is both set and deleted")).into());
+            }
+            Validated::AlterConfig {
+                name,
+                set: key_value_map(set)?,
+                reset: delete,
+            }
+        }
+        TopicCommand::List { internal } => Validated::List { internal },
+        TopicCommand::Describe { name } => Validated::Describe { name },
+        TopicCommand::Delete { name } => Validated::Delete { name },
+        TopicCommand::AddPartitions { name, num, total } => Validated::AddPartitions {
+            name,
+            how: match (num, total) {
+                (Some(n), _) => Grow::By(n),
+                (None, Some(t)) => Grow::To(t),
+                (None, None) => unreachable!("clap requires --num or --total"),
+            },
+        },
+    };
+    let admin = Admin::connect(&args.brokers.list())
+        .await
+        .context("connecting to the broker")?;
+    let format = args.format;
+    let mut out = std::io::stdout().lock();
+    match command {
+        Validated::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let topic = admin
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await
+                .with_context(|| format!("creating topic {name}"))?;
+            match format {
+                Format::Text => writeln!(
+                    out,
+                    "created topic {} with {} partition(s)",
+                    topic.name,
+                    topic.partitions.len()
+                )?,
+                Format::Json => print_topic(&mut out, format, &topic, None)?,
+            }
+        }
+        Validated::List { internal } => {
+            let topics = admin
+                .list_topics(internal)
+                .await
+                .context("listing topics")?;
+            print_listing(&mut out, format, &topics)?;
+        }
+        Validated::Describe { name } => {
+            let topic = admin
+                .describe_topic(&name)
+                .await
+                .with_context(|| format!("describing topic {name}"))?;
+            let configs = admin
+                .describe_topic_config(&name)
+                .await
+                .with_context(|| format!("reading the settings of topic {name}"))?;
+            print_topic(&mut out, format, &topic, Some(&configs))?;
+        }
+        Validated::Delete { name } => {
+            admin
+                .delete_topic(&name)
+                .await
+                .with_context(|| format!("deleting topic {name}"))?;
+            match format {
+                Format::Text => writeln!(out, "deleted topic {name}")?,
+                Format::Json => writeln!(out, "{}", serde_json::json!({ "deleted": name }))?,
+            }
+        }
+        Validated::AddPartitions { name, how } => {
+            let total = match how {
+                Grow::To(total) => total,
+                Grow::By(more) => {
+                    let topic = admin
+                        .describe_topic(&name)
+                        .await
+                        .with_context(|| format!("describing topic {name}"))?;
+                    (topic.partitions.len() as u32).saturating_add(more)
+                }
+            };
+            let topic = admin
+                .create_partitions(&name, total)
+                .await
+                .with_context(|| format!("growing topic {name} to {total} partitions"))?;
+            match format {
+                Format::Text => writeln!(
+                    out,
+                    "topic {} now has {} partition(s)",
+                    topic.name,
+                    topic.partitions.len()
+                )?,
+                Format::Json => print_topic(&mut out, format, &topic, None)?,
+            }
+        }
+        Validated::AlterConfig { name, set, reset } => {
+            let entries = admin
+                .alter_topic_config(&name, set, reset)
+                .await
+                .with_context(|| format!("changing the settings of topic {name}"))?;
+            print_configs(&mut out, format, &entries)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A topic command after its arguments were checked.
+enum Validated {
+    Create {
+        name: String,
+        partitions: u32,
+        replication_factor: u32,
+        configs: std::collections::HashMap<String, String>,
+    },
+    List {
+        internal: bool,
+    },
+    Describe {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+    AddPartitions {
+        name: String,
+        how: Grow,
+    },
+    AlterConfig {
+        name: String,
+        set: std::collections::HashMap<String, String>,
+        reset: Vec<String>,
+    },
+}
+
+/// How `add-partitions` grows a topic.
+enum Grow {
+    By(u32),
+    To(u32),
+}
+
+fn print_listing(
+    out: &mut impl Write,
+    format: Format,
+    topics: &[TopicListing],
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let list: Vec<ListingJson<'_>> = topics
+                .iter()
+                .map(|t| ListingJson {
+                    name: &t.name,
+                    partitions: t.partitions,
+                    replication_factor: t.replication_factor,
+                    internal: t.internal,
+                })
+                .collect();
+            serde_json::to_writer(&mut *out, &list)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            let width = topics
+                .iter()
+                .map(|t| t.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(4);
+            writeln!(out, "{:<width$}  PARTITIONS  REPLICAS", "NAME")?;
+            for t in topics {
+                let internal = if t.internal { "  (internal)" } else { "" };
+                writeln!(
+                    out,
+                    "{:<width$}  {:>10}  {:>8}{internal}",
+                    t.name, t.partitions, t.replication_factor
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_topic(
+    out: &mut impl Write,
+    format: Format,
+    topic: &TopicInfo,
+    configs: Option<&[ConfigEntry]>,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let json = TopicJson {
+                name: &topic.name,
+                topic_id: &topic.topic_id,
+                internal: topic.internal,
+                partitions: topic
+                    .partitions
+                    .iter()
+                    .map(|p| PartitionJson {
+                        partition: p.partition,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        replicas: &p.replicas,
+                        isr: &p.isr,
+                        log_start_offset: p.log_start_offset,
+                        high_watermark: p.high_watermark,
+                        log_end_offset: p.log_end_offset,
+                    })
+                    .collect(),
+                configs: configs.map(config_json),
+            };
+            serde_json::to_writer(&mut *out, &json)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            writeln!(out, "NAME      {}", topic.name)?;
+            writeln!(out, "ID        {}", topic.topic_id)?;
+            writeln!(out, "INTERNAL  {}", topic.internal)?;
+            writeln!(out)?;
+            writeln!(
+                out,
+                "PARTITION  LEADER  EPOCH  REPLICAS  ISR       LOG-START  HIGH-WATERMARK  LOG-END"
+            )?;
+            for p in &topic.partitions {
+                writeln!(
+                    out,
+                    "{:>9}  {:>6}  {:>5}  {:<8}  {:<8}  {:>9}  {:>14}  {:>7}",
+                    p.partition,
+                    p.leader,
+                    p.leader_epoch,
+                    ids(&p.replicas),
+                    ids(&p.isr),
+                    p.log_start_offset,
+                    p.high_watermark,
+                    p.log_end_offset
+                )?;
+            }
+            if let Some(configs) = configs {
+                writeln!(out)?;
+                print_configs(out, format, configs)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_configs(
+    out: &mut impl Write,
+    format: Format,
+    entries: &[ConfigEntry],
+) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            serde_json::to_writer(&mut *out, &config_json(entries))?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            let width = entries
+                .iter()
+                .map(|e| e.name.len())
+                .max()
+                .unwrap_or(0)
+                .max(6);
+            writeln!(out, "{:<width$}  VALUE", "CONFIG")?;
+            for e in entries {
+                let source = if e.is_default { "  (default)" } else { "" };
+                writeln!(out, "{:<width$}  {}{source}", e.name, e.value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn config_json(entries: &[ConfigEntry]) -> Vec<ConfigJson<'_>> {
+    entries
+        .iter()
+        .map(|e| ConfigJson {
+            name: &e.name,
+            value: &e.value,
+            is_default: e.is_default,
+        })
+        .collect()
+}
+
+/// Broker ids as `0,1,2`.
+fn ids(ids: &[i32]) -> String {
+    ids.iter().map(i32::to_string).collect::<Vec<_>>().join(",")
+}
