@@ -1,0 +1,342 @@
+//! `report`: merges result lines from any number of files (this bench's `--format json`
+//! output, and anything else written to the same schema, such as `weir bench --format
+//! json`) into one table: a column per system, a group of rows per workload, and under it
+//! what an ack meant on each system.
+//!
+//! A workload is keyed on `(workload, record_bytes, durability)`; when a system has
+//! several results for one, the last line read wins, so rerunning appends and reports
+//! the latest figures.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::ensure;
+use clap::Args;
+
+use crate::output::{Format, Table, emit, grouped, millis, record_size};
+use crate::result::{BenchResult, Durability, Workload, read_results};
+
+/// Marks a figure whose acks do not wait for an fsync although `durable` was asked.
+const NOT_FSYNCED: &str = "†";
+
+/// Marks a latency run whose producer fell behind its schedule: the peer did not absorb
+/// the rate, and the percentiles include the queue that built up.
+const FELL_BEHIND: &str = "‡";
+
+/// Generator lag (99th percentile) above which a latency run counts as fallen behind: far
+/// above the pacer's tick and a scheduling hiccup, well below the queueing it flags.
+const FELL_BEHIND_LAG_MS: f64 = 50.0;
+
+/// Options of `report`.
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// Files of JSON result lines; other lines in them are skipped.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// `json` prints the merged results as one JSON array.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// One row of a workload's group: its name, and how to read it from a result.
+type Metric = (&'static str, fn(&BenchResult) -> Option<String>);
+
+/// What identifies a workload across systems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Case {
+    workload: Workload,
+    record_bytes: u64,
+    durability: Option<Durability>,
+}
+
+impl Case {
+    fn of(r: &BenchResult) -> Case {
+        Case {
+            workload: r.workload,
+            record_bytes: r.record_bytes,
+            durability: r.durability(),
+        }
+    }
+
+    fn label(&self) -> String {
+        let mut label = format!(
+            "{} {}",
+            self.workload.as_str(),
+            record_size(self.record_bytes)
+        );
+        if let Some(d) = self.durability {
+            label.push_str(&format!(", acks {}", d.as_str()));
+        }
+        label
+    }
+
+    /// The rows this workload shows.
+    fn metrics(&self) -> Vec<Metric> {
+        fn records_per_sec(r: &BenchResult) -> Option<String> {
+            Some(grouped(r.records_per_sec.round() as u64))
+        }
+        fn mb_per_sec(r: &BenchResult) -> Option<String> {
+            Some(format!("{:.1}", r.mb_per_sec))
+        }
+        match self.workload {
+            Workload::Produce => vec![("records/s", records_per_sec), ("MB/s", mb_per_sec)],
+            Workload::Consume => vec![("MB/s", mb_per_sec), ("records/s", records_per_sec)],
+            Workload::Latency => vec![
+                ("rate, records/s", |r| {
+                    r.latency
+                        .as_ref()
+                        .map(|l| grouped(l.rate_per_sec.round() as u64))
+                }),
+                ("p50 ms", |r| r.latency.as_ref().map(|l| millis(l.p50_ms))),
+                ("p99 ms", |r| r.latency.as_ref().map(|l| millis(l.p99_ms))),
+                ("p99.9 ms", |r| {
+                    r.latency.as_ref().map(|l| millis(l.p999_ms))
+                }),
+                ("max ms", |r| r.latency.as_ref().map(|l| millis(l.max_ms))),
+                ("ack p99 ms", |r| {
+                    r.latency.as_ref().and_then(|l| l.ack_p99_ms).map(millis)
+                }),
+                ("generator lag p99 ms", |r| {
+                    r.latency
+                        .as_ref()
+                        .and_then(|l| l.send_lag_p99_ms)
+                        .map(|lag| {
+                            let mark = if lag > FELL_BEHIND_LAG_MS {
+                                FELL_BEHIND
+                            } else {
+                                ""
+                            };
+                            format!("{}{mark}", millis(lag))
+                        })
+                }),
+                ("lost / duplicated", |r| {
+                    r.latency.as_ref().map(|l| {
+                        format!(
+                            "{} / {}",
+                            grouped(l.sent.saturating_sub(l.received)),
+                            grouped(l.duplicates)
+                        )
+                    })
+                }),
+            ],
+        }
+    }
+}
+
+/// The latest result of each system for each workload, in the order first seen.
+#[derive(Debug, Default)]
+struct Merged {
+    systems: Vec<String>,
+    cases: Vec<Case>,
+    results: BTreeMap<(String, Case), BenchResult>,
+}
+
+impl Merged {
+    fn add(&mut self, r: BenchResult) {
+        let case = Case::of(&r);
+        if !self.systems.contains(&r.system) {
+            self.systems.push(r.system.clone());
+        }
+        if !self.cases.contains(&case) {
+            self.cases.push(case);
+        }
+        self.results.insert((r.system.clone(), case), r);
+    }
+
+    fn get(&self, system: &str, case: Case) -> Option<&BenchResult> {
+        self.results.get(&(system.to_owned(), case))
+    }
+
+    fn render(&self) -> String {
+        let mut headers = vec!["workload".to_owned(), "metric".to_owned()];
+        headers.extend(self.systems.iter().cloned());
+        let mut table = Table::new(headers, 2);
+        let mut any_unsynced = false;
+        let any_behind = self.results.values().any(|r| {
+            r.latency
+                .as_ref()
+                .and_then(|l| l.send_lag_p99_ms)
+                .is_some_and(|lag| lag > FELL_BEHIND_LAG_MS)
+        });
+        for &case in &self.cases {
+            for (i, (metric, read)) in case.metrics().into_iter().enumerate() {
+                let mut row = vec![
+                    if i == 0 { case.label() } else { String::new() },
+                    metric.to_owned(),
+                ];
+                for system in &self.systems {
+                    let cell = match self.get(system, case) {
+                        None => "-".to_owned(),
+                        Some(r) => {
+                            let mut cell = read(r).unwrap_or_else(|| "-".to_owned());
+                            let unsynced = r.acks.as_ref().is_some_and(|a| {
+                                a.durability == Durability::Durable && !a.fsync_before_ack
+                            });
+                            if unsynced && i == 0 {
+                                cell.push_str(NOT_FSYNCED);
+                                any_unsynced = true;
+                            }
+                            cell
+                        }
+                    };
+                    row.push(cell);
+                }
+                table.row(row);
+            }
+        }
+        let mut out = table.render();
+        if any_unsynced {
+            out.push_str(&format!(
+                "\n{NOT_FSYNCED} acks asked to be durable, but this system has no ack that \
+                 waits for an fsync:\n  measured with its nearest (see below).\n"
+            ));
+        }
+        if any_behind {
+            out.push_str(&format!(
+                "{}{FELL_BEHIND} the producer fell behind its schedule (generator lag p99 over \
+                 {FELL_BEHIND_LAG_MS} ms):\n  the system did not absorb this rate with a consumer \
+                 running, and the percentiles include the queue.\n",
+                if any_unsynced { "" } else { "\n" }
+            ));
+        }
+        out.push_str("\nWhat an ack meant, and what was measured:\n");
+        for system in &self.systems {
+            let mine: Vec<&BenchResult> = self
+                .results
+                .iter()
+                .filter(|((s, _), _)| s == system)
+                .map(|(_, r)| r)
+                .collect();
+            if let Some(r) = mine.first() {
+                out.push_str(&format!("  {system}: {}, client {}\n", r.server, r.client));
+            }
+            let mut meanings: BTreeMap<Durability, &str> = BTreeMap::new();
+            for r in &mine {
+                if let Some(a) = &r.acks {
+                    meanings.insert(a.durability, &a.meaning);
+                }
+            }
+            for (durability, meaning) in meanings {
+                out.push_str(&format!("    acks {}: {meaning}\n", durability.as_str()));
+            }
+        }
+        out
+    }
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let mut merged = Merged::default();
+    for path in &args.files {
+        for r in read_results(path)? {
+            merged.add(r);
+        }
+    }
+    ensure!(
+        !merged.results.is_empty(),
+        "no result lines in {}",
+        args.files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let all: Vec<&BenchResult> = merged.results.values().collect();
+    emit(args.format, &merged.render(), &all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{Acks, LatencyStats, SCHEMA};
+
+    fn result(
+        system: &str,
+        workload: Workload,
+        durability: Option<Durability>,
+        mb: f64,
+    ) -> BenchResult {
+        BenchResult {
+            schema: SCHEMA.to_owned(),
+            system: system.to_owned(),
+            server: format!("{system}-server 1.0"),
+            client: "client 1.0".to_owned(),
+            workload,
+            record_bytes: 1024,
+            records: 1000,
+            acks: durability.map(|durability| Acks {
+                durability,
+                fsync_before_ack: system == "redis",
+                meaning: format!("{system} meaning"),
+            }),
+            seconds: 1.0,
+            records_per_sec: 1000.0,
+            mb_per_sec: mb,
+            latency: None,
+            settings: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn merges_systems_side_by_side_and_the_last_result_wins() {
+        let mut m = Merged::default();
+        m.add(result(
+            "nats",
+            Workload::Produce,
+            Some(Durability::Durable),
+            1.0,
+        ));
+        m.add(result(
+            "redis",
+            Workload::Produce,
+            Some(Durability::Durable),
+            2.0,
+        ));
+        m.add(result(
+            "redis",
+            Workload::Produce,
+            Some(Durability::Durable),
+            3.0,
+        ));
+        m.add(result("weir", Workload::Consume, None, 4.0));
+        let text = m.render();
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header, ["workload", "metric", "nats", "redis", "weir"]);
+        assert!(lines[1].contains("produce 1 KiB, acks durable") && lines[1].contains("1,000†"));
+        assert!(lines[2].contains("MB/s") && lines[2].contains("3.0") && !lines[2].contains("2.0"));
+        assert!(lines[3].contains("consume 1 KiB") && lines[3].ends_with("4.0"));
+        assert!(text.contains("acks durable: nats meaning"));
+        assert!(text.contains(NOT_FSYNCED));
+        assert!(!text.contains(FELL_BEHIND));
+    }
+
+    #[test]
+    fn flags_latency_runs_that_fell_behind() {
+        let mut m = Merged::default();
+        for (system, lag_ms) in [("nats", 400.0), ("redis", 0.2)] {
+            let mut r = result(system, Workload::Latency, Some(Durability::Leader), 1.0);
+            r.latency = Some(LatencyStats {
+                rate_per_sec: 1000.0,
+                measured_secs: 20.0,
+                warmup_secs: 2.0,
+                sent: 22_000,
+                received: 22_000,
+                duplicates: 0,
+                p50_ms: 1.0,
+                p99_ms: 2.0,
+                p999_ms: 3.0,
+                max_ms: 4.0,
+                ack_p50_ms: None,
+                ack_p99_ms: None,
+                send_lag_p99_ms: Some(lag_ms),
+            });
+            m.add(r);
+        }
+        let text = m.render();
+        let lag_row = text.lines().find(|l| l.contains("generator lag")).unwrap();
+        let cells: Vec<&str> = lag_row.split_whitespace().collect();
+        assert_eq!(cells[cells.len() - 2..], ["400‡", "0.200"]);
+        assert!(text.contains("fell behind its schedule"));
+    }
+}

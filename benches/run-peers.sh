@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# Weir's peers side by side: installs what is missing (NATS JetStream, Redis Streams and,
+# if it installs, RabbitMQ streams, all from Debian), starts each server on loopback on a
+# port of its own with its data under one work directory, runs every workload of
+# weir-peer-bench against it, stops it, and prints one table. Results are JSON lines, so
+# Weir's own `weir bench ... --format json` output can be appended and reported with them.
+#
+# One server runs at a time (started, measured, stopped), so an idle peer takes no CPU
+# from the one being measured on this 2-core machine. Every server this script starts is
+# recorded in a pid file and stopped on exit, however the script ends; a rerun first
+# stops what a killed earlier run left behind (its own pid files only) and starts from
+# empty data directories. Nothing else is stopped.
+#
+# Usage: benches/run-peers.sh [--quick] [--help]    (environment variables below)
+
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: benches/run-peers.sh [--quick] [--help]
+
+Installs (apt-get), starts on 127.0.0.1, measures and stops NATS JetStream, Redis Streams
+and RabbitMQ streams with weir-peer-bench, one server at a time, then prints one table.
+
+Workloads, per peer:
+  1. produce  PRODUCE_SMALL_RECORDS records of SMALL_RECORD_BYTES, acks leader
+  2. produce  PRODUCE_LARGE_RECORDS records of LARGE_RECORD_BYTES, acks durable
+  3. consume  those PRODUCE_LARGE_RECORDS records back
+  4. latency  LARGE_RECORD_BYTES records, acks durable, at LATENCY_RATE_FRACTION of the
+              rate measured in 2, for LATENCY_SECS (+ LATENCY_WARMUP_SECS)
+
+Options:
+  --quick   a smoke run: 10x fewer records, 5 s of latency
+  --help    this text
+
+Environment (defaults in brackets):
+  WEIR_PEERS              peers to run ["nats redis rabbitmq"]
+  WEIR_PEER_DIR           work directory: data, logs, pid files [${TMPDIR:-/tmp}/weir-peers]
+  WEIR_PEER_RESULTS       JSON lines of results [$WEIR_PEER_DIR/results.jsonl]
+  WEIR_PEER_INSTALL       1: apt-get what is missing; 0: never [1]
+  PRODUCE_SMALL_RECORDS [2000000]  SMALL_RECORD_BYTES [100]
+  PRODUCE_LARGE_RECORDS [500000]   LARGE_RECORD_BYTES [1KiB]
+  LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE_FRACTION [0.5]
+  NATS_PORT [17422]  REDIS_PORT [17479]
+  RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
+  RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
+  READY_TIMEOUT_SECS      how long a server may take to start [120]
+  WORKLOAD_TIMEOUT_SECS   how long one workload may take [600]
+  QUIET_WAIT_SECS         how long to wait, before each peer, for other work to stop
+                          using the CPU (it is checked and reported either way) [0]
+  WEIR_PEER_BENCH_ARGS    extra arguments for every workload (e.g. "--in-flight 16")
+
+Examples:
+  benches/run-peers.sh
+  WEIR_PEERS="redis nats" benches/run-peers.sh --quick
+  # Add Weir's row, then report everything together:
+  weir bench ... --format json >> /tmp/weir-peers/results.jsonl
+  target/release/weir-peer-bench report /tmp/weir-peers/results.jsonl
+EOF
+}
+
+QUICK=0
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run-peers.sh: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PEERS="${WEIR_PEERS:-nats redis rabbitmq}"
+WORK="${WEIR_PEER_DIR:-${TMPDIR:-/tmp}/weir-peers}"
+RESULTS="${WEIR_PEER_RESULTS:-$WORK/results.jsonl}"
+INSTALL="${WEIR_PEER_INSTALL:-1}"
+if [ "$QUICK" = 1 ]; then
+    PRODUCE_SMALL_RECORDS="${PRODUCE_SMALL_RECORDS:-200000}"
+    PRODUCE_LARGE_RECORDS="${PRODUCE_LARGE_RECORDS:-50000}"
+    LATENCY_SECS="${LATENCY_SECS:-5}"
+    LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-1}"
+fi
+PRODUCE_SMALL_RECORDS="${PRODUCE_SMALL_RECORDS:-2000000}"
+SMALL_RECORD_BYTES="${SMALL_RECORD_BYTES:-100}"
+PRODUCE_LARGE_RECORDS="${PRODUCE_LARGE_RECORDS:-500000}"
+LARGE_RECORD_BYTES="${LARGE_RECORD_BYTES:-1KiB}"
+LATENCY_SECS="${LATENCY_SECS:-20}"
+LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-2}"
+LATENCY_RATE_FRACTION="${LATENCY_RATE_FRACTION:-0.5}"
+NATS_PORT="${NATS_PORT:-17422}"
+REDIS_PORT="${REDIS_PORT:-17479}"
+RABBITMQ_STREAM_PORT="${RABBITMQ_STREAM_PORT:-17452}"
+RABBITMQ_AMQP_PORT="${RABBITMQ_AMQP_PORT:-17472}"
+RABBITMQ_DIST_PORT="${RABBITMQ_DIST_PORT:-17473}"
+RABBITMQ_EPMD_PORT="${RABBITMQ_EPMD_PORT:-17469}"
+READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-120}"
+WORKLOAD_TIMEOUT_SECS="${WORKLOAD_TIMEOUT_SECS:-600}"
+QUIET_WAIT_SECS="${QUIET_WAIT_SECS:-0}"
+# Seconds past a workload's own deadline before `timeout` ends it.
+BACKSTOP_MARGIN_SECS=30
+# Seconds a stopped server gets to exit before it is killed.
+STOP_GRACE_SECS=20
+# The RabbitMQ node this script runs; `localhost` keeps Erlang distribution on loopback.
+RABBITMQ_NODE="weir-bench@localhost"
+# Debian's RabbitMQ scripts (the /usr/sbin wrappers switch to the rabbitmq user and its
+# home; these run as the caller with everything under $WORK).
+RABBITMQ_BIN=/usr/lib/rabbitmq/bin
+
+PIDS="$WORK/pids"
+LOGS="$WORK/logs"
+DATA="$WORK/data"
+FAILED=()
+NOISY=()
+# CPU use by others (percent) above which a peer's figures are flagged as noisy.
+BUSY_WARN_PERCENT=10
+
+say() { printf '[run-peers %4ss] %s\n' "$SECONDS" "$*" >&2; }
+
+# --- Stopping: only what this script started, by the pids it recorded ---------------------
+
+# The command name a pid file's process must have to be ours (a recycled pid is left alone).
+expected_comm() {
+    case "$1" in
+        nats) echo nats-server ;;
+        redis) echo redis-server ;;
+        rabbitmq) echo beam.smp ;;
+        epmd) echo epmd ;;
+    esac
+}
+
+pid_alive_and_ours() {
+    local name="$1" pid="$2" comm
+    comm="$(ps -o comm= -p "$pid" 2>/dev/null || true)"
+    [ -n "$comm" ] && [ "$comm" = "$(expected_comm "$name")" ]
+}
+
+# Stops the server recorded in $PIDS/<name>.pid: TERM, then KILL after the grace period.
+stop_recorded() {
+    local name="$1" file="$PIDS/$1.pid" pid deadline
+    [ -f "$file" ] || return 0
+    pid="$(cat "$file")"
+    if pid_alive_and_ours "$name" "$pid"; then
+        say "stopping $name (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        deadline=$((SECONDS + STOP_GRACE_SECS))
+        while pid_alive_and_ours "$name" "$pid" && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.2
+        done
+        if pid_alive_and_ours "$name" "$pid"; then
+            say "$name (pid $pid) did not stop in ${STOP_GRACE_SECS}s: killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    rm -f "$file"
+}
+
+rabbitmq_env() {
+    export HOME="$DATA/rabbitmq/home" \
+        RABBITMQ_NODENAME="$RABBITMQ_NODE" \
+        RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+        RABBITMQ_NODE_PORT="$RABBITMQ_AMQP_PORT" \
+        RABBITMQ_DIST_PORT="$RABBITMQ_DIST_PORT" \
+        ERL_EPMD_PORT="$RABBITMQ_EPMD_PORT" \
+        ERL_EPMD_ADDRESS=127.0.0.1 \
+        RABBITMQ_MNESIA_BASE="$DATA/rabbitmq/mnesia" \
+        RABBITMQ_LOG_BASE="$LOGS/rabbitmq" \
+        RABBITMQ_CONFIG_FILE="$DATA/rabbitmq/rabbitmq.conf" \
+        RABBITMQ_ENABLED_PLUGINS_FILE="$DATA/rabbitmq/enabled_plugins" \
+        RABBITMQ_PID_FILE="$DATA/rabbitmq/beam.pid" \
+        RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+        RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+stop_rabbitmq() {
+    if [ -f "$PIDS/rabbitmq.pid" ] && pid_alive_and_ours rabbitmq "$(cat "$PIDS/rabbitmq.pid")"; then
+        # A clean stop first; stop_recorded kills what is left.
+        ( rabbitmq_env; timeout "$STOP_GRACE_SECS" "$RABBITMQ_BIN/rabbitmqctl" -n "$RABBITMQ_NODE" stop \
+            >>"$LOGS/rabbitmq-ctl.log" 2>&1 ) || true
+    fi
+    stop_recorded rabbitmq
+    # The epmd this script started, on its own port (never the system's).
+    if [ -f "$PIDS/epmd.pid" ] && pid_alive_and_ours epmd "$(cat "$PIDS/epmd.pid")"; then
+        epmd -port "$RABBITMQ_EPMD_PORT" -kill >/dev/null 2>&1 || true
+    fi
+    stop_recorded epmd
+}
+
+stop_all() {
+    stop_recorded nats
+    stop_recorded redis
+    stop_rabbitmq
+}
+
+on_exit() {
+    local status=$?
+    trap - EXIT INT TERM
+    stop_all
+    exit "$status"
+}
+
+# --- Waiting: poll with a deadline -------------------------------------------------------
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Fails if anything already listens on a port a server is about to get.
+port_free() {
+    if port_open "$1"; then
+        say "port $1 is already in use by a process this script did not start: set $2 to a free port"
+        return 1
+    fi
+}
+
+# Waits until `$2...` succeeds, for at most READY_TIMEOUT_SECS; $1 names what is awaited.
+wait_until() {
+    local what="$1" deadline=$((SECONDS + READY_TIMEOUT_SECS))
+    shift
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            say "$what not ready after ${READY_TIMEOUT_SECS}s"
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# --- Installing --------------------------------------------------------------------------
+
+UPDATED=0
+apt_install() {
+    if [ "$INSTALL" != 1 ]; then
+        say "not installing $* (WEIR_PEER_INSTALL=$INSTALL)"
+        return 1
+    fi
+    if [ "$UPDATED" = 0 ]; then
+        say "apt-get update"
+        apt-get update -qq >>"$LOGS/apt.log" 2>&1 || return 1
+        UPDATED=1
+    fi
+    say "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$LOGS/apt.log" 2>&1
+}
+
+# Installs the peers' servers where missing; drops (and reports) a peer that won't install.
+install_peers() {
+    local wanted=() peer
+    for peer in $PEERS; do
+        case "$peer" in
+            nats) command -v nats-server >/dev/null || wanted+=(nats-server) ;;
+            redis) command -v redis-server >/dev/null || wanted+=(redis-server) ;;
+            rabbitmq) ;;
+            *) say "unknown peer '$peer' in WEIR_PEERS (nats, redis, rabbitmq)"; exit 2 ;;
+        esac
+    done
+    if [ "${#wanted[@]}" -gt 0 ]; then
+        apt_install "${wanted[@]}" || say "installing ${wanted[*]} failed: see $LOGS/apt.log"
+    fi
+    if [[ " $PEERS " == *" rabbitmq "* ]] && ! [ -x "$RABBITMQ_BIN/rabbitmq-server" ]; then
+        apt_install rabbitmq-server || say "installing rabbitmq-server failed: see $LOGS/apt.log"
+    fi
+    local kept=()
+    for peer in $PEERS; do
+        case "$peer" in
+            nats) command -v nats-server >/dev/null && kept+=(nats) || FAILED+=("nats: nats-server is not installed") ;;
+            redis) command -v redis-server >/dev/null && kept+=(redis) || FAILED+=("redis: redis-server is not installed") ;;
+            rabbitmq) [ -x "$RABBITMQ_BIN/rabbitmq-server" ] && kept+=(rabbitmq) || FAILED+=("rabbitmq: rabbitmq-server is not installed (skipped)") ;;
+        esac
+    done
+    PEERS="${kept[*]:-}"
+}
+
+# --- Starting ----------------------------------------------------------------------------
+
+start_nats() {
+    port_free "$NATS_PORT" NATS_PORT || return 1
+    mkdir -p "$DATA/nats"
+    # JetStream with file storage under $DATA; no monitoring port, no cluster.
+    nats-server -js -sd "$DATA/nats" -a 127.0.0.1 -p "$NATS_PORT" \
+        >"$LOGS/nats.log" 2>&1 &
+    echo $! >"$PIDS/nats.pid"
+    wait_until "nats-server on port $NATS_PORT" port_open "$NATS_PORT"
+}
+
+redis_ping() {
+    [ "$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+}
+
+start_redis() {
+    port_free "$REDIS_PORT" REDIS_PORT || return 1
+    mkdir -p "$DATA/redis"
+    # AOF on (the bench sets appendfsync per workload), no RDB snapshots, no automatic
+    # AOF rewrite mid-measurement (see peer/redis_streams.rs).
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$DATA/redis" \
+        --appendonly yes --appendfsync everysec --save '' --auto-aof-rewrite-percentage 0 \
+        --daemonize no --logfile "$LOGS/redis.log" >/dev/null 2>&1 &
+    echo $! >"$PIDS/redis.pid"
+    if command -v redis-cli >/dev/null; then
+        wait_until "redis-server on port $REDIS_PORT" redis_ping
+    else
+        wait_until "redis-server on port $REDIS_PORT" port_open "$REDIS_PORT"
+    fi
+}
+
+rabbitmq_ready() {
+    port_open "$RABBITMQ_STREAM_PORT" &&
+        "$RABBITMQ_BIN/rabbitmqctl" -n "$RABBITMQ_NODE" await_startup --timeout 5 >/dev/null 2>&1
+}
+
+start_rabbitmq() {
+    local port
+    for port in RABBITMQ_STREAM_PORT RABBITMQ_AMQP_PORT RABBITMQ_DIST_PORT RABBITMQ_EPMD_PORT; do
+        port_free "${!port}" "$port" || return 1
+    done
+    mkdir -p "$DATA/rabbitmq/home" "$DATA/rabbitmq/mnesia" "$LOGS/rabbitmq"
+    cat >"$DATA/rabbitmq/rabbitmq.conf" <<EOF
+listeners.tcp.1 = 127.0.0.1:$RABBITMQ_AMQP_PORT
+stream.listeners.tcp.1 = 127.0.0.1:$RABBITMQ_STREAM_PORT
+# Clients connect to the address the node advertises for a stream's leader.
+stream.advertised_host = 127.0.0.1
+stream.advertised_port = $RABBITMQ_STREAM_PORT
+EOF
+    echo '[rabbitmq_stream].' >"$DATA/rabbitmq/enabled_plugins"
+    (
+        rabbitmq_env
+        # Our own epmd, on its own port and loopback, so stopping it touches no other node.
+        epmd -port "$RABBITMQ_EPMD_PORT" -address 127.0.0.1 -daemon
+    )
+    # `epmd -daemon` forks; find the daemon by its command line (ours: our port).
+    local epmd_pid
+    epmd_pid="$(pgrep -f -x "epmd -port $RABBITMQ_EPMD_PORT -address 127.0.0.1 -daemon" | head -n1 || true)"
+    [ -n "$epmd_pid" ] && echo "$epmd_pid" >"$PIDS/epmd.pid"
+    (
+        rabbitmq_env
+        exec "$RABBITMQ_BIN/rabbitmq-server" >"$LOGS/rabbitmq-server.out" 2>&1
+    ) &
+    local launcher=$!
+    # The node writes its OS pid once booted; until then, watch the launcher.
+    local deadline=$((SECONDS + READY_TIMEOUT_SECS))
+    until [ -s "$DATA/rabbitmq/beam.pid" ]; do
+        if ! kill -0 "$launcher" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            say "rabbitmq-server did not start: see $LOGS/rabbitmq-server.out"
+            return 1
+        fi
+        sleep 0.2
+    done
+    cp "$DATA/rabbitmq/beam.pid" "$PIDS/rabbitmq.pid"
+    ( rabbitmq_env; wait_until "RabbitMQ streams on port $RABBITMQ_STREAM_PORT" rabbitmq_ready )
+}
+
+peer_port() {
+    case "$1" in
+        nats) echo "$NATS_PORT" ;;
+        redis) echo "$REDIS_PORT" ;;
+        rabbitmq) echo "$RABBITMQ_STREAM_PORT" ;;
+    esac
+}
+
+# --- Measuring ---------------------------------------------------------------------------
+
+# Share of the CPU (percent) in use over one second, from /proc/stat: checked before each
+# peer starts, when nothing of ours runs, so anything above a few percent is someone else.
+cpu_busy_percent() {
+    local _cpu u n s i w x y z total1 idle1 total2 idle2
+    read -r _cpu u n s i w x y z _ </proc/stat
+    total1=$((u + n + s + i + w + x + y + z)) idle1=$((i + w))
+    sleep 1
+    read -r _cpu u n s i w x y z _ </proc/stat
+    total2=$((u + n + s + i + w + x + y + z)) idle2=$((i + w))
+    echo $((100 * ((total2 - total1) - (idle2 - idle1)) / (total2 - total1 + 1)))
+}
+
+# Warns when other work is running: on 2 cores it skews every figure. With
+# QUIET_WAIT_SECS, first waits up to that long for it to stop.
+check_quiet() {
+    local busy deadline=$((SECONDS + QUIET_WAIT_SECS))
+    busy="$(cpu_busy_percent)"
+    while [ "$busy" -gt "$BUSY_WARN_PERCENT" ] && [ "$SECONDS" -lt "$deadline" ]; do
+        say "waiting for the CPU to be quiet before $1 starts (${busy}% busy with other work)"
+        sleep 5
+        busy="$(cpu_busy_percent)"
+    done
+    if [ "$busy" -gt "$BUSY_WARN_PERCENT" ]; then
+        say "warning: ${busy}% of the CPU is busy with other work before $1 starts: its figures will be noisy"
+        NOISY+=("$1: ${busy}% CPU busy with other work at start")
+    fi
+}
+
+# Runs one workload; its JSON line goes to $RESULTS, a failure is noted and the run goes on.
+bench() {
+    local peer="$1" workload="$2"
+    shift 2
+    say "$peer: $workload $*"
+    # The bench stops itself at --timeout-secs; `timeout` is the backstop should it hang.
+    # shellcheck disable=SC2086 # WEIR_PEER_BENCH_ARGS is a list of words.
+    if ! timeout --kill-after=10 "$((WORKLOAD_TIMEOUT_SECS + BACKSTOP_MARGIN_SECS))" "$BIN" "$workload" --peer "$peer" --port "$(peer_port "$peer")" \
+        --timeout-secs "$WORKLOAD_TIMEOUT_SECS" --format json "$@" ${WEIR_PEER_BENCH_ARGS:-} \
+        >>"$RESULTS" 2>>"$LOGS/bench-$peer.log"; then
+        FAILED+=("$peer: $workload $* (see $LOGS/bench-$peer.log)")
+        tail -n 3 "$LOGS/bench-$peer.log" >&2 || true
+        return 1
+    fi
+}
+
+measure() {
+    local peer="$1"
+    bench "$peer" produce --records "$PRODUCE_SMALL_RECORDS" --record-bytes "$SMALL_RECORD_BYTES" \
+        --durability leader || true
+    if bench "$peer" produce --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" \
+        --durability durable; then
+        bench "$peer" consume --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" || true
+        bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" --durability durable \
+            --rate-from "$RESULTS" --rate-fraction "$LATENCY_RATE_FRACTION" \
+            --duration-secs "$LATENCY_SECS" --warmup-secs "$LATENCY_WARMUP_SECS" || true
+    fi
+}
+
+# --- Main --------------------------------------------------------------------------------
+
+mkdir -p "$WORK" "$PIDS"
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# What an earlier run that was killed may have left running.
+stop_all
+rm -rf "$DATA" "$LOGS"
+mkdir -p "$DATA" "$LOGS"
+: >"$RESULTS"
+
+install_peers
+if [ -z "$PEERS" ]; then
+    say "no peer to measure"
+    exit 1
+fi
+
+FEATURES=()
+if [[ " $PEERS " == *" rabbitmq "* ]]; then
+    FEATURES=(--features rabbitmq)
+fi
+say "building weir-peer-bench ${FEATURES[*]}"
+(cd "$ROOT" && cargo build --release -p weir-peer-bench "${FEATURES[@]}")
+# Run the built binary, not `cargo run`: a build lock held by another cargo would stall a
+# measurement half way.
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weir-peer-bench"
+
+say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); data in $DATA ($(df -h --output=source,fstype "$WORK" | tail -n1 | tr -s ' '))"
+for peer in $PEERS; do
+    check_quiet "$peer"
+    if "start_$peer"; then
+        measure "$peer"
+    else
+        FAILED+=("$peer: the server did not start (see $LOGS)")
+    fi
+    case "$peer" in
+        rabbitmq) stop_rabbitmq ;;
+        *) stop_recorded "$peer" ;;
+    esac
+    # Gigabytes of records nobody will read again; logs and results stay.
+    rm -rf "${DATA:?}/$peer"
+done
+
+echo
+"$BIN" report "$RESULTS" | tee "$WORK/results.txt"
+echo
+say "results: $RESULTS (JSON lines), $WORK/results.txt (table); logs: $LOGS"
+for n in "${NOISY[@]}"; do say "noisy: $n"; done
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    say "did not work:"
+    for f in "${FAILED[@]}"; do say "  $f"; done
+    exit 1
+fi
