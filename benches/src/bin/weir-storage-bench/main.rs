@@ -2,13 +2,15 @@
 //! file I/O of the same bytes in the same run.
 //!
 //! - `throughput` (the default): append throughput against `write` + `fdatasync` at the
-//!   same cadence, then read throughput against `pread`, from the page cache.
+//!   same cadence, validating inline and validated ahead on a request thread, then read
+//!   throughput against `pread`, from the page cache.
 //! - `open-time`: how long `Log::open` takes on a large log after a clean shutdown and
 //!   after a SIGKILL with unflushed data, and that it does not grow with the log.
 //!
 //! Results go to stdout (a table, or one JSON object with `--format json`); progress goes
 //! to stderr.
 
+mod affinity;
 mod crash_child;
 mod open_time;
 mod output;
@@ -68,7 +70,8 @@ pub struct CommonArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Append throughput (raw write+fdatasync vs weir-log) and read throughput (default).
+    /// Append throughput (raw write+fdatasync vs weir-log, validating inline and validated
+    /// ahead) and read throughput (default).
     Throughput(throughput::ThroughputArgs),
     /// Log::open time after a clean close and after a SIGKILL with unflushed data.
     OpenTime(open_time::OpenTimeArgs),
