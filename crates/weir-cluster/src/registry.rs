@@ -32,7 +32,6 @@ use crate::topic_name::{is_internal, validate_topic_name};
 pub const MAX_PARTITIONS_PER_TOPIC: u32 = 10_000;
 /// Directory under the data directory holding partition logs.
 const TOPICS_DIR: &str = "topics";
-const LOCK_FILE: &str = ".lock";
 
 /// One topic: its identity, settings and partitions.
 #[derive(Debug)]
@@ -96,23 +95,9 @@ impl TopicRegistry {
             move |source| ClusterError::Io { path, source }
         };
         fs::create_dir_all(data_dir.join(TOPICS_DIR)).map_err(io(data_dir))?;
-        let lock_path = data_dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        lock.try_lock().map_err(|e| ClusterError::Io {
-            path: lock_path.clone(),
-            source: match e {
-                fs::TryLockError::WouldBlock => std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    "the data directory is in use by another broker",
-                ),
-                fs::TryLockError::Error(e) => e,
-            },
-        })?;
+        let lock =
+            weir_log::storage::lock_dir(data_dir, "the data directory is in use by another broker")
+                .map_err(io(&data_dir.join(weir_log::storage::LOCK_FILE)))?;
         let metadata = match ClusterMetadata::load(data_dir)? {
             Some(m) => m,
             None => {

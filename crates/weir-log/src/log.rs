@@ -27,9 +27,6 @@ use crate::recovery::{self, RecoveryPoint};
 use crate::segment::{self, LOG_SUFFIX, Segment};
 use crate::storage::{FileStorage, Storage};
 
-/// Name of the lock file that keeps a second process from opening the same log.
-const LOCK_FILE: &str = ".lock";
-
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -187,23 +184,9 @@ impl Log {
             move |e| OpenError::io(p, e)
         };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        let lock_path = dir.join(crate::storage::LOCK_FILE);
+        let lock = crate::storage::lock_dir(&dir, "log directory is in use by another process")
             .map_err(io(&lock_path))?;
-        lock.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => OpenError::io(
-                lock_path.clone(),
-                std::io::Error::new(
-                    std::io::ErrorKind::WouldBlock,
-                    "log directory is in use by another process",
-                ),
-            ),
-            std::fs::TryLockError::Error(e) => OpenError::io(lock_path.clone(), e),
-        })?;
 
         let started = Instant::now();
         let inner = recovery::recover(&dir, &config, storage.as_ref())?;
@@ -529,14 +512,7 @@ impl Log {
     pub(crate) fn write_recovery_point(&self, inner: &Inner) -> Result<(), MaintenanceError> {
         let point = inner.recovery_point();
         let files = inner.active().files();
-        files
-            .index
-            .flush()
-            .map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
-        files
-            .time_index
-            .flush()
-            .map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+        files.flush_indexes(MaintenanceError::io)?;
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
         checkpoint::write(
             self.storage.as_ref(),
@@ -667,14 +643,7 @@ impl Log {
                 return Ok(());
             }
             let files = active.files();
-            files
-                .index
-                .flush()
-                .map_err(|e| MaintenanceError::io(files.index.path().to_path_buf(), e))?;
-            files
-                .time_index
-                .flush()
-                .map_err(|e| MaintenanceError::io(files.time_index.path().to_path_buf(), e))?;
+            files.flush_indexes(MaintenanceError::io)?;
         }
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
         let newer = ckpt

@@ -457,11 +457,7 @@ pub(crate) fn recover(
         inner.epochs = epochs;
     }
     let files = inner.active().files();
-    files.index.flush().map_err(io(files.index.path()))?;
-    files
-        .time_index
-        .flush()
-        .map_err(io(files.time_index.path()))?;
+    files.flush_indexes(OpenError::io)?;
     checkpoint::write(
         storage,
         dir,

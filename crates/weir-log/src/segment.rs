@@ -39,6 +39,19 @@ pub(crate) struct SegmentFiles {
     pub time_index: Index<TimeEntry>,
 }
 
+impl SegmentFiles {
+    /// Writes both indexes' dirty pages to disk (msync), naming the file that failed
+    /// with `wrap`.
+    pub(crate) fn flush_indexes<E>(&self, wrap: fn(PathBuf, std::io::Error) -> E) -> Result<(), E> {
+        self.index
+            .flush()
+            .map_err(|e| wrap(self.index.path().to_path_buf(), e))?;
+        self.time_index
+            .flush()
+            .map_err(|e| wrap(self.time_index.path().to_path_buf(), e))
+    }
+}
+
 /// What indexing has seen so far; appends and recovery feed batches through
 /// [`Segment::index_batch`] so both build the same indexes.
 #[derive(Debug, Clone, Copy)]

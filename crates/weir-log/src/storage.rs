@@ -11,6 +11,25 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+/// Name of the lock file [`lock_dir`] holds in a directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes an exclusive `flock` on `<dir>/.lock`, so a second process cannot open the same
+/// directory; the lock lasts as long as the returned file. `in_use` is the message when
+/// another process holds it.
+pub fn lock_dir(dir: &Path, in_use: &'static str) -> io::Result<File> {
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, in_use)),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
+}
+
 /// A directory of files the log reads and writes.
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Opens `path` for reading and writing, creating it if `create` is set.
