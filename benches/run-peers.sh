@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Weir's peers side by side: installs what is missing (NATS JetStream, Redis Streams and,
-# if it installs, RabbitMQ streams, all from Debian), starts each server on loopback on a
-# port of its own with its data under one work directory, runs every workload of
-# weir-peer-bench against it, stops it, and prints one table. Results are JSON lines, so
-# Weir's own `weir bench ... --format json` output can be appended and reported with them.
+# Weir and its peers side by side: builds Weir, installs what is missing (NATS JetStream,
+# Redis Streams and, if it installs, RabbitMQ streams, all from Debian), starts each server
+# on loopback on a port of its own with its data under one work directory, runs every
+# workload against it (Weir with `weir bench --report-schema peer`, the peers with
+# weir-peer-bench), stops it, and prints one table. Results are JSON lines in one schema.
 #
 # One server runs at a time (started, measured, stopped), so an idle peer takes no CPU
 # from the one being measured on this 2-core machine. Every server this script starts is
@@ -19,10 +19,11 @@ usage() {
     cat <<'EOF'
 Usage: benches/run-peers.sh [--quick] [--help]
 
-Installs (apt-get), starts on 127.0.0.1, measures and stops NATS JetStream, Redis Streams
-and RabbitMQ streams with weir-peer-bench, one server at a time, then prints one table.
+Builds Weir (release), installs (apt-get) NATS JetStream, Redis Streams and RabbitMQ
+streams, then starts on 127.0.0.1, measures and stops each, one server at a time: Weir with
+`weir bench --report-schema peer`, the peers with weir-peer-bench. Prints one table.
 
-Workloads, per peer:
+Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
   1. produce  PRODUCE_SMALL_RECORDS records of SMALL_RECORD_BYTES, acks leader
   2. produce  PRODUCE_LARGE_RECORDS records of LARGE_RECORD_BYTES, acks durable
   3. consume  those PRODUCE_LARGE_RECORDS records back
@@ -34,27 +35,31 @@ Options:
   --help    this text
 
 Environment (defaults in brackets):
-  WEIR_PEERS              peers to run ["nats redis rabbitmq"]
+  WEIR_PEERS              systems to run, in column order ["weir nats redis rabbitmq"]
   WEIR_PEER_DIR           work directory: data, logs, pid files [${TMPDIR:-/tmp}/weir-peers]
   WEIR_PEER_RESULTS       JSON lines of results [$WEIR_PEER_DIR/results.jsonl]
   WEIR_PEER_INSTALL       1: apt-get what is missing; 0: never [1]
   PRODUCE_SMALL_RECORDS [2000000]  SMALL_RECORD_BYTES [100]
   PRODUCE_LARGE_RECORDS [500000]   LARGE_RECORD_BYTES [1KiB]
   LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE_FRACTION [0.5]
-  NATS_PORT [17422]  REDIS_PORT [17479]
+  WEIR_PORT [17492]  NATS_PORT [17422]  REDIS_PORT [17479]
   RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
   RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
   READY_TIMEOUT_SECS      how long a server may take to start [120]
   WORKLOAD_TIMEOUT_SECS   how long one workload may take [600]
   QUIET_WAIT_SECS         how long to wait, before each peer, for other work to stop
                           using the CPU (it is checked and reported either way) [0]
-  WEIR_PEER_BENCH_ARGS    extra arguments for every workload (e.g. "--in-flight 16")
+  WEIR_PEER_BENCH_ARGS    extra arguments for every peer workload (e.g. "--in-flight 16")
+  WEIR_PARTITIONS         partitions of Weir's topics (the peers write one stream) [1]
+  WEIR_BATCH_RECORDS      Weir's producer batch, in records of the workload's size, and
+  WEIR_IN_FLIGHT          its batches in flight per partition: the peers' window [500, 8]
+  WEIR_BENCH_ARGS         extra arguments for every `weir bench` (e.g. "--linger-ms 0")
 
 Examples:
   benches/run-peers.sh
-  WEIR_PEERS="redis nats" benches/run-peers.sh --quick
-  # Add Weir's row, then report everything together:
-  weir bench ... --format json >> /tmp/weir-peers/results.jsonl
+  WEIR_PEERS="weir redis" benches/run-peers.sh --quick
+  # Add a row, then report everything together:
+  weir bench ... --report-schema peer >> /tmp/weir-peers/results.jsonl
   target/release/weir-peer-bench report /tmp/weir-peers/results.jsonl
 EOF
 }
@@ -69,7 +74,7 @@ for arg in "$@"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEERS="${WEIR_PEERS:-nats redis rabbitmq}"
+PEERS="${WEIR_PEERS:-weir nats redis rabbitmq}"
 WORK="${WEIR_PEER_DIR:-${TMPDIR:-/tmp}/weir-peers}"
 RESULTS="${WEIR_PEER_RESULTS:-$WORK/results.jsonl}"
 INSTALL="${WEIR_PEER_INSTALL:-1}"
@@ -86,6 +91,10 @@ LARGE_RECORD_BYTES="${LARGE_RECORD_BYTES:-1KiB}"
 LATENCY_SECS="${LATENCY_SECS:-20}"
 LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-2}"
 LATENCY_RATE_FRACTION="${LATENCY_RATE_FRACTION:-0.5}"
+WEIR_PORT="${WEIR_PORT:-17492}"
+WEIR_PARTITIONS="${WEIR_PARTITIONS:-1}"
+WEIR_BATCH_RECORDS="${WEIR_BATCH_RECORDS:-500}"
+WEIR_IN_FLIGHT="${WEIR_IN_FLIGHT:-8}"
 NATS_PORT="${NATS_PORT:-17422}"
 REDIS_PORT="${REDIS_PORT:-17479}"
 RABBITMQ_STREAM_PORT="${RABBITMQ_STREAM_PORT:-17452}"
@@ -120,6 +129,7 @@ say() { printf '[run-peers %4ss] %s\n' "$SECONDS" "$*" >&2; }
 # The command name a pid file's process must have to be ours (a recycled pid is left alone).
 expected_comm() {
     case "$1" in
+        weir) echo weir ;;
         nats) echo nats-server ;;
         redis) echo redis-server ;;
         rabbitmq) echo beam.smp ;;
@@ -184,7 +194,21 @@ stop_rabbitmq() {
     stop_recorded epmd
 }
 
+# Stops the broker this run started and checks that SIGTERM ended it cleanly (status 0).
+stop_weir() {
+    local pid status=0
+    pid="$(cat "$PIDS/weir.pid" 2>/dev/null || true)"
+    stop_recorded weir
+    [ -n "$pid" ] || return 0
+    # 127: not a child of this shell (the pid file of an earlier run).
+    wait "$pid" 2>/dev/null || status=$?
+    if [ "$status" != 0 ] && [ "$status" != 127 ]; then
+        FAILED+=("weir: the broker exited with status $status when stopped (see $LOGS/weir.log)")
+    fi
+}
+
 stop_all() {
+    stop_recorded weir
     stop_recorded nats
     stop_recorded redis
     stop_rabbitmq
@@ -246,10 +270,11 @@ install_peers() {
     local wanted=() peer
     for peer in $PEERS; do
         case "$peer" in
+            weir) ;; # built below
             nats) command -v nats-server >/dev/null || wanted+=(nats-server) ;;
             redis) command -v redis-server >/dev/null || wanted+=(redis-server) ;;
             rabbitmq) ;;
-            *) say "unknown peer '$peer' in WEIR_PEERS (nats, redis, rabbitmq)"; exit 2 ;;
+            *) say "unknown peer '$peer' in WEIR_PEERS (weir, nats, redis, rabbitmq)"; exit 2 ;;
         esac
     done
     if [ "${#wanted[@]}" -gt 0 ]; then
@@ -261,6 +286,7 @@ install_peers() {
     local kept=()
     for peer in $PEERS; do
         case "$peer" in
+            weir) kept+=(weir) ;;
             nats) command -v nats-server >/dev/null && kept+=(nats) || FAILED+=("nats: nats-server is not installed") ;;
             redis) command -v redis-server >/dev/null && kept+=(redis) || FAILED+=("redis: redis-server is not installed") ;;
             rabbitmq) [ -x "$RABBITMQ_BIN/rabbitmq-server" ] && kept+=(rabbitmq) || FAILED+=("rabbitmq: rabbitmq-server is not installed (skipped)") ;;
@@ -270,6 +296,20 @@ install_peers() {
 }
 
 # --- Starting ----------------------------------------------------------------------------
+
+weir_ready() {
+    "$WEIR_BIN" topic list --brokers "127.0.0.1:$WEIR_PORT" >/dev/null 2>&1
+}
+
+start_weir() {
+    port_free "$WEIR_PORT" WEIR_PORT || return 1
+    mkdir -p "$DATA/weir"
+    # One broker, no admin HTTP endpoint; topics take their settings from `weir bench`.
+    "$WEIR_BIN" serve --data-dir "$DATA/weir" --listen "127.0.0.1:$WEIR_PORT" \
+        --admin-listen off >"$LOGS/weir.log" 2>&1 &
+    echo $! >"$PIDS/weir.pid"
+    wait_until "weir serve on port $WEIR_PORT" weir_ready
+}
 
 start_nats() {
     port_free "$NATS_PORT" NATS_PORT || return 1
@@ -349,6 +389,7 @@ EOF
 
 peer_port() {
     case "$1" in
+        weir) echo "$WEIR_PORT" ;;
         nats) echo "$NATS_PORT" ;;
         redis) echo "$REDIS_PORT" ;;
         rabbitmq) echo "$RABBITMQ_STREAM_PORT" ;;
@@ -401,8 +442,69 @@ bench() {
     fi
 }
 
+# Bytes in a size as `weir bench --record-size` takes it: 100, 1KiB, 1MiB, 1kB, 1MB.
+size_bytes() {
+    case "$1" in
+        *KiB) echo $((${1%KiB} * 1024)) ;;
+        *MiB) echo $((${1%MiB} * 1024 * 1024)) ;;
+        *kB) echo $((${1%kB} * 1000)) ;;
+        *MB) echo $((${1%MB} * 1000000)) ;;
+        *B) echo $((${1%B})) ;;
+        *) echo $(($1)) ;;
+    esac
+}
+
+# Runs one `weir bench` scenario against the broker on WEIR_PORT; its weir-peer-bench/1
+# line goes to $RESULTS, a failure is noted and the run goes on. weir bench fails by
+# itself when records stop arriving; `timeout` bounds the whole workload.
+bench_weir() {
+    local scenario="$1" size="$2"
+    shift 2
+    say "weir: $scenario --record-size $size $*"
+    # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
+    if ! timeout --kill-after=10 "$WORKLOAD_TIMEOUT_SECS" "$WEIR_BIN" bench "$scenario" \
+        --brokers "127.0.0.1:$WEIR_PORT" --partitions "$WEIR_PARTITIONS" --record-size "$size" \
+        --batch-bytes "$((WEIR_BATCH_RECORDS * $(size_bytes "$size")))" --max-in-flight "$WEIR_IN_FLIGHT" \
+        --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
+        >>"$RESULTS" 2>>"$LOGS/bench-weir.log"; then
+        FAILED+=("weir: $scenario $size $* (see $LOGS/bench-weir.log)")
+        tail -n 3 "$LOGS/bench-weir.log" >&2 || true
+        return 1
+    fi
+}
+
+# LATENCY_RATE_FRACTION of the records/s of Weir's last durable produce line, at least 1.
+weir_latency_rate() {
+    local line rps
+    line="$(grep -F '"system":"weir"' "$RESULTS" | grep -F '"workload":"produce"' |
+        grep -F '"durability":"durable"' | tail -n1)"
+    rps="$(sed -E 's/.*"records_per_sec":([0-9.eE+-]+).*/\1/' <<<"$line")"
+    awk -v rps="$rps" -v f="$LATENCY_RATE_FRACTION" 'BEGIN { r = int(rps * f); print (r < 1 ? 1 : r) }'
+}
+
+# The same four workloads as the peers: durable is acks=all on a flush.policy=group-commit
+# topic (the ack waits for the fsync covering the records); each workload has its topic.
+measure_weir() {
+    local durable=(--acks all --topic-config flush.policy=group-commit)
+    bench_weir produce "$SMALL_RECORD_BYTES" --topic peer-produce-leader \
+        --count "$PRODUCE_SMALL_RECORDS" --acks leader || true
+    if bench_weir produce "$LARGE_RECORD_BYTES" --topic peer-produce-durable \
+        --count "$PRODUCE_LARGE_RECORDS" "${durable[@]}"; then
+        # Reads back the records just produced (the topic holds exactly those).
+        bench_weir consume "$LARGE_RECORD_BYTES" --topic peer-produce-durable \
+            --count "$PRODUCE_LARGE_RECORDS" || true
+        bench_weir e2e "$LARGE_RECORD_BYTES" --topic peer-latency "${durable[@]}" \
+            --rate "$(weir_latency_rate)" --duration "${LATENCY_SECS}s" \
+            --warmup "${LATENCY_WARMUP_SECS}s" || true
+    fi
+}
+
 measure() {
     local peer="$1"
+    if [ "$peer" = weir ]; then
+        measure_weir
+        return
+    fi
     bench "$peer" produce --records "$PRODUCE_SMALL_RECORDS" --record-bytes "$SMALL_RECORD_BYTES" \
         --durability leader || true
     if bench "$peer" produce --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" \
@@ -432,15 +534,19 @@ if [ -z "$PEERS" ]; then
     exit 1
 fi
 
-FEATURES=()
-if [[ " $PEERS " == *" rabbitmq "* ]]; then
-    FEATURES=(--features rabbitmq)
+PACKAGES=(-p weir-peer-bench)
+if [[ " $PEERS " == *" weir "* ]]; then
+    PACKAGES+=(-p weir-cli)
 fi
-say "building weir-peer-bench ${FEATURES[*]}"
-(cd "$ROOT" && cargo build --release -p weir-peer-bench "${FEATURES[@]}")
-# Run the built binary, not `cargo run`: a build lock held by another cargo would stall a
+if [[ " $PEERS " == *" rabbitmq "* ]]; then
+    PACKAGES+=(--features weir-peer-bench/rabbitmq)
+fi
+say "building ${PACKAGES[*]} (release)"
+(cd "$ROOT" && cargo build --release "${PACKAGES[@]}")
+# Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
 # measurement half way.
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weir-peer-bench"
+WEIR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weir"
 
 say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); data in $DATA ($(df -h --output=source,fstype "$WORK" | tail -n1 | tr -s ' '))"
 for peer in $PEERS; do
@@ -451,6 +557,7 @@ for peer in $PEERS; do
         FAILED+=("$peer: the server did not start (see $LOGS)")
     fi
     case "$peer" in
+        weir) stop_weir ;;
         rabbitmq) stop_rabbitmq ;;
         *) stop_recorded "$peer" ;;
     esac

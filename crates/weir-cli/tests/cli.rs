@@ -463,6 +463,49 @@ fn a_closed_stdout_is_not_an_error() {
 }
 
 #[test]
+fn bench_e2e_reports_a_peer_bench_line() {
+    let broker = Broker::start();
+    let out = broker.ok(
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "e2e",
+            "--record-size",
+            "1KiB",
+            "--rate",
+            "2000",
+            "--duration",
+            "1s",
+            "--warmup",
+            "500ms",
+            "--acks",
+            "all",
+            "--topic-config",
+            "flush.policy=group-commit",
+            "--report-schema",
+            "peer",
+        ],
+        b"",
+    );
+    let line: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(line["schema"], "weir-peer-bench/1");
+    assert_eq!(line["system"], "weir");
+    assert_eq!(line["workload"], "latency");
+    assert_eq!(line["record_bytes"], 1024);
+    assert_eq!(line["acks"]["durability"], "durable");
+    assert_eq!(line["acks"]["fsync_before_ack"], true);
+    let latency = &line["latency"];
+    assert_eq!(latency["sent"], 3000);
+    assert_eq!(latency["received"], 3000);
+    assert_eq!(latency["duplicates"], 0);
+    assert_eq!(latency["warmup_secs"], 0.5);
+    assert!(latency["p99_ms"].as_f64().expect("p99") >= latency["p50_ms"].as_f64().expect("p50"));
+    assert!(latency["ack_p99_ms"].as_f64().is_some());
+    assert!(latency["send_lag_p99_ms"].as_f64().is_some());
+}
+
+#[test]
 fn bench_produce_reports_json_on_its_last_line() {
     let broker = Broker::start();
     let out = broker.ok(

@@ -82,6 +82,7 @@ pub(super) async fn run(
             bytes,
             elapsed,
             latency: None,
+            e2e: None,
         },
     ))
 }

@@ -6,10 +6,11 @@
 //!
 //! This file holds the flags, the typed configuration, the topic set-up, the progress
 //! bar (stderr) and the report (stdout; `--format json` prints it as one JSON object on
-//! the last line).
+//! the last line, `--report-schema peer` as one `weir-peer-bench/1` line: see `peer.rs`).
 
 mod consume;
 mod e2e;
+mod peer;
 mod produce;
 
 use std::collections::HashMap;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -53,6 +54,8 @@ Examples:
   weir bench consume --record-size 1KiB --count 2000000
   weir bench e2e --rate 100000 --duration 20s
   weir bench produce --count 20000 --format json | tail -1 | jq .records_per_sec
+  weir bench e2e --rate 50000 --duration 20s --warmup 2s --acks all --report-schema peer \
+      >> results.jsonl    # a weir-peer-bench/1 line (benches/peers/README.md)
 
 The topic is created if missing (with --partitions and --topic-config). MB/s counts key
 and value bytes, 10^6 bytes per MB. Record values are random bytes (incompressible).";
@@ -80,6 +83,10 @@ enum Scenario {
         /// Records per second to produce.
         #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
+        /// Produce at the rate this long first without measuring (e.g. 2s); the records
+        /// of --count or --duration follow.
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        warmup: Duration,
     },
 }
 
@@ -115,9 +122,30 @@ struct CommonArgs {
     /// Producer linger in ms [default: the client's (5) for produce and consume, 1 for e2e].
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Producer batch size: bytes, or with a unit [default: the client's (256KiB)].
+    #[arg(long, value_parser = parse_size)]
+    batch_bytes: Option<u64>,
+    /// Producer batches in flight per partition [default: the client's (5)].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    max_in_flight: Option<u64>,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
+    /// Schema of the report: weir's own, or `peer`: one JSON line in the
+    /// `weir-peer-bench/1` schema that `weir-peer-bench report` merges with Weir's peers
+    /// (benches/peers/README.md); `peer` always prints JSON.
+    #[arg(long, value_enum, default_value_t)]
+    report_schema: ReportSchema,
+}
+
+/// `--report-schema`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub(crate) enum ReportSchema {
+    /// Weir's report (`--format` text or json).
+    #[default]
+    Weir,
+    /// A `weir-peer-bench/1` JSON line.
+    Peer,
 }
 
 /// When a run stops.
@@ -132,7 +160,7 @@ pub(crate) enum Stop {
 pub(crate) enum Kind {
     Produce,
     Consume,
-    E2e { rate: u64 },
+    E2e { rate: u64, warmup: Duration },
 }
 
 /// `weir bench`, checked.
@@ -149,6 +177,7 @@ pub struct BenchConfig {
     pub(crate) acks: AcksArg,
     pub(crate) compression: CompressionArg,
     pub(crate) format: Format,
+    pub(crate) report_schema: ReportSchema,
 }
 
 impl BenchArgs {
@@ -157,7 +186,11 @@ impl BenchArgs {
         let (kind, common) = match self.scenario {
             Scenario::Produce(c) => (Kind::Produce, c),
             Scenario::Consume(c) => (Kind::Consume, c),
-            Scenario::E2e { common, rate } => (Kind::E2e { rate }, common),
+            Scenario::E2e {
+                common,
+                rate,
+                warmup,
+            } => (Kind::E2e { rate, warmup }, common),
         };
         let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
         if common.record_size > MAX_RECORD_BYTES {
@@ -188,16 +221,32 @@ impl BenchArgs {
             (Some(n), None, _) => Stop::Count(n),
             (None, None, _) => Stop::Count(DEFAULT_COUNT),
         };
+        if common.report_schema == ReportSchema::Peer
+            && common.acks == AcksArg::None
+            && !matches!(kind, Kind::Consume)
+        {
+            return Err(usage(
+                "--report-schema peer compares acknowledged records: use --acks leader or all"
+                    .to_owned(),
+            ));
+        }
         let linger_ms = common.linger_ms.unwrap_or(match kind {
             Kind::E2e { .. } => E2E_DEFAULT_LINGER_MS,
             _ => weir_client::producer::DEFAULT_LINGER.as_millis() as u64,
         });
+        let defaults = ProducerConfig::default();
         let producer = ProducerConfig {
             brokers: common.brokers.list(),
             acks: common.acks.into(),
             compression: common.compression.into(),
             linger: Duration::from_millis(linger_ms),
-            ..ProducerConfig::default()
+            batch_bytes: common
+                .batch_bytes
+                .map_or(defaults.batch_bytes, |b| b as usize),
+            max_in_flight: common
+                .max_in_flight
+                .map_or(defaults.max_in_flight, |n| n as usize),
+            ..defaults
         };
         producer.validate()?;
         Ok(BenchConfig {
@@ -212,6 +261,7 @@ impl BenchArgs {
             acks: common.acks,
             compression: common.compression,
             format: common.format,
+            report_schema: common.report_schema,
         })
     }
 }
@@ -226,12 +276,19 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
         .await
         .context("connecting to the broker")?;
     let partitions = ensure_topic(&admin, &config).await?;
+    let flush_policy = match config.report_schema {
+        ReportSchema::Weir => None,
+        ReportSchema::Peer => Some(peer::flush_policy(&admin, &config.topic).await?),
+    };
     let report = match config.kind {
         Kind::Produce => produce::run(&config, partitions).await?,
         Kind::Consume => consume::run(&config, &admin, partitions).await?,
-        Kind::E2e { rate } => e2e::run(&config, partitions, rate).await?,
+        Kind::E2e { rate, warmup } => e2e::run(&config, partitions, rate, warmup).await?,
     };
-    report.print(config.format)
+    match flush_policy {
+        None => report.print(config.format),
+        Some(policy) => peer::print(&report, &config, &policy),
+    }
 }
 
 /// Creates the topic unless it exists; returns its partition count.
@@ -333,6 +390,9 @@ pub(crate) struct Report {
     pub(crate) latency_p99_ms: Option<f64>,
     pub(crate) latency_p999_ms: Option<f64>,
     pub(crate) latency_max_ms: Option<f64>,
+    /// What only e2e measures (reported with `--report-schema peer`).
+    #[serde(skip)]
+    pub(crate) e2e: Option<E2eStats>,
 }
 
 /// What every scenario hands to [`Report::new`].
@@ -341,6 +401,23 @@ pub(crate) struct Measured {
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
     pub(crate) latency: Option<(&'static str, Histogram<u64>)>,
+    pub(crate) e2e: Option<E2eStats>,
+}
+
+/// What `bench e2e` measures besides the end-to-end latency.
+#[derive(Debug, Clone)]
+pub(crate) struct E2eStats {
+    pub(crate) warmup: Duration,
+    /// Records sent, warm-up included.
+    pub(crate) sent: u64,
+    /// Distinct records received, warm-up included.
+    pub(crate) received: u64,
+    /// Records received more than once.
+    pub(crate) duplicates: u64,
+    /// From each measured record's intended send time to its acknowledgement.
+    pub(crate) ack: Histogram<u64>,
+    /// How late the generator handed each measured record to the producer.
+    pub(crate) send_lag: Histogram<u64>,
 }
 
 impl Report {
@@ -373,7 +450,7 @@ impl Report {
                 CompressionArg::Zstd => "zstd",
             },
             rate: match config.kind {
-                Kind::E2e { rate } => Some(rate),
+                Kind::E2e { rate, .. } => Some(rate),
                 _ => None,
             },
             records: measured.records,
@@ -386,6 +463,7 @@ impl Report {
             latency_p99_ms: hist.as_ref().map(|h| ms(h.value_at_quantile(0.99))),
             latency_p999_ms: hist.as_ref().map(|h| ms(h.value_at_quantile(0.999))),
             latency_max_ms: hist.as_ref().map(|h| ms(h.max())),
+            e2e: measured.e2e,
         }
     }
 

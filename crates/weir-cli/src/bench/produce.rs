@@ -45,6 +45,7 @@ pub(super) async fn run(config: &BenchConfig, partitions: u32) -> anyhow::Result
             bytes: records * config.record_bytes as u64,
             elapsed,
             latency: Some(("send to acknowledgement", latency)),
+            e2e: None,
         },
     ))
 }
