@@ -129,6 +129,35 @@ pub fn read(
     Ok(Some(buf[16..16 + payload_len].to_vec()))
 }
 
+/// Reads a checkpoint whose payload is one `i64` (log start offset, high watermark).
+pub fn read_i64(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: Kind,
+) -> Result<Option<i64>, CheckpointError> {
+    let Some(payload) = read(storage, dir, kind)? else {
+        return Ok(None);
+    };
+    let mut r = PayloadReader::new(&payload);
+    match (r.i64(), r.is_empty()) {
+        (Some(value), true) => Ok(Some(value)),
+        _ => Err(CheckpointError::Corrupt {
+            path: dir.join(kind.file_name()),
+            reason: format!("payload of {} bytes is not one i64", payload.len()),
+        }),
+    }
+}
+
+/// Writes a checkpoint whose payload is one `i64`.
+pub fn write_i64(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: Kind,
+    value: i64,
+) -> Result<(), CheckpointError> {
+    write(storage, dir, kind, &value.to_be_bytes())
+}
+
 fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path
         .file_name()

@@ -82,7 +82,6 @@ pub(crate) struct Inner {
     pub(crate) next_offset: i64,
     pub(crate) log_start_offset: i64,
     pub(crate) epochs: EpochHistory,
-    pub(crate) high_watermark: Option<i64>,
     /// Set when a write or sync failed in a way that leaves the on-disk state unknown.
     pub(crate) failed: Option<String>,
     /// Bumped by every truncation; stale flush results and checkpoints are dropped.
@@ -161,6 +160,8 @@ pub struct Log {
     flush: Mutex<FlushState>,
     flushed: Condvar,
     checkpoint: Mutex<CheckpointState>,
+    /// The last high watermark persisted (`checkpoint_high_watermark`).
+    high_watermark: Mutex<Option<i64>>,
     _lock: File,
 }
 
@@ -189,6 +190,7 @@ impl Log {
             .map_err(io(&lock_path))?;
 
         let started = Instant::now();
+        let high_watermark = checkpoint::read_i64(storage.as_ref(), &dir, Kind::HighWatermark)?;
         let inner = recovery::recover(&dir, &config, storage.as_ref())?;
         let point = inner.recovery_point();
         let log = Log {
@@ -204,6 +206,7 @@ impl Log {
                 generation: 0,
             }),
             flushed: Condvar::new(),
+            high_watermark: Mutex::new(high_watermark),
             dir,
             config,
             storage,
@@ -709,20 +712,28 @@ impl Log {
 
     /// Persists the high watermark (write-temp, fsync, rename, fsync directory).
     pub fn checkpoint_high_watermark(&self, high_watermark: i64) -> Result<(), MaintenanceError> {
-        let mut inner = self.lock();
-        checkpoint::write(
+        // Its own lock, held across the write so checkpoints land in call order, but not
+        // the log lock: appends go on during the two fsyncs.
+        let mut persisted = self
+            .high_watermark
+            .lock()
+            .expect("high watermark mutex poisoned");
+        checkpoint::write_i64(
             self.storage.as_ref(),
             &self.dir,
             Kind::HighWatermark,
-            &high_watermark.to_be_bytes(),
+            high_watermark,
         )?;
-        inner.high_watermark = Some(high_watermark);
+        *persisted = Some(high_watermark);
         Ok(())
     }
 
     /// The last persisted high watermark, if any was ever written.
     pub fn high_watermark_checkpoint(&self) -> Option<i64> {
-        self.lock().high_watermark
+        *self
+            .high_watermark
+            .lock()
+            .expect("high watermark mutex poisoned")
     }
 
     /// Syncs everything and writes the recovery checkpoint at the log end, so the next

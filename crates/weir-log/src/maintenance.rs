@@ -129,15 +129,9 @@ impl Log {
             .sync_dir(&self.dir)
             .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
         inner.next_offset = offset;
-        inner.log_start_offset = offset;
         self.bump_generation(inner);
-        checkpoint::write(
-            self.storage.as_ref(),
-            &self.dir,
-            Kind::LogStartOffset,
-            &offset.to_be_bytes(),
-        )?;
-        Ok(())
+        // Through set_log_start, so the epoch history forgets what came before too.
+        self.set_log_start(inner, offset)
     }
 
     fn bump_generation(&self, inner: &mut Inner) {
@@ -234,11 +228,11 @@ impl Log {
 
     /// Persists a new log start offset; the epoch history forgets what lies before it.
     fn set_log_start(&self, inner: &mut Inner, offset: i64) -> Result<(), MaintenanceError> {
-        checkpoint::write(
+        checkpoint::write_i64(
             self.storage.as_ref(),
             &self.dir,
             Kind::LogStartOffset,
-            &offset.to_be_bytes(),
+            offset,
         )?;
         inner.log_start_offset = offset;
         if inner.epochs.truncate_from_start(offset) {

@@ -286,19 +286,8 @@ pub(crate) fn recover(
                 .map_err(io(&entry.path()))?;
         }
     }
-    let read_i64 = |kind| -> Result<Option<i64>, OpenError> {
-        match checkpoint::read(storage, dir, kind)? {
-            Some(p) => Ok(Some(PayloadReader::new(&p).i64().ok_or_else(|| {
-                crate::CheckpointError::Corrupt {
-                    path: dir.join(kind.file_name()),
-                    reason: "short payload".into(),
-                }
-            })?)),
-            None => Ok(None),
-        }
-    };
-    let mut log_start_offset = read_i64(Kind::LogStartOffset)?.unwrap_or(0);
-    let high_watermark = read_i64(Kind::HighWatermark)?;
+    let mut log_start_offset =
+        checkpoint::read_i64(storage, dir, Kind::LogStartOffset)?.unwrap_or(0);
     let mut epochs = match checkpoint::read(storage, dir, Kind::LeaderEpochs)? {
         Some(p) => EpochHistory::decode(&p).ok_or_else(|| crate::CheckpointError::Corrupt {
             path: dir.join(Kind::LeaderEpochs.file_name()),
@@ -333,17 +322,11 @@ pub(crate) fn recover(
             next_offset: base,
             log_start_offset,
             epochs,
-            high_watermark,
             failed: None,
             generation: 0,
         };
         inner.epochs.truncate_from_end(base);
-        checkpoint::write(
-            storage,
-            dir,
-            Kind::RecoveryPoint,
-            &inner.recovery_point().encode(),
-        )?;
+        write_recovery_point(storage, dir, &inner)?;
         return Ok(inner);
     }
     let first_base = *segments.keys().next().expect("non-empty");
@@ -441,31 +424,33 @@ pub(crate) fn recover(
         // Whatever was recovered is made durable before the checkpoint claims it.
         files.file.sync_data().map_err(io(&active.log_path))?;
     }
-    let mut inner = Inner {
+    // Epochs that start at or past the recovered end were lost with it.
+    if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
+        checkpoint::write(storage, dir, Kind::LeaderEpochs, &epochs.encode())?;
+    }
+    let inner = Inner {
         segments,
         next_offset,
         log_start_offset,
-        epochs: EpochHistory::default(),
-        high_watermark,
+        epochs,
         failed: None,
         generation: 0,
     };
-    if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
-        inner.epochs = epochs;
-        checkpoint::write(storage, dir, Kind::LeaderEpochs, &inner.epochs.encode())?;
-    } else {
-        inner.epochs = epochs;
-    }
     let files = inner.active().files();
     files.flush_indexes(OpenError::io)?;
-    checkpoint::write(
+    write_recovery_point(storage, dir, &inner)?;
+    tracing::debug!(scanned_bytes, "recovery scan done");
+    Ok(inner)
+}
+
+fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Result<(), OpenError> {
+    let point = inner.recovery_point().encode();
+    Ok(checkpoint::write(
         storage,
         dir,
         Kind::RecoveryPoint,
-        &inner.recovery_point().encode(),
-    )?;
-    tracing::debug!(scanned_bytes, "recovery scan done");
-    Ok(inner)
+        &point,
+    )?)
 }
 
 /// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
