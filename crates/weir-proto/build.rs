@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let protos: Vec<PathBuf> = ["records", "produce", "consume", "admin"]
+    let protos: Vec<PathBuf> = ["records", "produce", "consume", "groups", "admin"]
         .iter()
         .map(|name| root.join(format!("weir/v1/{name}.proto")))
         .collect();

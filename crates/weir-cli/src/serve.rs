@@ -24,6 +24,10 @@ Examples:
         listen = \"0.0.0.0:9292\"
         admin_listen = \"0.0.0.0:9293\"
         broker_id = 0
+        # consumer groups (defaults shown)
+        offsets_partitions = 16            # fixed once __consumer_offsets exists
+        group_session_timeout_ms = 45000   # a silent member is removed after this
+        group_heartbeat_interval_ms = 3000
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=weir=debug) to change the level.
 SIGTERM or Ctrl-C stops the broker gracefully (exit status 0).";

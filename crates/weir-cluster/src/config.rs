@@ -26,6 +26,10 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const MESSAGE_TIMESTAMP_TYPE: &str = "message.timestamp.type";
 /// `flush.policy`: when appends are forced to disk.
 pub const FLUSH_POLICY: &str = "flush.policy";
+/// `cleanup.policy`: `delete`, `compact` or `compact,delete`.
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+/// `delete.retention.ms`: how long compaction keeps tombstones.
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 
 /// One configuration key: its name, default and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -38,6 +42,21 @@ pub struct ConfigKey {
 /// Every key a topic accepts, sorted by name (DescribeTopicConfig lists them in this
 /// order).
 pub const CONFIG_KEYS: &[ConfigKey] = &[
+    ConfigKey {
+        name: CLEANUP_POLICY,
+        default: "delete",
+        documentation: "What happens to old records: delete (retention.ms and \
+            retention.bytes delete whole closed segments), compact (closed segments are \
+            rewritten in the background keeping only the newest record of each key; \
+            retention does not apply), or compact,delete (both).",
+    },
+    ConfigKey {
+        name: DELETE_RETENTION_MS,
+        default: "86400000",
+        documentation: "On compacted topics, how long a tombstone (a record with a key \
+            and no value) is kept after it is written, so consumers that are behind still \
+            see the deletion (1 day by default).",
+    },
     ConfigKey {
         name: FLUSH_POLICY,
         default: "group-commit",
@@ -97,6 +116,15 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// What happens to old records of a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention deletes whole closed segments by age and size.
+    pub delete: bool,
+    /// Compaction keeps the newest record of each key.
+    pub compact: bool,
+}
+
 /// The keys set on one topic (the rest are defaults). Always valid: construct it with
 /// [`TopicConfig::new`] or change it with [`TopicConfig::altered`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +147,9 @@ pub struct EffectiveConfig {
     /// What each partition's log runs with.
     pub log: LogConfig,
     pub timestamp_type: TimestampType,
+    pub cleanup: CleanupPolicy,
+    /// How long compaction keeps tombstones.
+    pub delete_retention: Duration,
 }
 
 impl TopicConfig {
@@ -211,10 +242,31 @@ impl TopicConfig {
                 });
             }
         };
+        let (name, value) = get(CLEANUP_POLICY);
+        let mut cleanup = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',').map(str::trim) {
+            match part {
+                "delete" if !cleanup.delete => cleanup.delete = true,
+                "compact" if !cleanup.compact => cleanup.compact = true,
+                _ => {
+                    return Err(ConfigError::BadValue {
+                        key: name.to_string(),
+                        value: value.to_string(),
+                        expected: "delete, compact or compact,delete",
+                    });
+                }
+            }
+        }
+        let delete_retention = Duration::from_millis(integer(get(DELETE_RETENTION_MS), 0)? as u64);
         log.validate().map_err(ConfigError::Invalid)?;
         Ok(EffectiveConfig {
             log,
             timestamp_type,
+            cleanup,
+            delete_retention,
         })
     }
 }
@@ -274,6 +326,38 @@ mod tests {
         assert_eq!(effective.log.retention_bytes, None);
         assert_eq!(effective.log.flush, FlushPolicy::GroupCommit);
         assert_eq!(effective.timestamp_type, TimestampType::CreateTime);
+        assert_eq!(
+            effective.cleanup,
+            CleanupPolicy {
+                delete: true,
+                compact: false
+            }
+        );
+    }
+
+    #[test]
+    fn cleanup_policies_parse_and_bad_ones_are_refused() {
+        for (value, delete, compact) in [
+            ("delete", true, false),
+            ("compact", false, true),
+            ("compact,delete", true, true),
+            ("delete, compact", true, true),
+        ] {
+            let config = TopicConfig::new(map(&[(CLEANUP_POLICY, value)])).unwrap();
+            let cleanup = config.effective().unwrap().cleanup;
+            assert_eq!(
+                (cleanup.delete, cleanup.compact),
+                (delete, compact),
+                "{value}"
+            );
+        }
+        for value in ["", "compact,compact", "purge", "compact;delete"] {
+            let err = TopicConfig::new(map(&[(CLEANUP_POLICY, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(CLEANUP_POLICY), "{value}: {err}");
+        }
+        assert!(TopicConfig::new(map(&[(DELETE_RETENTION_MS, "-1")])).is_err());
     }
 
     #[test]

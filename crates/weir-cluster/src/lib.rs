@@ -5,7 +5,8 @@
 //! queue, and a `watch` channel long-polling readers wait on. The [`TopicRegistry`]
 //! holds every topic, validates names ([`validate_topic_name`]) and configs
 //! ([`TopicConfig`]), and persists metadata ([`ClusterMetadata`]) in the data
-//! directory, versioned and checksummed.
+//! directory, versioned and checksummed. The [`group`] module is the consumer group
+//! coordinator (KIP-848 membership, committed offsets in `__consumer_offsets`).
 //!
 //! Today this is a single node: each partition's replicas and ISR are this broker. The
 //! state has room for leaders, replicas and epochs so replication can fill it in.
@@ -16,13 +17,17 @@
 
 pub mod config;
 mod error;
+pub mod group;
 pub mod metadata;
 mod partition;
 mod registry;
 mod topic_name;
 
-pub use config::{CONFIG_KEYS, ConfigEntry, EffectiveConfig, TimestampType, TopicConfig};
+pub use config::{
+    CONFIG_KEYS, CleanupPolicy, ConfigEntry, EffectiveConfig, TimestampType, TopicConfig,
+};
 pub use error::{ClusterError, ConfigError, MetadataError, TopicNameError};
+pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use metadata::ClusterMetadata;
 pub use partition::{
     APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, Durability, MAX_APPENDS_PER_WAKEUP, Partition,

@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
@@ -83,6 +84,8 @@ pub struct TopicRegistry {
     /// Serializes admin changes; holds the metadata as last written.
     admin: Mutex<ClusterMetadata>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// Bumped after every change of the set of topics or their partition counts.
+    metadata_version: AtomicU64,
     _lock: File,
 }
 
@@ -122,8 +125,20 @@ impl TopicRegistry {
             cluster_id: metadata.cluster_id.clone(),
             admin: Mutex::new(metadata),
             topics: RwLock::new(topics),
+            metadata_version: AtomicU64::new(1),
             _lock: lock,
         })
+    }
+
+    /// A counter bumped after every topic creation, deletion and partition increase (not
+    /// config changes), so a caller can tell cheaply whether [`topics`](Self::topics)
+    /// changed since it last looked. Starts at 1.
+    pub fn metadata_version(&self) -> u64 {
+        self.metadata_version.load(Ordering::Acquire)
+    }
+
+    fn bump_metadata_version(&self) {
+        self.metadata_version.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -200,6 +215,7 @@ impl TopicRegistry {
             .write()
             .expect("topics lock")
             .insert(name.to_string(), topic.clone());
+        self.bump_metadata_version();
         tracing::info!(
             topic = name,
             partitions,
@@ -220,6 +236,7 @@ impl TopicRegistry {
         store(&self.data_dir, &next).await?;
         *admin = next;
         let topic = self.topics.write().expect("topics lock").remove(name);
+        self.bump_metadata_version();
         if let Some(topic) = topic {
             for p in topic.partitions() {
                 if let Err(e) = p.close().await {
@@ -280,6 +297,7 @@ impl TopicRegistry {
             .write()
             .expect("partitions lock")
             .extend(added);
+        self.bump_metadata_version();
         tracing::info!(topic = name, from = current, to = total, "partitions added");
         Ok(topic)
     }

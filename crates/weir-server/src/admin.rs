@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use weir_cluster::{ClusterError, is_internal};
+use weir_cluster::{ClusterError, INTERNAL_TOPIC_PREFIX, is_internal};
 use weir_proto::v1::{
     AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerDescription, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicRequest, CreateTopicResponse, DeleteRecordsRequest,
@@ -14,9 +14,14 @@ use weir_proto::v1::{
     DescribeTopicRequest, DescribeTopicResponse, ListTopicsRequest, ListTopicsResponse,
     PartitionDeleteRecordsResult, TopicSummary, admin_server::Admin,
 };
+use weir_proto::v1::{
+    DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
+    ListGroupsRequest, ListGroupsResponse, ResetOffsetsRequest, ResetOffsetsResponse,
+};
 
 use crate::Broker;
 use crate::convert;
+use crate::groups;
 use crate::status::{self, status};
 
 /// The Admin gRPC service.
@@ -31,6 +36,17 @@ impl AdminService {
     }
 }
 
+/// Internal topics (`__` prefix, like `__consumer_offsets`) belong to the broker.
+fn refuse_internal(name: &str, what: &str) -> Result<(), Status> {
+    if is_internal(name) {
+        return Err(Status::invalid_argument(format!(
+            "topic {name} cannot be {what}: names starting with {INTERNAL_TOPIC_PREFIX} are \
+             reserved for the broker's internal topics"
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_topic(
@@ -39,6 +55,7 @@ impl Admin for AdminService {
     ) -> Result<Response<CreateTopicResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("CreateTopic");
         let req = request.into_inner();
+        refuse_internal(&req.name, "created")?;
         let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
         let topic = self
             .broker
@@ -56,6 +73,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DeleteTopicResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("DeleteTopic");
         let name = request.into_inner().name;
+        refuse_internal(&name, "deleted")?;
         self.broker
             .registry
             .delete_topic(&name)
@@ -107,6 +125,9 @@ impl Admin for AdminService {
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("CreatePartitions");
         let req = request.into_inner();
+        // The coordinator of a group is found by hashing over the partition count of
+        // __consumer_offsets: growing it would move every group.
+        refuse_internal(&req.name, "given more partitions")?;
         let topic = self
             .broker
             .registry
@@ -165,6 +186,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DeleteRecordsResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("DeleteRecords");
         let req = request.into_inner();
+        refuse_internal(&req.topic, "trimmed with DeleteRecords")?;
         let topic = self.broker.registry.topic(&req.topic).map_err(status)?;
         let mut results = Vec::with_capacity(req.partitions.len());
         for pd in req.partitions {
@@ -209,5 +231,43 @@ impl Admin for AdminService {
                 port: addr.port().into(),
             }],
         }))
+    }
+
+    async fn list_groups(
+        &self,
+        request: Request<ListGroupsRequest>,
+    ) -> Result<Response<ListGroupsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("ListGroups");
+        groups::list_groups(&self.broker, request.into_inner()).map(Response::new)
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<DescribeGroupRequest>,
+    ) -> Result<Response<DescribeGroupResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DescribeGroup");
+        groups::describe_group(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<DeleteGroupRequest>,
+    ) -> Result<Response<DeleteGroupResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("DeleteGroup");
+        groups::delete_group(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<ResetOffsetsRequest>,
+    ) -> Result<Response<ResetOffsetsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("ResetOffsets");
+        groups::reset_offsets(&self.broker, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

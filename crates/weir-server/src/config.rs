@@ -23,6 +23,17 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
 /// How often retention runs over every partition.
 pub const DEFAULT_RETENTION_CHECK_INTERVAL_MS: u64 = 30_000;
 
+/// Default number of partitions of `__consumer_offsets`, fixed when it is created on
+/// the first start (Kafka uses 50; a small node needs fewer logs).
+pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 16;
+/// Default session timeout of a group member: removed after this long without a
+/// heartbeat (Kafka: 45 s).
+pub const DEFAULT_GROUP_SESSION_TIMEOUT_MS: u64 = 45_000;
+/// Default interval between a member's heartbeats (Kafka's KIP-848 default is 5 s; a
+/// shorter one lets a group settle faster after a member joins, for one small request
+/// per member per interval).
+pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 3_000;
+
 /// Everything the broker needs to start. Unknown keys in a config file are refused.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
@@ -37,8 +48,15 @@ pub struct ServerConfig {
     pub broker_id: i32,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
-    /// How often retention runs, in milliseconds.
+    /// How often retention and compaction run, in milliseconds.
     pub retention_check_interval_ms: u64,
+    /// Partitions of `__consumer_offsets` when it is first created (later changes are
+    /// ignored: the partition count picks each group's coordinator).
+    pub offsets_partitions: u32,
+    /// Session timeout of group members that do not ask for one, in milliseconds.
+    pub group_session_timeout_ms: u64,
+    /// Interval between a group member's heartbeats, in milliseconds.
+    pub group_heartbeat_interval_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -50,6 +68,9 @@ impl Default for ServerConfig {
             broker_id: 0,
             max_request_bytes: MAX_REQUEST_BYTES,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
+            offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
+            group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
+            group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
         }
     }
 }

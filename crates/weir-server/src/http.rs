@@ -20,7 +20,10 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = broker.metrics.render(&broker.registry).await;
+    let body = broker
+        .metrics
+        .render(&broker.registry, &broker.groups)
+        .await;
     (
         [(
             header::CONTENT_TYPE,

@@ -1,12 +1,13 @@
-//! The Weir broker process: the gRPC services (Producer, Consumer, Admin, plus the
-//! standard health and reflection services), the admin HTTP endpoint, background
+//! The Weir broker process: the gRPC services (Producer, Consumer, Admin, Groups, plus
+//! the standard health and reflection services), the admin HTTP endpoint, background
 //! upkeep and graceful shutdown, over the partitions of `weir-cluster`.
 //!
 //! # Contract (tests and the `weir` binary rely on it)
 //!
 //! - [`ServerConfig`]: `serde::Deserialize` + `Default`; fields `data_dir`, `listen`,
 //!   `admin_listen: Option<SocketAddr>`, `broker_id` (default 0), `max_request_bytes`,
-//!   `retention_check_interval_ms`. Defaults need nothing set: `./weir-data`,
+//!   `retention_check_interval_ms`, `offsets_partitions`, `group_session_timeout_ms`,
+//!   `group_heartbeat_interval_ms`. Defaults need nothing set: `./weir-data`,
 //!   `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP).
 //! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: opens the data
 //!   directory, binds both listeners and returns once they accept connections. Port 0
@@ -28,6 +29,7 @@ mod admin;
 mod config;
 mod consume;
 mod convert;
+mod groups;
 mod http;
 mod maintenance;
 mod metrics;
@@ -45,19 +47,23 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use weir_cluster::TopicRegistry;
+use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_proto::v1::admin_server::AdminServer;
 use weir_proto::v1::consumer_server::ConsumerServer;
+use weir_proto::v1::groups_server::GroupsServer;
 use weir_proto::v1::producer_server::ProducerServer;
 
 pub use admin::AdminService;
 pub use config::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_LISTEN, DEFAULT_RETENTION_CHECK_INTERVAL_MS,
-    MAX_REQUEST_BYTES, ServerConfig,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
+    DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_OFFSETS_PARTITIONS,
+    DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_REQUEST_BYTES, ServerConfig,
 };
 pub use consume::{
     CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
     DEFAULT_PARTITION_FETCH_BYTES, MAX_FETCH_WAIT,
 };
+pub use groups::{GroupsService, MAX_PARTITIONS_PER_OFFSET_REQUEST};
 pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics};
 pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
@@ -80,6 +86,7 @@ pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
 #[derive(Debug)]
 pub(crate) struct Broker {
     pub(crate) registry: Arc<TopicRegistry>,
+    pub(crate) groups: Arc<GroupCoordinator>,
     pub(crate) metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -109,6 +116,24 @@ pub struct RunningServer {
     upkeep: JoinHandle<()>,
 }
 
+/// The coordinator's settings from the server's: the limits widen to admit the
+/// configured session timeout (tests use short ones), and the short interval used while a
+/// member waits on a hand-over never exceeds the regular one.
+fn group_config(config: &ServerConfig) -> GroupConfig {
+    let defaults = GroupConfig::default();
+    let session_timeout = Duration::from_millis(config.group_session_timeout_ms);
+    let heartbeat_interval = Duration::from_millis(config.group_heartbeat_interval_ms);
+    GroupConfig {
+        offsets_partitions: config.offsets_partitions,
+        session_timeout,
+        min_session_timeout: defaults.min_session_timeout.min(session_timeout),
+        max_session_timeout: defaults.max_session_timeout.max(session_timeout),
+        heartbeat_interval,
+        pending_heartbeat_interval: defaults.pending_heartbeat_interval.min(heartbeat_interval),
+        ..defaults
+    }
+}
+
 /// Opens the data directory and starts serving; returns once the listeners are bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let registry = Arc::new(
@@ -116,6 +141,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await
             .with_context(|| format!("opening data directory {}", config.data_dir.display()))?,
     );
+    let groups = GroupCoordinator::open(registry.clone(), group_config(&config))
+        .await
+        .context("loading consumer groups from __consumer_offsets")?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gRPC listener to {}", config.listen))?;
@@ -134,8 +162,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .transpose()?;
 
     let (shutdown, stopping) = watch::channel(false);
+    groups.spawn_expiry(stopping.clone());
     let broker = Arc::new(Broker {
         registry: registry.clone(),
+        groups,
         metrics: Arc::new(Metrics::default()),
         shutdown: stopping.clone(),
         advertised: addr,
@@ -149,6 +179,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .set_serving::<ConsumerServer<ConsumerService>>()
         .await;
     health.set_serving::<AdminServer<AdminService>>().await;
+    health.set_serving::<GroupsServer<GroupsService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
@@ -162,6 +193,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let consumer = ConsumerServer::new(ConsumerService::new(broker.clone()))
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let groups = GroupsServer::new(GroupsService::new(broker.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let admin = AdminServer::new(AdminService::new(broker.clone()))
@@ -181,6 +215,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .add_service(producer)
         .add_service(consumer)
         .add_service(admin)
+        .add_service(groups)
         .serve_with_incoming_shutdown(incoming, async move {
             until_stopping(&mut grpc_stopping).await;
         });
@@ -236,7 +271,13 @@ impl RunningServer {
     /// JoinHandle must not be awaited again).
     async fn stop(self, grpc_ended: Option<anyhow::Result<()>>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
-        for name in ["weir.v1.Producer", "weir.v1.Consumer", "weir.v1.Admin", ""] {
+        for name in [
+            "weir.v1.Producer",
+            "weir.v1.Consumer",
+            "weir.v1.Admin",
+            "weir.v1.Groups",
+            "",
+        ] {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;

@@ -11,7 +11,10 @@ use std::fmt::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use weir_cluster::TopicRegistry;
+use weir_cluster::group::GroupCoordinator;
 
 /// Upper bounds (seconds) of the request-latency histogram buckets.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
@@ -40,6 +43,7 @@ pub struct Metrics {
     traffic: Mutex<BTreeMap<String, Traffic>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     in_flight: Mutex<BTreeMap<&'static str, i64>>,
+    offset_commits: AtomicU64,
 }
 
 /// Records a request's latency when dropped.
@@ -102,13 +106,18 @@ impl Metrics {
         t.bytes_out += bytes;
     }
 
+    /// Counts committed partition offsets.
+    pub fn count_commits(&self, partitions: u64) {
+        self.offset_commits.fetch_add(partitions, Ordering::Relaxed);
+    }
+
     /// Drops a deleted topic's series.
     pub fn forget_topic(&self, topic: &str) {
         self.traffic.lock().expect("metrics lock").remove(topic);
     }
 
     /// Everything in Prometheus text format, with each partition's offsets read now.
-    pub async fn render(&self, registry: &TopicRegistry) -> String {
+    pub async fn render(&self, registry: &TopicRegistry, groups: &GroupCoordinator) -> String {
         let mut out = String::new();
         let traffic = self.traffic.lock().expect("metrics lock").clone();
         type Field = fn(&Traffic) -> u64;
@@ -205,6 +214,74 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {}", field(o));
             }
         }
+        render_groups(
+            &mut out,
+            groups,
+            self.offset_commits.load(Ordering::Relaxed),
+        );
         out
+    }
+}
+
+/// Consumer group series: members, rebalances and epoch per group, lag and committed
+/// offset per group and partition, and the commit counter. Group ids use the topic-name
+/// alphabet, so they need no escaping either.
+fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
+    let name = "weir_offset_commits_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Partition offsets committed by consumer groups.\n# TYPE {name} counter\n{name} {commits}"
+    );
+    let groups_now = groups.metrics();
+    type GroupField = fn(&weir_cluster::group::GroupMetrics) -> u64;
+    let families: [(&str, &str, &str, GroupField); 3] = [
+        (
+            "weir_group_members",
+            "Members of a consumer group.",
+            "gauge",
+            |g| g.members as u64,
+        ),
+        (
+            "weir_group_rebalances_total",
+            "Target assignment recomputations of a group since the broker started.",
+            "counter",
+            |g| g.rebalances,
+        ),
+        ("weir_group_epoch", "A group's epoch.", "gauge", |g| {
+            g.group_epoch.max(0) as u64
+        }),
+    ];
+    for (name, help, kind, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for g in &groups_now {
+            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.group_id, field(g));
+        }
+    }
+    let lags = groups.lags();
+    type LagField = fn(&weir_cluster::group::PartitionLag) -> i64;
+    let families: [(&str, &str, LagField); 2] = [
+        (
+            "weir_group_lag",
+            "High watermark minus the group's committed offset, per partition.",
+            |l| l.lag,
+        ),
+        (
+            "weir_group_committed_offset",
+            "A group's committed offset, per partition.",
+            |l| l.committed_offset,
+        ),
+    ];
+    for (name, help, field) in families {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for l in &lags {
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                l.group_id,
+                l.topic,
+                l.partition,
+                field(l)
+            );
+        }
     }
 }

@@ -82,6 +82,12 @@ pub(crate) async fn submit(
     let acks = Acks::try_from(req.acks)
         .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", req.acks)))?;
     let topic = broker.registry.topic(&req.topic).map_err(status::status)?;
+    if topic.is_internal() {
+        return Err(Status::invalid_argument(format!(
+            "topic {} is internal: only the broker writes to it",
+            req.topic
+        )));
+    }
     let timeout = match req.timeout_ms {
         0 => DEFAULT_PRODUCE_TIMEOUT,
         ms => Duration::from_millis(ms.into()),

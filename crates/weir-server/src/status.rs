@@ -4,6 +4,7 @@
 
 use tonic::{Code, Status};
 use weir_cluster::ClusterError;
+use weir_cluster::group::{GroupError, GroupErrorCode};
 use weir_log::{AppendError, MaintenanceError, ReadError};
 use weir_proto::v1::PartitionError;
 
@@ -51,6 +52,25 @@ pub fn status(err: ClusterError) -> Status {
     let code = code(&err);
     if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
         tracing::warn!(error = %err, "request failed");
+    }
+    Status::new(code, err.to_string())
+}
+
+/// A group operation's failure as a whole-call status.
+pub fn group_status(err: GroupError) -> Status {
+    let code = match err.code() {
+        GroupErrorCode::InvalidArgument => Code::InvalidArgument,
+        GroupErrorCode::NotFound => Code::NotFound,
+        GroupErrorCode::FailedPrecondition => Code::FailedPrecondition,
+        GroupErrorCode::ResourceExhausted => Code::ResourceExhausted,
+        GroupErrorCode::Internal => Code::Internal,
+        GroupErrorCode::Cluster => match err {
+            GroupError::Cluster(inner) => return status(inner),
+            _ => Code::Internal,
+        },
+    };
+    if code == Code::Internal {
+        tracing::warn!(error = %err, "group request failed");
     }
     Status::new(code, err.to_string())
 }

@@ -1,0 +1,565 @@
+//! Consumer groups: membership with server-side, incremental assignment (Kafka's KIP-848
+//! protocol), committed offsets kept as records in the internal topic
+//! `__consumer_offsets`, and the administration of groups (describe, delete, reset).
+//!
+//! - [`coordinator`]: [`GroupCoordinator`], the async API the broker calls; one shard
+//!   per `__consumer_offsets` partition, persistence and replay.
+//! - `state`: the membership and reconciliation state machine of one group (pure, time
+//!   passed in), which keeps the invariant that no partition is ever in the assignment
+//!   of two members.
+//! - [`assignor`]: the server-side assignors (`uniform`, `range`, `round-robin`).
+//! - `records`: the binary keys and values in `__consumer_offsets`.
+//!
+//! `docs/consumer-groups.md` walks through the protocol, the epochs, the record formats
+//! and the limits.
+
+pub mod assignor;
+pub mod coordinator;
+mod records;
+mod state;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::error::ClusterError;
+
+pub use assignor::Assignor;
+pub use coordinator::GroupCoordinator;
+
+/// The internal topic holding committed offsets and group records.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
+/// `offsets.topic.num.partitions`). An existing topic keeps its count.
+pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 16;
+/// `segment.bytes` of `__consumer_offsets`: small segments so compaction can clean them.
+pub const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+/// Longest group id (the topic-name rule's length).
+pub const MAX_GROUP_ID_CHARS: usize = 249;
+/// Longest member id a client may choose (the broker's own are 36-character UUIDs).
+pub const MAX_MEMBER_ID_CHARS: usize = 128;
+/// Longest client id or client host kept for a member.
+pub const MAX_CLIENT_ID_CHARS: usize = 256;
+/// Most topics one member may subscribe to by name.
+pub const MAX_SUBSCRIBED_TOPICS: usize = 10_000;
+/// Longest subscription regex, in bytes.
+pub const MAX_REGEX_BYTES: usize = 1024;
+/// Most memory one compiled subscription regex may take (the `regex` crate's size
+/// limit), so a pathological pattern is refused instead of eating the heap.
+pub const MAX_REGEX_COMPILED_BYTES: usize = 1024 * 1024;
+/// Compiled regexes the coordinator caches (by source text); the cache is cleared when
+/// full.
+pub const MAX_CACHED_REGEXES: usize = 1024;
+/// Most bytes of metadata kept with one committed offset.
+pub const MAX_COMMIT_METADATA_BYTES: usize = 4096;
+/// Most partitions in one commit (one commit is one record batch).
+pub const MAX_OFFSETS_PER_COMMIT: usize = 10_000;
+/// Most owned partitions a heartbeat may list.
+pub const MAX_OWNED_PARTITIONS: usize = 100_000;
+/// Bytes read per call while replaying a `__consumer_offsets` partition.
+pub const REPLAY_READ_BYTES: usize = 1024 * 1024;
+
+/// Settings of the group coordinator.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// Partitions of `__consumer_offsets` if the coordinator creates it.
+    pub offsets_partitions: u32,
+    /// Session timeout of members that do not ask for one.
+    pub session_timeout: Duration,
+    /// Shortest session timeout a member may ask for.
+    pub min_session_timeout: Duration,
+    /// Longest session timeout a member may ask for.
+    pub max_session_timeout: Duration,
+    /// How often members heartbeat when nothing is moving (a member whose session
+    /// timeout is shorter than three intervals is told a third of its timeout instead).
+    pub heartbeat_interval: Duration,
+    /// How often a member heartbeats while it must release partitions or waits for
+    /// partitions another member is releasing.
+    pub pending_heartbeat_interval: Duration,
+    /// How long a member may keep partitions it was asked to release before it is
+    /// removed from the group (Kafka's rebalance timeout), so a member that heartbeats
+    /// but never releases cannot hold partitions forever.
+    pub rebalance_timeout: Duration,
+    /// How often the expiry task checks sessions and topic changes.
+    pub expiry_check_interval: Duration,
+    /// Most members in one group.
+    pub max_members_per_group: usize,
+    /// Most groups on this coordinator.
+    pub max_groups: usize,
+}
+
+/// Default session timeout (Kafka's `group.consumer.session.timeout.ms`).
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+/// Default shortest session timeout a member may ask for.
+pub const DEFAULT_MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default longest session timeout a member may ask for.
+pub const DEFAULT_MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Default heartbeat interval while partitions are moving.
+pub const DEFAULT_PENDING_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default rebalance timeout (Kafka's `max.poll.interval.ms` default).
+pub const DEFAULT_REBALANCE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default interval of the expiry task.
+pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Default most members per group.
+pub const DEFAULT_MAX_MEMBERS_PER_GROUP: usize = 1000;
+/// Default most groups per coordinator.
+pub const DEFAULT_MAX_GROUPS: usize = 100_000;
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            min_session_timeout: DEFAULT_MIN_SESSION_TIMEOUT,
+            max_session_timeout: DEFAULT_MAX_SESSION_TIMEOUT,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            pending_heartbeat_interval: DEFAULT_PENDING_HEARTBEAT_INTERVAL,
+            rebalance_timeout: DEFAULT_REBALANCE_TIMEOUT,
+            expiry_check_interval: DEFAULT_EXPIRY_CHECK_INTERVAL,
+            max_members_per_group: DEFAULT_MAX_MEMBERS_PER_GROUP,
+            max_groups: DEFAULT_MAX_GROUPS,
+        }
+    }
+}
+
+impl GroupConfig {
+    /// Checks that the settings make sense together.
+    pub fn validate(&self) -> Result<(), GroupError> {
+        let bad = |why: String| Err(GroupError::InvalidRequest(why));
+        if !(1..=crate::MAX_PARTITIONS_PER_TOPIC).contains(&self.offsets_partitions) {
+            return bad(format!(
+                "offsets_partitions {} is outside 1..={}",
+                self.offsets_partitions,
+                crate::MAX_PARTITIONS_PER_TOPIC
+            ));
+        }
+        if self.min_session_timeout > self.max_session_timeout
+            || !(self.min_session_timeout..=self.max_session_timeout)
+                .contains(&self.session_timeout)
+        {
+            return bad(format!(
+                "session timeouts must satisfy min <= default <= max (got {:?} <= {:?} <= {:?})",
+                self.min_session_timeout, self.session_timeout, self.max_session_timeout
+            ));
+        }
+        if self.heartbeat_interval.is_zero()
+            || self.pending_heartbeat_interval.is_zero()
+            || self.heartbeat_interval >= self.session_timeout
+            || self.pending_heartbeat_interval > self.heartbeat_interval
+        {
+            return bad(format!(
+                "heartbeat intervals must be above zero, pending <= heartbeat < session timeout \
+                 (got {:?}, {:?}, {:?})",
+                self.pending_heartbeat_interval, self.heartbeat_interval, self.session_timeout
+            ));
+        }
+        if self.expiry_check_interval.is_zero()
+            || self.rebalance_timeout.is_zero()
+            || self.max_members_per_group == 0
+            || self.max_groups == 0
+        {
+            return bad(
+                "expiry_check_interval, rebalance_timeout, max_members_per_group and max_groups \
+                 must be above zero"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Partitions by topic name, ascending.
+pub type TopicPartitions = BTreeMap<String, Vec<u32>>;
+
+/// One heartbeat of a member (join: `member_epoch` 0; leave: -1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub group_id: String,
+    /// Empty when joining (the broker picks an id); afterwards the id it gave.
+    pub member_id: String,
+    /// 0 to join, -1 to leave, otherwise the epoch from the last answer.
+    pub member_epoch: i32,
+    pub client_id: String,
+    /// The member's address as the broker saw it.
+    pub client_host: String,
+    /// Topics by name; empty keeps the subscription (required when joining, unless
+    /// `topic_regex` is given). Cannot be combined with `topic_regex`.
+    pub topics: Vec<String>,
+    /// A regex matched against whole topic names; `None` or empty keeps the subscription.
+    pub topic_regex: Option<String>,
+    /// `uniform`, `range` or `round-robin`; `None` or empty keeps the member's choice.
+    pub assignor: Option<String>,
+    /// Exactly the partitions the member is consuming now.
+    pub owned: TopicPartitions,
+    /// Asked-for session timeout, clamped to the configured limits; `None` keeps the
+    /// current one (the default when joining).
+    pub session_timeout: Option<Duration>,
+}
+
+/// The answer to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    pub member_id: String,
+    /// The member's epoch: -1 after leaving.
+    pub member_epoch: i32,
+    pub group_epoch: i32,
+    /// When to heartbeat next.
+    pub heartbeat_interval: Duration,
+    pub session_timeout: Duration,
+    /// The partitions the member may consume now; `None` after leaving.
+    pub assignment: Option<TopicPartitions>,
+}
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommit {
+    pub topic: String,
+    pub partition: u32,
+    /// The next offset to consume.
+    pub offset: i64,
+    /// Free text kept with the offset (at most [`MAX_COMMIT_METADATA_BYTES`]).
+    pub metadata: String,
+}
+
+/// One partition's committed offset as FetchOffsets returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub topic: String,
+    pub partition: u32,
+    /// `None` if the group has no offset for the partition.
+    pub offset: Option<i64>,
+    pub metadata: String,
+    /// Milliseconds since the Unix epoch; `None` without an offset.
+    pub commit_timestamp_ms: Option<i64>,
+}
+
+/// What a group is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members.
+    Empty,
+    /// Members are moving partitions towards the target assignment.
+    Assigning,
+    /// Every member has its target assignment.
+    Stable,
+    /// Being deleted.
+    Dead,
+}
+
+impl GroupState {
+    /// The name the API uses: `empty`, `assigning`, `stable`, `dead`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupState::Empty => "empty",
+            GroupState::Assigning => "assigning",
+            GroupState::Stable => "stable",
+            GroupState::Dead => "dead",
+        }
+    }
+}
+
+/// A group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    pub group_id: String,
+    pub state: GroupState,
+    pub members: usize,
+}
+
+/// One member of a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub member_epoch: i32,
+    pub subscribed_topics: Vec<String>,
+    pub subscribed_topic_regex: Option<String>,
+    /// Partitions the member may consume now.
+    pub assignment: TopicPartitions,
+    /// Partitions the member was asked to release and still owns.
+    pub pending_revocation: TopicPartitions,
+    /// Partitions the assignor intends for it.
+    pub target_assignment: TopicPartitions,
+}
+
+/// One partition's progress in a described group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub topic: String,
+    pub partition: u32,
+    pub committed_offset: Option<i64>,
+    /// `None` when the topic or partition no longer exists.
+    pub high_watermark: Option<i64>,
+    /// High watermark minus the committed offset (minus the log start offset if nothing
+    /// is committed), never below 0; `None` when the partition no longer exists.
+    pub lag: Option<i64>,
+    /// The member owning the partition now (including one still releasing it).
+    pub member_id: Option<String>,
+}
+
+/// A group's state, members and offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    pub state: GroupState,
+    pub group_epoch: i32,
+    pub assignor: String,
+    /// By member id.
+    pub members: Vec<MemberDescription>,
+    /// Every partition the group subscribes to or has an offset for, by topic then
+    /// partition.
+    pub offsets: Vec<PartitionProgress>,
+    pub coordinator_partition: u32,
+}
+
+/// Where ResetOffsets moves each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// This offset, clamped to `[log start, high watermark]`.
+    Offset(i64),
+    /// The first offset with a timestamp at or after this (ms since the Unix epoch), or
+    /// the high watermark if there is none.
+    Timestamp(i64),
+    /// The committed offset (the log start if none) moved by this many, clamped.
+    ShiftBy(i64),
+}
+
+/// One partition's reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetReset {
+    pub topic: String,
+    pub partition: u32,
+    pub previous: Option<i64>,
+    pub new: i64,
+}
+
+/// Counters of one group for the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetrics {
+    pub group_id: String,
+    pub state: GroupState,
+    pub members: usize,
+    pub group_epoch: i32,
+    /// Target assignment recomputations (group epoch bumps) since the broker started.
+    pub rebalances: u64,
+}
+
+/// One committed partition's lag, for the metrics endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub group_id: String,
+    pub topic: String,
+    pub partition: u32,
+    pub committed_offset: i64,
+    pub high_watermark: i64,
+    /// `high_watermark - committed_offset`, never below 0.
+    pub lag: i64,
+}
+
+/// The gRPC status code a [`GroupError`] maps to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupErrorCode {
+    InvalidArgument,
+    NotFound,
+    FailedPrecondition,
+    ResourceExhausted,
+    /// A record in `__consumer_offsets` the broker cannot read (a bug, or data written by
+    /// an incompatible broker).
+    Internal,
+    /// Map the inner [`ClusterError`] as every other cluster error is mapped.
+    Cluster,
+}
+
+/// Why a group operation failed. [`GroupError::code`] names the gRPC code of each.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
+    #[error(
+        "member {member_id:?} is not in group {group_id:?} (removed after its session timed \
+         out, or the broker restarted); drop your partitions without committing and join \
+         again with member_epoch 0"
+    )]
+    UnknownMember { group_id: String, member_id: String },
+    #[error(
+        "member {member_id:?} of group {group_id:?} is fenced: it sent epoch {given} but its \
+         epoch is {current}; drop your partitions without committing and join again with \
+         member_epoch 0"
+    )]
+    FencedMember {
+        group_id: String,
+        member_id: String,
+        given: i32,
+        current: i32,
+    },
+    #[error(
+        "member {member_id:?} of group {group_id:?} committed with epoch {given} but its epoch \
+         is {current}; heartbeat to learn the current epoch and commit with it (or join again \
+         with member_epoch 0 if fenced)"
+    )]
+    StaleEpoch {
+        group_id: String,
+        member_id: String,
+        given: i32,
+        current: i32,
+    },
+    #[error(
+        "group {group_id:?} has {members} member(s); {operation} needs a group without members \
+         (stop its consumers and wait for their sessions to end)"
+    )]
+    GroupNotEmpty {
+        group_id: String,
+        members: usize,
+        operation: &'static str,
+    },
+    #[error("invalid topic regex {regex:?}: {reason}")]
+    InvalidRegex { regex: String, reason: String },
+    #[error("invalid group id {group_id:?}: {reason}")]
+    InvalidGroupId { group_id: String, reason: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        count: u32,
+    },
+    #[error("group {group_id:?} has {max} members, the most a group may have")]
+    TooManyMembers { group_id: String, max: usize },
+    #[error("the coordinator holds {max} groups, the most it may; delete unused groups")]
+    TooManyGroups { max: usize },
+    #[error("{OFFSETS_TOPIC} partition {partition} offset {offset}: unreadable record: {reason}")]
+    CorruptRecord {
+        partition: u32,
+        offset: i64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+impl GroupError {
+    /// The gRPC code: NOT_FOUND for unknown groups, topics and partitions;
+    /// FAILED_PRECONDITION for unknown or fenced members, stale epochs and non-empty
+    /// groups; INVALID_ARGUMENT for bad input; RESOURCE_EXHAUSTED for the member and group
+    /// limits; INTERNAL for unreadable records; `Cluster` for [`GroupError::Cluster`],
+    /// whose inner error is mapped like every other cluster error.
+    pub fn code(&self) -> GroupErrorCode {
+        match self {
+            GroupError::UnknownGroup(_)
+            | GroupError::UnknownTopic(_)
+            | GroupError::UnknownPartition { .. } => GroupErrorCode::NotFound,
+            GroupError::UnknownMember { .. }
+            | GroupError::FencedMember { .. }
+            | GroupError::StaleEpoch { .. }
+            | GroupError::GroupNotEmpty { .. } => GroupErrorCode::FailedPrecondition,
+            GroupError::InvalidRegex { .. }
+            | GroupError::InvalidGroupId { .. }
+            | GroupError::InvalidRequest(_) => GroupErrorCode::InvalidArgument,
+            GroupError::TooManyMembers { .. } | GroupError::TooManyGroups { .. } => {
+                GroupErrorCode::ResourceExhausted
+            }
+            GroupError::CorruptRecord { .. } => GroupErrorCode::Internal,
+            GroupError::Cluster(_) => GroupErrorCode::Cluster,
+        }
+    }
+}
+
+/// Checks a group id: 1 to [`MAX_GROUP_ID_CHARS`] characters of `[a-zA-Z0-9._-]`.
+pub fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
+    let bad = |reason: String| {
+        Err(GroupError::InvalidGroupId {
+            group_id: group_id.chars().take(MAX_GROUP_ID_CHARS).collect(),
+            reason,
+        })
+    };
+    if group_id.is_empty() {
+        return bad("it is empty".to_string());
+    }
+    if group_id.len() > MAX_GROUP_ID_CHARS {
+        return bad(format!(
+            "it is {} bytes long; the limit is {MAX_GROUP_ID_CHARS}",
+            group_id.len()
+        ));
+    }
+    if let Some(ch) = group_id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!(
+            "it has the character {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Java's `String.hashCode` (over UTF-16 code units), as Kafka hashes group ids.
+pub fn java_string_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(unit as i32))
+}
+
+/// The `__consumer_offsets` partition of `group_id` among `partitions`: Kafka's rule,
+/// `abs(hashCode) % partitions` with `abs(i32::MIN)` taken as 0.
+pub fn partition_for_group(group_id: &str, partitions: u32) -> u32 {
+    let hash = java_string_hash(group_id);
+    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
+    abs as u32 % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_ids_hash_like_java() {
+        // Values from Java: "".hashCode() == 0, "a" == 97, "hello" == 99162322,
+        // "polygenelubricants" == Integer.MIN_VALUE (wrapping arithmetic).
+        assert_eq!(java_string_hash(""), 0);
+        assert_eq!(java_string_hash("a"), 97);
+        assert_eq!(java_string_hash("hello"), 99_162_322);
+        assert_eq!(java_string_hash("polygenelubricants"), i32::MIN);
+        assert_eq!(partition_for_group("polygenelubricants", 16), 0);
+        assert_eq!(partition_for_group("hello", 50), 99_162_322 % 50);
+        // A negative hash ("my-group".hashCode() == -1906497762): abs first.
+        assert_eq!(java_string_hash("my-group"), -1_906_497_762);
+        assert_eq!(partition_for_group("my-group", 16), 1_906_497_762 % 16);
+    }
+
+    #[test]
+    fn group_ids_are_checked() {
+        assert!(validate_group_id("orders.v1_x-2").is_ok());
+        for bad in ["", "a b", "ü", &"x".repeat(250)] {
+            assert!(
+                matches!(
+                    validate_group_id(bad),
+                    Err(GroupError::InvalidGroupId { .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid_and_bad_ones_are_refused() {
+        GroupConfig::default().validate().unwrap();
+        let bad = GroupConfig {
+            heartbeat_interval: Duration::from_secs(45),
+            ..GroupConfig::default()
+        };
+        assert!(bad.validate().is_err());
+        let bad = GroupConfig {
+            offsets_partitions: 0,
+            ..GroupConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,1065 @@
+//! The membership and reconciliation state machine of one group (KIP-848), pure: no
+//! I/O, no clock (every call takes `now`), no locks.
+//!
+//! The group has an epoch, bumped on every change of members, subscriptions, the
+//! assignor, or the partition counts of subscribed topics; each bump recomputes the
+//! target assignment (one target per member) with the group's assignor.
+//!
+//! Each member moves towards its target on its own heartbeats:
+//!
+//! 1. Partitions it was asked to release and no longer reports as owned are released
+//!    (they become free).
+//! 2. While it still owns partitions it was asked to release, nothing else changes: it
+//!    keeps its epoch and is answered with the short heartbeat interval.
+//! 3. If its epoch is behind the target epoch, the partitions of its assignment that
+//!    are not in its target are taken out of its assignment; those it still owns wait
+//!    for release (step 2); once none are owned, its epoch becomes the target epoch.
+//! 4. At the target epoch it receives every partition of its target that is free.
+//!    Partitions still owned by another member (assigned or waiting for release) are
+//!    handed over on a later heartbeat, after they were released.
+//!
+//! `owners` records, for every partition in some member's assignment or waiting for
+//! release, that member. A partition is only added to an assignment when it has no
+//! owner, so no partition is ever in two members' assignments (`check_invariants`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::assignor::{self, Assignment, Assignor, MemberSpec, TopicPartition};
+use super::{
+    GroupConfig, GroupError, GroupState, HeartbeatOutcome, MemberDescription, TopicPartitions,
+};
+use crate::topic_name::is_internal;
+
+/// Every topic and its partition count, at one metadata version.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TopicsSnapshot {
+    pub version: u64,
+    pub partitions: BTreeMap<Arc<str>, u32>,
+}
+
+/// A compiled subscription regex, anchored to whole names.
+#[derive(Debug)]
+pub(crate) struct TopicRegex {
+    pub source: String,
+    pub regex: regex::Regex,
+}
+
+/// What a member subscribes to.
+#[derive(Debug, Clone)]
+pub(crate) enum Subscription {
+    Topics(BTreeSet<Arc<str>>),
+    Regex(Arc<TopicRegex>),
+}
+
+impl PartialEq for Subscription {
+    fn eq(&self, other: &Subscription) -> bool {
+        match (self, other) {
+            (Subscription::Topics(a), Subscription::Topics(b)) => a == b,
+            (Subscription::Regex(a), Subscription::Regex(b)) => a.source == b.source,
+            _ => false,
+        }
+    }
+}
+
+impl Subscription {
+    /// The existing topics it names or matches (internal topics never match a regex).
+    fn resolve(&self, topics: &TopicsSnapshot) -> BTreeSet<Arc<str>> {
+        match self {
+            Subscription::Topics(names) => names
+                .iter()
+                .filter(|t| topics.partitions.contains_key(*t))
+                .cloned()
+                .collect(),
+            Subscription::Regex(re) => topics
+                .partitions
+                .keys()
+                .filter(|t| !is_internal(t) && re.regex.is_match(t))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// A heartbeat, checked and converted by the coordinator.
+#[derive(Debug, Clone)]
+pub(crate) struct MemberRequest {
+    /// Empty when joining without an id.
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    /// `None` keeps the member's subscription (required when joining).
+    pub subscription: Option<Subscription>,
+    /// `None` keeps the member's choice.
+    pub assignor: Option<Assignor>,
+    pub owned: Assignment,
+    /// Clamped already; `None` keeps the current one (the default when joining).
+    pub session_timeout: Option<Duration>,
+}
+
+/// What a heartbeat did, beyond the answer.
+#[derive(Debug, Clone)]
+pub(crate) struct HeartbeatResult {
+    pub outcome: HeartbeatOutcome,
+    /// The group epoch changed (persist the group record).
+    pub bumped: bool,
+    /// A member was added to the group.
+    pub joined: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Member {
+    id: Arc<str>,
+    client_id: String,
+    client_host: String,
+    epoch: i32,
+    previous_epoch: i32,
+    subscription: Subscription,
+    /// Existing topics of the subscription (what the assignor sees).
+    resolved: BTreeSet<Arc<str>>,
+    assignor: Option<Assignor>,
+    /// When the member last joined, for "the assignor of the most recently joined member
+    /// that named one".
+    join_seq: u64,
+    session_timeout: Duration,
+    session_deadline: Instant,
+    /// Set while the member must release partitions.
+    revoke_deadline: Option<Instant>,
+    /// Partitions it may consume.
+    assigned: Assignment,
+    /// Partitions it was asked to release and still owns.
+    pending_revocation: Assignment,
+}
+
+/// One group's members, epochs and assignments.
+#[derive(Debug, Clone)]
+pub(crate) struct Group {
+    id: String,
+    epoch: i32,
+    target_epoch: i32,
+    assignor: Assignor,
+    members: BTreeMap<Arc<str>, Member>,
+    target: BTreeMap<Arc<str>, Assignment>,
+    owners: HashMap<TopicPartition, Arc<str>>,
+    /// Subscribed topics that exist, with their partition counts.
+    subscribed: BTreeMap<Arc<str>, u32>,
+    topics_version: u64,
+    rebalances: u64,
+    join_seq: u64,
+}
+
+pub(crate) fn to_map(set: &Assignment) -> TopicPartitions {
+    let mut map = TopicPartitions::new();
+    for (t, p) in set {
+        map.entry(t.to_string()).or_default().push(*p);
+    }
+    map
+}
+
+impl Group {
+    pub fn new(id: &str) -> Group {
+        Group {
+            id: id.to_string(),
+            epoch: 0,
+            target_epoch: 0,
+            assignor: Assignor::default(),
+            members: BTreeMap::new(),
+            target: BTreeMap::new(),
+            owners: HashMap::new(),
+            subscribed: BTreeMap::new(),
+            topics_version: 0,
+            rebalances: 0,
+            join_seq: 0,
+        }
+    }
+
+    pub fn epoch(&self) -> i32 {
+        self.epoch
+    }
+
+    pub fn assignor(&self) -> Assignor {
+        self.assignor
+    }
+
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
+    #[cfg(test)]
+    pub fn has_member(&self, id: &str) -> bool {
+        self.members.contains_key(id)
+    }
+
+    pub fn member_epoch(&self, id: &str) -> Option<i32> {
+        self.members.get(id).map(|m| m.epoch)
+    }
+
+    /// Restores what a group record kept: the epoch never goes back; the assignor
+    /// applies while the group has no members.
+    pub fn restore(&mut self, epoch: i32, assignor: Option<Assignor>) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.target_epoch = epoch;
+        }
+        if let Some(a) = assignor.filter(|_| self.members.is_empty()) {
+            self.assignor = a;
+        }
+    }
+
+    /// Back to a group with no history (after its group record was deleted).
+    pub fn reset(&mut self) {
+        debug_assert!(self.members.is_empty());
+        *self = Group::new(&self.id);
+    }
+
+    pub fn state(&self) -> GroupState {
+        if self.members.is_empty() {
+            return GroupState::Empty;
+        }
+        let settled = self.members.values().all(|m| {
+            m.epoch == self.target_epoch
+                && m.pending_revocation.is_empty()
+                && self.target.get(&m.id).is_none_or(|t| *t == m.assigned)
+        });
+        if settled {
+            GroupState::Stable
+        } else {
+            GroupState::Assigning
+        }
+    }
+
+    /// The earliest session or revocation deadline of any member.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.members
+            .values()
+            .map(|m| match m.revoke_deadline {
+                Some(r) => r.min(m.session_deadline),
+                None => m.session_deadline,
+            })
+            .min()
+    }
+
+    /// Every subscribed partition, by topic then partition.
+    pub fn subscribed_partitions(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
+        self.subscribed
+            .iter()
+            .flat_map(|(t, n)| (0..*n).map(move |p| (&**t, p)))
+    }
+
+    /// The current owner of every owned partition.
+    pub fn owners(&self) -> impl Iterator<Item = (&TopicPartition, &Arc<str>)> + '_ {
+        self.owners.iter()
+    }
+
+    pub fn describe_members(&self) -> Vec<MemberDescription> {
+        self.members
+            .values()
+            .map(|m| {
+                let (topics, regex) = match &m.subscription {
+                    Subscription::Topics(t) => (t.iter().map(|t| t.to_string()).collect(), None),
+                    Subscription::Regex(r) => (Vec::new(), Some(r.source.clone())),
+                };
+                MemberDescription {
+                    member_id: m.id.to_string(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    member_epoch: m.epoch,
+                    subscribed_topics: topics,
+                    subscribed_topic_regex: regex,
+                    assignment: to_map(&m.assigned),
+                    pending_revocation: to_map(&m.pending_revocation),
+                    target_assignment: self.target.get(&m.id).map(to_map).unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Handles one heartbeat (join, stay, leave).
+    pub fn heartbeat(
+        &mut self,
+        req: MemberRequest,
+        topics: &TopicsSnapshot,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> Result<HeartbeatResult, GroupError> {
+        match req.member_epoch {
+            -1 => Ok(self.leave(&req.member_id, topics, config)),
+            0 => self.join(req, topics, now, config),
+            e if e > 0 => self.stay(req, topics, now, config),
+            e => Err(GroupError::InvalidRequest(format!(
+                "member_epoch {e} is not valid: send 0 to join, -1 to leave, or the epoch of the \
+                 last answer"
+            ))),
+        }
+    }
+
+    fn leave(
+        &mut self,
+        member_id: &str,
+        topics: &TopicsSnapshot,
+        config: &GroupConfig,
+    ) -> HeartbeatResult {
+        // Leaving is idempotent: a member that is already gone (a lost answer to its leave,
+        // or a broker restart) has left.
+        let bumped = if self.members.contains_key(member_id) {
+            self.remove_member(member_id);
+            self.recompute_inputs(topics);
+            self.bump();
+            true
+        } else {
+            false
+        };
+        HeartbeatResult {
+            outcome: HeartbeatOutcome {
+                member_id: member_id.to_string(),
+                member_epoch: -1,
+                group_epoch: self.epoch,
+                heartbeat_interval: config.heartbeat_interval,
+                session_timeout: config.session_timeout,
+                assignment: None,
+            },
+            bumped,
+            joined: false,
+        }
+    }
+
+    fn join(
+        &mut self,
+        req: MemberRequest,
+        topics: &TopicsSnapshot,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> Result<HeartbeatResult, GroupError> {
+        let Some(subscription) = req.subscription.clone() else {
+            return Err(GroupError::InvalidRequest(
+                "a joining member (member_epoch 0) must subscribe: name topics or give a \
+                 topic_regex"
+                    .to_string(),
+            ));
+        };
+        let id: Arc<str> = if req.member_id.is_empty() {
+            Arc::from(uuid::Uuid::new_v4().to_string())
+        } else {
+            Arc::from(req.member_id.as_str())
+        };
+        self.join_seq += 1;
+        let joined = if self.members.contains_key(&id) {
+            // A rejoin (the member lost its state): it starts over, and what it held is
+            // free again.
+            self.release_all(&id);
+            let m = self.members.get_mut(&id).expect("checked");
+            m.epoch = 0;
+            m.previous_epoch = -1;
+            m.revoke_deadline = None;
+            false
+        } else {
+            if self.members.len() >= config.max_members_per_group {
+                return Err(GroupError::TooManyMembers {
+                    group_id: self.id.clone(),
+                    max: config.max_members_per_group,
+                });
+            }
+            self.members.insert(
+                id.clone(),
+                Member {
+                    id: id.clone(),
+                    client_id: String::new(),
+                    client_host: String::new(),
+                    epoch: 0,
+                    previous_epoch: -1,
+                    subscription: subscription.clone(),
+                    resolved: BTreeSet::new(),
+                    assignor: None,
+                    join_seq: 0,
+                    session_timeout: config.session_timeout,
+                    session_deadline: now,
+                    revoke_deadline: None,
+                    assigned: Assignment::new(),
+                    pending_revocation: Assignment::new(),
+                },
+            );
+            true
+        };
+        let seq = self.join_seq;
+        let m = self.members.get_mut(&id).expect("present");
+        m.join_seq = seq;
+        self.update_member(&id, &req, now, config);
+        let changed = self.recompute_inputs(topics);
+        let bumped = joined || changed;
+        if bumped {
+            self.bump();
+        }
+        let outcome = self.reconcile(&id, &req.owned, now, config);
+        Ok(HeartbeatResult {
+            outcome,
+            bumped,
+            joined,
+        })
+    }
+
+    fn stay(
+        &mut self,
+        req: MemberRequest,
+        topics: &TopicsSnapshot,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> Result<HeartbeatResult, GroupError> {
+        let Some(m) = self.members.get(req.member_id.as_str()) else {
+            return Err(GroupError::UnknownMember {
+                group_id: self.id.clone(),
+                member_id: req.member_id.clone(),
+            });
+        };
+        // Kafka's rule: the current epoch, or the previous one when the answer that
+        // raised it was lost, provided the member owns nothing it should not.
+        let lost_answer = req.member_epoch == m.previous_epoch
+            && req
+                .owned
+                .iter()
+                .all(|tp| m.assigned.contains(tp) || m.pending_revocation.contains(tp));
+        if req.member_epoch != m.epoch && !lost_answer {
+            return Err(GroupError::FencedMember {
+                group_id: self.id.clone(),
+                member_id: req.member_id.clone(),
+                given: req.member_epoch,
+                current: m.epoch,
+            });
+        }
+        let id = m.id.clone();
+        let subscription_changed = self.update_member(&id, &req, now, config);
+        let changed = (subscription_changed || self.topics_version != topics.version)
+            && self.recompute_inputs(topics);
+        if changed {
+            self.bump();
+        }
+        let outcome = self.reconcile(&id, &req.owned, now, config);
+        Ok(HeartbeatResult {
+            outcome,
+            bumped: changed,
+            joined: false,
+        })
+    }
+
+    /// Applies the request's fields to the member; true if its subscription or assignor
+    /// changed.
+    fn update_member(
+        &mut self,
+        id: &Arc<str>,
+        req: &MemberRequest,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> bool {
+        let m = self.members.get_mut(id).expect("member exists");
+        let mut changed = false;
+        if let Some(sub) = &req.subscription
+            && *sub != m.subscription
+        {
+            m.subscription = sub.clone();
+            changed = true;
+        }
+        if req.member_epoch == 0 {
+            // A join states the member's whole subscription, assignor included.
+            changed |= m.assignor != req.assignor;
+            m.assignor = req.assignor;
+        } else if let Some(a) = req.assignor {
+            changed |= m.assignor != Some(a);
+            m.assignor = Some(a);
+        }
+        if m.client_id != req.client_id {
+            m.client_id.clone_from(&req.client_id);
+        }
+        if m.client_host != req.client_host {
+            m.client_host.clone_from(&req.client_host);
+        }
+        if let Some(timeout) = req.session_timeout {
+            m.session_timeout = timeout;
+        } else if req.member_epoch == 0 {
+            m.session_timeout = config.session_timeout;
+        }
+        m.session_deadline = now + m.session_timeout;
+        changed
+    }
+
+    /// Re-resolves every subscription and the group assignor against `topics`; true if
+    /// anything the assignor sees changed.
+    fn recompute_inputs(&mut self, topics: &TopicsSnapshot) -> bool {
+        let mut changed = false;
+        let mut union: BTreeMap<Arc<str>, u32> = BTreeMap::new();
+        for m in self.members.values_mut() {
+            let resolved = m.subscription.resolve(topics);
+            if resolved != m.resolved {
+                m.resolved = resolved;
+                changed = true;
+            }
+            for t in &m.resolved {
+                union.insert(t.clone(), topics.partitions[t]);
+            }
+        }
+        if union != self.subscribed {
+            self.subscribed = union;
+            changed = true;
+        }
+        let assignor = self
+            .members
+            .values()
+            .filter_map(|m| m.assignor.map(|a| (m.join_seq, a)))
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, a)| a);
+        // With no member naming one, the default (or, while empty, the last one used).
+        let assignor = match assignor {
+            Some(a) => a,
+            None if self.members.is_empty() => self.assignor,
+            None => Assignor::default(),
+        };
+        if assignor != self.assignor {
+            self.assignor = assignor;
+            changed = true;
+        }
+        self.topics_version = topics.version;
+        changed
+    }
+
+    /// A new group epoch and its target assignment.
+    fn bump(&mut self) {
+        self.epoch = self.epoch.saturating_add(1);
+        self.target_epoch = self.epoch;
+        self.rebalances += 1;
+        let empty = Assignment::new();
+        let specs: Vec<MemberSpec<'_>> = self
+            .members
+            .values()
+            .map(|m| MemberSpec {
+                id: &m.id,
+                topics: &m.resolved,
+                current: self.target.get(&m.id).unwrap_or(&empty),
+            })
+            .collect();
+        self.target = assignor::assign(self.assignor, &specs, &self.subscribed);
+    }
+
+    fn release_all(&mut self, id: &Arc<str>) {
+        let m = self.members.get_mut(id).expect("member exists");
+        for tp in m.assigned.iter().chain(&m.pending_revocation) {
+            if self.owners.get(tp) == Some(id) {
+                self.owners.remove(tp);
+            }
+        }
+        m.assigned.clear();
+        m.pending_revocation.clear();
+    }
+
+    fn remove_member(&mut self, id: &str) {
+        let Some((id, _)) = self.members.get_key_value(id) else {
+            return;
+        };
+        let id = id.clone();
+        self.release_all(&id);
+        self.members.remove(&id);
+        self.target.remove(&id);
+    }
+
+    /// Removes members whose session or revocation deadline has passed; returns their
+    /// ids (the epoch is bumped once if any were removed).
+    pub fn expire(&mut self, now: Instant, topics: &TopicsSnapshot) -> Vec<String> {
+        let expired: Vec<Arc<str>> = self
+            .members
+            .values()
+            .filter(|m| m.session_deadline <= now || m.revoke_deadline.is_some_and(|d| d <= now))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in &expired {
+            self.remove_member(id);
+        }
+        if !expired.is_empty() {
+            self.recompute_inputs(topics);
+            self.bump();
+        }
+        expired.iter().map(|id| id.to_string()).collect()
+    }
+
+    /// Re-evaluates subscriptions after topics changed; true if the epoch was bumped.
+    pub fn refresh_topics(&mut self, topics: &TopicsSnapshot) -> bool {
+        if self.topics_version == topics.version {
+            return false;
+        }
+        let changed = self.recompute_inputs(topics);
+        if changed {
+            self.bump();
+        }
+        changed
+    }
+
+    /// Moves member `id` towards its target (see the module docs) and answers it.
+    fn reconcile(
+        &mut self,
+        id: &Arc<str>,
+        owned: &Assignment,
+        now: Instant,
+        config: &GroupConfig,
+    ) -> HeartbeatOutcome {
+        let empty = Assignment::new();
+        let target = self.target.get(id).unwrap_or(&empty);
+        let m = self.members.get_mut(id).expect("member exists");
+        // 1. Released: asked to go and no longer owned.
+        let released: Vec<TopicPartition> = m
+            .pending_revocation
+            .iter()
+            .filter(|tp| !owned.contains(*tp))
+            .cloned()
+            .collect();
+        for tp in released {
+            m.pending_revocation.remove(&tp);
+            if self.owners.get(&tp) == Some(id) {
+                self.owners.remove(&tp);
+            }
+        }
+        if m.pending_revocation.is_empty() {
+            m.revoke_deadline = None;
+            // 3. Behind the target: revoke what is not in it.
+            if m.epoch != self.target_epoch {
+                let revoked: Vec<TopicPartition> = m.assigned.difference(target).cloned().collect();
+                for tp in revoked {
+                    m.assigned.remove(&tp);
+                    if owned.contains(&tp) {
+                        m.pending_revocation.insert(tp);
+                    } else if self.owners.get(&tp) == Some(id) {
+                        self.owners.remove(&tp);
+                    }
+                }
+                if m.pending_revocation.is_empty() {
+                    m.previous_epoch = m.epoch;
+                    m.epoch = self.target_epoch;
+                } else {
+                    m.revoke_deadline = Some(now + config.rebalance_timeout);
+                }
+            }
+            // 4. At the target epoch: take every free partition of the target.
+            if m.epoch == self.target_epoch {
+                for tp in target.difference(&m.assigned).cloned().collect::<Vec<_>>() {
+                    if !self.owners.contains_key(&tp) {
+                        self.owners.insert(tp.clone(), id.clone());
+                        m.assigned.insert(tp);
+                    }
+                }
+            }
+        }
+        let settled = m.pending_revocation.is_empty() && m.assigned == *target;
+        let normal = config.heartbeat_interval.min(m.session_timeout / 3);
+        HeartbeatOutcome {
+            member_id: id.to_string(),
+            member_epoch: m.epoch,
+            group_epoch: self.epoch,
+            heartbeat_interval: if settled {
+                normal
+            } else {
+                config.pending_heartbeat_interval.min(normal)
+            },
+            session_timeout: m.session_timeout,
+            assignment: Some(to_map(&m.assigned)),
+        }
+    }
+
+    /// Checks that every owned partition has exactly one owner and the owner map agrees
+    /// with the members (for tests; cheap enough for debug assertions).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen: HashMap<&TopicPartition, &Arc<str>> = HashMap::new();
+        for m in self.members.values() {
+            if let Some(tp) = m.assigned.intersection(&m.pending_revocation).next() {
+                return Err(format!("{tp:?} both assigned to and revoked from {}", m.id));
+            }
+            for tp in m.assigned.iter().chain(&m.pending_revocation) {
+                if let Some(other) = seen.insert(tp, &m.id) {
+                    return Err(format!("{tp:?} owned by both {other} and {}", m.id));
+                }
+                if self.owners.get(tp) != Some(&m.id) {
+                    return Err(format!(
+                        "{tp:?} held by {} but the owner map says {:?}",
+                        m.id,
+                        self.owners.get(tp)
+                    ));
+                }
+            }
+            if m.epoch > self.epoch {
+                return Err(format!(
+                    "member {} epoch {} > group epoch {}",
+                    m.id, m.epoch, self.epoch
+                ));
+            }
+        }
+        if seen.len() != self.owners.len() {
+            return Err(format!(
+                "owner map has {} entries but members hold {}",
+                self.owners.len(),
+                seen.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn config() -> GroupConfig {
+        GroupConfig {
+            session_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(1),
+            pending_heartbeat_interval: Duration::from_millis(100),
+            rebalance_timeout: Duration::from_secs(30),
+            ..GroupConfig::default()
+        }
+    }
+
+    fn topics(list: &[(&str, u32)], version: u64) -> TopicsSnapshot {
+        TopicsSnapshot {
+            version,
+            partitions: list.iter().map(|(t, n)| (Arc::from(*t), *n)).collect(),
+        }
+    }
+
+    fn subscribe(names: &[&str]) -> Option<Subscription> {
+        Some(Subscription::Topics(
+            names.iter().map(|t| Arc::from(*t)).collect(),
+        ))
+    }
+
+    fn req(id: &str, epoch: i32, owned: &Assignment) -> MemberRequest {
+        MemberRequest {
+            member_id: id.to_string(),
+            member_epoch: epoch,
+            client_id: "c".into(),
+            client_host: "h".into(),
+            subscription: None,
+            assignor: None,
+            owned: owned.clone(),
+            session_timeout: None,
+        }
+    }
+
+    fn set(map: &TopicPartitions) -> Assignment {
+        map.iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (Arc::from(t.as_str()), *p)))
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_moves_only_after_release() {
+        let cfg = config();
+        let t = topics(&[("t", 2)], 1);
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        let a = g.heartbeat(join.clone(), &t, now, &cfg).unwrap().outcome;
+        assert_eq!(a.member_epoch, 1);
+        assert_eq!(a.assignment.as_ref().unwrap()["t"], vec![0, 1]);
+        let a_owned = set(a.assignment.as_ref().unwrap());
+        // B joins: the target gives it one partition, still owned by A.
+        let b = g.heartbeat(join, &t, now, &cfg).unwrap().outcome;
+        assert_eq!(b.member_epoch, 2);
+        assert_eq!(b.assignment.as_ref().unwrap().len(), 0, "nothing free yet");
+        assert_eq!(b.heartbeat_interval, cfg.pending_heartbeat_interval);
+        assert_eq!(g.state(), GroupState::Assigning);
+        // A heartbeats owning both: it must revoke one, keeping epoch 1.
+        let a2 = g
+            .heartbeat(req(&a.member_id, 1, &a_owned), &t, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(a2.member_epoch, 1);
+        assert_eq!(a2.assignment.as_ref().unwrap()["t"].len(), 1);
+        // B still gets nothing: A has not released.
+        let b2 = g
+            .heartbeat(req(&b.member_id, 2, &Assignment::new()), &t, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert!(b2.assignment.unwrap().is_empty());
+        g.check_invariants().unwrap();
+        // A releases: epoch advances; B then gets the partition.
+        let a_kept = set(a2.assignment.as_ref().unwrap());
+        let a3 = g
+            .heartbeat(req(&a.member_id, 1, &a_kept), &t, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(a3.member_epoch, 2);
+        assert_eq!(a3.heartbeat_interval, cfg.heartbeat_interval);
+        let b3 = g
+            .heartbeat(req(&b.member_id, 2, &Assignment::new()), &t, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(b3.assignment.unwrap()["t"].len(), 1);
+        assert_eq!(g.state(), GroupState::Stable);
+        g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn epochs_are_fenced_except_a_lost_answer() {
+        let cfg = config();
+        let t = topics(&[("t", 2)], 1);
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("m1", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        let a = g.heartbeat(join, &t, now, &cfg).unwrap().outcome;
+        assert_eq!((a.member_id.as_str(), a.member_epoch), ("m1", 1));
+        let owned = set(a.assignment.as_ref().unwrap());
+        assert!(matches!(
+            g.heartbeat(req("m1", 2, &owned), &t, now, &cfg),
+            Err(GroupError::FencedMember {
+                given: 2,
+                current: 1,
+                ..
+            })
+        ));
+        assert!(matches!(
+            g.heartbeat(req("zz", 1, &owned), &t, now, &cfg),
+            Err(GroupError::UnknownMember { .. })
+        ));
+        // Topic grows: epoch 2; the answer "lost", the member retries with epoch 1 and
+        // owns a subset of its assignment: accepted.
+        let t2 = topics(&[("t", 3)], 2);
+        let r = g
+            .heartbeat(req("m1", 1, &owned), &t2, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(r.member_epoch, 2);
+        let r = g
+            .heartbeat(req("m1", 1, &owned), &t2, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!((r.member_epoch, r.assignment.unwrap()["t"].len()), (2, 3));
+        // Owning a partition it was never given with the previous epoch: fenced.
+        let mut bogus = owned.clone();
+        bogus.insert((Arc::from("other"), 0));
+        assert!(matches!(
+            g.heartbeat(req("m1", 1, &bogus), &t2, now, &cfg),
+            Err(GroupError::FencedMember { .. })
+        ));
+        assert!(matches!(
+            g.heartbeat(req("m1", -2, &owned), &t2, now, &cfg),
+            Err(GroupError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn sessions_expire_and_free_partitions() {
+        let cfg = config();
+        let t = topics(&[("t", 4)], 1);
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("a", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        g.heartbeat(join.clone(), &t, now, &cfg).unwrap();
+        join.member_id = "b".into();
+        join.session_timeout = Some(Duration::from_secs(20));
+        g.heartbeat(join, &t, now, &cfg).unwrap();
+        assert!(g.expire(now + Duration::from_secs(9), &t).is_empty());
+        let epoch = g.epoch();
+        assert_eq!(
+            g.expire(now + Duration::from_secs(10), &t),
+            vec!["a".to_string()]
+        );
+        assert_eq!(g.epoch(), epoch + 1);
+        let epoch = g.member_epoch("b").unwrap();
+        let r = g
+            .heartbeat(req("b", epoch, &Assignment::new()), &t, now, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(r.assignment.unwrap()["t"], vec![0, 1, 2, 3]);
+        g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn leaving_is_idempotent_and_rejoining_releases() {
+        let cfg = config();
+        let t = topics(&[("t", 2)], 1);
+        let now = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("a", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        g.heartbeat(join.clone(), &t, now, &cfg).unwrap();
+        let epoch = g.epoch();
+        // Rejoin with epoch 0 and the same subscription: no bump, same partitions.
+        let r = g.heartbeat(join, &t, now, &cfg).unwrap();
+        assert!(!r.bumped);
+        assert_eq!(r.outcome.assignment.unwrap()["t"], vec![0, 1]);
+        assert_eq!(g.epoch(), epoch);
+        let left = g
+            .heartbeat(req("a", -1, &Assignment::new()), &t, now, &cfg)
+            .unwrap();
+        assert!(left.bumped && left.outcome.assignment.is_none());
+        assert_eq!(g.state(), GroupState::Empty);
+        let again = g
+            .heartbeat(req("a", -1, &Assignment::new()), &t, now, &cfg)
+            .unwrap();
+        assert!(!again.bumped);
+        g.check_invariants().unwrap();
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Join(usize, u8),
+        Heartbeat(usize),
+        /// Heartbeat but keep owning what was revoked (a slow consumer).
+        HeartbeatLate(usize),
+        Crash(usize),
+        Leave(usize),
+        Grow(u8),
+        Tick(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..6usize, 0..4u8).prop_map(|(m, s)| Op::Join(m, s)),
+            (0..6usize).prop_map(Op::Heartbeat),
+            (0..6usize).prop_map(Op::Heartbeat),
+            (0..6usize).prop_map(Op::HeartbeatLate),
+            (0..6usize).prop_map(Op::Crash),
+            (0..6usize).prop_map(Op::Leave),
+            (0..3u8).prop_map(Op::Grow),
+            (0..3000u16).prop_map(Op::Tick),
+        ]
+    }
+
+    /// A simulated client: what it believes.
+    #[derive(Debug, Clone, Default)]
+    struct Client {
+        id: String,
+        epoch: i32,
+        owned: Assignment,
+        alive: bool,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn random_members_never_share_a_partition_and_converge(ops in proptest::collection::vec(op(), 1..80)) {
+            let cfg = config();
+            let names = ["a", "b", "c"];
+            let mut counts = [3u32, 2, 0];
+            let snapshot = |counts: &[u32; 3], version| TopicsSnapshot {
+                version,
+                partitions: names
+                    .iter()
+                    .zip(counts)
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(t, n)| (Arc::from(*t), *n))
+                    .collect(),
+            };
+            let mut version = 1;
+            let mut t = snapshot(&counts, version);
+            let subscriptions: [&[&str]; 4] = [&["a"], &["a", "b"], &["b", "c"], &["a", "b", "c"]];
+            let start = Instant::now();
+            let mut now = start;
+            let mut g = Group::new("g");
+            let mut clients: Vec<Client> = vec![Client::default(); 6];
+            for op in ops {
+                match op {
+                    Op::Join(i, s) => {
+                        let mut r = req("", 0, &Assignment::new());
+                        r.subscription = subscribe(subscriptions[s as usize]);
+                        if !clients[i].id.is_empty() && clients[i].alive {
+                            r.member_id = clients[i].id.clone();
+                        }
+                        let out = g.heartbeat(r, &t, now, &cfg).unwrap().outcome;
+                        clients[i] = Client {
+                            id: out.member_id,
+                            epoch: out.member_epoch,
+                            owned: set(out.assignment.as_ref().unwrap()),
+                            alive: true,
+                        };
+                    }
+                    Op::Heartbeat(i) | Op::HeartbeatLate(i) => {
+                        if !clients[i].alive { continue; }
+                        let c = &clients[i];
+                        match g.heartbeat(req(&c.id, c.epoch, &c.owned), &t, now, &cfg) {
+                            Ok(r) => {
+                                let assigned = set(r.outcome.assignment.as_ref().unwrap());
+                                let c = &mut clients[i];
+                                c.epoch = r.outcome.member_epoch;
+                                c.owned = if matches!(op, Op::HeartbeatLate(_)) {
+                                    // Keeps the revoked ones for now, takes the new ones.
+                                    c.owned.union(&assigned).cloned().collect()
+                                } else {
+                                    assigned
+                                };
+                            }
+                            Err(GroupError::UnknownMember { .. }) => clients[i].alive = false,
+                            Err(e) => prop_assert!(false, "unexpected {e}"),
+                        }
+                    }
+                    Op::Crash(i) => clients[i].alive = false,
+                    Op::Leave(i) => {
+                        if clients[i].alive {
+                            g.heartbeat(req(&clients[i].id, -1, &Assignment::new()), &t, now, &cfg).unwrap();
+                            clients[i].alive = false;
+                        }
+                    }
+                    Op::Grow(k) => {
+                        counts[k as usize] += 1;
+                        version += 1;
+                        t = snapshot(&counts, version);
+                        g.refresh_topics(&t);
+                    }
+                    Op::Tick(ms) => {
+                        now += Duration::from_millis(ms as u64 * 5);
+                        for id in g.expire(now, &t) {
+                            for c in clients.iter_mut().filter(|c| c.id == id) {
+                                c.alive = false;
+                            }
+                        }
+                    }
+                }
+                prop_assert!(g.check_invariants().is_ok(), "{:?}", g.check_invariants());
+                // What live clients believe they own never overlaps either: a client
+                // only consumes what it was given and has not yet released.
+                let mut consumed = BTreeSet::new();
+                for c in clients.iter().filter(|c| c.alive && g.has_member(&c.id)) {
+                    for tp in &c.owned {
+                        prop_assert!(consumed.insert(tp.clone()), "{tp:?} consumed twice");
+                    }
+                }
+            }
+            // Crashed members' sessions end while the live ones heartbeat.
+            now += cfg.session_timeout + Duration::from_secs(1);
+            for c in clients.iter_mut() {
+                if !c.alive || !g.has_member(&c.id) { continue; }
+                let r = g.heartbeat(req(&c.id, c.epoch, &c.owned), &t, now, &cfg).unwrap();
+                c.epoch = r.outcome.member_epoch;
+                c.owned = set(r.outcome.assignment.as_ref().unwrap());
+            }
+            g.expire(now, &t);
+            prop_assert!(g.check_invariants().is_ok(), "{:?}", g.check_invariants());
+            // Convergence: everyone alive heartbeats promptly, owning what it was given.
+            for _ in 0..6 {
+                for c in clients.iter_mut() {
+                    if !c.alive || !g.has_member(&c.id) { continue; }
+                    let r = g.heartbeat(req(&c.id, c.epoch, &c.owned), &t, now, &cfg).unwrap();
+                    c.epoch = r.outcome.member_epoch;
+                    c.owned = set(r.outcome.assignment.as_ref().unwrap());
+                }
+            }
+            prop_assert!(g.state() != GroupState::Assigning, "not converged: {:?}", g.describe_members());
+            let mut assigned = BTreeSet::new();
+            for m in g.describe_members() {
+                prop_assert_eq!(m.member_epoch, g.epoch());
+                prop_assert_eq!(&m.assignment, &m.target_assignment);
+                for tp in set(&m.assignment) {
+                    prop_assert!(assigned.insert(tp));
+                }
+            }
+            let expected: BTreeSet<TopicPartition> = g
+                .subscribed_partitions()
+                .map(|(t, p)| (Arc::from(t), p))
+                .collect();
+            prop_assert_eq!(assigned, expected);
+        }
+    }
+}

@@ -1,0 +1,561 @@
+//! Consumer groups through the raw gRPC API, as a thin client (Python, grpcurl) would use
+//! them: join, revoke-then-assign hand-over, commits and their fencing, the admin calls,
+//! restart, and every bad input with its code.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use tonic::Code;
+use tonic::transport::Channel;
+use weir_proto::v1::groups_client::GroupsClient;
+use weir_proto::v1::*;
+
+fn groups(clients: &Clients) -> GroupsClient<Channel> {
+    GroupsClient::new(clients.channel.clone())
+}
+
+fn join(group: &str, topics: &[&str]) -> HeartbeatRequest {
+    HeartbeatRequest {
+        group_id: group.into(),
+        member_epoch: 0,
+        client_id: "thin-client".into(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        ..HeartbeatRequest::default()
+    }
+}
+
+/// A member's state as a thin client keeps it.
+#[derive(Debug, Default)]
+struct Member {
+    id: String,
+    epoch: i32,
+    owned: BTreeSet<(String, u32)>,
+}
+
+impl Member {
+    /// Heartbeats with what it owns, then releases whatever the answer no longer lists
+    /// (a real client would commit first) and takes what it lists.
+    async fn beat(&mut self, client: &mut GroupsClient<Channel>, group: &str) -> HeartbeatResponse {
+        let mut owned: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (t, p) in &self.owned {
+            owned.entry(t.clone()).or_default().push(*p);
+        }
+        let response = client
+            .heartbeat(HeartbeatRequest {
+                group_id: group.into(),
+                member_id: self.id.clone(),
+                member_epoch: self.epoch,
+                owned_partitions: owned
+                    .into_iter()
+                    .map(|(topic, partitions)| TopicPartitions { topic, partitions })
+                    .collect(),
+                ..HeartbeatRequest::default()
+            })
+            .await
+            .expect("heartbeat")
+            .into_inner();
+        self.apply(&response);
+        response
+    }
+
+    fn apply(&mut self, response: &HeartbeatResponse) {
+        self.id = response.member_id.clone();
+        self.epoch = response.member_epoch;
+        self.owned = assignment(response);
+    }
+}
+
+fn assignment(response: &HeartbeatResponse) -> BTreeSet<(String, u32)> {
+    response
+        .assignment
+        .iter()
+        .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic.clone(), *p)))
+        .collect()
+}
+
+fn commit(
+    group: &str,
+    member: &Member,
+    topic: &str,
+    offsets: &[(u32, i64)],
+) -> CommitOffsetsRequest {
+    CommitOffsetsRequest {
+        group_id: group.into(),
+        member_id: member.id.clone(),
+        member_epoch: member.epoch,
+        topics: vec![TopicOffsetCommit {
+            topic: topic.into(),
+            partitions: offsets
+                .iter()
+                .map(|&(partition, offset)| PartitionOffsetCommit {
+                    partition,
+                    offset,
+                    metadata: String::new(),
+                })
+                .collect(),
+        }],
+    }
+}
+
+async fn committed(
+    client: &mut GroupsClient<Channel>,
+    group: &str,
+) -> BTreeMap<(String, u32), i64> {
+    client
+        .fetch_offsets(FetchOffsetsRequest {
+            group_id: group.into(),
+            topics: vec![],
+        })
+        .await
+        .expect("fetch offsets")
+        .into_inner()
+        .offsets
+        .into_iter()
+        .map(|o| ((o.topic, o.partition), o.offset))
+        .collect()
+}
+
+fn assert_code<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, needle: &str) {
+    let status = result.expect_err("the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(needle),
+        "{needle:?} not in {:?}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_thin_client_joins_hands_over_partitions_commits_and_leaves() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("orders", 6, &[]).await;
+        let mut g = groups(&c);
+
+        // Alone, the first member gets every partition at once.
+        let mut a = Member::default();
+        a.apply(
+            &g.heartbeat(join("billing", &["orders"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert!(!a.id.is_empty());
+        assert!(a.epoch > 0);
+        assert_eq!(a.owned.len(), 6);
+
+        g.commit_offsets(commit("billing", &a, "orders", &[(0, 5), (1, 7)]))
+            .await
+            .unwrap();
+        let offsets = committed(&mut g, "billing").await;
+        assert_eq!(offsets[&("orders".to_string(), 0)], 5);
+        assert_eq!(offsets[&("orders".to_string(), 1)], 7);
+
+        // Commits that must be refused, each saying why.
+        let stale = Member {
+            epoch: a.epoch + 3,
+            id: a.id.clone(),
+            ..Member::default()
+        };
+        assert_code(
+            g.commit_offsets(commit("billing", &stale, "orders", &[(0, 9)]))
+                .await,
+            Code::FailedPrecondition,
+            "epoch",
+        );
+        let stranger = Member {
+            id: "no-such-member".into(),
+            epoch: 1,
+            ..Member::default()
+        };
+        assert_code(
+            g.commit_offsets(commit("billing", &stranger, "orders", &[(0, 9)]))
+                .await,
+            Code::FailedPrecondition,
+            "no-such-member",
+        );
+        let outsider = Member::default();
+        assert_code(
+            g.commit_offsets(commit("billing", &outsider, "orders", &[(0, 9)]))
+                .await,
+            Code::FailedPrecondition,
+            "member",
+        );
+        assert_code(
+            g.commit_offsets(commit("billing", &a, "orders", &[(0, -4)]))
+                .await,
+            Code::InvalidArgument,
+            "",
+        );
+        assert_code(
+            g.commit_offsets(commit("billing", &a, "nope", &[(0, 1)]))
+                .await,
+            Code::NotFound,
+            "nope",
+        );
+        assert_eq!(
+            committed(&mut g, "billing").await[&("orders".to_string(), 0)],
+            5
+        );
+
+        // A second member joins: it gets nothing A still owns until A releases it.
+        let mut b = Member::default();
+        b.apply(
+            &g.heartbeat(join("billing", &["orders"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert!(b.owned.is_empty(), "A owns every partition: {b:?}");
+        let mut rounds = 0;
+        loop {
+            let overlap: Vec<_> = a.owned.intersection(&b.owned).collect();
+            assert!(overlap.is_empty(), "owned by both: {overlap:?}");
+            if a.owned.len() == 3 && b.owned.len() == 3 {
+                break;
+            }
+            rounds += 1;
+            assert!(rounds < 10, "no balance after {rounds} rounds: {a:?} {b:?}");
+            a.beat(&mut g, "billing").await;
+            let overlap: Vec<_> = a.owned.intersection(&b.owned).collect();
+            assert!(overlap.is_empty(), "owned by both: {overlap:?}");
+            b.beat(&mut g, "billing").await;
+        }
+        // The old epoch of A can no longer commit once it moved on; the new one can.
+        g.commit_offsets(commit("billing", &a, "orders", &[(2, 3)]))
+            .await
+            .unwrap();
+
+        let described = c
+            .admin
+            .describe_group(DescribeGroupRequest {
+                group_id: "billing".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.state, "stable");
+        assert_eq!(described.members.len(), 2);
+        let p0 = described
+            .offsets
+            .iter()
+            .find(|o| o.topic == "orders" && o.partition == 0)
+            .unwrap();
+        assert_eq!((p0.committed_offset, p0.high_watermark, p0.lag), (5, 0, 0));
+        assert!(!p0.member_id.is_empty());
+
+        // With live members the group cannot be deleted or reset.
+        assert_code(
+            c.admin
+                .delete_group(DeleteGroupRequest {
+                    group_id: "billing".into(),
+                })
+                .await,
+            Code::FailedPrecondition,
+            "member",
+        );
+        let reset = |dry_run| ResetOffsetsRequest {
+            group_id: "billing".into(),
+            topics: vec![TopicPartitions {
+                topic: "orders".into(),
+                partitions: vec![],
+            }],
+            spec: Some(OffsetResetSpec {
+                to: Some(offset_reset_spec::To::Earliest(true)),
+            }),
+            dry_run,
+        };
+        assert_code(
+            c.admin.reset_offsets(reset(false)).await,
+            Code::FailedPrecondition,
+            "member",
+        );
+
+        // Both leave; now reset shows its plan, applies it, and delete works.
+        for m in [&mut a, &mut b] {
+            m.epoch = -1;
+            m.beat(&mut g, "billing").await;
+        }
+        let listed = c
+            .admin
+            .list_groups(ListGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(listed.groups.len(), 1);
+        assert_eq!(
+            (listed.groups[0].state.as_str(), listed.groups[0].members),
+            ("empty", 0)
+        );
+        let plan = c
+            .admin
+            .reset_offsets(reset(true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!plan.applied);
+        assert_eq!(plan.partitions.len(), 6);
+        let p0 = plan.partitions.iter().find(|p| p.partition == 0).unwrap();
+        assert_eq!((p0.previous_offset, p0.new_offset), (5, 0));
+        assert_eq!(
+            committed(&mut g, "billing").await[&("orders".to_string(), 0)],
+            5
+        );
+        assert!(
+            c.admin
+                .reset_offsets(reset(false))
+                .await
+                .unwrap()
+                .into_inner()
+                .applied
+        );
+        assert_eq!(
+            committed(&mut g, "billing").await[&("orders".to_string(), 0)],
+            0
+        );
+        c.admin
+            .delete_group(DeleteGroupRequest {
+                group_id: "billing".into(),
+            })
+            .await
+            .unwrap();
+        assert_code(
+            c.admin
+                .describe_group(DescribeGroupRequest {
+                    group_id: "billing".into(),
+                })
+                .await,
+            Code::NotFound,
+            "billing",
+        );
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_group_input_gets_the_right_code() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("t", 2, &[]).await;
+        let mut g = groups(&c);
+
+        assert_code(
+            c.admin
+                .describe_group(DescribeGroupRequest {
+                    group_id: "ghost".into(),
+                })
+                .await,
+            Code::NotFound,
+            "ghost",
+        );
+        assert_code(
+            c.admin
+                .delete_group(DeleteGroupRequest {
+                    group_id: "ghost".into(),
+                })
+                .await,
+            Code::NotFound,
+            "ghost",
+        );
+        let regex = HeartbeatRequest {
+            topic_regex: "orders(".into(),
+            ..join("g", &[])
+        };
+        assert_code(g.heartbeat(regex).await, Code::InvalidArgument, "orders(");
+        assert_code(
+            g.heartbeat(join("bad group!", &["t"])).await,
+            Code::InvalidArgument,
+            "group",
+        );
+        assert_code(g.heartbeat(join("g", &[])).await, Code::InvalidArgument, "");
+        let unknown = HeartbeatRequest {
+            member_id: "never-joined".into(),
+            member_epoch: 3,
+            ..join("g", &["t"])
+        };
+        assert_code(
+            g.heartbeat(unknown).await,
+            Code::FailedPrecondition,
+            "never-joined",
+        );
+        let no_spec = ResetOffsetsRequest {
+            group_id: "g".into(),
+            topics: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![],
+            }],
+            spec: None,
+            dry_run: true,
+        };
+        assert_code(
+            c.admin.reset_offsets(no_spec).await,
+            Code::InvalidArgument,
+            "spec",
+        );
+
+        // The offsets topic exists, is listed as internal, and belongs to the broker.
+        let topics = c
+            .admin
+            .list_topics(ListTopicsRequest {
+                include_internal: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .topics;
+        let offsets = topics
+            .iter()
+            .find(|t| t.name == "__consumer_offsets")
+            .expect("__consumer_offsets exists");
+        assert!(offsets.internal);
+        assert_eq!(offsets.partitions, weir_server::DEFAULT_OFFSETS_PARTITIONS);
+        let produce = c
+            .producer
+            .produce(ProduceRequest {
+                topic: "__consumer_offsets".into(),
+                partitions: vec![plain(0, &["x".to_string()], Compression::None)],
+                acks: Acks::Leader as i32,
+                timeout_ms: 0,
+            })
+            .await;
+        assert_code(produce, Code::InvalidArgument, "internal");
+        for result in [
+            c.admin
+                .delete_topic(DeleteTopicRequest {
+                    name: "__consumer_offsets".into(),
+                })
+                .await
+                .map(|_| ()),
+            c.admin
+                .create_topic(CreateTopicRequest {
+                    name: "__mine".into(),
+                    partitions: 1,
+                    replication_factor: 0,
+                    configs: Default::default(),
+                })
+                .await
+                .map(|_| ()),
+        ] {
+            assert_code(result, Code::InvalidArgument, "reserved");
+        }
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn committed_offsets_and_epochs_survive_a_restart_and_members_rejoin() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("events", 3, &[]).await;
+        let mut g = groups(&c);
+        let mut m = Member::default();
+        m.apply(
+            &g.heartbeat(join("audit", &["events"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        g.commit_offsets(commit("audit", &m, "events", &[(0, 11), (1, 22), (2, 33)]))
+            .await
+            .unwrap();
+        let epoch_before = m.epoch;
+        server.shutdown().await.unwrap();
+
+        let server = start(dir.path()).await;
+        let c = connect(server.addr).await;
+        let mut g = groups(&c);
+        let offsets = committed(&mut g, "audit").await;
+        assert_eq!(
+            offsets.values().copied().collect::<Vec<_>>(),
+            [11, 22, 33],
+            "{offsets:?}"
+        );
+        // The member is gone with the old process: it is told to rejoin, and the
+        // group's epochs never go back.
+        let stale = m.beat_result(&mut g, "audit").await;
+        assert_code(stale, Code::FailedPrecondition, "join again");
+        let mut again = Member::default();
+        again.apply(
+            &g.heartbeat(join("audit", &["events"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        assert!(
+            again.epoch > epoch_before,
+            "{} <= {epoch_before}",
+            again.epoch
+        );
+        assert_eq!(again.owned.len(), 3);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+impl Member {
+    async fn beat_result(
+        &self,
+        client: &mut GroupsClient<Channel>,
+        group: &str,
+    ) -> Result<HeartbeatResponse, tonic::Status> {
+        client
+            .heartbeat(HeartbeatRequest {
+                group_id: group.into(),
+                member_id: self.id.clone(),
+                member_epoch: self.epoch,
+                ..HeartbeatRequest::default()
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_group_members_and_lag() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("m", 1, &[]).await;
+        let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+        c.produce(ProduceRequest {
+            topic: "m".into(),
+            partitions: vec![plain(0, &values, Compression::None)],
+            acks: Acks::Leader as i32,
+            timeout_ms: 0,
+        })
+        .await;
+        let mut g = groups(&c);
+        let mut m = Member::default();
+        m.apply(
+            &g.heartbeat(join("watchers", &["m"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        g.commit_offsets(commit("watchers", &m, "m", &[(0, 4)]))
+            .await
+            .unwrap();
+        let (_, body) = http_get(server.admin_addr.unwrap(), "/metrics").await;
+        for line in [
+            "weir_group_members{group=\"watchers\"} 1",
+            "weir_group_lag{group=\"watchers\",topic=\"m\",partition=\"0\"} 6",
+            "weir_group_committed_offset{group=\"watchers\",topic=\"m\",partition=\"0\"} 4",
+            "weir_offset_commits_total 1",
+        ] {
+            assert!(body.contains(line), "{line} not in:\n{body}");
+        }
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
