@@ -22,9 +22,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, oneshot, watch};
-use weir_log::{FetchData, FlushPolicy, Log, LogOffsets, RetentionOutcome, ValidatedBatches};
+use weir_log::{
+    CompactionOutcome, FetchData, FlushPolicy, Log, LogOffsets, RetentionOutcome, ValidatedBatches,
+};
 
 use crate::config::EffectiveConfig;
 use crate::error::ClusterError;
@@ -337,11 +340,43 @@ impl Partition {
             .await
     }
 
-    /// Deletes segments past the topic's retention.
+    /// Deletes segments past the topic's retention. Does nothing (deletes nothing) unless
+    /// the topic's `cleanup.policy` includes `delete`.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionOutcome, ClusterError> {
+        let delete = self.config().cleanup.delete;
         let err = self.shared.maintenance();
         self.shared
-            .with_log(move |log| log.apply_retention(now_ms).map_err(err))
+            .with_log(move |log| {
+                if !delete {
+                    return Ok(RetentionOutcome {
+                        log_start_offset: log.offsets().log_start_offset,
+                        ..RetentionOutcome::default()
+                    });
+                }
+                log.apply_retention(now_ms).map_err(err)
+            })
+            .await
+    }
+
+    /// Compacts the log (`cleanup.policy` with `compact`): each key keeps its newest
+    /// record, tombstones go after `delete_retention`. Runs a pass only when
+    /// `Log::compaction_due` says one is worth it (never run since the log was opened,
+    /// half the closed bytes not compacted yet, or a kept tombstone now expired), so
+    /// calling it on every maintenance tick is cheap; otherwise returns an empty outcome.
+    /// The log's read guard is held for the pass: a reconfigure or close waits for it.
+    pub async fn compact(
+        &self,
+        now_ms: i64,
+        delete_retention: Duration,
+    ) -> Result<CompactionOutcome, ClusterError> {
+        let err = self.shared.maintenance();
+        self.shared
+            .with_log(move |log| {
+                if !log.compaction_due(now_ms) {
+                    return Ok(CompactionOutcome::default());
+                }
+                log.compact(now_ms, delete_retention).map_err(err)
+            })
             .await
     }
 
@@ -509,5 +544,101 @@ fn closed_copy(e: &ClusterError) -> ClusterError {
             partition: *partition,
         },
         other => ClusterError::TaskFailed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_log::{Compression, Record, RecordBatchBuilder, decode_records};
+
+    use super::*;
+    use crate::config::{CLEANUP_POLICY, RETENTION_MS, SEGMENT_BYTES, TopicConfig};
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    async fn open(dir: &Path, policy: &str) -> Arc<Partition> {
+        let overrides: BTreeMap<String, String> = [
+            (CLEANUP_POLICY, policy),
+            (SEGMENT_BYTES, "1024"),
+            (RETENTION_MS, "1"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = TopicConfig::new(overrides).unwrap().effective().unwrap();
+        let state = PartitionState {
+            leader: 0,
+            leader_epoch: 0,
+            replicas: vec![0],
+            isr: vec![0],
+        };
+        Partition::open("t", 0, dir, config, state).await.unwrap()
+    }
+
+    /// 60 updates of three keys, timestamps long past `retention.ms`.
+    async fn fill(p: &Partition) {
+        for i in 0..60 {
+            let mut b = RecordBatchBuilder::new(Compression::None);
+            b.push(&Record {
+                key: Some(bytes::Bytes::from(format!("k{}", i % 3))),
+                value: Some(bytes::Bytes::from(format!("value-{i:04}-padding-padding"))),
+                timestamp: 1_000,
+                ..Record::default()
+            });
+            let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
+            p.append(batch, Durability::Written).await.unwrap();
+        }
+    }
+
+    async fn values(p: &Partition) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut offset = p.offsets().await.unwrap().log_start_offset;
+        loop {
+            let data = p.read(offset, 4096).await.unwrap();
+            if data.records.is_empty() {
+                return out;
+            }
+            for batch in data.batches() {
+                for r in decode_records(&batch).unwrap() {
+                    if r.offset >= offset {
+                        out.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+                    }
+                }
+            }
+            offset = data.next_offset;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_compacted_topic_keeps_the_newest_value_per_key_and_skips_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), "compact").await;
+        fill(&p).await;
+        let now = 1_000_000_000;
+        let retention = p.apply_retention(now).await.unwrap();
+        assert_eq!(retention.segments_deleted, 0, "no delete in the policy");
+        let outcome = p.compact(now, DAY).await.unwrap();
+        assert!(outcome.records_removed > 40, "{outcome:?}");
+        let values = values(&p).await;
+        for newest in ["value-0057", "value-0058", "value-0059"] {
+            assert!(values.iter().any(|v| v.starts_with(newest)), "{values:?}");
+        }
+        assert_eq!(p.offsets().await.unwrap().log_end_offset, 60);
+        // Not due again until there is as much new data.
+        let again = p.compact(now, DAY).await.unwrap();
+        assert_eq!(again, CompactionOutcome::default());
+        p.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_delete_topic_keeps_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), "delete").await;
+        fill(&p).await;
+        let retention = p.apply_retention(1_000_000_000).await.unwrap();
+        assert!(retention.segments_deleted > 0);
+        p.close().await.unwrap();
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! A [`Log`] is a directory of segments holding Kafka RecordBatch v2 bytes, with sparse
 //! memory-mapped offset and time indexes, a durability policy, crash recovery that scans
-//! only what was not known to be flushed, truncation, retention and the checkpoints that
-//! replication needs.
+//! only what was not known to be flushed, truncation, retention, compaction and the
+//! checkpoints that replication needs.
 //!
 //! Architecture invariant: this crate is synchronous and knows nothing of tokio, gRPC,
 //! protobuf or the network. Everything it writes is checked (CRC, length) before it is
@@ -12,6 +12,7 @@
 
 mod append;
 pub mod checkpoint;
+mod compaction;
 pub mod config;
 mod epoch;
 pub mod error;
@@ -29,6 +30,9 @@ pub use weir_batch::compression;
 
 pub use append::{ValidatedBatches, check_request};
 pub use batch::{BatchHeader, DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+pub use compaction::{
+    CompactionOutcome, KEY_MAP_ENTRY_OVERHEAD_BYTES, MAX_KEY_MAP_BYTES, MIN_CLEANABLE_DIRTY_RATIO,
+};
 pub use compression::Compression;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::{AppendError, BatchError, CheckpointError, MaintenanceError, OpenError, ReadError};

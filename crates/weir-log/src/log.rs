@@ -5,8 +5,9 @@
 //! Concurrency: one `Mutex` guards the segment map and offsets; appends hold it for the
 //! write syscall, readers only to find positions (their `pread` runs outside it). The
 //! `fdatasync` of group commit runs outside it too, so appends continue while a sync is
-//! under way. Lock order: `inner` before `flush` before `checkpoint`; no path takes them
-//! in another order.
+//! under way. Lock order: `compaction` before `inner` before `flush` before `checkpoint`;
+//! no path takes them in another order. Compaction (`compaction.rs`) holds only its own
+//! lock while it rewrites segments, and `inner` for the swap.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use crate::append::{ValidatedBatches, check_request};
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::checkpoint::{self, Kind};
+use crate::compaction::CompactionState;
 use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
 use crate::epoch::EpochHistory;
@@ -162,6 +164,8 @@ pub struct Log {
     checkpoint: Mutex<CheckpointState>,
     /// The last high watermark persisted (`checkpoint_high_watermark`).
     high_watermark: Mutex<Option<i64>>,
+    /// Held for a whole compaction pass (one at a time), with what passes remember.
+    pub(crate) compaction: Mutex<CompactionState>,
     _lock: File,
 }
 
@@ -207,6 +211,7 @@ impl Log {
             }),
             flushed: Condvar::new(),
             high_watermark: Mutex::new(high_watermark),
+            compaction: Mutex::new(CompactionState::default()),
             dir,
             config,
             storage,

@@ -3,6 +3,7 @@
 //! error naming its file and position.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -73,19 +74,22 @@ impl Log {
                 )
             };
             let (log_start_offset, log_end_offset) = offsets;
-            let read = |(pos, expected)| {
-                read_segment(
-                    file.as_ref(),
-                    &path,
-                    pos,
-                    expected,
+            let (from, from_offset, base) = from;
+            let read = |start: (u64, i64)| {
+                let place = SegmentPlace {
+                    file: file.as_ref(),
+                    path: &path,
                     end_pos,
+                    end_offset: seg_end,
+                };
+                read_segment(
+                    &place,
+                    ReadStart::new(start, base),
                     offset,
                     max_bytes,
                     upper_bound,
                 )
             };
-            let (from, from_offset, base) = from;
             let mut result = read((from, from_offset));
             if index_mismatch(&result, (from, from_offset), base) {
                 tracing::warn!(segment = %path.display(), position = from, "offset index does not match the log; reading from the segment start");
@@ -130,15 +134,27 @@ impl Log {
     /// The offset of the first record whose timestamp is at least `timestamp`, or `None`
     /// if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {
-        let bases: Vec<i64> = self.lock().segments.keys().copied().collect();
-        for base in bases {
-            let (file, path, end_pos, floor_entry, last_entry, max_timestamp, log_start) = {
+        // Segments are visited by offset rather than from a list of bases taken once:
+        // compaction may merge segments meanwhile, and a merged one holds offsets that a
+        // stale list would skip.
+        let mut next: Option<i64> = None;
+        loop {
+            let (place, base, floor_entry, last_entry, max_timestamp, log_start) = {
                 let mut inner = self.lock();
-                let seg_end = inner.end_of(base);
-                let log_start = inner.log_start_offset;
-                let Some(seg) = inner.segments.get_mut(&base) else {
-                    continue;
+                let first = *inner.segments.keys().next().expect("a log has a segment");
+                let base = match next {
+                    None => first,
+                    Some(n) if n >= inner.next_offset => return Ok(None),
+                    Some(n) => inner
+                        .segments
+                        .range(..=n)
+                        .next_back()
+                        .map_or(first, |(b, _)| *b),
                 };
+                let seg_end = inner.end_of(base);
+                next = Some(seg_end);
+                let log_start = inner.log_start_offset;
+                let seg = inner.segments.get_mut(&base).expect("segment exists");
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
@@ -152,18 +168,24 @@ impl Log {
                 };
                 let floor_entry = files.time_index.floor(timestamp).map(|(_, t)| probe(t));
                 let last_entry = files.time_index.last().map(probe);
-                let file = files.file.clone();
+                let place = OwnedPlace {
+                    file: files.file.clone(),
+                    path: seg.log_path.clone(),
+                    end_pos: seg.size,
+                    end_offset: seg_end,
+                };
                 (
-                    file,
-                    seg.log_path.clone(),
-                    seg.size,
+                    place,
+                    base,
                     floor_entry,
                     last_entry,
                     seg.max_timestamp(),
                     log_start,
                 )
             };
-            let holds = |p: &TimeProbe| time_entry_holds(file.as_ref(), &path, end_pos, p);
+            let place = place.borrowed();
+            let path = place.path;
+            let holds = |p: &TimeProbe| time_entry_holds(&place, base, p);
             // The segment's newest timestamp comes from its last time-index entry, which
             // carries no checksum: skip the segment only if that entry checks out.
             if max_timestamp.is_some_and(|m| m < timestamp) {
@@ -185,16 +207,8 @@ impl Log {
                 }
                 _ => whole_segment,
             };
-            let find = |(pos, expected), min_offset| {
-                find_timestamp(
-                    file.as_ref(),
-                    &path,
-                    pos,
-                    expected,
-                    end_pos,
-                    min_offset,
-                    timestamp,
-                )
+            let find = |start, min_offset| {
+                find_timestamp(&place, ReadStart::new(start, base), min_offset, timestamp)
             };
             let mut result = find(from, scan_from_offset);
             if index_mismatch(&result, from, base) {
@@ -205,7 +219,67 @@ impl Log {
                 return Ok(Some(found));
             }
         }
-        Ok(None)
+    }
+}
+
+/// Where a segment read happens: the file, its readable size, and the offset its segment
+/// ends at (the next segment's base, or the log end).
+#[derive(Debug, Clone, Copy)]
+struct SegmentPlace<'a> {
+    file: &'a dyn StorageFile,
+    path: &'a Path,
+    end_pos: u64,
+    end_offset: i64,
+}
+
+/// A [`SegmentPlace`] taken out from under the log lock.
+#[derive(Debug)]
+struct OwnedPlace {
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+    end_pos: u64,
+    end_offset: i64,
+}
+
+impl OwnedPlace {
+    fn borrowed(&self) -> SegmentPlace<'_> {
+        SegmentPlace {
+            file: self.file.as_ref(),
+            path: &self.path,
+            end_pos: self.end_pos,
+            end_offset: self.end_offset,
+        }
+    }
+}
+
+/// Where a segment read starts: a batch boundary `pos` and the base offset `expected`
+/// there. From an offset-index entry, the batch there must have exactly that base offset
+/// (`exact`); from the segment start, compaction may have removed the first batches, so
+/// the first batch may start later.
+#[derive(Debug, Clone, Copy)]
+struct ReadStart {
+    pos: u64,
+    expected: i64,
+    exact: bool,
+}
+
+impl ReadStart {
+    fn new((pos, expected): (u64, i64), segment_base: i64) -> Self {
+        ReadStart {
+            pos,
+            expected,
+            exact: (pos, expected) != (0, segment_base),
+        }
+    }
+
+    /// A read going on after batches already checked, where compaction may have left a
+    /// gap.
+    fn after(pos: u64, expected: i64) -> Self {
+        ReadStart {
+            pos,
+            expected,
+            exact: false,
+        }
     }
 }
 
@@ -231,27 +305,26 @@ enum SegmentRead {
     End,
 }
 
-/// Reads from `pos` (a batch boundary at or before `offset`, where the batch with base
-/// offset `expected_base` starts) up to `end_pos` and returns the batches from the one
-/// holding `offset` on, within `max_bytes` (but at least one). Every batch read is checked
-/// (length, CRC, base offset continuing the one before), skipped ones included; a damaged
+/// Reads from `start` (a batch boundary at or before `offset`) up to the end of `place`
+/// and returns the batches from the one holding `offset` on, within `max_bytes` (but at
+/// least one). Every batch read is checked, skipped ones included: length, CRC, and its
+/// base offset (outside the CRC) against its neighbours, see [`offset_fault`]. A damaged
 /// batch after batches already taken ends the read with those.
-#[allow(clippy::too_many_arguments)]
 fn read_segment(
-    file: &dyn StorageFile,
-    path: &Path,
-    mut pos: u64,
-    mut expected_base: i64,
-    end_pos: u64,
+    place: &SegmentPlace<'_>,
+    start: ReadStart,
     offset: i64,
     max_bytes: usize,
     upper_bound: Option<i64>,
 ) -> Result<SegmentRead, ReadError> {
+    let (file, path, end_pos) = (place.file, place.path, place.end_pos);
     let corrupt = |position: u64, source| ReadError::Corrupt {
         path: path.to_path_buf(),
         position,
         source,
     };
+    let (mut pos, mut expected_base) = (start.pos, start.expected);
+    let exact_at = start.exact.then_some(start.pos);
     let mut want = max_bytes
         .saturating_add(READ_SLACK_BYTES)
         .max(MIN_READ_BYTES);
@@ -288,9 +361,18 @@ fn read_segment(
                     },
                 ));
             }
-            if rest.len() < batch_len {
+            // After a gap the next batch's base offset is read too (see `offset_fault`).
+            let lookahead = if end_pos - (here + batch_len as u64) >= 8 {
+                8
+            } else {
+                0
+            };
+            let base_offset = i64::from_be_bytes(rest[..8].try_into().expect("8 bytes"));
+            let gap = base_offset > expected_base;
+            let needed = batch_len + if gap { lookahead } else { 0 };
+            if rest.len() < needed {
                 if take_from.is_none() {
-                    want = want.max(batch_len);
+                    want = want.max(needed);
                 }
                 break;
             }
@@ -304,17 +386,15 @@ fn read_segment(
                 Err(_) if take_from.is_some() => break,
                 Err(e) => return Err(corrupt(here, e)),
             };
-            // Batches in a segment continue each other's offsets; the base offset is
-            // outside the CRC, so this is what catches a damaged one.
-            if header.base_offset != expected_base {
+            let next_base = (gap && lookahead > 0).then(|| {
+                i64::from_be_bytes(rest[batch_len..batch_len + 8].try_into().expect("8 bytes"))
+            });
+            let exact = exact_at == Some(here);
+            if let Some(fault) = offset_fault(&header, expected_base, exact, next_base, place) {
                 if take_from.is_some() {
                     break;
                 }
-                let (found, expected) = (header.base_offset, expected_base);
-                return Err(corrupt(
-                    here,
-                    crate::BatchError::UnexpectedBaseOffset { found, expected },
-                ));
+                return Err(corrupt(here, fault));
             }
             expected_base = header.next_offset();
             if header.last_offset() < offset {
@@ -346,32 +426,47 @@ fn read_segment(
     Ok(SegmentRead::End)
 }
 
-/// Scans a segment from `pos` for the first record at or after `min_offset` whose
+/// Checks a batch's base offset, which lies outside its CRC (Kafka's format), against
+/// what surrounds it. Batches in a segment have increasing offsets: each starts at or
+/// after the end of the one before (`expected`) and ends before the segment's end. They
+/// continue each other exactly unless compaction removed the batches between them, so a
+/// gap is believed only if the batch after it (`next_base`, when there is one) starts at
+/// or after this batch's end: a base offset damaged upwards makes its batch overlap the
+/// next one (in never-compacted data, where a gap cannot be, any upward damage does), or
+/// pass the segment's end. A read that starts at an offset-index entry also requires the
+/// batch there to start exactly at the entry's offset (`exact`), as every entry was made
+/// for the batch at its position.
+fn offset_fault(
+    header: &BatchHeader,
+    expected: i64,
+    exact: bool,
+    next_base: Option<i64>,
+    place: &SegmentPlace<'_>,
+) -> Option<crate::BatchError> {
+    let found = header.base_offset;
+    let wrong = found < expected
+        || (exact && found != expected)
+        || header.last_offset() >= place.end_offset
+        || (found > expected && next_base.is_some_and(|n| n < header.next_offset()));
+    wrong.then_some(crate::BatchError::UnexpectedBaseOffset { found, expected })
+}
+
+/// Scans a segment from `start` for the first record at or after `min_offset` whose
 /// timestamp is at least `timestamp`.
 fn find_timestamp(
-    file: &dyn StorageFile,
-    path: &Path,
-    mut pos: u64,
-    mut expected_base: i64,
-    end_pos: u64,
+    place: &SegmentPlace<'_>,
+    start: ReadStart,
     mut min_offset: i64,
     timestamp: i64,
 ) -> Result<Option<i64>, ReadError> {
+    let path = place.path;
+    let mut start = start;
     loop {
         let SegmentRead::Data {
             records,
             next_offset,
             end_position,
-        } = read_segment(
-            file,
-            path,
-            pos,
-            expected_base,
-            end_pos,
-            min_offset,
-            MIN_READ_BYTES,
-            None,
-        )?
+        } = read_segment(place, start, min_offset, MIN_READ_BYTES, None)?
         else {
             return Ok(None);
         };
@@ -400,9 +495,8 @@ fn find_timestamp(
                 return Ok(Some(r.offset));
             }
         }
-        pos = end_position;
+        start = ReadStart::after(end_position, next_offset);
         min_offset = next_offset;
-        expected_base = next_offset;
     }
 }
 
@@ -432,14 +526,13 @@ struct TimeProbe {
 /// entries are derived data without a checksum; this keeps a damaged one from steering a
 /// lookup past the right answer.
 fn time_entry_holds(
-    file: &dyn StorageFile,
-    path: &Path,
-    end_pos: u64,
+    place: &SegmentPlace<'_>,
+    segment_base: i64,
     probe: &TimeProbe,
 ) -> Result<bool, ReadError> {
-    let (pos, expected) = probe.from;
     let (offset, timestamp) = (probe.offset, probe.timestamp);
-    match read_segment(file, path, pos, expected, end_pos, offset, 1, None) {
+    let start = ReadStart::new(probe.from, segment_base);
+    match read_segment(place, start, offset, 1, None) {
         Ok(SegmentRead::Data { records, .. }) => {
             let header = BatchHeader::parse(&records);
             Ok(header.base_offset == offset && header.max_timestamp == timestamp)

@@ -1,6 +1,6 @@
-//! Opening a log and crash recovery: listing segments, scanning batches from a known-good
-//! position, checking each batch's length, CRC and offsets, cutting a torn tail, and
-//! rebuilding indexes.
+//! Opening a log and crash recovery: finishing an interrupted compaction, listing
+//! segments, scanning batches from a known-good position, checking each batch's length,
+//! CRC and offsets, cutting a torn tail, and rebuilding indexes.
 //!
 //! Only what was not known to be flushed is scanned: the recovery checkpoint names the
 //! segment, file position and index entry counts that were on disk at the last
@@ -12,6 +12,7 @@ use std::path::Path;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD, MAX_BATCH_BYTES};
 use crate::checkpoint::{self, Kind, PayloadReader};
+use crate::compaction;
 use crate::config::LogConfig;
 use crate::epoch::EpochHistory;
 use crate::error::{MaintenanceError, OpenError};
@@ -258,12 +259,22 @@ pub(crate) fn recover(
     };
     // One listing: segments by base offset with their sizes; leftovers of interrupted
     // checkpoint writes and index files whose `.log` is gone are removed.
-    let mut names = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        if let Ok(name) = entry.file_name().into_string() {
-            names.push((name, entry));
+    let list = || -> Result<Vec<(String, fs::DirEntry)>, OpenError> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push((name, entry));
+            }
         }
+        Ok(names)
+    };
+    let mut names = list()?;
+    // A compaction the process did not finish is completed (or undone) first; the
+    // listing is taken again only if that changed anything.
+    let listed: Vec<String> = names.iter().map(|(n, _)| n.clone()).collect();
+    if compaction::finish_interrupted(dir, storage, &listed)? {
+        names = list()?;
     }
     let mut segments = BTreeMap::new();
     for (name, entry) in &names {

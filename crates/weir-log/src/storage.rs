@@ -121,6 +121,12 @@ pub struct FaultPlan {
     pub torn_write_after_bytes: Option<u64>,
     /// The n-th `sync_data` (1-based) fails; its data counts as not synced.
     pub fail_sync_number: Option<u64>,
+    /// The machine dies instead of performing the n-th (1-based) operation that changes
+    /// anything (creating a file, a write, `sync_data`, `set_len`, a rename, a removal, a
+    /// directory sync): the storage is crashed (see [`FaultyStorage::crash`], nothing
+    /// unsynced survives) and that operation fails. Stepping `n` over every operation of
+    /// a multi-step protocol (a compaction's rewrite and swap) crashes it at each step.
+    pub crash_at_operation: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -128,6 +134,8 @@ struct FaultState {
     plan: FaultPlan,
     bytes_written: u64,
     syncs: u64,
+    /// Operations that change something, counted for `crash_at_operation`.
+    operations: u64,
     crashed: bool,
     /// Bytes of each file known to be on disk: everything below survives a crash.
     synced_len: HashMap<PathBuf, u64>,
@@ -177,9 +185,43 @@ impl FaultyStorage {
         self.state.lock().expect("fault state poisoned").crashed
     }
 
+    /// Bytes passed to writes so far (what [`FaultPlan::torn_write_after_bytes`] counts).
+    pub fn bytes_written(&self) -> u64 {
+        self.state
+            .lock()
+            .expect("fault state poisoned")
+            .bytes_written
+    }
+
+    /// How many operations that change something have been attempted so far (what
+    /// [`FaultPlan::crash_at_operation`] counts).
+    pub fn operations(&self) -> u64 {
+        self.state.lock().expect("fault state poisoned").operations
+    }
+
     fn check(&self) -> io::Result<()> {
         if self.is_crashed() {
             return Err(io::Error::other("storage crashed (fault injection)"));
+        }
+        Ok(())
+    }
+
+    /// [`check`](Self::check) for an operation that changes something: counts it, and
+    /// crashes the storage instead of letting it run if it is the planned crash point.
+    fn check_mutation(&self) -> io::Result<()> {
+        let crash_now = {
+            let mut st = self.state.lock().expect("fault state poisoned");
+            if st.crashed {
+                return Err(io::Error::other("storage crashed (fault injection)"));
+            }
+            st.operations += 1;
+            st.plan.crash_at_operation == Some(st.operations)
+        };
+        if crash_now {
+            self.crash(|_, _| 0)?;
+            return Err(io::Error::other(
+                "crash before this operation (fault injection)",
+            ));
         }
         Ok(())
     }
@@ -199,6 +241,7 @@ impl StorageFile for FaultyFile {
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.storage.check_mutation()?;
         let torn_len = {
             let mut st = self.storage.state.lock().expect("fault state poisoned");
             if st.crashed {
@@ -226,6 +269,7 @@ impl StorageFile for FaultyFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.storage.check_mutation()?;
         let mut st = self.storage.state.lock().expect("fault state poisoned");
         if st.crashed {
             return Err(io::Error::other("storage crashed (fault injection)"));
@@ -241,7 +285,7 @@ impl StorageFile for FaultyFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.storage.check()?;
+        self.storage.check_mutation()?;
         self.inner.set_len(len)?;
         // A shrink is treated as durable at once (journaled metadata); growth is not.
         let mut st = self.storage.state.lock().expect("fault state poisoned");
@@ -259,8 +303,12 @@ impl StorageFile for FaultyFile {
 
 impl Storage for FaultyStorage {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        self.check()?;
         let existed = path.exists();
+        if create && !existed {
+            self.check_mutation()?;
+        } else {
+            self.check()?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -280,7 +328,7 @@ impl Storage for FaultyStorage {
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.check()?;
+        self.check_mutation()?;
         self.state
             .lock()
             .expect("fault state poisoned")
@@ -290,7 +338,7 @@ impl Storage for FaultyStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.check()?;
+        self.check_mutation()?;
         fs::rename(from, to)?;
         let mut st = self.state.lock().expect("fault state poisoned");
         if let Some(len) = st.synced_len.remove(from) {
@@ -300,7 +348,7 @@ impl Storage for FaultyStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.check()?;
+        self.check_mutation()?;
         FileStorage.sync_dir(dir)
     }
 }

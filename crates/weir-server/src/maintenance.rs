@@ -1,12 +1,19 @@
-//! Background upkeep of every partition: retention by age and size, and the periodic
-//! sync of `flush.policy=interval:<ms>` topics (so an idle partition's last appends
-//! are synced within the interval, not only when the next append arrives).
+//! Background upkeep of every partition: retention by age and size (`cleanup.policy`
+//! with `delete`) on the retention tick, compaction (with `compact`) on a tick of the
+//! same interval, and the periodic sync of `flush.policy=interval:<ms>` topics (so an
+//! idle partition's last appends are synced within the interval, not only when the next
+//! append arrives).
+//!
+//! Compaction runs in its own loop, beside the other two in the same task: a pass can
+//! take long on a big log, and must not hold up interval flushes or retention.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
+
+use weir_cluster::Partition;
 
 use crate::Broker;
 use crate::convert::now_ms;
@@ -17,6 +24,18 @@ pub const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs until `shutdown` turns true.
 pub(crate) async fn run(
+    broker: Arc<Broker>,
+    retention_every: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    tokio::join!(
+        upkeep(broker.clone(), retention_every, shutdown.clone()),
+        compaction(broker, retention_every, shutdown),
+    );
+}
+
+/// Retention and interval flushes, until `shutdown` turns true.
+async fn upkeep(
     broker: Arc<Broker>,
     retention_every: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -32,15 +51,8 @@ pub(crate) async fn run(
                 let now = now_ms();
                 for topic in broker.registry.topics() {
                     for p in topic.partitions() {
-                        match p.apply_retention(now).await {
-                            Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
-                                topic = topic.name,
-                                partition = p.index(),
-                                segments = outcome.segments_deleted,
-                                "retention deleted segments"
-                            ),
-                            Ok(_) => {}
-                            Err(e) => tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "retention failed"),
+                        if p.config().cleanup.delete {
+                            retain(&topic.name, &p, now).await;
                         }
                     }
                 }
@@ -54,6 +66,68 @@ pub(crate) async fn run(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Compaction of `cleanup.policy=compact` topics every `every`, until `shutdown` turns
+/// true (checked between partitions; a pass under way finishes first).
+async fn compaction(broker: Arc<Broker>, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = crate::until_stopping(&mut shutdown) => return,
+            _ = tick.tick() => {}
+        }
+        for topic in broker.registry.topics() {
+            for p in topic.partitions() {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let config = p.config();
+                if config.cleanup.compact {
+                    compact(&topic.name, &p, now_ms(), config.delete_retention).await;
+                }
+            }
+        }
+    }
+}
+
+/// Retention by age and size (`cleanup.policy` with `delete`).
+async fn retain(topic: &str, p: &Partition, now: i64) {
+    match p.apply_retention(now).await {
+        Ok(outcome) if outcome.segments_deleted > 0 => tracing::info!(
+            topic,
+            partition = p.index(),
+            segments = outcome.segments_deleted,
+            "retention deleted segments"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(topic, partition = p.index(), error = %e, "retention failed")
+        }
+    }
+}
+
+/// Compaction (`cleanup.policy` with `compact`), when the partition says a pass is due.
+async fn compact(topic: &str, p: &Partition, now: i64, delete_retention: Duration) {
+    match p.compact(now, delete_retention).await {
+        Ok(outcome) if outcome.records_removed > 0 || outcome.segments_rewritten > 0 => {
+            tracing::info!(
+                topic,
+                partition = p.index(),
+                records_removed = outcome.records_removed,
+                tombstones_removed = outcome.tombstones_removed,
+                segments_rewritten = outcome.segments_rewritten,
+                bytes_before = outcome.bytes_before,
+                bytes_after = outcome.bytes_after,
+                "compaction removed records"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(topic, partition = p.index(), error = %e, "compaction failed")
         }
     }
 }
