@@ -5,17 +5,28 @@
 //! the high watermark of each partition is looked up first (ListOffsets latest), and a
 //! partition is done once its position reaches that offset. `--count N` stops after N
 //! records, whichever comes first.
+//!
+//! With `--group G` the command is a member of consumer group G (a
+//! [`GroupConsumer`]): the broker assigns it partitions of the topics, each starts at the
+//! group's committed offset (`--from` only where there is none), it commits as it goes,
+//! and before it exits (`--count` reached, end of the log, Ctrl-C, closed stdout) it
+//! commits exactly what it printed and leaves the group. The end of the log is defined
+//! in [`GROUP_END`].
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
 use base64::Engine;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
+use tokio::time::Instant;
 use weir_client::{
-    Admin, Consumer, ConsumerConfig, ConsumerRecord, OffsetQuery, OffsetReset, SeekTo,
+    Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
+    GroupConsumerConfig, OffsetQuery, OffsetReset, SeekTo, TopicPartition,
 };
 
 use crate::UsageError;
@@ -29,6 +40,25 @@ const POLL_MAX_RECORDS: usize = 8192;
 const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 /// Stdout buffer; flushed after every poll so followers see records promptly.
 const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
+/// With `--group`: how often what was printed is committed while the command runs.
+const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// With `--group` and without `--follow`: how long nothing may happen before the command
+/// decides it reached the end of the log (see [`GROUP_END`]).
+const GROUP_END_IDLE: Duration = Duration::from_secs(1);
+/// With `--group`: how many times in a row an out-of-range position is moved into the
+/// log before the command gives up (the log may be shrinking under it).
+const MAX_OUT_OF_RANGE_RETRIES: u32 = 5;
+/// The client id a `weir consume --group` member shows in `weir group describe`.
+const GROUP_CLIENT_ID: &str = "weir-cli";
+
+/// What "the end of the log" means for `--group` without `--follow` (also in `--help`).
+pub const GROUP_END: &str =
+    "End of the log with --group (without --follow): the command stops once, for 1 s, no
+record arrived and its assignment did not change, every partition assigned to it has
+been read up to its high watermark (looked up when the partition was assigned, and again
+when the position reached it), and the broker reports its assignment complete (no
+partition meant for it is still being released by another member). Partitions other
+members keep are theirs to read.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -39,22 +69,37 @@ Examples:
   weir consume events --from 42 --partition 0 --count 10 --format json
   weir consume events --from @1700000000000      (ms since the epoch)
   weir consume events --format json --encoding base64     (binary keys and values)
-  weir consume events --print-keys --key-separator '='";
+  weir consume events --print-keys --key-separator '='
+  weir consume events --group billing --count 100
+      As a member of group billing: from the group's committed offsets (--from only
+      where it has none); commits what it printed and leaves the group before exiting.
+  weir consume events refunds --group billing --follow      (several topics, until Ctrl-C)
+
+Exit status: 0 on success (also on Ctrl-C with --group, after committing, and when stdout
+is closed early), 1 if reading failed, 2 for bad arguments.
+";
 
 /// Read records from a topic and print them.
 #[derive(Debug, Args)]
-#[command(after_help = EXAMPLES)]
+#[command(after_help = format!("{GROUP_END}\n\n{EXAMPLES}"))]
 pub struct ConsumeArgs {
-    /// Topic to read.
-    topic: String,
+    /// Topic to read (several only with --group).
+    #[arg(required = true, value_name = "TOPIC")]
+    topics: Vec<String>,
     #[command(flatten)]
     brokers: BrokerArgs,
     /// Where to start: beginning, end, an OFFSET, or @TIMESTAMP (ms since the Unix epoch).
+    /// With --group: only for partitions the group has no committed offset for.
     #[arg(long, short = 'o', default_value = "beginning", value_parser = parse_start, value_name = "beginning|end|OFFSET|@TIMESTAMP")]
     from: Start,
     /// Read only this partition (repeatable) [default: all].
-    #[arg(long, short = 'p')]
+    #[arg(long, short = 'p', conflicts_with = "group")]
     partition: Vec<u32>,
+    /// Consume as a member of this consumer group: the broker assigns this command a
+    /// share of the partitions, it resumes from the group's committed offsets, commits
+    /// what it prints, and leaves the group when it exits.
+    #[arg(long, short = 'g', value_name = "GROUP")]
+    group: Option<String>,
     /// Stop after this many records.
     #[arg(long, short = 'c', value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
@@ -126,7 +171,9 @@ pub enum Encoding {
 /// `weir consume`, checked.
 #[derive(Debug)]
 pub struct ConsumeConfig {
-    topic: String,
+    /// Without a group: exactly one.
+    topics: Vec<String>,
+    group: Option<String>,
     brokers: Vec<String>,
     from: Start,
     partitions: Option<Vec<u32>>,
@@ -140,8 +187,20 @@ pub struct ConsumeConfig {
 impl ConsumeArgs {
     /// Checks the arguments and builds the typed configuration.
     pub fn into_config(mut self) -> anyhow::Result<ConsumeConfig> {
-        if self.topic.is_empty() {
+        if self.topics.iter().any(String::is_empty) {
             return Err(UsageError("the topic name is empty".to_owned()).into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        self.topics.retain(|t| seen.insert(t.clone()));
+        if self.topics.len() > 1 && self.group.is_none() {
+            return Err(
+                UsageError("several topics can only be consumed with --group".to_owned()).into(),
+            );
+        }
+        if let Some(group) = &self.group
+            && let Err(error) = weir_client::group::check_group_id(group)
+        {
+            return Err(UsageError(format!("--group: {error}")).into());
         }
         if self.print_keys && self.format == Format::Json {
             return Err(UsageError(
@@ -152,7 +211,8 @@ impl ConsumeArgs {
         self.partition.sort_unstable();
         self.partition.dedup();
         Ok(ConsumeConfig {
-            topic: self.topic,
+            topics: self.topics,
+            group: self.group,
             brokers: self.brokers.list(),
             from: self.from,
             partitions: (!self.partition.is_empty()).then_some(self.partition),
@@ -170,17 +230,21 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(&config.brokers)
         .await
         .context("connecting to the broker")?;
+    if let Some(group) = &config.group {
+        return run_group(&config, group, &admin).await;
+    }
+    let topic_name = &config.topics[0];
     let topic = admin
-        .describe_topic(&config.topic)
+        .describe_topic(topic_name)
         .await
-        .with_context(|| format!("looking up topic {}", config.topic))?;
+        .with_context(|| format!("looking up topic {topic_name}"))?;
     let all = topic.partitions.len() as u32;
     let partitions: Vec<u32> = match &config.partitions {
         Some(wanted) => {
             if let Some(&p) = wanted.iter().find(|&&p| p >= all) {
                 anyhow::bail!(
                     "topic {} has no partition {p} (it has {all}: 0..={})",
-                    config.topic,
+                    topic_name,
                     all.saturating_sub(1)
                 );
             }
@@ -197,9 +261,9 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
             .map(|&p| (p, OffsetQuery::Latest))
             .collect();
         admin
-            .list_offsets(&config.topic, &queries)
+            .list_offsets(topic_name, &queries)
             .await
-            .with_context(|| format!("looking up the end of topic {}", config.topic))?
+            .with_context(|| format!("looking up the end of topic {topic_name}"))?
             .into_iter()
             .map(|o| (o.partition, o.offset))
             .collect()
@@ -215,7 +279,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
     .context("connecting to the broker")?;
     let assignment: Vec<(&str, u32)> = partitions
         .iter()
-        .map(|&p| (config.topic.as_str(), p))
+        .map(|&p| (topic_name.as_str(), p))
         .collect();
     consumer.assign(&assignment);
     let seek = match config.from {
@@ -228,10 +292,10 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
     let mut open: Vec<u32> = Vec::with_capacity(partitions.len());
     for &p in &partitions {
         consumer
-            .seek(&config.topic, p, seek)
+            .seek(topic_name, p, seek)
             .await
-            .with_context(|| format!("finding the start of {}/{p}", config.topic))?;
-        let position = consumer.position(&config.topic, p).unwrap_or(0);
+            .with_context(|| format!("finding the start of {topic_name}/{p}"))?;
+        let position = consumer.position(topic_name, p).unwrap_or(0);
         if config.follow || ends.get(&p).is_some_and(|&end| position < end) {
             open.push(p);
         }
@@ -243,7 +307,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         let records = consumer
             .poll(POLL_MAX_RECORDS, POLL_TIMEOUT)
             .await
-            .with_context(|| format!("reading topic {}", config.topic))?;
+            .with_context(|| format!("reading topic {topic_name}"))?;
         for record in &records {
             if !config.follow
                 && ends
@@ -262,12 +326,293 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         if !config.follow {
             open.retain(|&p| {
                 let end = ends.get(&p).copied().unwrap_or(0);
-                consumer.position(&config.topic, p).unwrap_or(0) < end
+                consumer.position(topic_name, p).unwrap_or(0) < end
             });
         }
     }
     printer.flush()?;
     Ok(())
+}
+
+/// `weir consume --group`: see the module docs and [`GROUP_END`].
+async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow::Result<()> {
+    // Subscribing to a topic that does not exist is allowed (it may be created later),
+    // but from the command line it is most likely a typo.
+    for topic in &config.topics {
+        admin
+            .describe_topic(topic)
+            .await
+            .with_context(|| format!("looking up topic {topic}"))?;
+    }
+    let reset = match config.from {
+        Start::Beginning => OffsetReset::Earliest,
+        Start::End => OffsetReset::Latest,
+        // Positioned by the command itself (see `unpositioned` below).
+        Start::Offset(_) | Start::Timestamp(_) => OffsetReset::None,
+    };
+    let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
+        brokers: config.brokers.clone(),
+        group_id: group.to_owned(),
+        client_id: GROUP_CLIENT_ID.to_owned(),
+        auto_offset_reset: reset,
+        auto_commit: true,
+        auto_commit_interval: GROUP_COMMIT_INTERVAL,
+        ..GroupConsumerConfig::default()
+    })
+    .await
+    .context("connecting to the broker")?;
+    consumer
+        .subscribe(config.topics.iter().cloned())
+        .context("subscribing")?;
+
+    // Ctrl-C ends the loop between polls, so the command can commit and leave; a second
+    // one exits at once.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let flag = interrupted.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            flag.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let result = group_loop(config, group, admin, &mut consumer, &interrupted).await;
+    // What was printed and nothing more: positions were moved back over anything that
+    // did not reach stdout (see `group_loop`).
+    let closed = consumer
+        .close()
+        .await
+        .with_context(|| format!("committing the offsets of group {group} before leaving it"));
+    signals.abort();
+    result.and(closed)
+}
+
+async fn group_loop(
+    config: &ConsumeConfig,
+    group: &str,
+    admin: &Admin,
+    consumer: &mut GroupConsumer,
+    interrupted: &AtomicBool,
+) -> anyhow::Result<()> {
+    let start = match config.from {
+        Start::Beginning => SeekTo::Beginning,
+        Start::End => SeekTo::End,
+        Start::Offset(o) => SeekTo::Offset(o),
+        Start::Timestamp(ms) => SeekTo::Timestamp(ms),
+    };
+    let mut printer = Printer::new(config);
+    let mut printed: u64 = 0;
+    let mut end = EndOfLog::new();
+    let mut out_of_range_retries = 0;
+    while config.count.is_none_or(|c| printed < c) && !interrupted.load(Ordering::SeqCst) {
+        // Never more than --count needs: every record returned is printed, so the
+        // positions committed on exit are exactly what was printed.
+        let max = config.count.map_or(POLL_MAX_RECORDS, |c| {
+            (c - printed).min(POLL_MAX_RECORDS as u64) as usize
+        });
+        let records = match consumer.poll(max, POLL_TIMEOUT).await {
+            Ok(records) => records,
+            Err(ClientError::OutOfRange(_)) if out_of_range_retries < MAX_OUT_OF_RANGE_RETRIES => {
+                // A committed offset (or --from) outside a partition's log, for example
+                // after retention deleted it: continue from the nearest valid offset.
+                out_of_range_retries += 1;
+                for tp in consumer.assignment() {
+                    let Some(position) = consumer.position(&tp.topic, tp.partition) else {
+                        continue;
+                    };
+                    let valid = clamp_to_log(admin, &tp, position).await?;
+                    if valid != position {
+                        eprintln!(
+                            "warning: {tp}: offset {position} is outside the partition's log; \
+                             continuing from {valid}"
+                        );
+                        consumer
+                            .seek(&tp.topic, tp.partition, SeekTo::Offset(valid))
+                            .await
+                            .with_context(|| format!("moving {tp} to {valid}"))?;
+                    }
+                }
+                continue;
+            }
+            Err(ClientError::InvalidArgument(_)) if !consumer.unpositioned().is_empty() => {
+                // No committed offset and --from OFFSET|@TIMESTAMP: start there (an
+                // offset outside a partition's log is clamped to it).
+                for tp in consumer.unpositioned() {
+                    let to = match start {
+                        SeekTo::Offset(offset) => {
+                            SeekTo::Offset(clamp_to_log(admin, &tp, offset).await?)
+                        }
+                        other => other,
+                    };
+                    consumer
+                        .seek(&tp.topic, tp.partition, to)
+                        .await
+                        .with_context(|| format!("finding the start of {tp}"))?;
+                }
+                continue;
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("consuming as group {group}"));
+            }
+        };
+        if let Err(error) = print_all(&mut printer, &records) {
+            // Whatever is in this batch may not have reached the reader: move back to
+            // its first record of each partition, so it is not committed as printed.
+            let mut first: HashMap<TopicPartition, i64> = HashMap::new();
+            for record in &records {
+                first
+                    .entry(TopicPartition::new(record.topic.clone(), record.partition))
+                    .or_insert(record.offset);
+            }
+            for (tp, offset) in first {
+                consumer
+                    .seek(&tp.topic, tp.partition, SeekTo::Offset(offset))
+                    .await?;
+            }
+            return Err(error);
+        }
+        printed += records.len() as u64;
+        if !records.is_empty() {
+            out_of_range_retries = 0;
+        }
+        if !config.follow
+            && end
+                .reached(admin, group, consumer, !records.is_empty())
+                .await?
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn print_all(printer: &mut Printer, records: &[ConsumerRecord]) -> anyhow::Result<()> {
+    for record in records {
+        printer.print(record)?;
+    }
+    printer.flush()?;
+    Ok(())
+}
+
+/// Tells when a group member reached the end of the log ([`GROUP_END`]).
+struct EndOfLog {
+    /// High watermark of each assigned partition when it was assigned or last checked.
+    marks: HashMap<TopicPartition, i64>,
+    assignment: Vec<TopicPartition>,
+    /// When a record last arrived or the assignment last changed.
+    last_activity: Instant,
+}
+
+impl EndOfLog {
+    fn new() -> EndOfLog {
+        EndOfLog {
+            marks: HashMap::new(),
+            assignment: Vec::new(),
+            last_activity: Instant::now(),
+        }
+    }
+
+    async fn reached(
+        &mut self,
+        admin: &Admin,
+        group: &str,
+        consumer: &GroupConsumer,
+        got_records: bool,
+    ) -> anyhow::Result<bool> {
+        let now = Instant::now();
+        if got_records {
+            self.last_activity = now;
+        }
+        let assignment = consumer.assignment();
+        if assignment != self.assignment {
+            self.last_activity = now;
+            self.marks.retain(|tp, _| assignment.contains(tp));
+            let new: Vec<TopicPartition> = assignment
+                .iter()
+                .filter(|tp| !self.marks.contains_key(*tp))
+                .cloned()
+                .collect();
+            self.marks.extend(high_watermarks(admin, &new).await?);
+            self.assignment = assignment;
+        }
+        if consumer.member_epoch() <= 0 || now.duration_since(self.last_activity) < GROUP_END_IDLE {
+            return Ok(false);
+        }
+        if self.behind(consumer) {
+            return Ok(false);
+        }
+        // Caught up with the marks: look again, records may have come since, and ask
+        // whether partitions meant for this member are still on their way.
+        self.marks = high_watermarks(admin, &self.assignment).await?;
+        let info = admin
+            .describe_group(group)
+            .await
+            .with_context(|| format!("describing group {group}"))?;
+        let me = consumer.member_id();
+        let settled = info.members.iter().any(|m| {
+            m.member_id == me
+                && m.assignment == m.target_assignment
+                && m.assignment == self.assignment
+        });
+        if !settled || self.behind(consumer) {
+            self.last_activity = now;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn behind(&self, consumer: &GroupConsumer) -> bool {
+        self.assignment.iter().any(|tp| {
+            let mark = self.marks.get(tp).copied().unwrap_or(0);
+            consumer
+                .position(&tp.topic, tp.partition)
+                .is_none_or(|position| position < mark)
+        })
+    }
+}
+
+/// `offset` moved into `[log start, high watermark]` of the partition.
+async fn clamp_to_log(admin: &Admin, tp: &TopicPartition, offset: i64) -> anyhow::Result<i64> {
+    let found = admin
+        .list_offsets(
+            &tp.topic,
+            &[
+                (tp.partition, OffsetQuery::Earliest),
+                (tp.partition, OffsetQuery::Latest),
+            ],
+        )
+        .await
+        .with_context(|| format!("looking up the offsets of {tp}"))?;
+    match found.as_slice() {
+        [start, end] => Ok(offset.clamp(start.offset, end.offset.max(start.offset))),
+        _ => anyhow::bail!("the broker's answer has no offsets for {tp}"),
+    }
+}
+
+/// The high watermarks of some partitions, one lookup per topic.
+async fn high_watermarks(
+    admin: &Admin,
+    partitions: &[TopicPartition],
+) -> anyhow::Result<HashMap<TopicPartition, i64>> {
+    let mut by_topic: HashMap<&str, Vec<(u32, OffsetQuery)>> = HashMap::new();
+    for tp in partitions {
+        by_topic
+            .entry(&tp.topic)
+            .or_default()
+            .push((tp.partition, OffsetQuery::Latest));
+    }
+    let mut out = HashMap::with_capacity(partitions.len());
+    for (topic, queries) in by_topic {
+        for found in admin
+            .list_offsets(topic, &queries)
+            .await
+            .with_context(|| format!("looking up the end of topic {topic}"))?
+        {
+            out.insert(TopicPartition::new(topic, found.partition), found.offset);
+        }
+    }
+    Ok(out)
 }
 
 /// Formats records onto a buffered stdout.

@@ -8,6 +8,7 @@
 mod bench;
 mod brokers;
 mod consume;
+mod group;
 mod output;
 mod produce;
 mod serve;
@@ -28,6 +29,8 @@ Examples:
   weir topic create events --partitions 3
   printf 'user-1:hello\\nuser-2:world\\n' | weir produce events --key-separator :
   weir consume events --from beginning --format json
+  weir consume events --group billing --follow
+  weir group describe billing
   weir bench produce --record-size 100 --count 1000000
 
 Client commands reach the broker at --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by default.";
@@ -46,6 +49,7 @@ enum Command {
     Topic(topic::TopicArgs),
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
+    Group(group::GroupArgs),
     Bench(bench::BenchArgs),
 }
 
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(consume::run(config))),
+        Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(group::run(args))),
         Command::Bench(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),

@@ -541,3 +541,316 @@ fn bench_produce_reports_json_on_its_last_line() {
         2
     );
 }
+
+// ---- Consumer groups ----
+
+/// `(partition, offset)` of every record in JSON lines.
+fn positions(records: &[Value]) -> Vec<(u64, i64)> {
+    records
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_u64().expect("partition"),
+                r["offset"].as_i64().expect("offset"),
+            )
+        })
+        .collect()
+}
+
+/// The group as `weir group describe --format json` shows it.
+fn describe_group(broker: &Broker, group: &str) -> Value {
+    let out = broker.ok(&["group", "describe", group, "--format", "json"], b"");
+    let mut docs = json_lines(&out);
+    assert_eq!(docs.len(), 1, "one document: {out}");
+    docs.remove(0)
+}
+
+/// Sum of a numeric field over the group's partitions.
+fn offsets_sum(group: &Value, field: &str) -> i64 {
+    group["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .map(|o| o[field].as_i64().unwrap_or(0))
+        .sum()
+}
+
+/// Produces `count` keyed lines (spread over the partitions).
+fn produce_keyed(broker: &Broker, topic: &str, from: usize, count: usize) {
+    let input: String = (from..from + count)
+        .map(|i| format!("key-{i}:value-{i}\n"))
+        .collect();
+    broker.ok(
+        &["produce", topic, "--key-separator", ":"],
+        input.as_bytes(),
+    );
+}
+
+#[test]
+fn consume_with_a_group_resumes_where_the_previous_run_stopped_and_describe_shows_lag() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "jobs", "--partitions", "3"], b"");
+    produce_keyed(&broker, "jobs", 0, 30);
+    let consume = |extra: &[&str]| -> Vec<(u64, i64)> {
+        let mut args = vec!["consume", "jobs", "--group", "workers", "--format", "json"];
+        args.extend_from_slice(extra);
+        positions(&json_lines(&broker.ok(&args, b"")))
+    };
+    let first = consume(&["--count", "10"]);
+    assert_eq!(first.len(), 10);
+
+    // What was printed is committed, and nothing more; nobody is a member any more.
+    let group = describe_group(&broker, "workers");
+    assert_eq!(group["group_id"], "workers");
+    assert_eq!(group["state"], "empty");
+    assert_eq!(group["members"].as_array().expect("members").len(), 0);
+    assert_eq!(offsets_sum(&group, "committed_offset"), 10);
+    assert_eq!(offsets_sum(&group, "high_watermark"), 30);
+    assert_eq!(offsets_sum(&group, "lag"), 20, "{group}");
+    for o in group["offsets"].as_array().expect("offsets") {
+        let printed = first
+            .iter()
+            .filter(|(p, _)| *p == o["partition"].as_u64().expect("partition"))
+            .count() as i64;
+        assert_eq!(o["committed_offset"].as_i64().unwrap_or(0), printed, "{o}");
+        assert_eq!(
+            o["lag"].as_i64().expect("lag"),
+            o["high_watermark"].as_i64().expect("hw") - printed
+        );
+    }
+    let text = broker.ok(&["group", "describe", "workers"], b"");
+    assert!(text.contains("LAG") && text.contains("jobs"), "{text}");
+
+    // The second run starts after the first; the third (no --count) reads the rest and
+    // stops at the end of the log.
+    let second = consume(&["--count", "10"]);
+    let third = consume(&[]);
+    assert_eq!((second.len(), third.len()), (10, 10));
+    let mut all: Vec<(u64, i64)> = first.iter().chain(&second).chain(&third).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 30, "every record once over three runs");
+    let group = describe_group(&broker, "workers");
+    assert_eq!(offsets_sum(&group, "lag"), 0);
+    // Nothing left: exits at once with nothing.
+    assert_eq!(consume(&[]), []);
+
+    let listed = json_lines(&broker.ok(&["group", "list", "--format", "json"], b""));
+    assert_eq!(
+        listed[0],
+        serde_json::json!([{"group_id": "workers", "state": "empty", "members": 0}])
+    );
+}
+
+#[test]
+fn reset_offsets_is_a_dry_run_unless_execute() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "replay", "--partitions", "2"], b"");
+    produce_keyed(&broker, "replay", 0, 20);
+    let read = broker.ok(&["consume", "replay", "--group", "audit"], b"");
+    assert_eq!(read.lines().count(), 20);
+    assert_eq!(offsets_sum(&describe_group(&broker, "audit"), "lag"), 0);
+
+    // Without --execute: the plan, and nothing changes.
+    let output = broker.run(
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "replay",
+            "--to-earliest",
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    assert!(output.status.success());
+    let plan = &json_lines(&String::from_utf8_lossy(&output.stdout))[0];
+    assert_eq!(plan["applied"], false);
+    assert_eq!(plan["partitions"].as_array().expect("partitions").len(), 2);
+    assert!(
+        plan["partitions"]
+            .as_array()
+            .expect("partitions")
+            .iter()
+            .all(|p| p["new_offset"] == 0)
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--execute"),
+        "the dry run says how to apply it"
+    );
+    assert_eq!(offsets_sum(&describe_group(&broker, "audit"), "lag"), 0);
+
+    // With --execute: applied; the group reads everything again.
+    let applied = &json_lines(&broker.ok(
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "replay:1",
+            "--to-earliest",
+            "--execute",
+            "--format",
+            "json",
+        ],
+        b"",
+    ))[0];
+    assert_eq!(applied["applied"], true);
+    assert_eq!(
+        applied["partitions"].as_array().expect("partitions").len(),
+        1
+    );
+    let group = describe_group(&broker, "audit");
+    let lag_of = |p: u64| {
+        group["offsets"]
+            .as_array()
+            .expect("offsets")
+            .iter()
+            .find(|o| o["partition"] == p)
+            .expect("partition listed")["lag"]
+            .as_i64()
+            .expect("lag")
+    };
+    assert_eq!(lag_of(0), 0);
+    assert!(lag_of(1) > 0);
+    let again = json_lines(&broker.ok(
+        &["consume", "replay", "--group", "audit", "--format", "json"],
+        b"",
+    ));
+    assert_eq!(again.len() as i64, lag_of(1));
+    assert!(again.iter().all(|r| r["partition"] == 1));
+
+    // Bad values are usage errors.
+    for args in [
+        &["group", "reset-offsets", "audit", "--topic", "replay"][..],
+        &["group", "reset-offsets", "audit", "--to-latest"][..],
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "replay:x",
+            "--to-latest",
+        ][..],
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "replay",
+            "--to-datetime",
+            "May 1st",
+        ][..],
+        &[
+            "group",
+            "reset-offsets",
+            "audit",
+            "--topic",
+            "replay",
+            "--to-latest",
+            "--dry-run",
+            "--execute",
+        ][..],
+    ] {
+        assert_eq!(broker.run(args, b"").status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn a_group_with_live_members_cannot_be_deleted_and_ctrl_c_commits_what_was_printed() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "live-jobs", "--partitions", "2"], b"");
+    produce_keyed(&broker, "live-jobs", 0, 10);
+    let mut follower = KillOnDrop(
+        broker
+            .command(&[
+                "consume",
+                "live-jobs",
+                "--group",
+                "busy",
+                "--follow",
+                "--format",
+                "json",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("weir consume starts"),
+    );
+    let stdout = follower.0.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut printed = 0;
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while printed < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower printed {printed} of 10"
+        );
+        if rx.recv_timeout(LINE_WAIT).is_ok() {
+            printed += 1;
+        }
+    }
+
+    // A member is in the group: deleting it is refused, saying why.
+    let output = broker.run(&["group", "delete", "busy"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("failed precondition"), "{stderr}");
+    assert!(stderr.contains("live members"), "{stderr}");
+    let group = describe_group(&broker, "busy");
+    assert_eq!(group["members"].as_array().expect("members").len(), 1);
+    assert_eq!(group["members"][0]["client_id"], "weir-cli");
+
+    // More records while it follows; then Ctrl-C: it commits what it printed and leaves.
+    produce_keyed(&broker, "live-jobs", 10, 5);
+    while printed < 15 {
+        assert!(
+            Instant::now() < deadline,
+            "the follower printed {printed} of 15"
+        );
+        if rx.recv_timeout(LINE_WAIT).is_ok() {
+            printed += 1;
+        }
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &follower.0.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(interrupt.success());
+    let (status_tx, status_rx) = mpsc::channel();
+    let mut child = std::mem::replace(
+        &mut follower.0,
+        Command::new("true").spawn().expect("true runs"),
+    );
+    std::thread::spawn(move || {
+        let _ = status_tx.send(child.wait());
+    });
+    let status = status_rx
+        .recv_timeout(COMMAND_TIMEOUT)
+        .expect("weir exits after Ctrl-C")
+        .expect("status");
+    assert!(status.success(), "{status}");
+    let group = describe_group(&broker, "busy");
+    assert_eq!(
+        group["members"].as_array().expect("members").len(),
+        0,
+        "it left"
+    );
+    assert_eq!(offsets_sum(&group, "committed_offset"), 15);
+    assert_eq!(offsets_sum(&group, "lag"), 0);
+
+    // Without members the group can be deleted; afterwards it is unknown.
+    broker.ok(&["group", "delete", "busy"], b"");
+    let output = broker.run(&["group", "describe", "busy"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("weir group list"));
+}

@@ -2,6 +2,7 @@
 //! from the `Consumer` service, with plain Rust types in and out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use tonic::transport::Channel;
 use weir_proto::v1 as pb;
@@ -10,6 +11,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::connection::{self, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
+use crate::group::TopicPartition;
 
 /// One partition's state, as `DescribeTopic` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +118,159 @@ pub struct ListedOffset {
     pub timestamp_ms: i64,
 }
 
-/// A client for topic management and cluster description.
+/// A consumer group's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupState {
+    /// No members (offsets may remain).
+    Empty,
+    /// Members are moving partitions between them.
+    Assigning,
+    /// Every member has its target assignment.
+    Stable,
+    /// Being deleted.
+    Dead,
+    /// A state this client does not know, as the broker named it.
+    Other(String),
+}
+
+impl GroupState {
+    fn from_name(name: String) -> GroupState {
+        match name.as_str() {
+            "empty" => GroupState::Empty,
+            "assigning" => GroupState::Assigning,
+            "stable" => GroupState::Stable,
+            "dead" => GroupState::Dead,
+            _ => GroupState::Other(name),
+        }
+    }
+
+    /// The API's name: `empty`, `assigning`, `stable`, `dead`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            GroupState::Empty => "empty",
+            GroupState::Assigning => "assigning",
+            GroupState::Stable => "stable",
+            GroupState::Dead => "dead",
+            GroupState::Other(name) => name,
+        }
+    }
+}
+
+impl std::fmt::Display for GroupState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One group in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Its state.
+    pub state: GroupState,
+    /// Number of members.
+    pub members: u32,
+}
+
+/// One member of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMemberInfo {
+    /// Member id.
+    pub member_id: String,
+    /// The client's chosen name.
+    pub client_id: String,
+    /// The member's address as the broker saw it.
+    pub client_host: String,
+    /// The member's epoch.
+    pub member_epoch: i32,
+    /// Topics subscribed by name.
+    pub subscribed_topics: Vec<String>,
+    /// Or the subscribed regex.
+    pub subscribed_topic_regex: Option<String>,
+    /// Partitions the member owns now, sorted.
+    pub assignment: Vec<TopicPartition>,
+    /// Partitions the assignor intends for it (equal to `assignment` once stable).
+    pub target_assignment: Vec<TopicPartition>,
+}
+
+/// One partition's progress in a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupPartitionLag {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The committed offset; `None` if the group has none.
+    pub committed_offset: Option<i64>,
+    /// The partition's high watermark.
+    pub high_watermark: i64,
+    /// Records between the committed offset (or the log start) and the high watermark.
+    pub lag: i64,
+    /// The member that owns the partition now, if any.
+    pub member_id: Option<String>,
+}
+
+/// A group's state, members and offsets, as `DescribeGroup` reports them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupInfo {
+    /// Group id.
+    pub group_id: String,
+    /// Its state.
+    pub state: GroupState,
+    /// The group epoch, bumped on every change of members, subscriptions or partitions.
+    pub group_epoch: i32,
+    /// The assignor in use.
+    pub assignor: String,
+    /// Members, by id.
+    pub members: Vec<GroupMemberInfo>,
+    /// Every partition the group subscribes to or has an offset for, by topic then
+    /// partition.
+    pub offsets: Vec<GroupPartitionLag>,
+    /// The `__consumer_offsets` partition whose leader coordinates the group.
+    pub coordinator_partition: u32,
+}
+
+/// Where [`Admin::reset_offsets`] moves a group's committed offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetOffsetsTo {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// This offset, clamped to the partition's valid range.
+    Offset(i64),
+    /// The first offset with a timestamp at or after this (ms since the Unix epoch); the
+    /// high watermark if there is none.
+    Timestamp(i64),
+    /// The committed offset moved by this many (negative: back), clamped to the valid
+    /// range; from the log start where nothing is committed.
+    ShiftBy(i64),
+}
+
+/// One partition's reset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOffsetReset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The committed offset before; `None` if there was none.
+    pub previous_offset: Option<i64>,
+    /// The new offset.
+    pub new_offset: i64,
+}
+
+/// The outcome of [`Admin::reset_offsets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetResetPlan {
+    /// Every partition reset, by topic then partition.
+    pub partitions: Vec<PartitionOffsetReset>,
+    /// Whether the offsets were committed (false for a dry run).
+    pub applied: bool,
+}
+
+/// A client for topic and group management and cluster description.
 ///
 /// Cheap to clone: clones share one connection.
 #[derive(Debug, Clone)]
@@ -324,6 +478,136 @@ impl Admin {
         })
     }
 
+    /// Every consumer group, by id, with its state and member count.
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
+        let response = self
+            .admin
+            .clone()
+            .list_groups(pb::ListGroupsRequest {})
+            .await?
+            .into_inner();
+        Ok(response
+            .groups
+            .into_iter()
+            .map(|g| GroupListing {
+                group_id: g.group_id,
+                state: GroupState::from_name(g.state),
+                members: g.members,
+            })
+            .collect())
+    }
+
+    /// A group's members, assignments, committed offsets and lag
+    /// ([`ClientError::NotFound`] for an unknown group).
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupInfo, ClientError> {
+        let d = self
+            .admin
+            .clone()
+            .describe_group(pb::DescribeGroupRequest {
+                group_id: group_id.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(GroupInfo {
+            group_id: d.group_id,
+            state: GroupState::from_name(d.state),
+            group_epoch: d.group_epoch,
+            assignor: d.assignor,
+            members: d
+                .members
+                .into_iter()
+                .map(|m| GroupMemberInfo {
+                    member_id: m.member_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    member_epoch: m.member_epoch,
+                    subscribed_topics: m.subscribed_topics,
+                    subscribed_topic_regex: (!m.subscribed_topic_regex.is_empty())
+                        .then_some(m.subscribed_topic_regex),
+                    assignment: partitions_of(m.assignment),
+                    target_assignment: partitions_of(m.target_assignment),
+                })
+                .collect(),
+            offsets: d
+                .offsets
+                .into_iter()
+                .map(|o| GroupPartitionLag {
+                    topic: o.topic,
+                    partition: o.partition,
+                    committed_offset: (o.committed_offset >= 0).then_some(o.committed_offset),
+                    high_watermark: o.high_watermark,
+                    lag: o.lag,
+                    member_id: (!o.member_id.is_empty()).then_some(o.member_id),
+                })
+                .collect(),
+            coordinator_partition: d.coordinator_partition,
+        })
+    }
+
+    /// Deletes a group and its committed offsets. [`ClientError::NotFound`] for an
+    /// unknown group, [`ClientError::FailedPrecondition`] while it has members.
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
+        self.admin
+            .clone()
+            .delete_group(pb::DeleteGroupRequest {
+                group_id: group_id.to_owned(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a group's committed offsets for `targets`, each a topic and its partitions
+    /// (none listed: all of them), or with `dry_run` only says where they would go.
+    /// Only while the group has no members ([`ClientError::FailedPrecondition`]
+    /// otherwise); [`ClientError::NotFound`] for an unknown topic. A real run creates
+    /// the group if it does not exist.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        targets: &[(&str, &[u32])],
+        to: ResetOffsetsTo,
+        dry_run: bool,
+    ) -> Result<OffsetResetPlan, ClientError> {
+        use pb::offset_reset_spec::To;
+        let to = match to {
+            ResetOffsetsTo::Earliest => To::Earliest(true),
+            ResetOffsetsTo::Latest => To::Latest(true),
+            ResetOffsetsTo::Offset(offset) => To::Offset(offset),
+            ResetOffsetsTo::Timestamp(ms) => To::TimestampMs(ms),
+            ResetOffsetsTo::ShiftBy(n) => To::ShiftBy(n),
+        };
+        let response = self
+            .admin
+            .clone()
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group_id: group_id.to_owned(),
+                topics: targets
+                    .iter()
+                    .map(|&(topic, partitions)| pb::TopicPartitions {
+                        topic: topic.to_owned(),
+                        partitions: partitions.to_vec(),
+                    })
+                    .collect(),
+                spec: Some(pb::OffsetResetSpec { to: Some(to) }),
+                dry_run,
+            })
+            .await?
+            .into_inner();
+        Ok(OffsetResetPlan {
+            partitions: response
+                .partitions
+                .into_iter()
+                .map(|p| PartitionOffsetReset {
+                    topic: p.topic,
+                    partition: p.partition,
+                    previous_offset: (p.previous_offset >= 0).then_some(p.previous_offset),
+                    new_offset: p.new_offset,
+                })
+                .collect(),
+            applied: response.applied,
+        })
+    }
+
     /// Looks up offsets of a topic's partitions: earliest, latest or by timestamp.
     /// Results are in request order; the first partition that failed fails the call.
     pub async fn list_offsets(
@@ -397,6 +681,21 @@ fn topic_info(topic: Option<pb::TopicDescription>) -> Result<TopicInfo, ClientEr
             })
             .collect(),
     })
+}
+
+/// Partitions listed by topic, flattened and sorted.
+fn partitions_of(list: Vec<pb::TopicPartitions>) -> Vec<TopicPartition> {
+    let mut out: Vec<TopicPartition> = list
+        .into_iter()
+        .flat_map(|t| {
+            let topic: Arc<str> = Arc::from(t.topic);
+            t.partitions
+                .into_iter()
+                .map(move |partition| TopicPartition::new(topic.clone(), partition))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 fn config_entries(entries: Vec<pb::ConfigEntry>) -> Vec<ConfigEntry> {

@@ -9,7 +9,11 @@
 //! - The consumer follows each assigned partition with a `Consume` stream of raw batches
 //!   and decodes them while the application processes the previous ones (see
 //!   [`consumer`]).
-//! - The admin client has one method per `Admin` RPC, plus offset lookups.
+//! - The group consumer ([`GroupConsumer`]) is a member of a consumer group: the broker
+//!   assigns it partitions, it reads them with a consumer and commits its progress, with
+//!   at-least-once delivery (see [`group`]).
+//! - The admin client has one method per `Admin` RPC (topics and groups), plus offset
+//!   lookups.
 //!
 //! Every operation fails with [`ClientError`], which keeps the broker's gRPC code and
 //! message.
@@ -54,15 +58,21 @@ pub mod admin;
 pub mod connection;
 pub mod consumer;
 mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 
 pub use crate::admin::{
-    Admin, BrokerInfo, ClusterInfo, ConfigEntry, ListedOffset, OffsetQuery, PartitionInfo,
-    TopicInfo, TopicListing,
+    Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
+    GroupPartitionLag, GroupState, ListedOffset, OffsetQuery, OffsetResetPlan, PartitionInfo,
+    PartitionOffsetReset, ResetOffsetsTo, TopicInfo, TopicListing,
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::ClientError;
+pub use crate::group::{
+    CommitHandle, CommittedOffset, GroupConsumer, GroupConsumerConfig, Rebalance,
+    RebalanceListener, TopicPartition,
+};
 pub use crate::producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
