@@ -559,3 +559,90 @@ async fn metrics_show_group_members_and_lag() {
     })
     .await;
 }
+
+/// Bytes of every `.log` segment of a topic's partitions.
+fn log_bytes(data_dir: &std::path::Path, topic_id: &str) -> u64 {
+    let mut total = 0;
+    for partition in std::fs::read_dir(data_dir.join("topics").join(topic_id)).unwrap() {
+        for file in std::fs::read_dir(partition.unwrap().path()).unwrap() {
+            let file = file.unwrap();
+            if file.path().extension().is_some_and(|e| e == "log") {
+                total += file.metadata().unwrap().len();
+            }
+        }
+    }
+    total
+}
+
+#[tokio::test]
+async fn compaction_keeps_the_offsets_log_small_and_replay_reads_the_compacted_log() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = weir_server::ServerConfig {
+            retention_check_interval_ms: 50,
+            offsets_partitions: 1,
+            ..common::config(dir.path())
+        };
+        let server = weir_server::start(config.clone()).await.unwrap();
+        let mut c = connect(server.addr).await;
+        c.create("clicks", 4, &[]).await;
+        // Small segments, so most of the offsets log is in closed segments compaction
+        // may rewrite.
+        c.admin
+            .alter_topic_config(AlterTopicConfigRequest {
+                name: "__consumer_offsets".into(),
+                set: [("segment.bytes".to_string(), "4096".to_string())].into(),
+                reset: vec![],
+            })
+            .await
+            .unwrap();
+        let topic_id = c
+            .admin
+            .describe_topic(DescribeTopicRequest {
+                name: "__consumer_offsets".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .topic
+            .unwrap()
+            .topic_id;
+        let mut g = groups(&c);
+        let mut m = Member::default();
+        m.apply(
+            &g.heartbeat(join("counters", &["clicks"]))
+                .await
+                .unwrap()
+                .into_inner(),
+        );
+        const COMMITS: i64 = 800;
+        for i in 1..=COMMITS {
+            let offsets: Vec<(u32, i64)> = (0..4).map(|p| (p, i * 10 + i64::from(p))).collect();
+            g.commit_offsets(commit("counters", &m, "clicks", &offsets))
+                .await
+                .unwrap();
+        }
+        // Each commit is one batch of four records, about 250 bytes: 800 of them are
+        // about 200 KB before compaction (which runs meanwhile, every 50 ms). The newest
+        // value of each of the five keys (four offsets and the group record) fits in a
+        // few segments.
+        let hw = c.latest("__consumer_offsets", 0).await;
+        assert!(hw >= COMMITS * 4, "only {hw} records in the offsets log");
+        wait_until("the offsets log is compacted", || {
+            let now = log_bytes(dir.path(), &topic_id);
+            async move { now < 40_000 }
+        })
+        .await;
+
+        // A restart replays the compacted log (gaps, header-only batches) to the same
+        // committed offsets.
+        server.shutdown().await.unwrap();
+        let server = weir_server::start(config).await.unwrap();
+        let c = connect(server.addr).await;
+        let offsets = committed(&mut groups(&c), "counters").await;
+        let expected: Vec<i64> = (0..4).map(|p| COMMITS * 10 + p).collect();
+        assert_eq!(offsets.values().copied().collect::<Vec<_>>(), expected);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
