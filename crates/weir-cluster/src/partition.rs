@@ -513,20 +513,11 @@ async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<AppendJob>) 
             shared.config.lock().expect("config mutex").log.flush,
             FlushPolicy::GroupCommit
         );
+        let mut durable = Vec::new();
         for (job, result) in written {
             match result {
                 Ok(outcome) if job.durability == Durability::Durable && group_commit => {
-                    // Waiting for the fsync happens off the appender, so later appends
-                    // are written meanwhile and share the next sync (group commit).
-                    let shared = shared.clone();
-                    tokio::spawn(async move {
-                        let err = shared.maintenance();
-                        let last = outcome.last_offset;
-                        let synced = shared
-                            .with_log(move |log| log.wait_durable(last).map_err(err))
-                            .await;
-                        let _ = job.reply.send(synced.map(|()| outcome));
-                    });
+                    durable.push((job, outcome));
                 }
                 result => {
                     // The submitter may have stopped waiting (acks=none): not an error.
@@ -534,6 +525,40 @@ async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<AppendJob>) 
                 }
             }
         }
+        if !durable.is_empty() {
+            // Waiting for the fsync happens off the appender, so later appends are
+            // written meanwhile and share the next sync (group commit). One wait covers
+            // every durable append of this wake-up: one blocking thread, not one each.
+            tokio::spawn(wait_durable_and_answer(shared.clone(), durable));
+        }
+    }
+}
+
+/// Waits until the last of `appends` is durable, then answers each of them.
+async fn wait_durable_and_answer(shared: Arc<Shared>, appends: Vec<(AppendJob, AppendOutcome)>) {
+    let err = shared.maintenance();
+    let last = appends
+        .iter()
+        .map(|(_, o)| o.last_offset)
+        .max()
+        .expect("not empty");
+    let synced = shared
+        .with_log(move |log| log.wait_durable(last).map_err(err))
+        .await;
+    let reason = synced.as_ref().err().map(ToString::to_string);
+    let mut first_error = synced.err();
+    for (job, outcome) in appends {
+        let result = match &reason {
+            None => Ok(outcome),
+            // The first waiter gets the error itself, the others a copy of its text
+            // (a failed sync fails the log, so they are all in the same state).
+            Some(reason) => Err(first_error.take().unwrap_or_else(|| {
+                (shared.maintenance())(weir_log::MaintenanceError::Failed {
+                    reason: reason.clone(),
+                })
+            })),
+        };
+        let _ = job.reply.send(result);
     }
 }
 

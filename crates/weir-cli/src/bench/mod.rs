@@ -1,8 +1,10 @@
-//! `weir bench`: an end-to-end load generator against a running broker. Three scenarios,
-//! one file each: `produce` (throughput and acknowledgement latency), `consume` (read
-//! throughput of a filled topic) and `e2e` (produce at a fixed rate while consuming, with
-//! latency measured from each record's intended send time, so a stall is charged to every
-//! record it delayed: no coordinated omission).
+//! `weir bench`: an end-to-end load generator against a running broker. Three record
+//! scenarios, one file each: `produce` (throughput and acknowledgement latency), `consume`
+//! (read throughput of a filled topic) and `e2e` (produce at a fixed rate while consuming,
+//! with latency measured from each record's intended send time, so a stall is charged to
+//! every record it delayed: no coordinated omission). Three consumer-group scenarios,
+//! `group-join`, `group-consume` and `group-commit`, live in `group/` with their own flags
+//! and reports.
 //!
 //! This file holds the flags, the typed configuration, the topic set-up, the progress
 //! bar (stderr) and the report (stdout; `--format json` prints it as one JSON object on
@@ -10,6 +12,7 @@
 
 mod consume;
 mod e2e;
+mod group;
 mod peer;
 mod produce;
 
@@ -56,6 +59,9 @@ Examples:
   weir bench produce --count 20000 --format json | tail -1 | jq .records_per_sec
   weir bench e2e --rate 50000 --duration 20s --warmup 2s --acks all --report-schema peer \
       >> results.jsonl    # a weir-peer-bench/1 line (benches/peers/README.md)
+  weir bench group-join --partitions 100 --rounds 10
+  weir bench group-consume --count 2000000 --members 3
+  weir bench group-commit --committers 1,16,64 --duration 5s
 
 The topic is created if missing (with --partitions and --topic-config). MB/s counts key
 and value bytes, 10^6 bytes per MB. Record values are random bytes (incompressible).";
@@ -88,6 +94,17 @@ enum Scenario {
         #[arg(long, value_parser = parse_duration, default_value = "0s")]
         warmup: Duration,
     },
+    /// Consumer groups: a member joins a stable group (and leaves again), --rounds
+    /// times; reports the time until every partition has one owner and the group is
+    /// balanced.
+    GroupJoin(group::JoinArgs),
+    /// Consumer groups: read a filled topic with 1 member of a fresh group, then with
+    /// --members members of another; reports the throughput of each and checks every
+    /// record arrived once.
+    GroupConsume(group::ConsumeArgs),
+    /// Consumer groups: offset commits per second and their latency with C concurrent
+    /// committers (one group each), for each C of --committers.
+    GroupCommit(group::CommitArgs),
 }
 
 /// Flags every scenario takes.
@@ -122,6 +139,10 @@ struct CommonArgs {
     /// Producer linger in ms [default: the client's (5) for produce and consume, 1 for e2e].
     #[arg(long)]
     linger_ms: Option<u64>,
+    /// Send a partition's batch at once when nothing of it is in flight, batching only
+    /// while a request is out (true or false) [default: true for e2e, false otherwise].
+    #[arg(long, value_name = "BOOL")]
+    send_when_idle: Option<bool>,
     /// Producer batch size: bytes, or with a unit [default: the client's (256KiB)].
     #[arg(long, value_parser = parse_size)]
     batch_bytes: Option<u64>,
@@ -163,7 +184,16 @@ pub(crate) enum Kind {
     E2e { rate: u64, warmup: Duration },
 }
 
-/// `weir bench`, checked.
+/// `weir bench`, checked: a record scenario or a consumer-group scenario.
+#[derive(Debug)]
+pub enum BenchPlan {
+    /// `produce`, `consume`, `e2e`.
+    Records(BenchConfig),
+    /// `group-join`, `group-consume`, `group-commit`.
+    Group(group::GroupBench),
+}
+
+/// A record scenario, checked.
 #[derive(Debug)]
 pub struct BenchConfig {
     pub(crate) kind: Kind,
@@ -182,7 +212,7 @@ pub struct BenchConfig {
 
 impl BenchArgs {
     /// Checks the arguments and builds the typed configuration.
-    pub fn into_config(self) -> anyhow::Result<BenchConfig> {
+    pub fn into_config(self) -> anyhow::Result<BenchPlan> {
         let (kind, common) = match self.scenario {
             Scenario::Produce(c) => (Kind::Produce, c),
             Scenario::Consume(c) => (Kind::Consume, c),
@@ -191,6 +221,9 @@ impl BenchArgs {
                 rate,
                 warmup,
             } => (Kind::E2e { rate, warmup }, common),
+            Scenario::GroupJoin(args) => return Ok(BenchPlan::Group(args.into_config()?)),
+            Scenario::GroupConsume(args) => return Ok(BenchPlan::Group(args.into_config()?)),
+            Scenario::GroupCommit(args) => return Ok(BenchPlan::Group(args.into_config()?)),
         };
         let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
         if common.record_size > MAX_RECORD_BYTES {
@@ -240,6 +273,9 @@ impl BenchArgs {
             acks: common.acks.into(),
             compression: common.compression.into(),
             linger: Duration::from_millis(linger_ms),
+            send_when_idle: common
+                .send_when_idle
+                .unwrap_or(matches!(kind, Kind::E2e { .. })),
             batch_bytes: common
                 .batch_bytes
                 .map_or(defaults.batch_bytes, |b| b as usize),
@@ -249,7 +285,7 @@ impl BenchArgs {
             ..defaults
         };
         producer.validate()?;
-        Ok(BenchConfig {
+        Ok(BenchPlan::Records(BenchConfig {
             kind,
             brokers: common.brokers.list(),
             topic: common.topic,
@@ -262,7 +298,7 @@ impl BenchArgs {
             compression: common.compression,
             format: common.format,
             report_schema: common.report_schema,
-        })
+        }))
     }
 }
 
@@ -271,7 +307,14 @@ impl BenchArgs {
 const E2E_DEFAULT_LINGER_MS: u64 = 1;
 
 /// Runs a bench scenario and prints its report.
-pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
+pub async fn run(plan: BenchPlan) -> anyhow::Result<()> {
+    match plan {
+        BenchPlan::Records(config) => run_records(config).await,
+        BenchPlan::Group(bench) => group::run(bench).await,
+    }
+}
+
+async fn run_records(config: BenchConfig) -> anyhow::Result<()> {
     let admin = Admin::connect(&config.brokers)
         .await
         .context("connecting to the broker")?;
@@ -293,30 +336,41 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
 
 /// Creates the topic unless it exists; returns its partition count.
 async fn ensure_topic(admin: &Admin, config: &BenchConfig) -> anyhow::Result<u32> {
-    match admin.describe_topic(&config.topic).await {
-        Ok(topic) => {
-            let count = topic.partitions.len() as u32;
-            if count != config.partitions {
+    ensure_topic_named(
+        admin,
+        &config.topic,
+        config.partitions,
+        &config.topic_configs,
+    )
+    .await
+}
+
+/// Creates `topic` with `partitions` and `configs` unless it exists; returns its
+/// partition count (an existing topic is used as it is, with a note on stderr).
+pub(crate) async fn ensure_topic_named(
+    admin: &Admin,
+    topic: &str,
+    partitions: u32,
+    configs: &HashMap<String, String>,
+) -> anyhow::Result<u32> {
+    match admin.describe_topic(topic).await {
+        Ok(found) => {
+            let count = found.partitions.len() as u32;
+            if count != partitions {
                 eprintln!(
-                    "note: topic {} exists with {count} partition(s); using it as it is",
-                    config.topic
+                    "note: topic {topic} exists with {count} partition(s); using it as it is"
                 );
             }
             Ok(count)
         }
         Err(ClientError::NotFound(_)) => {
-            let topic = admin
-                .create_topic(
-                    &config.topic,
-                    config.partitions,
-                    0,
-                    config.topic_configs.clone(),
-                )
+            let created = admin
+                .create_topic(topic, partitions, 0, configs.clone())
                 .await
-                .with_context(|| format!("creating topic {}", config.topic))?;
-            Ok(topic.partitions.len() as u32)
+                .with_context(|| format!("creating topic {topic}"))?;
+            Ok(created.partitions.len() as u32)
         }
-        Err(e) => Err(e).with_context(|| format!("looking up topic {}", config.topic)),
+        Err(e) => Err(e).with_context(|| format!("looking up topic {topic}")),
     }
 }
 

@@ -165,6 +165,7 @@ fn line(report: &Report, config: &BenchConfig, flush_policy: &str) -> Line {
             ("acks", json!(report.acks)),
             ("compression", json!(report.compression)),
             ("linger_ms", json!(producer.linger.as_millis() as u64)),
+            ("send_when_idle", json!(producer.send_when_idle)),
             ("batch_bytes", json!(producer.batch_bytes)),
             ("max_in_flight_per_partition", json!(producer.max_in_flight)),
         ]);

@@ -435,7 +435,12 @@ impl Accumulator {
             for (index, part) in topic.partitions.iter_mut().enumerate() {
                 if let Some(open) = &part.open {
                     let deadline = open.created + self.config.linger;
-                    if send_all || deadline <= now {
+                    let idle = self.config.send_when_idle
+                        && part.in_flight == 0
+                        && part.ready.is_empty()
+                        && part.failed.is_empty()
+                        && part.retry_at.is_none();
+                    if send_all || idle || deadline <= now {
                         let open = part.open.take().expect("checked");
                         part.ready.push_back(open.batch);
                         topic.sticky.batch_closed(index as u32, count);
@@ -688,6 +693,32 @@ mod tests {
         let mut batches = sent(acc.drain(t0 + Duration::from_millis(10), 100));
         assert_eq!(batches.len(), 1);
         assert_eq!(values(&mut batches[0]), ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn send_when_idle_sends_at_once_and_batches_while_a_request_is_in_flight() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            send_when_idle: true,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        append(&acc, Some(0), &record(None, "a"), t0).await;
+        let mut first = sent(acc.drain(t0, 100));
+        assert_eq!(first.len(), 1, "an idle partition sends at once");
+        assert_eq!(values(&mut first[0]), ["a"]);
+        append(&acc, Some(0), &record(None, "b"), t0).await;
+        append(&acc, Some(0), &record(None, "c"), t0).await;
+        let held = acc.drain(t0, 100);
+        assert!(
+            held.rounds.is_empty(),
+            "a request is in flight: records wait"
+        );
+        acc.complete(first.pop().unwrap(), ack(0), t0);
+        let mut second = sent(acc.drain(t0, 100));
+        assert_eq!(second.len(), 1);
+        assert_eq!(values(&mut second[0]), ["b", "c"]);
     }
 
     #[tokio::test]

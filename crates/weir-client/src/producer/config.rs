@@ -64,6 +64,15 @@ pub struct ProducerConfig {
     pub brokers: Vec<String>,
     /// How long a batch waits for more records before it is sent.
     pub linger: Duration,
+    /// Send a partition's open batch at once when the partition has no request in
+    /// flight, instead of lingering (as Nagle's algorithm does for TCP): a record sent
+    /// to an idle partition leaves immediately, and records arriving while a request is
+    /// in flight are batched until its answer comes back (or `linger` runs out). Lowest
+    /// latency at moderate rates; under load partitions are rarely idle, so batches stay
+    /// large. Off by default, since at low rates it sends many small batches where a long
+    /// `linger` was meant to gather them (for compression, say). `weir bench e2e` turns
+    /// it on.
+    pub send_when_idle: bool,
     /// A batch is closed before a record would take it past this many bytes
     /// (uncompressed); one record larger than this goes alone in its own batch.
     pub batch_bytes: usize,
@@ -90,6 +99,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             brokers: vec![DEFAULT_BROKER.to_owned()],
             linger: DEFAULT_LINGER,
+            send_when_idle: false,
             batch_bytes: DEFAULT_BATCH_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             compression: Compression::None,
