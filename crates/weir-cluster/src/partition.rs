@@ -380,9 +380,17 @@ impl Partition {
             .await
     }
 
-    /// Syncs if the topic's `interval:<ms>` flush policy says a sync is due.
+    /// Syncs if the topic's `interval:<ms>` flush policy says a sync is due, and syncs
+    /// segments rolled since the last sync (every policy; see `Log::flush_rolled`).
     pub async fn flush_if_due(&self) -> Result<(), ClusterError> {
-        if !matches!(self.config().log.flush, FlushPolicy::Interval(_)) {
+        let interval = matches!(self.config().log.flush, FlushPolicy::Interval(_));
+        // A roll leaves the closed segment's sync to a later flush, off the append path;
+        // this is that flush when no acks=all append or interval asks for one sooner.
+        let rolled = {
+            let guard = self.shared.read_guard().await;
+            guard.as_ref().is_some_and(Log::rolled_awaiting_sync)
+        };
+        if !interval && !rolled {
             return Ok(());
         }
         let err = self.shared.maintenance();

@@ -457,6 +457,9 @@ impl Log {
         inner
             .segments
             .insert(base, Segment::closed(dir, base, out.size));
+        // The rewritten segment was synced before the swap: a deferred sync of a member
+        // it replaced is no longer needed.
+        self.prune_rolled(inner);
         Ok(())
     }
 }

@@ -5,8 +5,10 @@
 //! Concurrency: one `Mutex` guards the segment map and offsets; appends hold it for the
 //! write syscall, readers only to find positions (their `pread` runs outside it). The
 //! `fdatasync` of group commit runs outside it too, so appends continue while a sync is
-//! under way. Lock order: `compaction` before `inner` before `flush` before `checkpoint`;
-//! no path takes them in another order. Compaction (`compaction.rs`) holds only its own
+//! under way; a roll does not sync the segment it closes but queues it in the flush
+//! state, and the next flush syncs it (outside the lock) before anything later. Lock
+//! order: `compaction` before `inner` before `flush` before `checkpoint`; no path takes
+//! them in another order. Compaction (`compaction.rs`) holds only its own
 //! lock while it rewrites segments, and `inner` for the swap.
 
 use std::collections::BTreeMap;
@@ -143,6 +145,21 @@ pub(crate) struct FlushState {
     in_progress: bool,
     pub(crate) generation: u64,
     last_sync: Instant,
+    /// Segments rolled while their data was not yet synced (a roll never syncs under the
+    /// log lock), oldest first: every closed segment holding offsets at or past
+    /// `flushed_offset`. The next flush of any kind syncs them before the active segment
+    /// and before `flushed_offset` or the recovery point moves past them.
+    rolled: Vec<RolledSegment>,
+}
+
+/// A closed segment whose `.log` data may not be on disk yet.
+#[derive(Debug, Clone)]
+struct RolledSegment {
+    base: i64,
+    /// Its end offset: the base of the segment that followed it.
+    end: i64,
+    file: Arc<dyn crate::storage::StorageFile>,
+    path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -203,6 +220,7 @@ impl Log {
                 in_progress: false,
                 generation: 0,
                 last_sync: Instant::now(),
+                rolled: Vec::new(),
             }),
             checkpoint: Mutex::new(CheckpointState {
                 last: Some(point),
@@ -444,7 +462,7 @@ impl Log {
         };
         match self.config.flush {
             FlushPolicy::EveryAppend => self.wait_durable(last_offset).map_err(to_append),
-            FlushPolicy::Interval(_) => self.flush_if_due().map_err(to_append),
+            FlushPolicy::Interval(_) => self.flush_interval_if_due().map_err(to_append),
             FlushPolicy::GroupCommit | FlushPolicy::None => Ok(()),
         }
     }
@@ -473,8 +491,14 @@ impl Log {
         Ok(())
     }
 
-    /// Closes the active segment (synced, indexes sealed) and starts a new one at the log
-    /// end, then moves the recovery checkpoint there. Any failure fails the log.
+    /// Closes the active segment (indexes sealed) and starts a new one at the log end.
+    /// Any failure fails the log.
+    ///
+    /// The closed segment's `.log` is not synced here (that would stall every append for
+    /// as long as its dirty bytes take to write): if its data is not all durable yet it is
+    /// queued in the flush state, and the next flush of any kind syncs it first; until
+    /// then neither `flushed_offset` nor the recovery point moves past it. If everything
+    /// was already synced, the recovery point moves to the new segment at once.
     pub(crate) fn roll_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
         let result = (|| {
             let next = inner.next_offset;
@@ -482,9 +506,12 @@ impl Log {
             if active.base_offset == next {
                 return Ok(()); // already empty at the log end
             }
-            let file = active.files().file.clone();
-            file.sync_data()
-                .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+            let rolled = RolledSegment {
+                base: active.base_offset,
+                end: next,
+                file: active.files().file.clone(),
+                path: active.log_path.clone(),
+            };
             recovery::seal(active).map_err(open_to_maintenance)?;
             let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config)
                 .map_err(open_to_maintenance)?;
@@ -492,9 +519,15 @@ impl Log {
             self.storage
                 .sync_dir(&self.dir)
                 .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
-            self.write_recovery_point(inner)?;
-            let mut flush = self.flush.lock().expect("flush mutex poisoned");
-            flush.flushed_offset = flush.flushed_offset.max(next);
+            let mut flush = self.flush_state();
+            if flush.generation == inner.generation && flush.flushed_offset >= next {
+                // Its data was synced already (every-append, or a group commit that
+                // caught up): the new segment's start is a valid recovery point.
+                drop(flush);
+                self.write_recovery_point(inner)?;
+            } else {
+                flush.rolled.push(rolled);
+            }
             Ok(())
         })();
         if let Err(e) = &result {
@@ -600,33 +633,176 @@ impl Log {
         }
     }
 
-    /// Syncs the active segment; returns the offset below which everything is now
-    /// durable, and the truncation generation it belongs to.
+    /// Syncs the segments rolled since the last sync (oldest first), then the active
+    /// one; returns the offset below which everything is now durable, and the truncation
+    /// generation it belongs to.
     fn sync_once(&self) -> Result<(i64, u64), MaintenanceError> {
-        let (file, path, point, generation) = {
+        let (rolled, file, path, point, generation) = {
             let inner = self.lock();
             inner
                 .check_failed()
                 .map_err(|reason| MaintenanceError::Failed { reason })?;
             let active = inner.active();
             (
+                self.rolled_to_sync(&inner),
                 active.files().file.clone(),
                 active.log_path.clone(),
                 inner.recovery_point(),
                 inner.generation,
             )
         };
-        if let Err(e) = file.sync_data() {
-            // After a failed fsync the kernel may have dropped the dirty pages: what the
-            // page cache shows can no longer be trusted to be on disk (PostgreSQL's
-            // "fsyncgate"). Stop here; reopening recovers from what the disk holds.
+        // Segments rolled since the last sync first, oldest first: `point` claims them.
+        for r in &rolled {
+            self.sync_or_fail(&r.file, &r.path)?;
+        }
+        self.sync_or_fail(&file, &path)?;
+        self.forget_rolled(&rolled);
+        self.maybe_checkpoint(point, generation)?;
+        Ok((point.next_offset, generation))
+    }
+
+    /// `fdatasync` outside the log lock. A failure fails the log: the kernel may have
+    /// dropped the dirty pages, so what the page cache shows can no longer be trusted to
+    /// be on disk (PostgreSQL's "fsyncgate"); reopening recovers from what the disk holds.
+    fn sync_or_fail(
+        &self,
+        file: &Arc<dyn crate::storage::StorageFile>,
+        path: &Path,
+    ) -> Result<(), MaintenanceError> {
+        file.sync_data().map_err(|e| {
             let reason = format!("fsync of {} failed: {e}", path.display());
             tracing::error!(reason, "log failed");
             self.lock().failed = Some(reason);
-            return Err(MaintenanceError::io(path, e));
+            MaintenanceError::io(path.to_path_buf(), e)
+        })
+    }
+
+    /// [`Log::sync_or_fail`] for a caller that holds the log lock (close, truncation).
+    fn sync_locked(
+        inner: &mut Inner,
+        file: &Arc<dyn crate::storage::StorageFile>,
+        path: &Path,
+    ) -> Result<(), MaintenanceError> {
+        file.sync_data().map_err(|e| {
+            let reason = format!("fsync of {} failed: {e}", path.display());
+            tracing::error!(reason, "log failed");
+            inner.failed = Some(reason);
+            MaintenanceError::io(path.to_path_buf(), e)
+        })
+    }
+
+    /// Drops queued rolled segments that no longer need a sync: removed (retention,
+    /// truncation) or replaced (compaction, whose output is synced) since, active again
+    /// (a truncation cut back into it), or already covered by `flushed_offset`.
+    pub(crate) fn prune_rolled(&self, inner: &Inner) {
+        let active_base = inner.active().base_offset;
+        let mut flush = self.flush_state();
+        let flushed = flush.flushed_offset;
+        flush.rolled.retain(|r| {
+            r.base != active_base
+                && r.end > flushed
+                && inner
+                    .segments
+                    .get(&r.base)
+                    .and_then(|s| s.files.as_ref())
+                    .is_some_and(|f| Arc::ptr_eq(&f.file, &r.file))
+        });
+    }
+
+    /// The rolled segments a flush must sync before anything later, oldest first.
+    fn rolled_to_sync(&self, inner: &Inner) -> Vec<RolledSegment> {
+        self.prune_rolled(inner);
+        self.flush_state().rolled.clone()
+    }
+
+    /// Removes the segments in `synced` from the queue.
+    fn forget_rolled(&self, synced: &[RolledSegment]) {
+        if synced.is_empty() {
+            return;
         }
-        self.maybe_checkpoint(point, generation)?;
-        Ok((point.next_offset, generation))
+        self.flush_state()
+            .rolled
+            .retain(|r| !synced.iter().any(|s| Arc::ptr_eq(&s.file, &r.file)));
+    }
+
+    /// True while a rolled segment waits for the sync [`Log::flush_rolled`] gives it (a
+    /// cheap check for a background task deciding whether to call it).
+    pub fn rolled_awaiting_sync(&self) -> bool {
+        !self.flush_state().rolled.is_empty()
+    }
+
+    /// Syncs every queued rolled segment (not the active one), outside the log lock, then
+    /// moves `flushed_offset` and the recovery point to the start of the segment after
+    /// the last of them: Kafka's asynchronous flush of rolled segments. A no-op when no
+    /// roll is waiting for its sync. Call it from a background task soon after a roll
+    /// (`flush_if_due` does, under every policy).
+    pub fn flush_rolled(&self) -> Result<(), MaintenanceError> {
+        let (rolled, generation) = {
+            let inner = self.lock();
+            inner
+                .check_failed()
+                .map_err(|reason| MaintenanceError::Failed { reason })?;
+            (self.rolled_to_sync(&inner), inner.generation)
+        };
+        let Some(last) = rolled.last() else {
+            return Ok(());
+        };
+        for r in &rolled {
+            self.sync_or_fail(&r.file, &r.path)?;
+        }
+        self.forget_rolled(&rolled);
+        let end = last.end;
+        {
+            let mut flush = self.flush_state();
+            if flush.generation == generation {
+                flush.flushed_offset = flush.flushed_offset.max(end);
+            }
+        }
+        self.flushed.notify_all();
+        // The recovery point moves to the start of the segment after the synced ones, as
+        // a roll used to do, if nothing newer was written and no truncation intervened.
+        {
+            let inner = self.lock();
+            if inner.generation != generation || !inner.segments.contains_key(&end) {
+                return Ok(());
+            }
+        }
+        let point = RecoveryPoint {
+            segment_base: end,
+            position: 0,
+            next_offset: end,
+            index_entries: 0,
+            time_index_entries: 0,
+            max_timestamp: i64::MIN,
+            offset_of_max_timestamp: end,
+        };
+        let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
+        let newer = ckpt
+            .last
+            .is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
+        if ckpt.generation != generation || !newer {
+            return Ok(());
+        }
+        checkpoint::write(
+            self.storage.as_ref(),
+            &self.dir,
+            Kind::RecoveryPoint,
+            &point.encode(),
+        )?;
+        ckpt.last = Some(point);
+        ckpt.written_at = Instant::now();
+        Ok(())
+    }
+
+    /// Under the log lock: syncs every queued rolled segment (for close and truncation,
+    /// which sync the active segment under the lock and then write a recovery point).
+    pub(crate) fn sync_rolled_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
+        let rolled = self.rolled_to_sync(inner);
+        for r in &rolled {
+            Self::sync_locked(inner, &r.file, &r.path)?;
+        }
+        self.forget_rolled(&rolled);
+        Ok(())
     }
 
     /// After a sync made `point` durable, persists it as the recovery checkpoint, at most
@@ -688,7 +864,15 @@ impl Log {
     }
 
     /// With [`FlushPolicy::Interval`], syncs if the last sync is older than the interval.
+    /// Under every policy, first syncs the segments rolled since the last flush
+    /// ([`Log::flush_rolled`]).
     pub fn flush_if_due(&self) -> Result<(), MaintenanceError> {
+        self.flush_rolled()?;
+        self.flush_interval_if_due()
+    }
+
+    /// The interval part of [`Log::flush_if_due`] (what every append checks).
+    fn flush_interval_if_due(&self) -> Result<(), MaintenanceError> {
         let FlushPolicy::Interval(interval) = self.config.flush else {
             return Ok(());
         };
@@ -748,16 +932,14 @@ impl Log {
     }
 
     fn close_ref(&self) -> Result<(), MaintenanceError> {
-        let inner = self.lock();
+        let mut inner = self.lock();
         inner
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
+        self.sync_rolled_locked(&mut inner)?;
         let active = inner.active();
-        active
-            .files()
-            .file
-            .sync_data()
-            .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+        let (file, path) = (active.files().file.clone(), active.log_path.clone());
+        Self::sync_locked(&mut inner, &file, &path)?;
         self.write_recovery_point(&inner)
     }
 }

@@ -55,7 +55,9 @@ impl Log {
         if inner.epochs.truncate_from_end(new_end) {
             self.persist_epochs(&inner)?;
         }
-        // Make the cut durable before the checkpoint points at it.
+        // Make the cut durable before the checkpoint points at it, and every segment
+        // before it that a roll left unsynced (the checkpoint claims them too).
+        self.sync_rolled_locked(&mut inner)?;
         let active = inner.active();
         active
             .files()
@@ -259,6 +261,8 @@ impl Log {
             let seg = inner.segments.remove(&base).expect("listed");
             remove_segment_files(self.storage.as_ref(), &seg)?;
         }
+        // A deleted segment still waiting for its deferred sync needs none now.
+        self.prune_rolled(inner);
         Ok(())
     }
 }

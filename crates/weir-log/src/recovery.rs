@@ -403,6 +403,10 @@ pub(crate) fn recover(
             cut_at = Some(base);
         }
         if !is_last && cut_at.is_none() {
+            // A closed segment past the recovery point may hold bytes a roll never
+            // synced (rolls defer that sync) that survived only in the page cache (a
+            // process crash): make them durable before the new checkpoint claims them.
+            file.sync_data().map_err(io(&seg.log_path))?;
             seal(seg)?;
         }
         if cut_at.is_some() {

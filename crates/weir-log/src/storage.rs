@@ -139,6 +139,8 @@ struct FaultState {
     crashed: bool,
     /// Bytes of each file known to be on disk: everything below survives a crash.
     synced_len: HashMap<PathBuf, u64>,
+    /// Successful `sync_data` calls per file path.
+    syncs_by_path: HashMap<PathBuf, u64>,
 }
 
 /// A [`FileStorage`] that injects faults and can simulate a machine crash: everything not
@@ -191,6 +193,12 @@ impl FaultyStorage {
             .lock()
             .expect("fault state poisoned")
             .bytes_written
+    }
+
+    /// How many `sync_data` calls on the file at `path` have succeeded so far.
+    pub fn syncs_of(&self, path: &Path) -> u64 {
+        let st = self.state.lock().expect("fault state poisoned");
+        st.syncs_by_path.get(path).copied().unwrap_or(0)
     }
 
     /// How many operations that change something have been attempted so far (what
@@ -279,8 +287,15 @@ impl StorageFile for FaultyFile {
             return Err(io::Error::other("fsync failed (fault injection)"));
         }
         self.inner.sync_data()?;
-        let len = self.inner.size()?;
-        st.synced_len.insert(self.path.clone(), len);
+        // A handle to a file since removed or renamed over (a deferred sync of a segment
+        // that retention or compaction replaced) syncs a file no path names any more.
+        use std::os::unix::fs::MetadataExt;
+        let ino = self.inner.0.metadata()?.ino();
+        if fs::metadata(&self.path).is_ok_and(|m| m.ino() == ino) {
+            let len = self.inner.size()?;
+            st.synced_len.insert(self.path.clone(), len);
+            *st.syncs_by_path.entry(self.path.clone()).or_insert(0) += 1;
+        }
         Ok(())
     }
 

@@ -747,3 +747,236 @@ fn flipped_bits_in_indexes_and_the_recovery_checkpoint_do_not_change_what_is_rea
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Rolls defer the closed segment's sync
+
+/// Appends `n` records in one batch after `h.attempted`.
+fn append_records(log: &Log, h: &mut History, n: usize) -> i64 {
+    let first = h.attempted;
+    let mut b = make_batch(first, n, Compression::None);
+    h.attempted += n as i64;
+    log.append(&mut b, -1).unwrap().last_offset
+}
+
+/// A config whose segments roll only when the test says so.
+fn roll_config(policy: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 1 << 20,
+        ..config(policy, true)
+    }
+}
+
+#[test]
+fn a_roll_does_not_sync_the_closed_segment_under_the_log_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = FaultyStorage::default();
+    let config = roll_config(FlushPolicy::GroupCommit);
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
+    let mut h = History::default();
+    for _ in 0..5 {
+        append_records(&log, &mut h, 4);
+    }
+    let (_, first) = segment_files(dir.path()).remove(0);
+    let before = storage.syncs_of(&first);
+    log.roll().unwrap();
+    assert_eq!(log.segment_count(), 2);
+    assert_eq!(
+        storage.syncs_of(&first),
+        before,
+        "the roll synced the segment it closed"
+    );
+    // The next flush syncs it.
+    log.flush().unwrap();
+    assert!(
+        storage.syncs_of(&first) > before,
+        "the flush synced the rolled segment"
+    );
+}
+
+#[test]
+fn after_a_roll_the_flushed_offset_waits_for_a_flush_that_covers_the_closed_segment() {
+    for how in ["flush", "wait_durable", "flush_rolled", "close"] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::default();
+        let config = roll_config(FlushPolicy::GroupCommit);
+        let log =
+            Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+        let mut h = History::default();
+        let last = append_records(&log, &mut h, 10);
+        assert_eq!(log.offsets().flushed_offset, 0, "{how}");
+        log.roll().unwrap();
+        assert_eq!(
+            log.offsets().flushed_offset,
+            0,
+            "{how}: a roll must not claim the closed segment is durable"
+        );
+        append_records(&log, &mut h, 3);
+        assert_eq!(log.offsets().flushed_offset, 0, "{how}");
+        let (_, first) = segment_files(dir.path()).remove(0);
+        match how {
+            "flush" => {
+                log.flush().unwrap();
+                assert_eq!(log.offsets().flushed_offset, 13, "{how}");
+            }
+            "wait_durable" => {
+                log.wait_durable(last).unwrap();
+                assert!(log.offsets().flushed_offset > last, "{how}");
+            }
+            "flush_rolled" => {
+                log.flush_rolled().unwrap();
+                assert_eq!(
+                    log.offsets().flushed_offset,
+                    10,
+                    "{how}: covers the rolled segment, not the active one"
+                );
+            }
+            _ => {
+                log.close().unwrap();
+                assert_eq!(storage.syncs_of(&first), 1, "{how}");
+                continue;
+            }
+        }
+        assert_eq!(
+            storage.syncs_of(&first),
+            1,
+            "{how}: the closed segment was synced"
+        );
+        // What was reported durable survives a crash that drops everything unsynced.
+        let durable = log.offsets().flushed_offset;
+        storage.crash(|_, _| 0).unwrap();
+        drop(log);
+        h.durable = durable;
+        check_recovered(dir.path(), &config, &mut h, how);
+    }
+}
+
+#[test]
+fn a_crash_after_a_roll_that_nothing_synced_recovers_a_prefix_with_every_durable_record() {
+    let base = base_seed(0x4011);
+    for i in 0..24u64 {
+        let seed = base.wrapping_add(i);
+        let mut rng = Rng::new(seed);
+        let policy = if i % 3 == 0 {
+            FlushPolicy::EveryAppend
+        } else {
+            FlushPolicy::GroupCommit
+        };
+        let config = roll_config(policy);
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::default();
+        let log =
+            Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+        let mut h = History::default();
+        // Some durable records first, maybe.
+        if rng.one_in(2) {
+            let last = append_records(&log, &mut h, 5);
+            log.wait_durable(last).unwrap();
+            h.durable = h.attempted;
+        }
+        // Unsynced records, a roll, and more records; maybe several rolls.
+        for _ in 0..rng.range(1, 4) {
+            for _ in 0..rng.range(1, 5) {
+                append_records(&log, &mut h, rng.range(1, 6) as usize);
+            }
+            log.roll().unwrap();
+        }
+        for _ in 0..rng.range(0, 4) {
+            append_records(&log, &mut h, rng.range(1, 6) as usize);
+        }
+        if policy == FlushPolicy::EveryAppend {
+            h.durable = h.attempted;
+        } else {
+            // The first segment closed with unsynced bytes and nothing synced it since.
+            let (_, first) = segment_files(dir.path()).remove(0);
+            let synced_before = if h.durable > 0 { 1 } else { 0 };
+            assert_eq!(
+                storage.syncs_of(&first),
+                synced_before,
+                "seed {seed}: the rolled segment was synced by the roll"
+            );
+            assert_eq!(log.offsets().flushed_offset, h.durable, "seed {seed}");
+        }
+        let drop_all = rng.one_in(2);
+        let mut keep_rng = rng.clone();
+        storage
+            .crash(|_, unsynced| {
+                if drop_all {
+                    0
+                } else {
+                    keep_rng.next_u64() % (unsynced + 1)
+                }
+            })
+            .unwrap();
+        drop(log);
+        let ctx = format!("seed {seed} ({policy:?}, all unsynced bytes dropped: {drop_all})");
+        check_recovered(dir.path(), &config, &mut h, &ctx);
+    }
+}
+
+#[test]
+fn retention_or_truncation_of_a_segment_waiting_for_its_sync_is_harmless() {
+    for case in [
+        "retention",
+        "truncate-below",
+        "truncate-into",
+        "delete-records",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::default();
+        let config = LogConfig {
+            retention_bytes: Some(1),
+            ..roll_config(FlushPolicy::GroupCommit)
+        };
+        let log =
+            Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+        let mut h = History::default();
+        for seg in 0..3 {
+            append_records(&log, &mut h, 5);
+            append_records(&log, &mut h, 5);
+            if seg < 2 {
+                log.roll().unwrap();
+            }
+        }
+        let expected_end = match case {
+            "retention" => {
+                let out = log.apply_retention(0).unwrap();
+                assert_eq!(out.segments_deleted, 2, "{case}");
+                30
+            }
+            "truncate-below" => {
+                log.truncate_to(5).unwrap();
+                5
+            }
+            "truncate-into" => {
+                log.truncate_to(15).unwrap();
+                15
+            }
+            _ => {
+                assert_eq!(log.delete_records_before(30).unwrap(), 30, "{case}");
+                30
+            }
+        };
+        log.flush().unwrap();
+        log.flush_rolled().unwrap();
+        let offsets = log.offsets();
+        assert_eq!(offsets.log_end_offset, expected_end, "{case}");
+        assert_eq!(offsets.flushed_offset, expected_end, "{case}");
+        let start = offsets.log_start_offset;
+        storage.crash(|_, _| 0).unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), config.clone()).unwrap();
+        let offsets = log.offsets();
+        assert_eq!(offsets.log_end_offset, expected_end, "{case}");
+        assert_eq!(offsets.log_start_offset, start, "{case}");
+        let seen = try_read_all(&log, start).unwrap();
+        assert_eq!(seen.len() as i64, expected_end - start, "{case}");
+        for s in &seen {
+            assert_eq!(
+                String::from_utf8_lossy(&s.value),
+                value_of(s.offset),
+                "{case}"
+            );
+        }
+    }
+}

@@ -2,7 +2,8 @@
 //! with `delete`) on the retention tick, compaction (with `compact`) on a tick of the
 //! same interval, and the periodic sync of `flush.policy=interval:<ms>` topics (so an
 //! idle partition's last appends are synced within the interval, not only when the next
-//! append arrives).
+//! append arrives), which also syncs segments rolled since the last sync under every
+//! policy (a roll leaves that fsync to a background flush, off the append path).
 //!
 //! Compaction runs in its own loop, beside the other two in the same task: a pass can
 //! take long on a big log, and must not hold up interval flushes or retention.
@@ -18,8 +19,8 @@ use weir_cluster::Partition;
 use crate::Broker;
 use crate::convert::now_ms;
 
-/// How often interval flush policies are checked; bounds how late an interval sync can
-/// be.
+/// How often interval flush policies and rolled segments awaiting their sync are checked;
+/// bounds how late an interval sync can be.
 pub const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Runs until `shutdown` turns true.
