@@ -776,22 +776,7 @@ impl Log {
             max_timestamp: i64::MIN,
             offset_of_max_timestamp: end,
         };
-        let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
-        let newer = ckpt
-            .last
-            .is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
-        if ckpt.generation != generation || !newer {
-            return Ok(());
-        }
-        checkpoint::write(
-            self.storage.as_ref(),
-            &self.dir,
-            Kind::RecoveryPoint,
-            &point.encode(),
-        )?;
-        ckpt.last = Some(point);
-        ckpt.written_at = Instant::now();
-        Ok(())
+        self.store_recovery_point(point, generation, |_| true)
     }
 
     /// Under the log lock: syncs every queued rolled segment (for close and truncation,
@@ -829,11 +814,23 @@ impl Log {
             let files = active.files();
             files.flush_indexes(MaintenanceError::io)?;
         }
+        self.store_recovery_point(point, generation, due)
+    }
+
+    /// Writes `point` as the recovery checkpoint if it is past the last one written, no
+    /// truncation intervened (`generation`), and `also` agrees (checked under the
+    /// checkpoint lock).
+    fn store_recovery_point(
+        &self,
+        point: RecoveryPoint,
+        generation: u64,
+        also: impl Fn(&CheckpointState) -> bool,
+    ) -> Result<(), MaintenanceError> {
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
         let newer = ckpt
             .last
             .is_none_or(|l| (point.segment_base, point.position) > (l.segment_base, l.position));
-        if ckpt.generation != generation || !newer || !due(&ckpt) {
+        if ckpt.generation != generation || !newer || !also(&ckpt) {
             return Ok(());
         }
         checkpoint::write(

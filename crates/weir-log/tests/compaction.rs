@@ -8,13 +8,13 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Rng, base_seed};
+use common::{Rng, base_seed, segment_files};
 use proptest::prelude::*;
 use weir_log::storage::{FaultPlan, FaultyStorage};
 use weir_log::{
@@ -159,25 +159,6 @@ fn headers(log: &Log) -> Vec<BatchHeader> {
         out.extend(data.batches().map(|b| BatchHeader::parse(&b)));
         offset = data.next_offset;
     }
-}
-
-/// `(base offset, path)` of every segment file, in order.
-fn segment_files(dir: &Path) -> Vec<(i64, PathBuf)> {
-    let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let base = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((base, path))
-        })
-        .collect();
-    segs.sort();
-    segs
 }
 
 fn active_base(dir: &Path) -> i64 {

@@ -9,13 +9,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Rng, base_seed, try_read_all};
+use common::{Rng, base_seed, segment_files, try_read_all};
 use weir_log::storage::{FaultPlan, FaultyStorage, FileStorage, Storage, StorageFile};
 use weir_log::{
     AppendError, Compression, FlushPolicy, Log, LogConfig, MaintenanceError, ReadError, Record,
@@ -524,25 +524,6 @@ fn batches_in(bytes: &[u8]) -> Vec<OnDisk> {
         pos += len;
     }
     out
-}
-
-/// Segment `.log` files in base-offset order.
-fn segment_files(dir: &Path) -> Vec<(i64, PathBuf)> {
-    let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let path = e.unwrap().path();
-            let base = path
-                .file_name()?
-                .to_str()?
-                .strip_suffix(".log")?
-                .parse()
-                .ok()?;
-            Some((base, path))
-        })
-        .collect();
-    segs.sort();
-    segs
 }
 
 fn flip_config() -> LogConfig {

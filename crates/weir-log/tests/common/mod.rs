@@ -2,6 +2,8 @@
 //! back as plain records.
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+
 use bytes::{Bytes, BytesMut};
 use weir_log::{Compression, Log, Record, RecordBatchBuilder, decode_records};
 
@@ -154,4 +156,23 @@ pub fn base_seed(default: u64) -> u64 {
         Ok(s) => s.parse().expect("WEIR_TEST_SEED is a u64"),
         Err(_) => default,
     }
+}
+
+/// `(base offset, path)` of every segment `.log` file in `dir`, in base-offset order.
+pub fn segment_files(dir: &Path) -> Vec<(i64, PathBuf)> {
+    let mut segs: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let base = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".log")?
+                .parse()
+                .ok()?;
+            Some((base, path))
+        })
+        .collect();
+    segs.sort();
+    segs
 }
