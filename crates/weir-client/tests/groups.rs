@@ -734,6 +734,16 @@ async fn manual_commits_are_what_committed_and_describe_report() -> Result<()> {
     assert_eq!(described.members.len(), 1);
     assert_eq!(described.members[0].client_id, "manual-client");
     assert_eq!(described.members[0].member_id, consumer.member_id());
+    // The broker's settings as this test configured them (a settled member gets the
+    // regular interval).
+    assert_eq!(
+        consumer.session_timeout(),
+        Duration::from_millis(SESSION_TIMEOUT_MS)
+    );
+    assert_eq!(
+        consumer.heartbeat_interval(),
+        Duration::from_millis(HEARTBEAT_INTERVAL_MS)
+    );
     let lag: Vec<(u32, Option<i64>, i64)> = described
         .offsets
         .iter()

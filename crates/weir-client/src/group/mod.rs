@@ -493,6 +493,18 @@ impl GroupConsumer {
         self.shared.membership.borrow().member_epoch
     }
 
+    /// The heartbeat interval of the broker's last answer (shorter than the group's
+    /// usual one while a partition is being handed over; a default until joined).
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.shared.state().heartbeat_interval
+    }
+
+    /// The session timeout in force for this member (zero until joined): the broker
+    /// removes the member after this long without a heartbeat.
+    pub fn session_timeout(&self) -> Duration {
+        self.shared.state().session_timeout
+    }
+
     /// The partitions the member holds now, sorted (including paused ones and ones
     /// whose revocation has started and will finish in the next `poll`).
     pub fn assignment(&self) -> Vec<TopicPartition> {
