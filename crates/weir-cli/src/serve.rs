@@ -28,6 +28,7 @@ Examples:
         offsets_partitions = 16            # fixed once __consumer_offsets exists
         group_session_timeout_ms = 45000   # a silent member is removed after this
         group_heartbeat_interval_ms = 3000
+        offsets_retention_minutes = 10080  # offsets of a group empty this long are deleted
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=weir=debug) to change the level.
 SIGTERM or Ctrl-C stops the broker gracefully (exit status 0).";

@@ -1010,3 +1010,223 @@ async fn the_expiry_task_removes_silent_members() {
     stop.send(true).unwrap();
     task.await.unwrap();
 }
+
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn offsets_of(list: &[CommittedOffset]) -> Vec<(String, u32, Option<i64>)> {
+    list.iter()
+        .map(|c| (c.topic.clone(), c.partition, c.offset))
+        .collect()
+}
+
+fn group_ids(c: &GroupCoordinator) -> Vec<String> {
+    c.list_groups().into_iter().map(|g| g.group_id).collect()
+}
+
+#[tokio::test]
+async fn empty_groups_lose_their_offsets_after_the_retention_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    let retention = c.config().offsets_retention;
+    assert_eq!(retention, 7 * DAY, "Kafka's default");
+    create(&registry, "t", 2).await;
+    let t0 = Instant::now();
+    let mut a = Client::new("g", &["t"]);
+    a.heartbeat(&c, t0).await.unwrap();
+    c.commit_offsets(
+        "g",
+        Some((&a.id, a.epoch)),
+        vec![commit("t", 0, 4), commit("t", 1, 2)],
+    )
+    .await
+    .unwrap();
+    // The member leaves an hour later: the clock starts then.
+    let left = t0 + Duration::from_secs(3600);
+    a.epoch = -1;
+    a.heartbeat(&c, left).await.unwrap();
+    assert_eq!(c.expire_offsets(left + retention / 2).await.unwrap(), 0);
+    assert_eq!(
+        c.expire_offsets(left + retention - Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.fetch_offsets("g", None).await.unwrap().len(), 2);
+    assert_eq!(group_ids(&c), vec!["g".to_string()]);
+    assert_eq!(c.expire_offsets(left + retention).await.unwrap(), 1);
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    assert!(group_ids(&c).is_empty());
+    assert!(matches!(
+        c.describe_group("g").await,
+        Err(GroupError::UnknownGroup(_))
+    ));
+    // Nothing left to expire.
+    assert_eq!(c.expire_offsets(left + 2 * retention).await.unwrap(), 0);
+    // A standalone group committed to now is not touched by the reopen below.
+    c.commit_offsets("fresh", None, vec![commit("t", 0, 7)])
+        .await
+        .unwrap();
+    close(registry, c).await;
+
+    // The tombstones are in the log: the replay does not bring "g" back.
+    let opened = Instant::now();
+    let (registry, c) = open(dir.path()).await;
+    assert_eq!(group_ids(&c), vec!["fresh".to_string()]);
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    // After a restart the clock restarts at the open time.
+    assert_eq!(
+        c.expire_offsets(opened + retention - Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.fetch_offsets("fresh", None).await.unwrap().len(), 1);
+    assert_eq!(
+        c.expire_offsets(Instant::now() + retention).await.unwrap(),
+        1
+    );
+    assert!(group_ids(&c).is_empty());
+    close(registry, c).await;
+    let (registry, c) = open(dir.path()).await;
+    assert!(group_ids(&c).is_empty());
+    close(registry, c).await;
+}
+
+#[tokio::test]
+async fn groups_with_members_keep_their_offsets_past_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    let retention = c.config().offsets_retention;
+    create(&registry, "t", 1).await;
+    let t0 = Instant::now();
+    let mut a = Client::new("g", &["t"]);
+    a.heartbeat(&c, t0).await.unwrap();
+    c.commit_offsets("g", Some((&a.id, a.epoch)), vec![commit("t", 0, 3)])
+        .await
+        .unwrap();
+    // The member keeps heartbeating for a month.
+    let mut now = t0;
+    for _ in 0..30 {
+        now += DAY;
+        a.heartbeat(&c, now).await.unwrap();
+        assert_eq!(c.expire_offsets(now).await.unwrap(), 0);
+    }
+    assert_eq!(
+        offsets_of(&c.fetch_offsets("g", None).await.unwrap()),
+        vec![("t".to_string(), 0, Some(3))]
+    );
+    // Then its session ends: the clock starts when the session expiry removes it.
+    let expired = now + Duration::from_secs(60);
+    assert_eq!(c.expire_sessions(expired).await.unwrap(), 1);
+    assert_eq!(
+        c.expire_offsets(expired + retention - Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.fetch_offsets("g", None).await.unwrap().len(), 1);
+    assert_eq!(c.expire_offsets(expired + retention).await.unwrap(), 1);
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    close(registry, c).await;
+}
+
+#[tokio::test]
+async fn commits_to_an_empty_group_restart_its_retention_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    let retention = c.config().offsets_retention;
+    create(&registry, "t", 1).await;
+    let t0 = Instant::now();
+    // A standalone consumer: commits without a member id, never joins.
+    c.commit_offsets_at("solo", None, vec![commit("t", 0, 1)], t0)
+        .await
+        .unwrap();
+    // A group whose member left, then committed to by an admin tool.
+    let mut a = Client::new("left", &["t"]);
+    a.heartbeat(&c, t0).await.unwrap();
+    c.commit_offsets_at("left", Some((&a.id, a.epoch)), vec![commit("t", 0, 2)], t0)
+        .await
+        .unwrap();
+    a.epoch = -1;
+    a.heartbeat(&c, t0).await.unwrap();
+    let later = t0 + 5 * DAY;
+    for g in ["solo", "left"] {
+        c.commit_offsets_at(g, None, vec![commit("t", 0, 10)], later)
+            .await
+            .unwrap();
+    }
+    // Past the retention since t0, within it since the last commit.
+    assert_eq!(c.expire_offsets(t0 + retention + DAY).await.unwrap(), 0);
+    for g in ["solo", "left"] {
+        assert_eq!(
+            offsets_of(&c.fetch_offsets(g, None).await.unwrap()),
+            vec![("t".to_string(), 0, Some(10))],
+            "{g}"
+        );
+    }
+    assert_eq!(
+        c.expire_offsets(later + retention - Duration::from_secs(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(c.expire_offsets(later + retention).await.unwrap(), 2);
+    assert!(group_ids(&c).is_empty());
+    close(registry, c).await;
+}
+
+#[tokio::test]
+async fn the_expiry_task_expires_offsets_of_empty_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Arc::new(TopicRegistry::open(dir.path(), 0).await.unwrap());
+    let c = GroupCoordinator::open(
+        registry.clone(),
+        GroupConfig {
+            offsets_retention: Duration::from_millis(500),
+            offsets_retention_check_interval: Duration::from_millis(50),
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    create(&registry, "t", 1).await;
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let task = c.spawn_expiry(shutdown);
+    let mut a = Client::new("live", &["t"]);
+    a.heartbeat(&c, Instant::now()).await.unwrap();
+    c.commit_offsets("live", Some((&a.id, a.epoch)), vec![commit("t", 0, 1)])
+        .await
+        .unwrap();
+    c.commit_offsets("g", None, vec![commit("t", 0, 1)])
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.list_groups().iter().any(|g| g.group_id == "g") {
+        assert!(Instant::now() < deadline, "offsets never expired");
+        // The live member's session (10 s) outlasts the wait.
+        a.heartbeat(&c, Instant::now()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    assert_eq!(c.fetch_offsets("live", None).await.unwrap().len(), 1);
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    close(registry, c).await;
+}
+
+#[test]
+fn offsets_retention_settings_are_validated() {
+    assert!(GroupConfig::default().validate().is_ok());
+    for bad in [
+        GroupConfig {
+            offsets_retention: Duration::ZERO,
+            ..GroupConfig::default()
+        },
+        GroupConfig {
+            offsets_retention_check_interval: Duration::ZERO,
+            ..GroupConfig::default()
+        },
+    ] {
+        assert!(bad.validate().is_err());
+    }
+}

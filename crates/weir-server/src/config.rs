@@ -33,6 +33,9 @@ pub const DEFAULT_GROUP_SESSION_TIMEOUT_MS: u64 = 45_000;
 /// shorter one lets a group settle faster after a member joins, for one small request
 /// per member per interval).
 pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 3_000;
+/// Default offsets retention of empty groups, in minutes: 7 days (Kafka's
+/// `offsets.retention.minutes`).
+pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 10_080;
 
 /// Everything the broker needs to start. Unknown keys in a config file are refused.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub struct ServerConfig {
     pub group_session_timeout_ms: u64,
     /// Interval between a group member's heartbeats, in milliseconds.
     pub group_heartbeat_interval_ms: u64,
+    /// Minutes a consumer group may stay without members (and commits) before its
+    /// committed offsets and the group are deleted (Kafka's `offsets.retention.minutes`).
+    pub offsets_retention_minutes: u64,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +77,7 @@ impl Default for ServerConfig {
             offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
+            offsets_retention_minutes: DEFAULT_OFFSETS_RETENTION_MINUTES,
         }
     }
 }

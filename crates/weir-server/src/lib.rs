@@ -7,8 +7,8 @@
 //! - [`ServerConfig`]: `serde::Deserialize` + `Default`; fields `data_dir`, `listen`,
 //!   `admin_listen: Option<SocketAddr>`, `broker_id` (default 0), `max_request_bytes`,
 //!   `retention_check_interval_ms`, `offsets_partitions`, `group_session_timeout_ms`,
-//!   `group_heartbeat_interval_ms`. Defaults need nothing set: `./weir-data`,
-//!   `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP).
+//!   `group_heartbeat_interval_ms`, `offsets_retention_minutes`. Defaults need nothing
+//!   set: `./weir-data`, `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP).
 //! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: opens the data
 //!   directory, binds both listeners and returns once they accept connections. Port 0
 //!   picks a free port; the bound addresses are [`RunningServer::addr`] and
@@ -130,6 +130,7 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
         max_session_timeout: defaults.max_session_timeout.max(session_timeout),
         heartbeat_interval,
         pending_heartbeat_interval: defaults.pending_heartbeat_interval.min(heartbeat_interval),
+        offsets_retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
         ..defaults
     }
 }

@@ -63,6 +63,10 @@ struct GroupEntry {
     offsets: BTreeMap<String, BTreeMap<u32, StoredOffset>>,
     /// Tombstones for it are being written.
     deleting: bool,
+    /// Start of the offsets retention clock: when the group last became empty or was
+    /// last committed to, whichever is later (on open: the open time, or the newest
+    /// commit timestamp if later). Only read while the group has no members.
+    idle_since: Instant,
 }
 
 impl GroupEntry {
@@ -96,6 +100,8 @@ struct ShardState {
 struct Prepared {
     records: Vec<(Bytes, Option<Bytes>)>,
     pending: Vec<(String, String, u32)>,
+    /// A commit: once applied, the group's retention clock restarts at this time.
+    committed_at: Option<(String, Instant)>,
 }
 
 #[derive(Debug)]
@@ -182,6 +188,11 @@ impl Shard {
                         );
                     }
                 }
+                if let Some((group, at)) = &prepared.committed_at
+                    && let Some(e) = st.groups.get_mut(group)
+                {
+                    e.idle_since = e.idle_since.max(*at);
+                }
                 Some(base)
             });
             if st.in_flight == 0 {
@@ -246,6 +257,7 @@ fn entry<'a>(st: &'a mut ShardState, group: &str, count: &AtomicUsize) -> &'a mu
                 group: Group::new(group),
                 offsets: BTreeMap::new(),
                 deleting: false,
+                idle_since: Instant::now(),
             },
         );
     }
@@ -351,6 +363,57 @@ fn apply_record(
     Ok(())
 }
 
+/// Writes, in one batch, a tombstone for each committed offset of `group` (including
+/// commits still in flight) and then one for its group key, if `check` (run under the
+/// writer and state locks) says so; marks the group `deleting` meanwhile. Returns
+/// whether it wrote. Used by `delete_group` and the offsets retention.
+async fn delete_group_records(
+    shard: &Arc<Shard>,
+    group_id: &str,
+    check: impl FnOnce(&ShardState) -> Result<bool, GroupError> + Send + 'static,
+) -> Result<bool, GroupError> {
+    let group = group_id.to_string();
+    let written = shard
+        .write(move |st| {
+            if !check(st)? {
+                return Ok(Prepared::default());
+            }
+            let pending: Vec<(String, u32)> = st
+                .pending_keys
+                .keys()
+                .filter(|(g, _, _)| *g == group)
+                .map(|(_, t, p)| (t.clone(), *p))
+                .collect();
+            let e = st
+                .groups
+                .get_mut(&group)
+                .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+            e.deleting = true;
+            let mut keys: BTreeSet<(String, u32)> = e
+                .offsets
+                .iter()
+                .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
+                .collect();
+            keys.extend(pending);
+            let mut records: Vec<(Bytes, Option<Bytes>)> = keys
+                .iter()
+                .map(|(t, p)| (records::offset_key(&group, t, *p), None))
+                .collect();
+            records.push((records::group_key(&group), None));
+            Ok(Prepared {
+                records,
+                ..Prepared::default()
+            })
+        })
+        .await;
+    if written.is_err()
+        && let Some(e) = shard.state().groups.get_mut(group_id)
+    {
+        e.deleting = false;
+    }
+    Ok(written?.is_some())
+}
+
 /// Rebuilds a shard from its partition, log start to high watermark.
 async fn replay(
     index: u32,
@@ -391,6 +454,22 @@ async fn replay(
     }
     // Everything is applied in log order: no write is in flight.
     st.deleted.clear();
+    // Members do not survive a restart: every group's retention clock restarts now
+    // (entries were created during the replay), or at its newest commit timestamp if
+    // that is later (a wall clock that went back), so offsets never expire earlier than
+    // Kafka, which counts from when the group became empty.
+    let (open_instant, open_ms) = (Instant::now(), now_ms());
+    for e in st.groups.values_mut() {
+        let newest = e
+            .offsets
+            .values()
+            .flat_map(|parts| parts.values())
+            .map(|s| s.commit_timestamp_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let ahead = Duration::from_millis(newest.saturating_sub(open_ms).max(0) as u64);
+        e.idle_since = open_instant + ahead;
+    }
     tracing::debug!(
         partition = index,
         records = records_applied,
@@ -676,9 +755,13 @@ impl GroupCoordinator {
             }
             let result = {
                 let e = entry(&mut st, &group_id, &self.group_count);
+                let members_before = e.group.member_count();
                 let result = e.group.heartbeat(request, &topics, now, &self.config);
                 if result.as_ref().is_ok_and(|r| r.joined) {
                     e.deleting = false;
+                }
+                if members_before > 0 && e.group.member_count() == 0 {
+                    e.idle_since = e.idle_since.max(now);
                 }
                 // Cheap next to the heartbeat; checked in debug builds (tests) only.
                 debug_assert_eq!(e.group.check_invariants(), Ok(()));
@@ -721,7 +804,7 @@ impl GroupCoordinator {
                 });
                 Ok(Prepared {
                     records: vec![(records::group_key(&group_id), Some(value))],
-                    pending: Vec::new(),
+                    ..Prepared::default()
                 })
             })
             .await?;
@@ -743,6 +826,9 @@ impl GroupCoordinator {
                 let mut next: Option<Instant> = None;
                 for (group_id, e) in st.groups.iter_mut() {
                     let gone = e.group.expire(now, &topics);
+                    if !gone.is_empty() && e.group.member_count() == 0 {
+                        e.idle_since = e.idle_since.max(now);
+                    }
                     if !gone.is_empty() {
                         tracing::info!(group = group_id, members = ?gone, "members removed: session or rebalance timeout");
                         removed += gone.len();
@@ -757,6 +843,52 @@ impl GroupCoordinator {
             };
             for group_id in bumped {
                 self.persist_group(shard, &group_id).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Deletes the committed offsets, and then the group, of every group that has had no
+    /// members and no commit for `offsets_retention` as of `now` (same clock as
+    /// [`heartbeat_at`](Self::heartbeat_at)), exactly as
+    /// [`delete_group`](Self::delete_group) does; returns how many groups were deleted.
+    /// A group with members, or with commits in flight, is kept.
+    pub async fn expire_offsets(&self, now: Instant) -> Result<usize, GroupError> {
+        let retention = self.config.offsets_retention;
+        let expired = move |st: &ShardState, group: &str| {
+            st.groups.get(group).is_some_and(|e| {
+                e.group.member_count() == 0
+                    && !e.deleting
+                    && e.idle_since
+                        .checked_add(retention)
+                        .is_some_and(|t| t <= now)
+            }) && !st.pending_keys.keys().any(|(g, _, _)| g == group)
+        };
+        let mut removed = 0;
+        for shard in &self.shards {
+            let candidates: Vec<String> = {
+                let st = shard.state();
+                st.groups
+                    .keys()
+                    .filter(|g| expired(&st, g))
+                    .cloned()
+                    .collect()
+            };
+            for group_id in candidates {
+                // Checked again under the writer lock: a member may have joined, or a
+                // commit arrived, since.
+                let check = {
+                    let group_id = group_id.clone();
+                    move |st: &ShardState| Ok(expired(st, &group_id))
+                };
+                if delete_group_records(shard, &group_id, check).await? {
+                    tracing::info!(
+                        group = group_id,
+                        retention = ?retention,
+                        "group and its committed offsets deleted: empty past the offsets retention"
+                    );
+                    removed += 1;
+                }
             }
         }
         Ok(removed)
@@ -788,11 +920,14 @@ impl GroupCoordinator {
     }
 
     /// Runs [`expire_sessions`](Self::expire_sessions) and
-    /// [`refresh_topics`](Self::refresh_topics) every `expiry_check_interval` until
-    /// `shutdown` becomes true (or its sender is dropped).
+    /// [`refresh_topics`](Self::refresh_topics) every `expiry_check_interval`, and
+    /// [`expire_offsets`](Self::expire_offsets) at most every
+    /// `offsets_retention_check_interval`, until `shutdown` becomes true (or its sender
+    /// is dropped).
     pub fn spawn_expiry(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
+            let mut last_offsets_check = Instant::now();
             let mut tick = tokio::time::interval(this.config.expiry_check_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
@@ -814,18 +949,42 @@ impl GroupCoordinator {
                 if let Err(e) = this.refresh_topics().await {
                     tracing::warn!(error = %e, "refreshing group subscriptions failed");
                 }
+                let now = Instant::now();
+                if now.duration_since(last_offsets_check)
+                    >= this.config.offsets_retention_check_interval
+                {
+                    last_offsets_check = now;
+                    if let Err(e) = this.expire_offsets(now).await {
+                        tracing::warn!(error = %e, "expiring committed offsets failed");
+                    }
+                }
             }
         })
     }
 
     /// Commits offsets for `group_id`, durably, all or none. `member` is the committing
     /// member's id and epoch (both must be current); `None` commits from outside the
-    /// group, allowed only while it has no members.
+    /// group, allowed only while it has no members. A commit restarts the offsets
+    /// retention clock of the group.
     pub async fn commit_offsets(
         &self,
         group_id: &str,
         member: Option<(&str, i32)>,
         offsets: Vec<OffsetCommit>,
+    ) -> Result<(), GroupError> {
+        self.commit_offsets_at(group_id, member, offsets, Instant::now())
+            .await
+    }
+
+    /// [`commit_offsets`](Self::commit_offsets) at time `now` for the retention clock
+    /// (same clock as [`heartbeat_at`](Self::heartbeat_at); the stored commit timestamp
+    /// is still the wall clock).
+    pub async fn commit_offsets_at(
+        &self,
+        group_id: &str,
+        member: Option<(&str, i32)>,
+        offsets: Vec<OffsetCommit>,
+        now: Instant,
     ) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         if offsets.len() > MAX_OFFSETS_PER_COMMIT {
@@ -894,6 +1053,7 @@ impl GroupCoordinator {
                 .into_iter()
                 .map(|o| (group.clone(), o.topic, o.partition))
                 .collect(),
+            committed_at: Some((group.clone(), now)),
         };
         let member = member
             .filter(|(id, _)| !id.is_empty())
@@ -1080,50 +1240,21 @@ impl GroupCoordinator {
     pub async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         let group = group_id.to_string();
-        let shard = self.shard(group_id);
-        let written = shard
-            .write(move |st| {
-                let pending: Vec<(String, u32)> = st
-                    .pending_keys
-                    .keys()
-                    .filter(|(g, _, _)| *g == group)
-                    .map(|(_, t, p)| (t.clone(), *p))
-                    .collect();
-                let e = st
-                    .groups
-                    .get_mut(&group)
-                    .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
-                if e.group.member_count() > 0 {
-                    return Err(GroupError::GroupNotEmpty {
-                        members: e.group.member_count(),
-                        group_id: group,
-                        operation: "deleting a group",
-                    });
-                }
-                e.deleting = true;
-                let mut keys: BTreeSet<(String, u32)> = e
-                    .offsets
-                    .iter()
-                    .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
-                    .collect();
-                keys.extend(pending);
-                let mut records: Vec<(Bytes, Option<Bytes>)> = keys
-                    .iter()
-                    .map(|(t, p)| (records::offset_key(&group, t, *p), None))
-                    .collect();
-                records.push((records::group_key(&group), None));
-                Ok(Prepared {
-                    records,
-                    pending: Vec::new(),
-                })
-            })
-            .await;
-        if written.is_err()
-            && let Some(e) = shard.state().groups.get_mut(group_id)
-        {
-            e.deleting = false;
-        }
-        written?;
+        let check = move |st: &ShardState| {
+            let e = st
+                .groups
+                .get(&group)
+                .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+            if e.group.member_count() > 0 {
+                return Err(GroupError::GroupNotEmpty {
+                    members: e.group.member_count(),
+                    group_id: group,
+                    operation: "deleting a group",
+                });
+            }
+            Ok(true)
+        };
+        delete_group_records(self.shard(group_id), group_id, check).await?;
         tracing::info!(group = group_id, "group deleted");
         Ok(())
     }

@@ -85,6 +85,14 @@ pub struct GroupConfig {
     pub max_members_per_group: usize,
     /// Most groups on this coordinator.
     pub max_groups: usize,
+    /// How long a group must have been empty (no members, no commit) before its
+    /// committed offsets, and then the group, are deleted (Kafka's
+    /// `offsets.retention.minutes`, KIP-211). A group with members keeps its offsets.
+    pub offsets_retention: Duration,
+    /// How often the expiry task looks for groups past `offsets_retention` (Kafka's
+    /// `offsets.retention.check.interval.ms`); never more often than
+    /// `expiry_check_interval`.
+    pub offsets_retention_check_interval: Duration,
 }
 
 /// Default session timeout (Kafka's `group.consumer.session.timeout.ms`).
@@ -105,6 +113,10 @@ pub const DEFAULT_EXPIRY_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_MEMBERS_PER_GROUP: usize = 1000;
 /// Default most groups per coordinator.
 pub const DEFAULT_MAX_GROUPS: usize = 100_000;
+/// Default offsets retention of empty groups: 7 days (Kafka's default).
+pub const DEFAULT_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Default period of the offsets retention check: 10 minutes (Kafka's default).
+pub const DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -119,6 +131,8 @@ impl Default for GroupConfig {
             expiry_check_interval: DEFAULT_EXPIRY_CHECK_INTERVAL,
             max_members_per_group: DEFAULT_MAX_MEMBERS_PER_GROUP,
             max_groups: DEFAULT_MAX_GROUPS,
+            offsets_retention: DEFAULT_OFFSETS_RETENTION,
+            offsets_retention_check_interval: DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL,
         }
     }
 }
@@ -164,6 +178,13 @@ impl GroupConfig {
                  must be above zero"
                     .to_string(),
             );
+        }
+        if self.offsets_retention.is_zero() || self.offsets_retention_check_interval.is_zero() {
+            return bad(format!(
+                "offsets_retention and offsets_retention_check_interval must be above zero \
+                 (got {:?}, {:?})",
+                self.offsets_retention, self.offsets_retention_check_interval
+            ));
         }
         Ok(())
     }
