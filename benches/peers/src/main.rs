@@ -28,7 +28,6 @@ mod report;
 mod result;
 mod shared_args;
 
-use std::io;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
@@ -169,20 +168,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(run(cli.command));
     // Clients keep background tasks (heartbeats, readers); do not wait for them.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // Results piped into `head`: not a failure of the bench.
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    output::exit_code(result)
 }
 
 #[cfg(test)]

@@ -63,6 +63,15 @@ pub const DEFAULT_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
 /// Ceiling of the reconnect backoff.
 pub const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
+/// The wait after `failures` consecutive failures (at least one): `initial`, doubled per
+/// further failure, at most [`MAX_RECONNECT_BACKOFF`]. Streams, heartbeats and commits
+/// all retry on it.
+pub(crate) fn reconnect_backoff(initial: Duration, failures: u32) -> Duration {
+    initial
+        .saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1))
+        .min(MAX_RECONNECT_BACKOFF)
+}
+
 /// Where a partition without a position starts, and what an out-of-range position does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
@@ -472,11 +481,7 @@ impl Fetcher {
             };
             if error.is_retriable() {
                 failures = failures.saturating_add(1);
-                let backoff = self
-                    .config
-                    .reconnect_backoff
-                    .saturating_mul(1 << failures.min(16).saturating_sub(1))
-                    .min(MAX_RECONNECT_BACKOFF);
+                let backoff = reconnect_backoff(self.config.reconnect_backoff, failures);
                 tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, ?backoff, "consume stream failed; reopening");
                 tokio::time::sleep(backoff).await;
                 continue;

@@ -669,12 +669,8 @@ impl Log {
         file: &Arc<dyn crate::storage::StorageFile>,
         path: &Path,
     ) -> Result<(), MaintenanceError> {
-        file.sync_data().map_err(|e| {
-            let reason = format!("fsync of {} failed: {e}", path.display());
-            tracing::error!(reason, "log failed");
-            self.lock().failed = Some(reason);
-            MaintenanceError::io(path.to_path_buf(), e)
-        })
+        file.sync_data()
+            .map_err(|e| Self::sync_failed(&mut self.lock(), path, e))
     }
 
     /// [`Log::sync_or_fail`] for a caller that holds the log lock (close, truncation).
@@ -683,12 +679,16 @@ impl Log {
         file: &Arc<dyn crate::storage::StorageFile>,
         path: &Path,
     ) -> Result<(), MaintenanceError> {
-        file.sync_data().map_err(|e| {
-            let reason = format!("fsync of {} failed: {e}", path.display());
-            tracing::error!(reason, "log failed");
-            inner.failed = Some(reason);
-            MaintenanceError::io(path.to_path_buf(), e)
-        })
+        file.sync_data()
+            .map_err(|e| Self::sync_failed(inner, path, e))
+    }
+
+    /// Fails the log after a failed fsync of `path` and returns the error to report.
+    fn sync_failed(inner: &mut Inner, path: &Path, e: std::io::Error) -> MaintenanceError {
+        let reason = format!("fsync of {} failed: {e}", path.display());
+        tracing::error!(reason, "log failed");
+        inner.failed = Some(reason);
+        MaintenanceError::io(path.to_path_buf(), e)
     }
 
     /// Drops queued rolled segments that no longer need a sync: removed (retention,

@@ -238,7 +238,10 @@ impl Admin for AdminService {
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("ListGroups");
-        groups::list_groups(&self.broker, request.into_inner()).map(Response::new)
+        Ok(Response::new(groups::list_groups(
+            &self.broker,
+            request.into_inner(),
+        )))
     }
 
     async fn describe_group(

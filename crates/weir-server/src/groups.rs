@@ -188,10 +188,7 @@ fn millis(d: Duration) -> u32 {
 }
 
 /// ListGroups.
-pub(crate) fn list_groups(
-    broker: &Broker,
-    _req: ListGroupsRequest,
-) -> Result<ListGroupsResponse, Status> {
+pub(crate) fn list_groups(broker: &Broker, _req: ListGroupsRequest) -> ListGroupsResponse {
     let groups = broker
         .groups
         .list_groups()
@@ -202,7 +199,7 @@ pub(crate) fn list_groups(
             members: g.members as u32,
         })
         .collect();
-    Ok(ListGroupsResponse { groups })
+    ListGroupsResponse { groups }
 }
 
 /// DescribeGroup.

@@ -17,7 +17,6 @@ mod output;
 mod run_dir;
 mod throughput;
 
-use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -89,20 +88,7 @@ fn main() -> ExitCode {
         Some(Command::OpenTime(args)) => open_time::run(args),
         Some(Command::CrashChild(args)) => crash_child::run(args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // Someone piped the results into `head`: not a failure of the bench.
-        Err(e)
-            if e.downcast_ref::<io::Error>()
-                .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe) =>
-        {
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    output::exit_code(result)
 }
 
 #[cfg(test)]

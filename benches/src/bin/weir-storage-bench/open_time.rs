@@ -416,7 +416,7 @@ fn render(report: &Report) -> String {
         plan.crashes
     );
     let mut table = Table::new(
-        &[
+        [
             "log",
             "segments",
             "segment",

@@ -1058,7 +1058,7 @@ fn render(report: &Report) -> String {
         },
     );
     let mut table = Table::new(
-        &[
+        [
             "record",
             "mode",
             "writer",
@@ -1132,7 +1132,7 @@ fn render(report: &Report) -> String {
         read.passes,
     ));
     let mut table = Table::new(
-        &[
+        [
             "reader",
             "GB/s",
             &format!("target >= {TARGET_READ_GB_PER_S:.1}"),

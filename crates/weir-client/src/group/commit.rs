@@ -19,7 +19,8 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::groups_client::GroupsClient;
 
 use super::TopicPartition;
-use super::heartbeat::{Shared, backoff};
+use super::heartbeat::Shared;
+use crate::consumer::reconnect_backoff as backoff;
 use crate::error::ClientError;
 
 /// Commits queued behind the one being sent; `commit_async` waits for room beyond it.

@@ -25,6 +25,7 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::groups_client::GroupsClient;
 
 use super::TopicPartition;
+use crate::consumer::reconnect_backoff as backoff;
 use crate::error::ClientError;
 
 /// Longest wait for a heartbeat answer before the attempt counts as failed (and is
@@ -34,8 +35,6 @@ pub(super) const HEARTBEAT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Shortest heartbeat interval honoured, whatever the broker says.
 pub(super) const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
-/// Ceiling of the retry backoff of heartbeats and commits.
-pub(super) const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(5);
 /// How many times a leave heartbeat is tried before the member gives up and lets the
 /// session timeout remove it.
 const LEAVE_ATTEMPTS: u32 = 3;
@@ -279,13 +278,6 @@ pub(super) fn topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<pb:
             partitions,
         })
         .collect()
-}
-
-/// The next retry wait: `initial` doubled per consecutive failure, capped.
-pub(super) fn backoff(initial: Duration, failures: u32) -> Duration {
-    initial
-        .saturating_mul(1 << failures.clamp(1, 16).saturating_sub(1))
-        .min(MAX_RETRY_BACKOFF)
 }
 
 /// Runs until the member left (after `close`), or failed for good.

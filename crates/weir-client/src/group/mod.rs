@@ -114,9 +114,10 @@ use weir_proto::v1::groups_client::GroupsClient;
 
 use self::commit::CommitJob;
 pub use self::commit::{COMMIT_QUEUE_DEPTH, COMMIT_TIMEOUT};
-use self::heartbeat::{Membership, Shared, Subscription, backoff, topic_partitions};
+use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
 use crate::admin::{OffsetQuery, list_offsets};
 use crate::connection::{self, DEFAULT_BROKER, MAX_MESSAGE_BYTES};
+use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, DEFAULT_MAX_BYTES_PER_MESSAGE,
     DEFAULT_PREFETCH_MESSAGES, DEFAULT_RECONNECT_BACKOFF, OffsetReset, SeekTo,
@@ -1225,7 +1226,7 @@ mod tests {
         let initial = Duration::from_millis(100);
         assert_eq!(backoff(initial, 1), initial);
         assert_eq!(backoff(initial, 3), Duration::from_millis(400));
-        assert_eq!(backoff(initial, 40), heartbeat::MAX_RETRY_BACKOFF);
+        assert_eq!(backoff(initial, 40), crate::consumer::MAX_RECONNECT_BACKOFF);
     }
 
     #[tokio::test]
