@@ -30,6 +30,10 @@ pub const FLUSH_POLICY: &str = "flush.policy";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
 /// `delete.retention.ms`: how long compaction keeps tombstones.
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
+/// `min.insync.replicas`: the smallest ISR an `acks=all` produce is accepted with.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+/// `unclean.leader.election.enable`: whether a replica outside the ISR may be elected.
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
 /// One configuration key: its name, default and what it does.
 #[derive(Debug, Clone, Copy)]
@@ -82,6 +86,14 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
             re-encoding them.",
     },
     ConfigKey {
+        name: MIN_INSYNC_REPLICAS,
+        default: "1",
+        documentation: "Fewest in-sync replicas (the leader included) a partition must have \
+            for an acks=all produce to be accepted; with fewer, the produce is refused with \
+            NOT_ENOUGH_REPLICAS and nothing is appended. acks=leader and acks=none are not \
+            affected.",
+    },
+    ConfigKey {
         name: RETENTION_BYTES,
         default: "-1",
         documentation: "Delete the oldest closed segments of a partition while it is \
@@ -104,6 +116,13 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         default: "604800000",
         documentation: "Roll to a new segment once the active segment's first record is \
             this many milliseconds old, so time-based retention can delete it.",
+    },
+    ConfigKey {
+        name: UNCLEAN_LEADER_ELECTION_ENABLE,
+        default: "false",
+        documentation: "When no in-sync replica can lead a partition, elect any live replica \
+            (true) instead of waiting for an in-sync one to return (false). true trades \
+            acknowledged records that only the old in-sync replicas held for availability.",
     },
 ];
 
@@ -150,6 +169,10 @@ pub struct EffectiveConfig {
     pub cleanup: CleanupPolicy,
     /// How long compaction keeps tombstones.
     pub delete_retention: Duration,
+    /// Fewest in-sync replicas an `acks=all` produce needs (at least 1).
+    pub min_insync_replicas: u32,
+    /// Whether a replica outside the ISR may be elected when no ISR member can lead.
+    pub unclean_leader_election: bool,
 }
 
 impl TopicConfig {
@@ -261,12 +284,22 @@ impl TopicConfig {
             }
         }
         let delete_retention = Duration::from_millis(integer(get(DELETE_RETENTION_MS), 0)? as u64);
+        let (name, value) = get(MIN_INSYNC_REPLICAS);
+        let min_insync_replicas =
+            u32::try_from(integer((name, value), 1)?).map_err(|_| ConfigError::BadValue {
+                key: name.to_string(),
+                value: value.to_string(),
+                expected: "a positive integer",
+            })?;
+        let unclean_leader_election = boolean(get(UNCLEAN_LEADER_ELECTION_ENABLE))?;
         log.validate().map_err(ConfigError::Invalid)?;
         Ok(EffectiveConfig {
             log,
             timestamp_type,
             cleanup,
             delete_retention,
+            min_insync_replicas,
+            unclean_leader_election,
         })
     }
 }
@@ -278,18 +311,31 @@ fn key_of(name: &str) -> Result<&'static ConfigKey, ConfigError> {
         .ok_or_else(|| ConfigError::UnknownKey(name.to_string()))
 }
 
-/// An integer at least `min`.
+/// An integer at least `min` (-1, 0 or 1: the messages name those three floors).
 fn integer((key, value): (&str, &str), min: i64) -> Result<i64, ConfigError> {
     match value.parse::<i64>() {
         Ok(n) if n >= min => Ok(n),
         _ => Err(ConfigError::BadValue {
             key: key.to_string(),
             value: value.to_string(),
-            expected: if min < 0 {
-                "an integer, or -1 for no limit"
-            } else {
-                "a non-negative integer"
+            expected: match min {
+                ..0 => "an integer, or -1 for no limit",
+                0 => "a non-negative integer",
+                _ => "a positive integer",
             },
+        }),
+    }
+}
+
+/// `true` or `false` (Kafka's spelling; no other case).
+fn boolean((key, value): (&str, &str)) -> Result<bool, ConfigError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected: "true or false",
         }),
     }
 }
@@ -333,6 +379,31 @@ mod tests {
                 compact: false
             }
         );
+        assert_eq!(effective.min_insync_replicas, 1);
+        assert!(!effective.unclean_leader_election);
+    }
+
+    #[test]
+    fn replication_keys_parse_and_bad_values_are_refused() {
+        let config = TopicConfig::new(map(&[
+            (MIN_INSYNC_REPLICAS, "2"),
+            (UNCLEAN_LEADER_ELECTION_ENABLE, "true"),
+        ]))
+        .unwrap();
+        let effective = config.effective().unwrap();
+        assert_eq!(effective.min_insync_replicas, 2);
+        assert!(effective.unclean_leader_election);
+        for (k, v, expected) in [
+            (MIN_INSYNC_REPLICAS, "0", "a positive integer"),
+            (MIN_INSYNC_REPLICAS, "-1", "a positive integer"),
+            (MIN_INSYNC_REPLICAS, "4294967296", "a positive integer"),
+            (MIN_INSYNC_REPLICAS, "two", "a positive integer"),
+            (UNCLEAN_LEADER_ELECTION_ENABLE, "True", "true or false"),
+            (UNCLEAN_LEADER_ELECTION_ENABLE, "1", "true or false"),
+        ] {
+            let err = TopicConfig::new(map(&[(k, v)])).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains(expected), "{k}={v}: {err}");
+        }
     }
 
     #[test]
