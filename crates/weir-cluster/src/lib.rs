@@ -16,11 +16,13 @@
 //! `weir-log` that may do I/O runs on a blocking thread.
 
 pub mod config;
+pub mod controller;
 mod error;
 pub mod group;
 pub mod metadata;
 mod partition;
 mod registry;
+pub mod replication;
 mod topic_name;
 
 pub use config::{

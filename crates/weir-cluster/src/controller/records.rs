@@ -1,0 +1,115 @@
+//! The metadata records: every change to cluster metadata is one of these, appended to
+//! the quorum's log and applied in order to a [`MetadataImage`](super::MetadataImage).
+//! See `docs/replication.md` § Metadata records.
+//!
+//! Each record carries what it sets (new leader, new ISR, new epochs), never a delta
+//! that depends on unrelated records, so applying the log in order is the only rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition::BrokerId;
+
+/// A broker's registration epoch: the metadata offset of its `BrokerRegistered` record.
+/// A restarted process registers anew and gets a larger one, so anything stamped with
+/// the old one (heartbeats, ISR membership) is recognisably stale (KIP-903).
+pub type BrokerEpoch = i64;
+
+/// Offset of a record in the metadata log.
+pub type MetadataOffset = i64;
+
+/// No leader (`leader` of a partition whose ISR has no eligible member).
+pub const NO_LEADER: BrokerId = -1;
+
+/// Where a broker can be reached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// `host:port` clients are told (the advertised client listener).
+    pub client: String,
+    /// `host:port` other brokers use for replication and controller traffic.
+    pub internal: String,
+}
+
+/// Leader, epochs, replicas and ISR of one partition: what a `PartitionCreated` or
+/// `PartitionChanged` record leaves in the image, and what each replica's state machine
+/// acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRegistration {
+    /// Replica brokers; the first is the preferred leader.
+    pub replicas: Vec<BrokerId>,
+    /// In-sync replicas, a subset of `replicas`.
+    pub isr: Vec<BrokerId>,
+    /// Current leader, or [`NO_LEADER`].
+    pub leader: BrokerId,
+    /// Bumped by every leadership change.
+    pub leader_epoch: i32,
+    /// Bumped by every change to this partition (leader, ISR, replicas).
+    pub partition_epoch: i32,
+}
+
+impl PartitionRegistration {
+    pub fn has_leader(&self) -> bool {
+        self.leader != NO_LEADER
+    }
+
+    pub fn in_isr(&self, broker: BrokerId) -> bool {
+        self.isr.contains(&broker)
+    }
+}
+
+/// One record of the metadata log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// The first record of a cluster's log.
+    ClusterCreated { cluster_id: String },
+    /// A broker (re)started and registered; it starts fenced. `broker_epoch` is the
+    /// offset of this record.
+    BrokerRegistered {
+        node: BrokerId,
+        /// New for every process start.
+        incarnation: String,
+        broker_epoch: BrokerEpoch,
+        endpoints: Endpoints,
+        rack: Option<String>,
+    },
+    /// The broker missed its session, or registered anew: it leads nothing and is in no
+    /// ISR except as a last resort (see `docs/replication.md` § Election).
+    BrokerFenced {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
+    /// A registered broker caught up with metadata and heartbeats.
+    BrokerUnfenced {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
+    /// Controlled shutdown started: leaderships move away, no new replicas.
+    BrokerShuttingDown {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
+    TopicCreated {
+        name: String,
+        topic_id: String,
+        /// The keys set on the topic (defaults are not stored).
+        configs: std::collections::BTreeMap<String, String>,
+    },
+    PartitionCreated {
+        topic_id: String,
+        partition: u32,
+        registration: PartitionRegistration,
+    },
+    /// A new leader, ISR or both; `registration` is the whole new state, with epochs
+    /// already bumped.
+    PartitionChanged {
+        topic_id: String,
+        partition: u32,
+        registration: PartitionRegistration,
+    },
+    TopicConfigChanged {
+        topic_id: String,
+        key: String,
+        /// `None` removes the key (back to the default).
+        value: Option<String>,
+    },
+    TopicDeleted { topic_id: String },
+}

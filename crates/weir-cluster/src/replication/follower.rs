@@ -1,0 +1,242 @@
+//! The follower's side: one fetch at a time to the leader, then append, flush (under a
+//! durable policy) and fetch again; truncate first when the leader says the log diverged
+//! (`docs/replication.md` § The follower).
+
+use bytes::Bytes;
+
+use super::messages::{FetchAnswer, FetchError, FetchRequest};
+use super::replica::{Command, LocalLog, Replica, State};
+use crate::controller::records::NO_LEADER;
+use crate::partition::BrokerId;
+
+/// Where the follower is in its fetch loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// Ready to send the next fetch.
+    Ready,
+    /// Waiting for the answer to fetch `fetch_id`.
+    Fetching { fetch_id: u64, sent_ms: u64 },
+    /// Waiting for the append of the last answer's batches.
+    Appending,
+    /// Waiting for a flush before the next fetch reports the new position.
+    Flushing,
+    /// Waiting for a truncation.
+    Truncating,
+    /// Waiting until `until_ms` after a refused fetch.
+    Backoff { until_ms: u64 },
+    /// The partition has no leader: wait for metadata.
+    NoLeader,
+}
+
+#[derive(Debug)]
+pub(super) struct Follower {
+    pub(super) leader: BrokerId,
+    pub(super) leader_epoch: i32,
+    pub(super) phase: Phase,
+    /// The leader's high watermark from the last answer, applied once its batches are in.
+    leader_high_watermark: Option<i64>,
+}
+
+impl Replica {
+    pub(super) fn become_follower(
+        &mut self,
+        leader: BrokerId,
+        leader_epoch: i32,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
+        let phase = if leader == NO_LEADER {
+            Phase::NoLeader
+        } else {
+            Phase::Ready
+        };
+        self.state = State::Follower(Follower {
+            leader,
+            leader_epoch,
+            phase,
+            leader_high_watermark: None,
+        });
+        self.fetch_if_ready(now_ms, log, out);
+    }
+
+    /// Sends the next fetch if the follower is ready, flushing first under a durable
+    /// policy so the fetch offset is the position.
+    fn fetch_if_ready(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        let durable = self.config.durable;
+        let (node, broker_epoch) = (self.config.node, self.config.broker_epoch);
+        let fetch_id = self.next_fetch_id;
+        let State::Follower(f) = &mut self.state else {
+            return;
+        };
+        if f.phase != Phase::Ready {
+            return;
+        }
+        let log_end = log.log_end_offset();
+        if durable && log.flushed_offset() < log_end {
+            f.phase = Phase::Flushing;
+            out.push(Command::Flush);
+            return;
+        }
+        f.phase = Phase::Fetching {
+            fetch_id,
+            sent_ms: now_ms,
+        };
+        out.push(Command::SendFetch {
+            leader: f.leader,
+            request: FetchRequest {
+                fetch_id,
+                replica: node,
+                broker_epoch,
+                leader_epoch: f.leader_epoch,
+                fetch_offset: log_end,
+                last_fetched_epoch: log.last_epoch().unwrap_or(-1),
+            },
+        });
+        self.next_fetch_id += 1;
+    }
+
+    pub(super) fn on_fetch_answered(
+        &mut self,
+        answer: FetchAnswer,
+        batches: Bytes,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
+        let backoff = self.config.fetch_backoff_ms;
+        let wait_metadata = self.config.fetch_timeout_ms;
+        let State::Follower(f) = &mut self.state else {
+            return;
+        };
+        match f.phase {
+            Phase::Fetching { fetch_id, .. } if fetch_id == answer.fetch_id() => {}
+            _ => return, // late, duplicated or for an earlier leadership
+        }
+        match answer {
+            FetchAnswer::Data {
+                leader_epoch,
+                from_offset,
+                high_watermark,
+                ..
+            } => {
+                if leader_epoch != f.leader_epoch || from_offset != log.log_end_offset() {
+                    f.phase = Phase::Ready; // not for the log as it is now: ask again
+                } else if batches.is_empty() {
+                    f.leader_high_watermark = high_watermark;
+                    f.phase = Phase::Ready;
+                    self.apply_leader_high_watermark(log);
+                } else {
+                    f.leader_high_watermark = high_watermark;
+                    f.phase = Phase::Appending;
+                    out.push(Command::AppendReplicated { batches });
+                    return;
+                }
+            }
+            FetchAnswer::Diverging {
+                epoch, end_offset, ..
+            } => {
+                let own_end = if epoch < 0 {
+                    None
+                } else {
+                    log.end_offset_for_epoch(epoch).map(|(_, end)| end)
+                };
+                // Never cut the committed prefix: a proven divergence lies above it.
+                let target = own_end
+                    .map_or(end_offset, |own| own.min(end_offset))
+                    .min(log.log_end_offset());
+                f.phase = Phase::Truncating;
+                out.push(Command::Truncate { offset: target });
+                return;
+            }
+            FetchAnswer::OffsetOutOfRange {
+                log_start_offset, ..
+            } => {
+                f.phase = Phase::Truncating;
+                out.push(Command::Truncate {
+                    offset: log_start_offset,
+                });
+                return;
+            }
+            FetchAnswer::Error { error, .. } => {
+                let wait = match error {
+                    // Our metadata is stale: the newer registration will restart us; the
+                    // timeout is only a safety net.
+                    FetchError::FencedLeaderEpoch => wait_metadata,
+                    FetchError::UnknownLeaderEpoch | FetchError::NotLeader => backoff,
+                };
+                f.phase = Phase::Backoff {
+                    until_ms: now_ms + wait,
+                };
+                return;
+            }
+        }
+        self.fetch_if_ready(now_ms, log, out);
+    }
+
+    fn apply_leader_high_watermark(&mut self, log: &impl LocalLog) {
+        let State::Follower(f) = &self.state else {
+            return;
+        };
+        if let Some(hw) = f.leader_high_watermark {
+            let hw = hw.min(log.log_end_offset());
+            self.raise_high_watermark(hw);
+        }
+    }
+
+    pub(super) fn on_log_appended(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        match &mut self.state {
+            State::Leader(_) => {
+                if self.config.durable && log.flushed_offset() < log.log_end_offset() {
+                    out.push(Command::Flush);
+                }
+                self.leader_progress(now_ms, log, out);
+            }
+            State::Follower(f) if f.phase == Phase::Appending => {
+                f.phase = Phase::Ready;
+                self.apply_leader_high_watermark(log);
+                self.fetch_if_ready(now_ms, log, out);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_log_flushed(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        match &mut self.state {
+            State::Leader(_) => self.leader_progress(now_ms, log, out),
+            State::Follower(f) if f.phase == Phase::Flushing => {
+                f.phase = Phase::Ready;
+                self.fetch_if_ready(now_ms, log, out);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_log_truncated(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        if let State::Follower(f) = &mut self.state
+            && f.phase == Phase::Truncating
+        {
+            f.phase = Phase::Ready;
+            self.fetch_if_ready(now_ms, log, out);
+        }
+    }
+
+    pub(super) fn on_tick(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        let timeout = self.config.fetch_timeout_ms;
+        match &mut self.state {
+            State::Leader(_) => self.leader_progress(now_ms, log, out),
+            State::Follower(f) => {
+                let retry = match f.phase {
+                    Phase::Fetching { sent_ms, .. } => now_ms.saturating_sub(sent_ms) >= timeout,
+                    Phase::Backoff { until_ms } => now_ms >= until_ms,
+                    _ => false,
+                };
+                if retry {
+                    f.phase = Phase::Ready;
+                    self.fetch_if_ready(now_ms, log, out);
+                }
+            }
+            State::Offline => {}
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Unit tests of the replication state machine against an in-memory log. The
+//! simulation (`tests/sim`) checks it under faults; these pin single behaviours.
+
+use bytes::Bytes;
+
+use super::*;
+use crate::controller::records::PartitionRegistration;
+
+/// A log reduced to what the state machine asks of it.
+#[derive(Debug, Clone, Default)]
+struct MemLog {
+    start: i64,
+    end: i64,
+    flushed: i64,
+    /// (epoch, start offset), increasing.
+    epochs: Vec<(i32, i64)>,
+}
+
+impl MemLog {
+    fn append(&mut self, epoch: i32, count: i64) {
+        if self.epochs.last().is_none_or(|(e, _)| *e < epoch) {
+            self.epochs.push((epoch, self.end));
+        }
+        self.end += count;
+    }
+}
+
+impl LocalLog for MemLog {
+    fn log_start_offset(&self) -> i64 {
+        self.start
+    }
+    fn log_end_offset(&self) -> i64 {
+        self.end
+    }
+    fn flushed_offset(&self) -> i64 {
+        self.flushed
+    }
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let i = self.epochs.iter().rposition(|(e, _)| *e <= epoch)?;
+        let end = self.epochs.get(i + 1).map_or(self.end, |(_, s)| *s);
+        Some((self.epochs[i].0, end))
+    }
+    fn last_epoch(&self) -> Option<i32> {
+        (self.end > self.start).then(|| self.epochs.last().map(|(e, _)| *e)).flatten()
+    }
+}
+
+fn registration(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionRegistration {
+    PartitionRegistration {
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        leader,
+        leader_epoch,
+        partition_epoch: leader_epoch,
+    }
+}
+
+fn fetch(replica: i32, leader_epoch: i32, fetch_offset: i64, last_fetched_epoch: i32) -> Event {
+    Event::Fetch(FetchRequest {
+        fetch_id: 7,
+        replica,
+        broker_epoch: 100 + i64::from(replica),
+        leader_epoch,
+        fetch_offset,
+        last_fetched_epoch,
+    })
+}
+
+fn leader(min_insync: usize) -> Replica {
+    let mut config = ReplicaConfig::new(1, 101);
+    config.min_insync_replicas = min_insync;
+    Replica::new(config, 0)
+}
+
+fn published(commands: &[Command]) -> Vec<i64> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::PublishHighWatermark(hw) => Some(*hw),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_high_watermark_is_the_lowest_durable_position_in_the_isr() {
+    let mut log = MemLog::default();
+    let mut r = leader(2);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2, 3])), 0, &log);
+    assert_eq!(r.check_produce(true), Ok(0));
+    log.append(0, 10);
+    let out = r.handle(Event::LogAppended, 1, &log);
+    assert!(out.contains(&Command::Flush), "a durable leader syncs its appends");
+    log.flushed = 10;
+    r.handle(Event::LogFlushed, 2, &log);
+    assert_eq!(r.high_watermark(), 0, "followers not heard from hold it");
+    r.handle(fetch(2, 0, 10, 0), 3, &log);
+    assert_eq!(r.high_watermark(), 0);
+    let out = r.handle(fetch(3, 0, 6, 0), 4, &log);
+    assert_eq!(r.high_watermark(), 6);
+    assert_eq!(published(&out), vec![6]);
+    let out = r.handle(fetch(3, 0, 10, 0), 5, &log);
+    assert_eq!(published(&out), vec![10]);
+}
+
+#[test]
+fn fetches_with_another_epoch_are_refused() {
+    let log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 3, &[1, 2, 3])), 0, &log);
+    for (epoch, error) in [(2, FetchError::FencedLeaderEpoch), (4, FetchError::UnknownLeaderEpoch)] {
+        let out = r.handle(fetch(2, epoch, 0, -1), 1, &log);
+        assert_eq!(
+            out,
+            vec![Command::AnswerFetch {
+                to: 2,
+                answer: FetchAnswer::Error { fetch_id: 7, error }
+            }]
+        );
+    }
+}
+
+#[test]
+fn a_follower_that_diverged_is_told_where_its_epoch_ended_and_truncates() {
+    // Leader: epoch 1 wrote 0..10, epoch 3 wrote 10..20.
+    let mut leader_log = MemLog::default();
+    leader_log.append(1, 10);
+    leader_log.append(3, 10);
+    leader_log.flushed = 20;
+    let mut l = leader(1);
+    l.handle(Event::Registration(registration(1, 3, &[1, 3])), 0, &leader_log);
+    // Follower 2 had epoch 1 up to 10, then epoch 2 (a leader that lost) up to 15.
+    let out = l.handle(fetch(2, 3, 15, 2), 1, &leader_log);
+    let answer = FetchAnswer::Diverging {
+        fetch_id: 7,
+        leader_epoch: 3,
+        epoch: 1,
+        end_offset: 10,
+    };
+    assert_eq!(out, vec![Command::AnswerFetch { to: 2, answer: answer.clone() }]);
+
+    let mut follower_log = MemLog::default();
+    follower_log.append(1, 10);
+    follower_log.append(2, 5);
+    follower_log.flushed = 15;
+    let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
+    let out = f.handle(Event::Registration(registration(1, 3, &[1, 3])), 0, &follower_log);
+    let Some(Command::SendFetch { request, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    assert_eq!((request.fetch_offset, request.last_fetched_epoch), (15, 2));
+    let answer = match answer {
+        FetchAnswer::Diverging { epoch, end_offset, leader_epoch, .. } => FetchAnswer::Diverging {
+            fetch_id: request.fetch_id,
+            leader_epoch,
+            epoch,
+            end_offset,
+        },
+        _ => unreachable!(),
+    };
+    let out = f.handle(Event::FetchAnswered { answer, batches: Bytes::new() }, 1, &follower_log);
+    assert_eq!(out, vec![Command::Truncate { offset: 10 }]);
+}
+
+#[test]
+fn a_new_leader_publishes_nothing_until_its_inherited_log_is_committed() {
+    let mut log = MemLog::default();
+    log.append(0, 20);
+    log.flushed = 20;
+    // It knew HW 12 as a follower.
+    let mut r = Replica::new(ReplicaConfig::new(1, 101), 12);
+    let out = r.handle(Event::Registration(registration(1, 1, &[1, 2])), 0, &log);
+    assert!(published(&out).is_empty());
+    assert_eq!(r.published_high_watermark(), None);
+    let out = r.handle(fetch(2, 1, 15, 0), 1, &log);
+    assert!(published(&out).is_empty(), "15 is below the epoch start 20");
+    let out = r.handle(fetch(2, 1, 20, 0), 2, &log);
+    assert_eq!(published(&out), vec![20]);
+}
+
+#[test]
+fn a_lagging_follower_leaves_the_isr_and_returns_once_caught_up() {
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2, 3])), 0, &log);
+    log.append(0, 5);
+    log.flushed = 5;
+    r.handle(Event::LogFlushed, 1, &log);
+    r.handle(fetch(2, 0, 5, 0), 2, &log);
+    let lag = DEFAULT_REPLICA_LAG_TIME_MAX_MS;
+    // Follower 3 never fetches; follower 2 keeps up.
+    r.handle(fetch(2, 0, 5, 0), lag, &log);
+    let out = r.handle(Event::Tick, lag + 1, &log);
+    let proposal = out.iter().find_map(|c| match c {
+        Command::ProposeIsr(p) => Some(p.clone()),
+        _ => None,
+    });
+    let proposal = proposal.expect("a shrink");
+    assert_eq!(proposal.new_isr, vec![(1, 101), (2, 102)]);
+    let shrunk = PartitionRegistration { isr: vec![1, 2], partition_epoch: 1, ..registration(1, 0, &[]) };
+    let out = r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Accepted(shrunk)), lag + 2, &log);
+    assert_eq!(published(&out), vec![5], "the HW no longer waits for 3");
+    // 3 returns and catches up: proposed back in.
+    let out = r.handle(fetch(3, 0, 5, 0), lag + 3, &log);
+    let back = out.iter().any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3));
+    assert!(back, "{out:?}");
+}
+
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    let log = MemLog::default();
+    let mut r = leader(2);
+    r.handle(Event::Registration(registration(1, 0, &[1])), 0, &log);
+    assert_eq!(
+        r.check_produce(true),
+        Err(ProduceRefusal::NotEnoughReplicas { isr: 1, min_insync: 2 })
+    );
+    assert_eq!(r.check_produce(false), Ok(0));
+    let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
+    f.handle(Event::Registration(registration(1, 0, &[1])), 0, &log);
+    assert_eq!(
+        f.check_produce(false),
+        Err(ProduceRefusal::NotLeader { leader: 1, leader_epoch: 0 })
+    );
+}
