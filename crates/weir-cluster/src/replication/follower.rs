@@ -184,7 +184,12 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_log_appended(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+    pub(super) fn on_log_appended(
+        &mut self,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
         match &mut self.state {
             State::Leader(_) => {
                 if self.config.durable && log.flushed_offset() < log.log_end_offset() {
@@ -201,7 +206,12 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_log_flushed(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+    pub(super) fn on_log_flushed(
+        &mut self,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
         match &mut self.state {
             State::Leader(_) => self.leader_progress(now_ms, log, out),
             State::Follower(f) if f.phase == Phase::Flushing => {
@@ -212,7 +222,12 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_log_truncated(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+    pub(super) fn on_log_truncated(
+        &mut self,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
         if let State::Follower(f) = &mut self.state
             && f.phase == Phase::Truncating
         {

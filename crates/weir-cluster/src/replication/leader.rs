@@ -194,7 +194,12 @@ impl Replica {
 
     /// Recomputes the high watermark (publishing it once this leadership's inherited log
     /// is committed) and proposes an ISR change if one is due.
-    pub(super) fn leader_progress(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+    pub(super) fn leader_progress(
+        &mut self,
+        now_ms: u64,
+        log: &impl LocalLog,
+        out: &mut Vec<Command>,
+    ) {
         let own = self.config.position(log);
         let me = self.config.node;
         let State::Leader(leader) = &self.state else {

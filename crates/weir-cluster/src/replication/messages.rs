@@ -61,7 +61,10 @@ pub enum FetchAnswer {
         leader_epoch: i32,
         log_start_offset: i64,
     },
-    Error { fetch_id: u64, error: FetchError },
+    Error {
+        fetch_id: u64,
+        error: FetchError,
+    },
 }
 
 impl FetchAnswer {

@@ -127,9 +127,14 @@ pub enum Command {
 pub enum Role {
     /// Not a replica, or no metadata yet.
     Offline,
-    Leader { leader_epoch: i32 },
+    Leader {
+        leader_epoch: i32,
+    },
     /// Following `leader` ([`NO_LEADER`] while the partition has none).
-    Follower { leader: BrokerId, leader_epoch: i32 },
+    Follower {
+        leader: BrokerId,
+        leader_epoch: i32,
+    },
 }
 
 #[derive(Debug)]
@@ -234,7 +239,9 @@ impl Replica {
             Event::LogAppended => self.on_log_appended(now_ms, log, &mut out),
             Event::LogFlushed => self.on_log_flushed(now_ms, log, &mut out),
             Event::LogTruncated => self.on_log_truncated(now_ms, log, &mut out),
-            Event::AlterIsrAnswered(answer) => self.on_alter_isr_answered(answer, now_ms, log, &mut out),
+            Event::AlterIsrAnswered(answer) => {
+                self.on_alter_isr_answered(answer, now_ms, log, &mut out)
+            }
             Event::Tick => self.on_tick(now_ms, log, &mut out),
         }
         out

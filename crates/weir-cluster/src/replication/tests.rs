@@ -41,7 +41,9 @@ impl LocalLog for MemLog {
         Some((self.epochs[i].0, end))
     }
     fn last_epoch(&self) -> Option<i32> {
-        (self.end > self.start).then(|| self.epochs.last().map(|(e, _)| *e)).flatten()
+        (self.end > self.start)
+            .then(|| self.epochs.last().map(|(e, _)| *e))
+            .flatten()
     }
 }
 
@@ -90,7 +92,10 @@ fn the_high_watermark_is_the_lowest_durable_position_in_the_isr() {
     assert_eq!(r.check_produce(true), Ok(0));
     log.append(0, 10);
     let out = r.handle(Event::LogAppended, 1, &log);
-    assert!(out.contains(&Command::Flush), "a durable leader syncs its appends");
+    assert!(
+        out.contains(&Command::Flush),
+        "a durable leader syncs its appends"
+    );
     log.flushed = 10;
     r.handle(Event::LogFlushed, 2, &log);
     assert_eq!(r.high_watermark(), 0, "followers not heard from hold it");
@@ -108,7 +113,10 @@ fn fetches_with_another_epoch_are_refused() {
     let log = MemLog::default();
     let mut r = leader(1);
     r.handle(Event::Registration(registration(1, 3, &[1, 2, 3])), 0, &log);
-    for (epoch, error) in [(2, FetchError::FencedLeaderEpoch), (4, FetchError::UnknownLeaderEpoch)] {
+    for (epoch, error) in [
+        (2, FetchError::FencedLeaderEpoch),
+        (4, FetchError::UnknownLeaderEpoch),
+    ] {
         let out = r.handle(fetch(2, epoch, 0, -1), 1, &log);
         assert_eq!(
             out,
@@ -128,7 +136,11 @@ fn a_follower_that_diverged_is_told_where_its_epoch_ended_and_truncates() {
     leader_log.append(3, 10);
     leader_log.flushed = 20;
     let mut l = leader(1);
-    l.handle(Event::Registration(registration(1, 3, &[1, 3])), 0, &leader_log);
+    l.handle(
+        Event::Registration(registration(1, 3, &[1, 3])),
+        0,
+        &leader_log,
+    );
     // Follower 2 had epoch 1 up to 10, then epoch 2 (a leader that lost) up to 15.
     let out = l.handle(fetch(2, 3, 15, 2), 1, &leader_log);
     let answer = FetchAnswer::Diverging {
@@ -137,20 +149,35 @@ fn a_follower_that_diverged_is_told_where_its_epoch_ended_and_truncates() {
         epoch: 1,
         end_offset: 10,
     };
-    assert_eq!(out, vec![Command::AnswerFetch { to: 2, answer: answer.clone() }]);
+    assert_eq!(
+        out,
+        vec![Command::AnswerFetch {
+            to: 2,
+            answer: answer.clone()
+        }]
+    );
 
     let mut follower_log = MemLog::default();
     follower_log.append(1, 10);
     follower_log.append(2, 5);
     follower_log.flushed = 15;
     let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
-    let out = f.handle(Event::Registration(registration(1, 3, &[1, 3])), 0, &follower_log);
+    let out = f.handle(
+        Event::Registration(registration(1, 3, &[1, 3])),
+        0,
+        &follower_log,
+    );
     let Some(Command::SendFetch { request, .. }) = out.first() else {
         panic!("{out:?}")
     };
     assert_eq!((request.fetch_offset, request.last_fetched_epoch), (15, 2));
     let answer = match answer {
-        FetchAnswer::Diverging { epoch, end_offset, leader_epoch, .. } => FetchAnswer::Diverging {
+        FetchAnswer::Diverging {
+            epoch,
+            end_offset,
+            leader_epoch,
+            ..
+        } => FetchAnswer::Diverging {
             fetch_id: request.fetch_id,
             leader_epoch,
             epoch,
@@ -158,7 +185,14 @@ fn a_follower_that_diverged_is_told_where_its_epoch_ended_and_truncates() {
         },
         _ => unreachable!(),
     };
-    let out = f.handle(Event::FetchAnswered { answer, batches: Bytes::new() }, 1, &follower_log);
+    let out = f.handle(
+        Event::FetchAnswered {
+            answer,
+            batches: Bytes::new(),
+        },
+        1,
+        &follower_log,
+    );
     assert_eq!(out, vec![Command::Truncate { offset: 10 }]);
 }
 
@@ -197,12 +231,22 @@ fn a_lagging_follower_leaves_the_isr_and_returns_once_caught_up() {
     });
     let proposal = proposal.expect("a shrink");
     assert_eq!(proposal.new_isr, vec![(1, 101), (2, 102)]);
-    let shrunk = PartitionRegistration { isr: vec![1, 2], partition_epoch: 1, ..registration(1, 0, &[]) };
-    let out = r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Accepted(shrunk)), lag + 2, &log);
+    let shrunk = PartitionRegistration {
+        isr: vec![1, 2],
+        partition_epoch: 1,
+        ..registration(1, 0, &[])
+    };
+    let out = r.handle(
+        Event::AlterIsrAnswered(AlterIsrAnswer::Accepted(shrunk)),
+        lag + 2,
+        &log,
+    );
     assert_eq!(published(&out), vec![5], "the HW no longer waits for 3");
     // 3 returns and catches up: proposed back in.
     let out = r.handle(fetch(3, 0, 5, 0), lag + 3, &log);
-    let back = out.iter().any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3));
+    let back = out
+        .iter()
+        .any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3));
     assert!(back, "{out:?}");
 }
 
@@ -213,13 +257,19 @@ fn acks_all_needs_min_insync_replicas() {
     r.handle(Event::Registration(registration(1, 0, &[1])), 0, &log);
     assert_eq!(
         r.check_produce(true),
-        Err(ProduceRefusal::NotEnoughReplicas { isr: 1, min_insync: 2 })
+        Err(ProduceRefusal::NotEnoughReplicas {
+            isr: 1,
+            min_insync: 2
+        })
     );
     assert_eq!(r.check_produce(false), Ok(0));
     let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
     f.handle(Event::Registration(registration(1, 0, &[1])), 0, &log);
     assert_eq!(
         f.check_produce(false),
-        Err(ProduceRefusal::NotLeader { leader: 1, leader_epoch: 0 })
+        Err(ProduceRefusal::NotLeader {
+            leader: 1,
+            leader_epoch: 0
+        })
     );
 }
