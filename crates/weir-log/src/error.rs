@@ -21,10 +21,15 @@ pub enum AppendError {
     MessageTooLarge { bytes: usize, max: usize },
     #[error("nothing to append: the request holds no batches")]
     Empty,
-    #[error("replicated batch starts at offset {base_offset} but the log ends at {log_end_offset}")]
+    /// A follower's `append_replicated` refused a batch for its offsets (the request as a
+    /// whole was refused; nothing of it was written).
+    #[error("replicated batch {index} (offsets {base_offset}..={last_offset}) {problem}")]
     OffsetMismatch {
+        /// Which batch of the request, counting from 0.
+        index: usize,
         base_offset: i64,
-        log_end_offset: i64,
+        last_offset: i64,
+        problem: OffsetProblem,
     },
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
@@ -38,6 +43,33 @@ pub enum AppendError {
         "the log is failed after an earlier write or fsync error ({reason}); reopen it to recover"
     )]
     Failed { reason: String },
+}
+
+/// Why [`AppendError::OffsetMismatch`] refused a replicated batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OffsetProblem {
+    /// The first batch overlaps what the log holds: the follower diverged or is retrying
+    /// a fetch it already appended; it must truncate or fetch from its log end.
+    #[error(
+        "starts below the log end {log_end_offset}: it overlaps what the log holds (truncate first, or fetch from the log end)"
+    )]
+    BelowLogEnd { log_end_offset: i64 },
+    /// A batch starts before the batch ahead of it in the request ends.
+    #[error(
+        "starts below offset {previous_end}, where the batch before it in the request ends: batches must come in increasing offset order"
+    )]
+    OutOfOrder { previous_end: i64 },
+    /// The batch ends more than 2^32 offsets past the start of any segment it could go
+    /// in, so no segment's 32-bit relative offsets can index it. A leader's own batches
+    /// never are that far apart; a follower whose log ends far below the leader's log
+    /// start must restart its log there first.
+    #[error(
+        "ends more than 2^32 offsets past offset {segment_base}, where its segment would start: no segment can index it"
+    )]
+    TooFar { segment_base: i64 },
+    /// `base_offset + last_offset_delta` does not fit an `i64`.
+    #[error("ends past the largest offset")]
+    Overflow,
 }
 
 /// Why a read returned no data.

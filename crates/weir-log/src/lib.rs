@@ -35,6 +35,8 @@ pub use compaction::{
 };
 pub use compression::Compression;
 pub use config::{FlushPolicy, LogConfig};
-pub use error::{AppendError, BatchError, CheckpointError, MaintenanceError, OpenError, ReadError};
+pub use error::{
+    AppendError, BatchError, CheckpointError, MaintenanceError, OffsetProblem, OpenError, ReadError,
+};
 pub use log::{AppendInfo, EpochEntry, FetchData, Log, LogOffsets};
 pub use maintenance::RetentionOutcome;

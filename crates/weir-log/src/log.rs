@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::append::{ValidatedBatches, check_request};
+use crate::append::{ValidatedBatches, check_replicated, check_request, plan_replicated};
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::checkpoint::{self, Kind};
 use crate::compaction::CompactionState;
@@ -360,32 +360,54 @@ impl Log {
             offset += i64::from(h.last_offset_delta) + 1;
             pos += h.total_bytes();
         }
-        let info = self.write_locked(&mut inner, batches, headers)?;
+        let info = match self.write_locked(&mut inner, batches, headers) {
+            Ok(info) => info,
+            Err(e) => {
+                self.forget_unwritten_epochs(&mut inner);
+                return Err(e);
+            }
+        };
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
     }
 
-    /// Appends batches that already carry their offsets and leader epochs, as a follower
-    /// copying its leader. The first batch must start at the log end.
+    /// Appends batches exactly as the leader stored them, as a follower copying its log
+    /// (Kafka's append as follower): bytes, offsets and leader epochs are kept. `batches`
+    /// is what [`Log::read`] on the leader returned (with no upper bound: followers read
+    /// up to the leader's log end).
+    ///
+    /// Each batch must start at or after the log end and after the batch before it, so
+    /// the gaps a compacted leader has, between batches and before the first, are kept
+    /// as gaps; batches without records (what compaction leaves to end a segment) are
+    /// accepted. Every batch passes the checks of [`check_request`] except the size
+    /// limit, which is the hard `MAX_BATCH_BYTES` (see `check_replicated`). Nothing is
+    /// written if any batch is refused ([`AppendError::InvalidBatch`],
+    /// [`AppendError::OffsetMismatch`]). The log end becomes the last batch's last offset
+    /// plus one; newer leader epochs in the batch headers are recorded in the epoch
+    /// history at the base offset of their first batch.
+    ///
+    /// A batch that would not fit the active segment's 32-bit relative offsets (a gap can
+    /// push it there) rolls first, to a segment starting at the log end. If a write
+    /// fails after such a roll, the batches before the roll stay appended: the log end
+    /// says how far the append got.
     pub fn append_replicated(&self, batches: &[u8]) -> Result<AppendInfo, AppendError> {
-        let headers = check_request(batches, self.config.max_message_bytes)?;
+        let headers = check_replicated(batches)?;
         let mut inner = self.lock();
         inner
             .check_failed()
             .map_err(|reason| AppendError::Failed { reason })?;
-        let mut expected = inner.next_offset;
-        for h in &headers {
-            if h.base_offset != expected {
-                return Err(AppendError::OffsetMismatch {
-                    base_offset: h.base_offset,
-                    log_end_offset: expected,
-                });
-            }
-            expected = h.next_offset();
-        }
-        let span = expected - inner.next_offset;
-        self.maybe_roll(&mut inner, batches.len(), span)?;
+        let runs = {
+            let active = inner.active();
+            plan_replicated(
+                &headers,
+                inner.next_offset,
+                active.base_offset,
+                active.size == 0,
+            )?
+        };
+        // Epochs before data: a crash may leave an epoch that starts past the recovered
+        // end (recovery drops it), never a batch whose epoch the history lacks.
         let mut changed = false;
         for h in &headers {
             if h.partition_leader_epoch >= 0
@@ -401,10 +423,53 @@ impl Log {
             self.persist_epochs(&inner)
                 .map_err(|e| self.fail(&mut inner, e))?;
         }
-        let info = self.write_locked(&mut inner, batches, &headers)?;
+        let mut total: Option<AppendInfo> = None;
+        for run in &runs {
+            let (bytes, run_headers) = (&batches[run.bytes.clone()], &headers[run.batches.clone()]);
+            let written = if run.roll_first {
+                self.roll_locked(&mut inner).map_err(roll_to_append)
+            } else {
+                let span = run_headers
+                    .last()
+                    .expect("a run holds a batch")
+                    .next_offset()
+                    - inner.next_offset;
+                self.maybe_roll(&mut inner, bytes.len(), span)
+            }
+            .and_then(|()| self.write_locked(&mut inner, bytes, run_headers));
+            let info = match written {
+                Ok(info) => info,
+                Err(e) => {
+                    self.forget_unwritten_epochs(&mut inner);
+                    return Err(e);
+                }
+            };
+            total = Some(match total {
+                None => info,
+                Some(t) => AppendInfo {
+                    base_offset: t.base_offset,
+                    last_offset: info.last_offset,
+                    max_timestamp: t.max_timestamp.max(info.max_timestamp),
+                    batches: t.batches + info.batches,
+                    bytes: t.bytes + info.bytes,
+                },
+            });
+        }
+        let info = total.expect("a request holds a batch");
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
+    }
+
+    /// After a failed write: drops the epochs recorded for batches that were not written
+    /// (they start at or past the log end), so the history does not run past the log. If
+    /// that cannot be persisted the log fails (a reopen drops them: see recovery).
+    fn forget_unwritten_epochs(&self, inner: &mut Inner) {
+        if inner.epochs.truncate_from_end(inner.next_offset)
+            && let Err(e) = self.persist_epochs(inner)
+        {
+            self.fail(inner, e);
+        }
     }
 
     /// Writes validated, offset-assigned batches at the end of the active segment and
@@ -481,12 +546,7 @@ impl Log {
             .is_some_and(|age| active.active_since.elapsed() >= age);
         let offsets = inner.next_offset + span - active.base_offset > i64::from(u32::MAX);
         if full || old || offsets || active.index_is_full() {
-            self.roll_locked(inner).map_err(|e| match e {
-                MaintenanceError::Io { path, source } => AppendError::Io { path, source },
-                other => AppendError::Failed {
-                    reason: other.to_string(),
-                },
-            })?;
+            self.roll_locked(inner).map_err(roll_to_append)?;
         }
         Ok(())
     }
@@ -952,6 +1012,16 @@ impl Drop for Log {
         if let Err(e) = self.close_ref() {
             tracing::warn!(dir = %self.dir.display(), error = %e, "log close failed; the next open will recover");
         }
+    }
+}
+
+/// A failed roll as an append's error (a roll failure has failed the log).
+fn roll_to_append(e: MaintenanceError) -> AppendError {
+    match e {
+        MaintenanceError::Io { path, source } => AppendError::Io { path, source },
+        other => AppendError::Failed {
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -20,10 +20,13 @@ pub struct RetentionOutcome {
 }
 
 impl Log {
-    /// Removes every record at or after `offset`, so the log ends at `offset` (or at the
-    /// start of the batch holding it: batches are never split). Used by followers to cut
-    /// what diverged from the leader. Truncating below the log start empties the log and
-    /// restarts it at `offset`.
+    /// Removes every batch whose last offset is at or after `offset` (batches are never
+    /// split), so the log ends where the last remaining batch ends: at `offset`, or below
+    /// it if `offset` falls inside a batch or inside a gap compaction left. The leader
+    /// epochs that start at or past the new end go too. Used by followers to cut what
+    /// diverged from the leader. Truncating below the log start empties the log and
+    /// restarts it at `offset`. Durable when it returns: the cut is synced, then the epoch
+    /// history and the recovery point are written.
     pub fn truncate_to(&self, offset: i64) -> Result<(), MaintenanceError> {
         let mut inner = self.lock();
         inner
@@ -52,9 +55,6 @@ impl Log {
             return result;
         }
         let new_end = inner.next_offset;
-        if inner.epochs.truncate_from_end(new_end) {
-            self.persist_epochs(&inner)?;
-        }
         // Make the cut durable before the checkpoint points at it, and every segment
         // before it that a roll left unsynced (the checkpoint claims them too).
         self.sync_rolled_locked(&mut inner)?;
@@ -64,6 +64,12 @@ impl Log {
             .file
             .sync_data()
             .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
+        // The epochs go only after the cut is durable: a crash in between leaves epochs
+        // past the end, which recovery drops, never batches whose epoch the history has
+        // forgotten (that history would answer OffsetsForLeaderEpoch past them).
+        if inner.epochs.truncate_from_end(new_end) {
+            self.persist_epochs(&inner)?;
+        }
         self.write_recovery_point(&inner)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "log truncated");
         Ok(())
@@ -94,23 +100,27 @@ impl Log {
         let seg = inner.segments.get_mut(&base).expect("segment exists");
         seg.ensure_open(self.storage.as_ref(), &self.config, seg_end)
             .map_err(open_to_maintenance)?;
-        // Find the first batch that holds `offset` or later.
+        // Find the first batch that holds `offset` or later; the log then ends where the
+        // batch before it ends (the segment base if there is none), not at `offset`:
+        // either may lie in a gap compaction left, and a log end inside a gap would make
+        // the next roll start a segment where the one before does not end, which recovery
+        // takes for a stale segment (every segment ends exactly where the next begins).
+        // The walk starts one index entry early, so it sees the batch before the cut.
         let files = seg.files();
-        let mut pos = files
-            .index
-            .floor(offset - base)
-            .map_or(0, |(_, e)| u64::from(e.position));
-        let mut new_end = offset;
+        let mut pos = match files.index.floor(offset - base) {
+            Some((i, _)) if i > 0 => u64::from(files.index.get(i - 1).position),
+            _ => 0,
+        };
+        let mut new_end = base;
         while pos < seg.size {
             let h = read_header(seg, pos)?;
             if h.last_offset() >= offset {
-                new_end = h.base_offset;
                 break;
             }
             pos += h.total_bytes() as u64;
             new_end = h.next_offset();
         }
-        let new_end = new_end.min(offset);
+        debug_assert!(new_end <= offset, "truncation keeps only batches below it");
         cut_segment(seg, pos, new_end, &self.config)?;
         inner.next_offset = new_end;
         self.bump_generation(inner);
