@@ -1,4 +1,42 @@
-//! The cluster controller: metadata records, the image they build, and the active
-//! controller's logic (see `docs/replication.md` § 1).
+//! The cluster controller as a pure state machine (`docs/replication.md` § 1): the
+//! metadata records, the image they build, and the active controller's decisions. No
+//! I/O, no tokio, no clock, no randomness: time is passed in and topic ids come from an
+//! injected source, so the quorum driver, tests and the simulation run the same code.
+//!
+//! - `records`: [`MetadataRecord`], every change to cluster metadata.
+//! - `image`: [`MetadataImage`], the committed metadata, its queries, snapshots and
+//!   the migration of a single-node `metadata.weir`; `apply`: how a record changes it
+//!   and which records it refuses ([`ImageError`]).
+//! - `active`: [`Controller`], one request at a time against the committed image, and
+//!   the driver's contract; `requests`: what it is asked and answers.
+//! - `brokers`: registration, heartbeats, fencing and controlled shutdown;
+//!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
+//!   `election`: who leads and who stays in the ISR when brokers come and go;
+//!   [`placement`]: where new replicas go.
 
+mod active;
+mod alter_partition;
+mod apply;
+mod brokers;
+mod election;
+mod image;
+pub mod placement;
 pub mod records;
+mod requests;
+#[cfg(test)]
+mod test_support;
+mod topics;
+
+pub use active::{
+    Controller, ControllerConfig, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_REPLICATION_FACTOR,
+    DEFAULT_SESSION_TIMEOUT_MS, MAX_TOPIC_ID_DRAWS, RandomTopicIds, TopicIdSource,
+};
+pub use apply::ImageError;
+pub use image::{BrokerRegistration, MetadataImage, PartitionRef, TopicImage};
+pub use records::{
+    BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, NO_LEADER, PartitionRegistration,
+};
+pub use requests::{
+    ControllerError, ControllerReply, ControllerRequest, Ineligible, MAX_CLUSTER_ID_CHARS,
+    MAX_ENDPOINT_CHARS, MAX_INCARNATION_CHARS, MAX_RACK_CHARS,
+};

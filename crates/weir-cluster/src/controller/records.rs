@@ -60,7 +60,9 @@ impl PartitionRegistration {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
     /// The first record of a cluster's log.
-    ClusterCreated { cluster_id: String },
+    ClusterCreated {
+        cluster_id: String,
+    },
     /// A broker (re)started and registered; it starts fenced. `broker_epoch` is the
     /// offset of this record.
     BrokerRegistered {
@@ -111,5 +113,7 @@ pub enum MetadataRecord {
         /// `None` removes the key (back to the default).
         value: Option<String>,
     },
-    TopicDeleted { topic_id: String },
+    TopicDeleted {
+        topic_id: String,
+    },
 }

@@ -1,0 +1,265 @@
+//! The active controller ([`Controller`]): the only writer of metadata. It decides, for
+//! one request at a time, which records to write and what to answer, reading the
+//! committed image; its only state of its own is each broker's last heartbeat time (in
+//! memory: a new active controller starts every session afresh).
+//!
+//! The driver's contract: take one request (or a tick), call [`Controller::handle`] (or
+//! [`Controller::tick`]) with the image of everything committed so far, append the
+//! returned records to the quorum, apply them to the image once committed, and only then
+//! send the reply and take the next request. Records name offsets from
+//! `image.next_offset()` on, so a request handled against an image that misses earlier
+//! records would write records that do not apply. A refused request writes nothing and
+//! is answered at once. If the records never commit (this node lost the quorum's
+//! leadership), the driver answers NOT_CONTROLLER and drops this controller.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use super::image::MetadataImage;
+use super::records::MetadataRecord;
+use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
+use super::{alter_partition, brokers, topics};
+use crate::partition::BrokerId;
+
+/// `broker.session.timeout.ms`: a broker silent this long is fenced.
+pub const DEFAULT_SESSION_TIMEOUT_MS: u64 = 2_000;
+/// `broker.heartbeat.interval.ms`: how often brokers heartbeat.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 500;
+/// Copies of each partition when CreateTopic asks for the default (Kafka's
+/// `default.replication.factor`).
+pub const DEFAULT_REPLICATION_FACTOR: u32 = 1;
+/// Ids drawn from the [`TopicIdSource`] before giving up on one that is not in use.
+pub const MAX_TOPIC_ID_DRAWS: usize = 16;
+
+/// The controller's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// A broker whose last heartbeat is older than this is fenced.
+    pub session_timeout_ms: u64,
+    /// How often brokers heartbeat (brokers read it; the controller only checks that
+    /// several heartbeats fit in a session).
+    pub heartbeat_interval_ms: u64,
+    /// Replication factor of a CreateTopic that asks for 0.
+    pub default_replication_factor: u32,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> ControllerConfig {
+        ControllerConfig {
+            session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            default_replication_factor: DEFAULT_REPLICATION_FACTOR,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// Refuses settings under which live brokers would be fenced: a heartbeat interval
+    /// of 0 or not below the session timeout, and a default replication factor of 0.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms
+        {
+            return Err(format!(
+                "broker.heartbeat.interval.ms ({}) must be above 0 and below broker.session.timeout.ms ({})",
+                self.heartbeat_interval_ms, self.session_timeout_ms
+            ));
+        }
+        if self.default_replication_factor == 0 {
+            return Err("default replication factor must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where new topic ids come from: random UUIDs in a broker ([`RandomTopicIds`]), a
+/// counter in tests and in the simulation, so the controller itself stays deterministic.
+/// A closure returning `String` is one.
+pub trait TopicIdSource: Send {
+    fn next_topic_id(&mut self) -> String;
+}
+
+impl<F: FnMut() -> String + Send> TopicIdSource for F {
+    fn next_topic_id(&mut self) -> String {
+        self()
+    }
+}
+
+/// Random (v4) UUIDs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomTopicIds;
+
+impl TopicIdSource for RandomTopicIds {
+    fn next_topic_id(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+}
+
+/// The active controller's logic: pure (no I/O, clock or randomness of its own; time is
+/// passed in, topic ids come from the injected source).
+pub struct Controller {
+    pub(super) config: ControllerConfig,
+    /// Last heartbeat (or registration) time of each broker, in the caller's clock.
+    pub(super) sessions: BTreeMap<BrokerId, u64>,
+    pub(super) topic_ids: Box<dyn TopicIdSource>,
+}
+
+impl fmt::Debug for Controller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Controller")
+            .field("config", &self.config)
+            .field("sessions", &self.sessions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// A controller with no sessions; call [`activate`](Self::activate) when it becomes
+    /// the active one.
+    pub fn new(config: ControllerConfig, topic_ids: impl TopicIdSource + 'static) -> Controller {
+        Controller {
+            config,
+            sessions: BTreeMap::new(),
+            topic_ids: Box::new(topic_ids),
+        }
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// This node became the active controller: every unfenced broker gets a fresh
+    /// session, since it cannot know their past heartbeats (a failover never fences a
+    /// live broker).
+    pub fn activate(&mut self, image: &MetadataImage, now_ms: u64) {
+        self.sessions = image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .map(|b| (b.node, now_ms))
+            .collect();
+    }
+
+    /// Decides one request against the committed `image` (see the module docs for the
+    /// contract): the records to commit, in order, and the reply to send once they are.
+    /// A refused request ([`ControllerReply::Refused`]) comes with no records.
+    pub fn handle(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        request: ControllerRequest,
+    ) -> (Vec<MetadataRecord>, ControllerReply) {
+        match self.decide(image, now_ms, request) {
+            Ok(Outcome { records, reply }) => (records, reply),
+            Err(e) => (Vec::new(), ControllerReply::Refused(e)),
+        }
+    }
+
+    fn decide(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        request: ControllerRequest,
+    ) -> Result<Outcome, ControllerError> {
+        let expected = match (image.cluster_id(), &request) {
+            (_, ControllerRequest::CreateCluster { cluster_id }) => {
+                return brokers::create_cluster(image, cluster_id);
+            }
+            (None, _) => return Err(ControllerError::ClusterNotCreated),
+            (Some(id), _) => id,
+        };
+        match request {
+            ControllerRequest::CreateCluster { .. } => unreachable!("answered above"),
+            ControllerRequest::RegisterBroker {
+                node,
+                incarnation,
+                endpoints,
+                rack,
+                cluster_id,
+            } => {
+                if cluster_id != expected {
+                    return Err(ControllerError::InconsistentClusterId {
+                        given: cluster_id,
+                        expected: expected.to_string(),
+                    });
+                }
+                self.register(image, now_ms, node, incarnation, endpoints, rack)
+            }
+            ControllerRequest::BrokerHeartbeat {
+                node,
+                broker_epoch,
+                metadata_offset,
+                want_shutdown,
+            } => self.heartbeat(
+                image,
+                now_ms,
+                (node, broker_epoch),
+                metadata_offset,
+                want_shutdown,
+            ),
+            ControllerRequest::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+            } => self.create_topic(image, name, partitions, replication_factor, configs),
+            ControllerRequest::CreatePartitions { topic, total } => {
+                topics::create_partitions(image, &topic, total)
+            }
+            ControllerRequest::DeleteTopic { name } => topics::delete_topic(image, &name),
+            ControllerRequest::AlterTopicConfig { topic, key, value } => {
+                topics::alter_topic_config(image, &topic, key, value)
+            }
+            ControllerRequest::AlterPartition {
+                node,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => alter_partition::alter_partition(
+                image,
+                (node, broker_epoch),
+                &topic_id,
+                partition,
+                (leader_epoch, partition_epoch),
+                &new_isr,
+            ),
+        }
+    }
+
+    /// Fences every unfenced broker silent for more than the session timeout, removing
+    /// it from ISRs and electing new leaders where it led. Handled like a request: its
+    /// records are committed and applied before the next request or tick.
+    pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<MetadataRecord> {
+        self.expire_sessions(image, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_kafkas_and_settings_that_would_fence_live_brokers_are_refused() {
+        let config = ControllerConfig::default();
+        assert_eq!(
+            (config.session_timeout_ms, config.heartbeat_interval_ms),
+            (2_000, 500)
+        );
+        assert_eq!(config.validate(), Ok(()));
+        for (session_timeout_ms, heartbeat_interval_ms) in [(500, 500), (500, 0), (100, 200)] {
+            let bad = ControllerConfig {
+                session_timeout_ms,
+                heartbeat_interval_ms,
+                ..ControllerConfig::default()
+            };
+            let err = bad.validate().unwrap_err();
+            assert!(err.contains("broker.session.timeout.ms"), "{err}");
+        }
+        let bad = ControllerConfig {
+            default_replication_factor: 0,
+            ..ControllerConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,391 @@
+//! The metadata image: what the committed metadata log says, applied in order (brokers,
+//! topics, partitions), with the read-only queries brokers and the controller ask of it.
+//! [`MetadataImage::apply`] (in `apply.rs`) is the only way it changes; a snapshot is the
+//! image serialised, and [`MetadataImage::from_legacy`] turns a single-node
+//! `metadata.weir` into the image a cluster starts from.
+
+use std::collections::BTreeMap;
+
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize};
+
+use super::apply::{ImageError, check_registration};
+use super::records::{BrokerEpoch, Endpoints, MetadataOffset, NO_LEADER, PartitionRegistration};
+use crate::config::TopicConfig;
+use crate::error::ConfigError;
+use crate::metadata::ClusterMetadata;
+use crate::partition::BrokerId;
+
+/// The committed cluster metadata at one point of the metadata log.
+///
+/// Serialises (for snapshots) without its name index; deserialising rebuilds the index
+/// and refuses an image whose parts disagree (two topics with one name, a partition
+/// whose ISR is not among its replicas, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "ImageData")]
+pub struct MetadataImage {
+    pub(super) cluster_id: Option<String>,
+    pub(super) next_offset: MetadataOffset,
+    pub(super) brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    /// Topics by topic id.
+    pub(super) topics: BTreeMap<String, TopicImage>,
+    /// Topic ids by topic name: an index of `topics`.
+    pub(super) topic_ids: BTreeMap<String, String>,
+}
+
+/// One broker as its latest registration left it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node: BrokerId,
+    /// The process that registered (new at every start).
+    pub incarnation: String,
+    /// The offset of the `BrokerRegistered` record.
+    pub broker_epoch: BrokerEpoch,
+    pub endpoints: Endpoints,
+    pub rack: Option<String>,
+    /// Fenced brokers lead nothing, join no ISR and get no new replicas.
+    pub fenced: bool,
+    /// Controlled shutdown started: leads nothing, joins no ISR, gets no new replicas.
+    pub shutting_down: bool,
+}
+
+impl BrokerRegistration {
+    /// Whether the broker may lead, join an ISR or receive a new replica.
+    pub fn is_eligible(&self) -> bool {
+        !self.fenced && !self.shutting_down
+    }
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicImage {
+    pub name: String,
+    pub topic_id: String,
+    /// The keys set on the topic (defaults are not stored).
+    pub configs: BTreeMap<String, String>,
+    /// Partitions in index order.
+    pub partitions: Vec<PartitionRegistration>,
+}
+
+impl TopicImage {
+    /// The topic's configuration, validated by this version's rules.
+    pub fn config(&self) -> Result<TopicConfig, ConfigError> {
+        TopicConfig::new(self.configs.clone())
+    }
+
+    /// Whether a replica outside the ISR may be elected. A config this version cannot
+    /// parse (a key a newer controller wrote) counts as the default, `false`: the safe
+    /// side.
+    pub fn unclean_leader_election(&self) -> bool {
+        self.config()
+            .and_then(|c| c.effective())
+            .is_ok_and(|e| e.unclean_leader_election)
+    }
+
+    /// Copies of each partition (every partition of a topic has as many).
+    pub fn replication_factor(&self) -> usize {
+        self.partitions.first().map_or(0, |p| p.replicas.len())
+    }
+}
+
+/// One partition, as the image's queries hand it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRef<'a> {
+    pub topic: &'a TopicImage,
+    pub partition: u32,
+    pub registration: &'a PartitionRegistration,
+}
+
+impl MetadataImage {
+    /// The image of an empty log: no cluster id yet, so only `ClusterCreated` applies.
+    pub fn new() -> MetadataImage {
+        MetadataImage::default()
+    }
+
+    /// The image a data directory from before replication starts as: its cluster id,
+    /// topics, topic ids, configs and partitions, every partition on `node` alone
+    /// (replicas, ISR and leader), keeping its leader epoch, at metadata offset 0 (no
+    /// record applied, and none needed to create the cluster).
+    ///
+    /// `node` is not registered yet: its registration takes the leaderships back (it
+    /// starts fenced) and its unfencing elects it again, each bumping the leader epoch.
+    pub fn from_legacy(
+        legacy: ClusterMetadata,
+        node: BrokerId,
+    ) -> Result<MetadataImage, ImageError> {
+        let topics = legacy
+            .topics
+            .into_values()
+            .map(|topic| {
+                let partitions = topic
+                    .partitions
+                    .iter()
+                    .map(|assignment| PartitionRegistration {
+                        replicas: vec![node],
+                        isr: vec![node],
+                        leader: node,
+                        leader_epoch: assignment.leader_epoch,
+                        partition_epoch: 0,
+                    })
+                    .collect();
+                TopicImage {
+                    name: topic.name,
+                    topic_id: topic.topic_id,
+                    configs: topic.configs,
+                    partitions,
+                }
+            })
+            .collect();
+        MetadataImage::try_from(ImageData {
+            cluster_id: Some(legacy.cluster_id),
+            next_offset: 0,
+            brokers: BTreeMap::new(),
+            topics,
+        })
+    }
+
+    /// The cluster id, once `ClusterCreated` is applied (or the image was migrated).
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_id.as_deref()
+    }
+
+    /// The offset the next applied record gets: the number of records applied. A
+    /// broker's heartbeat reports `next_offset() - 1`, the last offset it applied.
+    pub fn next_offset(&self) -> MetadataOffset {
+        self.next_offset
+    }
+
+    /// A broker's latest registration.
+    pub fn broker(&self, node: BrokerId) -> Option<&BrokerRegistration> {
+        self.brokers.get(&node)
+    }
+
+    /// Every registered broker, by node id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    /// Whether `node` is registered, unfenced and not shutting down.
+    pub fn is_eligible(&self, node: BrokerId) -> bool {
+        self.broker(node)
+            .is_some_and(BrokerRegistration::is_eligible)
+    }
+
+    /// The topic named `name`.
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topic_ids.get(name).and_then(|id| self.topics.get(id))
+    }
+
+    /// The topic whose id is `topic_id`.
+    pub fn topic_by_id(&self, topic_id: &str) -> Option<&TopicImage> {
+        self.topics.get(topic_id)
+    }
+
+    /// Every topic, by topic id.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topics.values()
+    }
+
+    /// How many topics exist.
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+
+    /// Partition `partition` of the topic whose id is `topic_id`.
+    pub fn partition(&self, topic_id: &str, partition: u32) -> Option<&PartitionRegistration> {
+        self.topic_by_id(topic_id)?
+            .partitions
+            .get(partition as usize)
+    }
+
+    /// Partition `partition` of the topic named `name`.
+    pub fn partition_by_name(&self, name: &str, partition: u32) -> Option<&PartitionRegistration> {
+        self.topic(name)?.partitions.get(partition as usize)
+    }
+
+    /// Every partition of every topic.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionRef<'_>> {
+        self.topics.values().flat_map(|topic| {
+            topic
+                .partitions
+                .iter()
+                .enumerate()
+                .map(move |(index, registration)| PartitionRef {
+                    topic,
+                    partition: index as u32,
+                    registration,
+                })
+        })
+    }
+
+    /// The partitions `node` leads.
+    pub fn leaderships(&self, node: BrokerId) -> impl Iterator<Item = PartitionRef<'_>> {
+        self.partitions()
+            .filter(move |p| node != NO_LEADER && p.registration.leader == node)
+    }
+
+    /// The partitions `node` holds a replica of.
+    pub fn replicas_of(&self, node: BrokerId) -> impl Iterator<Item = PartitionRef<'_>> {
+        self.partitions()
+            .filter(move |p| p.registration.replicas.contains(&node))
+    }
+}
+
+/// What a snapshot holds: the image without its index.
+#[derive(Serialize, Deserialize)]
+struct ImageData {
+    cluster_id: Option<String>,
+    next_offset: MetadataOffset,
+    brokers: BTreeMap<BrokerId, BrokerRegistration>,
+    topics: Vec<TopicImage>,
+}
+
+impl Serialize for MetadataImage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // By hand, to write the topics without cloning the image into an `ImageData`.
+        let topics: Vec<&TopicImage> = self.topics.values().collect();
+        let mut s = serializer.serialize_struct("ImageData", 4)?;
+        s.serialize_field("cluster_id", &self.cluster_id)?;
+        s.serialize_field("next_offset", &self.next_offset)?;
+        s.serialize_field("brokers", &self.brokers)?;
+        s.serialize_field("topics", &topics)?;
+        s.end()
+    }
+}
+
+impl TryFrom<ImageData> for MetadataImage {
+    type Error = ImageError;
+
+    fn try_from(data: ImageData) -> Result<MetadataImage, ImageError> {
+        if data.next_offset < 0 {
+            return Err(ImageError::Inconsistent(format!(
+                "next offset {} is negative",
+                data.next_offset
+            )));
+        }
+        for (node, broker) in &data.brokers {
+            if *node != broker.node || *node < 0 {
+                return Err(ImageError::Inconsistent(format!(
+                    "broker {} is filed under node {node}",
+                    broker.node
+                )));
+            }
+        }
+        let mut image = MetadataImage {
+            cluster_id: data.cluster_id,
+            next_offset: data.next_offset,
+            brokers: data.brokers,
+            topics: BTreeMap::new(),
+            topic_ids: BTreeMap::new(),
+        };
+        for topic in data.topics {
+            if image.topic_ids.contains_key(&topic.name) {
+                return Err(ImageError::TopicExists(topic.name));
+            }
+            if image.topics.contains_key(&topic.topic_id) || topic.topic_id.is_empty() {
+                return Err(ImageError::TopicIdExists(topic.topic_id));
+            }
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                check_registration(partition).map_err(|reason| {
+                    ImageError::Inconsistent(format!(
+                        "partition {index} of topic {:?}: {reason}",
+                        topic.name
+                    ))
+                })?;
+            }
+            image
+                .topic_ids
+                .insert(topic.name.clone(), topic.topic_id.clone());
+            image.topics.insert(topic.topic_id.clone(), topic);
+        }
+        Ok(image)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{PartitionAssignment, TopicMetadata};
+
+    fn legacy() -> ClusterMetadata {
+        let topic = |name: &str, id: &str, partitions: usize| TopicMetadata {
+            name: name.into(),
+            topic_id: id.into(),
+            replication_factor: 1,
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            partitions: vec![
+                PartitionAssignment {
+                    replicas: vec![0],
+                    leader: 0,
+                    leader_epoch: 3,
+                };
+                partitions
+            ],
+        };
+        ClusterMetadata {
+            cluster_id: "cluster-1".into(),
+            topics: [
+                ("orders".to_string(), topic("orders", "id-1", 3)),
+                ("audit".to_string(), topic("audit", "id-2", 1)),
+            ]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn legacy_metadata_becomes_an_image_at_offset_zero() {
+        let image = MetadataImage::from_legacy(legacy(), 7).unwrap();
+        assert_eq!(image.cluster_id(), Some("cluster-1"));
+        assert_eq!(image.next_offset(), 0);
+        assert_eq!(image.brokers().count(), 0);
+        let orders = image.topic("orders").unwrap();
+        assert_eq!(orders.topic_id, "id-1");
+        assert_eq!(orders.configs.get("retention.ms").unwrap(), "1000");
+        assert_eq!(orders.partitions.len(), 3);
+        let p = image.partition("id-1", 2).unwrap();
+        assert_eq!(
+            p,
+            &PartitionRegistration {
+                replicas: vec![7],
+                isr: vec![7],
+                leader: 7,
+                leader_epoch: 3,
+                partition_epoch: 0,
+            }
+        );
+        assert_eq!(
+            image.partition_by_name("audit", 0),
+            image.partition("id-2", 0)
+        );
+        assert_eq!(image.leaderships(7).count(), 4);
+        assert_eq!(image.replicas_of(7).count(), 4);
+        assert_eq!(image.leaderships(0).count(), 0);
+    }
+
+    #[test]
+    fn legacy_metadata_with_a_shared_topic_id_is_refused() {
+        let mut legacy = legacy();
+        legacy.topics.get_mut("audit").unwrap().topic_id = "id-1".into();
+        assert_eq!(
+            MetadataImage::from_legacy(legacy, 0),
+            Err(ImageError::TopicIdExists("id-1".into()))
+        );
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_inconsistent_ones_are_refused() {
+        let image = MetadataImage::from_legacy(legacy(), 0).unwrap();
+        let json = serde_json::to_string(&image).unwrap();
+        assert!(!json.contains("topic_ids"), "{json}");
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, image);
+        assert_eq!(back.topic("audit").unwrap().topic_id, "id-2");
+
+        let bad = json.replace("\"isr\":[0]", "\"isr\":[5]");
+        let err = serde_json::from_str::<MetadataImage>(&bad).unwrap_err();
+        assert!(err.to_string().contains("ISR"), "{err}");
+        let bad = json.replace("\"name\":\"audit\"", "\"name\":\"orders\"");
+        let err = serde_json::from_str::<MetadataImage>(&bad).unwrap_err();
+        assert!(err.to_string().contains("orders"), "{err}");
+    }
+}

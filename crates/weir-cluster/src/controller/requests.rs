@@ -1,0 +1,256 @@
+//! What the active controller is asked ([`ControllerRequest`]), what it answers
+//! ([`ControllerReply`]), and why it refuses ([`ControllerError`], named by the reasons
+//! of `docs/replication.md` § 1).
+
+use std::collections::BTreeMap;
+
+use super::records::{
+    BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
+};
+use crate::error::{ConfigError, TopicNameError};
+use crate::partition::BrokerId;
+
+/// Longest incarnation id a broker may register with (a UUID string is 36).
+pub const MAX_INCARNATION_CHARS: usize = 64;
+/// Longest advertised endpoint (`host:port`; a DNS name is at most 253 characters).
+pub const MAX_ENDPOINT_CHARS: usize = 300;
+/// Longest rack name.
+pub const MAX_RACK_CHARS: usize = 128;
+/// Longest cluster id (a UUID string is 36).
+pub const MAX_CLUSTER_ID_CHARS: usize = 64;
+
+/// One request to the active controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerRequest {
+    /// Written by the active controller of a new cluster (its own data directory's
+    /// cluster id) before anything else; a no-op once the cluster exists with that id.
+    CreateCluster {
+        cluster_id: String,
+    },
+    /// A broker (re)started and asks for a broker epoch.
+    RegisterBroker {
+        node: BrokerId,
+        /// New for every process start.
+        incarnation: String,
+        endpoints: Endpoints,
+        rack: Option<String>,
+        /// The cluster id stamped in the broker's data directory.
+        cluster_id: String,
+    },
+    /// Every `heartbeat_interval_ms` from every registered broker: it is alive, says
+    /// how far its metadata is, and may ask to stop.
+    BrokerHeartbeat {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+        /// The offset of the last metadata record the broker applied (-1 if none).
+        metadata_offset: MetadataOffset,
+        /// Controlled shutdown: move my leaderships away, then tell me to stop.
+        want_shutdown: bool,
+    },
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        /// 0 for the controller's default.
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    },
+    /// Grows `topic` to `total` partitions.
+    CreatePartitions {
+        topic: String,
+        total: u32,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Sets `key` to `value`, or back to its default when `value` is `None`.
+    AlterTopicConfig {
+        topic: String,
+        key: String,
+        value: Option<String>,
+    },
+    /// A leader proposes a new ISR for one of its partitions.
+    AlterPartition {
+        /// The sender, which must lead the partition.
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+        topic_id: String,
+        partition: u32,
+        /// The sender's view of the current epochs.
+        leader_epoch: i32,
+        partition_epoch: i32,
+        /// Every member with the broker epoch the leader knows it by.
+        new_isr: Vec<(BrokerId, BrokerEpoch)>,
+    },
+}
+
+/// An accepted request: the records to commit and the reply to send once they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Outcome {
+    /// Records to commit, in order; empty when nothing changes.
+    pub(super) records: Vec<MetadataRecord>,
+    pub(super) reply: ControllerReply,
+}
+
+/// The answer to a request, true once the records handed out with it are committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControllerReply {
+    /// Nothing was written; the error says why (the reasons of the spec).
+    Refused(ControllerError),
+    ClusterCreated,
+    /// The broker's epoch (its registration's offset); it starts fenced.
+    Registered {
+        broker_epoch: BrokerEpoch,
+    },
+    Heartbeat {
+        /// Still fenced: not caught up with metadata, or its session expired.
+        fenced: bool,
+        /// Controlled shutdown is done (it leads nothing): the broker may exit.
+        should_shutdown: bool,
+    },
+    TopicCreated {
+        topic_id: String,
+    },
+    PartitionsCreated,
+    TopicDeleted {
+        topic_id: String,
+    },
+    TopicConfigAltered,
+    /// The partition as it now stands (unchanged if the proposed ISR was the current one).
+    PartitionAltered(PartitionRegistration),
+}
+
+/// Why an ISR member an AlterPartition adds cannot join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Ineligible {
+    #[error("is not a registered broker")]
+    NotRegistered,
+    #[error("is fenced")]
+    Fenced,
+    #[error("is shutting down")]
+    ShuttingDown,
+    #[error("has broker epoch {current}, not {given} (it restarted)")]
+    StaleBrokerEpoch {
+        given: BrokerEpoch,
+        current: BrokerEpoch,
+    },
+}
+
+/// Why the controller refused a request. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerError {
+    /// Retriable: the active controller has not created the cluster yet.
+    #[error("the cluster has no id yet (its first controller has not created it); retry")]
+    ClusterNotCreated,
+    #[error("cluster id {0:?} must have 1 to {MAX_CLUSTER_ID_CHARS} characters")]
+    InvalidClusterId(String),
+    /// INCONSISTENT_CLUSTER_ID: the broker's data directory belongs to another cluster.
+    #[error("the broker belongs to cluster {given:?}, but this is cluster {expected:?}")]
+    InconsistentClusterId { given: String, expected: String },
+    /// STALE_BROKER_EPOCH: the broker must register again.
+    #[error("broker {node} sent broker epoch {given}, but {}", stale_hint(.current))]
+    StaleBrokerEpoch {
+        node: BrokerId,
+        given: BrokerEpoch,
+        current: Option<BrokerEpoch>,
+    },
+    /// FENCED_LEADER_EPOCH: the sender's metadata is behind.
+    #[error("partition {partition} of topic {topic_id} is at leader epoch {current}, not {given}")]
+    FencedLeaderEpoch {
+        topic_id: String,
+        partition: u32,
+        given: i32,
+        current: i32,
+    },
+    /// NOT_LEADER: only the leader proposes ISR changes.
+    #[error(
+        "broker {node} does not lead partition {partition} of topic {topic_id} (the leader is {leader})"
+    )]
+    NotLeader {
+        topic_id: String,
+        partition: u32,
+        node: BrokerId,
+        leader: BrokerId,
+    },
+    /// INVALID_UPDATE_VERSION: the partition changed since the sender's view.
+    #[error(
+        "partition {partition} of topic {topic_id} is at partition epoch {current}, not {given}"
+    )]
+    InvalidUpdateVersion {
+        topic_id: String,
+        partition: u32,
+        given: i32,
+        current: i32,
+    },
+    /// INELIGIBLE_REPLICA: a member the new ISR adds cannot join it.
+    #[error(
+        "replica {replica} of partition {partition} of topic {topic_id} cannot join the ISR: it {reason}"
+    )]
+    IneligibleReplica {
+        topic_id: String,
+        partition: u32,
+        replica: BrokerId,
+        reason: Ineligible,
+    },
+    /// A proposed ISR that is not a set of replicas holding the leader.
+    #[error(
+        "invalid ISR {isr:?} for partition {partition} of topic {topic_id} (replicas {replicas:?}): {reason}"
+    )]
+    InvalidIsr {
+        topic_id: String,
+        partition: u32,
+        isr: Vec<BrokerId>,
+        replicas: Vec<BrokerId>,
+        reason: &'static str,
+    },
+    /// TOPIC_EXISTS.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// UNKNOWN_TOPIC, by name.
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    /// UNKNOWN_TOPIC, by id.
+    #[error("unknown topic id {0:?}")]
+    UnknownTopicId(String),
+    #[error("topic {topic_id} has no partition {partition} (it has {count})")]
+    UnknownPartition {
+        topic_id: String,
+        partition: u32,
+        count: u32,
+    },
+    /// INVALID_REPLICATION_FACTOR.
+    #[error(
+        "replication factor {replication_factor} cannot be placed: {brokers} brokers can take a replica (unfenced, not shutting down)"
+    )]
+    InvalidReplicationFactor {
+        replication_factor: u32,
+        brokers: usize,
+    },
+    #[error("partition count {count} is outside 1..={max}")]
+    InvalidPartitionCount { count: u32, max: u32 },
+    #[error(
+        "topic {topic:?} has {current} partitions; the new count {requested} must be larger (partitions are never removed)"
+    )]
+    PartitionCountNotIncreased {
+        topic: String,
+        current: u32,
+        requested: u32,
+    },
+    #[error(transparent)]
+    InvalidTopicName(#[from] TopicNameError),
+    #[error(transparent)]
+    InvalidConfig(#[from] ConfigError),
+    /// A registration the controller cannot record (bad node id, empty or oversized
+    /// incarnation, endpoint or rack).
+    #[error("invalid registration of broker {node}: {reason}")]
+    InvalidRegistration { node: BrokerId, reason: String },
+    /// A bug in the injected topic id source: it keeps handing out ids in use.
+    #[error("the topic id source returned {draws} ids in use or empty (last {last:?})")]
+    TopicIdsExhausted { draws: usize, last: String },
+}
+
+fn stale_hint(current: &Option<BrokerEpoch>) -> String {
+    match current {
+        Some(c) => format!("its registration has epoch {c}; register again"),
+        None => "it is not registered; register first".to_string(),
+    }
+}
