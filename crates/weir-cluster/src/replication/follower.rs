@@ -136,15 +136,20 @@ impl Replica {
             FetchAnswer::Diverging {
                 epoch, end_offset, ..
             } => {
+                // Where the leader's epoch `epoch` ends in this log. With no epoch at or
+                // below it here, every batch this log holds is from a later epoch the
+                // leader never had: none of it is committed, so all of it goes (found by
+                // the simulation, seed 884: cutting only to `end_offset` kept diverged
+                // batches and then asked the same question forever).
                 let own_end = if epoch < 0 {
-                    None
+                    log.log_start_offset()
                 } else {
-                    log.end_offset_for_epoch(epoch).map(|(_, end)| end)
+                    log.end_offset_for_epoch(epoch)
+                        .map_or(log.log_start_offset(), |(_, end)| end)
                 };
-                // Never cut the committed prefix: a proven divergence lies above it.
-                let target = own_end
-                    .map_or(end_offset, |own| own.min(end_offset))
-                    .min(log.log_end_offset());
+                // A proven divergence lies above the committed prefix, so this never
+                // cuts a committed record.
+                let target = own_end.min(end_offset).min(log.log_end_offset());
                 f.phase = Phase::Truncating;
                 out.push(Command::Truncate { offset: target });
                 return;

@@ -152,8 +152,9 @@ pub struct Replica {
     pub(super) state: State,
     /// Everything below it is committed. Never moves back.
     pub(super) high_watermark: i64,
-    /// The last high watermark published (see `docs/replication.md`, "Publishing the
-    /// HW"); never moves back.
+    /// The high watermark published by the current leadership (see
+    /// `docs/replication.md`, "Publishing the HW"); `None` outside a leadership and
+    /// until it has committed its inherited log. Never moves back within one.
     pub(super) published: Option<i64>,
     pub(super) next_fetch_id: u64,
 }
@@ -297,6 +298,10 @@ impl Replica {
             });
             self.state = State::Offline;
         }
+        // What this replica published belongs to that leadership: a later one publishes
+        // only once it has committed what it inherits (found by the simulation, seed
+        // 119: a re-elected leader served its old, lower HW).
+        self.published = None;
     }
 
     /// Raises the high watermark to `hw` (never lowers it).

@@ -273,3 +273,47 @@ fn acks_all_needs_min_insync_replicas() {
         })
     );
 }
+
+#[test]
+fn a_re_elected_leader_does_not_serve_the_hw_of_its_earlier_leadership() {
+    // Found by the simulation (seed 119).
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 0, &[1])), 0, &log);
+    log.append(0, 1);
+    log.flushed = 1;
+    r.handle(Event::LogFlushed, 1, &log);
+    assert_eq!(r.published_high_watermark(), Some(1));
+    // Another leader took over and wrote up to 9, which this replica copied...
+    r.handle(Event::Registration(registration(2, 1, &[2, 1])), 2, &log);
+    assert_eq!(r.published_high_watermark(), None);
+    log.append(1, 8);
+    log.flushed = 9;
+    // ...then this replica leads again: nothing is published until 9 is committed.
+    r.handle(Event::Registration(registration(1, 2, &[1, 3])), 3, &log);
+    assert_eq!(r.published_high_watermark(), None);
+    let out = r.handle(fetch(3, 2, 9, 1), 4, &log);
+    assert_eq!(published(&out), vec![9]);
+}
+
+#[test]
+fn a_follower_with_only_later_epochs_than_the_leader_drops_its_whole_log() {
+    // Found by the simulation (seed 884): the new leader (epoch 2) holds epoch 0 up to
+    // 3; this follower copied epoch 1 (a leader that lost) from 0 to 6.
+    let mut log = MemLog::default();
+    log.append(1, 6);
+    log.flushed = 6;
+    let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
+    let out = f.handle(Event::Registration(registration(3, 2, &[3])), 0, &log);
+    let Some(Command::SendFetch { request, .. }) = out.first() else {
+        panic!("{out:?}")
+    };
+    let answer = FetchAnswer::Diverging {
+        fetch_id: request.fetch_id,
+        leader_epoch: 2,
+        epoch: 0,
+        end_offset: 3,
+    };
+    let out = f.handle(Event::FetchAnswered { answer, batches: Bytes::new() }, 1, &log);
+    assert_eq!(out, vec![Command::Truncate { offset: 0 }]);
+}
