@@ -1,13 +1,15 @@
 //! `weir serve`: run a broker. Settings come from defaults, then a TOML file
 //! (`--config` / `WEIR_CONFIG`), then environment variables, then flags: each layer
-//! overrides the one before it.
+//! overrides the one before it. The result is validated before anything starts.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use weir_server::ServerConfig;
+use weir_server::{ServerConfig, Voter};
+
+use crate::UsageError;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -18,12 +20,26 @@ Examples:
       Serve other hosts too.
   WEIR_LISTEN=127.0.0.1:0 weir serve --admin-listen off
       Any free port, no HTTP endpoint.
+  weir serve --node-id 1 --data-dir D1 --listen 127.0.0.1:9292 --admin-listen 127.0.0.1:9293 \\
+      --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
+  weir serve --node-id 2 --data-dir D2 --listen 127.0.0.1:9392 --admin-listen 127.0.0.1:9393 \\
+      --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
+  weir serve --node-id 3 --data-dir D3 --listen 127.0.0.1:9492 --admin-listen 127.0.0.1:9493 \\
+      --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
+      A 3-node cluster on one machine: each node its own id, data directory and ports,
+      and the same voter list. (Today the flags are checked and stored; the quorum
+      that uses them is not run yet, so each node still serves on its own.)
+  weir serve --listen 0.0.0.0:9292 --advertise broker1.example.com:9292
+      Listen on every interface; tell clients to connect to broker1.example.com.
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
         listen = \"0.0.0.0:9292\"
         admin_listen = \"0.0.0.0:9293\"
-        broker_id = 0
+        node_id = 1                        # broker_id, its old name, works too
+        controller_voters = [\"1@10.0.0.1:9292\", \"2@10.0.0.2:9292\", \"3@10.0.0.3:9292\"]
+        # internal_listen = \"10.0.0.1:9294\"
+        # advertise = \"broker1.example.com:9292\"
         # consumer groups (defaults shown)
         offsets_partitions = 16            # fixed once __consumer_offsets exists
         group_session_timeout_ms = 45000   # a silent member is removed after this
@@ -50,9 +66,51 @@ pub struct ServeArgs {
     /// [default: 127.0.0.1:9293].
     #[arg(long, env = "WEIR_ADMIN_LISTEN", value_name = "ADDR|off")]
     admin_listen: Option<String>,
-    /// This broker's id [default: 0].
-    #[arg(long, env = "WEIR_BROKER_ID", value_name = "ID")]
+    /// This node's id in the cluster, 0 or more [default: 0]. Stamped in the data
+    /// directory at the first start: a later start with another id is refused.
+    #[arg(
+        long,
+        env = "WEIR_NODE_ID",
+        value_name = "ID",
+        allow_negative_numbers = true
+    )]
+    node_id: Option<i32>,
+    /// Old name of --node-id (and WEIR_BROKER_ID of WEIR_NODE_ID).
+    #[arg(
+        long,
+        env = "WEIR_BROKER_ID",
+        value_name = "ID",
+        allow_negative_numbers = true,
+        hide = true,
+        hide_env = true
+    )]
     broker_id: Option<i32>,
+    /// The nodes that run the metadata quorum, as ID@HOST:PORT,... with each one's
+    /// --internal-listen (else --listen) address; the same list on every node, at most 9
+    /// (3 or 5 is usual). A node not listed is an observer broker. Checked and stored;
+    /// the quorum that uses it comes later [default: none: a single node, its own only
+    /// voter].
+    #[arg(
+        long,
+        env = "WEIR_CONTROLLER_VOTERS",
+        value_name = "ID@HOST:PORT,...",
+        value_delimiter = ','
+    )]
+    controller_voters: Option<Vec<Voter>>,
+    /// Listen address for traffic between nodes (replication, the controller quorum).
+    /// Checked and stored; nothing binds it yet [default: share the --listen address].
+    #[arg(long, env = "WEIR_INTERNAL_LISTEN", value_name = "ADDR")]
+    internal_listen: Option<SocketAddr>,
+    /// HOST:PORT clients are told to connect to (DescribeCluster) [default: the --listen
+    /// address; when it is 0.0.0.0 or ::, this machine's host name and the listen port].
+    #[arg(long, env = "WEIR_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
+    advertise: Option<String>,
+}
+
+/// Checks a `host:port` flag value, so a bad one is reported against its flag.
+fn host_port(value: &str) -> Result<String, String> {
+    weir_server::parse_host_port(value)?;
+    Ok(value.to_owned())
 }
 
 impl ServeArgs {
@@ -82,9 +140,27 @@ impl ServeArgs {
                 })?),
             };
         }
-        if let Some(id) = self.broker_id {
-            config.broker_id = id;
+        match (self.node_id, self.broker_id) {
+            (Some(node), Some(broker)) if node != broker => {
+                return Err(UsageError(format!(
+                    "--node-id {node} and --broker-id (or WEIR_BROKER_ID) {broker} disagree; \
+                     --broker-id is the old name of --node-id: give one"
+                ))
+                .into());
+            }
+            (Some(id), _) | (None, Some(id)) => config.node_id = id,
+            (None, None) => {}
         }
+        if let Some(voters) = self.controller_voters {
+            config.controller_voters = voters;
+        }
+        if let Some(internal) = self.internal_listen {
+            config.internal_listen = Some(internal);
+        }
+        if let Some(advertise) = self.advertise {
+            config.advertise = Some(advertise);
+        }
+        config.validate().map_err(|e| UsageError(e.to_string()))?;
         Ok(config)
     }
 }
@@ -133,5 +209,155 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("Ctrl-C received"),
         () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `weir serve`'s flags on their own.
+    #[derive(Debug, Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<ServerConfig> {
+        let args = std::iter::once("serve").chain(args.iter().copied());
+        Serve::try_parse_from(args)?.args.into_config()
+    }
+
+    fn usage_error(args: &[&str]) -> String {
+        let err = config(args).unwrap_err();
+        assert!(err.downcast_ref::<UsageError>().is_some(), "{err:#}");
+        err.to_string()
+    }
+
+    #[test]
+    fn no_cluster_flags_is_the_single_node_of_before() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config, ServerConfig::default());
+        assert!(config.is_controller_voter());
+    }
+
+    #[test]
+    fn cluster_flags_are_parsed_into_the_config() {
+        let config = config(&[
+            "--node-id",
+            "2",
+            "--listen",
+            "127.0.0.1:9392",
+            "--controller-voters",
+            "1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492",
+            "--internal-listen",
+            "127.0.0.1:9394",
+            "--advertise",
+            "broker2.example.com:9392",
+        ])
+        .unwrap();
+        assert_eq!(config.node_id, 2);
+        let voters: Vec<String> = config
+            .controller_voters
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        assert_eq!(
+            voters,
+            ["1@127.0.0.1:9292", "2@127.0.0.1:9392", "3@127.0.0.1:9492"]
+        );
+        assert_eq!(config.controller_voters[2].id, 3);
+        assert_eq!(
+            config.internal_listen,
+            Some("127.0.0.1:9394".parse().unwrap())
+        );
+        assert_eq!(
+            config.advertise.as_deref(),
+            Some("broker2.example.com:9392")
+        );
+    }
+
+    #[test]
+    fn broker_id_still_works_and_must_agree_with_node_id() {
+        assert_eq!(config(&["--broker-id", "3"]).unwrap().node_id, 3);
+        assert_eq!(
+            config(&["--broker-id", "3", "--node-id", "3"])
+                .unwrap()
+                .node_id,
+            3
+        );
+        let err = usage_error(&["--broker-id", "3", "--node-id", "4"]);
+        assert!(err.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_or_the_problem() {
+        for (args, expected) in [
+            (
+                &["--controller-voters", "1@a:1,x@b:2"][..],
+                "--controller-voters",
+            ),
+            (&["--advertise", "nohost"], "--advertise"),
+            (&["--internal-listen", "somewhere"], "--internal-listen"),
+            (&["--node-id", "one"], "--node-id"),
+        ] {
+            let err = config(args).unwrap_err();
+            let clap = err.downcast_ref::<clap::Error>().expect("a clap error");
+            assert_eq!(clap.exit_code(), 2);
+            assert!(err.to_string().contains(expected), "{args:?}: {err}");
+        }
+        let err = usage_error(&["--controller-voters", "1@a:1,1@b:2"]);
+        assert!(err.contains("listed twice"), "{err}");
+        let err = usage_error(&["--node-id", "-1"]);
+        assert!(err.contains("negative"), "{err}");
+        let err = usage_error(&["--internal-listen", "127.0.0.1:9292"]);
+        assert!(err.contains("own port"), "{err}");
+    }
+
+    #[test]
+    fn config_files_take_node_id_or_its_old_name_and_flags_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weir.toml");
+        let file = path.to_str().unwrap();
+
+        std::fs::write(
+            &path,
+            "broker_id = 2\n\
+             controller_voters = [\"1@10.0.0.1:9292\", \"2@10.0.0.2:9292\"]\n\
+             internal_listen = \"10.0.0.2:9294\"\n\
+             advertise = \"broker2:9292\"\n",
+        )
+        .unwrap();
+        let from_file = config(&["--config", file]).unwrap();
+        assert_eq!(from_file.node_id, 2);
+        assert_eq!(from_file.controller_voters.len(), 2);
+        assert_eq!(
+            from_file.internal_listen,
+            Some("10.0.0.2:9294".parse().unwrap())
+        );
+        assert_eq!(from_file.advertise.as_deref(), Some("broker2:9292"));
+
+        std::fs::write(&path, "node_id = 1\n").unwrap();
+        assert_eq!(config(&["--config", file]).unwrap().node_id, 1);
+        assert_eq!(
+            config(&["--config", file, "--node-id", "5"])
+                .unwrap()
+                .node_id,
+            5
+        );
+
+        std::fs::write(&path, "controller_voters = [\"1@10.0.0.1\"]\n").unwrap();
+        let err = config(&["--config", file]).unwrap_err();
+        assert!(format!("{err:#}").contains("no port"), "{err:#}");
+
+        std::fs::write(
+            &path,
+            "controller_voters = [\"1@10.0.0.1:1\", \"1@10.0.0.2:1\"]\n",
+        )
+        .unwrap();
+        let err = config(&["--config", file]).unwrap_err();
+        assert!(err.to_string().contains("listed twice"), "{err:#}");
     }
 }

@@ -854,3 +854,144 @@ fn a_group_with_live_members_cannot_be_deleted_and_ctrl_c_commits_what_was_print
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("weir group list"));
 }
+
+/// `weir ARGS` with no broker around, bounded; returns its output.
+fn weir(args: &[&str]) -> Output {
+    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(COMMAND_TIMEOUT)
+        .unwrap_or_else(|_| panic!("weir {args:?} did not finish in {COMMAND_TIMEOUT:?}"))
+        .expect("weir runs")
+}
+
+/// `weir serve ARGS` in the background, once it logs that it is listening (or panics
+/// with what it printed if it exits or does not get there in time).
+fn serve(args: &[&str]) -> KillOnDrop {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .arg("serve")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let child = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel();
+    // Keeps draining after the broker is up, so its logging never blocks on the pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let mut seen = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("broker listening") => return child,
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+            }
+            Err(_) => panic!("weir serve {args:?} did not start listening:\n{seen}"),
+        }
+    }
+}
+
+#[test]
+fn serve_help_explains_the_cluster_flags_with_a_three_node_example() {
+    let output = weir(&["serve", "--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+    for flag in [
+        "--node-id",
+        "--controller-voters",
+        "--internal-listen",
+        "--advertise",
+        "WEIR_NODE_ID",
+        "WEIR_CONTROLLER_VOTERS",
+        "WEIR_INTERNAL_LISTEN",
+        "WEIR_ADVERTISE",
+        "--node-id 3 --data-dir D3",
+        "1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+    }
+    assert!(
+        !help.contains("--broker-id"),
+        "the old name stays hidden:\n{help}"
+    );
+}
+
+#[test]
+fn serve_refuses_bad_cluster_flags_before_touching_the_data_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("weir-data");
+    let data = data.to_str().expect("UTF-8 path");
+    for (flags, expected) in [
+        (
+            &["--controller-voters", "1@127.0.0.1:9292,1@127.0.0.1:9392"][..],
+            "listed twice",
+        ),
+        (
+            &["--controller-voters", "1@127.0.0.1"],
+            "--controller-voters",
+        ),
+        (&["--advertise", "0.0.0.0:9292"], "--advertise"),
+        (&["--node-id", "-3"], "negative"),
+    ] {
+        let mut args = vec!["serve", "--data-dir", data, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(flags);
+        let output = weir(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!dir.path().join("weir-data").exists(), "{flags:?}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_data_directory_stamped_for_another_node() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("weir-data");
+    let data = data.to_str().expect("UTF-8 path");
+    let flags = |id_flag: &'static str, id: &'static str| {
+        [
+            "--data-dir",
+            data,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+            id_flag,
+            id,
+        ]
+    };
+    drop(serve(&flags("--node-id", "1")));
+
+    let mut args = vec!["serve"];
+    args.extend(flags("--node-id", "2"));
+    let output = weir(&args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("data directory {data} belongs to node 1"))
+            && stderr.contains("node id 2"),
+        "{stderr}"
+    );
+
+    // The old flag name still names the same node.
+    drop(serve(&flags("--broker-id", "1")));
+}

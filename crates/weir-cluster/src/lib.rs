@@ -20,6 +20,7 @@ pub mod controller;
 mod error;
 pub mod group;
 pub mod metadata;
+mod node_identity;
 mod partition;
 mod registry;
 pub mod replication;
@@ -31,6 +32,7 @@ pub use config::{
 pub use error::{ClusterError, ConfigError, MetadataError, TopicNameError};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use metadata::ClusterMetadata;
+pub use node_identity::{IDENTITY_FILE, IdentityError, NodeIdentity};
 pub use partition::{
     APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, Durability, MAX_APPENDS_PER_WAKEUP, Partition,
     PartitionOffsets, PartitionState, PendingAppend,

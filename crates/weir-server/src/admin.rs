@@ -220,15 +220,16 @@ impl Admin for AdminService {
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("DescribeCluster");
-        let registry = &self.broker.registry;
-        let addr = self.broker.advertised;
+        let identity = &self.broker.identity;
+        let advertised = &self.broker.advertised;
+        // One node until the controller quorum lands: it is its own controller.
         Ok(Response::new(DescribeClusterResponse {
-            cluster_id: registry.cluster_id().to_string(),
-            controller_id: registry.broker_id(),
+            cluster_id: identity.cluster_id().to_owned(),
+            controller_id: identity.node_id(),
             brokers: vec![BrokerDescription {
-                broker_id: registry.broker_id(),
-                host: addr.ip().to_string(),
-                port: addr.port().into(),
+                broker_id: identity.node_id(),
+                host: advertised.host.clone(),
+                port: advertised.port.into(),
             }],
         }))
     }

@@ -1,9 +1,13 @@
-//! The broker's configuration: where data lives, where it listens, its id and its
-//! limits. Defaults need nothing set; the `weir serve` command layers a TOML file,
-//! environment variables and flags over them.
+//! The broker's configuration: where data lives, where it listens, its node id, the
+//! controller voters, the address it advertises and its limits. Defaults need nothing
+//! set; the `weir serve` command layers a TOML file, environment variables and flags over
+//! them, and [`ServerConfig::validate`] checks the result before anything is started.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use serde::Deserialize;
 
@@ -36,6 +40,12 @@ pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 /// Default offsets retention of empty groups, in minutes: 7 days (Kafka's
 /// `offsets.retention.minutes`).
 pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 10_080;
+/// Most controller voters accepted. Every metadata change waits for a majority of them,
+/// so more voters buy fault tolerance with latency; 3 or 5 is usual (Kafka advises the
+/// same for KRaft).
+pub const MAX_CONTROLLER_VOTERS: usize = 9;
+/// Longest host name accepted in `host:port` values (DNS's limit).
+pub const MAX_HOST_CHARS: usize = 253;
 
 /// Everything the broker needs to start. Unknown keys in a config file are refused.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -47,8 +57,21 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin HTTP address (`/metrics`, `/health`); `None` turns it off.
     pub admin_listen: Option<SocketAddr>,
-    /// This broker's id in the cluster.
-    pub broker_id: i32,
+    /// This node's id in the cluster (0 or more), stamped in the data directory at the
+    /// first start. `broker_id`, its old name, is accepted in files.
+    #[serde(alias = "broker_id")]
+    pub node_id: i32,
+    /// The static set of controller voters, the nodes that run the metadata quorum. Empty
+    /// means a single node: this node is its own only voter. A node not in a non-empty
+    /// list is an observer broker. Stored and checked now; the quorum comes later.
+    pub controller_voters: Vec<Voter>,
+    /// Address for traffic between nodes (replication, the controller quorum); `None`:
+    /// the gRPC listen address. Stored and checked now; nothing binds it yet.
+    pub internal_listen: Option<SocketAddr>,
+    /// `host:port` clients are told to reach this node at (DescribeCluster). `None`: the
+    /// listen address, or this machine's host name with the listen port when listening
+    /// on all interfaces (0.0.0.0 or ::).
+    pub advertise: Option<String>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
     /// How often retention and compaction run, in milliseconds.
@@ -71,13 +94,483 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             listen: DEFAULT_LISTEN,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
-            broker_id: 0,
+            node_id: 0,
+            controller_voters: Vec::new(),
+            internal_listen: None,
+            advertise: None,
             max_request_bytes: MAX_REQUEST_BYTES,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
             offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
             offsets_retention_minutes: DEFAULT_OFFSETS_RETENTION_MINUTES,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Checks what serde and clap cannot: the node id, the voter list as a whole, the
+    /// advertised address, and that the internal listener has its own address.
+    pub fn validate(&self) -> Result<(), ServerConfigError> {
+        if self.node_id < 0 {
+            return Err(ServerConfigError::NegativeNodeId(self.node_id));
+        }
+        validate_voters(&self.controller_voters)?;
+        if let Some(advertise) = &self.advertise {
+            parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
+                value: advertise.clone(),
+                reason,
+            })?;
+        }
+        if let Some(internal) = self.internal_listen {
+            // Port 0 picks a free port per listener, so only fixed ports can clash.
+            let clashes = |other: SocketAddr| other == internal && internal.port() != 0;
+            if clashes(self.listen) {
+                return Err(ServerConfigError::ListenClash {
+                    addr: internal,
+                    other: "the gRPC listen address",
+                });
+            }
+            if self.admin_listen.is_some_and(clashes) {
+                return Err(ServerConfigError::ListenClash {
+                    addr: internal,
+                    other: "the admin HTTP listen address",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this node runs in the controller quorum: it is listed, or the list is
+    /// empty (a single node is its own only voter).
+    pub fn is_controller_voter(&self) -> bool {
+        self.controller_voters.is_empty()
+            || self.controller_voters.iter().any(|v| v.id == self.node_id)
+    }
+
+    /// The `host:port` clients are told to use, given the bound gRPC address: the
+    /// `advertise` setting; else the bound address if its IP is specified; else (bound
+    /// to 0.0.0.0 or ::, which no client can dial) this machine's host name with the
+    /// bound port, as Kafka defaults `advertised.listeners`.
+    pub fn advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
+        if let Some((host, port)) = self
+            .advertise
+            .as_deref()
+            .and_then(|a| parse_host_port(a).ok())
+        {
+            return AdvertisedAddress {
+                host: host.to_owned(),
+                port,
+            };
+        }
+        let host = if bound.ip().is_unspecified() {
+            match hostname() {
+                Ok(name) => name,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read this machine's host name; advertising localhost (set --advertise)");
+                    "localhost".to_owned()
+                }
+            }
+        } else {
+            bound.ip().to_string()
+        };
+        AdvertisedAddress {
+            host,
+            port: bound.port(),
+        }
+    }
+}
+
+/// Where clients are told to reach this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdvertisedAddress {
+    /// A host name or IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for AdvertisedAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One controller voter: `id@host:port`, the address its internal listener is reached at.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Voter {
+    /// The voter's node id (0 or more).
+    pub id: i32,
+    /// `host:port`; IPv6 addresses in brackets.
+    pub addr: String,
+}
+
+impl FromStr for Voter {
+    type Err = ServerConfigError;
+
+    fn from_str(spec: &str) -> Result<Voter, ServerConfigError> {
+        let bad = |reason: String| ServerConfigError::BadVoter {
+            spec: spec.to_owned(),
+            reason,
+        };
+        let spec = spec.trim();
+        let Some((id, addr)) = spec.split_once('@') else {
+            return Err(bad("no '@' between the id and the address".into()));
+        };
+        let id: i32 = id
+            .parse()
+            .map_err(|_| bad(format!("the id {id:?} is not a number")))?;
+        if id < 0 {
+            return Err(bad(format!(
+                "the id {id} is negative; node ids are 0 or more"
+            )));
+        }
+        parse_host_port(addr).map_err(bad)?;
+        Ok(Voter {
+            id,
+            addr: addr.to_owned(),
+        })
+    }
+}
+
+impl TryFrom<String> for Voter {
+    type Error = ServerConfigError;
+
+    fn try_from(spec: String) -> Result<Voter, ServerConfigError> {
+        spec.parse()
+    }
+}
+
+impl fmt::Display for Voter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.id, self.addr)
+    }
+}
+
+/// A setting that cannot be used; the message names the value and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServerConfigError {
+    #[error("node id {0} is negative; node ids are 0 or more")]
+    NegativeNodeId(i32),
+    #[error("controller voter {spec:?} is not ID@HOST:PORT (e.g. 1@10.0.0.1:9292): {reason}")]
+    BadVoter { spec: String, reason: String },
+    #[error("controller voter id {id} is listed twice ({first} and {second})")]
+    DuplicateVoterId {
+        id: i32,
+        first: String,
+        second: String,
+    },
+    #[error("controller voters {first} and {second} have the same address")]
+    DuplicateVoterAddr { first: String, second: String },
+    #[error("{count} controller voters given; at most {max} are supported (3 or 5 is usual)")]
+    TooManyVoters { count: usize, max: usize },
+    #[error(
+        "advertised address {value:?} is not HOST:PORT (e.g. broker1.example.com:9292): {reason}"
+    )]
+    BadAdvertise { value: String, reason: String },
+    #[error("internal listen address {addr} is also {other}; give each listener its own port")]
+    ListenClash {
+        addr: SocketAddr,
+        other: &'static str,
+    },
+}
+
+/// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed
+/// (a `Voter` built in code has not been through `FromStr`).
+fn validate_voters(voters: &[Voter]) -> Result<(), ServerConfigError> {
+    if voters.len() > MAX_CONTROLLER_VOTERS {
+        return Err(ServerConfigError::TooManyVoters {
+            count: voters.len(),
+            max: MAX_CONTROLLER_VOTERS,
+        });
+    }
+    let mut ids = BTreeMap::new();
+    let mut addrs = BTreeMap::new();
+    for voter in voters {
+        let checked: Voter = voter.to_string().parse()?;
+        if let Some(first) = ids.insert(voter.id, voter) {
+            return Err(ServerConfigError::DuplicateVoterId {
+                id: voter.id,
+                first: first.to_string(),
+                second: voter.to_string(),
+            });
+        }
+        // Host names compare case-insensitively.
+        if let Some(first) = addrs.insert(checked.addr.to_ascii_lowercase(), voter) {
+            return Err(ServerConfigError::DuplicateVoterAddr {
+                first: first.to_string(),
+                second: voter.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Splits `host:port` (`[v6]:port` for IPv6) and checks both parts: a host name of
+/// letters, digits, '-', '.' and '_', or an IP address; a port from 1 to 65535 (port 0
+/// cannot be dialled).
+pub fn parse_host_port(value: &str) -> Result<(&str, u16), String> {
+    if value.contains("://") {
+        return Err("give HOST:PORT without a scheme such as http://".into());
+    }
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((host, port)) = rest.split_once("]:") else {
+            return Err("an IPv6 address in brackets must be followed by :PORT".into());
+        };
+        let ip = host
+            .parse::<Ipv6Addr>()
+            .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+        if ip.is_unspecified() {
+            return Err("[::] cannot be dialled; give an address peers can reach".into());
+        }
+        (host, port)
+    } else {
+        let Some((host, port)) = value.rsplit_once(':') else {
+            return Err("no port".into());
+        };
+        if host.contains(':') {
+            return Err("an IPv6 address needs brackets, as in [::1]:9292".into());
+        }
+        if host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_unspecified())
+        {
+            return Err("0.0.0.0 cannot be dialled; give an address peers can reach".into());
+        }
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        if host.len() > MAX_HOST_CHARS {
+            return Err(format!(
+                "the host is {} characters; the limit is {MAX_HOST_CHARS}",
+                host.len()
+            ));
+        }
+        if let Some(ch) = host
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')))
+        {
+            return Err(format!("the host {host:?} has the character {ch:?}"));
+        }
+        (host, port)
+    };
+    match port.parse::<u16>() {
+        Ok(0) => Err("port 0 cannot be dialled; give the port peers connect to".into()),
+        Ok(port) => Ok((host, port)),
+        Err(_) => Err(format!("the port {port:?} is not a number from 1 to 65535")),
+    }
+}
+
+/// This machine's host name (`gethostname`).
+#[cfg(unix)]
+fn hostname() -> std::io::Result<String> {
+    // POSIX caps host names at 255 bytes; one more for the terminator.
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes, the length passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // A name that fills the buffer may come back without its terminator.
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok("") => Err(std::io::Error::other("the host name is empty")),
+        Ok(name) => Ok(name.to_owned()),
+        Err(_) => Err(std::io::Error::other("the host name is not UTF-8")),
+    }
+}
+
+#[cfg(not(unix))]
+fn hostname() -> std::io::Result<String> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "no gethostname on this platform",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn voters(specs: &[&str]) -> Vec<Voter> {
+        specs.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn defaults_are_a_valid_single_node_voter() {
+        let config = ServerConfig::default();
+        config.validate().unwrap();
+        assert_eq!(config.node_id, 0);
+        assert!(config.controller_voters.is_empty());
+        assert!(config.is_controller_voter());
+    }
+
+    #[test]
+    fn voters_parse_and_print_back() {
+        for spec in [
+            "1@127.0.0.1:9292",
+            "2@broker-2.example.com:9392",
+            "3@[::1]:9492",
+        ] {
+            let voter: Voter = spec.parse().unwrap();
+            assert_eq!(voter.to_string(), spec);
+        }
+        let voter: Voter = "0@host_a:1".parse().unwrap();
+        assert_eq!((voter.id, voter.addr.as_str()), (0, "host_a:1"));
+    }
+
+    #[test]
+    fn bad_voters_say_what_is_wrong() {
+        for (spec, expected) in [
+            ("127.0.0.1:9292", "no '@'"),
+            ("x@127.0.0.1:9292", "\"x\" is not a number"),
+            ("-1@127.0.0.1:9292", "negative"),
+            ("1@127.0.0.1", "no port"),
+            ("1@:9292", "no host"),
+            ("1@host:0", "port 0"),
+            ("1@host:99999", "not a number from 1 to 65535"),
+            ("1@::1:9292", "needs brackets"),
+            ("1@[zz]:9292", "not an IPv6 address"),
+            ("1@ho st:9292", "character ' '"),
+            ("1@http://h:9292", "without a scheme"),
+            ("1@h/x:9292", "character '/'"),
+        ] {
+            let err = spec.parse::<Voter>().unwrap_err().to_string();
+            assert!(err.contains(spec), "{spec}: {err}");
+            assert!(err.contains(expected), "{spec}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_voter_list_is_checked_as_a_whole() {
+        let mut config = ServerConfig {
+            node_id: 1,
+            controller_voters: voters(&["1@a:9292", "2@b:9392", "3@c:9492"]),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        assert!(config.is_controller_voter());
+
+        config.controller_voters = voters(&["1@a:9292", "1@b:9392"]);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("id 1 is listed twice"), "{err}");
+
+        config.controller_voters = voters(&["1@a:9292", "2@A:9292"]);
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("same address"), "{err}");
+
+        config.controller_voters = (0..=MAX_CONTROLLER_VOTERS)
+            .map(|i| format!("{i}@h{i}:9292").parse().unwrap())
+            .collect();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at most 9"), "{err}");
+        config.controller_voters.pop();
+        config.validate().unwrap();
+
+        // Built in code, so never parsed: still checked.
+        config.controller_voters = vec![Voter {
+            id: -2,
+            addr: "a:1".into(),
+        }];
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+    }
+
+    #[test]
+    fn a_node_outside_a_non_empty_voter_list_is_an_observer() {
+        let config = ServerConfig {
+            node_id: 4,
+            controller_voters: voters(&["1@a:9292", "2@b:9392", "3@c:9492"]),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        assert!(!config.is_controller_voter());
+    }
+
+    #[test]
+    fn node_id_advertise_and_internal_listen_are_checked() {
+        let config = ServerConfig {
+            node_id: -1,
+            ..ServerConfig::default()
+        };
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("negative")
+        );
+
+        for bad in [
+            "localhost",
+            "host:",
+            ":9292",
+            "h:0",
+            "0.0.0.0:9292",
+            "[::]:9292",
+        ] {
+            let config = ServerConfig {
+                advertise: Some(bad.into()),
+                ..ServerConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
+        }
+
+        let config = ServerConfig {
+            internal_listen: Some(DEFAULT_LISTEN),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("gRPC listen address"), "{err}");
+        let config = ServerConfig {
+            internal_listen: Some(DEFAULT_ADMIN_LISTEN),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("admin HTTP"), "{err}");
+        let config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            internal_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_advertised_address_prefers_the_setting_then_a_specific_ip_then_the_host_name() {
+        let bound: SocketAddr = "0.0.0.0:4242".parse().unwrap();
+        let config = ServerConfig {
+            advertise: Some("broker-1.example.com:9292".into()),
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            config.advertised_address(bound).to_string(),
+            "broker-1.example.com:9292"
+        );
+
+        let config = ServerConfig::default();
+        let specific: SocketAddr = "127.0.0.1:4242".parse().unwrap();
+        assert_eq!(
+            config.advertised_address(specific).to_string(),
+            "127.0.0.1:4242"
+        );
+        let v6: SocketAddr = "[::1]:4242".parse().unwrap();
+        assert_eq!(config.advertised_address(v6).to_string(), "[::1]:4242");
+
+        for any in [bound, "[::]:4242".parse().unwrap()] {
+            let advertised = config.advertised_address(any);
+            assert_eq!(advertised.host, hostname().unwrap());
+            assert_eq!(advertised.port, 4242);
         }
     }
 }

@@ -5,14 +5,20 @@
 //! # Contract (tests and the `weir` binary rely on it)
 //!
 //! - [`ServerConfig`]: `serde::Deserialize` + `Default`; fields `data_dir`, `listen`,
-//!   `admin_listen: Option<SocketAddr>`, `broker_id` (default 0), `max_request_bytes`,
-//!   `retention_check_interval_ms`, `offsets_partitions`, `group_session_timeout_ms`,
-//!   `group_heartbeat_interval_ms`, `offsets_retention_minutes`. Defaults need nothing
-//!   set: `./weir-data`, `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP).
-//! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: opens the data
-//!   directory, binds both listeners and returns once they accept connections. Port 0
-//!   picks a free port; the bound addresses are [`RunningServer::addr`] and
-//!   [`RunningServer::admin_addr`].
+//!   `admin_listen: Option<SocketAddr>`, `node_id` (default 0; `broker_id` accepted in
+//!   files), `controller_voters: Vec<Voter>` (default empty: a single node),
+//!   `internal_listen: Option<SocketAddr>`, `advertise: Option<String>` (`host:port`),
+//!   `max_request_bytes`, `retention_check_interval_ms`, `offsets_partitions`,
+//!   `group_session_timeout_ms`, `group_heartbeat_interval_ms`,
+//!   `offsets_retention_minutes`. Defaults need nothing set: `./weir-data`,
+//!   `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP). [`ServerConfig::validate`] checks
+//!   what types cannot.
+//! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: validates the config,
+//!   refuses a data directory stamped with another node id (or a corrupt stamp), opens
+//!   the directory (stamping it on first use), binds both listeners and returns once
+//!   they accept connections. Port 0 picks a free port; the bound addresses are
+//!   [`RunningServer::addr`] and [`RunningServer::admin_addr`]. DescribeCluster reports
+//!   [`ServerConfig::advertised_address`].
 //! - [`RunningServer::shutdown`]: graceful. Health turns NOT_SERVING, listeners stop
 //!   accepting, in-flight requests finish (long-poll fetches answer at once with what
 //!   they have; Consume and ProduceStream streams end after answering what they
@@ -46,8 +52,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
-use weir_cluster::TopicRegistry;
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
+use weir_cluster::{NodeIdentity, TopicRegistry};
 use weir_proto::v1::admin_server::AdminServer;
 use weir_proto::v1::consumer_server::ConsumerServer;
 use weir_proto::v1::groups_server::GroupsServer;
@@ -55,9 +61,10 @@ use weir_proto::v1::producer_server::ProducerServer;
 
 pub use admin::AdminService;
 pub use config::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
+    AdvertisedAddress, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
     DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_OFFSETS_PARTITIONS,
-    DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_REQUEST_BYTES, ServerConfig,
+    DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_CONTROLLER_VOTERS, MAX_REQUEST_BYTES, ServerConfig,
+    ServerConfigError, Voter, parse_host_port,
 };
 pub use consume::{
     CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
@@ -90,8 +97,10 @@ pub(crate) struct Broker {
     pub(crate) metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// The node and cluster this broker's data directory belongs to.
+    pub(crate) identity: NodeIdentity,
     /// The address clients reach this broker at (DescribeCluster).
-    pub(crate) advertised: SocketAddr,
+    pub(crate) advertised: AdvertisedAddress,
 }
 
 /// Resolves once shutdown has started (or the broker is gone).
@@ -135,13 +144,30 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
     }
 }
 
-/// Opens the data directory and starts serving; returns once the listeners are bound.
+/// Checks the data directory's stamp, opens it and starts serving; returns once the
+/// listeners are bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let registry = Arc::new(
-        TopicRegistry::open(&config.data_dir, config.broker_id)
-            .await
-            .with_context(|| format!("opening data directory {}", config.data_dir.display()))?,
-    );
+    config.validate().context("invalid configuration")?;
+    if !config.is_controller_voter() {
+        let voters: Vec<String> = config
+            .controller_voters
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        tracing::info!(
+            node_id = config.node_id,
+            voters = voters.join(","),
+            "this node is not a controller voter: it runs as an observer broker"
+        );
+    }
+    let registry = Arc::new(open_data_dir(&config).await?);
+    let identity = match stamp_data_dir(&config, &registry).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            let _ = registry.close().await;
+            return Err(e);
+        }
+    };
     let groups = GroupCoordinator::open(registry.clone(), group_config(&config))
         .await
         .context("loading consumer groups from __consumer_offsets")?;
@@ -169,7 +195,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         groups,
         metrics: Arc::new(Metrics::default()),
         shutdown: stopping.clone(),
-        advertised: addr,
+        advertised: config.advertised_address(addr),
+        identity,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -238,7 +265,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
         stopping,
     ));
-    tracing::info!(%addr, admin = ?admin_addr, data_dir = %config.data_dir.display(), cluster_id = registry.cluster_id(), "broker listening");
+    tracing::info!(
+        %addr,
+        advertised = %broker.advertised,
+        admin = ?admin_addr,
+        data_dir = %config.data_dir.display(),
+        node_id = broker.identity.node_id(),
+        cluster_id = broker.identity.cluster_id(),
+        "broker listening"
+    );
     Ok(RunningServer {
         addr,
         admin_addr,
@@ -249,6 +284,39 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         http,
         upkeep,
     })
+}
+
+/// Opens the topic registry, after refusing a directory stamped for another node or with
+/// a corrupt stamp, so nothing in another node's directory is touched.
+async fn open_data_dir(config: &ServerConfig) -> anyhow::Result<TopicRegistry> {
+    let dir = config.data_dir.clone();
+    let stamped = tokio::task::spawn_blocking(move || NodeIdentity::load(&dir))
+        .await
+        .context("reading the node identity: task failed")??;
+    if let Some(identity) = stamped {
+        identity.check_node_id(config.node_id)?;
+    }
+    TopicRegistry::open(&config.data_dir, config.node_id)
+        .await
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))
+}
+
+/// The directory's identity, stamping it if it has none (a new directory, or one from
+/// before stamps). Runs once the registry is open, so the registry's lock on the
+/// directory covers the write and a new stamp keeps the cluster id `metadata.weir` holds;
+/// the stamp and the metadata must then agree on the cluster.
+async fn stamp_data_dir(
+    config: &ServerConfig,
+    registry: &TopicRegistry,
+) -> anyhow::Result<NodeIdentity> {
+    let (dir, node_id) = (config.data_dir.clone(), config.node_id);
+    let identity = tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&dir, node_id))
+        .await
+        .context("stamping the node identity: task failed")??;
+    identity
+        .check_cluster_id(registry.cluster_id())
+        .context("the node identity (node.weir) and metadata.weir name different clusters")?;
+    Ok(identity)
 }
 
 impl RunningServer {
