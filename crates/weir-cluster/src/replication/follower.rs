@@ -37,6 +37,31 @@ pub(super) struct Follower {
     leader_high_watermark: Option<i64>,
 }
 
+/// Whether `batches` can be what a leader at `leader_epoch` holds from `from_offset`:
+/// they start at or after it (a compacted log has gaps) and none was written in a later
+/// epoch. A driver that answered a held fetch after its leadership ended would send
+/// another leader's batches under the old epoch (the simulation did, seed 1384); they
+/// are refused here as well as by the driver's own check.
+fn batches_fit(batches: &[u8], from_offset: i64, leader_epoch: i32) -> bool {
+    let mut rest = batches;
+    let mut first = true;
+    while !rest.is_empty() {
+        let Ok(len) = weir_log::batch::framed_len(rest) else {
+            return false;
+        };
+        if len < weir_log::batch::HEADER_BYTES || len > rest.len() {
+            return false;
+        }
+        let header = weir_log::BatchHeader::parse(&rest[..len]);
+        if (first && header.base_offset < from_offset) || header.partition_leader_epoch > leader_epoch {
+            return false;
+        }
+        first = false;
+        rest = &rest[len..];
+    }
+    true
+}
+
 impl Replica {
     pub(super) fn become_follower(
         &mut self,
@@ -120,7 +145,10 @@ impl Replica {
                 high_watermark,
                 ..
             } => {
-                if leader_epoch != f.leader_epoch || from_offset != log.log_end_offset() {
+                if leader_epoch != f.leader_epoch
+                    || from_offset != log.log_end_offset()
+                    || !batches_fit(&batches, from_offset, leader_epoch)
+                {
                     f.phase = Phase::Ready; // not for the log as it is now: ask again
                 } else if batches.is_empty() {
                     f.leader_high_watermark = high_watermark;

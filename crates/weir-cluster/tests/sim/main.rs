@@ -11,7 +11,11 @@
 //! - `WEIR_SIM_SEEDS=100000 cargo test --release -p weir-cluster --test sim`: many more.
 //! - `WEIR_SIM_SEED=1234 cargo test -p weir-cluster --test sim`: replay one seed.
 
+mod broker;
 mod checker;
+mod clients;
+mod controller;
+mod faults;
 mod net;
 mod node;
 mod rng;

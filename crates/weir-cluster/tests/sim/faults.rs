@@ -1,0 +1,78 @@
+//! The fault schedule: crashes (with torn tails), pauses, link cuts, controller
+//! failover; and healing all of it.
+
+use crate::net::{Addr, CONTROLLER, Faults};
+use crate::rng::Rng;
+use crate::world::*;
+
+impl World {
+    pub(crate) fn inject_fault(&mut self) {
+        let brokers: Vec<Addr> = (1..=self.cfg.brokers).collect();
+        self.faults += 1;
+        match self.rng.range(0, 9) {
+            0 | 1 => {
+                let id = self.rng.pick(&brokers);
+                if !self.nodes[&id].up {
+                    return;
+                }
+                let torn = self.rng.chance(0.5);
+                let seed = self.rng.next_u64();
+                let mut local = Rng::new(seed);
+                let partitions = self.cfg.partitions;
+                self.nodes
+                    .get_mut(&id)
+                    .expect("node")
+                    .crash(
+                        partitions,
+                        |unsynced| {
+                            if torn { local.range(0, unsynced) } else { 0 }
+                        },
+                    );
+                self.log(format!("node {id} crashes (torn tail: {torn})"));
+                let down = self.rng.range(100, 4_000);
+                self.schedule(down, Ev::Restart(id));
+            }
+            2 | 3 => {
+                let id = self.rng.pick(&brokers);
+                if !self.nodes[&id].up || self.nodes[&id].paused {
+                    return;
+                }
+                self.nodes.get_mut(&id).expect("node").paused = true;
+                self.log(format!("node {id} pauses"));
+                let pause = self.rng.range(100, 4_000);
+                self.schedule(pause, Ev::Resume(id));
+            }
+            4..=6 => {
+                let mut ends: Vec<Addr> = brokers.clone();
+                ends.push(CONTROLLER);
+                let a = self.rng.pick(&ends);
+                let b = self.rng.pick(&ends);
+                if a == b {
+                    return;
+                }
+                self.net.cut(a, b);
+                self.log(format!("link {a}-{b} cut"));
+                let cut = self.rng.range(200, 5_000);
+                self.schedule(cut, Ev::Heal(a, b));
+            }
+            7 => {
+                self.controller.activate(&self.image, self.now);
+                self.log("controller fails over".to_string());
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn heal(&mut self) {
+        self.faults_on = false;
+        self.net.heal_all();
+        self.net.faults = Faults::default();
+        for node in self.nodes.values_mut() {
+            node.paused = false;
+            if !node.up {
+                node.restart();
+            }
+        }
+        self.log("all healed".to_string());
+    }
+}
