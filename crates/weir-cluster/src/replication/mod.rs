@@ -17,11 +17,16 @@ mod leader;
 mod local_log;
 mod messages;
 mod replica;
+mod session;
 
 pub use messages::{
     AlterIsrAnswer, AlterIsrRequest, FetchAnswer, FetchError, FetchRequest, ProduceRefusal,
 };
 pub use replica::{Command, Event, LocalLog, Replica, ReplicaConfig, Role};
+pub use session::{
+    BoxFuture, FetchServer, FetchSessions, MAX_FETCHES_PER_MESSAGE, PartitionAnswer,
+    PartitionFetch, SESSION_QUEUE_DEPTH, Session, SessionError,
+};
 
 /// Default time a follower may go without catching up before it leaves the ISR
 /// (`replica.lag.time.max.ms`; Kafka's is 30 s, shorter here so a slow follower stops
