@@ -22,6 +22,7 @@ pub mod group;
 pub mod metadata;
 mod node_identity;
 mod partition;
+pub mod quorum;
 mod registry;
 pub mod replication;
 mod topic_name;
