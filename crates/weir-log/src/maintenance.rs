@@ -28,14 +28,26 @@ impl Log {
     /// restarts it at `offset`. Durable when it returns: the cut is synced, then the epoch
     /// history and the recovery point are written.
     pub fn truncate_to(&self, offset: i64) -> Result<(), MaintenanceError> {
+        self.cut(offset, false)
+    }
+
+    /// Empties the log and restarts it at `offset`, wherever its end was (Kafka's
+    /// `truncateFullyAndStartAt`): for a follower whose log ends below its leader's log
+    /// start, or whose whole log diverged. Durable when it returns, like
+    /// [`Log::truncate_to`].
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), MaintenanceError> {
+        self.cut(offset, true)
+    }
+
+    fn cut(&self, offset: i64, fully: bool) -> Result<(), MaintenanceError> {
         let mut inner = self.lock();
         inner
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
-        if offset >= inner.next_offset {
+        if offset >= inner.next_offset && !fully {
             return Ok(());
         }
-        let result = if offset <= inner.log_start_offset {
+        let result = if fully || offset <= inner.log_start_offset {
             self.restart_at(&mut inner, offset)
         } else {
             self.truncate_within(&mut inner, offset).and_then(|()| {

@@ -540,3 +540,23 @@ fn waiting_for_an_offset_never_appended_is_an_error_not_a_hang() {
         other => panic!("expected out of range, got {other:?}"),
     }
 }
+
+#[test]
+fn truncate_fully_restarts_the_log_past_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    for _ in 0..3 {
+        let mut b = batch("a", 2, 0);
+        log.append(&mut b, 0).unwrap();
+    }
+    log.truncate_fully_and_start_at(100).unwrap();
+    let offsets = log.offsets();
+    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (100, 100));
+    assert!(log.leader_epochs().is_empty());
+    drop(log);
+    let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let offsets = log.offsets();
+    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (100, 100));
+    let mut b = batch("c", 1, 0);
+    assert_eq!(log.append(&mut b, 1).unwrap().base_offset, 100);
+}

@@ -20,6 +20,9 @@ pub struct Checker {
 
 pub type Verdict = Result<(), String>;
 
+/// A replica's log as the checker reads it: offset -> (value, durable).
+type LogView = BTreeMap<i64, (String, bool)>;
+
 impl Checker {
     fn fact(&mut self, partition: u32, offset: i64, value: &str, how: &str) -> Verdict {
         match self.committed.get(&(partition, offset)) {
@@ -98,7 +101,7 @@ impl Checker {
         isr: &BTreeMap<u32, Vec<Addr>>,
     ) -> Verdict {
         for (&partition, members) in isr {
-            let logs: BTreeMap<Addr, BTreeMap<i64, (String, bool)>> = members
+            let logs: BTreeMap<Addr, LogView> = members
                 .iter()
                 .map(|m| {
                     let records = nodes[m].records(partition);
@@ -123,7 +126,7 @@ impl Checker {
             }
             // 2: ISR members agree below the highest published HW.
             let hw = self.max_published(partition);
-            let mut reference: Option<(Addr, &BTreeMap<i64, (String, bool)>)> = None;
+            let mut reference: Option<(Addr, &LogView)> = None;
             for (&m, log) in &logs {
                 if let Some((r, rlog)) = reference {
                     for (offset, (value, _)) in log.range(..hw) {

@@ -281,7 +281,7 @@ impl World {
             self.steps += 1;
             let verdict = self.step(ev);
             self.verdict(verdict);
-            if self.steps % FULL_CHECK_EVERY == 0 {
+            if self.steps.is_multiple_of(FULL_CHECK_EVERY) {
                 let verdict = self.full_check();
                 self.verdict(verdict);
             }
