@@ -551,12 +551,18 @@ fn truncate_fully_restarts_the_log_past_its_end() {
     }
     log.truncate_fully_and_start_at(100).unwrap();
     let offsets = log.offsets();
-    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (100, 100));
+    assert_eq!(
+        (offsets.log_start_offset, offsets.log_end_offset),
+        (100, 100)
+    );
     assert!(log.leader_epochs().is_empty());
     drop(log);
     let log = Log::open(dir.path(), LogConfig::default()).unwrap();
     let offsets = log.offsets();
-    assert_eq!((offsets.log_start_offset, offsets.log_end_offset), (100, 100));
+    assert_eq!(
+        (offsets.log_start_offset, offsets.log_end_offset),
+        (100, 100)
+    );
     let mut b = batch("c", 1, 0);
     assert_eq!(log.append(&mut b, 1).unwrap().base_offset, 100);
 }
