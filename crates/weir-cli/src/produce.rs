@@ -52,7 +52,7 @@ pub struct ProduceArgs {
     #[arg(long, short = 'p')]
     partition: Option<u32>,
     /// When the broker acknowledges: none, leader or all.
-    #[arg(long, value_enum, default_value_t = AcksArg::Leader)]
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
     acks: AcksArg,
     /// Compression of each batch.
     #[arg(long, short = 'z', value_enum, default_value_t = CompressionArg::None)]
@@ -71,7 +71,8 @@ pub enum AcksArg {
     /// After the partition leader appended the records.
     #[value(alias = "1")]
     Leader,
-    /// After every in-sync replica has them (durable per the topic's flush.policy).
+    /// After every in-sync replica has them (durable per the topic's flush.policy); the
+    /// default.
     #[value(alias = "-1")]
     All,
 }

@@ -121,4 +121,40 @@ pub enum ClusterError {
     },
     #[error("a blocking storage task panicked or was cancelled: {0}")]
     TaskFailed(String),
+    /// NOT_LEADER: this broker does not lead the partition; `leader` does (-1: none now).
+    #[error("this broker does not lead {topic}/{partition}; {}", leader_hint(*.leader))]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: i32,
+    },
+    /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than `min.insync.replicas`; nothing
+    /// was appended.
+    #[error(
+        "{topic}/{partition} has {isr} in-sync replica(s), fewer than min.insync.replicas={min_insync}; nothing was appended"
+    )]
+    NotEnoughReplicas {
+        topic: String,
+        partition: u32,
+        isr: usize,
+        min_insync: usize,
+    },
+    /// FENCED_LEADER_EPOCH: the leadership an append was accepted under ended before it
+    /// was written; nothing was appended.
+    #[error(
+        "the leadership of {topic}/{partition} at epoch {epoch} ended before the append was written; nothing was appended"
+    )]
+    FencedLeaderEpoch {
+        topic: String,
+        partition: u32,
+        epoch: i32,
+    },
+}
+
+fn leader_hint(leader: i32) -> String {
+    if leader < 0 {
+        "it has no leader right now; retry shortly".to_string()
+    } else {
+        format!("broker {leader} does")
+    }
 }

@@ -284,6 +284,7 @@ impl TopicRegistry {
                     index,
                     &dir,
                     effective.clone(),
+                    self.broker_id,
                     state_of(&assignment, self.broker_id),
                 )
                 .await?,
@@ -402,6 +403,7 @@ async fn open_topic(
                 index as u32,
                 &dir,
                 effective.clone(),
+                broker_id,
                 state_of(assignment, broker_id),
             )
             .await?,

@@ -79,8 +79,17 @@ pub(crate) async fn submit(
     broker: &Arc<Broker>,
     req: ProduceRequest,
 ) -> Result<PendingProduce, Status> {
-    let acks = Acks::try_from(req.acks)
-        .map_err(|_| Status::invalid_argument(format!("unknown acks value {}", req.acks)))?;
+    let acks = match Acks::try_from(req.acks) {
+        // acks=all is the default, as in Kafka 3.0+.
+        Ok(Acks::Unspecified) => Acks::All,
+        Ok(acks) => acks,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown acks value {}",
+                req.acks
+            )));
+        }
+    };
     let topic = broker.registry.topic(&req.topic).map_err(status::status)?;
     if topic.is_internal() {
         return Err(Status::invalid_argument(format!(

@@ -40,6 +40,12 @@ pub fn code(err: &ClusterError) -> Code {
             MaintenanceError::OffsetOutOfRange { .. } => Code::OutOfRange,
             _ => Code::Unavailable,
         },
+        // Go to the leader the message names (or refresh metadata and retry).
+        ClusterError::NotLeader { .. } | ClusterError::FencedLeaderEpoch { .. } => {
+            Code::FailedPrecondition
+        }
+        // Retriable: the ISR grows back as followers catch up.
+        ClusterError::NotEnoughReplicas { .. } => Code::Unavailable,
         ClusterError::Open { .. }
         | ClusterError::Metadata(_)
         | ClusterError::Io { .. }

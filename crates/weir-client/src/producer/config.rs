@@ -80,7 +80,8 @@ pub struct ProducerConfig {
     pub max_in_flight: usize,
     /// Codec applied to each batch on the client.
     pub compression: Compression,
-    /// When the broker answers.
+    /// When the broker answers; `Acks::All` by default (as Kafka 3.0+), so a record is
+    /// acknowledged only once every in-sync replica has it.
     pub acks: Acks,
     /// Times a batch that failed with a retriable error is sent again.
     pub retries: u32,
@@ -103,7 +104,7 @@ impl Default for ProducerConfig {
             batch_bytes: DEFAULT_BATCH_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             compression: Compression::None,
-            acks: Acks::Leader,
+            acks: Acks::All,
             retries: DEFAULT_RETRIES,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,

@@ -53,7 +53,9 @@ fn batches_fit(batches: &[u8], from_offset: i64, leader_epoch: i32) -> bool {
             return false;
         }
         let header = weir_log::BatchHeader::parse(&rest[..len]);
-        if (first && header.base_offset < from_offset) || header.partition_leader_epoch > leader_epoch {
+        if (first && header.base_offset < from_offset)
+            || header.partition_leader_epoch > leader_epoch
+        {
             return false;
         }
         first = false;

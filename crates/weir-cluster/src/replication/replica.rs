@@ -176,6 +176,11 @@ impl Replica {
         &self.config
     }
 
+    /// New settings (a topic config change); the role and positions stay.
+    pub fn reconfigure(&mut self, config: ReplicaConfig) {
+        self.config = config;
+    }
+
     pub fn role(&self) -> Role {
         match &self.state {
             State::Offline => Role::Offline,

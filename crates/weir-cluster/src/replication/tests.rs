@@ -314,6 +314,13 @@ fn a_follower_with_only_later_epochs_than_the_leader_drops_its_whole_log() {
         epoch: 0,
         end_offset: 3,
     };
-    let out = f.handle(Event::FetchAnswered { answer, batches: Bytes::new() }, 1, &log);
+    let out = f.handle(
+        Event::FetchAnswered {
+            answer,
+            batches: Bytes::new(),
+        },
+        1,
+        &log,
+    );
     assert_eq!(out, vec![Command::Truncate { offset: 0 }]);
 }

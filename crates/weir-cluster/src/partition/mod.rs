@@ -1,24 +1,33 @@
-//! One partition on this broker: its log, its replication state (leader, leader epoch,
-//! replicas, ISR) and its high watermark, with the ordered append queue and the
-//! wake-ups that long-polling readers wait on.
+//! One partition on this broker: its log, the replication state machine that decides
+//! its role (leader, follower), high watermark and ISR (`crate::replication`), the ordered
+//! append queue, and the wake-ups that long-polling readers wait on.
 //!
 //! Appends go through a bounded queue ([`APPEND_QUEUE_DEPTH`]) to one appender task per
-//! partition, which runs `Log::append_validated` on a blocking thread. The queue keeps
-//! appends in the order they were submitted (a pipelined producer relies on that),
-//! bounds the memory held by waiting appends (a full queue makes submitters wait:
-//! backpressure), and lets the appender take several queued appends in one blocking
-//! call.
+//! partition, which runs `Log::append_validated` on a blocking thread (`appender.rs`).
+//! The queue keeps appends in the order they were submitted (a pipelined producer relies
+//! on that), bounds the memory held by waiting appends (a full queue makes submitters
+//! wait: backpressure), and lets the appender take several queued appends in one
+//! blocking call. Each queued append carries the leader epoch it was accepted under; the
+//! appender refuses it if the partition no longer leads at that epoch, so a batch
+//! accepted by one leadership is never stamped with another's epoch.
 //!
-//! Single node: the replica set and ISR are this broker, the leader epoch stays at its
-//! assigned value, and the high watermark moves to the log end as soon as an append is
-//! written (in the page cache, so it survives a process crash). Durable acknowledgement
-//! (`acks=all`) additionally waits, under `flush.policy=group-commit`, for the fsync
-//! that covers the records; `every-append` has synced them already; `interval:<ms>` and
-//! `none` promise no more than they say, so `acks=all` does not wait under them.
+//! The state machine runs in `driver.rs`: every event (an append written, a flush done,
+//! metadata changed, a follower's fetch) goes through it, and it answers with commands
+//! the driver carries out. The high watermark consumers read below is the one it
+//! publishes: the lowest position of the ISR, where a position is the flushed offset
+//! under a durable flush policy (`group-commit`, `every-append`) and the log end
+//! otherwise (`docs/replication.md`). An `acks=all` append is answered once the published
+//! high watermark passes it under the epoch it was written in; `acks=leader` once it is
+//! written. On a single node the ISR is this broker, so under `group-commit` consumers
+//! see a record, and `acks=all` answers, once it is fsynced; under `interval:<ms>` and
+//! `none` as soon as it is written.
 //!
 //! The log is behind an async `RwLock`: every use takes a read guard for its duration,
 //! so reconfiguring (close and reopen with a new `LogConfig`) or closing the partition
 //! takes the write guard and knows nobody still holds the log.
+
+mod appender;
+mod driver;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -30,7 +39,12 @@ use weir_log::{
 };
 
 use crate::config::EffectiveConfig;
+use crate::controller::records::PartitionRegistration;
 use crate::error::ClusterError;
+use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
+
+use appender::{AppendJob, run_appender};
+use driver::{AckWaiter, FlushState};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
 /// which slows their streams (HTTP/2 flow control) instead of buffering without bound.
@@ -41,8 +55,7 @@ pub const MAX_APPENDS_PER_WAKEUP: usize = 32;
 /// A broker id.
 pub type BrokerId = i32;
 
-/// Replication state of a partition. On one node: this broker leads, is the only
-/// replica and the whole ISR.
+/// Replication state of a partition, as the metadata says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionState {
     /// Broker id of the leader; -1 if none.
@@ -75,9 +88,9 @@ pub struct AppendOutcome {
 /// How long an append's answer waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
-    /// Answer once written to the log (page cache).
+    /// Answer once written to the leader's log (page cache): `acks=leader`.
     Written,
-    /// Answer once durable per the topic's flush policy (see the module docs).
+    /// Answer once committed: the published high watermark passed it (`acks=all`).
     Durable,
 }
 
@@ -86,13 +99,7 @@ type AppendReply = oneshot::Sender<Result<AppendOutcome, ClusterError>>;
 /// The answer to a submitted append; await it (or drop it for fire-and-forget).
 pub type PendingAppend = oneshot::Receiver<Result<AppendOutcome, ClusterError>>;
 
-struct AppendJob {
-    batches: ValidatedBatches,
-    durability: Durability,
-    reply: AppendReply,
-}
-
-/// What the appender task and the partition share.
+/// What the appender task, the driver and the partition share.
 #[derive(Debug)]
 struct Shared {
     topic: String,
@@ -100,9 +107,15 @@ struct Shared {
     dir: PathBuf,
     /// `None` once the partition is closed.
     log: Arc<RwLock<Option<Log>>>,
-    state: Mutex<PartitionState>,
     config: Mutex<EffectiveConfig>,
+    /// The published high watermark: consumers read below it. Never moves back.
     high_watermark: watch::Sender<i64>,
+    /// The replication state machine. Held only while it handles one event (no I/O
+    /// under it).
+    replica: Mutex<Replica>,
+    /// `acks=all` appends waiting for the high watermark.
+    acks: Mutex<Vec<AckWaiter>>,
+    flush: Mutex<FlushState>,
 }
 
 /// One partition of a topic on this broker.
@@ -148,46 +161,113 @@ impl Shared {
         }
     }
 
-    /// Raises the high watermark to `end` (never lowers it) and wakes waiting readers.
-    fn advance_high_watermark(&self, end: i64) {
-        self.high_watermark.send_if_modified(|hw| {
-            if end > *hw {
-                *hw = end;
-                true
-            } else {
-                false
-            }
-        });
+    fn replica(&self) -> std::sync::MutexGuard<'_, Replica> {
+        self.replica.lock().expect("replica mutex")
+    }
+
+    fn not_leader(&self, leader: BrokerId) -> ClusterError {
+        ClusterError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.index,
+            leader,
+        }
+    }
+
+    /// Whether this replica leads and may take an append now; the leader epoch it is
+    /// accepted under.
+    fn check_produce(&self, acks_all: bool) -> Result<i32, ClusterError> {
+        self.replica()
+            .check_produce(acks_all)
+            .map_err(|refusal| match refusal {
+                ProduceRefusal::NotLeader { leader, .. } => self.not_leader(leader),
+                ProduceRefusal::NotEnoughReplicas { isr, min_insync } => {
+                    ClusterError::NotEnoughReplicas {
+                        topic: self.topic.clone(),
+                        partition: self.index,
+                        isr,
+                        min_insync,
+                    }
+                }
+            })
+    }
+
+    /// Whether this replica serves reads (it leads).
+    fn check_leader(&self) -> Result<(), ClusterError> {
+        let replica = self.replica();
+        match replica.role() {
+            Role::Leader { .. } => Ok(()),
+            _ => Err(self.not_leader(replica.registration().map_or(-1, |r| r.leader))),
+        }
+    }
+}
+
+/// The state machine's settings for `config`.
+fn replica_config(node: BrokerId, config: &EffectiveConfig) -> ReplicaConfig {
+    let mut rc = ReplicaConfig::new(node, 0);
+    rc.durable = matches!(
+        config.log.flush,
+        FlushPolicy::GroupCommit | FlushPolicy::EveryAppend
+    );
+    rc.min_insync_replicas = config.min_insync_replicas as usize;
+    rc
+}
+
+fn registration(state: &PartitionState) -> PartitionRegistration {
+    PartitionRegistration {
+        replicas: state.replicas.clone(),
+        isr: state.isr.clone(),
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: 0,
     }
 }
 
 impl Partition {
-    /// Opens (creating if needed) the partition's log in `dir` and starts its appender.
-    /// Must run inside a tokio runtime.
+    /// Opens (creating if needed) the partition's log in `dir`, as broker `node`, and
+    /// starts its appender. Must run inside a tokio runtime.
     pub async fn open(
         topic: &str,
         index: u32,
         dir: &Path,
         config: EffectiveConfig,
+        node: BrokerId,
         state: PartitionState,
     ) -> Result<Arc<Partition>, ClusterError> {
         let log = open_log(topic, index, dir, &config).await?;
-        // One node: everything in the log was acknowledged or is at least in it, so all
-        // of it is visible.
-        let end = log.offsets().log_end_offset;
-        let (high_watermark, _) = watch::channel(end);
+        let offsets = log.offsets();
+        // The last checkpointed high watermark: where a new leadership starts from
+        // before its ISR reports (never above what the log holds).
+        let checkpoint = log
+            .high_watermark_checkpoint()
+            .unwrap_or(offsets.log_start_offset)
+            .clamp(offsets.log_start_offset, offsets.log_end_offset);
+        let (high_watermark, _) = watch::channel(checkpoint);
+        let replica = Replica::new(replica_config(node, &config), checkpoint);
         let shared = Arc::new(Shared {
             topic: topic.to_string(),
             index,
             dir: dir.to_path_buf(),
             log: Arc::new(RwLock::new(Some(log))),
-            state: Mutex::new(state),
             config: Mutex::new(config),
             high_watermark,
+            replica: Mutex::new(replica),
+            acks: Mutex::new(Vec::new()),
+            flush: Mutex::new(FlushState::default()),
         });
         let (queue, jobs) = mpsc::channel(APPEND_QUEUE_DEPTH);
         tokio::spawn(run_appender(shared.clone(), jobs));
-        Ok(Arc::new(Partition { shared, queue }))
+        let partition = Arc::new(Partition { shared, queue });
+        partition.apply_state(&state).await;
+        Ok(partition)
+    }
+
+    /// Applies the metadata's state of this partition (leader, epoch, ISR).
+    pub async fn apply_state(&self, state: &PartitionState) {
+        let guard = self.shared.read_guard().await;
+        if let Some(log) = guard.as_ref() {
+            self.shared
+                .drive(log, Event::Registration(registration(state)));
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -198,8 +278,23 @@ impl Partition {
         self.shared.index
     }
 
+    /// Leader, epoch, replicas and ISR, as last applied from metadata.
     pub fn state(&self) -> PartitionState {
-        self.shared.state.lock().expect("state mutex").clone()
+        let replica = self.shared.replica();
+        match replica.registration() {
+            Some(r) => PartitionState {
+                leader: r.leader,
+                leader_epoch: r.leader_epoch,
+                replicas: r.replicas.clone(),
+                isr: r.isr.clone(),
+            },
+            None => PartitionState {
+                leader: -1,
+                leader_epoch: -1,
+                replicas: Vec::new(),
+                isr: Vec::new(),
+            },
+        }
     }
 
     /// The topic settings this partition runs with.
@@ -207,6 +302,7 @@ impl Partition {
         self.shared.config.lock().expect("config mutex").clone()
     }
 
+    /// The published high watermark.
     pub fn high_watermark(&self) -> i64 {
         *self.shared.high_watermark.borrow()
     }
@@ -218,16 +314,22 @@ impl Partition {
 
     /// Queues an append (waiting while the queue is full) and returns its pending
     /// answer. Appends to one partition are written in the order they were submitted.
+    /// Refused at once if this replica does not lead, or for `acks=all` with fewer
+    /// in-sync replicas than `min.insync.replicas` (nothing is appended).
     pub async fn submit(
         &self,
         batches: ValidatedBatches,
         durability: Durability,
     ) -> Result<PendingAppend, ClusterError> {
+        let leader_epoch = self
+            .shared
+            .check_produce(durability == Durability::Durable)?;
         let (reply, pending) = oneshot::channel();
         self.queue
             .send(AppendJob {
                 batches,
                 durability,
+                leader_epoch,
                 reply,
             })
             .await
@@ -275,6 +377,7 @@ impl Partition {
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), only
     /// below the high watermark. `offset` must be within `[log start, high watermark]`.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
+        self.shared.check_leader()?;
         let offsets = self.offsets().await?;
         if offset < offsets.log_start_offset || offset > offsets.high_watermark {
             return Err(self.out_of_range(offset, offsets));
@@ -415,16 +518,42 @@ impl Partition {
             &config,
         )
         .await?;
+        {
+            let mut replica = self.shared.replica();
+            let node = replica.config().node;
+            let mut rc = replica_config(node, &config);
+            rc.broker_epoch = replica.config().broker_epoch;
+            replica.reconfigure(rc);
+        }
         *guard = Some(log);
         *self.shared.config.lock().expect("config mutex") = config;
         Ok(())
     }
 
-    /// Flushes and closes the log; later operations fail with `PartitionClosed`.
+    /// Checkpoints the high watermark (so a restarted replica knows what was committed),
+    /// if it moved since the last checkpoint.
+    pub async fn checkpoint_high_watermark(&self) -> Result<(), ClusterError> {
+        let hw = self.shared.replica().high_watermark();
+        let err = self.shared.maintenance();
+        self.shared
+            .with_log(move |log| {
+                if log.high_watermark_checkpoint() == Some(hw) {
+                    return Ok(());
+                }
+                log.checkpoint_high_watermark(hw).map_err(err)
+            })
+            .await
+    }
+
+    /// Flushes and closes the log; later operations fail with `PartitionClosed`, and
+    /// `acks=all` appends still waiting are answered with it.
     pub async fn close(&self) -> Result<(), ClusterError> {
+        // Best effort: a restart then starts from this high watermark.
+        let _ = self.checkpoint_high_watermark().await;
         let Some(log) = self.shared.log.write().await.take() else {
             return Ok(());
         };
+        self.shared.fail_acks(|_| true, |s| s.closed());
         // Wake waiting readers so they find the partition closed instead of waiting on.
         self.shared.high_watermark.send_modify(|_| {});
         let err = self.shared.maintenance();
@@ -449,135 +578,6 @@ async fn open_log(
         partition: index,
         source,
     })
-}
-
-/// The appender: takes queued appends in order, writes them on a blocking thread,
-/// advances the high watermark and answers (after the fsync, for durable appends). Ends
-/// when the partition (the queue's only sender) is dropped.
-async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<AppendJob>) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_APPENDS_PER_WAKEUP {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let guard = shared.read_guard().await;
-        let epoch = shared.state.lock().expect("state mutex").leader_epoch;
-        let (topic, partition) = (shared.topic.clone(), shared.index);
-        let closed = shared.closed();
-        let written = tokio::task::spawn_blocking(move || {
-            let Some(log) = guard.as_ref() else {
-                return batch
-                    .into_iter()
-                    .map(|job| (job, Err(closed_copy(&closed))))
-                    .collect::<Vec<_>>();
-            };
-            batch
-                .into_iter()
-                .map(|mut job| {
-                    let result = log
-                        .append_validated(&mut job.batches, epoch)
-                        .map(|info| AppendOutcome {
-                            base_offset: info.base_offset,
-                            last_offset: info.last_offset,
-                            records: job
-                                .batches
-                                .headers()
-                                .iter()
-                                .map(|h| h.record_count as u64)
-                                .sum(),
-                            bytes: info.bytes as u64,
-                        })
-                        .map_err(|source| ClusterError::Append {
-                            topic: topic.clone(),
-                            partition,
-                            source,
-                        });
-                    (job, result)
-                })
-                .collect()
-        })
-        .await;
-        let written = match written {
-            Ok(w) => w,
-            Err(e) => {
-                // The batch's jobs (and their reply senders) went with the panicked task;
-                // their submitters see the partition as closed.
-                tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "append task failed");
-                continue;
-            }
-        };
-        if let Some(end) = written
-            .iter()
-            .filter_map(|(_, r)| r.as_ref().ok())
-            .map(|o| o.last_offset + 1)
-            .max()
-        {
-            shared.advance_high_watermark(end);
-        }
-        let group_commit = matches!(
-            shared.config.lock().expect("config mutex").log.flush,
-            FlushPolicy::GroupCommit
-        );
-        let mut durable = Vec::new();
-        for (job, result) in written {
-            match result {
-                Ok(outcome) if job.durability == Durability::Durable && group_commit => {
-                    durable.push((job, outcome));
-                }
-                result => {
-                    // The submitter may have stopped waiting (acks=none): not an error.
-                    let _ = job.reply.send(result);
-                }
-            }
-        }
-        if !durable.is_empty() {
-            // Waiting for the fsync happens off the appender, so later appends are
-            // written meanwhile and share the next sync (group commit). One wait covers
-            // every durable append of this wake-up: one blocking thread, not one each.
-            tokio::spawn(wait_durable_and_answer(shared.clone(), durable));
-        }
-    }
-}
-
-/// Waits until the last of `appends` is durable, then answers each of them.
-async fn wait_durable_and_answer(shared: Arc<Shared>, appends: Vec<(AppendJob, AppendOutcome)>) {
-    let err = shared.maintenance();
-    let last = appends
-        .iter()
-        .map(|(_, o)| o.last_offset)
-        .max()
-        .expect("not empty");
-    let synced = shared
-        .with_log(move |log| log.wait_durable(last).map_err(err))
-        .await;
-    let reason = synced.as_ref().err().map(ToString::to_string);
-    let mut first_error = synced.err();
-    for (job, outcome) in appends {
-        let result = match &reason {
-            None => Ok(outcome),
-            // The first waiter gets the error itself, the others a copy of its text
-            // (a failed sync fails the log, so they are all in the same state).
-            Some(reason) => Err(first_error.take().unwrap_or_else(|| {
-                (shared.maintenance())(weir_log::MaintenanceError::Failed {
-                    reason: reason.clone(),
-                })
-            })),
-        };
-        let _ = job.reply.send(result);
-    }
-}
-
-fn closed_copy(e: &ClusterError) -> ClusterError {
-    match e {
-        ClusterError::PartitionClosed { topic, partition } => ClusterError::PartitionClosed {
-            topic: topic.clone(),
-            partition: *partition,
-        },
-        other => ClusterError::TaskFailed(other.to_string()),
-    }
 }
 
 #[cfg(test)]
@@ -607,7 +607,9 @@ mod tests {
             replicas: vec![0],
             isr: vec![0],
         };
-        Partition::open("t", 0, dir, config, state).await.unwrap()
+        Partition::open("t", 0, dir, config, 0, state)
+            .await
+            .unwrap()
     }
 
     /// 60 updates of three keys, timestamps long past `retention.ms`.

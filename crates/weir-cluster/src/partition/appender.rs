@@ -1,0 +1,120 @@
+//! The appender: one task per partition that takes queued appends in order, writes them
+//! on a blocking thread under the leader epoch each was accepted with, and hands the
+//! result to the replication driver (which answers `acks=all` appends once the high
+//! watermark passes them).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use weir_log::ValidatedBatches;
+
+use super::driver::AckWaiter;
+use super::{AppendOutcome, AppendReply, Durability, MAX_APPENDS_PER_WAKEUP, Shared};
+use crate::error::ClusterError;
+use crate::replication::{Event, Role};
+
+pub(super) struct AppendJob {
+    pub(super) batches: ValidatedBatches,
+    pub(super) durability: Durability,
+    /// The leader epoch the append was accepted under.
+    pub(super) leader_epoch: i32,
+    pub(super) reply: AppendReply,
+}
+
+/// Takes queued appends in order, writes them on a blocking thread, and answers them
+/// (`acks=leader` at once, `acks=all` through the driver). Ends when the partition (the
+/// queue's only sender) is dropped.
+pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<AppendJob>) {
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_APPENDS_PER_WAKEUP {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // The epoch this replica leads at now: an append accepted under another one is
+        // refused (its leadership ended while it waited in the queue).
+        let leading = match shared.replica().role() {
+            Role::Leader { leader_epoch } => Some(leader_epoch),
+            _ => None,
+        };
+        let guard = shared.read_guard().await;
+        let (topic, partition) = (shared.topic.clone(), shared.index);
+        let written = tokio::task::spawn_blocking(move || {
+            let results: Vec<_> = batch
+                .into_iter()
+                .map(|mut job| {
+                    let Some(log) = guard.as_ref() else {
+                        let e = ClusterError::PartitionClosed {
+                            topic: topic.clone(),
+                            partition,
+                        };
+                        return (job, Err(e));
+                    };
+                    if leading != Some(job.leader_epoch) {
+                        let e = ClusterError::FencedLeaderEpoch {
+                            topic: topic.clone(),
+                            partition,
+                            epoch: job.leader_epoch,
+                        };
+                        return (job, Err(e));
+                    }
+                    let result = log
+                        .append_validated(&mut job.batches, job.leader_epoch)
+                        .map(|info| AppendOutcome {
+                            base_offset: info.base_offset,
+                            last_offset: info.last_offset,
+                            records: job
+                                .batches
+                                .headers()
+                                .iter()
+                                .map(|h| h.record_count as u64)
+                                .sum(),
+                            bytes: info.bytes as u64,
+                        })
+                        .map_err(|source| ClusterError::Append {
+                            topic: topic.clone(),
+                            partition,
+                            source,
+                        });
+                    (job, result)
+                })
+                .collect();
+            (guard, results)
+        })
+        .await;
+        let (guard, written) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                // The batch's jobs (and their reply senders) went with the panicked task;
+                // their submitters see the partition as closed.
+                tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "append task failed");
+                continue;
+            }
+        };
+        let mut any = false;
+        for (job, result) in written {
+            match result {
+                Ok(outcome) if job.durability == Durability::Durable => {
+                    any = true;
+                    shared.acks().push(AckWaiter {
+                        leader_epoch: job.leader_epoch,
+                        outcome,
+                        reply: job.reply,
+                    });
+                }
+                result => {
+                    any |= result.is_ok();
+                    // The submitter may have stopped waiting (acks=none): not an error.
+                    let _ = job.reply.send(result);
+                }
+            }
+        }
+        if any && let Some(log) = guard.as_ref() {
+            // Answers the acks=all appends whose records are now committed (at once
+            // on a single node under a non-durable policy; after the flush otherwise).
+            shared.drive(log, Event::LogAppended);
+        }
+    }
+}
