@@ -281,6 +281,7 @@ impl TopicRegistry {
             added.push(
                 Partition::open(
                     name,
+                    &meta.topic_id,
                     index,
                     &dir,
                     effective.clone(),
@@ -400,6 +401,7 @@ async fn open_topic(
         partitions.push(
             Partition::open(
                 &meta.name,
+                &meta.topic_id,
                 index as u32,
                 &dir,
                 effective.clone(),

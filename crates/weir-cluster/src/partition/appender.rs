@@ -112,6 +112,7 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
             }
         }
         if any && let Some(log) = guard.as_ref() {
+            shared.log_end.send_replace(log.offsets().log_end_offset);
             // Answers the acks=all appends whose records are now committed (at once
             // on a single node under a non-durable policy; after the flush otherwise).
             shared.drive(log, Event::LogAppended);

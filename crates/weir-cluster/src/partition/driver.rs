@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use weir_log::Log;
 
-use super::{AppendOutcome, AppendReply, Shared};
+use bytes::Bytes;
+
+use super::{AppendOutcome, AppendReply, BrokerId, Shared};
 use crate::error::ClusterError;
-use crate::replication::{Command, Event};
+use crate::replication::{Command, Event, FetchAnswer};
 
 /// An `acks=all` append waiting for the high watermark to pass it.
 #[derive(Debug)]
@@ -41,18 +43,24 @@ impl Shared {
     }
 
     /// Feeds `event` to the state machine and carries out what it asks, and what that
-    /// leads to, until nothing is left to do now.
-    pub(super) fn drive(self: &Arc<Self>, log: &Log, event: Event) {
+    /// leads to, until nothing is left to do now. Returns the answers to follower
+    /// fetches it gave (only a [`Event::Fetch`] produces one).
+    pub(super) fn drive(self: &Arc<Self>, log: &Log, event: Event) -> Vec<(BrokerId, FetchAnswer)> {
+        let mut answers = Vec::new();
         let mut events = VecDeque::from([event]);
         while let Some(event) = events.pop_front() {
             let commands = self.replica().handle(event, now_ms(), log);
             for command in commands {
-                self.execute(log, command, &mut events);
+                match command {
+                    Command::AnswerFetch { to, answer } => answers.push((to, answer)),
+                    command => self.execute(log, command),
+                }
             }
         }
+        answers
     }
 
-    fn execute(self: &Arc<Self>, log: &Log, command: Command, _events: &mut VecDeque<Event>) {
+    fn execute(self: &Arc<Self>, log: &Log, command: Command) {
         match command {
             Command::Flush => self.request_flush(),
             Command::PublishHighWatermark(hw) => self.publish(hw),
@@ -60,22 +68,33 @@ impl Shared {
                 let leader = self.replica().registration().map_or(-1, |r| r.leader);
                 self.fail_acks(|w| w.leader_epoch == leader_epoch, |s| s.not_leader(leader));
             }
-            // Replication between brokers: a partition on a single node leads and has
-            // no followers, so its state machine never asks for these.
-            Command::SendFetch { .. }
-            | Command::AnswerFetch { .. }
-            | Command::AppendReplicated { .. }
-            | Command::Truncate { .. }
-            | Command::ProposeIsr(_) => {
-                tracing::warn!(
-                    topic = self.topic,
-                    partition = self.index,
-                    log_end_offset = log.offsets().log_end_offset,
-                    ?command,
-                    "replication command without a cluster to carry it"
-                );
+            Command::AppendReplicated { batches } => {
+                tokio::spawn(append_replicated(self.clone(), batches));
             }
+            Command::Truncate { offset } => {
+                tokio::spawn(truncate(self.clone(), offset));
+            }
+            Command::SendFetch { leader, request } => match self.links.get() {
+                Some(links) => links.send_fetch(&self.topic_id, self.index, leader, request),
+                None => self.unlinked("a fetch", log),
+            },
+            Command::ProposeIsr(request) => match self.links.get() {
+                Some(links) => links.propose_isr(&self.topic_id, self.index, request),
+                None => self.unlinked("an ISR change", log),
+            },
+            Command::AnswerFetch { .. } => unreachable!("answers are returned by drive"),
         }
+    }
+
+    /// A partition whose broker runs no replication (it was never linked) was asked to
+    /// talk to other brokers: its metadata names replicas elsewhere.
+    fn unlinked(&self, what: &str, log: &Log) {
+        tracing::warn!(
+            topic = self.topic,
+            partition = self.index,
+            log_end_offset = log.offsets().log_end_offset,
+            "the replication state machine asked to send {what}, but this broker has no links to other brokers"
+        );
     }
 
     /// Raises the published high watermark and answers the `acks=all` appends of the
@@ -184,5 +203,70 @@ async fn run_flusher(shared: Arc<Shared>) {
             return;
         }
         flush.again = false;
+    }
+}
+
+/// Appends a leader's batches as stored (a follower's copy), then tells the state
+/// machine, which flushes (durable policy) and fetches again.
+async fn append_replicated(shared: Arc<Shared>, batches: Bytes) {
+    let guard = shared.read_guard().await;
+    let (topic, partition) = (shared.topic.clone(), shared.index);
+    let done = tokio::task::spawn_blocking(move || {
+        let result = guard.as_ref().map(|log| log.append_replicated(&batches));
+        (guard, result)
+    })
+    .await;
+    match done {
+        Ok((guard, Some(Ok(_)))) => {
+            if let Some(log) = guard.as_ref() {
+                shared.log_end.send_replace(log.offsets().log_end_offset);
+                shared.drive(log, Event::LogAppended);
+            }
+        }
+        Ok((_, None)) => {} // closed meanwhile
+        Ok((_, Some(Err(e)))) => {
+            // The state machine checked what it asked for; a refusal here means the log
+            // failed (I/O) or a bug. The follower stays where it is; the leader's lag
+            // timer takes it out of the ISR.
+            tracing::error!(topic, partition, error = %e, "appending replicated batches failed");
+        }
+        Err(e) => tracing::error!(topic, partition, error = %e, "replicated append task failed"),
+    }
+}
+
+/// Cuts the log to `offset` (or restarts it there if it ends below), durably, then tells
+/// the state machine.
+async fn truncate(shared: Arc<Shared>, offset: i64) {
+    let guard = shared.read_guard().await;
+    let (topic, partition) = (shared.topic.clone(), shared.index);
+    let done = tokio::task::spawn_blocking(move || {
+        let result = guard.as_ref().map(|log| {
+            if offset > log.offsets().log_end_offset {
+                log.truncate_fully_and_start_at(offset)
+            } else {
+                log.truncate_to(offset)
+            }
+        });
+        (guard, result)
+    })
+    .await;
+    match done {
+        Ok((guard, Some(Ok(())))) => {
+            if let Some(log) = guard.as_ref() {
+                tracing::info!(
+                    topic = shared.topic,
+                    partition = shared.index,
+                    offset,
+                    "follower truncated what diverged from its leader"
+                );
+                shared.log_end.send_replace(log.offsets().log_end_offset);
+                shared.drive(log, Event::LogTruncated);
+            }
+        }
+        Ok((_, None)) => {}
+        Ok((_, Some(Err(e)))) => {
+            tracing::error!(topic, partition, offset, error = %e, "truncating a diverged follower failed");
+        }
+        Err(e) => tracing::error!(topic, partition, error = %e, "truncation task failed"),
     }
 }

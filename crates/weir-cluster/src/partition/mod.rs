@@ -28,9 +28,10 @@
 
 mod appender;
 mod driver;
+mod replication;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, oneshot, watch};
@@ -45,6 +46,7 @@ use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
 use driver::{AckWaiter, FlushState};
+pub use replication::ReplicationLinks;
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
 /// which slows their streams (HTTP/2 flow control) instead of buffering without bound.
@@ -103,6 +105,7 @@ pub type PendingAppend = oneshot::Receiver<Result<AppendOutcome, ClusterError>>;
 #[derive(Debug)]
 struct Shared {
     topic: String,
+    topic_id: String,
     index: u32,
     dir: PathBuf,
     /// `None` once the partition is closed.
@@ -110,6 +113,10 @@ struct Shared {
     config: Mutex<EffectiveConfig>,
     /// The published high watermark: consumers read below it. Never moves back.
     high_watermark: watch::Sender<i64>,
+    /// The log end: wakes follower fetches the leader holds until there is data.
+    log_end: watch::Sender<i64>,
+    /// Where fetches and ISR proposals go; unset on a broker with no other brokers.
+    links: OnceLock<Arc<dyn ReplicationLinks>>,
     /// The replication state machine. Held only while it handles one event (no I/O
     /// under it).
     replica: Mutex<Replica>,
@@ -227,6 +234,7 @@ impl Partition {
     /// starts its appender. Must run inside a tokio runtime.
     pub async fn open(
         topic: &str,
+        topic_id: &str,
         index: u32,
         dir: &Path,
         config: EffectiveConfig,
@@ -242,14 +250,18 @@ impl Partition {
             .unwrap_or(offsets.log_start_offset)
             .clamp(offsets.log_start_offset, offsets.log_end_offset);
         let (high_watermark, _) = watch::channel(checkpoint);
+        let (log_end, _) = watch::channel(offsets.log_end_offset);
         let replica = Replica::new(replica_config(node, &config), checkpoint);
         let shared = Arc::new(Shared {
             topic: topic.to_string(),
+            topic_id: topic_id.to_string(),
             index,
             dir: dir.to_path_buf(),
             log: Arc::new(RwLock::new(Some(log))),
             config: Mutex::new(config),
             high_watermark,
+            log_end,
+            links: OnceLock::new(),
             replica: Mutex::new(replica),
             acks: Mutex::new(Vec::new()),
             flush: Mutex::new(FlushState::default()),
@@ -607,7 +619,7 @@ mod tests {
             replicas: vec![0],
             isr: vec![0],
         };
-        Partition::open("t", 0, dir, config, 0, state)
+        Partition::open("t", "t-id", 0, dir, config, 0, state)
             .await
             .unwrap()
     }

@@ -1,0 +1,140 @@
+//! The partition's side of replication between brokers: answering a follower's fetch
+//! (holding it while there is nothing to send), taking the leader's answer as a
+//! follower, metadata and ISR answers, timers, and the links through which its state
+//! machine's fetches and ISR proposals leave this broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::Partition;
+use crate::controller::records::{BrokerEpoch, PartitionRegistration};
+use crate::partition::BrokerId;
+use crate::replication::{
+    AlterIsrAnswer, AlterIsrRequest, Event, FetchAnswer, FetchError, FetchRequest, Role,
+};
+
+/// Where a partition's replication traffic leaves this broker: the replica manager
+/// batches fetches into one session per leader and sends ISR proposals to the
+/// controller. Called from inside the state machine's driver: must not block.
+pub trait ReplicationLinks: Send + Sync + std::fmt::Debug + 'static {
+    fn send_fetch(&self, topic_id: &str, partition: u32, leader: BrokerId, request: FetchRequest);
+    fn propose_isr(&self, topic_id: &str, partition: u32, request: AlterIsrRequest);
+}
+
+impl Partition {
+    pub fn topic_id(&self) -> &str {
+        &self.shared.topic_id
+    }
+
+    /// Connects this partition's replication traffic to other brokers (once).
+    pub fn link(&self, links: Arc<dyn ReplicationLinks>) {
+        let _ = self.shared.links.set(links);
+    }
+
+    /// This broker's registration epoch, stamped on its fetches (a restarted broker has
+    /// a new one).
+    pub fn set_broker_epoch(&self, broker_epoch: BrokerEpoch) {
+        let mut replica = self.shared.replica();
+        if replica.config().broker_epoch != broker_epoch {
+            let mut config = replica.config().clone();
+            config.broker_epoch = broker_epoch;
+            replica.reconfigure(config);
+        }
+    }
+
+    /// Applies the metadata's registration of this partition (leader, epochs, ISR).
+    pub async fn apply_registration(&self, registration: PartitionRegistration) {
+        self.event(Event::Registration(registration)).await;
+    }
+
+    /// The controller's answer to this replica's ISR proposal.
+    pub async fn alter_isr_answered(&self, answer: AlterIsrAnswer) {
+        self.event(Event::AlterIsrAnswered(answer)).await;
+    }
+
+    /// Time passed: fetch retries, ISR lag, unanswered proposals.
+    pub async fn tick(&self) {
+        self.event(Event::Tick).await;
+    }
+
+    /// The leader's answer to this follower's fetch, with the batches it carried.
+    pub async fn fetch_answered(&self, answer: FetchAnswer, batches: Bytes) {
+        self.event(Event::FetchAnswered { answer, batches }).await;
+    }
+
+    async fn event(&self, event: Event) {
+        let guard = self.shared.read_guard().await;
+        if let Some(log) = guard.as_ref() {
+            self.shared.drive(log, event);
+        }
+    }
+
+    /// The leader's side of a follower's fetch: the state machine's answer and, for
+    /// data, the stored batches from the fetch offset (up to `max_bytes`, at least one
+    /// batch). With nothing to send yet it waits up to `wait` for the log to grow. A
+    /// held answer goes out only while this replica still leads at the answer's epoch
+    /// (`docs/replication.md` § The fetch).
+    pub async fn answer_fetch(
+        &self,
+        request: FetchRequest,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> (FetchAnswer, Bytes) {
+        let fetch_id = request.fetch_id;
+        let refused = |error| (FetchAnswer::Error { fetch_id, error }, Bytes::new());
+        let answer = {
+            let guard = self.shared.read_guard().await;
+            let Some(log) = guard.as_ref() else {
+                return refused(FetchError::NotLeader);
+            };
+            let answers = self.shared.drive(log, Event::Fetch(request));
+            match answers.into_iter().next() {
+                Some((_, answer)) => answer,
+                // Dropped as a stale incarnation's: it gets nothing useful either way.
+                None => return refused(FetchError::NotLeader),
+            }
+        };
+        let FetchAnswer::Data {
+            leader_epoch,
+            from_offset,
+            ..
+        } = answer
+        else {
+            return (answer, Bytes::new());
+        };
+        let mut log_end = self.shared.log_end.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if *log_end.borrow_and_update() > from_offset {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, log_end.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => break, // waited long enough (or closing): answer what there is
+            }
+        }
+        if self.shared.replica().role() != (Role::Leader { leader_epoch }) {
+            return refused(FetchError::NotLeader);
+        }
+        let read = self
+            .shared
+            .with_log(move |log| {
+                if from_offset >= log.offsets().log_end_offset {
+                    return Ok(Bytes::new());
+                }
+                log.read(from_offset, max_bytes, None)
+                    .map(|data| data.records)
+                    .map_err(|e| crate::error::ClusterError::TaskFailed(e.to_string()))
+            })
+            .await;
+        match read {
+            Ok(batches) => (answer, batches),
+            Err(e) => {
+                tracing::warn!(topic = self.shared.topic, partition = self.shared.index, error = %e, "reading for a follower failed");
+                refused(FetchError::NotLeader)
+            }
+        }
+    }
+}
