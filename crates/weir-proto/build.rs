@@ -1,15 +1,29 @@
-//! Generates the gRPC API from `proto/weir/v1/*.proto` with only cargo: protoc comes from
+//! Generates the gRPC API from `proto/weir/v1/*.proto` (public) and
+//! `proto/weir/internal/v1/*.proto` (broker to broker) with only cargo: protoc comes from
 //! the `protoc-bin-vendored` crate unless `PROTOC` names another one.
 
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+fn protos(root: &Path, package_dir: &str, names: &[&str]) -> Vec<PathBuf> {
+    names
+        .iter()
+        .map(|name| root.join(format!("{package_dir}/{name}.proto")))
+        .collect()
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let protos: Vec<PathBuf> = ["records", "produce", "consume", "groups", "admin"]
-        .iter()
-        .map(|name| root.join(format!("weir/v1/{name}.proto")))
-        .collect();
+    let public = protos(
+        &root,
+        "weir/v1",
+        &["records", "produce", "consume", "groups", "admin"],
+    );
+    let internal = protos(
+        &root,
+        "weir/internal/v1",
+        &["replication", "controller", "quorum"],
+    );
     if env::var_os("PROTOC").is_none() {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment.
         unsafe { env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?) };
@@ -19,8 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)
         .bytes(".weir.v1")
-        .compile_protos(&protos, &includes)?;
-    for proto in &protos {
+        .compile_protos(&public, &includes)?;
+    // A separate run, so the internal package stays out of the descriptor set that
+    // server reflection offers to clients.
+    tonic_prost_build::configure()
+        .bytes(".weir.internal.v1")
+        .compile_protos(&internal, &includes)?;
+    for proto in public.iter().chain(&internal) {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
     Ok(())

@@ -37,6 +37,7 @@ mod consume;
 mod convert;
 mod groups;
 mod http;
+pub mod internal;
 mod maintenance;
 mod metrics;
 mod produce;

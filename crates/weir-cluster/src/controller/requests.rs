@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
@@ -19,8 +21,9 @@ pub const MAX_RACK_CHARS: usize = 128;
 /// Longest cluster id (a UUID string is 36).
 pub const MAX_CLUSTER_ID_CHARS: usize = 64;
 
-/// One request to the active controller.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One request to the active controller. Serde, so the broker can carry it to the active
+/// controller as bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ControllerRequest {
     /// Written by the active controller of a new cluster (its own data directory's
     /// cluster id) before anything else; a no-op once the cluster exists with that id.
@@ -120,7 +123,7 @@ pub enum ControllerReply {
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum Ineligible {
     #[error("is not a registered broker")]
     NotRegistered,

@@ -1,0 +1,214 @@
+//! The brokers' internal gRPC API (`weir.internal.v1`, `proto/weir/internal/v1/`): what
+//! brokers say to each other, served on the internal listener and never offered through
+//! reflection.
+//!
+//! - `fetch_session`: `Replication.FetchSession`, one follower's bidirectional stream to
+//!   one leader ([`FetchSessionService`] over a [`FetchServer`], and
+//!   [`GrpcFetchSessions`], the follower's [`FetchSessions`]).
+//! - `controller`: `Controller.Call` and `Controller.FetchMetadata` ([`ControllerService`]
+//!   over a [`ControllerHandler`], and [`GrpcControllerClient`]).
+//! - `quorum`: `Quorum.Raft`, openraft's RPCs as bytes ([`QuorumService`] over a
+//!   [`Quorum`], and [`GrpcQuorumTransport`], the quorum's [`QuorumTransport`]).
+//! - `convert`: the wire forms of the cluster's types; `peers`: one lazily connected
+//!   channel per peer address.
+//!
+//! The service constructors here ([`replication_service`], [`controller_service`],
+//! [`quorum_service`]) set each service's message limits, and [`server_builder`] the
+//! transport settings; the broker adds the services to the internal listener's server.
+//! Failures become `tonic::Status` in one place, the end of this file.
+//!
+//! [`FetchServer`]: weir_cluster::replication::FetchServer
+//! [`FetchSessions`]: weir_cluster::replication::FetchSessions
+//! [`Quorum`]: weir_cluster::quorum::Quorum
+//! [`QuorumTransport`]: weir_cluster::quorum::QuorumTransport
+
+mod controller;
+mod convert;
+mod fetch_session;
+mod peers;
+mod quorum;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::{Code, Status};
+use weir_cluster::quorum::{MAX_RPC_BYTES, Quorum, QuorumError};
+use weir_cluster::replication::{FetchServer, MAX_FETCHES_PER_MESSAGE};
+use weir_proto::internal::v1::controller_server::ControllerServer;
+use weir_proto::internal::v1::quorum_server::QuorumServer;
+use weir_proto::internal::v1::replication_server::ReplicationServer;
+
+use crate::{CONNECTION_WINDOW_BYTES, MAX_CONCURRENT_STREAMS_PER_CONNECTION, STREAM_WINDOW_BYTES};
+
+pub use controller::{
+    CONTROLLER_WIRE_VERSION, ControllerClientError, ControllerHandler, ControllerHandlerError,
+    ControllerService, DEFAULT_CONTROLLER_CALL_TIMEOUT, GrpcControllerClient,
+    MAX_METADATA_RECORDS_PER_FETCH,
+};
+pub use fetch_session::{
+    FetchSessionService, GrpcFetchSessions, MAX_OUTSTANDING_FETCHES_PER_SESSION,
+    MAX_PARTITION_FETCH_BYTES, SESSION_MESSAGE_TARGET_BYTES, SESSION_OPEN_TIMEOUT,
+};
+pub use quorum::{GrpcQuorumTransport, QuorumService};
+
+/// Largest fetch session request message: [`MAX_FETCHES_PER_MESSAGE`] fetches of a few
+/// dozen bytes each, with room for long topic ids.
+pub const MAX_SESSION_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest fetch session response message: answers ready together fill a message up to
+/// [`SESSION_MESSAGE_TARGET_BYTES`] of batches, and the last one added may bring up to
+/// [`MAX_PARTITION_FETCH_BYTES`] plus one batch over it (a fetch always returns at least
+/// one batch, up to `MAX_BATCH_BYTES`).
+pub const MAX_SESSION_RESPONSE_BYTES: usize = SESSION_MESSAGE_TARGET_BYTES
+    + MAX_PARTITION_FETCH_BYTES as usize
+    + weir_log::batch::MAX_BATCH_BYTES
+    + FRAMING_ALLOWANCE_BYTES;
+/// Largest controller call or metadata fetch request (a request is a few hundred bytes;
+/// a topic's configs a few KiB).
+pub const MAX_CONTROLLER_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest controller reply: a metadata fetch may answer with the whole image, which is
+/// at most a snapshot's size.
+pub const MAX_CONTROLLER_REPLY_BYTES: usize = MAX_RPC_BYTES;
+/// Largest quorum message either way: the quorum's own limit plus the protobuf framing.
+pub const MAX_RAFT_MESSAGE_BYTES: usize = MAX_RPC_BYTES + FRAMING_ALLOWANCE_BYTES;
+/// Room for protobuf field tags and lengths around the payloads the limits above count.
+const FRAMING_ALLOWANCE_BYTES: usize = 1024 * 1024;
+
+/// How long a peer may take to accept a TCP connection. Short: peers are on the same
+/// network, and a voter or leader that does not answer is better treated as down soon.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// HTTP/2 keep-alive ping interval on connections to peers (sent even when idle), so a
+/// peer that vanished without closing its connections (power loss, network cut, a
+/// paused process) is noticed without waiting for TCP.
+pub const PEER_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+/// A keep-alive ping unanswered this long closes the connection: every call and session
+/// on it fails (sessions end, and the follower re-opens one).
+pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `Replication` service (fetch sessions) over `server`, the leader side of
+/// replication, with its message limits. Sessions end when `stopping` turns true.
+pub fn replication_service(
+    server: Arc<dyn FetchServer>,
+    stopping: watch::Receiver<bool>,
+) -> ReplicationServer<FetchSessionService> {
+    ReplicationServer::new(FetchSessionService::new(server, stopping))
+        .max_decoding_message_size(MAX_SESSION_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_SESSION_RESPONSE_BYTES)
+}
+
+/// The `Controller` service over `handler`, with its message limits.
+pub fn controller_service(
+    handler: Arc<dyn ControllerHandler>,
+) -> ControllerServer<ControllerService> {
+    ControllerServer::new(ControllerService::new(handler))
+        .max_decoding_message_size(MAX_CONTROLLER_REQUEST_BYTES)
+        .max_encoding_message_size(MAX_CONTROLLER_REPLY_BYTES)
+}
+
+/// The `Quorum` service over this voter's `quorum`, with its message limits. Voters
+/// only: on a broker outside the voter set, peers get UNIMPLEMENTED, which their
+/// transport treats as unreachable.
+pub fn quorum_service(quorum: Quorum) -> QuorumServer<QuorumService> {
+    QuorumServer::new(QuorumService::new(quorum))
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+}
+
+/// A tonic server set up for the internal listener: the HTTP/2 windows of the public one
+/// (replication moves MiB batches), its stream limit, and keep-alive pings so a vanished
+/// follower's session ends. The caller adds the services and serves with `TCP_NODELAY`
+/// (`TcpIncoming::with_nodelay`).
+pub fn server_builder() -> Server {
+    Server::builder()
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(PEER_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(PEER_KEEPALIVE_TIMEOUT))
+        .trace_fn(|req| tracing::info_span!("internal_rpc", method = %req.uri().path()))
+}
+
+// --- gRPC statuses: every failure of the internal services becomes one here ---
+
+/// A session message with more fetches than a message may carry.
+fn too_many_fetches(count: usize) -> Status {
+    Status::invalid_argument(format!(
+        "a fetch session message carries {count} partition fetches; the limit is {MAX_FETCHES_PER_MESSAGE}: send them in several messages"
+    ))
+}
+
+/// A message that does not decode into what it should carry.
+fn malformed(what: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("malformed {what}: {reason}"))
+}
+
+/// A message over the service's size limit (`detail` is the decoder's message).
+fn oversized(what: &str, detail: &str) -> Status {
+    Status::resource_exhausted(format!("{what} too large: {detail}"))
+}
+
+/// A controller message of another wire version than this build's.
+fn wire_version_mismatch(given: u32) -> Status {
+    Status::failed_precondition(format!(
+        "controller wire version {given}, but this broker speaks version {CONTROLLER_WIRE_VERSION}: every broker of a cluster must run the same build"
+    ))
+}
+
+/// This broker is stopping: the caller goes elsewhere or retries later.
+fn shutting_down() -> Status {
+    Status::unavailable("this broker is shutting down")
+}
+
+/// A quorum message meant for another voter.
+fn wrong_voter(me: i32, target: i32) -> Status {
+    Status::failed_precondition(format!(
+        "this is voter {me}, not voter {target}: the sender's controller voter set names this address for node {target}"
+    ))
+}
+
+/// A controller handler's failure as a status (its NotController is an answer, not a
+/// status, and never comes here).
+fn handler_status(err: ControllerHandlerError) -> Status {
+    let code = match &err {
+        ControllerHandlerError::NotController { .. }
+        | ControllerHandlerError::Unavailable { .. } => Code::Unavailable,
+        ControllerHandlerError::InvalidArgument { .. } => Code::InvalidArgument,
+    };
+    if code == Code::Unavailable {
+        tracing::info!(error = %err, "controller call failed");
+    }
+    Status::new(code, err.to_string())
+}
+
+/// The quorum's failure to serve an RPC as a status.
+fn quorum_status(err: QuorumError) -> Status {
+    match err {
+        QuorumError::BadRpc(_) => {
+            tracing::warn!(error = %err, "refused a malformed quorum RPC");
+            Status::invalid_argument(err.to_string())
+        }
+        QuorumError::Stopped(_) | QuorumError::Shutdown(_) => Status::unavailable(err.to_string()),
+        _ => {
+            tracing::warn!(error = %err, "quorum RPC failed");
+            Status::internal(err.to_string())
+        }
+    }
+}
+
+/// Whether a failed call to a peer means the peer is not there (or cannot serve this
+/// build's call) rather than that one call broke: the caller backs off before trying
+/// that peer again instead of retrying at once.
+fn peer_unreachable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        // Connection refused or reset, name not resolved, keep-alive expired, server
+        // shutting down.
+        Code::Unavailable
+            // Not a voter, or a build without the service.
+            | Code::Unimplemented
+            // Another wire version, or meant for another node: retrying at once is futile.
+            | Code::InvalidArgument
+            | Code::FailedPrecondition
+    )
+}
