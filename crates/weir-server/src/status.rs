@@ -1,8 +1,18 @@
 //! The one place internal errors become gRPC statuses: [`status`] for whole-call
 //! failures and [`partition_error`] for the per-partition errors results carry. Each
 //! error kind gets the code a client can act on, and its message says what to fix.
+//!
+//! The errors a client must tell apart to follow leadership (not the leader, too few
+//! in-sync replicas, a fenced leader epoch) share their codes with other errors, so a
+//! whole-call status for them also carries a `google.rpc.ErrorInfo` detail: domain
+//! [`ERROR_DOMAIN`], a reason from [`reason`], and metadata naming the partition (and
+//! for `NOT_LEADER` the leader, [`META_LEADER_ID`]). Per-partition errors in results
+//! carry the code and message only (`PartitionError` has no details field).
+
+use std::collections::HashMap;
 
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 use weir_cluster::ClusterError;
 use weir_cluster::group::{GroupError, GroupErrorCode};
 use weir_log::{AppendError, MaintenanceError, ReadError};
@@ -53,13 +63,97 @@ pub fn code(err: &ClusterError) -> Code {
     }
 }
 
-/// `err` as a whole-call status.
+/// The `google.rpc.ErrorInfo` domain of Weir's reasons.
+pub const ERROR_DOMAIN: &str = "weir.dev";
+/// Reason: this broker does not lead the partition (code `FAILED_PRECONDITION`).
+pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
+/// Reason: fewer in-sync replicas than `min.insync.replicas`; nothing was appended (code
+/// `UNAVAILABLE`).
+pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
+/// Reason: the leadership an append was accepted under ended before it was written;
+/// nothing was appended (code `FAILED_PRECONDITION`).
+pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
+/// Metadata key: the topic name.
+pub const META_TOPIC: &str = "topic";
+/// Metadata key: the partition index, in decimal.
+pub const META_PARTITION: &str = "partition";
+/// Metadata key (`NOT_LEADER`): the broker id of the leader as this broker knows it, in
+/// decimal; -1 when the partition has no leader right now.
+pub const META_LEADER_ID: &str = "leader_id";
+/// Metadata key (`FENCED_LEADER_EPOCH`): the leader epoch the append was accepted under.
+pub const META_LEADER_EPOCH: &str = "leader_epoch";
+/// Metadata key (`NOT_ENOUGH_REPLICAS`): the partition's in-sync replica count.
+pub const META_ISR: &str = "isr";
+/// Metadata key (`NOT_ENOUGH_REPLICAS`): the topic's `min.insync.replicas`.
+pub const META_MIN_INSYNC_REPLICAS: &str = "min_insync_replicas";
+
+/// The `ErrorInfo` reason and metadata for `err`, if it is one a client acts on.
+pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, String>)> {
+    let meta = |topic: &str, partition: u32, extra: &[(&str, String)]| {
+        let mut metadata = HashMap::with_capacity(2 + extra.len());
+        metadata.insert(META_TOPIC.to_owned(), topic.to_owned());
+        metadata.insert(META_PARTITION.to_owned(), partition.to_string());
+        for (key, value) in extra {
+            metadata.insert((*key).to_owned(), value.clone());
+        }
+        metadata
+    };
+    match err {
+        ClusterError::NotLeader {
+            topic,
+            partition,
+            leader,
+        } => Some((
+            REASON_NOT_LEADER,
+            // Any negative id means "none": say -1, as the contract does.
+            meta(
+                topic,
+                *partition,
+                &[(META_LEADER_ID, (*leader).max(-1).to_string())],
+            ),
+        )),
+        ClusterError::NotEnoughReplicas {
+            topic,
+            partition,
+            isr,
+            min_insync,
+        } => Some((
+            REASON_NOT_ENOUGH_REPLICAS,
+            meta(
+                topic,
+                *partition,
+                &[
+                    (META_ISR, isr.to_string()),
+                    (META_MIN_INSYNC_REPLICAS, min_insync.to_string()),
+                ],
+            ),
+        )),
+        ClusterError::FencedLeaderEpoch {
+            topic,
+            partition,
+            epoch,
+        } => Some((
+            REASON_FENCED_LEADER_EPOCH,
+            meta(topic, *partition, &[(META_LEADER_EPOCH, epoch.to_string())]),
+        )),
+        _ => None,
+    }
+}
+
+/// `err` as a whole-call status, with an `ErrorInfo` detail where [`reason`] has one.
 pub fn status(err: ClusterError) -> Status {
     let code = code(&err);
     if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
         tracing::warn!(error = %err, "request failed");
     }
-    Status::new(code, err.to_string())
+    match reason(&err) {
+        Some((reason, metadata)) => Status::with_error_details(
+            code,
+            err.to_string(),
+            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+        ),
+        None => Status::new(code, err.to_string()),
+    }
 }
 
 /// A group operation's failure as a whole-call status.
@@ -102,5 +196,142 @@ pub fn partition_error_code(code: Code, message: impl Into<String>) -> Partition
     PartitionError {
         code: code as i32,
         message: message.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_info(status: &Status) -> tonic_types::ErrorInfo {
+        status
+            .get_details_error_info()
+            .unwrap_or_else(|| panic!("{status:?} carries an ErrorInfo"))
+    }
+
+    fn metadata(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn not_leader_is_failed_precondition_naming_the_leader() {
+        let status = status(ClusterError::NotLeader {
+            topic: "orders".to_owned(),
+            partition: 3,
+            leader: 2,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        // weir-client recognises NOT_LEADER by this phrase where no ErrorInfo can be
+        // carried (per-partition errors): keep them in step.
+        assert!(status.message().contains("does not lead"), "{status:?}");
+        let info = error_info(&status);
+        assert_eq!(info.domain, "weir.dev");
+        assert_eq!(info.reason, "NOT_LEADER");
+        assert_eq!(
+            info.metadata,
+            metadata(&[("topic", "orders"), ("partition", "3"), ("leader_id", "2")])
+        );
+    }
+
+    #[test]
+    fn not_leader_without_a_leader_says_minus_one() {
+        let status = status(ClusterError::NotLeader {
+            topic: "t".to_owned(),
+            partition: 0,
+            leader: -1,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(error_info(&status).metadata["leader_id"], "-1");
+    }
+
+    #[test]
+    fn not_enough_replicas_is_unavailable() {
+        let status = status(ClusterError::NotEnoughReplicas {
+            topic: "t".to_owned(),
+            partition: 1,
+            isr: 1,
+            min_insync: 2,
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(
+            status.message().contains("min.insync.replicas"),
+            "{status:?}"
+        );
+        let info = error_info(&status);
+        assert_eq!(
+            (info.domain.as_str(), info.reason.as_str()),
+            ("weir.dev", "NOT_ENOUGH_REPLICAS")
+        );
+        assert_eq!(
+            info.metadata,
+            metadata(&[
+                ("topic", "t"),
+                ("partition", "1"),
+                ("isr", "1"),
+                ("min_insync_replicas", "2")
+            ])
+        );
+    }
+
+    #[test]
+    fn fenced_leader_epoch_is_failed_precondition() {
+        let status = status(ClusterError::FencedLeaderEpoch {
+            topic: "t".to_owned(),
+            partition: 0,
+            epoch: 7,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(
+            status
+                .message()
+                .contains("ended before the append was written"),
+            "{status:?}"
+        );
+        let info = error_info(&status);
+        assert_eq!(
+            (info.domain.as_str(), info.reason.as_str()),
+            ("weir.dev", "FENCED_LEADER_EPOCH")
+        );
+        assert_eq!(
+            info.metadata,
+            metadata(&[("topic", "t"), ("partition", "0"), ("leader_epoch", "7")])
+        );
+    }
+
+    #[test]
+    fn the_details_survive_the_wire_encoding() {
+        // What a client decodes: the status as trailers, parsed back.
+        let sent = status(ClusterError::NotLeader {
+            topic: "t".to_owned(),
+            partition: 0,
+            leader: 1,
+        });
+        let mut headers = tonic::metadata::MetadataMap::new().into_headers();
+        sent.add_header(&mut headers).expect("encodes");
+        let received = Status::from_header_map(&headers).expect("a status");
+        assert_eq!(received.code(), Code::FailedPrecondition);
+        assert_eq!(error_info(&received).reason, "NOT_LEADER");
+    }
+
+    #[test]
+    fn other_errors_carry_no_details_and_keep_their_codes() {
+        let status = status(ClusterError::UnknownTopic("t".to_owned()));
+        assert_eq!(status.code(), Code::NotFound);
+        assert!(status.get_details_error_info().is_none());
+        assert!(status.details().is_empty());
+    }
+
+    #[test]
+    fn per_partition_errors_carry_the_code_only() {
+        let error = partition_error(&ClusterError::NotLeader {
+            topic: "t".to_owned(),
+            partition: 0,
+            leader: 1,
+        });
+        assert_eq!(error.code, Code::FailedPrecondition as i32);
+        assert!(error.message.contains("does not lead"));
     }
 }
