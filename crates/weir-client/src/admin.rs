@@ -1,5 +1,8 @@
 //! [`Admin`]: one method per RPC of the `Admin` service, plus [`Admin::list_offsets`]
 //! from the `Consumer` service, with plain Rust types in and out.
+//!
+//! Admin requests go to the bootstrap broker (the first of the list that answered);
+//! offset lookups go to each partition's leader.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,7 +12,8 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 
-use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::cluster::Cluster;
+use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
 
@@ -272,29 +276,33 @@ pub struct OffsetResetPlan {
 
 /// A client for topic and group management and cluster description.
 ///
-/// Cheap to clone: clones share one connection.
+/// Cheap to clone: clones share the connections.
 #[derive(Debug, Clone)]
 pub struct Admin {
     admin: AdminClient<Channel>,
-    consumer: ConsumerClient<Channel>,
+    cluster: Cluster,
 }
 
 impl Admin {
     /// Connects to the first reachable broker of `brokers` (`host:port` or
-    /// `http://host:port`; empty means [`connection::DEFAULT_BROKER`]).
+    /// `http://host:port`, entries may be comma-separated lists; empty means
+    /// [`crate::connection::DEFAULT_BROKER`]).
     pub async fn connect(brokers: &[String]) -> Result<Admin, ClientError> {
-        Ok(Admin::from_channel(connection::connect(brokers).await?))
+        Ok(Admin::with_cluster(Cluster::connect(brokers).await?))
     }
 
-    /// An admin client over an existing channel.
+    /// An admin client over an existing channel (offset lookups route to leaders from
+    /// there).
     pub fn from_channel(channel: Channel) -> Admin {
+        Admin::with_cluster(Cluster::from_channel(channel))
+    }
+
+    pub(crate) fn with_cluster(cluster: Cluster) -> Admin {
         Admin {
-            admin: AdminClient::new(channel.clone())
+            admin: AdminClient::new(cluster.bootstrap())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            consumer: ConsumerClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            cluster,
         }
     }
 
@@ -608,18 +616,19 @@ impl Admin {
         })
     }
 
-    /// Looks up offsets of a topic's partitions: earliest, latest or by timestamp.
-    /// Results are in request order; the first partition that failed fails the call.
+    /// Looks up offsets of a topic's partitions: earliest, latest or by timestamp, each
+    /// asked of the partition's leader (retried on a moved leader). Results are in
+    /// request order; the first partition that failed fails the call.
     pub async fn list_offsets(
         &self,
         topic: &str,
         queries: &[(u32, OffsetQuery)],
     ) -> Result<Vec<ListedOffset>, ClientError> {
-        list_offsets(&mut self.consumer.clone(), topic, queries).await
+        self.cluster.list_offsets(topic, queries).await
     }
 }
 
-/// `ListOffsets` over a consumer client; shared by [`Admin`] and the consumer's seek.
+/// `ListOffsets` over one connection; [`Cluster::list_offsets`] routes it.
 pub(crate) async fn list_offsets(
     client: &mut ConsumerClient<Channel>,
     topic: &str,

@@ -55,32 +55,81 @@ fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT))
 }
 
-/// Connects to the first broker in `brokers` that answers, in order. An empty list means
-/// [`DEFAULT_BROKER`].
+/// The addresses in `brokers`, each entry split at commas (`"a:1,b:2"` is two), blanks
+/// dropped; [`DEFAULT_BROKER`] if none is left.
+pub fn bootstrap_addresses(brokers: &[String]) -> Vec<String> {
+    let addresses: Vec<String> = brokers
+        .iter()
+        .flat_map(|entry| entry.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if addresses.is_empty() {
+        vec![DEFAULT_BROKER.to_owned()]
+    } else {
+        addresses
+    }
+}
+
+/// Connects to the first broker in `brokers` that answers, in order (entries may be
+/// comma-separated lists). An empty list means [`DEFAULT_BROKER`].
 ///
 /// The channel reconnects by itself after a connection drops (to the same broker); a
 /// request made while it is down fails with [`ClientError::Unavailable`].
 pub async fn connect(brokers: &[String]) -> Result<Channel, ClientError> {
-    let default = [DEFAULT_BROKER.to_owned()];
-    let brokers = if brokers.is_empty() {
-        &default[..]
-    } else {
-        brokers
-    };
-    let mut last_error = None;
-    for address in brokers {
+    Ok(connect_first(brokers).await?.1)
+}
+
+/// [`connect`], also returning the address that answered. Each address that did not is
+/// logged (warn) with why, and named in the error if none answered.
+pub async fn connect_first(brokers: &[String]) -> Result<(String, Channel), ClientError> {
+    let addresses = bootstrap_addresses(brokers);
+    let mut failed: Vec<(String, Arc<tonic::transport::Error>)> = Vec::new();
+    for address in &addresses {
         match endpoint(address)?.connect().await {
-            Ok(channel) => return Ok(channel),
+            Ok(channel) => {
+                for (failed_address, error) in &failed {
+                    tracing::warn!(address = %failed_address, error = %chain(&**error), connected = %address, "broker did not answer; connected to a later one in the list");
+                }
+                return Ok((address.clone(), channel));
+            }
             Err(source) => {
-                tracing::debug!(address = %address, error = %source, "broker connection failed");
-                last_error = Some(ClientError::Connect {
-                    address: address.clone(),
-                    source: Arc::new(source),
-                });
+                tracing::debug!(address = %address, error = %chain(&source), "broker connection failed");
+                failed.push((address.clone(), Arc::new(source)));
             }
         }
     }
-    Err(last_error.expect("the broker list is not empty"))
+    let tried: Vec<String> = failed.iter().map(|(a, _)| a.clone()).collect();
+    let (address, source) = failed.pop().expect("the address list is not empty");
+    Err(ClientError::Connect {
+        address,
+        tried,
+        source,
+    })
+}
+
+/// `error` and its causes, `: `-separated (a transport error's own text is only
+/// "transport error"), repeated messages dropped.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// A channel to `address` that connects on first use (and reconnects after a drop):
+/// connections to brokers learnt from metadata, so that a dead one costs a failed
+/// request (retried elsewhere) rather than a wait here.
+pub fn lazy(address: &str) -> Result<Channel, ClientError> {
+    Ok(endpoint(address)?.connect_lazy())
 }
 
 #[cfg(test)]
@@ -106,5 +155,29 @@ mod tests {
         let error = connect(&["127.0.0.1:1".to_owned()]).await.unwrap_err();
         assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
         assert!(error.is_retriable());
+    }
+
+    #[test]
+    fn entries_may_be_comma_separated_lists() {
+        let given = vec![" a:1, b:2 ".to_owned(), String::new(), "c:3".to_owned()];
+        assert_eq!(bootstrap_addresses(&given), ["a:1", "b:2", "c:3"]);
+        assert_eq!(bootstrap_addresses(&[]), [DEFAULT_BROKER]);
+        assert_eq!(bootstrap_addresses(&[",".to_owned()]), [DEFAULT_BROKER]);
+    }
+
+    #[tokio::test]
+    async fn every_unreachable_broker_is_named() {
+        let error = connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()])
+            .await
+            .unwrap_err();
+        let ClientError::Connect { address, tried, .. } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(address, "127.0.0.1:2");
+        assert_eq!(tried, &["127.0.0.1:1", "127.0.0.1:2"]);
+        assert_eq!(
+            error.to_string(),
+            "cannot connect to any broker of 127.0.0.1:1, 127.0.0.1:2"
+        );
     }
 }

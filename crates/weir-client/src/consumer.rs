@@ -16,6 +16,15 @@
 //! the tens of partitions one consumer reads. A seek cancels the stream and opens
 //! another at the new offset; records already prefetched from the old one are dropped.
 //!
+//! # Following the leader
+//!
+//! Each stream is opened on the partition's leader (see [`crate::cluster`]). When the
+//! leader refuses (`NOT_LEADER`), is fenced, or cannot be reached, the task refreshes the
+//! metadata and reopens the stream on the new leader after a backoff, from the offset
+//! after the last record it handed over: nothing is skipped and nothing is read twice.
+//! Offset lookups (seek, the starting position, an out-of-range reset) also go to the
+//! leader, whose high watermark is the one that counts.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -42,14 +51,16 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tonic::transport::Channel;
 use weir_batch::{DecodedRecord, Header};
 use weir_proto::v1 as pb;
 use weir_proto::v1::consumer_client::ConsumerClient;
 
-use crate::admin::{OffsetQuery, list_offsets};
-use crate::connection::{self, DEFAULT_BROKER, MAX_MESSAGE_BYTES};
+use crate::admin::OffsetQuery;
+use crate::cluster::Cluster;
+use crate::connection::{DEFAULT_BROKER, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
+use crate::retry::{self, RetryDecision};
+use crate::routing::BrokerId;
 
 /// Default most bytes per message on a `Consume` stream (the broker's own default).
 pub const DEFAULT_MAX_BYTES_PER_MESSAGE: u32 = 1024 * 1024;
@@ -88,7 +99,9 @@ pub enum OffsetReset {
 /// Consumer settings.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
-    /// Broker addresses, `host:port` or `http://host:port`; the first reachable is used.
+    /// Bootstrap broker addresses, `host:port` or `http://host:port` (an entry may be a
+    /// comma-separated list); the first reachable is used, and the cluster's other
+    /// brokers are learnt from it.
     pub brokers: Vec<String>,
     /// Most bytes per message on a partition's stream (0: the broker's default).
     pub max_bytes_per_message: u32,
@@ -181,7 +194,7 @@ struct Current {
 
 /// Reads records from explicitly assigned partitions. See the [module docs](self).
 pub struct Consumer {
-    client: ConsumerClient<Channel>,
+    cluster: Cluster,
     config: ConsumerConfig,
     assignments: HashMap<(Arc<str>, u32), Assignment>,
     chunks_tx: mpsc::Sender<Chunk>,
@@ -202,7 +215,7 @@ impl std::fmt::Debug for Consumer {
 }
 
 impl Consumer {
-    /// Checks `config` and connects to the first reachable broker.
+    /// Checks `config` and connects to the first reachable bootstrap broker.
     pub async fn connect(config: ConsumerConfig) -> Result<Consumer, ClientError> {
         if config.prefetch_messages == 0 || config.prefetch_messages > MAX_PREFETCH_MESSAGES {
             return Err(ClientError::Config(format!(
@@ -210,13 +223,10 @@ impl Consumer {
                 config.prefetch_messages
             )));
         }
-        let channel = connection::connect(&config.brokers).await?;
-        let client = ConsumerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let cluster = Cluster::connect(&config.brokers).await?;
         let (chunks_tx, chunks_rx) = mpsc::channel(config.prefetch_messages);
         Ok(Consumer {
-            client,
+            cluster,
             config,
             assignments: HashMap::new(),
             chunks_tx,
@@ -380,6 +390,11 @@ impl Consumer {
         Ok(out)
     }
 
+    /// The connections and metadata this consumer reads with.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
     fn bump_generation(&mut self) -> u64 {
         self.next_generation += 1;
         self.next_generation
@@ -391,7 +406,10 @@ impl Consumer {
         partition: u32,
         query: OffsetQuery,
     ) -> Result<i64, ClientError> {
-        let found = list_offsets(&mut self.client, topic, &[(partition, query)]).await?;
+        let found = self
+            .cluster
+            .list_offsets(topic, &[(partition, query)])
+            .await?;
         found
             .first()
             .map(|o| o.offset)
@@ -442,7 +460,8 @@ impl Consumer {
                 self.current = None;
             }
             let fetcher = Fetcher {
-                client: self.client.clone(),
+                cluster: self.cluster.clone(),
+                leader: None,
                 topic: assignment.topic.clone(),
                 partition: assignment.partition,
                 generation: assignment.generation,
@@ -459,9 +478,12 @@ impl Consumer {
 /// Initial capacity of a poll's result, whatever `max_records` asks.
 const DEFAULT_POLL_CAPACITY: usize = 4096;
 
-/// Follows one partition's `Consume` stream and hands decoded records to `poll`.
+/// Follows one partition's `Consume` stream on its leader and hands decoded records to
+/// `poll`.
 struct Fetcher {
-    client: ConsumerClient<Channel>,
+    cluster: Cluster,
+    /// The broker the current (or last) stream was opened on.
+    leader: Option<BrokerId>,
     topic: Arc<str>,
     partition: u32,
     generation: u64,
@@ -479,10 +501,18 @@ impl Fetcher {
                 Ok(()) => return, // the consumer is gone
                 Err(error) => error,
             };
-            if error.is_retriable() {
+            let decision = retry::decide(&error);
+            if decision != RetryDecision::Fail {
+                if decision == RetryDecision::RefreshMetadata
+                    && let Some(leader) = self.leader
+                {
+                    // The next `follow` asks for the leader again, refreshing first.
+                    self.cluster
+                        .leader_failed(&self.topic, self.partition, leader, &error);
+                }
                 failures = failures.saturating_add(1);
                 let backoff = reconnect_backoff(self.config.reconnect_backoff, failures);
-                tracing::debug!(topic = %self.topic, partition = self.partition, error = %error, ?backoff, "consume stream failed; reopening");
+                tracing::debug!(topic = %self.topic, partition = self.partition, leader = ?self.leader, error = %error, ?backoff, from = self.offset, "consume stream failed; reopening");
                 tokio::time::sleep(backoff).await;
                 continue;
             }
@@ -493,7 +523,9 @@ impl Fetcher {
                     OffsetReset::None => None,
                 };
                 if let Some(query) = query {
-                    match list_offsets(&mut self.client, &self.topic, &[(self.partition, query)])
+                    match self
+                        .cluster
+                        .list_offsets(&self.topic, &[(self.partition, query)])
                         .await
                     {
                         Ok(found) if !found.is_empty() => {
@@ -514,8 +546,15 @@ impl Fetcher {
         }
     }
 
-    /// Reads the stream until it fails (the error) or the consumer is gone (`Ok`).
+    /// Reads the stream from the partition's leader until it fails (the error) or the
+    /// consumer is gone (`Ok`).
     async fn follow(&mut self, failures: &mut u32) -> Result<(), ClientError> {
+        self.leader = None;
+        let (leader, channel) = self.cluster.leader(&self.topic, self.partition).await?;
+        self.leader = Some(leader);
+        let mut client = ConsumerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let request = pb::ConsumeRequest {
             topic: self.topic.to_string(),
             partition: self.partition,
@@ -523,7 +562,7 @@ impl Fetcher {
             format: pb::RecordFormat::Batches as i32,
             max_bytes: self.config.max_bytes_per_message,
         };
-        let mut stream = self.client.consume(request).await?.into_inner();
+        let mut stream = client.consume(request).await?.into_inner();
         while let Some(message) = stream.next().await {
             let message = message?;
             *failures = 0;

@@ -1,11 +1,31 @@
 //! [`ClientError`]: what every client operation can fail with, keeping the broker's gRPC
 //! code and message so a caller (the CLI) can print something actionable and pick an exit
 //! status, and saying whether retrying can help.
+//!
+//! Three broker refusals matter to leader following and share their codes with other
+//! errors, so they have variants of their own: [`ClientError::NotLeader`],
+//! [`ClientError::FencedLeaderEpoch`] and [`ClientError::NotEnoughReplicas`]. They are
+//! recognised by the `google.rpc.ErrorInfo` detail of a whole-call status (domain
+//! [`ERROR_DOMAIN`], reasons below), and where there is none (per-partition errors in
+//! results carry only a code and a message, and older brokers send no details) by the
+//! code and the broker's wording.
 
 use std::sync::Arc;
 
 use tonic::Code;
+use tonic_types::{ErrorInfo, StatusExt};
 use weir_batch::BatchError;
+
+/// The `google.rpc.ErrorInfo` domain of Weir's error reasons.
+pub const ERROR_DOMAIN: &str = "weir.dev";
+/// `ErrorInfo` reason: the broker does not lead the partition.
+pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
+/// `ErrorInfo` reason: too few in-sync replicas for `acks=all`.
+pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
+/// `ErrorInfo` reason: the leadership an append was accepted under ended first.
+pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
+/// `ErrorInfo` metadata key of `NOT_LEADER`: the leader's broker id, -1 if none.
+pub const METADATA_LEADER_ID: &str = "leader_id";
 
 /// Why a client operation failed.
 ///
@@ -27,10 +47,30 @@ pub enum ClientError {
     /// The topic already exists (gRPC `ALREADY_EXISTS`).
     #[error("already exists: {0}")]
     AlreadyExists(String),
-    /// The broker cannot serve the request in its current state, for example too few
-    /// in-sync replicas (gRPC `FAILED_PRECONDITION`).
+    /// The broker cannot serve the request in its current state, for example a group
+    /// that still has members (gRPC `FAILED_PRECONDITION`).
     #[error("failed precondition: {0}")]
     FailedPrecondition(String),
+    /// The broker does not lead the partition (gRPC `FAILED_PRECONDITION`, reason
+    /// `NOT_LEADER`). The producer and consumer refresh their metadata and retry on the
+    /// leader by themselves; retriable.
+    #[error("not the leader: {message}")]
+    NotLeader {
+        /// The broker's message.
+        message: String,
+        /// The leader the broker named, if it knows one.
+        leader: Option<i32>,
+    },
+    /// The leadership the append was accepted under ended before it was written; nothing
+    /// was appended (gRPC `FAILED_PRECONDITION`, reason `FENCED_LEADER_EPOCH`). Retriable
+    /// on the new leader.
+    #[error("fenced leader epoch: {0}")]
+    FencedLeaderEpoch(String),
+    /// Fewer in-sync replicas than the topic's `min.insync.replicas`, so an `acks=all`
+    /// produce was refused and nothing appended (gRPC `UNAVAILABLE`, reason
+    /// `NOT_ENOUGH_REPLICAS`); retriable once followers catch up.
+    #[error("not enough replicas: {0}")]
+    NotEnoughReplicas(String),
     /// The broker is not reachable or not ready (gRPC `UNAVAILABLE`); retriable.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -50,10 +90,12 @@ pub enum ClientError {
         message: String,
     },
     /// No broker in the list could be connected to.
-    #[error("cannot connect to broker {address}")]
+    #[error("{}", connect_message(address, tried))]
     Connect {
         /// The last address tried.
         address: String,
+        /// Every address tried, in order (the last is `address`).
+        tried: Vec<String>,
         /// Why.
         #[source]
         source: Arc<tonic::transport::Error>,
@@ -78,8 +120,12 @@ impl ClientError {
             ClientError::InvalidArgument(_) | ClientError::Config(_) => Code::InvalidArgument,
             ClientError::OutOfRange(_) => Code::OutOfRange,
             ClientError::AlreadyExists(_) => Code::AlreadyExists,
-            ClientError::FailedPrecondition(_) => Code::FailedPrecondition,
-            ClientError::Unavailable(_) | ClientError::Connect { .. } => Code::Unavailable,
+            ClientError::FailedPrecondition(_)
+            | ClientError::NotLeader { .. }
+            | ClientError::FencedLeaderEpoch(_) => Code::FailedPrecondition,
+            ClientError::Unavailable(_)
+            | ClientError::NotEnoughReplicas(_)
+            | ClientError::Connect { .. } => Code::Unavailable,
             ClientError::ResourceExhausted(_) => Code::ResourceExhausted,
             ClientError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ClientError::Rpc { code, .. } => *code,
@@ -88,10 +134,14 @@ impl ClientError {
         }
     }
 
-    /// Whether sending the same request again may succeed: the broker was unreachable,
-    /// overloaded or slow. Bad input, missing topics and data errors are never retried.
+    /// Whether sending the request again may succeed: the broker was unreachable,
+    /// overloaded or slow, or leadership moved (sent again to the new leader; see
+    /// [`crate::retry`]). Bad input, missing topics and data errors are never retried.
     pub fn is_retriable(&self) -> bool {
         matches!(
+            self,
+            ClientError::NotLeader { .. } | ClientError::FencedLeaderEpoch(_)
+        ) || matches!(
             self.code(),
             Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
         )
@@ -113,15 +163,100 @@ impl ClientError {
         }
     }
 
-    /// The error a per-partition result carries.
+    /// The error for a gRPC code, message and (if the broker sent one) `ErrorInfo`:
+    /// Weir's reasons become their own variants; without an `ErrorInfo`, the broker's
+    /// wording for them is recognised (see the module docs); anything else is
+    /// [`from_code`](Self::from_code).
+    pub fn from_details(
+        code: Code,
+        message: impl Into<String>,
+        info: Option<&ErrorInfo>,
+    ) -> ClientError {
+        let message = message.into();
+        match info.filter(|i| i.domain == ERROR_DOMAIN) {
+            Some(info) => match info.reason.as_str() {
+                REASON_NOT_LEADER => ClientError::NotLeader {
+                    leader: info
+                        .metadata
+                        .get(METADATA_LEADER_ID)
+                        .and_then(|id| id.parse::<i32>().ok())
+                        .filter(|id| *id >= 0),
+                    message,
+                },
+                REASON_FENCED_LEADER_EPOCH => ClientError::FencedLeaderEpoch(message),
+                REASON_NOT_ENOUGH_REPLICAS => ClientError::NotEnoughReplicas(message),
+                _ => ClientError::from_code(code, message),
+            },
+            None => ClientError::from_wording(code, message),
+        }
+    }
+
+    /// Weir's reasons recognised by code and wording, for errors that carry no
+    /// `ErrorInfo`. The phrases are the broker's (`weir-cluster`'s `ClusterError`
+    /// messages; `weir-server`'s status tests pin them).
+    fn from_wording(code: Code, message: String) -> ClientError {
+        match code {
+            Code::FailedPrecondition if message.contains("does not lead") => {
+                ClientError::NotLeader {
+                    leader: leader_in_message(&message),
+                    message,
+                }
+            }
+            Code::FailedPrecondition if message.contains("ended before the append was written") => {
+                ClientError::FencedLeaderEpoch(message)
+            }
+            Code::Unavailable if message.contains("min.insync.replicas") => {
+                ClientError::NotEnoughReplicas(message)
+            }
+            code => ClientError::from_code(code, message),
+        }
+    }
+
+    /// The error a per-partition result carries (a code and a message, no details).
     pub(crate) fn from_partition_error(error: &weir_proto::v1::PartitionError) -> ClientError {
-        ClientError::from_code(Code::from_i32(error.code), error.message.clone())
+        ClientError::from_details(Code::from_i32(error.code), error.message.clone(), None)
+    }
+
+    /// For [`ClientError::NotLeader`], the leader the broker named, if any.
+    pub fn leader_hint(&self) -> Option<i32> {
+        match self {
+            ClientError::NotLeader { leader, .. } => *leader,
+            _ => None,
+        }
+    }
+}
+
+/// The leader id in "...; broker 3 does", the broker's NOT_LEADER wording.
+fn leader_in_message(message: &str) -> Option<i32> {
+    let (_, rest) = message.rsplit_once("; broker ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    rest[digits.len()..]
+        .starts_with(" does")
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+fn connect_message(address: &str, tried: &[String]) -> String {
+    if tried.len() > 1 {
+        format!("cannot connect to any broker of {}", tried.join(", "))
+    } else {
+        format!("cannot connect to broker {address}")
     }
 }
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> ClientError {
-        ClientError::from_code(status.code(), status.message())
+        // A status made here from a transport error (it has a source; one from the broker
+        // never does) with no better code: the connection broke mid-call, typically a
+        // stream whose broker died. Retriable, like a refused connect (`UNAVAILABLE`).
+        if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+            return ClientError::Unavailable(format!(
+                "the connection to the broker broke: {}",
+                status.message()
+            ));
+        }
+        let info = status.get_details_error_info();
+        ClientError::from_details(status.code(), status.message(), info.as_ref())
     }
 }
 
@@ -167,5 +302,176 @@ mod tests {
                 "{code:?}"
             );
         }
+    }
+
+    fn weir_status(code: Code, message: &str, reason: &str, leader_id: &str) -> tonic::Status {
+        let metadata = std::collections::HashMap::from([
+            ("topic".to_owned(), "t".to_owned()),
+            ("partition".to_owned(), "0".to_owned()),
+            ("leader_id".to_owned(), leader_id.to_owned()),
+        ]);
+        tonic::Status::with_error_details(
+            code,
+            message,
+            tonic_types::ErrorDetails::with_error_info(reason, "weir.dev", metadata),
+        )
+    }
+
+    #[test]
+    fn error_info_reasons_become_their_variants() {
+        let error = ClientError::from(weir_status(
+            Code::FailedPrecondition,
+            "moved",
+            "NOT_LEADER",
+            "2",
+        ));
+        assert!(
+            matches!(&error, ClientError::NotLeader { message, leader: Some(2) } if message == "moved"),
+            "{error:?}"
+        );
+        assert_eq!(error.code(), Code::FailedPrecondition);
+        assert!(error.is_retriable());
+        assert_eq!(error.leader_hint(), Some(2));
+
+        let none = ClientError::from(weir_status(
+            Code::FailedPrecondition,
+            "x",
+            "NOT_LEADER",
+            "-1",
+        ));
+        assert!(matches!(none, ClientError::NotLeader { leader: None, .. }));
+
+        let fenced = ClientError::from(weir_status(
+            Code::FailedPrecondition,
+            "x",
+            "FENCED_LEADER_EPOCH",
+            "",
+        ));
+        assert!(matches!(fenced, ClientError::FencedLeaderEpoch(_)));
+        assert!(fenced.is_retriable());
+
+        let replicas = ClientError::from(weir_status(
+            Code::Unavailable,
+            "x",
+            "NOT_ENOUGH_REPLICAS",
+            "",
+        ));
+        assert!(matches!(replicas, ClientError::NotEnoughReplicas(_)));
+        assert_eq!(replicas.code(), Code::Unavailable);
+        assert!(replicas.is_retriable());
+    }
+
+    #[test]
+    fn other_domains_and_unknown_reasons_keep_the_code() {
+        let other = tonic::Status::with_error_details(
+            Code::FailedPrecondition,
+            "x",
+            tonic_types::ErrorDetails::with_error_info(
+                "NOT_LEADER",
+                "example.com",
+                std::collections::HashMap::new(),
+            ),
+        );
+        assert!(matches!(
+            ClientError::from(other),
+            ClientError::FailedPrecondition(_)
+        ));
+        let unknown = weir_status(Code::FailedPrecondition, "x", "SOMETHING_NEW", "");
+        assert!(matches!(
+            ClientError::from(unknown),
+            ClientError::FailedPrecondition(_)
+        ));
+    }
+
+    #[test]
+    fn without_details_the_brokers_wording_is_recognised() {
+        let per_partition = |code: Code, message: &str| {
+            ClientError::from_partition_error(&weir_proto::v1::PartitionError {
+                code: code as i32,
+                message: message.to_owned(),
+            })
+        };
+        let moved = per_partition(
+            Code::FailedPrecondition,
+            "this broker does not lead orders/3; broker 12 does",
+        );
+        assert!(
+            matches!(
+                moved,
+                ClientError::NotLeader {
+                    leader: Some(12),
+                    ..
+                }
+            ),
+            "{moved:?}"
+        );
+        let leaderless = per_partition(
+            Code::FailedPrecondition,
+            "this broker does not lead orders/3; it has no leader right now; retry shortly",
+        );
+        assert!(matches!(
+            leaderless,
+            ClientError::NotLeader { leader: None, .. }
+        ));
+        assert!(matches!(
+            per_partition(
+                Code::FailedPrecondition,
+                "the leadership of t/0 at epoch 3 ended before the append was written; nothing was appended"
+            ),
+            ClientError::FencedLeaderEpoch(_)
+        ));
+        assert!(matches!(
+            per_partition(
+                Code::Unavailable,
+                "t/0 has 1 in-sync replica(s), fewer than min.insync.replicas=2; nothing was appended"
+            ),
+            ClientError::NotEnoughReplicas(_)
+        ));
+        // The same code with other wording stays what it was.
+        assert!(matches!(
+            per_partition(Code::FailedPrecondition, "the group has live members"),
+            ClientError::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            ClientError::from(tonic::Status::failed_precondition(
+                "this broker does not lead t/0; broker 1 does"
+            )),
+            ClientError::NotLeader {
+                leader: Some(1),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_broken_connection_is_unavailable_but_a_brokers_unknown_is_not() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let local = tonic::Status::from_error(Box::new(io));
+        assert_eq!(local.code(), Code::Unknown);
+        let error = ClientError::from(local);
+        assert!(
+            matches!(&error, ClientError::Unavailable(m) if m.contains("reset")),
+            "{error:?}"
+        );
+        assert!(error.is_retriable());
+        let remote = ClientError::from(tonic::Status::unknown("the broker said so"));
+        assert!(matches!(
+            remote,
+            ClientError::Rpc {
+                code: Code::Unknown,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_connect_error_names_every_address_tried() {
+        let one = vec!["a:1".to_owned()];
+        assert_eq!(connect_message("a:1", &one), "cannot connect to broker a:1");
+        let two = vec!["a:1".to_owned(), "b:2".to_owned()];
+        assert_eq!(
+            connect_message("b:2", &two),
+            "cannot connect to any broker of a:1, b:2"
+        );
     }
 }

@@ -15,8 +15,22 @@
 //! - The admin client has one method per `Admin` RPC (topics and groups), plus offset
 //!   lookups.
 //!
+//! # Clusters and leaders
+//!
+//! `brokers` is a bootstrap list: the client connects to the first address that answers
+//! (logging the ones that did not), learns the cluster's brokers and each partition's
+//! leader from it (`DescribeCluster`, `DescribeTopic`), and keeps one connection per
+//! broker. The producer sends each partition's batches to its leader and the consumer
+//! reads each partition from its leader; when a broker answers that it does not lead a
+//! partition, or its leader cannot be reached, the client refreshes its metadata and
+//! retries on the new leader ([`retry`] has the rule), keeping the producer's per-partition
+//! order and the consumer's position. A one-broker cluster sends everything to that
+//! broker, as before.
+//!
 //! Every operation fails with [`ClientError`], which keeps the broker's gRPC code and
-//! message.
+//! message, and names the refusals leader following acts on (`NOT_LEADER`,
+//! `FENCED_LEADER_EPOCH`, `NOT_ENOUGH_REPLICAS`, from the status's `google.rpc.ErrorInfo`
+//! in domain [`ERROR_DOMAIN`]).
 //!
 //! Architecture invariant: this crate knows the public API (`weir-proto`) and the batch
 //! format (`weir-batch`) and nothing of the broker's internals. It logs through `tracing`
@@ -55,12 +69,15 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod cluster;
 pub mod connection;
 pub mod consumer;
 mod error;
 pub mod group;
 pub mod partitioner;
 pub mod producer;
+pub mod retry;
+mod routing;
 
 pub use crate::admin::{
     Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
@@ -68,7 +85,10 @@ pub use crate::admin::{
     PartitionOffsetReset, ResetOffsetsTo, TopicInfo, TopicListing,
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
-pub use crate::error::ClientError;
+pub use crate::error::{
+    ClientError, ERROR_DOMAIN, METADATA_LEADER_ID, REASON_FENCED_LEADER_EPOCH,
+    REASON_NOT_ENOUGH_REPLICAS, REASON_NOT_LEADER,
+};
 pub use crate::group::{
     CommitHandle, CommittedOffset, GroupConsumer, GroupConsumerConfig, Rebalance,
     RebalanceListener, TopicPartition,

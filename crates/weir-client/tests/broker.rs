@@ -408,3 +408,64 @@ async fn every_admin_rpc_round_trips() -> Result<()> {
     producer.close().await;
     broker.stop().await
 }
+
+#[tokio::test]
+async fn a_bootstrap_list_whose_first_address_refuses_uses_the_next() -> Result<()> {
+    let broker = Broker::start().await?;
+    // Port 1 on loopback refuses at once; the real broker is second in one entry, as
+    // `--brokers 127.0.0.1:1,HOST:PORT` gives it.
+    let brokers = vec![format!("127.0.0.1:1,{}", broker.brokers[0])];
+
+    let admin = Admin::connect(&brokers).await?;
+    admin.create_topic("boot", 2, 0, HashMap::new()).await?;
+    assert_eq!(admin.describe_cluster().await?.brokers.len(), 1);
+
+    let producer = Producer::connect(ProducerConfig {
+        brokers: brokers.clone(),
+        ..ProducerConfig::default()
+    })
+    .await?;
+    let mut deliveries = Vec::new();
+    for i in 0..20 {
+        let record = ProducerRecord::new("boot", format!("r{i}")).partition(i % 2);
+        deliveries.push(producer.send(record).await?);
+    }
+    producer.flush().await;
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        let metadata = delivery.await?;
+        assert_eq!(metadata.partition, (i % 2) as u32);
+        assert_eq!(metadata.offset, (i / 2) as i64);
+    }
+
+    let mut consumer = Consumer::connect(ConsumerConfig {
+        brokers: brokers.clone(),
+        ..ConsumerConfig::default()
+    })
+    .await?;
+    consumer.assign(&[("boot", 0), ("boot", 1)]);
+    consumer.seek("boot", 1, SeekTo::End).await?;
+    assert_eq!(consumer.position("boot", 1), Some(10));
+    consumer.seek("boot", 1, SeekTo::Beginning).await?;
+    let mut values: Vec<String> = consume(&mut consumer, 20).await?.iter().map(text).collect();
+    values.sort_by_key(|v| v[1..].parse::<u32>().unwrap());
+    let expected: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    assert_eq!(values, expected);
+    let offsets = admin
+        .list_offsets(
+            "boot",
+            &[(0, OffsetQuery::Latest), (1, OffsetQuery::Latest)],
+        )
+        .await?;
+    assert_eq!(
+        offsets.iter().map(|o| o.offset).collect::<Vec<_>>(),
+        [10, 10]
+    );
+
+    // None answering names them all.
+    let error = Admin::connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ClientError::Connect { ref tried, .. } if tried.len() == 2));
+    producer.close().await;
+    broker.stop().await
+}

@@ -109,13 +109,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_proto::v1::consumer_client::ConsumerClient;
 use weir_proto::v1::groups_client::GroupsClient;
 
 use self::commit::CommitJob;
 pub use self::commit::{COMMIT_QUEUE_DEPTH, COMMIT_TIMEOUT};
 use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
-use crate::admin::{OffsetQuery, list_offsets};
+use crate::admin::OffsetQuery;
 use crate::connection::{self, DEFAULT_BROKER, MAX_MESSAGE_BYTES};
 use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
@@ -162,7 +161,9 @@ impl std::fmt::Display for TopicPartition {
 /// Group consumer settings.
 #[derive(Debug, Clone)]
 pub struct GroupConsumerConfig {
-    /// Broker addresses, `host:port` or `http://host:port`; the first reachable is used.
+    /// Bootstrap broker addresses, `host:port` or `http://host:port` (an entry may be a
+    /// comma-separated list); the first reachable is used, and records are read from
+    /// each partition's leader.
     pub brokers: Vec<String>,
     /// The group: 1 to 249 characters of `[a-zA-Z0-9._-]`.
     pub group_id: String,
@@ -299,8 +300,6 @@ struct Held {
 pub struct GroupConsumer {
     config: GroupConsumerConfig,
     inner: Consumer,
-    /// Offset lookups and committed-offset fetches, on the heartbeat's connection.
-    lookups: ConsumerClient<Channel>,
     groups: GroupsClient<Channel>,
     shared: Arc<Shared>,
     heartbeat: Option<JoinHandle<()>>,
@@ -387,10 +386,7 @@ impl GroupConsumer {
         })
         .await?;
         let channel = connection::connect(&config.brokers).await?;
-        let groups = GroupsClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let lookups = ConsumerClient::new(channel)
+        let groups = GroupsClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let shared = Arc::new(Shared::new(
@@ -409,7 +405,6 @@ impl GroupConsumer {
         Ok(GroupConsumer {
             config,
             inner,
-            lookups,
             groups,
             shared,
             heartbeat: None,
@@ -947,7 +942,9 @@ impl GroupConsumer {
                     .push((tp.partition, query));
             }
             for (topic, queries) in by_topic {
-                for found in list_offsets(&mut self.lookups, &topic, &queries).await? {
+                // Offsets come from each partition's leader, through the records'
+                // connections.
+                for found in self.inner.cluster().list_offsets(&topic, &queries).await? {
                     reset.insert(
                         TopicPartition::new(topic.clone(), found.partition),
                         found.offset,
@@ -1104,7 +1101,11 @@ impl GroupConsumer {
         tp: &TopicPartition,
         query: OffsetQuery,
     ) -> Result<i64, ClientError> {
-        let found = list_offsets(&mut self.lookups, &tp.topic, &[(tp.partition, query)]).await?;
+        let found = self
+            .inner
+            .cluster()
+            .list_offsets(&tp.topic, &[(tp.partition, query)])
+            .await?;
         found
             .first()
             .map(|o| o.offset)

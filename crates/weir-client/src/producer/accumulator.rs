@@ -8,6 +8,14 @@
 //! append and released here when a batch completes, so the bytes held in open, ready,
 //! failed and in-flight batches never exceed `buffer_memory`: that is the bound on every
 //! queue here.
+//!
+//! Routing: `drain` is given each partition's leader (from the client's metadata) and
+//! sends a partition's batches there. A partition whose leader changed keeps its batches
+//! back until those in flight to the old leader have answered, so a partition never has
+//! batches in flight to two brokers at once: its outcomes still arrive in send order, and
+//! the retry rule below still holds across a leader change. A partition with no known
+//! leader waits (the sender refreshes metadata meanwhile) for at most `request_timeout`,
+//! then its waiting batches fail.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -20,6 +28,7 @@ use weir_batch::{Record, RecordBatchBuilder};
 use super::config::{METADATA_MAX_AGE, ProducerConfig};
 use crate::error::ClientError;
 use crate::partitioner::{StickyPartitioner, partition_for_key};
+use crate::routing::BrokerId;
 
 /// Upper bound on what a record adds to a batch besides its key, value and header bytes:
 /// length (5), attributes (1), timestamp delta (10), offset delta (5), key and value
@@ -126,6 +135,8 @@ pub(crate) struct ProducerBatch {
     /// Order of its last send among all sends (set by the sender); responses of one
     /// partition arrive in this order.
     pub send_seq: u64,
+    /// The broker it was last drained for (its partition's leader then).
+    pub broker: BrokerId,
 }
 
 impl ProducerBatch {
@@ -156,6 +167,10 @@ struct PartitionState {
     /// Closed batches in append order, not yet sent (or put back for a retry).
     ready: VecDeque<ProducerBatch>,
     in_flight: usize,
+    /// The broker the in-flight batches went to (`None` when none are in flight).
+    in_flight_broker: Option<BrokerId>,
+    /// Since when batches have waited for a leader to be known.
+    unrouted_since: Option<Instant>,
     /// Batches that failed retriably while later batches of this partition were still
     /// in flight; held until those answer, then retried or failed (see `complete`).
     failed: Vec<(ProducerBatch, ClientError)>,
@@ -188,6 +203,8 @@ pub(crate) struct Drained {
     pub rounds: Vec<Vec<ProducerBatch>>,
     /// When something will next become sendable (a linger or backoff running out).
     pub next_wake: Option<Instant>,
+    /// Partitions with batches to send whose leader is not known: metadata is needed.
+    pub unrouted: Vec<(Arc<str>, u32)>,
 }
 
 /// See the module docs.
@@ -367,6 +384,7 @@ impl Accumulator {
                     reserved_bytes: 0,
                     attempts: 0,
                     send_seq: 0,
+                    broker: crate::routing::NO_BROKER,
                 },
                 created: now,
             });
@@ -418,19 +436,26 @@ impl Accumulator {
 
     /// Closes batches whose linger ran out (all open batches when flushing or closing) and
     /// takes up to `budget` batches that may be sent now: the oldest ready batches of each
-    /// partition that has fewer than `max_in_flight` in flight, is not backing off and is
-    /// not waiting to retry earlier batches. Taken batches count as in flight until
-    /// [`complete`](Self::complete) is called for them.
-    pub(crate) fn drain(&self, now: Instant, budget: usize) -> Drained {
+    /// partition that has fewer than `max_in_flight` in flight, is not backing off, is
+    /// not waiting to retry earlier batches, and whose leader (`route`) is known and the
+    /// broker its in-flight batches went to, if any. Taken batches count as in flight
+    /// until [`complete`](Self::complete) is called for them.
+    pub(crate) fn drain(
+        &self,
+        now: Instant,
+        budget: usize,
+        route: &dyn Fn(&str, u32) -> Option<BrokerId>,
+    ) -> Drained {
         let mut guard = self.lock();
         let state = &mut *guard;
         let send_all = state.flushing > 0 || state.closing;
         let mut drained = Drained::default();
+        let mut expired: Vec<(ProducerBatch, ClientError)> = Vec::new();
         let mut budget = budget;
         let wake = |at: Instant, next: &mut Option<Instant>| {
             *next = Some(next.map_or(at, |n| n.min(at)));
         };
-        for topic in state.topics.values_mut() {
+        for (topic_name, topic) in state.topics.iter_mut() {
             let count = topic.partitions.len() as u32;
             for (index, part) in topic.partitions.iter_mut().enumerate() {
                 if let Some(open) = &part.open {
@@ -458,11 +483,34 @@ impl Accumulator {
                     }
                     part.retry_at = None;
                 }
+                let Some(broker) = route(topic_name, index as u32) else {
+                    let since = *part.unrouted_since.get_or_insert(now);
+                    let give_up = since + self.config.request_timeout;
+                    if give_up <= now {
+                        let error = ClientError::Unavailable(format!(
+                            "no leader of {topic_name}/{index} was known for {:?} (request_timeout)",
+                            self.config.request_timeout
+                        ));
+                        expired.extend(part.ready.drain(..).map(|b| (b, error.clone())));
+                        part.unrouted_since = None;
+                    } else {
+                        drained.unrouted.push((topic_name.clone(), index as u32));
+                        wake(give_up, &mut drained.next_wake);
+                    }
+                    continue;
+                };
+                part.unrouted_since = None;
+                if part.in_flight > 0 && part.in_flight_broker != Some(broker) {
+                    // The leader moved: what went to the old one answers first.
+                    continue;
+                }
+                part.in_flight_broker = Some(broker);
                 let mut round = 0;
                 while budget > 0 && part.in_flight < self.config.max_in_flight {
-                    let Some(batch) = part.ready.pop_front() else {
+                    let Some(mut batch) = part.ready.pop_front() else {
                         break;
                     };
+                    batch.broker = broker;
                     part.in_flight += 1;
                     budget -= 1;
                     if drained.rounds.len() == round {
@@ -472,6 +520,19 @@ impl Accumulator {
                     round += 1;
                 }
             }
+        }
+        if !expired.is_empty() {
+            let mut released = 0;
+            for (batch, _) in &expired {
+                state.incomplete.remove(&batch.id);
+                released += batch.reserved_bytes;
+            }
+            drop(guard);
+            for (batch, error) in expired {
+                tracing::debug!(topic = %batch.topic, partition = batch.partition, %error, "produce failed");
+                batch.completion.complete(Err(error));
+            }
+            self.memory.add_permits(released);
         }
         drained
     }
@@ -499,6 +560,9 @@ impl Accumulator {
             .and_then(|t| t.partitions.get_mut(batch.partition as usize))
             .expect("a batch's partition stays known");
         part.in_flight -= 1;
+        if part.in_flight == 0 {
+            part.in_flight_broker = None;
+        }
         match outcome {
             Ok(ack) => {
                 done.extend(part.failed.drain(..).map(|(b, e)| (b, Err(e))));
@@ -660,6 +724,11 @@ mod tests {
             .expect("appended")
     }
 
+    /// Every partition led by broker 0.
+    fn one_leader(_: &str, _: u32) -> Option<BrokerId> {
+        Some(0)
+    }
+
     fn sent(drained: Drained) -> Vec<ProducerBatch> {
         drained.rounds.into_iter().flatten().collect()
     }
@@ -687,10 +756,10 @@ mod tests {
         let acc = accumulator(config(), 1, t0);
         append(&acc, Some(0), &record(None, "a"), t0).await;
         append(&acc, Some(0), &record(None, "b"), t0).await;
-        let drained = acc.drain(t0 + Duration::from_millis(9), 100);
+        let drained = acc.drain(t0 + Duration::from_millis(9), 100, &one_leader);
         assert!(drained.rounds.is_empty());
         assert_eq!(drained.next_wake, Some(t0 + Duration::from_millis(10)));
-        let mut batches = sent(acc.drain(t0 + Duration::from_millis(10), 100));
+        let mut batches = sent(acc.drain(t0 + Duration::from_millis(10), 100, &one_leader));
         assert_eq!(batches.len(), 1);
         assert_eq!(values(&mut batches[0]), ["a", "b"]);
     }
@@ -705,18 +774,18 @@ mod tests {
         };
         let acc = accumulator(config, 1, t0);
         append(&acc, Some(0), &record(None, "a"), t0).await;
-        let mut first = sent(acc.drain(t0, 100));
+        let mut first = sent(acc.drain(t0, 100, &one_leader));
         assert_eq!(first.len(), 1, "an idle partition sends at once");
         assert_eq!(values(&mut first[0]), ["a"]);
         append(&acc, Some(0), &record(None, "b"), t0).await;
         append(&acc, Some(0), &record(None, "c"), t0).await;
-        let held = acc.drain(t0, 100);
+        let held = acc.drain(t0, 100, &one_leader);
         assert!(
             held.rounds.is_empty(),
             "a request is in flight: records wait"
         );
         acc.complete(first.pop().unwrap(), ack(0), t0);
-        let mut second = sent(acc.drain(t0, 100));
+        let mut second = sent(acc.drain(t0, 100, &one_leader));
         assert_eq!(second.len(), 1);
         assert_eq!(values(&mut second[0]), ["b", "c"]);
     }
@@ -733,7 +802,7 @@ mod tests {
         for _ in 0..20 {
             append(&acc, Some(0), &record(None, &value), t0).await;
         }
-        let mut batches = sent(acc.drain(t0, 100));
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
         assert!(!batches.is_empty(), "a full batch is ready at once");
         for batch in &mut batches {
             let bytes = batch.encode().unwrap();
@@ -756,22 +825,22 @@ mod tests {
         for v in &values_sent {
             append(&acc, Some(0), &record(None, v), t0).await;
         }
-        let mut first = sent(acc.drain(t0, 100));
+        let mut first = sent(acc.drain(t0, 100, &one_leader));
         assert_eq!(first.len(), 2, "max_in_flight is 2");
         assert_eq!(values(&mut first[0]), [values_sent[0].clone()]);
         assert_eq!(values(&mut first[1]), [values_sent[1].clone()]);
         assert!(
-            sent(acc.drain(t0, 100)).is_empty(),
+            sent(acc.drain(t0, 100, &one_leader)).is_empty(),
             "nothing while 2 are in flight"
         );
         let second_batch = first.pop().unwrap();
         acc.complete(first.pop().unwrap(), ack(0), t0);
-        let mut next = sent(acc.drain(t0, 100));
+        let mut next = sent(acc.drain(t0, 100, &one_leader));
         assert_eq!(next.len(), 1);
         assert_eq!(values(&mut next[0]), [values_sent[2].clone()]);
         acc.complete(second_batch, ack(1), t0);
         acc.complete(next.pop().unwrap(), ack(2), t0);
-        let mut rest = sent(acc.drain(t0, 100));
+        let mut rest = sent(acc.drain(t0, 100, &one_leader));
         let rest_values: Vec<Vec<String>> = rest.iter_mut().map(values).collect();
         assert_eq!(
             rest_values,
@@ -786,7 +855,7 @@ mod tests {
         let a = append(&acc, Some(0), &record(None, "a"), t0).await;
         let b = append(&acc, Some(0), &record(None, "b"), t0).await;
         assert_eq!((a.index, b.index), (0, 1));
-        let batch = sent(acc.drain(t0 + Duration::from_secs(1), 100))
+        let batch = sent(acc.drain(t0 + Duration::from_secs(1), 100, &one_leader))
             .pop()
             .unwrap();
         acc.complete(batch, ack(41), t0);
@@ -809,23 +878,23 @@ mod tests {
         let acc = accumulator(config, 1, t0);
         let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
         append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
-        let mut batches = sent(acc.drain(t0, 100));
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
         let second = batches.pop().unwrap();
         let first = batches.pop().unwrap();
         let unavailable = || Err(ClientError::Unavailable("down".to_owned()));
         acc.complete(first, unavailable(), t0);
         // The partition pauses: nothing new is sent while the failed batch waits.
         append(&acc, Some(0), &record(None, &"c".repeat(150)), t0).await;
-        assert!(sent(acc.drain(t0, 100)).is_empty());
+        assert!(sent(acc.drain(t0, 100, &one_leader)).is_empty());
         acc.complete(second, unavailable(), t0);
         assert!(
             a.completion.result().is_none(),
             "not failed: it will be retried"
         );
-        let drained = acc.drain(t0 + Duration::from_millis(99), 100);
+        let drained = acc.drain(t0 + Duration::from_millis(99), 100, &one_leader);
         assert!(drained.rounds.is_empty(), "backing off");
         assert_eq!(drained.next_wake, Some(t0 + Duration::from_millis(100)));
-        let mut retried = sent(acc.drain(t0 + Duration::from_millis(100), 100));
+        let mut retried = sent(acc.drain(t0 + Duration::from_millis(100), 100, &one_leader));
         let firsts: Vec<char> = retried
             .iter_mut()
             .map(|b| values(b)[0].chars().next().unwrap())
@@ -849,7 +918,7 @@ mod tests {
         let acc = accumulator(config, 1, t0);
         let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
         let b = append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
-        let mut batches = sent(acc.drain(t0, 100));
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
         let second = batches.pop().unwrap();
         acc.complete(
             batches.pop().unwrap(),
@@ -863,7 +932,7 @@ mod tests {
             Some(Err(ClientError::ResourceExhausted(_)))
         ));
         assert!(b.completion.result().unwrap().is_ok());
-        assert!(sent(acc.drain(t0 + Duration::from_secs(10), 100)).is_empty());
+        assert!(sent(acc.drain(t0 + Duration::from_secs(10), 100, &one_leader)).is_empty());
     }
 
     #[tokio::test]
@@ -877,7 +946,7 @@ mod tests {
         let acc = accumulator(config, 2, t0);
         let fatal = append(&acc, Some(0), &record(None, "a"), t0).await;
         let retried = append(&acc, Some(1), &record(None, "b"), t0).await;
-        let mut batches = sent(acc.drain(t0, 100));
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
         batches.sort_by_key(|b| b.partition);
         let p1 = batches.pop().unwrap();
         acc.complete(
@@ -890,7 +959,7 @@ mod tests {
             Some(Err(ClientError::InvalidArgument(_)))
         ));
         acc.complete(p1, Err(ClientError::Unavailable("down".to_owned())), t0);
-        let again = sent(acc.drain(t0 + Duration::from_secs(1), 100))
+        let again = sent(acc.drain(t0 + Duration::from_secs(1), 100, &one_leader))
             .pop()
             .unwrap();
         assert_eq!(again.attempts, 1);
@@ -924,7 +993,7 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(!waiting.is_finished(), "blocked while memory is used up");
-        let batch = sent(acc.drain(t0, 100)).pop().unwrap();
+        let batch = sent(acc.drain(t0, 100, &one_leader)).pop().unwrap();
         acc.complete(batch, ack(0), t0);
         tokio::time::timeout(Duration::from_secs(5), waiting)
             .await
@@ -961,7 +1030,7 @@ mod tests {
         // record after that moves on.
         assert!(count > 5, "moved after {count} records");
         assert_eq!(
-            sent(acc.drain(t0, 100)).len(),
+            sent(acc.drain(t0, 100, &one_leader)).len(),
             1,
             "the closed batch is ready"
         );
@@ -978,6 +1047,137 @@ mod tests {
                 partition_for_key(key.as_bytes(), 10)
             );
         }
+    }
+
+    #[tokio::test]
+    async fn batches_go_to_their_partitions_leader() {
+        let t0 = Instant::now();
+        let acc = accumulator(
+            ProducerConfig {
+                linger: Duration::ZERO,
+                ..config()
+            },
+            3,
+            t0,
+        );
+        for partition in 0..3 {
+            append(&acc, Some(partition), &record(None, "v"), t0).await;
+        }
+        let leaders = |_: &str, partition: u32| Some(10 + partition as BrokerId);
+        let mut batches = sent(acc.drain(t0, 100, &leaders));
+        batches.sort_by_key(|b| b.partition);
+        let routed: Vec<(u32, BrokerId)> =
+            batches.iter().map(|b| (b.partition, b.broker)).collect();
+        assert_eq!(routed, [(0, 10), (1, 11), (2, 12)]);
+    }
+
+    #[tokio::test]
+    async fn a_moved_leader_gets_new_batches_only_once_the_old_one_answered() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        let mut first = sent(acc.drain(t0, 100, &|_, _| Some(1)));
+        assert_eq!(first[0].broker, 1);
+        append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        // Leadership moved to broker 2 while `a` is in flight to broker 1.
+        let to_two = |_: &str, _: u32| Some(2);
+        assert!(
+            sent(acc.drain(t0, 100, &to_two)).is_empty(),
+            "b waits: two brokers never hold one partition's batches in flight"
+        );
+        acc.complete(first.pop().unwrap(), ack(0), t0);
+        let mut second = sent(acc.drain(t0, 100, &to_two));
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].broker, 2);
+        assert_eq!(values(&mut second[0]), ["b".repeat(150)]);
+    }
+
+    #[tokio::test]
+    async fn not_leader_failures_are_retried_in_order_on_the_new_leader() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        let mut batches = sent(acc.drain(t0, 100, &|_, _| Some(1)));
+        let second = batches.pop().unwrap();
+        let first = batches.pop().unwrap();
+        let not_leader = || {
+            Err(ClientError::NotLeader {
+                message: "this broker does not lead t/0; broker 2 does".to_owned(),
+                leader: Some(2),
+            })
+        };
+        acc.complete(first, not_leader(), t0);
+        append(&acc, Some(0), &record(None, &"c".repeat(150)), t0).await;
+        acc.complete(second, not_leader(), t0);
+        assert!(
+            a.completion.result().is_none(),
+            "not failed: it will be retried"
+        );
+        let later = t0 + Duration::from_millis(100);
+        let mut retried = sent(acc.drain(later, 100, &|_, _| Some(2)));
+        let order: Vec<(char, BrokerId)> = retried
+            .iter_mut()
+            .map(|b| (values(b)[0].chars().next().unwrap(), b.broker))
+            .collect();
+        assert_eq!(
+            order,
+            [('a', 2), ('b', 2)],
+            "in the original order, before c"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_partition_without_a_leader_waits_then_fails_after_request_timeout() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            request_timeout: Duration::from_secs(2),
+            ..config()
+        };
+        let acc = accumulator(config, 2, t0);
+        let waiting = append(&acc, Some(0), &record(None, "a"), t0).await;
+        let routed = append(&acc, Some(1), &record(None, "b"), t0).await;
+        let leaderless = |_: &str, partition: u32| (partition == 1).then_some(1);
+        let drained = acc.drain(t0, 100, &leaderless);
+        assert_eq!(
+            drained.unrouted,
+            [(Arc::from(TOPIC), 0)],
+            "metadata is asked for"
+        );
+        assert_eq!(drained.next_wake, Some(t0 + Duration::from_secs(2)));
+        let other = drained.rounds.into_iter().flatten().next().unwrap();
+        acc.complete(other, ack(0), t0);
+        assert!(routed.completion.result().unwrap().is_ok());
+        // A leader shows up in time: the batch goes.
+        let mut found = sent(acc.drain(t0 + Duration::from_secs(1), 100, &one_leader));
+        assert_eq!(found.len(), 1);
+        acc.complete(found.pop().unwrap(), ack(0), t0);
+        assert!(waiting.completion.result().unwrap().is_ok());
+        // One that never shows up: the batch fails after request_timeout.
+        let lost = append(&acc, Some(0), &record(None, "c"), t0).await;
+        let none = |_: &str, _: u32| None;
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(acc.drain(t1, 100, &none).rounds.is_empty());
+        assert!(lost.completion.result().is_none());
+        let drained = acc.drain(t1 + Duration::from_secs(2), 100, &none);
+        assert!(drained.rounds.is_empty() && drained.unrouted.is_empty());
+        assert!(matches!(
+            lost.completion.result(),
+            Some(Err(ClientError::Unavailable(m))) if m.contains("no leader")
+        ));
+        assert!(acc.begin_flush().is_empty(), "nothing left incomplete");
+        acc.end_flush();
     }
 
     #[tokio::test]

@@ -60,7 +60,9 @@ pub enum Acks {
 /// Producer settings. Start from [`ProducerConfig::default`] and change what you need.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// Broker addresses, `host:port` or `http://host:port`; the first reachable is used.
+    /// Bootstrap broker addresses, `host:port` or `http://host:port` (an entry may be a
+    /// comma-separated list); the first reachable is used, and the cluster's other
+    /// brokers are learnt from it.
     pub brokers: Vec<String>,
     /// How long a batch waits for more records before it is sent.
     pub linger: Duration,

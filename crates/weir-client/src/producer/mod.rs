@@ -1,5 +1,5 @@
-//! [`Producer`]: batches records per partition on the client and pipelines them to the
-//! broker over one bidirectional `ProduceStream`.
+//! [`Producer`]: batches records per partition on the client and pipelines them to each
+//! partition's leader over one bidirectional `ProduceStream` per broker.
 //!
 //! # How a record travels
 //!
@@ -27,7 +27,18 @@
 //! never appended out of send order; a retry can still append a batch twice if the broker
 //! appended it but the answer was lost (a broken stream), as in Kafka without
 //! idempotence. Only retriable errors (`UNAVAILABLE`, `RESOURCE_EXHAUSTED`,
-//! `DEADLINE_EXCEEDED`) are retried, at most `retries` times, with doubling backoff.
+//! `DEADLINE_EXCEEDED`, and `NOT_LEADER` / `FENCED_LEADER_EPOCH` / `NOT_ENOUGH_REPLICAS`)
+//! are retried, at most `retries` times, with doubling backoff.
+//!
+//! # Leaders
+//!
+//! Each partition's batches go to its leader, as the client's metadata says (see
+//! [`crate::cluster`]). A batch refused with `NOT_LEADER` or `FENCED_LEADER_EPOCH`
+//! (nothing was appended), or lost with its leader's connection, is retried like any
+//! retriable failure, after a metadata refresh, on the leader the refresh names; the
+//! partition's batches still in flight to the old leader answer first, so the rule above
+//! keeps holding across the move. A partition with no known leader holds its batches for
+//! at most `request_timeout`.
 //!
 //! # Example
 //!
@@ -58,7 +69,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::task::JoinHandle;
 use weir_batch::{Header, Record};
-use weir_proto::v1::producer_client::ProducerClient;
 
 use self::accumulator::{Accumulator, AppendError, BatchCompletion};
 pub use self::config::{
@@ -67,8 +77,7 @@ pub use self::config::{
     MAX_BUFFER_MEMORY_BYTES, MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT, METADATA_MAX_AGE,
     ProducerConfig,
 };
-use crate::admin::Admin;
-use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::cluster::Cluster;
 use crate::error::ClientError;
 
 /// A record to send.
@@ -207,23 +216,21 @@ impl IntoFuture for DeliveryFuture {
 #[derive(Debug)]
 pub struct Producer {
     accumulator: Arc<Accumulator>,
-    admin: Admin,
+    cluster: Cluster,
     sender: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Producer {
-    /// Checks `config`, connects to the first reachable broker and starts the sender.
+    /// Checks `config`, connects to the first reachable bootstrap broker and starts the
+    /// sender.
     pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
         config.validate()?;
-        let channel = connection::connect(&config.brokers).await?;
-        let client = ProducerClient::new(channel.clone())
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let cluster = Cluster::connect(&config.brokers).await?;
         let accumulator = Arc::new(Accumulator::new(config));
-        let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), client).run());
+        let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), cluster.clone()).run());
         Ok(Producer {
             accumulator,
-            admin: Admin::from_channel(channel),
+            cluster,
             sender: Mutex::new(Some(sender)),
         })
     }
@@ -289,15 +296,15 @@ impl Producer {
         }
     }
 
-    /// The number of partitions of `topic`, fetched from the broker (and cached for
-    /// later sends).
+    /// The number of partitions of `topic`, fetched from the cluster (and cached for
+    /// later sends, with the partitions' leaders).
     pub async fn partitions(&self, topic: &str) -> Result<u32, ClientError> {
         self.refresh_metadata(topic).await
     }
 
     async fn refresh_metadata(&self, topic: &str) -> Result<u32, ClientError> {
-        let description = self.admin.describe_topic(topic).await?;
-        let count = description.partitions.len() as u32;
+        self.cluster.refresh(&[topic]).await?;
+        let count = self.cluster.table().partition_count(topic).unwrap_or(0);
         if count == 0 {
             return Err(ClientError::Unavailable(format!(
                 "topic {topic} has no partitions yet"

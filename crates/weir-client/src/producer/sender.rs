@@ -1,59 +1,79 @@
-//! The sender task: drains the accumulator into requests on one `ProduceStream`, matches
-//! responses to batches, and reports outcomes back to the accumulator.
+//! The sender task: drains the accumulator into requests on one `ProduceStream` per
+//! broker, each partition's batches to its leader, matches responses to batches, and
+//! reports outcomes back to the accumulator.
 //!
-//! One task per producer owns the stream. Each request carries one batch per partition of
-//! one topic; a partition may have up to `max_in_flight` requests outstanding (the
-//! accumulator enforces it) and the broker answers each partition's requests in order.
-//! A broken stream (an error, its end, or a request past `request_timeout`) fails every
-//! outstanding request with a retriable error, in send order, and is reopened on the next
-//! send: those batches may or may not have been appended, so a retry can duplicate them
-//! (at-least-once, as Kafka without idempotence), but never reorders them.
+//! One task per producer owns the streams. Each request carries one batch per partition
+//! of one topic, all led by the broker it goes to; a partition may have up to
+//! `max_in_flight` requests outstanding (the accumulator enforces it, and keeps them on
+//! one broker) and the broker answers each partition's requests in order. A broken
+//! stream (an error, its end, or a request past `request_timeout`) fails every
+//! outstanding request on it with a retriable error, in send order, and is reopened on
+//! the next send: those batches may or may not have been appended, so a retry can
+//! duplicate them (at-least-once, as Kafka without idempotence), but never reorders them.
+//!
+//! A batch refused because its broker no longer leads the partition, or lost with a
+//! broken stream, makes the partition's cached leader stale (see [`crate::retry`]): the
+//! sender refreshes metadata in the background, and the accumulator retries the batch,
+//! in order, on the leader the refresh finds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
-use tonic::transport::Channel;
+use tokio_stream::{Stream, StreamExt, StreamMap};
 use weir_proto::v1 as pb;
 use weir_proto::v1::producer_client::ProducerClient;
 
 use super::accumulator::{Accumulator, BatchAck, ProducerBatch};
 use super::config::{Acks, MAX_REQUESTS_IN_FLIGHT};
+use crate::cluster::Cluster;
+use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
+use crate::retry::{self, RetryDecision};
+use crate::routing::BrokerId;
 
-/// One request on the stream, waiting for its response.
+/// One request on a stream, waiting for its response.
 struct InFlightRequest {
+    broker: BrokerId,
     batches: Vec<ProducerBatch>,
     deadline: Instant,
 }
 
-struct OpenStream {
-    requests: mpsc::Sender<pb::ProduceStreamRequest>,
-    responses: Streaming<pb::ProduceStreamResponse>,
-}
+/// What a broker's response stream yields: a response, or `None` once when it ends.
+type ResponseEvent = Option<Result<pb::ProduceStreamResponse, tonic::Status>>;
+type ResponseStream = Pin<Box<dyn Stream<Item = ResponseEvent> + Send>>;
 
 /// See the module docs.
 pub(crate) struct Sender {
     accumulator: Arc<Accumulator>,
-    client: ProducerClient<Channel>,
-    stream: Option<OpenStream>,
+    cluster: Cluster,
+    /// The request side of each broker's open stream.
+    streams: HashMap<BrokerId, mpsc::Sender<pb::ProduceStreamRequest>>,
+    /// The response side of each broker's open stream.
+    responses: StreamMap<BrokerId, ResponseStream>,
     /// By sequence, which is send order.
     in_flight: BTreeMap<u64, InFlightRequest>,
     next_sequence: u64,
+    /// Topics whose metadata is to be refreshed, and the refresh under way.
+    stale_topics: BTreeSet<Arc<str>>,
+    refresh: Option<JoinHandle<()>>,
 }
 
 impl Sender {
-    pub(crate) fn new(accumulator: Arc<Accumulator>, client: ProducerClient<Channel>) -> Sender {
+    pub(crate) fn new(accumulator: Arc<Accumulator>, cluster: Cluster) -> Sender {
         Sender {
             accumulator,
-            client,
-            stream: None,
+            cluster,
+            streams: HashMap::new(),
+            responses: StreamMap::new(),
             in_flight: BTreeMap::new(),
             next_sequence: 0,
+            stale_topics: BTreeSet::new(),
+            refresh: None,
         }
     }
 
@@ -61,29 +81,22 @@ impl Sender {
     pub(crate) async fn run(mut self) {
         loop {
             let now = Instant::now();
-            if self
-                .in_flight
-                .values()
-                .next()
-                .is_some_and(|oldest| oldest.deadline <= now)
-            {
-                self.fail_stream(ClientError::DeadlineExceeded(
-                    "the broker did not answer a produce request within request_timeout".to_owned(),
-                ));
-            }
+            self.expire_requests(now);
             let budget = MAX_REQUESTS_IN_FLIGHT.saturating_sub(self.in_flight.len());
-            let drained = self.accumulator.drain(now, budget);
-            let mut rounds = drained.rounds.into_iter();
-            while let Some(round) = rounds.next() {
-                if let Err(error) = self.send_round(round).await {
-                    // The stream broke: fail what was to follow too, so each partition's
-                    // batches fail (and are retried) in order rather than later ones
-                    // overtaking on a new stream.
-                    for batch in rounds.by_ref().flatten() {
-                        self.accumulator.complete(batch, Err(error.clone()), now);
-                    }
-                }
+            let table = self.cluster.table();
+            let route = |topic: &str, partition: u32| table.route(topic, partition).ok();
+            let drained = self.accumulator.drain(now, budget, &route);
+            for (topic, _) in drained.unrouted {
+                self.stale_topics.insert(topic);
             }
+            // Brokers whose stream broke in this drain: what was to follow for them
+            // fails too, so each partition's batches fail (and are retried) in order
+            // rather than later ones overtaking on a new stream.
+            let mut broken: HashMap<BrokerId, ClientError> = HashMap::new();
+            for round in drained.rounds {
+                self.send_round(round, &mut broken).await;
+            }
+            self.start_refresh();
             if self.accumulator.is_finished() {
                 break;
             }
@@ -95,120 +108,185 @@ impl Sender {
                 (a, b) => a.or(b),
             };
             tokio::select! {
-                response = next_response(&mut self.stream) => self.on_response(response),
+                // `StreamMap::next` is cancel-safe: a response is never lost to `select!`.
+                Some((broker, event)) = self.responses.next(), if !self.responses.is_empty() => {
+                    self.on_response(broker, event);
+                }
                 () = self.accumulator.wake_sender.notified() => {}
                 () = sleep_until(wake_at) => {}
             }
         }
+        if let Some(refresh) = self.refresh.take() {
+            refresh.abort();
+        }
         tracing::debug!("producer sender finished");
     }
 
-    /// Sends one round (at most one batch per partition) as one request per topic. If the
-    /// stream breaks, fails the round's unsent batches too and returns the error.
-    async fn send_round(&mut self, round: Vec<ProducerBatch>) -> Result<(), ClientError> {
-        let mut by_topic: HashMap<Arc<str>, Vec<ProducerBatch>> = HashMap::new();
-        for batch in round {
-            by_topic.entry(batch.topic.clone()).or_default().push(batch);
-        }
-        let mut topics = by_topic.into_iter();
-        while let Some((topic, batches)) = topics.next() {
-            let sequence = self.next_sequence;
-            self.next_sequence += 1;
-            let mut partitions = Vec::with_capacity(batches.len());
-            let mut sent = Vec::with_capacity(batches.len());
-            for mut batch in batches {
-                match batch.encode() {
-                    Ok(bytes) => {
-                        partitions.push(pb::PartitionRecords {
-                            partition: batch.partition,
-                            compression: pb::Compression::Unspecified as i32,
-                            data: Some(pb::partition_records::Data::Batches(bytes)),
-                        });
-                        batch.send_seq = sequence;
-                        sent.push(batch);
-                    }
-                    Err(error) => self.accumulator.complete(batch, Err(error), Instant::now()),
-                }
-            }
-            if sent.is_empty() {
-                continue;
-            }
-            let config = self.accumulator.config();
-            let request = pb::ProduceStreamRequest {
-                sequence,
-                request: Some(pb::ProduceRequest {
-                    topic: topic.to_string(),
-                    partitions,
-                    acks: match config.acks {
-                        Acks::None => pb::Acks::None,
-                        Acks::Leader => pb::Acks::Leader,
-                        Acks::All => pb::Acks::All,
-                    } as i32,
-                    timeout_ms: u32::try_from(config.request_timeout.as_millis())
-                        .unwrap_or(u32::MAX),
-                }),
-            };
-            let deadline = Instant::now() + config.request_timeout;
-            self.in_flight.insert(
-                sequence,
-                InFlightRequest {
-                    batches: sent,
-                    deadline,
-                },
+    /// Fails the streams of brokers with a request past its deadline.
+    fn expire_requests(&mut self, now: Instant) {
+        let late: BTreeSet<BrokerId> = self
+            .in_flight
+            .values()
+            .filter(|r| r.deadline <= now)
+            .map(|r| r.broker)
+            .collect();
+        for broker in late {
+            self.fail_stream(
+                broker,
+                ClientError::DeadlineExceeded(format!(
+                    "broker {broker} did not answer a produce request within request_timeout"
+                )),
             );
-            if let Err(error) = self.transmit(request).await {
-                self.fail_stream(error.clone());
+        }
+    }
+
+    /// Sends one round (at most one batch per partition) as one request per leader and
+    /// topic. Batches for a broker whose stream broke (now or earlier in this drain) fail
+    /// with that error.
+    async fn send_round(
+        &mut self,
+        round: Vec<ProducerBatch>,
+        broken: &mut HashMap<BrokerId, ClientError>,
+    ) {
+        let mut by_request: HashMap<(BrokerId, Arc<str>), Vec<ProducerBatch>> = HashMap::new();
+        for batch in round {
+            by_request
+                .entry((batch.broker, batch.topic.clone()))
+                .or_default()
+                .push(batch);
+        }
+        for ((broker, topic), batches) in by_request {
+            if let Some(error) = broken.get(&broker) {
                 let now = Instant::now();
-                for batch in topics.by_ref().flat_map(|(_, batches)| batches) {
+                for batch in batches {
                     self.accumulator.complete(batch, Err(error.clone()), now);
                 }
-                return Err(error);
+                continue;
             }
+            if let Err(error) = self.send_request(broker, &topic, batches).await {
+                broken.insert(broker, error);
+            }
+        }
+    }
+
+    /// Sends one request to `broker`. If its stream breaks, fails what it had in flight
+    /// (this request included) and returns the error.
+    async fn send_request(
+        &mut self,
+        broker: BrokerId,
+        topic: &Arc<str>,
+        batches: Vec<ProducerBatch>,
+    ) -> Result<(), ClientError> {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let mut partitions = Vec::with_capacity(batches.len());
+        let mut sent = Vec::with_capacity(batches.len());
+        for mut batch in batches {
+            match batch.encode() {
+                Ok(bytes) => {
+                    partitions.push(pb::PartitionRecords {
+                        partition: batch.partition,
+                        compression: pb::Compression::Unspecified as i32,
+                        data: Some(pb::partition_records::Data::Batches(bytes)),
+                    });
+                    batch.send_seq = sequence;
+                    sent.push(batch);
+                }
+                Err(error) => self.accumulator.complete(batch, Err(error), Instant::now()),
+            }
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let config = self.accumulator.config();
+        let request = pb::ProduceStreamRequest {
+            sequence,
+            request: Some(pb::ProduceRequest {
+                topic: topic.to_string(),
+                partitions,
+                acks: match config.acks {
+                    Acks::None => pb::Acks::None,
+                    Acks::Leader => pb::Acks::Leader,
+                    Acks::All => pb::Acks::All,
+                } as i32,
+                timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+            }),
+        };
+        let deadline = Instant::now() + config.request_timeout;
+        self.in_flight.insert(
+            sequence,
+            InFlightRequest {
+                broker,
+                batches: sent,
+                deadline,
+            },
+        );
+        if let Err(error) = self.transmit(broker, request).await {
+            self.fail_stream(broker, error.clone());
+            return Err(error);
         }
         Ok(())
     }
 
-    /// Puts a request on the stream, opening the stream first if there is none.
-    async fn transmit(&mut self, request: pb::ProduceStreamRequest) -> Result<(), ClientError> {
-        if let Some(stream) = &self.stream {
-            // The channel holds MAX_REQUESTS_IN_FLIGHT and no more are outstanding, so
-            // it is never full; a closed channel means the stream is gone.
-            return stream.requests.try_send(request).map_err(|_| {
-                ClientError::Unavailable("the produce stream to the broker closed".to_owned())
+    /// Puts a request on `broker`'s stream, opening the stream first if there is none.
+    async fn transmit(
+        &mut self,
+        broker: BrokerId,
+        request: pb::ProduceStreamRequest,
+    ) -> Result<(), ClientError> {
+        if let Some(requests) = self.streams.get(&broker) {
+            // Each channel holds MAX_REQUESTS_IN_FLIGHT and no more are outstanding in
+            // all, so it is never full; a closed channel means the stream is gone.
+            return requests.try_send(request).map_err(|_| {
+                ClientError::Unavailable(format!("the produce stream to broker {broker} closed"))
             });
         }
+        let channel = self.cluster.channel(broker)?;
+        let mut client = ProducerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (requests, receiver) = mpsc::channel(MAX_REQUESTS_IN_FLIGHT);
         // Queue the first request before opening, so the broker has it as soon as the
         // stream exists whatever order it answers headers and reads in.
         requests.try_send(request).expect("a new channel has room");
-        let responses = self
-            .client
+        let responses = client
             .produce_stream(ReceiverStream::new(receiver))
             .await?
             .into_inner();
-        self.stream = Some(OpenStream {
-            requests,
-            responses,
-        });
+        let events: ResponseStream = Box::pin(
+            responses
+                .map(Some)
+                .chain(tokio_stream::once(None::<Result<_, tonic::Status>>)),
+        );
+        self.streams.insert(broker, requests);
+        self.responses.insert(broker, events);
         Ok(())
     }
 
-    fn on_response(&mut self, response: Option<Result<pb::ProduceStreamResponse, tonic::Status>>) {
-        let response = match response {
+    fn on_response(&mut self, broker: BrokerId, event: ResponseEvent) {
+        let response = match event {
             Some(Ok(response)) => response,
-            Some(Err(status)) => return self.fail_stream(status.into()),
+            Some(Err(status)) => return self.fail_stream(broker, status.into()),
             None => {
-                return self.fail_stream(ClientError::Unavailable(
-                    "the broker ended the produce stream".to_owned(),
-                ));
+                return self.fail_stream(
+                    broker,
+                    ClientError::Unavailable(format!("broker {broker} ended the produce stream")),
+                );
             }
         };
-        let Some(request) = self.in_flight.remove(&response.sequence) else {
-            tracing::warn!(
-                sequence = response.sequence,
-                "response to no outstanding request"
-            );
-            return;
+        let request = match self.in_flight.remove(&response.sequence) {
+            Some(request) if request.broker == broker => request,
+            other => {
+                tracing::warn!(
+                    sequence = response.sequence,
+                    broker,
+                    "response to no outstanding request"
+                );
+                if let Some(request) = other {
+                    self.in_flight.insert(response.sequence, request);
+                }
+                return;
+            }
         };
         let results = response.response.map(|r| r.results).unwrap_or_default();
         let now = Instant::now();
@@ -234,36 +312,70 @@ impl Sender {
                     }),
                 },
             };
-            if let Err(ClientError::NotFound(_)) = &outcome {
-                self.accumulator.invalidate(&batch.topic);
+            match &outcome {
+                Err(ClientError::NotFound(_)) => self.accumulator.invalidate(&batch.topic),
+                Err(error) => self.leader_failed(&batch, error),
+                Ok(_) => {}
             }
             self.accumulator.complete(batch, outcome, now);
         }
     }
 
-    /// Drops the stream and fails every outstanding request with `error`, in send order.
-    fn fail_stream(&mut self, error: ClientError) {
-        if !self.in_flight.is_empty() {
-            tracing::warn!(requests = self.in_flight.len(), error = %error, "produce stream failed");
+    /// Marks the batch's leader stale if `error` calls for new metadata.
+    fn leader_failed(&mut self, batch: &ProducerBatch, error: &ClientError) {
+        if retry::decide(error) == RetryDecision::RefreshMetadata {
+            self.cluster
+                .leader_failed(&batch.topic, batch.partition, batch.broker, error);
+            self.stale_topics.insert(batch.topic.clone());
         }
-        self.stream = None;
+    }
+
+    /// Drops `broker`'s stream and fails every request outstanding on it with `error`,
+    /// in send order.
+    fn fail_stream(&mut self, broker: BrokerId, error: ClientError) {
+        self.streams.remove(&broker);
+        self.responses.remove(&broker);
+        let failed: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, r)| r.broker == broker)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        if !failed.is_empty() {
+            tracing::warn!(broker, requests = failed.len(), error = %error, "produce stream failed");
+        }
         let now = Instant::now();
-        for (_, request) in std::mem::take(&mut self.in_flight) {
+        for sequence in failed {
+            let request = self.in_flight.remove(&sequence).expect("listed above");
             for batch in request.batches {
+                self.leader_failed(&batch, &error);
                 self.accumulator.complete(batch, Err(error.clone()), now);
             }
         }
     }
-}
 
-/// The next response on the stream; pending forever when there is no stream.
-async fn next_response(
-    stream: &mut Option<OpenStream>,
-) -> Option<Result<pb::ProduceStreamResponse, tonic::Status>> {
-    match stream {
-        // `StreamExt::next` is cancel-safe: a response is never lost to `select!`.
-        Some(stream) => stream.responses.next().await,
-        None => std::future::pending().await,
+    /// Starts a metadata refresh of the stale topics unless one is running; it wakes the
+    /// sender when done. The cluster spaces refreshes out, so a partition that stays
+    /// without a leader costs a few requests a second.
+    fn start_refresh(&mut self) {
+        if self.stale_topics.is_empty() || self.refresh.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let topics: Vec<Arc<str>> = std::mem::take(&mut self.stale_topics).into_iter().collect();
+        let cluster = self.cluster.clone();
+        let accumulator = self.accumulator.clone();
+        self.refresh = Some(tokio::spawn(async move {
+            let names: Vec<&str> = topics.iter().map(|t| &**t).collect();
+            if let Err(error) = cluster.refresh(&names).await {
+                tracing::debug!(?names, %error, "metadata refresh failed");
+                if let ClientError::NotFound(_) = error {
+                    for topic in &topics {
+                        accumulator.invalidate(topic);
+                    }
+                }
+            }
+            accumulator.wake_sender.notify_one();
+        }));
     }
 }
 

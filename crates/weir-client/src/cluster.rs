@@ -1,0 +1,483 @@
+//! [`Cluster`]: one client's connections to a cluster's brokers and the metadata that
+//! sends each partition's requests to its leader.
+//!
+//! A client starts from the bootstrap list (the first address that answers) and learns
+//! the rest from the cluster: `DescribeCluster` gives the brokers with the addresses
+//! they advertise, `DescribeTopic` each partition's leader (the [`RoutingTable`]). It
+//! keeps one connection per broker, made on first use; the bootstrap connection serves
+//! the broker it reached (recognised by its address, or because the cluster has one
+//! broker) and carries admin and metadata requests.
+//!
+//! Metadata is fetched when a route is missing (a new topic, no leader known) and when
+//! a request fails in a way [`crate::retry`] says calls for it (the leader moved or is
+//! unreachable). Refreshes run one at a time; a caller that waited for another's refresh
+//! uses its answer, and rounds of metadata requests are at least
+//! [`MIN_REFRESH_INTERVAL`] apart. A refresh asks the bootstrap broker first, then the
+//! other known brokers, then the rest of the bootstrap list, so losing the bootstrap
+//! broker does not blind the client.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use weir_proto::v1 as pb;
+use weir_proto::v1::admin_client::AdminClient;
+use weir_proto::v1::consumer_client::ConsumerClient;
+
+use crate::admin::{ListedOffset, OffsetQuery, list_offsets};
+use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::consumer::reconnect_backoff;
+use crate::error::ClientError;
+use crate::retry::{self, MAX_ROUTED_ATTEMPTS, ROUTED_RETRY_BACKOFF, RetryDecision};
+use crate::routing::{BrokerId, PartitionLeader, RoutingTable, Unroutable, host_port};
+
+/// Shortest time between two rounds of metadata requests.
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one metadata request may take before the next broker is asked.
+pub const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// See the module docs. Cheap to clone: clones share the connections and metadata.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The bootstrap list as given (split at commas).
+    bootstrap_addresses: Vec<String>,
+    /// The bootstrap address that answered; `None` for a client made from a channel.
+    bootstrap_address: Option<String>,
+    bootstrap: Channel,
+    state: Mutex<State>,
+    /// Held while a refresh runs; the time the last round of requests started.
+    refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+}
+
+struct State {
+    /// Replaced, never changed in place, so a snapshot is an `Arc` clone.
+    table: Arc<RoutingTable>,
+    /// Connections made to brokers from their advertised addresses, with that address.
+    channels: HashMap<BrokerId, (String, Channel)>,
+    /// Bumped by every refresh that got an answer.
+    refreshes: u64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("bootstrap", &self.inner.bootstrap_address)
+            .field("table", &self.inner.lock().table)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing here panics while the lock is held; a poisoned lock still holds a
+        // consistent table.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Cluster {
+    /// Connects to the first broker of `brokers` that answers (see
+    /// [`connection::connect_first`]).
+    pub(crate) async fn connect(brokers: &[String]) -> Result<Cluster, ClientError> {
+        let (address, channel) = connection::connect_first(brokers).await?;
+        Ok(Cluster::new(
+            connection::bootstrap_addresses(brokers),
+            Some(address),
+            channel,
+        ))
+    }
+
+    /// A cluster reached through `channel` only (its address unknown).
+    pub(crate) fn from_channel(channel: Channel) -> Cluster {
+        Cluster::new(Vec::new(), None, channel)
+    }
+
+    fn new(
+        bootstrap_addresses: Vec<String>,
+        bootstrap_address: Option<String>,
+        bootstrap: Channel,
+    ) -> Cluster {
+        Cluster {
+            inner: Arc::new(Inner {
+                bootstrap_addresses,
+                bootstrap_address,
+                bootstrap,
+                state: Mutex::new(State {
+                    table: Arc::new(RoutingTable::default()),
+                    channels: HashMap::new(),
+                    refreshes: 0,
+                }),
+                refresh: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The bootstrap connection: admin and metadata requests go there.
+    pub(crate) fn bootstrap(&self) -> Channel {
+        self.inner.bootstrap.clone()
+    }
+
+    /// The routing table as it is now.
+    pub(crate) fn table(&self) -> Arc<RoutingTable> {
+        self.inner.lock().table.clone()
+    }
+
+    /// The connection to `broker`, made now (lazily) if there is none to its current
+    /// address.
+    pub(crate) fn channel(&self, broker: BrokerId) -> Result<Channel, ClientError> {
+        let mut state = self.inner.lock();
+        let table = state.table.clone();
+        if table.single_broker() == Some(broker) {
+            return Ok(self.inner.bootstrap.clone());
+        }
+        let address = table.address(broker).ok_or_else(|| {
+            ClientError::Unavailable(format!(
+                "broker {broker} is not in the cluster's broker list"
+            ))
+        })?;
+        if let Some(bootstrap) = &self.inner.bootstrap_address
+            && table.broker_at(bootstrap) == Some(broker)
+        {
+            return Ok(self.inner.bootstrap.clone());
+        }
+        if let Some((known, channel)) = state.channels.get(&broker)
+            && known == address
+        {
+            return Ok(channel.clone());
+        }
+        let channel = connection::lazy(address)?;
+        tracing::debug!(broker, address, "connection to broker made");
+        state
+            .channels
+            .insert(broker, (address.to_owned(), channel.clone()));
+        Ok(channel)
+    }
+
+    /// The leader of `topic`/`partition` and the connection to it, refreshing metadata
+    /// if the route is not known. Fails with [`ClientError::NotFound`] for an unknown
+    /// topic or partition, [`ClientError::Unavailable`] (retriable) while the partition
+    /// has no leader.
+    pub(crate) async fn leader(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(BrokerId, Channel), ClientError> {
+        // At most: the broker list, then the topic, then one more try for a leader
+        // that moved in between.
+        let mut last = Unroutable::NoBrokers;
+        for _ in 0..3 {
+            match self.table().route(topic, partition) {
+                Ok(broker) => return Ok((broker, self.channel(broker)?)),
+                Err(Unroutable::NoBrokers) => {
+                    last = Unroutable::NoBrokers;
+                    self.refresh(&[]).await?;
+                }
+                Err(why) => {
+                    last = why;
+                    self.refresh(&[topic]).await?;
+                }
+            }
+        }
+        Err(unroutable(topic, partition, last))
+    }
+
+    /// A request for `topic`/`partition` to `broker` failed with `error`, which
+    /// [`retry::decide`] says calls for new metadata: forget (or move, if the broker
+    /// named the leader) the partition's leader so the next request waits for a refresh.
+    pub(crate) fn leader_failed(
+        &self,
+        topic: &str,
+        partition: u32,
+        broker: BrokerId,
+        error: &ClientError,
+    ) {
+        let mut state = self.inner.lock();
+        Arc::make_mut(&mut state.table).leader_failed(
+            topic,
+            partition,
+            broker,
+            error.leader_hint(),
+        );
+        tracing::debug!(topic, partition, broker, %error, "leader failed; metadata refresh due");
+    }
+
+    /// Fetches the broker list and the leaders of `topics`. Returns at once if a refresh
+    /// that started after this call did (it waited for it) and knows every topic asked
+    /// for. A topic the cluster does not have is forgotten and its
+    /// [`ClientError::NotFound`] returned, after the other topics are recorded.
+    pub(crate) async fn refresh(&self, topics: &[&str]) -> Result<(), ClientError> {
+        let seen = self.inner.lock().refreshes;
+        let mut last_round = self.inner.refresh.lock().await;
+        {
+            let state = self.inner.lock();
+            if state.refreshes != seen
+                && topics
+                    .iter()
+                    .all(|t| state.table.partition_count(t).is_some())
+            {
+                return Ok(());
+            }
+        }
+        if let Some(last) = *last_round {
+            tokio::time::sleep_until(last + MIN_REFRESH_INTERVAL).await;
+        }
+        *last_round = Some(tokio::time::Instant::now());
+        let answer = self.fetch_metadata(topics).await?;
+        let mut not_found = None;
+        let mut state = self.inner.lock();
+        let table = Arc::make_mut(&mut state.table);
+        table.set_brokers(answer.brokers.iter().cloned());
+        for (topic, description) in answer.topics {
+            match description {
+                Ok(d) => table.set_topic(
+                    &topic,
+                    &d.topic_id,
+                    d.partitions.iter().map(|p| PartitionLeader {
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                    }),
+                ),
+                Err(error) => {
+                    table.forget_topic(&topic);
+                    not_found.get_or_insert(error);
+                }
+            }
+        }
+        // Connections to brokers that left or moved are closed when their last user
+        // drops them.
+        let brokers: BTreeMap<BrokerId, String> = answer.brokers.into_iter().collect();
+        state
+            .channels
+            .retain(|id, (address, _)| brokers.get(id) == Some(address));
+        state.refreshes += 1;
+        drop(state);
+        tracing::debug!(brokers = brokers.len(), ?topics, "metadata refreshed");
+        match not_found {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// One round of metadata requests: the first broker that answers, in the order of
+    /// the module docs.
+    async fn fetch_metadata(&self, topics: &[&str]) -> Result<MetadataAnswer, ClientError> {
+        let mut last_error = None;
+        for (source, channel) in self.metadata_sources() {
+            match fetch_from(channel, topics).await {
+                Ok(answer) => return Ok(answer),
+                Err(error) if error.is_retriable() => {
+                    tracing::debug!(%source, %error, "metadata request failed; asking the next broker");
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            ClientError::Unavailable("no broker to ask for metadata".to_owned())
+        }))
+    }
+
+    /// Where metadata may be asked for: the bootstrap connection, the other known
+    /// brokers, the rest of the bootstrap list.
+    fn metadata_sources(&self) -> Vec<(String, Channel)> {
+        let bootstrap = self.inner.bootstrap_address.clone();
+        let mut sources = vec![(
+            bootstrap.clone().unwrap_or_else(|| "bootstrap".to_owned()),
+            self.inner.bootstrap.clone(),
+        )];
+        let table = self.table();
+        let bootstrap_broker = bootstrap.as_deref().and_then(|a| table.broker_at(a));
+        for (id, address) in table.brokers() {
+            if Some(id) == bootstrap_broker || table.single_broker().is_some() {
+                continue;
+            }
+            if let Ok(channel) = self.channel(id) {
+                sources.push((address.to_owned(), channel));
+            }
+        }
+        for address in &self.inner.bootstrap_addresses {
+            if Some(address) == bootstrap.as_ref()
+                || sources.iter().any(|(known, _)| known == address)
+            {
+                continue;
+            }
+            if let Ok(channel) = connection::lazy(address) {
+                sources.push((address.clone(), channel));
+            }
+        }
+        sources
+    }
+
+    /// `ListOffsets` for `topic`, each partition asked of its leader (the high watermark
+    /// is the leader's), retried per [`retry::decide`] up to [`MAX_ROUTED_ATTEMPTS`].
+    /// Results in request order; the first error that is not retried fails the call.
+    pub(crate) async fn list_offsets(
+        &self,
+        topic: &str,
+        queries: &[(u32, OffsetQuery)],
+    ) -> Result<Vec<ListedOffset>, ClientError> {
+        let mut found: Vec<Option<ListedOffset>> = vec![None; queries.len()];
+        let mut attempts = 0;
+        loop {
+            match self.list_offsets_once(topic, queries, &mut found).await {
+                Ok(()) => {
+                    return Ok(found
+                        .into_iter()
+                        .map(|f| f.expect("every query answered"))
+                        .collect());
+                }
+                Err(error) => {
+                    attempts += 1;
+                    if retry::decide(&error) == RetryDecision::Fail
+                        || attempts >= MAX_ROUTED_ATTEMPTS
+                    {
+                        return Err(error);
+                    }
+                    let wait = reconnect_backoff(ROUTED_RETRY_BACKOFF, attempts);
+                    tracing::debug!(topic, %error, ?wait, "offset lookup failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Asks each leader for the queries not answered yet.
+    async fn list_offsets_once(
+        &self,
+        topic: &str,
+        queries: &[(u32, OffsetQuery)],
+        found: &mut [Option<ListedOffset>],
+    ) -> Result<(), ClientError> {
+        let mut by_leader: BTreeMap<BrokerId, (Channel, Vec<usize>)> = BTreeMap::new();
+        for (index, (partition, _)) in queries.iter().enumerate() {
+            if found[index].is_some() {
+                continue;
+            }
+            let (broker, channel) = self.leader(topic, *partition).await?;
+            by_leader
+                .entry(broker)
+                .or_insert_with(|| (channel, Vec::new()))
+                .1
+                .push(index);
+        }
+        for (broker, (channel, indexes)) in by_leader {
+            let mut client = ConsumerClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            let asked: Vec<(u32, OffsetQuery)> = indexes.iter().map(|&i| queries[i]).collect();
+            match list_offsets(&mut client, topic, &asked).await {
+                Ok(answers) if answers.len() == indexes.len() => {
+                    for (index, answer) in indexes.into_iter().zip(answers) {
+                        found[index] = Some(answer);
+                    }
+                }
+                Ok(answers) => {
+                    return Err(ClientError::Rpc {
+                        code: tonic::Code::Internal,
+                        message: format!(
+                            "broker {broker} answered {} offset(s) of {topic} for {} asked",
+                            answers.len(),
+                            indexes.len()
+                        ),
+                    });
+                }
+                Err(error) => {
+                    if retry::decide(&error) == RetryDecision::RefreshMetadata {
+                        for (partition, _) in &asked {
+                            self.leader_failed(topic, *partition, broker, &error);
+                        }
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one round of metadata requests learnt.
+struct MetadataAnswer {
+    brokers: Vec<(BrokerId, String)>,
+    /// Per topic asked: its description, or the non-retriable error (NotFound) the
+    /// broker gave.
+    topics: Vec<(String, Result<pb::TopicDescription, ClientError>)>,
+}
+
+/// `DescribeCluster` and a `DescribeTopic` per topic, from one broker.
+async fn fetch_from(channel: Channel, topics: &[&str]) -> Result<MetadataAnswer, ClientError> {
+    let mut admin = AdminClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut request = tonic::Request::new(pb::DescribeClusterRequest {});
+    request.set_timeout(METADATA_TIMEOUT);
+    let cluster = timed(admin.describe_cluster(request)).await?;
+    let brokers = cluster
+        .brokers
+        .into_iter()
+        .map(|b| (b.broker_id, host_port(&b.host, b.port)))
+        .collect();
+    let mut described = Vec::with_capacity(topics.len());
+    for topic in topics {
+        let mut request = tonic::Request::new(pb::DescribeTopicRequest {
+            name: (*topic).to_owned(),
+        });
+        request.set_timeout(METADATA_TIMEOUT);
+        match timed(admin.describe_topic(request)).await {
+            Ok(response) => match response.topic {
+                Some(description) => described.push(((*topic).to_owned(), Ok(description))),
+                None => {
+                    return Err(ClientError::Rpc {
+                        code: tonic::Code::Internal,
+                        message: "the broker's answer has no topic description".to_owned(),
+                    });
+                }
+            },
+            Err(error) if error.is_retriable() => return Err(error),
+            Err(error) => described.push(((*topic).to_owned(), Err(error))),
+        }
+    }
+    Ok(MetadataAnswer {
+        brokers,
+        topics: described,
+    })
+}
+
+/// A unary call bounded by [`METADATA_TIMEOUT`] on the client side too (a connection
+/// that is still being made does not see the request's own timeout).
+async fn timed<T>(
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(METADATA_TIMEOUT, call).await {
+        Ok(Ok(response)) => Ok(response.into_inner()),
+        Ok(Err(status)) => Err(status.into()),
+        Err(_) => Err(ClientError::DeadlineExceeded(format!(
+            "no metadata answer within {METADATA_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// The error for a partition that still cannot be routed after a refresh.
+fn unroutable(topic: &str, partition: u32, why: Unroutable) -> ClientError {
+    match why {
+        Unroutable::UnknownPartition { count } => ClientError::NotFound(format!(
+            "topic {topic} has no partition {partition} (it has {count})"
+        )),
+        Unroutable::NoLeader => ClientError::Unavailable(format!(
+            "{topic}/{partition} has no leader right now (an election may be under way)"
+        )),
+        Unroutable::UnknownBroker(broker) => ClientError::Unavailable(format!(
+            "the leader of {topic}/{partition}, broker {broker}, is not in the cluster's broker list"
+        )),
+        Unroutable::NoBrokers => {
+            ClientError::Unavailable("the cluster lists no brokers".to_owned())
+        }
+        Unroutable::UnknownTopic => {
+            ClientError::Unavailable(format!("no broker described topic {topic}"))
+        }
+    }
+}
