@@ -10,7 +10,9 @@ pub const DEFAULT_BROKERS: &str = weir_client::connection::DEFAULT_BROKER;
 /// Where the broker is.
 #[derive(Debug, Clone, Args)]
 pub struct BrokerArgs {
-    /// Broker addresses (host:port), comma-separated; the first reachable one is used.
+    /// Bootstrap broker addresses (host:port), comma-separated: the first that answers is
+    /// used to find the cluster's brokers, and each partition is then read from and
+    /// written to its leader.
     #[arg(
         long,
         env = "WEIR_BROKERS",
@@ -40,9 +42,14 @@ pub fn explain(error: &anyhow::Error) -> String {
     let hint = error
         .chain()
         .find_map(|cause| match cause.downcast_ref::<ClientError>()? {
-            ClientError::Connect { address, .. } => Some(format!(
-                "is a broker running at {address}? Start one with `weir serve`, or point \
-                 --brokers (or WEIR_BROKERS) at one"
+            ClientError::Connect { address, tried, .. } => Some(format!(
+                "is a broker running at {}? Start one with `weir serve`, or point \
+                 --brokers (or WEIR_BROKERS) at one",
+                if tried.len() > 1 {
+                    format!("any of {}", tried.join(", "))
+                } else {
+                    address.clone()
+                }
             )),
             ClientError::NotFound(_) => Some(
                 "`weir topic list` shows the topics; `weir topic create NAME --partitions N` \
@@ -52,6 +59,17 @@ pub fn explain(error: &anyhow::Error) -> String {
             ClientError::Unavailable(_) => {
                 Some("the broker is unreachable or not ready; try again".to_owned())
             }
+            ClientError::NotLeader { .. } | ClientError::FencedLeaderEpoch(_) => Some(
+                "the partition's leadership is moving between brokers; try again \
+                 (`weir topic describe TOPIC` shows the leaders)"
+                    .to_owned(),
+            ),
+            ClientError::NotEnoughReplicas(_) => Some(
+                "too few replicas are in sync for acks=all: check the brokers with \
+                 `weir cluster describe` and `weir topic describe TOPIC`, or produce with \
+                 --acks leader"
+                    .to_owned(),
+            ),
             _ => None,
         });
     match hint {

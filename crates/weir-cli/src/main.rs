@@ -7,6 +7,7 @@
 
 mod bench;
 mod brokers;
+mod cluster;
 mod consume;
 mod group;
 mod output;
@@ -26,14 +27,17 @@ const EXIT_USAGE: u8 = 2;
 const EXAMPLES: &str = "\
 Examples:
   weir serve --data-dir /tmp/weir
-  weir topic create events --partitions 3
+  weir topic create events --partitions 3 --replication-factor 3
+  weir cluster describe
   printf 'user-1:hello\\nuser-2:world\\n' | weir produce events --key-separator :
   weir consume events --from beginning --format json
   weir consume events --group billing --follow
   weir group describe billing
   weir bench produce --record-size 100 --count 1000000
 
-Client commands reach the broker at --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by default.";
+Client commands reach the cluster through --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by
+default: a comma-separated list, of which the first broker that answers is used; records
+then go to and come from each partition's leader.";
 
 /// Weir: a Kafka-like partitioned log service.
 #[derive(Debug, Parser)]
@@ -47,6 +51,7 @@ struct Cli {
 enum Command {
     Serve(serve::ServeArgs),
     Topic(topic::TopicArgs),
+    Cluster(cluster::ClusterArgs),
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
     Group(group::GroupArgs),
@@ -68,9 +73,13 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        client_logging();
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(topic::run(args))),
+        Command::Cluster(args) => client_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
         Command::Produce(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(produce::run(config))),
@@ -94,6 +103,21 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILURE)
         }
     }
+}
+
+/// Client commands print the client library's warnings (a bootstrap broker that did not
+/// answer, a leader lost and retried elsewhere) to stderr; `RUST_LOG` chooses otherwise.
+/// `weir serve` sets up its own logging.
+fn client_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .try_init();
 }
 
 /// The runtime client commands run on. Multi-threaded: the producer's sender and the

@@ -15,12 +15,35 @@ use crate::output::{Format, key_value_map, parse_key_value};
 const EXAMPLES: &str = "\
 Examples:
   weir topic create events --partitions 3
+  weir topic create orders --partitions 6 --replication-factor 3 --config min.insync.replicas=2
   weir topic create audit --partitions 1 --config retention.ms=604800000 --config flush.policy=every-append
   weir topic list --format json
-  weir topic describe events
+  weir topic describe events                    # leader, replicas and in-sync replicas per partition
+  weir topic describe events --format json
   weir topic add-partitions events --num 2        # 3 -> 5 partitions
   weir topic alter-config events --set retention.ms=3600000 --delete segment.bytes
   weir topic delete events";
+
+const CREATE_HELP: &str = "\
+Examples:
+  weir topic create events --partitions 3
+  weir topic create orders -p 6 -r 3 --config min.insync.replicas=2   # acks=all survives one broker down
+
+Each partition gets --replication-factor copies on different brokers; more copies than the
+cluster has brokers are refused. With acks=all (the producers' default) a record is
+acknowledged once every in-sync replica has it, and refused while fewer than
+min.insync.replicas are in sync.";
+
+const DESCRIBE_HELP: &str = "\
+Examples:
+  weir topic describe events
+  weir topic describe events --format json | jq '.partitions[] | {partition, leader, isr}'
+
+LEADER is the broker id that serves the partition (-1: none right now, an election is under
+way); REPLICAS are the brokers holding a copy, ISR those in sync with the leader. A
+partition whose ISR is shorter than its replicas is under-replicated; one with fewer in-sync
+replicas than min.insync.replicas refuses acks=all produces. `weir cluster describe` maps
+broker ids to addresses.";
 
 /// Manage topics.
 #[derive(Debug, Args)]
@@ -38,14 +61,16 @@ pub struct TopicArgs {
 #[derive(Debug, Subcommand)]
 enum TopicCommand {
     /// Create a topic.
+    #[command(after_help = CREATE_HELP)]
     Create {
         /// Topic name (letters, digits, '.', '_', '-'; at most 249 characters).
         name: String,
         /// Number of partitions.
         #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
-        /// Copies of each partition [default: the broker's].
-        #[arg(long, short = 'r')]
+        /// Copies of each partition, on different brokers: at least 1 and at most the
+        /// number of brokers [default: the cluster's, 1 on a single node].
+        #[arg(long, short = 'r', value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         replication_factor: Option<u32>,
         /// A topic setting, KEY=VALUE (repeatable); see `weir topic describe` for the keys.
         #[arg(long, short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
@@ -57,7 +82,9 @@ enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions (leader, replicas, offsets) and its settings.
+    /// Show a topic's partitions (leader broker, leader epoch, replicas, in-sync
+    /// replicas, offsets) and its settings.
+    #[command(after_help = DESCRIBE_HELP)]
     Describe {
         /// Topic name.
         name: String,
@@ -187,9 +214,10 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             match format {
                 Format::Text => writeln!(
                     out,
-                    "created topic {} with {} partition(s)",
+                    "created topic {} with {} partition(s), {} replica(s) each",
                     topic.name,
-                    topic.partitions.len()
+                    topic.partitions.len(),
+                    topic.partitions.first().map_or(0, |p| p.replicas.len())
                 )?,
                 Format::Json => print_topic(&mut out, format, &topic, None)?,
             }

@@ -995,3 +995,143 @@ fn serve_refuses_a_data_directory_stamped_for_another_node() {
     // The old flag name still names the same node.
     drop(serve(&flags("--broker-id", "1")));
 }
+
+#[test]
+fn cluster_describe_lists_the_broker_at_its_advertised_address() {
+    let broker = Broker::start();
+    let described = &json_lines(&broker.ok(&["cluster", "describe", "--format", "json"], b""))[0];
+    assert!(
+        !described["cluster_id"]
+            .as_str()
+            .expect("a cluster id")
+            .is_empty(),
+        "{described}"
+    );
+    assert_eq!(described["controller_id"], 0);
+    let brokers = described["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 1, "{described}");
+    assert_eq!(brokers[0]["broker_id"], 0);
+    assert_eq!(brokers[0]["address"], broker.addr.as_str());
+    assert_eq!(brokers[0]["controller"], true);
+
+    let text = broker.ok(&["cluster", "describe"], b"");
+    let row = text
+        .lines()
+        .find(|l| l.contains(&broker.addr))
+        .unwrap_or_else(|| panic!("no row for {}:\n{text}", broker.addr));
+    assert!(
+        row.trim_start().starts_with('0') && row.ends_with("controller"),
+        "{row}"
+    );
+}
+
+#[test]
+fn topics_take_a_replication_factor_and_describe_shows_leader_replicas_and_isr() {
+    let broker = Broker::start();
+    let created = broker.ok(
+        &[
+            "topic",
+            "create",
+            "copied",
+            "-p",
+            "2",
+            "--replication-factor",
+            "1",
+        ],
+        b"",
+    );
+    assert!(
+        created.contains("2 partition(s), 1 replica(s) each"),
+        "{created}"
+    );
+
+    let described =
+        &json_lines(&broker.ok(&["topic", "describe", "copied", "--format", "json"], b""))[0];
+    let partitions = described["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 2);
+    for p in partitions {
+        assert_eq!(p["leader"], 0, "{p}");
+        assert_eq!(p["replicas"], serde_json::json!([0]), "{p}");
+        assert_eq!(p["isr"], serde_json::json!([0]), "{p}");
+    }
+    let text = broker.ok(&["topic", "describe", "copied"], b"");
+    assert!(
+        text.contains("LEADER") && text.contains("REPLICAS") && text.contains("ISR"),
+        "{text}"
+    );
+
+    // Zero copies is a usage error, found before the broker is asked.
+    let output = broker.run(
+        &["topic", "create", "none", "--replication-factor", "0"],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--replication-factor"));
+    // More copies than brokers is the broker's refusal.
+    let output = broker.run(&["topic", "create", "too-many", "-r", "2"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("invalid argument"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn a_bootstrap_list_uses_the_first_broker_that_answers_and_names_those_that_did_not() {
+    let broker = Broker::start();
+    let list = format!("127.0.0.1:1,{}", broker.addr);
+    let output = broker.run(&["topic", "create", "boot", "--brokers", &list], b"");
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:1"),
+        "says which failed: {stderr}"
+    );
+    assert!(
+        broker
+            .ok(&["produce", "boot", "--brokers", &list], b"a\nb\n")
+            .is_empty()
+    );
+    assert_eq!(
+        broker.ok(&["consume", "boot", "--brokers", &list], b""),
+        "a\nb\n"
+    );
+
+    let output = broker.run(
+        &["topic", "list", "--brokers", "127.0.0.1:1,127.0.0.1:2"],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("127.0.0.1:1, 127.0.0.1:2") && stderr.contains("weir serve"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cluster_and_topic_help_show_examples() {
+    for (args, expected) in [
+        (
+            &["cluster", "--help"][..],
+            "weir cluster describe --format json",
+        ),
+        (
+            &["cluster", "describe", "--help"],
+            "--brokers 10.0.0.1:9292,10.0.0.2:9292",
+        ),
+        (&["topic", "create", "--help"], "--replication-factor"),
+        (&["topic", "create", "--help"], "-r 3"),
+        (&["topic", "describe", "--help"], "ISR"),
+        (&["--help"], "weir cluster describe"),
+    ] {
+        let output = weir(args);
+        assert!(output.status.success(), "{args:?}");
+        let help = String::from_utf8(output.stdout).expect("UTF-8 help");
+        assert!(
+            help.contains(expected),
+            "{expected} missing from {args:?}:\n{help}"
+        );
+    }
+}

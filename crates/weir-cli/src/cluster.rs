@@ -1,0 +1,197 @@
+//! `weir cluster`: describe the cluster, its brokers and controller, as `DescribeCluster`
+//! reports them. Text output is aligned columns; `--format json` prints one JSON document.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use weir_client::{Admin, ClusterInfo};
+
+use crate::brokers::BrokerArgs;
+use crate::output::Format;
+
+const EXAMPLES: &str = "\
+Examples:
+  weir cluster describe
+  weir cluster describe --format json
+  weir cluster describe --brokers 10.0.0.1:9292,10.0.0.2:9292   # the first that answers is asked
+
+ADDRESS is what each broker advertises (weir serve --advertise): clients bootstrapped
+from any broker connect to the others there, so it must be reachable from clients.
+`weir topic describe NAME` shows which broker leads each partition.";
+
+/// Describe the cluster.
+#[derive(Debug, Args)]
+#[command(after_help = EXAMPLES)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Show the cluster id, the controller and every live broker with the address it
+    /// advertises to clients.
+    #[command(after_help = EXAMPLES)]
+    Describe,
+}
+
+/// The cluster as `--format json` prints it.
+#[derive(Debug, Serialize)]
+struct ClusterJson<'a> {
+    cluster_id: &'a str,
+    controller_id: i32,
+    brokers: Vec<BrokerJson<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct BrokerJson<'a> {
+    broker_id: i32,
+    host: &'a str,
+    port: u32,
+    /// `host:port`, as clients connect to it.
+    address: String,
+    controller: bool,
+}
+
+/// Runs a `weir cluster` subcommand.
+pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let ClusterCommand::Describe = args.command;
+    let admin = Admin::connect(&args.brokers.list())
+        .await
+        .context("connecting to the broker")?;
+    let cluster = admin
+        .describe_cluster()
+        .await
+        .context("describing the cluster")?;
+    let mut out = std::io::stdout().lock();
+    print_cluster(&mut out, args.format, &cluster)?;
+    out.flush()?;
+    Ok(())
+}
+
+fn print_cluster(
+    out: &mut impl Write,
+    format: Format,
+    cluster: &ClusterInfo,
+) -> anyhow::Result<()> {
+    let mut brokers: Vec<BrokerJson<'_>> = cluster
+        .brokers
+        .iter()
+        .map(|b| BrokerJson {
+            broker_id: b.broker_id,
+            host: &b.host,
+            port: b.port,
+            address: address(&b.host, b.port),
+            controller: b.broker_id == cluster.controller_id,
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.broker_id);
+    match format {
+        Format::Json => {
+            let json = ClusterJson {
+                cluster_id: &cluster.cluster_id,
+                controller_id: cluster.controller_id,
+                brokers,
+            };
+            serde_json::to_writer(&mut *out, &json)?;
+            writeln!(out)?;
+        }
+        Format::Text => {
+            writeln!(out, "CLUSTER     {}", cluster.cluster_id)?;
+            writeln!(out, "CONTROLLER  {}", id_or_none(cluster.controller_id))?;
+            writeln!(out)?;
+            let width = brokers
+                .iter()
+                .map(|b| b.address.len())
+                .max()
+                .unwrap_or(0)
+                .max("ADDRESS".len());
+            writeln!(out, "BROKER  {:<width$}  ROLE", "ADDRESS")?;
+            for b in &brokers {
+                let role = if b.controller { "controller" } else { "" };
+                let line = format!("{:>6}  {:<width$}  {role}", b.broker_id, b.address);
+                writeln!(out, "{}", line.trim_end())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `host:port`, IPv6 hosts in brackets.
+fn address(host: &str, port: u32) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// A broker id, or `none` for -1.
+fn id_or_none(id: i32) -> String {
+    if id < 0 {
+        "none".to_owned()
+    } else {
+        id.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use weir_client::BrokerInfo;
+
+    use super::*;
+
+    fn cluster() -> ClusterInfo {
+        ClusterInfo {
+            cluster_id: "c1".to_owned(),
+            controller_id: 2,
+            brokers: vec![
+                BrokerInfo {
+                    broker_id: 2,
+                    host: "b.example".to_owned(),
+                    port: 9392,
+                },
+                BrokerInfo {
+                    broker_id: 1,
+                    host: "::1".to_owned(),
+                    port: 9292,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn text_lists_brokers_by_id_and_marks_the_controller() {
+        let mut out = Vec::new();
+        print_cluster(&mut out, Format::Text, &cluster()).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "CLUSTER     c1");
+        assert_eq!(lines[1], "CONTROLLER  2");
+        assert!(lines[3].starts_with("BROKER  ADDRESS"), "{text}");
+        assert_eq!(lines[4], "     1  [::1]:9292");
+        assert_eq!(lines[5], "     2  b.example:9392  controller");
+    }
+
+    #[test]
+    fn json_has_every_field() {
+        let mut out = Vec::new();
+        print_cluster(&mut out, Format::Json, &cluster()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(json["cluster_id"], "c1");
+        assert_eq!(json["controller_id"], 2);
+        assert_eq!(json["brokers"][0]["broker_id"], 1);
+        assert_eq!(json["brokers"][0]["address"], "[::1]:9292");
+        assert_eq!(json["brokers"][0]["controller"], false);
+        assert_eq!(json["brokers"][1]["host"], "b.example");
+        assert_eq!(json["brokers"][1]["port"], 9392);
+        assert_eq!(json["brokers"][1]["controller"], true);
+    }
+}
