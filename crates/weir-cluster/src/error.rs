@@ -121,6 +121,15 @@ pub enum ClusterError {
     },
     #[error("a blocking storage task panicked or was cancelled: {0}")]
     TaskFailed(String),
+    /// The controller refused this broker for good (e.g. another cluster's directory).
+    #[error("{0}")]
+    Refused(String),
+    /// The metadata quorum could not start or stopped.
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
+    /// No active controller answered in time (no quorum, or unreachable); retriable.
+    #[error("the cluster controller is unavailable: {0}")]
+    ControllerUnavailable(String),
     /// NOT_LEADER: this broker does not lead the partition; `leader` does (-1: none now).
     #[error("this broker does not lead {topic}/{partition}; {}", leader_hint(*.leader))]
     NotLeader {

@@ -20,6 +20,7 @@ pub mod controller;
 mod error;
 pub mod group;
 pub mod metadata;
+pub mod node;
 mod node_identity;
 mod partition;
 pub mod quorum;
@@ -36,9 +37,12 @@ pub use metadata::ClusterMetadata;
 pub use node_identity::{IDENTITY_FILE, IdentityError, NodeIdentity};
 pub use partition::{
     APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, Durability, MAX_APPENDS_PER_WAKEUP, Partition,
-    PartitionOffsets, PartitionState, PendingAppend,
+    PartitionOffsets, PartitionState, PendingAppend, ReplicaHost, ReplicationLinks,
 };
-pub use registry::{MAX_PARTITIONS_PER_TOPIC, Topic, TopicRegistry};
+pub use registry::{
+    DataDirLock, MAX_PARTITIONS_PER_TOPIC, NoPeers, REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT,
+    Topic, TopicRegistry, single_node_settings, wait_unfenced,
+};
 pub use topic_name::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_CHARS, is_internal, validate_topic_name,
 };

@@ -175,6 +175,35 @@ impl NodeIdentity {
     }
 
     /// The id of the node that owns the directory.
+    /// Stamps a directory that has no stamp with `cluster_id` learned from the metadata
+    /// quorum (a new node joining a cluster). Refused if the directory has a stamp
+    /// already. Blocking: call it off the async runtime.
+    pub fn stamp_joined(
+        data_dir: &Path,
+        node_id: BrokerId,
+        cluster_id: &str,
+    ) -> Result<NodeIdentity, IdentityError> {
+        if let Some(identity) = NodeIdentity::load(data_dir)? {
+            identity.check_node_id(node_id)?;
+            identity.check_cluster_id(cluster_id)?;
+            return Ok(identity);
+        }
+        validate_cluster_id(cluster_id).map_err(|reason| IdentityError::InvalidClusterId {
+            cluster_id: cluster_id.to_string(),
+            reason,
+        })?;
+        let identity = NodeIdentity {
+            data_dir: data_dir.to_path_buf(),
+            stamp: Stamp {
+                node_id,
+                cluster_id: cluster_id.to_string(),
+            },
+        };
+        identity.store()?;
+        tracing::info!(node_id, cluster_id, dir = %data_dir.display(), "stamped data directory with the cluster it joined");
+        Ok(identity)
+    }
+
     pub fn node_id(&self) -> BrokerId {
         self.stamp.node_id
     }

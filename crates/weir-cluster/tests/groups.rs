@@ -32,7 +32,7 @@ fn config() -> GroupConfig {
 }
 
 async fn open(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
-    let registry = Arc::new(TopicRegistry::open(dir, 0).await.unwrap());
+    let registry = TopicRegistry::open(dir, 0).await.unwrap();
     let coordinator = GroupCoordinator::open(registry.clone(), config())
         .await
         .unwrap();
@@ -1178,7 +1178,7 @@ async fn commits_to_an_empty_group_restart_its_retention_clock() {
 #[tokio::test]
 async fn the_expiry_task_expires_offsets_of_empty_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(TopicRegistry::open(dir.path(), 0).await.unwrap());
+    let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
     let c = GroupCoordinator::open(
         registry.clone(),
         GroupConfig {

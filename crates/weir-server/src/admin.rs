@@ -220,17 +220,38 @@ impl Admin for AdminService {
         _request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("DescribeCluster");
-        let identity = &self.broker.identity;
-        let advertised = &self.broker.advertised;
-        // One node until the controller quorum lands: it is its own controller.
-        Ok(Response::new(DescribeClusterResponse {
-            cluster_id: identity.cluster_id().to_owned(),
-            controller_id: identity.node_id(),
-            brokers: vec![BrokerDescription {
-                broker_id: identity.node_id(),
+        let cluster = self.broker.registry.cluster();
+        let image = cluster.image();
+        let mut brokers: Vec<BrokerDescription> = image
+            .brokers()
+            .map(|b| {
+                let (host, port) = crate::parse_host_port(&b.endpoints.client)
+                    .map(|(h, p)| (h.to_string(), u32::from(p)))
+                    .unwrap_or_else(|_| (b.endpoints.client.clone(), 0));
+                BrokerDescription {
+                    broker_id: b.node,
+                    host,
+                    port,
+                    fenced: b.fenced,
+                    rack: b.rack.clone().unwrap_or_default(),
+                }
+            })
+            .collect();
+        if brokers.is_empty() {
+            // Not registered yet: at least this broker.
+            let advertised = &self.broker.advertised;
+            brokers.push(BrokerDescription {
+                broker_id: self.broker.node_id,
                 host: advertised.host.clone(),
                 port: advertised.port.into(),
-            }],
+                fenced: true,
+                rack: String::new(),
+            });
+        }
+        Ok(Response::new(DescribeClusterResponse {
+            cluster_id: self.broker.registry.cluster_id(),
+            controller_id: cluster.controller().unwrap_or(-1),
+            brokers,
         }))
     }
 
@@ -242,7 +263,7 @@ impl Admin for AdminService {
         Ok(Response::new(groups::list_groups(
             &self.broker,
             request.into_inner(),
-        )))
+        )?))
     }
 
     async fn describe_group(

@@ -95,21 +95,25 @@ pub fn config_entry(e: ConfigEntry) -> v1::ConfigEntry {
     }
 }
 
-/// A topic and the current state of its partitions.
+/// A topic and the current state of its partitions: offsets of those this broker holds a
+/// replica of, -1 for the others (their leader has them).
 pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, ClusterError> {
     let mut partitions = Vec::new();
-    for p in topic.partitions() {
-        let state = p.state();
-        let offsets = p.offsets().await?;
+    for (index, reg) in topic.registrations().into_iter().enumerate() {
+        let index = index as u32;
+        let offsets = match topic.partition(index) {
+            Ok(p) => Some(p.offsets().await?),
+            Err(_) => None,
+        };
         partitions.push(v1::PartitionDescription {
-            partition: p.index(),
-            leader: state.leader,
-            leader_epoch: state.leader_epoch,
-            replicas: state.replicas,
-            isr: state.isr,
-            log_start_offset: offsets.log_start_offset,
-            high_watermark: offsets.high_watermark,
-            log_end_offset: offsets.log_end_offset,
+            partition: index,
+            leader: reg.leader,
+            leader_epoch: reg.leader_epoch,
+            replicas: reg.replicas,
+            isr: reg.isr,
+            log_start_offset: offsets.map_or(-1, |o| o.log_start_offset),
+            high_watermark: offsets.map_or(-1, |o| o.high_watermark),
+            log_end_offset: offsets.map_or(-1, |o| o.log_end_offset),
         });
     }
     Ok(v1::TopicDescription {

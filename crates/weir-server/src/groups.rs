@@ -34,8 +34,8 @@ impl GroupsService {
         GroupsService { broker }
     }
 
-    fn coordinator(&self) -> &Arc<GroupCoordinator> {
-        &self.broker.groups
+    fn coordinator(&self) -> Result<&Arc<GroupCoordinator>, Status> {
+        self.broker.groups()
     }
 }
 
@@ -83,7 +83,7 @@ impl Groups for GroupsService {
             .unwrap_or_default();
         let req = request.into_inner();
         let outcome = self
-            .coordinator()
+            .coordinator()?
             .heartbeat(Heartbeat {
                 group_id: req.group_id,
                 member_id: req.member_id,
@@ -135,7 +135,7 @@ impl Groups for GroupsService {
         }
         let member =
             (!req.member_id.is_empty()).then_some((req.member_id.as_str(), req.member_epoch));
-        self.coordinator()
+        self.coordinator()?
             .commit_offsets(&req.group_id, member, offsets)
             .await
             .map_err(group_status)?;
@@ -166,7 +166,7 @@ impl Groups for GroupsService {
                 .collect()
         });
         let offsets = self
-            .coordinator()
+            .coordinator()?
             .fetch_offsets(&req.group_id, wanted)
             .await
             .map_err(group_status)?
@@ -188,9 +188,12 @@ fn millis(d: Duration) -> u32 {
 }
 
 /// ListGroups.
-pub(crate) fn list_groups(broker: &Broker, _req: ListGroupsRequest) -> ListGroupsResponse {
+pub(crate) fn list_groups(
+    broker: &Broker,
+    _req: ListGroupsRequest,
+) -> Result<ListGroupsResponse, Status> {
     let groups = broker
-        .groups
+        .groups()?
         .list_groups()
         .into_iter()
         .map(|g| GroupSummary {
@@ -199,7 +202,7 @@ pub(crate) fn list_groups(broker: &Broker, _req: ListGroupsRequest) -> ListGroup
             members: g.members as u32,
         })
         .collect();
-    ListGroupsResponse { groups }
+    Ok(ListGroupsResponse { groups })
 }
 
 /// DescribeGroup.
@@ -208,7 +211,7 @@ pub(crate) async fn describe_group(
     req: DescribeGroupRequest,
 ) -> Result<DescribeGroupResponse, Status> {
     let d = broker
-        .groups
+        .groups()?
         .describe_group(&req.group_id)
         .await
         .map_err(group_status)?;
@@ -254,7 +257,7 @@ pub(crate) async fn delete_group(
     req: DeleteGroupRequest,
 ) -> Result<DeleteGroupResponse, Status> {
     broker
-        .groups
+        .groups()?
         .delete_group(&req.group_id)
         .await
         .map_err(group_status)?;
@@ -294,7 +297,7 @@ pub(crate) async fn reset_offsets(
         })
         .collect();
     let plan = broker
-        .groups
+        .groups()?
         .reset_offsets(&req.group_id, targets, spec, req.dry_run)
         .await
         .map_err(group_status)?;

@@ -22,7 +22,7 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let body = broker
         .metrics
-        .render(&broker.registry, &broker.groups)
+        .render(&broker.registry, broker.groups.get().map(|g| g.as_ref()))
         .await;
     (
         [(

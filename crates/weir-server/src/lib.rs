@@ -32,6 +32,7 @@
 //! the cluster layer, never the on-disk layout; nothing below it sees a prost type.
 
 mod admin;
+mod cluster;
 mod config;
 mod consume;
 mod convert;
@@ -54,6 +55,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
+use weir_cluster::node::ClusterNode;
 use weir_cluster::{NodeIdentity, TopicRegistry};
 use weir_proto::v1::admin_server::AdminServer;
 use weir_proto::v1::consumer_server::ConsumerServer;
@@ -86,6 +88,9 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 per-connection flow-control window (several busy streams share it).
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Longest a stopping broker waits for the controller to move its leaderships away
+/// (well inside Docker's 10 s stop timeout).
+pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent streams per client connection; with the windows above this bounds what
 /// one connection can make the broker buffer.
 pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
@@ -94,14 +99,28 @@ pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
 #[derive(Debug)]
 pub(crate) struct Broker {
     pub(crate) registry: Arc<TopicRegistry>,
-    pub(crate) groups: Arc<GroupCoordinator>,
+    /// Set once this broker is registered and unfenced (the coordinator creates
+    /// `__consumer_offsets`, which needs a controller and a broker to place it on).
+    pub(crate) groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
     pub(crate) metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     pub(crate) shutdown: watch::Receiver<bool>,
-    /// The node and cluster this broker's data directory belongs to.
-    pub(crate) identity: NodeIdentity,
+    /// This broker's node id.
+    pub(crate) node_id: i32,
     /// The address clients reach this broker at (DescribeCluster).
     pub(crate) advertised: AdvertisedAddress,
+}
+
+impl Broker {
+    /// The consumer group coordinator; UNAVAILABLE while this broker is still joining
+    /// its cluster (it starts once the broker is unfenced).
+    pub(crate) fn groups(&self) -> Result<&Arc<GroupCoordinator>, tonic::Status> {
+        self.groups.get().ok_or_else(|| {
+            tonic::Status::unavailable(
+                "consumer groups are not available yet: this broker is still joining its cluster; retry shortly",
+            )
+        })
+    }
 }
 
 /// Resolves once shutdown has started (or the broker is gone).
@@ -119,6 +138,9 @@ pub struct RunningServer {
     /// The bound admin HTTP address, if enabled.
     pub admin_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
+    node: ClusterNode,
+    multi_node: bool,
+    internal_grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     health: tonic_health::server::HealthReporter,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -161,21 +183,25 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "this node is not a controller voter: it runs as an observer broker"
         );
     }
-    let registry = Arc::new(open_data_dir(&config).await?);
-    let identity = match stamp_data_dir(&config, &registry).await {
-        Ok(identity) => identity,
-        Err(e) => {
-            let _ = registry.close().await;
-            return Err(e);
-        }
-    };
-    let groups = GroupCoordinator::open(registry.clone(), group_config(&config))
-        .await
-        .context("loading consumer groups from __consumer_offsets")?;
+    let lock = TopicRegistry::lock_data_dir(&config.data_dir)
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let identity = stamp_data_dir(&config).await?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the gRPC listener to {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let internal_listener = match config.internal_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding the internal listener to {a}"))?,
+        ),
+        None => None,
+    };
+    let internal_addr = internal_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let admin_listener = match config.admin_listen {
         Some(a) => Some(
             TcpListener::bind(a)
@@ -188,16 +214,32 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()?;
+    let advertised = config.advertised_address(addr);
+    let internal = cluster::internal_address(internal_addr, &advertised.to_string());
+    let cluster::Cluster {
+        node,
+        registry,
+        multi_node,
+    } = cluster::start(
+        &config,
+        lock,
+        identity.as_ref().map(|i| i.cluster_id().to_string()),
+        advertised.to_string(),
+        internal,
+    )
+    .await?;
+    if identity.is_none() {
+        tokio::spawn(stamp_joined(config.clone(), node.clone()));
+    }
 
     let (shutdown, stopping) = watch::channel(false);
-    groups.spawn_expiry(stopping.clone());
     let broker = Arc::new(Broker {
         registry: registry.clone(),
-        groups,
+        groups: std::sync::OnceLock::new(),
         metrics: Arc::new(Metrics::default()),
         shutdown: stopping.clone(),
-        advertised: config.advertised_address(addr),
-        identity,
+        advertised,
+        node_id: config.node_id,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -231,6 +273,37 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
+    // The internal services (replication, controller, quorum) share the client listener
+    // unless `--internal-listen` gives them their own.
+    let internal_services = || {
+        (
+            internal::replication_service(registry.clone(), stopping.clone()),
+            internal::controller_service(Arc::new(cluster::Handler(node.clone()))),
+            internal::quorum_service(node.quorum().as_ref().clone()),
+        )
+    };
+    let (replication, controller, quorum) = match internal_listener.is_some() {
+        true => (None, None, None),
+        false => {
+            let (r, c, q) = internal_services();
+            (Some(r), Some(c), Some(q))
+        }
+    };
+    let internal_grpc = internal_listener.map(|listener| {
+        let (r, c, q) = internal_services();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut internal_stopping = stopping.clone();
+        tokio::spawn(
+            internal::server_builder()
+                .add_service(r)
+                .add_service(c)
+                .add_service(q)
+                .serve_with_incoming_shutdown(incoming, async move {
+                    until_stopping(&mut internal_stopping).await;
+                }),
+        )
+    });
+
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut grpc_stopping = stopping.clone();
     let grpc = Server::builder()
@@ -245,10 +318,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .add_service(consumer)
         .add_service(admin)
         .add_service(groups)
+        .add_optional_service(replication)
+        .add_optional_service(controller)
+        .add_optional_service(quorum)
         .serve_with_incoming_shutdown(incoming, async move {
             until_stopping(&mut grpc_stopping).await;
         });
     let grpc = tokio::spawn(grpc);
+
+    // Register with the controller and heartbeat; consumer groups start once this broker
+    // is unfenced (their topic needs a controller and a broker to place it on). On a
+    // single node that takes milliseconds and `start` waits for it; in a cluster the
+    // other brokers may not be up yet, so it happens in the background.
+    node.spawn_lifecycle(stopping.clone());
+    let open_groups = open_groups(
+        broker.clone(),
+        node.clone(),
+        group_config(&config),
+        stopping.clone(),
+    );
+    if multi_node {
+        tokio::spawn(open_groups);
+    } else {
+        open_groups.await?;
+    }
 
     let http = admin_listener.map(|listener| {
         let mut http_stopping = stopping.clone();
@@ -271,53 +364,87 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         advertised = %broker.advertised,
         admin = ?admin_addr,
         data_dir = %config.data_dir.display(),
-        node_id = broker.identity.node_id(),
-        cluster_id = broker.identity.cluster_id(),
+        node_id = config.node_id,
+        cluster_id = registry.cluster_id(),
         "broker listening"
     );
     Ok(RunningServer {
         addr,
         admin_addr,
         registry,
+        node,
+        multi_node,
         health,
         shutdown,
         grpc,
+        internal_grpc,
         http,
         upkeep,
     })
 }
 
-/// Opens the topic registry, after refusing a directory stamped for another node or with
-/// a corrupt stamp, so nothing in another node's directory is touched.
-async fn open_data_dir(config: &ServerConfig) -> anyhow::Result<TopicRegistry> {
-    let dir = config.data_dir.clone();
-    let stamped = tokio::task::spawn_blocking(move || NodeIdentity::load(&dir))
-        .await
-        .context("reading the node identity: task failed")??;
-    if let Some(identity) = stamped {
-        identity.check_node_id(config.node_id)?;
-    }
-    TopicRegistry::open(&config.data_dir, config.node_id)
-        .await
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))
+/// The directory's identity: its stamp, refused if it names another node (so nothing in
+/// another node's directory is touched). A directory without one is stamped now on a
+/// single node (keeping the cluster id of a single-node `metadata.weir`); in a cluster
+/// it is stamped once the metadata names the cluster it joined (`None` until then).
+/// Runs under the directory lock.
+async fn stamp_data_dir(config: &ServerConfig) -> anyhow::Result<Option<NodeIdentity>> {
+    let (dir, node_id) = (config.data_dir.clone(), config.node_id);
+    let single = config.controller_voters.len() <= 1;
+    let identity = tokio::task::spawn_blocking(move || match NodeIdentity::load(&dir)? {
+        Some(identity) => identity.check_node_id(node_id).map(|()| Some(identity)),
+        None if single => NodeIdentity::load_or_create(&dir, node_id).map(Some),
+        None => Ok(None),
+    })
+    .await
+    .context("stamping the node identity: task failed")??;
+    Ok(identity)
 }
 
-/// The directory's identity, stamping it if it has none (a new directory, or one from
-/// before stamps). Runs once the registry is open, so the registry's lock on the
-/// directory covers the write and a new stamp keeps the cluster id `metadata.weir` holds;
-/// the stamp and the metadata must then agree on the cluster.
-async fn stamp_data_dir(
-    config: &ServerConfig,
-    registry: &TopicRegistry,
-) -> anyhow::Result<NodeIdentity> {
+/// Stamps a new directory with the cluster it joined, once the metadata names it.
+async fn stamp_joined(config: ServerConfig, node: ClusterNode) {
+    let mut images = node.subscribe();
+    let cluster_id = match images.wait_for(|i| i.cluster_id().is_some()).await {
+        Ok(image) => image.cluster_id().expect("waited for it").to_string(),
+        Err(_) => return,
+    };
     let (dir, node_id) = (config.data_dir.clone(), config.node_id);
-    let identity = tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&dir, node_id))
+    let stamped =
+        tokio::task::spawn_blocking(move || NodeIdentity::stamp_joined(&dir, node_id, &cluster_id))
+            .await;
+    match stamped {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "stamping the data directory failed"),
+        Err(e) => tracing::error!(error = %e, "stamping the data directory: task failed"),
+    }
+}
+
+/// Waits until this broker is registered and unfenced, then opens the consumer group
+/// coordinator.
+async fn open_groups(
+    broker: Arc<Broker>,
+    node: ClusterNode,
+    config: GroupConfig,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        match weir_cluster::wait_unfenced(&node).await {
+            Ok(()) => break,
+            Err(e @ weir_cluster::ClusterError::Refused(_)) => return Err(e.into()),
+            Err(e) if *stopping.borrow() => return Err(e.into()),
+            Err(e) => {
+                tracing::info!(error = %e, "waiting for the cluster before starting consumer groups")
+            }
+        }
+    }
+    // The elections that came with the unfencing have reached the partitions.
+    broker.registry.wait_current().await;
+    let groups = GroupCoordinator::open(broker.registry.clone(), config)
         .await
-        .context("stamping the node identity: task failed")??;
-    identity
-        .check_cluster_id(registry.cluster_id())
-        .context("the node identity (node.weir) and metadata.weir name different clusters")?;
-    Ok(identity)
+        .context("loading consumer groups from __consumer_offsets")?;
+    groups.spawn_expiry(stopping);
+    let _ = broker.groups.set(groups);
+    Ok(())
 }
 
 impl RunningServer {
@@ -352,6 +479,13 @@ impl RunningServer {
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
         }
+        if self.multi_node {
+            // Leaderships move to other brokers before this one stops serving, so
+            // clients that retry see no error.
+            self.node
+                .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
+                .await;
+        }
         let _ = self.shutdown.send(true);
         let grpc = match grpc_ended {
             Some(result) => result,
@@ -369,7 +503,11 @@ impl RunningServer {
             None => Ok(()),
         };
         let _ = self.upkeep.await;
+        if let Some(internal) = self.internal_grpc {
+            let _ = internal.await;
+        }
         let closed = self.registry.close().await.context("flushing partitions");
+        self.node.shutdown().await;
         tracing::info!("shutdown complete");
         grpc.and(http).and(closed)
     }

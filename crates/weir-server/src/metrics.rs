@@ -117,7 +117,11 @@ impl Metrics {
     }
 
     /// Everything in Prometheus text format, with each partition's offsets read now.
-    pub async fn render(&self, registry: &TopicRegistry, groups: &GroupCoordinator) -> String {
+    pub async fn render(
+        &self,
+        registry: &TopicRegistry,
+        groups: Option<&GroupCoordinator>,
+    ) -> String {
         let mut out = String::new();
         let traffic = self.traffic.lock().expect("metrics lock").clone();
         type Field = fn(&Traffic) -> u64;
@@ -214,11 +218,13 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {}", field(o));
             }
         }
-        render_groups(
-            &mut out,
-            groups,
-            self.offset_commits.load(Ordering::Relaxed),
-        );
+        if let Some(groups) = groups {
+            render_groups(
+                &mut out,
+                groups,
+                self.offset_commits.load(Ordering::Relaxed),
+            );
+        }
         out
     }
 }

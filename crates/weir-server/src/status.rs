@@ -54,8 +54,11 @@ pub fn code(err: &ClusterError) -> Code {
         ClusterError::NotLeader { .. } | ClusterError::FencedLeaderEpoch { .. } => {
             Code::FailedPrecondition
         }
-        // Retriable: the ISR grows back as followers catch up.
-        ClusterError::NotEnoughReplicas { .. } => Code::Unavailable,
+        // Retriable: the ISR grows back as followers catch up; a controller is elected.
+        ClusterError::NotEnoughReplicas { .. } | ClusterError::ControllerUnavailable(_) => {
+            Code::Unavailable
+        }
+        ClusterError::Quorum(_) | ClusterError::Refused(_) => Code::Internal,
         ClusterError::Open { .. }
         | ClusterError::Metadata(_)
         | ClusterError::Io { .. }

@@ -367,7 +367,7 @@ async fn consume_stream_follows_appends() {
         c.produce(request(
             "follow",
             vec![plain(0, &values("before", 5), Compression::None)],
-            Acks::Leader,
+            Acks::All,
         ))
         .await;
         let mut stream = c
@@ -440,7 +440,7 @@ async fn list_offsets_and_delete_records() {
                     ts,
                 ),
             );
-            c.produce(request("lo", vec![part], Acks::Leader)).await;
+            c.produce(request("lo", vec![part], Acks::All)).await;
         }
         use offset_spec::Spec;
         assert_eq!(c.list_offset("lo", 0, Spec::Earliest(true)).await.offset, 0);
@@ -698,7 +698,7 @@ async fn admin_describes_alters_grows_and_deletes() {
         c.produce(request(
             "adm",
             vec![plain(1, &values("x", 3), Compression::None)],
-            Acks::Leader,
+            Acks::All,
         ))
         .await;
         let desc = c
@@ -990,7 +990,7 @@ async fn metrics_and_health_over_http() {
         c.produce(request(
             "m",
             vec![plain(1, &values("x", 7), Compression::None)],
-            Acks::Leader,
+            Acks::All,
         ))
         .await;
         assert_eq!(c.fetch_all("m", 1, 0).await.len(), 7);

@@ -65,14 +65,33 @@ async fn a_directory_refuses_another_node_id_and_keeps_its_cluster() {
 async fn a_directory_from_before_stamps_opens_unchanged_and_is_stamped() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let server = start(dir.path()).await;
-        let mut c = connect(server.addr).await;
-        c.create("kept", 2, &[]).await;
-        let before = describe_cluster(server.addr).await;
-        drop(c);
-        server.shutdown().await.unwrap();
-        // What a broker of before this change leaves: topics and metadata.weir only.
-        std::fs::remove_file(dir.path().join(weir_cluster::IDENTITY_FILE)).unwrap();
+        // What a single-node broker of before stamps and the quorum leaves: topics and
+        // metadata.weir only.
+        let legacy = weir_cluster::ClusterMetadata {
+            cluster_id: "c-from-before".into(),
+            topics: [(
+                "kept".to_string(),
+                weir_cluster::metadata::TopicMetadata {
+                    name: "kept".into(),
+                    topic_id: "kept-id".into(),
+                    replication_factor: 1,
+                    configs: Default::default(),
+                    partitions: (0..2)
+                        .map(|_| weir_cluster::metadata::PartitionAssignment {
+                            replicas: vec![0],
+                            leader: 0,
+                            leader_epoch: 0,
+                        })
+                        .collect(),
+                },
+            )]
+            .into(),
+        };
+        legacy.store(dir.path()).unwrap();
+        let before = DescribeClusterResponse {
+            cluster_id: "c-from-before".into(),
+            ..Default::default()
+        };
 
         let server = weir_server::start(node(dir.path(), 7)).await.unwrap();
         let after = describe_cluster(server.addr).await;
@@ -182,10 +201,10 @@ async fn bad_cluster_settings_are_refused_before_the_directory_is_touched() {
 }
 
 #[tokio::test]
-async fn a_node_outside_the_voters_starts_as_an_observer() {
+async fn a_node_outside_the_voters_is_refused_until_observers_exist() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let server = weir_server::start(ServerConfig {
+        let err = weir_server::start(ServerConfig {
             controller_voters: voters(&[
                 "1@127.0.0.1:9292",
                 "2@127.0.0.1:9392",
@@ -195,9 +214,12 @@ async fn a_node_outside_the_voters_starts_as_an_observer() {
             ..node(dir.path(), 4)
         })
         .await
-        .unwrap();
-        assert_eq!(describe_cluster(server.addr).await.brokers[0].broker_id, 4);
-        server.shutdown().await.unwrap();
+        .unwrap_err();
+        let message = format!("{err:#}");
+        assert!(
+            message.contains("not one of the controller voters") && message.contains("observers"),
+            "{message}"
+        );
     })
     .await;
 }

@@ -819,25 +819,30 @@ async fn three_voters_elect_a_leader_and_commit_over_grpc() {
         );
     }
 
-    let leader = nodes[&1]
-        .quorum
-        .wait_for_leader(DEADLINE)
-        .await
-        .expect("a leader is elected");
-    let leader_quorum = &nodes[&leader].quorum;
-    leader_quorum
-        .wait_until(DEADLINE, |s| s.is_leader)
-        .await
-        .unwrap();
-    let records = vec![
-        MetadataRecord::ClusterCreated {
-            cluster_id: "over-grpc".into(),
-        },
-        registered(1, 1),
-    ];
-    let first = within("the proposal", leader_quorum.propose(records))
-        .await
-        .expect("committed");
+    // Leadership may still move right after the first election (2 busy cores): propose
+    // on whoever leads until a proposal commits.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let first = loop {
+        let leader = nodes[&1]
+            .quorum
+            .wait_for_leader(DEADLINE)
+            .await
+            .expect("a leader is elected");
+        let records = vec![
+            MetadataRecord::ClusterCreated {
+                cluster_id: "over-grpc".into(),
+            },
+            registered(1, 1),
+        ];
+        match within("the proposal", nodes[&leader].quorum.propose(records)).await {
+            Ok(first) => break first,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("proposal not committed yet ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("committed: {e:?}"),
+        }
+    };
     assert_eq!(first, 0);
     for voter in nodes.values() {
         voter

@@ -46,7 +46,7 @@ use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
 use driver::{AckWaiter, FlushState};
-pub use replication::ReplicationLinks;
+pub use replication::{ReplicaHost, ReplicationLinks};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
 /// which slows their streams (HTTP/2 flow control) instead of buffering without bound.
@@ -230,17 +230,18 @@ fn registration(state: &PartitionState) -> PartitionRegistration {
 }
 
 impl Partition {
-    /// Opens (creating if needed) the partition's log in `dir`, as broker `node`, and
-    /// starts its appender. Must run inside a tokio runtime.
+    /// Opens (creating if needed) the partition's log in `dir`, as a replica on `host`,
+    /// and starts its appender. Must run inside a tokio runtime.
     pub async fn open(
         topic: &str,
         topic_id: &str,
         index: u32,
         dir: &Path,
         config: EffectiveConfig,
-        node: BrokerId,
+        host: impl Into<ReplicaHost>,
         state: PartitionState,
     ) -> Result<Arc<Partition>, ClusterError> {
+        let host = host.into();
         let log = open_log(topic, index, dir, &config).await?;
         let offsets = log.offsets();
         // The last checkpointed high watermark: where a new leadership starts from
@@ -251,7 +252,13 @@ impl Partition {
             .clamp(offsets.log_start_offset, offsets.log_end_offset);
         let (high_watermark, _) = watch::channel(checkpoint);
         let (log_end, _) = watch::channel(offsets.log_end_offset);
-        let replica = Replica::new(replica_config(node, &config), checkpoint);
+        let mut replica_config = replica_config(host.node, &config);
+        replica_config.broker_epoch = host.broker_epoch;
+        let replica = Replica::new(replica_config, checkpoint);
+        let links = OnceLock::new();
+        if let Some(l) = host.links {
+            let _ = links.set(l);
+        }
         let shared = Arc::new(Shared {
             topic: topic.to_string(),
             topic_id: topic_id.to_string(),
@@ -261,7 +268,7 @@ impl Partition {
             config: Mutex::new(config),
             high_watermark,
             log_end,
-            links: OnceLock::new(),
+            links,
             replica: Mutex::new(replica),
             acks: Mutex::new(Vec::new()),
             flush: Mutex::new(FlushState::default()),

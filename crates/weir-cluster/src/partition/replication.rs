@@ -23,14 +23,45 @@ pub trait ReplicationLinks: Send + Sync + std::fmt::Debug + 'static {
     fn propose_isr(&self, topic_id: &str, partition: u32, request: AlterIsrRequest);
 }
 
+/// The broker a replica runs on, and how it reaches the others.
+#[derive(Debug, Clone)]
+pub struct ReplicaHost {
+    pub node: BrokerId,
+    /// The broker's registration epoch (0 before it has one).
+    pub broker_epoch: BrokerEpoch,
+    /// `None` on a broker with no other brokers.
+    pub links: Option<Arc<dyn ReplicationLinks>>,
+}
+
+impl From<BrokerId> for ReplicaHost {
+    /// A broker on its own.
+    fn from(node: BrokerId) -> ReplicaHost {
+        ReplicaHost {
+            node,
+            broker_epoch: 0,
+            links: None,
+        }
+    }
+}
+
 impl Partition {
     pub fn topic_id(&self) -> &str {
         &self.shared.topic_id
     }
 
-    /// Connects this partition's replication traffic to other brokers (once).
-    pub fn link(&self, links: Arc<dyn ReplicationLinks>) {
-        let _ = self.shared.links.set(links);
+    /// Leader, epochs, replicas and ISR as this replica last applied them.
+    pub fn registration(&self) -> PartitionRegistration {
+        let replica = self.shared.replica();
+        replica
+            .registration()
+            .cloned()
+            .unwrap_or(PartitionRegistration {
+                replicas: Vec::new(),
+                isr: Vec::new(),
+                leader: crate::controller::records::NO_LEADER,
+                leader_epoch: -1,
+                partition_epoch: -1,
+            })
     }
 
     /// This broker's registration epoch, stamped on its fetches (a restarted broker has

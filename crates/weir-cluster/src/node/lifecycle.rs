@@ -1,0 +1,170 @@
+//! A broker's lifecycle with the controller: register (starting fenced), heartbeat
+//! every `heartbeat_interval_ms` with how far its metadata has caught up (the controller
+//! unfences it once it has caught up), register again if the controller says its epoch
+//! is stale, and, on shutdown, ask for its leaderships to move away first.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::ClusterNode;
+use crate::controller::records::BrokerEpoch;
+use crate::controller::{ControllerError, ControllerReply, ControllerRequest};
+
+/// Pause before registering again after a failure.
+const REGISTER_BACKOFF: Duration = Duration::from_millis(200);
+
+/// This broker as the controller last answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BrokerState {
+    /// Its registration epoch; `None` until registered.
+    pub broker_epoch: Option<BrokerEpoch>,
+    /// Fenced brokers lead nothing and join no ISR.
+    pub fenced: bool,
+    /// Controlled shutdown was asked for.
+    pub shutting_down: bool,
+    /// The controller says it leads nothing any more and may stop.
+    pub should_shutdown: bool,
+    /// The controller refused this broker for good (its data directory belongs to
+    /// another cluster): why.
+    pub refused: Option<String>,
+}
+
+pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) {
+    let incarnation = uuid::Uuid::new_v4().to_string();
+    let heartbeat = Duration::from_millis(node.settings().controller.heartbeat_interval_ms);
+    loop {
+        let Some(broker_epoch) = register(&node, &incarnation, &mut stopping).await else {
+            return;
+        };
+        tracing::info!(
+            node = node.node(),
+            broker_epoch,
+            "registered with the controller"
+        );
+        node.inner.broker.send_modify(|s| {
+            s.broker_epoch = Some(broker_epoch);
+            s.fenced = true;
+        });
+        let mut interval = tokio::time::interval(heartbeat);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                changed = stopping.changed() => {
+                    if changed.is_err() {
+                        return; // the owner is gone
+                    }
+                }
+            }
+            if *stopping.borrow() {
+                return;
+            }
+            let want_shutdown = node.inner.broker.borrow().shutting_down;
+            let request = ControllerRequest::BrokerHeartbeat {
+                node: node.node(),
+                broker_epoch,
+                metadata_offset: node.image().next_offset() - 1,
+                want_shutdown,
+            };
+            match node.call(request).await {
+                Ok(ControllerReply::Heartbeat {
+                    fenced,
+                    should_shutdown,
+                }) => {
+                    node.inner.broker.send_if_modified(|s| {
+                        let changed = s.fenced != fenced || s.should_shutdown != should_shutdown;
+                        if s.fenced && !fenced {
+                            tracing::info!(node = node.node(), broker_epoch, "unfenced");
+                        }
+                        s.fenced = fenced;
+                        s.should_shutdown = should_shutdown;
+                        changed
+                    });
+                }
+                Ok(ControllerReply::Refused(ControllerError::StaleBrokerEpoch { .. })) => {
+                    tracing::warn!(
+                        node = node.node(),
+                        broker_epoch,
+                        "the controller no longer knows this registration: registering again"
+                    );
+                    break;
+                }
+                Ok(other) => tracing::warn!(?other, "unexpected heartbeat answer"),
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+            }
+        }
+    }
+}
+
+/// Registers until it works; `None` if stopping first, or if the cluster is another
+/// one than this data directory's (logged: the node can do nothing useful).
+async fn register(
+    node: &ClusterNode,
+    incarnation: &str,
+    stopping: &mut watch::Receiver<bool>,
+) -> Option<BrokerEpoch> {
+    loop {
+        if *stopping.borrow() {
+            return None;
+        }
+        let Some(request) = node.registration_request(incarnation) else {
+            // A new directory: the cluster's id comes with the metadata.
+            let mut images = node.subscribe();
+            tokio::select! {
+                _ = images.changed() => {}
+                _ = tokio::time::sleep(REGISTER_BACKOFF) => {}
+            }
+            continue;
+        };
+        match node.call(request).await {
+            Ok(reply) => {
+                if let Some(epoch) = super::registered(&reply) {
+                    return Some(epoch);
+                }
+                if let ControllerReply::Refused(e @ ControllerError::InconsistentClusterId { .. }) =
+                    reply
+                {
+                    tracing::error!(error = %e, "this data directory belongs to another cluster; the broker will not serve partitions");
+                    let reason = format!(
+                        "the data directory and the metadata quorum name different clusters: {e}"
+                    );
+                    node.inner.broker.send_modify(|s| s.refused = Some(reason));
+                    return None;
+                }
+                tracing::warn!(?reply, "registration refused; retrying");
+            }
+            Err(e) => tracing::warn!(error = %e, "registration failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REGISTER_BACKOFF) => {}
+            changed = stopping.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+/// Asks for controlled shutdown and waits until the controller says this broker leads
+/// nothing (or `timeout`).
+pub(super) async fn controlled_shutdown(node: &ClusterNode, timeout: Duration) {
+    let mut state = node.broker_state();
+    if state.borrow().broker_epoch.is_none() {
+        return; // never registered: nothing to move
+    }
+    node.inner.broker.send_modify(|s| s.shutting_down = true);
+    let waited = tokio::time::timeout(timeout, state.wait_for(|s| s.should_shutdown)).await;
+    match waited {
+        Ok(Ok(_)) => tracing::info!(
+            node = node.node(),
+            "controlled shutdown: leaderships moved away"
+        ),
+        _ => tracing::warn!(
+            node = node.node(),
+            timeout_ms = timeout.as_millis() as u64,
+            "controlled shutdown did not finish in time; stopping anyway"
+        ),
+    }
+}

@@ -1,0 +1,170 @@
+//! Admin changes: each is a request to the active controller, and returns once this
+//! broker's registry has applied the metadata that holds it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Topic, TopicRegistry};
+use crate::config::TopicConfig;
+use crate::controller::{ControllerReply, ControllerRequest};
+use crate::error::ClusterError;
+use crate::node::refusal;
+
+/// Longest an admin change waits to show in this broker's registry after the
+/// controller committed it.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+
+impl TopicRegistry {
+    /// Creates a topic. `replication_factor` 0 means the default (1); more copies than
+    /// brokers that can take one are refused, naming both numbers.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ClusterError> {
+        let reply = self
+            .node
+            .call(ControllerRequest::CreateTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs,
+            })
+            .await?;
+        let topic_id = match reply {
+            ControllerReply::TopicCreated { topic_id } => topic_id,
+            ControllerReply::Refused(e) => return Err(refusal(e)),
+            other => return Err(unexpected(&other)),
+        };
+        let topic = self
+            .until(|r| r.topic(name).ok().filter(|t| t.topic_id == topic_id))
+            .await?;
+        tracing::info!(
+            topic = name,
+            partitions,
+            topic_id = topic.topic_id,
+            "topic created"
+        );
+        Ok(topic)
+    }
+
+    /// Deletes a topic and its records.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClusterError> {
+        let reply = self
+            .node
+            .call(ControllerRequest::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
+        let topic_id = match reply {
+            ControllerReply::TopicDeleted { topic_id } => topic_id,
+            ControllerReply::Refused(e) => return Err(refusal(e)),
+            other => return Err(unexpected(&other)),
+        };
+        self.until(|r| match r.topic(name) {
+            Ok(t) if t.topic_id == topic_id => None,
+            _ => Some(()),
+        })
+        .await
+    }
+
+    /// Grows a topic to `total` partitions (more than it has).
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: u32,
+    ) -> Result<Arc<Topic>, ClusterError> {
+        let reply = self
+            .node
+            .call(ControllerRequest::CreatePartitions {
+                topic: name.to_string(),
+                total,
+            })
+            .await?;
+        match reply {
+            ControllerReply::PartitionsCreated => {}
+            ControllerReply::Refused(e) => return Err(refusal(e)),
+            other => return Err(unexpected(&other)),
+        }
+        let topic = self
+            .until(|r| r.topic(name).ok().filter(|t| t.partition_count() >= total))
+            .await?;
+        tracing::info!(topic = name, to = total, "partitions added");
+        Ok(topic)
+    }
+
+    /// Sets and resets configuration keys of a topic. The whole change is validated
+    /// first (nothing is sent if any key or value is bad), then each key goes to the
+    /// controller; hosted partitions reopen their logs with the result.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        reset: &[String],
+    ) -> Result<TopicConfig, ClusterError> {
+        let topic = self.topic(name)?;
+        let target = topic.config().altered(set, reset)?;
+        target.effective()?;
+        let changes = set
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .chain(reset.iter().map(|k| (k.clone(), None)));
+        for (key, value) in changes {
+            let reply = self
+                .node
+                .call(ControllerRequest::AlterTopicConfig {
+                    topic: name.to_string(),
+                    key,
+                    value,
+                })
+                .await?;
+            match reply {
+                ControllerReply::TopicConfigAltered => {}
+                ControllerReply::Refused(e) => return Err(refusal(e)),
+                other => return Err(unexpected(&other)),
+            }
+        }
+        let topic_id = topic.topic_id.clone();
+        self.until(|r| {
+            r.topic(name)
+                .ok()
+                .filter(|t| t.topic_id == topic_id && t.config() == target)
+                .map(|_| ())
+        })
+        .await?;
+        tracing::info!(topic = name, "topic config altered");
+        Ok(target)
+    }
+
+    /// Waits until `ready` finds what it looks for in this registry (it is re-checked
+    /// each time the registry applies metadata).
+    async fn until<T>(
+        &self,
+        ready: impl Fn(&TopicRegistry) -> Option<T>,
+    ) -> Result<T, ClusterError> {
+        let mut applied = self.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            applied.borrow_and_update();
+            if let Some(found) = ready(self) {
+                return Ok(found);
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => {
+                    return Err(ClusterError::ControllerUnavailable(
+                        "the change was committed but has not reached this broker's metadata yet"
+                            .into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn unexpected(reply: &ControllerReply) -> ClusterError {
+    ClusterError::ControllerUnavailable(format!("unexpected controller answer {reply:?}"))
+}

@@ -1,0 +1,280 @@
+//! Following the metadata image: open the partitions it assigns this broker, feed them
+//! their leader, epochs and ISR, reconfigure them when their topic's config changes,
+//! close and delete those of deleted topics; and the timers every hosted partition's
+//! state machine needs.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use super::{ORPHANED_DIR, Slot, TOPICS_DIR, Topic, TopicRegistry, partition_dir, topic_dir};
+use crate::config::TopicConfig;
+use crate::controller::{MetadataImage, TopicImage};
+use crate::error::ClusterError;
+use crate::partition::{Partition, PartitionState, ReplicaHost, ReplicationLinks};
+
+/// How often every hosted partition's state machine gets a tick (fetch retries, ISR
+/// lag, unanswered proposals).
+const TICK: Duration = Duration::from_millis(250);
+/// Ticks between high watermark checkpoints.
+const CHECKPOINT_EVERY_TICKS: u64 = 20;
+
+impl TopicRegistry {
+    /// Brings the registry in step with `image`. One application at a time.
+    pub(super) async fn apply_image(&self, image: &MetadataImage) -> Result<(), ClusterError> {
+        let _apply = self.apply_lock.lock().await;
+        let mut changed = false;
+        let mut seen = Vec::new();
+        for topic in image.topics() {
+            seen.push(topic.name.clone());
+            changed |= self.apply_topic(topic).await?;
+        }
+        let gone: Vec<Arc<Topic>> = self
+            .topics()
+            .into_iter()
+            .filter(|t| !seen.contains(&t.name))
+            .collect();
+        for topic in gone {
+            self.remove_topic(&topic).await;
+            changed = true;
+        }
+        if changed {
+            self.bump_metadata_version();
+        }
+        self.applied.send_replace(image.next_offset());
+        Ok(())
+    }
+
+    /// Applies one topic of the image; whether the set of topics or partitions changed.
+    async fn apply_topic(&self, image: &TopicImage) -> Result<bool, ClusterError> {
+        let existing = self.topic(&image.name).ok();
+        let mut changed = false;
+        let topic = match existing {
+            Some(t) if t.topic_id == image.topic_id => t,
+            other => {
+                if let Some(old) = other {
+                    // Deleted and created again under the same name.
+                    self.remove_topic(&old).await;
+                }
+                changed = true;
+                let config = TopicConfig::new(image.configs.clone())?;
+                let topic = Arc::new(Topic {
+                    name: image.name.clone(),
+                    topic_id: image.topic_id.clone(),
+                    replication_factor: image.replication_factor() as u32,
+                    config: RwLock::new(config),
+                    partitions: RwLock::new(Vec::new()),
+                });
+                // Visible once its partitions are (below).
+                topic
+            }
+        };
+        // Config changes reach every hosted partition (each reopens its log).
+        let config = TopicConfig::new(image.configs.clone())?;
+        let reconfigure = config != topic.config();
+        let effective = config.effective()?;
+        let me = self.broker_id();
+        let broker_epoch = self.node.broker_state().borrow().broker_epoch;
+        let mut slots = topic.partitions.read().expect("partitions lock").clone();
+        for (index, registration) in image.partitions.iter().enumerate() {
+            let index = index as u32;
+            let hosted = match slots.get(index as usize) {
+                Some(Slot::Hosted(p)) => Some(p.clone()),
+                _ => None,
+            };
+            if !registration.replicas.contains(&me) {
+                set_slot(&mut slots, index, Slot::Elsewhere(registration.clone()));
+                continue;
+            }
+            let partition = match hosted {
+                Some(p) => {
+                    if reconfigure {
+                        p.reconfigure(effective.clone()).await?;
+                    }
+                    p
+                }
+                None => {
+                    changed = true;
+                    let dir = partition_dir(&self.data_dir, &topic.topic_id, index);
+                    let state = PartitionState::from(registration);
+                    let host = ReplicaHost {
+                        node: me,
+                        broker_epoch: broker_epoch.unwrap_or(0),
+                        links: self
+                            .replication
+                            .clone()
+                            .map(|r| r as Arc<dyn ReplicationLinks>),
+                    };
+                    let p = Partition::open(
+                        &topic.name,
+                        &topic.topic_id,
+                        index,
+                        &dir,
+                        effective.clone(),
+                        host,
+                        state,
+                    )
+                    .await?;
+                    self.hosted
+                        .write()
+                        .expect("hosted lock")
+                        .insert((topic.topic_id.clone(), index), p.clone());
+                    p
+                }
+            };
+            if let Some(epoch) = broker_epoch {
+                partition.set_broker_epoch(epoch);
+            }
+            partition.apply_registration(registration.clone()).await;
+            set_slot(&mut slots, index, Slot::Hosted(partition));
+        }
+        *topic.partitions.write().expect("partitions lock") = slots;
+        if reconfigure {
+            // After the partitions: whoever sees the new config sees it applied.
+            *topic.config.write().expect("config lock") = config;
+        }
+        if changed {
+            self.topics
+                .write()
+                .expect("topics lock")
+                .insert(image.name.clone(), topic);
+        }
+        Ok(changed)
+    }
+
+    /// A topic the image no longer names (deleted): its partitions close and its
+    /// directory goes. The image is committed metadata, so this is no guess.
+    async fn remove_topic(&self, topic: &Topic) {
+        for p in topic.partitions() {
+            self.hosted
+                .write()
+                .expect("hosted lock")
+                .remove(&(topic.topic_id.clone(), p.index()));
+            if let Err(e) = p.close().await {
+                tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "closing a deleted partition failed");
+            }
+        }
+        // Gone from the map once closed: whoever no longer finds it finds it closed.
+        {
+            let mut topics = self.topics.write().expect("topics lock");
+            if topics
+                .get(&topic.name)
+                .is_some_and(|t| t.topic_id == topic.topic_id)
+            {
+                topics.remove(&topic.name);
+            }
+        }
+        let dir = topic_dir(&self.data_dir, &topic.topic_id);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
+            _ => Ok(()),
+        })
+        .await;
+        if let Ok(Err((dir, e))) = removed {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's directory");
+        }
+        tracing::info!(
+            topic = topic.name,
+            topic_id = topic.topic_id,
+            "topic deleted"
+        );
+    }
+
+    /// Moves aside every topic directory the current image does not name. Called once
+    /// the image is known to be current (see the module docs).
+    fn move_orphans_aside(&self) {
+        let image = self.node.image();
+        let topics = self.data_dir.join(TOPICS_DIR);
+        let Ok(entries) = std::fs::read_dir(&topics) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ORPHANED_DIR || image.topic_by_id(&name).is_some() {
+                continue;
+            }
+            let aside = topics.join(ORPHANED_DIR).join(&name);
+            let moved = std::fs::create_dir_all(topics.join(ORPHANED_DIR))
+                .and_then(|()| std::fs::rename(entry.path(), &aside));
+            match moved {
+                Ok(()) => {
+                    tracing::warn!(from = %entry.path().display(), to = %aside.display(), "moved aside a topic directory the metadata does not name")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "could not move aside an unnamed topic directory")
+                }
+            }
+        }
+    }
+}
+
+fn set_slot(slots: &mut Vec<Slot>, index: u32, slot: Slot) {
+    let i = index as usize;
+    if i < slots.len() {
+        slots[i] = slot;
+    } else {
+        slots.push(slot);
+    }
+}
+
+/// Follows the image, the broker's registration, and ticks every hosted partition, for
+/// as long as the registry lives.
+pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
+    let weak: Weak<TopicRegistry> = Arc::downgrade(registry);
+    let mut images = registry.node.subscribe();
+    let mut broker = registry.node.broker_state();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u64;
+        let mut orphans_checked = false;
+        loop {
+            tokio::select! {
+                changed = images.changed() => {
+                    if changed.is_err() { return; }
+                    let image = images.borrow_and_update().clone();
+                    let Some(registry) = weak.upgrade() else { return };
+                    if let Err(e) = registry.apply_image(&image).await {
+                        tracing::error!(error = %e, offset = image.next_offset(), "applying the metadata image failed");
+                    }
+                }
+                changed = broker.changed() => {
+                    if changed.is_err() { return; }
+                    let state = broker.borrow_and_update().clone();
+                    let Some(registry) = weak.upgrade() else { return };
+                    if let Some(epoch) = state.broker_epoch {
+                        for p in registry.all_hosted() {
+                            p.set_broker_epoch(epoch);
+                        }
+                    }
+                    if !state.fenced && state.broker_epoch.is_some() && !orphans_checked {
+                        orphans_checked = true;
+                        let r = registry.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.move_orphans_aside()).await;
+                    }
+                }
+                _ = tick.tick() => {
+                    let Some(registry) = weak.upgrade() else { return };
+                    ticks += 1;
+                    let checkpoint = ticks.is_multiple_of(CHECKPOINT_EVERY_TICKS);
+                    for p in registry.all_hosted() {
+                        p.tick().await;
+                        if checkpoint && let Err(e) = p.checkpoint_high_watermark().await {
+                            tracing::debug!(topic = p.topic(), partition = p.index(), error = %e, "high watermark checkpoint failed");
+                        }
+                    }
+                }
+            }
+        }
+    });
+}
+
+impl From<&crate::controller::records::PartitionRegistration> for PartitionState {
+    fn from(r: &crate::controller::records::PartitionRegistration) -> Self {
+        PartitionState {
+            leader: r.leader,
+            leader_epoch: r.leader_epoch,
+            replicas: r.replicas.clone(),
+            isr: r.isr.clone(),
+        }
+    }
+}

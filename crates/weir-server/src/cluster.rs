@@ -1,0 +1,171 @@
+//! Wires this broker into its cluster: the metadata quorum and controller
+//! (weir-cluster's `ClusterNode`), and replication between brokers, carried by the
+//! internal gRPC services (`internal/`). A broker started without `--controller-voters`
+//! is a cluster of one voter, itself, that never talks to another broker.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use weir_cluster::controller::records::{Endpoints, MetadataOffset};
+use weir_cluster::controller::{ControllerConfig, ControllerReply, ControllerRequest};
+use weir_cluster::node::{CallError, ClusterNode, ClusterSettings, ControllerChannel};
+use weir_cluster::quorum::{MetadataDelta, QuorumConfig, QuorumTransport};
+use weir_cluster::replication::{BoxFuture, FetchSessions};
+use weir_cluster::{BrokerId, DataDirLock, NoPeers, TopicRegistry};
+
+use crate::config::ServerConfig;
+use crate::internal::{
+    ControllerClientError, ControllerHandler, ControllerHandlerError, GrpcControllerClient,
+    GrpcFetchSessions, GrpcQuorumTransport,
+};
+
+/// This broker's cluster: its node and the registry that follows the node's metadata.
+pub(crate) struct Cluster {
+    pub(crate) node: ClusterNode,
+    pub(crate) registry: Arc<TopicRegistry>,
+    /// More than one voter: other brokers exist.
+    pub(crate) multi_node: bool,
+}
+
+/// The voters and their internal addresses: the configured set, or this node alone at
+/// `internal` (its own internal address) when none is configured.
+fn voters(config: &ServerConfig, internal: &str) -> Vec<(BrokerId, String)> {
+    if config.controller_voters.is_empty() {
+        return vec![(config.node_id, internal.to_string())];
+    }
+    config
+        .controller_voters
+        .iter()
+        .map(|v| (v.id, v.addr.clone()))
+        .collect()
+}
+
+/// Starts the node (quorum voter, active controller) and the registry. `client` and
+/// `internal` are the addresses other brokers and clients are told.
+pub(crate) async fn start(
+    config: &ServerConfig,
+    lock: DataDirLock,
+    cluster_id: Option<String>,
+    client: String,
+    internal: String,
+) -> anyhow::Result<Cluster> {
+    let voters = voters(config, &internal);
+    if !voters.iter().any(|(id, _)| *id == config.node_id) {
+        anyhow::bail!(
+            "node {} is not one of the controller voters ({}); brokers outside the voter set (observers) are not supported yet: add it to --controller-voters",
+            config.node_id,
+            voters
+                .iter()
+                .map(|(id, a)| format!("{id}@{a}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    let multi_node = voters.len() > 1;
+    let settings = ClusterSettings {
+        node: config.node_id,
+        voters,
+        endpoints: Endpoints { client, internal },
+        rack: None,
+        cluster_id,
+        quorum: QuorumConfig::default(),
+        controller: ControllerConfig::default(),
+    };
+    let transport: Arc<dyn QuorumTransport>;
+    let channel: Arc<dyn ControllerChannel>;
+    let sessions: Option<Arc<dyn FetchSessions>>;
+    if multi_node {
+        transport = Arc::new(GrpcQuorumTransport::new());
+        channel = Arc::new(GrpcChannel(GrpcControllerClient::default()));
+        sessions = Some(Arc::new(GrpcFetchSessions::new()));
+    } else {
+        transport = Arc::new(NoPeers);
+        channel = Arc::new(NoPeers);
+        sessions = None;
+    }
+    let node = ClusterNode::start(settings, &config.data_dir, transport, channel)
+        .await
+        .context("starting the metadata quorum")?;
+    let registry = TopicRegistry::start(&config.data_dir, lock, node.clone(), sessions)
+        .await
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    Ok(Cluster {
+        node,
+        registry,
+        multi_node,
+    })
+}
+
+/// The internal address other brokers are told: `--internal-listen`'s bound address if
+/// it has its own listener with a specified IP, else the client address.
+pub(crate) fn internal_address(internal_bound: Option<SocketAddr>, client: &str) -> String {
+    match internal_bound {
+        Some(a) if !a.ip().is_unspecified() => a.to_string(),
+        _ => client.to_string(),
+    }
+}
+
+/// Controller calls to other voters, over the internal gRPC client.
+struct GrpcChannel(GrpcControllerClient);
+
+impl ControllerChannel for GrpcChannel {
+    fn call(
+        &self,
+        address: String,
+        request: ControllerRequest,
+    ) -> BoxFuture<'_, Result<ControllerReply, CallError>> {
+        Box::pin(async move {
+            self.0.call(&address, &request).await.map_err(|e| match e {
+                ControllerClientError::NotController { leader, .. } => CallError::NotController {
+                    leader: leader.map(|(id, _)| id),
+                },
+                other => CallError::Unreachable(other.to_string()),
+            })
+        })
+    }
+}
+
+/// The controller side of the internal `Controller` service: this node's active
+/// controller, or where to find it.
+pub(crate) struct Handler(pub(crate) ClusterNode);
+
+impl ControllerHandler for Handler {
+    fn call(
+        &self,
+        request: ControllerRequest,
+    ) -> BoxFuture<'_, Result<ControllerReply, ControllerHandlerError>> {
+        Box::pin(async move {
+            self.0.serve_call(request).await.map_err(|e| match e {
+                CallError::NotController { leader } => ControllerHandlerError::NotController {
+                    leader: leader.and_then(|id| {
+                        let address = self
+                            .0
+                            .settings()
+                            .voters
+                            .iter()
+                            .find(|(v, _)| *v == id)
+                            .map(|(_, a)| a.clone())?;
+                        Some((id, address))
+                    }),
+                },
+                CallError::Unreachable(reason) => ControllerHandlerError::Unavailable { reason },
+            })
+        })
+    }
+
+    fn fetch_metadata(
+        &self,
+        from_offset: MetadataOffset,
+        max_records: usize,
+    ) -> BoxFuture<'_, Result<MetadataDelta, ControllerHandlerError>> {
+        Box::pin(async move {
+            self.0
+                .quorum()
+                .records_since(from_offset, max_records)
+                .map_err(|e| ControllerHandlerError::InvalidArgument {
+                    reason: e.to_string(),
+                })
+        })
+    }
+}
