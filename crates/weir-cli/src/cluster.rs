@@ -1,5 +1,6 @@
-//! `weir cluster`: describe the cluster, its brokers and controller, as `DescribeCluster`
-//! reports them. Text output is aligned columns; `--format json` prints one JSON document.
+//! `weir cluster`: describe the cluster, its brokers (address, rack, fenced) and active
+//! controller, as `DescribeCluster` reports them. Text output is aligned columns;
+//! `--format json` prints one JSON document.
 
 use std::io::Write;
 
@@ -18,8 +19,10 @@ Examples:
   weir cluster describe --brokers 10.0.0.1:9292,10.0.0.2:9292   # the first that answers is asked
 
 ADDRESS is what each broker advertises (weir serve --advertise): clients bootstrapped
-from any broker connect to the others there, so it must be reachable from clients.
-`weir topic describe NAME` shows which broker leads each partition.";
+from any broker connect to the others there, so it must be reachable from clients. A
+fenced broker is registered but may not lead or be in sync (it missed its session, or is
+catching up after a start). CONTROLLER is the active controller, `none` during an
+election. `weir topic describe NAME` shows which broker leads each partition.";
 
 /// Describe the cluster.
 #[derive(Debug, Args)]
@@ -36,8 +39,8 @@ pub struct ClusterArgs {
 
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
-    /// Show the cluster id, the controller and every live broker with the address it
-    /// advertises to clients.
+    /// Show the cluster id, the active controller and every registered broker with the
+    /// address it advertises to clients, its rack and whether it is fenced.
     #[command(after_help = EXAMPLES)]
     Describe,
 }
@@ -57,6 +60,8 @@ struct BrokerJson<'a> {
     port: u32,
     /// `host:port`, as clients connect to it.
     address: String,
+    rack: Option<&'a str>,
+    fenced: bool,
     controller: bool,
 }
 
@@ -89,6 +94,8 @@ fn print_cluster(
             host: &b.host,
             port: b.port,
             address: address(&b.host, b.port),
+            rack: b.rack.as_deref(),
+            fenced: b.fenced,
             controller: b.broker_id == cluster.controller_id,
         })
         .collect();
@@ -113,10 +120,26 @@ fn print_cluster(
                 .max()
                 .unwrap_or(0)
                 .max("ADDRESS".len());
-            writeln!(out, "BROKER  {:<width$}  ROLE", "ADDRESS")?;
+            let rack_width = brokers
+                .iter()
+                .filter_map(|b| b.rack.map(str::len))
+                .max()
+                .unwrap_or(0)
+                .max("RACK".len());
+            writeln!(
+                out,
+                "BROKER  {:<width$}  {:<rack_width$}  STATE     ROLE",
+                "ADDRESS", "RACK"
+            )?;
             for b in &brokers {
+                let state = if b.fenced { "fenced" } else { "unfenced" };
                 let role = if b.controller { "controller" } else { "" };
-                let line = format!("{:>6}  {:<width$}  {role}", b.broker_id, b.address);
+                let line = format!(
+                    "{:>6}  {:<width$}  {:<rack_width$}  {state:<8}  {role}",
+                    b.broker_id,
+                    b.address,
+                    b.rack.unwrap_or("-")
+                );
                 writeln!(out, "{}", line.trim_end())?;
             }
         }
@@ -157,11 +180,15 @@ mod tests {
                     broker_id: 2,
                     host: "b.example".to_owned(),
                     port: 9392,
+                    rack: Some("rack-b".to_owned()),
+                    fenced: false,
                 },
                 BrokerInfo {
                     broker_id: 1,
                     host: "::1".to_owned(),
                     port: 9292,
+                    rack: None,
+                    fenced: true,
                 },
             ],
         }
@@ -175,9 +202,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "CLUSTER     c1");
         assert_eq!(lines[1], "CONTROLLER  2");
-        assert!(lines[3].starts_with("BROKER  ADDRESS"), "{text}");
-        assert_eq!(lines[4], "     1  [::1]:9292");
-        assert_eq!(lines[5], "     2  b.example:9392  controller");
+        assert_eq!(
+            lines[3], "BROKER  ADDRESS         RACK    STATE     ROLE",
+            "{text}"
+        );
+        assert_eq!(lines[4], "     1  [::1]:9292      -       fenced");
+        assert_eq!(
+            lines[5],
+            "     2  b.example:9392  rack-b  unfenced  controller"
+        );
     }
 
     #[test]
@@ -190,6 +223,10 @@ mod tests {
         assert_eq!(json["brokers"][0]["broker_id"], 1);
         assert_eq!(json["brokers"][0]["address"], "[::1]:9292");
         assert_eq!(json["brokers"][0]["controller"], false);
+        assert_eq!(json["brokers"][0]["rack"], serde_json::Value::Null);
+        assert_eq!(json["brokers"][0]["fenced"], true);
+        assert_eq!(json["brokers"][1]["rack"], "rack-b");
+        assert_eq!(json["brokers"][1]["fenced"], false);
         assert_eq!(json["brokers"][1]["host"], "b.example");
         assert_eq!(json["brokers"][1]["port"], 9392);
         assert_eq!(json["brokers"][1]["controller"], true);

@@ -1013,6 +1013,7 @@ fn cluster_describe_lists_the_broker_at_its_advertised_address() {
     assert_eq!(brokers[0]["broker_id"], 0);
     assert_eq!(brokers[0]["address"], broker.addr.as_str());
     assert_eq!(brokers[0]["controller"], true);
+    assert_eq!(brokers[0]["rack"], Value::Null);
 
     let text = broker.ok(&["cluster", "describe"], b"");
     let row = text

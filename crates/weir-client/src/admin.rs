@@ -82,10 +82,15 @@ pub struct ConfigEntry {
 pub struct BrokerInfo {
     /// Broker id.
     pub broker_id: i32,
-    /// Host clients connect to.
+    /// Host clients connect to (the address the broker advertises).
     pub host: String,
     /// gRPC port.
     pub port: u32,
+    /// The broker's rack, if it was given one.
+    pub rack: Option<String>,
+    /// Registered but not allowed to lead or be in an ISR (it missed its session, or is
+    /// catching up after a start).
+    pub fenced: bool,
 }
 
 /// The cluster as `DescribeCluster` reports it.
@@ -93,9 +98,9 @@ pub struct BrokerInfo {
 pub struct ClusterInfo {
     /// Cluster id.
     pub cluster_id: String,
-    /// Broker id of the controller.
+    /// Broker id of the active controller; -1 while none is elected.
     pub controller_id: i32,
-    /// Every live broker.
+    /// Every registered broker, fenced ones included.
     pub brokers: Vec<BrokerInfo>,
 }
 
@@ -481,6 +486,8 @@ impl Admin {
                     broker_id: b.broker_id,
                     host: b.host,
                     port: b.port,
+                    rack: (!b.rack.is_empty()).then_some(b.rack),
+                    fenced: b.fenced,
                 })
                 .collect(),
         })
