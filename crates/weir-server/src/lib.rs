@@ -171,6 +171,7 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
 /// listeners are bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
+    raise_open_files_limit();
     if !config.is_controller_voter() {
         let voters: Vec<String> = config
             .controller_voters
@@ -381,6 +382,29 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         http,
         upkeep,
     })
+}
+
+/// Raises the soft limit on open files to the hard one: every partition holds a few
+/// descriptors, and the default soft limit (often 1,024) runs out around a few hundred
+/// partitions while the hard limit allows far more.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own; no other memory is touched.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        return;
+    }
+    let from = limit.rlim_cur;
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } == 0 {
+        tracing::info!(from, to = limit.rlim_max, "raised the open files limit");
+    }
 }
 
 /// The directory's identity: its stamp, refused if it names another node (so nothing in

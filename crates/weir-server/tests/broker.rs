@@ -623,7 +623,7 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
         }
         // Packed batches on a LogAppendTime topic are refused, saying why.
         let resp = c
-            .produce(request("lat", vec![packed(0, good.clone())], Acks::Leader))
+            .produce(request("lat", vec![packed(0, good.clone())], Acks::All))
             .await;
         assert!(
             resp.results[0]
@@ -638,7 +638,7 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
             .produce(request(
                 "bad",
                 vec![packed(1, good.clone()), packed(1, good.clone())],
-                Acks::Leader,
+                Acks::All,
             ))
             .await;
         assert_eq!(resp.results[0].error, None);
@@ -666,7 +666,7 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
         let big = plain(0, &["z".repeat(300 * 1024)], Compression::None);
         let err = c
             .producer
-            .produce(request("bad", vec![big], Acks::Leader))
+            .produce(request("bad", vec![big], Acks::All))
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
@@ -1025,7 +1025,7 @@ async fn graceful_shutdown_completes_an_in_flight_long_poll() {
         c.produce(request(
             "sd",
             vec![plain(0, &values("kept", 3), Compression::None)],
-            Acks::Leader,
+            Acks::All,
         ))
         .await;
         let mut consumer = c.consumer.clone();

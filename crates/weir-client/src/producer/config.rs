@@ -22,8 +22,10 @@ pub const DEFAULT_BATCH_BYTES: usize = 256 * 1024;
 /// `max.in.flight.requests.per.connection`: enough to keep a partition busy across a
 /// round trip. Order is kept with retries on (see the `producer` module docs).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 5;
-/// Default times a failed batch is sent again (retriable errors only).
-pub const DEFAULT_RETRIES: u32 = 5;
+/// Default times a failed batch is sent again (retriable errors only): with the backoff
+/// below about 7.5 s of retrying, enough to outlast a leader failover after a broker
+/// crash (its 2 s session timeout, an election, the new leader taking over).
+pub const DEFAULT_RETRIES: u32 = 10;
 /// Default wait before the first retry; doubled for each later one.
 pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// Default ceiling of the doubling retry backoff (Kafka's `retry.backoff.max.ms`).
