@@ -9,6 +9,7 @@ mod bench;
 mod brokers;
 mod cluster;
 mod consume;
+mod dev;
 mod group;
 mod output;
 mod produce;
@@ -27,6 +28,7 @@ const EXIT_USAGE: u8 = 2;
 const EXAMPLES: &str = "\
 Examples:
   weir serve --data-dir /tmp/weir
+  weir dev cluster --nodes 3          # a local 3-broker cluster in the foreground
   weir topic create events --partitions 3 --replication-factor 3
   weir cluster describe
   printf 'user-1:hello\\nuser-2:world\\n' | weir produce events --key-separator :
@@ -56,6 +58,7 @@ enum Command {
     Consume(consume::ConsumeArgs),
     Group(group::GroupArgs),
     Bench(bench::BenchArgs),
+    Dev(dev::DevArgs),
 }
 
 /// A usage error found after clap parsed the flags (a combination clap cannot check):
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),
+        Command::Dev(args) => dev::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

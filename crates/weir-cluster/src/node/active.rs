@@ -19,6 +19,10 @@ use crate::quorum::{Quorum, QuorumError};
 pub(super) const QUEUE_DEPTH: usize = 1024;
 /// How often broker sessions are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// Longest a proposal may wait to commit (without a quorum it never would: the caller
+/// gets a retriable answer instead of waiting, and the controller takes the next
+/// request).
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a commit may take to show in the applied image.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -139,7 +143,14 @@ async fn handle(
 /// Commits `records` and waits until the local image holds them.
 async fn commit(quorum: &Quorum, records: Vec<MetadataRecord>) -> Result<(), QuorumError> {
     let count = records.len() as i64;
-    let first = quorum.propose(records).await?;
+    let first = match tokio::time::timeout(PROPOSE_TIMEOUT, quorum.propose(records)).await {
+        Ok(proposed) => proposed?,
+        Err(_) => {
+            return Err(QuorumError::NoLeader {
+                waited_ms: PROPOSE_TIMEOUT.as_millis() as u64,
+            });
+        }
+    };
     quorum
         .wait_until(APPLY_TIMEOUT, |s| s.metadata_offset >= first + count)
         .await?;

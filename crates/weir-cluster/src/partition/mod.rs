@@ -366,7 +366,8 @@ impl Partition {
         pending.await.map_err(|_| self.shared.closed())?
     }
 
-    /// Log start, high watermark and log end.
+    /// Log start, high watermark and log end (on a follower, the high watermark its
+    /// leader last told it).
     pub async fn offsets(&self) -> Result<PartitionOffsets, ClusterError> {
         let guard = self.shared.read_guard().await;
         let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
@@ -376,9 +377,18 @@ impl Partition {
             log_end_offset,
             ..
         } = log.offsets();
+        // A follower never publishes: it reports the high watermark its leader last
+        // told it (reads are refused on it anyway).
+        let high_watermark = {
+            let replica = self.shared.replica();
+            match replica.role() {
+                Role::Follower { .. } => replica.high_watermark(),
+                _ => self.high_watermark(),
+            }
+        };
         Ok(PartitionOffsets {
             log_start_offset,
-            high_watermark: self.high_watermark().max(log_start_offset),
+            high_watermark: high_watermark.max(log_start_offset),
             log_end_offset,
         })
     }

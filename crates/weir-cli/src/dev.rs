@@ -1,0 +1,214 @@
+//! `weir dev cluster`: a local cluster of N brokers in the foreground, each a controller
+//! voter, with its data under one directory, for trying replication without
+//! containers. It runs this same binary as `weir serve` N times, prints the
+//! `--brokers` string, and stops them all (gracefully: SIGTERM, controlled shutdown) on
+//! Ctrl-C or SIGTERM, or when any of them exits.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+
+use crate::UsageError;
+
+/// Most brokers `weir dev cluster` starts (every one is a voter; 9 is the voter limit).
+pub const MAX_DEV_NODES: u16 = 9;
+/// Ports between consecutive brokers: node N listens on `base + (N-1) * PORT_STRIDE` and
+/// serves `/metrics` on the next port.
+const PORT_STRIDE: u16 = 100;
+/// How long stopping brokers get before they are killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+const EXAMPLES: &str = "\
+Examples:
+  weir dev cluster                                # 3 brokers on 127.0.0.1:9292, :9392, :9492
+  weir dev cluster --nodes 5 --data-dir /tmp/weir-dev
+  # then, in another terminal:
+  weir topic create orders --partitions 6 --replication-factor 3 \\
+       --brokers 127.0.0.1:9292,127.0.0.1:9392,127.0.0.1:9492
+  weir cluster describe --brokers 127.0.0.1:9292
+
+Each broker logs to <data-dir>/node-N/serve.log. Ctrl-C stops them all (controlled
+shutdown first: leaderships move before a broker stops). Stop one broker to watch
+failover: `kill -TERM <pid>` (printed at start), or `kill -9` for a crash; the others
+keep running, and the command to start it again is printed.";
+
+/// Development helpers.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    #[command(subcommand)]
+    command: DevCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevCommand {
+    /// Run a local multi-broker cluster in the foreground.
+    #[command(after_help = EXAMPLES)]
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    /// Number of brokers, each a controller voter (1 to 9).
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Directory holding every broker's data (node-1, node-2, ...).
+    #[arg(long, default_value = "weir-dev-cluster")]
+    data_dir: PathBuf,
+    /// Client port of node 1; node N uses base + (N-1)*100, and the next port for /metrics.
+    #[arg(long, default_value_t = 9292)]
+    base_port: u16,
+}
+
+pub fn run(args: DevArgs) -> anyhow::Result<()> {
+    match args.command {
+        DevCommand::Cluster(args) => run_cluster(args),
+    }
+}
+
+fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    if !(1..=MAX_DEV_NODES).contains(&args.nodes) {
+        return Err(UsageError(format!(
+            "--nodes {} is outside 1..={MAX_DEV_NODES}",
+            args.nodes
+        ))
+        .into());
+    }
+    let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 1;
+    if args.base_port == 0 || last > u32::from(u16::MAX) {
+        return Err(UsageError(format!(
+            "--base-port {} leaves no room for {} brokers (ports up to {last})",
+            args.base_port, args.nodes
+        ))
+        .into());
+    }
+    let port = |n: u16| args.base_port + (n - 1) * PORT_STRIDE;
+    let voters: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("{n}@127.0.0.1:{}", port(n)))
+        .collect();
+    let brokers: Vec<String> = (1..=args.nodes)
+        .map(|n| format!("127.0.0.1:{}", port(n)))
+        .collect();
+    let exe = std::env::current_exe().context("finding the weir binary")?;
+    let mut children: Vec<(u16, Child)> = Vec::new();
+    for n in 1..=args.nodes {
+        let dir = args.data_dir.join(format!("node-{n}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let log_path = dir.join("serve.log");
+        let log =
+            File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
+        let child = Command::new(&exe)
+            .arg("serve")
+            .args(["--node-id", &n.to_string()])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{}", port(n))])
+            .args(["--admin-listen", &format!("127.0.0.1:{}", port(n) + 1)])
+            .args(["--controller-voters", &voters.join(",")])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn();
+        match child {
+            Ok(c) => {
+                eprintln!(
+                    "node {n}: pid {}, 127.0.0.1:{} (metrics on :{}), log {}",
+                    c.id(),
+                    port(n),
+                    port(n) + 1,
+                    log_path.display()
+                );
+                children.push((n, c));
+            }
+            Err(e) => {
+                stop_all(&mut children);
+                return Err(e).context(format!("starting node {n}"));
+            }
+        }
+    }
+    // The one line a script needs, on stdout.
+    println!("{}", brokers.join(","));
+    eprintln!("Ctrl-C stops the cluster.");
+    let stop = stop_signal()?;
+    // A broker that exits (killed to watch a failover, say) is reported, not followed:
+    // the others go on until Ctrl-C, or until none is left.
+    let mut running: Vec<(u16, Child)> = children;
+    loop {
+        if stop.try_recv().is_ok() {
+            break;
+        }
+        running.retain_mut(|(n, c)| match c.try_wait() {
+            Ok(Some(status)) => {
+                eprintln!(
+                    "node {n} exited ({status}); the others keep running. Its log: {}. To start it again: {} serve --node-id {n} --data-dir {} --listen 127.0.0.1:{} --admin-listen 127.0.0.1:{} --controller-voters {}",
+                    args.data_dir.join(format!("node-{n}/serve.log")).display(),
+                    exe.display(),
+                    args.data_dir.join(format!("node-{n}")).display(),
+                    port(*n),
+                    port(*n) + 1,
+                    voters.join(",")
+                );
+                false
+            }
+            _ => true,
+        });
+        if running.is_empty() {
+            anyhow::bail!("every broker exited");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop_all(&mut running);
+    Ok(())
+}
+
+/// A channel that receives once on Ctrl-C or SIGTERM.
+fn stop_signal() -> anyhow::Result<std::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(t) => t,
+                    Err(_) => return,
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send(());
+        });
+    });
+    Ok(rx)
+}
+
+/// SIGTERM to every broker still running, then waits (killing any that outlast
+/// [`STOP_TIMEOUT`]).
+fn stop_all(children: &mut [(u16, Child)]) {
+    for (_, c) in children.iter() {
+        // SAFETY: kill(2) on a pid this process started and has not reaped yet.
+        unsafe {
+            libc::kill(c.id() as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+    for (n, c) in children.iter_mut() {
+        loop {
+            match c.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if std::time::Instant::now() >= deadline => {
+                    eprintln!("node {n} did not stop in time; killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+}
