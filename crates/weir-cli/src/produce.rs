@@ -51,7 +51,7 @@ pub struct ProduceArgs {
     /// Write every record to this partition instead of choosing by key.
     #[arg(long, short = 'p')]
     partition: Option<u32>,
-    /// When the broker acknowledges: none, leader or all.
+    /// When the broker acknowledges: none, leader or all (the default, as in Kafka 3.0+).
     #[arg(long, value_enum, default_value_t = AcksArg::All)]
     acks: AcksArg,
     /// Compression of each batch.
@@ -71,8 +71,7 @@ pub enum AcksArg {
     /// After the partition leader appended the records.
     #[value(alias = "1")]
     Leader,
-    /// After every in-sync replica has them (durable per the topic's flush.policy); the
-    /// default.
+    /// After every in-sync replica has them (durable per the topic's flush.policy).
     #[value(alias = "-1")]
     All,
 }
