@@ -1,0 +1,878 @@
+//! A cluster of real `weir serve` processes on 127.0.0.1, each behind the fault proxy,
+//! and the process faults: SIGKILL, SIGTERM (graceful), SIGSTOP/SIGCONT, restart on the
+//! same data directory.
+//!
+//! Each node listens on one port of its own for clients and for other nodes, and
+//! advertises its proxy's address (`--advertise`); the voter list names the proxies too.
+//! So every byte between nodes, and between clients that follow advertised addresses and
+//! nodes, crosses the proxy. (Why not `--internal-listen`: a node registers its bound
+//! internal address as the endpoint followers fetch from, with no flag to advertise
+//! another, so replication would bypass a proxy in front of it and only the quorum's
+//! traffic could be cut.) The harness's own admin calls go straight to a node's real
+//! port, so a cut node can still be asked what it thinks.
+//!
+//! Every process is killed when the [`Cluster`] is dropped, on panic too; unless the
+//! test called [`Cluster::finish`], the tail of every node's log is printed and the data
+//! directory is kept for a post-mortem. Processes are started from a thread that lives as
+//! long as the cluster with `PR_SET_PDEATHSIG`, so a test runner killed outright takes
+//! its brokers with it.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tonic::transport::Channel;
+use weir_proto::v1 as pb;
+use weir_proto::v1::admin_client::AdminClient;
+use weir_proto::v1::consumer_client::ConsumerClient;
+
+use crate::binary::weir_binary;
+use crate::checker::Record;
+use crate::proxy::Proxy;
+use crate::wait::wait_for;
+
+/// Longest an admin call to one node may take (a paused node never answers).
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a node may take to bind its port after its process starts.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Lines of each node's log printed when a test fails.
+const LOG_TAIL_LINES: usize = 150;
+/// Attempts at starting a node whose port another process took meanwhile.
+const MAX_BIND_ATTEMPTS: u32 = 3;
+
+/// How to start a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Number of nodes, all controller voters, ids 1..=nodes.
+    pub nodes: usize,
+    /// `RUST_LOG` of the brokers (`WEIR_TESTS_LOG` overrides the default, `info`).
+    pub log_filter: String,
+    /// How long the cluster may take to form (every broker registered and unfenced).
+    pub form_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> ClusterConfig {
+        ClusterConfig {
+            nodes: 3,
+            log_filter: std::env::var("WEIR_TESTS_LOG").unwrap_or_else(|_| "info".to_owned()),
+            form_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What a node's process is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    /// Running (it may still be cut off by the proxy).
+    Running,
+    /// Stopped by SIGSTOP.
+    Paused,
+    /// Not running: killed, terminated, or exited.
+    Down,
+}
+
+#[derive(Debug)]
+struct Node {
+    id: i32,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    state: NodeState,
+    starts: u32,
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Cluster {
+    binary: PathBuf,
+    config: ClusterConfig,
+    dir: Option<tempfile::TempDir>,
+    nodes: Vec<Node>,
+    proxy: Proxy,
+    spawner: Spawner,
+    finished: bool,
+}
+
+impl Cluster {
+    /// Builds (if needed) and starts `config.nodes` brokers, and waits until every one
+    /// is registered and unfenced.
+    pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
+        let binary = tokio::task::spawn_blocking(weir_binary).await??;
+        let dir = tempfile::Builder::new()
+            .prefix("weir-faults-")
+            .tempdir()
+            .context("creating the cluster's directory")?;
+        let ids: Vec<i32> = (1..=config.nodes as i32).collect();
+        let proxy = Proxy::start(&ids)?;
+        let mut nodes = Vec::new();
+        for &id in &ids {
+            let listen = free_port()?;
+            proxy.set_upstream(id, listen);
+            nodes.push(Node {
+                id,
+                listen,
+                data_dir: dir.path().join(format!("node-{id}")),
+                log: dir.path().join(format!("node-{id}.log")),
+                child: None,
+                state: NodeState::Down,
+                starts: 0,
+            });
+        }
+        let mut cluster = Cluster {
+            binary,
+            config,
+            dir: Some(dir),
+            nodes,
+            proxy,
+            spawner: Spawner::start()?,
+            finished: false,
+        };
+        for id in ids {
+            cluster.spawn(id)?;
+        }
+        for id in cluster.ids() {
+            cluster.wait_listening(id).await?;
+        }
+        let limit = cluster.config.form_timeout;
+        cluster
+            .wait_brokers_unfenced(limit)
+            .await
+            .context("the cluster did not form")?;
+        Ok(cluster)
+    }
+
+    /// Node ids, ascending.
+    pub fn ids(&self) -> Vec<i32> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// The addresses clients bootstrap from: every node's proxy.
+    pub fn bootstrap(&self) -> Vec<String> {
+        self.ids()
+            .into_iter()
+            .map(|id| self.proxy.address(id).to_string())
+            .collect()
+    }
+
+    /// The fault proxy (cuts, delays, heal).
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Where the cluster's files are: `node-<id>/` data and `node-<id>.log`.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("kept until drop").path()
+    }
+
+    /// What node `id`'s process is doing.
+    pub fn state(&self, id: i32) -> NodeState {
+        self.node(id).state
+    }
+
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: i32) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL: the process dies at once, with whatever it had not flushed.
+    pub fn kill(&mut self, id: i32) -> anyhow::Result<()> {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        signal(&child, libc::SIGKILL)?;
+        child.wait().with_context(|| format!("reaping node {id}"))?;
+        node.state = NodeState::Down;
+        self.proxy.set_process(id, None);
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to `limit` for a clean exit (status 0); returns how long it
+    /// took. A node that does not stop in time is killed and reported.
+    pub async fn terminate(&mut self, id: i32, limit: Duration) -> anyhow::Result<Duration> {
+        let node = self.node_mut(id);
+        let mut child = node
+            .child
+            .take()
+            .with_context(|| format!("node {id} is not running"))?;
+        if node.state == NodeState::Paused {
+            signal(&child, libc::SIGCONT)?;
+        }
+        node.state = NodeState::Down;
+        self.proxy.set_process(id, None);
+        let started = Instant::now();
+        signal(&child, libc::SIGTERM)?;
+        let status = wait_for(limit, &format!("node {id} to exit after SIGTERM"), || {
+            std::future::ready(child.try_wait().ok().flatten())
+        })
+        .await;
+        match status {
+            Ok(status) if status.success() => Ok(started.elapsed()),
+            Ok(status) => bail!(
+                "node {id} exited with {status} after SIGTERM; its log ends:\n{}",
+                tail(&self.node(id).log, 40)
+            ),
+            Err(e) => {
+                let _ = signal(&child, libc::SIGKILL);
+                let _ = child.wait();
+                Err(e.context(format!(
+                    "node {id} did not stop after SIGTERM (killed); its log ends:\n{}",
+                    tail(&self.node(id).log, 40)
+                )))
+            }
+        }
+    }
+
+    /// SIGSTOP: the process freezes (its sockets stay open, nothing answers).
+    pub fn pause(&mut self, id: i32) -> anyhow::Result<()> {
+        let node = self.node_mut(id);
+        let child = node
+            .child
+            .as_ref()
+            .with_context(|| format!("node {id} is not running"))?;
+        signal(child, libc::SIGSTOP)?;
+        node.state = NodeState::Paused;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&mut self, id: i32) -> anyhow::Result<()> {
+        let node = self.node_mut(id);
+        let child = node
+            .child
+            .as_ref()
+            .with_context(|| format!("node {id} is not running"))?;
+        signal(child, libc::SIGCONT)?;
+        node.state = NodeState::Running;
+        Ok(())
+    }
+
+    /// Starts a node that is down again, on the same data directory and ports, and waits
+    /// until it listens.
+    pub async fn restart(&mut self, id: i32) -> anyhow::Result<()> {
+        if self.node(id).state != NodeState::Down {
+            bail!("node {id} is not down");
+        }
+        self.spawn(id)?;
+        self.wait_listening(id).await
+    }
+
+    /// The active controller, as most running nodes that answer say (a node cut off
+    /// from the others may still believe it is).
+    pub async fn controller(&self) -> Option<i32> {
+        let mut votes: BTreeMap<i32, usize> = BTreeMap::new();
+        for id in self.running() {
+            if let Ok(c) = self.describe_cluster_on(id).await
+                && c.controller_id > 0
+            {
+                *votes.entry(c.controller_id).or_default() += 1;
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|&(id, n)| (n, std::cmp::Reverse(id)))
+            .map(|(id, _)| id)
+    }
+
+    /// DescribeCluster on node `id` (straight to its port, not through the proxy).
+    pub async fn describe_cluster_on(
+        &self,
+        id: i32,
+    ) -> anyhow::Result<pb::DescribeClusterResponse> {
+        let mut admin = AdminClient::new(self.channel(id).await?);
+        let response = tokio::time::timeout(
+            RPC_TIMEOUT,
+            admin.describe_cluster(pb::DescribeClusterRequest {}),
+        )
+        .await
+        .with_context(|| format!("node {id} did not answer DescribeCluster"))??;
+        Ok(response.into_inner())
+    }
+
+    /// DescribeTopic on node `id`: its own view of the metadata.
+    pub async fn describe_on(&self, id: i32, topic: &str) -> anyhow::Result<pb::TopicDescription> {
+        let mut admin = AdminClient::new(self.channel(id).await?);
+        let request = pb::DescribeTopicRequest {
+            name: topic.to_owned(),
+        };
+        let response = tokio::time::timeout(RPC_TIMEOUT, admin.describe_topic(request))
+            .await
+            .with_context(|| format!("node {id} did not answer DescribeTopic"))??;
+        response
+            .into_inner()
+            .topic
+            .with_context(|| format!("node {id} described no topic {topic}"))
+    }
+
+    /// DescribeTopic on the active controller (whose metadata is the newest), else on
+    /// any running node that answers.
+    pub async fn describe(&self, topic: &str) -> anyhow::Result<pb::TopicDescription> {
+        let controller = self.controller().await;
+        let mut order: Vec<i32> = controller.into_iter().collect();
+        order.extend(
+            self.running()
+                .into_iter()
+                .filter(|&id| Some(id) != controller),
+        );
+        let mut last = None;
+        for id in order {
+            if self.state(id) != NodeState::Running {
+                continue;
+            }
+            match self.describe_on(id, topic).await {
+                Ok(t) => return Ok(t),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node is running")))
+    }
+
+    /// The leader of `topic`/`partition` (-1: none), per [`Cluster::describe`].
+    pub async fn leader(&self, topic: &str, partition: u32) -> anyhow::Result<i32> {
+        let t = self.describe(topic).await?;
+        t.partitions
+            .iter()
+            .find(|p| p.partition == partition)
+            .map(|p| p.leader)
+            .with_context(|| format!("{topic} has no partition {partition}"))
+    }
+
+    /// Creates a topic (on the active controller's node, retrying while the quorum is
+    /// busy) and waits until every partition has a leader and a full ISR on every node.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        min_insync_replicas: u32,
+    ) -> anyhow::Result<()> {
+        let request = pb::CreateTopicRequest {
+            name: name.to_owned(),
+            partitions,
+            replication_factor,
+            configs: [(
+                "min.insync.replicas".to_owned(),
+                min_insync_replicas.to_string(),
+            )]
+            .into(),
+        };
+        wait_for(
+            Duration::from_secs(20),
+            &format!("topic {name} created"),
+            || async {
+                let id = self.controller().await?;
+                let mut admin = AdminClient::new(self.channel(id).await.ok()?);
+                match tokio::time::timeout(RPC_TIMEOUT, admin.create_topic(request.clone())).await {
+                    Ok(Ok(_)) => Some(()),
+                    Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => Some(()),
+                    _ => None,
+                }
+            },
+        )
+        .await?;
+        self.wait_healthy(name, Duration::from_secs(20)).await
+    }
+
+    /// Waits until every running node is registered and unfenced in every running node's
+    /// view, and every node is running.
+    pub async fn wait_brokers_unfenced(&self, limit: Duration) -> anyhow::Result<()> {
+        let n = self.nodes.len();
+        wait_for(
+            limit,
+            &format!("{n} registered, unfenced brokers"),
+            || async {
+                if self.running().len() != n {
+                    return None;
+                }
+                for id in self.running() {
+                    let c = self.describe_cluster_on(id).await.ok()?;
+                    if c.brokers.len() != n || c.brokers.iter().any(|b| b.fenced) {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await
+    }
+
+    /// Waits until the cluster is whole for `topic`: every node running and unfenced,
+    /// and every running node agreeing that every partition has a leader, the same
+    /// leader epoch, and every replica in its ISR.
+    pub async fn wait_healthy(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        let last_views = Mutex::new(String::new());
+        let what = format!("{topic} to have every partition led with a full ISR on every node");
+        let result = wait_for(limit, &what, || {
+            let views = &last_views;
+            async move {
+                if self.running().len() != self.nodes.len() {
+                    *lock(views) = "not every node is running".to_owned();
+                    return None;
+                }
+                let mut seen: Option<Vec<(i32, i32)>> = None;
+                let mut text = String::new();
+                let mut healthy = true;
+                for id in self.running() {
+                    let t = match self.describe_on(id, topic).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            text.push_str(&format!("node {id}: {e:#}\n"));
+                            healthy = false;
+                            continue;
+                        }
+                    };
+                    text.push_str(&format!("node {id}: {}\n", partitions_line(&t)));
+                    let leaders: Vec<(i32, i32)> = t
+                        .partitions
+                        .iter()
+                        .map(|p| (p.leader, p.leader_epoch))
+                        .collect();
+                    let whole = t
+                        .partitions
+                        .iter()
+                        .all(|p| p.leader > 0 && p.isr.len() == p.replicas.len());
+                    healthy &= whole && seen.as_ref().is_none_or(|s| *s == leaders);
+                    seen = Some(leaders);
+                }
+                *lock(views) = text;
+                healthy.then_some(())
+            }
+        })
+        .await;
+        result.map_err(|e| e.context(format!("last views:\n{}", lock(&last_views))))
+    }
+
+    /// Waits until the replicas of every partition of `topic` have converged: every
+    /// running node reports the same log end offset, and each partition's leader its
+    /// high watermark there.
+    pub async fn wait_quiet(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        let last_views = Mutex::new(String::new());
+        let result = wait_for(
+            limit,
+            &format!("the replicas of {topic} to converge"),
+            || {
+                let views = &last_views;
+                async move {
+                    let mut ends: Option<Vec<i64>> = None;
+                    let mut text = String::new();
+                    let mut quiet = true;
+                    for id in self.running() {
+                        let t = match self.describe_on(id, topic).await {
+                            Ok(t) => t,
+                            Err(e) => {
+                                text.push_str(&format!("node {id}: {e:#}\n"));
+                                quiet = false;
+                                continue;
+                            }
+                        };
+                        text.push_str(&format!("node {id}: {}\n", partitions_line(&t)));
+                        let these: Vec<i64> =
+                            t.partitions.iter().map(|p| p.log_end_offset).collect();
+                        // Only a leader publishes a high watermark (a follower reports 0).
+                        quiet &= t
+                            .partitions
+                            .iter()
+                            .filter(|p| p.leader == id)
+                            .all(|p| p.high_watermark == p.log_end_offset)
+                            && ends.as_ref().is_none_or(|e| *e == these);
+                        ends = Some(these);
+                    }
+                    *lock(views) = text;
+                    (quiet && ends.is_some()).then_some(())
+                }
+            },
+        )
+        .await;
+        result.map_err(|e| e.context(format!("last views:\n{}", lock(&last_views))))
+    }
+
+    /// Every record of every partition of `topic`, read from offset 0 up to the high
+    /// watermark on the partition's current leader (straight to its port).
+    pub async fn read_all(&self, topic: &str) -> anyhow::Result<Vec<Record>> {
+        let partitions = self.describe(topic).await?.partitions.len() as u32;
+        let mut out = Vec::new();
+        for partition in 0..partitions {
+            let last_error = Mutex::new(String::new());
+            let records = wait_for(
+                Duration::from_secs(30),
+                &format!("a full read of {topic}/{partition} from its leader"),
+                || {
+                    let last_error = &last_error;
+                    async move {
+                        match self.read_partition(topic, partition).await {
+                            Ok(records) => Some(records),
+                            Err(e) => {
+                                *lock(last_error) = format!("{e:#}");
+                                None
+                            }
+                        }
+                    }
+                },
+            )
+            .await
+            .map_err(|e| e.context(format!("last error: {}", lock(&last_error))))?;
+            out.extend(records);
+        }
+        Ok(out)
+    }
+
+    async fn read_partition(&self, topic: &str, partition: u32) -> anyhow::Result<Vec<Record>> {
+        let leader = self.leader(topic, partition).await?;
+        if leader <= 0 {
+            bail!("{topic}/{partition} has no leader");
+        }
+        let mut consumer = ConsumerClient::new(self.channel(leader).await?)
+            .max_decoding_message_size(64 * 1024 * 1024);
+        let mut records = Vec::new();
+        let mut offset = 0;
+        loop {
+            let request = pb::FetchRequest {
+                topic: topic.to_owned(),
+                partitions: vec![pb::PartitionFetch {
+                    partition,
+                    offset,
+                    max_bytes: 0,
+                }],
+                max_wait_ms: 0,
+                min_bytes: 0,
+                max_bytes: 0,
+                format: pb::RecordFormat::Records as i32,
+            };
+            let mut response = tokio::time::timeout(RPC_TIMEOUT, consumer.fetch(request))
+                .await
+                .with_context(|| format!("node {leader} did not answer Fetch"))??
+                .into_inner();
+            let result = response
+                .results
+                .pop()
+                .with_context(|| format!("node {leader} answered Fetch with no result"))?;
+            if let Some(error) = result.error {
+                bail!("node {leader} refused to read {topic}/{partition}@{offset}: {error:?}");
+            }
+            if result.records.is_empty() {
+                if offset < result.high_watermark {
+                    bail!(
+                        "node {leader} returned nothing at {topic}/{partition}@{offset}, below its high watermark {}",
+                        result.high_watermark
+                    );
+                }
+                return Ok(records);
+            }
+            for r in result.records {
+                let value = r
+                    .value
+                    .as_deref()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                records.push(Record::new(partition, r.offset, value));
+            }
+            offset = result.next_offset;
+        }
+    }
+
+    /// The test passed: kill every node and delete the cluster's files (no logs printed;
+    /// `WEIR_TESTS_KEEP=1` keeps the files and says where).
+    pub fn finish(mut self) {
+        self.finished = true;
+        if std::env::var_os("WEIR_TESTS_KEEP").is_some_and(|v| v != "0")
+            && let Some(dir) = self.dir.take()
+        {
+            eprintln!(
+                "weir-tests: the cluster's files are kept in {}",
+                dir.keep().display()
+            );
+        }
+    }
+
+    /// The last `lines` lines of node `id`'s log.
+    pub fn log_tail(&self, id: i32, lines: usize) -> String {
+        tail(&self.node(id).log, lines)
+    }
+
+    fn running(&self) -> Vec<i32> {
+        self.nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Running)
+            .map(|n| n.id)
+            .collect()
+    }
+
+    fn node(&self, id: i32) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    fn node_mut(&mut self, id: i32) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .unwrap_or_else(|| panic!("no node {id}"))
+    }
+
+    async fn channel(&self, id: i32) -> anyhow::Result<Channel> {
+        let addr = self.node(id).listen;
+        let channel = Channel::from_shared(format!("http://{addr}"))?
+            .connect_timeout(RPC_TIMEOUT)
+            .timeout(RPC_TIMEOUT);
+        tokio::time::timeout(RPC_TIMEOUT, channel.connect())
+            .await
+            .with_context(|| format!("connecting to node {id} at {addr} timed out"))?
+            .with_context(|| format!("connecting to node {id} at {addr}"))
+    }
+
+    fn voters(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("{}@{}", n.id, self.proxy.address(n.id)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, id: i32) -> anyhow::Result<()> {
+        let voters = self.voters();
+        let advertise = self.proxy.address(id);
+        let binary = self.binary.clone();
+        let filter = self.config.log_filter.clone();
+        let node = self.node_mut(id);
+        node.starts += 1;
+        std::fs::create_dir_all(&node.data_dir)?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("opening {}", node.log.display()))?;
+        writeln!(
+            log,
+            "--- weir-tests: start #{} of node {id} (listen {}, advertised {advertise})",
+            node.starts, node.listen
+        )?;
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
+            .args(["--node-id", &id.to_string()])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--listen", &node.listen.to_string()])
+            .args(["--admin-listen", "off"])
+            .args(["--advertise", &advertise.to_string()])
+            .args(["--controller-voters", &voters])
+            .env("RUST_LOG", filter)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        // Only the flags above configure the node.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WEIR_") {
+                command.env_remove(key);
+            }
+        }
+        let child = self.spawner.spawn(command)?;
+        let pid = child.id();
+        let node = self.node_mut(id);
+        node.child = Some(child);
+        node.state = NodeState::Running;
+        self.proxy.set_process(id, Some(pid));
+        Ok(())
+    }
+
+    /// Waits until node `id` accepts connections; if its port was taken meanwhile (it
+    /// exited saying so), starts it again on another.
+    async fn wait_listening(&mut self, id: i32) -> anyhow::Result<()> {
+        for _ in 0..MAX_BIND_ATTEMPTS {
+            let listen = self.node(id).listen;
+            let outcome = wait_for(
+                LISTEN_TIMEOUT,
+                &format!("node {id} to listen on {listen}"),
+                || {
+                    let exited = self
+                        .nodes
+                        .iter_mut()
+                        .find(|n| n.id == id)
+                        .and_then(|n| n.child.as_mut())
+                        .map(|c| c.try_wait().ok().flatten());
+                    async move {
+                        if let Some(Some(status)) = exited {
+                            return Some(Err(status));
+                        }
+                        tokio::net::TcpStream::connect(listen)
+                            .await
+                            .ok()
+                            .map(|_| Ok(()))
+                    }
+                },
+            )
+            .await?;
+            let Err(status) = outcome else { return Ok(()) };
+            let node = self.node_mut(id);
+            node.child = None;
+            node.state = NodeState::Down;
+            let log = tail(&node.log, 40);
+            if !log.contains("binding the gRPC listener") {
+                bail!("node {id} exited with {status} at start; its log ends:\n{log}");
+            }
+            let listen = free_port()?;
+            self.node_mut(id).listen = listen;
+            self.proxy.set_upstream(id, listen);
+            self.spawn(id)?;
+        }
+        bail!("node {id} could not bind a port in {MAX_BIND_ATTEMPTS} attempts")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = signal(&child, libc::SIGCONT);
+                let _ = signal(&child, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+        if self.finished {
+            return;
+        }
+        let Some(dir) = self.dir.take() else { return };
+        let kept = dir.keep();
+        eprintln!(
+            "weir-tests: the cluster did not finish cleanly; its files are kept in {}",
+            kept.display()
+        );
+        for node in &self.nodes {
+            eprintln!(
+                "---------- node {} log ({}), last {LOG_TAIL_LINES} lines ----------\n{}",
+                node.id,
+                node.log.display(),
+                tail(&node.log, LOG_TAIL_LINES)
+            );
+        }
+    }
+}
+
+/// A port on 127.0.0.1 free now (bound, then released for the broker to bind).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?)
+}
+
+fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
+    let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+    // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child, not
+    // yet reaped (a reaped child's `Child` is never kept), so it names no other process.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error()).with_context(|| format!("kill({pid}, {signal})"));
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+fn partitions_line(t: &pb::TopicDescription) -> String {
+    let parts: BTreeMap<u32, String> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            (
+                p.partition,
+                format!(
+                    "p{} leader {} epoch {} isr {:?} hw {} leo {}",
+                    p.partition,
+                    p.leader,
+                    p.leader_epoch,
+                    p.isr,
+                    p.high_watermark,
+                    p.log_end_offset
+                ),
+            )
+        })
+        .collect();
+    parts.into_values().collect::<Vec<_>>().join("; ")
+}
+
+type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
+
+/// Starts processes from one thread that outlives them, with `PR_SET_PDEATHSIG`
+/// (SIGKILL), which fires when the *thread* that forked a child exits: a test runner
+/// killed outright takes its brokers with it, and a runtime's short-lived worker
+/// threads cannot take them early.
+#[derive(Debug)]
+struct Spawner {
+    requests: Option<mpsc::Sender<SpawnRequest>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Spawner {
+    fn start() -> anyhow::Result<Spawner> {
+        let (requests, incoming) = mpsc::channel::<SpawnRequest>();
+        let thread = std::thread::Builder::new()
+            .name("weir-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in incoming {
+                    // SAFETY: the closure runs in the forked child before exec and calls
+                    // only prctl(2), which is async-signal-safe and allocates nothing.
+                    unsafe {
+                        command.pre_exec(|| {
+                            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                                return Err(io::Error::last_os_error());
+                            }
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(command.spawn());
+                }
+            })
+            .context("starting the spawner thread")?;
+        Ok(Spawner {
+            requests: Some(requests),
+            thread: Some(thread),
+        })
+    }
+
+    fn spawn(&self, command: Command) -> anyhow::Result<Child> {
+        let (reply, answer) = mpsc::channel();
+        self.requests
+            .as_ref()
+            .expect("open until drop")
+            .send((command, reply))
+            .ok()
+            .context("the spawner thread is gone")?;
+        answer
+            .recv()
+            .context("the spawner thread is gone")?
+            .context("starting weir")
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! End-to-end fault tests of a Weir cluster: real `weir serve` processes on 127.0.0.1,
+//! faults a user's cluster meets (a process killed, paused, stopped gracefully, cut off
+//! from its peers, slowed), and a check of what clients saw against what Weir promises
+//! (docs/replication.md § 3: no acknowledged record lost; a record read is never changed
+//! or taken back).
+//!
+//! - [`cluster`]: starts the brokers (building the `weir` binary if it is stale, see
+//!   [`binary`]), signals them, restarts them on their data directories, asks them
+//!   what they think (DescribeCluster, DescribeTopic) and reads a topic back in full.
+//! - [`proxy`]: a TCP proxy in front of every node that cuts and delays links between
+//!   nodes, telling nodes apart by their processes ([`owner`]).
+//! - [`workload`]: producers and consumers on the real client, recording a history.
+//! - [`checker`]: finds the anomalies in a history (lost, duplicated, changed records,
+//!   consumers going backwards or skipping).
+//! - [`nemesis`]: a seeded random schedule of faults, for the long run.
+//! - [`wait`]: every wait is on a condition with a deadline.
+//!
+//! Architecture invariant: this crate knows the `weir` binary's flags, the public gRPC
+//! API and the client, never a broker's internals: it checks what a user could.
+//! Linux only (`/proc`, `prctl`).
+
+pub mod binary;
+pub mod checker;
+pub mod cluster;
+pub mod nemesis;
+pub mod owner;
+pub mod proxy;
+pub mod wait;
+pub mod workload;
+
+/// Sends the test process's own logs (the client's: `weir_client` warns when it resets a
+/// position or gives up on a stream) to the test's output; `WEIR_TESTS_CLIENT_LOG` sets
+/// the filter (default `weir_client=warn`). Brokers log to their own files.
+pub fn init_client_logs() {
+    let filter =
+        std::env::var("WEIR_TESTS_CLIENT_LOG").unwrap_or_else(|_| "weir_client=warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs fault tests one at a time: each starts three brokers, and two clusters on two
+/// cores would make every timing (and the failover figures) meaningless.
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}

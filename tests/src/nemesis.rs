@@ -1,0 +1,226 @@
+//! The nemesis (Jepsen's name for the fault injector): a seeded random schedule of faults
+//! on a [`Cluster`], each applied, held for a while, healed, and followed by a wait for
+//! the cluster to be whole again. The seed is printed, and `WEIR_FAULTS_SEED` replays the
+//! same schedule (the cluster's own timing still varies: the schedule is what repeats).
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::cluster::{Cluster, NodeState};
+use crate::workload::Workload;
+
+/// Longest the cluster may take to be whole again after a fault is healed.
+pub const RECOVERY_TIMEOUT: Duration = Duration::from_secs(40);
+/// Longest a graceful stop may take.
+pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// splitmix64: small, seedable, good enough to pick faults.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `low..high` milliseconds.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.below(high - low))
+    }
+
+    /// True with probability `percent`/100.
+    pub fn percent(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// The seed: `WEIR_FAULTS_SEED` if set, else from the clock.
+pub fn seed() -> u64 {
+    match std::env::var("WEIR_FAULTS_SEED") {
+        Ok(s) => s.parse().expect("WEIR_FAULTS_SEED is a number"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1),
+    }
+}
+
+/// One fault on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL; healed by a restart.
+    Kill(i32),
+    /// SIGTERM (controlled shutdown); healed by a restart.
+    Terminate(i32),
+    /// SIGSTOP; healed by SIGCONT.
+    Pause(i32),
+    /// Cut off from every other node by the proxy; healed by restoring the links.
+    Isolate(i32),
+    /// Every byte to and from the node held this long; healed by lifting the delay.
+    Delay(i32, Duration),
+}
+
+impl Fault {
+    /// The node it hits.
+    pub fn node(&self) -> i32 {
+        match *self {
+            Fault::Kill(n) | Fault::Terminate(n) | Fault::Pause(n) | Fault::Isolate(n) => n,
+            Fault::Delay(n, _) => n,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fault::Kill(n) => write!(f, "kill -9 node {n}"),
+            Fault::Terminate(n) => write!(f, "SIGTERM node {n}"),
+            Fault::Pause(n) => write!(f, "SIGSTOP node {n}"),
+            Fault::Isolate(n) => write!(f, "cut node {n} off"),
+            Fault::Delay(n, d) => write!(f, "delay node {n} by {d:?}"),
+        }
+    }
+}
+
+/// Picks a fault: on the leader of a partition half the time (leaders are where faults
+/// hurt), else on any node.
+pub fn pick(rng: &mut Rng, nodes: &[i32], leader: Option<i32>) -> Fault {
+    let node = match leader {
+        Some(l) if rng.percent(50) => l,
+        _ => nodes[rng.below(nodes.len() as u64) as usize],
+    };
+    match rng.below(100) {
+        0..=29 => Fault::Kill(node),
+        30..=44 => Fault::Terminate(node),
+        45..=69 => Fault::Pause(node),
+        70..=89 => Fault::Isolate(node),
+        _ => Fault::Delay(node, rng.millis(50, 500)),
+    }
+}
+
+/// Applies `fault`.
+pub async fn apply(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
+    match fault {
+        Fault::Kill(n) => cluster.kill(n),
+        Fault::Terminate(n) => cluster.terminate(n, TERMINATE_TIMEOUT).await.map(|_| ()),
+        Fault::Pause(n) => cluster.pause(n),
+        Fault::Isolate(n) => {
+            cluster.proxy().isolate(n);
+            Ok(())
+        }
+        Fault::Delay(n, d) => {
+            cluster.proxy().delay(n, d);
+            Ok(())
+        }
+    }
+}
+
+/// Undoes `fault`: restarts, resumes or restores the node.
+pub async fn heal(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
+    let n = fault.node();
+    match fault {
+        Fault::Kill(_) | Fault::Terminate(_) => {
+            if cluster.state(n) == NodeState::Down {
+                cluster.restart(n).await?;
+            }
+            Ok(())
+        }
+        Fault::Pause(_) => cluster.resume(n),
+        Fault::Isolate(_) | Fault::Delay(..) => {
+            cluster.proxy().heal();
+            Ok(())
+        }
+    }
+}
+
+/// What a run of the nemesis did and what went wrong with the cluster's liveness.
+#[derive(Debug, Default)]
+pub struct NemesisLog {
+    /// Faults applied, in order, with when (seconds since the start).
+    pub applied: Vec<(f64, String)>,
+    /// Faults after which the cluster did not become whole, or writes did not resume,
+    /// in time: each with what was seen.
+    pub stuck: Vec<String>,
+    /// Faults that could not be applied or healed (a node that would not stop, say).
+    pub errors: Vec<String>,
+}
+
+/// Runs `faults` rounds on `topic` while `workload` runs: pick a fault (sometimes two at
+/// once, on different nodes), hold it, heal it, then wait for the cluster to be whole
+/// and for writes to go through again. Stops early if the cluster stays broken.
+pub async fn run(
+    cluster: &mut Cluster,
+    workload: &Workload,
+    topic: &str,
+    partitions: u32,
+    faults: usize,
+    rng: &mut Rng,
+) -> NemesisLog {
+    let started = Instant::now();
+    let mut log = NemesisLog::default();
+    let nodes = cluster.ids();
+    let mut round = 0;
+    while log.applied.len() < faults {
+        round += 1;
+        let partition = rng.below(u64::from(partitions)) as u32;
+        let leader = cluster
+            .leader(topic, partition)
+            .await
+            .ok()
+            .filter(|&l| l > 0);
+        let mut now = vec![pick(rng, &nodes, leader)];
+        if rng.percent(15) {
+            let second = pick(rng, &nodes, None);
+            if second.node() != now[0].node() {
+                now.push(second);
+            }
+        }
+        for &fault in &now {
+            let at = started.elapsed().as_secs_f64();
+            eprintln!("nemesis: round {round} at {at:.1} s: {fault}");
+            match apply(cluster, fault).await {
+                Ok(()) => log.applied.push((at, fault.to_string())),
+                Err(e) => log.errors.push(format!("applying {fault}: {e:#}")),
+            }
+        }
+        tokio::time::sleep(rng.millis(500, 5000)).await;
+        for &fault in &now {
+            if let Err(e) = heal(cluster, fault).await {
+                log.errors.push(format!("healing {fault}: {e:#}"));
+            }
+        }
+        let faults_text: Vec<String> = now.iter().map(Fault::to_string).collect();
+        if let Err(e) = cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await {
+            log.stuck
+                .push(format!("after {}: {e:#}", faults_text.join(" + ")));
+            eprintln!("nemesis: the cluster did not recover: {e:#}");
+            break;
+        }
+        if let Err(e) = workload.wait_progress(20, RECOVERY_TIMEOUT).await {
+            log.stuck.push(format!(
+                "after {}: writes did not resume: {e:#}",
+                faults_text.join(" + ")
+            ));
+            eprintln!("nemesis: writes did not resume: {e:#}");
+            break;
+        }
+    }
+    log
+}

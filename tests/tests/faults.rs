@@ -1,0 +1,326 @@
+//! Real processes, real faults: three `weir serve` processes behind the fault proxy, a
+//! topic with 3 partitions, replication factor 3 and min.insync.replicas 2, producers
+//! (acks=all, unique values) and consumers running throughout, and after each fault is
+//! healed the checker's verdict on everything the clients saw plus a full read of every
+//! partition. Each test is one fault a user's cluster meets; the last runs a random
+//! schedule of them (a few by default, 100+ with `WEIR_FAULTS_LONG=1`).
+//!
+//! Run one with its output: `cargo test -p weir-tests --test faults -- --nocapture kill`.
+//! `WEIR_TESTS_LOG=debug` sets the brokers' log level; a failing test prints the end of
+//! every broker's log and keeps the cluster's directory.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::time::Instant;
+use weir_tests::binary::weir_binary;
+use weir_tests::checker::{self, Report};
+use weir_tests::cluster::{Cluster, ClusterConfig};
+use weir_tests::nemesis::{self, Rng};
+use weir_tests::wait::{bounded, wait_for};
+use weir_tests::workload::{Workload, WorkloadConfig};
+
+const PARTITIONS: u32 = 3;
+/// Hard bound of each short test (the cluster forms in seconds; faults and recovery take
+/// seconds each).
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+/// Longest a leader election or an ISR change may take to show in the metadata.
+const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest the cluster may take to become whole again after a fault is healed.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(40);
+/// The brokers' session timeout (docs/replication.md § Broker lifecycle).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Found by these tests (docs/replication.md § Real processes, real faults, found 1):
+/// right after leadership moves, the new leader answers a read at the old leader's high
+/// watermark with OUT_OF_RANGE (its published high watermark is still 0), and the
+/// client's default `auto_offset_reset` (earliest) sends the consumer back to offset 0.
+/// While this is true, a jump back *to offset 0* is reported and tolerated; what the
+/// consumer reads again is still checked (the same value at every offset), and any other
+/// jump back fails. Set to false once the broker is fixed.
+const TOLERATE_REWIND_TO_LOG_START: bool = true;
+
+/// The checker's verdict, asserted: the records are right (nothing lost, doubled,
+/// changed, taken back or made up) and consumers read in order, nothing skipped.
+fn assert_verdict(report: &Report) {
+    assert!(report.is_safe(), "{report}");
+    assert!(report.skipped.is_empty(), "{report}");
+    let rewinds = report.non_monotonic.iter().filter(|s| s.next == 0).count();
+    assert_eq!(
+        rewinds,
+        report.non_monotonic.len(),
+        "a consumer went back, and not to the log start: {report}"
+    );
+    if rewinds > 0 {
+        println!(
+            "KNOWN BUG (docs/replication.md, found 1): {rewinds} consumer rewind(s) to offset 0 after a leadership move"
+        );
+        if !TOLERATE_REWIND_TO_LOG_START {
+            panic!("{report}");
+        }
+    }
+}
+
+/// Builds the binary (outside every test's time bound: it may wait on cargo's lock) and
+/// takes the one-cluster-at-a-time lock.
+async fn prepare() -> anyhow::Result<tokio::sync::MutexGuard<'static, ()>> {
+    weir_tests::init_client_logs();
+    let serial = weir_tests::exclusive().await;
+    tokio::task::spawn_blocking(weir_binary).await??;
+    Ok(serial)
+}
+
+/// A cluster with `topic` created and the load running and acknowledged.
+async fn start(topic: &str) -> anyhow::Result<(Cluster, Workload)> {
+    let cluster = Cluster::start(ClusterConfig::default()).await?;
+    cluster.create_topic(topic, PARTITIONS, 3, 2).await?;
+    let workload = Workload::start(cluster.bootstrap(), WorkloadConfig::new(topic, PARTITIONS));
+    workload.wait_acked(200, Duration::from_secs(30)).await?;
+    Ok((cluster, workload))
+}
+
+/// After every fault is healed: waits until the cluster is whole and writes go through,
+/// stops the load, waits for the replicas to converge, reads every partition back from
+/// its leader and checks the whole history.
+async fn verdict(cluster: &Cluster, workload: Workload, topic: &str) -> anyhow::Result<Report> {
+    cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+    workload
+        .wait_progress(50, RECOVERY_TIMEOUT)
+        .await
+        .context("writes after healing")?;
+    let (mut history, errors) = workload.stop().await;
+    cluster.wait_quiet(topic, RECOVERY_TIMEOUT).await?;
+    history.final_read = cluster.read_all(topic).await?;
+    let report = checker::check(&history);
+    println!("{report}");
+    println!("client errors: {errors:?}");
+    Ok(report)
+}
+
+/// Waits until the metadata names a leader of `topic`/`partition` other than `old`.
+async fn new_leader(
+    cluster: &Cluster,
+    topic: &str,
+    partition: u32,
+    old: i32,
+) -> anyhow::Result<i32> {
+    wait_for(
+        ELECTION_TIMEOUT,
+        &format!("a leader of {topic}/{partition} other than node {old}"),
+        || async {
+            let leader = cluster.leader(topic, partition).await.ok()?;
+            (leader > 0 && leader != old).then_some(leader)
+        },
+    )
+    .await
+}
+
+/// (a) kill -9 the leader of a partition while producing: another in-sync replica takes
+/// over, writes resume, nothing acknowledged is lost, nothing is doubled or changed.
+/// Prints the failover time: SIGKILL to the first acknowledged write on the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "killed";
+        let (mut cluster, workload) = start(topic).await?;
+        let leader = cluster.leader(topic, 0).await?;
+        let controller = cluster.controller().await;
+        let killed_at = Instant::now();
+        cluster.kill(leader)?;
+        let successor = new_leader(&cluster, topic, 0, leader).await?;
+        let elected = killed_at.elapsed();
+        let first = workload
+            .wait_ack_sent_since(0, killed_at, ELECTION_TIMEOUT)
+            .await?;
+        println!(
+            "failover of {topic}/0 from node {leader} (the active controller: {}) to node {successor}: \
+             new leader in the metadata {:.0} ms after SIGKILL, first acknowledged write on it {:.0} ms after SIGKILL",
+            controller == Some(leader),
+            elected.as_secs_f64() * 1e3,
+            (first.acked_at - killed_at).as_secs_f64() * 1e3,
+        );
+        // Two in-sync replicas are left: min.insync.replicas=2 still takes writes.
+        workload.wait_progress(100, RECOVERY_TIMEOUT).await?;
+        cluster.restart(leader).await?;
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (b) SIGSTOP the leader for longer than the session timeout: the controller fences it
+/// and elects another; when it resumes it finds itself replaced, follows, and rejoins the
+/// ISR. Nothing acknowledged is lost, nothing doubled or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_and_rejoins_when_resumed() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "paused";
+        let (mut cluster, workload) = start(topic).await?;
+        let leader = cluster.leader(topic, 0).await?;
+        let paused_at = Instant::now();
+        cluster.pause(leader)?;
+        let successor = new_leader(&cluster, topic, 0, leader).await?;
+        println!(
+            "{topic}/0: node {leader} paused; node {successor} leads {:.0} ms later",
+            paused_at.elapsed().as_secs_f64() * 1e3
+        );
+        workload.wait_progress(100, RECOVERY_TIMEOUT).await?;
+        // Hold the pause to twice the session timeout before resuming.
+        tokio::time::sleep_until(paused_at + 2 * SESSION_TIMEOUT).await;
+        cluster.resume(leader)?;
+        let resumed_at = Instant::now();
+        cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+        println!(
+            "node {leader} back in every ISR {:.0} ms after SIGCONT",
+            resumed_at.elapsed().as_secs_f64() * 1e3
+        );
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (c) Cut a follower off from the other nodes with the proxy: it drops out of the ISR
+/// while writes go on with the two left; restored, it catches up and DescribeTopic shows
+/// it in the ISR again. Nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_rejoins_the_isr_when_restored() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "cut";
+        let (cluster, workload) = start(topic).await?;
+        let leader = cluster.leader(topic, 0).await?;
+        let follower = cluster
+            .ids()
+            .into_iter()
+            .find(|&id| id != leader)
+            .expect("3 nodes");
+        let cut_at = Instant::now();
+        cluster.proxy().isolate(follower);
+        wait_for(
+            ELECTION_TIMEOUT,
+            &format!("node {follower} out of the ISR of {topic}/0"),
+            || async {
+                let t = cluster.describe(topic).await.ok()?;
+                (!t.partitions[0].isr.contains(&follower)).then_some(())
+            },
+        )
+        .await?;
+        println!(
+            "node {follower} cut off: out of the ISR of {topic}/0 after {:.0} ms",
+            cut_at.elapsed().as_secs_f64() * 1e3
+        );
+        workload.wait_progress(100, RECOVERY_TIMEOUT).await?;
+        cluster.proxy().heal();
+        let healed_at = Instant::now();
+        cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+        let t = cluster.describe(topic).await?;
+        assert!(
+            t.partitions.iter().all(|p| p.isr.len() == 3),
+            "{:?}",
+            t.partitions
+        );
+        println!(
+            "node {follower} back in every ISR {:.0} ms after the link was restored; proxy: {:?}",
+            healed_at.elapsed().as_secs_f64() * 1e3,
+            cluster.proxy().stats()
+        );
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (d) A rolling restart with SIGTERM: each node in turn stops gracefully (controlled
+/// shutdown hands its leaderships over first), starts again on its data directory and
+/// rejoins every ISR before the next one stops. No acknowledged record is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "rolling";
+        let (mut cluster, workload) = start(topic).await?;
+        for id in cluster.ids() {
+            let stopped = cluster.terminate(id, Duration::from_secs(30)).await?;
+            cluster.restart(id).await?;
+            let restarted_at = Instant::now();
+            cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+            workload.wait_progress(50, RECOVERY_TIMEOUT).await?;
+            println!(
+                "node {id}: stopped gracefully in {:.0} ms, back in every ISR {:.0} ms after its restart",
+                stopped.as_secs_f64() * 1e3,
+                restarted_at.elapsed().as_secs_f64() * 1e3
+            );
+        }
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// Random faults under load: kills, graceful stops, pauses, cuts and delays, on leaders
+/// half the time, sometimes two at once, each healed and recovered from before the next.
+/// A few by default; `WEIR_FAULTS_LONG=1` runs `WEIR_FAULTS_COUNT` (default 100), best in
+/// release: `WEIR_FAULTS_LONG=1 cargo test -p weir-tests --release -- --nocapture random`.
+/// `WEIR_FAULTS_SEED` replays a schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_faults_under_load() -> anyhow::Result<()> {
+    let long = std::env::var_os("WEIR_FAULTS_LONG").is_some_and(|v| v != "0");
+    let faults: usize = match std::env::var("WEIR_FAULTS_COUNT") {
+        Ok(n) => n.parse().context("WEIR_FAULTS_COUNT is a number")?,
+        Err(_) if long => 100,
+        Err(_) => 2,
+    };
+    let limit = if long {
+        Duration::from_secs(60 * 60)
+    } else {
+        TEST_LIMIT
+    };
+    let _serial = prepare().await?;
+    let seed = nemesis::seed();
+    println!(
+        "random faults: {faults} faults, seed {seed} (WEIR_FAULTS_SEED={seed} replays the schedule)"
+    );
+    bounded(limit, async {
+        let topic = "random";
+        let started = Instant::now();
+        let (mut cluster, workload) = start(topic).await?;
+        let mut rng = Rng::new(seed);
+        let log = nemesis::run(&mut cluster, &workload, topic, PARTITIONS, faults, &mut rng).await;
+        println!(
+            "random faults: {} applied in {:.0} s (seed {seed}); proxy: {:?}",
+            log.applied.len(),
+            started.elapsed().as_secs_f64(),
+            cluster.proxy().stats()
+        );
+        for (at, fault) in &log.applied {
+            println!("  {at:>7.1} s  {fault}");
+        }
+        assert!(
+            log.errors.is_empty(),
+            "seed {seed}: faults that failed: {:#?}",
+            log.errors
+        );
+        assert!(
+            log.stuck.is_empty(),
+            "seed {seed}: the cluster got stuck: {:#?}",
+            log.stuck
+        );
+        let report = verdict(&cluster, workload, topic).await?;
+        println!("seed {seed}");
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
