@@ -38,7 +38,7 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// While this is true, a jump back *to offset 0* is reported and tolerated; what the
 /// consumer reads again is still checked (the same value at every offset), and any other
 /// jump back fails. Set to false once the broker is fixed.
-const TOLERATE_REWIND_TO_LOG_START: bool = true;
+const TOLERATE_REWIND_TO_LOG_START: bool = false;
 
 /// The checker's verdict, asserted: the records are right (nothing lost, doubled,
 /// changed, taken back or made up) and consumers read in order, nothing skipped.

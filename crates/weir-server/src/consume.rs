@@ -234,7 +234,9 @@ impl Consumer for ConsumerService {
         .min(crate::MAX_RESPONSE_BYTES);
         // Refuse a bad start at once, as a status, instead of as the stream's first item.
         let offsets = partition.offsets().await.map_err(status::status)?;
-        if req.offset < offsets.log_start_offset || req.offset > offsets.high_watermark {
+        // Past the high watermark but inside the log is "nothing yet" (see
+        // `Partition::read`), not out of range.
+        if req.offset < offsets.log_start_offset || req.offset > offsets.log_end_offset {
             return Err(status::status(ClusterError::OffsetOutOfRange {
                 topic: topic.name.clone(),
                 partition: req.partition,

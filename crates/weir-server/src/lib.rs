@@ -509,6 +509,11 @@ impl RunningServer {
             self.node
                 .controlled_shutdown(CONTROLLED_SHUTDOWN_TIMEOUT)
                 .await;
+            // Apply the leadership moves here too, so appends still waiting for acks=all
+            // under this broker's leaderships are answered NOT_LEADER now (the client
+            // retries on the new leader) instead of holding the stop until they time out.
+            let _ = tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, self.registry.wait_current())
+                .await;
         }
         let _ = self.shutdown.send(true);
         let grpc = match grpc_ended {

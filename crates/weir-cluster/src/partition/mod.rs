@@ -404,14 +404,28 @@ impl Partition {
     }
 
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), only
-    /// below the high watermark. `offset` must be within `[log start, high watermark]`.
+    /// below the high watermark. `offset` must be within `[log start, log end]`; at or
+    /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
         let offsets = self.offsets().await?;
-        if offset < offsets.log_start_offset || offset > offsets.high_watermark {
+        // Out of range only outside the log: an offset the log holds but the high
+        // watermark has not passed yet is "nothing yet" (a new leader publishes only once
+        // it has committed what it inherited; until then a consumer resuming at the old
+        // leader's high watermark must wait, not be told to reset: found by the fault
+        // tests, where it sent consumers back to offset 0).
+        if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
             return Err(self.out_of_range(offset, offsets));
         }
         let hw = offsets.high_watermark;
+        if offset >= hw {
+            return Ok(FetchData {
+                records: bytes::Bytes::new(),
+                next_offset: offset,
+                log_start_offset: offsets.log_start_offset,
+                log_end_offset: offsets.log_end_offset,
+            });
+        }
         let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
         self.shared
             .with_log(move |log| {

@@ -24,12 +24,19 @@ pub(super) struct Progress {
     last_fetch_ms: u64,
 }
 
-/// An ISR change sent to the controller and not answered yet.
+/// An ISR change sent to the controller and not answered yet (or refused).
 #[derive(Debug, Clone)]
 struct Pending {
     isr: Vec<BrokerId>,
-    sent_ms: u64,
+    /// When the leader may propose again if nothing newer arrives: the answer timeout
+    /// after sending, a short back-off after a refusal.
+    retry_at_ms: u64,
 }
+
+/// Wait after a refused ISR change before proposing again (a refusal often means "not
+/// yet": a returning broker not unfenced yet; the fault tests saw rejoins wait out the
+/// whole answer timeout).
+const REFUSED_RETRY_MS: u64 = 500;
 
 #[derive(Debug)]
 pub(super) struct Leader {
@@ -244,10 +251,10 @@ impl Replica {
             return;
         };
         if let Some(p) = &leader.pending {
-            if now_ms.saturating_sub(p.sent_ms) < alter_timeout {
+            if now_ms < p.retry_at_ms {
                 return;
             }
-            leader.pending = None; // unanswered: the controller may never have seen it
+            leader.pending = None; // unanswered or refused: look again
         }
         let floor = hw.max(leader.epoch_start_offset);
         let mut isr: Vec<BrokerId> = reg
@@ -306,7 +313,7 @@ impl Replica {
         }));
         leader.pending = Some(Pending {
             isr,
-            sent_ms: now_ms,
+            retry_at_ms: now_ms + alter_timeout,
         });
     }
 
@@ -323,9 +330,15 @@ impl Replica {
             AlterIsrAnswer::Accepted(reg) => {
                 self.handle_registration_from_answer(reg, now_ms, log, out)
             }
-            // Keep the proposal pending until newer metadata or the timeout: proposing
-            // again at once would only be refused again.
-            AlterIsrAnswer::Refused => {}
+            // Keep the proposal pending until newer metadata or a short back-off:
+            // proposing again at once would only be refused again.
+            AlterIsrAnswer::Refused => {
+                if let State::Leader(leader) = &mut self.state
+                    && let Some(p) = &mut leader.pending
+                {
+                    p.retry_at_ms = now_ms + REFUSED_RETRY_MS;
+                }
+            }
         }
     }
 
