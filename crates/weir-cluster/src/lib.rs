@@ -18,6 +18,7 @@
 pub mod config;
 pub mod controller;
 mod error;
+mod framed_file;
 pub mod group;
 pub mod metadata;
 pub mod node;

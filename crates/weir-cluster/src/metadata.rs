@@ -11,20 +11,19 @@
 //! as weir-log's checkpoints do, so a crash leaves the old file or the new one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetadataError;
+use crate::framed_file::{FRAME_BYTES, Framing};
 
 /// File name of the metadata inside the data directory.
 pub const METADATA_FILE: &str = "metadata.weir";
 const MAGIC: &[u8; 8] = b"WEIRMETA";
 /// Bumped when the payload changes incompatibly.
 pub const METADATA_VERSION: u16 = 1;
-const FRAME_BYTES: usize = 8 + 2 + 4 + 4;
 /// A metadata file larger than this is taken as corrupt rather than read into memory
 /// (a million partitions fit well inside it).
 pub const MAX_METADATA_BYTES: usize = 256 * 1024 * 1024;
@@ -79,70 +78,27 @@ impl ClusterMetadata {
 
     /// Writes the metadata to `dir` atomically (temp, fsync, rename, fsync directory).
     pub fn store(&self, dir: &Path) -> Result<(), MetadataError> {
-        let path = dir.join(METADATA_FILE);
-        let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
-        let io = |p: &PathBuf| {
-            let p = p.clone();
-            move |source| MetadataError::Io { path: p, source }
-        };
-        let buf = encode(self);
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&buf).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir.to_path_buf()))?;
-        Ok(())
+        crate::framed_file::write_atomically(dir, METADATA_FILE, &encode(self))
+            .map_err(|(path, source)| MetadataError::Io { path, source })
     }
 }
+
+/// `metadata.weir`'s frame.
+const FRAMING: Framing = Framing {
+    magic: MAGIC,
+    version: METADATA_VERSION,
+    max_file_bytes: FRAME_BYTES + MAX_METADATA_BYTES,
+    what: "metadata file",
+};
 
 fn encode(meta: &ClusterMetadata) -> Vec<u8> {
     let payload = serde_json::to_vec_pretty(meta).expect("metadata serializes");
-    assert!(
-        payload.len() <= MAX_METADATA_BYTES,
-        "metadata over its size limit"
-    );
-    let mut buf = Vec::with_capacity(FRAME_BYTES + payload.len());
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&METADATA_VERSION.to_be_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-    buf
+    FRAMING.encode(&payload)
 }
 
 fn decode(buf: &[u8]) -> Result<ClusterMetadata, String> {
-    if buf.len() < FRAME_BYTES || buf.len() > FRAME_BYTES + MAX_METADATA_BYTES {
-        return Err(format!("file is {} bytes", buf.len()));
-    }
-    if &buf[..8] != MAGIC {
-        return Err("bad magic (not a Weir metadata file)".into());
-    }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-    let actual = crc32fast::hash(body);
-    if actual != stored {
-        return Err(format!(
-            "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
-        ));
-    }
-    let version = u16::from_be_bytes([buf[8], buf[9]]);
-    if version != METADATA_VERSION {
-        return Err(format!(
-            "unsupported version {version} (this broker reads {METADATA_VERSION})"
-        ));
-    }
-    let len = u32::from_be_bytes(buf[10..14].try_into().expect("4 bytes")) as usize;
-    if len != body.len() - 14 {
-        return Err(format!(
-            "payload length {len} does not match the file ({} bytes)",
-            body.len() - 14
-        ));
-    }
-    serde_json::from_slice(&body[14..]).map_err(|e| format!("bad payload: {e}"))
+    let payload = FRAMING.decode(buf)?;
+    serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))
 }
 
 #[cfg(test)]

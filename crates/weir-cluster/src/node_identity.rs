@@ -14,12 +14,13 @@
 //! record of whose directory this is.
 
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::MetadataError;
+use crate::framed_file::Framing;
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 
@@ -28,8 +29,6 @@ pub const IDENTITY_FILE: &str = "node.weir";
 const MAGIC: &[u8; 8] = b"WEIRNODE";
 /// Bumped when the payload changes incompatibly.
 pub const IDENTITY_VERSION: u16 = 1;
-const HEADER_BYTES: usize = 8 + 2 + 4;
-const FRAME_BYTES: usize = HEADER_BYTES + 4;
 /// An identity file larger than this is corrupt (a real one is under 100 bytes); checked
 /// before the file is read into memory.
 pub const MAX_IDENTITY_BYTES: usize = 4096;
@@ -246,22 +245,12 @@ impl NodeIdentity {
     /// Writes the stamp: temp file, fsync, rename, fsync directory.
     fn store(&self) -> Result<(), IdentityError> {
         let dir = &self.data_dir;
-        let path = dir.join(IDENTITY_FILE);
-        let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
-        let io = |p: &Path| {
-            let path = p.to_path_buf();
-            move |source| IdentityError::Io { path, source }
-        };
-        fs::create_dir_all(dir).map_err(io(dir))?;
-        let mut file = File::create(&tmp).map_err(io(&tmp))?;
-        file.write_all(&encode(&self.stamp)).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))?;
-        Ok(())
+        fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        crate::framed_file::write_atomically(dir, IDENTITY_FILE, &encode(&self.stamp))
+            .map_err(|(path, source)| IdentityError::Io { path, source })
     }
 }
 
@@ -282,51 +271,21 @@ fn validate_cluster_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `node.weir`'s frame.
+const FRAMING: Framing = Framing {
+    magic: MAGIC,
+    version: IDENTITY_VERSION,
+    max_file_bytes: MAX_IDENTITY_BYTES,
+    what: "node identity file",
+};
+
 fn encode(stamp: &Stamp) -> Vec<u8> {
     let payload = serde_json::to_vec(stamp).expect("identity serializes");
-    assert!(
-        FRAME_BYTES + payload.len() <= MAX_IDENTITY_BYTES,
-        "identity over its size limit"
-    );
-    let mut buf = Vec::with_capacity(FRAME_BYTES + payload.len());
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&IDENTITY_VERSION.to_be_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-    buf
+    FRAMING.encode(&payload)
 }
 
 fn decode(buf: &[u8]) -> Result<Stamp, String> {
-    if !(FRAME_BYTES..=MAX_IDENTITY_BYTES).contains(&buf.len()) {
-        return Err(format!("file is {} bytes", buf.len()));
-    }
-    if &buf[..8] != MAGIC {
-        return Err("bad magic (not a Weir node identity file)".into());
-    }
-    let (body, crc) = buf.split_at(buf.len() - 4);
-    let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-    let actual = crc32fast::hash(body);
-    if actual != stored {
-        return Err(format!(
-            "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
-        ));
-    }
-    let version = u16::from_be_bytes([buf[8], buf[9]]);
-    if version != IDENTITY_VERSION {
-        return Err(format!(
-            "unsupported version {version} (this broker reads {IDENTITY_VERSION})"
-        ));
-    }
-    let len = u32::from_be_bytes(buf[10..14].try_into().expect("4 bytes")) as usize;
-    let payload = &body[HEADER_BYTES..];
-    if len != payload.len() {
-        return Err(format!(
-            "payload length {len} does not match the file ({} bytes)",
-            payload.len()
-        ));
-    }
+    let payload = FRAMING.decode(buf)?;
     let stamp: Stamp = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
     if stamp.node_id < 0 {
         return Err(format!("node id {} is negative", stamp.node_id));
@@ -509,8 +468,8 @@ mod tests {
             0,
             1,
             8,
-            FRAME_BYTES - 1,
-            FRAME_BYTES,
+            crate::framed_file::FRAME_BYTES - 1,
+            crate::framed_file::FRAME_BYTES,
             good.len() / 2,
             good.len() - 1,
         ] {
