@@ -69,10 +69,14 @@ impl Entry for TimeEntry {
 
 /// An index file mapped into memory. An active segment's index is preallocated to its
 /// maximum size and trimmed to the entries it holds when the segment is closed.
+///
+/// The file descriptor is closed once the file is mapped (the mapping outlives it), so an
+/// idle partition holds no descriptor for its indexes; resizing reopens the file briefly.
+/// With thousands of partitions per broker this is the difference between one descriptor
+/// per partition and three.
 #[derive(Debug)]
 pub struct Index<E: Entry> {
     path: PathBuf,
-    file: File,
     map: Option<MmapMut>,
     entries: usize,
     _entry: PhantomData<E>,
@@ -87,12 +91,7 @@ impl<E: Entry> Index<E> {
         capacity_bytes: Option<u64>,
         entries: Option<usize>,
     ) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = open_rw(path)?;
         let len = file.metadata()?.len();
         let entries = entries.unwrap_or((len as usize) / E::BYTES);
         let want = match capacity_bytes {
@@ -105,27 +104,27 @@ impl<E: Entry> Index<E> {
         }
         let mut index = Index {
             path: path.to_path_buf(),
-            file,
             map: None,
             entries,
             _entry: PhantomData,
         };
-        index.remap()?;
+        index.remap(&file)?;
         if index.entries > index.capacity() {
             index.entries = index.capacity();
         }
         Ok(index)
     }
 
-    fn remap(&mut self) -> io::Result<()> {
-        let len = self.file.metadata()?.len();
+    /// Maps `file` (this index's file) as it is now; the caller may close it afterwards.
+    fn remap(&mut self, file: &File) -> io::Result<()> {
+        let len = file.metadata()?.len();
         self.map = if len == 0 {
             None
         } else {
             // SAFETY: the index file belongs to this log directory, which one process
             // owns (the broker holds a lock file on it); nothing else truncates it while
             // it is mapped. Every method below re-checks bounds against the map's length.
-            Some(unsafe { MmapMut::map_mut(&self.file)? })
+            Some(unsafe { MmapMut::map_mut(file)? })
         };
         Ok(())
     }
@@ -232,22 +231,33 @@ impl<E: Entry> Index<E> {
     pub fn trim(&mut self) -> io::Result<()> {
         self.flush()?;
         self.map = None;
-        self.file.set_len((self.entries * E::BYTES) as u64)?;
-        self.file.sync_all()?;
-        self.remap()
+        let file = open_rw(&self.path)?;
+        file.set_len((self.entries * E::BYTES) as u64)?;
+        file.sync_all()?;
+        self.remap(&file)
     }
 
     /// Grows the file back to `capacity_bytes` so an index can take appends again (a
     /// closed segment becoming active after a truncation).
     pub fn reserve(&mut self, capacity_bytes: u64) -> io::Result<()> {
         let want = (capacity_bytes / E::BYTES as u64) * E::BYTES as u64;
-        if want > self.file.metadata()?.len() {
+        let file = open_rw(&self.path)?;
+        if want > file.metadata()?.len() {
             self.map = None;
-            self.file.set_len(want)?;
-            self.remap()?;
+            file.set_len(want)?;
+            self.remap(&file)?;
         }
         Ok(())
     }
+}
+
+fn open_rw(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
 }
 
 #[cfg(test)]

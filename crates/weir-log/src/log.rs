@@ -183,7 +183,15 @@ pub struct Log {
     high_watermark: Mutex<Option<i64>>,
     /// Held for a whole compaction pass (one at a time), with what passes remember.
     pub(crate) compaction: Mutex<CompactionState>,
-    _lock: File,
+    /// The directory lock, unless the caller holds one covering it.
+    _lock: Option<File>,
+}
+
+/// Who holds the lock that keeps a second process out of a log directory.
+#[derive(Debug, Clone, Copy)]
+enum DirLock {
+    Own,
+    HeldByCaller,
 }
 
 impl Log {
@@ -199,16 +207,43 @@ impl Log {
         config: LogConfig,
         storage: Arc<dyn Storage>,
     ) -> Result<Log, OpenError> {
+        Log::open_inner(dir.as_ref(), config, storage, DirLock::Own)
+    }
+
+    /// Opens the log in `dir` without taking a lock of its own: the caller holds one that
+    /// covers it (a broker locks its whole data directory). A broker with thousands of
+    /// partitions saves a descriptor per partition this way.
+    pub fn open_under_lock(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Log, OpenError> {
+        Log::open_inner(dir.as_ref(), config, storage, DirLock::HeldByCaller)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        storage: Arc<dyn Storage>,
+        lock: DirLock,
+    ) -> Result<Log, OpenError> {
         config.validate().map_err(OpenError::Config)?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| OpenError::io(p, e)
         };
         fs::create_dir_all(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join(crate::storage::LOCK_FILE);
-        let lock = crate::storage::lock_dir(&dir, "log directory is in use by another process")
-            .map_err(io(&lock_path))?;
+        let lock = match lock {
+            DirLock::Own => {
+                let lock_path = dir.join(crate::storage::LOCK_FILE);
+                Some(
+                    crate::storage::lock_dir(&dir, "log directory is in use by another process")
+                        .map_err(io(&lock_path))?,
+                )
+            }
+            DirLock::HeldByCaller => None,
+        };
 
         let started = Instant::now();
         let high_watermark = checkpoint::read_i64(storage.as_ref(), &dir, Kind::HighWatermark)?;

@@ -19,9 +19,13 @@ use weir_cluster::Partition;
 use crate::Broker;
 use crate::convert::now_ms;
 
-/// How often interval flush policies and rolled segments awaiting their sync are checked;
-/// bounds how late an interval sync can be.
+/// How often partitions of `flush.policy=interval:<ms>` topics are checked; bounds how
+/// late an interval sync can be.
 pub const FLUSH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Every this many flush checks, every other partition is looked at too, for segments
+/// rolled since the last sync (a roll is rare; a broker with 10,000 partitions would
+/// otherwise touch each of them ten times a second for nothing).
+const ROLLED_CHECK_EVERY: u64 = 10;
 
 /// Runs until `shutdown` turns true.
 pub(crate) async fn run(
@@ -45,6 +49,7 @@ async fn upkeep(
     let mut flush = tokio::time::interval(FLUSH_CHECK_INTERVAL);
     retention.set_missed_tick_behavior(MissedTickBehavior::Delay);
     flush.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut flush_ticks = 0u64;
     loop {
         tokio::select! {
             () = crate::until_stopping(&mut shutdown) => return,
@@ -59,8 +64,18 @@ async fn upkeep(
                 }
             }
             _ = flush.tick() => {
+                flush_ticks += 1;
+                let rolled_check = flush_ticks.is_multiple_of(ROLLED_CHECK_EVERY);
                 for topic in broker.registry.topics() {
-                    for p in topic.partitions() {
+                    let partitions = topic.partitions();
+                    // One config for the whole topic: its partitions share it.
+                    let interval = partitions.first().is_some_and(|p| {
+                        matches!(p.config().log.flush, weir_log::FlushPolicy::Interval(_))
+                    });
+                    if !interval && !rolled_check {
+                        continue;
+                    }
+                    for p in partitions {
                         if let Err(e) = p.flush_if_due().await {
                             tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "interval flush failed");
                         }

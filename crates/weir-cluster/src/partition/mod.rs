@@ -110,7 +110,8 @@ struct Shared {
     dir: PathBuf,
     /// `None` once the partition is closed.
     log: Arc<RwLock<Option<Log>>>,
-    config: Mutex<EffectiveConfig>,
+    /// Shared, not cloned per caller: maintenance reads it for every partition often.
+    config: Mutex<Arc<EffectiveConfig>>,
     /// The published high watermark: consumers read below it. Never moves back.
     high_watermark: watch::Sender<i64>,
     /// The log end: wakes follower fetches the leader holds until there is data.
@@ -231,7 +232,9 @@ fn registration(state: &PartitionState) -> PartitionRegistration {
 
 impl Partition {
     /// Opens (creating if needed) the partition's log in `dir`, as a replica on `host`,
-    /// and starts its appender. Must run inside a tokio runtime.
+    /// and starts its appender. Must run inside a tokio runtime. `dir` lies in a data
+    /// directory whose lock the caller holds ([`crate::registry::TopicRegistry::lock_data_dir`]):
+    /// the log takes no lock of its own.
     pub async fn open(
         topic: &str,
         topic_id: &str,
@@ -265,7 +268,7 @@ impl Partition {
             index,
             dir: dir.to_path_buf(),
             log: Arc::new(RwLock::new(Some(log))),
-            config: Mutex::new(config),
+            config: Mutex::new(Arc::new(config)),
             high_watermark,
             log_end,
             links,
@@ -317,7 +320,7 @@ impl Partition {
     }
 
     /// The topic settings this partition runs with.
-    pub fn config(&self) -> EffectiveConfig {
+    pub fn config(&self) -> Arc<EffectiveConfig> {
         self.shared.config.lock().expect("config mutex").clone()
     }
 
@@ -569,7 +572,7 @@ impl Partition {
             replica.reconfigure(rc);
         }
         *guard = Some(log);
-        *self.shared.config.lock().expect("config mutex") = config;
+        *self.shared.config.lock().expect("config mutex") = Arc::new(config);
         Ok(())
     }
 
@@ -577,6 +580,17 @@ impl Partition {
     /// if it moved since the last checkpoint.
     pub async fn checkpoint_high_watermark(&self) -> Result<(), ClusterError> {
         let hw = self.shared.replica().high_watermark();
+        // Most partitions of a big broker are idle: look before paying for a blocking
+        // task (this runs for every partition every few seconds).
+        let unchanged = {
+            let guard = self.shared.read_guard().await;
+            guard
+                .as_ref()
+                .is_some_and(|log| log.high_watermark_checkpoint() == Some(hw))
+        };
+        if unchanged {
+            return Ok(());
+        }
         let err = self.shared.maintenance();
         self.shared
             .with_log(move |log| {
@@ -613,9 +627,11 @@ async fn open_log(
     config: &EffectiveConfig,
 ) -> Result<Log, ClusterError> {
     let (dir, log_config) = (dir.to_path_buf(), config.log.clone());
-    let log = tokio::task::spawn_blocking(move || Log::open(dir, log_config))
-        .await
-        .map_err(|e| ClusterError::TaskFailed(e.to_string()))?;
+    let log = tokio::task::spawn_blocking(move || {
+        Log::open_under_lock(dir, log_config, Arc::new(weir_log::storage::FileStorage))
+    })
+    .await
+    .map_err(|e| ClusterError::TaskFailed(e.to_string()))?;
     log.map_err(|source| ClusterError::Open {
         topic: topic.to_string(),
         partition: index,
