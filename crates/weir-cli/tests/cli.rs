@@ -1136,3 +1136,129 @@ fn cluster_and_topic_help_show_examples() {
         );
     }
 }
+
+/// A port free on 127.0.0.1 a moment ago (the broker binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[test]
+fn a_create_that_runs_out_of_open_files_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    // A hard limit of 256 descriptors: the broker cannot raise it, and a partition
+    // holds one, so 1,000 partitions cannot all open.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    command
+        .args([
+            "serve",
+            "--admin-listen",
+            "off",
+            "--listen",
+            &addr,
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches only the child's own limits.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().expect("weir serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let _broker = KillOnDrop(child);
+    let lines = BufReader::new(stderr).lines();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("broker listening") => break,
+            Ok(_) => {}
+            Err(_) => panic!("the broker did not start"),
+        }
+    }
+    let at = |args: &[&str]| -> Output {
+        let mut full = args.to_vec();
+        full.extend(["--brokers", addr.as_str()]);
+        weir(&full)
+    };
+    let topic_dirs = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(data.join("topics"))
+            .expect("topics directory")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = topic_dirs();
+
+    let failed = at(&["topic", "create", "big", "--partitions", "1000"]);
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "the create succeeded: {stderr}");
+    assert!(
+        stderr.contains("resource exhausted") && stderr.contains("Too many open files"),
+        "{stderr}"
+    );
+    // Nothing is left of it: not in the metadata, not on disk.
+    let list = at(&["topic", "list", "--format", "json"]);
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains("\"big\""),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    assert_eq!(topic_dirs(), before);
+
+    // And the broker goes on: a topic that fits is created and takes records.
+    let small = at(&["topic", "create", "small", "--partitions", "4"]);
+    assert!(
+        small.status.success(),
+        "{}",
+        String::from_utf8_lossy(&small.stderr)
+    );
+    let mut produce = Command::new(env!("CARGO_BIN_EXE_weir"));
+    let produced = produce
+        .args(["produce", "small", "--brokers", &addr])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().expect("stdin").write_all(b"a\nb\nc\n")?;
+            c.wait_with_output()
+        })
+        .expect("weir produce runs");
+    assert!(
+        produced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&produced.stderr)
+    );
+    let consumed = at(&["consume", "small", "--from", "beginning"]);
+    let mut values: Vec<String> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    values.sort();
+    assert_eq!(values, ["a", "b", "c"]);
+}

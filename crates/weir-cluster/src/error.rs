@@ -104,6 +104,15 @@ pub enum ClusterError {
         #[source]
         source: MaintenanceError,
     },
+    /// A topic was created, but this broker could not open its partitions; it undid
+    /// what it opened and the topic was deleted again. `exhausted`: the cause was a
+    /// resource limit (open files, memory, disk space), not a fault.
+    #[error("topic {topic} could not be created here, and was deleted again: {reason}")]
+    CreateFailed {
+        topic: String,
+        reason: String,
+        exhausted: bool,
+    },
     #[error("partition {topic}/{partition}: cannot open its log: {source}")]
     Open {
         topic: String,
@@ -166,4 +175,40 @@ fn leader_hint(leader: i32) -> String {
     } else {
         format!("broker {leader} does")
     }
+}
+
+impl ClusterError {
+    /// Whether an I/O error somewhere in this error's causes is a resource limit: too
+    /// many open files (process or system), no memory, no disk space or quota.
+    pub fn is_resource_limit(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && matches!(
+                    io.raw_os_error(),
+                    Some(
+                        libc_errno::EMFILE
+                            | libc_errno::ENFILE
+                            | libc_errno::ENOMEM
+                            | libc_errno::ENOSPC
+                            | libc_errno::EDQUOT
+                    )
+                )
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
+}
+
+/// The Linux errno values [`ClusterError::is_resource_limit`] looks for (without a libc
+/// dependency for five numbers).
+mod libc_errno {
+    pub const ENOMEM: i32 = 12;
+    pub const ENFILE: i32 = 23;
+    pub const EMFILE: i32 = 24;
+    pub const ENOSPC: i32 = 28;
+    pub const EDQUOT: i32 = 122;
 }

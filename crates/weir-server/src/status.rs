@@ -59,6 +59,11 @@ pub fn code(err: &ClusterError) -> Code {
             Code::Unavailable
         }
         ClusterError::Quorum(_) | ClusterError::Refused(_) => Code::Internal,
+        // Nothing is left of the topic; with more descriptors or disk space it would work.
+        ClusterError::CreateFailed {
+            exhausted: true, ..
+        } => Code::ResourceExhausted,
+        ClusterError::CreateFailed { .. } => Code::Internal,
         ClusterError::Open { .. }
         | ClusterError::Metadata(_)
         | ClusterError::Io { .. }

@@ -5,15 +5,19 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Topic, TopicRegistry};
+use super::{ApplyFailure, Topic, TopicRegistry};
 use crate::config::TopicConfig;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
 use crate::node::refusal;
 
 /// Longest an admin change waits to show in this broker's registry after the
-/// controller committed it.
+/// controller committed it, plus [`APPLY_WAIT_PER_PARTITION`] for each partition the
+/// change opens here.
 const APPLY_WAIT: Duration = Duration::from_secs(15);
+/// Opening a partition's log creates and syncs files: about a millisecond each here,
+/// several on a slow disk; a topic of 10,000 partitions takes seconds to open.
+const APPLY_WAIT_PER_PARTITION: Duration = Duration::from_millis(10);
 
 impl TopicRegistry {
     /// Creates a topic. `replication_factor` 0 means the default (1); more copies than
@@ -39,9 +43,39 @@ impl TopicRegistry {
             ControllerReply::Refused(e) => return Err(refusal(e)),
             other => return Err(unexpected(&other)),
         };
-        let topic = self
-            .until(|r| r.topic(name).ok().filter(|t| t.topic_id == topic_id))
+        let created = self
+            .until(partitions, |r| {
+                if let Some(error) = r.apply_failure(&topic_id) {
+                    return Some(Err(error));
+                }
+                r.topic(name)
+                    .ok()
+                    .filter(|t| t.topic_id == topic_id)
+                    .map(Ok)
+            })
             .await?;
+        let topic = match created {
+            Ok(topic) => topic,
+            Err(failure) => {
+                // This broker could not open its partitions (and undid what it opened):
+                // take the topic back out of the metadata so no broker keeps a part of
+                // it, and say why.
+                tracing::warn!(
+                    topic = name,
+                    topic_id,
+                    error = failure.error,
+                    "topic create failed here; deleting it again"
+                );
+                if let Err(e) = self.delete_topic(name).await {
+                    tracing::warn!(topic = name, error = %e, "deleting the topic that failed to open failed");
+                }
+                return Err(ClusterError::CreateFailed {
+                    topic: name.to_string(),
+                    reason: failure.error,
+                    exhausted: failure.exhausted,
+                });
+            }
+        };
         tracing::info!(
             topic = name,
             partitions,
@@ -64,7 +98,7 @@ impl TopicRegistry {
             ControllerReply::Refused(e) => return Err(refusal(e)),
             other => return Err(unexpected(&other)),
         };
-        self.until(|r| match r.topic(name) {
+        self.until(0, |r| match r.topic(name) {
             Ok(t) if t.topic_id == topic_id => None,
             _ => Some(()),
         })
@@ -90,7 +124,9 @@ impl TopicRegistry {
             other => return Err(unexpected(&other)),
         }
         let topic = self
-            .until(|r| r.topic(name).ok().filter(|t| t.partition_count() >= total))
+            .until(total, |r| {
+                r.topic(name).ok().filter(|t| t.partition_count() >= total)
+            })
             .await?;
         tracing::info!(topic = name, to = total, "partitions added");
         Ok(topic)
@@ -128,7 +164,7 @@ impl TopicRegistry {
             }
         }
         let topic_id = topic.topic_id.clone();
-        self.until(|r| {
+        self.until(topic.partition_count(), |r| {
             r.topic(name)
                 .ok()
                 .filter(|t| t.topic_id == topic_id && t.config() == target)
@@ -139,14 +175,24 @@ impl TopicRegistry {
         Ok(target)
     }
 
+    /// Why the last application of the topic `topic_id` failed here, if it did.
+    fn apply_failure(&self, topic_id: &str) -> Option<ApplyFailure> {
+        self.apply_failures
+            .lock()
+            .expect("apply failures lock")
+            .get(topic_id)
+            .cloned()
+    }
+
     /// Waits until `ready` finds what it looks for in this registry (it is re-checked
     /// each time the registry applies metadata).
     async fn until<T>(
         &self,
+        opens: u32,
         ready: impl Fn(&TopicRegistry) -> Option<T>,
     ) -> Result<T, ClusterError> {
         let mut applied = self.applied.subscribe();
-        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT + APPLY_WAIT_PER_PARTITION * opens;
         loop {
             applied.borrow_and_update();
             if let Some(found) = ready(self) {

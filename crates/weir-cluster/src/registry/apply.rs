@@ -6,7 +6,9 @@
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use super::{ORPHANED_DIR, Slot, TOPICS_DIR, Topic, TopicRegistry, partition_dir, topic_dir};
+use super::{
+    ApplyFailure, ORPHANED_DIR, Slot, TOPICS_DIR, Topic, TopicRegistry, partition_dir, topic_dir,
+};
 use crate::config::TopicConfig;
 use crate::controller::{MetadataImage, TopicImage};
 use crate::error::ClusterError;
@@ -24,9 +26,33 @@ impl TopicRegistry {
         let _apply = self.apply_lock.lock().await;
         let mut changed = false;
         let mut seen = Vec::new();
+        let mut first_error = None;
         for topic in image.topics() {
             seen.push(topic.name.clone());
-            changed |= self.apply_topic(topic).await?;
+            // One topic that cannot be applied (its logs do not open) does not hold up
+            // the others; it is tried again with the next image.
+            match self.apply_topic(topic).await {
+                Ok(c) => {
+                    changed |= c;
+                    self.apply_failures
+                        .lock()
+                        .expect("apply failures lock")
+                        .remove(&topic.topic_id);
+                }
+                Err(e) => {
+                    self.apply_failures
+                        .lock()
+                        .expect("apply failures lock")
+                        .insert(
+                            topic.topic_id.clone(),
+                            ApplyFailure {
+                                error: e.to_string(),
+                                exhausted: e.is_resource_limit(),
+                            },
+                        );
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         let gone: Vec<Arc<Topic>> = self
             .topics()
@@ -41,7 +67,7 @@ impl TopicRegistry {
             self.bump_metadata_version();
         }
         self.applied.send_replace(image.next_offset());
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Applies one topic of the image; whether the set of topics or partitions changed.
@@ -75,6 +101,12 @@ impl TopicRegistry {
         let me = self.broker_id();
         let broker_epoch = self.node.broker_state().borrow().broker_epoch;
         let mut slots = topic.partitions.read().expect("partitions lock").clone();
+        // What this call opened and created, undone if a later partition fails to open.
+        let mut opened_now: Vec<Arc<Partition>> = Vec::new();
+        let mut created_dirs: Vec<std::path::PathBuf> = Vec::new();
+        if !topic_dir(&self.data_dir, &topic.topic_id).exists() {
+            created_dirs.push(topic_dir(&self.data_dir, &topic.topic_id));
+        }
         for (index, registration) in image.partitions.iter().enumerate() {
             let index = index as u32;
             let hosted = match slots.get(index as usize) {
@@ -95,6 +127,7 @@ impl TopicRegistry {
                 None => {
                     changed = true;
                     let dir = partition_dir(&self.data_dir, &topic.topic_id, index);
+                    let dir_is_new = !dir.exists();
                     let state = PartitionState::from(registration);
                     let host = ReplicaHost {
                         node: me,
@@ -104,7 +137,7 @@ impl TopicRegistry {
                             .clone()
                             .map(|r| r as Arc<dyn ReplicationLinks>),
                     };
-                    let p = Partition::open(
+                    let opened = Partition::open(
                         &topic.name,
                         &topic.topic_id,
                         index,
@@ -113,11 +146,25 @@ impl TopicRegistry {
                         host,
                         state,
                     )
-                    .await?;
+                    .await;
+                    let p = match opened {
+                        Ok(p) => p,
+                        Err(e) => {
+                            if dir_is_new {
+                                created_dirs.push(dir);
+                            }
+                            self.undo_opened(&topic, opened_now, created_dirs).await;
+                            return Err(e);
+                        }
+                    };
                     self.hosted
                         .write()
                         .expect("hosted lock")
                         .insert((topic.topic_id.clone(), index), p.clone());
+                    opened_now.push(p.clone());
+                    if dir_is_new {
+                        created_dirs.push(dir);
+                    }
                     p
                 }
             };
@@ -139,6 +186,49 @@ impl TopicRegistry {
                 .insert(image.name.clone(), topic);
         }
         Ok(changed)
+    }
+
+    /// Undoes what a failed [`Self::apply_topic`] did: closes the partitions it opened
+    /// and removes the directories it created (new and empty but for fresh log files),
+    /// so a topic whose partitions could not all be opened (too many open files, a full
+    /// disk) leaves nothing behind here. Directories that existed before are kept: they
+    /// may hold data.
+    async fn undo_opened(
+        &self,
+        topic: &Topic,
+        opened: Vec<Arc<Partition>>,
+        created_dirs: Vec<std::path::PathBuf>,
+    ) {
+        for p in opened {
+            self.hosted
+                .write()
+                .expect("hosted lock")
+                .remove(&(topic.topic_id.clone(), p.index()));
+            if let Err(e) = p.close().await {
+                tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "closing a partition that was just opened failed");
+            }
+        }
+        let count = created_dirs.len();
+        let removed = tokio::task::spawn_blocking(move || {
+            // Partition directories first, the topic's directory (if new) last.
+            for dir in created_dirs.iter().rev() {
+                match std::fs::remove_dir_all(dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "could not remove a directory of a partition that failed to open");
+                    }
+                    _ => {}
+                }
+            }
+        })
+        .await;
+        if removed.is_ok() {
+            tracing::warn!(
+                topic = topic.name,
+                topic_id = topic.topic_id,
+                directories = count,
+                "opening the topic's partitions failed; undid what was opened"
+            );
+        }
     }
 
     /// A topic the image no longer names (deleted): its partitions close and its

@@ -52,6 +52,14 @@ const TOPICS_DIR: &str = "topics";
 /// Where directories no topic names are moved (under `TOPICS_DIR`).
 const ORPHANED_DIR: &str = ".orphaned";
 
+/// Why a topic could not be applied here.
+#[derive(Debug, Clone)]
+struct ApplyFailure {
+    error: String,
+    /// A resource limit (open files, disk space), not a fault.
+    exhausted: bool,
+}
+
 /// One partition of a topic as this broker sees it.
 #[derive(Debug, Clone)]
 enum Slot {
@@ -147,6 +155,9 @@ pub struct TopicRegistry {
     apply_lock: tokio::sync::Mutex<()>,
     /// Bumped after every change of the set of topics or their partition counts.
     metadata_version: AtomicU64,
+    /// Topics (by id) whose last application failed here, with the error: a create
+    /// waiting for its topic learns from this that it will not come.
+    apply_failures: std::sync::Mutex<HashMap<String, ApplyFailure>>,
     /// Stops what runs on the registry's behalf (a single node's broker lifecycle) when
     /// the registry goes.
     stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
@@ -176,6 +187,7 @@ impl TopicRegistry {
             applied,
             apply_lock: tokio::sync::Mutex::new(()),
             metadata_version: AtomicU64::new(1),
+            apply_failures: std::sync::Mutex::new(HashMap::new()),
             stop: std::sync::Mutex::new(None),
             _lock: lock,
         });
