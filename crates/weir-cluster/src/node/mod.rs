@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::controller::records::{BrokerEpoch, Endpoints};
 use crate::controller::{
@@ -37,7 +37,7 @@ const CALL_RETRY_BACKOFF: Duration = Duration::from_millis(50);
 const START_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a call to a remote controller did not get an answer from it.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CallError {
     /// The node called is not the active controller; `leader` is, if it knows.
     #[error("not the active controller (the leader is {leader:?})")]
@@ -83,7 +83,7 @@ pub struct ClusterNode {
 struct Inner {
     settings: ClusterSettings,
     quorum: Arc<Quorum>,
-    active: mpsc::Sender<ActiveCall>,
+    active: active::CallQueues,
     channel: Arc<dyn ControllerChannel>,
     broker: watch::Sender<BrokerState>,
 }
@@ -136,7 +136,7 @@ impl ClusterNode {
                 LegacyMigration::NothingToMigrate => {}
             }
         }
-        let (active, calls) = mpsc::channel(active::QUEUE_DEPTH);
+        let (active, calls) = active::call_queues();
         tokio::spawn(active::run(
             quorum.clone(),
             settings.controller.clone(),
