@@ -94,6 +94,33 @@ impl ReplicationLinks for Replication {
         let hosted = self.hosted.clone();
         let broker_epoch = self.broker_epoch();
         tokio::spawn(async move {
+            // KIP-841: a member this change adds that the image shows fenced, shutting
+            // down or registered anew would only be refused by the controller (the same
+            // check as `controller/alter_partition.rs`); ask again later (the partition
+            // retries a refused change shortly) instead of adding a call to its queue.
+            // The image may be behind the controller's: the retry covers that.
+            let image = node.image();
+            let current = image.partition(&key.0, partition).map(|r| r.isr.clone());
+            let ineligible = request.new_isr.iter().find(|(member, epoch)| {
+                let added = current.as_ref().is_none_or(|isr| !isr.contains(member));
+                added
+                    && !image
+                        .broker(*member)
+                        .is_some_and(|b| b.broker_epoch == *epoch && b.is_eligible())
+            });
+            if let Some((member, _)) = ineligible {
+                tracing::debug!(
+                    topic_id = key.0,
+                    partition,
+                    member,
+                    "ISR change held: a member is not eligible in the image"
+                );
+                let p = hosted.read().expect("hosted lock").get(&key).cloned();
+                if let Some(p) = p {
+                    p.alter_isr_answered(AlterIsrAnswer::Refused).await;
+                }
+                return;
+            }
             let call = ControllerRequest::AlterPartition {
                 node: node.node(),
                 broker_epoch,
