@@ -48,6 +48,8 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
         });
         let mut interval = tokio::time::interval(heartbeat);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut states = node.inner.broker.subscribe();
+        let mut shutdown_asked = false;
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
@@ -56,11 +58,15 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                         return; // the owner is gone
                     }
                 }
+                // A controlled shutdown asks at once, not at the next tick: that was up
+                // to a heartbeat interval (500 ms) of the time leaderships take to move.
+                _ = states.wait_for(|s| s.shutting_down), if !shutdown_asked => {}
             }
             if *stopping.borrow() {
                 return;
             }
             let want_shutdown = node.inner.broker.borrow().shutting_down;
+            shutdown_asked |= want_shutdown;
             let request = ControllerRequest::BrokerHeartbeat {
                 node: node.node(),
                 broker_epoch,
