@@ -176,6 +176,8 @@ struct PartitionState {
     failed: Vec<(ProducerBatch, ClientError)>,
     /// No sends before this (retry backoff).
     retry_at: Option<Instant>,
+    /// The broker the batches waiting out `retry_at` failed on.
+    failed_on: Option<BrokerId>,
 }
 
 struct TopicState {
@@ -205,6 +207,9 @@ pub(crate) struct Drained {
     pub next_wake: Option<Instant>,
     /// Partitions with batches to send whose leader is not known: metadata is needed.
     pub unrouted: Vec<(Arc<str>, u32)>,
+    /// Topics with a partition waiting to retry on the leader that failed: metadata is
+    /// refreshed meanwhile (one entry per partition; repeats are harmless).
+    pub waiting_on_failed: Vec<Arc<str>>,
 }
 
 /// See the module docs.
@@ -477,11 +482,21 @@ impl Accumulator {
                     continue;
                 }
                 if let Some(at) = part.retry_at {
-                    if at > now {
+                    // The backoff is for the broker that failed. Once the metadata names
+                    // another leader, the retry goes at once (Kafka's KIP-951); until
+                    // then the metadata is refreshed while waiting, so a new leader is
+                    // seen within a refresh interval of its election, not a backoff.
+                    let moved = match (route(topic_name, index as u32), part.failed_on) {
+                        (Some(now_leader), Some(failed)) => now_leader != failed,
+                        _ => false,
+                    };
+                    if at > now && !moved {
+                        drained.waiting_on_failed.push(topic_name.clone());
                         wake(at, &mut drained.next_wake);
                         continue;
                     }
                     part.retry_at = None;
+                    part.failed_on = None;
                 }
                 let Some(broker) = route(topic_name, index as u32) else {
                     let since = *part.unrouted_since.get_or_insert(now);
@@ -585,6 +600,7 @@ impl Accumulator {
                 .map(|(b, _)| b.attempts)
                 .max()
                 .unwrap_or(1);
+            part.failed_on = part.failed.first().map(|(b, _)| b.broker);
             for (batch, _) in part.failed.drain(..).rev() {
                 part.ready.push_front(batch);
             }
@@ -1135,6 +1151,40 @@ mod tests {
             [('a', 2), ('b', 2)],
             "in the original order, before c"
         );
+    }
+
+    #[tokio::test]
+    async fn a_retry_skips_the_backoff_once_the_metadata_names_another_leader() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            retry_backoff: Duration::from_secs(1),
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let a = append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        let mut batches = sent(acc.drain(t0, 100, &|_, _| Some(1)));
+        let first = batches.pop().unwrap();
+        acc.complete(
+            first,
+            Err(ClientError::Unavailable("broker 1 is gone".to_owned())),
+            t0,
+        );
+        append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        // Still led by the broker that failed: wait out the backoff, asking for metadata.
+        let soon = t0 + Duration::from_millis(10);
+        let drained = acc.drain(soon, 100, &|_, _| Some(1));
+        assert!(drained.rounds.is_empty(), "backing off");
+        assert_eq!(drained.waiting_on_failed, [Arc::from(TOPIC)]);
+        assert!(a.completion.result().is_none());
+        // A new leader is known: the retry goes now, first, then what followed.
+        let mut retried = sent(acc.drain(soon, 100, &|_, _| Some(2)));
+        let order: Vec<(char, BrokerId)> = retried
+            .iter_mut()
+            .map(|b| (values(b)[0].chars().next().unwrap(), b.broker))
+            .collect();
+        assert_eq!(order, [('a', 2), ('b', 2)]);
     }
 
     #[tokio::test]

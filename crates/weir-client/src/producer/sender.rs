@@ -89,6 +89,7 @@ impl Sender {
             for (topic, _) in drained.unrouted {
                 self.stale_topics.insert(topic);
             }
+            self.stale_topics.extend(drained.waiting_on_failed);
             // Brokers whose stream broke in this drain: what was to follow for them
             // fails too, so each partition's batches fail (and are retried) in order
             // rather than later ones overtaking on a new stream.
