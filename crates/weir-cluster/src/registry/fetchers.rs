@@ -134,13 +134,22 @@ impl ReplicationLinks for Replication {
                 Ok(ControllerReply::PartitionAltered(registration)) => {
                     AlterIsrAnswer::Accepted(registration)
                 }
-                Ok(other) => {
-                    tracing::info!(topic_id = key.0, partition, ?other, "ISR change refused");
+                Ok(ControllerReply::Refused(e)) => {
+                    tracing::info!(topic_id = key.0, partition, error = %e, "ISR change refused");
                     AlterIsrAnswer::Refused
                 }
+                Ok(other) => {
+                    tracing::warn!(
+                        topic_id = key.0,
+                        partition,
+                        ?other,
+                        "unexpected answer to an ISR change"
+                    );
+                    AlterIsrAnswer::Unknown
+                }
                 Err(e) => {
-                    tracing::warn!(topic_id = key.0, partition, error = %e, "ISR change not sent");
-                    AlterIsrAnswer::Refused
+                    tracing::warn!(topic_id = key.0, partition, error = %e, "ISR change not answered");
+                    AlterIsrAnswer::Unknown
                 }
             };
             let p = hosted.read().expect("hosted lock").get(&key).cloned();

@@ -28,6 +28,9 @@ pub(super) struct Progress {
 #[derive(Debug, Clone)]
 struct Pending {
     isr: Vec<BrokerId>,
+    /// The controller refused it: it will never be committed, so the members it adds
+    /// no longer hold the high watermark back.
+    refused: bool,
     /// When the leader may propose again if nothing newer arrives: the answer timeout
     /// after sending, a short back-off after a refusal.
     retry_at_ms: u64,
@@ -216,9 +219,13 @@ impl Replica {
             return;
         };
         // The maximal ISR: the committed one plus members a pending proposal adds
-        // (members it removes still count until the removal is committed).
+        // (members it removes still count until the removal is committed). A proposal
+        // the controller refused adds nobody: counting its members held the HW on a
+        // broker that had just stopped for as long as it still looked caught up (10 s
+        // of stalled acks=all writes after every controlled shutdown; docs/replication.md
+        // § Found 6). One with no answer still counts: it may have been committed.
         let mut maximal: Vec<BrokerId> = reg.isr.clone();
-        if let Some(p) = &leader.pending {
+        if let Some(p) = leader.pending.as_ref().filter(|p| !p.refused) {
             maximal.extend(p.isr.iter().copied().filter(|b| !reg.isr.contains(b)));
         }
         let mut hw = Some(own);
@@ -313,6 +320,7 @@ impl Replica {
         }));
         leader.pending = Some(Pending {
             isr,
+            refused: false,
             retry_at_ms: now_ms + alter_timeout,
         });
     }
@@ -333,6 +341,16 @@ impl Replica {
             // Keep the proposal pending until newer metadata or a short back-off:
             // proposing again at once would only be refused again.
             AlterIsrAnswer::Refused => {
+                if let State::Leader(leader) = &mut self.state
+                    && let Some(p) = &mut leader.pending
+                {
+                    p.retry_at_ms = now_ms + REFUSED_RETRY_MS;
+                    p.refused = true;
+                }
+                // Its additions no longer count: the HW may move now.
+                self.leader_progress(now_ms, log, out);
+            }
+            AlterIsrAnswer::Unknown => {
                 if let State::Leader(leader) = &mut self.state
                     && let Some(p) = &mut leader.pending
                 {

@@ -94,8 +94,12 @@ pub struct AlterIsrRequest {
 pub enum AlterIsrAnswer {
     /// Accepted: the partition's new state (also on its way through the metadata log).
     Accepted(PartitionRegistration),
-    /// Refused (stale epochs, ineligible member): wait for newer metadata.
+    /// Refused (stale epochs, ineligible member): nothing was committed for it; wait
+    /// for newer metadata.
     Refused,
+    /// No answer (the call failed or timed out): the change may have been committed or
+    /// not; the metadata log will tell.
+    Unknown,
 }
 
 /// Why this replica cannot take a produce.

@@ -251,6 +251,39 @@ fn a_lagging_follower_leaves_the_isr_and_returns_once_caught_up() {
 }
 
 #[test]
+fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_does() {
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
+    log.append(0, 5);
+    log.flushed = 5;
+    r.handle(Event::LogFlushed, 1, &log);
+    r.handle(fetch(2, 0, 5, 0), 2, &log);
+    // 3 fetches up to 5, is proposed in, and stops (a controlled shutdown).
+    let out = r.handle(fetch(3, 0, 5, 0), 3, &log);
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3))
+    );
+    log.append(0, 5);
+    log.flushed = 10;
+    r.handle(Event::LogFlushed, 4, &log);
+    let out = r.handle(fetch(2, 0, 10, 0), 5, &log);
+    assert!(
+        published(&out).is_empty(),
+        "3 may be joining: the HW waits for it"
+    );
+    // No answer: it may have been committed, so 3 still counts.
+    let out = r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Unknown), 6, &log);
+    assert!(published(&out).is_empty());
+    let out = r.handle(fetch(2, 0, 10, 0), 7, &log);
+    assert!(published(&out).is_empty());
+    // Refused: 3 will not join from this proposal, and the HW moves on the committed ISR.
+    let out = r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Refused), 8, &log);
+    assert_eq!(published(&out), vec![10]);
+}
+
+#[test]
 fn acks_all_needs_min_insync_replicas() {
     let log = MemLog::default();
     let mut r = leader(2);

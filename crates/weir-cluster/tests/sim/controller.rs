@@ -131,7 +131,8 @@ impl World {
                 });
                 let answer = match reply {
                     ControllerReply::PartitionAltered(reg) => AlterIsrAnswer::Accepted(reg),
-                    _ => AlterIsrAnswer::Refused,
+                    ControllerReply::Refused(_) => AlterIsrAnswer::Refused,
+                    _ => AlterIsrAnswer::Unknown,
                 };
                 self.send(
                     CONTROLLER,
