@@ -49,12 +49,35 @@ pub(super) struct Leader {
     epoch_start_offset: i64,
     followers: BTreeMap<BrokerId, Progress>,
     pending: Option<Pending>,
+    /// Members added by earlier proposals that got no answer (no reply, or the answer
+    /// timeout ran out): one of them may have been committed, so they count in the
+    /// maximal ISR until the metadata moves past the epoch they were proposed on. Without
+    /// this, a proposal replacing an unanswered one, then refused because the first was
+    /// committed, would let the HW pass a member the committed ISR holds.
+    uncertain: Vec<BrokerId>,
 }
 
 impl Leader {
     /// The metadata moved (same leadership): an answered or superseded proposal is over.
+    /// Any registration newer than the one a proposal was made on either is that
+    /// proposal's result or shows it was refused (the controller commits a proposal only
+    /// on the partition epoch it names), so the uncertain members are settled too.
     pub(super) fn registration_changed(&mut self) {
         self.pending = None;
+        self.uncertain.clear();
+    }
+
+    /// Drops the pending proposal without a definite answer: its additions stay counted.
+    fn forget_unanswered(&mut self, committed_isr: &[BrokerId]) {
+        if let Some(p) = self.pending.take()
+            && !p.refused
+        {
+            for m in p.isr {
+                if !committed_isr.contains(&m) && !self.uncertain.contains(&m) {
+                    self.uncertain.push(m);
+                }
+            }
+        }
     }
 }
 
@@ -92,6 +115,7 @@ impl Replica {
             epoch_start_offset: log.log_end_offset(),
             followers,
             pending: None,
+            uncertain: Vec::new(),
         });
         if self.config.durable && log.flushed_offset() < log.log_end_offset() {
             out.push(Command::Flush);
@@ -228,6 +252,11 @@ impl Replica {
         if let Some(p) = leader.pending.as_ref().filter(|p| !p.refused) {
             maximal.extend(p.isr.iter().copied().filter(|b| !reg.isr.contains(b)));
         }
+        for m in &leader.uncertain {
+            if !maximal.contains(m) {
+                maximal.push(*m);
+            }
+        }
         let mut hw = Some(own);
         for member in maximal.iter().filter(|m| **m != me) {
             let position = leader.followers.get(member).and_then(|p| p.position);
@@ -261,7 +290,9 @@ impl Replica {
             if now_ms < p.retry_at_ms {
                 return;
             }
-            leader.pending = None; // unanswered or refused: look again
+            // Unanswered or refused: look again (an unanswered one's additions stay
+            // counted).
+            leader.forget_unanswered(&reg.isr);
         }
         let floor = hw.max(leader.epoch_start_offset);
         let mut isr: Vec<BrokerId> = reg

@@ -284,6 +284,42 @@ fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_do
 }
 
 #[test]
+fn members_of_an_unanswered_expansion_count_until_the_metadata_settles_it() {
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
+    log.append(0, 5);
+    log.flushed = 5;
+    r.handle(Event::LogFlushed, 1, &log);
+    r.handle(fetch(2, 0, 5, 0), 2, &log);
+    let out = r.handle(fetch(3, 0, 5, 0), 3, &log);
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3))
+    );
+    // No answer; 3 stops fetching and falls behind, so no new proposal names it.
+    r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Unknown), 4, &log);
+    log.append(0, 5);
+    log.flushed = 10;
+    let later = 3 + DEFAULT_REPLICA_LAG_TIME_MAX_MS + 1;
+    r.handle(Event::LogFlushed, later, &log);
+    let out = r.handle(fetch(2, 0, 10, 0), later + 1, &log);
+    let out2 = r.handle(Event::Tick, later + 2, &log);
+    assert!(
+        published(&out).is_empty() && published(&out2).is_empty(),
+        "the first proposal may have been committed: 3 still holds the HW"
+    );
+    // The metadata says it was not (partition epoch 1, ISR still 1 and 2): the HW moves.
+    let settled = PartitionRegistration {
+        isr: vec![1, 2],
+        partition_epoch: 1,
+        ..registration(1, 0, &[])
+    };
+    let out = r.handle(Event::Registration(settled), later + 3, &log);
+    assert_eq!(published(&out), vec![10]);
+}
+
+#[test]
 fn acks_all_needs_min_insync_replicas() {
     let log = MemLog::default();
     let mut r = leader(2);
