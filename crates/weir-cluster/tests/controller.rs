@@ -182,7 +182,7 @@ impl World {
         for r in &records {
             world.image.apply(r).unwrap();
         }
-        world.controller.activate(&world.image, 0);
+        world.controller.activate(&world.image, 0, &BTreeMap::new());
         world
     }
 
@@ -425,7 +425,7 @@ impl World {
             )?,
             Op::Failover => {
                 self.controller = controller(&self.ids);
-                self.controller.activate(&self.image, self.now);
+                self.controller.activate(&self.image, self.now, &BTreeMap::new());
                 for b in self.image.brokers().filter(|b| !b.fenced) {
                     self.last_seen.insert(b.node, self.now);
                 }

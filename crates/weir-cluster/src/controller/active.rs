@@ -1,7 +1,8 @@
 //! The active controller ([`Controller`]): the only writer of metadata. It decides, for
 //! one request at a time, which records to write and what to answer, reading the
 //! committed image; its only state of its own is each broker's last heartbeat time (in
-//! memory: a new active controller starts every session afresh).
+//! memory: a new active controller starts the sessions from what its voter last heard,
+//! see [`Controller::activate`]).
 //!
 //! The driver's contract: take one request (or a tick), call [`Controller::handle`] (or
 //! [`Controller::tick`]) with the image of everything committed so far, append the
@@ -127,14 +128,33 @@ impl Controller {
         &self.config
     }
 
-    /// This node became the active controller: every unfenced broker gets a fresh
-    /// session, since it cannot know their past heartbeats (a failover never fences a
-    /// live broker).
-    pub fn activate(&mut self, image: &MetadataImage, now_ms: u64) {
+    /// This node became the active controller. It cannot know the heartbeats its
+    /// predecessor received, so each unfenced broker's session counts from
+    /// `last_heard[node]`, the last time this voter heard from that node over the quorum
+    /// (a Raft request it sent as the previous leader or a candidate), or from `now_ms`
+    /// for a node not heard from; and every broker gets at least one heartbeat interval
+    /// from now to reach this controller. So the node of a controller that died is
+    /// fenced one session after its last Raft request, not one session after the
+    /// election (`docs/replication.md` § Session expiry).
+    pub fn activate(
+        &mut self,
+        image: &MetadataImage,
+        now_ms: u64,
+        last_heard: &BTreeMap<BrokerId, u64>,
+    ) {
+        // The earliest start that leaves a whole heartbeat interval before expiry.
+        let floor = (now_ms + self.config.heartbeat_interval_ms)
+            .saturating_sub(self.config.session_timeout_ms);
         self.sessions = image
             .brokers()
             .filter(|b| !b.fenced)
-            .map(|b| (b.node, now_ms))
+            .map(|b| {
+                let start = match last_heard.get(&b.node) {
+                    Some(&heard) => heard.max(floor).min(now_ms),
+                    None => now_ms,
+                };
+                (b.node, start)
+            })
             .collect();
     }
 

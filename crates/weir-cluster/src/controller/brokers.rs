@@ -229,6 +229,8 @@ fn check_registration(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::super::image::MetadataImage;
     use super::super::records::{NO_LEADER, PartitionRegistration};
     use super::super::requests::ControllerRequest;
@@ -523,15 +525,62 @@ mod tests {
     }
 
     #[test]
-    fn a_new_controller_gives_every_unfenced_broker_a_fresh_session() {
+    fn a_new_controller_gives_a_broker_it_has_not_heard_from_a_fresh_session() {
         let mut h = Harness::new();
         h.live(1, None);
         h.now += 10 * h.controller.config().session_timeout_ms;
         let mut successor = Controller::new(ControllerConfig::default(), || "t".to_string());
-        successor.activate(&h.image, h.now);
+        successor.activate(&h.image, h.now, &BTreeMap::new());
         h.controller = successor;
         assert_eq!(h.tick(h.controller.config().session_timeout_ms), vec![]);
         assert_eq!(h.tick(1).len(), 1, "fenced once silent for a whole session");
+    }
+
+    #[test]
+    fn a_new_controller_counts_a_session_from_the_last_raft_request_it_heard() {
+        let mut h = Harness::new();
+        for node in 1..=3 {
+            h.live(node, None);
+        }
+        let topic = h.create_topic("orders", 3, 3);
+        let led_by_1: Vec<u32> = (0..3)
+            .filter(|&p| h.partition(&topic, p).leader == 1)
+            .collect();
+        assert!(!led_by_1.is_empty());
+        let config = h.controller.config().clone();
+        // Node 1 was the active controller; its last Raft heartbeat reached this voter
+        // 1,300 ms before the election made this voter active. Node 2 ran an election
+        // just now; node 3 was never heard from.
+        let died = h.now;
+        h.now += 1_300;
+        let heard = BTreeMap::from([(1, died), (2, h.now - 10)]);
+        let mut successor = Controller::new(config.clone(), || "t".to_string());
+        successor.activate(&h.image, h.now, &heard);
+        h.controller = successor;
+        // Brokers 2 and 3 reach the new controller; 1 does not.
+        let until_expiry = config.session_timeout_ms - 1_300;
+        assert_eq!(h.tick(until_expiry), vec![], "not before a whole session");
+        assert_eq!(h.heartbeat(2), UNFENCED);
+        assert_eq!(h.heartbeat(3), UNFENCED);
+        let records = h.tick(1);
+        assert!(
+            matches!(records[0], MetadataRecord::BrokerFenced { node: 1, .. }),
+            "{records:?}"
+        );
+        assert_eq!(records.len(), 1 + 3, "fenced and out of every ISR");
+        for p in led_by_1 {
+            assert_ne!(h.partition(&topic, p).leader, 1);
+        }
+
+        // A broker last heard from long ago still gets a heartbeat interval to report.
+        let mut h = Harness::new();
+        h.live(1, None);
+        h.now += 10 * config.session_timeout_ms;
+        let mut successor = Controller::new(config.clone(), || "t".to_string());
+        successor.activate(&h.image, h.now, &BTreeMap::from([(1, 0)]));
+        h.controller = successor;
+        assert_eq!(h.tick(config.heartbeat_interval_ms), vec![]);
+        assert_eq!(h.tick(1).len(), 1);
     }
 
     #[test]
@@ -681,7 +730,7 @@ mod tests {
         };
         let mut h = Harness::new();
         h.image = MetadataImage::from_legacy(legacy, 0).unwrap();
-        h.controller.activate(&h.image, h.now);
+        h.controller.activate(&h.image, h.now, &BTreeMap::new());
         let (records, _) = h.handle(register(0, "a", CLUSTER));
         assert_eq!(
             records.len(),

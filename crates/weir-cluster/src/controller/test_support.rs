@@ -1,6 +1,8 @@
 //! A controller with its committed image, for the unit tests: every request's records
 //! are applied at once (the driver's contract with an instant quorum).
 
+use std::collections::BTreeMap;
+
 use super::active::{Controller, ControllerConfig};
 use super::image::MetadataImage;
 use super::records::{BrokerEpoch, Endpoints, MetadataRecord, PartitionRegistration};
@@ -53,7 +55,7 @@ impl Harness {
             cluster_id: CLUSTER.into(),
         });
         assert_eq!(reply, ControllerReply::ClusterCreated);
-        h.controller.activate(&h.image, 0);
+        h.controller.activate(&h.image, 0, &BTreeMap::new());
         h
     }
 

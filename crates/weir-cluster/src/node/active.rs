@@ -217,8 +217,9 @@ async fn handle_alter_partitions(
     }
 }
 
-/// This voter just became the active controller: every unfenced broker gets a fresh
-/// session, and a new cluster gets its id. Returns whether it is active now.
+/// This voter just became the active controller: broker sessions start from when this
+/// voter last heard from each node (see [`Controller::activate`]), and a new cluster
+/// gets its id. Returns whether it is active now.
 async fn activate(
     quorum: &Quorum,
     controller: &mut Controller,
@@ -226,7 +227,17 @@ async fn activate(
     start: Instant,
 ) -> bool {
     let image = quorum.image();
-    controller.activate(&image, now_ms(start));
+    let now = now_ms(start);
+    // In the controller's clock; a request heard before `start` counts as at 0.
+    let last_heard = quorum
+        .last_heard()
+        .into_iter()
+        .map(|(node, at)| {
+            let at = at.saturating_duration_since(start).as_millis() as u64;
+            (node, at.min(now))
+        })
+        .collect();
+    controller.activate(&image, now, &last_heard);
     tracing::info!(node = quorum.node(), "this node is the active controller");
     if image.cluster_id().is_none() {
         // This node's stamped id, or (a new directory) a new one for a new cluster.

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Debug};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft, RaftMetrics, ServerState};
@@ -58,6 +58,8 @@ struct Inner {
     config: QuorumConfig,
     raft: Raft<TypeConfig>,
     applied: Arc<Applied>,
+    /// When each other voter's last Raft request reached this one.
+    heard: Mutex<BTreeMap<BrokerId, Instant>>,
 }
 
 impl Debug for Quorum {
@@ -161,6 +163,7 @@ impl Quorum {
                 config,
                 raft,
                 applied,
+                heard: Mutex::new(BTreeMap::new()),
             }),
         };
         if let Err(e) = quorum.form(members).await {
@@ -363,7 +366,22 @@ impl Quorum {
     /// the bytes it sent, the result the reply bytes to give back. An error means the
     /// request was malformed (reply with an invalid-argument status).
     pub async fn handle_rpc(&self, request: &[u8]) -> Result<Vec<u8>, QuorumError> {
-        serve(&self.inner.raft, request).await
+        let received = Instant::now();
+        let (sender, reply) = serve(&self.inner.raft, request).await?;
+        if let Some(node) = sender.and_then(broker_id).filter(|n| *n != self.inner.node) {
+            let mut heard = self.inner.heard.lock().expect("not poisoned");
+            let last = heard.entry(node).or_insert(received);
+            *last = (*last).max(received);
+        }
+        Ok(reply)
+    }
+
+    /// When the last Raft request of each other voter reached this one (as a leader's
+    /// replication or heartbeat, or a candidate's vote request): the last time this
+    /// voter knew that node to be alive. A new active controller counts broker sessions
+    /// from it ([`Controller::activate`](crate::controller::Controller::activate)).
+    pub fn last_heard(&self) -> BTreeMap<BrokerId, Instant> {
+        self.inner.heard.lock().expect("not poisoned").clone()
     }
 
     /// Stops this voter's Raft. Proposals fail with [`QuorumError::Stopped`] afterwards;

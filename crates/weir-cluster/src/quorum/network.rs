@@ -213,22 +213,33 @@ fn decode_reply<T: serde::de::DeserializeOwned>(kind: RpcKind, bytes: &[u8]) -> 
 }
 
 /// Serves one incoming RPC on `raft`: the receiving end of a [`QuorumTransport`].
-pub(crate) async fn serve(raft: &Raft<TypeConfig>, request: &[u8]) -> Result<Vec<u8>, QuorumError> {
+/// Returns the reply and the voter that sent the request (the leader, or the
+/// candidate, its vote names).
+pub(crate) async fn serve(
+    raft: &Raft<TypeConfig>,
+    request: &[u8],
+) -> Result<(Option<NodeId>, Vec<u8>), QuorumError> {
     match decode_request(request).map_err(QuorumError::BadRpc)? {
-        Request::AppendEntries(rpc) => Ok(encode_reply(
-            RpcKind::AppendEntries,
-            &raft.append_entries(rpc).await,
-        )),
-        Request::Vote(rpc) => Ok(encode_reply(RpcKind::Vote, &raft.vote(rpc).await)),
+        Request::AppendEntries(rpc) => {
+            let sender = rpc.vote.leader_id().voted_for();
+            let reply = encode_reply(RpcKind::AppendEntries, &raft.append_entries(rpc).await);
+            Ok((sender, reply))
+        }
+        Request::Vote(rpc) => {
+            let sender = rpc.vote.leader_id().voted_for();
+            Ok((sender, encode_reply(RpcKind::Vote, &raft.vote(rpc).await)))
+        }
         Request::Snapshot { vote, meta, data } => {
+            let sender = vote.leader_id().voted_for();
             let snapshot = Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(data)),
             };
-            Ok(encode_reply(
+            let reply = encode_reply(
                 RpcKind::Snapshot,
                 &raft.install_full_snapshot(vote, snapshot).await,
-            ))
+            );
+            Ok((sender, reply))
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The fault schedule: crashes (with torn tails), pauses, link cuts, controller
 //! failover; and healing all of it.
 
+use std::collections::BTreeMap;
+
 use crate::net::{Addr, CONTROLLER, Faults};
 use crate::rng::Rng;
 use crate::world::*;
@@ -56,8 +58,17 @@ impl World {
                 self.schedule(cut, Ev::Heal(a, b));
             }
             7 => {
-                self.controller.activate(&self.image, self.now);
-                self.log("controller fails over".to_string());
+                // What the new controller's voter last heard of each broker over the
+                // quorum: anything from never to now, so live brokers are sometimes
+                // fenced early, which must cost availability only.
+                let mut heard = BTreeMap::new();
+                for &b in &brokers {
+                    if self.rng.chance(0.5) {
+                        heard.insert(b, self.now.saturating_sub(self.rng.range(0, 4_000)));
+                    }
+                }
+                self.controller.activate(&self.image, self.now, &heard);
+                self.log(format!("controller fails over, last heard {heard:?}"));
             }
             _ => {}
         }

@@ -165,7 +165,7 @@ impl World {
             truncations: 0,
             faults: 0,
         };
-        world.controller.activate(&world.image, 0);
+        world.controller.activate(&world.image, 0, &BTreeMap::new());
         let reply = world.controller_request(ControllerRequest::CreateCluster {
             cluster_id: format!("sim-{seed}"),
         });
