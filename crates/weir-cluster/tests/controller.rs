@@ -425,7 +425,8 @@ impl World {
             )?,
             Op::Failover => {
                 self.controller = controller(&self.ids);
-                self.controller.activate(&self.image, self.now, &BTreeMap::new());
+                self.controller
+                    .activate(&self.image, self.now, &BTreeMap::new());
                 for b in self.image.brokers().filter(|b| !b.fenced) {
                     self.last_seen.insert(b.node, self.now);
                 }

@@ -134,6 +134,7 @@ fn fetch(partition: u32, fetch_id: u64) -> PartitionFetch {
             broker_epoch: 5,
             leader_epoch: 3,
             fetch_offset: 40 + fetch_id as i64,
+            flushed_offset: 40 + fetch_id as i64,
             last_fetched_epoch: 3,
         },
         max_bytes: 1 << 20,

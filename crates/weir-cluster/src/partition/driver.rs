@@ -44,15 +44,24 @@ impl Shared {
 
     /// Feeds `event` to the state machine and carries out what it asks, and what that
     /// leads to, until nothing is left to do now. Returns the answers to follower
-    /// fetches it gave (only a [`Event::Fetch`] produces one).
-    pub(super) fn drive(self: &Arc<Self>, log: &Log, event: Event) -> Vec<(BrokerId, FetchAnswer)> {
+    /// fetches it gave (only a [`Event::Fetch`] produces one), each with whether it may
+    /// be held while there is nothing to send.
+    pub(super) fn drive(
+        self: &Arc<Self>,
+        log: &Log,
+        event: Event,
+    ) -> Vec<(BrokerId, FetchAnswer, bool)> {
         let mut answers = Vec::new();
         let mut events = VecDeque::from([event]);
         while let Some(event) = events.pop_front() {
             let commands = self.replica().handle(event, now_ms(), log);
             for command in commands {
                 match command {
-                    Command::AnswerFetch { to, answer } => answers.push((to, answer)),
+                    Command::AnswerFetch {
+                        to,
+                        answer,
+                        may_wait,
+                    } => answers.push((to, answer, may_wait)),
                     command => self.execute(log, command),
                 }
             }

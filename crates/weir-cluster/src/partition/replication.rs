@@ -104,7 +104,8 @@ impl Partition {
 
     /// The leader's side of a follower's fetch: the state machine's answer and, for
     /// data, the stored batches from the fetch offset (up to `max_bytes`, at least one
-    /// batch). With nothing to send yet it waits up to `wait` for the log to grow. A
+    /// batch). With nothing to send yet it waits up to `wait` for the log to grow, unless
+    /// the state machine says the follower's flush is pending. A
     /// held answer goes out only while this replica still leads at the answer's epoch
     /// (`docs/replication.md` § The fetch).
     pub async fn answer_fetch(
@@ -115,14 +116,14 @@ impl Partition {
     ) -> (FetchAnswer, Bytes) {
         let fetch_id = request.fetch_id;
         let refused = |error| (FetchAnswer::Error { fetch_id, error }, Bytes::new());
-        let answer = {
+        let (answer, may_wait) = {
             let guard = self.shared.read_guard().await;
             let Some(log) = guard.as_ref() else {
                 return refused(FetchError::NotLeader);
             };
             let answers = self.shared.drive(log, Event::Fetch(request));
             match answers.into_iter().next() {
-                Some((_, answer)) => answer,
+                Some((_, answer, may_wait)) => (answer, may_wait),
                 // Dropped as a stale incarnation's: it gets nothing useful either way.
                 None => return refused(FetchError::NotLeader),
             }
@@ -136,6 +137,7 @@ impl Partition {
             return (answer, Bytes::new());
         };
         let mut log_end = self.shared.log_end.subscribe();
+        let wait = if may_wait { wait } else { Duration::ZERO };
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if *log_end.borrow_and_update() > from_offset {

@@ -1,6 +1,7 @@
-//! The follower's side: one fetch at a time to the leader, then append, flush (under a
-//! durable policy) and fetch again; truncate first when the leader says the log diverged
-//! (`docs/replication.md` § The follower).
+//! The follower's side: one fetch at a time to the leader; append what it sends, then
+//! fetch again at once while a flush (under a durable policy) runs, reporting the
+//! flushed offset so far; truncate first when the leader says the log diverged
+//! (`docs/replication.md` § The fetch, § The follower).
 
 use bytes::Bytes;
 
@@ -18,7 +19,8 @@ pub(super) enum Phase {
     Fetching { fetch_id: u64, sent_ms: u64 },
     /// Waiting for the append of the last answer's batches.
     Appending,
-    /// Waiting for a flush before the next fetch reports the new position.
+    /// Waiting for a flush before the next fetch reports the new position (the last
+    /// answer brought nothing, so fetching again at once would only report the same).
     Flushing,
     /// Waiting for a truncation.
     Truncating,
@@ -35,6 +37,9 @@ pub(super) struct Follower {
     pub(super) phase: Phase,
     /// The leader's high watermark from the last answer, applied once its batches are in.
     leader_high_watermark: Option<i64>,
+    /// Flush before the next fetch: set unless the last answer brought batches. After
+    /// batches the follower fetches at once while they are synced (pipelining).
+    flush_first: bool,
 }
 
 /// Whether `batches` can be what a leader at `leader_epoch` holds from `from_offset`:
@@ -83,14 +88,18 @@ impl Replica {
             leader_epoch,
             phase,
             leader_high_watermark: None,
+            flush_first: true,
         });
         self.fetch_if_ready(now_ms, log, out);
     }
 
-    /// Sends the next fetch if the follower is ready, flushing first under a durable
-    /// policy so the fetch offset is the position.
+    /// Sends the next fetch if the follower is ready. Under a durable policy with
+    /// unflushed records it flushes first, unless the last answer brought batches: then
+    /// the fetch goes at once and reports the flushed offset so far, and the flush runs
+    /// meanwhile (the driver coalesces flushes).
     fn fetch_if_ready(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
         let durable = self.config.durable;
+        let position = self.config.position(log);
         let (node, broker_epoch) = (self.config.node, self.config.broker_epoch);
         let fetch_id = self.next_fetch_id;
         let State::Follower(f) = &mut self.state else {
@@ -100,11 +109,14 @@ impl Replica {
             return;
         }
         let log_end = log.log_end_offset();
-        if durable && log.flushed_offset() < log_end {
-            f.phase = Phase::Flushing;
+        if durable && position < log_end {
             out.push(Command::Flush);
-            return;
+            if f.flush_first {
+                f.phase = Phase::Flushing;
+                return;
+            }
         }
+        f.flush_first = true;
         f.phase = Phase::Fetching {
             fetch_id,
             sent_ms: now_ms,
@@ -117,6 +129,7 @@ impl Replica {
                 broker_epoch,
                 leader_epoch: f.leader_epoch,
                 fetch_offset: log_end,
+                flushed_offset: position,
                 last_fetched_epoch: log.last_epoch().unwrap_or(-1),
             },
         });
@@ -234,6 +247,7 @@ impl Replica {
             }
             State::Follower(f) if f.phase == Phase::Appending => {
                 f.phase = Phase::Ready;
+                f.flush_first = false;
                 self.apply_leader_high_watermark(log);
                 self.fetch_if_ready(now_ms, log, out);
             }

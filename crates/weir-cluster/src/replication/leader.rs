@@ -1,7 +1,7 @@
 //! The leader's side: followers' positions, the high watermark, ISR proposals, and the
 //! answers to followers' fetches (`docs/replication.md` § The leader, § The fetch).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::messages::{AlterIsrAnswer, AlterIsrRequest, FetchAnswer, FetchError, FetchRequest};
 use super::replica::{Command, LocalLog, Replica, State};
@@ -19,9 +19,49 @@ pub(super) struct Progress {
     position: Option<i64>,
     /// When it was last caught up (Kafka's lastCaughtUpTimeMs).
     last_caught_up_ms: u64,
-    /// The leader's log end when it answered this follower's previous fetch, and when.
-    last_fetch_leader_end: i64,
-    last_fetch_ms: u64,
+    /// The leader's log end when it answered each of this follower's last
+    /// [`FETCH_HISTORY`] fetches, and when, oldest first.
+    fetches: VecDeque<(i64, u64)>,
+}
+
+/// Fetches remembered per follower for the caught-up rule. Kafka looks one fetch back; a
+/// pipelined follower reports its flush a fetch or two after the data arrived, so a
+/// few more are kept (`docs/replication.md` § The leader, ISR shrink).
+const FETCH_HISTORY: usize = 4;
+
+impl Progress {
+    fn new(now_ms: u64) -> Progress {
+        Progress {
+            broker_epoch: None,
+            position: None,
+            last_caught_up_ms: now_ms,
+            fetches: VecDeque::with_capacity(FETCH_HISTORY),
+        }
+    }
+
+    /// Records an accepted fetch reporting `position` while the leader's log ends at
+    /// `log_end`: the follower is caught up as of the latest time at which the leader's
+    /// log ended at or below its position (now, if it has everything).
+    fn fetched(&mut self, position: i64, log_end: i64, now_ms: u64) {
+        let position = self.position.unwrap_or(i64::MIN).max(position);
+        self.position = Some(position);
+        let caught_up_at = if position >= log_end {
+            Some(now_ms)
+        } else {
+            self.fetches
+                .iter()
+                .rev()
+                .find(|(end, _)| position >= *end)
+                .map(|(_, at)| *at)
+        };
+        if let Some(at) = caught_up_at {
+            self.last_caught_up_ms = self.last_caught_up_ms.max(at);
+        }
+        if self.fetches.len() == FETCH_HISTORY {
+            self.fetches.pop_front();
+        }
+        self.fetches.push_back((log_end, now_ms));
+    }
 }
 
 /// An ISR change sent to the controller and not answered yet (or refused).
@@ -98,16 +138,7 @@ impl Replica {
         let followers = replicas
             .into_iter()
             .filter(|r| *r != me)
-            .map(|r| {
-                let progress = Progress {
-                    broker_epoch: None,
-                    position: None,
-                    last_caught_up_ms: now_ms,
-                    last_fetch_leader_end: 0,
-                    last_fetch_ms: now_ms,
-                };
-                (r, progress)
-            })
+            .map(|r| (r, Progress::new(now_ms)))
             .collect();
         self.high_watermark = self.high_watermark.max(log.log_start_offset());
         self.state = State::Leader(Leader {
@@ -136,7 +167,14 @@ impl Replica {
             None => return, // a stale incarnation's fetch: dropped
         };
         let accepted = matches!(answer, FetchAnswer::Data { .. });
-        out.push(Command::AnswerFetch { to, answer });
+        // A follower whose flush is pending must be answered at once: the high
+        // watermark waits for the flushed offset its next fetch reports.
+        let may_wait = req.flushed_offset >= req.fetch_offset;
+        out.push(Command::AnswerFetch {
+            to,
+            answer,
+            may_wait,
+        });
         if accepted {
             self.leader_progress(now_ms, log, out);
         }
@@ -169,8 +207,10 @@ impl Replica {
             Some(known) if known == req.broker_epoch => {}
             _ => {
                 // A new incarnation: nothing it reported before counts.
-                progress.broker_epoch = Some(req.broker_epoch);
-                progress.position = None;
+                *progress = Progress {
+                    broker_epoch: Some(req.broker_epoch),
+                    ..Progress::new(progress.last_caught_up_ms)
+                };
             }
         }
         let log_end = log.log_end_offset();
@@ -208,15 +248,8 @@ impl Replica {
                 log_start_offset: log_start,
             });
         }
-        // Accepted: the follower holds everything below its fetch offset.
-        progress.position = Some(progress.position.unwrap_or(i64::MIN).max(req.fetch_offset));
-        if req.fetch_offset >= log_end {
-            progress.last_caught_up_ms = now_ms;
-        } else if req.fetch_offset >= progress.last_fetch_leader_end {
-            progress.last_caught_up_ms = progress.last_caught_up_ms.max(progress.last_fetch_ms);
-        }
-        progress.last_fetch_leader_end = log_end;
-        progress.last_fetch_ms = now_ms;
+        // Accepted: the follower holds everything below its position.
+        progress.fetched(req.flushed_offset.min(req.fetch_offset), log_end, now_ms);
         Some(FetchAnswer::Data {
             fetch_id,
             leader_epoch,

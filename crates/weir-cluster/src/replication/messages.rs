@@ -14,9 +14,14 @@ pub struct FetchRequest {
     pub broker_epoch: BrokerEpoch,
     /// The leader epoch the follower believes current.
     pub leader_epoch: i32,
-    /// The follower's position: its flushed offset under a durable flush policy, its log
-    /// end otherwise. The leader counts the follower as holding everything below it.
+    /// The follower's log end: the leader sends what follows it.
     pub fetch_offset: i64,
+    /// The follower's position: its flushed offset under a durable flush policy, its log
+    /// end otherwise. The leader counts the follower as holding everything below it
+    /// (below `fetch_offset` if this is above it). Below `fetch_offset` while the
+    /// follower's flush runs: then the leader answers without holding the fetch
+    /// (`docs/replication.md` § The fetch, pipelining).
+    pub flushed_offset: i64,
     /// Epoch of the follower's batch just below `fetch_offset`; -1 if its log is empty.
     pub last_fetched_epoch: i32,
 }

@@ -100,9 +100,14 @@ pub enum Command {
         request: FetchRequest,
     },
     /// Answer a follower's fetch; for [`FetchAnswer::Data`] read the batches from
-    /// `from_offset` and send them along (if there are none yet, the driver may hold the
-    /// answer until the log end moves, up to the fetch wait).
-    AnswerFetch { to: BrokerId, answer: FetchAnswer },
+    /// `from_offset` and send them along. If there are none yet and `may_wait`, the
+    /// driver may hold the answer until the log end moves, up to the fetch wait; without
+    /// `may_wait` (the follower's flush is pending) it answers at once.
+    AnswerFetch {
+        to: BrokerId,
+        answer: FetchAnswer,
+        may_wait: bool,
+    },
     /// Append these batches, as stored by the leader, to the local log; then
     /// [`Event::LogAppended`].
     AppendReplicated { batches: Bytes },

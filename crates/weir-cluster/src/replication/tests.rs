@@ -64,6 +64,7 @@ fn fetch(replica: i32, leader_epoch: i32, fetch_offset: i64, last_fetched_epoch:
         broker_epoch: 100 + i64::from(replica),
         leader_epoch,
         fetch_offset,
+        flushed_offset: fetch_offset,
         last_fetched_epoch,
     })
 }
@@ -122,7 +123,8 @@ fn fetches_with_another_epoch_are_refused() {
             out,
             vec![Command::AnswerFetch {
                 to: 2,
-                answer: FetchAnswer::Error { fetch_id: 7, error }
+                answer: FetchAnswer::Error { fetch_id: 7, error },
+                may_wait: true,
             }]
         );
     }
@@ -153,7 +155,8 @@ fn a_follower_that_diverged_is_told_where_its_epoch_ended_and_truncates() {
         out,
         vec![Command::AnswerFetch {
             to: 2,
-            answer: answer.clone()
+            answer: answer.clone(),
+            may_wait: true,
         }]
     );
 
@@ -392,4 +395,154 @@ fn a_follower_with_only_later_epochs_than_the_leader_drops_its_whole_log() {
         &log,
     );
     assert_eq!(out, vec![Command::Truncate { offset: 0 }]);
+}
+
+/// A fetch from follower `replica` at log end `fetch_offset` that has synced only up to
+/// `flushed_offset`.
+fn pipelined_fetch(replica: i32, fetch_offset: i64, flushed_offset: i64) -> Event {
+    let Event::Fetch(mut request) = fetch(replica, 0, fetch_offset, 0) else {
+        unreachable!()
+    };
+    request.flushed_offset = flushed_offset;
+    Event::Fetch(request)
+}
+
+fn sent_fetch(commands: &[Command]) -> Option<FetchRequest> {
+    commands.iter().find_map(|c| match c {
+        Command::SendFetch { request, .. } => Some(request.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_follower_fetches_again_while_it_syncs_and_waits_for_the_sync_only_when_idle() {
+    let mut log = MemLog::default();
+    let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
+    let out = f.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
+    let first = sent_fetch(&out).expect("fetches at once");
+    let data = |fetch_id, from_offset| FetchAnswer::Data {
+        fetch_id,
+        leader_epoch: 0,
+        from_offset,
+        high_watermark: Some(0),
+        log_start_offset: 0,
+    };
+    // Ten records arrive and are written: the next fetch goes before they are synced,
+    // with a flush beside it, and reports what is synced so far.
+    let out = f.handle(
+        Event::FetchAnswered {
+            answer: data(first.fetch_id, 0),
+            batches: stored_batch(0, 10),
+        },
+        1,
+        &log,
+    );
+    assert!(
+        matches!(out[..], [Command::AppendReplicated { .. }]),
+        "{out:?}"
+    );
+    log.append(0, 10);
+    let out = f.handle(Event::LogAppended, 2, &log);
+    assert!(out.contains(&Command::Flush), "{out:?}");
+    let second = sent_fetch(&out).expect("fetches again at once");
+    assert_eq!((second.fetch_offset, second.flushed_offset), (10, 0));
+    // Nothing new on the leader: with the sync still running, the follower waits for it
+    // rather than reporting the same flushed offset again.
+    let out = f.handle(
+        Event::FetchAnswered {
+            answer: data(second.fetch_id, 10),
+            batches: Bytes::new(),
+        },
+        3,
+        &log,
+    );
+    assert_eq!(sent_fetch(&out), None, "{out:?}");
+    log.flushed = 10;
+    let out = f.handle(Event::LogFlushed, 4, &log);
+    let third = sent_fetch(&out).expect("fetches once synced");
+    assert_eq!((third.fetch_offset, third.flushed_offset), (10, 10));
+}
+
+/// One batch of `count` records from offset `base` in epoch 0, as a leader stores it.
+fn stored_batch(base: i64, count: usize) -> Bytes {
+    use weir_log::batch::{Record, RecordBatchBuilder, compression::Compression};
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    for _ in 0..count {
+        builder.push(&Record {
+            value: Some(Bytes::from_static(b"v")),
+            ..Record::default()
+        });
+    }
+    let mut batch = builder.build().expect("a batch");
+    weir_log::batch::patch_offset_and_epoch(&mut batch, base, 0);
+    batch.freeze()
+}
+
+#[test]
+fn the_leader_answers_a_syncing_follower_at_once_and_counts_only_what_it_synced() {
+    let mut log = MemLog::default();
+    let mut r = leader(2);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
+    log.append(0, 10);
+    log.flushed = 10;
+    r.handle(Event::LogFlushed, 1, &log);
+    let out = r.handle(pipelined_fetch(2, 10, 4), 2, &log);
+    assert!(
+        matches!(
+            out[0],
+            Command::AnswerFetch {
+                may_wait: false,
+                ..
+            }
+        ),
+        "a syncing follower is not held: {out:?}"
+    );
+    assert_eq!(
+        r.high_watermark(),
+        4,
+        "only what the follower synced counts"
+    );
+    let out = r.handle(pipelined_fetch(2, 10, 10), 3, &log);
+    assert!(matches!(
+        out[0],
+        Command::AnswerFetch { may_wait: true, .. }
+    ));
+    assert_eq!(published(&out), vec![10]);
+}
+
+#[test]
+fn a_follower_that_reports_its_syncs_late_stays_in_sync_but_one_whose_syncs_stop_leaves() {
+    let lag = DEFAULT_REPLICA_LAG_TIME_MAX_MS;
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 0, &[1, 2, 3])), 0, &log);
+    // A steady stream: 10 records every 100 ms. Follower 2 fetches every 100 ms and
+    // reports as synced what the leader had two fetches earlier; follower 3 writes
+    // everything but its syncs stopped at 10.
+    let mut ends = vec![0, 0];
+    let mut now = 0;
+    let mut proposals = Vec::new();
+    while now <= 2 * lag {
+        now += 100;
+        log.append(0, 10);
+        log.flushed = log.end;
+        let mut out = r.handle(Event::LogAppended, now, &log);
+        let synced = ends[ends.len() - 2];
+        out.extend(r.handle(pipelined_fetch(2, log.end, synced), now, &log));
+        out.extend(r.handle(pipelined_fetch(3, log.end, synced.min(10)), now, &log));
+        out.extend(r.handle(Event::Tick, now, &log));
+        ends.push(log.end);
+        proposals.extend(out.into_iter().filter_map(|c| match c {
+            Command::ProposeIsr(p) => Some((now, p.new_isr)),
+            _ => None,
+        }));
+    }
+    // (Unanswered, it is proposed again after the answer timeout: same ISR.)
+    let Some((at, isr)) = proposals.first() else {
+        panic!("no ISR change proposed")
+    };
+    assert!(proposals.iter().all(|(_, p)| p == isr), "{proposals:?}");
+    assert_eq!(isr, &vec![(1, 101), (2, 102)]);
+    // Follower 3 last synced what the leader had at 100 ms.
+    assert!((lag..=lag + 200).contains(at), "proposed at {at} ms");
 }

@@ -215,8 +215,12 @@ impl World {
             Command::SendFetch { leader, request } => {
                 self.send(id, leader, None, Msg::Fetch { partition, request });
             }
-            Command::AnswerFetch { to, answer } => {
-                self.send_fetch_data(id, partition, to, answer, true);
+            Command::AnswerFetch {
+                to,
+                answer,
+                may_wait,
+            } => {
+                self.send_fetch_data(id, partition, to, answer, may_wait);
             }
             Command::AppendReplicated { batches } => {
                 let log = &self.nodes[&id].logs[&partition];

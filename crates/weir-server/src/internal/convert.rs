@@ -48,6 +48,7 @@ fn fetch(f: wire::PartitionFetch) -> PartitionFetch {
             broker_epoch: f.broker_epoch,
             leader_epoch: f.leader_epoch,
             fetch_offset: f.fetch_offset,
+            flushed_offset: f.flushed_offset.unwrap_or(f.fetch_offset),
             last_fetched_epoch: f.last_fetched_epoch,
         },
         max_bytes: f.max_bytes.min(MAX_PARTITION_FETCH_BYTES),
@@ -71,6 +72,7 @@ pub(super) fn fetch_requests(fetches: Vec<PartitionFetch>) -> Vec<wire::FetchSes
                 broker_epoch: f.request.broker_epoch,
                 leader_epoch: f.request.leader_epoch,
                 fetch_offset: f.request.fetch_offset,
+                flushed_offset: Some(f.request.flushed_offset),
                 last_fetched_epoch: f.request.last_fetched_epoch,
                 max_bytes: f.max_bytes,
             })
@@ -494,6 +496,7 @@ mod tests {
                 broker_epoch: 11,
                 leader_epoch: 3,
                 fetch_offset: 100,
+                flushed_offset: 90,
                 last_fetched_epoch: 2,
             },
             max_bytes: 1 << 20,
@@ -510,6 +513,12 @@ mod tests {
             .collect();
         assert_eq!(back, all);
         assert!(fetch_requests(Vec::new()).is_empty());
+
+        // A follower from before pipelining sends no flushed offset: its fetch offset
+        // is its position.
+        let mut old = fetch_requests(vec![fetch(0)]).pop().unwrap();
+        old.fetches[0].flushed_offset = None;
+        assert_eq!(fetches(old).unwrap()[0].request.flushed_offset, 100);
 
         let mut huge = fetch(0);
         huge.max_bytes = u32::MAX;
