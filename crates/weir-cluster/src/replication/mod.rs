@@ -19,6 +19,7 @@ mod messages;
 mod replica;
 mod session;
 
+pub use follower::PIPELINE_MIN_BYTES;
 pub use messages::{
     AlterIsrAnswer, AlterIsrRequest, FetchAnswer, FetchError, FetchRequest, ProduceRefusal,
 };

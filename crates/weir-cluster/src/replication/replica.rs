@@ -40,6 +40,9 @@ pub struct ReplicaConfig {
     pub fetch_timeout_ms: u64,
     pub fetch_backoff_ms: u64,
     pub alter_isr_timeout_ms: u64,
+    /// A follower syncs an answer at least this large while its next fetch is out
+    /// (pipelining); a smaller one before (see [`super::PIPELINE_MIN_BYTES`]).
+    pub pipeline_min_bytes: usize,
 }
 
 impl ReplicaConfig {
@@ -54,6 +57,7 @@ impl ReplicaConfig {
             fetch_timeout_ms: super::DEFAULT_FETCH_TIMEOUT_MS,
             fetch_backoff_ms: super::DEFAULT_FETCH_BACKOFF_MS,
             alter_isr_timeout_ms: super::DEFAULT_ALTER_ISR_TIMEOUT_MS,
+            pipeline_min_bytes: super::PIPELINE_MIN_BYTES,
         }
     }
 

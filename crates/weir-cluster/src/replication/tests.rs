@@ -415,7 +415,7 @@ fn sent_fetch(commands: &[Command]) -> Option<FetchRequest> {
 }
 
 #[test]
-fn a_follower_fetches_again_while_it_syncs_and_waits_for_the_sync_only_when_idle() {
+fn a_follower_fetches_again_while_a_large_answer_syncs_and_waits_for_the_sync_otherwise() {
     let mut log = MemLog::default();
     let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
     let out = f.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
@@ -427,12 +427,13 @@ fn a_follower_fetches_again_while_it_syncs_and_waits_for_the_sync_only_when_idle
         high_watermark: Some(0),
         log_start_offset: 0,
     };
-    // Ten records arrive and are written: the next fetch goes before they are synced,
-    // with a flush beside it, and reports what is synced so far.
+    // A small answer is synced before the next fetch, which reports the sync.
+    let small = stored_batch(0, 10);
+    assert!(small.len() < PIPELINE_MIN_BYTES);
     let out = f.handle(
         Event::FetchAnswered {
             answer: data(first.fetch_id, 0),
-            batches: stored_batch(0, 10),
+            batches: small,
         },
         1,
         &log,
@@ -443,33 +444,59 @@ fn a_follower_fetches_again_while_it_syncs_and_waits_for_the_sync_only_when_idle
     );
     log.append(0, 10);
     let out = f.handle(Event::LogAppended, 2, &log);
-    assert!(out.contains(&Command::Flush), "{out:?}");
-    let second = sent_fetch(&out).expect("fetches again at once");
-    assert_eq!((second.fetch_offset, second.flushed_offset), (10, 0));
-    // Nothing new on the leader: with the sync still running, the follower waits for it
-    // rather than reporting the same flushed offset again.
+    assert_eq!(out, vec![Command::Flush]);
+    log.flushed = 10;
+    let out = f.handle(Event::LogFlushed, 2, &log);
+    let next = sent_fetch(&out).expect("fetches once synced");
+    assert_eq!((next.fetch_offset, next.flushed_offset), (10, 10));
+    // A large answer is written and the next fetch goes before it is synced, with a
+    // flush beside it, reporting what is synced so far.
+    let records = PIPELINE_MIN_BYTES / 1024 + 1;
+    let large = stored_batch(10, records);
+    assert!(large.len() >= PIPELINE_MIN_BYTES, "{}", large.len());
     let out = f.handle(
         Event::FetchAnswered {
-            answer: data(second.fetch_id, 10),
-            batches: Bytes::new(),
+            answer: data(next.fetch_id, 10),
+            batches: large,
         },
         3,
         &log,
     );
+    assert!(
+        matches!(out[..], [Command::AppendReplicated { .. }]),
+        "{out:?}"
+    );
+    log.append(0, records as i64);
+    let end = log.end;
+    let out = f.handle(Event::LogAppended, 3, &log);
+    assert!(out.contains(&Command::Flush), "{out:?}");
+    let second = sent_fetch(&out).expect("fetches again at once");
+    assert_eq!((second.fetch_offset, second.flushed_offset), (end, 10));
+    // Nothing new on the leader: with the sync still running, the follower waits for it
+    // rather than reporting the same flushed offset again.
+    let out = f.handle(
+        Event::FetchAnswered {
+            answer: data(second.fetch_id, end),
+            batches: Bytes::new(),
+        },
+        4,
+        &log,
+    );
     assert_eq!(sent_fetch(&out), None, "{out:?}");
-    log.flushed = 10;
-    let out = f.handle(Event::LogFlushed, 4, &log);
+    log.flushed = end;
+    let out = f.handle(Event::LogFlushed, 5, &log);
     let third = sent_fetch(&out).expect("fetches once synced");
-    assert_eq!((third.fetch_offset, third.flushed_offset), (10, 10));
+    assert_eq!((third.fetch_offset, third.flushed_offset), (end, end));
 }
 
-/// One batch of `count` records from offset `base` in epoch 0, as a leader stores it.
+/// One batch of `count` records of 1 KiB from offset `base` in epoch 0, as a leader
+/// stores it.
 fn stored_batch(base: i64, count: usize) -> Bytes {
     use weir_log::batch::{Record, RecordBatchBuilder, compression::Compression};
     let mut builder = RecordBatchBuilder::new(Compression::None);
     for _ in 0..count {
         builder.push(&Record {
-            value: Some(Bytes::from_static(b"v")),
+            value: Some(Bytes::from(vec![b'v'; 1024])),
             ..Record::default()
         });
     }

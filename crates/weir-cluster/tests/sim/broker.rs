@@ -171,6 +171,13 @@ impl World {
             if !node.replicas.contains_key(&p) {
                 let mut config = ReplicaConfig::new(id, broker_epoch);
                 config.min_insync_replicas = 2;
+                // The follower's two ways (the simulation's answers are small): sync
+                // before the next fetch, sync while it is out, or by answer size.
+                config.pipeline_min_bytes = match self.seed % 3 {
+                    0 => usize::MAX,
+                    1 => 0,
+                    _ => 200,
+                };
                 let hw = node.logs[&p].high_watermark_checkpoint().unwrap_or(0);
                 node.replicas.insert(p, Replica::new(config, hw));
             }
