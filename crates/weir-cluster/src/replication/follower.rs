@@ -46,15 +46,16 @@ pub(super) struct Follower {
 }
 
 /// Default of [`ReplicaConfig::pipeline_min_bytes`](super::ReplicaConfig): an answer
-/// at least this large is synced while the next fetch is out (pipelining);
-/// after a smaller one the follower syncs first and its next fetch reports the sync.
-/// A pipelined fetch reports the previous sync, so the leader hears of each sync one
-/// fetch round trip later than it could: with little data a sync takes less than the
-/// round trip and pipelining only adds latency (measured at 100,000 records/s of 100 B:
-/// replication added 1.9 ms to the end-to-end p50 pipelined, 0.6 ms serial), while with
-/// megabytes per answer the sync is the longer part and overlapping it with the fetch
-/// is what lifted one partition at RF=3 above 150 MB/s (BENCHMARKS.md).
-pub const PIPELINE_MIN_BYTES: usize = 256 << 10;
+/// at least this large is synced while the next fetch is out (pipelining); after a
+/// smaller one the follower syncs first and its next fetch reports the sync. A
+/// pipelined fetch reports the previous sync, so the leader hears of each sync one fetch
+/// round trip later than it could: with little data a sync takes less than the round
+/// trip and pipelining only adds latency (at 100,000 records/s of 100 B, replication
+/// added 1.9 ms to the end-to-end p50 with every answer pipelined, 0.6 ms with none),
+/// while under a bulk load overlapping the sync with the fetch moved 3-10% more
+/// (BENCHMARKS.md). 256 KiB kept the latency but lost most of the gain (the answers of
+/// one partition at 150 MB/s are mostly smaller); 64 KiB kept both.
+pub const PIPELINE_MIN_BYTES: usize = 64 << 10;
 
 /// Whether `batches` can be what a leader at `leader_epoch` holds from `from_offset`:
 /// they start at or after it (a compacted log has gaps) and none was written in a later
