@@ -359,8 +359,8 @@ async fn kill_round(cluster: &mut Cluster, load: &Load) -> anyhow::Result<KillRo
     })
 }
 
-/// Restarts the active controller's node (with a controlled shutdown) until the quorum
-/// elects the partition leader's node. The controller's node leads nothing here, so its
+/// Stops the active controller's node (with a controlled shutdown) and restarts it once
+/// another is elected, until the quorum elects the partition leader's node. The controller's node leads nothing here, so its
 /// restart moves no leadership.
 async fn move_controller_to_leader(cluster: &mut Cluster, load: &Load) -> anyhow::Result<()> {
     for _ in 0..CONTROLLER_MOVES {
@@ -373,6 +373,12 @@ async fn move_controller_to_leader(cluster: &mut Cluster, load: &Load) -> anyhow
             return Ok(());
         }
         cluster.terminate(controller, SHUTDOWN_LIMIT).await?;
+        // Restarted at once, it would stand first (its lease is gone, the others wait
+        // out theirs) and win again: it comes back once the others have elected.
+        wait_for(RECOVERY_TIMEOUT, "another active controller", || async {
+            cluster.controller().await.filter(|c| *c != controller)
+        })
+        .await?;
         cluster.restart(controller).await?;
         cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await?;
         load.wait_progress(WARM_ACKS, RECOVERY_TIMEOUT).await?;
