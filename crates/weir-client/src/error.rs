@@ -248,8 +248,13 @@ impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> ClientError {
         // A status made here from a transport error (it has a source; one from the broker
         // never does) with no better code: the connection broke mid-call, typically a
-        // stream whose broker died. Retriable, like a refused connect (`UNAVAILABLE`).
-        if status.code() == Code::Unknown && std::error::Error::source(&status).is_some() {
+        // stream whose broker died, or the broker reset the stream as it exited (HTTP/2
+        // CANCEL, which tonic reports as `CANCELLED`; seen on a controlled shutdown in
+        // the failover bench). Retriable, like a refused connect (`UNAVAILABLE`). A call
+        // this client cancels is dropped, so it never sees a status of its own.
+        if matches!(status.code(), Code::Unknown | Code::Cancelled)
+            && std::error::Error::source(&status).is_some()
+        {
             return ClientError::Unavailable(format!(
                 "the connection to the broker broke: {}",
                 status.message()
@@ -269,6 +274,20 @@ impl From<BatchError> for ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_the_transport_broke_or_the_broker_reset_is_retriable() {
+        for code in [Code::Unknown, Code::Cancelled] {
+            let mut status = tonic::Status::new(code, "operation was canceled");
+            status.set_source(Arc::new(std::io::Error::other("stream reset")));
+            let error = ClientError::from(status);
+            assert!(matches!(error, ClientError::Unavailable(_)), "{error:?}");
+            assert!(error.is_retriable());
+            // The same code from the broker itself (no source) is its answer.
+            let error = ClientError::from(tonic::Status::new(code, "x"));
+            assert!(!error.is_retriable(), "{error:?}");
+        }
+    }
 
     #[test]
     fn statuses_keep_their_code_and_message() {
