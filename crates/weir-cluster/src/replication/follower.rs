@@ -20,7 +20,7 @@ pub(super) enum Phase {
     /// Waiting for the append of the last answer's batches.
     Appending,
     /// Waiting for a flush before the next fetch reports the new position (the last
-    /// answer brought nothing, so fetching again at once would only report the same).
+    /// answer was empty or too small to pipeline).
     Flushing,
     /// Waiting for a truncation.
     Truncating,
