@@ -529,9 +529,7 @@ mod tests {
         let mut h = Harness::new();
         h.live(1, None);
         h.now += 10 * h.controller.config().session_timeout_ms;
-        let mut successor = Controller::new(ControllerConfig::default(), || "t".to_string());
-        successor.activate(&h.image, h.now, &BTreeMap::new());
-        h.controller = successor;
+        h.fail_over(&BTreeMap::new());
         assert_eq!(h.tick(h.controller.config().session_timeout_ms), vec![]);
         assert_eq!(h.tick(1).len(), 1, "fenced once silent for a whole session");
     }
@@ -553,10 +551,7 @@ mod tests {
         // just now; node 3 was never heard from.
         let died = h.now;
         h.now += 1_300;
-        let heard = BTreeMap::from([(1, died), (2, h.now - 10)]);
-        let mut successor = Controller::new(config.clone(), || "t".to_string());
-        successor.activate(&h.image, h.now, &heard);
-        h.controller = successor;
+        h.fail_over(&BTreeMap::from([(1, died), (2, h.now - 10)]));
         // Brokers 2 and 3 reach the new controller; 1 does not.
         let until_expiry = config.session_timeout_ms - 1_300;
         assert_eq!(h.tick(until_expiry), vec![], "not before a whole session");
@@ -576,9 +571,7 @@ mod tests {
         let mut h = Harness::new();
         h.live(1, None);
         h.now += 10 * config.session_timeout_ms;
-        let mut successor = Controller::new(config.clone(), || "t".to_string());
-        successor.activate(&h.image, h.now, &BTreeMap::from([(1, 0)]));
-        h.controller = successor;
+        h.fail_over(&BTreeMap::from([(1, 0)]));
         assert_eq!(h.tick(config.heartbeat_interval_ms), vec![]);
         assert_eq!(h.tick(1).len(), 1);
     }

@@ -59,6 +59,14 @@ impl Harness {
         h
     }
 
+    /// A controller failover: a new active controller (same settings) whose voter last
+    /// heard from the nodes in `last_heard` at those times.
+    pub(super) fn fail_over(&mut self, last_heard: &BTreeMap<BrokerId, u64>) {
+        let mut successor = Controller::new(self.controller.config().clone(), || "t".into());
+        successor.activate(&self.image, self.now, last_heard);
+        self.controller = successor;
+    }
+
     /// Handles `request` and applies its records; returns both.
     pub(super) fn handle(
         &mut self,

@@ -253,8 +253,9 @@ fn a_lagging_follower_leaves_the_isr_and_returns_once_caught_up() {
     assert!(back, "{out:?}");
 }
 
-#[test]
-fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_does() {
+/// Leader 1 with ISR {1, 2} and 5 records, which both hold; replica 3 has just fetched up
+/// to 5, so 1 proposes it into the ISR (no answer yet).
+fn leader_proposing_3_in() -> (Replica, MemLog) {
     let mut log = MemLog::default();
     let mut r = leader(1);
     r.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
@@ -262,12 +263,18 @@ fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_do
     log.flushed = 5;
     r.handle(Event::LogFlushed, 1, &log);
     r.handle(fetch(2, 0, 5, 0), 2, &log);
-    // 3 fetches up to 5, is proposed in, and stops (a controlled shutdown).
     let out = r.handle(fetch(3, 0, 5, 0), 3, &log);
     assert!(
         out.iter()
             .any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3))
     );
+    (r, log)
+}
+
+#[test]
+fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_does() {
+    // 3 fetches up to 5, is proposed in, and stops (a controlled shutdown).
+    let (mut r, mut log) = leader_proposing_3_in();
     log.append(0, 5);
     log.flushed = 10;
     r.handle(Event::LogFlushed, 4, &log);
@@ -288,18 +295,7 @@ fn a_refused_expansion_does_not_hold_the_high_watermark_but_an_unanswered_one_do
 
 #[test]
 fn members_of_an_unanswered_expansion_count_until_the_metadata_settles_it() {
-    let mut log = MemLog::default();
-    let mut r = leader(1);
-    r.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
-    log.append(0, 5);
-    log.flushed = 5;
-    r.handle(Event::LogFlushed, 1, &log);
-    r.handle(fetch(2, 0, 5, 0), 2, &log);
-    let out = r.handle(fetch(3, 0, 5, 0), 3, &log);
-    assert!(
-        out.iter()
-            .any(|c| matches!(c, Command::ProposeIsr(p) if p.new_isr.len() == 3))
-    );
+    let (mut r, mut log) = leader_proposing_3_in();
     // No answer; 3 stops fetching and falls behind, so no new proposal names it.
     r.handle(Event::AlterIsrAnswered(AlterIsrAnswer::Unknown), 4, &log);
     log.append(0, 5);
