@@ -87,8 +87,8 @@ pub struct ServeArgs {
     broker_id: Option<i32>,
     /// The nodes that run the metadata quorum, as ID@HOST:PORT,... with each one's
     /// --internal-listen (else --listen) address; the same list on every node, at most 9
-    /// (3 or 5 is usual). A node not listed is an observer broker. Checked and stored;
-    /// the quorum that uses it comes later [default: none: a single node, its own only
+    /// (3 or 5 is usual). A node not listed is an observer broker: it hosts partitions
+    /// and serves clients but does not vote [default: none: a single node, its own only
     /// voter].
     #[arg(
         long,

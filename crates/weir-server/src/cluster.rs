@@ -1,15 +1,19 @@
 //! Wires this broker into its cluster: the metadata quorum and controller
 //! (weir-cluster's `ClusterNode`), and replication between brokers, carried by the
 //! internal gRPC services (`internal/`). A broker started without `--controller-voters`
-//! is a cluster of one voter, itself, that never talks to another broker.
+//! is a cluster of one voter, itself, that never talks to another broker; one whose id
+//! is not among the voters is an observer (it follows the active controller's metadata).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use weir_cluster::controller::records::{Endpoints, MetadataOffset};
 use weir_cluster::controller::{ControllerConfig, ControllerReply, ControllerRequest};
-use weir_cluster::node::{CallError, ClusterNode, ClusterSettings, ControllerChannel};
+use weir_cluster::node::{
+    CallError, ClusterNode, ClusterSettings, ControllerChannel, ServeFetchError,
+};
 use weir_cluster::quorum::{MetadataDelta, QuorumConfig, QuorumTransport};
 use weir_cluster::replication::{BoxFuture, FetchSessions};
 use weir_cluster::{BrokerId, DataDirLock, NoPeers, TopicRegistry};
@@ -24,7 +28,7 @@ use crate::internal::{
 pub(crate) struct Cluster {
     pub(crate) node: ClusterNode,
     pub(crate) registry: Arc<TopicRegistry>,
-    /// More than one voter: other brokers exist.
+    /// More than one voter, or this node is an observer: other brokers exist.
     pub(crate) multi_node: bool,
 }
 
@@ -51,18 +55,8 @@ pub(crate) async fn start(
     internal: String,
 ) -> anyhow::Result<Cluster> {
     let voters = voters(config, &internal);
-    if !voters.iter().any(|(id, _)| *id == config.node_id) {
-        anyhow::bail!(
-            "node {} is not one of the controller voters ({}); brokers outside the voter set (observers) are not supported yet: add it to --controller-voters",
-            config.node_id,
-            voters
-                .iter()
-                .map(|(id, a)| format!("{id}@{a}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        );
-    }
-    let multi_node = voters.len() > 1;
+    let observer = !voters.iter().any(|(id, _)| *id == config.node_id);
+    let multi_node = voters.len() > 1 || observer;
     let settings = ClusterSettings {
         node: config.node_id,
         voters,
@@ -124,6 +118,27 @@ impl ControllerChannel for GrpcChannel {
             })
         })
     }
+
+    fn fetch_metadata(
+        &self,
+        address: String,
+        from: MetadataOffset,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<MetadataDelta, CallError>> {
+        Box::pin(async move {
+            self.0
+                .fetch_metadata(&address, from, 0, wait)
+                .await
+                .map_err(|e| match e {
+                    ControllerClientError::NotController { leader, .. } => {
+                        CallError::NotController {
+                            leader: leader.map(|(id, _)| id),
+                        }
+                    }
+                    other => CallError::Unreachable(other.to_string()),
+                })
+        })
+    }
 }
 
 /// The controller side of the internal `Controller` service: this node's active
@@ -137,18 +152,7 @@ impl ControllerHandler for Handler {
     ) -> BoxFuture<'_, Result<ControllerReply, ControllerHandlerError>> {
         Box::pin(async move {
             self.0.serve_call(request).await.map_err(|e| match e {
-                CallError::NotController { leader } => ControllerHandlerError::NotController {
-                    leader: leader.and_then(|id| {
-                        let address = self
-                            .0
-                            .settings()
-                            .voters
-                            .iter()
-                            .find(|(v, _)| *v == id)
-                            .map(|(_, a)| a.clone())?;
-                        Some((id, address))
-                    }),
-                },
+                CallError::NotController { leader } => self.not_controller(leader),
                 CallError::Unreachable(reason) => ControllerHandlerError::Unavailable { reason },
             })
         })
@@ -158,14 +162,36 @@ impl ControllerHandler for Handler {
         &self,
         from_offset: MetadataOffset,
         max_records: usize,
+        wait: Duration,
     ) -> BoxFuture<'_, Result<MetadataDelta, ControllerHandlerError>> {
         Box::pin(async move {
             self.0
-                .quorum()
-                .records_since(from_offset, max_records)
-                .map_err(|e| ControllerHandlerError::InvalidArgument {
-                    reason: e.to_string(),
+                .serve_metadata_fetch(from_offset, max_records, wait)
+                .await
+                .map_err(|e| match e {
+                    ServeFetchError::NotController { leader } => self.not_controller(leader),
+                    ServeFetchError::Invalid(reason) => {
+                        ControllerHandlerError::InvalidArgument { reason }
+                    }
                 })
         })
+    }
+}
+
+impl Handler {
+    /// "Not the controller", naming the one that is with its internal address.
+    fn not_controller(&self, leader: Option<BrokerId>) -> ControllerHandlerError {
+        ControllerHandlerError::NotController {
+            leader: leader.and_then(|id| {
+                let address = self
+                    .0
+                    .settings()
+                    .voters
+                    .iter()
+                    .find(|(v, _)| *v == id)
+                    .map(|(_, a)| a.clone())?;
+                Some((id, address))
+            }),
+        }
     }
 }

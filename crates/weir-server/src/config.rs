@@ -63,10 +63,11 @@ pub struct ServerConfig {
     pub node_id: i32,
     /// The static set of controller voters, the nodes that run the metadata quorum. Empty
     /// means a single node: this node is its own only voter. A node not in a non-empty
-    /// list is an observer broker. Stored and checked now; the quorum comes later.
+    /// list is an observer broker: it hosts partitions and serves clients, and follows the
+    /// voters' metadata without voting.
     pub controller_voters: Vec<Voter>,
     /// Address for traffic between nodes (replication, the controller quorum); `None`:
-    /// the gRPC listen address. Stored and checked now; nothing binds it yet.
+    /// the gRPC listen address.
     pub internal_listen: Option<SocketAddr>,
     /// `host:port` clients are told to reach this node at (DescribeCluster). `None`: the
     /// listen address, or this machine's host name with the listen port when listening

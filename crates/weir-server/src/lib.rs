@@ -275,19 +275,21 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
 
     // The internal services (replication, controller, quorum) share the client listener
-    // unless `--internal-listen` gives them their own.
+    // unless `--internal-listen` gives them their own. An observer votes in no quorum:
+    // it has no Raft service.
     let internal_services = || {
         (
             internal::replication_service(registry.clone(), stopping.clone()),
             internal::controller_service(Arc::new(cluster::Handler(node.clone()))),
-            internal::quorum_service(node.quorum().as_ref().clone()),
+            node.quorum()
+                .map(|quorum| internal::quorum_service(quorum.as_ref().clone())),
         )
     };
     let (replication, controller, quorum) = match internal_listener.is_some() {
         true => (None, None, None),
         false => {
             let (r, c, q) = internal_services();
-            (Some(r), Some(c), Some(q))
+            (Some(r), Some(c), q)
         }
     };
     let internal_grpc = internal_listener.map(|listener| {
@@ -298,7 +300,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             internal::server_builder()
                 .add_service(r)
                 .add_service(c)
-                .add_service(q)
+                .add_optional_service(q)
                 .serve_with_incoming_shutdown(incoming, async move {
                     until_stopping(&mut internal_stopping).await;
                 }),

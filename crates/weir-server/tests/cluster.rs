@@ -1,6 +1,8 @@
-//! Three brokers in one process, each a controller voter, on 127.0.0.1: the cluster
-//! forms, a replicated topic keeps every acknowledged record on every replica, and a
-//! leader that stops hands its partitions to an in-sync follower with nothing lost.
+//! Brokers in one process on 127.0.0.1. Three controller voters: the cluster forms, a
+//! replicated topic keeps every acknowledged record on every replica, and a leader that
+//! stops hands its partitions to an in-sync follower with nothing lost. A fourth broker
+//! outside the voter set (an observer) registers, hosts and leads partitions, and
+//! follows the metadata through a change of active controller.
 
 mod common;
 
@@ -11,7 +13,7 @@ use common::*;
 use weir_proto::v1::*;
 use weir_server::{RunningServer, ServerConfig, Voter};
 
-const NODES: i32 = 3;
+const VOTERS: i32 = 3;
 
 struct Node {
     id: i32,
@@ -31,21 +33,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_cluster() -> Vec<Node> {
+/// Nodes 1 to `nodes`, of which 1 to [`VOTERS`] are the controller voters.
+async fn start_cluster(nodes: i32) -> Vec<Node> {
     // RUST_LOG=info shows what the brokers do.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    let ports: Vec<u16> = (0..NODES).map(|_| free_port()).collect();
-    let voters: Vec<Voter> = (1..=NODES)
+    let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+    let voters: Vec<Voter> = (1..=VOTERS)
         .map(|id| Voter {
             id,
             addr: format!("127.0.0.1:{}", ports[(id - 1) as usize]),
         })
         .collect();
-    let mut nodes = Vec::new();
-    for id in 1..=NODES {
+    let mut started_nodes = Vec::new();
+    for id in 1..=nodes {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", ports[(id - 1) as usize])
             .parse()
@@ -58,7 +61,7 @@ async fn start_cluster() -> Vec<Node> {
             controller_voters: voters.clone(),
             ..ServerConfig::default()
         };
-        nodes.push(Node {
+        started_nodes.push(Node {
             id,
             addr,
             config,
@@ -66,6 +69,7 @@ async fn start_cluster() -> Vec<Node> {
             _dir: dir,
         });
     }
+    let mut nodes = started_nodes;
     let started =
         futures_util::future::join_all(nodes.iter().map(|n| weir_server::start(n.config.clone())))
             .await;
@@ -73,6 +77,14 @@ async fn start_cluster() -> Vec<Node> {
         node.server = Some(server.expect("broker starts"));
     }
     nodes
+}
+
+async fn stop_all(nodes: &mut [Node]) {
+    for node in nodes.iter_mut() {
+        if let Some(server) = node.server.take() {
+            server.shutdown().await.expect("graceful stop");
+        }
+    }
 }
 
 /// Waits until `check` holds, for at most `limit`.
@@ -103,17 +115,51 @@ async fn describe(addr: SocketAddr, topic: &str) -> Option<TopicDescription> {
         .topic
 }
 
-async fn unfenced_brokers(addr: SocketAddr) -> usize {
+async fn describe_cluster(addr: SocketAddr) -> Option<DescribeClusterResponse> {
     let mut c = connect(addr).await;
-    match c.admin.describe_cluster(DescribeClusterRequest {}).await {
-        Ok(r) => r.into_inner().brokers.iter().filter(|b| !b.fenced).count(),
-        Err(_) => 0,
-    }
+    Some(
+        c.admin
+            .describe_cluster(DescribeClusterRequest {})
+            .await
+            .ok()?
+            .into_inner(),
+    )
+}
+
+async fn unfenced_brokers(addr: SocketAddr) -> usize {
+    describe_cluster(addr)
+        .await
+        .map_or(0, |c| c.brokers.iter().filter(|b| !b.fenced).count())
+}
+
+async fn create_topic(addr: SocketAddr, name: &str, partitions: u32, replication_factor: u32) {
+    let mut admin = connect(addr).await;
+    admin
+        .admin
+        .create_topic(CreateTopicRequest {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
+        })
+        .await
+        .expect("topic created");
+}
+
+/// Whether every partition of `topic`, as the broker at `addr` sees it, has a leader and
+/// `isr` in-sync replicas.
+async fn settled(addr: SocketAddr, topic: &str, isr: usize) -> bool {
+    describe(addr, topic).await.is_some_and(|t| {
+        t.partitions
+            .iter()
+            .all(|p| p.leader > 0 && p.isr.len() == isr)
+    })
 }
 
 async fn produce_all(
     addr: SocketAddr,
     topic: &str,
+    partition: u32,
     values: &[String],
 ) -> Result<(), tonic::Status> {
     let mut c = connect(addr).await;
@@ -122,7 +168,7 @@ async fn produce_all(
         .produce(ProduceRequest {
             topic: topic.into(),
             partitions: vec![PartitionRecords {
-                partition: 0,
+                partition,
                 data: Some(partition_records::Data::Records(RecordList {
                     records: values
                         .iter()
@@ -151,7 +197,7 @@ async fn produce_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_topic_survives_its_leader_stopping() {
     bounded(async {
-        let mut nodes = start_cluster().await;
+        let mut nodes = start_cluster(VOTERS).await;
         let first = nodes[0].addr;
         eventually(
             Duration::from_secs(20),
@@ -159,27 +205,12 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
             || async { unfenced_brokers(first).await == 3 },
         )
         .await;
-        let mut admin = connect(first).await;
-        admin
-            .admin
-            .create_topic(CreateTopicRequest {
-                name: "replicated".into(),
-                partitions: 1,
-                replication_factor: 3,
-                configs: [("min.insync.replicas".to_string(), "2".to_string())].into(),
-            })
-            .await
-            .expect("topic created");
+        create_topic(first, "replicated", 1, 3).await;
         // The partition's leader, once every replica has taken up its role.
         eventually(
             Duration::from_secs(10),
             "a leader and a full ISR",
-            || async {
-                describe(first, "replicated").await.is_some_and(|t| {
-                    let p = &t.partitions[0];
-                    p.leader > 0 && p.isr.len() == 3
-                })
-            },
+            || async { settled(first, "replicated", 3).await },
         )
         .await;
         let leader = describe(first, "replicated").await.unwrap().partitions[0].leader;
@@ -196,7 +227,7 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
         )
         .await;
         let first_batch: Vec<String> = (0..100).map(|i| format!("before-{i}")).collect();
-        produce_all(leader_addr, "replicated", &first_batch)
+        produce_all(leader_addr, "replicated", 0, &first_batch)
             .await
             .expect("acks=all produce on the leader");
 
@@ -232,7 +263,7 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
         )
         .await;
         let second_batch: Vec<String> = (0..100).map(|i| format!("after-{i}")).collect();
-        produce_all(new_addr, "replicated", &second_batch)
+        produce_all(new_addr, "replicated", 0, &second_batch)
             .await
             .expect("acks=all produce on the new leader (2 in-sync replicas remain)");
 
@@ -246,12 +277,89 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
             .collect();
         let expected: Vec<String> = first_batch.into_iter().chain(second_batch).collect();
         assert_eq!(values, expected);
+        stop_all(&mut nodes).await;
+    })
+    .await;
+}
 
-        for node in nodes.iter_mut() {
-            if let Some(server) = node.server.take() {
-                server.shutdown().await.expect("graceful stop");
-            }
-        }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_broker_hosts_leads_and_follows_a_controller_change() {
+    bounded(async {
+        let mut nodes = start_cluster(VOTERS + 1).await;
+        let observer = nodes.iter().find(|n| n.id == VOTERS + 1).unwrap().addr;
+        // The observer registers and is unfenced once its image has caught up.
+        eventually(
+            Duration::from_secs(20),
+            "four unfenced brokers, seen by the observer",
+            || async { unfenced_brokers(observer).await == 4 },
+        )
+        .await;
+        let cluster = describe_cluster(observer).await.unwrap();
+        assert!(
+            (1..=VOTERS).contains(&cluster.controller_id),
+            "the observer names a voter as the controller: {cluster:?}"
+        );
+
+        // Admin calls on the observer reach the controller; placement spreads four
+        // leaders over four brokers, so the observer leads one of them.
+        create_topic(observer, "spread", 4, 2).await;
+        eventually(
+            Duration::from_secs(10),
+            "every partition led, with a full ISR, seen by the observer",
+            || async { settled(observer, "spread", 2).await },
+        )
+        .await;
+        let spread = describe(observer, "spread").await.unwrap();
+        let led = spread
+            .partitions
+            .iter()
+            .find(|p| p.leader == VOTERS + 1)
+            .unwrap_or_else(|| panic!("the observer leads no partition: {spread:?}"))
+            .partition;
+        let values: Vec<String> = (0..50).map(|i| format!("observed-{i}")).collect();
+        produce_all(observer, "spread", led, &values)
+            .await
+            .expect("acks=all produce on the observer, which leads the partition");
+        let mut c = connect(observer).await;
+        let read: Vec<String> = c
+            .fetch_all("spread", led, 0)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(read, values);
+
+        // The active controller stops; the observer finds the next one and keeps
+        // following: a topic created through it afterwards shows up in its image.
+        let controller = cluster.controller_id;
+        nodes
+            .iter_mut()
+            .find(|n| n.id == controller)
+            .unwrap()
+            .server
+            .take()
+            .unwrap()
+            .shutdown()
+            .await
+            .expect("graceful stop");
+        eventually(
+            Duration::from_secs(15),
+            "the observer names a new controller",
+            || async {
+                describe_cluster(observer)
+                    .await
+                    .is_some_and(|c| c.controller_id > 0 && c.controller_id != controller)
+            },
+        )
+        .await;
+        create_topic(observer, "after", 2, 2).await;
+        eventually(
+            Duration::from_secs(10),
+            "the topic created after the change, led, seen by the observer",
+            || async { settled(observer, "after", 2).await },
+        )
+        .await;
+        stop_all(&mut nodes).await;
     })
     .await;
 }

@@ -514,6 +514,7 @@ impl ControllerHandler for ActiveController {
         &self,
         from_offset: i64,
         max_records: usize,
+        _wait: Duration,
     ) -> BoxFuture<'_, Result<MetadataDelta, ControllerHandlerError>> {
         Box::pin(async move {
             if from_offset < 2 {
@@ -550,6 +551,7 @@ impl ControllerHandler for Standby {
         &self,
         _from_offset: i64,
         _max_records: usize,
+        _wait: Duration,
     ) -> BoxFuture<'_, Result<MetadataDelta, ControllerHandlerError>> {
         Box::pin(async move {
             Err(ControllerHandlerError::NotController {
@@ -693,20 +695,30 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
 
     // Metadata: records from a kept offset, the image from an older one.
     assert_eq!(
-        client.fetch_metadata(&at, 2, 0).await.unwrap(),
+        client
+            .fetch_metadata(&at, 2, 0, Duration::ZERO)
+            .await
+            .unwrap(),
         MetadataDelta::Records {
             first_offset: 2,
             records: history[2..].to_vec(),
         }
     );
     assert_eq!(
-        client.fetch_metadata(&at, 3, 1).await.unwrap(),
+        client
+            .fetch_metadata(&at, 3, 1, Duration::ZERO)
+            .await
+            .unwrap(),
         MetadataDelta::Records {
             first_offset: 3,
             records: history[3..4].to_vec(),
         }
     );
-    match client.fetch_metadata(&at, 0, 0).await.unwrap() {
+    match client
+        .fetch_metadata(&at, 0, 0, Duration::ZERO)
+        .await
+        .unwrap()
+    {
         MetadataDelta::Image(image) => {
             assert_eq!(*image, image_with(&history[..2]));
             assert_eq!(image.next_offset(), 2);
@@ -715,14 +727,17 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
         other => panic!("{other:?}"),
     }
     let err = client
-        .fetch_metadata(&standby.to_string(), 0, 0)
+        .fetch_metadata(&standby.to_string(), 0, 0, Duration::ZERO)
         .await
         .unwrap_err();
     assert!(
         matches!(err, ControllerClientError::NotController { .. }),
         "{err}"
     );
-    let err = client.fetch_metadata(&at, -1, 0).await.unwrap_err();
+    let err = client
+        .fetch_metadata(&at, -1, 0, Duration::ZERO)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ControllerClientError::Refused { status, .. } if status.code() == Code::InvalidArgument),
         "{err}"

@@ -1,15 +1,18 @@
-//! One broker's place in the cluster: it runs the metadata quorum (as a voter), the
-//! active controller when its quorum leads, and its own lifecycle as a broker
-//! (registration, heartbeats, controlled shutdown); every request for the controller
-//! goes through [`ClusterNode::call`], which reaches the active controller wherever it
-//! runs. See `docs/replication.md` § 1.
+//! One broker's place in the cluster: a voter runs the metadata quorum and the active
+//! controller when its quorum leads; an observer (a broker outside the voter set)
+//! follows the active controller's committed metadata instead (`observer.rs`). Both
+//! run their own lifecycle as a broker (registration, heartbeats, controlled shutdown);
+//! every request for the controller goes through [`ClusterNode::call`], which reaches
+//! the active controller wherever it runs. See `docs/replication.md` § 1.
 //!
 //! Other brokers are reached through two seams the broker implements over its internal
 //! gRPC services: [`QuorumTransport`] (Raft) and [`ControllerChannel`] (controller
-//! calls). A single node is a cluster of one voter; it never uses either.
+//! calls and metadata fetches). A single node is a cluster of one voter; it never uses
+//! either.
 
 mod active;
 mod lifecycle;
+mod observer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,22 +20,27 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::controller::records::{BrokerEpoch, Endpoints};
+use crate::controller::records::{BrokerEpoch, Endpoints, MetadataOffset};
 use crate::controller::{
     ControllerConfig, ControllerError, ControllerReply, ControllerRequest, MetadataImage,
 };
 use crate::error::ClusterError;
 use crate::partition::BrokerId;
-use crate::quorum::{LegacyMigration, Quorum, QuorumConfig, QuorumError, QuorumTransport};
+use crate::quorum::{
+    LegacyMigration, MetadataDelta, Quorum, QuorumConfig, QuorumError, QuorumTransport,
+};
 use crate::replication::BoxFuture;
 
 pub use active::ActiveCall;
 pub use lifecycle::BrokerState;
+pub use observer::OBSERVER_FETCH_WAIT;
 
 /// Longest a controller call waits for the active controller (elections included).
 pub const CONTROLLER_CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Pause between attempts to reach the active controller.
 const CALL_RETRY_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest the active controller holds a caught-up observer's metadata fetch.
+pub const MAX_METADATA_FETCH_WAIT: Duration = Duration::from_secs(1);
 /// Longest a fresh single-voter quorum may take to elect itself at start.
 const START_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,14 +61,24 @@ pub trait ControllerChannel: Send + Sync + 'static {
         address: String,
         request: ControllerRequest,
     ) -> BoxFuture<'_, Result<ControllerReply, CallError>>;
+
+    /// Committed metadata from `from` on, from the voter at `address` if it is the
+    /// active controller ([`ClusterNode::serve_metadata_fetch`] there); it may hold the
+    /// fetch up to `wait` when there is nothing new.
+    fn fetch_metadata(
+        &self,
+        address: String,
+        from: MetadataOffset,
+        wait: Duration,
+    ) -> BoxFuture<'_, Result<MetadataDelta, CallError>>;
 }
 
 /// What a node needs to take its place in the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterSettings {
     pub node: BrokerId,
-    /// The controller voters and the internal addresses they listen on; this node must
-    /// be one of them.
+    /// The controller voters and the internal addresses they listen on; a node not
+    /// among them is an observer.
     pub voters: Vec<(BrokerId, String)>,
     /// Where clients and other brokers reach this node.
     pub endpoints: Endpoints,
@@ -82,10 +100,19 @@ pub struct ClusterNode {
 #[derive(Debug)]
 struct Inner {
     settings: ClusterSettings,
-    quorum: Arc<Quorum>,
+    metadata: Metadata,
     active: active::CallQueues,
     channel: Arc<dyn ControllerChannel>,
     broker: watch::Sender<BrokerState>,
+}
+
+/// Where this node's metadata image comes from.
+#[derive(Debug)]
+enum Metadata {
+    /// The quorum it votes in.
+    Voter(Arc<Quorum>),
+    /// The active controller it follows.
+    Observer(Arc<observer::Observer>),
 }
 
 impl std::fmt::Debug for dyn ControllerChannel {
@@ -96,14 +123,18 @@ impl std::fmt::Debug for dyn ControllerChannel {
 
 impl ClusterNode {
     /// Starts this node's quorum voter (storage under `<data_dir>/metadata/`) and its
-    /// active-controller task. A single voter elects itself and migrates a data
-    /// directory of a single-node broker (`metadata.weir`) first.
+    /// active-controller task, or, for a node outside the voter set, the observer that
+    /// follows the active controller's metadata. A single voter elects itself and
+    /// migrates a data directory of a single-node broker (`metadata.weir`) first.
     pub async fn start(
         settings: ClusterSettings,
         data_dir: &Path,
         transport: Arc<dyn QuorumTransport>,
         channel: Arc<dyn ControllerChannel>,
     ) -> Result<ClusterNode, ClusterError> {
+        if !settings.voters.iter().any(|(id, _)| *id == settings.node) {
+            return ClusterNode::start_observer(settings, data_dir, channel);
+        }
         let quorum = Quorum::start(
             settings.node,
             settings.voters.clone(),
@@ -147,7 +178,51 @@ impl ClusterNode {
         Ok(ClusterNode {
             inner: Arc::new(Inner {
                 settings,
-                quorum,
+                metadata: Metadata::Voter(quorum),
+                active,
+                channel,
+                broker,
+            }),
+        })
+    }
+
+    fn start_observer(
+        settings: ClusterSettings,
+        data_dir: &Path,
+        channel: Arc<dyn ControllerChannel>,
+    ) -> Result<ClusterNode, ClusterError> {
+        if settings.voters.is_empty() {
+            return Err(ClusterError::Quorum(
+                "a node outside the voter set needs the voters to follow; none is configured"
+                    .to_string(),
+            ));
+        }
+        if data_dir.join(crate::metadata::METADATA_FILE).exists() {
+            return Err(ClusterError::Quorum(format!(
+                "{} holds a single-node broker's metadata ({}); only a controller voter can migrate it: start this node as a voter",
+                data_dir.display(),
+                crate::metadata::METADATA_FILE
+            )));
+        }
+        let observer = Arc::new(observer::Observer::new());
+        tokio::spawn(observer::run(
+            observer.clone(),
+            settings.voters.clone(),
+            channel.clone(),
+        ));
+        // Nothing reads the queues' other ends: `serve_call` answers NotController on
+        // an observer before it would queue.
+        let (active, _) = active::call_queues();
+        let (broker, _) = watch::channel(BrokerState::default());
+        tracing::info!(
+            node = settings.node,
+            voters = ?settings.voters,
+            "observer broker: following the active controller's metadata"
+        );
+        Ok(ClusterNode {
+            inner: Arc::new(Inner {
+                settings,
+                metadata: Metadata::Observer(observer),
                 active,
                 channel,
                 broker,
@@ -163,19 +238,34 @@ impl ClusterNode {
         &self.inner.settings
     }
 
-    /// The quorum this node votes in (its internal service serves Raft RPCs with it).
-    pub fn quorum(&self) -> &Arc<Quorum> {
-        &self.inner.quorum
+    /// The quorum this node votes in (its internal service serves Raft RPCs with it);
+    /// `None` on an observer.
+    pub fn quorum(&self) -> Option<&Arc<Quorum>> {
+        match &self.inner.metadata {
+            Metadata::Voter(quorum) => Some(quorum),
+            Metadata::Observer(_) => None,
+        }
+    }
+
+    /// Whether this node is a controller voter (else an observer).
+    pub fn is_voter(&self) -> bool {
+        matches!(self.inner.metadata, Metadata::Voter(_))
     }
 
     /// The applied metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.inner.quorum.image()
+        match &self.inner.metadata {
+            Metadata::Voter(quorum) => quorum.image(),
+            Metadata::Observer(observer) => observer.image(),
+        }
     }
 
     /// The applied metadata image, as it changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
-        self.inner.quorum.subscribe()
+        match &self.inner.metadata {
+            Metadata::Voter(quorum) => quorum.subscribe(),
+            Metadata::Observer(observer) => observer.subscribe(),
+        }
     }
 
     /// This broker's registration and fencing, as the controller last answered.
@@ -185,7 +275,10 @@ impl ClusterNode {
 
     /// The active controller's id, if known.
     pub fn controller(&self) -> Option<BrokerId> {
-        self.inner.quorum.leader()
+        match &self.inner.metadata {
+            Metadata::Voter(quorum) => quorum.leader(),
+            Metadata::Observer(observer) => observer.controller(),
+        }
     }
 
     /// Serves a controller call that reached this node (from another broker): answered
@@ -194,7 +287,58 @@ impl ClusterNode {
         &self,
         request: ControllerRequest,
     ) -> Result<ControllerReply, CallError> {
+        if !self.is_voter() {
+            return Err(CallError::NotController {
+                leader: self.controller(),
+            });
+        }
         active::call(&self.inner.active, request).await
+    }
+
+    /// Serves an observer's metadata fetch that reached this node: the committed records
+    /// from `from` on (or the whole image when `from` is older than the records kept),
+    /// answered only by the active controller, so an observer always follows the
+    /// quorum's newest commits. When there is nothing new it holds the fetch until a
+    /// record is applied or `wait` (at most [`MAX_METADATA_FETCH_WAIT`]) has passed.
+    pub async fn serve_metadata_fetch(
+        &self,
+        from: MetadataOffset,
+        max_records: usize,
+        wait: Duration,
+    ) -> Result<MetadataDelta, ServeFetchError> {
+        let Metadata::Voter(quorum) = &self.inner.metadata else {
+            return Err(ServeFetchError::NotController {
+                leader: self.controller(),
+            });
+        };
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_METADATA_FETCH_WAIT);
+        let mut images = quorum.subscribe();
+        loop {
+            if !quorum.is_leader() {
+                return Err(ServeFetchError::NotController {
+                    leader: quorum.leader().filter(|l| *l != self.node()),
+                });
+            }
+            images.borrow_and_update();
+            let delta = quorum
+                .records_since(from, max_records)
+                .map_err(|e| ServeFetchError::Invalid(e.to_string()))?;
+            let empty =
+                matches!(&delta, MetadataDelta::Records { records, .. } if records.is_empty());
+            if !empty {
+                return Ok(delta);
+            }
+            // Woken by a new image, or at the deadline to answer "nothing new"; a lost
+            // leadership shows at the next check (openraft steps down on its own timer,
+            // so this also wakes at most every `LEADERSHIP_RECHECK`).
+            let wake = deadline.min(tokio::time::Instant::now() + LEADERSHIP_RECHECK);
+            match tokio::time::timeout_at(wake, images.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ServeFetchError::Invalid("the quorum stopped".into())),
+                Err(_) if tokio::time::Instant::now() >= deadline => return Ok(delta),
+                Err(_) => {}
+            }
+        }
     }
 
     /// Sends `request` to the active controller, wherever it runs, retrying through
@@ -203,8 +347,15 @@ impl ClusterNode {
     pub async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, ClusterError> {
         let deadline = tokio::time::Instant::now() + CONTROLLER_CALL_TIMEOUT;
         let mut last = String::from("no controller answered");
+        let mut turn = 0usize;
         while tokio::time::Instant::now() < deadline {
-            let leader = self.inner.quorum.leader();
+            // An observer that knows no controller asks each voter in turn: a voter
+            // that is not the controller names the one that is.
+            let leader = self.controller().or_else(|| {
+                let voters = &self.inner.settings.voters;
+                turn += 1;
+                (!self.is_voter()).then(|| voters[turn % voters.len()].0)
+            });
             let result = match leader {
                 Some(l) if l == self.node() => {
                     active::call(&self.inner.active, request.clone()).await
@@ -215,6 +366,13 @@ impl ClusterNode {
                 },
                 None => Err(CallError::NotController { leader: None }),
             };
+            if let Metadata::Observer(observer) = &self.inner.metadata {
+                match &result {
+                    Err(CallError::NotController { leader }) => observer.set_controller(*leader),
+                    Err(CallError::Unreachable(_)) => observer.set_controller(None),
+                    Ok(_) => {}
+                }
+            }
             match result {
                 Ok(reply) => return Ok(reply),
                 Err(e) => last = e.to_string(),
@@ -245,10 +403,15 @@ impl ClusterNode {
         lifecycle::controlled_shutdown(self, timeout).await;
     }
 
-    /// Stops the quorum voter.
+    /// Stops the quorum voter, or the observer's metadata fetches.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.inner.quorum.shutdown().await {
-            tracing::warn!(error = %e, "stopping the metadata quorum");
+        match &self.inner.metadata {
+            Metadata::Voter(quorum) => {
+                if let Err(e) = quorum.shutdown().await {
+                    tracing::warn!(error = %e, "stopping the metadata quorum");
+                }
+            }
+            Metadata::Observer(observer) => observer.stop(),
         }
     }
 
@@ -269,6 +432,21 @@ impl ClusterNode {
             cluster_id,
         })
     }
+}
+
+/// How often a held metadata fetch checks that this voter still leads.
+const LEADERSHIP_RECHECK: Duration = Duration::from_millis(100);
+
+/// Why [`ClusterNode::serve_metadata_fetch`] gave no records.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServeFetchError {
+    /// This node is not the active controller; `leader` is, if known.
+    #[error("not the active controller (the leader is {leader:?})")]
+    NotController { leader: Option<BrokerId> },
+    /// The fetch cannot be served as asked (an offset ahead of the log, a stopped
+    /// quorum).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn quorum_error(e: QuorumError) -> ClusterError {

@@ -136,4 +136,17 @@ impl ControllerChannel for NoPeers {
             )))
         })
     }
+
+    fn fetch_metadata(
+        &self,
+        address: String,
+        _from: crate::controller::records::MetadataOffset,
+        _wait: Duration,
+    ) -> BoxFuture<'_, Result<crate::quorum::MetadataDelta, CallError>> {
+        Box::pin(async move {
+            Err(CallError::Unreachable(format!(
+                "{address}: a single-node broker has no other controller"
+            )))
+        })
+    }
 }

@@ -69,13 +69,15 @@ pub trait ControllerHandler: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<ControllerReply, ControllerHandlerError>>;
 
     /// Up to `max_records` committed records from `from_offset` on, or the whole image
-    /// when `from_offset` is older than the records kept (`Quorum::records_since`).
+    /// when `from_offset` is older than the records kept (`Quorum::records_since`); with
+    /// nothing new, it may hold the fetch up to `wait` for a record.
     /// `from_offset` is not negative and `max_records` is within
     /// 1..=[`MAX_METADATA_RECORDS_PER_FETCH`].
     fn fetch_metadata(
         &self,
         from_offset: MetadataOffset,
         max_records: usize,
+        wait: Duration,
     ) -> BoxFuture<'_, Result<MetadataDelta, ControllerHandlerError>>;
 }
 
@@ -165,9 +167,10 @@ impl Controller for ControllerService {
             )));
         }
         let max_records = records_limit(request.max_records);
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms));
         let delta = self
             .handler
-            .fetch_metadata(request.from_offset, max_records)
+            .fetch_metadata(request.from_offset, max_records, wait)
             .await;
         let outcome = match delta {
             Ok(MetadataDelta::Records {
@@ -345,18 +348,21 @@ impl GrpcControllerClient {
 
     /// Up to `max_records` committed records from `from_offset` (0: the controller's
     /// maximum), or the whole image when `from_offset` is older than the records the
-    /// controller keeps.
+    /// controller keeps. With nothing new the controller may hold the fetch up to
+    /// `wait` (this client's timeout must be longer).
     pub async fn fetch_metadata(
         &self,
         address: &str,
         from_offset: MetadataOffset,
         max_records: u32,
+        wait: Duration,
     ) -> Result<MetadataDelta, ControllerClientError> {
         let mut client = self.client(address)?;
         let request = wire::FetchMetadataRequest {
             wire_version: CONTROLLER_WIRE_VERSION,
             from_offset,
             max_records,
+            max_wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         };
         let reply = self.within(address, client.fetch_metadata(request)).await?;
         let bad = |reason: String| ControllerClientError::BadReply {

@@ -1,0 +1,187 @@
+//! An observer broker's metadata (`docs/replication.md` § 1, Observers): a broker
+//! outside the voter set runs no Raft. It pulls committed metadata records from the
+//! active controller (`FetchMetadata`, long-polled) and applies them to an image of its
+//! own, in log order, exactly as a voter's state machine does; when it is further
+//! behind than the records the controller keeps, it gets the whole image instead.
+//!
+//! Everything an observer knows is committed (a voter serves only what it applied, and
+//! only the active controller answers), so its image is a prefix of every voter's: it
+//! may lag, never fork. It keeps no copy on disk: a restarted observer starts from an
+//! empty image and fetches the whole image again, so until a controller answers it
+//! hosts and serves nothing (its partition directories wait untouched, see
+//! `registry/mod.rs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{CallError, ControllerChannel};
+use crate::controller::MetadataImage;
+use crate::controller::records::MetadataOffset;
+use crate::partition::BrokerId;
+use crate::quorum::MetadataDelta;
+
+/// How long the controller may hold a caught-up observer's fetch before answering with
+/// nothing new; a change is answered at once.
+pub const OBSERVER_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// First pause after a fetch that failed or found no controller; doubled per failure.
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between fetch attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The image an observer follows and the active controller it follows it from.
+#[derive(Debug)]
+pub(super) struct Observer {
+    image: watch::Sender<Arc<MetadataImage>>,
+    /// The voter that last answered a fetch as the active controller (or that a voter
+    /// named as such); `None` while unknown.
+    controller: Mutex<Option<BrokerId>>,
+    stop: watch::Sender<bool>,
+}
+
+/// Why a fetched delta could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error("the controller sent records from offset {got}, but offset {expected} was asked for")]
+    WrongOffset {
+        got: MetadataOffset,
+        expected: MetadataOffset,
+    },
+    #[error("record at offset {offset} does not apply: {reason}")]
+    Refused {
+        offset: MetadataOffset,
+        reason: String,
+    },
+}
+
+impl Observer {
+    pub(super) fn new() -> Observer {
+        Observer {
+            image: watch::Sender::new(Arc::new(MetadataImage::new())),
+            controller: Mutex::new(None),
+            stop: watch::Sender::new(false),
+        }
+    }
+
+    pub(super) fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    pub(super) fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.subscribe()
+    }
+
+    pub(super) fn controller(&self) -> Option<BrokerId> {
+        *self.controller.lock().expect("not poisoned")
+    }
+
+    pub(super) fn set_controller(&self, controller: Option<BrokerId>) {
+        *self.controller.lock().expect("not poisoned") = controller;
+    }
+
+    /// Stops the fetch loop.
+    pub(super) fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Applies what a fetch from `from` brought: records in order (all or none), or a
+    /// whole image that is not older than the one held.
+    fn apply(&self, from: MetadataOffset, delta: MetadataDelta) -> Result<(), ApplyError> {
+        match delta {
+            MetadataDelta::Records {
+                first_offset,
+                records,
+            } => {
+                if first_offset != from {
+                    return Err(ApplyError::WrongOffset {
+                        got: first_offset,
+                        expected: from,
+                    });
+                }
+                if records.is_empty() {
+                    return Ok(());
+                }
+                let mut image = (*self.image()).clone();
+                for record in &records {
+                    image.apply(record).map_err(|e| ApplyError::Refused {
+                        offset: image.next_offset(),
+                        reason: e.to_string(),
+                    })?;
+                }
+                self.image.send_replace(Arc::new(image));
+            }
+            MetadataDelta::Image(image) => {
+                if image.next_offset() >= self.image().next_offset() {
+                    self.image.send_replace(image);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Follows the active controller's metadata until [`Observer::stop`]: asks the
+/// controller it knows of, or each voter in turn while it knows none, and follows a
+/// voter's "not the controller, ask that one".
+pub(super) async fn run(
+    observer: Arc<Observer>,
+    voters: Vec<(BrokerId, String)>,
+    channel: Arc<dyn ControllerChannel>,
+) {
+    let mut stop = observer.stop.subscribe();
+    let mut turn = 0usize;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        let target = observer.controller().unwrap_or_else(|| {
+            turn += 1;
+            voters[turn % voters.len()].0
+        });
+        let address = voters
+            .iter()
+            .find(|(id, _)| *id == target)
+            .map(|(_, a)| a.clone())
+            .expect("the controller is a voter");
+        let from = observer.image().next_offset();
+        let fetched = tokio::select! {
+            fetched = channel.fetch_metadata(address.clone(), from, OBSERVER_FETCH_WAIT) => fetched,
+            _ = stop.changed() => return,
+        };
+        let failed = match fetched {
+            Ok(delta) => {
+                observer.set_controller(Some(target));
+                match observer.apply(from, delta) {
+                    Ok(()) => false,
+                    Err(e) => {
+                        tracing::error!(controller = target, %address, error = %e, "a metadata fetch did not apply; fetching again");
+                        true
+                    }
+                }
+            }
+            Err(CallError::NotController { leader }) => {
+                // Only a named other voter is worth asking at once; none named means an
+                // election is under way.
+                let leader = leader.filter(|l| *l != target && voters.iter().any(|(v, _)| v == l));
+                observer.set_controller(leader);
+                leader.is_none()
+            }
+            Err(CallError::Unreachable(reason)) => {
+                tracing::debug!(voter = target, %address, %reason, "metadata fetch failed");
+                observer.set_controller(None);
+                true
+            }
+        };
+        if failed {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        } else {
+            backoff = MIN_BACKOFF;
+        }
+    }
+}
