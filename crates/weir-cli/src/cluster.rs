@@ -1,5 +1,5 @@
-//! `weir cluster`: describe the cluster, its brokers (address, rack, fenced) and active
-//! controller, as `DescribeCluster` reports them. Text output is aligned columns;
+//! `weir cluster`: describe the cluster, its brokers (address, rack, fenced, voter or
+//! observer) and active controller, as `DescribeCluster` reports them. Text output is aligned columns;
 //! `--format json` prints one JSON document.
 
 use std::io::Write;
@@ -21,8 +21,9 @@ Examples:
 ADDRESS is what each broker advertises (weir serve --advertise): clients bootstrapped
 from any broker connect to the others there, so it must be reachable from clients. A
 fenced broker is registered but may not lead or be in sync (it missed its session, or is
-catching up after a start). CONTROLLER is the active controller, `none` during an
-election. `weir topic describe NAME` shows which broker leads each partition.";
+catching up after a start). ROLE is `controller` for the active controller, `voter`
+for the other controller voters, `observer` for brokers that follow the metadata without
+voting. CONTROLLER is the active controller, `none` during an election. `weir topic describe NAME` shows which broker leads each partition.";
 
 /// Describe the cluster.
 #[derive(Debug, Args)]
@@ -40,7 +41,8 @@ pub struct ClusterArgs {
 #[derive(Debug, Subcommand)]
 enum ClusterCommand {
     /// Show the cluster id, the active controller and every registered broker with the
-    /// address it advertises to clients, its rack and whether it is fenced.
+    /// address it advertises to clients, its rack, whether it is fenced and whether it
+    /// is a controller voter.
     #[command(after_help = EXAMPLES)]
     Describe,
 }
@@ -62,6 +64,8 @@ struct BrokerJson<'a> {
     address: String,
     rack: Option<&'a str>,
     fenced: bool,
+    /// A controller voter (false: an observer broker).
+    voter: bool,
     controller: bool,
 }
 
@@ -96,6 +100,7 @@ fn print_cluster(
             address: address(&b.host, b.port),
             rack: b.rack.as_deref(),
             fenced: b.fenced,
+            voter: b.voter,
             controller: b.broker_id == cluster.controller_id,
         })
         .collect();
@@ -133,7 +138,11 @@ fn print_cluster(
             )?;
             for b in &brokers {
                 let state = if b.fenced { "fenced" } else { "unfenced" };
-                let role = if b.controller { "controller" } else { "" };
+                let role = match (b.controller, b.voter) {
+                    (true, _) => "controller",
+                    (false, true) => "voter",
+                    (false, false) => "observer",
+                };
                 let line = format!(
                     "{:>6}  {:<width$}  {:<rack_width$}  {state:<8}  {role}",
                     b.broker_id,
@@ -182,6 +191,7 @@ mod tests {
                     port: 9392,
                     rack: Some("rack-b".to_owned()),
                     fenced: false,
+                    voter: true,
                 },
                 BrokerInfo {
                     broker_id: 1,
@@ -189,6 +199,15 @@ mod tests {
                     port: 9292,
                     rack: None,
                     fenced: true,
+                    voter: false,
+                },
+                BrokerInfo {
+                    broker_id: 3,
+                    host: "c.example".to_owned(),
+                    port: 9492,
+                    rack: None,
+                    fenced: false,
+                    voter: true,
                 },
             ],
         }
@@ -206,11 +225,15 @@ mod tests {
             lines[3], "BROKER  ADDRESS         RACK    STATE     ROLE",
             "{text}"
         );
-        assert_eq!(lines[4], "     1  [::1]:9292      -       fenced");
+        assert_eq!(
+            lines[4],
+            "     1  [::1]:9292      -       fenced    observer"
+        );
         assert_eq!(
             lines[5],
             "     2  b.example:9392  rack-b  unfenced  controller"
         );
+        assert_eq!(lines[6], "     3  c.example:9492  -       unfenced  voter");
     }
 
     #[test]
@@ -230,5 +253,7 @@ mod tests {
         assert_eq!(json["brokers"][1]["host"], "b.example");
         assert_eq!(json["brokers"][1]["port"], 9392);
         assert_eq!(json["brokers"][1]["controller"], true);
+        assert_eq!(json["brokers"][0]["voter"], false);
+        assert_eq!(json["brokers"][1]["voter"], true);
     }
 }

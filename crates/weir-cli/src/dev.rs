@@ -1,6 +1,6 @@
-//! `weir dev cluster`: a local cluster of N brokers in the foreground, each a controller
-//! voter, with its data under one directory, for trying replication without
-//! containers. It runs this same binary as `weir serve` N times, prints the
+//! `weir dev cluster`: a local cluster of N brokers in the foreground, the first
+//! `--voters` of them controller voters and the rest observers, with its data under one
+//! directory, for trying replication without containers. It runs this same binary as `weir serve` N times, prints the
 //! `--brokers` string, and stops them all (gracefully: SIGTERM, controlled shutdown) on
 //! Ctrl-C or SIGTERM, or when any of them exits.
 
@@ -14,8 +14,10 @@ use clap::{Args, Subcommand};
 
 use crate::UsageError;
 
-/// Most brokers `weir dev cluster` starts (every one is a voter; 9 is the voter limit).
-pub const MAX_DEV_NODES: u16 = 9;
+/// Most brokers `weir dev cluster` starts.
+pub const MAX_DEV_NODES: u16 = 16;
+/// Most of them that are controller voters (the broker's own limit).
+const MAX_DEV_VOTERS: u16 = weir_server::MAX_CONTROLLER_VOTERS as u16;
 /// Ports between consecutive brokers: node N listens on `base + (N-1) * PORT_STRIDE` and
 /// serves `/metrics` on the next port.
 const PORT_STRIDE: u16 = 100;
@@ -26,6 +28,7 @@ const EXAMPLES: &str = "\
 Examples:
   weir dev cluster                                # 3 brokers on 127.0.0.1:9292, :9392, :9492
   weir dev cluster --nodes 5 --data-dir /tmp/weir-dev
+  weir dev cluster --nodes 5 --voters 3           # nodes 4 and 5 are observers
   # then, in another terminal:
   weir topic create orders --partitions 6 --replication-factor 3 \\
        --brokers 127.0.0.1:9292,127.0.0.1:9392,127.0.0.1:9492
@@ -52,9 +55,13 @@ enum DevCommand {
 
 #[derive(Debug, Args)]
 struct ClusterArgs {
-    /// Number of brokers, each a controller voter (1 to 9).
+    /// Number of brokers (1 to 16).
     #[arg(long, default_value_t = 3)]
     nodes: u16,
+    /// How many of them, from node 1 on, are controller voters (1 to 9; the others are
+    /// observer brokers) [default: every node, at most 9].
+    #[arg(long)]
+    voters: Option<u16>,
     /// Directory holding every broker's data (node-1, node-2, ...).
     #[arg(long, default_value = "weir-dev-cluster")]
     data_dir: PathBuf,
@@ -77,6 +84,15 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let voter_count = args.voters.unwrap_or(args.nodes.min(MAX_DEV_VOTERS));
+    if !(1..=args.nodes.min(MAX_DEV_VOTERS)).contains(&voter_count) {
+        return Err(UsageError(format!(
+            "--voters {voter_count} is outside 1..={} (at most --nodes {} and at most {MAX_DEV_VOTERS})",
+            args.nodes.min(MAX_DEV_VOTERS),
+            args.nodes
+        ))
+        .into());
+    }
     let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 1;
     if args.base_port == 0 || last > u32::from(u16::MAX) {
         return Err(UsageError(format!(
@@ -86,7 +102,7 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         .into());
     }
     let port = |n: u16| args.base_port + (n - 1) * PORT_STRIDE;
-    let voters: Vec<String> = (1..=args.nodes)
+    let voters: Vec<String> = (1..=voter_count)
         .map(|n| format!("{n}@127.0.0.1:{}", port(n)))
         .collect();
     let brokers: Vec<String> = (1..=args.nodes)
@@ -114,8 +130,13 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
             .spawn();
         match child {
             Ok(c) => {
+                let role = if n <= voter_count {
+                    "voter"
+                } else {
+                    "observer"
+                };
                 eprintln!(
-                    "node {n}: pid {}, 127.0.0.1:{} (metrics on :{}), log {}",
+                    "node {n} ({role}): pid {}, 127.0.0.1:{} (metrics on :{}), log {}",
                     c.id(),
                     port(n),
                     port(n) + 1,

@@ -936,6 +936,27 @@ fn serve_help_explains_the_cluster_flags_with_a_three_node_example() {
 }
 
 #[test]
+fn dev_cluster_refuses_a_voter_count_it_cannot_run_before_starting_anything() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("dev");
+    let data = data.to_str().expect("UTF-8 path");
+    for (flags, expected) in [
+        (&["--nodes", "2", "--voters", "3"][..], "--voters 3"),
+        (&["--nodes", "3", "--voters", "0"], "--voters 0"),
+        (&["--nodes", "12", "--voters", "10"], "at most 9"),
+        (&["--nodes", "17"], "--nodes 17"),
+    ] {
+        let mut args = vec!["dev", "cluster", "--data-dir", data];
+        args.extend_from_slice(flags);
+        let output = weir(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!dir.path().join("dev").exists(), "{flags:?}");
+    }
+}
+
+#[test]
 fn serve_refuses_bad_cluster_flags_before_touching_the_data_directory() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("weir-data");

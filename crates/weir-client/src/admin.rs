@@ -91,6 +91,8 @@ pub struct BrokerInfo {
     /// Registered but not allowed to lead or be in an ISR (it missed its session, or is
     /// catching up after a start).
     pub fenced: bool,
+    /// A controller voter; false for an observer broker.
+    pub voter: bool,
 }
 
 /// The cluster as `DescribeCluster` reports it.
@@ -488,6 +490,7 @@ impl Admin {
                     port: b.port,
                     rack: (!b.rack.is_empty()).then_some(b.rack),
                     fenced: b.fenced,
+                    voter: b.voter,
                 })
                 .collect(),
         })

@@ -222,6 +222,12 @@ impl Admin for AdminService {
         let _timer = self.broker.metrics.rpc_timer("DescribeCluster");
         let cluster = self.broker.registry.cluster();
         let image = cluster.image();
+        let voters: Vec<i32> = cluster
+            .settings()
+            .voters
+            .iter()
+            .map(|(id, _)| *id)
+            .collect();
         let mut brokers: Vec<BrokerDescription> = image
             .brokers()
             .map(|b| {
@@ -234,6 +240,7 @@ impl Admin for AdminService {
                     port,
                     fenced: b.fenced,
                     rack: b.rack.clone().unwrap_or_default(),
+                    voter: voters.contains(&b.node),
                 }
             })
             .collect();
@@ -246,6 +253,7 @@ impl Admin for AdminService {
                 port: advertised.port.into(),
                 fenced: true,
                 rack: String::new(),
+                voter: cluster.is_voter(),
             });
         }
         Ok(Response::new(DescribeClusterResponse {

@@ -283,10 +283,11 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_observer_broker_hosts_leads_and_follows_a_controller_change() {
+async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change() {
     bounded(async {
+        let observer_id = VOTERS + 1;
         let mut nodes = start_cluster(VOTERS + 1).await;
-        let observer = nodes.iter().find(|n| n.id == VOTERS + 1).unwrap().addr;
+        let observer = nodes.iter().find(|n| n.id == observer_id).unwrap().addr;
         // The observer registers and is unfenced once its image has caught up.
         eventually(
             Duration::from_secs(20),
@@ -299,6 +300,9 @@ async fn an_observer_broker_hosts_leads_and_follows_a_controller_change() {
             (1..=VOTERS).contains(&cluster.controller_id),
             "the observer names a voter as the controller: {cluster:?}"
         );
+        for b in &cluster.brokers {
+            assert_eq!(b.voter, b.broker_id != observer_id, "{cluster:?}");
+        }
 
         // Admin calls on the observer reach the controller; placement spreads four
         // leaders over four brokers, so the observer leads one of them.
@@ -313,53 +317,109 @@ async fn an_observer_broker_hosts_leads_and_follows_a_controller_change() {
         let led = spread
             .partitions
             .iter()
-            .find(|p| p.leader == VOTERS + 1)
-            .unwrap_or_else(|| panic!("the observer leads no partition: {spread:?}"))
-            .partition;
+            .find(|p| p.leader == observer_id)
+            .unwrap_or_else(|| panic!("the observer leads no partition: {spread:?}"));
+        let (partition, follower) = (
+            led.partition,
+            *led.replicas.iter().find(|r| **r != observer_id).unwrap(),
+        );
         let values: Vec<String> = (0..50).map(|i| format!("observed-{i}")).collect();
-        produce_all(observer, "spread", led, &values)
+        produce_all(observer, "spread", partition, &values)
             .await
             .expect("acks=all produce on the observer, which leads the partition");
-        let mut c = connect(observer).await;
-        let read: Vec<String> = c
-            .fetch_all("spread", led, 0)
-            .await
-            .into_iter()
-            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-            .collect();
-        assert_eq!(read, values);
+        let read_back = |addr: SocketAddr| async move {
+            let mut c = connect(addr).await;
+            c.fetch_all("spread", partition, 0)
+                .await
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+                .collect::<Vec<String>>()
+        };
+        assert_eq!(read_back(observer).await, values);
+
+        // A restarted observer starts from an empty image, fetches it whole, keeps its
+        // partitions' data and rejoins their ISRs.
+        let restarted = restart(&mut nodes, observer_id).await;
+        eventually(
+            Duration::from_secs(20),
+            "the restarted observer back in every ISR it belongs to",
+            || async {
+                unfenced_brokers(restarted).await == 4 && settled(restarted, "spread", 2).await
+            },
+        )
+        .await;
+        // Its copy is whole: with the other replica stopped, it leads again and serves
+        // every record.
+        stop(&mut nodes, follower).await;
+        eventually(
+            Duration::from_secs(15),
+            "the observer leads its partition again",
+            || async {
+                describe(restarted, "spread")
+                    .await
+                    .is_some_and(|t| t.partitions[partition as usize].leader == observer_id)
+            },
+        )
+        .await;
+        assert_eq!(read_back(restarted).await, values);
+        start_again(&mut nodes, follower).await;
+        eventually(
+            Duration::from_secs(20),
+            "four unfenced brokers again",
+            || async { unfenced_brokers(restarted).await == 4 },
+        )
+        .await;
 
         // The active controller stops; the observer finds the next one and keeps
         // following: a topic created through it afterwards shows up in its image.
-        let controller = cluster.controller_id;
-        nodes
-            .iter_mut()
-            .find(|n| n.id == controller)
-            .unwrap()
-            .server
-            .take()
-            .unwrap()
-            .shutdown()
-            .await
-            .expect("graceful stop");
+        let controller = describe_cluster(restarted).await.unwrap().controller_id;
+        stop(&mut nodes, controller).await;
         eventually(
             Duration::from_secs(15),
             "the observer names a new controller",
             || async {
-                describe_cluster(observer)
+                describe_cluster(restarted)
                     .await
                     .is_some_and(|c| c.controller_id > 0 && c.controller_id != controller)
             },
         )
         .await;
-        create_topic(observer, "after", 2, 2).await;
+        create_topic(restarted, "after", 2, 2).await;
         eventually(
             Duration::from_secs(10),
             "the topic created after the change, led, seen by the observer",
-            || async { settled(observer, "after", 2).await },
+            || async { settled(restarted, "after", 2).await },
         )
         .await;
         stop_all(&mut nodes).await;
     })
     .await;
+}
+
+/// Stops node `id` gracefully.
+async fn stop(nodes: &mut [Node], id: i32) {
+    let node = nodes.iter_mut().find(|n| n.id == id).unwrap();
+    node.server
+        .take()
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("graceful stop");
+}
+
+/// Stops node `id` gracefully and starts it again on its data directory; its address.
+async fn restart(nodes: &mut [Node], id: i32) -> SocketAddr {
+    stop(nodes, id).await;
+    start_again(nodes, id).await
+}
+
+/// Starts the stopped node `id` again on its data directory; its address.
+async fn start_again(nodes: &mut [Node], id: i32) -> SocketAddr {
+    let node = nodes.iter_mut().find(|n| n.id == id).unwrap();
+    node.server = Some(
+        weir_server::start(node.config.clone())
+            .await
+            .expect("broker starts again"),
+    );
+    node.addr
 }

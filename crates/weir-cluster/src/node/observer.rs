@@ -185,3 +185,181 @@ pub(super) async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::controller::records::{Endpoints, MetadataRecord};
+    use crate::controller::{ControllerReply, ControllerRequest};
+    use crate::replication::BoxFuture;
+
+    fn history() -> Vec<MetadataRecord> {
+        let mut records = vec![MetadataRecord::ClusterCreated {
+            cluster_id: "c-1".into(),
+        }];
+        for node in 1..=3 {
+            records.push(MetadataRecord::BrokerRegistered {
+                node,
+                incarnation: format!("i-{node}"),
+                broker_epoch: records.len() as i64,
+                endpoints: Endpoints {
+                    client: format!("b{node}:9292"),
+                    internal: format!("b{node}:9293"),
+                },
+                rack: None,
+            });
+        }
+        records
+    }
+
+    fn image_of(records: &[MetadataRecord]) -> MetadataImage {
+        let mut image = MetadataImage::new();
+        for r in records {
+            image.apply(r).unwrap();
+        }
+        image
+    }
+
+    /// Voter 1 names voter 2 as the controller, voter 2 serves the history two records
+    /// a fetch, voter 3 is down.
+    struct Voters {
+        history: Vec<MetadataRecord>,
+        fetches: AtomicUsize,
+    }
+
+    impl ControllerChannel for Voters {
+        fn call(
+            &self,
+            _address: String,
+            _request: ControllerRequest,
+        ) -> BoxFuture<'_, Result<ControllerReply, CallError>> {
+            Box::pin(async { Err(CallError::Unreachable("not in this test".into())) })
+        }
+
+        fn fetch_metadata(
+            &self,
+            address: String,
+            from: MetadataOffset,
+            wait: Duration,
+        ) -> BoxFuture<'_, Result<MetadataDelta, CallError>> {
+            Box::pin(async move {
+                assert_eq!(wait, OBSERVER_FETCH_WAIT);
+                self.fetches.fetch_add(1, Ordering::SeqCst);
+                match address.as_str() {
+                    "v1" => Err(CallError::NotController { leader: Some(2) }),
+                    "v2" => {
+                        let from = from as usize;
+                        let records: Vec<_> =
+                            self.history.iter().skip(from).take(2).cloned().collect();
+                        if records.is_empty() {
+                            // Caught up: the controller holds the fetch.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(MetadataDelta::Records {
+                            first_offset: from as MetadataOffset,
+                            records,
+                        })
+                    }
+                    _ => Err(CallError::Unreachable("connection refused".into())),
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_observer_finds_the_controller_and_applies_its_records_in_order() {
+        let observer = Arc::new(Observer::new());
+        let channel = Arc::new(Voters {
+            history: history(),
+            fetches: AtomicUsize::new(0),
+        });
+        let voters = vec![(1, "v1".into()), (2, "v2".into()), (3, "v3".into())];
+        let task = tokio::spawn(run(observer.clone(), voters, channel.clone()));
+        let mut images = observer.subscribe();
+        let want = image_of(&history());
+        tokio::time::timeout(Duration::from_secs(5), images.wait_for(|i| **i == want))
+            .await
+            .expect("caught up")
+            .unwrap();
+        assert_eq!(observer.controller(), Some(2));
+        observer.stop();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("stops")
+            .unwrap();
+        let fetches = channel.fetches.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(channel.fetches.load(Ordering::SeqCst), fetches, "stopped");
+    }
+
+    #[test]
+    fn records_from_another_offset_or_that_do_not_apply_change_nothing() {
+        let observer = Observer::new();
+        let history = history();
+        observer
+            .apply(
+                0,
+                MetadataDelta::Records {
+                    first_offset: 0,
+                    records: history[..2].to_vec(),
+                },
+            )
+            .unwrap();
+        let before = observer.image();
+        assert_eq!(before.next_offset(), 2);
+
+        let err = observer
+            .apply(
+                2,
+                MetadataDelta::Records {
+                    first_offset: 3,
+                    records: history[3..].to_vec(),
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApplyError::WrongOffset {
+                    got: 3,
+                    expected: 2
+                }
+            ),
+            "{err}"
+        );
+        // The second record does not apply (a broker fenced at an epoch it never had):
+        // the first is not kept either.
+        let err = observer
+            .apply(
+                2,
+                MetadataDelta::Records {
+                    first_offset: 2,
+                    records: vec![
+                        history[2].clone(),
+                        MetadataRecord::BrokerFenced {
+                            node: 9,
+                            broker_epoch: 99,
+                        },
+                    ],
+                },
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, ApplyError::Refused { offset: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(observer.image(), before);
+
+        // A whole image replaces a smaller one, never a larger one.
+        observer
+            .apply(0, MetadataDelta::Image(Arc::new(image_of(&history))))
+            .unwrap();
+        assert_eq!(observer.image().next_offset(), 4);
+        observer
+            .apply(0, MetadataDelta::Image(Arc::new(image_of(&history[..1]))))
+            .unwrap();
+        assert_eq!(observer.image().next_offset(), 4);
+    }
+}
