@@ -27,8 +27,12 @@ Examples:
   weir serve --node-id 3 --data-dir D3 --listen 127.0.0.1:9492 --admin-listen 127.0.0.1:9493 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
       A 3-node cluster on one machine: each node its own id, data directory and ports,
-      and the same voter list. (Today the flags are checked and stored; the quorum
-      that uses them is not run yet, so each node still serves on its own.)
+      and the same voter list (`weir dev cluster` does this for you).
+  weir serve --node-id 4 --data-dir D4 --listen 127.0.0.1:9592 --admin-listen 127.0.0.1:9593 \
+      --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492 --rack r2
+      A fourth broker: not in the voter list, so an observer (hosts and leads
+      partitions, does not vote), in rack r2 (replicas of a partition are spread
+      over racks).
   weir serve --listen 0.0.0.0:9292 --advertise broker1.example.com:9292
       Listen on every interface; tell clients to connect to broker1.example.com.
   weir serve --config weir.toml
@@ -40,6 +44,7 @@ Examples:
         controller_voters = [\"1@10.0.0.1:9292\", \"2@10.0.0.2:9292\", \"3@10.0.0.3:9292\"]
         # internal_listen = \"10.0.0.1:9294\"
         # advertise = \"broker1.example.com:9292\"
+        # rack = \"eu-west-1a\"
         # consumer groups (defaults shown)
         offsets_partitions = 16            # fixed once __consumer_offsets exists
         group_session_timeout_ms = 45000   # a silent member is removed after this
@@ -97,14 +102,18 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     controller_voters: Option<Vec<Voter>>,
-    /// Listen address for traffic between nodes (replication, the controller quorum).
-    /// Checked and stored; nothing binds it yet [default: share the --listen address].
+    /// Listen address for traffic between nodes (replication, the controller quorum)
+    /// [default: share the --listen address].
     #[arg(long, env = "WEIR_INTERNAL_LISTEN", value_name = "ADDR")]
     internal_listen: Option<SocketAddr>,
     /// HOST:PORT clients are told to connect to (DescribeCluster) [default: the --listen
     /// address; when it is 0.0.0.0 or ::, this machine's host name and the listen port].
     #[arg(long, env = "WEIR_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
     advertise: Option<String>,
+    /// This broker's rack (or zone): placement puts a partition's replicas in different
+    /// racks where it can [default: none].
+    #[arg(long, env = "WEIR_RACK", value_name = "RACK")]
+    rack: Option<String>,
 }
 
 /// Checks a `host:port` flag value, so a bad one is reported against its flag.
@@ -159,6 +168,9 @@ impl ServeArgs {
         }
         if let Some(advertise) = self.advertise {
             config.advertise = Some(advertise);
+        }
+        if let Some(rack) = self.rack {
+            config.rack = Some(rack);
         }
         config.validate().map_err(|e| UsageError(e.to_string()))?;
         Ok(config)
@@ -258,8 +270,11 @@ mod tests {
             "127.0.0.1:9394",
             "--advertise",
             "broker2.example.com:9392",
+            "--rack",
+            "r2",
         ])
         .unwrap();
+        assert_eq!(config.rack.as_deref(), Some("r2"));
         assert_eq!(config.node_id, 2);
         let voters: Vec<String> = config
             .controller_voters

@@ -61,7 +61,7 @@ pub(crate) async fn start(
         node: config.node_id,
         voters,
         endpoints: Endpoints { client, internal },
-        rack: None,
+        rack: config.rack.clone(),
         cluster_id,
         quorum: QuorumConfig::default(),
         controller: ControllerConfig::default(),

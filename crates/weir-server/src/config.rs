@@ -1,5 +1,5 @@
 //! The broker's configuration: where data lives, where it listens, its node id, the
-//! controller voters, the address it advertises and its limits. Defaults need nothing
+//! controller voters, the address it advertises, its rack and its limits. Defaults need nothing
 //! set; the `weir serve` command layers a TOML file, environment variables and flags over
 //! them, and [`ServerConfig::validate`] checks the result before anything is started.
 
@@ -44,6 +44,8 @@ pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 10_080;
 /// so more voters buy fault tolerance with latency; 3 or 5 is usual (Kafka advises the
 /// same for KRaft).
 pub const MAX_CONTROLLER_VOTERS: usize = 9;
+/// Longest rack name, in bytes (Kubernetes zone labels are far shorter).
+pub const MAX_RACK_BYTES: usize = 255;
 /// Longest host name accepted in `host:port` values (DNS's limit).
 pub const MAX_HOST_CHARS: usize = 253;
 
@@ -73,6 +75,9 @@ pub struct ServerConfig {
     /// listen address, or this machine's host name with the listen port when listening
     /// on all interfaces (0.0.0.0 or ::).
     pub advertise: Option<String>,
+    /// This broker's rack (or availability zone), registered with the controller:
+    /// placement spreads a partition's replicas over racks. `None`: no rack.
+    pub rack: Option<String>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
     /// How often retention and compaction run, in milliseconds.
@@ -99,6 +104,7 @@ impl Default for ServerConfig {
             controller_voters: Vec::new(),
             internal_listen: None,
             advertise: None,
+            rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
             offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
@@ -117,6 +123,13 @@ impl ServerConfig {
             return Err(ServerConfigError::NegativeNodeId(self.node_id));
         }
         validate_voters(&self.controller_voters)?;
+        if let Some(rack) = &self.rack
+            && (rack.is_empty()
+                || rack.len() > MAX_RACK_BYTES
+                || rack.chars().any(char::is_control))
+        {
+            return Err(ServerConfigError::BadRack(rack.clone()));
+        }
         if let Some(advertise) = &self.advertise {
             parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
                 value: advertise.clone(),
@@ -257,6 +270,8 @@ impl fmt::Display for Voter {
 pub enum ServerConfigError {
     #[error("node id {0} is negative; node ids are 0 or more")]
     NegativeNodeId(i32),
+    #[error("rack {0:?} is empty, longer than {MAX_RACK_BYTES} bytes, or has control characters")]
+    BadRack(String),
     #[error("controller voter {spec:?} is not ID@HOST:PORT (e.g. 1@10.0.0.1:9292): {reason}")]
     BadVoter { spec: String, reason: String },
     #[error("controller voter id {id} is listed twice ({first} and {second})")]
@@ -526,6 +541,20 @@ mod tests {
             let err = config.validate().unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }
+
+        for bad in [String::new(), "a\nb".into(), "r".repeat(MAX_RACK_BYTES + 1)] {
+            let config = ServerConfig {
+                rack: Some(bad.clone()),
+                ..ServerConfig::default()
+            };
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.starts_with("rack "), "{bad:?}: {err}");
+        }
+        let config = ServerConfig {
+            rack: Some("eu-west-1a".into()),
+            ..ServerConfig::default()
+        };
+        config.validate().expect("a plain rack name");
 
         let config = ServerConfig {
             internal_listen: Some(DEFAULT_LISTEN),

@@ -33,6 +33,11 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The rack each test broker registers with: two racks.
+fn rack_of(id: i32) -> String {
+    format!("rack-{}", id % 2)
+}
+
 /// Nodes 1 to `nodes`, of which 1 to [`VOTERS`] are the controller voters.
 async fn start_cluster(nodes: i32) -> Vec<Node> {
     // RUST_LOG=info shows what the brokers do.
@@ -59,6 +64,7 @@ async fn start_cluster(nodes: i32) -> Vec<Node> {
             admin_listen: None,
             node_id: id,
             controller_voters: voters.clone(),
+            rack: Some(rack_of(id)),
             ..ServerConfig::default()
         };
         started_nodes.push(Node {
@@ -302,6 +308,7 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
         );
         for b in &cluster.brokers {
             assert_eq!(b.voter, b.broker_id != observer_id, "{cluster:?}");
+            assert_eq!(b.rack, rack_of(b.broker_id), "{cluster:?}");
         }
 
         // Admin calls on the observer reach the controller; placement spreads four
@@ -314,6 +321,13 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
         )
         .await;
         let spread = describe(observer, "spread").await.unwrap();
+        for p in &spread.partitions {
+            assert_ne!(
+                rack_of(p.replicas[0]),
+                rack_of(p.replicas[1]),
+                "replicas in different racks: {spread:?}"
+            );
+        }
         let led = spread
             .partitions
             .iter()
