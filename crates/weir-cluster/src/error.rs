@@ -146,6 +146,12 @@ pub enum ClusterError {
         partition: u32,
         leader: i32,
     },
+    /// OFFSET_NOT_AVAILABLE: a new leader has not committed what it inherited yet, so
+    /// its high watermark (the latest offset) is not known; retriable (Kafka's KIP-207).
+    #[error(
+        "the new leader of {topic}/{partition} has not yet committed the records it inherited, so its latest offset is not known; retry shortly"
+    )]
+    OffsetNotAvailable { topic: String, partition: u32 },
     /// NOT_ENOUGH_REPLICAS: fewer in-sync replicas than `min.insync.replicas`; nothing
     /// was appended.
     #[error(

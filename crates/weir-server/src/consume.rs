@@ -341,7 +341,7 @@ async fn list_one(
 ) -> Result<(i64, i64), v1::PartitionError> {
     let err = |e: ClusterError| status::partition_error(&e);
     let partition = topic.partition(index).map_err(err)?;
-    let offsets = partition.offsets().await.map_err(err)?;
+    let offsets = partition.leader_offsets().await.map_err(err)?;
     match spec {
         None => Err(invalid_argument(format!(
             "partition {index}: no offset spec (earliest, latest or timestamp_ms)"

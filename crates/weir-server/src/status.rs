@@ -54,10 +54,11 @@ pub fn code(err: &ClusterError) -> Code {
         ClusterError::NotLeader { .. } | ClusterError::FencedLeaderEpoch { .. } => {
             Code::FailedPrecondition
         }
-        // Retriable: the ISR grows back as followers catch up; a controller is elected.
-        ClusterError::NotEnoughReplicas { .. } | ClusterError::ControllerUnavailable(_) => {
-            Code::Unavailable
-        }
+        // Retriable: the ISR grows back as followers catch up; a controller is elected;
+        // a new leader commits what it inherited.
+        ClusterError::NotEnoughReplicas { .. }
+        | ClusterError::ControllerUnavailable(_)
+        | ClusterError::OffsetNotAvailable { .. } => Code::Unavailable,
         ClusterError::Quorum(_) | ClusterError::Refused(_) => Code::Internal,
         // Nothing is left of the topic; with more descriptors or disk space it would work.
         ClusterError::CreateFailed {
@@ -81,6 +82,8 @@ pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
 /// Reason: the leadership an append was accepted under ended before it was written;
 /// nothing was appended (code `FAILED_PRECONDITION`).
 pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
+/// Reason: a new leader does not know its latest offset yet (code `UNAVAILABLE`; retry).
+pub const REASON_OFFSET_NOT_AVAILABLE: &str = "OFFSET_NOT_AVAILABLE";
 /// Metadata key: the topic name.
 pub const META_TOPIC: &str = "topic";
 /// Metadata key: the partition index, in decimal.
@@ -144,6 +147,9 @@ pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, Strin
             REASON_FENCED_LEADER_EPOCH,
             meta(topic, *partition, &[(META_LEADER_EPOCH, epoch.to_string())]),
         )),
+        ClusterError::OffsetNotAvailable { topic, partition } => {
+            Some((REASON_OFFSET_NOT_AVAILABLE, meta(topic, *partition, &[])))
+        }
         _ => None,
     }
 }
@@ -241,6 +247,22 @@ mod tests {
         assert_eq!(
             info.metadata,
             metadata(&[("topic", "orders"), ("partition", "3"), ("leader_id", "2")])
+        );
+    }
+
+    #[test]
+    fn offset_not_available_is_retriable_unavailable() {
+        let status = status(ClusterError::OffsetNotAvailable {
+            topic: "t".to_owned(),
+            partition: 1,
+        });
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("retry shortly"), "{status:?}");
+        let info = error_info(&status);
+        assert_eq!(info.reason, "OFFSET_NOT_AVAILABLE");
+        assert_eq!(
+            info.metadata,
+            metadata(&[("topic", "t"), ("partition", "1")])
         );
     }
 

@@ -406,6 +406,22 @@ impl Partition {
         }
     }
 
+    /// The offsets a consumer may look up (ListOffsets): only on the leader, and only
+    /// once this leadership has published its high watermark; before that a new
+    /// leader's latest offset could be below one its predecessor already gave out, so
+    /// the answer is a retriable [`ClusterError::OffsetNotAvailable`]
+    /// (`docs/replication.md` § The leader, Publishing the HW).
+    pub async fn leader_offsets(&self) -> Result<PartitionOffsets, ClusterError> {
+        self.shared.check_leader()?;
+        if self.shared.replica().published_high_watermark().is_none() {
+            return Err(ClusterError::OffsetNotAvailable {
+                topic: self.shared.topic.clone(),
+                partition: self.shared.index,
+            });
+        }
+        self.offsets().await
+    }
+
     /// Reads whole batches from `offset`, up to `max_bytes` (at least one batch), only
     /// below the high watermark. `offset` must be within `[log start, log end]`; at or
     /// past the high watermark the answer is empty.
@@ -703,6 +719,83 @@ mod tests {
             }
             offset = data.next_offset;
         }
+    }
+
+    #[tokio::test]
+    async fn a_new_leader_gives_no_latest_offset_until_it_has_committed_what_it_inherited() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
+        let led_with = |leader_epoch, isr: Vec<BrokerId>| PartitionState {
+            leader: 0,
+            leader_epoch,
+            replicas: vec![0, 1],
+            isr,
+        };
+        let p = Partition::open("t", "t-id", 0, dir.path(), config, 0, led_with(0, vec![0]))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            p.append(batch_of("committed"), Durability::Durable)
+                .await
+                .unwrap();
+        }
+        assert_eq!(p.leader_offsets().await.unwrap().high_watermark, 3);
+        // Follower 1 joins the ISR but never fetches: what is appended now stays above
+        // the high watermark.
+        p.apply_state(&led_with(1, vec![0, 1])).await;
+        for _ in 0..2 {
+            p.append(batch_of("uncommitted"), Durability::Written)
+                .await
+                .unwrap();
+        }
+        assert_eq!(p.leader_offsets().await.unwrap().high_watermark, 3);
+        // A new leadership inherits offsets 3 and 4 uncommitted: no latest offset yet.
+        p.apply_state(&led_with(2, vec![0, 1])).await;
+        let err = p.leader_offsets().await.unwrap_err();
+        assert!(
+            matches!(err, ClusterError::OffsetNotAvailable { partition: 0, .. }),
+            "{err}"
+        );
+        // Once the ISR is this replica alone the inherited records commit and it
+        // publishes.
+        p.apply_state(&led_with(3, vec![0])).await;
+        p.tick().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match p.leader_offsets().await {
+                Ok(offsets) => {
+                    assert_eq!(offsets.high_watermark, 5);
+                    break;
+                }
+                Err(e) => assert!(tokio::time::Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A follower never answers.
+        p.apply_state(&PartitionState {
+            leader: 1,
+            leader_epoch: 4,
+            replicas: vec![0, 1],
+            isr: vec![0, 1],
+        })
+        .await;
+        let err = p.leader_offsets().await.unwrap_err();
+        assert!(
+            matches!(err, ClusterError::NotLeader { leader: 1, .. }),
+            "{err}"
+        );
+    }
+
+    fn batch_of(value: &str) -> ValidatedBatches {
+        let mut b = RecordBatchBuilder::new(Compression::None);
+        b.push(&Record {
+            value: Some(bytes::Bytes::from(value.to_string())),
+            ..Record::default()
+        });
+        ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap()
     }
 
     #[tokio::test]
