@@ -200,24 +200,64 @@ async fn bad_cluster_settings_are_refused_before_the_directory_is_touched() {
     .await;
 }
 
+/// Voter addresses nobody listens on: ports bound and released.
+fn silent_voters() -> Vec<Voter> {
+    (1..=3)
+        .map(|id| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            Voter {
+                id,
+                addr: format!("127.0.0.1:{port}"),
+            }
+        })
+        .collect()
+}
+
 #[tokio::test]
-async fn a_node_outside_the_voters_is_refused_until_observers_exist() {
+async fn a_node_outside_the_voters_starts_as_an_observer_and_waits_for_a_controller() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
+        let server = weir_server::start(ServerConfig {
+            controller_voters: silent_voters(),
+            ..node(dir.path(), 4)
+        })
+        .await
+        .expect("an observer starts without a controller");
+        // Nothing to follow yet: no controller, and only itself, fenced, as an observer.
+        let cluster = describe_cluster(server.addr).await;
+        assert_eq!(cluster.controller_id, -1, "{cluster:?}");
+        assert_eq!(cluster.brokers.len(), 1, "{cluster:?}");
+        let me = &cluster.brokers[0];
+        assert!(me.broker_id == 4 && me.fenced && !me.voter, "{cluster:?}");
+        // It runs no quorum: no Raft storage is created.
+        assert!(!dir.path().join("metadata").exists());
+        server.shutdown().await.expect("graceful stop");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_single_node_directory_cannot_start_as_an_observer() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("metadata.weir"),
+            b"a single node's metadata",
+        )
+        .unwrap();
         let err = weir_server::start(ServerConfig {
-            controller_voters: voters(&[
-                "1@127.0.0.1:9292",
-                "2@127.0.0.1:9392",
-                "3@127.0.0.1:9492",
-            ]),
-            internal_listen: Some("127.0.0.1:0".parse().unwrap()),
+            controller_voters: silent_voters(),
             ..node(dir.path(), 4)
         })
         .await
         .unwrap_err();
         let message = format!("{err:#}");
         assert!(
-            message.contains("not one of the controller voters") && message.contains("observers"),
+            message.contains("metadata.weir") && message.contains("only a controller voter"),
             "{message}"
         );
     })
