@@ -27,11 +27,20 @@ Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
   1. produce  PRODUCE_SMALL_RECORDS records of SMALL_RECORD_BYTES, acks leader
   2. produce  PRODUCE_LARGE_RECORDS records of LARGE_RECORD_BYTES, acks durable
   3. consume  those PRODUCE_LARGE_RECORDS records back
-  4. latency  LARGE_RECORD_BYTES records, acks durable, at LATENCY_RATE_FRACTION of the
-              rate measured in 2, for LATENCY_SECS (+ LATENCY_WARMUP_SECS)
+  4. latency  LARGE_RECORD_BYTES records, acks durable, every system at the same
+              LATENCY_RATE records/s, for LATENCY_SECS (+ LATENCY_WARMUP_SECS):
+              p50 / p99 / p99.9 side by side
+  5. search   the highest rate each system holds with p99 <= SEARCH_P99_MS (same
+              records, acks durable): probes of SEARCH_SECS (+ 1 s warm-up) from
+              LATENCY_RATE, doubling while a probe holds (up to SEARCH_MAX_RATE), then
+              SEARCH_BISECT_STEPS halvings of the gap. A probe holds when its p99 is at most
+              the bound, the load generator kept to the schedule (its lag p99 at most the
+              bound) and nothing was lost. At most 8 + SEARCH_BISECT_STEPS probes a system
+              (about 1.5 min each with the defaults); probes go to probes.jsonl, the
+              result to the table below the report.
 
 Options:
-  --quick   a smoke run: 10x fewer records, 5 s of latency
+  --quick   a smoke run: 10x fewer records, 5 s of latency, 2 s probes, 1 bisection
   --help    this text
 
 Environment (defaults in brackets):
@@ -41,7 +50,9 @@ Environment (defaults in brackets):
   WEIR_PEER_INSTALL       1: apt-get what is missing; 0: never [1]
   PRODUCE_SMALL_RECORDS [2000000]  SMALL_RECORD_BYTES [100]
   PRODUCE_LARGE_RECORDS [500000]   LARGE_RECORD_BYTES [1KiB]
-  LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE_FRACTION [0.5]
+  LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE [20000]
+  SEARCH [1]  SEARCH_P99_MS [10]  SEARCH_SECS [5]  SEARCH_MAX_RATE [1280000]
+  SEARCH_BISECT_STEPS [3]
   WEIR_PORT [17492]  NATS_PORT [17422]  REDIS_PORT [17479]
   RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
   RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
@@ -83,6 +94,8 @@ if [ "$QUICK" = 1 ]; then
     PRODUCE_LARGE_RECORDS="${PRODUCE_LARGE_RECORDS:-50000}"
     LATENCY_SECS="${LATENCY_SECS:-5}"
     LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-1}"
+    SEARCH_SECS="${SEARCH_SECS:-2}"
+    SEARCH_BISECT_STEPS="${SEARCH_BISECT_STEPS:-1}"
 fi
 PRODUCE_SMALL_RECORDS="${PRODUCE_SMALL_RECORDS:-2000000}"
 SMALL_RECORD_BYTES="${SMALL_RECORD_BYTES:-100}"
@@ -90,7 +103,12 @@ PRODUCE_LARGE_RECORDS="${PRODUCE_LARGE_RECORDS:-500000}"
 LARGE_RECORD_BYTES="${LARGE_RECORD_BYTES:-1KiB}"
 LATENCY_SECS="${LATENCY_SECS:-20}"
 LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-2}"
-LATENCY_RATE_FRACTION="${LATENCY_RATE_FRACTION:-0.5}"
+LATENCY_RATE="${LATENCY_RATE:-20000}"
+SEARCH="${SEARCH:-1}"
+SEARCH_P99_MS="${SEARCH_P99_MS:-10}"
+SEARCH_SECS="${SEARCH_SECS:-5}"
+SEARCH_MAX_RATE="${SEARCH_MAX_RATE:-1280000}"
+SEARCH_BISECT_STEPS="${SEARCH_BISECT_STEPS:-3}"
 WEIR_PORT="${WEIR_PORT:-17492}"
 WEIR_PARTITIONS="${WEIR_PARTITIONS:-1}"
 WEIR_BATCH_RECORDS="${WEIR_BATCH_RECORDS:-500}"
@@ -435,7 +453,7 @@ bench() {
     # shellcheck disable=SC2086 # WEIR_PEER_BENCH_ARGS is a list of words.
     if ! timeout --kill-after=10 "$((WORKLOAD_TIMEOUT_SECS + BACKSTOP_MARGIN_SECS))" "$BIN" "$workload" --peer "$peer" --port "$(peer_port "$peer")" \
         --timeout-secs "$WORKLOAD_TIMEOUT_SECS" --format json "$@" ${WEIR_PEER_BENCH_ARGS:-} \
-        >>"$RESULTS" 2>>"$LOGS/bench-$peer.log"; then
+        >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-$peer.log"; then
         FAILED+=("$peer: $workload $* (see $LOGS/bench-$peer.log)")
         tail -n 3 "$LOGS/bench-$peer.log" >&2 || true
         return 1
@@ -466,20 +484,11 @@ bench_weir() {
         --brokers "127.0.0.1:$WEIR_PORT" --partitions "$WEIR_PARTITIONS" --record-size "$size" \
         --batch-bytes "$((WEIR_BATCH_RECORDS * $(size_bytes "$size")))" --max-in-flight "$WEIR_IN_FLIGHT" \
         --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
-        >>"$RESULTS" 2>>"$LOGS/bench-weir.log"; then
+        >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-weir.log"; then
         FAILED+=("weir: $scenario $size $* (see $LOGS/bench-weir.log)")
         tail -n 3 "$LOGS/bench-weir.log" >&2 || true
         return 1
     fi
-}
-
-# LATENCY_RATE_FRACTION of the records/s of Weir's last durable produce line, at least 1.
-weir_latency_rate() {
-    local line rps
-    line="$(grep -F '"system":"weir"' "$RESULTS" | grep -F '"workload":"produce"' |
-        grep -F '"durability":"durable"' | tail -n1)"
-    rps="$(sed -E 's/.*"records_per_sec":([0-9.eE+-]+).*/\1/' <<<"$line")"
-    awk -v rps="$rps" -v f="$LATENCY_RATE_FRACTION" 'BEGIN { r = int(rps * f); print (r < 1 ? 1 : r) }'
 }
 
 # The same four workloads as the peers: durable is acks=all on a flush.policy=group-commit
@@ -494,9 +503,68 @@ measure_weir() {
         bench_weir consume "$LARGE_RECORD_BYTES" --topic peer-produce-durable \
             --count "$PRODUCE_LARGE_RECORDS" || true
         bench_weir e2e "$LARGE_RECORD_BYTES" --topic peer-latency "${durable[@]}" \
-            --rate "$(weir_latency_rate)" --duration "${LATENCY_SECS}s" \
+            --rate "$LATENCY_RATE" --duration "${LATENCY_SECS}s" \
             --warmup "${LATENCY_WARMUP_SECS}s" || true
     fi
+}
+
+# One latency probe of PEER at RATE records/s; its line goes to $PROBES. Weir's probes
+# each get a topic of their own, so none reads another's records.
+probe() {
+    local peer="$1" rate="$2"
+    if [ "$peer" = weir ]; then
+        OUT="$PROBES" bench_weir e2e "$LARGE_RECORD_BYTES" --topic "peer-probe-$rate" \
+            --acks all --topic-config flush.policy=group-commit --rate "$rate" \
+            --duration "${SEARCH_SECS}s" --warmup 1s
+    else
+        OUT="$PROBES" bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" \
+            --durability durable --rate "$rate" --duration-secs "$SEARCH_SECS" --warmup-secs 1
+    fi
+}
+
+# Whether PEER's last probe held: p99 and the generator's lag p99 at most SEARCH_P99_MS,
+# every record sent received.
+probe_held() {
+    local line
+    line="$(grep -F "\"system\":\"$1\"" "$PROBES" | tail -n1)"
+    [ -n "$line" ] || return 1
+    python3 - "$line" "$SEARCH_P99_MS" <<'PY'
+import json, sys
+l = json.loads(sys.argv[1])["latency"]
+bound = float(sys.argv[2])
+lag = l.get("send_lag_p99_ms") or 0.0
+sys.exit(0 if l["p99_ms"] <= bound and lag <= bound and l["received"] >= l["sent"] else 1)
+PY
+}
+
+# The highest rate PEER holds with p99 <= SEARCH_P99_MS, as a line of $SEARCHED.
+search() {
+    local peer="$1" good=0 bad=0 rate="$LATENCY_RATE" step
+    say "$peer: searching the highest rate with p99 <= ${SEARCH_P99_MS} ms"
+    while [ "$rate" -le "$SEARCH_MAX_RATE" ]; do
+        if probe "$peer" "$rate" && probe_held "$peer"; then
+            good="$rate"
+            rate=$((rate * 2))
+        else
+            bad="$rate"
+            break
+        fi
+    done
+    if [ "$bad" -gt 0 ] && [ "$good" -gt 0 ]; then
+        for step in $(seq "$SEARCH_BISECT_STEPS"); do
+            rate=$(((good + bad) / 2))
+            if probe "$peer" "$rate" && probe_held "$peer"; then good="$rate"; else bad="$rate"; fi
+        done
+    fi
+    local line="$peer: $good records/s held"
+    if [ "$good" -eq 0 ]; then
+        line="$peer: not even $LATENCY_RATE records/s (LATENCY_RATE) held"
+    elif [ "$bad" -eq 0 ]; then
+        line+=" (the search's ceiling, SEARCH_MAX_RATE)"
+    else
+        line+=", $bad did not"
+    fi
+    echo "$line" >>"$SEARCHED"
 }
 
 measure() {
@@ -511,7 +579,7 @@ measure() {
         --durability durable; then
         bench "$peer" consume --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" || true
         bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" --durability durable \
-            --rate-from "$RESULTS" --rate-fraction "$LATENCY_RATE_FRACTION" \
+            --rate "$LATENCY_RATE" \
             --duration-secs "$LATENCY_SECS" --warmup-secs "$LATENCY_WARMUP_SECS" || true
     fi
 }
@@ -527,6 +595,10 @@ stop_all
 rm -rf "$DATA" "$LOGS"
 mkdir -p "$DATA" "$LOGS"
 : >"$RESULTS"
+PROBES="$WORK/probes.jsonl"
+SEARCHED="$WORK/searched.tsv"
+: >"$PROBES"
+: >"$SEARCHED"
 
 install_peers
 if [ -z "$PEERS" ]; then
@@ -553,6 +625,9 @@ for peer in $PEERS; do
     check_quiet "$peer"
     if "start_$peer"; then
         measure "$peer"
+        if [ "$SEARCH" = 1 ]; then
+            search "$peer" || true
+        fi
     else
         FAILED+=("$peer: the server did not start (see $LOGS)")
     fi
@@ -567,6 +642,14 @@ done
 
 echo
 "$BIN" report "$RESULTS" | tee "$WORK/results.txt"
+if [ -s "$SEARCHED" ]; then
+    {
+        echo
+        printf 'Highest rate with p99 <= %s ms (%s-byte records, acks durable; %s s probes):\n' \
+            "$SEARCH_P99_MS" "$(size_bytes "$LARGE_RECORD_BYTES")" "$SEARCH_SECS"
+        sed 's/^/  /' "$SEARCHED"
+    } | tee -a "$WORK/results.txt"
+fi
 echo
 say "results: $RESULTS (JSON lines), $WORK/results.txt (table); logs: $LOGS"
 for n in "${NOISY[@]}"; do say "noisy: $n"; done
