@@ -32,7 +32,8 @@ Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
               p50 / p99 / p99.9 side by side
   5. search   the highest rate each system holds with p99 <= SEARCH_P99_MS (same
               records, acks durable): probes of SEARCH_SECS (+ 1 s warm-up) from
-              LATENCY_RATE, doubling while a probe holds (up to SEARCH_MAX_RATE), then
+              LATENCY_RATE, doubling while a probe holds (up to SEARCH_MAX_RATE), or
+              halving until one holds (down to SEARCH_MIN_RATE), then
               SEARCH_BISECT_STEPS halvings of the gap. A probe holds when its p99 is at most
               the bound, the load generator kept to the schedule (its lag p99 at most the
               bound) and nothing was lost. At most 8 + SEARCH_BISECT_STEPS probes a system
@@ -52,7 +53,7 @@ Environment (defaults in brackets):
   PRODUCE_LARGE_RECORDS [500000]   LARGE_RECORD_BYTES [1KiB]
   LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE [20000]
   SEARCH [1]  SEARCH_P99_MS [10]  SEARCH_SECS [5]  SEARCH_MAX_RATE [1280000]
-  SEARCH_BISECT_STEPS [3]
+  SEARCH_MIN_RATE [1000]  SEARCH_BISECT_STEPS [3]
   WEIR_PORT [17492]  NATS_PORT [17422]  REDIS_PORT [17479]
   RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
   RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
@@ -108,6 +109,7 @@ SEARCH="${SEARCH:-1}"
 SEARCH_P99_MS="${SEARCH_P99_MS:-10}"
 SEARCH_SECS="${SEARCH_SECS:-5}"
 SEARCH_MAX_RATE="${SEARCH_MAX_RATE:-1280000}"
+SEARCH_MIN_RATE="${SEARCH_MIN_RATE:-1000}"
 SEARCH_BISECT_STEPS="${SEARCH_BISECT_STEPS:-3}"
 WEIR_PORT="${WEIR_PORT:-17492}"
 WEIR_PARTITIONS="${WEIR_PARTITIONS:-1}"
@@ -550,6 +552,16 @@ search() {
             break
         fi
     done
+    # Not even the start held: halve down to SEARCH_MIN_RATE.
+    rate=$((bad / 2))
+    while [ "$good" -eq 0 ] && [ "$rate" -ge "$SEARCH_MIN_RATE" ]; do
+        if probe "$peer" "$rate" && probe_held "$peer"; then
+            good="$rate"
+        else
+            bad="$rate"
+            rate=$((rate / 2))
+        fi
+    done
     if [ "$bad" -gt 0 ] && [ "$good" -gt 0 ]; then
         for step in $(seq "$SEARCH_BISECT_STEPS"); do
             rate=$(((good + bad) / 2))
@@ -558,7 +570,7 @@ search() {
     fi
     local line="$peer: $good records/s held"
     if [ "$good" -eq 0 ]; then
-        line="$peer: not even $LATENCY_RATE records/s (LATENCY_RATE) held"
+        line="$peer: not even $bad records/s held (SEARCH_MIN_RATE=$SEARCH_MIN_RATE)"
     elif [ "$bad" -eq 0 ]; then
         line+=" (the search's ceiling, SEARCH_MAX_RATE)"
     else

@@ -51,8 +51,11 @@ const MAX_BIND_ATTEMPTS: u32 = 3;
 /// How to start a cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// Number of nodes, all controller voters, ids 1..=nodes.
+    /// Number of nodes, ids 1..=nodes.
     pub nodes: usize,
+    /// How many of them, from node 1 on, are controller voters; the rest are observer
+    /// brokers. `None`: every node.
+    pub voters: Option<usize>,
     /// `RUST_LOG` of the brokers (`WEIR_TESTS_LOG` overrides the default, `info`).
     pub log_filter: String,
     /// How long the cluster may take to form (every broker registered and unfenced).
@@ -63,6 +66,7 @@ impl Default for ClusterConfig {
     fn default() -> ClusterConfig {
         ClusterConfig {
             nodes: 3,
+            voters: None,
             log_filter: std::env::var("WEIR_TESTS_LOG").unwrap_or_else(|_| "info".to_owned()),
             form_timeout: Duration::from_secs(30),
         }
@@ -464,7 +468,10 @@ impl Cluster {
             || {
                 let views = &last_views;
                 async move {
-                    let mut ends: Option<Vec<i64>> = None;
+                    // Per partition, the log end of the first replica seen; a node that
+                    // does not host a partition (replication factor below the node
+                    // count) has no log end for it.
+                    let mut ends: BTreeMap<u32, i64> = BTreeMap::new();
                     let mut text = String::new();
                     let mut quiet = true;
                     for id in self.running() {
@@ -477,19 +484,19 @@ impl Cluster {
                             }
                         };
                         text.push_str(&format!("node {id}: {}\n", partitions_line(&t)));
-                        let these: Vec<i64> =
-                            t.partitions.iter().map(|p| p.log_end_offset).collect();
                         // Only a leader publishes a high watermark (a follower reports 0).
                         quiet &= t
                             .partitions
                             .iter()
                             .filter(|p| p.leader == id)
-                            .all(|p| p.high_watermark == p.log_end_offset)
-                            && ends.as_ref().is_none_or(|e| *e == these);
-                        ends = Some(these);
+                            .all(|p| p.high_watermark == p.log_end_offset);
+                        for p in t.partitions.iter().filter(|p| p.replicas.contains(&id)) {
+                            quiet &= *ends.entry(p.partition).or_insert(p.log_end_offset)
+                                == p.log_end_offset;
+                        }
                     }
                     *lock(views) = text;
-                    (quiet && ends.is_some()).then_some(())
+                    (quiet && !ends.is_empty()).then_some(())
                 }
             },
         )
@@ -636,6 +643,7 @@ impl Cluster {
     fn voters(&self) -> String {
         self.nodes
             .iter()
+            .take(self.config.voters.unwrap_or(self.nodes.len()))
             .map(|n| format!("{}@{}", n.id, self.proxy.address(n.id)))
             .collect::<Vec<_>>()
             .join(",")

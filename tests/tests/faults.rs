@@ -151,6 +151,50 @@ async fn a_killed_leader_is_replaced_and_nothing_acknowledged_is_lost() -> anyho
     .await
 }
 
+/// (a') The same with a broker outside the voter set: four nodes, three of them voters.
+/// The observer, which follows the metadata through the proxy like every other byte
+/// between nodes, leads a partition; kill -9 moves that leadership to an in-sync
+/// replica, and restarted, the observer fetches the whole image again and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_observer_leader_is_replaced_and_rejoins() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "observed";
+        let observer = 4;
+        let mut cluster = Cluster::start(ClusterConfig {
+            nodes: 4,
+            voters: Some(3),
+            ..ClusterConfig::default()
+        })
+        .await?;
+        // Placement spreads four leaders over four brokers: the observer leads one.
+        cluster.create_topic(topic, 4, 3, 2).await?;
+        let workload = Workload::start(cluster.bootstrap(), WorkloadConfig::new(topic, 4));
+        workload.wait_acked(200, Duration::from_secs(30)).await?;
+        let mut led = None;
+        for partition in 0..4 {
+            if cluster.leader(topic, partition).await? == observer {
+                led = Some(partition);
+            }
+        }
+        let partition = led.context("the observer leads none of the four partitions")?;
+        let killed_at = Instant::now();
+        cluster.kill(observer)?;
+        let successor = new_leader(&cluster, topic, partition, observer).await?;
+        println!(
+            "failover of {topic}/{partition} from observer {observer} to node {successor} in {:.0} ms",
+            killed_at.elapsed().as_secs_f64() * 1e3
+        );
+        workload.wait_progress(100, RECOVERY_TIMEOUT).await?;
+        cluster.restart(observer).await?;
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
 /// (b) SIGSTOP the leader for longer than the session timeout: the controller fences it
 /// and elects another; when it resumes it finds itself replaced, follows, and rejoins the
 /// ISR. Nothing acknowledged is lost, nothing doubled or changed.
