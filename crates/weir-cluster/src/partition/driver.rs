@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use weir_log::Log;
 
@@ -12,7 +12,18 @@ use bytes::Bytes;
 
 use super::{AppendOutcome, AppendReply, BrokerId, Shared};
 use crate::error::ClusterError;
-use crate::replication::{Command, Event, FetchAnswer};
+use crate::replication::{Command, Event, FetchAnswer, Role};
+
+/// Under a durable flush policy a leader's high watermark is its flushed offset, so it
+/// keeps syncing as long as appends come. When nobody waits for those syncs (no
+/// `acks=all` append, no consumer long-polling the high watermark) it leaves at least
+/// this long between them, so that `acks=leader` producers alone do not pay for a sync
+/// loop nobody reads from (found comparing the single-node rows with the binary before
+/// replication: 0.84 of its 100 B `acks=leader` rate with back-to-back syncs). Anyone who
+/// starts waiting ends the pause at once.
+pub const UNWATCHED_SYNC_GAP: Duration = Duration::from_millis(20);
+/// How often a paused flusher looks for someone waiting.
+const WAITING_CHECK: Duration = Duration::from_millis(1);
 
 /// An `acks=all` append waiting for the high watermark to pass it.
 #[derive(Debug)]
@@ -206,12 +217,30 @@ async fn run_flusher(shared: Arc<Shared>) {
                 tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "flush task failed")
             }
         }
+        let again = shared.flush.lock().expect("flush mutex").again;
+        if again {
+            let paused = Instant::now();
+            while paused.elapsed() < UNWATCHED_SYNC_GAP && !shared.sync_awaited() {
+                tokio::time::sleep(WAITING_CHECK).await;
+            }
+        }
         let mut flush = shared.flush.lock().expect("flush mutex");
         if !flush.again {
             flush.running = false;
             return;
         }
         flush.again = false;
+    }
+}
+
+impl Shared {
+    /// Whether anyone waits for this replica's next sync: it is not the leader (its
+    /// leader counts its flushed offset), an `acks=all` append waits, or a consumer
+    /// long-polls the high watermark.
+    fn sync_awaited(&self) -> bool {
+        !matches!(self.replica().role(), Role::Leader { .. })
+            || !self.acks().is_empty()
+            || self.high_watermark.receiver_count() > 0
     }
 }
 
