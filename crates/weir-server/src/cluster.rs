@@ -109,14 +109,7 @@ impl ControllerChannel for GrpcChannel {
         address: String,
         request: ControllerRequest,
     ) -> BoxFuture<'_, Result<ControllerReply, CallError>> {
-        Box::pin(async move {
-            self.0.call(&address, &request).await.map_err(|e| match e {
-                ControllerClientError::NotController { leader, .. } => CallError::NotController {
-                    leader: leader.map(|(id, _)| id),
-                },
-                other => CallError::Unreachable(other.to_string()),
-            })
-        })
+        Box::pin(async move { self.0.call(&address, &request).await.map_err(call_error) })
     }
 
     fn fetch_metadata(
@@ -129,15 +122,18 @@ impl ControllerChannel for GrpcChannel {
             self.0
                 .fetch_metadata(&address, from, 0, wait)
                 .await
-                .map_err(|e| match e {
-                    ControllerClientError::NotController { leader, .. } => {
-                        CallError::NotController {
-                            leader: leader.map(|(id, _)| id),
-                        }
-                    }
-                    other => CallError::Unreachable(other.to_string()),
-                })
+                .map_err(call_error)
         })
+    }
+}
+
+/// A failed call to another voter, as the node sees it: "ask that one", or unreachable.
+fn call_error(e: ControllerClientError) -> CallError {
+    match e {
+        ControllerClientError::NotController { leader, .. } => CallError::NotController {
+            leader: leader.map(|(id, _)| id),
+        },
+        other => CallError::Unreachable(other.to_string()),
     }
 }
 

@@ -22,8 +22,6 @@ use crate::replication::{Command, Event, FetchAnswer, Role};
 /// replication: 0.84 of its 100 B `acks=leader` rate with back-to-back syncs). Anyone who
 /// starts waiting ends the pause at once.
 pub const UNWATCHED_SYNC_GAP: Duration = Duration::from_millis(20);
-/// How often a paused flusher looks for someone waiting.
-const WAITING_CHECK: Duration = Duration::from_millis(1);
 
 /// An `acks=all` append waiting for the high watermark to pass it.
 #[derive(Debug)]
@@ -219,9 +217,17 @@ async fn run_flusher(shared: Arc<Shared>) {
         }
         let again = shared.flush.lock().expect("flush mutex").again;
         if again {
-            let paused = Instant::now();
-            while paused.elapsed() < UNWATCHED_SYNC_GAP && !shared.sync_awaited() {
-                tokio::time::sleep(WAITING_CHECK).await;
+            let deadline = tokio::time::Instant::now() + UNWATCHED_SYNC_GAP;
+            loop {
+                // Registered before the check, so a waiter arriving in between still
+                // wakes this pause.
+                let wanted = shared.sync_wanted.notified();
+                tokio::pin!(wanted);
+                wanted.as_mut().enable();
+                if shared.sync_awaited() || tokio::time::timeout_at(deadline, wanted).await.is_err()
+                {
+                    break;
+                }
             }
         }
         let mut flush = shared.flush.lock().expect("flush mutex");
@@ -236,9 +242,11 @@ async fn run_flusher(shared: Arc<Shared>) {
 impl Shared {
     /// Whether anyone waits for this replica's next sync: it is not the leader (its
     /// leader counts its flushed offset), an `acks=all` append waits, or a consumer
-    /// long-polls the high watermark.
+    /// long-polls the high watermark or has read since the last look.
     fn sync_awaited(&self) -> bool {
-        !matches!(self.replica().role(), Role::Leader { .. })
+        self.read_since_sync
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+            || !matches!(self.replica().role(), Role::Leader { .. })
             || !self.acks().is_empty()
             || self.high_watermark.receiver_count() > 0
     }
