@@ -19,29 +19,45 @@ usage() {
     cat <<'EOF'
 Usage: benches/run-peers.sh [--quick] [--help]
 
-Builds Weir (release), installs (apt-get) NATS JetStream, Redis Streams and RabbitMQ
-streams, then starts on 127.0.0.1, measures and stops each, one server at a time: Weir with
-`weir bench --report-schema peer`, the peers with weir-peer-bench. Prints one table.
+Builds Weir and weir-peer-bench (release, `nice -n 10 cargo build`; the binaries are
+taken from cargo's target directory, CARGO_TARGET_DIR included), installs (apt-get) NATS
+JetStream, Redis Streams and RabbitMQ streams, then starts on 127.0.0.1, measures and
+stops each, one server at a time: Weir with `weir bench --report-schema peer`, the peers
+with weir-peer-bench. Prints one table.
 
 Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
   1. produce  PRODUCE_SMALL_RECORDS records of SMALL_RECORD_BYTES, acks leader
   2. produce  PRODUCE_LARGE_RECORDS records of LARGE_RECORD_BYTES, acks durable
   3. consume  those PRODUCE_LARGE_RECORDS records back
-  4. latency  LARGE_RECORD_BYTES records, acks durable, every system at the same
-              LATENCY_RATE records/s, for LATENCY_SECS (+ LATENCY_WARMUP_SECS):
-              p50 / p99 / p99.9 side by side
-  5. search   the highest rate each system holds with p99 <= SEARCH_P99_MS (same
-              records, acks durable): probes of SEARCH_SECS (+ 1 s warm-up) from
-              LATENCY_RATE, doubling while a probe holds (up to SEARCH_MAX_RATE), or
-              halving until one holds (down to SEARCH_MIN_RATE), then
-              SEARCH_BISECT_STEPS halvings of the gap. A probe holds when its p99 is at most
-              the bound, the load generator kept to the schedule (its lag p99 at most the
-              bound) and nothing was lost. At most 8 + SEARCH_BISECT_STEPS probes a system
-              (about 1.5 min each with the defaults); probes go to probes.jsonl, the
-              result to the table below the report.
+  4. latency  LARGE_RECORD_BYTES records, acks durable, every system at ONE common
+              rate, LATENCY_RATE records/s, for LATENCY_SECS (+ LATENCY_WARMUP_SECS):
+              p50 / p99 / p99.9 (and max, ack p99, generator lag) side by side
+  5. ceiling  the highest rate each system holds with p99 <= SEARCH_P99_MS (same
+              records, acks durable), a row of its own in the table: probes of
+              SEARCH_SECS (+ 1 s warm-up) from LATENCY_RATE, doubling while a probe holds
+              (up to SEARCH_MAX_RATE), or halving until one holds (down to
+              SEARCH_MIN_RATE), then SEARCH_BISECT_STEPS bisections of the gap between
+              the highest rate held and the lowest not held. A probe holds when
+                - its end-to-end p99 is at most SEARCH_P99_MS,
+                - the rate it achieved is within SEARCH_RATE_TOLERANCE_PCT of the rate
+                  asked (records sent over the time to the last ack / arrival),
+                - the load generator kept to its schedule (lag p99 <= SEARCH_P99_MS),
+                - and every record arrived exactly once.
+              A probe that fails, or runs past SEARCH_PROBE_TIMEOUT_SECS (it is then
+              stopped), did not hold. Time bound: each system's search stops starting
+              probes once fewer than SEARCH_PROBE_TIMEOUT_SECS are left of
+              SEARCH_BUDGET_SECS, so it takes at most SEARCH_BUDGET_SECS (+ 10 s to stop
+              a probe), whatever the system does; with the defaults, a search of at most
+              10 probes of 6 s (+ ~2 s set-up each; a probe above the system's capacity
+              takes longer) ends in about 1.5-2 min a system. Probe lines go to
+              $WEIR_PEER_DIR/probes.jsonl, one `latency-ceiling` line per system to the
+              results.
+
+A full default run takes about 10-15 minutes once built (4 systems; apt and build extra).
 
 Options:
-  --quick   a smoke run: 10x fewer records, 5 s of latency, 2 s probes, 1 bisection
+  --quick   a smoke run: 10x fewer records, 5 s of latency, 2 s probes, 1 bisection,
+            a search budget of 120 s a system
   --help    this text
 
 Environment (defaults in brackets):
@@ -49,11 +65,17 @@ Environment (defaults in brackets):
   WEIR_PEER_DIR           work directory: data, logs, pid files [${TMPDIR:-/tmp}/weir-peers]
   WEIR_PEER_RESULTS       JSON lines of results [$WEIR_PEER_DIR/results.jsonl]
   WEIR_PEER_INSTALL       1: apt-get what is missing; 0: never [1]
+  WEIR_PEER_BUILD         1: build first; 0: use the binaries already built in the
+                          target directory (e.g. one build measured twice) [1]
   PRODUCE_SMALL_RECORDS [2000000]  SMALL_RECORD_BYTES [100]
   PRODUCE_LARGE_RECORDS [500000]   LARGE_RECORD_BYTES [1KiB]
   LATENCY_SECS [20]  LATENCY_WARMUP_SECS [2]  LATENCY_RATE [20000]
-  SEARCH [1]  SEARCH_P99_MS [10]  SEARCH_SECS [5]  SEARCH_MAX_RATE [1280000]
-  SEARCH_MIN_RATE [1000]  SEARCH_BISECT_STEPS [3]
+  SEARCH                  1: run the ceiling search; 0: skip it [1]
+  SEARCH_P99_MS [10]  SEARCH_RATE_TOLERANCE_PCT [5]  SEARCH_SECS [5]
+  SEARCH_MAX_RATE [1280000]  SEARCH_MIN_RATE [1000]  SEARCH_BISECT_STEPS [3]
+  SEARCH_BUDGET_SECS      most seconds one system's search may take [300]
+  SEARCH_PROBE_TIMEOUT_SECS  most seconds one probe may take
+                          [3 x (SEARCH_SECS + 1) + 40]
   WEIR_PORT [17492]  NATS_PORT [17422]  REDIS_PORT [17479]
   RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
   RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
@@ -72,7 +94,7 @@ Examples:
   WEIR_PEERS="weir redis" benches/run-peers.sh --quick
   # Add a row, then report everything together:
   weir bench ... --report-schema peer >> /tmp/weir-peers/results.jsonl
-  target/release/weir-peer-bench report /tmp/weir-peers/results.jsonl
+  ${CARGO_TARGET_DIR:-target}/release/weir-peer-bench report /tmp/weir-peers/results.jsonl
 EOF
 }
 
@@ -97,6 +119,7 @@ if [ "$QUICK" = 1 ]; then
     LATENCY_WARMUP_SECS="${LATENCY_WARMUP_SECS:-1}"
     SEARCH_SECS="${SEARCH_SECS:-2}"
     SEARCH_BISECT_STEPS="${SEARCH_BISECT_STEPS:-1}"
+    SEARCH_BUDGET_SECS="${SEARCH_BUDGET_SECS:-120}"
 fi
 PRODUCE_SMALL_RECORDS="${PRODUCE_SMALL_RECORDS:-2000000}"
 SMALL_RECORD_BYTES="${SMALL_RECORD_BYTES:-100}"
@@ -111,6 +134,11 @@ SEARCH_SECS="${SEARCH_SECS:-5}"
 SEARCH_MAX_RATE="${SEARCH_MAX_RATE:-1280000}"
 SEARCH_MIN_RATE="${SEARCH_MIN_RATE:-1000}"
 SEARCH_BISECT_STEPS="${SEARCH_BISECT_STEPS:-3}"
+SEARCH_RATE_TOLERANCE_PCT="${SEARCH_RATE_TOLERANCE_PCT:-5}"
+SEARCH_BUDGET_SECS="${SEARCH_BUDGET_SECS:-300}"
+# Warm-up of each probe, seconds (sent, not measured).
+PROBE_WARMUP_SECS=1
+SEARCH_PROBE_TIMEOUT_SECS="${SEARCH_PROBE_TIMEOUT_SECS:-$((3 * (SEARCH_SECS + PROBE_WARMUP_SECS) + 40))}"
 WEIR_PORT="${WEIR_PORT:-17492}"
 WEIR_PARTITIONS="${WEIR_PARTITIONS:-1}"
 WEIR_BATCH_RECORDS="${WEIR_BATCH_RECORDS:-500}"
@@ -133,6 +161,15 @@ RABBITMQ_NODE="weir-bench@localhost"
 # Debian's RabbitMQ scripts (the /usr/sbin wrappers switch to the rabbitmq user and its
 # home; these run as the caller with everything under $WORK).
 RABBITMQ_BIN=/usr/lib/rabbitmq/bin
+
+# A probe's peer bench refuses a deadline shorter than its run + 10 s of draining + 20 s
+# of set-up; 5 s more for it to fail on its own before `timeout` stops it.
+if [ "$SEARCH_PROBE_TIMEOUT_SECS" -lt $((SEARCH_SECS + PROBE_WARMUP_SECS + 35)) ] ||
+    [ "$SEARCH_BUDGET_SECS" -lt "$SEARCH_PROBE_TIMEOUT_SECS" ]; then
+    echo "run-peers.sh: SEARCH_PROBE_TIMEOUT_SECS must be at least SEARCH_SECS + 36 and" \
+        "at most SEARCH_BUDGET_SECS (see --help)" >&2
+    exit 2
+fi
 
 PIDS="$WORK/pids"
 LOGS="$WORK/logs"
@@ -234,11 +271,29 @@ stop_all() {
     stop_rabbitmq
 }
 
+# The workload running when a signal came (its `timeout`, which passes TERM on to it).
+CHILD_PID=""
+
 on_exit() {
     local status=$?
     trap - EXIT INT TERM
+    if [ -n "$CHILD_PID" ]; then
+        kill -TERM "$CHILD_PID" 2>/dev/null || true
+        wait "$CHILD_PID" 2>/dev/null || true
+    fi
     stop_all
     exit "$status"
+}
+
+# Runs "$@" in the background and waits for it, so that a signal to this script is acted
+# on at once rather than when the workload ends; returns its status.
+run_child() {
+    local status=0
+    "$@" &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || status=$?
+    CHILD_PID=""
+    return "$status"
 }
 
 # --- Waiting: poll with a deadline -------------------------------------------------------
@@ -446,18 +501,33 @@ check_quiet() {
     fi
 }
 
-# Runs one workload; its JSON line goes to $RESULTS, a failure is noted and the run goes on.
+# A workload that failed: noted (and the run goes on), unless it was a probe of the
+# search, for which failing is one way of not holding.
+bench_failed() {
+    if [ -n "${PROBE_TIMEOUT:-}" ]; then
+        say "$1: this probe failed, so it did not hold (see $2)"
+    else
+        FAILED+=("$1 (see $2)")
+    fi
+    tail -n 3 "$2" >&2 || true
+}
+
+# Runs one workload; its JSON line goes to $RESULTS (or $OUT), a failure is noted and the
+# run goes on. With PROBE_TIMEOUT set (a probe), that is its deadline.
 bench() {
-    local peer="$1" workload="$2"
+    local peer="$1" workload="$2" deadline backstop
     shift 2
+    deadline="$WORKLOAD_TIMEOUT_SECS" backstop="$((WORKLOAD_TIMEOUT_SECS + BACKSTOP_MARGIN_SECS))"
+    if [ -n "${PROBE_TIMEOUT:-}" ]; then
+        deadline="$((PROBE_TIMEOUT - 5))" backstop="$PROBE_TIMEOUT"
+    fi
     say "$peer: $workload $*"
     # The bench stops itself at --timeout-secs; `timeout` is the backstop should it hang.
     # shellcheck disable=SC2086 # WEIR_PEER_BENCH_ARGS is a list of words.
-    if ! timeout --kill-after=10 "$((WORKLOAD_TIMEOUT_SECS + BACKSTOP_MARGIN_SECS))" "$BIN" "$workload" --peer "$peer" --port "$(peer_port "$peer")" \
-        --timeout-secs "$WORKLOAD_TIMEOUT_SECS" --format json "$@" ${WEIR_PEER_BENCH_ARGS:-} \
+    if ! run_child timeout --kill-after=10 "$backstop" "$BIN" "$workload" --peer "$peer" --port "$(peer_port "$peer")" \
+        --timeout-secs "$deadline" --format json "$@" ${WEIR_PEER_BENCH_ARGS:-} \
         >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-$peer.log"; then
-        FAILED+=("$peer: $workload $* (see $LOGS/bench-$peer.log)")
-        tail -n 3 "$LOGS/bench-$peer.log" >&2 || true
+        bench_failed "$peer: $workload $*" "$LOGS/bench-$peer.log"
         return 1
     fi
 }
@@ -475,20 +545,20 @@ size_bytes() {
 }
 
 # Runs one `weir bench` scenario against the broker on WEIR_PORT; its weir-peer-bench/1
-# line goes to $RESULTS, a failure is noted and the run goes on. weir bench fails by
-# itself when records stop arriving; `timeout` bounds the whole workload.
+# line goes to $RESULTS (or $OUT), a failure is noted and the run goes on. weir bench
+# fails by itself when records stop arriving; `timeout` bounds the whole workload (a
+# probe: PROBE_TIMEOUT).
 bench_weir() {
     local scenario="$1" size="$2"
     shift 2
     say "weir: $scenario --record-size $size $*"
     # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
-    if ! timeout --kill-after=10 "$WORKLOAD_TIMEOUT_SECS" "$WEIR_BIN" bench "$scenario" \
+    if ! run_child timeout --kill-after=10 "${PROBE_TIMEOUT:-$WORKLOAD_TIMEOUT_SECS}" "$WEIR_BIN" bench "$scenario" \
         --brokers "127.0.0.1:$WEIR_PORT" --partitions "$WEIR_PARTITIONS" --record-size "$size" \
         --batch-bytes "$((WEIR_BATCH_RECORDS * $(size_bytes "$size")))" --max-in-flight "$WEIR_IN_FLIGHT" \
         --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
         >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-weir.log"; then
-        FAILED+=("weir: $scenario $size $* (see $LOGS/bench-weir.log)")
-        tail -n 3 "$LOGS/bench-weir.log" >&2 || true
+        bench_failed "weir: $scenario $size $*" "$LOGS/bench-weir.log"
         return 1
     fi
 }
@@ -504,79 +574,182 @@ measure_weir() {
         # Reads back the records just produced (the topic holds exactly those).
         bench_weir consume "$LARGE_RECORD_BYTES" --topic peer-produce-durable \
             --count "$PRODUCE_LARGE_RECORDS" || true
-        bench_weir e2e "$LARGE_RECORD_BYTES" --topic peer-latency "${durable[@]}" \
-            --rate "$LATENCY_RATE" --duration "${LATENCY_SECS}s" \
-            --warmup "${LATENCY_WARMUP_SECS}s" || true
     fi
+    # Every system at the same rate, whatever its produce rows gave.
+    bench_weir e2e "$LARGE_RECORD_BYTES" --topic peer-latency "${durable[@]}" \
+        --rate "$LATENCY_RATE" --duration "${LATENCY_SECS}s" \
+        --warmup "${LATENCY_WARMUP_SECS}s" || true
 }
 
-# One latency probe of PEER at RATE records/s; its line goes to $PROBES. Weir's probes
-# each get a topic of their own, so none reads another's records.
+# One latency probe of PEER at RATE, ended after PROBE_TIMEOUT seconds; its line goes to
+# $PROBES. Weir's probes each get a topic of their own, so none reads another's records.
 probe() {
     local peer="$1" rate="$2"
     if [ "$peer" = weir ]; then
         OUT="$PROBES" bench_weir e2e "$LARGE_RECORD_BYTES" --topic "peer-probe-$rate" \
             --acks all --topic-config flush.policy=group-commit --rate "$rate" \
-            --duration "${SEARCH_SECS}s" --warmup 1s
+            --duration "${SEARCH_SECS}s" --warmup "${PROBE_WARMUP_SECS}s"
     else
         OUT="$PROBES" bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" \
-            --durability durable --rate "$rate" --duration-secs "$SEARCH_SECS" --warmup-secs 1
+            --durability durable --rate "$rate" --duration-secs "$SEARCH_SECS" \
+            --warmup-secs "$PROBE_WARMUP_SECS"
     fi
 }
 
-# Whether PEER's last probe held: p99 and the generator's lag p99 at most SEARCH_P99_MS,
-# every record sent received.
-probe_held() {
-    local line
-    line="$(grep -F "\"system\":\"$1\"" "$PROBES" | tail -n1)"
-    [ -n "$line" ] || return 1
-    python3 - "$line" "$SEARCH_P99_MS" <<'PY'
+# Whether a probe's line ($1) held: prints why or why not; the status says.
+line_held() {
+    python3 - "$1" "$SEARCH_P99_MS" "$SEARCH_RATE_TOLERANCE_PCT" <<'PY'
 import json, sys
-l = json.loads(sys.argv[1])["latency"]
-bound = float(sys.argv[2])
+r = json.loads(sys.argv[1])
+l = r["latency"]
+bound, tolerance = float(sys.argv[2]), float(sys.argv[3])
 lag = l.get("send_lag_p99_ms") or 0.0
-sys.exit(0 if l["p99_ms"] <= bound and lag <= bound and l["received"] >= l["sent"] else 1)
+achieved = r["records_per_sec"] / l["rate_per_sec"] if l["rate_per_sec"] else 0.0
+def ms(x):
+    return f"{x:.3g}" if x < 100 else f"{x:.0f}"
+misses = []
+if l["p99_ms"] > bound:
+    misses.append(f"p99 {ms(l['p99_ms'])} ms > {bound:g}")
+if achieved < 1 - tolerance / 100:
+    misses.append(f"achieved {100 * achieved:.1f}% of the rate < {100 - tolerance:g}%")
+if lag > bound:
+    misses.append(f"generator lag p99 {ms(lag)} ms > {bound:g}")
+if l["received"] < l["sent"] or l.get("duplicates", 0) > 0:
+    misses.append(f"{l['sent'] - l['received']} lost, {l.get('duplicates', 0)} duplicated")
+verdict = "did not hold: " + ", ".join(misses) if misses else "held"
+print(f"p50 {ms(l['p50_ms'])} / p99 {ms(l['p99_ms'])} / p99.9 {ms(l['p999_ms'])} ms, "
+      f"achieved {100 * achieved:.1f}%, lag p99 {ms(lag)} ms: {verdict}")
+sys.exit(1 if misses else 0)
 PY
 }
 
-# The highest rate PEER holds with p99 <= SEARCH_P99_MS, as a line of $SEARCHED.
-search() {
-    local peer="$1" good=0 bad=0 rate="$LATENCY_RATE" step
-    say "$peer: searching the highest rate with p99 <= ${SEARCH_P99_MS} ms"
-    while [ "$rate" -le "$SEARCH_MAX_RATE" ]; do
-        if probe "$peer" "$rate" && probe_held "$peer"; then
-            good="$rate"
-            rate=$((rate * 2))
-        else
-            bad="$rate"
-            break
-        fi
-    done
-    # Not even the start held: halve down to SEARCH_MIN_RATE.
-    rate=$((bad / 2))
-    while [ "$good" -eq 0 ] && [ "$rate" -ge "$SEARCH_MIN_RATE" ]; do
-        if probe "$peer" "$rate" && probe_held "$peer"; then
-            good="$rate"
-        else
-            bad="$rate"
-            rate=$((rate / 2))
-        fi
-    done
-    if [ "$bad" -gt 0 ] && [ "$good" -gt 0 ]; then
-        for step in $(seq "$SEARCH_BISECT_STEPS"); do
-            rate=$(((good + bad) / 2))
-            if probe "$peer" "$rate" && probe_held "$peer"; then good="$rate"; else bad="$rate"; fi
-        done
+# Probes PEER at RATE unless the search's budget is too short for another probe.
+# Status 0: it held (its line in HELD_LINE); 1: it did not; 2: no probe, budget spent.
+try_rate() {
+    local peer="$1" rate="$2" before line verdict status=0
+    if [ $((SEARCH_DEADLINE - SECONDS)) -lt "$SEARCH_PROBE_TIMEOUT_SECS" ]; then
+        say "$peer: the search's budget (SEARCH_BUDGET_SECS=$SEARCH_BUDGET_SECS) is spent"
+        return 2
     fi
-    local line="$peer: $good records/s held"
-    if [ "$good" -eq 0 ]; then
-        line="$peer: not even $bad records/s held (SEARCH_MIN_RATE=$SEARCH_MIN_RATE)"
-    elif [ "$bad" -eq 0 ]; then
-        line+=" (the search's ceiling, SEARCH_MAX_RATE)"
+    PROBES_RUN=$((PROBES_RUN + 1))
+    before="$(wc -l <"$PROBES")"
+    PROBE_TIMEOUT="$SEARCH_PROBE_TIMEOUT_SECS" probe "$peer" "$rate" || status=1
+    # Only this probe's own line counts (a probe stopped by its deadline writes none).
+    if [ "$(wc -l <"$PROBES")" -gt "$before" ]; then
+        line="$(tail -n1 "$PROBES")"
     else
-        line+=", $bad did not"
+        line=""
     fi
-    echo "$line" >>"$SEARCHED"
+    if [ -z "$line" ]; then
+        say "$peer: probe at $rate records/s: no result, did not hold"
+        return 1
+    fi
+    verdict="$(line_held "$line")" || status=1
+    say "$peer: probe at $rate records/s: $verdict"
+    [ "$status" = 0 ] && HELD_LINE="$line"
+    return "$status"
+}
+
+# The highest rate PEER holds with p99 <= SEARCH_P99_MS: a `latency-ceiling` line in
+# $RESULTS, built from the probe that held at it (see --help for the search).
+search() {
+    local peer="$1" good=0 bad=0 rate="$LATENCY_RATE" status spent=0 started="$SECONDS"
+    SEARCH_DEADLINE=$((SECONDS + SEARCH_BUDGET_SECS)) PROBES_RUN=0 HELD_LINE=""
+    say "$peer: searching the highest rate with p99 <= ${SEARCH_P99_MS} ms (at most ${SEARCH_BUDGET_SECS}s)"
+    # Up: double while probes hold.
+    while [ "$rate" -le "$SEARCH_MAX_RATE" ]; do
+        status=0
+        try_rate "$peer" "$rate" || status=$?
+        case "$status" in
+            0) good="$rate" rate=$((rate * 2)) ;;
+            1) bad="$rate"; break ;;
+            *) spent=1; break ;;
+        esac
+    done
+    # Down: not even the start held; halve until one holds.
+    rate=$((bad / 2))
+    while [ "$good" -eq 0 ] && [ "$spent" = 0 ] && [ "$rate" -ge "$SEARCH_MIN_RATE" ]; do
+        status=0
+        try_rate "$peer" "$rate" || status=$?
+        case "$status" in
+            0) good="$rate" ;;
+            1) bad="$rate" rate=$((rate / 2)) ;;
+            *) spent=1 ;;
+        esac
+    done
+    # Between the highest rate held and the lowest not held.
+    local step
+    for step in $(seq "$SEARCH_BISECT_STEPS"); do
+        [ "$good" -gt 0 ] && [ "$bad" -gt 0 ] && [ "$spent" = 0 ] || break
+        rate=$(((good + bad) / 2))
+        [ "$rate" -gt "$good" ] || break
+        status=0
+        try_rate "$peer" "$rate" || status=$?
+        case "$status" in
+            0) good="$rate" ;;
+            1) bad="$rate" ;;
+            *) spent=1 ;;
+        esac
+    done
+    local summary="$peer: $good records/s held"
+    if [ "$good" -eq 0 ]; then
+        summary="$peer: no probe held (lowest tried: ${bad:-none} records/s)"
+    elif [ "$bad" -eq 0 ]; then
+        summary+=" (every probe held, up to SEARCH_MAX_RATE)"
+    else
+        summary+=", $bad did not"
+    fi
+    summary+="; $PROBES_RUN probes in $((SECONDS - started)) s"
+    [ "$spent" = 0 ] || summary+=", budget spent"
+    echo "$summary" >>"$SEARCHED"
+    say "$summary"
+    # Who the system is (server, client, acks), if no probe held: its latency line.
+    local template="$HELD_LINE"
+    if [ -z "$template" ]; then
+        template="$(grep -hF "\"system\":\"$peer\"" "$PROBES" "$RESULTS" |
+            grep -F '"workload":"latency"' | tail -n1 || true)"
+    fi
+    if [ "$PROBES_RUN" -eq 0 ] || [ -z "$template" ]; then
+        FAILED+=("$peer: the search has no result (no probe line)")
+        return 1
+    fi
+    python3 - "$template" "$([ -n "$HELD_LINE" ] && echo 1 || echo 0)" "$good" "$bad" \
+        "$SEARCH_P99_MS" "$SEARCH_RATE_TOLERANCE_PCT" "$SEARCH_SECS" "$PROBE_WARMUP_SECS" \
+        "$PROBES_RUN" "$((SECONDS - started))" "$spent" "$LATENCY_RATE" "$SEARCH_MAX_RATE" \
+        "$SEARCH_MIN_RATE" "$SEARCH_BISECT_STEPS" "$SEARCH_BUDGET_SECS" >>"$RESULTS" <<'PY'
+import json, sys
+a = sys.argv[1:]
+line, held = json.loads(a[0]), a[1] == "1"
+good, bad = int(a[2]), int(a[3])
+settings = {
+    "p99_bound_ms": float(a[4]),
+    "rate_tolerance_pct": float(a[5]),
+    "probe_secs": float(a[6]),
+    "probe_warmup_secs": float(a[7]),
+    "probes": int(a[8]),
+    "search_elapsed_secs": int(a[9]),
+    "budget_spent": a[10] == "1",
+    "search_start_rate": int(a[11]),
+    "search_max_rate": int(a[12]),
+    "search_min_rate": int(a[13]),
+    "bisect_steps": int(a[14]),
+    "search_budget_secs": int(a[15]),
+}
+if held:
+    settings["probe_settings"] = line.get("settings", {})
+if bad > 0:
+    settings["lowest_rate_not_held"] = bad
+line.update(
+    workload="latency-ceiling",
+    records=line["records"] if held else 0,
+    seconds=float(a[9]),
+    records_per_sec=float(good),
+    mb_per_sec=good * line["record_bytes"] / 1e6,
+    latency=line["latency"] if held else None,
+    settings=settings,
+)
+print(json.dumps(line, separators=(",", ":")))
+PY
 }
 
 measure() {
@@ -590,10 +763,11 @@ measure() {
     if bench "$peer" produce --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" \
         --durability durable; then
         bench "$peer" consume --records "$PRODUCE_LARGE_RECORDS" --record-bytes "$LARGE_RECORD_BYTES" || true
-        bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" --durability durable \
-            --rate "$LATENCY_RATE" \
-            --duration-secs "$LATENCY_SECS" --warmup-secs "$LATENCY_WARMUP_SECS" || true
     fi
+    # Every system at the same rate, whatever its produce rows gave.
+    bench "$peer" latency --record-bytes "$LARGE_RECORD_BYTES" --durability durable \
+        --rate "$LATENCY_RATE" \
+        --duration-secs "$LATENCY_SECS" --warmup-secs "$LATENCY_WARMUP_SECS" || true
 }
 
 # --- Main --------------------------------------------------------------------------------
@@ -625,12 +799,24 @@ fi
 if [[ " $PEERS " == *" rabbitmq "* ]]; then
     PACKAGES+=(--features weir-peer-bench/rabbitmq)
 fi
-say "building ${PACKAGES[*]} (release)"
-(cd "$ROOT" && cargo build --release "${PACKAGES[@]}")
+if [ "${WEIR_PEER_BUILD:-1}" = 1 ]; then
+    say "building ${PACKAGES[*]} (release, nice -n 10)"
+    (cd "$ROOT" && nice -n 10 cargo build --release "${PACKAGES[@]}")
+else
+    say "not building (WEIR_PEER_BUILD=${WEIR_PEER_BUILD})"
+fi
 # Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
-# measurement half way.
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weir-peer-bench"
-WEIR_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/weir"
+# measurement half way. Where cargo put them: its target directory as cargo itself
+# resolves it (CARGO_TARGET_DIR, relative or not, or a config's build.target-dir).
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+BIN="$TARGET_DIR/release/weir-peer-bench"
+WEIR_BIN="$TARGET_DIR/release/weir"
+for b in "$BIN" "$WEIR_BIN"; do
+    if [ "$b" = "$WEIR_BIN" ] && [[ " $PEERS " != *" weir "* ]]; then continue; fi
+    [ -x "$b" ] || { say "$b is missing (not built?)"; exit 1; }
+done
+say "binaries: $BIN, $WEIR_BIN"
 
 say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); data in $DATA ($(df -h --output=source,fstype "$WORK" | tail -n1 | tr -s ' '))"
 for peer in $PEERS; do
@@ -657,13 +843,13 @@ echo
 if [ -s "$SEARCHED" ]; then
     {
         echo
-        printf 'Highest rate with p99 <= %s ms (%s-byte records, acks durable; %s s probes):\n' \
-            "$SEARCH_P99_MS" "$(size_bytes "$LARGE_RECORD_BYTES")" "$SEARCH_SECS"
+        printf 'Ceiling search (p99 <= %s ms, achieved rate within %s%%, %s s + %s s probes, from %s records/s):\n' \
+            "$SEARCH_P99_MS" "$SEARCH_RATE_TOLERANCE_PCT" "$SEARCH_SECS" "$PROBE_WARMUP_SECS" "$LATENCY_RATE"
         sed 's/^/  /' "$SEARCHED"
     } | tee -a "$WORK/results.txt"
 fi
 echo
-say "results: $RESULTS (JSON lines), $WORK/results.txt (table); logs: $LOGS"
+say "results: $RESULTS (JSON lines), $WORK/results.txt (table), $PROBES (the search's probes); logs: $LOGS"
 for n in "${NOISY[@]}"; do say "noisy: $n"; done
 if [ "${#FAILED[@]}" -gt 0 ]; then
     say "did not work:"

@@ -15,8 +15,10 @@
 //! record must arrive exactly once within [`DRAIN_TIMEOUT`] of the last ack; a lost or
 //! duplicated record is reported (and makes the run fail).
 //!
-//! By default the rate is half the records/s that `produce` measured for the same peer,
-//! record size and durability (`--rate-from` a results file), as the bench script runs it.
+//! The rate is `--rate` records/s, or `--rate-fraction` of the records/s that `produce`
+//! measured for the same peer, record size and durability (`--rate-from` a results file).
+//! The bench script runs every system at one `--rate`, so the percentiles compare like
+//! with like, and probes each system at rising rates for the highest it holds.
 
 use std::path::PathBuf;
 use std::sync::Arc;

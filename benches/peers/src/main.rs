@@ -47,11 +47,11 @@ Examples:
       --durability durable --format json >> results.jsonl
   # Read them back:
   weir-peer-bench consume --peer nats --records 500000 --record-bytes 1KiB
-  # End-to-end latency at half the rate measured above, for 20 s:
+  # End-to-end latency at 20,000 records/s of 1 KiB, for 20 s (+2 s warm-up):
   weir-peer-bench latency --peer nats --record-bytes 1KiB --durability durable \\
-      --rate-from results.jsonl --rate-fraction 0.5 --duration-secs 20
-  # At a fixed rate instead, on another port:
-  weir-peer-bench latency --peer redis --port 6390 --rate 20000
+      --rate 20000 --duration-secs 20
+  # At half the rate `produce` measured above instead, on another port:
+  weir-peer-bench latency --peer redis --port 6390 --rate-from results.jsonl --rate-fraction 0.5
   # One table from all the results, Weir's included:
   weir bench ... --format json >> results.jsonl
   weir-peer-bench report results.jsonl";

@@ -5,7 +5,8 @@
 //!
 //! A workload is keyed on `(workload, record_bytes, durability)`; when a system has
 //! several results for one, the last line read wins, so rerunning appends and reports
-//! the latest figures.
+//! the latest figures. A `latency-ceiling` line (the result of `run-peers.sh`'s search)
+//! is one more group: the highest rate each system held with p99 within the bound.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,7 +41,22 @@ pub struct ReportArgs {
 }
 
 /// One row of a workload's group: its name, and how to read it from a result.
-type Metric = (&'static str, fn(&BenchResult) -> Option<String>);
+type Metric = (String, fn(&BenchResult) -> Option<String>);
+
+fn metric(name: impl Into<String>, read: fn(&BenchResult) -> Option<String>) -> Metric {
+    (name.into(), read)
+}
+
+/// A number from a result's `settings`.
+fn setting(r: &BenchResult, key: &str) -> Option<f64> {
+    r.settings.get(key).and_then(|v| v.as_f64())
+}
+
+/// The `settings` key of a `latency-ceiling` line: the p99 bound of its search, ms.
+const CEILING_BOUND_KEY: &str = "p99_bound_ms";
+/// The `settings` key of a `latency-ceiling` line: the lowest probed rate above the
+/// ceiling that did not hold (absent when every probe held, up to the search's top).
+const CEILING_NOT_HELD_KEY: &str = "lowest_rate_not_held";
 
 /// What identifies a workload across systems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -62,7 +78,7 @@ impl Case {
     fn label(&self) -> String {
         let mut label = format!(
             "{} {}",
-            self.workload.as_str(),
+            self.workload.as_str().replace('-', " "),
             record_size(self.record_bytes)
         );
         if let Some(d) = self.durability {
@@ -71,8 +87,9 @@ impl Case {
         label
     }
 
-    /// The rows this workload shows.
-    fn metrics(&self) -> Vec<Metric> {
+    /// The rows this workload shows; `bound_ms` is the p99 bound of a `latency-ceiling`
+    /// group (read from its first result).
+    fn metrics(&self, bound_ms: Option<f64>) -> Vec<Metric> {
         fn records_per_sec(r: &BenchResult) -> Option<String> {
             Some(grouped(r.records_per_sec.round() as u64))
         }
@@ -80,24 +97,58 @@ impl Case {
             Some(format!("{:.1}", r.mb_per_sec))
         }
         match self.workload {
-            Workload::Produce => vec![("records/s", records_per_sec), ("MB/s", mb_per_sec)],
-            Workload::Consume => vec![("MB/s", mb_per_sec), ("records/s", records_per_sec)],
+            Workload::Produce => vec![
+                metric("records/s", records_per_sec),
+                metric("MB/s", mb_per_sec),
+            ],
+            Workload::Consume => vec![
+                metric("MB/s", mb_per_sec),
+                metric("records/s", records_per_sec),
+            ],
+            Workload::LatencyCeiling => vec![
+                metric(
+                    format!(
+                        "highest rate with p99 <= {}, records/s",
+                        bound_ms.map_or("the bound".to_owned(), |b| format!("{b} ms"))
+                    ),
+                    |r| {
+                        let held = r.records_per_sec.round() as u64;
+                        let not_held = setting(r, CEILING_NOT_HELD_KEY).map(|f| f.round() as u64);
+                        Some(match (held, not_held) {
+                            // Not even the lowest probe held.
+                            (0, Some(n)) => format!("< {}", grouped(n)),
+                            (0, None) => "-".to_owned(),
+                            // Every probe held: the search's top, not the system's.
+                            (h, None) => format!(">= {}", grouped(h)),
+                            (h, Some(_)) => grouped(h),
+                        })
+                    },
+                ),
+                metric("p50 / p99 ms at that rate", |r| {
+                    r.latency
+                        .as_ref()
+                        .map(|l| format!("{} / {}", millis(l.p50_ms), millis(l.p99_ms)))
+                }),
+                metric("lowest rate not held, records/s", |r| {
+                    setting(r, CEILING_NOT_HELD_KEY).map(|f| grouped(f.round() as u64))
+                }),
+            ],
             Workload::Latency => vec![
-                ("rate, records/s", |r| {
+                metric("rate, records/s", |r| {
                     r.latency
                         .as_ref()
                         .map(|l| grouped(l.rate_per_sec.round() as u64))
                 }),
-                ("p50 ms", |r| r.latency.as_ref().map(|l| millis(l.p50_ms))),
-                ("p99 ms", |r| r.latency.as_ref().map(|l| millis(l.p99_ms))),
-                ("p99.9 ms", |r| {
+                metric("p50 ms", |r| r.latency.as_ref().map(|l| millis(l.p50_ms))),
+                metric("p99 ms", |r| r.latency.as_ref().map(|l| millis(l.p99_ms))),
+                metric("p99.9 ms", |r| {
                     r.latency.as_ref().map(|l| millis(l.p999_ms))
                 }),
-                ("max ms", |r| r.latency.as_ref().map(|l| millis(l.max_ms))),
-                ("ack p99 ms", |r| {
+                metric("max ms", |r| r.latency.as_ref().map(|l| millis(l.max_ms))),
+                metric("ack p99 ms", |r| {
                     r.latency.as_ref().and_then(|l| l.ack_p99_ms).map(millis)
                 }),
-                ("generator lag p99 ms", |r| {
+                metric("generator lag p99 ms", |r| {
                     r.latency
                         .as_ref()
                         .and_then(|l| l.send_lag_p99_ms)
@@ -110,7 +161,7 @@ impl Case {
                             format!("{}{mark}", millis(lag))
                         })
                 }),
-                ("lost / duplicated", |r| {
+                metric("lost / duplicated", |r| {
                     r.latency.as_ref().map(|l| {
                         format!(
                             "{} / {}",
@@ -154,17 +205,20 @@ impl Merged {
         let mut table = Table::new(headers, 2);
         let mut any_unsynced = false;
         let any_behind = self.results.values().any(|r| {
-            r.latency
-                .as_ref()
-                .and_then(|l| l.send_lag_p99_ms)
-                .is_some_and(|lag| lag > FELL_BEHIND_LAG_MS)
+            r.workload == Workload::Latency
+                && r.latency
+                    .as_ref()
+                    .and_then(|l| l.send_lag_p99_ms)
+                    .is_some_and(|lag| lag > FELL_BEHIND_LAG_MS)
         });
         for &case in &self.cases {
-            for (i, (metric, read)) in case.metrics().into_iter().enumerate() {
-                let mut row = vec![
-                    if i == 0 { case.label() } else { String::new() },
-                    metric.to_owned(),
-                ];
+            let bound_ms = self
+                .systems
+                .iter()
+                .find_map(|s| self.get(s, case))
+                .and_then(|r| setting(r, CEILING_BOUND_KEY));
+            for (i, (metric, read)) in case.metrics(bound_ms).into_iter().enumerate() {
+                let mut row = vec![if i == 0 { case.label() } else { String::new() }, metric];
                 for system in &self.systems {
                     let cell = match self.get(system, case) {
                         None => "-".to_owned(),
@@ -338,5 +392,43 @@ mod tests {
         let cells: Vec<&str> = lag_row.split_whitespace().collect();
         assert_eq!(cells[cells.len() - 2..], ["400‡", "0.200"]);
         assert!(text.contains("fell behind its schedule"));
+    }
+
+    #[test]
+    fn shows_each_systems_latency_ceiling_as_its_own_row() {
+        let mut m = Merged::default();
+        for (system, held, not_held) in [
+            ("weir", 9375.0, Some(10_000.0)),
+            ("redis", 0.0, Some(1000.0)),
+            ("nats", 1_280_000.0, None),
+        ] {
+            let mut r = result(
+                system,
+                Workload::LatencyCeiling,
+                Some(Durability::Durable),
+                1.0,
+            );
+            r.records_per_sec = held;
+            r.settings
+                .insert(CEILING_BOUND_KEY.to_owned(), serde_json::json!(10.0));
+            if let Some(n) = not_held {
+                r.settings
+                    .insert(CEILING_NOT_HELD_KEY.to_owned(), serde_json::json!(n));
+            }
+            m.add(r);
+        }
+        let text = m.render();
+        let row = text
+            .lines()
+            .find(|l| l.contains("highest rate with p99 <= 10 ms, records/s"))
+            .unwrap();
+        assert!(row.starts_with("latency ceiling 1 KiB, acks durable"));
+        assert!(row.contains("9,375") && row.contains("< 1,000") && row.contains(">= 1,280,000"));
+        let not_held = text
+            .lines()
+            .find(|l| l.contains("lowest rate not held"))
+            .unwrap();
+        assert!(not_held.contains("10,000") && not_held.trim_end().ends_with('-'));
+        assert!(!text.contains(FELL_BEHIND));
     }
 }

@@ -33,6 +33,11 @@ pub enum Workload {
     Consume,
     /// End-to-end latency at a fixed rate.
     Latency,
+    /// The highest rate a search of short `latency` probes found the system to hold with
+    /// p99 at most a bound (`settings.p99_bound_ms`): `records_per_sec` is that rate,
+    /// `latency` the probe that held at it. Written by `benches/run-peers.sh` from its
+    /// probes (see `benches/peers/README.md`).
+    LatencyCeiling,
 }
 
 impl Workload {
@@ -41,6 +46,7 @@ impl Workload {
             Workload::Produce => "produce",
             Workload::Consume => "consume",
             Workload::Latency => "latency",
+            Workload::LatencyCeiling => "latency-ceiling",
         }
     }
 }
