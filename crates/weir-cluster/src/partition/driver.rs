@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use weir_log::Log;
 
@@ -12,16 +12,7 @@ use bytes::Bytes;
 
 use super::{AppendOutcome, AppendReply, BrokerId, Shared};
 use crate::error::ClusterError;
-use crate::replication::{Command, Event, FetchAnswer, Role};
-
-/// Under a durable flush policy a leader's high watermark is its flushed offset, so it
-/// keeps syncing as long as appends come. When nobody waits for those syncs (no
-/// `acks=all` append, no consumer long-polling the high watermark) it leaves at least
-/// this long between them, so that `acks=leader` producers alone do not pay for a sync
-/// loop nobody reads from (found comparing the single-node rows with the binary before
-/// replication: 0.84 of its 100 B `acks=leader` rate with back-to-back syncs). Anyone who
-/// starts waiting ends the pause at once.
-pub const UNWATCHED_SYNC_GAP: Duration = Duration::from_millis(20);
+use crate::replication::{Command, Event, FetchAnswer};
 
 /// An `acks=all` append waiting for the high watermark to pass it.
 #[derive(Debug)]
@@ -215,40 +206,12 @@ async fn run_flusher(shared: Arc<Shared>) {
                 tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "flush task failed")
             }
         }
-        let again = shared.flush.lock().expect("flush mutex").again;
-        if again {
-            let deadline = tokio::time::Instant::now() + UNWATCHED_SYNC_GAP;
-            loop {
-                // Registered before the check, so a waiter arriving in between still
-                // wakes this pause.
-                let wanted = shared.sync_wanted.notified();
-                tokio::pin!(wanted);
-                wanted.as_mut().enable();
-                if shared.sync_awaited() || tokio::time::timeout_at(deadline, wanted).await.is_err()
-                {
-                    break;
-                }
-            }
-        }
         let mut flush = shared.flush.lock().expect("flush mutex");
         if !flush.again {
             flush.running = false;
             return;
         }
         flush.again = false;
-    }
-}
-
-impl Shared {
-    /// Whether anyone waits for this replica's next sync: it is not the leader (its
-    /// leader counts its flushed offset), an `acks=all` append waits, or a consumer
-    /// long-polls the high watermark or has read since the last look.
-    fn sync_awaited(&self) -> bool {
-        self.read_since_sync
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-            || !matches!(self.replica().role(), Role::Leader { .. })
-            || !self.acks().is_empty()
-            || self.high_watermark.receiver_count() > 0
     }
 }
 

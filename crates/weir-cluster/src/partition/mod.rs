@@ -124,11 +124,6 @@ struct Shared {
     /// `acks=all` appends waiting for the high watermark.
     acks: Mutex<Vec<AckWaiter>>,
     flush: Mutex<FlushState>,
-    /// Woken when someone starts waiting for a sync (an `acks=all` append, a consumer
-    /// long-polling the high watermark or reading), so a paused flusher syncs at once.
-    sync_wanted: tokio::sync::Notify,
-    /// A consumer read since the flusher last looked: it wants what is not synced yet.
-    read_since_sync: std::sync::atomic::AtomicBool,
 }
 
 /// One partition of a topic on this broker.
@@ -280,8 +275,6 @@ impl Partition {
             replica: Mutex::new(replica),
             acks: Mutex::new(Vec::new()),
             flush: Mutex::new(FlushState::default()),
-            sync_wanted: tokio::sync::Notify::new(),
-            read_since_sync: std::sync::atomic::AtomicBool::new(false),
         });
         let (queue, jobs) = mpsc::channel(APPEND_QUEUE_DEPTH);
         tokio::spawn(run_appender(shared.clone(), jobs));
@@ -338,9 +331,7 @@ impl Partition {
 
     /// A receiver that changes whenever the high watermark moves (long-poll wake-ups).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
-        let receiver = self.shared.high_watermark.subscribe();
-        self.shared.sync_wanted.notify_waiters();
-        receiver
+        self.shared.high_watermark.subscribe()
     }
 
     /// Queues an append (waiting while the queue is full) and returns its pending
@@ -436,13 +427,6 @@ impl Partition {
     /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
-        if !self
-            .shared
-            .read_since_sync
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
-            self.shared.sync_wanted.notify_waiters();
-        }
         let offsets = self.offsets().await?;
         // Out of range only outside the log: an offset the log holds but the high
         // watermark has not passed yet is "nothing yet" (a new leader publishes only once
@@ -716,7 +700,7 @@ mod tests {
             let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
             p.append(batch, Durability::Written).await.unwrap();
         }
-        // Visible once synced, as a consumer waits for them (its wait starts the sync).
+        // Visible once synced, as a consumer waits for them.
         let mut hw = p.subscribe();
         tokio::time::timeout(Duration::from_secs(5), hw.wait_for(|hw| *hw == 60))
             .await
