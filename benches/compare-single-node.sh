@@ -119,17 +119,9 @@ port_open() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Share of the CPU (percent) in use over one second, from /proc/stat; checked between
-# rounds, when no broker of ours runs.
-cpu_busy_percent() {
-    local _cpu u n s i w x y z total1 idle1 total2 idle2
-    read -r _cpu u n s i w x y z _ </proc/stat
-    total1=$((u + n + s + i + w + x + y + z)) idle1=$((i + w))
-    sleep 1
-    read -r _cpu u n s i w x y z _ </proc/stat
-    total2=$((u + n + s + i + w + x + y + z)) idle2=$((i + w))
-    echo $((100 * ((total2 - total1) - (idle2 - idle1)) / (total2 - total1 + 1)))
-}
+# cpu_busy_percent
+# shellcheck source=benches/cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cpu.sh"
 
 # records/s, MB/s and fsync_before_ack of one weir-peer-bench/1 line (stdin), tab-separated.
 figures() {

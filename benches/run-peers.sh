@@ -473,17 +473,9 @@ peer_port() {
 
 # --- Measuring ---------------------------------------------------------------------------
 
-# Share of the CPU (percent) in use over one second, from /proc/stat: checked before each
-# peer starts, when nothing of ours runs, so anything above a few percent is someone else.
-cpu_busy_percent() {
-    local _cpu u n s i w x y z total1 idle1 total2 idle2
-    read -r _cpu u n s i w x y z _ </proc/stat
-    total1=$((u + n + s + i + w + x + y + z)) idle1=$((i + w))
-    sleep 1
-    read -r _cpu u n s i w x y z _ </proc/stat
-    total2=$((u + n + s + i + w + x + y + z)) idle2=$((i + w))
-    echo $((100 * ((total2 - total1) - (idle2 - idle1)) / (total2 - total1 + 1)))
-}
+# cpu_busy_percent
+# shellcheck source=benches/cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cpu.sh"
 
 # Warns when other work is running: on 2 cores it skews every figure. With
 # QUIET_WAIT_SECS, first waits up to that long for it to stop.

@@ -178,16 +178,7 @@ impl Handler {
     /// "Not the controller", naming the one that is with its internal address.
     fn not_controller(&self, leader: Option<BrokerId>) -> ControllerHandlerError {
         ControllerHandlerError::NotController {
-            leader: leader.and_then(|id| {
-                let address = self
-                    .0
-                    .settings()
-                    .voters
-                    .iter()
-                    .find(|(v, _)| *v == id)
-                    .map(|(_, a)| a.clone())?;
-                Some((id, address))
-            }),
+            leader: leader.and_then(|id| Some((id, self.0.voter_address(id)?))),
         }
     }
 }

@@ -382,7 +382,8 @@ impl ClusterNode {
         Err(ClusterError::ControllerUnavailable(last))
     }
 
-    fn voter_address(&self, node: BrokerId) -> Option<String> {
+    /// The internal address of voter `node`, if it is one.
+    pub fn voter_address(&self, node: BrokerId) -> Option<String> {
         self.inner
             .settings
             .voters
