@@ -386,7 +386,22 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
 
         // The active controller stops; the observer finds the next one and keeps
         // following: a topic created through it afterwards shows up in its image.
-        let controller = describe_cluster(restarted).await.unwrap().controller_id;
+        // The observer forgets the controller when a call to it fails (the restart of
+        // `follower` may just have moved it): wait until it names one again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let controller = loop {
+            let id = describe_cluster(restarted)
+                .await
+                .map_or(-1, |c| c.controller_id);
+            if id > 0 {
+                break id;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no controller named"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         stop(&mut nodes, controller).await;
         eventually(
             Duration::from_secs(15),
