@@ -69,6 +69,14 @@ async fn produce(registry: &TopicRegistry, topic: &str, partition: u32, timestam
         let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
         p.append(batch, Durability::Written).await.unwrap();
     }
+    // Visible once synced: a leader whose appends nobody waits for syncs them within
+    // 20 ms (UNWATCHED_SYNC_GAP), and a reader that needs them waits as a consumer does.
+    let end = p.offsets().await.unwrap().log_end_offset;
+    let mut hw = p.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), hw.wait_for(|hw| *hw == end))
+        .await
+        .expect("the high watermark reaches the log end")
+        .unwrap();
 }
 
 fn commit(topic: &str, partition: u32, offset: i64) -> OffsetCommit {

@@ -103,6 +103,7 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
                         outcome,
                         reply: job.reply,
                     });
+                    shared.sync_wanted.notify_waiters();
                 }
                 result => {
                     any |= result.is_ok();

@@ -45,7 +45,7 @@ use crate::error::ClusterError;
 use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
-use driver::{AckWaiter, FlushState};
+use driver::{AckWaiter, FlushState, PAUSED_SYNC_WAIT};
 pub use replication::{ReplicaHost, ReplicationLinks};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
@@ -124,6 +124,14 @@ struct Shared {
     /// `acks=all` appends waiting for the high watermark.
     acks: Mutex<Vec<AckWaiter>>,
     flush: Mutex<FlushState>,
+    /// Woken when someone starts waiting for a sync (an `acks=all` append, a consumer
+    /// long-polling the high watermark or reading), so a paused flusher syncs at once.
+    sync_wanted: tokio::sync::Notify,
+    /// A consumer read since the flusher last looked: it wants what is not synced yet.
+    read_since_sync: std::sync::atomic::AtomicBool,
+    /// The flusher is pausing between syncs (nobody waited): a reader that finds the
+    /// high watermark short of the log end waits for the sync its arrival starts.
+    sync_paused: std::sync::atomic::AtomicBool,
 }
 
 /// One partition of a topic on this broker.
@@ -275,6 +283,9 @@ impl Partition {
             replica: Mutex::new(replica),
             acks: Mutex::new(Vec::new()),
             flush: Mutex::new(FlushState::default()),
+            sync_wanted: tokio::sync::Notify::new(),
+            read_since_sync: std::sync::atomic::AtomicBool::new(false),
+            sync_paused: std::sync::atomic::AtomicBool::new(false),
         });
         let (queue, jobs) = mpsc::channel(APPEND_QUEUE_DEPTH);
         tokio::spawn(run_appender(shared.clone(), jobs));
@@ -331,7 +342,9 @@ impl Partition {
 
     /// A receiver that changes whenever the high watermark moves (long-poll wake-ups).
     pub fn subscribe(&self) -> watch::Receiver<i64> {
-        self.shared.high_watermark.subscribe()
+        let receiver = self.shared.high_watermark.subscribe();
+        self.shared.sync_wanted.notify_waiters();
+        receiver
     }
 
     /// Queues an append (waiting while the queue is full) and returns its pending
@@ -413,12 +426,36 @@ impl Partition {
     /// (`docs/replication.md` § The leader, Publishing the HW).
     pub async fn leader_offsets(&self) -> Result<PartitionOffsets, ClusterError> {
         self.shared.check_leader()?;
+        let paused = self.shared.reader_came();
         if self.shared.replica().published_high_watermark().is_none() {
             return Err(ClusterError::OffsetNotAvailable {
                 topic: self.shared.topic.clone(),
                 partition: self.shared.index,
             });
         }
+        let offsets = self.offsets().await?;
+        self.after_paused_sync(paused, offsets, offsets.log_end_offset)
+            .await
+    }
+
+    /// If the flusher was pausing when this reader came (`paused`) and the high watermark
+    /// in `offsets` is short of `wanted` and of the log end, waits (at most
+    /// [`PAUSED_SYNC_WAIT`]) for the sync the reader's arrival started and returns the
+    /// offsets after it; else `offsets`. So the pause never shows to a reader: it sees
+    /// an `acks=leader` write as soon as it would with syncs back to back.
+    async fn after_paused_sync(
+        &self,
+        paused: bool,
+        offsets: PartitionOffsets,
+        wanted: i64,
+    ) -> Result<PartitionOffsets, ClusterError> {
+        let hw = offsets.high_watermark;
+        if !paused || hw >= wanted.min(offsets.log_end_offset) {
+            return Ok(offsets);
+        }
+        let mut moved = self.subscribe();
+        // Timing out leaves the answer as it was: "nothing new yet".
+        let _ = tokio::time::timeout(PAUSED_SYNC_WAIT, moved.wait_for(|now| *now > hw)).await;
         self.offsets().await
     }
 
@@ -427,7 +464,9 @@ impl Partition {
     /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
+        let paused = self.shared.reader_came();
         let offsets = self.offsets().await?;
+        let offsets = self.after_paused_sync(paused, offsets, offset + 1).await?;
         // Out of range only outside the log: an offset the log holds but the high
         // watermark has not passed yet is "nothing yet" (a new leader publishes only once
         // it has committed what it inherited; until then a consumer resuming at the old
@@ -700,12 +739,50 @@ mod tests {
             let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
             p.append(batch, Durability::Written).await.unwrap();
         }
-        // Visible once synced, as a consumer waits for them.
+        // Visible once synced, as a consumer waits for them (its wait starts the sync).
         let mut hw = p.subscribe();
         tokio::time::timeout(Duration::from_secs(5), hw.wait_for(|hw| *hw == 60))
             .await
             .expect("the high watermark reaches the log end")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reader_arriving_during_a_sync_pause_waits_for_the_sync_it_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), "delete").await;
+        // acks=leader appends with nobody reading: the flusher syncs, finds more appended
+        // meanwhile, and pauses before the next sync.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !p
+            .shared
+            .sync_paused
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the flusher never paused"
+            );
+            p.append(batch_of("before"), Durability::Written)
+                .await
+                .unwrap();
+        }
+        // Appended during the pause (20 ms): not synced, so above the high watermark.
+        let last = p
+            .append(batch_of("during the pause"), Durability::Written)
+            .await
+            .unwrap()
+            .base_offset;
+        // A reader that does not long-poll still gets it: its arrival ends the pause and
+        // it waits for that one sync.
+        let data = p.read(last, 1 << 20).await.unwrap();
+        let records: Vec<_> = data
+            .batches()
+            .flat_map(|b| decode_records(&b).unwrap())
+            .filter(|r| r.offset >= last)
+            .collect();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].value.as_deref(), Some(&b"during the pause"[..]));
     }
 
     async fn values(p: &Partition) -> Vec<String> {
