@@ -11,6 +11,7 @@ mod cluster;
 mod consume;
 mod dev;
 mod group;
+mod healthcheck;
 mod output;
 mod produce;
 mod serve;
@@ -59,6 +60,7 @@ enum Command {
     Group(group::GroupArgs),
     Bench(bench::BenchArgs),
     Dev(dev::DevArgs),
+    Healthcheck(healthcheck::HealthcheckArgs),
 }
 
 /// A usage error found after clap parsed the flags (a combination clap cannot check):
@@ -94,6 +96,9 @@ fn main() -> ExitCode {
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),
         Command::Dev(args) => dev::run(args),
+        Command::Healthcheck(args) => {
+            client_runtime().and_then(|rt| rt.block_on(healthcheck::run(args)))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

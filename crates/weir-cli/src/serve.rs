@@ -35,6 +35,11 @@ Examples:
       over racks).
   weir serve --listen 0.0.0.0:9292 --advertise broker1.example.com:9292
       Listen on every interface; tell clients to connect to broker1.example.com.
+  weir serve --node-id 1 --listen 0.0.0.0:9292 --advertise weir-1:9292 \\
+      --external-listen 0.0.0.0:19292 --external-advertise 127.0.0.1:19292 \\
+      --controller-voters 1@weir-1:9292,2@weir-2:9292,3@weir-3:9292
+      In a container network (deploy/compose): peers and containers use weir-1:9292,
+      the host connects to 127.0.0.1:19292 and is told 127.0.0.1:N9292 for each broker.
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
@@ -110,6 +115,15 @@ pub struct ServeArgs {
     /// address; when it is 0.0.0.0 or ::, this machine's host name and the listen port].
     #[arg(long, env = "WEIR_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
     advertise: Option<String>,
+    /// A second client listener, for clients on another network (e.g. the host of a
+    /// container cluster): clients connecting here are told every broker's
+    /// --external-advertise address instead of its --advertise one [default: none].
+    #[arg(long, env = "WEIR_EXTERNAL_LISTEN", value_name = "ADDR")]
+    external_listen: Option<SocketAddr>,
+    /// HOST:PORT clients of --external-listen are told to connect to [default: derived
+    /// from --external-listen as --advertise is from --listen].
+    #[arg(long, env = "WEIR_EXTERNAL_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
+    external_advertise: Option<String>,
     /// This broker's rack (or zone): placement puts a partition's replicas in different
     /// racks where it can [default: none].
     #[arg(long, env = "WEIR_RACK", value_name = "RACK")]
@@ -168,6 +182,12 @@ impl ServeArgs {
         }
         if let Some(advertise) = self.advertise {
             config.advertise = Some(advertise);
+        }
+        if let Some(external) = self.external_listen {
+            config.external_listen = Some(external);
+        }
+        if let Some(external) = self.external_advertise {
+            config.external_advertise = Some(external);
         }
         if let Some(rack) = self.rack {
             config.rack = Some(rack);

@@ -405,6 +405,41 @@ fn base64_encoding_carries_binary_values() {
 }
 
 #[test]
+fn healthcheck_passes_on_a_serving_broker_and_fails_on_anything_else() {
+    let mut broker = Broker::start();
+    let serving = broker.ok(&["healthcheck", "--address", &broker.addr.clone()], b"");
+    assert_eq!(serving.trim(), "SERVING");
+    // The image's HEALTHCHECK names no address: it comes from the environment.
+    let output = broker
+        .command(&["healthcheck"])
+        .env("WEIR_HEALTHCHECK_ADDRESS", &broker.addr)
+        .output()
+        .expect("weir runs");
+    assert!(output.status.success(), "{output:?}");
+    // Bad flags are usage errors.
+    for args in [
+        &["healthcheck", "--address", "nohost"][..],
+        &["healthcheck", "--timeout-ms", "0"][..],
+    ] {
+        let output = broker.run(args, b"");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
+    }
+    // Nothing listening: exit 1, saying which address.
+    let addr = broker.addr.clone();
+    let server = broker.server.take().expect("running");
+    broker
+        .runtime
+        .block_on(server.shutdown())
+        .expect("shutdown");
+    let output = broker.run(
+        &["healthcheck", "--address", &addr, "--timeout-ms", "2000"],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains(&addr));
+}
+
+#[test]
 fn errors_name_the_problem_and_fail() {
     let broker = Broker::start();
     for args in [

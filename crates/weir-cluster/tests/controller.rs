@@ -292,6 +292,7 @@ impl World {
                     endpoints: Endpoints {
                         client: format!("b{node}:9092"),
                         internal: format!("b{node}:9093"),
+                        external: None,
                     },
                     rack: Some(format!("rack-{}", node % 2)),
                     cluster_id: CLUSTER.into(),

@@ -28,11 +28,36 @@ use crate::status::{self, status};
 #[derive(Debug, Clone)]
 pub struct AdminService {
     broker: Arc<Broker>,
+    /// The listener this instance serves: it picks which advertised address of each
+    /// broker DescribeCluster hands out.
+    listener: Listener,
+}
+
+/// A client listener of the broker (Kafka's named listeners, reduced to the two a
+/// container deployment needs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// `--listen`: clients are told each broker's `--advertise` address.
+    Client,
+    /// `--external-listen`: clients are told each broker's `--external-advertise`
+    /// address (its client address if it has no external listener).
+    External,
+}
+
+impl Listener {
+    /// Of a broker's client and external addresses, the one for clients of this
+    /// listener: the external one on the external listener if the broker has one.
+    fn pick<'a, T: ?Sized>(self, client: &'a T, external: Option<&'a T>) -> &'a T {
+        match (self, external) {
+            (Listener::External, Some(external)) => external,
+            _ => client,
+        }
+    }
 }
 
 impl AdminService {
-    pub(crate) fn new(broker: Arc<Broker>) -> AdminService {
-        AdminService { broker }
+    pub(crate) fn new(broker: Arc<Broker>, listener: Listener) -> AdminService {
+        AdminService { broker, listener }
     }
 }
 
@@ -231,9 +256,12 @@ impl Admin for AdminService {
         let mut brokers: Vec<BrokerDescription> = image
             .brokers()
             .map(|b| {
-                let (host, port) = crate::parse_host_port(&b.endpoints.client)
+                let address = self
+                    .listener
+                    .pick(&b.endpoints.client, b.endpoints.external.as_ref());
+                let (host, port) = crate::parse_host_port(address)
                     .map(|(h, p)| (h.to_string(), u32::from(p)))
-                    .unwrap_or_else(|_| (b.endpoints.client.clone(), 0));
+                    .unwrap_or_else(|_| (address.clone(), 0));
                 BrokerDescription {
                     broker_id: b.node,
                     host,
@@ -246,7 +274,10 @@ impl Admin for AdminService {
             .collect();
         if brokers.is_empty() {
             // Not registered yet: at least this broker.
-            let advertised = &self.broker.advertised;
+            let advertised = self.listener.pick(
+                &self.broker.advertised,
+                self.broker.external_advertised.as_ref(),
+            );
             brokers.push(BrokerDescription {
                 broker_id: self.broker.node_id,
                 host: advertised.host.clone(),

@@ -45,22 +45,21 @@ fn voters(config: &ServerConfig, internal: &str) -> Vec<(BrokerId, String)> {
         .collect()
 }
 
-/// Starts the node (quorum voter, active controller) and the registry. `client` and
-/// `internal` are the addresses other brokers and clients are told.
+/// Starts the node (quorum voter, active controller) and the registry. `endpoints` are
+/// the addresses other brokers and clients are told.
 pub(crate) async fn start(
     config: &ServerConfig,
     lock: DataDirLock,
     cluster_id: Option<String>,
-    client: String,
-    internal: String,
+    endpoints: Endpoints,
 ) -> anyhow::Result<Cluster> {
-    let voters = voters(config, &internal);
+    let voters = voters(config, &endpoints.internal);
     let observer = !voters.iter().any(|(id, _)| *id == config.node_id);
     let multi_node = voters.len() > 1 || observer;
     let settings = ClusterSettings {
         node: config.node_id,
         voters,
-        endpoints: Endpoints { client, internal },
+        endpoints,
         rack: config.rack.clone(),
         cluster_id,
         quorum: QuorumConfig::default(),

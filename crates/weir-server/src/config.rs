@@ -75,6 +75,14 @@ pub struct ServerConfig {
     /// listen address, or this machine's host name with the listen port when listening
     /// on all interfaces (0.0.0.0 or ::).
     pub advertise: Option<String>,
+    /// A second client listener, for clients on another network (Kafka's EXTERNAL
+    /// listener: a container cluster's host, say). Clients that connect to it are told
+    /// every broker's `external_advertise` address; those that connect to `listen`, every
+    /// broker's `advertise` address. `None`: one client listener.
+    pub external_listen: Option<SocketAddr>,
+    /// `host:port` clients of the external listener are told to reach this node at.
+    /// `None`: derived from `external_listen` as `advertise` is from `listen`.
+    pub external_advertise: Option<String>,
     /// This broker's rack (or availability zone), registered with the controller:
     /// placement spreads a partition's replicas over racks. `None`: no rack.
     pub rack: Option<String>,
@@ -104,6 +112,8 @@ impl Default for ServerConfig {
             controller_voters: Vec::new(),
             internal_listen: None,
             advertise: None,
+            external_listen: None,
+            external_advertise: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
@@ -130,25 +140,35 @@ impl ServerConfig {
         {
             return Err(ServerConfigError::BadRack(rack.clone()));
         }
-        if let Some(advertise) = &self.advertise {
+        for advertise in [&self.advertise, &self.external_advertise]
+            .into_iter()
+            .flatten()
+        {
             parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
                 value: advertise.clone(),
                 reason,
             })?;
         }
-        if let Some(internal) = self.internal_listen {
-            // Port 0 picks a free port per listener, so only fixed ports can clash.
-            let clashes = |other: SocketAddr| other == internal && internal.port() != 0;
-            if clashes(self.listen) {
+        if self.external_advertise.is_some() && self.external_listen.is_none() {
+            return Err(ServerConfigError::ExternalAdvertiseAlone);
+        }
+        // Port 0 picks a free port per listener, so only fixed ports can clash.
+        let listeners = [
+            (Some(self.listen), "the gRPC listen address"),
+            (self.internal_listen, "the internal listen address"),
+            (self.external_listen, "the external listen address"),
+            (self.admin_listen, "the admin HTTP listen address"),
+        ];
+        let fixed: Vec<(SocketAddr, &'static str)> = listeners
+            .into_iter()
+            .filter_map(|(addr, name)| addr.filter(|a| a.port() != 0).map(|a| (a, name)))
+            .collect();
+        for (i, (addr, first)) in fixed.iter().enumerate() {
+            if let Some((_, second)) = fixed[i + 1..].iter().find(|(other, _)| other == addr) {
                 return Err(ServerConfigError::ListenClash {
-                    addr: internal,
-                    other: "the gRPC listen address",
-                });
-            }
-            if self.admin_listen.is_some_and(clashes) {
-                return Err(ServerConfigError::ListenClash {
-                    addr: internal,
-                    other: "the admin HTTP listen address",
+                    addr: *addr,
+                    first,
+                    second,
                 });
             }
         }
@@ -167,31 +187,39 @@ impl ServerConfig {
     /// to 0.0.0.0 or ::, which no client can dial) this machine's host name with the
     /// bound port, as Kafka defaults `advertised.listeners`.
     pub fn advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
-        if let Some((host, port)) = self
-            .advertise
-            .as_deref()
-            .and_then(|a| parse_host_port(a).ok())
-        {
-            return AdvertisedAddress {
-                host: host.to_owned(),
-                port,
-            };
-        }
-        let host = if bound.ip().is_unspecified() {
-            match hostname() {
-                Ok(name) => name,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read this machine's host name; advertising localhost (set --advertise)");
-                    "localhost".to_owned()
-                }
-            }
-        } else {
-            bound.ip().to_string()
+        advertised_address(self.advertise.as_deref(), bound)
+    }
+
+    /// The external listener's [`advertised_address`](Self::advertised_address), given
+    /// its bound address.
+    pub fn external_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
+        advertised_address(self.external_advertise.as_deref(), bound)
+    }
+}
+
+/// `setting` if given, else what a client can dial of `bound` (see
+/// [`ServerConfig::advertised_address`]).
+fn advertised_address(setting: Option<&str>, bound: SocketAddr) -> AdvertisedAddress {
+    if let Some((host, port)) = setting.and_then(|a| parse_host_port(a).ok()) {
+        return AdvertisedAddress {
+            host: host.to_owned(),
+            port,
         };
-        AdvertisedAddress {
-            host,
-            port: bound.port(),
+    }
+    let host = if bound.ip().is_unspecified() {
+        match hostname() {
+            Ok(name) => name,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read this machine's host name; advertising localhost (set --advertise)");
+                "localhost".to_owned()
+            }
         }
+    } else {
+        bound.ip().to_string()
+    };
+    AdvertisedAddress {
+        host,
+        port: bound.port(),
     }
 }
 
@@ -288,11 +316,17 @@ pub enum ServerConfigError {
         "advertised address {value:?} is not HOST:PORT (e.g. broker1.example.com:9292): {reason}"
     )]
     BadAdvertise { value: String, reason: String },
-    #[error("internal listen address {addr} is also {other}; give each listener its own port")]
+    #[error("{addr} is both {first} and {second}; give each listener its own port")]
     ListenClash {
         addr: SocketAddr,
-        other: &'static str,
+        first: &'static str,
+        second: &'static str,
     },
+    #[error(
+        "an external advertised address needs an external listener: set external_listen \
+         (--external-listen) too"
+    )]
+    ExternalAdvertiseAlone,
 }
 
 /// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed
@@ -574,6 +608,42 @@ mod tests {
             ..ServerConfig::default()
         };
         config.validate().unwrap();
+
+        let config = ServerConfig {
+            external_listen: Some(DEFAULT_LISTEN),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "127.0.0.1:9292 is both the gRPC listen address and the external listen address; \
+             give each listener its own port"
+        );
+        let config = ServerConfig {
+            external_advertise: Some("127.0.0.1:19292".into()),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--external-listen"), "{err}");
+        let config = ServerConfig {
+            external_listen: Some("0.0.0.0:19292".parse().unwrap()),
+            external_advertise: Some("http://127.0.0.1:19292".into()),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("without a scheme"), "{err}");
+        let config = ServerConfig {
+            external_listen: Some("0.0.0.0:19292".parse().unwrap()),
+            external_advertise: Some("127.0.0.1:19292".into()),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(
+            config
+                .external_advertised_address("0.0.0.0:19292".parse().unwrap())
+                .to_string(),
+            "127.0.0.1:19292"
+        );
     }
 
     #[test]

@@ -54,6 +54,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use weir_cluster::controller::records::Endpoints;
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
 use weir_cluster::{NodeIdentity, TopicRegistry};
@@ -63,6 +64,7 @@ use weir_proto::v1::groups_server::GroupsServer;
 use weir_proto::v1::producer_server::ProducerServer;
 
 pub use admin::AdminService;
+use admin::Listener;
 pub use config::{
     AdvertisedAddress, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
     DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_OFFSETS_PARTITIONS,
@@ -109,6 +111,8 @@ pub(crate) struct Broker {
     pub(crate) node_id: i32,
     /// The address clients reach this broker at (DescribeCluster).
     pub(crate) advertised: AdvertisedAddress,
+    /// The address clients of the external listener reach it at, if it has one.
+    pub(crate) external_advertised: Option<AdvertisedAddress>,
 }
 
 impl Broker {
@@ -137,10 +141,13 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The bound admin HTTP address, if enabled.
     pub admin_addr: Option<SocketAddr>,
+    /// The bound external client listener, if configured.
+    pub external_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
     node: ClusterNode,
     multi_node: bool,
     internal_grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    external_grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     health: tonic_health::server::HealthReporter,
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -187,34 +194,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let lock = TopicRegistry::lock_data_dir(&config.data_dir)
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let identity = stamp_data_dir(&config).await?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding the gRPC listener to {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    let internal_listener = match config.internal_listen {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding the internal listener to {a}"))?,
-        ),
-        None => None,
-    };
-    let internal_addr = internal_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
-    let admin_listener = match config.admin_listen {
-        Some(a) => Some(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding the admin HTTP listener to {a}"))?,
-        ),
-        None => None,
-    };
-    let admin_addr = admin_listener
-        .as_ref()
-        .map(|l| l.local_addr())
-        .transpose()?;
+    let (listener, addr) = bind(config.listen, "gRPC").await?;
+    let (internal_listener, internal_addr) =
+        bind_optional(config.internal_listen, "internal").await?;
+    let (external_listener, external_addr) =
+        bind_optional(config.external_listen, "external").await?;
+    let external_advertised = external_addr.map(|a| config.external_advertised_address(a));
+    let (admin_listener, admin_addr) = bind_optional(config.admin_listen, "admin HTTP").await?;
     let advertised = config.advertised_address(addr);
     let internal = cluster::internal_address(internal_addr, &advertised.to_string());
     let cluster::Cluster {
@@ -225,8 +211,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config,
         lock,
         identity.as_ref().map(|i| i.cluster_id().to_string()),
-        advertised.to_string(),
-        internal,
+        Endpoints {
+            client: advertised.to_string(),
+            internal,
+            external: external_advertised.as_ref().map(ToString::to_string),
+        },
     )
     .await?;
     if identity.is_none() {
@@ -240,6 +229,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         metrics: Arc::new(Metrics::default()),
         shutdown: stopping.clone(),
         advertised,
+        external_advertised,
         node_id: config.node_id,
     });
 
@@ -270,9 +260,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let groups = GroupsServer::new(GroupsService::new(broker.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let admin = AdminServer::new(AdminService::new(broker.clone()))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let admin = |listener| {
+        AdminServer::new(AdminService::new(broker.clone(), listener))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    };
+    // The client services, on the client listener and (if configured) the external one:
+    // they differ only in the addresses DescribeCluster hands out.
+    let client_router = |listener| {
+        Server::builder()
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+            .add_service(health_service.clone())
+            .add_service(reflection_v1.clone())
+            .add_service(reflection_v1alpha.clone())
+            .add_service(producer.clone())
+            .add_service(consumer.clone())
+            .add_service(admin(listener))
+            .add_service(groups.clone())
+    };
 
     // The internal services (replication, controller, quorum) share the client listener
     // unless `--internal-listen` gives them their own. An observer votes in no quorum:
@@ -307,20 +315,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         )
     });
 
+    let external_grpc = external_listener.map(|listener| {
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut external_stopping = stopping.clone();
+        tokio::spawn(
+            client_router(Listener::External).serve_with_incoming_shutdown(incoming, async move {
+                until_stopping(&mut external_stopping).await;
+            }),
+        )
+    });
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut grpc_stopping = stopping.clone();
-    let grpc = Server::builder()
-        .initial_stream_window_size(STREAM_WINDOW_BYTES)
-        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
-        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(producer)
-        .add_service(consumer)
-        .add_service(admin)
-        .add_service(groups)
+    let grpc = client_router(Listener::Client)
         .add_optional_service(replication)
         .add_optional_service(controller)
         .add_optional_service(quorum)
@@ -365,6 +371,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     tracing::info!(
         %addr,
         advertised = %broker.advertised,
+        external_advertised = ?broker.external_advertised.as_ref().map(ToString::to_string),
         admin = ?admin_addr,
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
@@ -374,6 +381,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     Ok(RunningServer {
         addr,
         admin_addr,
+        external_addr,
         registry,
         node,
         multi_node,
@@ -381,8 +389,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown,
         grpc,
         internal_grpc,
+        external_grpc,
         http,
         upkeep,
+    })
+}
+
+/// Binds the `what` listener to `addr`; returns it with the address it got (port 0
+/// picks one).
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} listener to {addr}"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// [`bind`] for a listener that may be turned off (`None`).
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> anyhow::Result<(Option<TcpListener>, Option<SocketAddr>)> {
+    Ok(match addr {
+        Some(addr) => {
+            let (listener, bound) = bind(addr, what).await?;
+            (Some(listener), Some(bound))
+        }
+        None => (None, None),
     })
 }
 
@@ -534,8 +567,11 @@ impl RunningServer {
             None => Ok(()),
         };
         let _ = self.upkeep.await;
-        if let Some(internal) = self.internal_grpc {
-            let _ = internal.await;
+        for task in [self.internal_grpc, self.external_grpc]
+            .into_iter()
+            .flatten()
+        {
+            let _ = task.await;
         }
         let closed = self.registry.close().await.context("flushing partitions");
         self.node.shutdown().await;

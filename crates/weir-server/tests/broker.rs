@@ -1077,3 +1077,62 @@ async fn graceful_shutdown_completes_an_in_flight_long_poll() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_external_listener_serves_clients_and_hands_out_external_addresses() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = weir_server::start(weir_server::ServerConfig {
+            external_listen: Some("127.0.0.1:0".parse().unwrap()),
+            external_advertise: Some("weir.example.com:19292".into()),
+            ..config(dir.path())
+        })
+        .await
+        .unwrap();
+        let external = server.external_addr.expect("an external listener is bound");
+        assert_ne!(external, server.addr);
+        let describe = |addr| async move {
+            let cluster = connect(addr)
+                .await
+                .admin
+                .describe_cluster(DescribeClusterRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(cluster.brokers.len(), 1);
+            let b = &cluster.brokers[0];
+            (b.host.clone(), b.port)
+        };
+        // Each listener tells its clients the address they can reach.
+        assert_eq!(
+            describe(server.addr).await,
+            ("127.0.0.1".to_string(), u32::from(server.addr.port()))
+        );
+        assert_eq!(
+            describe(external).await,
+            ("weir.example.com".to_string(), 19292)
+        );
+        // Both serve the client API: written on one, read on the other.
+        let mut outside = connect(external).await;
+        outside.create("ext", 1, &[]).await;
+        let r = outside
+            .produce(request(
+                "ext",
+                vec![plain(0, &values("e", 3), Compression::None)],
+                Acks::All,
+            ))
+            .await;
+        assert_eq!(r.results[0].error, None);
+        let mut inside = connect(server.addr).await;
+        let got: Vec<_> = inside
+            .fetch_all("ext", 0, 0)
+            .await
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        let want: Vec<_> = values("e", 3).iter().map(|v| value(v)).collect();
+        assert_eq!(got, want);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}

@@ -585,6 +585,7 @@ fn registered(node: BrokerId, epoch: i64) -> MetadataRecord {
         endpoints: Endpoints {
             client: format!("broker-{node}:9092"),
             internal: format!("broker-{node}:9093"),
+            external: None,
         },
         rack: None,
     }
@@ -622,6 +623,7 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
         endpoints: Endpoints {
             client: "b2:9092".into(),
             internal: "b2:9093".into(),
+            external: None,
         },
         rack: Some("r1".into()),
         cluster_id: "c-1".into(),

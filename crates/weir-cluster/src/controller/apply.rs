@@ -346,6 +346,7 @@ mod tests {
         Endpoints {
             client: "h:1".into(),
             internal: "h:2".into(),
+            external: None,
         }
     }
 

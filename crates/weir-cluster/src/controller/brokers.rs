@@ -203,10 +203,13 @@ fn check_registration(
             "the incarnation id must have 1 to {MAX_INCARNATION_CHARS} characters"
         )));
     }
-    for (name, endpoint) in [
+    let named = [
         ("client", &endpoints.client),
         ("internal", &endpoints.internal),
-    ] {
+    ]
+    .into_iter()
+    .chain(endpoints.external.as_ref().map(|e| ("external", e)));
+    for (name, endpoint) in named {
         let port = endpoint
             .rsplit_once(':')
             .map(|(host, port)| (host, port.parse::<u16>()));
@@ -377,6 +380,7 @@ mod tests {
                     endpoints: Endpoints {
                         client: "broker1".into(),
                         internal: "broker1:9093".into(),
+                        external: None,
                     },
                     rack: None,
                     cluster_id: CLUSTER.into(),
@@ -614,6 +618,7 @@ mod tests {
             endpoints: Endpoints {
                 client: "elsewhere:1".into(),
                 internal: "elsewhere:2".into(),
+                external: None,
             },
             rack: None,
             cluster_id: CLUSTER.into(),

@@ -177,6 +177,7 @@ mod tests {
                     endpoints: Endpoints {
                         client: "h:1".into(),
                         internal: "h:2".into(),
+                        external: None,
                     },
                     rack: None,
                 })

@@ -27,6 +27,11 @@ pub struct Endpoints {
     pub client: String,
     /// `host:port` other brokers use for replication and controller traffic.
     pub internal: String,
+    /// `host:port` told to clients of the external listener (`--external-advertise`):
+    /// clients on another network, such as a container cluster's host. Absent in
+    /// records written before it existed, and for brokers with one client listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<String>,
 }
 
 /// Leader, epochs, replicas and ISR of one partition: what a `PartitionCreated` or

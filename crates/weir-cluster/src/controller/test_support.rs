@@ -22,6 +22,7 @@ pub(super) fn endpoints(node: BrokerId) -> Endpoints {
     Endpoints {
         client: format!("broker{node}:9092"),
         internal: format!("broker{node}:9093"),
+        external: None,
     }
 }
 

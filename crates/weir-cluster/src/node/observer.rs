@@ -207,6 +207,7 @@ mod tests {
                 endpoints: Endpoints {
                     client: format!("b{node}:9292"),
                     internal: format!("b{node}:9293"),
+                    external: None,
                 },
                 rack: None,
             });

@@ -59,6 +59,7 @@ pub fn single_node_settings(node: BrokerId, cluster_id: String, endpoint: &str) 
         endpoints: Endpoints {
             client: endpoint.to_string(),
             internal: endpoint.to_string(),
+            external: None,
         },
         rack: None,
         cluster_id: Some(cluster_id),

@@ -73,6 +73,7 @@ impl World {
                     endpoints: Endpoints {
                         client: format!("node{from}:9292"),
                         internal: format!("node{from}:9293"),
+                        external: None,
                     },
                     rack: None,
                     cluster_id: format!("sim-{}", self.seed),
