@@ -1,0 +1,96 @@
+{{/* Chart name. */}}
+{{- define "weir.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Fully qualified name, the StatefulSet's (and so the pods' prefix). At most 52
+characters: pod names get a controller-revision-hash label that must stay within 63.
+*/}}
+{{- define "weir.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The headless Service: peer discovery, the pods' stable DNS names. */}}
+{{- define "weir.headlessName" -}}
+{{- printf "%s-headless" (include "weir.fullname" .) -}}
+{{- end -}}
+
+{{- define "weir.configName" -}}
+{{- printf "%s-config" (include "weir.fullname" .) -}}
+{{- end -}}
+
+{{- define "weir.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "weir.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "weir.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: broker
+{{- end -}}
+
+{{/* Labels of every object but the component one. */}}
+{{- define "weir.baseLabels" -}}
+helm.sh/chart: {{ include "weir.chart" . }}
+app.kubernetes.io/name: {{ include "weir.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "weir.labels" -}}
+{{ include "weir.baseLabels" . }}
+app.kubernetes.io/component: broker
+{{- end -}}
+
+{{- define "weir.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The client gRPC port inside the pods (WEIR_LISTEN), also used by peers. */}}
+{{- define "weir.grpcPort" -}}9292{{- end -}}
+{{- define "weir.adminPort" -}}9293{{- end -}}
+
+{{/* Refuses values that cannot make a working cluster. */}}
+{{- define "weir.checkValues" -}}
+{{- $replicas := int .Values.replicas -}}
+{{- $voters := int .Values.voters -}}
+{{- if lt $replicas 1 -}}
+{{- fail (printf "replicas must be at least 1 (got %d)" $replicas) -}}
+{{- end -}}
+{{- if or (lt $voters 1) (gt $voters 9) -}}
+{{- fail (printf "voters must be 1 to 9 (got %d)" $voters) -}}
+{{- end -}}
+{{- if gt $voters $replicas -}}
+{{- fail (printf "voters (%d) must not exceed replicas (%d): every voter is a pod, and pods beyond the voters are observers" $voters $replicas) -}}
+{{- end -}}
+{{- if not (has .Values.podAntiAffinity (list "hard" "soft" "none")) -}}
+{{- fail (printf "podAntiAffinity must be hard, soft or none (got %q)" .Values.podAntiAffinity) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+WEIR_CONTROLLER_VOTERS: pods 0 .. voters-1 by their stable DNS names in the release
+namespace, e.g. 0@weir-0.weir-headless.NS.svc.cluster.local:9292,1@...,2@...
+Pods with a higher ordinal (replicas > voters) are observers.
+*/}}
+{{- define "weir.controllerVoters" -}}
+{{- $fullname := include "weir.fullname" . -}}
+{{- $headless := include "weir.headlessName" . -}}
+{{- $port := include "weir.grpcPort" . -}}
+{{- $voters := list -}}
+{{- range $id := until (int .Values.voters) -}}
+{{- $voters = append $voters (printf "%d@%s-%d.%s.%s.svc.%s:%s" $id $fullname $id $headless $.Release.Namespace $.Values.clusterDomain $port) -}}
+{{- end -}}
+{{- join "," $voters -}}
+{{- end -}}

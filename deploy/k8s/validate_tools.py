@@ -1,0 +1,331 @@
+"""Offline helpers for validate.sh, run with the virtualenv's Python.
+
+  lint CHART [--values FILE] [--namespace NS] [--kube-version V]
+      `helm lint --strict` through helm-python-sdk (the Helm SDK, no helm binary).
+  template CHART --name NAME --namespace NS [--values FILE] --out FILE
+      `helm template`: the rendered manifests (tests included) as one YAML stream.
+  template-fails CHART --name NAME --namespace NS --set-json JSON --expect TEXT
+      Rendering with these values must fail with a message containing TEXT.
+  no-duplicate-keys FILE...
+      Every YAML document parses with no key given twice in one mapping (PyYAML, and so
+      kubernetes-validate, would silently keep the last).
+  compare PLAIN_DIR RENDERED
+      The plain manifests and the chart's default rendering (release weir, namespace
+      weir) describe the same objects: equal spec / data, apart from Helm's own labels.
+  voters RENDERED
+      Prints each StatefulSet's replicas and the voter list of its ConfigMap.
+
+Exit status: 0 when the check passes, 1 when it fails (with the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import yaml
+
+
+def die(message: str) -> None:
+    print(f"FAIL {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_values(path: str | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as f:
+        values = yaml.safe_load(f)
+    return values or {}
+
+
+# --- Helm ------------------------------------------------------------------------------
+
+
+def cmd_lint(args: argparse.Namespace) -> None:
+    import helm_python as helm
+
+    report = helm.lint(
+        args.chart,
+        load_values(args.values),
+        strict=True,
+        namespace=args.namespace,
+        kube_version=args.kube_version,
+    )
+    names = {0: "UNKNOWN", 1: "INFO", 2: "WARNING", 3: "ERROR"}
+    bad = 0
+    for message in report.get("messages", []):
+        severity = int(message.get("severity", 0))
+        text = str(message.get("error", "")).strip()
+        print(f"  [{names.get(severity, severity)}] {message.get('path', '')}: {text}")
+        # --strict: warnings count as failures too.
+        if severity >= 2:
+            bad += 1
+    errors = report.get("errors") or []
+    linted = int(report.get("total_charts_linted", 0))
+    print(f"  {linted} chart(s) linted, {bad} warning(s)/error(s), {len(errors)} error(s)")
+    if linted < 1 or bad or errors:
+        die(f"helm lint {args.chart}")
+
+
+def render(chart_path: str, values: dict[str, Any] | None, name: str, namespace: str) -> str:
+    import helm_python as helm
+
+    with helm.Chart.load(chart_path) as chart:
+        chart.validate_schema(values)
+        rendered = chart.render(values, name=name, namespace=namespace, is_install=True)
+    parts = []
+    for path in sorted(rendered):
+        text = rendered[path]
+        # NOTES.txt is shown to the user, not applied; partials render to nothing.
+        if not path.endswith((".yaml", ".yml")) or not text.strip():
+            continue
+        parts.append(f"---\n# Source: {path}\n{text.strip()}\n")
+    if not parts:
+        die(f"{chart_path} rendered no manifest")
+    return "".join(parts)
+
+
+def cmd_template(args: argparse.Namespace) -> None:
+    import helm_python as helm
+
+    try:
+        text = render(args.chart, load_values(args.values), args.name, args.namespace)
+    except helm.HelmError as e:
+        die(f"helm template {args.chart}: {type(e).__name__}: {e}")
+    with open(args.out, "w", encoding="utf-8") as f:
+        f.write(text)
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    kinds = ", ".join(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+    print(f"  rendered {len(docs)} object(s) to {args.out}: {kinds}")
+
+
+def cmd_template_fails(args: argparse.Namespace) -> None:
+    import helm_python as helm
+
+    values = json.loads(args.set_json)
+    try:
+        render(args.chart, values, args.name, args.namespace)
+    except helm.HelmError as e:
+        if args.expect not in str(e):
+            die(f"rendering {values} failed, but not with {args.expect!r}: {e}")
+        print(f"  refused as expected: {str(e).strip().splitlines()[-1]}")
+        return
+    die(f"rendering {values} succeeded; it must be refused ({args.expect!r})")
+
+
+# --- YAML ------------------------------------------------------------------------------
+
+
+class NoDuplicatesLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping key given twice."""
+
+
+def _mapping_no_duplicates(loader: NoDuplicatesLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping",
+                node.start_mark,
+                f"found duplicate key {key!r}",
+                key_node.start_mark,
+            )
+        seen[key] = True
+    return loader.construct_mapping(node, deep=True)
+
+
+NoDuplicatesLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_no_duplicates
+)
+
+
+def cmd_no_duplicate_keys(args: argparse.Namespace) -> None:
+    for path in args.files:
+        with open(path, encoding="utf-8") as f:
+            try:
+                docs = [d for d in yaml.load_all(f, Loader=NoDuplicatesLoader) if d]
+            except yaml.YAMLError as e:
+                die(f"{path}: {e}")
+        if not docs:
+            die(f"{path}: no YAML document")
+        print(f"  {path}: {len(docs)} document(s), no duplicate keys")
+
+
+# --- Plain manifests against the chart ------------------------------------------------
+
+# Labels and annotations only the chart sets (release bookkeeping, config checksum).
+HELM_ONLY = {
+    "helm.sh/chart",
+    "app.kubernetes.io/managed-by",
+    "app.kubernetes.io/version",
+    "checksum/config",
+}
+
+
+def strip_helm_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if key in HELM_ONLY:
+                continue
+            out[key] = strip_helm_only(item)
+        return out
+    if isinstance(value, list):
+        return [strip_helm_only(item) for item in value]
+    return value
+
+
+def normalise(value: Any) -> Any:
+    """Scalars as strings, so `port: 9292` equals the chart's `port: "9292"` only where
+    Kubernetes would read them alike (an IntOrString, a quantity)."""
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalise(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def objects(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs if d}
+
+
+def diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key not in a:
+                out.append(f"{path}.{key}: only in the chart")
+            elif key not in b:
+                out.append(f"{path}.{key}: only in the plain manifests")
+            else:
+                out.extend(diff(a[key], b[key], f"{path}.{key}"))
+        return out
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return [f"{path}: {len(a)} item(s) in the plain manifests, {len(b)} in the chart"]
+        out = []
+        for i, (x, y) in enumerate(zip(a, b)):
+            out.extend(diff(x, y, f"{path}[{i}]"))
+        return out
+    return [] if a == b else [f"{path}: {a!r} (plain) != {b!r} (chart)"]
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    plain_docs: list[dict[str, Any]] = []
+    for name in sorted(os.listdir(args.plain_dir)):
+        if name.endswith((".yaml", ".yml")):
+            with open(os.path.join(args.plain_dir, name), encoding="utf-8") as f:
+                plain_docs.extend(d for d in yaml.safe_load_all(f) if d)
+    with open(args.rendered, encoding="utf-8") as f:
+        chart_docs = [d for d in yaml.safe_load_all(f) if d]
+    plain = objects(plain_docs)
+    chart = objects(chart_docs)
+    # The plain manifests create their namespace; Helm installs into an existing one
+    # (`--create-namespace`). `helm test` pods exist only in the chart.
+    only_plain = {k for k in plain if k not in chart and k[0] != "Namespace"}
+    only_chart = {
+        k
+        for k in chart
+        if k not in plain
+        and "helm.sh/hook" not in (chart[k]["metadata"].get("annotations") or {})
+    }
+    problems = [f"{k[0]}/{k[1]}: only in the plain manifests" for k in sorted(only_plain)]
+    problems += [f"{k[0]}/{k[1]}: only in the chart" for k in sorted(only_chart)]
+    compared = 0
+    for key in sorted(set(plain) & set(chart)):
+        compared += 1
+        for part in ("spec", "data"):
+            a = normalise(strip_helm_only(plain[key].get(part)))
+            b = normalise(strip_helm_only(chart[key].get(part)))
+            problems.extend(f"{key[0]}/{key[1]} {part}{d}" for d in diff(a, b))
+        for field in ("namespace",):
+            if plain[key]["metadata"].get(field) != chart[key]["metadata"].get(field):
+                problems.append(f"{key[0]}/{key[1]}: metadata.{field} differs")
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+    if problems or compared == 0:
+        die(f"the plain manifests and the chart's default rendering differ ({len(problems)})")
+    print(f"  {compared} object(s) alike in {args.plain_dir} and {args.rendered}")
+
+
+def cmd_voters(args: argparse.Namespace) -> None:
+    with open(args.rendered, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    configs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    found = 0
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        container = sts["spec"]["template"]["spec"]["containers"][0]
+        for source in container.get("envFrom", []):
+            config = configs.get(source.get("configMapRef", {}).get("name"))
+            if not config:
+                continue
+            voters = config["data"]["WEIR_CONTROLLER_VOTERS"].split(",")
+            replicas = int(sts["spec"]["replicas"])
+            ids = [int(v.split("@", 1)[0]) for v in voters]
+            if ids != list(range(len(ids))) or len(ids) > replicas:
+                die(f"voter ids {ids} are not pods 0..{len(ids) - 1} of {replicas}")
+            observers = replicas - len(ids)
+            print(
+                f"  {sts['metadata']['name']}: {replicas} replica(s), {len(ids)} voter(s), "
+                f"{observers} observer(s): {','.join(voters)}"
+            )
+            found += 1
+    if not found:
+        die(f"{args.rendered}: no StatefulSet with a voter list")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("lint")
+    p.add_argument("chart")
+    p.add_argument("--values")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--kube-version")
+    p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser("template")
+    p.add_argument("chart")
+    p.add_argument("--name", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--values")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_template)
+
+    p = sub.add_parser("template-fails")
+    p.add_argument("chart")
+    p.add_argument("--name", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--set-json", required=True)
+    p.add_argument("--expect", required=True)
+    p.set_defaults(func=cmd_template_fails)
+
+    p = sub.add_parser("no-duplicate-keys")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_no_duplicate_keys)
+
+    p = sub.add_parser("compare")
+    p.add_argument("plain_dir")
+    p.add_argument("rendered")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("voters")
+    p.add_argument("rendered")
+    p.set_defaults(func=cmd_voters)
+
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()
