@@ -1,5 +1,5 @@
 //! Small state files written atomically: the recovery point, the log start offset, the
-//! leader-epoch history and the high watermark.
+//! leader-epoch history, the high watermark and the producer-state snapshot.
 //!
 //! Each file is `magic "WEIRCKPT" | version u16 | kind u16 | payload_len u32 | payload |
 //! crc32 u32` (big-endian; CRC-32 IEEE over everything before it). Writes go to
@@ -26,6 +26,7 @@ pub enum Kind {
     LogStartOffset = 2,
     LeaderEpochs = 3,
     HighWatermark = 4,
+    ProducerState = 5,
 }
 
 impl Kind {
@@ -35,9 +36,24 @@ impl Kind {
             Kind::LogStartOffset => "log-start-offset.checkpoint",
             Kind::LeaderEpochs => "leader-epoch.checkpoint",
             Kind::HighWatermark => "high-watermark.checkpoint",
+            Kind::ProducerState => "producer-state.checkpoint",
+        }
+    }
+
+    /// The largest payload this kind may have: [`MAX_PAYLOAD_BYTES`], except the
+    /// producer-state snapshot, which holds up to `MAX_SNAPSHOT_PRODUCERS` producers.
+    pub fn max_payload_bytes(self) -> usize {
+        match self {
+            Kind::ProducerState => MAX_PRODUCER_STATE_BYTES,
+            _ => MAX_PAYLOAD_BYTES,
         }
     }
 }
+
+/// Largest producer-state snapshot: `MAX_SNAPSHOT_PRODUCERS` producers of at most 144
+/// bytes each, plus its header.
+pub const MAX_PRODUCER_STATE_BYTES: usize =
+    12 + crate::producers::MAX_SNAPSHOT_PRODUCERS * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT);
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fsync, rename, fsync
 /// directory.
@@ -48,7 +64,7 @@ pub fn write(
     payload: &[u8],
 ) -> Result<(), CheckpointError> {
     assert!(
-        payload.len() <= MAX_PAYLOAD_BYTES,
+        payload.len() <= kind.max_payload_bytes(),
         "checkpoint payload over its limit"
     );
     let path = dir.join(kind.file_name());
@@ -95,7 +111,7 @@ pub fn read(
     let len = file
         .size()
         .map_err(|e| CheckpointError::io(path.clone(), e))? as usize;
-    if !(FRAME_BYTES..=FRAME_BYTES + MAX_PAYLOAD_BYTES).contains(&len) {
+    if !(FRAME_BYTES..=FRAME_BYTES + kind.max_payload_bytes()).contains(&len) {
         return Err(corrupt(format!("file is {len} bytes")));
     }
     let mut buf = vec![0; len];

@@ -46,6 +46,9 @@ pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 /// Smallest index spacing accepted.
 pub const MIN_INDEX_INTERVAL_BYTES: u32 = 64;
 
+/// Default [`LogConfig::producer_id_expiration`]: one day, as Kafka.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct LogConfig {
     /// Roll to a new segment once the active one holds this many bytes.
@@ -69,6 +72,9 @@ pub struct LogConfig {
     /// Bounds how much a crash makes recovery scan (besides the active segment's unflushed
     /// tail).
     pub recovery_checkpoint_interval: Duration,
+    /// Forget an idempotent producer whose newest batch is older than this (Kafka's
+    /// `producer.id.expiration.ms`); a forgotten producer may start at any sequence.
+    pub producer_id_expiration: Duration,
 }
 
 impl Default for LogConfig {
@@ -83,6 +89,7 @@ impl Default for LogConfig {
             retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_bytes: None,
             recovery_checkpoint_interval: Duration::from_secs(1),
+            producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }
 }

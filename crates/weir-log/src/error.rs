@@ -33,6 +33,14 @@ pub enum AppendError {
     },
     #[error("leader epoch {epoch} is older than the log's latest epoch {latest}")]
     StaleLeaderEpoch { epoch: i32, latest: i32 },
+    /// An idempotent producer's batch does not continue its sequence, or comes from a
+    /// fenced instance (see `producers`). Nothing was written.
+    #[error(transparent)]
+    Sequence(#[from] crate::producers::SequenceError),
+    /// An idempotent producer's batch came with other batches for the same partition: its
+    /// duplicate check covers one batch per request, as Kafka's.
+    #[error("a batch with a producer id must be the only batch for its partition in a request ({batches} were sent)")]
+    IdempotentBatchNotAlone { batches: usize },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -19,6 +19,7 @@ pub mod error;
 pub mod index;
 mod log;
 mod maintenance;
+pub mod producers;
 mod read;
 mod recovery;
 mod segment;

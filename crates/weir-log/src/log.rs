@@ -27,6 +27,7 @@ use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
 use crate::epoch::EpochHistory;
 use crate::error::{AppendError, MaintenanceError, OpenError};
+use crate::producers::{ProducerStates, SequenceCheck};
 use crate::recovery::{self, RecoveryPoint};
 use crate::segment::{self, LOG_SUFFIX, Segment};
 use crate::storage::{FileStorage, Storage};
@@ -42,6 +43,9 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
     pub batches: usize,
     pub bytes: usize,
+    /// The batch was an idempotent producer's retry of one already in the log: nothing
+    /// was written, and the offsets are the original's (`producers`).
+    pub duplicate: bool,
 }
 
 /// The offsets that bound a log.
@@ -90,6 +94,8 @@ pub(crate) struct Inner {
     pub(crate) failed: Option<String>,
     /// Bumped by every truncation; stale flush results and checkpoints are dropped.
     pub(crate) generation: u64,
+    /// Idempotent producers' recent batches, as of `next_offset`.
+    pub(crate) producers: ProducerStates,
 }
 
 impl Inner {
@@ -247,7 +253,8 @@ impl Log {
 
         let started = Instant::now();
         let high_watermark = checkpoint::read_i64(storage.as_ref(), &dir, Kind::HighWatermark)?;
-        let inner = recovery::recover(&dir, &config, storage.as_ref())?;
+        let mut inner = recovery::recover(&dir, &config, storage.as_ref())?;
+        recovery::rebuild_producers(&dir, &config, storage.as_ref(), &mut inner)?;
         let point = inner.recovery_point();
         let log = Log {
             flush: Mutex::new(FlushState {
@@ -271,6 +278,9 @@ impl Log {
             inner: Mutex::new(inner),
             _lock: lock,
         };
+        // The rebuilt state replaces a snapshot the log no longer matches (one past a
+        // crash-shortened end) before anything is appended after it.
+        log.write_producer_snapshot(&log.lock())?;
         let offsets = log.offsets();
         tracing::info!(
             dir = %log.dir.display(),
@@ -370,6 +380,9 @@ impl Log {
                 latest: latest.epoch,
             });
         }
+        if let Some(duplicate) = check_sequences(&inner.producers, headers)? {
+            return Ok(duplicate);
+        }
         let span = headers
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
@@ -402,6 +415,9 @@ impl Log {
                 return Err(e);
             }
         };
+        for h in headers.iter() {
+            inner.producers.record(h);
+        }
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -479,6 +495,9 @@ impl Log {
                     return Err(e);
                 }
             };
+            for h in run_headers {
+                inner.producers.record(h);
+            }
             total = Some(match total {
                 None => info,
                 Some(t) => AppendInfo {
@@ -487,6 +506,7 @@ impl Log {
                     max_timestamp: t.max_timestamp.max(info.max_timestamp),
                     batches: t.batches + info.batches,
                     bytes: t.bytes + info.bytes,
+                    duplicate: false,
                 },
             });
         }
@@ -550,6 +570,7 @@ impl Log {
             max_timestamp,
             batches: headers.len(),
             bytes: batches.len(),
+            duplicate: false,
         })
     }
 
@@ -614,6 +635,7 @@ impl Log {
             self.storage
                 .sync_dir(&self.dir)
                 .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+            self.write_producer_snapshot(inner)?;
             let mut flush = self.flush_state();
             if flush.generation == inner.generation && flush.flushed_offset >= next {
                 // Its data was synced already (every-append, or a group commit that
@@ -1032,7 +1054,27 @@ impl Log {
         let active = inner.active();
         let (file, path) = (active.files().file.clone(), active.log_path.clone());
         Self::sync_locked(&mut inner, &file, &path)?;
+        self.write_producer_snapshot(&inner)?;
         self.write_recovery_point(&inner)
+    }
+
+    /// Writes the idempotent producers' state as of the log end (see `producers`); a log
+    /// that never had an idempotent producer writes nothing.
+    pub(crate) fn write_producer_snapshot(
+        &self,
+        inner: &Inner,
+    ) -> Result<(), crate::error::CheckpointError> {
+        let kind = Kind::ProducerState;
+        if inner.producers.is_empty() && !self.dir.join(kind.file_name()).exists() {
+            return Ok(());
+        }
+        let payload = inner.producers.encode(inner.next_offset);
+        checkpoint::write(self.storage.as_ref(), &self.dir, kind, &payload)
+    }
+
+    /// How many idempotent producers this log remembers.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
     }
 }
 
@@ -1087,4 +1129,36 @@ pub(crate) fn remove_segment_files(
         }
     }
     Ok(())
+}
+
+/// The idempotent-producer check of a leader's append (see `producers`): `Some` with the
+/// original offsets for a retry of a batch already written (nothing is to be written),
+/// `None` to write it. A batch with a producer id must come alone.
+fn check_sequences(
+    producers: &ProducerStates,
+    headers: &[BatchHeader],
+) -> Result<Option<AppendInfo>, AppendError> {
+    if !headers.iter().any(|h| h.producer_id >= 0) {
+        return Ok(None);
+    }
+    if headers.len() > 1 {
+        return Err(AppendError::IdempotentBatchNotAlone {
+            batches: headers.len(),
+        });
+    }
+    let h = &headers[0];
+    Ok(match producers.check(h)? {
+        SequenceCheck::Append => None,
+        SequenceCheck::Duplicate {
+            base_offset,
+            last_offset,
+        } => Some(AppendInfo {
+            base_offset,
+            last_offset,
+            max_timestamp: h.max_timestamp,
+            batches: 0,
+            bytes: 0,
+            duplicate: true,
+        }),
+    })
 }

@@ -83,6 +83,11 @@ impl Log {
             self.persist_epochs(&inner)?;
         }
         self.write_recovery_point(&inner)?;
+        // The producers' state as of the new end: what the cut removed is forgotten, and
+        // a snapshot past the new end is replaced before anything is appended after it.
+        recovery::rebuild_producers(&self.dir, &self.config, self.storage.as_ref(), &mut inner)
+            .map_err(open_to_maintenance)?;
+        self.write_producer_snapshot(&inner)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "log truncated");
         Ok(())
     }
@@ -199,6 +204,8 @@ impl Log {
         inner
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
+        let max_idle = duration_ms(self.config.producer_id_expiration);
+        inner.producers.expire(now_ms, max_idle);
         let mut outcome = RetentionOutcome::default();
         let active_base = inner.active().base_offset;
         let mut total: u64 = inner.segments.values().map(|s| s.size).sum();

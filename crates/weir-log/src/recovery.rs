@@ -18,6 +18,7 @@ use crate::epoch::EpochHistory;
 use crate::error::{MaintenanceError, OpenError};
 use crate::index::Index;
 use crate::log::{Inner, remove_segment_files};
+use crate::producers::ProducerStates;
 use crate::segment::{self, IndexCursor, Segment};
 use crate::storage::Storage;
 use crate::storage::StorageFile;
@@ -335,6 +336,7 @@ pub(crate) fn recover(
             epochs,
             failed: None,
             generation: 0,
+            producers: ProducerStates::default(),
         };
         inner.epochs.truncate_from_end(base);
         write_recovery_point(storage, dir, &inner)?;
@@ -450,6 +452,7 @@ pub(crate) fn recover(
         epochs,
         failed: None,
         generation: 0,
+        producers: ProducerStates::default(),
     };
     let files = inner.active().files();
     files.flush_indexes(OpenError::io)?;
@@ -537,4 +540,68 @@ fn open_from_maint(e: MaintenanceError) -> OpenError {
         MaintenanceError::Checkpoint(c) => OpenError::Checkpoint(c),
         other => OpenError::Config(other.to_string()),
     }
+}
+
+/// Rebuilds the idempotent producers' state of `inner` (see `producers`): from the
+/// snapshot if it lies within the log, else from the log start, then every batch after
+/// it up to the log end. The snapshot is taken at segment rolls, at close and after each
+/// rebuild, so this reads the tail written since; a snapshot past the log end (written
+/// before a crash lost unflushed data, or before a truncation) is not used.
+pub(crate) fn rebuild_producers(
+    dir: &Path,
+    config: &LogConfig,
+    storage: &dyn Storage,
+    inner: &mut Inner,
+) -> Result<(), OpenError> {
+    let snapshot = match checkpoint::read(storage, dir, Kind::ProducerState) {
+        Ok(Some(payload)) => {
+            let decoded = ProducerStates::decode(&payload);
+            if decoded.is_none() {
+                tracing::warn!(dir = %dir.display(), "producer-state snapshot malformed; rebuilding from the log");
+            }
+            decoded
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "producer-state snapshot unreadable; rebuilding from the log");
+            None
+        }
+    };
+    let (from, mut states) = match snapshot {
+        Some((offset, states)) if offset <= inner.next_offset => {
+            (offset.max(inner.log_start_offset), states)
+        }
+        _ => (inner.log_start_offset, ProducerStates::default()),
+    };
+    let first = inner
+        .segments
+        .range(..=from)
+        .next_back()
+        .map_or(from, |(base, _)| *base);
+    let bases: Vec<i64> = inner.segments.range(first..).map(|(b, _)| *b).collect();
+    for base in bases {
+        let end_offset = inner.end_of(base);
+        if end_offset <= from {
+            continue;
+        }
+        let seg = inner.segments.get_mut(&base).expect("listed");
+        let (size, path) = (seg.size, seg.log_path.clone());
+        let files = seg.ensure_open(storage, config, end_offset)?;
+        let (pos, batch_base) = files
+            .index
+            .floor((from - base).max(0))
+            .map_or((0, base), |(_, e)| {
+                (u64::from(e.position), base + i64::from(e.relative_offset))
+            });
+        let scanned = scan(files.file.as_ref(), &path, pos, size, batch_base, |_, h| {
+            if h.base_offset >= from {
+                states.record(h);
+            }
+        })?;
+        if let Some(problem) = scanned.problem {
+            tracing::warn!(segment = %path.display(), problem, "producer-state rebuild stopped early in a segment");
+        }
+    }
+    inner.producers = states;
+    Ok(())
 }

@@ -1,0 +1,445 @@
+//! Idempotent producers: what one partition remembers of each producer's recent batches,
+//! so a retried batch is not stored twice (Kafka's `ProducerStateManager`).
+//!
+//! A RecordBatch v2 header carries a producer id, a producer epoch and the sequence
+//! number of its first record. For each producer id the log keeps its epoch and the
+//! metadata of its last [`PRODUCER_BATCHES_KEPT`] batches (first and last sequence, first
+//! and last offset). A leader's append is checked against it
+//! ([`ProducerStates::check`]):
+//! - the same epoch and the sequences of a kept batch: a duplicate (a retry of a batch
+//!   that was written, whose answer the producer did not get); nothing is written and the
+//!   original offsets are answered;
+//! - the same epoch and the sequence after the last batch's: appended;
+//! - the same epoch and any other sequence: [`SequenceError::OutOfOrder`] (a batch before
+//!   it is missing; the producer retries them in order);
+//! - an older epoch: [`SequenceError::Fenced`] (a newer instance of the producer took
+//!   over);
+//! - a newer epoch: appended if its sequence is 0 (the producer started over).
+//!
+//! A producer the partition has no state for (new, or expired) may start at any
+//! sequence: its state may have been expired or removed with the segments that held it,
+//! and refusing it would strand a producer that did nothing wrong. Batches without a
+//! producer id (-1) are not checked.
+//!
+//! The state is part of the log: updated under the log's lock with each append (leader
+//! or follower, so a new leader has it), rebuilt on open and after a truncation from a
+//! snapshot ([`Kind::ProducerState`](crate::checkpoint::Kind)) plus a scan of the batches
+//! after it. No I/O happens in this module: the log writes and reads the encoded form.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::batch::BatchHeader;
+use crate::checkpoint::PayloadReader;
+
+/// Batches remembered per producer, as Kafka (a producer has at most 5 requests in flight
+/// per partition, so a retry is always of one of its last 5 batches).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Most producers one partition's snapshot holds. Past it the least recently active are
+/// left out of the snapshot (they come back as unknown producers, which are accepted).
+pub const MAX_SNAPSHOT_PRODUCERS: usize = 100_000;
+
+/// One batch a producer wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ProducerEntry {
+    epoch: i16,
+    /// Oldest first; never empty.
+    batches: VecDeque<BatchMeta>,
+    /// Newest batch timestamp seen (the batch's max timestamp): expiry is measured from it.
+    last_timestamp: i64,
+}
+
+/// What [`ProducerStates::check`] decided about a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// Write it.
+    Append,
+    /// Already written at these offsets: write nothing, answer them.
+    Duplicate { base_offset: i64, last_offset: i64 },
+}
+
+/// Why a producer's batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error(
+        "producer {producer_id} is fenced: its epoch {epoch} is older than epoch {current_epoch}, which a newer instance of it uses"
+    )]
+    Fenced {
+        producer_id: i64,
+        epoch: i16,
+        current_epoch: i16,
+    },
+    #[error(
+        "out of order sequence for producer {producer_id} (epoch {epoch}): got {got}, expected {expected}"
+    )]
+    OutOfOrder {
+        producer_id: i64,
+        epoch: i16,
+        expected: i32,
+        got: i32,
+    },
+}
+
+/// Every producer a partition remembers. See the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerStates {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The sequence of the record after `seq` (sequences wrap from `i32::MAX` to 0).
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+/// The sequence of a batch's last record.
+fn last_seq(h: &BatchHeader) -> i32 {
+    let span = i64::from(h.last_offset_delta);
+    ((i64::from(h.base_sequence) + span) % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// Whether a batch belongs to an idempotent producer (control batches do not count).
+fn is_idempotent(h: &BatchHeader) -> bool {
+    h.producer_id >= 0 && !h.is_control()
+}
+
+impl ProducerStates {
+    /// How many producers are remembered.
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// Checks a leader's batch against the producer's state (see the module docs).
+    pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+        if !is_idempotent(h) {
+            return Ok(SequenceCheck::Append);
+        }
+        let Some(entry) = self.producers.get(&h.producer_id) else {
+            return Ok(SequenceCheck::Append);
+        };
+        let out_of_order = |expected| SequenceError::OutOfOrder {
+            producer_id: h.producer_id,
+            epoch: h.producer_epoch,
+            expected,
+            got: h.base_sequence,
+        };
+        if h.producer_epoch < entry.epoch {
+            return Err(SequenceError::Fenced {
+                producer_id: h.producer_id,
+                epoch: h.producer_epoch,
+                current_epoch: entry.epoch,
+            });
+        }
+        if h.producer_epoch > entry.epoch {
+            return match h.base_sequence {
+                0 => Ok(SequenceCheck::Append),
+                _ => Err(out_of_order(0)),
+            };
+        }
+        let last = last_seq(h);
+        if let Some(b) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == h.base_sequence && b.last_seq == last)
+        {
+            return Ok(SequenceCheck::Duplicate {
+                base_offset: b.base_offset,
+                last_offset: b.last_offset,
+            });
+        }
+        let expected = next_seq(entry.batches.back().expect("never empty").last_seq);
+        if h.base_sequence == expected {
+            Ok(SequenceCheck::Append)
+        } else {
+            Err(out_of_order(expected))
+        }
+    }
+
+    /// Records a written batch (offsets assigned): on the leader after [`check`]
+    /// (Self::check), on a follower for every batch it copies, and when rebuilding.
+    pub fn record(&mut self, h: &BatchHeader) {
+        if !is_idempotent(h) {
+            return;
+        }
+        let meta = BatchMeta {
+            first_seq: h.base_sequence,
+            last_seq: last_seq(h),
+            base_offset: h.base_offset,
+            last_offset: h.last_offset(),
+        };
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
+                last_timestamp: h.max_timestamp,
+            });
+        if h.producer_epoch != entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == PRODUCER_BATCHES_KEPT {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(meta);
+        entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+    }
+
+    /// Forgets producers whose newest batch is older than `max_idle_ms` at `now_ms`
+    /// (Kafka's `producer.id.expiration.ms`). Returns how many were forgotten.
+    pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| e.last_timestamp >= now_ms.saturating_sub(max_idle_ms));
+        before - self.producers.len()
+    }
+
+    /// The snapshot payload: the state as of `offset` (the offset after the last batch
+    /// recorded). Big-endian: `offset i64 | count u32 | count × (producer id i64 | epoch
+    /// i32 | last timestamp i64 | batches u32 | batches × (first seq i32 | last seq i32 |
+    /// base offset i64 | last offset i64))`. At most [`MAX_SNAPSHOT_PRODUCERS`], the most
+    /// recently active.
+    pub fn encode(&self, offset: i64) -> Vec<u8> {
+        let mut entries: Vec<(&i64, &ProducerEntry)> = self.producers.iter().collect();
+        if entries.len() > MAX_SNAPSHOT_PRODUCERS {
+            entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_timestamp));
+            entries.truncate(MAX_SNAPSHOT_PRODUCERS);
+        }
+        entries.sort_by_key(|(id, _)| **id);
+        let mut out = Vec::with_capacity(12 + entries.len() * (24 + 24 * PRODUCER_BATCHES_KEPT));
+        out.extend_from_slice(&offset.to_be_bytes());
+        out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+        for (id, e) in entries {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&i32::from(e.epoch).to_be_bytes());
+            out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&(e.batches.len() as u32).to_be_bytes());
+            for b in &e.batches {
+                out.extend_from_slice(&b.first_seq.to_be_bytes());
+                out.extend_from_slice(&b.last_seq.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+                out.extend_from_slice(&b.last_offset.to_be_bytes());
+            }
+        }
+        out
+    }
+
+    /// Reads a snapshot payload; `None` if it is malformed (every count is checked
+    /// against its limit before anything is allocated for it).
+    pub fn decode(payload: &[u8]) -> Option<(i64, ProducerStates)> {
+        let mut r = PayloadReader::new(payload);
+        let offset = r.i64()?;
+        let count = r.u32()? as usize;
+        if count > MAX_SNAPSHOT_PRODUCERS {
+            return None;
+        }
+        let mut producers = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let id = r.i64()?;
+            let epoch = i16::try_from(r.i32()?).ok()?;
+            let last_timestamp = r.i64()?;
+            let n = r.u32()? as usize;
+            if n == 0 || n > PRODUCER_BATCHES_KEPT || id < 0 {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(n);
+            for _ in 0..n {
+                batches.push_back(BatchMeta {
+                    first_seq: r.i32()?,
+                    last_seq: r.i32()?,
+                    base_offset: r.i64()?,
+                    last_offset: r.i64()?,
+                });
+            }
+            let entry = ProducerEntry {
+                epoch,
+                batches,
+                last_timestamp,
+            };
+            if producers.insert(id, entry).is_some() {
+                return None;
+            }
+        }
+        r.is_empty().then_some((offset, ProducerStates { producers }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(pid: i64, epoch: i16, seq: i32, records: i32, base_offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 0,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 1_000,
+            max_timestamp: 1_000 + base_offset,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            record_count: records,
+        }
+    }
+
+    #[test]
+    fn the_next_sequence_appends_and_a_retry_of_a_kept_batch_is_a_duplicate() {
+        let mut s = ProducerStates::default();
+        let first = header(7, 0, 0, 3, 10);
+        assert_eq!(s.check(&first), Ok(SequenceCheck::Append));
+        s.record(&first);
+        let second = header(7, 0, 3, 2, 13);
+        assert_eq!(s.check(&second), Ok(SequenceCheck::Append));
+        s.record(&second);
+        // Retries carry the same sequences; the offsets they would get do not matter.
+        assert_eq!(
+            s.check(&header(7, 0, 0, 3, 99)),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 12
+            })
+        );
+        assert_eq!(
+            s.check(&header(7, 0, 3, 2, 99)),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 13,
+                last_offset: 14
+            })
+        );
+    }
+
+    #[test]
+    fn a_gap_or_an_overlap_is_out_of_order() {
+        let mut s = ProducerStates::default();
+        s.record(&header(7, 0, 0, 3, 0));
+        let gap = s.check(&header(7, 0, 4, 1, 3));
+        assert_eq!(
+            gap,
+            Err(SequenceError::OutOfOrder {
+                producer_id: 7,
+                epoch: 0,
+                expected: 3,
+                got: 4
+            })
+        );
+        // Same first sequence, other length: not the batch that was written.
+        assert!(matches!(
+            s.check(&header(7, 0, 0, 2, 3)),
+            Err(SequenceError::OutOfOrder { expected: 3, .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_recognised_as_duplicates() {
+        let mut s = ProducerStates::default();
+        for i in 0..6 {
+            s.record(&header(7, 0, i, 1, i64::from(i)));
+        }
+        assert!(matches!(
+            s.check(&header(7, 0, 0, 1, 9)),
+            Err(SequenceError::OutOfOrder { expected: 6, .. })
+        ));
+        assert!(matches!(
+            s.check(&header(7, 0, 1, 1, 9)),
+            Ok(SequenceCheck::Duplicate { base_offset: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
+        let mut s = ProducerStates::default();
+        s.record(&header(7, 3, 0, 2, 0));
+        assert_eq!(
+            s.check(&header(7, 2, 2, 1, 2)),
+            Err(SequenceError::Fenced {
+                producer_id: 7,
+                epoch: 2,
+                current_epoch: 3
+            })
+        );
+        assert!(matches!(
+            s.check(&header(7, 4, 5, 1, 2)),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
+        let bumped = header(7, 4, 0, 1, 2);
+        assert_eq!(s.check(&bumped), Ok(SequenceCheck::Append));
+        s.record(&bumped);
+        assert!(matches!(
+            s.check(&header(7, 3, 2, 1, 3)),
+            Err(SequenceError::Fenced {
+                current_epoch: 4,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn unknown_producers_and_batches_without_a_producer_are_not_checked() {
+        let mut s = ProducerStates::default();
+        assert_eq!(s.check(&header(9, 0, 42, 1, 0)), Ok(SequenceCheck::Append));
+        let plain = header(-1, -1, -1, 4, 0);
+        assert_eq!(s.check(&plain), Ok(SequenceCheck::Append));
+        s.record(&plain);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn sequences_wrap_after_i32_max() {
+        let mut s = ProducerStates::default();
+        let h = header(7, 0, i32::MAX - 1, 3, 0);
+        s.record(&h);
+        assert_eq!(last_seq(&h), 0);
+        assert_eq!(s.check(&header(7, 0, 1, 1, 3)), Ok(SequenceCheck::Append));
+    }
+
+    #[test]
+    fn idle_producers_expire() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 1, 0)); // max timestamp 1000
+        s.record(&header(2, 0, 0, 1, 5_000)); // max timestamp 6000
+        assert_eq!(s.expire(7_000, 2_000), 1);
+        assert_eq!(s.len(), 1);
+        assert_eq!(
+            s.check(&header(2, 0, 0, 1, 9)),
+            Ok(SequenceCheck::Duplicate {
+                base_offset: 5_000,
+                last_offset: 5_000
+            })
+        );
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_and_damage_is_refused() {
+        let mut s = ProducerStates::default();
+        for pid in 0..4 {
+            for seq in 0..(pid as i32 + 3) {
+                s.record(&header(pid, pid as i16, seq, 2, pid * 100 + i64::from(seq) * 2));
+            }
+        }
+        let bytes = s.encode(1234);
+        assert_eq!(ProducerStates::decode(&bytes), Some((1234, s.clone())));
+        assert_eq!(ProducerStates::decode(&bytes[..bytes.len() - 1]), None);
+        let mut huge = bytes.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(ProducerStates::decode(&huge), None);
+        let mut trailing = bytes;
+        trailing.push(0);
+        assert_eq!(ProducerStates::decode(&trailing), None);
+    }
+}
