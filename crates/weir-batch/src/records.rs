@@ -164,6 +164,14 @@ impl RecordBatchBuilder {
         self
     }
 
+    /// Sets the idempotent producer's id, epoch and first sequence on a builder that
+    /// already holds records (a producer numbers a batch when it first sends it).
+    pub fn set_producer(&mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) {
+        self.producer_id = producer_id;
+        self.producer_epoch = producer_epoch;
+        self.base_sequence = base_sequence;
+    }
+
     /// Marks the batch's timestamps as LogAppendTime and sets its `max_timestamp` to
     /// `append_time_ms`, as a broker does for a topic with
     /// `message.timestamp.type=LogAppendTime`: readers then give every record this time.

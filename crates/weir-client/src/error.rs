@@ -24,6 +24,10 @@ pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
 pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
 /// `ErrorInfo` reason: the leadership an append was accepted under ended first.
 pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
+/// `ErrorInfo` reason: an idempotent producer's batch does not continue its sequence.
+pub const REASON_OUT_OF_ORDER_SEQUENCE: &str = "OUT_OF_ORDER_SEQUENCE";
+/// `ErrorInfo` reason: a newer instance of this named producer took over.
+pub const REASON_PRODUCER_FENCED: &str = "PRODUCER_FENCED";
 /// `ErrorInfo` metadata key of `NOT_LEADER`: the leader's broker id, -1 if none.
 pub const METADATA_LEADER_ID: &str = "leader_id";
 
@@ -71,6 +75,15 @@ pub enum ClientError {
     /// `NOT_ENOUGH_REPLICAS`); retriable once followers catch up.
     #[error("not enough replicas: {0}")]
     NotEnoughReplicas(String),
+    /// An idempotent producer's batch did not continue its sequence at the partition;
+    /// nothing was appended (gRPC `FAILED_PRECONDITION`, reason
+    /// `OUT_OF_ORDER_SEQUENCE`). Retriable: the producer resends its batches in order.
+    #[error("out of order sequence: {0}")]
+    OutOfOrderSequence(String),
+    /// A newer instance of this named producer started; this one may not write any more
+    /// (gRPC `FAILED_PRECONDITION`, reason `PRODUCER_FENCED`). Not retriable.
+    #[error("producer fenced: {0}")]
+    ProducerFenced(String),
     /// The broker is not reachable or not ready (gRPC `UNAVAILABLE`); retriable.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -122,7 +135,9 @@ impl ClientError {
             ClientError::AlreadyExists(_) => Code::AlreadyExists,
             ClientError::FailedPrecondition(_)
             | ClientError::NotLeader { .. }
-            | ClientError::FencedLeaderEpoch(_) => Code::FailedPrecondition,
+            | ClientError::FencedLeaderEpoch(_)
+            | ClientError::OutOfOrderSequence(_)
+            | ClientError::ProducerFenced(_) => Code::FailedPrecondition,
             ClientError::Unavailable(_)
             | ClientError::NotEnoughReplicas(_)
             | ClientError::Connect { .. } => Code::Unavailable,
@@ -140,7 +155,9 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         matches!(
             self,
-            ClientError::NotLeader { .. } | ClientError::FencedLeaderEpoch(_)
+            ClientError::NotLeader { .. }
+                | ClientError::FencedLeaderEpoch(_)
+                | ClientError::OutOfOrderSequence(_)
         ) || matches!(
             self.code(),
             Code::Unavailable | Code::ResourceExhausted | Code::DeadlineExceeded | Code::Aborted
@@ -185,6 +202,8 @@ impl ClientError {
                 },
                 REASON_FENCED_LEADER_EPOCH => ClientError::FencedLeaderEpoch(message),
                 REASON_NOT_ENOUGH_REPLICAS => ClientError::NotEnoughReplicas(message),
+                REASON_OUT_OF_ORDER_SEQUENCE => ClientError::OutOfOrderSequence(message),
+                REASON_PRODUCER_FENCED => ClientError::ProducerFenced(message),
                 _ => ClientError::from_code(code, message),
             },
             None => ClientError::from_wording(code, message),
@@ -212,9 +231,19 @@ impl ClientError {
         }
     }
 
-    /// The error a per-partition result carries (a code and a message, no details).
+    /// The error a per-partition result carries: a code, a message and (from brokers
+    /// that send one) a reason.
     pub(crate) fn from_partition_error(error: &weir_proto::v1::PartitionError) -> ClientError {
-        ClientError::from_details(Code::from_i32(error.code), error.message.clone(), None)
+        let info = (!error.reason.is_empty()).then(|| ErrorInfo {
+            reason: error.reason.clone(),
+            domain: ERROR_DOMAIN.to_owned(),
+            metadata: Default::default(),
+        });
+        ClientError::from_details(
+            Code::from_i32(error.code),
+            error.message.clone(),
+            info.as_ref(),
+        )
     }
 
     /// For [`ClientError::NotLeader`], the leader the broker named, if any.
@@ -408,6 +437,7 @@ mod tests {
             ClientError::from_partition_error(&weir_proto::v1::PartitionError {
                 code: code as i32,
                 message: message.to_owned(),
+                reason: String::new(),
             })
         };
         let moved = per_partition(

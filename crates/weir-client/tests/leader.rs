@@ -208,6 +208,16 @@ impl ProducerService for Fake {
         Ok(Response::new(self.refuse_produce(request.into_inner())))
     }
 
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id: 1,
+            producer_epoch: 0,
+        }))
+    }
+
     type ProduceStreamStream = BoxStream<pb::ProduceStreamResponse>;
 
     async fn produce_stream(
@@ -249,6 +259,7 @@ impl Fake {
                     error: Some(pb::PartitionError {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
+                        reason: String::new(),
                     }),
                 })
                 .collect(),
@@ -304,6 +315,7 @@ impl ConsumerService for Fake {
                     error: Some(pb::PartitionError {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
+                        reason: String::new(),
                     }),
                 })
                 .collect(),

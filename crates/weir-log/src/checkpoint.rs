@@ -52,8 +52,9 @@ impl Kind {
 
 /// Largest producer-state snapshot: `MAX_SNAPSHOT_PRODUCERS` producers of at most 144
 /// bytes each, plus its header.
-pub const MAX_PRODUCER_STATE_BYTES: usize =
-    12 + crate::producers::MAX_SNAPSHOT_PRODUCERS * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT);
+pub const MAX_PRODUCER_STATE_BYTES: usize = 12
+    + crate::producers::MAX_SNAPSHOT_PRODUCERS
+        * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT);
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fsync, rename, fsync
 /// directory.

@@ -39,7 +39,9 @@ pub enum AppendError {
     Sequence(#[from] crate::producers::SequenceError),
     /// An idempotent producer's batch came with other batches for the same partition: its
     /// duplicate check covers one batch per request, as Kafka's.
-    #[error("a batch with a producer id must be the only batch for its partition in a request ({batches} were sent)")]
+    #[error(
+        "a batch with a producer id must be the only batch for its partition in a request ({batches} were sent)"
+    )]
     IdempotentBatchNotAlone { batches: usize },
     #[error("I/O error on {path}: {source}")]
     Io {

@@ -272,7 +272,8 @@ impl ProducerStates {
                 return None;
             }
         }
-        r.is_empty().then_some((offset, ProducerStates { producers }))
+        r.is_empty()
+            .then_some((offset, ProducerStates { producers }))
     }
 }
 
@@ -429,7 +430,13 @@ mod tests {
         let mut s = ProducerStates::default();
         for pid in 0..4 {
             for seq in 0..(pid as i32 + 3) {
-                s.record(&header(pid, pid as i16, seq, 2, pid * 100 + i64::from(seq) * 2));
+                s.record(&header(
+                    pid,
+                    pid as i16,
+                    seq,
+                    2,
+                    pid * 100 + i64::from(seq) * 2,
+                ));
             }
         }
         let bytes = s.encode(1234);

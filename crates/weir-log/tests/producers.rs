@@ -134,7 +134,9 @@ fn the_state_survives_rolls_and_a_reopen_from_the_snapshot_plus_the_tail() {
 
     let log = Log::open(dir.path(), config()).unwrap();
     assert_eq!(log.producer_count(), 2);
-    let retry = log.append(&mut batch(1, 0, 149 * 3, "p1b149", 3), 0).unwrap();
+    let retry = log
+        .append(&mut batch(1, 0, 149 * 3, "p1b149", 3), 0)
+        .unwrap();
     assert!(retry.duplicate);
     assert_eq!(retry.last_offset, 150 * 3 - 1);
     let next = log.append(&mut batch(2, 0, 7 * 3, "p2b7", 3), 0).unwrap();

@@ -170,6 +170,24 @@ fn prepare(
             let codec = convert::compression(pr.compression)
                 .ok_or_else(|| bad(format!("unknown compression {}", pr.compression)))?;
             let mut builder = RecordBatchBuilder::new(codec);
+            if let Some(producer_id) = pr.producer_id {
+                let epoch = i16::try_from(pr.producer_epoch).map_err(|_| {
+                    bad(format!(
+                        "producer_epoch {} does not fit an int16",
+                        pr.producer_epoch
+                    ))
+                })?;
+                if producer_id < 0 || epoch < 0 || pr.base_sequence < 0 {
+                    return Err(bad(format!(
+                        "producer_id {producer_id}, producer_epoch {epoch} and base_sequence {} must not be negative",
+                        pr.base_sequence
+                    )));
+                }
+                builder = builder
+                    .producer_id(producer_id)
+                    .producer_epoch(epoch)
+                    .base_sequence(pr.base_sequence);
+            }
             if log_append_time {
                 builder = builder.log_append_time(now_ms);
             }
@@ -220,9 +238,11 @@ impl PendingProduce {
                         result.base_offset = outcome.base_offset;
                         result.last_offset = outcome.last_offset;
                         result.log_append_time_ms = log_append_time_ms;
-                        self.broker
-                            .metrics
-                            .produced(&self.topic.name, records, outcome.bytes);
+                        if !outcome.duplicate {
+                            self.broker
+                                .metrics
+                                .produced(&self.topic.name, records, outcome.bytes);
+                        }
                     }
                     Ok(Ok(Err(e))) => result.error = Some(status::partition_error(&e)),
                     Ok(Err(_)) => {
@@ -259,6 +279,26 @@ impl Producer for ProducerService {
         let _timer = self.broker.metrics.rpc_timer("Produce");
         let pending = submit(&self.broker, request.into_inner()).await?;
         Ok(Response::new(pending.finish().await))
+    }
+
+    async fn init_producer_id(
+        &self,
+        request: Request<v1::InitProducerIdRequest>,
+    ) -> Result<Response<v1::InitProducerIdResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("InitProducerId");
+        let name = request.into_inner().producer_name;
+        let name = (!name.is_empty()).then_some(name);
+        let (producer_id, producer_epoch) = self
+            .broker
+            .registry
+            .cluster()
+            .init_producer_id(name)
+            .await
+            .map_err(status::status)?;
+        Ok(Response::new(v1::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: producer_epoch.into(),
+        }))
     }
 
     type ProduceStreamStream = ResponseStream;

@@ -7,7 +7,7 @@
 //! whole-call status for them also carries a `google.rpc.ErrorInfo` detail: domain
 //! [`ERROR_DOMAIN`], a reason from [`reason`], and metadata naming the partition (and
 //! for `NOT_LEADER` the leader, [`META_LEADER_ID`]). Per-partition errors in results
-//! carry the code and message only (`PartitionError` has no details field).
+//! carry the code, the message and the reason (`PartitionError.reason`).
 
 use std::collections::HashMap;
 
@@ -15,6 +15,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_cluster::ClusterError;
 use weir_cluster::group::{GroupError, GroupErrorCode};
+use weir_log::producers::SequenceError;
 use weir_log::{AppendError, MaintenanceError, ReadError};
 use weir_proto::v1::PartitionError;
 
@@ -34,10 +35,11 @@ pub fn code(err: &ClusterError) -> Code {
         ClusterError::Append { source, .. } => match source {
             AppendError::InvalidBatch { .. }
             | AppendError::MessageTooLarge { .. }
+            | AppendError::IdempotentBatchNotAlone { .. }
             | AppendError::Empty => Code::InvalidArgument,
-            AppendError::StaleLeaderEpoch { .. } | AppendError::OffsetMismatch { .. } => {
-                Code::FailedPrecondition
-            }
+            AppendError::StaleLeaderEpoch { .. }
+            | AppendError::OffsetMismatch { .. }
+            | AppendError::Sequence(_) => Code::FailedPrecondition,
             AppendError::Io { .. } | AppendError::Failed { .. } => Code::Unavailable,
         },
         ClusterError::Read { source, .. } => match source {
@@ -84,6 +86,16 @@ pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
 pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
 /// Reason: a new leader does not know its latest offset yet (code `UNAVAILABLE`; retry).
 pub const REASON_OFFSET_NOT_AVAILABLE: &str = "OFFSET_NOT_AVAILABLE";
+/// Reason: an idempotent producer's batch does not continue its sequence; nothing was
+/// appended (code `FAILED_PRECONDITION`).
+pub const REASON_OUT_OF_ORDER_SEQUENCE: &str = "OUT_OF_ORDER_SEQUENCE";
+/// Reason: a newer instance of the producer took over; nothing was appended (code
+/// `FAILED_PRECONDITION`).
+pub const REASON_PRODUCER_FENCED: &str = "PRODUCER_FENCED";
+/// Metadata key (`OUT_OF_ORDER_SEQUENCE`, `PRODUCER_FENCED`): the producer id.
+pub const META_PRODUCER_ID: &str = "producer_id";
+/// Metadata key (`OUT_OF_ORDER_SEQUENCE`): the sequence the partition expected.
+pub const META_EXPECTED_SEQUENCE: &str = "expected_sequence";
 /// Metadata key: the topic name.
 pub const META_TOPIC: &str = "topic";
 /// Metadata key: the partition index, in decimal.
@@ -150,6 +162,35 @@ pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, Strin
         ClusterError::OffsetNotAvailable { topic, partition } => {
             Some((REASON_OFFSET_NOT_AVAILABLE, meta(topic, *partition, &[])))
         }
+        ClusterError::Append {
+            topic,
+            partition,
+            source: AppendError::Sequence(e),
+        } => Some(match e {
+            SequenceError::OutOfOrder {
+                producer_id,
+                expected,
+                ..
+            } => (
+                REASON_OUT_OF_ORDER_SEQUENCE,
+                meta(
+                    topic,
+                    *partition,
+                    &[
+                        (META_PRODUCER_ID, producer_id.to_string()),
+                        (META_EXPECTED_SEQUENCE, expected.to_string()),
+                    ],
+                ),
+            ),
+            SequenceError::Fenced { producer_id, .. } => (
+                REASON_PRODUCER_FENCED,
+                meta(
+                    topic,
+                    *partition,
+                    &[(META_PRODUCER_ID, producer_id.to_string())],
+                ),
+            ),
+        }),
         _ => None,
     }
 }
@@ -194,6 +235,7 @@ pub fn partition_error(err: &ClusterError) -> PartitionError {
     PartitionError {
         code: code(err) as i32,
         message: err.to_string(),
+        reason: reason(err).map(|(r, _)| r.to_owned()).unwrap_or_default(),
     }
 }
 
@@ -202,6 +244,7 @@ pub fn invalid_argument(message: impl Into<String>) -> PartitionError {
     PartitionError {
         code: Code::InvalidArgument as i32,
         message: message.into(),
+        reason: String::new(),
     }
 }
 
@@ -210,6 +253,7 @@ pub fn partition_error_code(code: Code, message: impl Into<String>) -> Partition
     PartitionError {
         code: code as i32,
         message: message.into(),
+        reason: String::new(),
     }
 }
 

@@ -600,7 +600,7 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
                 PartitionRecords {
                     partition: 1,
                     data: None,
-                    compression: 0,
+                    ..Default::default()
                 },
                 "no records",
             ),

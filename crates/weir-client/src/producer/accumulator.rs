@@ -137,6 +137,16 @@ pub(crate) struct ProducerBatch {
     pub send_seq: u64,
     /// The broker it was last drained for (its partition's leader then).
     pub broker: BrokerId,
+    /// With idempotence: the identity it was numbered under when first drained (its
+    /// sequence is in the batch); retries keep it.
+    pub stamp: Option<Identity>,
+}
+
+/// An idempotent producer's id and epoch (from `InitProducerId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub producer_id: i64,
+    pub epoch: i16,
 }
 
 impl ProducerBatch {
@@ -178,6 +188,14 @@ struct PartitionState {
     retry_at: Option<Instant>,
     /// The broker the batches waiting out `retry_at` failed on.
     failed_on: Option<BrokerId>,
+    /// The identity `next_sequence` counts under (idempotence).
+    sequence_of: Option<Identity>,
+    /// The sequence of the next record numbered under `sequence_of`.
+    next_sequence: i32,
+    /// A batch numbered under this identity failed for good, so the ones numbered after
+    /// it can never be appended (the partition expects the failed one's sequence): they
+    /// fail instead of retrying.
+    poisoned: Option<Identity>,
 }
 
 struct TopicState {
@@ -195,6 +213,14 @@ struct State {
     /// Flushes in progress: while any is, open batches are sent without lingering.
     flushing: usize,
     closing: bool,
+    /// With idempotence: the identity new batches are numbered under; `None` until the
+    /// sender has one, and while a new one is wanted (see `poisoned`).
+    identity: Option<Identity>,
+    /// A numbered batch failed for good: the sender gets a new identity, under which
+    /// every partition numbers from 0 again.
+    identity_wanted: bool,
+    /// The producer was fenced by a newer instance: every send fails with this.
+    fenced: Option<ClientError>,
 }
 
 /// What [`Accumulator::drain`] found.
@@ -236,6 +262,7 @@ impl Accumulator {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
+        let idempotence = config.idempotence;
         Accumulator {
             config,
             state: Mutex::new(State {
@@ -244,6 +271,9 @@ impl Accumulator {
                 next_batch_id: seed,
                 flushing: 0,
                 closing: false,
+                identity: None,
+                identity_wanted: idempotence,
+                fenced: None,
             }),
             memory,
             wake_sender: Notify::new(),
@@ -345,6 +375,9 @@ impl Accumulator {
         if state.closing {
             return Err(AppendError::Failed(ClientError::Closed));
         }
+        if let Some(fenced) = &state.fenced {
+            return Err(AppendError::Failed(fenced.clone()));
+        }
         let Some((topic_name, topic_state)) = state.topics.get_key_value(topic) else {
             return Err(AppendError::NeedMetadata);
         };
@@ -390,6 +423,7 @@ impl Accumulator {
                     attempts: 0,
                     send_seq: 0,
                     broker: crate::routing::NO_BROKER,
+                    stamp: None,
                 },
                 created: now,
             });
@@ -457,6 +491,12 @@ impl Accumulator {
         let mut drained = Drained::default();
         let mut expired: Vec<(ProducerBatch, ClientError)> = Vec::new();
         let mut budget = budget;
+        // The identity to number new batches under, if they are numbered and one is known.
+        let numbering = match (self.config.idempotence, state.identity) {
+            (false, _) => Numbering::Off,
+            (true, Some(identity)) if !state.identity_wanted => Numbering::Under(identity),
+            (true, _) => Numbering::Waiting,
+        };
         let wake = |at: Instant, next: &mut Option<Instant>| {
             *next = Some(next.map_or(at, |n| n.min(at)));
         };
@@ -519,12 +559,22 @@ impl Accumulator {
                     // The leader moved: what went to the old one answers first.
                     continue;
                 }
-                part.in_flight_broker = Some(broker);
                 let mut round = 0;
                 while budget > 0 && part.in_flight < self.config.max_in_flight {
                     let Some(mut batch) = part.ready.pop_front() else {
                         break;
                     };
+                    if batch.stamp.is_none() {
+                        match numbering {
+                            Numbering::Off => {}
+                            Numbering::Waiting => {
+                                part.ready.push_front(batch);
+                                break;
+                            }
+                            Numbering::Under(identity) => part.stamp(&mut batch, identity),
+                        }
+                    }
+                    part.in_flight_broker = Some(broker);
                     batch.broker = broker;
                     part.in_flight += 1;
                     budget -= 1;
@@ -578,12 +628,16 @@ impl Accumulator {
         if part.in_flight == 0 {
             part.in_flight_broker = None;
         }
+        let poisoned = batch.stamp.is_some() && batch.stamp == part.poisoned;
+        let mut fenced = None;
         match outcome {
             Ok(ack) => {
                 done.extend(part.failed.drain(..).map(|(b, e)| (b, Err(e))));
                 done.push((batch, Ok(ack)));
             }
-            Err(error) if error.is_retriable() && batch.attempts < self.config.retries => {
+            Err(error)
+                if !poisoned && error.is_retriable() && batch.attempts < self.config.retries =>
+            {
                 batch.attempts += 1;
                 tracing::debug!(
                     topic = %batch.topic, partition = batch.partition, attempt = batch.attempts,
@@ -591,7 +645,34 @@ impl Accumulator {
                 );
                 part.failed.push((batch, error));
             }
-            Err(error) => done.push((batch, Err(error))),
+            Err(error) => {
+                if let Some(identity) = batch.stamp.filter(|_| !poisoned) {
+                    // The batches numbered after it cannot be appended now: those not
+                    // sent yet fail at once, those in flight when they answer; new
+                    // batches are numbered under a new identity.
+                    part.poisoned = Some(identity);
+                    if state.identity == Some(identity) {
+                        state.identity_wanted = true;
+                    }
+                    let context = format!(
+                        "not sent: an earlier batch of {}/{} failed for good ({error}), and this one was numbered after it",
+                        batch.topic, batch.partition
+                    );
+                    let (dead, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut part.ready)
+                        .into_iter()
+                        .partition(|b| b.stamp == Some(identity));
+                    part.ready = kept;
+                    done.extend(
+                        dead.into_iter()
+                            .map(|b| (b, Err(ClientError::FailedPrecondition(context.clone())))),
+                    );
+                }
+                if matches!(error, ClientError::ProducerFenced(_)) && state.fenced.is_none() {
+                    state.fenced = Some(error.clone());
+                    fenced = Some(error.clone());
+                }
+                done.push((batch, Err(error)));
+            }
         }
         if part.in_flight == 0 && !part.failed.is_empty() {
             let attempts = part
@@ -619,8 +700,34 @@ impl Accumulator {
             batch.completion.complete(result);
         }
         self.memory.add_permits(released);
+        if let Some(error) = fenced {
+            // A newer instance of this producer took over: nothing more is sent.
+            self.fail_unsent(&error);
+        }
         // A retry may be due, or an in-flight slot freed.
         self.wake_sender.notify_one();
+    }
+
+    /// Whether new batches wait for a producer identity (idempotence).
+    pub(crate) fn identity_wanted(&self) -> bool {
+        let state = self.lock();
+        state.identity_wanted && state.fenced.is_none()
+    }
+
+    /// The identity to number new batches under, from `InitProducerId`.
+    pub(crate) fn set_identity(&self, identity: Identity) {
+        let mut state = self.lock();
+        state.identity = Some(identity);
+        state.identity_wanted = false;
+        drop(state);
+        self.wake_sender.notify_one();
+    }
+
+    /// Getting an identity failed for good: every batch not sent fails, and so does
+    /// every later send.
+    pub(crate) fn fail_fatal(&self, error: ClientError) {
+        self.lock().fenced = Some(error.clone());
+        self.fail_unsent(&error);
     }
 
     /// Starts a flush: open batches are sent at once until [`end_flush`](Self::end_flush).
@@ -676,6 +783,34 @@ impl Accumulator {
     }
 }
 
+/// How [`Accumulator::drain`] numbers batches sent for the first time.
+#[derive(Debug, Clone, Copy)]
+enum Numbering {
+    /// Not idempotent.
+    Off,
+    Under(Identity),
+    /// No identity yet (or a new one is wanted): unnumbered batches wait.
+    Waiting,
+}
+
+impl PartitionState {
+    /// Numbers `batch` under `identity` with this partition's next sequence (from 0 for
+    /// a new identity); sequences wrap past `i32::MAX` as Kafka's.
+    fn stamp(&mut self, batch: &mut ProducerBatch, identity: Identity) {
+        if self.sequence_of != Some(identity) {
+            self.sequence_of = Some(identity);
+            self.next_sequence = 0;
+        }
+        let first = self.next_sequence;
+        if let Payload::Open(builder) = &mut batch.payload {
+            builder.set_producer(identity.producer_id, identity.epoch, first);
+        }
+        let next = (i64::from(first) + i64::from(batch.record_count)) % (i64::from(i32::MAX) + 1);
+        self.next_sequence = next as i32;
+        batch.stamp = Some(identity);
+    }
+}
+
 impl OpenBatch {
     fn estimated_size(&self) -> usize {
         match &self.batch.payload {
@@ -709,9 +844,32 @@ mod tests {
             retries: 3,
             retry_backoff: Duration::from_millis(100),
             retry_backoff_max: Duration::from_secs(1),
+            // The tests below that are about idempotence turn it on.
+            idempotence: false,
             ..ProducerConfig::default()
         }
     }
+
+    fn idempotent() -> ProducerConfig {
+        ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 200,
+            idempotence: true,
+            ..config()
+        }
+    }
+
+    /// The (producer id, epoch, first sequence) a batch carries to the broker.
+    fn numbered(batch: &mut ProducerBatch) -> (i64, i16, i32) {
+        let bytes = batch.encode().unwrap();
+        let h = weir_batch::BatchHeader::parse(&bytes);
+        (h.producer_id, h.producer_epoch, h.base_sequence)
+    }
+
+    const ID: Identity = Identity {
+        producer_id: 42,
+        epoch: 0,
+    };
 
     fn accumulator(config: ProducerConfig, partitions: u32, now: Instant) -> Accumulator {
         let acc = Accumulator::new(config);
@@ -764,6 +922,110 @@ mod tests {
             base_offset,
             log_append_time_ms: -1,
         })
+    }
+
+    #[tokio::test]
+    async fn idempotent_batches_wait_for_an_identity_and_are_numbered_per_partition() {
+        let t0 = Instant::now();
+        let acc = accumulator(idempotent(), 2, t0);
+        append(&acc, Some(0), &record(None, "a"), t0).await;
+        assert!(acc.identity_wanted());
+        assert!(
+            sent(acc.drain(t0, 100, &one_leader)).is_empty(),
+            "no identity yet"
+        );
+        acc.set_identity(ID);
+        assert!(!acc.identity_wanted());
+        append(&acc, Some(0), &record(None, "b"), t0).await;
+        append(&acc, Some(1), &record(None, "c"), t0).await;
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
+        let mut numbers: Vec<_> = batches
+            .iter_mut()
+            .map(|b| (b.partition, numbered(b)))
+            .collect();
+        numbers.sort();
+        // "a" (closed while waiting) and "b" in partition 0, "c" alone in partition 1.
+        assert_eq!(numbers, [(0, (42, 0, 0)), (0, (42, 0, 1)), (1, (42, 0, 0))]);
+        for b in batches {
+            acc.complete(b, ack(0), t0);
+        }
+        append(&acc, Some(0), &record(None, "d"), t0).await;
+        let mut next = sent(acc.drain(t0, 100, &one_leader));
+        assert_eq!(numbered(&mut next[0]), (42, 0, 2), "after a and b");
+        // A retry keeps its number.
+        acc.complete(
+            next.pop().unwrap(),
+            Err(ClientError::Unavailable("x".into())),
+            t0,
+        );
+        let mut retried = sent(acc.drain(t0 + Duration::from_secs(1), 100, &one_leader));
+        assert_eq!(numbered(&mut retried[0]), (42, 0, 2));
+    }
+
+    #[tokio::test]
+    async fn a_numbered_batch_that_fails_for_good_fails_those_after_it_and_renumbers() {
+        let t0 = Instant::now();
+        let acc = accumulator(idempotent(), 1, t0);
+        acc.set_identity(ID);
+        for v in ["a", "b", "c"] {
+            append(&acc, Some(0), &record(None, &v.repeat(150)), t0).await;
+        }
+        // Two in flight (max_in_flight 2), the third numbered only when it is sent.
+        let mut batches = sent(acc.drain(t0, 100, &one_leader));
+        assert_eq!(batches.len(), 2);
+        let second = batches.pop().unwrap();
+        let first = batches.pop().unwrap();
+        let bad = ClientError::InvalidArgument("too large".into());
+        acc.complete(first, Err(bad), t0);
+        assert!(acc.identity_wanted(), "new batches need a new identity");
+        // The second was numbered after the failed one: it fails instead of retrying.
+        let second_done = second.completion.clone();
+        acc.complete(
+            second,
+            Err(ClientError::OutOfOrderSequence("gap".into())),
+            t0,
+        );
+        assert!(matches!(
+            second_done.result(),
+            Some(Err(ClientError::OutOfOrderSequence(_)))
+        ));
+        // The third was never numbered: it waits for the new identity and starts at 0.
+        assert!(sent(acc.drain(t0, 100, &one_leader)).is_empty());
+        acc.set_identity(Identity {
+            producer_id: 43,
+            epoch: 0,
+        });
+        let mut third = sent(acc.drain(t0, 100, &one_leader));
+        assert_eq!(values(&mut third[0]), ["c".repeat(150)]);
+        assert_eq!(numbered(&mut third[0]), (43, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_fenced_producer_fails_what_is_left_and_every_later_send() {
+        let t0 = Instant::now();
+        let acc = accumulator(idempotent(), 1, t0);
+        acc.set_identity(ID);
+        append(&acc, Some(0), &record(None, &"a".repeat(150)), t0).await;
+        append(&acc, Some(0), &record(None, &"b".repeat(150)), t0).await;
+        let mut batches = sent(acc.drain(t0, 1, &one_leader));
+        let waiting = append(&acc, Some(0), &record(None, "c"), t0).await;
+        acc.complete(
+            batches.pop().unwrap(),
+            Err(ClientError::ProducerFenced("newer instance".into())),
+            t0,
+        );
+        assert!(matches!(
+            waiting.completion.result(),
+            Some(Err(ClientError::ProducerFenced(_)))
+        ));
+        let r = record(None, "d");
+        let bytes = Accumulator::record_bytes(&r);
+        acc.reserve(bytes).await.unwrap();
+        assert!(matches!(
+            acc.append(TOPIC, Some(0), &r, bytes, t0),
+            Err(AppendError::Failed(ClientError::ProducerFenced(_)))
+        ));
+        assert!(!acc.identity_wanted(), "a fenced producer asks for nothing");
     }
 
     #[tokio::test]

@@ -97,7 +97,21 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// Bytes of records buffered or in flight before `send` waits.
     pub buffer_memory: usize,
+    /// Idempotent produce (on by default, as in Kafka 3.0+): the producer gets a
+    /// producer id from the cluster and numbers its records per partition, so a batch
+    /// it retries (after a lost answer, a broken connection or a leader change) is
+    /// stored once. Needs `max_in_flight` at most [`MAX_IDEMPOTENT_IN_FLIGHT`].
+    pub idempotence: bool,
+    /// A name that stays with this producer across restarts (Kafka's
+    /// `transactional.id`): a new instance under the same name fences the older one,
+    /// whose writes are then refused (`ClientError::ProducerFenced`). `None`: a fresh
+    /// producer id per instance. Only with `idempotence`.
+    pub producer_name: Option<String>,
 }
+
+/// Most batches in flight per partition with idempotence: the partition leader
+/// recognises a retry among the producer's last 5 batches.
+pub const MAX_IDEMPOTENT_IN_FLIGHT: usize = 5;
 
 impl Default for ProducerConfig {
     fn default() -> ProducerConfig {
@@ -114,6 +128,8 @@ impl Default for ProducerConfig {
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             buffer_memory: DEFAULT_BUFFER_MEMORY_BYTES,
+            idempotence: true,
+            producer_name: None,
         }
     }
 }
@@ -146,6 +162,20 @@ impl ProducerConfig {
         }
         if self.request_timeout.is_zero() {
             return bad("request_timeout must be above zero".to_owned());
+        }
+        if self.idempotence && self.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT {
+            return bad(format!(
+                "max_in_flight must be at most {MAX_IDEMPOTENT_IN_FLIGHT} with idempotence, not {}",
+                self.max_in_flight
+            ));
+        }
+        if let Some(name) = &self.producer_name {
+            if !self.idempotence {
+                return bad("producer_name needs idempotence".to_owned());
+            }
+            if name.is_empty() || name.chars().count() > 255 {
+                return bad("producer_name must have 1 to 255 characters".to_owned());
+            }
         }
         Ok(())
     }
@@ -182,6 +212,22 @@ mod tests {
         assert!(config(|c| c.batch_bytes = weir_batch::MAX_BATCH_BYTES + 1).is_err());
         assert!(config(|c| c.buffer_memory = c.batch_bytes - 1).is_err());
         assert!(config(|c| c.request_timeout = Duration::ZERO).is_err());
+        assert!(config(|c| c.max_in_flight = MAX_IDEMPOTENT_IN_FLIGHT + 1).is_err());
+        assert!(
+            config(|c| {
+                c.idempotence = false;
+                c.max_in_flight = MAX_IDEMPOTENT_IN_FLIGHT + 1;
+            })
+            .is_ok()
+        );
+        assert!(config(|c| c.producer_name = Some(String::new())).is_err());
+        assert!(
+            config(|c| {
+                c.idempotence = false;
+                c.producer_name = Some("p".into());
+            })
+            .is_err()
+        );
     }
 
     #[test]

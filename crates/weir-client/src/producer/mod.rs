@@ -59,6 +59,7 @@
 
 mod accumulator;
 mod config;
+mod identity;
 mod sender;
 
 use std::future::{Future, IntoFuture};
@@ -74,8 +75,8 @@ use self::accumulator::{Accumulator, AppendError, BatchCompletion};
 pub use self::config::{
     Acks, DEFAULT_BATCH_BYTES, DEFAULT_BUFFER_MEMORY_BYTES, DEFAULT_LINGER, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
-    MAX_BUFFER_MEMORY_BYTES, MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT, METADATA_MAX_AGE,
-    ProducerConfig,
+    MAX_BUFFER_MEMORY_BYTES, MAX_IDEMPOTENT_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT,
+    METADATA_MAX_AGE, ProducerConfig,
 };
 use crate::cluster::Cluster;
 use crate::error::ClientError;

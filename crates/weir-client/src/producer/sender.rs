@@ -61,6 +61,8 @@ pub(crate) struct Sender {
     /// Topics whose metadata is to be refreshed, and the refresh under way.
     stale_topics: BTreeSet<Arc<str>>,
     refresh: Option<JoinHandle<()>>,
+    /// Getting a producer identity, while one is wanted (idempotence).
+    identity: Option<JoinHandle<()>>,
 }
 
 impl Sender {
@@ -74,6 +76,7 @@ impl Sender {
             next_sequence: 0,
             stale_topics: BTreeSet::new(),
             refresh: None,
+            identity: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl Sender {
                 self.send_round(round, &mut broken).await;
             }
             self.start_refresh();
+            self.start_identity();
             if self.accumulator.is_finished() {
                 break;
             }
@@ -117,8 +121,11 @@ impl Sender {
                 () = sleep_until(wake_at) => {}
             }
         }
-        if let Some(refresh) = self.refresh.take() {
-            refresh.abort();
+        for task in [self.refresh.take(), self.identity.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         tracing::debug!("producer sender finished");
     }
@@ -189,6 +196,7 @@ impl Sender {
                         partition: batch.partition,
                         compression: pb::Compression::Unspecified as i32,
                         data: Some(pb::partition_records::Data::Batches(bytes)),
+                        ..Default::default()
                     });
                     batch.send_seq = sequence;
                     sent.push(batch);
@@ -353,6 +361,20 @@ impl Sender {
                 self.accumulator.complete(batch, Err(error.clone()), now);
             }
         }
+    }
+
+    /// Starts getting a producer identity if one is wanted and none is being got; the
+    /// accumulator wakes the sender when it has one.
+    fn start_identity(&mut self) {
+        if self.identity.as_ref().is_some_and(|t| !t.is_finished())
+            || !self.accumulator.identity_wanted()
+        {
+            return;
+        }
+        let (accumulator, cluster) = (self.accumulator.clone(), self.cluster.clone());
+        self.identity = Some(tokio::spawn(async move {
+            super::identity::acquire(&accumulator, &cluster).await;
+        }));
     }
 
     /// Starts a metadata refresh of the stale topics unless one is running; it wakes the

@@ -19,7 +19,7 @@ use std::fmt;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
-use super::{alter_partition, brokers, topics};
+use super::{alter_partition, brokers, producer_ids, topics};
 use crate::partition::BrokerId;
 
 /// `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -244,6 +244,10 @@ impl Controller {
                 (leader_epoch, partition_epoch),
                 &new_isr,
             ),
+            ControllerRequest::AllocateProducerIds { node, broker_epoch } => {
+                producer_ids::allocate_block(image, node, broker_epoch)
+            }
+            ControllerRequest::InitProducer { name } => producer_ids::init_named(image, name),
         }
     }
 

@@ -235,6 +235,33 @@ impl MetadataImage {
                 self.topics.remove(topic_id);
                 self.topic_ids.remove(&name);
             }
+            MetadataRecord::ProducerIdsAllocated { first, count, .. } => {
+                let ids = &mut self.producer_ids;
+                if *first != ids.next {
+                    return Err(ImageError::Inconsistent(format!(
+                        "producer ids allocated from {first}, but the next free id is {}",
+                        ids.next
+                    )));
+                }
+                ids.next += i64::from(*count);
+            }
+            MetadataRecord::ProducerInitialized {
+                name,
+                producer_id,
+                producer_epoch,
+            } => {
+                let ids = &mut self.producer_ids;
+                if *producer_id == ids.next {
+                    ids.next += 1;
+                } else if ids.named.get(name).map(|(id, _)| id) != Some(producer_id) {
+                    return Err(ImageError::Inconsistent(format!(
+                        "producer {name:?} initialized with id {producer_id}, neither its own nor the next free id {}",
+                        ids.next
+                    )));
+                }
+                ids.named
+                    .insert(name.clone(), (*producer_id, *producer_epoch));
+            }
         }
         self.next_offset += 1;
         Ok(())

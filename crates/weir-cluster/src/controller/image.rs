@@ -31,6 +31,16 @@ pub struct MetadataImage {
     pub(super) topics: BTreeMap<String, TopicImage>,
     /// Topic ids by topic name: an index of `topics`.
     pub(super) topic_ids: BTreeMap<String, String>,
+    pub(super) producer_ids: ProducerIds,
+}
+
+/// Where producer ids stand (`producer_ids.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIds {
+    /// The first id not handed out yet.
+    pub next: i64,
+    /// Named producers: their id and latest epoch.
+    pub named: BTreeMap<String, (i64, i16)>,
 }
 
 /// One broker as its latest registration left it.
@@ -141,6 +151,7 @@ impl MetadataImage {
             next_offset: 0,
             brokers: BTreeMap::new(),
             topics,
+            producer_ids: ProducerIds::default(),
         })
     }
 
@@ -238,17 +249,21 @@ struct ImageData {
     next_offset: MetadataOffset,
     brokers: BTreeMap<BrokerId, BrokerRegistration>,
     topics: Vec<TopicImage>,
+    /// Absent in snapshots from before idempotent producers.
+    #[serde(default)]
+    producer_ids: ProducerIds,
 }
 
 impl Serialize for MetadataImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // By hand, to write the topics without cloning the image into an `ImageData`.
         let topics: Vec<&TopicImage> = self.topics.values().collect();
-        let mut s = serializer.serialize_struct("ImageData", 4)?;
+        let mut s = serializer.serialize_struct("ImageData", 5)?;
         s.serialize_field("cluster_id", &self.cluster_id)?;
         s.serialize_field("next_offset", &self.next_offset)?;
         s.serialize_field("brokers", &self.brokers)?;
         s.serialize_field("topics", &topics)?;
+        s.serialize_field("producer_ids", &self.producer_ids)?;
         s.end()
     }
 }
@@ -277,6 +292,7 @@ impl TryFrom<ImageData> for MetadataImage {
             brokers: data.brokers,
             topics: BTreeMap::new(),
             topic_ids: BTreeMap::new(),
+            producer_ids: data.producer_ids,
         };
         for topic in data.topics {
             if image.topic_ids.contains_key(&topic.name) {

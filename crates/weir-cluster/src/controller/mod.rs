@@ -12,6 +12,7 @@
 //! - `brokers`: registration, heartbeats, fencing and controlled shutdown;
 //!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
 //!   `election`: who leads and who stays in the ISR when brokers come and go;
+//!   [`producer_ids`]: ids for idempotent producers;
 //!   [`placement`]: where new replicas go.
 
 mod active;
@@ -21,6 +22,7 @@ mod brokers;
 mod election;
 mod image;
 pub mod placement;
+pub mod producer_ids;
 pub mod records;
 mod requests;
 #[cfg(test)]
@@ -32,11 +34,12 @@ pub use active::{
     DEFAULT_SESSION_TIMEOUT_MS, MAX_TOPIC_ID_DRAWS, RandomTopicIds, TopicIdSource,
 };
 pub use apply::ImageError;
-pub use image::{BrokerRegistration, MetadataImage, PartitionRef, TopicImage};
+pub use image::{BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, TopicImage};
 pub use records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, NO_LEADER, PartitionRegistration,
 };
 pub use requests::{
     ControllerError, ControllerReply, ControllerRequest, Ineligible, MAX_CLUSTER_ID_CHARS,
-    MAX_ENDPOINT_CHARS, MAX_INCARNATION_CHARS, MAX_RACK_CHARS,
+    MAX_ENDPOINT_CHARS, MAX_INCARNATION_CHARS, MAX_NAMED_PRODUCERS, MAX_PRODUCER_NAME_CHARS,
+    MAX_RACK_CHARS,
 };

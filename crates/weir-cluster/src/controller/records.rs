@@ -121,4 +121,18 @@ pub enum MetadataRecord {
     TopicDeleted {
         topic_id: String,
     },
+    /// Producer ids `first..first + count` are `node`'s to hand out to idempotent
+    /// producers without asking again; the next block starts after them.
+    ProducerIdsAllocated {
+        node: BrokerId,
+        first: i64,
+        count: u32,
+    },
+    /// The producer named `name` (re)started: it has `producer_id` (a new one if it is
+    /// the next unallocated id) at `producer_epoch`, which fences its older instances.
+    ProducerInitialized {
+        name: String,
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }

@@ -20,6 +20,10 @@ pub const MAX_ENDPOINT_CHARS: usize = 300;
 pub const MAX_RACK_CHARS: usize = 128;
 /// Longest cluster id (a UUID string is 36).
 pub const MAX_CLUSTER_ID_CHARS: usize = 64;
+/// Longest producer name (Kafka's `transactional.id`).
+pub const MAX_PRODUCER_NAME_CHARS: usize = 255;
+/// Most named producers the metadata keeps (each is a few dozen bytes of every image).
+pub const MAX_NAMED_PRODUCERS: usize = 100_000;
 
 /// One request to the active controller. Serde, so the broker can carry it to the active
 /// controller as bytes.
@@ -84,6 +88,16 @@ pub enum ControllerRequest {
         /// Every member with the broker epoch the leader knows it by.
         new_isr: Vec<(BrokerId, BrokerEpoch)>,
     },
+    /// A broker has handed out its block of producer ids and asks for the next.
+    AllocateProducerIds {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+    },
+    /// A producer that names itself (Kafka's `transactional.id`) starts: it gets the id
+    /// it had, at the next epoch, or a new id.
+    InitProducer {
+        name: String,
+    },
 }
 
 /// An accepted request: the records to commit and the reply to send once they are.
@@ -120,6 +134,15 @@ pub enum ControllerReply {
     TopicConfigAltered,
     /// The partition as it now stands (unchanged if the proposed ISR was the current one).
     PartitionAltered(PartitionRegistration),
+    /// Ids `first..first + count` are the broker's to hand out.
+    ProducerIds {
+        first: i64,
+        count: u32,
+    },
+    ProducerInitialized {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
@@ -246,6 +269,12 @@ pub enum ControllerError {
     /// incarnation, endpoint or rack).
     #[error("invalid registration of broker {node}: {reason}")]
     InvalidRegistration { node: BrokerId, reason: String },
+    #[error("producer name {0:?} must have 1 to {MAX_PRODUCER_NAME_CHARS} characters")]
+    InvalidProducerName(String),
+    #[error(
+        "the cluster already knows {MAX_NAMED_PRODUCERS} named producers; start producers without a name"
+    )]
+    TooManyNamedProducers,
     /// A bug in the injected topic id source: it keeps handing out ids in use.
     #[error("the topic id source returned {draws} ids in use or empty (last {last:?})")]
     TopicIdsExhausted { draws: usize, last: String },

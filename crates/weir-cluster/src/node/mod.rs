@@ -13,6 +13,7 @@
 mod active;
 mod lifecycle;
 mod observer;
+mod producer_ids;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -104,6 +105,7 @@ struct Inner {
     active: active::CallQueues,
     channel: Arc<dyn ControllerChannel>,
     broker: watch::Sender<BrokerState>,
+    producer_ids: producer_ids::IdBlock,
 }
 
 /// Where this node's metadata image comes from.
@@ -182,6 +184,7 @@ impl ClusterNode {
                 active,
                 channel,
                 broker,
+                producer_ids: producer_ids::IdBlock::default(),
             }),
         })
     }
@@ -226,6 +229,7 @@ impl ClusterNode {
                 active,
                 channel,
                 broker,
+                producer_ids: producer_ids::IdBlock::default(),
             }),
         })
     }

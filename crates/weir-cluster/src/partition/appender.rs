@@ -65,13 +65,17 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
                         .map(|info| AppendOutcome {
                             base_offset: info.base_offset,
                             last_offset: info.last_offset,
-                            records: job
-                                .batches
-                                .headers()
-                                .iter()
-                                .map(|h| h.record_count as u64)
-                                .sum(),
+                            records: match info.duplicate {
+                                true => 0,
+                                false => job
+                                    .batches
+                                    .headers()
+                                    .iter()
+                                    .map(|h| h.record_count as u64)
+                                    .sum(),
+                            },
                             bytes: info.bytes as u64,
+                            duplicate: info.duplicate,
                         })
                         .map_err(|source| ClusterError::Append {
                             topic: topic.clone(),
@@ -97,16 +101,26 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
         for (job, result) in written {
             match result {
                 Ok(outcome) if job.durability == Durability::Durable => {
-                    any = true;
-                    shared.acks().push(AckWaiter {
+                    any |= !outcome.duplicate;
+                    let mut acks = shared.acks();
+                    // A duplicate's original may be committed already: answer it now.
+                    // (The high watermark is published before the acks are looked at,
+                    // under this lock, so a waiter pushed here is never missed.)
+                    if outcome.duplicate && outcome.last_offset < *shared.high_watermark.borrow() {
+                        drop(acks);
+                        let _ = job.reply.send(Ok(outcome));
+                        continue;
+                    }
+                    acks.push(AckWaiter {
                         leader_epoch: job.leader_epoch,
                         outcome,
                         reply: job.reply,
                     });
+                    drop(acks);
                     shared.sync_wanted.notify_waiters();
                 }
                 result => {
-                    any |= result.is_ok();
+                    any |= result.as_ref().is_ok_and(|o| !o.duplicate);
                     // The submitter may have stopped waiting (acks=none): not an error.
                     let _ = job.reply.send(result);
                 }

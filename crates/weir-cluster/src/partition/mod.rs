@@ -83,8 +83,12 @@ pub struct PartitionOffsets {
 pub struct AppendOutcome {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// Records and bytes written (0 for a duplicate).
     pub records: u64,
     pub bytes: u64,
+    /// An idempotent producer's retry of a batch the log holds: nothing was written and
+    /// the offsets are the original's (`weir_log::producers`).
+    pub duplicate: bool,
 }
 
 /// How long an append's answer waits.

@@ -282,13 +282,30 @@ pub(super) fn decode_image(bytes: &[u8]) -> Result<MetadataImage, serde_json::Er
 enum ReplyDef {
     Refused(#[serde(with = "ErrorDef")] ControllerError),
     ClusterCreated,
-    Registered { broker_epoch: BrokerEpoch },
-    Heartbeat { fenced: bool, should_shutdown: bool },
-    TopicCreated { topic_id: String },
+    Registered {
+        broker_epoch: BrokerEpoch,
+    },
+    Heartbeat {
+        fenced: bool,
+        should_shutdown: bool,
+    },
+    TopicCreated {
+        topic_id: String,
+    },
     PartitionsCreated,
-    TopicDeleted { topic_id: String },
+    TopicDeleted {
+        topic_id: String,
+    },
     TopicConfigAltered,
     PartitionAltered(PartitionRegistration),
+    ProducerIds {
+        first: i64,
+        count: u32,
+    },
+    ProducerInitialized {
+        producer_id: i64,
+        producer_epoch: i16,
+    },
 }
 
 /// [`ControllerError`]'s serde form.
@@ -365,6 +382,8 @@ enum ErrorDef {
         node: BrokerId,
         reason: String,
     },
+    InvalidProducerName(String),
+    TooManyNamedProducers,
     TopicIdsExhausted {
         draws: usize,
         last: String,

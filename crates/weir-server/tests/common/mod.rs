@@ -185,6 +185,7 @@ pub fn plain(partition: u32, values: &[String], compression: Compression) -> Par
                 .collect(),
         })),
         compression: compression as i32,
+        ..Default::default()
     }
 }
 
@@ -192,7 +193,7 @@ pub fn packed(partition: u32, batches: Bytes) -> PartitionRecords {
     PartitionRecords {
         partition,
         data: Some(partition_records::Data::Batches(batches)),
-        compression: 0,
+        ..Default::default()
     }
 }
 

@@ -1,0 +1,99 @@
+//! The idempotent producer's identity: a producer id and epoch from the cluster
+//! (`InitProducerId`), asked for when the producer starts and again whenever a numbered
+//! batch failed for good (see the accumulator's `poisoned`).
+
+use std::time::{Duration, Instant};
+
+use weir_proto::v1 as pb;
+use weir_proto::v1::producer_client::ProducerClient;
+
+use super::accumulator::{Accumulator, Identity};
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+
+/// Asks the bootstrap broker, then each broker the client knows, for an identity.
+/// Returns the first answer, or the first error retrying elsewhere cannot help.
+pub(crate) async fn init(cluster: &Cluster, name: Option<&str>) -> Result<Identity, ClientError> {
+    let request = pb::InitProducerIdRequest {
+        producer_name: name.unwrap_or_default().to_owned(),
+    };
+    let mut channels = vec![cluster.bootstrap()];
+    let table = cluster.table();
+    channels.extend(
+        table
+            .brokers()
+            .filter_map(|(id, _)| cluster.channel(id).ok()),
+    );
+    let mut last = ClientError::Unavailable("no broker to ask for a producer id".into());
+    for channel in channels {
+        match ProducerClient::new(channel)
+            .init_producer_id(request.clone())
+            .await
+        {
+            Ok(response) => {
+                let response = response.into_inner();
+                let epoch =
+                    i16::try_from(response.producer_epoch).map_err(|_| ClientError::Rpc {
+                        code: tonic::Code::Internal,
+                        message: format!(
+                            "the broker gave producer epoch {}, which does not fit an int16",
+                            response.producer_epoch
+                        ),
+                    })?;
+                return Ok(Identity {
+                    producer_id: response.producer_id,
+                    epoch,
+                });
+            }
+            Err(status) => {
+                let error = ClientError::from(status);
+                if !error.is_retriable() {
+                    return Err(error);
+                }
+                last = error;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Gets an identity for `accumulator`, retrying with its backoff while the cluster
+/// cannot answer. Batches wait for it meanwhile; after `request_timeout` of failures the
+/// waiting ones fail with the last error (later ones wait again), as batches without a
+/// leader do. An error retrying cannot help (an old broker without `InitProducerId`, a
+/// bad producer name) fails the producer for good.
+pub(crate) async fn acquire(accumulator: &Accumulator, cluster: &Cluster) {
+    let config = accumulator.config();
+    let mut failing_since: Option<Instant> = None;
+    let mut attempt = 0;
+    loop {
+        match init(cluster, config.producer_name.as_deref()).await {
+            Ok(identity) => {
+                tracing::debug!(
+                    producer_id = identity.producer_id,
+                    epoch = identity.epoch,
+                    "producer identity"
+                );
+                accumulator.set_identity(identity);
+                return;
+            }
+            Err(error) if !error.is_retriable() => {
+                tracing::warn!(%error, "cannot get a producer id; the producer stops");
+                accumulator.fail_fatal(error);
+                return;
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= config.request_timeout {
+                    accumulator.fail_unsent(&ClientError::Unavailable(format!(
+                        "no producer id for {:?} (request_timeout): {error}",
+                        config.request_timeout
+                    )));
+                    failing_since = None;
+                }
+                attempt += 1;
+                tokio::time::sleep(config.backoff(attempt).max(Duration::from_millis(10))).await;
+            }
+        }
+    }
+}

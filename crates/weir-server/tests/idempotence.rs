@@ -1,0 +1,151 @@
+//! The idempotent producer through the gRPC API, as a client in another language uses
+//! it: InitProducerId, then plain records carrying producer id, epoch and sequence. A
+//! retry is stored once and answered with the original offsets; a gap and a fenced
+//! epoch are refused with their reasons and nothing appended; the state survives a
+//! restart.
+
+mod common;
+
+use common::*;
+use tonic::Code;
+use weir_proto::v1::*;
+
+/// Plain records `values` from producer (`id`, `epoch`) starting at `sequence`.
+fn numbered(values: &[&str], id: i64, epoch: i32, sequence: i32) -> PartitionRecords {
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    PartitionRecords {
+        producer_id: Some(id),
+        producer_epoch: epoch,
+        base_sequence: sequence,
+        ..plain(0, &values, Compression::None)
+    }
+}
+
+async fn init(c: &mut Clients, name: &str) -> (i64, i32) {
+    let r = c
+        .producer
+        .init_producer_id(InitProducerIdRequest {
+            producer_name: name.into(),
+        })
+        .await
+        .expect("init producer id")
+        .into_inner();
+    (r.producer_id, r.producer_epoch)
+}
+
+async fn values(c: &mut Clients) -> Vec<String> {
+    c.fetch_all("t", 0, 0)
+        .await
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_retried_produce_is_stored_once_and_gaps_and_fenced_epochs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut c = connect(server.addr).await;
+    c.create("t", 1, &[]).await;
+
+    let (a, epoch) = init(&mut c, "").await;
+    let (b, _) = init(&mut c, "").await;
+    assert_ne!(a, b, "every producer without a name gets its own id");
+    assert_eq!(epoch, 0);
+
+    let first = c
+        .produce(request(
+            "t",
+            vec![numbered(&["a0", "a1"], a, 0, 0)],
+            Acks::All,
+        ))
+        .await;
+    assert_eq!(first.results[0].error, None);
+    let retry = c
+        .produce(request(
+            "t",
+            vec![numbered(&["a0", "a1"], a, 0, 0)],
+            Acks::All,
+        ))
+        .await;
+    assert_eq!(retry.results[0].error, None);
+    assert_eq!(
+        (retry.results[0].base_offset, retry.results[0].last_offset),
+        (first.results[0].base_offset, first.results[0].last_offset),
+        "a retry is answered with the original offsets"
+    );
+
+    let gap = c
+        .produce(request("t", vec![numbered(&["a5"], a, 0, 5)], Acks::All))
+        .await;
+    let error = gap.results[0].error.clone().expect("a gap is refused");
+    assert_eq!(error.code, Code::FailedPrecondition as i32);
+    assert_eq!(error.reason, "OUT_OF_ORDER_SEQUENCE");
+    assert!(error.message.contains("expected 2"), "{}", error.message);
+
+    // A named producer that starts again fences its older instance.
+    let (named, e0) = init(&mut c, "orders-writer").await;
+    let ok = c
+        .produce(request(
+            "t",
+            vec![numbered(&["n0"], named, e0, 0)],
+            Acks::All,
+        ))
+        .await;
+    assert_eq!(ok.results[0].error, None);
+    let (again, e1) = init(&mut c, "orders-writer").await;
+    assert_eq!((again, e1), (named, e0 + 1));
+    let newer = c
+        .produce(request(
+            "t",
+            vec![numbered(&["n1"], named, e1, 0)],
+            Acks::All,
+        ))
+        .await;
+    assert_eq!(newer.results[0].error, None);
+    let zombie = c
+        .produce(request(
+            "t",
+            vec![numbered(&["z"], named, e0, 1)],
+            Acks::All,
+        ))
+        .await;
+    let error = zombie.results[0].error.clone().expect("fenced");
+    assert_eq!(error.reason, "PRODUCER_FENCED");
+
+    // A bad name is refused before anything is written.
+    let long = c
+        .producer
+        .init_producer_id(InitProducerIdRequest {
+            producer_name: "x".repeat(256),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(long.code(), Code::InvalidArgument);
+
+    assert_eq!(values(&mut c).await, ["a0", "a1", "n0", "n1"]);
+
+    // After a restart the partition still recognises the retry.
+    drop(c);
+    server.shutdown().await.unwrap();
+    let server = start(dir.path()).await;
+    let mut c = connect(server.addr).await;
+    let retry = c
+        .produce(request(
+            "t",
+            vec![numbered(&["a0", "a1"], a, 0, 0)],
+            Acks::All,
+        ))
+        .await;
+    assert_eq!(retry.results[0].error, None);
+    assert_eq!(retry.results[0].base_offset, first.results[0].base_offset);
+    let next = c
+        .produce(request("t", vec![numbered(&["a2"], a, 0, 2)], Acks::All))
+        .await;
+    assert_eq!(next.results[0].error, None);
+    assert_eq!(values(&mut c).await, ["a0", "a1", "n0", "n1", "a2"]);
+    // Ids handed out before the restart are not handed out again.
+    let (c_id, _) = init(&mut c, "").await;
+    assert!(c_id != a && c_id != b && c_id != named, "{c_id}");
+    server.shutdown().await.unwrap();
+}
