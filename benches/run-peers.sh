@@ -87,6 +87,8 @@ Environment (defaults in brackets):
   WEIR_PARTITIONS         partitions of Weir's topics (the peers write one stream) [1]
   WEIR_BATCH_RECORDS      Weir's producer batch, in records of the workload's size, and
   WEIR_IN_FLIGHT          its batches in flight per partition: the peers' window [500, 8]
+                          (with idempotence off: the peers do not deduplicate, and 8 is
+                          above idempotence's limit of 5)
   WEIR_BENCH_ARGS         extra arguments for every `weir bench` (e.g. "--linger-ms 0")
 
 Examples:
@@ -548,7 +550,7 @@ bench_weir() {
     if ! run_child timeout --kill-after=10 "${PROBE_TIMEOUT:-$WORKLOAD_TIMEOUT_SECS}" "$WEIR_BIN" bench "$scenario" \
         --brokers "127.0.0.1:$WEIR_PORT" --partitions "$WEIR_PARTITIONS" --record-size "$size" \
         --batch-bytes "$((WEIR_BATCH_RECORDS * $(size_bytes "$size")))" --max-in-flight "$WEIR_IN_FLIGHT" \
-        --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
+        --idempotence false --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
         >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-weir.log"; then
         bench_failed "weir: $scenario $size $*" "$LOGS/bench-weir.log"
         return 1

@@ -3,11 +3,13 @@
 //! consumers reading every partition from offset 0, everything they see recorded for the
 //! [`crate::checker`].
 //!
-//! Producers never retry a value: the client is set to `retries: 0` and a failed write is
-//! only *attempted* (it may or may not be in the log; the checker allows both), and the
-//! next write carries a new value. So a value at two offsets can only be the cluster's
-//! doing, never a client's at-least-once retry. Each write names its partition, round
-//! robin, so every partition (and so every leader) is written to.
+//! By default producers never retry a value: the client is set to `retries: 0` and a
+//! failed write is only *attempted* (it may or may not be in the log; the checker allows
+//! both), and the next write carries a new value. So a value at two offsets can only be
+//! the cluster's doing, never a client's at-least-once retry. With
+//! [`WorkloadConfig::retries`] the client resends, and its idempotence must keep every
+//! value at one offset. Each write names its partition, round robin, so every partition
+//! (and so every leader) is written to.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -50,6 +52,10 @@ pub struct WorkloadConfig {
     pub max_in_flight: usize,
     /// The client's request timeout (a write to a paused leader fails after it).
     pub request_timeout: Duration,
+    /// Times the client resends a write that failed retriably. 0 by default, so a value
+    /// at two offsets is the cluster's doing; above 0 the client's idempotence (on by
+    /// default) is what keeps a resent write from being stored twice.
+    pub retries: u32,
 }
 
 impl WorkloadConfig {
@@ -63,6 +69,7 @@ impl WorkloadConfig {
             rate_per_producer: 200,
             max_in_flight: 256,
             request_timeout: Duration::from_secs(5),
+            retries: 0,
         }
     }
 }
@@ -243,7 +250,7 @@ async fn connect_producer(
         let producer_config = ProducerConfig {
             brokers: rotated(bootstrap, attempt),
             acks: Acks::All,
-            retries: 0,
+            retries: config.retries,
             linger: Duration::from_millis(2),
             request_timeout: config.request_timeout,
             ..ProducerConfig::default()

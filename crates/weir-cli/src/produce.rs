@@ -29,7 +29,9 @@ Examples:
       Keyed: the same key always lands in the same partition.
   weir produce events --file orders.txt --header source=import --acks all --compression zstd
   seq 3 | weir produce events --partition 0 --verbose
-      Prints where each record was written: partition and offset.";
+      Prints where each record was written: partition and offset.
+  weir produce events --file orders.txt --producer-name orders-import
+      A second run under the same name fences the first if it is still writing.";
 
 /// Produce records: one per line of stdin (or --file).
 #[derive(Debug, Args)]
@@ -60,6 +62,14 @@ pub struct ProduceArgs {
     /// Print the partition and offset of each record on stdout, in input order.
     #[arg(long, short = 'v')]
     verbose: bool,
+    /// Turn off idempotence (on by default: a batch retried after a lost answer or a
+    /// leader change is stored once). Off, a retry may store records twice.
+    #[arg(long)]
+    no_idempotence: bool,
+    /// A name that stays with this producer across runs (Kafka's transactional.id): a
+    /// new run under the same name fences an older one still writing.
+    #[arg(long, value_name = "NAME", conflicts_with = "no_idempotence")]
+    producer_name: Option<String>,
 }
 
 /// `--acks`.
@@ -139,6 +149,8 @@ impl ProduceArgs {
             brokers: self.brokers.list(),
             acks: self.acks.into(),
             compression: self.compression.into(),
+            idempotence: !self.no_idempotence,
+            producer_name: self.producer_name,
             ..ProducerConfig::default()
         };
         producer.validate()?;

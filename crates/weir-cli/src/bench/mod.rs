@@ -146,9 +146,14 @@ struct CommonArgs {
     /// Producer batch size: bytes, or with a unit [default: the client's (256KiB)].
     #[arg(long, value_parser = parse_size)]
     batch_bytes: Option<u64>,
-    /// Producer batches in flight per partition [default: the client's (5)].
+    /// Producer batches in flight per partition [default: the client's (5)]; above 5
+    /// needs --idempotence false.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     max_in_flight: Option<u64>,
+    /// Idempotent producers (true or false) [default: true, the client's default]: to
+    /// measure what numbering batches costs.
+    #[arg(long, value_name = "BOOL")]
+    idempotence: Option<bool>,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -282,6 +287,7 @@ impl BenchArgs {
             max_in_flight: common
                 .max_in_flight
                 .map_or(defaults.max_in_flight, |n| n as usize),
+            idempotence: common.idempotence.unwrap_or(defaults.idempotence),
             ..defaults
         };
         producer.validate()?;

@@ -168,6 +168,7 @@ fn line(report: &Report, config: &BenchConfig, flush_policy: &str) -> Line {
             ("send_when_idle", json!(producer.send_when_idle)),
             ("batch_bytes", json!(producer.batch_bytes)),
             ("max_in_flight_per_partition", json!(producer.max_in_flight)),
+            ("idempotence", json!(producer.idempotence)),
         ]);
     }
     if matches!(config.kind, Kind::Produce) {
