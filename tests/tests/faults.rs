@@ -357,10 +357,13 @@ async fn retried_writes_of_idempotent_producers_are_stored_once() -> anyhow::Res
 /// half the time, sometimes two at once, each healed and recovered from before the next.
 /// A few by default; `WEIR_FAULTS_LONG=1` runs `WEIR_FAULTS_COUNT` (default 100), best in
 /// release: `WEIR_FAULTS_LONG=1 cargo test -p weir-tests --release -- --nocapture random`.
-/// `WEIR_FAULTS_SEED` replays a schedule.
+/// `WEIR_FAULTS_SEED` replays a schedule. `WEIR_FAULTS_RETRIES=1` makes the producers
+/// retry (idempotent, the client's defaults), so the checker's duplicates count what
+/// idempotence failed to catch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_faults_under_load() -> anyhow::Result<()> {
     let long = std::env::var_os("WEIR_FAULTS_LONG").is_some_and(|v| v != "0");
+    let retrying = std::env::var_os("WEIR_FAULTS_RETRIES").is_some_and(|v| v != "0");
     let faults: usize = match std::env::var("WEIR_FAULTS_COUNT") {
         Ok(n) => n.parse().context("WEIR_FAULTS_COUNT is a number")?,
         Err(_) if long => 100,
@@ -379,7 +382,11 @@ async fn random_faults_under_load() -> anyhow::Result<()> {
     bounded(limit, async {
         let topic = "random";
         let started = Instant::now();
-        let (mut cluster, workload) = start(topic).await?;
+        let mut load = WorkloadConfig::new(topic, PARTITIONS);
+        if retrying {
+            load.retries = weir_client::ProducerConfig::default().retries;
+        }
+        let (mut cluster, workload) = start_with(load).await?;
         let mut rng = Rng::new(seed);
         let log = nemesis::run(&mut cluster, &workload, topic, PARTITIONS, faults, &mut rng).await;
         println!(
