@@ -31,8 +31,10 @@ use crate::status::{self, invalid_argument, partition_error_code};
 pub const CONSUME_CHANNEL_CAPACITY: usize = 4;
 /// A partition's share of a fetch when the request says 0 (as the proto says).
 pub const DEFAULT_PARTITION_FETCH_BYTES: usize = 1024 * 1024;
-/// A fetch's total when the request says 0 (as the proto says).
-pub const DEFAULT_FETCH_MAX_BYTES: usize = 50 * 1024 * 1024;
+/// A fetch's total when the request says 0 (as the proto says): an answer that fits the
+/// 4 MiB receive limit of grpc-python and grpc-go clients with their defaults, with room
+/// for the per-partition fields. Decoded records are counted at their encoded size.
+pub const DEFAULT_FETCH_MAX_BYTES: usize = 4 * 1024 * 1024 - 128 * 1024;
 /// Longest long-poll wait a fetch may ask for.
 pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
 
@@ -58,18 +60,40 @@ fn record_format(value: i32) -> Result<bool, Status> {
     }
 }
 
-/// Read data in the shape the client asked for: `(records, batches)`.
-fn shape(
-    data: &FetchData,
-    from: i64,
-    decoded: bool,
-) -> Result<(Vec<v1::ConsumedRecord>, bytes::Bytes), Status> {
+/// Read data in the shape the client asked for.
+struct Shaped {
+    records: Vec<v1::ConsumedRecord>,
+    batches: bytes::Bytes,
+    /// Where the next read starts.
+    next_offset: i64,
+    /// Bytes of the answer: the batches, or the decoded records' encoded size.
+    bytes: usize,
+    /// Records in the answer.
+    count: u64,
+}
+
+/// `data` as decoded records (at most `budget` bytes of them, encoded) or as the raw
+/// batches.
+fn shape(data: &FetchData, from: i64, decoded: bool, budget: usize) -> Result<Shaped, Status> {
     if decoded {
-        let records = convert::decode_from(data.batches(), from)
+        let d = convert::decode_from(data.batches(), from, budget)
             .map_err(|e| Status::data_loss(format!("a stored batch could not be decoded: {e}")))?;
-        Ok((records, bytes::Bytes::new()))
+        let bytes = d.records.iter().map(prost::Message::encoded_len).sum();
+        Ok(Shaped {
+            count: d.records.len() as u64,
+            records: d.records,
+            batches: bytes::Bytes::new(),
+            next_offset: d.stopped_at.unwrap_or(data.next_offset),
+            bytes,
+        })
     } else {
-        Ok((Vec::new(), data.records.clone()))
+        Ok(Shaped {
+            records: Vec::new(),
+            batches: data.records.clone(),
+            next_offset: data.next_offset,
+            bytes: data.records.len(),
+            count: convert::record_count(data.batches()),
+        })
     }
 }
 
@@ -108,20 +132,21 @@ async fn fetch_one(
         return (result, 0);
     }
     match partition.read(offset, max_bytes).await {
-        Ok(data) => {
-            let bytes = data.records.len();
-            match shape(&data, offset, decoded) {
-                Ok((records, batches)) => {
-                    let count = convert::record_count(data.batches());
-                    broker.metrics.consumed(&topic.name, count, bytes as u64);
-                    result.records = records;
-                    result.batches = batches;
-                    result.next_offset = data.next_offset;
-                }
-                Err(s) => result.error = Some(partition_error_code(s.code(), s.message())),
+        Ok(data) => match shape(&data, offset, decoded, max_bytes) {
+            Ok(shaped) => {
+                broker
+                    .metrics
+                    .consumed(&topic.name, shaped.count, shaped.bytes as u64);
+                result.records = shaped.records;
+                result.batches = shaped.batches;
+                result.next_offset = shaped.next_offset;
+                (result, shaped.bytes)
             }
-            (result, bytes)
-        }
+            Err(s) => {
+                result.error = Some(partition_error_code(s.code(), s.message()));
+                (result, data.records.len())
+            }
+        },
         Err(e) => {
             if let ClusterError::OffsetOutOfRange {
                 log_start_offset,
@@ -261,21 +286,20 @@ impl Consumer for ConsumerService {
                 };
                 if !data.records.is_empty() {
                     let _timer = broker.metrics.rpc_timer("Consume");
-                    let (records, batches) = match shape(&data, offset, decoded) {
+                    let shaped = match shape(&data, offset, decoded, max_bytes) {
                         Ok(shaped) => shaped,
                         Err(s) => {
                             let _ = tx.send(Err(s)).await;
                             return;
                         }
                     };
-                    let count = convert::record_count(data.batches());
                     broker
                         .metrics
-                        .consumed(&topic.name, count, data.records.len() as u64);
-                    offset = data.next_offset;
+                        .consumed(&topic.name, shaped.count, shaped.bytes as u64);
+                    offset = shaped.next_offset;
                     let message = ConsumeResponse {
-                        records,
-                        batches,
+                        records: shaped.records,
+                        batches: shaped.batches,
                         next_offset: offset,
                         high_watermark: partition.high_watermark(),
                     };
@@ -354,9 +378,12 @@ async fn list_one(
             };
             // The record's own timestamp, from the batch that holds it.
             let data = partition.read(offset, 1).await.map_err(err)?;
-            let records = convert::decode_from(data.batches(), offset).map_err(|e| {
-                partition_error_code(Code::DataLoss, format!("partition {index}: {e}"))
-            })?;
+            // A budget of 1 byte: the first record only.
+            let records = convert::decode_from(data.batches(), offset, 1)
+                .map_err(|e| {
+                    partition_error_code(Code::DataLoss, format!("partition {index}: {e}"))
+                })?
+                .records;
             let timestamp = records.first().map_or(-1, |r| r.timestamp_ms);
             Ok((records.first().map_or(offset, |r| r.offset), timestamp))
         }

@@ -61,18 +61,42 @@ pub fn consumed(r: DecodedRecord) -> v1::ConsumedRecord {
     }
 }
 
+/// Decoded records, and where the next read starts if they stopped short of the data.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub records: Vec<v1::ConsumedRecord>,
+    /// The offset of the first record left out to keep within the budget.
+    pub stopped_at: Option<i64>,
+}
+
 /// Decodes the records at or after `from` in `batches` (concatenated batches as read
-/// from the log).
+/// from the log), while their encoded size in a response stays within `budget` bytes
+/// (the first record always goes): decoded records can take much more room than the
+/// batches they came from (compression, per-record fields), and a response must fit the
+/// client's receive limit (4 MiB in grpc-python and grpc-go).
 pub fn decode_from(
     batches: impl Iterator<Item = Bytes>,
     from: i64,
-) -> Result<Vec<v1::ConsumedRecord>, weir_log::BatchError> {
-    let mut out = Vec::new();
+    budget: usize,
+) -> Result<Decoded, weir_log::BatchError> {
+    use prost::Message;
+    let mut out = Decoded::default();
+    let mut used = 0;
     for batch in batches {
         for r in weir_log::decode_records(&batch)? {
-            if r.offset >= from {
-                out.push(consumed(r));
+            if r.offset < from {
+                continue;
             }
+            let record = consumed(r);
+            let len = record.encoded_len();
+            // Field tag and length prefix of the repeated field.
+            let size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+            if used + size > budget && !out.records.is_empty() {
+                out.stopped_at = Some(record.offset);
+                return Ok(out);
+            }
+            used += size;
+            out.records.push(record);
         }
     }
     Ok(out)

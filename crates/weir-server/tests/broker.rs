@@ -1136,3 +1136,70 @@ async fn an_external_listener_serves_clients_and_hands_out_external_addresses() 
     })
     .await;
 }
+
+/// A client with gRPC's default 4 MiB receive limit (grpc-python, grpc-go) fetching 10
+/// partitions with the defaults gets answers that fit, even for zstd batches whose
+/// decoded records take many times the room of the stored bytes, and reads every record
+/// once, in order, by following `next_offset`.
+#[tokio::test]
+async fn default_fetches_fit_a_4_mib_receive_limit_even_decoded() {
+    const LIMIT: usize = 4 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let mut c = connect(server.addr).await;
+    c.create("wide", 10, &[]).await;
+    // Per partition: 4 zstd batches of 2,000 records of 1 KiB of one repeated byte
+    // (2 MB decoded each, a few KB stored).
+    let value = "x".repeat(1024);
+    for p in 0..10 {
+        for b in 0..4 {
+            let values: Vec<String> = (0..2_000).map(|i| format!("{p}-{b}-{i}-{value}")).collect();
+            let bytes = batch(&values, weir_log::Compression::Zstd, 1_000);
+            let resp = c
+                .produce(request("wide", vec![packed(p, bytes)], Acks::Leader))
+                .await;
+            assert_eq!(resp.results[0].error, None);
+        }
+    }
+    let mut consumer =
+        consumer_client::ConsumerClient::new(c.channel.clone()).max_decoding_message_size(LIMIT);
+    let mut offsets = vec![0i64; 10];
+    let mut fetches = 0;
+    while offsets.iter().any(|o| *o < 8_000) {
+        fetches += 1;
+        assert!(fetches < 1_000, "no progress: {offsets:?}");
+        let resp = consumer
+            .fetch(FetchRequest {
+                topic: "wide".into(),
+                partitions: (0..10)
+                    .map(|p| PartitionFetch {
+                        partition: p,
+                        offset: offsets[p as usize],
+                        max_bytes: 0,
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await
+            .expect("the answer fits the client's limit")
+            .into_inner();
+        assert!(prost::Message::encoded_len(&resp) <= LIMIT);
+        for r in resp.results {
+            assert_eq!(r.error, None);
+            let p = r.partition as usize;
+            for (i, record) in r.records.iter().enumerate() {
+                assert_eq!(
+                    record.offset,
+                    offsets[p] + i as i64,
+                    "in order, none skipped"
+                );
+            }
+            offsets[p] = r.next_offset;
+        }
+    }
+    assert!(
+        fetches > 10,
+        "the data does not fit a few answers: {fetches}"
+    );
+    server.shutdown().await.unwrap();
+}
