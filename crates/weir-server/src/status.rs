@@ -2,11 +2,11 @@
 //! failures and [`partition_error`] for the per-partition errors results carry. Each
 //! error kind gets the code a client can act on, and its message says what to fix.
 //!
-//! The errors a client must tell apart to follow leadership (not the leader, too few
-//! in-sync replicas, a fenced leader epoch) share their codes with other errors, so a
-//! whole-call status for them also carries a `google.rpc.ErrorInfo` detail: domain
-//! [`ERROR_DOMAIN`], a reason from [`reason`], and metadata naming the partition (and
-//! for `NOT_LEADER` the leader, [`META_LEADER_ID`]). Per-partition errors in results
+//! Errors share codes (not the leader, a fenced epoch and an out-of-order sequence are all
+//! `FAILED_PRECONDITION`), so every whole-call status also carries a
+//! `google.rpc.ErrorInfo` detail: domain [`ERROR_DOMAIN`], a reason from the `REASON_*`
+//! list below ([`reason`], [`group_status`]), and metadata naming the partition where
+//! there is one (and for `NOT_LEADER` the leader, [`META_LEADER_ID`]). Per-partition errors in results
 //! carry the code, the message and the reason (`PartitionError.reason`).
 
 use std::collections::HashMap;
@@ -96,6 +96,53 @@ pub const REASON_PRODUCER_FENCED: &str = "PRODUCER_FENCED";
 pub const META_PRODUCER_ID: &str = "producer_id";
 /// Metadata key (`OUT_OF_ORDER_SEQUENCE`): the sequence the partition expected.
 pub const META_EXPECTED_SEQUENCE: &str = "expected_sequence";
+/// Reason: no topic of that name (code `NOT_FOUND`).
+pub const REASON_UNKNOWN_TOPIC: &str = "UNKNOWN_TOPIC";
+/// Reason: the topic exists already (code `ALREADY_EXISTS`).
+pub const REASON_TOPIC_ALREADY_EXISTS: &str = "TOPIC_ALREADY_EXISTS";
+/// Reason: the topic has no such partition (code `INVALID_ARGUMENT`).
+pub const REASON_UNKNOWN_PARTITION: &str = "UNKNOWN_PARTITION";
+/// Reason: the topic name breaks the naming rules (code `INVALID_ARGUMENT`).
+pub const REASON_INVALID_TOPIC_NAME: &str = "INVALID_TOPIC_NAME";
+/// Reason: an unknown topic setting or a bad value (code `INVALID_ARGUMENT`).
+pub const REASON_INVALID_CONFIG: &str = "INVALID_CONFIG";
+/// Reason: a request the broker cannot act on as sent (code `INVALID_ARGUMENT` or, for
+/// requests that do not fit the partition's state, `FAILED_PRECONDITION`).
+pub const REASON_INVALID_REQUEST: &str = "INVALID_REQUEST";
+/// Reason: an offset outside the partition's range (code `OUT_OF_RANGE`).
+pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
+/// Reason: the partition closed under the request (deleted, or the broker stopping);
+/// retry (code `UNAVAILABLE`).
+pub const REASON_PARTITION_CLOSED: &str = "PARTITION_CLOSED";
+/// Reason: a batch over `max.message.bytes` (code `INVALID_ARGUMENT`).
+pub const REASON_RECORD_TOO_LARGE: &str = "RECORD_TOO_LARGE";
+/// Reason: a malformed or CRC-failing batch, sent or stored (code `INVALID_ARGUMENT`
+/// for a produce, `DATA_LOSS` for a read).
+pub const REASON_CORRUPT_BATCH: &str = "CORRUPT_BATCH";
+/// Reason: the partition's log failed (an I/O or fsync error); retry (code `UNAVAILABLE`).
+pub const REASON_LOG_FAILED: &str = "LOG_FAILED";
+/// Reason: no controller answers now (an election); retry (code `UNAVAILABLE`).
+pub const REASON_CONTROLLER_UNAVAILABLE: &str = "CONTROLLER_UNAVAILABLE";
+/// Reason: the topic could not be created on this broker (code `RESOURCE_EXHAUSTED` for
+/// a resource limit, else `INTERNAL`).
+pub const REASON_CREATE_FAILED: &str = "CREATE_FAILED";
+/// Reason: a fault of the broker, not of the request (code `INTERNAL`).
+pub const REASON_INTERNAL: &str = "INTERNAL";
+/// Reason: no such consumer group (code `NOT_FOUND`).
+pub const REASON_UNKNOWN_GROUP: &str = "UNKNOWN_GROUP";
+/// Reason: the group has no such member; join again (code `FAILED_PRECONDITION`).
+pub const REASON_UNKNOWN_MEMBER: &str = "UNKNOWN_MEMBER";
+/// Reason: the member was fenced (missed its session); join again
+/// (code `FAILED_PRECONDITION`).
+pub const REASON_FENCED_MEMBER: &str = "FENCED_MEMBER";
+/// Reason: the member's epoch is not the group's (code `FAILED_PRECONDITION`).
+pub const REASON_STALE_MEMBER_EPOCH: &str = "STALE_MEMBER_EPOCH";
+/// Reason: the group still has members (code `FAILED_PRECONDITION`).
+pub const REASON_GROUP_NOT_EMPTY: &str = "GROUP_NOT_EMPTY";
+/// Reason: a group id that breaks the naming rules (code `INVALID_ARGUMENT`).
+pub const REASON_INVALID_GROUP_ID: &str = "INVALID_GROUP_ID";
+/// Reason: a limit on groups or members was reached (code `RESOURCE_EXHAUSTED`).
+pub const REASON_TOO_MANY: &str = "TOO_MANY";
 /// Metadata key: the topic name.
 pub const META_TOPIC: &str = "topic";
 /// Metadata key: the partition index, in decimal.
@@ -191,7 +238,71 @@ pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, Strin
                 ),
             ),
         }),
-        _ => None,
+        ClusterError::UnknownTopic(_) => Some((REASON_UNKNOWN_TOPIC, HashMap::new())),
+        ClusterError::TopicExists(_) => Some((REASON_TOPIC_ALREADY_EXISTS, HashMap::new())),
+        ClusterError::UnknownPartition {
+            topic, partition, ..
+        } => Some((REASON_UNKNOWN_PARTITION, meta(topic, *partition, &[]))),
+        ClusterError::TopicName(_) => Some((REASON_INVALID_TOPIC_NAME, HashMap::new())),
+        ClusterError::Config(_) => Some((REASON_INVALID_CONFIG, HashMap::new())),
+        ClusterError::InvalidRequest(_) => Some((REASON_INVALID_REQUEST, HashMap::new())),
+        ClusterError::OffsetOutOfRange {
+            topic, partition, ..
+        }
+        | ClusterError::Read {
+            topic,
+            partition,
+            source: ReadError::OffsetOutOfRange { .. },
+        }
+        | ClusterError::Maintenance {
+            topic,
+            partition,
+            source: MaintenanceError::OffsetOutOfRange { .. },
+        } => Some((REASON_OFFSET_OUT_OF_RANGE, meta(topic, *partition, &[]))),
+        ClusterError::PartitionClosed { topic, partition } => {
+            Some((REASON_PARTITION_CLOSED, meta(topic, *partition, &[])))
+        }
+        ClusterError::Append {
+            topic,
+            partition,
+            source,
+        } => Some((
+            match source {
+                AppendError::MessageTooLarge { .. } => REASON_RECORD_TOO_LARGE,
+                AppendError::InvalidBatch { .. } => REASON_CORRUPT_BATCH,
+                AppendError::StaleLeaderEpoch { .. } => REASON_FENCED_LEADER_EPOCH,
+                AppendError::Io { .. } | AppendError::Failed { .. } => REASON_LOG_FAILED,
+                AppendError::Empty
+                | AppendError::IdempotentBatchNotAlone { .. }
+                | AppendError::OffsetMismatch { .. }
+                | AppendError::Sequence(_) => REASON_INVALID_REQUEST,
+            },
+            meta(topic, *partition, &[]),
+        )),
+        ClusterError::Read {
+            topic,
+            partition,
+            source,
+        } => Some((
+            match source {
+                ReadError::Corrupt { .. } => REASON_CORRUPT_BATCH,
+                _ => REASON_LOG_FAILED,
+            },
+            meta(topic, *partition, &[]),
+        )),
+        ClusterError::Maintenance {
+            topic, partition, ..
+        } => Some((REASON_LOG_FAILED, meta(topic, *partition, &[]))),
+        ClusterError::ControllerUnavailable(_) => {
+            Some((REASON_CONTROLLER_UNAVAILABLE, HashMap::new()))
+        }
+        ClusterError::CreateFailed { .. } => Some((REASON_CREATE_FAILED, HashMap::new())),
+        ClusterError::Open { .. }
+        | ClusterError::Metadata(_)
+        | ClusterError::Io { .. }
+        | ClusterError::TaskFailed(_)
+        | ClusterError::Quorum(_)
+        | ClusterError::Refused(_) => Some((REASON_INTERNAL, HashMap::new())),
     }
 }
 
@@ -227,7 +338,24 @@ pub fn group_status(err: GroupError) -> Status {
     if code == Code::Internal {
         tracing::warn!(error = %err, "group request failed");
     }
-    Status::new(code, err.to_string())
+    let reason = match &err {
+        GroupError::UnknownGroup(_) => REASON_UNKNOWN_GROUP,
+        GroupError::UnknownTopic(_) => REASON_UNKNOWN_TOPIC,
+        GroupError::UnknownPartition { .. } => REASON_UNKNOWN_PARTITION,
+        GroupError::UnknownMember { .. } => REASON_UNKNOWN_MEMBER,
+        GroupError::FencedMember { .. } => REASON_FENCED_MEMBER,
+        GroupError::StaleEpoch { .. } => REASON_STALE_MEMBER_EPOCH,
+        GroupError::GroupNotEmpty { .. } => REASON_GROUP_NOT_EMPTY,
+        GroupError::InvalidGroupId { .. } => REASON_INVALID_GROUP_ID,
+        GroupError::InvalidRegex { .. } | GroupError::InvalidRequest(_) => REASON_INVALID_REQUEST,
+        GroupError::TooManyMembers { .. } | GroupError::TooManyGroups { .. } => REASON_TOO_MANY,
+        GroupError::CorruptRecord { .. } | GroupError::Cluster(_) => REASON_INTERNAL,
+    };
+    Status::with_error_details(
+        code,
+        err.to_string(),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+    )
 }
 
 /// `err` as a per-partition error in a result.
@@ -391,15 +519,69 @@ mod tests {
     }
 
     #[test]
-    fn other_errors_carry_no_details_and_keep_their_codes() {
-        let status = status(ClusterError::UnknownTopic("t".to_owned()));
-        assert_eq!(status.code(), Code::NotFound);
-        assert!(status.get_details_error_info().is_none());
-        assert!(status.details().is_empty());
+    fn every_error_carries_a_reason_with_its_code() {
+        let cases = [
+            (
+                ClusterError::UnknownTopic("t".to_owned()),
+                Code::NotFound,
+                "UNKNOWN_TOPIC",
+            ),
+            (
+                ClusterError::TopicExists("t".to_owned()),
+                Code::AlreadyExists,
+                "TOPIC_ALREADY_EXISTS",
+            ),
+            (
+                ClusterError::Append {
+                    topic: "t".to_owned(),
+                    partition: 2,
+                    source: AppendError::MessageTooLarge { bytes: 9, max: 1 },
+                },
+                Code::InvalidArgument,
+                "RECORD_TOO_LARGE",
+            ),
+            (
+                ClusterError::Append {
+                    topic: "t".to_owned(),
+                    partition: 2,
+                    source: AppendError::Failed {
+                        reason: "fsync".to_owned(),
+                    },
+                },
+                Code::Unavailable,
+                "LOG_FAILED",
+            ),
+            (
+                ClusterError::Append {
+                    topic: "t".to_owned(),
+                    partition: 2,
+                    source: AppendError::Sequence(SequenceError::Fenced {
+                        producer_id: 4,
+                        epoch: 0,
+                        current_epoch: 1,
+                    }),
+                },
+                Code::FailedPrecondition,
+                "PRODUCER_FENCED",
+            ),
+            (
+                ClusterError::Quorum("x".to_owned()),
+                Code::Internal,
+                "INTERNAL",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            let partition = partition_error(&err);
+            assert_eq!(partition.reason, reason);
+            let status = status(err);
+            assert_eq!(status.code(), code);
+            assert_eq!(error_info(&status).reason, reason);
+            assert_eq!(error_info(&status).domain, ERROR_DOMAIN);
+        }
     }
 
     #[test]
-    fn per_partition_errors_carry_the_code_only() {
+    fn per_partition_errors_carry_the_code_and_the_reason() {
         let error = partition_error(&ClusterError::NotLeader {
             topic: "t".to_owned(),
             partition: 0,
@@ -407,5 +589,6 @@ mod tests {
         });
         assert_eq!(error.code, Code::FailedPrecondition as i32);
         assert!(error.message.contains("does not lead"));
+        assert_eq!(error.reason, "NOT_LEADER");
     }
 }
