@@ -1,0 +1,179 @@
+"""Weir through grpcio, as a Python user reaches it: stubs generated from proto/ at run
+time, a broker at --address. Checks, each fatal (exit 1 with what differed):
+
+1. Errors a program switches on: a whole-call error carries a google.rpc.ErrorInfo that
+   grpc_status.rpc_status.from_call reads (domain weir.dev, reason UNKNOWN_TOPIC), and a
+   per-partition error its reason in PartitionError.reason (OUT_OF_ORDER_SEQUENCE).
+2. The idempotent producer with plain records: InitProducerId, producer fields on
+   PartitionRecords, a retry answered with the original offsets and stored once.
+3. Fetch defaults fit grpcio's default 4 MiB receive limit: 10 partitions of zstd-packed
+   records whose decoded form is many times that, fetched with max_bytes 0 until every
+   record has come back once, in order.
+
+Run by crates/weir-server/tests/python.rs; by hand:
+    python="$(tests/python/setup.sh)"
+    "$python" tests/python/interop.py --address 127.0.0.1:9292 --proto-dir proto
+"""
+
+import argparse
+import importlib
+import pathlib
+import sys
+import tempfile
+
+import grpc
+from grpc_status import rpc_status
+from grpc_tools import protoc
+from google.rpc import error_details_pb2
+
+PARTITIONS = 10
+RECORDS_PER_PARTITION = 6_000
+VALUE = b"y" * 1024
+GRPC_DEFAULT_RECEIVE_LIMIT = 4 * 1024 * 1024
+
+
+def fail(what):
+    print(f"interop.py: FAIL: {what}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(condition, what):
+    if not condition:
+        fail(what)
+
+
+def load_stubs(proto_dir):
+    """Generates the weir.v1 Python stubs into a temporary directory and imports them."""
+    out = tempfile.mkdtemp(prefix="weir-py-stubs-")
+    protos = sorted(str(p) for p in pathlib.Path(proto_dir).glob("weir/v1/*.proto"))
+    include = str(pathlib.Path(protoc.__file__).parent / "_proto")
+    code = protoc.main(
+        ["protoc", f"-I{proto_dir}", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}"]
+        + protos
+    )
+    check(code == 0, f"protoc failed on {protos}")
+    sys.path.insert(0, out)
+    names = ["admin", "produce", "consume", "records"]
+    return {n: importlib.import_module(f"weir.v1.{n}_pb2") for n in names} | {
+        f"{n}_grpc": importlib.import_module(f"weir.v1.{n}_pb2_grpc") for n in ["admin", "produce", "consume"]
+    }
+
+
+def error_info(error):
+    """The ErrorInfo detail of a failed call, via grpc_status."""
+    status = rpc_status.from_call(error)
+    check(status is not None, f"no grpc-status-details-bin on {error.code()}: {error.details()}")
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    fail(f"no ErrorInfo among the details of {error.code()}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--address", required=True)
+    parser.add_argument("--proto-dir", required=True)
+    args = parser.parse_args()
+    pb = load_stubs(args.proto_dir)
+    admin_pb, produce_pb, consume_pb, records_pb = pb["admin"], pb["produce"], pb["consume"], pb["records"]
+    # grpcio's defaults: a 4 MiB receive limit.
+    channel = grpc.insecure_channel(args.address)
+    admin = pb["admin_grpc"].AdminStub(channel)
+    producer = pb["produce_grpc"].ProducerStub(channel)
+    consumer = pb["consume_grpc"].ConsumerStub(channel)
+
+    # 1. A whole-call error's reason.
+    try:
+        admin.DescribeTopic(admin_pb.DescribeTopicRequest(name="no-such-topic"), timeout=10)
+        fail("DescribeTopic of a missing topic succeeded")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.NOT_FOUND, f"code {e.code()}")
+        info = error_info(e)
+        check(info.domain == "weir.dev", f"domain {info.domain!r}")
+        check(info.reason == "UNKNOWN_TOPIC", f"reason {info.reason!r}")
+    print("ErrorInfo via grpc_status: NOT_FOUND, reason UNKNOWN_TOPIC")
+
+    admin.CreateTopic(admin_pb.CreateTopicRequest(name="py", partitions=PARTITIONS), timeout=30)
+
+    # 2. The idempotent producer.
+    ident = producer.InitProducerId(produce_pb.InitProducerIdRequest(), timeout=30)
+
+    def numbered(values, sequence):
+        return produce_pb.ProduceRequest(
+            topic="py",
+            acks=produce_pb.ACKS_ALL,
+            partitions=[
+                produce_pb.PartitionRecords(
+                    partition=0,
+                    records=records_pb.RecordList(records=[records_pb.Record(value=v) for v in values]),
+                    producer_id=ident.producer_id,
+                    producer_epoch=ident.producer_epoch,
+                    base_sequence=sequence,
+                )
+            ],
+        )
+
+    first = producer.Produce(numbered([b"a", b"b"], 0), timeout=30).results[0]
+    check(not first.HasField("error"), f"first produce: {first.error}")
+    retry = producer.Produce(numbered([b"a", b"b"], 0), timeout=30).results[0]
+    check(
+        (retry.base_offset, retry.last_offset) == (first.base_offset, first.last_offset),
+        f"retry answered {retry.base_offset}..{retry.last_offset}, not {first.base_offset}..{first.last_offset}",
+    )
+    gap = producer.Produce(numbered([b"z"], 7), timeout=30).results[0]
+    check(gap.HasField("error"), "a gap in the sequence was accepted")
+    check(gap.error.reason == "OUT_OF_ORDER_SEQUENCE", f"gap reason {gap.error.reason!r}")
+    check(gap.error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0], f"gap code {gap.error.code}")
+    print("idempotent producer: retry stored once; gap refused with OUT_OF_ORDER_SEQUENCE")
+
+    # 3. Fill every partition: zstd-packed by the broker, small on disk, ~6 MB decoded.
+    for p in range(PARTITIONS):
+        for start in range(0, RECORDS_PER_PARTITION, 2_000):
+            records = [records_pb.Record(value=b"%d-%d-" % (p, start + i) + VALUE) for i in range(2_000)]
+            result = producer.Produce(
+                produce_pb.ProduceRequest(
+                    topic="py",
+                    acks=produce_pb.ACKS_LEADER,
+                    partitions=[
+                        produce_pb.PartitionRecords(
+                            partition=p,
+                            records=records_pb.RecordList(records=records),
+                            compression=records_pb.COMPRESSION_ZSTD,
+                        )
+                    ],
+                ),
+                timeout=60,
+            ).results[0]
+            check(not result.HasField("error"), f"produce to {p}: {result.error}")
+
+    # Partition 0 holds the 2 idempotent records first.
+    offsets = [0] * PARTITIONS
+    expected_end = [RECORDS_PER_PARTITION + (2 if p == 0 else 0) for p in range(PARTITIONS)]
+    fetches = 0
+    while offsets != expected_end:
+        fetches += 1
+        check(fetches < 2_000, f"no progress at {offsets}")
+        try:
+            response = consumer.Fetch(
+                consume_pb.FetchRequest(
+                    topic="py",
+                    partitions=[consume_pb.PartitionFetch(partition=p, offset=offsets[p]) for p in range(PARTITIONS)],
+                ),
+                timeout=30,
+            )
+        except grpc.RpcError as e:
+            fail(f"a default fetch did not fit grpcio's limit: {e.code()} {e.details()}")
+        check(response.ByteSize() <= GRPC_DEFAULT_RECEIVE_LIMIT, f"answer of {response.ByteSize()} bytes")
+        for r in response.results:
+            check(not r.HasField("error"), f"fetch of {r.partition}: {r.error}")
+            for i, record in enumerate(r.records):
+                check(record.offset == offsets[r.partition] + i, f"partition {r.partition}: offset {record.offset}")
+            offsets[r.partition] = r.next_offset
+    check(fetches > PARTITIONS, f"only {fetches} fetches: the data was meant not to fit a few")
+    print(f"fetch: {sum(expected_end)} records from {PARTITIONS} partitions in {fetches} default fetches, each under 4 MiB")
+
+
+if __name__ == "__main__":
+    main()
