@@ -116,6 +116,9 @@ pub(super) async fn run(
                 }
                 if !active {
                     active = activate(&quorum, &mut controller, &cluster_id, start).await;
+                    if !active {
+                        continue;
+                    }
                 }
                 let image = quorum.image();
                 let records = controller.tick(&image, now_ms(start));
@@ -138,6 +141,13 @@ pub(super) async fn run(
         }
         if !active {
             active = activate(&quorum, &mut controller, &cluster_id, start).await;
+            if !active {
+                // Not caught up yet: the caller retries (it may be elsewhere by then).
+                let _ = call.reply.send(Err(CallError::Unreachable(
+                    "the new active controller is still applying the metadata log".into(),
+                )));
+                continue;
+            }
         }
         if matches!(call.request, ControllerRequest::AlterPartition { .. }) {
             let mut batch = vec![call];
@@ -217,15 +227,33 @@ async fn handle_alter_partitions(
     }
 }
 
-/// This voter just became the active controller: broker sessions start from when this
-/// voter last heard from each node (see [`Controller::activate`]), and a new cluster
-/// gets its id. Returns whether it is active now.
+/// This voter just became the active controller: it first applies every entry its log
+/// holds (entries of earlier terms that its leadership commits), so that it decides on
+/// the whole committed metadata; broker sessions start from when this voter last heard
+/// from each node (see [`Controller::activate`]), and a new cluster gets its id. Returns
+/// whether it is active now.
+///
+/// Found by the random fault run (docs/replication.md § Found): deciding at once, on an
+/// image that had not yet applied the previous controller's last ISR change, a new
+/// controller wrote a second change with the same partition epoch; the record did not
+/// apply, and every voter's metadata stopped there.
 async fn activate(
     quorum: &Quorum,
     controller: &mut Controller,
     cluster_id: &Option<String>,
     start: Instant,
 ) -> bool {
+    let target = quorum.status().last_log_index;
+    if let Err(e) = quorum
+        .wait_until(APPLY_TIMEOUT, |s| s.applied_index >= target || !s.is_leader)
+        .await
+    {
+        tracing::warn!(error = %e, "the new active controller could not apply its log; not active yet");
+        return false;
+    }
+    if !quorum.is_leader() {
+        return false;
+    }
     let image = quorum.image();
     let now = now_ms(start);
     // In the controller's clock; a request heard before `start` counts as at 0.
