@@ -254,7 +254,8 @@ impl Log {
         let started = Instant::now();
         let high_watermark = checkpoint::read_i64(storage.as_ref(), &dir, Kind::HighWatermark)?;
         let mut inner = recovery::recover(&dir, &config, storage.as_ref())?;
-        recovery::rebuild_producers(&dir, &config, storage.as_ref(), &mut inner)?;
+        let snapshot_current =
+            recovery::rebuild_producers(&dir, &config, storage.as_ref(), &mut inner)?;
         let point = inner.recovery_point();
         let log = Log {
             flush: Mutex::new(FlushState {
@@ -280,7 +281,9 @@ impl Log {
         };
         // The rebuilt state replaces a snapshot the log no longer matches (one past a
         // crash-shortened end) before anything is appended after it.
-        log.write_producer_snapshot(&log.lock())?;
+        if !snapshot_current {
+            log.write_producer_snapshot(&log.lock())?;
+        }
         let offsets = log.offsets();
         tracing::info!(
             dir = %log.dir.display(),

@@ -546,13 +546,15 @@ fn open_from_maint(e: MaintenanceError) -> OpenError {
 /// snapshot if it lies within the log, else from the log start, then every batch after
 /// it up to the log end. The snapshot is taken at segment rolls, at close and after each
 /// rebuild, so this reads the tail written since; a snapshot past the log end (written
-/// before a crash lost unflushed data, or before a truncation) is not used.
+/// before a crash lost unflushed data, or before a truncation) is not used. Returns
+/// whether the snapshot on disk already holds the rebuilt state (it was taken at the log
+/// end, as a clean close leaves it): then it need not be written again.
 pub(crate) fn rebuild_producers(
     dir: &Path,
     config: &LogConfig,
     storage: &dyn Storage,
     inner: &mut Inner,
-) -> Result<(), OpenError> {
+) -> Result<bool, OpenError> {
     let snapshot = match checkpoint::read(storage, dir, Kind::ProducerState) {
         Ok(Some(payload)) => {
             let decoded = ProducerStates::decode(&payload);
@@ -568,7 +570,11 @@ pub(crate) fn rebuild_producers(
         }
     };
     let (from, mut states) = match snapshot {
-        Some((offset, states)) if offset <= inner.next_offset => {
+        Some((offset, states)) if offset == inner.next_offset => {
+            inner.producers = states;
+            return Ok(true);
+        }
+        Some((offset, states)) if offset < inner.next_offset => {
             (offset.max(inner.log_start_offset), states)
         }
         _ => (inner.log_start_offset, ProducerStates::default()),
@@ -603,5 +609,5 @@ pub(crate) fn rebuild_producers(
         }
     }
     inner.producers = states;
-    Ok(())
+    Ok(false)
 }
