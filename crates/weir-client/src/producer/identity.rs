@@ -11,9 +11,14 @@ use super::accumulator::{Accumulator, Identity};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 
-/// Asks the bootstrap broker, then each broker the client knows, for an identity.
-/// Returns the first answer, or the first error retrying elsewhere cannot help.
-pub(crate) async fn init(cluster: &Cluster, name: Option<&str>) -> Result<Identity, ClientError> {
+/// Asks the bootstrap broker, then each broker the client knows, for an identity, each
+/// for at most `timeout` (a paused broker never answers). Returns the first answer, or
+/// the first error retrying elsewhere cannot help.
+pub(crate) async fn init(
+    cluster: &Cluster,
+    name: Option<&str>,
+    timeout: Duration,
+) -> Result<Identity, ClientError> {
     let request = pb::InitProducerIdRequest {
         producer_name: name.unwrap_or_default().to_owned(),
     };
@@ -26,10 +31,18 @@ pub(crate) async fn init(cluster: &Cluster, name: Option<&str>) -> Result<Identi
     );
     let mut last = ClientError::Unavailable("no broker to ask for a producer id".into());
     for channel in channels {
-        match ProducerClient::new(channel)
-            .init_producer_id(request.clone())
-            .await
-        {
+        let mut client = ProducerClient::new(channel);
+        let call = client.init_producer_id(request.clone());
+        let answer = match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                last = ClientError::DeadlineExceeded(format!(
+                    "no answer to InitProducerId within {timeout:?}"
+                ));
+                continue;
+            }
+        };
+        match answer {
             Ok(response) => {
                 let response = response.into_inner();
                 let epoch =
@@ -67,7 +80,13 @@ pub(crate) async fn acquire(accumulator: &Accumulator, cluster: &Cluster) {
     let mut failing_since: Option<Instant> = None;
     let mut attempt = 0;
     loop {
-        match init(cluster, config.producer_name.as_deref()).await {
+        match init(
+            cluster,
+            config.producer_name.as_deref(),
+            config.request_timeout,
+        )
+        .await
+        {
             Ok(identity) => {
                 tracing::debug!(
                     producer_id = identity.producer_id,
