@@ -218,6 +218,7 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {}", field(o));
             }
         }
+        render_replication(&mut out, registry);
         if let Some(groups) = groups {
             render_groups(
                 &mut out,
@@ -226,6 +227,46 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// Replication health, as Kafka's gauges of the same names: the partitions this broker
+/// leads with fewer in-sync replicas than replicas, and the partitions of the cluster's
+/// metadata with no leader (every broker reports the same figure from its image; take
+/// the max over brokers, not the sum).
+fn render_replication(out: &mut String, registry: &TopicRegistry) {
+    let node = registry.cluster().node();
+    let under = registry
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter(|p| {
+            let state = p.state();
+            state.leader == node && state.isr.len() < state.replicas.len()
+        })
+        .count();
+    let offline = registry
+        .cluster()
+        .image()
+        .partitions()
+        .filter(|p| p.registration.leader < 0)
+        .count();
+    for (name, help, value) in [
+        (
+            "weir_under_replicated_partitions",
+            "Partitions this broker leads with fewer in-sync replicas than replicas.",
+            under,
+        ),
+        (
+            "weir_offline_partitions",
+            "Partitions with no leader, as this broker's metadata says (the same on every broker).",
+            offline,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }
 

@@ -1003,6 +1003,8 @@ async fn metrics_and_health_over_http() {
             "weir_log_end_offset{topic=\"m\",partition=\"0\"} 0",
             "weir_rpc_duration_seconds_count{rpc=\"Produce\"} 1",
             "# TYPE weir_rpc_duration_seconds histogram",
+            "weir_under_replicated_partitions 0",
+            "weir_offline_partitions 0",
         ] {
             assert!(
                 body.lines().any(|l| l == line),

@@ -61,7 +61,7 @@ async fn start_cluster(nodes: i32) -> Vec<Node> {
         let config = ServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: addr,
-            admin_listen: None,
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
             node_id: id,
             controller_voters: voters.clone(),
             rack: Some(rack_of(id)),
@@ -272,6 +272,20 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
         produce_all(new_addr, "replicated", 0, &second_batch)
             .await
             .expect("acks=all produce on the new leader (2 in-sync replicas remain)");
+        // Its metrics say so: 2 of 3 replicas in sync, and every partition led.
+        let node = nodes.iter().find(|n| n.id == new_leader).unwrap();
+        let admin = node.server.as_ref().unwrap().admin_addr.unwrap();
+        eventually(
+            Duration::from_secs(10),
+            "the new leader reports the partition under-replicated",
+            || async {
+                let (_, body) = http_get(admin, "/metrics").await;
+                body.lines()
+                    .any(|l| l == "weir_under_replicated_partitions 1")
+                    && body.lines().any(|l| l == "weir_offline_partitions 0")
+            },
+        )
+        .await;
 
         // Nothing lost, nothing doubled, in order.
         let mut c = connect(new_addr).await;
