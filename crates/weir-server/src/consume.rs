@@ -78,13 +78,12 @@ fn shape(data: &FetchData, from: i64, decoded: bool, budget: usize) -> Result<Sh
     if decoded {
         let d = convert::decode_from(data.batches(), from, budget)
             .map_err(|e| Status::data_loss(format!("a stored batch could not be decoded: {e}")))?;
-        let bytes = d.records.iter().map(prost::Message::encoded_len).sum();
         Ok(Shaped {
             count: d.records.len() as u64,
             records: d.records,
             batches: bytes::Bytes::new(),
             next_offset: d.stopped_at.unwrap_or(data.next_offset),
-            bytes,
+            bytes: d.bytes,
         })
     } else {
         Ok(Shaped {

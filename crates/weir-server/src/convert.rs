@@ -67,6 +67,8 @@ pub struct Decoded {
     pub records: Vec<v1::ConsumedRecord>,
     /// The offset of the first record left out to keep within the budget.
     pub stopped_at: Option<i64>,
+    /// The records' encoded size in a response.
+    pub bytes: usize,
 }
 
 /// Decodes the records at or after `from` in `batches` (concatenated batches as read
@@ -81,7 +83,6 @@ pub fn decode_from(
 ) -> Result<Decoded, weir_log::BatchError> {
     use prost::Message;
     let mut out = Decoded::default();
-    let mut used = 0;
     for batch in batches {
         for r in weir_log::decode_records(&batch)? {
             if r.offset < from {
@@ -91,11 +92,11 @@ pub fn decode_from(
             let len = record.encoded_len();
             // Field tag and length prefix of the repeated field.
             let size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
-            if used + size > budget && !out.records.is_empty() {
+            if out.bytes + size > budget && !out.records.is_empty() {
                 out.stopped_at = Some(record.offset);
                 return Ok(out);
             }
-            used += size;
+            out.bytes += size;
             out.records.push(record);
         }
     }

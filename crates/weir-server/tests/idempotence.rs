@@ -33,6 +33,19 @@ async fn init(c: &mut Clients, name: &str) -> (i64, i32) {
     (r.producer_id, r.producer_epoch)
 }
 
+/// Produces `values` from producer (`id`, `epoch`) at `sequence`, acks=all; the
+/// partition's result.
+async fn send(
+    c: &mut Clients,
+    values: &[&str],
+    id: i64,
+    epoch: i32,
+    sequence: i32,
+) -> PartitionProduceResult {
+    let request = request("t", vec![numbered(values, id, epoch, sequence)], Acks::All);
+    c.produce(request).await.results.remove(0)
+}
+
 async fn values(c: &mut Clients) -> Vec<String> {
     c.fetch_all("t", 0, 0)
         .await
@@ -53,64 +66,32 @@ async fn a_retried_produce_is_stored_once_and_gaps_and_fenced_epochs_are_refused
     assert_ne!(a, b, "every producer without a name gets its own id");
     assert_eq!(epoch, 0);
 
-    let first = c
-        .produce(request(
-            "t",
-            vec![numbered(&["a0", "a1"], a, 0, 0)],
-            Acks::All,
-        ))
-        .await;
-    assert_eq!(first.results[0].error, None);
-    let retry = c
-        .produce(request(
-            "t",
-            vec![numbered(&["a0", "a1"], a, 0, 0)],
-            Acks::All,
-        ))
-        .await;
-    assert_eq!(retry.results[0].error, None);
+    let first = send(&mut c, &["a0", "a1"], a, 0, 0).await;
+    assert_eq!(first.error, None);
+    let retry = send(&mut c, &["a0", "a1"], a, 0, 0).await;
+    assert_eq!(retry.error, None);
     assert_eq!(
-        (retry.results[0].base_offset, retry.results[0].last_offset),
-        (first.results[0].base_offset, first.results[0].last_offset),
+        (retry.base_offset, retry.last_offset),
+        (first.base_offset, first.last_offset),
         "a retry is answered with the original offsets"
     );
 
-    let gap = c
-        .produce(request("t", vec![numbered(&["a5"], a, 0, 5)], Acks::All))
-        .await;
-    let error = gap.results[0].error.clone().expect("a gap is refused");
+    let gap = send(&mut c, &["a5"], a, 0, 5).await;
+    let error = gap.error.clone().expect("a gap is refused");
     assert_eq!(error.code, Code::FailedPrecondition as i32);
     assert_eq!(error.reason, "OUT_OF_ORDER_SEQUENCE");
     assert!(error.message.contains("expected 2"), "{}", error.message);
 
     // A named producer that starts again fences its older instance.
     let (named, e0) = init(&mut c, "orders-writer").await;
-    let ok = c
-        .produce(request(
-            "t",
-            vec![numbered(&["n0"], named, e0, 0)],
-            Acks::All,
-        ))
-        .await;
-    assert_eq!(ok.results[0].error, None);
+    let ok = send(&mut c, &["n0"], named, e0, 0).await;
+    assert_eq!(ok.error, None);
     let (again, e1) = init(&mut c, "orders-writer").await;
     assert_eq!((again, e1), (named, e0 + 1));
-    let newer = c
-        .produce(request(
-            "t",
-            vec![numbered(&["n1"], named, e1, 0)],
-            Acks::All,
-        ))
-        .await;
-    assert_eq!(newer.results[0].error, None);
-    let zombie = c
-        .produce(request(
-            "t",
-            vec![numbered(&["z"], named, e0, 1)],
-            Acks::All,
-        ))
-        .await;
-    let error = zombie.results[0].error.clone().expect("fenced");
+    let newer = send(&mut c, &["n1"], named, e1, 0).await;
+    assert_eq!(newer.error, None);
+    let zombie = send(&mut c, &["z"], named, e0, 1).await;
+    let error = zombie.error.clone().expect("fenced");
     assert_eq!(error.reason, "PRODUCER_FENCED");
 
     // A bad name is refused before anything is written.
@@ -130,19 +111,11 @@ async fn a_retried_produce_is_stored_once_and_gaps_and_fenced_epochs_are_refused
     server.shutdown().await.unwrap();
     let server = start(dir.path()).await;
     let mut c = connect(server.addr).await;
-    let retry = c
-        .produce(request(
-            "t",
-            vec![numbered(&["a0", "a1"], a, 0, 0)],
-            Acks::All,
-        ))
-        .await;
-    assert_eq!(retry.results[0].error, None);
-    assert_eq!(retry.results[0].base_offset, first.results[0].base_offset);
-    let next = c
-        .produce(request("t", vec![numbered(&["a2"], a, 0, 2)], Acks::All))
-        .await;
-    assert_eq!(next.results[0].error, None);
+    let retry = send(&mut c, &["a0", "a1"], a, 0, 0).await;
+    assert_eq!(retry.error, None);
+    assert_eq!(retry.base_offset, first.base_offset);
+    let next = send(&mut c, &["a2"], a, 0, 2).await;
+    assert_eq!(next.error, None);
     assert_eq!(values(&mut c).await, ["a0", "a1", "n0", "n1", "a2"]);
     // Ids handed out before the restart are not handed out again.
     let (c_id, _) = init(&mut c, "").await;
