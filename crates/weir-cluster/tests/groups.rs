@@ -670,17 +670,37 @@ async fn offsets_and_group_epochs_survive_a_restart() {
         c.fetch_offsets("solo", None).await.unwrap()[0].offset,
         Some(3)
     );
+    // Members survive (KIP-848's member records): each goes on at its epoch with its
+    // partitions, without rejoining, and nothing moves.
     let d = c.describe_group("g").await.unwrap();
-    assert_eq!(d.state, GroupState::Empty);
-    assert!(d.group_epoch >= epoch, "{} < {epoch}", d.group_epoch);
-    // Members did not survive: the old one is told to rejoin, and epochs only go up.
-    let mut old = member.clone();
-    let err = old.heartbeat(&c, now).await.unwrap_err();
-    assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.group_epoch, epoch);
+    assert_eq!(d.members.len(), 2);
+    for client in &mut clients {
+        let owned = client.owned.clone();
+        let member_epoch = client.epoch;
+        let out = client.heartbeat(&c, now).await.unwrap();
+        assert_eq!(out.member_epoch, member_epoch);
+        assert_eq!(
+            client.owned, owned,
+            "a member's partitions moved across a restart"
+        );
+    }
+    // Epochs only go up: a newcomer gets a new group epoch.
     let mut fresh = Client::new("g", &["t"]);
     let out = fresh.heartbeat(&c, now).await.unwrap();
     assert!(out.group_epoch > epoch, "{} <= {epoch}", out.group_epoch);
-    assert!(out.member_epoch > member.epoch);
+    // A member that left is gone after a restart too.
+    let mut gone = clients[1].clone();
+    let mut leave = clients[1].request();
+    leave.member_epoch = -1;
+    c.heartbeat_at(leave, now).await.unwrap();
+    close(registry, c).await;
+    let (registry, c) = open(dir.path()).await;
+    let d = c.describe_group("g").await.unwrap();
+    assert_eq!(d.members.len(), 2, "{:?}", d.members);
+    let err = gone.heartbeat(&c, now).await.unwrap_err();
+    assert!(matches!(err, GroupError::UnknownMember { .. }), "{err}");
     close(registry, c).await;
 }
 

@@ -2,8 +2,12 @@
 //! protocol), committed offsets kept as records in the internal topic
 //! `__consumer_offsets`, and the administration of groups (describe, delete, reset).
 //!
-//! - [`coordinator`]: [`GroupCoordinator`], the async API the broker calls; one shard
-//!   per `__consumer_offsets` partition, persistence and replay.
+//! - [`coordinator`]: [`GroupCoordinator`], the async API the broker calls, and which
+//!   shards this broker serves (those of the `__consumer_offsets` partitions it leads);
+//!   `expiry` (sessions, offsets retention, topic changes, following leadership) and
+//!   `admin` (describe, list, delete, reset, metrics) are the rest of its API.
+//! - `shard`: the groups of one `__consumer_offsets` partition: load (replay), the
+//!   ordered durable writes, and the membership records.
 //! - `state`: the membership and reconciliation state machine of one group (pure, time
 //!   passed in), which keeps the invariant that no partition is ever in the assignment
 //!   of two members.
@@ -13,15 +17,20 @@
 //! `docs/consumer-groups.md` walks through the protocol, the epochs, the record formats
 //! and the limits.
 
+mod admin;
 pub mod assignor;
 pub mod coordinator;
+mod expiry;
 mod records;
+mod shard;
 mod state;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::error::ClusterError;
+use crate::partition::BrokerId;
+use crate::registry::TopicRegistry;
 
 pub use assignor::Assignor;
 pub use coordinator::GroupCoordinator;
@@ -55,6 +64,14 @@ pub const MAX_COMMIT_METADATA_BYTES: usize = 4096;
 pub const MAX_OFFSETS_PER_COMMIT: usize = 10_000;
 /// Most owned partitions a heartbeat may list.
 pub const MAX_OWNED_PARTITIONS: usize = 100_000;
+/// Longest a load waits for a new leader of a `__consumer_offsets` partition to commit
+/// what its log holds (the high watermark to reach the log end) before it tries again.
+pub const LOAD_WAIT: Duration = Duration::from_secs(5);
+/// Longest [`GroupCoordinator::open`] waits for the shards this broker leads to load.
+pub const OPEN_LOAD_WAIT: Duration = Duration::from_secs(10);
+/// How often the coordinator checks which `__consumer_offsets` partitions it leads,
+/// besides on every metadata change.
+pub const LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 /// Bytes read per call while replaying a `__consumer_offsets` partition.
 pub const REPLAY_READ_BYTES: usize = 1024 * 1024;
 
@@ -393,6 +410,8 @@ pub enum GroupErrorCode {
     /// A record in `__consumer_offsets` the broker cannot read (a bug, or data written by
     /// an incompatible broker).
     Internal,
+    /// Retry: elsewhere (`NotCoordinator`) or shortly (`CoordinatorLoading`).
+    Unavailable,
     /// Map the inner [`ClusterError`] as every other cluster error is mapped.
     Cluster,
 }
@@ -463,6 +482,20 @@ pub enum GroupError {
         offset: i64,
         reason: String,
     },
+    #[error(
+        "this broker does not coordinate the group ({OFFSETS_TOPIC} partition {partition} is \
+         led by broker {coordinator}); ask FindCoordinator and retry there"
+    )]
+    NotCoordinator {
+        partition: u32,
+        /// The leader of the partition as this broker knows it; -1 if none.
+        coordinator: BrokerId,
+    },
+    #[error(
+        "this broker is loading the groups of {OFFSETS_TOPIC} partition {partition} (it just \
+         became their coordinator); retry shortly"
+    )]
+    CoordinatorLoading { partition: u32 },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -489,9 +522,28 @@ impl GroupError {
                 GroupErrorCode::ResourceExhausted
             }
             GroupError::CorruptRecord { .. } => GroupErrorCode::Internal,
+            GroupError::NotCoordinator { .. } | GroupError::CoordinatorLoading { .. } => {
+                GroupErrorCode::Unavailable
+            }
             GroupError::Cluster(_) => GroupErrorCode::Cluster,
         }
     }
+}
+
+/// The `__consumer_offsets` partition of `group_id` and the broker that leads it (its
+/// coordinator; -1 if the partition has no leader now), as this broker's metadata says.
+pub fn find_coordinator(
+    registry: &TopicRegistry,
+    group_id: &str,
+) -> Result<(u32, BrokerId), GroupError> {
+    validate_group_id(group_id)?;
+    let topic = registry.topic(OFFSETS_TOPIC)?;
+    let registrations = topic.registrations();
+    let partition = partition_for_group(group_id, registrations.len() as u32);
+    let leader = registrations
+        .get(partition as usize)
+        .map_or(-1, |r| r.leader.max(-1));
+    Ok((partition, leader))
 }
 
 /// Checks a group id: 1 to [`MAX_GROUP_ID_CHARS`] characters of `[a-zA-Z0-9._-]`.

@@ -5,6 +5,14 @@
 //! group key    u16 type = 2 | u16 len, group
 //! offset value u16 version = 1 | i64 offset | i64 commit_timestamp_ms | u16 len, metadata
 //! group value  u16 version = 1 | i32 group_epoch | u16 len, assignor
+//! member key   u16 type = 3 | u16 len, group | u16 len, member id
+//! member value u16 version = 1 | i32 member_epoch | i32 previous_epoch
+//!              | u16 len, client id | u16 len, client host
+//!              | u8 kind (0 topics, 1 regex) | topics: u32 n, n × (u16 len, topic)
+//!                                            | regex: u16 len, source
+//!              | u16 len, assignor ("" for none) | u32 session_timeout_ms | u64 join_seq
+//!              | assignment assigned | assignment pending_revocation | assignment target
+//! assignment   u32 topics | per topic: u16 len, topic | u32 n | n × u32 partition
 //! ```
 //!
 //! A record without a value is a tombstone: the key's committed offset, or the group,
@@ -19,6 +27,16 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub(crate) const KEY_TYPE_OFFSET: u16 = 1;
 /// Key type of a group record (epoch, assignor).
 pub(crate) const KEY_TYPE_GROUP: u16 = 2;
+/// Key type of a member record (KIP-848's member metadata, current and target
+/// assignment, in one record).
+pub(crate) const KEY_TYPE_MEMBER: u16 = 3;
+/// Version of member values this broker writes.
+pub(crate) const MEMBER_VALUE_VERSION: u16 = 1;
+/// Most topics one decoded assignment or subscription may name (a bound checked before
+/// allocating; the coordinator's own limits are lower).
+const MAX_DECODED_TOPICS: u32 = 100_000;
+/// Most partitions of one topic in one decoded assignment.
+const MAX_DECODED_PARTITIONS: u32 = 1_000_000;
 /// Version of offset values this broker writes.
 pub(crate) const OFFSET_VALUE_VERSION: u16 = 1;
 /// Version of group values this broker writes.
@@ -35,6 +53,35 @@ pub(crate) enum RecordKey {
     Group {
         group: String,
     },
+    Member {
+        group: String,
+        member: String,
+    },
+}
+
+/// What a member's subscription names, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StoredSubscription {
+    Topics(Vec<String>),
+    Regex(String),
+}
+
+/// One member as a member record keeps it: everything a new coordinator needs so the
+/// member goes on without rejoining (deadlines restart when a coordinator loads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemberValue {
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscription: StoredSubscription,
+    /// Empty: the member named none.
+    pub assignor: String,
+    pub session_timeout_ms: u32,
+    pub join_seq: u64,
+    pub assigned: Vec<(String, Vec<u32>)>,
+    pub pending_revocation: Vec<(String, Vec<u32>)>,
+    pub target: Vec<(String, Vec<u32>)>,
 }
 
 /// A committed offset.
@@ -73,6 +120,54 @@ pub(crate) fn group_key(group: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + group.len());
     buf.put_u16(KEY_TYPE_GROUP);
     put_str(&mut buf, group);
+    buf.freeze()
+}
+
+pub(crate) fn member_key(group: &str, member: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(6 + group.len() + member.len());
+    buf.put_u16(KEY_TYPE_MEMBER);
+    put_str(&mut buf, group);
+    put_str(&mut buf, member);
+    buf.freeze()
+}
+
+fn put_assignment(buf: &mut BytesMut, assignment: &[(String, Vec<u32>)]) {
+    buf.put_u32(assignment.len() as u32);
+    for (topic, partitions) in assignment {
+        put_str(buf, topic);
+        buf.put_u32(partitions.len() as u32);
+        for p in partitions {
+            buf.put_u32(*p);
+        }
+    }
+}
+
+pub(crate) fn member_value(value: &MemberValue) -> Bytes {
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u16(MEMBER_VALUE_VERSION);
+    buf.put_i32(value.epoch);
+    buf.put_i32(value.previous_epoch);
+    put_str(&mut buf, &value.client_id);
+    put_str(&mut buf, &value.client_host);
+    match &value.subscription {
+        StoredSubscription::Topics(topics) => {
+            buf.put_u8(0);
+            buf.put_u32(topics.len() as u32);
+            for t in topics {
+                put_str(&mut buf, t);
+            }
+        }
+        StoredSubscription::Regex(source) => {
+            buf.put_u8(1);
+            put_str(&mut buf, source);
+        }
+    }
+    put_str(&mut buf, &value.assignor);
+    buf.put_u32(value.session_timeout_ms);
+    buf.put_u64(value.join_seq);
+    put_assignment(&mut buf, &value.assigned);
+    put_assignment(&mut buf, &value.pending_revocation);
+    put_assignment(&mut buf, &value.target);
     buf.freeze()
 }
 
@@ -132,6 +227,41 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(
+            self.take(8, what)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    /// A count, refused above `max` before anything is allocated for it.
+    fn count(&mut self, what: &str, max: u32) -> Result<usize, String> {
+        let n = self.u32(what)?;
+        if n > max {
+            return Err(format!("{what} {n} is over the limit of {max}"));
+        }
+        Ok(n as usize)
+    }
+
+    fn assignment(&mut self, what: &str) -> Result<Vec<(String, Vec<u32>)>, String> {
+        let topics = self.count(what, MAX_DECODED_TOPICS)?;
+        // Each topic takes at least 6 bytes: no more entries than the bytes left allow.
+        let mut out = Vec::with_capacity(topics.min(self.bytes.len() / 6));
+        for _ in 0..topics {
+            let topic = self.string(what)?;
+            let n = self.count(what, MAX_DECODED_PARTITIONS)?;
+            let mut partitions = Vec::with_capacity(n.min(self.bytes.len() / 4));
+            for _ in 0..n {
+                partitions.push(self.u32(what)?);
+            }
+            out.push((topic, partitions));
+        }
+        Ok(out)
+    }
+
     fn i64(&mut self, what: &str) -> Result<i64, String> {
         Ok(i64::from_be_bytes(
             self.take(8, what)?.try_into().expect("8 bytes"),
@@ -167,6 +297,10 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<Option<RecordKey>, String> {
         },
         KEY_TYPE_GROUP => RecordKey::Group {
             group: r.string("group id")?,
+        },
+        KEY_TYPE_MEMBER => RecordKey::Member {
+            group: r.string("group id")?,
+            member: r.string("member id")?,
         },
         _ => return Ok(None),
     };
@@ -204,6 +338,44 @@ pub(crate) fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, String> {
     };
     if v == GROUP_VALUE_VERSION {
         r.finish("group value")?;
+    }
+    Ok(value)
+}
+
+pub(crate) fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
+    let mut r = Reader { bytes, pos: 0 };
+    let v = version(&mut r)?;
+    let epoch = r.i32("member epoch")?;
+    let previous_epoch = r.i32("previous member epoch")?;
+    let client_id = r.string("client id")?;
+    let client_host = r.string("client host")?;
+    let subscription = match r.u8("subscription kind")? {
+        0 => {
+            let n = r.count("subscribed topics", MAX_DECODED_TOPICS)?;
+            let mut topics = Vec::with_capacity(n.min(bytes.len() / 2));
+            for _ in 0..n {
+                topics.push(r.string("subscribed topic")?);
+            }
+            StoredSubscription::Topics(topics)
+        }
+        1 => StoredSubscription::Regex(r.string("subscription regex")?),
+        k => return Err(format!("subscription kind {k} does not exist")),
+    };
+    let value = MemberValue {
+        epoch,
+        previous_epoch,
+        client_id,
+        client_host,
+        subscription,
+        assignor: r.string("assignor")?,
+        session_timeout_ms: r.u32("session timeout")?,
+        join_seq: r.u64("join sequence")?,
+        assigned: r.assignment("assigned partitions")?,
+        pending_revocation: r.assignment("partitions pending revocation")?,
+        target: r.assignment("target assignment")?,
+    };
+    if v == MEMBER_VALUE_VERSION {
+        r.finish("member value")?;
     }
     Ok(value)
 }
@@ -246,6 +418,45 @@ mod tests {
             assignor: "range".into(),
         };
         assert_eq!(decode_group_value(&group_value(&group)).unwrap(), group);
+        assert_eq!(
+            decode_key(&member_key("grp", "m-1")).unwrap(),
+            Some(RecordKey::Member {
+                group: "grp".into(),
+                member: "m-1".into()
+            })
+        );
+        for subscription in [
+            StoredSubscription::Topics(vec!["a".into(), "b".into()]),
+            StoredSubscription::Regex("or.*".into()),
+        ] {
+            let member = MemberValue {
+                epoch: 7,
+                previous_epoch: 6,
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                subscription,
+                assignor: "range".into(),
+                session_timeout_ms: 45_000,
+                join_seq: 3,
+                assigned: vec![("a".into(), vec![0, 2])],
+                pending_revocation: vec![("b".into(), vec![1])],
+                target: vec![("a".into(), vec![0, 1, 2])],
+            };
+            let bytes = member_value(&member);
+            assert_eq!(decode_member_value(&bytes).unwrap(), member);
+            // Every truncation is an error, never a panic.
+            for len in 0..bytes.len() {
+                assert!(decode_member_value(&bytes[..len]).is_err(), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn member_values_with_huge_counts_are_refused_before_allocating() {
+        let mut bytes = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend_from_slice(&u32::MAX.to_be_bytes());
+        let err = decode_member_value(&bytes).unwrap_err();
+        assert!(err.contains("over the limit"), "{err}");
     }
 
     #[test]

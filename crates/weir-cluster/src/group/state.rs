@@ -133,6 +133,23 @@ struct Member {
     pending_revocation: Assignment,
 }
 
+/// One member as its member record keeps it (what a coordinator that takes over needs
+/// so the member goes on without rejoining); deadlines and derived sets are not in it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct PersistedMember {
+    pub epoch: i32,
+    pub previous_epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscription: Subscription,
+    pub assignor: Option<Assignor>,
+    pub session_timeout: Duration,
+    pub join_seq: u64,
+    pub assigned: Assignment,
+    pub pending_revocation: Assignment,
+    pub target: Assignment,
+}
+
 /// One group's members, epochs and assignments.
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
@@ -209,6 +226,100 @@ impl Group {
         }
         if let Some(a) = assignor.filter(|_| self.members.is_empty()) {
             self.assignor = a;
+        }
+    }
+
+    /// Member `id` as its member record keeps it; `None` if it is not a member.
+    pub fn persisted_member(&self, id: &str) -> Option<PersistedMember> {
+        let m = self.members.get(id)?;
+        Some(PersistedMember {
+            epoch: m.epoch,
+            previous_epoch: m.previous_epoch,
+            client_id: m.client_id.clone(),
+            client_host: m.client_host.clone(),
+            subscription: m.subscription.clone(),
+            assignor: m.assignor,
+            session_timeout: m.session_timeout,
+            join_seq: m.join_seq,
+            assigned: m.assigned.clone(),
+            pending_revocation: m.pending_revocation.clone(),
+            target: self.target.get(id).cloned().unwrap_or_default(),
+        })
+    }
+
+    /// The ids of every member.
+    pub fn member_ids(&self) -> impl Iterator<Item = &Arc<str>> + '_ {
+        self.members.keys()
+    }
+
+    /// Replay: sets member `id` as its newest member record says. Call
+    /// [`finish_restore`](Self::finish_restore) once every record is applied.
+    pub fn restore_member(&mut self, id: &str, p: PersistedMember) {
+        let id: Arc<str> = Arc::from(id);
+        self.join_seq = self.join_seq.max(p.join_seq);
+        if p.target.is_empty() {
+            self.target.remove(&id);
+        } else {
+            self.target.insert(id.clone(), p.target);
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                id,
+                client_id: p.client_id,
+                client_host: p.client_host,
+                epoch: p.epoch,
+                previous_epoch: p.previous_epoch,
+                subscription: p.subscription,
+                resolved: BTreeSet::new(),
+                assignor: p.assignor,
+                join_seq: p.join_seq,
+                session_timeout: p.session_timeout,
+                session_deadline: Instant::now(),
+                revoke_deadline: None,
+                assigned: p.assigned,
+                pending_revocation: p.pending_revocation,
+            },
+        );
+    }
+
+    /// Replay is over: rebuilds the owner map and what the assignor sees (without a new
+    /// epoch: the target assignment was restored with the members), and gives every
+    /// member a full session (and, if it must release partitions, a full rebalance
+    /// timeout) from `now`, as Kafka does when a coordinator loads a group.
+    pub fn finish_restore(&mut self, topics: &TopicsSnapshot, now: Instant, config: &GroupConfig) {
+        self.owners.clear();
+        let target_ids: Vec<Arc<str>> = self.target.keys().cloned().collect();
+        for id in target_ids {
+            if !self.members.contains_key(&id) {
+                self.target.remove(&id);
+            }
+        }
+        for m in self.members.values_mut() {
+            m.session_deadline = now + m.session_timeout;
+            m.revoke_deadline =
+                (!m.pending_revocation.is_empty()).then(|| now + config.rebalance_timeout);
+            // A member epoch is never ahead of the group's: records are written in order,
+            // but a damaged log must not break the invariant.
+            m.epoch = m.epoch.min(self.epoch);
+            for tp in m.assigned.iter().chain(&m.pending_revocation) {
+                // Each partition has one owner; a second claim (impossible from records
+                // this broker wrote) is dropped rather than trusted.
+                self.owners
+                    .entry(tp.clone())
+                    .or_insert_with(|| m.id.clone());
+            }
+            let id = m.id.clone();
+            let owners = &self.owners;
+            m.assigned.retain(|tp| owners.get(tp) == Some(&id));
+            m.pending_revocation
+                .retain(|tp| owners.get(tp) == Some(&id));
+        }
+        self.target_epoch = self.epoch;
+        let assignor = self.assignor;
+        self.recompute_inputs(topics);
+        if self.members.is_empty() {
+            self.assignor = assignor;
         }
     }
 

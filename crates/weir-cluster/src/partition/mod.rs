@@ -360,9 +360,34 @@ impl Partition {
         batches: ValidatedBatches,
         durability: Durability,
     ) -> Result<PendingAppend, ClusterError> {
+        self.submit_inner(batches, durability, None).await
+    }
+
+    /// [`submit`](Self::submit), refused (NOT_LEADER, nothing appended) unless this
+    /// replica leads at `leader_epoch`: for writers whose state belongs to one leadership
+    /// (the group coordinator's shards), which must not write under a later one.
+    pub async fn submit_under(
+        &self,
+        batches: ValidatedBatches,
+        durability: Durability,
+        leader_epoch: i32,
+    ) -> Result<PendingAppend, ClusterError> {
+        self.submit_inner(batches, durability, Some(leader_epoch))
+            .await
+    }
+
+    async fn submit_inner(
+        &self,
+        batches: ValidatedBatches,
+        durability: Durability,
+        expected_epoch: Option<i32>,
+    ) -> Result<PendingAppend, ClusterError> {
         let leader_epoch = self
             .shared
             .check_produce(durability == Durability::Durable)?;
+        if expected_epoch.is_some_and(|e| e != leader_epoch) {
+            return Err(self.shared.not_leader(self.state().leader));
+        }
         let (reply, pending) = oneshot::channel();
         self.queue
             .send(AppendJob {

@@ -1,0 +1,301 @@
+//! The coordinator's administration of groups: list, describe, delete, reset offsets,
+//! and the figures metrics report.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::coordinator::GroupCoordinator;
+use super::shard::{ShardState, delete_group_records};
+use super::{
+    GroupDescription, GroupError, GroupMetrics, GroupSummary, OffsetCommit, OffsetReset,
+    PartitionLag, PartitionProgress, ResetSpec, validate_group_id,
+};
+
+impl GroupCoordinator {
+    /// Every group, by id.
+    pub fn list_groups(&self) -> Vec<GroupSummary> {
+        let mut out: Vec<GroupSummary> = self
+            .loaded()
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .state()
+                    .groups
+                    .iter()
+                    .map(|(id, e)| GroupSummary {
+                        group_id: id.clone(),
+                        state: e.state(),
+                        members: e.group.member_count(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// A group's state, members, and the progress of every partition it subscribes to or
+    /// has an offset for.
+    pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
+        validate_group_id(group_id)?;
+        let (mut description, committed, partitions, owners) = {
+            let shard = self.shard(group_id)?;
+            let st = shard.state();
+            let e = st
+                .groups
+                .get(group_id)
+                .ok_or_else(|| GroupError::UnknownGroup(group_id.to_string()))?;
+            let committed: BTreeMap<(String, u32), i64> = e
+                .offsets
+                .iter()
+                .flat_map(|(t, parts)| parts.iter().map(move |(p, s)| ((t.clone(), *p), s.offset)))
+                .collect();
+            let mut partitions: BTreeSet<(String, u32)> = e
+                .group
+                .subscribed_partitions()
+                .map(|(t, p)| (t.to_string(), p))
+                .collect();
+            partitions.extend(committed.keys().cloned());
+            let owners: HashMap<(String, u32), String> = e
+                .group
+                .owners()
+                .map(|((t, p), m)| ((t.to_string(), *p), m.to_string()))
+                .collect();
+            let description = GroupDescription {
+                group_id: group_id.to_string(),
+                state: e.state(),
+                group_epoch: e.group.epoch(),
+                assignor: e.group.assignor().name().to_string(),
+                members: e.group.describe_members(),
+                offsets: Vec::new(),
+                coordinator_partition: self.coordinator_partition(group_id),
+            };
+            (description, committed, partitions, owners)
+        };
+        for (topic, partition) in partitions {
+            let committed_offset = committed.get(&(topic.clone(), partition)).copied();
+            let log = match self
+                .registry
+                .topic(&topic)
+                .and_then(|t| t.partition(partition))
+            {
+                Ok(p) => p.offsets().await.ok(),
+                Err(_) => None,
+            };
+            let high_watermark = log.map(|o| o.high_watermark);
+            let lag = log.map(|o| {
+                (o.high_watermark - committed_offset.unwrap_or(o.log_start_offset)).max(0)
+            });
+            let member_id = owners.get(&(topic.clone(), partition)).cloned();
+            description.offsets.push(PartitionProgress {
+                topic,
+                partition,
+                committed_offset,
+                high_watermark,
+                lag,
+                member_id,
+            });
+        }
+        Ok(description)
+    }
+
+    /// Deletes a group without members and its committed offsets (tombstones in
+    /// `__consumer_offsets`).
+    pub async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
+        validate_group_id(group_id)?;
+        let group = group_id.to_string();
+        let check = move |st: &ShardState| {
+            let e = st
+                .groups
+                .get(&group)
+                .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+            if e.group.member_count() > 0 {
+                return Err(GroupError::GroupNotEmpty {
+                    members: e.group.member_count(),
+                    group_id: group,
+                    operation: "deleting a group",
+                });
+            }
+            Ok(true)
+        };
+        delete_group_records(&self.shard(group_id)?, group_id, check).await?;
+        tracing::info!(group = group_id, "group deleted");
+        Ok(())
+    }
+
+    /// Moves the committed offsets of a group without members, clamped to each
+    /// partition's `[log start, high watermark]`. A topic with `None` (or no partitions
+    /// listed) means all of its partitions. With `dry_run`, only computes the plan.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        targets: Vec<(String, Option<Vec<u32>>)>,
+        spec: ResetSpec,
+        dry_run: bool,
+    ) -> Result<Vec<OffsetReset>, GroupError> {
+        validate_group_id(group_id)?;
+        if targets.is_empty() {
+            return Err(GroupError::InvalidRequest(
+                "name at least one topic to reset".to_string(),
+            ));
+        }
+        let not_empty = |members| GroupError::GroupNotEmpty {
+            group_id: group_id.to_string(),
+            members,
+            operation: "resetting offsets",
+        };
+        let mut partitions: BTreeSet<(String, u32)> = BTreeSet::new();
+        let mut handles = HashMap::new();
+        for (topic_name, list) in targets {
+            let topic = self
+                .registry
+                .topic(&topic_name)
+                .map_err(|_| GroupError::UnknownTopic(topic_name.clone()))?;
+            let count = topic.partition_count();
+            let list = match list {
+                Some(l) if !l.is_empty() => l,
+                _ => (0..count).collect(),
+            };
+            for p in list {
+                let partition = topic
+                    .partition(p)
+                    .map_err(|_| GroupError::UnknownPartition {
+                        topic: topic_name.clone(),
+                        partition: p,
+                        count,
+                    })?;
+                handles.insert((topic_name.clone(), p), partition);
+                partitions.insert((topic_name.clone(), p));
+            }
+        }
+        let members = self
+            .shard(group_id)?
+            .state()
+            .groups
+            .get(group_id)
+            .map_or(0, |e| e.group.member_count());
+        if members > 0 {
+            return Err(not_empty(members));
+        }
+        let current: HashMap<(String, u32), i64> = self
+            .fetch_offsets(group_id, Some(partitions.iter().cloned().collect()))
+            .await?
+            .into_iter()
+            .filter_map(|c| c.offset.map(|o| ((c.topic, c.partition), o)))
+            .collect();
+        let mut plan = Vec::with_capacity(partitions.len());
+        for (topic, partition) in partitions {
+            let handle = &handles[&(topic.clone(), partition)];
+            let offsets = handle.offsets().await?;
+            let (start, end) = (offsets.log_start_offset, offsets.high_watermark);
+            let previous = current.get(&(topic.clone(), partition)).copied();
+            let wanted = match spec {
+                ResetSpec::Earliest => start,
+                ResetSpec::Latest => end,
+                ResetSpec::Offset(o) => o,
+                ResetSpec::Timestamp(ts) => handle.offset_for_timestamp(ts).await?.unwrap_or(end),
+                ResetSpec::ShiftBy(n) => previous.unwrap_or(start).saturating_add(n),
+            };
+            plan.push(OffsetReset {
+                topic,
+                partition,
+                previous,
+                new: wanted.clamp(start, end.max(start)),
+            });
+        }
+        if !dry_run {
+            let commits = plan
+                .iter()
+                .map(|r| OffsetCommit {
+                    topic: r.topic.clone(),
+                    partition: r.partition,
+                    offset: r.new,
+                    metadata: String::new(),
+                })
+                .collect();
+            self.commit_offsets(group_id, None, commits)
+                .await
+                .map_err(|e| match e {
+                    GroupError::GroupNotEmpty { members, .. } => not_empty(members),
+                    e => e,
+                })?;
+        }
+        Ok(plan)
+    }
+
+    /// Counters of every group, by id.
+    pub fn metrics(&self) -> Vec<GroupMetrics> {
+        let mut out: Vec<GroupMetrics> = self
+            .loaded()
+            .iter()
+            .flat_map(|shard| {
+                shard
+                    .state()
+                    .groups
+                    .iter()
+                    .map(|(id, e)| GroupMetrics {
+                        group_id: id.clone(),
+                        state: e.state(),
+                        members: e.group.member_count(),
+                        group_epoch: e.group.epoch(),
+                        rebalances: e.group.rebalances(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    /// The lag of every committed partition of every group (high watermark minus
+    /// committed offset), for metrics scrapes: no I/O, no awaits. Partitions of deleted
+    /// topics are left out.
+    pub fn lags(&self) -> Vec<PartitionLag> {
+        let mut committed = Vec::new();
+        for shard in &self.loaded() {
+            let st = shard.state();
+            for (group_id, e) in &st.groups {
+                for (topic, parts) in &e.offsets {
+                    for (partition, s) in parts {
+                        committed.push((group_id.clone(), topic.clone(), *partition, s.offset));
+                    }
+                }
+            }
+        }
+        committed.sort();
+        committed
+            .into_iter()
+            .filter_map(|(group_id, topic, partition, offset)| {
+                let hw = self
+                    .registry
+                    .topic(&topic)
+                    .and_then(|t| t.partition(partition))
+                    .ok()?
+                    .high_watermark();
+                Some(PartitionLag {
+                    group_id,
+                    topic,
+                    partition,
+                    committed_offset: offset,
+                    high_watermark: hw,
+                    lag: (hw - offset).max(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Number of groups.
+    pub fn group_count(&self) -> usize {
+        self.loaded()
+            .iter()
+            .map(|s| s.group_count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// How long a heartbeat answer tells a settled member to wait, for callers that
+    /// need it without a heartbeat.
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.config.heartbeat_interval
+    }
+}

@@ -1,0 +1,897 @@
+//! One shard of the coordinator: the groups of one `__consumer_offsets` partition, while
+//! this broker leads that partition. A shard is loaded by replaying its partition (log
+//! start to high watermark, once the leadership has committed everything it inherited)
+//! and is dropped when the leadership ends or a membership write fails; it then loads
+//! again from the log, so memory never stays ahead of what is committed.
+//!
+//! A shard is a `std::sync::Mutex` over its groups (held for short, synchronous steps,
+//! never across an await) plus a `tokio::sync::Mutex` serializing its writes. A write
+//! takes the writer lock, checks and prepares under the state lock, builds one record
+//! batch, queues it on the partition under the leader epoch the shard was loaded at
+//! (queue order is log order; another leadership refuses it) and releases the writer
+//! lock; it then waits for the durable acknowledgement (concurrent writers share the
+//! fsync) and applies the records to the state. Each in-memory offset remembers the log
+//! offset of the record that set it, and a record only replaces an older one, so the
+//! state matches the last record in the log whatever order the acknowledgements arrive
+//! in. Writes run as their own tasks, so a caller that goes away (a cancelled RPC)
+//! cannot leave a record in the log that the state never saw.
+//!
+//! Membership (KIP-848's member metadata and current and target assignments) is written
+//! as one member record per member, after the change is made in memory and before the
+//! member is answered: `ShardState::persisted` holds what has been queued, and each
+//! write carries the difference from it, computed under the writer lock so the log
+//! order is the order of the changes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches, decode_records};
+
+use super::assignor::{Assignment, Assignor};
+use super::records::{self, GroupValue, MemberValue, RecordKey, StoredSubscription};
+use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
+use super::{GroupConfig, GroupError, GroupState, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES};
+use crate::error::ClusterError;
+use crate::partition::{Durability, Partition};
+
+/// One committed offset in memory.
+#[derive(Debug, Clone)]
+pub(super) struct StoredOffset {
+    pub(super) offset: i64,
+    pub(super) metadata: String,
+    pub(super) commit_timestamp_ms: i64,
+    /// Log offset of the record that set it.
+    pub(super) record_offset: i64,
+}
+
+/// One group of a shard.
+#[derive(Debug)]
+pub(super) struct GroupEntry {
+    pub(super) group: Group,
+    pub(super) offsets: BTreeMap<String, BTreeMap<u32, StoredOffset>>,
+    /// Tombstones for it are being written.
+    pub(super) deleting: bool,
+    /// Start of the offsets retention clock: when the group last became empty or was
+    /// last committed to, whichever is later (on open: the open time, or the newest
+    /// commit timestamp if later). Only read while the group has no members.
+    pub(super) idle_since: Instant,
+}
+
+impl GroupEntry {
+    pub(super) fn state(&self) -> GroupState {
+        if self.deleting {
+            GroupState::Dead
+        } else {
+            self.group.state()
+        }
+    }
+}
+
+/// The groups of one `__consumer_offsets` partition.
+#[derive(Debug, Default)]
+pub(super) struct ShardState {
+    pub(super) groups: HashMap<String, GroupEntry>,
+    /// Writes queued and not yet applied.
+    in_flight: usize,
+    /// Log offset of the newest group tombstone per group, kept while writes are in
+    /// flight: an older commit acknowledged after the deletion must not bring the group
+    /// back.
+    deleted: HashMap<String, i64>,
+    /// Offset keys of commits in flight, so a deletion also tombstones them.
+    pub(super) pending_keys: HashMap<(String, String, u32), u32>,
+    /// No member deadline is earlier than this (a lower bound; `None`: no members).
+    pub(super) next_deadline: Option<Instant>,
+    /// Per group, the membership (group record, member records) as queued for the log:
+    /// what the next membership write is the difference from.
+    persisted: HashMap<String, PersistedGroup>,
+}
+
+/// A group's membership as its group and member records have it.
+#[derive(Debug, Default)]
+struct PersistedGroup {
+    epoch: i32,
+    assignor: Option<Assignor>,
+    members: HashMap<Arc<str>, PersistedMember>,
+}
+
+/// Which members a membership write compares with what was queued.
+#[derive(Debug, Clone)]
+pub(super) enum Scope {
+    /// One member's heartbeat, which changed nothing else (no new group epoch).
+    Member(String),
+    /// Every member: a new group epoch (new targets), or members removed.
+    All,
+}
+
+/// One change of membership to write.
+enum Change {
+    Group { epoch: i32, assignor: Assignor },
+    Member(Arc<str>, Option<PersistedMember>),
+}
+
+/// The records of one write, and the commit keys to forget once it is applied.
+#[derive(Debug, Default)]
+pub(super) struct Prepared {
+    pub(super) records: Vec<(Bytes, Option<Bytes>)>,
+    pub(super) pending: Vec<(String, String, u32)>,
+    /// A commit: once applied, the group's retention clock restarts at this time.
+    pub(super) committed_at: Option<(String, Instant)>,
+}
+
+#[derive(Debug)]
+pub(super) struct Shard {
+    pub(super) index: u32,
+    pub(super) partition: Arc<Partition>,
+    /// The leadership it was loaded under: its writes are refused under any other.
+    pub(super) leader_epoch: i32,
+    writer: tokio::sync::Mutex<()>,
+    state: Mutex<ShardState>,
+    /// Groups of this shard.
+    pub(super) group_count: AtomicUsize,
+    /// A membership write failed: memory may be ahead of the log, so the shard serves
+    /// nothing more and is loaded again from the log.
+    failed: AtomicBool,
+}
+
+pub(super) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl ShardState {
+    /// What changed in `group_id`'s membership since it was last queued, for the
+    /// members `scope` names.
+    fn membership_changes(&self, group_id: &str, scope: &Scope) -> Vec<Change> {
+        let Some(e) = self.groups.get(group_id) else {
+            return Vec::new();
+        };
+        let empty = PersistedGroup::default();
+        let before = self.persisted.get(group_id).unwrap_or(&empty);
+        let mut changes = Vec::new();
+        let ids: BTreeSet<Arc<str>> = match scope {
+            Scope::Member(id) => BTreeSet::from([Arc::from(id.as_str())]),
+            Scope::All => e
+                .group
+                .member_ids()
+                .chain(before.members.keys())
+                .cloned()
+                .collect(),
+        };
+        for id in ids {
+            let now = e.group.persisted_member(&id);
+            if now.as_ref() != before.members.get(&id) {
+                changes.push(Change::Member(id, now));
+            }
+        }
+        let (epoch, assignor) = (e.group.epoch(), e.group.assignor());
+        if before.epoch != epoch || before.assignor != Some(assignor) {
+            changes.push(Change::Group { epoch, assignor });
+        }
+        changes
+    }
+
+    /// True if a membership write for `group_id` and `scope` would write anything.
+    pub(super) fn membership_changed(&self, group_id: &str, scope: &Scope) -> bool {
+        !self.membership_changes(group_id, scope).is_empty()
+    }
+
+    /// The records of the membership changes of `group_id` (members first, then the
+    /// group record), marked as queued.
+    fn membership_records(&mut self, group_id: &str, scope: &Scope) -> Vec<(Bytes, Option<Bytes>)> {
+        let changes = self.membership_changes(group_id, scope);
+        if changes.is_empty() {
+            return Vec::new();
+        }
+        let persisted = self.persisted.entry(group_id.to_string()).or_default();
+        let mut records = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                Change::Member(id, Some(member)) => {
+                    records.push((
+                        records::member_key(group_id, &id),
+                        Some(records::member_value(&member_value(&member))),
+                    ));
+                    persisted.members.insert(id, member);
+                }
+                Change::Member(id, None) => {
+                    records.push((records::member_key(group_id, &id), None));
+                    persisted.members.remove(&id);
+                }
+                Change::Group { epoch, assignor } => {
+                    let value = records::group_value(&GroupValue {
+                        epoch,
+                        assignor: assignor.name().to_string(),
+                    });
+                    records.push((records::group_key(group_id), Some(value)));
+                    persisted.epoch = epoch;
+                    persisted.assignor = Some(assignor);
+                }
+            }
+        }
+        records
+    }
+
+    /// Marks every group's membership as it is now as queued (after a load).
+    fn mark_persisted(&mut self) {
+        let ids: Vec<String> = self.groups.keys().cloned().collect();
+        for id in ids {
+            self.membership_records(&id, &Scope::All);
+        }
+    }
+}
+
+/// A member as its record stores it.
+fn member_value(m: &PersistedMember) -> MemberValue {
+    let assignment =
+        |set: &Assignment| -> Vec<(String, Vec<u32>)> { to_map(set).into_iter().collect() };
+    MemberValue {
+        epoch: m.epoch,
+        previous_epoch: m.previous_epoch,
+        client_id: m.client_id.clone(),
+        client_host: m.client_host.clone(),
+        subscription: match &m.subscription {
+            Subscription::Topics(t) => {
+                StoredSubscription::Topics(t.iter().map(|t| t.to_string()).collect())
+            }
+            Subscription::Regex(r) => StoredSubscription::Regex(r.source.clone()),
+        },
+        assignor: m.assignor.map(|a| a.name().to_string()).unwrap_or_default(),
+        session_timeout_ms: u32::try_from(m.session_timeout.as_millis()).unwrap_or(u32::MAX),
+        join_seq: m.join_seq,
+        assigned: assignment(&m.assigned),
+        pending_revocation: assignment(&m.pending_revocation),
+        target: assignment(&m.target),
+    }
+}
+
+/// A member record back as the state machine's member; `compile` builds a regex
+/// subscription.
+fn persisted_member(
+    v: MemberValue,
+    compile: &dyn Fn(&str) -> Result<Arc<TopicRegex>, GroupError>,
+) -> Result<PersistedMember, String> {
+    let assignment = |list: Vec<(String, Vec<u32>)>| -> Assignment {
+        list.into_iter()
+            .flat_map(|(t, ps)| {
+                let t: Arc<str> = Arc::from(t);
+                ps.into_iter().map(move |p| (t.clone(), p))
+            })
+            .collect()
+    };
+    let subscription = match v.subscription {
+        StoredSubscription::Topics(t) => {
+            Subscription::Topics(t.into_iter().map(Arc::from).collect())
+        }
+        StoredSubscription::Regex(source) => {
+            Subscription::Regex(compile(&source).map_err(|e| e.to_string())?)
+        }
+    };
+    let assignor = match v.assignor.as_str() {
+        "" => None,
+        name => Some(name.parse::<Assignor>()?),
+    };
+    Ok(PersistedMember {
+        epoch: v.epoch,
+        previous_epoch: v.previous_epoch,
+        client_id: v.client_id,
+        client_host: v.client_host,
+        subscription,
+        assignor,
+        session_timeout: Duration::from_millis(u64::from(v.session_timeout_ms)),
+        join_seq: v.join_seq,
+        assigned: assignment(v.assigned),
+        pending_revocation: assignment(v.pending_revocation),
+        target: assignment(v.target),
+    })
+}
+
+/// What a load needs besides the partition.
+pub(super) struct LoadContext<'a> {
+    pub(super) topics: &'a TopicsSnapshot,
+    pub(super) config: &'a GroupConfig,
+    pub(super) compile: &'a (dyn Fn(&str) -> Result<Arc<TopicRegex>, GroupError> + Sync),
+}
+
+impl Shard {
+    /// Loads the shard of `partition`, which this broker leads at `leader_epoch`: waits
+    /// (at most [`LOAD_WAIT`]) until the leadership has committed everything in its log,
+    /// then replays the log up to there. `Ok(None)`: not ready yet (the high watermark
+    /// has not reached the log end, or the leadership changed); try again later.
+    pub(super) async fn load(
+        index: u32,
+        partition: Arc<Partition>,
+        leader_epoch: i32,
+        cx: &LoadContext<'_>,
+    ) -> Result<Option<Arc<Shard>>, GroupError> {
+        let committed = match partition.leader_offsets().await {
+            Ok(o) => o,
+            Err(ClusterError::OffsetNotAvailable { .. } | ClusterError::NotLeader { .. }) => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let end = committed.log_end_offset;
+        if committed.high_watermark < end {
+            let mut hw = partition.subscribe();
+            let reached = tokio::time::timeout(LOAD_WAIT, hw.wait_for(|hw| *hw >= end)).await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return Ok(None);
+            }
+        }
+        let shard = Shard {
+            index,
+            partition,
+            leader_epoch,
+            writer: tokio::sync::Mutex::new(()),
+            state: Mutex::new(ShardState::default()),
+            group_count: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        };
+        let state = replay(&shard, end, cx).await?;
+        *shard.state() = state;
+        if shard.partition.state().leader_epoch != leader_epoch {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(shard)))
+    }
+
+    pub(super) fn state(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().expect("group shard mutex")
+    }
+
+    /// True once a membership write failed: the shard must not serve any more.
+    pub(super) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Writes what changed in `group_id`'s membership (for the members `scope` names)
+    /// and waits until it is durable. On failure the shard is failed: memory holds
+    /// changes the log may not, so the coordinator loads the shard again from the log.
+    pub(super) async fn persist(
+        self: &Arc<Self>,
+        group_id: &str,
+        scope: Scope,
+    ) -> Result<(), GroupError> {
+        if !self.state().membership_changed(group_id, &scope) {
+            return Ok(());
+        }
+        let group = group_id.to_string();
+        let written = self
+            .write(move |st| {
+                Ok(Prepared {
+                    records: st.membership_records(&group, &scope),
+                    ..Prepared::default()
+                })
+            })
+            .await;
+        if let Err(e) = &written {
+            if !self.failed.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    partition = self.index,
+                    group = group_id,
+                    error = %e,
+                    "a membership write failed; the groups of this {OFFSETS_TOPIC} partition load again from its log"
+                );
+            }
+        }
+        written.map(|_| ())
+    }
+
+    /// Writes what `prepare` returns (run under the writer and state locks; it checks
+    /// the request and may mark state) as one batch, waits until it is durable, and
+    /// applies it. Returns the base offset, or `None` if there was nothing to write.
+    pub(super) async fn write(
+        self: &Arc<Self>,
+        prepare: impl FnOnce(&mut ShardState) -> Result<Prepared, GroupError> + Send + 'static,
+    ) -> Result<Option<i64>, GroupError> {
+        let shard = self.clone();
+        // Its own task: once records are queued they are applied even if the caller
+        // stops waiting.
+        tokio::spawn(async move {
+            let writer = shard.writer.lock().await;
+            let prepared = {
+                let mut st = shard.state();
+                let prepared = prepare(&mut st)?;
+                if prepared.records.is_empty() {
+                    return Ok(None);
+                }
+                st.in_flight += 1;
+                for key in &prepared.pending {
+                    *st.pending_keys.entry(key.clone()).or_insert(0) += 1;
+                }
+                prepared
+            };
+            let appended = shard.append(&prepared.records, writer).await;
+            let mut st = shard.state();
+            st.in_flight -= 1;
+            for key in prepared.pending {
+                if let Some(n) = st.pending_keys.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        st.pending_keys.remove(&key);
+                    }
+                }
+            }
+            let result = appended.map(|base| {
+                for (i, (key, value)) in prepared.records.iter().enumerate() {
+                    let offset = base + i as i64;
+                    if let Err(reason) = apply_record(
+                        &mut st,
+                        key,
+                        value.as_deref(),
+                        offset,
+                        &shard.group_count,
+                        None,
+                    ) {
+                        // We encoded it ourselves: a bug, not bad input.
+                        tracing::error!(
+                            partition = shard.index,
+                            offset,
+                            reason,
+                            "applying own record failed"
+                        );
+                    }
+                }
+                if let Some((group, at)) = &prepared.committed_at
+                    && let Some(e) = st.groups.get_mut(group)
+                {
+                    e.idle_since = e.idle_since.max(*at);
+                }
+                Some(base)
+            });
+            if st.in_flight == 0 {
+                st.deleted.clear();
+            }
+            result
+        })
+        .await
+        .map_err(|e| GroupError::Cluster(ClusterError::TaskFailed(e.to_string())))?
+        .map_err(not_coordinator)
+    }
+
+    /// Builds the batch, queues it (then lets the next writer in) and waits for the
+    /// durable acknowledgement; returns the base offset.
+    async fn append(
+        &self,
+        records: &[(Bytes, Option<Bytes>)],
+        writer: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<i64, GroupError> {
+        let timestamp = now_ms();
+        let mut builder = RecordBatchBuilder::new(Compression::None);
+        for (key, value) in records {
+            builder.push(&Record {
+                key: Some(key.clone()),
+                value: value.clone(),
+                headers: Vec::new(),
+                timestamp,
+            });
+        }
+        let bytes = builder
+            .build()
+            .map_err(|e| GroupError::InvalidRequest(format!("cannot encode the records: {e}")))?;
+        let max = self.partition.config().log.max_message_bytes;
+        if bytes.len() > max {
+            return Err(GroupError::InvalidRequest(format!(
+                "the request makes a {} byte record batch, over the {max} byte limit of \
+                 {OFFSETS_TOPIC} (max.message.bytes); send fewer partitions per request",
+                bytes.len()
+            )));
+        }
+        let batch = ValidatedBatches::new(bytes, max).map_err(|source| ClusterError::Append {
+            topic: OFFSETS_TOPIC.to_string(),
+            partition: self.index,
+            source,
+        })?;
+        let pending = self
+            .partition
+            .submit_under(batch, Durability::Durable, self.leader_epoch)
+            .await?;
+        drop(writer);
+        let outcome = pending.await.map_err(|_| ClusterError::PartitionClosed {
+            topic: OFFSETS_TOPIC.to_string(),
+            partition: self.index,
+        })??;
+        Ok(outcome.base_offset)
+    }
+}
+
+/// A write refused because this broker no longer leads the partition (at the epoch the
+/// shard was loaded under): the group's coordinator is elsewhere now.
+fn not_coordinator(e: GroupError) -> GroupError {
+    match e {
+        GroupError::Cluster(ClusterError::NotLeader {
+            partition, leader, ..
+        }) => GroupError::NotCoordinator {
+            partition,
+            coordinator: leader,
+        },
+        GroupError::Cluster(ClusterError::FencedLeaderEpoch { partition, .. }) => {
+            GroupError::NotCoordinator {
+                partition,
+                coordinator: -1,
+            }
+        }
+        e => e,
+    }
+}
+
+/// The entry of `group`, created if missing.
+pub(super) fn entry<'a>(
+    st: &'a mut ShardState,
+    group: &str,
+    count: &AtomicUsize,
+) -> &'a mut GroupEntry {
+    if !st.groups.contains_key(group) {
+        count.fetch_add(1, Ordering::Relaxed);
+        st.groups.insert(
+            group.to_string(),
+            GroupEntry {
+                group: Group::new(group),
+                offsets: BTreeMap::new(),
+                deleting: false,
+                idle_since: Instant::now(),
+            },
+        );
+    }
+    st.groups.get_mut(group).expect("inserted")
+}
+
+/// Member records seen by a replay, newest per (group, member); `None`: deleted.
+type ReplayedMembers = HashMap<(String, String), Option<MemberValue>>;
+
+/// Applies one `__consumer_offsets` record at log offset `offset`: on replay, and after
+/// each write is durable. Records only replace what older records set. Member records
+/// are collected into `members` on replay (the coordinator's own writes already changed
+/// memory before they were written, so they pass `None`).
+fn apply_record(
+    st: &mut ShardState,
+    key: &[u8],
+    value: Option<&[u8]>,
+    offset: i64,
+    count: &AtomicUsize,
+    members: Option<&mut ReplayedMembers>,
+) -> Result<(), String> {
+    let Some(key) = records::decode_key(key)? else {
+        return Ok(());
+    };
+    let deleted_after =
+        |st: &ShardState, group: &str| st.deleted.get(group).is_some_and(|d| *d > offset);
+    match (key, value) {
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            Some(value),
+        ) => {
+            let value = records::decode_offset_value(value)?;
+            if deleted_after(st, &group) {
+                return Ok(());
+            }
+            let e = entry(st, &group, count);
+            let stored = StoredOffset {
+                offset: value.offset,
+                metadata: value.metadata,
+                commit_timestamp_ms: value.commit_timestamp_ms,
+                record_offset: offset,
+            };
+            match e.offsets.entry(topic).or_default().entry(partition) {
+                btree_map::Entry::Vacant(v) => {
+                    v.insert(stored);
+                }
+                btree_map::Entry::Occupied(mut o) => {
+                    if o.get().record_offset < offset {
+                        o.insert(stored);
+                    }
+                }
+            }
+        }
+        (
+            RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            },
+            None,
+        ) => {
+            if let Some(e) = st.groups.get_mut(&group)
+                && let Some(parts) = e.offsets.get_mut(&topic)
+            {
+                if parts
+                    .get(&partition)
+                    .is_some_and(|s| s.record_offset < offset)
+                {
+                    parts.remove(&partition);
+                }
+                if parts.is_empty() {
+                    e.offsets.remove(&topic);
+                }
+            }
+        }
+        (RecordKey::Group { group }, Some(value)) => {
+            let value = records::decode_group_value(value)?;
+            if deleted_after(st, &group) {
+                return Ok(());
+            }
+            let assignor = value.assignor.parse::<Assignor>().ok();
+            entry(st, &group, count)
+                .group
+                .restore(value.epoch, assignor);
+        }
+        (RecordKey::Member { group, member }, value) => {
+            let Some(members) = members else {
+                return Ok(());
+            };
+            let value = value.map(records::decode_member_value).transpose()?;
+            if value.is_some() {
+                entry(st, &group, count);
+            }
+            members.insert((group, member), value);
+        }
+        (RecordKey::Group { group }, None) => {
+            let newest = st.deleted.entry(group.clone()).or_insert(offset);
+            *newest = (*newest).max(offset);
+            if let Some(e) = st.groups.get_mut(&group) {
+                for parts in e.offsets.values_mut() {
+                    parts.retain(|_, s| s.record_offset > offset);
+                }
+                e.offsets.retain(|_, parts| !parts.is_empty());
+                if e.group.member_count() == 0 {
+                    e.group.reset();
+                    e.deleting = false;
+                    st.persisted.remove(&group);
+                    if e.offsets.is_empty() {
+                        st.groups.remove(&group);
+                        count.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes, in one batch, a tombstone for each committed offset of `group` (including
+/// commits still in flight) and then one for its group key, if `check` (run under the
+/// writer and state locks) says so; marks the group `deleting` meanwhile. Returns
+/// whether it wrote. Used by `delete_group` and the offsets retention.
+pub(super) async fn delete_group_records(
+    shard: &Arc<Shard>,
+    group_id: &str,
+    check: impl FnOnce(&ShardState) -> Result<bool, GroupError> + Send + 'static,
+) -> Result<bool, GroupError> {
+    let group = group_id.to_string();
+    let written = shard
+        .write(move |st| {
+            if !check(st)? {
+                return Ok(Prepared::default());
+            }
+            let pending: Vec<(String, u32)> = st
+                .pending_keys
+                .keys()
+                .filter(|(g, _, _)| *g == group)
+                .map(|(_, t, p)| (t.clone(), *p))
+                .collect();
+            let e = st
+                .groups
+                .get_mut(&group)
+                .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+            e.deleting = true;
+            let mut keys: BTreeSet<(String, u32)> = e
+                .offsets
+                .iter()
+                .flat_map(|(t, parts)| parts.keys().map(move |p| (t.clone(), *p)))
+                .collect();
+            keys.extend(pending);
+            let mut records: Vec<(Bytes, Option<Bytes>)> = keys
+                .iter()
+                .map(|(t, p)| (records::offset_key(&group, t, *p), None))
+                .collect();
+            records.push((records::group_key(&group), None));
+            Ok(Prepared {
+                records,
+                ..Prepared::default()
+            })
+        })
+        .await;
+    if written.is_err()
+        && let Some(e) = shard.state().groups.get_mut(group_id)
+    {
+        e.deleting = false;
+    }
+    Ok(written?.is_some())
+}
+
+/// Rebuilds a shard's state from its partition, log start to `end` (committed):
+/// offsets, groups and their members, whose sessions start again now.
+async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardState, GroupError> {
+    let (index, partition, count) = (shard.index, &shard.partition, &shard.group_count);
+    let mut st = ShardState::default();
+    let mut members = ReplayedMembers::new();
+    let mut position = partition.offsets().await?.log_start_offset;
+    let mut records_applied = 0u64;
+    while position < end {
+        let data = partition.read(position, REPLAY_READ_BYTES).await?;
+        for batch in data.batches() {
+            let corrupt = |offset, reason: String| GroupError::CorruptRecord {
+                partition: index,
+                offset,
+                reason,
+            };
+            let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
+            for record in decoded.into_iter().filter(|r| r.offset < end) {
+                let Some(key) = &record.key else {
+                    tracing::warn!(
+                        partition = index,
+                        offset = record.offset,
+                        "skipping a record without a key"
+                    );
+                    continue;
+                };
+                let value = record.value.as_deref();
+                apply_record(
+                    &mut st,
+                    key,
+                    value,
+                    record.offset,
+                    count,
+                    Some(&mut members),
+                )
+                .map_err(|reason| corrupt(record.offset, reason))?;
+                records_applied += 1;
+            }
+        }
+        if data.next_offset <= position {
+            break;
+        }
+        position = data.next_offset;
+    }
+    // Everything is applied in log order: no write is in flight.
+    st.deleted.clear();
+    let mut restored = 0usize;
+    for ((group, member), value) in members {
+        let (Some(value), Some(e)) = (value, st.groups.get_mut(&group)) else {
+            continue;
+        };
+        match persisted_member(value, cx.compile) {
+            Ok(m) => {
+                e.group.restore_member(&member, m);
+                restored += 1;
+            }
+            // Written by this broker, so this is a bug or an incompatible broker: the
+            // member is dropped (it rejoins) rather than the whole shard refused.
+            Err(reason) => tracing::error!(
+                partition = index,
+                group,
+                member,
+                reason,
+                "a member record cannot be restored; the member will have to rejoin"
+            ),
+        }
+    }
+    // Every group's sessions, and the retention clock of the empty ones, restart now (or,
+    // for the clock, at the newest commit timestamp if that is later: a wall clock that
+    // went back), so offsets never expire earlier than Kafka, which counts from when the
+    // group became empty.
+    let (open_instant, open_ms) = (Instant::now(), now_ms());
+    let mut next_deadline: Option<Instant> = None;
+    for e in st.groups.values_mut() {
+        e.group.finish_restore(cx.topics, open_instant, cx.config);
+        if let Some(d) = e.group.next_deadline() {
+            next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
+        }
+        let newest = e
+            .offsets
+            .values()
+            .flat_map(|parts| parts.values())
+            .map(|s| s.commit_timestamp_ms)
+            .max()
+            .unwrap_or(i64::MIN);
+        let ahead = Duration::from_millis(newest.saturating_sub(open_ms).max(0) as u64);
+        e.idle_since = open_instant + ahead;
+    }
+    st.next_deadline = next_deadline;
+    st.mark_persisted();
+    tracing::debug!(
+        partition = index,
+        records = records_applied,
+        groups = st.groups.len(),
+        members = restored,
+        "replayed offsets partition"
+    );
+    Ok(st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::group::records::OffsetValue;
+
+    fn commit(st: &mut ShardState, count: &AtomicUsize, offset: i64, committed: i64) {
+        let key = records::offset_key("g", "t", 0);
+        let value = records::offset_value(&OffsetValue {
+            offset: committed,
+            commit_timestamp_ms: 1,
+            metadata: String::new(),
+        });
+        apply_record(st, &key, Some(&value), offset, count, None).unwrap();
+    }
+
+    fn committed(st: &ShardState) -> Option<i64> {
+        st.groups
+            .get("g")
+            .and_then(|e| e.offsets.get("t"))
+            .and_then(|p| p.get(&0))
+            .map(|s| s.offset)
+    }
+
+    #[test]
+    fn records_applied_out_of_order_keep_the_newest_in_the_log() {
+        let count = AtomicUsize::new(0);
+        let mut st = ShardState::default();
+        // Acknowledgements can arrive out of log order: the record at 10 wins over 5.
+        commit(&mut st, &count, 10, 100);
+        commit(&mut st, &count, 5, 50);
+        assert_eq!(committed(&st), Some(100));
+        // A tombstone older than the value leaves it.
+        let key = records::offset_key("g", "t", 0);
+        apply_record(&mut st, &key, None, 7, &count, None).unwrap();
+        assert_eq!(committed(&st), Some(100));
+        // A group tombstone at 20 removes what came before it...
+        apply_record(&mut st, &records::group_key("g"), None, 20, &count, None).unwrap();
+        assert_eq!(committed(&st), None);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        // ...and an older commit acknowledged after it does not bring the group back,
+        commit(&mut st, &count, 15, 150);
+        assert_eq!(committed(&st), None);
+        // while a newer one does.
+        commit(&mut st, &count, 25, 250);
+        assert_eq!(committed(&st), Some(250));
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        // Group records never lower the epoch.
+        let group = |epoch| {
+            records::group_value(&GroupValue {
+                epoch,
+                assignor: "range".into(),
+            })
+        };
+        apply_record(
+            &mut st,
+            &records::group_key("g"),
+            Some(&group(7)),
+            30,
+            &count,
+            None,
+        )
+        .unwrap();
+        apply_record(
+            &mut st,
+            &records::group_key("g"),
+            Some(&group(3)),
+            31,
+            &count,
+            None,
+        )
+        .unwrap();
+        let g = &st.groups["g"].group;
+        assert_eq!((g.epoch(), g.assignor()), (7, Assignor::Range));
+        // Unknown key types are skipped; malformed values are errors.
+        apply_record(&mut st, &[0, 77], None, 32, &count, None).unwrap();
+        assert!(
+            apply_record(
+                &mut st,
+                &records::group_key("g"),
+                Some(&[0, 1]),
+                33,
+                &count,
+                None
+            )
+            .is_err()
+        );
+    }
+}
