@@ -47,7 +47,7 @@ pub(crate) enum Listener {
 impl Listener {
     /// Of a broker's client and external addresses, the one for clients of this
     /// listener: the external one on the external listener if the broker has one.
-    fn pick<'a, T: ?Sized>(self, client: &'a T, external: Option<&'a T>) -> &'a T {
+    pub(crate) fn pick<'a, T: ?Sized>(self, client: &'a T, external: Option<&'a T>) -> &'a T {
         match (self, external) {
             (Listener::External, Some(external)) => external,
             _ => client,

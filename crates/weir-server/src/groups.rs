@@ -2,23 +2,28 @@
 //! calls of the Admin service: conversions around `weir_cluster::group`, which holds
 //! every rule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use weir_cluster::group::{GroupCoordinator, Heartbeat, OffsetCommit, ResetSpec};
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+use weir_cluster::group::{
+    GroupCoordinator, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec, find_coordinator,
+};
 use weir_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset, DeleteGroupRequest,
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
-    FetchOffsetsResponse, GroupMemberDescription, GroupPartitionOffset, GroupSummary,
+    FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription, GroupPartitionOffset, GroupSummary,
     HeartbeatRequest, HeartbeatResponse, ListGroupsRequest, ListGroupsResponse,
     PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions,
     groups_server::Groups, offset_reset_spec,
 };
 
 use crate::Broker;
-use crate::status::group_status;
+use crate::admin::Listener;
+use crate::status::{ERROR_DOMAIN, REASON_COORDINATOR_NOT_AVAILABLE, group_status};
 
 /// Most partitions one commit or fetch may name.
 pub const MAX_PARTITIONS_PER_OFFSET_REQUEST: usize = 100_000;
@@ -27,11 +32,13 @@ pub const MAX_PARTITIONS_PER_OFFSET_REQUEST: usize = 100_000;
 #[derive(Debug, Clone)]
 pub struct GroupsService {
     broker: Arc<Broker>,
+    /// Which advertised address of the coordinator FindCoordinator hands out.
+    listener: Listener,
 }
 
 impl GroupsService {
-    pub(crate) fn new(broker: Arc<Broker>) -> GroupsService {
-        GroupsService { broker }
+    pub(crate) fn new(broker: Arc<Broker>, listener: Listener) -> GroupsService {
+        GroupsService { broker, listener }
     }
 
     fn coordinator(&self) -> Result<&Arc<GroupCoordinator>, Status> {
@@ -72,6 +79,49 @@ fn owned_map(list: Vec<TopicPartitions>) -> BTreeMap<String, Vec<u32>> {
 
 #[tonic::async_trait]
 impl Groups for GroupsService {
+    async fn find_coordinator(
+        &self,
+        request: Request<FindCoordinatorRequest>,
+    ) -> Result<Response<FindCoordinatorResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("FindCoordinator");
+        let req = request.into_inner();
+        let (partition, coordinator) =
+            find_coordinator(&self.broker.registry, &req.group_id).map_err(group_status)?;
+        let image = self.broker.registry.cluster().image();
+        let address = image
+            .brokers()
+            .find(|b| b.node == coordinator && coordinator >= 0)
+            .map(|b| {
+                self.listener
+                    .pick(&b.endpoints.client, b.endpoints.external.as_ref())
+                    .clone()
+            });
+        let Some(address) = address else {
+            return Err(Status::with_error_details(
+                Code::Unavailable,
+                format!(
+                    "group {:?} has no coordinator right now (partition {partition} of \
+                     {OFFSETS_TOPIC} has no leader this broker knows of); retry shortly",
+                    req.group_id
+                ),
+                ErrorDetails::with_error_info(
+                    REASON_COORDINATOR_NOT_AVAILABLE,
+                    ERROR_DOMAIN,
+                    HashMap::new(),
+                ),
+            ));
+        };
+        let (host, port) = crate::parse_host_port(&address)
+            .map(|(h, p)| (h.to_string(), u32::from(p)))
+            .unwrap_or_else(|_| (address.clone(), 0));
+        Ok(Response::new(FindCoordinatorResponse {
+            broker_id: coordinator,
+            host,
+            port,
+            partition,
+        }))
+    }
+
     async fn heartbeat(
         &self,
         request: Request<HeartbeatRequest>,

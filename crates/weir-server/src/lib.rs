@@ -257,9 +257,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let consumer = ConsumerServer::new(ConsumerService::new(broker.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let groups = GroupsServer::new(GroupsService::new(broker.clone()))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let groups = |listener| {
+        GroupsServer::new(GroupsService::new(broker.clone(), listener))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES)
+    };
     let admin = |listener| {
         AdminServer::new(AdminService::new(broker.clone(), listener))
             .max_decoding_message_size(max_request)
@@ -279,7 +281,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .add_service(producer.clone())
             .add_service(consumer.clone())
             .add_service(admin(listener))
-            .add_service(groups.clone())
+            .add_service(groups(listener))
     };
 
     // The internal services (replication, controller, quorum) share the client listener

@@ -143,6 +143,18 @@ pub const REASON_GROUP_NOT_EMPTY: &str = "GROUP_NOT_EMPTY";
 pub const REASON_INVALID_GROUP_ID: &str = "INVALID_GROUP_ID";
 /// Reason: a limit on groups or members was reached (code `RESOURCE_EXHAUSTED`).
 pub const REASON_TOO_MANY: &str = "TOO_MANY";
+/// Reason: this broker does not coordinate the group; ask FindCoordinator and retry
+/// there (code `UNAVAILABLE`).
+pub const REASON_NOT_COORDINATOR: &str = "NOT_COORDINATOR";
+/// Reason: this broker just became the group's coordinator and is loading it; retry
+/// shortly (code `UNAVAILABLE`).
+pub const REASON_COORDINATOR_LOADING: &str = "COORDINATOR_LOADING";
+/// Reason: the group's `__consumer_offsets` partition has no leader now, so it has no
+/// coordinator (FindCoordinator; code `UNAVAILABLE`).
+pub const REASON_COORDINATOR_NOT_AVAILABLE: &str = "COORDINATOR_NOT_AVAILABLE";
+/// Metadata key (`NOT_COORDINATOR`): the broker id of the coordinator as this broker
+/// knows it, in decimal; -1 when there is none right now.
+pub const META_COORDINATOR_ID: &str = "coordinator_id";
 /// Metadata key: the topic name.
 pub const META_TOPIC: &str = "topic";
 /// Metadata key: the partition index, in decimal.
@@ -330,6 +342,7 @@ pub fn group_status(err: GroupError) -> Status {
         GroupErrorCode::FailedPrecondition => Code::FailedPrecondition,
         GroupErrorCode::ResourceExhausted => Code::ResourceExhausted,
         GroupErrorCode::Internal => Code::Internal,
+        GroupErrorCode::Unavailable => Code::Unavailable,
         GroupErrorCode::Cluster => match err {
             GroupError::Cluster(inner) => return status(inner),
             _ => Code::Internal,
@@ -350,11 +363,20 @@ pub fn group_status(err: GroupError) -> Status {
         GroupError::InvalidRegex { .. } | GroupError::InvalidRequest(_) => REASON_INVALID_REQUEST,
         GroupError::TooManyMembers { .. } | GroupError::TooManyGroups { .. } => REASON_TOO_MANY,
         GroupError::CorruptRecord { .. } | GroupError::Cluster(_) => REASON_INTERNAL,
+        GroupError::NotCoordinator { .. } => REASON_NOT_COORDINATOR,
+        GroupError::CoordinatorLoading { .. } => REASON_COORDINATOR_LOADING,
     };
+    let mut metadata = HashMap::new();
+    if let GroupError::NotCoordinator { coordinator, .. } = &err {
+        metadata.insert(
+            META_COORDINATOR_ID.to_owned(),
+            (*coordinator).max(-1).to_string(),
+        );
+    }
     Status::with_error_details(
         code,
         err.to_string(),
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new()),
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
     )
 }
 

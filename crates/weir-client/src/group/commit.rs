@@ -14,9 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_proto::v1::groups_client::GroupsClient;
+use super::link::CoordinatorLink;
 
 use super::TopicPartition;
 use super::heartbeat::Shared;
@@ -42,12 +41,12 @@ pub(super) struct CommitJob {
 /// Runs until every sender is gone.
 pub(super) async fn run(
     mut jobs: mpsc::Receiver<CommitJob>,
-    mut client: GroupsClient<Channel>,
+    coordinator: Arc<CoordinatorLink>,
     shared: Arc<Shared>,
     initial_backoff: Duration,
 ) {
     while let Some(job) = jobs.recv().await {
-        let result = commit(&mut client, &shared, &job, initial_backoff).await;
+        let result = commit(&coordinator, &shared, &job, initial_backoff).await;
         match job.done {
             Some(done) => {
                 let _ = done.send(result);
@@ -62,7 +61,7 @@ pub(super) async fn run(
 }
 
 async fn commit(
-    client: &mut GroupsClient<Channel>,
+    coordinator: &CoordinatorLink,
     shared: &Shared,
     job: &CommitJob,
     initial_backoff: Duration,
@@ -87,8 +86,16 @@ async fn commit(
             topics: offset_commits(&job.offsets),
         };
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result = match tokio::time::timeout(remaining, client.commit_offsets(request)).await {
-            Ok(answer) => answer.map(|_| ()).map_err(ClientError::from),
+        let call = async {
+            let mut client = coordinator.client().await?;
+            client
+                .commit_offsets(request)
+                .await
+                .map(|_| ())
+                .map_err(ClientError::from)
+        };
+        let result = match tokio::time::timeout(remaining, call).await {
+            Ok(answer) => answer,
             Err(_) => Err(ClientError::DeadlineExceeded(format!(
                 "no commit answer within {COMMIT_TIMEOUT:?}"
             ))),
@@ -97,6 +104,7 @@ async fn commit(
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
+        coordinator.failed(&error);
         if tokio::time::Instant::now() >= deadline {
             return Err(error);
         }

@@ -20,9 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
-use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_proto::v1::groups_client::GroupsClient;
+use super::link::CoordinatorLink;
 
 use super::TopicPartition;
 use crate::consumer::reconnect_backoff as backoff;
@@ -283,7 +282,7 @@ pub(super) fn topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<pb:
 /// Runs until the member left (after `close`), or failed for good.
 pub(super) async fn run(
     shared: Arc<Shared>,
-    mut client: GroupsClient<Channel>,
+    coordinator: Arc<CoordinatorLink>,
     initial_backoff: Duration,
 ) {
     let mut failures: u32 = 0;
@@ -294,14 +293,24 @@ pub(super) async fn run(
         let timeout = shared.request_timeout();
         let mut request = tonic::Request::new(request);
         request.set_timeout(timeout);
-        let result = match tokio::time::timeout(timeout, client.heartbeat(request)).await {
-            Ok(answer) => answer
+        let call = async {
+            let mut client = coordinator.client().await?;
+            client
+                .heartbeat(request)
+                .await
                 .map(tonic::Response::into_inner)
-                .map_err(ClientError::from),
+                .map_err(ClientError::from)
+        };
+        let result = match tokio::time::timeout(timeout, call).await {
+            Ok(answer) => answer,
             Err(_) => Err(ClientError::DeadlineExceeded(format!(
                 "no heartbeat answer within {timeout:?}"
             ))),
         };
+        if let Err(error) = &result {
+            // The coordinator moved or is gone: find it again before the next try.
+            coordinator.failed(error);
+        }
         let wait = match result {
             Ok(response) => {
                 failures = 0;

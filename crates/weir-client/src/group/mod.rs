@@ -96,6 +96,7 @@
 
 mod commit;
 mod heartbeat;
+mod link;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -107,15 +108,14 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_proto::v1::groups_client::GroupsClient;
 
 use self::commit::CommitJob;
 pub use self::commit::{COMMIT_QUEUE_DEPTH, COMMIT_TIMEOUT};
 use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
+use self::link::CoordinatorLink;
 use crate::admin::OffsetQuery;
-use crate::connection::{self, DEFAULT_BROKER, MAX_MESSAGE_BYTES};
+use crate::connection::DEFAULT_BROKER;
 use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, DEFAULT_MAX_BYTES_PER_MESSAGE,
@@ -300,7 +300,7 @@ struct Held {
 pub struct GroupConsumer {
     config: GroupConsumerConfig,
     inner: Consumer,
-    groups: GroupsClient<Channel>,
+    coordinator: Arc<CoordinatorLink>,
     shared: Arc<Shared>,
     heartbeat: Option<JoinHandle<()>>,
     commits: Option<mpsc::Sender<CommitJob>>,
@@ -385,10 +385,9 @@ impl GroupConsumer {
             reconnect_backoff: config.reconnect_backoff,
         })
         .await?;
-        let channel = connection::connect(&config.brokers).await?;
-        let groups = GroupsClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let coordinator = Arc::new(CoordinatorLink::new(&config.group_id, &config.brokers));
+        // Found now, so a group consumer that cannot reach its coordinator fails here.
+        coordinator.client().await?;
         let shared = Arc::new(Shared::new(
             config.group_id.clone(),
             config.client_id.clone(),
@@ -398,14 +397,14 @@ impl GroupConsumer {
         let (commits, jobs) = mpsc::channel(COMMIT_QUEUE_DEPTH);
         let committer = tokio::spawn(commit::run(
             jobs,
-            groups.clone(),
+            coordinator.clone(),
             shared.clone(),
             config.reconnect_backoff,
         ));
         Ok(GroupConsumer {
             config,
             inner,
-            groups,
+            coordinator,
             shared,
             heartbeat: None,
             commits: Some(commits),
@@ -466,7 +465,7 @@ impl GroupConsumer {
         if self.heartbeat.is_none() {
             self.heartbeat = Some(tokio::spawn(heartbeat::run(
                 self.shared.clone(),
-                self.groups.clone(),
+                self.coordinator.clone(),
                 self.config.reconnect_backoff,
             )));
         } else {
@@ -610,7 +609,7 @@ impl GroupConsumer {
             return Ok(Vec::new());
         }
         let found = fetch_offsets(
-            &mut self.groups.clone(),
+            &self.coordinator,
             &self.config.group_id,
             &wanted.iter().cloned().collect(),
         )
@@ -916,7 +915,7 @@ impl GroupConsumer {
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, ClientError> {
         let wanted: BTreeSet<TopicPartition> = partitions.iter().cloned().collect();
         let committed: HashMap<TopicPartition, i64> =
-            fetch_offsets(&mut self.groups, &self.config.group_id, &wanted)
+            fetch_offsets(&self.coordinator, &self.config.group_id, &wanted)
                 .await?
                 .into_iter()
                 .filter(|c| c.offset >= 0)
@@ -1153,18 +1152,29 @@ fn attached(held: &BTreeMap<TopicPartition, Held>) -> Vec<(&str, u32)> {
 
 /// `Groups.FetchOffsets` for some partitions.
 async fn fetch_offsets(
-    client: &mut GroupsClient<Channel>,
+    coordinator: &CoordinatorLink,
     group_id: &str,
     partitions: &BTreeSet<TopicPartition>,
 ) -> Result<Vec<pb::CommittedOffset>, ClientError> {
-    let response = client
-        .fetch_offsets(pb::FetchOffsetsRequest {
-            group_id: group_id.to_owned(),
-            topics: topic_partitions(partitions),
-        })
-        .await?
-        .into_inner();
-    Ok(response.offsets)
+    let answer = async {
+        coordinator
+            .client()
+            .await?
+            .fetch_offsets(pb::FetchOffsetsRequest {
+                group_id: group_id.to_owned(),
+                topics: topic_partitions(partitions),
+            })
+            .await
+            .map_err(ClientError::from)
+    }
+    .await;
+    match answer {
+        Ok(response) => Ok(response.into_inner().offsets),
+        Err(error) => {
+            coordinator.failed(&error);
+            Err(error)
+        }
+    }
 }
 
 fn not_held(partitions: &[TopicPartition]) -> ClientError {

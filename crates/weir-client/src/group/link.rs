@@ -1,0 +1,87 @@
+//! The connection to a group's coordinator: the broker leading the `__consumer_offsets`
+//! partition the group hashes to. It is found with `Groups.FindCoordinator` (asked of
+//! the first bootstrap broker that answers) and found again after a call fails in a way
+//! that says it moved or cannot be reached (`UNAVAILABLE`, reason `NOT_COORDINATOR` or
+//! `COORDINATOR_LOADING`, or a transport error or timeout), so a member follows its
+//! coordinator through broker failures without rejoining.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::Channel;
+use weir_proto::v1 as pb;
+use weir_proto::v1::groups_client::GroupsClient;
+
+use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::error::ClientError;
+
+/// Longest a FindCoordinator call waits for its answer.
+pub const FIND_COORDINATOR_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A group's coordinator, found on first use.
+#[derive(Debug)]
+pub(crate) struct CoordinatorLink {
+    group_id: String,
+    brokers: Vec<String>,
+    current: Mutex<Option<GroupsClient<Channel>>>,
+}
+
+/// A Groups client on `channel` with the client's message size limits.
+fn groups_client(channel: Channel) -> GroupsClient<Channel> {
+    GroupsClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+impl CoordinatorLink {
+    pub(crate) fn new(group_id: &str, brokers: &[String]) -> CoordinatorLink {
+        CoordinatorLink {
+            group_id: group_id.to_owned(),
+            brokers: brokers.to_vec(),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// A client of the coordinator: the one found before, or a new one.
+    pub(crate) async fn client(&self) -> Result<GroupsClient<Channel>, ClientError> {
+        if let Some(client) = self.current.lock().expect("coordinator link").clone() {
+            return Ok(client);
+        }
+        let found = self.find().await?;
+        *self.current.lock().expect("coordinator link") = Some(found.clone());
+        Ok(found)
+    }
+
+    /// After a failed call: forgets the coordinator if `error` says it moved or could not
+    /// be reached, so the next call finds it again.
+    pub(crate) fn failed(&self, error: &ClientError) {
+        if error.is_retriable() || matches!(error, ClientError::Connect { .. }) {
+            *self.current.lock().expect("coordinator link") = None;
+        }
+    }
+
+    async fn find(&self) -> Result<GroupsClient<Channel>, ClientError> {
+        let (bootstrap, channel) = connection::connect_first(&self.brokers).await?;
+        let mut request = tonic::Request::new(pb::FindCoordinatorRequest {
+            group_id: self.group_id.clone(),
+        });
+        request.set_timeout(FIND_COORDINATOR_TIMEOUT);
+        let answer = tokio::time::timeout(
+            FIND_COORDINATOR_TIMEOUT,
+            groups_client(channel).find_coordinator(request),
+        )
+        .await
+        .map_err(|_| {
+            ClientError::DeadlineExceeded(format!(
+                "broker {bootstrap} did not say within {FIND_COORDINATOR_TIMEOUT:?} which broker \
+                 coordinates group {}",
+                self.group_id
+            ))
+        })??
+        .into_inner();
+        let address = format!("{}:{}", answer.host, answer.port);
+        tracing::debug!(group = %self.group_id, coordinator = answer.broker_id, %address, "found the group's coordinator");
+        let channel = connection::connect(std::slice::from_ref(&address)).await?;
+        Ok(groups_client(channel))
+    }
+}
