@@ -10,8 +10,10 @@ use tonic::{Request, Response, Status};
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_cluster::group::{
-    GroupCoordinator, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec, find_coordinator,
+    GroupCoordinator, GroupError, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
+    find_coordinator,
 };
+use weir_cluster::ClusterError;
 use weir_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset, DeleteGroupRequest,
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
@@ -85,8 +87,13 @@ impl Groups for GroupsService {
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("FindCoordinator");
         let req = request.into_inner();
-        let (partition, coordinator) =
-            find_coordinator(&self.broker.registry, &req.group_id).map_err(group_status)?;
+        let (partition, coordinator) = match find_coordinator(&self.broker.registry, &req.group_id)
+        {
+            Ok(found) => found,
+            // Not created yet (the first broker to open its coordinator creates it).
+            Err(GroupError::Cluster(ClusterError::UnknownTopic(_))) => (0, -1),
+            Err(e) => return Err(group_status(e)),
+        };
         let image = self.broker.registry.cluster().image();
         let address = image
             .brokers()

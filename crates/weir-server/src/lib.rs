@@ -96,6 +96,8 @@ pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Concurrent streams per client connection; with the windows above this bounds what
 /// one connection can make the broker buffer.
 pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
+/// Wait before opening the group coordinator again after it failed to open.
+const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 
 /// What the services share.
 #[derive(Debug)]
@@ -342,16 +344,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // single node that takes milliseconds and `start` waits for it; in a cluster the
     // other brokers may not be up yet, so it happens in the background.
     node.spawn_lifecycle(stopping.clone());
-    let open_groups = open_groups(
-        broker.clone(),
-        node.clone(),
-        group_config(&config),
-        stopping.clone(),
-    );
     if multi_node {
-        tokio::spawn(open_groups);
+        let (broker, node, groups, stopping) = (
+            broker.clone(),
+            node.clone(),
+            group_config(&config),
+            stopping.clone(),
+        );
+        tokio::spawn(async move {
+            // Until it opens: a failure (the metadata not there yet, a lost race to
+            // create __consumer_offsets) is retried, never left to fail silently.
+            while !*stopping.borrow() {
+                let opened =
+                    open_groups(broker.clone(), node.clone(), groups.clone(), stopping.clone())
+                        .await;
+                match opened {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "opening the consumer group coordinator failed; retrying");
+                        tokio::time::sleep(GROUPS_OPEN_RETRY).await;
+                    }
+                }
+            }
+        });
     } else {
-        open_groups.await?;
+        open_groups(broker.clone(), node.clone(), group_config(&config), stopping.clone()).await?;
     }
 
     let http = admin_listener.map(|listener| {

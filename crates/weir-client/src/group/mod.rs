@@ -386,8 +386,14 @@ impl GroupConsumer {
         })
         .await?;
         let coordinator = Arc::new(CoordinatorLink::new(&config.group_id, &config.brokers));
-        // Found now, so a group consumer that cannot reach its coordinator fails here.
-        coordinator.client().await?;
+        // Found now if it can be: no reachable broker, or a refusal for good (a bad group
+        // id), fails here; a coordinator not available yet (a cluster still forming, an
+        // election) is looked up again by the heartbeat task.
+        match coordinator.client().await {
+            Err(error @ ClientError::Connect { .. }) => return Err(error),
+            Err(error) if !error.is_retriable() => return Err(error),
+            _ => {}
+        }
         let shared = Arc::new(Shared::new(
             config.group_id.clone(),
             config.client_id.clone(),

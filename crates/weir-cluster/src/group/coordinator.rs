@@ -30,7 +30,7 @@ use super::{
     CommittedOffset, GroupConfig, GroupError, Heartbeat, HeartbeatOutcome,
     LEADERSHIP_CHECK_INTERVAL, MAX_CACHED_REGEXES, MAX_CLIENT_ID_CHARS, MAX_COMMIT_METADATA_BYTES,
     MAX_MEMBER_ID_CHARS, MAX_OFFSETS_PER_COMMIT, MAX_OWNED_PARTITIONS, MAX_REGEX_BYTES,
-    MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
+    MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
     OPEN_LOAD_WAIT, OffsetCommit, find_coordinator, partition_for_group, validate_group_id,
 };
 use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
@@ -73,12 +73,29 @@ impl GroupCoordinator {
                     (CLEANUP_POLICY.to_string(), "compact".to_string()),
                     (SEGMENT_BYTES.to_string(), OFFSETS_SEGMENT_BYTES.to_string()),
                 ]);
+                // As many replicas as the voters allow, up to OFFSETS_REPLICATION_FACTOR;
+                // brokers starting together get a moment to register first.
+                let wanted = OFFSETS_REPLICATION_FACTOR
+                    .min(registry.cluster().settings().voters.len().max(1) as u32);
+                let eligible = || {
+                    let image = registry.cluster().image();
+                    image.brokers().filter(|b| image.is_eligible(b.node)).count() as u32
+                };
+                let deadline = Instant::now() + OPEN_LOAD_WAIT;
+                while eligible() < wanted && Instant::now() < deadline {
+                    tokio::time::sleep(LEADERSHIP_CHECK_INTERVAL / 5).await;
+                }
+                let replication = wanted.min(eligible().max(1));
                 match registry
-                    .create_topic(OFFSETS_TOPIC, config.offsets_partitions, 0, configs)
+                    .create_topic(OFFSETS_TOPIC, config.offsets_partitions, replication, configs)
                     .await
                 {
                     Ok(t) => t,
-                    Err(ClusterError::TopicExists(_)) => registry.topic(OFFSETS_TOPIC)?,
+                    Err(ClusterError::TopicExists(_)) => {
+                        // Another broker created it first: wait until the image has it.
+                        registry.wait_current().await;
+                        registry.topic(OFFSETS_TOPIC)?
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -40,6 +40,10 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's
 /// `offsets.topic.num.partitions`). An existing topic keeps its count.
 pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 16;
+/// Replicas of each `__consumer_offsets` partition when the broker creates it (Kafka's
+/// `offsets.topic.replication.factor`), fewer if fewer brokers are registered then: the
+/// groups' coordinator moves to another replica when its broker fails.
+pub const OFFSETS_REPLICATION_FACTOR: u32 = 3;
 /// `segment.bytes` of `__consumer_offsets`: small segments so compaction can clean them.
 pub const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
 /// Longest group id (the topic-name rule's length).
