@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use weir_proto::v1 as pb;
-use super::link::CoordinatorLink;
+use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 
 use super::TopicPartition;
 use super::heartbeat::Shared;
@@ -122,6 +122,7 @@ async fn commit(
             error if error.is_retriable() => {
                 failures = failures.saturating_add(1);
                 let wait = backoff(initial_backoff, failures)
+                    .min(MAX_COORDINATOR_RETRY_BACKOFF)
                     .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
                 tracing::debug!(group = %shared.group_id, %error, ?wait, "commit failed; retrying");
                 tokio::time::sleep(wait).await;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use weir_proto::v1 as pb;
-use super::link::CoordinatorLink;
+use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 
 use super::TopicPartition;
 use crate::consumer::reconnect_backoff as backoff;
@@ -339,7 +339,7 @@ pub(super) async fn run(
                     tracing::warn!(group = %shared.group_id, %error, "could not leave the group; the broker removes the member after its session timeout");
                     return;
                 }
-                let wait = backoff(initial_backoff, failures);
+                let wait = backoff(initial_backoff, failures).min(MAX_COORDINATOR_RETRY_BACKOFF);
                 tracing::debug!(group = %shared.group_id, %error, ?wait, "heartbeat failed; retrying");
                 wait
             }

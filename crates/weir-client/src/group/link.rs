@@ -15,6 +15,11 @@ use weir_proto::v1::groups_client::GroupsClient;
 use crate::connection::{self, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 
+/// Longest wait between two tries of a heartbeat or commit that failed retriably (the
+/// coordinator moved or is being elected): a new coordinator is usually there within a
+/// broker session timeout, and a member that waits longer than needed stalls its
+/// commits (and so its application) for nothing. Finding it again is one cheap call.
+pub const MAX_COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(250);
 /// Longest a FindCoordinator call waits for its answer.
 pub const FIND_COORDINATOR_TIMEOUT: Duration = Duration::from_secs(5);
 
