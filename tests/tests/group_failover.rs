@@ -165,11 +165,16 @@ async fn run() -> anyhow::Result<()> {
     // Let the members read everything the log holds, then stop them.
     let log = cluster.read_all(TOPIC).await?;
     let wanted: BTreeSet<(u32, i64)> = log.iter().map(|r| (r.partition, r.offset)).collect();
-    wait_for(Duration::from_secs(60), "the members to read the whole log", || async {
-        let consumed = shared.consumed.lock().unwrap();
-        let seen: BTreeSet<(u32, i64)> = consumed.iter().map(|c| (c.partition, c.offset)).collect();
-        wanted.is_subset(&seen).then_some(())
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the members to read the whole log",
+        || async {
+            let consumed = shared.consumed.lock().unwrap();
+            let seen: BTreeSet<(u32, i64)> =
+                consumed.iter().map(|c| (c.partition, c.offset)).collect();
+            wanted.is_subset(&seen).then_some(())
+        },
+    )
     .await?;
     let _ = stop_members.send(true);
     for task in tasks {
@@ -197,7 +202,11 @@ async fn run() -> anyhow::Result<()> {
     // The members kept their ids and partitions, and lost nothing.
     let views = shared.members.lock().unwrap();
     for (m, view) in views.iter().enumerate() {
-        ensure!(view.lost.is_empty(), "member {m} lost partitions: {:?}", view.lost);
+        ensure!(
+            view.lost.is_empty(),
+            "member {m} lost partitions: {:?}",
+            view.lost
+        );
         ensure!(
             (view.member_id.clone(), view.assignment.clone()) == before[m],
             "member {m} changed: before {:?}, after {:?}",
@@ -227,7 +236,10 @@ async fn run() -> anyhow::Result<()> {
     }
     drop(views);
     let new_coordinator = find_coordinator(&cluster).await?;
-    ensure!(new_coordinator != coordinator, "the coordinator did not move");
+    ensure!(
+        new_coordinator != coordinator,
+        "the coordinator did not move"
+    );
     println!("new coordinator: broker {new_coordinator}");
     cluster.finish();
     Ok(())
@@ -269,7 +281,8 @@ async fn produce(producer: Producer, mut stop: watch::Receiver<bool>) -> anyhow:
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
-        let record = ProducerRecord::new(TOPIC, format!("v{i}")).partition((i % u64::from(PARTITIONS)) as u32);
+        let record = ProducerRecord::new(TOPIC, format!("v{i}"))
+            .partition((i % u64::from(PARTITIONS)) as u32);
         deliveries.push(producer.send(record).await?);
         i += 1;
     }

@@ -1258,3 +1258,40 @@ fn offsets_retention_settings_are_validated() {
         assert!(bad.validate().is_err());
     }
 }
+
+#[tokio::test]
+async fn a_deleted_and_recreated_topic_does_not_inherit_committed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 2).await;
+    c.commit_offsets("g", None, vec![commit("t", 0, 10), commit("t", 1, 20)])
+        .await
+        .unwrap();
+    assert_eq!(c.fetch_offsets("g", None).await.unwrap().len(), 2);
+
+    registry.delete_topic("t").await.unwrap();
+    create(&registry, "t", 2).await;
+    // The new topic has no committed offsets, asked for by partition or all at once.
+    let asked = c
+        .fetch_offsets("g", Some(vec![("t".into(), 0), ("t".into(), 1)]))
+        .await
+        .unwrap();
+    assert!(asked.iter().all(|o| o.offset.is_none()), "{asked:?}");
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    // The old offsets are deleted from the log too: after the next topic refresh and a
+    // restart, nothing comes back; a commit to the new topic does.
+    c.refresh_topics().await.unwrap();
+    c.commit_offsets("g", None, vec![commit("t", 1, 5)])
+        .await
+        .unwrap();
+    close(registry, c).await;
+    let (registry, c) = open(dir.path()).await;
+    let all = c.fetch_offsets("g", None).await.unwrap();
+    assert_eq!(
+        all.iter()
+            .map(|o| (o.partition, o.offset))
+            .collect::<Vec<_>>(),
+        vec![(1, Some(5))]
+    );
+    close(registry, c).await;
+}

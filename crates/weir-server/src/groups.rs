@@ -6,21 +6,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::{Request, Response, Status};
 use tonic::Code;
+use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use weir_cluster::ClusterError;
 use weir_cluster::group::{
     GroupCoordinator, GroupError, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
     find_coordinator,
 };
-use weir_cluster::ClusterError;
 use weir_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset, DeleteGroupRequest,
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
-    FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription, GroupPartitionOffset, GroupSummary,
-    HeartbeatRequest, HeartbeatResponse, ListGroupsRequest, ListGroupsResponse,
-    PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions,
-    groups_server::Groups, offset_reset_spec,
+    FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription,
+    GroupPartitionOffset, GroupSummary, HeartbeatRequest, HeartbeatResponse, ListGroupsRequest,
+    ListGroupsResponse, PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse,
+    TopicPartitions, groups_server::Groups, offset_reset_spec,
 };
 
 use crate::Broker;

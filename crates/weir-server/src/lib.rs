@@ -355,20 +355,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             // Until it opens: a failure (the metadata not there yet, a lost race to
             // create __consumer_offsets) is retried, never left to fail silently.
             while !*stopping.borrow() {
-                let opened =
-                    open_groups(broker.clone(), node.clone(), groups.clone(), stopping.clone())
-                        .await;
+                let opened = open_groups(
+                    broker.clone(),
+                    node.clone(),
+                    groups.clone(),
+                    stopping.clone(),
+                )
+                .await;
                 match opened {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = format!("{e:#}"), "opening the consumer group coordinator failed; retrying");
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "opening the consumer group coordinator failed; retrying"
+                        );
                         tokio::time::sleep(GROUPS_OPEN_RETRY).await;
                     }
                 }
             }
         });
     } else {
-        open_groups(broker.clone(), node.clone(), group_config(&config), stopping.clone()).await?;
+        open_groups(
+            broker.clone(),
+            node.clone(),
+            group_config(&config),
+            stopping.clone(),
+        )
+        .await?;
     }
 
     let http = admin_listener.map(|listener| {

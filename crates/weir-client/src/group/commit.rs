@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 use tokio::sync::{mpsc, oneshot};
 use weir_proto::v1 as pb;
-use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 
 use super::TopicPartition;
 use super::heartbeat::Shared;

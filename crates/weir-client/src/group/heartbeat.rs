@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 use tokio::sync::{Notify, watch};
 use weir_proto::v1 as pb;
-use super::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 
 use super::TopicPartition;
 use crate::consumer::reconnect_backoff as backoff;

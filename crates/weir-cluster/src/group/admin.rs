@@ -39,6 +39,7 @@ impl GroupCoordinator {
     /// has an offset for.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription, GroupError> {
         validate_group_id(group_id)?;
+        let ids = self.topic_ids();
         let (mut description, committed, partitions, owners) = {
             let shard = self.shard(group_id)?;
             let st = shard.state();
@@ -49,7 +50,13 @@ impl GroupCoordinator {
             let committed: BTreeMap<(String, u32), i64> = e
                 .offsets
                 .iter()
-                .flat_map(|(t, parts)| parts.iter().map(move |(p, s)| ((t.clone(), *p), s.offset)))
+                .filter_map(|(t, parts)| ids.get(t).map(|id| (t, id, parts)))
+                .flat_map(|(t, id, parts)| {
+                    parts
+                        .iter()
+                        .filter(|(_, s)| s.is_for(id))
+                        .map(move |(p, s)| ((t.clone(), *p), s.offset))
+                })
                 .collect();
             let mut partitions: BTreeSet<(String, u32)> = e
                 .group
@@ -252,12 +259,14 @@ impl GroupCoordinator {
     /// committed offset), for metrics scrapes: no I/O, no awaits. Partitions of deleted
     /// topics are left out.
     pub fn lags(&self) -> Vec<PartitionLag> {
+        let ids = self.topic_ids();
         let mut committed = Vec::new();
         for shard in &self.loaded() {
             let st = shard.state();
             for (group_id, e) in &st.groups {
                 for (topic, parts) in &e.offsets {
-                    for (partition, s) in parts {
+                    let Some(id) = ids.get(topic) else { continue };
+                    for (partition, s) in parts.iter().filter(|(_, s)| s.is_for(id)) {
                         committed.push((group_id.clone(), topic.clone(), *partition, s.offset));
                     }
                 }

@@ -24,14 +24,15 @@ use std::time::Instant;
 
 use super::assignor::{Assignment, Assignor};
 use super::records::{self, OffsetValue};
-use super::shard::{LoadContext, Prepared, Scope, Shard, entry, now_ms};
+use super::shard::{LoadContext, Prepared, Scope, Shard, StoredOffset, entry, now_ms};
 use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
 use super::{
     CommittedOffset, GroupConfig, GroupError, Heartbeat, HeartbeatOutcome,
     LEADERSHIP_CHECK_INTERVAL, MAX_CACHED_REGEXES, MAX_CLIENT_ID_CHARS, MAX_COMMIT_METADATA_BYTES,
     MAX_MEMBER_ID_CHARS, MAX_OFFSETS_PER_COMMIT, MAX_OWNED_PARTITIONS, MAX_REGEX_BYTES,
-    MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
-    OPEN_LOAD_WAIT, OffsetCommit, find_coordinator, partition_for_group, validate_group_id,
+    MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR,
+    OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC, OPEN_LOAD_WAIT, OffsetCommit, find_coordinator,
+    partition_for_group, validate_group_id,
 };
 use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
 use crate::error::ClusterError;
@@ -79,7 +80,10 @@ impl GroupCoordinator {
                     .min(registry.cluster().settings().voters.len().max(1) as u32);
                 let eligible = || {
                     let image = registry.cluster().image();
-                    image.brokers().filter(|b| image.is_eligible(b.node)).count() as u32
+                    image
+                        .brokers()
+                        .filter(|b| image.is_eligible(b.node))
+                        .count() as u32
                 };
                 let deadline = Instant::now() + OPEN_LOAD_WAIT;
                 while eligible() < wanted && Instant::now() < deadline {
@@ -87,7 +91,12 @@ impl GroupCoordinator {
                 }
                 let replication = wanted.min(eligible().max(1));
                 match registry
-                    .create_topic(OFFSETS_TOPIC, config.offsets_partitions, replication, configs)
+                    .create_topic(
+                        OFFSETS_TOPIC,
+                        config.offsets_partitions,
+                        replication,
+                        configs,
+                    )
                     .await
                 {
                     Ok(t) => t,
@@ -250,6 +259,16 @@ impl GroupCoordinator {
             }
         }
         Ok(waiting)
+    }
+
+    /// The id of every topic, by name: committed offsets of a topic count only while
+    /// they carry its current id.
+    pub(super) fn topic_ids(&self) -> HashMap<String, String> {
+        self.registry
+            .topics()
+            .iter()
+            .map(|t| (t.name.clone(), t.topic_id.clone()))
+            .collect()
     }
 
     /// The topics as of the registry's current metadata version.
@@ -519,7 +538,7 @@ impl GroupCoordinator {
                 offsets.len()
             )));
         }
-        let mut counts: HashMap<&str, u32> = HashMap::new();
+        let mut topics: HashMap<&str, (u32, String)> = HashMap::new();
         for o in &offsets {
             if o.offset < 0 {
                 return Err(GroupError::InvalidRequest(format!(
@@ -535,15 +554,15 @@ impl GroupCoordinator {
                     o.metadata.len()
                 )));
             }
-            let count = match counts.get(o.topic.as_str()) {
-                Some(c) => *c,
+            let count = match topics.get(o.topic.as_str()) {
+                Some((c, _)) => *c,
                 None => {
-                    let c = self
+                    let t = self
                         .registry
                         .topic(&o.topic)
-                        .map_err(|_| GroupError::UnknownTopic(o.topic.clone()))?
-                        .partition_count();
-                    counts.insert(&o.topic, c);
+                        .map_err(|_| GroupError::UnknownTopic(o.topic.clone()))?;
+                    let c = t.partition_count();
+                    topics.insert(&o.topic, (c, t.topic_id.clone()));
                     c
                 }
             };
@@ -568,6 +587,10 @@ impl GroupCoordinator {
                         offset: o.offset,
                         commit_timestamp_ms: timestamp,
                         metadata: o.metadata.clone(),
+                        topic_id: topics
+                            .get(o.topic.as_str())
+                            .map(|(_, id)| id.clone())
+                            .unwrap_or_default(),
                     };
                     (
                         records::offset_key(group_id, &o.topic, o.partition),
@@ -638,13 +661,16 @@ impl GroupCoordinator {
         partitions: Option<Vec<(String, u32)>>,
     ) -> Result<Vec<CommittedOffset>, GroupError> {
         validate_group_id(group_id)?;
+        let ids = self.topic_ids();
         let shard = self.shard(group_id)?;
         let st = shard.state();
         let offsets = st.groups.get(group_id).map(|e| &e.offsets);
         let found = |topic: &str, partition: u32| -> CommittedOffset {
+            let current = |s: &&StoredOffset| ids.get(topic).is_some_and(|id| s.is_for(id));
             match offsets
                 .and_then(|o| o.get(topic))
                 .and_then(|p| p.get(&partition))
+                .filter(current)
             {
                 Some(s) => CommittedOffset {
                     topic: topic.to_string(),
@@ -672,6 +698,8 @@ impl GroupCoordinator {
                 .flatten()
                 .flat_map(|(t, parts)| parts.keys().map(move |p| (t, *p)))
                 .map(|(t, p)| found(t, p))
+                // Offsets of a deleted topic, or of its namesake's earlier incarnation.
+                .filter(|c| c.offset.is_some())
                 .collect(),
         })
     }

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::coordinator::GroupCoordinator;
-use super::shard::{Scope, ShardState, delete_group_records};
+use super::records;
+use super::shard::{Prepared, Scope, Shard, ShardState, delete_group_records};
 use super::{GroupError, LEADERSHIP_CHECK_INTERVAL, OFFSETS_TOPIC};
 
 impl GroupCoordinator {
@@ -115,9 +116,55 @@ impl GroupCoordinator {
             for group_id in bumped {
                 shard.persist(&group_id, Scope::All).await?;
             }
+            self.delete_stale_offsets(shard).await?;
         }
         self.refreshed_version
             .store(topics.version, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes (tombstones) the committed offsets of topics that no longer exist, or
+    /// exist under a new id (deleted and created again), as Kafka does when a topic is
+    /// deleted.
+    async fn delete_stale_offsets(&self, shard: &Arc<Shard>) -> Result<(), GroupError> {
+        let ids = self.topic_ids();
+        let stale = move |st: &ShardState| -> Vec<(String, String, u32)> {
+            st.groups
+                .iter()
+                .flat_map(|(group, e)| {
+                    let ids = &ids;
+                    e.offsets.iter().flat_map(move |(topic, parts)| {
+                        parts
+                            .iter()
+                            .filter(move |(_, s)| ids.get(topic).is_none_or(|id| !s.is_for(id)))
+                            .map(move |(p, _)| (group.clone(), topic.clone(), *p))
+                    })
+                })
+                .collect()
+        };
+        if stale(&shard.state()).is_empty() {
+            return Ok(());
+        }
+        let written = shard
+            .write(move |st| {
+                // A commit in flight for a key is newer than what it replaces: keep it.
+                let records = stale(st)
+                    .into_iter()
+                    .filter(|key| !st.pending_keys.contains_key(key))
+                    .map(|(g, t, p)| (records::offset_key(&g, &t, p), None))
+                    .collect();
+                Ok(Prepared {
+                    records,
+                    ..Prepared::default()
+                })
+            })
+            .await?;
+        if written.is_some() {
+            tracing::info!(
+                partition = shard.index,
+                "deleted the committed offsets of deleted topics"
+            );
+        }
         Ok(())
     }
 

@@ -3,7 +3,8 @@
 //! ```text
 //! offset key   u16 type = 1 | u16 len, group (UTF-8) | u16 len, topic | u32 partition
 //! group key    u16 type = 2 | u16 len, group
-//! offset value u16 version = 1 | i64 offset | i64 commit_timestamp_ms | u16 len, metadata
+//! offset value u16 version = 2 | i64 offset | i64 commit_timestamp_ms | u16 len, metadata
+//!              | u16 len, topic id (version 2 on; version 1 has none)
 //! group value  u16 version = 1 | i32 group_epoch | u16 len, assignor
 //! member key   u16 type = 3 | u16 len, group | u16 len, member id
 //! member value u16 version = 1 | i32 member_epoch | i32 previous_epoch
@@ -38,7 +39,7 @@ const MAX_DECODED_TOPICS: u32 = 100_000;
 /// Most partitions of one topic in one decoded assignment.
 const MAX_DECODED_PARTITIONS: u32 = 1_000_000;
 /// Version of offset values this broker writes.
-pub(crate) const OFFSET_VALUE_VERSION: u16 = 1;
+pub(crate) const OFFSET_VALUE_VERSION: u16 = 2;
 /// Version of group values this broker writes.
 pub(crate) const GROUP_VALUE_VERSION: u16 = 1;
 
@@ -90,6 +91,9 @@ pub(crate) struct OffsetValue {
     pub offset: i64,
     pub commit_timestamp_ms: i64,
     pub metadata: String,
+    /// The id of the topic the offset was committed for (empty in version 1 records):
+    /// a topic deleted and created again under its name does not inherit it.
+    pub topic_id: String,
 }
 
 /// What survives of a group across restarts.
@@ -172,11 +176,12 @@ pub(crate) fn member_value(value: &MemberValue) -> Bytes {
 }
 
 pub(crate) fn offset_value(value: &OffsetValue) -> Bytes {
-    let mut buf = BytesMut::with_capacity(20 + value.metadata.len());
+    let mut buf = BytesMut::with_capacity(22 + value.metadata.len() + value.topic_id.len());
     buf.put_u16(OFFSET_VALUE_VERSION);
     buf.put_i64(value.offset);
     buf.put_i64(value.commit_timestamp_ms);
     put_str(&mut buf, &value.metadata);
+    put_str(&mut buf, &value.topic_id);
     buf.freeze()
 }
 
@@ -322,8 +327,13 @@ pub(crate) fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, String> {
         offset: r.i64("offset")?,
         commit_timestamp_ms: r.i64("commit timestamp")?,
         metadata: r.string("metadata")?,
+        topic_id: if v >= 2 {
+            r.string("topic id")?
+        } else {
+            String::new()
+        },
     };
-    if v == OFFSET_VALUE_VERSION {
+    if v <= OFFSET_VALUE_VERSION {
         r.finish("offset value")?;
     }
     Ok(value)
@@ -411,6 +421,7 @@ mod tests {
             offset: 42,
             commit_timestamp_ms: 1_700_000_000_000,
             metadata: "héllo".into(),
+            topic_id: "7b0c".into(),
         };
         assert_eq!(decode_offset_value(&offset_value(&value)).unwrap(), value);
         let group = GroupValue {
@@ -462,16 +473,22 @@ mod tests {
     #[test]
     fn unknown_key_types_are_skipped_and_newer_values_read() {
         assert_eq!(decode_key(&[0, 99, 1, 2, 3]).unwrap(), None);
-        // Version 2 with an appended field: the known prefix is read.
-        let mut v2 = offset_value(&OffsetValue {
+        // Version 3 with an appended field: the known prefix is read.
+        let mut v3 = offset_value(&OffsetValue {
             offset: 5,
             commit_timestamp_ms: 6,
             metadata: String::new(),
+            topic_id: "id".into(),
         })
         .to_vec();
-        v2[1] = 2;
-        v2.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(decode_offset_value(&v2).unwrap().offset, 5);
+        v3[1] = 3;
+        v3.extend_from_slice(&[1, 2, 3]);
+        let read = decode_offset_value(&v3).unwrap();
+        assert_eq!((read.offset, read.topic_id.as_str()), (5, "id"));
+        // Version 1 (no topic id) is still read.
+        let v1 = [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
+        let read = decode_offset_value(&v1).unwrap();
+        assert_eq!((read.offset, read.topic_id.as_str()), (9, ""));
     }
 
     #[test]

@@ -43,8 +43,18 @@ pub(super) struct StoredOffset {
     pub(super) offset: i64,
     pub(super) metadata: String,
     pub(super) commit_timestamp_ms: i64,
+    /// The topic's id when it was committed (empty: a record from before topic ids).
+    pub(super) topic_id: String,
     /// Log offset of the record that set it.
     pub(super) record_offset: i64,
+}
+
+impl StoredOffset {
+    /// Whether it belongs to the topic whose current id is `topic_id` (not to a deleted
+    /// topic of the same name).
+    pub(super) fn is_for(&self, topic_id: &str) -> bool {
+        self.topic_id.is_empty() || self.topic_id == topic_id
+    }
 }
 
 /// One group of a shard.
@@ -578,6 +588,7 @@ fn apply_record(
                 offset: value.offset,
                 metadata: value.metadata,
                 commit_timestamp_ms: value.commit_timestamp_ms,
+                topic_id: value.topic_id,
                 record_offset: offset,
             };
             match e.offsets.entry(topic).or_default().entry(partition) {
