@@ -523,3 +523,48 @@ async fn a_consumer_of_more_partitions_than_one_connection_carries_gets_every_re
     producer.close().await;
     broker.stop().await
 }
+
+/// The broker lists groups a page at a time (at most `MAX_PAGE_SIZE`); `list_groups`
+/// follows the pages and returns every group once.
+#[tokio::test]
+async fn list_groups_returns_every_group_across_pages() -> Result<()> {
+    use weir_proto::v1 as pb;
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin.create_topic("t", 1, 0, HashMap::new()).await?;
+    let channel = weir_client::connection::connect(&broker.brokers).await?;
+    let count = weir_server::MAX_PAGE_SIZE as usize + 3;
+    let ids: Vec<String> = (0..count).map(|i| format!("group-{i:05}")).collect();
+    for chunk in ids.chunks(100) {
+        let mut commits = tokio::task::JoinSet::new();
+        for id in chunk {
+            let mut groups = pb::groups_client::GroupsClient::new(channel.clone());
+            // A commit from outside a group makes the group.
+            let request = pb::CommitOffsetsRequest {
+                group_id: id.clone(),
+                topics: vec![pb::TopicOffsetCommit {
+                    topic: "t".into(),
+                    partitions: vec![pb::PartitionOffsetCommit {
+                        partition: 0,
+                        offset: 0,
+                        metadata: String::new(),
+                    }],
+                }],
+                ..Default::default()
+            };
+            commits.spawn(async move { groups.commit_offsets(request).await });
+        }
+        while let Some(done) = commits.join_next().await {
+            done??;
+        }
+    }
+    let listed = admin.list_groups().await?;
+    let listed_ids: Vec<&str> = listed.iter().map(|g| g.group_id.as_str()).collect();
+    assert_eq!(listed_ids, ids);
+    assert!(
+        listed
+            .iter()
+            .all(|g| g.state == weir_client::GroupState::Empty && g.members == 0)
+    );
+    broker.stop().await
+}
