@@ -9,6 +9,10 @@ time, a broker at --address. Checks, each fatal (exit 1 with what differed):
 3. Fetch defaults fit grpcio's default 4 MiB receive limit: 10 partitions of zstd-packed
    records whose decoded form is many times that, fetched with max_bytes 0 until every
    record has come back once, in order.
+4. ListOffsets by OffsetPosition enum: EARLIEST and LATEST answer, UNSPECIFIED is refused
+   with INVALID_ARGUMENT.
+5. ListTopics pagination: following next_page_token lists every topic once, and a
+   made-up page_token is refused with INVALID_ARGUMENT.
 
 Run by crates/weir-server/tests/python.rs; by hand:
     python="$(tests/python/setup.sh)"
@@ -173,6 +177,51 @@ def main():
             offsets[r.partition] = r.next_offset
     check(fetches > PARTITIONS, f"only {fetches} fetches: the data was meant not to fit a few")
     print(f"fetch: {sum(expected_end)} records from {PARTITIONS} partitions in {fetches} default fetches, each under 4 MiB")
+
+    # 4. Offset positions are an enum: EARLIEST and LATEST look up, UNSPECIFIED is refused.
+    def list_offset(position):
+        return consumer.ListOffsets(
+            consume_pb.ListOffsetsRequest(
+                topic="py",
+                partitions=[
+                    consume_pb.PartitionOffsetQuery(partition=0, spec=consume_pb.OffsetSpec(position=position))
+                ],
+            ),
+            timeout=10,
+        ).results[0]
+
+    earliest = list_offset(records_pb.OFFSET_POSITION_EARLIEST)
+    latest = list_offset(records_pb.OFFSET_POSITION_LATEST)
+    check((earliest.offset, latest.offset) == (0, expected_end[0]), f"earliest/latest {earliest} {latest}")
+    unspecified = list_offset(records_pb.OFFSET_POSITION_UNSPECIFIED)
+    check(unspecified.HasField("error"), "OFFSET_POSITION_UNSPECIFIED was answered")
+    check(
+        unspecified.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0],
+        f"OFFSET_POSITION_UNSPECIFIED: code {unspecified.error.code}",
+    )
+    print("ListOffsets: OFFSET_POSITION_EARLIEST/LATEST answered, UNSPECIFIED refused with INVALID_ARGUMENT")
+
+    # 5. ListTopics a page at a time: following next_page_token lists every topic once.
+    names = ["py-page-%d" % i for i in range(5)]
+    for name in names:
+        admin.CreateTopic(admin_pb.CreateTopicRequest(name=name, partitions=1), timeout=30)
+    listed, token, pages = [], "", 0
+    while True:
+        page = admin.ListTopics(admin_pb.ListTopicsRequest(page_size=2, page_token=token), timeout=10)
+        check(len(page.topics) <= 2, f"a page of {len(page.topics)} topics for page_size 2")
+        listed += [t.name for t in page.topics]
+        pages += 1
+        token = page.next_page_token
+        if not token:
+            break
+    check(listed == sorted(["py"] + names), f"pages listed {listed}")
+    check(pages == 3, f"{pages} pages of 2 for 6 topics")
+    try:
+        admin.ListTopics(admin_pb.ListTopicsRequest(page_token="not-a-token"), timeout=10)
+        fail("ListTopics took a made-up page_token")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.INVALID_ARGUMENT, f"bad page_token: code {e.code()}")
+    print(f"ListTopics: {len(listed)} topics in {pages} pages of 2; a made-up page_token refused")
 
 
 if __name__ == "__main__":

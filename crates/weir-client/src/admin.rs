@@ -17,6 +17,11 @@ use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
 
+/// Items asked for per page of `ListTopics`, `ListGroups` and `DescribeGroup`'s
+/// members: the broker's largest page (it clamps larger sizes), so that listing
+/// everything takes as few round trips as the broker allows.
+pub const LISTING_PAGE_SIZE: u32 = 1000;
+
 /// One partition's state, as `DescribeTopic` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionInfo {
@@ -140,36 +145,41 @@ pub enum GroupState {
     Stable,
     /// Being deleted.
     Dead,
-    /// A state this client does not know, as the broker named it.
-    Other(String),
+    /// A state this client does not know (a newer broker's), by its number in the
+    /// API's `GroupState` enum, or the broker left it unspecified (0).
+    Other(i32),
 }
 
 impl GroupState {
-    fn from_name(name: String) -> GroupState {
-        match name.as_str() {
-            "empty" => GroupState::Empty,
-            "assigning" => GroupState::Assigning,
-            "stable" => GroupState::Stable,
-            "dead" => GroupState::Dead,
-            _ => GroupState::Other(name),
+    fn from_proto(value: i32) -> GroupState {
+        match pb::GroupState::try_from(value) {
+            Ok(pb::GroupState::Empty) => GroupState::Empty,
+            Ok(pb::GroupState::Assigning) => GroupState::Assigning,
+            Ok(pb::GroupState::Stable) => GroupState::Stable,
+            Ok(pb::GroupState::Dead) => GroupState::Dead,
+            Ok(pb::GroupState::Unspecified) | Err(_) => GroupState::Other(value),
         }
     }
 
-    /// The API's name: `empty`, `assigning`, `stable`, `dead`.
-    pub fn as_str(&self) -> &str {
+    /// A readable name: `empty`, `assigning`, `stable`, `dead`, or `unknown` for
+    /// [`GroupState::Other`].
+    pub fn as_str(&self) -> &'static str {
         match self {
             GroupState::Empty => "empty",
             GroupState::Assigning => "assigning",
             GroupState::Stable => "stable",
             GroupState::Dead => "dead",
-            GroupState::Other(name) => name,
+            GroupState::Other(_) => "unknown",
         }
     }
 }
 
 impl std::fmt::Display for GroupState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            GroupState::Other(value) => write!(f, "unknown ({value})"),
+            known => f.write_str(known.as_str()),
+        }
     }
 }
 
@@ -348,27 +358,36 @@ impl Admin {
         Ok(())
     }
 
-    /// Every topic, sorted by name; internal topics only if `include_internal`.
+    /// Every topic, sorted by name; internal topics only if `include_internal`. The
+    /// broker answers a page at a time; this follows the pages to the last.
     pub async fn list_topics(
         &self,
         include_internal: bool,
     ) -> Result<Vec<TopicListing>, ClientError> {
-        let response = self
-            .admin
-            .clone()
-            .list_topics(pb::ListTopicsRequest { include_internal })
-            .await?
-            .into_inner();
-        Ok(response
-            .topics
-            .into_iter()
-            .map(|t| TopicListing {
+        let mut topics = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let response = self
+                .admin
+                .clone()
+                .list_topics(pb::ListTopicsRequest {
+                    include_internal,
+                    page_size: LISTING_PAGE_SIZE,
+                    page_token: std::mem::take(&mut page_token),
+                })
+                .await?
+                .into_inner();
+            topics.extend(response.topics.into_iter().map(|t| TopicListing {
                 name: t.name,
                 partitions: t.partitions,
                 replication_factor: t.replication_factor,
                 internal: t.internal,
-            })
-            .collect())
+            }));
+            if response.next_page_token.is_empty() {
+                return Ok(topics);
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     /// A topic's partitions with their leaders, replicas and offsets.
@@ -496,43 +515,63 @@ impl Admin {
         })
     }
 
-    /// Every consumer group, by id, with its state and member count.
+    /// Every consumer group, by id, with its state and member count (following the
+    /// broker's pages to the last).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        let response = self
-            .admin
-            .clone()
-            .list_groups(pb::ListGroupsRequest {})
-            .await?
-            .into_inner();
-        Ok(response
-            .groups
-            .into_iter()
-            .map(|g| GroupListing {
+        let mut groups = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let response = self
+                .admin
+                .clone()
+                .list_groups(pb::ListGroupsRequest {
+                    page_size: LISTING_PAGE_SIZE,
+                    page_token: std::mem::take(&mut page_token),
+                })
+                .await?
+                .into_inner();
+            groups.extend(response.groups.into_iter().map(|g| GroupListing {
                 group_id: g.group_id,
-                state: GroupState::from_name(g.state),
+                state: GroupState::from_proto(g.state),
                 members: g.members,
-            })
-            .collect())
+            }));
+            if response.next_page_token.is_empty() {
+                return Ok(groups);
+            }
+            page_token = response.next_page_token;
+        }
     }
 
     /// A group's members, assignments, committed offsets and lag
-    /// ([`ClientError::NotFound`] for an unknown group).
+    /// ([`ClientError::NotFound`] for an unknown group). The broker gives the members a
+    /// page at a time; this follows the pages and returns the state, epoch and offsets
+    /// of the last one, read after every member was.
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupInfo, ClientError> {
-        let d = self
-            .admin
-            .clone()
-            .describe_group(pb::DescribeGroupRequest {
-                group_id: group_id.to_owned(),
-            })
-            .await?
-            .into_inner();
+        let mut members = Vec::new();
+        let mut page_token = String::new();
+        let d = loop {
+            let mut d = self
+                .admin
+                .clone()
+                .describe_group(pb::DescribeGroupRequest {
+                    group_id: group_id.to_owned(),
+                    page_size: LISTING_PAGE_SIZE,
+                    page_token: std::mem::take(&mut page_token),
+                })
+                .await?
+                .into_inner();
+            members.append(&mut d.members);
+            if d.next_page_token.is_empty() {
+                break d;
+            }
+            page_token = std::mem::take(&mut d.next_page_token);
+        };
         Ok(GroupInfo {
             group_id: d.group_id,
-            state: GroupState::from_name(d.state),
+            state: GroupState::from_proto(d.state),
             group_epoch: d.group_epoch,
             assignor: d.assignor,
-            members: d
-                .members
+            members: members
                 .into_iter()
                 .map(|m| GroupMemberInfo {
                     member_id: m.member_id,
@@ -588,8 +627,8 @@ impl Admin {
     ) -> Result<OffsetResetPlan, ClientError> {
         use pb::offset_reset_spec::To;
         let to = match to {
-            ResetOffsetsTo::Earliest => To::Earliest(true),
-            ResetOffsetsTo::Latest => To::Latest(true),
+            ResetOffsetsTo::Earliest => To::Position(pb::OffsetPosition::Earliest.into()),
+            ResetOffsetsTo::Latest => To::Position(pb::OffsetPosition::Latest.into()),
             ResetOffsetsTo::Offset(offset) => To::Offset(offset),
             ResetOffsetsTo::Timestamp(ms) => To::TimestampMs(ms),
             ResetOffsetsTo::ShiftBy(n) => To::ShiftBy(n),
@@ -653,8 +692,10 @@ pub(crate) async fn list_offsets(
                 partition,
                 spec: Some(pb::OffsetSpec {
                     spec: Some(match query {
-                        OffsetQuery::Earliest => Spec::Earliest(true),
-                        OffsetQuery::Latest => Spec::Latest(true),
+                        OffsetQuery::Earliest => {
+                            Spec::Position(pb::OffsetPosition::Earliest.into())
+                        }
+                        OffsetQuery::Latest => Spec::Position(pb::OffsetPosition::Latest.into()),
                         OffsetQuery::Timestamp(ms) => Spec::TimestampMs(ms),
                     }),
                 }),

@@ -8,6 +8,12 @@
 //! the broker it reached (recognised by its address, or because the cluster has one
 //! broker) and carries admin and metadata requests.
 //!
+//! Long-lived streams (`Consume`) take a [`StreamLease`] on a connection from
+//! [`Cluster::stream_channel`]: the broker's usual connection first, then further
+//! connections to the same broker, each carrying at most
+//! [`connection::MAX_STREAMS_PER_CONNECTION`] streams, so that following more
+//! partitions than one HTTP/2 connection allows never leaves a stream waiting.
+//!
 //! Metadata is fetched when a route is missing (a new topic, no leader known) and when
 //! a request fails in a way [`crate::retry`] says calls for it (the leader moved or is
 //! unreachable). Refreshes run one at a time; a caller that waited for another's refresh
@@ -17,6 +23,7 @@
 //! broker does not blind the client.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,6 +68,43 @@ struct State {
     channels: HashMap<BrokerId, (String, Channel)>,
     /// Bumped by every refresh that got an answer.
     refreshes: u64,
+    /// Connections that carry long-lived streams, per broker.
+    stream_pools: HashMap<BrokerId, StreamPool>,
+}
+
+/// The connections to one broker that carry long-lived streams: `connections[0]` is
+/// the broker's usual connection, the rest were opened when the ones before were full.
+struct StreamPool {
+    /// The address further connections go to; the pool is dropped when it changes.
+    address: String,
+    connections: Vec<PooledConnection>,
+}
+
+struct PooledConnection {
+    channel: Channel,
+    /// Streams open on it: leases handed out and not dropped yet.
+    streams: Arc<AtomicUsize>,
+}
+
+/// A connection for one long-lived stream, counted against the connection's
+/// [`connection::MAX_STREAMS_PER_CONNECTION`] until dropped: keep it for as long as
+/// the stream is open.
+pub(crate) struct StreamLease {
+    channel: Channel,
+    streams: Arc<AtomicUsize>,
+}
+
+impl StreamLease {
+    /// The connection to open the stream on.
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+impl Drop for StreamLease {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -111,6 +155,7 @@ impl Cluster {
                     table: Arc::new(RoutingTable::default()),
                     channels: HashMap::new(),
                     refreshes: 0,
+                    stream_pools: HashMap::new(),
                 }),
                 refresh: tokio::sync::Mutex::new(None),
             }),
@@ -131,31 +176,108 @@ impl Cluster {
     /// address.
     pub(crate) fn channel(&self, broker: BrokerId) -> Result<Channel, ClientError> {
         let mut state = self.inner.lock();
+        Ok(self.channel_locked(&mut state, broker)?.1)
+    }
+
+    /// [`Cluster::channel`] under the state lock, with the address further connections
+    /// to the same broker should use: the bootstrap address that answered when the
+    /// connection is the bootstrap one (else the advertised address); `None` for a
+    /// client made from a channel to a broker whose address it does not know.
+    fn channel_locked(
+        &self,
+        state: &mut State,
+        broker: BrokerId,
+    ) -> Result<(Option<String>, Channel), ClientError> {
         let table = state.table.clone();
-        if table.single_broker() == Some(broker) {
-            return Ok(self.inner.bootstrap.clone());
+        let address = table.address(broker);
+        let bootstrap_address = self.inner.bootstrap_address.as_deref();
+        let is_bootstrap = table.single_broker() == Some(broker)
+            || bootstrap_address.is_some_and(|a| table.broker_at(a) == Some(broker));
+        if is_bootstrap {
+            let address = bootstrap_address.or(address).map(str::to_owned);
+            return Ok((address, self.inner.bootstrap.clone()));
         }
-        let address = table.address(broker).ok_or_else(|| {
+        let address = address.ok_or_else(|| {
             ClientError::Unavailable(format!(
                 "broker {broker} is not in the cluster's broker list"
             ))
         })?;
-        if let Some(bootstrap) = &self.inner.bootstrap_address
-            && table.broker_at(bootstrap) == Some(broker)
-        {
-            return Ok(self.inner.bootstrap.clone());
-        }
         if let Some((known, channel)) = state.channels.get(&broker)
             && known == address
         {
-            return Ok(channel.clone());
+            return Ok((Some(address.to_owned()), channel.clone()));
         }
         let channel = connection::lazy(address)?;
         tracing::debug!(broker, address, "connection to broker made");
         state
             .channels
             .insert(broker, (address.to_owned(), channel.clone()));
-        Ok(channel)
+        Ok((Some(address.to_owned()), channel))
+    }
+
+    /// A connection to `broker` for one long-lived stream (see the module docs): the
+    /// first of the broker's stream connections with fewer than
+    /// [`connection::MAX_STREAMS_PER_CONNECTION`] streams, or a new one. Extra
+    /// connections left with no stream are closed here. A client made from a channel,
+    /// to a broker whose address it does not know, has only that channel.
+    pub(crate) fn stream_channel(&self, broker: BrokerId) -> Result<StreamLease, ClientError> {
+        let mut state = self.inner.lock();
+        let (address, usual) = self.channel_locked(&mut state, broker)?;
+        let Some(address) = address else {
+            return Ok(StreamLease {
+                channel: usual,
+                streams: Arc::new(AtomicUsize::new(1)),
+            });
+        };
+        let pool = state
+            .stream_pools
+            .entry(broker)
+            .or_insert_with(|| StreamPool {
+                address: address.clone(),
+                connections: Vec::new(),
+            });
+        if pool.address != address || pool.connections.is_empty() {
+            // New, or the broker moved: start over from its usual connection (streams
+            // on the old connections keep their leases and end with them).
+            *pool = StreamPool {
+                address: address.clone(),
+                connections: vec![PooledConnection {
+                    channel: usual,
+                    streams: Arc::new(AtomicUsize::new(0)),
+                }],
+            };
+        }
+        let mut index = 0;
+        pool.connections.retain(|c| {
+            index += 1;
+            index == 1 || c.streams.load(Ordering::Acquire) > 0
+        });
+        let free = pool
+            .connections
+            .iter()
+            .find(|c| c.streams.load(Ordering::Acquire) < connection::MAX_STREAMS_PER_CONNECTION);
+        let connection = match free {
+            Some(connection) => connection,
+            None => {
+                let channel = connection::lazy(&address)?;
+                pool.connections.push(PooledConnection {
+                    channel,
+                    streams: Arc::new(AtomicUsize::new(0)),
+                });
+                tracing::debug!(
+                    broker,
+                    address,
+                    connections = pool.connections.len(),
+                    "every stream connection to the broker is full; another one made"
+                );
+                pool.connections.last().expect("just pushed")
+            }
+        };
+        connection.streams.fetch_add(1, Ordering::AcqRel);
+        Ok(StreamLease {
+            channel: connection.channel.clone(),
+            streams: connection.streams.clone(),
+        })
     }
 
     /// The leader of `topic`/`partition` and the connection to it, refreshing metadata
@@ -254,6 +376,7 @@ impl Cluster {
         state
             .channels
             .retain(|id, (address, _)| brokers.get(id) == Some(address));
+        state.stream_pools.retain(|id, _| brokers.contains_key(id));
         state.refreshes += 1;
         drop(state);
         tracing::debug!(brokers = brokers.len(), ?topics, "metadata refreshed");

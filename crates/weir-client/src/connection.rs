@@ -24,6 +24,13 @@ pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// batch per partition, a fetch response up to 50 MiB by the broker's default, and a
 /// single batch may reach `weir_batch::MAX_BATCH_BYTES` (64 MiB).
 pub const MAX_MESSAGE_BYTES: usize = weir_batch::MAX_BATCH_BYTES + 1024 * 1024;
+/// Long-lived streams (one `Consume` per followed partition) this client opens on one
+/// connection before it opens another to the same broker. A broker allows 256
+/// concurrent streams per connection (`weir_server::MAX_CONCURRENT_STREAMS_PER_CONNECTION`)
+/// and a stream past that waits until another ends, which for a `Consume` stream may
+/// be never; half the limit leaves room for the unary requests (metadata, offset
+/// lookups, commits) that share the first connection.
+pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
 /// How long establishing a TCP connection to a broker may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Interval of HTTP/2 keep-alive pings, which find a dead connection on an idle client.

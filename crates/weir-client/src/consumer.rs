@@ -550,9 +550,11 @@ impl Fetcher {
     /// consumer is gone (`Ok`).
     async fn follow(&mut self, failures: &mut u32) -> Result<(), ClientError> {
         self.leader = None;
-        let (leader, channel) = self.cluster.leader(&self.topic, self.partition).await?;
+        let (leader, _) = self.cluster.leader(&self.topic, self.partition).await?;
         self.leader = Some(leader);
-        let mut client = ConsumerClient::new(channel)
+        // Held while the stream is open: it counts against its connection's streams.
+        let lease = self.cluster.stream_channel(leader)?;
+        let mut client = ConsumerClient::new(lease.channel())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let request = pb::ConsumeRequest {

@@ -469,3 +469,102 @@ async fn a_bootstrap_list_whose_first_address_refuses_uses_the_next() -> Result<
     producer.close().await;
     broker.stop().await
 }
+
+/// More partitions than one HTTP/2 connection may carry streams for: the broker allows
+/// `MAX_CONCURRENT_STREAMS_PER_CONNECTION` (256) per connection, and a `Consume` stream
+/// past that would wait for ever. The consumer spreads its streams over several
+/// connections to the broker, so every partition's records arrive.
+#[tokio::test]
+async fn a_consumer_of_more_partitions_than_one_connection_carries_gets_every_record() -> Result<()>
+{
+    const PARTITIONS: u32 = weir_server::MAX_CONCURRENT_STREAMS_PER_CONNECTION + 44;
+    const PER_PARTITION: usize = 3;
+    assert!(
+        weir_client::connection::MAX_STREAMS_PER_CONNECTION
+            <= weir_server::MAX_CONCURRENT_STREAMS_PER_CONNECTION as usize
+    );
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin
+        .create_topic("wide", PARTITIONS, 0, HashMap::new())
+        .await?;
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    let assignment: Vec<(&str, u32)> = (0..PARTITIONS).map(|p| ("wide", p)).collect();
+    consumer.assign(&assignment);
+    // A first poll opens every stream; the records come after, on the open streams.
+    consumer.poll(1, Duration::from_millis(200)).await?;
+
+    let producer = broker.producer(ProducerConfig::default()).await?;
+    for i in 0..PER_PARTITION {
+        for p in 0..PARTITIONS {
+            producer
+                .send(ProducerRecord::new("wide", format!("{p}:{i}")).partition(p))
+                .await?;
+        }
+    }
+    producer.flush().await;
+
+    let records = consume(&mut consumer, PARTITIONS as usize * PER_PARTITION).await?;
+    let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for record in &records {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(text(record));
+    }
+    assert_eq!(by_partition.len(), PARTITIONS as usize);
+    for (p, values) in by_partition {
+        let expected: Vec<String> = (0..PER_PARTITION).map(|i| format!("{p}:{i}")).collect();
+        assert_eq!(
+            values, expected,
+            "partition {p}: each record once, in order"
+        );
+    }
+    producer.close().await;
+    broker.stop().await
+}
+
+/// The broker lists groups a page at a time (at most `MAX_PAGE_SIZE`); `list_groups`
+/// follows the pages and returns every group once.
+#[tokio::test]
+async fn list_groups_returns_every_group_across_pages() -> Result<()> {
+    use weir_proto::v1 as pb;
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin.create_topic("t", 1, 0, HashMap::new()).await?;
+    let channel = weir_client::connection::connect(&broker.brokers).await?;
+    let count = weir_server::MAX_PAGE_SIZE as usize + 3;
+    let ids: Vec<String> = (0..count).map(|i| format!("group-{i:05}")).collect();
+    for chunk in ids.chunks(100) {
+        let mut commits = tokio::task::JoinSet::new();
+        for id in chunk {
+            let mut groups = pb::groups_client::GroupsClient::new(channel.clone());
+            // A commit from outside a group makes the group.
+            let request = pb::CommitOffsetsRequest {
+                group_id: id.clone(),
+                topics: vec![pb::TopicOffsetCommit {
+                    topic: "t".into(),
+                    partitions: vec![pb::PartitionOffsetCommit {
+                        partition: 0,
+                        offset: 0,
+                        metadata: String::new(),
+                    }],
+                }],
+                ..Default::default()
+            };
+            commits.spawn(async move { groups.commit_offsets(request).await });
+        }
+        while let Some(done) = commits.join_next().await {
+            done??;
+        }
+    }
+    let listed = admin.list_groups().await?;
+    let listed_ids: Vec<&str> = listed.iter().map(|g| g.group_id.as_str()).collect();
+    assert_eq!(listed_ids, ids);
+    assert!(
+        listed
+            .iter()
+            .all(|g| g.state == weir_client::GroupState::Empty && g.members == 0)
+    );
+    broker.stop().await
+}

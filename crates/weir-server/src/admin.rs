@@ -22,6 +22,7 @@ use weir_proto::v1::{
 use crate::Broker;
 use crate::convert;
 use crate::groups;
+use crate::page::{self, Listing};
 use crate::status::{self, status};
 
 /// The Admin gRPC service.
@@ -113,13 +114,23 @@ impl Admin for AdminService {
         request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
         let _timer = self.broker.metrics.rpc_timer("ListTopics");
-        let include_internal = request.into_inner().include_internal;
+        let req = request.into_inner();
         let topics = self
             .broker
             .registry
             .topics()
             .into_iter()
-            .filter(|t| include_internal || !is_internal(&t.name))
+            .filter(|t| req.include_internal || !is_internal(&t.name))
+            .collect();
+        let (page, next_page_token) = page::paginate(
+            Listing::Topics,
+            topics,
+            |t| t.name.as_str(),
+            req.page_size,
+            &req.page_token,
+        )?;
+        let topics = page
+            .into_iter()
             .map(|t| TopicSummary {
                 name: t.name.clone(),
                 partitions: t.partition_count(),
@@ -127,7 +138,10 @@ impl Admin for AdminService {
                 internal: t.is_internal(),
             })
             .collect();
-        Ok(Response::new(ListTopicsResponse { topics }))
+        Ok(Response::new(ListTopicsResponse {
+            topics,
+            next_page_token,
+        }))
     }
 
     async fn describe_topic(

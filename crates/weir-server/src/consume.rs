@@ -19,7 +19,7 @@ use weir_cluster::{ClusterError, Partition, Topic};
 use weir_log::FetchData;
 use weir_proto::v1::{
     self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, PartitionFetchResult, PartitionOffsetResult, RecordFormat,
+    ListOffsetsResponse, OffsetPosition, PartitionFetchResult, PartitionOffsetResult, RecordFormat,
     consumer_server::Consumer, offset_spec::Spec,
 };
 
@@ -367,10 +367,17 @@ async fn list_one(
     let offsets = partition.leader_offsets().await.map_err(err)?;
     match spec {
         None => Err(invalid_argument(format!(
-            "partition {index}: no offset spec (earliest, latest or timestamp_ms)"
+            "partition {index}: no offset spec (position or timestamp_ms)"
         ))),
-        Some(Spec::Earliest(_)) => Ok((offsets.log_start_offset, -1)),
-        Some(Spec::Latest(_)) => Ok((offsets.high_watermark, -1)),
+        Some(Spec::Position(position)) => match OffsetPosition::try_from(position) {
+            Ok(OffsetPosition::Earliest) => Ok((offsets.log_start_offset, -1)),
+            Ok(OffsetPosition::Latest) => Ok((offsets.high_watermark, -1)),
+            Ok(OffsetPosition::Unspecified) | Err(_) => Err(invalid_argument(format!(
+                "partition {index}: position is {position}; it must be \
+                 OFFSET_POSITION_EARLIEST (1) or OFFSET_POSITION_LATEST (2), \
+                 OFFSET_POSITION_UNSPECIFIED (0) selects nothing"
+            ))),
+        },
         Some(Spec::TimestampMs(ts)) => {
             let Some(offset) = partition.offset_for_timestamp(ts).await.map_err(err)? else {
                 return Ok((offsets.high_watermark, -1));

@@ -11,20 +11,22 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_cluster::ClusterError;
 use weir_cluster::group::{
-    GroupCoordinator, GroupError, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
+    GroupCoordinator, GroupError, GroupState, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
     find_coordinator,
 };
 use weir_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset, DeleteGroupRequest,
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
     FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription,
-    GroupPartitionOffset, GroupSummary, HeartbeatRequest, HeartbeatResponse, ListGroupsRequest,
-    ListGroupsResponse, PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse,
-    TopicPartitions, groups_server::Groups, offset_reset_spec,
+    GroupPartitionOffset, GroupState as ProtoGroupState, GroupSummary, HeartbeatRequest,
+    HeartbeatResponse, ListGroupsRequest, ListGroupsResponse, OffsetPosition,
+    PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions,
+    groups_server::Groups, offset_reset_spec,
 };
 
 use crate::Broker;
 use crate::admin::Listener;
+use crate::page::{self, Listing};
 use crate::status::{ERROR_DOMAIN, REASON_COORDINATOR_NOT_AVAILABLE, group_status};
 
 /// Most partitions one commit or fetch may name.
@@ -244,25 +246,43 @@ fn millis(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-/// ListGroups.
+/// The API's enum for a group state.
+fn group_state(state: GroupState) -> ProtoGroupState {
+    match state {
+        GroupState::Empty => ProtoGroupState::Empty,
+        GroupState::Assigning => ProtoGroupState::Assigning,
+        GroupState::Stable => ProtoGroupState::Stable,
+        GroupState::Dead => ProtoGroupState::Dead,
+    }
+}
+
+/// ListGroups: one page of the coordinator's groups, by id.
 pub(crate) fn list_groups(
     broker: &Broker,
-    _req: ListGroupsRequest,
+    req: ListGroupsRequest,
 ) -> Result<ListGroupsResponse, Status> {
-    let groups = broker
-        .groups()?
-        .list_groups()
+    let (page, next_page_token) = page::paginate(
+        Listing::Groups,
+        broker.groups()?.list_groups(),
+        |g| g.group_id.as_str(),
+        req.page_size,
+        &req.page_token,
+    )?;
+    let groups = page
         .into_iter()
         .map(|g| GroupSummary {
             group_id: g.group_id,
-            state: g.state.as_str().to_string(),
-            members: g.members as u32,
+            state: group_state(g.state).into(),
+            members: u32::try_from(g.members).unwrap_or(u32::MAX),
         })
         .collect();
-    Ok(ListGroupsResponse { groups })
+    Ok(ListGroupsResponse {
+        groups,
+        next_page_token,
+    })
 }
 
-/// DescribeGroup.
+/// DescribeGroup: the group with one page of its members, by id.
 pub(crate) async fn describe_group(
     broker: &Broker,
     req: DescribeGroupRequest,
@@ -272,13 +292,19 @@ pub(crate) async fn describe_group(
         .describe_group(&req.group_id)
         .await
         .map_err(group_status)?;
+    let (members, next_page_token) = page::paginate(
+        Listing::GroupMembers,
+        d.members,
+        |m| m.member_id.as_str(),
+        req.page_size,
+        &req.page_token,
+    )?;
     Ok(DescribeGroupResponse {
         group_id: d.group_id,
-        state: d.state.as_str().to_string(),
+        state: group_state(d.state).into(),
         group_epoch: d.group_epoch,
         assignor: d.assignor,
-        members: d
-            .members
+        members: members
             .into_iter()
             .map(|m| GroupMemberDescription {
                 member_id: m.member_id,
@@ -305,6 +331,7 @@ pub(crate) async fn describe_group(
             })
             .collect(),
         coordinator_partition: d.coordinator_partition,
+        next_page_token,
     })
 }
 
@@ -327,16 +354,25 @@ pub(crate) async fn reset_offsets(
     req: ResetOffsetsRequest,
 ) -> Result<ResetOffsetsResponse, Status> {
     let spec = match req.spec.and_then(|s| s.to) {
-        Some(offset_reset_spec::To::Earliest(true)) => ResetSpec::Earliest,
-        Some(offset_reset_spec::To::Latest(true)) => ResetSpec::Latest,
+        Some(offset_reset_spec::To::Position(position)) => {
+            match OffsetPosition::try_from(position) {
+                Ok(OffsetPosition::Earliest) => ResetSpec::Earliest,
+                Ok(OffsetPosition::Latest) => ResetSpec::Latest,
+                Ok(OffsetPosition::Unspecified) | Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "spec.position is {position}: it must be OFFSET_POSITION_EARLIEST (1) \
+                         or OFFSET_POSITION_LATEST (2); OFFSET_POSITION_UNSPECIFIED (0) \
+                         selects nothing"
+                    )));
+                }
+            }
+        }
         Some(offset_reset_spec::To::Offset(n)) => ResetSpec::Offset(n),
         Some(offset_reset_spec::To::TimestampMs(ms)) => ResetSpec::Timestamp(ms),
         Some(offset_reset_spec::To::ShiftBy(n)) => ResetSpec::ShiftBy(n),
-        Some(offset_reset_spec::To::Earliest(false) | offset_reset_spec::To::Latest(false))
-        | None => {
+        None => {
             return Err(Status::invalid_argument(
-                "spec must say where to reset to: earliest, latest, offset, timestamp_ms \
-                 or shift_by",
+                "spec must say where to reset to: position, offset, timestamp_ms or shift_by",
             ));
         }
     };

@@ -41,6 +41,7 @@ mod http;
 pub mod internal;
 mod maintenance;
 mod metrics;
+mod page;
 mod produce;
 mod status;
 
@@ -77,6 +78,7 @@ pub use consume::{
 };
 pub use groups::{GroupsService, MAX_PARTITIONS_PER_OFFSET_REQUEST};
 pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics};
+pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS};
 pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
     ProducerService,

@@ -227,6 +227,7 @@ async fn restart_keeps_every_topic_config_and_record() {
             .admin
             .list_topics(ListTopicsRequest {
                 include_internal: false,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -443,8 +444,35 @@ async fn list_offsets_and_delete_records() {
             c.produce(request("lo", vec![part], Acks::All)).await;
         }
         use offset_spec::Spec;
-        assert_eq!(c.list_offset("lo", 0, Spec::Earliest(true)).await.offset, 0);
-        assert_eq!(c.list_offset("lo", 0, Spec::Latest(true)).await.offset, 3);
+        assert_eq!(
+            c.list_offset("lo", 0, position(OffsetPosition::Earliest))
+                .await
+                .offset,
+            0
+        );
+        assert_eq!(
+            c.list_offset("lo", 0, position(OffsetPosition::Latest))
+                .await
+                .offset,
+            3
+        );
+        // An unset position selects nothing (unlike the old `earliest: false`), and a
+        // number the broker does not know is no better.
+        for unset in [OffsetPosition::Unspecified as i32, 7] {
+            let refused = c.list_offset("lo", 0, Spec::Position(unset)).await;
+            let error = refused.error.expect("an unspecified position is refused");
+            assert_eq!(
+                error.code,
+                Code::InvalidArgument as i32,
+                "{}",
+                error.message
+            );
+            assert!(
+                error.message.contains("OFFSET_POSITION_EARLIEST"),
+                "{}",
+                error.message
+            );
+        }
         let at = c.list_offset("lo", 0, Spec::TimestampMs(1_500)).await;
         assert_eq!((at.offset, at.timestamp_ms), (1, 2_000));
         let late = c.list_offset("lo", 0, Spec::TimestampMs(9_999)).await;
@@ -479,7 +507,12 @@ async fn list_offsets_and_delete_records() {
             del.results[1].error.as_ref().unwrap().code,
             Code::OutOfRange as i32
         );
-        assert_eq!(c.list_offset("lo", 0, Spec::Earliest(true)).await.offset, 2);
+        assert_eq!(
+            c.list_offset("lo", 0, position(OffsetPosition::Earliest))
+                .await
+                .offset,
+            2
+        );
         let gone = c.fetch("lo", 0, 0).await;
         let err = gone.error.unwrap();
         assert_eq!(err.code, Code::OutOfRange as i32);
@@ -1204,4 +1237,82 @@ async fn default_fetches_fit_a_4_mib_receive_limit_even_decoded() {
         "the data does not fit a few answers: {fetches}"
     );
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn list_topics_pages_cover_every_topic_once() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        let mut names: Vec<String> = (0..8).map(|i| format!("topic-{}", 7 - i)).collect();
+        for name in &names {
+            c.create(name, 1, &[]).await;
+        }
+        names.sort();
+
+        let mut listed = Vec::new();
+        let mut page_sizes = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = c
+                .admin
+                .list_topics(ListTopicsRequest {
+                    include_internal: false,
+                    page_size: 3,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            page_sizes.push(page.topics.len());
+            listed.extend(page.topics.into_iter().map(|t| t.name));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+            // A topic deleted after it was listed, and one created before the token,
+            // move nothing else in or out of the later pages.
+            if listed.len() == 3 {
+                c.admin
+                    .delete_topic(DeleteTopicRequest {
+                        name: "topic-0".into(),
+                    })
+                    .await
+                    .unwrap();
+                c.create("topic-00", 1, &[]).await;
+            }
+        }
+        assert_eq!(page_sizes, [3, 3, 2]);
+        assert_eq!(listed, names);
+
+        // One page holds everything at the default size; internal topics only on request.
+        let all = c
+            .admin
+            .list_topics(ListTopicsRequest {
+                include_internal: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(all.next_page_token.is_empty());
+        assert!(all.topics.iter().any(|t| t.internal));
+
+        for page_token in ["topic-3", "topics:not hex", "groups:61"] {
+            let refused = c
+                .admin
+                .list_topics(ListTopicsRequest {
+                    include_internal: false,
+                    page_size: 3,
+                    page_token: page_token.into(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code(), Code::InvalidArgument, "{page_token}");
+            assert!(refused.message().contains("page_token"), "{refused:?}");
+        }
+        server.shutdown().await.unwrap();
+    })
+    .await;
 }

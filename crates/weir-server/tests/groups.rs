@@ -234,11 +234,12 @@ async fn a_thin_client_joins_hands_over_partitions_commits_and_leaves() {
             .admin
             .describe_group(DescribeGroupRequest {
                 group_id: "billing".into(),
+                ..Default::default()
             })
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(described.state, "stable");
+        assert_eq!(described.state(), GroupState::Stable);
         assert_eq!(described.members.len(), 2);
         let p0 = described
             .offsets
@@ -265,7 +266,9 @@ async fn a_thin_client_joins_hands_over_partitions_commits_and_leaves() {
                 partitions: vec![],
             }],
             spec: Some(OffsetResetSpec {
-                to: Some(offset_reset_spec::To::Earliest(true)),
+                to: Some(offset_reset_spec::To::Position(
+                    OffsetPosition::Earliest.into(),
+                )),
             }),
             dry_run,
         };
@@ -282,15 +285,16 @@ async fn a_thin_client_joins_hands_over_partitions_commits_and_leaves() {
         }
         let listed = c
             .admin
-            .list_groups(ListGroupsRequest {})
+            .list_groups(ListGroupsRequest::default())
             .await
             .unwrap()
             .into_inner();
         assert_eq!(listed.groups.len(), 1);
         assert_eq!(
-            (listed.groups[0].state.as_str(), listed.groups[0].members),
-            ("empty", 0)
+            (listed.groups[0].state(), listed.groups[0].members),
+            (GroupState::Empty, 0)
         );
+        assert_eq!(listed.next_page_token, "");
         let plan = c
             .admin
             .reset_offsets(reset(true))
@@ -327,6 +331,7 @@ async fn a_thin_client_joins_hands_over_partitions_commits_and_leaves() {
             c.admin
                 .describe_group(DescribeGroupRequest {
                     group_id: "billing".into(),
+                    ..Default::default()
                 })
                 .await,
             Code::NotFound,
@@ -350,6 +355,7 @@ async fn bad_group_input_gets_the_right_code() {
             c.admin
                 .describe_group(DescribeGroupRequest {
                     group_id: "ghost".into(),
+                    ..Default::default()
                 })
                 .await,
             Code::NotFound,
@@ -399,12 +405,42 @@ async fn bad_group_input_gets_the_right_code() {
             Code::InvalidArgument,
             "spec",
         );
+        // An unset position selects nothing: not "earliest", as `earliest: false` did.
+        let unspecified = ResetOffsetsRequest {
+            group_id: "g".into(),
+            topics: vec![TopicPartitions {
+                topic: "t".into(),
+                partitions: vec![],
+            }],
+            spec: Some(OffsetResetSpec {
+                to: Some(offset_reset_spec::To::Position(
+                    OffsetPosition::Unspecified.into(),
+                )),
+            }),
+            dry_run: false,
+        };
+        assert_code(
+            c.admin.reset_offsets(unspecified).await,
+            Code::InvalidArgument,
+            "OFFSET_POSITION_UNSPECIFIED",
+        );
+        assert_code(
+            c.admin
+                .describe_group(DescribeGroupRequest {
+                    group_id: "g".into(),
+                    ..Default::default()
+                })
+                .await,
+            Code::NotFound,
+            "g",
+        );
 
         // The offsets topic exists, is listed as internal, and belongs to the broker.
         let topics = c
             .admin
             .list_topics(ListTopicsRequest {
                 include_internal: true,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -644,6 +680,159 @@ async fn compaction_keeps_the_offsets_log_small_and_replay_reads_the_compacted_l
         let offsets = committed(&mut groups(&c), "counters").await;
         let expected: Vec<i64> = (0..4).map(|p| COMMITS * 10 + p).collect();
         assert_eq!(offsets.values().copied().collect::<Vec<_>>(), expected);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// Every page of ListGroups, followed from the first token to the last.
+async fn all_group_pages(c: &mut Clients, page_size: u32) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = c
+            .admin
+            .list_groups(ListGroupsRequest {
+                page_size,
+                page_token,
+            })
+            .await
+            .expect("list groups")
+            .into_inner();
+        pages.push(page.groups.into_iter().map(|g| g.group_id).collect());
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn list_groups_pages_cover_every_group_once_and_clamp_the_page_size() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("t", 1, &[]).await;
+        // More groups than the largest page, each made by a commit from outside it.
+        let count = weir_server::MAX_PAGE_SIZE as usize + 5;
+        let ids: Vec<String> = (0..count).map(|i| format!("g{i:05}")).collect();
+        for chunk in ids.chunks(100) {
+            let commits = chunk.iter().map(|id| {
+                let mut g = groups(&c);
+                let request = commit(id, &Member::default(), "t", &[(0, 1)]);
+                async move { g.commit_offsets(request).await.expect("commit") }
+            });
+            futures_util::future::join_all(commits).await;
+        }
+
+        // Small pages: every group once, in id order, each page full but the last.
+        let pages = all_group_pages(&mut c, 7).await;
+        assert_eq!(pages.len(), count.div_ceil(7));
+        assert!(pages[..pages.len() - 1].iter().all(|p| p.len() == 7));
+        assert_eq!(pages.concat(), ids);
+
+        // 0 is the default size; a size past the maximum is clamped to it.
+        let default = all_group_pages(&mut c, 0).await;
+        assert_eq!(default[0].len(), weir_server::DEFAULT_PAGE_SIZE as usize);
+        assert_eq!(default.concat(), ids);
+        let clamped = all_group_pages(&mut c, u32::MAX).await;
+        let sizes: Vec<usize> = clamped.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [weir_server::MAX_PAGE_SIZE as usize, 5]);
+        assert_eq!(clamped.concat(), ids);
+
+        // A made-up token, and a token of another listing, are refused.
+        let topics_token = c
+            .admin
+            .list_topics(ListTopicsRequest {
+                include_internal: true,
+                page_size: 1,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .next_page_token;
+        assert!(!topics_token.is_empty(), "two topics, pages of one");
+        for page_token in ["g00003".to_owned(), topics_token] {
+            assert_code(
+                c.admin
+                    .list_groups(ListGroupsRequest {
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await,
+                Code::InvalidArgument,
+                "page_token",
+            );
+        }
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn describe_group_pages_its_members() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("orders", 4, &[]).await;
+        let mut g = groups(&c);
+        let mut members = Vec::new();
+        for _ in 0..5 {
+            let mut m = Member::default();
+            m.apply(
+                &g.heartbeat(join("pages", &["orders"]))
+                    .await
+                    .unwrap()
+                    .into_inner(),
+            );
+            members.push(m);
+        }
+        let mut expected: Vec<String> = members.iter().map(|m| m.id.clone()).collect();
+        expected.sort();
+
+        let mut listed = Vec::new();
+        let mut page_token = String::new();
+        let mut pages = 0;
+        loop {
+            let page = c
+                .admin
+                .describe_group(DescribeGroupRequest {
+                    group_id: "pages".into(),
+                    page_size: 2,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            pages += 1;
+            assert!(page.members.len() <= 2);
+            // Every page describes the whole group besides its members.
+            assert_eq!(page.group_id, "pages");
+            assert_ne!(page.state(), GroupState::Unspecified);
+            assert_eq!(page.offsets.len(), 4, "{page:?}");
+            listed.extend(page.members.into_iter().map(|m| m.member_id));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(listed, expected);
+
+        assert_code(
+            c.admin
+                .describe_group(DescribeGroupRequest {
+                    group_id: "pages".into(),
+                    page_size: 2,
+                    page_token: "members:zz".into(),
+                })
+                .await,
+            Code::InvalidArgument,
+            "page_token",
+        );
         server.shutdown().await.unwrap();
     })
     .await;

@@ -102,6 +102,7 @@ async fn a_directory_from_before_stamps_opens_unchanged_and_is_stamped() {
             .admin
             .list_topics(ListTopicsRequest {
                 include_internal: false,
+                ..Default::default()
             })
             .await
             .unwrap()

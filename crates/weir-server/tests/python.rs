@@ -2,8 +2,9 @@
 //! grpcio with its defaults (stubs generated from `proto/` at run time) and checks what a
 //! Python user relies on: the reason of a whole-call error through
 //! `grpc_status.rpc_status.from_call` and of a per-partition error, the idempotent
-//! producer with plain records, and default fetches of 10 partitions that fit grpcio's
-//! 4 MiB receive limit. `tests/python/setup.sh` installs the pinned client from PyPI into
+//! producer with plain records, default fetches of 10 partitions that fit grpcio's
+//! 4 MiB receive limit, offset lookups by the OffsetPosition enum (UNSPECIFIED refused),
+//! and ListTopics followed page by page. `tests/python/setup.sh` installs the pinned client from PyPI into
 //! `tests/python/.venv` on first use.
 
 mod common;

@@ -40,6 +40,11 @@ pub async fn start(dir: &Path) -> RunningServer {
         .expect("server starts")
 }
 
+/// An offset lookup by position (earliest or latest).
+pub fn position(position: OffsetPosition) -> offset_spec::Spec {
+    offset_spec::Spec::Position(position.into())
+}
+
 pub struct Clients {
     pub admin: AdminClient<Channel>,
     pub producer: ProducerClient<Channel>,
@@ -136,7 +141,7 @@ impl Clients {
     }
 
     pub async fn latest(&mut self, topic: &str, partition: u32) -> i64 {
-        self.list_offset(topic, partition, offset_spec::Spec::Latest(true))
+        self.list_offset(topic, partition, position(OffsetPosition::Latest))
             .await
             .offset
     }
