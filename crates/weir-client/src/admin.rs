@@ -4,16 +4,20 @@
 //! Admin requests go to the bootstrap broker (the first of the list that answered);
 //! offset lookups go to each partition's leader.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
+use weir_proto::v1::groups_client::GroupsClient;
 
 use crate::cluster::Cluster;
 use crate::connection::MAX_MESSAGE_BYTES;
+use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
 
@@ -21,6 +25,17 @@ use crate::group::TopicPartition;
 /// members: the broker's largest page (it clamps larger sizes), so that listing
 /// everything takes as few round trips as the broker allows.
 pub const LISTING_PAGE_SIZE: u32 = 1000;
+/// Longest a group call (describe, delete, reset) keeps looking for the group's
+/// coordinator while it moves.
+pub const GROUP_ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// First wait before such a call is tried again.
+const GROUP_ADMIN_BACKOFF: Duration = Duration::from_millis(100);
+
+fn admin_client(channel: Channel) -> AdminClient<Channel> {
+    AdminClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
 
 /// One partition's state, as `DescribeTopic` reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +329,50 @@ impl Admin {
         Admin::with_cluster(Cluster::from_channel(channel))
     }
 
+    /// Runs `call` against the Admin service of the broker coordinating `group_id`
+    /// (found with FindCoordinator on the bootstrap broker), finding it again and
+    /// retrying while it moves or is elected, for at most [`GROUP_ADMIN_TIMEOUT`].
+    async fn on_coordinator<T, F, Fut>(&self, group_id: &str, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(AdminClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let deadline = tokio::time::Instant::now() + GROUP_ADMIN_TIMEOUT;
+        let mut failures = 0;
+        loop {
+            let attempt = async {
+                let found = GroupsClient::new(self.cluster.bootstrap())
+                    .find_coordinator(pb::FindCoordinatorRequest {
+                        group_id: group_id.to_owned(),
+                    })
+                    .await?
+                    .into_inner();
+                let channel = match self.cluster.channel(found.broker_id) {
+                    Ok(channel) => channel,
+                    // A broker this client has not heard of yet.
+                    Err(_) => {
+                        self.cluster.refresh(&[]).await?;
+                        self.cluster.channel(found.broker_id)?
+                    }
+                };
+                call(admin_client(channel)).await.map_err(ClientError::from)
+            }
+            .await;
+            match attempt {
+                Err(error)
+                    if error.is_retriable() && tokio::time::Instant::now() < deadline =>
+                {
+                    failures += 1;
+                    tokio::time::sleep(reconnect_backoff(GROUP_ADMIN_BACKOFF, failures).min(
+                        crate::group::MAX_COORDINATOR_RETRY_BACKOFF,
+                    ))
+                    .await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) fn with_cluster(cluster: Cluster) -> Admin {
         Admin {
             admin: AdminClient::new(cluster.bootstrap())
@@ -515,30 +574,61 @@ impl Admin {
         })
     }
 
-    /// Every consumer group, by id, with its state and member count (following the
-    /// broker's pages to the last).
+    /// Every consumer group, by id, with its state and member count. Each broker lists
+    /// the groups it coordinates: every broker of the cluster is asked (following its
+    /// pages to the last); a broker that cannot be reached is skipped with a warning
+    /// (its groups move to other brokers).
     pub async fn list_groups(&self) -> Result<Vec<GroupListing>, ClientError> {
-        let mut groups = Vec::new();
-        let mut page_token = String::new();
-        loop {
-            let response = self
-                .admin
-                .clone()
-                .list_groups(pb::ListGroupsRequest {
-                    page_size: LISTING_PAGE_SIZE,
-                    page_token: std::mem::take(&mut page_token),
-                })
-                .await?
-                .into_inner();
-            groups.extend(response.groups.into_iter().map(|g| GroupListing {
-                group_id: g.group_id,
-                state: GroupState::from_proto(g.state),
-                members: g.members,
-            }));
-            if response.next_page_token.is_empty() {
-                return Ok(groups);
+        self.cluster.refresh(&[]).await?;
+        let brokers: Vec<i32> = self.cluster.table().brokers().map(|(id, _)| id).collect();
+        let mut groups: BTreeMap<String, GroupListing> = BTreeMap::new();
+        let mut asked = 0;
+        let mut last_error = None;
+        for broker in brokers {
+            let listed = async {
+                let mut admin = admin_client(self.cluster.channel(broker)?);
+                let mut page_token = String::new();
+                let mut found = Vec::new();
+                loop {
+                    let response = admin
+                        .list_groups(pb::ListGroupsRequest {
+                            page_size: LISTING_PAGE_SIZE,
+                            page_token: std::mem::take(&mut page_token),
+                        })
+                        .await?
+                        .into_inner();
+                    found.extend(response.groups);
+                    if response.next_page_token.is_empty() {
+                        return Ok::<_, ClientError>(found);
+                    }
+                    page_token = response.next_page_token;
+                }
             }
-            page_token = response.next_page_token;
+            .await;
+            match listed {
+                Ok(found) => {
+                    asked += 1;
+                    for g in found {
+                        groups.insert(
+                            g.group_id.clone(),
+                            GroupListing {
+                                group_id: g.group_id,
+                                state: GroupState::from_proto(g.state),
+                                members: g.members,
+                            },
+                        );
+                    }
+                }
+                Err(error) if error.is_retriable() => {
+                    tracing::warn!(broker, %error, "a broker did not list its groups; skipped");
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match (asked, last_error) {
+            (0, Some(error)) => Err(error),
+            _ => Ok(groups.into_values().collect()),
         }
     }
 
@@ -550,13 +640,15 @@ impl Admin {
         let mut members = Vec::new();
         let mut page_token = String::new();
         let d = loop {
+            let token = std::mem::take(&mut page_token);
             let mut d = self
-                .admin
-                .clone()
-                .describe_group(pb::DescribeGroupRequest {
-                    group_id: group_id.to_owned(),
-                    page_size: LISTING_PAGE_SIZE,
-                    page_token: std::mem::take(&mut page_token),
+                .on_coordinator(group_id, |mut admin| {
+                    let request = pb::DescribeGroupRequest {
+                        group_id: group_id.to_owned(),
+                        page_size: LISTING_PAGE_SIZE,
+                        page_token: token.clone(),
+                    };
+                    async move { admin.describe_group(request).await }
                 })
                 .await?
                 .into_inner();
@@ -604,12 +696,13 @@ impl Admin {
     /// Deletes a group and its committed offsets. [`ClientError::NotFound`] for an
     /// unknown group, [`ClientError::FailedPrecondition`] while it has members.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), ClientError> {
-        self.admin
-            .clone()
-            .delete_group(pb::DeleteGroupRequest {
+        self.on_coordinator(group_id, |mut admin| {
+            let request = pb::DeleteGroupRequest {
                 group_id: group_id.to_owned(),
-            })
-            .await?;
+            };
+            async move { admin.delete_group(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -633,20 +726,22 @@ impl Admin {
             ResetOffsetsTo::Timestamp(ms) => To::TimestampMs(ms),
             ResetOffsetsTo::ShiftBy(n) => To::ShiftBy(n),
         };
+        let request = pb::ResetOffsetsRequest {
+            group_id: group_id.to_owned(),
+            topics: targets
+                .iter()
+                .map(|&(topic, partitions)| pb::TopicPartitions {
+                    topic: topic.to_owned(),
+                    partitions: partitions.to_vec(),
+                })
+                .collect(),
+            spec: Some(pb::OffsetResetSpec { to: Some(to) }),
+            dry_run,
+        };
         let response = self
-            .admin
-            .clone()
-            .reset_offsets(pb::ResetOffsetsRequest {
-                group_id: group_id.to_owned(),
-                topics: targets
-                    .iter()
-                    .map(|&(topic, partitions)| pb::TopicPartitions {
-                        topic: topic.to_owned(),
-                        partitions: partitions.to_vec(),
-                    })
-                    .collect(),
-                spec: Some(pb::OffsetResetSpec { to: Some(to) }),
-                dry_run,
+            .on_coordinator(group_id, |mut admin| {
+                let request = request.clone();
+                async move { admin.reset_offsets(request).await }
             })
             .await?
             .into_inner();

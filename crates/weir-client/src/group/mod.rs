@@ -114,6 +114,7 @@ use self::commit::CommitJob;
 pub use self::commit::{COMMIT_QUEUE_DEPTH, COMMIT_TIMEOUT};
 use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
 use self::link::CoordinatorLink;
+pub(crate) use self::link::MAX_COORDINATOR_RETRY_BACKOFF;
 use crate::admin::OffsetQuery;
 use crate::connection::DEFAULT_BROKER;
 use crate::consumer::reconnect_backoff as backoff;
