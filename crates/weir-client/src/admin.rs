@@ -359,13 +359,12 @@ impl Admin {
             }
             .await;
             match attempt {
-                Err(error)
-                    if error.is_retriable() && tokio::time::Instant::now() < deadline =>
-                {
+                Err(error) if error.is_retriable() && tokio::time::Instant::now() < deadline => {
                     failures += 1;
-                    tokio::time::sleep(reconnect_backoff(GROUP_ADMIN_BACKOFF, failures).min(
-                        crate::group::MAX_COORDINATOR_RETRY_BACKOFF,
-                    ))
+                    tokio::time::sleep(
+                        reconnect_backoff(GROUP_ADMIN_BACKOFF, failures)
+                            .min(crate::group::MAX_COORDINATOR_RETRY_BACKOFF),
+                    )
                     .await;
                 }
                 other => return other,

@@ -19,9 +19,9 @@ use weir_proto::v1::{
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
     FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription,
     GroupPartitionOffset, GroupState as ProtoGroupState, GroupSummary, HeartbeatRequest,
-    HeartbeatResponse, ListGroupsRequest, ListGroupsResponse, OffsetPosition,
-    PartitionOffsetReset, ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions,
-    groups_server::Groups, offset_reset_spec,
+    HeartbeatResponse, ListGroupsRequest, ListGroupsResponse, OffsetPosition, PartitionOffsetReset,
+    ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions, groups_server::Groups,
+    offset_reset_spec,
 };
 
 use crate::Broker;

@@ -23,6 +23,8 @@ pub mod coordinator;
 mod expiry;
 mod records;
 mod shard;
+#[cfg(test)]
+mod sim;
 mod state;
 
 use std::collections::BTreeMap;

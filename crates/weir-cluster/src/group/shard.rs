@@ -191,7 +191,11 @@ impl ShardState {
 
     /// The records of the membership changes of `group_id` (members first, then the
     /// group record), marked as queued.
-    fn membership_records(&mut self, group_id: &str, scope: &Scope) -> Vec<(Bytes, Option<Bytes>)> {
+    pub(super) fn membership_records(
+        &mut self,
+        group_id: &str,
+        scope: &Scope,
+    ) -> Vec<(Bytes, Option<Bytes>)> {
         let changes = self.membership_changes(group_id, scope);
         if changes.is_empty() {
             return Vec::new();
@@ -551,13 +555,13 @@ pub(super) fn entry<'a>(
 }
 
 /// Member records seen by a replay, newest per (group, member); `None`: deleted.
-type ReplayedMembers = HashMap<(String, String), Option<MemberValue>>;
+pub(super) type ReplayedMembers = HashMap<(String, String), Option<MemberValue>>;
 
 /// Applies one `__consumer_offsets` record at log offset `offset`: on replay, and after
 /// each write is durable. Records only replace what older records set. Member records
 /// are collected into `members` on replay (the coordinator's own writes already changed
 /// memory before they were written, so they pass `None`).
-fn apply_record(
+pub(super) fn apply_record(
     st: &mut ShardState,
     key: &[u8],
     value: Option<&[u8]>,
@@ -718,50 +722,16 @@ pub(super) async fn delete_group_records(
     Ok(written?.is_some())
 }
 
-/// Rebuilds a shard's state from its partition, log start to `end` (committed):
-/// offsets, groups and their members, whose sessions start again now.
-async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardState, GroupError> {
-    let (index, partition, count) = (shard.index, &shard.partition, &shard.group_count);
-    let mut st = ShardState::default();
-    let mut members = ReplayedMembers::new();
-    let mut position = partition.offsets().await?.log_start_offset;
-    let mut records_applied = 0u64;
-    while position < end {
-        let data = partition.read(position, REPLAY_READ_BYTES).await?;
-        for batch in data.batches() {
-            let corrupt = |offset, reason: String| GroupError::CorruptRecord {
-                partition: index,
-                offset,
-                reason,
-            };
-            let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
-            for record in decoded.into_iter().filter(|r| r.offset < end) {
-                let Some(key) = &record.key else {
-                    tracing::warn!(
-                        partition = index,
-                        offset = record.offset,
-                        "skipping a record without a key"
-                    );
-                    continue;
-                };
-                let value = record.value.as_deref();
-                apply_record(
-                    &mut st,
-                    key,
-                    value,
-                    record.offset,
-                    count,
-                    Some(&mut members),
-                )
-                .map_err(|reason| corrupt(record.offset, reason))?;
-                records_applied += 1;
-            }
-        }
-        if data.next_offset <= position {
-            break;
-        }
-        position = data.next_offset;
-    }
+/// The end of a replay, once every record was applied in log order with
+/// [`apply_record`]: restores the members of `members`, starts their sessions and the
+/// retention clocks now, and marks the state as persisted. Returns how many members were
+/// restored.
+pub(super) fn finish_replay(
+    st: &mut ShardState,
+    members: ReplayedMembers,
+    index: u32,
+    cx: &LoadContext<'_>,
+) -> usize {
     // Everything is applied in log order: no write is in flight.
     st.deleted.clear();
     let mut restored = 0usize;
@@ -808,6 +778,54 @@ async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardSt
     }
     st.next_deadline = next_deadline;
     st.mark_persisted();
+    restored
+}
+
+/// Rebuilds a shard's state from its partition, log start to `end` (committed):
+/// offsets, groups and their members, whose sessions start again now.
+async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardState, GroupError> {
+    let (index, partition, count) = (shard.index, &shard.partition, &shard.group_count);
+    let mut st = ShardState::default();
+    let mut members = ReplayedMembers::new();
+    let mut position = partition.offsets().await?.log_start_offset;
+    let mut records_applied = 0u64;
+    while position < end {
+        let data = partition.read(position, REPLAY_READ_BYTES).await?;
+        for batch in data.batches() {
+            let corrupt = |offset, reason: String| GroupError::CorruptRecord {
+                partition: index,
+                offset,
+                reason,
+            };
+            let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
+            for record in decoded.into_iter().filter(|r| r.offset < end) {
+                let Some(key) = &record.key else {
+                    tracing::warn!(
+                        partition = index,
+                        offset = record.offset,
+                        "skipping a record without a key"
+                    );
+                    continue;
+                };
+                let value = record.value.as_deref();
+                apply_record(
+                    &mut st,
+                    key,
+                    value,
+                    record.offset,
+                    count,
+                    Some(&mut members),
+                )
+                .map_err(|reason| corrupt(record.offset, reason))?;
+                records_applied += 1;
+            }
+        }
+        if data.next_offset <= position {
+            break;
+        }
+        position = data.next_offset;
+    }
+    let restored = finish_replay(&mut st, members, index, cx);
     tracing::debug!(
         partition = index,
         records = records_applied,
@@ -829,6 +847,7 @@ mod tests {
             offset: committed,
             commit_timestamp_ms: 1,
             metadata: String::new(),
+            topic_id: String::new(),
         });
         apply_record(st, &key, Some(&value), offset, count, None).unwrap();
     }
