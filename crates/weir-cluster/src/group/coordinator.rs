@@ -406,8 +406,15 @@ impl GroupCoordinator {
                 self.config.max_session_timeout,
             )
         });
+        // The member id generator: a joining member without an id gets a UUID here, so
+        // the state machine never draws one itself.
+        let member_id = if req.member_epoch == 0 && req.member_id.is_empty() {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            req.member_id
+        };
         Ok(MemberRequest {
-            member_id: req.member_id,
+            member_id,
             member_epoch: req.member_epoch,
             client_id: req.client_id,
             client_host: req.client_host,

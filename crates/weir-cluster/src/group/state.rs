@@ -454,11 +454,14 @@ impl Group {
                     .to_string(),
             ));
         };
-        let id: Arc<str> = if req.member_id.is_empty() {
-            Arc::from(uuid::Uuid::new_v4().to_string())
-        } else {
-            Arc::from(req.member_id.as_str())
-        };
+        // Ids are chosen outside (the coordinator generates one for a member that brings
+        // none), so the state machine stays deterministic.
+        if req.member_id.is_empty() {
+            return Err(GroupError::InvalidRequest(
+                "a joining member needs a member id".to_string(),
+            ));
+        }
+        let id: Arc<str> = Arc::from(req.member_id.as_str());
         self.join_seq += 1;
         let joined = if self.members.contains_key(&id) {
             // A rejoin (the member lost its state): it starts over, and what it held is
@@ -842,9 +845,15 @@ mod tests {
         ))
     }
 
+    /// A request; an empty id when joining gets a fresh one, as the coordinator gives.
     fn req(id: &str, epoch: i32, owned: &Assignment) -> MemberRequest {
+        let member_id = if id.is_empty() && epoch == 0 {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            id.to_string()
+        };
         MemberRequest {
-            member_id: id.to_string(),
+            member_id,
             member_epoch: epoch,
             client_id: "c".into(),
             client_host: "h".into(),
@@ -874,6 +883,7 @@ mod tests {
         assert_eq!(a.assignment.as_ref().unwrap()["t"], vec![0, 1]);
         let a_owned = set(a.assignment.as_ref().unwrap());
         // B joins: the target gives it one partition, still owned by A.
+        join.member_id = "b".into();
         let b = g.heartbeat(join, &t, now, &cfg).unwrap().outcome;
         assert_eq!(b.member_epoch, 2);
         assert_eq!(b.assignment.as_ref().unwrap().len(), 0, "nothing free yet");
