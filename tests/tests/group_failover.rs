@@ -133,13 +133,16 @@ async fn run() -> anyhow::Result<()> {
             let consumed = shared.consumed.lock().unwrap();
             (0..MEMBERS).all(|m| consumed.iter().any(|c| c.member == m))
         };
-        (held == PARTITIONS as usize && consuming && views.iter().all(|v| !v.member_id.is_empty()))
-            .then(|| {
-                views
-                    .iter()
-                    .map(|v| (v.member_id.clone(), v.assignment.clone()))
-                    .collect::<Vec<_>>()
-            })
+        // The uniform assignor's end state: every member holds its share.
+        let settled = views.iter().all(|v| {
+            v.assignment.len() == PARTITIONS as usize / MEMBERS && !v.member_id.is_empty()
+        });
+        (held == PARTITIONS as usize && settled && consuming).then(|| {
+            views
+                .iter()
+                .map(|v| (v.member_id.clone(), v.assignment.clone()))
+                .collect::<Vec<_>>()
+        })
     })
     .await?;
     // Settle a moment so every member's state is in the log, then find the coordinator.

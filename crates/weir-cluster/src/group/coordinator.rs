@@ -610,6 +610,7 @@ impl GroupCoordinator {
                 .map(|o| (group.clone(), o.topic, o.partition))
                 .collect(),
             committed_at: Some((group.clone(), now)),
+            membership_seq: None,
         };
         let member = member
             .filter(|(id, _)| !id.is_empty())

@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches, decode_records};
 
 use super::assignor::{Assignment, Assignor};
@@ -97,11 +98,16 @@ pub(super) struct ShardState {
     /// Per group, the membership (group record, member records) as queued for the log:
     /// what the next membership write is the difference from.
     persisted: HashMap<String, PersistedGroup>,
+    /// Numbers the membership writes, in queue (log) order.
+    membership_seq: u64,
 }
 
 /// A group's membership as its group and member records have it.
 #[derive(Debug, Default)]
 struct PersistedGroup {
+    /// The membership write that last carried a change of this group
+    /// (`ShardState::membership_seq`): answers about the group wait until it is durable.
+    queued: u64,
     epoch: i32,
     assignor: Option<Assignor>,
     members: HashMap<Arc<str>, PersistedMember>,
@@ -129,6 +135,17 @@ pub(super) struct Prepared {
     pub(super) pending: Vec<(String, String, u32)>,
     /// A commit: once applied, the group's retention clock restarts at this time.
     pub(super) committed_at: Option<(String, Instant)>,
+    /// A membership write: its number, published as durable once it is.
+    pub(super) membership_seq: Option<u64>,
+}
+
+/// How far membership writes are durable.
+#[derive(Debug, Clone, Copy, Default)]
+struct Durable {
+    /// Every membership write numbered up to this is durable.
+    seq: u64,
+    /// A membership write failed: nothing more becomes durable in this shard.
+    failed: bool,
 }
 
 #[derive(Debug)]
@@ -144,6 +161,7 @@ pub(super) struct Shard {
     /// A membership write failed: memory may be ahead of the log, so the shard serves
     /// nothing more and is loaded again from the log.
     failed: AtomicBool,
+    durable: watch::Sender<Durable>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -200,7 +218,9 @@ impl ShardState {
         if changes.is_empty() {
             return Vec::new();
         }
+        self.membership_seq += 1;
         let persisted = self.persisted.entry(group_id.to_string()).or_default();
+        persisted.queued = self.membership_seq;
         let mut records = Vec::with_capacity(changes.len());
         for change in changes {
             match change {
@@ -344,8 +364,11 @@ impl Shard {
             state: Mutex::new(ShardState::default()),
             group_count: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            durable: watch::Sender::new(Durable::default()),
         };
         let state = replay(&shard, end, cx).await?;
+        // Everything replayed is durable already.
+        shard.durable.send_modify(|d| d.seq = state.membership_seq);
         *shard.state() = state;
         if shard.partition.state().leader_epoch != leader_epoch {
             return Ok(None);
@@ -362,6 +385,24 @@ impl Shard {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// Waits until membership write `seq` (and so every one before it) is durable; an
+    /// error if the shard failed first.
+    async fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
+        let mut durable = self.durable.subscribe();
+        let reached = durable
+            .wait_for(|d| d.seq >= seq || d.failed)
+            .await
+            .map(|d| !d.failed)
+            .unwrap_or(false);
+        if reached {
+            Ok(())
+        } else {
+            Err(GroupError::CoordinatorLoading {
+                partition: self.index,
+            })
+        }
+    }
+
     /// Writes what changed in `group_id`'s membership (for the members `scope` names)
     /// and waits until it is durable. On failure the shard is failed: memory holds
     /// changes the log may not, so the coordinator loads the shard again from the log.
@@ -370,19 +411,31 @@ impl Shard {
         group_id: &str,
         scope: Scope,
     ) -> Result<(), GroupError> {
-        if !self.state().membership_changed(group_id, &scope) {
-            return Ok(());
+        // Nothing new to write: the answer may still rest on a change another request's
+        // write carries (a new target from another member's join, or this member's own
+        // change queued by a concurrent write), so it waits until that write is durable.
+        let queued = {
+            let st = self.state();
+            (!st.membership_changed(group_id, &scope))
+                .then(|| st.persisted.get(group_id).map_or(0, |p| p.queued))
+        };
+        if let Some(seq) = queued {
+            return self.wait_durable(seq).await;
         }
         let group = group_id.to_string();
         let written = self
             .write(move |st| {
+                let records = st.membership_records(&group, &scope);
+                let membership_seq = (!records.is_empty()).then_some(st.membership_seq);
                 Ok(Prepared {
-                    records: st.membership_records(&group, &scope),
+                    records,
+                    membership_seq,
                     ..Prepared::default()
                 })
             })
             .await;
         if let Err(e) = &written {
+            self.durable.send_modify(|d| d.failed = true);
             if !self.failed.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
                     partition = self.index,
@@ -392,7 +445,10 @@ impl Shard {
                 );
             }
         }
-        written.map(|_| ())
+        written?;
+        // Ours is durable; so is every membership write queued before it. One queued
+        // after it may carry this group too; its own answers wait for it.
+        Ok(())
     }
 
     /// Writes what `prepare` returns (run under the writer and state locks; it checks
@@ -454,6 +510,10 @@ impl Shard {
                     && let Some(e) = st.groups.get_mut(group)
                 {
                     e.idle_since = e.idle_since.max(*at);
+                }
+                if let Some(seq) = prepared.membership_seq {
+                    // Acknowledged in log order: everything before it is durable too.
+                    shard.durable.send_modify(|d| d.seq = d.seq.max(seq));
                 }
                 Some(base)
             });
