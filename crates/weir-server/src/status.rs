@@ -603,6 +603,147 @@ mod tests {
     }
 
     #[test]
+    fn every_group_error_maps_to_its_code_and_reason() {
+        let member = || ("g".to_owned(), "m".to_owned());
+        let cases = [
+            (
+                GroupError::UnknownGroup("g".into()),
+                Code::NotFound,
+                "UNKNOWN_GROUP",
+            ),
+            (
+                GroupError::UnknownTopic("t".into()),
+                Code::NotFound,
+                "UNKNOWN_TOPIC",
+            ),
+            (
+                GroupError::UnknownPartition {
+                    topic: "t".into(),
+                    partition: 9,
+                    count: 1,
+                },
+                Code::NotFound,
+                "UNKNOWN_PARTITION",
+            ),
+            (
+                GroupError::UnknownMember {
+                    group_id: member().0,
+                    member_id: member().1,
+                },
+                Code::FailedPrecondition,
+                "UNKNOWN_MEMBER",
+            ),
+            (
+                GroupError::FencedMember {
+                    group_id: member().0,
+                    member_id: member().1,
+                    given: 1,
+                    current: 2,
+                },
+                Code::FailedPrecondition,
+                "FENCED_MEMBER",
+            ),
+            (
+                GroupError::StaleEpoch {
+                    group_id: member().0,
+                    member_id: member().1,
+                    given: 1,
+                    current: 2,
+                },
+                Code::FailedPrecondition,
+                "STALE_MEMBER_EPOCH",
+            ),
+            (
+                GroupError::GroupNotEmpty {
+                    group_id: "g".into(),
+                    members: 1,
+                    operation: "deleting",
+                },
+                Code::FailedPrecondition,
+                "GROUP_NOT_EMPTY",
+            ),
+            (
+                GroupError::InvalidRegex {
+                    regex: "(".into(),
+                    reason: "unclosed".into(),
+                },
+                Code::InvalidArgument,
+                "INVALID_REQUEST",
+            ),
+            (
+                GroupError::InvalidGroupId {
+                    group_id: "a b".into(),
+                    reason: "space".into(),
+                },
+                Code::InvalidArgument,
+                "INVALID_GROUP_ID",
+            ),
+            (
+                GroupError::InvalidRequest("x".into()),
+                Code::InvalidArgument,
+                "INVALID_REQUEST",
+            ),
+            (
+                GroupError::TooManyMembers {
+                    group_id: "g".into(),
+                    max: 1,
+                },
+                Code::ResourceExhausted,
+                "TOO_MANY",
+            ),
+            (
+                GroupError::TooManyGroups { max: 1 },
+                Code::ResourceExhausted,
+                "TOO_MANY",
+            ),
+            (
+                GroupError::CorruptRecord {
+                    partition: 0,
+                    offset: 1,
+                    reason: "x".into(),
+                },
+                Code::Internal,
+                "INTERNAL",
+            ),
+            (
+                GroupError::NotCoordinator {
+                    partition: 3,
+                    coordinator: 2,
+                },
+                Code::Unavailable,
+                "NOT_COORDINATOR",
+            ),
+            (
+                GroupError::CoordinatorLoading { partition: 3 },
+                Code::Unavailable,
+                "COORDINATOR_LOADING",
+            ),
+            (
+                GroupError::Cluster(ClusterError::UnknownTopic("t".into())),
+                Code::NotFound,
+                "UNKNOWN_TOPIC",
+            ),
+        ];
+        for (err, code, reason) in cases {
+            let what = format!("{err:?}");
+            let status = group_status(err);
+            assert_eq!(status.code(), code, "{what}");
+            let info = error_info(&status);
+            assert_eq!(
+                (info.reason.as_str(), info.domain.as_str()),
+                (reason, ERROR_DOMAIN),
+                "{what}"
+            );
+        }
+        // NOT_COORDINATOR names the coordinator, -1 when there is none.
+        let info = error_info(&group_status(GroupError::NotCoordinator {
+            partition: 0,
+            coordinator: -7,
+        }));
+        assert_eq!(info.metadata, metadata(&[("coordinator_id", "-1")]));
+    }
+
+    #[test]
     fn per_partition_errors_carry_the_code_and_the_reason() {
         let error = partition_error(&ClusterError::NotLeader {
             topic: "t".to_owned(),
