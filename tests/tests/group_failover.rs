@@ -203,13 +203,15 @@ async fn run() -> anyhow::Result<()> {
     );
 
     // The members kept their ids and partitions, and lost nothing.
-    let views = shared.members.lock().unwrap();
+    let views = std::mem::take(&mut *shared.members.lock().unwrap());
     for (m, view) in views.iter().enumerate() {
         ensure!(
             view.lost.is_empty(),
             "member {m} lost partitions: {:?}",
             view.lost
         );
+    }
+    for (m, view) in views.iter().enumerate() {
         ensure!(
             (view.member_id.clone(), view.assignment.clone()) == before[m],
             "member {m} changed: before {:?}, after {:?}",
@@ -237,7 +239,6 @@ async fn run() -> anyhow::Result<()> {
             *committed_after - t0
         );
     }
-    drop(views);
     let new_coordinator = find_coordinator(&cluster).await?;
     ensure!(
         new_coordinator != coordinator,

@@ -125,7 +125,7 @@ pub(super) enum Scope {
 /// One change of membership to write.
 enum Change {
     Group { epoch: i32, assignor: Assignor },
-    Member(Arc<str>, Option<PersistedMember>),
+    Member(Arc<str>, Option<Box<PersistedMember>>),
 }
 
 /// The records of one write, and the commit keys to forget once it is applied.
@@ -192,7 +192,7 @@ impl ShardState {
         for id in ids {
             let now = e.group.persisted_member(&id);
             if now.as_ref() != before.members.get(&id) {
-                changes.push(Change::Member(id, now));
+                changes.push(Change::Member(id, now.map(Box::new)));
             }
         }
         let (epoch, assignor) = (e.group.epoch(), e.group.assignor());
@@ -229,7 +229,7 @@ impl ShardState {
                         records::member_key(group_id, &id),
                         Some(records::member_value(&member_value(&member))),
                     ));
-                    persisted.members.insert(id, member);
+                    persisted.members.insert(id, *member);
                 }
                 Change::Member(id, None) => {
                     records.push((records::member_key(group_id, &id), None));
