@@ -429,7 +429,7 @@ pub enum GroupError {
     UnknownGroup(String),
     #[error(
         "member {member_id:?} is not in group {group_id:?} (removed after its session timed \
-         out, or the broker restarted); drop your partitions without committing and join \
+         out); drop your partitions without committing and join \
          again with member_epoch 0"
     )]
     UnknownMember { group_id: String, member_id: String },
