@@ -71,8 +71,10 @@ pub const MAX_OFFSETS_PER_COMMIT: usize = 10_000;
 /// Most owned partitions a heartbeat may list.
 pub const MAX_OWNED_PARTITIONS: usize = 100_000;
 /// Longest a load waits for a new leader of a `__consumer_offsets` partition to commit
-/// what its log holds (the high watermark to reach the log end) before it tries again.
-pub const LOAD_WAIT: Duration = Duration::from_secs(5);
+/// what its log holds (the high watermark to reach the log end) before it moves on to
+/// the next partition and tries again on the next leadership check. Short, because
+/// partitions load one after another and a slow one must not hold up the rest.
+pub const LOAD_WAIT: Duration = Duration::from_millis(500);
 /// Longest [`GroupCoordinator::open`] waits for the shards this broker leads to load.
 pub const OPEN_LOAD_WAIT: Duration = Duration::from_secs(10);
 /// How often the coordinator checks which `__consumer_offsets` partitions it leads,

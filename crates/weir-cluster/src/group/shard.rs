@@ -446,9 +446,12 @@ impl Shard {
             }
         }
         written?;
-        // Ours is durable; so is every membership write queued before it. One queued
-        // after it may carry this group too; its own answers wait for it.
-        Ok(())
+        // Ours is durable, and so is every membership write queued before it. But the
+        // write may have found nothing left to write (a concurrent write, queued first,
+        // had captured this group's change after the check above): wait for whatever
+        // last carried the group.
+        let seq = self.state().persisted.get(group_id).map_or(0, |p| p.queued);
+        self.wait_durable(seq).await
     }
 
     /// Writes what `prepare` returns (run under the writer and state locks; it checks
