@@ -33,7 +33,10 @@ mod varint;
 pub use crate::compression::Compression;
 pub use crate::error::BatchError;
 
-pub use records::{DecodedRecord, Header, Record, RecordBatchBuilder, decode_records};
+pub use records::{
+    DecodedRecord, Header, RawRecord, Record, RecordBatchBuilder, decode_records, records_section,
+    walk_records,
+};
 
 /// Size of the fixed batch header.
 pub const HEADER_BYTES: usize = 61;
@@ -275,6 +278,24 @@ pub fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: 
     batch[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&base_offset.to_be_bytes());
     batch[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
         .copy_from_slice(&leader_epoch.to_be_bytes());
+}
+
+/// Sets the header fields that follow from a batch's records after they were replaced in
+/// place (as compaction does when it drops records): `batch_length` (from `batch.len()`),
+/// `record_count` and the CRC. Every other header field is kept as it is.
+pub fn reseal(batch: &mut [u8], record_count: i32) {
+    let batch_length = (batch.len() - LOG_OVERHEAD) as i32;
+    batch[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&batch_length.to_be_bytes());
+    batch[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&record_count.to_be_bytes());
+    let crc = compute_crc(batch);
+    batch[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Sets the codec bits of a batch's attributes, keeping its other attribute bits. The
+/// attributes are under the CRC: call [`reseal`] afterwards.
+pub fn set_compression(batch: &mut [u8], codec: Compression) {
+    let attributes = (i16_at(batch, ATTRIBUTES) & !COMPRESSION_MASK) | codec.attribute();
+    batch[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
 }
 
 /// Writes a complete header into `out[..HEADER_BYTES]` and fills in the CRC over

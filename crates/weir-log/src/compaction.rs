@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::batch::records::MAX_DECOMPRESSED_BYTES;
 use crate::batch::{self, BatchError, BatchHeader, Compression, HEADER_BYTES, LOG_OVERHEAD};
 use crate::config::MAX_SEGMENT_BYTES;
 use crate::error::{MaintenanceError, OpenError, ReadError};
@@ -55,14 +54,6 @@ const RECOMPRESSION_SLACK_BYTES: u64 = 64;
 pub(crate) const CLEANED: &str = "cleaned";
 /// Suffix state of a complete compacted segment being swapped in (completed by recovery).
 pub(crate) const SWAP: &str = "swap";
-
-/// Byte positions in the RecordBatch v2 header that a rewrite changes (see the layout in
-/// `docs/storage-format.md` and `weir_batch`).
-const BATCH_LENGTH_AT: usize = 8;
-const CRC_AT: usize = 17;
-const ATTRIBUTES_AT: usize = 21;
-const RECORD_COUNT_AT: usize = 57;
-const COMPRESSION_BITS: i16 = 0x07;
 
 /// What a compaction pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -558,7 +549,7 @@ fn build_key_map(snap: &Snapshot, from: i64, limit: usize) -> Result<MapPass, Ma
             if header.next_offset() > snap.map_end {
                 return Ok(pass);
             }
-            let records = match records_section(&bytes, &header) {
+            let records = match batch::records_section(&bytes, &header) {
                 Ok(r) => r,
                 Err(e) => {
                     malformed_batch(view, position, &e.to_string());
@@ -568,12 +559,12 @@ fn build_key_map(snap: &Snapshot, from: i64, limit: usize) -> Result<MapPass, Ma
             };
             // Offsets first, so a malformed batch adds nothing.
             let mut keyed = Vec::new();
-            if let Err(e) = for_each_record(&records, &header, |r| {
+            if let Err(e) = batch::walk_records(&records, &header, |r| {
                 if let Some(key) = r.key {
                     keyed.push((key, header.base_offset + i64::from(r.offset_delta)));
                 }
             }) {
-                malformed_batch(view, position, &e);
+                malformed_batch(view, position, &e.to_string());
                 pass.malformed = true;
                 continue;
             }
@@ -713,7 +704,7 @@ fn clean_batch(
         // alone is no reason to rewrite a segment (where it is, it is still needed).
         return ((Cleaned::Removed, 0), tally);
     }
-    let records = match records_section(batch, header) {
+    let records = match batch::records_section(batch, header) {
         Ok(r) => r,
         Err(e) => {
             return (
@@ -724,9 +715,9 @@ fn clean_batch(
     };
     let mut kept: Vec<Range<usize>> = Vec::new();
     let (mut kept_bytes, mut count) = (0usize, 0i32);
-    let walked = for_each_record(&records, header, |r| {
+    let walked = batch::walk_records(&records, header, |r| {
         let offset = header.base_offset + i64::from(r.offset_delta);
-        match rules.fate(offset, r.key, r.tombstone, header.max_timestamp) {
+        match rules.fate(offset, r.key, r.is_tombstone, header.max_timestamp) {
             Fate::Superseded => tally.superseded += 1,
             Fate::ExpiredTombstone => tally.tombstones += 1,
             fate => {
@@ -742,7 +733,7 @@ fn clean_batch(
     });
     if let Err(e) = walked {
         return (
-            (Cleaned::Malformed(e), batch.len() as u64),
+            (Cleaned::Malformed(e.to_string()), batch.len() as u64),
             Tally::default(),
         );
     }
@@ -776,16 +767,6 @@ fn clean_batch(
     }
 }
 
-/// The records section of a batch, decompressed (at most `MAX_DECOMPRESSED_BYTES`).
-fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, BatchError> {
-    match header.compression()? {
-        Compression::None => Ok(batch.slice(HEADER_BYTES..)),
-        codec => Ok(Bytes::from(
-            codec.decompress(&batch[HEADER_BYTES..], MAX_DECOMPRESSED_BYTES)?,
-        )),
-    }
-}
-
 /// A batch holding the records of `original` at `kept` (byte ranges of its decompressed
 /// records section), re-compressed with its codec, checked before it is returned.
 fn rebuild_batch(
@@ -812,7 +793,7 @@ fn rebuild_batch(
             max: batch::MAX_BATCH_BYTES,
         });
     }
-    finish_header(&mut out, count);
+    batch::reseal(&mut out, count);
     // Kept on in release builds: a batch is checked before it is written.
     batch::validate(&out)?;
     debug_assert!(
@@ -827,116 +808,10 @@ fn rebuild_batch(
 /// no records, uncompressed (as Kafka writes empty batches).
 fn empty_batch(header: &[u8]) -> Vec<u8> {
     let mut out = header[..HEADER_BYTES].to_vec();
-    let attributes = i16::from_be_bytes([out[ATTRIBUTES_AT], out[ATTRIBUTES_AT + 1]]);
-    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2]
-        .copy_from_slice(&(attributes & !COMPRESSION_BITS).to_be_bytes());
-    finish_header(&mut out, 0);
+    batch::set_compression(&mut out, Compression::None);
+    batch::reseal(&mut out, 0);
     debug_assert!(batch::validate(&out).is_ok(), "empty batch is valid");
     out
-}
-
-/// Sets the length, record count and CRC of a batch whose other fields are in place.
-fn finish_header(out: &mut [u8], record_count: i32) {
-    let batch_length = (out.len() - LOG_OVERHEAD) as i32;
-    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&batch_length.to_be_bytes());
-    out[RECORD_COUNT_AT..RECORD_COUNT_AT + 4].copy_from_slice(&record_count.to_be_bytes());
-    let crc = batch::compute_crc(out);
-    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-}
-
-/// One record of a records section, as far as compaction needs it.
-#[derive(Debug)]
-struct RawRecord<'a> {
-    /// The record's bytes in the section, length prefix included.
-    span: Range<usize>,
-    offset_delta: i32,
-    key: Option<&'a [u8]>,
-    tombstone: bool,
-}
-
-/// Walks a (decompressed) records section, checking its framing against the header: each
-/// record's length fits, offset deltas strictly increase up to `last_offset_delta`, and
-/// exactly `record_count` records fill it. Returns what is wrong otherwise.
-fn for_each_record<'a>(
-    records: &'a [u8],
-    header: &BatchHeader,
-    mut f: impl FnMut(RawRecord<'a>),
-) -> Result<(), String> {
-    let count = usize::try_from(header.record_count).map_err(|_| "negative record count")?;
-    let (mut at, mut found, mut previous) = (0usize, 0usize, -1i32);
-    while at < records.len() {
-        if found == count {
-            return Err(format!("bytes after record {count}"));
-        }
-        let mut rest = &records[at..];
-        let len = read_varint(&mut rest).ok_or("bad record length")?;
-        let len = usize::try_from(len).map_err(|_| "negative record length")?;
-        let start = records.len() - rest.len();
-        let end = start
-            .checked_add(len)
-            .filter(|e| *e <= records.len())
-            .ok_or("record runs past the section")?;
-        let mut body = &records[start..end];
-        let (_attributes, after) = body.split_first().ok_or("empty record")?;
-        body = after;
-        read_varlong(&mut body).ok_or("bad timestamp delta")?;
-        let delta = read_varint(&mut body).ok_or("bad offset delta")?;
-        if delta <= previous || delta > header.last_offset_delta {
-            return Err(format!("offset delta {delta} out of order"));
-        }
-        previous = delta;
-        let key = match read_varint(&mut body).ok_or("bad key length")? {
-            -1 => None,
-            n => {
-                let n = usize::try_from(n).map_err(|_| "negative key length")?;
-                let (key, after) = body.split_at_checked(n).ok_or("key runs past the record")?;
-                body = after;
-                Some(key)
-            }
-        };
-        let value_len = read_varint(&mut body).ok_or("bad value length")?;
-        if value_len < -1 || usize::try_from(value_len).is_ok_and(|n| n > body.len()) {
-            return Err("value runs past the record".into());
-        }
-        f(RawRecord {
-            span: at..end,
-            offset_delta: delta,
-            key,
-            tombstone: value_len == -1,
-        });
-        at = end;
-        found += 1;
-    }
-    if found != count {
-        return Err(format!("{found} records, header says {count}"));
-    }
-    Ok(())
-}
-
-/// An unsigned LEB128 value of at most `max_bytes` bytes.
-fn read_unsigned(buf: &mut &[u8], max_bytes: usize) -> Option<u64> {
-    let mut value = 0u64;
-    for i in 0..max_bytes {
-        let (&b, rest) = buf.split_first()?;
-        *buf = rest;
-        value |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// A zig-zag varint (Kafka's, as protobuf's sint32).
-fn read_varint(buf: &mut &[u8]) -> Option<i32> {
-    let u = u32::try_from(read_unsigned(buf, 5)?).ok()?;
-    Some(((u >> 1) as i32) ^ -((u & 1) as i32))
-}
-
-/// A zig-zag varlong.
-fn read_varlong(buf: &mut &[u8]) -> Option<i64> {
-    let u = read_unsigned(buf, 10)?;
-    Some(((u >> 1) as i64) ^ -((u & 1) as i64))
 }
 
 /// Reads a segment's batches in order, checking each as reads do (framing, CRC, offsets
@@ -1374,53 +1249,6 @@ mod tests {
     }
 
     #[test]
-    fn the_record_walker_agrees_with_decode_records() {
-        let records = [
-            (Some("a"), Some("1")),
-            (None, Some("2")),
-            (Some("bb"), None),
-            (Some(""), Some("")),
-        ];
-        for codec in Compression::ALL {
-            let b = batch(&records, codec);
-            let header = batch::check_stored(&b).unwrap();
-            let section = records_section(&b, &header).unwrap();
-            let mut walked = Vec::new();
-            for_each_record(&section, &header, |r| {
-                walked.push((
-                    header.base_offset + i64::from(r.offset_delta),
-                    r.key.map(<[u8]>::to_vec),
-                    r.tombstone,
-                ));
-            })
-            .unwrap();
-            let decoded: Vec<_> = decode_records(&b)
-                .unwrap()
-                .into_iter()
-                .map(|r| (r.offset, r.key.map(|k| k.to_vec()), r.value.is_none()))
-                .collect();
-            assert_eq!(walked, decoded, "{codec}");
-        }
-    }
-
-    #[test]
-    fn the_record_walker_refuses_malformed_sections() {
-        let b = batch(
-            &[(Some("a"), Some("1")), (Some("b"), Some("2"))],
-            Compression::None,
-        );
-        let header = batch::check_stored(&b).unwrap();
-        let section = &b[HEADER_BYTES..];
-        assert!(for_each_record(&section[..section.len() - 1], &header, |_| {}).is_err());
-        let mut fewer = header;
-        fewer.record_count = 1;
-        assert!(for_each_record(section, &fewer, |_| {}).is_err());
-        let mut tight = header;
-        tight.last_offset_delta = 0;
-        assert!(for_each_record(section, &tight, |_| {}).is_err());
-    }
-
-    #[test]
     fn a_rebuilt_batch_keeps_offsets_timestamps_headers_and_fields() {
         let records = [
             (Some("a"), Some("1")),
@@ -1430,9 +1258,9 @@ mod tests {
         for codec in Compression::ALL {
             let b = batch(&records, codec);
             let header = batch::check_stored(&b).unwrap();
-            let section = records_section(&b, &header).unwrap();
+            let section = batch::records_section(&b, &header).unwrap();
             let mut spans = Vec::new();
-            for_each_record(&section, &header, |r| spans.push(r.span)).unwrap();
+            batch::walk_records(&section, &header, |r| spans.push(r.span)).unwrap();
             let kept = [spans[0].clone(), spans[2].clone()];
             let rebuilt = Bytes::from(rebuild_batch(&b, codec, &section, &kept, 2).unwrap());
             let h = batch::check_stored(&rebuilt).unwrap();
