@@ -2,37 +2,34 @@
 //! and the figures metrics report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::coordinator::GroupCoordinator;
-use super::shard::{ShardState, delete_group_records};
+use super::shard::{GroupEntry, ShardState, delete_group_records};
 use super::{
     GroupDescription, GroupError, GroupMetrics, GroupSummary, OffsetCommit, OffsetReset,
     PartitionLag, PartitionProgress, ResetSpec, validate_group_id,
 };
 
 impl GroupCoordinator {
+    /// `f` of every group of the loaded shards, by group id.
+    fn each_group<T>(&self, f: impl Fn(&str, &GroupEntry) -> T) -> Vec<T> {
+        let mut out: Vec<(String, T)> = Vec::new();
+        for shard in self.loaded() {
+            let st = shard.state();
+            out.extend(st.groups.iter().map(|(id, e)| (id.clone(), f(id, e))));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Every group, by id.
     pub fn list_groups(&self) -> Vec<GroupSummary> {
-        let mut out: Vec<GroupSummary> = self
-            .loaded()
-            .iter()
-            .flat_map(|shard| {
-                shard
-                    .state()
-                    .groups
-                    .iter()
-                    .map(|(id, e)| GroupSummary {
-                        group_id: id.clone(),
-                        state: e.state(),
-                        members: e.group.member_count(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        out
+        self.each_group(|id, e| GroupSummary {
+            group_id: id.to_string(),
+            state: e.state(),
+            members: e.group.member_count(),
+        })
     }
 
     /// A group's state, members, and the progress of every partition it subscribes to or
@@ -233,26 +230,13 @@ impl GroupCoordinator {
 
     /// Counters of every group, by id.
     pub fn metrics(&self) -> Vec<GroupMetrics> {
-        let mut out: Vec<GroupMetrics> = self
-            .loaded()
-            .iter()
-            .flat_map(|shard| {
-                shard
-                    .state()
-                    .groups
-                    .iter()
-                    .map(|(id, e)| GroupMetrics {
-                        group_id: id.clone(),
-                        state: e.state(),
-                        members: e.group.member_count(),
-                        group_epoch: e.group.epoch(),
-                        rebalances: e.group.rebalances(),
-                    })
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        out
+        self.each_group(|id, e| GroupMetrics {
+            group_id: id.to_string(),
+            state: e.state(),
+            members: e.group.member_count(),
+            group_epoch: e.group.epoch(),
+            rebalances: e.group.rebalances(),
+        })
     }
 
     /// The lag of every committed partition of every group (high watermark minus
@@ -296,10 +280,7 @@ impl GroupCoordinator {
 
     /// Number of groups.
     pub fn group_count(&self) -> usize {
-        self.loaded()
-            .iter()
-            .map(|s| s.group_count.load(Ordering::Relaxed))
-            .sum()
+        self.loaded().iter().map(|s| s.group_count()).sum()
     }
 
     /// How long a heartbeat answer tells a settled member to wait, for callers that

@@ -18,7 +18,7 @@
 //! subscriptions, current and target assignments), as KIP-848 keeps them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -245,7 +245,7 @@ impl GroupCoordinator {
                     tracing::info!(
                         partition = index,
                         leader_epoch = state.leader_epoch,
-                        groups = shard.group_count.load(Ordering::Relaxed),
+                        groups = shard.group_count(),
                         took = ?started.elapsed(),
                         "coordinating the groups of this {OFFSETS_TOPIC} partition"
                     );
@@ -442,13 +442,16 @@ impl GroupCoordinator {
         let request = self.member_request(req)?;
         let topics = self.topics_snapshot();
         let shard = self.shard(&group_id)?;
+        // Counted before the shard's lock is taken (counting takes every shard's lock); a
+        // limit checked without a global lock may be passed by concurrent creations.
+        let at_limit = self.group_count() >= self.config.max_groups;
         let result = {
             let mut st = shard.state();
             let created = !st.groups.contains_key(&group_id);
             if created {
                 match request.member_epoch {
                     0 => {
-                        if self.group_count() >= self.config.max_groups {
+                        if at_limit {
                             return Err(GroupError::TooManyGroups {
                                 max: self.config.max_groups,
                             });
@@ -473,7 +476,7 @@ impl GroupCoordinator {
                 }
             }
             let result = {
-                let e = entry(&mut st, &group_id, &shard.group_count);
+                let e = entry(&mut st, &group_id);
                 let members_before = e.group.member_count();
                 let result = e.group.heartbeat(request, &topics, now, &self.config);
                 if result.as_ref().is_ok_and(|r| r.joined) {
@@ -497,7 +500,6 @@ impl GroupCoordinator {
                 }
                 Err(_) if created => {
                     st.groups.remove(&group_id);
-                    shard.group_count.fetch_sub(1, Ordering::Relaxed);
                 }
                 Err(_) => {}
             }

@@ -23,7 +23,6 @@
 //! order is the order of the changes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -144,7 +143,8 @@ pub(super) struct Prepared {
 struct Durable {
     /// Every membership write numbered up to this is durable.
     seq: u64,
-    /// A membership write failed: nothing more becomes durable in this shard.
+    /// A membership write failed: nothing more becomes durable in this shard, memory may
+    /// be ahead of the log, and the shard serves nothing more (it loads again).
     failed: bool,
 }
 
@@ -156,11 +156,7 @@ pub(super) struct Shard {
     pub(super) leader_epoch: i32,
     writer: tokio::sync::Mutex<()>,
     state: Mutex<ShardState>,
-    /// Groups of this shard.
-    pub(super) group_count: AtomicUsize,
-    /// A membership write failed: memory may be ahead of the log, so the shard serves
-    /// nothing more and is loaded again from the log.
-    failed: AtomicBool,
+    /// How far membership writes are durable, and whether one failed.
     durable: watch::Sender<Durable>,
 }
 
@@ -362,8 +358,6 @@ impl Shard {
             leader_epoch,
             writer: tokio::sync::Mutex::new(()),
             state: Mutex::new(ShardState::default()),
-            group_count: AtomicUsize::new(0),
-            failed: AtomicBool::new(false),
             durable: watch::Sender::new(Durable::default()),
         };
         let state = replay(&shard, end, cx).await?;
@@ -382,7 +376,12 @@ impl Shard {
 
     /// True once a membership write failed: the shard must not serve any more.
     pub(super) fn failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
+        self.durable.borrow().failed
+    }
+
+    /// Groups of this shard.
+    pub(super) fn group_count(&self) -> usize {
+        self.state().groups.len()
     }
 
     /// Waits until membership write `seq` (and so every one before it) is durable; an
@@ -435,8 +434,10 @@ impl Shard {
             })
             .await;
         if let Err(e) = &written {
-            self.durable.send_modify(|d| d.failed = true);
-            if !self.failed.swap(true, Ordering::Relaxed) {
+            let first = self
+                .durable
+                .send_if_modified(|d| !std::mem::replace(&mut d.failed, true));
+            if first {
                 tracing::warn!(
                     partition = self.index,
                     group = group_id,
@@ -492,14 +493,8 @@ impl Shard {
             let result = appended.map(|base| {
                 for (i, (key, value)) in prepared.records.iter().enumerate() {
                     let offset = base + i as i64;
-                    if let Err(reason) = apply_record(
-                        &mut st,
-                        key,
-                        value.as_deref(),
-                        offset,
-                        &shard.group_count,
-                        None,
-                    ) {
+                    if let Err(reason) = apply_record(&mut st, key, value.as_deref(), offset, None)
+                    {
                         // We encoded it ourselves: a bug, not bad input.
                         tracing::error!(
                             partition = shard.index,
@@ -597,13 +592,8 @@ fn not_coordinator(e: GroupError) -> GroupError {
 }
 
 /// The entry of `group`, created if missing.
-pub(super) fn entry<'a>(
-    st: &'a mut ShardState,
-    group: &str,
-    count: &AtomicUsize,
-) -> &'a mut GroupEntry {
+pub(super) fn entry<'a>(st: &'a mut ShardState, group: &str) -> &'a mut GroupEntry {
     if !st.groups.contains_key(group) {
-        count.fetch_add(1, Ordering::Relaxed);
         st.groups.insert(
             group.to_string(),
             GroupEntry {
@@ -629,7 +619,6 @@ pub(super) fn apply_record(
     key: &[u8],
     value: Option<&[u8]>,
     offset: i64,
-    count: &AtomicUsize,
     members: Option<&mut ReplayedMembers>,
 ) -> Result<(), String> {
     let Some(key) = records::decode_key(key)? else {
@@ -650,7 +639,7 @@ pub(super) fn apply_record(
             if deleted_after(st, &group) {
                 return Ok(());
             }
-            let e = entry(st, &group, count);
+            let e = entry(st, &group);
             let stored = StoredOffset {
                 offset: value.offset,
                 metadata: value.metadata,
@@ -697,9 +686,7 @@ pub(super) fn apply_record(
                 return Ok(());
             }
             let assignor = value.assignor.parse::<Assignor>().ok();
-            entry(st, &group, count)
-                .group
-                .restore(value.epoch, assignor);
+            entry(st, &group).group.restore(value.epoch, assignor);
         }
         (RecordKey::Member { group, member }, value) => {
             let Some(members) = members else {
@@ -707,7 +694,7 @@ pub(super) fn apply_record(
             };
             let value = value.map(records::decode_member_value).transpose()?;
             if value.is_some() {
-                entry(st, &group, count);
+                entry(st, &group);
             }
             members.insert((group, member), value);
         }
@@ -725,7 +712,6 @@ pub(super) fn apply_record(
                     st.persisted.remove(&group);
                     if e.offsets.is_empty() {
                         st.groups.remove(&group);
-                        count.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
             }
@@ -847,7 +833,7 @@ pub(super) fn finish_replay(
 /// Rebuilds a shard's state from its partition, log start to `end` (committed):
 /// offsets, groups and their members, whose sessions start again now.
 async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardState, GroupError> {
-    let (index, partition, count) = (shard.index, &shard.partition, &shard.group_count);
+    let (index, partition) = (shard.index, &shard.partition);
     let mut st = ShardState::default();
     let mut members = ReplayedMembers::new();
     let mut position = partition.offsets().await?.log_start_offset;
@@ -871,15 +857,8 @@ async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardSt
                     continue;
                 };
                 let value = record.value.as_deref();
-                apply_record(
-                    &mut st,
-                    key,
-                    value,
-                    record.offset,
-                    count,
-                    Some(&mut members),
-                )
-                .map_err(|reason| corrupt(record.offset, reason))?;
+                apply_record(&mut st, key, value, record.offset, Some(&mut members))
+                    .map_err(|reason| corrupt(record.offset, reason))?;
                 records_applied += 1;
             }
         }
@@ -904,7 +883,7 @@ mod tests {
     use super::*;
     use crate::group::records::OffsetValue;
 
-    fn commit(st: &mut ShardState, count: &AtomicUsize, offset: i64, committed: i64) {
+    fn commit(st: &mut ShardState, offset: i64, committed: i64) {
         let key = records::offset_key("g", "t", 0);
         let value = records::offset_value(&OffsetValue {
             offset: committed,
@@ -912,7 +891,7 @@ mod tests {
             metadata: String::new(),
             topic_id: String::new(),
         });
-        apply_record(st, &key, Some(&value), offset, count, None).unwrap();
+        apply_record(st, &key, Some(&value), offset, None).unwrap();
     }
 
     fn committed(st: &ShardState) -> Option<i64> {
@@ -925,27 +904,26 @@ mod tests {
 
     #[test]
     fn records_applied_out_of_order_keep_the_newest_in_the_log() {
-        let count = AtomicUsize::new(0);
         let mut st = ShardState::default();
         // Acknowledgements can arrive out of log order: the record at 10 wins over 5.
-        commit(&mut st, &count, 10, 100);
-        commit(&mut st, &count, 5, 50);
+        commit(&mut st, 10, 100);
+        commit(&mut st, 5, 50);
         assert_eq!(committed(&st), Some(100));
         // A tombstone older than the value leaves it.
         let key = records::offset_key("g", "t", 0);
-        apply_record(&mut st, &key, None, 7, &count, None).unwrap();
+        apply_record(&mut st, &key, None, 7, None).unwrap();
         assert_eq!(committed(&st), Some(100));
         // A group tombstone at 20 removes what came before it...
-        apply_record(&mut st, &records::group_key("g"), None, 20, &count, None).unwrap();
+        apply_record(&mut st, &records::group_key("g"), None, 20, None).unwrap();
         assert_eq!(committed(&st), None);
-        assert_eq!(count.load(Ordering::Relaxed), 0);
+        assert_eq!(st.groups.len(), 0);
         // ...and an older commit acknowledged after it does not bring the group back,
-        commit(&mut st, &count, 15, 150);
+        commit(&mut st, 15, 150);
         assert_eq!(committed(&st), None);
         // while a newer one does.
-        commit(&mut st, &count, 25, 250);
+        commit(&mut st, 25, 250);
         assert_eq!(committed(&st), Some(250));
-        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert_eq!(st.groups.len(), 1);
         // Group records never lower the epoch.
         let group = |epoch| {
             records::group_value(&GroupValue {
@@ -953,38 +931,12 @@ mod tests {
                 assignor: "range".into(),
             })
         };
-        apply_record(
-            &mut st,
-            &records::group_key("g"),
-            Some(&group(7)),
-            30,
-            &count,
-            None,
-        )
-        .unwrap();
-        apply_record(
-            &mut st,
-            &records::group_key("g"),
-            Some(&group(3)),
-            31,
-            &count,
-            None,
-        )
-        .unwrap();
+        apply_record(&mut st, &records::group_key("g"), Some(&group(7)), 30, None).unwrap();
+        apply_record(&mut st, &records::group_key("g"), Some(&group(3)), 31, None).unwrap();
         let g = &st.groups["g"].group;
         assert_eq!((g.epoch(), g.assignor()), (7, Assignor::Range));
         // Unknown key types are skipped; malformed values are errors.
-        apply_record(&mut st, &[0, 77], None, 32, &count, None).unwrap();
-        assert!(
-            apply_record(
-                &mut st,
-                &records::group_key("g"),
-                Some(&[0, 1]),
-                33,
-                &count,
-                None
-            )
-            .is_err()
-        );
+        apply_record(&mut st, &[0, 77], None, 32, None).unwrap();
+        assert!(apply_record(&mut st, &records::group_key("g"), Some(&[0, 1]), 33, None).is_err());
     }
 }

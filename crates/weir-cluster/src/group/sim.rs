@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,6 +31,13 @@ use super::shard::{
 };
 use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
 use super::{GroupConfig, GroupError, GroupState};
+
+// The replication simulation's generator (SplitMix64), so one seed replays exactly; this
+// simulation uses only part of it.
+#[allow(dead_code)]
+#[path = "../../tests/sim/rng.rs"]
+mod rng;
+use rng::Rng;
 
 /// Seeds of the default run.
 const SEEDS: u64 = 300;
@@ -45,27 +51,6 @@ const MEMBERS: usize = 4;
 const PARTITIONS: u32 = 10;
 const GROUP: &str = "g";
 const TOPIC: &str = "t";
-
-/// SplitMix64: small, seeded, good enough to pick actions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// A member as the client sees itself.
 #[derive(Debug, Clone, Default)]
@@ -85,7 +70,6 @@ struct Sim {
     /// The durable records of the group's `__consumer_offsets` partition, in order.
     log: Vec<(Bytes, Option<Bytes>)>,
     st: ShardState,
-    count: AtomicUsize,
     clients: Vec<Client>,
     now: Instant,
     trace: Vec<String>,
@@ -104,12 +88,11 @@ impl Sim {
             partitions: BTreeMap::from([(Arc::from(TOPIC), PARTITIONS)]),
         };
         Sim {
-            rng: Rng(seed),
+            rng: Rng::new(seed),
             topics,
             config: GroupConfig::default(),
             log: Vec::new(),
             st: ShardState::default(),
-            count: AtomicUsize::new(0),
             clients: (0..MEMBERS)
                 .map(|i| Client {
                     id: format!("m{i}"),
@@ -127,14 +110,12 @@ impl Sim {
             .push(format!("failover ({} records)", self.log.len()));
         let mut st = ShardState::default();
         let mut members = ReplayedMembers::new();
-        self.count = AtomicUsize::new(0);
         for (offset, (key, value)) in self.log.iter().enumerate() {
             apply_record(
                 &mut st,
                 key,
                 value.as_deref(),
                 offset as i64,
-                &self.count,
                 Some(&mut members),
             )
             .expect("the coordinator's own records replay");
@@ -176,7 +157,7 @@ impl Sim {
             owned: client.owned.clone(),
             session_timeout: None,
         };
-        let result = entry(&mut self.st, GROUP, &self.count).group.heartbeat(
+        let result = entry(&mut self.st, GROUP).group.heartbeat(
             request,
             &self.topics,
             self.now,
@@ -273,19 +254,19 @@ impl Sim {
     }
 
     fn step(&mut self) {
-        let i = self.rng.below(MEMBERS as u64) as usize;
-        match self.rng.below(100) {
+        let i = self.rng.range(0, MEMBERS as u64 - 1) as usize;
+        match self.rng.range(0, 99) {
             0..=74 => {
-                let crash = self.rng.chance(5);
-                let lose = self.rng.chance(10);
+                let crash = self.rng.chance(0.05);
+                let lose = self.rng.chance(0.10);
                 self.heartbeat(i, false, crash, lose);
             }
             75..=84 => self.failover(),
             85..=89 if self.clients[i].joined => {
-                let lose = self.rng.chance(20);
+                let lose = self.rng.chance(0.20);
                 self.heartbeat(i, true, false, lose);
             }
-            _ => self.now += Duration::from_millis(self.rng.below(200)),
+            _ => self.now += Duration::from_millis(self.rng.range(0, 199)),
         }
     }
 
