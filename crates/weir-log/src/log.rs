@@ -322,6 +322,13 @@ impl Log {
         }
     }
 
+    /// Why the log failed, if it did: a write or sync failed in a way that leaves its
+    /// unsynced tail unknown. A failed log refuses appends and serves reads only below
+    /// its flushed offset; close it and open it again to recover (`recovery.rs`).
+    pub fn failure(&self) -> Option<String> {
+        self.lock().failed.clone()
+    }
+
     pub fn segment_count(&self) -> usize {
         self.lock().segments.len()
     }

@@ -27,7 +27,7 @@ impl Log {
     ) -> Result<FetchData, ReadError> {
         let mut offset = offset;
         loop {
-            let (file, path, from, end_pos, offsets, seg_end) = {
+            let (file, path, from, end_pos, offsets, seg_end, bound) = {
                 let mut inner = self.lock();
                 let (start, end) = (inner.log_start_offset, inner.next_offset);
                 if offset < start || offset > end {
@@ -43,7 +43,17 @@ impl Log {
                     log_start_offset: start,
                     log_end_offset: end,
                 };
-                if offset == end || upper_bound.is_some_and(|u| offset >= u) {
+                // A failed log's unsynced tail may not be what is on disk (after a
+                // failed fsync the kernel may drop the dirty pages): serve only what
+                // was synced until the log is reopened.
+                let bound = match inner.failed {
+                    Some(_) => {
+                        let flushed = self.flush_state().flushed_offset;
+                        Some(upper_bound.map_or(flushed, |u| u.min(flushed)))
+                    }
+                    None => upper_bound,
+                };
+                if offset == end || bound.is_some_and(|u| offset >= u) {
                     return Ok(empty);
                 }
                 let base = *inner
@@ -71,6 +81,7 @@ impl Log {
                     seg.size,
                     (start, end),
                     seg_end,
+                    bound,
                 )
             };
             let (log_start_offset, log_end_offset) = offsets;
@@ -87,7 +98,7 @@ impl Log {
                     ReadStart::new(start, base),
                     offset,
                     max_bytes,
-                    upper_bound,
+                    bound,
                 )
             };
             let mut result = read((from, from_offset));

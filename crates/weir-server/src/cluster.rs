@@ -80,9 +80,15 @@ pub(crate) async fn start(
     let node = ClusterNode::start(settings, &config.data_dir, transport, channel)
         .await
         .context("starting the metadata quorum")?;
-    let registry = TopicRegistry::start(&config.data_dir, lock, node.clone(), sessions)
-        .await
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let registry = TopicRegistry::start(
+        &config.data_dir,
+        lock,
+        node.clone(),
+        sessions,
+        config.log_storage.clone(),
+    )
+    .await
+    .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     Ok(Cluster {
         node,
         registry,

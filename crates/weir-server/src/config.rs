@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
+use weir_cluster::LogStorage;
 
 /// Default gRPC listen address: loopback only, so a first `weir serve` is not exposed
 /// to the network; set `listen = "0.0.0.0:9292"` to serve other hosts.
@@ -100,6 +101,11 @@ pub struct ServerConfig {
     /// Minutes a consumer group may stay without members (and commits) before its
     /// committed offsets and the group are deleted (Kafka's `offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
+    /// What partition logs read and write their files through: the file system. Not a
+    /// setting (no file key, flag or variable): tests put a
+    /// `weir_log::storage::FaultyStorage` under a whole broker with it.
+    #[serde(skip)]
+    pub log_storage: LogStorage,
 }
 
 impl Default for ServerConfig {
@@ -121,6 +127,7 @@ impl Default for ServerConfig {
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
             offsets_retention_minutes: DEFAULT_OFFSETS_RETENTION_MINUTES,
+            log_storage: LogStorage::default(),
         }
     }
 }

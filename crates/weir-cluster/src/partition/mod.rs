@@ -46,7 +46,7 @@ use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
 use driver::{AckWaiter, FlushState, PAUSED_SYNC_WAIT};
-pub use replication::{ReplicaHost, ReplicationLinks};
+pub use replication::{LogStorage, ReplicaHost, ReplicationLinks};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
 /// which slows their streams (HTTP/2 flow control) instead of buffering without bound.
@@ -112,6 +112,7 @@ struct Shared {
     topic_id: String,
     index: u32,
     dir: PathBuf,
+    storage: LogStorage,
     /// `None` once the partition is closed.
     log: Arc<RwLock<Option<Log>>>,
     /// Shared, not cloned per caller: maintenance reads it for every partition often.
@@ -257,7 +258,7 @@ impl Partition {
         state: PartitionState,
     ) -> Result<Arc<Partition>, ClusterError> {
         let host = host.into();
-        let log = open_log(topic, index, dir, &config).await?;
+        let log = open_log(topic, index, dir, &config, &host.storage).await?;
         let offsets = log.offsets();
         // The last checkpointed high watermark: where a new leadership starts from
         // before its ISR reports (never above what the log holds).
@@ -279,6 +280,7 @@ impl Partition {
             topic_id: topic_id.to_string(),
             index,
             dir: dir.to_path_buf(),
+            storage: host.storage.clone(),
             log: Arc::new(RwLock::new(Some(log))),
             config: Mutex::new(Arc::new(config)),
             high_watermark,
@@ -646,6 +648,7 @@ impl Partition {
             self.shared.index,
             &self.shared.dir,
             &config,
+            &self.shared.storage,
         )
         .await?;
         {
@@ -709,13 +712,12 @@ async fn open_log(
     index: u32,
     dir: &Path,
     config: &EffectiveConfig,
+    storage: &LogStorage,
 ) -> Result<Log, ClusterError> {
-    let (dir, log_config) = (dir.to_path_buf(), config.log.clone());
-    let log = tokio::task::spawn_blocking(move || {
-        Log::open_under_lock(dir, log_config, Arc::new(weir_log::storage::FileStorage))
-    })
-    .await
-    .map_err(|e| ClusterError::TaskFailed(e.to_string()))?;
+    let (dir, log_config, storage) = (dir.to_path_buf(), config.log.clone(), storage.0.clone());
+    let log = tokio::task::spawn_blocking(move || Log::open_under_lock(dir, log_config, storage))
+        .await
+        .map_err(|e| ClusterError::TaskFailed(e.to_string()))?;
     log.map_err(|source| ClusterError::Open {
         topic: topic.to_string(),
         partition: index,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use weir_log::storage::{FileStorage, Storage};
 
 use super::Partition;
 use crate::controller::records::{BrokerEpoch, PartitionRegistration};
@@ -31,18 +32,42 @@ pub struct ReplicaHost {
     pub broker_epoch: BrokerEpoch,
     /// `None` on a broker with no other brokers.
     pub links: Option<Arc<dyn ReplicationLinks>>,
+    /// What the partition's log reads and writes its files through.
+    pub storage: LogStorage,
 }
 
 impl From<BrokerId> for ReplicaHost {
-    /// A broker on its own.
+    /// A broker on its own, on the file system.
     fn from(node: BrokerId) -> ReplicaHost {
         ReplicaHost {
             node,
             broker_epoch: 0,
             links: None,
+            storage: LogStorage::default(),
         }
     }
 }
+
+/// The storage every partition log of a broker goes through: the file system
+/// ([`weir_log::storage::FileStorage`]) unless a test puts a
+/// [`weir_log::storage::FaultyStorage`] under a whole broker to drop what was not
+/// fsynced. Equal when it is the same storage.
+#[derive(Debug, Clone)]
+pub struct LogStorage(pub Arc<dyn Storage>);
+
+impl Default for LogStorage {
+    fn default() -> LogStorage {
+        LogStorage(Arc::new(FileStorage))
+    }
+}
+
+impl PartialEq for LogStorage {
+    fn eq(&self, other: &LogStorage) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for LogStorage {}
 
 impl Partition {
     pub fn topic_id(&self) -> &str {

@@ -136,6 +136,7 @@ impl TopicRegistry {
                             .replication
                             .clone()
                             .map(|r| r as Arc<dyn ReplicationLinks>),
+                        storage: self.storage.clone(),
                     };
                     let opened = Partition::open(
                         &topic.name,

@@ -14,7 +14,7 @@ use crate::controller::records::Endpoints;
 use crate::error::ClusterError;
 use crate::node::{CallError, ClusterNode, ClusterSettings, ControllerChannel};
 use crate::node_identity::NodeIdentity;
-use crate::partition::BrokerId;
+use crate::partition::{BrokerId, LogStorage};
 use crate::quorum::{QuorumConfig, QuorumTransport, RpcFuture, RpcKind, TransportError};
 use crate::replication::BoxFuture;
 
@@ -77,7 +77,8 @@ pub(super) async fn open_single_node(
     let settings = single_node_settings(node, cluster_id, "localhost:0");
     let cluster =
         ClusterNode::start(settings, data_dir, Arc::new(NoPeers), Arc::new(NoPeers)).await?;
-    let registry = TopicRegistry::start(data_dir, lock, cluster.clone(), None).await?;
+    let registry =
+        TopicRegistry::start(data_dir, lock, cluster.clone(), None, LogStorage::default()).await?;
     let (stop, stopping) = watch::channel(false);
     cluster.spawn_lifecycle(stopping);
     registry.keep_until_dropped(stop);

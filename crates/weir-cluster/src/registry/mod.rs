@@ -38,7 +38,7 @@ use crate::config::TopicConfig;
 use crate::controller::records::{MetadataOffset, PartitionRegistration};
 use crate::error::ClusterError;
 use crate::node::ClusterNode;
-use crate::partition::{BrokerId, Partition};
+use crate::partition::{BrokerId, LogStorage, Partition};
 use crate::replication::FetchSessions;
 use crate::topic_name::is_internal;
 
@@ -149,6 +149,8 @@ pub struct TopicRegistry {
     hosted: fetchers::Hosted,
     /// Fetch sessions to leaders and ISR proposals; `None` on a single node.
     replication: Option<Arc<fetchers::Replication>>,
+    /// What every hosted partition's log goes through (the file system outside tests).
+    storage: LogStorage,
     /// The metadata offset the registry has applied up to.
     applied: watch::Sender<MetadataOffset>,
     /// One image application at a time.
@@ -167,12 +169,13 @@ pub struct TopicRegistry {
 impl TopicRegistry {
     /// Follows `node`'s metadata image in `data_dir`: opens the partitions it assigns
     /// this broker and keeps them in step with it. `sessions` reaches other brokers'
-    /// partitions (`None` for a single node).
+    /// partitions (`None` for a single node); the partitions' logs go through `storage`.
     pub async fn start(
         data_dir: &Path,
         lock: DataDirLock,
         node: ClusterNode,
         sessions: Option<Arc<dyn FetchSessions>>,
+        storage: LogStorage,
     ) -> Result<Arc<TopicRegistry>, ClusterError> {
         let hosted = Arc::new(RwLock::new(HashMap::new()));
         let replication =
@@ -184,6 +187,7 @@ impl TopicRegistry {
             topics: RwLock::new(BTreeMap::new()),
             hosted,
             replication,
+            storage,
             applied,
             apply_lock: tokio::sync::Mutex::new(()),
             metadata_version: AtomicU64::new(1),
