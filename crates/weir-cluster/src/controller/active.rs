@@ -19,7 +19,7 @@ use std::fmt;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
-use super::{alter_partition, brokers, producer_ids, topics};
+use super::{alter_partition, brokers, producer_ids, resign, topics};
 use crate::partition::BrokerId;
 
 /// `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -243,6 +243,19 @@ impl Controller {
                 partition,
                 (leader_epoch, partition_epoch),
                 &new_isr,
+            ),
+            ControllerRequest::ResignLeadership {
+                node,
+                broker_epoch,
+                topic_id,
+                partition,
+                leader_epoch,
+            } => resign::resign_leadership(
+                image,
+                (node, broker_epoch),
+                &topic_id,
+                partition,
+                leader_epoch,
             ),
             ControllerRequest::AllocateProducerIds { node, broker_epoch } => {
                 producer_ids::allocate_block(image, node, broker_epoch)

@@ -23,24 +23,7 @@ pub(super) fn alter_partition(
     (leader_epoch, partition_epoch): (i32, i32),
     new_isr: &[(BrokerId, BrokerEpoch)],
 ) -> Result<Outcome, ControllerError> {
-    let sender = image.broker(node);
-    if sender.is_none_or(|b| b.broker_epoch != broker_epoch) {
-        return Err(ControllerError::StaleBrokerEpoch {
-            node,
-            given: broker_epoch,
-            current: sender.map(|b| b.broker_epoch),
-        });
-    }
-    let topic = image
-        .topic_by_id(topic_id)
-        .ok_or_else(|| ControllerError::UnknownTopicId(topic_id.to_string()))?;
-    let current = topic.partitions.get(partition as usize).ok_or_else(|| {
-        ControllerError::UnknownPartition {
-            topic_id: topic_id.to_string(),
-            partition,
-            count: topic.partitions.len() as u32,
-        }
-    })?;
+    let current = sender_and_partition(image, (node, broker_epoch), topic_id, partition)?;
     if leader_epoch != current.leader_epoch {
         return Err(ControllerError::FencedLeaderEpoch {
             topic_id: topic_id.to_string(),
@@ -127,6 +110,35 @@ pub(super) fn alter_partition(
         }],
         reply: ControllerReply::PartitionAltered(registration),
     })
+}
+
+/// The partition a broker's request names, once the sender's broker epoch is its
+/// current one (STALE_BROKER_EPOCH) and the topic and partition exist (UNKNOWN_TOPIC).
+pub(super) fn sender_and_partition<'a>(
+    image: &'a MetadataImage,
+    (node, broker_epoch): (BrokerId, BrokerEpoch),
+    topic_id: &str,
+    partition: u32,
+) -> Result<&'a PartitionRegistration, ControllerError> {
+    let sender = image.broker(node);
+    if sender.is_none_or(|b| b.broker_epoch != broker_epoch) {
+        return Err(ControllerError::StaleBrokerEpoch {
+            node,
+            given: broker_epoch,
+            current: sender.map(|b| b.broker_epoch),
+        });
+    }
+    let topic = image
+        .topic_by_id(topic_id)
+        .ok_or_else(|| ControllerError::UnknownTopicId(topic_id.to_string()))?;
+    topic
+        .partitions
+        .get(partition as usize)
+        .ok_or_else(|| ControllerError::UnknownPartition {
+            topic_id: topic_id.to_string(),
+            partition,
+            count: topic.partitions.len() as u32,
+        })
 }
 
 #[cfg(test)]

@@ -307,8 +307,9 @@ impl MetadataImage {
 }
 
 /// A `PartitionChanged` moves the partition epoch by exactly one, the leader epoch by one
-/// exactly when the leader changes (to or from [`NO_LEADER`] included), changes the
-/// leader or the ISR, and keeps the replicas (no reassignment exists yet).
+/// when the leader changes (to or from [`NO_LEADER`] included) and by at most one when it
+/// stays (a leader re-elected after resigning: `resign.rs`), changes the leader, its
+/// epoch or the ISR, and keeps the replicas (no reassignment exists yet).
 fn check_change(old: &PartitionRegistration, new: &PartitionRegistration) -> Result<(), String> {
     if new.replicas != old.replicas {
         return Err(format!(
@@ -323,15 +324,24 @@ fn check_change(old: &PartitionRegistration, new: &PartitionRegistration) -> Res
         ));
     }
     let leader_changed = new.leader != old.leader;
-    let expected = old.leader_epoch.wrapping_add(i32::from(leader_changed));
-    if new.leader_epoch != expected {
+    let next = old.leader_epoch.wrapping_add(1);
+    let epoch_ok = match leader_changed {
+        true => new.leader_epoch == next,
+        // Same leader: the same leadership, or the leader's new one after it resigned.
+        false => {
+            new.leader_epoch == old.leader_epoch
+                || (new.leader_epoch == next && new.leader != NO_LEADER)
+        }
+    };
+    if !epoch_ok {
         return Err(format!(
-            "leader epoch {} where {expected} was expected (leader {} -> {})",
-            new.leader_epoch, old.leader, new.leader
+            "leader epoch {} does not follow {} (leader {} -> {})",
+            new.leader_epoch, old.leader_epoch, old.leader, new.leader
         ));
     }
-    if !leader_changed && new.isr == old.isr {
-        return Err("the change changes neither leader nor ISR".into());
+    let epoch_changed = new.leader_epoch != old.leader_epoch;
+    if !leader_changed && !epoch_changed && new.isr == old.isr {
+        return Err("the change changes neither leader, leader epoch nor ISR".into());
     }
     Ok(())
 }
@@ -600,11 +610,17 @@ mod tests {
                 "partition epoch 0 does not follow 0",
             ),
             (reg(&[1, 2], &[1], 1, 0, 2), "partition epoch 2"),
-            (reg(&[1, 2], &[1], 1, 1, 1), "leader epoch 1 where 0"),
-            (reg(&[1, 2], &[2], 2, 0, 1), "leader epoch 0 where 1"),
+            (
+                reg(&[1, 2], &[1], 1, 2, 1),
+                "leader epoch 2 does not follow 0",
+            ),
+            (
+                reg(&[1, 2], &[2], 2, 0, 1),
+                "leader epoch 0 does not follow 0 (leader 1 -> 2)",
+            ),
             (
                 reg(&[1, 2], &[1, 2], NO_LEADER, 0, 1),
-                "leader epoch 0 where 1",
+                "leader epoch 0 does not follow 0 (leader 1 -> -1)",
             ),
             (reg(&[1, 2], &[1, 2], 1, 0, 1), "changes neither"),
             (reg(&[2, 1], &[1, 2], 1, 0, 1), "reassignment"),
@@ -613,6 +629,11 @@ mod tests {
             let err = refused(&image, changed(r)).to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+        // The same leader at the next epoch (re-elected after resigning), ISR unchanged.
+        let mut resigned = image.clone();
+        resigned
+            .apply(&changed(reg(&[1, 2], &[1, 2], 1, 1, 1)))
+            .unwrap();
         let mut image = image;
         image.apply(&changed(reg(&[1, 2], &[1], 1, 0, 1))).unwrap();
         // Applying the same record twice is refused.

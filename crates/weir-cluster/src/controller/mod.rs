@@ -25,6 +25,7 @@ pub mod placement;
 pub mod producer_ids;
 pub mod records;
 mod requests;
+mod resign;
 #[cfg(test)]
 mod test_support;
 mod topics;

@@ -88,6 +88,16 @@ pub enum ControllerRequest {
         /// Every member with the broker epoch the leader knows it by.
         new_isr: Vec<(BrokerId, BrokerEpoch)>,
     },
+    /// A leader whose log failed and was reopened short of where it ended gives up the
+    /// leadership it held at `leader_epoch` (`docs/replication.md` § A replica's log
+    /// fails): it must not append at that epoch again.
+    ResignLeadership {
+        node: BrokerId,
+        broker_epoch: BrokerEpoch,
+        topic_id: String,
+        partition: u32,
+        leader_epoch: i32,
+    },
     /// A broker has handed out its block of producer ids and asks for the next.
     AllocateProducerIds {
         node: BrokerId,
@@ -132,7 +142,8 @@ pub enum ControllerReply {
         topic_id: String,
     },
     TopicConfigAltered,
-    /// The partition as it now stands (unchanged if the proposed ISR was the current one).
+    /// The partition as it now stands (unchanged if the proposed ISR was the current one,
+    /// or the resigned leadership had already ended).
     PartitionAltered(PartitionRegistration),
     /// Ids `first..first + count` are the broker's to hand out.
     ProducerIds {
