@@ -83,6 +83,16 @@ pub enum ClusterError {
         "partition {topic}/{partition} is closed (its topic was deleted or the broker is shutting down)"
     )]
     PartitionClosed { topic: String, partition: u32 },
+    /// Retriable: the partition's log failed and is being reopened from its last durable
+    /// point (`docs/replication.md` § A replica's log fails); nothing was appended.
+    #[error(
+        "partition {topic}/{partition}: its log failed ({reason}) and is being reopened; retry"
+    )]
+    LogRecovering {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
     #[error("partition {topic}/{partition}: {source}")]
     Append {
         topic: String,

@@ -32,6 +32,7 @@ pub fn code(err: &ClusterError) -> Code {
         // The topic was deleted under the request, or the broker is stopping: retry
         // (against the new topic, or another broker).
         ClusterError::PartitionClosed { .. } => Code::Unavailable,
+        ClusterError::LogRecovering { .. } => Code::Unavailable,
         ClusterError::Append { source, .. } => match source {
             AppendError::InvalidBatch { .. }
             | AppendError::MessageTooLarge { .. }
@@ -274,6 +275,9 @@ pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, Strin
         ClusterError::PartitionClosed { topic, partition } => {
             Some((REASON_PARTITION_CLOSED, meta(topic, *partition, &[])))
         }
+        ClusterError::LogRecovering {
+            topic, partition, ..
+        } => Some((REASON_LOG_FAILED, meta(topic, *partition, &[]))),
         ClusterError::Append {
             topic,
             partition,

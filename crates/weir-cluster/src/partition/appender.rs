@@ -98,7 +98,9 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
             }
         };
         let mut any = false;
+        let mut failed = false;
         for (job, result) in written {
+            failed |= matches!(&result, Err(ClusterError::Append { .. }));
             match result {
                 Ok(outcome) if job.durability == Durability::Durable => {
                     any |= !outcome.duplicate;
@@ -125,6 +127,9 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
                     let _ = job.reply.send(result);
                 }
             }
+        }
+        if failed && let Some(log) = guard.as_ref() {
+            shared.notice_failure(log);
         }
         if any && let Some(log) = guard.as_ref() {
             shared.log_end.send_replace(log.offsets().log_end_offset);

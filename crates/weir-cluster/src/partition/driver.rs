@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::{AppendOutcome, AppendReply, BrokerId, Shared};
 use crate::error::ClusterError;
-use crate::replication::{Command, Event, FetchAnswer, Role};
+use crate::replication::{Command, Event, FetchAnswer, LocalLog, Role};
 
 /// Under a durable flush policy a leader's high watermark is its flushed offset, so it
 /// keeps syncing as long as appends come. When nobody waits for those syncs (no
@@ -62,7 +62,7 @@ impl Shared {
     /// be held while there is nothing to send.
     pub(super) fn drive(
         self: &Arc<Self>,
-        log: &Log,
+        log: &impl LocalLog,
         event: Event,
     ) -> Vec<(BrokerId, FetchAnswer, bool)> {
         let mut answers = Vec::new();
@@ -83,13 +83,22 @@ impl Shared {
         answers
     }
 
-    fn execute(self: &Arc<Self>, log: &Log, command: Command) {
+    fn execute(self: &Arc<Self>, log: &impl LocalLog, command: Command) {
         match command {
             Command::Flush => self.request_flush(),
             Command::PublishHighWatermark(hw) => self.publish(hw),
             Command::LeadershipEnded { leader_epoch } => {
                 let leader = self.replica().registration().map_or(-1, |r| r.leader);
-                self.fail_acks(|w| w.leader_epoch == leader_epoch, |s| s.not_leader(leader));
+                // Ended by a log failure: the answer says so (LOG_FAILED), not NOT_LEADER
+                // naming this broker.
+                let failed = self.failure.lock().expect("failure mutex").is_some();
+                self.fail_acks(
+                    |w| w.leader_epoch == leader_epoch,
+                    |s| match failed {
+                        true => s.closed(),
+                        false => s.not_leader(leader),
+                    },
+                );
             }
             Command::AppendReplicated { batches } => {
                 tokio::spawn(append_replicated(self.clone(), batches));
@@ -105,17 +114,27 @@ impl Shared {
                 Some(links) => links.propose_isr(&self.topic_id, self.index, request),
                 None => self.unlinked("an ISR change", log),
             },
+            Command::ReopenLog { truncate_to } => {
+                tokio::spawn(super::recovery::reopen_after_failure(
+                    self.clone(),
+                    truncate_to,
+                ));
+            }
+            Command::ResignLeadership { leader_epoch } => match self.links.get() {
+                Some(links) => links.resign_leadership(&self.topic_id, self.index, leader_epoch),
+                None => self.unlinked("a resignation", log),
+            },
             Command::AnswerFetch { .. } => unreachable!("answers are returned by drive"),
         }
     }
 
     /// A partition whose broker runs no replication (it was never linked) was asked to
     /// talk to other brokers: its metadata names replicas elsewhere.
-    fn unlinked(&self, what: &str, log: &Log) {
+    fn unlinked(&self, what: &str, log: &impl LocalLog) {
         tracing::warn!(
             topic = self.topic,
             partition = self.index,
-            log_end_offset = log.offsets().log_end_offset,
+            log_end_offset = log.log_end_offset(),
             "the replication state machine asked to send {what}, but this broker has no links to other brokers"
         );
     }
@@ -203,7 +222,7 @@ async fn run_flusher(shared: Arc<Shared>) {
                     shared.drive(log, Event::LogFlushed);
                 }
             }
-            Ok((_, Err(e))) => {
+            Ok((guard, Err(e))) => {
                 // A failed sync fails the log: nothing waiting on it can be answered.
                 let reason = e.to_string();
                 tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "flush failed");
@@ -215,6 +234,9 @@ async fn run_flusher(shared: Arc<Shared>) {
                         })
                     },
                 );
+                if let Some(log) = guard.as_ref() {
+                    shared.notice_failure(log);
+                }
             }
             Err(e) => {
                 tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "flush task failed")
@@ -247,6 +269,30 @@ async fn run_flusher(shared: Arc<Shared>) {
 }
 
 impl Shared {
+    /// After an operation on `log` failed: if the log itself failed (a write or sync
+    /// error left its tail unknown), the partition stops serving and reopens it
+    /// (`recovery.rs`). A refusal that left the log sound (bad input) does nothing.
+    pub(super) fn notice_failure(self: &Arc<Self>, log: &Log) {
+        let Some(reason) = log.failure() else {
+            return;
+        };
+        let first = {
+            let mut failure = self.failure.lock().expect("failure mutex");
+            let first = failure.is_none();
+            *failure = Some(reason.clone());
+            first
+        };
+        if first {
+            tracing::error!(
+                topic = self.topic,
+                partition = self.index,
+                reason,
+                "the log failed; reopening it from its last durable point"
+            );
+        }
+        self.drive(log, Event::LogFailed);
+    }
+
     /// A consumer read or looked up offsets: it wants what is not synced yet, so a
     /// paused flusher syncs at once. Returns whether the flusher was pausing (then the
     /// reader waits for that sync: `Partition::after_paused_sync`).
@@ -288,11 +334,14 @@ async fn append_replicated(shared: Arc<Shared>, batches: Bytes) {
             }
         }
         Ok((_, None)) => {} // closed meanwhile
-        Ok((_, Some(Err(e)))) => {
+        Ok((guard, Some(Err(e)))) => {
             // The state machine checked what it asked for; a refusal here means the log
-            // failed (I/O) or a bug. The follower stays where it is; the leader's lag
-            // timer takes it out of the ISR.
+            // failed (I/O: it is reopened) or a bug (the follower stays where it is; the
+            // leader's lag timer takes it out of the ISR).
             tracing::error!(topic, partition, error = %e, "appending replicated batches failed");
+            if let Some(log) = guard.as_ref() {
+                shared.notice_failure(log);
+            }
         }
         Err(e) => tracing::error!(topic, partition, error = %e, "replicated append task failed"),
     }
@@ -328,8 +377,11 @@ async fn truncate(shared: Arc<Shared>, offset: i64) {
             }
         }
         Ok((_, None)) => {}
-        Ok((_, Some(Err(e)))) => {
+        Ok((guard, Some(Err(e)))) => {
             tracing::error!(topic, partition, offset, error = %e, "truncating a diverged follower failed");
+            if let Some(log) = guard.as_ref() {
+                shared.notice_failure(log);
+            }
         }
         Err(e) => tracing::error!(topic, partition, error = %e, "truncation task failed"),
     }

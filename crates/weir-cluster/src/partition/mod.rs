@@ -28,6 +28,7 @@
 
 mod appender;
 mod driver;
+mod recovery;
 mod replication;
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,7 @@ use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
 use driver::{AckWaiter, FlushState, PAUSED_SYNC_WAIT};
+pub use recovery::REOPEN_RETRY;
 pub use replication::{LogStorage, ReplicaHost, ReplicationLinks};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
@@ -137,6 +139,10 @@ struct Shared {
     /// The flusher is pausing between syncs (nobody waited): a reader that finds the
     /// high watermark short of the log end waits for the sync its arrival starts.
     sync_paused: std::sync::atomic::AtomicBool,
+    /// Why the log failed, from the failure until it is open again (`recovery.rs`).
+    failure: Mutex<Option<String>>,
+    /// Set by `Partition::close`: a log being reopened stays closed.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// One partition of a topic on this broker.
@@ -147,10 +153,22 @@ pub struct Partition {
 }
 
 impl Shared {
+    /// The error for an operation that found no log: closed for good, or (retriable)
+    /// closed while it is reopened after a failure.
     fn closed(&self) -> ClusterError {
-        ClusterError::PartitionClosed {
-            topic: self.topic.clone(),
-            partition: self.index,
+        let failure = self.failure.lock().expect("failure mutex").clone();
+        match failure {
+            Some(reason) if !self.closing.load(std::sync::atomic::Ordering::SeqCst) => {
+                ClusterError::LogRecovering {
+                    topic: self.topic.clone(),
+                    partition: self.index,
+                    reason,
+                }
+            }
+            _ => ClusterError::PartitionClosed {
+                topic: self.topic.clone(),
+                partition: self.index,
+            },
         }
     }
 
@@ -159,18 +177,28 @@ impl Shared {
     }
 
     /// Runs `f` on the log on a blocking thread (weir-log is synchronous and may fsync).
+    /// An error that failed the log starts its recovery.
     async fn with_log<R: Send + 'static>(
-        &self,
+        self: &Arc<Self>,
         f: impl FnOnce(&Log) -> Result<R, ClusterError> + Send + 'static,
     ) -> Result<R, ClusterError> {
         let guard = self.read_guard().await;
         let closed = self.closed();
-        tokio::task::spawn_blocking(move || match guard.as_ref() {
-            Some(log) => f(log),
-            None => Err(closed),
+        let (guard, result) = tokio::task::spawn_blocking(move || {
+            let result = match guard.as_ref() {
+                Some(log) => f(log),
+                None => Err(closed),
+            };
+            (guard, result)
         })
         .await
-        .map_err(|e| ClusterError::TaskFailed(e.to_string()))?
+        .map_err(|e| ClusterError::TaskFailed(e.to_string()))?;
+        if result.is_err()
+            && let Some(log) = guard.as_ref()
+        {
+            self.notice_failure(log);
+        }
+        result
     }
 
     fn maintenance(&self) -> impl Fn(weir_log::MaintenanceError) -> ClusterError + use<> {
@@ -209,6 +237,7 @@ impl Shared {
                         min_insync,
                     }
                 }
+                ProduceRefusal::LogRecovering => self.closed(),
             })
     }
 
@@ -217,6 +246,7 @@ impl Shared {
         let replica = self.replica();
         match replica.role() {
             Role::Leader { .. } => Ok(()),
+            Role::Recovering => Err(self.closed()),
             _ => Err(self.not_leader(replica.registration().map_or(-1, |r| r.leader))),
         }
     }
@@ -292,6 +322,8 @@ impl Partition {
             sync_wanted: tokio::sync::Notify::new(),
             read_since_sync: std::sync::atomic::AtomicBool::new(false),
             sync_paused: std::sync::atomic::AtomicBool::new(false),
+            failure: Mutex::new(None),
+            closing: std::sync::atomic::AtomicBool::new(false),
         });
         let (queue, jobs) = mpsc::channel(APPEND_QUEUE_DEPTH);
         tokio::spawn(run_appender(shared.clone(), jobs));
@@ -634,33 +666,12 @@ impl Partition {
             .await
     }
 
-    /// Applies new topic settings: the log is closed (flushed) and reopened with them,
-    /// after in-progress operations finish; appends queue meanwhile.
+    /// Applies new topic settings: the log is flushed, closed and reopened with them,
+    /// after in-progress operations finish; appends queue meanwhile. A log that failed
+    /// (or fails on the way) is reopened with them by its recovery (`recovery.rs`), so
+    /// the partition is never left closed.
     pub async fn reconfigure(&self, config: EffectiveConfig) -> Result<(), ClusterError> {
-        let mut guard = self.shared.log.write().await;
-        let old = guard.take().ok_or_else(|| self.shared.closed())?;
-        let err = self.shared.maintenance();
-        tokio::task::spawn_blocking(move || old.close().map_err(err))
-            .await
-            .map_err(|e| ClusterError::TaskFailed(e.to_string()))??;
-        let log = open_log(
-            &self.shared.topic,
-            self.shared.index,
-            &self.shared.dir,
-            &config,
-            &self.shared.storage,
-        )
-        .await?;
-        {
-            let mut replica = self.shared.replica();
-            let node = replica.config().node;
-            let mut rc = replica_config(node, &config);
-            rc.broker_epoch = replica.config().broker_epoch;
-            replica.reconfigure(rc);
-        }
-        *guard = Some(log);
-        *self.shared.config.lock().expect("config mutex") = Arc::new(config);
-        Ok(())
+        recovery::reconfigure(&self.shared, config).await
     }
 
     /// Checkpoints the high watermark (so a restarted replica knows what was committed),
@@ -692,6 +703,9 @@ impl Partition {
     /// Flushes and closes the log; later operations fail with `PartitionClosed`, and
     /// `acks=all` appends still waiting are answered with it.
     pub async fn close(&self) -> Result<(), ClusterError> {
+        self.shared
+            .closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         // Best effort: a restart then starts from this high watermark.
         let _ = self.checkpoint_high_watermark().await;
         let Some(log) = self.shared.log.write().await.take() else {
@@ -901,6 +915,114 @@ mod tests {
             matches!(err, ClusterError::NotLeader { leader: 1, .. }),
             "{err}"
         );
+    }
+
+    /// A single-replica partition on a storage whose `fail_sync`-th fsync fails.
+    async fn open_failing(dir: &Path, fail_sync: u64) -> Arc<Partition> {
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
+        let storage = weir_log::storage::FaultyStorage::new(weir_log::storage::FaultPlan {
+            fail_sync_number: Some(fail_sync),
+            ..Default::default()
+        });
+        let host = ReplicaHost {
+            storage: LogStorage(Arc::new(storage)),
+            ..ReplicaHost::from(0)
+        };
+        let state = PartitionState {
+            leader: 0,
+            leader_epoch: 0,
+            replicas: vec![0],
+            isr: vec![0],
+        };
+        Partition::open("t", "t-id", 0, dir, config, host, state)
+            .await
+            .unwrap()
+    }
+
+    /// Appends `acks=all` until one fails; returns the values acknowledged and the error.
+    async fn append_until_failure(p: &Partition) -> (Vec<String>, ClusterError) {
+        let mut acked = Vec::new();
+        for i in 0..1000 {
+            let value = format!("record-{i}");
+            match p.append(batch_of(&value), Durability::Durable).await {
+                Ok(_) => acked.push(value),
+                Err(e) => return (acked, e),
+            }
+        }
+        panic!("no fsync failed in 1000 appends");
+    }
+
+    /// Retries `f` until it succeeds (the log is being reopened meanwhile).
+    async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, ClusterError>) -> T {
+        let deadline = tokio::time::Instant::now() + 4 * REOPEN_RETRY + Duration::from_secs(5);
+        loop {
+            match f().await {
+                Ok(v) => return v,
+                Err(e) => {
+                    assert!(
+                        matches!(e, ClusterError::LogRecovering { .. }),
+                        "{what}: {e}"
+                    );
+                    assert!(tokio::time::Instant::now() < deadline, "{what}: {e}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_fsync_reopens_the_log_and_keeps_every_acknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        // Syncs 1-3 belong to opening the log; some appends succeed first.
+        let p = open_failing(dir.path(), 8).await;
+        let (acked, err) = append_until_failure(&p).await;
+        assert!(!acked.is_empty());
+        assert!(
+            matches!(
+                err,
+                ClusterError::Maintenance { .. } | ClusterError::LogRecovering { .. }
+            ),
+            "{err}"
+        );
+        // The partition reopens its log by itself and takes appends again.
+        eventually("append after the failure", async || {
+            p.append(batch_of("after"), Durability::Durable).await
+        })
+        .await;
+        let values = values(&p).await;
+        assert_eq!(
+            &values[..acked.len()],
+            &acked[..],
+            "acknowledged records kept"
+        );
+        assert_eq!(values.last().map(String::as_str), Some("after"));
+        assert_eq!(
+            values.len(),
+            acked.len() + 1,
+            "nothing unacknowledged kept: {values:?}"
+        );
+        p.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reconfiguring_a_failed_log_does_not_close_the_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open_failing(dir.path(), 8).await;
+        let (acked, _) = append_until_failure(&p).await;
+        let overrides = [(SEGMENT_BYTES.to_string(), "2048".to_string())].into();
+        let config = TopicConfig::new(overrides).unwrap().effective().unwrap();
+        p.reconfigure(config).await.unwrap();
+        eventually("append after reconfiguring", async || {
+            p.append(batch_of("after"), Durability::Durable).await
+        })
+        .await;
+        assert_eq!(p.config().log.segment_bytes, 2048);
+        let values = values(&p).await;
+        assert_eq!(&values[..acked.len()], &acked[..]);
+        p.close().await.unwrap();
     }
 
     fn batch_of(value: &str) -> ValidatedBatches {

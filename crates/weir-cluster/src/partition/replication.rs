@@ -22,6 +22,9 @@ use crate::replication::{
 pub trait ReplicationLinks: Send + Sync + std::fmt::Debug + 'static {
     fn send_fetch(&self, topic_id: &str, partition: u32, leader: BrokerId, request: FetchRequest);
     fn propose_isr(&self, topic_id: &str, partition: u32, request: AlterIsrRequest);
+    /// Asks the controller for a new leader epoch: this replica, whose log failed and
+    /// lost its unsynced tail, must not append at `leader_epoch` again.
+    fn resign_leadership(&self, topic_id: &str, partition: u32, leader_epoch: i32);
 }
 
 /// The broker a replica runs on, and how it reaches the others.
@@ -122,8 +125,14 @@ impl Partition {
 
     async fn event(&self, event: Event) {
         let guard = self.shared.read_guard().await;
-        if let Some(log) = guard.as_ref() {
-            self.shared.drive(log, event);
+        match (guard.as_ref(), event) {
+            (Some(log), event) => {
+                self.shared.drive(log, event);
+            }
+            // The log is being reopened after a failure: what the metadata says now is
+            // taken up once it is open again.
+            (None, Event::Registration(reg)) => self.shared.replica().remember_registration(reg),
+            (None, _) => {}
         }
     }
 

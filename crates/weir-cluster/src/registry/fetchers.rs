@@ -158,6 +158,39 @@ impl ReplicationLinks for Replication {
             }
         });
     }
+
+    fn resign_leadership(&self, topic_id: &str, partition: u32, leader_epoch: i32) {
+        let node = self.node.clone();
+        let call = ControllerRequest::ResignLeadership {
+            node: node.node(),
+            broker_epoch: self.broker_epoch(),
+            topic_id: topic_id.to_string(),
+            partition,
+            leader_epoch,
+        };
+        let topic_id = topic_id.to_string();
+        // The answer that matters comes through the metadata (a registration past the
+        // resigned epoch); the partition asks again if it does not come in time.
+        tokio::spawn(async move {
+            match node.call(call).await {
+                Ok(ControllerReply::PartitionAltered(r)) => {
+                    tracing::info!(
+                        topic_id,
+                        partition,
+                        leader = r.leader,
+                        leader_epoch = r.leader_epoch,
+                        "leadership resigned after a log failure"
+                    )
+                }
+                Ok(other) => {
+                    tracing::warn!(topic_id, partition, ?other, "resignation not accepted")
+                }
+                Err(e) => {
+                    tracing::warn!(topic_id, partition, error = %e, "resignation not answered")
+                }
+            }
+        });
+    }
 }
 
 /// Keeps one fetch session open to `leader` and moves fetches out and answers in. When

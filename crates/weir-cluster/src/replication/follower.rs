@@ -318,7 +318,7 @@ impl Replica {
                     self.fetch_if_ready(now_ms, log, out);
                 }
             }
-            State::Offline => {}
+            State::Offline | State::Recovering(_) => {}
         }
     }
 }

@@ -114,4 +114,6 @@ pub enum ProduceRefusal {
     NotLeader { leader: BrokerId, leader_epoch: i32 },
     /// `acks=all` with fewer in-sync replicas than `min.insync.replicas`.
     NotEnoughReplicas { isr: usize, min_insync: usize },
+    /// The log failed and is being reopened (retriable).
+    LogRecovering,
 }

@@ -16,6 +16,7 @@ mod follower;
 mod leader;
 mod local_log;
 mod messages;
+mod recovery;
 mod replica;
 mod session;
 

@@ -1,11 +1,13 @@
 //! [`Replica`]: one partition replica's state machine, switching between leader,
-//! follower and offline as the metadata says, and the events and commands it speaks.
+//! follower and offline as the metadata says (and recovering while its log is reopened
+//! after a failure: `recovery.rs`), and the events and commands it speaks.
 
 use bytes::Bytes;
 
 use super::follower::Follower;
 use super::leader::Leader;
 use super::messages::{AlterIsrAnswer, AlterIsrRequest, FetchAnswer, FetchRequest, ProduceRefusal};
+use super::recovery::Recovering;
 use crate::controller::records::{BrokerEpoch, NO_LEADER, PartitionRegistration};
 use crate::partition::BrokerId;
 
@@ -93,6 +95,10 @@ pub enum Event {
     AlterIsrAnswered(AlterIsrAnswer),
     /// Time passed (timeouts: fetch retries, ISR lag, unanswered proposals).
     Tick,
+    /// A write or sync of the local log failed: its unsynced tail is unknown.
+    LogFailed,
+    /// A [`Command::ReopenLog`] finished: the log is open again, recovered.
+    LogReopened,
 }
 
 /// Something the driver must do.
@@ -129,6 +135,13 @@ pub enum Command {
     /// This replica no longer leads at `leader_epoch`: fail the appends still waiting
     /// under it with NOT_LEADER.
     LeadershipEnded { leader_epoch: i32 },
+    /// The log failed: close it and open it again (recovery), cut to `truncate_to` if
+    /// it ends above it (durably); keep trying while that fails. Then
+    /// [`Event::LogReopened`].
+    ReopenLog { truncate_to: Option<i64> },
+    /// Ask the controller for a new leader epoch: this replica must not append at
+    /// `leader_epoch` again (`recovery.rs`).
+    ResignLeadership { leader_epoch: i32 },
 }
 
 /// What a replica is, as seen from outside.
@@ -144,6 +157,9 @@ pub enum Role {
         leader: BrokerId,
         leader_epoch: i32,
     },
+    /// The log failed; it serves nothing until it is reopened (and, for a leader that
+    /// lost a tail, until the controller has moved past its leadership).
+    Recovering,
 }
 
 #[derive(Debug)]
@@ -151,6 +167,7 @@ pub(super) enum State {
     Offline,
     Leader(Leader),
     Follower(Follower),
+    Recovering(Recovering),
 }
 
 /// One partition replica's replication state machine.
@@ -200,6 +217,7 @@ impl Replica {
                 leader: f.leader,
                 leader_epoch: f.leader_epoch,
             },
+            State::Recovering(_) => Role::Recovering,
         }
     }
 
@@ -222,6 +240,9 @@ impl Replica {
     /// Whether a produce may be appended now, and under which leader epoch (each queued
     /// append carries it; the appender refuses it if the epoch moved meanwhile).
     pub fn check_produce(&self, acks_all: bool) -> Result<i32, ProduceRefusal> {
+        if let State::Recovering(_) = self.state {
+            return Err(ProduceRefusal::LogRecovering);
+        }
         let State::Leader(leader) = &self.state else {
             let (leader, leader_epoch) = self
                 .registration
@@ -246,6 +267,14 @@ impl Replica {
     pub fn handle(&mut self, event: Event, now_ms: u64, log: &impl LocalLog) -> Vec<Command> {
         let mut out = Vec::new();
         match event {
+            Event::Registration(reg) if matches!(self.state, State::Recovering(_)) => {
+                self.on_registration_recovering(reg, now_ms, log, &mut out)
+            }
+            Event::Tick if matches!(self.state, State::Recovering(_)) => {
+                self.on_tick_recovering(now_ms, log, &mut out)
+            }
+            Event::LogFailed => self.on_log_failed(log, &mut out),
+            Event::LogReopened => self.on_log_reopened(now_ms, log, &mut out),
             Event::Registration(reg) => self.on_registration(reg, now_ms, log, &mut out),
             Event::Fetch(request) => self.on_fetch(request, now_ms, log, &mut out),
             Event::FetchAnswered { answer, batches } => {
@@ -305,7 +334,7 @@ impl Replica {
         self.become_follower(reg.leader, reg.leader_epoch, now_ms, log, out);
     }
 
-    fn end_leadership(&mut self, out: &mut Vec<Command>) {
+    pub(super) fn end_leadership(&mut self, out: &mut Vec<Command>) {
         if let State::Leader(leader) = &self.state {
             out.push(Command::LeadershipEnded {
                 leader_epoch: leader.leader_epoch,

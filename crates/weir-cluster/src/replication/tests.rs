@@ -569,3 +569,175 @@ fn a_follower_that_reports_its_syncs_late_stays_in_sync_but_one_whose_syncs_stop
     // Follower 3 last synced what the leader had at 100 ms.
     assert!((lag..=lag + 200).contains(at), "proposed at {at} ms");
 }
+
+// ---------------------------------------------------------------------------------------
+// A failed log (`recovery.rs`)
+
+fn reopen_of(out: &[Command]) -> Option<Option<i64>> {
+    out.iter().find_map(|c| match c {
+        Command::ReopenLog { truncate_to } => Some(*truncate_to),
+        _ => None,
+    })
+}
+
+fn resigned(out: &[Command]) -> Vec<i32> {
+    out.iter()
+        .filter_map(|c| match c {
+            Command::ResignLeadership { leader_epoch } => Some(*leader_epoch),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Leader 1 at epoch 3 with 10 records appended, 6 of them flushed.
+fn failing_leader() -> (Replica, MemLog) {
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 3, &[1, 2, 3])), 0, &log);
+    log.append(3, 10);
+    log.flushed = 6;
+    r.handle(Event::LogAppended, 1, &log);
+    (r, log)
+}
+
+#[test]
+fn a_leader_whose_log_fails_serves_nothing_and_reopens_it_at_its_durable_point() {
+    let (mut r, log) = failing_leader();
+    let out = r.handle(Event::LogFailed, 2, &log);
+    assert!(out.contains(&Command::LeadershipEnded { leader_epoch: 3 }));
+    assert_eq!(reopen_of(&out), Some(Some(6)), "cut to the flushed offset");
+    assert_eq!(r.role(), Role::Recovering);
+    assert_eq!(r.check_produce(false), Err(ProduceRefusal::LogRecovering));
+    // A follower's fetch is refused: a cut log must not tell it to truncate.
+    let out = r.handle(fetch(2, 3, 10, 3), 3, &log);
+    assert!(matches!(
+        out.as_slice(),
+        [Command::AnswerFetch {
+            answer: FetchAnswer::Error {
+                error: FetchError::NotLeader,
+                ..
+            },
+            ..
+        }]
+    ));
+    // A second report of the same failure changes nothing.
+    assert!(r.handle(Event::LogFailed, 4, &log).is_empty());
+}
+
+#[test]
+fn a_leader_that_lost_a_tail_resigns_and_leads_again_only_at_a_newer_epoch() {
+    let (mut r, mut log) = failing_leader();
+    r.handle(Event::LogFailed, 2, &log);
+    log.end = 6; // reopened and cut
+    let out = r.handle(Event::LogReopened, 3, &log);
+    assert_eq!(resigned(&out), vec![3]);
+    assert_eq!(r.role(), Role::Recovering);
+    // A newer registration that still names it leader at epoch 3 (an ISR change) does
+    // not let it append at that epoch again.
+    let mut same_epoch = registration(1, 3, &[1, 2]);
+    same_epoch.partition_epoch = 4;
+    r.handle(Event::Registration(same_epoch), 4, &log);
+    assert_eq!(r.role(), Role::Recovering);
+    // Not answered in time: it asks again.
+    let out = r.handle(Event::Tick, 4 + DEFAULT_ALTER_ISR_TIMEOUT_MS, &log);
+    assert_eq!(resigned(&out), vec![3]);
+    // The controller re-elects it at epoch 4: it leads again, from its cut log.
+    let mut again = registration(1, 4, &[1, 2]);
+    again.partition_epoch = 5;
+    r.handle(Event::Registration(again), 10_000, &log);
+    assert_eq!(r.role(), Role::Leader { leader_epoch: 4 });
+    assert_eq!(r.check_produce(false), Ok(4));
+}
+
+#[test]
+fn a_resigned_leader_follows_the_replica_elected_instead() {
+    let (mut r, mut log) = failing_leader();
+    r.handle(Event::LogFailed, 2, &log);
+    log.end = 6;
+    r.handle(Event::LogReopened, 3, &log);
+    let out = r.handle(Event::Registration(registration(2, 4, &[1, 2, 3])), 4, &log);
+    assert_eq!(
+        r.role(),
+        Role::Follower {
+            leader: 2,
+            leader_epoch: 4
+        }
+    );
+    assert!(
+        out.iter().any(|c| matches!(
+            c,
+            Command::SendFetch {
+                leader: 2,
+                request: FetchRequest {
+                    fetch_offset: 6,
+                    last_fetched_epoch: 3,
+                    ..
+                }
+            }
+        )),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_leader_that_lost_nothing_or_has_no_other_replica_leads_on_at_once() {
+    // Non-durable policy: the log is reopened as recovery finds it, and nothing was lost.
+    let mut log = MemLog::default();
+    let mut config = ReplicaConfig::new(1, 101);
+    config.durable = false;
+    let mut r = Replica::new(config, 0);
+    r.handle(Event::Registration(registration(1, 3, &[1, 2, 3])), 0, &log);
+    log.append(3, 10);
+    let out = r.handle(Event::LogFailed, 1, &log);
+    assert_eq!(reopen_of(&out), Some(None));
+    let out = r.handle(Event::LogReopened, 2, &log);
+    assert!(resigned(&out).is_empty());
+    assert_eq!(r.role(), Role::Leader { leader_epoch: 3 });
+    // The only replica: nobody else can hold what it cut.
+    let mut log = MemLog::default();
+    let mut r = leader(1);
+    let alone = PartitionRegistration {
+        replicas: vec![1],
+        isr: vec![1],
+        leader: 1,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    };
+    r.handle(Event::Registration(alone), 0, &log);
+    log.append(0, 10);
+    log.flushed = 4;
+    r.handle(Event::LogFailed, 1, &log);
+    log.end = 4;
+    let out = r.handle(Event::LogReopened, 2, &log);
+    assert!(resigned(&out).is_empty());
+    assert_eq!(r.role(), Role::Leader { leader_epoch: 0 });
+}
+
+#[test]
+fn a_follower_whose_log_fails_fetches_again_from_its_durable_point() {
+    let mut log = MemLog::default();
+    let mut r = Replica::new(ReplicaConfig::new(2, 102), 0);
+    r.handle(Event::Registration(registration(1, 3, &[1, 2, 3])), 0, &log);
+    log.append(3, 10);
+    log.flushed = 6;
+    let out = r.handle(Event::LogFailed, 1, &log);
+    assert_eq!(reopen_of(&out), Some(Some(6)));
+    assert_eq!(r.role(), Role::Recovering);
+    // Metadata that arrives meanwhile is taken up once the log is open again.
+    r.remember_registration(registration(1, 4, &[1, 2, 3]));
+    log.end = 6;
+    let out = r.handle(Event::LogReopened, 2, &log);
+    assert!(resigned(&out).is_empty());
+    assert_eq!(
+        r.role(),
+        Role::Follower {
+            leader: 1,
+            leader_epoch: 4
+        }
+    );
+    assert!(
+        out.iter()
+            .any(|c| matches!(c, Command::SendFetch { request, .. } if request.fetch_offset == 6)),
+        "{out:?}"
+    );
+}
