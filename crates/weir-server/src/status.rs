@@ -591,6 +591,15 @@ mod tests {
                 "PRODUCER_FENCED",
             ),
             (
+                ClusterError::LogRecovering {
+                    topic: "t".to_owned(),
+                    partition: 2,
+                    reason: "fsync".to_owned(),
+                },
+                Code::Unavailable,
+                "LOG_FAILED",
+            ),
+            (
                 ClusterError::Quorum("x".to_owned()),
                 Code::Internal,
                 "INTERNAL",
