@@ -59,8 +59,11 @@ impl From<BrokerId> for ReplicaHost {
 pub struct LogStorage(pub Arc<dyn Storage>);
 
 impl Default for LogStorage {
+    /// The file system: one shared instance, so every default compares equal.
     fn default() -> LogStorage {
-        LogStorage(Arc::new(FileStorage))
+        static FILES: std::sync::LazyLock<Arc<dyn Storage>> =
+            std::sync::LazyLock::new(|| Arc::new(FileStorage));
+        LogStorage(FILES.clone())
     }
 }
 
