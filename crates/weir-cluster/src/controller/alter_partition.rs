@@ -147,17 +147,6 @@ mod tests {
     use super::super::test_support::Harness;
     use super::*;
 
-    /// Brokers 1..=3 live, topic `orders` (one partition on [1, 2, 3], led by 1).
-    fn setup() -> (Harness, String) {
-        let mut h = Harness::new();
-        for node in 1..=3 {
-            h.live(node, None);
-        }
-        let id = h.create_topic("orders", 1, 3);
-        assert_eq!(h.partition(&id, 0).leader, 1);
-        (h, id)
-    }
-
     /// AlterPartition from the current leader at the current epochs.
     fn propose(h: &Harness, topic_id: &str, isr: &[BrokerId]) -> ControllerRequest {
         let r = h.partition(topic_id, 0);
@@ -183,7 +172,7 @@ mod tests {
 
     #[test]
     fn the_leader_shrinks_and_expands_the_isr() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         let before = h.partition(&id, 0);
         let (records, reply) = h.handle(propose(&h, &id, &[1, 3]));
         let after = h.partition(&id, 0);
@@ -212,7 +201,7 @@ mod tests {
 
     #[test]
     fn stale_epochs_and_other_senders_are_refused() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         let good = propose(&h, &id, &[1, 2]);
         let err = h.refused(with(good.clone(), |r| {
             if let ControllerRequest::AlterPartition { broker_epoch, .. } = r {
@@ -287,7 +276,7 @@ mod tests {
 
     #[test]
     fn an_isr_that_is_not_a_set_of_replicas_holding_the_leader_is_refused() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         h.live(4, None);
         let base = propose(&h, &id, &[]);
         let request = |isr: Vec<(BrokerId, BrokerEpoch)>| {
@@ -314,7 +303,7 @@ mod tests {
 
     #[test]
     fn added_members_must_be_live_at_the_epoch_named() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         h.ok(propose(&h, &id, &[1]));
         // Broker 2 restarted: its new epoch is fenced, its old one is stale.
         let old = h.epoch(2);

@@ -78,17 +78,6 @@ mod tests {
     use super::super::test_support::Harness;
     use super::*;
 
-    /// Brokers 1..=3 live, topic `orders` (one partition on [1, 2, 3], led by 1).
-    fn setup() -> (Harness, String) {
-        let mut h = Harness::new();
-        for node in 1..=3 {
-            h.live(node, None);
-        }
-        let id = h.create_topic("orders", 1, 3);
-        assert_eq!(h.partition(&id, 0).leader, 1);
-        (h, id)
-    }
-
     fn resign(h: &Harness, topic_id: &str, node: BrokerId, leader_epoch: i32) -> ControllerRequest {
         ControllerRequest::ResignLeadership {
             node,
@@ -101,7 +90,7 @@ mod tests {
 
     #[test]
     fn the_next_isr_member_leads_at_the_next_epoch_and_the_sender_stays_in_the_isr() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         let before = h.partition(&id, 0);
         let reply = h.ok(resign(&h, &id, 1, before.leader_epoch));
         let after = h.partition(&id, 0);
@@ -114,7 +103,7 @@ mod tests {
 
     #[test]
     fn a_sole_isr_member_leads_again_at_the_next_epoch() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         shrink(&mut h, &id, &[1]);
         let before = h.partition(&id, 0);
         h.ok(resign(&h, &id, 1, before.leader_epoch));
@@ -126,7 +115,7 @@ mod tests {
 
     #[test]
     fn a_replica_out_of_the_isr_is_passed_over() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         shrink(&mut h, &id, &[1, 3]);
         let before = h.partition(&id, 0);
         h.ok(resign(&h, &id, 1, before.leader_epoch));
@@ -149,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_leadership_that_already_ended_writes_nothing_and_others_are_refused() {
-        let (mut h, id) = setup();
+        let (mut h, id) = Harness::orders_on_three();
         let epoch = h.partition(&id, 0).leader_epoch;
         h.ok(resign(&h, &id, 1, epoch));
         // A retry of the same resignation (its answer was lost): answered, nothing written.

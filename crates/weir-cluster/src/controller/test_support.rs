@@ -60,6 +60,17 @@ impl Harness {
         h
     }
 
+    /// Brokers 1..=3 live, topic `orders` (one partition on [1, 2, 3], led by 1); its id.
+    pub(super) fn orders_on_three() -> (Harness, String) {
+        let mut h = Harness::new();
+        for node in 1..=3 {
+            h.live(node, None);
+        }
+        let id = h.create_topic("orders", 1, 3);
+        assert_eq!(h.partition(&id, 0).leader, 1);
+        (h, id)
+    }
+
     /// A controller failover: a new active controller (same settings) whose voter last
     /// heard from the nodes in `last_heard` at those times.
     pub(super) fn fail_over(&mut self, last_heard: &BTreeMap<BrokerId, u64>) {
