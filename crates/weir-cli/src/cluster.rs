@@ -1,6 +1,7 @@
 //! `weir cluster`: describe the cluster, its brokers (address, rack, fenced, voter or
-//! observer) and active controller, as `DescribeCluster` reports them. Text output is aligned columns;
-//! `--format json` prints one JSON document.
+//! observer) and active controller, as `DescribeCluster` reports them (text output is
+//! aligned columns; `--format json` prints one JSON document); and plan and start the
+//! moves that empty a broker (`decommission`) or spread replicas evenly (`rebalance`).
 
 use std::io::Write;
 
@@ -11,12 +12,17 @@ use weir_client::{Admin, ClusterInfo};
 
 use crate::brokers::BrokerArgs;
 use crate::output::Format;
+use crate::partition::{self, MoveArgs};
+use crate::plan::{self, Move, Placed};
 
 const EXAMPLES: &str = "\
 Examples:
   weir cluster describe
   weir cluster describe --format json
   weir cluster describe --brokers 10.0.0.1:9292,10.0.0.2:9292   # the first that answers is asked
+  weir cluster decommission 3 --throttle 50MB --wait   # move every replica off broker 3
+  weir cluster rebalance --dry-run                     # after adding a broker: the plan
+  weir cluster rebalance --throttle 50MB --wait        # ... and carrying it out
 
 ADDRESS is what each broker advertises (weir serve --advertise): clients bootstrapped
 from any broker connect to the others there, so it must be reachable from clients. A
@@ -45,6 +51,31 @@ enum ClusterCommand {
     /// is a controller voter.
     #[command(after_help = EXAMPLES)]
     Describe,
+    /// Move every replica off a broker, onto the least-loaded other brokers (each in the
+    /// place the broker had, so its preferred leaderships go to its replacements). Once
+    /// `weir partition moving` lists nothing, the broker holds no data and can be
+    /// stopped.
+    #[command(after_help = EXAMPLES)]
+    Decommission {
+        /// The broker to empty.
+        broker: i32,
+        /// Print the plan without starting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        moving: MoveArgs,
+    },
+    /// Spread every topic's replicas evenly over the unfenced brokers (after adding
+    /// brokers, or to move replicas off fenced ones): replicas move from the most to the
+    /// least loaded brokers until no two differ by more than one.
+    #[command(after_help = EXAMPLES)]
+    Rebalance {
+        /// Print the plan without starting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        moving: MoveArgs,
+    },
 }
 
 /// The cluster as `--format json` prints it.
@@ -71,16 +102,114 @@ struct BrokerJson<'a> {
 
 /// Runs a `weir cluster` subcommand.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let ClusterCommand::Describe = args.command;
     let admin = Admin::connect(&args.brokers.list())
         .await
         .context("connecting to the broker")?;
+    let (dry_run, moving, leaving) = match args.command {
+        ClusterCommand::Describe => return describe(&admin, args.format).await,
+        ClusterCommand::Decommission {
+            broker,
+            dry_run,
+            moving,
+        } => (dry_run, moving, Some(broker)),
+        ClusterCommand::Rebalance { dry_run, moving } => (dry_run, moving, None),
+    };
+    let cluster = admin
+        .describe_cluster()
+        .await
+        .context("describing the cluster")?;
+    let brokers: Vec<i32> = cluster
+        .brokers
+        .iter()
+        .filter(|b| !b.fenced)
+        .map(|b| b.broker_id)
+        .collect();
+    let placed = placed_partitions(&admin).await?;
+    let plan = match leaving {
+        Some(broker) => {
+            if !cluster.brokers.iter().any(|b| b.broker_id == broker) {
+                anyhow::bail!("broker {broker} is not registered (see `weir cluster describe`)");
+            }
+            plan::decommission(&placed, &brokers, broker).map_err(anyhow::Error::msg)?
+        }
+        None => plan::rebalance(&placed, &brokers),
+    };
+    let mut out = std::io::stdout().lock();
+    print_plan(&mut out, args.format, &plan)?;
+    out.flush()?;
+    if dry_run || plan.is_empty() {
+        return Ok(());
+    }
+    partition::submit(&admin, &plan, moving.throttle).await?;
+    if moving.wait {
+        partition::wait_until_moved(&admin, &plan).await?;
+    }
+    Ok(())
+}
+
+/// Every partition of every topic (internal ones too), where it is or is moving to.
+async fn placed_partitions(admin: &Admin) -> anyhow::Result<Vec<Placed>> {
+    let mut placed = Vec::new();
+    for listing in admin.list_topics(true).await.context("listing topics")? {
+        let info = admin
+            .describe_topic(&listing.name)
+            .await
+            .with_context(|| format!("describing topic {}", listing.name))?;
+        placed.extend(info.partitions.iter().map(|p| Placed {
+            topic: info.name.clone(),
+            partition: p.partition,
+            replicas: p.target_replicas(),
+        }));
+    }
+    Ok(placed)
+}
+
+/// A plan's moves as `--format json` prints them.
+#[derive(Debug, Serialize)]
+struct MoveJson<'a> {
+    topic: &'a str,
+    partition: u32,
+    from: &'a [i32],
+    to: &'a [i32],
+}
+
+fn print_plan(out: &mut impl Write, format: Format, plan: &[Move]) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            for m in plan {
+                let json = MoveJson {
+                    topic: &m.topic,
+                    partition: m.partition,
+                    from: &m.from,
+                    to: &m.to,
+                };
+                serde_json::to_writer(&mut *out, &json)?;
+                writeln!(out)?;
+            }
+        }
+        Format::Text => {
+            if plan.is_empty() {
+                writeln!(out, "nothing to move")?;
+            }
+            for m in plan {
+                writeln!(
+                    out,
+                    "{} {}: {:?} -> {:?}",
+                    m.topic, m.partition, m.from, m.to
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn describe(admin: &Admin, format: Format) -> anyhow::Result<()> {
     let cluster = admin
         .describe_cluster()
         .await
         .context("describing the cluster")?;
     let mut out = std::io::stdout().lock();
-    print_cluster(&mut out, args.format, &cluster)?;
+    print_cluster(&mut out, format, &cluster)?;
     out.flush()?;
     Ok(())
 }

@@ -13,6 +13,8 @@ mod dev;
 mod group;
 mod healthcheck;
 mod output;
+mod partition;
+mod plan;
 mod produce;
 mod serve;
 mod topic;
@@ -55,6 +57,7 @@ enum Command {
     Serve(serve::ServeArgs),
     Topic(topic::TopicArgs),
     Cluster(cluster::ClusterArgs),
+    Partition(partition::PartitionArgs),
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
     Group(group::GroupArgs),
@@ -85,6 +88,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(topic::run(args))),
         Command::Cluster(args) => client_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
+        Command::Partition(args) => {
+            client_runtime().and_then(|rt| rt.block_on(partition::run(args)))
+        }
         Command::Produce(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(produce::run(config))),

@@ -56,6 +56,40 @@ pub struct PartitionInfo {
     pub high_watermark: i64,
     /// Offset the next record will get.
     pub log_end_offset: i64,
+    /// While a reassignment moves the partition: replicas it adds (`replicas` lists the
+    /// target first, then `removing_replicas`). Empty otherwise.
+    pub adding_replicas: Vec<i32>,
+    /// While a reassignment moves the partition: replicas it drops once the target is
+    /// in sync. Empty otherwise.
+    pub removing_replicas: Vec<i32>,
+    /// The moving replicas' fetch throttle in bytes per second, if one was set.
+    pub reassignment_throttle_bytes_per_sec: Option<u64>,
+}
+
+impl PartitionInfo {
+    /// Whether a reassignment is moving this partition.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition has, or will have once its reassignment completes.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing_replicas.contains(b))
+            .collect()
+    }
+}
+
+/// Where one partition's replicas are to move (`Admin::reassign_partitions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMove {
+    /// Partition index.
+    pub partition: u32,
+    /// The replicas it is to have, the preferred leader first; `None` cancels the move
+    /// in progress.
+    pub replicas: Option<Vec<i32>>,
 }
 
 /// A topic and its partitions.
@@ -480,6 +514,38 @@ impl Admin {
         topic_info(response.topic)
     }
 
+    /// Moves replicas of `topic`'s partitions to other brokers: added replicas copy the
+    /// partition (at most `throttle_bytes_per_sec` per broker, if given), join the
+    /// in-sync replicas, then the removed ones are dropped. All the moves start or none
+    /// does; returns once they started, with the topic as it then stands
+    /// (`PartitionInfo::is_reassigning` tells which are still moving).
+    pub async fn reassign_partitions(
+        &self,
+        topic: &str,
+        moves: &[PartitionMove],
+        throttle_bytes_per_sec: Option<u64>,
+    ) -> Result<TopicInfo, ClientError> {
+        let partitions = moves
+            .iter()
+            .map(|m| pb::PartitionReassignment {
+                partition: m.partition,
+                replicas: m.replicas.clone().unwrap_or_default(),
+                cancel: m.replicas.is_none(),
+            })
+            .collect();
+        let response = self
+            .admin
+            .clone()
+            .alter_partition_reassignments(pb::AlterPartitionReassignmentsRequest {
+                topic: topic.to_owned(),
+                partitions,
+                throttle_bytes_per_sec: throttle_bytes_per_sec.unwrap_or(0),
+            })
+            .await?
+            .into_inner();
+        topic_info(response.topic)
+    }
+
     /// Every configuration key of a topic, sorted by name.
     pub async fn describe_topic_config(&self, name: &str) -> Result<Vec<ConfigEntry>, ClientError> {
         let response = self
@@ -832,6 +898,10 @@ fn topic_info(topic: Option<pb::TopicDescription>) -> Result<TopicInfo, ClientEr
                 log_start_offset: p.log_start_offset,
                 high_watermark: p.high_watermark,
                 log_end_offset: p.log_end_offset,
+                adding_replicas: p.adding_replicas,
+                removing_replicas: p.removing_replicas,
+                reassignment_throttle_bytes_per_sec: (p.reassignment_throttle_bytes_per_sec > 0)
+                    .then_some(p.reassignment_throttle_bytes_per_sec),
             })
             .collect(),
     })

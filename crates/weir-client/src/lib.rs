@@ -82,7 +82,7 @@ mod routing;
 pub use crate::admin::{
     Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
     GroupPartitionLag, GroupState, ListedOffset, OffsetQuery, OffsetResetPlan, PartitionInfo,
-    PartitionOffsetReset, ResetOffsetsTo, TopicInfo, TopicListing,
+    PartitionMove, PartitionOffsetReset, ResetOffsetsTo, TopicInfo, TopicListing,
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::{

@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_cluster::{ClusterError, INTERNAL_TOPIC_PREFIX, is_internal};
 use weir_proto::v1::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerDescription, CreatePartitionsRequest,
     CreatePartitionsResponse, CreateTopicRequest, CreateTopicResponse, DeleteRecordsRequest,
     DeleteRecordsResponse, DeleteTopicRequest, DeleteTopicResponse, DescribeClusterRequest,
@@ -175,6 +177,40 @@ impl Admin for AdminService {
             .map_err(status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(CreatePartitionsResponse {
+            topic: Some(topic),
+        }))
+    }
+
+    async fn alter_partition_reassignments(
+        &self,
+        request: Request<AlterPartitionReassignmentsRequest>,
+    ) -> Result<Response<AlterPartitionReassignmentsResponse>, Status> {
+        let _timer = self.broker.metrics.rpc_timer("AlterPartitionReassignments");
+        let req = request.into_inner();
+        // Checked before the moves are copied: the controller would refuse more anyway.
+        if req.partitions.len() > MAX_MOVES_PER_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "{} partitions in one reassignment; at most {MAX_MOVES_PER_REQUEST}",
+                req.partitions.len()
+            )));
+        }
+        let moves = req
+            .partitions
+            .into_iter()
+            .map(|p| PartitionMove {
+                partition: p.partition,
+                target: (!p.cancel).then_some(p.replicas),
+            })
+            .collect();
+        let throttle = (req.throttle_bytes_per_sec > 0).then_some(req.throttle_bytes_per_sec);
+        self.broker
+            .registry
+            .reassign_partitions(&req.topic, moves, throttle)
+            .await
+            .map_err(status)?;
+        let topic = self.broker.registry.topic(&req.topic).map_err(status)?;
+        let topic = convert::topic_description(&topic).await.map_err(status)?;
+        Ok(Response::new(AlterPartitionReassignmentsResponse {
             topic: Some(topic),
         }))
     }

@@ -130,6 +130,8 @@ pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, Cl
             Ok(p) => Some(p.offsets().await?),
             Err(_) => None,
         };
+        let moving = reg.reassignment.clone();
+        let moving = moving.as_ref();
         partitions.push(v1::PartitionDescription {
             partition: index,
             leader: reg.leader,
@@ -139,6 +141,11 @@ pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, Cl
             log_start_offset: offsets.map_or(-1, |o| o.log_start_offset),
             high_watermark: offsets.map_or(-1, |o| o.high_watermark),
             log_end_offset: offsets.map_or(-1, |o| o.log_end_offset),
+            adding_replicas: moving.map(|m| m.adding.clone()).unwrap_or_default(),
+            removing_replicas: moving.map(|m| m.removing.clone()).unwrap_or_default(),
+            reassignment_throttle_bytes_per_sec: moving
+                .and_then(|m| m.throttle_bytes_per_sec)
+                .unwrap_or(0),
         });
     }
     Ok(v1::TopicDescription {

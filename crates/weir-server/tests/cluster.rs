@@ -470,3 +470,154 @@ async fn start_again(nodes: &mut [Node], id: i32) -> SocketAddr {
     );
     node.addr
 }
+
+/// The values of partition `partition` of `topic` read through the broker at `addr`.
+async fn read_values(addr: SocketAddr, topic: &str, partition: u32) -> Vec<String> {
+    let mut c = connect(addr).await;
+    c.fetch_all(topic, partition, 0)
+        .await
+        .into_iter()
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+/// The address of node `id`.
+fn addr_of(nodes: &[Node], id: i32) -> SocketAddr {
+    nodes.iter().find(|n| n.id == id).unwrap().addr
+}
+
+/// Waits until the broker `id` knows it leads partition 0 of `topic`; its address.
+async fn leader_ready(nodes: &[Node], topic: &str, id: i32) -> SocketAddr {
+    let addr = addr_of(nodes, id);
+    eventually(
+        Duration::from_secs(10),
+        "the leader knows it leads",
+        || async {
+            describe(addr, topic)
+                .await
+                .is_some_and(|t| t.partitions[0].leader == id)
+        },
+    )
+    .await;
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassignment_moves_the_leader_replica_to_a_new_broker_with_nothing_lost() {
+    bounded(async {
+        let mut nodes = start_cluster(VOTERS + 1).await;
+        let first = nodes[0].addr;
+        eventually(Duration::from_secs(20), "four unfenced brokers", || async {
+            unfenced_brokers(first).await == 4
+        })
+        .await;
+        create_topic(first, "moving", 1, 3).await;
+        eventually(
+            Duration::from_secs(10),
+            "a leader and a full ISR",
+            || async { settled(first, "moving", 3).await },
+        )
+        .await;
+        let before = describe(first, "moving").await.unwrap();
+        let topic_id = before.topic_id.clone();
+        let p = &before.partitions[0];
+        let (old_leader, replicas) = (p.leader, p.replicas.clone());
+        let newcomer = (1..=4).find(|b| !replicas.contains(b)).unwrap();
+        let leader_addr = leader_ready(&nodes, "moving", old_leader).await;
+        let first_batch: Vec<String> = (0..300).map(|i| format!("before-{i}")).collect();
+        produce_all(leader_addr, "moving", 0, &first_batch)
+            .await
+            .expect("acks=all produce");
+
+        // The leader's copy moves to the newcomer, which becomes the preferred leader.
+        let target: Vec<i32> = std::iter::once(newcomer)
+            .chain(replicas.iter().copied().filter(|b| *b != old_leader))
+            .collect();
+        let mut admin = connect(first).await;
+        let started = admin
+            .admin
+            .alter_partition_reassignments(AlterPartitionReassignmentsRequest {
+                topic: "moving".into(),
+                partitions: vec![PartitionReassignment {
+                    partition: 0,
+                    replicas: target.clone(),
+                    cancel: false,
+                }],
+                throttle_bytes_per_sec: 1_000_000,
+            })
+            .await
+            .expect("reassignment starts")
+            .into_inner()
+            .topic
+            .unwrap();
+        let moving = &started.partitions[0];
+        // Started, or (if the newcomer caught up at once) already complete.
+        if !moving.adding_replicas.is_empty() {
+            assert_eq!(moving.adding_replicas, vec![newcomer], "{moving:?}");
+            assert_eq!(moving.removing_replicas, vec![old_leader], "{moving:?}");
+            assert_eq!(moving.reassignment_throttle_bytes_per_sec, 1_000_000);
+        }
+        eventually(Duration::from_secs(30), "the move completes", || async {
+            describe(first, "moving").await.is_some_and(|t| {
+                let p = &t.partitions[0];
+                p.replicas == target && p.adding_replicas.is_empty() && p.isr.len() == 3
+            })
+        })
+        .await;
+        let after = describe(first, "moving").await.unwrap();
+        assert_eq!(after.partitions[0].leader, newcomer, "{after:?}");
+
+        // The old leader let go of its copy: its directory is gone.
+        let old_dir = nodes
+            .iter()
+            .find(|n| n.id == old_leader)
+            .unwrap()
+            .config
+            .data_dir
+            .join("topics")
+            .join(&topic_id)
+            .join("0");
+        eventually(Duration::from_secs(10), "the old copy deleted", || async {
+            !old_dir.exists()
+        })
+        .await;
+
+        // The new leader takes acks=all writes, and holds every record once, in order.
+        let new_addr = leader_ready(&nodes, "moving", newcomer).await;
+        let second_batch: Vec<String> = (0..100).map(|i| format!("after-{i}")).collect();
+        produce_all(new_addr, "moving", 0, &second_batch)
+            .await
+            .expect("acks=all produce on the new leader");
+        let expected: Vec<String> = first_batch.into_iter().chain(second_batch).collect();
+        assert_eq!(read_values(new_addr, "moving", 0).await, expected);
+
+        // Bad moves are refused with INVALID_ARGUMENT and change nothing.
+        for (replicas, cancel, want) in [
+            (vec![newcomer, newcomer], false, "twice"),
+            (vec![1, 2, 99], false, "99"),
+            (vec![], true, "no reassignment is in progress"),
+        ] {
+            let err = admin
+                .admin
+                .alter_partition_reassignments(AlterPartitionReassignmentsRequest {
+                    topic: "moving".into(),
+                    partitions: vec![PartitionReassignment {
+                        partition: 0,
+                        replicas,
+                        cancel,
+                    }],
+                    throttle_bytes_per_sec: 0,
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+            assert!(err.message().contains(want), "{want}: {}", err.message());
+        }
+        assert_eq!(
+            describe(first, "moving").await.unwrap().partitions[0].replicas,
+            target
+        );
+        stop_all(&mut nodes).await;
+    })
+    .await;
+}

@@ -19,7 +19,7 @@ use std::fmt;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
-use super::{alter_partition, brokers, producer_ids, resign, topics};
+use super::{alter_partition, brokers, producer_ids, reassign, resign, topics};
 use crate::partition::BrokerId;
 
 /// `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -257,6 +257,11 @@ impl Controller {
                 partition,
                 leader_epoch,
             ),
+            ControllerRequest::ReassignPartitions {
+                topic,
+                moves,
+                throttle_bytes_per_sec,
+            } => reassign::reassign_partitions(image, &topic, &moves, throttle_bytes_per_sec),
             ControllerRequest::AllocateProducerIds { node, broker_epoch } => {
                 producer_ids::allocate_block(image, node, broker_epoch)
             }

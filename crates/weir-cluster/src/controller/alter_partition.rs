@@ -97,11 +97,18 @@ pub(super) fn alter_partition(
             reply: ControllerReply::PartitionAltered(current.clone()),
         });
     }
-    let registration = PartitionRegistration {
-        isr,
-        partition_epoch: current.partition_epoch + 1,
-        ..current.clone()
-    };
+    // The change that puts the last target replica in the ISR completes a reassignment
+    // in progress (possibly moving the leadership off the sender).
+    let mut registration = super::reassign::complete(
+        image,
+        PartitionRegistration {
+            isr,
+            ..current.clone()
+        },
+    );
+    registration.partition_epoch = current.partition_epoch + 1;
+    registration.leader_epoch =
+        current.leader_epoch + i32::from(registration.leader != current.leader);
     Ok(Outcome {
         records: vec![MetadataRecord::PartitionChanged {
             topic_id: topic_id.to_string(),

@@ -210,11 +210,19 @@ impl MetadataImage {
                     reason,
                 };
                 let old = self
-                    .topic_at(topic_id)?
+                    .topic_by_id(topic_id)
+                    .ok_or_else(|| ImageError::UnknownTopicId(topic_id.to_string()))?
                     .partitions
                     .get(*partition as usize)
                     .ok_or_else(|| invalid("no such partition".into()))?;
                 check_change(old, registration).map_err(&invalid)?;
+                if let Some(r) = registration
+                    .replicas
+                    .iter()
+                    .find(|r| !old.replicas.contains(r) && self.broker(**r).is_none())
+                {
+                    return Err(invalid(format!("replica {r} is not a registered broker")));
+                }
                 self.check_leader(registration).map_err(&invalid)?;
                 check_registration(registration).map_err(invalid)?;
                 self.topic_at(topic_id)?.partitions[*partition as usize] = registration.clone();
@@ -308,14 +316,17 @@ impl MetadataImage {
 
 /// A `PartitionChanged` moves the partition epoch by exactly one, the leader epoch by one
 /// when the leader changes (to or from [`NO_LEADER`] included) and by at most one when it
-/// stays (a leader re-elected after resigning: `resign.rs`), changes the leader, its
-/// epoch or the ISR, and keeps the replicas (no reassignment exists yet).
+/// stays (a leader re-elected after resigning: `resign.rs`), and changes something. A
+/// broker becomes a replica only as one a reassignment adds, outside the ISR: it has to
+/// catch up first (`docs/replication.md` § Reassignment).
 fn check_change(old: &PartitionRegistration, new: &PartitionRegistration) -> Result<(), String> {
-    if new.replicas != old.replicas {
-        return Err(format!(
-            "replicas change from {:?} to {:?}; reassignment is not supported",
-            old.replicas, new.replicas
-        ));
+    for b in new.replicas.iter().filter(|b| !old.replicas.contains(b)) {
+        if !new.is_adding(*b) || new.in_isr(*b) {
+            return Err(format!(
+                "replica {b} joins {:?} other than as a reassignment's adding replica outside the ISR",
+                old.replicas
+            ));
+        }
     }
     if new.partition_epoch != old.partition_epoch.wrapping_add(1) {
         return Err(format!(
@@ -340,8 +351,15 @@ fn check_change(old: &PartitionRegistration, new: &PartitionRegistration) -> Res
         ));
     }
     let epoch_changed = new.leader_epoch != old.leader_epoch;
-    if !leader_changed && !epoch_changed && new.isr == old.isr {
-        return Err("the change changes neither leader, leader epoch nor ISR".into());
+    if !leader_changed
+        && !epoch_changed
+        && new.isr == old.isr
+        && new.replicas == old.replicas
+        && new.reassignment == old.reassignment
+    {
+        return Err(
+            "the change changes none of leader, leader epoch, ISR, replicas or reassignment".into(),
+        );
     }
     Ok(())
 }
@@ -364,6 +382,23 @@ pub(super) fn check_registration(r: &PartitionRegistration) -> Result<(), String
     }
     if r.leader != NO_LEADER && !r.isr.contains(&r.leader) {
         return Err(format!("leader {} is not in the ISR {:?}", r.leader, r.isr));
+    }
+    if let Some(moving) = &r.reassignment {
+        let removing_last = r.replicas.ends_with(&moving.removing);
+        let within = |ids: &[BrokerId]| ids.iter().all(|b| r.replicas.contains(b));
+        let overlap = moving.adding.iter().any(|b| moving.removing.contains(b));
+        if !distinct(&moving.adding)
+            || !distinct(&moving.removing)
+            || !within(&moving.adding)
+            || !removing_last
+            || overlap
+            || r.replicas.len() == moving.removing.len()
+        {
+            return Err(format!(
+                "reassignment adding {:?}, removing {:?} does not fit the replicas {:?} (the target first, then the removed ones)",
+                moving.adding, moving.removing, r.replicas
+            ));
+        }
     }
     if r.leader_epoch < 0 || r.partition_epoch < 0 {
         return Err(format!(
@@ -410,6 +445,22 @@ mod tests {
             leader,
             leader_epoch: le,
             partition_epoch: pe,
+            reassignment: None,
+        }
+    }
+
+    fn moving(
+        r: PartitionRegistration,
+        adding: &[BrokerId],
+        removing: &[BrokerId],
+    ) -> PartitionRegistration {
+        PartitionRegistration {
+            reassignment: Some(crate::controller::Reassignment {
+                adding: adding.to_vec(),
+                removing: removing.to_vec(),
+                throttle_bytes_per_sec: None,
+            }),
+            ..r
         }
     }
 
@@ -622,13 +673,30 @@ mod tests {
                 reg(&[1, 2], &[1, 2], NO_LEADER, 0, 1),
                 "leader epoch 0 does not follow 0 (leader 1 -> -1)",
             ),
-            (reg(&[1, 2], &[1, 2], 1, 0, 1), "changes neither"),
-            (reg(&[2, 1], &[1, 2], 1, 0, 1), "reassignment"),
+            (reg(&[1, 2], &[1, 2], 1, 0, 1), "changes none of"),
+            (reg(&[1, 2, 3], &[1, 2], 1, 0, 1), "replica 3 joins"),
+            (
+                moving(reg(&[1, 3, 2], &[1, 2, 3], 1, 0, 1), &[3], &[2]),
+                "replica 3 joins",
+            ),
+            (
+                moving(reg(&[1, 3, 2], &[1, 2], 1, 0, 1), &[3], &[2]),
+                "replica 3 is not a registered broker",
+            ),
+            (
+                moving(reg(&[2, 1], &[1, 2], 1, 0, 1), &[], &[2]),
+                "does not fit",
+            ),
             (reg(&[1, 2], &[1], 9, 1, 1), "not a registered broker"),
         ] {
             let err = refused(&image, changed(r)).to_string();
             assert!(err.contains(needle), "{needle}: {err}");
         }
+        // A move whose target was in sync already: replicas reordered at once.
+        image
+            .clone()
+            .apply(&changed(reg(&[2, 1], &[1, 2], 1, 0, 1)))
+            .unwrap();
         // The same leader at the next epoch (re-elected after resigning), ISR unchanged.
         let mut resigned = image.clone();
         resigned

@@ -750,6 +750,7 @@ mod tests {
                 leader: 0,
                 leader_epoch: 2,
                 partition_epoch: 2,
+                reassignment: None,
             }
         );
     }

@@ -83,9 +83,10 @@ pub(super) fn reconcile(
             .replicas
             .iter()
             .copied()
-            .find(|b| view.is_eligible(*b))
+            .find(|b| view.is_eligible(*b) && !current.is_adding(*b))
     {
-        // Unclean: records only the old ISR had are lost, as the setting says.
+        // Unclean: records only the old ISR had are lost, as the setting says. A replica
+        // a reassignment is adding holds nothing the partition had: never that one.
         leader = b;
         isr = vec![b];
     }
@@ -98,6 +99,7 @@ pub(super) fn reconcile(
         leader,
         leader_epoch: current.leader_epoch + i32::from(leader != current.leader),
         partition_epoch: current.partition_epoch + 1,
+        reassignment: current.reassignment.clone(),
     })
 }
 
@@ -198,6 +200,7 @@ mod tests {
             leader,
             leader_epoch: 4,
             partition_epoch: 7,
+            reassignment: None,
         }
     }
 

@@ -92,9 +92,10 @@ impl TopicImage {
             .is_ok_and(|e| e.unclean_leader_election)
     }
 
-    /// Copies of each partition (every partition of a topic has as many).
+    /// Copies of each partition (every partition of a topic has as many, reassignments
+    /// counted by their target).
     pub fn replication_factor(&self) -> usize {
-        self.partitions.first().map_or(0, |p| p.replicas.len())
+        self.partitions.first().map_or(0, |p| p.target().len())
     }
 }
 
@@ -136,6 +137,7 @@ impl MetadataImage {
                         leader: node,
                         leader_epoch: assignment.leader_epoch,
                         partition_epoch: 0,
+                        reassignment: None,
                     })
                     .collect();
                 TopicImage {
@@ -367,6 +369,7 @@ mod tests {
                 leader: 7,
                 leader_epoch: 3,
                 partition_epoch: 0,
+                reassignment: None,
             }
         );
         assert_eq!(

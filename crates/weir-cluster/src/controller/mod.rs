@@ -12,6 +12,7 @@
 //! - `brokers`: registration, heartbeats, fencing and controlled shutdown;
 //!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
 //!   `election`: who leads and who stays in the ISR when brokers come and go;
+//!   [`reassign`]: moving replicas;
 //!   [`producer_ids`]: ids for idempotent producers;
 //!   [`placement`]: where new replicas go.
 
@@ -23,6 +24,7 @@ mod election;
 mod image;
 pub mod placement;
 pub mod producer_ids;
+pub mod reassign;
 pub mod records;
 mod requests;
 mod resign;
@@ -36,8 +38,10 @@ pub use active::{
 };
 pub use apply::ImageError;
 pub use image::{BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, TopicImage};
+pub use reassign::{MAX_MOVES_PER_REQUEST, PartitionMove};
 pub use records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, NO_LEADER, PartitionRegistration,
+    Reassignment,
 };
 pub use requests::{
     ControllerError, ControllerReply, ControllerRequest, Ineligible, MAX_CLUSTER_ID_CHARS,

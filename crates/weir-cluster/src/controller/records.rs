@@ -49,6 +49,24 @@ pub struct PartitionRegistration {
     pub leader_epoch: i32,
     /// Bumped by every change to this partition (leader, ISR, replicas).
     pub partition_epoch: i32,
+    /// The replicas moving, while a reassignment is in progress (`docs/replication.md`
+    /// § Reassignment). Absent from records written before reassignment existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A reassignment in progress: `replicas` lists its target first, then `removing`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// Target replicas that were not replicas when it started: they catch up, then join
+    /// the ISR.
+    pub adding: Vec<BrokerId>,
+    /// Replicas before it started that the target drops: they leave when it completes.
+    pub removing: Vec<BrokerId>,
+    /// Bytes per second an adding broker may fetch for moving replicas; `None` is
+    /// unthrottled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle_bytes_per_sec: Option<u64>,
 }
 
 impl PartitionRegistration {
@@ -58,6 +76,41 @@ impl PartitionRegistration {
 
     pub fn in_isr(&self, broker: BrokerId) -> bool {
         self.isr.contains(&broker)
+    }
+
+    /// The replicas this partition is to have: `replicas` without the ones a
+    /// reassignment in progress removes.
+    pub fn target(&self) -> Vec<BrokerId> {
+        match &self.reassignment {
+            Some(r) => self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !r.removing.contains(b))
+                .collect(),
+            None => self.replicas.clone(),
+        }
+    }
+
+    /// The replicas before the reassignment in progress started (all of them if none
+    /// is): `replicas` without the ones it adds.
+    pub fn original(&self) -> Vec<BrokerId> {
+        match &self.reassignment {
+            Some(r) => self
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !r.adding.contains(b))
+                .collect(),
+            None => self.replicas.clone(),
+        }
+    }
+
+    /// Whether `broker` is a replica a reassignment in progress is adding.
+    pub fn is_adding(&self, broker: BrokerId) -> bool {
+        self.reassignment
+            .as_ref()
+            .is_some_and(|r| r.adding.contains(&broker))
     }
 }
 

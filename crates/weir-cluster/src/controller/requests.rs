@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::reassign::PartitionMove;
 use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
@@ -98,6 +99,15 @@ pub enum ControllerRequest {
         partition: u32,
         leader_epoch: i32,
     },
+    /// Moves the replicas of partitions of `topic` (`docs/replication.md` § Reassignment):
+    /// all the moves are accepted, or none.
+    ReassignPartitions {
+        topic: String,
+        moves: Vec<PartitionMove>,
+        /// Bytes per second each adding broker may fetch for these moves; `None` for no
+        /// throttle.
+        throttle_bytes_per_sec: Option<u64>,
+    },
     /// A broker has handed out its block of producer ids and asks for the next.
     AllocateProducerIds {
         node: BrokerId,
@@ -145,6 +155,8 @@ pub enum ControllerReply {
     /// The partition as it now stands (unchanged if the proposed ISR was the current one,
     /// or the resigned leadership had already ended).
     PartitionAltered(PartitionRegistration),
+    /// Each moved partition as it now stands (a move already in sync is complete).
+    PartitionsReassigned(Vec<(u32, PartitionRegistration)>),
     /// Ids `first..first + count` are the broker's to hand out.
     ProducerIds {
         first: i64,
@@ -238,6 +250,13 @@ pub enum ControllerError {
         isr: Vec<BrokerId>,
         replicas: Vec<BrokerId>,
         reason: &'static str,
+    },
+    /// A reassignment that cannot start: a bad target, or nothing to cancel.
+    #[error("cannot reassign partition {partition} of topic {topic:?}: {reason}")]
+    InvalidReassignment {
+        topic: String,
+        partition: u32,
+        reason: String,
     },
     /// TOPIC_EXISTS.
     #[error("topic {0:?} already exists")]

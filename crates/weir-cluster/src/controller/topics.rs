@@ -207,6 +207,7 @@ fn new_partition(topic_id: &str, partition: u32, replicas: Vec<BrokerId>) -> Met
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
+            reassignment: None,
         },
     }
 }
@@ -290,6 +291,7 @@ mod tests {
                         leader: replicas[0],
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        reassignment: None,
                     },
                 }
             );

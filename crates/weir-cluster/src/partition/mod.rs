@@ -270,6 +270,7 @@ fn registration(state: &PartitionState) -> PartitionRegistration {
         leader: state.leader,
         leader_epoch: state.leader_epoch,
         partition_epoch: 0,
+        reassignment: None,
     }
 }
 

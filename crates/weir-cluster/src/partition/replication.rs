@@ -92,6 +92,7 @@ impl Partition {
                 leader: crate::controller::records::NO_LEADER,
                 leader_epoch: -1,
                 partition_epoch: -1,
+                reassignment: None,
             })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{ApplyFailure, Topic, TopicRegistry};
 use crate::config::TopicConfig;
-use crate::controller::{ControllerReply, ControllerRequest};
+use crate::controller::{ControllerReply, ControllerRequest, PartitionMove, PartitionRegistration};
 use crate::error::ClusterError;
 use crate::node::refusal;
 
@@ -173,6 +173,51 @@ impl TopicRegistry {
         .await?;
         tracing::info!(topic = name, "topic config altered");
         Ok(target)
+    }
+
+    /// Moves replicas of partitions of `name` (`docs/replication.md` § Reassignment), all
+    /// or none; returns each moved partition as it stands once this broker's metadata
+    /// holds the change (a move already in sync is complete by then).
+    pub async fn reassign_partitions(
+        &self,
+        name: &str,
+        moves: Vec<PartitionMove>,
+        throttle_bytes_per_sec: Option<u64>,
+    ) -> Result<Vec<(u32, PartitionRegistration)>, ClusterError> {
+        let topic = self.topic(name)?;
+        let reply = self
+            .node
+            .call(ControllerRequest::ReassignPartitions {
+                topic: name.to_string(),
+                moves,
+                throttle_bytes_per_sec,
+            })
+            .await?;
+        let moved = match reply {
+            ControllerReply::PartitionsReassigned(moved) => moved,
+            ControllerReply::Refused(e) => return Err(refusal(e)),
+            other => return Err(unexpected(&other)),
+        };
+        let topic_id = topic.topic_id.clone();
+        let opens = moved.len() as u32;
+        self.until(opens, |r| {
+            let image = r.node.image();
+            moved
+                .iter()
+                .all(|(p, reg)| {
+                    image
+                        .partition(&topic_id, *p)
+                        .is_some_and(|now| now.partition_epoch >= reg.partition_epoch)
+                })
+                .then_some(())
+        })
+        .await?;
+        tracing::info!(
+            topic = name,
+            partitions = moved.len(),
+            "reassignment submitted"
+        );
+        Ok(moved)
     }
 
     /// Why the last application of the topic `topic_id` failed here, if it did.

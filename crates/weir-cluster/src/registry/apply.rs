@@ -114,6 +114,11 @@ impl TopicRegistry {
                 _ => None,
             };
             if !registration.replicas.contains(&me) {
+                if let Some(p) = hosted {
+                    // Reassigned away (`docs/replication.md` § Reassignment).
+                    self.remove_replica(&topic, &p).await;
+                    changed = true;
+                }
                 set_slot(&mut slots, index, Slot::Elsewhere(registration.clone()));
                 continue;
             }
@@ -230,6 +235,34 @@ impl TopicRegistry {
                 "opening the topic's partitions failed; undid what was opened"
             );
         }
+    }
+
+    /// A replica the image no longer places here (a reassignment moved it): it closes and
+    /// its directory goes. The image is committed metadata, so this is no guess; if the
+    /// partition is ever moved back, it starts empty and copies from the leader.
+    async fn remove_replica(&self, topic: &Topic, partition: &Arc<Partition>) {
+        let index = partition.index();
+        self.hosted
+            .write()
+            .expect("hosted lock")
+            .remove(&(topic.topic_id.clone(), index));
+        if let Err(e) = partition.close().await {
+            tracing::warn!(topic = topic.name, partition = index, error = %e, "closing a replica moved away failed");
+        }
+        let dir = partition_dir(&self.data_dir, &topic.topic_id, index);
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
+            _ => Ok(()),
+        })
+        .await;
+        if let Ok(Err((dir, e))) = removed {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a replica moved away");
+        }
+        tracing::info!(
+            topic = topic.name,
+            partition = index,
+            "replica moved to other brokers; removed here"
+        );
     }
 
     /// A topic the image no longer names (deleted): its partitions close and its

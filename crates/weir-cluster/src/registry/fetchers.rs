@@ -24,6 +24,8 @@ pub const REPLICA_FETCH_MAX_BYTES: u32 = 8 * 1024 * 1024;
 pub const REPLICA_FETCH_WAIT: Duration = Duration::from_millis(500);
 /// Pause before opening a session again after it failed.
 const SESSION_RETRY: Duration = Duration::from_millis(100);
+/// Least a throttled fetch asks for, however many share the throttle.
+const MIN_THROTTLED_FETCH_BYTES: u32 = 16 * 1024;
 
 /// Hosted partitions by topic id and index.
 pub(super) type Hosted = Arc<RwLock<HashMap<(String, u32), Arc<Partition>>>>;
@@ -36,6 +38,55 @@ pub(super) struct Replication {
     hosted: Hosted,
     /// The fetch queue of each leader's session pump.
     fetchers: Mutex<HashMap<BrokerId, mpsc::UnboundedSender<PartitionFetch>>>,
+    throttle: Arc<Throttle>,
+}
+
+/// The pace of this broker's fetches for replicas a throttled reassignment is adding
+/// (`docs/replication.md` § Reassignment, 7): one token bucket, in debt form. Each
+/// answer's bytes push `free_at` on by bytes / rate, and the next throttled fetch waits
+/// for `free_at`. So the rate holds to within one answer, and each answer is kept to a
+/// quarter second's worth, shared among the throttled fetches in flight, so none waits
+/// near its follower's fetch timeout.
+#[derive(Debug, Default)]
+struct Throttle {
+    state: Mutex<ThrottleState>,
+}
+
+#[derive(Debug, Default)]
+struct ThrottleState {
+    free_at: Option<tokio::time::Instant>,
+    /// Throttled fetches sent and not answered, with their rate (bytes/s).
+    in_flight: HashMap<(String, u32), u64>,
+}
+
+impl Throttle {
+    /// Registers a throttled fetch of `key` at `rate`: when it may be sent, and how many
+    /// bytes it may ask for.
+    fn begin(&self, key: (String, u32), rate: u64) -> (tokio::time::Instant, u32) {
+        let mut s = self.state.lock().expect("throttle lock");
+        s.in_flight.insert(key, rate);
+        let sharing = s.in_flight.len() as u64;
+        let rate = s.in_flight.values().copied().min().unwrap_or(rate);
+        let max_bytes = (rate / 4 / sharing).clamp(
+            u64::from(MIN_THROTTLED_FETCH_BYTES),
+            u64::from(REPLICA_FETCH_MAX_BYTES),
+        ) as u32;
+        let now = tokio::time::Instant::now();
+        (s.free_at.map_or(now, |f| f.max(now)), max_bytes)
+    }
+
+    /// The answer to a fetch of `key` carried `bytes`: if that fetch was throttled, the
+    /// next throttled fetch waits for them to be paid for.
+    fn answered(&self, key: &(String, u32), bytes: usize) {
+        let mut s = self.state.lock().expect("throttle lock");
+        let Some(rate) = s.in_flight.remove(key) else {
+            return;
+        };
+        let rate = s.in_flight.values().copied().fold(rate, u64::min);
+        let now = tokio::time::Instant::now();
+        let pay = Duration::from_secs_f64(bytes as f64 / rate as f64);
+        s.free_at = Some(s.free_at.map_or(now, |f| f.max(now)) + pay);
+    }
 }
 
 impl std::fmt::Debug for dyn FetchSessions {
@@ -55,7 +106,18 @@ impl Replication {
             sessions,
             hosted,
             fetchers: Mutex::new(HashMap::new()),
+            throttle: Arc::default(),
         }
+    }
+
+    /// The throttle (bytes/s) of a fetch for `partition`, if this broker is a replica a
+    /// throttled reassignment is adding and not yet in the ISR.
+    fn throttle_rate(&self, topic_id: &str, partition: u32) -> Option<u64> {
+        let me = self.node.node();
+        let image = self.node.image();
+        let reg = image.partition(topic_id, partition)?;
+        let rate = reg.reassignment.as_ref()?.throttle_bytes_per_sec?;
+        (reg.is_adding(me) && !reg.in_isr(me)).then_some(rate)
     }
 
     fn broker_epoch(&self) -> BrokerEpoch {
@@ -65,27 +127,46 @@ impl Replication {
 
 impl ReplicationLinks for Replication {
     fn send_fetch(&self, topic_id: &str, partition: u32, leader: BrokerId, request: FetchRequest) {
-        let fetch = PartitionFetch {
+        let mut fetch = PartitionFetch {
             topic_id: topic_id.to_string(),
             partition,
             request,
             max_bytes: REPLICA_FETCH_MAX_BYTES,
         };
-        let mut fetchers = self.fetchers.lock().expect("fetchers lock");
-        let queue = fetchers.entry(leader).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(run_session_pump(
-                leader,
-                rx,
-                self.node.clone(),
-                self.sessions.clone(),
-                self.hosted.clone(),
-            ));
-            tx
-        });
+        let queue = {
+            let mut fetchers = self.fetchers.lock().expect("fetchers lock");
+            fetchers
+                .entry(leader)
+                .or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(run_session_pump(
+                        leader,
+                        rx,
+                        self.node.clone(),
+                        self.sessions.clone(),
+                        self.hosted.clone(),
+                        self.throttle.clone(),
+                    ));
+                    tx
+                })
+                .clone()
+        };
         // The pump lives as long as the registry; a fetch lost here is re-sent by the
         // follower's fetch timeout.
-        let _ = queue.send(fetch);
+        match self.throttle_rate(topic_id, partition) {
+            None => {
+                let _ = queue.send(fetch);
+            }
+            Some(rate) => {
+                let key = (topic_id.to_string(), partition);
+                let (send_at, max_bytes) = self.throttle.begin(key, rate);
+                fetch.max_bytes = max_bytes;
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(send_at).await;
+                    let _ = queue.send(fetch);
+                });
+            }
+        }
     }
 
     fn propose_isr(&self, topic_id: &str, partition: u32, request: AlterIsrRequest) {
@@ -202,6 +283,7 @@ async fn run_session_pump(
     node: ClusterNode,
     sessions: Arc<dyn FetchSessions>,
     hosted: Hosted,
+    throttle: Arc<Throttle>,
 ) {
     loop {
         let Some(address) = node
@@ -238,7 +320,9 @@ async fn run_session_pump(
                 answers = session.answers.recv() => {
                     let Some(answers) = answers else { break };
                     for a in answers {
-                        let p = hosted.read().expect("hosted lock").get(&(a.topic_id.clone(), a.partition)).cloned();
+                        let key = (a.topic_id.clone(), a.partition);
+                        throttle.answered(&key, a.batches.len());
+                        let p = hosted.read().expect("hosted lock").get(&key).cloned();
                         if let Some(p) = p {
                             p.fetch_answered(a.answer, a.batches).await;
                         }

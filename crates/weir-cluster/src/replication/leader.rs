@@ -102,9 +102,23 @@ impl Leader {
     /// Any registration newer than the one a proposal was made on either is that
     /// proposal's result or shows it was refused (the controller commits a proposal only
     /// on the partition epoch it names), so the uncertain members are settled too.
-    pub(super) fn registration_changed(&mut self) {
+    ///
+    /// Replicas a reassignment adds are tracked from now (fetched nothing yet); replicas
+    /// it removed are forgotten (`docs/replication.md` § Reassignment).
+    pub(super) fn registration_changed(
+        &mut self,
+        replicas: &[BrokerId],
+        me: BrokerId,
+        now_ms: u64,
+    ) {
         self.pending = None;
         self.uncertain.clear();
+        self.followers.retain(|b, _| replicas.contains(b));
+        for &b in replicas.iter().filter(|b| **b != me) {
+            self.followers
+                .entry(b)
+                .or_insert_with(|| Progress::new(now_ms));
+        }
     }
 
     /// Drops the pending proposal without a definite answer: its additions stay counted.

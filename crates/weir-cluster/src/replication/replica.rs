@@ -315,8 +315,9 @@ impl Replica {
             if let State::Leader(leader) = &mut self.state
                 && leader.leader_epoch == reg.leader_epoch
             {
-                // Same leadership, new ISR (an accepted proposal or a fence).
-                leader.registration_changed();
+                // Same leadership, new ISR or replicas (an accepted proposal, a fence,
+                // a reassignment).
+                leader.registration_changed(&reg.replicas, me, now_ms);
                 self.leader_progress(now_ms, log, out);
                 return;
             }

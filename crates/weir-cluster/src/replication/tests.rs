@@ -54,6 +54,7 @@ fn registration(leader: i32, leader_epoch: i32, isr: &[i32]) -> PartitionRegistr
         leader,
         leader_epoch,
         partition_epoch: leader_epoch,
+        reassignment: None,
     }
 }
 
@@ -702,6 +703,7 @@ fn a_leader_that_lost_nothing_or_has_no_other_replica_leads_on_at_once() {
         leader: 1,
         leader_epoch: 0,
         partition_epoch: 0,
+        reassignment: None,
     };
     r.handle(Event::Registration(alone), 0, &log);
     log.append(0, 10);

@@ -298,6 +298,7 @@ enum ReplyDef {
     },
     TopicConfigAltered,
     PartitionAltered(PartitionRegistration),
+    PartitionsReassigned(Vec<(u32, PartitionRegistration)>),
     ProducerIds {
         first: i64,
         count: u32,
@@ -354,6 +355,11 @@ enum ErrorDef {
         replicas: Vec<BrokerId>,
         #[serde(deserialize_with = "static_str")]
         reason: StaticStr,
+    },
+    InvalidReassignment {
+        topic: String,
+        partition: u32,
+        reason: String,
     },
     TopicExists(String),
     UnknownTopic(String),
