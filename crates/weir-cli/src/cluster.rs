@@ -132,7 +132,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
             }
             plan::decommission(&placed, &brokers, broker).map_err(anyhow::Error::msg)?
         }
-        None => plan::rebalance(&placed, &brokers),
+        None => plan::rebalance_topics(&placed, &brokers),
     };
     let mut out = std::io::stdout().lock();
     print_plan(&mut out, args.format, &plan)?;

@@ -143,6 +143,19 @@ pub fn rebalance(partitions: &[Placed], brokers: &[i32]) -> Vec<Move> {
         .collect()
 }
 
+/// [`rebalance`] topic by topic, so each topic's replicas (and preferred leaders) spread
+/// over every broker, not just the cluster's total.
+pub fn rebalance_topics(partitions: &[Placed], brokers: &[i32]) -> Vec<Move> {
+    let mut topics: BTreeMap<&str, Vec<Placed>> = BTreeMap::new();
+    for p in partitions {
+        topics.entry(&p.topic).or_default().push(p.clone());
+    }
+    topics
+        .values()
+        .flat_map(|parts| rebalance(parts, brokers))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +238,25 @@ mod tests {
             after[m.partition as usize].replicas = m.to.clone();
         }
         assert_eq!(rebalance(&after, &[1, 2, 3, 4]), vec![]);
+    }
+
+    #[test]
+    fn rebalance_topics_spreads_each_topic() {
+        let mut parts = vec![placed(0, &[1, 2]), placed(1, &[2, 1])];
+        parts.extend((0..2).map(|p| Placed {
+            topic: "u".into(),
+            partition: p,
+            replicas: vec![3, 4],
+        }));
+        // Balanced over the cluster (two each), not per topic.
+        assert_eq!(rebalance(&parts, &[1, 2, 3, 4]), vec![]);
+        let moves = rebalance_topics(&parts, &[1, 2, 3, 4]);
+        for topic in ["t", "u"] {
+            let mine: Vec<Placed> = parts.iter().filter(|p| p.topic == topic).cloned().collect();
+            let theirs: Vec<Move> = moves.iter().filter(|m| m.topic == topic).cloned().collect();
+            let load = load_after(&mine, &theirs);
+            assert_eq!(load.len(), 4, "{topic}: {load:?}");
+        }
     }
 
     #[test]

@@ -195,6 +195,12 @@ impl AdminService for Fake {
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn alter_partition_reassignments(
+        &self,
+        _: Request<pb::AlterPartitionReassignmentsRequest>,
+    ) -> Result<Response<pb::AlterPartitionReassignmentsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -72,12 +72,9 @@ pub(super) fn reassign_partitions(
         let moved = move_partition(image, current, m.target.as_deref(), throttle_bytes_per_sec)
             .map_err(|e| match e {
                 MoveError::Invalid(reason) => invalid(m.partition, reason),
-                MoveError::Ineligible(replica, reason) => ControllerError::IneligibleReplica {
-                    topic_id: topic_image.topic_id.clone(),
-                    partition: m.partition,
-                    replica,
-                    reason,
-                },
+                MoveError::Ineligible(broker, why) => {
+                    invalid(m.partition, format!("broker {broker} {why}"))
+                }
             })?;
         if moved != *current {
             records.push(MetadataRecord::PartitionChanged {
@@ -167,7 +164,7 @@ fn move_partition(
             current.isr
         )));
     }
-    let reassignment = (!adding.is_empty() || !removing.is_empty()).then(|| Reassignment {
+    let reassignment = (!adding.is_empty() || !removing.is_empty()).then_some(Reassignment {
         adding,
         removing,
         throttle_bytes_per_sec,
@@ -381,23 +378,18 @@ mod tests {
                 other => panic!("{target:?}: {other:?}"),
             }
         }
-        assert!(matches!(
-            reassign(&mut h, Some(&[1, 2, 9])),
-            ControllerReply::Refused(ControllerError::IneligibleReplica {
-                replica: 9,
-                reason: Ineligible::NotRegistered,
-                ..
-            })
-        ));
         fence(&mut h, 4);
-        assert!(matches!(
-            reassign(&mut h, Some(&[1, 2, 4])),
-            ControllerReply::Refused(ControllerError::IneligibleReplica {
-                replica: 4,
-                reason: Ineligible::Fenced,
-                ..
-            })
-        ));
+        for (target, want) in [
+            (vec![1, 2, 9], "broker 9 is not a registered broker"),
+            (vec![1, 2, 4], "broker 4 is fenced"),
+        ] {
+            match reassign(&mut h, Some(&target)) {
+                ControllerReply::Refused(e @ ControllerError::InvalidReassignment { .. }) => {
+                    assert!(e.to_string().contains(want), "{target:?}: {e}")
+                }
+                other => panic!("{target:?}: {other:?}"),
+            }
+        }
         // Moving off a fenced replica needs nothing of it.
         fence(&mut h, 3);
         assert!(matches!(

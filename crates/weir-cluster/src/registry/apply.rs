@@ -258,6 +258,8 @@ impl TopicRegistry {
         if let Ok(Err((dir, e))) = removed {
             tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a replica moved away");
         }
+        // The topic's directory too, once it holds no partition (refused while it does).
+        let _ = std::fs::remove_dir(topic_dir(&self.data_dir, &topic.topic_id));
         tracing::info!(
             topic = topic.name,
             partition = index,

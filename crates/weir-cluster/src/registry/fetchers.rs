@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::TopicRegistry;
 use crate::controller::records::BrokerEpoch;
@@ -54,7 +55,7 @@ struct Throttle {
 
 #[derive(Debug, Default)]
 struct ThrottleState {
-    free_at: Option<tokio::time::Instant>,
+    free_at: Option<Instant>,
     /// Throttled fetches sent and not answered, with their rate (bytes/s).
     in_flight: HashMap<(String, u32), u64>,
 }
@@ -62,7 +63,7 @@ struct ThrottleState {
 impl Throttle {
     /// Registers a throttled fetch of `key` at `rate`: when it may be sent, and how many
     /// bytes it may ask for.
-    fn begin(&self, key: (String, u32), rate: u64) -> (tokio::time::Instant, u32) {
+    fn begin(&self, key: (String, u32), rate: u64, now: Instant) -> (Instant, u32) {
         let mut s = self.state.lock().expect("throttle lock");
         s.in_flight.insert(key, rate);
         let sharing = s.in_flight.len() as u64;
@@ -71,19 +72,17 @@ impl Throttle {
             u64::from(MIN_THROTTLED_FETCH_BYTES),
             u64::from(REPLICA_FETCH_MAX_BYTES),
         ) as u32;
-        let now = tokio::time::Instant::now();
         (s.free_at.map_or(now, |f| f.max(now)), max_bytes)
     }
 
     /// The answer to a fetch of `key` carried `bytes`: if that fetch was throttled, the
     /// next throttled fetch waits for them to be paid for.
-    fn answered(&self, key: &(String, u32), bytes: usize) {
+    fn answered(&self, key: &(String, u32), bytes: usize, now: Instant) {
         let mut s = self.state.lock().expect("throttle lock");
         let Some(rate) = s.in_flight.remove(key) else {
             return;
         };
         let rate = s.in_flight.values().copied().fold(rate, u64::min);
-        let now = tokio::time::Instant::now();
         let pay = Duration::from_secs_f64(bytes as f64 / rate as f64);
         s.free_at = Some(s.free_at.map_or(now, |f| f.max(now)) + pay);
     }
@@ -159,7 +158,7 @@ impl ReplicationLinks for Replication {
             }
             Some(rate) => {
                 let key = (topic_id.to_string(), partition);
-                let (send_at, max_bytes) = self.throttle.begin(key, rate);
+                let (send_at, max_bytes) = self.throttle.begin(key, rate, Instant::now());
                 fetch.max_bytes = max_bytes;
                 tokio::spawn(async move {
                     tokio::time::sleep_until(send_at).await;
@@ -321,7 +320,7 @@ async fn run_session_pump(
                     let Some(answers) = answers else { break };
                     for a in answers {
                         let key = (a.topic_id.clone(), a.partition);
-                        throttle.answered(&key, a.batches.len());
+                        throttle.answered(&key, a.batches.len(), Instant::now());
                         let p = hosted.read().expect("hosted lock").get(&key).cloned();
                         if let Some(p) = p {
                             p.fetch_answered(a.answer, a.batches).await;
@@ -365,5 +364,39 @@ impl FetchServer for TopicRegistry {
                 batches,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(p: u32) -> (String, u32) {
+        ("t".to_string(), p)
+    }
+
+    #[test]
+    fn throttled_fetches_wait_for_the_bytes_before_them_to_be_paid() {
+        let throttle = Throttle::default();
+        let start = Instant::now();
+        // 4 MB/s: a fetch asks for a quarter second's worth, and may go at once.
+        let (at, max) = throttle.begin(key(0), 4_000_000, start);
+        assert_eq!((at, max), (start, 1_000_000));
+        throttle.answered(&key(0), 1_000_000, start);
+        // The next waits out the quarter second those bytes cost.
+        let (at, _) = throttle.begin(key(0), 4_000_000, start);
+        assert_eq!(at, start + Duration::from_millis(250));
+        // Two in flight share the quarter second; the lower rate sets the pace.
+        let (_, max) = throttle.begin(key(1), 2_000_000, start);
+        assert_eq!(max, 250_000);
+        throttle.answered(&key(0), 0, start);
+        throttle.answered(&key(1), 500_000, start);
+        let (at, _) = throttle.begin(key(1), 2_000_000, start);
+        assert_eq!(at, start + Duration::from_millis(500));
+        // Answers to fetches that were not throttled cost nothing.
+        throttle.answered(&key(9), 10_000_000, start);
+        let (at, max) = throttle.begin(key(2), 1, start);
+        assert_eq!(at, start + Duration::from_millis(500));
+        assert_eq!(max, MIN_THROTTLED_FETCH_BYTES, "never below the floor");
     }
 }
