@@ -43,7 +43,7 @@ pub use partition::{
 };
 pub use registry::{
     DataDirLock, MAX_PARTITIONS_PER_TOPIC, NoPeers, REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT,
-    Topic, TopicRegistry, single_node_settings, wait_unfenced,
+    ReplicationCounters, Topic, TopicRegistry, single_node_settings, wait_unfenced,
 };
 pub use topic_name::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_CHARS, is_internal, validate_topic_name,

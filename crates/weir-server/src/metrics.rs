@@ -241,8 +241,10 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
         .iter()
         .flat_map(|t| t.partitions())
         .filter(|p| {
-            let state = p.state();
-            state.leader == node && state.isr.len() < state.replicas.len()
+            // Against the target: replicas a move is adding are not missing copies
+            // (Kafka counts the same way since KIP-455).
+            let r = p.registration();
+            r.leader == node && r.isr.len() < r.target().len()
         })
         .count();
     let offline = registry
@@ -251,6 +253,14 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
         .partitions()
         .filter(|p| p.registration.leader < 0)
         .count();
+    let cluster = registry.cluster();
+    let reassigning = cluster
+        .image()
+        .partitions()
+        .filter(|p| p.registration.reassignment.is_some())
+        .count();
+    let metadata_offset = cluster.image().next_offset() - 1;
+    let active_controller = usize::from(cluster.controller() == Some(node));
     for (name, help, value) in [
         (
             "weir_under_replicated_partitions",
@@ -262,10 +272,47 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
             "Partitions with no leader, as this broker's metadata says (the same on every broker).",
             offline,
         ),
+        (
+            "weir_reassigning_partitions",
+            "Partitions a reassignment is moving, as this broker's metadata says (the same on every broker).",
+            reassigning,
+        ),
+        (
+            "weir_active_controller",
+            "1 on the active controller (the metadata quorum's leader), 0 elsewhere; the sum over brokers is 1 when the quorum has a leader.",
+            active_controller,
+        ),
     ] {
         let _ = writeln!(
             out,
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP weir_metadata_offset Offset of the last metadata record this broker applied.\n# TYPE weir_metadata_offset gauge\nweir_metadata_offset {metadata_offset}"
+    );
+    let counters = registry.replication_counters();
+    for (name, help, value) in [
+        (
+            "weir_leader_elections_total",
+            "Leader changes of any partition seen in the metadata since this broker started.",
+            counters.leader_elections,
+        ),
+        (
+            "weir_isr_shrinks_total",
+            "In-sync replica set shrinks of partitions this broker leads, since it started.",
+            counters.isr_shrinks,
+        ),
+        (
+            "weir_isr_expands_total",
+            "In-sync replica set expansions of partitions this broker leads, since it started.",
+            counters.isr_expands,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
         );
     }
 }

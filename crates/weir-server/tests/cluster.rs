@@ -591,6 +591,24 @@ async fn a_reassignment_moves_the_leader_replica_to_a_new_broker_with_nothing_lo
         let expected: Vec<String> = first_batch.into_iter().chain(second_batch).collect();
         assert_eq!(read_values(new_addr, "moving", 0).await, expected);
 
+        // The metrics tell: one active controller, the election the move made (seen by
+        // every broker), nothing moving.
+        let mut active = 0;
+        for node in &nodes {
+            let admin = node.server.as_ref().unwrap().admin_addr.unwrap();
+            let (_, body) = http_get(admin, "/metrics").await;
+            let metric = |name: &str| {
+                body.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("{name} missing: {body}"))
+            };
+            active += metric("weir_active_controller");
+            assert!(metric("weir_leader_elections_total") >= 1);
+            assert_eq!(metric("weir_reassigning_partitions"), 0);
+        }
+        assert_eq!(active, 1);
+
         // Bad moves are refused with INVALID_ARGUMENT and change nothing.
         for (replicas, cancel, want) in [
             (vec![newcomer, newcomer], false, "twice"),

@@ -109,6 +109,12 @@ impl TopicRegistry {
         }
         for (index, registration) in image.partitions.iter().enumerate() {
             let index = index as u32;
+            self.changes.lock().expect("changes lock").saw(
+                me,
+                &topic.topic_id,
+                index,
+                registration,
+            );
             let hosted = match slots.get(index as usize) {
                 Some(Slot::Hosted(p)) => Some(p.clone()),
                 _ => None,
@@ -279,6 +285,11 @@ impl TopicRegistry {
                 tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "closing a deleted partition failed");
             }
         }
+        self.changes
+            .lock()
+            .expect("changes lock")
+            .seen
+            .retain(|(id, _), _| *id != topic.topic_id);
         // Gone from the map once closed: whoever no longer finds it finds it closed.
         {
             let mut topics = self.topics.write().expect("topics lock");

@@ -35,7 +35,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
 
 use crate::config::TopicConfig;
-use crate::controller::records::{MetadataOffset, PartitionRegistration};
+use crate::controller::records::{MetadataOffset, NO_LEADER, PartitionRegistration};
 use crate::error::ClusterError;
 use crate::node::ClusterNode;
 use crate::partition::{BrokerId, LogStorage, Partition};
@@ -163,7 +163,53 @@ pub struct TopicRegistry {
     /// Stops what runs on the registry's behalf (a single node's broker lifecycle) when
     /// the registry goes.
     stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
+    /// Leadership and ISR changes seen in the metadata, for the metrics.
+    changes: std::sync::Mutex<ReplicationChanges>,
     _lock: DataDirLock,
+}
+
+/// Leadership and ISR changes this broker has seen in the metadata since it started
+/// (`weir_leader_elections_total`, `weir_isr_shrinks_total`, `weir_isr_expands_total`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationCounters {
+    /// Leader changes of any partition of the cluster (the same on every broker that has
+    /// seen the same metadata).
+    pub leader_elections: u64,
+    /// ISR shrinks of partitions this broker leads.
+    pub isr_shrinks: u64,
+    /// ISR expansions of partitions this broker leads.
+    pub isr_expands: u64,
+}
+
+#[derive(Debug, Default)]
+struct ReplicationChanges {
+    counters: ReplicationCounters,
+    /// Each partition's leader epoch and ISR when last seen.
+    seen: HashMap<(String, u32), (i32, Vec<BrokerId>)>,
+}
+
+impl ReplicationChanges {
+    /// Counts what changed in `registration` since it was last seen (nothing the first
+    /// time: a start is no election).
+    /// A change under the same leadership that both adds and removes members (a
+    /// reassignment completing) counts as both.
+    fn saw(&mut self, me: BrokerId, topic_id: &str, partition: u32, r: &PartitionRegistration) {
+        let key = (topic_id.to_string(), partition);
+        let Some((epoch, isr)) = self.seen.insert(key, (r.leader_epoch, r.isr.clone())) else {
+            return;
+        };
+        if r.leader_epoch > epoch && r.leader != NO_LEADER {
+            self.counters.leader_elections += 1;
+        }
+        if r.leader == me && r.leader_epoch == epoch {
+            if r.isr.iter().any(|b| !isr.contains(b)) {
+                self.counters.isr_expands += 1;
+            }
+            if isr.iter().any(|b| !r.isr.contains(b)) {
+                self.counters.isr_shrinks += 1;
+            }
+        }
+    }
 }
 
 impl TopicRegistry {
@@ -193,6 +239,7 @@ impl TopicRegistry {
             metadata_version: AtomicU64::new(1),
             apply_failures: std::sync::Mutex::new(HashMap::new()),
             stop: std::sync::Mutex::new(None),
+            changes: std::sync::Mutex::default(),
             _lock: lock,
         });
         let image = registry.node.image();
@@ -223,6 +270,11 @@ impl TopicRegistry {
     /// This broker's handle on the cluster.
     pub fn cluster(&self) -> &ClusterNode {
         &self.node
+    }
+
+    /// Leadership and ISR changes seen since this broker started.
+    pub fn replication_counters(&self) -> ReplicationCounters {
+        self.changes.lock().expect("changes lock").counters
     }
 
     /// A counter bumped after every topic creation, deletion and partition increase (not

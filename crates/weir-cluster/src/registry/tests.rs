@@ -197,3 +197,35 @@ async fn a_single_node_data_directory_of_before_the_quorum_migrates() {
         "{err}"
     );
 }
+
+#[test]
+fn leader_elections_and_isr_changes_are_counted_from_the_second_sighting() {
+    let reg = |leader, leader_epoch, isr: &[i32]| PartitionRegistration {
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        leader,
+        leader_epoch,
+        partition_epoch: 0,
+        reassignment: None,
+    };
+    let mut changes = ReplicationChanges::default();
+    let counts = |c: &ReplicationChanges| {
+        let c = c.counters;
+        (c.leader_elections, c.isr_shrinks, c.isr_expands)
+    };
+    // First seen at start: nothing counted.
+    changes.saw(1, "t", 0, &reg(1, 3, &[1, 2, 3]));
+    assert_eq!(counts(&changes), (0, 0, 0));
+    // This broker leads: a shrink, an expansion, then one change doing both.
+    changes.saw(1, "t", 0, &reg(1, 3, &[1, 2]));
+    changes.saw(1, "t", 0, &reg(1, 3, &[1, 2, 3]));
+    changes.saw(1, "t", 0, &reg(1, 3, &[1, 2, 4]));
+    assert_eq!(counts(&changes), (0, 2, 2));
+    // Another broker leads now: an election, and its ISR changes are not ours.
+    changes.saw(1, "t", 0, &reg(2, 4, &[2, 4]));
+    changes.saw(1, "t", 0, &reg(2, 4, &[2]));
+    // No leader is no election; the next leader is.
+    changes.saw(1, "t", 0, &reg(-1, 5, &[2]));
+    changes.saw(1, "t", 0, &reg(2, 6, &[2]));
+    assert_eq!(counts(&changes), (2, 2, 2));
+}
