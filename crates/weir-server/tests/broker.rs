@@ -1316,3 +1316,41 @@ async fn list_topics_pages_cover_every_topic_once() {
     })
     .await;
 }
+
+/// The Grafana dashboard in deploy/grafana queries only series a broker exports: every
+/// `weir_*` name in it (a histogram's `_bucket` by its family) has a `# TYPE` line in
+/// `/metrics`.
+#[tokio::test]
+async fn the_grafana_dashboard_names_only_metrics_the_broker_exports() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let (_, body) = http_get(server.admin_addr.unwrap(), "/metrics").await;
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/weir-dashboard.json"
+        );
+        let dashboard = std::fs::read_to_string(path).unwrap();
+        let mut names: Vec<&str> = dashboard
+            .match_indices("weir_")
+            .map(|(at, _)| {
+                let rest = &dashboard[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.len() >= 10, "{names:?}");
+        for name in names {
+            let family = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(
+                body.contains(&format!("# TYPE {family} ")),
+                "the dashboard queries {name}, which /metrics does not export"
+            );
+        }
+    })
+    .await;
+}
