@@ -483,7 +483,11 @@ fn raise_open_files_limit() {
 /// Runs under the directory lock.
 async fn stamp_data_dir(config: &ServerConfig) -> anyhow::Result<Option<NodeIdentity>> {
     let (dir, node_id) = (config.data_dir.clone(), config.node_id);
-    let single = config.controller_voters.len() <= 1;
+    // A single node is its cluster's only voter. An observer of a one-voter cluster is
+    // not: it must wait to learn the cluster's id (found by hand: `weir dev cluster
+    // --nodes 2 --voters 1` stamped the observer with an id of its own, and it never
+    // joined).
+    let single = config.controller_voters.len() <= 1 && config.is_controller_voter();
     let identity = tokio::task::spawn_blocking(move || match NodeIdentity::load(&dir)? {
         Some(identity) => identity.check_node_id(node_id).map(|()| Some(identity)),
         None if single => NodeIdentity::load_or_create(&dir, node_id).map(Some),

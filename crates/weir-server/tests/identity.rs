@@ -320,3 +320,52 @@ async fn listening_on_every_interface_advertises_a_host_name_not_the_wildcard() 
     })
     .await;
 }
+
+/// An observer of a one-voter cluster, started on a fresh directory, joins that cluster:
+/// its directory is stamped with the voter's cluster id, and it is unfenced.
+#[tokio::test]
+async fn an_observer_of_a_single_voter_joins_its_cluster() {
+    bounded(async {
+        let (voter_dir, observer_dir) =
+            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let voters = vec![Voter {
+            id: 1,
+            addr: format!("127.0.0.1:{port}"),
+        }];
+        // The observer first: it must not make up a cluster of its own meanwhile.
+        let observer = weir_server::start(ServerConfig {
+            controller_voters: voters.clone(),
+            ..node(observer_dir.path(), 2)
+        })
+        .await
+        .expect("the observer starts");
+        let voter = weir_server::start(ServerConfig {
+            listen: format!("127.0.0.1:{port}").parse().unwrap(),
+            controller_voters: voters,
+            ..node(voter_dir.path(), 1)
+        })
+        .await
+        .expect("the voter starts");
+        wait_until("both brokers unfenced", || async {
+            let cluster = describe_cluster(voter.addr).await;
+            cluster.brokers.len() == 2 && cluster.brokers.iter().all(|b| !b.fenced)
+        })
+        .await;
+        let stamp = |dir: &Path| {
+            weir_cluster::NodeIdentity::load(dir)
+                .unwrap()
+                .expect("stamped")
+                .cluster_id()
+                .to_string()
+        };
+        assert_eq!(stamp(observer_dir.path()), stamp(voter_dir.path()));
+        observer.shutdown().await.expect("graceful stop");
+        voter.shutdown().await.expect("graceful stop");
+    })
+    .await;
+}
