@@ -19,7 +19,7 @@ use std::fmt;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
-use super::{alter_partition, brokers, producer_ids, reassign, resign, topics};
+use super::{alter_partition, brokers, preferred, producer_ids, reassign, resign, topics};
 use crate::partition::BrokerId;
 
 /// `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -29,6 +29,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 500;
 /// Copies of each partition when CreateTopic asks for the default (Kafka's
 /// `default.replication.factor`).
 pub const DEFAULT_REPLICATION_FACTOR: u32 = 1;
+/// How often the active controller moves leaderships back to preferred replicas
+/// (Kafka's `leader.imbalance.check.interval.seconds`, there 300 s).
+pub const DEFAULT_PREFERRED_LEADER_CHECK_MS: u64 = 30_000;
 /// Ids drawn from the [`TopicIdSource`] before giving up on one that is not in use.
 pub const MAX_TOPIC_ID_DRAWS: usize = 16;
 
@@ -42,6 +45,9 @@ pub struct ControllerConfig {
     pub heartbeat_interval_ms: u64,
     /// Replication factor of a CreateTopic that asks for 0.
     pub default_replication_factor: u32,
+    /// How often leaderships move back to their preferred replicas (`preferred.rs`);
+    /// 0 turns that off.
+    pub preferred_leader_check_ms: u64,
 }
 
 impl Default for ControllerConfig {
@@ -50,6 +56,7 @@ impl Default for ControllerConfig {
             session_timeout_ms: DEFAULT_SESSION_TIMEOUT_MS,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             default_replication_factor: DEFAULT_REPLICATION_FACTOR,
+            preferred_leader_check_ms: DEFAULT_PREFERRED_LEADER_CHECK_MS,
         }
     }
 }
@@ -102,6 +109,8 @@ pub struct Controller {
     /// Last heartbeat (or registration) time of each broker, in the caller's clock.
     pub(super) sessions: BTreeMap<BrokerId, u64>,
     pub(super) topic_ids: Box<dyn TopicIdSource>,
+    /// When the last preferred-leader check ran (`None`: not since activation).
+    preferred_checked_ms: Option<u64>,
 }
 
 impl fmt::Debug for Controller {
@@ -121,6 +130,7 @@ impl Controller {
             config,
             sessions: BTreeMap::new(),
             topic_ids: Box::new(topic_ids),
+            preferred_checked_ms: None,
         }
     }
 
@@ -145,6 +155,7 @@ impl Controller {
         // The earliest start that leaves a whole heartbeat interval before expiry.
         let floor = (now_ms + self.config.heartbeat_interval_ms)
             .saturating_sub(self.config.session_timeout_ms);
+        self.preferred_checked_ms = None;
         self.sessions = image
             .brokers()
             .filter(|b| !b.fenced)
@@ -272,8 +283,21 @@ impl Controller {
     /// Fences every unfenced broker silent for more than the session timeout, removing
     /// it from ISRs and electing new leaders where it led. Handled like a request: its
     /// records are committed and applied before the next request or tick.
+    ///
+    /// Every `preferred_leader_check_ms` (counted from activation) a tick that fences
+    /// nobody moves leaderships back to preferred replicas instead.
     pub fn tick(&mut self, image: &MetadataImage, now_ms: u64) -> Vec<MetadataRecord> {
-        self.expire_sessions(image, now_ms)
+        let fenced = self.expire_sessions(image, now_ms);
+        let interval = self.config.preferred_leader_check_ms;
+        if !fenced.is_empty() || interval == 0 {
+            return fenced;
+        }
+        let last = *self.preferred_checked_ms.get_or_insert(now_ms);
+        if now_ms.saturating_sub(last) < interval {
+            return fenced;
+        }
+        self.preferred_checked_ms = Some(now_ms);
+        preferred::elect_preferred(image)
     }
 }
 

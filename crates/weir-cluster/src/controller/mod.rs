@@ -12,7 +12,7 @@
 //! - `brokers`: registration, heartbeats, fencing and controlled shutdown;
 //!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
 //!   `election`: who leads and who stays in the ISR when brokers come and go;
-//!   [`reassign`]: moving replicas;
+//!   [`reassign`]: moving replicas; `preferred`: leaderships back to preferred replicas;
 //!   [`producer_ids`]: ids for idempotent producers;
 //!   [`placement`]: where new replicas go.
 
@@ -23,6 +23,7 @@ mod brokers;
 mod election;
 mod image;
 pub mod placement;
+mod preferred;
 pub mod producer_ids;
 pub mod reassign;
 pub mod records;
@@ -33,8 +34,9 @@ mod test_support;
 mod topics;
 
 pub use active::{
-    Controller, ControllerConfig, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_REPLICATION_FACTOR,
-    DEFAULT_SESSION_TIMEOUT_MS, MAX_TOPIC_ID_DRAWS, RandomTopicIds, TopicIdSource,
+    Controller, ControllerConfig, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_PREFERRED_LEADER_CHECK_MS,
+    DEFAULT_REPLICATION_FACTOR, DEFAULT_SESSION_TIMEOUT_MS, MAX_TOPIC_ID_DRAWS, RandomTopicIds,
+    TopicIdSource,
 };
 pub use apply::ImageError;
 pub use image::{BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, TopicImage};
