@@ -68,6 +68,18 @@ pub struct FetchData {
     pub next_offset: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// Where `records` were read from, when they came from a segment file: for reports
+    /// about a batch in them (a reader that cannot decode one names its file position).
+    pub stored_at: Option<SegmentPosition>,
+}
+
+/// A byte position in a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPosition {
+    /// The segment's `.log` file.
+    pub path: PathBuf,
+    /// Byte position in it (of the first batch of a [`FetchData`]).
+    pub position: u64,
 }
 
 impl FetchData {
