@@ -237,7 +237,7 @@ impl ClientError {
         let info = (!error.reason.is_empty()).then(|| ErrorInfo {
             reason: error.reason.clone(),
             domain: ERROR_DOMAIN.to_owned(),
-            metadata: Default::default(),
+            metadata: error.metadata.clone(),
         });
         ClientError::from_details(
             Code::from_i32(error.code),
@@ -438,6 +438,7 @@ mod tests {
                 code: code as i32,
                 message: message.to_owned(),
                 reason: String::new(),
+                metadata: Default::default(),
             })
         };
         let moved = per_partition(

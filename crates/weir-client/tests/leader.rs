@@ -260,6 +260,7 @@ impl Fake {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
                         reason: String::new(),
+                        metadata: Default::default(),
                     }),
                 })
                 .collect(),
@@ -316,6 +317,7 @@ impl ConsumerService for Fake {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
                         reason: String::new(),
+                        metadata: Default::default(),
                     }),
                 })
                 .collect(),
