@@ -206,16 +206,16 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// Checks one complete batch (`batch.len()` must equal its framed length): magic, CRC,
-/// record count and offset delta, compression codec, and, for uncompressed batches, that
-/// the records' framing and offset deltas agree with the header (without decoding keys or
-/// values). Compressed batches are checked up to their CRC; [`validate_untrusted`], the
+/// record count and offset delta, compression codec, and, for uncompressed batches, every
+/// record as [`decode_records`] reads it (lengths, offset deltas against the header, key,
+/// value and headers), without copying anything. Compressed batches are checked up to their CRC; [`validate_untrusted`], the
 /// check for bytes from a producer, also decompresses them and walks their records. A
 /// follower checks what its leader sends with this; bytes the log wrote itself need only
 /// [`check_stored`].
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = check_stored(batch)?;
     if header.compression()? == Compression::None {
-        records::check_uncompressed_framing(&batch[HEADER_BYTES..], &header)?;
+        records::check_uncompressed_records(&batch[HEADER_BYTES..], &header)?;
     }
     Ok(header)
 }
@@ -243,9 +243,9 @@ pub fn validate_untrusted(
     let header = check_stored(batch)?;
     match header.compression()? {
         Compression::None => {
-            records::check_uncompressed_framing(&batch[HEADER_BYTES..], &header)?;
+            records::check_uncompressed_records(&batch[HEADER_BYTES..], &header)?;
         }
-        codec => records::check_compressed_framing(
+        codec => records::check_compressed_records(
             codec,
             &batch[HEADER_BYTES..],
             &header,

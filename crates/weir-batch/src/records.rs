@@ -2,7 +2,9 @@
 //! into a complete batch, [`decode_records`] decodes a batch back into records,
 //! [`walk_records`] walks a records section without decoding headers (for callers that
 //! keep or drop whole records, as the log's compaction does), and
-//! [`check_uncompressed_framing`] is the cheap walk [`validate`] does on the append path.
+//! [`check_uncompressed_records`] and [`check_compressed_records`] are the walk
+//! [`validate`] and `validate_untrusted` do on the append path: every check
+//! [`decode_records`] makes, without keeping anything.
 //!
 //! One record, as it follows the batch header (or fills the decompressed records section):
 //!
@@ -63,7 +65,7 @@ const MIN_HEADER_BYTES: usize = 2;
 /// First capacity of a builder's buffer: the Java producer's default `batch.size`, so a
 /// typical batch is encoded without reallocating.
 const DEFAULT_BUILDER_CAPACITY_BYTES: usize = 16 * 1024;
-/// Bounds of the first window [`check_compressed_framing`] decompresses into, sized as
+/// Bounds of the first window [`check_compressed_records`] decompresses into, sized as
 /// [`ASSUMED_WALK_RATIO`] times the compressed section: small batches zero little, large
 /// ones read in pieces big enough that the decoder's per-call overhead does not count.
 const MIN_WALK_WINDOW_BYTES: usize = 4 * 1024;
@@ -535,20 +537,22 @@ fn raw_record<'a>(
     Ok((offset_delta, key, value.is_none()))
 }
 
-/// Checks the framing of an uncompressed records section against its header without
-/// decoding keys, values or headers: each record's length fits, offset deltas start at 0
-/// or more, strictly increase and stay within `last_offset_delta`, and the section holds
-/// exactly `record_count` records with nothing after them. Allocates nothing.
-pub(crate) fn check_uncompressed_framing(
+/// Checks an uncompressed records section against its header, record by record, as
+/// [`decode_records`] reads it but keeping nothing: each record's length fits, offset
+/// deltas start at 0 or more, strictly increase and stay within `last_offset_delta`, the
+/// key, value and headers fit the record (header keys UTF-8) with nothing after them, and
+/// the section holds exactly `record_count` records with nothing after them. A section
+/// that passes decodes. Allocates nothing.
+pub(crate) fn check_uncompressed_records(
     records: &[u8],
     header: &BatchHeader,
 ) -> Result<(), BatchError> {
     let count = declared_count(header)?;
-    if framing_is_valid(records, count, header.last_offset_delta) {
+    if records_are_valid(records, count, header.last_offset_delta) {
         return Ok(());
     }
     // Something is wrong: walk again, slowly, to say what and where.
-    let mut walk = FramingWalk::new(header)?;
+    let mut walk = RecordWalk::new(header)?;
     let mut rest = records;
     while !rest.is_empty() {
         walk.record(&mut rest)?;
@@ -556,7 +560,7 @@ pub(crate) fn check_uncompressed_framing(
     walk.finish()
 }
 
-/// Checks the records of a compressed batch exactly as [`check_uncompressed_framing`]
+/// Checks the records of a compressed batch exactly as [`check_uncompressed_records`]
 /// checks an uncompressed one, decompressing the section as it walks: the output passes
 /// through a window that holds the record being checked (it starts at
 /// [`MIN_WALK_WINDOW_BYTES`] to [`MAX_WALK_WINDOW_BYTES`] and grows only for a record
@@ -564,13 +568,13 @@ pub(crate) fn check_uncompressed_framing(
 /// decompressed: a section that expands further (a decompression bomb) is refused with
 /// [`BatchError::DecompressedTooLarge`] without being held, and a record whose stated
 /// length passes the limit is refused before anything is allocated for it.
-pub(crate) fn check_compressed_framing(
+pub(crate) fn check_compressed_records(
     codec: Compression,
     section: &[u8],
     header: &BatchHeader,
     max_decompressed: usize,
 ) -> Result<(), BatchError> {
-    let mut walk = FramingWalk::new(header)?;
+    let mut walk = RecordWalk::new(header)?;
     let mut decoder = codec.decoder(section, max_decompressed)?;
     let first_len = section
         .len()
@@ -647,10 +651,10 @@ pub(crate) fn check_compressed_framing(
     }
 }
 
-/// Where [`check_uncompressed_framing`] (when it explains a fault) and
-/// [`check_compressed_framing`] are in a records section: the one record walk both use,
+/// Where [`check_uncompressed_records`] (when it explains a fault) and
+/// [`check_compressed_records`] are in a records section: the one record walk both use,
 /// fed one record at a time.
-struct FramingWalk {
+struct RecordWalk {
     declared: i32,
     count: usize,
     last_offset_delta: i32,
@@ -658,9 +662,9 @@ struct FramingWalk {
     found: usize,
 }
 
-impl FramingWalk {
-    fn new(header: &BatchHeader) -> Result<FramingWalk, BatchError> {
-        Ok(FramingWalk {
+impl RecordWalk {
+    fn new(header: &BatchHeader) -> Result<RecordWalk, BatchError> {
+        Ok(RecordWalk {
             declared: header.record_count,
             count: declared_count(header)?,
             last_offset_delta: header.last_offset_delta,
@@ -681,6 +685,7 @@ impl FramingWalk {
         let mut body = split_record(rest).map_err(|fault| fault.at(self.found))?;
         let (_, offset_delta) = read_deltas(&mut body, self.previous_delta, self.last_offset_delta)
             .map_err(|fault| fault.at(self.found))?;
+        check_record_rest(&mut body).map_err(|fault| fault.at(self.found))?;
         self.previous_delta = offset_delta;
         self.found += 1;
         Ok(())
@@ -703,12 +708,11 @@ impl FramingWalk {
     }
 }
 
-/// The append path's per-record check, kept lean: it only answers whether the framing
-/// is valid (each record's length fits, offset deltas strictly increase from 0 up to
-/// `last_offset_delta`, exactly `count` records fill the section), so the loop carries no
-/// error values. [`check_uncompressed_framing`] explains a `false`.
+/// The append path's per-record check, kept lean: it only answers whether the records
+/// are valid (see [`check_uncompressed_records`]), so the loop carries no error values;
+/// [`check_uncompressed_records`] explains a `false`.
 #[inline]
-fn framing_is_valid(records: &[u8], count: usize, last_offset_delta: i32) -> bool {
+fn records_are_valid(records: &[u8], count: usize, last_offset_delta: i32) -> bool {
     let mut rest = records;
     let mut previous = -1i32;
     let mut found = 0usize;
@@ -733,6 +737,9 @@ fn framing_is_valid(records: &[u8], count: usize, last_offset_delta: i32) -> boo
         match read_varint(&mut body) {
             Ok(delta) if delta > previous && delta <= last_offset_delta => previous = delta,
             _ => return false,
+        }
+        if !record_rest_is_valid(body) {
+            return false;
         }
         found += 1;
     }
@@ -771,30 +778,13 @@ fn decode_record(
     let key = read_nullable(&mut body, Field::Key)?.map(|k| records.slice_ref(k));
     let value = read_nullable(&mut body, Field::Value)?.map(|v| records.slice_ref(v));
 
-    let header_count =
-        read_varint(&mut body).map_err(|e| RecordFault::Varint(Field::HeaderCount, e))?;
-    let header_count = usize::try_from(header_count)
-        .map_err(|_| RecordFault::NegativeLength(Field::HeaderCount, header_count))?;
-    // The count comes from the wire: bound it by what the remaining bytes can hold before
-    // it sizes the Vec.
-    if header_count > body.len() / MIN_HEADER_BYTES {
-        return Err(RecordFault::TooManyHeaders {
-            count: header_count,
-            remaining: body.len(),
-        });
-    }
+    let header_count = read_header_count(&mut body)?;
     let mut headers = Vec::with_capacity(header_count);
     for _ in 0..header_count {
-        let key_len =
-            read_varint(&mut body).map_err(|e| RecordFault::Varint(Field::HeaderKey, e))?;
-        let key_len = usize::try_from(key_len)
-            .map_err(|_| RecordFault::NegativeLength(Field::HeaderKey, key_len))?;
-        let key = take(&mut body, key_len, Field::HeaderKey)?;
-        let key = std::str::from_utf8(key).map_err(|_| RecordFault::HeaderKeyNotUtf8)?;
-        let value = read_nullable(&mut body, Field::HeaderValue)?.map(|v| records.slice_ref(v));
+        let (key, value) = read_header(&mut body)?;
         headers.push(Header {
             key: key.to_owned(),
-            value,
+            value: value.map(|v| records.slice_ref(v)),
         });
     }
     if !body.is_empty() {
@@ -815,6 +805,96 @@ fn decode_record(
         value,
         headers,
     })
+}
+
+/// Checks the rest of a record's body after its offset delta exactly as
+/// [`decode_record`] reads it, keeping nothing: the key and value fit, the headers fit
+/// (their keys UTF-8), and nothing follows them. What lets a batch that passes the
+/// record walk be decoded by every reader.
+#[inline]
+fn check_record_rest(body: &mut &[u8]) -> Result<(), RecordFault> {
+    read_nullable(body, Field::Key)?;
+    read_nullable(body, Field::Value)?;
+    for _ in 0..read_header_count(body)? {
+        read_header(body)?;
+    }
+    if !body.is_empty() {
+        return Err(RecordFault::UnreadBytes(body.len()));
+    }
+    Ok(())
+}
+
+/// [`check_record_rest`] as a yes or no, for the append path's lean loop: the key and
+/// value are skipped by their lengths, and a record without headers (nearly all) ends the
+/// check at one byte; headers take the full check.
+#[inline(always)]
+fn record_rest_is_valid(mut body: &[u8]) -> bool {
+    if !skip_nullable(&mut body) {
+        return false;
+    }
+    // Nearly every record: a value, then a 0 header count as the record's last byte.
+    let at_value = body;
+    if let Ok(len) = read_varint(&mut body)
+        && let Ok(len) = usize::try_from(len)
+        && body.len() == len + 1
+        && body[len] == 0
+    {
+        return true;
+    }
+    let mut body = at_value;
+    skip_nullable(&mut body) && headers_are_valid(body)
+}
+
+/// Skips a length-prefixed byte string that may be null; false if it does not fit.
+#[inline(always)]
+fn skip_nullable(body: &mut &[u8]) -> bool {
+    match read_varint(body) {
+        Ok(NULL_LENGTH) => true,
+        Ok(len) => match usize::try_from(len).ok().and_then(|len| body.get(len..)) {
+            Some(rest) => {
+                *body = rest;
+                true
+            }
+            None => false,
+        },
+        Err(_) => false,
+    }
+}
+
+/// The headers part of [`check_record_rest`]: the count, the headers, nothing after.
+#[inline(never)]
+fn headers_are_valid(mut body: &[u8]) -> bool {
+    let Ok(count) = read_header_count(&mut body) else {
+        return false;
+    };
+    (0..count).all(|_| read_header(&mut body).is_ok()) && body.is_empty()
+}
+
+/// Reads a record's header count. The count comes from the wire: it is bounded by what
+/// the remaining bytes can hold before it sizes anything.
+#[inline]
+fn read_header_count(body: &mut &[u8]) -> Result<usize, RecordFault> {
+    let count = read_varint(body).map_err(|e| RecordFault::Varint(Field::HeaderCount, e))?;
+    let count = usize::try_from(count)
+        .map_err(|_| RecordFault::NegativeLength(Field::HeaderCount, count))?;
+    if count > body.len() / MIN_HEADER_BYTES {
+        return Err(RecordFault::TooManyHeaders {
+            count,
+            remaining: body.len(),
+        });
+    }
+    Ok(count)
+}
+
+/// Reads one record header: its UTF-8 key and nullable value.
+fn read_header<'a>(body: &mut &'a [u8]) -> Result<(&'a str, Option<&'a [u8]>), RecordFault> {
+    let key_len = read_varint(body).map_err(|e| RecordFault::Varint(Field::HeaderKey, e))?;
+    let key_len = usize::try_from(key_len)
+        .map_err(|_| RecordFault::NegativeLength(Field::HeaderKey, key_len))?;
+    let key = take(body, key_len, Field::HeaderKey)?;
+    let key = std::str::from_utf8(key).map_err(|_| RecordFault::HeaderKeyNotUtf8)?;
+    let value = read_nullable(body, Field::HeaderValue)?;
+    Ok((key, value))
 }
 
 /// Splits the next record's body (what its length prefix covers) off the front of `rest`.
@@ -1093,6 +1173,14 @@ mod tests {
             Err(BatchError::BadRecord { index, reason }) => (index, reason),
             other => panic!("expected BadRecord, got {other:?}"),
         }
+    }
+
+    /// The record fault `validate` (the append path's walk) finds in `batch`, which must
+    /// be the one `decode_records` finds.
+    fn refused_alike(batch: &Bytes) -> (usize, String) {
+        let walked = bad_record_reason(validate(batch));
+        assert_eq!(walked, bad_record_reason(decode_records(batch)));
+        walked
     }
 
     #[test]
@@ -1381,8 +1469,7 @@ mod tests {
         let mut body = vec![RECORD_ATTRIBUTES, 0, 0];
         put_varint(&mut body, -2); // key length below the null marker
         let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
-        validate(&batch).expect("framing is fine");
-        let (_, reason) = bad_record_reason(decode_records(&batch));
+        let (_, reason) = refused_alike(&batch);
         assert!(reason.contains("key: invalid length -2"), "{reason}");
 
         let mut section = Vec::new();
@@ -1400,7 +1487,7 @@ mod tests {
         let mut body = vec![RECORD_ATTRIBUTES, 0, 0, 1, 1];
         put_varint(&mut body, i32::MAX);
         let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
-        let (_, reason) = bad_record_reason(decode_records(&batch));
+        let (_, reason) = refused_alike(&batch);
         assert!(reason.contains("header count"), "{reason}");
     }
 
@@ -1408,7 +1495,7 @@ mod tests {
     fn header_keys_must_be_utf8() {
         let section = raw_record(0, 0, None, None, &[(b"\xff\xfe", None)]);
         let batch = raw_batch(Compression::None, &section, 1, 0);
-        let (_, reason) = bad_record_reason(decode_records(&batch));
+        let (_, reason) = refused_alike(&batch);
         assert!(reason.contains("UTF-8"), "{reason}");
     }
 
@@ -1417,7 +1504,7 @@ mod tests {
         let mut body = raw_record(0, 0, Some(b"k"), Some(b"v"), &[])[1..].to_vec();
         body.push(0);
         let batch = raw_batch(Compression::None, &with_length(&body), 1, 0);
-        let (_, reason) = bad_record_reason(decode_records(&batch));
+        let (_, reason) = refused_alike(&batch);
         assert!(reason.contains("1 bytes remain"), "{reason}");
     }
 
@@ -1487,6 +1574,28 @@ mod tests {
             ("a negative length", [a.clone(), vec![1]].concat(), 2, 1),
             ("an empty record", vec![0], 1, 0),
             ("nothing", Vec::new(), 1, 0),
+            (
+                "a key past the record",
+                [a.clone(), with_length(&[RECORD_ATTRIBUTES, 0, 2, 40, 0])].concat(),
+                2,
+                1,
+            ),
+            (
+                "a header key that is not UTF-8",
+                [a.clone(), raw_record(0, 1, None, None, &[(b"\xc3", None)])].concat(),
+                2,
+                1,
+            ),
+            (
+                "a byte after the headers",
+                [
+                    a.clone(),
+                    with_length(&[&raw_record(0, 1, Some(b"k"), None, &[])[1..], &[0]].concat()),
+                ]
+                .concat(),
+                2,
+                1,
+            ),
         ]
     }
 
@@ -1907,11 +2016,19 @@ mod tests {
                 let crc = compute_crc(&bytes);
                 bytes[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
             }
+            // The base offset lies outside the CRC and the log assigns it: keep it in
+            // range, so that decoding cannot fail on an offset overflow alone.
+            if bytes.len() >= HEADER_BYTES {
+                patch_offset_and_epoch(&mut bytes, 0, -1);
+            }
             let bytes = Bytes::from(bytes);
             let valid = validate(&bytes).is_ok();
             let untrusted = validate_untrusted(&bytes, MAX_DECOMPRESSED_BYTES);
             if untrusted.is_ok() {
                 prop_assert!(valid);
+                // What the produce check accepts, every reader can decode.
+                let decoded = decode_records(&bytes);
+                prop_assert!(decoded.is_ok(), "accepted but undecodable: {:?}", decoded);
             }
             if let Ok(decoded) = decode_records(&bytes) {
                 prop_assert!(valid);

@@ -152,6 +152,63 @@ async fn a_damaged_compressed_batch_is_refused_for_every_codec_with_nothing_of_i
     .await;
 }
 
+#[tokio::test]
+async fn a_batch_whose_records_do_not_decode_is_refused_compressed_or_not() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let mut c = connect(server.addr).await;
+        c.create("t", 1, &[]).await;
+        // A header key that is not UTF-8 (CRC recomputed): its framing is fine, so the
+        // record walk used to pass it, uncompressed or inside a compressed batch, and
+        // every decoded read failed on it afterwards.
+        for (_, codec) in [(Compression::None, weir_log::Compression::None)]
+            .into_iter()
+            .chain(CODECS)
+        {
+            let mut builder = weir_log::RecordBatchBuilder::new(weir_log::Compression::None);
+            builder.push(&weir_log::Record {
+                key: None,
+                value: value("v"),
+                headers: vec![weir_log::Header {
+                    key: "cl\u{e9}".into(),
+                    value: None,
+                }],
+                timestamp: 1,
+            });
+            let mut bytes = builder.build().unwrap().to_vec();
+            let at = bytes.windows(2).position(|w| w == [0xc3, 0xa9]).unwrap();
+            bytes[at] = 0xff;
+            // Recompress the damaged records section with the codec under test.
+            let mut section = Vec::new();
+            codec
+                .compress(&bytes[weir_log::batch::HEADER_BYTES..], &mut section)
+                .unwrap();
+            bytes.truncate(weir_log::batch::HEADER_BYTES);
+            bytes.extend_from_slice(&section);
+            weir_log::batch::set_compression(&mut bytes, codec);
+            weir_log::batch::reseal(&mut bytes, 1);
+            let r = &c
+                .produce(request("t", vec![packed(0, bytes.into())], Acks::All))
+                .await
+                .results[0];
+            let error = r
+                .error
+                .as_ref()
+                .unwrap_or_else(|| panic!("{codec} accepted"));
+            assert_eq!(error.reason, "CORRUPT_BATCH", "{codec}: {error:?}");
+            assert!(
+                error.message.contains("header key is not valid UTF-8"),
+                "{codec}: {}",
+                error.message
+            );
+        }
+        assert_eq!(c.latest("t", 0).await, 0, "nothing appended");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
 /// Kafka's zigzag varint.
 fn put_varint(out: &mut Vec<u8>, value: i32) {
     let mut u = ((value << 1) ^ (value >> 31)) as u32;
