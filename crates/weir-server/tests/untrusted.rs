@@ -9,12 +9,14 @@
 mod common;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 use tonic_types::StatusExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use weir_proto::v1::*;
 
 const CODECS: [(Compression, weir_log::Compression); 4] = [
@@ -71,6 +73,36 @@ fn damage_stored_batch(dir: &Path, base_offset: i64) {
         "no stored batch starts at offset {base_offset} in {}",
         dir.display()
     );
+}
+
+/// What the broker logs, captured: the tests run on one thread (tokio's current-thread
+/// runtime), so a thread-local subscriber sees the broker's request handlers.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
 }
 
 fn string_values(records: &[ConsumedRecord]) -> Vec<String> {
@@ -403,6 +435,12 @@ async fn a_stored_batch_that_cannot_be_decoded_is_reported_and_readers_get_past_
         };
         damage_stored_batch(&dir.path().join("topics").join(&topic_id).join("0"), 1);
 
+        let logs = Logs::default();
+        let _logging = tracing_subscriber::fmt()
+            .with_writer(logs.clone())
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_ansi(false)
+            .set_default();
         let server = start(dir.path()).await;
         let mut c = connect(server.addr).await;
         let corrupt = |error: &PartitionError| {
@@ -484,6 +522,22 @@ async fn a_stored_batch_that_cannot_be_decoded_is_reported_and_readers_get_past_
             .remove(0);
         assert_eq!((raw.error, raw.next_offset), (None, 52));
 
+        // Each decoded read that met it logged it, naming where it lies.
+        let logged = logs.text();
+        let warning = logged
+            .lines()
+            .find(|l| l.contains("a stored batch cannot be decoded"))
+            .unwrap_or_else(|| panic!("no warning in:\n{logged}"));
+        for field in [
+            "topic=\"t\"",
+            "partition=0",
+            "offset=1",
+            "next_offset=51",
+            "00000000000000000000.log",
+            "position=",
+        ] {
+            assert!(warning.contains(field), "{field} not in {warning}");
+        }
         // Each decoded read that met it counted it.
         let (_, metrics) = http_get(server.admin_addr.unwrap(), "/metrics").await;
         let line = "weir_undecodable_batches_total{topic=\"t\"} 3";
