@@ -321,7 +321,12 @@ impl Consumer {
     /// Returns up to `max_records` records, waiting up to `timeout` for the first one. An
     /// empty vector means nothing arrived in time. Records of one partition come in offset
     /// order. A partition's stream that failed for good (an unknown topic, an
-    /// out-of-range offset with [`OffsetReset::None`], a corrupt batch) fails the poll.
+    /// out-of-range offset with [`OffsetReset::None`], a corrupt batch) fails the poll,
+    /// after the records read before the failure were returned. A stored batch that
+    /// cannot be decoded is [`ClientError::CorruptBatch`]: the partition's position stays
+    /// at it, and later polls get nothing more from the partition but the same error
+    /// until [`seek`](Self::seek) moves past it (to its `next_offset`, skipping its
+    /// records) or elsewhere.
     pub async fn poll(
         &mut self,
         max_records: usize,
