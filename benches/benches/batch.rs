@@ -8,6 +8,10 @@
 //! `batch.size`): 148 records of 100 B or 15 of 1 KiB. Throughput is in uncompressed batch
 //! bytes for every codec, so codecs compare on the same record data.
 //!
+//! `batch_validate_untrusted` is what produce pays per batch: `validate_untrusted` of a
+//! 1 MiB (uncompressed) batch in every codec, which decompresses a compressed batch
+//! streaming and walks its records (for an uncompressed batch it is `validate`).
+//!
 //! Run: `cargo bench -p weir-benches --bench batch`.
 
 use std::hint::black_box;
@@ -16,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use weir_benches::workload::{self, DEFAULT_SEED, FIRST_TIMESTAMP_MS, Rng};
-use weir_log::{Compression, Record, RecordBatchBuilder, batch, decode_records};
+use weir_log::{Compression, LogConfig, Record, RecordBatchBuilder, batch, decode_records};
 
 /// Record value sizes every bench runs with.
 const VALUE_BYTES: [usize; 2] = [100, 1024];
@@ -89,6 +93,35 @@ fn batch_validate(c: &mut Criterion) {
     group.finish();
 }
 
+/// Uncompressed size of the batches `batch_validate_untrusted` checks.
+const LARGE_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Broker side since produce decompresses compressed batches: `validate_untrusted` of a
+/// 1 MiB batch per codec, with the limit of the default `max.message.bytes`.
+fn batch_validate_untrusted(c: &mut Criterion) {
+    let mut group = c.benchmark_group("batch_validate_untrusted_1MiB");
+    let limit = batch::decompressed_limit(LogConfig::default().max_message_bytes);
+    for value_bytes in VALUE_BYTES {
+        let count =
+            workload::records_per_batch(value_bytes, LARGE_BATCH_BYTES).expect("size a batch");
+        let records = workload::records(
+            &mut Rng::new(DEFAULT_SEED),
+            count,
+            value_bytes,
+            FIRST_TIMESTAMP_MS,
+        );
+        let uncompressed = encode(&records, Compression::None).len() as u64;
+        group.throughput(Throughput::Bytes(uncompressed));
+        for compression in Compression::ALL {
+            let bytes = encode(&records, compression);
+            group.bench_with_input(id(compression, value_bytes), &bytes, |b, bytes| {
+                b.iter(|| batch::validate_untrusted(black_box(bytes), limit).expect("valid"));
+            });
+        }
+    }
+    group.finish();
+}
+
 /// Consumer side: `decode_records` validates, decompresses and decodes every record.
 fn batch_decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("batch_decode");
@@ -114,6 +147,6 @@ fn batch_decode(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = criterion();
-    targets = batch_encode, batch_validate, batch_decode
+    targets = batch_encode, batch_validate, batch_validate_untrusted, batch_decode
 }
 criterion_main!(benches);

@@ -17,7 +17,9 @@
 //! Decompression never trusts the sender's idea of the output size: it streams into a
 //! buffer that grows geometrically but never past the caller's limit, so a small batch
 //! that expands without bound (a "decompression bomb") costs at most that limit in memory
-//! before it is refused.
+//! before it is refused. [`Compression::decompress`] returns the whole output; a
+//! `Decoder` yields it piece by piece under the same limit, for the produce check that
+//! walks a compressed batch's records without holding them.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -142,7 +144,6 @@ impl Compression {
     /// [`BatchError::DecompressedTooLarge`] as soon as the output would exceed
     /// `max_output` bytes; the buffer never grows past that.
     pub fn decompress(self, input: &[u8], max_output: usize) -> Result<Vec<u8>, BatchError> {
-        let codec = self.name();
         match self {
             Compression::None => {
                 if input.len() > max_output {
@@ -150,29 +151,96 @@ impl Compression {
                 }
                 Ok(input.to_vec())
             }
-            // The `bufread` decoder reads the slice in place, without a copy into a
-            // BufReader.
-            Compression::Gzip => read_capped(
-                codec,
-                flate2::bufread::MultiGzDecoder::new(input),
-                input.len(),
-                max_output,
-            ),
+            // Each block states its size: decoded straight into the output, no copy.
             Compression::Snappy => snappy_decompress(input, max_output),
-            Compression::Lz4 => read_capped(
-                codec,
-                lz4_flex::frame::FrameDecoder::new(input),
-                input.len(),
-                max_output,
-            ),
+            _ => read_capped(self.decoder(input, max_output)?, input.len(), max_output),
+        }
+    }
+
+    /// A streaming decompressor of one stream in this codec's Kafka format, which yields
+    /// at most `max_output` bytes (see [`Decoder`]).
+    pub(crate) fn decoder(
+        self,
+        input: &[u8],
+        max_output: usize,
+    ) -> Result<Decoder<'_>, BatchError> {
+        let codec = self.name();
+        let wrap = |source: io::Error| BatchError::Decompress { codec, source };
+        let stream = match self {
+            Compression::None => Stream::None(input),
+            // The `bufread` decoders read the slice in place, without a copy into a
+            // BufReader.
+            Compression::Gzip => Stream::Gzip(flate2::bufread::MultiGzDecoder::new(input)),
+            Compression::Snappy => Stream::Snappy(SnappyReader::new(input, max_output)?),
+            Compression::Lz4 => Stream::Lz4(lz4_flex::frame::FrameDecoder::new(input)),
             Compression::Zstd => {
-                let wrap = |source: io::Error| BatchError::Decompress { codec, source };
                 // Reads every concatenated frame, as zstd-jni's stream does.
                 let mut decoder = zstd::stream::read::Decoder::with_buffer(input).map_err(wrap)?;
                 decoder.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(wrap)?;
-                read_capped(codec, decoder, input.len(), max_output)
+                Stream::Zstd(Box::new(decoder))
             }
+        };
+        Ok(Decoder {
+            codec: self,
+            stream,
+            produced: 0,
+            max_output,
+        })
+    }
+}
+
+/// A streaming decompressor of one records section, from [`Compression::decoder`]: each
+/// [`read`](Decoder::read) yields the next decompressed bytes, so a caller can walk them
+/// through a small window instead of holding the whole output (the produce check,
+/// `validate_untrusted`, does). It never yields more than the `max_output` it was made
+/// with: the read that would pass it fails with [`BatchError::DecompressedTooLarge`],
+/// and the decoders' own buffers are bounded (zstd's window by
+/// [`ZSTD_WINDOW_LOG_MAX`], a snappy block's size is checked before it is allocated).
+pub(crate) struct Decoder<'a> {
+    codec: Compression,
+    stream: Stream<'a>,
+    /// Bytes yielded so far.
+    produced: usize,
+    max_output: usize,
+}
+
+enum Stream<'a> {
+    None(&'a [u8]),
+    Gzip(flate2::bufread::MultiGzDecoder<&'a [u8]>),
+    Snappy(SnappyReader<'a>),
+    Lz4(lz4_flex::frame::FrameDecoder<&'a [u8]>),
+    // Boxed: zstd's decoder state is large next to the others.
+    Zstd(Box<zstd::stream::read::Decoder<'static, &'a [u8]>>),
+}
+
+impl fmt::Debug for Decoder<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decoder")
+            .field("codec", &self.codec)
+            .field("produced", &self.produced)
+            .field("max_output", &self.max_output)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Decoder<'_> {
+    /// Reads the next decompressed bytes into `buf`; 0 at the end of the stream.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> Result<usize, BatchError> {
+        let codec = self.codec.name();
+        let n = match &mut self.stream {
+            Stream::None(rest) => read_some(codec, rest, buf)?,
+            Stream::Gzip(decoder) => read_some(codec, decoder, buf)?,
+            Stream::Snappy(reader) => reader.read(buf)?,
+            Stream::Lz4(decoder) => read_some(codec, decoder, buf)?,
+            Stream::Zstd(decoder) => read_some(codec, decoder.as_mut(), buf)?,
+        };
+        self.produced += n;
+        if self.produced > self.max_output {
+            return Err(BatchError::DecompressedTooLarge {
+                max: self.max_output,
+            });
         }
+        Ok(n)
     }
 }
 
@@ -210,11 +278,10 @@ fn reserve_capped(out: &mut Vec<u8>, additional: usize, limit: usize) {
     }
 }
 
-/// Reads `reader` to its end into a buffer of at most `max_output` bytes. `input_len`
+/// Reads `decoder` to its end into a buffer of at most `max_output` bytes. `input_len`
 /// (the compressed size) only sizes the first buffer.
 fn read_capped(
-    codec: &'static str,
-    mut reader: impl Read,
+    mut decoder: Decoder<'_>,
     input_len: usize,
     max_output: usize,
 ) -> Result<Vec<u8>, BatchError> {
@@ -229,7 +296,7 @@ fn read_capped(
                 // Full to the limit. A stream of exactly `max_output` bytes ends here; one
                 // probe byte tells it from one that would go on.
                 let mut probe = [0u8; 1];
-                if read_some(codec, &mut reader, &mut probe)? != 0 {
+                if decoder.read(&mut probe)? != 0 {
                     return Err(BatchError::DecompressedTooLarge { max: max_output });
                 }
                 break;
@@ -245,7 +312,7 @@ fn read_capped(
             // over at most the final buffer.
             out.resize(new_len, 0);
         }
-        match read_some(codec, &mut reader, &mut out[filled..])? {
+        match decoder.read(&mut out[filled..])? {
             0 => break,
             n => filled += n,
         }
@@ -308,41 +375,67 @@ fn snap_error(e: snap::Error) -> BatchError {
     }
 }
 
-/// Reads snappy-java's stream format, or raw snappy if the magic is absent (snappy-java's
+/// The raw snappy blocks of a snappy stream: those of snappy-java's stream format, or the
+/// whole input as one raw block if the magic is absent (snappy-java's
 /// `SnappyInputStream` falls back the same way). Each raw block states its uncompressed
-/// length up front; it is checked against what is left of `max_output` before the output
-/// grows for it.
-fn snappy_decompress(input: &[u8], max_output: usize) -> Result<Vec<u8>, BatchError> {
-    let mut decoder = snap::raw::Decoder::new();
-    let Some(after_magic) = input.strip_prefix(SNAPPY_JAVA_MAGIC) else {
-        let len = snap::raw::decompress_len(input).map_err(snap_error)?;
-        if len > max_output {
-            return Err(BatchError::DecompressedTooLarge { max: max_output });
-        }
-        let mut out = vec![0; len];
-        let written = decoder.decompress(input, &mut out).map_err(snap_error)?;
-        out.truncate(written);
-        return Ok(out);
-    };
-    // Both version fields are 1 in every stream snappy-java has written; like librdkafka,
-    // accept the header without interpreting them.
-    let versions_len = SNAPPY_JAVA_HEADER.len() - SNAPPY_JAVA_MAGIC.len();
-    let mut rest = after_magic
-        .get(versions_len..)
-        .ok_or_else(|| snappy_error("truncated snappy-java stream header"))?;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let (len_bytes, after_len) = rest
-            .split_first_chunk::<SNAPPY_JAVA_BLOCK_LEN_BYTES>()
-            .ok_or_else(|| snappy_error("truncated snappy-java block length"))?;
-        let block_len = u32::from_be_bytes(*len_bytes) as usize;
-        if block_len > after_len.len() {
-            return Err(snappy_error(
-                "snappy-java block runs past the end of the stream",
-            ));
-        }
-        let (block, after_block) = after_len.split_at(block_len);
+/// length up front, which readers check against their limit before allocating for it.
+struct SnappyBlocks<'a> {
+    rest: &'a [u8],
+    /// Raw snappy: `rest` is the one block, not yet returned.
+    raw: bool,
+}
+
+impl<'a> SnappyBlocks<'a> {
+    fn new(input: &'a [u8]) -> Result<SnappyBlocks<'a>, BatchError> {
+        let Some(after_magic) = input.strip_prefix(SNAPPY_JAVA_MAGIC) else {
+            return Ok(SnappyBlocks {
+                rest: input,
+                raw: true,
+            });
+        };
+        // Both version fields are 1 in every stream snappy-java has written; like
+        // librdkafka, accept the header without interpreting them.
+        let versions_len = SNAPPY_JAVA_HEADER.len() - SNAPPY_JAVA_MAGIC.len();
+        let rest = after_magic
+            .get(versions_len..)
+            .ok_or_else(|| snappy_error("truncated snappy-java stream header"))?;
+        Ok(SnappyBlocks { rest, raw: false })
+    }
+
+    /// The next raw block and its uncompressed length; `None` at the end.
+    fn next_block(&mut self) -> Result<Option<(&'a [u8], usize)>, BatchError> {
+        let block = if self.raw {
+            self.raw = false;
+            std::mem::take(&mut self.rest)
+        } else {
+            if self.rest.is_empty() {
+                return Ok(None);
+            }
+            let (len_bytes, after_len) = self
+                .rest
+                .split_first_chunk::<SNAPPY_JAVA_BLOCK_LEN_BYTES>()
+                .ok_or_else(|| snappy_error("truncated snappy-java block length"))?;
+            let block_len = u32::from_be_bytes(*len_bytes) as usize;
+            let Some((block, after_block)) = after_len.split_at_checked(block_len) else {
+                return Err(snappy_error(
+                    "snappy-java block runs past the end of the stream",
+                ));
+            };
+            self.rest = after_block;
+            block
+        };
         let len = snap::raw::decompress_len(block).map_err(snap_error)?;
+        Ok(Some((block, len)))
+    }
+}
+
+/// Reads snappy-java's stream format, or raw snappy (see [`SnappyBlocks`]), straight into
+/// one buffer of at most `max_output` bytes.
+fn snappy_decompress(input: &[u8], max_output: usize) -> Result<Vec<u8>, BatchError> {
+    let mut blocks = SnappyBlocks::new(input)?;
+    let mut decoder = snap::raw::Decoder::new();
+    let mut out = Vec::new();
+    while let Some((block, len)) = blocks.next_block()? {
         if len > max_output - out.len() {
             return Err(BatchError::DecompressedTooLarge { max: max_output });
         }
@@ -353,9 +446,60 @@ fn snappy_decompress(input: &[u8], max_output: usize) -> Result<Vec<u8>, BatchEr
             .decompress(block, &mut out[start..])
             .map_err(snap_error)?;
         out.truncate(start + written);
-        rest = after_block;
     }
     Ok(out)
+}
+
+/// Streams snappy (see [`SnappyBlocks`]) one block at a time: holds one decompressed
+/// block (32 KiB from snappy-java; a raw block's stated size otherwise, checked against
+/// the limit before it is allocated).
+struct SnappyReader<'a> {
+    blocks: SnappyBlocks<'a>,
+    decoder: snap::raw::Decoder,
+    block: Vec<u8>,
+    /// Bytes of `block` already read.
+    pos: usize,
+    /// Bytes decompressed so far, and the most allowed.
+    decoded: usize,
+    max_output: usize,
+}
+
+impl<'a> SnappyReader<'a> {
+    fn new(input: &'a [u8], max_output: usize) -> Result<SnappyReader<'a>, BatchError> {
+        Ok(SnappyReader {
+            blocks: SnappyBlocks::new(input)?,
+            decoder: snap::raw::Decoder::new(),
+            block: Vec::new(),
+            pos: 0,
+            decoded: 0,
+            max_output,
+        })
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, BatchError> {
+        while self.pos == self.block.len() {
+            let Some((block, len)) = self.blocks.next_block()? else {
+                return Ok(0);
+            };
+            if len > self.max_output - self.decoded {
+                return Err(BatchError::DecompressedTooLarge {
+                    max: self.max_output,
+                });
+            }
+            self.block.resize(len, 0);
+            let written = self
+                .decoder
+                .decompress(block, &mut self.block)
+                .map_err(snap_error)?;
+            self.block.truncate(written);
+            self.decoded += written;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.block.len() - self.pos);
+        buf[..n].copy_from_slice(&self.block[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

@@ -33,13 +33,13 @@ pub enum BatchError {
     RecordCountMismatch { declared: i32, found: usize },
     #[error("{bytes} bytes follow the {declared} records that record_count declares")]
     TrailingBytes { declared: i32, bytes: usize },
-    #[error("{codec} decompression failed")]
+    #[error("{codec} decompression failed: {source}")]
     Decompress {
         codec: &'static str,
         #[source]
         source: io::Error,
     },
-    #[error("{codec} compression failed")]
+    #[error("{codec} compression failed: {source}")]
     Compress {
         codec: &'static str,
         #[source]

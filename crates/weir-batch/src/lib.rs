@@ -34,8 +34,8 @@ pub use crate::compression::Compression;
 pub use crate::error::BatchError;
 
 pub use records::{
-    DecodedRecord, Header, RawRecord, Record, RecordBatchBuilder, decode_records, records_section,
-    walk_records,
+    DecodedRecord, Header, MAX_DECOMPRESSED_BYTES, RawRecord, Record, RecordBatchBuilder,
+    decode_records, records_section, walk_records,
 };
 
 /// Size of the fixed batch header.
@@ -49,6 +49,13 @@ pub const MAGIC_V2: i8 = 2;
 pub const MAX_BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// Most records one batch may claim to hold. Checked before anything is sized by it.
 pub const MAX_RECORDS_PER_BATCH: i32 = 1 << 20;
+/// How many times its own size a compressed batch from outside may decompress to:
+/// [`decompressed_limit`] of a topic's `max.message.bytes`. Real payloads compress
+/// 2-10x (highly repetitive logs a few tens of times); a batch that expands further is
+/// refused as a decompression bomb. Only the produce check applies it; readers decode up
+/// to [`MAX_DECOMPRESSED_BYTES`], which the limit never passes, so every accepted batch
+/// can be read back.
+pub const MAX_COMPRESSION_RATIO: usize = 64;
 
 pub(crate) const BASE_OFFSET: usize = 0;
 pub(crate) const BATCH_LENGTH: usize = 8;
@@ -199,15 +206,51 @@ pub fn framed_len(bytes: &[u8]) -> Result<usize, BatchError> {
 }
 
 /// Checks one complete batch (`batch.len()` must equal its framed length): magic, CRC,
-/// record count and offset delta, compression codec, and, for uncompressed batches, that
-/// the records' framing and offset deltas agree with the header (without decoding keys or
-/// values). Compressed batches are checked up to their CRC; their inner records are
-/// checked when decoded (see `docs/storage-format.md`). This is the check for bytes from
-/// outside; bytes the log wrote itself need only [`check_stored`].
+/// record count and offset delta, compression codec, and, for uncompressed batches, every
+/// record as [`decode_records`] reads it (lengths, offset deltas against the header, key,
+/// value and headers), without copying anything. Compressed batches are checked up to their CRC; [`validate_untrusted`], the
+/// check for bytes from a producer, also decompresses them and walks their records. A
+/// follower checks what its leader sends with this; bytes the log wrote itself need only
+/// [`check_stored`].
 pub fn validate(batch: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = check_stored(batch)?;
     if header.compression()? == Compression::None {
-        records::check_uncompressed_framing(&batch[HEADER_BYTES..], &header)?;
+        records::check_uncompressed_records(&batch[HEADER_BYTES..], &header)?;
+    }
+    Ok(header)
+}
+
+/// The most bytes [`validate_untrusted`] lets a compressed batch decompress to, for a log
+/// whose `max.message.bytes` is `max_message_bytes`: [`MAX_COMPRESSION_RATIO`] times
+/// that, and never more than [`MAX_DECOMPRESSED_BYTES`] (what readers decode up to).
+pub fn decompressed_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes
+        .saturating_mul(MAX_COMPRESSION_RATIO)
+        .min(MAX_DECOMPRESSED_BYTES)
+}
+
+/// [`validate`] for a batch from outside (a producer), which must decode as well as be
+/// intact: a compressed batch is also decompressed, streaming, and its records walked
+/// exactly as an uncompressed batch's are, so a batch whose compressed bytes are damaged
+/// (under a CRC recomputed over the damage) or that expands past `max_decompressed`
+/// bytes (see [`decompressed_limit`]) is refused. The decompressed records are never
+/// held whole: a window holds the record being checked. An uncompressed batch costs
+/// exactly what [`validate`] costs.
+pub fn validate_untrusted(
+    batch: &[u8],
+    max_decompressed: usize,
+) -> Result<BatchHeader, BatchError> {
+    let header = check_stored(batch)?;
+    match header.compression()? {
+        Compression::None => {
+            records::check_uncompressed_records(&batch[HEADER_BYTES..], &header)?;
+        }
+        codec => records::check_compressed_records(
+            codec,
+            &batch[HEADER_BYTES..],
+            &header,
+            max_decompressed,
+        )?,
     }
     Ok(header)
 }

@@ -74,9 +74,12 @@ Examples:
       As a member of group billing: from the group's committed offsets (--from only
       where it has none); commits what it printed and leaves the group before exiting.
   weir consume events refunds --group billing --follow      (several topics, until Ctrl-C)
+  weir consume events --skip-corrupt
+      Past a stored batch that cannot be decoded, with a warning naming its offsets.
 
 Exit status: 0 on success (also on Ctrl-C with --group, after committing, and when stdout
-is closed early), 1 if reading failed, 2 for bad arguments.
+is closed early), 1 if reading failed (also at a stored batch that cannot be decoded,
+after the records before it, unless --skip-corrupt), 2 for bad arguments.
 ";
 
 /// Read records from a topic and print them.
@@ -120,6 +123,11 @@ pub struct ConsumeArgs {
     /// Separator between key and value for --print-keys.
     #[arg(long, default_value = "\t", value_name = "SEP")]
     key_separator: String,
+    /// Read on past a stored batch that cannot be decoded (a corrupt batch): its records
+    /// are skipped, with a warning on stderr naming their offsets. Without it the
+    /// command prints the records before the batch and fails there.
+    #[arg(long)]
+    skip_corrupt: bool,
 }
 
 /// `--from`.
@@ -182,6 +190,7 @@ pub struct ConsumeConfig {
     format: Format,
     encoding: Encoding,
     key_separator: Option<String>,
+    skip_corrupt: bool,
 }
 
 impl ConsumeArgs {
@@ -221,6 +230,7 @@ impl ConsumeArgs {
             format: self.format,
             encoding: self.encoding,
             key_separator: self.print_keys.then_some(self.key_separator),
+            skip_corrupt: self.skip_corrupt,
         })
     }
 }
@@ -304,10 +314,21 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
     let mut printer = Printer::new(&config);
     let mut printed: u64 = 0;
     while !open.is_empty() && config.count.is_none_or(|c| printed < c) {
-        let records = consumer
-            .poll(POLL_MAX_RECORDS, POLL_TIMEOUT)
-            .await
-            .with_context(|| format!("reading topic {topic_name}"))?;
+        let records = match consumer.poll(POLL_MAX_RECORDS, POLL_TIMEOUT).await {
+            Ok(records) => records,
+            Err(error @ ClientError::CorruptBatch { .. }) => {
+                let (topic, partition, next_offset) =
+                    past_corrupt_batch(config.skip_corrupt, error)?;
+                consumer
+                    .seek(&topic, partition, SeekTo::Offset(next_offset))
+                    .await
+                    .with_context(|| format!("moving {topic}/{partition} to {next_offset}"))?;
+                Vec::new()
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("reading topic {topic_name}"));
+            }
+        };
         for record in &records {
             if !config.follow
                 && ends
@@ -452,6 +473,15 @@ async fn group_loop(
                 }
                 continue;
             }
+            Err(error @ ClientError::CorruptBatch { .. }) => {
+                let (topic, partition, next_offset) =
+                    past_corrupt_batch(config.skip_corrupt, error)?;
+                consumer
+                    .seek(&topic, partition, SeekTo::Offset(next_offset))
+                    .await
+                    .with_context(|| format!("moving {topic}/{partition} to {next_offset}"))?;
+                continue;
+            }
             Err(error) => {
                 return Err(error).with_context(|| format!("consuming as group {group}"));
             }
@@ -485,6 +515,36 @@ async fn group_loop(
         }
     }
     Ok(())
+}
+
+/// A stored batch that cannot be decoded (`error`, a [`ClientError::CorruptBatch`]),
+/// met after the records before it were printed: with `--skip-corrupt`, a warning and
+/// the topic, partition and offset to read on from; without, the error, saying how to
+/// get past it.
+fn past_corrupt_batch(skip: bool, error: ClientError) -> anyhow::Result<(String, u32, i64)> {
+    let ClientError::CorruptBatch {
+        topic,
+        partition,
+        offset,
+        next_offset,
+        reason,
+    } = error
+    else {
+        return Err(error.into());
+    };
+    if !skip {
+        anyhow::bail!(
+            "{topic}/{partition}: the records at offsets {offset}..{next_offset} cannot be \
+             read: their stored batch cannot be decoded ({reason}); the records before \
+             them were printed\n  hint: rerun with --skip-corrupt to skip them (with a \
+             warning), or read on from --partition {partition} --from {next_offset}"
+        );
+    }
+    eprintln!(
+        "warning: {topic}/{partition}: skipped the records at offsets {offset}..{next_offset}: \
+         their stored batch cannot be decoded ({reason})"
+    );
+    Ok((topic, partition, next_offset))
 }
 
 fn print_all(printer: &mut Printer, records: &[ConsumerRecord]) -> anyhow::Result<()> {

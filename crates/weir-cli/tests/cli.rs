@@ -33,14 +33,7 @@ impl Broker {
             .enable_all()
             .build()
             .expect("runtime");
-        let server = runtime
-            .block_on(weir_server::start(weir_server::ServerConfig {
-                data_dir: dir.path().to_path_buf(),
-                listen: "127.0.0.1:0".parse().expect("address"),
-                admin_listen: None,
-                ..Default::default()
-            }))
-            .expect("broker starts");
+        let server = Self::serve(&runtime, dir.path());
         let addr = server.addr.to_string();
         Broker {
             runtime,
@@ -48,6 +41,34 @@ impl Broker {
             addr,
             _dir: dir,
         }
+    }
+
+    fn serve(
+        runtime: &tokio::runtime::Runtime,
+        dir: &std::path::Path,
+    ) -> weir_server::RunningServer {
+        runtime
+            .block_on(weir_server::start(weir_server::ServerConfig {
+                data_dir: dir.to_path_buf(),
+                listen: "127.0.0.1:0".parse().expect("address"),
+                admin_listen: None,
+                ..Default::default()
+            }))
+            .expect("broker starts")
+    }
+
+    /// Stops the broker, runs `change` on its data directory, and starts it there again
+    /// (on a new port).
+    fn restart_after<T>(&mut self, change: impl FnOnce(&std::path::Path) -> T) -> T {
+        let server = self.server.take().expect("running");
+        self.runtime
+            .block_on(server.shutdown())
+            .expect("broker stops");
+        let changed = change(self._dir.path());
+        let server = Self::serve(&self.runtime, self._dir.path());
+        self.addr = server.addr.to_string();
+        self.server = Some(server);
+        changed
     }
 
     /// `weir ARGS` pointed at this broker (through WEIR_BROKERS, as a user would).
@@ -1317,4 +1338,82 @@ fn a_create_that_runs_out_of_open_files_leaves_nothing_behind() {
         .collect();
     values.sort();
     assert_eq!(values, ["a", "b", "c"]);
+}
+
+/// Finds the first compressed batch stored under a stopped broker's `data_dir`, inverts
+/// bytes in the middle of its records section and recomputes its CRC: a batch that
+/// passes every integrity check but cannot be decoded. Returns its first offset and the
+/// offset after it.
+fn damage_first_compressed_batch(data_dir: &std::path::Path) -> (i64, i64) {
+    let topics = data_dir.join("topics");
+    for topic in std::fs::read_dir(&topics).expect("topics") {
+        let partition = topic.expect("entry").path().join("0");
+        for file in std::fs::read_dir(&partition).expect("partition") {
+            let path = file.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).expect("segment");
+            let mut at = 0;
+            while let Ok(len) = weir_batch::framed_len(&bytes[at..]) {
+                let batch = &mut bytes[at..at + len];
+                let header = weir_batch::BatchHeader::parse(batch);
+                if header.compression().expect("codec") != weir_batch::Compression::None {
+                    let middle = weir_batch::HEADER_BYTES + (len - weir_batch::HEADER_BYTES) / 2;
+                    for byte in &mut batch[middle..middle + 16] {
+                        *byte = !*byte;
+                    }
+                    weir_batch::reseal(batch, header.record_count);
+                    std::fs::write(&path, &bytes).expect("write segment");
+                    return (header.base_offset, header.next_offset());
+                }
+                at += len;
+            }
+        }
+    }
+    panic!("no compressed batch under {}", topics.display());
+}
+
+#[test]
+fn consume_stops_after_the_records_before_a_corrupt_batch_unless_told_to_skip_it() {
+    let mut broker = Broker::start();
+    broker.ok(&["topic", "create", "t", "--partitions", "1"], b"");
+    let middle: String = (0..50).map(|i| format!("b{i}\n")).collect();
+    broker.ok(&["produce", "t"], b"a0\na1\n");
+    broker.ok(
+        &["produce", "t", "--compression", "zstd"],
+        middle.as_bytes(),
+    );
+    broker.ok(&["produce", "t"], b"c\n");
+    let (offset, next_offset) = broker.restart_after(damage_first_compressed_batch);
+    assert_eq!(offset, 2, "the zstd records start at 2");
+
+    // Without the flag: the records before it, then a failure that says how to go on.
+    let output = broker.run(&["consume", "t"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "a0\na1\n");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "t/0: the records at offsets 2..{next_offset} cannot be read"
+        )) && stderr.contains("--skip-corrupt")
+            && stderr.contains(&format!("--from {next_offset}")),
+        "{stderr}"
+    );
+
+    // With it: everything else, and a warning naming what was skipped.
+    let output = broker.run(&["consume", "t", "--skip-corrupt"], b"");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let mut expected: Vec<String> = vec!["a0".into(), "a1".into()];
+    expected.extend((next_offset - 2..50).map(|i| format!("b{i}")));
+    expected.push("c".into());
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), expected);
+    assert!(
+        stderr.contains(&format!(
+            "warning: t/0: skipped the records at offsets 2..{next_offset}"
+        )),
+        "{stderr}"
+    );
 }

@@ -321,7 +321,12 @@ impl Consumer {
     /// Returns up to `max_records` records, waiting up to `timeout` for the first one. An
     /// empty vector means nothing arrived in time. Records of one partition come in offset
     /// order. A partition's stream that failed for good (an unknown topic, an
-    /// out-of-range offset with [`OffsetReset::None`], a corrupt batch) fails the poll.
+    /// out-of-range offset with [`OffsetReset::None`], a corrupt batch) fails the poll,
+    /// after the records read before the failure were returned. A stored batch that
+    /// cannot be decoded is [`ClientError::CorruptBatch`]: the partition's position stays
+    /// at it, and later polls get nothing more from the partition but the same error
+    /// until [`seek`](Self::seek) moves past it (to its `next_offset`, skipping its
+    /// records) or elsewhere.
     pub async fn poll(
         &mut self,
         max_records: usize,
@@ -568,13 +573,21 @@ impl Fetcher {
         while let Some(message) = stream.next().await {
             let message = message?;
             *failures = 0;
-            let records = decode(&self.topic, self.partition, self.offset, &message.batches)?;
+            let (records, failed) =
+                decode(&self.topic, self.partition, self.offset, &message.batches);
             if let Some(last) = records.last() {
                 self.offset = last.offset + 1;
             }
-            self.offset = self.offset.max(message.next_offset);
+            if failed.is_none() {
+                self.offset = self.offset.max(message.next_offset);
+            }
             if !records.is_empty() && self.send(Ok(records)).await.is_err() {
                 return Ok(());
+            }
+            // After the records before it: a batch that cannot be decoded stops the
+            // stream (see `ClientError::CorruptBatch`).
+            if let Some(error) = failed {
+                return Err(error);
             }
         }
         Err(ClientError::Unavailable(
@@ -596,23 +609,30 @@ impl Fetcher {
 }
 
 /// Decodes concatenated batches, keeping records at or after `from` (the first batch
-/// may start before the offset asked for).
+/// may start before the offset asked for). A batch that cannot be decoded stops the
+/// decoding: the records before it come back with the error, which is
+/// [`ClientError::CorruptBatch`] for an intact batch (its CRC holds, so its header's
+/// offsets can be trusted and skipped to) and [`ClientError::Batch`] for bytes that are
+/// not whole, intact batches.
 fn decode(
     topic: &Arc<str>,
     partition: u32,
     from: i64,
     batches: &Bytes,
-) -> Result<Vec<ConsumerRecord>, ClientError> {
+) -> (Vec<ConsumerRecord>, Option<ClientError>) {
     let mut out = Vec::new();
     let mut at = 0;
     while at < batches.len() {
-        let len = weir_batch::framed_len(&batches[at..])?;
+        let len = match weir_batch::framed_len(&batches[at..]) {
+            Ok(len) => len,
+            Err(error) => return (out, Some(error.into())),
+        };
         if at + len > batches.len() {
-            return Err(weir_batch::BatchError::Truncated {
+            let error = weir_batch::BatchError::Truncated {
                 needed: len,
                 available: batches.len() - at,
-            }
-            .into());
+            };
+            return (out, Some(error.into()));
         }
         let batch = batches.slice(at..at + len);
         at += len;
@@ -620,8 +640,25 @@ fn decode(
         if header.next_offset() <= from || header.is_control() {
             continue;
         }
+        let records = match weir_batch::decode_records(&batch) {
+            Ok(records) => records,
+            // Only on this path is the CRC checked a second time, to tell the two apart.
+            Err(error) => {
+                let error = match weir_batch::check_stored(&batch) {
+                    Ok(header) => ClientError::CorruptBatch {
+                        topic: topic.to_string(),
+                        partition,
+                        offset: header.base_offset,
+                        next_offset: header.next_offset(),
+                        reason: error.to_string(),
+                    },
+                    Err(_) => error.into(),
+                };
+                return (out, Some(error));
+            }
+        };
         out.extend(
-            weir_batch::decode_records(&batch)?
+            records
                 .into_iter()
                 .filter(|r| r.offset >= from)
                 .map(|r: DecodedRecord| ConsumerRecord {
@@ -635,7 +672,7 @@ fn decode(
                 }),
         );
     }
-    Ok(out)
+    (out, None)
 }
 
 #[cfg(test)]
@@ -664,14 +701,15 @@ mod tests {
         bytes.extend(batch(13, &["d", "e"], Compression::Lz4));
         let bytes = Bytes::from(bytes);
         let topic: Arc<str> = Arc::from("t");
-        let records = decode(&topic, 2, 12, &bytes).unwrap();
+        let (records, failed) = decode(&topic, 2, 12, &bytes);
+        assert!(failed.is_none());
         let got: Vec<(i64, &[u8])> = records
             .iter()
             .map(|r| (r.offset, r.value.as_deref().unwrap()))
             .collect();
         assert_eq!(got, [(12, &b"c"[..]), (13, b"d"), (14, b"e")]);
         assert!(records.iter().all(|r| r.partition == 2 && &*r.topic == "t"));
-        assert!(decode(&topic, 2, 15, &bytes).unwrap().is_empty());
+        assert!(decode(&topic, 2, 15, &bytes).0.is_empty());
     }
 
     #[test]
@@ -681,14 +719,41 @@ mod tests {
         let truncated = Bytes::copy_from_slice(&bytes[..bytes.len() - 1]);
         assert!(matches!(
             decode(&topic, 0, 0, &truncated),
-            Err(ClientError::Batch(_))
+            (records, Some(ClientError::Batch(_))) if records.is_empty()
         ));
         let mut corrupt = bytes.clone();
         let last = corrupt.len() - 1;
         corrupt[last] ^= 0xff;
         assert!(matches!(
             decode(&topic, 0, 0, &Bytes::from(corrupt)),
-            Err(ClientError::Batch(_))
+            (records, Some(ClientError::Batch(_))) if records.is_empty()
         ));
+    }
+
+    #[test]
+    fn an_intact_batch_that_cannot_be_decoded_ends_the_records_with_its_offsets() {
+        // Records 10..13, then a zstd batch at 13..18 whose compressed bytes are damaged
+        // under a recomputed CRC, then 18.
+        let mut bad = batch(13, &["d", "e", "f", "g", "h"], Compression::Zstd);
+        let middle = weir_batch::HEADER_BYTES + (bad.len() - weir_batch::HEADER_BYTES) / 2;
+        for byte in &mut bad[middle..middle + 4] {
+            *byte = !*byte;
+        }
+        weir_batch::reseal(&mut bad, 5);
+        let mut bytes = batch(10, &["a", "b", "c"], Compression::None);
+        bytes.extend(bad);
+        bytes.extend(batch(18, &["i"], Compression::None));
+        let topic: Arc<str> = Arc::from("t");
+        let (records, failed) = decode(&topic, 1, 11, &Bytes::from(bytes));
+        let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [11, 12]);
+        assert!(
+            matches!(
+                failed,
+                Some(ClientError::CorruptBatch { ref topic, partition: 1, offset: 13, next_offset: 18, .. })
+                    if topic == "t"
+            ),
+            "{failed:?}"
+        );
     }
 }

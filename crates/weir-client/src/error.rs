@@ -30,6 +30,18 @@ pub const REASON_OUT_OF_ORDER_SEQUENCE: &str = "OUT_OF_ORDER_SEQUENCE";
 pub const REASON_PRODUCER_FENCED: &str = "PRODUCER_FENCED";
 /// `ErrorInfo` metadata key of `NOT_LEADER`: the leader's broker id, -1 if none.
 pub const METADATA_LEADER_ID: &str = "leader_id";
+/// `ErrorInfo` reason: a malformed batch (a produce's, `INVALID_ARGUMENT`), or a stored
+/// batch a read could not decode (`DATA_LOSS`, with [`METADATA_OFFSET`] and
+/// [`METADATA_NEXT_OFFSET`]).
+pub const REASON_CORRUPT_BATCH: &str = "CORRUPT_BATCH";
+/// `ErrorInfo` metadata key of `CORRUPT_BATCH` on a read: the batch's first offset.
+pub const METADATA_OFFSET: &str = "offset";
+/// `ErrorInfo` metadata key of `CORRUPT_BATCH` on a read: the offset after the batch.
+pub const METADATA_NEXT_OFFSET: &str = "next_offset";
+/// `ErrorInfo` metadata key: the topic.
+const METADATA_TOPIC: &str = "topic";
+/// `ErrorInfo` metadata key: the partition index.
+const METADATA_PARTITION: &str = "partition";
 
 /// Why a client operation failed.
 ///
@@ -116,9 +128,30 @@ pub enum ClientError {
     /// A client setting or argument is wrong (found before anything was sent).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Records could not be encoded, or a batch from the broker could not be decoded.
+    /// Records could not be encoded, or a message from the broker did not hold whole,
+    /// intact batches.
     #[error("record batch error")]
     Batch(#[source] Arc<BatchError>),
+    /// A batch stored in the partition cannot be decoded (gRPC `DATA_LOSS`, reason
+    /// `CORRUPT_BATCH`, or found by this client decoding the batch): its records, at
+    /// offsets `offset..next_offset`, cannot be read. The records before it were
+    /// returned. Not retriable: reading on means skipping them, by seeking to
+    /// `next_offset` ([`Consumer::seek`](crate::Consumer::seek)).
+    #[error(
+        "the batch at offsets {offset}..{next_offset} of {topic}/{partition} cannot be decoded ({reason}); seek to offset {next_offset} to skip its records"
+    )]
+    CorruptBatch {
+        /// Topic name.
+        topic: String,
+        /// Partition index.
+        partition: u32,
+        /// The batch's first offset.
+        offset: i64,
+        /// The offset after the batch: where reading continues past it.
+        next_offset: i64,
+        /// Why it cannot be decoded, as the broker or this client's decoder said.
+        reason: String,
+    },
     /// The producer or consumer was closed.
     #[error("the client is closed")]
     Closed,
@@ -144,7 +177,7 @@ impl ClientError {
             ClientError::ResourceExhausted(_) => Code::ResourceExhausted,
             ClientError::DeadlineExceeded(_) => Code::DeadlineExceeded,
             ClientError::Rpc { code, .. } => *code,
-            ClientError::Batch(_) => Code::DataLoss,
+            ClientError::Batch(_) | ClientError::CorruptBatch { .. } => Code::DataLoss,
             ClientError::Closed => Code::Cancelled,
         }
     }
@@ -204,6 +237,10 @@ impl ClientError {
                 REASON_NOT_ENOUGH_REPLICAS => ClientError::NotEnoughReplicas(message),
                 REASON_OUT_OF_ORDER_SEQUENCE => ClientError::OutOfOrderSequence(message),
                 REASON_PRODUCER_FENCED => ClientError::ProducerFenced(message),
+                REASON_CORRUPT_BATCH if code == Code::DataLoss => {
+                    corrupt_batch(&info.metadata, &message)
+                        .unwrap_or_else(|| ClientError::from_code(code, message))
+                }
                 _ => ClientError::from_code(code, message),
             },
             None => ClientError::from_wording(code, message),
@@ -237,7 +274,7 @@ impl ClientError {
         let info = (!error.reason.is_empty()).then(|| ErrorInfo {
             reason: error.reason.clone(),
             domain: ERROR_DOMAIN.to_owned(),
-            metadata: Default::default(),
+            metadata: error.metadata.clone(),
         });
         ClientError::from_details(
             Code::from_i32(error.code),
@@ -253,6 +290,22 @@ impl ClientError {
             _ => None,
         }
     }
+}
+
+/// [`ClientError::CorruptBatch`] from a read's `CORRUPT_BATCH` metadata, if it has every
+/// field.
+fn corrupt_batch(
+    metadata: &std::collections::HashMap<String, String>,
+    message: &str,
+) -> Option<ClientError> {
+    let field = |key: &str| metadata.get(key);
+    Some(ClientError::CorruptBatch {
+        topic: field(METADATA_TOPIC)?.clone(),
+        partition: field(METADATA_PARTITION)?.parse().ok()?,
+        offset: field(METADATA_OFFSET)?.parse().ok()?,
+        next_offset: field(METADATA_NEXT_OFFSET)?.parse().ok()?,
+        reason: message.to_owned(),
+    })
 }
 
 /// The leader id in "...; broker 3 does", the broker's NOT_LEADER wording.
@@ -410,6 +463,44 @@ mod tests {
     }
 
     #[test]
+    fn a_read_corrupt_batch_names_the_offsets_to_skip_and_a_produce_one_stays_invalid() {
+        let metadata = std::collections::HashMap::from([
+            ("topic".to_owned(), "t".to_owned()),
+            ("partition".to_owned(), "2".to_owned()),
+            ("offset".to_owned(), "10".to_owned()),
+            ("next_offset".to_owned(), "60".to_owned()),
+        ]);
+        let read = tonic::Status::with_error_details(
+            Code::DataLoss,
+            "cannot be decoded",
+            tonic_types::ErrorDetails::with_error_info("CORRUPT_BATCH", "weir.dev", metadata),
+        );
+        let error = ClientError::from(read);
+        assert!(
+            matches!(
+                &error,
+                ClientError::CorruptBatch { topic, partition: 2, offset: 10, next_offset: 60, .. }
+                    if topic == "t"
+            ),
+            "{error:?}"
+        );
+        assert_eq!(error.code(), Code::DataLoss);
+        assert!(!error.is_retriable());
+        assert!(error.to_string().contains("seek to offset 60"), "{error}");
+        // A produce refused as CORRUPT_BATCH has no offsets: the code says what it is.
+        let produce = ClientError::from_partition_error(&weir_proto::v1::PartitionError {
+            code: Code::InvalidArgument as i32,
+            message: "batch 0 is invalid".to_owned(),
+            reason: "CORRUPT_BATCH".to_owned(),
+            metadata: Default::default(),
+        });
+        assert!(
+            matches!(produce, ClientError::InvalidArgument(_)),
+            "{produce:?}"
+        );
+    }
+
+    #[test]
     fn other_domains_and_unknown_reasons_keep_the_code() {
         let other = tonic::Status::with_error_details(
             Code::FailedPrecondition,
@@ -438,6 +529,7 @@ mod tests {
                 code: code as i32,
                 message: message.to_owned(),
                 reason: String::new(),
+                metadata: Default::default(),
             })
         };
         let moved = per_partition(

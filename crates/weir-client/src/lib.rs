@@ -86,8 +86,9 @@ pub use crate::admin::{
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::{
-    ClientError, ERROR_DOMAIN, METADATA_LEADER_ID, REASON_FENCED_LEADER_EPOCH,
-    REASON_NOT_ENOUGH_REPLICAS, REASON_NOT_LEADER,
+    ClientError, ERROR_DOMAIN, METADATA_LEADER_ID, METADATA_NEXT_OFFSET, METADATA_OFFSET,
+    REASON_CORRUPT_BATCH, REASON_FENCED_LEADER_EPOCH, REASON_NOT_ENOUGH_REPLICAS,
+    REASON_NOT_LEADER,
 };
 pub use crate::group::{
     CommitHandle, CommittedOffset, GroupConsumer, GroupConsumerConfig, Rebalance,

@@ -22,7 +22,17 @@ struct Broker {
 
 impl Broker {
     async fn start() -> Result<Broker> {
-        let dir = tempfile::tempdir()?;
+        Broker::start_in(tempfile::tempdir()?).await
+    }
+
+    /// Stops the broker, lets `change` edit its data directory, and starts it there again.
+    async fn restart_after(mut self, change: impl FnOnce(&std::path::Path)) -> Result<Broker> {
+        self.running.take().expect("running").shutdown().await?;
+        change(self._dir.path());
+        Broker::start_in(self._dir).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir) -> Result<Broker> {
         let running = weir_server::start(weir_server::ServerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse()?,
@@ -566,5 +576,117 @@ async fn list_groups_returns_every_group_across_pages() -> Result<()> {
             .iter()
             .all(|g| g.state == weir_client::GroupState::Empty && g.members == 0)
     );
+    broker.stop().await
+}
+
+/// Finds the first compressed batch stored in a partition directory under `data_dir` (the
+/// broker stopped), inverts bytes in the middle of its records section and recomputes
+/// its CRC: a batch every integrity check passes but that cannot be decoded, as a broker
+/// that did not decompress compressed batches on produce could store. Returns its first
+/// offset and the offset after it.
+fn damage_first_compressed_batch(data_dir: &std::path::Path) -> (i64, i64) {
+    let topics = data_dir.join("topics");
+    for topic in std::fs::read_dir(&topics).unwrap() {
+        let partition = topic.unwrap().path().join("0");
+        for file in std::fs::read_dir(&partition).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            let mut at = 0;
+            while let Ok(len) = weir_batch::framed_len(&bytes[at..]) {
+                let batch = &mut bytes[at..at + len];
+                let header = weir_batch::BatchHeader::parse(batch);
+                if header.compression().unwrap() != Compression::None {
+                    let middle = weir_batch::HEADER_BYTES + (len - weir_batch::HEADER_BYTES) / 2;
+                    for byte in &mut batch[middle..middle + 16] {
+                        *byte = !*byte;
+                    }
+                    weir_batch::reseal(batch, header.record_count);
+                    std::fs::write(&path, &bytes).unwrap();
+                    return (header.base_offset, header.next_offset());
+                }
+                at += len;
+            }
+        }
+    }
+    panic!("no compressed batch under {}", topics.display());
+}
+
+#[tokio::test]
+async fn a_stored_batch_that_cannot_be_decoded_stops_the_consumer_after_the_records_before_it_until_skipped()
+-> Result<()> {
+    let broker = Broker::start().await?;
+    let admin = broker.admin().await?;
+    admin.create_topic("t", 1, 0, HashMap::new()).await?;
+    let plain = broker.producer(ProducerConfig::default()).await?;
+    let zstd = broker
+        .producer(ProducerConfig {
+            compression: Compression::Zstd,
+            ..ProducerConfig::default()
+        })
+        .await?;
+    for (producer, values) in [
+        (&plain, vec!["a0".to_owned(), "a1".to_owned()]),
+        (&zstd, (0..50).map(|i| format!("b{i}")).collect()),
+        (&plain, vec!["c".to_owned()]),
+    ] {
+        for value in values {
+            producer
+                .send(ProducerRecord::new("t", value).partition(0))
+                .await?;
+        }
+        producer.flush().await;
+    }
+    drop((plain, zstd, admin));
+    let mut bad = (0, 0);
+    let broker = broker
+        .restart_after(|dir| bad = damage_first_compressed_batch(dir))
+        .await?;
+    let (offset, next_offset) = bad;
+    assert!(offset >= 2 && next_offset <= 52, "{bad:?}");
+
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    consumer.assign(&[("t", 0)]);
+    // Records up to the batch, then its error, which says where to go on.
+    let deadline = Instant::now() + WAIT;
+    let mut before = Vec::new();
+    let error = loop {
+        assert!(Instant::now() < deadline, "no error after {before:?}");
+        match consumer.poll(100, Duration::from_millis(200)).await {
+            Ok(records) => before.extend(records.iter().map(|r| r.offset)),
+            Err(error) => break error,
+        }
+    };
+    assert_eq!(before, (0..offset).collect::<Vec<_>>());
+    match &error {
+        ClientError::CorruptBatch {
+            topic,
+            partition: 0,
+            offset: at,
+            next_offset: past,
+            ..
+        } => {
+            assert_eq!((topic.as_str(), *at, *past), ("t", offset, next_offset));
+        }
+        other => panic!("expected CorruptBatch, got {other:?}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("seek to offset {next_offset}")),
+        "{error}"
+    );
+    assert!(!error.is_retriable());
+    assert_eq!(consumer.position("t", 0), Some(offset));
+    // Polling again meets it again; seeking past it reads on.
+    assert!(matches!(
+        consumer.poll(100, WAIT).await,
+        Err(ClientError::CorruptBatch { .. })
+    ));
+    consumer.seek("t", 0, SeekTo::Offset(next_offset)).await?;
+    let rest = consume(&mut consumer, (53 - next_offset) as usize).await?;
+    assert_eq!(rest.last().map(text).as_deref(), Some("c"));
     broker.stop().await
 }

@@ -266,6 +266,7 @@ impl Fake {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
                         reason: String::new(),
+                        metadata: Default::default(),
                     }),
                 })
                 .collect(),
@@ -322,6 +323,7 @@ impl ConsumerService for Fake {
                         code: tonic::Code::FailedPrecondition as i32,
                         message: self.0.not_leader_message(&request.topic, p.partition),
                         reason: String::new(),
+                        metadata: Default::default(),
                     }),
                 })
                 .collect(),

@@ -6,37 +6,55 @@ use std::ops::Range;
 
 use bytes::BytesMut;
 
-use crate::batch::{BatchError, BatchHeader, MAX_BATCH_BYTES, framed_len, validate};
+use crate::batch::{
+    BatchError, BatchHeader, MAX_BATCH_BYTES, decompressed_limit, framed_len, validate,
+    validate_untrusted,
+};
 use crate::error::{AppendError, OffsetProblem};
 
-/// Checks an append request: one or more concatenated batches, each valid
-/// ([`validate`]) and at most `max_batch_bytes`. Returns their headers; the error names
-/// the first bad batch by index and byte position.
+/// Checks an append request from a producer: one or more concatenated batches, each at
+/// most `max_batch_bytes` (`max.message.bytes`) and valid as [`validate_untrusted`] sees
+/// it, so a compressed batch is decompressed (to at most
+/// [`decompressed_limit`]`(max_batch_bytes)`) and its records walked: a batch that passes
+/// can be decoded by every reader. Returns their headers; the error names the first bad
+/// batch by index and byte position, and nothing of the request may be appended.
 pub fn check_request(
     bytes: &[u8],
     max_batch_bytes: usize,
 ) -> Result<Vec<BatchHeader>, AppendError> {
-    check_batches(bytes, max_batch_bytes, false)
+    check_batches(bytes, max_batch_bytes, Source::Producer)
 }
 
 /// Checks batches a follower copies from its leader: the integrity checks of
-/// [`check_request`] (framing, magic, CRC-32C, counts, record framing), but a batch
-/// without records is accepted, as compaction leaves one where it emptied the last batch
-/// of a segment, and the size limit is the hard [`MAX_BATCH_BYTES`] rather than this
-/// log's `max.message.bytes`: the leader accepted the batch already (and compaction may
-/// have re-compressed it), so refusing it here would stall replication for good.
+/// [`validate`] (framing, magic, CRC-32C, counts, the record framing of uncompressed
+/// batches), but compressed batches are not decompressed again (the leader did that when
+/// it accepted them; the CRC shows they are the same bytes), a batch without records is
+/// accepted, as compaction leaves one where it emptied the last batch of a segment, and
+/// the size limit is the hard [`MAX_BATCH_BYTES`] rather than this log's
+/// `max.message.bytes`: the leader accepted the batch already (and compaction may have
+/// re-compressed it), so refusing it here would stall replication for good.
 pub(crate) fn check_replicated(bytes: &[u8]) -> Result<Vec<BatchHeader>, AppendError> {
-    check_batches(bytes, MAX_BATCH_BYTES, true)
+    check_batches(bytes, MAX_BATCH_BYTES, Source::Leader)
+}
+
+/// Where the batches [`check_batches`] checks come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Untrusted: every batch must decode, and hold records.
+    Producer,
+    /// This partition's leader, which checked them as [`Source::Producer`] batches.
+    Leader,
 }
 
 fn check_batches(
     bytes: &[u8],
     max_batch_bytes: usize,
-    allow_empty: bool,
+    source: Source,
 ) -> Result<Vec<BatchHeader>, AppendError> {
     if bytes.is_empty() {
         return Err(AppendError::Empty);
     }
+    let max_decompressed = decompressed_limit(max_batch_bytes);
     let mut headers = Vec::new();
     let mut pos = 0;
     while pos < bytes.len() {
@@ -59,9 +77,13 @@ fn check_batches(
                 available: rest.len(),
             }));
         }
-        let header = validate(&rest[..len]).map_err(invalid)?;
+        let header = match source {
+            Source::Producer => validate_untrusted(&rest[..len], max_decompressed),
+            Source::Leader => validate(&rest[..len]),
+        }
+        .map_err(invalid)?;
         // Only compaction leaves batches without records; a producer never sends one.
-        if header.record_count == 0 && !allow_empty {
+        if header.record_count == 0 && source == Source::Producer {
             return Err(invalid(BatchError::Empty));
         }
         headers.push(header);

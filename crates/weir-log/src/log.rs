@@ -68,6 +68,18 @@ pub struct FetchData {
     pub next_offset: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// Where `records` were read from, when they came from a segment file: for reports
+    /// about a batch in them (a reader that cannot decode one names its file position).
+    pub stored_at: Option<SegmentPosition>,
+}
+
+/// A byte position in a segment file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentPosition {
+    /// The segment's `.log` file.
+    pub path: PathBuf,
+    /// Byte position in it (of the first batch of a [`FetchData`]).
+    pub position: u64,
 }
 
 impl FetchData {
@@ -441,8 +453,10 @@ impl Log {
     /// Each batch must start at or after the log end and after the batch before it, so
     /// the gaps a compacted leader has, between batches and before the first, are kept
     /// as gaps; batches without records (what compaction leaves to end a segment) are
-    /// accepted. Every batch passes the checks of [`check_request`] except the size
-    /// limit, which is the hard `MAX_BATCH_BYTES` (see `check_replicated`). Nothing is
+    /// accepted. Every batch passes the integrity checks of `batch::validate`: the
+    /// leader decompressed and walked compressed batches when a producer sent them
+    /// ([`check_request`]), so a follower does not again, and the size limit is the hard
+    /// `MAX_BATCH_BYTES` (see `check_replicated`). Nothing is
     /// written if any batch is refused ([`AppendError::InvalidBatch`],
     /// [`AppendError::OffsetMismatch`]). The log end becomes the last batch's last offset
     /// plus one; newer leader epochs in the batch headers are recorded in the epoch

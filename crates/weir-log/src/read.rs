@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{OpenError, ReadError};
 use crate::index::TimeEntry;
-use crate::log::{FetchData, Log};
+use crate::log::{FetchData, Log, SegmentPosition};
 use crate::segment;
 use crate::storage::StorageFile;
 
@@ -42,6 +42,7 @@ impl Log {
                     next_offset: offset,
                     log_start_offset: start,
                     log_end_offset: end,
+                    stored_at: None,
                 };
                 // A failed log's unsynced tail may not be what is on disk (after a
                 // failed fsync the kernel may drop the dirty pages): serve only what
@@ -110,13 +111,15 @@ impl Log {
                 SegmentRead::Data {
                     records,
                     next_offset,
-                    ..
+                    end_position,
                 } => {
+                    let position = end_position - records.len() as u64;
                     return Ok(FetchData {
                         records,
                         next_offset,
                         log_start_offset,
                         log_end_offset,
+                        stored_at: Some(SegmentPosition { path, position }),
                     });
                 }
                 SegmentRead::Hidden => {
@@ -125,6 +128,7 @@ impl Log {
                         next_offset: offset,
                         log_start_offset,
                         log_end_offset,
+                        stored_at: None,
                     });
                 }
                 // Nothing at or after `offset` here: continue in the next segment.
@@ -135,6 +139,7 @@ impl Log {
                         next_offset: offset,
                         log_start_offset,
                         log_end_offset,
+                        stored_at: None,
                     });
                 }
             }
@@ -486,6 +491,7 @@ fn find_timestamp(
             next_offset,
             log_start_offset: 0,
             log_end_offset: 0,
+            stored_at: None,
         };
         let mut batch_pos = end_position - data.records.len() as u64;
         for batch in data.batches() {

@@ -499,6 +499,57 @@ fn batches_validated_ahead_append_with_their_offsets_and_the_logs_own_size_limit
     assert_eq!(log.offsets().log_end_offset, 5);
 }
 
+/// `bytes` (one batch) with bytes in the middle of its records section inverted and its
+/// CRC recomputed over the damage.
+fn damaged(mut bytes: bytes::BytesMut) -> bytes::BytesMut {
+    let header = weir_log::batch::HEADER_BYTES;
+    let middle = header + (bytes.len() - header) / 2;
+    for byte in &mut bytes[middle..middle + 8] {
+        *byte = !*byte;
+    }
+    let count = weir_log::BatchHeader::parse(&bytes).record_count;
+    weir_log::batch::reseal(&mut bytes, count);
+    bytes
+}
+
+#[test]
+fn a_producers_damaged_compressed_batch_is_refused_with_its_whole_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let bad = damaged(batch_with("bad", 50, 1, codec));
+        weir_log::batch::validate(&bad).expect("intact up to its CRC");
+        let mut request = batch_with("good", 2, 1, codec);
+        request.extend_from_slice(&bad);
+        match log.append(&mut request, -1) {
+            Err(AppendError::InvalidBatch { index: 1, .. }) => {}
+            other => panic!("{codec}: expected batch 1 refused, got {other:?}"),
+        }
+        assert!(matches!(
+            weir_log::ValidatedBatches::new(request, 1 << 20),
+            Err(AppendError::InvalidBatch { index: 1, .. })
+        ));
+    }
+    assert_eq!(log.offsets().log_end_offset, 0, "nothing was appended");
+}
+
+#[test]
+fn a_follower_takes_a_compressed_batch_its_leader_sent_without_decompressing_it() {
+    // The leader checked it when the producer sent it; a follower that refused what its
+    // leader holds would stop replicating for good (the read side reports such a batch).
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    let mut stored = damaged(batch_with("bad", 50, 1, Compression::Zstd));
+    weir_log::batch::patch_offset_and_epoch(&mut stored, 0, 0);
+    let info = log.append_replicated(&stored).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (0, 49));
+}
+
 #[test]
 fn a_batch_without_records_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use futures_util::future::select_all;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 use weir_cluster::{ClusterError, Partition, Topic};
 use weir_log::FetchData;
 use weir_proto::v1::{
@@ -25,7 +25,7 @@ use weir_proto::v1::{
 
 use crate::Broker;
 use crate::convert;
-use crate::status::{self, invalid_argument, partition_error_code};
+use crate::status::{self, invalid_argument};
 
 /// Messages buffered on one Consume stream; the reader waits when the client lags.
 pub const CONSUME_CHANNEL_CAPACITY: usize = 4;
@@ -70,29 +70,97 @@ struct Shaped {
     bytes: usize,
     /// Records in the answer.
     count: u64,
+    /// A stored batch that could not be decoded: `records` are those before it, and
+    /// `next_offset` is at it.
+    undecodable: Option<convert::UndecodableBatch>,
 }
 
-/// `data` as decoded records (at most `budget` bytes of them, encoded) or as the raw
-/// batches.
-fn shape(data: &FetchData, from: i64, decoded: bool, budget: usize) -> Result<Shaped, Status> {
+/// `data` (read from `partition` of `topic` at `from`) as decoded records (at most
+/// `budget` bytes of them, encoded) or as the raw batches. A batch that cannot be decoded
+/// ends the records; it is reported here (log line, metric).
+fn shape(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    data: &FetchData,
+    from: i64,
+    decoded: bool,
+    budget: usize,
+) -> Shaped {
     if decoded {
-        let d = convert::decode_from(data.batches(), from, budget)
-            .map_err(|e| Status::data_loss(format!("a stored batch could not be decoded: {e}")))?;
-        Ok(Shaped {
+        let d = convert::decode_from(data.batches(), from, budget);
+        let mut next_offset = d.stopped_at.unwrap_or(data.next_offset);
+        if let Some(bad) = &d.undecodable {
+            report_undecodable(broker, topic, partition, data, bad);
+            next_offset = bad.base_offset.max(from);
+        }
+        Shaped {
             count: d.records.len() as u64,
             records: d.records,
             batches: bytes::Bytes::new(),
-            next_offset: d.stopped_at.unwrap_or(data.next_offset),
+            next_offset,
             bytes: d.bytes,
-        })
+            undecodable: d.undecodable,
+        }
     } else {
-        Ok(Shaped {
+        Shaped {
             records: Vec::new(),
             batches: data.records.clone(),
             next_offset: data.next_offset,
             bytes: data.records.len(),
             count: convert::record_count(data.batches()),
-        })
+            undecodable: None,
+        }
+    }
+}
+
+/// Logs and counts a stored batch a decoded read could not decode. Its bytes passed the
+/// log's checks (length, CRC, offsets) when read, so they are what was appended: a
+/// producer's batch accepted before produce decompressed and walked every compressed
+/// batch, or damage that kept the CRC. Readers of records must skip it (the error they
+/// get says where to continue); raw-batch readers meet it when they decode.
+fn report_undecodable(
+    broker: &Broker,
+    topic: &str,
+    partition: u32,
+    data: &FetchData,
+    bad: &convert::UndecodableBatch,
+) {
+    broker.metrics.undecodable_batch(topic);
+    match &data.stored_at {
+        Some(at) => tracing::warn!(
+            topic,
+            partition,
+            offset = bad.base_offset,
+            next_offset = bad.next_offset,
+            segment = %at.path.display(),
+            position = at.position + bad.position as u64,
+            error = %bad.error,
+            "a stored batch cannot be decoded; readers of records must skip it"
+        ),
+        None => tracing::warn!(
+            topic,
+            partition,
+            offset = bad.base_offset,
+            next_offset = bad.next_offset,
+            error = %bad.error,
+            "a stored batch cannot be decoded; readers of records must skip it"
+        ),
+    }
+}
+
+/// The error a reader gets for `bad`.
+fn undecodable<'a>(
+    topic: &'a str,
+    partition: u32,
+    bad: &'a convert::UndecodableBatch,
+) -> status::Undecodable<'a> {
+    status::Undecodable {
+        topic,
+        partition,
+        offset: bad.base_offset,
+        next_offset: bad.next_offset,
+        error: &bad.error,
     }
 }
 
@@ -131,21 +199,28 @@ async fn fetch_one(
         return (result, 0);
     }
     match partition.read(offset, max_bytes).await {
-        Ok(data) => match shape(&data, offset, decoded, max_bytes) {
-            Ok(shaped) => {
-                broker
-                    .metrics
-                    .consumed(&topic.name, shaped.count, shaped.bytes as u64);
-                result.records = shaped.records;
-                result.batches = shaped.batches;
-                result.next_offset = shaped.next_offset;
-                (result, shaped.bytes)
-            }
-            Err(s) => {
-                result.error = Some(partition_error_code(s.code(), s.message()));
-                (result, data.records.len())
-            }
-        },
+        Ok(data) => {
+            let shaped = shape(
+                broker,
+                &topic.name,
+                index,
+                &data,
+                offset,
+                decoded,
+                max_bytes,
+            );
+            broker
+                .metrics
+                .consumed(&topic.name, shaped.count, shaped.bytes as u64);
+            result.error = shaped
+                .undecodable
+                .as_ref()
+                .map(|bad| undecodable(&topic.name, index, bad).partition_error());
+            result.records = shaped.records;
+            result.batches = shaped.batches;
+            result.next_offset = shaped.next_offset;
+            (result, shaped.bytes)
+        }
         Err(e) => {
             if let ClusterError::OffsetOutOfRange {
                 log_start_offset,
@@ -285,25 +360,39 @@ impl Consumer for ConsumerService {
                 };
                 if !data.records.is_empty() {
                     let _timer = broker.metrics.rpc_timer("Consume");
-                    let shaped = match shape(&data, offset, decoded, max_bytes) {
-                        Ok(shaped) => shaped,
-                        Err(s) => {
-                            let _ = tx.send(Err(s)).await;
-                            return;
-                        }
-                    };
+                    let shaped = shape(
+                        &broker,
+                        &topic.name,
+                        req.partition,
+                        &data,
+                        offset,
+                        decoded,
+                        max_bytes,
+                    );
                     broker
                         .metrics
                         .consumed(&topic.name, shaped.count, shaped.bytes as u64);
                     offset = shaped.next_offset;
-                    let message = ConsumeResponse {
-                        records: shaped.records,
-                        batches: shaped.batches,
-                        next_offset: offset,
-                        high_watermark: partition.high_watermark(),
-                    };
-                    // Waits while the client lags (bounded channel): backpressure.
-                    if tx.send(Ok(message)).await.is_err() {
+                    // A batch that cannot be decoded ends the stream, after the records
+                    // before it; the client opens another past it if it chooses to.
+                    let end = shaped
+                        .undecodable
+                        .as_ref()
+                        .map(|bad| undecodable(&topic.name, req.partition, bad).status());
+                    if end.is_none() || !shaped.records.is_empty() {
+                        let message = ConsumeResponse {
+                            records: shaped.records,
+                            batches: shaped.batches,
+                            next_offset: offset,
+                            high_watermark: partition.high_watermark(),
+                        };
+                        // Waits while the client lags (bounded channel): backpressure.
+                        if tx.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(status) = end {
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                     continue;
@@ -343,7 +432,14 @@ impl Consumer for ConsumerService {
                 timestamp_ms: -1,
                 error: None,
             };
-            match list_one(&topic, query.partition, query.spec.and_then(|s| s.spec)).await {
+            match list_one(
+                &self.broker,
+                &topic,
+                query.partition,
+                query.spec.and_then(|s| s.spec),
+            )
+            .await
+            {
                 Ok((offset, timestamp_ms)) => {
                     result.offset = offset;
                     result.timestamp_ms = timestamp_ms;
@@ -358,6 +454,7 @@ impl Consumer for ConsumerService {
 
 /// One partition's offset lookup: `(offset, timestamp or -1)`.
 async fn list_one(
+    broker: &Broker,
     topic: &Topic,
     index: u32,
     spec: Option<Spec>,
@@ -385,11 +482,14 @@ async fn list_one(
             // The record's own timestamp, from the batch that holds it.
             let data = partition.read(offset, 1).await.map_err(err)?;
             // A budget of 1 byte: the first record only.
-            let records = convert::decode_from(data.batches(), offset, 1)
-                .map_err(|e| {
-                    partition_error_code(Code::DataLoss, format!("partition {index}: {e}"))
-                })?
-                .records;
+            let decoded = convert::decode_from(data.batches(), offset, 1);
+            if let Some(bad) = &decoded.undecodable
+                && decoded.records.is_empty()
+            {
+                report_undecodable(broker, &topic.name, index, &data, bad);
+                return Err(undecodable(&topic.name, index, bad).partition_error());
+            }
+            let records = decoded.records;
             let timestamp = records.first().map_or(-1, |r| r.timestamp_ms);
             Ok((records.first().map_or(offset, |r| r.offset), timestamp))
         }

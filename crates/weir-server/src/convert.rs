@@ -69,22 +69,58 @@ pub struct Decoded {
     pub stopped_at: Option<i64>,
     /// The records' encoded size in a response.
     pub bytes: usize,
+    /// The batch that stopped the decoding because it cannot be decoded; `records` are
+    /// those before it.
+    pub undecodable: Option<UndecodableBatch>,
+}
+
+/// A batch [`decode_from`] could not decode.
+#[derive(Debug)]
+pub struct UndecodableBatch {
+    /// Its first offset and the offset after it, from its header (which the log's CRC
+    /// check on the read covered, base offset aside, which the log checks against its
+    /// neighbours).
+    pub base_offset: i64,
+    pub next_offset: i64,
+    /// Its byte position in the batches decoded (the read's data).
+    pub position: usize,
+    pub error: weir_log::BatchError,
 }
 
 /// Decodes the records at or after `from` in `batches` (concatenated batches as read
 /// from the log), while their encoded size in a response stays within `budget` bytes
 /// (the first record always goes): decoded records can take much more room than the
 /// batches they came from (compression, per-record fields), and a response must fit the
-/// client's receive limit (4 MiB in grpc-python and grpc-go).
-pub fn decode_from(
-    batches: impl Iterator<Item = Bytes>,
-    from: i64,
-    budget: usize,
-) -> Result<Decoded, weir_log::BatchError> {
+/// client's receive limit (4 MiB in grpc-python and grpc-go). A batch that cannot be
+/// decoded ends the decoding: the records before it are returned with it.
+pub fn decode_from(batches: impl Iterator<Item = Bytes>, from: i64, budget: usize) -> Decoded {
     use prost::Message;
     let mut out = Decoded::default();
+    let mut position = 0;
     for batch in batches {
-        for r in weir_log::decode_records(&batch)? {
+        let at = position;
+        position += batch.len();
+        if batch.len() < weir_log::batch::HEADER_BYTES {
+            // The log returns whole batches only; nothing to decode in a fragment.
+            break;
+        }
+        let header = weir_log::BatchHeader::parse(&batch);
+        if header.next_offset() <= from {
+            continue; // wholly before the offset asked for
+        }
+        let decoded = match weir_log::decode_records(&batch) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                out.undecodable = Some(UndecodableBatch {
+                    base_offset: header.base_offset,
+                    next_offset: header.next_offset(),
+                    position: at,
+                    error,
+                });
+                return out;
+            }
+        };
+        for r in decoded {
             if r.offset < from {
                 continue;
             }
@@ -94,13 +130,13 @@ pub fn decode_from(
             let size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
             if out.bytes + size > budget && !out.records.is_empty() {
                 out.stopped_at = Some(record.offset);
-                return Ok(out);
+                return out;
             }
             out.bytes += size;
             out.records.push(record);
         }
     }
-    Ok(out)
+    out
 }
 
 /// Records in concatenated batches (from their headers; no decoding).

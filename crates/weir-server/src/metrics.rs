@@ -27,6 +27,7 @@ struct Traffic {
     bytes_in: u64,
     records_out: u64,
     bytes_out: u64,
+    undecodable_batches: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -106,6 +107,15 @@ impl Metrics {
         t.bytes_out += bytes;
     }
 
+    /// Counts a stored batch of `topic` that a decoded read could not decode.
+    pub fn undecodable_batch(&self, topic: &str) {
+        let mut traffic = self.traffic.lock().expect("metrics lock");
+        traffic
+            .entry(topic.to_string())
+            .or_default()
+            .undecodable_batches += 1;
+    }
+
     /// Counts committed partition offsets.
     pub fn count_commits(&self, partitions: u64) {
         self.offset_commits.fetch_add(partitions, Ordering::Relaxed);
@@ -125,7 +135,7 @@ impl Metrics {
         let mut out = String::new();
         let traffic = self.traffic.lock().expect("metrics lock").clone();
         type Field = fn(&Traffic) -> u64;
-        let families: [(&str, &str, Field); 4] = [
+        let families: [(&str, &str, Field); 5] = [
             (
                 "weir_records_in_total",
                 "Records appended, per topic.",
@@ -145,6 +155,11 @@ impl Metrics {
                 "weir_bytes_out_total",
                 "Batch bytes sent to consumers, per topic.",
                 |t| t.bytes_out,
+            ),
+            (
+                "weir_undecodable_batches_total",
+                "Stored batches a decoded read (Fetch, Consume, ListOffsets) could not decode, per topic; each read that meets one counts it.",
+                |t| t.undecodable_batches,
             ),
         ];
         for (name, help, field) in families {

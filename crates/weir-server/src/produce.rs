@@ -22,8 +22,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
-use weir_cluster::{Durability, PendingAppend, TimestampType, Topic};
-use weir_log::{RecordBatchBuilder, ValidatedBatches};
+use weir_cluster::{ClusterError, Durability, PendingAppend, TimestampType, Topic};
+use weir_log::{Compression, RecordBatchBuilder, ValidatedBatches};
 use weir_proto::v1::{
     self, Acks, PartitionProduceResult, PartitionRecords, ProduceRequest, ProduceResponse,
     ProduceStreamRequest, ProduceStreamResponse, partition_records::Data,
@@ -161,6 +161,8 @@ fn prepare(
     let max = config.log.max_message_bytes;
     let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
     let bad = |what: String| invalid_argument(format!("partition {index}: {what}"));
+    // The codec a request says its packed batches use, if it says.
+    let mut labelled = None;
     let bytes = match pr.data {
         None => return Err(bad("no records".into())),
         Some(Data::Records(list)) => {
@@ -206,11 +208,57 @@ fn prepare(
                     "the topic uses message.timestamp.type=LogAppendTime, which accepts plain records only; send `records` instead of packed `batches`".into(),
                 ));
             }
+            labelled = match v1::Compression::try_from(pr.compression) {
+                Ok(v1::Compression::Unspecified) => None,
+                Ok(_) => convert::compression(pr.compression),
+                Err(_) => return Err(bad(format!("unknown compression {}", pr.compression))),
+            };
             BytesMut::from(&bytes[..])
         }
     };
-    let batches = ValidatedBatches::new(bytes, max).map_err(|e| bad(e.to_string()))?;
+    // Every batch is checked here, compressed ones decompressed and walked (see
+    // `weir_log::check_request`): a batch that cannot be decoded refuses the partition's
+    // whole data, as CORRUPT_BATCH naming the batch.
+    let batches = ValidatedBatches::new(bytes, max).map_err(|source| {
+        status::partition_error(&ClusterError::Append {
+            topic: topic.name.clone(),
+            partition: index,
+            source,
+        })
+    })?;
+    if let Some(codec) = labelled {
+        check_labels(&topic.name, index, &batches, codec)?;
+    }
     Ok((batches, if log_append_time { now_ms } else { -1 }))
+}
+
+/// Checks that every packed batch is compressed with `codec`, the request's
+/// `compression` (see the proto: UNSPECIFIED skips this).
+fn check_labels(
+    topic: &str,
+    partition: u32,
+    batches: &ValidatedBatches,
+    codec: Compression,
+) -> Result<(), v1::PartitionError> {
+    let mut position = 0;
+    for (i, header) in batches.headers().iter().enumerate() {
+        // Validated, so the codec is a known one.
+        let actual = header.compression().unwrap_or(codec);
+        if actual != codec {
+            return Err(status::invalid_request(
+                topic,
+                partition,
+                format!(
+                    "partition {topic}/{partition}: batch {i} (at byte {position} of the \
+                     request) is compressed with {actual}, but the request's compression \
+                     says {codec}; nothing was appended. Send COMPRESSION_UNSPECIFIED to \
+                     take each batch's codec from its attributes"
+                ),
+            ));
+        }
+        position += header.total_bytes();
+    }
+    Ok(())
 }
 
 impl PendingProduce {

@@ -156,6 +156,12 @@ pub const REASON_COORDINATOR_NOT_AVAILABLE: &str = "COORDINATOR_NOT_AVAILABLE";
 /// Metadata key (`NOT_COORDINATOR`): the broker id of the coordinator as this broker
 /// knows it, in decimal; -1 when there is none right now.
 pub const META_COORDINATOR_ID: &str = "coordinator_id";
+/// Metadata key (`CORRUPT_BATCH` on a read): the first offset of the stored batch that
+/// cannot be decoded, in decimal.
+pub const META_OFFSET: &str = "offset";
+/// Metadata key (`CORRUPT_BATCH` on a read): the offset after that batch, where a reader
+/// that skips it continues, in decimal.
+pub const META_NEXT_OFFSET: &str = "next_offset";
 /// Metadata key: the topic name.
 pub const META_TOPIC: &str = "topic";
 /// Metadata key: the partition index, in decimal.
@@ -386,20 +392,20 @@ pub fn group_status(err: GroupError) -> Status {
 
 /// `err` as a per-partition error in a result.
 pub fn partition_error(err: &ClusterError) -> PartitionError {
+    let (reason, metadata) = reason(err)
+        .map(|(r, metadata)| (r.to_owned(), metadata))
+        .unwrap_or_default();
     PartitionError {
         code: code(err) as i32,
         message: err.to_string(),
-        reason: reason(err).map(|(r, _)| r.to_owned()).unwrap_or_default(),
+        reason,
+        metadata,
     }
 }
 
 /// A per-partition error for bad input found at the edge (before the cluster layer).
 pub fn invalid_argument(message: impl Into<String>) -> PartitionError {
-    PartitionError {
-        code: Code::InvalidArgument as i32,
-        message: message.into(),
-        reason: String::new(),
-    }
+    partition_error_code(Code::InvalidArgument, message)
 }
 
 /// A per-partition error with an explicit code.
@@ -408,6 +414,73 @@ pub fn partition_error_code(code: Code, message: impl Into<String>) -> Partition
         code: code as i32,
         message: message.into(),
         reason: String::new(),
+        metadata: HashMap::new(),
+    }
+}
+
+/// A request for a partition the broker cannot act on as sent: `INVALID_ARGUMENT`,
+/// reason `INVALID_REQUEST`.
+pub fn invalid_request(topic: &str, partition: u32, message: String) -> PartitionError {
+    PartitionError {
+        code: Code::InvalidArgument as i32,
+        message,
+        reason: REASON_INVALID_REQUEST.to_owned(),
+        metadata: HashMap::from([
+            (META_TOPIC.to_owned(), topic.to_owned()),
+            (META_PARTITION.to_owned(), partition.to_string()),
+        ]),
+    }
+}
+
+/// A stored batch that a decoded read could not decode: where it is and why.
+#[derive(Debug)]
+pub struct Undecodable<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// The batch's first offset.
+    pub offset: i64,
+    /// The offset after the batch.
+    pub next_offset: i64,
+    pub error: &'a weir_log::BatchError,
+}
+
+impl Undecodable<'_> {
+    fn message(&self) -> String {
+        format!(
+            "partition {}/{}: the stored batch at offsets {}..{} cannot be decoded: {}; \
+             the records before it were returned, and reading on means skipping the \
+             batch's records: continue from offset {}",
+            self.topic, self.partition, self.offset, self.next_offset, self.error, self.next_offset
+        )
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (META_TOPIC.to_owned(), self.topic.to_owned()),
+            (META_PARTITION.to_owned(), self.partition.to_string()),
+            (META_OFFSET.to_owned(), self.offset.to_string()),
+            (META_NEXT_OFFSET.to_owned(), self.next_offset.to_string()),
+        ])
+    }
+
+    /// As a per-partition error: `DATA_LOSS`, reason `CORRUPT_BATCH`, with the batch's
+    /// offsets in the metadata.
+    pub fn partition_error(&self) -> PartitionError {
+        PartitionError {
+            code: Code::DataLoss as i32,
+            message: self.message(),
+            reason: REASON_CORRUPT_BATCH.to_owned(),
+            metadata: self.metadata(),
+        }
+    }
+
+    /// As a whole-call status (a Consume stream's end): the same, in an `ErrorInfo`.
+    pub fn status(&self) -> Status {
+        Status::with_error_details(
+            Code::DataLoss,
+            self.message(),
+            ErrorDetails::with_error_info(REASON_CORRUPT_BATCH, ERROR_DOMAIN, self.metadata()),
+        )
     }
 }
 

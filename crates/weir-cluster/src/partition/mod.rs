@@ -546,6 +546,7 @@ impl Partition {
                 next_offset: offset,
                 log_start_offset: offsets.log_start_offset,
                 log_end_offset: offsets.log_end_offset,
+                stored_at: None,
             });
         }
         let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
