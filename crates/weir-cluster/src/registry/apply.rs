@@ -121,7 +121,10 @@ impl TopicRegistry {
             };
             if !registration.replicas.contains(&me) {
                 if let Some(p) = hosted {
-                    // Reassigned away (`docs/replication.md` § Reassignment).
+                    // Reassigned away (`docs/replication.md` § Reassignment). The
+                    // registration first: a leader ends its leadership, so appends
+                    // waiting on it are answered NOT_LEADER, naming the new leader.
+                    p.apply_registration(registration.clone()).await;
                     self.remove_replica(&topic, &p).await;
                     changed = true;
                 }

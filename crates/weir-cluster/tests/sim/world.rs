@@ -28,6 +28,8 @@ pub(crate) const CONSUMER: Addr = 200;
 pub(crate) const TRACE_LINES: usize = 400;
 /// Steps between full log checks (the cheap invariants are checked at every step).
 pub(crate) const FULL_CHECK_EVERY: u64 = 100;
+/// How often the simulated controller moves leaderships back to preferred replicas.
+pub(crate) const PREFERRED_LEADER_CHECK_MS: u64 = 3_000;
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -134,7 +136,13 @@ impl World {
             .map(|id| (id, Node::new(id, dir, cfg.partitions)))
             .collect();
         let mut ids = 0u64;
-        let controller = Controller::new(ControllerConfig::default(), move || {
+        // Preferred-leader elections every few seconds rather than every 30 s, so that
+        // they happen during faults in a 30 s run too.
+        let config = ControllerConfig {
+            preferred_leader_check_ms: PREFERRED_LEADER_CHECK_MS,
+            ..ControllerConfig::default()
+        };
+        let controller = Controller::new(config, move || {
             ids += 1;
             format!("topic-{ids}")
         });
