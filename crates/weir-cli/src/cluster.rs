@@ -149,19 +149,17 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
 
 /// Every partition of every topic (internal ones too), where it is or is moving to.
 async fn placed_partitions(admin: &Admin) -> anyhow::Result<Vec<Placed>> {
-    let mut placed = Vec::new();
-    for listing in admin.list_topics(true).await.context("listing topics")? {
-        let info = admin
-            .describe_topic(&listing.name)
-            .await
-            .with_context(|| format!("describing topic {}", listing.name))?;
-        placed.extend(info.partitions.iter().map(|p| Placed {
-            topic: info.name.clone(),
-            partition: p.partition,
-            replicas: p.target_replicas(),
-        }));
-    }
-    Ok(placed)
+    let topics = partition::describe_all(admin).await?;
+    Ok(topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| Placed {
+                topic: t.name.clone(),
+                partition: p.partition,
+                replicas: p.target_replicas(),
+            })
+        })
+        .collect())
 }
 
 /// A plan's moves as `--format json` prints them.

@@ -216,20 +216,27 @@ fn still_moving(topic: &TopicInfo, plan: &[Move]) -> usize {
         .count()
 }
 
-/// Every partition of every topic (internal ones too) that a move is still copying.
-async fn moving_partitions(admin: &Admin) -> anyhow::Result<Vec<TopicInfo>> {
+/// Every topic, internal ones too, described.
+pub async fn describe_all(admin: &Admin) -> anyhow::Result<Vec<TopicInfo>> {
     let mut out = Vec::new();
     for listing in admin.list_topics(true).await.context("listing topics")? {
-        let mut info = admin
+        let info = admin
             .describe_topic(&listing.name)
             .await
             .with_context(|| format!("describing topic {}", listing.name))?;
-        info.partitions.retain(|p| p.is_reassigning());
-        if !info.partitions.is_empty() {
-            out.push(info);
-        }
+        out.push(info);
     }
     Ok(out)
+}
+
+/// Every partition of every topic (internal ones too) that a move is still copying.
+async fn moving_partitions(admin: &Admin) -> anyhow::Result<Vec<TopicInfo>> {
+    let mut topics = describe_all(admin).await?;
+    for t in &mut topics {
+        t.partitions.retain(|p| p.is_reassigning());
+    }
+    topics.retain(|t| !t.partitions.is_empty());
+    Ok(topics)
 }
 
 fn print_moving(out: &mut impl Write, format: Format, topics: &[TopicInfo]) -> anyhow::Result<()> {

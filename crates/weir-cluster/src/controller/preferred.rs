@@ -58,6 +58,20 @@ mod tests {
         records
     }
 
+    /// Leader 2 proposes 1 back into the ISR of partition 0.
+    fn back_in_the_isr(h: &mut Harness, topic_id: &str) {
+        let reg = h.partition(topic_id, 0);
+        h.ok(ControllerRequest::AlterPartition {
+            node: 2,
+            broker_epoch: h.epoch(2),
+            topic_id: topic_id.to_string(),
+            partition: 0,
+            leader_epoch: reg.leader_epoch,
+            partition_epoch: reg.partition_epoch,
+            new_isr: [1, 2, 3].iter().map(|b| (*b, h.epoch(*b))).collect(),
+        });
+    }
+
     #[test]
     fn a_restarted_preferred_replica_leads_again_once_back_in_the_isr() {
         let (mut h, topic_id) = Harness::orders_on_three();
@@ -68,16 +82,7 @@ mod tests {
         // Back and unfenced, but not in the ISR until its leader proposes it: stays.
         live_for(&mut h, interval + 1_000);
         assert_eq!(h.partition(&topic_id, 0).leader, 2, "not in the ISR yet");
-        let reg = h.partition(&topic_id, 0);
-        h.ok(ControllerRequest::AlterPartition {
-            node: 2,
-            broker_epoch: h.epoch(2),
-            topic_id: topic_id.clone(),
-            partition: 0,
-            leader_epoch: reg.leader_epoch,
-            partition_epoch: reg.partition_epoch,
-            new_isr: [1, 2, 3].iter().map(|b| (*b, h.epoch(*b))).collect(),
-        });
+        back_in_the_isr(&mut h, &topic_id);
         // Within one interval the leadership goes back to 1, in one change.
         let records = live_for(&mut h, interval);
         assert!(
@@ -103,16 +108,7 @@ mod tests {
         h.controller.activate(&h.image, h.now, &Default::default());
         h.register(1, "again", None);
         live_for(&mut h, 1_000);
-        let reg = h.partition(&topic_id, 0);
-        h.ok(ControllerRequest::AlterPartition {
-            node: 2,
-            broker_epoch: h.epoch(2),
-            topic_id: topic_id.clone(),
-            partition: 0,
-            leader_epoch: reg.leader_epoch,
-            partition_epoch: reg.partition_epoch,
-            new_isr: [1, 2, 3].iter().map(|b| (*b, h.epoch(*b))).collect(),
-        });
+        back_in_the_isr(&mut h, &topic_id);
         assert_eq!(live_for(&mut h, 120_000), vec![]);
         assert_eq!(h.partition(&topic_id, 0).leader, 2);
     }

@@ -259,14 +259,7 @@ impl TopicRegistry {
             tracing::warn!(topic = topic.name, partition = index, error = %e, "closing a replica moved away failed");
         }
         let dir = partition_dir(&self.data_dir, &topic.topic_id, index);
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
-            _ => Ok(()),
-        })
-        .await;
-        if let Ok(Err((dir, e))) = removed {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the directory of a replica moved away");
-        }
+        remove_dir_all(dir, "the directory of a replica moved away").await;
         // The topic's directory too, once it holds no partition (refused while it does).
         let _ = std::fs::remove_dir(topic_dir(&self.data_dir, &topic.topic_id));
         tracing::info!(
@@ -303,15 +296,11 @@ impl TopicRegistry {
                 topics.remove(&topic.name);
             }
         }
-        let dir = topic_dir(&self.data_dir, &topic.topic_id);
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
-            _ => Ok(()),
-        })
+        remove_dir_all(
+            topic_dir(&self.data_dir, &topic.topic_id),
+            "a deleted topic's directory",
+        )
         .await;
-        if let Ok(Err((dir, e))) = removed {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's directory");
-        }
         tracing::info!(
             topic = topic.name,
             topic_id = topic.topic_id,
@@ -344,6 +333,20 @@ impl TopicRegistry {
                 }
             }
         }
+    }
+}
+
+/// Removes `dir` and everything in it, off the runtime; a failure (other than its being
+/// gone already) is logged, naming `what` it was: what the committed image dropped is
+/// gone for the broker either way.
+async fn remove_dir_all(dir: std::path::PathBuf, what: &'static str) {
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err((dir, e)),
+        _ => Ok(()),
+    })
+    .await;
+    if let Ok(Err((dir, e))) = removed {
+        tracing::warn!(dir = %dir.display(), error = %e, "could not remove {what}");
     }
 }
 
