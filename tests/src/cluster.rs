@@ -60,6 +60,8 @@ pub struct ClusterConfig {
     pub log_filter: String,
     /// How long the cluster may take to form (every broker registered and unfenced).
     pub form_timeout: Duration,
+    /// More `weir serve` arguments, after the harness's own (`--config FILE`, say).
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ClusterConfig {
@@ -69,6 +71,7 @@ impl Default for ClusterConfig {
             voters: None,
             log_filter: std::env::var("WEIR_TESTS_LOG").unwrap_or_else(|_| "info".to_owned()),
             form_timeout: Duration::from_secs(30),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -181,6 +184,11 @@ impl Cluster {
     /// What node `id`'s process is doing.
     pub fn state(&self, id: i32) -> NodeState {
         self.node(id).state
+    }
+
+    /// The address node `id` really listens on (not its proxy's).
+    pub fn listen(&self, id: i32) -> SocketAddr {
+        self.node(id).listen
     }
 
     /// The process id of node `id`, if it runs.
@@ -654,6 +662,7 @@ impl Cluster {
         let advertise = self.proxy.address(id);
         let binary = self.binary.clone();
         let filter = self.config.log_filter.clone();
+        let extra_args = self.config.extra_args.clone();
         let node = self.node_mut(id);
         node.starts += 1;
         std::fs::create_dir_all(&node.data_dir)?;
@@ -677,6 +686,7 @@ impl Cluster {
             .args(["--admin-listen", "off"])
             .args(["--advertise", &advertise.to_string()])
             .args(["--controller-voters", &voters])
+            .args(&extra_args)
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

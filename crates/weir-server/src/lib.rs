@@ -41,6 +41,7 @@ mod http;
 pub mod internal;
 mod maintenance;
 mod metrics;
+mod oversize;
 mod page;
 mod produce;
 mod status;
@@ -113,6 +114,8 @@ pub(crate) struct Broker {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// This broker's node id.
     pub(crate) node_id: i32,
+    /// Largest gRPC request accepted (`max_request_bytes`).
+    pub(crate) max_request_bytes: usize,
     /// The address clients reach this broker at (DescribeCluster).
     pub(crate) advertised: AdvertisedAddress,
     /// The address clients of the external listener reach it at, if it has one.
@@ -235,6 +238,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         advertised,
         external_advertised,
         node_id: config.node_id,
+        max_request_bytes: config.max_request_bytes,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -278,6 +282,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
+            .layer(oversize::OversizeLayer {
+                limit_bytes: max_request,
+            })
             .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
             .add_service(health_service.clone())
             .add_service(reflection_v1.clone())

@@ -418,9 +418,14 @@ async fn run_stream(
                     }
                     Ok(None) => reading = false,
                     Err(status) => {
-                        // The client's side broke; answer what is in flight, then end.
-                        tracing::debug!(error = %status, "produce stream read failed");
                         reading = false;
+                        // A request over the limit is answered, in order, as
+                        // RESOURCE_EXHAUSTED; otherwise the client's side broke: answer
+                        // what is in flight, then end.
+                        match crate::oversize::request_too_large(&status, broker.max_request_bytes) {
+                            Some(refused) => in_flight.push_back(Box::pin(std::future::ready(Err(refused)))),
+                            None => tracing::debug!(error = %status, "produce stream read failed"),
+                        }
                     }
                 }
             }

@@ -117,6 +117,9 @@ pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
 pub const REASON_PARTITION_CLOSED: &str = "PARTITION_CLOSED";
 /// Reason: a batch over `max.message.bytes` (code `INVALID_ARGUMENT`).
 pub const REASON_RECORD_TOO_LARGE: &str = "RECORD_TOO_LARGE";
+/// Reason: a request over the broker's `max_request_bytes` (code `RESOURCE_EXHAUSTED`;
+/// metadata `request_bytes` and `max_request_bytes`).
+pub const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
 /// Reason: a malformed or CRC-failing batch, sent or stored (code `INVALID_ARGUMENT`
 /// for a produce, `DATA_LOSS` for a read).
 pub const REASON_CORRUPT_BATCH: &str = "CORRUPT_BATCH";
