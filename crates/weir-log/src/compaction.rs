@@ -1165,7 +1165,7 @@ pub(crate) fn finish_interrupted(
         let swap = aside_path(dir, base, LOG_SUFFIX, SWAP);
         let file = storage.open(&swap, false).map_err(io(&swap))?;
         let size = file.size().map_err(io(&swap))?;
-        let scanned = recovery::scan(file.as_ref(), &swap, 0, size, base, |_, _| {})?;
+        let scanned = recovery::scan(file.as_ref(), &swap, base, 0, size, base, |_, _| {})?;
         drop(file);
         if let Some(problem) = &scanned.problem {
             if segments.contains(&base) {

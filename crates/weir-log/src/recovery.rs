@@ -41,10 +41,12 @@ pub(crate) struct ScanEnd {
 /// the log validated and wrote), calling `on_batch(position, header)` for each
 /// valid one, and stops at the first batch that is torn, fails its CRC, or does not
 /// continue the offsets (`expected_next` is the smallest base offset the next batch may
-/// have).
+/// have), or whose offsets fall outside the 2^32 offsets after `segment_base` that a
+/// segment may hold (index entries store offsets relative to it in 32 bits).
 pub(crate) fn scan(
     file: &dyn StorageFile,
     path: &Path,
+    segment_base: i64,
     from: u64,
     end: u64,
     mut expected_next: i64,
@@ -116,6 +118,23 @@ pub(crate) fn scan(
                 ),
             );
         }
+        // The base offset is outside the CRC, so a flipped bit there passes
+        // `check_stored`; a batch whose offsets a segment cannot hold is corrupt (a
+        // segment rolls long before 2^32 offsets), not a reason to panic.
+        let in_segment = header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .is_some_and(|next| next - segment_base <= i64::from(u32::MAX));
+        if !in_segment {
+            return stop(
+                pos,
+                next_offset,
+                format!(
+                    "batch at byte {pos} has offsets {}..+{} outside the segment based at {segment_base}",
+                    header.base_offset, header.last_offset_delta
+                ),
+            );
+        }
         on_batch(pos, &header);
         expected_next = header.next_offset();
         next_offset = Some(expected_next);
@@ -155,9 +174,15 @@ pub(crate) fn rebuild_closed_segment(
     let mut expected = seg.base_offset;
     while pos < size {
         let mut headers = Vec::new();
-        let end = scan(file.as_ref(), &path, pos, size, expected, |p, h| {
-            headers.push((p, *h))
-        })?;
+        let end = scan(
+            file.as_ref(),
+            &path,
+            seg.base_offset,
+            pos,
+            size,
+            expected,
+            |p, h| headers.push((p, *h)),
+        )?;
         for (p, h) in &headers {
             seg.index_batch(*p, h, config);
         }
@@ -386,6 +411,7 @@ pub(crate) fn recover(
         let end = scan(
             file.as_ref(),
             &seg.log_path,
+            base,
             from,
             seg.size,
             expected,
@@ -599,11 +625,19 @@ pub(crate) fn rebuild_producers(
             .map_or((0, base), |(_, e)| {
                 (u64::from(e.position), base + i64::from(e.relative_offset))
             });
-        let scanned = scan(files.file.as_ref(), &path, pos, size, batch_base, |_, h| {
-            if h.base_offset >= from {
-                states.record(h);
-            }
-        })?;
+        let scanned = scan(
+            files.file.as_ref(),
+            &path,
+            base,
+            pos,
+            size,
+            batch_base,
+            |_, h| {
+                if h.base_offset >= from {
+                    states.record(h);
+                }
+            },
+        )?;
         if let Some(problem) = scanned.problem {
             tracing::warn!(segment = %path.display(), problem, "producer-state rebuild stopped early in a segment");
         }

@@ -617,3 +617,31 @@ fn truncate_fully_restarts_the_log_past_its_end() {
     let mut b = batch("c", 1, 0);
     assert_eq!(log.append(&mut b, 1).unwrap().base_offset, 100);
 }
+
+/// Found by the `segment_recovery` fuzz target: the base offset is outside the CRC, so a
+/// flipped bit there used to pass the scan and panic recovery ("offset within 2^32 of its
+/// segment's base"). Recovery must cut the batch as a corrupt tail and keep what precedes.
+#[test]
+fn recovery_cuts_a_batch_whose_base_offset_is_beyond_its_segment() {
+    for bad_base in [1i64 << 40, i64::MAX] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        log.append(&mut batch("a", 2, 1), 0).unwrap();
+        log.append(&mut batch("b", 2, 2), 0).unwrap();
+        log.close().unwrap();
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let second = weir_log::batch::framed_len(&bytes).unwrap();
+        bytes[second..second + 8].copy_from_slice(&bad_base.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        // As after a crash: no recovery point, so recovery scans the whole segment.
+        std::fs::remove_file(dir.path().join("recovery-point.checkpoint")).unwrap();
+
+        let log = Log::open(dir.path(), small_config()).unwrap();
+        assert_eq!(log.offsets().log_end_offset, 2, "the first batch survives");
+        assert_eq!(read_all(&log, 0).len(), 2);
+        log.append(&mut batch("c", 1, 3), 0).unwrap();
+        assert_eq!(log.offsets().log_end_offset, 3);
+        log.close().unwrap();
+    }
+}

@@ -37,6 +37,18 @@ use crate::registry::TopicRegistry;
 pub use assignor::Assignor;
 pub use coordinator::GroupCoordinator;
 
+/// A `__consumer_offsets` record as stored: key, value (`None`: a tombstone), log offset.
+#[doc(hidden)]
+pub type RawOffsetsRecord<'a> = (&'a [u8], Option<&'a [u8]>, i64);
+
+/// Replays `__consumer_offsets` records (key, value or tombstone, log offset) into an
+/// empty shard as a coordinator's load does; the error says which record is bad. For
+/// the fuzz targets of `weir-fuzz` only: not part of the coordinator's API.
+#[doc(hidden)]
+pub fn replay_records_for_fuzzing(records: &[RawOffsetsRecord<'_>]) -> Result<(), String> {
+    shard::replay_for_fuzzing(records)
+}
+
 /// The internal topic holding committed offsets and group records.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// Partitions of `__consumer_offsets` when the broker creates it (Kafka's

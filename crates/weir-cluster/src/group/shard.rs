@@ -610,6 +610,19 @@ pub(super) fn entry<'a>(st: &'a mut ShardState, group: &str) -> &'a mut GroupEnt
 /// Member records seen by a replay, newest per (group, member); `None`: deleted.
 pub(super) type ReplayedMembers = HashMap<(String, String), Option<MemberValue>>;
 
+/// Replays `records` (key, value or tombstone, log offset) into an empty shard as a
+/// load does, then checks the replayed groups' invariants: the body of the
+/// `offsets_records` fuzz target (crate `weir-fuzz`), whose bytes reach here as the
+/// keys and values a broker reads back from `__consumer_offsets`. Not an API.
+pub(super) fn replay_for_fuzzing(records: &[super::RawOffsetsRecord<'_>]) -> Result<(), String> {
+    let mut st = ShardState::default();
+    let mut members = ReplayedMembers::new();
+    for (key, value, offset) in records {
+        apply_record(&mut st, key, *value, *offset, Some(&mut members))?;
+    }
+    Ok(())
+}
+
 /// Applies one `__consumer_offsets` record at log offset `offset`: on replay, and after
 /// each write is durable. Records only replace what older records set. Member records
 /// are collected into `members` on replay (the coordinator's own writes already changed

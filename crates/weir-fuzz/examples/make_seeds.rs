@@ -1,0 +1,223 @@
+//! Writes the committed seed corpora under `fuzz/seeds/<target>/`: valid inputs of every
+//! target, so fuzzing starts from inputs that reach deep into each parser. Rerun after a
+//! format change: `cargo run -p weir-fuzz --example make_seeds`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use bytes::{BufMut, Bytes, BytesMut};
+use prost::Message;
+use weir_cluster::{ClusterMetadata, NodeIdentity};
+use weir_log::checkpoint::{self, Kind};
+use weir_log::storage::FileStorage;
+use weir_log::{Compression, Header, Log, LogConfig, Record, RecordBatchBuilder};
+use weir_proto::v1;
+
+const CODECS: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let put = |target: &str, name: &str, bytes: &[u8]| -> Result<()> {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), bytes)?;
+        Ok(())
+    };
+
+    // batch: one valid batch per codec, one idempotent, one with headers and no key.
+    for codec in CODECS {
+        put("batch", &format!("{codec}"), &batch(codec, 3, false)?)?;
+    }
+    put(
+        "batch",
+        "idempotent-zstd",
+        &batch(Compression::Zstd, 2, true)?,
+    )?;
+
+    // produce: packed batches of each codec, and plain records.
+    for codec in CODECS {
+        let req = v1::ProduceRequest {
+            topic: "t".into(),
+            partitions: vec![v1::PartitionRecords {
+                partition: 0,
+                data: Some(v1::partition_records::Data::Batches(
+                    batch(codec, 2, false)?.to_vec().into(),
+                )),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        put("produce", &format!("batches-{codec}"), &req.encode_to_vec())?;
+    }
+    let req = v1::ProduceRequest {
+        topic: "t".into(),
+        partitions: vec![v1::PartitionRecords {
+            partition: 0,
+            compression: v1::Compression::Lz4 as i32,
+            producer_id: Some(7),
+            producer_epoch: 1,
+            base_sequence: 0,
+            data: Some(v1::partition_records::Data::Records(v1::RecordList {
+                records: vec![v1::Record {
+                    key: Some(Bytes::from_static(b"k")),
+                    value: Some(Bytes::from_static(b"v")),
+                    headers: vec![v1::RecordHeader {
+                        key: "h".into(),
+                        value: Some(Bytes::from_static(b"x")),
+                    }],
+                    timestamp_ms: Some(1_700_000_000_000),
+                }],
+            })),
+        }],
+        ..Default::default()
+    };
+    put("produce", "records-lz4-idempotent", &req.encode_to_vec())?;
+
+    // offsets_records: an offset commit, a group record, a member tombstone.
+    let mut r = BytesMut::new();
+    let mut record = |key: &[u8], value: Option<&[u8]>| {
+        r.put_u16(key.len() as u16);
+        r.put_slice(key);
+        r.put_u8(value.is_some() as u8);
+        if let Some(v) = value {
+            r.put_u16(v.len() as u16);
+            r.put_slice(v);
+        }
+    };
+    let mut key = BytesMut::new();
+    key.put_u16(1); // offset key
+    put_str(&mut key, "g");
+    put_str(&mut key, "t");
+    key.put_u32(0);
+    let mut value = BytesMut::new();
+    value.put_u16(2); // version
+    value.put_i64(42);
+    value.put_i64(1_700_000_000_000);
+    put_str(&mut value, "meta");
+    put_str(&mut value, "");
+    record(&key, Some(&value));
+    let mut key = BytesMut::new();
+    key.put_u16(2); // group key
+    put_str(&mut key, "g");
+    let mut value = BytesMut::new();
+    value.put_u16(1); // version
+    value.put_i32(3);
+    put_str(&mut value, "uniform");
+    record(&key, Some(&value));
+    let mut key = BytesMut::new();
+    key.put_u16(3); // member key
+    put_str(&mut key, "g");
+    put_str(&mut key, "m");
+    record(&key, None);
+    put("offsets_records", "commit-group-member", &r)?;
+
+    // log_files: every checkpoint kind, as the log writes it (first byte: the kind).
+    let dir = tempfile::tempdir()?;
+    let mut epochs = Vec::new();
+    epochs.extend_from_slice(&1u32.to_be_bytes());
+    epochs.extend_from_slice(&0i32.to_be_bytes());
+    epochs.extend_from_slice(&0i64.to_be_bytes());
+    let kinds: [(u8, Kind, Vec<u8>); 4] = [
+        (0, Kind::RecoveryPoint, 5i64.to_be_bytes().to_vec()),
+        (1, Kind::LogStartOffset, 0i64.to_be_bytes().to_vec()),
+        (2, Kind::LeaderEpochs, epochs),
+        (3, Kind::HighWatermark, 3i64.to_be_bytes().to_vec()),
+    ];
+    for (which, kind, payload) in kinds {
+        checkpoint::write(&FileStorage, dir.path(), kind, &payload)?;
+        let mut file = vec![which];
+        file.extend(std::fs::read(dir.path().join(kind.file_name()))?);
+        put("log_files", kind.file_name(), &file)?;
+    }
+    // The producer-state snapshot, as a log with an idempotent producer writes it.
+    let log_dir = tempfile::tempdir()?;
+    let log = Log::open(log_dir.path(), LogConfig::default())?;
+    log.append(&mut batch(Compression::None, 2, true)?, 0)?;
+    log.close()?;
+    if let Ok(file) = std::fs::read(log_dir.path().join(Kind::ProducerState.file_name())) {
+        let mut seed = vec![4];
+        seed.extend(file);
+        put("log_files", Kind::ProducerState.file_name(), &seed)?;
+    }
+
+    // cluster_files: metadata (first byte 0) and a node identity (first byte 1).
+    let dir = tempfile::tempdir()?;
+    let metadata = ClusterMetadata {
+        cluster_id: "seed-cluster".into(),
+        topics: Default::default(),
+    };
+    metadata.store(dir.path())?;
+    put(
+        "cluster_files",
+        "metadata",
+        &prefixed(0, &dir.path().join(weir_cluster::metadata::METADATA_FILE))?,
+    )?;
+    NodeIdentity::load_or_create(dir.path(), 1)?;
+    put(
+        "cluster_files",
+        "identity",
+        &prefixed(1, &dir.path().join(weir_cluster::IDENTITY_FILE))?,
+    )?;
+
+    // segment_recovery: a small segment of several codecs, with and without its index.
+    let dir = tempfile::tempdir()?;
+    let log = Log::open(
+        dir.path(),
+        LogConfig {
+            index_interval_bytes: 64,
+            ..LogConfig::default()
+        },
+    )?;
+    for codec in CODECS {
+        log.append(&mut batch(codec, 2, false)?, 0)?;
+    }
+    log.close()?;
+    let base = format!("{:020}", 0);
+    let segment = std::fs::read(dir.path().join(format!("{base}.log")))?;
+    let index = std::fs::read(dir.path().join(format!("{base}.index")))?;
+    let mut seed = 0u16.to_be_bytes().to_vec();
+    seed.extend_from_slice(&segment);
+    put("segment_recovery", "segment", &seed)?;
+    let index = &index[..index.len().min(256)];
+    let mut seed = (index.len() as u16).to_be_bytes().to_vec();
+    seed.extend_from_slice(index);
+    seed.extend_from_slice(&segment);
+    put("segment_recovery", "segment-and-index", &seed)?;
+    Ok(())
+}
+
+fn batch(codec: Compression, records: usize, idempotent: bool) -> Result<BytesMut> {
+    let mut b = RecordBatchBuilder::new(codec);
+    if idempotent {
+        b = b.producer_id(9).producer_epoch(0).base_sequence(0);
+    }
+    for i in 0..records {
+        b.try_push(&Record {
+            key: (i % 2 == 0).then(|| Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(format!("value {i} value {i} value {i}"))),
+            headers: vec![Header {
+                key: "h".into(),
+                value: Some(Bytes::from_static(b"1")),
+            }],
+            timestamp: 1_700_000_000_000 + i as i64,
+        })?;
+    }
+    Ok(b.build()?)
+}
+
+fn put_str(buf: &mut BytesMut, s: &str) {
+    buf.put_u16(s.len() as u16);
+    buf.put_slice(s.as_bytes());
+}
+
+fn prefixed(first: u8, path: &Path) -> Result<Vec<u8>> {
+    let mut v = vec![first];
+    v.extend(std::fs::read(path)?);
+    Ok(v)
+}

@@ -1,0 +1,368 @@
+//! One function per fuzz target, and [`TARGETS`], the table the replay test and
+//! `fuzz/run.sh` go through.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use weir_batch::{
+    BatchHeader, Compression, RecordBatchBuilder, check_stored, decode_records, decompressed_limit,
+    framed_len, validate, validate_all, validate_untrusted,
+};
+use weir_cluster::{ClusterMetadata, IDENTITY_FILE, NodeIdentity};
+use weir_log::checkpoint::{self, Kind};
+use weir_log::producers::ProducerStates;
+use weir_log::storage::FileStorage;
+use weir_log::{FlushPolicy, Log, LogConfig, Record, ValidatedBatches, check_request};
+use weir_proto::v1::{self, ProduceRequest, partition_records::Data};
+
+/// A fuzz target: its name (the `fuzz/fuzz_targets/<name>.rs` file and the
+/// `fuzz/corpus/<name>/` directory) and its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    pub name: &'static str,
+    pub run: fn(&[u8]),
+}
+
+/// Every target, in the order `fuzz/run.sh` runs them.
+pub const TARGETS: &[Target] = &[
+    Target {
+        name: "batch",
+        run: batch,
+    },
+    Target {
+        name: "produce",
+        run: produce,
+    },
+    Target {
+        name: "offsets_records",
+        run: offsets_records,
+    },
+    Target {
+        name: "log_files",
+        run: log_files,
+    },
+    Target {
+        name: "cluster_files",
+        run: cluster_files,
+    },
+    Target {
+        name: "segment_recovery",
+        run: segment_recovery,
+    },
+];
+
+/// `max.message.bytes` the targets use: the broker's default.
+const MAX_MESSAGE_BYTES: usize = 1024 * 1024 + 12 * 1024;
+
+/// Offsets-record inputs hold at most this many records (the replay reads in chunks; a
+/// longer input only repeats work).
+const MAX_FUZZ_RECORDS: usize = 256;
+
+/// RecordBatch v2 bytes from a producer or a broker, through every check the broker and
+/// the client make: framing, `validate`, `check_stored`, `validate_untrusted` (every
+/// codec, decompression capped), `check_request`, and `decode_records`. Property: a
+/// batch `validate_untrusted` accepts decodes (issue 11 §1: an accepted batch never
+/// makes a partition unreadable).
+pub fn batch(data: &[u8]) {
+    let _ = framed_len(data);
+    let _ = validate(data);
+    let _ = check_stored(data);
+    let _ = validate_all(data);
+    let _ = check_request(data, MAX_MESSAGE_BYTES);
+    let untrusted = validate_untrusted(data, decompressed_limit(MAX_MESSAGE_BYTES));
+    let decoded = decode_records(&Bytes::copy_from_slice(data));
+    if let Ok(header) = untrusted {
+        match decoded {
+            Ok(records) => assert_eq!(
+                records.len(),
+                header.record_count as usize,
+                "an accepted batch decodes to as many records as its header counts"
+            ),
+            Err(e) => panic!("validate_untrusted accepted a batch decode_records refuses: {e}"),
+        }
+    }
+}
+
+/// A `ProduceRequest` as the broker receives it (protobuf bytes), checked and packed as
+/// `weir-server`'s `produce::prepare` does (which is private to the broker and needs a
+/// running `Broker`; this mirrors it over the public APIs), then appended to a
+/// single-partition log in a temporary directory and read back.
+pub fn produce(data: &[u8]) {
+    let Ok(req) = ProduceRequest::decode(data) else {
+        return;
+    };
+    let dir = tempdir();
+    let log = Log::open(dir.path(), log_config()).expect("an empty log opens");
+    for pr in req.partitions {
+        let Ok(mut batches) = pack(pr) else {
+            continue;
+        };
+        let before = log.offsets().log_end_offset;
+        match log.append_validated(&mut batches, 0) {
+            Ok(_) => {
+                // What was accepted must be readable and decodable.
+                let mut offset = before;
+                let end = log.offsets().log_end_offset;
+                while offset < end {
+                    let fetch = log
+                        .read(offset, MAX_MESSAGE_BYTES * 2, None)
+                        .expect("appended records can be read");
+                    assert!(fetch.next_offset > offset, "a read makes progress");
+                    let records = decode_records(&fetch.records).expect("appended records decode");
+                    assert!(!records.is_empty());
+                    offset = fetch.next_offset;
+                }
+            }
+            Err(e) => {
+                let _ = e.to_string();
+                assert_eq!(
+                    log.offsets().log_end_offset,
+                    before,
+                    "a refused append appends nothing"
+                );
+            }
+        }
+    }
+    log.close().expect("the log closes");
+}
+
+/// One partition of a produce request checked and packed as the broker does.
+fn pack(pr: v1::PartitionRecords) -> Result<ValidatedBatches, String> {
+    let bytes = match pr.data {
+        None => return Err("no records".into()),
+        Some(Data::Records(list)) => {
+            if list.records.is_empty() {
+                return Err("no records".into());
+            }
+            let codec = compression(pr.compression).ok_or("unknown compression")?;
+            let mut builder = RecordBatchBuilder::new(codec);
+            if let Some(producer_id) = pr.producer_id {
+                let epoch = i16::try_from(pr.producer_epoch).map_err(|e| e.to_string())?;
+                if producer_id < 0 || epoch < 0 || pr.base_sequence < 0 {
+                    return Err("negative producer fields".into());
+                }
+                builder = builder
+                    .producer_id(producer_id)
+                    .producer_epoch(epoch)
+                    .base_sequence(pr.base_sequence);
+            }
+            for r in list.records {
+                let record = Record {
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| weir_log::Header {
+                            key: h.key,
+                            value: h.value,
+                        })
+                        .collect(),
+                    timestamp: r.timestamp_ms.unwrap_or(0),
+                };
+                builder.try_push(&record).map_err(|e| e.to_string())?;
+            }
+            builder.build().map_err(|e| e.to_string())?
+        }
+        Some(Data::Batches(bytes)) => BytesMut::from(&bytes[..]),
+    };
+    ValidatedBatches::new(bytes, MAX_MESSAGE_BYTES).map_err(|e| e.to_string())
+}
+
+fn compression(value: i32) -> Option<Compression> {
+    Some(match v1::Compression::try_from(value).ok()? {
+        v1::Compression::Unspecified | v1::Compression::None => Compression::None,
+        v1::Compression::Gzip => Compression::Gzip,
+        v1::Compression::Snappy => Compression::Snappy,
+        v1::Compression::Lz4 => Compression::Lz4,
+        v1::Compression::Zstd => Compression::Zstd,
+    })
+}
+
+/// The group protocol's stored side: keys and values of `__consumer_offsets` records
+/// (group, member and offset records), replayed into a shard as a coordinator's load
+/// does, plus the group id check every group request starts with. Input: records of
+/// `u16 key length, key, u8 has value, u16 value length, value`, all big-endian.
+pub fn offsets_records(data: &[u8]) {
+    let mut records = Vec::new();
+    let mut r = data;
+    while records.len() < MAX_FUZZ_RECORDS {
+        let Some(key) = take_prefixed(&mut r) else {
+            break;
+        };
+        let Some((&has_value, rest)) = r.split_first() else {
+            break;
+        };
+        r = rest;
+        let value = if has_value & 1 == 1 {
+            match take_prefixed(&mut r) {
+                Some(v) => Some(v),
+                None => break,
+            }
+        } else {
+            None
+        };
+        let _ = weir_cluster::group::validate_group_id(&String::from_utf8_lossy(key));
+        records.push((key, value, records.len() as i64));
+    }
+    let _ = weir_cluster::group::replay_records_for_fuzzing(&records);
+}
+
+fn take_prefixed<'a>(r: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = u16::from_be_bytes(r.get(..2)?.try_into().ok()?) as usize;
+    let bytes = r.get(2..2 + len)?;
+    *r = &r[2 + len..];
+    Some(bytes)
+}
+
+/// The log's checkpoint files (recovery point, log start offset, leader epochs, high
+/// watermark, producer state): the first byte picks the kind, the rest is the file. It
+/// is read by `checkpoint::read` (and decoded) and then by `Log::open` of a log whose
+/// directory holds it, which must open or refuse with an error.
+pub fn log_files(data: &[u8]) {
+    let Some((&which, contents)) = data.split_first() else {
+        return;
+    };
+    const KINDS: [Kind; 5] = [
+        Kind::RecoveryPoint,
+        Kind::LogStartOffset,
+        Kind::LeaderEpochs,
+        Kind::HighWatermark,
+        Kind::ProducerState,
+    ];
+    let kind = KINDS[which as usize % KINDS.len()];
+    let dir = tempdir();
+    std::fs::write(dir.path().join(kind.file_name()), contents).expect("write checkpoint");
+    match checkpoint::read(&FileStorage, dir.path(), kind) {
+        Ok(Some(payload)) => {
+            if kind == Kind::ProducerState {
+                let _ = ProducerStates::decode(&payload);
+            }
+        }
+        Ok(None) => panic!("a checkpoint that exists was not found"),
+        Err(e) => {
+            let _ = e.to_string();
+        }
+    }
+    let _ = checkpoint::read_i64(&FileStorage, dir.path(), kind);
+    open_and_close(dir.path());
+}
+
+/// The broker's own files in its data directory: the first byte's low bit picks the
+/// cluster metadata file or the node identity file, the rest is the file.
+pub fn cluster_files(data: &[u8]) {
+    let Some((&which, contents)) = data.split_first() else {
+        return;
+    };
+    let dir = tempdir();
+    if which & 1 == 0 {
+        std::fs::write(
+            dir.path().join(weir_cluster::metadata::METADATA_FILE),
+            contents,
+        )
+        .expect("write metadata");
+        if let Err(e) = ClusterMetadata::load(dir.path()) {
+            let _ = e.to_string();
+        }
+    } else {
+        std::fs::write(dir.path().join(IDENTITY_FILE), contents).expect("write identity");
+        if let Err(e) = NodeIdentity::load(dir.path()) {
+            let _ = e.to_string();
+        }
+    }
+}
+
+/// Recovery over arbitrary segment contents: the input is `u16 index length, index
+/// bytes, segment bytes`; they are written as the first segment's `.index` (if not
+/// empty) and `.log`, and the log opened (recovery scans the segment, cuts what does not
+/// check, rebuilds the index). It must open or fail with an error; once open, every
+/// batch it kept reads back, a new append lands after them, and a reopen sees the same
+/// log end.
+pub fn segment_recovery(data: &[u8]) {
+    let mut r = data;
+    let Some(index) = take_prefixed(&mut r) else {
+        return;
+    };
+    let segment = r;
+    let dir = tempdir();
+    let base = format!("{:020}", 0);
+    std::fs::write(dir.path().join(format!("{base}.log")), segment).expect("write segment");
+    if !index.is_empty() {
+        std::fs::write(dir.path().join(format!("{base}.index")), index).expect("write index");
+    }
+    open_and_close(dir.path());
+}
+
+/// Opens the log in `dir`; if it opens, reads every batch it holds, appends one, closes,
+/// reopens and checks the log end survived.
+fn open_and_close(dir: &Path) {
+    let log = match Log::open(dir, log_config()) {
+        Ok(log) => log,
+        Err(e) => {
+            let _ = e.to_string();
+            return;
+        }
+    };
+    let offsets = log.offsets();
+    let mut offset = offsets.log_start_offset;
+    while offset < offsets.log_end_offset {
+        match log.read(offset, MAX_MESSAGE_BYTES * 2, None) {
+            Ok(fetch) if fetch.next_offset > offset => {
+                let _: Vec<BatchHeader> = validate_all(&fetch.records).unwrap_or_default();
+                offset = fetch.next_offset;
+            }
+            // An empty read (a gap) or an error: recovery kept something it cannot
+            // serve, but must not have panicked; stop here.
+            Ok(_) => break,
+            Err(e) => {
+                let _ = e.to_string();
+                break;
+            }
+        }
+    }
+    let mut batch = RecordBatchBuilder::new(Compression::None);
+    batch
+        .try_push(&Record {
+            value: Some(Bytes::from_static(b"after recovery")),
+            ..Record::default()
+        })
+        .expect("one record fits");
+    let mut batch = batch.build().expect("one record builds");
+    let appended = log.append(&mut batch, 0);
+    let end = log.offsets().log_end_offset;
+    if log.close().is_err() {
+        return;
+    }
+    if appended.is_ok() {
+        let log = Log::open(dir, log_config()).expect("a log this process closed reopens");
+        assert_eq!(
+            log.offsets().log_end_offset,
+            end,
+            "the log end survives a reopen"
+        );
+        let _ = log.close();
+    }
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy::None,
+        index_max_bytes: 64 * 1024,
+        recovery_checkpoint_interval: Duration::from_secs(3600),
+        ..LogConfig::default()
+    }
+}
+
+/// A temporary directory, in `/dev/shm` when there is one (fuzzing writes a directory
+/// per input; memory is much faster than disk for that).
+fn tempdir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = tempfile::Builder::new().prefix("weir-fuzz").tempdir_in(shm)
+    {
+        return dir;
+    }
+    tempfile::tempdir().expect("a temporary directory")
+}
