@@ -9,7 +9,7 @@
 //! internal address as the endpoint followers fetch from, with no flag to advertise
 //! another, so replication would bypass a proxy in front of it and only the quorum's
 //! traffic could be cut.) The harness's own admin calls go straight to a node's real
-//! port, so a cut node can still be asked what it thinks.
+//! port ([`Cluster::probe`]), so a cut node can still be asked what it thinks.
 //!
 //! Every process is killed when the [`Cluster`] is dropped, on panic too; unless the
 //! test called [`Cluster::finish`], the tail of every node's log is printed and the data
@@ -17,30 +17,25 @@
 //! long as the cluster with `PR_SET_PDEATHSIG`, so a test runner killed outright takes
 //! its brokers with it.
 
-use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, mpsc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use tonic::transport::Channel;
 use weir_proto::v1 as pb;
-use weir_proto::v1::admin_client::AdminClient;
-use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::binary::weir_binary;
 use crate::checker::Record;
+use crate::probe::Probe;
 use crate::proxy::Proxy;
 use crate::wait::wait_for;
 
-/// Longest an admin call to one node may take (a paused node never answers).
-const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a node may take to bind its port after its process starts.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
 /// Lines of each node's log printed when a test fails.
@@ -280,21 +275,22 @@ impl Cluster {
         self.wait_listening(id).await
     }
 
+    /// What the harness asks the nodes, straight at their ports: every node that is
+    /// running answers (a paused one is skipped; one cut off by the proxy still answers).
+    pub fn probe(&self) -> Probe {
+        let answering = self
+            .nodes
+            .iter()
+            .filter(|n| n.state == NodeState::Running)
+            .map(|n| (n.id, n.listen))
+            .collect();
+        Probe::new(self.nodes.len(), answering)
+    }
+
     /// The active controller, as most running nodes that answer say (a node cut off
     /// from the others may still believe it is).
     pub async fn controller(&self) -> Option<i32> {
-        let mut votes: BTreeMap<i32, usize> = BTreeMap::new();
-        for id in self.running() {
-            if let Ok(c) = self.describe_cluster_on(id).await
-                && c.controller_id > 0
-            {
-                *votes.entry(c.controller_id).or_default() += 1;
-            }
-        }
-        votes
-            .into_iter()
-            .max_by_key(|&(id, n)| (n, std::cmp::Reverse(id)))
-            .map(|(id, _)| id)
+        self.probe().controller().await
     }
 
     /// DescribeCluster on node `id` (straight to its port, not through the proxy).
@@ -302,66 +298,26 @@ impl Cluster {
         &self,
         id: i32,
     ) -> anyhow::Result<pb::DescribeClusterResponse> {
-        let mut admin = AdminClient::new(self.channel(id).await?);
-        let response = tokio::time::timeout(
-            RPC_TIMEOUT,
-            admin.describe_cluster(pb::DescribeClusterRequest {}),
-        )
-        .await
-        .with_context(|| format!("node {id} did not answer DescribeCluster"))??;
-        Ok(response.into_inner())
+        self.probe().describe_cluster_on(id).await
     }
 
     /// DescribeTopic on node `id`: its own view of the metadata.
     pub async fn describe_on(&self, id: i32, topic: &str) -> anyhow::Result<pb::TopicDescription> {
-        let mut admin = AdminClient::new(self.channel(id).await?);
-        let request = pb::DescribeTopicRequest {
-            name: topic.to_owned(),
-        };
-        let response = tokio::time::timeout(RPC_TIMEOUT, admin.describe_topic(request))
-            .await
-            .with_context(|| format!("node {id} did not answer DescribeTopic"))??;
-        response
-            .into_inner()
-            .topic
-            .with_context(|| format!("node {id} described no topic {topic}"))
+        self.probe().describe_on(id, topic).await
     }
 
     /// DescribeTopic on the active controller (whose metadata is the newest), else on
     /// any running node that answers.
     pub async fn describe(&self, topic: &str) -> anyhow::Result<pb::TopicDescription> {
-        let controller = self.controller().await;
-        let mut order: Vec<i32> = controller.into_iter().collect();
-        order.extend(
-            self.running()
-                .into_iter()
-                .filter(|&id| Some(id) != controller),
-        );
-        let mut last = None;
-        for id in order {
-            if self.state(id) != NodeState::Running {
-                continue;
-            }
-            match self.describe_on(id, topic).await {
-                Ok(t) => return Ok(t),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| anyhow::anyhow!("no node is running")))
+        self.probe().describe(topic).await
     }
 
     /// The leader of `topic`/`partition` (-1: none), per [`Cluster::describe`].
     pub async fn leader(&self, topic: &str, partition: u32) -> anyhow::Result<i32> {
-        let t = self.describe(topic).await?;
-        t.partitions
-            .iter()
-            .find(|p| p.partition == partition)
-            .map(|p| p.leader)
-            .with_context(|| format!("{topic} has no partition {partition}"))
+        self.probe().leader(topic, partition).await
     }
 
-    /// Creates a topic (on the active controller's node, retrying while the quorum is
-    /// busy) and waits until every partition has a leader and a full ISR on every node.
+    /// Creates a topic (see [`Probe::create_topic`]).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -369,231 +325,31 @@ impl Cluster {
         replication_factor: u32,
         min_insync_replicas: u32,
     ) -> anyhow::Result<()> {
-        let request = pb::CreateTopicRequest {
-            name: name.to_owned(),
-            partitions,
-            replication_factor,
-            configs: [(
-                "min.insync.replicas".to_owned(),
-                min_insync_replicas.to_string(),
-            )]
-            .into(),
-        };
-        wait_for(
-            Duration::from_secs(20),
-            &format!("topic {name} created"),
-            || async {
-                let id = self.controller().await?;
-                let mut admin = AdminClient::new(self.channel(id).await.ok()?);
-                match tokio::time::timeout(RPC_TIMEOUT, admin.create_topic(request.clone())).await {
-                    Ok(Ok(_)) => Some(()),
-                    Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => Some(()),
-                    _ => None,
-                }
-            },
-        )
-        .await?;
-        self.wait_healthy(name, Duration::from_secs(20)).await
-    }
-
-    /// Waits until every running node is registered and unfenced in every running node's
-    /// view, and every node is running.
-    pub async fn wait_brokers_unfenced(&self, limit: Duration) -> anyhow::Result<()> {
-        let n = self.nodes.len();
-        wait_for(
-            limit,
-            &format!("{n} registered, unfenced brokers"),
-            || async {
-                if self.running().len() != n {
-                    return None;
-                }
-                for id in self.running() {
-                    let c = self.describe_cluster_on(id).await.ok()?;
-                    if c.brokers.len() != n || c.brokers.iter().any(|b| b.fenced) {
-                        return None;
-                    }
-                }
-                Some(())
-            },
-        )
-        .await
-    }
-
-    /// Waits until the cluster is whole for `topic`: every node running and unfenced,
-    /// and every running node agreeing that every partition has a leader, the same
-    /// leader epoch, and every replica in its ISR.
-    pub async fn wait_healthy(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
-        let last_views = Mutex::new(String::new());
-        let what = format!("{topic} to have every partition led with a full ISR on every node");
-        let result = wait_for(limit, &what, || {
-            let views = &last_views;
-            async move {
-                if self.running().len() != self.nodes.len() {
-                    *lock(views) = "not every node is running".to_owned();
-                    return None;
-                }
-                let mut seen: Option<Vec<(i32, i32)>> = None;
-                let mut text = String::new();
-                let mut healthy = true;
-                for id in self.running() {
-                    let t = match self.describe_on(id, topic).await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            text.push_str(&format!("node {id}: {e:#}\n"));
-                            healthy = false;
-                            continue;
-                        }
-                    };
-                    text.push_str(&format!("node {id}: {}\n", partitions_line(&t)));
-                    let leaders: Vec<(i32, i32)> = t
-                        .partitions
-                        .iter()
-                        .map(|p| (p.leader, p.leader_epoch))
-                        .collect();
-                    let whole = t
-                        .partitions
-                        .iter()
-                        .all(|p| p.leader > 0 && p.isr.len() == p.replicas.len());
-                    healthy &= whole && seen.as_ref().is_none_or(|s| *s == leaders);
-                    seen = Some(leaders);
-                }
-                *lock(views) = text;
-                healthy.then_some(())
-            }
-        })
-        .await;
-        result.map_err(|e| e.context(format!("last views:\n{}", lock(&last_views))))
-    }
-
-    /// Waits until the replicas of every partition of `topic` have converged: every
-    /// running node reports the same log end offset, and each partition's leader its
-    /// high watermark there.
-    pub async fn wait_quiet(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
-        let last_views = Mutex::new(String::new());
-        let result = wait_for(
-            limit,
-            &format!("the replicas of {topic} to converge"),
-            || {
-                let views = &last_views;
-                async move {
-                    // Per partition, the log end of the first replica seen; a node that
-                    // does not host a partition (replication factor below the node
-                    // count) has no log end for it.
-                    let mut ends: BTreeMap<u32, i64> = BTreeMap::new();
-                    let mut text = String::new();
-                    let mut quiet = true;
-                    for id in self.running() {
-                        let t = match self.describe_on(id, topic).await {
-                            Ok(t) => t,
-                            Err(e) => {
-                                text.push_str(&format!("node {id}: {e:#}\n"));
-                                quiet = false;
-                                continue;
-                            }
-                        };
-                        text.push_str(&format!("node {id}: {}\n", partitions_line(&t)));
-                        // Only a leader publishes a high watermark (a follower reports 0).
-                        quiet &= t
-                            .partitions
-                            .iter()
-                            .filter(|p| p.leader == id)
-                            .all(|p| p.high_watermark == p.log_end_offset);
-                        for p in t.partitions.iter().filter(|p| p.replicas.contains(&id)) {
-                            quiet &= *ends.entry(p.partition).or_insert(p.log_end_offset)
-                                == p.log_end_offset;
-                        }
-                    }
-                    *lock(views) = text;
-                    (quiet && !ends.is_empty()).then_some(())
-                }
-            },
-        )
-        .await;
-        result.map_err(|e| e.context(format!("last views:\n{}", lock(&last_views))))
-    }
-
-    /// Every record of every partition of `topic`, read from offset 0 up to the high
-    /// watermark on the partition's current leader (straight to its port).
-    pub async fn read_all(&self, topic: &str) -> anyhow::Result<Vec<Record>> {
-        let partitions = self.describe(topic).await?.partitions.len() as u32;
-        let mut out = Vec::new();
-        for partition in 0..partitions {
-            let last_error = Mutex::new(String::new());
-            let records = wait_for(
-                Duration::from_secs(30),
-                &format!("a full read of {topic}/{partition} from its leader"),
-                || {
-                    let last_error = &last_error;
-                    async move {
-                        match self.read_partition(topic, partition).await {
-                            Ok(records) => Some(records),
-                            Err(e) => {
-                                *lock(last_error) = format!("{e:#}");
-                                None
-                            }
-                        }
-                    }
-                },
-            )
+        self.probe()
+            .create_topic(name, partitions, replication_factor, min_insync_replicas)
             .await
-            .map_err(|e| e.context(format!("last error: {}", lock(&last_error))))?;
-            out.extend(records);
-        }
-        Ok(out)
     }
 
-    async fn read_partition(&self, topic: &str, partition: u32) -> anyhow::Result<Vec<Record>> {
-        let leader = self.leader(topic, partition).await?;
-        if leader <= 0 {
-            bail!("{topic}/{partition} has no leader");
-        }
-        let mut consumer = ConsumerClient::new(self.channel(leader).await?)
-            .max_decoding_message_size(64 * 1024 * 1024);
-        let mut records = Vec::new();
-        let mut offset = 0;
-        loop {
-            let request = pb::FetchRequest {
-                topic: topic.to_owned(),
-                partitions: vec![pb::PartitionFetch {
-                    partition,
-                    offset,
-                    max_bytes: 0,
-                }],
-                max_wait_ms: 0,
-                min_bytes: 0,
-                max_bytes: 0,
-                format: pb::RecordFormat::Records as i32,
-            };
-            let mut response = tokio::time::timeout(RPC_TIMEOUT, consumer.fetch(request))
-                .await
-                .with_context(|| format!("node {leader} did not answer Fetch"))??
-                .into_inner();
-            let result = response
-                .results
-                .pop()
-                .with_context(|| format!("node {leader} answered Fetch with no result"))?;
-            if let Some(error) = result.error {
-                bail!("node {leader} refused to read {topic}/{partition}@{offset}: {error:?}");
-            }
-            if result.records.is_empty() {
-                if offset < result.high_watermark {
-                    bail!(
-                        "node {leader} returned nothing at {topic}/{partition}@{offset}, below its high watermark {}",
-                        result.high_watermark
-                    );
-                }
-                return Ok(records);
-            }
-            for r in result.records {
-                let value = r
-                    .value
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                records.push(Record::new(partition, r.offset, value));
-            }
-            offset = result.next_offset;
-        }
+    /// Waits until every node is running, registered and unfenced in every running
+    /// node's view.
+    pub async fn wait_brokers_unfenced(&self, limit: Duration) -> anyhow::Result<()> {
+        self.probe().wait_brokers_unfenced(limit).await
+    }
+
+    /// Waits until the cluster is whole for `topic` (see [`Probe::wait_healthy`]).
+    pub async fn wait_healthy(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        self.probe().wait_healthy(topic, limit).await
+    }
+
+    /// Waits until the replicas of every partition of `topic` have converged (see
+    /// [`Probe::wait_quiet`]).
+    pub async fn wait_quiet(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        self.probe().wait_quiet(topic, limit).await
+    }
+
+    /// Every record of every partition of `topic`, read from each partition's leader.
+    pub async fn read_all(&self, topic: &str) -> anyhow::Result<Vec<Record>> {
+        self.probe().read_all(topic).await
     }
 
     /// The test passed: kill every node and delete the cluster's files (no logs printed;
@@ -615,14 +371,6 @@ impl Cluster {
         tail(&self.node(id).log, lines)
     }
 
-    fn running(&self) -> Vec<i32> {
-        self.nodes
-            .iter()
-            .filter(|n| n.state == NodeState::Running)
-            .map(|n| n.id)
-            .collect()
-    }
-
     fn node(&self, id: i32) -> &Node {
         self.nodes
             .iter()
@@ -635,17 +383,6 @@ impl Cluster {
             .iter_mut()
             .find(|n| n.id == id)
             .unwrap_or_else(|| panic!("no node {id}"))
-    }
-
-    async fn channel(&self, id: i32) -> anyhow::Result<Channel> {
-        let addr = self.node(id).listen;
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect_timeout(RPC_TIMEOUT)
-            .timeout(RPC_TIMEOUT);
-        tokio::time::timeout(RPC_TIMEOUT, channel.connect())
-            .await
-            .with_context(|| format!("connecting to node {id} at {addr} timed out"))?
-            .with_context(|| format!("connecting to node {id} at {addr}"))
     }
 
     fn voters(&self) -> String {
@@ -796,10 +533,6 @@ fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
@@ -808,28 +541,6 @@ fn tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
-}
-
-fn partitions_line(t: &pb::TopicDescription) -> String {
-    let parts: BTreeMap<u32, String> = t
-        .partitions
-        .iter()
-        .map(|p| {
-            (
-                p.partition,
-                format!(
-                    "p{} leader {} epoch {} isr {:?} hw {} leo {}",
-                    p.partition,
-                    p.leader,
-                    p.leader_epoch,
-                    p.isr,
-                    p.high_watermark,
-                    p.log_end_offset
-                ),
-            )
-        })
-        .collect();
-    parts.into_values().collect::<Vec<_>>().join("; ")
 }
 
 type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);

@@ -6,7 +6,8 @@
 //!
 //! - [`cluster`]: starts the brokers (building the `weir` binary if it is stale, see
 //!   [`binary`]), signals them, restarts them on their data directories, asks them
-//!   what they think (DescribeCluster, DescribeTopic) and reads a topic back in full.
+//!   what they think through [`probe`] (DescribeCluster, DescribeTopic, a topic read
+//!   back in full), which asks any cluster's nodes straight at their ports.
 //! - [`proxy`]: a TCP proxy in front of every node that cuts and delays links between
 //!   nodes, telling nodes apart by their processes ([`owner`]).
 //! - [`workload`]: producers and consumers on the real client, recording a history.
@@ -24,6 +25,7 @@ pub mod checker;
 pub mod cluster;
 pub mod nemesis;
 pub mod owner;
+pub mod probe;
 pub mod proxy;
 pub mod wait;
 pub mod workload;
