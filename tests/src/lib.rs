@@ -11,6 +11,8 @@
 //! - [`proxy`]: a TCP proxy in front of every node that cuts and delays links between
 //!   nodes, telling nodes apart by their processes ([`owner`]).
 //! - [`workload`]: producers and consumers on the real client, recording a history.
+//! - [`availability`]: how long each partition took no writes during a fault, from the
+//!   workload's acknowledgement times.
 //! - [`checker`]: finds the anomalies in a history (lost, duplicated, changed records,
 //!   consumers going backwards or skipping).
 //! - [`nemesis`]: a seeded random schedule of faults, for the long run.
@@ -20,6 +22,7 @@
 //! API and the client, never a broker's internals: it checks what a user could.
 //! Linux only (`/proc`, `prctl`).
 
+pub mod availability;
 pub mod binary;
 pub mod checker;
 pub mod cluster;

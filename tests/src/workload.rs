@@ -156,6 +156,16 @@ impl Workload {
         observed(&self.shared).acked.len()
     }
 
+    /// When each acknowledgement so far arrived: `(partition, acknowledged at)`, for
+    /// [`crate::availability`].
+    pub fn ack_times(&self) -> Vec<(u32, Instant)> {
+        observed(&self.shared)
+            .acked
+            .iter()
+            .map(|a| (a.record.partition, a.acked_at))
+            .collect()
+    }
+
     /// Waits until at least `n` writes have been acknowledged.
     pub async fn wait_acked(&self, n: usize, limit: Duration) -> anyhow::Result<()> {
         wait_for(limit, &format!("{n} acknowledged writes"), || {

@@ -1,0 +1,158 @@
+//! How long writers waited during a fault, from the times the workload's writes were
+//! acknowledged: per partition, the longest gap between successive acknowledgements
+//! around and inside a window (the fault, its healing and the recovery). The workload
+//! writes every partition at a steady rate, so outside faults a gap is a few
+//! milliseconds; a gap of seconds is time the partition took no writes (a leader to
+//! elect, a client to notice and resend).
+//!
+//! Pure: no I/O, no clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The longest wait for an acknowledgement in one partition during a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Partition index.
+    pub partition: u32,
+    /// The longest time between two successive acknowledgements (or between the last one
+    /// and the end of the window, if none followed).
+    pub longest: Duration,
+    /// The acknowledgement that started it (the window's start if the partition had none
+    /// before).
+    pub after: Instant,
+    /// No acknowledgement followed before the end of the window: the partition was still
+    /// not taking writes when it ended.
+    pub open: bool,
+}
+
+/// Per partition `0..partitions`, the longest gap between successive acknowledgements
+/// that overlaps `from..to`. `acks` holds `(partition, acknowledged at)` in any order.
+/// The gap that spans `from` counts whole (from the last acknowledgement before it), and
+/// so does the one that spans `to` (up to the first acknowledgement after it).
+pub fn longest_gaps(
+    acks: &[(u32, Instant)],
+    partitions: u32,
+    from: Instant,
+    to: Instant,
+) -> Vec<Gap> {
+    let mut by_partition: BTreeMap<u32, Vec<Instant>> =
+        (0..partitions).map(|p| (p, Vec::new())).collect();
+    for &(partition, at) in acks {
+        if let Some(times) = by_partition.get_mut(&partition) {
+            times.push(at);
+        }
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, mut times)| {
+            times.sort_unstable();
+            // The last acknowledgement at or before `from` starts the first gap.
+            let first = times.partition_point(|&t| t <= from);
+            let mut previous = if first > 0 { times[first - 1] } else { from };
+            let mut gap = Gap {
+                partition,
+                longest: Duration::ZERO,
+                after: previous,
+                open: false,
+            };
+            let mut followed = false;
+            for &at in &times[first..] {
+                if at - previous > gap.longest {
+                    gap.longest = at - previous;
+                    gap.after = previous;
+                }
+                previous = at;
+                if at > to {
+                    followed = true;
+                    break;
+                }
+            }
+            if !followed && to > previous && to - previous >= gap.longest {
+                gap = Gap {
+                    partition,
+                    longest: to - previous,
+                    after: previous,
+                    open: true,
+                };
+            }
+            gap
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(start: Instant, ms: u64) -> Instant {
+        start + Duration::from_millis(ms)
+    }
+
+    /// Acknowledgements of `partition` every 10 ms over `from_ms..to_ms`.
+    fn steady(start: Instant, partition: u32, from_ms: u64, to_ms: u64) -> Vec<(u32, Instant)> {
+        (from_ms..to_ms)
+            .step_by(10)
+            .map(|ms| (partition, at(start, ms)))
+            .collect()
+    }
+
+    #[test]
+    fn a_hole_inside_the_window_is_its_longest_gap() {
+        let t = Instant::now();
+        let mut acks = steady(t, 0, 0, 1000);
+        acks.extend(steady(t, 0, 3000, 4000));
+        acks.extend(steady(t, 1, 0, 4000));
+        let gaps = longest_gaps(&acks, 2, at(t, 500), at(t, 3500));
+        assert_eq!(gaps[0].longest, Duration::from_millis(2010));
+        assert_eq!(gaps[0].after, at(t, 990));
+        assert!(!gaps[0].open);
+        assert_eq!(gaps[1].longest, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn a_gap_spanning_the_window_start_counts_from_the_last_ack_before_it() {
+        let t = Instant::now();
+        let mut acks = steady(t, 0, 0, 1000);
+        acks.extend(steady(t, 0, 2000, 3000));
+        let gaps = longest_gaps(&acks, 1, at(t, 1500), at(t, 2500));
+        assert_eq!(gaps[0].longest, Duration::from_millis(1010));
+        assert_eq!(gaps[0].after, at(t, 990));
+    }
+
+    #[test]
+    fn a_gap_spanning_the_window_end_counts_up_to_the_first_ack_after_it() {
+        let t = Instant::now();
+        let mut acks = steady(t, 0, 0, 1000);
+        acks.extend(steady(t, 0, 3000, 4000));
+        let gaps = longest_gaps(&acks, 1, at(t, 100), at(t, 2000));
+        assert_eq!(gaps[0].longest, Duration::from_millis(2010));
+        assert!(!gaps[0].open);
+    }
+
+    #[test]
+    fn a_partition_still_silent_at_the_window_end_has_an_open_gap() {
+        let t = Instant::now();
+        let acks = steady(t, 0, 0, 1000);
+        let gaps = longest_gaps(&acks, 2, at(t, 500), at(t, 5000));
+        assert_eq!(gaps[0].longest, Duration::from_millis(4010));
+        assert!(gaps[0].open);
+        // Never acknowledged at all: the whole window.
+        assert_eq!(gaps[1].longest, Duration::from_millis(4500));
+        assert_eq!(gaps[1].after, at(t, 500));
+        assert!(gaps[1].open);
+    }
+
+    #[test]
+    fn acknowledgements_of_other_partitions_and_out_of_order_are_handled() {
+        let t = Instant::now();
+        let mut acks = steady(t, 0, 0, 2000);
+        acks.push((7, at(t, 1000)));
+        acks.reverse();
+        let gaps = longest_gaps(&acks, 1, at(t, 0), at(t, 1990));
+        assert_eq!(gaps.len(), 1);
+        assert_eq!(gaps[0].longest, Duration::from_millis(10));
+    }
+}
