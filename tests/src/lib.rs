@@ -8,6 +8,9 @@
 //!   [`binary`]), signals them, restarts them on their data directories, asks them
 //!   what they think through [`probe`] (DescribeCluster, DescribeTopic, a topic read
 //!   back in full), which asks any cluster's nodes straight at their ports.
+//! - [`compose`]: the compose cluster of `deploy/compose` on the Docker engine, from an
+//!   image of the binary under test ([`image`]), and the faults Docker applies (kill,
+//!   pause, network disconnect, restart) and the scale-out broker.
 //! - [`proxy`]: a TCP proxy in front of every node that cuts and delays links between
 //!   nodes, telling nodes apart by their processes ([`owner`]).
 //! - [`workload`]: producers and consumers on the real client, recording a history.
@@ -19,13 +22,16 @@
 //! - [`wait`]: every wait is on a condition with a deadline.
 //!
 //! Architecture invariant: this crate knows the `weir` binary's flags, the public gRPC
-//! API and the client, never a broker's internals: it checks what a user could.
+//! API, the client and the deployment files in `deploy/` (run with the Docker and
+//! docker-compose CLIs), never a broker's internals: it checks what a user could.
 //! Linux only (`/proc`, `prctl`).
 
 pub mod availability;
 pub mod binary;
 pub mod checker;
 pub mod cluster;
+pub mod compose;
+pub mod image;
 pub mod nemesis;
 pub mod owner;
 pub mod probe;
