@@ -156,11 +156,16 @@ impl ComposeCluster {
 
     /// The cluster's view, asked of every running node through its host listener.
     pub fn probe(&self) -> Probe {
+        self.probe_without(None)
+    }
+
+    /// [`ComposeCluster::probe`] without node `id`, if given (one about to be stopped).
+    pub fn probe_without(&self, id: Option<i32>) -> Probe {
         let answering = self
             .states
             .iter()
-            .filter(|&(_, &s)| s == ContainerState::Running)
-            .map(|(&id, _)| (id, self.host_address(id)))
+            .filter(|&(&n, &s)| s == ContainerState::Running && Some(n) != id)
+            .map(|(&n, _)| (n, self.host_address(n)))
             .collect();
         Probe::new(self.states.len(), answering)
     }

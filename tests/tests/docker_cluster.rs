@@ -25,6 +25,7 @@
 //! `WEIR_SKIP_DOCKER=1`, which makes it say why and pass. Run it with its figures:
 //! `cargo test -p weir-tests --test docker_cluster -- --nocapture`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use weir_tests::binary::weir_binary;
 use weir_tests::checker;
 use weir_tests::compose::{self, ComposeCluster, SCALE_OUT_NODE};
 use weir_tests::image::TestImage;
+use weir_tests::probe::Probe;
 use weir_tests::wait::{bounded, wait_for};
 use weir_tests::workload::{Workload, WorkloadConfig};
 
@@ -145,7 +147,7 @@ async fn run(image: &TestImage, rounds: usize) -> anyhow::Result<()> {
         measured.push(pause_leader(&mut cluster, &workload, (partition + 1) % PARTITIONS).await?);
         measured
             .push(disconnect_leader(&mut cluster, &workload, (partition + 2) % PARTITIONS).await?);
-        measured.push(rolling_restart(&mut cluster, &workload).await?);
+        measured.extend(rolling_restart(&mut cluster, &workload).await?);
     }
     measured.push(scale_out(&mut cluster, &workload).await?);
     println!("{}", table(&measured));
@@ -183,13 +185,16 @@ async fn kill_leader(
 ) -> anyhow::Result<Measured> {
     let leader = cluster.probe().leader(TOPIC, partition).await?;
     let controller = cluster.probe().controller().await;
+    let at = wall_clock();
     let from = Instant::now();
+    let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
+    println!("[{at}] docker kill weir-{leader} (leads p{partition})");
     cluster.kill(leader).await?;
     let applied = Instant::now();
     let successor = new_leader(cluster, partition, leader).await?;
     let elected = from.elapsed();
     let first = workload
-        .wait_ack_sent_since(partition, applied, ELECTION_TIMEOUT)
+        .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
         .await?;
     cluster.start(leader).await?;
     let restarted = from.elapsed();
@@ -200,8 +205,8 @@ async fn kill_leader(
         fault: format!("docker kill weir-{leader} (leads p{partition}), start"),
         gaps,
         detail: format!(
-            "weir-{leader} {}killed: weir-{successor} leads p{partition} in the metadata after {}, \
-             first write sent after `docker kill` returned ({}) acknowledged after {}; started at {}, back in every ISR at {}",
+            "[{at}] weir-{leader} {}killed: weir-{successor} leads p{partition} in the metadata after {}, \
+             first write sent after `docker kill` returned ({}) acknowledged after {}; started at {}, back in every ISR at {}{}",
             if controller == Some(leader) {
                 "(the active controller) "
             } else {
@@ -211,7 +216,8 @@ async fn kill_leader(
             ms(applied - from),
             ms(first.acked_at - from),
             ms(restarted),
-            ms(healed - from)
+            ms(healed - from),
+            watch.finish().await
         ),
     })
 }
@@ -224,13 +230,16 @@ async fn pause_leader(
     partition: u32,
 ) -> anyhow::Result<Measured> {
     let leader = cluster.probe().leader(TOPIC, partition).await?;
+    let at = wall_clock();
     let from = Instant::now();
+    let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
+    println!("[{at}] docker pause weir-{leader} (leads p{partition})");
     cluster.pause(leader).await?;
     let applied = Instant::now();
     let successor = new_leader(cluster, partition, leader).await?;
     let elected = from.elapsed();
     let first = workload
-        .wait_ack_sent_since(partition, applied, ELECTION_TIMEOUT)
+        .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
         .await?;
     cluster.unpause(leader).await?;
     let resumed = from.elapsed();
@@ -241,13 +250,14 @@ async fn pause_leader(
         fault: format!("docker pause weir-{leader} (leads p{partition}), unpause"),
         gaps,
         detail: format!(
-            "weir-{leader} paused: weir-{successor} leads p{partition} after {}, first write sent \
-             after `docker pause` returned ({}) acknowledged after {}; unpaused at {}, back in every ISR at {}",
+            "[{at}] weir-{leader} paused: weir-{successor} leads p{partition} after {}, first write sent \
+             after `docker pause` returned ({}) acknowledged after {}; unpaused at {}, back in every ISR at {}{}",
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
             ms(resumed),
-            ms(healed - from)
+            ms(healed - from),
+            watch.finish().await
         ),
     })
 }
@@ -261,13 +271,16 @@ async fn disconnect_leader(
     partition: u32,
 ) -> anyhow::Result<Measured> {
     let leader = cluster.probe().leader(TOPIC, partition).await?;
+    let at = wall_clock();
     let from = Instant::now();
+    let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
+    println!("[{at}] docker network disconnect weir-{leader} (leads p{partition})");
     cluster.disconnect(leader).await?;
     let applied = Instant::now();
     let successor = new_leader(cluster, partition, leader).await?;
     let elected = from.elapsed();
     let first = workload
-        .wait_ack_sent_since(partition, applied, ELECTION_TIMEOUT)
+        .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
         .await?;
     cluster.connect(leader).await?;
     let connected = from.elapsed();
@@ -278,50 +291,57 @@ async fn disconnect_leader(
         fault: format!("network disconnect weir-{leader} (leads p{partition}), connect"),
         gaps,
         detail: format!(
-            "weir-{leader} cut off: weir-{successor} leads p{partition} after {}, first write sent \
-             after `docker network disconnect` returned ({}) acknowledged after {}; connected at {}, back in every ISR at {}",
+            "[{at}] weir-{leader} cut off: weir-{successor} leads p{partition} after {}, first write sent \
+             after `docker network disconnect` returned ({}) acknowledged after {}; connected at {}, back in every ISR at {}{}",
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
             ms(connected),
-            ms(healed - from)
+            ms(healed - from),
+            watch.finish().await
         ),
     })
 }
 
-/// Fault 4: `docker restart -t 30` of each node in turn (SIGTERM: a controlled shutdown moves
-/// its leaderships first), each healthy and back in every ISR before the next.
+/// Fault 4: a rolling restart, `docker restart -t 30` of each node in turn (SIGTERM: a
+/// controlled shutdown moves its leaderships first), each healthy, back in every ISR and
+/// writes flowing before the next. One row per node.
 async fn rolling_restart(
     cluster: &mut ComposeCluster,
     workload: &Workload,
-) -> anyhow::Result<Measured> {
-    let from = Instant::now();
-    let mut detail = String::from("rolling restart:");
+) -> anyhow::Result<Vec<Measured>> {
+    let mut measured = Vec::new();
     for id in cluster.ids() {
+        let at = wall_clock();
+        let from = Instant::now();
+        let watch = MetadataWatch::start(cluster.probe_without(Some(id)), from);
+        println!("[{at}] docker restart weir-{id}");
         let took = cluster.restart(id, RESTART_STOP_TIMEOUT).await?;
-        let restarted = Instant::now();
         recovered(cluster, id).await?;
-        flowing(workload, Instant::now()).await?;
-        write!(
-            detail,
-            " weir-{id} restarted in {}, back in every ISR {} later;",
-            ms(took),
-            ms(restarted.elapsed())
-        )?;
+        let healed = Instant::now();
+        let gaps = writes_flow(workload, from, healed).await?;
+        measured.push(Measured {
+            fault: format!("rolling restart: docker restart weir-{id}"),
+            gaps,
+            detail: format!(
+                "[{at}] weir-{id} restarted (stopped and started) in {}, back in every ISR at {}{}",
+                ms(took),
+                ms(healed - from),
+                watch.finish().await
+            ),
+        });
     }
-    let gaps = writes_flow(workload, from, Instant::now()).await?;
-    Ok(Measured {
-        fault: "rolling restart (docker restart -t 30)".to_owned(),
-        gaps,
-        detail,
-    })
+    Ok(measured)
 }
 
 /// Fault 5: Scale out: start `weir-4`, wait until it is registered and unfenced, then
 /// `weir cluster rebalance --wait` (the CLI under test, from the host) and wait until no
 /// partition is moving and every ISR is full.
 async fn scale_out(cluster: &mut ComposeCluster, workload: &Workload) -> anyhow::Result<Measured> {
+    let at = wall_clock();
     let from = Instant::now();
+    let watch = MetadataWatch::start(cluster.probe(), from);
+    println!("[{at}] scale out: weir-{SCALE_OUT_NODE}");
     cluster.scale_out(HEALTHY_TIMEOUT).await?;
     cluster
         .probe()
@@ -377,11 +397,12 @@ async fn scale_out(cluster: &mut ComposeCluster, workload: &Workload) -> anyhow:
         fault: format!("scale out: weir-{SCALE_OUT_NODE}, rebalance --wait"),
         gaps,
         detail: format!(
-            "weir-{SCALE_OUT_NODE} unfenced {} after `up -d`; rebalance moved {moves} partition(s) \
-             of {TOPIC} in {} (weir-{SCALE_OUT_NODE} now holds {replicas} of its replicas); whole at {}",
+            "[{at}] weir-{SCALE_OUT_NODE} unfenced {} after `up -d`; rebalance moved {moves} partition(s) \
+             of {TOPIC} in {} (weir-{SCALE_OUT_NODE} now holds {replicas} of its replicas); whole at {}{}",
             ms(joined),
             ms(rebalanced),
-            ms(healed - from)
+            ms(healed - from),
+            watch.finish().await
         ),
     })
 }
@@ -435,6 +456,64 @@ async fn new_leader(cluster: &ComposeCluster, partition: u32, old: i32) -> anyho
     .await
 }
 
+/// The metadata's story of a fault: the topic's partitions (leader, leader epoch, ISR)
+/// as the active controller's node describes them, polled from a moment on, each change
+/// with its time. Says where a fault's unavailability went (an election, an ISR shrink).
+struct MetadataWatch {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+/// How often the watch asks.
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
+
+impl MetadataWatch {
+    /// Starts watching through `probe`, with times counted from `from`; each change is
+    /// printed as it is seen too (so a fault that fails has its story told).
+    fn start(probe: Probe, from: Instant) -> MetadataWatch {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut story = Vec::new();
+            let mut last: BTreeMap<u32, (i32, i32, Vec<i32>)> = BTreeMap::new();
+            while !*stopped.borrow() {
+                if let Ok(t) = probe.describe(TOPIC).await {
+                    for p in t.partitions {
+                        let mut isr = p.isr.clone();
+                        isr.sort_unstable();
+                        let now = (p.leader, p.leader_epoch, isr);
+                        if last.get(&p.partition) != Some(&now) {
+                            let line = format!(
+                                "+{} p{} leader {} epoch {} isr {:?}",
+                                ms(from.elapsed()),
+                                p.partition,
+                                now.0,
+                                now.1,
+                                now.2
+                            );
+                            println!("    metadata {line}");
+                            story.push(line);
+                            last.insert(p.partition, now);
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                    _ = stopped.changed() => {}
+                }
+            }
+            story
+        });
+        MetadataWatch { stop, task }
+    }
+
+    /// Stops watching; the changes seen, one per line.
+    async fn finish(self) -> String {
+        let _ = self.stop.send(true);
+        let story = self.task.await.unwrap_or_default();
+        story.iter().map(|line| format!("\n      {line}")).collect()
+    }
+}
+
 /// The unavailability table: per fault, per partition, the longest wait for an
 /// acknowledgement; `>` marks a partition still silent when the window closed, `*` one
 /// over the goal.
@@ -464,6 +543,21 @@ fn table(measured: &[Measured]) -> String {
         let _ = writeln!(out, "  - {}", m.detail);
     }
     out
+}
+
+/// The time of day (UTC), to find a fault in the brokers' logs.
+fn wall_clock() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let day_ms = since_epoch.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}Z",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1000 % 60,
+        day_ms % 1000
+    )
 }
 
 fn ms(d: Duration) -> String {
