@@ -157,13 +157,20 @@ pub fn config_entry(e: ConfigEntry) -> v1::ConfigEntry {
 }
 
 /// A topic and the current state of its partitions: offsets of those this broker holds a
-/// replica of, -1 for the others (their leader has them).
+/// replica of, -1 for the others (their leader has them). A replica closing (moved away
+/// by a reassignment, or the broker stopping) counts as not held: the description of the
+/// topic does not depend on it, and failing it made `weir cluster rebalance --wait` stop
+/// with "partition is closed" when the broker it asked was dropping a replica.
 pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, ClusterError> {
     let mut partitions = Vec::new();
     for (index, reg) in topic.registrations().into_iter().enumerate() {
         let index = index as u32;
         let offsets = match topic.partition(index) {
-            Ok(p) => Some(p.offsets().await?),
+            Ok(p) => match p.offsets().await {
+                Ok(offsets) => Some(offsets),
+                Err(ClusterError::PartitionClosed { .. }) => None,
+                Err(e) => return Err(e),
+            },
             Err(_) => None,
         };
         let moving = reg.reassignment.clone();
@@ -190,4 +197,30 @@ pub async fn topic_description(topic: &Topic) -> Result<v1::TopicDescription, Cl
         partitions,
         internal: topic.is_internal(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use weir_cluster::TopicRegistry;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_replica_being_closed_is_described_as_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        registry
+            .create_topic("t", 2, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let topic = registry.topic("t").unwrap();
+        topic.partition(1).unwrap().close().await.unwrap();
+        let described = topic_description(&topic).await.unwrap();
+        assert_eq!(described.partitions[0].log_end_offset, 0);
+        assert_eq!(described.partitions[1].log_end_offset, -1);
+        assert_eq!(described.partitions[1].high_watermark, -1);
+        registry.close().await.unwrap();
+    }
 }
