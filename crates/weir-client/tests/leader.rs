@@ -35,6 +35,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const FAKE: i32 = 1;
 const PROXY_A: i32 = 2;
 const PROXY_B: i32 = 3;
+/// A broker that takes connections and never answers.
+const FROZEN: i32 = 4;
 
 /// What the fake broker says about the cluster, changed by the tests.
 struct FakeState {
@@ -49,6 +51,8 @@ struct FakeState {
     refused_produce: AtomicUsize,
     refused_consume: AtomicUsize,
     refused_offsets: AtomicUsize,
+    /// Partitions `DescribeTopic` reports another leader for than `leader`'s.
+    partition_leaders: Mutex<HashMap<u32, i32>>,
     /// Partition counts of the topics it describes.
     topics: Mutex<HashMap<String, u32>>,
 }
@@ -109,6 +113,7 @@ impl AdminService for Fake {
             return Err(Status::not_found(format!("topic {name} does not exist")));
         };
         let (leader, leader_epoch) = *self.0.leader.lock().unwrap();
+        let partition_leaders = self.0.partition_leaders.lock().unwrap().clone();
         let ids = vec![FAKE, PROXY_A, PROXY_B];
         Ok(Response::new(pb::DescribeTopicResponse {
             topic: Some(pb::TopicDescription {
@@ -117,7 +122,7 @@ impl AdminService for Fake {
                 partitions: (0..count)
                     .map(|partition| pb::PartitionDescription {
                         partition,
-                        leader,
+                        leader: partition_leaders.get(&partition).copied().unwrap_or(leader),
                         leader_epoch,
                         replicas: ids.clone(),
                         isr: ids.clone(),
@@ -373,6 +378,41 @@ impl Proxy {
     }
 }
 
+/// A broker frozen in place (a paused process or container): its port takes connections
+/// (the kernel does that), and nothing is ever read from or written to them.
+struct Frozen {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    accept: JoinHandle<()>,
+}
+
+impl Frozen {
+    async fn start() -> Result<Frozen> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(connection);
+            }
+        });
+        Ok(Frozen {
+            addr,
+            accepted,
+            accept,
+        })
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// The real broker, the fake bootstrap broker and two proxies.
 struct Cluster {
     real: Option<weir_server::RunningServer>,
@@ -413,6 +453,7 @@ impl Cluster {
             refused_produce: AtomicUsize::new(0),
             refused_consume: AtomicUsize::new(0),
             refused_offsets: AtomicUsize::new(0),
+            partition_leaders: Mutex::new(HashMap::new()),
             topics: Mutex::new(HashMap::new()),
         });
         let service = Fake(fake.clone());
@@ -568,6 +609,69 @@ async fn the_producer_goes_where_a_refusal_points_and_to_the_new_leader_after_on
             "partition {partition}"
         );
     }
+    cluster.stop().await
+}
+
+/// One partition's leader is frozen (it takes the connection and never answers, as a
+/// paused process does); the other's answers. Writes to the other partition are
+/// acknowledged at once: the producer waits for the frozen broker only with the writes
+/// it leads (which fail at their request timeout), not with every broker's.
+#[tokio::test]
+async fn a_frozen_leader_holds_up_only_its_own_partitions() -> Result<()> {
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+    let cluster = Cluster::start().await?;
+    cluster.create_topic("frozen", 2).await?;
+    let frozen = Frozen::start().await?;
+    cluster
+        .fake
+        .brokers
+        .lock()
+        .unwrap()
+        .push((FROZEN, frozen.addr));
+    *cluster.fake.leader.lock().unwrap() = (PROXY_A, 0);
+    cluster
+        .fake
+        .partition_leaders
+        .lock()
+        .unwrap()
+        .insert(0, FROZEN);
+    let producer = Producer::connect(ProducerConfig {
+        brokers: cluster.bootstrap(),
+        request_timeout: REQUEST_TIMEOUT,
+        retries: 0,
+        ..ProducerConfig::default()
+    })
+    .await?;
+
+    let stuck = producer
+        .send(ProducerRecord::new("frozen", "to the frozen broker").partition(0))
+        .await?;
+    let deadline = Instant::now() + WAIT;
+    while frozen.accepted.load(Ordering::SeqCst) == 0 {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the producer never connected to the frozen broker"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let mut deliveries = Vec::new();
+    for i in 0..10 {
+        let record = ProducerRecord::new("frozen", format!("r{i}")).partition(1);
+        deliveries.push(producer.send(record).await?);
+    }
+    for (i, delivery) in deliveries.into_iter().enumerate() {
+        let metadata = tokio::time::timeout(WAIT, delivery).await??;
+        assert_eq!((metadata.partition, metadata.offset), (1, i as i64));
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited < REQUEST_TIMEOUT / 2,
+        "writes to partition 1 waited {waited:?} for the frozen leader of partition 0"
+    );
+    // The write to the frozen broker fails at its request timeout.
+    assert!(tokio::time::timeout(WAIT, stuck).await?.is_err());
+    producer.close().await;
     cluster.stop().await
 }
 

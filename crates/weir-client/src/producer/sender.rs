@@ -258,15 +258,26 @@ impl Sender {
         // Queue the first request before opening, so the broker has it as soon as the
         // stream exists whatever order it answers headers and reads in.
         requests.try_send(request).expect("a new channel has room");
-        let responses = client
-            .produce_stream(ReceiverStream::new(receiver))
-            .await?
-            .into_inner();
-        let events: ResponseStream = Box::pin(
-            responses
-                .map(Some)
-                .chain(tokio_stream::once(None::<Result<_, tonic::Status>>)),
-        );
+        // The stream opens as the run loop polls its responses, along with every other
+        // broker's, not here: a broker that takes the connection and never answers (a
+        // frozen process) then holds only its own requests, until their request_timeout
+        // fails the stream. Awaited here, it held the whole sender, so every broker's
+        // writes, until HTTP/2 keepalive gave the connection up 50 s later (found by
+        // tests/docker_cluster.rs: `docker pause` of a leader).
+        let open = async move {
+            match client.produce_stream(ReceiverStream::new(receiver)).await {
+                Ok(responses) => Box::pin(
+                    responses
+                        .into_inner()
+                        .map(Some)
+                        .chain(tokio_stream::once(None::<Result<_, tonic::Status>>)),
+                ) as ResponseStream,
+                Err(status) => Box::pin(tokio_stream::once(Some(Err(status)))),
+            }
+        };
+        let events: ResponseStream = Box::pin(futures_util::StreamExt::flatten(
+            futures_util::stream::once(open),
+        ));
         self.streams.insert(broker, requests);
         self.responses.insert(broker, events);
         Ok(())
