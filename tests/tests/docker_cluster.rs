@@ -207,11 +207,7 @@ async fn kill_leader(
         detail: format!(
             "[{at}] weir-{leader} {}killed: weir-{successor} leads p{partition} in the metadata after {}, \
              first write sent after `docker kill` returned ({}) acknowledged after {}; started at {}, back in every ISR at {}{}",
-            if controller == Some(leader) {
-                "(the active controller) "
-            } else {
-                ""
-            },
+            controller_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
@@ -231,6 +227,7 @@ async fn pause_leader(
 ) -> anyhow::Result<Measured> {
     let leader = cluster.probe().leader(TOPIC, partition).await?;
     let at = wall_clock();
+    let controller = cluster.probe().controller().await;
     let from = Instant::now();
     let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
     println!("[{at}] docker pause weir-{leader} (leads p{partition})");
@@ -250,8 +247,9 @@ async fn pause_leader(
         fault: format!("docker pause weir-{leader} (leads p{partition}), unpause"),
         gaps,
         detail: format!(
-            "[{at}] weir-{leader} paused: weir-{successor} leads p{partition} after {}, first write sent \
+            "[{at}] weir-{leader} {}paused: weir-{successor} leads p{partition} after {}, first write sent \
              after `docker pause` returned ({}) acknowledged after {}; unpaused at {}, back in every ISR at {}{}",
+            controller_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
@@ -272,6 +270,7 @@ async fn disconnect_leader(
 ) -> anyhow::Result<Measured> {
     let leader = cluster.probe().leader(TOPIC, partition).await?;
     let at = wall_clock();
+    let controller = cluster.probe().controller().await;
     let from = Instant::now();
     let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
     println!("[{at}] docker network disconnect weir-{leader} (leads p{partition})");
@@ -291,8 +290,9 @@ async fn disconnect_leader(
         fault: format!("network disconnect weir-{leader} (leads p{partition}), connect"),
         gaps,
         detail: format!(
-            "[{at}] weir-{leader} cut off: weir-{successor} leads p{partition} after {}, first write sent \
+            "[{at}] weir-{leader} {}cut off: weir-{successor} leads p{partition} after {}, first write sent \
              after `docker network disconnect` returned ({}) acknowledged after {}; connected at {}, back in every ISR at {}{}",
+            controller_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
@@ -543,6 +543,15 @@ fn table(measured: &[Measured]) -> String {
         let _ = writeln!(out, "  - {}", m.detail);
     }
     out
+}
+
+/// Says that node `id` was the active controller when it was hit, if it was.
+fn controller_note(controller: Option<i32>, id: i32) -> &'static str {
+    if controller == Some(id) {
+        "(the active controller) "
+    } else {
+        ""
+    }
 }
 
 /// The time of day (UTC), to find a fault in the brokers' logs.
