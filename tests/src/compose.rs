@@ -98,9 +98,7 @@ impl ComposeCluster {
         project: &str,
         limit: Duration,
     ) -> anyhow::Result<(ComposeCluster, Duration)> {
-        for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
-            refuse_existing(&container(id))?;
-        }
+        names_free()?;
         let mut host_ports = BTreeMap::new();
         for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
             host_ports.insert(id, host_port(id)?);
@@ -365,6 +363,15 @@ impl Drop for ComposeCluster {
 /// The container (and service) name of node `id`.
 pub fn container(id: i32) -> String {
     format!("weir-{id}")
+}
+
+/// Fails if a container has one of the compose file's container names (`weir-1`..
+/// `weir-4`): see [`ComposeCluster::up`].
+pub fn names_free() -> anyhow::Result<()> {
+    for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
+        refuse_existing(&container(id))?;
+    }
+    Ok(())
 }
 
 /// Fails if a container named `name` exists: the compose file's names are fixed, and

@@ -1,9 +1,10 @@
 //! The compose cluster of `deploy/compose` under the faults Docker applies, with a real
 //! load (issue 10 § 5): an image of the `weir` binary under test (see
-//! `weir_tests::image`), `docker-compose up` of the three voters, a topic with 3
-//! partitions, replication factor 3 and min.insync.replicas 2, idempotent producers
-//! (acks=all, retrying) and consumers on the host, bootstrapped from the nodes' host
-//! listeners, while, one after another and each healed before the next:
+//! `weir_tests::image`), `docker-compose up` of the three voters, every broker unfenced
+//! and advertising its host listener, a topic with 3 partitions, replication factor 3
+//! and min.insync.replicas 2, idempotent producers (acks=all, retrying) and consumers on
+//! the host, bootstrapped from the nodes' host listeners, while, one after another and
+//! each healed before the next:
 //!
 //! 1. `docker kill` of a partition's leader, then `docker start`;
 //! 2. `docker pause` of a partition's leader, then `docker unpause`;
@@ -15,14 +16,16 @@
 //!    `weir cluster rebalance --wait` moving replicas onto it.
 //!
 //! For each fault it prints how long each partition took no writes (the longest gap
-//! between acknowledgements, `weir_tests::availability`). At the end the checker's
-//! verdict on everything the clients saw and a full read of every partition: no
-//! acknowledged record lost, none stored twice, every offset holding one value,
-//! consumers reading in order.
+//! between acknowledgements, `weir_tests::availability`) and the metadata's story (leader,
+//! epoch, ISR as they changed). At the end the checker's verdict on everything the
+//! clients saw and a full read of every partition: no acknowledged record lost, none
+//! stored twice, every offset holding one value, consumers reading in order.
 //!
-//! One round of faults 1-4 by default (about two minutes); `WEIR_DOCKER_LONG=1` runs
-//! `WEIR_DOCKER_ROUNDS` (default 5). Without a Docker engine the test fails, unless
-//! `WEIR_SKIP_DOCKER=1`, which makes it say why and pass. Run it with its figures:
+//! One round of faults 1-4 by default (about a minute and a half); `WEIR_DOCKER_LONG=1`
+//! runs `WEIR_DOCKER_ROUNDS` (default 5). `WEIR_DOCKER_IMAGE=weir:latest` runs it all on
+//! an image already built (the production one, from `deploy/docker/build-image.sh`)
+//! instead of building one. Without a Docker engine the test fails, unless
+//! `WEIR_SKIP_DOCKER=1`, which makes it say why and pass. With its figures:
 //! `cargo test -p weir-tests --test docker_cluster -- --nocapture`.
 
 use std::collections::BTreeMap;
@@ -95,30 +98,59 @@ async fn faults_on_the_compose_cluster_lose_no_acknowledged_record() -> anyhow::
     weir_tests::init_client_logs();
     // Outside the time bound: building may wait on cargo's lock.
     let binary = tokio::task::spawn_blocking(weir_binary).await??;
+    // Before building anything: the compose file's container names are fixed.
+    compose::names_free()?;
     let started = Instant::now();
-    let tag = format!("weir-test:{}", std::process::id());
-    let image = tokio::task::spawn_blocking(move || TestImage::build(&binary, &tag)).await??;
-    println!(
-        "image {}: {:.0} MB, built in {:.1} s",
-        image.tag(),
-        image.size_bytes as f64 / 1e6,
-        image.build_time.as_secs_f64()
-    );
+    // The image: one given (the production image, say), or one built of the binary
+    // under test, removed at the end.
+    let built;
+    let image = match std::env::var("WEIR_DOCKER_IMAGE") {
+        Ok(given) => {
+            println!("image {given} (WEIR_DOCKER_IMAGE)");
+            given
+        }
+        Err(_) => {
+            let tag = format!("weir-test:{}", std::process::id());
+            built = tokio::task::spawn_blocking(move || TestImage::build(&binary, &tag)).await??;
+            println!(
+                "image {}: {:.0} MB, built in {:.1} s",
+                built.tag(),
+                built.size_bytes as f64 / 1e6,
+                built.build_time.as_secs_f64()
+            );
+            built.tag().to_owned()
+        }
+    };
     let outcome = bounded(limit, run(&image, rounds)).await;
     println!("total {:.0} s", started.elapsed().as_secs_f64());
     outcome
 }
 
-async fn run(image: &TestImage, rounds: usize) -> anyhow::Result<()> {
+async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     let project = format!("weir-test-{}", std::process::id());
-    let (mut cluster, healthy_after) =
-        ComposeCluster::up(image.tag(), &project, HEALTHY_TIMEOUT).await?;
+    let (mut cluster, healthy_after) = ComposeCluster::up(image, &project, HEALTHY_TIMEOUT).await?;
     let up_started = Instant::now() - healthy_after;
     cluster
         .probe()
         .wait_brokers_unfenced(HEALTHY_TIMEOUT)
         .await
         .context("the compose cluster did not form")?;
+    // Each broker tells host clients its host listener, whichever node they ask.
+    for id in cluster.ids() {
+        let described = cluster.probe().describe_cluster_on(id).await?;
+        let mut advertised: Vec<(i32, String)> = described
+            .brokers
+            .iter()
+            .map(|b| (b.broker_id, format!("{}:{}", b.host, b.port)))
+            .collect();
+        advertised.sort();
+        let expected: Vec<(i32, String)> = cluster
+            .ids()
+            .into_iter()
+            .map(|n| (n, cluster.host_address(n).to_string()))
+            .collect();
+        assert_eq!(advertised, expected, "brokers as weir-{id} describes them");
+    }
     println!(
         "compose cluster (project {project}): 3 containers healthy {:.1} s after `up -d`, \
          every broker registered and unfenced after {:.1} s; host listeners {:?}",
