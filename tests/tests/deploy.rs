@@ -1,9 +1,9 @@
 //! The deployment files in `deploy/`, checked offline in the default test run: the
 //! Kubernetes manifests and the Helm chart (`deploy/k8s/validate.sh`: kubernetes-validate
 //! --strict, helm lint, helm template, installed into a virtualenv of its own from PyPI)
-//! and the compose file (`docker-compose config`). The container image and the compose
-//! cluster themselves are exercised by `deploy/docker/test-image.sh` and
-//! `deploy/compose/test-cluster.sh`, which build a second, static binary.
+//! and the compose file (`docker-compose config`). The compose cluster itself runs under
+//! faults in `tests/docker_cluster.rs`; the static production image is exercised by
+//! `deploy/docker/test-image.sh`, which builds it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
