@@ -345,6 +345,7 @@ async fn rolling_restart(
     let mut measured = Vec::new();
     for id in cluster.ids() {
         let at = wall_clock();
+        let controller = cluster.probe().controller().await;
         let from = Instant::now();
         let watch = MetadataWatch::start(cluster.probe_without(Some(id)), from);
         println!("[{at}] docker restart weir-{id}");
@@ -356,7 +357,8 @@ async fn rolling_restart(
             fault: format!("rolling restart: docker restart weir-{id}"),
             gaps,
             detail: format!(
-                "[{at}] weir-{id} restarted (stopped and started) in {}, back in every ISR at {}{}",
+                "[{at}] weir-{id} {}restarted (stopped and started) in {}, back in every ISR at {}{}",
+                controller_note(controller, id),
                 ms(took),
                 ms(healed - from),
                 watch.finish().await
