@@ -72,7 +72,7 @@ struct BrokerJson<'a> {
 /// Runs a `weir cluster` subcommand.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let ClusterCommand::Describe = args.command;
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let cluster = admin

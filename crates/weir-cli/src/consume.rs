@@ -24,6 +24,7 @@ use base64::Engine;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 use tokio::time::Instant;
+use weir_client::connection::Timeouts;
 use weir_client::{
     Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
     GroupConsumerConfig, OffsetQuery, OffsetReset, SeekTo, TopicPartition,
@@ -175,6 +176,7 @@ pub struct ConsumeConfig {
     topics: Vec<String>,
     group: Option<String>,
     brokers: Vec<String>,
+    timeouts: Timeouts,
     from: Start,
     partitions: Option<Vec<u32>>,
     count: Option<u64>,
@@ -214,6 +216,7 @@ impl ConsumeArgs {
             topics: self.topics,
             group: self.group,
             brokers: self.brokers.list(),
+            timeouts: self.brokers.timeouts(),
             from: self.from,
             partitions: (!self.partition.is_empty()).then_some(self.partition),
             count: self.count,
@@ -227,7 +230,7 @@ impl ConsumeArgs {
 
 /// Runs `weir consume`.
 pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     if let Some(group) = &config.group {
@@ -273,6 +276,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         brokers: config.brokers.clone(),
         // An offset below the log start (deleted by retention) starts at the log start.
         auto_offset_reset: OffsetReset::Earliest,
+        timeouts: config.timeouts,
         ..ConsumerConfig::default()
     })
     .await
@@ -357,6 +361,7 @@ async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow
         auto_offset_reset: reset,
         auto_commit: true,
         auto_commit_interval: GROUP_COMMIT_INTERVAL,
+        timeouts: config.timeouts,
         ..GroupConsumerConfig::default()
     })
     .await

@@ -251,7 +251,7 @@ enum Validated {
 /// Runs a `weir group` subcommand.
 pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
     let command = validate(args.command)?;
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let format = args.format;

@@ -195,7 +195,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             },
         },
     };
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let format = args.format;

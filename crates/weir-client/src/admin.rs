@@ -9,14 +9,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::connection::BrokerChannel as Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 use weir_proto::v1::groups_client::GroupsClient;
 
 use crate::cluster::Cluster;
-use crate::connection::MAX_MESSAGE_BYTES;
+use crate::connection::{MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
@@ -320,7 +320,17 @@ impl Admin {
     /// `http://host:port`, entries may be comma-separated lists; empty means
     /// [`crate::connection::DEFAULT_BROKER`]).
     pub async fn connect(brokers: &[String]) -> Result<Admin, ClientError> {
-        Ok(Admin::with_cluster(Cluster::connect(brokers).await?))
+        Admin::connect_with_timeouts(brokers, Timeouts::default()).await
+    }
+
+    /// [`Admin::connect`] with other [`Timeouts`] than the defaults.
+    pub async fn connect_with_timeouts(
+        brokers: &[String],
+        timeouts: Timeouts,
+    ) -> Result<Admin, ClientError> {
+        Ok(Admin::with_cluster(
+            Cluster::connect(brokers, timeouts).await?,
+        ))
     }
 
     /// An admin client over an existing channel (offset lookups route to leaders from
