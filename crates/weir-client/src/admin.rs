@@ -228,7 +228,34 @@ pub struct GroupMemberInfo {
     pub assignment: Vec<TopicPartition>,
     /// Partitions the assignor intends for it (equal to `assignment` once stable).
     pub target_assignment: Vec<TopicPartition>,
+    /// Since the coordinator last heard from the member (its last heartbeat, or the
+    /// coordinator loading the group, whichever was later).
+    pub since_heartbeat: Duration,
+    /// The member is removed once `since_heartbeat` reaches this.
+    pub session_timeout: Duration,
+    /// The heartbeat interval the member was last told; zero from brokers that do not
+    /// say.
+    pub heartbeat_interval: Duration,
 }
+
+impl GroupMemberInfo {
+    /// Whether the member missed heartbeats: silent for longer than two heartbeat
+    /// intervals and a second (a live member heartbeats every interval; the second
+    /// absorbs a slow round trip or a busy client). A member that crashed without
+    /// leaving keeps its partitions until its session timeout; until then it looks like
+    /// this.
+    pub fn is_silent(&self) -> bool {
+        self.since_heartbeat > self.heartbeat_interval * 2 + SILENT_GRACE
+    }
+
+    /// How long until the broker removes the member if it stays silent.
+    pub fn session_left(&self) -> Duration {
+        self.session_timeout.saturating_sub(self.since_heartbeat)
+    }
+}
+
+/// See [`GroupMemberInfo::is_silent`].
+const SILENT_GRACE: Duration = Duration::from_secs(1);
 
 /// One partition's progress in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -684,6 +711,9 @@ impl Admin {
                         .then_some(m.subscribed_topic_regex),
                     assignment: partitions_of(m.assignment),
                     target_assignment: partitions_of(m.target_assignment),
+                    since_heartbeat: Duration::from_millis(m.ms_since_heartbeat),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms.into()),
+                    heartbeat_interval: Duration::from_millis(m.heartbeat_interval_ms.into()),
                 })
                 .collect(),
             offsets: d

@@ -734,6 +734,16 @@ async fn manual_commits_are_what_committed_and_describe_report() -> Result<()> {
     assert_eq!(described.members.len(), 1);
     assert_eq!(described.members[0].client_id, "manual-client");
     assert_eq!(described.members[0].member_id, consumer.member_id());
+    assert_eq!(
+        described.members[0].session_timeout,
+        Duration::from_millis(SESSION_TIMEOUT_MS)
+    );
+    assert!(
+        described.members[0].since_heartbeat < Duration::from_millis(SESSION_TIMEOUT_MS),
+        "{:?}",
+        described.members[0]
+    );
+    assert!(!described.members[0].is_silent());
     // The broker's settings as this test configured them (a settled member gets the
     // regular interval once the broker's join window after its join is over).
     assert_eq!(

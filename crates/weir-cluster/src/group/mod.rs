@@ -339,6 +339,14 @@ pub struct MemberDescription {
     pub pending_revocation: TopicPartitions,
     /// Partitions the assignor intends for it.
     pub target_assignment: TopicPartitions,
+    /// Since the coordinator last heard from it (a heartbeat, or the coordinator loading
+    /// the group, whichever was later).
+    pub since_heartbeat: Duration,
+    /// It is removed once `since_heartbeat` reaches this.
+    pub session_timeout: Duration,
+    /// The heartbeat interval it was last told: a live member is heard from about this
+    /// often.
+    pub heartbeat_interval: Duration,
 }
 
 /// One partition's progress in a described group.

@@ -125,6 +125,8 @@ struct Member {
     join_seq: u64,
     session_timeout: Duration,
     session_deadline: Instant,
+    /// The heartbeat interval it was last told (what a live member keeps to).
+    heartbeat_interval: Duration,
     /// Set while the member must release partitions.
     revoke_deadline: Option<Instant>,
     /// Partitions it may consume.
@@ -280,6 +282,7 @@ impl Group {
                 join_seq: p.join_seq,
                 session_timeout: p.session_timeout,
                 session_deadline: Instant::now(),
+                heartbeat_interval: Duration::ZERO,
                 revoke_deadline: None,
                 assigned: p.assigned,
                 pending_revocation: p.pending_revocation,
@@ -301,6 +304,7 @@ impl Group {
         }
         for m in self.members.values_mut() {
             m.session_deadline = now + m.session_timeout;
+            m.heartbeat_interval = config.heartbeat_interval.min(m.session_timeout / 3);
             m.revoke_deadline =
                 (!m.pending_revocation.is_empty()).then(|| now + config.rebalance_timeout);
             // A member epoch is never ahead of the group's: records are written in order,
@@ -372,7 +376,8 @@ impl Group {
         self.owners.iter()
     }
 
-    pub fn describe_members(&self) -> Vec<MemberDescription> {
+    /// The members as `now` finds them.
+    pub fn describe_members(&self, now: Instant) -> Vec<MemberDescription> {
         self.members
             .values()
             .map(|m| {
@@ -390,6 +395,12 @@ impl Group {
                     assignment: to_map(&m.assigned),
                     pending_revocation: to_map(&m.pending_revocation),
                     target_assignment: self.target.get(&m.id).map(to_map).unwrap_or_default(),
+                    since_heartbeat: m
+                        .session_deadline
+                        .checked_sub(m.session_timeout)
+                        .map_or(Duration::ZERO, |heard| now.saturating_duration_since(heard)),
+                    session_timeout: m.session_timeout,
+                    heartbeat_interval: m.heartbeat_interval,
                 }
             })
             .collect()
@@ -498,6 +509,7 @@ impl Group {
                     join_seq: 0,
                     session_timeout: config.session_timeout,
                     session_deadline: now,
+                    heartbeat_interval: config.heartbeat_interval,
                     revoke_deadline: None,
                     assigned: Assignment::new(),
                     pending_revocation: Assignment::new(),
@@ -775,15 +787,16 @@ impl Group {
             .last_join
             .is_some_and(|joined| now < joined + config.join_window);
         let normal = config.heartbeat_interval.min(m.session_timeout / 3);
+        m.heartbeat_interval = if settled && !joining {
+            normal
+        } else {
+            config.pending_heartbeat_interval.min(normal)
+        };
         HeartbeatOutcome {
             member_id: id.to_string(),
             member_epoch: m.epoch,
             group_epoch: self.epoch,
-            heartbeat_interval: if settled && !joining {
-                normal
-            } else {
-                config.pending_heartbeat_interval.min(normal)
-            },
+            heartbeat_interval: m.heartbeat_interval,
             session_timeout: m.session_timeout,
             assignment: Some(to_map(&m.assigned)),
         }
@@ -994,6 +1007,33 @@ mod tests {
             .unwrap()
             .outcome;
         assert_eq!(a4.heartbeat_interval, cfg.heartbeat_interval);
+    }
+
+    /// What tells a member that stopped answering (a consumer that crashed without
+    /// leaving) from a live one: the time since it was last heard from, against the
+    /// heartbeat interval it was told and its session timeout.
+    #[test]
+    fn described_members_say_when_they_were_last_heard_from() {
+        let cfg = config();
+        let t = topics(&[("t", 1)], 1);
+        let start = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("a", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        let a = g.heartbeat(join, &t, start, &cfg).unwrap().outcome;
+        let owned = set(a.assignment.as_ref().unwrap());
+        let later = start + cfg.join_window;
+        let a2 = g
+            .heartbeat(req("a", a.member_epoch, &owned), &t, later, &cfg)
+            .unwrap()
+            .outcome;
+        let described = g.describe_members(later + Duration::from_secs(4));
+        assert_eq!(described[0].since_heartbeat, Duration::from_secs(4));
+        assert_eq!(described[0].session_timeout, cfg.session_timeout);
+        assert_eq!(described[0].heartbeat_interval, a2.heartbeat_interval);
+        assert_eq!(described[0].heartbeat_interval, cfg.heartbeat_interval);
+        // A clock before the last heartbeat (a test's, or a coordinator's load) is no time.
+        assert_eq!(g.describe_members(start)[0].since_heartbeat, Duration::ZERO);
     }
 
     #[test]
@@ -1243,9 +1283,9 @@ mod tests {
                     c.owned = set(r.outcome.assignment.as_ref().unwrap());
                 }
             }
-            prop_assert!(g.state() != GroupState::Assigning, "not converged: {:?}", g.describe_members());
+            prop_assert!(g.state() != GroupState::Assigning, "not converged: {:?}", g.describe_members(Instant::now()));
             let mut assigned = BTreeSet::new();
-            for m in g.describe_members() {
+            for m in g.describe_members(Instant::now()) {
                 prop_assert_eq!(m.member_epoch, g.epoch());
                 prop_assert_eq!(&m.assignment, &m.target_assignment);
                 for tp in set(&m.assignment) {
