@@ -226,7 +226,10 @@ impl EndOfLog {
                     .member_id
                     .as_deref()
                     .and_then(|id| info.members.iter().find(|m| m.member_id == id));
-                let theirs = holder.is_some_and(|m| self.alive.contains(&m.member_id));
+                // Seen heartbeating, and not silent since (a member may crash while this
+                // command waits).
+                let theirs =
+                    holder.is_some_and(|m| self.alive.contains(&m.member_id) && !m.is_silent());
                 let wait = for_me || (o.lag > 0 && !theirs);
                 wait.then_some(Blocker {
                     partition,
