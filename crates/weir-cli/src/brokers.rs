@@ -167,3 +167,36 @@ pub fn explain(error: &anyhow::Error) -> String {
         None => message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_that_did_not_answer_a_request_is_one_sentence_with_what_to_try() {
+        let error = anyhow::Error::from(ClientError::DeadlineExceeded(
+            "broker a:1 did not answer within 30 s".to_owned(),
+        ))
+        .context("listing topics");
+        assert_eq!(
+            explain(&error),
+            "listing topics: deadline exceeded: broker a:1 did not answer within 30 s; is the \
+             broker overloaded or stopped? --timeout (WEIR_TIMEOUT) waits longer"
+        );
+    }
+
+    #[test]
+    fn timeouts_are_durations_above_zero() {
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0s").is_err());
+        // The defaults in --help are the client's.
+        assert_eq!(
+            parse_timeout(DEFAULT_TIMEOUT),
+            Ok(weir_client::connection::DEFAULT_REQUEST_TIMEOUT)
+        );
+        assert_eq!(
+            parse_timeout(DEFAULT_CONNECT_TIMEOUT),
+            Ok(weir_client::connection::DEFAULT_CONNECT_TIMEOUT)
+        );
+    }
+}
