@@ -1,11 +1,22 @@
-//! `--brokers` (shared by every client command) and the hints added to client errors so
-//! that a person can act on them.
+//! `--brokers`, `--timeout` and `--connect-timeout` (shared by every client command) and
+//! the hints added to client errors so that a person can act on them.
+
+use std::time::Duration;
 
 use clap::Args;
 use weir_client::ClientError;
+use weir_client::connection::{BrokerFailure, FailureReason, Timeouts};
+
+use crate::output::parse_duration;
 
 /// The broker address used when neither `--brokers` nor `WEIR_BROKERS` is set.
 pub const DEFAULT_BROKERS: &str = weir_client::connection::DEFAULT_BROKER;
+/// `--timeout`'s default: `weir_client::connection::DEFAULT_REQUEST_TIMEOUT`.
+const DEFAULT_TIMEOUT: &str = "30s";
+/// `--connect-timeout`'s default: `weir_client::connection::DEFAULT_CONNECT_TIMEOUT`.
+const DEFAULT_CONNECT_TIMEOUT: &str = "3s";
+/// What to try when an address answered, but not with gRPC.
+const NOT_GRPC_HINT: &str = "is this the broker's client port (default 9292), not its HTTP port?";
 
 /// Where the broker is.
 #[derive(Debug, Clone, Args)]
@@ -22,6 +33,28 @@ pub struct BrokerArgs {
         global = true
     )]
     pub brokers: Vec<String>,
+    /// How long a broker may take to answer a request (e.g. 30s, 500ms, 2m) before the
+    /// command fails, naming the broker.
+    #[arg(
+        long,
+        env = "WEIR_TIMEOUT",
+        value_name = "DURATION",
+        default_value = DEFAULT_TIMEOUT,
+        value_parser = parse_timeout,
+        global = true
+    )]
+    pub timeout: Duration,
+    /// How long connecting to a broker may take: the TCP connection, then the broker's
+    /// first answer (a port that accepts connections and never answers fails after this).
+    #[arg(
+        long,
+        env = "WEIR_CONNECT_TIMEOUT",
+        value_name = "DURATION",
+        default_value = DEFAULT_CONNECT_TIMEOUT,
+        value_parser = parse_timeout,
+        global = true
+    )]
+    pub connect_timeout: Duration,
 }
 
 impl BrokerArgs {
@@ -33,24 +66,81 @@ impl BrokerArgs {
             .filter(|b| !b.is_empty())
             .collect()
     }
+
+    /// `--connect-timeout` and `--timeout`.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            request: self.timeout,
+        }
+    }
+}
+
+/// A duration above zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("a timeout must be above zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
+/// What to try after none of `failures` could be connected to, by what went wrong.
+fn connect_hint(failures: &[BrokerFailure]) -> String {
+    let several = failures.len() > 1;
+    let first = failures.first().map(|f| &f.reason);
+    let alike = failures
+        .iter()
+        .all(|f| std::mem::discriminant(&f.reason) == std::mem::discriminant(&failures[0].reason));
+    let there = if several { "at one of them" } else { "there" };
+    match first {
+        Some(FailureReason::NotGrpc(_)) if alike => NOT_GRPC_HINT.to_owned(),
+        Some(FailureReason::Silent(_)) if alike => "is it a Weir broker's client port, and is \
+            the broker running (not stopped or overloaded)? --connect-timeout \
+            (WEIR_CONNECT_TIMEOUT) waits longer"
+            .to_owned(),
+        Some(FailureReason::ConnectTimedOut(_)) if alike => "is the address right, and \
+            reachable from here (no firewall in the way)? --connect-timeout \
+            (WEIR_CONNECT_TIMEOUT) waits longer"
+            .to_owned(),
+        Some(FailureReason::ConnectFailed(_)) if alike => {
+            "is the address right? --brokers (or WEIR_BROKERS) sets it".to_owned()
+        }
+        _ => format!(
+            "is `weir serve` running {there}? --brokers (or WEIR_BROKERS) names the brokers"
+        ),
+    }
 }
 
 /// The error's message (with its causes) plus, for the client errors people meet most,
-/// what to do about it.
+/// what to do about it. A broker that could not be reached, or did not answer, is one
+/// sentence: what happened, naming the broker, and what to try.
 pub fn explain(error: &anyhow::Error) -> String {
     let message = format!("{error:#}");
+    for cause in error.chain() {
+        match cause.downcast_ref::<ClientError>() {
+            // What the command was doing when it connected adds nothing.
+            Some(connect @ ClientError::Connect { failures }) => {
+                let separator = match failures.first().map(|f| &f.reason) {
+                    Some(FailureReason::NotGrpc(_)) => ":",
+                    _ => ";",
+                };
+                return format!("{connect}{separator} {}", connect_hint(failures));
+            }
+            Some(not_grpc @ ClientError::NotGrpc(_)) => {
+                return format!("{not_grpc}: {NOT_GRPC_HINT}");
+            }
+            Some(ClientError::DeadlineExceeded(_)) => {
+                return format!(
+                    "{message}; is the broker overloaded or stopped? --timeout (WEIR_TIMEOUT) \
+                     waits longer"
+                );
+            }
+            _ => {}
+        }
+    }
     let hint = error
         .chain()
         .find_map(|cause| match cause.downcast_ref::<ClientError>()? {
-            ClientError::Connect { address, tried, .. } => Some(format!(
-                "is a broker running at {}? Start one with `weir serve`, or point \
-                 --brokers (or WEIR_BROKERS) at one",
-                if tried.len() > 1 {
-                    format!("any of {}", tried.join(", "))
-                } else {
-                    address.clone()
-                }
-            )),
             ClientError::NotFound(_) => Some(
                 "`weir topic list` shows the topics; `weir topic create NAME --partitions N` \
                  makes one"
@@ -75,5 +165,38 @@ pub fn explain(error: &anyhow::Error) -> String {
     match hint {
         Some(hint) => format!("{message}\n  hint: {hint}"),
         None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_that_did_not_answer_a_request_is_one_sentence_with_what_to_try() {
+        let error = anyhow::Error::from(ClientError::DeadlineExceeded(
+            "broker a:1 did not answer within 30 s".to_owned(),
+        ))
+        .context("listing topics");
+        assert_eq!(
+            explain(&error),
+            "listing topics: deadline exceeded: broker a:1 did not answer within 30 s; is the \
+             broker overloaded or stopped? --timeout (WEIR_TIMEOUT) waits longer"
+        );
+    }
+
+    #[test]
+    fn timeouts_are_durations_above_zero() {
+        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_timeout("0s").is_err());
+        // The defaults in --help are the client's.
+        assert_eq!(
+            parse_timeout(DEFAULT_TIMEOUT),
+            Ok(weir_client::connection::DEFAULT_REQUEST_TIMEOUT)
+        );
+        assert_eq!(
+            parse_timeout(DEFAULT_CONNECT_TIMEOUT),
+            Ok(weir_client::connection::DEFAULT_CONNECT_TIMEOUT)
+        );
     }
 }

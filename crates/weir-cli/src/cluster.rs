@@ -102,7 +102,7 @@ struct BrokerJson<'a> {
 
 /// Runs a `weir cluster` subcommand.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let (dry_run, moving, leaving) = match args.command {

@@ -23,7 +23,7 @@ use anyhow::Context;
 use base64::Engine;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tokio::time::Instant;
+use weir_client::connection::Timeouts;
 use weir_client::{
     Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
     GroupConsumerConfig, OffsetQuery, OffsetReset, SeekTo, TopicPartition,
@@ -31,7 +31,10 @@ use weir_client::{
 
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
-use crate::output::Format;
+use crate::output::{Format, parse_duration};
+
+mod group_end;
+use group_end::EndOfLog;
 
 /// Most records taken from the consumer per poll.
 const POLL_MAX_RECORDS: usize = 8192;
@@ -42,9 +45,6 @@ const POLL_TIMEOUT: Duration = Duration::from_millis(200);
 const OUTPUT_BUFFER_BYTES: usize = 256 * 1024;
 /// With `--group`: how often what was printed is committed while the command runs.
 const GROUP_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-/// With `--group` and without `--follow`: how long nothing may happen before the command
-/// decides it reached the end of the log (see [`GROUP_END`]).
-const GROUP_END_IDLE: Duration = Duration::from_secs(1);
 /// With `--group`: how many times in a row an out-of-range position is moved into the
 /// log before the command gives up (the log may be shrinking under it).
 const MAX_OUT_OF_RANGE_RETRIES: u32 = 5;
@@ -58,7 +58,10 @@ record arrived and its assignment did not change, every partition assigned to it
 been read up to its high watermark (looked up when the partition was assigned, and again
 when the position reached it), and the broker reports its assignment complete (no
 partition meant for it is still being released by another member). Partitions other
-members keep are theirs to read.";
+members keep are theirs to read while they answer. A consumer that crashed without
+leaving keeps its partitions until the broker ends its session (45 s by default): the
+command then waits for them, saying so on stderr, for up to --wait (60 s by default), reads
+them when they come, and otherwise fails (exit 1) naming them and their lag.";
 
 const EXAMPLES: &str = "\
 Examples:
@@ -76,6 +79,9 @@ Examples:
   weir consume events refunds --group billing --follow      (several topics, until Ctrl-C)
   weir consume events --skip-corrupt
       Past a stored batch that cannot be decoded, with a warning naming its offsets.
+  weir consume events --group billing --wait 2m
+      Drain the group: if a crashed member still holds partitions, wait up to 2 minutes
+      for the broker to hand them over (exit 1 naming them if it does not).
 
 Exit status: 0 on success (also on Ctrl-C with --group, after committing, and when stdout
 is closed early), 1 if reading failed (also at a stored batch that cannot be decoded,
@@ -109,6 +115,12 @@ pub struct ConsumeArgs {
     /// Keep waiting for new records at the end of the log.
     #[arg(long, short = 'F')]
     follow: bool,
+    /// With --group, without --follow: how long to wait for partitions with records left
+    /// that members which stopped answering still hold (a consumer that crashed without
+    /// leaving keeps them until its session ends) before failing; 0s fails as soon as
+    /// such a member is recognised.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    wait: Duration,
     /// Output format: text prints values, json one object per record with topic,
     /// partition, offset, timestamp, key, value and headers.
     #[arg(long, value_enum, default_value_t)]
@@ -183,10 +195,12 @@ pub struct ConsumeConfig {
     topics: Vec<String>,
     group: Option<String>,
     brokers: Vec<String>,
+    timeouts: Timeouts,
     from: Start,
     partitions: Option<Vec<u32>>,
     count: Option<u64>,
     follow: bool,
+    wait: Duration,
     format: Format,
     encoding: Encoding,
     key_separator: Option<String>,
@@ -223,10 +237,12 @@ impl ConsumeArgs {
             topics: self.topics,
             group: self.group,
             brokers: self.brokers.list(),
+            timeouts: self.brokers.timeouts(),
             from: self.from,
             partitions: (!self.partition.is_empty()).then_some(self.partition),
             count: self.count,
             follow: self.follow,
+            wait: self.wait,
             format: self.format,
             encoding: self.encoding,
             key_separator: self.print_keys.then_some(self.key_separator),
@@ -237,7 +253,7 @@ impl ConsumeArgs {
 
 /// Runs `weir consume`.
 pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     if let Some(group) = &config.group {
@@ -283,6 +299,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         brokers: config.brokers.clone(),
         // An offset below the log start (deleted by retention) starts at the log start.
         auto_offset_reset: OffsetReset::Earliest,
+        timeouts: config.timeouts,
         ..ConsumerConfig::default()
     })
     .await
@@ -378,6 +395,7 @@ async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow
         auto_offset_reset: reset,
         auto_commit: true,
         auto_commit_interval: GROUP_COMMIT_INTERVAL,
+        timeouts: config.timeouts,
         ..GroupConsumerConfig::default()
     })
     .await
@@ -424,7 +442,7 @@ async fn group_loop(
     };
     let mut printer = Printer::new(config);
     let mut printed: u64 = 0;
-    let mut end = EndOfLog::new();
+    let mut end = EndOfLog::new(config.wait);
     let mut out_of_range_retries = 0;
     while config.count.is_none_or(|c| printed < c) && !interrupted.load(Ordering::SeqCst) {
         // Never more than --count needs: every record returned is printed, so the
@@ -508,7 +526,7 @@ async fn group_loop(
         }
         if !config.follow
             && end
-                .reached(admin, group, consumer, !records.is_empty())
+                .reached(admin, group, &config.topics, consumer, !records.is_empty())
                 .await?
         {
             break;
@@ -553,83 +571,6 @@ fn print_all(printer: &mut Printer, records: &[ConsumerRecord]) -> anyhow::Resul
     }
     printer.flush()?;
     Ok(())
-}
-
-/// Tells when a group member reached the end of the log ([`GROUP_END`]).
-struct EndOfLog {
-    /// High watermark of each assigned partition when it was assigned or last checked.
-    marks: HashMap<TopicPartition, i64>,
-    assignment: Vec<TopicPartition>,
-    /// When a record last arrived or the assignment last changed.
-    last_activity: Instant,
-}
-
-impl EndOfLog {
-    fn new() -> EndOfLog {
-        EndOfLog {
-            marks: HashMap::new(),
-            assignment: Vec::new(),
-            last_activity: Instant::now(),
-        }
-    }
-
-    async fn reached(
-        &mut self,
-        admin: &Admin,
-        group: &str,
-        consumer: &GroupConsumer,
-        got_records: bool,
-    ) -> anyhow::Result<bool> {
-        let now = Instant::now();
-        if got_records {
-            self.last_activity = now;
-        }
-        let assignment = consumer.assignment();
-        if assignment != self.assignment {
-            self.last_activity = now;
-            self.marks.retain(|tp, _| assignment.contains(tp));
-            let new: Vec<TopicPartition> = assignment
-                .iter()
-                .filter(|tp| !self.marks.contains_key(*tp))
-                .cloned()
-                .collect();
-            self.marks.extend(high_watermarks(admin, &new).await?);
-            self.assignment = assignment;
-        }
-        if consumer.member_epoch() <= 0 || now.duration_since(self.last_activity) < GROUP_END_IDLE {
-            return Ok(false);
-        }
-        if self.behind(consumer) {
-            return Ok(false);
-        }
-        // Caught up with the marks: look again, records may have come since, and ask
-        // whether partitions meant for this member are still on their way.
-        self.marks = high_watermarks(admin, &self.assignment).await?;
-        let info = admin
-            .describe_group(group)
-            .await
-            .with_context(|| format!("describing group {group}"))?;
-        let me = consumer.member_id();
-        let settled = info.members.iter().any(|m| {
-            m.member_id == me
-                && m.assignment == m.target_assignment
-                && m.assignment == self.assignment
-        });
-        if !settled || self.behind(consumer) {
-            self.last_activity = now;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn behind(&self, consumer: &GroupConsumer) -> bool {
-        self.assignment.iter().any(|tp| {
-            let mark = self.marks.get(tp).copied().unwrap_or(0);
-            consumer
-                .position(&tp.topic, tp.partition)
-                .is_none_or(|position| position < mark)
-        })
-    }
 }
 
 /// `offset` moved into `[log start, high watermark]` of the partition.

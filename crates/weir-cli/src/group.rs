@@ -251,7 +251,7 @@ enum Validated {
 /// Runs a `weir group` subcommand.
 pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
     let command = validate(args.command)?;
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let format = args.format;
@@ -477,6 +477,10 @@ struct MemberJson<'a> {
     subscribed_topic_regex: Option<&'a str>,
     assignment: Vec<TopicPartitionsJson>,
     target_assignment: Vec<TopicPartitionsJson>,
+    /// Since the coordinator last heard from the member.
+    ms_since_heartbeat: u128,
+    /// The member is removed once `ms_since_heartbeat` reaches this.
+    session_timeout_ms: u128,
 }
 
 #[derive(Debug, Serialize)]
@@ -612,6 +616,8 @@ fn print_group(out: &mut impl Write, format: Format, info: &GroupInfo) -> anyhow
                         subscribed_topic_regex: m.subscribed_topic_regex.as_deref(),
                         assignment: grouped(&m.assignment),
                         target_assignment: grouped(&m.target_assignment),
+                        ms_since_heartbeat: m.since_heartbeat.as_millis(),
+                        session_timeout_ms: m.session_timeout.as_millis(),
                     })
                     .collect(),
             };
@@ -664,7 +670,7 @@ fn print_group(out: &mut impl Write, format: Format, info: &GroupInfo) -> anyhow
                 &rows,
             )?;
             writeln!(out)?;
-            let rows: Vec<[String; 6]> = info
+            let rows: Vec<[String; 7]> = info
                 .members
                 .iter()
                 .map(|m| {
@@ -673,6 +679,7 @@ fn print_group(out: &mut impl Write, format: Format, info: &GroupInfo) -> anyhow
                         m.client_id.clone(),
                         m.client_host.clone(),
                         m.member_epoch.to_string(),
+                        format!("{} s ago", m.since_heartbeat.as_secs()),
                         compact(&m.assignment),
                         match &m.subscribed_topic_regex {
                             Some(regex) => format!("/{regex}/"),
@@ -688,10 +695,11 @@ fn print_group(out: &mut impl Write, format: Format, info: &GroupInfo) -> anyhow
                     "CLIENT-ID",
                     "HOST",
                     "EPOCH",
+                    "LAST-HEARTBEAT",
                     "PARTITIONS",
                     "SUBSCRIPTION",
                 ],
-                &[false, false, false, true, false, false],
+                &[false, false, false, true, true, false, false],
                 &rows,
             )?;
         }

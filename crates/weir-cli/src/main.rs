@@ -42,7 +42,9 @@ Examples:
 
 Client commands reach the cluster through --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by
 default: a comma-separated list, of which the first broker that answers is used; records
-then go to and come from each partition's leader.";
+then go to and come from each partition's leader. A broker that does not answer fails the
+command, naming it, after --connect-timeout (3s) when connecting or --timeout (30s) for a
+request.";
 
 /// Weir: a Kafka-like partitioned log service.
 #[derive(Debug, Parser)]

@@ -1,8 +1,10 @@
-//! Output shared by the subcommands: `--format text|json`, `key=value` flag values, and
-//! telling a closed stdout (a broken pipe, which is not an error) from real failures.
+//! Output shared by the subcommands: `--format text|json`, `key=value` and duration flag
+//! values, and telling a closed stdout (a broken pipe, which is not an error) from real
+//! failures.
 
 use std::collections::HashMap;
 use std::io;
+use std::time::Duration;
 
 use clap::ValueEnum;
 
@@ -49,6 +51,24 @@ pub fn key_value_map(pairs: Vec<(String, String)>) -> anyhow::Result<HashMap<Str
     Ok(map)
 }
 
+/// Parses `30s`, `500ms`, `2m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration: use e.g. 30s, 500ms, 2m"))?;
+    match unit.trim() {
+        "" | "s" => Ok(Duration::from_secs(number)),
+        "ms" => Ok(Duration::from_millis(number)),
+        "m" | "min" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        other => Err(format!("unknown duration unit {other:?}: use ms, s or m")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +98,15 @@ mod tests {
         assert!(is_broken_pipe(&error));
         let other = anyhow::Error::from(io::Error::from(io::ErrorKind::NotFound));
         assert!(!is_broken_pipe(&other));
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5h").is_err());
     }
 }

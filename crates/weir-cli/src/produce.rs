@@ -151,6 +151,8 @@ impl ProduceArgs {
             compression: self.compression.into(),
             idempotence: !self.no_idempotence,
             producer_name: self.producer_name,
+            connect_timeout: self.brokers.connect_timeout,
+            request_timeout: self.brokers.timeout,
             ..ProducerConfig::default()
         };
         producer.validate()?;

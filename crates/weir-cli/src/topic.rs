@@ -6,7 +6,8 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde::Serialize;
-use weir_client::{Admin, ConfigEntry, TopicInfo, TopicListing};
+use weir_client::{Admin, ClientError, ConfigEntry, TopicInfo, TopicListing};
+use weir_server::MAX_PARTITIONS_PER_TOPIC;
 
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
@@ -28,6 +29,12 @@ const CREATE_HELP: &str = "\
 Examples:
   weir topic create events --partitions 3
   weir topic create orders -p 6 -r 3 --config min.insync.replicas=2   # acks=all survives one broker down
+  weir topic create events --partitions 3 --if-not-exists             # in scripts: run it every time
+
+With --if-not-exists, a topic that exists already is left as it is and the command
+succeeds (as kafka-topics.sh --if-not-exists does), with a note on stderr; the note says
+so when the topic differs from what was asked (partitions, replicas, settings), since
+nothing was changed to match. --format json prints the existing topic.
 
 Each partition gets --replication-factor copies on different brokers; more copies than the
 cluster has brokers are refused. With acks=all (the producers' default) a record is
@@ -65,8 +72,13 @@ enum TopicCommand {
     Create {
         /// Topic name (letters, digits, '.', '_', '-'; at most 249 characters).
         name: String,
-        /// Number of partitions.
-        #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(
+            long,
+            short = 'p',
+            default_value_t = 1,
+            help = format!("Number of partitions, 1 to {MAX_PARTITIONS_PER_TOPIC}"),
+            value_parser = partition_count()
+        )]
         partitions: u32,
         /// Copies of each partition, on different brokers: at least 1 and at most the
         /// number of brokers [default: the cluster's, 1 on a single node].
@@ -75,6 +87,9 @@ enum TopicCommand {
         /// A topic setting, KEY=VALUE (repeatable); see `weir topic describe` for the keys.
         #[arg(long, short = 'c', value_name = "KEY=VALUE", value_parser = parse_key_value)]
         config: Vec<(String, String)>,
+        /// Succeed, changing nothing, if the topic exists already (see below).
+        #[arg(long)]
+        if_not_exists: bool,
     },
     /// List topics.
     List {
@@ -100,10 +115,14 @@ enum TopicCommand {
         /// Topic name.
         name: String,
         /// Partitions to add.
-        #[arg(long, short = 'n', group = "how", value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(long, short = 'n', group = "how", value_parser = partition_count())]
         num: Option<u32>,
-        /// The total number of partitions wanted.
-        #[arg(long, group = "how", value_parser = clap::value_parser!(u32).range(1..))]
+        #[arg(
+            long,
+            group = "how",
+            help = format!("The total number of partitions wanted, at most {MAX_PARTITIONS_PER_TOPIC}"),
+            value_parser = partition_count()
+        )]
         total: Option<u32>,
     },
     /// Change a topic's settings: set keys, or reset them to their defaults.
@@ -167,11 +186,13 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             partitions,
             replication_factor,
             config,
+            if_not_exists,
         } => Validated::Create {
             name,
             partitions,
             replication_factor: replication_factor.unwrap_or(0),
             configs: key_value_map(config)?,
+            if_not_exists,
         },
         TopicCommand::AlterConfig { name, set, delete } => {
             if let Some(key) = delete.iter().find(|k| set.iter().any(|(s, _)| s == *k)) {
@@ -195,7 +216,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             },
         },
     };
-    let admin = Admin::connect(&args.brokers.list())
+    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
         .await
         .context("connecting to the broker")?;
     let format = args.format;
@@ -206,11 +227,27 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             partitions,
             replication_factor,
             configs,
+            if_not_exists,
         } => {
-            let topic = admin
-                .create_topic(&name, partitions, replication_factor, configs)
-                .await
-                .with_context(|| format!("creating topic {name}"))?;
+            let created = admin
+                .create_topic(&name, partitions, replication_factor, configs.clone())
+                .await;
+            let topic = match created {
+                Err(ClientError::AlreadyExists(_)) if if_not_exists => {
+                    let asked = Asked {
+                        partitions,
+                        replication_factor,
+                        configs: &configs,
+                    };
+                    let existing = existing_topic(&admin, &name, &asked).await?;
+                    if format == Format::Json {
+                        print_topic(&mut out, format, &existing, None)?;
+                    }
+                    out.flush()?;
+                    return Ok(());
+                }
+                other => other.with_context(|| format!("creating topic {name}"))?,
+            };
             match format {
                 Format::Text => writeln!(
                     out,
@@ -287,6 +324,69 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--partitions`, `--num`, `--total`: 1 to the broker's limit.
+fn partition_count() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=i64::from(MAX_PARTITIONS_PER_TOPIC))
+}
+
+/// What `topic create` asked for (0 replicas: the broker's default).
+struct Asked<'a> {
+    partitions: u32,
+    replication_factor: u32,
+    configs: &'a std::collections::HashMap<String, String>,
+}
+
+/// `topic create --if-not-exists` of a topic that exists: the topic as it is, after a
+/// note on stderr saying so, and how it differs from what was asked.
+async fn existing_topic(admin: &Admin, name: &str, asked: &Asked<'_>) -> anyhow::Result<TopicInfo> {
+    let topic = admin
+        .describe_topic(name)
+        .await
+        .with_context(|| format!("describing topic {name}"))?;
+    let settings = admin
+        .describe_topic_config(name)
+        .await
+        .with_context(|| format!("reading the settings of topic {name}"))?;
+    let differences = differences(&topic, &settings, asked);
+    if differences.is_empty() {
+        eprintln!("note: topic {name} exists already; nothing changed");
+    } else {
+        eprintln!(
+            "note: topic {name} exists already and differs from what was asked ({}); nothing \
+             changed (`weir topic add-partitions` and `weir topic alter-config` change it)",
+            differences.join(", ")
+        );
+    }
+    Ok(topic)
+}
+
+/// How an existing topic differs from what `create` asked for.
+fn differences(topic: &TopicInfo, settings: &[ConfigEntry], asked: &Asked<'_>) -> Vec<String> {
+    let mut differences = Vec::new();
+    let partitions = topic.partitions.len();
+    if partitions != asked.partitions as usize {
+        differences.push(format!("{partitions} partitions, not {}", asked.partitions));
+    }
+    let replicas = topic.partitions.first().map_or(0, |p| p.replicas.len());
+    if asked.replication_factor != 0 && replicas != asked.replication_factor as usize {
+        differences.push(format!(
+            "{replicas} replicas, not {}",
+            asked.replication_factor
+        ));
+    }
+    let mut keys: Vec<&String> = asked.configs.keys().collect();
+    keys.sort();
+    for key in keys {
+        let wanted = &asked.configs[key];
+        match settings.iter().find(|e| &e.name == key) {
+            Some(e) if &e.value == wanted => {}
+            Some(e) => differences.push(format!("{key}={}, not {wanted}", e.value)),
+            None => differences.push(format!("{key} unset, not {wanted}")),
+        }
+    }
+    differences
+}
+
 /// A topic command after its arguments were checked.
 enum Validated {
     Create {
@@ -294,6 +394,7 @@ enum Validated {
         partitions: u32,
         replication_factor: u32,
         configs: std::collections::HashMap<String, String>,
+        if_not_exists: bool,
     },
     List {
         internal: bool,

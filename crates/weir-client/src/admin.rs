@@ -9,14 +9,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::connection::BrokerChannel as Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 use weir_proto::v1::groups_client::GroupsClient;
 
 use crate::cluster::Cluster;
-use crate::connection::MAX_MESSAGE_BYTES;
+use crate::connection::{MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
@@ -262,7 +262,34 @@ pub struct GroupMemberInfo {
     pub assignment: Vec<TopicPartition>,
     /// Partitions the assignor intends for it (equal to `assignment` once stable).
     pub target_assignment: Vec<TopicPartition>,
+    /// Since the coordinator last heard from the member (its last heartbeat, or the
+    /// coordinator loading the group, whichever was later).
+    pub since_heartbeat: Duration,
+    /// The member is removed once `since_heartbeat` reaches this.
+    pub session_timeout: Duration,
+    /// The heartbeat interval the member was last told; zero from brokers that do not
+    /// say.
+    pub heartbeat_interval: Duration,
 }
+
+impl GroupMemberInfo {
+    /// Whether the member missed heartbeats: silent for longer than two heartbeat
+    /// intervals and a second (a live member heartbeats every interval; the second
+    /// absorbs a slow round trip or a busy client). A member that crashed without
+    /// leaving keeps its partitions until its session timeout; until then it looks like
+    /// this.
+    pub fn is_silent(&self) -> bool {
+        self.since_heartbeat > self.heartbeat_interval * 2 + SILENT_GRACE
+    }
+
+    /// How long until the broker removes the member if it stays silent.
+    pub fn session_left(&self) -> Duration {
+        self.session_timeout.saturating_sub(self.since_heartbeat)
+    }
+}
+
+/// See [`GroupMemberInfo::is_silent`].
+const SILENT_GRACE: Duration = Duration::from_secs(1);
 
 /// One partition's progress in a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,7 +381,17 @@ impl Admin {
     /// `http://host:port`, entries may be comma-separated lists; empty means
     /// [`crate::connection::DEFAULT_BROKER`]).
     pub async fn connect(brokers: &[String]) -> Result<Admin, ClientError> {
-        Ok(Admin::with_cluster(Cluster::connect(brokers).await?))
+        Admin::connect_with_timeouts(brokers, Timeouts::default()).await
+    }
+
+    /// [`Admin::connect`] with other [`Timeouts`] than the defaults.
+    pub async fn connect_with_timeouts(
+        brokers: &[String],
+        timeouts: Timeouts,
+    ) -> Result<Admin, ClientError> {
+        Ok(Admin::with_cluster(
+            Cluster::connect(brokers, timeouts).await?,
+        ))
     }
 
     /// An admin client over an existing channel (offset lookups route to leaders from
@@ -740,6 +777,9 @@ impl Admin {
                         .then_some(m.subscribed_topic_regex),
                     assignment: partitions_of(m.assignment),
                     target_assignment: partitions_of(m.target_assignment),
+                    since_heartbeat: Duration::from_millis(m.ms_since_heartbeat),
+                    session_timeout: Duration::from_millis(m.session_timeout_ms.into()),
+                    heartbeat_interval: Duration::from_millis(m.heartbeat_interval_ms.into()),
                 })
                 .collect(),
             offsets: d

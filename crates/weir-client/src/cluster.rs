@@ -27,13 +27,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::connection::BrokerChannel as Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::admin::{ListedOffset, OffsetQuery, list_offsets};
-use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::connection::{self, MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::retry::{self, MAX_ROUTED_ATTEMPTS, ROUTED_RETRY_BACKOFF, RetryDecision};
@@ -53,6 +53,8 @@ pub(crate) struct Cluster {
 struct Inner {
     /// The bootstrap list as given (split at commas).
     bootstrap_addresses: Vec<String>,
+    /// For every connection this client makes.
+    timeouts: Timeouts,
     /// The bootstrap address that answered; `None` for a client made from a channel.
     bootstrap_address: Option<String>,
     bootstrap: Channel,
@@ -127,10 +129,14 @@ impl Inner {
 impl Cluster {
     /// Connects to the first broker of `brokers` that answers (see
     /// [`connection::connect_first`]).
-    pub(crate) async fn connect(brokers: &[String]) -> Result<Cluster, ClientError> {
-        let (address, channel) = connection::connect_first(brokers).await?;
+    pub(crate) async fn connect(
+        brokers: &[String],
+        timeouts: Timeouts,
+    ) -> Result<Cluster, ClientError> {
+        let (address, channel) = connection::connect_first(brokers, timeouts).await?;
         Ok(Cluster::new(
             connection::bootstrap_addresses(brokers),
+            timeouts,
             Some(address),
             channel,
         ))
@@ -138,17 +144,19 @@ impl Cluster {
 
     /// A cluster reached through `channel` only (its address unknown).
     pub(crate) fn from_channel(channel: Channel) -> Cluster {
-        Cluster::new(Vec::new(), None, channel)
+        Cluster::new(Vec::new(), Timeouts::default(), None, channel)
     }
 
     fn new(
         bootstrap_addresses: Vec<String>,
+        timeouts: Timeouts,
         bootstrap_address: Option<String>,
         bootstrap: Channel,
     ) -> Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 bootstrap_addresses,
+                timeouts,
                 bootstrap_address,
                 bootstrap,
                 state: Mutex::new(State {
@@ -207,7 +215,7 @@ impl Cluster {
         {
             return Ok((Some(address.to_owned()), channel.clone()));
         }
-        let channel = connection::lazy(address)?;
+        let channel = connection::lazy(address, self.inner.timeouts)?;
         tracing::debug!(broker, address, "connection to broker made");
         state
             .channels
@@ -259,7 +267,7 @@ impl Cluster {
         let connection = match free {
             Some(connection) => connection,
             None => {
-                let channel = connection::lazy(&address)?;
+                let channel = connection::lazy(&address, self.inner.timeouts)?;
                 pool.connections.push(PooledConnection {
                     channel,
                     streams: Arc::new(AtomicUsize::new(0)),
@@ -429,7 +437,7 @@ impl Cluster {
             {
                 continue;
             }
-            if let Ok(channel) = connection::lazy(address) {
+            if let Ok(channel) = connection::lazy(address, self.inner.timeouts) {
                 sources.push((address.clone(), channel));
             }
         }

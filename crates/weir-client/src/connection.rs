@@ -1,15 +1,35 @@
-//! Connections to brokers: address parsing and one tuned tonic [`Channel`].
+//! Connections to brokers: address parsing, one tuned tonic [`Channel`] per connection
+//! wrapped in a [`BrokerChannel`] that bounds every request and names its broker in every
+//! failure, and the check that a bootstrap address is a broker at all.
 //!
 //! Every client (producer, consumer, admin) talks over a channel built here, so the
 //! settings that decide throughput live in one place: TCP_NODELAY (Nagle's algorithm
 //! stalls small pipelined requests for tens of milliseconds), HTTP/2 windows much larger
 //! than the 64 KiB default (which caps one stream at a window per round trip), and
 //! message-size limits large enough for a full batch request or fetch response.
+//!
+//! # Timeouts
+//!
+//! [`Timeouts::connect`] bounds making a connection to a bootstrap broker: the TCP
+//! connection, then the broker's first gRPC answer (a `DescribeCluster`, the cheapest
+//! request every broker serves). A TCP connection alone proves little: a port that
+//! accepts connections and never answers (a stopped process, a proxy with nothing behind
+//! it) would otherwise make the first request wait until HTTP/2 keep-alive gives up,
+//! [`KEEP_ALIVE_INTERVAL`] + [`KEEP_ALIVE_TIMEOUT`] later. [`Timeouts::request`] bounds
+//! every request on every connection until its answer starts (for a stream: until the
+//! broker accepted it; how a stream then progresses is its caller's business). Either
+//! failure names the broker ([`BrokerFailure`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
 use tonic::transport::{Channel, Endpoint};
+use weir_proto::v1 as pb;
+use weir_proto::v1::admin_client::AdminClient;
 
 use crate::error::ClientError;
 
@@ -31,12 +51,308 @@ pub const MAX_MESSAGE_BYTES: usize = weir_batch::MAX_BATCH_BYTES + 1024 * 1024;
 /// be never; half the limit leaves room for the unary requests (metadata, offset
 /// lookups, commits) that share the first connection.
 pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
-/// How long establishing a TCP connection to a broker may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of [`Timeouts::connect`]: a broker on a working network answers in
+/// milliseconds, so a few seconds tell a dead address from a slow one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default of [`Timeouts::request`] (Kafka's `request.timeout.ms`). Creating a topic of
+/// thousands of partitions is the slowest request there is.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Interval of HTTP/2 keep-alive pings, which find a dead connection on an idle client.
 pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
 pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a client waits for brokers (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Making a connection: TCP, then (for a bootstrap broker) its first gRPC answer.
+    pub connect: Duration,
+    /// One request, until its answer starts.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// Refuses zero timeouts (nothing could ever answer in time).
+    pub fn check(&self) -> Result<(), ClientError> {
+        if self.connect.is_zero() || self.request.is_zero() {
+            return Err(ClientError::Config(format!(
+                "timeouts must be above zero, not {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a broker could not be used: its address and what happened. The text is one
+/// sentence naming the broker; [`ClientError::Connect`] holds one per address tried.
+#[derive(Debug, Clone)]
+pub struct BrokerFailure {
+    /// The address as given or learnt (`host:port`).
+    pub address: String,
+    /// What happened.
+    pub reason: FailureReason,
+    /// The transport error behind it, if there was one.
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+/// What went wrong with a broker (see [`BrokerFailure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureReason {
+    /// Nothing listens at the address: the connection was refused.
+    Refused,
+    /// No TCP connection within this long (the connect timeout).
+    ConnectTimedOut(Duration),
+    /// The TCP connection was made, but no gRPC answer came within this long (the
+    /// connect timeout): a stopped or overloaded broker, or not a broker at all.
+    Silent(Duration),
+    /// No answer to a request within this long (the request timeout, or the request's
+    /// own deadline).
+    RequestTimedOut(Duration),
+    /// Something answered, but not with gRPC (what it answered: an HTTP status and
+    /// content type). Typically the broker's HTTP (metrics and health) port.
+    NotGrpc(String),
+    /// The connection could not be made for another reason (a name that does not
+    /// resolve, a network that is unreachable).
+    ConnectFailed(String),
+    /// The connection broke during a request.
+    Broken(String),
+}
+
+impl BrokerFailure {
+    pub(crate) fn new(address: &str, reason: FailureReason) -> BrokerFailure {
+        BrokerFailure {
+            address: address.to_owned(),
+            reason,
+            source: None,
+        }
+    }
+
+    fn with_source(mut self, source: Arc<dyn std::error::Error + Send + Sync>) -> BrokerFailure {
+        self.source = Some(source);
+        self
+    }
+
+    /// What happened, without the address (for a list of several brokers).
+    pub fn reason_text(&self) -> String {
+        match &self.reason {
+            FailureReason::Refused => "connection refused".to_owned(),
+            FailureReason::ConnectTimedOut(waited) => {
+                format!("no connection within {}", human_duration(*waited))
+            }
+            FailureReason::Silent(waited) => format!(
+                "accepted the connection but did not answer within {}",
+                human_duration(*waited)
+            ),
+            FailureReason::RequestTimedOut(waited) => {
+                format!("no answer within {}", human_duration(*waited))
+            }
+            FailureReason::NotGrpc(answer) => format!("answered, but not with gRPC ({answer})"),
+            FailureReason::ConnectFailed(why) | FailureReason::Broken(why) => why.clone(),
+        }
+    }
+
+    /// The gRPC status a request failing this way gets (and keeps as its source).
+    fn into_status(self) -> tonic::Status {
+        let code = match self.reason {
+            FailureReason::Silent(_) | FailureReason::RequestTimedOut(_) => {
+                tonic::Code::DeadlineExceeded
+            }
+            // Nothing a retry can fix, and the code tonic gives an HTTP 404.
+            FailureReason::NotGrpc(_) => tonic::Code::Unimplemented,
+            _ => tonic::Code::Unavailable,
+        };
+        let mut status = tonic::Status::new(code, self.to_string());
+        status.set_source(Arc::new(self));
+        status
+    }
+}
+
+impl std::fmt::Display for BrokerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = &self.address;
+        match &self.reason {
+            FailureReason::Refused
+            | FailureReason::ConnectTimedOut(_)
+            | FailureReason::ConnectFailed(_) => {
+                write!(
+                    f,
+                    "could not connect to broker {address}: {}",
+                    self.reason_text()
+                )
+            }
+            FailureReason::Silent(waited) => write!(
+                f,
+                "broker {address} accepted the connection but did not answer within {}",
+                human_duration(*waited)
+            ),
+            FailureReason::RequestTimedOut(waited) => write!(
+                f,
+                "broker {address} did not answer within {}",
+                human_duration(*waited)
+            ),
+            FailureReason::NotGrpc(answer) => {
+                write!(f, "{address} answered, but not with gRPC ({answer})")
+            }
+            FailureReason::Broken(why) => {
+                write!(f, "the connection to broker {address} broke: {why}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BrokerFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// `3 s`, `500 ms`, `1.5 s`.
+pub fn human_duration(d: Duration) -> String {
+    if d.as_millis() < 1000 {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// A connection to one broker: a tonic [`Channel`] that bounds every request by the
+/// request timeout, refuses answers that are not gRPC, and turns every transport failure
+/// into a status naming the broker (a [`BrokerFailure`] as its source, which
+/// [`ClientError`] recognises). Cheap to clone: clones share the connection.
+#[derive(Debug, Clone)]
+pub struct BrokerChannel {
+    channel: Channel,
+    address: Arc<str>,
+    timeouts: Timeouts,
+}
+
+impl BrokerChannel {
+    /// The broker's address.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+}
+
+type ResponseFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<http::Response<Body>, tonic::Status>> + Send>>;
+
+impl Service<http::Request<Body>> for BrokerChannel {
+    type Response = http::Response<Body>;
+    type Error = tonic::Status;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::poll_ready(&mut self.channel, cx)
+            .map_err(|error| classify(&self.address, error, self.timeouts).into_status())
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let call = Service::call(&mut self.channel, request);
+        let address = self.address.clone();
+        let timeouts = self.timeouts;
+        let timeout = timeouts.request;
+        Box::pin(async move {
+            let started = tokio::time::Instant::now();
+            let response = match tokio::time::timeout(timeout, call).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(error)) => {
+                    let mut failure = classify(&address, error, timeouts);
+                    if let FailureReason::RequestTimedOut(waited) = &mut failure.reason {
+                        // The request's own, shorter deadline.
+                        *waited = started.elapsed().min(timeout);
+                    }
+                    return Err(failure.into_status());
+                }
+                Err(_) => {
+                    return Err(BrokerFailure::new(
+                        &address,
+                        FailureReason::RequestTimedOut(timeout),
+                    )
+                    .into_status());
+                }
+            };
+            match not_grpc(&response) {
+                None => Ok(response),
+                Some(answer) => {
+                    Err(BrokerFailure::new(&address, FailureReason::NotGrpc(answer)).into_status())
+                }
+            }
+        })
+    }
+}
+
+/// What a response that is not gRPC was (`HTTP 404`, `HTTP 200, text/html`), or `None`
+/// for a gRPC response (HTTP 200, `application/grpc` content; a gRPC error is still
+/// HTTP 200, with its status in the headers or trailers).
+fn not_grpc(response: &http::Response<Body>) -> Option<String> {
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let grpc = content_type.is_some_and(|t| t.starts_with("application/grpc"));
+    if response.status() == http::StatusCode::OK && grpc {
+        return None;
+    }
+    let status = response.status();
+    let mut what = format!("HTTP {}", status.as_u16());
+    if let Some(reason) = status.canonical_reason() {
+        what.push(' ');
+        what.push_str(reason);
+    }
+    match content_type {
+        Some(t) if !grpc => what.push_str(&format!(", {t}")),
+        None => what.push_str(", no content type"),
+        _ => {}
+    }
+    Some(what)
+}
+
+/// A transport error on the connection to `address`, as a [`BrokerFailure`].
+fn classify(address: &str, error: tonic::transport::Error, timeouts: Timeouts) -> BrokerFailure {
+    let error: Arc<dyn std::error::Error + Send + Sync> = Arc::new(error);
+    let reason = reason_of(&*error, timeouts);
+    BrokerFailure::new(address, reason).with_source(error)
+}
+
+fn reason_of(error: &(dyn std::error::Error + 'static), timeouts: Timeouts) -> FailureReason {
+    let mut connecting = false;
+    let mut io_kind = None;
+    let mut cause = Some(error);
+    let mut root = error;
+    while let Some(c) = cause {
+        if c.downcast_ref::<tonic::TimeoutExpired>().is_some() {
+            // The request's own deadline (`grpc-timeout`), shorter than the channel's.
+            return FailureReason::RequestTimedOut(timeouts.request);
+        }
+        connecting |= c.downcast_ref::<tonic::ConnectError>().is_some();
+        if io_kind.is_none() {
+            io_kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
+        }
+        root = c;
+        cause = c.source();
+    }
+    match io_kind {
+        Some(std::io::ErrorKind::ConnectionRefused) => FailureReason::Refused,
+        Some(std::io::ErrorKind::TimedOut) if connecting => {
+            FailureReason::ConnectTimedOut(timeouts.connect)
+        }
+        _ if connecting => FailureReason::ConnectFailed(root.to_string()),
+        _ => FailureReason::Broken(chain(error)),
+    }
+}
 
 /// Turns `host:port` or `http://host:port` into a URI with a scheme.
 pub fn broker_uri(address: &str) -> String {
@@ -49,13 +365,13 @@ pub fn broker_uri(address: &str) -> String {
 }
 
 /// Builds the tuned endpoint for one broker address.
-fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
+fn endpoint(address: &str, timeouts: Timeouts) -> Result<Endpoint, ClientError> {
     let uri = broker_uri(address);
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| ClientError::Config(format!("bad broker address {address:?}: {e}")))?;
     Ok(endpoint
         .tcp_nodelay(true)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(timeouts.connect)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
@@ -84,36 +400,87 @@ pub fn bootstrap_addresses(brokers: &[String]) -> Vec<String> {
 ///
 /// The channel reconnects by itself after a connection drops (to the same broker); a
 /// request made while it is down fails with [`ClientError::Unavailable`].
-pub async fn connect(brokers: &[String]) -> Result<Channel, ClientError> {
-    Ok(connect_first(brokers).await?.1)
+pub async fn connect(brokers: &[String], timeouts: Timeouts) -> Result<BrokerChannel, ClientError> {
+    Ok(connect_first(brokers, timeouts).await?.1)
 }
 
 /// [`connect`], also returning the address that answered. Each address that did not is
 /// logged (warn) with why, and named in the error if none answered.
-pub async fn connect_first(brokers: &[String]) -> Result<(String, Channel), ClientError> {
+pub async fn connect_first(
+    brokers: &[String],
+    timeouts: Timeouts,
+) -> Result<(String, BrokerChannel), ClientError> {
+    timeouts.check()?;
     let addresses = bootstrap_addresses(brokers);
-    let mut failed: Vec<(String, Arc<tonic::transport::Error>)> = Vec::new();
+    let mut failures: Vec<BrokerFailure> = Vec::new();
     for address in &addresses {
-        match endpoint(address)?.connect().await {
+        match connect_one(address, timeouts).await? {
             Ok(channel) => {
-                for (failed_address, error) in &failed {
-                    tracing::warn!(address = %failed_address, error = %chain(&**error), connected = %address, "broker did not answer; connected to a later one in the list");
+                for failure in &failures {
+                    tracing::warn!(address = %failure.address, error = %failure.reason_text(), connected = %address, "broker did not answer; connected to a later one in the list");
                 }
                 return Ok((address.clone(), channel));
             }
-            Err(source) => {
-                tracing::debug!(address = %address, error = %chain(&source), "broker connection failed");
-                failed.push((address.clone(), Arc::new(source)));
+            Err(failure) => {
+                tracing::debug!(address = %address, error = %failure, "broker connection failed");
+                failures.push(failure);
             }
         }
     }
-    let tried: Vec<String> = failed.iter().map(|(a, _)| a.clone()).collect();
-    let (address, source) = failed.pop().expect("the address list is not empty");
-    Err(ClientError::Connect {
-        address,
-        tried,
-        source,
+    Err(ClientError::Connect { failures })
+}
+
+/// Connects to `address` and waits for its first gRPC answer, both within the connect
+/// timeout (see the module docs). The outer error is a bad address.
+async fn connect_one(
+    address: &str,
+    timeouts: Timeouts,
+) -> Result<Result<BrokerChannel, BrokerFailure>, ClientError> {
+    let started = tokio::time::Instant::now();
+    let endpoint = endpoint(address, timeouts)?;
+    let channel = match tokio::time::timeout(timeouts.connect, endpoint.connect()).await {
+        Ok(Ok(channel)) => channel,
+        Ok(Err(error)) => return Ok(Err(classify(address, error, timeouts))),
+        Err(_) => {
+            return Ok(Err(BrokerFailure::new(
+                address,
+                FailureReason::ConnectTimedOut(timeouts.connect),
+            )));
+        }
+    };
+    let channel = BrokerChannel {
+        channel,
+        address: Arc::from(address),
+        timeouts,
+    };
+    let left = timeouts.connect.saturating_sub(started.elapsed());
+    let mut probe = AdminClient::new(channel.clone());
+    let mut request = tonic::Request::new(pb::DescribeClusterRequest {});
+    request.set_timeout(left.max(Duration::from_millis(1)));
+    let answer = tokio::time::timeout(left, probe.describe_cluster(request)).await;
+    Ok(match answer {
+        Ok(Ok(_)) => Ok(channel),
+        Ok(Err(status)) => match broker_failure(&status) {
+            Some(failure) => Err(match failure.reason {
+                // The probe's deadline is the connect timeout.
+                FailureReason::RequestTimedOut(_) => {
+                    BrokerFailure::new(address, FailureReason::Silent(timeouts.connect))
+                }
+                _ => failure.clone(),
+            }),
+            // A refusal from the broker itself: it speaks gRPC, which is what was asked.
+            None => Ok(channel),
+        },
+        Err(_) => Err(BrokerFailure::new(
+            address,
+            FailureReason::Silent(timeouts.connect),
+        )),
     })
+}
+
+/// The [`BrokerFailure`] behind a status made by a [`BrokerChannel`], if it is one.
+pub(crate) fn broker_failure(status: &tonic::Status) -> Option<&BrokerFailure> {
+    std::error::Error::source(status).and_then(|s| s.downcast_ref::<BrokerFailure>())
 }
 
 /// `error` and its causes, `: `-separated (a transport error's own text is only
@@ -135,8 +502,12 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// A channel to `address` that connects on first use (and reconnects after a drop):
 /// connections to brokers learnt from metadata, so that a dead one costs a failed
 /// request (retried elsewhere) rather than a wait here.
-pub fn lazy(address: &str) -> Result<Channel, ClientError> {
-    Ok(endpoint(address)?.connect_lazy())
+pub fn lazy(address: &str, timeouts: Timeouts) -> Result<BrokerChannel, ClientError> {
+    Ok(BrokerChannel {
+        channel: endpoint(address, timeouts)?.connect_lazy(),
+        address: Arc::from(address),
+        timeouts,
+    })
 }
 
 #[cfg(test)]
@@ -153,15 +524,24 @@ mod tests {
 
     #[test]
     fn a_bad_address_is_a_config_error() {
-        assert!(matches!(endpoint("not a uri"), Err(ClientError::Config(_))));
+        assert!(matches!(
+            endpoint("not a uri", Timeouts::default()),
+            Err(ClientError::Config(_))
+        ));
     }
 
     #[tokio::test]
-    async fn an_unreachable_broker_is_a_connect_error() {
+    async fn an_unreachable_broker_is_a_connect_error_saying_refused_once() {
         // Port 1 on loopback: nothing listens there, the connect is refused at once.
-        let error = connect(&["127.0.0.1:1".to_owned()]).await.unwrap_err();
+        let error = connect(&["127.0.0.1:1".to_owned()], Timeouts::default())
+            .await
+            .unwrap_err();
         assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
         assert!(error.is_retriable());
+        assert_eq!(
+            error.to_string(),
+            "could not connect to broker 127.0.0.1:1: connection refused"
+        );
     }
 
     #[test]
@@ -174,17 +554,73 @@ mod tests {
 
     #[tokio::test]
     async fn every_unreachable_broker_is_named() {
-        let error = connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()])
+        let error = connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()], Timeouts::default())
             .await
             .unwrap_err();
-        let ClientError::Connect { address, tried, .. } = &error else {
+        let ClientError::Connect { failures } = &error else {
             panic!("{error:?}");
         };
-        assert_eq!(address, "127.0.0.1:2");
-        assert_eq!(tried, &["127.0.0.1:1", "127.0.0.1:2"]);
+        let tried: Vec<&str> = failures.iter().map(|f| f.address.as_str()).collect();
+        assert_eq!(tried, ["127.0.0.1:1", "127.0.0.1:2"]);
         assert_eq!(
             error.to_string(),
-            "cannot connect to any broker of 127.0.0.1:1, 127.0.0.1:2"
+            "could not connect to any broker of 127.0.0.1:1, 127.0.0.1:2: connection refused"
         );
+    }
+
+    /// A port that accepts connections and never answers fails within the connect
+    /// timeout, saying so, instead of when HTTP/2 keep-alive gives up (50 s).
+    #[tokio::test]
+    async fn a_port_that_accepts_and_never_answers_fails_within_the_connect_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(300),
+            ..Timeouts::default()
+        };
+        let started = std::time::Instant::now();
+        let error = tokio::time::timeout(
+            Duration::from_secs(20),
+            connect(std::slice::from_ref(&address), timeouts),
+        )
+        .await
+        .expect("bounded by the connect timeout")
+        .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{error}");
+        let ClientError::Connect { failures } = &error else {
+            panic!("{error:?}");
+        };
+        assert_eq!(
+            failures[0].reason,
+            FailureReason::Silent(Duration::from_millis(300))
+        );
+        assert_eq!(
+            error.to_string(),
+            format!("broker {address} accepted the connection but did not answer within 300 ms")
+        );
+        held.abort();
+    }
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        assert_eq!(human_duration(Duration::from_millis(300)), "300 ms");
+        assert_eq!(human_duration(Duration::from_secs(3)), "3 s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5 s");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused() {
+        let zero = Timeouts {
+            connect: Duration::ZERO,
+            ..Timeouts::default()
+        };
+        assert!(matches!(zero.check(), Err(ClientError::Config(_))));
+        assert!(Timeouts::default().check().is_ok());
     }
 }

@@ -57,7 +57,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::admin::OffsetQuery;
 use crate::cluster::Cluster;
-use crate::connection::{DEFAULT_BROKER, MAX_MESSAGE_BYTES};
+use crate::connection::{DEFAULT_BROKER, MAX_MESSAGE_BYTES, Timeouts};
 use crate::error::ClientError;
 use crate::retry::{self, RetryDecision};
 use crate::routing::BrokerId;
@@ -112,6 +112,8 @@ pub struct ConsumerConfig {
     pub auto_offset_reset: OffsetReset,
     /// First wait before reopening a stream that failed retriably.
     pub reconnect_backoff: Duration,
+    /// How long connecting to a broker and each request may take.
+    pub timeouts: Timeouts,
 }
 
 impl Default for ConsumerConfig {
@@ -122,6 +124,7 @@ impl Default for ConsumerConfig {
             prefetch_messages: DEFAULT_PREFETCH_MESSAGES,
             auto_offset_reset: OffsetReset::Earliest,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -223,7 +226,7 @@ impl Consumer {
                 config.prefetch_messages
             )));
         }
-        let cluster = Cluster::connect(&config.brokers).await?;
+        let cluster = Cluster::connect(&config.brokers, config.timeouts).await?;
         let (chunks_tx, chunks_rx) = mpsc::channel(config.prefetch_messages);
         Ok(Consumer {
             cluster,

@@ -16,6 +16,8 @@ use tonic::Code;
 use tonic_types::{ErrorInfo, StatusExt};
 use weir_batch::BatchError;
 
+use crate::connection::{BrokerFailure, FailureReason, broker_failure};
+
 /// The `google.rpc.ErrorInfo` domain of Weir's error reasons.
 pub const ERROR_DOMAIN: &str = "weir.dev";
 /// `ErrorInfo` reason: the broker does not lead the partition.
@@ -114,17 +116,17 @@ pub enum ClientError {
         /// The broker's message.
         message: String,
     },
-    /// No broker in the list could be connected to.
-    #[error("{}", connect_message(address, tried))]
+    /// No broker in the list could be connected to (or none answered gRPC within the
+    /// connect timeout); retriable.
+    #[error("{}", connect_message(failures))]
     Connect {
-        /// The last address tried.
-        address: String,
-        /// Every address tried, in order (the last is `address`).
-        tried: Vec<String>,
-        /// Why.
-        #[source]
-        source: Arc<tonic::transport::Error>,
+        /// Every address tried, in order, with why it failed.
+        failures: Vec<BrokerFailure>,
     },
+    /// A broker's address answered, but not with gRPC: typically the broker's HTTP
+    /// (metrics and health) port instead of its client port. Not retriable.
+    #[error("{0}")]
+    NotGrpc(BrokerFailure),
     /// A client setting or argument is wrong (found before anything was sent).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -176,6 +178,7 @@ impl ClientError {
             | ClientError::Connect { .. } => Code::Unavailable,
             ClientError::ResourceExhausted(_) => Code::ResourceExhausted,
             ClientError::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            ClientError::NotGrpc(_) => Code::Unimplemented,
             ClientError::Rpc { code, .. } => *code,
             ClientError::Batch(_) | ClientError::CorruptBatch { .. } => Code::DataLoss,
             ClientError::Closed => Code::Cancelled,
@@ -318,16 +321,46 @@ fn leader_in_message(message: &str) -> Option<i32> {
         .flatten()
 }
 
-fn connect_message(address: &str, tried: &[String]) -> String {
-    if tried.len() > 1 {
-        format!("cannot connect to any broker of {}", tried.join(", "))
-    } else {
-        format!("cannot connect to broker {address}")
+/// One sentence: the failure itself for one broker; for several, their addresses and
+/// the reason (once if they all failed alike).
+fn connect_message(failures: &[BrokerFailure]) -> String {
+    match failures {
+        [] => "no broker to connect to".to_owned(),
+        [one] => one.to_string(),
+        several => {
+            let addresses: Vec<&str> = several.iter().map(|f| f.address.as_str()).collect();
+            let reasons: Vec<String> = several.iter().map(BrokerFailure::reason_text).collect();
+            let why = if reasons.iter().all(|r| *r == reasons[0]) {
+                reasons[0].clone()
+            } else {
+                several
+                    .iter()
+                    .zip(&reasons)
+                    .map(|(f, r)| format!("{}: {r}", f.address))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            format!(
+                "could not connect to any broker of {}: {why}",
+                addresses.join(", ")
+            )
+        }
     }
 }
 
 impl From<tonic::Status> for ClientError {
     fn from(status: tonic::Status) -> ClientError {
+        // Made by a `BrokerChannel`: the connection, not the broker, failed.
+        if let Some(failure) = broker_failure(&status) {
+            let message = failure.to_string();
+            return match failure.reason {
+                FailureReason::NotGrpc(_) => ClientError::NotGrpc(failure.clone()),
+                FailureReason::Silent(_) | FailureReason::RequestTimedOut(_) => {
+                    ClientError::DeadlineExceeded(message)
+                }
+                _ => ClientError::Unavailable(message),
+            };
+        }
         // A status made here from a transport error (it has a source; one from the broker
         // never does) with no better code: the connection broke mid-call, typically a
         // stream whose broker died, or the broker reset the stream as it exited (HTTP/2
@@ -607,12 +640,23 @@ mod tests {
 
     #[test]
     fn a_connect_error_names_every_address_tried() {
-        let one = vec!["a:1".to_owned()];
-        assert_eq!(connect_message("a:1", &one), "cannot connect to broker a:1");
-        let two = vec!["a:1".to_owned(), "b:2".to_owned()];
+        let refused = |address: &str| BrokerFailure::new(address, FailureReason::Refused);
         assert_eq!(
-            connect_message("b:2", &two),
-            "cannot connect to any broker of a:1, b:2"
+            connect_message(&[refused("a:1")]),
+            "could not connect to broker a:1: connection refused"
+        );
+        assert_eq!(
+            connect_message(&[refused("a:1"), refused("b:2")]),
+            "could not connect to any broker of a:1, b:2: connection refused"
+        );
+        let silent = BrokerFailure::new(
+            "c:3",
+            FailureReason::Silent(std::time::Duration::from_secs(3)),
+        );
+        assert_eq!(
+            connect_message(&[refused("a:1"), silent]),
+            "could not connect to any broker of a:1, c:3: a:1: connection refused; c:3: \
+             accepted the connection but did not answer within 3 s"
         );
     }
 }

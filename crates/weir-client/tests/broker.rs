@@ -475,7 +475,7 @@ async fn a_bootstrap_list_whose_first_address_refuses_uses_the_next() -> Result<
     let error = Admin::connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()])
         .await
         .unwrap_err();
-    assert!(matches!(error, ClientError::Connect { ref tried, .. } if tried.len() == 2));
+    assert!(matches!(error, ClientError::Connect { ref failures } if failures.len() == 2));
     producer.close().await;
     broker.stop().await
 }
@@ -542,7 +542,7 @@ async fn list_groups_returns_every_group_across_pages() -> Result<()> {
     let broker = Broker::start().await?;
     let admin = broker.admin().await?;
     admin.create_topic("t", 1, 0, HashMap::new()).await?;
-    let channel = weir_client::connection::connect(&broker.brokers).await?;
+    let channel = weir_client::connection::connect(&broker.brokers, Default::default()).await?;
     let count = weir_server::MAX_PAGE_SIZE as usize + 3;
     let ids: Vec<String> = (0..count).map(|i| format!("group-{i:05}")).collect();
     for chunk in ids.chunks(100) {
@@ -688,5 +688,133 @@ async fn a_stored_batch_that_cannot_be_decoded_stops_the_consumer_after_the_reco
     consumer.seek("t", 0, SeekTo::Offset(next_offset)).await?;
     let rest = consume(&mut consumer, (53 - next_offset) as usize).await?;
     assert_eq!(rest.last().map(text).as_deref(), Some("c"));
+    broker.stop().await
+}
+
+/// A TCP proxy in front of a broker that can be frozen: from then on it forwards nothing
+/// in either direction while keeping the connections open, as a broker process that was
+/// stopped (SIGSTOP) or hangs looks to its clients.
+struct FreezingProxy {
+    address: String,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingProxy {
+    async fn start(upstream: &str) -> Result<FreezingProxy> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?.to_string();
+        let frozen = std::sync::Arc::new(AtomicBool::new(false));
+        let upstream = upstream.to_owned();
+        let flag = frozen.clone();
+        let task = tokio::spawn(async move {
+            // Dropped with this task: aborting the proxy closes every connection.
+            let mut pumps = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+                    ),
+                    (Box::new(server_read), Box::new(client_write)),
+                ] {
+                    let flag = flag.clone();
+                    pumps.spawn(async move {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let read = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) {
+                                // Frozen: hold the connection, forward nothing, ever.
+                                std::future::pending::<()>().await;
+                            }
+                            if to.write_all(&buffer[..read]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Ok(FreezingProxy {
+            address,
+            frozen,
+            task,
+        })
+    }
+
+    fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for FreezingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A broker that stops answering after the client connected: a request fails after the
+/// request timeout with an error naming the broker, instead of waiting until HTTP/2
+/// keep-alive gives up (50 s), as every command did.
+#[tokio::test]
+async fn a_broker_that_stops_answering_fails_requests_after_the_request_timeout() -> Result<()> {
+    tokio::time::timeout(WAIT * 2, stops_answering())
+        .await
+        .expect("the test finishes in time")
+}
+
+async fn stops_answering() -> Result<()> {
+    let broker = Broker::start().await?;
+    broker
+        .admin()
+        .await?
+        .create_topic("t", 1, 0, HashMap::new())
+        .await?;
+    let proxy = FreezingProxy::start(&broker.brokers[0]).await?;
+    let timeouts = weir_client::connection::Timeouts {
+        connect: Duration::from_secs(10),
+        request: Duration::from_millis(500),
+    };
+    let admin =
+        Admin::connect_with_timeouts(std::slice::from_ref(&proxy.address), timeouts).await?;
+    assert_eq!(admin.list_topics(false).await?.len(), 1);
+
+    proxy.freeze();
+    let started = Instant::now();
+    let error = tokio::time::timeout(WAIT, admin.list_topics(false))
+        .await
+        .expect("the request timeout bounds the call")
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        matches!(error, ClientError::DeadlineExceeded(_)),
+        "{error:?}"
+    );
+    assert!(error.is_retriable());
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "deadline exceeded: broker {} did not answer within 500 ms",
+            proxy.address
+        )
+    );
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // The broker's shutdown waits for its connections, the proxy's too.
+    drop(admin);
+    drop(proxy);
     broker.stop().await
 }

@@ -734,16 +734,26 @@ async fn manual_commits_are_what_committed_and_describe_report() -> Result<()> {
     assert_eq!(described.members.len(), 1);
     assert_eq!(described.members[0].client_id, "manual-client");
     assert_eq!(described.members[0].member_id, consumer.member_id());
+    assert_eq!(
+        described.members[0].session_timeout,
+        Duration::from_millis(SESSION_TIMEOUT_MS)
+    );
+    assert!(
+        described.members[0].since_heartbeat < Duration::from_millis(SESSION_TIMEOUT_MS),
+        "{:?}",
+        described.members[0]
+    );
+    assert!(!described.members[0].is_silent());
     // The broker's settings as this test configured them (a settled member gets the
-    // regular interval).
+    // regular interval once the broker's join window after its join is over).
     assert_eq!(
         consumer.session_timeout(),
         Duration::from_millis(SESSION_TIMEOUT_MS)
     );
-    assert_eq!(
-        consumer.heartbeat_interval(),
-        Duration::from_millis(HEARTBEAT_INTERVAL_MS)
-    );
+    wait_until("the regular heartbeat interval", || {
+        consumer.heartbeat_interval() == Duration::from_millis(HEARTBEAT_INTERVAL_MS)
+    })
+    .await?;
     let lag: Vec<(u32, Option<i64>, i64)> = described
         .offsets
         .iter()
@@ -957,4 +967,62 @@ async fn group_admin_lists_resets_and_deletes_only_groups_without_members() -> R
         Err(ClientError::NotFound(_))
     ));
     broker.stop().await
+}
+
+/// Three members started at the same moment, on a broker whose settled members heartbeat
+/// every 10 s: each holds a partition well within that. The first to join takes every
+/// partition; the broker's join window has it heartbeat again within the pending
+/// interval, so it hears of the others and hands theirs over, instead of keeping
+/// everything until its next regular heartbeat (three consumers started together used to
+/// leave two of them idle for a whole interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_started_together_all_get_partitions_promptly() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let running = weir_server::start(weir_server::ServerConfig {
+        group_heartbeat_interval_ms: 10_000,
+        group_session_timeout_ms: 45_000,
+        ..server_config(dir.path())
+    })
+    .await?;
+    let brokers = vec![running.addr.to_string()];
+    Admin::connect(&brokers)
+        .await?
+        .create_topic("together", 3, 0, HashMap::new())
+        .await?;
+    let connect = |slot: usize| {
+        let brokers = brokers.clone();
+        async move {
+            let mut member = GroupConsumer::connect(GroupConsumerConfig {
+                brokers,
+                group_id: "together".to_owned(),
+                client_id: format!("member-{slot}"),
+                ..GroupConsumerConfig::default()
+            })
+            .await?;
+            member.subscribe(["together"])?;
+            Ok::<_, ClientError>(member)
+        }
+    };
+    let (a, b, c) = tokio::join!(connect(0), connect(1), connect(2));
+    let mut members = [a?, b?, c?];
+    let started = Instant::now();
+    // Well under the 10 s interval, with room for a slow machine.
+    let deadline = started + Duration::from_secs(5);
+    while members.iter().any(|m| m.assignment().is_empty()) {
+        ensure!(
+            Instant::now() < deadline,
+            "after {:?} the members hold {:?}",
+            started.elapsed(),
+            members.iter().map(|m| m.assignment()).collect::<Vec<_>>()
+        );
+        for member in &mut members {
+            member.poll(10, Duration::from_millis(20)).await?;
+        }
+    }
+    let held: BTreeSet<TopicPartition> = members.iter().flat_map(|m| m.assignment()).collect();
+    assert_eq!(held.len(), 3, "each partition held once");
+    for member in members {
+        member.close().await?;
+    }
+    running.shutdown().await
 }

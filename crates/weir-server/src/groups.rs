@@ -316,6 +316,10 @@ pub(crate) async fn describe_group(
                 // Owned now: what it may consume plus what it is still releasing.
                 assignment: topic_partitions(merge(m.assignment, m.pending_revocation)),
                 target_assignment: topic_partitions(m.target_assignment),
+                ms_since_heartbeat: u64::try_from(m.since_heartbeat.as_millis())
+                    .unwrap_or(u64::MAX),
+                session_timeout_ms: millis(m.session_timeout),
+                heartbeat_interval_ms: millis(m.heartbeat_interval),
             })
             .collect(),
         offsets: d

@@ -84,6 +84,9 @@ pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
     ProducerService,
 };
+/// Most partitions a topic may have: creating or growing a topic past it is refused.
+/// Clients check it too (the `weir` CLI's `--partitions`).
+pub use weir_cluster::MAX_PARTITIONS_PER_TOPIC;
 
 /// Largest gRPC response the broker sends; fetches are capped below it (a fetch may
 /// exceed its byte budget by one batch, at most `max.message.bytes`).

@@ -41,6 +41,7 @@ pub(super) async fn run(
 
     let mut consumer = Consumer::connect(ConsumerConfig {
         brokers: config.brokers.clone(),
+        timeouts: config.timeouts,
         ..ConsumerConfig::default()
     })
     .await

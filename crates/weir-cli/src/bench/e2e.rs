@@ -49,6 +49,7 @@ pub(super) async fn run(
     // The consumer is positioned at the end before the first record is sent.
     let mut consumer = Consumer::connect(ConsumerConfig {
         brokers: config.brokers.clone(),
+        timeouts: config.timeouts,
         ..ConsumerConfig::default()
     })
     .await

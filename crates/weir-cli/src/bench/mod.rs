@@ -27,11 +27,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
+use weir_client::connection::Timeouts;
 use weir_client::{Admin, ClientError, ProducerConfig};
 
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
-use crate::output::{Format, key_value_map, parse_key_value};
+use crate::output::{Format, key_value_map, parse_duration, parse_key_value};
 use crate::produce::{AcksArg, CompressionArg};
 
 /// Records when neither `--count` nor `--duration` is given.
@@ -203,6 +204,7 @@ pub enum BenchPlan {
 pub struct BenchConfig {
     pub(crate) kind: Kind,
     pub(crate) brokers: Vec<String>,
+    pub(crate) timeouts: Timeouts,
     pub(crate) topic: String,
     pub(crate) partitions: u32,
     pub(crate) topic_configs: HashMap<String, String>,
@@ -288,12 +290,15 @@ impl BenchArgs {
                 .max_in_flight
                 .map_or(defaults.max_in_flight, |n| n as usize),
             idempotence: common.idempotence.unwrap_or(defaults.idempotence),
+            connect_timeout: common.brokers.connect_timeout,
+            request_timeout: common.brokers.timeout,
             ..defaults
         };
         producer.validate()?;
         Ok(BenchPlan::Records(BenchConfig {
             kind,
             brokers: common.brokers.list(),
+            timeouts: common.brokers.timeouts(),
             topic: common.topic,
             partitions: common.partitions,
             topic_configs: key_value_map(common.topic_config)?,
@@ -321,7 +326,7 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<()> {
 }
 
 async fn run_records(config: BenchConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     let partitions = ensure_topic(&admin, &config).await?;
@@ -617,24 +622,6 @@ fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is too large"))
 }
 
-/// Parses `30s`, `500ms`, `2m`, or a plain number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration: use e.g. 30s, 500ms, 2m"))?;
-    match unit.trim() {
-        "" | "s" => Ok(Duration::from_secs(number)),
-        "ms" => Ok(Duration::from_millis(number)),
-        "m" | "min" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        other => Err(format!("unknown duration unit {other:?}: use ms, s or m")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,16 +634,6 @@ mod tests {
         assert_eq!(parse_size("1kB"), Ok(1000));
         assert!(parse_size("1 parsec").is_err());
         assert!(parse_size("KiB").is_err());
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
-        assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("5h").is_err());
     }
 
     #[test]

@@ -8,11 +8,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::Channel;
+use crate::connection::BrokerChannel as Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::groups_client::GroupsClient;
 
-use crate::connection::{self, MAX_MESSAGE_BYTES};
+use crate::connection::{self, MAX_MESSAGE_BYTES, Timeouts};
 use crate::error::ClientError;
 
 /// Longest wait between two tries of a heartbeat or commit that failed retriably (the
@@ -28,6 +28,7 @@ pub const FIND_COORDINATOR_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct CoordinatorLink {
     group_id: String,
     brokers: Vec<String>,
+    timeouts: Timeouts,
     current: Mutex<Option<GroupsClient<Channel>>>,
 }
 
@@ -39,10 +40,11 @@ fn groups_client(channel: Channel) -> GroupsClient<Channel> {
 }
 
 impl CoordinatorLink {
-    pub(crate) fn new(group_id: &str, brokers: &[String]) -> CoordinatorLink {
+    pub(crate) fn new(group_id: &str, brokers: &[String], timeouts: Timeouts) -> CoordinatorLink {
         CoordinatorLink {
             group_id: group_id.to_owned(),
             brokers: brokers.to_vec(),
+            timeouts,
             current: Mutex::new(None),
         }
     }
@@ -66,7 +68,7 @@ impl CoordinatorLink {
     }
 
     async fn find(&self) -> Result<GroupsClient<Channel>, ClientError> {
-        let (bootstrap, channel) = connection::connect_first(&self.brokers).await?;
+        let (bootstrap, channel) = connection::connect_first(&self.brokers, self.timeouts).await?;
         let mut request = tonic::Request::new(pb::FindCoordinatorRequest {
             group_id: self.group_id.clone(),
         });
@@ -86,7 +88,7 @@ impl CoordinatorLink {
         .into_inner();
         let address = format!("{}:{}", answer.host, answer.port);
         tracing::debug!(group = %self.group_id, coordinator = answer.broker_id, %address, "found the group's coordinator");
-        let channel = connection::connect(std::slice::from_ref(&address)).await?;
+        let channel = connection::connect(std::slice::from_ref(&address), self.timeouts).await?;
         Ok(groups_client(channel))
     }
 }

@@ -116,7 +116,7 @@ use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
 use self::link::CoordinatorLink;
 pub(crate) use self::link::MAX_COORDINATOR_RETRY_BACKOFF;
 use crate::admin::OffsetQuery;
-use crate::connection::DEFAULT_BROKER;
+use crate::connection::{DEFAULT_BROKER, Timeouts};
 use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, DEFAULT_MAX_BYTES_PER_MESSAGE,
@@ -193,6 +193,8 @@ pub struct GroupConsumerConfig {
     /// First wait before a retry (streams, heartbeats, commits); doubles per failure up
     /// to 5 s.
     pub reconnect_backoff: Duration,
+    /// How long connecting to a broker and each request may take.
+    pub timeouts: Timeouts,
 }
 
 impl Default for GroupConsumerConfig {
@@ -209,6 +211,7 @@ impl Default for GroupConsumerConfig {
             max_bytes_per_message: DEFAULT_MAX_BYTES_PER_MESSAGE,
             prefetch_messages: DEFAULT_PREFETCH_MESSAGES,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -384,9 +387,14 @@ impl GroupConsumer {
             prefetch_messages: config.prefetch_messages,
             auto_offset_reset: config.auto_offset_reset,
             reconnect_backoff: config.reconnect_backoff,
+            timeouts: config.timeouts,
         })
         .await?;
-        let coordinator = Arc::new(CoordinatorLink::new(&config.group_id, &config.brokers));
+        let coordinator = Arc::new(CoordinatorLink::new(
+            &config.group_id,
+            &config.brokers,
+            config.timeouts,
+        ));
         // Found now if it can be: no reachable broker, or a refusal for good (a bad group
         // id), fails here; a coordinator not available yet (a cluster still forming, an
         // election) is looked up again by the heartbeat task.

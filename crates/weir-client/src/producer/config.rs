@@ -95,6 +95,8 @@ pub struct ProducerConfig {
     pub retry_backoff_max: Duration,
     /// Time the broker has to answer a request.
     pub request_timeout: Duration,
+    /// Time connecting to a broker may take (TCP, then its first answer).
+    pub connect_timeout: Duration,
     /// Bytes of records buffered or in flight before `send` waits.
     pub buffer_memory: usize,
     /// Idempotent produce (on by default, as in Kafka 3.0+): the producer gets a
@@ -127,6 +129,7 @@ impl Default for ProducerConfig {
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: crate::connection::DEFAULT_CONNECT_TIMEOUT,
             buffer_memory: DEFAULT_BUFFER_MEMORY_BYTES,
             idempotence: true,
             producer_name: None,
@@ -160,8 +163,8 @@ impl ProducerConfig {
                 self.batch_bytes, self.buffer_memory
             ));
         }
-        if self.request_timeout.is_zero() {
-            return bad("request_timeout must be above zero".to_owned());
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return bad("request_timeout and connect_timeout must be above zero".to_owned());
         }
         if self.idempotence && self.max_in_flight > MAX_IDEMPOTENT_IN_FLIGHT {
             return bad(format!(

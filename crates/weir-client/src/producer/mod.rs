@@ -79,6 +79,7 @@ pub use self::config::{
     METADATA_MAX_AGE, ProducerConfig,
 };
 use crate::cluster::Cluster;
+use crate::connection::Timeouts;
 use crate::error::ClientError;
 
 /// A record to send.
@@ -226,7 +227,11 @@ impl Producer {
     /// sender.
     pub async fn connect(config: ProducerConfig) -> Result<Producer, ClientError> {
         config.validate()?;
-        let cluster = Cluster::connect(&config.brokers).await?;
+        let timeouts = Timeouts {
+            connect: config.connect_timeout,
+            request: config.request_timeout,
+        };
+        let cluster = Cluster::connect(&config.brokers, timeouts).await?;
         let accumulator = Arc::new(Accumulator::new(config));
         let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), cluster.clone()).run());
         Ok(Producer {

@@ -2,7 +2,7 @@
 //! and the figures metrics report.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::coordinator::GroupCoordinator;
 use super::shard::{GroupEntry, ShardState, delete_group_records};
@@ -71,7 +71,7 @@ impl GroupCoordinator {
                 state: e.state(),
                 group_epoch: e.group.epoch(),
                 assignor: e.group.assignor().name().to_string(),
-                members: e.group.describe_members(),
+                members: e.group.describe_members(Instant::now()),
                 offsets: Vec::new(),
                 coordinator_partition: self.coordinator_partition(group_id),
             };

@@ -110,8 +110,14 @@ pub struct GroupConfig {
     /// timeout is shorter than three intervals is told a third of its timeout instead).
     pub heartbeat_interval: Duration,
     /// How often a member heartbeats while it must release partitions or waits for
-    /// partitions another member is releasing.
+    /// partitions another member is releasing, and during `join_window`.
     pub pending_heartbeat_interval: Duration,
+    /// After a member joins, every member of the group is told
+    /// `pending_heartbeat_interval` for this long, settled or not: members that join
+    /// together (a deployment starting several consumers) then hear of each other
+    /// within that interval instead of a full `heartbeat_interval`, in which the first
+    /// to join would hold every partition while the others wait.
+    pub join_window: Duration,
     /// How long a member may keep partitions it was asked to release before it is
     /// removed from the group (Kafka's rebalance timeout), so a member that heartbeats
     /// but never releases cannot hold partitions forever.
@@ -142,6 +148,10 @@ pub const DEFAULT_MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
 /// Default heartbeat interval while partitions are moving.
 pub const DEFAULT_PENDING_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// Default join window: consumers started together join within a fraction of a second
+/// of each other; each join restarts the window. At most 10 heartbeats per member per
+/// second for that long.
+pub const DEFAULT_JOIN_WINDOW: Duration = Duration::from_secs(1);
 /// Default rebalance timeout (Kafka's `max.poll.interval.ms` default).
 pub const DEFAULT_REBALANCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default interval of the expiry task.
@@ -164,6 +174,7 @@ impl Default for GroupConfig {
             max_session_timeout: DEFAULT_MAX_SESSION_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             pending_heartbeat_interval: DEFAULT_PENDING_HEARTBEAT_INTERVAL,
+            join_window: DEFAULT_JOIN_WINDOW,
             rebalance_timeout: DEFAULT_REBALANCE_TIMEOUT,
             expiry_check_interval: DEFAULT_EXPIRY_CHECK_INTERVAL,
             max_members_per_group: DEFAULT_MAX_MEMBERS_PER_GROUP,
@@ -340,6 +351,14 @@ pub struct MemberDescription {
     pub pending_revocation: TopicPartitions,
     /// Partitions the assignor intends for it.
     pub target_assignment: TopicPartitions,
+    /// Since the coordinator last heard from it (a heartbeat, or the coordinator loading
+    /// the group, whichever was later).
+    pub since_heartbeat: Duration,
+    /// It is removed once `since_heartbeat` reaches this.
+    pub session_timeout: Duration,
+    /// The heartbeat interval it was last told: a live member is heard from about this
+    /// often.
+    pub heartbeat_interval: Duration,
 }
 
 /// One partition's progress in a described group.

@@ -125,6 +125,8 @@ struct Member {
     join_seq: u64,
     session_timeout: Duration,
     session_deadline: Instant,
+    /// The heartbeat interval it was last told (what a live member keeps to).
+    heartbeat_interval: Duration,
     /// Set while the member must release partitions.
     revoke_deadline: Option<Instant>,
     /// Partitions it may consume.
@@ -165,6 +167,9 @@ pub(crate) struct Group {
     topics_version: u64,
     rebalances: u64,
     join_seq: u64,
+    /// When a member last joined (or rejoined), for `GroupConfig::join_window`. Not
+    /// persisted: a coordinator that takes over starts without a window.
+    last_join: Option<Instant>,
 }
 
 pub(crate) fn to_map(set: &Assignment) -> TopicPartitions {
@@ -189,6 +194,7 @@ impl Group {
             topics_version: 0,
             rebalances: 0,
             join_seq: 0,
+            last_join: None,
         }
     }
 
@@ -276,6 +282,7 @@ impl Group {
                 join_seq: p.join_seq,
                 session_timeout: p.session_timeout,
                 session_deadline: Instant::now(),
+                heartbeat_interval: Duration::ZERO,
                 revoke_deadline: None,
                 assigned: p.assigned,
                 pending_revocation: p.pending_revocation,
@@ -297,6 +304,7 @@ impl Group {
         }
         for m in self.members.values_mut() {
             m.session_deadline = now + m.session_timeout;
+            m.heartbeat_interval = config.heartbeat_interval.min(m.session_timeout / 3);
             m.revoke_deadline =
                 (!m.pending_revocation.is_empty()).then(|| now + config.rebalance_timeout);
             // A member epoch is never ahead of the group's: records are written in order,
@@ -368,7 +376,8 @@ impl Group {
         self.owners.iter()
     }
 
-    pub fn describe_members(&self) -> Vec<MemberDescription> {
+    /// The members as `now` finds them.
+    pub fn describe_members(&self, now: Instant) -> Vec<MemberDescription> {
         self.members
             .values()
             .map(|m| {
@@ -386,6 +395,12 @@ impl Group {
                     assignment: to_map(&m.assigned),
                     pending_revocation: to_map(&m.pending_revocation),
                     target_assignment: self.target.get(&m.id).map(to_map).unwrap_or_default(),
+                    since_heartbeat: m
+                        .session_deadline
+                        .checked_sub(m.session_timeout)
+                        .map_or(Duration::ZERO, |heard| now.saturating_duration_since(heard)),
+                    session_timeout: m.session_timeout,
+                    heartbeat_interval: m.heartbeat_interval,
                 }
             })
             .collect()
@@ -463,6 +478,7 @@ impl Group {
         }
         let id: Arc<str> = Arc::from(req.member_id.as_str());
         self.join_seq += 1;
+        self.last_join = Some(now);
         let joined = if self.members.contains_key(&id) {
             // A rejoin (the member lost its state): it starts over, and what it held is
             // free again.
@@ -493,6 +509,7 @@ impl Group {
                     join_seq: 0,
                     session_timeout: config.session_timeout,
                     session_deadline: now,
+                    heartbeat_interval: config.heartbeat_interval,
                     revoke_deadline: None,
                     assigned: Assignment::new(),
                     pending_revocation: Assignment::new(),
@@ -764,16 +781,22 @@ impl Group {
             }
         }
         let settled = m.pending_revocation.is_empty() && m.assigned == *target;
+        // Another member may join any moment now: a settled member hears of it at its
+        // next heartbeat, which must not be a whole interval away.
+        let joining = self
+            .last_join
+            .is_some_and(|joined| now < joined + config.join_window);
         let normal = config.heartbeat_interval.min(m.session_timeout / 3);
+        m.heartbeat_interval = if settled && !joining {
+            normal
+        } else {
+            config.pending_heartbeat_interval.min(normal)
+        };
         HeartbeatOutcome {
             member_id: id.to_string(),
             member_epoch: m.epoch,
             group_epoch: self.epoch,
-            heartbeat_interval: if settled {
-                normal
-            } else {
-                config.pending_heartbeat_interval.min(normal)
-            },
+            heartbeat_interval: m.heartbeat_interval,
             session_timeout: m.session_timeout,
             assignment: Some(to_map(&m.assigned)),
         }
@@ -905,19 +928,112 @@ mod tests {
         g.check_invariants().unwrap();
         // A releases: epoch advances; B then gets the partition.
         let a_kept = set(a2.assignment.as_ref().unwrap());
+        let later = now + cfg.join_window;
         let a3 = g
-            .heartbeat(req(&a.member_id, 1, &a_kept), &t, now, &cfg)
+            .heartbeat(req(&a.member_id, 1, &a_kept), &t, later, &cfg)
             .unwrap()
             .outcome;
         assert_eq!(a3.member_epoch, 2);
         assert_eq!(a3.heartbeat_interval, cfg.heartbeat_interval);
         let b3 = g
-            .heartbeat(req(&b.member_id, 2, &Assignment::new()), &t, now, &cfg)
+            .heartbeat(req(&b.member_id, 2, &Assignment::new()), &t, later, &cfg)
             .unwrap()
             .outcome;
         assert_eq!(b3.assignment.unwrap()["t"].len(), 1);
         assert_eq!(g.state(), GroupState::Stable);
         g.check_invariants().unwrap();
+    }
+
+    /// Three members joining at the same moment: the first takes every partition, and
+    /// without the join window it would keep them for a whole heartbeat interval before
+    /// hearing of the others.
+    #[test]
+    fn members_that_join_together_hear_of_each_other_within_the_pending_interval() {
+        let cfg = config();
+        let t = topics(&[("t", 3)], 1);
+        let start = Instant::now();
+        let ms = Duration::from_millis;
+        let mut g = Group::new("g");
+        let mut join = req("a", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        let a = g.heartbeat(join.clone(), &t, start, &cfg).unwrap().outcome;
+        assert_eq!(a.assignment.as_ref().unwrap()["t"].len(), 3);
+        assert_eq!(
+            a.heartbeat_interval, cfg.pending_heartbeat_interval,
+            "settled, but others may be joining"
+        );
+        let a_owned = set(a.assignment.as_ref().unwrap());
+        join.member_id = "b".into();
+        let b = g
+            .heartbeat(join.clone(), &t, start + ms(30), &cfg)
+            .unwrap()
+            .outcome;
+        join.member_id = "c".into();
+        let c = g.heartbeat(join, &t, start + ms(60), &cfg).unwrap().outcome;
+        assert!(b.assignment.unwrap().is_empty() && c.assignment.unwrap().is_empty());
+
+        // A's next heartbeat, one pending interval after its join, hears of them.
+        let at = start + cfg.pending_heartbeat_interval;
+        let a2 = g
+            .heartbeat(req("a", a.member_epoch, &a_owned), &t, at, &cfg)
+            .unwrap()
+            .outcome;
+        let a_kept = set(a2.assignment.as_ref().unwrap());
+        assert_eq!(a_kept.len(), 1, "two partitions revoked");
+        let a3 = g
+            .heartbeat(req("a", a2.member_epoch, &a_kept), &t, at, &cfg)
+            .unwrap()
+            .outcome;
+        // B and C heartbeat a pending interval after their joins and get theirs.
+        let at = start + ms(60) + cfg.pending_heartbeat_interval;
+        let b2 = g
+            .heartbeat(req("b", b.member_epoch, &Assignment::new()), &t, at, &cfg)
+            .unwrap()
+            .outcome;
+        let c2 = g
+            .heartbeat(req("c", c.member_epoch, &Assignment::new()), &t, at, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(b2.assignment.as_ref().unwrap()["t"].len(), 1);
+        assert_eq!(c2.assignment.as_ref().unwrap()["t"].len(), 1);
+        assert_eq!(g.state(), GroupState::Stable);
+        g.check_invariants().unwrap();
+
+        // Once the window after the last join is over, settled members heartbeat at the
+        // full interval again.
+        let after = start + ms(60) + cfg.join_window;
+        let a4 = g
+            .heartbeat(req("a", a3.member_epoch, &a_kept), &t, after, &cfg)
+            .unwrap()
+            .outcome;
+        assert_eq!(a4.heartbeat_interval, cfg.heartbeat_interval);
+    }
+
+    /// What tells a member that stopped answering (a consumer that crashed without
+    /// leaving) from a live one: the time since it was last heard from, against the
+    /// heartbeat interval it was told and its session timeout.
+    #[test]
+    fn described_members_say_when_they_were_last_heard_from() {
+        let cfg = config();
+        let t = topics(&[("t", 1)], 1);
+        let start = Instant::now();
+        let mut g = Group::new("g");
+        let mut join = req("a", 0, &Assignment::new());
+        join.subscription = subscribe(&["t"]);
+        let a = g.heartbeat(join, &t, start, &cfg).unwrap().outcome;
+        let owned = set(a.assignment.as_ref().unwrap());
+        let later = start + cfg.join_window;
+        let a2 = g
+            .heartbeat(req("a", a.member_epoch, &owned), &t, later, &cfg)
+            .unwrap()
+            .outcome;
+        let described = g.describe_members(later + Duration::from_secs(4));
+        assert_eq!(described[0].since_heartbeat, Duration::from_secs(4));
+        assert_eq!(described[0].session_timeout, cfg.session_timeout);
+        assert_eq!(described[0].heartbeat_interval, a2.heartbeat_interval);
+        assert_eq!(described[0].heartbeat_interval, cfg.heartbeat_interval);
+        // A clock before the last heartbeat (a test's, or a coordinator's load) is no time.
+        assert_eq!(g.describe_members(start)[0].since_heartbeat, Duration::ZERO);
     }
 
     #[test]
@@ -1167,9 +1283,9 @@ mod tests {
                     c.owned = set(r.outcome.assignment.as_ref().unwrap());
                 }
             }
-            prop_assert!(g.state() != GroupState::Assigning, "not converged: {:?}", g.describe_members());
+            prop_assert!(g.state() != GroupState::Assigning, "not converged: {:?}", g.describe_members(Instant::now()));
             let mut assigned = BTreeSet::new();
-            for m in g.describe_members() {
+            for m in g.describe_members(Instant::now()) {
                 prop_assert_eq!(m.member_epoch, g.epoch());
                 prop_assert_eq!(&m.assignment, &m.target_assignment);
                 for tp in set(&m.assignment) {

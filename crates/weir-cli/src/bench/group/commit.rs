@@ -111,7 +111,7 @@ fn group_ids(
 
 /// Runs the scenario.
 pub(super) async fn run(config: &CommitConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     let topic_partitions = ensure_topic_named(&admin, &config.topic, 1, &HashMap::new()).await?;
@@ -173,6 +173,7 @@ async fn commit_with(
     for (slot, group_id) in groups.iter().enumerate() {
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
+            timeouts: config.timeouts,
             group_id: group_id.clone(),
             client_id: format!("weir-bench-committer-{slot}"),
             ..GroupConsumerConfig::default()

@@ -172,7 +172,7 @@ fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
 
 /// Runs the scenario.
 pub(super) async fn run(config: &ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     let partitions = ensure_topic_named(
@@ -217,11 +217,14 @@ async fn fill(config: &ConsumeConfig, partitions: u32, missing: u64) -> anyhow::
     let producer_config = ProducerConfig {
         brokers: config.brokers.clone(),
         acks: AcksArg::Leader.into(),
+        connect_timeout: config.timeouts.connect,
+        request_timeout: config.timeouts.request,
         ..ProducerConfig::default()
     };
     let fill = BenchConfig {
         kind: Kind::Consume,
         brokers: config.brokers.clone(),
+        timeouts: config.timeouts,
         topic: config.topic.clone(),
         partitions,
         topic_configs: config.topic_configs.clone(),
@@ -303,6 +306,7 @@ async fn consume_with(
     for slot in 0..slots {
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
+            timeouts: config.timeouts,
             group_id: group_id.clone(),
             client_id: format!("weir-bench-member-{slot}"),
             auto_offset_reset: OffsetReset::Latest,

@@ -86,6 +86,7 @@ impl Running {
     ) -> anyhow::Result<GroupConsumer> {
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
+            timeouts: config.timeouts,
             group_id: group_id.to_owned(),
             client_id: format!("weir-bench-member-{slot}"),
             session_timeout: config.session_timeout,
@@ -141,7 +142,7 @@ async fn poll_until_stopped(
 
 /// Runs the scenario.
 pub(super) async fn run(config: &JoinConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect(&config.brokers)
+    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
         .await
         .context("connecting to the broker")?;
     let partitions =

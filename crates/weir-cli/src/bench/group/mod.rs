@@ -20,12 +20,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use tokio::sync::watch;
+use weir_client::connection::Timeouts;
 use weir_client::{Admin, GroupState, Rebalance, RebalanceListener};
 
-use super::{MAX_RECORD_BYTES, parse_duration, parse_size};
+use super::{MAX_RECORD_BYTES, parse_size};
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
-use crate::output::{Format, key_value_map, parse_key_value};
+use crate::output::{Format, key_value_map, parse_duration, parse_key_value};
 
 /// Most members `group-join` and `group-consume` run (each has two connections and a
 /// task in this process).
@@ -208,6 +209,7 @@ pub enum GroupBench {
 #[derive(Debug)]
 pub struct JoinConfig {
     brokers: Vec<String>,
+    timeouts: Timeouts,
     topic: String,
     partitions: u32,
     members: u32,
@@ -224,6 +226,7 @@ pub struct JoinConfig {
 #[derive(Debug)]
 pub struct ConsumeConfig {
     brokers: Vec<String>,
+    timeouts: Timeouts,
     topic: String,
     partitions: u32,
     topic_configs: HashMap<String, String>,
@@ -238,6 +241,7 @@ pub struct ConsumeConfig {
 #[derive(Debug)]
 pub struct CommitConfig {
     brokers: Vec<String>,
+    timeouts: Timeouts,
     topic: String,
     committers: Vec<u32>,
     duration: Duration,
@@ -276,6 +280,7 @@ impl JoinArgs {
         }
         Ok(GroupBench::Join(JoinConfig {
             brokers: self.brokers.list(),
+            timeouts: self.brokers.timeouts(),
             topic: self.topic,
             partitions: self.partitions,
             members: self.members,
@@ -301,6 +306,7 @@ impl ConsumeArgs {
         check_timeout("--settle-timeout", self.settle_timeout)?;
         Ok(GroupBench::Consume(ConsumeConfig {
             brokers: self.brokers.list(),
+            timeouts: self.brokers.timeouts(),
             topic: self.topic,
             partitions: self.partitions,
             topic_configs: key_value_map(self.topic_config)?,
@@ -323,6 +329,7 @@ impl CommitArgs {
         }
         Ok(GroupBench::Commit(CommitConfig {
             brokers: self.brokers.list(),
+            timeouts: self.brokers.timeouts(),
             topic: self.topic,
             committers: self.committers,
             duration: self.duration,
