@@ -694,16 +694,20 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
         assert_eq!(err.code, Code::OutOfRange as i32);
         assert!(err.message.contains("0..=2"), "{}", err.message);
 
-        // Requests over the size limit are refused before they are buffered (tonic
-        // answers OUT_OF_RANGE from the length prefix).
+        // Requests over the size limit are refused before they are buffered, as
+        // RESOURCE_EXHAUSTED naming the limit (tonic's own answer is OUT_OF_RANGE).
         let big = plain(0, &["z".repeat(300 * 1024)], Compression::None);
         let err = c
             .producer
             .produce(request("bad", vec![big], Acks::All))
             .await
             .unwrap_err();
-        assert_eq!(err.code(), Code::OutOfRange, "{}", err.message());
-        assert!(err.message().contains("too large"));
+        assert_eq!(err.code(), Code::ResourceExhausted, "{}", err.message());
+        assert!(
+            err.message().contains("max_request_bytes"),
+            "{}",
+            err.message()
+        );
         assert_eq!(c.latest("bad", 0).await, 0);
 
         // Grow only.
