@@ -176,9 +176,24 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     for round in 0..rounds {
         let partition = round as u32 % PARTITIONS;
         measured.push(kill_leader(&mut cluster, &workload, partition).await?);
-        measured.push(pause_leader(&mut cluster, &workload, (partition + 1) % PARTITIONS).await?);
-        measured
-            .push(disconnect_leader(&mut cluster, &workload, (partition + 2) % PARTITIONS).await?);
+        measured.push(
+            isolate_leader(
+                &mut cluster,
+                &workload,
+                (partition + 1) % PARTITIONS,
+                Isolation::Pause,
+            )
+            .await?,
+        );
+        measured.push(
+            isolate_leader(
+                &mut cluster,
+                &workload,
+                (partition + 2) % PARTITIONS,
+                Isolation::Disconnect,
+            )
+            .await?,
+        );
         measured.extend(rolling_restart(&mut cluster, &workload).await?);
     }
     measured.push(scale_out(&mut cluster, &workload).await?);
@@ -250,85 +265,74 @@ async fn kill_leader(
     })
 }
 
-/// Fault 2: `docker pause` the leader of `partition` (frozen: its connections stay open, it
-/// answers nothing); once another replica leads and takes writes, `docker unpause`.
-async fn pause_leader(
-    cluster: &mut ComposeCluster,
-    workload: &Workload,
-    partition: u32,
-) -> anyhow::Result<Measured> {
-    let leader = cluster.probe().leader(TOPIC, partition).await?;
-    let at = wall_clock();
-    let controller = cluster.probe().controller().await;
-    let from = Instant::now();
-    let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
-    println!("[{at}] docker pause weir-{leader} (leads p{partition})");
-    cluster.pause(leader).await?;
-    let applied = Instant::now();
-    let successor = new_leader(cluster, partition, leader).await?;
-    let elected = from.elapsed();
-    let first = workload
-        .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
-        .await?;
-    cluster.unpause(leader).await?;
-    let resumed = from.elapsed();
-    recovered(cluster, leader).await?;
-    let healed = Instant::now();
-    let gaps = writes_flow(workload, from, healed).await?;
-    Ok(Measured {
-        fault: format!("docker pause weir-{leader} (leads p{partition}), unpause"),
-        gaps,
-        detail: format!(
-            "[{at}] weir-{leader} {}paused: weir-{successor} leads p{partition} after {}, first write sent \
-             after `docker pause` returned ({}) acknowledged after {}; unpaused at {}, back in every ISR at {}{}",
-            controller_note(controller, leader),
-            ms(elected),
-            ms(applied - from),
-            ms(first.acked_at - from),
-            ms(resumed),
-            ms(healed - from),
-            watch.finish().await
-        ),
-    })
+/// Faults 2 and 3: the leader of a partition frozen (`docker pause`: its connections stay
+/// open, it answers nothing) or cut off (`docker network disconnect` from the compose
+/// network, its only one: neither its peers nor the host reach it); healed (`unpause`,
+/// `network connect`) once another replica leads and takes writes.
+#[derive(Debug, Clone, Copy)]
+enum Isolation {
+    Pause,
+    Disconnect,
 }
 
-/// Fault 3: `docker network disconnect` the leader of `partition` from the compose network
-/// (its only one: neither its peers nor the host reach it); once another replica leads
-/// and takes writes, `docker network connect` it again.
-async fn disconnect_leader(
+impl Isolation {
+    /// The docker commands that start and heal it, and what befell the node.
+    fn words(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Isolation::Pause => ("docker pause", "docker unpause", "paused"),
+            Isolation::Disconnect => (
+                "docker network disconnect",
+                "docker network connect",
+                "cut off",
+            ),
+        }
+    }
+}
+
+/// Isolates the leader of `partition` as `how` says, waits for another replica to lead
+/// and take writes, heals it, and waits until it is back in every ISR.
+async fn isolate_leader(
     cluster: &mut ComposeCluster,
     workload: &Workload,
     partition: u32,
+    how: Isolation,
 ) -> anyhow::Result<Measured> {
+    let (start, heal, befell) = how.words();
     let leader = cluster.probe().leader(TOPIC, partition).await?;
     let at = wall_clock();
     let controller = cluster.probe().controller().await;
     let from = Instant::now();
     let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
-    println!("[{at}] docker network disconnect weir-{leader} (leads p{partition})");
-    cluster.disconnect(leader).await?;
+    println!("[{at}] {start} weir-{leader} (leads p{partition})");
+    match how {
+        Isolation::Pause => cluster.pause(leader).await?,
+        Isolation::Disconnect => cluster.disconnect(leader).await?,
+    }
     let applied = Instant::now();
     let successor = new_leader(cluster, partition, leader).await?;
     let elected = from.elapsed();
     let first = workload
         .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
         .await?;
-    cluster.connect(leader).await?;
-    let connected = from.elapsed();
+    match how {
+        Isolation::Pause => cluster.unpause(leader).await?,
+        Isolation::Disconnect => cluster.connect(leader).await?,
+    }
+    let healed_at = from.elapsed();
     recovered(cluster, leader).await?;
     let healed = Instant::now();
     let gaps = writes_flow(workload, from, healed).await?;
     Ok(Measured {
-        fault: format!("network disconnect weir-{leader} (leads p{partition}), connect"),
+        fault: format!("{start} weir-{leader} (leads p{partition}), {heal}"),
         gaps,
         detail: format!(
-            "[{at}] weir-{leader} {}cut off: weir-{successor} leads p{partition} after {}, first write sent \
-             after `docker network disconnect` returned ({}) acknowledged after {}; connected at {}, back in every ISR at {}{}",
+            "[{at}] weir-{leader} {}{befell}: weir-{successor} leads p{partition} after {}, first write sent \
+             after `{start}` returned ({}) acknowledged after {}; healed at {}, back in every ISR at {}{}",
             controller_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
-            ms(connected),
+            ms(healed_at),
             ms(healed - from),
             watch.finish().await
         ),
