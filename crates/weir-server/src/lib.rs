@@ -597,6 +597,10 @@ impl RunningServer {
             // retries on the new leader) instead of holding the stop until they time out.
             let _ = tokio::time::timeout(CONTROLLED_SHUTDOWN_TIMEOUT, self.registry.wait_current())
                 .await;
+            // Now that this broker leads nothing and is in no ISR, the other voters take
+            // the metadata quorum over while it still serves: a controller that stopped
+            // answering heartbeats but kept leading would fence every other broker.
+            self.node.leave_quorum().await;
         }
         let _ = self.shutdown.send(true);
         let grpc = match grpc_ended {

@@ -408,7 +408,36 @@ impl ClusterNode {
         lifecycle::controlled_shutdown(self, timeout).await;
     }
 
-    /// Stops the quorum voter, or the observer's metadata fetches.
+    /// Hands the metadata quorum to the other voters before this node stops serving:
+    /// a voter that is not the only one stops its Raft now, after its controlled
+    /// shutdown has moved its leaderships and ISR memberships away. The others elect a
+    /// controller among themselves (1.2-1.6 s with the default timeouts) while this
+    /// node still serves its listeners, and nothing is left leading the quorum that no
+    /// longer answers brokers' heartbeats. Before, an active controller whose node took
+    /// 2.7 s to stop kept leading, heard no heartbeats once its listeners closed, and
+    /// fenced every other broker (`docs/replication.md` § Broker lifecycle, step 5).
+    /// A single voter keeps its quorum to the end: there is no one to hand it to.
+    /// The image stays readable, and [`ClusterNode::shutdown`] is still to be called.
+    pub async fn leave_quorum(&self) {
+        let Metadata::Voter(quorum) = &self.inner.metadata else {
+            return;
+        };
+        if self.inner.settings.voters.len() < 2 {
+            return;
+        }
+        let was_leader = quorum.is_leader();
+        match quorum.shutdown().await {
+            Ok(()) => tracing::info!(
+                node = self.node(),
+                was_leader,
+                "left the metadata quorum; the other voters go on without this one"
+            ),
+            Err(e) => tracing::warn!(error = %e, "leaving the metadata quorum"),
+        }
+    }
+
+    /// Stops the quorum voter (if [`ClusterNode::leave_quorum`] has not), or the
+    /// observer's metadata fetches.
     pub async fn shutdown(&self) {
         match &self.inner.metadata {
             Metadata::Voter(quorum) => {
