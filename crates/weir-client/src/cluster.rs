@@ -18,9 +18,12 @@
 //! a request fails in a way [`crate::retry`] says calls for it (the leader moved or is
 //! unreachable). Refreshes run one at a time; a caller that waited for another's refresh
 //! uses its answer, and rounds of metadata requests are at least
-//! [`MIN_REFRESH_INTERVAL`] apart. A refresh asks the bootstrap broker first, then the
-//! other known brokers, then the rest of the bootstrap list, so losing the bootstrap
-//! broker does not blind the client.
+//! [`MIN_REFRESH_INTERVAL`] apart. A refresh asks the broker that answered the last
+//! question any broker could answer (at first the bootstrap broker), then the other known
+//! brokers, then the rest of the bootstrap list, hedged as [`crate::any_broker`] says: a
+//! broker that does not answer within [`HEDGE_DELAY`](crate::any_broker::HEDGE_DELAY)
+//! has the next one asked beside it, so a frozen bootstrap broker neither blinds the
+//! client nor slows its refreshes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +36,7 @@ use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::admin::{ListedOffset, OffsetQuery, list_offsets};
+use crate::any_broker;
 use crate::connection::{self, MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
@@ -58,6 +62,9 @@ struct Inner {
     /// The bootstrap address that answered; `None` for a client made from a channel.
     bootstrap_address: Option<String>,
     bootstrap: Channel,
+    /// The source (as [`Cluster::any_broker_sources`] names it) that answered the last
+    /// question any broker could answer: asked first next time.
+    answered_last: Mutex<Option<String>>,
     state: Mutex<State>,
     /// Held while a refresh runs; the time the last round of requests started.
     refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
@@ -159,6 +166,7 @@ impl Cluster {
                 timeouts,
                 bootstrap_address,
                 bootstrap,
+                answered_last: Mutex::new(None),
                 state: Mutex::new(State {
                     table: Arc::new(RoutingTable::default()),
                     channels: HashMap::new(),
@@ -397,25 +405,35 @@ impl Cluster {
     /// One round of metadata requests: the first broker that answers, in the order of
     /// the module docs.
     async fn fetch_metadata(&self, topics: &[&str]) -> Result<MetadataAnswer, ClientError> {
-        let mut last_error = None;
-        for (source, channel) in self.metadata_sources() {
-            match fetch_from(channel, topics).await {
-                Ok(answer) => return Ok(answer),
-                Err(error) if error.is_retriable() => {
-                    tracing::debug!(%source, %error, "metadata request failed; asking the next broker");
-                    last_error = Some(error);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| {
-            ClientError::Unavailable("no broker to ask for metadata".to_owned())
-        }))
+        self.ask_any_broker("metadata", |channel| fetch_from(channel, topics))
+            .await
     }
 
-    /// Where metadata may be asked for: the bootstrap connection, the other known
-    /// brokers, the rest of the bootstrap list.
-    fn metadata_sources(&self) -> Vec<(String, Channel)> {
+    /// Asks any broker (`what` names the question in logs), as
+    /// [`crate::any_broker`] says, starting with the one that answered last.
+    pub(crate) async fn ask_any_broker<T, F, Fut>(
+        &self,
+        what: &str,
+        ask: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, ClientError>>,
+    {
+        let (source, answer) =
+            any_broker::first_answer(self.any_broker_sources(), what, ask).await?;
+        *self
+            .inner
+            .answered_last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(source);
+        Ok(answer)
+    }
+
+    /// Who may be asked a question any broker can answer: the one that answered last,
+    /// then the bootstrap connection, the other known brokers, the rest of the bootstrap
+    /// list.
+    fn any_broker_sources(&self) -> Vec<(String, Channel)> {
         let bootstrap = self.inner.bootstrap_address.clone();
         let mut sources = vec![(
             bootstrap.clone().unwrap_or_else(|| "bootstrap".to_owned()),
@@ -440,6 +458,15 @@ impl Cluster {
             if let Ok(channel) = connection::lazy(address, self.inner.timeouts) {
                 sources.push((address.clone(), channel));
             }
+        }
+        let answered_last = self
+            .inner
+            .answered_last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(at) = answered_last.and_then(|a| sources.iter().position(|(s, _)| *s == a)) {
+            sources[..=at].rotate_right(1);
         }
         sources
     }

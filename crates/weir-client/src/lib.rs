@@ -69,6 +69,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+mod any_broker;
 mod cluster;
 pub mod connection;
 pub mod consumer;

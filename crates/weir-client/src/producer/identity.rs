@@ -11,9 +11,9 @@ use super::accumulator::{Accumulator, Identity};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 
-/// Asks the bootstrap broker, then each broker the client knows, for an identity, each
-/// for at most `timeout` (a paused broker never answers). Returns the first answer, or
-/// the first error retrying elsewhere cannot help.
+/// Asks any broker for an identity (the one that answered last first, hedged: see
+/// `crate::any_broker`), each for at most `timeout` (a paused broker never answers).
+/// Returns the first answer, or the first error retrying elsewhere cannot help.
 pub(crate) async fn init(
     cluster: &Cluster,
     name: Option<&str>,
@@ -22,52 +22,31 @@ pub(crate) async fn init(
     let request = pb::InitProducerIdRequest {
         producer_name: name.unwrap_or_default().to_owned(),
     };
-    let mut channels = vec![cluster.bootstrap()];
-    let table = cluster.table();
-    channels.extend(
-        table
-            .brokers()
-            .filter_map(|(id, _)| cluster.channel(id).ok()),
-    );
-    let mut last = ClientError::Unavailable("no broker to ask for a producer id".into());
-    for channel in channels {
-        let mut client = ProducerClient::new(channel);
-        let call = client.init_producer_id(request.clone());
-        let answer = match tokio::time::timeout(timeout, call).await {
-            Ok(answer) => answer,
-            Err(_) => {
-                last = ClientError::DeadlineExceeded(format!(
-                    "no answer to InitProducerId within {timeout:?}"
-                ));
-                continue;
-            }
-        };
-        match answer {
-            Ok(response) => {
-                let response = response.into_inner();
-                let epoch =
-                    i16::try_from(response.producer_epoch).map_err(|_| ClientError::Rpc {
-                        code: tonic::Code::Internal,
-                        message: format!(
-                            "the broker gave producer epoch {}, which does not fit an int16",
-                            response.producer_epoch
-                        ),
-                    })?;
-                return Ok(Identity {
-                    producer_id: response.producer_id,
-                    epoch,
-                });
-            }
-            Err(status) => {
-                let error = ClientError::from(status);
-                if !error.is_retriable() {
-                    return Err(error);
+    let response = cluster
+        .ask_any_broker("a producer id", |channel| {
+            let request = request.clone();
+            async move {
+                let mut client = ProducerClient::new(channel);
+                match tokio::time::timeout(timeout, client.init_producer_id(request)).await {
+                    Ok(answer) => Ok(answer?.into_inner()),
+                    Err(_) => Err(ClientError::DeadlineExceeded(format!(
+                        "no answer to InitProducerId within {timeout:?}"
+                    ))),
                 }
-                last = error;
             }
-        }
-    }
-    Err(last)
+        })
+        .await?;
+    let epoch = i16::try_from(response.producer_epoch).map_err(|_| ClientError::Rpc {
+        code: tonic::Code::Internal,
+        message: format!(
+            "the broker gave producer epoch {}, which does not fit an int16",
+            response.producer_epoch
+        ),
+    })?;
+    Ok(Identity {
+        producer_id: response.producer_id,
+        epoch,
+    })
 }
 
 /// Gets an identity for `accumulator`, retrying with its backoff while the cluster
