@@ -176,11 +176,17 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     for round in 0..rounds {
         let partition = round as u32 % PARTITIONS;
         measured.push(kill_leader(&mut cluster, &workload, partition).await?);
+        // The first round pauses the clients' first bootstrap broker (where they asked
+        // for metadata first), the worst case for clients; later rounds go on rotating.
+        let paused = match round {
+            0 => partition_led_by(&cluster, BOOTSTRAP_NODE).await?,
+            _ => None,
+        };
         measured.push(
             isolate_leader(
                 &mut cluster,
                 &workload,
-                (partition + 1) % PARTITIONS,
+                paused.unwrap_or((partition + 1) % PARTITIONS),
                 Isolation::Pause,
             )
             .await?,
@@ -223,6 +229,19 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The node the workload's clients bootstrap from first (`ComposeCluster::bootstrap`).
+const BOOTSTRAP_NODE: i32 = 1;
+
+/// A partition of the topic `node` leads, if any.
+async fn partition_led_by(cluster: &ComposeCluster, node: i32) -> anyhow::Result<Option<u32>> {
+    let topic = cluster.probe().describe(TOPIC).await?;
+    Ok(topic
+        .partitions
+        .iter()
+        .find(|p| p.leader == node)
+        .map(|p| p.partition))
+}
+
 /// Fault 1: `docker kill` the leader of `partition`; once another replica leads and takes
 /// writes, `docker start` it and wait until it is back in every ISR.
 async fn kill_leader(
@@ -254,7 +273,7 @@ async fn kill_leader(
         detail: format!(
             "[{at}] weir-{leader} {}killed: weir-{successor} leads p{partition} in the metadata after {}, \
              first write sent after `docker kill` returned ({}) acknowledged after {}; started at {}, back in every ISR at {}{}",
-            controller_note(controller, leader),
+            role_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
@@ -328,7 +347,7 @@ async fn isolate_leader(
         detail: format!(
             "[{at}] weir-{leader} {}{befell}: weir-{successor} leads p{partition} after {}, first write sent \
              after `{start}` returned ({}) acknowledged after {}; healed at {}, back in every ISR at {}{}",
-            controller_note(controller, leader),
+            role_note(controller, leader),
             ms(elected),
             ms(applied - from),
             ms(first.acked_at - from),
@@ -362,7 +381,7 @@ async fn rolling_restart(
             gaps,
             detail: format!(
                 "[{at}] weir-{id} {}restarted (stopped and started) in {}, back in every ISR at {}{}",
-                controller_note(controller, id),
+                role_note(controller, id),
                 ms(took),
                 ms(healed - from),
                 watch.finish().await
@@ -583,12 +602,19 @@ fn table(measured: &[Measured]) -> String {
     out
 }
 
-/// Says that node `id` was the active controller when it was hit, if it was.
-fn controller_note(controller: Option<i32>, id: i32) -> &'static str {
+/// Says that node `id` was the active controller, or the clients' first bootstrap broker,
+/// when it was hit.
+fn role_note(controller: Option<i32>, id: i32) -> String {
+    let mut roles = Vec::new();
     if controller == Some(id) {
-        "(the active controller) "
-    } else {
-        ""
+        roles.push("the active controller");
+    }
+    if id == BOOTSTRAP_NODE {
+        roles.push("the clients' first bootstrap broker");
+    }
+    match roles.is_empty() {
+        true => String::new(),
+        false => format!("({}) ", roles.join(", ")),
     }
 }
 
