@@ -95,13 +95,12 @@ mod tests {
             .collect()
     }
 
+    type Answer = std::pin::Pin<Box<dyn Future<Output = Result<u32, ClientError>>>>;
+
     /// The answer of the broker named by each call's index: `None` never answers.
     fn scripted(
         script: Vec<Option<Result<u32, ClientError>>>,
-    ) -> (
-        Arc<AtomicUsize>,
-        impl Fn(Channel) -> std::pin::Pin<Box<dyn Future<Output = Result<u32, ClientError>>>>,
-    ) {
+    ) -> (Arc<AtomicUsize>, impl Fn(Channel) -> Answer) {
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
         let script = Arc::new(script);
@@ -113,7 +112,7 @@ mod tests {
                     Some(answer) => answer,
                     None => std::future::pending().await,
                 }
-            }) as std::pin::Pin<Box<dyn Future<Output = _>>>
+            }) as Answer
         };
         (calls, ask)
     }
