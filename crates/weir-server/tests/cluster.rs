@@ -85,6 +85,19 @@ async fn start_cluster(nodes: i32) -> Vec<Node> {
     nodes
 }
 
+/// The three voters, started and every one registered and unfenced.
+async fn formed_cluster() -> Vec<Node> {
+    let nodes = start_cluster(VOTERS).await;
+    let first = nodes[0].addr;
+    eventually(
+        Duration::from_secs(20),
+        "three unfenced brokers",
+        || async { unfenced_brokers(first).await == 3 },
+    )
+    .await;
+    nodes
+}
+
 async fn stop_all(nodes: &mut [Node]) {
     for node in nodes.iter_mut() {
         if let Some(server) = node.server.take() {
@@ -203,14 +216,8 @@ async fn produce_all(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicated_topic_survives_its_leader_stopping() {
     bounded(async {
-        let mut nodes = start_cluster(VOTERS).await;
+        let mut nodes = formed_cluster().await;
         let first = nodes[0].addr;
-        eventually(
-            Duration::from_secs(20),
-            "three unfenced brokers",
-            || async { unfenced_brokers(first).await == 3 },
-        )
-        .await;
         create_topic(first, "replicated", 1, 3).await;
         // The partition's leader, once every replica has taken up its role.
         eventually(
@@ -316,14 +323,8 @@ async fn a_replicated_topic_survives_its_leader_stopping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_controller_hands_the_quorum_over_before_its_listeners_close() {
     bounded(async {
-        let mut nodes = start_cluster(VOTERS).await;
+        let mut nodes = formed_cluster().await;
         let first = nodes[0].addr;
-        eventually(
-            Duration::from_secs(20),
-            "three unfenced brokers",
-            || async { unfenced_brokers(first).await == 3 },
-        )
-        .await;
         let controller = describe_cluster(first).await.unwrap().controller_id;
         assert!(controller > 0, "an active controller");
         let controller_addr = addr_of(&nodes, controller);

@@ -104,21 +104,11 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
             match result {
                 Ok(outcome) if job.durability == Durability::Durable => {
                     any |= !outcome.duplicate;
-                    let mut acks = shared.acks();
-                    // A duplicate's original may be committed already: answer it now.
-                    // (The high watermark is published before the acks are looked at,
-                    // under this lock, so a waiter pushed here is never missed.)
-                    if outcome.duplicate && outcome.last_offset < *shared.high_watermark.borrow() {
-                        drop(acks);
-                        let _ = job.reply.send(Ok(outcome));
-                        continue;
-                    }
-                    acks.push(AckWaiter {
+                    shared.await_commit(AckWaiter {
                         leader_epoch: job.leader_epoch,
                         outcome,
                         reply: job.reply,
                     });
-                    drop(acks);
                     shared.sync_wanted.notify_waiters();
                 }
                 result => {

@@ -88,17 +88,7 @@ impl Shared {
             Command::Flush => self.request_flush(),
             Command::PublishHighWatermark(hw) => self.publish(hw),
             Command::LeadershipEnded { leader_epoch } => {
-                let leader = self.replica().registration().map_or(-1, |r| r.leader);
-                // Ended by a log failure: the answer says so (LOG_FAILED), not NOT_LEADER
-                // naming this broker.
-                let failed = self.failure.lock().expect("failure mutex").is_some();
-                self.fail_acks(
-                    |w| w.leader_epoch == leader_epoch,
-                    |s| match failed {
-                        true => s.closed(),
-                        false => s.not_leader(leader),
-                    },
-                );
+                self.fail_acks(|w| w.leader_epoch == leader_epoch, Shared::leadership_ended);
             }
             Command::AppendReplicated { batches } => {
                 tokio::spawn(append_replicated(self.clone(), batches));
@@ -164,6 +154,50 @@ impl Shared {
         };
         for w in done {
             let _ = w.reply.send(Ok(w.outcome));
+        }
+    }
+
+    /// Waits for the high watermark to pass an `acks=all` append written under
+    /// `waiter.leader_epoch`, or answers it at once with [`Shared::leadership_ended`]
+    /// when that leadership is already over. The check is made under the acks lock, and
+    /// a leadership's end changes the role before it fails the waiters under that lock
+    /// (`LeadershipEnded`), so a waiter is either failed there or here, never left
+    /// behind. Before, a waiter pushed just after its leadership ended waited until its
+    /// request's timeout (found by the compose cluster's rolling restart: writes to a
+    /// stopping leader waited out their 2 s request timeout).
+    ///
+    /// A duplicate (a retry of an append already written) whose original is committed
+    /// already is answered at once. The high watermark is published before the acks
+    /// are looked at, under the same lock, so a waiter pushed here is never missed.
+    pub(super) fn await_commit(&self, waiter: AckWaiter) {
+        let mut acks = self.acks();
+        if waiter.outcome.duplicate && waiter.outcome.last_offset < *self.high_watermark.borrow() {
+            drop(acks);
+            let _ = waiter.reply.send(Ok(waiter.outcome));
+            return;
+        }
+        // Lock order: acks, then replica (nothing takes them the other way round).
+        let leads = matches!(
+            self.replica().role(),
+            crate::replication::Role::Leader { leader_epoch } if leader_epoch == waiter.leader_epoch
+        );
+        if leads {
+            acks.push(waiter);
+            return;
+        }
+        drop(acks);
+        let _ = waiter.reply.send(Err(self.leadership_ended()));
+    }
+
+    /// The answer to an `acks=all` append whose leadership ended before it committed:
+    /// NOT_LEADER naming the new leader, or, when a log failure ended it, LOG_FAILED
+    /// (not NOT_LEADER naming this broker). Either way its outcome is unknown.
+    fn leadership_ended(&self) -> ClusterError {
+        let leader = self.replica().registration().map_or(-1, |r| r.leader);
+        let failed = self.failure.lock().expect("failure mutex").is_some();
+        match failed {
+            true => self.closed(),
+            false => self.not_leader(leader),
         }
     }
 
@@ -309,10 +343,13 @@ impl Shared {
     /// leader counts its flushed offset), an `acks=all` append waits, or a consumer
     /// long-polls the high watermark or has read since the last look.
     fn sync_awaited(&self) -> bool {
-        self.read_since_sync.swap(false, Ordering::SeqCst)
-            || !matches!(self.replica().role(), Role::Leader { .. })
-            || !self.acks().is_empty()
-            || self.high_watermark.receiver_count() > 0
+        if self.read_since_sync.swap(false, Ordering::SeqCst) {
+            return true;
+        }
+        // Its own statement: the replica lock is released before the acks lock is
+        // taken (see `await_commit` for the order).
+        let leads = matches!(self.replica().role(), Role::Leader { .. });
+        !leads || !self.acks().is_empty() || self.high_watermark.receiver_count() > 0
     }
 }
 

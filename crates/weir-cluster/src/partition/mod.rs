@@ -1036,6 +1036,74 @@ mod tests {
         ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap()
     }
 
+    /// An `acks=all` append whose write finishes just after its leadership ended (the
+    /// appender runs beside the metadata, both under the log's read lock) is answered
+    /// NOT_LEADER at once; one that waits while its leadership ends is answered then.
+    /// The first used to wait until its request's timeout: its waiter was pushed after
+    /// the end of the leadership had failed the waiters there were (found by the
+    /// compose cluster's rolling restart: writes to a stopping leader waited out their
+    /// 2 s request timeout).
+    #[tokio::test]
+    async fn an_acks_all_append_written_as_its_leadership_ends_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
+        // Follower 1 never fetches: nothing commits, so only the end of a leadership
+        // answers a waiter.
+        let state = |leader, leader_epoch| PartitionState {
+            leader,
+            leader_epoch,
+            replicas: vec![0, 1],
+            isr: vec![0, 1],
+        };
+        let p = Partition::open("t", "t-id", 0, dir.path(), config, 0, state(0, 0))
+            .await
+            .unwrap();
+        let waiter = |leader_epoch| {
+            let (reply, answer) = oneshot::channel();
+            let outcome = AppendOutcome {
+                base_offset: 0,
+                last_offset: 0,
+                records: 1,
+                bytes: 70,
+                duplicate: false,
+            };
+            let waiter = driver::AckWaiter {
+                leader_epoch,
+                outcome,
+                reply,
+            };
+            (waiter, answer)
+        };
+
+        // Written under epoch 0, which ended (broker 1 leads at 1) before it waits.
+        p.apply_state(&state(1, 1)).await;
+        let (late, mut answer) = waiter(0);
+        p.shared.await_commit(late);
+        let err = answer.try_recv().expect("answered at once").unwrap_err();
+        assert!(
+            matches!(err, ClusterError::NotLeader { leader: 1, .. }),
+            "{err}"
+        );
+
+        // Leading again at epoch 2: a waiter waits, until that leadership ends.
+        p.apply_state(&state(0, 2)).await;
+        let (waiting, mut answer) = waiter(2);
+        p.shared.await_commit(waiting);
+        assert!(
+            answer.try_recv().is_err(),
+            "nothing committed, nothing ended"
+        );
+        p.apply_state(&state(1, 3)).await;
+        let err = answer.try_recv().expect("answered by the end").unwrap_err();
+        assert!(
+            matches!(err, ClusterError::NotLeader { leader: 1, .. }),
+            "{err}"
+        );
+    }
+
     #[tokio::test]
     async fn a_compacted_topic_keeps_the_newest_value_per_key_and_skips_retention() {
         let dir = tempfile::tempdir().unwrap();
