@@ -280,6 +280,18 @@ impl Controller {
         }
     }
 
+    /// Renews the session of the broker on `node`, the node this controller runs on: it
+    /// is alive for as long as it runs the controller, whether or not its own heartbeat
+    /// gets here. Called at every tick. Without it a voter that became the active
+    /// controller while its broker's heartbeat was still held up in a call to the
+    /// previous controller (killed: the call waits for its connection to time out)
+    /// fenced itself after one session, moving its leaderships away for nothing
+    /// (`docs/replication.md` § Found, 13).
+    pub fn renew_own_session(&mut self, node: BrokerId, now_ms: u64) {
+        let session = self.sessions.entry(node).or_insert(now_ms);
+        *session = (*session).max(now_ms);
+    }
+
     /// Fences every unfenced broker silent for more than the session timeout, removing
     /// it from ISRs and electing new leaders where it led. Handled like a request: its
     /// records are committed and applied before the next request or tick.

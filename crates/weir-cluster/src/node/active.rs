@@ -121,7 +121,9 @@ pub(super) async fn run(
                     }
                 }
                 let image = quorum.image();
-                let records = controller.tick(&image, now_ms(start));
+                let now = now_ms(start);
+                controller.renew_own_session(quorum.node(), now);
+                let records = controller.tick(&image, now);
                 if !records.is_empty()
                     && let Err(e) = commit(&quorum, records).await
                 {
