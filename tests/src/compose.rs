@@ -101,7 +101,7 @@ impl ComposeCluster {
         names_free()?;
         let mut host_ports = BTreeMap::new();
         for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
-            host_ports.insert(id, host_port(id)?);
+            host_ports.insert(id, host_port(id, id == SCALE_OUT_NODE)?);
         }
         let file =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/docker-compose.yml");
@@ -401,17 +401,42 @@ fn refuse_existing(name: &str) -> anyhow::Result<()> {
 }
 
 /// Node `id`'s host port: its default, `id`9292, if nothing listens there, else one the
-/// system picks (free now; released for Docker to bind).
-fn host_port(id: i32) -> anyhow::Result<u16> {
+/// system picks (free now; released for Docker to bind). A port `bound_later` (weir-4's,
+/// bound at scale-out, minutes after this check) must also be one the kernel does not
+/// hand out as an outgoing connection's local port: its default, 49292, is inside that
+/// ephemeral range (32768-60999 by default), and once a connection of the test's own had
+/// taken it by then and `docker-compose up weir-4` failed. Such a port is the first free
+/// one from 20000 + 100 x `id` when the default will not do.
+fn host_port(id: i32, bound_later: bool) -> anyhow::Result<u16> {
     let default = u16::try_from(id * 10_000 + 9292).context("node id out of range")?;
-    if TcpListener::bind((Ipv4Addr::LOCALHOST, default)).is_ok() {
+    let free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+    let ephemeral = ephemeral_ports();
+    if free(default) && !(bound_later && ephemeral.contains(&default)) {
         return Ok(default);
     }
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free host port")?;
-    let port = listener.local_addr()?.port();
-    eprintln!("weir-tests: 127.0.0.1:{default} is taken; node {id} gets host port {port}");
+    let port = if bound_later {
+        let first = u16::try_from(20_000 + 100 * id).context("node id out of range")?;
+        (first..*ephemeral.start())
+            .find(|&port| free(port))
+            .context("no free host port below the ephemeral range")?
+    } else {
+        let listener =
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free host port")?;
+        listener.local_addr()?.port()
+    };
+    eprintln!("weir-tests: node {id} gets host port {port} (127.0.0.1:{default} will not do)");
     Ok(port)
+}
+
+/// The local ports the kernel gives outgoing connections
+/// (`/proc/sys/net/ipv4/ip_local_port_range`; Linux's default if unreadable).
+fn ephemeral_ports() -> std::ops::RangeInclusive<u16> {
+    let read = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let parsed = read.and_then(|text| {
+        let mut bounds = text.split_whitespace().map(|n| n.parse::<u16>().ok());
+        Some(bounds.next()??..=bounds.next()??)
+    });
+    parsed.unwrap_or(32_768..=60_999)
 }
 
 /// Runs `docker <args>`; its stdout, or an error with its stderr.
