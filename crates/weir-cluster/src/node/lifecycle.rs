@@ -161,13 +161,30 @@ pub(super) async fn controlled_shutdown(node: &ClusterNode, timeout: Duration) {
         return; // never registered: nothing to move
     }
     node.inner.broker.send_modify(|s| s.shutting_down = true);
-    let waited = tokio::time::timeout(timeout, state.wait_for(|s| s.should_shutdown)).await;
-    match waited {
-        Ok(Ok(_)) => tracing::info!(
+    let deadline = tokio::time::Instant::now() + timeout;
+    let waited = tokio::time::timeout_at(deadline, state.wait_for(|s| s.should_shutdown))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    // The controller answers once the moves are committed, but this node's image may
+    // not hold them yet (a voter applies its log on its own; an observer fetches it).
+    // Until it does, this broker still believes it leads, and what waits under those
+    // leaderships (acks=all writes) is not answered; a voter that then left the quorum
+    // (`leave_quorum`) never applied them, and those writes waited out their request
+    // timeout (found by docker_cluster: 2 s stalls when a follower voter restarted).
+    let me = node.node();
+    let mut images = node.subscribe();
+    let applied = tokio::time::timeout_at(
+        deadline,
+        images.wait_for(|image| image.broker(me).is_none_or(|b| b.shutting_down || b.fenced)),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    match waited && applied {
+        true => tracing::info!(
             node = node.node(),
             "controlled shutdown: leaderships moved away"
         ),
-        _ => tracing::warn!(
+        false => tracing::warn!(
             node = node.node(),
             timeout_ms = timeout.as_millis() as u64,
             "controlled shutdown did not finish in time; stopping anyway"
