@@ -175,7 +175,7 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     let mut measured = Vec::new();
     for round in 0..rounds {
         let partition = round as u32 % PARTITIONS;
-        measured.push(kill_leader(&mut cluster, &workload, partition).await?);
+        measured.push(isolate_leader(&mut cluster, &workload, partition, Isolation::Kill).await?);
         // The first round pauses the clients' first bootstrap broker (where they asked
         // for metadata first), the worst case for clients; later rounds go on rotating.
         let paused = match round {
@@ -242,54 +242,14 @@ async fn partition_led_by(cluster: &ComposeCluster, node: i32) -> anyhow::Result
         .map(|p| p.partition))
 }
 
-/// Fault 1: `docker kill` the leader of `partition`; once another replica leads and takes
-/// writes, `docker start` it and wait until it is back in every ISR.
-async fn kill_leader(
-    cluster: &mut ComposeCluster,
-    workload: &Workload,
-    partition: u32,
-) -> anyhow::Result<Measured> {
-    let leader = cluster.probe().leader(TOPIC, partition).await?;
-    let controller = cluster.probe().controller().await;
-    let at = wall_clock();
-    let from = Instant::now();
-    let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
-    println!("[{at}] docker kill weir-{leader} (leads p{partition})");
-    cluster.kill(leader).await?;
-    let applied = Instant::now();
-    let successor = new_leader(cluster, partition, leader).await?;
-    let elected = from.elapsed();
-    let first = workload
-        .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
-        .await?;
-    cluster.start(leader).await?;
-    let restarted = from.elapsed();
-    recovered(cluster, leader).await?;
-    let healed = Instant::now();
-    let gaps = writes_flow(workload, from, healed).await?;
-    Ok(Measured {
-        fault: format!("docker kill weir-{leader} (leads p{partition}), start"),
-        gaps,
-        detail: format!(
-            "[{at}] weir-{leader} {}killed: weir-{successor} leads p{partition} in the metadata after {}, \
-             first write sent after `docker kill` returned ({}) acknowledged after {}; started at {}, back in every ISR at {}{}",
-            role_note(controller, leader),
-            ms(elected),
-            ms(applied - from),
-            ms(first.acked_at - from),
-            ms(restarted),
-            ms(healed - from),
-            watch.finish().await
-        ),
-    })
-}
-
-/// Faults 2 and 3: the leader of a partition frozen (`docker pause`: its connections stay
-/// open, it answers nothing) or cut off (`docker network disconnect` from the compose
-/// network, its only one: neither its peers nor the host reach it); healed (`unpause`,
-/// `network connect`) once another replica leads and takes writes.
+/// Faults 1-3 on the leader of a partition: killed (`docker kill`, then `docker start`),
+/// frozen (`docker pause`: its connections stay open, it answers nothing; then
+/// `unpause`) or cut off (`docker network disconnect` from the compose network, its only
+/// one: neither its peers nor the host reach it; then `network connect`). Healed once
+/// another replica leads and takes writes.
 #[derive(Debug, Clone, Copy)]
 enum Isolation {
+    Kill,
     Pause,
     Disconnect,
 }
@@ -298,6 +258,7 @@ impl Isolation {
     /// The docker commands that start and heal it, and what befell the node.
     fn words(self) -> (&'static str, &'static str, &'static str) {
         match self {
+            Isolation::Kill => ("docker kill", "docker start", "killed"),
             Isolation::Pause => ("docker pause", "docker unpause", "paused"),
             Isolation::Disconnect => (
                 "docker network disconnect",
@@ -324,6 +285,7 @@ async fn isolate_leader(
     let watch = MetadataWatch::start(cluster.probe_without(Some(leader)), from);
     println!("[{at}] {start} weir-{leader} (leads p{partition})");
     match how {
+        Isolation::Kill => cluster.kill(leader).await?,
         Isolation::Pause => cluster.pause(leader).await?,
         Isolation::Disconnect => cluster.disconnect(leader).await?,
     }
@@ -334,6 +296,7 @@ async fn isolate_leader(
         .wait_ack_sent_since(partition, applied, RECOVERY_TIMEOUT)
         .await?;
     match how {
+        Isolation::Kill => cluster.start(leader).await?,
         Isolation::Pause => cluster.unpause(leader).await?,
         Isolation::Disconnect => cluster.connect(leader).await?,
     }

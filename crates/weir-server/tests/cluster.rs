@@ -24,13 +24,24 @@ struct Node {
 }
 
 /// A port free now (bound then released): the voters' addresses must be known before
-/// the brokers start.
+/// the brokers start. Taken below the kernel's ephemeral range (32768 and up by default),
+/// from a counter seeded by the process id: a port the system picks (port 0) is in that
+/// range, and between its release and the broker's bind an outgoing connection of a test
+/// running beside it could take it ("binding the gRPC listener": seen once four tests ran
+/// at once). The counter keeps this process from handing one port out twice.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const FIRST: u16 = 20_000;
+    const SPAN: u16 = 12_000;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let port = FIRST + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// The rack each test broker registers with: two racks.

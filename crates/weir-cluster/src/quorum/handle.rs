@@ -60,6 +60,9 @@ struct Inner {
     applied: Arc<Applied>,
     /// When each other voter's last Raft request reached this one.
     heard: Mutex<BTreeMap<BrokerId, Instant>>,
+    /// [`Quorum::shutdown`] was called (a stopping voter leaves the quorum before the
+    /// broker's last step, which stops it again).
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Debug for Quorum {
@@ -164,6 +167,7 @@ impl Quorum {
                 raft,
                 applied,
                 heard: Mutex::new(BTreeMap::new()),
+                stopped: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         if let Err(e) = quorum.form(members).await {
@@ -385,8 +389,15 @@ impl Quorum {
     }
 
     /// Stops this voter's Raft. Proposals fail with [`QuorumError::Stopped`] afterwards;
-    /// the applied image stays readable.
+    /// the applied image stays readable. Calls after the first do nothing.
     pub async fn shutdown(&self) -> Result<(), QuorumError> {
+        if self
+            .inner
+            .stopped
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
         self.inner
             .raft
             .shutdown()
