@@ -315,6 +315,20 @@ pub fn validate_all(mut bytes: &[u8]) -> Result<Vec<BatchHeader>, BatchError> {
     Ok(headers)
 }
 
+/// How many leading bytes of a batch hold the fields a leader's append assigns (base
+/// offset and partition leader epoch, with the batch length between them).
+pub const STAMPED_BYTES: usize = PARTITION_LEADER_EPOCH + 4;
+
+/// The first [`STAMPED_BYTES`] of `batch` as [`patch_offset_and_epoch`] would leave
+/// them, without touching `batch`: a leader writes this copy beside the untouched rest
+/// of the batch, so a request's bytes are never copied to be patched.
+pub fn stamped_prefix(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8; STAMPED_BYTES] {
+    let mut prefix = [0; STAMPED_BYTES];
+    prefix.copy_from_slice(&batch[..STAMPED_BYTES]);
+    patch_offset_and_epoch(&mut prefix, base_offset, leader_epoch);
+    prefix
+}
+
 /// Sets a batch's base offset and partition leader epoch in place. Both fields lie
 /// outside the CRC, so the batch stays valid.
 pub fn patch_offset_and_epoch(batch: &mut [u8], base_offset: i64, leader_epoch: i32) {

@@ -4,7 +4,7 @@
 
 use std::ops::Range;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 
 use crate::batch::{
     BatchError, BatchHeader, MAX_BATCH_BYTES, decompressed_limit, framed_len, validate,
@@ -172,29 +172,40 @@ pub(crate) fn plan_replicated(
 /// [`Log::append_validated`](crate::Log::append_validated) takes. Build it where untrusted
 /// bytes arrive (a request handler), so the CRC and framing checks run there, in parallel
 /// with other requests, rather than under the partition's lock.
+///
+/// The bytes are kept as they arrived (a request's buffer, shared, never copied): the
+/// append writes each batch's assigned offset and leader epoch from a patched copy of
+/// its first bytes ([`batch::stamped_prefix`](crate::batch::stamped_prefix)) beside the
+/// untouched rest. After an append the headers carry the assigned offsets.
 #[derive(Debug)]
 pub struct ValidatedBatches {
-    pub(crate) bytes: BytesMut,
+    pub(crate) bytes: Bytes,
     pub(crate) headers: Vec<BatchHeader>,
 }
 
 impl ValidatedBatches {
     /// Validates `bytes` (see [`check_request`]).
-    pub fn new(bytes: BytesMut, max_batch_bytes: usize) -> Result<ValidatedBatches, AppendError> {
+    pub fn new(
+        bytes: impl Into<Bytes>,
+        max_batch_bytes: usize,
+    ) -> Result<ValidatedBatches, AppendError> {
+        let bytes = bytes.into();
         let headers = check_request(&bytes, max_batch_bytes)?;
         Ok(ValidatedBatches { bytes, headers })
     }
 
-    /// The batch bytes; after an append they carry the assigned offsets.
+    /// The batch bytes as they arrived (offsets as the producer sent them).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// One header per batch; after an append, with the assigned base offsets and leader
+    /// epoch.
     pub fn headers(&self) -> &[BatchHeader] {
         &self.headers
     }
 
-    pub fn into_bytes(self) -> BytesMut {
+    pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 }
@@ -207,7 +218,7 @@ mod tests {
     use crate::batch::{self, Compression, Record, RecordBatchBuilder};
 
     /// A batch of `records` records at `base_offset`, and its header.
-    fn batch_at(base_offset: i64, records: usize) -> (BytesMut, BatchHeader) {
+    fn batch_at(base_offset: i64, records: usize) -> (bytes::BytesMut, BatchHeader) {
         let mut b = RecordBatchBuilder::new(Compression::None);
         for _ in 0..records {
             b.push(&Record {

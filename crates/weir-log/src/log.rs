@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
+use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -360,7 +361,15 @@ impl Log {
     /// `-1` for a log that is not replicated.
     pub fn append(&self, batches: &mut [u8], leader_epoch: i32) -> Result<AppendInfo, AppendError> {
         let mut headers = check_request(batches, self.config.max_message_bytes)?;
-        self.append_checked(batches, &mut headers, leader_epoch)
+        let info = self.append_checked(batches, &mut headers, leader_epoch)?;
+        if !info.duplicate {
+            let mut pos = 0;
+            for h in &headers {
+                batch::patch_offset_and_epoch(&mut batches[pos..], h.base_offset, leader_epoch);
+                pos += h.total_bytes();
+            }
+        }
+        Ok(info)
     }
 
     /// [`Log::append`] for batches validated beforehand, where the request arrived (see
@@ -379,13 +388,15 @@ impl Log {
                 max,
             });
         }
-        let (bytes, headers) = (&mut batches.bytes, &mut batches.headers);
+        let (bytes, headers) = (&batches.bytes, &mut batches.headers);
         self.append_checked(bytes, headers, leader_epoch)
     }
 
+    /// Assigns offsets to checked batches (in `headers`, which the write stamps into the
+    /// batches as it writes them; `batches` itself is not changed) and writes them.
     fn append_checked(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         headers: &mut [BatchHeader],
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
@@ -418,19 +429,12 @@ impl Log {
             }
         }
         let mut offset = inner.next_offset;
-        let mut pos = 0;
         for h in headers.iter_mut() {
-            batch::patch_offset_and_epoch(
-                &mut batches[pos..pos + h.total_bytes()],
-                offset,
-                leader_epoch,
-            );
             h.base_offset = offset;
             h.partition_leader_epoch = leader_epoch;
             offset += i64::from(h.last_offset_delta) + 1;
-            pos += h.total_bytes();
         }
-        let info = match self.write_locked(&mut inner, batches, headers) {
+        let info = match self.write_locked(&mut inner, batches, headers, Stamp::Assigned) {
             Ok(info) => info,
             Err(e) => {
                 self.forget_unwritten_epochs(&mut inner);
@@ -511,7 +515,7 @@ impl Log {
                     - inner.next_offset;
                 self.maybe_roll(&mut inner, bytes.len(), span)
             }
-            .and_then(|()| self.write_locked(&mut inner, bytes, run_headers));
+            .and_then(|()| self.write_locked(&mut inner, bytes, run_headers, Stamp::AsIs));
             let info = match written {
                 Ok(info) => info,
                 Err(e) => {
@@ -558,11 +562,43 @@ impl Log {
         inner: &mut Inner,
         batches: &[u8],
         headers: &[BatchHeader],
+        stamp: Stamp,
     ) -> Result<AppendInfo, AppendError> {
         let active = inner.active_mut();
         let start = active.size;
         let file = active.files().file.clone();
-        if let Err(e) = file.write_all_at(batches, start) {
+        let written = match stamp {
+            Stamp::AsIs => file.write_all_at(batches, start),
+            Stamp::Assigned => {
+                // Each batch as a patched copy of its first bytes and its untouched rest,
+                // in one pwritev: the request's buffer is shared, never copied.
+                let prefixes: Vec<[u8; batch::STAMPED_BYTES]> = {
+                    let mut pos = 0;
+                    headers
+                        .iter()
+                        .map(|h| {
+                            let prefix = batch::stamped_prefix(
+                                &batches[pos..],
+                                h.base_offset,
+                                h.partition_leader_epoch,
+                            );
+                            pos += h.total_bytes();
+                            prefix
+                        })
+                        .collect()
+                };
+                let mut slices = Vec::with_capacity(2 * headers.len());
+                let mut pos = 0;
+                for (h, prefix) in headers.iter().zip(&prefixes) {
+                    let end = pos + h.total_bytes();
+                    slices.push(IoSlice::new(prefix));
+                    slices.push(IoSlice::new(&batches[pos + batch::STAMPED_BYTES..end]));
+                    pos = end;
+                }
+                file.write_all_vectored_at(&mut slices, start)
+            }
+        };
+        if let Err(e) = written {
             let path = active.log_path.clone();
             if let Err(cut) = file.set_len(start) {
                 let reason = format!(
@@ -1117,6 +1153,15 @@ impl Drop for Log {
 }
 
 /// A failed roll as an append's error (a roll failure has failed the log).
+/// How [`Log::write_locked`] writes batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    /// As they are: a follower's copy keeps the leader's offsets and epochs.
+    AsIs,
+    /// With the base offset and leader epoch of each batch's header (a leader's append).
+    Assigned,
+}
+
 fn roll_to_append(e: MaintenanceError) -> AppendError {
     match e {
         MaintenanceError::Io { path, source } => AppendError::Io { path, source },

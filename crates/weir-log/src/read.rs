@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{OpenError, ReadError};
@@ -346,10 +346,9 @@ fn read_segment(
         .max(MIN_READ_BYTES);
     while pos < end_pos {
         let len = (end_pos - pos).min(want as u64) as usize;
-        let mut buf = BytesMut::zeroed(len);
-        file.read_exact_at(&mut buf, pos)
+        let buf = file
+            .read_bytes_at(len, pos)
             .map_err(|e| ReadError::io(path.to_path_buf(), e))?;
-        let buf = buf.freeze();
         let (mut at, mut take_from, mut next_offset, mut hidden) = (0usize, None, offset, false);
         while at < buf.len() {
             let here = pos + at as u64;
