@@ -40,6 +40,9 @@ pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
 pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 flow-control window of the whole connection, shared by its streams.
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest HTTP/2 frame the client accepts: a consume stream's 1 MiB messages arrive in
+/// one frame each instead of 64 of the protocol's default 16 KiB.
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Largest gRPC message the client sends or accepts: a produce request carries one
 /// batch per partition, a fetch response up to 50 MiB by the broker's default, and a
 /// single batch may reach `weir_batch::MAX_BATCH_BYTES` (64 MiB).
@@ -374,6 +377,7 @@ fn endpoint(address: &str, timeouts: Timeouts) -> Result<Endpoint, ClientError> 
         .connect_timeout(timeouts.connect)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT))
 }

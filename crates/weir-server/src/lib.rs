@@ -35,6 +35,7 @@ mod admin;
 mod cluster;
 mod config;
 mod consume;
+mod consume_body;
 mod convert;
 mod groups;
 mod http;
@@ -96,6 +97,10 @@ pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 per-connection flow-control window (several busy streams share it).
 pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Largest HTTP/2 frame the broker accepts (it tells peers in its SETTINGS). The
+/// protocol's default, 16 KiB, splits a 1 MiB produce request into 64 DATA frames,
+/// each a frame header, a flow-control step and a poll of the connection.
+pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Longest a stopping broker waits for the controller to move its leaderships away
 /// (well inside Docker's 10 s stop timeout).
 pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -265,9 +270,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let producer = ProducerServer::new(ProducerService::new(broker.clone()))
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let consumer = ConsumerServer::new(ConsumerService::new(broker.clone()))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
+    let consumer_service = ConsumerService::new(broker.clone());
+    let consumer = consume_body::ConsumerRoutes::new(
+        consumer_service.clone(),
+        ConsumerServer::new(consumer_service)
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(MAX_RESPONSE_BYTES),
+    );
     let groups = |listener| {
         GroupsServer::new(GroupsService::new(broker.clone(), listener))
             .max_decoding_message_size(max_request)
@@ -284,6 +293,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Server::builder()
             .initial_stream_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
             .layer(oversize::OversizeLayer {
                 limit_bytes: max_request,

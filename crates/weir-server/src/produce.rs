@@ -15,7 +15,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use tokio::sync::mpsc;
@@ -198,7 +197,7 @@ fn prepare(
                     .try_push(&convert::record(r, now_ms))
                     .map_err(|e| bad(e.to_string()))?;
             }
-            builder.build().map_err(|e| bad(e.to_string()))?
+            builder.build().map_err(|e| bad(e.to_string()))?.freeze()
         }
         Some(Data::Batches(bytes)) => {
             if log_append_time {
@@ -213,7 +212,9 @@ fn prepare(
                 Ok(_) => convert::compression(pr.compression),
                 Err(_) => return Err(bad(format!("unknown compression {}", pr.compression))),
             };
-            BytesMut::from(&bytes[..])
+            // Kept as received (a slice of the request's buffer): the log writes the
+            // assigned offsets from patched copies of the headers, not into these bytes.
+            bytes
         }
     };
     // Every batch is checked here, compressed ones decompressed and walked (see

@@ -123,6 +123,7 @@ pub fn server_builder() -> Server {
     Server::builder()
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(crate::MAX_FRAME_BYTES)
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
         .http2_keepalive_interval(Some(PEER_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(PEER_KEEPALIVE_TIMEOUT))

@@ -68,6 +68,7 @@ fn endpoint(address: &str) -> Result<Endpoint, tonic::transport::Error> {
         .connect_timeout(PEER_CONNECT_TIMEOUT)
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_frame_size(crate::MAX_FRAME_BYTES)
         .http2_keep_alive_interval(PEER_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(PEER_KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true))
