@@ -1,0 +1,610 @@
+#!/usr/bin/env bash
+# Weir's data path beside the machine's own limits: the four single-partition workloads
+# (produce 100 B and 1 KiB with acks leader, produce 1 KiB durable, consume 1 KiB) run
+# against a local broker, and `weir-limits` (loopback TCP, write + fdatasync, page cache
+# writes, memcpy) measures what this machine can do at all, in alternating rounds of the
+# same run. Prints the medians, each figure as a share of its limit, and the CPU seconds
+# the bench process and the broker used (on 2 cores, where the CPU goes matters).
+#
+# With WEIR_BIN_B, a second build runs the same workloads in the same rounds (each on a
+# broker of its own), printed side by side with B/A of the medians.
+#
+# Every round starts each binary's `weir serve` on a fresh data directory under the work
+# directory and a loopback port of its own, and stops it at the end of the round. Only
+# what this script starts is stopped, by the pid it recorded (a trap stops it however the
+# script ends; a rerun first stops what a killed earlier run left, by its pid files).
+#
+# Usage: benches/data-path.sh [--quick] [--rounds N] [--help]    (environment below)
+
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: benches/data-path.sh [--quick] [--rounds N] [--help]
+
+Builds weir-limits (and weir, unless WEIR_BIN is given) with `nice -n 10 cargo build
+--release`, then for ROUNDS rounds runs, in an order that alternates between rounds
+(odd: limits, A, B; even: B, A, limits):
+
+  limits  weir-limits --format json: loopback_tcp (1 process), loopback_tcp_2proc
+          (writer and reader in 2 processes), write_fdatasync (1 MiB appends, fdatasync
+          after each), write_only (page cache), memcpy (1 thread); each stops after
+          LIMIT_MAX_SECS at most
+  A (B)   a fresh `weir serve` on 127.0.0.1 and its own data directory, then, each on a
+          topic of 1 partition, with one `weir bench` process (--report-schema peer):
+            1. produce SMALL_RECORDS x 100 B, --acks leader           limit: loopback TCP
+            2. produce LARGE_RECORDS x 1 KiB, --acks leader           limit: loopback TCP
+            3. produce DURABLE_RECORDS x 1 KiB, --acks all on a topic created with
+               --topic-config flush.policy=group-commit (the ack waits for the
+               fdatasync; checked: fsync_before_ack must be true)     limit: write_fdatasync
+            4. consume the LARGE_RECORDS records of row 2             limit: loopback TCP,
+                                                                      and memcpy (reference)
+          then the broker is stopped and its data directory removed.
+
+The loopback limit is loopback_tcp_2proc (producer and broker are two processes; set
+LOOPBACK_LIMIT=loopback_tcp for the one-process figure). Row 1 is records/s; its share
+of the limit is records/s x 100 B against loopback bytes/s, its bytes figure is printed
+too. Rows 2-4 are MB/s (10^6 bytes of record values per second, as weir bench counts).
+A share is the median over rounds of (figure / the limit measured in the same round).
+CPU: the bench process's user+sys seconds (its whole run, set-up included) and the
+broker's user+sys seconds during that run (from /proc/<pid>/stat).
+
+Producer settings are weir bench's defaults (idempotent, the client's batch size and
+window); WEIR_BENCH_ARGS changes them for every row alike, e.g.
+  WEIR_BENCH_ARGS="--max-in-flight 8 --idempotence false"
+
+Time: a full default run takes about 4-5 minutes with one binary and 7-8 with two on a
+2-core machine (rows 1-4 take about 45 s a binary a round, the limits about 35 s, at
+most 5 x LIMIT_MAX_SECS); --quick takes about 1 minute (2 with two binaries).
+
+Options:
+  --quick     a smoke run: 10x fewer records, limits of 1 GiB / 256 MiB / 2 GiB at most
+              3 s each
+  --rounds N  rounds [3]
+  --help      this text
+
+Environment (defaults in brackets):
+  WEIR_BIN        the weir binary (A) [<cargo target dir>/release/weir]
+  WEIR_BIN_B      a second weir binary (B), run in the same rounds [none]
+  WEIR_LIMITS_BIN the weir-limits binary [<cargo target dir>/release/weir-limits]
+  WEIR_DATA_PATH_BUILD  1: build first; 0: use what is built [1]
+  WORK            work directory: data, logs, pid files, results
+                  [${TMPDIR:-/tmp}/weir-data-path]
+  ROUNDS [3]  SMALL_RECORDS [20000000]  LARGE_RECORDS [2000000]  DURABLE_RECORDS [500000]
+  LIMIT_TCP_BYTES [8GiB]  LIMIT_DISK_BYTES [2GiB]  LIMIT_MEMCPY_BYTES [16GiB]
+  LIMIT_MAX_SECS  most seconds per limit measurement [10]
+  LIMIT_DIR       where write_fdatasync and write_only write [$WORK: the disk the broker
+                  writes to]
+  LOOPBACK_LIMIT  the loopback limit of rows 1, 2 and 4 [loopback_tcp_2proc]
+  PORT_A [17692]  PORT_B [17693]   the brokers' ports on 127.0.0.1
+  WEIR_BENCH_ARGS extra arguments for every `weir bench` (e.g. "--batch-bytes 512KiB")
+  BENCH_TIMEOUT_SECS  most seconds one row may take [600]
+  READY_TIMEOUT_SECS  most seconds a broker may take to answer [60]
+
+Examples:
+  benches/data-path.sh
+  benches/data-path.sh --quick
+  # Before/after: an older build (B) against this one (A), 5 rounds:
+  WEIR_BIN_B=/work/target-old/release/weir benches/data-path.sh --rounds 5
+  # Binaries built elsewhere, nothing built:
+  WEIR_DATA_PATH_BUILD=0 WEIR_BIN=/path/weir WEIR_LIMITS_BIN=/path/weir-limits benches/data-path.sh
+EOF
+}
+
+QUICK=0
+ROUNDS="${ROUNDS:-3}"
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --rounds)
+            [ "$#" -ge 2 ] || { echo "data-path.sh: --rounds needs a number (see --help)" >&2; exit 2; }
+            ROUNDS="$2"
+            shift
+            ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "data-path.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
+    echo "data-path.sh: ROUNDS must be a whole number above 0, not '$ROUNDS'" >&2
+    exit 2
+fi
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WORK="${WORK:-${TMPDIR:-/tmp}/weir-data-path}"
+if [ "$QUICK" = 1 ]; then
+    SMALL_RECORDS="${SMALL_RECORDS:-2000000}"
+    LARGE_RECORDS="${LARGE_RECORDS:-200000}"
+    DURABLE_RECORDS="${DURABLE_RECORDS:-50000}"
+    LIMIT_TCP_BYTES="${LIMIT_TCP_BYTES:-1GiB}"
+    LIMIT_DISK_BYTES="${LIMIT_DISK_BYTES:-256MiB}"
+    LIMIT_MEMCPY_BYTES="${LIMIT_MEMCPY_BYTES:-2GiB}"
+    LIMIT_MAX_SECS="${LIMIT_MAX_SECS:-3}"
+fi
+SMALL_RECORDS="${SMALL_RECORDS:-20000000}"
+LARGE_RECORDS="${LARGE_RECORDS:-2000000}"
+DURABLE_RECORDS="${DURABLE_RECORDS:-500000}"
+LIMIT_TCP_BYTES="${LIMIT_TCP_BYTES:-8GiB}"
+LIMIT_DISK_BYTES="${LIMIT_DISK_BYTES:-2GiB}"
+LIMIT_MEMCPY_BYTES="${LIMIT_MEMCPY_BYTES:-16GiB}"
+LIMIT_MAX_SECS="${LIMIT_MAX_SECS:-10}"
+LIMIT_DIR="${LIMIT_DIR:-$WORK}"
+LOOPBACK_LIMIT="${LOOPBACK_LIMIT:-loopback_tcp_2proc}"
+PORT_A="${PORT_A:-17692}"
+PORT_B="${PORT_B:-17693}"
+BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
+READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
+# Record sizes of the rows, in bytes (row 1; rows 2-4).
+SMALL_RECORD_BYTES=100
+LARGE_RECORD_BYTES=1024
+# The five limits, at most LIMIT_MAX_SECS each (+5 s grace), and the syncs between them.
+LIMITS_TIMEOUT_SECS=$((5 * (LIMIT_MAX_SECS + 5) + 60))
+# Seconds a stopped broker gets to exit before it is killed.
+STOP_GRACE_SECS=10
+# CPU use by others (percent) above which a round's part is flagged as noisy.
+BUSY_WARN_PERCENT=10
+
+PIDS="$WORK/pids"
+LOGS="$WORK/logs"
+DATA="$WORK/data"
+RESULTS="$WORK/results.tsv"
+BENCH_LINES="$WORK/bench.jsonl"
+LIMIT_LINES="$WORK/limits.jsonl"
+CLK_TCK="$(getconf CLK_TCK)"
+FAILED=()
+NOISY=()
+
+say() { printf '[data-path %4ss] %s\n' "$SECONDS" "$*" >&2; }
+
+case "$LOOPBACK_LIMIT" in
+    loopback_tcp|loopback_tcp_2proc) ;;
+    *) echo "data-path.sh: LOOPBACK_LIMIT must be loopback_tcp or loopback_tcp_2proc" >&2; exit 2 ;;
+esac
+if [ -n "${WEIR_BIN_B:-}" ] && [ "$PORT_A" = "$PORT_B" ]; then
+    echo "data-path.sh: PORT_A and PORT_B must differ" >&2
+    exit 2
+fi
+
+# --- Stopping: only what this script started, by the pids it recorded ---------------------
+
+# Whether pid $1 is alive (not a zombie) and still runs the program named $2 (a recycled
+# pid is left alone): its command name, which the kernel cuts to 15 characters.
+pid_is() {
+    local state comm
+    read -r state comm < <(ps -o stat=,comm= -p "$1" 2>/dev/null || true)
+    [ -n "${state:-}" ] && [[ "$state" != Z* ]] && [ "${comm:-}" = "${2:0:15}" ]
+}
+
+# Stops the broker recorded in $PIDS/$1.pid ("pid program-name"): TERM, then KILL after
+# STOP_GRACE_SECS, and reaps it.
+stop_broker() {
+    local file="$PIDS/$1.pid" pid name deadline
+    [ -f "$file" ] || return 0
+    read -r pid name <"$file" || true
+    if [ -n "$pid" ] && [ -n "$name" ] && pid_is "$pid" "$name"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        deadline=$((SECONDS + STOP_GRACE_SECS))
+        while pid_is "$pid" "$name" && [ "$SECONDS" -lt "$deadline" ]; do
+            sleep 0.1
+        done
+        if pid_is "$pid" "$name"; then
+            say "broker $1 (pid $pid) did not stop in ${STOP_GRACE_SECS}s: killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        # Reaps it if it is our child (an earlier run's is not: status 127, ignored).
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -f "$file"
+}
+
+# The bench or weir-limits running when a signal came (a subshell that passes TERM on).
+CHILD_PID=""
+
+on_exit() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [ -n "$CHILD_PID" ]; then
+        kill -TERM "$CHILD_PID" 2>/dev/null || true
+        wait "$CHILD_PID" 2>/dev/null || true
+    fi
+    stop_broker A
+    stop_broker B
+    rm -rf "${DATA:?}"
+    exit "$status"
+}
+
+# measured CPU_FILE CMD...: runs CMD in the background and waits for it (so a signal to
+# this script is acted on at once); writes the user+sys CPU seconds of CMD and all it ran
+# to CPU_FILE (the subshell's reaped children, from /proc); returns CMD's status.
+measured() {
+    local cpu_file="$1" status=0
+    shift
+    (
+        child=""
+        trap 'if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; fi; exit 143' TERM INT
+        "$@" &
+        child=$!
+        code=0
+        wait "$child" || code=$?
+        # Fields 16 and 17 of /proc/<pid>/stat: cutime, cstime of the waited-for children.
+        read -r -a stat <"/proc/$BASHPID/stat"
+        echo "$(((stat[15] + stat[16])))" >"$cpu_file"
+        exit "$code"
+    ) &
+    CHILD_PID=$!
+    wait "$CHILD_PID" || status=$?
+    CHILD_PID=""
+    return "$status"
+}
+
+# CPU ticks (user+sys, all threads) a live process has used so far.
+cpu_ticks() {
+    local stat
+    read -r -a stat <"/proc/$1/stat" || { echo 0; return; }
+    echo "$((stat[13] + stat[14]))"
+}
+
+ticks_to_secs() {
+    awk -v t="$1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+port_open() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# cpu_busy_percent
+# shellcheck source=benches/cpu.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cpu.sh"
+
+check_quiet() {
+    local busy
+    busy="$(cpu_busy_percent)"
+    if [ "$busy" -gt "$BUSY_WARN_PERCENT" ]; then
+        say "warning: ${busy}% of the CPU is busy with other work before $1: its figures are noise"
+        NOISY+=("$1: ${busy}% CPU busy with other work at start")
+    fi
+}
+
+# --- Limits ------------------------------------------------------------------------------
+
+run_limits() {
+    local round="$1" before status=0
+    check_quiet "limits round $round"
+    say "limits round $round: weir-limits ($LIMIT_TCP_BYTES TCP, $LIMIT_DISK_BYTES file, $LIMIT_MEMCPY_BYTES memcpy, at most ${LIMIT_MAX_SECS}s each)"
+    before="$(wc -l <"$LIMIT_LINES")"
+    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$LIMITS_TIMEOUT_SECS" "$LIMITS_BIN" \
+        --format json --bytes "$LIMIT_TCP_BYTES" --disk-bytes "$LIMIT_DISK_BYTES" \
+        --memcpy-bytes "$LIMIT_MEMCPY_BYTES" --max-secs "$LIMIT_MAX_SECS" --dir "$LIMIT_DIR" \
+        >"$WORK/limits.out" 2>>"$LOGS/limits.log" || status=$?
+    if [ "$status" != 0 ]; then
+        say "limits round $round failed, status $status (see $LOGS/limits.log)"
+        tail -n 3 "$LOGS/limits.log" >&2 || true
+        FAILED+=("limits round $round (see $LOGS/limits.log)")
+        return 1
+    fi
+    cat "$WORK/limits.out" >>"$LIMIT_LINES"
+    python3 - "$round" "$WORK/limits.out" >>"$RESULTS" <<'PY'
+import json, sys
+round_, path = sys.argv[1], sys.argv[2]
+for line in open(path):
+    r = json.loads(line)
+    assert r.get("schema") == "weir-limits/1", "not a weir-limits/1 line"
+    print("L\t-\t%s\t%s\t%r\t%s" % (round_, r["limit"], r["bytes_per_sec"], str(r["stopped_by_time"]).lower()))
+PY
+    say "limits round $round: $(python3 -c '
+import json, sys
+print(", ".join("%s %.3g %s" % (r["limit"], r["value"], r["unit"]) for r in map(json.loads, open(sys.argv[1]))))
+' "$WORK/limits.out")"
+}
+
+# --- Weir --------------------------------------------------------------------------------
+
+# records/s, MB/s, seconds and fsync_before_ack of one weir-peer-bench/1 line (stdin).
+figures() {
+    python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read().strip().splitlines()[-1])
+assert r.get("schema") == "weir-peer-bench/1", "not a weir-peer-bench/1 line"
+fsync = (r.get("acks") or {}).get("fsync_before_ack")
+print("%r\t%r\t%r\t%s" % (r["records_per_sec"], r["mb_per_sec"], r["seconds"], "-" if fsync is None else str(fsync).lower()))
+'
+}
+
+# bench LABEL ROUND ROW SCENARIO ARGS...: one row against broker LABEL; appends its
+# figures and CPU seconds to $RESULTS.
+bench() {
+    local label="$1" round="$2" row="$3" scenario="$4"
+    shift 4
+    local bin="${BIN[$label]}" port="${PORT[$label]}" broker_pid="${BROKER[$label]}"
+    local line figs status=0 broker_before broker_after bench_cpu broker_cpu
+    broker_before="$(cpu_ticks "$broker_pid")"
+    # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
+    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$BENCH_TIMEOUT_SECS" "$bin" bench "$scenario" \
+        --brokers "127.0.0.1:$port" --partitions 1 --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
+        >"$WORK/line.json" 2>>"$LOGS/bench-$label.log" || status=$?
+    broker_after="$(cpu_ticks "$broker_pid")"
+    if [ "$status" != 0 ]; then
+        say "$label round $round: row $row failed, status $status (see $LOGS/bench-$label.log)"
+        tail -n 3 "$LOGS/bench-$label.log" >&2 || true
+        FAILED+=("$label round $round row $row (see $LOGS/bench-$label.log)")
+        return 1
+    fi
+    line="$(tail -n1 "$WORK/line.json")"
+    if ! figs="$(figures <<<"$line")"; then
+        say "$label round $round: row $row printed no result line: $line"
+        FAILED+=("$label round $round row $row: no result line")
+        return 1
+    fi
+    echo "$line" >>"$BENCH_LINES"
+    # Row 3 must really have waited for the fdatasync (flush.policy applied at create).
+    if [ "$row" = 3 ] && [ "$(cut -f4 <<<"$figs")" != true ]; then
+        say "$label round $round: row 3's acks did not wait for an fsync: $line"
+        FAILED+=("$label round $round row 3: acks did not wait for an fsync")
+        return 1
+    fi
+    bench_cpu="$(ticks_to_secs "$(cat "$WORK/cpu.ticks")")"
+    broker_cpu="$(ticks_to_secs "$((broker_after - broker_before))")"
+    say "$label round $round: row $row: $(awk -F'\t' '{ printf "%.0f records/s, %.1f MB/s in %.1f s", $1, $2, $3 }' <<<"$figs"); CPU: bench ${bench_cpu}s, broker ${broker_cpu}s"
+    printf 'W\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$round" "$row" "$(cut -f1-3 <<<"$figs")" \
+        "$bench_cpu" "$broker_cpu" >>"$RESULTS"
+}
+
+# Whether broker LABEL can take topics: it is registered and unfenced (`weir cluster
+# describe`; a topic created before that fails with "0 brokers can take a replica"), or,
+# for a build without that command, it answers `weir topic list`.
+weir_ready() {
+    local bin="${BIN[$1]}" addr="127.0.0.1:${PORT[$1]}"
+    if [ "${DESCRIBES[$1]}" = 1 ]; then
+        "$bin" cluster describe --brokers "$addr" --format json 2>/dev/null |
+            grep -q '"fenced":false'
+    else
+        "$bin" topic list --brokers "$addr" >/dev/null 2>&1
+    fi
+}
+
+# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4, the broker stopped and
+# its data removed.
+run_weir() {
+    local label="$1" round="$2" deadline pid
+    local bin="${BIN[$label]}" port="${PORT[$label]}" data="$DATA/$label"
+    check_quiet "$label round $round"
+    if port_open "$port"; then
+        say "port $port is already in use by a process this script did not start: set PORT_$label"
+        exit 1
+    fi
+    rm -rf "$data"
+    mkdir -p "$data"
+    "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off \
+        >"$LOGS/serve-$label-$round.log" 2>&1 &
+    pid=$!
+    echo "$pid $(basename "$bin")" >"$PIDS/$label.pid"
+    BROKER[$label]="$pid"
+    deadline=$((SECONDS + READY_TIMEOUT_SECS))
+    until weir_ready "$label"; do
+        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+            say "$label round $round: the broker did not start (see $LOGS/serve-$label-$round.log)"
+            tail -n 5 "$LOGS/serve-$label-$round.log" >&2 || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+    say "$label round $round: $bin serve on 127.0.0.1:$port (pid $pid)"
+    bench "$label" "$round" 1 produce --topic small --record-size "$SMALL_RECORD_BYTES" \
+        --count "$SMALL_RECORDS" --acks leader || true
+    local large_ok=0
+    bench "$label" "$round" 2 produce --topic large --record-size "$LARGE_RECORD_BYTES" \
+        --count "$LARGE_RECORDS" --acks leader && large_ok=1
+    bench "$label" "$round" 3 produce --topic durable --record-size "$LARGE_RECORD_BYTES" \
+        --count "$DURABLE_RECORDS" --acks all --topic-config flush.policy=group-commit || true
+    if [ "$large_ok" = 1 ]; then
+        # Reads back exactly the records row 2 wrote (nothing to fill first).
+        bench "$label" "$round" 4 consume --topic large --record-size "$LARGE_RECORD_BYTES" \
+            --count "$LARGE_RECORDS" || true
+    fi
+    stop_broker "$label"
+    BROKER[$label]=""
+    rm -rf "$data"
+}
+
+# --- Main --------------------------------------------------------------------------------
+
+mkdir -p "$WORK" "$PIDS"
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# What a killed earlier run may have left running (its own pid files only).
+stop_broker A
+stop_broker B
+rm -rf "$DATA" "$LOGS"
+mkdir -p "$DATA" "$LOGS" "$LIMIT_DIR"
+: >"$RESULTS"
+rm -f "$WORK/results.txt"
+: >"$BENCH_LINES"
+: >"$LIMIT_LINES"
+
+if [ "${WEIR_DATA_PATH_BUILD:-1}" = 1 ]; then
+    say "building weir-limits (release, nice -n 10)"
+    (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-limits)
+    if [ -z "${WEIR_BIN:-}" ]; then
+        say "building weir (release, nice -n 10)"
+        (cd "$ROOT" && nice -n 10 cargo build --release -p weir-cli --bin weir)
+    fi
+else
+    say "not building (WEIR_DATA_PATH_BUILD=${WEIR_DATA_PATH_BUILD})"
+fi
+# Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
+# measurement half way. Where cargo put them: its target directory as cargo resolves it.
+if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ]; then
+    TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+fi
+LIMITS_BIN="${WEIR_LIMITS_BIN:-$TARGET_DIR/release/weir-limits}"
+declare -A BIN PORT BROKER
+BIN[A]="${WEIR_BIN:-$TARGET_DIR/release/weir}"
+PORT[A]="$PORT_A"
+BROKER[A]=""
+LABELS=(A)
+if [ -n "${WEIR_BIN_B:-}" ]; then
+    BIN[B]="$WEIR_BIN_B"
+    PORT[B]="$PORT_B"
+    BROKER[B]=""
+    LABELS=(A B)
+fi
+for b in "$LIMITS_BIN" "${BIN[@]}"; do
+    [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
+done
+declare -A DESCRIBES
+for label in "${LABELS[@]}"; do
+    BIN[$label]="$(realpath "${BIN[$label]}")"
+    DESCRIBES[$label]=0
+    if "${BIN[$label]}" cluster describe --help 2>/dev/null | grep -q -- '--format'; then
+        DESCRIBES[$label]=1
+    fi
+    say "$label: ${BIN[$label]} ($("${BIN[$label]}" --version))"
+done
+if [ "${#LABELS[@]}" = 2 ] && cmp -s "${BIN[A]}" "${BIN[B]}"; then
+    say "warning: A and B are the same binary"
+fi
+say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); data in $WORK ($(df -h --output=source,fstype "$WORK" | tail -n1 | tr -s ' '))"
+say "$ROUNDS rounds; rows: $SMALL_RECORDS x 100 B acks leader, $LARGE_RECORDS x 1 KiB acks leader, $DURABLE_RECORDS x 1 KiB durable, consume $LARGE_RECORDS x 1 KiB"
+
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then
+        order=(limits "${LABELS[@]}")
+    else
+        order=()
+        for ((i = ${#LABELS[@]} - 1; i >= 0; i--)); do order+=("${LABELS[$i]}"); done
+        order+=(limits)
+    fi
+    for part in "${order[@]}"; do
+        if [ "$part" = limits ]; then
+            run_limits "$r" || true
+        else
+            run_weir "$part" "$r"
+        fi
+    done
+done
+
+# --- Report ------------------------------------------------------------------------------
+
+describe() {
+    local label="$1"
+    printf '%s = %s (%s)' "$label" "${BIN[$label]}" "$("${BIN[$label]}" --version)"
+}
+{
+    echo
+    echo "Weir's data path beside this machine's limits: $ROUNDS rounds, medians"
+    for label in "${LABELS[@]}"; do echo "  $(describe "$label")"; done
+    echo "  machine: $(nproc) cores, $(uname -r); data and limit files in $WORK"
+    echo
+} | tee "$WORK/results.txt"
+python3 - "$RESULTS" "$LOOPBACK_LIMIT" "$SMALL_RECORD_BYTES" "${LABELS[@]}" <<'PY' | tee -a "$WORK/results.txt"
+import statistics, sys
+
+path, loopback, small_bytes, labels = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+limits = {}    # limit -> round -> bytes/s
+capped = set()  # limits a round stopped by time
+rows = {}      # (label, row) -> round -> (rps, mbps, secs, bench_cpu, broker_cpu)
+for line in open(path):
+    f = line.rstrip("\n").split("\t")
+    if f[0] == "L":
+        limits.setdefault(f[3], {})[int(f[2])] = float(f[4])
+        if f[5] == "true":
+            capped.add(f[3])
+    elif f[0] == "W":
+        rows.setdefault((f[1], int(f[3])), {})[int(f[2])] = tuple(map(float, f[4:9]))
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+def fmt(x, spec):
+    return "-" if x is None else format(x, spec)
+
+def table(header, body, left):
+    widths = [max(len(r[c]) for r in [header] + body) for c in range(len(header))]
+    for r in [header] + body:
+        print("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+
+# Limits.
+unit = {"write_fdatasync": ("MB/s", 1e6), "write_only": ("MB/s", 1e6)}
+body = []
+for name in ["loopback_tcp", "loopback_tcp_2proc", "write_fdatasync", "write_only", "memcpy"]:
+    per = limits.get(name, {})
+    u, scale = unit.get(name, ("GB/s", 1e9))
+    vals = [per[r] / scale for r in sorted(per)]
+    spec = ".1f" if scale == 1e6 else ".3f"
+    body.append([name + (" *" if name in capped else ""), u, fmt(med(vals), spec),
+                 " ".join(format(v, spec) for v in vals)])
+print("Limits (weir-limits; 1 GB = 10^9 bytes, 1 MB = 10^6 bytes):")
+table(["limit", "unit", "median", "per round"], body, 2)
+if capped:
+    print("  *: some rounds stopped by the time bound before all their bytes (still a rate)")
+print()
+
+# Rows: (name, unit, limit, bytes/s of a round's figures).
+ROWS = [
+    (1, "1. produce 100 B, acks leader", "rec/s", loopback),
+    (2, "2. produce 1 KiB, acks leader", "MB/s", loopback),
+    (3, "3. produce 1 KiB, durable", "MB/s", "write_fdatasync"),
+    (4, "4. consume 1 KiB", "MB/s", loopback),
+    (4, "   (consume vs memcpy)", "MB/s", "memcpy"),
+]
+def figure(row, v):
+    return v[0] if row == 1 else v[1]
+def bytes_per_sec(row, v):
+    return v[0] * small_bytes if row == 1 else v[1] * 1e6
+
+header = ["workload", "bin", "median", "unit", "MB/s", "per round", "limit", "limit MB/s",
+          "of limit", "bench CPU s", "broker CPU s", "run s"]
+body = []
+medians = {}
+for row, name, u, limit in ROWS:
+    for label in labels:
+        per = rows.get((label, row), {})
+        rounds = sorted(per)
+        figs = [figure(row, per[r]) for r in rounds]
+        spec = ",.0f" if row == 1 else ".1f"
+        ratios = [bytes_per_sec(row, per[r]) / limits[limit][r]
+                  for r in rounds if limits.get(limit, {}).get(r)]
+        lim = med(list(limits.get(limit, {}).values()))
+        m = med(figs)
+        medians[(row, name, label)] = m
+        memcpy_row = limit == "memcpy"
+        body.append([
+            name, label, fmt(m, spec), u,
+            fmt(med([bytes_per_sec(row, per[r]) / 1e6 for r in rounds]), ".1f"),
+            " ".join(format(f, spec) for f in figs) or "-",
+            limit, fmt(lim and lim / 1e6, ",.0f"),
+            fmt(med(ratios) and 100 * med(ratios), ".1f") + "%" if ratios else "-",
+            "" if memcpy_row else fmt(med([per[r][3] for r in rounds]), ".2f"),
+            "" if memcpy_row else fmt(med([per[r][4] for r in rounds]), ".2f"),
+            "" if memcpy_row else fmt(med([per[r][2] for r in rounds]), ".2f"),
+        ])
+print("Workloads (1 partition, 1 producer or consumer process, loopback):")
+table(header, body, 2)
+print("""
+  of limit: median over rounds of figure / the limit measured in the same round (row 1:
+  records/s x %d B against loopback bytes/s). MB/s: 10^6 bytes of record values a second.
+  bench CPU s: user+sys of the weir bench process (its whole run, set-up included);
+  broker CPU s: the broker's user+sys during that run; run s: the measured seconds.""" % small_bytes)
+if len(labels) == 2:
+    print()
+    print("B/A of the medians:")
+    body = []
+    for row, name, u, limit in ROWS:
+        if limit == "memcpy":
+            continue
+        a, b = medians[(row, name, "A")], medians[(row, name, "B")]
+        spec = ",.0f" if row == 1 else ".1f"
+        body.append([name, u, fmt(a, spec), fmt(b, spec), fmt(a and b and b / a, ".3f")])
+    table(["workload", "unit", "A", "B", "B/A"], body, 2)
+PY
+echo
+say "results: $RESULTS (per round), $BENCH_LINES (weir bench lines), $LIMIT_LINES (weir-limits lines), $WORK/results.txt (table); logs: $LOGS"
+for n in "${NOISY[@]}"; do say "noisy: $n"; done
+if [ "${#FAILED[@]}" -gt 0 ]; then
+    say "did not work:"
+    for f in "${FAILED[@]}"; do say "  $f"; done
+    exit 1
+fi

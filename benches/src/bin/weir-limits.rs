@@ -1,0 +1,777 @@
+//! `weir-limits`: what this machine itself can do, measured with the simplest code that
+//! does the same kind of work as Weir's data path, so that a benchmark figure can be read
+//! as a share of the machine's own limit measured in the same run (`benches/data-path.sh`).
+//!
+//! - `loopback_tcp`: one plain TCP stream on 127.0.0.1 (a port the tool binds itself;
+//!   nothing leaves loopback), one writer thread sending 1 MiB `write`s and one reader
+//!   thread reading into a 1 MiB buffer, in one process.
+//! - `loopback_tcp_2proc`: the same stream with the writer in a second process (this
+//!   binary re-run with the hidden `tcp-send` command), as a producer and a broker are.
+//! - `write_fdatasync`: 1 MiB appends to a fresh file, each followed by `fdatasync` (what
+//!   a group commit of 1 MiB costs at best).
+//! - `write_only`: the same appends without any sync (page cache).
+//! - `memcpy`: one thread copying a 1 MiB buffer into another, over and over.
+//!
+//! Every measurement is bounded twice: it stops after its byte count or after `--max-secs`
+//! (10 s by default), whichever comes first, and reports the bytes it moved in the time it
+//! took. The clock runs from the first byte (TCP: the accepted connection) to the last
+//! (TCP: end of stream at the reader). Rates are decimal: 1 GB = 10^9 bytes, 1 MB = 10^6.
+//!
+//! Results go to stdout (a table, or with `--format json` one JSON object per line, schema
+//! `weir-limits/1`); progress goes to stderr. Files are written in a fresh directory
+//! under `--dir` that is removed at the end.
+
+use std::fs::{self, File, OpenOptions};
+use std::hint::black_box;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail, ensure};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use weir_bench_report::{Format, Table, emit, exit_code, grouped};
+use weir_benches::byte_size::ByteSize;
+
+/// Size of every write, read and copy.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Bytes sent over loopback TCP (each variant) unless `--bytes`.
+const DEFAULT_TCP_BYTES: ByteSize = ByteSize::gib(8);
+/// Bytes written to the file (with and without fdatasync) unless `--disk-bytes`.
+const DEFAULT_DISK_BYTES: ByteSize = ByteSize::gib(2);
+/// Bytes copied unless `--memcpy-bytes`.
+const DEFAULT_MEMCPY_BYTES: ByteSize = ByteSize::gib(16);
+/// Most seconds one measurement runs, unless `--max-secs`.
+const DEFAULT_MAX_SECS: u64 = 10;
+/// Largest `--max-secs` accepted: the tool is meant to be quick.
+const MAX_SECS_LIMIT: u64 = 600;
+/// How much longer than its own time bound a TCP measurement waits for the other end
+/// (to connect, to finish its last write, to exit) before it gives up with an error.
+const PEER_GRACE: Duration = Duration::from_secs(5);
+/// How often an accept with a deadline looks again.
+const ACCEPT_POLL: Duration = Duration::from_millis(1);
+/// Decimal units, as network and disk rates are quoted.
+const BYTES_PER_GB: f64 = 1e9;
+const BYTES_PER_MB: f64 = 1e6;
+/// The schema of the JSON lines.
+const SCHEMA: &str = "weir-limits/1";
+/// Seed of the bytes written (any non-trivial pattern; nothing here compresses).
+const PATTERN_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+
+const EXAMPLES: &str = "\
+Examples:
+  # Every limit, with the default sizes (8 GiB of TCP, 2 GiB of file, 16 GiB of memcpy),
+  # each stopped after at most 10 s:
+  weir-limits
+  # The same as JSON lines, for a script:
+  weir-limits --format json
+  # Only the disk, on the disk the broker writes to, with less data:
+  weir-limits --only write_fdatasync,write_only --dir /mnt/nvme/weir --disk-bytes 512MiB
+  # A quick look (at most about 2 s per limit):
+  weir-limits --bytes 1GiB --disk-bytes 256MiB --memcpy-bytes 2GiB --max-secs 2
+
+Rates are decimal: 1 GB = 10^9 bytes, 1 MB = 10^6 bytes. TCP traffic stays on 127.0.0.1.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weir-limits",
+    version,
+    about = "This machine's own limits (loopback TCP, write+fdatasync, page cache writes, \
+             memcpy), to put Weir's data-path figures beside",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Internal>,
+
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// What to measure, how much and where.
+#[derive(Debug, Args)]
+struct LimitsArgs {
+    /// Limits to measure, comma-separated [default: all, in this order].
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Limit::ALL)]
+    only: Vec<Limit>,
+
+    /// Bytes to send over loopback TCP, per variant.
+    #[arg(long, default_value_t = DEFAULT_TCP_BYTES)]
+    bytes: ByteSize,
+
+    /// Bytes to write to the file, with fdatasync and without.
+    #[arg(long, default_value_t = DEFAULT_DISK_BYTES)]
+    disk_bytes: ByteSize,
+
+    /// Bytes to copy in memory.
+    #[arg(long, default_value_t = DEFAULT_MEMCPY_BYTES)]
+    memcpy_bytes: ByteSize,
+
+    /// Most seconds one measurement runs; it reports what it moved in that time.
+    #[arg(long, default_value_t = DEFAULT_MAX_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS_LIMIT))]
+    max_secs: u64,
+
+    /// Directory the file limits write under (a fresh directory inside it, removed at
+    /// the end) [default: the system's temporary directory].
+    #[arg(long, env = "WEIR_LIMITS_DIR")]
+    dir: Option<PathBuf>,
+
+    /// Output format (progress always goes to stderr).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// Internal: the writing end of `loopback_tcp_2proc`. Connects to ADDR, sends BYTES in
+    /// 1 MiB writes (or for MAX_SECS), closes, and prints the bytes sent.
+    #[command(hide = true)]
+    TcpSend {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        max_secs: u64,
+    },
+}
+
+/// One limit. The names are the `limit` field of the JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Limit {
+    #[value(name = "loopback_tcp")]
+    LoopbackTcp,
+    #[value(name = "loopback_tcp_2proc")]
+    LoopbackTcp2Proc,
+    #[value(name = "write_fdatasync")]
+    WriteFdatasync,
+    #[value(name = "write_only")]
+    WriteOnly,
+    #[value(name = "memcpy")]
+    Memcpy,
+}
+
+impl Limit {
+    /// Every limit, in the order they run: the synced writes before the unsynced ones, so
+    /// the page cache writes leave no writeback behind for the fdatasync to wait on.
+    const ALL: [Limit; 5] = [
+        Limit::LoopbackTcp,
+        Limit::LoopbackTcp2Proc,
+        Limit::WriteFdatasync,
+        Limit::WriteOnly,
+        Limit::Memcpy,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Limit::LoopbackTcp => "loopback_tcp",
+            Limit::LoopbackTcp2Proc => "loopback_tcp_2proc",
+            Limit::WriteFdatasync => "write_fdatasync",
+            Limit::WriteOnly => "write_only",
+            Limit::Memcpy => "memcpy",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Limit::LoopbackTcp => "1 TCP stream on 127.0.0.1, writer and reader threads, 1 process",
+            Limit::LoopbackTcp2Proc => {
+                "1 TCP stream on 127.0.0.1, writer and reader in 2 processes"
+            }
+            Limit::WriteFdatasync => "1 MiB appends to a file, fdatasync after each",
+            Limit::WriteOnly => "1 MiB appends to a file, no sync (page cache)",
+            Limit::Memcpy => "1 MiB buffer copied into another, 1 thread",
+        }
+    }
+
+    /// The unit it is best read in: network and memory in GB/s, the disk in MB/s.
+    fn unit(self) -> Unit {
+        match self {
+            Limit::WriteFdatasync | Limit::WriteOnly => Unit::MbPerSec,
+            _ => Unit::GbPerSec,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Unit {
+    GbPerSec,
+    MbPerSec,
+}
+
+/// One measurement: a JSON line, or a row of the table.
+#[derive(Debug, Serialize)]
+struct Measurement {
+    schema: &'static str,
+    limit: &'static str,
+    what: &'static str,
+    /// Bytes moved (end to end: received, written or copied).
+    bytes: u64,
+    /// Bytes it was asked to move.
+    target_bytes: u64,
+    seconds: f64,
+    bytes_per_sec: f64,
+    /// 10^9 bytes per second.
+    gb_per_sec: f64,
+    /// 10^6 bytes per second.
+    mb_per_sec: f64,
+    /// The figure in the unit it reads best in, and that unit.
+    value: f64,
+    unit: &'static str,
+    /// Whether `--max-secs` ended it before `target_bytes`.
+    stopped_by_time: bool,
+    chunk_bytes: usize,
+    /// Where the file limits wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dir: Option<String>,
+}
+
+impl Measurement {
+    fn new(limit: Limit, target: u64, moved: u64, elapsed: Duration) -> Measurement {
+        let seconds = elapsed.as_secs_f64().max(f64::MIN_POSITIVE);
+        let bytes_per_sec = moved as f64 / seconds;
+        let (value, unit) = match limit.unit() {
+            Unit::GbPerSec => (bytes_per_sec / BYTES_PER_GB, "GB/s"),
+            Unit::MbPerSec => (bytes_per_sec / BYTES_PER_MB, "MB/s"),
+        };
+        Measurement {
+            schema: SCHEMA,
+            limit: limit.name(),
+            what: limit.describe(),
+            bytes: moved,
+            target_bytes: target,
+            seconds,
+            bytes_per_sec,
+            gb_per_sec: bytes_per_sec / BYTES_PER_GB,
+            mb_per_sec: bytes_per_sec / BYTES_PER_MB,
+            value,
+            unit,
+            stopped_by_time: moved < target,
+            chunk_bytes: CHUNK_BYTES,
+            dir: None,
+        }
+    }
+}
+
+/// A progress line on stderr.
+macro_rules! progress {
+    ($($arg:tt)*) => {
+        eprintln!("[weir-limits] {}", format_args!($($arg)*))
+    };
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(&cli.limits),
+        Some(Internal::TcpSend {
+            addr,
+            bytes,
+            max_secs,
+        }) => tcp_send_process(addr, bytes, Duration::from_secs(max_secs)),
+    };
+    exit_code(result)
+}
+
+fn run(args: &LimitsArgs) -> anyhow::Result<()> {
+    for (flag, size) in [
+        ("--bytes", args.bytes),
+        ("--disk-bytes", args.disk_bytes),
+        ("--memcpy-bytes", args.memcpy_bytes),
+    ] {
+        ensure!(size.bytes() > 0, "{flag} must be above zero");
+    }
+    let max = Duration::from_secs(args.max_secs);
+    let mut limits = args.only.clone();
+    limits.dedup();
+    // Only made when a file limit runs; removed (with anything left in it) when dropped.
+    let mut run_dir = None;
+    let mut results = Vec::new();
+    for limit in limits {
+        let m = match limit {
+            Limit::LoopbackTcp => loopback_tcp_threads(args.bytes.bytes(), max)?,
+            Limit::LoopbackTcp2Proc => loopback_tcp_processes(args.bytes.bytes(), max)?,
+            Limit::WriteFdatasync | Limit::WriteOnly => {
+                if run_dir.is_none() {
+                    run_dir = Some(create_run_dir(args.dir.as_deref())?);
+                }
+                let dir = run_dir.as_ref().expect("created above").path();
+                let sync = limit == Limit::WriteFdatasync;
+                write_file(dir, args.disk_bytes.bytes(), max, sync)?
+            }
+            Limit::Memcpy => memcpy(args.memcpy_bytes.bytes(), max),
+        };
+        progress!(
+            "{}: {} in {:.2} s: {:.3} {}{}",
+            m.limit,
+            ByteSize(m.bytes),
+            m.seconds,
+            m.value,
+            m.unit,
+            if m.stopped_by_time {
+                " (stopped by --max-secs)"
+            } else {
+                ""
+            }
+        );
+        if args.format == Format::Json {
+            emit(Format::Json, "", &m)?;
+        }
+        results.push(m);
+    }
+    if args.format == Format::Text {
+        emit(Format::Text, &table(&results), &())?;
+    }
+    Ok(())
+}
+
+/// The human table.
+fn table(results: &[Measurement]) -> String {
+    let mut t = Table::new(["limit", "measures", "bytes", "seconds", "rate"], 2);
+    for m in results {
+        t.row(vec![
+            m.limit.to_owned(),
+            m.what.to_owned(),
+            grouped(m.bytes),
+            format!("{:.2}", m.seconds),
+            format!(
+                "{:.3} {}{}",
+                m.value,
+                m.unit,
+                if m.stopped_by_time { "*" } else { " " }
+            ),
+        ]);
+    }
+    let mut out = t.render();
+    out.push_str(&format!(
+        "\n1 GB = 10^9 bytes, 1 MB = 10^6 bytes; {CHUNK_BYTES} bytes per write, read or copy."
+    ));
+    if results.iter().any(|m| m.stopped_by_time) {
+        out.push_str(" *: stopped by --max-secs before all its bytes.");
+    }
+    out.push('\n');
+    out
+}
+
+// --- Loopback TCP ---------------------------------------------------------------------
+
+/// Writer and reader threads in this process.
+fn loopback_tcp_threads(total: u64, max: Duration) -> anyhow::Result<Measurement> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    progress!(
+        "loopback_tcp: sending {} on {addr}, 1 process",
+        ByteSize(total)
+    );
+    let writer = thread::Builder::new().name("tcp-writer".into()).spawn(
+        move || -> anyhow::Result<u64> {
+            let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+            send(stream, total, max)
+        },
+    )?;
+    let stream = accept_within(&listener, PEER_GRACE, || Ok(()))?;
+    let (received, elapsed) = receive(stream, max)?;
+    let sent = writer
+        .join()
+        .map_err(|_| anyhow!("the writer thread panicked"))??;
+    ensure!(
+        received == sent,
+        "sent {sent} bytes but received {received}"
+    );
+    Ok(Measurement::new(
+        Limit::LoopbackTcp,
+        total,
+        received,
+        elapsed,
+    ))
+}
+
+/// The reader here, the writer in a child process (this binary, `tcp-send`).
+fn loopback_tcp_processes(total: u64, max: Duration) -> anyhow::Result<Measurement> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    progress!(
+        "loopback_tcp_2proc: sending {} on {addr}, 2 processes",
+        ByteSize(total)
+    );
+    let exe = std::env::current_exe().context("locate this program to run the writer")?;
+    let child = Command::new(&exe)
+        .args(["tcp-send", "--addr", &addr.to_string()])
+        .args([
+            "--bytes",
+            &total.to_string(),
+            "--max-secs",
+            &max.as_secs().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {} tcp-send", exe.display()))?;
+    let mut child = KillOnDrop(Some(child));
+    let stream = accept_within(&listener, PEER_GRACE, || match child.try_wait()? {
+        Some(status) => bail!("the writer process exited ({status}) before connecting"),
+        None => Ok(()),
+    })?;
+    let (received, elapsed) = receive(stream, max)?;
+    let status = child.wait_within(PEER_GRACE)?;
+    ensure!(status.success(), "the writer process failed ({status})");
+    let mut line = String::new();
+    let stdout = child.take_stdout().context("the writer's stdout")?;
+    io::BufReader::new(stdout).read_line(&mut line)?;
+    let sent: u64 = line
+        .trim()
+        .parse()
+        .with_context(|| format!("the writer printed `{}`, not a byte count", line.trim()))?;
+    ensure!(
+        received == sent,
+        "sent {sent} bytes but received {received}"
+    );
+    Ok(Measurement::new(
+        Limit::LoopbackTcp2Proc,
+        total,
+        received,
+        elapsed,
+    ))
+}
+
+/// `tcp-send`: the child of `loopback_tcp_2proc`.
+fn tcp_send_process(addr: SocketAddr, total: u64, max: Duration) -> anyhow::Result<()> {
+    ensure!(
+        addr.ip().is_loopback(),
+        "tcp-send only sends to a loopback address, not {addr}"
+    );
+    let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    let sent = send(stream, total, max)?;
+    let mut out = io::stdout().lock();
+    writeln!(out, "{sent}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Sends `total` bytes in 1 MiB writes, stopping early once `max` has passed; then closes
+/// its side. Returns the bytes sent.
+fn send(mut stream: TcpStream, total: u64, max: Duration) -> anyhow::Result<u64> {
+    // A reader that stops reading must not leave this write blocked for ever.
+    stream.set_write_timeout(Some(max + PEER_GRACE))?;
+    let chunk = pattern(CHUNK_BYTES);
+    let deadline = Instant::now() + max;
+    let mut sent = 0u64;
+    while sent < total && Instant::now() < deadline {
+        let n = chunk_len(total - sent);
+        stream
+            .write_all(&chunk[..n])
+            .with_context(|| format!("write to the loopback stream after {sent} bytes"))?;
+        sent += n as u64;
+    }
+    stream.shutdown(Shutdown::Write)?;
+    Ok(sent)
+}
+
+/// Reads into a 1 MiB buffer until the writer closes; the clock runs from the call (the
+/// connection is accepted) to the end of the stream. Fails if the stream is still open
+/// `PEER_GRACE` after the writer's own time bound, or stalls that long.
+fn receive(mut stream: TcpStream, max: Duration) -> anyhow::Result<(u64, Duration)> {
+    stream.set_read_timeout(Some(max + PEER_GRACE))?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let started = Instant::now();
+    let give_up = started + max + PEER_GRACE;
+    let mut received = 0u64;
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("read the loopback stream after {received} bytes"));
+            }
+        };
+        received += n as u64;
+        ensure!(
+            Instant::now() < give_up,
+            "the loopback stream is still open {:?} after the writer's time bound",
+            PEER_GRACE
+        );
+    }
+    let elapsed = started.elapsed();
+    black_box(&buf);
+    Ok((received, elapsed))
+}
+
+/// Accepts one connection within `timeout`, calling `check` between looks (to fail early
+/// when the peer is gone).
+fn accept_within(
+    listener: &TcpListener,
+    timeout: Duration,
+    mut check: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<TcpStream> {
+    listener.set_nonblocking(true)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                check()?;
+                ensure!(
+                    Instant::now() < deadline,
+                    "the writer did not connect within {timeout:?}"
+                );
+                thread::sleep(ACCEPT_POLL);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e).context("accept"),
+        }
+    }
+}
+
+/// A child process that is killed (and reaped) unless it was waited for.
+#[derive(Debug)]
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn try_wait(&mut self) -> anyhow::Result<Option<std::process::ExitStatus>> {
+        let child = self
+            .0
+            .as_mut()
+            .context("the writer process was already reaped")?;
+        Ok(child.try_wait()?)
+    }
+
+    /// Waits for the child's exit for at most `timeout`, then kills it (and fails).
+    fn wait_within(&mut self, timeout: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!("the writer process did not exit within {timeout:?}: killed it");
+            }
+            thread::sleep(ACCEPT_POLL);
+        }
+    }
+
+    fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.0.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            self.kill();
+        }
+    }
+}
+
+// --- Files ----------------------------------------------------------------------------
+
+/// A fresh directory under `parent` (default: the system's temporary directory).
+fn create_run_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    fs::create_dir_all(&parent).with_context(|| format!("create {}", parent.display()))?;
+    let parent =
+        fs::canonicalize(&parent).with_context(|| format!("resolve {}", parent.display()))?;
+    tempfile::Builder::new()
+        .prefix("weir-limits-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("create a directory in {}", parent.display()))
+}
+
+/// Appends `total` bytes in 1 MiB writes to a fresh file in `dir` (stopping early once
+/// `max` has passed), with an `fdatasync` after each write if `sync`. The clock covers the
+/// writes and syncs, not the open; afterwards, untimed, the file is deleted and the file
+/// system synced, so nothing of this run is still being written back when the next starts.
+fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Result<Measurement> {
+    let limit = if sync {
+        Limit::WriteFdatasync
+    } else {
+        Limit::WriteOnly
+    };
+    let path = dir.join(limit.name());
+    progress!(
+        "{}: writing {} to {}",
+        limit.name(),
+        ByteSize(total),
+        path.display()
+    );
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let chunk = pattern(CHUNK_BYTES);
+    let started = Instant::now();
+    let deadline = started + max;
+    let mut written = 0u64;
+    while written < total && Instant::now() < deadline {
+        let n = chunk_len(total - written);
+        file.write_all(&chunk[..n])
+            .with_context(|| format!("write {}", path.display()))?;
+        if sync {
+            file.sync_data()
+                .with_context(|| format!("fdatasync {}", path.display()))?;
+        }
+        written += n as u64;
+    }
+    let elapsed = started.elapsed();
+    drop(file);
+    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+    syncfs(dir)?;
+    let mut m = Measurement::new(limit, total, written, elapsed);
+    m.dir = Some(dir.display().to_string());
+    Ok(m)
+}
+
+/// Flushes the file system holding `dir`.
+fn syncfs(dir: &Path) -> anyhow::Result<()> {
+    let handle = File::open(dir).with_context(|| format!("open {}", dir.display()))?;
+    // SAFETY: syncfs takes a file descriptor, which `handle` keeps open for the call.
+    let rc = unsafe { libc::syncfs(handle.as_raw_fd()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error())
+            .with_context(|| format!("syncfs {}", dir.display()));
+    }
+    Ok(())
+}
+
+// --- Memory ---------------------------------------------------------------------------
+
+/// Copies a 1 MiB buffer into another until `total` bytes are copied or `max` has passed.
+fn memcpy(total: u64, max: Duration) -> Measurement {
+    progress!("memcpy: copying {} in 1 MiB copies", ByteSize(total));
+    let src = pattern(CHUNK_BYTES);
+    // Touched before the clock starts, so no page fault is timed.
+    let mut dst = vec![1u8; CHUNK_BYTES];
+    dst.copy_from_slice(&src);
+    let started = Instant::now();
+    let deadline = started + max;
+    let mut copied = 0u64;
+    while copied < total && Instant::now() < deadline {
+        let n = chunk_len(total - copied);
+        // black_box on both sides: the source may have changed and the copy is read, so
+        // the compiler can neither hoist the copy out of the loop nor drop it.
+        dst[..n].copy_from_slice(black_box(&src[..n]));
+        black_box(&mut dst);
+        copied += n as u64;
+    }
+    let elapsed = started.elapsed();
+    Measurement::new(Limit::Memcpy, total, copied, elapsed)
+}
+
+// --- Helpers --------------------------------------------------------------------------
+
+/// The length of the next write: a whole chunk, or what is left.
+fn chunk_len(left: u64) -> usize {
+    usize::try_from(left).map_or(CHUNK_BYTES, |left| left.min(CHUNK_BYTES))
+}
+
+/// `len` bytes of a fixed pseudo-random pattern (xorshift64), so no layer can shortcut
+/// zeros.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut state = PATTERN_SEED;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.extend_from_slice(&state.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_and_flags_parse() {
+        let cli = Cli::try_parse_from(["weir-limits"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.limits.only, Limit::ALL);
+        assert_eq!(cli.limits.bytes, DEFAULT_TCP_BYTES);
+        assert_eq!(cli.limits.max_secs, DEFAULT_MAX_SECS);
+        assert_eq!(cli.limits.format, Format::Text);
+        let cli = Cli::try_parse_from([
+            "weir-limits",
+            "--only",
+            "memcpy,write_fdatasync",
+            "--bytes",
+            "1GiB",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(cli.limits.only, [Limit::Memcpy, Limit::WriteFdatasync]);
+        assert_eq!(cli.limits.bytes, ByteSize::gib(1));
+        assert!(Cli::try_parse_from(["weir-limits", "--max-secs", "0"]).is_err());
+    }
+
+    #[test]
+    fn loopback_moves_every_byte() {
+        let total = 5 * CHUNK_BYTES as u64 + 123;
+        let m = loopback_tcp_threads(total, Duration::from_secs(10)).unwrap();
+        assert_eq!(m.bytes, total);
+        assert!(!m.stopped_by_time);
+        assert!(m.gb_per_sec > 0.0);
+    }
+
+    #[test]
+    fn files_are_written_and_removed() {
+        let dir = create_run_dir(None).unwrap();
+        for sync in [true, false] {
+            let m = write_file(
+                dir.path(),
+                3 * CHUNK_BYTES as u64,
+                Duration::from_secs(10),
+                sync,
+            )
+            .unwrap();
+            assert_eq!(m.bytes, 3 * CHUNK_BYTES as u64);
+            assert_eq!(m.unit, "MB/s");
+        }
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn memcpy_counts_what_it_copies() {
+        let m = memcpy(10 * CHUNK_BYTES as u64 + 1, Duration::from_secs(10));
+        assert_eq!(m.bytes, 10 * CHUNK_BYTES as u64 + 1);
+        let m = memcpy(u64::MAX, Duration::from_millis(10));
+        assert!(m.stopped_by_time);
+    }
+
+    #[test]
+    fn the_pattern_is_not_trivial() {
+        let p = pattern(CHUNK_BYTES);
+        assert_eq!(p.len(), CHUNK_BYTES);
+        assert!(p.iter().filter(|&&b| b == 0).count() < CHUNK_BYTES / 100);
+    }
+}
