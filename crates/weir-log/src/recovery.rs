@@ -350,8 +350,10 @@ pub(crate) fn recover(
     }
     if segments.is_empty() {
         let base = log_start_offset.max(point.map_or(0, |p| p.next_offset));
+        // No directory sync here: writing the recovery point below ends with one, which
+        // makes the new segment's files durable along with the checkpoint (one directory
+        // sync per new log instead of two: a topic of 10,000 partitions creates 10,000).
         let seg = Segment::create(storage, dir, base, config)?;
-        storage.sync_dir(dir).map_err(io(dir))?;
         segments.insert(base, seg);
         log_start_offset = base;
         let mut inner = Inner {
@@ -386,6 +388,8 @@ pub(crate) fn recover(
     let mut scanned_bytes = 0u64;
     let mut cut_at: Option<i64> = None;
     let mut prev: Option<(i64, i64)> = None; // (base, end offset) of the last scanned segment
+    // Whether every scanned segment kept the index entries the recovery point vouches for.
+    let mut indexes_trusted = true;
     for base in to_scan {
         if let Some((prev_base, prev_end)) = prev
             && base != prev_end
@@ -403,7 +407,7 @@ pub(crate) fn recover(
         let seg = segments.get_mut(&base).expect("listed");
         let is_last = base == last_base;
         let trusted = start.filter(|p| p.segment_base == base);
-        open_for_recovery(storage, seg, config, trusted)?;
+        indexes_trusted &= open_for_recovery(storage, seg, config, trusted)?;
         let from = trusted.map_or(0, |p| p.position);
         let expected = trusted.map_or(base, |p| p.next_offset);
         let file = seg.files().file.clone();
@@ -454,7 +458,7 @@ pub(crate) fn recover(
     // The active segment takes appends: full-size indexes.
     let active = segments.values_mut().next_back().expect("non-empty");
     if active.files.is_none() {
-        open_for_recovery(storage, active, config, None)?;
+        indexes_trusted &= open_for_recovery(storage, active, config, None)?;
     }
     {
         let cap = u64::from(config.index_max_bytes);
@@ -464,8 +468,6 @@ pub(crate) fn recover(
             .time_index
             .reserve(cap)
             .map_err(io(files.time_index.path()))?;
-        // Whatever was recovered is made durable before the checkpoint claims it.
-        files.file.sync_data().map_err(io(&active.log_path))?;
     }
     // Epochs that start at or past the recovered end were lost with it.
     if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
@@ -480,7 +482,22 @@ pub(crate) fn recover(
         generation: 0,
         producers: ProducerStates::default(),
     };
-    let files = inner.active().files();
+    // A log closed cleanly (or with nothing written since its last checkpoint) ends
+    // exactly where the recovery point on disk says: the point was written after the
+    // bytes and index entries it names were synced, and nothing lies past it, so there
+    // is nothing to make durable and the same point need not be written again. This
+    // skips three syncs per partition at a broker's start (10,000 partitions: 30,000).
+    // Anything else (a tail past the point, a cut, no or a mismatched point) is synced
+    // and checkpointed as before.
+    let at_point = start.is_some_and(|p| p == inner.recovery_point());
+    if at_point && indexes_trusted && scanned_bytes == 0 && cut_at.is_none() {
+        tracing::debug!("log ends at its recovery point; nothing to recover");
+        return Ok(inner);
+    }
+    // Whatever was recovered is made durable before the checkpoint claims it.
+    let active = inner.active();
+    let files = active.files();
+    files.file.sync_data().map_err(io(&active.log_path))?;
     files.flush_indexes(OpenError::io)?;
     write_recovery_point(storage, dir, &inner)?;
     tracing::debug!(scanned_bytes, "recovery scan done");
@@ -499,13 +516,14 @@ fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Res
 
 /// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
 /// entries it vouches for (if they check out) and resumes indexing after them;
-/// otherwise indexes are rebuilt from the start of the segment.
+/// otherwise indexes are rebuilt from the start of the segment. Returns false if a
+/// trusted point's entries did not check out (the indexes were rebuilt instead).
 fn open_for_recovery(
     storage: &dyn Storage,
     seg: &mut Segment,
     config: &LogConfig,
     trusted: Option<RecoveryPoint>,
-) -> Result<(), OpenError> {
+) -> Result<bool, OpenError> {
     let file = storage
         .open(&seg.log_path, false)
         .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
@@ -542,7 +560,8 @@ fn open_for_recovery(
         });
     if trusted.is_some() && !consistent {
         tracing::warn!(segment = %seg.log_path.display(), "index does not match the recovery checkpoint; rebuilding");
-        return open_for_recovery(storage, seg, config, None);
+        open_for_recovery(storage, seg, config, None)?;
+        return Ok(false);
     }
     // Zero whatever lies past the trusted entries (stale or torn).
     let files = seg.files_mut();
@@ -557,7 +576,7 @@ fn open_for_recovery(
         max_timestamp: point.max_timestamp,
         offset_of_max_timestamp: point.offset_of_max_timestamp,
     };
-    Ok(())
+    Ok(true)
 }
 
 fn open_from_maint(e: MaintenanceError) -> OpenError {

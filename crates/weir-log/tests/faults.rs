@@ -982,3 +982,67 @@ fn retention_or_truncation_of_a_segment_waiting_for_its_sync_is_harmless() {
         }
     }
 }
+
+/// A log closed cleanly reopens without syncing or writing anything (its recovery point
+/// already names its end, which is what makes a broker's restart with thousands of
+/// partitions fast) and holds every record; one whose process died after more appends
+/// still scans the tail past that point, keeps it and checkpoints it.
+#[test]
+fn a_clean_reopen_writes_nothing_and_an_unclean_one_still_recovers_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::GroupCommit, false);
+    let mut h = History::default();
+    let check = |log: &Log, h: &History, ctx: &str| {
+        let seen = try_read_all(log, 0).unwrap();
+        assert_eq!(seen.len() as i64, h.attempted, "{ctx}");
+        for s in &seen {
+            assert_eq!(
+                String::from_utf8_lossy(&s.value),
+                value_of(s.offset),
+                "{ctx}"
+            );
+        }
+    };
+
+    let log = Log::open_with_storage(dir.path(), config.clone(), Arc::new(FileStorage)).unwrap();
+    for _ in 0..10 {
+        append_records(&log, &mut h, 4);
+    }
+    assert!(
+        log.segment_count() > 1,
+        "the test wants closed segments too"
+    );
+    log.close().unwrap();
+
+    // Clean: nothing is synced, renamed or written on the way in.
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    assert_eq!(storage.operations(), 0, "a clean open changes nothing");
+    assert_eq!(log.offsets().log_end_offset, h.attempted);
+    check(&log, &h, "after a clean close");
+
+    // Unclean: more appends, then the process dies (every byte written reaches the disk,
+    // none of it synced or checkpointed).
+    for _ in 0..5 {
+        append_records(&log, &mut h, 4);
+    }
+    storage.crash(|_, unsynced| unsynced).unwrap();
+    drop(log);
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    assert!(
+        storage.operations() > 0,
+        "the tail past the recovery point is synced and checkpointed"
+    );
+    assert_eq!(log.offsets().log_end_offset, h.attempted);
+    check(&log, &h, "after a process kill");
+    log.close().unwrap();
+
+    // Clean again once closed.
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
+    assert_eq!(storage.operations(), 0, "a clean open changes nothing");
+    check(&log, &h, "after the second clean close");
+}

@@ -3,17 +3,25 @@
 //! close and delete those of deleted topics; and the timers every hosted partition's
 //! state machine needs.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use super::{
     ApplyFailure, ORPHANED_DIR, Slot, TOPICS_DIR, Topic, TopicRegistry, partition_dir, topic_dir,
 };
-use crate::config::TopicConfig;
+use crate::config::{EffectiveConfig, TopicConfig};
 use crate::controller::{MetadataImage, TopicImage};
 use crate::error::ClusterError;
 use crate::partition::{Partition, PartitionState, ReplicaHost, ReplicationLinks};
 
+/// Partitions of one topic opened at once. Opening a new partition's log creates its
+/// files and syncs a checkpoint and its directory; one at a time, a topic of 10,000
+/// partitions spent most of its creation waiting on those syncs one after the other
+/// (BENCHMARKS.md § Partition scale). Concurrent syncs overlap on the disk, and the
+/// blocking threads that run them mostly wait.
+pub(super) const OPEN_CONCURRENCY: usize = 32;
 /// How often every hosted partition's state machine gets a tick (fetch retries, ISR
 /// lag, unanswered proposals).
 const TICK: Duration = Duration::from_millis(250);
@@ -101,11 +109,47 @@ impl TopicRegistry {
         let me = self.broker_id();
         let broker_epoch = self.node.broker_state().borrow().broker_epoch;
         let mut slots = topic.partitions.read().expect("partitions lock").clone();
-        // What this call opened and created, undone if a later partition fails to open.
-        let mut opened_now: Vec<Arc<Partition>> = Vec::new();
+        // What this call created, undone if a partition fails to open.
         let mut created_dirs: Vec<std::path::PathBuf> = Vec::new();
         if !topic_dir(&self.data_dir, &topic.topic_id).exists() {
             created_dirs.push(topic_dir(&self.data_dir, &topic.topic_id));
+        }
+        // The partitions to open here: each opens its log (files created and synced when
+        // new), so they are opened OPEN_CONCURRENCY at a time rather than one after the
+        // other; a topic of 10,000 partitions waits for syncs that overlap.
+        let host = ReplicaHost {
+            node: me,
+            broker_epoch: broker_epoch.unwrap_or(0),
+            links: self
+                .replication
+                .clone()
+                .map(|r| r as Arc<dyn ReplicationLinks>),
+            storage: self.storage.clone(),
+        };
+        let to_open: Vec<OpenJob> = image
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(index, registration)| {
+                registration.replicas.contains(&me)
+                    && !matches!(slots.get(*index), Some(Slot::Hosted(_)))
+            })
+            .map(|(index, registration)| {
+                let dir = partition_dir(&self.data_dir, &topic.topic_id, index as u32);
+                OpenJob {
+                    index: index as u32,
+                    dir_is_new: !dir.exists(),
+                    dir,
+                    state: PartitionState::from(registration),
+                }
+            })
+            .collect();
+        let mut opened = open_partitions(&topic, &effective, &host, to_open).await;
+        if let Some(e) = opened.failure.take() {
+            created_dirs.extend(opened.created_dirs);
+            let partitions = opened.partitions.into_values().collect();
+            self.undo_opened(&topic, partitions, created_dirs).await;
+            return Err(e);
         }
         for (index, registration) in image.partitions.iter().enumerate() {
             let index = index as u32;
@@ -140,46 +184,14 @@ impl TopicRegistry {
                 }
                 None => {
                     changed = true;
-                    let dir = partition_dir(&self.data_dir, &topic.topic_id, index);
-                    let dir_is_new = !dir.exists();
-                    let state = PartitionState::from(registration);
-                    let host = ReplicaHost {
-                        node: me,
-                        broker_epoch: broker_epoch.unwrap_or(0),
-                        links: self
-                            .replication
-                            .clone()
-                            .map(|r| r as Arc<dyn ReplicationLinks>),
-                        storage: self.storage.clone(),
-                    };
-                    let opened = Partition::open(
-                        &topic.name,
-                        &topic.topic_id,
-                        index,
-                        &dir,
-                        effective.clone(),
-                        host,
-                        state,
-                    )
-                    .await;
-                    let p = match opened {
-                        Ok(p) => p,
-                        Err(e) => {
-                            if dir_is_new {
-                                created_dirs.push(dir);
-                            }
-                            self.undo_opened(&topic, opened_now, created_dirs).await;
-                            return Err(e);
-                        }
-                    };
+                    let p = opened
+                        .partitions
+                        .remove(&index)
+                        .expect("every partition to host here was opened above");
                     self.hosted
                         .write()
                         .expect("hosted lock")
                         .insert((topic.topic_id.clone(), index), p.clone());
-                    opened_now.push(p.clone());
-                    if dir_is_new {
-                        created_dirs.push(dir);
-                    }
                     p
                 }
             };
@@ -348,6 +360,82 @@ async fn remove_dir_all(dir: std::path::PathBuf, what: &'static str) {
     if let Ok(Err((dir, e))) = removed {
         tracing::warn!(dir = %dir.display(), error = %e, "could not remove {what}");
     }
+}
+
+/// A partition of a topic to open here.
+struct OpenJob {
+    index: u32,
+    dir: PathBuf,
+    /// The directory did not exist before: removed again if the topic fails to open.
+    dir_is_new: bool,
+    state: PartitionState,
+}
+
+/// What [`open_partitions`] opened, the new directories it made, and the first failure.
+struct Opened {
+    partitions: BTreeMap<u32, Arc<Partition>>,
+    created_dirs: Vec<PathBuf>,
+    failure: Option<ClusterError>,
+}
+
+/// Opens `jobs`, [`OPEN_CONCURRENCY`] at a time. After a failure no further open starts,
+/// but those under way run to their end, so that what they opened and created can be
+/// undone; of several failures, the one of the lowest partition index is kept.
+async fn open_partitions(
+    topic: &Topic,
+    config: &EffectiveConfig,
+    host: &ReplicaHost,
+    jobs: Vec<OpenJob>,
+) -> Opened {
+    let mut opened = Opened {
+        partitions: BTreeMap::new(),
+        created_dirs: Vec::new(),
+        failure: None,
+    };
+    let mut first_failed = u32::MAX;
+    let mut jobs = jobs.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        // After a failure nothing more is started: the topic is undone anyway.
+        while running.len() < OPEN_CONCURRENCY && opened.failure.is_none() {
+            let Some(job) = jobs.next() else { break };
+            let (name, id, config, host) = (
+                topic.name.clone(),
+                topic.topic_id.clone(),
+                config.clone(),
+                host.clone(),
+            );
+            running.spawn(async move {
+                let result =
+                    Partition::open(&name, &id, job.index, &job.dir, config, host, job.state).await;
+                (job.index, job.dir, job.dir_is_new, result)
+            });
+        }
+        let Some(done) = running.join_next().await else {
+            break;
+        };
+        let (index, result) = match done {
+            Ok((index, dir, dir_is_new, result)) => {
+                if dir_is_new {
+                    opened.created_dirs.push(dir);
+                }
+                (index, result)
+            }
+            // A panic in an open: its directory (if new) is left for the orphan sweep.
+            Err(e) => (u32::MAX, Err(ClusterError::TaskFailed(e.to_string()))),
+        };
+        match result {
+            Ok(p) => {
+                opened.partitions.insert(index, p);
+            }
+            Err(e) if opened.failure.is_none() || index < first_failed => {
+                first_failed = index;
+                opened.failure = Some(e);
+            }
+            Err(_) => {}
+        }
+    }
+    opened
 }
 
 fn set_slot(slots: &mut Vec<Slot>, index: u32, slot: Slot) {

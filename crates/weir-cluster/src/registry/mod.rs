@@ -354,11 +354,34 @@ impl TopicRegistry {
         }
         let _apply = self.apply_lock.lock().await;
         let mut first_error = None;
-        for p in self.all_hosted() {
-            if let Err(e) = p.close().await {
-                tracing::error!(topic = p.topic(), partition = p.index(), error = %e, "closing partition failed");
-                first_error.get_or_insert(e);
+        // Each close syncs the log and writes its checkpoints: several at a time, as
+        // partitions are opened (`apply.rs`), so a broker of 10,000 partitions does not
+        // stop one sync after another.
+        let mut partitions = self.all_hosted().into_iter();
+        let mut closing = tokio::task::JoinSet::new();
+        loop {
+            while closing.len() < apply::OPEN_CONCURRENCY {
+                let Some(p) = partitions.next() else { break };
+                closing.spawn(async move {
+                    let closed = p.close().await;
+                    (p, closed)
+                });
             }
+            let Some(done) = closing.join_next().await else {
+                break;
+            };
+            let error = match done {
+                Ok((_, Ok(()))) => continue,
+                Ok((p, Err(e))) => {
+                    tracing::error!(topic = p.topic(), partition = p.index(), error = %e, "closing partition failed");
+                    e
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "closing a partition panicked");
+                    ClusterError::TaskFailed(e.to_string())
+                }
+            };
+            first_error.get_or_insert(error);
         }
         if owned.is_some() {
             self.node.shutdown().await;
