@@ -341,6 +341,13 @@ struct State {
     spare_buffers: Vec<Vec<u8>>,
 }
 
+/// The parts of [`State`] that opening a batch updates, borrowed apart from its topics.
+struct BatchBook<'a> {
+    next_batch_id: &'a mut u64,
+    incomplete: &'a mut HashMap<u64, Arc<BatchCompletion>>,
+    spare_buffers: &'a mut Vec<Vec<u8>>,
+}
+
 /// Most buffers [`State::spare_buffers`] keeps: batches are opened about as often as
 /// they complete, so a few cover the churn.
 const MAX_SPARE_BUFFERS: usize = 8;
@@ -527,15 +534,12 @@ impl Accumulator {
             wake = true;
         }
         if part.open.is_none() {
-            self.open_batch(
-                part,
-                &mut state.next_batch_id,
-                &mut state.incomplete,
-                &mut state.spare_buffers,
-                &topic_name,
-                partition,
-                now,
-            );
+            let mut book = BatchBook {
+                next_batch_id: &mut state.next_batch_id,
+                incomplete: &mut state.incomplete,
+                spare_buffers: &mut state.spare_buffers,
+            };
+            self.open_batch(part, &mut book, &topic_name, partition, now);
             // The sender arms the linger timer of the new batch.
             wake = true;
         }
@@ -572,17 +576,16 @@ impl Accumulator {
     fn open_batch(
         &self,
         part: &mut PartitionState,
-        next_batch_id: &mut u64,
-        incomplete: &mut HashMap<u64, Arc<BatchCompletion>>,
-        spare_buffers: &mut Vec<Vec<u8>>,
+        book: &mut BatchBook<'_>,
         topic_name: &Arc<str>,
         partition: u32,
         now: Instant,
     ) {
-        let id = *next_batch_id;
-        *next_batch_id = next_batch_id.wrapping_add(1);
+        let id = *book.next_batch_id;
+        *book.next_batch_id = book.next_batch_id.wrapping_add(1);
         let completion = Arc::new(BatchCompletion::new(topic_name.clone(), partition));
-        incomplete.insert(id, completion.clone());
+        book.incomplete.insert(id, completion.clone());
+        let spare_buffers = &mut *book.spare_buffers;
         // A partition whose last batch filled up will likely fill this one too: it gets a
         // full-size buffer at once (an acknowledged batch's, else a new one) instead of one
         // doubled up from the default (which copies as many bytes again as the batch
@@ -671,6 +674,11 @@ impl Accumulator {
             spare_buffers,
             ..
         } = state;
+        let mut book = BatchBook {
+            next_batch_id,
+            incomplete,
+            spare_buffers,
+        };
         let topic_state = topics.get_mut(topic).expect("found above");
         let batch_bytes = self.config.batch_bytes;
         call.hold = call.hold.wrapping_add(1);
@@ -729,15 +737,7 @@ impl Accumulator {
             };
             let pushed = loop {
                 if part.open.is_none() {
-                    self.open_batch(
-                        part,
-                        next_batch_id,
-                        incomplete,
-                        spare_buffers,
-                        &topic_name,
-                        p,
-                        now,
-                    );
+                    self.open_batch(part, &mut book, &topic_name, p, now);
                     wake = true;
                 }
                 let open = part.open.as_mut().expect("opened above");
