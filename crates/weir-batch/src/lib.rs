@@ -35,7 +35,7 @@ pub use crate::error::BatchError;
 
 pub use records::{
     DecodedRecord, Header, MAX_DECOMPRESSED_BYTES, RawRecord, Record, RecordBatchBuilder,
-    decode_records, records_section, walk_records,
+    RecordView, decode_records, records_section, walk_records,
 };
 
 /// Size of the fixed batch header.

@@ -32,7 +32,8 @@ use std::ops::Range;
 use bytes::{Bytes, BytesMut};
 
 use super::varint::{
-    VarintError, put_varint, put_varlong, read_varint, read_varlong, varint_len, varlong_len,
+    MAX_VARINT_BYTES, MAX_VARLONG_BYTES, VarintError, put_varint, read_varint, read_varlong,
+    varint_len, varlong_len, write_varint, write_varlong,
 };
 use super::{
     BatchHeader, HEADER_BYTES, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH,
@@ -62,6 +63,10 @@ const RECORD_ATTRIBUTES: u8 = 0;
 const MIN_RECORD_BYTES: usize = 7;
 /// Smallest encoded header: a key length and a value length, one byte each.
 const MIN_HEADER_BYTES: usize = 2;
+/// Most bytes of a record before its key's bytes, plus the value's length: the record
+/// length, attributes, timestamp delta, offset delta, key length and value length at their
+/// widest. The builder assembles these on the stack and appends them in one copy.
+const RECORD_HEAD_BYTES: usize = 4 * MAX_VARINT_BYTES + 1 + MAX_VARLONG_BYTES;
 /// First capacity of a builder's buffer: the Java producer's default `batch.size`, so a
 /// typical batch is encoded without reallocating.
 const DEFAULT_BUILDER_CAPACITY_BYTES: usize = 16 * 1024;
@@ -86,6 +91,31 @@ pub struct Record {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
     pub headers: Vec<Header>,
+    /// Milliseconds since the Unix epoch, by the producer's clock (CreateTime).
+    pub timestamp: i64,
+}
+
+impl Record {
+    /// The record's parts, borrowed.
+    pub fn view(&self) -> RecordView<'_> {
+        RecordView {
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: &self.headers,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// A record's parts, borrowed: what [`RecordBatchBuilder::try_push_view`] encodes, for a
+/// caller whose keys and values live elsewhere (one shared buffer, the caller's own
+/// types) and would otherwise build a [`Record`] (and take a reference count on each
+/// `Bytes`) only to have it copied into the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecordView<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [Header],
     /// Milliseconds since the Unix epoch, by the producer's clock (CreateTime).
     pub timestamp: i64,
 }
@@ -142,7 +172,23 @@ impl fmt::Debug for RecordBatchBuilder {
 impl RecordBatchBuilder {
     /// An empty batch whose records section will be compressed with `compression`.
     pub fn new(compression: Compression) -> RecordBatchBuilder {
-        let mut buf = Vec::with_capacity(DEFAULT_BUILDER_CAPACITY_BYTES);
+        RecordBatchBuilder::with_capacity(compression, DEFAULT_BUILDER_CAPACITY_BYTES)
+    }
+
+    /// An empty batch whose buffer has room for `capacity_bytes` (header included, at
+    /// most [`MAX_BATCH_BYTES`]) before it grows: a producer that closes batches at a
+    /// known size allocates each batch's buffer once instead of doubling it up from
+    /// 16 KiB (which copies about as many bytes again as the batch holds).
+    pub fn with_capacity(compression: Compression, capacity_bytes: usize) -> RecordBatchBuilder {
+        let capacity = capacity_bytes.clamp(HEADER_BYTES, MAX_BATCH_BYTES);
+        RecordBatchBuilder::with_buffer(compression, Vec::with_capacity(capacity))
+    }
+
+    /// An empty batch encoded into `buf` (its contents are dropped, its capacity kept): a
+    /// producer reuses the buffers of batches it has sent (as `Vec::from` of the built
+    /// batch's `BytesMut`) instead of allocating, and faulting in, fresh pages per batch.
+    pub fn with_buffer(compression: Compression, mut buf: Vec<u8>) -> RecordBatchBuilder {
+        buf.clear();
         buf.resize(HEADER_BYTES, 0);
         RecordBatchBuilder {
             compression,
@@ -210,6 +256,11 @@ impl RecordBatchBuilder {
     /// Appends one record, or says why it cannot be added and leaves the builder as it was
     /// (so a caller can build the batch so far and start another).
     pub fn try_push(&mut self, record: &Record) -> Result<(), BatchError> {
+        self.try_push_view(record.view())
+    }
+
+    /// [`try_push`](Self::try_push) for a record given by its borrowed parts.
+    pub fn try_push_view(&mut self, record: RecordView<'_>) -> Result<(), BatchError> {
         if self.record_count >= MAX_RECORDS_PER_BATCH {
             return Err(BatchError::BadRecordCount {
                 count: self.record_count.saturating_add(1),
@@ -230,13 +281,15 @@ impl RecordBatchBuilder {
         let headers_len: usize = record
             .headers
             .iter()
-            .map(|h| length_prefix_len(h.key.len()) + h.key.len() + nullable_len(&h.value))
+            .map(|h| {
+                length_prefix_len(h.key.len()) + h.key.len() + nullable_len(h.value.as_deref())
+            })
             .sum();
         let body_len = 1
             + varlong_len(timestamp_delta)
             + varint_len(offset_delta)
-            + nullable_len(&record.key)
-            + nullable_len(&record.value)
+            + nullable_len(record.key)
+            + nullable_len(record.value)
             + length_prefix_len(record.headers.len())
             + headers_len;
         let record_len = length_prefix_len(body_len) + body_len;
@@ -257,17 +310,36 @@ impl RecordBatchBuilder {
         // each fits the i32 it is encoded as.
         let start = self.buf.len();
         self.buf.reserve(record_len);
-        put_len(&mut self.buf, body_len);
-        self.buf.push(RECORD_ATTRIBUTES);
-        put_varlong(&mut self.buf, timestamp_delta);
-        put_varint(&mut self.buf, offset_delta);
-        put_nullable(&mut self.buf, &record.key);
-        put_nullable(&mut self.buf, &record.value);
-        put_len(&mut self.buf, record.headers.len());
-        for header in &record.headers {
-            put_len(&mut self.buf, header.key.len());
-            self.buf.extend_from_slice(header.key.as_bytes());
-            put_nullable(&mut self.buf, &header.value);
+        // The fields up to the key's bytes, and on to the value's when the key is null,
+        // are assembled on the stack and appended in one copy: an unkeyed record without
+        // headers is three appends (fields, value, header count), not one per field.
+        let mut head = [0u8; RECORD_HEAD_BYTES];
+        let mut n = write_varint(&mut head, body_len as i32);
+        head[n] = RECORD_ATTRIBUTES;
+        n += 1;
+        n += write_varlong(&mut head[n..], timestamp_delta);
+        n += write_varint(&mut head[n..], offset_delta);
+        n += write_nullable_len(&mut head[n..], record.key);
+        if let Some(key) = record.key {
+            self.buf.extend_from_slice(&head[..n]);
+            self.buf.extend_from_slice(key);
+            n = 0;
+        }
+        n += write_nullable_len(&mut head[n..], record.value);
+        self.buf.extend_from_slice(&head[..n]);
+        if let Some(value) = record.value {
+            self.buf.extend_from_slice(value);
+        }
+        if record.headers.is_empty() {
+            // A header count of 0 is the single byte 0.
+            self.buf.push(0);
+        } else {
+            put_len(&mut self.buf, record.headers.len());
+            for header in record.headers {
+                put_len(&mut self.buf, header.key.len());
+                self.buf.extend_from_slice(header.key.as_bytes());
+                put_nullable(&mut self.buf, header.value.as_deref());
+            }
         }
         debug_assert_eq!(self.buf.len() - start, record_len);
 
@@ -369,7 +441,7 @@ fn length_prefix_len(len: usize) -> usize {
     varint_len(i32::try_from(len).unwrap_or(i32::MAX))
 }
 
-fn nullable_len(bytes: &Option<Bytes>) -> usize {
+fn nullable_len(bytes: Option<&[u8]>) -> usize {
     match bytes {
         None => varint_len(NULL_LENGTH),
         Some(b) => length_prefix_len(b.len()) + b.len(),
@@ -382,7 +454,20 @@ fn put_len(buf: &mut Vec<u8>, len: usize) {
     put_varint(buf, len as i32);
 }
 
-fn put_nullable(buf: &mut Vec<u8>, bytes: &Option<Bytes>) {
+/// Writes the length of a nullable field (checked against the batch limits) at the start
+/// of `out`; returns its size.
+#[inline]
+fn write_nullable_len(out: &mut [u8], bytes: Option<&[u8]>) -> usize {
+    match bytes {
+        None => write_varint(out, NULL_LENGTH),
+        Some(b) => {
+            debug_assert!(b.len() <= MAX_DECOMPRESSED_BYTES);
+            write_varint(out, b.len() as i32)
+        }
+    }
+}
+
+fn put_nullable(buf: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varint(buf, NULL_LENGTH),
         Some(b) => {
@@ -1076,6 +1161,7 @@ impl fmt::Display for RecordFault {
 
 #[cfg(test)]
 mod tests {
+    use super::super::varint::put_varlong;
     use super::super::{
         ATTRIBUTES, BATCH_LENGTH, CRC, compute_crc, patch_offset_and_epoch, validate_untrusted,
     };

@@ -90,6 +90,39 @@ fn put_unsigned(out: &mut Vec<u8>, mut u: u64) {
     out.extend_from_slice(&scratch[..=n]);
 }
 
+/// Writes the base-128 encoding of `u` at the start of `out` (which must have room for
+/// it: up to [`MAX_VARLONG_BYTES`]) and returns its length. For encoders that assemble a
+/// record's fixed fields on the stack and append them to the batch in one copy.
+#[inline]
+fn write_unsigned(out: &mut [u8], mut u: u64) -> usize {
+    if u < u64::from(CONTINUATION) {
+        out[0] = u as u8;
+        return 1;
+    }
+    let mut n = 0;
+    while u >= u64::from(CONTINUATION) {
+        out[n] = (u as u8) | CONTINUATION;
+        u >>= 7;
+        n += 1;
+    }
+    out[n] = u as u8;
+    n + 1
+}
+
+/// Writes the zigzag varint encoding of `v` (1 to 5 bytes) at the start of `out`;
+/// returns its length.
+#[inline]
+pub(crate) fn write_varint(out: &mut [u8], v: i32) -> usize {
+    write_unsigned(out, u64::from(zigzag32(v)))
+}
+
+/// Writes the zigzag varlong encoding of `v` (1 to 10 bytes) at the start of `out`;
+/// returns its length.
+#[inline]
+pub(crate) fn write_varlong(out: &mut [u8], v: i64) -> usize {
+    write_unsigned(out, zigzag64(v))
+}
+
 /// Reads one unsigned base-128 value of at most `max_bytes` bytes whose value must fit in
 /// `bits` bits, advancing `buf` past it only on success.
 #[inline(always)]
@@ -141,6 +174,7 @@ pub(crate) fn put_varint(out: &mut Vec<u8>, v: i32) {
 }
 
 /// Appends the zigzag varlong encoding of `v` (1 to 10 bytes).
+#[cfg(test)]
 #[inline]
 pub(crate) fn put_varlong(out: &mut Vec<u8>, v: i64) {
     put_unsigned(out, zigzag64(v));
@@ -190,6 +224,17 @@ mod tests {
         let mut out = Vec::new();
         put_varlong(&mut out, v);
         out
+    }
+
+    proptest! {
+        #[test]
+        fn writing_in_place_agrees_with_appending(v: i32, w: i64) {
+            let mut scratch = [0u8; MAX_VARLONG_BYTES];
+            let n = write_varint(&mut scratch, v);
+            prop_assert_eq!(&scratch[..n], &varint_bytes(v)[..]);
+            let n = write_varlong(&mut scratch, w);
+            prop_assert_eq!(&scratch[..n], &varlong_bytes(w)[..]);
+        }
     }
 
     #[test]

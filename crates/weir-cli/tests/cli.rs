@@ -586,6 +586,24 @@ fn bench_produce_reports_json_on_its_last_line() {
         report["latency_p99_ms"].as_f64().expect("a number")
             >= report["latency_p50_ms"].as_f64().expect("a number")
     );
+    // The same with one `send` per record instead of `send_all` chunks.
+    let out = broker.ok(
+        &[
+            "bench",
+            "produce",
+            "--count",
+            "20000",
+            "--topic",
+            "bench",
+            "--per-record",
+            "--format",
+            "json",
+        ],
+        b"",
+    );
+    let report: Value = serde_json::from_str(out.lines().last().expect("a line")).expect("JSON");
+    assert_eq!(report["records"], 20000);
+    assert_eq!(report["latency"], "send to acknowledgement");
     // The topic was created with the partitions asked for.
     let described =
         &json_lines(&broker.ok(&["topic", "describe", "bench", "--format", "json"], b""))[0];

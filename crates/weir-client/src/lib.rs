@@ -96,6 +96,7 @@ pub use crate::group::{
     RebalanceListener, TopicPartition,
 };
 pub use crate::producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, BatchDelivery, DeliveredRecords, DeliveryFuture, OffsetRange, Producer, ProducerConfig,
+    ProducerRecord, RecordMetadata, RecordRef,
 };
 pub use weir_batch::{Compression, Header};

@@ -163,6 +163,93 @@ async fn many_records_over_many_partitions_come_back_complete_in_order_with_thei
 }
 
 #[tokio::test]
+async fn send_all_records_come_back_in_order_none_lost_none_doubled() -> Result<()> {
+    let broker = Broker::start().await?;
+    broker
+        .admin()
+        .await?
+        .create_topic("lots", 2, 0, HashMap::new())
+        .await?;
+    let producer = broker
+        .producer(ProducerConfig {
+            batch_bytes: 16 * 1024, // calls span several batches, several in flight
+            // Less than the records of one call: the calls wait for acknowledgements.
+            buffer_memory: 256 * 1024,
+            ..ProducerConfig::default()
+        })
+        .await?;
+    const CALLS: usize = 20;
+    const PER_CALL: usize = 2_500;
+    let mut deliveries = Vec::new();
+    let mut next = 0usize;
+    for call in 0..CALLS {
+        let values: Vec<String> = (next..next + PER_CALL)
+            .map(|i| format!("{i}:{}", "y".repeat(60)))
+            .collect();
+        next += PER_CALL;
+        // Alternate an explicit partition and unkeyed records (the sticky partition).
+        let partition = (call % 2 == 0).then_some(1);
+        let delivery = producer.send_all("lots", partition, &values).await?;
+        assert_eq!(delivery.record_count(), PER_CALL as u64);
+        assert!(delivery.rejected().is_none());
+        deliveries.push((call * PER_CALL, partition, delivery));
+    }
+    // An empty call is a handle that resolves at once.
+    let empty = producer
+        .send_all("lots", Some(0), Vec::<&[u8]>::new())
+        .await?;
+    assert!(empty.await?.ranges.is_empty());
+
+    // Where each record was written, by the handles.
+    let mut written: HashMap<(u32, i64), usize> = HashMap::new();
+    for (first, partition, delivery) in deliveries {
+        let delivered = delivery.await?;
+        assert_eq!(&*delivered.topic, "lots");
+        assert_eq!(delivered.record_count(), PER_CALL as u64);
+        let mut i = first;
+        for range in &delivered.ranges {
+            if let Some(p) = partition {
+                assert_eq!(range.partition, p);
+            }
+            for offset in range.offsets() {
+                assert!(written.insert((range.partition, offset), i).is_none());
+                i += 1;
+            }
+        }
+    }
+    assert_eq!(written.len(), CALLS * PER_CALL);
+
+    let mut consumer = broker.consumer(OffsetReset::Earliest).await?;
+    consumer.assign(&[("lots", 0), ("lots", 1)]);
+    let records = consume(&mut consumer, CALLS * PER_CALL).await?;
+    let mut seen = vec![false; CALLS * PER_CALL];
+    let mut last: HashMap<u32, usize> = HashMap::new();
+    for record in &records {
+        let i: usize = text(record).split(':').next().unwrap().parse()?;
+        assert!(!seen[i], "record {i} arrived twice");
+        seen[i] = true;
+        assert_eq!(written[&(record.partition, record.offset)], i);
+        if let Some(previous) = last.insert(record.partition, i) {
+            assert!(
+                previous < i,
+                "partition {}: {i} after {previous}",
+                record.partition
+            );
+        }
+    }
+    assert!(seen.iter().all(|s| *s), "every record arrived");
+    // Nothing more than what was sent.
+    assert!(
+        consumer
+            .poll(1, Duration::from_millis(300))
+            .await?
+            .is_empty()
+    );
+    producer.close().await;
+    broker.stop().await
+}
+
+#[tokio::test]
 async fn records_with_one_key_land_on_kafkas_partition_in_send_order() -> Result<()> {
     let broker = Broker::start().await?;
     broker

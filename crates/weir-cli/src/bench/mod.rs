@@ -53,6 +53,7 @@ const BYTES_PER_MB: f64 = 1e6;
 const EXAMPLES: &str = "\
 Examples:
   weir bench produce --record-size 100 --count 5000000 --partitions 4
+  weir bench produce --record-size 100 --count 5000000 --per-record   # one send per record
   weir bench produce --record-size 1KiB --duration 30s --acks all --topic durable \\
       --topic-config flush.policy=group-commit
   weir bench consume --record-size 1KiB --count 2000000
@@ -155,6 +156,14 @@ struct CommonArgs {
     /// measure what numbering batches costs.
     #[arg(long, value_name = "BOOL")]
     idempotence: Option<bool>,
+    /// Produce with one `Producer::send` call per record instead of `send_all` calls of
+    /// --chunk-records (produce, and the fill of consume); latency is then per record.
+    #[arg(long)]
+    per_record: bool,
+    /// Records per `send_all` call [default: about a batch's worth, --batch-bytes over
+    /// the framed record size]; latency is sampled once per call.
+    #[arg(long, conflicts_with = "per_record", value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_records: Option<u64>,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -211,6 +220,10 @@ pub struct BenchConfig {
     pub(crate) record_bytes: usize,
     pub(crate) stop: Stop,
     pub(crate) producer: ProducerConfig,
+    /// `--per-record`: one `send` per record instead of `send_all` chunks.
+    pub(crate) per_record: bool,
+    /// `--chunk-records`: records per `send_all` call (`None`: a batch's worth).
+    pub(crate) chunk_records: Option<u64>,
     pub(crate) acks: AcksArg,
     pub(crate) compression: CompressionArg,
     pub(crate) format: Format,
@@ -305,6 +318,8 @@ impl BenchArgs {
             record_bytes: common.record_size as usize,
             stop,
             producer,
+            per_record: common.per_record,
+            chunk_records: common.chunk_records,
             acks: common.acks,
             compression: common.compression,
             format: common.format,

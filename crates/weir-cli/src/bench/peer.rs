@@ -176,6 +176,17 @@ fn line(report: &Report, config: &BenchConfig, flush_policy: &str) -> Line {
             "ack_latency_p99_ms",
             json!(report.latency_p99_ms.unwrap_or_default()),
         );
+        // Like the peers' clients, records go to the producer in batches (send_all calls
+        // of about a batch's worth) unless --per-record; ack latency is then per call.
+        if config.per_record {
+            settings.insert("send", json!("per-record"));
+        } else {
+            settings.insert("send", json!("send_all"));
+            settings.insert(
+                "records_per_call",
+                json!(super::produce::chunk_records(config)),
+            );
+        }
     }
     Line {
         schema: SCHEMA,

@@ -23,8 +23,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
-use weir_batch::{Record, RecordBatchBuilder};
+use weir_batch::{Header, Record, RecordBatchBuilder, RecordView};
 
+use super::batch::RecordRef;
 use super::config::{METADATA_MAX_AGE, ProducerConfig};
 use crate::error::ClientError;
 use crate::partitioner::{StickyPartitioner, partition_for_key};
@@ -99,6 +100,118 @@ pub(crate) struct Appended {
     pub completion: Arc<BatchCompletion>,
     /// The record's position in its batch (its offset delta).
     pub index: u32,
+}
+
+/// The records of one `send_all` call in one batch: indices `first_index..first_index +
+/// count` of the batch, contiguous because they were appended under one lock hold.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub completion: Arc<BatchCompletion>,
+    pub partition: u32,
+    pub first_index: u32,
+    pub count: u32,
+    batch_id: u64,
+    /// The lock hold of the call it was started in: a later hold starts a new segment,
+    /// since other sends may have appended to the batch in between.
+    hold: u32,
+}
+
+/// No segment yet (in [`AppendCall::latest`]).
+const NO_SEGMENT: u32 = u32::MAX;
+
+/// The progress of one `send_all` call across its lock holds.
+#[derive(Debug, Default)]
+pub(crate) struct AppendCall<'r> {
+    /// Where the call's records went, one entry per batch (per lock hold).
+    pub segments: Vec<Segment>,
+    /// Index in `segments` of each partition's latest segment; filled only once a call's
+    /// records go to more than one batch (keyed records over several partitions).
+    latest: Vec<u32>,
+    /// Buffer memory reserved for the call and not yet charged to a batch.
+    pub credit: usize,
+    /// Records appended.
+    pub accepted: u64,
+    /// A record taken from the iterator but not appended yet (memory was short, or its
+    /// partition's batch was just closed).
+    pub pending: Option<RecordRef<'r>>,
+    /// The partition already chosen for `pending`, if one was.
+    pending_partition: Option<u32>,
+    hold: u32,
+}
+
+impl AppendCall<'_> {
+    /// Counts a record appended at `index` of batch `batch_id` of `partition`.
+    #[inline]
+    fn note(
+        &mut self,
+        partition: u32,
+        partitions: u32,
+        batch_id: u64,
+        index: u32,
+        completion: &Arc<BatchCompletion>,
+    ) {
+        if let Some(last) = self.segments.last_mut()
+            && last.batch_id == batch_id
+            && last.hold == self.hold
+        {
+            last.count += 1;
+            return;
+        }
+        self.note_new(partition, partitions, batch_id, index, completion);
+    }
+
+    /// [`note`](Self::note) past its common case (the same batch as the last record).
+    #[cold]
+    fn note_new(
+        &mut self,
+        partition: u32,
+        partitions: u32,
+        batch_id: u64,
+        index: u32,
+        completion: &Arc<BatchCompletion>,
+    ) {
+        let hold = self.hold;
+        let continues = |s: &Segment| s.batch_id == batch_id && s.hold == hold;
+        if !self.segments.is_empty() {
+            if self.latest.len() < partitions as usize {
+                self.latest.clear();
+                self.latest.resize(partitions as usize, NO_SEGMENT);
+                for (at, s) in self.segments.iter().enumerate() {
+                    self.latest[s.partition as usize] = at as u32;
+                }
+            }
+            let at = self.latest[partition as usize];
+            if at != NO_SEGMENT && continues(&self.segments[at as usize]) {
+                self.segments[at as usize].count += 1;
+                return;
+            }
+            self.latest[partition as usize] = self.segments.len() as u32;
+        }
+        self.segments.push(Segment {
+            completion: completion.clone(),
+            partition,
+            first_index: index,
+            count: 1,
+            batch_id,
+            hold,
+        });
+    }
+}
+
+/// Where [`Accumulator::append_many`] stopped.
+#[derive(Debug)]
+pub(crate) enum AppendStep {
+    /// Every record is appended.
+    Done,
+    /// A batch was closed: the lock was let go so the sender can take it; call again
+    /// (the record that closed it goes first, to the same partition, in a new batch).
+    Yield,
+    /// Reserve this many bytes (after giving back the call's credit), then call again.
+    NeedMemory(usize),
+    /// As [`AppendError::NeedMetadata`].
+    NeedMetadata,
+    /// The call cannot go on: the record taken last is dropped, later ones are not taken.
+    Failed(ClientError),
 }
 
 /// Why an append did not happen.
@@ -181,6 +294,9 @@ struct PartitionState {
     in_flight_broker: Option<BrokerId>,
     /// Since when batches have waited for a leader to be known.
     unrouted_since: Option<Instant>,
+    /// The last batch closed here was closed full (not by linger or flush): the next one
+    /// gets its whole buffer at once.
+    filled: bool,
     /// Batches that failed retriably while later batches of this partition were still
     /// in flight; held until those answer, then retried or failed (see `complete`).
     failed: Vec<(ProducerBatch, ClientError)>,
@@ -221,7 +337,20 @@ struct State {
     identity_wanted: bool,
     /// The producer was fenced by a newer instance: every send fails with this.
     fenced: Option<ClientError>,
+    /// Buffers of acknowledged batches, for new batches of partitions that fill theirs.
+    spare_buffers: Vec<Vec<u8>>,
 }
+
+/// The parts of [`State`] that opening a batch updates, borrowed apart from its topics.
+struct BatchBook<'a> {
+    next_batch_id: &'a mut u64,
+    incomplete: &'a mut HashMap<u64, Arc<BatchCompletion>>,
+    spare_buffers: &'a mut Vec<Vec<u8>>,
+}
+
+/// Most buffers [`State::spare_buffers`] keeps: batches are opened about as often as
+/// they complete, so a few cover the churn.
+const MAX_SPARE_BUFFERS: usize = 8;
 
 /// What [`Accumulator::drain`] found.
 #[derive(Debug, Default)]
@@ -274,6 +403,7 @@ impl Accumulator {
                 identity: None,
                 identity_wanted: idempotence,
                 fenced: None,
+                spare_buffers: Vec::new(),
             }),
             memory,
             wake_sender: Notify::new(),
@@ -292,15 +422,11 @@ impl Accumulator {
 
     /// An upper bound on the bytes `record` takes in a batch; what `send` reserves.
     pub(crate) fn record_bytes(record: &Record) -> usize {
-        let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
-        RECORD_OVERHEAD_BYTES
-            + len(&record.key)
-            + len(&record.value)
-            + record
-                .headers
-                .iter()
-                .map(|h| HEADER_OVERHEAD_BYTES + h.key.len() + len(&h.value))
-                .sum::<usize>()
+        parts_bytes(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        )
     }
 
     /// Reserves `bytes` of buffer memory, waiting while it is used up.
@@ -403,30 +529,17 @@ impl Accumulator {
         {
             let open = part.open.take().expect("checked");
             part.ready.push_back(open.batch);
+            part.filled = true;
             topic_state.sticky.batch_closed(partition, count);
             wake = true;
         }
         if part.open.is_none() {
-            let id = state.next_batch_id;
-            state.next_batch_id = state.next_batch_id.wrapping_add(1);
-            let completion = Arc::new(BatchCompletion::new(topic_name.clone(), partition));
-            state.incomplete.insert(id, completion.clone());
-            part.open = Some(OpenBatch {
-                batch: ProducerBatch {
-                    topic: topic_name,
-                    partition,
-                    payload: Payload::Open(RecordBatchBuilder::new(self.config.compression)),
-                    record_count: 0,
-                    completion,
-                    id,
-                    reserved_bytes: 0,
-                    attempts: 0,
-                    send_seq: 0,
-                    broker: crate::routing::NO_BROKER,
-                    stamp: None,
-                },
-                created: now,
-            });
+            let mut book = BatchBook {
+                next_batch_id: &mut state.next_batch_id,
+                incomplete: &mut state.incomplete,
+                spare_buffers: &mut state.spare_buffers,
+            };
+            self.open_batch(part, &mut book, &topic_name, partition, now);
             // The sender arms the linger timer of the new batch.
             wake = true;
         }
@@ -457,6 +570,209 @@ impl Accumulator {
             self.wake_sender.notify_one();
         }
         Ok(appended)
+    }
+
+    /// Opens a new batch on `part` (which has none open).
+    fn open_batch(
+        &self,
+        part: &mut PartitionState,
+        book: &mut BatchBook<'_>,
+        topic_name: &Arc<str>,
+        partition: u32,
+        now: Instant,
+    ) {
+        let id = *book.next_batch_id;
+        *book.next_batch_id = book.next_batch_id.wrapping_add(1);
+        let completion = Arc::new(BatchCompletion::new(topic_name.clone(), partition));
+        book.incomplete.insert(id, completion.clone());
+        let spare_buffers = &mut *book.spare_buffers;
+        // A partition whose last batch filled up will likely fill this one too: it gets a
+        // full-size buffer at once (an acknowledged batch's, else a new one) instead of one
+        // doubled up from the default (which copies as many bytes again as the batch
+        // holds, and faults in fresh pages per batch). Others start small.
+        let compression = self.config.compression;
+        let builder = match spare_buffers.pop() {
+            Some(buf) if part.filled => RecordBatchBuilder::with_buffer(compression, buf),
+            None if part.filled => {
+                RecordBatchBuilder::with_capacity(compression, self.config.batch_bytes)
+            }
+            spare => {
+                spare_buffers.extend(spare);
+                RecordBatchBuilder::new(compression)
+            }
+        };
+        part.open = Some(OpenBatch {
+            batch: ProducerBatch {
+                topic: topic_name.clone(),
+                partition,
+                payload: Payload::Open(builder),
+                record_count: 0,
+                completion,
+                id,
+                reserved_bytes: 0,
+                attempts: 0,
+                send_seq: 0,
+                broker: crate::routing::NO_BROKER,
+                stamp: None,
+            },
+            created: now,
+        });
+    }
+
+    /// How much memory a `send_all` call reserves when its credit runs out at a record of
+    /// `need` bytes with `rest` (a size hint) still to come: the whole rest at once, if it
+    /// fits a chunk of about four batches (a quarter of `buffer_memory` at most, and never
+    /// less than a batch), else such a chunk; always at least `need`.
+    fn want(&self, need: usize, rest: (usize, Option<usize>)) -> usize {
+        let batch = self.config.batch_bytes;
+        let chunk = batch.max((self.config.buffer_memory / 4).min(4 * batch));
+        let rest = match rest {
+            (_, Some(0)) => 0,
+            // Not known: take a chunk, and give back what is left at the end.
+            (0, _) => chunk,
+            (lower, _) => need.saturating_mul(lower),
+        };
+        need.saturating_add(rest).min(chunk).max(need)
+    }
+
+    /// Appends records from `records` (after `call.pending`) to their partitions' open
+    /// batches under one lock hold, as [`append`](Self::append) would one by one: the
+    /// same partition choice (`partition`, else the key's hash, else the sticky
+    /// partition) and the same batch closing rule. Memory comes from `call.credit`, topped
+    /// up without waiting while the semaphore has it; stops when it has not
+    /// ([`AppendStep::NeedMemory`]), and after closing a batch, so the sender is not kept
+    /// waiting on the lock for more than a batch's records.
+    pub(crate) fn append_many<'r>(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: &mut impl Iterator<Item = RecordRef<'r>>,
+        call: &mut AppendCall<'r>,
+        now: Instant,
+        now_ms: i64,
+    ) -> AppendStep {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.closing {
+            return AppendStep::Failed(ClientError::Closed);
+        }
+        if let Some(fenced) = &state.fenced {
+            return AppendStep::Failed(fenced.clone());
+        }
+        let Some((topic_name, topic_state)) = state.topics.get_key_value(topic) else {
+            return AppendStep::NeedMetadata;
+        };
+        let count = topic_state.partitions.len() as u32;
+        if topic_state.expires <= now || partition.is_some_and(|p| p >= count) {
+            return AppendStep::NeedMetadata;
+        }
+        let topic_name = topic_name.clone();
+        let State {
+            topics,
+            incomplete,
+            next_batch_id,
+            spare_buffers,
+            ..
+        } = state;
+        let mut book = BatchBook {
+            next_batch_id,
+            incomplete,
+            spare_buffers,
+        };
+        let topic_state = topics.get_mut(topic).expect("found above");
+        let batch_bytes = self.config.batch_bytes;
+        call.hold = call.hold.wrapping_add(1);
+        let mut wake = false;
+        let step = loop {
+            let Some(record) = call.pending.take().or_else(|| records.next()) else {
+                break AppendStep::Done;
+            };
+            let need = parts_bytes(record.key, record.value, record.headers);
+            if need > call.credit {
+                if need > self.config.buffer_memory {
+                    break AppendStep::Failed(ClientError::InvalidArgument(format!(
+                        "a record of {need} bytes is larger than buffer_memory ({} bytes)",
+                        self.config.buffer_memory
+                    )));
+                }
+                let want = self.want(need, records.size_hint());
+                // Within MAX_BUFFER_MEMORY_BYTES = u32::MAX, checked by the config.
+                match self.memory.try_acquire_many(want as u32) {
+                    Ok(permit) => {
+                        permit.forget();
+                        call.credit += want;
+                    }
+                    Err(_) => {
+                        call.pending = Some(record);
+                        break AppendStep::NeedMemory(want);
+                    }
+                }
+            }
+            let p = match (call.pending_partition.take(), partition, record.key) {
+                (Some(p), _, _) | (None, Some(p), _) => p,
+                (None, None, Some(key)) => partition_for_key(key, count),
+                (None, None, None) => topic_state.sticky.partition(count),
+            };
+            let part = &mut topic_state.partitions[p as usize];
+            if let Some(open) = &part.open
+                && !open.batch.is_empty()
+                && open.estimated_size() + need > batch_bytes
+            {
+                let open = part.open.take().expect("checked");
+                part.ready.push_back(open.batch);
+                part.filled = true;
+                topic_state.sticky.batch_closed(p, count);
+                // Let the sender have the lock; the record goes on where `send` would
+                // put it (a new batch of the same partition) in the next hold.
+                call.pending = Some(record);
+                call.pending_partition = Some(p);
+                wake = true;
+                break AppendStep::Yield;
+            }
+            let view = RecordView {
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                timestamp: record.timestamp.unwrap_or(now_ms),
+            };
+            let pushed = loop {
+                if part.open.is_none() {
+                    self.open_batch(part, &mut book, &topic_name, p, now);
+                    wake = true;
+                }
+                let open = part.open.as_mut().expect("opened above");
+                let Payload::Open(builder) = &mut open.batch.payload else {
+                    unreachable!("an open batch is never built");
+                };
+                match builder.try_push_view(view) {
+                    Ok(()) => break Ok(()),
+                    // Nothing to close: the record alone is over a batch limit.
+                    Err(error) if builder.is_empty() => break Err(error),
+                    Err(_) => {
+                        // It may still fit an empty batch: close this one, try once more.
+                        let open = part.open.take().expect("checked");
+                        part.ready.push_back(open.batch);
+                        topic_state.sticky.batch_closed(p, count);
+                        wake = true;
+                    }
+                }
+            };
+            if let Err(error) = pushed {
+                break AppendStep::Failed(error.into());
+            }
+            let batch = &mut part.open.as_mut().expect("pushed to it").batch;
+            let index = batch.record_count;
+            batch.record_count += 1;
+            batch.reserved_bytes += need;
+            call.credit -= need;
+            call.accepted += 1;
+            call.note(p, count, batch.id, index, &batch.completion);
+        };
+        drop(guard);
+        if wake {
+            self.wake_sender.notify_one();
+        }
+        step
     }
 
     fn close_open(&self, topic: &str, partition: u32) {
@@ -513,6 +829,7 @@ impl Accumulator {
                     if send_all || idle || deadline <= now {
                         let open = part.open.take().expect("checked");
                         part.ready.push_back(open.batch);
+                        part.filled = false;
                         topic.sticky.batch_closed(index as u32, count);
                     } else {
                         wake(deadline, &mut drained.next_wake);
@@ -688,9 +1005,10 @@ impl Accumulator {
             part.retry_at = Some(now + self.config.backoff(attempts));
         }
         let mut released = 0;
-        for (batch, _) in &done {
+        for (batch, _) in &mut done {
             state.incomplete.remove(&batch.id);
             released += batch.reserved_bytes;
+            self.recycle(&mut state.spare_buffers, &mut batch.payload);
         }
         drop(guard);
         for (batch, result) in done {
@@ -706,6 +1024,24 @@ impl Accumulator {
         }
         // A retry may be due, or an in-flight slot freed.
         self.wake_sender.notify_one();
+    }
+
+    /// Keeps the buffer of a completed batch for a new one, if it is the size of a full
+    /// batch and nothing else holds it (the request that carried it is long encoded).
+    fn recycle(&self, spare: &mut Vec<Vec<u8>>, payload: &mut Payload) {
+        if spare.len() >= MAX_SPARE_BUFFERS {
+            return;
+        }
+        let Payload::Built(bytes) = std::mem::replace(payload, Payload::Built(Bytes::new())) else {
+            return;
+        };
+        if let Ok(buf) = bytes.try_into_mut() {
+            let buf = Vec::from(buf);
+            let batch = self.config.batch_bytes;
+            if (batch..=2 * batch).contains(&buf.capacity()) {
+                spare.push(buf);
+            }
+        }
     }
 
     /// Whether new batches wait for a producer identity (idempotence).
@@ -781,6 +1117,18 @@ impl Accumulator {
         }
         self.memory.add_permits(released);
     }
+}
+
+/// An upper bound on the bytes a record of these parts takes in a batch.
+fn parts_bytes(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[Header]) -> usize {
+    let len = |b: Option<&[u8]>| b.map_or(0, <[u8]>::len);
+    RECORD_OVERHEAD_BYTES
+        + len(key)
+        + len(value)
+        + headers
+            .iter()
+            .map(|h| HEADER_OVERHEAD_BYTES + h.key.len() + len(h.value.as_deref()))
+            .sum::<usize>()
 }
 
 /// How [`Accumulator::drain`] numbers batches sent for the first time.
@@ -1514,5 +1862,430 @@ mod tests {
             acc.append(TOPIC, None, &r, 0, Instant::now()),
             Err(AppendError::NeedMetadata)
         ));
+    }
+
+    // ---- send_all (append_many) ----
+
+    use crate::producer::batch::{BatchDelivery, DeliveredRecords, RecordRef};
+    use proptest::prelude::*;
+
+    const CLOCK_MS: i64 = 1_700_000_000_000;
+
+    /// What `Producer::send_all` does with the accumulator, without the metadata refresh.
+    async fn append_all<'r>(
+        acc: &Accumulator,
+        partition: Option<u32>,
+        records: impl IntoIterator<Item = RecordRef<'r>>,
+        now: Instant,
+    ) -> Result<BatchDelivery, ClientError> {
+        let mut records = records.into_iter();
+        let mut call = AppendCall::default();
+        let failure = loop {
+            match acc.append_many(TOPIC, partition, &mut records, &mut call, now, CLOCK_MS) {
+                AppendStep::Done => break None,
+                AppendStep::Yield => {}
+                AppendStep::NeedMemory(bytes) => {
+                    acc.unreserve(std::mem::take(&mut call.credit));
+                    acc.reserve(bytes).await?;
+                    call.credit = bytes;
+                }
+                AppendStep::NeedMetadata => panic!("the topic is known"),
+                AppendStep::Failed(error) => break Some(error),
+            }
+        };
+        acc.unreserve(call.credit);
+        if call.accepted == 0
+            && let Some(error) = failure
+        {
+            return Err(error);
+        }
+        Ok(BatchDelivery::new(
+            TOPIC.into(),
+            call.segments,
+            call.accepted,
+            failure,
+        ))
+    }
+
+    /// Sends and acknowledges every batch there is, in order, numbering offsets per
+    /// partition from `next`; returns the batches' (partition, decoded records).
+    fn ack_everything(
+        acc: &Accumulator,
+        next: &mut HashMap<u32, i64>,
+        now: Instant,
+    ) -> Vec<(u32, Vec<weir_batch::DecodedRecord>)> {
+        let mut out = Vec::new();
+        loop {
+            let batches = sent(acc.drain(now + Duration::from_secs(3600), 1000, &one_leader));
+            if batches.is_empty() {
+                return out;
+            }
+            for mut batch in batches {
+                let bytes = batch.encode().unwrap();
+                let records = weir_batch::decode_records(&bytes).unwrap();
+                let base = next.entry(batch.partition).or_insert(0);
+                let offset = *base;
+                *base += i64::from(batch.record_count);
+                out.push((batch.partition, records));
+                acc.complete(batch, ack(offset), now);
+            }
+        }
+    }
+
+    fn hundred_bytes(i: usize) -> Vec<u8> {
+        format!("{i:0100}").into_bytes()
+    }
+
+    #[tokio::test]
+    async fn send_all_spans_batches_in_order_and_resolves_to_the_offsets() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            batch_bytes: 1024,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let values: Vec<Vec<u8>> = (0..50).map(hundred_bytes).collect();
+        // Something before, from `send`, so the call's offsets do not start at 0.
+        append(&acc, Some(0), &record(None, "before"), t0).await;
+        let delivery = append_all(&acc, Some(0), values.iter().map(|v| RecordRef::new(v)), t0)
+            .await
+            .unwrap();
+        assert_eq!(delivery.record_count(), 50);
+        assert!(delivery.try_result().is_none(), "nothing acknowledged yet");
+        let mut next = HashMap::new();
+        let batches = ack_everything(&acc, &mut next, t0);
+        assert!(
+            batches.len() > 5,
+            "50 records of 100 B span batches of 1 KiB"
+        );
+        let got: Vec<Vec<u8>> = batches
+            .iter()
+            .flat_map(|(_, records)| records.iter().map(|r| r.value.clone().unwrap().to_vec()))
+            .collect();
+        assert_eq!(got[0], b"before");
+        assert_eq!(got[1..], values[..], "every record, in order");
+        let DeliveredRecords { topic, ranges } = delivery.try_result().unwrap().unwrap();
+        assert_eq!(&*topic, TOPIC);
+        assert_eq!(ranges.len(), batches.len(), "one range per batch");
+        let offsets: Vec<i64> = ranges.iter().flat_map(|r| r.offsets()).collect();
+        assert_eq!(offsets, (1..51).collect::<Vec<i64>>());
+        assert!(ranges.iter().all(|r| r.partition == 0));
+        // Every byte reserved came back.
+        assert_eq!(acc.memory.available_permits(), acc.config.buffer_memory);
+    }
+
+    #[tokio::test]
+    async fn send_all_waits_while_buffer_memory_is_used_up() {
+        static VALUE: [u8; 100] = [7; 100];
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            buffer_memory: 1000,
+            batch_bytes: 1000,
+            ..config()
+        };
+        let acc = Arc::new(accumulator(config, 1, t0));
+        // 20 records reserve 20 x 136 bytes: more than buffer_memory.
+        let call = {
+            let acc = acc.clone();
+            tokio::spawn(async move {
+                let records = std::iter::repeat_n(RecordRef::new(&VALUE), 20);
+                append_all(&acc, Some(0), records, t0).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!call.is_finished(), "blocked while memory is used up");
+        let appended = |batches: &[(u32, Vec<weir_batch::DecodedRecord>)]| {
+            batches.iter().map(|(_, r)| r.len()).sum::<usize>()
+        };
+        let mut next = HashMap::new();
+        let mut delivered = 0;
+        let mut rounds = 0;
+        while !call.is_finished() || delivered < 20 {
+            let batches = ack_everything(&acc, &mut next, t0);
+            delivered += appended(&batches);
+            assert!(
+                acc.config.buffer_memory - acc.memory.available_permits() <= 1000,
+                "never more than buffer_memory reserved"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            rounds += 1;
+            assert!(rounds < 1000, "stuck at {delivered} records");
+        }
+        assert_eq!(delivered, 20);
+        let delivery = call.await.unwrap().unwrap();
+        let offsets: Vec<i64> = delivery
+            .try_result()
+            .unwrap()
+            .unwrap()
+            .ranges
+            .iter()
+            .flat_map(|r| r.offsets())
+            .collect();
+        assert_eq!(offsets, (0..20).collect::<Vec<i64>>());
+        assert_eq!(acc.memory.available_permits(), 1000);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_record_fails_the_call_or_stops_it_cleanly() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            buffer_memory: 4096,
+            batch_bytes: 1024,
+            ..config()
+        };
+        let acc = accumulator(config, 1, t0);
+        let huge = vec![0u8; 5000];
+        let small = hundred_bytes(1);
+        // First: nothing is sent, the call fails.
+        let first = append_all(
+            &acc,
+            Some(0),
+            [RecordRef::new(&huge), RecordRef::new(&small)],
+            t0,
+        )
+        .await;
+        assert!(matches!(first, Err(ClientError::InvalidArgument(_))));
+        assert!(sent(acc.drain(t0, 100, &one_leader)).is_empty());
+        assert_eq!(acc.memory.available_permits(), 4096);
+        // Later: the records before it are sent, it and those after it are not.
+        let records = [
+            RecordRef::new(&small),
+            RecordRef::new(&small),
+            RecordRef::new(&huge),
+            RecordRef::new(&small),
+        ];
+        let delivery = append_all(&acc, Some(0), records, t0).await.unwrap();
+        assert_eq!(delivery.record_count(), 2);
+        assert!(matches!(
+            delivery.rejected(),
+            Some(ClientError::InvalidArgument(_))
+        ));
+        let batches = ack_everything(&acc, &mut HashMap::new(), t0);
+        assert_eq!(batches.iter().map(|(_, r)| r.len()).sum::<usize>(), 2);
+        assert!(matches!(
+            delivery.try_result(),
+            Some(Err(ClientError::InvalidArgument(_)))
+        ));
+        assert_eq!(acc.memory.available_permits(), 4096);
+        // A record larger than a batch but within buffer_memory goes alone, as with send.
+        let big = vec![1u8; 2000];
+        let delivery = append_all(
+            &acc,
+            Some(0),
+            [RecordRef::new(&small), RecordRef::new(&big)],
+            t0,
+        )
+        .await
+        .unwrap();
+        let batches = ack_everything(&acc, &mut HashMap::new(), t0);
+        let sizes: Vec<usize> = batches.iter().map(|(_, r)| r.len()).collect();
+        assert_eq!(sizes, [1, 1]);
+        assert_eq!(delivery.try_result().unwrap().unwrap().record_count(), 2);
+    }
+
+    #[tokio::test]
+    async fn keyed_records_of_one_call_land_where_send_puts_them() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::ZERO,
+            ..config()
+        };
+        let acc = accumulator(config, 10, t0);
+        let keys: Vec<String> = (0..200).map(|i| format!("user-{}", i % 37)).collect();
+        let values: Vec<String> = (0..200).map(|i| i.to_string()).collect();
+        let records = keys
+            .iter()
+            .zip(&values)
+            .map(|(k, v)| RecordRef::new(v.as_bytes()).key(k.as_bytes()));
+        let delivery = append_all(&acc, None, records, t0).await.unwrap();
+        let batches = ack_everything(&acc, &mut HashMap::new(), t0);
+        let mut last: HashMap<u32, usize> = HashMap::new();
+        for (partition, records) in &batches {
+            for r in records {
+                let key = r.key.as_deref().unwrap();
+                assert_eq!(*partition, partition_for_key(key, 10), "as send places it");
+                let i: usize = std::str::from_utf8(r.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if let Some(previous) = last.insert(*partition, i) {
+                    assert!(previous < i, "the call's order within a partition");
+                }
+            }
+        }
+        let delivered = delivery.try_result().unwrap().unwrap();
+        assert_eq!(delivered.record_count(), 200);
+        // One range per partition that got records (each partition's records are in one
+        // batch here), the ranges' partitions in the order they first appear.
+        let mut partitions: Vec<u32> = delivered.ranges.iter().map(|r| r.partition).collect();
+        let first_seen: Vec<u32> = {
+            let mut seen = Vec::new();
+            for k in &keys {
+                let p = partition_for_key(k.as_bytes(), 10);
+                if !seen.contains(&p) {
+                    seen.push(p);
+                }
+            }
+            seen
+        };
+        assert_eq!(partitions, first_seen);
+        partitions.dedup();
+        assert_eq!(partitions.len(), delivered.ranges.len());
+        // And the same keys through `append` (what `send` does) go to the same places.
+        for k in &keys[..37] {
+            let appended = append(&acc, None, &record(Some(k), "v"), t0).await;
+            assert_eq!(
+                appended.completion.partition,
+                partition_for_key(k.as_bytes(), 10)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn unkeyed_records_of_one_call_stick_to_a_partition_per_batch() {
+        let t0 = Instant::now();
+        let config = ProducerConfig {
+            linger: Duration::from_secs(3600),
+            batch_bytes: 1024,
+            ..config()
+        };
+        let acc = accumulator(config, 2, t0);
+        let value = hundred_bytes(0);
+        let delivery = append_all(
+            &acc,
+            None,
+            std::iter::repeat_n(RecordRef::new(&value), 40),
+            t0,
+        )
+        .await
+        .unwrap();
+        let batches = ack_everything(&acc, &mut HashMap::new(), t0);
+        // As with `send`: eight records fill a batch, the ninth closes it and goes to a
+        // new batch of the same partition, and the sticky partition moves on after it.
+        // Over two partitions: A 8, B 8, A' 1 + 7, B' 1 + 7, A'' 1 + 6, B'' 1.
+        let mut sizes: Vec<usize> = batches.iter().map(|(_, r)| r.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, [1, 7, 8, 8, 8, 8]);
+        assert_eq!(delivery.try_result().unwrap().unwrap().record_count(), 40);
+    }
+
+    /// A record for the proptest, owned.
+    #[derive(Debug, Clone)]
+    struct Owned {
+        key: Option<Vec<u8>>,
+        value: Option<Vec<u8>>,
+        headers: Vec<weir_batch::Header>,
+        timestamp: Option<i64>,
+    }
+
+    fn owned() -> impl Strategy<Value = Owned> {
+        let bytes = || proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300));
+        let header = ("\\PC{0,6}", bytes()).prop_map(|(key, value)| weir_batch::Header {
+            key,
+            value: value.map(Bytes::from),
+        });
+        (
+            bytes(),
+            bytes(),
+            proptest::collection::vec(header, 0..3),
+            proptest::option::of(any::<i64>()),
+        )
+            .prop_map(|(key, value, headers, timestamp)| Owned {
+                key,
+                value,
+                headers,
+                timestamp,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn the_batches_of_a_call_decode_to_exactly_its_records(
+            records in proptest::collection::vec(owned(), 0..120),
+            partitions in 1u32..4,
+            keyed_partitioning in any::<bool>(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let t0 = Instant::now();
+            let config = ProducerConfig {
+                linger: Duration::ZERO,
+                batch_bytes: 2048,
+                ..config()
+            };
+            let acc = accumulator(config, partitions, t0);
+            let views = records.iter().map(|r| RecordRef {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &r.headers,
+                timestamp: r.timestamp,
+            });
+            let partition = (!keyed_partitioning).then_some(partitions - 1);
+            let delivery = runtime.block_on(append_all(&acc, partition, views, t0));
+            let delivery = match delivery {
+                Ok(d) => d,
+                Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+            };
+            prop_assert_eq!(delivery.record_count(), records.len() as u64);
+            let batches = ack_everything(&acc, &mut HashMap::new(), t0);
+            // Each partition's records, in order, as decoded from its batches.
+            let mut decoded: HashMap<u32, Vec<weir_batch::DecodedRecord>> = HashMap::new();
+            for (p, rs) in batches {
+                decoded.entry(p).or_default().extend(rs);
+            }
+            let mut expected: HashMap<u32, Vec<&Owned>> = HashMap::new();
+            let mut sticky = None;
+            for r in &records {
+                let p = match (partition, &r.key) {
+                    (Some(p), _) => p,
+                    (None, Some(k)) => partition_for_key(k, partitions),
+                    // Unkeyed records: whichever partition the batches say (the sticky
+                    // choice is random); checked below as one sequence per partition.
+                    (None, None) => *sticky.get_or_insert(u32::MAX),
+                };
+                expected.entry(p).or_default().push(r);
+            }
+            let unkeyed = expected.remove(&u32::MAX).unwrap_or_default();
+            let mut unkeyed_got = Vec::new();
+            for (p, got) in &decoded {
+                let (keyed_got, rest): (Vec<_>, Vec<_>) =
+                    got.iter().partition(|d| d.key.is_some() || partition.is_some());
+                unkeyed_got.extend(rest.into_iter().map(|d| (*p, d)));
+                let want = expected.get(p).map(Vec::as_slice).unwrap_or_default();
+                prop_assert_eq!(keyed_got.len(), want.len());
+                for (d, r) in keyed_got.iter().zip(want) {
+                    prop_assert_eq!(d.key.as_deref(), r.key.as_deref());
+                    prop_assert_eq!(d.value.as_deref(), r.value.as_deref());
+                    prop_assert_eq!(&d.headers, &r.headers);
+                    prop_assert_eq!(d.timestamp, r.timestamp.unwrap_or(CLOCK_MS));
+                }
+            }
+            // Unkeyed records: as many as given, and each partition's in call order (a
+            // subsequence of the call's unkeyed records).
+            prop_assert_eq!(unkeyed_got.len(), unkeyed.len());
+            for p in decoded.keys() {
+                let mut want = unkeyed.iter();
+                for (_, d) in unkeyed_got.iter().filter(|(q, _)| q == p) {
+                    let found = want.any(|r| {
+                        d.key.is_none()
+                            && d.value.as_deref() == r.value.as_deref()
+                            && d.headers == r.headers
+                            && d.timestamp == r.timestamp.unwrap_or(CLOCK_MS)
+                    });
+                    prop_assert!(found, "partition {}: an unkeyed record out of order", p);
+                }
+            }
+            let total: usize = decoded.values().map(Vec::len).sum();
+            prop_assert_eq!(total, records.len());
+            if let Ok(done) = delivery.try_result().unwrap() {
+                prop_assert_eq!(done.record_count(), records.len() as u64);
+            } else {
+                prop_assert!(false, "every batch was acknowledged");
+            }
+        }
     }
 }

@@ -12,6 +12,18 @@
 //! `PartitionRecords.batches` bytes, which the broker appends unchanged. Each record's
 //! [`DeliveryFuture`] resolves with its offset when the broker answers for its batch.
 //!
+//! # Many records at once
+//!
+//! [`Producer::send_all`] is `send` for a whole slice (any iterator) of records of one
+//! topic, for throughput: it takes the accumulator's lock once per batch it fills instead
+//! of once per record, reserves buffer memory once for the lot (in pieces of about four
+//! batches for larger lots, waiting for each as `send` waits), encodes the records
+//! straight into the open batch(es) from borrowed [`RecordRef`]s, and returns one
+//! [`BatchDelivery`] for all of them: no allocation, lock or reference count per record.
+//! Records are placed exactly as `send` places them (an explicit partition, else the
+//! key's hash, else the sticky partition), one by one, so keyed records of one call may
+//! go to several partitions.
+//!
 //! # Order, in-flight requests and retries
 //!
 //! Up to `max_in_flight` (default 5) batches per partition are in flight, and the broker
@@ -40,7 +52,7 @@
 //! keeps holding across the move. A partition with no known leader holds its batches for
 //! at most `request_timeout`.
 //!
-//! # Example
+//! # Examples
 //!
 //! ```no_run
 //! use weir_client::{Producer, ProducerConfig, ProducerRecord};
@@ -56,8 +68,24 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Many records with one call (see [`Producer::send_all`]):
+//!
+//! ```no_run
+//! use weir_client::{Producer, ProducerConfig};
+//!
+//! # async fn example() -> Result<(), weir_client::ClientError> {
+//! let producer = Producer::connect(ProducerConfig::default()).await?;
+//! let values: Vec<Vec<u8>> = (0..10_000).map(|i| format!("event {i}").into_bytes()).collect();
+//! let delivered = producer.send_all("events", Some(0), &values).await?.await?;
+//! println!("offsets {}..={}", delivered.first_offset(), delivered.last_offset());
+//! producer.close().await;
+//! # Ok(())
+//! # }
+//! ```
 
 mod accumulator;
+mod batch;
 mod config;
 mod identity;
 mod sender;
@@ -71,7 +99,8 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 use weir_batch::{Header, Record};
 
-use self::accumulator::{Accumulator, AppendError, BatchCompletion};
+use self::accumulator::{Accumulator, AppendCall, AppendError, AppendStep, BatchCompletion};
+pub use self::batch::{BatchDelivery, DeliveredRecords, OffsetRange, RecordRef};
 pub use self::config::{
     Acks, DEFAULT_BATCH_BYTES, DEFAULT_BUFFER_MEMORY_BYTES, DEFAULT_LINGER, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
@@ -300,6 +329,123 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// Queues many records of `topic` at once and returns one [`BatchDelivery`] for all
+    /// of them: `send` for throughput.
+    ///
+    /// Each record goes where [`send`](Self::send) would put it: to `partition` if given
+    /// (every record of the call), else by its key's hash (as Kafka's partitioner), else
+    /// to the sticky partition of unkeyed records, which moves on when its batch fills up.
+    /// A call's keyed records may therefore go to several partitions; the handle then
+    /// resolves to one [`OffsetRange`] per batch (per partition and batch). Records are
+    /// appended in the iterator's order, so a partition's records keep the call's order.
+    ///
+    /// What it saves over a loop of `send`s: the accumulator's lock is taken once per
+    /// batch filled, not per record; buffer memory is reserved once for the lot (lots
+    /// over about four batches reserve in such pieces as they go); records are encoded
+    /// from borrowed parts straight into the open batch; one handle holds one reference
+    /// per batch, not a future per record. A lot larger than a batch spans several
+    /// batches, closed as they fill. The iterator is advanced while the lock is held:
+    /// keep it cheap (slices, `map`s over them), never blocking.
+    ///
+    /// Waits while `buffer_memory` is used up (backpressure, as `send`). Fails at once,
+    /// sending nothing, if the producer is closed, the topic or explicit partition does
+    /// not exist ([`ClientError::NotFound`]), or the first record can never be sent (larger
+    /// than `buffer_memory` or than any batch). A later such record stops the call there:
+    /// the records before it are sent, and the handle reports the refusal
+    /// ([`BatchDelivery::rejected`]) and resolves to it. An empty call returns a handle
+    /// that resolves at once to no ranges.
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use weir_client::{Producer, ProducerConfig, RecordRef};
+    ///
+    /// # async fn example(producer: &Producer) -> Result<(), weir_client::ClientError> {
+    /// // Unkeyed values to partition 0 (anything that turns into a `RecordRef`: `&[u8]`,
+    /// // `&Bytes`, `&Vec<u8>`, `&str`, `(key, value)`).
+    /// let values: Vec<Bytes> = (0..5000).map(|i| Bytes::from(format!("v{i}"))).collect();
+    /// let delivery = producer.send_all("events", Some(0), &values).await?;
+    /// assert_eq!(delivery.record_count(), 5000);
+    /// let delivered = delivery.await?;
+    /// // One partition: record i is at first_offset + i.
+    /// println!("{}..={}", delivered.first_offset(), delivered.last_offset());
+    ///
+    /// // Keyed records, placed by key like `send`; timestamps and headers as needed.
+    /// let users = ["alice", "bob", "carol"];
+    /// let records = users
+    ///     .iter()
+    ///     .map(|user| RecordRef::new(b"logged in").key(user.as_bytes()).timestamp(1_700_000_000_000));
+    /// for range in producer.send_all("logins", None, records).await?.await?.ranges {
+    ///     println!("{} record(s) at {}/{}", range.record_count, range.partition, range.first_offset);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn send_all<'r, R>(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: impl IntoIterator<Item = R>,
+    ) -> Result<BatchDelivery, ClientError>
+    where
+        R: Into<RecordRef<'r>>,
+    {
+        let mut records = records.into_iter().map(Into::into);
+        let mut call = AppendCall::default();
+        let mut refreshed_count = None;
+        let failure = loop {
+            match self.accumulator.append_many(
+                topic,
+                partition,
+                &mut records,
+                &mut call,
+                Instant::now(),
+                now_ms(),
+            ) {
+                AppendStep::Done => break None,
+                AppendStep::Yield => {}
+                AppendStep::NeedMemory(bytes) => {
+                    // Give back the rest first: waiting for more while holding some could
+                    // wait forever when buffer_memory is small.
+                    self.accumulator.unreserve(std::mem::take(&mut call.credit));
+                    match self.accumulator.reserve(bytes).await {
+                        Ok(()) => call.credit = bytes,
+                        Err(error) => break Some(error),
+                    }
+                }
+                AppendStep::NeedMetadata if refreshed_count.is_none() => {
+                    match self.refresh_metadata(topic).await {
+                        Ok(count) => refreshed_count = Some(count),
+                        Err(error) => break Some(error),
+                    }
+                }
+                AppendStep::NeedMetadata => {
+                    break Some(ClientError::NotFound(format!(
+                        "topic {topic} has no partition {} (it has {})",
+                        partition.unwrap_or_default(),
+                        refreshed_count.unwrap_or_default()
+                    )));
+                }
+                AppendStep::Failed(error) => break Some(error),
+            }
+        };
+        self.accumulator.unreserve(call.credit);
+        if call.accepted == 0
+            && let Some(error) = failure
+        {
+            return Err(error);
+        }
+        let topic = call
+            .segments
+            .first()
+            .map_or_else(|| Arc::from(topic), |s| s.completion.topic.clone());
+        Ok(BatchDelivery::new(
+            topic,
+            call.segments,
+            call.accepted,
+            failure,
+        ))
     }
 
     /// The number of partitions of `topic`, fetched from the cluster (and cached for

@@ -231,6 +231,8 @@ async fn fill(config: &ConsumeConfig, partitions: u32, missing: u64) -> anyhow::
         record_bytes: config.record_bytes,
         stop: Stop::Count(missing),
         producer: producer_config.clone(),
+        per_record: false,
+        chunk_records: None,
         acks: AcksArg::Leader,
         compression: CompressionArg::None,
         format: config.format,
