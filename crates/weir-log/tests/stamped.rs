@@ -16,7 +16,10 @@ fn record() -> impl Strategy<Value = RecordSpec> {
     (
         prop::option::of(prop::collection::vec(any::<u8>(), 0..24)),
         prop::option::of(prop::collection::vec(any::<u8>(), 0..300)),
-        prop::collection::vec(("[a-z]{0,6}", prop::collection::vec(any::<u8>(), 0..8)), 0..3),
+        prop::collection::vec(
+            ("[a-z]{0,6}", prop::collection::vec(any::<u8>(), 0..8)),
+            0..3,
+        ),
     )
 }
 
@@ -83,7 +86,11 @@ fn stored_batches(log: &Log) -> Vec<Bytes> {
 /// Checks that `stored` is `sent` with the base offset and leader epoch assigned.
 fn assert_stamped(sent: &[u8], stored: &[u8], base_offset: i64, epoch: i32) {
     assert_eq!(stored.len(), sent.len(), "batch length");
-    assert_eq!(&stored[STAMPED_BYTES..], &sent[STAMPED_BYTES..], "batch body");
+    assert_eq!(
+        &stored[STAMPED_BYTES..],
+        &sent[STAMPED_BYTES..],
+        "batch body"
+    );
     let header = BatchHeader::parse(stored);
     assert_eq!(header.base_offset, base_offset);
     assert_eq!(header.partition_leader_epoch, epoch);

@@ -167,8 +167,8 @@ fn trailers(status: &Status) -> Frame<Bytes> {
     let mut headers = http::HeaderMap::new();
     if let Err(unwritable) = status.add_header(&mut headers) {
         headers.clear();
-        let _ = Status::new(Code::Internal, unwritable.message().to_owned())
-            .add_header(&mut headers);
+        let _ =
+            Status::new(Code::Internal, unwritable.message().to_owned()).add_header(&mut headers);
     }
     Frame::trailers(headers)
 }
@@ -211,23 +211,28 @@ mod tests {
     fn message() -> impl Strategy<Value = ConsumeResponse> {
         (
             prop::collection::vec(any::<u8>(), 0..3000),
-            prop::collection::vec((any::<i64>(), prop::collection::vec(any::<u8>(), 0..20)), 0..3),
+            prop::collection::vec(
+                (any::<i64>(), prop::collection::vec(any::<u8>(), 0..20)),
+                0..3,
+            ),
             any::<i64>(),
             any::<i64>(),
         )
-            .prop_map(|(batches, records, next_offset, high_watermark)| ConsumeResponse {
-                records: records
-                    .into_iter()
-                    .map(|(offset, value)| ConsumedRecord {
-                        offset,
-                        value: Some(value.into()),
-                        ..ConsumedRecord::default()
-                    })
-                    .collect(),
-                batches: batches.into(),
-                next_offset,
-                high_watermark,
-            })
+            .prop_map(
+                |(batches, records, next_offset, high_watermark)| ConsumeResponse {
+                    records: records
+                        .into_iter()
+                        .map(|(offset, value)| ConsumedRecord {
+                            offset,
+                            value: Some(value.into()),
+                            ..ConsumedRecord::default()
+                        })
+                        .collect(),
+                    batches: batches.into(),
+                    next_offset,
+                    high_watermark,
+                },
+            )
     }
 
     proptest! {
