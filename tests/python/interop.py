@@ -178,6 +178,34 @@ def main():
     check(fetches > PARTITIONS, f"only {fetches} fetches: the data was meant not to fit a few")
     print(f"fetch: {sum(expected_end)} records from {PARTITIONS} partitions in {fetches} default fetches, each under 4 MiB")
 
+    # The Consume stream, which the broker writes by hand (a gRPC head, then the batch
+    # bytes as read): grpcio must read it like any other stream, in both formats, and a
+    # refused start as a status.
+    for fmt in (records_pb.RECORD_FORMAT_RECORDS, records_pb.RECORD_FORMAT_BATCHES):
+        stream = consumer.Consume(
+            consume_pb.ConsumeRequest(topic="py", partition=1, offset=0, format=fmt), timeout=30
+        )
+        seen = 0
+        for message in stream:
+            if fmt == records_pb.RECORD_FORMAT_RECORDS:
+                for record in message.records:
+                    check(record.offset == seen, f"consume: offset {record.offset}, wanted {seen}")
+                    seen += 1
+            else:
+                check(len(message.batches) > 0, "consume: a message without batches")
+                seen = message.next_offset
+            check(message.next_offset == seen, f"consume: next_offset {message.next_offset}, wanted {seen}")
+            if seen == expected_end[1]:
+                stream.cancel()
+                break
+        check(seen == expected_end[1], f"consume: {seen} of {expected_end[1]} records")
+    try:
+        for _ in consumer.Consume(consume_pb.ConsumeRequest(topic="py", partition=1, offset=10**9), timeout=10):
+            fail("consume past the log end answered")
+    except grpc.RpcError as e:
+        check(e.code() == grpc.StatusCode.OUT_OF_RANGE, f"consume past the end: {e.code()} {e.details()}")
+    print(f"consume: {expected_end[1]} records of partition 1 in both formats; a bad start is OUT_OF_RANGE")
+
     # 4. Offset positions are an enum: EARLIEST and LATEST look up, UNSPECIFIED is refused.
     def list_offset(position):
         return consumer.ListOffsets(

@@ -599,7 +599,13 @@ fn append_loop(
             .sum();
         let call = Instant::now();
         writer.append_validated(&mut request)?;
-        spent.push(request.into_bytes());
+        // The log wrote from the request's own buffer and kept no reference to it.
+        spent.push(
+            request
+                .into_bytes()
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+        );
         if tally.wrote(len, records) {
             // About to block in the sync: let the request thread refill meanwhile.
             give_back(&free, &mut spent);
