@@ -350,10 +350,18 @@ pub(crate) fn recover(
     }
     if segments.is_empty() {
         let base = log_start_offset.max(point.map_or(0, |p| p.next_offset));
-        // No directory sync here: writing the recovery point below ends with one, which
-        // makes the new segment's files durable along with the checkpoint (one directory
-        // sync per new log instead of two: a topic of 10,000 partitions creates 10,000).
         let seg = Segment::create(storage, dir, base, config)?;
+        // A new log in an empty directory (but for its lock) has nothing to claim: no
+        // recovery point is written and nothing is synced. Without a point, recovery
+        // scans the segment from its start, which is what the point of an empty log
+        // would say anyway, and files a crash loses are created again, empty, by the
+        // next open. The first checkpoint after appends (or the close) writes the
+        // point. A new partition of a broker costs no sync this way (a topic of 10,000
+        // partitions: 20,000 fewer). Otherwise the point is written, and the directory
+        // sync that ends its write makes the new segment's files durable with it.
+        let fresh = names
+            .iter()
+            .all(|(name, _)| name == crate::storage::LOCK_FILE);
         segments.insert(base, seg);
         log_start_offset = base;
         let mut inner = Inner {
@@ -366,7 +374,9 @@ pub(crate) fn recover(
             producers: ProducerStates::default(),
         };
         inner.epochs.truncate_from_end(base);
-        write_recovery_point(storage, dir, &inner)?;
+        if !fresh {
+            write_recovery_point(storage, dir, &inner)?;
+        }
         return Ok(inner);
     }
     let first_base = *segments.keys().next().expect("non-empty");

@@ -1046,3 +1046,35 @@ fn a_clean_reopen_writes_nothing_and_an_unclean_one_still_recovers_the_tail() {
     assert_eq!(storage.operations(), 0, "a clean open changes nothing");
     check(&log, &h, "after the second clean close");
 }
+
+/// A new log in an empty directory writes no recovery point and syncs nothing (a broker
+/// creating 10,000 partitions would pay two syncs each): a crash right after leaves at
+/// worst fewer files, which the next open creates again, and the log works as new.
+#[test]
+fn a_new_log_syncs_nothing_and_a_crash_right_after_its_creation_leaves_a_working_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::GroupCommit, false);
+    let point = dir.path().join("recovery-point.checkpoint");
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    assert!(!point.exists(), "a new log writes no recovery point");
+    let log_file = dir.path().join(format!("{:020}.log", 0));
+    assert_eq!(storage.syncs_of(&log_file), 0);
+    storage.crash(|_, _| 0).unwrap();
+    drop(log);
+
+    let mut h = History::default();
+    let log = Log::open_with_storage(dir.path(), config.clone(), Arc::new(FileStorage)).unwrap();
+    assert_eq!(log.offsets().log_end_offset, 0);
+    let last = append_records(&log, &mut h, 5);
+    log.wait_durable(last).unwrap();
+    log.close().unwrap();
+    assert!(point.exists(), "the close writes the recovery point");
+
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
+    assert_eq!(storage.operations(), 0, "a clean open changes nothing");
+    let seen = try_read_all(&log, 0).unwrap();
+    assert_eq!(seen.len(), 5);
+}

@@ -58,6 +58,56 @@ async fn topics_and_records_survive_reopen() {
     assert_eq!(data.next_offset, 2);
 }
 
+/// Partitions are opened several at a time (`apply::OPEN_CONCURRENCY`), at creation and
+/// at a restart: each must still end up at its own index, with its own log.
+#[tokio::test]
+async fn partitions_opened_concurrently_each_keep_their_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 3 * apply::OPEN_CONCURRENCY as u32 + 5;
+    let value = |i: u32| format!("partition-{i}");
+    let check = |reg: &TopicRegistry| {
+        let t = reg.topic("many").unwrap();
+        assert_eq!(t.partition_count(), count);
+        assert_eq!(t.partitions().len(), count as usize);
+        t
+    };
+    {
+        let reg = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        reg.create_topic("many", count, 0, BTreeMap::new())
+            .await
+            .unwrap();
+        let t = check(&reg);
+        for i in 0..count {
+            let p = t.partition(i).unwrap();
+            assert_eq!(p.index(), i);
+            let v = value(i);
+            p.append(batch(&[v.as_str()]), Durability::Durable)
+                .await
+                .unwrap();
+        }
+        reg.close().await.unwrap();
+    }
+    let reg = TopicRegistry::open(dir.path(), 0).await.unwrap();
+    let t = check(&reg);
+    for i in 0..count {
+        let p = t.partition(i).unwrap();
+        assert_eq!(p.index(), i);
+        let data = p.read(0, 1 << 20).await.unwrap();
+        assert_eq!(data.next_offset, 1, "partition {i}");
+        let records: Vec<_> = data
+            .batches()
+            .flat_map(|b| weir_log::decode_records(&b).unwrap())
+            .collect();
+        assert_eq!(records.len(), 1, "partition {i}");
+        assert_eq!(
+            records[0].value.as_deref(),
+            Some(value(i).as_bytes()),
+            "partition {i}"
+        );
+    }
+    reg.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_errors_are_typed() {
     let dir = tempfile::tempdir().unwrap();
