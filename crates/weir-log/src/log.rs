@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::IoSlice;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -202,6 +203,9 @@ pub struct Log {
     high_watermark: Mutex<Option<i64>>,
     /// Held for a whole compaction pass (one at a time), with what passes remember.
     pub(crate) compaction: Mutex<CompactionState>,
+    /// Set while a new log's directory (its segment's entries) was never synced: the
+    /// first sync of its data syncs the directory too before it counts as durable.
+    dir_unsynced: AtomicBool,
     /// The directory lock, unless the caller holds one covering it.
     _lock: Option<File>,
 }
@@ -266,7 +270,10 @@ impl Log {
 
         let started = Instant::now();
         let high_watermark = checkpoint::read_i64(storage.as_ref(), &dir, Kind::HighWatermark)?;
-        let mut inner = recovery::recover(&dir, &config, storage.as_ref())?;
+        let recovery::Recovered {
+            mut inner,
+            dir_unsynced,
+        } = recovery::recover(&dir, &config, storage.as_ref())?;
         let snapshot_current =
             recovery::rebuild_producers(&dir, &config, storage.as_ref(), &mut inner)?;
         let point = inner.recovery_point();
@@ -290,6 +297,7 @@ impl Log {
             config,
             storage,
             inner: Mutex::new(inner),
+            dir_unsynced: AtomicBool::new(dir_unsynced),
             _lock: lock,
         };
         // The rebuilt state replaces a snapshot the log no longer matches (one past a
@@ -847,7 +855,16 @@ impl Log {
         path: &Path,
     ) -> Result<(), MaintenanceError> {
         file.sync_data()
-            .map_err(|e| Self::sync_failed(&mut self.lock(), path, e))
+            .map_err(|e| Self::sync_failed(&mut self.lock(), path, e))?;
+        // A new log syncs nothing when it is created (recovery.rs); its first data sync
+        // makes the segment's directory entries durable with the data.
+        if self.dir_unsynced.load(Ordering::Acquire) {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Self::sync_failed(&mut self.lock(), &self.dir, e))?;
+            self.dir_unsynced.store(false, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// [`Log::sync_or_fail`] for a caller that holds the log lock (close, truncation).

@@ -274,11 +274,18 @@ impl RecoveryPoint {
 }
 
 /// Lists, checks and recovers the segments of `dir`.
+/// What [`recover`] found: the log's state, and whether it created a new log whose
+/// directory it did not sync (see below).
+pub(crate) struct Recovered {
+    pub(crate) inner: Inner,
+    pub(crate) dir_unsynced: bool,
+}
+
 pub(crate) fn recover(
     dir: &Path,
     config: &LogConfig,
     storage: &dyn Storage,
-) -> Result<Inner, OpenError> {
+) -> Result<Recovered, OpenError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |e| OpenError::io(p, e)
@@ -356,9 +363,12 @@ pub(crate) fn recover(
         // scans the segment from its start, which is what the point of an empty log
         // would say anyway, and files a crash loses are created again, empty, by the
         // next open. The first checkpoint after appends (or the close) writes the
-        // point. A new partition of a broker costs no sync this way (a topic of 10,000
-        // partitions: 20,000 fewer). Otherwise the point is written, and the directory
-        // sync that ends its write makes the new segment's files durable with it.
+        // point, and the first sync of the log's data syncs the directory before it
+        // reports anything durable (`Log::sync_or_fail`), so an acknowledged write
+        // never rests on a directory entry a crash can lose. A new partition of a
+        // broker costs no sync this way (a topic of 10,000 partitions: 20,000 fewer).
+        // Otherwise the point is written, and the directory sync that ends its write
+        // makes the new segment's files durable with it.
         let fresh = names
             .iter()
             .all(|(name, _)| name == crate::storage::LOCK_FILE);
@@ -377,7 +387,10 @@ pub(crate) fn recover(
         if !fresh {
             write_recovery_point(storage, dir, &inner)?;
         }
-        return Ok(inner);
+        return Ok(Recovered {
+            inner,
+            dir_unsynced: fresh,
+        });
     }
     let first_base = *segments.keys().next().expect("non-empty");
     log_start_offset = log_start_offset.max(first_base);
@@ -502,7 +515,10 @@ pub(crate) fn recover(
     let at_point = start.is_some_and(|p| p == inner.recovery_point());
     if at_point && indexes_trusted && scanned_bytes == 0 && cut_at.is_none() {
         tracing::debug!("log ends at its recovery point; nothing to recover");
-        return Ok(inner);
+        return Ok(Recovered {
+            inner,
+            dir_unsynced: false,
+        });
     }
     // Whatever was recovered is made durable before the checkpoint claims it.
     let active = inner.active();
@@ -511,7 +527,10 @@ pub(crate) fn recover(
     files.flush_indexes(OpenError::io)?;
     write_recovery_point(storage, dir, &inner)?;
     tracing::debug!(scanned_bytes, "recovery scan done");
-    Ok(inner)
+    Ok(Recovered {
+        inner,
+        dir_unsynced: false,
+    })
 }
 
 fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Result<(), OpenError> {
