@@ -9,7 +9,16 @@
 //!   binary re-run with the hidden `tcp-send` command), as a producer and a broker are.
 //! - `write_fdatasync`: 1 MiB appends to a fresh file, each followed by `fdatasync` (what
 //!   a group commit of 1 MiB costs at best).
-//! - `write_only`: the same appends without any sync (page cache).
+//! - `write_only`: the same appends without any sync (page cache). On a virtual machine
+//!   this is not one figure: a page-cache page is only as fast to fill as the memory
+//!   under it is to get. A VM whose balloon device reports free pages (Firecracker's
+//!   and QEMU's `free-page-reporting`) hands freed memory back to the host within a
+//!   few seconds, and each page taken again costs the host a fault: measured here,
+//!   1 MiB appends into such memory ran at 1.0-1.4 GB/s, into memory freed a moment
+//!   before at 4.2 GB/s, and into memory the VM had never touched at 0.33 GB/s. So
+//!   every file is deleted and the tool then waits [`FREED_MEMORY_SETTLE`] before it
+//!   goes on: the next append starts from memory in the state a broker's appends of
+//!   new data find it in, not from pages the previous measurement just freed.
 //! - `memcpy`: one thread copying a 1 MiB buffer into another, over and over.
 //!
 //! Every measurement is bounded twice: it stops after its byte count or after `--max-secs`
@@ -54,6 +63,10 @@ const MAX_SECS_LIMIT: u64 = 600;
 const PEER_GRACE: Duration = Duration::from_secs(5);
 /// How often an accept with a deadline looks again.
 const ACCEPT_POLL: Duration = Duration::from_millis(1);
+/// How long the tool waits after deleting a file, so the memory its page cache held is
+/// handed back to the host (where the VM reports free pages: seen here within 2-4.5 s of
+/// a 1 GiB delete) before the next measurement, as the module docs explain.
+const FREED_MEMORY_SETTLE: Duration = Duration::from_secs(5);
 /// Decimal units, as network and disk rates are quoted.
 const BYTES_PER_GB: f64 = 1e9;
 const BYTES_PER_MB: f64 = 1e6;
@@ -601,7 +614,8 @@ fn create_run_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
 /// Appends `total` bytes in 1 MiB writes to a fresh file in `dir` (stopping early once
 /// `max` has passed), with an `fdatasync` after each write if `sync`. The clock covers the
 /// writes and syncs, not the open; afterwards, untimed, the file is deleted and the file
-/// system synced, so nothing of this run is still being written back when the next starts.
+/// system synced, so nothing of this run is still being written back when the next starts,
+/// and the tool waits [`FREED_MEMORY_SETTLE`] (see the module docs).
 fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Result<Measurement> {
     let limit = if sync {
         Limit::WriteFdatasync
@@ -638,6 +652,7 @@ fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Resu
     drop(file);
     fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
     syncfs(dir)?;
+    thread::sleep(FREED_MEMORY_SETTLE);
     let mut m = Measurement::new(limit, total, written, elapsed);
     m.dir = Some(dir.display().to_string());
     Ok(m)
