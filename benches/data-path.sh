@@ -72,6 +72,13 @@ Environment (defaults in brackets):
   WEIR_BIN        the weir binary (A) [<cargo target dir>/release/weir]
   WEIR_BIN_B      a second weir binary (B), run in the same rounds [none]
   WEIR_LIMITS_BIN the weir-limits binary [<cargo target dir>/release/weir-limits]
+  WIRE            1: also rows 5-7, broker A only: rows 1, 2 and 4 again over the
+                  experimental binary TCP data path (A's broker started with
+                  --experimental-wire-listen 127.0.0.1:WIRE_PORT_A; weir-wire-bench with
+                  5 PRODUCEs in flight and 256 KiB batches, as weir bench's producer)
+                  [0]
+  WEIR_WIRE_BIN   the weir-wire-bench binary [<cargo target dir>/release/weir-wire-bench]
+  WIRE_PORT_A     broker A's wire port on 127.0.0.1 [17694]
   WEIR_DATA_PATH_BUILD  1: build first; 0: use what is built [1]
   WORK            work directory: data, logs, pid files, results
                   [${TMPDIR:-/tmp}/weir-data-path]
@@ -138,6 +145,8 @@ LIMIT_DIR="${LIMIT_DIR:-$WORK}"
 LOOPBACK_LIMIT="${LOOPBACK_LIMIT:-loopback_tcp_2proc}"
 PORT_A="${PORT_A:-17692}"
 PORT_B="${PORT_B:-17693}"
+WIRE="${WIRE:-0}"
+WIRE_PORT_A="${WIRE_PORT_A:-17694}"
 BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
 READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
 # Record sizes of the rows, in bytes (row 1; rows 2-4).
@@ -322,17 +331,41 @@ print("%r\t%r\t%r\t%s" % (r["records_per_sec"], r["mb_per_sec"], r["seconds"], "
 '
 }
 
-# bench LABEL ROUND ROW SCENARIO ARGS...: one row against broker LABEL; appends its
-# figures and CPU seconds to $RESULTS.
+# bench LABEL ROUND ROW SCENARIO ARGS...: one row of `weir bench` against broker LABEL.
 bench() {
     local label="$1" round="$2" row="$3" scenario="$4"
     shift 4
-    local bin="${BIN[$label]}" port="${PORT[$label]}" broker_pid="${BROKER[$label]}"
+    # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
+    run_row "$label" "$round" "$row" "${BIN[$label]}" bench "$scenario" \
+        --brokers "127.0.0.1:${PORT[$label]}" --partitions 1 --report-schema peer "$@" \
+        ${WEIR_BENCH_ARGS:-}
+}
+
+# wire_bench LABEL ROUND ROW TOPIC SUBCOMMAND ARGS...: one row of weir-wire-bench against
+# broker LABEL's experimental wire listener (WIRE=1); a produce row creates its topic
+# first with `weir topic create`.
+wire_bench() {
+    local label="$1" round="$2" row="$3" topic="$4" sub="$5"
+    shift 5
+    if [ "$sub" = produce ] && ! "${BIN[$label]}" topic create "$topic" --partitions 1 \
+        --brokers "127.0.0.1:${PORT[$label]}" >>"$LOGS/bench-$label.log" 2>&1; then
+        say "$label round $round: row $row: could not create topic $topic"
+        FAILED+=("$label round $round row $row: topic create")
+        return 1
+    fi
+    run_row "$label" "$round" "$row" "$WIRE_BIN" "$sub" \
+        --addr "127.0.0.1:${WIRE_PORT[$label]}" --topic "$topic" "$@"
+}
+
+# run_row LABEL ROUND ROW CMD...: runs CMD (which prints a weir-peer-bench/1 line) while
+# broker LABEL serves; appends its figures and CPU seconds to $RESULTS.
+run_row() {
+    local label="$1" round="$2" row="$3"
+    shift 3
+    local broker_pid="${BROKER[$label]}"
     local line figs status=0 broker_before broker_after bench_cpu broker_cpu
     broker_before="$(cpu_ticks "$broker_pid")"
-    # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
-    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$BENCH_TIMEOUT_SECS" "$bin" bench "$scenario" \
-        --brokers "127.0.0.1:$port" --partitions 1 --report-schema peer "$@" ${WEIR_BENCH_ARGS:-} \
+    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$BENCH_TIMEOUT_SECS" "$@" \
         >"$WORK/line.json" 2>>"$LOGS/bench-$label.log" || status=$?
     broker_after="$(cpu_ticks "$broker_pid")"
     if [ "$status" != 0 ]; then
@@ -386,7 +419,11 @@ run_weir() {
     fi
     rm -rf "$data"
     mkdir -p "$data"
-    "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off \
+    local wire=()
+    if [ "$WIRE" = 1 ] && [ "$label" = A ]; then
+        wire=(--experimental-wire-listen "127.0.0.1:${WIRE_PORT[$label]}")
+    fi
+    "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${wire[@]}" \
         >"$LOGS/serve-$label-$round.log" 2>&1 &
     pid=$!
     echo "$pid $(basename "$bin")" >"$PIDS/$label.pid"
@@ -412,6 +449,18 @@ run_weir() {
         # Reads back exactly the records row 2 wrote (nothing to fill first).
         bench "$label" "$round" 4 consume --topic large --record-size "$LARGE_RECORD_BYTES" \
             --count "$LARGE_RECORDS" || true
+    fi
+    if [ "${#wire[@]}" != 0 ]; then
+        # Rows 1-4 again over the experimental binary TCP path: the same broker code
+        # without gRPC. In flight: the idempotent producer's 5; batches: the client's.
+        wire_bench "$label" "$round" 5 wire-small produce --record-size "$SMALL_RECORD_BYTES" \
+            --count "$SMALL_RECORDS" --in-flight 5 --batch-bytes 256KiB || true
+        local wire_large_ok=0
+        wire_bench "$label" "$round" 6 wire-large produce --record-size "$LARGE_RECORD_BYTES" \
+            --count "$LARGE_RECORDS" --in-flight 5 --batch-bytes 256KiB && wire_large_ok=1
+        if [ "$wire_large_ok" = 1 ]; then
+            wire_bench "$label" "$round" 7 wire-large consume --count "$LARGE_RECORDS" || true
+        fi
     fi
     stop_broker "$label"
     BROKER[$label]=""
@@ -440,6 +489,9 @@ rm -f "$WORK/results.txt"
 if [ "${WEIR_DATA_PATH_BUILD:-1}" = 1 ]; then
     say "building weir-limits (release, nice -n 10)"
     (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-limits)
+    if [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; then
+        (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-wire-bench)
+    fi
     if [ -z "${WEIR_BIN:-}" ]; then
         say "building weir (release, nice -n 10)"
         (cd "$ROOT" && nice -n 10 cargo build --release -p weir-cli --bin weir)
@@ -449,14 +501,16 @@ else
 fi
 # Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
 # measurement half way. Where cargo put them: its target directory as cargo resolves it.
-if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ]; then
+if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] || { [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; }; then
     TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 fi
 LIMITS_BIN="${WEIR_LIMITS_BIN:-$TARGET_DIR/release/weir-limits}"
-declare -A BIN PORT BROKER
+declare -A BIN PORT BROKER WIRE_PORT
 BIN[A]="${WEIR_BIN:-$TARGET_DIR/release/weir}"
 PORT[A]="$PORT_A"
+WIRE_PORT[A]="$WIRE_PORT_A"
+WIRE_BIN="${WEIR_WIRE_BIN:-${TARGET_DIR:-}/release/weir-wire-bench}"
 BROKER[A]=""
 LABELS=(A)
 if [ -n "${WEIR_BIN_B:-}" ]; then
@@ -465,7 +519,9 @@ if [ -n "${WEIR_BIN_B:-}" ]; then
     BROKER[B]=""
     LABELS=(A B)
 fi
-for b in "$LIMITS_BIN" "${BIN[@]}"; do
+WIRE_BINS=()
+[ "$WIRE" = 1 ] && WIRE_BINS=("$WIRE_BIN")
+for b in "$LIMITS_BIN" "${BIN[@]}" "${WIRE_BINS[@]}"; do
     [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
 done
 declare -A DESCRIBES
@@ -567,11 +623,18 @@ ROWS = [
     (3, "3. produce 1 KiB, durable", "MB/s", "write_fdatasync"),
     (4, "4. consume 1 KiB", "MB/s", loopback),
     (4, "   (consume vs memcpy)", "MB/s", "memcpy"),
+    # WIRE=1: rows 1, 2 and 4 over the experimental binary TCP path (broker A only).
+    (5, "5. wire: produce 100 B, acks leader", "rec/s", loopback),
+    (6, "6. wire: produce 1 KiB, acks leader", "MB/s", loopback),
+    (6, "   (vs page-cache appends)", "MB/s", "write_only"),
+    (7, "7. wire: consume 1 KiB", "MB/s", loopback),
 ]
+ROWS = [r for r in ROWS if r[0] <= 4 or any(l == r[0] for (_, l) in rows)]
+SMALL_ROWS = (1, 5)
 def figure(row, v):
-    return v[0] if row == 1 else v[1]
+    return v[0] if row in SMALL_ROWS else v[1]
 def bytes_per_sec(row, v):
-    return v[0] * small_bytes if row == 1 else v[1] * 1e6
+    return v[0] * small_bytes if row in SMALL_ROWS else v[1] * 1e6
 
 header = ["workload", "bin", "median", "unit", "MB/s", "per round", "limit", "limit MB/s",
           "of limit", "bench CPU s", "broker CPU s", "run s"]
@@ -582,7 +645,7 @@ for row, name, u, limit in ROWS:
         per = rows.get((label, row), {})
         rounds = sorted(per)
         figs = [figure(row, per[r]) for r in rounds]
-        spec = ",.0f" if row == 1 else ".1f"
+        spec = ",.0f" if row in SMALL_ROWS else ".1f"
         ratios = [bytes_per_sec(row, per[r]) / limits[limit][r]
                   for r in rounds if limits.get(limit, {}).get(r)]
         lim = med(list(limits.get(limit, {}).values()))
@@ -614,7 +677,7 @@ if len(labels) == 2:
         if name.startswith(" "):
             continue
         a, b = medians[(row, name, "A")], medians[(row, name, "B")]
-        spec = ",.0f" if row == 1 else ".1f"
+        spec = ",.0f" if row in SMALL_ROWS else ".1f"
         body.append([name, u, fmt(a, spec), fmt(b, spec), fmt(a and b and b / a, ".3f")])
     table(["workload", "unit", "A", "B", "B/A"], body, 2)
 PY
