@@ -128,6 +128,11 @@ pub struct ServeArgs {
     /// racks where it can [default: none].
     #[arg(long, env = "WEIR_RACK", value_name = "RACK")]
     rack: Option<String>,
+    /// Experimental, for measurement: also serve produce and fetch over a binary TCP
+    /// protocol on ADDR (no authentication, no metadata, one partition per request; see
+    /// docs/ARCHITECTURE.md) [default: off].
+    #[arg(long, env = "WEIR_EXPERIMENTAL_WIRE_LISTEN", value_name = "ADDR")]
+    experimental_wire_listen: Option<SocketAddr>,
 }
 
 /// Checks a `host:port` flag value, so a bad one is reported against its flag.
@@ -191,6 +196,9 @@ impl ServeArgs {
         }
         if let Some(rack) = self.rack {
             config.rack = Some(rack);
+        }
+        if let Some(wire) = self.experimental_wire_listen {
+            config.wire_listen = Some(wire);
         }
         config.validate().map_err(|e| UsageError(e.to_string()))?;
         Ok(config)

@@ -84,6 +84,10 @@ pub struct ServerConfig {
     /// `host:port` clients of the external listener are told to reach this node at.
     /// `None`: derived from `external_listen` as `advertise` is from `listen`.
     pub external_advertise: Option<String>,
+    /// Experimental: an address for the binary TCP data path (`wire`), a measurement
+    /// prototype beside gRPC: PRODUCE and FETCH of one partition per request, with no
+    /// authentication, metadata or leader routing. `None` (the default): off.
+    pub wire_listen: Option<SocketAddr>,
     /// This broker's rack (or availability zone), registered with the controller:
     /// placement spreads a partition's replicas over racks. `None`: no rack.
     pub rack: Option<String>,
@@ -120,6 +124,7 @@ impl Default for ServerConfig {
             advertise: None,
             external_listen: None,
             external_advertise: None,
+            wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
@@ -165,6 +170,7 @@ impl ServerConfig {
             (self.internal_listen, "the internal listen address"),
             (self.external_listen, "the external listen address"),
             (self.admin_listen, "the admin HTTP listen address"),
+            (self.wire_listen, "the experimental wire listen address"),
         ];
         let fixed: Vec<(SocketAddr, &'static str)> = listeners
             .into_iter()

@@ -165,7 +165,8 @@ fn undecodable<'a>(
 }
 
 /// One partition's part of a fetch; `None` for the partition means it does not exist.
-async fn fetch_one(
+/// The experimental wire path (`wire`) reads raw batches through it too.
+pub(crate) async fn fetch_one(
     broker: &Broker,
     topic: &Topic,
     partition: Option<&Partition>,

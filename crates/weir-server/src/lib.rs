@@ -10,7 +10,8 @@
 //!   `internal_listen: Option<SocketAddr>`, `advertise: Option<String>` (`host:port`),
 //!   `max_request_bytes`, `retention_check_interval_ms`, `offsets_partitions`,
 //!   `group_session_timeout_ms`, `group_heartbeat_interval_ms`,
-//!   `offsets_retention_minutes`. Defaults need nothing set: `./weir-data`,
+//!   `offsets_retention_minutes`, `wire_listen: Option<SocketAddr>` (the experimental
+//!   binary TCP data path, off by default; see `wire`). Defaults need nothing set: `./weir-data`,
 //!   `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP). [`ServerConfig::validate`] checks
 //!   what types cannot.
 //! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: validates the config,
@@ -46,6 +47,7 @@ mod oversize;
 mod page;
 mod produce;
 mod status;
+mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +90,11 @@ pub use produce::{
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
 pub use weir_cluster::MAX_PARTITIONS_PER_TOPIC;
+/// Limits of the experimental binary TCP data path (`wire_listen`): what a request frame
+/// may hold beyond `max_request_bytes`, and the most batch bytes a FETCH asks for.
+pub use wire::{
+    FRAME_HEAD_ALLOWANCE as WIRE_FRAME_HEAD_ALLOWANCE, MAX_FETCH_BYTES as WIRE_MAX_FETCH_BYTES,
+};
 
 /// Largest gRPC response the broker sends; fetches are capped below it (a fetch may
 /// exceed its byte budget by one batch, at most `max.message.bytes`).
@@ -158,6 +165,8 @@ pub struct RunningServer {
     pub admin_addr: Option<SocketAddr>,
     /// The bound external client listener, if configured.
     pub external_addr: Option<SocketAddr>,
+    /// The bound experimental binary TCP listener (`wire_listen`), if configured.
+    pub wire_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
     node: ClusterNode,
     multi_node: bool,
@@ -167,6 +176,7 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
+    wire: Option<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
 }
 
@@ -216,6 +226,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bind_optional(config.external_listen, "external").await?;
     let external_advertised = external_addr.map(|a| config.external_advertised_address(a));
     let (admin_listener, admin_addr) = bind_optional(config.admin_listen, "admin HTTP").await?;
+    let (wire_listener, wire_addr) = bind_optional(config.wire_listen, "experimental wire").await?;
     let advertised = config.advertised_address(addr);
     let internal = cluster::internal_address(internal_addr, &advertised.to_string());
     let cluster::Cluster {
@@ -417,6 +428,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 .await
         })
     });
+    let wire = wire_listener.map(|listener| {
+        tracing::warn!(
+            addr = ?wire_addr,
+            "the experimental binary TCP data path is on: no authentication, for measurement only"
+        );
+        tokio::spawn(wire::serve(broker.clone(), listener, stopping.clone()))
+    });
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -436,6 +454,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         addr,
         admin_addr,
         external_addr,
+        wire_addr,
         registry,
         node,
         multi_node,
@@ -445,6 +464,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         internal_grpc,
         external_grpc,
         http,
+        wire,
         upkeep,
     })
 }
@@ -628,6 +648,9 @@ impl RunningServer {
                 .and_then(|r| r.context("admin HTTP server failed")),
             None => Ok(()),
         };
+        if let Some(wire) = self.wire {
+            let _ = wire.await;
+        }
         let _ = self.upkeep.await;
         for task in [self.internal_grpc, self.external_grpc]
             .into_iter()
