@@ -72,13 +72,12 @@ Environment (defaults in brackets):
   WEIR_BIN        the weir binary (A) [<cargo target dir>/release/weir]
   WEIR_BIN_B      a second weir binary (B), run in the same rounds [none]
   WEIR_LIMITS_BIN the weir-limits binary [<cargo target dir>/release/weir-limits]
-  WIRE            1: also rows 5-7, broker A only: rows 1, 2 and 4 again over the
-                  experimental binary TCP data path (A's broker started with
-                  --experimental-wire-listen 127.0.0.1:WIRE_PORT_A; weir-wire-bench with
-                  5 PRODUCEs in flight and 256 KiB batches, as weir bench's producer)
-                  [0]
+  WIRE            1: also part W in every round: a fresh broker of binary A started
+                  with --experimental-wire-listen, and rows 1, 2 and 4 again over the
+                  experimental binary TCP data path as rows 5-7 (weir-wire-bench with 5
+                  PRODUCEs in flight and 256 KiB batches, as weir bench's producer) [0]
   WEIR_WIRE_BIN   the weir-wire-bench binary [<cargo target dir>/release/weir-wire-bench]
-  WIRE_PORT_A     broker A's wire port on 127.0.0.1 [17694]
+  PORT_W [17694]  WIRE_PORT_W [17695]   part W's gRPC and wire ports on 127.0.0.1
   WEIR_DATA_PATH_BUILD  1: build first; 0: use what is built [1]
   WORK            work directory: data, logs, pid files, results
                   [${TMPDIR:-/tmp}/weir-data-path]
@@ -146,7 +145,8 @@ LOOPBACK_LIMIT="${LOOPBACK_LIMIT:-loopback_tcp_2proc}"
 PORT_A="${PORT_A:-17692}"
 PORT_B="${PORT_B:-17693}"
 WIRE="${WIRE:-0}"
-WIRE_PORT_A="${WIRE_PORT_A:-17694}"
+PORT_W="${PORT_W:-17694}"
+WIRE_PORT_W="${WIRE_PORT_W:-17695}"
 BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
 READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
 # Record sizes of the rows, in bytes (row 1; rows 2-4).
@@ -230,6 +230,7 @@ on_exit() {
     fi
     stop_broker A
     stop_broker B
+    stop_broker W
     rm -rf "${DATA:?}"
     exit "$status"
 }
@@ -354,7 +355,7 @@ wire_bench() {
         return 1
     fi
     run_row "$label" "$round" "$row" "$WIRE_BIN" "$sub" \
-        --addr "127.0.0.1:${WIRE_PORT[$label]}" --topic "$topic" "$@"
+        --addr "127.0.0.1:$WIRE_PORT_W" --topic "$topic" "$@"
 }
 
 # run_row LABEL ROUND ROW CMD...: runs CMD (which prints a weir-peer-bench/1 line) while
@@ -407,8 +408,8 @@ weir_ready() {
     fi
 }
 
-# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4, the broker stopped and
-# its data removed.
+# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4 (W: rows 5-7 over its
+# wire listener), the broker stopped and its data removed.
 run_weir() {
     local label="$1" round="$2" deadline pid
     local bin="${BIN[$label]}" port="${PORT[$label]}" data="$DATA/$label"
@@ -420,8 +421,8 @@ run_weir() {
     rm -rf "$data"
     mkdir -p "$data"
     local wire=()
-    if [ "$WIRE" = 1 ] && [ "$label" = A ]; then
-        wire=(--experimental-wire-listen "127.0.0.1:${WIRE_PORT[$label]}")
+    if [ "$label" = W ]; then
+        wire=(--experimental-wire-listen "127.0.0.1:$WIRE_PORT_W")
     fi
     "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${wire[@]}" \
         >"$LOGS/serve-$label-$round.log" 2>&1 &
@@ -438,6 +439,22 @@ run_weir() {
         sleep 0.1
     done
     say "$label round $round: $bin serve on 127.0.0.1:$port (pid $pid)"
+    if [ "$label" = W ]; then
+        run_wire_rows "$round"
+    else
+        run_grpc_rows "$label" "$round"
+    fi
+    stop_broker "$label"
+    BROKER[$label]=""
+    rm -rf "$data"
+    # Gives the memory the deleted data held back to the host before the next part, as
+    # weir-limits does after each file (see FREED_MEMORY_SETTLE_SECS).
+    sleep "$FREED_MEMORY_SETTLE_SECS"
+}
+
+# run_grpc_rows LABEL ROUND: rows 1-4 through gRPC with `weir bench`.
+run_grpc_rows() {
+    local label="$1" round="$2"
     bench "$label" "$round" 1 produce --topic small --record-size "$SMALL_RECORD_BYTES" \
         --count "$SMALL_RECORDS" --acks leader || true
     local large_ok=0
@@ -450,24 +467,22 @@ run_weir() {
         bench "$label" "$round" 4 consume --topic large --record-size "$LARGE_RECORD_BYTES" \
             --count "$LARGE_RECORDS" || true
     fi
-    if [ "${#wire[@]}" != 0 ]; then
-        # Rows 1-4 again over the experimental binary TCP path: the same broker code
-        # without gRPC. In flight: the idempotent producer's 5; batches: the client's.
-        wire_bench "$label" "$round" 5 wire-small produce --record-size "$SMALL_RECORD_BYTES" \
-            --count "$SMALL_RECORDS" --in-flight 5 --batch-bytes 256KiB || true
-        local wire_large_ok=0
-        wire_bench "$label" "$round" 6 wire-large produce --record-size "$LARGE_RECORD_BYTES" \
-            --count "$LARGE_RECORDS" --in-flight 5 --batch-bytes 256KiB && wire_large_ok=1
-        if [ "$wire_large_ok" = 1 ]; then
-            wire_bench "$label" "$round" 7 wire-large consume --count "$LARGE_RECORDS" || true
-        fi
+}
+
+# run_wire_rows ROUND: rows 1, 2 and 4 again, as rows 5-7, over the experimental binary
+# TCP path of a broker of binary A (part W, a broker of its own so that these rows find
+# the page cache as rows 1-4 find it): the same broker code without gRPC. In flight: the
+# idempotent producer's 5; batches: the client's 256 KiB.
+run_wire_rows() {
+    local round="$1"
+    wire_bench W "$round" 5 small produce --record-size "$SMALL_RECORD_BYTES" \
+        --count "$SMALL_RECORDS" --in-flight 5 --batch-bytes 256KiB || true
+    local large_ok=0
+    wire_bench W "$round" 6 large produce --record-size "$LARGE_RECORD_BYTES" \
+        --count "$LARGE_RECORDS" --in-flight 5 --batch-bytes 256KiB && large_ok=1
+    if [ "$large_ok" = 1 ]; then
+        wire_bench W "$round" 7 large consume --count "$LARGE_RECORDS" || true
     fi
-    stop_broker "$label"
-    BROKER[$label]=""
-    rm -rf "$data"
-    # Gives the memory the deleted data held back to the host before the next part, as
-    # weir-limits does after each file (see FREED_MEMORY_SETTLE_SECS).
-    sleep "$FREED_MEMORY_SETTLE_SECS"
 }
 
 # --- Main --------------------------------------------------------------------------------
@@ -479,6 +494,7 @@ trap 'exit 143' TERM
 # What a killed earlier run may have left running (its own pid files only).
 stop_broker A
 stop_broker B
+stop_broker W
 rm -rf "$DATA" "$LOGS"
 mkdir -p "$DATA" "$LOGS" "$LIMIT_DIR"
 : >"$RESULTS"
@@ -506,10 +522,9 @@ if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] || { [ "$WIRE" = 1 ] 
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 fi
 LIMITS_BIN="${WEIR_LIMITS_BIN:-$TARGET_DIR/release/weir-limits}"
-declare -A BIN PORT BROKER WIRE_PORT
+declare -A BIN PORT BROKER
 BIN[A]="${WEIR_BIN:-$TARGET_DIR/release/weir}"
 PORT[A]="$PORT_A"
-WIRE_PORT[A]="$WIRE_PORT_A"
 WIRE_BIN="${WEIR_WIRE_BIN:-${TARGET_DIR:-}/release/weir-wire-bench}"
 BROKER[A]=""
 LABELS=(A)
@@ -520,7 +535,13 @@ if [ -n "${WEIR_BIN_B:-}" ]; then
     LABELS=(A B)
 fi
 WIRE_BINS=()
-[ "$WIRE" = 1 ] && WIRE_BINS=("$WIRE_BIN")
+if [ "$WIRE" = 1 ]; then
+    WIRE_BINS=("$WIRE_BIN")
+    BIN[W]="${BIN[A]}"
+    PORT[W]="$PORT_W"
+    BROKER[W]=""
+    LABELS+=(W)
+fi
 for b in "$LIMITS_BIN" "${BIN[@]}" "${WIRE_BINS[@]}"; do
     [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
 done
@@ -533,7 +554,7 @@ for label in "${LABELS[@]}"; do
     fi
     say "$label: ${BIN[$label]} ($("${BIN[$label]}" --version))"
 done
-if [ "${#LABELS[@]}" = 2 ] && cmp -s "${BIN[A]}" "${BIN[B]}"; then
+if [ -n "${BIN[B]:-}" ] && cmp -s "${BIN[A]}" "${BIN[B]}"; then
     say "warning: A and B are the same binary"
 fi
 say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); data in $WORK ($(df -h --output=source,fstype "$WORK" | tail -n1 | tr -s ' '))"
@@ -630,6 +651,9 @@ ROWS = [
     (7, "7. wire: consume 1 KiB", "MB/s", loopback),
 ]
 ROWS = [r for r in ROWS if r[0] <= 4 or any(l == r[0] for (_, l) in rows)]
+# Part W has rows 5-7 only; A and B rows 1-4 only.
+def has_row(label, row):
+    return (row >= 5) == (label == "W")
 SMALL_ROWS = (1, 5)
 def figure(row, v):
     return v[0] if row in SMALL_ROWS else v[1]
@@ -642,6 +666,8 @@ body = []
 medians = {}
 for row, name, u, limit in ROWS:
     for label in labels:
+        if not has_row(label, row):
+            continue
         per = rows.get((label, row), {})
         rounds = sorted(per)
         figs = [figure(row, per[r]) for r in rounds]
@@ -669,12 +695,14 @@ print("""
   records/s x %d B against loopback bytes/s). MB/s: 10^6 bytes of record values a second.
   bench CPU s: user+sys of the weir bench process (its whole run, set-up included);
   broker CPU s: the broker's user+sys during that run; run s: the measured seconds.""" % small_bytes)
-if len(labels) == 2:
+if "B" in labels:
     print()
     print("B/A of the medians:")
     body = []
     for row, name, u, limit in ROWS:
         if name.startswith(" "):
+            continue
+        if row >= 5:
             continue
         a, b = medians[(row, name, "A")], medians[(row, name, "B")]
         spec = ",.0f" if row in SMALL_ROWS else ".1f"

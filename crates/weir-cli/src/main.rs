@@ -12,6 +12,7 @@ mod consume;
 mod dev;
 mod group;
 mod healthcheck;
+mod memory;
 mod output;
 mod partition;
 mod plan;
@@ -82,6 +83,7 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         client_logging();
