@@ -23,9 +23,10 @@
 //! `glibc.malloc.` setting is left to rule instead. Other C libraries (musl) and systems
 //! are left as they are.
 
-/// Largest allocation served from malloc's arenas rather than a fresh `mmap` of its own
-/// (glibc's own ceiling for this setting on 64-bit: 32 MiB). Above every request and
-/// fetch buffer the broker allocates (1 MiB batches, fetches of at most a few MiB).
+/// Largest allocation served from malloc's arenas rather than a fresh `mmap` of its own:
+/// above every request and fetch buffer of the data path (batches up to 1 MiB, fetches
+/// of a few MiB); a rarer, larger one (a 64 MiB request) still gets its own mapping and
+/// gives it back when freed.
 pub const MMAP_THRESHOLD_BYTES: i32 = 32 * 1024 * 1024;
 
 /// Most free memory kept at the top of an arena before the rest goes back to the
@@ -41,8 +42,10 @@ pub fn keep_freed_memory() {
         if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
             return;
         }
-        // SAFETY: mallopt only changes malloc's parameters; it is called before any
-        // other thread exists and takes plain integers.
+        // SAFETY: mallopt only changes malloc's parameters (under malloc's own lock);
+        // it is called before any other thread exists and takes plain integers. glibc
+        // takes any value for these two (2.36 returns 1 even for a negative one), so
+        // there is no refusal to report.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
             libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
