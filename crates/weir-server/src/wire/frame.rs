@@ -360,6 +360,86 @@ mod tests {
         assert!(parse(frame(KIND_PRODUCE, 1, &body)).is_err());
     }
 
+    /// A PRODUCE frame as a client writes it.
+    fn produce_frame(
+        id: u64,
+        acks: u8,
+        timeout_ms: u32,
+        topic: &str,
+        partition: u32,
+        batches: &[u8],
+    ) -> BytesMut {
+        let mut body = BytesMut::new();
+        body.put_u8(acks);
+        body.put_u32(timeout_ms);
+        body.put_u16(topic.len() as u16);
+        body.put_slice(topic.as_bytes());
+        body.put_u32(partition);
+        body.put_slice(batches);
+        frame(KIND_PRODUCE, id, &body)
+    }
+
+    proptest::proptest! {
+        /// The batch bytes the broker hands to the log are the bytes the client sent, as
+        /// a slice of the frame it read (no copy), and every field comes back as sent.
+        #[test]
+        fn produce_frames_give_back_what_was_sent(
+            id in proptest::prelude::any::<u64>(),
+            acks in 0u8..3,
+            timeout_ms in proptest::prelude::any::<u32>(),
+            topic in "[a-zA-Z0-9._-]{1,249}",
+            partition in proptest::prelude::any::<u32>(),
+            batches in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..4096),
+        ) {
+            let buf = produce_frame(id, acks, timeout_ms, &topic, partition, &batches).freeze();
+            let h = head(&buf, 1 << 20).expect("whole head").expect("length ok");
+            proptest::prop_assert_eq!((h.length, h.correlation_id), (buf.len() - LENGTH_BYTES, id));
+            let frame = buf.slice(LENGTH_BYTES..);
+            let Ok(Request::Produce(p)) = request(h, frame.clone()) else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a produce"));
+            };
+            proptest::prop_assert_eq!(p.acks as u8, acks);
+            proptest::prop_assert_eq!((p.timeout_ms, p.topic.as_str(), p.partition), (timeout_ms, topic.as_str(), partition));
+            proptest::prop_assert_eq!(&p.batches[..], &batches[..]);
+            let start = frame.as_ptr() as usize;
+            let at = p.batches.as_ptr() as usize;
+            proptest::prop_assert!(at >= start && at + p.batches.len() <= start + frame.len());
+        }
+
+        /// Any bytes at all are a whole request, a refusal or "not all here yet": never
+        /// a panic, and never a request read past the frame's own length.
+        #[test]
+        fn any_bytes_are_read_or_refused(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Some(Ok(h)) = head(&bytes, 1 << 20)
+                && bytes.len() >= LENGTH_BYTES + h.length
+            {
+                let frame = Bytes::copy_from_slice(&bytes[LENGTH_BYTES..LENGTH_BYTES + h.length]);
+                if let Ok(Request::Produce(p)) = request(h, frame) {
+                    proptest::prop_assert!(p.batches.len() < h.length);
+                }
+            }
+        }
+
+        /// A FETCH_RESPONSE head's length counts the batch bytes sent after it, so a
+        /// client reading `length` bytes gets exactly the head's fields and the batches.
+        #[test]
+        fn fetch_answer_lengths_cover_the_batches(
+            id in proptest::prelude::any::<u64>(),
+            message in ".{0,64}",
+            batches_len in 0usize..(16 << 20),
+        ) {
+            let h = fetch_response_head(id, 0, 10, 5, &message, batches_len);
+            let mut b = &h[..];
+            let length = b.get_u32() as usize;
+            proptest::prop_assert_eq!(length, h.len() - LENGTH_BYTES + batches_len);
+            proptest::prop_assert_eq!((b.get_u8(), b.get_u64()), (KIND_FETCH_RESPONSE, id));
+            b.advance(4 + 8 + 8);
+            let n = b.get_u16() as usize;
+            proptest::prop_assert_eq!(n, b.len());
+            proptest::prop_assert_eq!(std::str::from_utf8(b).ok(), Some(message.as_str()));
+        }
+    }
+
     #[test]
     fn long_messages_are_cut_at_a_character() {
         let message = "é".repeat(MAX_MESSAGE_BYTES);
