@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use weir_client::{BatchDelivery, DeliveryFuture, Producer, ProducerRecord, RecordRef};
+use weir_client::{
+    BatchDelivery, ClientError, DeliveryFuture, Producer, ProducerRecord, RecordRef,
+};
 
 use super::{BenchConfig, Measured, Progress, Report, Stop, latency_histogram, random_values};
 
@@ -94,14 +96,13 @@ async fn send_chunks(
     producer: &Producer,
     stop: Stop,
     progress: &Progress,
-    mut latency: Option<&mut Histogram<u64>>,
+    latency: Option<&mut Histogram<u64>>,
 ) -> anyhow::Result<u64> {
     let value = random_values(config.record_bytes);
     let chunk = chunk_records(config);
     let started = Instant::now();
-    let mut pending: VecDeque<(Instant, BatchDelivery)> = VecDeque::new();
+    let mut window = Window::new(latency);
     let mut sent: u64 = 0;
-    let mut acknowledged: u64 = 0;
     loop {
         let records = match stop {
             Stop::Count(n) => chunk.min(n - sent),
@@ -124,24 +125,13 @@ async fn send_chunks(
             return Err(error.clone()).context("a record was refused");
         }
         sent += records;
-        pending.push_back((at, delivery));
-        while let Some(result) = pending.front().and_then(|(_, d)| d.try_result()) {
-            let (at, delivery) = pending.pop_front().expect("front exists");
-            result.context("a record was not written")?;
-            if let Some(h) = latency.as_deref_mut() {
-                h.saturating_record(at.elapsed().as_micros() as u64);
-            }
-            acknowledged += delivery.record_count();
-        }
-        progress.done.store(acknowledged, Ordering::Relaxed);
+        window.sent(at, records, delivery);
+        progress
+            .done
+            .store(window.acknowledged()?, Ordering::Relaxed);
     }
     producer.flush().await;
-    while let Some((at, delivery)) = pending.pop_front() {
-        delivery.wait().await.context("a record was not written")?;
-        if let Some(h) = latency.as_deref_mut() {
-            h.saturating_record(at.elapsed().as_micros() as u64);
-        }
-    }
+    window.wait_all().await?;
     Ok(sent)
 }
 
@@ -151,14 +141,13 @@ async fn send_per_record(
     producer: &Producer,
     stop: Stop,
     progress: &Progress,
-    mut latency: Option<&mut Histogram<u64>>,
+    latency: Option<&mut Histogram<u64>>,
 ) -> anyhow::Result<u64> {
     let topic: Arc<str> = config.topic.as_str().into();
     let value = random_values(config.record_bytes);
     let started = Instant::now();
-    let mut pending: VecDeque<(Instant, DeliveryFuture)> = VecDeque::new();
+    let mut window = Window::new(latency);
     let mut sent: u64 = 0;
-    let mut acknowledged: u64 = 0;
     loop {
         match stop {
             Stop::Count(n) if sent >= n => break,
@@ -173,23 +162,89 @@ async fn send_per_record(
             .await
             .with_context(|| format!("producing to topic {}", config.topic))?;
         sent += 1;
-        pending.push_back((at, delivery));
-        while let Some(result) = pending.front().and_then(|(_, d)| d.try_result()) {
-            let (at, _) = pending.pop_front().expect("front exists");
-            result.context("a record was not written")?;
-            if let Some(h) = latency.as_deref_mut() {
-                h.saturating_record(at.elapsed().as_micros() as u64);
-            }
-            acknowledged += 1;
-        }
-        progress.done.store(acknowledged, Ordering::Relaxed);
+        window.sent(at, 1, delivery);
+        progress
+            .done
+            .store(window.acknowledged()?, Ordering::Relaxed);
     }
     producer.flush().await;
-    while let Some((at, delivery)) = pending.pop_front() {
-        delivery.wait().await.context("a record was not written")?;
-        if let Some(h) = latency.as_deref_mut() {
-            h.saturating_record(at.elapsed().as_micros() as u64);
+    window.wait_all().await?;
+    Ok(sent)
+}
+
+/// What both send paths wait on: `send`'s [`DeliveryFuture`] (one record) or
+/// `send_all`'s [`BatchDelivery`] (a chunk).
+trait Delivery {
+    /// The outcome, if it is known yet.
+    fn finished(&self) -> Option<Result<(), ClientError>>;
+    /// Waits for the outcome.
+    fn wait(self) -> impl Future<Output = Result<(), ClientError>>;
+}
+
+impl Delivery for BatchDelivery {
+    fn finished(&self) -> Option<Result<(), ClientError>> {
+        self.try_result().map(|r| r.map(drop))
+    }
+    async fn wait(self) -> Result<(), ClientError> {
+        BatchDelivery::wait(self).await.map(drop)
+    }
+}
+
+impl Delivery for DeliveryFuture {
+    fn finished(&self) -> Option<Result<(), ClientError>> {
+        self.try_result().map(|r| r.map(drop))
+    }
+    async fn wait(self) -> Result<(), ClientError> {
+        DeliveryFuture::wait(self).await.map(drop)
+    }
+}
+
+/// Sends waiting for their acknowledgement, oldest first, each with when it was sent and
+/// its records; acknowledgements are taken in send order, each a latency sample.
+struct Window<'a, D> {
+    pending: VecDeque<(Instant, u64, D)>,
+    acknowledged: u64,
+    latency: Option<&'a mut Histogram<u64>>,
+}
+
+impl<'a, D: Delivery> Window<'a, D> {
+    fn new(latency: Option<&'a mut Histogram<u64>>) -> Self {
+        Window {
+            pending: VecDeque::new(),
+            acknowledged: 0,
+            latency,
         }
     }
-    Ok(sent)
+
+    fn sent(&mut self, at: Instant, records: u64, delivery: D) {
+        self.pending.push_back((at, records, delivery));
+    }
+
+    /// Takes the acknowledgements that have come, from the oldest send until one that
+    /// has not; returns the records acknowledged so far. Fails at the first record that
+    /// was not written.
+    fn acknowledged(&mut self) -> anyhow::Result<u64> {
+        while let Some(result) = self.pending.front().and_then(|(_, _, d)| d.finished()) {
+            let (at, records, _) = self.pending.pop_front().expect("front exists");
+            result.context("a record was not written")?;
+            self.sample(at);
+            self.acknowledged += records;
+        }
+        Ok(self.acknowledged)
+    }
+
+    /// Waits for every acknowledgement still to come, in send order.
+    async fn wait_all(mut self) -> anyhow::Result<()> {
+        while let Some((at, _, delivery)) = self.pending.pop_front() {
+            delivery.wait().await.context("a record was not written")?;
+            self.sample(at);
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self, sent_at: Instant) {
+        if let Some(h) = self.latency.as_deref_mut() {
+            h.saturating_record(sent_at.elapsed().as_micros() as u64);
+        }
+    }
 }
