@@ -2,25 +2,27 @@
 //! it belongs to, so a directory is never served under another node's id, nor joined to
 //! another cluster, by mistake (Kafka's `meta.properties`).
 //!
-//! File layout (`node.weir`):
+//! File layout (`node.weir`): one [`weir_log::framed_file`] frame without a kind field,
 //! `magic "WEIRNODE" | version u16 | payload_len u32 | payload (JSON) | crc32 u32`,
-//! big-endian, CRC-32 (IEEE) over everything before it; the payload is
-//! `{"node_id": 1, "cluster_id": "<uuid>"}`. The frame is the one `metadata.weir` uses.
+//! big-endian, CRC-32 (IEEE) over everything before it, at most [`MAX_IDENTITY_BYTES`]
+//! in all; the payload is `{"node_id":1,"cluster_id":"<uuid>"}`
+//! (`docs/storage-format.md` § Small framed files).
 //!
 //! The stamp is written once, when a directory without one is first opened: to
-//! `node.weir.tmp`, fsynced, renamed over `node.weir`, and the directory fsynced, so a
+//! `node.weir.tmp`, fdatasynced, renamed over `node.weir`, and the directory fsynced, so a
 //! crash leaves no stamp (the next start stamps again) or the whole stamp. It is never
 //! rewritten: a corrupt stamp stops the broker, since replacing it would discard the one
 //! record of whose directory this is.
 
-use std::fs::{self, File};
-use std::io::{self, Read};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use weir_log::framed_file::{FramedFileError, Framing};
+use weir_log::storage::FileStorage;
 
 use crate::error::MetadataError;
-use crate::framed_file::Framing;
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 
@@ -29,8 +31,8 @@ pub const IDENTITY_FILE: &str = "node.weir";
 const MAGIC: &[u8; 8] = b"WEIRNODE";
 /// Bumped when the payload changes incompatibly.
 pub const IDENTITY_VERSION: u16 = 1;
-/// An identity file larger than this is corrupt (a real one is under 100 bytes); checked
-/// before the file is read into memory.
+/// An identity file larger than this, frame included, is corrupt (a real one is under 100
+/// bytes); checked before the file is read into memory.
 pub const MAX_IDENTITY_BYTES: usize = 4096;
 /// Longest cluster id accepted (a UUID string is 36 bytes; Kafka's base64 ids are 22).
 pub const MAX_CLUSTER_ID_BYTES: usize = 64;
@@ -99,32 +101,10 @@ impl NodeIdentity {
     /// nothing against the configuration (see [`check_node_id`](Self::check_node_id)).
     pub fn load(data_dir: &Path) -> Result<Option<NodeIdentity>, IdentityError> {
         let path = data_dir.join(IDENTITY_FILE);
-        let mut file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(IdentityError::Io { path, source }),
+        let Some(payload) = FRAMING.read(&FileStorage, &path)? else {
+            return Ok(None);
         };
-        let io = |source| IdentityError::Io {
-            path: path.clone(),
-            source,
-        };
-        let len = file.metadata().map_err(io)?.len();
-        if len > MAX_IDENTITY_BYTES as u64 {
-            return Err(IdentityError::Corrupt {
-                path,
-                reason: format!("file is {len} bytes; the limit is {MAX_IDENTITY_BYTES}"),
-            });
-        }
-        let mut buf = Vec::with_capacity(len as usize);
-        // `take` bounds the read even if the file grew since `metadata`.
-        (&mut file)
-            .take(MAX_IDENTITY_BYTES as u64 + 1)
-            .read_to_end(&mut buf)
-            .map_err(io)?;
-        let stamp = decode(&buf).map_err(|reason| IdentityError::Corrupt {
-            path: path.clone(),
-            reason,
-        })?;
+        let stamp = decode(&payload).map_err(|reason| IdentityError::Corrupt { path, reason })?;
         Ok(Some(NodeIdentity {
             data_dir: data_dir.to_path_buf(),
             stamp,
@@ -242,15 +222,15 @@ impl NodeIdentity {
         })
     }
 
-    /// Writes the stamp: temp file, fsync, rename, fsync directory.
+    /// Writes the stamp: temp file, fdatasync, rename, fsync directory.
     fn store(&self) -> Result<(), IdentityError> {
         let dir = &self.data_dir;
         fs::create_dir_all(dir).map_err(|source| IdentityError::Io {
             path: dir.clone(),
             source,
         })?;
-        crate::framed_file::write_atomically(dir, IDENTITY_FILE, &encode(&self.stamp))
-            .map_err(|(path, source)| IdentityError::Io { path, source })
+        let payload = serde_json::to_vec(&self.stamp).expect("identity serializes");
+        Ok(FRAMING.write(&FileStorage, dir, IDENTITY_FILE, &payload)?)
     }
 }
 
@@ -271,21 +251,31 @@ fn validate_cluster_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `node.weir`'s frame.
+/// `node.weir`'s frame: no kind field, 14 bytes of header and 4 of CRC around the
+/// payload, so the whole file stays within [`MAX_IDENTITY_BYTES`].
 const FRAMING: Framing = Framing {
     magic: MAGIC,
     version: IDENTITY_VERSION,
-    max_file_bytes: MAX_IDENTITY_BYTES,
+    kind: None,
+    max_payload_bytes: MAX_IDENTITY_BYTES - 18,
     what: "node identity file",
 };
+const _: () = assert!(FRAMING.max_file_bytes() == MAX_IDENTITY_BYTES);
 
-fn encode(stamp: &Stamp) -> Vec<u8> {
-    let payload = serde_json::to_vec(stamp).expect("identity serializes");
-    FRAMING.encode(&payload)
+impl From<FramedFileError> for IdentityError {
+    fn from(e: FramedFileError) -> Self {
+        match e {
+            FramedFileError::Io { path, source } => IdentityError::Io { path, source },
+            FramedFileError::Corrupt { path, source } => IdentityError::Corrupt {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
 }
 
-fn decode(buf: &[u8]) -> Result<Stamp, String> {
-    let payload = FRAMING.decode(buf)?;
+/// The stamp in a payload, checked as a new stamp would be.
+fn decode(payload: &[u8]) -> Result<Stamp, String> {
     let stamp: Stamp = serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))?;
     if stamp.node_id < 0 {
         return Err(format!("node id {} is negative", stamp.node_id));
@@ -307,14 +297,8 @@ mod tests {
     /// Writes a frame around `payload` with a valid CRC, as a future or foreign writer
     /// might.
     fn write_frame(dir: &Path, version: u16, payload: &[u8]) {
-        let mut buf = Vec::new();
-        buf.extend_from_slice(MAGIC);
-        buf.extend_from_slice(&version.to_be_bytes());
-        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        buf.extend_from_slice(payload);
-        let crc = crc32fast::hash(&buf);
-        buf.extend_from_slice(&crc.to_be_bytes());
-        fs::write(identity_path(dir), buf).unwrap();
+        let framing = Framing { version, ..FRAMING };
+        fs::write(identity_path(dir), framing.encode(payload)).unwrap();
     }
 
     fn assert_corrupt(dir: &Path, what: &str, expected: &str) {
@@ -355,6 +339,25 @@ mod tests {
             bytes,
             "not rewritten"
         );
+    }
+
+    use weir_log::framed_file::golden_hex as hex;
+
+    /// `node.weir`'s bytes, pinned as the first release wrote them (every data directory
+    /// holds one, never rewritten): magic | version | payload length | payload (JSON) |
+    /// CRC-32; no kind field.
+    #[test]
+    fn golden_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = NodeIdentity::stamp_joined(dir.path(), 1, "c").unwrap();
+        let golden = [
+            &hex("574549524e4f4445 0001 0000001e")[..],
+            br#"{"node_id":1,"cluster_id":"c"}"#,
+            &hex("1e98ceab"),
+        ]
+        .concat();
+        assert_eq!(fs::read(identity_path(dir.path())).unwrap(), golden);
+        assert_eq!(NodeIdentity::load(dir.path()).unwrap(), Some(identity));
     }
 
     #[test]
@@ -468,8 +471,8 @@ mod tests {
             0,
             1,
             8,
-            crate::framed_file::FRAME_BYTES - 1,
-            crate::framed_file::FRAME_BYTES,
+            FRAMING.frame_bytes() - 1,
+            FRAMING.frame_bytes(),
             good.len() / 2,
             good.len() - 1,
         ] {
@@ -522,5 +525,31 @@ mod tests {
         );
         identity.check_node_id(0).unwrap();
         assert!(identity.check_node_id(1).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever lies under the name, `load` returns an identity or a corruption naming
+        /// the file: never a panic, and never a stamp that fails the checks a new one
+        /// passes.
+        #[test]
+        fn any_file_is_loaded_or_refused_as_corrupt(
+            bytes in crate::framed_file_damage::damaged_files(
+                FRAMING,
+                br#"{"node_id":1,"cluster_id":"c"}"#.to_vec(),
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            fs::write(identity_path(dir.path()), &bytes).unwrap();
+            match NodeIdentity::load(dir.path()) {
+                Ok(Some(identity)) => {
+                    proptest::prop_assert!(identity.node_id() >= 0);
+                    proptest::prop_assert!(validate_cluster_id(identity.cluster_id()).is_ok());
+                }
+                Err(IdentityError::Corrupt { path, .. }) => {
+                    proptest::prop_assert_eq!(path, identity_path(dir.path()));
+                }
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 }

@@ -1,19 +1,21 @@
 //! Small state files written atomically: the recovery point, the log start offset, the
 //! leader-epoch history, the high watermark and the producer-state snapshot.
 //!
-//! Each file is `magic "WEIRCKPT" | version u16 | kind u16 | payload_len u32 | payload |
-//! crc32 u32` (big-endian; CRC-32 IEEE over everything before it). Writes go to
-//! `<name>.tmp`, which is fsynced, renamed over `<name>`, and the directory fsynced, so a
-//! crash leaves either the old file or the new one, never a mix.
+//! Each file is one [`framed_file`](crate::framed_file) frame with a kind field:
+//! `magic "WEIRCKPT" | version u16 | kind u16 | payload_len u32 | payload | crc32 u32`
+//! (big-endian; CRC-32 IEEE over everything before it), replaced atomically
+//! ([`write_atomically`](crate::framed_file::write_atomically): `<name>.tmp`, fdatasync,
+//! rename over `<name>`, directory fsync), so a crash leaves either the old file or the
+//! new one, never a mix.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::CheckpointError;
+use crate::framed_file::Framing;
 use crate::storage::Storage;
 
 const MAGIC: &[u8; 8] = b"WEIRCKPT";
 const VERSION: u16 = 1;
-const FRAME_BYTES: usize = 8 + 2 + 2 + 4 + 4;
 /// No checkpoint payload is larger; a length beyond it means corruption.
 pub const MAX_PAYLOAD_BYTES: usize = 1 << 20;
 
@@ -48,6 +50,23 @@ impl Kind {
             _ => MAX_PAYLOAD_BYTES,
         }
     }
+
+    /// This kind's frame.
+    pub fn framing(self) -> Framing {
+        Framing {
+            magic: MAGIC,
+            version: VERSION,
+            kind: Some(self as u16),
+            max_payload_bytes: self.max_payload_bytes(),
+            what: match self {
+                Kind::RecoveryPoint => "recovery point checkpoint",
+                Kind::LogStartOffset => "log start offset checkpoint",
+                Kind::LeaderEpochs => "leader epoch checkpoint",
+                Kind::HighWatermark => "high watermark checkpoint",
+                Kind::ProducerState => "producer state checkpoint",
+            },
+        }
+    }
 }
 
 /// Largest producer-state snapshot: `MAX_SNAPSHOT_PRODUCERS` producers of at most 144
@@ -56,41 +75,20 @@ pub const MAX_PRODUCER_STATE_BYTES: usize = 12
     + crate::producers::MAX_SNAPSHOT_PRODUCERS
         * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT);
 
-/// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fsync, rename, fsync
-/// directory.
+/// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fdatasync, rename,
+/// fsync directory.
+///
+/// Panics if the payload is over the kind's limit (a checkpoint this build would refuse
+/// to read).
 pub fn write(
     storage: &dyn Storage,
     dir: &Path,
     kind: Kind,
     payload: &[u8],
 ) -> Result<(), CheckpointError> {
-    assert!(
-        payload.len() <= kind.max_payload_bytes(),
-        "checkpoint payload over its limit"
-    );
-    let path = dir.join(kind.file_name());
-    let tmp = tmp_path(&path);
-    let mut buf = Vec::with_capacity(FRAME_BYTES + payload.len());
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&VERSION.to_be_bytes());
-    buf.extend_from_slice(&(kind as u16).to_be_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| CheckpointError::io(p, e)
-    };
-    let file = storage.open(&tmp, true).map_err(io(&tmp))?;
-    file.set_len(0).map_err(io(&tmp))?;
-    file.write_all_at(&buf, 0).map_err(io(&tmp))?;
-    file.sync_data().map_err(io(&tmp))?;
-    drop(file);
-    storage.rename(&tmp, &path).map_err(io(&path))?;
-    storage.sync_dir(dir).map_err(io(dir))?;
-    Ok(())
+    Ok(kind
+        .framing()
+        .write(storage, dir, kind.file_name(), payload)?)
 }
 
 /// Reads the `kind` checkpoint in `dir`; `Ok(None)` if there is none.
@@ -99,51 +97,7 @@ pub fn read(
     dir: &Path,
     kind: Kind,
 ) -> Result<Option<Vec<u8>>, CheckpointError> {
-    let path = dir.join(kind.file_name());
-    let file = match storage.open(&path, false) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(CheckpointError::io(path, e)),
-    };
-    let corrupt = |reason: String| CheckpointError::Corrupt {
-        path: path.clone(),
-        reason,
-    };
-    let len = file
-        .size()
-        .map_err(|e| CheckpointError::io(path.clone(), e))? as usize;
-    if !(FRAME_BYTES..=FRAME_BYTES + kind.max_payload_bytes()).contains(&len) {
-        return Err(corrupt(format!("file is {len} bytes")));
-    }
-    let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, 0)
-        .map_err(|e| CheckpointError::io(path.clone(), e))?;
-    if &buf[..8] != MAGIC {
-        return Err(corrupt("bad magic".into()));
-    }
-    let (body, crc) = buf.split_at(len - 4);
-    let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-    if crc32fast::hash(body) != stored {
-        return Err(corrupt("CRC mismatch".into()));
-    }
-    let version = u16::from_be_bytes([buf[8], buf[9]]);
-    if version != VERSION {
-        return Err(corrupt(format!("unsupported version {version}")));
-    }
-    let stored_kind = u16::from_be_bytes([buf[10], buf[11]]);
-    if stored_kind != kind as u16 {
-        return Err(corrupt(format!(
-            "holds kind {stored_kind}, expected {}",
-            kind as u16
-        )));
-    }
-    let payload_len = u32::from_be_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
-    if payload_len != len - FRAME_BYTES {
-        return Err(corrupt(format!(
-            "payload length {payload_len} does not match file size"
-        )));
-    }
-    Ok(Some(buf[16..16 + payload_len].to_vec()))
+    Ok(kind.framing().read(storage, &dir.join(kind.file_name()))?)
 }
 
 /// Reads a checkpoint whose payload is one `i64` (log start offset, high watermark).
@@ -173,15 +127,6 @@ pub fn write_i64(
     value: i64,
 ) -> Result<(), CheckpointError> {
     write(storage, dir, kind, &value.to_be_bytes())
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .expect("checkpoint path has a file name")
-        .to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
 }
 
 /// Reads big-endian fields off a checkpoint payload, failing on a short payload.
@@ -260,6 +205,54 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let err = read(&FileStorage, dir.path(), Kind::HighWatermark).unwrap_err();
         assert!(err.to_string().contains("CRC mismatch"), "{err}");
+    }
+
+    use crate::framed_file::golden_hex as hex;
+
+    /// Every kind's bytes, pinned as the first release wrote them: logs on disk hold
+    /// these, so a change of layout must fail here, not in a user's data directory.
+    /// Fields: magic | version | kind | payload length | payload | CRC-32.
+    #[test]
+    fn golden_bytes_of_every_kind() {
+        let cases = [
+            (
+                Kind::RecoveryPoint,
+                "57454952434b5054 0001 0001 00000030 \
+                 0000000000000000 000000000000003d 0000000000000001 00000000 00000000 \
+                 00000000000003e8 0000000000000000 \
+                 483ad9c7",
+            ),
+            (
+                Kind::LogStartOffset,
+                "57454952434b5054 0001 0002 00000008 0000000000000007 46eb2131",
+            ),
+            (
+                Kind::LeaderEpochs,
+                "57454952434b5054 0001 0003 00000010 00000001 00000003 0000000000000064 \
+                 4a8180bf",
+            ),
+            (
+                Kind::HighWatermark,
+                "57454952434b5054 0001 0004 00000008 000000000000002a a3d1a299",
+            ),
+            (
+                Kind::ProducerState,
+                "57454952434b5054 0001 0005 0000000c 0000000000000000 00000000 20626840",
+            ),
+        ];
+        for (kind, golden) in cases {
+            let golden = hex(golden);
+            let payload = &golden[16..golden.len() - 4];
+            let dir = tempfile::tempdir().unwrap();
+            write(&FileStorage, dir.path(), kind, payload).unwrap();
+            let written = std::fs::read(dir.path().join(kind.file_name())).unwrap();
+            assert_eq!(written, golden, "{kind:?}");
+            assert_eq!(
+                read(&FileStorage, dir.path(), kind).unwrap().as_deref(),
+                Some(payload),
+                "{kind:?}"
+            );
+        }
     }
 
     #[test]

@@ -164,6 +164,19 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl From<crate::framed_file::FramedFileError> for CheckpointError {
+    fn from(e: crate::framed_file::FramedFileError) -> Self {
+        use crate::framed_file::FramedFileError;
+        match e {
+            FramedFileError::Io { path, source } => CheckpointError::Io { path, source },
+            FramedFileError::Corrupt { path, source } => CheckpointError::Corrupt {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
+}
+
 macro_rules! io_ctor {
     ($ty:ident) => {
         impl $ty {
@@ -177,4 +190,3 @@ io_ctor!(AppendError);
 io_ctor!(ReadError);
 io_ctor!(OpenError);
 io_ctor!(MaintenanceError);
-io_ctor!(CheckpointError);

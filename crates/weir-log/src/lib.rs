@@ -3,7 +3,10 @@
 //! A [`Log`] is a directory of segments holding Kafka RecordBatch v2 bytes, with sparse
 //! memory-mapped offset and time indexes, a durability policy, crash recovery that scans
 //! only what was not known to be flushed, truncation, retention, compaction and the
-//! checkpoints that replication needs.
+//! checkpoints that replication needs. [`framed_file`] is the frame and atomic replace of
+//! those checkpoints, and of weir-cluster's small files too (`node.weir`,
+//! `metadata.weir`, the quorum's state files): one implementation for every small durable
+//! file of a data directory.
 //!
 //! Architecture invariant: this crate is synchronous and knows nothing of tokio, gRPC,
 //! protobuf or the network. Everything it writes is checked (CRC, length) before it is
@@ -16,6 +19,7 @@ mod compaction;
 pub mod config;
 mod epoch;
 pub mod error;
+pub mod framed_file;
 pub mod index;
 mod log;
 mod maintenance;

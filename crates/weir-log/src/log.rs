@@ -1153,6 +1153,12 @@ impl Log {
     pub fn producer_count(&self) -> usize {
         self.lock().producers.len()
     }
+
+    /// The idempotent producers this log remembers, by producer id (Kafka's
+    /// DescribeProducers).
+    pub fn producers(&self) -> Vec<crate::producers::ProducerSummary> {
+        self.lock().producers.summaries()
+    }
 }
 
 impl Drop for Log {

@@ -57,6 +57,19 @@ struct ProducerEntry {
     last_timestamp: i64,
 }
 
+/// One producer as the partition remembers it (Kafka's DescribeProducers answer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerSummary {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// The sequence of the last record it wrote.
+    pub last_sequence: i32,
+    /// The newest batch timestamp seen from it (ms).
+    pub last_timestamp: i64,
+    /// The offset of the last record it wrote.
+    pub last_offset: i64,
+}
+
 /// What [`ProducerStates::check`] decided about a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SequenceCheck {
@@ -118,6 +131,26 @@ impl ProducerStates {
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// Every producer remembered, by producer id.
+    pub fn summaries(&self) -> Vec<ProducerSummary> {
+        let mut all: Vec<ProducerSummary> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| {
+                let last = e.batches.back().expect("never empty");
+                ProducerSummary {
+                    producer_id,
+                    epoch: e.epoch,
+                    last_sequence: last.last_seq,
+                    last_timestamp: e.last_timestamp,
+                    last_offset: last.last_offset,
+                }
+            })
+            .collect();
+        all.sort_by_key(|p| p.producer_id);
+        all
     }
 
     /// Checks a leader's batch against the producer's state (see the module docs).
@@ -297,6 +330,33 @@ mod tests {
             base_sequence: seq,
             record_count: records,
         }
+    }
+
+    #[test]
+    fn summaries_show_each_producer_at_its_last_batch() {
+        let mut s = ProducerStates::default();
+        s.record(&header(9, 1, 0, 3, 10));
+        s.record(&header(7, 0, 0, 2, 13));
+        s.record(&header(9, 1, 3, 4, 15));
+        assert_eq!(
+            s.summaries(),
+            [
+                ProducerSummary {
+                    producer_id: 7,
+                    epoch: 0,
+                    last_sequence: 1,
+                    last_timestamp: 1_013,
+                    last_offset: 14,
+                },
+                ProducerSummary {
+                    producer_id: 9,
+                    epoch: 1,
+                    last_sequence: 6,
+                    last_timestamp: 1_015,
+                    last_offset: 18,
+                },
+            ]
+        );
     }
 
     #[test]

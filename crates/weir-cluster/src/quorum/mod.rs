@@ -12,11 +12,13 @@
 //!   bytes.
 //! - `handle`: [`Quorum`], what the broker holds: start, propose, image, subscribe.
 //! - `legacy`: turning a pre-replication `metadata.weir` into the first entry.
-//! - `state_file`: the framed, atomically replaced files (vote, snapshot, ...).
+//! - `state_file`: the framed, atomically replaced files (vote, committed, purged,
+//!   snapshot), in weir-log's `framed_file` frame with the quorum's magic and kinds.
 //!
 //! On disk, under the directory given to [`Quorum::start`] (the broker's
 //! `<data_dir>/metadata/`): `vote`, `committed`, `purged` and `snapshot` (state files),
-//! and `log/<first index>.log` (segments). The metadata offset of a record is its
+//! and `log/<first index>.log` (segments); byte by byte in `docs/storage-format.md`.
+//! The metadata offset of a record is its
 //! position among applied records (the image's `next_offset`), not a Raft index:
 //! blank and membership entries carry no records.
 //!

@@ -1,23 +1,25 @@
 //! The quorum's small durable files (vote, committed log id, purge point) and its
 //! snapshot: framed, versioned, checksummed, and replaced atomically.
 //!
-//! Each file is `magic "WEIRQUOR" | version u16 | kind u16 | payload_len u32 | payload |
-//! crc32 u32` (big-endian; CRC-32 IEEE over everything before it): weir-log's
-//! checkpoint frame with the quorum's own magic and kinds. Writes go to `<name>.tmp`,
-//! which is fsynced, renamed over `<name>`, and the directory fsynced, so a crash leaves
-//! the old file or the new one, never a mix. A snapshot is shipped to followers as
-//! these exact bytes, so it is checked end to end and stored as received.
+//! Each file is one [`weir_log::framed_file`] frame with a kind field: `magic "WEIRQUOR" |
+//! version u16 | kind u16 | payload_len u32 | payload | crc32 u32` (big-endian; CRC-32
+//! IEEE over everything before it), the frame of weir-log's checkpoints with the
+//! quorum's own magic and kinds (`docs/storage-format.md` § Small framed files). Writes go
+//! to `<name>.tmp`, which is fdatasynced, renamed over `<name>`, and the directory
+//! fsynced, so a crash leaves the old file or the new one, never a mix. A snapshot is
+//! shipped to followers as these exact bytes, so it is checked end to end and stored as
+//! received.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
 use std::path::Path;
+
+use weir_log::framed_file::{self, FrameError, FramedFileError, Framing};
+use weir_log::storage::{FileStorage, Storage};
 
 use super::error::StoreError;
 
 const MAGIC: &[u8; 8] = b"WEIRQUOR";
 const VERSION: u16 = 1;
-const HEADER_BYTES: usize = 8 + 2 + 2 + 4;
-const FRAME_BYTES: usize = HEADER_BYTES + 4;
 /// The largest payload of a vote, committed log id or purge point file.
 pub const MAX_STATE_PAYLOAD_BYTES: usize = 64 * 1024;
 /// The largest snapshot (the serialised metadata image); a longer length read from disk
@@ -44,10 +46,33 @@ impl FileKind {
         }
     }
 
-    fn max_payload(self) -> usize {
-        match self {
-            FileKind::Snapshot => MAX_SNAPSHOT_BYTES,
-            _ => MAX_STATE_PAYLOAD_BYTES,
+    /// This kind's frame.
+    pub(super) fn framing(self) -> Framing {
+        Framing {
+            magic: MAGIC,
+            version: VERSION,
+            kind: Some(self as u16),
+            max_payload_bytes: match self {
+                FileKind::Snapshot => MAX_SNAPSHOT_BYTES,
+                _ => MAX_STATE_PAYLOAD_BYTES,
+            },
+            what: match self {
+                FileKind::Vote => "quorum vote file",
+                FileKind::Committed => "quorum committed file",
+                FileKind::Purged => "quorum purge point file",
+                FileKind::Snapshot => "quorum snapshot",
+            },
+        }
+    }
+}
+
+impl From<FramedFileError> for StoreError {
+    fn from(e: FramedFileError) -> Self {
+        match e {
+            FramedFileError::Io { path, source } => StoreError::Io { path, source },
+            FramedFileError::Corrupt { path, source } => {
+                StoreError::corrupt(path, source.position(), source.to_string())
+            }
         }
     }
 }
@@ -57,62 +82,15 @@ impl FileKind {
 /// Panics if the payload is over the kind's limit: callers check sizes they do not
 /// control first.
 pub(crate) fn encode(kind: FileKind, payload: &[u8]) -> Vec<u8> {
-    assert!(
-        payload.len() <= kind.max_payload(),
-        "{kind:?} payload of {} bytes over its limit",
-        payload.len()
-    );
-    let mut buf = Vec::with_capacity(FRAME_BYTES + payload.len());
-    buf.extend_from_slice(MAGIC);
-    buf.extend_from_slice(&VERSION.to_be_bytes());
-    buf.extend_from_slice(&(kind as u16).to_be_bytes());
-    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    buf.extend_from_slice(payload);
-    let crc = crc32fast::hash(&buf);
-    buf.extend_from_slice(&crc.to_be_bytes());
-    buf
+    kind.framing().encode(payload)
 }
 
 /// The payload of framed `kind` bytes, or why they are not a valid `kind` file.
-pub(crate) fn decode(kind: FileKind, buf: &[u8]) -> Result<&[u8], String> {
-    let len = buf.len();
-    if !(FRAME_BYTES..=FRAME_BYTES + kind.max_payload()).contains(&len) {
-        return Err(format!("{len} bytes is not a {kind:?} file"));
-    }
-    if &buf[..8] != MAGIC {
-        return Err("bad magic (not a Weir quorum file)".into());
-    }
-    let (body, crc) = buf.split_at(len - 4);
-    let stored = u32::from_be_bytes(crc.try_into().expect("4 bytes"));
-    let actual = crc32fast::hash(body);
-    if actual != stored {
-        return Err(format!(
-            "CRC mismatch (stored {stored:#010x}, computed {actual:#010x})"
-        ));
-    }
-    let version = u16::from_be_bytes([buf[8], buf[9]]);
-    if version != VERSION {
-        return Err(format!(
-            "unsupported version {version} (this broker reads {VERSION})"
-        ));
-    }
-    let stored_kind = u16::from_be_bytes([buf[10], buf[11]]);
-    if stored_kind != kind as u16 {
-        return Err(format!(
-            "holds kind {stored_kind}, expected {} ({kind:?})",
-            kind as u16
-        ));
-    }
-    let payload_len = u32::from_be_bytes(buf[12..16].try_into().expect("4 bytes")) as usize;
-    if payload_len != len - FRAME_BYTES {
-        return Err(format!(
-            "payload length {payload_len} does not match the {len}-byte file"
-        ));
-    }
-    Ok(&buf[HEADER_BYTES..len - 4])
+pub(crate) fn decode(kind: FileKind, buf: &[u8]) -> Result<&[u8], FrameError> {
+    kind.framing().decode(buf)
 }
 
-/// Writes `payload` as the `kind` file in `dir`: temp file, fsync, rename, fsync
+/// Writes `payload` as the `kind` file in `dir`: temp file, fdatasync, rename, fsync
 /// directory.
 pub(crate) fn write(dir: &Path, kind: FileKind, payload: &[u8]) -> Result<(), StoreError> {
     write_framed(dir, kind, &encode(kind, payload))
@@ -121,48 +99,26 @@ pub(crate) fn write(dir: &Path, kind: FileKind, payload: &[u8]) -> Result<(), St
 /// Writes bytes already framed as a `kind` file (a snapshot received from the leader,
 /// checked with [`decode`]) to `dir`, atomically.
 pub(crate) fn write_framed(dir: &Path, kind: FileKind, framed: &[u8]) -> Result<(), StoreError> {
-    let path = dir.join(kind.file_name());
-    let tmp = dir.join(format!("{}.tmp", kind.file_name()));
-    let mut file = File::create(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
-    file.write_all(framed)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| StoreError::io(&tmp, e))?;
-    drop(file);
-    fs::rename(&tmp, &path).map_err(|e| StoreError::io(&path, e))?;
-    sync_dir(dir)
+    Ok(framed_file::write_atomically(
+        &FileStorage,
+        dir,
+        kind.file_name(),
+        framed,
+    )?)
 }
 
 /// The framed bytes of the `kind` file in `dir`, checked; `Ok(None)` if there is none.
 pub(crate) fn read_framed(dir: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, StoreError> {
-    let path = dir.join(kind.file_name());
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StoreError::io(path, e)),
-    };
-    let len = file.metadata().map_err(|e| StoreError::io(&path, e))?.len();
-    // The size is checked before it sizes the buffer.
-    if len > (FRAME_BYTES + kind.max_payload()) as u64 {
-        return Err(StoreError::corrupt(
-            path,
-            0,
-            format!("{len} bytes is over the {kind:?} limit"),
-        ));
-    }
-    let mut buf = Vec::with_capacity(len as usize);
-    io::Read::read_to_end(&mut io::Read::take(file, len), &mut buf)
-        .map_err(|e| StoreError::io(&path, e))?;
-    decode(kind, &buf).map_err(|reason| StoreError::corrupt(&path, 0, reason))?;
-    Ok(Some(buf))
+    Ok(kind
+        .framing()
+        .read_framed(&FileStorage, &dir.join(kind.file_name()))?)
 }
 
 /// The payload of the `kind` file in `dir`; `Ok(None)` if there is none.
 pub(crate) fn read(dir: &Path, kind: FileKind) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(read_framed(dir, kind)?.map(|framed| {
-        decode(kind, &framed)
-            .expect("read_framed checked the frame")
-            .to_vec()
-    }))
+    Ok(kind
+        .framing()
+        .read(&FileStorage, &dir.join(kind.file_name()))?)
 }
 
 /// Reads the `kind` file in `dir` as JSON of `T`.
@@ -176,7 +132,7 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&payload).map(Some).map_err(|e| {
         StoreError::corrupt(
             dir.join(kind.file_name()),
-            HEADER_BYTES as u64,
+            kind.framing().header_bytes() as u64,
             format!("payload does not decode: {e}"),
         )
     })
@@ -194,8 +150,8 @@ pub(crate) fn write_json<T: serde::Serialize>(
 
 /// Fsyncs a directory, so the names created, renamed or removed in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    FileStorage
+        .sync_dir(dir)
         .map_err(|e| StoreError::io(dir, e))
 }
 
@@ -247,6 +203,74 @@ mod tests {
         assert!(read(dir.path(), FileKind::Purged).is_err());
     }
 
+    use weir_log::framed_file::golden_hex as hex;
+
+    /// Each quorum file's bytes, pinned as the first release wrote them (voters' data
+    /// directories hold these): magic | version | kind | payload length | payload |
+    /// CRC-32. The vote, committed and purged payloads are openraft's serde JSON of
+    /// `Vote`, `Option<LogId>` and `LogId`, pinned too: an openraft upgrade that changes
+    /// them must fail here.
+    #[test]
+    fn golden_bytes_of_every_kind() {
+        use openraft::CommittedLeaderId;
+
+        use crate::quorum::types::{LogId, Vote};
+
+        let dir = tempfile::tempdir().unwrap();
+        let vote = Vote::new_committed(3, 1);
+        let committed = Some(LogId::new(CommittedLeaderId::new(3, 1), 5));
+        let purged = LogId::new(CommittedLeaderId::new(2, 1), 4);
+        write_json(dir.path(), FileKind::Vote, &vote).unwrap();
+        write_json(dir.path(), FileKind::Committed, &committed).unwrap();
+        write_json(dir.path(), FileKind::Purged, &purged).unwrap();
+        write(dir.path(), FileKind::Snapshot, b"{}").unwrap();
+
+        let cases: [(FileKind, &str, &[u8], &str); 4] = [
+            (
+                FileKind::Vote,
+                "5745495251554f52 0001 0001 00000035",
+                br#"{"leader_id":{"term":3,"node_id":1},"committed":true}"#,
+                "41b8a56c",
+            ),
+            (
+                FileKind::Committed,
+                "5745495251554f52 0001 0002 0000002e",
+                br#"{"leader_id":{"term":3,"node_id":1},"index":5}"#,
+                "9781b7e7",
+            ),
+            (
+                FileKind::Purged,
+                "5745495251554f52 0001 0003 0000002e",
+                br#"{"leader_id":{"term":2,"node_id":1},"index":4}"#,
+                "e12fe53b",
+            ),
+            (
+                FileKind::Snapshot,
+                "5745495251554f52 0001 0004 00000002",
+                b"{}",
+                "a0a266c1",
+            ),
+        ];
+        for (kind, header, payload, crc) in cases {
+            let golden = [&hex(header)[..], payload, &hex(crc)].concat();
+            let written = fs::read(dir.path().join(kind.file_name())).unwrap();
+            assert_eq!(written, golden, "{kind:?}");
+        }
+        assert_eq!(read_json(dir.path(), FileKind::Vote).unwrap(), Some(vote));
+        assert_eq!(
+            read_json(dir.path(), FileKind::Committed).unwrap(),
+            Some(committed)
+        );
+        assert_eq!(
+            read_json(dir.path(), FileKind::Purged).unwrap(),
+            Some(purged)
+        );
+        assert_eq!(
+            read(dir.path(), FileKind::Snapshot).unwrap().as_deref(),
+            Some(&b"{}"[..])
+        );
+    }
+
     #[test]
     fn a_file_of_another_kind_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -256,5 +280,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("kind"), "{err}");
+    }
+
+    /// Bytes under the vote, committed or purged file's name, around the payload a real
+    /// one holds (the snapshot's are in `state_machine`'s tests).
+    fn damaged_state_files() -> impl proptest::strategy::Strategy<Value = (FileKind, Vec<u8>)> {
+        use proptest::prelude::*;
+
+        use crate::framed_file_damage::damaged_files;
+        let vote = br#"{"leader_id":{"term":3,"node_id":1},"committed":true}"#;
+        let log_id = br#"{"leader_id":{"term":3,"node_id":1},"index":5}"#;
+        prop_oneof![
+            damaged_files(FileKind::Vote.framing(), vote.to_vec())
+                .prop_map(|b| (FileKind::Vote, b)),
+            damaged_files(FileKind::Committed.framing(), log_id.to_vec())
+                .prop_map(|b| (FileKind::Committed, b)),
+            damaged_files(FileKind::Purged.framing(), log_id.to_vec())
+                .prop_map(|b| (FileKind::Purged, b)),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever lies under the vote, committed or purged file's name, the log store's
+        /// `read_json` of its type returns a value or a corruption naming the file: never
+        /// a panic.
+        #[test]
+        fn any_file_is_read_or_refused_as_corrupt((kind, bytes) in damaged_state_files()) {
+            use crate::quorum::types::{LogId, Vote};
+
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(kind.file_name());
+            fs::write(&path, &bytes).unwrap();
+            let result = match kind {
+                FileKind::Vote => read_json::<Vote>(dir.path(), kind).map(drop),
+                FileKind::Committed => read_json::<Option<LogId>>(dir.path(), kind).map(drop),
+                FileKind::Purged => read_json::<LogId>(dir.path(), kind).map(drop),
+                FileKind::Snapshot => unreachable!("not generated"),
+            };
+            match result {
+                Ok(()) => {}
+                Err(StoreError::Corrupt { path: p, .. }) => proptest::prop_assert_eq!(p, path),
+                Err(e) => proptest::prop_assert!(false, "{:?}: {}", kind, e),
+            }
+        }
     }
 }
