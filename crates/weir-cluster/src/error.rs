@@ -5,6 +5,7 @@
 use std::io;
 use std::path::PathBuf;
 
+use weir_log::framed_file::FramedFileError;
 use weir_log::{AppendError, MaintenanceError, OpenError, ReadError};
 
 /// A topic name that breaks Kafka's rule.
@@ -50,6 +51,18 @@ pub enum MetadataError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl From<FramedFileError> for MetadataError {
+    fn from(e: FramedFileError) -> Self {
+        match e {
+            FramedFileError::Io { path, source } => MetadataError::Io { path, source },
+            FramedFileError::Corrupt { path, source } => MetadataError::Corrupt {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
+}
+
 /// Why a cluster operation (topics, partitions, appends, reads) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -69,6 +82,14 @@ pub enum ClusterError {
     Config(#[from] ConfigError),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// INVALID_REPLICATION_FACTOR: more replicas than brokers that can take one.
+    #[error(
+        "replication factor {replication_factor} cannot be placed: the cluster has {brokers} broker(s) that can take a replica (unfenced, not shutting down)"
+    )]
+    InvalidReplicationFactor {
+        replication_factor: u32,
+        brokers: usize,
+    },
     #[error(
         "offset {offset} is out of range for {topic}/{partition}; valid offsets are {log_start_offset}..={high_watermark}"
     )]

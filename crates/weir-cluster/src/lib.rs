@@ -3,13 +3,21 @@
 //! A [`Partition`] owns one partition's `weir_log::Log` plus its replication state
 //! (leader, leader epoch, replicas, ISR) and high watermark, an ordered bounded append
 //! queue, and a `watch` channel long-polling readers wait on. The [`TopicRegistry`]
-//! holds every topic, validates names ([`validate_topic_name`]) and configs
-//! ([`TopicConfig`]), and persists metadata ([`ClusterMetadata`]) in the data
-//! directory, versioned and checksummed. The [`group`] module is the consumer group
-//! coordinator (KIP-848 membership, committed offsets in `__consumer_offsets`).
+//! holds every topic the metadata image names, validates names
+//! ([`validate_topic_name`]) and configs ([`TopicConfig`]), and hosts this broker's
+//! partitions. The metadata itself is persisted by the quorum (`quorum`), not by the
+//! registry; [`ClusterMetadata`] is only the single-node file of before the quorum, read
+//! once to migrate it. The [`group`] module is the consumer group coordinator (KIP-848
+//! membership, committed offsets in `__consumer_offsets`).
 //!
-//! Today this is a single node: each partition's replicas and ISR are this broker. The
-//! state has room for leaders, replicas and epochs so replication can fill it in.
+//! The data directory's small files (`node.weir`, `metadata.weir`, the quorum's vote,
+//! committed, purged and snapshot files) are framed and replaced by weir-log's
+//! `framed_file`, as the partitions' checkpoints are (`docs/storage-format.md`).
+//!
+//! Partitions are replicated Kafka's way (`replication`: leader and follower state
+//! machines, ISR, leader epochs, truncation), the cluster metadata is an openraft quorum
+//! of controller voters (`quorum`, `controller`), and `node` runs one broker's part in
+//! it (registration, heartbeats, following the metadata image).
 //!
 //! Architecture invariant: this crate knows nothing of gRPC, prost or HTTP; the broker
 //! converts at its edge. It never blocks the async runtime on storage: every call into
@@ -18,7 +26,8 @@
 pub mod config;
 pub mod controller;
 mod error;
-mod framed_file;
+#[cfg(test)]
+mod framed_file_damage;
 pub mod group;
 pub mod metadata;
 pub mod node;
@@ -45,6 +54,18 @@ pub use registry::{
     DataDirLock, MAX_PARTITIONS_PER_TOPIC, NoPeers, REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT,
     ReplicationCounters, Topic, TopicRegistry, single_node_settings, wait_unfenced,
 };
+/// The storage types a broker core sees through this crate (batches it hands to a
+/// partition, what a read returns, the errors inside a [`ClusterError`]): the core
+/// reaches storage only through weir-cluster, never by calling `weir-log` itself.
+pub mod storage {
+    pub use weir_log::batch::{HEADER_BYTES as BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
+    pub use weir_log::producers::{ProducerSummary, SequenceError};
+    pub use weir_log::{
+        AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FlushPolicy,
+        Header, MaintenanceError, ReadError, Record, RecordBatchBuilder, ValidatedBatches,
+        decode_records,
+    };
+}
 pub use topic_name::{
     INTERNAL_TOPIC_PREFIX, MAX_TOPIC_NAME_CHARS, is_internal, validate_topic_name,
 };

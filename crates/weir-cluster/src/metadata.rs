@@ -1,30 +1,33 @@
-//! Cluster metadata as persisted in the data directory: the cluster id, and every topic
-//! with its id, configuration and partition assignments (replicas, leader, leader
-//! epoch: room for replication, though one node fills them with itself).
+//! The metadata file of a single-node broker from before the metadata quorum
+//! (`metadata.weir`): the cluster id, and every topic with its id, configuration and
+//! partition assignments. Brokers no longer write it; a voter reads it once to migrate it
+//! into the quorum (`quorum::legacy`), and a node without a stamp adopts its cluster id
+//! (`node_identity`). [`ClusterMetadata::store`] remains for tests and tools that build
+//! such a directory.
 //!
-//! File layout (`metadata.weir`):
-//! `magic "WEIRMETA" | version u16 | payload_len u32 | payload (JSON) | crc32 u32`,
-//! big-endian, CRC-32 (IEEE) over everything before it. JSON keeps the file readable
-//! by a person and lets fields be added with defaults; the frame makes a torn or
-//! flipped file an error instead of a silently different cluster. Writes go to a
-//! temporary name, are fsynced, renamed over the file, and the directory is fsynced,
-//! as weir-log's checkpoints do, so a crash leaves the old file or the new one.
+//! File layout: one [`weir_log::framed_file`] frame without a kind field,
+//! `magic "WEIRMETA" | version u16 | payload_len u32 | payload | crc32 u32`, big-endian,
+//! CRC-32 (IEEE) over everything before it; the payload is [`ClusterMetadata`] as pretty
+//! JSON (`docs/storage-format.md` § Small framed files). JSON keeps the file readable by
+//! a person and lets fields be added with defaults; the frame makes a torn or flipped
+//! file an error instead of a silently different cluster. Writes replace the file
+//! atomically (temporary name, fdatasync, rename, directory fsync).
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use weir_log::framed_file::Framing;
+use weir_log::storage::FileStorage;
 
 use crate::error::MetadataError;
-use crate::framed_file::{FRAME_BYTES, Framing};
 
 /// File name of the metadata inside the data directory.
 pub const METADATA_FILE: &str = "metadata.weir";
 const MAGIC: &[u8; 8] = b"WEIRMETA";
 /// Bumped when the payload changes incompatibly.
 pub const METADATA_VERSION: u16 = 1;
-/// A metadata file larger than this is taken as corrupt rather than read into memory
+/// A metadata payload larger than this is taken as corrupt rather than read into memory
 /// (a million partitions fit well inside it).
 pub const MAX_METADATA_BYTES: usize = 256 * 1024 * 1024;
 
@@ -63,46 +66,43 @@ pub struct PartitionAssignment {
 }
 
 impl ClusterMetadata {
-    /// Reads the metadata in `dir`; `Ok(None)` if the directory holds none yet.
+    /// Reads the metadata in `dir`; `Ok(None)` if the directory holds none.
     pub fn load(dir: &Path) -> Result<Option<ClusterMetadata>, MetadataError> {
         let path = dir.join(METADATA_FILE);
-        let buf = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => return Err(MetadataError::Io { path, source }),
+        let Some(payload) = FRAMING.read(&FileStorage, &path)? else {
+            return Ok(None);
         };
-        decode(&buf)
+        serde_json::from_slice(&payload)
             .map(Some)
-            .map_err(|reason| MetadataError::Corrupt { path, reason })
+            .map_err(|e| MetadataError::Corrupt {
+                path,
+                reason: format!("bad payload: {e}"),
+            })
     }
 
-    /// Writes the metadata to `dir` atomically (temp, fsync, rename, fsync directory).
+    /// Writes the metadata to `dir` atomically (temp, fdatasync, rename, fsync
+    /// directory).
+    ///
+    /// Panics if the JSON is over [`MAX_METADATA_BYTES`].
     pub fn store(&self, dir: &Path) -> Result<(), MetadataError> {
-        crate::framed_file::write_atomically(dir, METADATA_FILE, &encode(self))
-            .map_err(|(path, source)| MetadataError::Io { path, source })
+        let payload = serde_json::to_vec_pretty(self).expect("metadata serializes");
+        Ok(FRAMING.write(&FileStorage, dir, METADATA_FILE, &payload)?)
     }
 }
 
-/// `metadata.weir`'s frame.
+/// `metadata.weir`'s frame: no kind field.
 const FRAMING: Framing = Framing {
     magic: MAGIC,
     version: METADATA_VERSION,
-    max_file_bytes: FRAME_BYTES + MAX_METADATA_BYTES,
+    kind: None,
+    max_payload_bytes: MAX_METADATA_BYTES,
     what: "metadata file",
 };
 
-fn encode(meta: &ClusterMetadata) -> Vec<u8> {
-    let payload = serde_json::to_vec_pretty(meta).expect("metadata serializes");
-    FRAMING.encode(&payload)
-}
-
-fn decode(buf: &[u8]) -> Result<ClusterMetadata, String> {
-    let payload = FRAMING.decode(buf)?;
-    serde_json::from_slice(payload).map_err(|e| format!("bad payload: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn sample() -> ClusterMetadata {
@@ -158,6 +158,29 @@ mod tests {
         }
     }
 
+    use weir_log::framed_file::golden_hex as hex;
+
+    /// `metadata.weir`'s bytes, pinned as the single-node releases wrote them (data
+    /// directories from before the quorum hold these until they are migrated): magic |
+    /// version | payload length | payload (pretty JSON) | CRC-32; no kind field.
+    #[test]
+    fn golden_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = ClusterMetadata {
+            cluster_id: "c".into(),
+            topics: BTreeMap::new(),
+        };
+        meta.store(dir.path()).unwrap();
+        let golden = [
+            &hex("574549524d455441 0001 00000027")[..],
+            b"{\n  \"cluster_id\": \"c\",\n  \"topics\": {}\n}",
+            &hex("03fc7d00"),
+        ]
+        .concat();
+        assert_eq!(fs::read(dir.path().join(METADATA_FILE)).unwrap(), golden);
+        assert_eq!(ClusterMetadata::load(dir.path()).unwrap(), Some(meta));
+    }
+
     #[test]
     fn truncated_or_foreign_files_are_corrupt() {
         let dir = tempfile::tempdir().unwrap();
@@ -170,5 +193,26 @@ mod tests {
         fs::write(&path, b"{\"cluster_id\": \"x\"}").unwrap();
         let err = ClusterMetadata::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever lies under the name, `load` returns metadata or a corruption naming
+        /// the file: never a panic, never an allocation sized by the file's own claims.
+        #[test]
+        fn any_file_is_loaded_or_refused_as_corrupt(
+            bytes in crate::framed_file_damage::damaged_files(
+                FRAMING,
+                serde_json::to_vec_pretty(&sample()).unwrap(),
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(METADATA_FILE);
+            fs::write(&path, &bytes).unwrap();
+            match ClusterMetadata::load(dir.path()) {
+                Ok(Some(_)) => {}
+                Err(MetadataError::Corrupt { path: p, .. }) => proptest::prop_assert_eq!(p, path),
+                other => proptest::prop_assert!(false, "{:?}", other),
+            }
+        }
     }
 }

@@ -293,6 +293,8 @@ impl World {
                         client: format!("b{node}:9092"),
                         internal: format!("b{node}:9093"),
                         external: None,
+                        kafka: None,
+                        kafka_external: None,
                     },
                     rack: Some(format!("rack-{}", node % 2)),
                     cluster_id: CLUSTER.into(),

@@ -129,6 +129,7 @@ impl Client {
             topic_regex: if joining { self.regex.clone() } else { None },
             assignor: self.assignor.clone(),
             owned: self.owned.clone(),
+            owned_unchanged: false,
             session_timeout: None,
         }
     }
@@ -1293,5 +1294,144 @@ async fn a_deleted_and_recreated_topic_does_not_inherit_committed_offsets() {
             .collect::<Vec<_>>(),
         vec![(1, Some(5))]
     );
+    close(registry, c).await;
+}
+
+/// A classic JoinGroup of `member_id` (empty: a new member) with the consumer
+/// protocol's "range" and a subscription to `orders`.
+fn classic_join(member_id: &str) -> weir_cluster::group::JoinGroup {
+    // ConsumerProtocolSubscription v0: version, [topic], user data (null).
+    let mut subscription = Vec::new();
+    subscription.extend_from_slice(&0i16.to_be_bytes());
+    subscription.extend_from_slice(&1i32.to_be_bytes());
+    subscription.extend_from_slice(&6i16.to_be_bytes());
+    subscription.extend_from_slice(b"orders");
+    subscription.extend_from_slice(&(-1i32).to_be_bytes());
+    weir_cluster::group::JoinGroup {
+        group_id: "classic".into(),
+        member_id: member_id.into(),
+        client_id: "kafka-python".into(),
+        client_host: "127.0.0.1".into(),
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(10),
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::from(subscription))],
+        require_known_member_id: true,
+    }
+}
+
+#[tokio::test]
+async fn classic_members_join_sync_commit_with_their_generation_and_keep_consumer_members_out() {
+    use weir_cluster::group::{GroupProtocol, JoinOutcome, SyncGroup};
+    let dir = tempfile::tempdir().unwrap();
+    let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+    let config = GroupConfig {
+        initial_rebalance_delay: Duration::ZERO,
+        ..config()
+    };
+    let c = GroupCoordinator::open(registry.clone(), config)
+        .await
+        .unwrap();
+    create(&registry, "orders", 2).await;
+
+    let JoinOutcome::MemberIdRequired { member_id } = c.join_group(classic_join("")).await.unwrap()
+    else {
+        panic!("a new member is given its id first");
+    };
+    assert!(member_id.starts_with("kafka-python-"), "{member_id}");
+    let JoinOutcome::Joined(joined) = c.join_group(classic_join(&member_id)).await.unwrap() else {
+        panic!("joined");
+    };
+    assert_eq!((joined.generation, &joined.leader), (1, &member_id));
+    // ConsumerProtocolAssignment v0: orders 0 and 1.
+    let mut assignment = Vec::new();
+    assignment.extend_from_slice(&0i16.to_be_bytes());
+    assignment.extend_from_slice(&1i32.to_be_bytes());
+    assignment.extend_from_slice(&6i16.to_be_bytes());
+    assignment.extend_from_slice(b"orders");
+    assignment.extend_from_slice(&2i32.to_be_bytes());
+    assignment.extend_from_slice(&0i32.to_be_bytes());
+    assignment.extend_from_slice(&1i32.to_be_bytes());
+    assignment.extend_from_slice(&(-1i32).to_be_bytes());
+    let synced = c
+        .sync_group(SyncGroup {
+            group_id: "classic".into(),
+            member_id: member_id.clone(),
+            generation: 1,
+            protocol_type: Some("consumer".into()),
+            protocol_name: Some("range".into()),
+            assignments: vec![(member_id.clone(), Bytes::from(assignment.clone()))],
+        })
+        .await
+        .unwrap();
+    assert_eq!(synced.assignment, Bytes::from(assignment));
+    c.classic_heartbeat("classic", &member_id, 1).unwrap();
+
+    // Commits carry the generation; a stale one is refused, and nobody outside the
+    // group may commit while it has members.
+    c.commit_offsets(
+        "classic",
+        Some((&member_id, 1)),
+        vec![commit("orders", 0, 7)],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        c.commit_offsets(
+            "classic",
+            Some((&member_id, 0)),
+            vec![commit("orders", 0, 8)]
+        )
+        .await,
+        Err(GroupError::IllegalGeneration {
+            given: 0,
+            current: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.commit_offsets("classic", None, vec![commit("orders", 0, 8)])
+            .await,
+        Err(GroupError::GroupNotEmpty { .. })
+    ));
+
+    // A KIP-848 member cannot join a classic group.
+    let mut kip848 = Client::new("classic", &["orders"]);
+    assert!(matches!(
+        c.heartbeat(kip848.request()).await,
+        Err(GroupError::InconsistentGroupProtocol { .. })
+    ));
+
+    // Describe shows the member with its decoded assignment, and the committed offset.
+    let d = c.describe_group("classic").await.unwrap();
+    assert!(matches!(d.protocol, GroupProtocol::Classic { .. }));
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.members.len(), 1);
+    assert_eq!(d.members[0].assignment["orders"], vec![0, 1]);
+    assert_eq!(d.members[0].subscribed_topics, vec!["orders".to_string()]);
+    let p0 = d.offsets.iter().find(|o| o.partition == 0).unwrap();
+    assert_eq!(p0.committed_offset, Some(7));
+    assert_eq!(p0.member_id.as_deref(), Some(member_id.as_str()));
+
+    // Once it leaves, the group is empty: the offsets stay, and a KIP-848 member may
+    // take it over and resume from them.
+    assert!(
+        c.leave_group("classic", std::slice::from_ref(&member_id))
+            .unwrap()[0]
+            .is_ok()
+    );
+    assert_eq!(c.list_groups()[0].state, GroupState::Empty);
+    let answer = kip848.heartbeat(&c, Instant::now()).await.unwrap();
+    assert!(answer.member_epoch > 0);
+    let offsets = c
+        .fetch_offsets("classic", Some(vec![("orders".into(), 0)]))
+        .await
+        .unwrap();
+    assert_eq!(offsets[0].offset, Some(7));
+    // And now a classic member is the one kept out.
+    assert!(matches!(
+        c.join_group(classic_join("")).await,
+        Err(GroupError::InconsistentGroupProtocol { .. })
+    ));
     close(registry, c).await;
 }

@@ -419,6 +419,8 @@ mod tests {
             client: "h:1".into(),
             internal: "h:2".into(),
             external: None,
+            kafka: None,
+            kafka_external: None,
         }
     }
 

@@ -208,7 +208,14 @@ fn check_registration(
         ("internal", &endpoints.internal),
     ]
     .into_iter()
-    .chain(endpoints.external.as_ref().map(|e| ("external", e)));
+    .chain(endpoints.external.as_ref().map(|e| ("external", e)))
+    .chain(endpoints.kafka.as_ref().map(|e| ("kafka", e)))
+    .chain(
+        endpoints
+            .kafka_external
+            .as_ref()
+            .map(|e| ("kafka external", e)),
+    );
     for (name, endpoint) in named {
         let port = endpoint
             .rsplit_once(':')
@@ -381,6 +388,8 @@ mod tests {
                         client: "broker1".into(),
                         internal: "broker1:9093".into(),
                         external: None,
+                        kafka: None,
+                        kafka_external: None,
                     },
                     rack: None,
                     cluster_id: CLUSTER.into(),
@@ -643,6 +652,8 @@ mod tests {
                 client: "elsewhere:1".into(),
                 internal: "elsewhere:2".into(),
                 external: None,
+                kafka: None,
+                kafka_external: None,
             },
             rack: None,
             cluster_id: CLUSTER.into(),

@@ -180,6 +180,8 @@ mod tests {
                         client: "h:1".into(),
                         internal: "h:2".into(),
                         external: None,
+                        kafka: None,
+                        kafka_external: None,
                     },
                     rack: None,
                 })

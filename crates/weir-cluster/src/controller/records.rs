@@ -32,6 +32,17 @@ pub struct Endpoints {
     /// records written before it existed, and for brokers with one client listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<String>,
+    /// `host:port` told to Kafka clients (`--kafka-advertise`): what Metadata and
+    /// FindCoordinator answers name. Absent in records written before it existed, and
+    /// for brokers with no Kafka listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<String>,
+    /// `host:port` told to Kafka clients of the external Kafka listener
+    /// (`--kafka-external-advertise`): clients on another network, such as a container
+    /// cluster's host. Absent in records written before it existed, and for brokers with
+    /// one Kafka listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_external: Option<String>,
 }
 
 /// Leader, epochs, replicas and ISR of one partition: what a `PartitionCreated` or

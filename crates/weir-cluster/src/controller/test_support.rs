@@ -23,6 +23,8 @@ pub(super) fn endpoints(node: BrokerId) -> Endpoints {
         client: format!("broker{node}:9092"),
         internal: format!("broker{node}:9093"),
         external: None,
+        kafka: None,
+        kafka_external: None,
     }
 }
 

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use super::consumer_protocol;
 use super::coordinator::GroupCoordinator;
 use super::shard::{GroupEntry, ShardState, delete_group_records};
 use super::{
-    GroupDescription, GroupError, GroupMetrics, GroupSummary, OffsetCommit, OffsetReset,
-    PartitionLag, PartitionProgress, ResetSpec, validate_group_id,
+    GroupDescription, GroupError, GroupMetrics, GroupProtocol, GroupSummary, MemberDescription,
+    OffsetCommit, OffsetReset, PartitionLag, PartitionProgress, ResetSpec, validate_group_id,
 };
 
 impl GroupCoordinator {
@@ -28,7 +29,8 @@ impl GroupCoordinator {
         self.each_group(|id, e| GroupSummary {
             group_id: id.to_string(),
             state: e.state(),
-            members: e.group.member_count(),
+            members: e.member_count(),
+            protocol: e.protocol(),
         })
     }
 
@@ -61,19 +63,73 @@ impl GroupCoordinator {
                 .map(|(t, p)| (t.to_string(), p))
                 .collect();
             partitions.extend(committed.keys().cloned());
-            let owners: HashMap<(String, u32), String> = e
+            let mut owners: HashMap<(String, u32), String> = e
                 .group
                 .owners()
                 .map(|((t, p), m)| ((t.to_string(), *p), m.to_string()))
                 .collect();
+            let now = Instant::now();
+            let protocol = e.protocol();
+            let mut members = e.group.describe_members(now);
+            let classic = match &protocol {
+                GroupProtocol::Classic { .. } => {
+                    let classic = e.classic.describe(now);
+                    // The consumer protocol's topics and partitions, where they decode.
+                    for m in &classic.members {
+                        let subscribed =
+                            consumer_protocol::subscribed_topics(&m.metadata).unwrap_or_default();
+                        for topic in &subscribed {
+                            if let Ok(t) = self.registry.topic(topic) {
+                                partitions
+                                    .extend((0..t.partition_count()).map(|p| (topic.clone(), p)));
+                            }
+                        }
+                        let assignment = consumer_protocol::assigned_partitions(&m.assignment)
+                            .unwrap_or_default();
+                        for (topic, parts) in &assignment {
+                            for p in parts {
+                                owners.insert((topic.clone(), *p), m.member_id.clone());
+                                partitions.insert((topic.clone(), *p));
+                            }
+                        }
+                        members.push(MemberDescription {
+                            member_id: m.member_id.clone(),
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            member_epoch: classic.generation,
+                            subscribed_topics: subscribed,
+                            subscribed_topic_regex: None,
+                            target_assignment: assignment.clone(),
+                            assignment,
+                            pending_revocation: Default::default(),
+                            since_heartbeat: m.session_timeout.saturating_sub(m.session_remaining),
+                            session_timeout: m.session_timeout,
+                            // Classic clients choose their own interval; Kafka's
+                            // rule is at most a third of the session timeout.
+                            heartbeat_interval: m.session_timeout / 3,
+                        });
+                    }
+                    members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+                    Some(classic)
+                }
+                GroupProtocol::Consumer => None,
+            };
             let description = GroupDescription {
                 group_id: group_id.to_string(),
                 state: e.state(),
-                group_epoch: e.group.epoch(),
-                assignor: e.group.assignor().name().to_string(),
-                members: e.group.describe_members(Instant::now()),
+                group_epoch: match &classic {
+                    Some(c) => c.generation,
+                    None => e.group.epoch(),
+                },
+                assignor: match &classic {
+                    Some(c) => c.protocol_name.clone(),
+                    None => e.group.assignor().name().to_string(),
+                },
+                members,
                 offsets: Vec::new(),
                 coordinator_partition: self.coordinator_partition(group_id),
+                protocol,
+                classic,
             };
             (description, committed, partitions, owners)
         };
@@ -114,9 +170,9 @@ impl GroupCoordinator {
                 .groups
                 .get(&group)
                 .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
-            if e.group.member_count() > 0 {
+            if e.member_count() > 0 || e.classic.is_active() {
                 return Err(GroupError::GroupNotEmpty {
-                    members: e.group.member_count(),
+                    members: e.member_count(),
                     group_id: group,
                     operation: "deleting a group",
                 });
@@ -178,7 +234,7 @@ impl GroupCoordinator {
             .state()
             .groups
             .get(group_id)
-            .map_or(0, |e| e.group.member_count());
+            .map_or(0, |e| e.member_count());
         if members > 0 {
             return Err(not_empty(members));
         }
@@ -233,9 +289,12 @@ impl GroupCoordinator {
         self.each_group(|id, e| GroupMetrics {
             group_id: id.to_string(),
             state: e.state(),
-            members: e.group.member_count(),
-            group_epoch: e.group.epoch(),
-            rebalances: e.group.rebalances(),
+            members: e.member_count(),
+            group_epoch: match e.protocol() {
+                GroupProtocol::Classic { .. } => e.classic.generation(),
+                GroupProtocol::Consumer => e.group.epoch(),
+            },
+            rebalances: e.group.rebalances() + e.classic.rebalances(),
         })
     }
 

@@ -24,15 +24,16 @@ use std::time::Instant;
 
 use super::assignor::{Assignment, Assignor};
 use super::records::{self, OffsetValue};
-use super::shard::{LoadContext, Prepared, Scope, Shard, StoredOffset, entry, now_ms};
+use super::shard::{
+    LoadContext, Prepared, Scope, Shard, StoredOffset, classic_error, entry, now_ms,
+};
 use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
 use super::{
     CommittedOffset, GroupConfig, GroupError, Heartbeat, HeartbeatOutcome,
-    LEADERSHIP_CHECK_INTERVAL, MAX_CACHED_REGEXES, MAX_CLIENT_ID_CHARS, MAX_COMMIT_METADATA_BYTES,
-    MAX_MEMBER_ID_CHARS, MAX_OFFSETS_PER_COMMIT, MAX_OWNED_PARTITIONS, MAX_REGEX_BYTES,
-    MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR,
-    OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC, OPEN_LOAD_WAIT, OffsetCommit, find_coordinator,
-    partition_for_group, validate_group_id,
+    LEADERSHIP_CHECK_INTERVAL, MAX_CACHED_REGEXES, MAX_COMMIT_METADATA_BYTES, MAX_MEMBER_ID_CHARS,
+    MAX_OFFSETS_PER_COMMIT, MAX_OWNED_PARTITIONS, MAX_REGEX_BYTES, MAX_REGEX_COMPILED_BYTES,
+    MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
+    OPEN_LOAD_WAIT, OffsetCommit, find_coordinator, partition_for_group, validate_group_id,
 };
 use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
 use crate::error::ClusterError;
@@ -345,16 +346,8 @@ impl GroupCoordinator {
                 req.member_epoch
             ));
         }
-        for (name, value) in [
-            ("client_id", &req.client_id),
-            ("client_host", &req.client_host),
-        ] {
-            if value.len() > MAX_CLIENT_ID_CHARS {
-                return invalid(format!(
-                    "{name} is {} bytes; the limit is {MAX_CLIENT_ID_CHARS}",
-                    value.len()
-                ));
-            }
+        if let Some(why) = super::client_fields_too_long(&req.client_id, &req.client_host) {
+            return invalid(why);
         }
         if req.topics.len() > MAX_SUBSCRIBED_TOPICS {
             return invalid(format!(
@@ -439,7 +432,8 @@ impl GroupCoordinator {
     ) -> Result<HeartbeatOutcome, GroupError> {
         validate_group_id(&req.group_id)?;
         let group_id = req.group_id.clone();
-        let request = self.member_request(req)?;
+        let owned_unchanged = req.owned_unchanged && req.member_epoch > 0;
+        let mut request = self.member_request(req)?;
         let topics = self.topics_snapshot();
         let shard = self.shard(&group_id)?;
         // Counted before the shard's lock is taken (counting takes every shard's lock); a
@@ -475,14 +469,31 @@ impl GroupCoordinator {
                     }
                 }
             }
+            if let Some(e) = st.groups.get(&group_id)
+                && e.classic.is_active()
+                && request.member_epoch != -1
+            {
+                return Err(GroupError::InconsistentGroupProtocol {
+                    group_id,
+                    reason: format!(
+                        "it runs the classic protocol (JoinGroup and SyncGroup, {} member(s)); a \
+                         group runs one protocol at a time, so join with the classic protocol \
+                         or use another group id",
+                        e.classic.member_count()
+                    ),
+                });
+            }
             let result = {
                 let e = entry(&mut st, &group_id);
+                if owned_unchanged && let Some(held) = e.group.held(&request.member_id) {
+                    request.owned = held;
+                }
                 let members_before = e.group.member_count();
                 let result = e.group.heartbeat(request, &topics, now, &self.config);
                 if result.as_ref().is_ok_and(|r| r.joined) {
                     e.deleting = false;
                 }
-                if members_before > 0 && e.group.member_count() == 0 {
+                if members_before > 0 && e.member_count() == 0 {
                     e.idle_since = e.idle_since.max(now);
                 }
                 // Cheap next to the heartbeat; checked in debug builds (tests) only.
@@ -621,6 +632,26 @@ impl GroupCoordinator {
         let at_limit = self.group_count() >= max_groups;
         self.shard(group_id)?
             .write(move |st| {
+                if let Some(e) = st.groups.get_mut(&group)
+                    && e.classic.is_active()
+                {
+                    // A classic group: its members commit with their generation.
+                    match &member {
+                        Some((member_id, generation)) => e
+                            .classic
+                            .check_commit(member_id, *generation, now)
+                            .map_err(|err| classic_error(&group, member_id, err))?,
+                        None if e.classic.member_count() > 0 => {
+                            return Err(GroupError::GroupNotEmpty {
+                                members: e.classic.member_count(),
+                                group_id: group,
+                                operation: "committing without a member id",
+                            });
+                        }
+                        None => {}
+                    }
+                    return Ok(prepared);
+                }
                 let e = st.groups.get(&group);
                 match (&member, e) {
                     (Some((member_id, epoch)), e) => {

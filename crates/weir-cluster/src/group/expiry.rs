@@ -25,11 +25,12 @@ impl GroupCoordinator {
                 if st.next_deadline.is_none_or(|d| d > now) {
                     continue;
                 }
+                self.tick_classic(&mut st, now);
                 let mut bumped = Vec::new();
                 let mut next: Option<Instant> = None;
                 for (group_id, e) in st.groups.iter_mut() {
                     let gone = e.group.expire(now, &topics);
-                    if !gone.is_empty() && e.group.member_count() == 0 {
+                    if !gone.is_empty() && e.member_count() == 0 {
                         e.idle_since = e.idle_since.max(now);
                     }
                     if !gone.is_empty() {
@@ -37,7 +38,10 @@ impl GroupCoordinator {
                         removed += gone.len();
                         bumped.push(group_id.clone());
                     }
-                    if let Some(d) = e.group.next_deadline() {
+                    for d in [e.group.next_deadline(), e.classic.next_deadline()]
+                        .into_iter()
+                        .flatten()
+                    {
                         next = Some(next.map_or(d, |n| n.min(d)));
                     }
                 }
@@ -60,7 +64,8 @@ impl GroupCoordinator {
         let retention = self.config.offsets_retention;
         let expired = move |st: &ShardState, group: &str| {
             st.groups.get(group).is_some_and(|e| {
-                e.group.member_count() == 0
+                e.member_count() == 0
+                    && !e.classic.is_active()
                     && !e.deleting
                     && e.idle_since
                         .checked_add(retention)

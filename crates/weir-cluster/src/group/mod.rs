@@ -12,6 +12,12 @@
 //!   passed in), which keeps the invariant that no partition is ever in the assignment
 //!   of two members.
 //! - [`assignor`]: the server-side assignors (`uniform`, `range`, `round-robin`).
+//! - `classic`: the classic protocol's state machine of one group (Kafka's JoinGroup,
+//!   SyncGroup, Heartbeat, LeaveGroup; pure, time passed in), and
+//!   `classic_coordinator` its async API over the shards, which parks JoinGroup and
+//!   SyncGroup requests until their rebalance step is reached.
+//! - `consumer_protocol`: the consumer protocol's subscription and assignment bytes
+//!   classic members exchange, decoded for descriptions.
 //! - `records`: the binary keys and values in `__consumer_offsets`.
 //!
 //! `docs/consumer-groups.md` walks through the protocol, the epochs, the record formats
@@ -19,6 +25,9 @@
 
 mod admin;
 pub mod assignor;
+mod classic;
+mod classic_coordinator;
+mod consumer_protocol;
 pub mod coordinator;
 mod expiry;
 mod records;
@@ -35,6 +44,10 @@ use crate::partition::BrokerId;
 use crate::registry::TopicRegistry;
 
 pub use assignor::Assignor;
+pub use classic::{
+    ClassicDescription, ClassicMemberDescription, ClassicState, JoinAnswer, JoinGroup, JoinOutcome,
+    SyncAnswer, SyncGroup,
+};
 pub use coordinator::GroupCoordinator;
 
 /// A `__consumer_offsets` record as stored: key, value (`None`: a tombstone), log offset.
@@ -76,12 +89,38 @@ pub const MAX_REGEX_COMPILED_BYTES: usize = 1024 * 1024;
 /// Compiled regexes the coordinator caches (by source text); the cache is cleared when
 /// full.
 pub const MAX_CACHED_REGEXES: usize = 1024;
+/// Why a member's client id or client host is refused (over [`MAX_CLIENT_ID_CHARS`]
+/// bytes), if one is: both protocols' joins check it.
+pub(crate) fn client_fields_too_long(client_id: &str, client_host: &str) -> Option<String> {
+    [("client_id", client_id), ("client_host", client_host)]
+        .into_iter()
+        .find(|(_, value)| value.len() > MAX_CLIENT_ID_CHARS)
+        .map(|(name, value)| {
+            format!(
+                "{name} is {} bytes; the limit is {MAX_CLIENT_ID_CHARS}",
+                value.len()
+            )
+        })
+}
+
 /// Most bytes of metadata kept with one committed offset.
 pub const MAX_COMMIT_METADATA_BYTES: usize = 4096;
 /// Most partitions in one commit (one commit is one record batch).
 pub const MAX_OFFSETS_PER_COMMIT: usize = 10_000;
 /// Most owned partitions a heartbeat may list.
 pub const MAX_OWNED_PARTITIONS: usize = 100_000;
+/// Longest protocol type or protocol (assignor) name of a classic member.
+pub const MAX_PROTOCOL_NAME_CHARS: usize = 256;
+/// Most protocols (assignors) a classic member may name in one JoinGroup.
+pub const MAX_PROTOCOLS_PER_MEMBER: usize = 64;
+/// Most bytes of a classic member's metadata for one protocol (its subscription: a
+/// consumer subscribed to 10,000 topics of 100 characters sends about 1 MB).
+pub const MAX_PROTOCOL_METADATA_BYTES: usize = 2 * 1024 * 1024;
+/// Most bytes of one member's assignment in a classic leader's SyncGroup.
+pub const MAX_ASSIGNMENT_BYTES: usize = 2 * 1024 * 1024;
+/// Longest rebalance timeout a classic member may ask for (how long a join phase may
+/// wait for it); longer ones are cut to this.
+pub const MAX_REBALANCE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Longest a load waits for a new leader of a `__consumer_offsets` partition to commit
 /// what its log holds (the high watermark to reach the log end) before it moves on to
 /// the next partition and tries again on the next leadership check. Short, because
@@ -136,6 +175,11 @@ pub struct GroupConfig {
     /// `offsets.retention.check.interval.ms`); never more often than
     /// `expiry_check_interval`.
     pub offsets_retention_check_interval: Duration,
+    /// How long the first join phase of an empty classic group waits for more members,
+    /// and waits again while they keep coming, up to the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`): consumers started together share the first
+    /// generation instead of rebalancing once per member. Zero: no wait.
+    pub initial_rebalance_delay: Duration,
 }
 
 /// Default session timeout (Kafka's `group.consumer.session.timeout.ms`).
@@ -164,6 +208,8 @@ pub const DEFAULT_MAX_GROUPS: usize = 100_000;
 pub const DEFAULT_OFFSETS_RETENTION: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 /// Default period of the offsets retention check: 10 minutes (Kafka's default).
 pub const DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(600);
+/// Default initial rebalance delay of classic groups: 3 s (Kafka's default).
+pub const DEFAULT_INITIAL_REBALANCE_DELAY: Duration = Duration::from_secs(3);
 
 impl Default for GroupConfig {
     fn default() -> Self {
@@ -181,6 +227,7 @@ impl Default for GroupConfig {
             max_groups: DEFAULT_MAX_GROUPS,
             offsets_retention: DEFAULT_OFFSETS_RETENTION,
             offsets_retention_check_interval: DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL,
+            initial_rebalance_delay: DEFAULT_INITIAL_REBALANCE_DELAY,
         }
     }
 }
@@ -261,6 +308,10 @@ pub struct Heartbeat {
     pub assignor: Option<String>,
     /// Exactly the partitions the member is consuming now.
     pub owned: TopicPartitions,
+    /// `owned` is not sent: the member owns what it owned at its last heartbeat (Kafka's
+    /// ConsumerGroupHeartbeat sends its partitions only when they change). It then still
+    /// holds whatever it was asked to release.
+    pub owned_unchanged: bool,
     /// Asked-for session timeout, clamped to the configured limits; `None` keeps the
     /// current one (the default when joining).
     pub session_timeout: Option<Duration>,
@@ -328,12 +379,30 @@ impl GroupState {
     }
 }
 
+/// Which membership protocol a group runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// KIP-848: the broker assigns partitions (Weir's gRPC Heartbeat, Kafka's
+    /// ConsumerGroupHeartbeat).
+    Consumer,
+    /// Kafka's classic protocol (JoinGroup, SyncGroup), where the members assign; also
+    /// a group with committed offsets and no members (`protocol_type` empty then, as
+    /// Kafka shows a group of consumers that commit without joining).
+    Classic {
+        state: ClassicState,
+        protocol_type: String,
+    },
+}
+
 /// A group in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupSummary {
     pub group_id: String,
+    /// `Assigning` for a classic group that is rebalancing.
     pub state: GroupState,
+    /// Members of either protocol.
     pub members: usize,
+    pub protocol: GroupProtocol,
 }
 
 /// One member of a described group.
@@ -389,6 +458,11 @@ pub struct GroupDescription {
     /// partition.
     pub offsets: Vec<PartitionProgress>,
     pub coordinator_partition: u32,
+    pub protocol: GroupProtocol,
+    /// A classic group's generation and members as Kafka's DescribeGroups shows them
+    /// (their metadata and assignments as the members sent them); `members` has them
+    /// too, with the consumer protocol's topics and partitions decoded.
+    pub classic: Option<ClassicDescription>,
 }
 
 /// Where ResetOffsets moves each partition.
@@ -535,6 +609,29 @@ pub enum GroupError {
          became their coordinator); retry shortly"
     )]
     CoordinatorLoading { partition: u32 },
+    #[error(
+        "group {group_id:?} is rebalancing: join again (JoinGroup) to get the new generation \
+         and assignment"
+    )]
+    RebalanceInProgress { group_id: String },
+    #[error(
+        "member {member_id:?} of group {group_id:?} sent generation {given}, but the group's \
+         generation is {current}; join again (JoinGroup) to get the current one"
+    )]
+    IllegalGeneration {
+        group_id: String,
+        member_id: String,
+        given: i32,
+        current: i32,
+    },
+    #[error("group {group_id:?}: {reason}")]
+    InconsistentGroupProtocol { group_id: String, reason: String },
+    #[error("session timeout {given_ms} ms is outside the broker's bounds [{min_ms}, {max_ms}] ms")]
+    InvalidSessionTimeout {
+        given_ms: i64,
+        min_ms: u128,
+        max_ms: u128,
+    },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
 }
@@ -553,8 +650,12 @@ impl GroupError {
             GroupError::UnknownMember { .. }
             | GroupError::FencedMember { .. }
             | GroupError::StaleEpoch { .. }
-            | GroupError::GroupNotEmpty { .. } => GroupErrorCode::FailedPrecondition,
-            GroupError::InvalidRegex { .. }
+            | GroupError::GroupNotEmpty { .. }
+            | GroupError::RebalanceInProgress { .. }
+            | GroupError::IllegalGeneration { .. }
+            | GroupError::InconsistentGroupProtocol { .. } => GroupErrorCode::FailedPrecondition,
+            GroupError::InvalidSessionTimeout { .. }
+            | GroupError::InvalidRegex { .. }
             | GroupError::InvalidGroupId { .. }
             | GroupError::InvalidRequest(_) => GroupErrorCode::InvalidArgument,
             GroupError::TooManyMembers { .. } | GroupError::TooManyGroups { .. } => {

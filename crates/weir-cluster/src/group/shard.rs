@@ -31,9 +31,14 @@ use tokio::sync::watch;
 use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches, decode_records};
 
 use super::assignor::{Assignment, Assignor};
+use super::classic::{
+    ClassicError, ClassicGroup, ClassicState, JoinOutcome, Reply, SyncAnswer, Waiter,
+};
 use super::records::{self, GroupValue, MemberValue, RecordKey, StoredSubscription};
 use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
-use super::{GroupConfig, GroupError, GroupState, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES};
+use super::{
+    GroupConfig, GroupError, GroupProtocol, GroupState, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES,
+};
 use crate::error::ClusterError;
 use crate::partition::{Durability, Partition};
 
@@ -60,7 +65,11 @@ impl StoredOffset {
 /// One group of a shard.
 #[derive(Debug)]
 pub(super) struct GroupEntry {
+    /// KIP-848 membership (persisted in member and group records).
     pub(super) group: Group,
+    /// Classic membership (in memory only). A group runs one protocol at a time: while
+    /// either has members, the other refuses to take any.
+    pub(super) classic: ClassicGroup,
     pub(super) offsets: BTreeMap<String, BTreeMap<u32, StoredOffset>>,
     /// Tombstones for it are being written.
     pub(super) deleting: bool,
@@ -73,11 +82,56 @@ pub(super) struct GroupEntry {
 impl GroupEntry {
     pub(super) fn state(&self) -> GroupState {
         if self.deleting {
-            GroupState::Dead
-        } else {
-            self.group.state()
+            return GroupState::Dead;
+        }
+        match self.classic.state() {
+            ClassicState::Empty => self.group.state(),
+            ClassicState::PreparingRebalance | ClassicState::CompletingRebalance => {
+                GroupState::Assigning
+            }
+            ClassicState::Stable => GroupState::Stable,
         }
     }
+
+    /// Members of either protocol.
+    pub(super) fn member_count(&self) -> usize {
+        self.group.member_count() + self.classic.member_count()
+    }
+
+    /// Which protocol the group runs: the one with members (or a rebalance under way);
+    /// for a group without members, KIP-848 if it had KIP-848 members (a group epoch)
+    /// and no classic generation since, else classic (offsets only: no protocol type).
+    pub(super) fn protocol(&self) -> GroupProtocol {
+        let classic = || GroupProtocol::Classic {
+            state: self.classic.state(),
+            protocol_type: self.classic.protocol_type().unwrap_or_default().to_string(),
+        };
+        if self.classic.is_active() {
+            classic()
+        } else if self.group.member_count() > 0
+            || (self.group.epoch() > 0 && self.classic.generation() == 0)
+        {
+            GroupProtocol::Consumer
+        } else {
+            classic()
+        }
+    }
+}
+
+/// A classic JoinGroup or SyncGroup waiting for its answer.
+#[derive(Debug)]
+pub(super) struct Parked {
+    pub(super) group_id: String,
+    /// Empty for a new member's join.
+    pub(super) member_id: String,
+    pub(super) answer: ParkedAnswer,
+}
+
+/// Where a parked request's answer goes.
+#[derive(Debug)]
+pub(super) enum ParkedAnswer {
+    Join(tokio::sync::oneshot::Sender<Result<JoinOutcome, GroupError>>),
+    Sync(tokio::sync::oneshot::Sender<Result<SyncAnswer, GroupError>>),
 }
 
 /// The groups of one `__consumer_offsets` partition.
@@ -99,6 +153,12 @@ pub(super) struct ShardState {
     persisted: HashMap<String, PersistedGroup>,
     /// Numbers the membership writes, in queue (log) order.
     membership_seq: u64,
+    /// Classic JoinGroup and SyncGroup requests waiting for their rebalance step, by
+    /// the number the state machine answers them under. Dropped with the shard: the
+    /// callers then hear that this broker no longer coordinates the group.
+    pub(super) parked: HashMap<Waiter, Parked>,
+    /// The next number for a parked request.
+    pub(super) next_waiter: Waiter,
 }
 
 /// A group's membership as its group and member records have it.
@@ -167,6 +227,28 @@ pub(super) fn now_ms() -> i64 {
 }
 
 impl ShardState {
+    /// Sends the state machine's answers to the requests parked under them (a caller
+    /// that went away is skipped).
+    pub(super) fn deliver(&mut self, replies: Vec<Reply>) {
+        for reply in replies {
+            let Some(parked) = self.parked.remove(&reply.waiter()) else {
+                continue;
+            };
+            let error = |e| classic_error(&parked.group_id, &parked.member_id, e);
+            match (parked.answer, reply) {
+                (ParkedAnswer::Join(tx), Reply::Join(_, result)) => {
+                    let _ = tx.send(result.map_err(error));
+                }
+                (ParkedAnswer::Sync(tx), Reply::Sync(_, result)) => {
+                    let _ = tx.send(result.map_err(error));
+                }
+                (answer, reply) => {
+                    debug_assert!(false, "{reply:?} for {answer:?}");
+                }
+            }
+        }
+    }
+
     /// What changed in `group_id`'s membership since it was last queued, for the
     /// members `scope` names.
     fn membership_changes(&self, group_id: &str, scope: &Scope) -> Vec<Change> {
@@ -571,6 +653,29 @@ impl Shard {
     }
 }
 
+/// The classic state machine's refusal as the coordinator's error, naming the group
+/// (and the member, where the caller knows it).
+pub(super) fn classic_error(group_id: &str, member_id: &str, e: ClassicError) -> GroupError {
+    let group_id = group_id.to_string();
+    match e {
+        ClassicError::UnknownMember => GroupError::UnknownMember {
+            group_id,
+            member_id: member_id.to_string(),
+        },
+        ClassicError::IllegalGeneration { given, current } => GroupError::IllegalGeneration {
+            group_id,
+            member_id: member_id.to_string(),
+            given,
+            current,
+        },
+        ClassicError::RebalanceInProgress => GroupError::RebalanceInProgress { group_id },
+        ClassicError::InconsistentProtocol(reason) => {
+            GroupError::InconsistentGroupProtocol { group_id, reason }
+        }
+        ClassicError::TooManyMembers { max } => GroupError::TooManyMembers { group_id, max },
+    }
+}
+
 /// A write refused because this broker no longer leads the partition (at the epoch the
 /// shard was loaded under): the group's coordinator is elsewhere now.
 fn not_coordinator(e: GroupError) -> GroupError {
@@ -598,6 +703,7 @@ pub(super) fn entry<'a>(st: &'a mut ShardState, group: &str) -> &'a mut GroupEnt
             group.to_string(),
             GroupEntry {
                 group: Group::new(group),
+                classic: ClassicGroup::new(),
                 offsets: BTreeMap::new(),
                 deleting: false,
                 idle_since: Instant::now(),
@@ -719,7 +825,7 @@ pub(super) fn apply_record(
                     parts.retain(|_, s| s.record_offset > offset);
                 }
                 e.offsets.retain(|_, parts| !parts.is_empty());
-                if e.group.member_count() == 0 {
+                if e.member_count() == 0 && !e.classic.is_active() {
                     e.group.reset();
                     e.deleting = false;
                     st.persisted.remove(&group);

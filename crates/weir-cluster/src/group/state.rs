@@ -219,6 +219,12 @@ impl Group {
         self.members.contains_key(id)
     }
 
+    /// What member `id` holds: its assignment and what it was asked to release.
+    pub fn held(&self, id: &str) -> Option<Assignment> {
+        let m = self.members.get(id)?;
+        Some(m.assigned.union(&m.pending_revocation).cloned().collect())
+    }
+
     pub fn member_epoch(&self, id: &str) -> Option<i32> {
         self.members.get(id).map(|m| m.epoch)
     }

@@ -494,6 +494,13 @@ pub fn refusal(e: ControllerError) -> ClusterError {
         ControllerError::UnknownTopic(name) => ClusterError::UnknownTopic(name),
         ControllerError::InvalidTopicName(e) => ClusterError::TopicName(e),
         ControllerError::InvalidConfig(e) => ClusterError::Config(e),
+        ControllerError::InvalidReplicationFactor {
+            replication_factor,
+            brokers,
+        } => ClusterError::InvalidReplicationFactor {
+            replication_factor,
+            brokers,
+        },
         ControllerError::ClusterNotCreated => {
             ClusterError::ControllerUnavailable(ControllerError::ClusterNotCreated.to_string())
         }

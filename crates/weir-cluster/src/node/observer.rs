@@ -208,6 +208,8 @@ mod tests {
                     client: format!("b{node}:9292"),
                     internal: format!("b{node}:9293"),
                     external: None,
+                    kafka: None,
+                    kafka_external: None,
                 },
                 rack: None,
             });

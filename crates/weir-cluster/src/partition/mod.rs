@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, oneshot, watch};
+use weir_log::producers::ProducerSummary;
 use weir_log::{
     CompactionOutcome, FetchData, FlushPolicy, Log, LogOffsets, RetentionOutcome, ValidatedBatches,
 };
@@ -596,9 +597,38 @@ impl Partition {
         Ok(found.filter(|o| *o < hw))
     }
 
+    /// Where leader epoch `epoch` ended in this replica's log (Kafka's
+    /// OffsetsForLeaderEpoch, KIP-101 and KIP-320): the largest epoch at most `epoch` and
+    /// the offset after its last record (the log end for the latest epoch), from the
+    /// log's epoch history, as replication's divergence check answers a follower; `None`
+    /// if `epoch` is older than anything the log remembers. Only on the leader: a
+    /// follower may still hold records its leader cut.
+    pub async fn end_offset_for_epoch(
+        &self,
+        epoch: i32,
+    ) -> Result<Option<(i32, i64)>, ClusterError> {
+        self.shared.check_leader()?;
+        let guard = self.shared.read_guard().await;
+        let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
+        // In-memory state under a short mutex hold inside weir-log: no blocking thread.
+        Ok(log.end_offset_for_epoch(epoch))
+    }
+
+    /// The idempotent producers this partition remembers (epoch, last sequence, last
+    /// timestamp and offset of each), by producer id. Only on the leader, whose state
+    /// checks the next append.
+    pub async fn producers(&self) -> Result<Vec<ProducerSummary>, ClusterError> {
+        self.shared.check_leader()?;
+        let guard = self.shared.read_guard().await;
+        let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
+        Ok(log.producers())
+    }
+
     /// Removes every record below `offset` (at most the high watermark); returns the new
-    /// log start offset.
+    /// log start offset. Only on the leader (Kafka's DeleteRecords): trimming a
+    /// follower's copy would move nothing its consumers see.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64, ClusterError> {
+        self.shared.check_leader()?;
         let offsets = self.offsets().await?;
         if offset < 0 || offset > offsets.high_watermark {
             return Err(self.out_of_range(offset, offsets));

@@ -1,7 +1,7 @@
 //! Following the metadata image: open the partitions it assigns this broker, feed them
 //! their leader, epochs and ISR, reconfigure them when their topic's config changes,
-//! close and delete those of deleted topics; and the timers every hosted partition's
-//! state machine needs.
+//! close and delete those of deleted topics and the replicas a reassignment moved away;
+//! and the timers every hosted partition's state machine needs.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -60,6 +60,8 @@ pub fn single_node_settings(node: BrokerId, cluster_id: String, endpoint: &str) 
             client: endpoint.to_string(),
             internal: endpoint.to_string(),
             external: None,
+            kafka: None,
+            kafka_external: None,
         },
         rack: None,
         cluster_id: Some(cluster_id),

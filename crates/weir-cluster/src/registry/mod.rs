@@ -2,16 +2,20 @@
 //! broker hosts (the replica manager). The image, applied from the metadata quorum, is
 //! the only source of truth: [`TopicRegistry`] follows it (`apply.rs`), opening the
 //! partitions it assigns this broker, feeding them their leader, epochs and ISR, and
-//! closing (and deleting) those of deleted topics. Admin changes go to the active
-//! controller (`admin.rs`) and return once the local image holds them. Followers fetch
-//! from their leaders over one session per leader (`fetchers.rs`).
+//! closing (and deleting) those of deleted topics and the replicas a reassignment moved
+//! away. Admin changes go to the active controller (`admin.rs`) and return once the
+//! local image holds them. Followers fetch from their leaders over one session per
+//! leader (`fetchers.rs`).
 //!
-//! Data directory layout:
+//! Data directory layout (byte by byte in `docs/storage-format.md`):
 //!
 //! ```text
 //! <data_dir>/.lock                     held while a broker uses the directory
 //! <data_dir>/node.weir                 node id and cluster id (node_identity.rs)
-//! <data_dir>/metadata/                 the metadata quorum's log, vote and snapshots
+//! <data_dir>/metadata.weir             a single-node broker's metadata from before the
+//!                                      quorum, until a voter migrates it (quorum/legacy.rs)
+//! <data_dir>/metadata/                 the metadata quorum's log, vote and snapshot
+//!                                      (controller voters only; observers keep none)
 //! <data_dir>/topics/<topic_id>/<n>/    partition n's log (weir-log's layout)
 //! <data_dir>/topics/.orphaned/<id>/    directories no topic named, moved aside
 //! ```
@@ -165,7 +169,9 @@ pub struct TopicRegistry {
     stop: std::sync::Mutex<Option<watch::Sender<bool>>>,
     /// Leadership and ISR changes seen in the metadata, for the metrics.
     changes: std::sync::Mutex<ReplicationChanges>,
-    _lock: DataDirLock,
+    /// The data directory's lock: held while the registry lives, or until
+    /// [`release_data_dir`](Self::release_data_dir).
+    lock: std::sync::Mutex<Option<DataDirLock>>,
 }
 
 /// Leadership and ISR changes this broker has seen in the metadata since it started
@@ -240,7 +246,7 @@ impl TopicRegistry {
             apply_failures: std::sync::Mutex::new(HashMap::new()),
             stop: std::sync::Mutex::new(None),
             changes: std::sync::Mutex::default(),
-            _lock: lock,
+            lock: std::sync::Mutex::new(Some(lock)),
         });
         let image = registry.node.image();
         registry.apply_image(&image).await?;
@@ -342,6 +348,14 @@ impl TopicRegistry {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// Releases the data directory's lock, once the broker is done with the directory
+    /// ([`close`](Self::close)d, its quorum stopped): another broker may open it now,
+    /// even while a task of this one that has not ended yet still holds the registry
+    /// (its partitions are closed, so it writes nothing).
+    pub fn release_data_dir(&self) {
+        drop(self.lock.lock().expect("lock mutex").take());
     }
 
     /// Flushes and closes every partition (at shutdown).

@@ -127,7 +127,10 @@ async fn admin_errors_are_typed() {
     ));
     assert!(matches!(
         reg.create_topic("z", 1, 3, BTreeMap::new()).await,
-        Err(ClusterError::InvalidRequest(_))
+        Err(ClusterError::InvalidReplicationFactor {
+            replication_factor: 3,
+            brokers: 1
+        })
     ));
     assert!(matches!(
         reg.create_partitions("t", 1).await,

@@ -74,6 +74,8 @@ impl World {
                         client: format!("node{from}:9292"),
                         internal: format!("node{from}:9293"),
                         external: None,
+                        kafka: None,
+                        kafka_external: None,
                     },
                     rack: None,
                     cluster_id: format!("sim-{}", self.seed),

@@ -1,0 +1,378 @@
+//! The coordinator's API for the classic group protocol (Kafka's JoinGroup, SyncGroup,
+//! Heartbeat and LeaveGroup): checks each request against the limits, runs it through
+//! the group's state machine (`classic.rs`) under the shard's lock, and parks JoinGroup
+//! and SyncGroup until the state machine answers them (the join phase ends, the leader
+//! sends the assignment). Classic membership lives in memory only; committed offsets
+//! go through the durable commit path shared with KIP-848 members
+//! ([`GroupCoordinator::commit_offsets`]).
+//!
+//! A group runs one protocol at a time: a classic JoinGroup to a group with KIP-848
+//! members, or a KIP-848 join to a group with classic members, is
+//! [`GroupError::InconsistentGroupProtocol`].
+
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::classic::{ClassicConfig, JoinGroup, JoinOutcome, SyncAnswer, SyncGroup};
+use super::coordinator::GroupCoordinator;
+use super::shard::{GroupEntry, Parked, ParkedAnswer, ShardState, classic_error, entry};
+use super::{
+    GroupError, MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES, MAX_PROTOCOL_NAME_CHARS,
+    MAX_PROTOCOLS_PER_MEMBER, MAX_REBALANCE_TIMEOUT, validate_group_id,
+};
+
+impl GroupCoordinator {
+    fn classic_config(&self) -> ClassicConfig {
+        ClassicConfig {
+            initial_rebalance_delay: self.config.initial_rebalance_delay,
+            max_members: self.config.max_members_per_group,
+        }
+    }
+
+    /// Checks a JoinGroup against the limits; cuts its rebalance timeout to
+    /// [`MAX_REBALANCE_TIMEOUT`].
+    fn check_join(&self, req: &mut JoinGroup) -> Result<(), GroupError> {
+        validate_group_id(&req.group_id)?;
+        let invalid = |why: String| Err(GroupError::InvalidRequest(why));
+        let (min, max) = (
+            self.config.min_session_timeout,
+            self.config.max_session_timeout,
+        );
+        if !(min..=max).contains(&req.session_timeout) {
+            return Err(GroupError::InvalidSessionTimeout {
+                given_ms: i64::try_from(req.session_timeout.as_millis()).unwrap_or(i64::MAX),
+                min_ms: min.as_millis(),
+                max_ms: max.as_millis(),
+            });
+        }
+        req.rebalance_timeout = req.rebalance_timeout.min(MAX_REBALANCE_TIMEOUT);
+        if let Some(why) = super::client_fields_too_long(&req.client_id, &req.client_host) {
+            return invalid(why);
+        }
+        if req.protocols.len() > MAX_PROTOCOLS_PER_MEMBER {
+            return invalid(format!(
+                "{} protocols; the limit is {MAX_PROTOCOLS_PER_MEMBER}",
+                req.protocols.len()
+            ));
+        }
+        if req.protocol_type.len() > MAX_PROTOCOL_NAME_CHARS {
+            return invalid(format!(
+                "the protocol type is {} bytes; the limit is {MAX_PROTOCOL_NAME_CHARS}",
+                req.protocol_type.len()
+            ));
+        }
+        for (name, metadata) in &req.protocols {
+            if name.len() > MAX_PROTOCOL_NAME_CHARS {
+                return invalid(format!(
+                    "a protocol name is {} bytes; the limit is {MAX_PROTOCOL_NAME_CHARS}",
+                    name.len()
+                ));
+            }
+            if metadata.len() > MAX_PROTOCOL_METADATA_BYTES {
+                return invalid(format!(
+                    "the metadata of protocol {name:?} is {} bytes; the limit is \
+                     {MAX_PROTOCOL_METADATA_BYTES}",
+                    metadata.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a classic JoinGroup: answered once the group's join phase ends (at most
+    /// the longest rebalance timeout of its members), or at once with
+    /// [`JoinOutcome::MemberIdRequired`] for a new member of JoinGroup v4+.
+    pub async fn join_group(&self, req: JoinGroup) -> Result<JoinOutcome, GroupError> {
+        self.join_group_at(req, Instant::now()).await
+    }
+
+    /// [`join_group`](Self::join_group) at time `now` (the clock of
+    /// [`expire_sessions`](Self::expire_sessions)).
+    pub async fn join_group_at(
+        &self,
+        mut req: JoinGroup,
+        now: Instant,
+    ) -> Result<JoinOutcome, GroupError> {
+        self.check_join(&mut req)?;
+        let group_id = req.group_id.clone();
+        let member_id = req.member_id.clone();
+        let shard = self.shard(&group_id)?;
+        let at_limit = self.group_count() >= self.config.max_groups;
+        let config = self.classic_config();
+        let answer = {
+            let mut st = shard.state();
+            let created = !st.groups.contains_key(&group_id);
+            if created {
+                if !member_id.is_empty() {
+                    return Err(GroupError::UnknownMember {
+                        group_id,
+                        member_id,
+                    });
+                }
+                if at_limit {
+                    return Err(GroupError::TooManyGroups {
+                        max: self.config.max_groups,
+                    });
+                }
+            }
+            if let Some(e) = st.groups.get(&group_id)
+                && e.group.member_count() > 0
+            {
+                return Err(GroupError::InconsistentGroupProtocol {
+                    group_id,
+                    reason: format!(
+                        "its {} member(s) use the consumer protocol (KIP-848: \
+                         ConsumerGroupHeartbeat, or Weir's gRPC Heartbeat); a group runs one \
+                         protocol at a time, so join with group.protocol=consumer or use \
+                         another group id",
+                        e.group.member_count()
+                    ),
+                });
+            }
+            let waiter = st.next_waiter;
+            st.next_waiter += 1;
+            let (tx, rx) = oneshot::channel();
+            st.parked.insert(
+                waiter,
+                Parked {
+                    group_id: group_id.clone(),
+                    member_id: member_id.clone(),
+                    answer: ParkedAnswer::Join(tx),
+                },
+            );
+            // Kafka's form: the client id, then a UUID.
+            let new_member_id = format!("{}-{}", req.client_id, uuid::Uuid::new_v4());
+            let replies = {
+                let e = entry(&mut st, &group_id);
+                let before = e.classic.member_count();
+                let replies = e.classic.join(req, waiter, new_member_id, now, &config);
+                after_classic_change(e, before, now);
+                if e.classic.has_member(&member_id) || e.classic.member_count() > before {
+                    e.deleting = false;
+                }
+                replies
+            };
+            if created
+                && st
+                    .groups
+                    .get(&group_id)
+                    .is_some_and(|e| !e.classic.is_active() && e.offsets.is_empty())
+            {
+                // A refused join does not leave a group behind.
+                st.groups.remove(&group_id);
+            }
+            update_deadline(&mut st, &group_id);
+            st.deliver(replies);
+            rx
+        };
+        self.parked_answer(&group_id, &member_id, answer).await
+    }
+
+    /// The answer to a parked request; if the shard was dropped first (this broker no
+    /// longer coordinates the group, or its shard is loading again), the coordinator's
+    /// error, else UNKNOWN_MEMBER_ID (the member joins again).
+    async fn parked_answer<T>(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        answer: oneshot::Receiver<Result<T, GroupError>>,
+    ) -> Result<T, GroupError> {
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => {
+                self.shard(group_id)?;
+                Err(GroupError::UnknownMember {
+                    group_id: group_id.to_string(),
+                    member_id: member_id.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Handles a classic SyncGroup: the leader's carries the assignment; every member's
+    /// is answered with its own assignment once the leader's has arrived.
+    pub async fn sync_group(&self, req: SyncGroup) -> Result<SyncAnswer, GroupError> {
+        self.sync_group_at(req, Instant::now()).await
+    }
+
+    /// [`sync_group`](Self::sync_group) at time `now`.
+    pub async fn sync_group_at(
+        &self,
+        req: SyncGroup,
+        now: Instant,
+    ) -> Result<SyncAnswer, GroupError> {
+        validate_group_id(&req.group_id)?;
+        if req.assignments.len() > self.config.max_members_per_group {
+            return Err(GroupError::InvalidRequest(format!(
+                "{} assignments; a group has at most {} members",
+                req.assignments.len(),
+                self.config.max_members_per_group
+            )));
+        }
+        if let Some((member, bytes)) = req
+            .assignments
+            .iter()
+            .find(|(_, b)| b.len() > MAX_ASSIGNMENT_BYTES)
+        {
+            return Err(GroupError::InvalidRequest(format!(
+                "the assignment of member {member:?} is {} bytes; the limit is \
+                 {MAX_ASSIGNMENT_BYTES}",
+                bytes.len()
+            )));
+        }
+        let group_id = req.group_id.clone();
+        let member_id = req.member_id.clone();
+        let shard = self.shard(&group_id)?;
+        let answer = {
+            let mut st = shard.state();
+            if !st.groups.contains_key(&group_id) {
+                return Err(GroupError::UnknownMember {
+                    group_id,
+                    member_id,
+                });
+            }
+            let waiter = st.next_waiter;
+            st.next_waiter += 1;
+            let (tx, rx) = oneshot::channel();
+            st.parked.insert(
+                waiter,
+                Parked {
+                    group_id: group_id.clone(),
+                    member_id: member_id.clone(),
+                    answer: ParkedAnswer::Sync(tx),
+                },
+            );
+            let replies = {
+                let e = entry(&mut st, &group_id);
+                e.classic.sync(req, waiter, now)
+            };
+            update_deadline(&mut st, &group_id);
+            st.deliver(replies);
+            rx
+        };
+        self.parked_answer(&group_id, &member_id, answer).await
+    }
+
+    /// Handles a classic Heartbeat: REBALANCE_IN_PROGRESS tells the member to join
+    /// again.
+    pub fn classic_heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Result<(), GroupError> {
+        self.classic_heartbeat_at(group_id, member_id, generation, Instant::now())
+    }
+
+    /// [`classic_heartbeat`](Self::classic_heartbeat) at time `now`.
+    pub fn classic_heartbeat_at(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        generation: i32,
+        now: Instant,
+    ) -> Result<(), GroupError> {
+        validate_group_id(group_id)?;
+        let shard = self.shard(group_id)?;
+        let mut st = shard.state();
+        let unknown = || GroupError::UnknownMember {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+        };
+        let e = st.groups.get_mut(group_id).ok_or_else(unknown)?;
+        e.classic
+            .heartbeat(member_id, generation, now)
+            .map_err(|err| classic_error(group_id, member_id, err))
+    }
+
+    /// Handles a classic LeaveGroup of `member_ids` (one answer each, in order): the
+    /// group rebalances without them.
+    pub fn leave_group(
+        &self,
+        group_id: &str,
+        member_ids: &[String],
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.leave_group_at(group_id, member_ids, Instant::now())
+    }
+
+    /// [`leave_group`](Self::leave_group) at time `now`.
+    pub fn leave_group_at(
+        &self,
+        group_id: &str,
+        member_ids: &[String],
+        now: Instant,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        validate_group_id(group_id)?;
+        let shard = self.shard(group_id)?;
+        let config = self.classic_config();
+        let mut st = shard.state();
+        let unknown = |member_id: &str| GroupError::UnknownMember {
+            group_id: group_id.to_string(),
+            member_id: member_id.to_string(),
+        };
+        if !st.groups.contains_key(group_id) {
+            return Ok(member_ids.iter().map(|m| Err(unknown(m))).collect());
+        }
+        let mut replies = Vec::new();
+        let answers = {
+            let e = st.groups.get_mut(group_id).expect("checked");
+            let before = e.classic.member_count();
+            let answers = member_ids
+                .iter()
+                .map(|m| {
+                    e.classic
+                        .leave(m, now, &config, &mut replies)
+                        .map_err(|err| classic_error(group_id, m, err))
+                })
+                .collect();
+            after_classic_change(e, before, now);
+            answers
+        };
+        update_deadline(&mut st, group_id);
+        st.deliver(replies);
+        Ok(answers)
+    }
+
+    /// Moves every classic group of `st` on as of `now` (sessions, join and sync
+    /// deadlines), delivering the answers that frees.
+    pub(super) fn tick_classic(&self, st: &mut ShardState, now: Instant) {
+        let config = self.classic_config();
+        let mut replies = Vec::new();
+        for (group_id, e) in st.groups.iter_mut() {
+            if e.classic.next_deadline().is_none_or(|d| d > now) {
+                continue;
+            }
+            let before = e.classic.member_count();
+            replies.extend(e.classic.tick(now, &config));
+            if e.classic.member_count() < before {
+                tracing::info!(
+                    group = group_id,
+                    removed = before - e.classic.member_count(),
+                    "classic members removed: session or rebalance timeout"
+                );
+            }
+            after_classic_change(e, before, now);
+        }
+        st.deliver(replies);
+    }
+}
+
+/// After a classic change: the offsets retention clock starts when the group empties.
+fn after_classic_change(e: &mut GroupEntry, members_before: usize, now: Instant) {
+    if members_before > 0 && e.member_count() == 0 {
+        e.idle_since = e.idle_since.max(now);
+    }
+    debug_assert_eq!(e.classic.check_invariants(), Ok(()));
+}
+
+/// Lowers the shard's next deadline to the group's next classic one.
+fn update_deadline(st: &mut ShardState, group_id: &str) {
+    if let Some(d) = st
+        .groups
+        .get(group_id)
+        .and_then(|e| e.classic.next_deadline())
+    {
+        st.next_deadline = Some(st.next_deadline.map_or(d, |n| n.min(d)));
+    }
+}
