@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
+use weir_broker::metadata::Endpoints;
 use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
-use weir_cluster::{ClusterError, INTERNAL_TOPIC_PREFIX, is_internal};
+use weir_cluster::is_internal;
 use weir_proto::v1::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     AlterTopicConfigRequest, AlterTopicConfigResponse, BrokerDescription, CreatePartitionsRequest,
@@ -25,7 +26,7 @@ use crate::Broker;
 use crate::convert;
 use crate::groups;
 use crate::page::{self, Listing};
-use crate::status::{self, status};
+use crate::status::{self, broker_status, status};
 
 /// The Admin gRPC service.
 #[derive(Debug, Clone)]
@@ -64,33 +65,26 @@ impl AdminService {
     }
 }
 
-/// Internal topics (`__` prefix, like `__consumer_offsets`) belong to the broker.
-fn refuse_internal(name: &str, what: &str) -> Result<(), Status> {
-    if is_internal(name) {
-        return Err(Status::invalid_argument(format!(
-            "topic {name} cannot be {what}: names starting with {INTERNAL_TOPIC_PREFIX} are \
-             reserved for the broker's internal topics"
-        )));
-    }
-    Ok(())
-}
-
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn create_topic(
         &self,
         request: Request<CreateTopicRequest>,
     ) -> Result<Response<CreateTopicResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("CreateTopic");
+        let _timer = self.broker.metrics().rpc_timer("CreateTopic");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        refuse_internal(&req.name, "created")?;
         let configs: BTreeMap<String, String> = req.configs.into_iter().collect();
-        let topic = self
-            .broker
-            .registry
-            .create_topic(&req.name, req.partitions, req.replication_factor, configs)
-            .await
-            .map_err(status)?;
+        let topic = weir_broker::topics::create_topic(
+            &self.broker.core,
+            &ctx,
+            &req.name,
+            req.partitions,
+            req.replication_factor,
+            configs,
+        )
+        .await
+        .map_err(broker_status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(CreateTopicResponse { topic: Some(topic) }))
     }
@@ -99,15 +93,12 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteTopicRequest>,
     ) -> Result<Response<DeleteTopicResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DeleteTopic");
+        let _timer = self.broker.metrics().rpc_timer("DeleteTopic");
+        let ctx = crate::grpc_context(&request);
         let name = request.into_inner().name;
-        refuse_internal(&name, "deleted")?;
-        self.broker
-            .registry
-            .delete_topic(&name)
+        weir_broker::topics::delete_topic(&self.broker.core, &ctx, &name)
             .await
-            .map_err(status)?;
-        self.broker.metrics.forget_topic(&name);
+            .map_err(broker_status)?;
         Ok(Response::new(DeleteTopicResponse {}))
     }
 
@@ -115,11 +106,11 @@ impl Admin for AdminService {
         &self,
         request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("ListTopics");
+        let _timer = self.broker.metrics().rpc_timer("ListTopics");
         let req = request.into_inner();
         let topics = self
             .broker
-            .registry
+            .registry()
             .topics()
             .into_iter()
             .filter(|t| req.include_internal || !is_internal(&t.name))
@@ -150,12 +141,14 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeTopicRequest>,
     ) -> Result<Response<DescribeTopicResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DescribeTopic");
-        let topic = self
-            .broker
-            .registry
-            .topic(&request.into_inner().name)
-            .map_err(status)?;
+        let _timer = self.broker.metrics().rpc_timer("DescribeTopic");
+        let ctx = crate::grpc_context(&request);
+        let req = request.into_inner();
+        let topic = match req.allow_auto_create {
+            true => weir_broker::topics::topic_or_create(&self.broker.core, &ctx, &req.name).await,
+            false => self.broker.core.topic(&ctx, &req.name),
+        }
+        .map_err(broker_status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(DescribeTopicResponse { topic: Some(topic) }))
     }
@@ -164,17 +157,17 @@ impl Admin for AdminService {
         &self,
         request: Request<CreatePartitionsRequest>,
     ) -> Result<Response<CreatePartitionsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("CreatePartitions");
+        let _timer = self.broker.metrics().rpc_timer("CreatePartitions");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        // The coordinator of a group is found by hashing over the partition count of
-        // __consumer_offsets: growing it would move every group.
-        refuse_internal(&req.name, "given more partitions")?;
-        let topic = self
-            .broker
-            .registry
-            .create_partitions(&req.name, req.total_partitions)
-            .await
-            .map_err(status)?;
+        let topic = weir_broker::topics::create_partitions(
+            &self.broker.core,
+            &ctx,
+            &req.name,
+            req.total_partitions,
+        )
+        .await
+        .map_err(broker_status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(CreatePartitionsResponse {
             topic: Some(topic),
@@ -185,7 +178,10 @@ impl Admin for AdminService {
         &self,
         request: Request<AlterPartitionReassignmentsRequest>,
     ) -> Result<Response<AlterPartitionReassignmentsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("AlterPartitionReassignments");
+        let _timer = self
+            .broker
+            .metrics()
+            .rpc_timer("AlterPartitionReassignments");
         let req = request.into_inner();
         // Checked before the moves are copied: the controller would refuse more anyway.
         if req.partitions.len() > MAX_MOVES_PER_REQUEST {
@@ -204,11 +200,11 @@ impl Admin for AdminService {
             .collect();
         let throttle = (req.throttle_bytes_per_sec > 0).then_some(req.throttle_bytes_per_sec);
         self.broker
-            .registry
+            .registry()
             .reassign_partitions(&req.topic, moves, throttle)
             .await
             .map_err(status)?;
-        let topic = self.broker.registry.topic(&req.topic).map_err(status)?;
+        let topic = self.broker.registry().topic(&req.topic).map_err(status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(AlterPartitionReassignmentsResponse {
             topic: Some(topic),
@@ -219,18 +215,17 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeTopicConfigRequest>,
     ) -> Result<Response<DescribeTopicConfigResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DescribeTopicConfig");
-        let topic = self
-            .broker
-            .registry
-            .topic(&request.into_inner().name)
-            .map_err(status)?;
-        let entries = topic
-            .config()
-            .entries()
-            .into_iter()
-            .map(convert::config_entry)
-            .collect();
+        let _timer = self.broker.metrics().rpc_timer("DescribeTopicConfig");
+        let ctx = crate::grpc_context(&request);
+        let entries = weir_broker::configs::describe_topic_config(
+            &self.broker.core,
+            &ctx,
+            &request.into_inner().name,
+        )
+        .map_err(broker_status)?
+        .into_iter()
+        .map(convert::config_entry)
+        .collect();
         Ok(Response::new(DescribeTopicConfigResponse { entries }))
     }
 
@@ -238,20 +233,23 @@ impl Admin for AdminService {
         &self,
         request: Request<AlterTopicConfigRequest>,
     ) -> Result<Response<AlterTopicConfigResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("AlterTopicConfig");
+        let _timer = self.broker.metrics().rpc_timer("AlterTopicConfig");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
         let set: BTreeMap<String, String> = req.set.into_iter().collect();
-        let config = self
-            .broker
-            .registry
-            .alter_topic_config(&req.name, &set, &req.reset)
-            .await
-            .map_err(status)?;
-        let entries = config
-            .entries()
-            .into_iter()
-            .map(convert::config_entry)
-            .collect();
+        let entries = weir_broker::configs::alter_topic_config(
+            &self.broker.core,
+            &ctx,
+            &req.name,
+            &set,
+            &req.reset,
+            false,
+        )
+        .await
+        .map_err(broker_status)?
+        .into_iter()
+        .map(convert::config_entry)
+        .collect();
         Ok(Response::new(AlterTopicConfigResponse { entries }))
     }
 
@@ -259,52 +257,59 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteRecordsRequest>,
     ) -> Result<Response<DeleteRecordsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DeleteRecords");
+        let _timer = self.broker.metrics().rpc_timer("DeleteRecords");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        refuse_internal(&req.topic, "trimmed with DeleteRecords")?;
-        let topic = self.broker.registry.topic(&req.topic).map_err(status)?;
-        let mut results = Vec::with_capacity(req.partitions.len());
-        for pd in req.partitions {
-            let outcome: Result<i64, ClusterError> = async {
-                let partition = topic.partition(pd.partition)?;
-                let before = match pd.before_offset {
-                    -1 => partition.high_watermark(),
-                    n => n,
-                };
-                partition.delete_records_before(before).await
-            }
-            .await;
-            results.push(match outcome {
+        let asked: Vec<(u32, i64)> = req
+            .partitions
+            .iter()
+            .map(|pd| (pd.partition, pd.before_offset))
+            .collect();
+        let deleted =
+            weir_broker::records::delete_records(&self.broker.core, &ctx, &req.topic, &asked)
+                .await
+                .map_err(broker_status)?;
+        let results = asked
+            .iter()
+            .zip(deleted)
+            .map(|(&(partition, _), outcome)| match outcome {
                 Ok(log_start_offset) => PartitionDeleteRecordsResult {
-                    partition: pd.partition,
+                    partition,
                     log_start_offset,
                     error: None,
                 },
                 Err(e) => PartitionDeleteRecordsResult {
-                    partition: pd.partition,
+                    partition,
                     log_start_offset: -1,
-                    error: Some(status::partition_error(&e)),
+                    error: Some(status::broker_partition_error(&e)),
                 },
-            });
-        }
+            })
+            .collect();
         Ok(Response::new(DeleteRecordsResponse { results }))
     }
 
     async fn describe_cluster(
         &self,
-        _request: Request<DescribeClusterRequest>,
+        request: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DescribeCluster");
-        let cluster = self.broker.registry.cluster();
-        let image = cluster.image();
-        let voters: Vec<i32> = cluster
-            .settings()
-            .voters
-            .iter()
-            .map(|(id, _)| *id)
-            .collect();
-        let mut brokers: Vec<BrokerDescription> = image
-            .brokers()
+        let _timer = self.broker.metrics().rpc_timer("DescribeCluster");
+        let ctx = crate::grpc_context(&request);
+        // Before this broker is registered the view holds it alone, at these addresses.
+        let this_broker = Endpoints {
+            client: self.broker.advertised.to_string(),
+            internal: String::new(),
+            external: self
+                .broker
+                .external_advertised
+                .as_ref()
+                .map(ToString::to_string),
+            kafka: None,
+            kafka_external: None,
+        };
+        let cluster = weir_broker::metadata::cluster(&self.broker.core, &ctx, &this_broker);
+        let brokers = cluster
+            .brokers
+            .into_iter()
             .map(|b| {
                 let address = self
                     .listener
@@ -313,33 +318,18 @@ impl Admin for AdminService {
                     .map(|(h, p)| (h.to_string(), u32::from(p)))
                     .unwrap_or_else(|_| (address.clone(), 0));
                 BrokerDescription {
-                    broker_id: b.node,
+                    broker_id: b.node_id,
                     host,
                     port,
                     fenced: b.fenced,
-                    rack: b.rack.clone().unwrap_or_default(),
-                    voter: voters.contains(&b.node),
+                    rack: b.rack.unwrap_or_default(),
+                    voter: b.voter,
                 }
             })
             .collect();
-        if brokers.is_empty() {
-            // Not registered yet: at least this broker.
-            let advertised = self.listener.pick(
-                &self.broker.advertised,
-                self.broker.external_advertised.as_ref(),
-            );
-            brokers.push(BrokerDescription {
-                broker_id: self.broker.node_id,
-                host: advertised.host.clone(),
-                port: advertised.port.into(),
-                fenced: true,
-                rack: String::new(),
-                voter: cluster.is_voter(),
-            });
-        }
         Ok(Response::new(DescribeClusterResponse {
-            cluster_id: self.broker.registry.cluster_id(),
-            controller_id: cluster.controller().unwrap_or(-1),
+            cluster_id: cluster.cluster_id,
+            controller_id: cluster.controller_id,
             brokers,
         }))
     }
@@ -348,9 +338,11 @@ impl Admin for AdminService {
         &self,
         request: Request<ListGroupsRequest>,
     ) -> Result<Response<ListGroupsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("ListGroups");
+        let _timer = self.broker.metrics().rpc_timer("ListGroups");
+        let ctx = crate::grpc_context(&request);
         Ok(Response::new(groups::list_groups(
             &self.broker,
+            &ctx,
             request.into_inner(),
         )?))
     }
@@ -359,8 +351,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DescribeGroupRequest>,
     ) -> Result<Response<DescribeGroupResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DescribeGroup");
-        groups::describe_group(&self.broker, request.into_inner())
+        let _timer = self.broker.metrics().rpc_timer("DescribeGroup");
+        let ctx = crate::grpc_context(&request);
+        groups::describe_group(&self.broker, &ctx, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -369,8 +362,9 @@ impl Admin for AdminService {
         &self,
         request: Request<DeleteGroupRequest>,
     ) -> Result<Response<DeleteGroupResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("DeleteGroup");
-        groups::delete_group(&self.broker, request.into_inner())
+        let _timer = self.broker.metrics().rpc_timer("DeleteGroup");
+        let ctx = crate::grpc_context(&request);
+        groups::delete_group(&self.broker, &ctx, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -379,8 +373,9 @@ impl Admin for AdminService {
         &self,
         request: Request<ResetOffsetsRequest>,
     ) -> Result<Response<ResetOffsetsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("ResetOffsets");
-        groups::reset_offsets(&self.broker, request.into_inner())
+        let _timer = self.broker.metrics().rpc_timer("ResetOffsets");
+        let ctx = crate::grpc_context(&request);
+        groups::reset_offsets(&self.broker, &ctx, request.into_inner())
             .await
             .map(Response::new)
     }

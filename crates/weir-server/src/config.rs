@@ -19,6 +19,10 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// Default admin HTTP (`/metrics`, `/health`) address.
 pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9293);
+/// Default Kafka protocol listen address: Kafka's port, loopback only (and `::1` too, so
+/// `localhost` works whichever address it resolves to first).
+pub const DEFAULT_KAFKA_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9092);
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 /// Largest gRPC request accepted (a produce carries up to this many bytes of batches).
@@ -41,6 +45,9 @@ pub const DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS: u64 = 3_000;
 /// Default offsets retention of empty groups, in minutes: 7 days (Kafka's
 /// `offsets.retention.minutes`).
 pub const DEFAULT_OFFSETS_RETENTION_MINUTES: u64 = 10_080;
+/// Default wait of an empty classic group's first join phase for more members, in
+/// milliseconds (Kafka's `group.initial.rebalance.delay.ms`).
+pub const DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS: u64 = 3_000;
 /// Most controller voters accepted. Every metadata change waits for a majority of them,
 /// so more voters buy fault tolerance with latency; 3 or 5 is usual (Kafka advises the
 /// same for KRaft).
@@ -84,6 +91,23 @@ pub struct ServerConfig {
     /// `host:port` clients of the external listener are told to reach this node at.
     /// `None`: derived from `external_listen` as `advertise` is from `listen`.
     pub external_advertise: Option<String>,
+    /// The Kafka protocol listener's address, for Kafka clients (kafka-python,
+    /// confluent-kafka, kcat, ...). `None`: off. On an IPv4 loopback address the broker
+    /// listens on the same port of `::1` too, where the machine has IPv6.
+    pub kafka_listen: Option<SocketAddr>,
+    /// `host:port` Kafka clients are told to connect to (Metadata, FindCoordinator):
+    /// Kafka's `advertised.listeners`. By default derived from `kafka_listen` as
+    /// `advertise` is from `listen`.
+    pub kafka_advertise: Option<String>,
+    /// A second Kafka listener, for Kafka clients on another network (a container
+    /// cluster's host, say), as `external_listen` is for gRPC clients: Kafka clients that
+    /// connect to it are told every broker's `kafka_external_advertise` address (its
+    /// `kafka_advertise` one if it has no external listener). `None`: one Kafka listener.
+    pub kafka_external_listen: Option<SocketAddr>,
+    /// `host:port` Kafka clients of the external Kafka listener are told to reach this
+    /// node at. `None`: derived from `kafka_external_listen` as `advertise` is from
+    /// `listen`.
+    pub kafka_external_advertise: Option<String>,
     /// Experimental: an address for the binary TCP data path (`wire`), a measurement
     /// prototype beside gRPC: PRODUCE and FETCH of one partition per request, with no
     /// authentication, metadata or leader routing. `None` (the default): off.
@@ -105,6 +129,20 @@ pub struct ServerConfig {
     /// Minutes a consumer group may stay without members (and commits) before its
     /// committed offsets and the group are deleted (Kafka's `offsets.retention.minutes`).
     pub offsets_retention_minutes: u64,
+    /// How long the first join phase of an empty classic group (Kafka's JoinGroup
+    /// protocol) waits for more members before it assigns, in milliseconds (Kafka's
+    /// `group.initial.rebalance.delay.ms`); 0 assigns at once.
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Create a topic that a client produces to, or asks metadata of, when it does not
+    /// exist (Kafka's `auto.create.topics.enable`; on by default, as in Kafka, for the
+    /// one-command start; the cluster manifests turn it off).
+    pub auto_create_topics: bool,
+    /// Partitions of a topic created on first use or without a count (Kafka's
+    /// `num.partitions`).
+    pub num_partitions: u32,
+    /// Replicas of a topic created on first use or without a replication factor
+    /// (Kafka's `default.replication.factor`).
+    pub default_replication_factor: u32,
     /// What partition logs read and write their files through: the file system. Not a
     /// setting (no file key, flag or variable): tests put a
     /// `weir_log::storage::FaultyStorage` under a whole broker with it.
@@ -124,6 +162,10 @@ impl Default for ServerConfig {
             advertise: None,
             external_listen: None,
             external_advertise: None,
+            kafka_listen: Some(DEFAULT_KAFKA_LISTEN),
+            kafka_advertise: None,
+            kafka_external_listen: None,
+            kafka_external_advertise: None,
             wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
@@ -132,6 +174,10 @@ impl Default for ServerConfig {
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
             offsets_retention_minutes: DEFAULT_OFFSETS_RETENTION_MINUTES,
+            group_initial_rebalance_delay_ms: DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS,
+            auto_create_topics: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
             log_storage: LogStorage::default(),
         }
     }
@@ -141,6 +187,19 @@ impl ServerConfig {
     /// Checks what serde and clap cannot: the node id, the voter list as a whole, the
     /// advertised address, and that the internal listener has its own address.
     pub fn validate(&self) -> Result<(), ServerConfigError> {
+        if self.num_partitions == 0 || self.num_partitions > weir_cluster::MAX_PARTITIONS_PER_TOPIC
+        {
+            return Err(ServerConfigError::TopicDefault(format!(
+                "num_partitions is {}; it must be in 1..={}",
+                self.num_partitions,
+                weir_cluster::MAX_PARTITIONS_PER_TOPIC
+            )));
+        }
+        if self.default_replication_factor == 0 {
+            return Err(ServerConfigError::TopicDefault(
+                "default_replication_factor must be at least 1".into(),
+            ));
+        }
         if self.node_id < 0 {
             return Err(ServerConfigError::NegativeNodeId(self.node_id));
         }
@@ -152,9 +211,14 @@ impl ServerConfig {
         {
             return Err(ServerConfigError::BadRack(rack.clone()));
         }
-        for advertise in [&self.advertise, &self.external_advertise]
-            .into_iter()
-            .flatten()
+        for advertise in [
+            &self.advertise,
+            &self.external_advertise,
+            &self.kafka_advertise,
+            &self.kafka_external_advertise,
+        ]
+        .into_iter()
+        .flatten()
         {
             parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
                 value: advertise.clone(),
@@ -164,6 +228,9 @@ impl ServerConfig {
         if self.external_advertise.is_some() && self.external_listen.is_none() {
             return Err(ServerConfigError::ExternalAdvertiseAlone);
         }
+        if self.kafka_external_advertise.is_some() && self.kafka_external_listen.is_none() {
+            return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
+        }
         // Port 0 picks a free port per listener, so only fixed ports can clash.
         let listeners = [
             (Some(self.listen), "the gRPC listen address"),
@@ -171,6 +238,11 @@ impl ServerConfig {
             (self.external_listen, "the external listen address"),
             (self.admin_listen, "the admin HTTP listen address"),
             (self.wire_listen, "the experimental wire listen address"),
+            (self.kafka_listen, "the Kafka listen address"),
+            (
+                self.kafka_external_listen,
+                "the external Kafka listen address",
+            ),
         ];
         let fixed: Vec<(SocketAddr, &'static str)> = listeners
             .into_iter()
@@ -207,6 +279,18 @@ impl ServerConfig {
     /// its bound address.
     pub fn external_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
         advertised_address(self.external_advertise.as_deref(), bound)
+    }
+
+    /// The Kafka listener's [`advertised_address`](Self::advertised_address), given its
+    /// bound address.
+    pub fn kafka_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
+        advertised_address(self.kafka_advertise.as_deref(), bound)
+    }
+
+    /// The external Kafka listener's [`advertised_address`](Self::advertised_address),
+    /// given its bound address.
+    pub fn kafka_external_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
+        advertised_address(self.kafka_external_advertise.as_deref(), bound)
     }
 }
 
@@ -309,6 +393,8 @@ impl fmt::Display for Voter {
 /// A setting that cannot be used; the message names the value and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerConfigError {
+    #[error("{0}")]
+    TopicDefault(String),
     #[error("node id {0} is negative; node ids are 0 or more")]
     NegativeNodeId(i32),
     #[error("rack {0:?} is empty, longer than {MAX_RACK_BYTES} bytes, or has control characters")]
@@ -340,6 +426,11 @@ pub enum ServerConfigError {
          (--external-listen) too"
     )]
     ExternalAdvertiseAlone,
+    #[error(
+        "an external Kafka advertised address needs an external Kafka listener: set \
+         kafka_external_listen (--kafka-external-listen) too"
+    )]
+    KafkaExternalAdvertiseAlone,
 }
 
 /// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed
@@ -656,6 +747,31 @@ mod tests {
                 .external_advertised_address("0.0.0.0:19292".parse().unwrap())
                 .to_string(),
             "127.0.0.1:19292"
+        );
+
+        let config = ServerConfig {
+            kafka_external_advertise: Some("127.0.0.1:19092".into()),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("--kafka-external-listen"), "{err}");
+        let config = ServerConfig {
+            kafka_external_listen: Some(DEFAULT_KAFKA_LISTEN),
+            ..ServerConfig::default()
+        };
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("external Kafka listen address"), "{err}");
+        let config = ServerConfig {
+            kafka_external_listen: Some("0.0.0.0:19092".parse().unwrap()),
+            kafka_external_advertise: Some("127.0.0.1:19092".into()),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(
+            config
+                .kafka_external_advertised_address("0.0.0.0:19092".parse().unwrap())
+                .to_string(),
+            "127.0.0.1:19092"
         );
     }
 

@@ -10,13 +10,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::select_all;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use weir_cluster::{ClusterError, Partition, Topic};
-use weir_log::FetchData;
+use weir_broker::fetch::{self, PartitionFetch, Reader, TopicFetch};
+use weir_broker::offsets::{self, OffsetSpec};
+use weir_broker::{BrokerError, RequestContext};
+use weir_cluster::storage::FetchData;
 use weir_proto::v1::{
     self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, OffsetPosition, PartitionFetchResult, PartitionOffsetResult, RecordFormat,
@@ -25,18 +25,18 @@ use weir_proto::v1::{
 
 use crate::Broker;
 use crate::convert;
-use crate::status::{self, invalid_argument};
+use crate::status;
 
 /// Messages buffered on one Consume stream; the reader waits when the client lags.
 pub const CONSUME_CHANNEL_CAPACITY: usize = 4;
 /// A partition's share of a fetch when the request says 0 (as the proto says).
-pub const DEFAULT_PARTITION_FETCH_BYTES: usize = 1024 * 1024;
+pub use weir_broker::limits::DEFAULT_PARTITION_FETCH_BYTES;
 /// A fetch's total when the request says 0 (as the proto says): an answer that fits the
 /// 4 MiB receive limit of grpc-python and grpc-go clients with their defaults, with room
 /// for the per-partition fields. Decoded records are counted at their encoded size.
 pub const DEFAULT_FETCH_MAX_BYTES: usize = 4 * 1024 * 1024 - 128 * 1024;
 /// Longest long-poll wait a fetch may ask for.
-pub const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
+pub use weir_broker::limits::MAX_FETCH_WAIT;
 
 /// The Consumer gRPC service.
 #[derive(Debug, Clone)]
@@ -68,8 +68,6 @@ struct Shaped {
     next_offset: i64,
     /// Bytes of the answer: the batches, or the decoded records' encoded size.
     bytes: usize,
-    /// Records in the answer.
-    count: u64,
     /// A stored batch that could not be decoded: `records` are those before it, and
     /// `next_offset` is at it.
     undecodable: Option<convert::UndecodableBatch>,
@@ -95,7 +93,6 @@ fn shape(
             next_offset = bad.base_offset.max(from);
         }
         Shaped {
-            count: d.records.len() as u64,
             records: d.records,
             batches: bytes::Bytes::new(),
             next_offset,
@@ -108,7 +105,6 @@ fn shape(
             batches: data.records.clone(),
             next_offset: data.next_offset,
             bytes: data.records.len(),
-            count: convert::record_count(data.batches()),
             undecodable: None,
         }
     }
@@ -126,7 +122,7 @@ fn report_undecodable(
     data: &FetchData,
     bad: &convert::UndecodableBatch,
 ) {
-    broker.metrics.undecodable_batch(topic);
+    broker.metrics().undecodable_batch(topic);
     match &data.stored_at {
         Some(at) => tracing::warn!(
             topic,
@@ -164,78 +160,72 @@ fn undecodable<'a>(
     }
 }
 
-/// One partition's part of a fetch; `None` for the partition means it does not exist.
-/// The experimental wire path (`wire`) reads raw batches through it too.
-pub(crate) async fn fetch_one(
+/// One partition's answer from the core, shaped as the client asked: the
+/// `PartitionFetchResult` and the bytes it takes.
+fn partition_result(
     broker: &Broker,
-    topic: &Topic,
-    partition: Option<&Partition>,
+    topic: &str,
+    r: fetch::PartitionFetchResult,
     offset: i64,
-    max_bytes: usize,
     decoded: bool,
-    index: u32,
+    budget: usize,
 ) -> (PartitionFetchResult, usize) {
     let mut result = PartitionFetchResult {
-        partition: index,
+        partition: r.partition,
         error: None,
-        high_watermark: -1,
-        log_start_offset: -1,
+        high_watermark: r.high_watermark,
+        log_start_offset: r.log_start_offset,
         next_offset: offset,
         records: Vec::new(),
         batches: bytes::Bytes::new(),
     };
-    let Some(partition) = partition else {
-        result.error = Some(invalid_argument(format!(
-            "topic {:?} has no partition {index} (it has {})",
-            topic.name,
-            topic.partition_count()
-        )));
-        return (result, 0);
-    };
-    if let Ok(offsets) = partition.offsets().await {
-        result.high_watermark = offsets.high_watermark;
-        result.log_start_offset = offsets.log_start_offset;
-    }
-    if max_bytes == 0 {
-        return (result, 0);
-    }
-    match partition.read(offset, max_bytes).await {
-        Ok(data) => {
-            let shaped = shape(
-                broker,
-                &topic.name,
-                index,
-                &data,
-                offset,
-                decoded,
-                max_bytes,
-            );
-            broker
-                .metrics
-                .consumed(&topic.name, shaped.count, shaped.bytes as u64);
+    match r.data {
+        Ok(None) => (result, 0),
+        Ok(Some(data)) => {
+            let shaped = shape(broker, topic, r.partition, &data, offset, decoded, budget);
             result.error = shaped
                 .undecodable
                 .as_ref()
-                .map(|bad| undecodable(&topic.name, index, bad).partition_error());
+                .map(|bad| undecodable(topic, r.partition, bad).partition_error());
             result.records = shaped.records;
             result.batches = shaped.batches;
             result.next_offset = shaped.next_offset;
             (result, shaped.bytes)
         }
         Err(e) => {
-            if let ClusterError::OffsetOutOfRange {
-                log_start_offset,
-                high_watermark,
-                ..
-            } = &e
-            {
-                result.log_start_offset = *log_start_offset;
-                result.high_watermark = *high_watermark;
-            }
-            result.error = Some(status::partition_error(&e));
+            result.error = Some(status::broker_partition_error(&e));
             (result, 0)
         }
     }
+}
+
+/// The raw batches of one partition at `offset`, for the experimental wire path: the
+/// core's fetch of one partition, without waiting.
+pub(crate) async fn fetch_raw(
+    broker: &Broker,
+    ctx: &RequestContext,
+    topic: &str,
+    partition: u32,
+    offset: i64,
+    max_bytes: usize,
+) -> Result<fetch::PartitionFetchResult, BrokerError> {
+    let request = fetch::FetchRequest {
+        max_wait: Duration::ZERO,
+        min_bytes: 1,
+        max_bytes,
+        topics: vec![TopicFetch {
+            topic: topic.to_owned(),
+            partitions: vec![PartitionFetch {
+                partition,
+                offset,
+                max_bytes,
+            }],
+        }],
+    };
+    let mut topics = fetch::fetch(&broker.core, ctx, &request).await?;
+    let topic = topics.pop().expect("one topic asked, one answered");
+    let mut partitions = topic.outcome?;
+    Ok(partitions.pop().expect("one partition asked, one answered"))
 }
 
 type ConsumeStream =
@@ -247,70 +237,54 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("Fetch");
+        let _timer = self.broker.metrics().rpc_timer("Fetch");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        let topic = self
-            .broker
-            .registry
-            .topic(&req.topic)
-            .map_err(status::status)?;
         let decoded = record_format(req.format)?;
-        let total_max = match req.max_bytes {
+        let max_bytes = match req.max_bytes {
             0 => DEFAULT_FETCH_MAX_BYTES,
             n => n as usize,
+        };
+        let request = fetch::FetchRequest {
+            max_wait: Duration::from_millis(req.max_wait_ms.into()),
+            min_bytes: req.min_bytes as usize,
+            max_bytes,
+            topics: vec![TopicFetch {
+                topic: req.topic.clone(),
+                partitions: req
+                    .partitions
+                    .iter()
+                    .map(|pf| PartitionFetch {
+                        partition: pf.partition,
+                        offset: pf.offset,
+                        max_bytes: match pf.max_bytes {
+                            0 => DEFAULT_PARTITION_FETCH_BYTES,
+                            n => n as usize,
+                        },
+                    })
+                    .collect(),
+            }],
+        };
+        let mut topics = fetch::fetch(&self.broker.core, &ctx, &request)
+            .await
+            .map_err(status::broker_status)?;
+        let topic = topics.pop().expect("one topic asked, one answered");
+        let partitions = topic.outcome.map_err(status::broker_status)?;
+        // Decoded records can take more room than the batches they came from: the
+        // answer's budget is spent on what is sent, partition by partition.
+        let mut results = Vec::with_capacity(partitions.len());
+        let mut total = 0;
+        for (mut r, pf) in partitions.into_iter().zip(&request.topics[0].partitions) {
+            let budget = pf.max_bytes.min(max_bytes.saturating_sub(total));
+            if budget == 0 && r.data.is_ok() {
+                r.data = Ok(None);
+            }
+            let (result, bytes) =
+                partition_result(&self.broker, &req.topic, r, pf.offset, decoded, budget);
+            total += bytes;
+            results.push(result);
         }
-        .min(crate::MAX_RESPONSE_BYTES);
-        let min_bytes = req.min_bytes.max(1) as usize;
-        let deadline =
-            Instant::now() + Duration::from_millis(req.max_wait_ms.into()).min(MAX_FETCH_WAIT);
-        let partitions: Vec<Option<Arc<Partition>>> = req
-            .partitions
-            .iter()
-            .map(|pf| topic.partition(pf.partition).ok())
-            .collect();
-        let mut shutdown = self.broker.shutdown.clone();
-        loop {
-            // Subscribe before reading: an append after the read still wakes the wait.
-            let mut watches: Vec<_> = partitions.iter().flatten().map(|p| p.subscribe()).collect();
-            let mut results = Vec::with_capacity(req.partitions.len());
-            let (mut total, mut failed) = (0, false);
-            for (pf, partition) in req.partitions.iter().zip(&partitions) {
-                let share = match pf.max_bytes {
-                    0 => DEFAULT_PARTITION_FETCH_BYTES,
-                    n => n as usize,
-                }
-                .min(total_max.saturating_sub(total));
-                let (result, bytes) = fetch_one(
-                    &self.broker,
-                    &topic,
-                    partition.as_deref(),
-                    pf.offset,
-                    share,
-                    decoded,
-                    pf.partition,
-                )
-                .await;
-                failed |= result.error.is_some();
-                total += bytes;
-                results.push(result);
-            }
-            let stopping = *shutdown.borrow_and_update();
-            if total >= min_bytes
-                || failed
-                || stopping
-                || Instant::now() >= deadline
-                || watches.is_empty()
-            {
-                return Ok(Response::new(FetchResponse { results }));
-            }
-            let any_append = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-            tokio::select! {
-                _ = any_append => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-                // Shutting down: answer with what there is rather than hold shutdown up.
-                _ = shutdown.changed() => {}
-            }
-        }
+        Ok(Response::new(FetchResponse { results }))
     }
 
     type ConsumeStream = ConsumeStream;
@@ -319,95 +293,71 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        let topic = self
-            .broker
-            .registry
-            .topic(&req.topic)
-            .map_err(status::status)?;
-        let partition = topic.partition(req.partition).map_err(status::status)?;
         let decoded = record_format(req.format)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_FETCH_BYTES,
             n => n as usize,
         }
         .min(crate::MAX_RESPONSE_BYTES);
-        // Refuse a bad start at once, as a status, instead of as the stream's first item.
-        let offsets = partition.offsets().await.map_err(status::status)?;
-        // Past the high watermark but inside the log is "nothing yet" (see
-        // `Partition::read`), not out of range.
-        if req.offset < offsets.log_start_offset || req.offset > offsets.log_end_offset {
-            return Err(status::status(ClusterError::OffsetOutOfRange {
-                topic: topic.name.clone(),
-                partition: req.partition,
-                offset: req.offset,
-                log_start_offset: offsets.log_start_offset,
-                high_watermark: offsets.high_watermark,
-            }));
-        }
+        // Refuses a bad start at once, as a status, instead of as the stream's first item.
+        let mut reader = Reader::open(
+            &self.broker.core,
+            &ctx,
+            &req.topic,
+            req.partition,
+            req.offset,
+        )
+        .await
+        .map_err(status::broker_status)?;
         let (tx, rx) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
         let broker = self.broker.clone();
         tokio::spawn(async move {
-            let mut offset = req.offset;
-            let mut shutdown = broker.shutdown.clone();
             loop {
-                let mut watch = partition.subscribe();
-                let data = match partition.read(offset, max_bytes).await {
+                let data = tokio::select! {
+                    data = reader.next(max_bytes) => data,
+                    _ = tx.closed() => return,
+                };
+                let data = match data {
                     Ok(data) => data,
                     Err(e) => {
-                        let _ = tx.send(Err(status::status(e))).await;
+                        let _ = tx.send(Err(status::broker_status(e))).await;
                         return;
                     }
                 };
-                if !data.records.is_empty() {
-                    let _timer = broker.metrics.rpc_timer("Consume");
-                    let shaped = shape(
-                        &broker,
-                        &topic.name,
-                        req.partition,
-                        &data,
-                        offset,
-                        decoded,
-                        max_bytes,
-                    );
-                    broker
-                        .metrics
-                        .consumed(&topic.name, shaped.count, shaped.bytes as u64);
-                    offset = shaped.next_offset;
-                    // A batch that cannot be decoded ends the stream, after the records
-                    // before it; the client opens another past it if it chooses to.
-                    let end = shaped
-                        .undecodable
-                        .as_ref()
-                        .map(|bad| undecodable(&topic.name, req.partition, bad).status());
-                    if end.is_none() || !shaped.records.is_empty() {
-                        let message = ConsumeResponse {
-                            records: shaped.records,
-                            batches: shaped.batches,
-                            next_offset: offset,
-                            high_watermark: partition.high_watermark(),
-                        };
-                        // Waits while the client lags (bounded channel): backpressure.
-                        if tx.send(Ok(message)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if let Some(status) = end {
-                        let _ = tx.send(Err(status)).await;
+                let _timer = broker.metrics().rpc_timer("Consume");
+                let shaped = shape(
+                    &broker,
+                    reader.topic(),
+                    req.partition,
+                    &data,
+                    reader.offset(),
+                    decoded,
+                    max_bytes,
+                );
+                reader.seek(shaped.next_offset);
+                // A batch that cannot be decoded ends the stream, after the records
+                // before it; the client opens another past it if it chooses to.
+                let end = shaped
+                    .undecodable
+                    .as_ref()
+                    .map(|bad| undecodable(reader.topic(), req.partition, bad).status());
+                if end.is_none() || !shaped.records.is_empty() {
+                    let message = ConsumeResponse {
+                        records: shaped.records,
+                        batches: shaped.batches,
+                        next_offset: reader.offset(),
+                        high_watermark: reader.high_watermark(),
+                    };
+                    // Waits while the client lags (bounded channel): backpressure.
+                    if tx.send(Ok(message)).await.is_err() {
                         return;
                     }
-                    continue;
                 }
-                if *shutdown.borrow_and_update() {
-                    let _ = tx
-                        .send(Err(Status::unavailable("the broker is shutting down")))
-                        .await;
+                if let Some(status) = end {
+                    let _ = tx.send(Err(status)).await;
                     return;
-                }
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = tx.closed() => return,
-                    _ = shutdown.changed() => {}
                 }
             }
         });
@@ -418,81 +368,66 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<ListOffsetsRequest>,
     ) -> Result<Response<ListOffsetsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("ListOffsets");
+        let _timer = self.broker.metrics().rpc_timer("ListOffsets");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        let topic = self
-            .broker
-            .registry
-            .topic(&req.topic)
-            .map_err(status::status)?;
-        let mut results = Vec::with_capacity(req.partitions.len());
-        for query in req.partitions {
-            let mut result = PartitionOffsetResult {
-                partition: query.partition,
-                offset: -1,
-                timestamp_ms: -1,
-                error: None,
-            };
-            match list_one(
-                &self.broker,
-                &topic,
-                query.partition,
-                query.spec.and_then(|s| s.spec),
-            )
+        // Specs the core cannot be asked for are answered in place, in order.
+        let specs: Vec<Result<OffsetSpec, BrokerError>> = req
+            .partitions
+            .iter()
+            .map(|q| offset_spec(q.partition, q.spec.as_ref().and_then(|s| s.spec)))
+            .collect();
+        let queries: Vec<(u32, OffsetSpec)> = req
+            .partitions
+            .iter()
+            .zip(&specs)
+            .filter_map(|(q, spec)| spec.as_ref().ok().map(|s| (q.partition, *s)))
+            .collect();
+        let mut found = offsets::list_offsets(&self.broker.core, &ctx, &req.topic, &queries)
             .await
-            {
-                Ok((offset, timestamp_ms)) => {
-                    result.offset = offset;
-                    result.timestamp_ms = timestamp_ms;
+            .map_err(status::broker_status)?
+            .into_iter();
+        let results = req
+            .partitions
+            .iter()
+            .zip(specs)
+            .map(|(q, spec)| {
+                let outcome = spec.and_then(|_| found.next().expect("one answer per query"));
+                match outcome {
+                    Ok(f) => PartitionOffsetResult {
+                        partition: q.partition,
+                        offset: f.offset,
+                        timestamp_ms: f.timestamp_ms,
+                        error: None,
+                    },
+                    Err(e) => PartitionOffsetResult {
+                        partition: q.partition,
+                        offset: -1,
+                        timestamp_ms: -1,
+                        error: Some(status::broker_partition_error(&e)),
+                    },
                 }
-                Err(e) => result.error = Some(e),
-            }
-            results.push(result);
-        }
+            })
+            .collect();
         Ok(Response::new(ListOffsetsResponse { results }))
     }
 }
 
-/// One partition's offset lookup: `(offset, timestamp or -1)`.
-async fn list_one(
-    broker: &Broker,
-    topic: &Topic,
-    index: u32,
-    spec: Option<Spec>,
-) -> Result<(i64, i64), v1::PartitionError> {
-    let err = |e: ClusterError| status::partition_error(&e);
-    let partition = topic.partition(index).map_err(err)?;
-    let offsets = partition.leader_offsets().await.map_err(err)?;
+/// The core's offset spec for a request's.
+fn offset_spec(index: u32, spec: Option<Spec>) -> Result<OffsetSpec, BrokerError> {
     match spec {
-        None => Err(invalid_argument(format!(
+        None => Err(BrokerError::invalid(format!(
             "partition {index}: no offset spec (position or timestamp_ms)"
         ))),
         Some(Spec::Position(position)) => match OffsetPosition::try_from(position) {
-            Ok(OffsetPosition::Earliest) => Ok((offsets.log_start_offset, -1)),
-            Ok(OffsetPosition::Latest) => Ok((offsets.high_watermark, -1)),
-            Ok(OffsetPosition::Unspecified) | Err(_) => Err(invalid_argument(format!(
+            Ok(OffsetPosition::Earliest) => Ok(OffsetSpec::Earliest),
+            Ok(OffsetPosition::Latest) => Ok(OffsetSpec::Latest),
+            Ok(OffsetPosition::Unspecified) | Err(_) => Err(BrokerError::invalid(format!(
                 "partition {index}: position is {position}; it must be \
                  OFFSET_POSITION_EARLIEST (1) or OFFSET_POSITION_LATEST (2), \
                  OFFSET_POSITION_UNSPECIFIED (0) selects nothing"
             ))),
         },
-        Some(Spec::TimestampMs(ts)) => {
-            let Some(offset) = partition.offset_for_timestamp(ts).await.map_err(err)? else {
-                return Ok((offsets.high_watermark, -1));
-            };
-            // The record's own timestamp, from the batch that holds it.
-            let data = partition.read(offset, 1).await.map_err(err)?;
-            // A budget of 1 byte: the first record only.
-            let decoded = convert::decode_from(data.batches(), offset, 1);
-            if let Some(bad) = &decoded.undecodable
-                && decoded.records.is_empty()
-            {
-                report_undecodable(broker, &topic.name, index, &data, bad);
-                return Err(undecodable(&topic.name, index, bad).partition_error());
-            }
-            let records = decoded.records;
-            let timestamp = records.first().map_or(-1, |r| r.timestamp_ms);
-            Ok((records.first().map_or(offset, |r| r.offset), timestamp))
-        }
+        Some(Spec::TimestampMs(ts)) => Ok(OffsetSpec::Timestamp(ts)),
     }
 }

@@ -1,19 +1,12 @@
 //! Conversions between the gRPC messages (`weir_proto::v1`) and the cluster's and log's
 //! types. The broker's edge: nothing below this crate sees a prost type.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use bytes::Bytes;
+use weir_cluster::storage::{Compression, DecodedRecord, Header, Record};
 use weir_cluster::{ClusterError, ConfigEntry, Topic};
-use weir_log::{Compression, DecodedRecord, Header, Record};
 use weir_proto::v1;
 
-/// Milliseconds since the Unix epoch by the broker's clock.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use weir_broker::now_ms;
 
 /// The codec a produce asks for; `None` names an unknown enum value.
 pub fn compression(value: i32) -> Option<Compression> {
@@ -84,7 +77,7 @@ pub struct UndecodableBatch {
     pub next_offset: i64,
     /// Its byte position in the batches decoded (the read's data).
     pub position: usize,
-    pub error: weir_log::BatchError,
+    pub error: weir_cluster::storage::BatchError,
 }
 
 /// Decodes the records at or after `from` in `batches` (concatenated batches as read
@@ -100,15 +93,15 @@ pub fn decode_from(batches: impl Iterator<Item = Bytes>, from: i64, budget: usiz
     for batch in batches {
         let at = position;
         position += batch.len();
-        if batch.len() < weir_log::batch::HEADER_BYTES {
+        if batch.len() < weir_cluster::storage::BATCH_HEADER_BYTES {
             // The log returns whole batches only; nothing to decode in a fragment.
             break;
         }
-        let header = weir_log::BatchHeader::parse(&batch);
+        let header = weir_cluster::storage::BatchHeader::parse(&batch);
         if header.next_offset() <= from {
             continue; // wholly before the offset asked for
         }
-        let decoded = match weir_log::decode_records(&batch) {
+        let decoded = match weir_cluster::storage::decode_records(&batch) {
             Ok(decoded) => decoded,
             Err(error) => {
                 out.undecodable = Some(UndecodableBatch {
@@ -137,14 +130,6 @@ pub fn decode_from(batches: impl Iterator<Item = Bytes>, from: i64, budget: usiz
         }
     }
     out
-}
-
-/// Records in concatenated batches (from their headers; no decoding).
-pub fn record_count(batches: impl Iterator<Item = Bytes>) -> u64 {
-    batches
-        .filter(|b| b.len() >= weir_log::batch::HEADER_BYTES)
-        .map(|b| weir_log::BatchHeader::parse(&b).record_count.max(0) as u64)
-        .sum()
 }
 
 pub fn config_entry(e: ConfigEntry) -> v1::ConfigEntry {

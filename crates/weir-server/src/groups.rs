@@ -1,19 +1,15 @@
 //! The Groups service (membership heartbeats, offset commits and fetches) and the group
-//! calls of the Admin service: conversions around `weir_cluster::group`, which holds
-//! every rule.
+//! calls of the Admin service: decode, call `weir_broker::groups` (which holds every
+//! rule and limit), encode.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::Code;
 use tonic::{Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
-use weir_cluster::ClusterError;
-use weir_cluster::group::{
-    GroupCoordinator, GroupError, GroupState, Heartbeat, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
-    find_coordinator,
-};
+use weir_broker::groups::{self as core, CommitRequest};
+use weir_broker::limits::MAX_PARTITIONS_PER_REQUEST;
+use weir_cluster::group::{GroupState, Heartbeat, OffsetCommit, ResetSpec};
 use weir_proto::v1::{
     CommitOffsetsRequest, CommitOffsetsResponse, CommittedOffset, DeleteGroupRequest,
     DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse, FetchOffsetsRequest,
@@ -24,13 +20,10 @@ use weir_proto::v1::{
     offset_reset_spec,
 };
 
-use crate::Broker;
 use crate::admin::Listener;
 use crate::page::{self, Listing};
-use crate::status::{ERROR_DOMAIN, REASON_COORDINATOR_NOT_AVAILABLE, group_status};
-
-/// Most partitions one commit or fetch may name.
-pub const MAX_PARTITIONS_PER_OFFSET_REQUEST: usize = 100_000;
+use crate::status::broker_status;
+use crate::{Broker, grpc_context};
 
 /// The Groups gRPC service.
 #[derive(Debug, Clone)]
@@ -43,10 +36,6 @@ pub struct GroupsService {
 impl GroupsService {
     pub(crate) fn new(broker: Arc<Broker>, listener: Listener) -> GroupsService {
         GroupsService { broker, listener }
-    }
-
-    fn coordinator(&self) -> Result<&Arc<GroupCoordinator>, Status> {
-        self.broker.groups()
     }
 }
 
@@ -87,47 +76,22 @@ impl Groups for GroupsService {
         &self,
         request: Request<FindCoordinatorRequest>,
     ) -> Result<Response<FindCoordinatorResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("FindCoordinator");
+        let _timer = self.broker.metrics().rpc_timer("FindCoordinator");
+        let ctx = grpc_context(&request);
         let req = request.into_inner();
-        let (partition, coordinator) = match find_coordinator(&self.broker.registry, &req.group_id)
-        {
-            Ok(found) => found,
-            // Not created yet (the first broker to open its coordinator creates it).
-            Err(GroupError::Cluster(ClusterError::UnknownTopic(_))) => (0, -1),
-            Err(e) => return Err(group_status(e)),
-        };
-        let image = self.broker.registry.cluster().image();
-        let address = image
-            .brokers()
-            .find(|b| b.node == coordinator && coordinator >= 0)
-            .map(|b| {
-                self.listener
-                    .pick(&b.endpoints.client, b.endpoints.external.as_ref())
-                    .clone()
-            });
-        let Some(address) = address else {
-            return Err(Status::with_error_details(
-                Code::Unavailable,
-                format!(
-                    "group {:?} has no coordinator right now (partition {partition} of \
-                     {OFFSETS_TOPIC} has no leader this broker knows of); retry shortly",
-                    req.group_id
-                ),
-                ErrorDetails::with_error_info(
-                    REASON_COORDINATOR_NOT_AVAILABLE,
-                    ERROR_DOMAIN,
-                    HashMap::new(),
-                ),
-            ));
-        };
-        let (host, port) = crate::parse_host_port(&address)
+        let found = core::find_coordinator(&self.broker.core, &ctx, &req.group_id)
+            .map_err(broker_status)?;
+        let address = self
+            .listener
+            .pick(&found.endpoints.client, found.endpoints.external.as_ref());
+        let (host, port) = crate::parse_host_port(address)
             .map(|(h, p)| (h.to_string(), u32::from(p)))
             .unwrap_or_else(|_| (address.clone(), 0));
         Ok(Response::new(FindCoordinatorResponse {
-            broker_id: coordinator,
+            broker_id: found.node_id,
             host,
             port,
-            partition,
+            partition: found.partition,
         }))
     }
 
@@ -135,29 +99,27 @@ impl Groups for GroupsService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("Heartbeat");
-        let client_host = request
-            .remote_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default();
+        let _timer = self.broker.metrics().rpc_timer("Heartbeat");
+        let ctx = grpc_context(&request);
         let req = request.into_inner();
-        let outcome = self
-            .coordinator()?
-            .heartbeat(Heartbeat {
-                group_id: req.group_id,
-                member_id: req.member_id,
-                member_epoch: req.member_epoch,
-                client_id: req.client_id,
-                client_host,
-                topics: req.topics,
-                topic_regex: (!req.topic_regex.is_empty()).then_some(req.topic_regex),
-                assignor: (!req.assignor.is_empty()).then_some(req.assignor),
-                owned: owned_map(req.owned_partitions),
-                session_timeout: (req.session_timeout_ms > 0)
-                    .then(|| Duration::from_millis(req.session_timeout_ms.into())),
-            })
+        let heartbeat = Heartbeat {
+            group_id: req.group_id,
+            member_id: req.member_id,
+            member_epoch: req.member_epoch,
+            client_id: req.client_id,
+            // The peer's address, from the context.
+            client_host: String::new(),
+            topics: req.topics,
+            topic_regex: (!req.topic_regex.is_empty()).then_some(req.topic_regex),
+            assignor: (!req.assignor.is_empty()).then_some(req.assignor),
+            owned: owned_map(req.owned_partitions),
+            owned_unchanged: false,
+            session_timeout: (req.session_timeout_ms > 0)
+                .then(|| Duration::from_millis(req.session_timeout_ms.into())),
+        };
+        let outcome = core::heartbeat(&self.broker.core, &ctx, heartbeat)
             .await
-            .map_err(group_status)?;
+            .map_err(broker_status)?;
         Ok(Response::new(HeartbeatResponse {
             member_id: outcome.member_id,
             member_epoch: outcome.member_epoch,
@@ -172,16 +134,12 @@ impl Groups for GroupsService {
         &self,
         request: Request<CommitOffsetsRequest>,
     ) -> Result<Response<CommitOffsetsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("CommitOffsets");
+        let _timer = self.broker.metrics().rpc_timer("CommitOffsets");
+        let ctx = grpc_context(&request);
         let req = request.into_inner();
         let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
-        if count > MAX_PARTITIONS_PER_OFFSET_REQUEST {
-            return Err(Status::invalid_argument(format!(
-                "a commit names {count} partitions; at most \
-                 {MAX_PARTITIONS_PER_OFFSET_REQUEST} are accepted"
-            )));
-        }
-        let mut offsets = Vec::with_capacity(count);
+        // Counted before the copy; the core checks the same limit.
+        let mut offsets = Vec::with_capacity(count.min(MAX_PARTITIONS_PER_REQUEST + 1));
         for topic in req.topics {
             for p in topic.partitions {
                 offsets.push(OffsetCommit {
@@ -192,13 +150,15 @@ impl Groups for GroupsService {
                 });
             }
         }
-        let member =
-            (!req.member_id.is_empty()).then_some((req.member_id.as_str(), req.member_epoch));
-        self.coordinator()?
-            .commit_offsets(&req.group_id, member, offsets)
+        let commit = CommitRequest {
+            group_id: req.group_id,
+            member: (!req.member_id.is_empty()).then_some((req.member_id, req.member_epoch)),
+            offsets,
+            atomic: true,
+        };
+        core::commit_offsets(&self.broker.core, &ctx, commit)
             .await
-            .map_err(group_status)?;
-        self.broker.metrics.count_commits(count as u64);
+            .map_err(broker_status)?;
         Ok(Response::new(CommitOffsetsResponse {}))
     }
 
@@ -206,15 +166,9 @@ impl Groups for GroupsService {
         &self,
         request: Request<FetchOffsetsRequest>,
     ) -> Result<Response<FetchOffsetsResponse>, Status> {
-        let _timer = self.broker.metrics.rpc_timer("FetchOffsets");
+        let _timer = self.broker.metrics().rpc_timer("FetchOffsets");
+        let ctx = grpc_context(&request);
         let req = request.into_inner();
-        let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
-        if count > MAX_PARTITIONS_PER_OFFSET_REQUEST {
-            return Err(Status::invalid_argument(format!(
-                "a fetch names {count} partitions; at most \
-                 {MAX_PARTITIONS_PER_OFFSET_REQUEST} are accepted"
-            )));
-        }
         let wanted = (!req.topics.is_empty()).then(|| {
             req.topics
                 .into_iter()
@@ -224,11 +178,9 @@ impl Groups for GroupsService {
                 })
                 .collect()
         });
-        let offsets = self
-            .coordinator()?
-            .fetch_offsets(&req.group_id, wanted)
+        let offsets = core::fetch_offsets(&self.broker.core, &ctx, &req.group_id, wanted)
             .await
-            .map_err(group_status)?
+            .map_err(broker_status)?
             .into_iter()
             .map(|c| CommittedOffset {
                 topic: c.topic,
@@ -259,11 +211,12 @@ fn group_state(state: GroupState) -> ProtoGroupState {
 /// ListGroups: one page of the coordinator's groups, by id.
 pub(crate) fn list_groups(
     broker: &Broker,
+    ctx: &weir_broker::RequestContext,
     req: ListGroupsRequest,
 ) -> Result<ListGroupsResponse, Status> {
     let (page, next_page_token) = page::paginate(
         Listing::Groups,
-        broker.groups()?.list_groups(),
+        core::list_groups(&broker.core, ctx).map_err(broker_status)?,
         |g| g.group_id.as_str(),
         req.page_size,
         &req.page_token,
@@ -285,13 +238,12 @@ pub(crate) fn list_groups(
 /// DescribeGroup: the group with one page of its members, by id.
 pub(crate) async fn describe_group(
     broker: &Broker,
+    ctx: &weir_broker::RequestContext,
     req: DescribeGroupRequest,
 ) -> Result<DescribeGroupResponse, Status> {
-    let d = broker
-        .groups()?
-        .describe_group(&req.group_id)
+    let d = core::describe_group(&broker.core, ctx, &req.group_id)
         .await
-        .map_err(group_status)?;
+        .map_err(broker_status)?;
     let (members, next_page_token) = page::paginate(
         Listing::GroupMembers,
         d.members,
@@ -342,19 +294,19 @@ pub(crate) async fn describe_group(
 /// DeleteGroup.
 pub(crate) async fn delete_group(
     broker: &Broker,
+    ctx: &weir_broker::RequestContext,
     req: DeleteGroupRequest,
 ) -> Result<DeleteGroupResponse, Status> {
-    broker
-        .groups()?
-        .delete_group(&req.group_id)
+    core::delete_group(&broker.core, ctx, &req.group_id)
         .await
-        .map_err(group_status)?;
+        .map_err(broker_status)?;
     Ok(DeleteGroupResponse {})
 }
 
 /// ResetOffsets.
 pub(crate) async fn reset_offsets(
     broker: &Broker,
+    ctx: &weir_broker::RequestContext,
     req: ResetOffsetsRequest,
 ) -> Result<ResetOffsetsResponse, Status> {
     let spec = match req.spec.and_then(|s| s.to) {
@@ -393,11 +345,9 @@ pub(crate) async fn reset_offsets(
             (t.topic, partitions)
         })
         .collect();
-    let plan = broker
-        .groups()?
-        .reset_offsets(&req.group_id, targets, spec, req.dry_run)
+    let plan = core::reset_offsets(&broker.core, ctx, &req.group_id, targets, spec, req.dry_run)
         .await
-        .map_err(group_status)?;
+        .map_err(broker_status)?;
     Ok(ResetOffsetsResponse {
         partitions: plan
             .into_iter()

@@ -21,8 +21,11 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     let body = broker
-        .metrics
-        .render(&broker.registry, broker.groups.get().map(|g| g.as_ref()))
+        .metrics()
+        .render(
+            broker.registry(),
+            broker.core.groups_if_up().map(|g| g.as_ref()),
+        )
         .await;
     (
         [(
@@ -34,7 +37,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
 }
 
 async fn health(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    if *broker.shutdown.borrow() {
+    if broker.core.is_stopping() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
     } else {
         (StatusCode::OK, "ok\n")

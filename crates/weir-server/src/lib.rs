@@ -42,7 +42,6 @@ mod groups;
 mod http;
 pub mod internal;
 mod maintenance;
-mod metrics;
 mod oversize;
 mod page;
 mod produce;
@@ -80,13 +79,13 @@ pub use consume::{
     CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
     DEFAULT_PARTITION_FETCH_BYTES, MAX_FETCH_WAIT,
 };
-pub use groups::{GroupsService, MAX_PARTITIONS_PER_OFFSET_REQUEST};
-pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics};
+pub use groups::GroupsService;
 pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS};
 pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
     ProducerService,
 };
+pub use weir_broker::{LATENCY_BUCKETS_SECONDS, Metrics};
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
 pub use weir_cluster::MAX_PARTITIONS_PER_TOPIC;
@@ -96,9 +95,8 @@ pub use wire::{
     FRAME_HEAD_ALLOWANCE as WIRE_FRAME_HEAD_ALLOWANCE, MAX_FETCH_BYTES as WIRE_MAX_FETCH_BYTES,
 };
 
-/// Largest gRPC response the broker sends; fetches are capped below it (a fetch may
-/// exceed its byte budget by one batch, at most `max.message.bytes`).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest gRPC response the broker sends (the core's limit on any answer).
+pub use weir_broker::limits::MAX_RESPONSE_BYTES;
 /// HTTP/2 per-stream flow-control window. tonic's 64 KiB default caps one stream's
 /// throughput on a fast link well below what the log can take.
 pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
@@ -117,20 +115,11 @@ pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
 /// Wait before opening the group coordinator again after it failed to open.
 const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 
-/// What the services share.
+/// What the services share: the protocol-neutral core, and what only the gRPC
+/// listeners know (the addresses DescribeCluster hands out).
 #[derive(Debug)]
 pub(crate) struct Broker {
-    pub(crate) registry: Arc<TopicRegistry>,
-    /// Set once this broker is registered and unfenced (the coordinator creates
-    /// `__consumer_offsets`, which needs a controller and a broker to place it on).
-    pub(crate) groups: std::sync::OnceLock<Arc<GroupCoordinator>>,
-    pub(crate) metrics: Arc<Metrics>,
-    /// Turns true when shutdown starts; long-lived calls watch it.
-    pub(crate) shutdown: watch::Receiver<bool>,
-    /// This broker's node id.
-    pub(crate) node_id: i32,
-    /// Largest gRPC request accepted (`max_request_bytes`).
-    pub(crate) max_request_bytes: usize,
+    pub(crate) core: Arc<weir_broker::Broker>,
     /// The address clients reach this broker at (DescribeCluster).
     pub(crate) advertised: AdvertisedAddress,
     /// The address clients of the external listener reach it at, if it has one.
@@ -138,22 +127,20 @@ pub(crate) struct Broker {
 }
 
 impl Broker {
-    /// The consumer group coordinator; UNAVAILABLE while this broker is still joining
-    /// its cluster (it starts once the broker is unfenced).
-    pub(crate) fn groups(&self) -> Result<&Arc<GroupCoordinator>, tonic::Status> {
-        self.groups.get().ok_or_else(|| {
-            tonic::Status::unavailable(
-                "consumer groups are not available yet: this broker is still joining its cluster; retry shortly",
-            )
-        })
+    pub(crate) fn registry(&self) -> &Arc<TopicRegistry> {
+        self.core.registry()
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        self.core.metrics()
     }
 }
 
-/// Resolves once shutdown has started (or the broker is gone).
-pub(crate) async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
-    // The borrow `wait_for` returns is not `Send`; drop it here so callers can hold
-    // this future across awaits in spawned tasks.
-    let _ = stopping.wait_for(|s| *s).await;
+pub(crate) use weir_broker::until_stopping;
+
+/// The core's context for a gRPC request (anonymous until authentication lands).
+pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
+    weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr())
 }
 
 /// A started broker.
@@ -167,6 +154,10 @@ pub struct RunningServer {
     pub external_addr: Option<SocketAddr>,
     /// The bound experimental binary TCP listener (`wire_listen`), if configured.
     pub wire_addr: Option<SocketAddr>,
+    /// The bound Kafka protocol listener (`kafka_listen`), if configured.
+    pub kafka_addr: Option<SocketAddr>,
+    /// The bound external Kafka listener (`kafka_external_listen`), if configured.
+    pub kafka_external_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
     node: ClusterNode,
     multi_node: bool,
@@ -177,6 +168,7 @@ pub struct RunningServer {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     wire: Option<JoinHandle<()>>,
+    kafka: Vec<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
 }
 
@@ -195,6 +187,7 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
         heartbeat_interval,
         pending_heartbeat_interval: defaults.pending_heartbeat_interval.min(heartbeat_interval),
         offsets_retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
+        initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
         ..defaults
     }
 }
@@ -227,6 +220,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let external_advertised = external_addr.map(|a| config.external_advertised_address(a));
     let (admin_listener, admin_addr) = bind_optional(config.admin_listen, "admin HTTP").await?;
     let (wire_listener, wire_addr) = bind_optional(config.wire_listen, "experimental wire").await?;
+    let (kafka_listeners, kafka_addr) = bind_kafka(config.kafka_listen).await?;
+    let kafka_advertised = kafka_addr.map(|a| config.kafka_advertised_address(a));
+    let (kafka_external_listener, kafka_external_addr) =
+        bind_optional(config.kafka_external_listen, "external Kafka").await?;
+    let kafka_external_advertised =
+        kafka_external_addr.map(|a| config.kafka_external_advertised_address(a));
     let advertised = config.advertised_address(addr);
     let internal = cluster::internal_address(internal_addr, &advertised.to_string());
     let cluster::Cluster {
@@ -241,6 +240,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             client: advertised.to_string(),
             internal,
             external: external_advertised.as_ref().map(ToString::to_string),
+            kafka: kafka_advertised.as_ref().map(ToString::to_string),
+            kafka_external: kafka_external_advertised.as_ref().map(ToString::to_string),
         },
     )
     .await?;
@@ -250,14 +251,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let (shutdown, stopping) = watch::channel(false);
     let broker = Arc::new(Broker {
-        registry: registry.clone(),
-        groups: std::sync::OnceLock::new(),
-        metrics: Arc::new(Metrics::default()),
-        shutdown: stopping.clone(),
+        core: Arc::new(weir_broker::Broker::new(
+            registry.clone(),
+            stopping.clone(),
+            config.max_request_bytes,
+            weir_broker::TopicDefaults {
+                auto_create: config.auto_create_topics,
+                num_partitions: config.num_partitions,
+                replication_factor: config.default_replication_factor,
+            },
+        )),
         advertised,
         external_advertised,
-        node_id: config.node_id,
-        max_request_bytes: config.max_request_bytes,
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -435,6 +440,38 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         );
         tokio::spawn(wire::serve(broker.clone(), listener, stopping.clone()))
     });
+    let mut kafka: Vec<JoinHandle<()>> = match &kafka_advertised {
+        Some(advertised) => {
+            let handler = Arc::new(weir_kafka::KafkaBroker::new(
+                broker.core.clone(),
+                advertised.to_string(),
+            ));
+            kafka_listeners
+                .into_iter()
+                .map(|listener| {
+                    tokio::spawn(weir_kafka::serve(
+                        listener,
+                        handler.clone(),
+                        stopping.clone(),
+                    ))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    if let (Some(listener), Some(advertised)) =
+        (kafka_external_listener, &kafka_external_advertised)
+    {
+        let handler = Arc::new(weir_kafka::KafkaBroker::external(
+            broker.core.clone(),
+            advertised.to_string(),
+        ));
+        kafka.push(tokio::spawn(weir_kafka::serve(
+            listener,
+            handler,
+            stopping.clone(),
+        )));
+    }
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -445,6 +482,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         advertised = %broker.advertised,
         external_advertised = ?broker.external_advertised.as_ref().map(ToString::to_string),
         admin = ?admin_addr,
+        kafka = ?kafka_addr,
+        kafka_advertised = ?kafka_advertised.as_ref().map(ToString::to_string),
+        kafka_external = ?kafka_external_addr,
+        kafka_external_advertised = ?kafka_external_advertised.as_ref().map(ToString::to_string),
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
         cluster_id = registry.cluster_id(),
@@ -455,6 +496,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_addr,
         external_addr,
         wire_addr,
+        kafka_addr,
+        kafka_external_addr,
         registry,
         node,
         multi_node,
@@ -465,8 +508,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         external_grpc,
         http,
         wire,
+        kafka,
         upkeep,
     })
+}
+
+/// Binds the Kafka listener to `addr`, and on an IPv4 loopback address the same port of
+/// `::1` too, so `localhost:9092` works whichever address the client resolves first (a
+/// machine without IPv6 gets the IPv4 listener only, with a log line).
+async fn bind_kafka(
+    addr: Option<SocketAddr>,
+) -> anyhow::Result<(Vec<TcpListener>, Option<SocketAddr>)> {
+    let Some(addr) = addr else {
+        return Ok((Vec::new(), None));
+    };
+    let (listener, bound) = bind(addr, "Kafka").await?;
+    let mut listeners = vec![listener];
+    if bound.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+        let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), bound.port());
+        match TcpListener::bind(v6).await {
+            Ok(listener) => listeners.push(listener),
+            Err(e) => tracing::info!(
+                addr = %v6, error = %e,
+                "the Kafka listener is on IPv4 loopback only (localhost resolving to ::1 will not reach it)"
+            ),
+        }
+    }
+    Ok((listeners, Some(bound)))
 }
 
 /// Binds the `what` listener to `addr`; returns it with the address it got (port 0
@@ -575,12 +643,12 @@ async fn open_groups(
         }
     }
     // The elections that came with the unfencing have reached the partitions.
-    broker.registry.wait_current().await;
-    let groups = GroupCoordinator::open(broker.registry.clone(), config)
+    broker.registry().wait_current().await;
+    let groups = GroupCoordinator::open(broker.registry().clone(), config)
         .await
         .context("loading consumer groups from __consumer_offsets")?;
     groups.spawn_expiry(stopping);
-    let _ = broker.groups.set(groups);
+    broker.core.set_groups(groups);
     Ok(())
 }
 
@@ -651,6 +719,9 @@ impl RunningServer {
         if let Some(wire) = self.wire {
             let _ = wire.await;
         }
+        for kafka in self.kafka {
+            let _ = kafka.await;
+        }
         let _ = self.upkeep.await;
         for task in [self.internal_grpc, self.external_grpc]
             .into_iter()
@@ -660,6 +731,9 @@ impl RunningServer {
         }
         let closed = self.registry.close().await.context("flushing partitions");
         self.node.shutdown().await;
+        // A task that has not ended yet (a group coordinator's expiry, say) may still hold
+        // the registry; the directory is done with either way.
+        self.registry.release_data_dir();
         tracing::info!("shutdown complete");
         grpc.and(http).and(closed)
     }

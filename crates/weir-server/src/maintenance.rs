@@ -55,7 +55,7 @@ async fn upkeep(
             () = crate::until_stopping(&mut shutdown) => return,
             _ = retention.tick() => {
                 let now = now_ms();
-                for topic in broker.registry.topics() {
+                for topic in broker.registry().topics() {
                     for p in topic.partitions() {
                         if p.config().cleanup.delete {
                             retain(&topic.name, &p, now).await;
@@ -66,11 +66,11 @@ async fn upkeep(
             _ = flush.tick() => {
                 flush_ticks += 1;
                 let rolled_check = flush_ticks.is_multiple_of(ROLLED_CHECK_EVERY);
-                for topic in broker.registry.topics() {
+                for topic in broker.registry().topics() {
                     let partitions = topic.partitions();
                     // One config for the whole topic: its partitions share it.
                     let interval = partitions.first().is_some_and(|p| {
-                        matches!(p.config().log.flush, weir_log::FlushPolicy::Interval(_))
+                        matches!(p.config().log.flush, weir_cluster::storage::FlushPolicy::Interval(_))
                     });
                     if !interval && !rolled_check {
                         continue;
@@ -96,7 +96,7 @@ async fn compaction(broker: Arc<Broker>, every: Duration, mut shutdown: watch::R
             () = crate::until_stopping(&mut shutdown) => return,
             _ = tick.tick() => {}
         }
-        for topic in broker.registry.topics() {
+        for topic in broker.registry().topics() {
             for p in topic.partitions() {
                 if *shutdown.borrow() {
                     return;

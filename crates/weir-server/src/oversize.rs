@@ -11,7 +11,10 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::status::{ERROR_DOMAIN, REASON_REQUEST_TOO_LARGE};
+use crate::status::{ERROR_DOMAIN, META_MAX_REQUEST_BYTES, META_REQUEST_BYTES};
+
+/// The reason's name ([`weir_broker::Reason::RequestTooLarge`]).
+const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
 
 /// How tonic's decoder starts the message of an over-size refusal (tonic 0.14).
 const TONIC_TOO_LARGE: &str = "decoded message length too large";
@@ -39,8 +42,8 @@ pub(crate) fn request_too_large(status: &Status, limit_bytes: usize) -> Option<S
             REASON_REQUEST_TOO_LARGE,
             ERROR_DOMAIN,
             HashMap::from([
-                ("request_bytes".to_owned(), found.to_owned()),
-                ("max_request_bytes".to_owned(), limit_bytes.to_string()),
+                (META_REQUEST_BYTES.to_owned(), found.to_owned()),
+                (META_MAX_REQUEST_BYTES.to_owned(), limit_bytes.to_string()),
             ]),
         ),
     ))

@@ -1,161 +1,30 @@
-//! The one place internal errors become gRPC statuses: [`status`] for whole-call
-//! failures and [`partition_error`] for the per-partition errors results carry. Each
-//! error kind gets the code a client can act on, and its message says what to fix.
+//! The one place the gRPC adapter turns the core's errors into statuses: [`broker_status`]
+//! for whole-call failures and [`broker_partition_error`] for the per-partition errors
+//! results carry (with [`status`] and [`partition_error`] for errors
+//! straight from the cluster layer, which the core turns into reasons first). Each
+//! [`Reason`] gets the code a client can act on; the message says what to fix.
 //!
-//! Errors share codes (not the leader, a fenced epoch and an out-of-order sequence are all
-//! `FAILED_PRECONDITION`), so every whole-call status also carries a
-//! `google.rpc.ErrorInfo` detail: domain [`ERROR_DOMAIN`], a reason from the `REASON_*`
-//! list below ([`reason`], [`group_status`]), and metadata naming the partition where
-//! there is one (and for `NOT_LEADER` the leader, [`META_LEADER_ID`]). Per-partition errors in results
-//! carry the code, the message and the reason (`PartitionError.reason`).
+//! Reasons share codes (not the leader, a fenced epoch and an out-of-order sequence are all
+//! `FAILED_PRECONDITION`), so every status also carries a `google.rpc.ErrorInfo` detail:
+//! domain [`ERROR_DOMAIN`], the reason's name ([`Reason::name`]), and metadata naming the
+//! partition where there is one and what the reason carries (for `NOT_LEADER` the
+//! leader, [`META_LEADER_ID`]). Per-partition errors in results carry the code, the
+//! message, the reason and the same metadata (`PartitionError`).
 
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+use weir_broker::{BrokerError, Reason};
 use weir_cluster::ClusterError;
-use weir_cluster::group::{GroupError, GroupErrorCode};
-use weir_log::producers::SequenceError;
-use weir_log::{AppendError, MaintenanceError, ReadError};
 use weir_proto::v1::PartitionError;
-
-/// The status code for `err`.
-pub fn code(err: &ClusterError) -> Code {
-    match err {
-        ClusterError::UnknownTopic(_) => Code::NotFound,
-        ClusterError::TopicExists(_) => Code::AlreadyExists,
-        ClusterError::UnknownPartition { .. }
-        | ClusterError::TopicName(_)
-        | ClusterError::Config(_)
-        | ClusterError::InvalidRequest(_) => Code::InvalidArgument,
-        ClusterError::OffsetOutOfRange { .. } => Code::OutOfRange,
-        // The topic was deleted under the request, or the broker is stopping: retry
-        // (against the new topic, or another broker).
-        ClusterError::PartitionClosed { .. } => Code::Unavailable,
-        ClusterError::LogRecovering { .. } => Code::Unavailable,
-        ClusterError::Append { source, .. } => match source {
-            AppendError::InvalidBatch { .. }
-            | AppendError::MessageTooLarge { .. }
-            | AppendError::IdempotentBatchNotAlone { .. }
-            | AppendError::Empty => Code::InvalidArgument,
-            AppendError::StaleLeaderEpoch { .. }
-            | AppendError::OffsetMismatch { .. }
-            | AppendError::Sequence(_) => Code::FailedPrecondition,
-            AppendError::Io { .. } | AppendError::Failed { .. } => Code::Unavailable,
-        },
-        ClusterError::Read { source, .. } => match source {
-            ReadError::OffsetOutOfRange { .. } => Code::OutOfRange,
-            // Corruption is not the caller's fault and retrying will not help.
-            ReadError::Corrupt { .. } => Code::DataLoss,
-            ReadError::Io { .. } => Code::Unavailable,
-        },
-        ClusterError::Maintenance { source, .. } => match source {
-            MaintenanceError::OffsetOutOfRange { .. } => Code::OutOfRange,
-            _ => Code::Unavailable,
-        },
-        // Go to the leader the message names (or refresh metadata and retry).
-        ClusterError::NotLeader { .. } | ClusterError::FencedLeaderEpoch { .. } => {
-            Code::FailedPrecondition
-        }
-        // Retriable: the ISR grows back as followers catch up; a controller is elected;
-        // a new leader commits what it inherited.
-        ClusterError::NotEnoughReplicas { .. }
-        | ClusterError::ControllerUnavailable(_)
-        | ClusterError::OffsetNotAvailable { .. } => Code::Unavailable,
-        ClusterError::Quorum(_) | ClusterError::Refused(_) => Code::Internal,
-        // Nothing is left of the topic; with more descriptors or disk space it would work.
-        ClusterError::CreateFailed {
-            exhausted: true, ..
-        } => Code::ResourceExhausted,
-        ClusterError::CreateFailed { .. } => Code::Internal,
-        ClusterError::Open { .. }
-        | ClusterError::Metadata(_)
-        | ClusterError::Io { .. }
-        | ClusterError::TaskFailed(_) => Code::Internal,
-    }
-}
 
 /// The `google.rpc.ErrorInfo` domain of Weir's reasons.
 pub const ERROR_DOMAIN: &str = "weir.dev";
-/// Reason: this broker does not lead the partition (code `FAILED_PRECONDITION`).
-pub const REASON_NOT_LEADER: &str = "NOT_LEADER";
-/// Reason: fewer in-sync replicas than `min.insync.replicas`; nothing was appended (code
-/// `UNAVAILABLE`).
-pub const REASON_NOT_ENOUGH_REPLICAS: &str = "NOT_ENOUGH_REPLICAS";
-/// Reason: the leadership an append was accepted under ended before it was written;
-/// nothing was appended (code `FAILED_PRECONDITION`).
-pub const REASON_FENCED_LEADER_EPOCH: &str = "FENCED_LEADER_EPOCH";
-/// Reason: a new leader does not know its latest offset yet (code `UNAVAILABLE`; retry).
-pub const REASON_OFFSET_NOT_AVAILABLE: &str = "OFFSET_NOT_AVAILABLE";
-/// Reason: an idempotent producer's batch does not continue its sequence; nothing was
-/// appended (code `FAILED_PRECONDITION`).
-pub const REASON_OUT_OF_ORDER_SEQUENCE: &str = "OUT_OF_ORDER_SEQUENCE";
-/// Reason: a newer instance of the producer took over; nothing was appended (code
-/// `FAILED_PRECONDITION`).
-pub const REASON_PRODUCER_FENCED: &str = "PRODUCER_FENCED";
 /// Metadata key (`OUT_OF_ORDER_SEQUENCE`, `PRODUCER_FENCED`): the producer id.
 pub const META_PRODUCER_ID: &str = "producer_id";
 /// Metadata key (`OUT_OF_ORDER_SEQUENCE`): the sequence the partition expected.
 pub const META_EXPECTED_SEQUENCE: &str = "expected_sequence";
-/// Reason: no topic of that name (code `NOT_FOUND`).
-pub const REASON_UNKNOWN_TOPIC: &str = "UNKNOWN_TOPIC";
-/// Reason: the topic exists already (code `ALREADY_EXISTS`).
-pub const REASON_TOPIC_ALREADY_EXISTS: &str = "TOPIC_ALREADY_EXISTS";
-/// Reason: the topic has no such partition (code `INVALID_ARGUMENT`).
-pub const REASON_UNKNOWN_PARTITION: &str = "UNKNOWN_PARTITION";
-/// Reason: the topic name breaks the naming rules (code `INVALID_ARGUMENT`).
-pub const REASON_INVALID_TOPIC_NAME: &str = "INVALID_TOPIC_NAME";
-/// Reason: an unknown topic setting or a bad value (code `INVALID_ARGUMENT`).
-pub const REASON_INVALID_CONFIG: &str = "INVALID_CONFIG";
-/// Reason: a request the broker cannot act on as sent (code `INVALID_ARGUMENT` or, for
-/// requests that do not fit the partition's state, `FAILED_PRECONDITION`).
-pub const REASON_INVALID_REQUEST: &str = "INVALID_REQUEST";
-/// Reason: an offset outside the partition's range (code `OUT_OF_RANGE`).
-pub const REASON_OFFSET_OUT_OF_RANGE: &str = "OFFSET_OUT_OF_RANGE";
-/// Reason: the partition closed under the request (deleted, or the broker stopping);
-/// retry (code `UNAVAILABLE`).
-pub const REASON_PARTITION_CLOSED: &str = "PARTITION_CLOSED";
-/// Reason: a batch over `max.message.bytes` (code `INVALID_ARGUMENT`).
-pub const REASON_RECORD_TOO_LARGE: &str = "RECORD_TOO_LARGE";
-/// Reason: a request over the broker's `max_request_bytes` (code `RESOURCE_EXHAUSTED`;
-/// metadata `request_bytes` and `max_request_bytes`).
-pub const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
-/// Reason: a malformed or CRC-failing batch, sent or stored (code `INVALID_ARGUMENT`
-/// for a produce, `DATA_LOSS` for a read).
-pub const REASON_CORRUPT_BATCH: &str = "CORRUPT_BATCH";
-/// Reason: the partition's log failed (an I/O or fsync error); retry (code `UNAVAILABLE`).
-pub const REASON_LOG_FAILED: &str = "LOG_FAILED";
-/// Reason: no controller answers now (an election); retry (code `UNAVAILABLE`).
-pub const REASON_CONTROLLER_UNAVAILABLE: &str = "CONTROLLER_UNAVAILABLE";
-/// Reason: the topic could not be created on this broker (code `RESOURCE_EXHAUSTED` for
-/// a resource limit, else `INTERNAL`).
-pub const REASON_CREATE_FAILED: &str = "CREATE_FAILED";
-/// Reason: a fault of the broker, not of the request (code `INTERNAL`).
-pub const REASON_INTERNAL: &str = "INTERNAL";
-/// Reason: no such consumer group (code `NOT_FOUND`).
-pub const REASON_UNKNOWN_GROUP: &str = "UNKNOWN_GROUP";
-/// Reason: the group has no such member; join again (code `FAILED_PRECONDITION`).
-pub const REASON_UNKNOWN_MEMBER: &str = "UNKNOWN_MEMBER";
-/// Reason: the member was fenced (missed its session); join again
-/// (code `FAILED_PRECONDITION`).
-pub const REASON_FENCED_MEMBER: &str = "FENCED_MEMBER";
-/// Reason: the member's epoch is not the group's (code `FAILED_PRECONDITION`).
-pub const REASON_STALE_MEMBER_EPOCH: &str = "STALE_MEMBER_EPOCH";
-/// Reason: the group still has members (code `FAILED_PRECONDITION`).
-pub const REASON_GROUP_NOT_EMPTY: &str = "GROUP_NOT_EMPTY";
-/// Reason: a group id that breaks the naming rules (code `INVALID_ARGUMENT`).
-pub const REASON_INVALID_GROUP_ID: &str = "INVALID_GROUP_ID";
-/// Reason: a limit on groups or members was reached (code `RESOURCE_EXHAUSTED`).
-pub const REASON_TOO_MANY: &str = "TOO_MANY";
-/// Reason: this broker does not coordinate the group; ask FindCoordinator and retry
-/// there (code `UNAVAILABLE`).
-pub const REASON_NOT_COORDINATOR: &str = "NOT_COORDINATOR";
-/// Reason: this broker just became the group's coordinator and is loading it; retry
-/// shortly (code `UNAVAILABLE`).
-pub const REASON_COORDINATOR_LOADING: &str = "COORDINATOR_LOADING";
-/// Reason: the group's `__consumer_offsets` partition has no leader now, so it has no
-/// coordinator (FindCoordinator; code `UNAVAILABLE`).
-pub const REASON_COORDINATOR_NOT_AVAILABLE: &str = "COORDINATOR_NOT_AVAILABLE";
 /// Metadata key (`NOT_COORDINATOR`): the broker id of the coordinator as this broker
 /// knows it, in decimal; -1 when there is none right now.
 pub const META_COORDINATOR_ID: &str = "coordinator_id";
@@ -178,261 +47,138 @@ pub const META_LEADER_EPOCH: &str = "leader_epoch";
 pub const META_ISR: &str = "isr";
 /// Metadata key (`NOT_ENOUGH_REPLICAS`): the topic's `min.insync.replicas`.
 pub const META_MIN_INSYNC_REPLICAS: &str = "min_insync_replicas";
+/// Metadata keys (`REQUEST_TOO_LARGE`): the request's size and the broker's limit.
+pub const META_REQUEST_BYTES: &str = "request_bytes";
+pub const META_MAX_REQUEST_BYTES: &str = "max_request_bytes";
 
-/// The `ErrorInfo` reason and metadata for `err`, if it is one a client acts on.
-pub fn reason(err: &ClusterError) -> Option<(&'static str, HashMap<String, String>)> {
-    let meta = |topic: &str, partition: u32, extra: &[(&str, String)]| {
-        let mut metadata = HashMap::with_capacity(2 + extra.len());
-        metadata.insert(META_TOPIC.to_owned(), topic.to_owned());
-        metadata.insert(META_PARTITION.to_owned(), partition.to_string());
-        for (key, value) in extra {
-            metadata.insert((*key).to_owned(), value.clone());
-        }
-        metadata
-    };
-    match err {
-        ClusterError::NotLeader {
-            topic,
-            partition,
-            leader,
-        } => Some((
-            REASON_NOT_LEADER,
-            // Any negative id means "none": say -1, as the contract does.
-            meta(
-                topic,
-                *partition,
-                &[(META_LEADER_ID, (*leader).max(-1).to_string())],
-            ),
-        )),
-        ClusterError::NotEnoughReplicas {
-            topic,
-            partition,
-            isr,
-            min_insync,
-        } => Some((
-            REASON_NOT_ENOUGH_REPLICAS,
-            meta(
-                topic,
-                *partition,
-                &[
-                    (META_ISR, isr.to_string()),
-                    (META_MIN_INSYNC_REPLICAS, min_insync.to_string()),
-                ],
-            ),
-        )),
-        ClusterError::FencedLeaderEpoch {
-            topic,
-            partition,
-            epoch,
-        } => Some((
-            REASON_FENCED_LEADER_EPOCH,
-            meta(topic, *partition, &[(META_LEADER_EPOCH, epoch.to_string())]),
-        )),
-        ClusterError::OffsetNotAvailable { topic, partition } => {
-            Some((REASON_OFFSET_NOT_AVAILABLE, meta(topic, *partition, &[])))
-        }
-        ClusterError::Append {
-            topic,
-            partition,
-            source: AppendError::Sequence(e),
-        } => Some(match e {
-            SequenceError::OutOfOrder {
-                producer_id,
-                expected,
-                ..
-            } => (
-                REASON_OUT_OF_ORDER_SEQUENCE,
-                meta(
-                    topic,
-                    *partition,
-                    &[
-                        (META_PRODUCER_ID, producer_id.to_string()),
-                        (META_EXPECTED_SEQUENCE, expected.to_string()),
-                    ],
-                ),
-            ),
-            SequenceError::Fenced { producer_id, .. } => (
-                REASON_PRODUCER_FENCED,
-                meta(
-                    topic,
-                    *partition,
-                    &[(META_PRODUCER_ID, producer_id.to_string())],
-                ),
-            ),
-        }),
-        ClusterError::UnknownTopic(_) => Some((REASON_UNKNOWN_TOPIC, HashMap::new())),
-        ClusterError::TopicExists(_) => Some((REASON_TOPIC_ALREADY_EXISTS, HashMap::new())),
-        ClusterError::UnknownPartition {
-            topic, partition, ..
-        } => Some((REASON_UNKNOWN_PARTITION, meta(topic, *partition, &[]))),
-        ClusterError::TopicName(_) => Some((REASON_INVALID_TOPIC_NAME, HashMap::new())),
-        ClusterError::Config(_) => Some((REASON_INVALID_CONFIG, HashMap::new())),
-        ClusterError::InvalidRequest(_) => Some((REASON_INVALID_REQUEST, HashMap::new())),
-        ClusterError::OffsetOutOfRange {
-            topic, partition, ..
-        }
-        | ClusterError::Read {
-            topic,
-            partition,
-            source: ReadError::OffsetOutOfRange { .. },
-        }
-        | ClusterError::Maintenance {
-            topic,
-            partition,
-            source: MaintenanceError::OffsetOutOfRange { .. },
-        } => Some((REASON_OFFSET_OUT_OF_RANGE, meta(topic, *partition, &[]))),
-        ClusterError::PartitionClosed { topic, partition } => {
-            Some((REASON_PARTITION_CLOSED, meta(topic, *partition, &[])))
-        }
-        ClusterError::LogRecovering {
-            topic, partition, ..
-        } => Some((REASON_LOG_FAILED, meta(topic, *partition, &[]))),
-        ClusterError::Append {
-            topic,
-            partition,
-            source,
-        } => Some((
-            match source {
-                AppendError::MessageTooLarge { .. } => REASON_RECORD_TOO_LARGE,
-                AppendError::InvalidBatch { .. } => REASON_CORRUPT_BATCH,
-                AppendError::StaleLeaderEpoch { .. } => REASON_FENCED_LEADER_EPOCH,
-                AppendError::Io { .. } | AppendError::Failed { .. } => REASON_LOG_FAILED,
-                AppendError::Empty
-                | AppendError::IdempotentBatchNotAlone { .. }
-                | AppendError::OffsetMismatch { .. }
-                | AppendError::Sequence(_) => REASON_INVALID_REQUEST,
-            },
-            meta(topic, *partition, &[]),
-        )),
-        ClusterError::Read {
-            topic,
-            partition,
-            source,
-        } => Some((
-            match source {
-                ReadError::Corrupt { .. } => REASON_CORRUPT_BATCH,
-                _ => REASON_LOG_FAILED,
-            },
-            meta(topic, *partition, &[]),
-        )),
-        ClusterError::Maintenance {
-            topic, partition, ..
-        } => Some((REASON_LOG_FAILED, meta(topic, *partition, &[]))),
-        ClusterError::ControllerUnavailable(_) => {
-            Some((REASON_CONTROLLER_UNAVAILABLE, HashMap::new()))
-        }
-        ClusterError::CreateFailed { .. } => Some((REASON_CREATE_FAILED, HashMap::new())),
-        ClusterError::Open { .. }
-        | ClusterError::Metadata(_)
-        | ClusterError::Io { .. }
-        | ClusterError::TaskFailed(_)
-        | ClusterError::Quorum(_)
-        | ClusterError::Refused(_) => Some((REASON_INTERNAL, HashMap::new())),
+/// The status code for `reason`.
+pub fn code(reason: &Reason) -> Code {
+    match reason {
+        Reason::UnknownTopic | Reason::UnknownGroup => Code::NotFound,
+        Reason::TopicAlreadyExists => Code::AlreadyExists,
+        // The topic exists; the index is past its partition count.
+        Reason::UnknownPartition
+        | Reason::InvalidTopicName
+        | Reason::InvalidConfig
+        | Reason::InvalidReplicationFactor
+        | Reason::InvalidPartitions
+        | Reason::InvalidRequest
+        | Reason::InvalidGroupId
+        | Reason::InvalidSessionTimeout
+        | Reason::MetadataTooLarge
+        | Reason::RecordTooLarge
+        | Reason::CorruptBatch => Code::InvalidArgument,
+        Reason::OffsetOutOfRange { .. } => Code::OutOfRange,
+        // Go to the leader the message names (or refresh metadata and retry); or the
+        // request does not fit the state it met.
+        Reason::NotLeader { .. }
+        | Reason::FencedLeaderEpoch { .. }
+        | Reason::OutOfOrderSequence { .. }
+        | Reason::ProducerFenced { .. }
+        | Reason::StateConflict
+        | Reason::UnknownMember
+        | Reason::FencedMember
+        | Reason::StaleMemberEpoch
+        | Reason::GroupNotEmpty
+        // A classic member must join again (a rebalance, a new generation), or joined
+        // with a protocol the group does not run.
+        | Reason::RebalanceInProgress
+        | Reason::IllegalGeneration
+        | Reason::InconsistentGroupProtocol => Code::FailedPrecondition,
+        // Retriable: the ISR grows back as followers catch up; a controller is elected;
+        // a new leader commits what it inherited; the topic was deleted under the
+        // request or the broker is stopping; a coordinator moves or loads.
+        Reason::NotEnoughReplicas { .. }
+        | Reason::ControllerUnavailable
+        | Reason::OffsetNotAvailable
+        // This broker's metadata is behind the client's; it catches up.
+        | Reason::UnknownLeaderEpoch
+        | Reason::PartitionClosed
+        | Reason::LogFailed
+        | Reason::ShuttingDown
+        | Reason::NotCoordinator { .. }
+        | Reason::CoordinatorLoading
+        | Reason::CoordinatorNotAvailable => Code::Unavailable,
+        // Corruption is not the caller's fault and retrying will not help.
+        Reason::CorruptData { .. } => Code::DataLoss,
+        Reason::RequestTooLarge { .. } | Reason::TooMany => Code::ResourceExhausted,
+        // Nothing is left of the topic; with more descriptors or disk space it would work.
+        Reason::CreateFailed { exhausted: true } => Code::ResourceExhausted,
+        Reason::CreateFailed { exhausted: false } | Reason::Internal => Code::Internal,
+        Reason::Timeout => Code::DeadlineExceeded,
     }
 }
 
-/// `err` as a whole-call status, with an `ErrorInfo` detail where [`reason`] has one.
-pub fn status(err: ClusterError) -> Status {
-    let code = code(&err);
-    if matches!(code, Code::Internal | Code::Unavailable | Code::DataLoss) {
-        tracing::warn!(error = %err, "request failed");
+/// The `ErrorInfo` metadata of `err`: its partition and what its reason carries.
+pub fn metadata(err: &BrokerError) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    if let Some((topic, partition)) = &err.partition {
+        m.insert(META_TOPIC.to_owned(), topic.clone());
+        m.insert(META_PARTITION.to_owned(), partition.to_string());
     }
-    match reason(&err) {
-        Some((reason, metadata)) => Status::with_error_details(
-            code,
-            err.to_string(),
-            ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
-        ),
-        None => Status::new(code, err.to_string()),
+    let mut put = |key: &str, value: String| {
+        m.insert(key.to_owned(), value);
+    };
+    match err.reason {
+        Reason::NotLeader { leader } => put(META_LEADER_ID, leader.to_string()),
+        Reason::NotEnoughReplicas { isr, min_insync } => {
+            put(META_ISR, isr.to_string());
+            put(META_MIN_INSYNC_REPLICAS, min_insync.to_string());
+        }
+        Reason::FencedLeaderEpoch { epoch: Some(epoch) } => {
+            put(META_LEADER_EPOCH, epoch.to_string())
+        }
+        Reason::OutOfOrderSequence {
+            producer_id,
+            expected,
+        } => {
+            put(META_PRODUCER_ID, producer_id.to_string());
+            put(META_EXPECTED_SEQUENCE, expected.to_string());
+        }
+        Reason::ProducerFenced { producer_id } => put(META_PRODUCER_ID, producer_id.to_string()),
+        Reason::CorruptData {
+            batch: Some((offset, next_offset)),
+        } => {
+            put(META_OFFSET, offset.to_string());
+            put(META_NEXT_OFFSET, next_offset.to_string());
+        }
+        Reason::NotCoordinator { coordinator } => put(META_COORDINATOR_ID, coordinator.to_string()),
+        Reason::RequestTooLarge { request_bytes, max } => {
+            put(META_REQUEST_BYTES, request_bytes.to_string());
+            put(META_MAX_REQUEST_BYTES, max.to_string());
+        }
+        _ => {}
     }
+    m
 }
 
-/// A group operation's failure as a whole-call status.
-pub fn group_status(err: GroupError) -> Status {
-    let code = match err.code() {
-        GroupErrorCode::InvalidArgument => Code::InvalidArgument,
-        GroupErrorCode::NotFound => Code::NotFound,
-        GroupErrorCode::FailedPrecondition => Code::FailedPrecondition,
-        GroupErrorCode::ResourceExhausted => Code::ResourceExhausted,
-        GroupErrorCode::Internal => Code::Internal,
-        GroupErrorCode::Unavailable => Code::Unavailable,
-        GroupErrorCode::Cluster => match err {
-            GroupError::Cluster(inner) => return status(inner),
-            _ => Code::Internal,
-        },
-    };
-    if code == Code::Internal {
-        tracing::warn!(error = %err, "group request failed");
+/// A whole call failed with `err`.
+pub fn broker_status(err: BrokerError) -> Status {
+    let code = code(&err.reason);
+    if err.reason.is_fault() {
+        tracing::warn!(error = %err, reason = err.reason.name(), "request failed");
     }
-    let reason = match &err {
-        GroupError::UnknownGroup(_) => REASON_UNKNOWN_GROUP,
-        GroupError::UnknownTopic(_) => REASON_UNKNOWN_TOPIC,
-        GroupError::UnknownPartition { .. } => REASON_UNKNOWN_PARTITION,
-        GroupError::UnknownMember { .. } => REASON_UNKNOWN_MEMBER,
-        GroupError::FencedMember { .. } => REASON_FENCED_MEMBER,
-        GroupError::StaleEpoch { .. } => REASON_STALE_MEMBER_EPOCH,
-        GroupError::GroupNotEmpty { .. } => REASON_GROUP_NOT_EMPTY,
-        GroupError::InvalidGroupId { .. } => REASON_INVALID_GROUP_ID,
-        GroupError::InvalidRegex { .. } | GroupError::InvalidRequest(_) => REASON_INVALID_REQUEST,
-        GroupError::TooManyMembers { .. } | GroupError::TooManyGroups { .. } => REASON_TOO_MANY,
-        GroupError::CorruptRecord { .. } | GroupError::Cluster(_) => REASON_INTERNAL,
-        GroupError::NotCoordinator { .. } => REASON_NOT_COORDINATOR,
-        GroupError::CoordinatorLoading { .. } => REASON_COORDINATOR_LOADING,
-    };
-    let mut metadata = HashMap::new();
-    if let GroupError::NotCoordinator { coordinator, .. } = &err {
-        metadata.insert(
-            META_COORDINATOR_ID.to_owned(),
-            (*coordinator).max(-1).to_string(),
-        );
-    }
+    let metadata = metadata(&err);
     Status::with_error_details(
         code,
-        err.to_string(),
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+        err.message,
+        ErrorDetails::with_error_info(err.reason.name(), ERROR_DOMAIN, metadata),
     )
 }
 
-/// `err` as a per-partition error in a result.
-pub fn partition_error(err: &ClusterError) -> PartitionError {
-    let (reason, metadata) = reason(err)
-        .map(|(r, metadata)| (r.to_owned(), metadata))
-        .unwrap_or_default();
+/// One partition of a call failed with `err`.
+pub fn broker_partition_error(err: &BrokerError) -> PartitionError {
     PartitionError {
-        code: code(err) as i32,
-        message: err.to_string(),
-        reason,
-        metadata,
+        code: code(&err.reason) as i32,
+        message: err.message.clone(),
+        reason: err.reason.name().to_owned(),
+        metadata: metadata(err),
     }
 }
 
-/// A per-partition error for bad input found at the edge (before the cluster layer).
-pub fn invalid_argument(message: impl Into<String>) -> PartitionError {
-    partition_error_code(Code::InvalidArgument, message)
-}
-
-/// A per-partition error with an explicit code.
-pub fn partition_error_code(code: Code, message: impl Into<String>) -> PartitionError {
-    PartitionError {
-        code: code as i32,
-        message: message.into(),
-        reason: String::new(),
-        metadata: HashMap::new(),
-    }
-}
-
-/// A request for a partition the broker cannot act on as sent: `INVALID_ARGUMENT`,
-/// reason `INVALID_REQUEST`.
-pub fn invalid_request(topic: &str, partition: u32, message: String) -> PartitionError {
-    PartitionError {
-        code: Code::InvalidArgument as i32,
-        message,
-        reason: REASON_INVALID_REQUEST.to_owned(),
-        metadata: HashMap::from([
-            (META_TOPIC.to_owned(), topic.to_owned()),
-            (META_PARTITION.to_owned(), partition.to_string()),
-        ]),
-    }
+/// A whole call failed with a cluster error.
+pub fn status(err: ClusterError) -> Status {
+    broker_status(err.into())
 }
 
 /// A stored batch that a decoded read could not decode: where it is and why.
@@ -444,51 +190,47 @@ pub struct Undecodable<'a> {
     pub offset: i64,
     /// The offset after the batch.
     pub next_offset: i64,
-    pub error: &'a weir_log::BatchError,
+    pub error: &'a weir_cluster::storage::BatchError,
 }
 
 impl Undecodable<'_> {
-    fn message(&self) -> String {
-        format!(
-            "partition {}/{}: the stored batch at offsets {}..{} cannot be decoded: {}; \
-             the records before it were returned, and reading on means skipping the \
-             batch's records: continue from offset {}",
-            self.topic, self.partition, self.offset, self.next_offset, self.error, self.next_offset
+    /// The error: `CORRUPT_BATCH` naming the batch's offsets (`DATA_LOSS` over gRPC).
+    pub fn error(&self) -> BrokerError {
+        BrokerError::new(
+            Reason::CorruptData {
+                batch: Some((self.offset, self.next_offset)),
+            },
+            format!(
+                "partition {}/{}: the stored batch at offsets {}..{} cannot be decoded: {}; \
+                 the records before it were returned, and reading on means skipping the \
+                 batch's records: continue from offset {}",
+                self.topic,
+                self.partition,
+                self.offset,
+                self.next_offset,
+                self.error,
+                self.next_offset
+            ),
         )
+        .at(self.topic, self.partition)
     }
 
-    fn metadata(&self) -> HashMap<String, String> {
-        HashMap::from([
-            (META_TOPIC.to_owned(), self.topic.to_owned()),
-            (META_PARTITION.to_owned(), self.partition.to_string()),
-            (META_OFFSET.to_owned(), self.offset.to_string()),
-            (META_NEXT_OFFSET.to_owned(), self.next_offset.to_string()),
-        ])
-    }
-
-    /// As a per-partition error: `DATA_LOSS`, reason `CORRUPT_BATCH`, with the batch's
-    /// offsets in the metadata.
+    /// As a per-partition error.
     pub fn partition_error(&self) -> PartitionError {
-        PartitionError {
-            code: Code::DataLoss as i32,
-            message: self.message(),
-            reason: REASON_CORRUPT_BATCH.to_owned(),
-            metadata: self.metadata(),
-        }
+        broker_partition_error(&self.error())
     }
 
-    /// As a whole-call status (a Consume stream's end): the same, in an `ErrorInfo`.
+    /// As a whole-call status (a Consume stream's end).
     pub fn status(&self) -> Status {
-        Status::with_error_details(
-            Code::DataLoss,
-            self.message(),
-            ErrorDetails::with_error_info(REASON_CORRUPT_BATCH, ERROR_DOMAIN, self.metadata()),
-        )
+        broker_status(self.error())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use weir_cluster::group::GroupError;
+    use weir_cluster::storage::{AppendError, SequenceError};
+
     use super::*;
 
     fn error_info(status: &Status) -> tonic_types::ErrorInfo {
@@ -682,7 +424,7 @@ mod tests {
             ),
         ];
         for (err, code, reason) in cases {
-            let partition = partition_error(&err);
+            let partition = broker_partition_error(&BrokerError::from(&err));
             assert_eq!(partition.reason, reason);
             let status = status(err);
             assert_eq!(status.code(), code);
@@ -711,7 +453,7 @@ mod tests {
                     partition: 9,
                     count: 1,
                 },
-                Code::NotFound,
+                Code::InvalidArgument,
                 "UNKNOWN_PARTITION",
             ),
             (
@@ -815,7 +557,7 @@ mod tests {
         ];
         for (err, code, reason) in cases {
             let what = format!("{err:?}");
-            let status = group_status(err);
+            let status = broker_status(err.into());
             assert_eq!(status.code(), code, "{what}");
             let info = error_info(&status);
             assert_eq!(
@@ -825,20 +567,23 @@ mod tests {
             );
         }
         // NOT_COORDINATOR names the coordinator, -1 when there is none.
-        let info = error_info(&group_status(GroupError::NotCoordinator {
-            partition: 0,
-            coordinator: -7,
-        }));
+        let info = error_info(&broker_status(
+            GroupError::NotCoordinator {
+                partition: 0,
+                coordinator: -7,
+            }
+            .into(),
+        ));
         assert_eq!(info.metadata, metadata(&[("coordinator_id", "-1")]));
     }
 
     #[test]
     fn per_partition_errors_carry_the_code_and_the_reason() {
-        let error = partition_error(&ClusterError::NotLeader {
+        let error = broker_partition_error(&BrokerError::from(ClusterError::NotLeader {
             topic: "t".to_owned(),
             partition: 0,
             leader: 1,
-        });
+        }));
         assert_eq!(error.code, Code::FailedPrecondition as i32);
         assert!(error.message.contains("does not lead"));
         assert_eq!(error.reason, "NOT_LEADER");

@@ -204,6 +204,7 @@ async fn restart_keeps_every_topic_config_and_record() {
                 .admin
                 .describe_topic(DescribeTopicRequest {
                     name: "keep".into(),
+                    allow_auto_create: false,
                 })
                 .await
                 .unwrap()
@@ -242,6 +243,7 @@ async fn restart_keeps_every_topic_config_and_record() {
             .admin
             .describe_topic(DescribeTopicRequest {
                 name: "keep".into(),
+                allow_auto_create: false,
             })
             .await
             .unwrap()
@@ -530,6 +532,8 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path());
         cfg.max_request_bytes = 256 * 1024;
+        // Unknown topics stay unknown (no creation on first use) for this test.
+        cfg.auto_create_topics = false;
         let server = weir_server::start(cfg).await.unwrap();
         let mut c = connect(server.addr).await;
         c.create("bad", 2, &[("max.message.bytes", "4096")]).await;
@@ -561,6 +565,7 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
             .admin
             .describe_topic(DescribeTopicRequest {
                 name: "nope".into(),
+                allow_auto_create: false,
             })
             .await
             .unwrap_err();
@@ -740,7 +745,10 @@ async fn admin_describes_alters_grows_and_deletes() {
         .await;
         let desc = c
             .admin
-            .describe_topic(DescribeTopicRequest { name: "adm".into() })
+            .describe_topic(DescribeTopicRequest {
+                name: "adm".into(),
+                allow_auto_create: false,
+            })
             .await
             .unwrap()
             .into_inner()
@@ -881,7 +889,10 @@ async fn admin_describes_alters_grows_and_deletes() {
             .unwrap();
         let err = c
             .admin
-            .describe_topic(DescribeTopicRequest { name: "adm".into() })
+            .describe_topic(DescribeTopicRequest {
+                name: "adm".into(),
+                allow_auto_create: false,
+            })
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
@@ -900,7 +911,9 @@ async fn admin_describes_alters_grows_and_deletes() {
 async fn produce_stream_pipelines_and_answers_in_order() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let server = start(dir.path()).await;
+        let mut cfg = config(dir.path());
+        cfg.auto_create_topics = false;
+        let server = weir_server::start(cfg).await.unwrap();
         let mut c = connect(server.addr).await;
         c.create("ps", 2, &[]).await;
         const REQUESTS: u64 = 300;
@@ -1122,6 +1135,7 @@ async fn an_external_listener_serves_clients_and_hands_out_external_addresses() 
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let server = weir_server::start(weir_server::ServerConfig {
+            kafka_listen: None,
             external_listen: Some("127.0.0.1:0".parse().unwrap()),
             external_advertise: Some("weir.example.com:19292".into()),
             ..config(dir.path())
@@ -1355,6 +1369,46 @@ async fn the_grafana_dashboard_names_only_metrics_the_broker_exports() {
                 "the dashboard queries {name}, which /metrics does not export"
             );
         }
+    })
+    .await;
+}
+
+/// Kafka's `auto.create.topics.enable`, on by default: a produce to a topic nobody
+/// created creates it with the broker's defaults and appends; off, it is NOT_FOUND.
+#[tokio::test]
+async fn a_produce_to_a_topic_nobody_created_creates_it_with_the_defaults() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        cfg.num_partitions = 3;
+        let server = weir_server::start(cfg).await.unwrap();
+        let mut c = connect(server.addr).await;
+        let resp = c
+            .producer
+            .produce(request(
+                "first-use",
+                vec![plain(2, &values("x", 2), Compression::None)],
+                Acks::All,
+            ))
+            .await
+            .expect("the topic is created on first use")
+            .into_inner();
+        assert_eq!(resp.results[0].error, None);
+        assert_eq!(
+            (resp.results[0].base_offset, resp.results[0].last_offset),
+            (0, 1)
+        );
+        let described = c
+            .admin
+            .describe_topic(DescribeTopicRequest {
+                name: "first-use".into(),
+                allow_auto_create: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.topic.unwrap().partitions.len(), 3);
+        server.shutdown().await.unwrap();
     })
     .await;
 }

@@ -70,6 +70,7 @@ async fn start_cluster(nodes: i32) -> Vec<Node> {
             .parse()
             .unwrap();
         let config = ServerConfig {
+            kafka_listen: None,
             data_dir: dir.path().to_path_buf(),
             listen: addr,
             admin_listen: Some("127.0.0.1:0".parse().unwrap()),
@@ -138,6 +139,7 @@ async fn describe(addr: SocketAddr, topic: &str) -> Option<TopicDescription> {
     c.admin
         .describe_topic(DescribeTopicRequest {
             name: topic.to_string(),
+            allow_auto_create: false,
         })
         .await
         .ok()?

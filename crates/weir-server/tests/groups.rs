@@ -617,6 +617,7 @@ async fn compaction_keeps_the_offsets_log_small_and_replay_reads_the_compacted_l
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let config = weir_server::ServerConfig {
+            kafka_listen: None,
             retention_check_interval_ms: 50,
             offsets_partitions: 1,
             ..common::config(dir.path())
@@ -638,6 +639,7 @@ async fn compaction_keeps_the_offsets_log_small_and_replay_reads_the_compacted_l
             .admin
             .describe_topic(DescribeTopicRequest {
                 name: "__consumer_offsets".into(),
+                allow_auto_create: false,
             })
             .await
             .unwrap()

@@ -23,6 +23,7 @@ async fn describe_cluster(addr: SocketAddr) -> DescribeClusterResponse {
 
 fn node(dir: &Path, node_id: i32) -> ServerConfig {
     ServerConfig {
+        kafka_listen: None,
         node_id,
         ..config(dir)
     }
@@ -179,6 +180,7 @@ async fn bad_cluster_settings_are_refused_before_the_directory_is_touched() {
         for (config, expected) in [
             (
                 ServerConfig {
+                    kafka_listen: None,
                     controller_voters: voters(&["1@127.0.0.1:9292", "1@127.0.0.1:9392"]),
                     ..config(&dir)
                 },
@@ -186,6 +188,7 @@ async fn bad_cluster_settings_are_refused_before_the_directory_is_touched() {
             ),
             (
                 ServerConfig {
+                    kafka_listen: None,
                     advertise: Some("no-port".into()),
                     ..config(&dir)
                 },
@@ -223,6 +226,7 @@ async fn a_node_outside_the_voters_starts_as_an_observer_and_waits_for_a_control
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let server = weir_server::start(ServerConfig {
+            kafka_listen: None,
             controller_voters: silent_voters(),
             ..node(dir.path(), 4)
         })
@@ -251,6 +255,7 @@ async fn a_single_node_directory_cannot_start_as_an_observer() {
         )
         .unwrap();
         let err = weir_server::start(ServerConfig {
+            kafka_listen: None,
             controller_voters: silent_voters(),
             ..node(dir.path(), 4)
         })
@@ -270,6 +275,7 @@ async fn describe_cluster_reports_the_advertised_address() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let server = weir_server::start(ServerConfig {
+            kafka_listen: None,
             listen: "0.0.0.0:0".parse().unwrap(),
             advertise: Some("127.0.0.1:19092".into()),
             ..config(dir.path())
@@ -304,6 +310,7 @@ async fn listening_on_every_interface_advertises_a_host_name_not_the_wildcard() 
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let server = weir_server::start(ServerConfig {
+            kafka_listen: None,
             listen: "0.0.0.0:0".parse().unwrap(),
             ..config(dir.path())
         })
@@ -339,12 +346,14 @@ async fn an_observer_of_a_single_voter_joins_its_cluster() {
         }];
         // The observer first: it must not make up a cluster of its own meanwhile.
         let observer = weir_server::start(ServerConfig {
+            kafka_listen: None,
             controller_voters: voters.clone(),
             ..node(observer_dir.path(), 2)
         })
         .await
         .expect("the observer starts");
         let voter = weir_server::start(ServerConfig {
+            kafka_listen: None,
             listen: format!("127.0.0.1:{port}").parse().unwrap(),
             controller_voters: voters,
             ..node(voter_dir.path(), 1)

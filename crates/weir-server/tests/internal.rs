@@ -586,6 +586,8 @@ fn registered(node: BrokerId, epoch: i64) -> MetadataRecord {
             client: format!("broker-{node}:9092"),
             internal: format!("broker-{node}:9093"),
             external: None,
+            kafka: None,
+            kafka_external: None,
         },
         rack: None,
     }
@@ -624,6 +626,8 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
             client: "b2:9092".into(),
             internal: "b2:9093".into(),
             external: None,
+            kafka: None,
+            kafka_external: None,
         },
         rack: Some("r1".into()),
         cluster_id: "c-1".into(),

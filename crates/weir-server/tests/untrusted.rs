@@ -422,7 +422,10 @@ async fn a_stored_batch_that_cannot_be_decoded_is_reported_and_readers_get_past_
             }
             let id = c
                 .admin
-                .describe_topic(DescribeTopicRequest { name: "t".into() })
+                .describe_topic(DescribeTopicRequest {
+                    name: "t".into(),
+                    allow_auto_create: false,
+                })
                 .await
                 .unwrap()
                 .into_inner()

@@ -23,8 +23,11 @@ const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 async fn start(dir: &std::path::Path) -> RunningServer {
     weir_server::start(weir_server::ServerConfig {
+        kafka_listen: None,
         wire_listen: Some("127.0.0.1:0".parse().unwrap()),
         max_request_bytes: MAX_REQUEST_BYTES,
+        // An unknown topic stays unknown: the test sees its error code.
+        auto_create_topics: false,
         ..config(dir)
     })
     .await

@@ -62,7 +62,7 @@ pub const MAX_SESSION_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// one batch, up to `MAX_BATCH_BYTES`).
 pub const MAX_SESSION_RESPONSE_BYTES: usize = SESSION_MESSAGE_TARGET_BYTES
     + MAX_PARTITION_FETCH_BYTES as usize
-    + weir_log::batch::MAX_BATCH_BYTES
+    + weir_cluster::storage::MAX_BATCH_BYTES
     + FRAMING_ALLOWANCE_BYTES;
 /// Largest controller call or metadata fetch request (a request is a few hundred bytes;
 /// a topic's configs a few KiB).

@@ -35,13 +35,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use weir_proto::v1::{self, PartitionRecords, ProduceRequest, partition_records::Data};
 
 use frame::{BadFrame, Fetch, Head, LENGTH_BYTES, Produce, Request, WireAcks};
 pub use frame::{FRAME_HEAD_ALLOWANCE, MAX_FETCH_BYTES};
 
+use weir_broker::{BrokerError, RequestContext, produce};
+
 use crate::consume::{self, DEFAULT_PARTITION_FETCH_BYTES};
-use crate::produce::{self, MAX_IN_FLIGHT_PER_STREAM};
+use crate::produce::MAX_IN_FLIGHT_PER_STREAM;
 use crate::{Broker, status};
 
 /// Bytes a connection's read buffer gets when it needs room and no frame says how much.
@@ -111,11 +112,12 @@ async fn connection(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
 async fn run(broker: Arc<Broker>, stream: TcpStream) -> std::io::Result<()> {
     let (mut reader, mut writer) = stream.into_split();
     let limit = broker
-        .max_request_bytes
+        .core
+        .max_request_bytes()
         .saturating_add(FRAME_HEAD_ALLOWANCE);
     let mut buf = BytesMut::with_capacity(READ_BUFFER_BYTES);
     let mut in_flight: FuturesOrdered<Pending> = FuturesOrdered::new();
-    let mut shutdown = broker.shutdown.clone();
+    let mut shutdown = broker.core.shutdown_signal();
     let mut reading = true;
     loop {
         // Every whole frame buffered, while there is room in flight.
@@ -203,29 +205,29 @@ fn produce_answer(id: u64, code: u32, base_offset: i64, message: &str) -> Answer
 }
 
 async fn submit(broker: &Arc<Broker>, id: u64, p: Produce) -> Pending {
-    let acks = match p.acks {
-        WireAcks::None => v1::Acks::None,
-        WireAcks::Leader => v1::Acks::Leader,
-        WireAcks::All => v1::Acks::All,
-    };
-    let request = ProduceRequest {
+    let ctx = RequestContext::anonymous(weir_broker::Listener::Wire, None);
+    let request = produce::ProduceRequest {
         topic: p.topic,
-        partitions: vec![PartitionRecords {
+        acks: match p.acks {
+            WireAcks::None => produce::Acks::None,
+            WireAcks::Leader => produce::Acks::Leader,
+            WireAcks::All => produce::Acks::All,
+        },
+        timeout: (p.timeout_ms > 0).then(|| Duration::from_millis(p.timeout_ms.into())),
+        partitions: vec![produce::PartitionProduce {
             partition: p.partition,
-            data: Some(Data::Batches(p.batches)),
-            ..PartitionRecords::default()
+            data: Ok(produce::ProduceData::Batches {
+                bytes: p.batches,
+                compression: None,
+            }),
         }],
-        acks: acks.into(),
-        timeout_ms: p.timeout_ms,
     };
-    match produce::submit(broker, request).await {
+    let code = |e: &BrokerError| status::code(&e.reason) as u32;
+    match produce::submit(&broker.core, &ctx, request).await {
         Ok(pending) => Box::pin(async move {
-            let response = pending.finish().await;
-            match response.results.into_iter().next() {
-                Some(v1::PartitionProduceResult { error: Some(e), .. }) => {
-                    produce_answer(id, e.code as u32, -1, &e.message)
-                }
-                Some(result) => produce_answer(id, 0, result.base_offset, ""),
+            match pending.finish().await.pop().map(|r| r.outcome) {
+                Some(Ok(appended)) => produce_answer(id, 0, appended.base_offset, ""),
+                Some(Err(e)) => produce_answer(id, code(&e), -1, &e.message),
                 None => produce_answer(
                     id,
                     tonic::Code::Internal as u32,
@@ -234,17 +236,16 @@ async fn submit(broker: &Arc<Broker>, id: u64, p: Produce) -> Pending {
                 ),
             }
         }),
-        Err(s) => Box::pin(std::future::ready(produce_answer(
+        Err(e) => Box::pin(std::future::ready(produce_answer(
             id,
-            s.code() as u32,
+            code(&e),
             -1,
-            s.message(),
+            &e.message,
         ))),
     }
 }
 
-/// A FETCH: the partition's stored batches from `offset`, read and checked as a gRPC
-/// fetch of raw batches reads them.
+/// A FETCH: the partition's stored batches from `offset`, through the core's fetch.
 async fn fetch(broker: Arc<Broker>, id: u64, f: Fetch) -> Answer {
     let answer = |code: u32, high_watermark: i64, next_offset: i64, message: &str, batches| {
         let head = frame::fetch_response_head(
@@ -261,38 +262,25 @@ async fn fetch(broker: Arc<Broker>, id: u64, f: Fetch) -> Answer {
             close: false,
         }
     };
-    let topic = match broker.registry.topic(&f.topic) {
-        Ok(topic) => topic,
-        Err(e) => {
-            let s = status::status(e);
-            return answer(s.code() as u32, -1, f.offset, s.message(), Bytes::new());
-        }
-    };
-    let partition = topic.partition(f.partition).ok();
+    let ctx = RequestContext::anonymous(weir_broker::Listener::Wire, None);
     let max_bytes = match f.max_bytes {
         0 => DEFAULT_PARTITION_FETCH_BYTES,
         n => n as usize,
     }
     .min(MAX_FETCH_BYTES);
-    let (result, _) = consume::fetch_one(
-        &broker,
-        &topic,
-        partition.as_deref(),
-        f.offset,
-        max_bytes,
-        false,
-        f.partition,
-    )
-    .await;
-    let (code, message) = match result.error {
-        Some(e) => (e.code as u32, e.message),
-        None => (0, String::new()),
-    };
-    answer(
-        code,
-        result.high_watermark,
-        result.next_offset,
-        &message,
-        result.batches,
-    )
+    let code = |e: &BrokerError| status::code(&e.reason) as u32;
+    match consume::fetch_raw(&broker, &ctx, &f.topic, f.partition, f.offset, max_bytes).await {
+        Err(e) => answer(code(&e), -1, f.offset, &e.message, Bytes::new()),
+        Ok(result) => match result.data {
+            Err(e) => answer(
+                code(&e),
+                result.high_watermark,
+                f.offset,
+                &e.message,
+                Bytes::new(),
+            ),
+            Ok(None) => answer(0, result.high_watermark, f.offset, "", Bytes::new()),
+            Ok(Some(data)) => answer(0, result.high_watermark, data.next_offset, "", data.records),
+        },
+    }
 }

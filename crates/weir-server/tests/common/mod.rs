@@ -27,6 +27,7 @@ pub async fn bounded<T>(f: impl Future<Output = T>) -> T {
 
 pub fn config(dir: &Path) -> ServerConfig {
     ServerConfig {
+        kafka_listen: None,
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),

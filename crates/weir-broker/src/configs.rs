@@ -1,0 +1,289 @@
+//! Configuration as clients see and change it: a topic's keys (set or default), changing
+//! them (set and reset, replacing the whole set, or key by key with list values appended
+//! to and subtracted from), and the broker's own settings under Kafka's names.
+//!
+//! Every change is validated as a whole before anything is sent to the controller
+//! (`TopicConfig::altered`), so a request either changes every key it names or none.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weir_cluster::config::{
+    CLEANUP_POLICY, DELETE_RETENTION_MS, MAX_MESSAGE_BYTES, MESSAGE_TIMESTAMP_TYPE,
+    MIN_INSYNC_REPLICAS, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES, SEGMENT_MS,
+    UNCLEAN_LEADER_ELECTION_ENABLE,
+};
+use weir_cluster::{CONFIG_KEYS, ClusterError, ConfigEntry, ConfigError};
+
+use crate::{Broker, BrokerError, RequestContext};
+
+/// Topic keys whose value is a comma-separated list: [`ConfigChange::Append`] and
+/// [`ConfigChange::Subtract`] change them item by item.
+pub const LIST_KEYS: &[&str] = &[CLEANUP_POLICY];
+
+/// Most keys one change may name (more than every key a topic has, twice over).
+pub const MAX_CONFIG_CHANGES: usize = 2 * CONFIG_KEYS.len() + 16;
+
+/// One key's change in [`incremental_alter_topic_config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigChange {
+    /// Set the key to this value.
+    Set(String),
+    /// Back to the default.
+    Reset,
+    /// Add these comma-separated items to a list value (those it lacks, in order).
+    Append(String),
+    /// Remove these comma-separated items from a list value.
+    Subtract(String),
+}
+
+/// Every key of topic `name` with its value in effect, whether it is the default, and
+/// what it does, sorted by name.
+pub fn describe_topic_config(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<Vec<ConfigEntry>, BrokerError> {
+    Ok(broker.topic(ctx, name)?.config().entries())
+}
+
+/// Sets the keys in `set` and resets those in `reset` to their defaults, all or nothing;
+/// returns every key after the change. `validate_only`: checks the change and makes
+/// none (the keys returned are what the change would give).
+pub async fn alter_topic_config(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    set: &BTreeMap<String, String>,
+    reset: &[String],
+    validate_only: bool,
+) -> Result<Vec<ConfigEntry>, BrokerError> {
+    check_count(set.len() + reset.len())?;
+    let topic = broker.topic(ctx, name)?;
+    if validate_only {
+        let target = topic
+            .config()
+            .altered(set, reset)
+            .map_err(ClusterError::from)?;
+        return Ok(target.entries());
+    }
+    let config = broker
+        .registry()
+        .alter_topic_config(name, set, reset)
+        .await?;
+    Ok(config.entries())
+}
+
+/// Replaces the keys set on topic `name` with `configs` (Kafka's AlterConfigs): a key set
+/// now and absent from `configs` goes back to its default.
+pub async fn replace_topic_config(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    configs: &BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<Vec<ConfigEntry>, BrokerError> {
+    check_count(configs.len())?;
+    let current = broker.topic(ctx, name)?.config();
+    let reset: Vec<String> = current
+        .overrides()
+        .keys()
+        .filter(|k| !configs.contains_key(*k))
+        .cloned()
+        .collect();
+    alter_topic_config(broker, ctx, name, configs, &reset, validate_only).await
+}
+
+/// Applies `changes` to topic `name` (Kafka's IncrementalAlterConfigs), all or nothing;
+/// each key at most once. Appending to or subtracting from a key that is not a list
+/// ([`LIST_KEYS`]) is refused as an invalid request.
+pub async fn incremental_alter_topic_config(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    changes: &[(String, ConfigChange)],
+    validate_only: bool,
+) -> Result<Vec<ConfigEntry>, BrokerError> {
+    check_count(changes.len())?;
+    let mut named = BTreeSet::new();
+    for (key, _) in changes {
+        if !named.insert(key.as_str()) {
+            return Err(BrokerError::invalid(format!(
+                "{key} is named twice in one change; name each key once"
+            )));
+        }
+    }
+    let entries = broker.topic(ctx, name)?.config().entries();
+    let mut set = BTreeMap::new();
+    let mut reset = Vec::new();
+    for (key, change) in changes {
+        match change {
+            ConfigChange::Set(value) => {
+                set.insert(key.clone(), value.clone());
+            }
+            ConfigChange::Reset => reset.push(key.clone()),
+            ConfigChange::Append(items) | ConfigChange::Subtract(items) => {
+                let Some(entry) = entries.iter().find(|e| e.name == key) else {
+                    return Err(ClusterError::from(ConfigError::UnknownKey(key.clone())).into());
+                };
+                if !LIST_KEYS.contains(&key.as_str()) {
+                    return Err(BrokerError::invalid(format!(
+                        "{key} is not a list: only {} can be appended to or subtracted from; \
+                         set it instead",
+                        LIST_KEYS.join(", ")
+                    )));
+                }
+                let mut list = list_items(&entry.value);
+                let given = list_items(items);
+                match change {
+                    ConfigChange::Append(_) => {
+                        for item in given {
+                            if !list.contains(&item) {
+                                list.push(item);
+                            }
+                        }
+                    }
+                    _ => list.retain(|item| !given.contains(item)),
+                }
+                set.insert(key.clone(), list.join(","));
+            }
+        }
+    }
+    alter_topic_config(broker, ctx, name, &set, &reset, validate_only).await
+}
+
+fn list_items(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn check_count(keys: usize) -> Result<(), BrokerError> {
+    if keys > MAX_CONFIG_CHANGES {
+        return Err(BrokerError::invalid(format!(
+            "a config change names {keys} keys; at most {MAX_CONFIG_CHANGES} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// One broker setting, under Kafka's name for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerConfig {
+    pub name: &'static str,
+    pub value: String,
+    pub documentation: &'static str,
+}
+
+/// Kafka's broker-level names of the topic keys' defaults (`log.retention.ms` is the
+/// default of `retention.ms`, ...): what clients read to learn what a new topic gets.
+const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
+    ("log.cleaner.delete.retention.ms", DELETE_RETENTION_MS),
+    ("log.cleanup.policy", CLEANUP_POLICY),
+    ("log.message.timestamp.type", MESSAGE_TIMESTAMP_TYPE),
+    ("log.retention.bytes", RETENTION_BYTES),
+    ("log.retention.ms", RETENTION_MS),
+    ("log.roll.ms", SEGMENT_MS),
+    ("log.segment.bytes", SEGMENT_BYTES),
+    ("message.max.bytes", MAX_MESSAGE_BYTES),
+    ("min.insync.replicas", MIN_INSYNC_REPLICAS),
+    (
+        "unclean.leader.election.enable",
+        UNCLEAN_LEADER_ELECTION_ENABLE,
+    ),
+];
+
+/// The settings of broker `resource` (its node id, or empty for the cluster's defaults)
+/// that clients read (a topic's defaults, creation on first use, this broker's id),
+/// under Kafka's names, sorted by name. They are static: set when the broker starts.
+/// A broker answers for itself only, as Kafka does: another broker's id is an invalid
+/// request naming the broker to ask.
+pub fn broker_configs(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    resource: &str,
+) -> Result<Vec<BrokerConfig>, BrokerError> {
+    let me = broker.node_id();
+    if !resource.is_empty() {
+        match resource.parse::<i32>() {
+            Ok(id) if id == me => {}
+            Ok(id) => {
+                return Err(BrokerError::invalid(format!(
+                    "this is broker {me}: ask broker {id} for its configs (or name no broker \
+                     for the cluster's defaults)"
+                )));
+            }
+            Err(_) => {
+                return Err(BrokerError::invalid(format!(
+                    "{resource:?} is not a broker id"
+                )));
+            }
+        }
+    }
+    let defaults = broker.topic_defaults();
+    let mut configs = vec![
+        BrokerConfig {
+            name: "auto.create.topics.enable",
+            value: defaults.auto_create.to_string(),
+            documentation: "Create a topic that a client produces to or asks metadata of when \
+                it does not exist (weir serve --auto-create-topics).",
+        },
+        BrokerConfig {
+            name: "broker.id",
+            value: me.to_string(),
+            documentation: "This broker's node id (weir serve --node-id).",
+        },
+        BrokerConfig {
+            name: "default.replication.factor",
+            value: defaults.replication_factor.to_string(),
+            documentation: "Replicas of a topic created on first use or without a \
+                replication factor (weir serve --default-replication-factor).",
+        },
+        BrokerConfig {
+            name: "node.id",
+            value: me.to_string(),
+            documentation: "This broker's node id (weir serve --node-id).",
+        },
+        BrokerConfig {
+            name: "num.partitions",
+            value: defaults.num_partitions.to_string(),
+            documentation: "Partitions of a topic created on first use or without a count \
+                (weir serve --num-partitions).",
+        },
+    ];
+    for &(kafka_name, key) in TOPIC_DEFAULT_NAMES {
+        let key = CONFIG_KEYS
+            .iter()
+            .find(|k| k.name == key)
+            .expect("every topic default names a topic key");
+        configs.push(BrokerConfig {
+            name: kafka_name,
+            value: key.default.to_owned(),
+            documentation: key.documentation,
+        });
+    }
+    configs.sort_by_key(|c| c.name);
+    Ok(configs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_items_trim_and_drop_empties() {
+        assert_eq!(list_items("compact, delete,,"), ["compact", "delete"]);
+        assert!(list_items("").is_empty());
+    }
+
+    #[test]
+    fn every_topic_default_names_a_topic_key_once() {
+        let mut seen = BTreeSet::new();
+        for (kafka_name, key) in TOPIC_DEFAULT_NAMES {
+            assert!(CONFIG_KEYS.iter().any(|k| k.name == *key), "{key}");
+            assert!(seen.insert(*kafka_name), "{kafka_name} twice");
+        }
+    }
+}

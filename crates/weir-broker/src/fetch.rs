@@ -1,0 +1,325 @@
+//! Fetch: reads below the high watermark as the stored RecordBatch v2 bytes (slices of
+//! one read, never re-encoded), with long polling ([`fetch`]) and, for adapters that
+//! stream one partition, a [`Reader`] that waits for each next batch.
+//!
+//! Waiting is event driven: a reader subscribes to its partitions' high-watermark
+//! channels before it reads, so an append between the read and the wait still wakes it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_cluster::storage::{BATCH_HEADER_BYTES, BatchHeader, FetchData};
+use weir_cluster::{ClusterError, Partition, Topic};
+
+use crate::limits::{MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, MAX_RESPONSE_BYTES};
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// A fetch of any partitions of any topics.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// Longest to wait for `min_bytes` (capped at [`MAX_FETCH_WAIT`]).
+    pub max_wait: Duration,
+    /// Answer once this many bytes are there (at least 1).
+    pub min_bytes: usize,
+    /// The answer's byte budget over every partition (capped at [`MAX_RESPONSE_BYTES`]);
+    /// the first batch of a partition may exceed its share, as in Kafka.
+    pub max_bytes: usize,
+    pub topics: Vec<TopicFetch>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicFetch {
+    pub topic: String,
+    pub partitions: Vec<PartitionFetch>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct PartitionFetch {
+    pub partition: u32,
+    pub offset: i64,
+    /// This partition's byte budget.
+    pub max_bytes: usize,
+}
+
+/// One topic's answer: an error if the topic cannot be read at all.
+#[derive(Debug)]
+pub struct TopicFetchResult {
+    pub topic: String,
+    pub outcome: Result<Vec<PartitionFetchResult>, BrokerError>,
+}
+
+/// One partition's answer.
+#[derive(Debug)]
+pub struct PartitionFetchResult {
+    pub partition: u32,
+    /// -1 when this broker does not know them (no replica here).
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// The batches read (`None`: nothing read, the partition's budget was 0), or why not.
+    pub data: Result<Option<FetchData>, BrokerError>,
+}
+
+impl PartitionFetchResult {
+    /// Bytes of batches in the answer.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            Ok(Some(data)) => data.records.len(),
+            _ => 0,
+        }
+    }
+}
+
+struct Resolved {
+    topic: Result<Arc<Topic>, BrokerError>,
+    partitions: Vec<Option<Arc<Partition>>>,
+}
+
+/// Reads every partition of `req`, waiting up to `max_wait` for `min_bytes` to be there.
+/// Answers at once when a partition fails, when shutdown starts, or when there is
+/// nothing to wait on.
+pub async fn fetch(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: &FetchRequest,
+) -> Result<Vec<TopicFetchResult>, BrokerError> {
+    let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    if count > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a fetch names {count} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted"
+        )));
+    }
+    let total_max = req.max_bytes.min(MAX_RESPONSE_BYTES);
+    let min_bytes = req.min_bytes.max(1);
+    let deadline = Instant::now() + req.max_wait.min(MAX_FETCH_WAIT);
+    let resolved: Vec<Resolved> = req
+        .topics
+        .iter()
+        .map(|t| {
+            let topic = broker.topic(ctx, &t.topic);
+            let partitions = match &topic {
+                Ok(topic) => t
+                    .partitions
+                    .iter()
+                    .map(|p| topic.partition(p.partition).ok())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            Resolved { topic, partitions }
+        })
+        .collect();
+    let mut shutdown = broker.shutdown_signal();
+    loop {
+        // Subscribe before reading: an append after the read still wakes the wait.
+        let mut watches: Vec<_> = resolved
+            .iter()
+            .flat_map(|r| r.partitions.iter().flatten())
+            .map(|p| p.subscribe())
+            .collect();
+        let (mut total, mut failed) = (0, false);
+        let mut results = Vec::with_capacity(req.topics.len());
+        for (t, r) in req.topics.iter().zip(&resolved) {
+            let topic = match &r.topic {
+                Ok(topic) => topic,
+                Err(e) => {
+                    failed = true;
+                    results.push(TopicFetchResult {
+                        topic: t.topic.clone(),
+                        outcome: Err(e.clone()),
+                    });
+                    continue;
+                }
+            };
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for (pf, partition) in t.partitions.iter().zip(&r.partitions) {
+                let share = pf.max_bytes.min(total_max.saturating_sub(total));
+                let result = read_one(broker, topic, partition.as_deref(), pf, share).await;
+                failed |= result.data.is_err();
+                total += result.bytes();
+                partitions.push(result);
+            }
+            results.push(TopicFetchResult {
+                topic: t.topic.clone(),
+                outcome: Ok(partitions),
+            });
+        }
+        let stopping = *shutdown.borrow_and_update();
+        if total >= min_bytes
+            || failed
+            || stopping
+            || Instant::now() >= deadline
+            || watches.is_empty()
+        {
+            return Ok(results);
+        }
+        let any_append = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            _ = any_append => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            // Shutting down: answer with what there is rather than hold shutdown up.
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One partition's part of a fetch; `None` for the partition means it does not exist.
+async fn read_one(
+    broker: &Broker,
+    topic: &Topic,
+    partition: Option<&Partition>,
+    pf: &PartitionFetch,
+    max_bytes: usize,
+) -> PartitionFetchResult {
+    let mut result = PartitionFetchResult {
+        partition: pf.partition,
+        high_watermark: -1,
+        log_start_offset: -1,
+        data: Ok(None),
+    };
+    let Some(partition) = partition else {
+        result.data = Err(BrokerError::new(
+            Reason::UnknownPartition,
+            format!(
+                "topic {:?} has no partition {} (it has {})",
+                topic.name,
+                pf.partition,
+                topic.partition_count()
+            ),
+        )
+        .at(&topic.name, pf.partition));
+        return result;
+    };
+    if let Ok(offsets) = partition.offsets().await {
+        result.high_watermark = offsets.high_watermark;
+        result.log_start_offset = offsets.log_start_offset;
+    }
+    if max_bytes == 0 {
+        return result;
+    }
+    match partition.read(pf.offset, max_bytes).await {
+        Ok(data) => {
+            broker.metrics().consumed(
+                &topic.name,
+                record_count(data.batches()),
+                data.records.len() as u64,
+            );
+            result.data = Ok(Some(data));
+        }
+        Err(e) => {
+            if let ClusterError::OffsetOutOfRange {
+                log_start_offset,
+                high_watermark,
+                ..
+            } = &e
+            {
+                result.log_start_offset = *log_start_offset;
+                result.high_watermark = *high_watermark;
+            }
+            result.data = Err(e.into());
+        }
+    }
+    result
+}
+
+/// Records in concatenated batches (from their headers; no decoding).
+pub fn record_count(batches: impl Iterator<Item = Bytes>) -> u64 {
+    batches
+        .filter(|b| b.len() >= BATCH_HEADER_BYTES)
+        .map(|b| BatchHeader::parse(&b).record_count.max(0) as u64)
+        .sum()
+}
+
+/// A reader of one partition from an offset on, for adapters that stream: each
+/// [`Reader::next`] waits until there are batches past the reader's offset.
+#[derive(Debug)]
+pub struct Reader {
+    topic: Arc<Topic>,
+    partition: Arc<Partition>,
+    offset: i64,
+    shutdown: watch::Receiver<bool>,
+    metrics: Arc<crate::Metrics>,
+}
+
+impl Reader {
+    /// A reader of `topic`/`partition` from `offset`; OFFSET_OUT_OF_RANGE at once if the
+    /// offset is outside the log (past the high watermark but inside the log is "nothing
+    /// yet", not out of range).
+    pub async fn open(
+        broker: &Broker,
+        ctx: &RequestContext,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+    ) -> Result<Reader, BrokerError> {
+        let topic = broker.topic(ctx, topic)?;
+        let handle = topic.partition(partition)?;
+        let offsets = handle.offsets().await?;
+        if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
+            return Err(ClusterError::OffsetOutOfRange {
+                topic: topic.name.clone(),
+                partition,
+                offset,
+                log_start_offset: offsets.log_start_offset,
+                high_watermark: offsets.high_watermark,
+            }
+            .into());
+        }
+        Ok(Reader {
+            topic,
+            partition: handle,
+            offset,
+            shutdown: broker.shutdown_signal(),
+            metrics: broker.metrics().clone(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// The partition's high watermark as this broker knows it now.
+    pub fn high_watermark(&self) -> i64 {
+        self.partition.high_watermark()
+    }
+
+    /// Where the next read starts.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Moves the reader to `offset` (after the caller used what it read).
+    pub fn seek(&mut self, offset: i64) {
+        self.offset = offset;
+    }
+
+    /// The batches at the reader's offset (at most about `max_bytes`), waiting until
+    /// there are some. SHUTTING_DOWN once the broker stops. Cancel safe. The reader does
+    /// not move: [`Reader::seek`] past what was used.
+    pub async fn next(&mut self, max_bytes: usize) -> Result<FetchData, BrokerError> {
+        loop {
+            let mut watch = self.partition.subscribe();
+            let data = self.partition.read(self.offset, max_bytes).await?;
+            if !data.records.is_empty() {
+                self.metrics.consumed(
+                    &self.topic.name,
+                    record_count(data.batches()),
+                    data.records.len() as u64,
+                );
+                return Ok(data);
+            }
+            if *self.shutdown.borrow_and_update() {
+                return Err(BrokerError::new(
+                    Reason::ShuttingDown,
+                    "the broker is shutting down",
+                ));
+            }
+            tokio::select! {
+                _ = watch.changed() => {}
+                _ = self.shutdown.changed() => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Consumer groups as every protocol's clients ask for them: finding a group's
+//! coordinator, membership (KIP-848 heartbeats; the classic protocol's JoinGroup,
+//! SyncGroup, Heartbeat and LeaveGroup), committing and fetching offsets, and the
+//! administration of groups (list, describe, delete, reset). Each adapter decodes its
+//! request into these domain requests, calls them, and encodes the answer; the rules
+//! (and the request limits) live here and in `weir_cluster::group`, never in an adapter.
+//!
+//! Errors are [`BrokerError`]s: a whole-request one where the protocol answers the
+//! request as a whole (the member is unknown, this broker is not the coordinator), and
+//! one per partition where the protocols have them (a commit naming an unknown
+//! partition).
+
+use std::collections::HashSet;
+
+use weir_cluster::ClusterError;
+use weir_cluster::controller::records::Endpoints;
+use weir_cluster::group::{self, GroupError, MAX_COMMIT_METADATA_BYTES, OFFSETS_TOPIC};
+pub use weir_cluster::group::{
+    ClassicDescription, ClassicMemberDescription, ClassicState, CommittedOffset, GroupDescription,
+    GroupProtocol, GroupState, GroupSummary, Heartbeat, HeartbeatOutcome, JoinAnswer, JoinGroup,
+    JoinOutcome, OffsetCommit, OffsetReset, ResetSpec, SyncAnswer, SyncGroup, TopicPartitions,
+};
+
+use crate::limits::{MAX_GROUPS_PER_REQUEST, MAX_PARTITIONS_PER_REQUEST};
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// A group's coordinator: the broker leading the group's `__consumer_offsets` partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinator {
+    pub node_id: i32,
+    /// The `__consumer_offsets` partition holding the group's records.
+    pub partition: u32,
+    /// The coordinator broker's advertised endpoints; the adapter picks the one its
+    /// clients use.
+    pub endpoints: Endpoints,
+}
+
+/// The coordinator of `group_id` as this broker's metadata says:
+/// COORDINATOR_NOT_AVAILABLE while its `__consumer_offsets` partition has no leader (or
+/// the topic is not created yet, or the leader is not a registered broker).
+pub fn find_coordinator(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Coordinator, BrokerError> {
+    let (partition, leader) = match group::find_coordinator(broker.registry(), group_id) {
+        Ok(found) => found,
+        // Not created yet: the first broker to open its coordinator creates it.
+        Err(GroupError::Cluster(ClusterError::UnknownTopic(_))) => {
+            return Err(no_coordinator(group_id, None));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let image = broker.registry().cluster().image();
+    let endpoints = (leader >= 0)
+        .then(|| image.broker(leader))
+        .flatten()
+        .map(|b| b.endpoints.clone())
+        .ok_or_else(|| no_coordinator(group_id, Some(partition)))?;
+    Ok(Coordinator {
+        node_id: leader,
+        partition,
+        endpoints,
+    })
+}
+
+fn no_coordinator(group_id: &str, partition: Option<u32>) -> BrokerError {
+    let why = match partition {
+        Some(p) => format!("partition {p} of {OFFSETS_TOPIC} has no leader this broker knows of"),
+        None => format!("{OFFSETS_TOPIC} is not created yet"),
+    };
+    BrokerError::new(
+        Reason::CoordinatorNotAvailable,
+        format!("group {group_id:?} has no coordinator right now ({why}); retry shortly"),
+    )
+}
+
+/// A KIP-848 membership heartbeat (join with epoch 0, leave with -1). An empty
+/// `client_id` or `client_host` is filled from the request's context.
+pub async fn heartbeat(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut req: Heartbeat,
+) -> Result<HeartbeatOutcome, BrokerError> {
+    fill_client(ctx, &mut req.client_id, &mut req.client_host);
+    Ok(broker.groups()?.heartbeat(req).await?)
+}
+
+/// The member's client id and host from the request's context where the request did
+/// not say.
+pub(crate) fn fill_client(ctx: &RequestContext, client_id: &mut String, client_host: &mut String) {
+    if client_id.is_empty()
+        && let Some(id) = &ctx.client_id
+    {
+        client_id.clone_from(id);
+    }
+    if client_host.is_empty()
+        && let Some(peer) = ctx.peer
+    {
+        *client_host = peer.ip().to_string();
+    }
+}
+
+/// A classic JoinGroup: answered when the group's join phase ends (every member
+/// joined, or the rebalance timeout), or at once with MEMBER_ID_REQUIRED for a new
+/// member of JoinGroup v4+. An empty `client_id` or `client_host` is filled from the
+/// request's context.
+pub async fn join_group(
+    broker: &Broker,
+    ctx: &RequestContext,
+    mut req: JoinGroup,
+) -> Result<JoinOutcome, BrokerError> {
+    fill_client(ctx, &mut req.client_id, &mut req.client_host);
+    Ok(broker.groups()?.join_group(req).await?)
+}
+
+/// A classic SyncGroup: the member's assignment, once the leader has sent the
+/// group's.
+pub async fn sync_group(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: SyncGroup,
+) -> Result<SyncAnswer, BrokerError> {
+    Ok(broker.groups()?.sync_group(req).await?)
+}
+
+/// A classic Heartbeat: REBALANCE_IN_PROGRESS tells the member to join again.
+pub fn classic_heartbeat(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    member_id: &str,
+    generation: i32,
+) -> Result<(), BrokerError> {
+    Ok(broker
+        .groups()?
+        .classic_heartbeat(group_id, member_id, generation)?)
+}
+
+/// A classic LeaveGroup of one or more members: one answer each, in order.
+pub fn leave_group(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    member_ids: &[String],
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    if member_ids.len() > MAX_GROUPS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a leave names {} members; at most {MAX_GROUPS_PER_REQUEST} are accepted",
+            member_ids.len()
+        )));
+    }
+    Ok(broker
+        .groups()?
+        .leave_group(group_id, member_ids)?
+        .into_iter()
+        .map(|r| r.map_err(BrokerError::from))
+        .collect())
+}
+
+/// An offset commit.
+#[derive(Debug, Clone)]
+pub struct CommitRequest {
+    pub group_id: String,
+    /// The committing member's id and epoch (KIP-848) or generation (classic); `None`
+    /// (or an empty id, or a negative epoch or generation, as Kafka's clients send
+    /// without group membership) commits from outside the group (an admin tool, a
+    /// consumer that assigns itself partitions), allowed only while the group has no
+    /// members.
+    pub member: Option<(String, i32)>,
+    pub offsets: Vec<OffsetCommit>,
+    /// All or none: a partition that cannot be committed fails the whole request
+    /// (Weir's gRPC API). Otherwise (Kafka's OffsetCommit) such partitions are answered
+    /// with their errors and the others are committed, together.
+    pub atomic: bool,
+}
+
+/// One partition's answer to a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionCommitted {
+    pub topic: String,
+    pub partition: u32,
+    pub result: Result<(), BrokerError>,
+}
+
+/// Commits offsets, durably: the partitions that can be committed are written in one
+/// batch, all or none. A group-wide refusal (unknown member, stale epoch or generation,
+/// a rebalance in progress, not the coordinator) is the error; a partition's own
+/// problem (unknown topic or partition, metadata over [`MAX_COMMIT_METADATA_BYTES`], a
+/// negative offset) is its answer, or the error if `atomic`.
+pub async fn commit_offsets(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    req: CommitRequest,
+) -> Result<Vec<PartitionCommitted>, BrokerError> {
+    if req.offsets.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a commit names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            req.offsets.len()
+        )));
+    }
+    group::validate_group_id(&req.group_id)?;
+    let coordinator = broker.groups()?;
+    let mut answers = Vec::with_capacity(req.offsets.len());
+    let mut valid = Vec::with_capacity(req.offsets.len());
+    for o in req.offsets {
+        match check_commit(broker, &o) {
+            Ok(()) => {
+                answers.push((o.topic.clone(), o.partition, None));
+                valid.push(o);
+            }
+            Err(e) if req.atomic => return Err(e),
+            Err(e) => answers.push((o.topic, o.partition, Some(e))),
+        }
+    }
+    let count = valid.len() as u64;
+    let member = req
+        .member
+        .as_ref()
+        .filter(|(id, epoch)| !id.is_empty() && *epoch >= 0)
+        .map(|(id, epoch)| (id.as_str(), *epoch));
+    coordinator
+        .commit_offsets(&req.group_id, member, valid)
+        .await?;
+    broker.metrics().count_commits(count);
+    Ok(answers
+        .into_iter()
+        .map(|(topic, partition, error)| PartitionCommitted {
+            topic,
+            partition,
+            result: error.map_or(Ok(()), Err),
+        })
+        .collect())
+}
+
+/// One partition of a commit, checked as the coordinator would refuse it (so that a
+/// non-atomic commit can answer it alone).
+fn check_commit(broker: &Broker, o: &OffsetCommit) -> Result<(), BrokerError> {
+    let at = |e: BrokerError| e.at(&o.topic, o.partition);
+    if o.offset < 0 {
+        return Err(at(BrokerError::invalid(format!(
+            "offset {} for {}/{} is negative; commit the next offset to consume",
+            o.offset, o.topic, o.partition
+        ))));
+    }
+    if o.metadata.len() > MAX_COMMIT_METADATA_BYTES {
+        return Err(at(BrokerError::new(
+            Reason::MetadataTooLarge,
+            format!(
+                "metadata for {}/{} is {} bytes; the limit is {MAX_COMMIT_METADATA_BYTES}",
+                o.topic,
+                o.partition,
+                o.metadata.len()
+            ),
+        )));
+    }
+    let topic = broker
+        .registry()
+        .topic(&o.topic)
+        .map_err(|e| at(e.into()))?;
+    topic.partition(o.partition).map_err(|e| at(e.into()))?;
+    Ok(())
+}
+
+/// The committed offsets of `group_id`: of the partitions named (an offset of `None`
+/// where there is none), or every partition the group has an offset for. A group that
+/// does not exist has no offsets.
+pub async fn fetch_offsets(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    partitions: Option<Vec<(String, u32)>>,
+) -> Result<Vec<CommittedOffset>, BrokerError> {
+    if let Some(list) = &partitions
+        && list.len() > MAX_PARTITIONS_PER_REQUEST
+    {
+        return Err(BrokerError::invalid(format!(
+            "an offset fetch names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            list.len()
+        )));
+    }
+    Ok(broker.groups()?.fetch_offsets(group_id, partitions).await?)
+}
+
+/// Checks the number of groups one request names.
+pub fn check_group_count(count: usize, what: &str) -> Result<(), BrokerError> {
+    if count > MAX_GROUPS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "{what} names {count} groups; at most {MAX_GROUPS_PER_REQUEST} are accepted"
+        )));
+    }
+    Ok(())
+}
+
+/// Every group this broker coordinates, by id.
+pub fn list_groups(
+    broker: &Broker,
+    _ctx: &RequestContext,
+) -> Result<Vec<GroupSummary>, BrokerError> {
+    Ok(broker.groups()?.list_groups())
+}
+
+/// A group's state, members and the progress of its partitions; UNKNOWN_GROUP if it
+/// does not exist.
+pub async fn describe_group(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<GroupDescription, BrokerError> {
+    Ok(broker.groups()?.describe_group(group_id).await?)
+}
+
+/// Deletes a group without members and its committed offsets.
+pub async fn delete_group(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<(), BrokerError> {
+    Ok(broker.groups()?.delete_group(group_id).await?)
+}
+
+/// Deletes each group named (a group named twice is deleted once and answered
+/// twice); each answer in request order.
+pub async fn delete_groups(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_ids: &[String],
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    check_group_count(group_ids.len(), "a group deletion")?;
+    let mut done: HashSet<&str> = HashSet::with_capacity(group_ids.len());
+    let mut answers = Vec::with_capacity(group_ids.len());
+    for id in group_ids {
+        answers.push(if done.insert(id) {
+            delete_group(broker, ctx, id).await
+        } else {
+            Ok(())
+        });
+    }
+    Ok(answers)
+}
+
+/// Moves the committed offsets of a group without members (see
+/// `GroupCoordinator::reset_offsets`). A topic with `None` means all its partitions.
+pub async fn reset_offsets(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    targets: Vec<(String, Option<Vec<u32>>)>,
+    spec: ResetSpec,
+    dry_run: bool,
+) -> Result<Vec<OffsetReset>, BrokerError> {
+    let named: usize = targets
+        .iter()
+        .map(|(_, p)| p.as_ref().map_or(0, Vec::len))
+        .sum();
+    if named > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "an offset reset names {named} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted"
+        )));
+    }
+    Ok(broker
+        .groups()?
+        .reset_offsets(group_id, targets, spec, dry_run)
+        .await?)
+}

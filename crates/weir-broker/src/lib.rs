@@ -1,0 +1,161 @@
+//! The protocol-neutral broker core: what a Weir broker does for a client, whatever
+//! protocol the client speaks. Each listener (gRPC, Kafka) is an adapter over it that
+//! decodes a request, calls the core, and encodes the answer.
+//!
+//! - [`Broker`]: the state every operation shares (the topic registry, the group
+//!   coordinator once it is up, metrics, the shutdown signal, the configured limits).
+//! - [`context`]: the [`RequestContext`] each operation takes (listener, peer, client id,
+//!   principal), where authorisation and quotas will be checked once for every protocol.
+//! - [`error`]: [`BrokerError`], one error type whose [`Reason`] every adapter maps to
+//!   its own codes.
+//! - [`limits`]: the named limits of a request, one place for every protocol.
+//! - [`produce`], [`fetch`], [`offsets`]: the data path (records pass through as the
+//!   RecordBatch v2 bytes the producer sent; nothing here re-encodes them).
+//! - [`producers`]: producer ids for idempotent producers, and the producers a partition
+//!   remembers.
+//! - [`metadata`], [`topics`], [`configs`]: the cluster and topics as clients see them;
+//!   creating topics (on first use too: `auto.create.topics.enable`) and partitions;
+//!   topic configs (describe, alter, replace, incremental) and the broker's settings.
+//! - [`records`]: DeleteRecords (moving a partition's log start).
+//! - [`epochs`]: where a leader epoch ended (OffsetsForLeaderEpoch).
+//! - [`groups`]: consumer groups: finding a group's coordinator, membership (KIP-848
+//!   heartbeats and the classic join/sync protocol), committed offsets, administration.
+//! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus.
+//!
+//! Architecture invariant: this crate knows no protocol (no tonic, prost, `weir-proto`,
+//! HTTP or Kafka message types) and reaches storage only through `weir-cluster` (it does
+//! not depend on `weir-log`). Its answers are domain types; turning them into bytes on a
+//! wire is an adapter's job.
+
+pub mod configs;
+pub mod context;
+pub mod epochs;
+pub mod error;
+pub mod fetch;
+pub mod groups;
+pub mod limits;
+pub mod metadata;
+pub mod metrics;
+pub mod offsets;
+pub mod produce;
+pub mod producers;
+pub mod records;
+pub mod topics;
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::watch;
+use weir_cluster::group::GroupCoordinator;
+use weir_cluster::{Topic, TopicRegistry};
+
+pub use context::{Listener, Principal, RequestContext};
+pub use error::{BrokerError, Reason};
+pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcTimer};
+pub use topics::TopicDefaults;
+
+/// What every operation of the core shares.
+#[derive(Debug)]
+pub struct Broker {
+    registry: Arc<TopicRegistry>,
+    /// Set once this broker is registered and unfenced (the coordinator creates
+    /// `__consumer_offsets`, which needs a controller and a broker to place it on).
+    groups: OnceLock<Arc<GroupCoordinator>>,
+    metrics: Arc<Metrics>,
+    /// Turns true when shutdown starts; long-lived calls watch it.
+    shutdown: watch::Receiver<bool>,
+    /// Largest request accepted, in bytes (`max_request_bytes`).
+    max_request_bytes: usize,
+    topic_defaults: TopicDefaults,
+}
+
+impl Broker {
+    pub fn new(
+        registry: Arc<TopicRegistry>,
+        shutdown: watch::Receiver<bool>,
+        max_request_bytes: usize,
+        topic_defaults: TopicDefaults,
+    ) -> Broker {
+        Broker {
+            registry,
+            groups: OnceLock::new(),
+            metrics: Arc::new(Metrics::default()),
+            shutdown,
+            max_request_bytes,
+            topic_defaults,
+        }
+    }
+
+    /// What topics created on first use or without a size get.
+    pub fn topic_defaults(&self) -> TopicDefaults {
+        self.topic_defaults
+    }
+
+    pub fn registry(&self) -> &Arc<TopicRegistry> {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// A receiver of the shutdown signal (true once shutdown has started).
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// This broker's node id.
+    pub fn node_id(&self) -> i32 {
+        self.registry.broker_id()
+    }
+
+    /// Largest request accepted, in bytes.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes
+    }
+
+    /// Makes the group coordinator available (once; later calls are ignored).
+    pub fn set_groups(&self, groups: Arc<GroupCoordinator>) {
+        let _ = self.groups.set(groups);
+    }
+
+    /// The group coordinator, if it is up yet.
+    pub fn groups_if_up(&self) -> Option<&Arc<GroupCoordinator>> {
+        self.groups.get()
+    }
+
+    /// The consumer group coordinator; COORDINATOR_NOT_AVAILABLE while this broker is
+    /// still joining its cluster (it starts once the broker is unfenced).
+    pub fn groups(&self) -> Result<&Arc<GroupCoordinator>, BrokerError> {
+        self.groups.get().ok_or_else(|| {
+            BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                "consumer groups are not available yet: this broker is still joining its cluster; retry shortly",
+            )
+        })
+    }
+
+    /// The topic `name`, for a client's read or write: UNKNOWN_TOPIC if there is none.
+    pub fn topic(&self, _ctx: &RequestContext, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        Ok(self.registry.topic(name)?)
+    }
+}
+
+/// Resolves once shutdown has started (or the broker is gone).
+pub async fn until_stopping(stopping: &mut watch::Receiver<bool>) {
+    // The borrow `wait_for` returns is not `Send`; drop it here so callers can hold
+    // this future across awaits in spawned tasks.
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,252 @@
+//! Metadata: what the cluster looks like to a client (brokers and their endpoints, the
+//! active controller, topics with their partitions' leaders, replicas and ISR), read from
+//! this broker's copy of the metadata image. Each adapter picks the endpoint its clients
+//! use (gRPC client or external, Kafka).
+
+use std::sync::Arc;
+
+pub use weir_cluster::controller::records::Endpoints;
+use weir_cluster::is_internal;
+
+use crate::{Broker, BrokerError, Listener, RequestContext, topics};
+
+/// One broker as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerView {
+    pub node_id: i32,
+    pub endpoints: Endpoints,
+    pub rack: Option<String>,
+    /// Fenced (not heartbeating) or shutting down: leads nothing.
+    pub fenced: bool,
+    /// One of the controller quorum's voters.
+    pub voter: bool,
+}
+
+/// One partition as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub partition: u32,
+    /// -1: no leader right now.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// Replicas on brokers that are fenced or not registered.
+    pub offline: Vec<i32>,
+}
+
+/// One topic as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicView {
+    pub name: String,
+    /// A UUID in text form.
+    pub topic_id: String,
+    pub internal: bool,
+    pub partitions: Vec<PartitionView>,
+}
+
+/// A topic a metadata request named, or why it cannot be shown.
+#[derive(Debug, Clone)]
+pub struct TopicLookup {
+    pub name: String,
+    pub outcome: Result<TopicView, BrokerError>,
+}
+
+/// The cluster as clients see it.
+#[derive(Debug, Clone)]
+pub struct ClusterView {
+    pub cluster_id: String,
+    /// The active controller's node id; -1 when none is known.
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerView>,
+}
+
+/// Of a broker's endpoints, the address clients of `listener` are told: on an external
+/// listener, the broker's external address of that protocol where it has one (Kafka's
+/// named listeners, reduced to the two a container deployment needs). `None`: the broker
+/// does not serve that protocol.
+pub fn advertised(endpoints: &Endpoints, listener: Listener) -> Option<&str> {
+    match listener {
+        Listener::GrpcExternal => Some(endpoints.external.as_deref().unwrap_or(&endpoints.client)),
+        Listener::Kafka => endpoints.kafka.as_deref(),
+        Listener::KafkaExternal => endpoints
+            .kafka_external
+            .as_deref()
+            .or(endpoints.kafka.as_deref()),
+        Listener::Grpc | Listener::Wire | Listener::Http | Listener::Internal => {
+            Some(&endpoints.client)
+        }
+    }
+}
+
+/// The brokers and the controller. A broker not yet registered sees itself only, with
+/// `this_broker` as its endpoints.
+pub fn cluster(broker: &Broker, _ctx: &RequestContext, this_broker: &Endpoints) -> ClusterView {
+    let cluster = broker.registry().cluster();
+    let image = cluster.image();
+    let voters: Vec<i32> = cluster
+        .settings()
+        .voters
+        .iter()
+        .map(|(id, _)| *id)
+        .collect();
+    let mut brokers: Vec<BrokerView> = image
+        .brokers()
+        .map(|b| BrokerView {
+            node_id: b.node,
+            endpoints: b.endpoints.clone(),
+            rack: b.rack.clone(),
+            fenced: b.fenced || b.shutting_down,
+            voter: voters.contains(&b.node),
+        })
+        .collect();
+    if brokers.is_empty() {
+        brokers.push(BrokerView {
+            node_id: broker.node_id(),
+            endpoints: this_broker.clone(),
+            rack: None,
+            fenced: true,
+            voter: cluster.is_voter(),
+        });
+    }
+    ClusterView {
+        cluster_id: broker.registry().cluster_id(),
+        controller_id: cluster.controller().unwrap_or(-1),
+        brokers,
+    }
+}
+
+/// The topics named (`None`: every topic, internal ones included only if asked), each
+/// created on first use if the broker does that and `allow_create` (Kafka's Metadata
+/// request says whether it may).
+pub async fn topics(
+    broker: &Broker,
+    ctx: &RequestContext,
+    names: Option<&[String]>,
+    allow_create: bool,
+    include_internal: bool,
+) -> Vec<TopicLookup> {
+    let Some(names) = names else {
+        let image = broker.registry().cluster().image();
+        let mut all: Vec<TopicLookup> = image
+            .topics()
+            .filter(|t| include_internal || !is_internal(&t.name))
+            .map(|t| TopicLookup {
+                name: t.name.clone(),
+                outcome: Ok(view(broker, &t.name).expect("the topic is in the image")),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        return all;
+    };
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let outcome = if allow_create {
+            topics::topic_or_create(broker, ctx, name).await.map(|_| ())
+        } else {
+            broker.topic(ctx, name).map(|_| ())
+        };
+        out.push(TopicLookup {
+            name: name.clone(),
+            outcome: outcome.and_then(|()| {
+                view(broker, name).ok_or_else(|| {
+                    BrokerError::from(weir_cluster::ClusterError::UnknownTopic(name.clone()))
+                })
+            }),
+        });
+    }
+    out
+}
+
+/// `name` as the metadata image has it.
+fn view(broker: &Broker, name: &str) -> Option<TopicView> {
+    let image: Arc<_> = broker.registry().cluster().image();
+    let topic = image.topic(name)?;
+    let live = |node: i32| image.broker(node).is_some_and(|b| !b.fenced);
+    // A single node that has not registered yet has no brokers in its image: its own
+    // replicas are not offline.
+    let registered = image.brokers().next().is_some();
+    Some(TopicView {
+        name: topic.name.clone(),
+        topic_id: topic.topic_id.clone(),
+        internal: is_internal(&topic.name),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, p)| PartitionView {
+                partition: index as u32,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+                offline: p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|&r| registered && !live(r))
+                    .collect(),
+            })
+            .collect(),
+    })
+}
+
+/// The name of the topic with id `topic_id` (a UUID in text form), if there is one.
+pub fn topic_name(broker: &Broker, topic_id: &str) -> Option<String> {
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .topic_by_id(topic_id)
+        .map(|t| t.name.clone())
+}
+
+/// The id (a UUID in text form) of the topic named `name`, if there is one.
+pub fn topic_id(broker: &Broker, name: &str) -> Option<String> {
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .topic(name)
+        .map(|t| t.topic_id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn external_listeners_name_external_addresses_where_brokers_have_them() {
+        let mut endpoints = Endpoints {
+            client: "weir-1:9292".into(),
+            internal: "weir-1:9293".into(),
+            external: None,
+            kafka: Some("weir-1:9092".into()),
+            kafka_external: None,
+        };
+        assert_eq!(advertised(&endpoints, Listener::Grpc), Some("weir-1:9292"));
+        assert_eq!(
+            advertised(&endpoints, Listener::GrpcExternal),
+            Some("weir-1:9292")
+        );
+        assert_eq!(advertised(&endpoints, Listener::Kafka), Some("weir-1:9092"));
+        assert_eq!(
+            advertised(&endpoints, Listener::KafkaExternal),
+            Some("weir-1:9092")
+        );
+        endpoints.external = Some("127.0.0.1:19292".into());
+        endpoints.kafka_external = Some("127.0.0.1:19092".into());
+        assert_eq!(
+            advertised(&endpoints, Listener::GrpcExternal),
+            Some("127.0.0.1:19292")
+        );
+        assert_eq!(advertised(&endpoints, Listener::Kafka), Some("weir-1:9092"));
+        assert_eq!(
+            advertised(&endpoints, Listener::KafkaExternal),
+            Some("127.0.0.1:19092")
+        );
+        endpoints.kafka = None;
+        endpoints.kafka_external = None;
+        assert_eq!(advertised(&endpoints, Listener::Kafka), None);
+    }
+}

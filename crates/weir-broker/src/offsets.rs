@@ -1,0 +1,91 @@
+//! ListOffsets: a partition's earliest or latest offset, or the first offset at or
+//! after a timestamp.
+
+use weir_cluster::Topic;
+use weir_cluster::storage::decode_records;
+
+use crate::limits::MAX_PARTITIONS_PER_REQUEST;
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// Which offset to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark (the offset the next visible record gets).
+    Latest,
+    /// The first record with a timestamp at or after this (ms); the high watermark if
+    /// there is none.
+    Timestamp(i64),
+}
+
+/// One partition's answer: the offset, and the timestamp of the record there (-1 for
+/// Earliest/Latest, and when no record matched).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FoundOffset {
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// The partition's leader epoch when the offset was read.
+    pub leader_epoch: i32,
+}
+
+/// Looks up each `(partition, spec)` of `topic` on its leader (this broker): a
+/// whole-request error for an unknown topic or too many partitions, else one answer per
+/// partition in request order.
+pub async fn list_offsets(
+    broker: &Broker,
+    ctx: &RequestContext,
+    topic: &str,
+    queries: &[(u32, OffsetSpec)],
+) -> Result<Vec<Result<FoundOffset, BrokerError>>, BrokerError> {
+    if queries.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a list-offsets request names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            queries.len()
+        )));
+    }
+    let topic = broker.topic(ctx, topic)?;
+    let mut results = Vec::with_capacity(queries.len());
+    for &(partition, spec) in queries {
+        results.push(list_one(&topic, partition, spec).await);
+    }
+    Ok(results)
+}
+
+async fn list_one(topic: &Topic, index: u32, spec: OffsetSpec) -> Result<FoundOffset, BrokerError> {
+    let partition = topic.partition(index)?;
+    let leader_epoch = partition.state().leader_epoch;
+    let offsets = partition.leader_offsets().await?;
+    let found = |offset, timestamp_ms| FoundOffset {
+        offset,
+        timestamp_ms,
+        leader_epoch,
+    };
+    match spec {
+        OffsetSpec::Earliest => Ok(found(offsets.log_start_offset, -1)),
+        OffsetSpec::Latest => Ok(found(offsets.high_watermark, -1)),
+        OffsetSpec::Timestamp(ts) => {
+            let Some(offset) = partition.offset_for_timestamp(ts).await? else {
+                return Ok(found(offsets.high_watermark, -1));
+            };
+            // The record's own timestamp, from the batch that holds it.
+            let data = partition.read(offset, 1).await?;
+            for batch in data.batches() {
+                let records = decode_records(&batch).map_err(|e| {
+                    BrokerError::new(
+                        Reason::CorruptData { batch: None },
+                        format!(
+                            "partition {}/{index}: the stored batch holding offset {offset} cannot be decoded: {e}",
+                            topic.name
+                        ),
+                    )
+                    .at(&topic.name, index)
+                })?;
+                if let Some(r) = records.into_iter().find(|r| r.offset >= offset) {
+                    return Ok(found(r.offset, r.timestamp));
+                }
+            }
+            Ok(found(offset, -1))
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! Produce: checks, packs and queues each partition's records ([`submit`]), then waits
+//! for the answers as `acks` asks ([`PendingProduce::finish`]).
+//!
+//! Validation, CRC and decompression run on the request's task, outside any partition
+//! lock and in parallel with other requests; then the batches are queued on their
+//! partitions in request order. Leadership (and `min.insync.replicas` for `acks=all`) is
+//! checked before queueing, so a broker that does not lead answers NOT_LEADER at once
+//! with nothing appended. Adapters that pipeline (a gRPC ProduceStream, a Kafka
+//! connection) submit request after request while earlier ones are still being written
+//! and answer in request order, so answers for one partition arrive in the order its
+//! records were appended.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use weir_cluster::storage::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
+use weir_cluster::{ClusterError, Durability, PendingAppend, TimestampType, Topic};
+
+use crate::limits::{DEFAULT_PRODUCE_TIMEOUT, MAX_PARTITIONS_PER_REQUEST, MAX_PRODUCE_TIMEOUT};
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// When a produce is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Not at all: the append goes on, its errors are not reported.
+    None,
+    /// Once the leader has written it.
+    Leader,
+    /// Once every in-sync replica has it (and, under group commit, has flushed it).
+    All,
+}
+
+/// One topic's part of a produce.
+#[derive(Debug)]
+pub struct ProduceRequest {
+    pub topic: String,
+    pub acks: Acks,
+    /// How long `acks=all` may wait; `None` takes [`DEFAULT_PRODUCE_TIMEOUT`].
+    pub timeout: Option<Duration>,
+    pub partitions: Vec<PartitionProduce>,
+}
+
+/// One partition's data; an adapter that could not decode it passes the error, which is
+/// answered in its place.
+#[derive(Debug)]
+pub struct PartitionProduce {
+    pub partition: u32,
+    pub data: Result<ProduceData, BrokerError>,
+}
+
+/// The identity of an idempotent producer, for records the broker packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerIdentity {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// What a partition is sent.
+#[derive(Debug)]
+pub enum ProduceData {
+    /// Plain records, packed here into one batch (stamped with the append time on a
+    /// `LogAppendTime` topic).
+    Records {
+        records: Vec<Record>,
+        compression: Compression,
+        producer: Option<ProducerIdentity>,
+    },
+    /// RecordBatch v2 bytes as the producer sent them, appended as they are (a slice of
+    /// the request's buffer). `compression`: the codec the request says they use, if it
+    /// says; a batch with another codec refuses the partition.
+    Batches {
+        bytes: Bytes,
+        compression: Option<Compression>,
+    },
+}
+
+/// What one partition's append came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The first and last offset given to the records; -1 when unknown (`acks=none`).
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The append time stamped on the records on a `LogAppendTime` topic; -1 otherwise.
+    pub log_append_time_ms: i64,
+}
+
+impl Appended {
+    const UNKNOWN: Appended = Appended {
+        base_offset: -1,
+        last_offset: -1,
+        log_append_time_ms: -1,
+    };
+}
+
+/// One partition's answer.
+#[derive(Debug)]
+pub struct PartitionProduceResult {
+    pub partition: u32,
+    pub outcome: Result<Appended, BrokerError>,
+}
+
+enum Waiting {
+    /// Queued; the log's answer comes here.
+    Appending {
+        pending: PendingAppend,
+        records: u64,
+        log_append_time_ms: i64,
+    },
+    /// Refused before reaching the log; nothing was appended.
+    Refused(BrokerError),
+}
+
+/// A produce queued on its partitions, waiting for their answers.
+pub struct PendingProduce {
+    broker: Arc<Broker>,
+    topic: Arc<Topic>,
+    acks: Acks,
+    deadline: Instant,
+    partitions: Vec<(u32, Waiting)>,
+}
+
+impl std::fmt::Debug for PendingProduce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingProduce")
+            .field("topic", &self.topic.name)
+            .field("acks", &self.acks)
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+/// Checks, packs and queues every partition of `req`. Whole-request problems (an unknown
+/// or internal topic, too many partitions) are the error; a partition's own problem is
+/// its answer.
+pub async fn submit(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: ProduceRequest,
+) -> Result<PendingProduce, BrokerError> {
+    if req.partitions.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a produce names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            req.partitions.len()
+        )));
+    }
+    let topic = crate::topics::topic_or_create(broker, ctx, &req.topic).await?;
+    if topic.is_internal() {
+        return Err(BrokerError::invalid(format!(
+            "topic {} is internal: only the broker writes to it",
+            req.topic
+        )));
+    }
+    let timeout = req
+        .timeout
+        .unwrap_or(DEFAULT_PRODUCE_TIMEOUT)
+        .min(MAX_PRODUCE_TIMEOUT);
+    let durability = match req.acks {
+        Acks::All => Durability::Durable,
+        Acks::Leader | Acks::None => Durability::Written,
+    };
+    let now_ms = crate::now_ms();
+    let mut seen = HashSet::new();
+    let mut partitions = Vec::with_capacity(req.partitions.len());
+    for pr in req.partitions {
+        let index = pr.partition;
+        let waiting = if !seen.insert(index) {
+            Waiting::Refused(
+                BrokerError::invalid(format!(
+                    "partition {index} appears more than once in the request"
+                ))
+                .at(&topic.name, index),
+            )
+        } else {
+            match pr
+                .data
+                .and_then(|data| prepare(&topic, index, data, now_ms))
+            {
+                Err(e) => Waiting::Refused(e),
+                Ok((batches, log_append_time_ms)) => {
+                    let records = batches
+                        .headers()
+                        .iter()
+                        .map(|h| h.record_count as u64)
+                        .sum();
+                    let partition = topic.partition(index).expect("checked in prepare");
+                    match partition.submit(batches, durability).await {
+                        Ok(pending) => Waiting::Appending {
+                            pending,
+                            records,
+                            log_append_time_ms,
+                        },
+                        Err(e) => Waiting::Refused(e.into()),
+                    }
+                }
+            }
+        };
+        partitions.push((index, waiting));
+    }
+    Ok(PendingProduce {
+        broker: broker.clone(),
+        topic,
+        acks: req.acks,
+        deadline: Instant::now() + timeout,
+        partitions,
+    })
+}
+
+/// Packs or validates one partition's records; returns the batches and the append
+/// time stamped on them (-1 for CreateTime topics).
+fn prepare(
+    topic: &Topic,
+    index: u32,
+    data: ProduceData,
+    now_ms: i64,
+) -> Result<(ValidatedBatches, i64), BrokerError> {
+    let partition = topic.partition(index)?;
+    let config = partition.config();
+    let max = config.log.max_message_bytes;
+    let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
+    let bad = |what: String| {
+        BrokerError::invalid(format!("partition {index}: {what}")).at(&topic.name, index)
+    };
+    let (bytes, labelled) = match data {
+        ProduceData::Records {
+            records,
+            compression,
+            producer,
+        } => {
+            if records.is_empty() {
+                return Err(bad("no records".into()));
+            }
+            let mut builder = RecordBatchBuilder::new(compression);
+            if let Some(p) = producer {
+                if p.producer_id < 0 || p.producer_epoch < 0 || p.base_sequence < 0 {
+                    return Err(bad(format!(
+                        "producer_id {}, producer_epoch {} and base_sequence {} must not be negative",
+                        p.producer_id, p.producer_epoch, p.base_sequence
+                    )));
+                }
+                builder = builder
+                    .producer_id(p.producer_id)
+                    .producer_epoch(p.producer_epoch)
+                    .base_sequence(p.base_sequence);
+            }
+            if log_append_time {
+                builder = builder.log_append_time(now_ms);
+            }
+            for r in &records {
+                builder.try_push(r).map_err(|e| bad(e.to_string()))?;
+            }
+            (
+                builder.build().map_err(|e| bad(e.to_string()))?.freeze(),
+                None,
+            )
+        }
+        ProduceData::Batches { bytes, compression } => {
+            if log_append_time {
+                // Stamping the append time into a packed batch changes bytes under its
+                // CRC, so it would mean re-encoding every batch on the hot path.
+                return Err(bad(
+                    "the topic uses message.timestamp.type=LogAppendTime, which accepts plain records only (the broker does not re-encode batches)".into(),
+                ));
+            }
+            (bytes, compression)
+        }
+    };
+    // Every batch is checked here, compressed ones decompressed and walked: a batch that
+    // cannot be decoded refuses the partition's whole data, as CORRUPT_BATCH naming it.
+    let batches = ValidatedBatches::new(bytes, max).map_err(|source| {
+        BrokerError::from(ClusterError::Append {
+            topic: topic.name.clone(),
+            partition: index,
+            source,
+        })
+    })?;
+    if let Some(codec) = labelled {
+        check_labels(&topic.name, index, &batches, codec)?;
+    }
+    Ok((batches, if log_append_time { now_ms } else { -1 }))
+}
+
+/// Checks that every packed batch is compressed with `codec`, the codec the request
+/// says they use.
+fn check_labels(
+    topic: &str,
+    partition: u32,
+    batches: &ValidatedBatches,
+    codec: Compression,
+) -> Result<(), BrokerError> {
+    let mut position = 0;
+    for (i, header) in batches.headers().iter().enumerate() {
+        // Validated, so the codec is a known one.
+        let actual = header.compression().unwrap_or(codec);
+        if actual != codec {
+            return Err(BrokerError::invalid(format!(
+                "partition {topic}/{partition}: batch {i} (at byte {position} of the \
+                 request) is compressed with {actual}, but the request's compression \
+                 says {codec}; nothing was appended. Send COMPRESSION_UNSPECIFIED to \
+                 take each batch's codec from its attributes"
+            ))
+            .at(topic, partition));
+        }
+        position += header.total_bytes();
+    }
+    Ok(())
+}
+
+impl PendingProduce {
+    /// The topic this produce writes to.
+    pub fn topic(&self) -> &str {
+        &self.topic.name
+    }
+
+    /// Waits for every partition's answer (not at all with `acks=none`), in request
+    /// order.
+    pub async fn finish(self) -> Vec<PartitionProduceResult> {
+        let mut results = Vec::with_capacity(self.partitions.len());
+        for (partition, waiting) in self.partitions {
+            let outcome = match waiting {
+                Waiting::Refused(e) => Err(e),
+                // Fire and forget: the append goes on; its errors are not reported.
+                Waiting::Appending { .. } if self.acks == Acks::None => Ok(Appended::UNKNOWN),
+                Waiting::Appending {
+                    pending,
+                    records,
+                    log_append_time_ms,
+                } => match tokio::time::timeout_at(self.deadline, pending).await {
+                    Ok(Ok(Ok(outcome))) => {
+                        if !outcome.duplicate {
+                            self.broker.metrics().produced(
+                                &self.topic.name,
+                                records,
+                                outcome.bytes,
+                            );
+                        }
+                        Ok(Appended {
+                            base_offset: outcome.base_offset,
+                            last_offset: outcome.last_offset,
+                            log_append_time_ms,
+                        })
+                    }
+                    Ok(Ok(Err(e))) => Err(e.into()),
+                    Ok(Err(_)) => Err(BrokerError::new(
+                        Reason::PartitionClosed,
+                        format!("partition {partition} closed before answering"),
+                    )
+                    .at(&self.topic.name, partition)),
+                    Err(_) => Err(BrokerError::new(
+                        Reason::Timeout,
+                        format!(
+                            "partition {partition}: timed out waiting for the append; the records may still be appended"
+                        ),
+                    )
+                    .at(&self.topic.name, partition)),
+                },
+            };
+            results.push(PartitionProduceResult { partition, outcome });
+        }
+        results
+    }
+}

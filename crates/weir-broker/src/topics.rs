@@ -1,0 +1,171 @@
+//! Topics: create, delete and grow them, and create one on first use where the broker
+//! is configured to (Kafka's `auto.create.topics.enable`), for every protocol alike.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use weir_cluster::{
+    ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
+    validate_topic_name,
+};
+
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// What a topic created on first use, or without a partition count or replication
+/// factor, gets (Kafka's `auto.create.topics.enable`, `num.partitions`,
+/// `default.replication.factor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicDefaults {
+    /// Create a topic a client produces to, fetches from or asks metadata for when it
+    /// does not exist.
+    pub auto_create: bool,
+    pub num_partitions: u32,
+    pub replication_factor: u32,
+}
+
+impl Default for TopicDefaults {
+    /// Kafka's defaults: on, 1 partition, 1 replica.
+    fn default() -> TopicDefaults {
+        TopicDefaults {
+            auto_create: true,
+            num_partitions: 1,
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Internal topics (`__` prefix, like `__consumer_offsets`) belong to the broker: `what`
+/// (e.g. "deleted") is refused for them.
+pub fn refuse_internal(name: &str, what: &str) -> Result<(), BrokerError> {
+    if is_internal(name) {
+        return Err(BrokerError::invalid(format!(
+            "topic {name} cannot be {what}: names starting with {INTERNAL_TOPIC_PREFIX} are \
+             reserved for the broker's internal topics"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `name`. A partition count or replication factor of 0 takes the broker's
+/// default.
+pub async fn create_topic(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<Topic>, BrokerError> {
+    refuse_internal(name, "created")?;
+    let defaults = broker.topic_defaults();
+    let partitions = match partitions {
+        0 => defaults.num_partitions,
+        n => n,
+    };
+    let replication_factor = match replication_factor {
+        0 => defaults.replication_factor,
+        n => n,
+    };
+    Ok(broker
+        .registry()
+        .create_topic(name, partitions, replication_factor, configs)
+        .await?)
+}
+
+/// Whether a topic named `name` could be created now: the naming rules, not an internal
+/// name, and no topic has it (Kafka's `validate_only`).
+pub fn check_new_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
+    refuse_internal(name, "created")?;
+    validate_topic_name(name).map_err(ClusterError::from)?;
+    if broker.registry().topic(name).is_ok() {
+        return Err(ClusterError::TopicExists(name.to_owned()).into());
+    }
+    Ok(())
+}
+
+/// Deletes `name` and its records.
+pub async fn delete_topic(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    name: &str,
+) -> Result<(), BrokerError> {
+    refuse_internal(name, "deleted")?;
+    broker.registry().delete_topic(name).await?;
+    broker.metrics().forget_topic(name);
+    Ok(())
+}
+
+/// Grows `name` to `count` partitions. Internal topics are refused: the coordinator of a
+/// group is found by hashing over the partition count of `__consumer_offsets`, so
+/// growing it would move every group.
+pub async fn create_partitions(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    count: u32,
+) -> Result<Arc<Topic>, BrokerError> {
+    check_partition_count(broker, ctx, name, count)?;
+    Ok(broker.registry().create_partitions(name, count).await?)
+}
+
+/// Whether `name` could grow to `count` partitions now (Kafka's `validate_only`): not an
+/// internal topic, and more partitions than it has, within the broker's limit
+/// (INVALID_PARTITIONS otherwise). The controller checks again when it grows the topic.
+pub fn check_partition_count(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    count: u32,
+) -> Result<Arc<Topic>, BrokerError> {
+    refuse_internal(name, "given more partitions")?;
+    let topic = broker.topic(ctx, name)?;
+    let current = topic.partition_count();
+    if count <= current {
+        return Err(BrokerError::new(
+            Reason::InvalidPartitions,
+            format!(
+                "topic {name} has {current} partitions; the new count {count} must be larger \
+                 (partitions are never removed)"
+            ),
+        ));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(BrokerError::new(
+            Reason::InvalidPartitions,
+            format!(
+                "{count} partitions is more than a topic may have ({MAX_PARTITIONS_PER_TOPIC})"
+            ),
+        ));
+    }
+    Ok(topic)
+}
+
+/// The topic `name` for a client that uses it: created with the defaults if it does not
+/// exist and the broker creates topics on first use (a race with another creator is
+/// fine: whoever wins, the topic exists). UNKNOWN_TOPIC otherwise.
+pub async fn topic_or_create(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<Arc<Topic>, BrokerError> {
+    match broker.registry().topic(name) {
+        Ok(topic) => Ok(topic),
+        Err(ClusterError::UnknownTopic(_))
+            if broker.topic_defaults().auto_create && !is_internal(name) =>
+        {
+            match create_topic(broker, ctx, name, 0, 0, BTreeMap::new()).await {
+                Ok(topic) => {
+                    tracing::info!(topic = name, "created on first use");
+                    Ok(topic)
+                }
+                Err(e) if e.reason == Reason::TopicAlreadyExists => {
+                    // Another request created it first; wait for this broker to see it.
+                    broker.registry().wait_current().await;
+                    Ok(broker.registry().topic(name)?)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
