@@ -16,7 +16,10 @@
 #      voters), each output checked as in 1., its voter list checked against its
 #      replicas;
 #   4. the default rendering and the plain manifests describe the same objects;
-#   5. the chart refuses voters > replicas.
+#   5. the chart refuses voters > replicas;
+#   6. the plain manifests and both renderings serve Kafka clients (a kafka port on the
+#      pods and both Services, WEIR_KAFKA_LISTEN, WEIR_KAFKA_ADVERTISE per pod) and
+#      create no topic on first use (WEIR_AUTO_CREATE_TOPICS=false).
 # Environment: WEIR_K8S_VENV (default deploy/k8s/.venv), WEIR_K8S_STEP_TIMEOUT (seconds
 # per step, default 300).
 set -euo pipefail
@@ -130,6 +133,12 @@ say "5. the chart refuses voters > replicas"
 run "$py" "$tools" template-fails "$chart" --name weir --namespace weir \
   --set-json '{"replicas": 2, "voters": 3}' --expect "must not exceed replicas" ||
   fail "voters > replicas was not refused"
+
+# --- 6. the Kafka listener --------------------------------------------------------------
+say "6. Kafka clients: listener, advertised names, Services, no topics created on first use"
+run "$py" "$tools" kafka "${manifests[@]}" || fail "Kafka settings (deploy/k8s)"
+run "$py" "$tools" kafka "$out/default.yaml" || fail "Kafka settings (default values)"
+run "$py" "$tools" kafka "$out/observers.yaml" || fail "Kafka settings (ci/observers-values.yaml)"
 
 say "OK: $checked manifest file(s) valid against Kubernetes ${k8s_versions[*]}; chart linted, rendered twice, matches deploy/k8s"
 say "tools: kubernetes-validate $kv_version; $helm_version; rendered output in $out"

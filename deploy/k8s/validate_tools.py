@@ -14,6 +14,11 @@
       weir) describe the same objects: equal spec / data, apart from Helm's own labels.
   voters RENDERED
       Prints each StatefulSet's replicas and the voter list of its ConfigMap.
+  kafka FILE...
+      Each StatefulSet serves Kafka clients as a cluster must: a `kafka` container port,
+      WEIR_KAFKA_LISTEN on it in its ConfigMap, WEIR_KAFKA_ADVERTISE naming the pod on
+      its headless Service at that port, the port on the headless and client Services,
+      and WEIR_AUTO_CREATE_TOPICS=false.
 
 Exit status: 0 when the check passes, 1 when it fails (with the reason on stderr).
 """
@@ -283,6 +288,52 @@ def cmd_voters(args: argparse.Namespace) -> None:
         die(f"{args.rendered}: no StatefulSet with a voter list")
 
 
+def cmd_kafka(args: argparse.Namespace) -> None:
+    docs = []
+    for path in args.files:
+        with open(path, encoding="utf-8") as f:
+            docs.extend(d for d in yaml.safe_load_all(f) if d)
+    configs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    services = [d for d in docs if d["kind"] == "Service"]
+    found = 0
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        name = sts["metadata"]["name"]
+        pod = sts["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if "kafka" not in ports:
+            die(f"StatefulSet {name}: no container port named kafka")
+        port = ports["kafka"]
+        data: dict[str, Any] = {}
+        for source in container.get("envFrom", []):
+            config = configs.get(source.get("configMapRef", {}).get("name"))
+            if config:
+                data.update(config.get("data", {}))
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        if data.get("WEIR_KAFKA_LISTEN") != f"0.0.0.0:{port}":
+            die(f"StatefulSet {name}: WEIR_KAFKA_LISTEN is {data.get('WEIR_KAFKA_LISTEN')!r}, "
+                f"not 0.0.0.0:{port}")
+        if str(data.get("WEIR_AUTO_CREATE_TOPICS")).lower() != "false":
+            die(f"StatefulSet {name}: WEIR_AUTO_CREATE_TOPICS is "
+                f"{data.get('WEIR_AUTO_CREATE_TOPICS')!r}, not false")
+        advertise = env.get("WEIR_KAFKA_ADVERTISE") or ""
+        headless = sts["spec"]["serviceName"]
+        if not (advertise.startswith(f"$(POD_NAME).{headless}.") and advertise.endswith(f":{port}")):
+            die(f"StatefulSet {name}: WEIR_KAFKA_ADVERTISE {advertise!r} does not name the pod "
+                f"on {headless} at port {port}")
+        labels = pod["metadata"]["labels"]
+        selecting = [s for s in services
+                     if all(labels.get(k) == v for k, v in s["spec"].get("selector", {}).items())]
+        for kind, wanted in (("headless", True), ("client", False)):
+            matching = [s for s in selecting if (s["spec"].get("clusterIP") == "None") == wanted]
+            if not any(p.get("targetPort") == "kafka" for s in matching for p in s["spec"]["ports"]):
+                die(f"StatefulSet {name}: no {kind} Service exposes the kafka port")
+        print(f"  {name}: Kafka on :{port}, advertised as {advertise}, topics created explicitly")
+        found += 1
+    if not found:
+        die(f"{' '.join(args.files)}: no StatefulSet")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +373,10 @@ def main() -> None:
     p = sub.add_parser("voters")
     p.add_argument("rendered")
     p.set_defaults(func=cmd_voters)
+
+    p = sub.add_parser("kafka")
+    p.add_argument("files", nargs="+")
+    p.set_defaults(func=cmd_kafka)
 
     args = parser.parse_args()
     args.func(args)

@@ -18,8 +18,8 @@ use crate::UsageError;
 pub const MAX_DEV_NODES: u16 = 16;
 /// Most of them that are controller voters (the broker's own limit).
 const MAX_DEV_VOTERS: u16 = weir_server::MAX_CONTROLLER_VOTERS as u16;
-/// Ports between consecutive brokers: node N listens on `base + (N-1) * PORT_STRIDE` and
-/// serves `/metrics` on the next port.
+/// Ports between consecutive brokers: node N listens on `base + (N-1) * PORT_STRIDE`,
+/// serves `/metrics` on the next port and Kafka clients on the one after.
 const PORT_STRIDE: u16 = 100;
 /// How long stopping brokers get before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 const EXAMPLES: &str = "\
 Examples:
   weir dev cluster                                # 3 brokers on 127.0.0.1:9292, :9392, :9492
+                                                  # (Kafka clients: 127.0.0.1:9294, :9394, :9494)
   weir dev cluster --nodes 5 --data-dir /tmp/weir-dev
   weir dev cluster --nodes 5 --voters 3           # nodes 4 and 5 are observers
   # then, in another terminal:
@@ -93,7 +94,7 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 1;
+    let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 2;
     if args.base_port == 0 || last > u32::from(u16::MAX) {
         return Err(UsageError(format!(
             "--base-port {} leaves no room for {} brokers (ports up to {last})",
@@ -123,6 +124,7 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
             .arg(&dir)
             .args(["--listen", &format!("127.0.0.1:{}", port(n))])
             .args(["--admin-listen", &format!("127.0.0.1:{}", port(n) + 1)])
+            .args(["--kafka-listen", &format!("127.0.0.1:{}", port(n) + 2)])
             .args(["--controller-voters", &voters.join(",")])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -136,10 +138,11 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
                     "observer"
                 };
                 eprintln!(
-                    "node {n} ({role}): pid {}, 127.0.0.1:{} (metrics on :{}), log {}",
+                    "node {n} ({role}): pid {}, 127.0.0.1:{} (metrics on :{}, Kafka clients on :{}), log {}",
                     c.id(),
                     port(n),
                     port(n) + 1,
+                    port(n) + 2,
                     log_path.display()
                 );
                 children.push((n, c));
@@ -164,12 +167,13 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         running.retain_mut(|(n, c)| match c.try_wait() {
             Ok(Some(status)) => {
                 eprintln!(
-                    "node {n} exited ({status}); the others keep running. Its log: {}. To start it again: {} serve --node-id {n} --data-dir {} --listen 127.0.0.1:{} --admin-listen 127.0.0.1:{} --controller-voters {}",
+                    "node {n} exited ({status}); the others keep running. Its log: {}. To start it again: {} serve --node-id {n} --data-dir {} --listen 127.0.0.1:{} --admin-listen 127.0.0.1:{} --kafka-listen 127.0.0.1:{} --controller-voters {}",
                     args.data_dir.join(format!("node-{n}/serve.log")).display(),
                     exe.display(),
                     args.data_dir.join(format!("node-{n}")).display(),
                     port(*n),
                     port(*n) + 1,
+                    port(*n) + 2,
                     voters.join(",")
                 );
                 false

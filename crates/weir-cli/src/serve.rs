@@ -14,8 +14,10 @@ use crate::UsageError;
 const EXAMPLES: &str = "\
 Examples:
   weir serve
-      Broker on 127.0.0.1:9292 (gRPC) and 127.0.0.1:9293 (HTTP /metrics, /health),
-      data in ./weir-data.
+      Broker on 127.0.0.1:9292 (gRPC), 127.0.0.1:9092 (Kafka clients) and
+      127.0.0.1:9293 (HTTP /metrics, /health), data in ./weir-data.
+  weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise broker1.example.com:9092
+      Kafka clients on other hosts, told to connect to broker1.example.com:9092.
   weir serve --data-dir /var/lib/weir --listen 0.0.0.0:9292
       Serve other hosts too.
   WEIR_LISTEN=127.0.0.1:0 weir serve --admin-listen off
@@ -40,6 +42,10 @@ Examples:
       --controller-voters 1@weir-1:9292,2@weir-2:9292,3@weir-3:9292
       In a container network (deploy/compose): peers and containers use weir-1:9292,
       the host connects to 127.0.0.1:19292 and is told 127.0.0.1:N9292 for each broker.
+  weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise weir-1:9092 \
+      --kafka-external-listen 0.0.0.0:19092 --kafka-external-advertise 127.0.0.1:19092
+      The same for Kafka clients: containers bootstrap from weir-1:9092, the host from
+      127.0.0.1:19092, and each is told addresses it can reach.
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
@@ -55,6 +61,7 @@ Examples:
         group_session_timeout_ms = 45000   # a silent member is removed after this
         group_heartbeat_interval_ms = 3000
         offsets_retention_minutes = 10080  # offsets of a group empty this long are deleted
+        group_initial_rebalance_delay_ms = 3000  # a new classic group waits this long for more members
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=weir=debug) to change the level.
 SIGTERM or Ctrl-C stops the broker gracefully (exit status 0).";
@@ -128,6 +135,37 @@ pub struct ServeArgs {
     /// racks where it can [default: none].
     #[arg(long, env = "WEIR_RACK", value_name = "RACK")]
     rack: Option<String>,
+    /// Kafka protocol listen address, for Kafka clients (kafka-python, confluent-kafka,
+    /// kcat, ...), or "none" [default: 127.0.0.1:9092, and [::1]:9092 where the machine
+    /// has IPv6].
+    #[arg(long, env = "WEIR_KAFKA_LISTEN", value_name = "ADDR|none")]
+    kafka_listen: Option<String>,
+    /// HOST:PORT Kafka clients are told to connect to (Kafka's advertised.listeners)
+    /// [default: derived from --kafka-listen as --advertise is from --listen].
+    #[arg(long, env = "WEIR_KAFKA_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
+    kafka_advertise: Option<String>,
+    /// A second Kafka listener, for Kafka clients on another network (e.g. the host of a
+    /// container cluster): clients connecting here are told every broker's
+    /// --kafka-external-advertise address instead of its --kafka-advertise one [default:
+    /// none].
+    #[arg(long, env = "WEIR_KAFKA_EXTERNAL_LISTEN", value_name = "ADDR")]
+    kafka_external_listen: Option<SocketAddr>,
+    /// HOST:PORT Kafka clients of --kafka-external-listen are told to connect to
+    /// [default: derived from --kafka-external-listen as --advertise is from --listen].
+    #[arg(long, env = "WEIR_KAFKA_EXTERNAL_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
+    kafka_external_advertise: Option<String>,
+    /// Create a topic a client produces to or asks metadata of when it does not exist
+    /// (Kafka's auto.create.topics.enable) [default: true].
+    #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", value_name = "BOOL")]
+    auto_create_topics: Option<bool>,
+    /// Partitions of a topic created on first use or without a count (Kafka's
+    /// num.partitions) [default: 1].
+    #[arg(long, env = "WEIR_NUM_PARTITIONS", value_name = "N")]
+    num_partitions: Option<u32>,
+    /// Replicas of a topic created on first use or without a replication factor
+    /// (Kafka's default.replication.factor) [default: 1].
+    #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
+    default_replication_factor: Option<u32>,
     /// Experimental, for measurement: also serve produce and fetch over a binary TCP
     /// protocol on ADDR (no authentication, no metadata, one partition per request; see
     /// docs/ARCHITECTURE.md) [default: off].
@@ -196,6 +234,32 @@ impl ServeArgs {
         }
         if let Some(rack) = self.rack {
             config.rack = Some(rack);
+        }
+        if let Some(kafka) = self.kafka_listen {
+            config.kafka_listen = match kafka.as_str() {
+                "off" | "none" | "" => None,
+                addr => Some(addr.parse().with_context(|| {
+                    format!("--kafka-listen {addr:?} is not an address or \"none\"")
+                })?),
+            };
+        }
+        if let Some(advertise) = self.kafka_advertise {
+            config.kafka_advertise = Some(advertise);
+        }
+        if let Some(external) = self.kafka_external_listen {
+            config.kafka_external_listen = Some(external);
+        }
+        if let Some(external) = self.kafka_external_advertise {
+            config.kafka_external_advertise = Some(external);
+        }
+        if let Some(on) = self.auto_create_topics {
+            config.auto_create_topics = on;
+        }
+        if let Some(n) = self.num_partitions {
+            config.num_partitions = n;
+        }
+        if let Some(n) = self.default_replication_factor {
+            config.default_replication_factor = n;
         }
         if let Some(wire) = self.experimental_wire_listen {
             config.wire_listen = Some(wire);

@@ -93,6 +93,7 @@ fn no_broker_and_the_http_port_are_each_one_sentence_with_what_to_try() {
 
     // The broker's HTTP (metrics and health) port instead of its client port.
     let broker = Broker::start(weir_server::ServerConfig {
+        kafka_listen: None,
         admin_listen: Some("127.0.0.1:0".parse().expect("address")),
         ..Default::default()
     });

@@ -42,6 +42,7 @@ fn a_drain_after_a_member_crashed_reads_its_partitions_or_fails_naming_them() {
     // Session 15 s: the heartbeat interval is 3 s, so the crashed member is recognised
     // as silent after 7 s and removed after 15 s.
     let broker = Broker::start(weir_server::ServerConfig {
+        kafka_listen: None,
         admin_listen: None,
         group_session_timeout_ms: 15_000,
         ..Default::default()

@@ -35,6 +35,7 @@ fn topic_create_states_the_brokers_partition_limit_and_can_be_run_again() {
     }
 
     let broker = Broker::start(weir_server::ServerConfig {
+        kafka_listen: None,
         admin_listen: None,
         ..Default::default()
     });

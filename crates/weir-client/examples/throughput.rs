@@ -21,6 +21,7 @@ const PARTITIONS: u32 = 4;
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let running = weir_server::start(weir_server::ServerConfig {
+        kafka_listen: None,
         data_dir: dir.path().to_path_buf(),
         listen: "127.0.0.1:0".parse()?,
         admin_listen: None,

@@ -526,6 +526,7 @@ impl Admin {
             .clone()
             .describe_topic(pb::DescribeTopicRequest {
                 name: name.to_owned(),
+                allow_auto_create: false,
             })
             .await?
             .into_inner();

@@ -68,6 +68,9 @@ struct Inner {
     state: Mutex<State>,
     /// Held while a refresh runs; the time the last round of requests started.
     refresh: tokio::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Metadata requests ask the broker to create a topic that does not exist (a
+    /// producer's, as Kafka's producers do).
+    auto_create: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -149,6 +152,14 @@ impl Cluster {
         ))
     }
 
+    /// Metadata requests from now on ask the broker to create topics that do not exist
+    /// (where the broker does that): for producers.
+    pub(crate) fn create_topics_on_first_use(&self) {
+        self.inner
+            .auto_create
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// A cluster reached through `channel` only (its address unknown).
     pub(crate) fn from_channel(channel: Channel) -> Cluster {
         Cluster::new(Vec::new(), Timeouts::default(), None, channel)
@@ -167,6 +178,7 @@ impl Cluster {
                 bootstrap_address,
                 bootstrap,
                 answered_last: Mutex::new(None),
+                auto_create: std::sync::atomic::AtomicBool::new(false),
                 state: Mutex::new(State {
                     table: Arc::new(RoutingTable::default()),
                     channels: HashMap::new(),
@@ -405,8 +417,14 @@ impl Cluster {
     /// One round of metadata requests: the first broker that answers, in the order of
     /// the module docs.
     async fn fetch_metadata(&self, topics: &[&str]) -> Result<MetadataAnswer, ClientError> {
-        self.ask_any_broker("metadata", |channel| fetch_from(channel, topics))
-            .await
+        let auto_create = self
+            .inner
+            .auto_create
+            .load(std::sync::atomic::Ordering::Relaxed);
+        self.ask_any_broker("metadata", |channel| {
+            fetch_from(channel, topics, auto_create)
+        })
+        .await
     }
 
     /// Asks any broker (`what` names the question in logs), as
@@ -567,7 +585,11 @@ struct MetadataAnswer {
 }
 
 /// `DescribeCluster` and a `DescribeTopic` per topic, from one broker.
-async fn fetch_from(channel: Channel, topics: &[&str]) -> Result<MetadataAnswer, ClientError> {
+async fn fetch_from(
+    channel: Channel,
+    topics: &[&str],
+    auto_create: bool,
+) -> Result<MetadataAnswer, ClientError> {
     let mut admin = AdminClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -583,6 +605,7 @@ async fn fetch_from(channel: Channel, topics: &[&str]) -> Result<MetadataAnswer,
     for topic in topics {
         let mut request = tonic::Request::new(pb::DescribeTopicRequest {
             name: (*topic).to_owned(),
+            allow_auto_create: auto_create,
         });
         request.set_timeout(METADATA_TIMEOUT);
         match timed(admin.describe_topic(request)).await {

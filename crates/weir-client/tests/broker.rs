@@ -34,9 +34,13 @@ impl Broker {
 
     async fn start_in(dir: tempfile::TempDir) -> Result<Broker> {
         let running = weir_server::start(weir_server::ServerConfig {
+            kafka_listen: None,
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse()?,
             admin_listen: None,
+            // These tests see unknown topics stay unknown (the error kinds); creation on
+            // first use is tested in weir-server's and weir-cli's tests.
+            auto_create_topics: false,
             ..Default::default()
         })
         .await?;

@@ -45,6 +45,7 @@ async fn start_cluster() -> Result<Vec<Node>> {
         let dir = tempfile::tempdir()?;
         let addr: SocketAddr = format!("127.0.0.1:{}", ports[id as usize - 1]).parse()?;
         configs.push(ServerConfig {
+            kafka_listen: None,
             data_dir: dir.path().to_path_buf(),
             listen: addr,
             admin_listen: None,

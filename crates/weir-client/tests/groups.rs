@@ -102,6 +102,7 @@ impl Broker {
 
 fn server_config(dir: &Path) -> weir_server::ServerConfig {
     weir_server::ServerConfig {
+        kafka_listen: None,
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().expect("address"),
         admin_listen: None,
@@ -979,6 +980,7 @@ async fn group_admin_lists_resets_and_deletes_only_groups_without_members() -> R
 async fn members_started_together_all_get_partitions_promptly() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let running = weir_server::start(weir_server::ServerConfig {
+        kafka_listen: None,
         group_heartbeat_interval_ms: 10_000,
         group_session_timeout_ms: 45_000,
         ..server_config(dir.path())

@@ -431,6 +431,7 @@ impl Cluster {
     async fn start() -> Result<Cluster> {
         let dir = tempfile::tempdir()?;
         let real = weir_server::start(weir_server::ServerConfig {
+            kafka_listen: None,
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse()?,
             admin_listen: None,

@@ -17,11 +17,29 @@ pub struct Broker {
     runtime: tokio::runtime::Runtime,
     pub server: Option<weir_server::RunningServer>,
     pub addr: String,
+    /// The Kafka listener's `host:port`, for a broker started with one.
+    pub kafka: Option<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Broker {
+    /// A broker with `config`, without a Kafka listener.
     pub fn start(config: weir_server::ServerConfig) -> Broker {
+        Broker::start_inner(weir_server::ServerConfig {
+            kafka_listen: None,
+            ..config
+        })
+    }
+
+    /// A broker with `config` and a Kafka listener on a free loopback port.
+    pub fn start_with_kafka(config: weir_server::ServerConfig) -> Broker {
+        Broker::start_inner(weir_server::ServerConfig {
+            kafka_listen: Some("127.0.0.1:0".parse().expect("address")),
+            ..config
+        })
+    }
+
+    fn start_inner(config: weir_server::ServerConfig) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -36,10 +54,12 @@ impl Broker {
             }))
             .expect("broker starts");
         let addr = server.addr.to_string();
+        let kafka = server.kafka_addr.map(|a| a.to_string());
         Broker {
             runtime,
             server: Some(server),
             addr,
+            kafka,
             _dir: dir,
         }
     }
@@ -140,4 +160,64 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// The repository's root directory.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// Runs one of the project's set-up scripts (bounded) and returns the path it prints
+/// last: `tests/python/setup.sh` installs the pinned Python clients once into the shared
+/// venv and prints its python; `tests/kafka/setup-kcat.sh` installs kcat.
+pub fn installed(script: &str) -> std::path::PathBuf {
+    let path = repo_root().join(script);
+    let child = Command::new(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(INSTALL_TIMEOUT)
+        .unwrap_or_else(|_| panic!("{script} did not finish in {INSTALL_TIMEOUT:?}"))
+        .expect("the script runs");
+    assert!(
+        output.status.success(),
+        "{script} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+    std::path::PathBuf::from(stdout.lines().last().expect("a path").trim())
+}
+
+/// Longest an install script may take (a first pip install of every pinned client).
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Runs `program ARGS` (bounded by [`COMMAND_TIMEOUT`]) and requires success; returns
+/// stdout.
+pub fn run_ok(program: &std::path::Path, args: &[&str]) -> String {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    let output = wait_output(child, args);
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed ({}):\n{}",
+        program.display(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }

@@ -261,6 +261,9 @@ impl Producer {
             request: config.request_timeout,
         };
         let cluster = Cluster::connect(&config.brokers, timeouts).await?;
+        // As Kafka's producers: a topic produced to is created on first use where the
+        // broker does that.
+        cluster.create_topics_on_first_use();
         let accumulator = Arc::new(Accumulator::new(config));
         let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), cluster.clone()).run());
         Ok(Producer {

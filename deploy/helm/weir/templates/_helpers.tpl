@@ -60,6 +60,8 @@ app.kubernetes.io/component: broker
 {{/* The client gRPC port inside the pods (WEIR_LISTEN), also used by peers. */}}
 {{- define "weir.grpcPort" -}}9292{{- end -}}
 {{- define "weir.adminPort" -}}9293{{- end -}}
+{{/* The Kafka listener's port inside the pods (WEIR_KAFKA_LISTEN). */}}
+{{- define "weir.kafkaPort" -}}9092{{- end -}}
 
 {{/* Refuses values that cannot make a working cluster. */}}
 {{- define "weir.checkValues" -}}

@@ -1,0 +1,456 @@
+//! The listener: [`serve`] accepts connections, and one task per connection reads request
+//! frames, dispatches them (ApiVersions to [`apis`], the rest to the [`Handler`]), keeps up
+//! to [`MAX_IN_FLIGHT_PER_CONNECTION`] requests (and
+//! [`MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION`] bytes of them) in flight and writes the
+//! answers in request order.
+//!
+//! What closes a connection, after the answers to the requests before it are written
+//! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
+//! oversize length, truncated), a header that does not decode, an unknown api key, an api
+//! or version that is not served (except ApiVersions, see [`apis::answer_api_versions`]),
+//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason.
+
+use std::io::{self, IoSlice};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::future::{self, Either, FutureExt};
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::Encodable;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::apis;
+use crate::frame::{self, MAX_REQUEST_FRAME_BYTES};
+use crate::handler::{ConnectionInfo, Handler, HandlerError, Response};
+
+/// How many requests of one connection are decoded and not yet answered at most. Kafka
+/// clients pipeline (librdkafka sends many produce requests before the first answer);
+/// past this the listener stops reading the connection until the oldest is answered.
+pub const MAX_IN_FLIGHT_PER_CONNECTION: usize = 64;
+
+/// How many bytes of request frames one connection has in flight before the listener
+/// stops reading it (it always reads one request when none is in flight, so a frame up
+/// to [`MAX_REQUEST_FRAME_BYTES`] still gets in). With the frame being read, this bounds
+/// a connection's request memory to this plus one frame, where the count alone would
+/// allow 64 frames of 100 MiB.
+pub const MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION: usize = 64 * 1024 * 1024;
+
+/// The bounds of one connection: the defaults are the named constants; a broker may
+/// lower them (or raise the frame limit, as Kafka's `socket.request.max.bytes` allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request frame, after the length prefix.
+    pub max_request_frame_bytes: usize,
+    /// Requests decoded and not yet answered.
+    pub max_in_flight: usize,
+    /// Bytes of request frames decoded and not yet answered.
+    pub max_in_flight_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_frame_bytes: MAX_REQUEST_FRAME_BYTES,
+            max_in_flight: MAX_IN_FLIGHT_PER_CONNECTION,
+            max_in_flight_request_bytes: MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION,
+        }
+    }
+}
+
+/// How long the accept loop waits after a failed accept (out of file descriptors) before
+/// it tries again.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+/// Accepts Kafka connections on `listener` until `stopping` turns true (or its sender is
+/// dropped), then stops reading new requests on every connection, answers what is in
+/// flight, closes the connections and returns.
+///
+/// Panics if `handler.supported_apis()` is not a table kafka-protocol can serve
+/// ([`apis::check_table`]): that is a bug in the handler.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    stopping: watch::Receiver<bool>,
+) {
+    serve_with_limits(listener, handler, stopping, Limits::default()).await;
+}
+
+/// [`serve`] with other [`Limits`] than the defaults.
+pub async fn serve_with_limits<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    assert!(
+        limits.max_in_flight > 0 && limits.max_in_flight_request_bytes > 0,
+        "a connection must be able to have a request in flight: {limits:?}"
+    );
+    if let Err(err) = apis::check_table(handler.supported_apis()) {
+        panic!("the Kafka handler's table of served versions cannot be served: {err}");
+    }
+    let mut connections = JoinSet::new();
+    let mut next_id = 0u64;
+    while !*stopping.borrow_and_update() {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let id = next_id;
+                    next_id += 1;
+                    let span = tracing::debug_span!("kafka_connection", id, %peer);
+                    let task = connection(stream, id, handler.clone(), stopping.clone(), limits);
+                    connections.spawn(task.instrument(span));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "accepting a Kafka connection failed");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                }
+            },
+            changed = stopping.changed() => if changed.is_err() {
+                break;
+            },
+            Some(joined) = connections.join_next(), if !connections.is_empty() => {
+                log_panic(joined);
+            }
+        }
+    }
+    drop(listener);
+    while let Some(joined) = connections.join_next().await {
+        log_panic(joined);
+    }
+}
+
+fn log_panic(joined: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = joined
+        && err.is_panic()
+    {
+        tracing::error!(error = %err, "a Kafka connection task panicked");
+    }
+}
+
+/// An answer waiting for its turn: what the response header needs, and the response.
+struct Answer {
+    api_key: ApiKey,
+    /// The version the response is encoded at (v0 for an ApiVersions request above the
+    /// served range).
+    response_version: i16,
+    correlation_id: i32,
+    /// The request frame's length, counted against
+    /// [`MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION`] until the answer is written.
+    request_bytes: usize,
+    result: Result<Response, HandlerError>,
+}
+
+/// Why a connection stops reading; logged once, after the answers before it.
+enum Close {
+    /// The peer closed between frames, or the listener is stopping: nothing to log.
+    Quietly,
+    Frame(frame::FrameError),
+    Header(frame::HeaderError),
+    NotServed {
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+    },
+}
+
+async fn connection<H: Handler>(
+    mut stream: TcpStream,
+    id: u64,
+    handler: Arc<H>,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let info = match (stream.peer_addr(), stream.local_addr()) {
+        (Ok(peer), Ok(local)) => ConnectionInfo { id, peer, local },
+        // The peer is already gone.
+        _ => return,
+    };
+    // Answers are whole messages written at once; Nagle would hold back the last segment
+    // of each until the client acknowledges the previous one.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "TCP_NODELAY");
+    }
+    let (mut reader, mut writer) = stream.split();
+    let handler = &*handler;
+    let info = &info;
+    let table = handler.supported_apis();
+    let mut buf = BytesMut::new();
+    let mut in_flight = FuturesOrdered::new();
+    let mut in_flight_bytes = 0usize;
+    let mut close: Option<Close> = None;
+    loop {
+        let reading = close.is_none();
+        if !reading && in_flight.is_empty() {
+            break;
+        }
+        tokio::select! {
+            // Answers first: they free room for more requests.
+            biased;
+            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
+                let answer: Answer = answer;
+                in_flight_bytes -= answer.request_bytes;
+                if let Err(reason) = write_answer(&mut writer, answer).await {
+                    match reason {
+                        WriteError::Io(err) => tracing::debug!(
+                            peer = %info.peer, error = %err, "writing a Kafka response failed"
+                        ),
+                        WriteError::Handler(err) => tracing::warn!(
+                            peer = %info.peer, reason = %err, "closing the Kafka connection"
+                        ),
+                    }
+                    // The answers after this one would be out of order: drop them.
+                    return;
+                }
+            }
+            // Then the stop, so that no request is read once it is seen.
+            changed = stopping.changed(), if reading => {
+                if changed.is_err() || *stopping.borrow_and_update() {
+                    close = Some(Close::Quietly);
+                }
+            }
+            read = frame::read_frame(&mut reader, &mut buf, limits.max_request_frame_bytes),
+                if reading
+                    && in_flight.len() < limits.max_in_flight
+                    && in_flight_bytes < limits.max_in_flight_request_bytes =>
+            {
+                let request = match read {
+                    Ok(Some(bytes)) => {
+                        let request_bytes = bytes.len();
+                        frame::decode_request(bytes)
+                            .map(|request| (request, request_bytes))
+                            .map_err(Close::Header)
+                    }
+                    Ok(None) => Err(Close::Quietly),
+                    Err(err) => Err(Close::Frame(err)),
+                };
+                let (request, request_bytes) = match request {
+                    Ok(decoded) => decoded,
+                    Err(why) => {
+                        close = Some(why);
+                        continue;
+                    }
+                };
+                tracing::trace!(
+                    api_key = ?request.api_key,
+                    api_version = request.api_version,
+                    correlation_id = request.correlation_id,
+                    "request"
+                );
+                let api_key = request.api_key;
+                let correlation_id = request.correlation_id;
+                if api_key == ApiKey::ApiVersions {
+                    let answer = match apis::answer_api_versions(&request, table) {
+                        Ok((response_version, response)) => Answer {
+                            api_key,
+                            response_version,
+                            correlation_id,
+                            request_bytes,
+                            result: Ok(response),
+                        },
+                        Err(err) => Answer {
+                            api_key,
+                            response_version: request.api_version,
+                            correlation_id,
+                            request_bytes,
+                            result: Err(err),
+                        },
+                    };
+                    in_flight_bytes += request_bytes;
+                    in_flight.push_back(Either::Right(future::ready(answer)));
+                } else if apis::is_served(table, api_key, request.api_version) {
+                    let response_version = request.api_version;
+                    // The in-order part (a produce queues its appends) runs here, before the
+                    // next request is read; the rest completes in flight.
+                    let handled = handler.start(info, request).await.map(move |result| Answer {
+                        api_key,
+                        response_version,
+                        correlation_id,
+                        request_bytes,
+                        result,
+                    });
+                    in_flight_bytes += request_bytes;
+                    in_flight.push_back(Either::Left(handled));
+                } else {
+                    close = Some(Close::NotServed {
+                        api_key,
+                        api_version: request.api_version,
+                        correlation_id,
+                    });
+                }
+            }
+        }
+    }
+    let reason = match close {
+        // A client that drops its connection (a reset) is not a protocol fault.
+        Some(Close::Frame(frame::FrameError::Io(err))) => {
+            tracing::debug!(peer = %info.peer, error = %err, "Kafka connection ended");
+            String::new()
+        }
+        Some(Close::Frame(err)) => err.to_string(),
+        Some(Close::Header(err)) => err.to_string(),
+        Some(Close::NotServed {
+            api_key,
+            api_version,
+            correlation_id,
+        }) => format!("{api_key:?} v{api_version} (correlation id {correlation_id}) is not served"),
+        Some(Close::Quietly) | None => String::new(),
+    };
+    if !reason.is_empty() {
+        tracing::warn!(peer = %info.peer, %reason, "closing the Kafka connection");
+    }
+    // FIN after the last answer, so the client reads the answers before the close.
+    let _ = writer.shutdown().await;
+}
+
+enum WriteError {
+    Io(io::Error),
+    Handler(HandlerError),
+}
+
+/// Writes one answer: length, response header (its version from the api key and the
+/// response version), body chunks, in one vectored write where the socket takes it.
+async fn write_answer<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    answer: Answer,
+) -> Result<(), WriteError> {
+    let chunks = match answer.result {
+        Ok(Response::Body(chunks)) => chunks,
+        Ok(Response::Silent) => return Ok(()),
+        Err(err) => return Err(WriteError::Handler(err)),
+    };
+    let header_version = answer
+        .api_key
+        .response_header_version(answer.response_version);
+    let header = ResponseHeader::default().with_correlation_id(answer.correlation_id);
+    let encode_error = |source: Box<dyn std::error::Error + Send + Sync>| {
+        WriteError::Handler(HandlerError::Encode {
+            version: answer.response_version,
+            source,
+        })
+    };
+    let header_bytes = header
+        .compute_size(header_version)
+        .map_err(|e| encode_error(e.into()))?;
+    let body_bytes: usize = chunks.iter().map(Bytes::len).sum();
+    let length = i32::try_from(header_bytes + body_bytes).map_err(|_| {
+        encode_error(format!("a response of {body_bytes} bytes does not fit a frame").into())
+    })?;
+    let mut prefix = BytesMut::with_capacity(4 + header_bytes);
+    prefix.put_i32(length);
+    header
+        .encode(&mut prefix, header_version)
+        .map_err(|e| encode_error(e.into()))?;
+    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&prefix[..])
+        .chain(chunks.iter().map(|chunk| &chunk[..]))
+        .filter(|slice| !slice.is_empty())
+        .map(IoSlice::new)
+        .collect();
+    write_all_vectored(writer, &mut slices)
+        .await
+        .map_err(WriteError::Io)
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut slices: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !slices.is_empty() {
+        let written = writer.write_vectored(slices).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, written);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `step` bytes a call, from the first slice only.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.written.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_answer_is_length_header_and_chunks_however_the_socket_splits_it() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for step in [1, 3, 1000] {
+            let mut writer = Trickle {
+                written: Vec::new(),
+                step,
+            };
+            let answer = Answer {
+                api_key: ApiKey::Metadata,
+                // Metadata v9 is flexible: response header v1, with its tagged fields.
+                response_version: 9,
+                correlation_id: 0x0102_0304,
+                request_bytes: 0,
+                result: Ok(Response::Body(vec![
+                    Bytes::from_static(b"ab"),
+                    Bytes::new(),
+                    Bytes::from_static(b"cde"),
+                ])),
+            };
+            runtime
+                .block_on(write_answer(&mut writer, answer))
+                .unwrap_or_else(|_| panic!("step {step}"));
+            assert_eq!(writer.written, b"\0\0\0\x0a\x01\x02\x03\x04\0abcde");
+        }
+    }
+
+    #[test]
+    fn a_silent_answer_writes_nothing() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut writer = Trickle {
+            written: Vec::new(),
+            step: 10,
+        };
+        let answer = Answer {
+            api_key: ApiKey::Produce,
+            response_version: 9,
+            correlation_id: 1,
+            request_bytes: 0,
+            result: Ok(Response::Silent),
+        };
+        assert!(runtime.block_on(write_answer(&mut writer, answer)).is_ok());
+        assert!(writer.written.is_empty());
+    }
+}

@@ -1,0 +1,347 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, through the core's config
+//! operations (the same ones gRPC's DescribeTopicConfig and AlterTopicConfig use).
+//! Topics' configs are read and changed; a broker's are read (they are static: set when
+//! `weir serve` starts).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::{
+    AlterConfigsRequest, AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response::AlterConfigsResourceResponse,
+    describe_configs_response::{
+        DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+    },
+    incremental_alter_configs_response,
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_broker::configs::{self, ConfigChange};
+use weir_broker::{BrokerError, RequestContext};
+
+use super::{KafkaBroker, answer, error_code};
+use crate::frame::Request;
+use crate::handler::{HandlerError, Response};
+
+/// Kafka's config resource types.
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's config sources.
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// DescribeConfigs v3+ answers carry each config's type and documentation.
+const FIRST_TYPED_DESCRIBE: i16 = 3;
+
+/// Kafka's config types.
+const TYPE_BOOLEAN: i8 = 1;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
+
+/// The Kafka type of a config Weir has (topic keys and broker settings).
+fn config_type(name: &str) -> i8 {
+    match name {
+        "cleanup.policy" | "log.cleanup.policy" => TYPE_LIST,
+        "unclean.leader.election.enable" | "auto.create.topics.enable" => TYPE_BOOLEAN,
+        "max.message.bytes"
+        | "message.max.bytes"
+        | "min.insync.replicas"
+        | "segment.bytes"
+        | "log.segment.bytes"
+        | "broker.id"
+        | "node.id"
+        | "num.partitions"
+        | "default.replication.factor" => TYPE_INT,
+        "delete.retention.ms"
+        | "log.cleaner.delete.retention.ms"
+        | "retention.bytes"
+        | "log.retention.bytes"
+        | "retention.ms"
+        | "log.retention.ms"
+        | "segment.ms"
+        | "log.roll.ms" => TYPE_LONG,
+        _ => TYPE_STRING,
+    }
+}
+
+/// One config as a DescribeConfigs answer shows it at `version`.
+struct Described<'a> {
+    name: &'a str,
+    value: &'a str,
+    source: i8,
+    read_only: bool,
+    documentation: &'a str,
+}
+
+fn described(
+    d: Described<'_>,
+    version: i16,
+    synonyms: bool,
+    documentation: bool,
+) -> DescribeConfigsResourceResult {
+    let mut result = DescribeConfigsResourceResult::default()
+        .with_name(StrBytes::from_string(d.name.to_owned()))
+        .with_value(Some(StrBytes::from_string(d.value.to_owned())))
+        .with_read_only(d.read_only)
+        .with_config_source(d.source)
+        .with_is_sensitive(false);
+    if synonyms {
+        // Kafka lists the source the value comes from first.
+        result = result.with_synonyms(vec![
+            DescribeConfigsSynonym::default()
+                .with_name(StrBytes::from_string(d.name.to_owned()))
+                .with_value(Some(StrBytes::from_string(d.value.to_owned())))
+                .with_source(d.source),
+        ]);
+    }
+    if version >= FIRST_TYPED_DESCRIBE {
+        result = result
+            .with_config_type(config_type(d.name))
+            .with_documentation(
+                documentation.then(|| StrBytes::from_string(d.documentation.to_owned())),
+            );
+    }
+    result
+}
+
+pub(super) async fn describe_configs(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeConfigsRequest = request.decode_body()?;
+    let version = request.api_version;
+    let documentation = req.include_documentation;
+    let mut results = Vec::with_capacity(req.resources.len());
+    for resource in &req.resources {
+        let name = resource.resource_name.to_string();
+        let wanted = |key: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
+        };
+        let configs = match resource.resource_type {
+            RESOURCE_TOPIC => {
+                configs::describe_topic_config(&broker.core, ctx, &name).map(|entries| {
+                    entries
+                        .iter()
+                        .filter(|e| wanted(e.name))
+                        .map(|e| {
+                            let d = Described {
+                                name: e.name,
+                                value: &e.value,
+                                source: if e.is_default {
+                                    SOURCE_DEFAULT
+                                } else {
+                                    SOURCE_TOPIC
+                                },
+                                read_only: false,
+                                documentation: e.documentation,
+                            };
+                            described(d, version, req.include_synonyms, documentation)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            }
+            RESOURCE_BROKER => configs::broker_configs(&broker.core, ctx, &name).map(|entries| {
+                entries
+                    .iter()
+                    .filter(|c| wanted(c.name))
+                    .map(|c| {
+                        let d = Described {
+                            name: c.name,
+                            value: &c.value,
+                            source: SOURCE_STATIC_BROKER,
+                            read_only: true,
+                            documentation: c.documentation,
+                        };
+                        described(d, version, req.include_synonyms, documentation)
+                    })
+                    .collect()
+            }),
+            other => Err(unserved_resource(other)),
+        };
+        let result = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        results.push(match configs {
+            Ok(configs) => result.with_configs(configs),
+            Err(e) => result
+                .with_error_code(error_code(&e))
+                .with_error_message(Some(StrBytes::from_string(e.message))),
+        });
+    }
+    answer(
+        request,
+        &DescribeConfigsResponse::default().with_results(results),
+    )
+}
+
+fn unserved_resource(resource_type: i8) -> BrokerError {
+    BrokerError::invalid(format!(
+        "config resource type {resource_type} is not served: topics ({RESOURCE_TOPIC}) and \
+         brokers ({RESOURCE_BROKER}) are"
+    ))
+}
+
+/// A broker's settings cannot change while it runs.
+fn static_broker() -> BrokerError {
+    BrokerError::invalid(
+        "broker configs are static: set them with weir serve's flags (or environment, or \
+         config file) and restart the broker",
+    )
+}
+
+/// Each resource's outcome as `(type, name, error)`.
+type Outcomes = Vec<(i8, StrBytes, Option<BrokerError>)>;
+
+pub(super) async fn alter_configs(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: AlterConfigsRequest = request.decode_body()?;
+    let mut outcomes: Outcomes = Vec::with_capacity(req.resources.len());
+    for resource in &req.resources {
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => {
+                // A null value is no value: the key goes back to its default, as every
+                // key the request leaves out does.
+                let set: BTreeMap<String, String> = resource
+                    .configs
+                    .iter()
+                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                    .collect();
+                if set.len()
+                    < resource
+                        .configs
+                        .iter()
+                        .filter(|c| c.value.is_some())
+                        .count()
+                {
+                    Err(BrokerError::invalid(
+                        "a key is named twice in one change; name each key once",
+                    ))
+                } else {
+                    configs::replace_topic_config(
+                        &broker.core,
+                        ctx,
+                        resource.resource_name.as_str(),
+                        &set,
+                        req.validate_only,
+                    )
+                    .await
+                    .map(|_| ())
+                }
+            }
+            RESOURCE_BROKER => Err(static_broker()),
+            other => Err(unserved_resource(other)),
+        };
+        outcomes.push((
+            resource.resource_type,
+            resource.resource_name.clone(),
+            outcome.err(),
+        ));
+    }
+    let responses = outcomes
+        .into_iter()
+        .map(|(resource_type, resource_name, error)| {
+            let response = AlterConfigsResourceResponse::default()
+                .with_resource_type(resource_type)
+                .with_resource_name(resource_name);
+            match error {
+                None => response,
+                Some(e) => response
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.message))),
+            }
+        })
+        .collect();
+    answer(
+        request,
+        &AlterConfigsResponse::default().with_responses(responses),
+    )
+}
+
+pub(super) async fn incremental_alter_configs(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: IncrementalAlterConfigsRequest = request.decode_body()?;
+    let mut outcomes: Outcomes = Vec::with_capacity(req.resources.len());
+    for resource in &req.resources {
+        let outcome = match resource.resource_type {
+            RESOURCE_TOPIC => {
+                let changes: Result<Vec<(String, ConfigChange)>, BrokerError> = resource
+                    .configs
+                    .iter()
+                    .map(|c| {
+                        let value = || c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                        let change = match c.config_operation {
+                            OP_SET => ConfigChange::Set(value()),
+                            OP_DELETE => ConfigChange::Reset,
+                            OP_APPEND => ConfigChange::Append(value()),
+                            OP_SUBTRACT => ConfigChange::Subtract(value()),
+                            op => {
+                                return Err(BrokerError::invalid(format!(
+                                    "unknown config operation {op} for {}",
+                                    c.name.as_str()
+                                )));
+                            }
+                        };
+                        Ok((c.name.to_string(), change))
+                    })
+                    .collect();
+                match changes {
+                    Ok(changes) => configs::incremental_alter_topic_config(
+                        &broker.core,
+                        ctx,
+                        resource.resource_name.as_str(),
+                        &changes,
+                        req.validate_only,
+                    )
+                    .await
+                    .map(|_| ()),
+                    Err(e) => Err(e),
+                }
+            }
+            RESOURCE_BROKER => Err(static_broker()),
+            other => Err(unserved_resource(other)),
+        };
+        outcomes.push((
+            resource.resource_type,
+            resource.resource_name.clone(),
+            outcome.err(),
+        ));
+    }
+    let responses = outcomes
+        .into_iter()
+        .map(|(resource_type, resource_name, error)| {
+            let response =
+                incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                    .with_resource_type(resource_type)
+                    .with_resource_name(resource_name);
+            match error {
+                None => response,
+                Some(e) => response
+                    .with_error_code(error_code(&e))
+                    .with_error_message(Some(StrBytes::from_string(e.message))),
+            }
+        })
+        .collect();
+    answer(
+        request,
+        &IncrementalAlterConfigsResponse::default().with_responses(responses),
+    )
+}

@@ -1,0 +1,228 @@
+//! Fetch and ListOffsets. A fetch answers with the stored RecordBatch v2 bytes as the
+//! core read them (never re-encoded), long polling with `max_wait_ms` / `min_bytes`.
+//! Fetch sessions (KIP-227) are declined: every answer is a full one with session id 0,
+//! which clients accept and keep sending full fetches.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
+    fetch_response::{FetchableTopicResponse, PartitionData},
+    list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_broker::fetch::{self, PartitionFetch, TopicFetch};
+use weir_broker::limits::DEFAULT_PARTITION_FETCH_BYTES;
+use weir_broker::metadata;
+use weir_broker::offsets::{self, OffsetSpec};
+use weir_broker::{BrokerError, RequestContext};
+
+use super::{KafkaBroker, answer, error_code};
+use crate::frame::Request;
+use crate::handler::{HandlerError, Response};
+
+/// Fetch v13+ names topics by id.
+const FIRST_TOPIC_ID_FETCH: i16 = 13;
+
+pub(super) async fn fetch(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: FetchRequest = request.decode_body()?;
+    let by_id = request.api_version >= FIRST_TOPIC_ID_FETCH;
+    if req.session_id != 0 {
+        // Sessions are never created here, so there is none to continue.
+        return answer(
+            request,
+            &FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+        );
+    }
+    // Topic names (v13+: from their ids; an unknown id keeps an empty name and answers
+    // UNKNOWN_TOPIC_ID).
+    let names: Vec<Option<String>> = req
+        .topics
+        .iter()
+        .map(|t| match by_id {
+            true => metadata::topic_name(&broker.core, &t.topic_id.to_string()),
+            false => Some(t.topic.to_string()),
+        })
+        .collect();
+    let fetch_request = fetch::FetchRequest {
+        max_wait: Duration::from_millis(req.max_wait_ms.max(0) as u64),
+        min_bytes: req.min_bytes.max(1) as usize,
+        max_bytes: match req.max_bytes {
+            n if n > 0 => n as usize,
+            _ => usize::MAX,
+        },
+        topics: req
+            .topics
+            .iter()
+            .zip(&names)
+            .filter_map(|(t, name)| {
+                Some(TopicFetch {
+                    topic: name.clone()?,
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| PartitionFetch {
+                            partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
+                            offset: p.fetch_offset,
+                            max_bytes: match p.partition_max_bytes {
+                                n if n > 0 => n as usize,
+                                _ => DEFAULT_PARTITION_FETCH_BYTES,
+                            },
+                        })
+                        .collect(),
+                })
+            })
+            .collect(),
+    };
+    let mut results = match fetch::fetch(&broker.core, ctx, &fetch_request).await {
+        Ok(results) => results.into_iter(),
+        Err(e) => {
+            return answer(
+                request,
+                &FetchResponse::default().with_error_code(error_code(&e)),
+            );
+        }
+    };
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for (t, name) in req.topics.iter().zip(names) {
+        let partitions = match name {
+            None => t
+                .partitions
+                .iter()
+                .map(|p| failed(p.partition, ResponseError::UnknownTopicId.code()))
+                .collect(),
+            Some(_) => {
+                let result = results.next().expect("one answer per topic asked");
+                match result.outcome {
+                    Err(e) => t
+                        .partitions
+                        .iter()
+                        .map(|p| failed(p.partition, error_code(&e)))
+                        .collect(),
+                    Ok(partitions) => partitions.into_iter().map(partition_data).collect(),
+                }
+            }
+        };
+        responses.push(
+            FetchableTopicResponse::default()
+                .with_topic(t.topic.clone())
+                .with_topic_id(t.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    answer(request, &FetchResponse::default().with_responses(responses))
+}
+
+fn failed(partition: i32, code: i16) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(partition)
+        .with_error_code(code)
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+fn partition_data(r: fetch::PartitionFetchResult) -> PartitionData {
+    let (code, records) = match r.data {
+        Ok(Some(data)) => (0, data.records),
+        Ok(None) => (0, Bytes::new()),
+        Err(e) => (error_code(&e), Bytes::new()),
+    };
+    PartitionData::default()
+        .with_partition_index(r.partition as i32)
+        .with_error_code(code)
+        .with_high_watermark(r.high_watermark)
+        // No transactions: everything below the high watermark is stable.
+        .with_last_stable_offset(r.high_watermark)
+        .with_log_start_offset(r.log_start_offset)
+        .with_aborted_transactions(Some(Vec::new()))
+        .with_records(Some(records))
+}
+
+/// ListOffsets' special timestamps.
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+/// ListOffsets v4+ answers carry the leader epoch.
+const FIRST_EPOCH_LIST_OFFSETS: i16 = 4;
+
+pub(super) async fn list_offsets(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ListOffsetsRequest = request.decode_body()?;
+    let with_epoch = request.api_version >= FIRST_EPOCH_LIST_OFFSETS;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.name.to_string();
+        let specs: Vec<Result<OffsetSpec, BrokerError>> = t
+            .partitions
+            .iter()
+            .map(|p| match p.timestamp {
+                LATEST => Ok(OffsetSpec::Latest),
+                // No tiered storage: the earliest local offset is the earliest.
+                EARLIEST | EARLIEST_LOCAL => Ok(OffsetSpec::Earliest),
+                MAX_TIMESTAMP => Err(BrokerError::invalid(
+                    "the offset of the largest timestamp (-3) is not served",
+                )),
+                ts if ts >= 0 => Ok(OffsetSpec::Timestamp(ts)),
+                ts => Err(BrokerError::invalid(format!("unknown offset spec {ts}"))),
+            })
+            .collect();
+        let queries: Vec<(u32, OffsetSpec)> = t
+            .partitions
+            .iter()
+            .zip(&specs)
+            .filter_map(|(p, s)| Some((u32::try_from(p.partition_index).ok()?, *s.as_ref().ok()?)))
+            .collect();
+        let found = offsets::list_offsets(&broker.core, ctx, &name, &queries).await;
+        let mut found = match found {
+            Ok(found) => Ok(found.into_iter()),
+            Err(e) => Err(e),
+        };
+        let partitions = t
+            .partitions
+            .iter()
+            .zip(specs)
+            .map(|(p, spec)| {
+                let base = ListOffsetsPartitionResponse::default()
+                    .with_partition_index(p.partition_index)
+                    .with_timestamp(-1)
+                    .with_offset(-1);
+                let outcome = spec.and_then(|_| match &mut found {
+                    Ok(found) if p.partition_index >= 0 => {
+                        found.next().expect("one answer per query")
+                    }
+                    Ok(_) => Err(BrokerError::invalid("a negative partition index")),
+                    Err(e) => Err(e.clone()),
+                });
+                match outcome {
+                    Ok(f) => {
+                        let base = base.with_timestamp(f.timestamp_ms).with_offset(f.offset);
+                        if with_epoch {
+                            base.with_leader_epoch(f.leader_epoch)
+                        } else {
+                            base
+                        }
+                    }
+                    Err(e) => base.with_error_code(error_code(&e)),
+                }
+            })
+            .collect();
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(TopicName(StrBytes::from_string(name)))
+                .with_partitions(partitions),
+        );
+    }
+    answer(request, &ListOffsetsResponse::default().with_topics(topics))
+}

@@ -1,0 +1,166 @@
+//! Metadata: every broker's Kafka address, the active controller, and each topic's
+//! partitions (leader, leader epoch, replicas, ISR, offline replicas) and topic id, from
+//! the core's view of the metadata image. Topics are created on first use where the
+//! broker does that and the client allows it. DescribeCluster: the brokers, the
+//! controller and the cluster id from the same view.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+    TopicName,
+    describe_cluster_response::DescribeClusterBroker,
+    metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_broker::RequestContext;
+use weir_broker::metadata::{self, PartitionView, TopicView};
+
+use super::{KafkaBroker, answer, error_code, host_port};
+use crate::frame::Request;
+use crate::handler::{HandlerError, Response};
+
+pub(super) async fn metadata(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: MetadataRequest = request.decode_body()?;
+    let version = request.api_version;
+    // v0: an empty list means every topic; v1+: null does, and empty means none.
+    let names: Option<Vec<String>> = match req.topics {
+        None => None,
+        Some(topics) if topics.is_empty() && version == 0 => None,
+        Some(topics) => Some(
+            topics
+                .into_iter()
+                .map(|t| match t.name {
+                    Some(name) => Ok(name.to_string()),
+                    // v10+ may name a topic by id only.
+                    None => Ok(metadata::topic_name(&broker.core, &t.topic_id.to_string())
+                        .unwrap_or_default()),
+                })
+                .collect::<Result<_, HandlerError>>()?,
+        ),
+    };
+    // Before v4 a client could not say; Kafka creates topics for it then.
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let cluster = metadata::cluster(&broker.core, ctx, &broker.this_broker());
+    let lookups = metadata::topics(&broker.core, ctx, names.as_deref(), allow_create, false).await;
+    let brokers = cluster
+        .brokers
+        .iter()
+        .filter_map(|b| {
+            let (host, port) = host_port(broker.address_of(&b.endpoints)?)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(StrBytes::from_string(host.to_owned()))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(StrBytes::from_string)),
+            )
+        })
+        .collect();
+    let topics = lookups
+        .into_iter()
+        .map(|lookup| {
+            let name = Some(TopicName(StrBytes::from_string(lookup.name.clone())));
+            match lookup.outcome {
+                Ok(view) => topic(view),
+                Err(e) => MetadataResponseTopic::default()
+                    .with_name(name)
+                    .with_error_code(error_code(&e)),
+            }
+        })
+        .collect();
+    answer(
+        request,
+        &MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
+            .with_controller_id(BrokerId(cluster.controller_id))
+            .with_topics(topics),
+    )
+}
+
+fn topic(view: TopicView) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_string(view.name))))
+        .with_topic_id(view.topic_id.parse().unwrap_or_default())
+        .with_is_internal(view.internal)
+        .with_partitions(view.partitions.into_iter().map(partition).collect())
+}
+
+fn partition(p: PartitionView) -> MetadataResponsePartition {
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect();
+    MetadataResponsePartition::default()
+        // No leader right now (an election): clients wait and ask again.
+        .with_error_code(if p.leader < 0 {
+            ResponseError::LeaderNotAvailable.code()
+        } else {
+            0
+        })
+        .with_partition_index(p.partition as i32)
+        .with_leader_id(BrokerId(p.leader))
+        .with_leader_epoch(p.leader_epoch)
+        .with_replica_nodes(ids(p.replicas))
+        .with_isr_nodes(ids(p.isr))
+        .with_offline_replicas(ids(p.offline))
+}
+
+/// DescribeCluster v1+ names the endpoints asked for: brokers (1) or controllers (2).
+const FIRST_ENDPOINT_TYPE: i16 = 1;
+const ENDPOINT_BROKERS: i8 = 1;
+/// DescribeCluster v2+ may ask for fenced brokers too, and says which are.
+const FIRST_FENCED_DESCRIBE: i16 = 2;
+
+pub(super) async fn describe_cluster(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeClusterRequest = request.decode_body()?;
+    let version = request.api_version;
+    let mut response = DescribeClusterResponse::default();
+    if version >= FIRST_ENDPOINT_TYPE {
+        response = response.with_endpoint_type(req.endpoint_type);
+        if req.endpoint_type != ENDPOINT_BROKERS {
+            // Weir's controllers are brokers too, reached as brokers.
+            return answer(
+                request,
+                &response
+                    .with_error_code(ResponseError::UnsupportedEndpointType.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "only broker endpoints (1) are served: the controllers are brokers",
+                    ))),
+            );
+        }
+    }
+    let with_fenced = version >= FIRST_FENCED_DESCRIBE;
+    let cluster = metadata::cluster(&broker.core, ctx, &broker.this_broker());
+    let brokers = cluster
+        .brokers
+        .iter()
+        // Kafka lists the brokers that are up, unless a v2 client asks for all.
+        .filter(|b| !b.fenced || (with_fenced && req.include_fenced_brokers))
+        .filter_map(|b| {
+            let (host, port) = host_port(broker.address_of(&b.endpoints)?)?;
+            let described = DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(StrBytes::from_string(host.to_owned()))
+                .with_port(port)
+                .with_rack(b.rack.clone().map(StrBytes::from_string));
+            Some(if with_fenced {
+                described.with_is_fenced(b.fenced)
+            } else {
+                described
+            })
+        })
+        .collect();
+    answer(
+        request,
+        &response
+            .with_cluster_id(StrBytes::from_string(cluster.cluster_id))
+            .with_controller_id(BrokerId(cluster.controller_id))
+            .with_brokers(brokers),
+    )
+}

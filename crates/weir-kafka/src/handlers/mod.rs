@@ -1,0 +1,280 @@
+//! The Kafka adapter over the broker core: [`KafkaBroker`] implements [`Handler`] by
+//! decoding each request with kafka-protocol, calling `weir-broker`, and encoding the
+//! answer. One file per api family; errors become Kafka codes in `errors.rs` only.
+//!
+//! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids) and
+//!   DescribeCluster.
+//! - `produce.rs`: Produce (batches stored as sent), InitProducerId and
+//!   DescribeProducers.
+//! - `fetch.rs`: Fetch (stored bytes, long polling; fetch sessions declined) and
+//!   ListOffsets.
+//! - `epochs.rs`: OffsetForLeaderEpoch (truncation detection after a leader change).
+//! - `records.rs`: DeleteRecords.
+//! - `topics.rs`: CreateTopics, DeleteTopics and CreatePartitions.
+//! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+//! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
+//!   OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+
+mod configs;
+mod epochs;
+mod errors;
+mod fetch;
+mod groups;
+mod metadata;
+mod produce;
+mod records;
+mod topics;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::ApiKey;
+use weir_broker::metadata::Endpoints;
+use weir_broker::{Listener, RequestContext};
+
+use crate::frame::Request;
+use crate::handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
+
+pub use errors::error_code;
+
+/// The apis and versions the adapter serves (what ApiVersions advertises). Each range is
+/// one kafka-protocol decodes and answers, down to the oldest version the clients Weir is
+/// tested with send (`docs/kafka-compatibility.md`).
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 12),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeProducers, 0, 0),
+];
+
+/// The broker core as Kafka clients of one listener see it.
+#[derive(Debug)]
+pub struct KafkaBroker {
+    core: Arc<weir_broker::Broker>,
+    /// `host:port` Kafka clients are told for this broker before it is registered (a
+    /// registered broker's comes from the metadata image, as every other broker's).
+    advertised: String,
+    /// The listener this adapter serves ([`Listener::Kafka`] or
+    /// [`Listener::KafkaExternal`]): it picks which of each broker's Kafka addresses
+    /// clients are told.
+    listener: Listener,
+}
+
+impl KafkaBroker {
+    /// An adapter over `core` for the Kafka listener, advertising `advertised`
+    /// (`host:port`) for this broker.
+    pub fn new(core: Arc<weir_broker::Broker>, advertised: String) -> KafkaBroker {
+        KafkaBroker {
+            core,
+            advertised,
+            listener: Listener::Kafka,
+        }
+    }
+
+    /// The adapter for the external Kafka listener (`--kafka-external-listen`): its
+    /// clients are told every broker's external Kafka address (its Kafka address if it
+    /// has no external one), and `advertised` for this broker.
+    pub fn external(core: Arc<weir_broker::Broker>, advertised: String) -> KafkaBroker {
+        KafkaBroker {
+            core,
+            advertised,
+            listener: Listener::KafkaExternal,
+        }
+    }
+
+    /// The `host:port` this listener's clients are told for a broker with `endpoints`
+    /// (Metadata, DescribeCluster, FindCoordinator); `None` if it serves no Kafka clients.
+    fn address_of<'a>(&self, endpoints: &'a Endpoints) -> Option<&'a str> {
+        weir_broker::metadata::advertised(endpoints, self.listener)
+    }
+
+    /// This broker's endpoints for a view of a cluster it has not registered with yet.
+    fn this_broker(&self) -> Endpoints {
+        let external = self.listener == Listener::KafkaExternal;
+        Endpoints {
+            client: String::new(),
+            internal: String::new(),
+            external: None,
+            kafka: (!external).then(|| self.advertised.clone()),
+            kafka_external: external.then(|| self.advertised.clone()),
+        }
+    }
+
+    fn context(&self, connection: &ConnectionInfo, request: &Request) -> RequestContext {
+        RequestContext::anonymous(self.listener, Some(connection.peer))
+            .with_client_id(request.client_id.as_ref().map(|c| c.to_string()))
+    }
+}
+
+/// Splits `host:port` (a bracketed IPv6 host loses its brackets); `None` if it is not one.
+fn host_port(address: &str) -> Option<(&str, i32)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse::<u16>().ok()?.into()))
+}
+
+impl Handler for KafkaBroker {
+    fn supported_apis(&self) -> &[(ApiKey, i16, i16)] {
+        SERVED
+    }
+
+    async fn handle(
+        &self,
+        connection: &ConnectionInfo,
+        request: Request,
+    ) -> Result<Response, HandlerError> {
+        let ctx = self.context(connection, &request);
+        let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
+        let response = match request.api_key {
+            ApiKey::Metadata => metadata::metadata(self, &ctx, &request).await,
+            ApiKey::Fetch => fetch::fetch(self, &ctx, &request).await,
+            ApiKey::ListOffsets => fetch::list_offsets(self, &ctx, &request).await,
+            ApiKey::InitProducerId => produce::init_producer_id(self, &ctx, &request).await,
+            ApiKey::CreateTopics => topics::create_topics(self, &ctx, &request).await,
+            ApiKey::DeleteTopics => topics::delete_topics(self, &ctx, &request).await,
+            ApiKey::FindCoordinator => groups::find_coordinator(self, &ctx, &request).await,
+            ApiKey::JoinGroup => groups::join_group(self, &ctx, &request).await,
+            ApiKey::SyncGroup => groups::sync_group(self, &ctx, &request).await,
+            ApiKey::Heartbeat => groups::heartbeat(self, &ctx, &request).await,
+            ApiKey::LeaveGroup => groups::leave_group(self, &ctx, &request).await,
+            ApiKey::OffsetCommit => groups::offset_commit(self, &ctx, &request).await,
+            ApiKey::OffsetFetch => groups::offset_fetch(self, &ctx, &request).await,
+            ApiKey::ListGroups => groups::list_groups(self, &ctx, &request).await,
+            ApiKey::DescribeGroups => groups::describe_groups(self, &ctx, &request).await,
+            ApiKey::DeleteGroups => groups::delete_groups(self, &ctx, &request).await,
+            ApiKey::ConsumerGroupHeartbeat => {
+                groups::consumer_group_heartbeat(self, &ctx, &request).await
+            }
+            ApiKey::CreatePartitions => topics::create_partitions(self, &ctx, &request).await,
+            ApiKey::DeleteRecords => records::delete_records(self, &ctx, &request).await,
+            ApiKey::OffsetForLeaderEpoch => {
+                epochs::offset_for_leader_epoch(self, &ctx, &request).await
+            }
+            ApiKey::DescribeConfigs => configs::describe_configs(self, &ctx, &request).await,
+            ApiKey::AlterConfigs => configs::alter_configs(self, &ctx, &request).await,
+            ApiKey::IncrementalAlterConfigs => {
+                configs::incremental_alter_configs(self, &ctx, &request).await
+            }
+            ApiKey::DescribeCluster => metadata::describe_cluster(self, &ctx, &request).await,
+            ApiKey::DescribeProducers => produce::describe_producers(self, &ctx, &request).await,
+            ApiKey::Produce => match produce::start(self, &ctx, &request).await {
+                Ok(pending) => pending.await,
+                Err(e) => Err(e),
+            },
+            other => Err(HandlerError::Broker {
+                source: format!("{other:?} is in the served table but has no handler").into(),
+            }),
+        };
+        drop(timer);
+        response
+    }
+
+    async fn start<'a>(&'a self, connection: &'a ConnectionInfo, request: Request) -> Pending<'a> {
+        if request.api_key != ApiKey::Produce {
+            return Box::pin(self.handle(connection, request));
+        }
+        // A produce is queued on its partitions here, in request order; its answer
+        // completes in flight.
+        let ctx = self.context(connection, &request);
+        let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
+        match produce::start(self, &ctx, &request).await {
+            Ok(pending) => Box::pin(async move {
+                let answer = pending.await;
+                drop(timer);
+                answer
+            }),
+            Err(e) => Box::pin(std::future::ready(Err(e))),
+        }
+    }
+}
+
+/// The name the broker's latency metrics give a Kafka api.
+fn rpc_name(api_key: ApiKey) -> &'static str {
+    match api_key {
+        ApiKey::Produce => "kafka.Produce",
+        ApiKey::Fetch => "kafka.Fetch",
+        ApiKey::ListOffsets => "kafka.ListOffsets",
+        ApiKey::Metadata => "kafka.Metadata",
+        ApiKey::InitProducerId => "kafka.InitProducerId",
+        ApiKey::CreateTopics => "kafka.CreateTopics",
+        ApiKey::DeleteTopics => "kafka.DeleteTopics",
+        ApiKey::FindCoordinator => "kafka.FindCoordinator",
+        ApiKey::JoinGroup => "kafka.JoinGroup",
+        ApiKey::SyncGroup => "kafka.SyncGroup",
+        ApiKey::Heartbeat => "kafka.Heartbeat",
+        ApiKey::LeaveGroup => "kafka.LeaveGroup",
+        ApiKey::OffsetCommit => "kafka.OffsetCommit",
+        ApiKey::OffsetFetch => "kafka.OffsetFetch",
+        ApiKey::ListGroups => "kafka.ListGroups",
+        ApiKey::DescribeGroups => "kafka.DescribeGroups",
+        ApiKey::DeleteGroups => "kafka.DeleteGroups",
+        ApiKey::ConsumerGroupHeartbeat => "kafka.ConsumerGroupHeartbeat",
+        ApiKey::CreatePartitions => "kafka.CreatePartitions",
+        ApiKey::DeleteRecords => "kafka.DeleteRecords",
+        ApiKey::OffsetForLeaderEpoch => "kafka.OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "kafka.DescribeConfigs",
+        ApiKey::AlterConfigs => "kafka.AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "kafka.IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "kafka.DescribeCluster",
+        ApiKey::DescribeProducers => "kafka.DescribeProducers",
+        _ => "kafka.Other",
+    }
+}
+
+/// The core's per-partition answers laid back onto a request's partition indexes, in
+/// request order. The core was asked for the non-negative indexes only (a negative one
+/// cannot name a partition: it is answered here, as INVALID_REQUEST); a whole-request
+/// error answers every partition.
+fn per_partition<T>(
+    indexes: impl IntoIterator<Item = i32>,
+    answers: Result<Vec<Result<T, weir_broker::BrokerError>>, weir_broker::BrokerError>,
+) -> Vec<(i32, Result<T, weir_broker::BrokerError>)> {
+    let mut answers = answers.map(Vec::into_iter);
+    indexes
+        .into_iter()
+        .map(|index| {
+            let outcome = match &mut answers {
+                Ok(_) if index < 0 => Err(weir_broker::BrokerError::invalid(
+                    "a negative partition index",
+                )),
+                Ok(answers) => answers.next().expect("one answer per partition asked"),
+                Err(e) => Err(e.clone()),
+            };
+            (index, outcome)
+        })
+        .collect()
+}
+
+/// `message` encoded at the request's version.
+fn answer<M: kafka_protocol::protocol::Encodable>(
+    request: &Request,
+    message: &M,
+) -> Result<Response, HandlerError> {
+    Response::encode(message, request.api_version)
+}

@@ -1,0 +1,231 @@
+//! Produce, InitProducerId and DescribeProducers. A produce's RecordBatch v2 bytes go to the core as the
+//! producer sent them (a slice of the request frame): validated, stored and replicated
+//! byte for byte. acks=0 gets no answer, as in Kafka.
+
+use std::future::Future;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{
+    DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
+    InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    describe_producers_response::{PartitionResponse, ProducerState, TopicResponse},
+    produce_response::{PartitionProduceResponse, TopicProduceResponse},
+};
+use kafka_protocol::protocol::StrBytes;
+use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
+use weir_broker::{BrokerError, RequestContext};
+
+use super::{KafkaBroker, answer, error_code};
+use crate::frame::Request;
+use crate::handler::{HandlerError, Response};
+
+/// Decodes a produce and queues it on its partitions (in request order: the connection
+/// awaits this before reading on); the future answers once `acks` is met.
+pub(super) async fn start(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<impl Future<Output = Result<Response, HandlerError>> + Send + 'static, HandlerError> {
+    let req: ProduceRequest = request.decode_body()?;
+    let version = request.api_version;
+    let acks = match req.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
+    // Every topic is queued before any is waited on, so one topic's acks=all wait does
+    // not hold up another's append.
+    let mut topics = Vec::with_capacity(req.topic_data.len());
+    for t in req.topic_data {
+        let name = t.name.to_string();
+        let refusal = if acks.is_none() {
+            Some(ResponseError::InvalidRequiredAcks.code())
+        } else if req.transactional_id.is_some() {
+            // Transactions are not served: say so rather than store a batch whose
+            // commit or abort would never come.
+            Some(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else {
+            None
+        };
+        let indexes: Vec<i32> = t.partition_data.iter().map(|p| p.index).collect();
+        if let Some(code) = refusal {
+            topics.push((name, Err((indexes, code))));
+            continue;
+        }
+        let partitions = t
+            .partition_data
+            .into_iter()
+            .map(|p| PartitionProduce {
+                partition: u32::try_from(p.index).unwrap_or(u32::MAX),
+                data: match p.records {
+                    Some(bytes) => Ok(ProduceData::Batches {
+                        bytes,
+                        compression: None,
+                    }),
+                    None => Err(BrokerError::invalid(format!(
+                        "partition {}: no records",
+                        p.index
+                    ))),
+                },
+            })
+            .collect();
+        let submitted = produce::submit(
+            &broker.core,
+            ctx,
+            produce::ProduceRequest {
+                topic: name.clone(),
+                acks: acks.expect("checked above"),
+                timeout,
+                partitions,
+            },
+        )
+        .await;
+        topics.push((name, submitted.map_err(|e| (indexes, error_code(&e)))));
+    }
+    let silent = acks == Some(Acks::None);
+    Ok(async move {
+        let mut responses = Vec::with_capacity(topics.len());
+        for (name, submitted) in topics {
+            let partitions = match submitted {
+                Err((indexes, code)) => indexes
+                    .into_iter()
+                    .map(|index| refused(index, code, None))
+                    .collect(),
+                Ok(pending) => pending
+                    .finish()
+                    .await
+                    .into_iter()
+                    .map(|r| match r.outcome {
+                        Ok(appended) => PartitionProduceResponse::default()
+                            .with_index(r.partition as i32)
+                            .with_base_offset(appended.base_offset)
+                            .with_log_append_time_ms(appended.log_append_time_ms)
+                            .with_log_start_offset(-1),
+                        Err(e) => {
+                            refused(r.partition as i32, error_code(&e), Some(e.message.clone()))
+                        }
+                    })
+                    .collect(),
+            };
+            responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_string(name)))
+                    .with_partition_responses(partitions),
+            );
+        }
+        if silent {
+            return Ok(Response::Silent);
+        }
+        Response::encode(
+            &ProduceResponse::default().with_responses(responses),
+            version,
+        )
+    })
+}
+
+fn refused(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code)
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(message.map(StrBytes::from_string))
+}
+
+pub(super) async fn init_producer_id(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: InitProducerIdRequest = request.decode_body()?;
+    let response = if req.transactional_id.is_some() {
+        // Transactions are not served (docs/kafka-compatibility.md).
+        InitProducerIdResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    } else {
+        match weir_broker::producers::init_producer_id(&broker.core, ctx, None).await {
+            Ok((id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(e) => InitProducerIdResponse::default()
+                .with_error_code(error_code(&e))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        }
+    };
+    answer(request, &response)
+}
+
+/// The coordinator epoch of a producer outside any transaction.
+const NO_COORDINATOR_EPOCH: i32 = -1;
+
+pub(super) async fn describe_producers(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeProducersRequest = request.decode_body()?;
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let indexes: Vec<u32> = t
+            .partition_indexes
+            .iter()
+            .filter_map(|&p| u32::try_from(p).ok())
+            .collect();
+        let mut found = weir_broker::producers::describe_producers(
+            &broker.core,
+            ctx,
+            t.name.as_str(),
+            &indexes,
+        )
+        .await
+        .map(Vec::into_iter);
+        let partitions = t
+            .partition_indexes
+            .iter()
+            .map(|&index| {
+                let outcome = match &mut found {
+                    Ok(_) if index < 0 => Err(BrokerError::invalid("a negative partition index")),
+                    Ok(found) => found.next().expect("one answer per partition"),
+                    Err(e) => Err(e.clone()),
+                };
+                let result = PartitionResponse::default().with_partition_index(index);
+                match outcome {
+                    Ok(producers) => result.with_active_producers(
+                        producers
+                            .into_iter()
+                            .map(|p| {
+                                ProducerState::default()
+                                    .with_producer_id(ProducerId(p.producer_id))
+                                    .with_producer_epoch(p.epoch.into())
+                                    .with_last_sequence(p.last_sequence)
+                                    .with_last_timestamp(p.last_timestamp)
+                                    .with_coordinator_epoch(NO_COORDINATOR_EPOCH)
+                                    // Idempotent producers only: no open transaction.
+                                    .with_current_txn_start_offset(-1)
+                            })
+                            .collect(),
+                    ),
+                    Err(e) => result
+                        .with_error_code(error_code(&e))
+                        .with_error_message(Some(StrBytes::from_string(e.message))),
+                }
+            })
+            .collect();
+        topics.push(
+            TopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    answer(
+        request,
+        &DescribeProducersResponse::default().with_topics(topics),
+    )
+}
