@@ -8,6 +8,8 @@
 # Usage: benches/compare-idempotence.sh [WEIR_BINARY]     (default target/release/weir)
 # Environment: ROUNDS [8], PORT [17600], WORK [${TMPDIR:-/tmp}/weir-idempotence]
 set -euo pipefail
+# Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
+export WEIR_KAFKA_LISTEN=none
 cd "$(dirname "$0")/.."
 W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-8}"

@@ -13,6 +13,8 @@
 # Usage: benches/compare-single-node.sh OLD_WEIR NEW_WEIR     (environment below)
 
 set -euo pipefail
+# Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
+export WEIR_KAFKA_LISTEN=none
 
 usage() {
     cat <<'EOF'

@@ -17,6 +17,8 @@
 # Usage: benches/data-path.sh [--quick] [--rounds N] [--help]    (environment below)
 
 set -euo pipefail
+# Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
+export WEIR_KAFKA_LISTEN=none
 
 usage() {
     cat <<'EOF'

@@ -9,6 +9,8 @@
 #        (default target/release/weir; 500 1000 2000 5000 10000)
 # Environment: PORT [19999], WORK [${TMPDIR:-/tmp}/weir-partition-scale]
 set -euo pipefail
+# Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
+export WEIR_KAFKA_LISTEN=none
 cd "$(dirname "$0")/.."
 W="${1:-target/release/weir}"
 shift || true

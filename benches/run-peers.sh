@@ -14,6 +14,8 @@
 # Usage: benches/run-peers.sh [--quick] [--help]    (environment variables below)
 
 set -euo pipefail
+# Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
+export WEIR_KAFKA_LISTEN=none
 
 usage() {
     cat <<'EOF'

@@ -86,6 +86,8 @@ pub enum NodeState {
 struct Node {
     id: i32,
     listen: SocketAddr,
+    /// Its Kafka listener (clients reach it directly, not through the fault proxy).
+    kafka: SocketAddr,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -123,6 +125,7 @@ impl Cluster {
             nodes.push(Node {
                 id,
                 listen,
+                kafka: free_port()?,
                 data_dir: dir.path().join(format!("node-{id}")),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
@@ -164,6 +167,16 @@ impl Cluster {
             .into_iter()
             .map(|id| self.proxy.address(id).to_string())
             .collect()
+    }
+
+    /// The addresses Kafka clients bootstrap from, comma-separated: every node's Kafka
+    /// listener.
+    pub fn kafka_bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.kafka.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// The fault proxy (cuts, delays, heal).
@@ -401,6 +414,7 @@ impl Cluster {
         let filter = self.config.log_filter.clone();
         let extra_args = self.config.extra_args.clone();
         let node = self.node_mut(id);
+        let kafka = node.kafka.to_string();
         node.starts += 1;
         std::fs::create_dir_all(&node.data_dir)?;
         let mut log = OpenOptions::new()
@@ -421,6 +435,7 @@ impl Cluster {
             .arg(&node.data_dir)
             .args(["--listen", &node.listen.to_string()])
             .args(["--admin-listen", "off"])
+            .args(["--kafka-listen", &kafka])
             .args(["--advertise", &advertise.to_string()])
             .args(["--controller-voters", &voters])
             .args(&extra_args)
@@ -443,8 +458,8 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until node `id` accepts connections; if its port was taken meanwhile (it
-    /// exited saying so), starts it again on another.
+    /// Waits until node `id` accepts connections; if its gRPC or Kafka port was taken
+    /// meanwhile (it exited saying so), starts it again on another.
     async fn wait_listening(&mut self, id: i32) -> anyhow::Result<()> {
         for _ in 0..MAX_BIND_ATTEMPTS {
             let listen = self.node(id).listen;
@@ -475,12 +490,19 @@ impl Cluster {
             node.child = None;
             node.state = NodeState::Down;
             let log = tail(&node.log, 40);
-            if !log.contains("binding the gRPC listener") {
+            let grpc_taken = log.contains("binding the gRPC listener");
+            let kafka_taken = log.contains("binding the Kafka listener");
+            if !grpc_taken && !kafka_taken {
                 bail!("node {id} exited with {status} at start; its log ends:\n{log}");
             }
-            let listen = free_port()?;
-            self.node_mut(id).listen = listen;
-            self.proxy.set_upstream(id, listen);
+            if grpc_taken {
+                let listen = free_port()?;
+                self.node_mut(id).listen = listen;
+                self.proxy.set_upstream(id, listen);
+            }
+            if kafka_taken {
+                self.node_mut(id).kafka = free_port()?;
+            }
             self.spawn(id)?;
         }
         bail!("node {id} could not bind a port in {MAX_BIND_ATTEMPTS} attempts")

@@ -6,8 +6,9 @@
 //!
 //! The compose file names its containers (`weir-1`.. `weir-4`): [`ComposeCluster::up`]
 //! refuses to start if a container of such a name exists, whoever made it. Each node's
-//! host port is its default (N9292) if free, else one the system picks
-//! (`WEIR_HOST_PORT_N`; the node advertises it). Everything the project made
+//! host ports are their defaults (N9292 for gRPC, N9092 for Kafka clients) if free, else
+//! ones the system picks (`WEIR_HOST_PORT_N`, `WEIR_KAFKA_HOST_PORT_N`; the node
+//! advertises them). Everything the project made
 //! (containers, the network, the volumes) is removed when the [`ComposeCluster`] is
 //! dropped, on panic too; unless the test called [`ComposeCluster::finish`], the end of
 //! every node's log is printed first and the whole logs are saved to a file (so they are
@@ -23,6 +24,11 @@ use tokio::time::Instant;
 
 use crate::probe::Probe;
 use crate::wait::wait_for;
+
+/// The base of each node's gRPC host port (node N: N9292).
+const GRPC_HOST_PORT_BASE: u16 = 9292;
+/// The base of each node's Kafka host port (node N: N9092).
+const KAFKA_HOST_PORT_BASE: u16 = 9092;
 
 /// The nodes the compose file starts by default (the controller voters).
 pub const VOTERS: [i32; 3] = [1, 2, 3];
@@ -85,6 +91,8 @@ pub struct ComposeCluster {
     file: PathBuf,
     image: String,
     host_ports: BTreeMap<i32, u16>,
+    /// Each node's external Kafka listener's host port.
+    kafka_host_ports: BTreeMap<i32, u16>,
     states: BTreeMap<i32, ContainerState>,
     finished: bool,
 }
@@ -100,8 +108,16 @@ impl ComposeCluster {
     ) -> anyhow::Result<(ComposeCluster, Duration)> {
         names_free()?;
         let mut host_ports = BTreeMap::new();
+        let mut kafka_host_ports = BTreeMap::new();
+        let mut taken = Vec::new();
         for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
-            host_ports.insert(id, host_port(id, id == SCALE_OUT_NODE)?);
+            let later = id == SCALE_OUT_NODE;
+            let grpc = host_port(id, GRPC_HOST_PORT_BASE, later, &taken)?;
+            taken.push(grpc);
+            let kafka = host_port(id, KAFKA_HOST_PORT_BASE, later, &taken)?;
+            taken.push(kafka);
+            host_ports.insert(id, grpc);
+            kafka_host_ports.insert(id, kafka);
         }
         let file =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/docker-compose.yml");
@@ -111,6 +127,7 @@ impl ComposeCluster {
             file,
             image: image.to_owned(),
             host_ports,
+            kafka_host_ports,
             states: BTreeMap::new(),
             finished: false,
         };
@@ -142,6 +159,15 @@ impl ComposeCluster {
     /// The host address of node `id`'s external listener (127.0.0.1:N9292 by default).
     pub fn host_address(&self, id: i32) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.host_ports[&id]))
+    }
+
+    /// The host address of node `id`'s external Kafka listener (127.0.0.1:N9092 by
+    /// default).
+    pub fn kafka_host_address(&self, id: i32) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::LOCALHOST,
+            self.kafka_host_ports[&id],
+        ))
     }
 
     /// What clients on the host bootstrap from: the voters' host listeners.
@@ -284,6 +310,9 @@ impl ComposeCluster {
         for (id, port) in &self.host_ports {
             command.env(format!("WEIR_HOST_PORT_{id}"), port.to_string());
         }
+        for (id, port) in &self.kafka_host_ports {
+            command.env(format!("WEIR_KAFKA_HOST_PORT_{id}"), port.to_string());
+        }
         command
     }
 
@@ -400,16 +429,21 @@ fn refuse_existing(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Node `id`'s host port: its default, `id`9292, if nothing listens there, else one the
-/// system picks (free now; released for Docker to bind). A port `bound_later` (weir-4's,
-/// bound at scale-out, minutes after this check) must also be one the kernel does not
-/// hand out as an outgoing connection's local port: its default, 49292, is inside that
-/// ephemeral range (32768-60999 by default), and once a connection of the test's own had
-/// taken it by then and `docker-compose up weir-4` failed. Such a port is the first free
-/// one from 20000 + 100 x `id` when the default will not do.
-fn host_port(id: i32, bound_later: bool) -> anyhow::Result<u16> {
-    let default = u16::try_from(id * 10_000 + 9292).context("node id out of range")?;
-    let free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
+/// Node `id`'s host port of a listener whose default is `id` x 10000 + `base` (19292 for
+/// gRPC's base 9292, 19092 for Kafka's 9092), if nothing listens there and no other
+/// listener was given it (`taken`), else one the system picks (free now; released for
+/// Docker to bind). A port `bound_later` (weir-4's, bound at scale-out, minutes after
+/// this check) must also be one the kernel does not hand out as an outgoing connection's
+/// local port: its defaults, 49292 and 49092, are inside that ephemeral range
+/// (32768-60999 by default), and once a connection of the test's own had taken 49292 by
+/// then and `docker-compose up weir-4` failed. Such a port is the first free one from
+/// 20000 + 100 x `id` when the default will not do.
+fn host_port(id: i32, base: u16, bound_later: bool, taken: &[u16]) -> anyhow::Result<u16> {
+    let default =
+        u16::try_from(i64::from(id) * 10_000 + i64::from(base)).context("node id out of range")?;
+    let free = |port: u16| {
+        !taken.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
+    };
     let ephemeral = ephemeral_ports();
     if free(default) && !(bound_later && ephemeral.contains(&default)) {
         return Ok(default);
@@ -420,9 +454,18 @@ fn host_port(id: i32, bound_later: bool) -> anyhow::Result<u16> {
             .find(|&port| free(port))
             .context("no free host port below the ephemeral range")?
     } else {
-        let listener =
-            TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free host port")?;
-        listener.local_addr()?.port()
+        // One the system picks, and not one picked for another listener already.
+        let mut picked = None;
+        for _ in 0..16 {
+            let listener =
+                TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("finding a free host port")?;
+            let port = listener.local_addr()?.port();
+            if !taken.contains(&port) {
+                picked = Some(port);
+                break;
+            }
+        }
+        picked.context("the system gave only ports already picked")?
     };
     eprintln!("weir-tests: node {id} gets host port {port} (127.0.0.1:{default} will not do)");
     Ok(port)

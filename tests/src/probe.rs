@@ -76,6 +76,7 @@ impl Probe {
         let mut admin = AdminClient::new(self.channel(id).await?);
         let request = pb::DescribeTopicRequest {
             name: topic.to_owned(),
+            allow_auto_create: false,
         };
         let response = tokio::time::timeout(RPC_TIMEOUT, admin.describe_topic(request))
             .await

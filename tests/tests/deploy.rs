@@ -1,9 +1,10 @@
 //! The deployment files in `deploy/`, checked offline in the default test run: the
 //! Kubernetes manifests and the Helm chart (`deploy/k8s/validate.sh`: kubernetes-validate
 //! --strict, helm lint, helm template, installed into a virtualenv of its own from PyPI)
-//! and the compose file (`docker-compose config`). The compose cluster itself runs under
-//! faults in `tests/docker_cluster.rs`; the static production image is exercised by
-//! `deploy/docker/test-image.sh`, which builds it.
+//! and the compose file (`docker-compose config`, and the Kafka listeners it gives each
+//! node). The compose cluster itself runs under faults in `tests/docker_cluster.rs`; the
+//! static production image is exercised by `deploy/docker/test-image.sh`, which builds
+//! it.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -36,6 +37,74 @@ fn kubernetes_manifests_and_the_helm_chart_validate() {
         Command::new(root.join("deploy/k8s/validate.sh")),
         "deploy/k8s/validate.sh",
     );
+}
+
+/// `docker-compose config` of the compose file with `env` set: the file as Compose reads
+/// it, variables substituted.
+fn compose_config(env: &[(&str, &str)]) -> String {
+    let root = repo_root();
+    let mut command = Command::new("docker-compose");
+    command
+        .arg("-f")
+        .arg(root.join("deploy/compose/docker-compose.yml"))
+        .args(["--profile", "scale-out", "config"])
+        .envs(env.iter().copied());
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker-compose config: {e}"));
+    assert!(
+        output.status.success(),
+        "docker-compose config failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("UTF-8")
+}
+
+/// The lines of service `name` in `docker-compose config` output.
+fn service<'a>(config: &'a str, name: &str) -> Vec<&'a str> {
+    let header = format!("  {name}:");
+    config
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .collect()
+}
+
+#[test]
+fn every_compose_node_serves_kafka_clients_inside_and_on_the_host() {
+    // Node 2's Kafka host port moved, as a test or a busy host moves it.
+    let config = compose_config(&[("WEIR_KAFKA_HOST_PORT_2", "31092")]);
+    for node in 1..=4 {
+        let lines = service(&config, &format!("weir-{node}"));
+        assert!(!lines.is_empty(), "no service weir-{node} in:\n{config}");
+        let host_port = if node == 2 {
+            "31092".to_owned()
+        } else {
+            format!("{node}9092")
+        };
+        let has = |wanted: &str| lines.iter().any(|l| l.trim() == wanted);
+        for wanted in [
+            "WEIR_KAFKA_LISTEN: 0.0.0.0:9092".to_owned(),
+            format!("WEIR_KAFKA_ADVERTISE: weir-{node}:9092"),
+            format!("WEIR_KAFKA_EXTERNAL_LISTEN: 0.0.0.0:{node}9092"),
+            format!("WEIR_KAFKA_EXTERNAL_ADVERTISE: 127.0.0.1:{host_port}"),
+            // Topics are created explicitly in a cluster.
+            "WEIR_AUTO_CREATE_TOPICS: \"false\"".to_owned(),
+        ] {
+            assert!(has(&wanted), "weir-{node} lacks {wanted}: {lines:#?}");
+        }
+        // The external Kafka listener is published on the host's loopback at the port
+        // it advertises (Compose v1's short syntax, or v2's long one).
+        let published = format!("127.0.0.1:{host_port}:{node}9092");
+        let short = lines.iter().any(|l| l.contains(&published));
+        let long =
+            has(&format!("published: \"{host_port}\"")) && has(&format!("target: {node}9092"));
+        assert!(
+            short || long,
+            "weir-{node} does not publish {published}: {lines:#?}"
+        );
+    }
 }
 
 #[test]

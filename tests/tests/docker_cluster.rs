@@ -15,6 +15,10 @@
 //! 5. scale out: `weir-4` (the compose file's `scale-out` profile) started, and
 //!    `weir cluster rebalance --wait` moving replicas onto it.
 //!
+//! Before the faults, Kafka clients on the host (kafka-python) bootstrap from each node's
+//! external Kafka listener and must be told every broker's host address, find no topic
+//! created on first use, and write and read a replicated topic.
+//!
 //! For each fault it prints how long each partition took no writes (the longest gap
 //! between acknowledgements, `weir_tests::availability`) and the metadata's story (leader,
 //! epoch, ISR as they changed). At the end the checker's verdict on everything the
@@ -58,6 +62,8 @@ const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `docker restart -t`: as the compose file's stop_grace_period.
 const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the Kafka clients on the host may take (their venv installed beforehand).
+const KAFKA_CLIENTS_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest `weir cluster rebalance --wait` may take.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The producers' request timeout: a write to a frozen or cut-off leader fails after
@@ -158,6 +164,7 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
         up_started.elapsed().as_secs_f64(),
         cluster.bootstrap()
     );
+    kafka_clients_on_the_host(&cluster).await?;
     cluster
         .probe()
         .create_topic(TOPIC, PARTITIONS, 3, 2)
@@ -231,6 +238,72 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
 
 /// The node the workload's clients bootstrap from first (`ComposeCluster::bootstrap`).
 const BOOTSTRAP_NODE: i32 = 1;
+
+/// Kafka clients on the host (kafka-python, `tests/kafka/compose_cluster.py`) bootstrap
+/// from any node's external Kafka listener and are told every broker's host address;
+/// topics are not created on first use; a replicated topic takes and gives back records.
+async fn kafka_clients_on_the_host(cluster: &ComposeCluster) -> anyhow::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("tests/ is inside the repository")?
+        .to_path_buf();
+    let addresses: BTreeMap<String, String> = cluster
+        .ids()
+        .into_iter()
+        .map(|n| (n.to_string(), cluster.kafka_host_address(n).to_string()))
+        .collect();
+    let addresses = format!(
+        "{{{}}}",
+        addresses
+            .iter()
+            .map(|(n, a)| format!("\"{n}\": \"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    // The pinned Kafka clients' venv, shared with the other tests that run them.
+    let setup = tokio::process::Command::new(root.join("tests/python/setup.sh"))
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("running tests/python/setup.sh")?;
+    if !setup.status.success() {
+        bail!(
+            "tests/python/setup.sh failed: {}",
+            String::from_utf8_lossy(&setup.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&setup.stdout);
+    let python = stdout
+        .lines()
+        .last()
+        .context("setup.sh names a python")?
+        .trim();
+    let started = Instant::now();
+    let run = tokio::process::Command::new(python)
+        .arg(root.join("tests/kafka/compose_cluster.py"))
+        .arg(&addresses)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(KAFKA_CLIENTS_TIMEOUT, run)
+        .await
+        .context("the Kafka clients on the host did not finish")?
+        .context("running tests/kafka/compose_cluster.py")?;
+    if !output.status.success() {
+        bail!(
+            "Kafka clients on the host failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    println!(
+        "Kafka clients on the host ({addresses}): every broker at its host address, no topic \
+         created on first use, a replicated topic written and read in {:.1} s: {}",
+        started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&output.stdout).trim()
+    );
+    Ok(())
+}
 
 /// A partition of the topic `node` leads, if any.
 async fn partition_led_by(cluster: &ComposeCluster, node: i32) -> anyhow::Result<Option<u32>> {

@@ -484,6 +484,7 @@ async fn watch_new_leader(
             async move {
                 let request = pb::DescribeTopicRequest {
                     name: TOPIC.to_owned(),
+                    allow_auto_create: false,
                 };
                 let answer = tokio::time::timeout(RPC_TIMEOUT, admin.describe_topic(request)).await;
                 (id, answer, Instant::now())

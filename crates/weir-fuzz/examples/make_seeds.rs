@@ -189,6 +189,112 @@ fn main() -> Result<()> {
     seed.extend_from_slice(index);
     seed.extend_from_slice(&segment);
     put("segment_recovery", "segment-and-index", &seed)?;
+
+    kafka_seeds(&put)?;
+    Ok(())
+}
+
+/// kafka_frame: whole request frames as clients send them (length, header, body);
+/// kafka_request: `[index into the served table, version offset, body]` for every served
+/// api at its lowest and highest version, and a produce carrying a real batch.
+/// Writes one seed file: target, file name, bytes.
+type Put<'a> = &'a dyn Fn(&str, &str, &[u8]) -> Result<()>;
+
+fn kafka_seeds(put: Put<'_>) -> Result<()> {
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::{Encodable, StrBytes};
+
+    fn encode<M: Encodable>(message: &M, version: i16) -> Result<Vec<u8>> {
+        let mut body = BytesMut::new();
+        message.encode(&mut body, version)?;
+        Ok(body.to_vec())
+    }
+    fn frame<M: Encodable>(key: ApiKey, version: i16, message: &M) -> Result<Vec<u8>> {
+        let mut payload = BytesMut::new();
+        RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(7)
+            .with_client_id(Some(StrBytes::from_static_str("seed")))
+            .encode(&mut payload, key.request_header_version(version))?;
+        message.encode(&mut payload, version)?;
+        let mut out = (payload.len() as i32).to_be_bytes().to_vec();
+        out.extend_from_slice(&payload);
+        Ok(out)
+    }
+    let topic = TopicName(StrBytes::from_static_str("orders"));
+    let produce = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![
+            produce_request::TopicProduceData::default()
+                .with_name(topic.clone())
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(Compression::None, 3, true)?.freeze())),
+                ]),
+        ]);
+    let metadata = MetadataRequest::default()
+        .with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(topic.clone())),
+        ]))
+        .with_allow_auto_topic_creation(true);
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(topic.clone())
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let versions = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("seed"))
+        .with_client_software_version(StrBytes::from_static_str("1.0"));
+    put(
+        "kafka_frame",
+        "api-versions-v3",
+        &frame(ApiKey::ApiVersions, 3, &versions)?,
+    )?;
+    put(
+        "kafka_frame",
+        "metadata-v12",
+        &frame(ApiKey::Metadata, 12, &metadata)?,
+    )?;
+    put(
+        "kafka_frame",
+        "produce-v9",
+        &frame(ApiKey::Produce, 9, &produce)?,
+    )?;
+    put(
+        "kafka_frame",
+        "fetch-v12",
+        &frame(ApiKey::Fetch, 12, &fetch)?,
+    )?;
+    let mut two = frame(ApiKey::Metadata, 4, &metadata)?;
+    two.extend(frame(ApiKey::Fetch, 11, &fetch)?);
+    put("kafka_frame", "two-frames", &two)?;
+
+    for (index, &(key, min, max)) in weir_kafka::handlers::SERVED.iter().enumerate() {
+        for version in [min, max] {
+            let body = match key {
+                ApiKey::Produce => encode(&produce, version)?,
+                ApiKey::Metadata => encode(&metadata, version)?,
+                ApiKey::Fetch => encode(&fetch, version)?,
+                // The others start from their default message (empty lists, defaults).
+                _ => Vec::new(),
+            };
+            let mut seed = vec![index as u8, (version - min) as u8];
+            seed.extend_from_slice(&body);
+            put("kafka_request", &format!("{key:?}-v{version}"), &seed)?;
+        }
+    }
     Ok(())
 }
 

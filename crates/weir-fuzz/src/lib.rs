@@ -13,5 +13,6 @@
 mod targets;
 
 pub use targets::{
-    TARGETS, Target, batch, cluster_files, log_files, offsets_records, produce, segment_recovery,
+    TARGETS, Target, batch, cluster_files, kafka_frame, kafka_request, log_files, offsets_records,
+    produce, segment_recovery,
 };

@@ -51,6 +51,14 @@ pub const TARGETS: &[Target] = &[
         name: "segment_recovery",
         run: segment_recovery,
     },
+    Target {
+        name: "kafka_frame",
+        run: kafka_frame,
+    },
+    Target {
+        name: "kafka_request",
+        run: kafka_request,
+    },
 ];
 
 /// `max.message.bytes` the targets use: the broker's default.
@@ -365,4 +373,98 @@ fn tempdir() -> tempfile::TempDir {
         return dir;
     }
     tempfile::tempdir().expect("a temporary directory")
+}
+
+/// The frame limit the Kafka targets use: small, so an input can reach it.
+const KAFKA_FUZZ_FRAME_BYTES: usize = 64 * 1024;
+
+/// Bytes off a Kafka client connection, through the listener's frame reader and request
+/// header decoder (`weir_kafka::frame`). Properties: a frame is split only when all of
+/// it is there and never past it (what is left is the input after the frames, untouched);
+/// a negative or oversize length is refused before anything is sized by it; a header
+/// either decodes or is refused, never a panic.
+pub fn kafka_frame(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    let mut consumed = 0;
+    loop {
+        let before = buf.len();
+        match weir_kafka::frame::split_frame(&mut buf, KAFKA_FUZZ_FRAME_BYTES) {
+            Ok(Some(frame)) => {
+                assert!(frame.len() <= KAFKA_FUZZ_FRAME_BYTES);
+                assert_eq!(
+                    before - buf.len(),
+                    frame.len() + 4,
+                    "one frame and its prefix"
+                );
+                consumed += frame.len() + 4;
+                let _ = weir_kafka::frame::decode_request(frame);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert_eq!(&buf[..], &data[consumed..], "the rest is left as it was");
+}
+
+/// A request body of any api and version the Kafka listener serves, through
+/// kafka-protocol's decoder for it (`Request::decode_body`): the first two bytes pick the
+/// api (an index into the served table) and the version (within its range), the rest
+/// is the body. One target covers every request parser, so each fuzz run spreads its
+/// time over all of them instead of one per target. Property: decoded or refused, no
+/// panic, and no allocation sized by a count the body cannot hold (the vendored patch,
+/// `vendor/kafka-protocol/WEIR-PATCH.md`).
+pub fn kafka_request(data: &[u8]) {
+    use kafka_protocol::messages::*;
+    let [pick, version, body @ ..] = data else {
+        return;
+    };
+    let served = weir_kafka::handlers::SERVED;
+    let (api_key, min, max) = served[*pick as usize % served.len()];
+    let span = (max - min + 1) as u16;
+    let request = weir_kafka::Request {
+        api_key,
+        api_version: min + (u16::from(*version) % span) as i16,
+        correlation_id: 0,
+        client_id: None,
+        body: Bytes::copy_from_slice(body),
+    };
+    macro_rules! decode {
+        ($($key:ident => $message:ty,)*) => {
+            match api_key {
+                $(ApiKey::$key => {
+                    let _ = request.decode_body::<$message>();
+                })*
+                // ApiVersions is decoded by the listener itself (kafka_frame reaches it).
+                _ => {}
+            }
+        };
+    }
+    decode! {
+        Produce => ProduceRequest,
+        Fetch => FetchRequest,
+        ListOffsets => ListOffsetsRequest,
+        Metadata => MetadataRequest,
+        ApiVersions => ApiVersionsRequest,
+        CreateTopics => CreateTopicsRequest,
+        DeleteTopics => DeleteTopicsRequest,
+        InitProducerId => InitProducerIdRequest,
+        FindCoordinator => FindCoordinatorRequest,
+        JoinGroup => JoinGroupRequest,
+        SyncGroup => SyncGroupRequest,
+        Heartbeat => HeartbeatRequest,
+        LeaveGroup => LeaveGroupRequest,
+        OffsetCommit => OffsetCommitRequest,
+        OffsetFetch => OffsetFetchRequest,
+        ListGroups => ListGroupsRequest,
+        DescribeGroups => DescribeGroupsRequest,
+        DeleteGroups => DeleteGroupsRequest,
+        ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest,
+        DescribeConfigs => DescribeConfigsRequest,
+        AlterConfigs => AlterConfigsRequest,
+        IncrementalAlterConfigs => IncrementalAlterConfigsRequest,
+        CreatePartitions => CreatePartitionsRequest,
+        DeleteRecords => DeleteRecordsRequest,
+        DescribeCluster => DescribeClusterRequest,
+        DescribeProducers => DescribeProducersRequest,
+        OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+    }
 }

@@ -1,0 +1,84 @@
+//! `docs/ARCHITECTURE.md` is the code map: it must name every crate of the workspace,
+//! every module directory inside a crate's `src/`, and every vendored crate. This test
+//! fails when one is added (or renamed) without the map saying what it holds.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("the repository root")
+}
+
+/// The directories under `dir` (recursively), relative to `dir`.
+fn directories(dir: &Path, base: &Path, out: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let relative = path.strip_prefix(base).expect("under base");
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+            directories(&path, base, out);
+        }
+    }
+}
+
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+#[test]
+fn the_code_map_names_every_crate_and_module_directory() {
+    let root = root();
+    let map = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("the map");
+    let mut missing = Vec::new();
+    for krate in subdirectories(&root.join("crates")) {
+        let name = krate.file_name().unwrap().to_string_lossy().into_owned();
+        if !map.contains(&format!("`{name}`")) {
+            missing.push(format!("crate `{name}`"));
+        }
+        let src = krate.join("src");
+        let mut modules = Vec::new();
+        directories(&src, &src, &mut modules);
+        for module in modules {
+            // As the map writes a directory: `path/` (or a file inside it, `path/x.rs`).
+            if !map.contains(&format!("{module}/")) {
+                missing.push(format!("module directory `{name}/src/{module}/`"));
+            }
+        }
+    }
+    for dir in subdirectories(&root.join("benches")) {
+        if dir.join("Cargo.toml").exists() {
+            let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+            if !map.contains(&format!("`benches/{name}`")) {
+                missing.push(format!("crate `benches/{name}`"));
+            }
+        }
+    }
+    for dir in subdirectories(&root.join("vendor")) {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !map.contains(&format!("`vendor/{name}`")) {
+            missing.push(format!("vendored crate `vendor/{name}`"));
+        }
+    }
+    for named in ["`benches/`", "`tests/`", "`fuzz/`"] {
+        if !map.contains(named) {
+            missing.push(named.to_owned());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/ARCHITECTURE.md does not name: {}",
+        missing.join(", ")
+    );
+}
