@@ -80,6 +80,15 @@ Environment (defaults in brackets):
                   PRODUCEs in flight and 256 KiB batches, as weir bench's producer) [0]
   WEIR_WIRE_BIN   the weir-wire-bench binary [<cargo target dir>/release/weir-wire-bench]
   PORT_W [17694]  WIRE_PORT_W [17695]   part W's gRPC and wire ports on 127.0.0.1
+  KAFKA           1: also part K in every round: a fresh broker of binary A with its Kafka
+                  listener, and rows 1-4 again through the Kafka protocol as rows 8-11,
+                  driven by librdkafka (weir-peer-bench --peer kafka, built with its
+                  `kafka` feature: librdkafka from source, cmake apt-got if missing) [0]
+  KAFKA_BENCH_ARGS  extra weir-peer-bench arguments for rows 8-11
+                  ["--batch-records 10000 --in-flight 16": 160,000 records unacknowledged
+                  at most, librdkafka batching them itself]
+  WEIR_PEER_BIN   the weir-peer-bench binary [<cargo target dir>/release/weir-peer-bench]
+  PORT_K [17696]  KAFKA_PORT_K [17697]  part K's gRPC and Kafka ports on 127.0.0.1
   WEIR_DATA_PATH_BUILD  1: build first; 0: use what is built [1]
   WORK            work directory: data, logs, pid files, results
                   [${TMPDIR:-/tmp}/weir-data-path]
@@ -149,6 +158,10 @@ PORT_B="${PORT_B:-17693}"
 WIRE="${WIRE:-0}"
 PORT_W="${PORT_W:-17694}"
 WIRE_PORT_W="${WIRE_PORT_W:-17695}"
+KAFKA="${KAFKA:-0}"
+PORT_K="${PORT_K:-17696}"
+KAFKA_PORT_K="${KAFKA_PORT_K:-17697}"
+KAFKA_BENCH_ARGS="${KAFKA_BENCH_ARGS:---batch-records 10000 --in-flight 16}"
 BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
 READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
 # Record sizes of the rows, in bytes (row 1; rows 2-4).
@@ -360,6 +373,19 @@ wire_bench() {
         --addr "127.0.0.1:$WIRE_PORT_W" --topic "$topic" "$@"
 }
 
+# kafka_bench ROUND ROW WORKLOAD ARGS...: one row of weir-peer-bench --peer kafka against
+# part K's broker's Kafka listener (KAFKA=1); produce rows recreate their topic.
+kafka_bench() {
+    local round="$1" row="$2" workload="$3"
+    shift 3
+    local fsync=()
+    [ "$row" = 10 ] && fsync=(--fsync-before-ack)
+    # shellcheck disable=SC2086 # KAFKA_BENCH_ARGS is a list of words.
+    run_row K "$round" "$row" "$PEER_BIN" "$workload" --peer kafka --system weir-kafka \
+        --port "$KAFKA_PORT_K" --timeout-secs "$BENCH_TIMEOUT_SECS" --format json \
+        "${fsync[@]}" "$@" $KAFKA_BENCH_ARGS
+}
+
 # run_row LABEL ROUND ROW CMD...: runs CMD (which prints a weir-peer-bench/1 line) while
 # broker LABEL serves; appends its figures and CPU seconds to $RESULTS.
 run_row() {
@@ -384,10 +410,11 @@ run_row() {
         return 1
     fi
     echo "$line" >>"$BENCH_LINES"
-    # Row 3 must really have waited for the fdatasync (flush.policy applied at create).
-    if [ "$row" = 3 ] && [ "$(cut -f4 <<<"$figs")" != true ]; then
-        say "$label round $round: row 3's acks did not wait for an fsync: $line"
-        FAILED+=("$label round $round row 3: acks did not wait for an fsync")
+    # Rows 3 and 10 must really have waited for the fdatasync (flush.policy applied at
+    # create; on the Kafka path, the broker's default group-commit).
+    if { [ "$row" = 3 ] || [ "$row" = 10 ]; } && [ "$(cut -f4 <<<"$figs")" != true ]; then
+        say "$label round $round: row $row's acks did not wait for an fsync: $line"
+        FAILED+=("$label round $round row $row: acks did not wait for an fsync")
         return 1
     fi
     bench_cpu="$(ticks_to_secs "$(cat "$WORK/cpu.ticks")")"
@@ -425,6 +452,8 @@ run_weir() {
     local wire=()
     if [ "$label" = W ]; then
         wire=(--experimental-wire-listen "127.0.0.1:$WIRE_PORT_W")
+    elif [ "$label" = K ]; then
+        wire=(--kafka-listen "127.0.0.1:$KAFKA_PORT_K")
     fi
     "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${wire[@]}" \
         >"$LOGS/serve-$label-$round.log" 2>&1 &
@@ -443,6 +472,8 @@ run_weir() {
     say "$label round $round: $bin serve on 127.0.0.1:$port (pid $pid)"
     if [ "$label" = W ]; then
         run_wire_rows "$round"
+    elif [ "$label" = K ]; then
+        run_kafka_rows "$round"
     else
         run_grpc_rows "$label" "$round"
     fi
@@ -487,6 +518,25 @@ run_wire_rows() {
     fi
 }
 
+# run_kafka_rows ROUND: rows 1-4 again, as rows 8-11, through the Kafka protocol (part K,
+# a broker of binary A with its Kafka listener, of its own for the same reason as part W):
+# librdkafka producing (acks=1; row 10: acks=all, idempotent, on the broker's default
+# flush.policy=group-commit) and consuming partition 0 from its first offset.
+run_kafka_rows() {
+    local round="$1"
+    kafka_bench "$round" 8 produce --stream small --record-bytes "$SMALL_RECORD_BYTES" \
+        --records "$SMALL_RECORDS" --durability leader || true
+    local large_ok=0
+    kafka_bench "$round" 9 produce --stream large --record-bytes "$LARGE_RECORD_BYTES" \
+        --records "$LARGE_RECORDS" --durability leader && large_ok=1
+    kafka_bench "$round" 10 produce --stream durable --record-bytes "$LARGE_RECORD_BYTES" \
+        --records "$DURABLE_RECORDS" --durability durable || true
+    if [ "$large_ok" = 1 ]; then
+        kafka_bench "$round" 11 consume --stream large --record-bytes "$LARGE_RECORD_BYTES" \
+            --records "$LARGE_RECORDS" || true
+    fi
+}
+
 # --- Main --------------------------------------------------------------------------------
 
 mkdir -p "$WORK" "$PIDS"
@@ -497,6 +547,7 @@ trap 'exit 143' TERM
 stop_broker A
 stop_broker B
 stop_broker W
+stop_broker K
 rm -rf "$DATA" "$LOGS"
 mkdir -p "$DATA" "$LOGS" "$LIMIT_DIR"
 : >"$RESULTS"
@@ -510,6 +561,15 @@ if [ "${WEIR_DATA_PATH_BUILD:-1}" = 1 ]; then
     if [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; then
         (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-wire-bench)
     fi
+    if [ "$KAFKA" = 1 ] && [ -z "${WEIR_PEER_BIN:-}" ]; then
+        if ! command -v cmake >/dev/null; then
+            say "apt-get install cmake (librdkafka's build)"
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake >>"$LOGS/apt.log" 2>&1 ||
+                { say "installing cmake failed: see $LOGS/apt.log"; exit 1; }
+        fi
+        say "building weir-peer-bench with librdkafka (release, nice -n 10; minutes the first time)"
+        (cd "$ROOT" && nice -n 10 cargo build --release -p weir-peer-bench --features kafka)
+    fi
     if [ -z "${WEIR_BIN:-}" ]; then
         say "building weir (release, nice -n 10)"
         (cd "$ROOT" && nice -n 10 cargo build --release -p weir-cli --bin weir)
@@ -519,7 +579,8 @@ else
 fi
 # Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
 # measurement half way. Where cargo put them: its target directory as cargo resolves it.
-if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] || { [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; }; then
+if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] || { [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; } ||
+    { [ "$KAFKA" = 1 ] && [ -z "${WEIR_PEER_BIN:-}" ]; }; then
     TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 fi
@@ -543,6 +604,14 @@ if [ "$WIRE" = 1 ]; then
     PORT[W]="$PORT_W"
     BROKER[W]=""
     LABELS+=(W)
+fi
+if [ "$KAFKA" = 1 ]; then
+    PEER_BIN="${WEIR_PEER_BIN:-$TARGET_DIR/release/weir-peer-bench}"
+    WIRE_BINS+=("$PEER_BIN")
+    BIN[K]="${BIN[A]}"
+    PORT[K]="$PORT_K"
+    BROKER[K]=""
+    LABELS+=(K)
 fi
 for b in "$LIMITS_BIN" "${BIN[@]}" "${WIRE_BINS[@]}"; do
     [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
@@ -651,12 +720,20 @@ ROWS = [
     (6, "6. wire: produce 1 KiB, acks leader", "MB/s", loopback),
     (6, "   (vs page-cache appends)", "MB/s", "write_only"),
     (7, "7. wire: consume 1 KiB", "MB/s", loopback),
+    # KAFKA=1: rows 1-4 through the Kafka protocol, librdkafka as the client (broker A).
+    (8, "8. kafka: produce 100 B, acks=1", "rec/s", loopback),
+    (8, "   (vs page-cache appends)", "rec/s", "write_only"),
+    (9, "9. kafka: produce 1 KiB, acks=1", "MB/s", loopback),
+    (9, "   (vs page-cache appends)", "MB/s", "write_only"),
+    (10, "10. kafka: produce 1 KiB, durable", "MB/s", "write_fdatasync"),
+    (11, "11. kafka: consume 1 KiB", "MB/s", loopback),
+    (11, "   (consume vs memcpy)", "MB/s", "memcpy"),
 ]
 ROWS = [r for r in ROWS if r[0] <= 4 or any(l == r[0] for (_, l) in rows)]
-# Part W has rows 5-7 only; A and B rows 1-4 only.
+# Part W has rows 5-7 only, part K rows 8-11 only; A and B rows 1-4 only.
 def has_row(label, row):
-    return (row >= 5) == (label == "W")
-SMALL_ROWS = (1, 5)
+    return {"W": 5 <= row <= 7, "K": row >= 8}.get(label, row <= 4)
+SMALL_ROWS = (1, 5, 8)
 def figure(row, v):
     return v[0] if row in SMALL_ROWS else v[1]
 def bytes_per_sec(row, v):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Weir and its peers side by side: builds Weir, installs what is missing (NATS JetStream,
-# Redis Streams and, if it installs, RabbitMQ streams, all from Debian), starts each server
+# Redis Streams and, if it installs, RabbitMQ streams, all from Debian; Tansu, a Kafka-wire
+# broker in Rust, from crates.io with `cargo install`), starts each server
 # on loopback on a port of its own with its data under one work directory, runs every
 # workload against it (Weir with `weir bench --report-schema peer`, the peers with
 # weir-peer-bench), stops it, and prints one table. Results are JSON lines in one schema.
@@ -26,6 +27,15 @@ taken from cargo's target directory, CARGO_TARGET_DIR included), installs (apt-g
 JetStream, Redis Streams and RabbitMQ streams, then starts on 127.0.0.1, measures and
 stops each, one server at a time: Weir with `weir bench --report-schema peer`, the peers
 with weir-peer-bench. Prints one table.
+
+Kafka-wire systems, each driven by weir-peer-bench --peer kafka (librdkafka through the
+rdkafka crate, built from source with cmake: the `kafka` feature; cmake is apt-got):
+  weir-kafka  Weir's own Kafka listener (`weir serve --kafka-listen`), same broker as
+              `weir`, so the two columns are the gRPC and Kafka paths of one build
+  tansu       Tansu 0.6.0 (crates.io; `cargo install --locked tansu@0.6.0 --features
+              libsql` into benches/.tools/tansu, once), its embedded SQLite storage
+              (WAL, synchronous=normal: an ack does not wait for an fsync, so its
+              durable column is acks=all without one)
 
 Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
   1. produce  PRODUCE_SMALL_RECORDS records of SMALL_RECORD_BYTES, acks leader
@@ -63,7 +73,8 @@ Options:
   --help    this text
 
 Environment (defaults in brackets):
-  WEIR_PEERS              systems to run, in column order ["weir nats redis rabbitmq"]
+  WEIR_PEERS              systems to run, in column order
+                          ["weir weir-kafka tansu nats redis rabbitmq"]
   WEIR_PEER_DIR           work directory: data, logs, pid files [${TMPDIR:-/tmp}/weir-peers]
   WEIR_PEER_RESULTS       JSON lines of results [$WEIR_PEER_DIR/results.jsonl]
   WEIR_PEER_INSTALL       1: apt-get what is missing; 0: never [1]
@@ -78,7 +89,8 @@ Environment (defaults in brackets):
   SEARCH_BUDGET_SECS      most seconds one system's search may take [300]
   SEARCH_PROBE_TIMEOUT_SECS  most seconds one probe may take
                           [3 x (SEARCH_SECS + 1) + 40]
-  WEIR_PORT [17492]  NATS_PORT [17422]  REDIS_PORT [17479]
+  WEIR_PORT [17492]  WEIR_KAFKA_PORT [17409]  TANSU_PORT [17410]
+  NATS_PORT [17422]  REDIS_PORT [17479]
   RABBITMQ_STREAM_PORT [17452]  RABBITMQ_AMQP_PORT [17472]
   RABBITMQ_DIST_PORT [17473]    RABBITMQ_EPMD_PORT [17469]
   READY_TIMEOUT_SECS      how long a server may take to start [120]
@@ -96,6 +108,8 @@ Environment (defaults in brackets):
 Examples:
   benches/run-peers.sh
   WEIR_PEERS="weir redis" benches/run-peers.sh --quick
+  # Weir's two protocols and Tansu, through the same Kafka client:
+  WEIR_PEERS="weir weir-kafka tansu" benches/run-peers.sh
   # Add a row, then report everything together:
   weir bench ... --report-schema peer >> /tmp/weir-peers/results.jsonl
   ${CARGO_TARGET_DIR:-target}/release/weir-peer-bench report /tmp/weir-peers/results.jsonl
@@ -112,7 +126,7 @@ for arg in "$@"; do
 done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PEERS="${WEIR_PEERS:-weir nats redis rabbitmq}"
+PEERS="${WEIR_PEERS:-weir weir-kafka tansu nats redis rabbitmq}"
 WORK="${WEIR_PEER_DIR:-${TMPDIR:-/tmp}/weir-peers}"
 RESULTS="${WEIR_PEER_RESULTS:-$WORK/results.jsonl}"
 INSTALL="${WEIR_PEER_INSTALL:-1}"
@@ -147,6 +161,12 @@ WEIR_PORT="${WEIR_PORT:-17492}"
 WEIR_PARTITIONS="${WEIR_PARTITIONS:-1}"
 WEIR_BATCH_RECORDS="${WEIR_BATCH_RECORDS:-500}"
 WEIR_IN_FLIGHT="${WEIR_IN_FLIGHT:-8}"
+WEIR_KAFKA_PORT="${WEIR_KAFKA_PORT:-17409}"
+TANSU_PORT="${TANSU_PORT:-17410}"
+# Tansu, installed once by `cargo install` (its own target directory, removed after).
+TANSU_VERSION=0.6.0
+TANSU_ROOT="$ROOT/benches/.tools/tansu"
+TANSU_BIN="$TANSU_ROOT/bin/tansu"
 NATS_PORT="${NATS_PORT:-17422}"
 REDIS_PORT="${REDIS_PORT:-17479}"
 RABBITMQ_STREAM_PORT="${RABBITMQ_STREAM_PORT:-17452}"
@@ -190,7 +210,8 @@ say() { printf '[run-peers %4ss] %s\n' "$SECONDS" "$*" >&2; }
 # The command name a pid file's process must have to be ours (a recycled pid is left alone).
 expected_comm() {
     case "$1" in
-        weir) echo weir ;;
+        weir|weir-kafka) echo weir ;;
+        tansu) echo tansu ;;
         nats) echo nats-server ;;
         redis) echo redis-server ;;
         rabbitmq) echo beam.smp ;;
@@ -255,21 +276,24 @@ stop_rabbitmq() {
     stop_recorded epmd
 }
 
-# Stops the broker this run started and checks that SIGTERM ended it cleanly (status 0).
+# Stops the broker this run started as $1 (weir, weir-kafka) and checks that SIGTERM
+# ended it cleanly (status 0).
 stop_weir() {
-    local pid status=0
-    pid="$(cat "$PIDS/weir.pid" 2>/dev/null || true)"
-    stop_recorded weir
+    local name="${1:-weir}" pid status=0
+    pid="$(cat "$PIDS/$name.pid" 2>/dev/null || true)"
+    stop_recorded "$name"
     [ -n "$pid" ] || return 0
     # 127: not a child of this shell (the pid file of an earlier run).
     wait "$pid" 2>/dev/null || status=$?
     if [ "$status" != 0 ] && [ "$status" != 127 ]; then
-        FAILED+=("weir: the broker exited with status $status when stopped (see $LOGS/weir.log)")
+        FAILED+=("$name: the broker exited with status $status when stopped (see $LOGS/$name.log)")
     fi
 }
 
 stop_all() {
     stop_recorded weir
+    stop_recorded weir-kafka
+    stop_recorded tansu
     stop_recorded nats
     stop_recorded redis
     stop_rabbitmq
@@ -344,16 +368,39 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >>"$LOGS/apt.log" 2>&1
 }
 
+# Tansu from crates.io, once: its locked dependencies, the SQLite (libsql) storage.
+install_tansu() {
+    [ -x "$TANSU_BIN" ] && return 0
+    if [ "$INSTALL" != 1 ]; then
+        say "not installing tansu (WEIR_PEER_INSTALL=$INSTALL)"
+        return 1
+    fi
+    say "cargo install tansu@$TANSU_VERSION --features libsql (once; about 15-25 min on 2 cores)"
+    CARGO_TARGET_DIR="$TANSU_ROOT/target" nice -n 10 cargo install --locked --quiet \
+        --root "$TANSU_ROOT" "tansu@$TANSU_VERSION" --features libsql >>"$LOGS/tansu-install.log" 2>&1 ||
+        return 1
+    rm -rf "$TANSU_ROOT/target"
+}
+
+# cmake for librdkafka's C build (weir-peer-bench's `kafka` feature).
+install_cmake() {
+    command -v cmake >/dev/null || apt_install cmake
+}
+
 # Installs the peers' servers where missing; drops (and reports) a peer that won't install.
 install_peers() {
     local wanted=() peer
+    if [[ " $PEERS " == *" weir-kafka "* ]] || [[ " $PEERS " == *" tansu "* ]]; then
+        install_cmake || say "installing cmake failed: see $LOGS/apt.log"
+    fi
     for peer in $PEERS; do
         case "$peer" in
-            weir) ;; # built below
+            weir|weir-kafka) ;; # built below
+            tansu) install_tansu || say "installing tansu failed: see $LOGS/tansu-install.log" ;;
             nats) command -v nats-server >/dev/null || wanted+=(nats-server) ;;
             redis) command -v redis-server >/dev/null || wanted+=(redis-server) ;;
             rabbitmq) ;;
-            *) say "unknown peer '$peer' in WEIR_PEERS (weir, nats, redis, rabbitmq)"; exit 2 ;;
+            *) say "unknown peer '$peer' in WEIR_PEERS (weir, weir-kafka, tansu, nats, redis, rabbitmq)"; exit 2 ;;
         esac
     done
     if [ "${#wanted[@]}" -gt 0 ]; then
@@ -366,6 +413,8 @@ install_peers() {
     for peer in $PEERS; do
         case "$peer" in
             weir) kept+=(weir) ;;
+            weir-kafka) command -v cmake >/dev/null && kept+=(weir-kafka) || FAILED+=("weir-kafka: cmake is not installed (librdkafka cannot be built)") ;;
+            tansu) command -v cmake >/dev/null && [ -x "$TANSU_BIN" ] && kept+=(tansu) || FAILED+=("tansu: not installed, or no cmake for librdkafka (skipped)") ;;
             nats) command -v nats-server >/dev/null && kept+=(nats) || FAILED+=("nats: nats-server is not installed") ;;
             redis) command -v redis-server >/dev/null && kept+=(redis) || FAILED+=("redis: redis-server is not installed") ;;
             rabbitmq) [ -x "$RABBITMQ_BIN/rabbitmq-server" ] && kept+=(rabbitmq) || FAILED+=("rabbitmq: rabbitmq-server is not installed (skipped)") ;;
@@ -388,6 +437,34 @@ start_weir() {
         --admin-listen off >"$LOGS/weir.log" 2>&1 &
     echo $! >"$PIDS/weir.pid"
     wait_until "weir serve on port $WEIR_PORT" weir_ready
+}
+
+# The same broker as `weir`, with its Kafka listener on WEIR_KAFKA_PORT.
+start_weir-kafka() {
+    port_free "$WEIR_PORT" WEIR_PORT || return 1
+    port_free "$WEIR_KAFKA_PORT" WEIR_KAFKA_PORT || return 1
+    mkdir -p "$DATA/weir-kafka"
+    "$WEIR_BIN" serve --data-dir "$DATA/weir-kafka" --listen "127.0.0.1:$WEIR_PORT" \
+        --kafka-listen "127.0.0.1:$WEIR_KAFKA_PORT" --admin-listen off \
+        >"$LOGS/weir-kafka.log" 2>&1 &
+    echo $! >"$PIDS/weir-kafka.pid"
+    wait_until "weir serve on port $WEIR_PORT" weir_ready &&
+        wait_until "weir's Kafka listener on port $WEIR_KAFKA_PORT" port_open "$WEIR_KAFKA_PORT"
+}
+
+# Tansu with its SQLite storage, the database file under $DATA/tansu (a path relative to
+# the working directory).
+start_tansu() {
+    port_free "$TANSU_PORT" TANSU_PORT || return 1
+    mkdir -p "$DATA/tansu"
+    (
+        cd "$DATA/tansu"
+        exec "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+            --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+            --storage-engine "sqlite://tansu.db" >"$LOGS/tansu.log" 2>&1
+    ) &
+    echo $! >"$PIDS/tansu.pid"
+    wait_until "tansu on port $TANSU_PORT" port_open "$TANSU_PORT"
 }
 
 start_nats() {
@@ -469,9 +546,20 @@ EOF
 peer_port() {
     case "$1" in
         weir) echo "$WEIR_PORT" ;;
+        weir-kafka) echo "$WEIR_KAFKA_PORT" ;;
+        tansu) echo "$TANSU_PORT" ;;
         nats) echo "$NATS_PORT" ;;
         redis) echo "$REDIS_PORT" ;;
         rabbitmq) echo "$RABBITMQ_STREAM_PORT" ;;
+    esac
+}
+
+# weir-peer-bench's options naming the system: the Kafka-wire ones are one peer kind.
+peer_flags() {
+    case "$1" in
+        weir-kafka) echo "--peer kafka --system weir-kafka --fsync-before-ack" ;;
+        tansu) echo "--peer kafka --system tansu" ;;
+        *) echo "--peer $1" ;;
     esac
 }
 
@@ -519,8 +607,8 @@ bench() {
     fi
     say "$peer: $workload $*"
     # The bench stops itself at --timeout-secs; `timeout` is the backstop should it hang.
-    # shellcheck disable=SC2086 # WEIR_PEER_BENCH_ARGS is a list of words.
-    if ! run_child timeout --kill-after=10 "$backstop" "$BIN" "$workload" --peer "$peer" --port "$(peer_port "$peer")" \
+    # shellcheck disable=SC2086,SC2046 # WEIR_PEER_BENCH_ARGS and peer_flags are lists of words.
+    if ! run_child timeout --kill-after=10 "$backstop" "$BIN" "$workload" $(peer_flags "$peer") --port "$(peer_port "$peer")" \
         --timeout-secs "$deadline" --format json "$@" ${WEIR_PEER_BENCH_ARGS:-} \
         >>"${OUT:-$RESULTS}" 2>>"$LOGS/bench-$peer.log"; then
         bench_failed "$peer: $workload $*" "$LOGS/bench-$peer.log"
@@ -789,8 +877,11 @@ if [ -z "$PEERS" ]; then
 fi
 
 PACKAGES=(-p weir-peer-bench)
-if [[ " $PEERS " == *" weir "* ]]; then
+if [[ " $PEERS " == *" weir "* ]] || [[ " $PEERS " == *" weir-kafka "* ]]; then
     PACKAGES+=(-p weir-cli)
+fi
+if [[ " $PEERS " == *" weir-kafka "* ]] || [[ " $PEERS " == *" tansu "* ]]; then
+    PACKAGES+=(--features weir-peer-bench/kafka)
 fi
 if [[ " $PEERS " == *" rabbitmq "* ]]; then
     PACKAGES+=(--features weir-peer-bench/rabbitmq)
@@ -809,7 +900,7 @@ TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
 BIN="$TARGET_DIR/release/weir-peer-bench"
 WEIR_BIN="$TARGET_DIR/release/weir"
 for b in "$BIN" "$WEIR_BIN"; do
-    if [ "$b" = "$WEIR_BIN" ] && [[ " $PEERS " != *" weir "* ]]; then continue; fi
+    if [ "$b" = "$WEIR_BIN" ] && [[ " $PEERS " != *" weir "* ]] && [[ " $PEERS " != *" weir-kafka "* ]]; then continue; fi
     [ -x "$b" ] || { say "$b is missing (not built?)"; exit 1; }
 done
 say "binaries: $BIN, $WEIR_BIN"
@@ -826,7 +917,7 @@ for peer in $PEERS; do
         FAILED+=("$peer: the server did not start (see $LOGS)")
     fi
     case "$peer" in
-        weir) stop_weir ;;
+        weir|weir-kafka) stop_weir "$peer" ;;
         rabbitmq) stop_rabbitmq ;;
         *) stop_recorded "$peer" ;;
     esac

@@ -6,13 +6,14 @@ use std::fs;
 use std::path::PathBuf;
 
 /// The clients whose versions results report, and the variable each one's goes in.
-const CLIENTS: [(&str, &str); 3] = [
+const CLIENTS: [(&str, &str); 4] = [
     ("async-nats", "WEIR_PEER_BENCH_ASYNC_NATS_VERSION"),
     ("redis", "WEIR_PEER_BENCH_REDIS_VERSION"),
     (
         "rabbitmq-stream-client",
         "WEIR_PEER_BENCH_RABBITMQ_STREAM_CLIENT_VERSION",
     ),
+    ("rdkafka", "WEIR_PEER_BENCH_RDKAFKA_VERSION"),
 ];
 
 fn main() {

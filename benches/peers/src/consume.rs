@@ -66,7 +66,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn run<P: Peer>(mut peer: P, args: ConsumeArgs) -> anyhow::Result<()> {
-    let system = args.connect.peer.name();
+    let system = args.connect.system();
     let stream = args
         .stream
         .clone()

@@ -126,7 +126,7 @@ impl LatencyArgs {
                     "--rate-fraction must be in (0, 1], not {}",
                     self.rate_fraction
                 );
-                let system = self.connect.peer.name();
+                let system = self.connect.system();
                 let produced = read_results(path)?
                     .into_iter()
                     .rfind(|r| {
@@ -284,7 +284,7 @@ struct Received {
 }
 
 pub async fn run<P: Peer>(mut peer: P, args: LatencyArgs) -> anyhow::Result<()> {
-    let system = args.connect.peer.name();
+    let system = args.connect.system();
     let rate = args.rate()?;
     ensure!(
         args.record_bytes >= STAMP_BYTES as u64,

@@ -106,6 +106,18 @@ macro_rules! with_peer {
                 "this weir-peer-bench was built without RabbitMQ: build it with \
                  `cargo build --release -p weir-peer-bench --features rabbitmq`"
             )),
+            #[cfg(feature = "kafka")]
+            PeerKind::Kafka => {
+                let $peer =
+                    peer::kafka_wire::KafkaWire::connect(endpoint, $connect.broker_facts()).await?;
+                $body.await
+            }
+            #[cfg(not(feature = "kafka"))]
+            PeerKind::Kafka => Err(anyhow!(
+                "this weir-peer-bench was built without Kafka: build it with \
+                 `cargo build --release -p weir-peer-bench --features kafka` (librdkafka is \
+                 built from source: cmake and a C compiler are needed)"
+            )),
         }
     }};
 }

@@ -1,12 +1,16 @@
 //! What the workloads ask of a peer, and the adapters that answer through each peer's
 //! official Rust client: [`jetstream`] (async-nats), [`redis_streams`] (redis) and
-//! [`rabbitmq_stream`] (rabbitmq-stream-client, behind the `rabbitmq` feature).
+//! [`rabbitmq_stream`] (rabbitmq-stream-client, behind the `rabbitmq` feature) and
+//! [`kafka_wire`] (librdkafka through rdkafka, behind the `kafka` feature: any broker that
+//! speaks Kafka's protocol, Weir's Kafka listener among them).
 //!
 //! The workloads are generic over [`Peer`], so every peer runs the same loops with the same
 //! windows; only what is specific to a protocol lives in an adapter: how a batch of records
 //! is sent and acknowledged, how records are read back, and what an ack means there.
 
 pub mod jetstream;
+#[cfg(feature = "kafka")]
+pub mod kafka_wire;
 #[cfg(feature = "rabbitmq")]
 pub mod rabbitmq_stream;
 pub mod redis_streams;
@@ -30,6 +34,9 @@ pub enum PeerKind {
     /// RabbitMQ streams (stream protocol), through rabbitmq-stream-client. Needs the
     /// `rabbitmq` cargo feature.
     Rabbitmq,
+    /// Any broker speaking Kafka's wire protocol (Weir's Kafka listener, Tansu), through
+    /// librdkafka. Needs the `kafka` cargo feature; `--system` names the broker.
+    Kafka,
 }
 
 impl PeerKind {
@@ -39,6 +46,7 @@ impl PeerKind {
             PeerKind::Nats => "nats",
             PeerKind::Redis => "redis",
             PeerKind::Rabbitmq => "rabbitmq",
+            PeerKind::Kafka => "kafka",
         }
     }
 
@@ -49,6 +57,7 @@ impl PeerKind {
             PeerKind::Nats => 17422,
             PeerKind::Redis => 17479,
             PeerKind::Rabbitmq => 17452,
+            PeerKind::Kafka => 17409,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! must hold exactly the records sent.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use clap::Args;
@@ -93,7 +93,7 @@ impl WindowArgs {
 }
 
 pub async fn run<P: Peer>(mut peer: P, args: ProduceArgs) -> anyhow::Result<()> {
-    let system = args.connect.peer.name();
+    let system = args.connect.system();
     let stream = args
         .stream
         .clone()
@@ -115,13 +115,7 @@ pub async fn run<P: Peer>(mut peer: P, args: ProduceArgs) -> anyhow::Result<()> 
     produce_all(&producer, &pool, args.records, args.window, &mut progress).await?;
     let seconds = start.elapsed().as_secs_f64();
 
-    if let Some(len) = peer.stream_len(&stream).await? {
-        ensure!(
-            len == args.records,
-            "{stream} holds {len} records after {} were acknowledged",
-            args.records
-        );
-    }
+    check_len(&peer, &stream, args.records).await?;
 
     let records_per_sec = args.records as f64 / seconds;
     let mut settings = args.window.settings();
@@ -156,6 +150,35 @@ pub async fn run<P: Peer>(mut peer: P, args: ProduceArgs) -> anyhow::Result<()> 
             .unwrap_or_default(),
     );
     emit(args.connect.format, &text, &result)
+}
+
+/// How long a stream may take to show every acknowledged record. A broker may acknowledge
+/// before records are visible to readers: Weir's high watermark, which ListOffsets reports,
+/// is the durable end of the log, reached at the next group-commit fsync after an acks=1
+/// (leader) append was acknowledged.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Checks, where the peer can count, that `stream` holds exactly `expected` records: more
+/// fails at once (doubled records), fewer is waited out for [`VISIBLE_WITHIN`].
+async fn check_len<P: Peer>(peer: &P, stream: &str, expected: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let Some(len) = peer.stream_len(stream).await? else {
+            return Ok(());
+        };
+        ensure!(
+            len <= expected,
+            "{stream} holds {len} records after {expected} were acknowledged"
+        );
+        if len == expected {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "{stream} shows {len} records {VISIBLE_WITHIN:?} after {expected} were acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Produces records `0..total` from `pool` through `producer`, keeping up to

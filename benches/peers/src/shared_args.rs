@@ -35,10 +35,21 @@ pub struct ConnectArgs {
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_parser = parse_loopback)]
     pub host: IpAddr,
 
-    /// Port of the peer (NATS client port, Redis port, RabbitMQ stream port). Default: the
-    /// one run-peers.sh uses for that peer (17422 NATS, 17479 Redis, 17452 RabbitMQ).
+    /// Port of the peer (NATS client port, Redis port, RabbitMQ stream port, Kafka
+    /// listener). Default: the one run-peers.sh uses for that peer (17422 NATS, 17479
+    /// Redis, 17452 RabbitMQ, 17409 Kafka).
     #[arg(long)]
     pub port: Option<u16>,
+
+    /// The name results carry in `system`. Default: the peer's (`nats`, `redis`,
+    /// `rabbitmq`, `kafka`); name the broker behind `--peer kafka` (`weir-kafka`, `tansu`).
+    #[arg(long, value_parser = parse_stream_name)]
+    pub system: Option<String>,
+
+    /// `--peer kafka`: the broker fsyncs records before it answers acks=all (Weir's
+    /// default, flush.policy=group-commit). Recorded in the result's `acks`; not checked.
+    #[arg(long)]
+    pub fsync_before_ack: bool,
 
     /// The run fails, rather than hangs, if it has not finished after this many seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
@@ -54,6 +65,20 @@ impl ConnectArgs {
         Endpoint {
             addr: SocketAddr::new(self.host, self.port.unwrap_or(self.peer.default_port())),
             request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The name results carry in `system`.
+    pub fn system(&self) -> &str {
+        self.system.as_deref().unwrap_or(self.peer.name())
+    }
+
+    /// What the command line says of a Kafka-wire broker.
+    #[cfg(feature = "kafka")]
+    pub fn broker_facts(&self) -> crate::peer::kafka_wire::BrokerFacts {
+        crate::peer::kafka_wire::BrokerFacts {
+            system: self.system().to_owned(),
+            fsync_before_ack: self.fsync_before_ack,
         }
     }
 
