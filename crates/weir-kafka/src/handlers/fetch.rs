@@ -23,6 +23,10 @@ use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
 
+/// Record bytes below this are copied into the answer's body rather than written as a
+/// chunk of their own: one more `iovec` costs more than copying a few KiB.
+const MIN_SHARED_RECORD_BYTES: usize = 4096;
+
 /// Fetch v13+ names topics by id.
 const FIRST_TOPIC_ID_FETCH: i16 = 13;
 
@@ -116,7 +120,18 @@ pub(super) async fn fetch(
                 .with_partitions(partitions),
         );
     }
-    answer(request, &FetchResponse::default().with_responses(responses))
+    let response = FetchResponse::default().with_responses(responses);
+    // The record batches go to the socket as the log read them, each a chunk of the
+    // answer's vectored write, instead of copied into the encoded body.
+    let shared = response
+        .responses
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .filter_map(|p| p.records.as_ref())
+        .filter(|records| records.len() >= MIN_SHARED_RECORD_BYTES)
+        .cloned()
+        .collect();
+    Response::encode_sharing(&response, request.api_version, shared)
 }
 
 fn failed(partition: i32, code: i16) -> PartitionData {
