@@ -5,7 +5,7 @@ and commits after every poll that returned records (a commit refused by a rebala
 printed as {"commit_failed": "..."} and the records are read again by whoever gets the
 partition). Runs until killed.
 
-Usage: groups_member.py BOOTSTRAP TOPIC GROUP
+Usage: groups_member.py BOOTSTRAP TOPIC GROUP    (BOOTSTRAP: host:port[,host:port...])
 """
 
 import json
@@ -30,7 +30,7 @@ class Listener(ConsumerRebalanceListener):
 
 
 consumer = KafkaConsumer(
-    bootstrap_servers=[bootstrap],
+    bootstrap_servers=bootstrap.split(","),
     group_id=group,
     auto_offset_reset="earliest",
     enable_auto_commit=False,

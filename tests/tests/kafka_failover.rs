@@ -1,13 +1,19 @@
-//! A Kafka client through a failover: confluent-kafka's idempotent producer (acks=all)
-//! writes to a partition of a 3-node cluster (replication factor 3,
-//! `min.insync.replicas=2`) through its Kafka listeners while the partition's leader is
-//! SIGKILLed. Asserted: every record the producer was told is written is in the
-//! partition exactly once (none lost, none doubled: a batch librdkafka retries after the
-//! kill is stored once, by its producer id and sequence), and nothing is there that was
-//! not sent.
+//! Kafka clients through failures of a 3-node cluster (replication factor 3,
+//! `min.insync.replicas=2`), through its Kafka listeners:
+//! - confluent-kafka's idempotent producer (acks=all) writes to a partition while the
+//!   partition's leader is SIGKILLed. Asserted: every record the producer was told is
+//!   written is in the partition exactly once (none lost, none doubled: a batch librdkafka
+//!   retries after the kill is stored once, by its producer id and sequence), and nothing
+//!   is there that was not sent.
+//! - a kafka-python group of 3 consumers reads a topic of 6 partitions while one member
+//!   and then one broker are SIGKILLed. Asserted: every record is read at least once, and
+//!   nothing is read that was not produced.
 //!
-//! The client is the pinned confluent-kafka of `tests/python/requirements.txt`, installed
-//! by `tests/python/setup.sh` into the shared venv.
+//! The clients are the pinned ones of `tests/python/requirements.txt`, installed by
+//! `tests/python/setup.sh` into the shared venv.
+
+#[path = "../kafka/members.rs"]
+mod members;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use members::{Members, expected_records, spawn_member, until};
+use weir_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 use weir_tests::cluster::{Cluster, ClusterConfig};
 
 const TOPIC: &str = "kafka-failover";
@@ -72,6 +80,7 @@ fn run_bounded(mut command: Command, limit: Duration) -> anyhow::Result<std::pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_is_killed()
 -> anyhow::Result<()> {
+    let _serial = weir_tests::exclusive().await;
     let python = tokio::task::spawn_blocking(python).await??;
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
     cluster.create_topic(TOPIC, 1, 3, 2).await?;
@@ -150,5 +159,118 @@ async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_
         "only {} of {RECORDS} acknowledged",
         acked.len()
     );
+    Ok(())
+}
+
+/// Partitions of the group test's topic, and records written to each per round.
+const GROUP_PARTITIONS: u32 = 6;
+const PER_ROUND: usize = 40;
+/// Longest any wait of the group test lasts (a dead member's session is 6 s; a dead
+/// coordinator's group moves with its broker's leaderships).
+const GROUP_WAIT: Duration = Duration::from_secs(120);
+
+/// Writes records `from..from + count` to every partition of `topic` as `"{p}:{i}"`,
+/// acks=all through the gRPC client, which rides out a leader change by itself.
+async fn produce_round(
+    cluster: &Cluster,
+    topic: &str,
+    from: usize,
+    count: usize,
+) -> anyhow::Result<()> {
+    let producer = Producer::connect(ProducerConfig {
+        brokers: cluster.bootstrap(),
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    })
+    .await?;
+    let mut deliveries = Vec::new();
+    for i in from..from + count {
+        for p in 0..GROUP_PARTITIONS {
+            deliveries.push(
+                producer
+                    .send(ProducerRecord::new(topic, format!("{p}:{i}")).partition(p))
+                    .await?,
+            );
+        }
+    }
+    for delivery in deliveries {
+        delivery.await?;
+    }
+    producer.close().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_python_group_reads_every_record_across_a_member_crash_and_a_broker_crash()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "kafka-group-failover";
+    let _serial = weir_tests::exclusive().await;
+    let python = tokio::task::spawn_blocking(python).await??;
+    let python = python.to_string_lossy().into_owned();
+    let mut cluster = Cluster::start(ClusterConfig::default()).await?;
+    cluster.create_topic(TOPIC, GROUP_PARTITIONS, 3, 2).await?;
+    cluster.wait_healthy(TOPIC, Duration::from_secs(30)).await?;
+    produce_round(&cluster, TOPIC, 0, PER_ROUND).await?;
+
+    let bootstrap = cluster.kafka_bootstrap();
+    let args = [bootstrap.as_str(), TOPIC, "workers"];
+    let script = tests_dir().join("kafka/groups_member.py");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut processes: Vec<Option<_>> = (0..3)
+        .map(|i| spawn_member(&python, &script, &args, i, tx.clone()).map(Some))
+        .collect::<anyhow::Result<_>>()?;
+    let mut members = Members::new(3);
+    until(
+        "the 6 partitions spread over 3 members",
+        GROUP_WAIT,
+        &mut members,
+        &rx,
+        |m| m.spread_over(&[0, 1, 2], GROUP_PARTITIONS),
+    )
+    .await?;
+    let first = expected_records(GROUP_PARTITIONS, PER_ROUND);
+    until("the first round read", GROUP_WAIT, &mut members, &rx, |m| {
+        m.read.is_superset(&first)
+    })
+    .await?;
+
+    // A member dies without leaving; its partitions go to the other two.
+    processes[0].take().expect("running");
+    until(
+        "the partitions spread over the 2 survivors",
+        GROUP_WAIT,
+        &mut members,
+        &rx,
+        |m| m.spread_over(&[1, 2], GROUP_PARTITIONS),
+    )
+    .await?;
+
+    // Then a broker dies: the leader of partition 0, with whatever else it led (the
+    // group's coordinator among them, if it was there). The second round is written
+    // with it down.
+    let victim = cluster.leader(TOPIC, 0).await?;
+    cluster.kill(victim)?;
+    eprintln!("killed member 0, then node {victim}, the leader of {TOPIC}/0");
+    produce_round(&cluster, TOPIC, PER_ROUND, PER_ROUND).await?;
+    let everything = expected_records(GROUP_PARTITIONS, 2 * PER_ROUND);
+    until(
+        "both rounds read by the survivors",
+        GROUP_WAIT,
+        &mut members,
+        &rx,
+        |m| m.read.is_superset(&everything),
+    )
+    .await?;
+    eprintln!(
+        "{} records read, {} of them again after a crash",
+        members.read.len(),
+        members.reread
+    );
+    assert_eq!(members.read, everything, "nothing but the records produced");
+    drop(processes);
+
+    cluster.restart(victim).await?;
+    cluster.wait_healthy(TOPIC, Duration::from_secs(60)).await?;
+    cluster.finish();
     Ok(())
 }

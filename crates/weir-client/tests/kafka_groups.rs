@@ -8,13 +8,16 @@
 //! need the real gRPC client (`weir-client`), which weir-server does not depend on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
+#[path = "../../../tests/kafka/members.rs"]
+mod members;
+
+use members::{Members, expected_records, spawn_member, until};
 use weir_client::{
     Admin, GroupConsumer, GroupConsumerConfig, GroupState, Producer, ProducerConfig, ProducerRecord,
 };
@@ -242,121 +245,6 @@ async fn kafka_python_commits_and_seeks_in_a_group_and_a_grpc_member_resumes_fro
     broker.stop().await
 }
 
-/// What the members of a group printed, by member.
-#[derive(Debug, Default)]
-struct Members {
-    /// Each member's latest assignment.
-    assigned: Vec<Option<Vec<u32>>>,
-    /// Every (partition, offset, value) read, by any member.
-    read: BTreeSet<(u32, i64, String)>,
-    /// Records read more than once (by one member or several): allowed after a crash.
-    reread: usize,
-    lines: Vec<String>,
-}
-
-impl Members {
-    fn absorb(&mut self, member: usize, line: String) {
-        self.lines.push(format!("m{member}: {line}"));
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-            return;
-        };
-        if let Some(parts) = event["assigned"].as_array() {
-            self.assigned[member] = Some(
-                parts
-                    .iter()
-                    .filter_map(|p| p.as_u64().map(|p| p as u32))
-                    .collect(),
-            );
-        }
-        if let (Some(p), Some(o), Some(v)) = (
-            event["p"].as_u64(),
-            event["o"].as_i64(),
-            event["v"].as_str(),
-        ) && !self.read.insert((p as u32, o, v.to_owned()))
-        {
-            self.reread += 1;
-        }
-    }
-
-    /// The live members' assignments cover `partitions` exactly once, each member
-    /// holding at least one.
-    fn spread_over(&self, live: &[usize], partitions: u32) -> bool {
-        let mut seen = BTreeSet::new();
-        for &m in live {
-            match &self.assigned[m] {
-                Some(parts) if !parts.is_empty() => {
-                    for p in parts {
-                        if !seen.insert(*p) {
-                            return false;
-                        }
-                    }
-                }
-                _ => return false,
-            }
-        }
-        seen == (0..partitions).collect()
-    }
-}
-
-/// A member process and the thread forwarding its stdout lines.
-struct MemberProcess {
-    child: Child,
-}
-
-impl Drop for MemberProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_member(
-    python: &str,
-    args: &[&str],
-    index: usize,
-    lines: mpsc::Sender<(usize, String)>,
-) -> Result<MemberProcess> {
-    let mut child = Command::new(python)
-        .arg(root().join("tests/kafka/groups_member.py"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("piped stdout")?;
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
-            if lines.send((index, line)).is_err() {
-                break;
-            }
-        }
-    });
-    Ok(MemberProcess { child })
-}
-
-/// Takes the members' lines until `done` holds; fails after [`WAIT`] with what they
-/// printed.
-async fn until(
-    what: &str,
-    members: &mut Members,
-    lines: &mpsc::Receiver<(usize, String)>,
-    mut done: impl FnMut(&Members) -> bool,
-) -> Result<()> {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        while let Ok((m, line)) = lines.try_recv() {
-            members.absorb(m, line);
-        }
-        if done(members) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let tail: Vec<&String> = members.lines.iter().rev().take(40).collect();
-            bail!("timed out waiting for {what}; last lines (newest first): {tail:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_kafka_python_members_share_six_partitions_and_lose_nothing_when_one_is_killed()
 -> Result<()> {
@@ -367,29 +255,24 @@ async fn three_kafka_python_members_share_six_partitions_and_lose_nothing_when_o
     broker.topic("events", PARTITIONS, PER_PARTITION).await?;
     let args = [broker.kafka.as_str(), "events", "workers"];
     let (tx, rx) = mpsc::channel();
-    let mut processes: Vec<Option<MemberProcess>> = (0..3)
-        .map(|i| spawn_member(&python, &args, i, tx.clone()).map(Some))
+    let script = root().join("tests/kafka/groups_member.py");
+    let mut processes: Vec<Option<_>> = (0..3)
+        .map(|i| spawn_member(&python, &script, &args, i, tx.clone()).map(Some))
         .collect::<Result<_>>()?;
-    let mut members = Members {
-        assigned: vec![None; 3],
-        ..Members::default()
-    };
-    let all = |n: usize| -> BTreeSet<(u32, i64, String)> {
-        (0..PARTITIONS)
-            .flat_map(|p| (0..n).map(move |i| (p, i as i64, format!("{p}:{i}"))))
-            .collect()
-    };
+    let mut members = Members::new(3);
+    let all = |n: usize| expected_records(PARTITIONS, n);
 
     // The partitions spread over the three, and the first records are read.
     until(
         "the 6 partitions spread over 3 members",
+        WAIT,
         &mut members,
         &rx,
         |m| m.spread_over(&[0, 1, 2], PARTITIONS),
     )
     .await?;
     let first = all(PER_PARTITION);
-    until("every record read once", &mut members, &rx, |m| {
+    until("every record read once", WAIT, &mut members, &rx, |m| {
         m.read.is_superset(&first)
     })
     .await?;
@@ -402,15 +285,20 @@ async fn three_kafka_python_members_share_six_partitions_and_lose_nothing_when_o
         .await?;
     until(
         "the partitions spread over the 2 survivors",
+        WAIT,
         &mut members,
         &rx,
         |m| m.spread_over(&[1, 2], PARTITIONS),
     )
     .await?;
     let everything = all(2 * PER_PARTITION);
-    until("every record of both rounds read", &mut members, &rx, |m| {
-        m.read.is_superset(&everything)
-    })
+    until(
+        "every record of both rounds read",
+        WAIT,
+        &mut members,
+        &rx,
+        |m| m.read.is_superset(&everything),
+    )
     .await?;
     assert_eq!(members.read, everything, "nothing but the records produced");
 
