@@ -36,6 +36,7 @@ mod partition;
 pub mod quorum;
 mod registry;
 pub mod replication;
+pub mod share;
 mod topic_name;
 
 pub use config::{

@@ -1,0 +1,407 @@
+//! One share-partition's in-flight window (docs/queues.md § The model).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Longest delay a release or a `weir-deliver-at` header may ask for: 7 days. Longer is
+/// refused, not clamped (docs/queues.md § Delays says why this bound).
+pub const MAX_DELIVERY_DELAY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// A share group's settings for one share-partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShareConfig {
+    /// How long an acquired record stays locked to its member
+    /// (`share.record.lock.duration.ms`).
+    pub lock_duration_ms: u64,
+    /// Deliveries after which a released or expired record is archived instead of made
+    /// available again (`share.delivery.count.limit`).
+    pub delivery_count_limit: u16,
+    /// Records acquired at once, at most (`share.partition.max.record.locks`).
+    pub max_record_locks: usize,
+    /// Records the window holds at most, whatever their state: bounds its memory.
+    pub max_window_records: usize,
+    /// Whether archived records wait for [`SharePartition::dead_lettered`] before they
+    /// count as finished (the group names a dead-letter topic).
+    pub dead_letter: bool,
+}
+
+impl Default for ShareConfig {
+    /// Kafka's defaults: 30 s locks, 5 deliveries, 2,000 locks; no dead-letter topic.
+    fn default() -> ShareConfig {
+        ShareConfig {
+            lock_duration_ms: 30_000,
+            delivery_count_limit: 5,
+            max_record_locks: 2_000,
+            max_window_records: 10_000,
+            dead_letter: false,
+        }
+    }
+}
+
+/// How a member acknowledges a record it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckKind {
+    /// Done.
+    Accept,
+    /// Deliver again, not before `delay_ms` from now (0: at once).
+    Release { delay_ms: u64 },
+    /// Never deliver again: archived (and dead-lettered).
+    Reject,
+    /// Keep it: the lock's deadline moves to a full lock duration from now.
+    Renew,
+}
+
+/// Why a record was archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveReason {
+    Rejected,
+    /// Released at the delivery limit.
+    DeliveryLimit,
+    /// Its lock expired, or was forfeited in a failover, at the delivery limit.
+    LockExpiredAtLimit,
+}
+
+impl ArchiveReason {
+    /// The `weir-dlq-reason` header's value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchiveReason::Rejected => "rejected",
+            ArchiveReason::DeliveryLimit => "delivery-limit",
+            ArchiveReason::LockExpiredAtLimit => "lock-expired-at-limit",
+        }
+    }
+}
+
+/// A record's state in the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordState {
+    Available,
+    Acquired {
+        member: Arc<str>,
+        deadline_ms: u64,
+    },
+    Acknowledged,
+    /// `copied`: its dead-letter copy is done (always true without a dead-letter topic).
+    Archived {
+        reason: ArchiveReason,
+        copied: bool,
+    },
+}
+
+/// A record handed to a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acquired {
+    pub offset: i64,
+    pub delivery_count: u16,
+    pub deadline_ms: u64,
+}
+
+/// A record just archived: to be dead-lettered where the group names a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Archived {
+    pub offset: i64,
+    pub delivery_count: u16,
+    pub reason: ArchiveReason,
+}
+
+/// Why an acknowledgement was refused; the record is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// Not acquired by this member under a valid lock (it expired, a failover released
+    /// it, or it was never this member's): Kafka's INVALID_RECORD_STATE.
+    #[error("offset {0} is not held by this member")]
+    NotHeld(i64),
+    #[error("a delay of {0} ms is over the limit of {MAX_DELIVERY_DELAY_MS} ms")]
+    DelayTooLong(u64),
+}
+
+/// What the window holds, for describe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowCounts {
+    /// Available now.
+    pub available: usize,
+    /// Available, but not before a later time.
+    pub delayed: usize,
+    pub acquired: usize,
+    /// Archived and waiting for their dead-letter copy.
+    pub archived_pending: usize,
+    /// The lowest offset not yet finished, if any.
+    pub oldest_unfinished: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    state: RecordState,
+    delivery_count: u16,
+    not_before_ms: u64,
+}
+
+impl Entry {
+    fn finished(&self) -> bool {
+        match self.state {
+            RecordState::Acknowledged => true,
+            RecordState::Archived { copied, .. } => copied,
+            RecordState::Available | RecordState::Acquired { .. } => false,
+        }
+    }
+}
+
+/// One partition's in-flight window for one share group (see the module docs).
+#[derive(Debug, Clone)]
+pub struct SharePartition {
+    config: ShareConfig,
+    /// Every offset below is finished.
+    start: i64,
+    /// No offset at or above has been taken into the window.
+    end: i64,
+    /// The records in `[start, end)` that the log holds (a compacted log has gaps).
+    records: BTreeMap<i64, Entry>,
+    /// Records in the `Acquired` state.
+    acquired: usize,
+}
+
+impl SharePartition {
+    /// An empty window starting at `start` (the group's start offset).
+    pub fn new(config: ShareConfig, start: i64) -> SharePartition {
+        SharePartition {
+            config,
+            start,
+            end: start,
+            records: BTreeMap::new(),
+            acquired: 0,
+        }
+    }
+
+    pub fn start(&self) -> i64 {
+        self.start
+    }
+
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+
+    /// A record's state, delivery count and not-before time.
+    pub fn state(&self, offset: i64) -> Option<(&RecordState, u16, u64)> {
+        self.records
+            .get(&offset)
+            .map(|e| (&e.state, e.delivery_count, e.not_before_ms))
+    }
+
+    /// Takes the log's next records, `(offset, not_before_ms)` in offset order, into the
+    /// window while it has room; offsets below `end` are ignored. Returns how many were
+    /// taken: the caller reads on from [`Self::end`].
+    pub fn extend(&mut self, records: impl IntoIterator<Item = (i64, u64)>) -> usize {
+        let mut taken = 0;
+        for (offset, not_before_ms) in records {
+            if offset < self.end {
+                continue;
+            }
+            if self.records.len() >= self.config.max_window_records {
+                break;
+            }
+            self.records.insert(
+                offset,
+                Entry {
+                    state: RecordState::Available,
+                    delivery_count: 0,
+                    not_before_ms,
+                },
+            );
+            self.end = offset + 1;
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Hands `member` up to `max_records` available records that are due at `now_ms`,
+    /// lowest offsets first, each under a lock and with its delivery count raised, within
+    /// the window's lock bound. Call [`Self::expire`] first so that expired locks count.
+    pub fn acquire(&mut self, member: &str, now_ms: u64, max_records: usize) -> Vec<Acquired> {
+        let room = self.config.max_record_locks.saturating_sub(self.acquired);
+        let wanted = max_records.min(room);
+        let member: Arc<str> = Arc::from(member);
+        let deadline_ms = now_ms.saturating_add(self.config.lock_duration_ms);
+        let mut out = Vec::new();
+        for (&offset, entry) in self.records.iter_mut() {
+            if out.len() >= wanted {
+                break;
+            }
+            if entry.state != RecordState::Available || entry.not_before_ms > now_ms {
+                continue;
+            }
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            entry.state = RecordState::Acquired {
+                member: member.clone(),
+                deadline_ms,
+            };
+            out.push(Acquired {
+                offset,
+                delivery_count: entry.delivery_count,
+                deadline_ms,
+            });
+        }
+        self.acquired += out.len();
+        out
+    }
+
+    /// Applies `member`'s acknowledgement of `offset` at `now_ms`. Returns the record if
+    /// this archived it (to be dead-lettered).
+    pub fn acknowledge(
+        &mut self,
+        member: &str,
+        offset: i64,
+        kind: AckKind,
+        now_ms: u64,
+    ) -> Result<Option<Archived>, AckError> {
+        if let AckKind::Release { delay_ms } = kind
+            && delay_ms > MAX_DELIVERY_DELAY_MS
+        {
+            return Err(AckError::DelayTooLong(delay_ms));
+        }
+        let entry = self
+            .records
+            .get_mut(&offset)
+            .ok_or(AckError::NotHeld(offset))?;
+        match &entry.state {
+            RecordState::Acquired {
+                member: holder,
+                deadline_ms,
+            } if &**holder == member && *deadline_ms > now_ms => {}
+            _ => return Err(AckError::NotHeld(offset)),
+        }
+        let limit = self.config.delivery_count_limit;
+        let copied = !self.config.dead_letter;
+        let mut archived = None;
+        match kind {
+            AckKind::Accept => entry.state = RecordState::Acknowledged,
+            AckKind::Renew => {
+                entry.state = RecordState::Acquired {
+                    member: Arc::from(member),
+                    deadline_ms: now_ms.saturating_add(self.config.lock_duration_ms),
+                };
+            }
+            AckKind::Reject => {
+                entry.state = RecordState::Archived {
+                    reason: ArchiveReason::Rejected,
+                    copied,
+                };
+                archived = Some(ArchiveReason::Rejected);
+            }
+            AckKind::Release { .. } if entry.delivery_count >= limit => {
+                entry.state = RecordState::Archived {
+                    reason: ArchiveReason::DeliveryLimit,
+                    copied,
+                };
+                archived = Some(ArchiveReason::DeliveryLimit);
+            }
+            AckKind::Release { delay_ms } => {
+                entry.state = RecordState::Available;
+                entry.not_before_ms = entry.not_before_ms.max(now_ms.saturating_add(delay_ms));
+            }
+        }
+        let delivery_count = entry.delivery_count;
+        if kind != AckKind::Renew {
+            self.acquired -= 1;
+        }
+        self.advance_start();
+        Ok(archived.map(|reason| Archived {
+            offset,
+            delivery_count,
+            reason,
+        }))
+    }
+
+    /// Ends the locks that expired by `now_ms`: those records become available again, or
+    /// are archived at the delivery limit (returned, to be dead-lettered).
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Archived> {
+        self.end_locks(|deadline_ms| deadline_ms <= now_ms)
+    }
+
+    /// Ends the locks whose deadline `ends` picks: the record becomes available, or is
+    /// archived at the delivery limit.
+    fn end_locks(&mut self, ends: impl Fn(u64) -> bool) -> Vec<Archived> {
+        let limit = self.config.delivery_count_limit;
+        let copied = !self.config.dead_letter;
+        let mut archived = Vec::new();
+        let mut released = 0;
+        for (&offset, entry) in self.records.iter_mut() {
+            let RecordState::Acquired { deadline_ms, .. } = entry.state else {
+                continue;
+            };
+            if !ends(deadline_ms) {
+                continue;
+            }
+            released += 1;
+            if entry.delivery_count >= limit {
+                let reason = ArchiveReason::LockExpiredAtLimit;
+                entry.state = RecordState::Archived { reason, copied };
+                archived.push(Archived {
+                    offset,
+                    delivery_count: entry.delivery_count,
+                    reason,
+                });
+            } else {
+                entry.state = RecordState::Available;
+            }
+        }
+        self.acquired -= released;
+        self.advance_start();
+        archived
+    }
+
+    /// Every lock ends at once, counts kept: what a new leader does with the records its
+    /// predecessor had handed out (docs/queues.md § What is promised, 3). As with an
+    /// expired lock, a record at the delivery limit is archived (returned) rather than
+    /// made available for one delivery too many.
+    pub fn forfeit_locks(&mut self) -> Vec<Archived> {
+        self.end_locks(|_| true)
+    }
+
+    /// The dead-letter copy of an archived record is done: it may now be finished.
+    /// Returns whether `offset` was archived and waiting.
+    pub fn dead_lettered(&mut self, offset: i64) -> bool {
+        let Some(entry) = self.records.get_mut(&offset) else {
+            return false;
+        };
+        let RecordState::Archived { copied, .. } = &mut entry.state else {
+            return false;
+        };
+        let waited = !*copied;
+        *copied = true;
+        self.advance_start();
+        waited
+    }
+
+    /// What the window holds at `now_ms`.
+    pub fn counts(&self, now_ms: u64) -> WindowCounts {
+        let mut counts = WindowCounts::default();
+        for (&offset, entry) in &self.records {
+            if !entry.finished() && counts.oldest_unfinished.is_none() {
+                counts.oldest_unfinished = Some(offset);
+            }
+            match entry.state {
+                RecordState::Available if entry.not_before_ms > now_ms => counts.delayed += 1,
+                RecordState::Available => counts.available += 1,
+                RecordState::Acquired { .. } => counts.acquired += 1,
+                RecordState::Archived { copied: false, .. } => counts.archived_pending += 1,
+                RecordState::Acknowledged | RecordState::Archived { .. } => {}
+            }
+        }
+        counts
+    }
+
+    /// Moves `start` past the finished records at the head of the window.
+    fn advance_start(&mut self) {
+        while let Some(entry) = self.records.first_entry() {
+            if !entry.get().finished() {
+                self.start = *entry.key();
+                return;
+            }
+            entry.remove();
+        }
+        self.start = self.end;
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const LOCK: u64 = 1_000;
+
+fn config(limit: u16) -> ShareConfig {
+    ShareConfig {
+        lock_duration_ms: LOCK,
+        delivery_count_limit: limit,
+        max_record_locks: 4,
+        max_window_records: 8,
+        dead_letter: false,
+    }
+}
+
+#[test]
+fn a_record_goes_round_until_accepted_and_the_start_moves_past_it() {
+    let mut sp = SharePartition::new(config(5), 10);
+    assert_eq!(sp.extend([(10, 0), (11, 0), (12, 0)]), 3);
+    let got = sp.acquire("a", 0, 2);
+    assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [10, 11]);
+    assert_eq!(got[0].delivery_count, 1);
+    assert_eq!(got[0].deadline_ms, LOCK);
+    // Another member gets only what is left.
+    assert_eq!(sp.acquire("b", 0, 10).len(), 1);
+    // Released with a delay: not handed out before it.
+    sp.acknowledge("a", 10, AckKind::Release { delay_ms: 500 }, 100)
+        .unwrap();
+    assert!(sp.acquire("b", 599, 10).is_empty());
+    let again = sp.acquire("b", 600, 10);
+    assert_eq!((again[0].offset, again[0].delivery_count), (10, 2));
+    sp.acknowledge("a", 11, AckKind::Accept, 700).unwrap();
+    assert_eq!(sp.start(), 10, "10 is still held");
+    sp.acknowledge("b", 10, AckKind::Accept, 700).unwrap();
+    assert_eq!(sp.start(), 12);
+    sp.acknowledge("b", 12, AckKind::Accept, 700).unwrap();
+    assert_eq!((sp.start(), sp.end()), (13, 13));
+}
+
+#[test]
+fn only_the_holder_with_a_valid_lock_may_acknowledge() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend([(0, 0)]);
+    sp.acquire("a", 0, 1);
+    assert_eq!(
+        sp.acknowledge("b", 0, AckKind::Accept, 1),
+        Err(AckError::NotHeld(0))
+    );
+    // Renewing moves the deadline; past the old one the holder may still ack.
+    sp.acknowledge("a", 0, AckKind::Renew, 900).unwrap();
+    assert!(sp.expire(LOCK).is_empty());
+    sp.acknowledge("a", 0, AckKind::Accept, LOCK + 100).unwrap();
+    // A record never handed out, or gone, cannot be acknowledged.
+    assert_eq!(
+        sp.acknowledge("a", 7, AckKind::Accept, 0),
+        Err(AckError::NotHeld(7))
+    );
+}
+
+#[test]
+fn an_expired_lock_hands_the_record_on_and_a_late_ack_is_refused() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend([(0, 0)]);
+    sp.acquire("slow", 0, 1);
+    assert!(sp.expire(LOCK).is_empty());
+    let got = sp.acquire("fast", LOCK, 1);
+    assert_eq!(got[0].delivery_count, 2);
+    assert_eq!(
+        sp.acknowledge("slow", 0, AckKind::Accept, LOCK + 1),
+        Err(AckError::NotHeld(0))
+    );
+}
+
+#[test]
+fn the_delivery_limit_and_reject_archive_and_a_dead_letter_topic_holds_the_start() {
+    let mut sp = SharePartition::new(
+        ShareConfig {
+            dead_letter: true,
+            ..config(2)
+        },
+        0,
+    );
+    sp.extend([(0, 0), (1, 0)]);
+    sp.acquire("a", 0, 2);
+    let rejected = sp.acknowledge("a", 1, AckKind::Reject, 0).unwrap();
+    assert_eq!(rejected.map(|a| a.reason), Some(ArchiveReason::Rejected));
+    sp.acknowledge("a", 0, AckKind::Release { delay_ms: 0 }, 0)
+        .unwrap();
+    sp.acquire("a", 0, 2);
+    // The second delivery is the last: its expiry archives it.
+    let expired = sp.expire(LOCK);
+    assert_eq!(
+        expired,
+        [Archived {
+            offset: 0,
+            delivery_count: 2,
+            reason: ArchiveReason::LockExpiredAtLimit
+        }]
+    );
+    assert_eq!(sp.counts(LOCK).archived_pending, 2);
+    assert_eq!(
+        sp.start(),
+        0,
+        "archived records wait for their dead-letter copy"
+    );
+    assert!(sp.dead_lettered(1));
+    assert_eq!(sp.start(), 0);
+    assert!(sp.dead_lettered(0));
+    assert_eq!(sp.start(), 2);
+}
+
+#[test]
+fn delays_over_the_limit_are_refused_and_change_nothing() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend([(0, 0)]);
+    sp.acquire("a", 0, 1);
+    let too_long = MAX_DELIVERY_DELAY_MS + 1;
+    assert_eq!(
+        sp.acknowledge("a", 0, AckKind::Release { delay_ms: too_long }, 0),
+        Err(AckError::DelayTooLong(too_long))
+    );
+    assert!(matches!(
+        sp.state(0),
+        Some((RecordState::Acquired { .. }, 1, 0))
+    ));
+}
+
+#[test]
+fn the_window_and_the_locks_are_bounded() {
+    let mut sp = SharePartition::new(config(5), 0);
+    assert_eq!(sp.extend((0..20).map(|o| (o, 0))), 8);
+    assert_eq!(sp.end(), 8);
+    assert_eq!(sp.acquire("a", 0, 100).len(), 4);
+    assert!(sp.acquire("b", 0, 100).is_empty());
+    sp.forfeit_locks();
+    assert_eq!(sp.acquire("b", 0, 100).len(), 4);
+}
+
+/// One step of a random run.
+#[derive(Debug, Clone)]
+enum Op {
+    Extend(u8),
+    Acquire {
+        member: u8,
+        max: u8,
+    },
+    Ack {
+        member: u8,
+        pick: u8,
+        kind: u8,
+        delay: u16,
+    },
+    Advance(u16),
+    Expire,
+    Forfeit,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (1u8..6).prop_map(Op::Extend),
+        (0u8..3, 1u8..5).prop_map(|(member, max)| Op::Acquire { member, max }),
+        (0u8..3, any::<u8>(), 0u8..4, 0u16..3000).prop_map(|(member, pick, kind, delay)| Op::Ack {
+            member,
+            pick,
+            kind,
+            delay
+        }),
+        (0u16..1500).prop_map(Op::Advance),
+        Just(Op::Expire),
+        Just(Op::Forfeit),
+    ]
+}
+
+proptest! {
+    /// Whatever members do and however time passes: no record is handed to a second
+    /// member while a lock on it is valid, an accepted record is never handed out again,
+    /// no delivery goes past the limit, no record comes before its not-before time, and
+    /// the start only moves forward, over finished records.
+    #[test]
+    fn the_window_keeps_its_promises(ops in proptest::collection::vec(op(), 1..200)) {
+        const LIMIT: u16 = 3;
+        let mut sp = SharePartition::new(config(LIMIT), 0);
+        let mut now = 0u64;
+        let mut next = 0i64;
+        // What the test knows: offset -> (holder, lock deadline) of the latest handout,
+        // and the offsets accepted.
+        let mut held: BTreeMap<i64, (u8, u64)> = BTreeMap::new();
+        let mut accepted = std::collections::BTreeSet::new();
+        let mut not_before: BTreeMap<i64, u64> = BTreeMap::new();
+        for op in ops {
+            let start = sp.start();
+            match op {
+                Op::Extend(n) => {
+                    let records: Vec<(i64, u64)> =
+                        (0..n as i64).map(|i| (next + 2 * i, now + (i as u64 % 3) * 400)).collect();
+                    let taken = sp.extend(records.clone());
+                    for &(o, nb) in &records[..taken] {
+                        not_before.insert(o, nb);
+                    }
+                    if taken > 0 {
+                        next = records[taken - 1].0 + 1;
+                    }
+                }
+                Op::Acquire { member, max } => {
+                    for a in sp.acquire(&member.to_string(), now, max as usize) {
+                        if let Some(&(holder, deadline)) = held.get(&a.offset) {
+                            prop_assert!(
+                                deadline <= now,
+                                "offset {} handed to {member} while {holder} holds it until {deadline} (now {now})",
+                                a.offset
+                            );
+                        }
+                        prop_assert!(!accepted.contains(&a.offset), "accepted offset {} handed out again", a.offset);
+                        prop_assert!(a.delivery_count <= LIMIT, "delivery {} of offset {}", a.delivery_count, a.offset);
+                        prop_assert!(not_before[&a.offset] <= now, "offset {} handed out early", a.offset);
+                        held.insert(a.offset, (member, a.deadline_ms));
+                    }
+                }
+                Op::Ack { member, pick, kind, delay } => {
+                    let mine: Vec<i64> = held
+                        .iter()
+                        .filter(|(_, (m, _))| *m == member)
+                        .map(|(o, _)| *o)
+                        .collect();
+                    if mine.is_empty() {
+                        continue;
+                    }
+                    let offset = mine[pick as usize % mine.len()];
+                    let kind = match kind {
+                        0 => AckKind::Accept,
+                        1 => AckKind::Release { delay_ms: delay as u64 },
+                        2 => AckKind::Reject,
+                        _ => AckKind::Renew,
+                    };
+                    let valid = held[&offset].1 > now && matches!(
+                        sp.state(offset),
+                        Some((RecordState::Acquired { member: m, .. }, _, _)) if **m == *member.to_string()
+                    );
+                    match sp.acknowledge(&member.to_string(), offset, kind, now) {
+                        Ok(_) => {
+                            prop_assert!(valid, "an ack of {offset} by {member} taken without a valid lock");
+                            match kind {
+                                AckKind::Accept => {
+                                    accepted.insert(offset);
+                                    held.remove(&offset);
+                                }
+                                AckKind::Renew => {
+                                    held.insert(offset, (member, now + LOCK));
+                                }
+                                AckKind::Release { delay_ms } => {
+                                    let nb = not_before[&offset].max(now + delay_ms);
+                                    not_before.insert(offset, nb);
+                                    held.remove(&offset);
+                                }
+                                AckKind::Reject => {
+                                    held.remove(&offset);
+                                }
+                            }
+                        }
+                        Err(AckError::NotHeld(_)) => prop_assert!(!valid, "a valid ack of {offset} refused"),
+                        Err(e) => prop_assert!(false, "unexpected {e}"),
+                    }
+                }
+                Op::Advance(ms) => now += ms as u64,
+                Op::Expire => {
+                    sp.expire(now);
+                }
+                Op::Forfeit => {
+                    for a in sp.forfeit_locks() {
+                        prop_assert_eq!(a.delivery_count, LIMIT);
+                    }
+                    held.clear();
+                }
+            }
+            prop_assert!(sp.start() >= start, "start went back from {start} to {}", sp.start());
+            prop_assert!(sp.start() <= sp.end());
+            for o in accepted.iter().filter(|&&o| o >= sp.start()) {
+                prop_assert!(matches!(sp.state(*o), Some((RecordState::Acknowledged, _, _))));
+            }
+            let counts = sp.counts(now);
+            prop_assert!(counts.acquired <= 4);
+        }
+    }
+}
