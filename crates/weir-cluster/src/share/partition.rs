@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::state_records::{PersistedState, StateKind, StateRange, StateValue};
+
 /// Longest delay a release or a `weir-deliver-at` header may ask for: 7 days. Longer is
 /// refused, not clamped (docs/queues.md § Delays says why this bound).
 pub const MAX_DELIVERY_DELAY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
@@ -388,6 +390,96 @@ impl SharePartition {
             }
         }
         counts
+    }
+
+    /// The whole window as a `__share_group_state` snapshot, written by the leader of
+    /// `leader_epoch`: consecutive offsets with one state, count and not-before time make
+    /// one range, and acquired records are written as available (locks are not carried
+    /// over).
+    pub fn snapshot(&self, leader_epoch: i32) -> StateValue {
+        let mut ranges: Vec<StateRange> = Vec::new();
+        for (&offset, entry) in &self.records {
+            let state = PersistedState::of(&entry.state);
+            match ranges.last_mut() {
+                Some(r)
+                    if r.last + 1 == offset
+                        && r.state == state
+                        && r.delivery_count == entry.delivery_count
+                        && r.not_before_ms == entry.not_before_ms =>
+                {
+                    r.last = offset;
+                }
+                _ => ranges.push(StateRange {
+                    first: offset,
+                    last: offset,
+                    state,
+                    delivery_count: entry.delivery_count,
+                    not_before_ms: entry.not_before_ms,
+                }),
+            }
+        }
+        StateValue {
+            kind: StateKind::Snapshot,
+            leader_epoch,
+            start: self.start,
+            ranges,
+        }
+    }
+
+    /// The window a new leader rebuilds from the latest snapshot and the deltas written
+    /// after it, in order: every record in the state it was persisted in (none acquired),
+    /// with its count and not-before time. An available record already at the delivery
+    /// limit was acquired when its leader went (a release at the limit archives at once):
+    /// its lock is forfeited at the limit, so it is archived and returned, to be
+    /// dead-lettered, as [`Self::forfeit_locks`] does. Offsets from [`Self::end`] on are
+    /// read from the log again with [`Self::extend`].
+    pub fn load<'a>(
+        config: ShareConfig,
+        snapshot: &StateValue,
+        deltas: impl IntoIterator<Item = &'a StateValue>,
+    ) -> (SharePartition, Vec<Archived>) {
+        let mut sp = SharePartition::new(config, snapshot.start);
+        sp.overlay(snapshot);
+        for delta in deltas {
+            sp.overlay(delta);
+        }
+        let limit = config.delivery_count_limit;
+        let copied = !config.dead_letter;
+        let mut archived = Vec::new();
+        for (&offset, entry) in sp.records.iter_mut() {
+            if entry.state == RecordState::Available && entry.delivery_count >= limit {
+                let reason = ArchiveReason::LockExpiredAtLimit;
+                entry.state = RecordState::Archived { reason, copied };
+                archived.push(Archived {
+                    offset,
+                    delivery_count: entry.delivery_count,
+                    reason,
+                });
+            }
+        }
+        sp.advance_start();
+        (sp, archived)
+    }
+
+    /// Writes `value`'s ranges over the window and moves `start` to its start.
+    fn overlay(&mut self, value: &StateValue) {
+        for r in &value.ranges {
+            for offset in r.first..=r.last {
+                self.records.insert(
+                    offset,
+                    Entry {
+                        state: r.state.state(),
+                        delivery_count: r.delivery_count,
+                        not_before_ms: r.not_before_ms,
+                    },
+                );
+            }
+            self.end = self.end.max(r.last + 1);
+        }
+        self.start = self.start.max(value.start);
+        self.end = self.end.max(self.start);
+        let kept = self.records.split_off(&self.start);
+        self.records = kept;
     }
 
     /// Moves `start` past the finished records at the head of the window.

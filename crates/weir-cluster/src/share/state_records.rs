@@ -1,0 +1,370 @@
+//! The records of `__share_group_state` (docs/queues.md § Where the state lives): the
+//! key names one share-partition, the value is a snapshot of its window or a delta over
+//! the latest snapshot. Byte layouts are in docs/storage-format.md § Share-group state
+//! records. Big-endian integers throughout; every count is checked against its limit
+//! before anything is allocated for it.
+
+use bytes::{Buf, BufMut};
+
+use super::partition::{ArchiveReason, RecordState};
+
+/// The key and value layouts' version; a reader refuses any other.
+pub const STATE_RECORD_VERSION: u16 = 0;
+
+/// Longest group id a key may carry.
+pub const MAX_GROUP_ID_BYTES: usize = 255;
+
+/// Most ranges one value may carry: a window of at most this many records
+/// ([`ShareConfig::max_window_records`](super::ShareConfig) is below it) fits in one
+/// snapshot even when no two neighbours share a state.
+pub const MAX_STATE_RANGES: usize = 100_000;
+
+/// Bytes of one encoded range.
+const RANGE_BYTES: usize = 8 + 8 + 1 + 2 + 8;
+
+/// Which share-partition a record is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateKey {
+    pub group: String,
+    pub topic_id: [u8; 16],
+    pub partition: u32,
+}
+
+/// Whether a value replaces the share-partition's state or changes some of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    Snapshot = 0,
+    Delta = 1,
+}
+
+/// A record's persisted state. `Acquired` is not among them: locks are not carried over
+/// a failover, so an acquired record is written as available, with its count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistedState {
+    Available = 0,
+    Acknowledged = 1,
+    /// Archived, its dead-letter copy still to make.
+    ArchivedPending = 2,
+    /// Archived and finished.
+    Archived = 3,
+}
+
+impl PersistedState {
+    /// What `state` is written as.
+    pub fn of(state: &RecordState) -> PersistedState {
+        match state {
+            RecordState::Available | RecordState::Acquired { .. } => PersistedState::Available,
+            RecordState::Acknowledged => PersistedState::Acknowledged,
+            RecordState::Archived { copied: false, .. } => PersistedState::ArchivedPending,
+            RecordState::Archived { copied: true, .. } => PersistedState::Archived,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<PersistedState> {
+        Some(match b {
+            0 => PersistedState::Available,
+            1 => PersistedState::Acknowledged,
+            2 => PersistedState::ArchivedPending,
+            3 => PersistedState::Archived,
+            _ => return None,
+        })
+    }
+
+    /// The in-memory state a loaded record starts in. The archive reason is not kept: a
+    /// reloaded pending record is dead-lettered as rejected-or-limit alike, which the
+    /// dead-letter copy's delivery count tells apart.
+    pub fn state(self) -> RecordState {
+        match self {
+            PersistedState::Available => RecordState::Available,
+            PersistedState::Acknowledged => RecordState::Acknowledged,
+            PersistedState::ArchivedPending => RecordState::Archived {
+                reason: ArchiveReason::Rejected,
+                copied: false,
+            },
+            PersistedState::Archived => RecordState::Archived {
+                reason: ArchiveReason::Rejected,
+                copied: true,
+            },
+        }
+    }
+}
+
+/// Offsets `first..=last` that share one state, delivery count and not-before time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateRange {
+    pub first: i64,
+    pub last: i64,
+    pub state: PersistedState,
+    pub delivery_count: u16,
+    pub not_before_ms: u64,
+}
+
+/// A snapshot of a share-partition's window, or a delta over it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateValue {
+    pub kind: StateKind,
+    /// The partition leader epoch of the leader that wrote it.
+    pub leader_epoch: i32,
+    /// The window's start after this change.
+    pub start: i64,
+    pub ranges: Vec<StateRange>,
+}
+
+/// Why a state record does not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateRecordError {
+    #[error("state record version {0} (this build reads {STATE_RECORD_VERSION})")]
+    Version(u16),
+    #[error("the record ends early: {0}")]
+    Truncated(&'static str),
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
+    #[error("a group id of {0} bytes (at most {MAX_GROUP_ID_BYTES})")]
+    GroupTooLong(usize),
+    #[error("the group id is not UTF-8")]
+    GroupNotUtf8,
+    #[error("{0} ranges (at most {MAX_STATE_RANGES})")]
+    TooManyRanges(usize),
+    #[error("unknown {what} {value}")]
+    Unknown { what: &'static str, value: u8 },
+    #[error("range {first}..={last} is empty or out of order")]
+    BadRange { first: i64, last: i64 },
+}
+
+impl StateKey {
+    pub fn encode(&self) -> Result<Vec<u8>, StateRecordError> {
+        let group = self.group.as_bytes();
+        if group.len() > MAX_GROUP_ID_BYTES {
+            return Err(StateRecordError::GroupTooLong(group.len()));
+        }
+        let mut out = Vec::with_capacity(2 + 1 + group.len() + 16 + 4);
+        out.put_u16(STATE_RECORD_VERSION);
+        out.put_u8(group.len() as u8);
+        out.put_slice(group);
+        out.put_slice(&self.topic_id);
+        out.put_u32(self.partition);
+        Ok(out)
+    }
+
+    pub fn decode(mut buf: &[u8]) -> Result<StateKey, StateRecordError> {
+        version(&mut buf)?;
+        need(buf, 1, "group length")?;
+        let len = buf.get_u8() as usize;
+        need(buf, len, "group id")?;
+        let group = std::str::from_utf8(&buf[..len])
+            .map_err(|_| StateRecordError::GroupNotUtf8)?
+            .to_owned();
+        buf.advance(len);
+        need(buf, 16 + 4, "topic id and partition")?;
+        let mut topic_id = [0u8; 16];
+        buf.copy_to_slice(&mut topic_id);
+        let partition = buf.get_u32();
+        done(buf)?;
+        Ok(StateKey {
+            group,
+            topic_id,
+            partition,
+        })
+    }
+}
+
+impl StateValue {
+    pub fn encode(&self) -> Result<Vec<u8>, StateRecordError> {
+        if self.ranges.len() > MAX_STATE_RANGES {
+            return Err(StateRecordError::TooManyRanges(self.ranges.len()));
+        }
+        let mut out = Vec::with_capacity(2 + 1 + 4 + 8 + 4 + RANGE_BYTES * self.ranges.len());
+        out.put_u16(STATE_RECORD_VERSION);
+        out.put_u8(self.kind as u8);
+        out.put_i32(self.leader_epoch);
+        out.put_i64(self.start);
+        out.put_u32(self.ranges.len() as u32);
+        for r in &self.ranges {
+            out.put_i64(r.first);
+            out.put_i64(r.last);
+            out.put_u8(r.state as u8);
+            out.put_u16(r.delivery_count);
+            out.put_u64(r.not_before_ms);
+        }
+        Ok(out)
+    }
+
+    pub fn decode(mut buf: &[u8]) -> Result<StateValue, StateRecordError> {
+        version(&mut buf)?;
+        need(buf, 1 + 4 + 8 + 4, "value header")?;
+        let kind = match buf.get_u8() {
+            0 => StateKind::Snapshot,
+            1 => StateKind::Delta,
+            value => {
+                return Err(StateRecordError::Unknown {
+                    what: "kind",
+                    value,
+                });
+            }
+        };
+        let leader_epoch = buf.get_i32();
+        let start = buf.get_i64();
+        let count = buf.get_u32() as usize;
+        if count > MAX_STATE_RANGES {
+            return Err(StateRecordError::TooManyRanges(count));
+        }
+        need(buf, count * RANGE_BYTES, "ranges")?;
+        let mut ranges = Vec::with_capacity(count);
+        let mut previous_last: Option<i64> = None;
+        for _ in 0..count {
+            let first = buf.get_i64();
+            let last = buf.get_i64();
+            if last < first || previous_last.is_some_and(|p| first <= p) {
+                return Err(StateRecordError::BadRange { first, last });
+            }
+            previous_last = Some(last);
+            let state_byte = buf.get_u8();
+            let state = PersistedState::from_byte(state_byte).ok_or(StateRecordError::Unknown {
+                what: "record state",
+                value: state_byte,
+            })?;
+            ranges.push(StateRange {
+                first,
+                last,
+                state,
+                delivery_count: buf.get_u16(),
+                not_before_ms: buf.get_u64(),
+            });
+        }
+        done(buf)?;
+        Ok(StateValue {
+            kind,
+            leader_epoch,
+            start,
+            ranges,
+        })
+    }
+}
+
+fn version(buf: &mut &[u8]) -> Result<(), StateRecordError> {
+    need(buf, 2, "version")?;
+    match buf.get_u16() {
+        STATE_RECORD_VERSION => Ok(()),
+        v => Err(StateRecordError::Version(v)),
+    }
+}
+
+fn need(buf: &[u8], n: usize, what: &'static str) -> Result<(), StateRecordError> {
+    if buf.len() < n {
+        return Err(StateRecordError::Truncated(what));
+    }
+    Ok(())
+}
+
+fn done(buf: &[u8]) -> Result<(), StateRecordError> {
+    match buf.len() {
+        0 => Ok(()),
+        n => Err(StateRecordError::Trailing(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use weir_log::framed_file::golden_hex;
+
+    use super::*;
+
+    #[test]
+    fn the_key_and_value_bytes_are_pinned() {
+        let key = StateKey {
+            group: "jobs".into(),
+            topic_id: [0x11; 16],
+            partition: 3,
+        };
+        assert_eq!(
+            key.encode().unwrap(),
+            golden_hex("0000 04 6a6f6273 11111111111111111111111111111111 00000003")
+        );
+        let value = StateValue {
+            kind: StateKind::Delta,
+            leader_epoch: 7,
+            start: 100,
+            ranges: vec![StateRange {
+                first: 100,
+                last: 101,
+                state: PersistedState::ArchivedPending,
+                delivery_count: 5,
+                not_before_ms: 0x0102,
+            }],
+        };
+        assert_eq!(
+            value.encode().unwrap(),
+            golden_hex(
+                "0000 01 00000007 0000000000000064 00000001
+                 0000000000000064 0000000000000065 02 0005 0000000000000102"
+            )
+        );
+        assert_eq!(StateKey::decode(&key.encode().unwrap()).unwrap(), key);
+        assert_eq!(StateValue::decode(&value.encode().unwrap()).unwrap(), value);
+    }
+
+    #[test]
+    fn bad_records_are_refused_before_anything_is_sized_from_them() {
+        // A count of 4 G ranges in a 21-byte value.
+        let huge = golden_hex("0000 00 00000001 0000000000000000 ffffffff");
+        assert_eq!(
+            StateValue::decode(&huge),
+            Err(StateRecordError::TooManyRanges(0xffff_ffff))
+        );
+        let short = golden_hex("0000 00 00000001 0000000000000000 00000001 00");
+        assert_eq!(
+            StateValue::decode(&short),
+            Err(StateRecordError::Truncated("ranges"))
+        );
+        assert_eq!(
+            StateKey::decode(&golden_hex("0001")),
+            Err(StateRecordError::Version(1))
+        );
+        let long = StateKey {
+            group: "g".repeat(MAX_GROUP_ID_BYTES + 1),
+            topic_id: [0; 16],
+            partition: 0,
+        };
+        assert_eq!(
+            long.encode(),
+            Err(StateRecordError::GroupTooLong(MAX_GROUP_ID_BYTES + 1))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn values_round_trip_and_damage_never_panics(
+            epoch in any::<i32>(),
+            start in 0i64..1_000_000,
+            spans in proptest::collection::vec((1i64..50, 0u8..4, any::<u16>(), any::<u64>()), 0..20),
+            cut in any::<usize>(),
+            flip in any::<(usize, u8)>(),
+        ) {
+            let mut first = start;
+            let ranges: Vec<StateRange> = spans
+                .into_iter()
+                .map(|(len, state, delivery_count, not_before_ms)| {
+                    let r = StateRange {
+                        first,
+                        last: first + len - 1,
+                        state: PersistedState::from_byte(state).unwrap(),
+                        delivery_count,
+                        not_before_ms,
+                    };
+                    first += len + 1;
+                    r
+                })
+                .collect();
+            let value = StateValue { kind: StateKind::Snapshot, leader_epoch: epoch, start, ranges };
+            let bytes = value.encode().unwrap();
+            prop_assert_eq!(StateValue::decode(&bytes).unwrap(), value);
+            // Cut or damaged: an error or some value, never a panic.
+            let _ = StateValue::decode(&bytes[..cut % (bytes.len() + 1)]);
+            let mut damaged = bytes.clone();
+            let i = flip.0 % damaged.len();
+            damaged[i] ^= flip.1.max(1);
+            let _ = StateValue::decode(&damaged);
+        }
+    }
+}
