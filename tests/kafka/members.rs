@@ -1,5 +1,5 @@
-//! kafka-python group members as processes (`tests/kafka/groups_member.py`), and what they
-//! printed: shared by the two test crates that run them (weir-client's
+//! kafka-python group members as processes (`tests/kafka/groups_member.py`), what they
+//! printed, and the numbered records they read: shared by the two test crates that run them (weir-client's
 //! `tests/kafka_groups.rs` on one broker, weir-tests' `tests/kafka_failover.rs` on a
 //! 3-node cluster), each including this file by path, since neither test crate can
 //! depend on the other.
@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use weir_client::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 /// What the members of a group printed, by member.
 #[derive(Debug, Default)]
@@ -137,6 +138,41 @@ pub async fn until(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Writes records `from..from + count` to every one of `partitions` partitions of `topic`
+/// as `"{p}:{i}"` (what [`expected_records`] expects), through the gRPC client at
+/// `brokers`, with `acks`; returns once every one is acknowledged. The client rides out a
+/// leader change by itself.
+pub async fn produce_numbered(
+    brokers: Vec<String>,
+    acks: Acks,
+    topic: &str,
+    partitions: u32,
+    from: usize,
+    count: usize,
+) -> Result<()> {
+    let producer = Producer::connect(ProducerConfig {
+        brokers,
+        acks,
+        ..ProducerConfig::default()
+    })
+    .await?;
+    let mut deliveries = Vec::new();
+    for i in from..from + count {
+        for p in 0..partitions {
+            deliveries.push(
+                producer
+                    .send(ProducerRecord::new(topic, format!("{p}:{i}")).partition(p))
+                    .await?,
+            );
+        }
+    }
+    for delivery in deliveries {
+        delivery.await?;
+    }
+    producer.close().await;
+    Ok(())
 }
 
 /// Every (partition, offset, value) of `per_partition` records in each of `partitions`

@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use members::{Members, expected_records, spawn_member, until};
-use weir_client::{Acks, Producer, ProducerConfig, ProducerRecord};
+use members::{Members, expected_records, produce_numbered, spawn_member, until};
+use weir_client::Acks;
 use weir_tests::cluster::{Cluster, ClusterConfig};
 
 const TOPIC: &str = "kafka-failover";
@@ -169,35 +169,22 @@ const PER_ROUND: usize = 40;
 /// coordinator's group moves with its broker's leaderships).
 const GROUP_WAIT: Duration = Duration::from_secs(120);
 
-/// Writes records `from..from + count` to every partition of `topic` as `"{p}:{i}"`,
-/// acks=all through the gRPC client, which rides out a leader change by itself.
+/// Writes records `from..from + count` to every partition of `topic`, acks=all.
 async fn produce_round(
     cluster: &Cluster,
     topic: &str,
     from: usize,
     count: usize,
 ) -> anyhow::Result<()> {
-    let producer = Producer::connect(ProducerConfig {
-        brokers: cluster.bootstrap(),
-        acks: Acks::All,
-        ..ProducerConfig::default()
-    })
-    .await?;
-    let mut deliveries = Vec::new();
-    for i in from..from + count {
-        for p in 0..GROUP_PARTITIONS {
-            deliveries.push(
-                producer
-                    .send(ProducerRecord::new(topic, format!("{p}:{i}")).partition(p))
-                    .await?,
-            );
-        }
-    }
-    for delivery in deliveries {
-        delivery.await?;
-    }
-    producer.close().await;
-    Ok(())
+    produce_numbered(
+        cluster.bootstrap(),
+        Acks::All,
+        topic,
+        GROUP_PARTITIONS,
+        from,
+        count,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

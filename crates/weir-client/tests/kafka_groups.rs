@@ -17,10 +17,8 @@ use anyhow::{Context, Result, ensure};
 #[path = "../../../tests/kafka/members.rs"]
 mod members;
 
-use members::{Members, expected_records, spawn_member, until};
-use weir_client::{
-    Admin, GroupConsumer, GroupConsumerConfig, GroupState, Producer, ProducerConfig, ProducerRecord,
-};
+use members::{Members, expected_records, produce_numbered, spawn_member, until};
+use weir_client::{Admin, GroupConsumer, GroupConsumerConfig, GroupState, ProducerConfig};
 
 /// Longest any wait for a condition lasts.
 const WAIT: Duration = Duration::from_secs(90);
@@ -77,26 +75,8 @@ impl Broker {
     }
 
     async fn produce(&self, topic: &str, partitions: u32, from: usize, count: usize) -> Result<()> {
-        let producer = Producer::connect(ProducerConfig {
-            brokers: self.grpc.clone(),
-            ..ProducerConfig::default()
-        })
-        .await?;
-        let mut deliveries = Vec::new();
-        for i in from..from + count {
-            for p in 0..partitions {
-                deliveries.push(
-                    producer
-                        .send(ProducerRecord::new(topic, format!("{p}:{i}")).partition(p))
-                        .await?,
-                );
-            }
-        }
-        for delivery in deliveries {
-            delivery.await?;
-        }
-        producer.close().await;
-        Ok(())
+        let acks = ProducerConfig::default().acks;
+        produce_numbered(self.grpc.clone(), acks, topic, partitions, from, count).await
     }
 
     async fn stop(self) -> Result<()> {

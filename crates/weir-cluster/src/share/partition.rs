@@ -277,10 +277,9 @@ impl SharePartition {
         match kind {
             AckKind::Accept => entry.state = RecordState::Acknowledged,
             AckKind::Renew => {
-                entry.state = RecordState::Acquired {
-                    member: Arc::from(member),
-                    deadline_ms: now_ms.saturating_add(self.config.lock_duration_ms),
-                };
+                if let RecordState::Acquired { deadline_ms, .. } = &mut entry.state {
+                    *deadline_ms = now_ms.saturating_add(self.config.lock_duration_ms);
+                }
             }
             AckKind::Reject => {
                 entry.state = RecordState::Archived {
