@@ -17,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let public = protos(
         &root,
         "weir/v1",
-        &["records", "produce", "consume", "groups", "admin"],
+        &["records", "produce", "consume", "groups", "admin", "queues"],
     );
     let internal = protos(
         &root,

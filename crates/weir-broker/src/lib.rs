@@ -20,6 +20,8 @@
 //! - [`epochs`]: where a leader epoch ended (OffsetsForLeaderEpoch).
 //! - [`groups`]: consumer groups: finding a group's coordinator, membership (KIP-848
 //!   heartbeats and the classic join/sync protocol), committed offsets, administration.
+//! - [`shares`]: share groups (queues): finding a share group's coordinator, share fetch
+//!   (acknowledge, then acquire), acknowledge, describe.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus.
 //!
 //! Architecture invariant: this crate knows no protocol (no tonic, prost, `weir-proto`,
@@ -40,12 +42,14 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod shares;
 pub mod topics;
 
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 use weir_cluster::group::GroupCoordinator;
+use weir_cluster::share::ShareCoordinator;
 use weir_cluster::{Topic, TopicRegistry};
 
 pub use context::{Listener, Principal, RequestContext};
@@ -60,6 +64,8 @@ pub struct Broker {
     /// Set once this broker is registered and unfenced (the coordinator creates
     /// `__consumer_offsets`, which needs a controller and a broker to place it on).
     groups: OnceLock<Arc<GroupCoordinator>>,
+    /// Set once this broker is registered and unfenced, as `groups`.
+    shares: OnceLock<Arc<ShareCoordinator>>,
     metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     shutdown: watch::Receiver<bool>,
@@ -78,6 +84,7 @@ impl Broker {
         Broker {
             registry,
             groups: OnceLock::new(),
+            shares: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutdown,
             max_request_bytes,
@@ -135,6 +142,22 @@ impl Broker {
             BrokerError::new(
                 Reason::CoordinatorNotAvailable,
                 "consumer groups are not available yet: this broker is still joining its cluster; retry shortly",
+            )
+        })
+    }
+
+    /// Makes the share coordinator available (once; later calls are ignored).
+    pub fn set_shares(&self, shares: Arc<ShareCoordinator>) {
+        let _ = self.shares.set(shares);
+    }
+
+    /// The share group coordinator; COORDINATOR_NOT_AVAILABLE while this broker is still
+    /// joining its cluster.
+    pub fn shares(&self) -> Result<&Arc<ShareCoordinator>, BrokerError> {
+        self.shares.get().ok_or_else(|| {
+            BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                "share groups are not available yet: this broker is still joining its cluster; retry shortly",
             )
         })
     }

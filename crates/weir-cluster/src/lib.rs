@@ -29,6 +29,7 @@ mod error;
 #[cfg(test)]
 mod framed_file_damage;
 pub mod group;
+mod internal_topic;
 pub mod metadata;
 pub mod node;
 mod node_identity;

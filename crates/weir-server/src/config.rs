@@ -11,6 +11,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 use weir_cluster::LogStorage;
+use weir_cluster::share::{ShareConfig, ShareGroupConfig};
 
 /// Default gRPC listen address: loopback only, so a first `weir serve` is not exposed
 /// to the network; set `listen = "0.0.0.0:9292"` to serve other hosts.
@@ -133,6 +134,12 @@ pub struct ServerConfig {
     /// protocol) waits for more members before it assigns, in milliseconds (Kafka's
     /// `group.initial.rebalance.delay.ms`); 0 assigns at once.
     pub group_initial_rebalance_delay_ms: u64,
+    /// How long a share group's member holds a record it acquired before the record goes
+    /// to another member, in milliseconds (Kafka's `share.record.lock.duration.ms`).
+    pub share_record_lock_duration_ms: u64,
+    /// Deliveries of a record after which a share group archives it instead of delivering
+    /// it again (Kafka's `share.delivery.count.limit`).
+    pub share_delivery_count_limit: u16,
     /// Create a topic that a client produces to, or asks metadata of, when it does not
     /// exist (Kafka's `auto.create.topics.enable`; on by default, as in Kafka, for the
     /// one-command start; the cluster manifests turn it off).
@@ -175,6 +182,8 @@ impl Default for ServerConfig {
             group_heartbeat_interval_ms: DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
             offsets_retention_minutes: DEFAULT_OFFSETS_RETENTION_MINUTES,
             group_initial_rebalance_delay_ms: DEFAULT_GROUP_INITIAL_REBALANCE_DELAY_MS,
+            share_record_lock_duration_ms: ShareConfig::default().lock_duration_ms,
+            share_delivery_count_limit: ShareConfig::default().delivery_count_limit,
             auto_create_topics: true,
             num_partitions: 1,
             default_replication_factor: 1,
@@ -186,6 +195,19 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Checks what serde and clap cannot: the node id, the voter list as a whole, the
     /// advertised address, and that the internal listener has its own address.
+    /// The share coordinator's settings.
+    pub fn share_groups(&self) -> ShareGroupConfig {
+        let defaults = ShareGroupConfig::default();
+        ShareGroupConfig {
+            partition: ShareConfig {
+                lock_duration_ms: self.share_record_lock_duration_ms,
+                delivery_count_limit: self.share_delivery_count_limit,
+                ..defaults.partition
+            },
+            ..defaults
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ServerConfigError> {
         if self.num_partitions == 0 || self.num_partitions > weir_cluster::MAX_PARTITIONS_PER_TOPIC
         {
@@ -203,6 +225,9 @@ impl ServerConfig {
         if self.node_id < 0 {
             return Err(ServerConfigError::NegativeNodeId(self.node_id));
         }
+        self.share_groups()
+            .validate()
+            .map_err(|e| ServerConfigError::ShareGroups(e.to_string()))?;
         validate_voters(&self.controller_voters)?;
         if let Some(rack) = &self.rack
             && (rack.is_empty()
@@ -395,6 +420,8 @@ impl fmt::Display for Voter {
 pub enum ServerConfigError {
     #[error("{0}")]
     TopicDefault(String),
+    #[error("{0}")]
+    ShareGroups(String),
     #[error("node id {0} is negative; node ids are 0 or more")]
     NegativeNodeId(i32),
     #[error("rack {0:?} is empty, longer than {MAX_RACK_BYTES} bytes, or has control characters")]

@@ -79,8 +79,19 @@ impl Groups for GroupsService {
         let _timer = self.broker.metrics().rpc_timer("FindCoordinator");
         let ctx = grpc_context(&request);
         let req = request.into_inner();
-        let found = core::find_coordinator(&self.broker.core, &ctx, &req.group_id)
-            .map_err(broker_status)?;
+        let found = match weir_proto::v1::CoordinatorType::try_from(req.r#type) {
+            Ok(weir_proto::v1::CoordinatorType::Group) => {
+                core::find_coordinator(&self.broker.core, &ctx, &req.group_id)
+            }
+            Ok(weir_proto::v1::CoordinatorType::Share) => {
+                weir_broker::shares::find_coordinator(&self.broker.core, &ctx, &req.group_id)
+            }
+            Err(_) => Err(weir_broker::BrokerError::new(
+                weir_broker::Reason::InvalidRequest,
+                format!("coordinator type {} is not GROUP or SHARE", req.r#type),
+            )),
+        }
+        .map_err(broker_status)?;
         let address = self
             .listener
             .pick(&found.endpoints.client, found.endpoints.external.as_ref());

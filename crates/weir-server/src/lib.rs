@@ -45,6 +45,7 @@ mod maintenance;
 mod oversize;
 mod page;
 mod produce;
+mod queues;
 mod status;
 mod wire;
 
@@ -61,11 +62,13 @@ use tonic::transport::server::TcpIncoming;
 use weir_cluster::controller::records::Endpoints;
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
+use weir_cluster::share::{ShareCoordinator, ShareGroupConfig};
 use weir_cluster::{NodeIdentity, TopicRegistry};
 use weir_proto::v1::admin_server::AdminServer;
 use weir_proto::v1::consumer_server::ConsumerServer;
 use weir_proto::v1::groups_server::GroupsServer;
 use weir_proto::v1::producer_server::ProducerServer;
+use weir_proto::v1::queues_server::QueuesServer;
 
 pub use admin::AdminService;
 use admin::Listener;
@@ -85,6 +88,7 @@ pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
     ProducerService,
 };
+pub use queues::QueuesService;
 pub use weir_broker::{LATENCY_BUCKETS_SECONDS, Metrics};
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
@@ -274,6 +278,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await;
     health.set_serving::<AdminServer<AdminService>>().await;
     health.set_serving::<GroupsServer<GroupsService>>().await;
+    health.set_serving::<QueuesServer<QueuesService>>().await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
@@ -298,6 +303,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(MAX_RESPONSE_BYTES)
     };
+    let queues = QueuesServer::new(QueuesService::new(broker.clone()))
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(MAX_RESPONSE_BYTES);
     let admin = |listener| {
         AdminServer::new(AdminService::new(broker.clone(), listener))
             .max_decoding_message_size(max_request)
@@ -322,6 +330,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .add_service(consumer.clone())
             .add_service(admin(listener))
             .add_service(groups(listener))
+            .add_service(queues.clone())
     };
 
     // The internal services (replication, controller, quorum) share the client listener
@@ -383,10 +392,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // other brokers may not be up yet, so it happens in the background.
     node.spawn_lifecycle(stopping.clone());
     if multi_node {
-        let (broker, node, groups, stopping) = (
+        let (broker, node, groups, shares, stopping) = (
             broker.clone(),
             node.clone(),
             group_config(&config),
+            config.share_groups(),
             stopping.clone(),
         );
         tokio::spawn(async move {
@@ -397,6 +407,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                     broker.clone(),
                     node.clone(),
                     groups.clone(),
+                    shares.clone(),
                     stopping.clone(),
                 )
                 .await;
@@ -417,6 +428,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             broker.clone(),
             node.clone(),
             group_config(&config),
+            config.share_groups(),
             stopping.clone(),
         )
         .await?;
@@ -625,11 +637,12 @@ async fn stamp_joined(config: ServerConfig, node: ClusterNode) {
 }
 
 /// Waits until this broker is registered and unfenced, then opens the consumer group
-/// coordinator.
+/// coordinator and the share group coordinator.
 async fn open_groups(
     broker: Arc<Broker>,
     node: ClusterNode,
     config: GroupConfig,
+    shares: ShareGroupConfig,
     stopping: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
@@ -644,11 +657,20 @@ async fn open_groups(
     }
     // The elections that came with the unfencing have reached the partitions.
     broker.registry().wait_current().await;
-    let groups = GroupCoordinator::open(broker.registry().clone(), config)
-        .await
-        .context("loading consumer groups from __consumer_offsets")?;
-    groups.spawn_expiry(stopping);
-    broker.core.set_groups(groups);
+    // A retry after a failure opens only what is not open yet.
+    if broker.core.groups_if_up().is_none() {
+        let groups = GroupCoordinator::open(broker.registry().clone(), config)
+            .await
+            .context("loading consumer groups from __consumer_offsets")?;
+        groups.spawn_expiry(stopping.clone());
+        broker.core.set_groups(groups);
+    }
+    if broker.core.shares().is_err() {
+        let shares = ShareCoordinator::open(broker.registry().clone(), shares, stopping)
+            .await
+            .context("loading share groups from __share_group_state")?;
+        broker.core.set_shares(shares);
+    }
     Ok(())
 }
 
@@ -678,6 +700,7 @@ impl RunningServer {
             "weir.v1.Consumer",
             "weir.v1.Admin",
             "weir.v1.Groups",
+            "weir.v1.Queues",
             "",
         ] {
             self.health

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::assignor::{Assignment, Assignor};
@@ -35,9 +35,7 @@ use super::{
     MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
     OPEN_LOAD_WAIT, OffsetCommit, find_coordinator, partition_for_group, validate_group_id,
 };
-use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
-use crate::error::ClusterError;
-use crate::partition::BrokerId;
+use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
 use crate::topic_name::validate_topic_name;
 
@@ -48,13 +46,11 @@ pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
     /// One slot per `__consumer_offsets` partition: its shard while this broker leads
     /// the partition and has loaded it.
-    slots: Vec<RwLock<Option<Arc<Shard>>>>,
+    slots: LeaderSlots<Shard>,
     topics: Mutex<Arc<TopicsSnapshot>>,
     /// Registry version whose topic changes every group has seen.
     pub(super) refreshed_version: AtomicU64,
     regexes: Mutex<HashMap<String, Arc<TopicRegex>>>,
-    /// Serializes [`follow_leadership`](Self::follow_leadership).
-    following: tokio::sync::Mutex<()>,
 }
 
 impl GroupCoordinator {
@@ -68,49 +64,13 @@ impl GroupCoordinator {
         config: GroupConfig,
     ) -> Result<Arc<GroupCoordinator>, GroupError> {
         config.validate()?;
-        let topic = match registry.topic(OFFSETS_TOPIC) {
-            Ok(t) => t,
-            Err(ClusterError::UnknownTopic(_)) => {
-                let configs = BTreeMap::from([
-                    (CLEANUP_POLICY.to_string(), "compact".to_string()),
-                    (SEGMENT_BYTES.to_string(), OFFSETS_SEGMENT_BYTES.to_string()),
-                ]);
-                // As many replicas as the voters allow, up to OFFSETS_REPLICATION_FACTOR;
-                // brokers starting together get a moment to register first.
-                let wanted = OFFSETS_REPLICATION_FACTOR
-                    .min(registry.cluster().settings().voters.len().max(1) as u32);
-                let eligible = || {
-                    let image = registry.cluster().image();
-                    image
-                        .brokers()
-                        .filter(|b| image.is_eligible(b.node))
-                        .count() as u32
-                };
-                let deadline = Instant::now() + OPEN_LOAD_WAIT;
-                while eligible() < wanted && Instant::now() < deadline {
-                    tokio::time::sleep(LEADERSHIP_CHECK_INTERVAL / 5).await;
-                }
-                let replication = wanted.min(eligible().max(1));
-                match registry
-                    .create_topic(
-                        OFFSETS_TOPIC,
-                        config.offsets_partitions,
-                        replication,
-                        configs,
-                    )
-                    .await
-                {
-                    Ok(t) => t,
-                    Err(ClusterError::TopicExists(_)) => {
-                        // Another broker created it first: wait until the image has it.
-                        registry.wait_current().await;
-                        registry.topic(OFFSETS_TOPIC)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Err(e) => return Err(e.into()),
+        let spec = InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: config.offsets_partitions,
+            replication_factor: OFFSETS_REPLICATION_FACTOR,
+            segment_bytes: OFFSETS_SEGMENT_BYTES,
         };
+        let topic = internal_topic::ensure(&registry, spec, OPEN_LOAD_WAIT).await?;
         if topic.partition_count() != config.offsets_partitions {
             tracing::warn!(
                 existing = topic.partition_count(),
@@ -121,16 +81,13 @@ impl GroupCoordinator {
         let coordinator = Arc::new(GroupCoordinator {
             registry,
             config,
-            slots: (0..topic.partition_count())
-                .map(|_| RwLock::new(None))
-                .collect(),
+            slots: LeaderSlots::new(OFFSETS_TOPIC, topic.partition_count()),
             topics: Mutex::new(Arc::new(TopicsSnapshot {
                 version: 0,
                 partitions: BTreeMap::new(),
             })),
             refreshed_version: AtomicU64::new(0),
             regexes: Mutex::new(HashMap::new()),
-            following: tokio::sync::Mutex::new(()),
         });
         let deadline = Instant::now() + OPEN_LOAD_WAIT;
         loop {
@@ -156,33 +113,19 @@ impl GroupCoordinator {
     /// The `__consumer_offsets` partition coordinating `group_id` (Kafka's rule:
     /// `abs(String.hashCode(group_id)) % partitions`).
     pub fn coordinator_partition(&self, group_id: &str) -> u32 {
-        partition_for_group(group_id, self.slots.len() as u32)
-    }
-
-    fn slot(&self, index: u32) -> Option<Arc<Shard>> {
-        self.slots[index as usize]
-            .read()
-            .expect("shard slot lock")
-            .clone()
-    }
-
-    fn set_slot(&self, index: u32, shard: Option<Arc<Shard>>) {
-        *self.slots[index as usize].write().expect("shard slot lock") = shard;
+        partition_for_group(group_id, self.slots.len())
     }
 
     /// The shards loaded here (each with its `__consumer_offsets` partition index).
     pub(super) fn loaded(&self) -> Vec<Arc<Shard>> {
-        (0..self.slots.len() as u32)
-            .filter_map(|i| self.slot(i))
-            .filter(|s| !s.failed())
-            .collect()
+        self.slots.loaded()
     }
 
     /// The shard of `group_id`, if this broker coordinates it now; else
     /// `NotCoordinator` naming the broker that does, or `CoordinatorLoading`.
     pub(super) fn shard(&self, group_id: &str) -> Result<Arc<Shard>, GroupError> {
         let partition = self.coordinator_partition(group_id);
-        if let Some(shard) = self.slot(partition).filter(|s| !s.failed()) {
+        if let Some(shard) = self.slots.get(partition) {
             return Ok(shard);
         }
         let (_, coordinator) = find_coordinator(&self.registry, group_id)?;
@@ -202,9 +145,7 @@ impl GroupCoordinator {
     /// (their high watermark has not reached the log end); they are tried again on the
     /// next call.
     pub async fn follow_leadership(&self) -> Result<usize, GroupError> {
-        let _one = self.following.lock().await;
         let topic = self.registry.topic(OFFSETS_TOPIC)?;
-        let me: BrokerId = self.registry.broker_id();
         let topics = self.topics_snapshot();
         let compile = |source: &str| self.compile_regex(source);
         let cx = LoadContext {
@@ -212,54 +153,13 @@ impl GroupCoordinator {
             config: &self.config,
             compile: &compile,
         };
-        let mut waiting = 0;
-        for index in 0..self.slots.len() as u32 {
-            let current = self.slot(index);
-            let leading = topic
-                .partition(index)
-                .ok()
-                .map(|p| {
-                    let state = p.state();
-                    (p, state)
-                })
-                .filter(|(_, state)| state.leader == me);
-            let Some((partition, state)) = leading else {
-                if current.is_some() {
-                    self.set_slot(index, None);
-                    tracing::info!(
-                        partition = index,
-                        "no longer the coordinator of this {OFFSETS_TOPIC} partition's groups"
-                    );
-                }
-                continue;
-            };
-            if current
-                .as_ref()
-                .is_some_and(|s| s.leader_epoch == state.leader_epoch && !s.failed())
-            {
-                continue;
-            }
-            self.set_slot(index, None);
-            let started = Instant::now();
-            match Shard::load(index, partition, state.leader_epoch, &cx).await {
-                Ok(Some(shard)) => {
-                    tracing::info!(
-                        partition = index,
-                        leader_epoch = state.leader_epoch,
-                        groups = shard.group_count(),
-                        took = ?started.elapsed(),
-                        "coordinating the groups of this {OFFSETS_TOPIC} partition"
-                    );
-                    self.set_slot(index, Some(shard));
-                }
-                Ok(None) => waiting += 1,
-                Err(e) => {
-                    waiting += 1;
-                    tracing::warn!(partition = index, error = %e, "loading the groups of this {OFFSETS_TOPIC} partition failed; retrying");
-                }
-            }
-        }
-        Ok(waiting)
+        let me = self.registry.broker_id();
+        Ok(self
+            .slots
+            .follow(&topic, me, |index, partition, epoch| {
+                Shard::load(index, partition, epoch, &cx)
+            })
+            .await)
     }
 
     /// The id of every topic, by name: committed offsets of a topic count only while

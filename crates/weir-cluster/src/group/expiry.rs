@@ -12,6 +12,7 @@ use super::coordinator::GroupCoordinator;
 use super::records;
 use super::shard::{Prepared, Scope, Shard, ShardState, delete_group_records};
 use super::{GroupError, LEADERSHIP_CHECK_INTERVAL, OFFSETS_TOPIC};
+use crate::internal_topic;
 
 impl GroupCoordinator {
     /// Removes members whose session timed out (or who kept partitions they were asked
@@ -221,36 +222,17 @@ impl GroupCoordinator {
         })
     }
 
-    fn spawn_leadership(self: &Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    fn spawn_leadership(self: &Arc<Self>, shutdown: watch::Receiver<bool>) {
         let this = self.clone();
-        tokio::spawn(async move {
-            let mut images = this.registry.cluster().subscribe();
-            let mut tick = tokio::time::interval(LEADERSHIP_CHECK_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                if *shutdown.borrow() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    changed = images.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        // Leadership reaches the partitions once the registry applied it.
-                        this.registry.wait_current().await;
-                    }
-                    changed = shutdown.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        continue;
-                    }
-                }
-                if let Err(e) = this.follow_leadership().await {
-                    tracing::warn!(error = %e, "following {OFFSETS_TOPIC} leadership failed");
-                }
-            }
-        });
+        internal_topic::spawn_following(
+            self.registry.clone(),
+            shutdown,
+            LEADERSHIP_CHECK_INTERVAL,
+            OFFSETS_TOPIC,
+            move || {
+                let this = this.clone();
+                async move { this.follow_leadership().await.map(|_| ()) }
+            },
+        );
     }
 }

@@ -28,7 +28,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::watch;
-use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches, decode_records};
 
 use super::assignor::{Assignment, Assignor};
 use super::classic::{
@@ -40,7 +39,8 @@ use super::{
     GroupConfig, GroupError, GroupProtocol, GroupState, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES,
 };
 use crate::error::ClusterError;
-use crate::partition::{Durability, Partition};
+use crate::internal_topic::{self, SubmitError};
+use crate::partition::Partition;
 
 /// One committed offset in memory.
 #[derive(Debug, Clone)]
@@ -408,6 +408,20 @@ pub(super) struct LoadContext<'a> {
     pub(super) compile: &'a (dyn Fn(&str) -> Result<Arc<TopicRegex>, GroupError> + Sync),
 }
 
+impl internal_topic::LoadedShard for Shard {
+    fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    fn failed(&self) -> bool {
+        Shard::failed(self)
+    }
+
+    fn group_count(&self) -> usize {
+        Shard::group_count(self)
+    }
+}
+
 impl Shard {
     /// Loads the shard of `partition`, which this broker leads at `leader_epoch`: waits
     /// (at most [`LOAD_WAIT`]) until the leadership has committed everything in its log,
@@ -419,21 +433,9 @@ impl Shard {
         leader_epoch: i32,
         cx: &LoadContext<'_>,
     ) -> Result<Option<Arc<Shard>>, GroupError> {
-        let committed = match partition.leader_offsets().await {
-            Ok(o) => o,
-            Err(ClusterError::OffsetNotAvailable { .. } | ClusterError::NotLeader { .. }) => {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(end) = internal_topic::wait_committed(&partition, LOAD_WAIT).await? else {
+            return Ok(None);
         };
-        let end = committed.log_end_offset;
-        if committed.high_watermark < end {
-            let mut hw = partition.subscribe();
-            let reached = tokio::time::timeout(LOAD_WAIT, hw.wait_for(|hw| *hw >= end)).await;
-            if !matches!(reached, Ok(Ok(_))) {
-                return Ok(None);
-            }
-        }
         let shard = Shard {
             index,
             partition,
@@ -614,36 +616,19 @@ impl Shard {
         records: &[(Bytes, Option<Bytes>)],
         writer: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<i64, GroupError> {
-        let timestamp = now_ms();
-        let mut builder = RecordBatchBuilder::new(Compression::None);
-        for (key, value) in records {
-            builder.push(&Record {
-                key: Some(key.clone()),
-                value: value.clone(),
-                headers: Vec::new(),
-                timestamp,
-            });
-        }
-        let bytes = builder
-            .build()
-            .map_err(|e| GroupError::InvalidRequest(format!("cannot encode the records: {e}")))?;
-        let max = self.partition.config().log.max_message_bytes;
-        if bytes.len() > max {
-            return Err(GroupError::InvalidRequest(format!(
-                "the request makes a {} byte record batch, over the {max} byte limit of \
-                 {OFFSETS_TOPIC} (max.message.bytes); send fewer partitions per request",
-                bytes.len()
-            )));
-        }
-        let batch = ValidatedBatches::new(bytes, max).map_err(|source| ClusterError::Append {
-            topic: OFFSETS_TOPIC.to_string(),
-            partition: self.index,
-            source,
+        let pending = internal_topic::submit_records(
+            &self.partition,
+            OFFSETS_TOPIC,
+            self.leader_epoch,
+            records,
+        )
+        .await
+        .map_err(|e| match e {
+            SubmitError::Cluster(e) => GroupError::Cluster(e),
+            e @ (SubmitError::TooLarge { .. } | SubmitError::Encode(_)) => {
+                GroupError::InvalidRequest(format!("{e}; send fewer partitions per request"))
+            }
         })?;
-        let pending = self
-            .partition
-            .submit_under(batch, Durability::Durable, self.leader_epoch)
-            .await?;
         drop(writer);
         let outcome = pending.await.map_err(|_| ClusterError::PartitionClosed {
             topic: OFFSETS_TOPIC.to_string(),
@@ -955,37 +940,28 @@ async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardSt
     let (index, partition) = (shard.index, &shard.partition);
     let mut st = ShardState::default();
     let mut members = ReplayedMembers::new();
-    let mut position = partition.offsets().await?.log_start_offset;
     let mut records_applied = 0u64;
-    while position < end {
-        let data = partition.read(position, REPLAY_READ_BYTES).await?;
-        for batch in data.batches() {
-            let corrupt = |offset, reason: String| GroupError::CorruptRecord {
-                partition: index,
-                offset,
-                reason,
-            };
-            let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
-            for record in decoded.into_iter().filter(|r| r.offset < end) {
-                let Some(key) = &record.key else {
-                    tracing::warn!(
-                        partition = index,
-                        offset = record.offset,
-                        "skipping a record without a key"
-                    );
-                    continue;
-                };
-                let value = record.value.as_deref();
-                apply_record(&mut st, key, value, record.offset, Some(&mut members))
-                    .map_err(|reason| corrupt(record.offset, reason))?;
-                records_applied += 1;
-            }
-        }
-        if data.next_offset <= position {
-            break;
-        }
-        position = data.next_offset;
-    }
+    let corrupt = |offset, reason| GroupError::CorruptRecord {
+        partition: index,
+        offset,
+        reason,
+    };
+    internal_topic::for_each_record(partition, end, REPLAY_READ_BYTES, corrupt, |record| {
+        let Some(key) = &record.key else {
+            tracing::warn!(
+                partition = index,
+                offset = record.offset,
+                "skipping a record without a key"
+            );
+            return Ok(());
+        };
+        let value = record.value.as_deref();
+        apply_record(&mut st, key, value, record.offset, Some(&mut members))
+            .map_err(|reason| corrupt(record.offset, reason))?;
+        records_applied += 1;
+        Ok(())
+    })
+    .await?;
     let restored = finish_replay(&mut st, members, index, cx);
     tracing::debug!(
         partition = index,

@@ -529,6 +529,30 @@ impl Partition {
     /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
+        self.read_committed(offset, max_bytes).await
+    }
+
+    /// [`read`](Self::read) on any replica, leader or follower: below the high watermark
+    /// this replica knows, which on a follower is the one its leader last told it (so
+    /// lagging, but committed: nothing below it is ever truncated). For a coordinator
+    /// that reads a partition it may only follow (share groups), never for clients,
+    /// whose reads go to the leader.
+    pub async fn read_replica(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchData, ClusterError> {
+        if matches!(self.shared.replica().role(), Role::Recovering) {
+            return Err(self.shared.closed());
+        }
+        self.read_committed(offset, max_bytes).await
+    }
+
+    async fn read_committed(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchData, ClusterError> {
         let paused = self.shared.reader_came();
         let offsets = self.offsets().await?;
         let offsets = self.after_paused_sync(paused, offsets, offset + 1).await?;

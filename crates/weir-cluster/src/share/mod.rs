@@ -1,18 +1,29 @@
-//! Share groups (queues on the log; docs/queues.md): the share-partition state machine.
+//! Share groups (queues on the log; docs/queues.md).
 //!
-//! [`SharePartition`] is the in-flight window of one partition for one share group, as its
-//! leader keeps it: which records are available, acquired by a member under a lock,
-//! acknowledged or archived, with their delivery counts and not-before times. It is sans-io
-//! like the replication machines: the clock is an argument (`now_ms`), the log's records
-//! come in through [`SharePartition::extend`], and what must be dead-lettered goes out
-//! in the results. [`StateKey`] and [`StateValue`] are its records in
-//! `__share_group_state` ([`SharePartition::snapshot`], [`SharePartition::load`]); writing
-//! and reading that topic, the fetch and acknowledge operations in the broker core and the
-//! protocols are not built yet.
+//! - `partition`: [`SharePartition`], the in-flight window of one partition for one share
+//!   group: which records are available, acquired by a member under a lock,
+//!   acknowledged or archived, with their delivery counts and not-before times. Sans-io
+//!   like the replication machines: the clock is an argument (`now_ms`), the log's
+//!   records come in through [`SharePartition::extend`].
+//! - `state_records`: [`StateKey`] and [`StateValue`], its records in
+//!   `__share_group_state`.
+//! - [`coordinator`]: [`ShareCoordinator`], the async API the broker calls (share fetch,
+//!   acknowledge, describe), over the shards (`shard`) that hold the share groups of
+//!   each `__share_group_state` partition this broker leads; `reader` reads the data
+//!   partitions for them.
 
+pub mod coordinator;
 mod partition;
+mod reader;
+mod shard;
 mod state_records;
 
+use std::time::Duration;
+
+pub use coordinator::{
+    AckRange, AckResult, ShareCoordinator, ShareFetch, ShareFetchAnswer, SharePartitionView,
+    ShareRecord, ShareStart, find_share_coordinator,
+};
 pub use partition::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
     ShareConfig, SharePartition, WindowCounts,
@@ -21,3 +32,146 @@ pub use state_records::{
     MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
     StateKind, StateRange, StateRecordError, StateValue,
 };
+
+use crate::error::ClusterError;
+use crate::partition::BrokerId;
+
+/// The internal topic holding share groups' state.
+pub const SHARE_STATE_TOPIC: &str = "__share_group_state";
+/// Partitions of `__share_group_state` when the broker creates it. An existing topic
+/// keeps its count.
+pub const DEFAULT_SHARE_STATE_PARTITIONS: u32 = 16;
+/// Replicas of each `__share_group_state` partition (fewer if fewer brokers are
+/// registered when it is created).
+pub const SHARE_STATE_REPLICATION_FACTOR: u32 = 3;
+/// `segment.bytes` of `__share_group_state`: small segments so compaction can clean them.
+pub const SHARE_STATE_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
+/// Records one share fetch acquires when the request does not say.
+pub const DEFAULT_SHARE_FETCH_RECORDS: usize = 500;
+/// Most records one share fetch acquires.
+pub const MAX_SHARE_FETCH_RECORDS: usize = 10_000;
+/// Most topics one share fetch names.
+pub const MAX_SHARE_FETCH_TOPICS: usize = 100;
+/// Most acknowledgement entries (offset ranges) in one request.
+pub const MAX_ACK_ENTRIES: usize = 10_000;
+/// Most offsets one acknowledgement entry covers.
+pub const MAX_ACK_RANGE_OFFSETS: i64 = 100_000;
+/// Longest a share fetch waits for records.
+pub const MAX_SHARE_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Longest a load waits for a new leader of a `__share_group_state` partition to commit
+/// what its log holds (as the group coordinator's `LOAD_WAIT`).
+pub const SHARE_LOAD_WAIT: Duration = Duration::from_millis(500);
+/// Longest [`ShareCoordinator::open`] waits for the shards this broker leads to load.
+pub const SHARE_OPEN_LOAD_WAIT: Duration = Duration::from_secs(10);
+/// How often the coordinator checks which `__share_group_state` partitions it leads,
+/// besides on every metadata change.
+pub const SHARE_LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Bytes read per call while replaying a `__share_group_state` partition or reading a
+/// data partition for a share group.
+pub const SHARE_READ_BYTES: usize = 1024 * 1024;
+/// The record header that delays a record's first delivery: epoch milliseconds, ASCII
+/// decimal (Celery's `eta`, SQS's `DelaySeconds`).
+pub const DELIVER_AT_HEADER: &str = "weir-deliver-at";
+
+/// Settings of the share coordinator: the defaults every share group gets.
+#[derive(Debug, Clone)]
+pub struct ShareGroupConfig {
+    /// Partitions of `__share_group_state` if the coordinator creates it.
+    pub state_partitions: u32,
+    /// Each share-partition's window settings (lock duration, delivery limit, bounds).
+    pub partition: ShareConfig,
+}
+
+impl Default for ShareGroupConfig {
+    fn default() -> ShareGroupConfig {
+        ShareGroupConfig {
+            state_partitions: DEFAULT_SHARE_STATE_PARTITIONS,
+            partition: ShareConfig::default(),
+        }
+    }
+}
+
+impl ShareGroupConfig {
+    /// Refuses settings that cannot work (no lock, no delivery, an empty window).
+    pub fn validate(&self) -> Result<(), ShareError> {
+        let p = &self.partition;
+        let bad = |what: &str| Err(ShareError::InvalidRequest(format!("share groups: {what}")));
+        if self.state_partitions == 0 {
+            return bad("__share_group_state needs at least one partition");
+        }
+        if p.lock_duration_ms == 0 || p.lock_duration_ms > MAX_DELIVERY_DELAY_MS {
+            return bad("the lock duration must be between 1 ms and 7 days");
+        }
+        if p.delivery_count_limit == 0 {
+            return bad("the delivery count limit must be at least 1");
+        }
+        if p.max_record_locks == 0 || p.max_window_records < p.max_record_locks {
+            return bad("the window must hold at least the records that may be locked");
+        }
+        Ok(())
+    }
+}
+
+/// What a share-group operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    #[error("invalid group id {group_id:?}: {reason}")]
+    InvalidGroupId { group_id: String, reason: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("share group {0:?} has no state: nothing was ever fetched by it")]
+    UnknownGroup(String),
+    #[error(
+        "this broker does not coordinate the share group ({SHARE_STATE_TOPIC} partition \
+         {partition} is led by broker {coordinator}); ask FindCoordinator and retry there"
+    )]
+    NotCoordinator {
+        partition: u32,
+        /// The leader of the partition as this broker knows it; -1 if none.
+        coordinator: BrokerId,
+    },
+    #[error(
+        "this broker is loading the share groups of {SHARE_STATE_TOPIC} partition \
+         {partition} (it just became their coordinator); retry shortly"
+    )]
+    CoordinatorLoading { partition: u32 },
+    #[error(
+        "{SHARE_STATE_TOPIC} partition {partition} offset {offset}: unreadable record: {reason}"
+    )]
+    CorruptRecord {
+        partition: u32,
+        offset: i64,
+        reason: String,
+    },
+    #[error(
+        "broker {coordinator}, the share group's coordinator, hosts no replica of {topic} \
+         partition {partition}: share groups read only partitions their coordinator hosts \
+         (give the topic as many replicas as there are brokers)"
+    )]
+    NotHosted {
+        topic: String,
+        partition: u32,
+        coordinator: BrokerId,
+    },
+    #[error(
+        "{topic} partition {partition}: the batch at offset {offset} cannot be decoded: {reason}"
+    )]
+    CorruptData {
+        topic: String,
+        partition: u32,
+        offset: i64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// A share group id is checked as a consumer group's is.
+pub(crate) fn validate_group_id(group_id: &str) -> Result<(), ShareError> {
+    crate::group::validate_group_id(group_id).map_err(|e| match e {
+        crate::group::GroupError::InvalidGroupId { group_id, reason } => {
+            ShareError::InvalidGroupId { group_id, reason }
+        }
+        other => ShareError::InvalidRequest(other.to_string()),
+    })
+}

@@ -215,6 +215,42 @@ impl SharePartition {
         taken
     }
 
+    /// Whether [`Self::extend`] would take a record now.
+    pub fn has_room(&self) -> bool {
+        self.records.len() < self.config.max_window_records
+    }
+
+    /// The log's start moved past `log_start` (retention or DeleteRecords): the records
+    /// below it are gone, finished as if archived (docs/queues.md § Failure cases).
+    /// Returns how many the window dropped.
+    pub fn log_start_moved(&mut self, log_start: i64) -> usize {
+        if log_start <= self.start {
+            return 0;
+        }
+        let kept = self.records.split_off(&log_start);
+        let dropped = std::mem::replace(&mut self.records, kept);
+        self.acquired -= dropped
+            .values()
+            .filter(|e| matches!(e.state, RecordState::Acquired { .. }))
+            .count();
+        self.end = self.end.max(log_start);
+        self.advance_start();
+        dropped.len()
+    }
+
+    /// The earliest time after `now_ms` at which a lock expires or a delayed record comes
+    /// due: when a waiting fetch should look again.
+    pub fn next_due(&self, now_ms: u64) -> Option<u64> {
+        self.records
+            .values()
+            .filter_map(|e| match e.state {
+                RecordState::Acquired { deadline_ms, .. } => Some(deadline_ms),
+                RecordState::Available if e.not_before_ms > now_ms => Some(e.not_before_ms),
+                _ => None,
+            })
+            .min()
+    }
+
     /// Hands `member` up to `max_records` available records that are due at `now_ms`,
     /// lowest offsets first, each under a lock and with its delivery count raised, within
     /// the window's lock bound. Call [`Self::expire`] first so that expired locks count.

@@ -23,7 +23,7 @@ pub const MAX_STATE_RANGES: usize = 100_000;
 const RANGE_BYTES: usize = 8 + 8 + 1 + 2 + 8;
 
 /// Which share-partition a record is about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {
     pub group: String,
     pub topic_id: [u8; 16],

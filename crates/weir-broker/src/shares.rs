@@ -1,0 +1,141 @@
+//! Share groups (queues; docs/queues.md) as every protocol's clients ask for them:
+//! finding a share group's coordinator, share fetch (acknowledge, then acquire),
+//! acknowledge, and describe. The rules and limits live in `weir_cluster::share`; this
+//! module maps its errors to [`BrokerError`]s, once for every adapter.
+
+use weir_cluster::ClusterError;
+use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
+pub use weir_cluster::share::{
+    AckKind, AckRange, AckResult, ShareFetch, ShareFetchAnswer, SharePartitionView, ShareRecord,
+    ShareStart,
+};
+
+use crate::groups::Coordinator;
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// The coordinator of share group `group_id` as this broker's metadata says:
+/// COORDINATOR_NOT_AVAILABLE while its `__share_group_state` partition has no leader (or
+/// the topic is not created yet).
+pub fn find_coordinator(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Coordinator, BrokerError> {
+    let (partition, leader) = match share::find_share_coordinator(broker.registry(), group_id) {
+        Ok(found) => found,
+        Err(ShareError::Cluster(ClusterError::UnknownTopic(_))) => {
+            return Err(no_coordinator(group_id, None));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let image = broker.registry().cluster().image();
+    let endpoints = (leader >= 0)
+        .then(|| image.broker(leader))
+        .flatten()
+        .map(|b| b.endpoints.clone())
+        .ok_or_else(|| no_coordinator(group_id, Some(partition)))?;
+    Ok(Coordinator {
+        node_id: leader,
+        partition,
+        endpoints,
+    })
+}
+
+fn no_coordinator(group_id: &str, partition: Option<u32>) -> BrokerError {
+    let why = match partition {
+        Some(p) => {
+            format!("partition {p} of {SHARE_STATE_TOPIC} has no leader this broker knows of")
+        }
+        None => format!("{SHARE_STATE_TOPIC} is not created yet"),
+    };
+    BrokerError::new(
+        Reason::CoordinatorNotAvailable,
+        format!("share group {group_id:?} has no coordinator right now ({why}); retry shortly"),
+    )
+}
+
+/// Applies the fetch's acknowledgements, then acquires records for the member (long
+/// poll). Per-entry acknowledgement errors are in the answer; the rest fail the request.
+pub async fn fetch(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    fetch: ShareFetch,
+) -> Result<ShareFetchAnswer, BrokerError> {
+    Ok(broker.shares()?.fetch(fetch).await?)
+}
+
+/// Acknowledges records the member holds; answers once the outcome is durable.
+pub async fn acknowledge(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    member_id: &str,
+    acks: Vec<AckRange>,
+) -> Result<Vec<AckResult>, BrokerError> {
+    Ok(broker
+        .shares()?
+        .acknowledge(group_id, member_id, acks)
+        .await?)
+}
+
+/// Each share-partition of the group, with the coordinator's lock duration and delivery
+/// limit.
+pub async fn describe(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<ShareGroupDescription, BrokerError> {
+    let shares = broker.shares()?;
+    let partitions = shares.describe(group_id).await?;
+    let config = shares.config().partition;
+    Ok(ShareGroupDescription {
+        group_id: group_id.to_string(),
+        lock_duration_ms: config.lock_duration_ms,
+        delivery_count_limit: config.delivery_count_limit,
+        partitions,
+    })
+}
+
+/// A share group as `describe` shows it.
+#[derive(Debug, Clone)]
+pub struct ShareGroupDescription {
+    pub group_id: String,
+    pub lock_duration_ms: u64,
+    pub delivery_count_limit: u16,
+    pub partitions: Vec<SharePartitionView>,
+}
+
+impl From<ShareError> for BrokerError {
+    fn from(err: ShareError) -> BrokerError {
+        let (reason, partition) = match &err {
+            ShareError::Cluster(inner) => return BrokerError::from(inner),
+            ShareError::InvalidGroupId { .. } => (Reason::InvalidGroupId, None),
+            ShareError::InvalidRequest(_) => (Reason::InvalidRequest, None),
+            ShareError::UnknownGroup(_) => (Reason::UnknownGroup, None),
+            ShareError::NotCoordinator { coordinator, .. } => (
+                Reason::NotCoordinator {
+                    coordinator: (*coordinator).max(-1),
+                },
+                None,
+            ),
+            ShareError::CoordinatorLoading { .. } => (Reason::CoordinatorLoading, None),
+            ShareError::CorruptRecord { .. } => (Reason::Internal, None),
+            // A placement the coordinator cannot serve: not the request's fault, and no
+            // retry helps until the topic has a replica on the coordinator.
+            ShareError::NotHosted {
+                topic, partition, ..
+            } => (Reason::StateConflict, Some((topic.clone(), *partition))),
+            ShareError::CorruptData {
+                topic, partition, ..
+            } => (
+                Reason::CorruptData { batch: None },
+                Some((topic.clone(), *partition)),
+            ),
+        };
+        BrokerError {
+            reason,
+            message: err.to_string(),
+            partition,
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! What the coordinators that keep their state in an internal compacted topic share:
+//! the consumer-group coordinator (`__consumer_offsets`) and the share-group coordinator
+//! (`__share_group_state`).
+//!
+//! - [`ensure`]: creates the topic on first use (compacted, replicated as widely as the
+//!   cluster allows up to a factor), or takes the existing one.
+//! - [`wait_committed`]: a new leader's wait until everything its log holds is committed,
+//!   before it replays the log.
+//! - [`for_each_record`]: the replay walk, log start to a committed end.
+//! - [`submit_records`]: one batch of key/value records queued on the partition under
+//!   the leader epoch the state was loaded at, so that another leadership refuses it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use weir_log::{
+    Compression, DecodedRecord, Record, RecordBatchBuilder, ValidatedBatches, decode_records,
+};
+
+use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
+use crate::error::ClusterError;
+use crate::partition::{Durability, Partition, PendingAppend};
+use crate::registry::{Topic, TopicRegistry};
+
+/// How an internal topic is made when it is missing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InternalTopic {
+    pub name: &'static str,
+    pub partitions: u32,
+    /// Most replicas per partition; fewer if fewer brokers are registered.
+    pub replication_factor: u32,
+    pub segment_bytes: u64,
+}
+
+/// The internal topic, created (compacted) if missing. Brokers starting together get up
+/// to `wait` to register, so the topic gets as many replicas as the voters allow. An
+/// existing topic keeps its partition count.
+pub(crate) async fn ensure(
+    registry: &TopicRegistry,
+    spec: InternalTopic,
+    wait: Duration,
+) -> Result<Arc<Topic>, ClusterError> {
+    match registry.topic(spec.name) {
+        Err(ClusterError::UnknownTopic(_)) => {}
+        found => return found,
+    }
+    let configs = BTreeMap::from([
+        (CLEANUP_POLICY.to_string(), "compact".to_string()),
+        (SEGMENT_BYTES.to_string(), spec.segment_bytes.to_string()),
+    ]);
+    let wanted = spec
+        .replication_factor
+        .min(registry.cluster().settings().voters.len().max(1) as u32);
+    let eligible = || {
+        let image = registry.cluster().image();
+        image
+            .brokers()
+            .filter(|b| image.is_eligible(b.node))
+            .count() as u32
+    };
+    let deadline = Instant::now() + wait;
+    while eligible() < wanted && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let replication = wanted.min(eligible().max(1));
+    match registry
+        .create_topic(spec.name, spec.partitions, replication, configs)
+        .await
+    {
+        Ok(t) => Ok(t),
+        Err(ClusterError::TopicExists(_)) => {
+            // Another broker created it first: wait until the image has it.
+            registry.wait_current().await;
+            registry.topic(spec.name)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Waits (at most `wait`) until this leadership of `partition` has committed everything
+/// its log holds, and returns the log end to replay to. `Ok(None)`: not yet (the high
+/// watermark has not reached the log end, or this broker does not lead); try later.
+pub(crate) async fn wait_committed(
+    partition: &Partition,
+    wait: Duration,
+) -> Result<Option<i64>, ClusterError> {
+    let committed = match partition.leader_offsets().await {
+        Ok(o) => o,
+        Err(ClusterError::OffsetNotAvailable { .. } | ClusterError::NotLeader { .. }) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let end = committed.log_end_offset;
+    if committed.high_watermark < end {
+        let mut hw = partition.subscribe();
+        let reached = tokio::time::timeout(wait, hw.wait_for(|hw| *hw >= end)).await;
+        if !matches!(reached, Ok(Ok(_))) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(end))
+}
+
+/// Calls `apply` with every record of `partition` from its log start to `end`
+/// (exclusive), in log order, reading `read_bytes` at a time. Stops at the first error
+/// `apply` returns; a batch that does not decode is `corrupt(its offset, why)`.
+pub(crate) async fn for_each_record<E: From<ClusterError>>(
+    partition: &Partition,
+    end: i64,
+    read_bytes: usize,
+    corrupt: impl Fn(i64, String) -> E,
+    mut apply: impl FnMut(DecodedRecord) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut position = partition.offsets().await?.log_start_offset;
+    while position < end {
+        let data = partition.read(position, read_bytes).await?;
+        for batch in data.batches() {
+            let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
+            for record in decoded.into_iter().filter(|r| r.offset < end) {
+                apply(record)?;
+            }
+        }
+        if data.next_offset <= position {
+            break;
+        }
+        position = data.next_offset;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock: the timestamp of the
+/// records written here.
+pub(crate) fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Why a batch of records could not be queued.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SubmitError {
+    /// Larger than the topic's `max.message.bytes`: the caller asked for too much in one
+    /// request.
+    #[error(
+        "the request makes a {bytes} byte record batch, over the {max} byte limit of {topic} (max.message.bytes)"
+    )]
+    TooLarge {
+        topic: &'static str,
+        bytes: usize,
+        max: usize,
+    },
+    #[error("cannot encode the records: {0}")]
+    Encode(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}
+
+/// Builds one uncompressed batch of `records` (key, value or tombstone) and queues it on
+/// `partition` (of the internal topic `topic`) for a durable (`acks=all`, fsynced)
+/// append under `leader_epoch`. Returns the pending append: appends are written in the
+/// order they are queued, so a caller that serializes its calls here may let the next
+/// writer in before awaiting it.
+pub(crate) async fn submit_records(
+    partition: &Partition,
+    topic: &'static str,
+    leader_epoch: i32,
+    records: &[(Bytes, Option<Bytes>)],
+) -> Result<PendingAppend, SubmitError> {
+    let timestamp = wall_clock_ms();
+    let mut builder = RecordBatchBuilder::new(Compression::None);
+    for (key, value) in records {
+        builder.push(&Record {
+            key: Some(key.clone()),
+            value: value.clone(),
+            headers: Vec::new(),
+            timestamp,
+        });
+    }
+    let bytes = builder
+        .build()
+        .map_err(|e| SubmitError::Encode(e.to_string()))?;
+    let max = partition.config().log.max_message_bytes;
+    if bytes.len() > max {
+        return Err(SubmitError::TooLarge {
+            topic,
+            bytes: bytes.len(),
+            max,
+        });
+    }
+    let batch = ValidatedBatches::new(bytes, max).map_err(|source| ClusterError::Append {
+        topic: topic.to_string(),
+        partition: partition.index(),
+        source,
+    })?;
+    Ok(partition
+        .submit_under(batch, Durability::Durable, leader_epoch)
+        .await?)
+}
+
+/// The state a coordinator loaded from one partition of its internal topic, served while
+/// this broker leads that partition at the epoch it was loaded at.
+pub(crate) trait LoadedShard {
+    /// The leader epoch the state was loaded at.
+    fn leader_epoch(&self) -> i32;
+    /// True once a write failed: memory may hold what the log does not, so the shard
+    /// must be loaded again.
+    fn failed(&self) -> bool;
+    /// How many groups it holds, for the log line that announces it.
+    fn group_count(&self) -> usize;
+}
+
+/// One slot per partition of an internal topic: its shard while this broker leads the
+/// partition and has loaded it.
+#[derive(Debug)]
+pub(crate) struct LeaderSlots<S> {
+    topic: &'static str,
+    slots: Vec<std::sync::RwLock<Option<Arc<S>>>>,
+    /// Serializes [`follow`](Self::follow).
+    following: tokio::sync::Mutex<()>,
+}
+
+impl<S: LoadedShard> LeaderSlots<S> {
+    pub(crate) fn new(topic: &'static str, partitions: u32) -> LeaderSlots<S> {
+        LeaderSlots {
+            topic,
+            slots: (0..partitions)
+                .map(|_| std::sync::RwLock::new(None))
+                .collect(),
+            following: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn len(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// The shard of partition `index`, if loaded here and not failed.
+    pub(crate) fn get(&self, index: u32) -> Option<Arc<S>> {
+        self.slots[index as usize]
+            .read()
+            .expect("shard slot lock")
+            .clone()
+            .filter(|s| !s.failed())
+    }
+
+    fn set(&self, index: u32, shard: Option<Arc<S>>) {
+        *self.slots[index as usize].write().expect("shard slot lock") = shard;
+    }
+
+    /// Every shard loaded here.
+    pub(crate) fn loaded(&self) -> Vec<Arc<S>> {
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
+    }
+
+    /// Loads (with `load`) the shards of the partitions of `topic` this broker now leads
+    /// and drops those it no longer leads, or whose write failed (to load them again from
+    /// the log). Returns how many it leads but could not load yet; they are tried again on
+    /// the next call. `load(index, partition, leader_epoch)` answers `Ok(None)` when the
+    /// partition is not ready (its high watermark has not reached its log end).
+    pub(crate) async fn follow<F, Fut, E>(&self, topic: &Topic, me: i32, mut load: F) -> usize
+    where
+        F: FnMut(u32, Arc<Partition>, i32) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<Arc<S>>, E>>,
+        E: std::fmt::Display,
+    {
+        let _one = self.following.lock().await;
+        let name = self.topic;
+        let mut waiting = 0;
+        for index in 0..self.len() {
+            let current = self.slots[index as usize]
+                .read()
+                .expect("shard slot lock")
+                .clone();
+            let leading = topic
+                .partition(index)
+                .ok()
+                .map(|p| {
+                    let state = p.state();
+                    (p, state)
+                })
+                .filter(|(_, state)| state.leader == me);
+            let Some((partition, state)) = leading else {
+                if current.is_some() {
+                    self.set(index, None);
+                    tracing::info!(
+                        partition = index,
+                        "no longer the coordinator of this {name} partition's groups"
+                    );
+                }
+                continue;
+            };
+            if current
+                .as_ref()
+                .is_some_and(|s| s.leader_epoch() == state.leader_epoch && !s.failed())
+            {
+                continue;
+            }
+            self.set(index, None);
+            let started = Instant::now();
+            match load(index, partition, state.leader_epoch).await {
+                Ok(Some(shard)) => {
+                    tracing::info!(
+                        partition = index,
+                        leader_epoch = state.leader_epoch,
+                        groups = shard.group_count(),
+                        took = ?started.elapsed(),
+                        "coordinating the groups of this {name} partition"
+                    );
+                    self.set(index, Some(shard));
+                }
+                Ok(None) => waiting += 1,
+                Err(e) => {
+                    waiting += 1;
+                    tracing::warn!(partition = index, error = %e, "loading the groups of this {name} partition failed; retrying");
+                }
+            }
+        }
+        waiting
+    }
+}
+
+/// Runs `follow` (a coordinator's leadership check) on every metadata change and every
+/// `interval`, until `shutdown` turns true; a failure is logged and tried again.
+pub(crate) fn spawn_following<F, Fut, E>(
+    registry: Arc<TopicRegistry>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    interval: Duration,
+    topic: &'static str,
+    follow: F,
+) where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut images = registry.cluster().subscribe();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = images.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    // Leadership reaches the partitions once the registry applied it.
+                    registry.wait_current().await;
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            if let Err(e) = follow().await {
+                tracing::warn!(error = %e, "following {topic} leadership failed");
+            }
+        }
+    });
+}

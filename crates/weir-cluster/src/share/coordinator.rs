@@ -1,0 +1,630 @@
+//! The share coordinator: the async API the broker calls for share groups (share fetch,
+//! acknowledge, describe), over shards (`shard.rs`) that hold the share groups of each
+//! `__share_group_state` partition this broker leads.
+//!
+//! Share group `g` lives in the `__share_group_state` partition `g` hashes to (Kafka's
+//! rule, as for consumer groups) and is served by that partition's leader, its
+//! coordinator, which runs every share-partition of the group: it reads the data
+//! partitions from its own replicas (`reader.rs`) and writes the windows' state to its
+//! partition. So every state write is a local append fenced by that partition's leader
+//! epoch, the mechanism consumer groups already rely on; docs/queues.md § Where the state
+//! lives says why this and not the data partition's leader.
+//!
+//! A request is answered only after the state it changed is durable (acks=all, fsynced):
+//! an acknowledged ACCEPT is never lost, and a delivery count a fetch answered with is
+//! never forgotten. The coordinator follows leadership as the group coordinator does: a
+//! request for a group whose shard is elsewhere gets [`ShareError::NotCoordinator`], one
+//! that arrives while the shard loads [`ShareError::CoordinatorLoading`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::future::select_all;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use weir_log::DecodedRecord;
+
+use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, WindowCounts};
+use super::reader::{self, data_partition};
+use super::shard::{ShareGroup, ShareShard, Windows};
+use super::{
+    DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_ACK_RANGE_OFFSETS, MAX_SHARE_FETCH_RECORDS,
+    MAX_SHARE_FETCH_TOPICS, MAX_SHARE_FETCH_WAIT, SHARE_LEADERSHIP_CHECK_INTERVAL,
+    SHARE_OPEN_LOAD_WAIT, SHARE_STATE_REPLICATION_FACTOR, SHARE_STATE_SEGMENT_BYTES,
+    SHARE_STATE_TOPIC, ShareError, ShareGroupConfig, validate_group_id,
+};
+use crate::group::{MAX_MEMBER_ID_CHARS, partition_for_group};
+use crate::internal_topic::{self, InternalTopic, LeaderSlots, wall_clock_ms};
+use crate::partition::BrokerId;
+use crate::registry::TopicRegistry;
+
+/// Longest a waiting share fetch goes without looking at the windows again when it reads
+/// a partition this broker only follows (a follower's high watermark has no wake-up).
+const FOLLOWER_RECHECK: Duration = Duration::from_millis(100);
+
+/// Where a share group starts on a partition it has no state for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareStart {
+    /// The high watermark: records produced from now on (Kafka's default).
+    #[default]
+    Latest,
+    /// The log start.
+    Earliest,
+}
+
+/// A member's acknowledgement of offsets `first..=last` of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRange {
+    pub topic: String,
+    pub partition: u32,
+    pub first: i64,
+    pub last: i64,
+    pub kind: AckKind,
+}
+
+/// What became of one [`AckRange`].
+#[derive(Debug)]
+pub struct AckResult {
+    pub range: AckRange,
+    /// The offsets the member did not hold (the rest were applied), or why the whole
+    /// range was refused (nothing in it applied).
+    pub outcome: Result<Vec<i64>, ShareError>,
+}
+
+/// A share fetch: acknowledgements first, then acquisition.
+#[derive(Debug, Clone)]
+pub struct ShareFetch {
+    pub group_id: String,
+    pub member_id: String,
+    pub topics: Vec<String>,
+    /// 0: [`DEFAULT_SHARE_FETCH_RECORDS`].
+    pub max_records: usize,
+    /// Capped at [`MAX_SHARE_FETCH_WAIT`].
+    pub max_wait: Duration,
+    pub start: ShareStart,
+    pub acks: Vec<AckRange>,
+}
+
+/// A record acquired by a member.
+#[derive(Debug, Clone)]
+pub struct ShareRecord {
+    pub topic: Arc<str>,
+    pub partition: u32,
+    pub record: DecodedRecord,
+    pub delivery_count: u16,
+    pub lock_deadline_ms: u64,
+}
+
+/// The answer to a share fetch.
+#[derive(Debug)]
+pub struct ShareFetchAnswer {
+    pub ack_results: Vec<AckResult>,
+    pub records: Vec<ShareRecord>,
+}
+
+/// One share-partition as `describe` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePartitionView {
+    pub topic: String,
+    pub partition: u32,
+    pub start: i64,
+    pub end: i64,
+    /// -1 when this broker hosts no replica of the partition.
+    pub high_watermark: i64,
+    pub counts: WindowCounts,
+    /// Age of the oldest unfinished record, by its timestamp.
+    pub oldest_unfinished_age_ms: Option<i64>,
+}
+
+/// The share coordinator. Cheap to share: use it as `Arc<ShareCoordinator>`.
+#[derive(Debug)]
+pub struct ShareCoordinator {
+    registry: Arc<TopicRegistry>,
+    config: ShareGroupConfig,
+    slots: LeaderSlots<ShareShard>,
+}
+
+/// The `__share_group_state` partition of `group_id` and its leader (-1: none), from this
+/// broker's metadata: where a client sends the group's requests.
+pub fn find_share_coordinator(
+    registry: &TopicRegistry,
+    group_id: &str,
+) -> Result<(u32, BrokerId), ShareError> {
+    validate_group_id(group_id)?;
+    let topic = registry.topic(SHARE_STATE_TOPIC)?;
+    let registrations = topic.registrations();
+    let partition = partition_for_group(group_id, registrations.len() as u32);
+    let leader = registrations
+        .get(partition as usize)
+        .map_or(-1, |r| r.leader.max(-1));
+    Ok((partition, leader))
+}
+
+fn validate_member_id(member_id: &str) -> Result<(), ShareError> {
+    if member_id.is_empty() || member_id.len() > MAX_MEMBER_ID_CHARS {
+        return Err(ShareError::InvalidRequest(format!(
+            "a member id must be 1 to {MAX_MEMBER_ID_CHARS} bytes; this one is {}",
+            member_id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Why an acknowledgement entry is refused before it is looked at, if it is.
+fn check_ack(ack: &AckRange) -> Result<(), ShareError> {
+    let bad = |why: String| Err(ShareError::InvalidRequest(why));
+    if ack.first < 0 || ack.last < ack.first {
+        return bad(format!(
+            "offsets {}..={} are not a range",
+            ack.first, ack.last
+        ));
+    }
+    if ack.last - ack.first >= MAX_ACK_RANGE_OFFSETS {
+        return bad(format!(
+            "one acknowledgement covers at most {MAX_ACK_RANGE_OFFSETS} offsets"
+        ));
+    }
+    if let AckKind::Release { delay_ms } = ack.kind
+        && delay_ms > MAX_DELIVERY_DELAY_MS
+    {
+        return bad(AckError::DelayTooLong(delay_ms).to_string());
+    }
+    Ok(())
+}
+
+impl ShareCoordinator {
+    /// Opens the coordinator: creates `__share_group_state` if missing and loads the
+    /// shards of the partitions this broker leads (waiting at most
+    /// [`SHARE_OPEN_LOAD_WAIT`]), then keeps following leadership until `shutdown`.
+    pub async fn open(
+        registry: Arc<TopicRegistry>,
+        config: ShareGroupConfig,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<ShareCoordinator>, ShareError> {
+        config.validate()?;
+        let spec = InternalTopic {
+            name: SHARE_STATE_TOPIC,
+            partitions: config.state_partitions,
+            replication_factor: SHARE_STATE_REPLICATION_FACTOR,
+            segment_bytes: SHARE_STATE_SEGMENT_BYTES,
+        };
+        let topic = internal_topic::ensure(&registry, spec, SHARE_OPEN_LOAD_WAIT).await?;
+        let coordinator = Arc::new(ShareCoordinator {
+            registry: registry.clone(),
+            config,
+            slots: LeaderSlots::new(SHARE_STATE_TOPIC, topic.partition_count()),
+        });
+        let deadline = Instant::now() + SHARE_OPEN_LOAD_WAIT;
+        while coordinator.follow_leadership().await? > 0 && Instant::now() < deadline {
+            tokio::time::sleep(SHARE_LEADERSHIP_CHECK_INTERVAL / 10).await;
+        }
+        let this = coordinator.clone();
+        internal_topic::spawn_following(
+            registry,
+            shutdown,
+            SHARE_LEADERSHIP_CHECK_INTERVAL,
+            SHARE_STATE_TOPIC,
+            move || {
+                let this = this.clone();
+                async move { this.follow_leadership().await.map(|_| ()) }
+            },
+        );
+        tracing::info!(
+            shards = coordinator.slots.loaded().len(),
+            partitions = coordinator.slots.len(),
+            "share coordinator open"
+        );
+        Ok(coordinator)
+    }
+
+    pub fn config(&self) -> &ShareGroupConfig {
+        &self.config
+    }
+
+    /// Loads the shards of the partitions this broker now leads and drops the others;
+    /// returns how many it leads but could not load yet.
+    pub async fn follow_leadership(&self) -> Result<usize, ShareError> {
+        let topic = self.registry.topic(SHARE_STATE_TOPIC)?;
+        let registry = &self.registry;
+        Ok(self
+            .slots
+            .follow(&topic, registry.broker_id(), |index, partition, epoch| {
+                ShareShard::load(index, partition, epoch, registry)
+            })
+            .await)
+    }
+
+    /// The shard of `group_id`, if this broker coordinates it now.
+    fn shard(&self, group_id: &str) -> Result<Arc<ShareShard>, ShareError> {
+        validate_group_id(group_id)?;
+        let partition = partition_for_group(group_id, self.slots.len());
+        if let Some(shard) = self.slots.get(partition) {
+            return Ok(shard);
+        }
+        let (_, coordinator) = find_share_coordinator(&self.registry, group_id)?;
+        if coordinator == self.registry.broker_id() {
+            Err(ShareError::CoordinatorLoading { partition })
+        } else {
+            Err(ShareError::NotCoordinator {
+                partition,
+                coordinator,
+            })
+        }
+    }
+
+    /// Applies `fetch.acks`, then acquires up to `fetch.max_records` records of the
+    /// requested topics for the member, waiting up to `fetch.max_wait` for any. Answers
+    /// once what it changed is durable.
+    pub async fn fetch(&self, mut fetch: ShareFetch) -> Result<ShareFetchAnswer, ShareError> {
+        validate_member_id(&fetch.member_id)?;
+        if fetch.topics.is_empty() || fetch.topics.len() > MAX_SHARE_FETCH_TOPICS {
+            return Err(ShareError::InvalidRequest(format!(
+                "a share fetch names 1 to {MAX_SHARE_FETCH_TOPICS} topics; this one names {}",
+                fetch.topics.len()
+            )));
+        }
+        if fetch.max_records > MAX_SHARE_FETCH_RECORDS {
+            return Err(ShareError::InvalidRequest(format!(
+                "a share fetch acquires at most {MAX_SHARE_FETCH_RECORDS} records; it asked for {}",
+                fetch.max_records
+            )));
+        }
+        if fetch.acks.len() > MAX_ACK_ENTRIES {
+            return Err(too_many_acks(fetch.acks.len()));
+        }
+        let shard = self.shard(&fetch.group_id)?;
+        let group = shard.group(&fetch.group_id, true).expect("created");
+        let max_records = match fetch.max_records {
+            0 => DEFAULT_SHARE_FETCH_RECORDS,
+            n => n,
+        };
+        let deadline = Instant::now() + fetch.max_wait.min(MAX_SHARE_FETCH_WAIT);
+        let mut acks = Some(std::mem::take(&mut fetch.acks));
+        let mut ack_results = Vec::new();
+        loop {
+            let now = wall_clock_ms().max(0) as u64;
+            let mut windows = group.windows.lock().await;
+            let mut released = false;
+            if let Some(acks) = acks.take() {
+                ack_results = self.apply_acks(
+                    &fetch.group_id,
+                    &fetch.member_id,
+                    &mut windows,
+                    acks,
+                    now,
+                    &mut released,
+                );
+            }
+            let round = self
+                .acquire(&fetch, &group, &mut windows, max_records, now)
+                .await;
+            // What changed is written even when the round failed part way.
+            let pending = shard.queue_snapshots(&mut windows).await?;
+            drop(windows);
+            if let Some(pending) = pending {
+                shard.durable(pending).await?;
+            }
+            if released || round.as_ref().is_ok_and(|r| r.released) {
+                group.released.notify_waiters();
+            }
+            let mut round = round?;
+            if !round.acquired.is_empty() || Instant::now() >= deadline {
+                let records = self.read_acquired(&mut round).await?;
+                return Ok(ShareFetchAnswer {
+                    ack_results,
+                    records,
+                });
+            }
+            let mut wake_at = deadline;
+            if let Some(due) = round.next_due_ms {
+                let in_ms = due.saturating_sub(now);
+                wake_at = wake_at.min(Instant::now() + Duration::from_millis(in_ms));
+            }
+            if round.follows_some {
+                wake_at = wake_at.min(Instant::now() + FOLLOWER_RECHECK);
+            }
+            let released = group.released.notified();
+            tokio::pin!(released);
+            let mut watchers = round.watchers;
+            let moved = async {
+                if watchers.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                let hws = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+                let _ = select_all(hws).await;
+            };
+            tokio::select! {
+                _ = &mut released => {}
+                _ = moved => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    /// Acknowledges records the member holds; answers once the outcome is durable.
+    pub async fn acknowledge(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        acks: Vec<AckRange>,
+    ) -> Result<Vec<AckResult>, ShareError> {
+        validate_member_id(member_id)?;
+        if acks.len() > MAX_ACK_ENTRIES {
+            return Err(too_many_acks(acks.len()));
+        }
+        let shard = self.shard(group_id)?;
+        let group = shard.group(group_id, true).expect("created");
+        let now = wall_clock_ms().max(0) as u64;
+        let mut windows = group.windows.lock().await;
+        let mut released = false;
+        let results = self.apply_acks(group_id, member_id, &mut windows, acks, now, &mut released);
+        let pending = shard.queue_snapshots(&mut windows).await?;
+        drop(windows);
+        if let Some(pending) = pending {
+            shard.durable(pending).await?;
+        }
+        if released {
+            group.released.notify_waiters();
+        }
+        Ok(results)
+    }
+
+    /// Each share-partition of the group: its window, counts, and the oldest unfinished
+    /// record's age. [`ShareError::UnknownGroup`] for a group without state.
+    pub async fn describe(&self, group_id: &str) -> Result<Vec<SharePartitionView>, ShareError> {
+        let shard = self.shard(group_id)?;
+        let group = shard
+            .group(group_id, false)
+            .ok_or_else(|| ShareError::UnknownGroup(group_id.to_string()))?;
+        let now = wall_clock_ms();
+        let mut windows = group.windows.lock().await;
+        // Rebuild the windows only stored so far, so they show too.
+        let ids: HashMap<String, String> = self
+            .registry
+            .topics()
+            .iter()
+            .map(|t| (t.topic_id.clone(), t.name.clone()))
+            .collect();
+        let stored: Vec<(String, u32)> = windows.stored.keys().cloned().collect();
+        for (topic_id, partition) in stored {
+            if let Some(name) = ids.get(&topic_id) {
+                windows.window(
+                    group_id,
+                    name,
+                    &topic_id,
+                    partition,
+                    self.config.partition,
+                    0,
+                )?;
+            }
+        }
+        let mut views = Vec::new();
+        for ((topic, partition), w) in &mut windows.partitions {
+            let counts = w.window.counts(now.max(0) as u64);
+            let data = data_partition(&self.registry, topic, *partition).ok();
+            let high_watermark = match &data {
+                Some(p) => p.offsets().await.map_or(-1, |o| o.high_watermark),
+                None => -1,
+            };
+            let mut oldest_unfinished_age_ms = None;
+            if let (Some(data), Some(offset)) = (&data, counts.oldest_unfinished) {
+                let mut read = BTreeMap::new();
+                if let Ok(found) = reader::records_at(data, &[offset], &mut read).await {
+                    oldest_unfinished_age_ms = found.first().map(|r| (now - r.timestamp).max(0));
+                }
+            }
+            views.push(SharePartitionView {
+                topic: topic.clone(),
+                partition: *partition,
+                start: w.window.start(),
+                end: w.window.end(),
+                high_watermark,
+                counts,
+                oldest_unfinished_age_ms,
+            });
+        }
+        Ok(views)
+    }
+
+    /// Applies each acknowledgement entry in order (under the group's windows lock).
+    fn apply_acks(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        windows: &mut Windows,
+        acks: Vec<AckRange>,
+        now_ms: u64,
+        released: &mut bool,
+    ) -> Vec<AckResult> {
+        acks.into_iter()
+            .map(|range| {
+                let outcome = self.apply_ack(group_id, member_id, windows, &range, now_ms);
+                if outcome.is_ok() && matches!(range.kind, AckKind::Release { .. }) {
+                    *released = true;
+                }
+                AckResult { range, outcome }
+            })
+            .collect()
+    }
+
+    fn apply_ack(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        windows: &mut Windows,
+        ack: &AckRange,
+        now_ms: u64,
+    ) -> Result<Vec<i64>, ShareError> {
+        check_ack(ack)?;
+        let topic = self.registry.topic(&ack.topic)?;
+        if ack.partition >= topic.partition_count() {
+            return Err(ShareError::InvalidRequest(format!(
+                "topic {:?} has no partition {} (it has {})",
+                ack.topic,
+                ack.partition,
+                topic.partition_count()
+            )));
+        }
+        let known = windows
+            .partitions
+            .get(&(ack.topic.clone(), ack.partition))
+            .is_some_and(|w| w.topic_id == topic.topic_id)
+            || windows
+                .stored
+                .contains_key(&(topic.topic_id.clone(), ack.partition));
+        if !known {
+            // The group never read this partition: nothing in it is held.
+            return Ok((ack.first..=ack.last).collect());
+        }
+        let w = windows.window(
+            group_id,
+            &ack.topic,
+            &topic.topic_id,
+            ack.partition,
+            self.config.partition,
+            0,
+        )?;
+        let mut not_held = Vec::new();
+        for offset in ack.first..=ack.last {
+            match w.window.acknowledge(member_id, offset, ack.kind, now_ms) {
+                Ok(_) => w.dirty = true,
+                Err(AckError::NotHeld(offset)) => not_held.push(offset),
+                Err(e @ AckError::DelayTooLong(_)) => {
+                    return Err(ShareError::InvalidRequest(e.to_string()));
+                }
+            }
+        }
+        Ok(not_held)
+    }
+
+    /// One pass over the requested partitions (under the group's windows lock): ends
+    /// expired locks, takes new records into the windows and acquires up to `max` records.
+    async fn acquire(
+        &self,
+        fetch: &ShareFetch,
+        group: &ShareGroup,
+        windows: &mut Windows,
+        max: usize,
+        now_ms: u64,
+    ) -> Result<Round, ShareError> {
+        let me = self.registry.broker_id();
+        let mut targets = Vec::new();
+        for name in &fetch.topics {
+            let topic = self.registry.topic(name)?;
+            let name: Arc<str> = Arc::from(name.as_str());
+            for p in 0..topic.partition_count() {
+                targets.push((name.clone(), topic.topic_id.clone(), p));
+            }
+        }
+        if !targets.is_empty() {
+            let turn = group.cursor.fetch_add(1, Ordering::Relaxed) % targets.len();
+            targets.rotate_left(turn);
+        }
+        let mut round = Round::default();
+        for (topic, topic_id, p) in targets {
+            let data = data_partition(&self.registry, &topic, p)?;
+            let start = match fetch.start {
+                ShareStart::Earliest => data.offsets().await?.log_start_offset,
+                ShareStart::Latest => data.offsets().await?.high_watermark,
+            };
+            let w = windows.window(
+                &fetch.group_id,
+                &topic,
+                &topic_id,
+                p,
+                self.config.partition,
+                start,
+            )?;
+            let ended = w.window.counts(now_ms).acquired;
+            if !w.window.expire(now_ms).is_empty() {
+                w.dirty = true;
+            }
+            if w.window.counts(now_ms).acquired < ended {
+                round.released = true;
+            }
+            let wanted = max - round.acquired_count;
+            if wanted > 0 {
+                let mut read = BTreeMap::new();
+                reader::extend(&data, &mut w.window, &mut read, now_ms).await?;
+                let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
+                if !got.is_empty() {
+                    w.dirty = true;
+                    round.acquired_count += got.len();
+                    round.acquired.push(AcquiredIn {
+                        topic: topic.clone(),
+                        partition: p,
+                        data: data.clone(),
+                        records: got,
+                        read,
+                    });
+                }
+            }
+            if let Some(due) = w.window.next_due(now_ms) {
+                round.next_due_ms = Some(round.next_due_ms.map_or(due, |d| d.min(due)));
+            }
+            if data.state().leader != me {
+                round.follows_some = true;
+            }
+            round.watchers.push(data.subscribe());
+        }
+        Ok(round)
+    }
+
+    /// The acquired records' contents, in topic, partition and offset order.
+    async fn read_acquired(&self, round: &mut Round) -> Result<Vec<ShareRecord>, ShareError> {
+        let mut out = Vec::with_capacity(round.acquired_count);
+        for a in &mut round.acquired {
+            let offsets: Vec<i64> = a.records.iter().map(|r| r.offset).collect();
+            let found = reader::records_at(&a.data, &offsets, &mut a.read).await?;
+            let mut found = found.into_iter().peekable();
+            for acquired in &a.records {
+                while found.peek().is_some_and(|r| r.offset < acquired.offset) {
+                    found.next();
+                }
+                if let Some(record) = found.next_if(|r| r.offset == acquired.offset) {
+                    out.push(ShareRecord {
+                        topic: a.topic.clone(),
+                        partition: a.partition,
+                        record,
+                        delivery_count: acquired.delivery_count,
+                        lock_deadline_ms: acquired.deadline_ms,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn too_many_acks(n: usize) -> ShareError {
+    ShareError::InvalidRequest(format!(
+        "a request carries at most {MAX_ACK_ENTRIES} acknowledgement entries; this one has {n}"
+    ))
+}
+
+/// What one acquisition pass found.
+#[derive(Default)]
+struct Round {
+    acquired: Vec<AcquiredIn>,
+    acquired_count: usize,
+    /// Some lock ended: records may be available to waiting fetches.
+    released: bool,
+    /// The earliest lock deadline or not-before time over the windows.
+    next_due_ms: Option<u64>,
+    /// Some partition is read from a follower replica.
+    follows_some: bool,
+    /// High-watermark receivers of the partitions.
+    watchers: Vec<watch::Receiver<i64>>,
+}
+
+/// Records acquired in one partition.
+struct AcquiredIn {
+    topic: Arc<str>,
+    partition: u32,
+    data: Arc<crate::partition::Partition>,
+    records: Vec<super::partition::Acquired>,
+    /// What the pass read from the log, by offset.
+    read: BTreeMap<i64, DecodedRecord>,
+}

@@ -1,0 +1,146 @@
+//! Reading a data partition for a share group: taking the log's next records into a
+//! window, and reading back the records a fetch acquired.
+//!
+//! The coordinator reads the partition's local replica, leader or follower, below the
+//! high watermark it knows ([`Partition::read_replica`]): only committed records are
+//! ever handed out. A coordinator that hosts no replica of a partition cannot read it
+//! (docs/queues.md § Where the state lives says what that means for placement).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use weir_log::{DecodedRecord, decode_records};
+
+use super::partition::{MAX_DELIVERY_DELAY_MS, SharePartition};
+use super::{DELIVER_AT_HEADER, SHARE_READ_BYTES, ShareError};
+use crate::error::ClusterError;
+use crate::partition::Partition;
+use crate::registry::TopicRegistry;
+
+/// The local replica of `topic`/`partition`, for reading.
+pub(super) fn data_partition(
+    registry: &TopicRegistry,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<Partition>, ShareError> {
+    let t = registry.topic(topic)?;
+    t.partition(partition).map_err(|e| match e {
+        ClusterError::NotLeader { .. } => ShareError::NotHosted {
+            topic: topic.to_string(),
+            partition,
+            coordinator: registry.broker_id(),
+        },
+        e => e.into(),
+    })
+}
+
+/// When a record may first be delivered: its `weir-deliver-at` header (epoch ms), if it
+/// has a valid one, capped at [`MAX_DELIVERY_DELAY_MS`] after `now_ms` (the producer's
+/// clock is not the broker's, and no record may hold the window longer); else 0.
+pub(super) fn not_before_ms(record: &DecodedRecord, now_ms: u64) -> u64 {
+    record
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.key == DELIVER_AT_HEADER)
+        .and_then(|h| h.value.as_ref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |at| at.min(now_ms.saturating_add(MAX_DELIVERY_DELAY_MS)))
+}
+
+/// Takes the partition's next committed records into `window` while it has room (one
+/// read), keeping what was read in `read` for the answer. First skips what retention
+/// removed below the window.
+pub(super) async fn extend(
+    partition: &Partition,
+    window: &mut SharePartition,
+    read: &mut BTreeMap<i64, DecodedRecord>,
+    now_ms: u64,
+) -> Result<(), ShareError> {
+    let offsets = partition.offsets().await?;
+    let dropped = window.log_start_moved(offsets.log_start_offset);
+    if dropped > 0 {
+        tracing::info!(
+            topic = partition.topic(),
+            partition = partition.index(),
+            dropped,
+            log_start = offsets.log_start_offset,
+            "share group window: records removed by retention before they were finished"
+        );
+    }
+    if !window.has_room() || window.end() >= offsets.high_watermark {
+        return Ok(());
+    }
+    let data = match partition.read_replica(window.end(), SHARE_READ_BYTES).await {
+        Ok(data) => data,
+        // Retention moved the start between the two calls: next time.
+        Err(ClusterError::OffsetOutOfRange { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut records = Vec::new();
+    for batch in data.batches() {
+        let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {
+            topic: partition.topic().to_string(),
+            partition: partition.index(),
+            offset: window.end(),
+            reason: e.to_string(),
+        })?;
+        records.extend(decoded.into_iter().filter(|r| r.offset >= window.end()));
+    }
+    window.extend(records.iter().map(|r| (r.offset, not_before_ms(r, now_ms))));
+    let end = window.end();
+    read.extend(
+        records
+            .into_iter()
+            .filter(|r| r.offset < end)
+            .map(|r| (r.offset, r)),
+    );
+    Ok(())
+}
+
+/// The records at `offsets` (ascending), from `read` where it has them, else from the
+/// log. A record the log no longer has (retention) is left out.
+pub(super) async fn records_at(
+    partition: &Partition,
+    offsets: &[i64],
+    read: &mut BTreeMap<i64, DecodedRecord>,
+) -> Result<Vec<DecodedRecord>, ShareError> {
+    let mut out = Vec::with_capacity(offsets.len());
+    let mut position = None::<i64>;
+    for &offset in offsets {
+        if let Some(r) = read.remove(&offset) {
+            out.push(r);
+            continue;
+        }
+        // Read forward from here until the log passes `offset`.
+        loop {
+            if position.is_some_and(|p| p > offset) {
+                break;
+            }
+            let from = position.unwrap_or(offset).max(offset);
+            let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
+                Ok(data) => data,
+                Err(ClusterError::OffsetOutOfRange { .. }) => break,
+                Err(e) => return Err(e.into()),
+            };
+            for batch in data.batches() {
+                let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {
+                    topic: partition.topic().to_string(),
+                    partition: partition.index(),
+                    offset: from,
+                    reason: e.to_string(),
+                })?;
+                read.extend(decoded.into_iter().map(|r| (r.offset, r)));
+            }
+            if data.next_offset <= from {
+                break;
+            }
+            position = Some(data.next_offset);
+        }
+        if let Some(r) = read.remove(&offset) {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,313 @@
+//! One shard of the share coordinator: the share groups of one `__share_group_state`
+//! partition, while this broker leads that partition.
+//!
+//! A shard is loaded by replaying its partition (log start to the committed end): the
+//! last record of each key `(group, topic id, partition)` is that share-partition's
+//! state, a snapshot of its whole window (a tombstone: none). Every write is a snapshot
+//! too, so key compaction keeps exactly what a new coordinator needs. A share-partition's
+//! window is rebuilt from its snapshot the first time its group is used after a load.
+//!
+//! Each group's windows sit behind one async mutex. A request changes them under it,
+//! queues the snapshots of the windows it changed on the partition (under the leader
+//! epoch the shard was loaded at: another leadership refuses them; queue order is log
+//! order) and lets go; it answers once the write is durable. A write that fails fails
+//! the shard: memory may then hold what the log does not, so the coordinator drops it
+//! and loads it again from the log, and the client's request gets a retriable error.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::partition::{ShareConfig, SharePartition};
+use super::state_records::{StateKey, StateValue};
+use super::{SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError};
+use crate::error::ClusterError;
+use crate::internal_topic::{self, LoadedShard, SubmitError};
+use crate::partition::{Partition, PendingAppend};
+use crate::registry::TopicRegistry;
+
+/// A share-partition of a group: its window, and the key of its state records.
+#[derive(Debug)]
+pub(super) struct Window {
+    pub(super) key: Bytes,
+    pub(super) topic_id: String,
+    pub(super) window: SharePartition,
+    /// Changed since its last snapshot was queued.
+    pub(super) dirty: bool,
+}
+
+/// The windows of one share group, by topic name and partition.
+#[derive(Debug, Default)]
+pub(super) struct Windows {
+    pub(super) partitions: BTreeMap<(String, u32), Window>,
+    /// Persisted states not yet rebuilt into windows, by topic id and partition.
+    pub(super) stored: HashMap<(String, u32), StateValue>,
+}
+
+impl Windows {
+    /// The window of `topic`/`partition` of this group, made if the group has none yet:
+    /// rebuilt from its stored state, or new at `start`.
+    pub(super) fn window(
+        &mut self,
+        group_id: &str,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+        config: ShareConfig,
+        start: i64,
+    ) -> Result<&mut Window, ShareError> {
+        let slot = (topic.to_string(), partition);
+        if let Some(w) = self.partitions.get(&slot)
+            && w.topic_id != topic_id
+        {
+            // The topic was deleted and made again: its old state does not apply.
+            self.partitions.remove(&slot);
+        }
+        if !self.partitions.contains_key(&slot) {
+            let key = state_key(group_id, topic_id, partition)?;
+            let (window, dirty) = match self.stored.remove(&(topic_id.to_string(), partition)) {
+                Some(stored) => (SharePartition::load(config, &stored, []).0, true),
+                None => (SharePartition::new(config, start), true),
+            };
+            self.partitions.insert(
+                slot.clone(),
+                Window {
+                    key,
+                    topic_id: topic_id.to_string(),
+                    window,
+                    dirty,
+                },
+            );
+        }
+        Ok(self.partitions.get_mut(&slot).expect("inserted above"))
+    }
+}
+
+/// One share group.
+#[derive(Debug)]
+pub(super) struct ShareGroup {
+    pub(super) windows: tokio::sync::Mutex<Windows>,
+    /// Woken when records may have become available (released, lock ended).
+    pub(super) released: Notify,
+    /// Where the next fetch starts looking, so members spread over the partitions.
+    pub(super) cursor: AtomicUsize,
+}
+
+impl ShareGroup {
+    fn new(windows: Windows) -> ShareGroup {
+        ShareGroup {
+            windows: tokio::sync::Mutex::new(windows),
+            released: Notify::new(),
+            cursor: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// The share groups of one `__share_group_state` partition.
+#[derive(Debug)]
+pub(super) struct ShareShard {
+    pub(super) index: u32,
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    /// Serializes the queueing of writes.
+    writer: tokio::sync::Mutex<()>,
+    groups: Mutex<HashMap<String, Arc<ShareGroup>>>,
+    failed: AtomicBool,
+}
+
+impl LoadedShard for ShareShard {
+    fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn group_count(&self) -> usize {
+        self.groups.lock().expect("share groups mutex").len()
+    }
+}
+
+/// The key of a share-partition's state records.
+pub(super) fn state_key(group: &str, topic_id: &str, partition: u32) -> Result<Bytes, ShareError> {
+    StateKey {
+        group: group.to_string(),
+        topic_id: topic_id_bytes(topic_id),
+        partition,
+    }
+    .encode()
+    .map(Bytes::from)
+    .map_err(|e| ShareError::InvalidRequest(e.to_string()))
+}
+
+/// A topic id as 16 bytes: the UUID's bytes (every topic id this build makes is one);
+/// an id that is not a UUID is zero-padded or cut to 16 bytes.
+fn topic_id_bytes(topic_id: &str) -> [u8; 16] {
+    uuid::Uuid::parse_str(topic_id).map_or_else(
+        |_| {
+            let mut out = [0u8; 16];
+            for (o, b) in out.iter_mut().zip(topic_id.bytes()) {
+                *o = b;
+            }
+            out
+        },
+        |u| *u.as_bytes(),
+    )
+}
+
+impl ShareShard {
+    /// Loads the shard of `partition`, which this broker leads at `leader_epoch`.
+    /// `Ok(None)`: not ready yet; try again later.
+    pub(super) async fn load(
+        index: u32,
+        partition: Arc<Partition>,
+        leader_epoch: i32,
+        registry: &TopicRegistry,
+    ) -> Result<Option<Arc<ShareShard>>, ShareError> {
+        let Some(end) = internal_topic::wait_committed(&partition, SHARE_LOAD_WAIT).await? else {
+            return Ok(None);
+        };
+        let mut latest: HashMap<StateKey, Option<StateValue>> = HashMap::new();
+        let corrupt = |offset, reason| ShareError::CorruptRecord {
+            partition: index,
+            offset,
+            reason,
+        };
+        internal_topic::for_each_record(&partition, end, SHARE_READ_BYTES, corrupt, |record| {
+            let Some(key) = &record.key else {
+                return Ok(());
+            };
+            let key = StateKey::decode(key).map_err(|e| corrupt(record.offset, e.to_string()))?;
+            let value = match &record.value {
+                Some(v) => {
+                    Some(StateValue::decode(v).map_err(|e| corrupt(record.offset, e.to_string()))?)
+                }
+                None => None,
+            };
+            latest.insert(key, value);
+            Ok(())
+        })
+        .await?;
+        let known: HashMap<[u8; 16], String> = registry
+            .topics()
+            .iter()
+            .map(|t| (topic_id_bytes(&t.topic_id), t.topic_id.clone()))
+            .collect();
+        let mut groups: HashMap<String, Windows> = HashMap::new();
+        for (key, value) in latest {
+            let (Some(value), Some(topic_id)) = (value, known.get(&key.topic_id)) else {
+                continue;
+            };
+            groups
+                .entry(key.group)
+                .or_default()
+                .stored
+                .insert((topic_id.clone(), key.partition), value);
+        }
+        let shard = ShareShard {
+            index,
+            partition,
+            leader_epoch,
+            writer: tokio::sync::Mutex::new(()),
+            groups: Mutex::new(
+                groups
+                    .into_iter()
+                    .map(|(g, w)| (g, Arc::new(ShareGroup::new(w))))
+                    .collect(),
+            ),
+            failed: AtomicBool::new(false),
+        };
+        if shard.partition.state().leader_epoch != leader_epoch {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(shard)))
+    }
+
+    /// The group `group_id`, made empty if it has no state yet when `create`.
+    pub(super) fn group(&self, group_id: &str, create: bool) -> Option<Arc<ShareGroup>> {
+        let mut groups = self.groups.lock().expect("share groups mutex");
+        if let Some(g) = groups.get(group_id) {
+            return Some(g.clone());
+        }
+        if !create {
+            return None;
+        }
+        let group = Arc::new(ShareGroup::new(Windows::default()));
+        groups.insert(group_id.to_string(), group.clone());
+        Some(group)
+    }
+
+    /// Queues the snapshots of the `dirty` windows of a group (call under its windows
+    /// lock, so its writes are in the log in the order they were made) and marks them
+    /// clean. `None`: nothing to write.
+    pub(super) async fn queue_snapshots(
+        &self,
+        windows: &mut Windows,
+    ) -> Result<Option<PendingAppend>, ShareError> {
+        let records: Vec<(Bytes, Option<Bytes>)> = windows
+            .partitions
+            .values_mut()
+            .filter(|w| w.dirty)
+            .map(|w| {
+                w.dirty = false;
+                let value = w
+                    .window
+                    .snapshot(self.leader_epoch)
+                    .encode()
+                    .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
+                Ok((w.key.clone(), Some(Bytes::from(value))))
+            })
+            .collect::<Result<_, ShareError>>()?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        let writer = self.writer.lock().await;
+        let queued = internal_topic::submit_records(
+            &self.partition,
+            SHARE_STATE_TOPIC,
+            self.leader_epoch,
+            &records,
+        )
+        .await;
+        drop(writer);
+        match queued {
+            Ok(pending) => Ok(Some(pending)),
+            Err(e) => {
+                self.fail(&e);
+                Err(match e {
+                    SubmitError::Cluster(e) => e.into(),
+                    e => ShareError::InvalidRequest(e.to_string()),
+                })
+            }
+        }
+    }
+
+    /// Waits for a queued write to be durable; a failure fails the shard.
+    pub(super) async fn durable(&self, pending: PendingAppend) -> Result<(), ShareError> {
+        let outcome = pending.await.map_err(|_| ClusterError::PartitionClosed {
+            topic: SHARE_STATE_TOPIC.to_string(),
+            partition: self.index,
+        });
+        match outcome.and_then(|o| o) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.fail(&e);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn fail(&self, error: &dyn std::fmt::Display) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                partition = self.index,
+                %error,
+                "a share group state write failed; the share groups of this {SHARE_STATE_TOPIC} partition load again from its log"
+            );
+        }
+    }
+}

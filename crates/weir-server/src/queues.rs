@@ -1,0 +1,192 @@
+//! The Queues gRPC service (share groups; `proto/weir/v1/queues.proto`): decodes each
+//! request into the broker core's share-group operations (`weir_broker::shares`) and
+//! encodes the answer. Nothing here decides anything.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+use weir_broker::shares::{self as core, AckKind, AckRange, AckResult, ShareFetch, ShareStart};
+use weir_broker::{BrokerError, Reason};
+use weir_proto::v1::queues_server::Queues;
+use weir_proto::v1::{
+    self as pb, DescribeShareGroupRequest, DescribeShareGroupResponse, ShareAcknowledgeRequest,
+    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
+};
+
+use crate::convert::consumed;
+use crate::status::{broker_partition_error, broker_status};
+use crate::{Broker, grpc_context};
+
+/// The Queues gRPC service.
+#[derive(Debug, Clone)]
+pub struct QueuesService {
+    broker: Arc<Broker>,
+}
+
+impl QueuesService {
+    pub(crate) fn new(broker: Arc<Broker>) -> QueuesService {
+        QueuesService { broker }
+    }
+}
+
+/// An acknowledgement entry as the core takes it; INVALID_ARGUMENT for an unknown type.
+fn ack_range(ack: pb::ShareAck) -> Result<AckRange, Status> {
+    let kind = match pb::AckType::try_from(ack.r#type) {
+        Ok(pb::AckType::Accept) => AckKind::Accept,
+        Ok(pb::AckType::Release) => AckKind::Release {
+            delay_ms: ack.delay_ms,
+        },
+        Ok(pb::AckType::Reject) => AckKind::Reject,
+        Ok(pb::AckType::Renew) => AckKind::Renew,
+        Ok(pb::AckType::Unspecified) | Err(_) => {
+            return Err(broker_status(BrokerError::new(
+                Reason::InvalidRequest,
+                format!(
+                    "acknowledgement of {} partition {} offsets {}..={}: type {} is not ACCEPT, RELEASE, REJECT or RENEW",
+                    ack.topic, ack.partition, ack.first_offset, ack.last_offset, ack.r#type
+                ),
+            )));
+        }
+    };
+    if kind
+        != (AckKind::Release {
+            delay_ms: ack.delay_ms,
+        })
+        && ack.delay_ms != 0
+    {
+        return Err(broker_status(BrokerError::new(
+            Reason::InvalidRequest,
+            "delay_ms is only for RELEASE",
+        )));
+    }
+    Ok(AckRange {
+        topic: ack.topic,
+        partition: ack.partition,
+        first: ack.first_offset,
+        last: ack.last_offset,
+        kind,
+    })
+}
+
+fn ack_ranges(acks: Vec<pb::ShareAck>) -> Result<Vec<AckRange>, Status> {
+    acks.into_iter().map(ack_range).collect()
+}
+
+fn ack_result(result: AckResult) -> pb::ShareAckResult {
+    let AckResult { range, outcome } = result;
+    let (error, not_held) = match outcome {
+        Ok(not_held) => (None, not_held),
+        Err(e) => (
+            Some(broker_partition_error(&BrokerError::from(e))),
+            Vec::new(),
+        ),
+    };
+    pb::ShareAckResult {
+        topic: range.topic,
+        partition: range.partition,
+        first_offset: range.first,
+        last_offset: range.last,
+        error,
+        not_held,
+    }
+}
+
+#[tonic::async_trait]
+impl Queues for QueuesService {
+    async fn share_fetch(
+        &self,
+        request: Request<ShareFetchRequest>,
+    ) -> Result<Response<ShareFetchResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ShareFetch");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let start = match pb::ShareStart::try_from(req.start) {
+            Ok(pb::ShareStart::Earliest) => ShareStart::Earliest,
+            Ok(pb::ShareStart::Latest) => ShareStart::Latest,
+            Err(_) => {
+                return Err(broker_status(BrokerError::new(
+                    Reason::InvalidRequest,
+                    format!("start {} is not LATEST or EARLIEST", req.start),
+                )));
+            }
+        };
+        let fetch = ShareFetch {
+            group_id: req.group_id,
+            member_id: req.member_id,
+            topics: req.topics,
+            max_records: req.max_records as usize,
+            max_wait: Duration::from_millis(u64::from(req.max_wait_ms)),
+            start,
+            acks: ack_ranges(req.acknowledgements)?,
+        };
+        let answer = core::fetch(&self.broker.core, &ctx, fetch)
+            .await
+            .map_err(broker_status)?;
+        Ok(Response::new(ShareFetchResponse {
+            ack_results: answer.ack_results.into_iter().map(ack_result).collect(),
+            records: answer
+                .records
+                .into_iter()
+                .map(|r| pb::SharedRecord {
+                    topic: r.topic.to_string(),
+                    partition: r.partition,
+                    record: Some(consumed(r.record)),
+                    delivery_count: u32::from(r.delivery_count),
+                    lock_deadline_ms: i64::try_from(r.lock_deadline_ms).unwrap_or(i64::MAX),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn share_acknowledge(
+        &self,
+        request: Request<ShareAcknowledgeRequest>,
+    ) -> Result<Response<ShareAcknowledgeResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ShareAcknowledge");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let acks = ack_ranges(req.acknowledgements)?;
+        let results =
+            core::acknowledge(&self.broker.core, &ctx, &req.group_id, &req.member_id, acks)
+                .await
+                .map_err(broker_status)?;
+        Ok(Response::new(ShareAcknowledgeResponse {
+            results: results.into_iter().map(ack_result).collect(),
+        }))
+    }
+
+    async fn describe_share_group(
+        &self,
+        request: Request<DescribeShareGroupRequest>,
+    ) -> Result<Response<DescribeShareGroupResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("DescribeShareGroup");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let described = core::describe(&self.broker.core, &ctx, &req.group_id)
+            .await
+            .map_err(broker_status)?;
+        Ok(Response::new(DescribeShareGroupResponse {
+            group_id: described.group_id,
+            lock_duration_ms: described.lock_duration_ms,
+            delivery_count_limit: u32::from(described.delivery_count_limit),
+            partitions: described
+                .partitions
+                .into_iter()
+                .map(|p| pb::SharePartitionDescription {
+                    topic: p.topic,
+                    partition: p.partition,
+                    start_offset: p.start,
+                    end_offset: p.end,
+                    available: p.counts.available as u64,
+                    delayed: p.counts.delayed as u64,
+                    acquired: p.counts.acquired as u64,
+                    archived_pending: p.counts.archived_pending as u64,
+                    oldest_unfinished_offset: p.counts.oldest_unfinished,
+                    oldest_unfinished_age_ms: p.oldest_unfinished_age_ms,
+                    high_watermark: p.high_watermark,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,482 @@
+//! Share groups (queues) through the raw gRPC API, as a thin client would use them:
+//! several members taking every record once with per-record acknowledgements, release
+//! with a delay, the delivery limit, lock expiry and the late acknowledgement it refuses,
+//! delivery times from a header, state across a restart, and bad input with its codes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tonic::Code;
+use tonic::transport::Channel;
+use weir_proto::v1::queues_client::QueuesClient;
+use weir_proto::v1::*;
+use weir_server::{RunningServer, ServerConfig};
+
+const TOPIC: &str = "tasks";
+
+fn queues(c: &Clients) -> QueuesClient<Channel> {
+    QueuesClient::new(c.channel.clone())
+}
+
+/// A broker whose share groups lock records for `lock_ms` and deliver each at most
+/// `limit` times.
+async fn start_with(dir: &Path, lock_ms: u64, limit: u16) -> RunningServer {
+    weir_server::start(ServerConfig {
+        share_record_lock_duration_ms: lock_ms,
+        share_delivery_count_limit: limit,
+        ..config(dir)
+    })
+    .await
+    .expect("server starts")
+}
+
+async fn produce_values(c: &mut Clients, partition: u32, values: &[String]) {
+    let r = c
+        .produce(request(
+            TOPIC,
+            vec![plain(partition, values, Compression::None)],
+            Acks::All,
+        ))
+        .await;
+    assert!(r.results.iter().all(|p| p.error.is_none()), "{r:?}");
+}
+
+fn fetch_req(
+    group: &str,
+    member: &str,
+    max_wait_ms: u32,
+    acks: Vec<ShareAck>,
+) -> ShareFetchRequest {
+    ShareFetchRequest {
+        group_id: group.into(),
+        member_id: member.into(),
+        topics: vec![TOPIC.into()],
+        max_records: 0,
+        max_wait_ms,
+        start: ShareStart::Earliest as i32,
+        acknowledgements: acks,
+    }
+}
+
+fn ack(r: &SharedRecord, kind: AckType, delay_ms: u64) -> ShareAck {
+    let offset = r.record.as_ref().unwrap().offset;
+    ShareAck {
+        topic: r.topic.clone(),
+        partition: r.partition,
+        first_offset: offset,
+        last_offset: offset,
+        r#type: kind as i32,
+        delay_ms,
+    }
+}
+
+fn value_of(r: &SharedRecord) -> String {
+    String::from_utf8(r.record.as_ref().unwrap().value.clone().unwrap().to_vec()).unwrap()
+}
+
+async fn fetch(q: &mut QueuesClient<Channel>, req: ShareFetchRequest) -> ShareFetchResponse {
+    q.share_fetch(req).await.expect("share fetch").into_inner()
+}
+
+#[tokio::test]
+async fn four_members_take_every_record_exactly_once_with_per_record_acks() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 2, &[]).await;
+        let mut expected = BTreeSet::new();
+        for p in 0..2u32 {
+            let values: Vec<String> = (0..500).map(|i| format!("p{p}-{i}")).collect();
+            expected.extend(values.iter().cloned());
+            produce_values(&mut c, p, &values).await;
+        }
+        let mut members = Vec::new();
+        for m in 0..4 {
+            let mut q = queues(&c);
+            members.push(tokio::spawn(async move {
+                let member = format!("worker-{m}");
+                let mut taken = Vec::new();
+                let mut acks = Vec::new();
+                loop {
+                    let mut req = fetch_req("work", &member, 200, std::mem::take(&mut acks));
+                    req.max_records = 37;
+                    let got = fetch(&mut q, req).await;
+                    for result in &got.ack_results {
+                        assert_eq!(result.error, None, "{result:?}");
+                        assert!(result.not_held.is_empty(), "{result:?}");
+                    }
+                    if got.records.is_empty() && acks.is_empty() {
+                        return taken;
+                    }
+                    for r in &got.records {
+                        assert_eq!(r.delivery_count, 1, "{r:?}");
+                        taken.push(value_of(r));
+                        acks.push(ack(r, AckType::Accept, 0));
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for m in members {
+            all.extend(m.await.unwrap());
+        }
+        let got: BTreeSet<String> = all.iter().cloned().collect();
+        assert_eq!(all.len(), expected.len(), "no record twice");
+        assert_eq!(got, expected, "every record once");
+
+        let described = queues(&c)
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "work".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.partitions.len(), 2);
+        for p in &described.partitions {
+            assert_eq!(
+                (p.start_offset, p.end_offset, p.high_watermark),
+                (500, 500, 500)
+            );
+            assert_eq!((p.available, p.acquired, p.delayed), (0, 0, 0));
+            assert_eq!(p.oldest_unfinished_offset, None);
+        }
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_release_with_a_delay_redelivers_later_and_the_limit_archives() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 3).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        produce_values(&mut c, 0, &["poison".to_string(), "fine".to_string()]).await;
+        let mut q = queues(&c);
+
+        let mut first = fetch(&mut q, fetch_req("retry", "a", 0, vec![])).await;
+        assert_eq!(first.records.len(), 2);
+        let poison = first.records.remove(0);
+        let fine = first.records.remove(0);
+        assert_eq!(poison.delivery_count, 1);
+        // Each delivery is released with a 300 ms delay (Celery's retry countdown), by
+        // whoever holds it; the third release reaches the limit of 3 and archives it.
+        let mut current = poison;
+        let mut holder = "a";
+        for delivery in 1..=3u32 {
+            assert_eq!(value_of(&current), "poison");
+            assert_eq!(current.delivery_count, delivery);
+            let released_at = Instant::now();
+            let acks = vec![ack(&current, AckType::Release, 300)];
+            let answer = fetch(&mut q, fetch_req("retry", holder, 0, acks)).await;
+            assert_eq!(answer.ack_results[0].error, None);
+            assert!(answer.ack_results[0].not_held.is_empty());
+            assert!(
+                answer.records.is_empty(),
+                "not before its delay: {answer:?}"
+            );
+            if delivery == 3 {
+                let again = fetch(&mut q, fetch_req("retry", "b", 800, vec![])).await;
+                assert!(again.records.is_empty(), "archived at the limit: {again:?}");
+                break;
+            }
+            let again = fetch(&mut q, fetch_req("retry", "b", 5_000, vec![])).await;
+            assert_eq!(again.records.len(), 1, "{again:?}");
+            assert!(
+                released_at.elapsed() >= Duration::from_millis(290),
+                "came back after {:?}",
+                released_at.elapsed()
+            );
+            current = again.records.into_iter().next().unwrap();
+            holder = "b";
+            // b holds it now: a's acknowledgement is refused and changes nothing.
+            let stale = q
+                .share_acknowledge(ShareAcknowledgeRequest {
+                    group_id: "retry".into(),
+                    member_id: "a".into(),
+                    acknowledgements: vec![ack(&current, AckType::Accept, 0)],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(stale.results[0].not_held, [0]);
+            // RENEW keeps it (SQS's ChangeMessageVisibility).
+            let renewed = q
+                .share_acknowledge(ShareAcknowledgeRequest {
+                    group_id: "retry".into(),
+                    member_id: "b".into(),
+                    acknowledgements: vec![ack(&current, AckType::Renew, 0)],
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(renewed.results[0].not_held.is_empty());
+        }
+        // The poison record is archived; "fine" is still held by a; accepting it finishes
+        // the partition.
+        let done = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: "retry".into(),
+                member_id: "a".into(),
+                acknowledgements: vec![ack(&fine, AckType::Accept, 0)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(done.results[0].not_held.is_empty(), "{done:?}");
+        let described = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "retry".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.delivery_count_limit, 3);
+        assert_eq!(described.partitions[0].start_offset, 2, "{described:?}");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_lock_goes_to_another_member_and_the_late_ack_is_refused() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 400, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        produce_values(&mut c, 0, &["slow".to_string()]).await;
+        let mut q = queues(&c);
+        let held = fetch(&mut q, fetch_req("vis", "slow-worker", 0, vec![])).await;
+        assert_eq!(held.records.len(), 1);
+        let deadline = held.records[0].lock_deadline_ms;
+        assert!(deadline > 0);
+        // Nobody else gets it while the lock holds...
+        let other = fetch(&mut q, fetch_req("vis", "fast-worker", 0, vec![])).await;
+        assert!(other.records.is_empty());
+        // ...and a waiting fetch gets it when the lock ends.
+        let started = Instant::now();
+        let other = fetch(&mut q, fetch_req("vis", "fast-worker", 5_000, vec![])).await;
+        assert_eq!(other.records.len(), 1, "{other:?}");
+        assert_eq!(other.records[0].delivery_count, 2);
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        let late = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: "vis".into(),
+                member_id: "slow-worker".into(),
+                acknowledgements: vec![ack(&held.records[0], AckType::Accept, 0)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(late.results[0].not_held, [0], "{late:?}");
+        let done = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: "vis".into(),
+                member_id: "fast-worker".into(),
+                acknowledgements: vec![ack(&other.records[0], AckType::Accept, 0)],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(done.results[0].not_held.is_empty());
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accepts_and_delivery_counts_survive_a_restart() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let values: Vec<String> = (0..10).map(|i| format!("task-{i}")).collect();
+        produce_values(&mut c, 0, &values).await;
+        let mut q = queues(&c);
+        let got = fetch(&mut q, fetch_req("durable", "a", 0, vec![])).await;
+        assert_eq!(got.records.len(), 10);
+        let acks: Vec<ShareAck> = got.records[..5]
+            .iter()
+            .map(|r| ack(r, AckType::Accept, 0))
+            .collect();
+        let answer = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: "durable".into(),
+                member_id: "a".into(),
+                acknowledgements: acks,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.results.iter().all(|r| r.not_held.is_empty()));
+        server.shutdown().await.unwrap();
+
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let c = connect(server.addr).await;
+        let mut q = queues(&c);
+        let again = fetch(&mut q, fetch_req("durable", "b", 0, vec![])).await;
+        let values: Vec<String> = again.records.iter().map(value_of).collect();
+        assert_eq!(values, ["task-5", "task-6", "task-7", "task-8", "task-9"]);
+        // Their locks ended with the restart; their first delivery is remembered.
+        assert!(
+            again.records.iter().all(|r| r.delivery_count == 2),
+            "{again:?}"
+        );
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deliver_at_header_holds_a_record_back_until_its_time() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let at = weir_broker::now_ms() + 600;
+        let records = vec![
+            Record {
+                value: value("later"),
+                headers: vec![RecordHeader {
+                    key: "weir-deliver-at".into(),
+                    value: value(&at.to_string()),
+                }],
+                ..Record::default()
+            },
+            Record {
+                value: value("now"),
+                ..Record::default()
+            },
+        ];
+        let r = c
+            .produce(request(
+                TOPIC,
+                vec![PartitionRecords {
+                    partition: 0,
+                    data: Some(partition_records::Data::Records(RecordList { records })),
+                    ..PartitionRecords::default()
+                }],
+                Acks::All,
+            ))
+            .await;
+        assert!(r.results[0].error.is_none());
+        let mut q = queues(&c);
+        let first = fetch(&mut q, fetch_req("eta", "a", 0, vec![])).await;
+        let values: Vec<String> = first.records.iter().map(value_of).collect();
+        assert_eq!(values, ["now"]);
+        let later = fetch(&mut q, fetch_req("eta", "a", 5_000, vec![])).await;
+        let values: Vec<String> = later.records.iter().map(value_of).collect();
+        assert_eq!(values, ["later"]);
+        assert!(weir_broker::now_ms() >= at, "delivered early");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_share_requests_get_clear_codes() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let mut q = queues(&c);
+        let code = |r: Result<tonic::Response<ShareFetchResponse>, tonic::Status>| {
+            r.map(|_| ()).unwrap_err().code()
+        };
+        assert_eq!(
+            code(q.share_fetch(fetch_req("g", "", 0, vec![])).await),
+            Code::InvalidArgument,
+            "empty member id"
+        );
+        assert_eq!(
+            code(q.share_fetch(fetch_req("bad group!", "m", 0, vec![])).await),
+            Code::InvalidArgument,
+            "bad group id"
+        );
+        let mut unknown = fetch_req("g", "m", 0, vec![]);
+        unknown.topics = vec!["nope".into()];
+        assert_eq!(code(q.share_fetch(unknown).await), Code::NotFound);
+        let mut too_many = fetch_req("g", "m", 0, vec![]);
+        too_many.max_records = 1_000_000;
+        assert_eq!(code(q.share_fetch(too_many).await), Code::InvalidArgument);
+        let unspecified = ShareAck {
+            topic: TOPIC.into(),
+            partition: 0,
+            first_offset: 0,
+            last_offset: 0,
+            r#type: AckType::Unspecified as i32,
+            delay_ms: 0,
+        };
+        assert_eq!(
+            code(
+                q.share_fetch(fetch_req("g", "m", 0, vec![unspecified.clone()]))
+                    .await
+            ),
+            Code::InvalidArgument
+        );
+        // Per-entry refusals: the rest of the request goes on.
+        let long_delay = ShareAck {
+            r#type: AckType::Release as i32,
+            delay_ms: 8 * 24 * 3600 * 1000,
+            ..unspecified.clone()
+        };
+        let backwards = ShareAck {
+            r#type: AckType::Accept as i32,
+            first_offset: 5,
+            last_offset: 1,
+            ..unspecified.clone()
+        };
+        let never_held = ShareAck {
+            r#type: AckType::Accept as i32,
+            first_offset: 0,
+            last_offset: 2,
+            ..unspecified.clone()
+        };
+        let answer = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: "g".into(),
+                member_id: "m".into(),
+                acknowledgements: vec![long_delay, backwards, never_held],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let codes: Vec<Option<i32>> = answer
+            .results
+            .iter()
+            .map(|r| r.error.as_ref().map(|e| e.code))
+            .collect();
+        assert_eq!(
+            codes,
+            [
+                Some(Code::InvalidArgument as i32),
+                Some(Code::InvalidArgument as i32),
+                None
+            ]
+        );
+        assert_eq!(answer.results[2].not_held, [0, 1, 2]);
+        let missing = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "never-used".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
