@@ -769,3 +769,149 @@ async fn a_reassignment_moves_the_leader_replica_to_a_new_broker_with_nothing_lo
     })
     .await;
 }
+
+/// The broker coordinating share group `group`, as the broker at `addr` answers.
+async fn share_coordinator(addr: SocketAddr, group: &str) -> Option<i32> {
+    let c = connect(addr).await;
+    let found = weir_proto::v1::groups_client::GroupsClient::new(c.channel)
+        .find_coordinator(FindCoordinatorRequest {
+            group_id: group.into(),
+            r#type: CoordinatorType::Share as i32,
+        })
+        .await
+        .ok()?
+        .into_inner();
+    (found.broker_id > 0).then_some(found.broker_id)
+}
+
+/// Waits (at most 20 s) until the broker at `addr` names a share coordinator of `group`
+/// other than `not`.
+async fn found_share_coordinator(addr: SocketAddr, group: &str, not: Option<i32>) -> i32 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(id) = share_coordinator(addr, group).await
+            && Some(id) != not
+        {
+            return id;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no share coordinator for {group}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Share-fetches through the broker at `addr` until `want` records came back (a
+/// coordinator that follows the partition sees records a replication round trip late).
+async fn share_fetch_until(
+    addr: SocketAddr,
+    group: &str,
+    member: &str,
+    want: usize,
+) -> Vec<SharedRecord> {
+    let c = connect(addr).await;
+    let mut q = weir_proto::v1::queues_client::QueuesClient::new(c.channel);
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while got.len() < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {want} records",
+            got.len()
+        );
+        match q
+            .share_fetch(ShareFetchRequest {
+                group_id: group.into(),
+                member_id: member.into(),
+                topics: vec!["jobs".into()],
+                max_records: (want - got.len()) as u32,
+                max_wait_ms: 500,
+                start: ShareStart::Earliest as i32,
+                acknowledgements: vec![],
+            })
+            .await
+        {
+            Ok(answer) => got.extend(answer.into_inner().records),
+            // The coordinator is still loading or moving: ask again.
+            Err(s) if s.code() == tonic::Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("share fetch: {s:?}"),
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_keeps_its_accepts_and_delivery_counts_when_its_coordinator_stops() {
+    let mut nodes = formed_cluster().await;
+    let first = nodes[0].addr;
+    create_topic(first, "jobs", 1, 3).await;
+    eventually(Duration::from_secs(20), "jobs settled", || async {
+        settled(first, "jobs", 3).await
+    })
+    .await;
+    let values: Vec<String> = (0..10).map(|i| format!("job-{i}")).collect();
+    produce_all(
+        leader_ready(
+            &nodes,
+            "jobs",
+            describe(first, "jobs").await.unwrap().partitions[0].leader,
+        )
+        .await,
+        "jobs",
+        0,
+        &values,
+    )
+    .await
+    .expect("produced");
+
+    let coordinator = found_share_coordinator(first, "billing", None).await;
+    let held = share_fetch_until(addr_of(&nodes, coordinator), "billing", "a", 10).await;
+    let mut offsets: Vec<i64> = held
+        .iter()
+        .map(|r| r.record.as_ref().unwrap().offset)
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..10).collect::<Vec<i64>>());
+    let c = connect(addr_of(&nodes, coordinator)).await;
+    let accepted = weir_proto::v1::queues_client::QueuesClient::new(c.channel)
+        .share_acknowledge(ShareAcknowledgeRequest {
+            group_id: "billing".into(),
+            member_id: "a".into(),
+            acknowledgements: vec![ShareAck {
+                topic: "jobs".into(),
+                partition: 0,
+                first_offset: 0,
+                last_offset: 4,
+                r#type: AckType::Accept as i32,
+                delay_ms: 0,
+            }],
+        })
+        .await
+        .expect("acknowledged")
+        .into_inner();
+    assert!(accepted.results[0].not_held.is_empty(), "{accepted:?}");
+
+    // The coordinator's broker stops; another takes __share_group_state's partition over.
+    stop(&mut nodes, coordinator).await;
+    let survivor = nodes.iter().find(|n| n.id != coordinator).unwrap().addr;
+    let next = found_share_coordinator(survivor, "billing", Some(coordinator)).await;
+    let again = share_fetch_until(addr_of(&nodes, next), "billing", "b", 5).await;
+    let mut offsets: Vec<i64> = again
+        .iter()
+        .map(|r| r.record.as_ref().unwrap().offset)
+        .collect();
+    offsets.sort_unstable();
+    assert_eq!(
+        offsets,
+        [5, 6, 7, 8, 9],
+        "the accepted ones never come back"
+    );
+    assert!(
+        again.iter().all(|r| r.delivery_count == 2),
+        "their first delivery is remembered: {again:?}"
+    );
+    stop_all(&mut nodes).await;
+}
