@@ -6,8 +6,8 @@
 use weir_cluster::ClusterError;
 use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
-    AckKind, AckRange, AckResult, ShareFetch, ShareFetchAnswer, SharePartitionView, ShareRecord,
-    ShareStart,
+    AckKind, AckRange, AckResult, GroupSettings, ShareFetch, ShareFetchAnswer, ShareGroupView,
+    SharePartitionView, ShareRecord, ShareStart,
 };
 
 use crate::groups::Coordinator;
@@ -78,31 +78,23 @@ pub async fn acknowledge(
         .await?)
 }
 
-/// Each share-partition of the group, with the coordinator's lock duration and delivery
-/// limit.
+/// Each share-partition of the group, with the settings it runs with.
 pub async fn describe(
     broker: &Broker,
     _ctx: &RequestContext,
     group_id: &str,
-) -> Result<ShareGroupDescription, BrokerError> {
-    let shares = broker.shares()?;
-    let partitions = shares.describe(group_id).await?;
-    let config = shares.config().partition;
-    Ok(ShareGroupDescription {
-        group_id: group_id.to_string(),
-        lock_duration_ms: config.lock_duration_ms,
-        delivery_count_limit: config.delivery_count_limit,
-        partitions,
-    })
+) -> Result<ShareGroupView, BrokerError> {
+    Ok(broker.shares()?.describe(group_id).await?)
 }
 
-/// A share group as `describe` shows it.
-#[derive(Debug, Clone)]
-pub struct ShareGroupDescription {
-    pub group_id: String,
-    pub lock_duration_ms: u64,
-    pub delivery_count_limit: u16,
-    pub partitions: Vec<SharePartitionView>,
+/// Replaces what the group sets for itself; answers as [`describe`].
+pub async fn configure(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    settings: GroupSettings,
+) -> Result<ShareGroupView, BrokerError> {
+    Ok(broker.shares()?.configure(group_id, settings).await?)
 }
 
 impl From<ShareError> for BrokerError {

@@ -38,6 +38,7 @@ mod config;
 mod consume;
 mod consume_body;
 mod convert;
+mod dead_letters;
 mod groups;
 mod http;
 pub mod internal;
@@ -666,9 +667,13 @@ async fn open_groups(
         broker.core.set_groups(groups);
     }
     if broker.core.shares().is_err() {
-        let shares = ShareCoordinator::open(broker.registry().clone(), shares, stopping)
-            .await
-            .context("loading share groups from __share_group_state")?;
+        let sink = Arc::new(dead_letters::GrpcDeadLetters {
+            registry: broker.registry().clone(),
+        });
+        let shares =
+            ShareCoordinator::open(broker.registry().clone(), shares, Some(sink), stopping)
+                .await
+                .context("loading share groups from __share_group_state")?;
         broker.core.set_shares(shares);
     }
     Ok(())

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
-use weir_broker::shares::{self as core, AckKind, AckRange, AckResult, ShareFetch, ShareStart};
+use weir_broker::shares::{
+    self as core, AckKind, AckRange, AckResult, GroupSettings, ShareFetch, ShareGroupView,
+    ShareStart,
+};
 use weir_broker::{BrokerError, Reason};
 use weir_proto::v1::queues_server::Queues;
 use weir_proto::v1::{
-    self as pb, DescribeShareGroupRequest, DescribeShareGroupResponse, ShareAcknowledgeRequest,
-    ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
+    self as pb, ConfigureShareGroupRequest, DescribeShareGroupRequest, DescribeShareGroupResponse,
+    ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
 };
 
 use crate::convert::consumed;
@@ -166,27 +169,54 @@ impl Queues for QueuesService {
         let described = core::describe(&self.broker.core, &ctx, &req.group_id)
             .await
             .map_err(broker_status)?;
-        Ok(Response::new(DescribeShareGroupResponse {
-            group_id: described.group_id,
-            lock_duration_ms: described.lock_duration_ms,
-            delivery_count_limit: u32::from(described.delivery_count_limit),
-            partitions: described
-                .partitions
-                .into_iter()
-                .map(|p| pb::SharePartitionDescription {
-                    topic: p.topic,
-                    partition: p.partition,
-                    start_offset: p.start,
-                    end_offset: p.end,
-                    available: p.counts.available as u64,
-                    delayed: p.counts.delayed as u64,
-                    acquired: p.counts.acquired as u64,
-                    archived_pending: p.counts.archived_pending as u64,
-                    oldest_unfinished_offset: p.counts.oldest_unfinished,
-                    oldest_unfinished_age_ms: p.oldest_unfinished_age_ms,
-                    high_watermark: p.high_watermark,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(group_description(req.group_id, described)))
+    }
+
+    async fn configure_share_group(
+        &self,
+        request: Request<ConfigureShareGroupRequest>,
+    ) -> Result<Response<DescribeShareGroupResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ConfigureShareGroup");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let limit = req
+            .delivery_count_limit
+            .map(|n| u16::try_from(n).unwrap_or(u16::MAX));
+        let settings = GroupSettings {
+            lock_duration_ms: req.lock_duration_ms,
+            delivery_count_limit: limit,
+            dead_letter_topic: req.dead_letter_topic.filter(|t| !t.is_empty()),
+        };
+        let described = core::configure(&self.broker.core, &ctx, &req.group_id, settings)
+            .await
+            .map_err(broker_status)?;
+        Ok(Response::new(group_description(req.group_id, described)))
+    }
+}
+
+/// A share group as DescribeShareGroup answers it.
+fn group_description(group_id: String, described: ShareGroupView) -> DescribeShareGroupResponse {
+    DescribeShareGroupResponse {
+        group_id,
+        lock_duration_ms: described.config.lock_duration_ms,
+        delivery_count_limit: u32::from(described.config.delivery_count_limit),
+        dead_letter_topic: described.settings.dead_letter_topic.unwrap_or_default(),
+        partitions: described
+            .partitions
+            .into_iter()
+            .map(|p| pb::SharePartitionDescription {
+                topic: p.topic,
+                partition: p.partition,
+                start_offset: p.start,
+                end_offset: p.end,
+                available: p.counts.available as u64,
+                delayed: p.counts.delayed as u64,
+                acquired: p.counts.acquired as u64,
+                archived_pending: p.counts.archived_pending as u64,
+                oldest_unfinished_offset: p.counts.oldest_unfinished,
+                oldest_unfinished_age_ms: p.oldest_unfinished_age_ms,
+                high_watermark: p.high_watermark,
+            })
+            .collect(),
     }
 }

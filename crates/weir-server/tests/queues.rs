@@ -480,3 +480,105 @@ async fn bad_share_requests_get_clear_codes() {
     })
     .await;
 }
+
+fn header<'a>(r: &'a ConsumedRecord, key: &str) -> &'a str {
+    let h = r.headers.iter().find(|h| h.key == key).expect(key);
+    std::str::from_utf8(h.value.as_ref().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn rejected_and_over_the_limit_records_are_copied_to_the_dead_letter_topic() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        c.create("tasks-dlq", 1, &[]).await;
+        let mut q = queues(&c);
+        let configure = |topic: &str, limit: u32| ConfigureShareGroupRequest {
+            group_id: "dl".into(),
+            lock_duration_ms: None,
+            delivery_count_limit: Some(limit),
+            dead_letter_topic: Some(topic.into()),
+        };
+        let missing = q
+            .configure_share_group(configure("no-such-topic", 2))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+        let zero = q
+            .configure_share_group(configure("tasks-dlq", 0))
+            .await
+            .unwrap_err();
+        assert_eq!(zero.code(), Code::InvalidArgument, "{zero:?}");
+        let set = q
+            .configure_share_group(configure("tasks-dlq", 2))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (set.delivery_count_limit, set.dead_letter_topic.as_str()),
+            (2, "tasks-dlq")
+        );
+        assert_eq!(set.lock_duration_ms, 30_000, "the broker's default");
+
+        produce_values(&mut c, 0, &["bad".into(), "poison".into(), "good".into()]).await;
+        let got = fetch(&mut q, fetch_req("dl", "m", 0, vec![])).await;
+        assert_eq!(got.records.len(), 3);
+        let acks = vec![
+            ack(&got.records[0], AckType::Reject, 0),
+            ack(&got.records[1], AckType::Release, 0),
+            ack(&got.records[2], AckType::Accept, 0),
+        ];
+        let again = fetch(&mut q, fetch_req("dl", "m", 2_000, acks)).await;
+        assert_eq!(again.records.len(), 1);
+        assert_eq!(value_of(&again.records[0]), "poison");
+        assert_eq!(again.records[0].delivery_count, 2);
+        // Released at the limit: archived, and copied with the reject.
+        let last = fetch(
+            &mut q,
+            fetch_req(
+                "dl",
+                "m",
+                0,
+                vec![ack(&again.records[0], AckType::Release, 0)],
+            ),
+        )
+        .await;
+        assert!(last.records.is_empty());
+
+        let dead = c.fetch_all("tasks-dlq", 0, 0).await;
+        let summary: Vec<(String, &str, &str, &str, &str)> = dead
+            .iter()
+            .map(|r| {
+                (
+                    String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap(),
+                    header(r, "weir-dlq-source-offset"),
+                    header(r, "weir-dlq-reason"),
+                    header(r, "weir-dlq-delivery-count"),
+                    header(r, "weir-dlq-source-topic"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("bad".to_string(), "0", "rejected", "1", TOPIC),
+                ("poison".to_string(), "1", "delivery-limit", "2", TOPIC),
+            ]
+        );
+        assert_eq!(header(&dead[0], "weir-dlq-group"), "dl");
+        assert_eq!(header(&dead[0], "h"), "hv", "the record's own headers stay");
+        let described = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "dl".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.partitions[0].start_offset, 3, "{described:?}");
+        assert_eq!(described.partitions[0].archived_pending, 0);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}

@@ -26,8 +26,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_log::DecodedRecord;
 
-use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, WindowCounts};
+use super::dead_letter::{DeadLetterSink, MAX_DEAD_LETTERS_PER_PASS, dead_letter_copy};
+use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, ShareConfig, WindowCounts};
 use super::reader::{self, data_partition};
+use super::settings::{GroupSettings, RecordKey};
 use super::shard::{ShareGroup, ShareShard, Windows};
 use super::{
     DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_ACK_RANGE_OFFSETS, MAX_SHARE_FETCH_RECORDS,
@@ -124,6 +126,18 @@ pub struct ShareCoordinator {
     registry: Arc<TopicRegistry>,
     config: ShareGroupConfig,
     slots: LeaderSlots<ShareShard>,
+    /// Where dead-letter copies go; without one, groups cannot name a dead-letter topic.
+    sink: Option<Arc<dyn DeadLetterSink>>,
+}
+
+/// A share group as `describe` shows it.
+#[derive(Debug, Clone)]
+pub struct ShareGroupView {
+    /// What the group set for itself.
+    pub settings: GroupSettings,
+    /// The settings its share-partitions run with (the group's over the broker's).
+    pub config: ShareConfig,
+    pub partitions: Vec<SharePartitionView>,
 }
 
 /// The `__share_group_state` partition of `group_id` and its leader (-1: none), from this
@@ -178,9 +192,11 @@ impl ShareCoordinator {
     /// Opens the coordinator: creates `__share_group_state` if missing and loads the
     /// shards of the partitions this broker leads (waiting at most
     /// [`SHARE_OPEN_LOAD_WAIT`]), then keeps following leadership until `shutdown`.
+    /// Dead-letter copies go through `sink`.
     pub async fn open(
         registry: Arc<TopicRegistry>,
         config: ShareGroupConfig,
+        sink: Option<Arc<dyn DeadLetterSink>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<ShareCoordinator>, ShareError> {
         config.validate()?;
@@ -195,6 +211,7 @@ impl ShareCoordinator {
             registry: registry.clone(),
             config,
             slots: LeaderSlots::new(SHARE_STATE_TOPIC, topic.partition_count()),
+            sink,
         });
         let deadline = Instant::now() + SHARE_OPEN_LOAD_WAIT;
         while coordinator.follow_leadership().await? > 0 && Instant::now() < deadline {
@@ -300,6 +317,7 @@ impl ShareCoordinator {
             let round = self
                 .acquire(&fetch, &group, &mut windows, max_records, now)
                 .await;
+            self.copy_dead_letters(&fetch.group_id, &mut windows).await;
             // What changed is written even when the round failed part way.
             let pending = shard.queue_snapshots(&mut windows).await?;
             drop(windows);
@@ -360,6 +378,7 @@ impl ShareCoordinator {
         let mut windows = group.windows.lock().await;
         let mut released = false;
         let results = self.apply_acks(group_id, member_id, &mut windows, acks, now, &mut released);
+        self.copy_dead_letters(group_id, &mut windows).await;
         let pending = shard.queue_snapshots(&mut windows).await?;
         drop(windows);
         if let Some(pending) = pending {
@@ -373,7 +392,7 @@ impl ShareCoordinator {
 
     /// Each share-partition of the group: its window, counts, and the oldest unfinished
     /// record's age. [`ShareError::UnknownGroup`] for a group without state.
-    pub async fn describe(&self, group_id: &str) -> Result<Vec<SharePartitionView>, ShareError> {
+    pub async fn describe(&self, group_id: &str) -> Result<ShareGroupView, ShareError> {
         let shard = self.shard(group_id)?;
         let group = shard
             .group(group_id, false)
@@ -390,14 +409,8 @@ impl ShareCoordinator {
         let stored: Vec<(String, u32)> = windows.stored.keys().cloned().collect();
         for (topic_id, partition) in stored {
             if let Some(name) = ids.get(&topic_id) {
-                windows.window(
-                    group_id,
-                    name,
-                    &topic_id,
-                    partition,
-                    self.config.partition,
-                    0,
-                )?;
+                let config = windows.settings.apply(self.config.partition);
+                windows.window(group_id, name, &topic_id, partition, config, 0)?;
             }
         }
         let mut views = Vec::new();
@@ -425,7 +438,109 @@ impl ShareCoordinator {
                 oldest_unfinished_age_ms,
             });
         }
-        Ok(views)
+        Ok(ShareGroupView {
+            settings: windows.settings.clone(),
+            config: windows.settings.apply(self.config.partition),
+            partitions: views,
+        })
+    }
+
+    /// Replaces what the group sets for itself (a new group is made with them); its
+    /// share-partitions take them at once. Answers once they are durable.
+    pub async fn configure(
+        &self,
+        group_id: &str,
+        settings: GroupSettings,
+    ) -> Result<ShareGroupView, ShareError> {
+        settings.validate().map_err(ShareError::InvalidRequest)?;
+        if let Some(topic) = &settings.dead_letter_topic {
+            if self.sink.is_none() {
+                return Err(ShareError::InvalidRequest(
+                    "this broker cannot produce dead-letter copies".to_string(),
+                ));
+            }
+            self.registry.topic(topic)?;
+        }
+        let shard = self.shard(group_id)?;
+        let group = shard.group(group_id, true).expect("created");
+        {
+            let mut windows = group.windows.lock().await;
+            let key = RecordKey::settings(group_id)
+                .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
+            let value = settings.encode();
+            let config = settings.apply(self.config.partition);
+            for w in windows.partitions.values_mut() {
+                w.window.reconfigure(config);
+                w.dirty = true;
+            }
+            windows.settings = settings;
+            let pending = shard
+                .queue_with(&mut windows, vec![(key.into(), Some(value.into()))])
+                .await?;
+            drop(windows);
+            if let Some(pending) = pending {
+                shard.durable(pending).await?;
+            }
+        }
+        self.describe(group_id).await
+    }
+
+    /// Copies the group's archived records waiting for it to its dead-letter topic (under
+    /// its windows lock), and marks them finished once the copy is durable. A copy that
+    /// fails is tried again on the group's next request; the records wait.
+    async fn copy_dead_letters(&self, group_id: &str, windows: &mut Windows) {
+        let (Some(sink), Some(dlq)) = (&self.sink, windows.settings.dead_letter_topic.clone())
+        else {
+            return;
+        };
+        let Ok(dlq_partitions) = self.registry.topic(&dlq).map(|t| t.partition_count()) else {
+            tracing::warn!(
+                group = group_id,
+                topic = dlq,
+                "the share group's dead-letter topic does not exist; archived records wait"
+            );
+            return;
+        };
+        for ((topic, partition), w) in &mut windows.partitions {
+            let pending = w.window.pending_dead_letters(MAX_DEAD_LETTERS_PER_PASS);
+            if pending.is_empty() {
+                continue;
+            }
+            let copied = async {
+                let data = data_partition(&self.registry, topic, *partition)?;
+                let offsets: Vec<i64> = pending.iter().map(|a| a.offset).collect();
+                let mut read = BTreeMap::new();
+                let found = reader::records_at(&data, &offsets, &mut read).await?;
+                let by_offset: HashMap<i64, &super::partition::Archived> =
+                    pending.iter().map(|a| (a.offset, a)).collect();
+                let copies = found
+                    .into_iter()
+                    .filter_map(|r| {
+                        let archived = by_offset.get(&r.offset)?;
+                        Some(dead_letter_copy(group_id, topic, *partition, r, archived))
+                    })
+                    .collect();
+                sink.send(&dlq, *partition % dlq_partitions.max(1), copies)
+                    .await
+                    .map_err(ShareError::InvalidRequest)
+            };
+            match copied.await {
+                // A record the log no longer has is finished too: there is nothing to copy.
+                Ok(()) => {
+                    for a in &pending {
+                        w.window.dead_lettered(a.offset);
+                    }
+                    w.dirty = true;
+                }
+                Err(e) => tracing::warn!(
+                    group = group_id,
+                    topic = %topic,
+                    partition,
+                    error = %e,
+                    "copying archived records to the dead-letter topic failed; retrying on the group's next request"
+                ),
+            }
+        }
     }
 
     /// Applies each acknowledgement entry in order (under the group's windows lock).
@@ -478,12 +593,13 @@ impl ShareCoordinator {
             // The group never read this partition: nothing in it is held.
             return Ok((ack.first..=ack.last).collect());
         }
+        let config = windows.settings.apply(self.config.partition);
         let w = windows.window(
             group_id,
             &ack.topic,
             &topic.topic_id,
             ack.partition,
-            self.config.partition,
+            config,
             0,
         )?;
         let mut not_held = Vec::new();
@@ -529,14 +645,8 @@ impl ShareCoordinator {
                 ShareStart::Earliest => data.offsets().await?.log_start_offset,
                 ShareStart::Latest => data.offsets().await?.high_watermark,
             };
-            let w = windows.window(
-                &fetch.group_id,
-                &topic,
-                &topic_id,
-                p,
-                self.config.partition,
-                start,
-            )?;
+            let config = windows.settings.apply(self.config.partition);
+            let w = windows.window(&fetch.group_id, &topic, &topic_id, p, config, start)?;
             let ended = w.window.counts(now_ms).acquired;
             if !w.window.expire(now_ms).is_empty() {
                 w.dirty = true;

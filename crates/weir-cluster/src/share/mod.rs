@@ -11,23 +11,31 @@
 //!   acknowledge, describe), over the shards (`shard`) that hold the share groups of
 //!   each `__share_group_state` partition this broker leads; `reader` reads the data
 //!   partitions for them.
+//! - `settings`: [`GroupSettings`], what a group sets for itself (lock duration,
+//!   delivery limit, dead-letter topic), and its record in `__share_group_state`;
+//!   [`dead_letter`]: the copies of archived records and the [`DeadLetterSink`] they go
+//!   through.
 
 pub mod coordinator;
+pub mod dead_letter;
 mod partition;
 mod reader;
+mod settings;
 mod shard;
 mod state_records;
 
 use std::time::Duration;
 
 pub use coordinator::{
-    AckRange, AckResult, ShareCoordinator, ShareFetch, ShareFetchAnswer, SharePartitionView,
-    ShareRecord, ShareStart, find_share_coordinator,
+    AckRange, AckResult, ShareCoordinator, ShareFetch, ShareFetchAnswer, ShareGroupView,
+    SharePartitionView, ShareRecord, ShareStart, find_share_coordinator,
 };
+pub use dead_letter::{DLQ_HEADERS, DeadLetterSink, SinkFuture};
 pub use partition::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
     ShareConfig, SharePartition, WindowCounts,
 };
+pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT};
 pub use state_records::{
     MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
     StateKind, StateRange, StateRecordError, StateValue,

@@ -61,6 +61,9 @@ pub enum ArchiveReason {
     DeliveryLimit,
     /// Its lock expired, or was forfeited in a failover, at the delivery limit.
     LockExpiredAtLimit,
+    /// Archived before a failover, whose reason the state record does not keep (the
+    /// dead-letter copy's delivery count still tells a limit from a reject).
+    Unknown,
 }
 
 impl ArchiveReason {
@@ -70,6 +73,7 @@ impl ArchiveReason {
             ArchiveReason::Rejected => "rejected",
             ArchiveReason::DeliveryLimit => "delivery-limit",
             ArchiveReason::LockExpiredAtLimit => "lock-expired-at-limit",
+            ArchiveReason::Unknown => "unknown",
         }
     }
 }
@@ -213,6 +217,45 @@ impl SharePartition {
             taken += 1;
         }
         taken
+    }
+
+    /// The window's settings.
+    pub fn config(&self) -> ShareConfig {
+        self.config
+    }
+
+    /// Takes new settings (the group changed its own). Locks already given keep their
+    /// deadlines; without a dead-letter topic now, archived records waiting for their
+    /// copy are finished.
+    pub fn reconfigure(&mut self, config: ShareConfig) {
+        self.config = config;
+        if !config.dead_letter {
+            for entry in self.records.values_mut() {
+                if let RecordState::Archived { copied, .. } = &mut entry.state {
+                    *copied = true;
+                }
+            }
+            self.advance_start();
+        }
+    }
+
+    /// Up to `max` archived records waiting for their dead-letter copy, lowest first.
+    pub fn pending_dead_letters(&self, max: usize) -> Vec<Archived> {
+        self.records
+            .iter()
+            .filter_map(|(&offset, e)| match e.state {
+                RecordState::Archived {
+                    reason,
+                    copied: false,
+                } => Some(Archived {
+                    offset,
+                    delivery_count: e.delivery_count,
+                    reason,
+                }),
+                _ => None,
+            })
+            .take(max)
+            .collect()
     }
 
     /// Whether [`Self::extend`] would take a record now.

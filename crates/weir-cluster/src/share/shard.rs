@@ -22,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::partition::{ShareConfig, SharePartition};
+use super::settings::{GroupSettings, RecordKey};
 use super::state_records::{StateKey, StateValue};
 use super::{SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError};
 use crate::error::ClusterError;
@@ -39,9 +40,10 @@ pub(super) struct Window {
     pub(super) dirty: bool,
 }
 
-/// The windows of one share group, by topic name and partition.
+/// The windows of one share group, by topic name and partition, and its settings.
 #[derive(Debug, Default)]
 pub(super) struct Windows {
+    pub(super) settings: GroupSettings,
     pub(super) partitions: BTreeMap<(String, u32), Window>,
     /// Persisted states not yet rebuilt into windows, by topic id and partition.
     pub(super) stored: HashMap<(String, u32), StateValue>,
@@ -172,6 +174,7 @@ impl ShareShard {
             return Ok(None);
         };
         let mut latest: HashMap<StateKey, Option<StateValue>> = HashMap::new();
+        let mut settings: HashMap<String, Option<GroupSettings>> = HashMap::new();
         let corrupt = |offset, reason| ShareError::CorruptRecord {
             partition: index,
             offset,
@@ -181,14 +184,23 @@ impl ShareShard {
             let Some(key) = &record.key else {
                 return Ok(());
             };
-            let key = StateKey::decode(key).map_err(|e| corrupt(record.offset, e.to_string()))?;
-            let value = match &record.value {
-                Some(v) => {
-                    Some(StateValue::decode(v).map_err(|e| corrupt(record.offset, e.to_string()))?)
+            let bad = |e: super::StateRecordError| corrupt(record.offset, e.to_string());
+            match RecordKey::decode(key).map_err(bad)? {
+                RecordKey::Partition(key) => {
+                    let value = match &record.value {
+                        Some(v) => Some(StateValue::decode(v).map_err(bad)?),
+                        None => None,
+                    };
+                    latest.insert(key, value);
                 }
-                None => None,
-            };
-            latest.insert(key, value);
+                RecordKey::Settings { group } => {
+                    let value = match &record.value {
+                        Some(v) => Some(GroupSettings::decode(v).map_err(bad)?),
+                        None => None,
+                    };
+                    settings.insert(group, value);
+                }
+            }
             Ok(())
         })
         .await?;
@@ -207,6 +219,11 @@ impl ShareShard {
                 .or_default()
                 .stored
                 .insert((topic_id.clone(), key.partition), value);
+        }
+        for (group, value) in settings {
+            if let Some(value) = value {
+                groups.entry(group).or_default().settings = value;
+            }
         }
         let shard = ShareShard {
             index,
@@ -248,7 +265,17 @@ impl ShareShard {
         &self,
         windows: &mut Windows,
     ) -> Result<Option<PendingAppend>, ShareError> {
-        let records: Vec<(Bytes, Option<Bytes>)> = windows
+        self.queue_with(windows, Vec::new()).await
+    }
+
+    /// [`queue_snapshots`](Self::queue_snapshots) after `first` (other records of the
+    /// group, such as its settings), in one batch.
+    pub(super) async fn queue_with(
+        &self,
+        windows: &mut Windows,
+        mut first: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<Option<PendingAppend>, ShareError> {
+        let snapshots: Vec<(Bytes, Option<Bytes>)> = windows
             .partitions
             .values_mut()
             .filter(|w| w.dirty)
@@ -262,6 +289,8 @@ impl ShareShard {
                 Ok((w.key.clone(), Some(Bytes::from(value))))
             })
             .collect::<Result<_, ShareError>>()?;
+        first.extend(snapshots);
+        let records = first;
         if records.is_empty() {
             return Ok(None);
         }

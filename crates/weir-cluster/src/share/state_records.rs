@@ -71,18 +71,18 @@ impl PersistedState {
     }
 
     /// The in-memory state a loaded record starts in. The archive reason is not kept: a
-    /// reloaded pending record is dead-lettered as rejected-or-limit alike, which the
-    /// dead-letter copy's delivery count tells apart.
+    /// reloaded pending record is dead-lettered with reason `unknown`, and the copy's
+    /// delivery count tells a limit from a reject.
     pub fn state(self) -> RecordState {
         match self {
             PersistedState::Available => RecordState::Available,
             PersistedState::Acknowledged => RecordState::Acknowledged,
             PersistedState::ArchivedPending => RecordState::Archived {
-                reason: ArchiveReason::Rejected,
+                reason: ArchiveReason::Unknown,
                 copied: false,
             },
             PersistedState::Archived => RecordState::Archived {
-                reason: ArchiveReason::Rejected,
+                reason: ArchiveReason::Unknown,
                 copied: true,
             },
         }
