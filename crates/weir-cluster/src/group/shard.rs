@@ -885,8 +885,12 @@ pub(super) fn finish_replay(
     index: u32,
     cx: &LoadContext<'_>,
 ) -> usize {
-    // Everything is applied in log order: no write is in flight.
+    // Everything is applied in log order: no write is in flight. Every group's sessions,
+    // and the retention clock of the empty ones, restart now (or, for the clock, at the
+    // newest commit timestamp if that is later: a wall clock that went back), so offsets
+    // never expire earlier than Kafka, which counts from when the group became empty.
     st.deleted.clear();
+    let (open_instant, open_ms) = (Instant::now(), now_ms());
     let mut restored = 0usize;
     for ((group, member), value) in members {
         let (Some(value), Some(e)) = (value, st.groups.get_mut(&group)) else {
@@ -894,7 +898,7 @@ pub(super) fn finish_replay(
         };
         match persisted_member(value, cx.compile) {
             Ok(m) => {
-                e.group.restore_member(&member, m);
+                e.group.restore_member(&member, m, open_instant);
                 restored += 1;
             }
             // Written by this broker, so this is a bug or an incompatible broker: the
@@ -908,11 +912,6 @@ pub(super) fn finish_replay(
             ),
         }
     }
-    // Every group's sessions, and the retention clock of the empty ones, restart now (or,
-    // for the clock, at the newest commit timestamp if that is later: a wall clock that
-    // went back), so offsets never expire earlier than Kafka, which counts from when the
-    // group became empty.
-    let (open_instant, open_ms) = (Instant::now(), now_ms());
     let mut next_deadline: Option<Instant> = None;
     for e in st.groups.values_mut() {
         e.group.finish_restore(cx.topics, open_instant, cx.config);

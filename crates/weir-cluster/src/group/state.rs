@@ -264,9 +264,10 @@ impl Group {
         self.members.keys()
     }
 
-    /// Replay: sets member `id` as its newest member record says. Call
-    /// [`finish_restore`](Self::finish_restore) once every record is applied.
-    pub fn restore_member(&mut self, id: &str, p: PersistedMember) {
+    /// Replay: sets member `id` as its newest member record says, at `now` (the load's
+    /// time; its session starts in [`finish_restore`](Self::finish_restore), to be called
+    /// once every record is applied).
+    pub fn restore_member(&mut self, id: &str, p: PersistedMember, now: Instant) {
         let id: Arc<str> = Arc::from(id);
         self.join_seq = self.join_seq.max(p.join_seq);
         if p.target.is_empty() {
@@ -287,7 +288,7 @@ impl Group {
                 assignor: p.assignor,
                 join_seq: p.join_seq,
                 session_timeout: p.session_timeout,
-                session_deadline: Instant::now(),
+                session_deadline: now,
                 heartbeat_interval: Duration::ZERO,
                 revoke_deadline: None,
                 assigned: p.assigned,
