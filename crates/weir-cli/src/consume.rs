@@ -616,8 +616,8 @@ async fn high_watermarks(
     Ok(out)
 }
 
-/// Formats records onto a buffered stdout.
-struct Printer {
+/// Formats records onto a buffered stdout (also `weir queue consume`'s).
+pub(crate) struct Printer {
     out: std::io::BufWriter<std::io::Stdout>,
     format: Format,
     encoding: Encoding,
@@ -645,16 +645,25 @@ struct HeaderJson<'a> {
 
 impl Printer {
     fn new(config: &ConsumeConfig) -> Printer {
+        Printer::with(config.format, config.encoding, config.key_separator.clone())
+    }
+
+    /// A printer of `format`; text prints `key<SEP>value` when `key_separator` is set.
+    pub(crate) fn with(
+        format: Format,
+        encoding: Encoding,
+        key_separator: Option<String>,
+    ) -> Printer {
         Printer {
             out: std::io::BufWriter::with_capacity(OUTPUT_BUFFER_BYTES, std::io::stdout()),
-            format: config.format,
-            encoding: config.encoding,
-            key_separator: config.key_separator.clone(),
+            format,
+            encoding,
+            key_separator,
             warned_invalid_utf8: false,
         }
     }
 
-    fn print(&mut self, record: &ConsumerRecord) -> anyhow::Result<()> {
+    pub(crate) fn print(&mut self, record: &ConsumerRecord) -> anyhow::Result<()> {
         match self.format {
             Format::Json => {
                 let json = RecordJson {
@@ -725,7 +734,7 @@ impl Printer {
         }
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
 }

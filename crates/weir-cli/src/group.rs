@@ -757,8 +757,8 @@ fn print_plan(
     Ok(())
 }
 
-/// Aligned columns; `right[i]` right-aligns column i (numbers).
-fn table<const N: usize>(
+/// Aligned columns; `right[i]` right-aligns column i (numbers). Also `weir queue`'s.
+pub(crate) fn table<const N: usize>(
     out: &mut impl Write,
     header: [&str; N],
     right: &[bool; N],

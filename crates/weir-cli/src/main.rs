@@ -17,6 +17,7 @@ mod output;
 mod partition;
 mod plan;
 mod produce;
+mod queue;
 mod serve;
 mod topic;
 
@@ -39,6 +40,7 @@ Examples:
   weir consume events --from beginning --format json
   weir consume events --group billing --follow
   weir group describe billing
+  weir queue consume jobs --group workers --exec ./process-job.sh   # a work-queue worker
   weir bench produce --record-size 100 --count 1000000
 
 Client commands reach the cluster through --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by
@@ -64,6 +66,7 @@ enum Command {
     Produce(produce::ProduceArgs),
     Consume(consume::ConsumeArgs),
     Group(group::GroupArgs),
+    Queue(queue::QueueArgs),
     Bench(bench::BenchArgs),
     Dev(dev::DevArgs),
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
             .into_config()
             .and_then(|config| client_runtime()?.block_on(consume::run(config))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(group::run(args))),
+        Command::Queue(args) => client_runtime().and_then(|rt| rt.block_on(queue::run(args))),
         Command::Bench(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),

@@ -1,8 +1,11 @@
 //! [`Admin`]: one method per RPC of the `Admin` service, plus [`Admin::list_offsets`]
-//! from the `Consumer` service, with plain Rust types in and out.
+//! from the `Consumer` service and [`Admin::describe_share_group`] and
+//! [`Admin::configure_share_group`] from the `Queues` service, with plain Rust types in
+//! and out.
 //!
 //! Admin requests go to the bootstrap broker (the first of the list that answered);
-//! offset lookups go to each partition's leader.
+//! group requests to the group's coordinator (a share group's for share groups); offset
+//! lookups go to each partition's leader.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -14,6 +17,7 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
 use weir_proto::v1::groups_client::GroupsClient;
+use weir_proto::v1::queues_client::QueuesClient;
 
 use crate::cluster::Cluster;
 use crate::connection::{MAX_MESSAGE_BYTES, Timeouts};
@@ -35,6 +39,42 @@ fn admin_client(channel: Channel) -> AdminClient<Channel> {
     AdminClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn queues_client(channel: Channel) -> QueuesClient<Channel> {
+    QueuesClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// A `DescribeShareGroup` (or `ConfigureShareGroup`) answer.
+fn share_group_info(d: pb::DescribeShareGroupResponse) -> ShareGroupInfo {
+    ShareGroupInfo {
+        group_id: d.group_id,
+        lock_duration: Duration::from_millis(d.lock_duration_ms),
+        delivery_count_limit: d.delivery_count_limit,
+        dead_letter_topic: (!d.dead_letter_topic.is_empty()).then_some(d.dead_letter_topic),
+        partitions: d
+            .partitions
+            .into_iter()
+            .map(|p| SharePartitionInfo {
+                topic: p.topic,
+                partition: p.partition,
+                start_offset: p.start_offset,
+                end_offset: p.end_offset,
+                high_watermark: p.high_watermark,
+                available: p.available,
+                delayed: p.delayed,
+                acquired: p.acquired,
+                archived_pending: p.archived_pending,
+                oldest_unfinished_offset: p.oldest_unfinished_offset,
+                // A timestamp in the future (clock skew) is no age.
+                oldest_unfinished_age: p
+                    .oldest_unfinished_age_ms
+                    .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            })
+            .collect(),
+    }
 }
 
 /// One partition's state, as `DescribeTopic` reports it.
@@ -328,6 +368,66 @@ pub struct GroupInfo {
     pub coordinator_partition: u32,
 }
 
+/// A share group (a queue) as `Queues.DescribeShareGroup` reports it: the coordinator's
+/// settings for the group and each share-partition's in-flight window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareGroupInfo {
+    /// Group id.
+    pub group_id: String,
+    /// How long a member holds a record it acquired before it goes to another member
+    /// (`share.record.lock.duration.ms`).
+    pub lock_duration: Duration,
+    /// Deliveries after which a record is archived (dead-lettered) instead of delivered
+    /// again (`share.delivery.count.limit`).
+    pub delivery_count_limit: u32,
+    /// Where archived records are copied (with `weir-dlq-*` headers); `None`: nowhere,
+    /// they are dropped.
+    pub dead_letter_topic: Option<String>,
+    /// By topic, then partition.
+    pub partitions: Vec<SharePartitionInfo>,
+}
+
+/// What a share group sets for itself ([`Admin::configure_share_group`]). Every setting
+/// is replaced: `None` takes the broker's default (for the dead-letter topic: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShareGroupSettings {
+    /// How long a member holds a record it acquired (1 ms to 7 days).
+    pub lock_duration: Option<Duration>,
+    /// Deliveries after which a record is archived (1 to 10,000).
+    pub delivery_count_limit: Option<u32>,
+    /// An existing topic archived records are copied to.
+    pub dead_letter_topic: Option<String>,
+}
+
+/// One share-partition's in-flight window: the offsets `start_offset..end_offset` the
+/// group is working on, counted by state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharePartitionInfo {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Every offset below is finished (accepted or archived).
+    pub start_offset: i64,
+    /// No offset at or above has been taken into the window yet.
+    pub end_offset: i64,
+    /// The partition's high watermark: `end_offset` up to here waits to enter the window.
+    pub high_watermark: i64,
+    /// Records that may be delivered now.
+    pub available: u64,
+    /// Records released with a delay (or produced with `weir-deliver-at`), not due yet.
+    pub delayed: u64,
+    /// Records a member holds under a lock.
+    pub acquired: u64,
+    /// Archived records waiting for their dead-letter copy.
+    pub archived_pending: u64,
+    /// The oldest record of the window that is not finished; `None` when every record
+    /// in it is.
+    pub oldest_unfinished_offset: Option<i64>,
+    /// How old that record is (since its timestamp; zero for a timestamp in the future).
+    pub oldest_unfinished_age: Option<Duration>,
+}
+
 /// Where [`Admin::reset_offsets`] moves a group's committed offsets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetOffsetsTo {
@@ -408,6 +508,25 @@ impl Admin {
         F: Fn(AdminClient<Channel>) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
+        self.on_coordinator_of(group_id, pb::CoordinatorType::Group, |channel| {
+            call(admin_client(channel))
+        })
+        .await
+    }
+
+    /// Runs `call` on the connection to the broker coordinating `group_id` as a group of
+    /// `kind` (a consumer group's coordinator or a share group's), finding it again and
+    /// retrying while it moves or is elected, for at most [`GROUP_ADMIN_TIMEOUT`].
+    async fn on_coordinator_of<T, F, Fut>(
+        &self,
+        group_id: &str,
+        kind: pb::CoordinatorType,
+        call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
         let deadline = tokio::time::Instant::now() + GROUP_ADMIN_TIMEOUT;
         let mut failures = 0;
         loop {
@@ -415,6 +534,7 @@ impl Admin {
                 let found = GroupsClient::new(self.cluster.bootstrap())
                     .find_coordinator(pb::FindCoordinatorRequest {
                         group_id: group_id.to_owned(),
+                        r#type: kind.into(),
                     })
                     .await?
                     .into_inner();
@@ -426,7 +546,7 @@ impl Admin {
                         self.cluster.channel(found.broker_id)?
                     }
                 };
-                call(admin_client(channel)).await.map_err(ClientError::from)
+                call(channel).await.map_err(ClientError::from)
             }
             .await;
             match attempt {
@@ -797,6 +917,54 @@ impl Admin {
                 .collect(),
             coordinator_partition: d.coordinator_partition,
         })
+    }
+
+    /// A share group's settings and each share-partition's window, from the group's
+    /// share coordinator (`Queues.DescribeShareGroup`, found again while it moves, for
+    /// at most [`GROUP_ADMIN_TIMEOUT`]). [`ClientError::NotFound`] for a group without
+    /// state (no member has fetched from it, and it was never configured).
+    pub async fn describe_share_group(
+        &self,
+        group_id: &str,
+    ) -> Result<ShareGroupInfo, ClientError> {
+        let d = self
+            .on_coordinator_of(group_id, pb::CoordinatorType::Share, |channel| {
+                let request = pb::DescribeShareGroupRequest {
+                    group_id: group_id.to_owned(),
+                };
+                async move { queues_client(channel).describe_share_group(request).await }
+            })
+            .await?
+            .into_inner();
+        Ok(share_group_info(d))
+    }
+
+    /// Replaces what a share group sets for itself (`Queues.ConfigureShareGroup`; a
+    /// setting left `None` goes back to the broker's default), making the group if it
+    /// has no state yet, and returns the group as it now runs once the settings are
+    /// durable. [`ClientError::NotFound`] for a dead-letter topic that does not exist,
+    /// [`ClientError::InvalidArgument`] for values out of bounds.
+    pub async fn configure_share_group(
+        &self,
+        group_id: &str,
+        settings: &ShareGroupSettings,
+    ) -> Result<ShareGroupInfo, ClientError> {
+        let request = pb::ConfigureShareGroupRequest {
+            group_id: group_id.to_owned(),
+            lock_duration_ms: settings
+                .lock_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            delivery_count_limit: settings.delivery_count_limit,
+            dead_letter_topic: settings.dead_letter_topic.clone(),
+        };
+        let d = self
+            .on_coordinator_of(group_id, pb::CoordinatorType::Share, |channel| {
+                let request = request.clone();
+                async move { queues_client(channel).configure_share_group(request).await }
+            })
+            .await?
+            .into_inner();
+        Ok(share_group_info(d))
     }
 
     /// Deletes a group and its committed offsets. [`ClientError::NotFound`] for an

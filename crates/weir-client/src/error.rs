@@ -154,6 +154,19 @@ pub enum ClientError {
         /// Why it cannot be decoded, as the broker or this client's decoder said.
         reason: String,
     },
+    /// A [`ShareConsumer`](crate::ShareConsumer) with explicit acknowledgement
+    /// ([`AckMode::Explicit`](crate::AckMode::Explicit)) was polled while records of its
+    /// previous poll were not acknowledged (Kafka's `IllegalStateException`). Nothing was
+    /// sent; acknowledge them, then poll again. Not retriable.
+    #[error(
+        "{count} record(s) of the previous poll are not acknowledged (the first: {first}); with explicit acknowledgement, acknowledge every record (accept, release or reject) before polling again"
+    )]
+    Unacknowledged {
+        /// How many records wait for an acknowledgement.
+        count: usize,
+        /// The first of them, as `topic/partition@offset`.
+        first: String,
+    },
     /// The producer or consumer was closed.
     #[error("the client is closed")]
     Closed,
@@ -172,7 +185,8 @@ impl ClientError {
             | ClientError::NotLeader { .. }
             | ClientError::FencedLeaderEpoch(_)
             | ClientError::OutOfOrderSequence(_)
-            | ClientError::ProducerFenced(_) => Code::FailedPrecondition,
+            | ClientError::ProducerFenced(_)
+            | ClientError::Unacknowledged { .. } => Code::FailedPrecondition,
             ClientError::Unavailable(_)
             | ClientError::NotEnoughReplicas(_)
             | ClientError::Connect { .. } => Code::Unavailable,

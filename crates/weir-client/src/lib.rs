@@ -12,8 +12,11 @@
 //! - The group consumer ([`GroupConsumer`]) is a member of a consumer group: the broker
 //!   assigns it partitions, it reads them with a consumer and commits its progress, with
 //!   at-least-once delivery (see [`group`]).
+//! - The share consumer ([`ShareConsumer`]) is a member of a share group, a queue on the
+//!   log: members read the same partitions together and acknowledge each record on its
+//!   own (accept, release with an optional delay, reject, renew its lock; see [`share`]).
 //! - The admin client has one method per `Admin` RPC (topics and groups), plus offset
-//!   lookups.
+//!   lookups and share group descriptions and settings.
 //!
 //! # Clusters and leaders
 //!
@@ -79,11 +82,13 @@ pub mod partitioner;
 pub mod producer;
 pub mod retry;
 mod routing;
+pub mod share;
 
 pub use crate::admin::{
     Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
     GroupPartitionLag, GroupState, ListedOffset, OffsetQuery, OffsetResetPlan, PartitionInfo,
-    PartitionMove, PartitionOffsetReset, ResetOffsetsTo, TopicInfo, TopicListing,
+    PartitionMove, PartitionOffsetReset, ResetOffsetsTo, ShareGroupInfo, ShareGroupSettings,
+    SharePartitionInfo, TopicInfo, TopicListing,
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::{
@@ -98,5 +103,9 @@ pub use crate::group::{
 pub use crate::producer::{
     Acks, BatchDelivery, DeliveredRecords, DeliveryFuture, OffsetRange, Producer, ProducerConfig,
     ProducerRecord, RecordMetadata, RecordRef,
+};
+pub use crate::share::{
+    AckKind, AckMode, AckOutcome, AckStatus, ShareConsumer, ShareConsumerConfig, ShareRecord,
+    ShareStart,
 };
 pub use weir_batch::{Compression, Header};

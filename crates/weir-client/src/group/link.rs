@@ -1,9 +1,11 @@
-//! The connection to a group's coordinator: the broker leading the `__consumer_offsets`
-//! partition the group hashes to. It is found with `Groups.FindCoordinator` (asked of
-//! the first bootstrap broker that answers) and found again after a call fails in a way
-//! that says it moved or cannot be reached (`UNAVAILABLE`, reason `NOT_COORDINATOR` or
-//! `COORDINATOR_LOADING`, or a transport error or timeout), so a member follows its
-//! coordinator through broker failures without rejoining.
+//! The connection to a group's coordinator. For a consumer group it is the broker
+//! leading the `__consumer_offsets` partition the group hashes to; for a share group
+//! (queues, [`crate::share`]) the broker leading the `__share_group_state` partition it
+//! hashes to. Either is found with `Groups.FindCoordinator` (asked of the first
+//! bootstrap broker that answers, with the link's coordinator type) and found again
+//! after a call fails in a way that says it moved or cannot be reached (`UNAVAILABLE`,
+//! reason `NOT_COORDINATOR` or `COORDINATOR_LOADING`, or a transport error or timeout),
+//! so a member follows its coordinator through broker failures without rejoining.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -27,9 +29,11 @@ pub const FIND_COORDINATOR_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub(crate) struct CoordinatorLink {
     group_id: String,
+    /// A consumer group's coordinator or a share group's.
+    kind: pb::CoordinatorType,
     brokers: Vec<String>,
     timeouts: Timeouts,
-    current: Mutex<Option<GroupsClient<Channel>>>,
+    current: Mutex<Option<Channel>>,
 }
 
 /// A Groups client on `channel` with the client's message size limits.
@@ -40,19 +44,33 @@ fn groups_client(channel: Channel) -> GroupsClient<Channel> {
 }
 
 impl CoordinatorLink {
-    pub(crate) fn new(group_id: &str, brokers: &[String], timeouts: Timeouts) -> CoordinatorLink {
+    /// The link to the coordinator of `group_id`, a consumer group
+    /// ([`pb::CoordinatorType::Group`]) or a share group ([`pb::CoordinatorType::Share`]).
+    pub(crate) fn new(
+        group_id: &str,
+        kind: pb::CoordinatorType,
+        brokers: &[String],
+        timeouts: Timeouts,
+    ) -> CoordinatorLink {
         CoordinatorLink {
             group_id: group_id.to_owned(),
+            kind,
             brokers: brokers.to_vec(),
             timeouts,
             current: Mutex::new(None),
         }
     }
 
-    /// A client of the coordinator: the one found before, or a new one.
+    /// A Groups client of the coordinator: the one found before, or a new one.
     pub(crate) async fn client(&self) -> Result<GroupsClient<Channel>, ClientError> {
-        if let Some(client) = self.current.lock().expect("coordinator link").clone() {
-            return Ok(client);
+        Ok(groups_client(self.channel().await?))
+    }
+
+    /// The connection to the coordinator (for any of its services): the one found
+    /// before, or a new one.
+    pub(crate) async fn channel(&self) -> Result<Channel, ClientError> {
+        if let Some(channel) = self.current.lock().expect("coordinator link").clone() {
+            return Ok(channel);
         }
         let found = self.find().await?;
         *self.current.lock().expect("coordinator link") = Some(found.clone());
@@ -67,10 +85,19 @@ impl CoordinatorLink {
         }
     }
 
-    async fn find(&self) -> Result<GroupsClient<Channel>, ClientError> {
+    /// "group billing" or "share group billing", for messages.
+    fn what(&self) -> String {
+        match self.kind {
+            pb::CoordinatorType::Group => format!("group {}", self.group_id),
+            pb::CoordinatorType::Share => format!("share group {}", self.group_id),
+        }
+    }
+
+    async fn find(&self) -> Result<Channel, ClientError> {
         let (bootstrap, channel) = connection::connect_first(&self.brokers, self.timeouts).await?;
         let mut request = tonic::Request::new(pb::FindCoordinatorRequest {
             group_id: self.group_id.clone(),
+            r#type: self.kind.into(),
         });
         request.set_timeout(FIND_COORDINATOR_TIMEOUT);
         let answer = tokio::time::timeout(
@@ -81,14 +108,13 @@ impl CoordinatorLink {
         .map_err(|_| {
             ClientError::DeadlineExceeded(format!(
                 "broker {bootstrap} did not say within {FIND_COORDINATOR_TIMEOUT:?} which broker \
-                 coordinates group {}",
-                self.group_id
+                 coordinates {}",
+                self.what()
             ))
         })??
         .into_inner();
         let address = format!("{}:{}", answer.host, answer.port);
-        tracing::debug!(group = %self.group_id, coordinator = answer.broker_id, %address, "found the group's coordinator");
-        let channel = connection::connect(std::slice::from_ref(&address), self.timeouts).await?;
-        Ok(groups_client(channel))
+        tracing::debug!(group = %self.group_id, kind = ?self.kind, coordinator = answer.broker_id, %address, "found the group's coordinator");
+        connection::connect(std::slice::from_ref(&address), self.timeouts).await
     }
 }

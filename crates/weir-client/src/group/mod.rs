@@ -113,7 +113,7 @@ use weir_proto::v1 as pb;
 use self::commit::CommitJob;
 pub use self::commit::{COMMIT_QUEUE_DEPTH, COMMIT_TIMEOUT};
 use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
-use self::link::CoordinatorLink;
+pub(crate) use self::link::CoordinatorLink;
 pub(crate) use self::link::MAX_COORDINATOR_RETRY_BACKOFF;
 use crate::admin::OffsetQuery;
 use crate::connection::{DEFAULT_BROKER, Timeouts};
@@ -392,6 +392,7 @@ impl GroupConsumer {
         .await?;
         let coordinator = Arc::new(CoordinatorLink::new(
             &config.group_id,
+            pb::CoordinatorType::Group,
             &config.brokers,
             config.timeouts,
         ));
