@@ -64,6 +64,7 @@ Examples:
   weir bench group-join --partitions 100 --rounds 10
   weir bench group-consume --count 2000000 --members 3
   weir bench group-commit --committers 1,16,64 --duration 5s
+  weir bench queue --count 1000000 --consumers 4,16    # share group, per-record ACCEPT
 
 The topic is created if missing (with --partitions and --topic-config). MB/s counts key
 and value bytes, 10^6 bytes per MB. Record values are random bytes (incompressible).";
@@ -107,6 +108,10 @@ enum Scenario {
     /// Consumer groups: offset commits per second and their latency with C concurrent
     /// committers (one group each), for each C of --committers.
     GroupCommit(group::CommitArgs),
+    /// Queues: a share group's consumers take and ACCEPT every record of a filled topic,
+    /// each on its own, for each consumer count of --consumers; reports records
+    /// accepted (durably) per second.
+    Queue(group::QueueArgs),
 }
 
 /// Flags every scenario takes.
@@ -244,6 +249,7 @@ impl BenchArgs {
             Scenario::GroupJoin(args) => return Ok(BenchPlan::Group(args.into_config()?)),
             Scenario::GroupConsume(args) => return Ok(BenchPlan::Group(args.into_config()?)),
             Scenario::GroupCommit(args) => return Ok(BenchPlan::Group(args.into_config()?)),
+            Scenario::Queue(args) => return Ok(BenchPlan::Group(args.into_config()?)),
         };
         let usage = |m: String| -> anyhow::Error { UsageError(m).into() };
         if common.record_size > MAX_RECORD_BYTES {

@@ -16,7 +16,7 @@
 //! request for a group whose shard is elsewhere gets [`ShareError::NotCoordinator`], one
 //! that arrives while the shard loads [`ShareError::CoordinatorLoading`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -423,8 +423,7 @@ impl ShareCoordinator {
             };
             let mut oldest_unfinished_age_ms = None;
             if let (Some(data), Some(offset)) = (&data, counts.oldest_unfinished) {
-                let mut read = BTreeMap::new();
-                if let Ok(found) = reader::records_at(data, &[offset], &mut read).await {
+                if let Ok(found) = reader::records_at(data, &[offset]).await {
                     oldest_unfinished_age_ms = found.first().map(|r| (now - r.timestamp).max(0));
                 }
             }
@@ -509,8 +508,7 @@ impl ShareCoordinator {
             let copied = async {
                 let data = data_partition(&self.registry, topic, *partition)?;
                 let offsets: Vec<i64> = pending.iter().map(|a| a.offset).collect();
-                let mut read = BTreeMap::new();
-                let found = reader::records_at(&data, &offsets, &mut read).await?;
+                let found = reader::records_at(&data, &offsets).await?;
                 let by_offset: HashMap<i64, &super::partition::Archived> =
                     pending.iter().map(|a| (a.offset, a)).collect();
                 let copies = found
@@ -641,33 +639,42 @@ impl ShareCoordinator {
         let mut round = Round::default();
         for (topic, topic_id, p) in targets {
             let data = data_partition(&self.registry, &topic, p)?;
+            let known = windows.partitions.contains_key(&(topic.to_string(), p))
+                || windows.stored.contains_key(&(topic_id.clone(), p));
             let start = match fetch.start {
+                _ if known => 0,
                 ShareStart::Earliest => data.offsets().await?.log_start_offset,
                 ShareStart::Latest => data.offsets().await?.high_watermark,
             };
             let config = windows.settings.apply(self.config.partition);
             let w = windows.window(&fetch.group_id, &topic, &topic_id, p, config, start)?;
-            let ended = w.window.counts(now_ms).acquired;
-            if !w.window.expire(now_ms).is_empty() {
+            let held = w.window.acquired();
+            if !w.window.expire(now_ms).is_empty() || w.window.acquired() < held {
                 w.dirty = true;
-            }
-            if w.window.counts(now_ms).acquired < ended {
                 round.released = true;
             }
             let wanted = max - round.acquired_count;
             if wanted > 0 {
-                let mut read = BTreeMap::new();
-                reader::extend(&data, &mut w.window, &mut read, now_ms).await?;
+                reader::extend(&data, &mut w.window, &mut w.cache, now_ms).await?;
                 let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
                 if !got.is_empty() {
                     w.dirty = true;
                     round.acquired_count += got.len();
+                    let mut found = Vec::with_capacity(got.len());
+                    let mut missing = Vec::new();
+                    for a in &got {
+                        match w.cache.take(a.offset) {
+                            Some(record) => found.push(record),
+                            None => missing.push(a.offset),
+                        }
+                    }
                     round.acquired.push(AcquiredIn {
                         topic: topic.clone(),
                         partition: p,
                         data: data.clone(),
                         records: got,
-                        read,
+                        found,
+                        missing,
                     });
                 }
             }
@@ -686,8 +693,11 @@ impl ShareCoordinator {
     async fn read_acquired(&self, round: &mut Round) -> Result<Vec<ShareRecord>, ShareError> {
         let mut out = Vec::with_capacity(round.acquired_count);
         for a in &mut round.acquired {
-            let offsets: Vec<i64> = a.records.iter().map(|r| r.offset).collect();
-            let found = reader::records_at(&a.data, &offsets, &mut a.read).await?;
+            let mut found = std::mem::take(&mut a.found);
+            if !a.missing.is_empty() {
+                found.extend(reader::records_at(&a.data, &a.missing).await?);
+                found.sort_unstable_by_key(|r| r.offset);
+            }
             let mut found = found.into_iter().peekable();
             for acquired in &a.records {
                 while found.peek().is_some_and(|r| r.offset < acquired.offset) {
@@ -735,6 +745,7 @@ struct AcquiredIn {
     partition: u32,
     data: Arc<crate::partition::Partition>,
     records: Vec<super::partition::Acquired>,
-    /// What the pass read from the log, by offset.
-    read: BTreeMap<i64, DecodedRecord>,
+    /// Their contents, from the window's cache, and the offsets to read from the log.
+    found: Vec<DecodedRecord>,
+    missing: Vec<i64>,
 }

@@ -77,6 +77,9 @@ pub const SHARE_LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500)
 /// Bytes read per call while replaying a `__share_group_state` partition or reading a
 /// data partition for a share group.
 pub const SHARE_READ_BYTES: usize = 1024 * 1024;
+/// Bytes of decoded records a share-partition keeps between taking them into its window
+/// and handing them out (per group and partition), so a fetch does not read them twice.
+pub const SHARE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// The record header that delays a record's first delivery: epoch milliseconds, ASCII
 /// decimal (Celery's `eta`, SQS's `DelaySeconds`).
 pub const DELIVER_AT_HEADER: &str = "weir-deliver-at";

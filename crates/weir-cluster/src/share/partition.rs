@@ -258,6 +258,11 @@ impl SharePartition {
             .collect()
     }
 
+    /// Records acquired now.
+    pub fn acquired(&self) -> usize {
+        self.acquired
+    }
+
     /// Whether [`Self::extend`] would take a record now.
     pub fn has_room(&self) -> bool {
         self.records.len() < self.config.max_window_records

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use weir_log::{DecodedRecord, decode_records};
 
 use super::partition::{MAX_DELIVERY_DELAY_MS, SharePartition};
-use super::{DELIVER_AT_HEADER, SHARE_READ_BYTES, ShareError};
+use super::{DELIVER_AT_HEADER, SHARE_CACHE_BYTES, SHARE_READ_BYTES, ShareError};
 use crate::error::ClusterError;
 use crate::partition::Partition;
 use crate::registry::TopicRegistry;
@@ -49,13 +49,59 @@ pub(super) fn not_before_ms(record: &DecodedRecord, now_ms: u64) -> u64 {
         .map_or(0, |at| at.min(now_ms.saturating_add(MAX_DELIVERY_DELAY_MS)))
 }
 
+/// Records taken into a window and not handed out yet, decoded, so a fetch need not
+/// read them again: bounded by [`SHARE_CACHE_BYTES`] of keys, values and headers (records
+/// beyond it, and redeliveries, are read from the log when acquired).
+#[derive(Debug, Default)]
+pub(super) struct RecordCache {
+    records: BTreeMap<i64, DecodedRecord>,
+    bytes: usize,
+}
+
+fn record_bytes(r: &DecodedRecord) -> usize {
+    let header_bytes: usize = r
+        .headers
+        .iter()
+        .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + header_bytes
+}
+
+impl RecordCache {
+    fn insert(&mut self, record: DecodedRecord) {
+        let size = record_bytes(&record);
+        if self.bytes + size <= SHARE_CACHE_BYTES {
+            self.bytes += size;
+            self.records.insert(record.offset, record);
+        }
+    }
+
+    /// The record at `offset`, taken out of the cache.
+    pub(super) fn take(&mut self, offset: i64) -> Option<DecodedRecord> {
+        let record = self.records.remove(&offset)?;
+        self.bytes -= record_bytes(&record);
+        Some(record)
+    }
+
+    /// Forgets the records below `offset` (finished without being handed out).
+    pub(super) fn drop_below(&mut self, offset: i64) {
+        while let Some(entry) = self.records.first_entry() {
+            if *entry.key() >= offset {
+                return;
+            }
+            let record = entry.remove();
+            self.bytes -= record_bytes(&record);
+        }
+    }
+}
+
 /// Takes the partition's next committed records into `window` while it has room (one
-/// read), keeping what was read in `read` for the answer. First skips what retention
-/// removed below the window.
+/// read), keeping them decoded in `cache`. First skips what retention removed below the
+/// window.
 pub(super) async fn extend(
     partition: &Partition,
     window: &mut SharePartition,
-    read: &mut BTreeMap<i64, DecodedRecord>,
+    cache: &mut RecordCache,
     now_ms: u64,
 ) -> Result<(), ShareError> {
     let offsets = partition.offsets().await?;
@@ -69,6 +115,7 @@ pub(super) async fn extend(
             "share group window: records removed by retention before they were finished"
         );
     }
+    cache.drop_below(window.start());
     if !window.has_room() || window.end() >= offsets.high_watermark {
         return Ok(());
     }
@@ -90,34 +137,24 @@ pub(super) async fn extend(
     }
     window.extend(records.iter().map(|r| (r.offset, not_before_ms(r, now_ms))));
     let end = window.end();
-    read.extend(
-        records
-            .into_iter()
-            .filter(|r| r.offset < end)
-            .map(|r| (r.offset, r)),
-    );
+    for r in records.into_iter().take_while(|r| r.offset < end) {
+        cache.insert(r);
+    }
     Ok(())
 }
 
-/// The records at `offsets` (ascending), from `read` where it has them, else from the
-/// log. A record the log no longer has (retention) is left out.
+/// The records at `offsets` (ascending), read from the log. A record the log no longer
+/// has (retention, compaction) is left out.
 pub(super) async fn records_at(
     partition: &Partition,
     offsets: &[i64],
-    read: &mut BTreeMap<i64, DecodedRecord>,
 ) -> Result<Vec<DecodedRecord>, ShareError> {
+    let mut read: BTreeMap<i64, DecodedRecord> = BTreeMap::new();
     let mut out = Vec::with_capacity(offsets.len());
     let mut position = None::<i64>;
     for &offset in offsets {
-        if let Some(r) = read.remove(&offset) {
-            out.push(r);
-            continue;
-        }
         // Read forward from here until the log passes `offset`.
-        loop {
-            if position.is_some_and(|p| p > offset) {
-                break;
-            }
+        while !position.is_some_and(|p| p > offset) {
             let from = position.unwrap_or(offset).max(offset);
             let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
                 Ok(data) => data,
@@ -131,7 +168,13 @@ pub(super) async fn records_at(
                     offset: from,
                     reason: e.to_string(),
                 })?;
-                read.extend(decoded.into_iter().map(|r| (r.offset, r)));
+                // Only what is asked for is kept.
+                read.extend(
+                    decoded
+                        .into_iter()
+                        .filter(|r| offsets.binary_search(&r.offset).is_ok())
+                        .map(|r| (r.offset, r)),
+                );
             }
             if data.next_offset <= from {
                 break;

@@ -22,6 +22,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::partition::{ShareConfig, SharePartition};
+use super::reader::RecordCache;
 use super::settings::{GroupSettings, RecordKey};
 use super::state_records::{StateKey, StateValue};
 use super::{SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError};
@@ -38,6 +39,8 @@ pub(super) struct Window {
     pub(super) window: SharePartition,
     /// Changed since its last snapshot was queued.
     pub(super) dirty: bool,
+    /// Records taken into the window and not handed out yet.
+    pub(super) cache: RecordCache,
 }
 
 /// The windows of one share group, by topic name and partition, and its settings.
@@ -81,6 +84,7 @@ impl Windows {
                     topic_id: topic_id.to_string(),
                     window,
                     dirty,
+                    cache: RecordCache::default(),
                 },
             );
         }

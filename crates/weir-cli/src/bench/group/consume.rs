@@ -213,7 +213,11 @@ pub(super) async fn run(config: &ConsumeConfig) -> anyhow::Result<()> {
 }
 
 /// Produces `missing` records of `--record-size` (not timed), as `bench consume` does.
-async fn fill(config: &ConsumeConfig, partitions: u32, missing: u64) -> anyhow::Result<()> {
+pub(super) async fn fill(
+    config: &ConsumeConfig,
+    partitions: u32,
+    missing: u64,
+) -> anyhow::Result<()> {
     let producer_config = ProducerConfig {
         brokers: config.brokers.clone(),
         acks: AcksArg::Leader.into(),
@@ -250,7 +254,7 @@ async fn fill(config: &ConsumeConfig, partitions: u32, missing: u64) -> anyhow::
 }
 
 /// `[log start, high watermark)` of every partition.
-async fn log_ranges(
+pub(super) async fn log_ranges(
     admin: &Admin,
     topic: &str,
     partitions: u32,

@@ -12,6 +12,7 @@
 mod commit;
 mod consume;
 mod join;
+mod queue;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -156,6 +157,42 @@ pub(crate) struct ConsumeArgs {
     format: Format,
 }
 
+/// `weir bench queue`.
+#[derive(Debug, Args)]
+pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    brokers: BrokerArgs,
+    /// Topic to read; created if missing.
+    #[arg(long, short = 't', default_value = "weir-bench-queue")]
+    topic: String,
+    /// Partitions of the topic when it is created.
+    #[arg(long, short = 'p', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// A topic setting used when it is created, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    topic_config: Vec<(String, String)>,
+    /// Value size of the records produced to fill the topic: bytes, or with a unit.
+    #[arg(long, short = 's', default_value = "100", value_parser = parse_size)]
+    record_size: u64,
+    /// Records the topic must hold (produced first if it has fewer); every run takes and
+    /// accepts every record in it.
+    #[arg(long, short = 'n', default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    count: u64,
+    /// Consumers of a fresh share group, one run each (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "4,16",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_MEMBERS as i64))]
+    consumers: Vec<u32>,
+    /// Records per fetch.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_records: u32,
+    /// Fail if a consumer gets no record for this long.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    stall_timeout: Duration,
+    /// Output format of the final report.
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
 /// `weir bench group-commit`.
 #[derive(Debug, Args)]
 #[command(after_help = COMMIT_NOTES)]
@@ -204,6 +241,8 @@ pub enum GroupBench {
     Consume(ConsumeConfig),
     /// `group-commit`.
     Commit(CommitConfig),
+    /// `queue`.
+    Queue(queue::QueueConfig),
 }
 
 #[derive(Debug)]
@@ -320,6 +359,38 @@ impl ConsumeArgs {
     }
 }
 
+impl QueueArgs {
+    pub(crate) fn into_config(self) -> anyhow::Result<GroupBench> {
+        if self.record_size > MAX_RECORD_BYTES {
+            return Err(usage(format!(
+                "--record-size {} is above the limit of {MAX_RECORD_BYTES} bytes",
+                self.record_size
+            )));
+        }
+        check_timeout("--stall-timeout", self.stall_timeout)?;
+        if self.consumers.is_empty() {
+            return Err(usage("--consumers needs at least one count".to_owned()));
+        }
+        Ok(GroupBench::Queue(queue::QueueConfig {
+            base: ConsumeConfig {
+                brokers: self.brokers.list(),
+                timeouts: self.brokers.timeouts(),
+                topic: self.topic,
+                partitions: self.partitions,
+                topic_configs: key_value_map(self.topic_config)?,
+                record_bytes: self.record_size as usize,
+                count: self.count,
+                members: 1,
+                stall_timeout: self.stall_timeout,
+                settle_timeout: self.stall_timeout,
+                format: self.format,
+            },
+            consumers: self.consumers,
+            max_records: self.max_records,
+        }))
+    }
+}
+
 impl CommitArgs {
     pub(crate) fn into_config(self) -> anyhow::Result<GroupBench> {
         check_timeout("--duration", self.duration)?;
@@ -346,6 +417,7 @@ pub(crate) async fn run(bench: GroupBench) -> anyhow::Result<()> {
         GroupBench::Join(config) => join::run(&config).await,
         GroupBench::Consume(config) => consume::run(&config).await,
         GroupBench::Commit(config) => commit::run(&config).await,
+        GroupBench::Queue(config) => queue::run(&config).await,
     }
 }
 
