@@ -263,6 +263,7 @@ async fn find_coordinator(cluster: &Cluster) -> anyhow::Result<i32> {
             let answer = GroupsClient::new(channel)
                 .find_coordinator(pb::FindCoordinatorRequest {
                     group_id: GROUP.to_owned(),
+                    ..Default::default()
                 })
                 .await;
             if let Ok(answer) = answer {
