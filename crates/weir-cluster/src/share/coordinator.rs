@@ -422,10 +422,10 @@ impl ShareCoordinator {
                 None => -1,
             };
             let mut oldest_unfinished_age_ms = None;
-            if let (Some(data), Some(offset)) = (&data, counts.oldest_unfinished) {
-                if let Ok(found) = reader::records_at(data, &[offset]).await {
-                    oldest_unfinished_age_ms = found.first().map(|r| (now - r.timestamp).max(0));
-                }
+            if let (Some(data), Some(offset)) = (&data, counts.oldest_unfinished)
+                && let Ok(found) = reader::records_at(data, &[offset]).await
+            {
+                oldest_unfinished_age_ms = found.first().map(|r| (now - r.timestamp).max(0));
             }
             views.push(SharePartitionView {
                 topic: topic.clone(),

@@ -154,7 +154,7 @@ pub(super) async fn records_at(
     let mut position = None::<i64>;
     for &offset in offsets {
         // Read forward from here until the log passes `offset`.
-        while !position.is_some_and(|p| p > offset) {
+        while position.is_none_or(|p| p <= offset) {
             let from = position.unwrap_or(offset).max(offset);
             let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
                 Ok(data) => data,

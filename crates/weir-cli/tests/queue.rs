@@ -1,0 +1,267 @@
+//! `weir queue` as a user runs it: two `--exec` workers started together share a topic's
+//! tasks, every task runs once (one that fails runs again after its backoff), SIGTERM
+//! stops the workers cleanly, and `weir queue describe` then shows nothing left to do;
+//! plus the mistakes a user makes first.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Broker, KillOnDrop, finish, stderr, weir_command};
+use serde_json::Value;
+
+/// How long the workers may take to run every task (they need about a second).
+const WORK_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a worker may take to exit after SIGTERM: the job in hand, one poll (1 s) and
+/// its last acknowledgements.
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between two looks at the workers' files or processes.
+const LOOK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The worker's job: appends `OFFSET:PARTITION:VALUE:DELIVERY` to the worker's own file
+/// (`$OUT`; a worker runs one job at a time, so lines never interleave) and fails
+/// `fail-once` on its first delivery.
+const JOB: &str = r#"v=$(cat); echo "$WEIR_OFFSET:$WEIR_PARTITION:$v:$WEIR_DELIVERY_COUNT" >> "$OUT"; if [ "$v" = fail-once ] && [ "$WEIR_DELIVERY_COUNT" = 1 ]; then exit 1; fi"#;
+
+/// One job run, as the job wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Run {
+    partition: u32,
+    offset: i64,
+    delivery: u32,
+}
+
+fn broker() -> Broker {
+    Broker::start(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    })
+}
+
+/// `weir queue consume tasks --group workers ... --exec JOB`, its jobs writing to `out`,
+/// its stderr to `log`.
+fn worker(broker: &Broker, out: &Path, log: &Path) -> KillOnDrop {
+    let child = broker
+        .command(&[
+            "queue",
+            "consume",
+            "tasks",
+            "--group",
+            "workers",
+            "--start",
+            "earliest",
+            "--exec",
+            JOB,
+            "--retry-backoff-ms",
+            "100",
+        ])
+        .env("OUT", out)
+        .stdout(Stdio::null())
+        .stderr(File::create(log).expect("the worker's log"))
+        .spawn()
+        .expect("weir queue consume starts");
+    KillOnDrop(child)
+}
+
+fn read(path: &Path) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    }
+}
+
+/// Every job run the workers' files hold, by value.
+fn runs(outs: &[PathBuf]) -> BTreeMap<String, Vec<Run>> {
+    let mut runs: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+    for out in outs {
+        // Only whole lines: a job may be writing its line as the file is read.
+        for line in read(out)
+            .split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
+        {
+            let fields: Vec<&str> = line.split(':').collect();
+            let [offset, partition, value, delivery] = fields[..] else {
+                panic!(
+                    "{line:?} in {} is not OFFSET:PARTITION:VALUE:DELIVERY",
+                    out.display()
+                );
+            };
+            runs.entry(value.to_owned()).or_default().push(Run {
+                partition: partition.parse().expect("WEIR_PARTITION"),
+                offset: offset.parse().expect("WEIR_OFFSET"),
+                delivery: delivery.parse().expect("WEIR_DELIVERY_COUNT"),
+            });
+        }
+    }
+    for list in runs.values_mut() {
+        list.sort_by_key(|r| r.delivery);
+    }
+    runs
+}
+
+/// Sends SIGTERM (what a supervisor sends) to a worker.
+fn terminate(worker: &KillOnDrop) {
+    let pid = libc::pid_t::try_from(worker.0.id()).expect("a pid");
+    // SAFETY: kill(2) on a child this test started and has not reaped yet.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "SIGTERM to {pid}");
+}
+
+fn wait_exit(worker: &mut KillOnDrop, deadline: Instant) -> ExitStatus {
+    loop {
+        if let Some(status) = worker.0.try_wait().expect("the worker's status") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a worker did not exit within {EXIT_DEADLINE:?} of SIGTERM"
+        );
+        std::thread::sleep(LOOK_INTERVAL);
+    }
+}
+
+/// Two workers share 21 tasks over two partitions: each task runs once, on the partition
+/// and offset it was produced at, except `fail-once`, whose first run fails and which
+/// then runs again (delivery 2, after the 100 ms backoff). After SIGTERM both workers
+/// exit 0 and the group has nothing left: every share-partition's window is empty at the
+/// high watermark.
+#[test]
+fn two_exec_workers_run_every_task_once_and_retry_the_one_that_failed() {
+    let broker = broker();
+    broker.ok(&["topic", "create", "tasks", "--partitions", "2"], "");
+    // Even tasks and fail-once on partition 0, odd tasks on partition 1: where each was
+    // produced is known, so the WEIR_PARTITION and WEIR_OFFSET the jobs saw can be checked.
+    let even: Vec<String> = (0..20).step_by(2).map(|i| format!("task-{i}")).collect();
+    let odd: Vec<String> = (1..20).step_by(2).map(|i| format!("task-{i}")).collect();
+    broker.ok(
+        &["produce", "tasks", "--partition", "0"],
+        &format!("{}\nfail-once\n", even.join("\n")),
+    );
+    broker.ok(
+        &["produce", "tasks", "--partition", "1"],
+        &format!("{}\n", odd.join("\n")),
+    );
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let outs: Vec<PathBuf> = (1..=2)
+        .map(|n| dir.path().join(format!("worker-{n}.txt")))
+        .collect();
+    let logs: Vec<PathBuf> = (1..=2)
+        .map(|n| dir.path().join(format!("worker-{n}.log")))
+        .collect();
+    let mut workers: Vec<KillOnDrop> = outs
+        .iter()
+        .zip(&logs)
+        .map(|(out, log)| worker(&broker, out, log))
+        .collect();
+
+    // 20 tasks once, fail-once twice.
+    let deadline = Instant::now() + WORK_DEADLINE;
+    let total = |runs: &BTreeMap<String, Vec<Run>>| runs.values().map(Vec::len).sum::<usize>();
+    while total(&runs(&outs)) < 22 {
+        assert!(
+            Instant::now() < deadline,
+            "the workers ran {} of 22 jobs in {WORK_DEADLINE:?}: {:?}\n{}\n{}",
+            total(&runs(&outs)),
+            runs(&outs),
+            read(&logs[0]),
+            read(&logs[1])
+        );
+        std::thread::sleep(LOOK_INTERVAL);
+    }
+
+    for worker in &workers {
+        terminate(worker);
+    }
+    let deadline = Instant::now() + EXIT_DEADLINE;
+    for (worker, log) in workers.iter_mut().zip(&logs) {
+        let status = wait_exit(worker, deadline);
+        assert!(status.success(), "{status}: {}", read(log));
+    }
+
+    let runs = runs(&outs);
+    let mut expected: BTreeMap<String, Vec<Run>> = BTreeMap::new();
+    for (partition, values) in [(0, &even), (1, &odd)] {
+        for (offset, value) in (0..).zip(values.iter()) {
+            let run = Run {
+                partition,
+                offset,
+                delivery: 1,
+            };
+            expected.insert(value.clone(), vec![run]);
+        }
+    }
+    let fail_once = Run {
+        partition: 0,
+        offset: 10,
+        delivery: 1,
+    };
+    expected.insert(
+        "fail-once".to_owned(),
+        vec![
+            fail_once,
+            Run {
+                delivery: 2,
+                ..fail_once
+            },
+        ],
+    );
+    assert_eq!(runs, expected);
+    let logged = format!("{}{}", read(&logs[0]), read(&logs[1]));
+    assert!(
+        logged.contains("tasks/0@10 (delivery 1): the command exited with status 1; released"),
+        "the failure is reported on stderr: {logged}"
+    );
+
+    let described: Value =
+        serde_json::from_str(&broker.ok(&["queue", "describe", "workers", "--format", "json"], ""))
+            .expect("JSON");
+    assert_eq!(described["group_id"], "workers");
+    let partitions = described["partitions"].as_array().expect("partitions");
+    let mut windows: Vec<(u64, i64, i64, i64)> = partitions
+        .iter()
+        .map(|p| {
+            assert_eq!(p["topic"], "tasks", "{p}");
+            for count in ["available", "delayed", "acquired", "archived_pending"] {
+                assert_eq!(p[count], 0, "{count}: {p}");
+            }
+            assert_eq!(p["oldest_unfinished_offset"], Value::Null, "{p}");
+            (
+                p["partition"].as_u64().expect("partition"),
+                p["start_offset"].as_i64().expect("start"),
+                p["end_offset"].as_i64().expect("end"),
+                p["high_watermark"].as_i64().expect("high watermark"),
+            )
+        })
+        .collect();
+    windows.sort_unstable();
+    assert_eq!(windows, [(0, 11, 11, 11), (1, 10, 10, 10)], "{described}");
+}
+
+/// A consume without `--group` is a usage error (exit 2) before any work; describing a
+/// group nobody used fails (exit 1) saying it has no state, and how it gets some.
+#[test]
+fn a_missing_group_is_a_usage_error_and_an_unknown_group_has_no_state() {
+    let args = ["queue", "consume", "tasks"];
+    let output = finish(weir_command(&args), &args);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("--group"), "{text}");
+    assert!(output.stdout.is_empty());
+
+    let broker = broker();
+    let output = broker.run(&["queue", "describe", "no-such-group"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("share group \"no-such-group\" has no state")
+            && text.contains("weir queue consume TOPIC --group no-such-group"),
+        "{text}"
+    );
+    assert!(output.stdout.is_empty());
+}
