@@ -637,6 +637,7 @@ impl ShareCoordinator {
             targets.rotate_left(turn);
         }
         let mut round = Round::default();
+        let mut visited = Vec::with_capacity(targets.len());
         for (topic, topic_id, p) in targets {
             let data = data_partition(&self.registry, &topic, p)?;
             let known = windows.partitions.contains_key(&(topic.to_string(), p))
@@ -678,13 +679,18 @@ impl ShareCoordinator {
                     });
                 }
             }
-            if let Some(due) = w.window.next_due(now_ms) {
-                round.next_due_ms = Some(round.next_due_ms.map_or(due, |d| d.min(due)));
-            }
             if data.state().leader != me {
                 round.follows_some = true;
             }
             round.watchers.push(data.subscribe());
+            visited.push((topic.to_string(), p));
+        }
+        // Only a fetch that waits needs to know when a lock ends or a delay is over.
+        if round.acquired_count == 0 {
+            round.next_due_ms = visited
+                .iter()
+                .filter_map(|key| windows.partitions.get(key)?.window.next_due(now_ms))
+                .min();
         }
         Ok(round)
     }

@@ -164,6 +164,9 @@ pub struct SharePartition {
     records: BTreeMap<i64, Entry>,
     /// Records in the `Acquired` state.
     acquired: usize,
+    /// No lock ends before this (a lower bound: ACCEPTs and releases leave it stale,
+    /// never too late), so [`Self::expire`] skips its walk until then.
+    earliest_deadline_ms: u64,
 }
 
 impl SharePartition {
@@ -175,6 +178,7 @@ impl SharePartition {
             end: start,
             records: BTreeMap::new(),
             acquired: 0,
+            earliest_deadline_ms: u64::MAX,
         }
     }
 
@@ -327,6 +331,9 @@ impl SharePartition {
             });
         }
         self.acquired += out.len();
+        if !out.is_empty() {
+            self.earliest_deadline_ms = self.earliest_deadline_ms.min(deadline_ms);
+        }
         out
     }
 
@@ -399,6 +406,9 @@ impl SharePartition {
     /// Ends the locks that expired by `now_ms`: those records become available again, or
     /// are archived at the delivery limit (returned, to be dead-lettered).
     pub fn expire(&mut self, now_ms: u64) -> Vec<Archived> {
+        if self.acquired == 0 || now_ms < self.earliest_deadline_ms {
+            return Vec::new();
+        }
         self.end_locks(|deadline_ms| deadline_ms <= now_ms)
     }
 
@@ -430,6 +440,15 @@ impl SharePartition {
             }
         }
         self.acquired -= released;
+        self.earliest_deadline_ms = self
+            .records
+            .values()
+            .filter_map(|e| match e.state {
+                RecordState::Acquired { deadline_ms, .. } => Some(deadline_ms),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(u64::MAX);
         self.advance_start();
         archived
     }

@@ -186,7 +186,7 @@ pub(super) async fn run(config: &ConsumeConfig) -> anyhow::Result<()> {
     let available: u64 = ranges.iter().map(|&(s, e)| (e - s).max(0) as u64).sum();
     if available < config.count {
         fill(config, partitions, config.count - available).await?;
-        ranges = log_ranges(&admin, &config.topic, partitions).await?;
+        ranges = filled_ranges(config, &admin, partitions).await?;
     }
     let records: u64 = ranges.iter().map(|&(s, e)| (e - s).max(0) as u64).sum();
 
@@ -251,6 +251,26 @@ pub(super) async fn fill(
     progress.finish();
     producer.close().await;
     filled.map(|_| ())
+}
+
+/// The log ranges once the fill is visible: its acknowledgements (acks=leader) come
+/// before the high watermark passes them (it is the durable end under group commit), so
+/// the ranges are read until they hold `config.count` records, for at most the stall
+/// timeout.
+pub(super) async fn filled_ranges(
+    config: &ConsumeConfig,
+    admin: &Admin,
+    partitions: u32,
+) -> anyhow::Result<Vec<(i64, i64)>> {
+    let deadline = Instant::now() + config.stall_timeout;
+    loop {
+        let ranges = log_ranges(admin, &config.topic, partitions).await?;
+        let records: u64 = ranges.iter().map(|&(s, e)| (e - s).max(0) as u64).sum();
+        if records >= config.count || Instant::now() >= deadline {
+            return Ok(ranges);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `[log start, high watermark)` of every partition.

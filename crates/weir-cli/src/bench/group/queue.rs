@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use weir_client::{AckKind, AckMode, Admin, ShareConsumer, ShareConsumerConfig, ShareStart};
 
-use super::consume::{fill, log_ranges};
+use super::consume::{fill, filled_ranges, log_ranges};
 use super::{ConsumeConfig, print, run_id};
 use crate::bench::{BYTES_PER_MB, ensure_topic_named};
 
@@ -71,7 +71,7 @@ pub(super) async fn run(config: &QueueConfig) -> anyhow::Result<()> {
     let available: u64 = ranges.iter().map(|&(s, e)| (e - s).max(0) as u64).sum();
     if available < base.count {
         fill(base, partitions, base.count - available).await?;
-        ranges = log_ranges(&admin, &base.topic, partitions).await?;
+        ranges = filled_ranges(base, &admin, partitions).await?;
     }
     let records: u64 = ranges.iter().map(|&(s, e)| (e - s).max(0) as u64).sum();
     let id = run_id();
