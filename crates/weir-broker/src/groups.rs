@@ -12,9 +12,8 @@
 
 use std::collections::HashSet;
 
-use weir_cluster::ClusterError;
 use weir_cluster::controller::records::Endpoints;
-use weir_cluster::group::{self, GroupError, MAX_COMMIT_METADATA_BYTES, OFFSETS_TOPIC};
+use weir_cluster::group::{self, MAX_COMMIT_METADATA_BYTES, OFFSETS_TOPIC};
 pub use weir_cluster::group::{
     ClassicDescription, ClassicMemberDescription, ClassicState, CommittedOffset, GroupDescription,
     GroupProtocol, GroupState, GroupSummary, Heartbeat, HeartbeatOutcome, JoinAnswer, JoinGroup,
@@ -43,36 +42,50 @@ pub fn find_coordinator(
     _ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Coordinator, BrokerError> {
-    let (partition, leader) = match group::find_coordinator(broker.registry(), group_id) {
+    let found = group::find_coordinator(broker.registry(), group_id);
+    coordinator_at(broker, "group", group_id, OFFSETS_TOPIC, found)
+}
+
+/// The coordinator a lookup `found` (the internal topic's partition of the group and its
+/// leader) names, with its endpoints; COORDINATOR_NOT_AVAILABLE while `topic` is not
+/// created yet or the partition has no leader this broker knows of. For consumer groups
+/// and share groups alike (`kind` names which, in the message).
+pub(crate) fn coordinator_at<E: Into<BrokerError>>(
+    broker: &Broker,
+    kind: &str,
+    group_id: &str,
+    topic: &str,
+    found: Result<(u32, i32), E>,
+) -> Result<Coordinator, BrokerError> {
+    let no_coordinator = |why: String| {
+        BrokerError::new(
+            Reason::CoordinatorNotAvailable,
+            format!("{kind} {group_id:?} has no coordinator right now ({why}); retry shortly"),
+        )
+    };
+    let (partition, leader) = match found.map_err(Into::into) {
         Ok(found) => found,
         // Not created yet: the first broker to open its coordinator creates it.
-        Err(GroupError::Cluster(ClusterError::UnknownTopic(_))) => {
-            return Err(no_coordinator(group_id, None));
+        Err(e) if e.reason == Reason::UnknownTopic => {
+            return Err(no_coordinator(format!("{topic} is not created yet")));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let image = broker.registry().cluster().image();
     let endpoints = (leader >= 0)
         .then(|| image.broker(leader))
         .flatten()
         .map(|b| b.endpoints.clone())
-        .ok_or_else(|| no_coordinator(group_id, Some(partition)))?;
+        .ok_or_else(|| {
+            no_coordinator(format!(
+                "partition {partition} of {topic} has no leader this broker knows of"
+            ))
+        })?;
     Ok(Coordinator {
         node_id: leader,
         partition,
         endpoints,
     })
-}
-
-fn no_coordinator(group_id: &str, partition: Option<u32>) -> BrokerError {
-    let why = match partition {
-        Some(p) => format!("partition {p} of {OFFSETS_TOPIC} has no leader this broker knows of"),
-        None => format!("{OFFSETS_TOPIC} is not created yet"),
-    };
-    BrokerError::new(
-        Reason::CoordinatorNotAvailable,
-        format!("group {group_id:?} has no coordinator right now ({why}); retry shortly"),
-    )
 }
 
 /// A KIP-848 membership heartbeat (join with epoch 0, leave with -1). An empty

@@ -3,14 +3,13 @@
 //! acknowledge, and describe. The rules and limits live in `weir_cluster::share`; this
 //! module maps its errors to [`BrokerError`]s, once for every adapter.
 
-use weir_cluster::ClusterError;
 use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
     AckKind, AckRange, AckResult, GroupSettings, ShareFetch, ShareFetchAnswer, ShareGroupView,
     SharePartitionView, ShareRecord, ShareStart,
 };
 
-use crate::groups::Coordinator;
+use crate::groups::{Coordinator, coordinator_at};
 use crate::{Broker, BrokerError, Reason, RequestContext};
 
 /// The coordinator of share group `group_id` as this broker's metadata says:
@@ -21,37 +20,8 @@ pub fn find_coordinator(
     _ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Coordinator, BrokerError> {
-    let (partition, leader) = match share::find_share_coordinator(broker.registry(), group_id) {
-        Ok(found) => found,
-        Err(ShareError::Cluster(ClusterError::UnknownTopic(_))) => {
-            return Err(no_coordinator(group_id, None));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let image = broker.registry().cluster().image();
-    let endpoints = (leader >= 0)
-        .then(|| image.broker(leader))
-        .flatten()
-        .map(|b| b.endpoints.clone())
-        .ok_or_else(|| no_coordinator(group_id, Some(partition)))?;
-    Ok(Coordinator {
-        node_id: leader,
-        partition,
-        endpoints,
-    })
-}
-
-fn no_coordinator(group_id: &str, partition: Option<u32>) -> BrokerError {
-    let why = match partition {
-        Some(p) => {
-            format!("partition {p} of {SHARE_STATE_TOPIC} has no leader this broker knows of")
-        }
-        None => format!("{SHARE_STATE_TOPIC} is not created yet"),
-    };
-    BrokerError::new(
-        Reason::CoordinatorNotAvailable,
-        format!("share group {group_id:?} has no coordinator right now ({why}); retry shortly"),
-    )
+    let found = share::find_share_coordinator(broker.registry(), group_id);
+    coordinator_at(broker, "share group", group_id, SHARE_STATE_TOPIC, found)
 }
 
 /// Applies the fetch's acknowledgements, then acquires records for the member (long

@@ -2,6 +2,7 @@
 //! the consumer-group coordinator (`__consumer_offsets`) and the share-group coordinator
 //! (`__share_group_state`).
 //!
+//! - [`coordinator_of`]: which partition, and so which broker, coordinates a group.
 //! - [`ensure`]: creates the topic on first use (compacted, replicated as widely as the
 //!   cluster allows up to a factor), or takes the existing one.
 //! - [`wait_committed`]: a new leader's wait until everything its log holds is committed,
@@ -77,6 +78,21 @@ pub(crate) async fn ensure(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The partition of the internal topic `topic` that `group_id` hashes to (Kafka's rule)
+/// and its leader as this broker's metadata says (-1: none): the group's coordinator.
+pub(crate) fn coordinator_of(
+    registry: &TopicRegistry,
+    topic: &str,
+    group_id: &str,
+) -> Result<(u32, i32), ClusterError> {
+    let registrations = registry.topic(topic)?.registrations();
+    let partition = crate::group::partition_for_group(group_id, registrations.len() as u32);
+    let leader = registrations
+        .get(partition as usize)
+        .map_or(-1, |r| r.leader.max(-1));
+    Ok((partition, leader))
 }
 
 /// Waits (at most `wait`) until this leadership of `partition` has committed everything

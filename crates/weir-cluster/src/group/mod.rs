@@ -677,13 +677,11 @@ pub fn find_coordinator(
     group_id: &str,
 ) -> Result<(u32, BrokerId), GroupError> {
     validate_group_id(group_id)?;
-    let topic = registry.topic(OFFSETS_TOPIC)?;
-    let registrations = topic.registrations();
-    let partition = partition_for_group(group_id, registrations.len() as u32);
-    let leader = registrations
-        .get(partition as usize)
-        .map_or(-1, |r| r.leader.max(-1));
-    Ok((partition, leader))
+    Ok(crate::internal_topic::coordinator_of(
+        registry,
+        OFFSETS_TOPIC,
+        group_id,
+    )?)
 }
 
 /// Checks a group id: 1 to [`MAX_GROUP_ID_CHARS`] characters of `[a-zA-Z0-9._-]`.

@@ -147,13 +147,11 @@ pub fn find_share_coordinator(
     group_id: &str,
 ) -> Result<(u32, BrokerId), ShareError> {
     validate_group_id(group_id)?;
-    let topic = registry.topic(SHARE_STATE_TOPIC)?;
-    let registrations = topic.registrations();
-    let partition = partition_for_group(group_id, registrations.len() as u32);
-    let leader = registrations
-        .get(partition as usize)
-        .map_or(-1, |r| r.leader.max(-1));
-    Ok((partition, leader))
+    Ok(internal_topic::coordinator_of(
+        registry,
+        SHARE_STATE_TOPIC,
+        group_id,
+    )?)
 }
 
 fn validate_member_id(member_id: &str) -> Result<(), ShareError> {
