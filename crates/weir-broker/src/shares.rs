@@ -74,6 +74,7 @@ impl From<ShareError> for BrokerError {
             ShareError::InvalidGroupId { .. } => (Reason::InvalidGroupId, None),
             ShareError::InvalidRequest(_) => (Reason::InvalidRequest, None),
             ShareError::UnknownGroup(_) => (Reason::UnknownGroup, None),
+            ShareError::TooManyGroups { .. } => (Reason::TooMany, None),
             ShareError::NotCoordinator { coordinator, .. } => (
                 Reason::NotCoordinator {
                     coordinator: (*coordinator).max(-1),

@@ -45,6 +45,8 @@ use crate::registry::TopicRegistry;
 /// Longest a waiting share fetch goes without looking at the windows again when it reads
 /// a partition this broker only follows (a follower's high watermark has no wake-up).
 const FOLLOWER_RECHECK: Duration = Duration::from_millis(100);
+/// How long a group waits after a dead-letter copy failed before it tries again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// Where a share group starts on a partition it has no state for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -290,7 +292,7 @@ impl ShareCoordinator {
             return Err(too_many_acks(fetch.acks.len()));
         }
         let shard = self.shard(&fetch.group_id)?;
-        let group = shard.group(&fetch.group_id, true).expect("created");
+        let group = shard.group_or_new(&fetch.group_id)?;
         let max_records = match fetch.max_records {
             0 => DEFAULT_SHARE_FETCH_RECORDS,
             n => n,
@@ -301,6 +303,9 @@ impl ShareCoordinator {
         loop {
             let now = wall_clock_ms().max(0) as u64;
             let mut windows = group.windows.lock().await;
+            // Registered before anything is looked at: a release made after this round
+            // looked wakes this fetch even if it lands before the fetch starts waiting.
+            let released_wait = group.released.notified();
             let mut released = false;
             if let Some(acks) = acks.take() {
                 ack_results = self.apply_acks(
@@ -341,7 +346,7 @@ impl ShareCoordinator {
             if round.follows_some {
                 wake_at = wake_at.min(Instant::now() + FOLLOWER_RECHECK);
             }
-            let released = group.released.notified();
+            let released = released_wait;
             tokio::pin!(released);
             let mut watchers = round.watchers;
             let moved = async {
@@ -371,7 +376,7 @@ impl ShareCoordinator {
             return Err(too_many_acks(acks.len()));
         }
         let shard = self.shard(group_id)?;
-        let group = shard.group(group_id, true).expect("created");
+        let group = shard.group_or_new(group_id)?;
         let now = wall_clock_ms().max(0) as u64;
         let mut windows = group.windows.lock().await;
         let mut released = false;
@@ -393,7 +398,7 @@ impl ShareCoordinator {
     pub async fn describe(&self, group_id: &str) -> Result<ShareGroupView, ShareError> {
         let shard = self.shard(group_id)?;
         let group = shard
-            .group(group_id, false)
+            .group(group_id)
             .ok_or_else(|| ShareError::UnknownGroup(group_id.to_string()))?;
         let now = wall_clock_ms();
         let mut windows = group.windows.lock().await;
@@ -459,7 +464,7 @@ impl ShareCoordinator {
             self.registry.topic(topic)?;
         }
         let shard = self.shard(group_id)?;
-        let group = shard.group(group_id, true).expect("created");
+        let group = shard.group_or_new(group_id)?;
         {
             let mut windows = group.windows.lock().await;
             let key = RecordKey::settings(group_id)
@@ -483,21 +488,28 @@ impl ShareCoordinator {
     }
 
     /// Copies the group's archived records waiting for it to its dead-letter topic (under
-    /// its windows lock), and marks them finished once the copy is durable. A copy that
-    /// fails is tried again on the group's next request; the records wait.
+    /// its windows lock), and marks them finished once the copy is durable. After a copy
+    /// failed, the group's requests do not try again for [`DEAD_LETTER_RETRY`]; the
+    /// records wait.
     async fn copy_dead_letters(&self, group_id: &str, windows: &mut Windows) {
         let (Some(sink), Some(dlq)) = (&self.sink, windows.settings.dead_letter_topic.clone())
         else {
             return;
         };
+        let now = Instant::now();
+        if windows.dead_letters_retry_at.is_some_and(|at| now < at) {
+            return;
+        }
         let Ok(dlq_partitions) = self.registry.topic(&dlq).map(|t| t.partition_count()) else {
             tracing::warn!(
                 group = group_id,
                 topic = dlq,
                 "the share group's dead-letter topic does not exist; archived records wait"
             );
+            windows.dead_letters_retry_at = Some(now + DEAD_LETTER_RETRY);
             return;
         };
+        let mut retry = false;
         for ((topic, partition), w) in &mut windows.partitions {
             let pending = w.window.pending_dead_letters(MAX_DEAD_LETTERS_PER_PASS);
             if pending.is_empty() {
@@ -528,15 +540,20 @@ impl ShareCoordinator {
                     }
                     w.dirty = true;
                 }
-                Err(e) => tracing::warn!(
-                    group = group_id,
-                    topic = %topic,
-                    partition,
-                    error = %e,
-                    "copying archived records to the dead-letter topic failed; retrying on the group's next request"
-                ),
+                Err(e) => {
+                    tracing::warn!(
+                        group = group_id,
+                        topic = %topic,
+                        partition,
+                        error = %e,
+                        "copying archived records to the dead-letter topic failed; retrying in {DEAD_LETTER_RETRY:?}"
+                    );
+                    retry = true;
+                    break;
+                }
             }
         }
+        windows.dead_letters_retry_at = retry.then_some(now + DEAD_LETTER_RETRY);
     }
 
     /// Applies each acknowledgement entry in order (under the group's windows lock).

@@ -64,6 +64,8 @@ pub const MAX_SHARE_FETCH_TOPICS: usize = 100;
 pub const MAX_ACK_ENTRIES: usize = 10_000;
 /// Most offsets one acknowledgement entry covers.
 pub const MAX_ACK_RANGE_OFFSETS: i64 = 100_000;
+/// Most share groups one `__share_group_state` partition's coordinator holds.
+pub const MAX_SHARE_GROUPS_PER_SHARD: usize = 100_000;
 /// Longest a share fetch waits for records.
 pub const MAX_SHARE_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Longest a load waits for a new leader of a `__share_group_state` partition to commit
@@ -132,6 +134,8 @@ pub enum ShareError {
     InvalidRequest(String),
     #[error("share group {0:?} has no state: nothing was ever fetched by it")]
     UnknownGroup(String),
+    #[error("this coordinator holds {max} share groups, the most it may")]
+    TooManyGroups { max: usize },
     #[error(
         "this broker does not coordinate the share group ({SHARE_STATE_TOPIC} partition \
          {partition} is led by broker {coordinator}); ask FindCoordinator and retry there"

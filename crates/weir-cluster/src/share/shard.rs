@@ -25,7 +25,9 @@ use super::partition::{ShareConfig, SharePartition};
 use super::reader::RecordCache;
 use super::settings::{GroupSettings, RecordKey};
 use super::state_records::{StateKey, StateValue};
-use super::{SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError};
+use super::{
+    MAX_SHARE_GROUPS_PER_SHARD, SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError,
+};
 use crate::error::ClusterError;
 use crate::internal_topic::{self, LoadedShard, SubmitError};
 use crate::partition::{Partition, PendingAppend};
@@ -50,6 +52,8 @@ pub(super) struct Windows {
     pub(super) partitions: BTreeMap<(String, u32), Window>,
     /// Persisted states not yet rebuilt into windows, by topic id and partition.
     pub(super) stored: HashMap<(String, u32), StateValue>,
+    /// After a failed dead-letter copy: not before this again.
+    pub(super) dead_letters_retry_at: Option<tokio::time::Instant>,
 }
 
 impl Windows {
@@ -248,18 +252,30 @@ impl ShareShard {
         Ok(Some(Arc::new(shard)))
     }
 
-    /// The group `group_id`, made empty if it has no state yet when `create`.
-    pub(super) fn group(&self, group_id: &str, create: bool) -> Option<Arc<ShareGroup>> {
+    /// The group `group_id`, if it has state.
+    pub(super) fn group(&self, group_id: &str) -> Option<Arc<ShareGroup>> {
+        self.groups
+            .lock()
+            .expect("share groups mutex")
+            .get(group_id)
+            .cloned()
+    }
+
+    /// The group `group_id`, made empty if it has no state yet; refused once the shard
+    /// holds [`MAX_SHARE_GROUPS_PER_SHARD`] groups.
+    pub(super) fn group_or_new(&self, group_id: &str) -> Result<Arc<ShareGroup>, ShareError> {
         let mut groups = self.groups.lock().expect("share groups mutex");
         if let Some(g) = groups.get(group_id) {
-            return Some(g.clone());
+            return Ok(g.clone());
         }
-        if !create {
-            return None;
+        if groups.len() >= MAX_SHARE_GROUPS_PER_SHARD {
+            return Err(ShareError::TooManyGroups {
+                max: MAX_SHARE_GROUPS_PER_SHARD,
+            });
         }
         let group = Arc::new(ShareGroup::new(Windows::default()));
         groups.insert(group_id.to_string(), group.clone());
-        Some(group)
+        Ok(group)
     }
 
     /// Queues the snapshots of the `dirty` windows of a group (call under its windows
