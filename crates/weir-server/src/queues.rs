@@ -52,12 +52,7 @@ fn ack_range(ack: pb::ShareAck) -> Result<AckRange, Status> {
             )));
         }
     };
-    if kind
-        != (AckKind::Release {
-            delay_ms: ack.delay_ms,
-        })
-        && ack.delay_ms != 0
-    {
+    if ack.delay_ms != 0 && !matches!(kind, AckKind::Release { .. }) {
         return Err(broker_status(BrokerError::new(
             Reason::InvalidRequest,
             "delay_ms is only for RELEASE",
