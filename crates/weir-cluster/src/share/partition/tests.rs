@@ -41,6 +41,48 @@ fn a_record_goes_round_until_accepted_and_the_start_moves_past_it() {
 }
 
 #[test]
+fn retention_past_the_window_finishes_what_it_removed() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend([(0, 0), (1, 0), (2, 0), (3, 0)]);
+    assert_eq!(sp.acquire("a", 0, 2).len(), 2);
+    assert_eq!(sp.log_start_moved(2), 2);
+    assert_eq!((sp.start(), sp.acquired()), (2, 0));
+    assert_eq!(sp.log_start_moved(1), 0, "never backwards");
+    assert_eq!(sp.log_start_moved(9), 2);
+    assert_eq!((sp.start(), sp.end()), (9, 9));
+}
+
+#[test]
+fn waking_dead_letters_and_a_new_config() {
+    let mut sp = SharePartition::new(
+        ShareConfig {
+            dead_letter: true,
+            ..config(5)
+        },
+        0,
+    );
+    sp.extend([(0, 0), (1, 0), (2, 500)]);
+    assert_eq!(sp.next_due(0), Some(500), "the delayed record");
+    let got = sp.acquire("a", 0, 2);
+    assert_eq!(sp.next_due(0), Some(LOCK.min(500)));
+    sp.acknowledge("a", got[0].offset, AckKind::Reject, 10)
+        .unwrap();
+    let pending = sp.pending_dead_letters(10);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].reason, ArchiveReason::Rejected);
+    assert_eq!(sp.start(), 0, "the copy is not made yet");
+    // Nothing expires before the earliest lock; then it does.
+    assert!(sp.expire(LOCK - 1).is_empty());
+    assert_eq!(sp.acquired(), 1);
+    sp.expire(LOCK);
+    assert_eq!(sp.acquired(), 0);
+    // The group drops its dead-letter topic: the archived record is finished.
+    sp.reconfigure(config(5));
+    assert!(sp.pending_dead_letters(10).is_empty());
+    assert_eq!(sp.start(), 1);
+}
+
+#[test]
 fn only_the_holder_with_a_valid_lock_may_acknowledge() {
     let mut sp = SharePartition::new(config(5), 0);
     sp.extend([(0, 0)]);
