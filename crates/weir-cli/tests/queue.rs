@@ -265,3 +265,74 @@ fn a_missing_group_is_a_usage_error_and_an_unknown_group_has_no_state() {
     );
     assert!(output.stdout.is_empty());
 }
+
+#[test]
+fn rejected_tasks_go_to_the_dead_letter_topic_and_redrive_sends_them_back_once() {
+    let broker = broker();
+    broker.ok(&["topic", "create", "tasks", "--partitions", "1"], "");
+    broker.ok(&["topic", "create", "tasks-dlq", "--partitions", "1"], "");
+    broker.ok(
+        &[
+            "queue",
+            "configure",
+            "workers",
+            "--dead-letter-topic",
+            "tasks-dlq",
+        ],
+        "",
+    );
+    broker.ok(&["produce", "tasks"], "a\nb\n");
+    broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "workers", "--start", "earliest", "--ack",
+            "reject", "--count", "2",
+        ],
+        "",
+    );
+    let dead = broker.ok(
+        &[
+            "consume",
+            "tasks-dlq",
+            "--from",
+            "beginning",
+            "--count",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(dead.lines().collect::<Vec<_>>(), ["a", "b"], "{dead}");
+
+    let moved = broker.ok(&["queue", "redrive", "tasks-dlq"], "");
+    assert!(moved.contains("redrove 2 dead letter(s)"), "{moved}");
+    let again = broker.ok(&["queue", "redrive", "tasks-dlq"], "");
+    assert!(
+        again.contains("redrove 0 dead letter(s)"),
+        "a second redrive sends nothing: {again}"
+    );
+
+    // Back in tasks, once, without the dead-letter headers; the group takes them again.
+    let all = broker.ok(
+        &["consume", "tasks", "--from", "beginning", "--count", "4"],
+        "",
+    );
+    assert_eq!(
+        all.lines().collect::<Vec<_>>(),
+        ["a", "b", "a", "b"],
+        "{all}"
+    );
+    let json = broker.ok(
+        &[
+            "consume", "tasks", "--from", "2", "--count", "2", "--format", "json",
+        ],
+        "",
+    );
+    assert_eq!(json.lines().count(), 2, "{json}");
+    assert!(!json.contains("weir-dlq-"), "{json}");
+    let taken = broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "workers", "--count", "2",
+        ],
+        "",
+    );
+    assert_eq!(taken.lines().collect::<Vec<_>>(), ["a", "b"], "{taken}");
+}

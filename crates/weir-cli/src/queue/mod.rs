@@ -5,17 +5,18 @@
 //! the command succeeds or releases it for a retry with exponential backoff when it fails
 //! (a minimal worker). `describe` shows the group's settings and each share-partition's
 //! window; `configure` sets the group's lock duration, delivery limit and dead-letter
-//! topic.
+//! topic; `redrive` moves dead letters back to their source topics.
 //!
 //! Records the command took and did not finish (Ctrl-C, `--count` reached mid-batch, an
 //! error) are released when it closes, so other members get them at once.
 //!
 //! This file holds the command line (flags, help texts, the checks that turn flags into a
 //! [`ConsumeConfig`]) and the dispatch; `consume.rs` the consume loop, `admin.rs`
-//! `describe` and `configure`.
+//! `describe` and `configure`, `redrive.rs` the redrive.
 
 mod admin;
 mod consume;
+mod redrive;
 
 use std::time::Duration;
 
@@ -56,6 +57,8 @@ Examples:
       Each share-partition's window: records available, delayed, held by members, and
       the age of the oldest unfinished one (the figure to alert on).
   weir queue configure workers --lock-duration 2m --delivery-limit 3 --dead-letter-topic jobs-dlq
+  weir queue redrive jobs-dlq
+      Send the dead letters of jobs-dlq back to jobs, once fixed (SQS's redrive).
 
 Work queue (RabbitMQ: several workers on one queue, each message to one of them):
   weir topic create jobs --partitions 3
@@ -181,6 +184,20 @@ enum QueueCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// Move dead letters back to the topics they came from (SQS's redrive): each is
+    /// produced again (acks=all) to its source partition without its weir-dlq-* headers,
+    /// and marked done in a share group on the dead-letter topic, so a second redrive
+    /// does not send it twice. Ends when no dead letter is left.
+    Redrive {
+        /// The dead-letter topic.
+        topic: String,
+        /// The share group that remembers what was redriven [default: weir-redrive].
+        #[arg(long, short = 'g', default_value = "weir-redrive")]
+        group: String,
+        /// Redrive at most this many.
+        #[arg(long, short = 'n', value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
     },
 }
 
@@ -383,6 +400,14 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             let settings = configure_settings(lock_duration, delivery_limit, dead_letter_topic)?;
             admin::configure(&args.brokers, &group, &settings, format).await
         }
+        QueueCommand::Redrive {
+            topic,
+            group,
+            count,
+        } => {
+            check_group(&group, "--group")?;
+            redrive::redrive(&args.brokers, &topic, &group, count).await
+        }
     }
 }
 
@@ -438,9 +463,9 @@ mod tests {
         let parsed = parse(args)?;
         match parsed.command {
             QueueCommand::Consume(c) => c.into_config(&parsed.brokers),
-            QueueCommand::Describe { .. } | QueueCommand::Configure { .. } => {
-                anyhow::bail!("not consume")
-            }
+            QueueCommand::Describe { .. }
+            | QueueCommand::Configure { .. }
+            | QueueCommand::Redrive { .. } => anyhow::bail!("not consume"),
         }
     }
 

@@ -124,6 +124,9 @@ use crate::group::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF, TopicPartitio
 
 /// Default most records one poll acquires (the broker's own default).
 pub const DEFAULT_MAX_RECORDS: u32 = 500;
+/// What every header a dead-letter copy gets starts with (`weir-dlq-source-topic`,
+/// `-source-partition`, `-source-offset`, `weir-dlq-group`, `-delivery-count`, `-reason`).
+pub const DLQ_HEADER_PREFIX: &str = "weir-dlq-";
 /// Most records one poll may ask for (the broker's limit).
 pub const MAX_RECORDS_PER_POLL: u32 = 10_000;
 /// Most topics a share consumer may read (the broker's limit per `ShareFetch`).
