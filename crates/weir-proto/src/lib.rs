@@ -40,7 +40,10 @@ mod tests {
             .flat_map(|f| f.service.iter().map(|s| s.name().to_string()))
             .collect();
         services.sort();
-        assert_eq!(services, ["Admin", "Consumer", "Groups", "Producer", "Queues"]);
+        assert_eq!(
+            services,
+            ["Admin", "Consumer", "Groups", "Producer", "Queues"]
+        );
         // Field documentation travels with the descriptor (source info), so reflection
         // clients can show it.
         assert!(set.file.iter().all(|f| f.source_code_info.is_some()));
