@@ -17,6 +17,7 @@
 //! long as the cluster with `PR_SET_PDEATHSIG`, so a test runner killed outright takes
 //! its brokers with it.
 
+use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -539,9 +540,23 @@ impl Drop for Cluster {
 }
 
 /// A port on 127.0.0.1 free now (bound, then released for the broker to bind).
+/// A port free now, never one this process handed out before: the system may give a
+/// port it just released to the next bind, and two nodes of one cluster were once handed
+/// the same one (node 2's gRPC port was node 1's Kafka port; node 2 could not bind it, and
+/// the wait for it to listen was answered by node 1's Kafka listener).
 fn free_port() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?)
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    for _ in 0..1_000 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+        let addr = listener.local_addr()?;
+        let mut handed_out = HANDED_OUT
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handed_out.insert(addr.port()) {
+            return Ok(addr);
+        }
+    }
+    bail!("no port that was not handed out already in 1,000 tries")
 }
 
 fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {
