@@ -348,7 +348,17 @@ impl ShareCoordinator {
             }
             let released = released_wait;
             tokio::pin!(released);
-            let mut watchers = round.watchers;
+            // Subscribed only now that the fetch waits (a subscription nudges the
+            // partition's flusher); a move since the round looked ends the wait at once.
+            let mut watchers: Vec<watch::Receiver<i64>> =
+                round.watched.iter().map(|(p, _)| p.subscribe()).collect();
+            if watchers
+                .iter()
+                .zip(&round.watched)
+                .any(|(w, (_, seen))| *w.borrow() != *seen)
+            {
+                continue;
+            }
             let moved = async {
                 if watchers.is_empty() {
                     std::future::pending::<()>().await;
@@ -664,6 +674,9 @@ impl ShareCoordinator {
             };
             let config = windows.settings.apply(self.config.partition);
             let w = windows.window(&fetch.group_id, &topic, &topic_id, p, config, start)?;
+            // The high watermark this round looked at: a fetch that waits wakes when it
+            // moves from here.
+            let seen_hw = data.high_watermark();
             let held = w.window.acquired();
             if !w.window.expire(now_ms).is_empty() || w.window.acquired() < held {
                 w.dirty = true;
@@ -697,7 +710,7 @@ impl ShareCoordinator {
             if data.state().leader != me {
                 round.follows_some = true;
             }
-            round.watchers.push(data.subscribe());
+            round.watched.push((data.clone(), seen_hw));
             visited.push((topic.to_string(), p));
         }
         // Only a fetch that waits needs to know when a lock ends or a delay is over.
@@ -756,8 +769,8 @@ struct Round {
     next_due_ms: Option<u64>,
     /// Some partition is read from a follower replica.
     follows_some: bool,
-    /// High-watermark receivers of the partitions.
-    watchers: Vec<watch::Receiver<i64>>,
+    /// The partitions looked at, with the high watermark the round saw.
+    watched: Vec<(Arc<crate::partition::Partition>, i64)>,
 }
 
 /// Records acquired in one partition.

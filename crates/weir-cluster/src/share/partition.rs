@@ -143,6 +143,10 @@ struct Entry {
 }
 
 impl Entry {
+    fn waits_for_copy(&self) -> bool {
+        matches!(self.state, RecordState::Archived { copied: false, .. })
+    }
+
     fn finished(&self) -> bool {
         match self.state {
             RecordState::Acknowledged => true,
@@ -167,6 +171,9 @@ pub struct SharePartition {
     /// No lock ends before this (a lower bound: ACCEPTs and releases leave it stale,
     /// never too late), so [`Self::expire`] skips its walk until then.
     earliest_deadline_ms: u64,
+    /// Archived records waiting for their dead-letter copy, so a group with a
+    /// dead-letter topic does not walk its window on every request to find none.
+    pending_copies: usize,
 }
 
 impl SharePartition {
@@ -179,6 +186,7 @@ impl SharePartition {
             records: BTreeMap::new(),
             acquired: 0,
             earliest_deadline_ms: u64::MAX,
+            pending_copies: 0,
         }
     }
 
@@ -234,6 +242,7 @@ impl SharePartition {
     pub fn reconfigure(&mut self, config: ShareConfig) {
         self.config = config;
         if !config.dead_letter {
+            self.pending_copies = 0;
             for entry in self.records.values_mut() {
                 if let RecordState::Archived { copied, .. } = &mut entry.state {
                     *copied = true;
@@ -245,6 +254,9 @@ impl SharePartition {
 
     /// Up to `max` archived records waiting for their dead-letter copy, lowest first.
     pub fn pending_dead_letters(&self, max: usize) -> Vec<Archived> {
+        if self.pending_copies == 0 {
+            return Vec::new();
+        }
         self.records
             .iter()
             .filter_map(|(&offset, e)| match e.state {
@@ -281,6 +293,7 @@ impl SharePartition {
         }
         let kept = self.records.split_off(&log_start);
         let dropped = std::mem::replace(&mut self.records, kept);
+        self.pending_copies -= dropped.values().filter(|e| e.waits_for_copy()).count();
         self.acquired -= dropped
             .values()
             .filter(|e| matches!(e.state, RecordState::Acquired { .. }))
@@ -395,6 +408,9 @@ impl SharePartition {
         if kind != AckKind::Renew {
             self.acquired -= 1;
         }
+        if archived.is_some() && !copied {
+            self.pending_copies += 1;
+        }
         self.advance_start();
         Ok(archived.map(|reason| Archived {
             offset,
@@ -440,6 +456,9 @@ impl SharePartition {
             }
         }
         self.acquired -= released;
+        if !copied {
+            self.pending_copies += archived.len();
+        }
         self.earliest_deadline_ms = self
             .records
             .values()
@@ -472,6 +491,7 @@ impl SharePartition {
         };
         let waited = !*copied;
         *copied = true;
+        self.pending_copies -= usize::from(waited);
         self.advance_start();
         waited
     }
@@ -559,6 +579,7 @@ impl SharePartition {
                 });
             }
         }
+        sp.pending_copies = sp.records.values().filter(|e| e.waits_for_copy()).count();
         sp.advance_start();
         (sp, archived)
     }

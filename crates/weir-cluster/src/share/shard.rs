@@ -77,9 +77,11 @@ impl Windows {
         }
         if !self.partitions.contains_key(&slot) {
             let key = state_key(group_id, topic_id, partition)?;
-            let (window, dirty) = match self.stored.remove(&(topic_id.to_string(), partition)) {
-                Some(stored) => (SharePartition::load(config, &stored, []).0, true),
-                None => (SharePartition::new(config, start), true),
+            // Written with the request's snapshots either way: a new window fixes where the
+            // group starts, a rebuilt one is written under this coordinator's epoch.
+            let window = match self.stored.remove(&(topic_id.to_string(), partition)) {
+                Some(stored) => SharePartition::load(config, &stored, []).0,
+                None => SharePartition::new(config, start),
             };
             self.partitions.insert(
                 slot.clone(),
@@ -87,7 +89,7 @@ impl Windows {
                     key,
                     topic_id: topic_id.to_string(),
                     window,
-                    dirty,
+                    dirty: true,
                     cache: RecordCache::default(),
                 },
             );

@@ -69,6 +69,7 @@ fn waking_dead_letters_and_a_new_config() {
         .unwrap();
     let pending = sp.pending_dead_letters(10);
     assert_eq!(pending.len(), 1);
+    assert_eq!(sp.counts(10).archived_pending, 1);
     assert_eq!(pending[0].reason, ArchiveReason::Rejected);
     assert_eq!(sp.start(), 0, "the copy is not made yet");
     // Nothing expires before the earliest lock; then it does.
@@ -79,6 +80,7 @@ fn waking_dead_letters_and_a_new_config() {
     // The group drops its dead-letter topic: the archived record is finished.
     sp.reconfigure(config(5));
     assert!(sp.pending_dead_letters(10).is_empty());
+    assert_eq!(sp.counts(LOCK).archived_pending, 0);
     assert_eq!(sp.start(), 1);
 }
 
@@ -143,6 +145,7 @@ fn the_delivery_limit_and_reject_archive_and_a_dead_letter_topic_holds_the_start
         }]
     );
     assert_eq!(sp.counts(LOCK).archived_pending, 2);
+    assert_eq!(sp.pending_dead_letters(10).len(), 2);
     assert_eq!(
         sp.start(),
         0,
