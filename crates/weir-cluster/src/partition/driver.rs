@@ -167,8 +167,12 @@ impl Shared {
     /// stopping leader waited out their 2 s request timeout).
     ///
     /// A duplicate (a retry of an append already written) whose original is committed
-    /// already is answered at once. The high watermark is published before the acks
-    /// are looked at, under the same lock, so a waiter pushed here is never missed.
+    /// already is answered at once, and so is an append the high watermark has passed
+    /// while this replica still leads at its epoch. The high watermark is published
+    /// before the acks are looked at, and read here under the acks lock, so a waiter
+    /// pushed here is never missed. (Before, a non-duplicate append that a concurrent
+    /// sync had already committed waited for a publish that never came, until its
+    /// request's timeout: a rare CI failure of `acks_none_leader_and_all`.)
     pub(super) fn await_commit(&self, waiter: AckWaiter) {
         let mut acks = self.acks();
         if waiter.outcome.duplicate && waiter.outcome.last_offset < *self.high_watermark.borrow() {
@@ -182,6 +186,14 @@ impl Shared {
             crate::replication::Role::Leader { leader_epoch } if leader_epoch == waiter.leader_epoch
         );
         if leads {
+            // The flusher may have synced this append and published a high watermark
+            // past it before its appender got here (the write and the sync race):
+            // nothing would publish again for it, so it is answered now.
+            if waiter.outcome.last_offset < *self.high_watermark.borrow() {
+                drop(acks);
+                let _ = waiter.reply.send(Ok(waiter.outcome));
+                return;
+            }
             acks.push(waiter);
             return;
         }

@@ -1158,6 +1158,32 @@ mod tests {
         );
     }
 
+    /// An `acks=all` append that a concurrent sync committed (the high watermark passed
+    /// it) before its appender asked to wait is answered at once. It used to wait for a
+    /// publish that never came, until its request's timeout.
+    #[tokio::test]
+    async fn an_acks_all_append_committed_before_it_waits_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open(dir.path(), "delete").await;
+        let (reply, mut answer) = oneshot::channel();
+        let outcome = AppendOutcome {
+            base_offset: 0,
+            last_offset: 0,
+            records: 1,
+            bytes: 70,
+            duplicate: false,
+        };
+        // What the flusher publishes after syncing offset 0.
+        p.shared.high_watermark.send_replace(1);
+        p.shared.await_commit(driver::AckWaiter {
+            leader_epoch: 0,
+            outcome,
+            reply,
+        });
+        let got = answer.try_recv().expect("answered at once").unwrap();
+        assert_eq!((got.base_offset, got.last_offset), (0, 0));
+    }
+
     #[tokio::test]
     async fn a_compacted_topic_keeps_the_newest_value_per_key_and_skips_retention() {
         let dir = tempfile::tempdir().unwrap();
