@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 
 /// The clients whose versions results report, and the variable each one's goes in.
-const CLIENTS: [(&str, &str); 4] = [
+const CLIENTS: [(&str, &str); 5] = [
     ("async-nats", "WEIR_PEER_BENCH_ASYNC_NATS_VERSION"),
     ("redis", "WEIR_PEER_BENCH_REDIS_VERSION"),
     (
@@ -14,6 +14,7 @@ const CLIENTS: [(&str, &str); 4] = [
         "WEIR_PEER_BENCH_RABBITMQ_STREAM_CLIENT_VERSION",
     ),
     ("rdkafka", "WEIR_PEER_BENCH_RDKAFKA_VERSION"),
+    ("lapin", "WEIR_PEER_BENCH_LAPIN_VERSION"),
 ];
 
 fn main() {

@@ -24,6 +24,7 @@ mod output;
 mod payload;
 mod peer;
 mod produce;
+mod queue;
 mod report;
 mod result;
 mod shared_args;
@@ -52,6 +53,9 @@ Examples:
       --rate 20000 --duration-secs 20
   # At half the rate `produce` measured above instead, on another port:
   weir-peer-bench latency --peer redis --port 6390 --rate-from results.jsonl --rate-fraction 0.5
+  # RabbitMQ classic queue: 1 M persistent messages of 100 B, then 4 and 16 consumers
+  # with prefetch 100 and one basic.ack each (AMQP port 17472; `rabbitmq-amqp` feature):
+  weir-peer-bench queue --records 1000000 --record-bytes 100 --consumers 4,16
   # One table from all the results, Weir's included:
   weir bench ... --format json >> results.jsonl
   weir-peer-bench report results.jsonl";
@@ -78,6 +82,10 @@ enum Command {
     Consume(consume::ConsumeArgs),
     /// End-to-end latency at a fixed rate: p50, p99, p99.9 and max.
     Latency(latency::LatencyArgs),
+    /// A work queue with one acknowledgement per record: RabbitMQ classic queue, persistent
+    /// messages with publisher confirms, N consumers with prefetch and manual basic.ack
+    /// (AMQP 0-9-1 through lapin; the `rabbitmq-amqp` feature).
+    Queue(queue::QueueArgs),
     /// Merge result lines (this bench's `--format json`, or `weir bench`'s) into one table.
     Report(report::ReportArgs),
 }
@@ -160,6 +168,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 with_peer!(connect, |p| latency::run(p, args))
             })
             .await
+        }
+        Command::Queue(args) => {
+            let (timeout, timeout_secs) = (args.timeout(), args.timeout_secs);
+            tokio::time::timeout(timeout, queue::run(args))
+                .await
+                .map_err(|_| anyhow!("queue did not finish within --timeout-secs {timeout_secs}"))?
         }
         Command::Report(args) => report::run(args),
     }

@@ -64,7 +64,13 @@ struct Case {
     workload: Workload,
     record_bytes: u64,
     durability: Option<Durability>,
+    /// Consumers of a run that says how many it had (`settings.consumers`: `queue`, and
+    /// consumer groups reported beside it).
+    consumers: Option<u64>,
 }
+
+/// The `settings` key of the consumers a run had.
+const CONSUMERS_KEY: &str = "consumers";
 
 impl Case {
     fn of(r: &BenchResult) -> Case {
@@ -72,6 +78,7 @@ impl Case {
             workload: r.workload,
             record_bytes: r.record_bytes,
             durability: r.durability(),
+            consumers: r.settings.get(CONSUMERS_KEY).and_then(|v| v.as_u64()),
         }
     }
 
@@ -81,6 +88,9 @@ impl Case {
             self.workload.as_str().replace('-', " "),
             record_size(self.record_bytes)
         );
+        if let Some(c) = self.consumers {
+            label.push_str(&format!(", {c} consumer{}", if c == 1 { "" } else { "s" }));
+        }
         if let Some(d) = self.durability {
             label.push_str(&format!(", acks {}", d.as_str()));
         }
@@ -104,6 +114,10 @@ impl Case {
             Workload::Consume => vec![
                 metric("MB/s", mb_per_sec),
                 metric("records/s", records_per_sec),
+            ],
+            Workload::Queue => vec![
+                metric("records/s acknowledged", records_per_sec),
+                metric("MB/s", mb_per_sec),
             ],
             Workload::LatencyCeiling => vec![
                 metric(

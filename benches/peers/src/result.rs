@@ -38,6 +38,10 @@ pub enum Workload {
     /// `latency` the probe that held at it. Written by `benches/run-peers.sh` from its
     /// probes (see `benches/peers/README.md`).
     LatencyCeiling,
+    /// A work queue: records taken by `settings.consumers` consumers and acknowledged one
+    /// by one, per second (RabbitMQ's classic queues through `queue`; Weir's share groups
+    /// through `weir bench queue`).
+    Queue,
 }
 
 impl Workload {
@@ -47,6 +51,7 @@ impl Workload {
             Workload::Consume => "consume",
             Workload::Latency => "latency",
             Workload::LatencyCeiling => "latency-ceiling",
+            Workload::Queue => "queue",
         }
     }
 }

@@ -32,7 +32,7 @@ pub struct ConnectArgs {
 
     /// Address the peer listens on. Loopback only: this bench loads servers on this
     /// machine and refuses any other address.
-    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_parser = parse_loopback)]
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), value_parser = parse_loopback_host)]
     pub host: IpAddr,
 
     /// Port of the peer (NATS client port, Redis port, RabbitMQ stream port, Kafka
@@ -87,7 +87,8 @@ impl ConnectArgs {
     }
 }
 
-fn parse_loopback(s: &str) -> Result<IpAddr, String> {
+/// Parses a host for a bench: an IP address (or `localhost`) on loopback only.
+pub fn parse_loopback_host(s: &str) -> Result<IpAddr, String> {
     let ip: IpAddr = match s {
         "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
         _ => s
@@ -157,14 +158,14 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts() {
-        assert!(parse_loopback("127.0.0.1").is_ok());
-        assert!(parse_loopback("127.1.2.3").is_ok());
-        assert!(parse_loopback("::1").is_ok());
-        assert!(parse_loopback("localhost").is_ok());
-        assert!(parse_loopback("10.0.0.1").is_err());
-        assert!(parse_loopback("192.168.1.1").is_err());
-        assert!(parse_loopback("0.0.0.0").is_err());
-        assert!(parse_loopback("example.com").is_err());
+        assert!(parse_loopback_host("127.0.0.1").is_ok());
+        assert!(parse_loopback_host("127.1.2.3").is_ok());
+        assert!(parse_loopback_host("::1").is_ok());
+        assert!(parse_loopback_host("localhost").is_ok());
+        assert!(parse_loopback_host("10.0.0.1").is_err());
+        assert!(parse_loopback_host("192.168.1.1").is_err());
+        assert!(parse_loopback_host("0.0.0.0").is_err());
+        assert!(parse_loopback_host("example.com").is_err());
     }
 
     #[test]
