@@ -261,3 +261,47 @@ async fn a_kafka_python_group_reads_every_record_across_a_member_crash_and_a_bro
     cluster.finish();
     Ok(())
 }
+
+/// confluent-kafka's ShareConsumer on a 3-node cluster: the topic's 3 partitions are led
+/// by different brokers, so the share fetches librdkafka sends to each leader reach the
+/// group's one share coordinator by forwarding for every partition it does not lead.
+/// `tests/kafka/shares_confluent.py` asserts each record is finished exactly once, a
+/// released one comes back with delivery count 2, and two implicit-mode members share
+/// the records without doubles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_share_consumers_work_across_brokers_whichever_leads_each_partition()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "kafka-share-cluster";
+    const PARTITIONS: u32 = 3;
+    let _serial = weir_tests::exclusive().await;
+    let python = tokio::task::spawn_blocking(python).await??;
+    let cluster = Cluster::start(ClusterConfig::default()).await?;
+    cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
+    cluster.wait_healthy(TOPIC, Duration::from_secs(30)).await?;
+    produce_numbered(cluster.bootstrap(), Acks::All, TOPIC, PARTITIONS, 0, 10).await?;
+    let mut leaders = Vec::new();
+    for p in 0..PARTITIONS {
+        leaders.push(cluster.leader(TOPIC, p).await?);
+    }
+    eprintln!("partition leaders: {leaders:?}");
+
+    let mut command = Command::new(&python);
+    command.args([
+        tests_dir()
+            .join("kafka/shares_confluent.py")
+            .to_string_lossy()
+            .as_ref(),
+        &cluster.kafka_bootstrap(),
+        TOPIC,
+        "cluster-workers",
+    ]);
+    let output =
+        tokio::task::spawn_blocking(move || run_bounded(command, SCRIPT_TIMEOUT)).await??;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    cluster.finish();
+    if !output.status.success() {
+        bail!("shares_confluent.py failed: {stderr}");
+    }
+    eprintln!("{}", String::from_utf8_lossy(&output.stdout));
+    Ok(())
+}

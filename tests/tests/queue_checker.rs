@@ -125,6 +125,8 @@ async fn run() -> anyhow::Result<()> {
         lock_duration: Some(LOCK),
         delivery_count_limit: Some(LIMIT),
         dead_letter_topic: Some(DLQ.to_owned()),
+        filter: None,
+        start: None,
     };
     wait_for(Duration::from_secs(30), "the group configured", || async {
         admin.configure_share_group(GROUP, &settings).await.ok()

@@ -22,6 +22,10 @@
 //!   heartbeats and the classic join/sync protocol), committed offsets, administration.
 //! - [`shares`]: share groups (queues): finding a share group's coordinator, share fetch
 //!   (acknowledge, then acquire), acknowledge, describe.
+//! - [`share_configs`]: a share group's settings under Kafka's group-config names
+//!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
+//! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
+//!   their subscriptions and assignments, kept in memory at the group's coordinator.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus.
 //!
 //! Architecture invariant: this crate knows no protocol (no tonic, prost, `weir-proto`,
@@ -42,6 +46,8 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod share_configs;
+pub mod share_members;
 pub mod shares;
 pub mod topics;
 
@@ -66,6 +72,10 @@ pub struct Broker {
     groups: OnceLock<Arc<GroupCoordinator>>,
     /// Set once this broker is registered and unfenced, as `groups`.
     shares: OnceLock<Arc<ShareCoordinator>>,
+    /// The share groups whose membership this broker coordinates.
+    share_members: share_members::ShareMembers,
+    /// Carries share fetches to a coordinator on another broker; set by the server.
+    share_forwarder: OnceLock<Arc<dyn shares::ShareForwarder>>,
     metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     shutdown: watch::Receiver<bool>,
@@ -85,6 +95,8 @@ impl Broker {
             registry,
             groups: OnceLock::new(),
             shares: OnceLock::new(),
+            share_members: share_members::ShareMembers::default(),
+            share_forwarder: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutdown,
             max_request_bytes,
@@ -160,6 +172,26 @@ impl Broker {
                 "share groups are not available yet: this broker is still joining its cluster; retry shortly",
             )
         })
+    }
+
+    /// Sets how share fetches reach a coordinator on another broker (once).
+    pub fn set_share_forwarder(&self, forwarder: Arc<dyn shares::ShareForwarder>) {
+        let _ = self.share_forwarder.set(forwarder);
+    }
+
+    /// How share fetches reach a coordinator on another broker.
+    pub fn share_forwarder(&self) -> Result<&Arc<dyn shares::ShareForwarder>, BrokerError> {
+        self.share_forwarder.get().ok_or_else(|| {
+            BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                "this broker cannot reach share coordinators on other brokers (no forwarder is set)",
+            )
+        })
+    }
+
+    /// The share groups whose membership this broker coordinates.
+    pub fn share_members(&self) -> &share_members::ShareMembers {
+        &self.share_members
     }
 
     /// The topic `name`, for a client's read or write: UNKNOWN_TOPIC if there is none.

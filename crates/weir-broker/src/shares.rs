@@ -2,10 +2,20 @@
 //! finding a share group's coordinator, share fetch (acknowledge, then acquire),
 //! acknowledge, and describe. The rules and limits live in `weir_cluster::share`; this
 //! module maps its errors to [`BrokerError`]s, once for every adapter.
+//!
+//! gRPC clients send share fetches to the group's coordinator themselves. Kafka's share
+//! consumers send each partition's fetch to its leader instead; [`fetch_anywhere`] and
+//! [`acknowledge_anywhere`] serve those at any broker, forwarding to the coordinator
+//! through the [`ShareForwarder`] the server provides when it is another broker.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 
 use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
-    AckKind, AckRange, AckResult, GroupSettings, ShareFetch, ShareFetchAnswer, ShareGroupView,
+    AckKind, AckRange, AckResult, FilterError, GroupSettings, HeaderCondition, HeaderFilter,
+    HeaderMatch, MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareFetchAnswer, ShareGroupView,
     SharePartitionView, ShareRecord, ShareStart,
 };
 
@@ -34,18 +44,94 @@ pub async fn fetch(
     Ok(broker.shares()?.fetch(fetch).await?)
 }
 
-/// Acknowledges records the member holds; answers once the outcome is durable.
+/// Acknowledges records the member holds; `leaving`, then gives back every record it
+/// still holds. Answers once the outcome is durable.
 pub async fn acknowledge(
     broker: &Broker,
     _ctx: &RequestContext,
     group_id: &str,
     member_id: &str,
     acks: Vec<AckRange>,
+    leaving: bool,
 ) -> Result<Vec<AckResult>, BrokerError> {
     Ok(broker
         .shares()?
-        .acknowledge(group_id, member_id, acks)
+        .acknowledge(group_id, member_id, acks, leaving)
         .await?)
+}
+
+/// A boxed future of a forwarded call.
+pub type ForwardFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BrokerError>> + Send + 'a>>;
+
+/// Carries a share fetch or acknowledgement to the group's coordinator on another
+/// broker (the server implements it over the coordinator's client listener).
+pub trait ShareForwarder: Send + Sync + Debug {
+    fn fetch<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        fetch: ShareFetch,
+    ) -> ForwardFuture<'a, ShareFetchAnswer>;
+
+    fn acknowledge<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        member_id: &'a str,
+        acks: Vec<AckRange>,
+        leaving: bool,
+    ) -> ForwardFuture<'a, Vec<AckResult>>;
+
+    /// The group's settings, with the lock duration and delivery limit it runs with;
+    /// `None` for a group without state. What a group leaves to the broker's defaults
+    /// comes back set to them: the coordinator's answer does not tell them apart.
+    fn settings<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+    ) -> ForwardFuture<'a, Option<(GroupSettings, u64, u16)>>;
+
+    /// Replaces the group's settings, keeping its header filter.
+    fn configure<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        settings: GroupSettings,
+    ) -> ForwardFuture<'a, ()>;
+}
+
+/// [`fetch`] at whichever broker coordinates the group: here, or forwarded to it.
+pub async fn fetch_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    share_fetch: ShareFetch,
+) -> Result<ShareFetchAnswer, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, &share_fetch.group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return fetch(broker, ctx, share_fetch).await;
+    }
+    broker
+        .share_forwarder()?
+        .fetch(&coordinator, share_fetch)
+        .await
+}
+
+/// [`acknowledge`] at whichever broker coordinates the group: here, or forwarded to it.
+pub async fn acknowledge_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+    member_id: &str,
+    acks: Vec<AckRange>,
+    leaving: bool,
+) -> Result<Vec<AckResult>, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return acknowledge(broker, ctx, group_id, member_id, acks, leaving).await;
+    }
+    broker
+        .share_forwarder()?
+        .acknowledge(&coordinator, group_id, member_id, acks, leaving)
+        .await
 }
 
 /// Each share-partition of the group, with the settings it runs with.
@@ -57,14 +143,19 @@ pub async fn describe(
     Ok(broker.shares()?.describe(group_id).await?)
 }
 
-/// Replaces what the group sets for itself; answers as [`describe`].
+/// Replaces what the group sets for itself (with `keep_filter`, all but its header
+/// filter); answers as [`describe`].
 pub async fn configure(
     broker: &Broker,
     _ctx: &RequestContext,
     group_id: &str,
     settings: GroupSettings,
+    keep_filter: bool,
 ) -> Result<ShareGroupView, BrokerError> {
-    Ok(broker.shares()?.configure(group_id, settings).await?)
+    Ok(broker
+        .shares()?
+        .configure(group_id, settings, keep_filter)
+        .await?)
 }
 
 impl From<ShareError> for BrokerError {

@@ -336,3 +336,65 @@ fn rejected_tasks_go_to_the_dead_letter_topic_and_redrive_sends_them_back_once()
     );
     assert_eq!(taken.lines().collect::<Vec<_>>(), ["a", "b"], "{taken}");
 }
+
+/// `--filter` routes only matching tasks to the group; `describe` shows the filter and
+/// how many it skipped; a bad filter is a usage error, one over the broker's limits its
+/// INVALID_ARGUMENT.
+#[test]
+fn a_filtered_group_takes_only_matching_tasks() {
+    let broker = broker();
+    broker.ok(&["topic", "create", "tasks", "--partitions", "1"], "");
+    broker.ok(
+        &["queue", "configure", "mailers", "--filter", "type=email"],
+        "",
+    );
+    broker.ok(&["produce", "tasks", "--header", "type=sms"], "s1\n");
+    broker.ok(&["produce", "tasks", "--header", "type=email"], "e1\ne2\n");
+    broker.ok(&["produce", "tasks"], "n1\n");
+    broker.ok(&["produce", "tasks", "--header", "type=email"], "e3\n");
+    let taken = broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "mailers", "--start", "earliest", "--count",
+            "3",
+        ],
+        "",
+    );
+    assert_eq!(
+        taken.lines().collect::<Vec<_>>(),
+        ["e1", "e2", "e3"],
+        "{taken}"
+    );
+    let described = broker.ok(&["queue", "describe", "mailers", "--format", "json"], "");
+    let info: Value = serde_json::from_str(&described).unwrap();
+    assert_eq!(
+        info["filter"],
+        serde_json::json!(["type=email"]),
+        "{described}"
+    );
+    let p = &info["partitions"][0];
+    assert_eq!(
+        (p["start_offset"].as_i64(), p["filtered_out"].as_u64()),
+        (Some(5), Some(2))
+    );
+    let text = broker.ok(&["queue", "describe", "mailers"], "");
+    assert!(text.contains("FILTER          'type=email'"), "{text}");
+
+    let output = broker.run(&["queue", "configure", "mailers", "--filter", "type"]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{text}");
+    assert!(text.contains("KEY=VALUE, KEY^=PREFIX"), "{text}");
+    let mut args = vec!["queue", "configure", "mailers"];
+    let conditions: Vec<String> = (0..17).map(|i| format!("k{i}=v")).collect();
+    for c in &conditions {
+        args.extend(["--filter", c.as_str()]);
+    }
+    let output = broker.run(&args);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(text.contains("at most 16 conditions"), "{text}");
+    let cleared = broker.ok(&["queue", "configure", "mailers", "--clear-filter"], "");
+    assert!(
+        cleared.contains("FILTER          - (every record"),
+        "{cleared}"
+    );
+}

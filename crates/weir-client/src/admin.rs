@@ -24,6 +24,7 @@ use crate::connection::{MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
+use crate::share::filter::HeaderCondition;
 
 /// Items asked for per page of `ListTopics`, `ListGroups` and `DescribeGroup`'s
 /// members: the broker's largest page (it clamps larger sizes), so that listing
@@ -54,6 +55,8 @@ fn share_group_info(d: pb::DescribeShareGroupResponse) -> ShareGroupInfo {
         lock_duration: Duration::from_millis(d.lock_duration_ms),
         delivery_count_limit: d.delivery_count_limit,
         dead_letter_topic: (!d.dead_letter_topic.is_empty()).then_some(d.dead_letter_topic),
+        filter: crate::share::filter::from_proto(d.filter),
+        start: d.start.and_then(crate::share::ShareStart::from_proto),
         partitions: d
             .partitions
             .into_iter()
@@ -67,6 +70,7 @@ fn share_group_info(d: pb::DescribeShareGroupResponse) -> ShareGroupInfo {
                 delayed: p.delayed,
                 acquired: p.acquired,
                 archived_pending: p.archived_pending,
+                filtered_out: p.filtered_out,
                 oldest_unfinished_offset: p.oldest_unfinished_offset,
                 // A timestamp in the future (clock skew) is no age.
                 oldest_unfinished_age: p
@@ -383,12 +387,18 @@ pub struct ShareGroupInfo {
     /// Where archived records are copied (with `weir-dlq-*` headers); `None`: nowhere,
     /// they are dropped.
     pub dead_letter_topic: Option<String>,
+    /// The group's header filter: conditions on record headers that must all hold for a
+    /// record to be delivered. Empty: no filter.
+    pub filter: Vec<HeaderCondition>,
+    /// Where the group starts on a partition it has no state for, when it sets it.
+    pub start: Option<crate::share::ShareStart>,
     /// By topic, then partition.
     pub partitions: Vec<SharePartitionInfo>,
 }
 
 /// What a share group sets for itself ([`Admin::configure_share_group`]). Every setting
-/// is replaced: `None` takes the broker's default (for the dead-letter topic: none).
+/// is replaced: `None` takes the broker's default (for the dead-letter topic: none);
+/// except the filter, where `None` keeps the group's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShareGroupSettings {
     /// How long a member holds a record it acquired (1 ms to 7 days).
@@ -397,6 +407,16 @@ pub struct ShareGroupSettings {
     pub delivery_count_limit: Option<u32>,
     /// An existing topic archived records are copied to.
     pub dead_letter_topic: Option<String>,
+    /// The group's header filter (docs/queues.md § Filters): records that do not match
+    /// every condition are never delivered, and finished. `None` keeps the filter the
+    /// group has; `Some` replaces it, and `Some(vec![])` removes it. At most 16
+    /// conditions, 32 values in an any-of; [`ClientError::InvalidArgument`] beyond.
+    pub filter: Option<Vec<HeaderCondition>>,
+    /// Where the group starts on a partition it has no state for (Kafka's
+    /// `share.auto.offset.reset`): set, it wins over each consumer's
+    /// [`ShareConsumerConfig::start`](crate::ShareConsumerConfig); `None`, each consumer's
+    /// own decides.
+    pub start: Option<crate::share::ShareStart>,
 }
 
 /// One share-partition's in-flight window: the offsets `start_offset..end_offset` the
@@ -421,6 +441,9 @@ pub struct SharePartitionInfo {
     pub acquired: u64,
     /// Archived records waiting for their dead-letter copy.
     pub archived_pending: u64,
+    /// Records the group's filter skipped (finished without delivery), since the
+    /// coordinator took the window: a failover or restart counts from 0 again.
+    pub filtered_out: u64,
     /// The oldest record of the window that is not finished; `None` when every record
     /// in it is.
     pub oldest_unfinished_offset: Option<i64>,
@@ -940,7 +963,8 @@ impl Admin {
     }
 
     /// Replaces what a share group sets for itself (`Queues.ConfigureShareGroup`; a
-    /// setting left `None` goes back to the broker's default), making the group if it
+    /// setting left `None` goes back to the broker's default, but a `None` filter keeps
+    /// the group's), making the group if it
     /// has no state yet, and returns the group as it now runs once the settings are
     /// durable. [`ClientError::NotFound`] for a dead-letter topic that does not exist,
     /// [`ClientError::InvalidArgument`] for values out of bounds.
@@ -956,6 +980,11 @@ impl Admin {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             delivery_count_limit: settings.delivery_count_limit,
             dead_letter_topic: settings.dead_letter_topic.clone(),
+            filter: settings
+                .filter
+                .as_deref()
+                .map(crate::share::filter::to_proto),
+            start: settings.start.map(|s| s.to_proto() as i32),
         };
         let d = self
             .on_coordinator_of(group_id, pb::CoordinatorType::Share, |channel| {

@@ -360,3 +360,46 @@ async fn aiokafka_consumes_and_commits_in_a_group_with_the_oldest_versions_clien
     );
     broker.stop().await
 }
+
+/// confluent-kafka's ShareConsumer (KIP-932): explicit ACCEPT / RELEASE / REJECT with
+/// delivery counts, then two implicit-mode members sharing the partitions
+/// (`tests/kafka/shares_confluent.py` asserts what each saw). Afterwards the broker's own
+/// view of both groups (the gRPC DescribeShareGroup) agrees: every record finished, none
+/// held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confluent_kafka_share_consumers_accept_release_and_reject_and_share_partitions()
+-> Result<()> {
+    let python = python().await?;
+    let broker = Broker::start().await?;
+    broker.topic("tasks", 3, 10).await?;
+    let stdout = run_script(
+        &python,
+        "shares_confluent.py",
+        &[&broker.kafka, "tasks", "workers"],
+    )
+    .await?;
+    let summary: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .last()
+            .context("shares_confluent.py printed nothing")?,
+    )?;
+    assert_eq!(
+        summary["accepted"].as_u64().unwrap() + summary["rejected"].as_u64().unwrap(),
+        30
+    );
+    assert_eq!(summary["rejected"], 9, "{summary}");
+    let admin = broker.admin().await?;
+    for group in ["workers", "workers-implicit"] {
+        let described = admin.describe_share_group(group).await?;
+        assert_eq!(described.partitions.len(), 3, "{group}: {described:?}");
+        for p in &described.partitions {
+            assert_eq!(
+                (p.start_offset, p.end_offset, p.available, p.acquired),
+                (10, 10, 0, 0),
+                "{group}: {p:?}"
+            );
+        }
+    }
+    broker.stop().await
+}

@@ -47,6 +47,7 @@ mod oversize;
 mod page;
 mod produce;
 mod queues;
+mod share_forward;
 mod status;
 mod wire;
 
@@ -675,6 +676,9 @@ async fn open_groups(
                 .await
                 .context("loading share groups from __share_group_state")?;
         broker.core.set_shares(shares);
+        broker
+            .core
+            .set_share_forwarder(Arc::new(share_forward::GrpcShareForwarder::default()));
     }
     Ok(())
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 use weir_broker::shares::{
-    self as core, AckKind, AckRange, AckResult, GroupSettings, ShareFetch, ShareGroupView,
-    ShareStart,
+    self as core, AckKind, AckRange, AckResult, GroupSettings, HeaderCondition, HeaderFilter,
+    HeaderMatch, ShareFetch, ShareGroupView, ShareStart,
 };
 use weir_broker::{BrokerError, Reason};
 use weir_proto::v1::queues_server::Queues;
@@ -67,6 +67,60 @@ fn ack_range(ack: pb::ShareAck) -> Result<AckRange, Status> {
     })
 }
 
+/// A header filter as the core takes it; INVALID_ARGUMENT for a condition without a match
+/// or one over the limits.
+fn header_filter(filter: pb::HeaderFilter) -> Result<HeaderFilter, Status> {
+    use pb::header_condition::ValueMatch;
+    let invalid =
+        |message: String| broker_status(BrokerError::new(Reason::InvalidRequest, message));
+    let conditions = filter
+        .conditions
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let matches = match c.value_match {
+                Some(ValueMatch::Equals(v)) => HeaderMatch::Equals(v),
+                Some(ValueMatch::Prefix(p)) => HeaderMatch::Prefix(p),
+                Some(ValueMatch::AnyOf(vs)) => HeaderMatch::AnyOf(vs.values),
+                None => {
+                    return Err(invalid(format!(
+                        "filter condition {i} (header {:?}) sets none of equals, prefix or any_of",
+                        c.key
+                    )));
+                }
+            };
+            Ok(HeaderCondition {
+                key: c.key,
+                matches,
+            })
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    HeaderFilter::new(conditions).map_err(|e| invalid(format!("filter: {e}")))
+}
+
+/// A header filter as DescribeShareGroup answers it; `None` for no filter.
+fn pb_filter(filter: &HeaderFilter) -> Option<pb::HeaderFilter> {
+    use pb::header_condition::ValueMatch;
+    if filter.is_empty() {
+        return None;
+    }
+    let conditions = filter
+        .conditions()
+        .iter()
+        .map(|c| pb::HeaderCondition {
+            key: c.key.clone(),
+            value_match: Some(match &c.matches {
+                HeaderMatch::Equals(v) => ValueMatch::Equals(v.clone()),
+                HeaderMatch::Prefix(p) => ValueMatch::Prefix(p.clone()),
+                HeaderMatch::AnyOf(vs) => {
+                    ValueMatch::AnyOf(pb::HeaderValues { values: vs.clone() })
+                }
+            }),
+        })
+        .collect();
+    Some(pb::HeaderFilter { conditions })
+}
+
 fn ack_ranges(acks: Vec<pb::ShareAck>) -> Result<Vec<AckRange>, Status> {
     acks.into_iter().map(ack_range).collect()
 }
@@ -100,8 +154,7 @@ impl Queues for QueuesService {
         let ctx = grpc_context(&request);
         let req = request.into_inner();
         let start = match pb::ShareStart::try_from(req.start) {
-            Ok(pb::ShareStart::Earliest) => ShareStart::Earliest,
-            Ok(pb::ShareStart::Latest) => ShareStart::Latest,
+            Ok(start) => share_start(start),
             Err(_) => {
                 return Err(broker_status(BrokerError::new(
                     Reason::InvalidRequest,
@@ -109,10 +162,20 @@ impl Queues for QueuesService {
                 )));
             }
         };
+        let partitions = (!req.partitions.is_empty()).then(|| {
+            req.partitions
+                .into_iter()
+                .flat_map(|t| {
+                    let topic = t.topic;
+                    t.partitions.into_iter().map(move |p| (topic.clone(), p))
+                })
+                .collect()
+        });
         let fetch = ShareFetch {
             group_id: req.group_id,
             member_id: req.member_id,
             topics: req.topics,
+            partitions,
             max_records: req.max_records as usize,
             max_wait: Duration::from_millis(u64::from(req.max_wait_ms)),
             start,
@@ -134,6 +197,7 @@ impl Queues for QueuesService {
                     lock_deadline_ms: i64::try_from(r.lock_deadline_ms).unwrap_or(i64::MAX),
                 })
                 .collect(),
+            lock_duration_ms: answer.lock_duration_ms,
         }))
     }
 
@@ -145,10 +209,16 @@ impl Queues for QueuesService {
         let ctx = grpc_context(&request);
         let req = request.into_inner();
         let acks = ack_ranges(req.acknowledgements)?;
-        let results =
-            core::acknowledge(&self.broker.core, &ctx, &req.group_id, &req.member_id, acks)
-                .await
-                .map_err(broker_status)?;
+        let results = core::acknowledge(
+            &self.broker.core,
+            &ctx,
+            &req.group_id,
+            &req.member_id,
+            acks,
+            req.leaving,
+        )
+        .await
+        .map_err(broker_status)?;
         Ok(Response::new(ShareAcknowledgeResponse {
             results: results.into_iter().map(ack_result).collect(),
         }))
@@ -177,15 +247,52 @@ impl Queues for QueuesService {
         let limit = req
             .delivery_count_limit
             .map(|n| u16::try_from(n).unwrap_or(u16::MAX));
+        // An absent filter keeps the group's.
+        let keep_filter = req.filter.is_none();
+        let filter = match req.filter {
+            Some(f) => header_filter(f)?,
+            None => HeaderFilter::default(),
+        };
         let settings = GroupSettings {
             lock_duration_ms: req.lock_duration_ms,
             delivery_count_limit: limit,
             dead_letter_topic: req.dead_letter_topic.filter(|t| !t.is_empty()),
+            filter,
+            start: match req.start.map(pb::ShareStart::try_from) {
+                None => None,
+                Some(Ok(start)) => Some(share_start(start)),
+                Some(Err(_)) => {
+                    return Err(broker_status(BrokerError::new(
+                        Reason::InvalidRequest,
+                        format!("start {:?} is not LATEST or EARLIEST", req.start),
+                    )));
+                }
+            },
         };
-        let described = core::configure(&self.broker.core, &ctx, &req.group_id, settings)
-            .await
-            .map_err(broker_status)?;
+        let described = core::configure(
+            &self.broker.core,
+            &ctx,
+            &req.group_id,
+            settings,
+            keep_filter,
+        )
+        .await
+        .map_err(broker_status)?;
         Ok(Response::new(group_description(req.group_id, described)))
+    }
+}
+
+fn share_start(start: pb::ShareStart) -> ShareStart {
+    match start {
+        pb::ShareStart::Earliest => ShareStart::Earliest,
+        pb::ShareStart::Latest => ShareStart::Latest,
+    }
+}
+
+pub(crate) fn pb_share_start(start: ShareStart) -> pb::ShareStart {
+    match start {
+        ShareStart::Earliest => pb::ShareStart::Earliest,
+        ShareStart::Latest => pb::ShareStart::Latest,
     }
 }
 
@@ -195,6 +302,8 @@ fn group_description(group_id: String, described: ShareGroupView) -> DescribeSha
         group_id,
         lock_duration_ms: described.config.lock_duration_ms,
         delivery_count_limit: u32::from(described.config.delivery_count_limit),
+        filter: pb_filter(&described.settings.filter),
+        start: described.settings.start.map(|s| pb_share_start(s) as i32),
         dead_letter_topic: described.settings.dead_letter_topic.unwrap_or_default(),
         partitions: described
             .partitions
@@ -211,6 +320,7 @@ fn group_description(group_id: String, described: ShareGroupView) -> DescribeSha
                 oldest_unfinished_offset: p.counts.oldest_unfinished,
                 oldest_unfinished_age_ms: p.oldest_unfinished_age_ms,
                 high_watermark: p.high_watermark,
+                filtered_out: p.filtered_out,
             })
             .collect(),
     }

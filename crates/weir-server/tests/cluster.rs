@@ -829,6 +829,7 @@ async fn share_fetch_until(
                 max_wait_ms: 500,
                 start: ShareStart::Earliest as i32,
                 acknowledgements: vec![],
+                partitions: vec![],
             })
             .await
         {
@@ -888,6 +889,7 @@ async fn a_share_group_keeps_its_accepts_and_delivery_counts_when_its_coordinato
                 r#type: AckType::Accept as i32,
                 delay_ms: 0,
             }],
+            leaving: false,
         })
         .await
         .expect("acknowledged")

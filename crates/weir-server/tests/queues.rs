@@ -1,7 +1,8 @@
 //! Share groups (queues) through the raw gRPC API, as a thin client would use them:
 //! several members taking every record once with per-record acknowledgements, release
 //! with a delay, the delivery limit, lock expiry and the late acknowledgement it refuses,
-//! delivery times from a header, state across a restart, and bad input with its codes.
+//! delivery times from a header, state across a restart, header filters, and bad input
+//! with its codes.
 
 mod common;
 
@@ -59,6 +60,7 @@ fn fetch_req(
         max_wait_ms,
         start: ShareStart::Earliest as i32,
         acknowledgements: acks,
+        partitions: Vec::new(),
     }
 }
 
@@ -201,6 +203,7 @@ async fn a_release_with_a_delay_redelivers_later_and_the_limit_archives() {
                     group_id: "retry".into(),
                     member_id: "a".into(),
                     acknowledgements: vec![ack(&current, AckType::Accept, 0)],
+                    leaving: false,
                 })
                 .await
                 .unwrap()
@@ -212,6 +215,7 @@ async fn a_release_with_a_delay_redelivers_later_and_the_limit_archives() {
                     group_id: "retry".into(),
                     member_id: "b".into(),
                     acknowledgements: vec![ack(&current, AckType::Renew, 0)],
+                    leaving: false,
                 })
                 .await
                 .unwrap()
@@ -225,6 +229,7 @@ async fn a_release_with_a_delay_redelivers_later_and_the_limit_archives() {
                 group_id: "retry".into(),
                 member_id: "a".into(),
                 acknowledgements: vec![ack(&fine, AckType::Accept, 0)],
+                leaving: false,
             })
             .await
             .unwrap()
@@ -275,6 +280,7 @@ async fn an_expired_lock_goes_to_another_member_and_the_late_ack_is_refused() {
                 group_id: "vis".into(),
                 member_id: "slow-worker".into(),
                 acknowledgements: vec![ack(&held.records[0], AckType::Accept, 0)],
+                leaving: false,
             })
             .await
             .unwrap()
@@ -285,6 +291,7 @@ async fn an_expired_lock_goes_to_another_member_and_the_late_ack_is_refused() {
                 group_id: "vis".into(),
                 member_id: "fast-worker".into(),
                 acknowledgements: vec![ack(&other.records[0], AckType::Accept, 0)],
+                leaving: false,
             })
             .await
             .unwrap()
@@ -316,6 +323,7 @@ async fn accepts_and_delivery_counts_survive_a_restart() {
                 group_id: "durable".into(),
                 member_id: "a".into(),
                 acknowledgements: acks,
+                leaving: false,
             })
             .await
             .unwrap()
@@ -451,6 +459,7 @@ async fn bad_share_requests_get_clear_codes() {
                 group_id: "g".into(),
                 member_id: "m".into(),
                 acknowledgements: vec![long_delay, backwards, never_held],
+                leaving: false,
             })
             .await
             .unwrap()
@@ -500,6 +509,8 @@ async fn rejected_and_over_the_limit_records_are_copied_to_the_dead_letter_topic
             lock_duration_ms: None,
             delivery_count_limit: Some(limit),
             dead_letter_topic: Some(topic.into()),
+            filter: None,
+            start: None,
         };
         let missing = q
             .configure_share_group(configure("no-such-topic", 2))
@@ -581,4 +592,409 @@ async fn rejected_and_over_the_limit_records_are_copied_to_the_dead_letter_topic
         server.shutdown().await.unwrap();
     })
     .await;
+}
+
+/// A record with value `v` and the headers `headers`.
+fn with_headers(v: &str, headers: &[(&str, &str)]) -> Record {
+    Record {
+        value: value(v),
+        headers: headers
+            .iter()
+            .map(|(k, v)| RecordHeader {
+                key: (*k).into(),
+                value: value(v),
+            })
+            .collect(),
+        ..Record::default()
+    }
+}
+
+async fn produce_records(c: &mut Clients, records: Vec<Record>) {
+    let r = c
+        .produce(request(
+            TOPIC,
+            vec![PartitionRecords {
+                partition: 0,
+                data: Some(partition_records::Data::Records(RecordList { records })),
+                ..PartitionRecords::default()
+            }],
+            Acks::All,
+        ))
+        .await;
+    assert!(r.results.iter().all(|p| p.error.is_none()), "{r:?}");
+}
+
+fn equals(key: &str, v: &str) -> HeaderCondition {
+    HeaderCondition {
+        key: key.into(),
+        value_match: Some(header_condition::ValueMatch::Equals(v.into())),
+    }
+}
+
+fn filter_request(group: &str, filter: Option<Vec<HeaderCondition>>) -> ConfigureShareGroupRequest {
+    ConfigureShareGroupRequest {
+        group_id: group.into(),
+        filter: filter.map(|conditions| HeaderFilter { conditions }),
+        ..ConfigureShareGroupRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn a_filtered_group_gets_exactly_the_matching_records_and_its_start_passes_the_rest() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let mut q = queues(&c);
+        let email_eu = vec![
+            equals("type", "email"),
+            HeaderCondition {
+                key: "region".into(),
+                value_match: Some(header_condition::ValueMatch::Prefix("eu-".into())),
+            },
+        ];
+        let set = q
+            .configure_share_group(filter_request("mailers", Some(email_eu.clone())))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(set.filter.unwrap().conditions, email_eu);
+
+        // 60 records: a third email in eu-*, the rest sms, email elsewhere, or no header.
+        let mut records = Vec::new();
+        let mut wanted = BTreeSet::new();
+        for i in 0..60 {
+            let v = format!("task-{i}");
+            records.push(match i % 6 {
+                0 | 3 => {
+                    wanted.insert(v.clone());
+                    with_headers(&v, &[("region", "eu-west-1"), ("type", "email")])
+                }
+                1 => with_headers(&v, &[("type", "sms"), ("region", "eu-west-1")]),
+                2 => with_headers(&v, &[("type", "email"), ("region", "us-east-1")]),
+                4 => with_headers(&v, &[("type", "emails"), ("region", "eu-north-1")]),
+                _ => with_headers(&v, &[]),
+            });
+        }
+        produce_records(&mut c, records).await;
+
+        // Two members, a few records at a time, accepting each.
+        let mut got: Vec<(String, Vec<(String, String)>)> = Vec::new();
+        let mut acks: [Vec<ShareAck>; 2] = [Vec::new(), Vec::new()];
+        let started = Instant::now();
+        while got.len() < wanted.len() && started.elapsed() < Duration::from_secs(20) {
+            for (m, pending) in acks.iter_mut().enumerate() {
+                let mut req = fetch_req("mailers", &format!("m{m}"), 200, std::mem::take(pending));
+                req.max_records = 3;
+                let answer = fetch(&mut q, req).await;
+                assert!(
+                    answer
+                        .ack_results
+                        .iter()
+                        .all(|r| r.error.is_none() && r.not_held.is_empty())
+                );
+                for r in &answer.records {
+                    assert_eq!(r.delivery_count, 1);
+                    let record = r.record.as_ref().unwrap();
+                    let headers = record
+                        .headers
+                        .iter()
+                        .map(|h| {
+                            let v = h.value.as_ref().unwrap();
+                            (h.key.clone(), String::from_utf8(v.to_vec()).unwrap())
+                        })
+                        .collect();
+                    got.push((value_of(r), headers));
+                    pending.push(ack(r, AckType::Accept, 0));
+                }
+            }
+        }
+        for (m, pending) in acks.into_iter().enumerate() {
+            let done = q
+                .share_acknowledge(ShareAcknowledgeRequest {
+                    group_id: "mailers".into(),
+                    member_id: format!("m{m}"),
+                    acknowledgements: pending,
+                    leaving: false,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(
+                done.results
+                    .iter()
+                    .all(|r| r.error.is_none() && r.not_held.is_empty())
+            );
+        }
+        let values: BTreeSet<String> = got.iter().map(|(v, _)| v.clone()).collect();
+        assert_eq!(values.len(), got.len(), "a record was delivered twice");
+        assert_eq!(values, wanted);
+        for (v, headers) in &got {
+            assert_eq!(
+                headers,
+                &[
+                    ("region".to_owned(), "eu-west-1".to_owned()),
+                    ("type".to_owned(), "email".to_owned())
+                ],
+                "{v} arrived whole"
+            );
+        }
+        // Nothing more comes; the start is past every skipped record.
+        let none = fetch(&mut q, fetch_req("mailers", "m0", 300, vec![])).await;
+        assert!(none.records.is_empty());
+        let described = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "mailers".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let p = &described.partitions[0];
+        assert_eq!(
+            (p.start_offset, p.end_offset, p.high_watermark),
+            (60, 60, 60)
+        );
+        assert_eq!(p.filtered_out, 40);
+        assert_eq!((p.available, p.acquired, p.archived_pending), (0, 0, 0));
+
+        // Configured again without a filter field: the filter stays. An empty one removes it.
+        let kept = q
+            .configure_share_group(ConfigureShareGroupRequest {
+                group_id: "mailers".into(),
+                delivery_count_limit: Some(3),
+                ..ConfigureShareGroupRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(kept.filter.unwrap().conditions.len(), 2);
+        assert_eq!(kept.delivery_count_limit, 3);
+        let cleared = q
+            .configure_share_group(filter_request("mailers", Some(vec![])))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(cleared.filter.is_none_or(|f| f.conditions.is_empty()));
+        produce_records(&mut c, vec![with_headers("plain", &[])]).await;
+        let plain = fetch(&mut q, fetch_req("mailers", "m0", 2_000, vec![])).await;
+        assert_eq!(
+            plain.records.iter().map(value_of).collect::<Vec<_>>(),
+            ["plain"]
+        );
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_filter_applies_to_records_in_the_window_not_yet_delivered() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let mut q = queues(&c);
+        let records = (0..10)
+            .map(|i| {
+                let kind = if i % 2 == 0 { "email" } else { "sms" };
+                with_headers(&format!("{kind}-{i}"), &[("type", kind)])
+            })
+            .collect();
+        produce_records(&mut c, records).await;
+        // One record delivered (email-0, held), the other nine taken into the window.
+        let mut one = fetch_req("switch", "a", 2_000, vec![]);
+        one.max_records = 1;
+        let first = fetch(&mut q, one).await;
+        assert_eq!(
+            first.records.iter().map(value_of).collect::<Vec<_>>(),
+            ["email-0"]
+        );
+
+        let any_of = HeaderCondition {
+            key: "type".into(),
+            value_match: Some(header_condition::ValueMatch::AnyOf(HeaderValues {
+                values: vec!["sms".into(), "push".into()],
+            })),
+        };
+        q.configure_share_group(filter_request("switch", Some(vec![any_of])))
+            .await
+            .unwrap();
+        // email-0 was delivered before: released, it comes back; the other emails never do.
+        let rest = fetch(
+            &mut q,
+            fetch_req(
+                "switch",
+                "a",
+                2_000,
+                vec![ack(&first.records[0], AckType::Release, 0)],
+            ),
+        )
+        .await;
+        let values: Vec<String> = rest.records.iter().map(value_of).collect();
+        assert_eq!(
+            values,
+            ["email-0", "sms-1", "sms-3", "sms-5", "sms-7", "sms-9"]
+        );
+        let described = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "switch".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(described.partitions[0].filtered_out, 4);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_filter_is_invalid_argument_with_what_is_wrong() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let c = connect(server.addr).await;
+        let mut q = queues(&c);
+        let no_match = HeaderCondition {
+            key: "type".into(),
+            value_match: None,
+        };
+        let too_many = (0..17).map(|i| equals(&format!("k{i}"), "v")).collect();
+        let empty_key = vec![equals("", "v")];
+        let no_values = vec![HeaderCondition {
+            key: "type".into(),
+            value_match: Some(header_condition::ValueMatch::AnyOf(HeaderValues::default())),
+        }];
+        for (filter, says) in [
+            (vec![no_match], "sets none of equals, prefix or any_of"),
+            (too_many, "at most 16 conditions; this one has 17"),
+            (empty_key, "header key is 1 to 255 bytes"),
+            (no_values, "lists 0 values"),
+        ] {
+            let error = q
+                .configure_share_group(filter_request("bad", Some(filter)))
+                .await
+                .unwrap_err();
+            assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+            assert!(error.message().contains(says), "{error:?}");
+        }
+        // Nothing was made.
+        let missing = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "bad".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// A group that sets where it starts (Kafka's `share.auto.offset.reset`) starts there
+/// whatever its first fetch asks, and describe shows the setting.
+#[tokio::test]
+async fn a_group_s_own_start_wins_over_the_fetch_s() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let values: Vec<String> = (0..5).map(|i| format!("old-{i}")).collect();
+        produce_values(&mut c, 0, &values).await;
+        let mut q = queues(&c);
+        let set = q
+            .configure_share_group(ConfigureShareGroupRequest {
+                group_id: "from-start".into(),
+                start: Some(ShareStart::Earliest as i32),
+                ..ConfigureShareGroupRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(set.start, Some(ShareStart::Earliest as i32));
+        let latest = ShareFetchRequest {
+            start: ShareStart::Latest as i32,
+            ..fetch_req("from-start", "m1", 2_000, vec![])
+        };
+        let got = q.share_fetch(latest).await.unwrap().into_inner().records;
+        let read: Vec<String> = got
+            .iter()
+            .map(|r| {
+                String::from_utf8(r.record.as_ref().unwrap().value.clone().unwrap().to_vec())
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(read, values);
+        // Without the setting the same fetch starts at the end.
+        let none = ShareFetchRequest {
+            start: ShareStart::Latest as i32,
+            ..fetch_req("from-end", "m1", 200, vec![])
+        };
+        assert!(
+            q.share_fetch(none)
+                .await
+                .unwrap()
+                .into_inner()
+                .records
+                .is_empty()
+        );
+        let bad = q
+            .configure_share_group(ConfigureShareGroupRequest {
+                group_id: "from-start".into(),
+                start: Some(7),
+                ..ConfigureShareGroupRequest::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+        server.shutdown().await.unwrap();
+    })
+    .await
+}
+
+/// A member that leaves (`leaving`) gives back what it still holds at once: another
+/// member gets those records without waiting for the lock, as their second delivery.
+#[tokio::test]
+async fn a_leaving_member_s_records_go_to_others_at_once() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        // A lock far longer than the test: only the leave can hand the records on.
+        let server = start_with(dir.path(), 600_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let values: Vec<String> = (0..4).map(|i| format!("job-{i}")).collect();
+        produce_values(&mut c, 0, &values).await;
+        let mut q = queues(&c);
+        let held = q
+            .share_fetch(fetch_req("leavers", "a", 2_000, vec![]))
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        assert_eq!(held.len(), 4);
+        // a finishes the first and leaves holding the other three.
+        q.share_acknowledge(ShareAcknowledgeRequest {
+            group_id: "leavers".into(),
+            member_id: "a".into(),
+            acknowledgements: vec![ack(&held[0], AckType::Accept, 0)],
+            leaving: true,
+        })
+        .await
+        .unwrap();
+        let taken = q
+            .share_fetch(fetch_req("leavers", "b", 2_000, vec![]))
+            .await
+            .unwrap()
+            .into_inner()
+            .records;
+        let got: Vec<(i64, u32)> = taken
+            .iter()
+            .map(|r| (r.record.as_ref().unwrap().offset, r.delivery_count))
+            .collect();
+        assert_eq!(got, [(1, 2), (2, 2), (3, 2)]);
+        server.shutdown().await.unwrap();
+    })
+    .await
 }

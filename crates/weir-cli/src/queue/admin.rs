@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use weir_client::connection::human_duration;
-use weir_client::{Admin, ClientError, ShareGroupInfo, ShareGroupSettings};
+use weir_client::{Admin, ClientError, ShareGroupInfo, ShareGroupSettings, ShareStart};
 
 use crate::brokers::BrokerArgs;
 use crate::group::table;
@@ -73,6 +73,10 @@ struct ShareGroupJson<'a> {
     lock_duration_ms: u128,
     delivery_count_limit: u32,
     dead_letter_topic: Option<&'a str>,
+    /// Conditions in `weir queue configure --filter` syntax; empty: no filter.
+    filter: Vec<String>,
+    /// "earliest" or "latest" when the group sets where it starts; null: each consumer's.
+    start: Option<&'static str>,
     partitions: Vec<SharePartitionJson<'a>>,
 }
 
@@ -87,8 +91,16 @@ struct SharePartitionJson<'a> {
     delayed: u64,
     acquired: u64,
     archived_pending: u64,
+    filtered_out: u64,
     oldest_unfinished_offset: Option<i64>,
     oldest_unfinished_age_ms: Option<u128>,
+}
+
+fn start_name(start: ShareStart) -> &'static str {
+    match start {
+        ShareStart::Earliest => "earliest",
+        ShareStart::Latest => "latest",
+    }
 }
 
 fn print_share_group(
@@ -103,6 +115,8 @@ fn print_share_group(
                 lock_duration_ms: info.lock_duration.as_millis(),
                 delivery_count_limit: info.delivery_count_limit,
                 dead_letter_topic: info.dead_letter_topic.as_deref(),
+                filter: info.filter.iter().map(ToString::to_string).collect(),
+                start: info.start.map(start_name),
                 partitions: info
                     .partitions
                     .iter()
@@ -116,6 +130,7 @@ fn print_share_group(
                         delayed: p.delayed,
                         acquired: p.acquired,
                         archived_pending: p.archived_pending,
+                        filtered_out: p.filtered_out,
                         oldest_unfinished_offset: p.oldest_unfinished_offset,
                         oldest_unfinished_age_ms: p.oldest_unfinished_age.map(|a| a.as_millis()),
                     })
@@ -139,11 +154,26 @@ fn print_share_group(
                     .as_deref()
                     .unwrap_or("- (archived records are dropped)")
             )?;
+            let filter: Vec<String> = info.filter.iter().map(|c| format!("'{c}'")).collect();
+            writeln!(
+                out,
+                "FILTER          {}",
+                if filter.is_empty() {
+                    "- (every record is delivered)".to_owned()
+                } else {
+                    filter.join(" and ")
+                }
+            )?;
+            writeln!(
+                out,
+                "START           {}",
+                info.start.map_or("- (each consumer's --start)", start_name)
+            )?;
             if info.partitions.is_empty() {
                 return Ok(());
             }
             writeln!(out)?;
-            let rows: Vec<[String; 11]> = info
+            let rows: Vec<[String; 12]> = info
                 .partitions
                 .iter()
                 .map(|p| {
@@ -157,6 +187,7 @@ fn print_share_group(
                         p.delayed.to_string(),
                         p.acquired.to_string(),
                         p.archived_pending.to_string(),
+                        p.filtered_out.to_string(),
                         p.oldest_unfinished_offset
                             .map_or_else(|| "-".to_owned(), |o| o.to_string()),
                         p.oldest_unfinished_age.map_or_else(|| "-".to_owned(), age),
@@ -175,11 +206,12 @@ fn print_share_group(
                     "DELAYED",
                     "ACQUIRED",
                     "ARCHIVED-PENDING",
+                    "FILTERED",
                     "OLDEST-UNFINISHED",
                     "AGE",
                 ],
                 &[
-                    false, true, true, true, true, true, true, true, true, true, true,
+                    false, true, true, true, true, true, true, true, true, true, true, true,
                 ],
                 &rows,
             )?;
@@ -222,6 +254,11 @@ mod tests {
             lock_duration: Duration::from_secs(30),
             delivery_count_limit: 5,
             dead_letter_topic: Some("jobs-dlq".to_owned()),
+            filter: vec![
+                "type=email".parse().unwrap(),
+                "region^=eu-".parse().unwrap(),
+            ],
+            start: Some(ShareStart::Earliest),
             partitions: vec![SharePartitionInfo {
                 topic: "jobs".to_owned(),
                 partition: 0,
@@ -232,6 +269,7 @@ mod tests {
                 delayed: 2,
                 acquired: 3,
                 archived_pending: 0,
+                filtered_out: 7,
                 oldest_unfinished_offset: Some(11),
                 oldest_unfinished_age: Some(Duration::from_secs(90)),
             }],
@@ -242,7 +280,8 @@ mod tests {
         assert!(
             text.starts_with(
                 "GROUP           workers\nLOCK-DURATION   30 s\nDELIVERY-LIMIT  5\n\
-                 DEAD-LETTERS    jobs-dlq\n"
+                 DEAD-LETTERS    jobs-dlq\nFILTER          'type=email' and 'region^=eu-'\n\
+                 START           earliest\n"
             ),
             "{text}"
         );
@@ -251,7 +290,7 @@ mod tests {
         assert_eq!(
             cells,
             [
-                "jobs", "0", "10", "20", "25", "4", "2", "3", "0", "11", "1m", "30s"
+                "jobs", "0", "10", "20", "25", "4", "2", "3", "0", "7", "11", "1m", "30s"
             ]
         );
 
@@ -262,5 +301,7 @@ mod tests {
         assert_eq!(value["partitions"][0]["oldest_unfinished_age_ms"], 90_000);
         assert_eq!(value["partitions"][0]["available"], 4);
         assert_eq!(value["dead_letter_topic"], "jobs-dlq");
+        assert_eq!(value["filter"][1], "region^=eu-");
+        assert_eq!(value["partitions"][0]["filtered_out"], 7);
     }
 }

@@ -4,8 +4,8 @@
 //! `--ack` says, or, with `--exec`, runs a command per record and accepts the record when
 //! the command succeeds or releases it for a retry with exponential backoff when it fails
 //! (a minimal worker). `describe` shows the group's settings and each share-partition's
-//! window; `configure` sets the group's lock duration, delivery limit and dead-letter
-//! topic; `redrive` moves dead letters back to their source topics.
+//! window; `configure` sets the group's lock duration, delivery limit, dead-letter topic
+//! and header filter; `redrive` moves dead letters back to their source topics.
 //!
 //! Records the command took and did not finish (Ctrl-C, `--count` reached mid-batch, an
 //! error) are released when it closes, so other members get them at once.
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use weir_client::connection::Timeouts;
+use weir_client::share::filter::HeaderCondition;
 use weir_client::share::{MAX_RECORDS_PER_POLL, MAX_RELEASE_DELAY};
 use weir_client::{AckKind, ClientError, ShareGroupSettings, ShareStart};
 
@@ -118,8 +119,11 @@ START..END is the window the group works on: every offset below START is finishe
 into it yet. AVAILABLE records can be delivered now, DELAYED ones later (released with a
 delay, or produced with a weir-deliver-at header), ACQUIRED ones are locked to a member,
 ARCHIVED-PENDING ones wait for their dead-letter copy (a missing or unavailable
-dead-letter topic holds them, and START, until the copy succeeds). OLDEST-UNFINISHED is the first
-record of the window not finished yet, and AGE how old it is (since its timestamp).
+dead-letter topic holds them, and START, until the copy succeeds). FILTERED counts the
+records the group's header filter (FILTER; `weir queue configure --filter`) skipped since
+its coordinator took the window (a failover or restart counts from 0 again); they are
+finished. OLDEST-UNFINISHED is the first record of the window not finished yet, and AGE
+how old it is (since its timestamp).
 
 NOT_FOUND: no member has fetched from the group yet, and it was never configured.
 
@@ -130,14 +134,36 @@ Examples:
 const CONFIGURE_HELP: &str = "\
 Every setting is replaced: one not given goes back to the broker's default (the broker's
 share_record_lock_duration_ms and share_delivery_count_limit, 30 s and 5 unless set; no
-dead-letter topic). Give all the settings the group should have. A group that has no
-state yet is made, so a queue can be configured before its first worker starts. The
-group is printed as `weir queue describe` prints it, once the settings are durable.
+dead-letter topic). Give all the settings the group should have. The header filter is
+the exception: without --filter or --clear-filter the group keeps the one it has. A group
+that has no state yet is made, so a queue can be configured before its first worker
+starts. The group is printed as `weir queue describe` prints it, once the settings are
+durable.
+
+Header filters (SNS filter policies; RabbitMQ routing by headers): the group is handed
+only records whose headers match every --filter; the others are skipped, finished at once
+(not dead-lettered, no delivery counted), and the group's START moves past them. Each
+--filter is one condition on one header:
+  KEY=VALUE            the header KEY is exactly VALUE
+  KEY^=PREFIX          it starts with PREFIX (KEY^= alone: the header is present)
+  KEY in V1,V2,...     it is one of the values
+A record without the header never matches. Values are compared as bytes, taken as
+written (no trimming); the first `=` or ` in ` ends the key. At most 16 conditions and 32
+values per `in`. A new filter applies to every record not delivered yet, also those
+already in the group's window; records an earlier filter skipped are not brought back.
+--clear-filter removes the filter: every record is delivered again from the window on.
 
 Examples:
   weir queue configure workers --dead-letter-topic jobs-dlq
   weir queue configure workers --lock-duration 5m --delivery-limit 10 --dead-letter-topic jobs-dlq
-  weir queue configure workers        # back to the broker's defaults, no dead letters";
+  weir queue configure workers        # back to the broker's defaults, no dead letters
+  weir queue configure mailers --filter type=email
+  weir queue consume tasks --group mailers --exec ./send-email.sh
+      Route only the tasks produced with the header type=email to a worker pool: the
+      mailers group skips every other task (another group, say sms-senders with
+      --filter type=sms, takes those).
+  weir queue configure eu-workers --filter 'region^=eu-' --filter 'tier in gold,silver'
+  weir queue configure mailers --clear-filter";
 
 /// Work queues: consume topics as a member of a share group, acknowledging each record.
 #[derive(Debug, Args)]
@@ -164,7 +190,8 @@ enum QueueCommand {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Set a share group's lock duration, delivery limit and dead-letter topic.
+    /// Set a share group's lock duration, delivery limit, dead-letter topic and header
+    /// filter.
     #[command(after_help = CONFIGURE_HELP)]
     Configure {
         /// Share group id.
@@ -181,6 +208,23 @@ enum QueueCommand {
         /// dropped].
         #[arg(long, value_name = "TOPIC")]
         dead_letter_topic: Option<String>,
+        /// Deliver only records whose headers match: KEY=VALUE, KEY^=PREFIX or
+        /// `KEY in V1,V2`; repeat it for several conditions, all of which must hold
+        /// [default: keep the group's filter].
+        #[arg(
+            long = "filter",
+            value_name = "CONDITION",
+            conflicts_with = "clear_filter"
+        )]
+        filters: Vec<HeaderCondition>,
+        /// Remove the group's filter: deliver every record.
+        #[arg(long)]
+        clear_filter: bool,
+        /// Where the group starts on a partition it has no state for, whatever its
+        /// consumers ask (Kafka's share.auto.offset.reset; Kafka share consumers take
+        /// latest unless the group sets it). Left out: each consumer's own --start.
+        #[arg(long, value_enum, value_name = "WHERE")]
+        start: Option<StartArg>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -256,6 +300,15 @@ enum StartArg {
     Latest,
     /// From the log start.
     Earliest,
+}
+
+impl StartArg {
+    fn share_start(self) -> ShareStart {
+        match self {
+            StartArg::Latest => ShareStart::Latest,
+            StartArg::Earliest => ShareStart::Earliest,
+        }
+    }
 }
 
 /// `--ack`.
@@ -360,10 +413,7 @@ impl ConsumeArgs {
             timeouts: brokers.timeouts(),
             group: self.group,
             topics: self.topics,
-            start: match self.start {
-                StartArg::Latest => ShareStart::Latest,
-                StartArg::Earliest => ShareStart::Earliest,
-            },
+            start: self.start.share_start(),
             count: self.count,
             max_records: self.max_records.unwrap_or(default_max),
             action,
@@ -394,10 +444,16 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             lock_duration,
             delivery_limit,
             dead_letter_topic,
+            filters,
+            clear_filter,
+            start,
             format,
         } => {
             check_group(&group, "GROUP")?;
-            let settings = configure_settings(lock_duration, delivery_limit, dead_letter_topic)?;
+            let mut settings =
+                configure_settings(lock_duration, delivery_limit, dead_letter_topic)?;
+            settings.filter = (clear_filter || !filters.is_empty()).then_some(filters);
+            settings.start = start.map(StartArg::share_start);
             admin::configure(&args.brokers, &group, &settings, format).await
         }
         QueueCommand::Redrive {
@@ -432,6 +488,8 @@ fn configure_settings(
         lock_duration,
         delivery_count_limit: delivery_limit,
         dead_letter_topic,
+        filter: None,
+        start: None,
     })
 }
 
@@ -570,6 +628,30 @@ mod tests {
                 ..
             } if d == Duration::from_secs(120) && t == "dlq"
         ));
+        let filtered = parse(&[
+            "configure",
+            "mailers",
+            "--filter",
+            "type=email",
+            "--filter",
+            "tier in gold,silver",
+        ])
+        .unwrap();
+        match filtered.command {
+            QueueCommand::Configure {
+                filters,
+                clear_filter: false,
+                ..
+            } => assert_eq!(
+                filters.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                ["type=email", "tier in gold,silver"]
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["configure", "g", "--filter", "type"]).is_err());
+        assert!(parse(&["configure", "g", "--filter", "=x"]).is_err());
+        assert!(parse(&["configure", "g", "--filter", "a=b", "--clear-filter"]).is_err());
+        assert!(parse(&["configure", "g", "--clear-filter"]).is_ok());
         assert!(parse(&["configure", "workers", "--delivery-limit", "0"]).is_err());
         assert!(parse(&["configure", "workers", "--delivery-limit", "10000"]).is_ok());
         assert!(parse(&["configure", "workers", "--delivery-limit", "10001"]).is_err());

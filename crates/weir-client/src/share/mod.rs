@@ -99,6 +99,7 @@
 //! ```
 
 mod acks;
+pub mod filter;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -155,10 +156,17 @@ pub enum ShareStart {
 }
 
 impl ShareStart {
-    fn to_proto(self) -> pb::ShareStart {
+    pub(crate) fn to_proto(self) -> pb::ShareStart {
         match self {
             ShareStart::Latest => pb::ShareStart::Latest,
             ShareStart::Earliest => pb::ShareStart::Earliest,
+        }
+    }
+
+    pub(crate) fn from_proto(start: i32) -> Option<ShareStart> {
+        match pb::ShareStart::try_from(start).ok()? {
+            pb::ShareStart::Latest => Some(ShareStart::Latest),
+            pb::ShareStart::Earliest => Some(ShareStart::Earliest),
         }
     }
 }
@@ -450,6 +458,8 @@ impl ShareConsumer {
                 max_wait_ms: wait.as_millis() as u32,
                 start: self.config.start.to_proto().into(),
                 acknowledgements: carried.iter().map(AckRange::to_proto).collect(),
+                // Every partition of the topics.
+                partitions: Vec::new(),
             };
             let answer = self
                 .call("fetching records", give_up, |mut queues| {
@@ -544,6 +554,7 @@ impl ShareConsumer {
                 group_id: self.config.group_id.clone(),
                 member_id: self.member_id.clone(),
                 acknowledgements: chunk.iter().map(AckRange::to_proto).collect(),
+                leaving: false,
             };
             let answer = self
                 .call("acknowledging records", give_up, |mut queues| {

@@ -274,6 +274,7 @@ impl Queues for FakeBroker {
         Ok(Response::new(pb::ShareFetchResponse {
             ack_results,
             records,
+            lock_duration_ms: 30_000,
         }))
     }
 

@@ -16,7 +16,7 @@
 //! request for a group whose shard is elsewhere gets [`ShareError::NotCoordinator`], one
 //! that arrives while the shard loads [`ShareError::CoordinatorLoading`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -83,6 +83,9 @@ pub struct ShareFetch {
     pub group_id: String,
     pub member_id: String,
     pub topics: Vec<String>,
+    /// When set, only these partitions of `topics` (Kafka's share consumers fetch each
+    /// partition from its leader, one request per leader).
+    pub partitions: Option<BTreeSet<(String, u32)>>,
     /// 0: [`DEFAULT_SHARE_FETCH_RECORDS`].
     pub max_records: usize,
     /// Capped at [`MAX_SHARE_FETCH_WAIT`].
@@ -106,6 +109,8 @@ pub struct ShareRecord {
 pub struct ShareFetchAnswer {
     pub ack_results: Vec<AckResult>,
     pub records: Vec<ShareRecord>,
+    /// How long the group locks an acquired record.
+    pub lock_duration_ms: u64,
 }
 
 /// One share-partition as `describe` shows it.
@@ -120,6 +125,9 @@ pub struct SharePartitionView {
     pub counts: WindowCounts,
     /// Age of the oldest unfinished record, by its timestamp.
     pub oldest_unfinished_age_ms: Option<i64>,
+    /// Records the group's filter skipped since this coordinator took the window (a
+    /// failover or restart counts from 0 again).
+    pub filtered_out: u64,
 }
 
 /// The share coordinator. Cheap to share: use it as `Arc<ShareCoordinator>`.
@@ -321,6 +329,10 @@ impl ShareCoordinator {
                 .acquire(&fetch, &group, &mut windows, max_records, now)
                 .await;
             self.copy_dead_letters(&fetch.group_id, &mut windows).await;
+            let lock_duration_ms = windows
+                .settings
+                .apply(self.config.partition)
+                .lock_duration_ms;
             // What changed is written even when the round failed part way.
             let pending = shard.queue_snapshots(&mut windows).await?;
             drop(windows);
@@ -336,7 +348,11 @@ impl ShareCoordinator {
                 return Ok(ShareFetchAnswer {
                     ack_results,
                     records,
+                    lock_duration_ms,
                 });
+            }
+            if round.more_to_read {
+                continue;
             }
             let mut wake_at = deadline;
             if let Some(due) = round.next_due_ms {
@@ -374,12 +390,15 @@ impl ShareCoordinator {
         }
     }
 
-    /// Acknowledges records the member holds; answers once the outcome is durable.
+    /// Acknowledges records the member holds; with `leaving`, then ends every lock the
+    /// member still holds (the records go to other members at once, counts kept).
+    /// Answers once the outcome is durable.
     pub async fn acknowledge(
         &self,
         group_id: &str,
         member_id: &str,
         acks: Vec<AckRange>,
+        leaving: bool,
     ) -> Result<Vec<AckResult>, ShareError> {
         validate_member_id(member_id)?;
         if acks.len() > MAX_ACK_ENTRIES {
@@ -391,6 +410,16 @@ impl ShareCoordinator {
         let mut windows = group.windows.lock().await;
         let mut released = false;
         let results = self.apply_acks(group_id, member_id, &mut windows, acks, now, &mut released);
+        if leaving {
+            for w in windows.partitions.values_mut() {
+                let held = w.window.acquired();
+                w.window.release_member(member_id);
+                if w.window.acquired() < held {
+                    w.dirty = true;
+                    released = true;
+                }
+            }
+        }
         self.copy_dead_letters(group_id, &mut windows).await;
         let pending = shard.queue_snapshots(&mut windows).await?;
         drop(windows);
@@ -413,19 +442,7 @@ impl ShareCoordinator {
         let now = wall_clock_ms();
         let mut windows = group.windows.lock().await;
         // Rebuild the windows only stored so far, so they show too.
-        let ids: HashMap<String, String> = self
-            .registry
-            .topics()
-            .iter()
-            .map(|t| (t.topic_id.clone(), t.name.clone()))
-            .collect();
-        let stored: Vec<(String, u32)> = windows.stored.keys().cloned().collect();
-        for (topic_id, partition) in stored {
-            if let Some(name) = ids.get(&topic_id) {
-                let config = windows.settings.apply(self.config.partition);
-                windows.window(group_id, name, &topic_id, partition, config, 0)?;
-            }
-        }
+        self.rebuild_stored(group_id, &mut windows)?;
         let mut views = Vec::new();
         for ((topic, partition), w) in &mut windows.partitions {
             let counts = w.window.counts(now.max(0) as u64);
@@ -448,6 +465,7 @@ impl ShareCoordinator {
                 high_watermark,
                 counts,
                 oldest_unfinished_age_ms,
+                filtered_out: w.window.filtered_out(),
             });
         }
         Ok(ShareGroupView {
@@ -458,11 +476,16 @@ impl ShareCoordinator {
     }
 
     /// Replaces what the group sets for itself (a new group is made with them); its
-    /// share-partitions take them at once. Answers once they are durable.
+    /// share-partitions take them at once. With `keep_filter` the group keeps the filter it
+    /// has, whatever `settings.filter` says (a client that knows nothing of filters does
+    /// not remove one). A new filter applies to every record not delivered yet, those
+    /// already in the windows included; a record it skipped before stays finished.
+    /// Answers once the settings are durable.
     pub async fn configure(
         &self,
         group_id: &str,
-        settings: GroupSettings,
+        mut settings: GroupSettings,
+        keep_filter: bool,
     ) -> Result<ShareGroupView, ShareError> {
         settings.validate().map_err(ShareError::InvalidRequest)?;
         if let Some(topic) = &settings.dead_letter_topic {
@@ -479,6 +502,13 @@ impl ShareCoordinator {
             let mut windows = group.windows.lock().await;
             let key = RecordKey::settings(group_id)
                 .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
+            if keep_filter {
+                settings.filter = windows.settings.filter.clone();
+            }
+            if settings.filter != windows.settings.filter && !settings.filter.is_empty() {
+                self.refilter(group_id, &mut windows, &settings.filter)
+                    .await?;
+            }
             let value = settings.encode();
             let config = settings.apply(self.config.partition);
             for w in windows.partitions.values_mut() {
@@ -495,6 +525,90 @@ impl ShareCoordinator {
             }
         }
         self.describe(group_id).await
+    }
+
+    /// Rebuilds the group's windows that are only stored so far (those of topics that
+    /// still exist).
+    fn rebuild_stored(&self, group_id: &str, windows: &mut Windows) -> Result<(), ShareError> {
+        let ids: HashMap<String, String> = self
+            .registry
+            .topics()
+            .iter()
+            .map(|t| (t.topic_id.clone(), t.name.clone()))
+            .collect();
+        let stored: Vec<(String, u32)> = windows.stored.keys().cloned().collect();
+        for (topic_id, partition) in stored {
+            if let Some(name) = ids.get(&topic_id) {
+                let config = windows.settings.apply(self.config.partition);
+                windows.window(group_id, name, &topic_id, partition, config, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a new `filter` to the records the group's windows took in and never
+    /// delivered (under its windows lock): those it does not match leave the windows,
+    /// finished. Their headers come from the windows' caches, or the log.
+    async fn refilter(
+        &self,
+        group_id: &str,
+        windows: &mut Windows,
+        filter: &super::filter::HeaderFilter,
+    ) -> Result<(), ShareError> {
+        self.rebuild_stored(group_id, windows)?;
+        for ((topic, partition), w) in &mut windows.partitions {
+            let undelivered = w.window.undelivered();
+            if undelivered.is_empty() {
+                continue;
+            }
+            let mut skip = Vec::new();
+            let mut uncached = Vec::new();
+            for offset in undelivered {
+                match w.cache.get(offset) {
+                    Some(r) if !filter.matches(&r.headers) => skip.push(offset),
+                    Some(_) => {}
+                    None => uncached.push(offset),
+                }
+            }
+            if !uncached.is_empty() {
+                let read = match data_partition(&self.registry, topic, *partition) {
+                    Ok(data) => reader::records_at(&data, &uncached).await,
+                    Err(e) => Err(e),
+                };
+                match read {
+                    Ok(records) => skip.extend(
+                        records
+                            .iter()
+                            .filter(|r| !filter.matches(&r.headers))
+                            .map(|r| r.offset),
+                    ),
+                    // The group cannot fetch from it either; its records keep their state.
+                    Err(e) => tracing::warn!(
+                        group = group_id,
+                        topic = %topic,
+                        partition,
+                        error = %e,
+                        "a new share group filter could not read records the window holds; \
+                         they stay deliverable"
+                    ),
+                }
+            }
+            for offset in &skip {
+                w.window.filter_out(*offset);
+                w.cache.take(*offset);
+            }
+            if !skip.is_empty() {
+                w.dirty = true;
+                tracing::info!(
+                    group = group_id,
+                    topic = %topic,
+                    partition,
+                    skipped = skip.len(),
+                    "a new share group filter skipped records the window held"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Copies the group's archived records waiting for it to its dead-letter topic (under
@@ -654,7 +768,13 @@ impl ShareCoordinator {
             let topic = self.registry.topic(name)?;
             let name: Arc<str> = Arc::from(name.as_str());
             for p in 0..topic.partition_count() {
-                targets.push((name.clone(), topic.topic_id.clone(), p));
+                let wanted = fetch
+                    .partitions
+                    .as_ref()
+                    .is_none_or(|only| only.contains(&(name.to_string(), p)));
+                if wanted {
+                    targets.push((name.clone(), topic.topic_id.clone(), p));
+                }
             }
         }
         if !targets.is_empty() {
@@ -663,11 +783,13 @@ impl ShareCoordinator {
         }
         let mut round = Round::default();
         let mut visited = Vec::with_capacity(targets.len());
+        let filter = windows.settings.filter.clone();
         for (topic, topic_id, p) in targets {
             let data = data_partition(&self.registry, &topic, p)?;
             let known = windows.partitions.contains_key(&(topic.to_string(), p))
                 || windows.stored.contains_key(&(topic_id.clone(), p));
-            let start = match fetch.start {
+            // The group's own setting wins over the fetch's.
+            let start = match windows.settings.start.unwrap_or(fetch.start) {
                 _ if known => 0,
                 ShareStart::Earliest => data.offsets().await?.log_start_offset,
                 ShareStart::Latest => data.offsets().await?.high_watermark,
@@ -684,7 +806,13 @@ impl ShareCoordinator {
             }
             let wanted = max - round.acquired_count;
             if wanted > 0 {
-                reader::extend(&data, &mut w.window, &mut w.cache, now_ms).await?;
+                let start = w.window.start();
+                let more =
+                    reader::extend(&data, &mut w.window, &mut w.cache, &filter, now_ms).await?;
+                round.more_to_read |= more;
+                // Records the filter skipped moved the start: written, so a new coordinator
+                // does not read them again.
+                w.dirty |= w.window.start() != start;
                 let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
                 if !got.is_empty() {
                     w.dirty = true;
@@ -769,6 +897,9 @@ struct Round {
     next_due_ms: Option<u64>,
     /// Some partition is read from a follower replica.
     follows_some: bool,
+    /// Some window's pass stopped after [`super::SHARE_FILTER_SCAN_BYTES`] of records its
+    /// filter skipped, with more to read: the fetch looks again at once.
+    more_to_read: bool,
     /// The partitions looked at, with the high watermark the round saw.
     watched: Vec<(Arc<crate::partition::Partition>, i64)>,
 }

@@ -12,12 +12,14 @@
 //!   each `__share_group_state` partition this broker leads; `reader` reads the data
 //!   partitions for them.
 //! - `settings`: [`GroupSettings`], what a group sets for itself (lock duration,
-//!   delivery limit, dead-letter topic), and its record in `__share_group_state`;
+//!   delivery limit, dead-letter topic, header filter: `filter`, [`HeaderFilter`]), and
+//!   its record in `__share_group_state`;
 //!   [`dead_letter`]: the copies of archived records and the [`DeadLetterSink`] they go
 //!   through.
 
 pub mod coordinator;
 pub mod dead_letter;
+mod filter;
 mod partition;
 mod reader;
 mod settings;
@@ -31,6 +33,10 @@ pub use coordinator::{
     SharePartitionView, ShareRecord, ShareStart, find_share_coordinator,
 };
 pub use dead_letter::{DLQ_HEADERS, DeadLetterSink, SinkFuture};
+pub use filter::{
+    FilterError, HeaderCondition, HeaderFilter, HeaderMatch, MAX_FILTER_CONDITIONS,
+    MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
+};
 pub use partition::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
     ShareConfig, SharePartition, WindowCounts,
@@ -79,6 +85,10 @@ pub const SHARE_LEADERSHIP_CHECK_INTERVAL: Duration = Duration::from_millis(500)
 /// Bytes read per call while replaying a `__share_group_state` partition or reading a
 /// data partition for a share group.
 pub const SHARE_READ_BYTES: usize = 1024 * 1024;
+/// Bytes of the log one pass over a share-partition reads past records its group's filter
+/// skips, when it found none to take: a long run of them is crossed in passes of this
+/// size, each under the group's lock for no longer than these reads take.
+pub const SHARE_FILTER_SCAN_BYTES: usize = 16 * SHARE_READ_BYTES;
 /// Bytes of decoded records a share-partition keeps between taking them into its window
 /// and handing them out (per group and partition), so a fetch does not read them twice.
 pub const SHARE_CACHE_BYTES: usize = 8 * 1024 * 1024;

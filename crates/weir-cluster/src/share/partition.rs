@@ -174,6 +174,9 @@ pub struct SharePartition {
     /// Archived records waiting for their dead-letter copy, so a group with a
     /// dead-letter topic does not walk its window on every request to find none.
     pending_copies: usize,
+    /// Records the group's filter skipped since this window was made or loaded (not
+    /// persisted: a new coordinator counts from 0).
+    filtered_out: u64,
 }
 
 impl SharePartition {
@@ -187,6 +190,7 @@ impl SharePartition {
             acquired: 0,
             earliest_deadline_ms: u64::MAX,
             pending_copies: 0,
+            filtered_out: 0,
         }
     }
 
@@ -209,11 +213,29 @@ impl SharePartition {
     /// window while it has room; offsets below `end` are ignored. Returns how many were
     /// taken: the caller reads on from [`Self::end`].
     pub fn extend(&mut self, records: impl IntoIterator<Item = (i64, u64)>) -> usize {
+        self.extend_filtered(records.into_iter().map(|(o, at)| (o, Some(at))))
+    }
+
+    /// [`Self::extend`] for a group with a filter: `(offset, None)` is a record the filter
+    /// skips. It never enters the window and needs no room: `end` moves past it, and it
+    /// is finished at once (an offset of `[start, end)` the window does not hold is
+    /// finished, like a compacted one), so `start` passes it as soon as every record
+    /// before it is finished. Returns how many records were taken into the window.
+    pub fn extend_filtered(
+        &mut self,
+        records: impl IntoIterator<Item = (i64, Option<u64>)>,
+    ) -> usize {
         let mut taken = 0;
+        let mut skipped = 0;
         for (offset, not_before_ms) in records {
             if offset < self.end {
                 continue;
             }
+            let Some(not_before_ms) = not_before_ms else {
+                self.end = offset + 1;
+                skipped += 1;
+                continue;
+            };
             if self.records.len() >= self.config.max_window_records {
                 break;
             }
@@ -228,7 +250,42 @@ impl SharePartition {
             self.end = offset + 1;
             taken += 1;
         }
+        if skipped > 0 {
+            self.filtered_out += skipped;
+            self.advance_start();
+        }
         taken
+    }
+
+    /// Records the group's filter skipped since this window was made or loaded.
+    pub fn filtered_out(&self) -> u64 {
+        self.filtered_out
+    }
+
+    /// The records of the window never delivered yet (available, delivery count 0, due or
+    /// not): what a new filter applies to.
+    pub fn undelivered(&self) -> Vec<i64> {
+        self.records
+            .iter()
+            .filter(|(_, e)| e.state == RecordState::Available && e.delivery_count == 0)
+            .map(|(&offset, _)| offset)
+            .collect()
+    }
+
+    /// A new filter skips the record at `offset`, which was taken into the window but never
+    /// delivered: it leaves the window, finished, as if skipped when taken. Returns whether
+    /// it did (a record delivered before, or not in the window, stays as it is).
+    pub fn filter_out(&mut self, offset: i64) -> bool {
+        let undelivered = self
+            .records
+            .get(&offset)
+            .is_some_and(|e| e.state == RecordState::Available && e.delivery_count == 0);
+        if undelivered {
+            self.records.remove(&offset);
+            self.filtered_out += 1;
+            self.advance_start();
+        }
+        undelivered
     }
 
     /// The window's settings.
@@ -425,21 +482,25 @@ impl SharePartition {
         if self.acquired == 0 || now_ms < self.earliest_deadline_ms {
             return Vec::new();
         }
-        self.end_locks(|deadline_ms| deadline_ms <= now_ms)
+        self.end_locks(|_, deadline_ms| deadline_ms <= now_ms)
     }
 
-    /// Ends the locks whose deadline `ends` picks: the record becomes available, or is
-    /// archived at the delivery limit.
-    fn end_locks(&mut self, ends: impl Fn(u64) -> bool) -> Vec<Archived> {
+    /// Ends the locks `ends` picks (by holder and deadline): the record becomes
+    /// available, or is archived at the delivery limit.
+    fn end_locks(&mut self, ends: impl Fn(&str, u64) -> bool) -> Vec<Archived> {
         let limit = self.config.delivery_count_limit;
         let copied = !self.config.dead_letter;
         let mut archived = Vec::new();
         let mut released = 0;
         for (&offset, entry) in self.records.iter_mut() {
-            let RecordState::Acquired { deadline_ms, .. } = entry.state else {
+            let RecordState::Acquired {
+                ref member,
+                deadline_ms,
+            } = entry.state
+            else {
                 continue;
             };
-            if !ends(deadline_ms) {
+            if !ends(member, deadline_ms) {
                 continue;
             }
             released += 1;
@@ -477,7 +538,16 @@ impl SharePartition {
     /// expired lock, a record at the delivery limit is archived (returned) rather than
     /// made available for one delivery too many.
     pub fn forfeit_locks(&mut self) -> Vec<Archived> {
-        self.end_locks(|_| true)
+        self.end_locks(|_, _| true)
+    }
+
+    /// Ends every lock `member` holds, counts kept, as an expired lock ends: what a member
+    /// that leaves gives back (Kafka releases a closed share session's records).
+    pub fn release_member(&mut self, member: &str) -> Vec<Archived> {
+        if self.acquired == 0 {
+            return Vec::new();
+        }
+        self.end_locks(|holder, _| holder == member)
     }
 
     /// The dead-letter copy of an archived record is done: it may now be finished.

@@ -11,8 +11,11 @@ use std::sync::Arc;
 
 use weir_log::{DecodedRecord, decode_records};
 
+use super::filter::HeaderFilter;
 use super::partition::{MAX_DELIVERY_DELAY_MS, SharePartition};
-use super::{DELIVER_AT_HEADER, SHARE_CACHE_BYTES, SHARE_READ_BYTES, ShareError};
+use super::{
+    DELIVER_AT_HEADER, SHARE_CACHE_BYTES, SHARE_FILTER_SCAN_BYTES, SHARE_READ_BYTES, ShareError,
+};
 use crate::error::ClusterError;
 use crate::partition::Partition;
 use crate::registry::TopicRegistry;
@@ -76,6 +79,11 @@ impl RecordCache {
         }
     }
 
+    /// The record at `offset`, left in the cache.
+    pub(super) fn get(&self, offset: i64) -> Option<&DecodedRecord> {
+        self.records.get(&offset)
+    }
+
     /// The record at `offset`, taken out of the cache.
     pub(super) fn take(&mut self, offset: i64) -> Option<DecodedRecord> {
         let record = self.records.remove(&offset)?;
@@ -95,15 +103,19 @@ impl RecordCache {
     }
 }
 
-/// Takes the partition's next committed records into `window` while it has room (one
-/// read), keeping them decoded in `cache`. First skips what retention removed below the
-/// window.
+/// Takes the partition's next committed records into `window` while it has room, keeping
+/// them decoded in `cache`; records `filter` does not match are skipped
+/// ([`SharePartition::extend_filtered`]). First skips what retention removed below the
+/// window. Reads once, or, while everything read was skipped, again, up to
+/// [`SHARE_FILTER_SCAN_BYTES`]: returns `true` when it stopped there with more to read, so
+/// the caller looks again at once rather than wait for new records.
 pub(super) async fn extend(
     partition: &Partition,
     window: &mut SharePartition,
     cache: &mut RecordCache,
+    filter: &HeaderFilter,
     now_ms: u64,
-) -> Result<(), ShareError> {
+) -> Result<bool, ShareError> {
     let offsets = partition.offsets().await?;
     let dropped = window.log_start_moved(offsets.log_start_offset);
     if dropped > 0 {
@@ -116,31 +128,46 @@ pub(super) async fn extend(
         );
     }
     cache.drop_below(window.start());
-    if !window.has_room() || window.end() >= offsets.high_watermark {
-        return Ok(());
+    let mut scanned = 0;
+    loop {
+        if !window.has_room() || window.end() >= offsets.high_watermark {
+            return Ok(false);
+        }
+        let from = window.end();
+        let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
+            Ok(data) => data,
+            // Retention moved the start between the two calls: next time.
+            Err(ClusterError::OffsetOutOfRange { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        };
+        let mut records = Vec::new();
+        for batch in data.batches() {
+            scanned += batch.len();
+            let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {
+                topic: partition.topic().to_string(),
+                partition: partition.index(),
+                offset: from,
+                reason: e.to_string(),
+            })?;
+            records.extend(decoded.into_iter().filter(|r| r.offset >= from));
+        }
+        let taken = window.extend_filtered(records.iter().map(|r| {
+            let wanted = filter.matches(&r.headers);
+            (r.offset, wanted.then(|| not_before_ms(r, now_ms)))
+        }));
+        let end = window.end();
+        for r in records.into_iter().take_while(|r| r.offset < end) {
+            if window.state(r.offset).is_some() {
+                cache.insert(r);
+            }
+        }
+        if taken > 0 || end <= from {
+            return Ok(false);
+        }
+        if scanned >= SHARE_FILTER_SCAN_BYTES {
+            return Ok(end < offsets.high_watermark);
+        }
     }
-    let data = match partition.read_replica(window.end(), SHARE_READ_BYTES).await {
-        Ok(data) => data,
-        // Retention moved the start between the two calls: next time.
-        Err(ClusterError::OffsetOutOfRange { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut records = Vec::new();
-    for batch in data.batches() {
-        let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {
-            topic: partition.topic().to_string(),
-            partition: partition.index(),
-            offset: window.end(),
-            reason: e.to_string(),
-        })?;
-        records.extend(decoded.into_iter().filter(|r| r.offset >= window.end()));
-    }
-    window.extend(records.iter().map(|r| (r.offset, not_before_ms(r, now_ms))));
-    let end = window.end();
-    for r in records.into_iter().take_while(|r| r.offset < end) {
-        cache.insert(r);
-    }
-    Ok(())
 }
 
 /// The records at `offsets` (ascending), read from the log. A record the log no longer

@@ -1,5 +1,5 @@
-//! A share group's own settings (lock duration, delivery limit, dead-letter topic) and
-//! their record in `__share_group_state`, beside the share-partitions' state records
+//! A share group's own settings (lock duration, delivery limit, dead-letter topic, header
+//! filter) and their record in `__share_group_state`, beside the share-partitions' state records
 //! (docs/storage-format.md § Share-group state records).
 //!
 //! The first two bytes of every key in that topic say what it is about: 0, one
@@ -8,6 +8,11 @@
 
 use bytes::{Buf, BufMut};
 
+use super::coordinator::ShareStart;
+use super::filter::{
+    HeaderCondition, HeaderFilter, HeaderMatch, MAX_FILTER_CONDITIONS, MAX_FILTER_KEY_BYTES,
+    MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
+};
 use super::partition::{MAX_DELIVERY_DELAY_MS, ShareConfig};
 use super::state_records::{MAX_GROUP_ID_BYTES, StateKey, StateRecordError};
 
@@ -15,8 +20,24 @@ use super::state_records::{MAX_GROUP_ID_BYTES, StateKey, StateRecordError};
 pub const PARTITION_KEY_TYPE: u16 = 0;
 /// The key type of a group's settings record.
 pub const SETTINGS_KEY_TYPE: u16 = 1;
-/// The settings value's version; a reader refuses any other.
+/// The settings value's version without a filter: what a group without one is written as,
+/// so a broker that predates filters still reads it.
 pub const SETTINGS_VALUE_VERSION: u16 = 0;
+/// The settings value's version with a header filter after the version 0 fields. A reader
+/// refuses any version but these three.
+pub const SETTINGS_VALUE_VERSION_FILTER: u16 = 1;
+/// The settings value's version with where the group starts (`share.auto.offset.reset`)
+/// after the version 0 fields, then the filter's condition count (0: no filter) and its
+/// conditions. Written only for a group that sets where it starts.
+pub const SETTINGS_VALUE_VERSION_START: u16 = 2;
+/// The start byte of version 2: the group does not set it, latest, earliest.
+const START_UNSET: u8 = 0;
+const START_LATEST: u8 = 1;
+const START_EARLIEST: u8 = 2;
+/// A filter condition's kind byte.
+const MATCH_EQUALS: u8 = 0;
+const MATCH_PREFIX: u8 = 1;
+const MATCH_ANY_OF: u8 = 2;
 /// Longest dead-letter topic name (Kafka's topic-name limit).
 pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 /// Most deliveries a group may allow a record.
@@ -29,6 +50,12 @@ pub struct GroupSettings {
     pub delivery_count_limit: Option<u16>,
     /// Where archived records are copied (with headers naming their source).
     pub dead_letter_topic: Option<String>,
+    /// Records that do not match are never handed out (empty: no filter).
+    pub filter: HeaderFilter,
+    /// Where the group starts on a partition it has no state for
+    /// (`share.auto.offset.reset`); `None`: where each fetch asks (gRPC) or the latest
+    /// offset (Kafka's default).
+    pub start: Option<ShareStart>,
 }
 
 impl GroupSettings {
@@ -75,7 +102,12 @@ impl GroupSettings {
     pub fn encode(&self) -> Vec<u8> {
         let topic = self.dead_letter_topic.as_deref().unwrap_or("").as_bytes();
         let mut out = Vec::with_capacity(2 + 1 + 8 + 1 + 2 + 1 + topic.len());
-        out.put_u16(SETTINGS_VALUE_VERSION);
+        let version = match (self.start, self.filter.is_empty()) {
+            (Some(_), _) => SETTINGS_VALUE_VERSION_START,
+            (None, true) => SETTINGS_VALUE_VERSION,
+            (None, false) => SETTINGS_VALUE_VERSION_FILTER,
+        };
+        out.put_u16(version);
         // Each optional number: a presence byte, then the value (0 when absent).
         out.put_u8(u8::from(self.lock_duration_ms.is_some()));
         out.put_u64(self.lock_duration_ms.unwrap_or(0));
@@ -83,13 +115,32 @@ impl GroupSettings {
         out.put_u16(self.delivery_count_limit.unwrap_or(0));
         out.put_u8(topic.len().min(MAX_TOPIC_NAME_BYTES) as u8);
         out.put_slice(&topic[..topic.len().min(MAX_TOPIC_NAME_BYTES)]);
+        if version == SETTINGS_VALUE_VERSION_START {
+            out.put_u8(match self.start {
+                None => START_UNSET,
+                Some(ShareStart::Latest) => START_LATEST,
+                Some(ShareStart::Earliest) => START_EARLIEST,
+            });
+            if self.filter.is_empty() {
+                out.put_u8(0);
+            }
+        }
+        if !self.filter.is_empty() {
+            encode_filter(&self.filter, &mut out);
+        }
         out
     }
 
     pub fn decode(mut buf: &[u8]) -> Result<GroupSettings, StateRecordError> {
         need(buf, 2 + 1 + 8 + 1 + 2 + 1, "settings")?;
         let version = buf.get_u16();
-        if version != SETTINGS_VALUE_VERSION {
+        if ![
+            SETTINGS_VALUE_VERSION,
+            SETTINGS_VALUE_VERSION_FILTER,
+            SETTINGS_VALUE_VERSION_START,
+        ]
+        .contains(&version)
+        {
             return Err(StateRecordError::Version(version));
         }
         let lock = (buf.get_u8() != 0, buf.get_u64());
@@ -100,6 +151,33 @@ impl GroupSettings {
             .map_err(|_| StateRecordError::GroupNotUtf8)?
             .to_owned();
         buf.advance(len);
+        let mut start = None;
+        let mut has_filter = version == SETTINGS_VALUE_VERSION_FILTER;
+        if version == SETTINGS_VALUE_VERSION_START {
+            need(buf, 2, "start and filter condition count")?;
+            start = match buf.get_u8() {
+                START_UNSET => None,
+                START_LATEST => Some(ShareStart::Latest),
+                START_EARLIEST => Some(ShareStart::Earliest),
+                other => {
+                    return Err(StateRecordError::Unknown {
+                        what: "start",
+                        value: other,
+                    });
+                }
+            };
+            // A count of 0 is no filter; any other is the filter's own first byte.
+            if buf[0] == 0 {
+                buf.advance(1);
+            } else {
+                has_filter = true;
+            }
+        }
+        let filter = if has_filter {
+            decode_filter(&mut buf)?
+        } else {
+            HeaderFilter::default()
+        };
         if !buf.is_empty() {
             return Err(StateRecordError::Trailing(buf.len()));
         }
@@ -107,6 +185,8 @@ impl GroupSettings {
             lock_duration_ms: lock.0.then_some(lock.1),
             delivery_count_limit: limit.0.then_some(limit.1),
             dead_letter_topic: (!topic.is_empty()).then_some(topic),
+            filter,
+            start,
         })
     }
 }
@@ -154,6 +234,108 @@ impl RecordKey {
     }
 }
 
+/// The filter after the version 0 fields: a condition count, then each condition (its
+/// lengths are within the filter's limits, which [`HeaderFilter::new`] checked).
+fn encode_filter(filter: &HeaderFilter, out: &mut Vec<u8>) {
+    out.put_u8(filter.conditions().len() as u8);
+    for c in filter.conditions() {
+        out.put_u8(c.key.len() as u8);
+        out.put_slice(c.key.as_bytes());
+        let put_value = |out: &mut Vec<u8>, v: &str| {
+            out.put_u16(v.len() as u16);
+            out.put_slice(v.as_bytes());
+        };
+        match &c.matches {
+            HeaderMatch::Equals(v) => {
+                out.put_u8(MATCH_EQUALS);
+                put_value(out, v);
+            }
+            HeaderMatch::Prefix(v) => {
+                out.put_u8(MATCH_PREFIX);
+                put_value(out, v);
+            }
+            HeaderMatch::AnyOf(vs) => {
+                out.put_u8(MATCH_ANY_OF);
+                out.put_u8(vs.len() as u8);
+                for v in vs {
+                    put_value(out, v);
+                }
+            }
+        }
+    }
+}
+
+fn decode_filter(buf: &mut &[u8]) -> Result<HeaderFilter, StateRecordError> {
+    need(buf, 1, "filter condition count")?;
+    let count = buf.get_u8() as usize;
+    if count == 0 || count > MAX_FILTER_CONDITIONS {
+        return Err(StateRecordError::Filter(format!(
+            "{count} conditions (1 to {MAX_FILTER_CONDITIONS})"
+        )));
+    }
+    let mut conditions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let key = read_text(buf, 1, MAX_FILTER_KEY_BYTES, "filter header key")?;
+        need(buf, 1, "filter condition kind")?;
+        let matches = match buf.get_u8() {
+            MATCH_EQUALS => HeaderMatch::Equals(read_value(buf)?),
+            MATCH_PREFIX => HeaderMatch::Prefix(read_value(buf)?),
+            MATCH_ANY_OF => {
+                need(buf, 1, "filter value count")?;
+                let n = buf.get_u8() as usize;
+                if n == 0 || n > MAX_FILTER_VALUES {
+                    return Err(StateRecordError::Filter(format!(
+                        "an any-of condition of {n} values (1 to {MAX_FILTER_VALUES})"
+                    )));
+                }
+                let mut values = Vec::with_capacity(n);
+                for _ in 0..n {
+                    values.push(read_value(buf)?);
+                }
+                HeaderMatch::AnyOf(values)
+            }
+            other => {
+                return Err(StateRecordError::Unknown {
+                    what: "filter condition kind",
+                    value: other,
+                });
+            }
+        };
+        conditions.push(HeaderCondition { key, matches });
+    }
+    HeaderFilter::new(conditions).map_err(|e| StateRecordError::Filter(e.to_string()))
+}
+
+fn read_value(buf: &mut &[u8]) -> Result<String, StateRecordError> {
+    read_text(buf, 2, MAX_FILTER_VALUE_BYTES, "filter value")
+}
+
+/// A string of at most `max` bytes after its `len_bytes`-byte (1 or 2) length.
+fn read_text(
+    buf: &mut &[u8],
+    len_bytes: usize,
+    max: usize,
+    what: &'static str,
+) -> Result<String, StateRecordError> {
+    need(buf, len_bytes, what)?;
+    let len = if len_bytes == 1 {
+        buf.get_u8() as usize
+    } else {
+        buf.get_u16() as usize
+    };
+    if len > max {
+        return Err(StateRecordError::Filter(format!(
+            "a {what} of {len} bytes (at most {max})"
+        )));
+    }
+    need(buf, len, what)?;
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| StateRecordError::Filter(format!("a {what} that is not UTF-8")))?
+        .to_owned();
+    buf.advance(len);
+    Ok(text)
+}
+
 fn need(buf: &[u8], n: usize, what: &'static str) -> Result<(), StateRecordError> {
     if buf.len() < n {
         return Err(StateRecordError::Truncated(what));
@@ -177,6 +359,8 @@ mod tests {
             lock_duration_ms: Some(60_000),
             delivery_count_limit: None,
             dead_letter_topic: Some("dlq".into()),
+            filter: HeaderFilter::default(),
+            start: None,
         };
         let bytes = settings.encode();
         assert_eq!(
@@ -192,18 +376,107 @@ mod tests {
         );
     }
 
+    fn email_or_sms_in_eu() -> HeaderFilter {
+        HeaderFilter::new(vec![
+            HeaderCondition {
+                key: "type".into(),
+                matches: HeaderMatch::AnyOf(vec!["email".into(), "sms".into()]),
+            },
+            HeaderCondition {
+                key: "region".into(),
+                matches: HeaderMatch::Prefix("eu".into()),
+            },
+            HeaderCondition {
+                key: "v".into(),
+                matches: HeaderMatch::Equals("2".into()),
+            },
+        ])
+        .unwrap()
+    }
+
     #[test]
-    fn damaged_settings_are_refused_not_misread() {
-        let bytes = GroupSettings::default().encode();
+    fn a_filter_is_written_as_version_1_and_version_0_still_reads() {
+        let settings = GroupSettings {
+            filter: email_or_sms_in_eu(),
+            ..GroupSettings::default()
+        };
+        let bytes = settings.encode();
+        assert_eq!(
+            bytes,
+            golden_hex(
+                "0001 00 0000000000000000 00 0000 00 \
+                 03 04 74797065 02 02 0005 656d61696c 0003 736d73 \
+                 06 726567696f6e 01 0002 6575 \
+                 01 76 00 0001 32"
+            )
+        );
+        assert_eq!(GroupSettings::decode(&bytes).unwrap(), settings);
+        // Without a filter the bytes are version 0's, as brokers before filters wrote them.
+        let old = golden_hex("0000 01 000000000000ea60 00 0000 03 646c71");
+        let read = GroupSettings::decode(&old).unwrap();
+        assert!(read.filter.is_empty());
+        assert_eq!(read.encode(), old);
+    }
+
+    #[test]
+    fn where_a_group_starts_is_written_as_version_2_with_or_without_a_filter() {
+        let earliest = GroupSettings {
+            start: Some(ShareStart::Earliest),
+            ..GroupSettings::default()
+        };
+        let bytes = earliest.encode();
+        assert_eq!(
+            bytes,
+            golden_hex("0002 00 0000000000000000 00 0000 00 02 00")
+        );
+        assert_eq!(GroupSettings::decode(&bytes).unwrap(), earliest);
+        let both = GroupSettings {
+            start: Some(ShareStart::Latest),
+            filter: email_or_sms_in_eu(),
+            ..GroupSettings::default()
+        };
+        let bytes = both.encode();
+        assert_eq!(
+            &bytes[..17],
+            &golden_hex("0002 00 0000000000000000 00 0000 00 01 03")[..]
+        );
+        assert_eq!(GroupSettings::decode(&bytes).unwrap(), both);
         for cut in 0..bytes.len() {
             assert!(
                 GroupSettings::decode(&bytes[..cut]).is_err(),
                 "cut at {cut}"
             );
         }
-        let mut long = bytes.clone();
-        long.push(0);
-        assert!(GroupSettings::decode(&long).is_err());
+    }
+
+    #[test]
+    fn damaged_settings_are_refused_not_misread() {
+        let filtered = GroupSettings {
+            filter: email_or_sms_in_eu(),
+            ..GroupSettings::default()
+        };
+        for bytes in [GroupSettings::default().encode(), filtered.encode()] {
+            for cut in 0..bytes.len() {
+                assert!(
+                    GroupSettings::decode(&bytes[..cut]).is_err(),
+                    "cut at {cut}"
+                );
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(GroupSettings::decode(&long).is_err());
+        }
+        // Version 1 with no condition, an unknown kind, too many values: refused.
+        let v1 = |tail: &str| golden_hex(&format!("0001 00 0000000000000000 00 0000 00 {tail}"));
+        assert!(GroupSettings::decode(&v1("00")).is_err());
+        assert!(GroupSettings::decode(&v1("01 01 76 07 0000")).is_err());
+        assert!(GroupSettings::decode(&v1("01 01 76 02 21")).is_err());
+        assert!(GroupSettings::decode(&v1("11")).is_err());
+        assert!(GroupSettings::decode(&golden_hex("0003 00 0000000000000000 00 0000 00")).is_err());
+        // Version 2 with an unknown start, or cut before its filter count: refused.
+        let v2 = |tail: &str| golden_hex(&format!("0002 00 0000000000000000 00 0000 00 {tail}"));
+        assert!(GroupSettings::decode(&v2("03 00")).is_err());
+        assert!(GroupSettings::decode(&v2("02")).is_err());
         assert!(RecordKey::decode(&golden_hex("0002 00")).is_err());
         assert!(RecordKey::decode(&golden_hex("0001 05 6a6f6273")).is_err());
     }

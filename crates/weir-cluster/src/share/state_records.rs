@@ -129,6 +129,8 @@ pub enum StateRecordError {
     Unknown { what: &'static str, value: u8 },
     #[error("range {first}..={last} is empty or out of order")]
     BadRange { first: i64, last: i64 },
+    #[error("a group's header filter: {0}")]
+    Filter(String),
 }
 
 impl StateKey {

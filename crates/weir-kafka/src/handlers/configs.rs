@@ -15,7 +15,8 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::configs::{self, ConfigChange};
+use weir_broker::configs::{self, ConfigChange, ConfigEntry};
+use weir_broker::share_configs;
 use weir_broker::{BrokerError, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
@@ -25,11 +26,14 @@ use crate::handler::{HandlerError, Response};
 /// Kafka's config resource types.
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+/// A group's configs (KIP-848 / KIP-932): Weir serves the share-group ones.
+const RESOURCE_GROUP: i8 = 32;
 
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
+const SOURCE_GROUP: i8 = 8;
 
 /// IncrementalAlterConfigs operations.
 const OP_SET: i8 = 0;
@@ -60,7 +64,9 @@ fn config_type(name: &str) -> i8 {
         | "broker.id"
         | "node.id"
         | "num.partitions"
-        | "default.replication.factor" => TYPE_INT,
+        | "default.replication.factor"
+        | "share.delivery.count.limit"
+        | "share.record.lock.duration.ms" => TYPE_INT,
         "delete.retention.ms"
         | "log.cleaner.delete.retention.ms"
         | "retention.bytes"
@@ -130,29 +136,11 @@ pub(super) async fn describe_configs(
                 .as_ref()
                 .is_none_or(|keys| keys.iter().any(|k| k.as_str() == key))
         };
+        let as_described =
+            |d: Described<'_>| described(d, version, req.include_synonyms, documentation);
         let configs = match resource.resource_type {
-            RESOURCE_TOPIC => {
-                configs::describe_topic_config(&broker.core, ctx, &name).map(|entries| {
-                    entries
-                        .iter()
-                        .filter(|e| wanted(e.name))
-                        .map(|e| {
-                            let d = Described {
-                                name: e.name,
-                                value: &e.value,
-                                source: if e.is_default {
-                                    SOURCE_DEFAULT
-                                } else {
-                                    SOURCE_TOPIC
-                                },
-                                read_only: false,
-                                documentation: e.documentation,
-                            };
-                            described(d, version, req.include_synonyms, documentation)
-                        })
-                        .collect::<Vec<_>>()
-                })
-            }
+            RESOURCE_TOPIC => configs::describe_topic_config(&broker.core, ctx, &name)
+                .map(|entries| settable(&entries, SOURCE_TOPIC, &wanted, &as_described)),
             RESOURCE_BROKER => configs::broker_configs(&broker.core, ctx, &name).map(|entries| {
                 entries
                     .iter()
@@ -169,6 +157,9 @@ pub(super) async fn describe_configs(
                     })
                     .collect()
             }),
+            RESOURCE_GROUP => share_configs::describe(&broker.core, ctx, &name)
+                .await
+                .map(|entries| settable(&entries, SOURCE_GROUP, &wanted, &as_described)),
             other => Err(unserved_resource(other)),
         };
         let result = DescribeConfigsResult::default()
@@ -187,10 +178,37 @@ pub(super) async fn describe_configs(
     )
 }
 
+/// The keys `wanted` of a resource whose configs can be set (a topic's, a share group's):
+/// DEFAULT_CONFIG where the default holds, else `set_source`.
+fn settable(
+    entries: &[ConfigEntry],
+    set_source: i8,
+    wanted: &impl Fn(&str) -> bool,
+    as_described: &impl Fn(Described<'_>) -> DescribeConfigsResourceResult,
+) -> Vec<DescribeConfigsResourceResult> {
+    entries
+        .iter()
+        .filter(|e| wanted(e.name))
+        .map(|e| {
+            as_described(Described {
+                name: e.name,
+                value: &e.value,
+                source: if e.is_default {
+                    SOURCE_DEFAULT
+                } else {
+                    set_source
+                },
+                read_only: false,
+                documentation: e.documentation,
+            })
+        })
+        .collect()
+}
+
 fn unserved_resource(resource_type: i8) -> BrokerError {
     BrokerError::invalid(format!(
-        "config resource type {resource_type} is not served: topics ({RESOURCE_TOPIC}) and \
-         brokers ({RESOURCE_BROKER}) are"
+        "config resource type {resource_type} is not served: topics ({RESOURCE_TOPIC}), \
+         brokers ({RESOURCE_BROKER}) and share groups ({RESOURCE_GROUP}) are"
     ))
 }
 
@@ -245,6 +263,21 @@ pub(super) async fn alter_configs(
                 }
             }
             RESOURCE_BROKER => Err(static_broker()),
+            RESOURCE_GROUP => {
+                let set: BTreeMap<String, String> = resource
+                    .configs
+                    .iter()
+                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                    .collect();
+                share_configs::replace(
+                    &broker.core,
+                    ctx,
+                    resource.resource_name.as_str(),
+                    &set,
+                    req.validate_only,
+                )
+                .await
+            }
             other => Err(unserved_resource(other)),
         };
         outcomes.push((
@@ -282,7 +315,7 @@ pub(super) async fn incremental_alter_configs(
     let mut outcomes: Outcomes = Vec::with_capacity(req.resources.len());
     for resource in &req.resources {
         let outcome = match resource.resource_type {
-            RESOURCE_TOPIC => {
+            RESOURCE_TOPIC | RESOURCE_GROUP => {
                 let changes: Result<Vec<(String, ConfigChange)>, BrokerError> = resource
                     .configs
                     .iter()
@@ -303,11 +336,22 @@ pub(super) async fn incremental_alter_configs(
                         Ok((c.name.to_string(), change))
                     })
                     .collect();
+                let name = resource.resource_name.as_str();
                 match changes {
+                    Ok(changes) if resource.resource_type == RESOURCE_GROUP => {
+                        share_configs::incremental_alter(
+                            &broker.core,
+                            ctx,
+                            name,
+                            &changes,
+                            req.validate_only,
+                        )
+                        .await
+                    }
                     Ok(changes) => configs::incremental_alter_topic_config(
                         &broker.core,
                         ctx,
-                        resource.resource_name.as_str(),
+                        name,
                         &changes,
                         req.validate_only,
                     )

@@ -47,7 +47,7 @@ use weir_broker::groups::{
 use weir_broker::limits::MAX_GROUPS_PER_REQUEST;
 use weir_broker::{BrokerError, Reason, RequestContext, metadata};
 
-use super::{KafkaBroker, answer, error_code, host_port};
+use super::{KafkaBroker, answer, assignment_by_id, error_code, host_port};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
 
@@ -796,15 +796,12 @@ pub(super) async fn consumer_group_heartbeat(
         Ok(out) => {
             let assignment = out.assignment.map(|topics| {
                 Assignment::default().with_topic_partitions(
-                    topics
+                    assignment_by_id(broker, topics)
                         .into_iter()
-                        .filter_map(|(topic, parts)| {
-                            let id = metadata::topic_id(&broker.core, &topic)?.parse().ok()?;
-                            Some(
-                                CghTopicPartitions::default()
-                                    .with_topic_id(id)
-                                    .with_partitions(parts.into_iter().map(|p| p as i32).collect()),
-                            )
+                        .map(|(id, parts)| {
+                            CghTopicPartitions::default()
+                                .with_topic_id(id)
+                                .with_partitions(parts)
                         })
                         .collect(),
                 )

@@ -15,6 +15,8 @@
 //! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
 //!   OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+//! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
+//!   ShareAcknowledge.
 
 mod configs;
 mod epochs;
@@ -24,6 +26,7 @@ mod groups;
 mod metadata;
 mod produce;
 mod records;
+mod shares;
 mod topics;
 
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use weir_broker::{Listener, RequestContext};
 
 use crate::frame::Request;
 use crate::handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
+use crate::share_sessions::ShareSessions;
 
 pub use errors::error_code;
 
@@ -68,6 +72,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -81,6 +88,8 @@ pub struct KafkaBroker {
     /// [`Listener::KafkaExternal`]): it picks which of each broker's Kafka addresses
     /// clients are told.
     listener: Listener,
+    /// The share sessions of this listener's share consumers.
+    share_sessions: ShareSessions,
 }
 
 impl KafkaBroker {
@@ -91,6 +100,7 @@ impl KafkaBroker {
             core,
             advertised,
             listener: Listener::Kafka,
+            share_sessions: ShareSessions::default(),
         }
     }
 
@@ -102,6 +112,7 @@ impl KafkaBroker {
             core,
             advertised,
             listener: Listener::KafkaExternal,
+            share_sessions: ShareSessions::default(),
         }
     }
 
@@ -127,6 +138,23 @@ impl KafkaBroker {
         RequestContext::anonymous(self.listener, Some(connection.peer))
             .with_client_id(request.client_id.as_ref().map(|c| c.to_string()))
     }
+}
+
+/// An assignment by topic name as Kafka's heartbeats answer it: by topic id (a topic
+/// deleted meanwhile is left out), partitions as `i32`.
+fn assignment_by_id(
+    broker: &KafkaBroker,
+    topics: std::collections::BTreeMap<String, Vec<u32>>,
+) -> Vec<(uuid::Uuid, Vec<i32>)> {
+    topics
+        .into_iter()
+        .filter_map(|(topic, parts)| {
+            let id = weir_broker::metadata::topic_id(&broker.core, &topic)?
+                .parse()
+                .ok()?;
+            Some((id, parts.into_iter().map(|p| p as i32).collect()))
+        })
+        .collect()
 }
 
 /// Splits `host:port` (a bracketed IPv6 host loses its brackets); `None` if it is not one.
@@ -183,6 +211,11 @@ impl Handler for KafkaBroker {
             }
             ApiKey::DescribeCluster => metadata::describe_cluster(self, &ctx, &request).await,
             ApiKey::DescribeProducers => produce::describe_producers(self, &ctx, &request).await,
+            ApiKey::ShareGroupHeartbeat => {
+                shares::share_group_heartbeat(self, &ctx, &request).await
+            }
+            ApiKey::ShareFetch => shares::share_fetch(self, &ctx, &request).await,
+            ApiKey::ShareAcknowledge => shares::share_acknowledge(self, &ctx, &request).await,
             ApiKey::Produce => match produce::start(self, &ctx, &request).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
@@ -243,6 +276,9 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs => "kafka.IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "kafka.DescribeCluster",
         ApiKey::DescribeProducers => "kafka.DescribeProducers",
+        ApiKey::ShareGroupHeartbeat => "kafka.ShareGroupHeartbeat",
+        ApiKey::ShareFetch => "kafka.ShareFetch",
+        ApiKey::ShareAcknowledge => "kafka.ShareAcknowledge",
         _ => "kafka.Other",
     }
 }

@@ -119,6 +119,27 @@ fn an_expired_lock_hands_the_record_on_and_a_late_ack_is_refused() {
 }
 
 #[test]
+fn a_leaving_member_gives_back_only_its_own_records_counts_kept() {
+    let mut sp = SharePartition::new(config(2), 0);
+    sp.extend([(0, 0), (1, 0), (2, 0)]);
+    sp.acquire("a", 0, 1);
+    sp.acquire("stays", 0, 1);
+    assert!(sp.release_member("nobody").is_empty());
+    assert_eq!(sp.acquired(), 2);
+    sp.release_member("a");
+    assert_eq!(sp.acquired(), 1);
+    // Offset 0 goes out again, at once and to anyone, as its second delivery; offset 1
+    // is still the other member's.
+    let again = sp.acquire("b", 1, 2);
+    let got: Vec<(i64, u16)> = again.iter().map(|a| (a.offset, a.delivery_count)).collect();
+    assert_eq!(got, [(0, 2), (2, 1)]);
+    sp.acknowledge("stays", 1, AckKind::Accept, 2).unwrap();
+    // At the delivery limit a record given back is archived, as with an expired lock.
+    let archived = sp.release_member("b");
+    assert_eq!(archived.iter().map(|a| a.offset).collect::<Vec<_>>(), [0]);
+}
+
+#[test]
 fn the_delivery_limit_and_reject_archive_and_a_dead_letter_topic_holds_the_start() {
     let mut sp = SharePartition::new(
         ShareConfig {
@@ -184,6 +205,68 @@ fn the_window_and_the_locks_are_bounded() {
     assert_eq!(sp.acquire("b", 0, 100).len(), 4);
 }
 
+#[test]
+fn records_the_filter_skips_are_finished_without_room_or_delivery() {
+    let mut sp = SharePartition::new(config(5), 0);
+    // 0 and 1 skipped: the start passes them at once.
+    let taken = sp.extend_filtered([(0, None), (1, None), (2, Some(0)), (3, None), (4, Some(0))]);
+    assert_eq!(taken, 2);
+    assert_eq!((sp.start(), sp.end(), sp.filtered_out()), (2, 5, 3));
+    assert_eq!(sp.state(3), None);
+    let got = sp.acquire("a", 0, 10);
+    assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [2, 4]);
+    sp.acknowledge("a", 2, AckKind::Accept, 1).unwrap();
+    assert_eq!(sp.start(), 4, "3 was skipped: finished");
+    // Skipped records take no room: a full window still passes them, up to the first
+    // record it would have to take.
+    let mut full = SharePartition::new(config(5), 0);
+    full.extend((0..8).map(|o| (o, 0)));
+    assert!(!full.has_room());
+    assert_eq!(
+        full.extend_filtered([(8, None), (9, None), (10, Some(0)), (11, None)]),
+        0
+    );
+    assert_eq!((full.end(), full.filtered_out()), (10, 2));
+    // All skipped in an empty window: start and end move together.
+    let mut empty = SharePartition::new(config(5), 7);
+    empty.extend_filtered((7..20).map(|o| (o, None)));
+    assert_eq!((empty.start(), empty.end()), (20, 20));
+}
+
+#[test]
+fn a_new_filter_takes_only_records_never_delivered_and_gaps_survive_a_failover() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend_filtered([
+        (0, Some(0)),
+        (1, None),
+        (2, Some(0)),
+        (3, Some(0)),
+        (4, Some(900)),
+    ]);
+    let got = sp.acquire("a", 0, 1);
+    assert_eq!(got[0].offset, 0);
+    sp.acknowledge("a", 0, AckKind::Release { delay_ms: 0 }, 1)
+        .unwrap();
+    assert_eq!(sp.undelivered(), [2, 3, 4]);
+    assert!(!sp.filter_out(0), "delivered once: it stays");
+    assert!(sp.filter_out(3));
+    assert!(
+        sp.filter_out(4),
+        "a delayed record never delivered goes too"
+    );
+    assert!(!sp.filter_out(4));
+    assert_eq!(sp.filtered_out(), 3);
+    assert_eq!(sp.undelivered(), [2]);
+    // A new coordinator: the skipped offsets stay finished; the count starts again.
+    let (loaded, _) = SharePartition::load(config(5), &sp.snapshot(1), []);
+    assert_eq!((loaded.start(), loaded.end()), (0, 3));
+    assert_eq!(loaded.state(1), None);
+    assert_eq!(loaded.filtered_out(), 0);
+    let mut loaded = loaded;
+    let got = loaded.acquire("b", 10, 10);
+    assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [0, 2]);
+}
+
 /// One step of a random run.
 #[derive(Debug, Clone)]
 enum Op {
@@ -225,8 +308,9 @@ fn op() -> impl Strategy<Value = Op> {
 proptest! {
     /// Whatever members do and however time passes: no record is handed to a second
     /// member while a lock on it is valid, an accepted record is never handed out again,
-    /// no delivery goes past the limit, no record comes before its not-before time, and
-    /// the start only moves forward, over finished records.
+    /// no delivery goes past the limit, no record comes before its not-before time, a
+    /// record the filter skips is never handed out, and the start only moves forward, over
+    /// finished records.
     #[test]
     fn the_window_keeps_its_promises(ops in proptest::collection::vec(op(), 1..200)) {
         const LIMIT: u16 = 3;
@@ -238,19 +322,28 @@ proptest! {
         let mut held: BTreeMap<i64, (u8, u64)> = BTreeMap::new();
         let mut accepted = std::collections::BTreeSet::new();
         let mut not_before: BTreeMap<i64, u64> = BTreeMap::new();
+        let mut skipped = std::collections::BTreeSet::new();
         for op in ops {
             let start = sp.start();
             match op {
                 Op::Extend(n) => {
-                    let records: Vec<(i64, u64)> =
-                        (0..n as i64).map(|i| (next + 2 * i, now + (i as u64 % 3) * 400)).collect();
-                    let taken = sp.extend(records.clone());
-                    for &(o, nb) in &records[..taken] {
-                        not_before.insert(o, nb);
+                    // Every offset 5k + 3 is one the group's filter skips.
+                    let records: Vec<(i64, Option<u64>)> = (0..n as i64)
+                        .map(|i| next + 2 * i)
+                        .map(|o| (o, (o % 5 != 3).then_some(now + (o as u64 % 3) * 400)))
+                        .collect();
+                    sp.extend_filtered(records.clone());
+                    for &(o, nb) in records.iter().filter(|(o, _)| *o < sp.end()) {
+                        match nb {
+                            Some(nb) => {
+                                not_before.insert(o, nb);
+                            }
+                            None => {
+                                skipped.insert(o);
+                            }
+                        }
                     }
-                    if taken > 0 {
-                        next = records[taken - 1].0 + 1;
-                    }
+                    next = next.max(sp.end());
                 }
                 Op::Acquire { member, max } => {
                     for a in sp.acquire(&member.to_string(), now, max as usize) {
@@ -262,6 +355,7 @@ proptest! {
                             );
                         }
                         prop_assert!(!accepted.contains(&a.offset), "accepted offset {} handed out again", a.offset);
+                        prop_assert!(!skipped.contains(&a.offset), "filtered offset {} handed out", a.offset);
                         prop_assert!(a.delivery_count <= LIMIT, "delivery {} of offset {}", a.delivery_count, a.offset);
                         prop_assert!(not_before[&a.offset] <= now, "offset {} handed out early", a.offset);
                         held.insert(a.offset, (member, a.deadline_ms));

@@ -1,0 +1,438 @@
+//! Share-group membership as Kafka's share consumers keep it (KIP-932's
+//! ShareGroupHeartbeat): who is in a share group, what each member subscribes to, and
+//! which partitions it is told to fetch from.
+//!
+//! Membership decides nothing about delivery here. Every member is assigned every
+//! partition of the topics it subscribes to: the share coordinator hands each record to
+//! one member whichever partitions members fetch from, so spreading partitions over
+//! members would only leave a partition idle while its one member is slow. A member's
+//! epoch moves when its assignment does (a topic appears or grows), which is what tells
+//! a client to start fetching the new partitions.
+//!
+//! The table is kept in memory on the group's coordinator (the broker FindCoordinator
+//! names for the group id, as for consumer groups) and is not replicated: when the
+//! coordinator moves, members are told UNKNOWN_MEMBER_ID and join again with epoch 0,
+//! losing nothing (acquired records and their locks live in the share coordinator, not
+//! here). Members that stop heartbeating leave after [`SHARE_SESSION_TIMEOUT`].
+//!
+//! The table takes the time as an argument and reads no clock, so its rules are tested
+//! without sleeping.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use weir_cluster::group::{MAX_MEMBER_ID_CHARS, validate_group_id};
+
+use crate::groups::find_coordinator;
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// How often a member is told to heartbeat (Kafka's `group.share.heartbeat.interval.ms`
+/// default).
+pub const SHARE_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a member stays without a heartbeat (Kafka's
+/// `group.share.session.timeout.ms` default).
+pub const SHARE_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+/// Most members one share group may have (Kafka's `group.share.max.size` is 200; Weir's
+/// coordinator has no per-member cost beyond this table, so it allows more).
+pub const MAX_SHARE_GROUP_MEMBERS: usize = 1_000;
+/// Most share groups with members one broker keeps.
+pub const MAX_SHARE_GROUPS_WITH_MEMBERS: usize = 10_000;
+/// Most topics one member may subscribe to.
+pub const MAX_SHARE_SUBSCRIBED_TOPICS: usize = 1_000;
+
+/// The epoch a member sends to join.
+const JOIN_EPOCH: i32 = 0;
+/// The epoch a member sends to leave.
+const LEAVE_EPOCH: i32 = -1;
+
+/// Topic name to the partition numbers assigned in it.
+pub type Assignment = BTreeMap<String, Vec<u32>>;
+
+/// One ShareGroupHeartbeat.
+#[derive(Debug, Clone)]
+pub struct ShareHeartbeat {
+    pub group_id: String,
+    /// The client's own id for itself (KIP-1082); empty asks the broker for one.
+    pub member_id: String,
+    /// 0 to join, -1 to leave, else the epoch the member was last given.
+    pub member_epoch: i32,
+    /// The topics subscribed to; `None` when unchanged since the last heartbeat.
+    pub topics: Option<Vec<String>>,
+}
+
+/// The answer to a [`ShareHeartbeat`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareHeartbeatAnswer {
+    pub member_id: String,
+    /// -1 once the member has left.
+    pub member_epoch: i32,
+    pub heartbeat_interval: Duration,
+    /// The member's partitions, when they changed since the member was last told.
+    pub assignment: Option<Assignment>,
+}
+
+/// One member of a share group, described.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareMemberView {
+    pub member_id: String,
+    pub member_epoch: i32,
+    pub topics: Vec<String>,
+    pub assignment: Assignment,
+}
+
+#[derive(Debug)]
+struct Member {
+    epoch: i32,
+    topics: Vec<String>,
+    assigned: Assignment,
+    last_seen: Instant,
+}
+
+/// The share groups this broker coordinates membership of, with their members.
+#[derive(Debug, Default)]
+pub struct ShareMembers {
+    groups: Mutex<HashMap<String, HashMap<String, Member>>>,
+}
+
+impl ShareMembers {
+    /// Applies one heartbeat at `now`. `assign` gives the partitions of a subscription
+    /// (the topics that exist, each with all its partitions).
+    pub fn heartbeat(
+        &self,
+        hb: ShareHeartbeat,
+        now: Instant,
+        assign: impl Fn(&[String]) -> Assignment,
+    ) -> Result<ShareHeartbeatAnswer, BrokerError> {
+        if hb.member_id.len() > MAX_MEMBER_ID_CHARS {
+            return Err(BrokerError::invalid(format!(
+                "member_id is {} bytes; the limit is {MAX_MEMBER_ID_CHARS}",
+                hb.member_id.len()
+            )));
+        }
+        if let Some(topics) = &hb.topics
+            && topics.len() > MAX_SHARE_SUBSCRIBED_TOPICS
+        {
+            return Err(BrokerError::invalid(format!(
+                "a share consumer subscribes to at most {MAX_SHARE_SUBSCRIBED_TOPICS} topics; this one names {}",
+                topics.len()
+            )));
+        }
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let live = |m: &Member| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT;
+        // Members that went quiet leave: this group's on each of its heartbeats, every
+        // group's only when the table is full (a sweep of it all is not per heartbeat).
+        if let Some(members) = groups.get_mut(&hb.group_id) {
+            members.retain(|_, m| live(m));
+            if members.is_empty() {
+                groups.remove(&hb.group_id);
+            }
+        }
+        if !groups.contains_key(&hb.group_id) && groups.len() >= MAX_SHARE_GROUPS_WITH_MEMBERS {
+            for members in groups.values_mut() {
+                members.retain(|_, m| live(m));
+            }
+            groups.retain(|_, members| !members.is_empty());
+        }
+        if hb.member_epoch == LEAVE_EPOCH {
+            if let Some(members) = groups.get_mut(&hb.group_id) {
+                members.remove(&hb.member_id);
+                if members.is_empty() {
+                    groups.remove(&hb.group_id);
+                }
+            }
+            return Ok(ShareHeartbeatAnswer {
+                member_id: hb.member_id,
+                member_epoch: LEAVE_EPOCH,
+                heartbeat_interval: SHARE_HEARTBEAT_INTERVAL,
+                assignment: None,
+            });
+        }
+        if !groups.contains_key(&hb.group_id) && groups.len() >= MAX_SHARE_GROUPS_WITH_MEMBERS {
+            return Err(BrokerError::new(
+                Reason::TooMany,
+                format!(
+                    "this broker coordinates {MAX_SHARE_GROUPS_WITH_MEMBERS} share groups with members, its limit"
+                ),
+            ));
+        }
+        let members = groups.entry(hb.group_id.clone()).or_default();
+        let member_id = if hb.member_id.is_empty() {
+            generated_member_id()
+        } else {
+            hb.member_id
+        };
+        let member = match (hb.member_epoch, members.get_mut(&member_id)) {
+            (JOIN_EPOCH, _) => {
+                if !members.contains_key(&member_id) && members.len() >= MAX_SHARE_GROUP_MEMBERS {
+                    return Err(BrokerError::new(
+                        Reason::TooMany,
+                        format!(
+                            "share group {:?} has {MAX_SHARE_GROUP_MEMBERS} members, its limit",
+                            hb.group_id
+                        ),
+                    ));
+                }
+                // A (re)join starts the member afresh; its epoch moves past any it had,
+                // so a heartbeat of its earlier life is fenced.
+                let epoch = members.get(&member_id).map_or(0, |m| m.epoch);
+                members.insert(
+                    member_id.clone(),
+                    Member {
+                        epoch,
+                        topics: Vec::new(),
+                        assigned: Assignment::new(),
+                        last_seen: now,
+                    },
+                );
+                members.get_mut(&member_id).expect("just inserted")
+            }
+            (_, None) => {
+                return Err(BrokerError::new(
+                    Reason::UnknownMember,
+                    format!(
+                        "member {member_id:?} is not in share group {:?} (it left, timed out, or the coordinator moved); join again with epoch 0",
+                        hb.group_id
+                    ),
+                ));
+            }
+            (epoch, Some(m)) if epoch != m.epoch => {
+                return Err(BrokerError::new(
+                    Reason::FencedMember,
+                    format!(
+                        "member {member_id:?} of share group {:?} sent epoch {epoch}; its epoch is {}",
+                        hb.group_id, m.epoch
+                    ),
+                ));
+            }
+            (_, Some(m)) => m,
+        };
+        member.last_seen = now;
+        let joined = hb.member_epoch == JOIN_EPOCH;
+        if let Some(topics) = hb.topics {
+            member.topics = topics;
+        }
+        let assigned = assign(&member.topics);
+        let changed = joined || assigned != member.assigned;
+        if changed {
+            member.epoch += 1;
+            member.assigned = assigned;
+        }
+        Ok(ShareHeartbeatAnswer {
+            member_id,
+            member_epoch: member.epoch,
+            heartbeat_interval: SHARE_HEARTBEAT_INTERVAL,
+            assignment: changed.then(|| member.assigned.clone()),
+        })
+    }
+
+    /// The members of `group_id` live at `now`.
+    pub fn describe(&self, group_id: &str, now: Instant) -> Vec<ShareMemberView> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ShareMemberView> = groups
+            .get(group_id)
+            .into_iter()
+            .flatten()
+            .filter(|(_, m)| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT)
+            .map(|(id, m)| ShareMemberView {
+                member_id: id.clone(),
+                member_epoch: m.epoch,
+                topics: m.topics.clone(),
+                assignment: m.assigned.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        out
+    }
+}
+
+/// A member id for a client that sent none: unique on this broker (its clock and a
+/// counter).
+fn generated_member_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("weir-{:x}-{n:x}", crate::now_ms())
+}
+
+/// One ShareGroupHeartbeat at this broker: NOT_COORDINATOR unless it coordinates the
+/// group id (as FindCoordinator names it).
+pub fn heartbeat(
+    broker: &Broker,
+    ctx: &RequestContext,
+    hb: ShareHeartbeat,
+) -> Result<ShareHeartbeatAnswer, BrokerError> {
+    validate_group_id(&hb.group_id)?;
+    check_coordinator(broker, ctx, &hb.group_id)?;
+    broker
+        .share_members()
+        .heartbeat(hb, Instant::now(), |topics| assignment(broker, ctx, topics))
+}
+
+/// The members of share group `group_id`, at its coordinator.
+pub fn describe(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Vec<ShareMemberView>, BrokerError> {
+    check_coordinator(broker, ctx, group_id)?;
+    Ok(broker.share_members().describe(group_id, Instant::now()))
+}
+
+fn check_coordinator(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<(), BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id != broker.node_id() {
+        return Err(BrokerError::new(
+            Reason::NotCoordinator {
+                coordinator: coordinator.node_id,
+            },
+            format!(
+                "broker {} is not the coordinator of group {group_id:?}; broker {} is",
+                broker.node_id(),
+                coordinator.node_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Every partition of each subscribed topic that exists.
+fn assignment(broker: &Broker, ctx: &RequestContext, topics: &[String]) -> Assignment {
+    topics
+        .iter()
+        .filter_map(|name| {
+            let topic = broker.topic(ctx, name).ok()?;
+            Some((name.clone(), (0..topic.partition_count()).collect()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hb(member: &str, epoch: i32, topics: Option<&[&str]>) -> ShareHeartbeat {
+        ShareHeartbeat {
+            group_id: "workers".into(),
+            member_id: member.into(),
+            member_epoch: epoch,
+            topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn two_partitions_each(topics: &[String]) -> Assignment {
+        topics
+            .iter()
+            .filter(|t| t.as_str() != "missing")
+            .map(|t| (t.clone(), vec![0, 1]))
+            .collect()
+    }
+
+    #[test]
+    fn a_member_joins_gets_every_partition_and_then_no_news_until_it_changes() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        let a = table
+            .heartbeat(
+                hb("m1", 0, Some(&["jobs", "missing"])),
+                t0,
+                two_partitions_each,
+            )
+            .unwrap();
+        assert_eq!(a.member_epoch, 1);
+        assert_eq!(
+            a.assignment,
+            Some(Assignment::from([("jobs".to_string(), vec![0, 1])]))
+        );
+        let b = table
+            .heartbeat(hb("m1", 1, None), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!((b.member_epoch, b.assignment), (1, None));
+        // The topic grows: the epoch moves and the new assignment is sent.
+        let c = table
+            .heartbeat(hb("m1", 1, None), t0, |_| {
+                Assignment::from([("jobs".to_string(), vec![0, 1, 2])])
+            })
+            .unwrap();
+        assert_eq!(c.member_epoch, 2);
+        assert_eq!(
+            c.assignment,
+            Some(Assignment::from([("jobs".to_string(), vec![0, 1, 2])]))
+        );
+    }
+
+    #[test]
+    fn a_stale_epoch_is_fenced_and_an_unknown_member_is_told_to_rejoin() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        let fenced = table
+            .heartbeat(hb("m1", 7, None), t0, two_partitions_each)
+            .unwrap_err();
+        assert_eq!(fenced.reason, Reason::FencedMember);
+        let unknown = table
+            .heartbeat(hb("m2", 3, None), t0, two_partitions_each)
+            .unwrap_err();
+        assert_eq!(unknown.reason, Reason::UnknownMember);
+    }
+
+    #[test]
+    fn members_leave_by_asking_or_by_going_quiet() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        table
+            .heartbeat(hb("m2", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(table.describe("workers", t0).len(), 2);
+        let left = table
+            .heartbeat(hb("m1", -1, None), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(left.member_epoch, -1);
+        assert_eq!(table.describe("workers", t0).len(), 1);
+        let later = t0 + SHARE_SESSION_TIMEOUT;
+        assert!(table.describe("workers", later).is_empty());
+        let gone = table
+            .heartbeat(hb("m2", 1, None), later, two_partitions_each)
+            .unwrap_err();
+        assert_eq!(gone.reason, Reason::UnknownMember);
+    }
+
+    #[test]
+    fn a_member_without_an_id_is_given_one() {
+        let table = ShareMembers::default();
+        let a = table
+            .heartbeat(
+                hb("", 0, Some(&["jobs"])),
+                Instant::now(),
+                two_partitions_each,
+            )
+            .unwrap();
+        assert!(!a.member_id.is_empty() && a.member_id.len() <= MAX_MEMBER_ID_CHARS);
+    }
+
+    #[test]
+    fn a_rejoin_fences_the_members_earlier_life() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        let first = table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        let again = table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        assert!(again.member_epoch > first.member_epoch);
+        let old = table
+            .heartbeat(hb("m1", first.member_epoch, None), t0, two_partitions_each)
+            .unwrap_err();
+        assert_eq!(old.reason, Reason::FencedMember);
+    }
+}
