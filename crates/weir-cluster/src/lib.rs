@@ -37,7 +37,13 @@ mod partition;
 pub mod quorum;
 mod registry;
 pub mod replication;
+// The replication simulation's generator (SplitMix64), shared by the group and share
+// simulations, so one seed replays exactly.
 pub mod share;
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../tests/sim/rng.rs"]
+mod sim_rng;
 mod topic_name;
 
 pub use config::{

@@ -32,12 +32,7 @@ use super::shard::{
 use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
 use super::{GroupConfig, GroupError, GroupState};
 
-// The replication simulation's generator (SplitMix64), so one seed replays exactly; this
-// simulation uses only part of it.
-#[allow(dead_code)]
-#[path = "../../tests/sim/rng.rs"]
-mod rng;
-use rng::Rng;
+use crate::sim_rng::Rng;
 
 /// Seeds of the default run.
 const SEEDS: u64 = 300;

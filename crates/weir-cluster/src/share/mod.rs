@@ -24,6 +24,8 @@ mod partition;
 mod reader;
 mod settings;
 mod shard;
+#[cfg(test)]
+mod sim;
 mod state_records;
 
 use std::time::Duration;

@@ -158,7 +158,7 @@ pub(super) fn state_key(group: &str, topic_id: &str, partition: u32) -> Result<B
 
 /// A topic id as 16 bytes: the UUID's bytes (every topic id this build makes is one);
 /// an id that is not a UUID is zero-padded or cut to 16 bytes.
-fn topic_id_bytes(topic_id: &str) -> [u8; 16] {
+pub(super) fn topic_id_bytes(topic_id: &str) -> [u8; 16] {
     uuid::Uuid::parse_str(topic_id).map_or_else(
         |_| {
             let mut out = [0u8; 16];
@@ -169,6 +169,80 @@ fn topic_id_bytes(topic_id: &str) -> [u8; 16] {
         },
         |u| *u.as_bytes(),
     )
+}
+
+/// What a replay of a `__share_group_state` partition has found so far: the latest
+/// state of each share-partition and the latest settings of each group (a tombstone:
+/// none). A shard load runs it over the log; so does the simulation (`sim.rs`).
+#[derive(Debug, Default)]
+pub(super) struct Replay {
+    latest: HashMap<StateKey, Option<StateValue>>,
+    settings: HashMap<String, Option<GroupSettings>>,
+}
+
+impl Replay {
+    /// Takes the next record of the log.
+    pub(super) fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), super::StateRecordError> {
+        match RecordKey::decode(key)? {
+            RecordKey::Partition(key) => {
+                let value = value.map(StateValue::decode).transpose()?;
+                self.latest.insert(key, value);
+            }
+            RecordKey::Settings { group } => {
+                let value = value.map(GroupSettings::decode).transpose()?;
+                self.settings.insert(group, value);
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups the log holds, with the states of the topics `known` (topic id bytes
+    /// to topic id) still has: a deleted topic's states are dropped.
+    pub(super) fn finish(self, known: &HashMap<[u8; 16], String>) -> HashMap<String, Windows> {
+        let mut groups: HashMap<String, Windows> = HashMap::new();
+        for (key, value) in self.latest {
+            let (Some(value), Some(topic_id)) = (value, known.get(&key.topic_id)) else {
+                continue;
+            };
+            groups
+                .entry(key.group)
+                .or_default()
+                .stored
+                .insert((topic_id.clone(), key.partition), value);
+        }
+        for (group, value) in self.settings {
+            if let Some(value) = value {
+                groups.entry(group).or_default().settings = value;
+            }
+        }
+        groups
+    }
+}
+
+/// The snapshots of a group's `dirty` windows as state records, written by the leader of
+/// `leader_epoch`; the windows are marked clean.
+pub(super) fn dirty_snapshots(
+    windows: &mut Windows,
+    leader_epoch: i32,
+) -> Result<Vec<(Bytes, Option<Bytes>)>, ShareError> {
+    windows
+        .partitions
+        .values_mut()
+        .filter(|w| w.dirty)
+        .map(|w| {
+            w.dirty = false;
+            let value = w
+                .window
+                .snapshot(leader_epoch)
+                .encode()
+                .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
+            Ok((w.key.clone(), Some(Bytes::from(value))))
+        })
+        .collect()
 }
 
 impl ShareShard {
@@ -183,35 +257,19 @@ impl ShareShard {
         let Some(end) = internal_topic::wait_committed(&partition, SHARE_LOAD_WAIT).await? else {
             return Ok(None);
         };
-        let mut latest: HashMap<StateKey, Option<StateValue>> = HashMap::new();
-        let mut settings: HashMap<String, Option<GroupSettings>> = HashMap::new();
         let corrupt = |offset, reason| ShareError::CorruptRecord {
             partition: index,
             offset,
             reason,
         };
+        let mut replay = Replay::default();
         internal_topic::for_each_record(&partition, end, SHARE_READ_BYTES, corrupt, |record| {
             let Some(key) = &record.key else {
                 return Ok(());
             };
-            let bad = |e: super::StateRecordError| corrupt(record.offset, e.to_string());
-            match RecordKey::decode(key).map_err(bad)? {
-                RecordKey::Partition(key) => {
-                    let value = match &record.value {
-                        Some(v) => Some(StateValue::decode(v).map_err(bad)?),
-                        None => None,
-                    };
-                    latest.insert(key, value);
-                }
-                RecordKey::Settings { group } => {
-                    let value = match &record.value {
-                        Some(v) => Some(GroupSettings::decode(v).map_err(bad)?),
-                        None => None,
-                    };
-                    settings.insert(group, value);
-                }
-            }
-            Ok(())
+            replay
+                .apply(key, record.value.as_deref())
+                .map_err(|e| corrupt(record.offset, e.to_string()))
         })
         .await?;
         let known: HashMap<[u8; 16], String> = registry
@@ -219,22 +277,7 @@ impl ShareShard {
             .iter()
             .map(|t| (topic_id_bytes(&t.topic_id), t.topic_id.clone()))
             .collect();
-        let mut groups: HashMap<String, Windows> = HashMap::new();
-        for (key, value) in latest {
-            let (Some(value), Some(topic_id)) = (value, known.get(&key.topic_id)) else {
-                continue;
-            };
-            groups
-                .entry(key.group)
-                .or_default()
-                .stored
-                .insert((topic_id.clone(), key.partition), value);
-        }
-        for (group, value) in settings {
-            if let Some(value) = value {
-                groups.entry(group).or_default().settings = value;
-            }
-        }
+        let groups = replay.finish(&known);
         let shard = ShareShard {
             index,
             partition,
@@ -297,21 +340,7 @@ impl ShareShard {
         windows: &mut Windows,
         mut first: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<Option<PendingAppend>, ShareError> {
-        let snapshots: Vec<(Bytes, Option<Bytes>)> = windows
-            .partitions
-            .values_mut()
-            .filter(|w| w.dirty)
-            .map(|w| {
-                w.dirty = false;
-                let value = w
-                    .window
-                    .snapshot(self.leader_epoch)
-                    .encode()
-                    .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
-                Ok((w.key.clone(), Some(Bytes::from(value))))
-            })
-            .collect::<Result<_, ShareError>>()?;
-        first.extend(snapshots);
+        first.extend(dirty_snapshots(windows, self.leader_epoch)?);
         let records = first;
         if records.is_empty() {
             return Ok(None);
