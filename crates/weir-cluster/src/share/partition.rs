@@ -177,6 +177,14 @@ pub struct SharePartition {
     /// Records the group's filter skipped since this window was made or loaded (not
     /// persisted: a new coordinator counts from 0).
     filtered_out: u64,
+    /// Every record of the window from here on was never delivered: available, count 0,
+    /// due when its header says. Such records are what the log holds and nothing more, so
+    /// a snapshot stops here and a new leader reads them from the log again; a snapshot's
+    /// cost follows what is in flight, not how far the window has read ahead.
+    touched_end: i64,
+    /// No record below this is available: where [`Self::acquire`] starts looking, so a
+    /// fetch does not walk past every record other members hold.
+    available_from: i64,
 }
 
 impl SharePartition {
@@ -191,6 +199,8 @@ impl SharePartition {
             earliest_deadline_ms: u64::MAX,
             pending_copies: 0,
             filtered_out: 0,
+            touched_end: start,
+            available_from: start,
         }
     }
 
@@ -382,11 +392,18 @@ impl SharePartition {
         let member: Arc<str> = Arc::from(member);
         let deadline_ms = now_ms.saturating_add(self.config.lock_duration_ms);
         let mut out = Vec::new();
-        for (&offset, entry) in self.records.iter_mut() {
+        // The first available record left behind: where the next look starts.
+        let mut left = None;
+        for (&offset, entry) in self.records.range_mut(self.available_from..) {
             if out.len() >= wanted {
+                left.get_or_insert(offset);
                 break;
             }
-            if entry.state != RecordState::Available || entry.not_before_ms > now_ms {
+            if entry.state != RecordState::Available {
+                continue;
+            }
+            if entry.not_before_ms > now_ms {
+                left.get_or_insert(offset);
                 continue;
             }
             entry.delivery_count = entry.delivery_count.saturating_add(1);
@@ -394,12 +411,14 @@ impl SharePartition {
                 member: member.clone(),
                 deadline_ms,
             };
+            self.touched_end = self.touched_end.max(offset + 1);
             out.push(Acquired {
                 offset,
                 delivery_count: entry.delivery_count,
                 deadline_ms,
             });
         }
+        self.available_from = left.unwrap_or(self.end);
         self.acquired += out.len();
         if !out.is_empty() {
             self.earliest_deadline_ms = self.earliest_deadline_ms.min(deadline_ms);
@@ -458,6 +477,7 @@ impl SharePartition {
             }
             AckKind::Release { delay_ms } => {
                 entry.state = RecordState::Available;
+                self.available_from = self.available_from.min(offset);
                 entry.not_before_ms = entry.not_before_ms.max(now_ms.saturating_add(delay_ms));
             }
         }
@@ -514,6 +534,7 @@ impl SharePartition {
                 });
             } else {
                 entry.state = RecordState::Available;
+                self.available_from = self.available_from.min(offset);
             }
         }
         self.acquired -= released;
@@ -584,13 +605,14 @@ impl SharePartition {
         counts
     }
 
-    /// The whole window as a `__share_group_state` snapshot, written by the leader of
+    /// The window as a `__share_group_state` snapshot, written by the leader of
     /// `leader_epoch`: consecutive offsets with one state, count and not-before time make
     /// one range, and acquired records are written as available (locks are not carried
-    /// over).
+    /// over). The records never delivered after the last one delivered are left out: the
+    /// log holds all there is to know of them ([`Self::load`] reads them again).
     pub fn snapshot(&self, leader_epoch: i32) -> StateValue {
         let mut ranges: Vec<StateRange> = Vec::new();
-        for (&offset, entry) in &self.records {
+        for (&offset, entry) in self.records.range(..self.touched_end) {
             let state = PersistedState::of(&entry.state);
             match ranges.last_mut() {
                 Some(r)
@@ -650,6 +672,8 @@ impl SharePartition {
             }
         }
         sp.pending_copies = sp.records.values().filter(|e| e.waits_for_copy()).count();
+        sp.touched_end = sp.end;
+        sp.available_from = sp.start;
         sp.advance_start();
         (sp, archived)
     }

@@ -55,10 +55,16 @@ pub(super) fn not_before_ms(record: &DecodedRecord, now_ms: u64) -> u64 {
 /// Records taken into a window and not handed out yet, decoded, so a fetch need not
 /// read them again: bounded by [`SHARE_CACHE_BYTES`] of keys, values and headers (records
 /// beyond it, and redeliveries, are read from the log when acquired).
+///
+/// It also keeps the rest of the last batch read when the window filled part way through
+/// it (`ahead`, bounded alike), so the next extension starts there instead of
+/// decoding that batch again.
 #[derive(Debug, Default)]
 pub(super) struct RecordCache {
     records: BTreeMap<i64, DecodedRecord>,
     bytes: usize,
+    ahead: Vec<DecodedRecord>,
+    ahead_bytes: usize,
 }
 
 fn record_bytes(r: &DecodedRecord) -> usize {
@@ -89,6 +95,24 @@ impl RecordCache {
         let record = self.records.remove(&offset)?;
         self.bytes -= record_bytes(&record);
         Some(record)
+    }
+
+    /// Keeps `rest`, the records of a batch after those the window took, for the next
+    /// extension, if they fit the bound; else they are read again then.
+    fn keep_ahead(&mut self, rest: Vec<DecodedRecord>) {
+        let size: usize = rest.iter().map(record_bytes).sum();
+        if self.bytes + size <= SHARE_CACHE_BYTES {
+            self.ahead = rest;
+            self.ahead_bytes = size;
+        }
+    }
+
+    /// The records kept ahead from `end` on (the window's end: what it reads next).
+    fn take_ahead(&mut self, end: i64) -> Vec<DecodedRecord> {
+        self.ahead_bytes = 0;
+        let mut ahead = std::mem::take(&mut self.ahead);
+        ahead.retain(|r| r.offset >= end);
+        ahead
     }
 
     /// Forgets the records below `offset` (finished without being handed out).
@@ -128,6 +152,9 @@ pub(super) async fn extend(
         );
     }
     cache.drop_below(window.start());
+    // What the last extension decoded and had no room for comes first.
+    let ahead = cache.take_ahead(window.end());
+    let mut taken = take_in(window, cache, filter, now_ms, ahead);
     let mut scanned = 0;
     loop {
         if !window.has_room() || window.end() >= offsets.high_watermark {
@@ -140,8 +167,13 @@ pub(super) async fn extend(
             Err(ClusterError::OffsetOutOfRange { .. }) => return Ok(false),
             Err(e) => return Err(e.into()),
         };
-        let mut records = Vec::new();
+        // Batch by batch, only while the window has room: a read brings up to
+        // SHARE_READ_BYTES, and a window with room for a few hundred records must not
+        // decode (and check) a whole read of them to keep those.
         for batch in data.batches() {
+            if !window.has_room() {
+                break;
+            }
             scanned += batch.len();
             let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {
                 topic: partition.topic().to_string(),
@@ -149,18 +181,9 @@ pub(super) async fn extend(
                 offset: from,
                 reason: e.to_string(),
             })?;
-            records.extend(decoded.into_iter().filter(|r| r.offset >= from));
+            taken += take_in(window, cache, filter, now_ms, decoded);
         }
-        let taken = window.extend_filtered(records.iter().map(|r| {
-            let wanted = filter.matches(&r.headers);
-            (r.offset, wanted.then(|| not_before_ms(r, now_ms)))
-        }));
         let end = window.end();
-        for r in records.into_iter().take_while(|r| r.offset < end) {
-            if window.state(r.offset).is_some() {
-                cache.insert(r);
-            }
-        }
         if taken > 0 || end <= from {
             return Ok(false);
         }
@@ -168,6 +191,39 @@ pub(super) async fn extend(
             return Ok(end < offsets.high_watermark);
         }
     }
+}
+
+/// Takes `records` (the next of the log, in order; those below the window's end are
+/// ignored) into `window` while it has room, keeping those taken in `cache` and the
+/// rest for the next extension. Returns how many it took.
+fn take_in(
+    window: &mut SharePartition,
+    cache: &mut RecordCache,
+    filter: &HeaderFilter,
+    now_ms: u64,
+    records: Vec<DecodedRecord>,
+) -> usize {
+    if records.is_empty() {
+        return 0;
+    }
+    let from = window.end();
+    let taken = window.extend_filtered(records.iter().filter(|r| r.offset >= from).map(|r| {
+        let wanted = filter.matches(&r.headers);
+        (r.offset, wanted.then(|| not_before_ms(r, now_ms)))
+    }));
+    let end = window.end();
+    let mut rest = Vec::new();
+    for r in records.into_iter().filter(|r| r.offset >= from) {
+        if r.offset >= end {
+            rest.push(r);
+        } else if window.state(r.offset).is_some() {
+            cache.insert(r);
+        }
+    }
+    if !rest.is_empty() {
+        cache.keep_ahead(rest);
+    }
+    taken
 }
 
 /// The records at `offsets` (ascending), read from the log. A record the log no longer

@@ -257,12 +257,16 @@ fn a_new_filter_takes_only_records_never_delivered_and_gaps_survive_a_failover()
     assert!(!sp.filter_out(4));
     assert_eq!(sp.filtered_out(), 3);
     assert_eq!(sp.undelivered(), [2]);
-    // A new coordinator: the skipped offsets stay finished; the count starts again.
-    let (loaded, _) = SharePartition::load(config(5), &sp.snapshot(1), []);
-    assert_eq!((loaded.start(), loaded.end()), (0, 3));
-    assert_eq!(loaded.state(1), None);
+    // A new coordinator: the snapshot ends after the last record delivered (offset 0);
+    // the rest is read from the log again, under the filter, which skips what it skipped
+    // before. The count starts again.
+    let (mut loaded, _) = SharePartition::load(config(5), &sp.snapshot(1), []);
+    assert_eq!((loaded.start(), loaded.end()), (0, 1));
     assert_eq!(loaded.filtered_out(), 0);
-    let mut loaded = loaded;
+    loaded.extend_filtered([(1, None), (2, Some(0)), (3, None), (4, None)]);
+    assert_eq!((loaded.start(), loaded.end()), (0, 5));
+    assert_eq!(loaded.state(1), None);
+    assert_eq!(loaded.state(3), None);
     let got = loaded.acquire("b", 10, 10);
     assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [0, 2]);
 }
@@ -323,6 +327,9 @@ proptest! {
         let mut accepted = std::collections::BTreeSet::new();
         let mut not_before: BTreeMap<i64, u64> = BTreeMap::new();
         let mut skipped = std::collections::BTreeSet::new();
+        // The log as the window has read it: offset -> not-before time (None: the filter
+        // skips it), read again by a new leader from where its snapshot ends.
+        let mut log: BTreeMap<i64, Option<u64>> = BTreeMap::new();
         for op in ops {
             let start = sp.start();
             match op {
@@ -334,6 +341,7 @@ proptest! {
                         .collect();
                     sp.extend_filtered(records.clone());
                     for &(o, nb) in records.iter().filter(|(o, _)| *o < sp.end()) {
+                        log.insert(o, nb);
                         match nb {
                             Some(nb) => {
                                 not_before.insert(o, nb);
@@ -420,10 +428,13 @@ proptest! {
                     let snapshot = sp.snapshot(1);
                     let bytes = snapshot.encode().unwrap();
                     let decoded = crate::share::StateValue::decode(&bytes).unwrap();
-                    let (loaded, archived) = SharePartition::load(config(LIMIT), &decoded, []);
+                    let (mut loaded, archived) = SharePartition::load(config(LIMIT), &decoded, []);
                     for a in archived {
                         prop_assert_eq!(a.delivery_count, LIMIT);
                     }
+                    prop_assert!(loaded.end() <= sp.end());
+                    loaded.extend_filtered(log.range(loaded.end()..).map(|(&o, &nb)| (o, nb)));
+                    prop_assert_eq!(loaded.end(), sp.end(), "the log read again reaches the old window's end");
                     // It may move on: a record held at the limit is archived on load.
                     prop_assert!(loaded.start() >= sp.start());
                     sp = loaded;
@@ -450,9 +461,12 @@ fn a_snapshot_loads_back_with_locks_forfeited_and_counts_kept() {
     sp.acknowledge("a", 2, AckKind::Release { delay_ms: 0 }, 0)
         .unwrap();
     sp.acquire("a", 0, 1); // offset 2, its second and last delivery
-    let (loaded, archived) = SharePartition::load(config(2), &sp.snapshot(3), []);
+    let (mut loaded, archived) = SharePartition::load(config(2), &sp.snapshot(3), []);
     assert_eq!(loaded.start(), 0);
-    assert_eq!(loaded.end(), 4);
+    // Offset 3 was never delivered: the snapshot leaves it to the log, read again.
+    assert_eq!(loaded.end(), 3);
+    assert_eq!(loaded.state(3), None);
+    loaded.extend([(3, 500)]);
     assert!(matches!(
         loaded.state(0),
         Some((RecordState::Available, 1, 0))
