@@ -210,7 +210,10 @@ pub async fn starts_anywhere(
     if coordinator.node_id == broker.node_id() {
         return starts(broker, ctx, group_id).await;
     }
-    broker.share_forwarder()?.starts(&coordinator, group_id).await
+    broker
+        .share_forwarder()?
+        .starts(&coordinator, group_id)
+        .await
 }
 
 /// Moves the start of share-partitions of the group, at its share coordinator (here),

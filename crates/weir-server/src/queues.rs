@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use weir_broker::share_admin;
 use weir_broker::shares::{
     self as core, AckKind, AckRange, AckResult, GroupSettings, HeaderCondition, HeaderFilter,
     HeaderMatch, ShareFetch, ShareGroupView, ShareStart,
 };
 use weir_broker::{BrokerError, Reason};
 use weir_proto::v1::queues_server::Queues;
-use weir_broker::share_admin;
 use weir_proto::v1::{
     self as pb, ConfigureShareGroupRequest, DeleteShareGroupRequest, DeleteShareGroupResponse,
     DescribeShareGroupRequest, DescribeShareGroupResponse, ListShareGroupsRequest,

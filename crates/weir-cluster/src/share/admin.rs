@@ -208,7 +208,6 @@ impl ShareCoordinator {
         }
         Ok(())
     }
-
 }
 
 /// Refuses a change to a group a member is working in: a record acquired under a lock

@@ -82,7 +82,11 @@ pub(super) async fn share_group_describe(
     )
 }
 
-fn describe(broker: &KafkaBroker, group: DescribedGroup, d: ShareGroupDescription) -> DescribedGroup {
+fn describe(
+    broker: &KafkaBroker,
+    group: DescribedGroup,
+    d: ShareGroupDescription,
+) -> DescribedGroup {
     let members = d
         .members
         .into_iter()
@@ -124,8 +128,7 @@ pub(super) async fn describe_share_group_offsets(
     request: &Request,
 ) -> Result<Response, HandlerError> {
     let req: DescribeShareGroupOffsetsRequest = request.decode_body()?;
-    let too_many =
-        check_group_count(req.groups.len(), "a DescribeShareGroupOffsets request").err();
+    let too_many = check_group_count(req.groups.len(), "a DescribeShareGroupOffsets request").err();
     let mut groups = Vec::with_capacity(req.groups.len().min(MAX_GROUPS_PER_REQUEST));
     for g in req.groups {
         let asked = g.topics.as_ref().map(|topics| {
@@ -162,8 +165,10 @@ pub(super) async fn describe_share_group_offsets(
         // group's topics and partitions in order); a negative index asked is answered
         // INVALID_REQUEST where it was asked.
         let mut topics: Vec<DescribeShareGroupOffsetsResponseTopic> = Vec::new();
-        let mut push = |topic: &str, partition: DescribeShareGroupOffsetsResponsePartition| {
-            match topics.last_mut() {
+        let mut push =
+            |topic: &str, partition: DescribeShareGroupOffsetsResponsePartition| match topics
+                .last_mut()
+            {
                 Some(t) if t.topic_name.as_str() == topic => t.partitions.push(partition),
                 _ => topics.push(
                     DescribeShareGroupOffsetsResponseTopic::default()
@@ -171,8 +176,7 @@ pub(super) async fn describe_share_group_offsets(
                         .with_topic_id(topic_uuid(broker, topic))
                         .with_partitions(vec![partition]),
                 ),
-            }
-        };
+            };
         let mut starts = starts.into_iter().peekable();
         let partition_answer = |index: i32, start: Result<Option<i64>, BrokerError>| {
             let p = DescribeShareGroupOffsetsResponsePartition::default()
@@ -286,7 +290,11 @@ pub(super) async fn delete_share_group_offsets(
     request: &Request,
 ) -> Result<Response, HandlerError> {
     let req: DeleteShareGroupOffsetsRequest = request.decode_body()?;
-    let topics: Vec<String> = req.topics.iter().map(|t| t.topic_name.to_string()).collect();
+    let topics: Vec<String> = req
+        .topics
+        .iter()
+        .map(|t| t.topic_name.to_string())
+        .collect();
     let outcome = share_admin::delete_offsets(&broker.core, ctx, &req.group_id, topics).await;
     let (group_error, results) = match outcome {
         Ok(results) => (None, results),
