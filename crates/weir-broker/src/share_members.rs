@@ -575,4 +575,77 @@ mod tests {
             .unwrap_err();
         assert_eq!(old.reason, Reason::FencedMember);
     }
+
+    #[test]
+    fn the_group_epoch_moves_with_its_members_and_an_empty_group_keeps_it() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        assert_eq!(table.group("workers", t0), None);
+        let mut join = hb("m1", 0, Some(&["jobs"]));
+        join.rack_id = Some("rack-a".into());
+        table.heartbeat(join, t0, two_partitions_each).unwrap();
+        let one = table.group("workers", t0).unwrap();
+        assert_eq!(one.epoch, 1);
+        let m = &one.members[0];
+        assert_eq!(
+            (
+                m.rack_id.as_deref(),
+                m.client_id.as_str(),
+                m.client_host.as_str()
+            ),
+            (Some("rack-a"), "client", "127.0.0.1")
+        );
+        // A heartbeat that changes nothing keeps the epoch; a second member moves it.
+        table
+            .heartbeat(hb("m1", 1, None), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(table.group("workers", t0).unwrap().epoch, 1);
+        table
+            .heartbeat(hb("m2", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(table.group("workers", t0).unwrap().epoch, 2);
+        assert_eq!(table.groups(t0), vec![("workers".to_string(), 2)]);
+        let busy = table.check_empty("workers", t0).unwrap_err();
+        assert_eq!(busy.reason, Reason::GroupNotEmpty);
+        assert_eq!(
+            table.remove_if_empty("workers", t0).unwrap_err().reason,
+            Reason::GroupNotEmpty
+        );
+        // Both leave: the group stays, empty, its epoch moved past both leaves.
+        for m in ["m1", "m2"] {
+            table
+                .heartbeat(hb(m, -1, None), t0, two_partitions_each)
+                .unwrap();
+        }
+        let empty = table.group("workers", t0).unwrap();
+        assert_eq!((empty.epoch, empty.members.len()), (4, 0));
+        assert_eq!(table.groups(t0), vec![("workers".to_string(), 0)]);
+        table.check_empty("workers", t0).unwrap();
+        table.remove_if_empty("workers", t0).unwrap();
+        assert_eq!(table.group("workers", t0), None);
+    }
+
+    #[test]
+    fn a_member_that_went_quiet_no_longer_counts_and_moved_the_epoch() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        let later = t0 + SHARE_SESSION_TIMEOUT;
+        let g = table.group("workers", later).unwrap();
+        assert_eq!((g.epoch, g.members.len()), (2, 0));
+        table.check_empty("workers", later).unwrap();
+    }
+
+    #[test]
+    fn client_fields_over_the_limit_are_refused() {
+        let table = ShareMembers::default();
+        let mut join = hb("m1", 0, Some(&["jobs"]));
+        join.client_id = "c".repeat(MAX_SHARE_CLIENT_FIELD_BYTES + 1);
+        let refused = table
+            .heartbeat(join, Instant::now(), two_partitions_each)
+            .unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidRequest);
+    }
 }

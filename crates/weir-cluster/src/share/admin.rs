@@ -213,7 +213,10 @@ impl ShareCoordinator {
 /// Refuses a change to a group a member is working in: a record acquired under a lock
 /// that has not expired (expired locks end here first, as a fetch would end them).
 fn check_idle(group_id: &str, windows: &mut Windows) -> Result<(), ShareError> {
-    let now = wall_clock_ms().max(0) as u64;
+    check_idle_at(group_id, windows, wall_clock_ms().max(0) as u64)
+}
+
+fn check_idle_at(group_id: &str, windows: &mut Windows, now: u64) -> Result<(), ShareError> {
     let mut held = 0;
     for w in windows.partitions.values_mut() {
         let before = w.window.acquired();
@@ -263,4 +266,79 @@ fn too_many(n: usize) -> ShareError {
     ShareError::InvalidRequest(format!(
         "a share-group admin request names at most {MAX_SHARE_ADMIN_PARTITIONS} partitions or topics; this one names {n}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::share::partition::{ShareConfig, SharePartition};
+
+    const A: &str = "00000000-0000-0000-0000-00000000000a";
+    const B: &str = "00000000-0000-0000-0000-00000000000b";
+
+    /// A group with windows on topics a (partitions 0, 1) and b (0), each holding offsets
+    /// 0..5, and a stored state of a's partition 2.
+    fn windows() -> Windows {
+        let mut w = Windows::default();
+        let config = ShareConfig::default();
+        for (topic, id, partition) in [("a", A, 0), ("a", A, 1), ("b", B, 0)] {
+            let window = w.window("g", topic, id, partition, config, 0).unwrap();
+            window.window.extend((0..5).map(|o| (o, 0)));
+        }
+        let stored = SharePartition::new(config, 3).snapshot(1);
+        w.stored.insert((A.to_string(), 2), stored);
+        w
+    }
+
+    #[test]
+    fn a_record_held_under_a_live_lock_makes_the_group_busy_until_the_lock_ends() {
+        let mut w = windows();
+        let slot = ("a".to_string(), 0);
+        let acquired = w
+            .partitions
+            .get_mut(&slot)
+            .unwrap()
+            .window
+            .acquire("m1", 1_000, 2);
+        let deadline = acquired[0].deadline_ms;
+        let busy = check_idle_at("g", &mut w, deadline - 1).unwrap_err();
+        assert!(
+            matches!(&busy, ShareError::GroupNotEmpty { held: 2, .. }),
+            "{busy:?}"
+        );
+        // Once the locks run out the group is idle, and the records are available again.
+        w.partitions.get_mut(&slot).unwrap().dirty = false;
+        check_idle_at("g", &mut w, deadline).unwrap();
+        let window = &w.partitions[&slot];
+        assert_eq!(window.window.acquired(), 0);
+        assert!(window.dirty, "the ended locks are written with the change");
+    }
+
+    #[test]
+    fn forgetting_a_topic_drops_its_windows_and_stored_states_and_tombstones_each() {
+        let mut w = windows();
+        let tombstones = forget_topic("g", &mut w, "a", A).unwrap();
+        let mut keys: Vec<Bytes> = tombstones
+            .iter()
+            .map(|(k, v)| {
+                assert!(v.is_none(), "a tombstone has no value");
+                k.clone()
+            })
+            .collect();
+        keys.sort();
+        let mut expected: Vec<Bytes> = (0..3).map(|p| state_key("g", A, p).unwrap()).collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        assert_eq!(
+            w.partitions.keys().cloned().collect::<Vec<_>>(),
+            vec![("b".to_string(), 0)]
+        );
+        assert!(w.stored.is_empty());
+        // A topic the group never read: nothing to forget.
+        assert!(
+            forget_topic("g", &mut w, "c", "00000000-0000-0000-0000-00000000000c")
+                .unwrap()
+                .is_empty()
+        );
+    }
 }
