@@ -57,12 +57,6 @@ impl ShareCoordinator {
         ids
     }
 
-    /// Whether the group has state here (`Ok(false)`: none; an error where this broker
-    /// is not its coordinator).
-    pub fn has_group(&self, group_id: &str) -> Result<bool, ShareError> {
-        Ok(self.shard(group_id)?.group(group_id).is_some())
-    }
-
     /// Moves the start of each share-partition named to where it says, discarding its
     /// in-flight window (a group without state is made). One answer per entry, in order:
     /// the new start, or why that entry was refused (an unknown topic or partition, an
