@@ -333,7 +333,8 @@ pub async fn delete_group(
 }
 
 /// Deletes each group named (a group named twice is deleted once and answered
-/// twice); each answer in request order.
+/// twice); each answer in request order. A group id the consumer group coordinator does
+/// not know is deleted as a share group (`share_admin::delete_group`).
 pub async fn delete_groups(
     broker: &Broker,
     ctx: &RequestContext,
@@ -344,7 +345,12 @@ pub async fn delete_groups(
     let mut answers = Vec::with_capacity(group_ids.len());
     for id in group_ids {
         answers.push(if done.insert(id) {
-            delete_group(broker, ctx, id).await
+            match delete_group(broker, ctx, id).await {
+                Err(e) if e.reason == Reason::UnknownGroup => {
+                    crate::share_admin::delete_group(broker, ctx, id).await
+                }
+                other => other,
+            }
         } else {
             Ok(())
         });

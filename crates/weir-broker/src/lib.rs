@@ -22,6 +22,8 @@
 //!   heartbeats and the classic join/sync protocol), committed offsets, administration.
 //! - [`shares`]: share groups (queues): finding a share group's coordinator, share fetch
 //!   (acknowledge, then acquire), acknowledge, describe.
+//! - [`share_admin`]: the administration of share groups (list, describe, start
+//!   offsets: describe, alter, delete; delete groups) at their coordinators.
 //! - [`share_configs`]: a share group's settings under Kafka's group-config names
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
@@ -46,6 +48,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod share_admin;
 pub mod share_configs;
 pub mod share_members;
 pub mod shares;

@@ -38,6 +38,8 @@ pub const SHARE_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
 pub const MAX_SHARE_GROUP_MEMBERS: usize = 1_000;
 /// Most share groups with members one broker keeps.
 pub const MAX_SHARE_GROUPS_WITH_MEMBERS: usize = 10_000;
+/// Longest rack id, client id or client host a member's entry keeps.
+pub const MAX_SHARE_CLIENT_FIELD_BYTES: usize = 1_024;
 /// Most topics one member may subscribe to.
 pub const MAX_SHARE_SUBSCRIBED_TOPICS: usize = 1_000;
 
@@ -59,6 +61,11 @@ pub struct ShareHeartbeat {
     pub member_epoch: i32,
     /// The topics subscribed to; `None` when unchanged since the last heartbeat.
     pub topics: Option<Vec<String>>,
+    /// The member's rack, if it says.
+    pub rack_id: Option<String>,
+    /// The client's id and host (filled from the request's context when empty).
+    pub client_id: String,
+    pub client_host: String,
 }
 
 /// The answer to a [`ShareHeartbeat`].
@@ -77,8 +84,20 @@ pub struct ShareHeartbeatAnswer {
 pub struct ShareMemberView {
     pub member_id: String,
     pub member_epoch: i32,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
     pub topics: Vec<String>,
     pub assignment: Assignment,
+}
+
+/// A share group's membership, described: its epoch (moved by every change of members
+/// or of their assignments; every member is assigned at once, so it is the assignment
+/// epoch too) and its live members.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShareGroupMembers {
+    pub epoch: i32,
+    pub members: Vec<ShareMemberView>,
 }
 
 #[derive(Debug)]
@@ -87,12 +106,35 @@ struct Member {
     topics: Vec<String>,
     assigned: Assignment,
     last_seen: Instant,
+    rack_id: Option<String>,
+    client_id: String,
+    client_host: String,
+}
+
+/// One group's entry in the table: kept when its last member leaves (an empty group
+/// keeps its epoch) until the table is full or the group is deleted.
+#[derive(Debug, Default)]
+struct Group {
+    epoch: i32,
+    members: HashMap<String, Member>,
+}
+
+impl Group {
+    /// Members that went quiet by `now` leave; the epoch moves if any did.
+    fn expire(&mut self, now: Instant) {
+        let before = self.members.len();
+        self.members
+            .retain(|_, m| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT);
+        if self.members.len() < before {
+            self.epoch += 1;
+        }
+    }
 }
 
 /// The share groups this broker coordinates membership of, with their members.
 #[derive(Debug, Default)]
 pub struct ShareMembers {
-    groups: Mutex<HashMap<String, HashMap<String, Member>>>,
+    groups: Mutex<HashMap<String, Group>>,
 }
 
 impl ShareMembers {
@@ -118,28 +160,36 @@ impl ShareMembers {
                 topics.len()
             )));
         }
-        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let live = |m: &Member| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT;
-        // Members that went quiet leave: this group's on each of its heartbeats, every
-        // group's only when the table is full (a sweep of it all is not per heartbeat).
-        if let Some(members) = groups.get_mut(&hb.group_id) {
-            members.retain(|_, m| live(m));
-            if members.is_empty() {
-                groups.remove(&hb.group_id);
+        for (what, value) in [
+            ("rack_id", hb.rack_id.as_deref().unwrap_or("")),
+            ("client_id", &hb.client_id),
+            ("client_host", &hb.client_host),
+        ] {
+            if value.len() > MAX_SHARE_CLIENT_FIELD_BYTES {
+                return Err(BrokerError::invalid(format!(
+                    "{what} is {} bytes; the limit is {MAX_SHARE_CLIENT_FIELD_BYTES}",
+                    value.len()
+                )));
             }
+        }
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        // Members that went quiet leave: this group's on each of its heartbeats, every
+        // group's only when the table is full (a sweep of it all is not per heartbeat),
+        // and then the groups left empty go.
+        if let Some(group) = groups.get_mut(&hb.group_id) {
+            group.expire(now);
         }
         if !groups.contains_key(&hb.group_id) && groups.len() >= MAX_SHARE_GROUPS_WITH_MEMBERS {
-            for members in groups.values_mut() {
-                members.retain(|_, m| live(m));
+            for group in groups.values_mut() {
+                group.expire(now);
             }
-            groups.retain(|_, members| !members.is_empty());
+            groups.retain(|_, group| !group.members.is_empty());
         }
         if hb.member_epoch == LEAVE_EPOCH {
-            if let Some(members) = groups.get_mut(&hb.group_id) {
-                members.remove(&hb.member_id);
-                if members.is_empty() {
-                    groups.remove(&hb.group_id);
-                }
+            if let Some(group) = groups.get_mut(&hb.group_id)
+                && group.members.remove(&hb.member_id).is_some()
+            {
+                group.epoch += 1;
             }
             return Ok(ShareHeartbeatAnswer {
                 member_id: hb.member_id,
@@ -156,7 +206,8 @@ impl ShareMembers {
                 ),
             ));
         }
-        let members = groups.entry(hb.group_id.clone()).or_default();
+        let group = groups.entry(hb.group_id.clone()).or_default();
+        let members = &mut group.members;
         let member_id = if hb.member_id.is_empty() {
             generated_member_id()
         } else {
@@ -183,6 +234,9 @@ impl ShareMembers {
                         topics: Vec::new(),
                         assigned: Assignment::new(),
                         last_seen: now,
+                        rack_id: None,
+                        client_id: String::new(),
+                        client_host: String::new(),
                     },
                 );
                 members.get_mut(&member_id).expect("just inserted")
@@ -208,6 +262,15 @@ impl ShareMembers {
             (_, Some(m)) => m,
         };
         member.last_seen = now;
+        if hb.rack_id.is_some() {
+            member.rack_id = hb.rack_id;
+        }
+        if !hb.client_id.is_empty() {
+            member.client_id = hb.client_id;
+        }
+        if !hb.client_host.is_empty() {
+            member.client_host = hb.client_host;
+        }
         let joined = hb.member_epoch == JOIN_EPOCH;
         if let Some(topics) = hb.topics {
             member.topics = topics;
@@ -218,32 +281,103 @@ impl ShareMembers {
             member.epoch += 1;
             member.assigned = assigned;
         }
-        Ok(ShareHeartbeatAnswer {
+        let answer = ShareHeartbeatAnswer {
             member_id,
             member_epoch: member.epoch,
             heartbeat_interval: SHARE_HEARTBEAT_INTERVAL,
             assignment: changed.then(|| member.assigned.clone()),
-        })
+        };
+        if changed {
+            group.epoch += 1;
+        }
+        Ok(answer)
     }
 
     /// The members of `group_id` live at `now`.
     pub fn describe(&self, group_id: &str, now: Instant) -> Vec<ShareMemberView> {
+        self.group(group_id, now)
+            .map(|g| g.members)
+            .unwrap_or_default()
+    }
+
+    /// The group's epoch and its members live at `now`; `None` for a group this table
+    /// does not hold.
+    pub fn group(&self, group_id: &str, now: Instant) -> Option<ShareGroupMembers> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<ShareMemberView> = groups
-            .get(group_id)
-            .into_iter()
-            .flatten()
+        let group = groups.get(group_id)?;
+        let mut members: Vec<ShareMemberView> = group
+            .members
+            .iter()
             .filter(|(_, m)| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT)
             .map(|(id, m)| ShareMemberView {
                 member_id: id.clone(),
                 member_epoch: m.epoch,
+                rack_id: m.rack_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
                 topics: m.topics.clone(),
                 assignment: m.assigned.clone(),
             })
             .collect();
-        out.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+        // Members that went quiet since the last heartbeat moved the epoch too.
+        let quiet = group.members.len() - members.len();
+        Some(ShareGroupMembers {
+            epoch: group.epoch + i32::from(quiet > 0),
+            members,
+        })
+    }
+
+    /// Every group this table holds, with its number of live members at `now`, by id.
+    pub fn groups(&self, now: Instant) -> Vec<(String, usize)> {
+        let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(String, usize)> = groups
+            .iter()
+            .map(|(id, g)| {
+                let live = g
+                    .members
+                    .values()
+                    .filter(|m| now.duration_since(m.last_seen) < SHARE_SESSION_TIMEOUT)
+                    .count();
+                (id.clone(), live)
+            })
+            .collect();
+        out.sort_unstable();
         out
     }
+
+    /// Forgets `group_id` if it has no live member at `now` (a deleted group); refuses
+    /// with GROUP_NOT_EMPTY otherwise.
+    pub fn remove_if_empty(&self, group_id: &str, now: Instant) -> Result<(), BrokerError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(group) = groups.get_mut(group_id) {
+            group.expire(now);
+            if !group.members.is_empty() {
+                return Err(not_empty(group_id, group.members.len()));
+            }
+            groups.remove(group_id);
+        }
+        Ok(())
+    }
+
+    /// GROUP_NOT_EMPTY if `group_id` has live members at `now`.
+    pub fn check_empty(&self, group_id: &str, now: Instant) -> Result<(), BrokerError> {
+        let live = self.group(group_id, now).map_or(0, |g| g.members.len());
+        if live > 0 {
+            return Err(not_empty(group_id, live));
+        }
+        Ok(())
+    }
+}
+
+fn not_empty(group_id: &str, members: usize) -> BrokerError {
+    BrokerError::new(
+        Reason::GroupNotEmpty,
+        format!(
+            "share group {group_id:?} is not empty: it has {members} members; stop them (or wait {}s after they stop heartbeating) and retry",
+            SHARE_SESSION_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 /// A member id for a client that sent none: unique on this broker (its clock and a
@@ -256,13 +390,15 @@ fn generated_member_id() -> String {
 }
 
 /// One ShareGroupHeartbeat at this broker: NOT_COORDINATOR unless it coordinates the
-/// group id (as FindCoordinator names it).
+/// group id (as FindCoordinator names it). An empty client id or host is filled from the
+/// request's context.
 pub fn heartbeat(
     broker: &Broker,
     ctx: &RequestContext,
-    hb: ShareHeartbeat,
+    mut hb: ShareHeartbeat,
 ) -> Result<ShareHeartbeatAnswer, BrokerError> {
     validate_group_id(&hb.group_id)?;
+    crate::groups::fill_client(ctx, &mut hb.client_id, &mut hb.client_host);
     check_coordinator(broker, ctx, &hb.group_id)?;
     broker
         .share_members()
@@ -279,7 +415,8 @@ pub fn describe(
     Ok(broker.share_members().describe(group_id, Instant::now()))
 }
 
-fn check_coordinator(
+/// NOT_COORDINATOR unless this broker coordinates `group_id`'s membership.
+pub(crate) fn check_coordinator(
     broker: &Broker,
     ctx: &RequestContext,
     group_id: &str,
@@ -321,6 +458,9 @@ mod tests {
             member_id: member.into(),
             member_epoch: epoch,
             topics: topics.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            rack_id: None,
+            client_id: "client".into(),
+            client_host: "127.0.0.1".into(),
         }
     }
 
@@ -434,5 +574,78 @@ mod tests {
             .heartbeat(hb("m1", first.member_epoch, None), t0, two_partitions_each)
             .unwrap_err();
         assert_eq!(old.reason, Reason::FencedMember);
+    }
+
+    #[test]
+    fn the_group_epoch_moves_with_its_members_and_an_empty_group_keeps_it() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        assert_eq!(table.group("workers", t0), None);
+        let mut join = hb("m1", 0, Some(&["jobs"]));
+        join.rack_id = Some("rack-a".into());
+        table.heartbeat(join, t0, two_partitions_each).unwrap();
+        let one = table.group("workers", t0).unwrap();
+        assert_eq!(one.epoch, 1);
+        let m = &one.members[0];
+        assert_eq!(
+            (
+                m.rack_id.as_deref(),
+                m.client_id.as_str(),
+                m.client_host.as_str()
+            ),
+            (Some("rack-a"), "client", "127.0.0.1")
+        );
+        // A heartbeat that changes nothing keeps the epoch; a second member moves it.
+        table
+            .heartbeat(hb("m1", 1, None), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(table.group("workers", t0).unwrap().epoch, 1);
+        table
+            .heartbeat(hb("m2", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        assert_eq!(table.group("workers", t0).unwrap().epoch, 2);
+        assert_eq!(table.groups(t0), vec![("workers".to_string(), 2)]);
+        let busy = table.check_empty("workers", t0).unwrap_err();
+        assert_eq!(busy.reason, Reason::GroupNotEmpty);
+        assert_eq!(
+            table.remove_if_empty("workers", t0).unwrap_err().reason,
+            Reason::GroupNotEmpty
+        );
+        // Both leave: the group stays, empty, its epoch moved past both leaves.
+        for m in ["m1", "m2"] {
+            table
+                .heartbeat(hb(m, -1, None), t0, two_partitions_each)
+                .unwrap();
+        }
+        let empty = table.group("workers", t0).unwrap();
+        assert_eq!((empty.epoch, empty.members.len()), (4, 0));
+        assert_eq!(table.groups(t0), vec![("workers".to_string(), 0)]);
+        table.check_empty("workers", t0).unwrap();
+        table.remove_if_empty("workers", t0).unwrap();
+        assert_eq!(table.group("workers", t0), None);
+    }
+
+    #[test]
+    fn a_member_that_went_quiet_no_longer_counts_and_moved_the_epoch() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        let later = t0 + SHARE_SESSION_TIMEOUT;
+        let g = table.group("workers", later).unwrap();
+        assert_eq!((g.epoch, g.members.len()), (2, 0));
+        table.check_empty("workers", later).unwrap();
+    }
+
+    #[test]
+    fn client_fields_over_the_limit_are_refused() {
+        let table = ShareMembers::default();
+        let mut join = hb("m1", 0, Some(&["jobs"]));
+        join.client_id = "c".repeat(MAX_SHARE_CLIENT_FIELD_BYTES + 1);
+        let refused = table
+            .heartbeat(join, Instant::now(), two_partitions_each)
+            .unwrap_err();
+        assert_eq!(refused.reason, Reason::InvalidRequest);
     }
 }

@@ -16,7 +16,7 @@ use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
     AckKind, AckRange, AckResult, FilterError, GroupSettings, HeaderCondition, HeaderFilter,
     HeaderMatch, MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareFetchAnswer, ShareGroupView,
-    SharePartitionView, ShareRecord, ShareStart,
+    SharePartitionView, ShareRecord, ShareStart, StartReset, StartTarget,
 };
 
 use crate::groups::{Coordinator, coordinator_at};
@@ -97,6 +97,29 @@ pub trait ShareForwarder: Send + Sync + Debug {
         group_id: &'a str,
         settings: GroupSettings,
     ) -> ForwardFuture<'a, ()>;
+
+    /// The start of each share-partition of the group; `None` for a group without state.
+    fn starts<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+    ) -> ForwardFuture<'a, Option<Vec<(String, u32, i64)>>>;
+
+    /// [`reset_starts`] at the coordinator.
+    fn reset<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        resets: Vec<StartReset>,
+    ) -> ForwardFuture<'a, Vec<Result<i64, BrokerError>>>;
+
+    /// [`delete`] at the coordinator.
+    fn delete<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        topics: Option<Vec<String>>,
+    ) -> ForwardFuture<'a, Vec<Result<(), BrokerError>>>;
 }
 
 /// [`fetch`] at whichever broker coordinates the group: here, or forwarded to it.
@@ -158,6 +181,123 @@ pub async fn configure(
         .await?)
 }
 
+/// The start of each share-partition of the group, at its share coordinator (here);
+/// `None` for a group without state.
+pub async fn starts(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Option<Vec<(String, u32, i64)>>, BrokerError> {
+    match broker.shares()?.describe(group_id).await {
+        Ok(view) => Ok(Some(
+            view.partitions
+                .into_iter()
+                .map(|p| (p.topic, p.partition, p.start))
+                .collect(),
+        )),
+        Err(ShareError::UnknownGroup(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`starts`] at whichever broker is the group's share coordinator.
+pub async fn starts_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Option<Vec<(String, u32, i64)>>, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return starts(broker, ctx, group_id).await;
+    }
+    broker
+        .share_forwarder()?
+        .starts(&coordinator, group_id)
+        .await
+}
+
+/// Moves the start of share-partitions of the group, at its share coordinator (here),
+/// discarding their in-flight windows; GROUP_NOT_EMPTY while it has members this broker
+/// knows or a record is held under a lock. One answer (the new start) per entry.
+pub async fn reset_starts(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    resets: Vec<StartReset>,
+) -> Result<Vec<Result<i64, BrokerError>>, BrokerError> {
+    broker
+        .share_members()
+        .check_empty(group_id, std::time::Instant::now())?;
+    Ok(broker
+        .shares()?
+        .reset_starts(group_id, resets)
+        .await?
+        .into_iter()
+        .map(|r| r.map_err(BrokerError::from))
+        .collect())
+}
+
+/// [`reset_starts`] at whichever broker is the group's share coordinator.
+pub async fn reset_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+    resets: Vec<StartReset>,
+) -> Result<Vec<Result<i64, BrokerError>>, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return reset_starts(broker, ctx, group_id, resets).await;
+    }
+    broker
+        .share_forwarder()?
+        .reset(&coordinator, group_id, resets)
+        .await
+}
+
+/// Deletes the group's state at its share coordinator (here): of the topics named (one
+/// answer each), or all of it and its settings (`None`; no answers). UNKNOWN_GROUP for a
+/// group without state; GROUP_NOT_EMPTY as [`reset_starts`].
+pub async fn delete(
+    broker: &Broker,
+    _ctx: &RequestContext,
+    group_id: &str,
+    topics: Option<Vec<String>>,
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    broker
+        .share_members()
+        .check_empty(group_id, std::time::Instant::now())?;
+    let coordinator = broker.shares()?;
+    match topics {
+        None => {
+            coordinator.delete_group(group_id).await?;
+            Ok(Vec::new())
+        }
+        Some(topics) => Ok(coordinator
+            .delete_topics(group_id, &topics)
+            .await?
+            .into_iter()
+            .map(|r| r.map_err(BrokerError::from))
+            .collect()),
+    }
+}
+
+/// [`delete`] at whichever broker is the group's share coordinator.
+pub async fn delete_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+    topics: Option<Vec<String>>,
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return delete(broker, ctx, group_id, topics).await;
+    }
+    broker
+        .share_forwarder()?
+        .delete(&coordinator, group_id, topics)
+        .await
+}
+
 impl From<ShareError> for BrokerError {
     fn from(err: ShareError) -> BrokerError {
         let (reason, partition) = match &err {
@@ -166,6 +306,7 @@ impl From<ShareError> for BrokerError {
             ShareError::InvalidRequest(_) => (Reason::InvalidRequest, None),
             ShareError::UnknownGroup(_) => (Reason::UnknownGroup, None),
             ShareError::TooManyGroups { .. } => (Reason::TooMany, None),
+            ShareError::GroupNotEmpty { .. } => (Reason::GroupNotEmpty, None),
             ShareError::NotCoordinator { coordinator, .. } => (
                 Reason::NotCoordinator {
                     coordinator: (*coordinator).max(-1),

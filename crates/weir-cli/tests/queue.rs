@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Broker, KillOnDrop, finish, stderr, weir_command};
+use common::{Broker, KillOnDrop, finish, json_lines, stderr, weir_command};
 use serde_json::Value;
 
 /// How long the workers may take to run every task (they need about a second).
@@ -397,4 +397,127 @@ fn a_filtered_group_takes_only_matching_tasks() {
         cleared.contains("FILTER          - (every record"),
         "{cleared}"
     );
+}
+
+/// `weir queue list`, `reset` and `delete` as an operator runs them: a held record keeps
+/// the group from being reset, a reset makes the group deliver again from the new start,
+/// deleting a topic's state or the whole group forgets it.
+#[test]
+fn list_reset_and_delete_a_queue() {
+    let broker = broker();
+    broker.ok(&["topic", "create", "tasks", "--partitions", "1"], "");
+    broker.ok(&["produce", "tasks"], "a\nb\nc\nd\n");
+    let taken = broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "workers", "--start", "earliest", "--count",
+            "2",
+        ],
+        "",
+    );
+    assert_eq!(taken.lines().collect::<Vec<_>>(), ["a", "b"], "{taken}");
+
+    let listed = broker.ok(&["queue", "list", "--format", "json"], "");
+    let groups: Vec<Value> = json_lines(&listed);
+    assert_eq!(groups.len(), 1, "{listed}");
+    assert_eq!(groups[0]["group_id"], "workers", "{listed}");
+
+    // A worker killed while it holds a record: its lock (3 s here) keeps the group busy
+    // until it runs out.
+    broker.ok(
+        &["queue", "configure", "workers", "--lock-duration", "3s"],
+        "",
+    );
+    let mut holder = KillOnDrop(
+        broker
+            .command(&[
+                "queue", "consume", "tasks", "--group", "workers", "--exec", "sleep 30",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("a worker starts"),
+    );
+    let deadline = Instant::now() + WORK_DEADLINE;
+    loop {
+        let described = broker.ok(&["queue", "describe", "workers", "--format", "json"], "");
+        if json_lines(&described)[0]["partitions"][0]["acquired"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker took nothing: {described}"
+        );
+        std::thread::sleep(LOOK_INTERVAL);
+    }
+    holder.0.kill().expect("the worker is killed");
+    holder.0.wait().expect("the worker is reaped");
+    let reset_args = [
+        "queue",
+        "reset",
+        "workers",
+        "--topic",
+        "tasks",
+        "--to-earliest",
+    ];
+    let refused = broker.run(&reset_args);
+    let text = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("is in use") && text.contains("hint: stop"),
+        "{text}"
+    );
+    std::thread::sleep(Duration::from_millis(3_100));
+
+    // Idle now: back to the log start; everything is delivered again, from a count of 1.
+    let reset = broker.ok(
+        &[
+            "queue",
+            "reset",
+            "workers",
+            "--topic",
+            "tasks",
+            "--to-earliest",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let lines = json_lines(&reset);
+    assert_eq!(lines.len(), 1, "{reset}");
+    assert_eq!(lines[0]["start_offset"], 0, "{reset}");
+    let again = broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "workers", "--count", "4", "--format", "json",
+        ],
+        "",
+    );
+    let values: Vec<String> = json_lines(&again)
+        .iter()
+        .map(|r| r["value"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(values, ["a", "b", "c", "d"], "{again}");
+    let past = broker.run(&[
+        "queue",
+        "reset",
+        "workers",
+        "--topic",
+        "tasks",
+        "--to-offset",
+        "9",
+    ]);
+    assert_eq!(past.status.code(), Some(1), "{}", stderr(&past));
+    assert!(String::from_utf8_lossy(&past.stdout).contains("high watermark"));
+
+    // Forget the topic's state, then the group.
+    let forgot = broker.ok(&["queue", "delete", "workers", "--topic", "tasks"], "");
+    assert!(forgot.contains("forgot its state of tasks"), "{forgot}");
+    broker.ok(&["queue", "delete", "workers"], "");
+    assert!(
+        broker
+            .ok(&["queue", "list"], "")
+            .lines()
+            .all(|l| !l.starts_with("workers"))
+    );
+    let gone = broker.run(&["queue", "describe", "workers"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", stderr(&gone));
 }

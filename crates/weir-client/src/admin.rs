@@ -287,6 +287,39 @@ pub struct GroupListing {
     pub members: u32,
 }
 
+/// One share group in a listing ([`Admin::list_share_groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareGroupListing {
+    /// Group id.
+    pub group_id: String,
+    /// Kafka share consumers in it (ShareGroupHeartbeat members; gRPC members do not join
+    /// and are not counted).
+    pub members: u32,
+}
+
+/// Where [`Admin::reset_share_group`] moves a share group's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareResetTo {
+    /// This offset (below the log start: the log start; past the high watermark:
+    /// refused for that partition).
+    Offset(i64),
+    /// Each partition's log start.
+    Earliest,
+    /// Each partition's high watermark.
+    Latest,
+}
+
+/// One share-partition's answer to [`Admin::reset_share_group`].
+#[derive(Debug, Clone)]
+pub struct ShareStartReset {
+    /// Topic name.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The new start, or why this partition was refused.
+    pub result: Result<i64, ClientError>,
+}
+
 /// One member of a group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupMemberInfo {
@@ -960,6 +993,144 @@ impl Admin {
             .await?
             .into_inner();
         Ok(share_group_info(d))
+    }
+
+    /// Every share group, by id, with its Kafka member count: every broker is asked
+    /// (`Queues.ListShareGroups`: each lists the groups whose state or membership it
+    /// holds); a broker that cannot be reached is skipped with a warning.
+    pub async fn list_share_groups(&self) -> Result<Vec<ShareGroupListing>, ClientError> {
+        self.cluster.refresh(&[]).await?;
+        let brokers: Vec<i32> = self.cluster.table().brokers().map(|(id, _)| id).collect();
+        let mut groups: BTreeMap<String, ShareGroupListing> = BTreeMap::new();
+        let mut asked = 0;
+        let mut last_error = None;
+        for broker in brokers {
+            let listed = async {
+                let channel = self.cluster.channel(broker)?;
+                Ok::<_, ClientError>(
+                    queues_client(channel)
+                        .list_share_groups(pb::ListShareGroupsRequest {})
+                        .await?
+                        .into_inner()
+                        .groups,
+                )
+            }
+            .await;
+            match listed {
+                Ok(found) => {
+                    asked += 1;
+                    for g in found {
+                        let entry =
+                            groups
+                                .entry(g.group_id.clone())
+                                .or_insert_with(|| ShareGroupListing {
+                                    group_id: g.group_id,
+                                    members: 0,
+                                });
+                        // Membership lives on one broker; the others say 0.
+                        entry.members = entry.members.max(g.members);
+                    }
+                }
+                Err(error) if error.is_retriable() => {
+                    tracing::warn!(broker, %error, "a broker did not list its share groups; skipped");
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        match (asked, last_error) {
+            (0, Some(error)) => Err(error),
+            _ => Ok(groups.into_values().collect()),
+        }
+    }
+
+    /// Moves an idle share group's start on `partitions` of `topic` (none: all of them)
+    /// to `to` (`Queues.ResetShareGroup`, at its share coordinator): each
+    /// share-partition's in-flight window is discarded and its records from the new start
+    /// on are delivered again, from a delivery count of 0. A group without state is made.
+    /// [`ClientError::FailedPrecondition`] while a member holds a record under a lock or
+    /// the group has Kafka members; [`ClientError::NotFound`] for an unknown topic.
+    pub async fn reset_share_group(
+        &self,
+        group_id: &str,
+        topic: &str,
+        partitions: &[u32],
+        to: ShareResetTo,
+    ) -> Result<Vec<ShareStartReset>, ClientError> {
+        use pb::share_start_reset::To;
+        let partitions: Vec<u32> = if partitions.is_empty() {
+            (0..self.describe_topic(topic).await?.partitions.len() as u32).collect()
+        } else {
+            partitions.to_vec()
+        };
+        let to = match to {
+            ShareResetTo::Offset(n) => To::Offset(n),
+            ShareResetTo::Earliest => To::Earliest(true),
+            ShareResetTo::Latest => To::Latest(true),
+        };
+        let request = pb::ResetShareGroupRequest {
+            group_id: group_id.to_owned(),
+            partitions: partitions
+                .iter()
+                .map(|&partition| pb::ShareStartReset {
+                    topic: topic.to_owned(),
+                    partition,
+                    to: Some(to),
+                })
+                .collect(),
+        };
+        let answer = self
+            .on_coordinator_of(group_id, pb::CoordinatorType::Share, |channel| {
+                let request = request.clone();
+                async move { queues_client(channel).reset_share_group(request).await }
+            })
+            .await?
+            .into_inner();
+        Ok(answer
+            .results
+            .into_iter()
+            .map(|r| ShareStartReset {
+                topic: r.topic,
+                partition: r.partition,
+                result: match &r.error {
+                    Some(e) => Err(ClientError::from_partition_error(e)),
+                    None => Ok(r.start_offset),
+                },
+            })
+            .collect())
+    }
+
+    /// Deletes an idle share group (`topics` empty: its whole state and settings) or its
+    /// state of `topics` (`Queues.DeleteShareGroup`, at its share coordinator); one
+    /// answer per topic. [`ClientError::NotFound`] for a group without state,
+    /// [`ClientError::FailedPrecondition`] while it is in use.
+    pub async fn delete_share_group(
+        &self,
+        group_id: &str,
+        topics: &[&str],
+    ) -> Result<Vec<(String, Result<(), ClientError>)>, ClientError> {
+        let request = pb::DeleteShareGroupRequest {
+            group_id: group_id.to_owned(),
+            topics: topics.iter().map(|t| t.to_string()).collect(),
+        };
+        let answer = self
+            .on_coordinator_of(group_id, pb::CoordinatorType::Share, |channel| {
+                let request = request.clone();
+                async move { queues_client(channel).delete_share_group(request).await }
+            })
+            .await?
+            .into_inner();
+        Ok(answer
+            .results
+            .into_iter()
+            .map(|r| {
+                let result = match &r.error {
+                    Some(e) => Err(ClientError::from_partition_error(e)),
+                    None => Ok(()),
+                };
+                (r.topic, result)
+            })
+            .collect())
     }
 
     /// Replaces what a share group sets for itself (`Queues.ConfigureShareGroup`; a

@@ -87,8 +87,8 @@ pub mod share;
 pub use crate::admin::{
     Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
     GroupPartitionLag, GroupState, ListedOffset, OffsetQuery, OffsetResetPlan, PartitionInfo,
-    PartitionMove, PartitionOffsetReset, ResetOffsetsTo, ShareGroupInfo, ShareGroupSettings,
-    SharePartitionInfo, TopicInfo, TopicListing,
+    PartitionMove, PartitionOffsetReset, ResetOffsetsTo, ShareGroupInfo, ShareGroupListing,
+    ShareGroupSettings, SharePartitionInfo, ShareResetTo, ShareStartReset, TopicInfo, TopicListing,
 };
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::{

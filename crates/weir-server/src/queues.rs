@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::{Request, Response, Status};
+use weir_broker::share_admin;
 use weir_broker::shares::{
     self as core, AckKind, AckRange, AckResult, GroupSettings, HeaderCondition, HeaderFilter,
     HeaderMatch, ShareFetch, ShareGroupView, ShareStart,
@@ -13,7 +14,9 @@ use weir_broker::shares::{
 use weir_broker::{BrokerError, Reason};
 use weir_proto::v1::queues_server::Queues;
 use weir_proto::v1::{
-    self as pb, ConfigureShareGroupRequest, DescribeShareGroupRequest, DescribeShareGroupResponse,
+    self as pb, ConfigureShareGroupRequest, DeleteShareGroupRequest, DeleteShareGroupResponse,
+    DescribeShareGroupRequest, DescribeShareGroupResponse, ListShareGroupsRequest,
+    ListShareGroupsResponse, ResetShareGroupRequest, ResetShareGroupResponse,
     ShareAcknowledgeRequest, ShareAcknowledgeResponse, ShareFetchRequest, ShareFetchResponse,
 };
 
@@ -279,6 +282,128 @@ impl Queues for QueuesService {
         .await
         .map_err(broker_status)?;
         Ok(Response::new(group_description(req.group_id, described)))
+    }
+
+    async fn list_share_groups(
+        &self,
+        request: Request<ListShareGroupsRequest>,
+    ) -> Result<Response<ListShareGroupsResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ListShareGroups");
+        let ctx = grpc_context(&request);
+        let groups = share_admin::list_groups(&self.broker.core, &ctx).map_err(broker_status)?;
+        Ok(Response::new(ListShareGroupsResponse {
+            groups: groups
+                .into_iter()
+                .map(|g| pb::ShareGroupListing {
+                    group_id: g.group_id,
+                    members: u32::try_from(g.members).unwrap_or(u32::MAX),
+                    has_state: g.has_state,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn reset_share_group(
+        &self,
+        request: Request<ResetShareGroupRequest>,
+    ) -> Result<Response<ResetShareGroupResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ResetShareGroup");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let resets = req
+            .partitions
+            .into_iter()
+            .map(start_reset)
+            .collect::<Result<Vec<_>, Status>>()?;
+        let asked: Vec<(String, u32)> = resets
+            .iter()
+            .map(|r| (r.topic.clone(), r.partition))
+            .collect();
+        let results = core::reset_starts(&self.broker.core, &ctx, &req.group_id, resets)
+            .await
+            .map_err(broker_status)?;
+        Ok(Response::new(ResetShareGroupResponse {
+            results: asked
+                .into_iter()
+                .zip(results)
+                .map(|((topic, partition), result)| match result {
+                    Ok(start_offset) => pb::ShareStartResult {
+                        topic,
+                        partition,
+                        error: None,
+                        start_offset,
+                    },
+                    Err(e) => pb::ShareStartResult {
+                        topic,
+                        partition,
+                        error: Some(broker_partition_error(&e)),
+                        start_offset: -1,
+                    },
+                })
+                .collect(),
+        }))
+    }
+
+    async fn delete_share_group(
+        &self,
+        request: Request<DeleteShareGroupRequest>,
+    ) -> Result<Response<DeleteShareGroupResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("DeleteShareGroup");
+        let ctx = grpc_context(&request);
+        let req = request.into_inner();
+        let topics = (!req.topics.is_empty()).then(|| req.topics.clone());
+        let results = core::delete(&self.broker.core, &ctx, &req.group_id, topics)
+            .await
+            .map_err(broker_status)?;
+        Ok(Response::new(DeleteShareGroupResponse {
+            results: req
+                .topics
+                .into_iter()
+                .zip(results)
+                .map(|(topic, result)| pb::ShareTopicResult {
+                    topic,
+                    error: result.err().as_ref().map(broker_partition_error),
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// A start reset as the core takes it; INVALID_ARGUMENT when it says nowhere to go.
+fn start_reset(reset: pb::ShareStartReset) -> Result<core::StartReset, Status> {
+    use pb::share_start_reset::To;
+    let to = match reset.to {
+        Some(To::Offset(n)) => core::StartTarget::Offset(n),
+        Some(To::Earliest(true)) => core::StartTarget::Earliest,
+        Some(To::Latest(true)) => core::StartTarget::Latest,
+        _ => {
+            return Err(broker_status(BrokerError::new(
+                Reason::InvalidRequest,
+                format!(
+                    "the reset of {} partition {} sets none of offset, earliest or latest",
+                    reset.topic, reset.partition
+                ),
+            )));
+        }
+    };
+    Ok(core::StartReset {
+        topic: reset.topic,
+        partition: reset.partition,
+        to,
+    })
+}
+
+/// A start reset as ResetShareGroup carries it.
+pub(crate) fn pb_start_reset(reset: &core::StartReset) -> pb::ShareStartReset {
+    use pb::share_start_reset::To;
+    pb::ShareStartReset {
+        topic: reset.topic.clone(),
+        partition: reset.partition,
+        to: Some(match reset.to {
+            core::StartTarget::Offset(n) => To::Offset(n),
+            core::StartTarget::Earliest => To::Earliest(true),
+            core::StartTarget::Latest => To::Latest(true),
+        }),
     }
 }
 

@@ -17,7 +17,7 @@ use tonic::{Code, Status};
 use weir_broker::groups::Coordinator;
 use weir_broker::shares::{
     AckKind, AckRange, AckResult, ForwardFuture, GroupSettings, ShareFetch, ShareFetchAnswer,
-    ShareForwarder, ShareRecord, ShareStart,
+    ShareForwarder, ShareRecord, ShareStart, StartReset,
 };
 use weir_broker::{BrokerError, Reason};
 use weir_cluster::share::ShareError;
@@ -219,7 +219,122 @@ impl GrpcShareForwarder {
     }
 }
 
+impl GrpcShareForwarder {
+    async fn forward_starts(
+        &self,
+        coordinator: &Coordinator,
+        group_id: &str,
+    ) -> Result<Option<Vec<(String, u32, i64)>>, BrokerError> {
+        let mut request = tonic::Request::new(pb::DescribeShareGroupRequest {
+            group_id: group_id.to_string(),
+        });
+        request.set_timeout(CALL_SLACK);
+        match self
+            .client(coordinator)?
+            .describe_share_group(request)
+            .await
+        {
+            Ok(d) => Ok(Some(
+                d.into_inner()
+                    .partitions
+                    .into_iter()
+                    .map(|p| (p.topic, p.partition, p.start_offset))
+                    .collect(),
+            )),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(forwarded_error(coordinator, s)),
+        }
+    }
+
+    async fn forward_reset(
+        &self,
+        coordinator: &Coordinator,
+        group_id: &str,
+        resets: Vec<StartReset>,
+    ) -> Result<Vec<Result<i64, BrokerError>>, BrokerError> {
+        let count = resets.len();
+        let mut request = tonic::Request::new(pb::ResetShareGroupRequest {
+            group_id: group_id.to_string(),
+            partitions: resets.iter().map(crate::queues::pb_start_reset).collect(),
+        });
+        request.set_timeout(CALL_SLACK);
+        let answer = self
+            .client(coordinator)?
+            .reset_share_group(request)
+            .await
+            .map_err(|s| forwarded_error(coordinator, s))?
+            .into_inner();
+        let mut results: Vec<Result<i64, BrokerError>> = answer
+            .results
+            .into_iter()
+            .map(|r| match r.error {
+                Some(e) => Err(partition_error(coordinator, e)),
+                None => Ok(r.start_offset),
+            })
+            .collect();
+        results.resize_with(count, || Err(short_answer(coordinator)));
+        Ok(results)
+    }
+
+    async fn forward_delete(
+        &self,
+        coordinator: &Coordinator,
+        group_id: &str,
+        topics: Option<Vec<String>>,
+    ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+        let topics = topics.unwrap_or_default();
+        let count = topics.len();
+        let mut request = tonic::Request::new(pb::DeleteShareGroupRequest {
+            group_id: group_id.to_string(),
+            topics,
+        });
+        request.set_timeout(CALL_SLACK);
+        let answer = self
+            .client(coordinator)?
+            .delete_share_group(request)
+            .await
+            .map_err(|s| forwarded_error(coordinator, s))?
+            .into_inner();
+        let mut results: Vec<Result<(), BrokerError>> = answer
+            .results
+            .into_iter()
+            .map(|r| match r.error {
+                Some(e) => Err(partition_error(coordinator, e)),
+                None => Ok(()),
+            })
+            .collect();
+        results.resize_with(count, || Err(short_answer(coordinator)));
+        Ok(results)
+    }
+}
+
 impl ShareForwarder for GrpcShareForwarder {
+    fn starts<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+    ) -> ForwardFuture<'a, Option<Vec<(String, u32, i64)>>> {
+        Box::pin(self.forward_starts(coordinator, group_id))
+    }
+
+    fn reset<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        resets: Vec<StartReset>,
+    ) -> ForwardFuture<'a, Vec<Result<i64, BrokerError>>> {
+        Box::pin(self.forward_reset(coordinator, group_id, resets))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+        topics: Option<Vec<String>>,
+    ) -> ForwardFuture<'a, Vec<Result<(), BrokerError>>> {
+        Box::pin(self.forward_delete(coordinator, group_id, topics))
+    }
+
     fn settings<'a>(
         &'a self,
         coordinator: &'a Coordinator,
@@ -294,9 +409,60 @@ fn ack_results(ranges: Vec<AckRange>, results: Vec<pb::ShareAckResult>) -> Vec<A
         .collect()
 }
 
+fn short_answer(coordinator: &Coordinator) -> BrokerError {
+    BrokerError::new(
+        Reason::Internal,
+        format!(
+            "the share coordinator, broker {}, answered fewer entries than it was sent",
+            coordinator.node_id
+        ),
+    )
+}
+
+/// The reasons of Weir's list a forwarded share-group call is answered with where the
+/// code alone does not tell them apart (GROUP_NOT_EMPTY and INVALID_REQUEST are both
+/// FAILED_PRECONDITION or INVALID_ARGUMENT; UNKNOWN_GROUP and UNKNOWN_TOPIC both
+/// NOT_FOUND).
+fn named_reason(name: &str) -> Option<Reason> {
+    Some(match name {
+        "GROUP_NOT_EMPTY" => Reason::GroupNotEmpty,
+        "UNKNOWN_GROUP" => Reason::UnknownGroup,
+        "UNKNOWN_TOPIC" => Reason::UnknownTopic,
+        "UNKNOWN_PARTITION" => Reason::UnknownPartition,
+        "INVALID_GROUP_ID" => Reason::InvalidGroupId,
+        "INVALID_REQUEST" => Reason::InvalidRequest,
+        "COORDINATOR_LOADING" => Reason::CoordinatorLoading,
+        _ => return None,
+    })
+}
+
+/// A per-entry error of a forwarded call as the core's error.
+fn partition_error(coordinator: &Coordinator, e: pb::PartitionError) -> BrokerError {
+    let status = Status::new(Code::from_i32(e.code), e.message.clone());
+    let mut err = forwarded_error(coordinator, status);
+    if let Some(reason) = named_reason(&e.reason) {
+        err.reason = reason;
+    }
+    err
+}
+
 /// A failed forwarded call as the core's error: retriable where the coordinator was
 /// unavailable (it moved, or is loading), the request's fault where it said so.
 fn forwarded_error(coordinator: &Coordinator, status: Status) -> BrokerError {
+    use tonic_types::StatusExt;
+    if let Some(reason) = status
+        .get_details_error_info()
+        .and_then(|info| named_reason(&info.reason))
+    {
+        return BrokerError::new(
+            reason,
+            format!(
+                "the share coordinator, broker {}: {}",
+                coordinator.node_id,
+                status.message()
+            ),
+        );
+    }
     let reason = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Reason::InvalidRequest,
         Code::NotFound => Reason::UnknownTopic,

@@ -269,3 +269,540 @@ async fn each_kafka_listener_names_the_addresses_its_clients_reach() {
     })
     .await;
 }
+
+mod share_admin {
+    //! The share-group admin APIs (KIP-932) over the Kafka listener, as an operator uses
+    //! them on a group whose member joined with ShareGroupHeartbeat and took records with
+    //! share fetches: listed, described, its offsets described, altered and deleted, the
+    //! group deleted; kafka-python's `KafkaAdminClient` lists and deletes it too.
+
+    use std::path::PathBuf;
+    use std::process::Command;
+
+    use kafka_protocol::messages::alter_share_group_offsets_request::{
+        AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
+    };
+    use kafka_protocol::messages::delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic;
+    use kafka_protocol::messages::describe_share_group_offsets_request::{
+        DescribeShareGroupOffsetsRequestGroup, DescribeShareGroupOffsetsRequestTopic,
+    };
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::share_group_describe_response::DescribedGroup;
+    use kafka_protocol::messages::{
+        AlterShareGroupOffsetsRequest, DeleteGroupsRequest, DeleteShareGroupOffsetsRequest,
+        DescribeShareGroupOffsetsRequest, GroupId, ListGroupsRequest, OffsetCommitRequest,
+        ShareGroupDescribeRequest, ShareGroupHeartbeatRequest,
+    };
+    use weir_proto::v1::queues_client::QueuesClient;
+
+    use super::*;
+
+    const GROUP: &str = "workers";
+    const TOPIC: &str = "jobs";
+    const NO_ERROR: i16 = 0;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    const NON_EMPTY_GROUP: i16 = 68;
+    const GROUP_ID_NOT_FOUND: i16 = 69;
+
+    fn s(v: &str) -> StrBytes {
+        StrBytes::from_string(v.to_owned())
+    }
+
+    fn group(v: &str) -> GroupId {
+        GroupId(s(v))
+    }
+
+    async fn heartbeat(kafka: SocketAddr, epoch: i32) -> (i16, i32) {
+        let hb = ShareGroupHeartbeatRequest::default()
+            .with_group_id(group(GROUP))
+            .with_member_id(s("m1"))
+            .with_member_epoch(epoch)
+            .with_rack_id(Some(s("rack-a")))
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![TopicName(s(TOPIC))]));
+        let r = call(kafka, 1, &hb).await;
+        (r.error_code, r.member_epoch)
+    }
+
+    async fn describe(kafka: SocketAddr, ids: &[&str]) -> Vec<DescribedGroup> {
+        let req = ShareGroupDescribeRequest::default()
+            .with_group_ids(ids.iter().map(|g| group(g)).collect());
+        call(kafka, 1, &req).await.groups
+    }
+
+    /// `(topic, partition, start, error)` of every partition answered.
+    async fn offsets(
+        kafka: SocketAddr,
+        topics: Option<Vec<(&str, Vec<i32>)>>,
+    ) -> (i16, Vec<(String, i32, i64, i16)>) {
+        let g = DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(group(GROUP))
+            .with_topics(topics.map(|ts| {
+                ts.into_iter()
+                    .map(|(t, ps)| {
+                        DescribeShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s(t)))
+                            .with_partitions(ps)
+                    })
+                    .collect()
+            }));
+        let r = call(
+            kafka,
+            0,
+            &DescribeShareGroupOffsetsRequest::default().with_groups(vec![g]),
+        )
+        .await;
+        assert_eq!(r.groups.len(), 1);
+        let g = &r.groups[0];
+        let mut out = Vec::new();
+        for t in &g.topics {
+            for p in &t.partitions {
+                assert_eq!(p.leader_epoch, -1);
+                out.push((
+                    t.topic_name.to_string(),
+                    p.partition_index,
+                    p.start_offset,
+                    p.error_code,
+                ));
+            }
+        }
+        (g.error_code, out)
+    }
+
+    /// The top-level error and each partition's.
+    async fn alter(kafka: SocketAddr, starts: &[(i32, i64)]) -> (i16, Vec<i16>) {
+        let req = AlterShareGroupOffsetsRequest::default()
+            .with_group_id(group(GROUP))
+            .with_topics(vec![
+                AlterShareGroupOffsetsRequestTopic::default()
+                    .with_topic_name(TopicName(s(TOPIC)))
+                    .with_partitions(
+                        starts
+                            .iter()
+                            .map(|&(p, o)| {
+                                AlterShareGroupOffsetsRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_start_offset(o)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let r = call(kafka, 0, &req).await;
+        let codes = r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        (r.error_code, codes)
+    }
+
+    async fn delete_groups(kafka: SocketAddr, ids: &[&str]) -> Vec<i16> {
+        let req = DeleteGroupsRequest::default()
+            .with_groups_names(ids.iter().map(|g| group(g)).collect());
+        call(kafka, 2, &req)
+            .await
+            .results
+            .iter()
+            .map(|r| r.error_code)
+            .collect()
+    }
+
+    /// `(group, state, type, protocol type)` of the groups ListGroups v5 lists.
+    async fn listed(kafka: SocketAddr, states: &[&str], types: &[&str]) -> Vec<[String; 4]> {
+        let req = ListGroupsRequest::default()
+            .with_states_filter(states.iter().map(|v| s(v)).collect())
+            .with_types_filter(types.iter().map(|v| s(v)).collect());
+        let r = call(kafka, 5, &req).await;
+        assert_eq!(r.error_code, 0);
+        r.groups
+            .iter()
+            .map(|g| {
+                [
+                    g.group_id.to_string(),
+                    g.group_state.to_string(),
+                    g.group_type.to_string(),
+                    g.protocol_type.to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    /// Acquires up to `max` records of `partition` for `member` over gRPC; their offsets
+    /// and delivery counts.
+    async fn take(
+        q: &mut QueuesClient<Channel>,
+        member: &str,
+        partition: u32,
+        max: u32,
+    ) -> Vec<(i64, u32)> {
+        let answer = q
+            .share_fetch(ShareFetchRequest {
+                group_id: GROUP.into(),
+                member_id: member.into(),
+                topics: vec![TOPIC.into()],
+                max_records: max,
+                max_wait_ms: 2_000,
+                start: ShareStart::Earliest as i32,
+                acknowledgements: vec![],
+                partitions: vec![SharePartitions {
+                    topic: TOPIC.into(),
+                    partitions: vec![partition],
+                }],
+            })
+            .await
+            .expect("share fetch")
+            .into_inner();
+        answer
+            .records
+            .iter()
+            .map(|r| (r.record.as_ref().unwrap().offset, r.delivery_count))
+            .collect()
+    }
+
+    /// Acknowledges `first..=last` of `partition` for `member` over gRPC.
+    async fn ack(
+        q: &mut QueuesClient<Channel>,
+        member: &str,
+        partition: u32,
+        (first, last): (i64, i64),
+        kind: AckType,
+    ) {
+        let answer = q
+            .share_acknowledge(ShareAcknowledgeRequest {
+                group_id: GROUP.into(),
+                member_id: member.into(),
+                acknowledgements: vec![ShareAck {
+                    topic: TOPIC.into(),
+                    partition,
+                    first_offset: first,
+                    last_offset: last,
+                    r#type: kind as i32,
+                    delay_ms: 0,
+                }],
+                leaving: false,
+            })
+            .await
+            .expect("share acknowledge")
+            .into_inner();
+        assert!(
+            answer
+                .results
+                .iter()
+                .all(|r| r.error.is_none() && r.not_held.is_empty())
+        );
+    }
+
+    async fn python() -> String {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let setup = root.join("tests/python/setup.sh");
+        let out = tokio::task::spawn_blocking(move || Command::new("bash").arg(setup).output())
+            .await
+            .unwrap()
+            .expect("runs tests/python/setup.sh");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    async fn kafka_python_lists_and_deletes(kafka: SocketAddr) -> serde_json::Value {
+        let python = python().await;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/kafka/share_admin_kafka_python.py");
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("timeout")
+                .args(["--kill-after=10", "120", &python])
+                .arg(script)
+                .args([&kafka.to_string(), GROUP])
+                .output()
+        })
+        .await
+        .unwrap()
+        .expect("runs share_admin_kafka_python.py");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.lines().last().expect("a line")).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_operator_lists_describes_moves_and_deletes_a_share_group() {
+        bounded(async {
+            let dir = tempfile::tempdir().unwrap();
+            let server = weir_server::start(weir_server::ServerConfig {
+                kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+                ..config(dir.path())
+            })
+            .await
+            .unwrap();
+            let kafka = server.kafka_addr.expect("a Kafka listener");
+            let mut c = connect(server.addr).await;
+            c.create(TOPIC, 2, &[]).await;
+            let values: Vec<String> = (0..10).map(|i| format!("v{i}")).collect();
+            for p in 0..2 {
+                let r = c
+                    .produce(request(
+                        TOPIC,
+                        vec![plain(p, &values, Compression::None)],
+                        Acks::All,
+                    ))
+                    .await;
+                assert!(r.results.iter().all(|r| r.error.is_none()));
+            }
+            let mut q = QueuesClient::new(c.channel.clone());
+            wait_until("the share coordinator is up", || {
+                let mut q = q.clone();
+                async move {
+                    let asked = q
+                        .describe_share_group(DescribeShareGroupRequest {
+                            group_id: GROUP.into(),
+                        })
+                        .await;
+                    matches!(asked, Err(s) if s.code() == tonic::Code::NotFound)
+                }
+            })
+            .await;
+            wait_until("the group coordinator is up", || async {
+                heartbeat(kafka, 0).await.0 == NO_ERROR
+            })
+            .await;
+            // A consumer group beside it, for the wrong-type answers.
+            let commit = OffsetCommitRequest::default()
+                .with_group_id(group("classic-readers"))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    OffsetCommitRequestTopic::default()
+                        .with_name(TopicName(s(TOPIC)))
+                        .with_partitions(vec![
+                            OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1),
+                        ]),
+                ]);
+            let committed = call(kafka, 8, &commit).await;
+            assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+
+            // The member (m1, joined above) takes 3 records of partition 0 and accepts
+            // them: the group's start there is 3; partition 1 starts at its log start.
+            let got = take(&mut q, "m1", 0, 3).await;
+            assert_eq!(got, vec![(0, 1), (1, 1), (2, 1)]);
+            ack(&mut q, "m1", 0, (0, 2), AckType::Accept).await;
+            assert_eq!(take(&mut q, "m1", 1, 1).await, vec![(0, 1)]);
+            ack(&mut q, "m1", 1, (0, 0), AckType::Release).await;
+            let (_, m_epoch) = heartbeat(kafka, 1).await;
+            assert_eq!(m_epoch, 1);
+
+            // Listed as a share group, Stable while it has a member.
+            let row = |state: &str| [GROUP, state, "share", "share"].map(str::to_owned);
+            assert_eq!(listed(kafka, &[], &["share"]).await, vec![row("Stable")]);
+            assert!(listed(kafka, &["Empty"], &["share"]).await.is_empty());
+            assert!(
+                !listed(kafka, &[], &["consumer", "classic"])
+                    .await
+                    .iter()
+                    .any(|g| g[0] == GROUP)
+            );
+            assert!(listed(kafka, &[], &[]).await.contains(&row("Stable")));
+
+            // Described: state, epochs, the simple assignor, the member and its
+            // assignment by topic id; an unknown id and a consumer group's are not found.
+            let described = describe(kafka, &[GROUP, "nobody", "classic-readers"]).await;
+            let d = &described[0];
+            assert_eq!(d.error_code, 0, "{d:?}");
+            assert_eq!(
+                (d.group_state.as_str(), d.assignor_name.as_str()),
+                ("Stable", "simple")
+            );
+            assert!(
+                d.group_epoch >= 1 && d.assignment_epoch == d.group_epoch,
+                "{d:?}"
+            );
+            assert_eq!(d.members.len(), 1);
+            let m = &d.members[0];
+            assert_eq!(
+                (m.member_id.as_str(), m.member_epoch, m.rack_id.as_deref()),
+                ("m1", 1, Some("rack-a"))
+            );
+            assert_eq!(
+                (m.client_id.as_str(), m.client_host.as_str()),
+                ("weir-test", "127.0.0.1")
+            );
+            assert_eq!(m.subscribed_topic_names, vec![TopicName(s(TOPIC))]);
+            let assigned = &m.assignment.topic_partitions;
+            assert_eq!(assigned.len(), 1);
+            assert_eq!(
+                (
+                    assigned[0].topic_name.as_str(),
+                    assigned[0].partitions.clone()
+                ),
+                (TOPIC, vec![0, 1])
+            );
+            assert!(!assigned[0].topic_id.is_nil());
+            assert_eq!(
+                (
+                    described[1].error_code,
+                    described[1].error_message.as_deref()
+                ),
+                (GROUP_ID_NOT_FOUND, Some("Group nobody not found."))
+            );
+            assert_eq!(
+                (
+                    described[2].error_code,
+                    described[2].error_message.as_deref()
+                ),
+                (
+                    GROUP_ID_NOT_FOUND,
+                    Some("Group classic-readers is not a share group.")
+                )
+            );
+
+            // Offsets: the group's start on every partition it has state for; asked by
+            // name, unknown partitions and topics are answered as such.
+            let all = vec![(TOPIC.to_owned(), 0, 3, 0), (TOPIC.to_owned(), 1, 0, 0)];
+            assert_eq!(offsets(kafka, None).await, (0, all.clone()));
+            let asked = offsets(
+                kafka,
+                Some(vec![(TOPIC, vec![0, 1, 5]), ("missing", vec![0])]),
+            )
+            .await;
+            assert_eq!(
+                asked,
+                (
+                    0,
+                    vec![
+                        (TOPIC.to_owned(), 0, 3, 0),
+                        (TOPIC.to_owned(), 1, 0, 0),
+                        (TOPIC.to_owned(), 5, -1, UNKNOWN_TOPIC_OR_PARTITION),
+                        ("missing".to_owned(), 0, -1, UNKNOWN_TOPIC_OR_PARTITION),
+                    ]
+                )
+            );
+
+            // A group with a member is not altered, its offsets not deleted, and it is
+            // not deleted.
+            assert_eq!(
+                alter(kafka, &[(0, 7)]).await,
+                (NON_EMPTY_GROUP, vec![NON_EMPTY_GROUP])
+            );
+            let deleted_offsets = call(
+                kafka,
+                0,
+                &DeleteShareGroupOffsetsRequest::default()
+                    .with_group_id(group(GROUP))
+                    .with_topics(vec![
+                        DeleteShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s(TOPIC))),
+                    ]),
+            )
+            .await;
+            assert_eq!(deleted_offsets.error_code, NON_EMPTY_GROUP);
+            assert_eq!(delete_groups(kafka, &[GROUP]).await, vec![NON_EMPTY_GROUP]);
+
+            // The member leaves: the group is Empty. A record still held under a lock
+            // (a gRPC member, which has no heartbeat) keeps it from being altered.
+            assert_eq!(heartbeat(kafka, -1).await, (0, -1));
+            assert_eq!(
+                listed(kafka, &["Empty"], &["share"]).await,
+                vec![row("Empty")]
+            );
+            assert_eq!(
+                describe(kafka, &[GROUP]).await[0].group_state.as_str(),
+                "Empty"
+            );
+            assert_eq!(take(&mut q, "grpc-worker", 0, 1).await, vec![(3, 1)]);
+            assert_eq!(
+                alter(kafka, &[(0, 7)]).await,
+                (NON_EMPTY_GROUP, vec![NON_EMPTY_GROUP])
+            );
+            ack(&mut q, "grpc-worker", 0, (3, 3), AckType::Release).await;
+
+            // Now the start moves; the in-flight window goes with it, and the next fetch
+            // hands out records from the new start, delivered for the first time again.
+            // A start past the high watermark is refused for its partition alone.
+            assert_eq!(alter(kafka, &[(0, 7), (1, 11)]).await, (0, vec![0, 42]));
+            assert_eq!(
+                offsets(kafka, None).await,
+                (
+                    0,
+                    vec![(TOPIC.to_owned(), 0, 7, 0), (TOPIC.to_owned(), 1, 0, 0)]
+                )
+            );
+            assert_eq!(
+                take(&mut q, "grpc-worker", 0, 2).await,
+                vec![(7, 1), (8, 1)]
+            );
+            ack(&mut q, "grpc-worker", 0, (7, 8), AckType::Accept).await;
+            assert_eq!(
+                offsets(kafka, Some(vec![(TOPIC, vec![0])])).await,
+                (0, vec![(TOPIC.to_owned(), 0, 9, 0)])
+            );
+
+            // Deleting the topic's offsets forgets its state: asked again, no start.
+            let deleted_offsets = call(
+                kafka,
+                0,
+                &DeleteShareGroupOffsetsRequest::default()
+                    .with_group_id(group(GROUP))
+                    .with_topics(vec![
+                        DeleteShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s(TOPIC))),
+                        DeleteShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s("missing"))),
+                    ]),
+            )
+            .await;
+            assert_eq!(deleted_offsets.error_code, 0);
+            let codes: Vec<i16> = deleted_offsets
+                .responses
+                .iter()
+                .map(|t| t.error_code)
+                .collect();
+            assert_eq!(codes, vec![0, UNKNOWN_TOPIC_OR_PARTITION]);
+            assert_eq!(offsets(kafka, None).await, (0, vec![]));
+            assert_eq!(
+                offsets(kafka, Some(vec![(TOPIC, vec![0])])).await,
+                (0, vec![(TOPIC.to_owned(), 0, -1, 0)])
+            );
+
+            // kafka-python lists it (as Empty, a share group) and deletes it; afterwards
+            // it is not found anywhere.
+            let py = kafka_python_lists_and_deletes(kafka).await;
+            let row_json = serde_json::json!([[GROUP, "Empty", "share", "share"]]);
+            assert_eq!(py["share"], row_json, "{py}");
+            assert_eq!(py["share_empty"], row_json, "{py}");
+            assert_eq!(py["share_stable"], serde_json::json!([]), "{py}");
+            assert!(
+                !py["consumer"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|g| g[0] == GROUP),
+                "{py}"
+            );
+            assert_eq!(py["deleted"], serde_json::json!({ GROUP: "OK" }), "{py}");
+            assert_eq!(py["share_after"], serde_json::json!([]), "{py}");
+            assert_eq!(
+                py["deleted_again"],
+                serde_json::json!({ GROUP: "GroupIdNotFoundError" }),
+                "{py}"
+            );
+            let gone = describe(kafka, &[GROUP]).await;
+            assert_eq!(gone[0].error_code, GROUP_ID_NOT_FOUND);
+            assert_eq!(offsets(kafka, None).await.0, GROUP_ID_NOT_FOUND);
+            assert_eq!(
+                delete_groups(kafka, &[GROUP]).await,
+                vec![GROUP_ID_NOT_FOUND]
+            );
+            // The consumer group was left alone.
+            assert_eq!(delete_groups(kafka, &["classic-readers"]).await, vec![0]);
+            server.shutdown().await.unwrap();
+        })
+        .await;
+    }
+}

@@ -998,3 +998,120 @@ async fn a_leaving_member_s_records_go_to_others_at_once() {
     })
     .await
 }
+
+/// A reset start and a deleted group are durable: after a restart the group delivers
+/// from the new start, and a deleted group (state and settings) stays deleted.
+#[tokio::test]
+async fn a_reset_start_and_a_deleted_group_survive_a_restart() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let mut c = connect(server.addr).await;
+        c.create(TOPIC, 1, &[]).await;
+        let values: Vec<String> = (0..10).map(|i| format!("task-{i}")).collect();
+        produce_values(&mut c, 0, &values).await;
+        let mut q = queues(&c);
+        // Two groups with state: "moved" holds 10 records, so it is busy.
+        let got = fetch(&mut q, fetch_req("moved", "a", 0, vec![])).await;
+        assert_eq!(got.records.len(), 10);
+        fetch(&mut q, fetch_req("dropped", "a", 0, vec![])).await;
+        // Its member leaves, giving its records back: the group is idle.
+        q.share_acknowledge(ShareAcknowledgeRequest {
+            group_id: "dropped".into(),
+            member_id: "a".into(),
+            acknowledgements: vec![],
+            leaving: true,
+        })
+        .await
+        .unwrap();
+        q.configure_share_group(ConfigureShareGroupRequest {
+            group_id: "dropped".into(),
+            delivery_count_limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let reset = |to| ResetShareGroupRequest {
+            group_id: "moved".into(),
+            partitions: vec![ShareStartReset {
+                topic: TOPIC.into(),
+                partition: 0,
+                to: Some(to),
+            }],
+        };
+        let busy = q
+            .reset_share_group(reset(share_start_reset::To::Offset(6)))
+            .await
+            .unwrap_err();
+        assert_eq!(busy.code(), Code::FailedPrecondition, "{busy:?}");
+        q.share_acknowledge(ShareAcknowledgeRequest {
+            group_id: "moved".into(),
+            member_id: "a".into(),
+            acknowledgements: got
+                .records
+                .iter()
+                .map(|r| ack(r, AckType::Release, 0))
+                .collect(),
+            leaving: false,
+        })
+        .await
+        .unwrap();
+        let moved = q
+            .reset_share_group(reset(share_start_reset::To::Offset(6)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(moved.results.len(), 1);
+        assert_eq!(
+            (
+                moved.results[0].error.is_none(),
+                moved.results[0].start_offset
+            ),
+            (true, 6),
+            "{moved:?}"
+        );
+        q.delete_share_group(DeleteShareGroupRequest {
+            group_id: "dropped".into(),
+            topics: vec![],
+        })
+        .await
+        .unwrap();
+        let listed = q
+            .list_share_groups(ListShareGroupsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let ids: Vec<&str> = listed.groups.iter().map(|g| g.group_id.as_str()).collect();
+        assert_eq!(ids, ["moved"]);
+        server.shutdown().await.unwrap();
+
+        let server = start_with(dir.path(), 30_000, 5).await;
+        let c = connect(server.addr).await;
+        let mut q = queues(&c);
+        let again = fetch(&mut q, fetch_req("moved", "b", 0, vec![])).await;
+        let values: Vec<String> = again.records.iter().map(value_of).collect();
+        assert_eq!(values, ["task-6", "task-7", "task-8", "task-9"]);
+        // The window went with the reset: first deliveries again.
+        assert!(
+            again.records.iter().all(|r| r.delivery_count == 1),
+            "{again:?}"
+        );
+        let gone = q
+            .describe_share_group(DescribeShareGroupRequest {
+                group_id: "dropped".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+        let unknown = q
+            .delete_share_group(DeleteShareGroupRequest {
+                group_id: "dropped".into(),
+                topics: vec![],
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}

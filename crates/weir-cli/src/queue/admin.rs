@@ -1,6 +1,6 @@
 //! `weir queue describe` and `weir queue configure`: a share group's settings and each
 //! share-partition's window, from the group's share coordinator, printed as a table or
-//! as JSON.
+//! as JSON; `weir queue list`, `reset` and `delete`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use weir_client::connection::human_duration;
-use weir_client::{Admin, ClientError, ShareGroupInfo, ShareGroupSettings, ShareStart};
+use weir_client::{
+    Admin, ClientError, ShareGroupInfo, ShareGroupSettings, ShareResetTo, ShareStart,
+};
 
 use crate::brokers::BrokerArgs;
 use crate::group::table;
@@ -64,6 +66,164 @@ pub(super) async fn configure(
     let mut out = std::io::stdout().lock();
     print_share_group(&mut out, format, &info)?;
     out.flush()?;
+    Ok(())
+}
+
+async fn connect(brokers: &BrokerArgs) -> anyhow::Result<Admin> {
+    Admin::connect_with_timeouts(&brokers.list(), brokers.timeouts())
+        .await
+        .context("connecting to the broker")
+}
+
+#[derive(Debug, Serialize)]
+struct ListedJson<'a> {
+    group_id: &'a str,
+    members: u32,
+}
+
+/// `weir queue list`.
+pub(super) async fn list(brokers: &BrokerArgs, format: Format) -> anyhow::Result<()> {
+    let groups = connect(brokers)
+        .await?
+        .list_share_groups()
+        .await
+        .context("listing share groups")?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Json => {
+            for g in &groups {
+                let line = ListedJson {
+                    group_id: &g.group_id,
+                    members: g.members,
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            }
+        }
+        Format::Text => {
+            let rows: Vec<[String; 2]> = groups
+                .iter()
+                .map(|g| [g.group_id.clone(), g.members.to_string()])
+                .collect();
+            table(&mut out, ["GROUP", "KAFKA-MEMBERS"], &[false, true], &rows)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct ResetJson<'a> {
+    topic: &'a str,
+    partition: u32,
+    start_offset: Option<i64>,
+    error: Option<String>,
+}
+
+/// `weir queue reset`: fails (exit 1) if any partition was refused, after printing them
+/// all.
+pub(super) async fn reset(
+    brokers: &BrokerArgs,
+    group: &str,
+    topic: &str,
+    partitions: &[u32],
+    to: ShareResetTo,
+    format: Format,
+) -> anyhow::Result<()> {
+    let doing = format!("moving share group {group}'s start on {topic}");
+    let results = match connect(brokers)
+        .await?
+        .reset_share_group(group, topic, partitions, to)
+        .await
+    {
+        Ok(results) => results,
+        Err(error @ ClientError::FailedPrecondition(_)) => {
+            return Err(anyhow::anyhow!(
+                "{doing}: {error}
+  hint: stop the group's workers (or wait for their locks                  to end) and retry"
+            ));
+        }
+        Err(error) => return Err(anyhow::Error::from(error).context(doing)),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut refused = 0;
+    let mut rows = Vec::new();
+    for r in &results {
+        let (start, error) = match &r.result {
+            Ok(start) => (Some(*start), None),
+            Err(e) => {
+                refused += 1;
+                (None, Some(e.to_string()))
+            }
+        };
+        match format {
+            Format::Json => {
+                let line = ResetJson {
+                    topic: &r.topic,
+                    partition: r.partition,
+                    start_offset: start,
+                    error,
+                };
+                writeln!(out, "{}", serde_json::to_string(&line)?)?;
+            }
+            Format::Text => rows.push([
+                r.topic.clone(),
+                r.partition.to_string(),
+                start.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                error.unwrap_or_default(),
+            ]),
+        }
+    }
+    if format == Format::Text {
+        table(
+            &mut out,
+            ["TOPIC", "PARTITION", "NEW-START", "ERROR"],
+            &[false, true, true, false],
+            &rows,
+        )?;
+    }
+    out.flush()?;
+    anyhow::ensure!(refused == 0, "{doing}: {refused} partitions were refused");
+    Ok(())
+}
+
+/// `weir queue delete`.
+pub(super) async fn delete(
+    brokers: &BrokerArgs,
+    group: &str,
+    topics: &[String],
+) -> anyhow::Result<()> {
+    let doing = format!("deleting share group {group}");
+    let named: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let results = match connect(brokers)
+        .await?
+        .delete_share_group(group, &named)
+        .await
+    {
+        Ok(results) => results,
+        Err(error @ ClientError::FailedPrecondition(_)) => {
+            return Err(anyhow::anyhow!(
+                "{doing}: {error}
+  hint: stop the group's workers (or wait for their locks                  to end) and retry"
+            ));
+        }
+        Err(error) => return Err(anyhow::Error::from(error).context(doing)),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut refused = 0;
+    if topics.is_empty() {
+        writeln!(out, "deleted share group {group}")?;
+    }
+    for (topic, result) in &results {
+        match result {
+            Ok(()) => writeln!(out, "{group}: forgot its state of {topic}")?,
+            Err(e) => {
+                refused += 1;
+                writeln!(out, "{group}: {topic}: {e}")?;
+            }
+        }
+    }
+    out.flush()?;
+    anyhow::ensure!(refused == 0, "{doing}: {refused} topics were refused");
     Ok(())
 }
 

@@ -5,14 +5,16 @@
 //! the command succeeds or releases it for a retry with exponential backoff when it fails
 //! (a minimal worker). `describe` shows the group's settings and each share-partition's
 //! window; `configure` sets the group's lock duration, delivery limit, dead-letter topic
-//! and header filter; `redrive` moves dead letters back to their source topics.
+//! and header filter; `list`, `reset` and `delete` administer groups (list them, move an
+//! idle group's start, delete it or its state of some topics); `redrive` moves dead
+//! letters back to their source topics.
 //!
 //! Records the command took and did not finish (Ctrl-C, `--count` reached mid-batch, an
 //! error) are released when it closes, so other members get them at once.
 //!
 //! This file holds the command line (flags, help texts, the checks that turn flags into a
 //! [`ConsumeConfig`]) and the dispatch; `consume.rs` the consume loop, `admin.rs`
-//! `describe` and `configure`, `redrive.rs` the redrive.
+//! `describe`, `configure`, `list`, `reset` and `delete`, `redrive.rs` the redrive.
 
 mod admin;
 mod consume;
@@ -24,7 +26,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use weir_client::connection::Timeouts;
 use weir_client::share::filter::HeaderCondition;
 use weir_client::share::{MAX_RECORDS_PER_POLL, MAX_RELEASE_DELAY};
-use weir_client::{AckKind, ClientError, ShareGroupSettings, ShareStart};
+use weir_client::{AckKind, ClientError, ShareGroupSettings, ShareResetTo, ShareStart};
 
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
@@ -58,6 +60,10 @@ Examples:
       Each share-partition's window: records available, delayed, held by members, and
       the age of the oldest unfinished one (the figure to alert on).
   weir queue configure workers --lock-duration 2m --delivery-limit 3 --dead-letter-topic jobs-dlq
+  weir queue list
+  weir queue reset workers --topic jobs --to-earliest
+      Deliver the whole topic again (the group must be idle: stop its workers first).
+  weir queue delete workers
   weir queue redrive jobs-dlq
       Send the dead letters of jobs-dlq back to jobs, once fixed (SQS's redrive).
 
@@ -165,6 +171,19 @@ Examples:
   weir queue configure eu-workers --filter 'region^=eu-' --filter 'tier in gold,silver'
   weir queue configure mailers --clear-filter";
 
+const RESET_HELP: &str = "\
+The group must be idle: no member may hold a record under a lock that has not expired,
+and no Kafka share consumer may be in the group (FAILED_PRECONDITION otherwise: stop the
+workers, or wait for their locks to end). Each share-partition's in-flight window is
+discarded: every record from the new start on is delivered again, with a delivery count
+starting from 0, and everything below it counts as finished. A group without state is
+made, so a queue can be positioned before its first worker starts.
+
+Examples:
+  weir queue reset workers --topic jobs --to-offset 1200
+  weir queue reset workers --topic jobs --partition 0 --partition 2 --to-earliest
+  weir queue reset workers --topic jobs --to-latest     # skip the backlog";
+
 /// Work queues: consume topics as a member of a share group, acknowledging each record.
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -228,6 +247,49 @@ enum QueueCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
+    },
+    /// List the share groups: every broker is asked for those whose state or Kafka
+    /// members it holds.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Move an idle share group's start on a topic's partitions (Kafka's
+    /// kafka-share-groups --reset-offsets).
+    #[command(after_help = RESET_HELP)]
+    Reset {
+        /// Share group id.
+        group: String,
+        /// The topic whose share-partitions move.
+        #[arg(long, short = 't', value_name = "TOPIC")]
+        topic: String,
+        /// Only these partitions (repeat it) [default: every partition of the topic].
+        #[arg(long = "partition", short = 'p', value_name = "P")]
+        partitions: Vec<u32>,
+        /// Start at this offset (a start below the log start is the log start; one past
+        /// the high watermark is refused).
+        #[arg(long, value_name = "OFFSET", group = "to", value_parser = clap::value_parser!(i64).range(0..))]
+        to_offset: Option<i64>,
+        /// Start at each partition's log start.
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        /// Start at each partition's high watermark: skip everything produced so far.
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Delete an idle share group (its state and settings), or with --topic only its
+    /// state of those topics (it then starts on them afresh, where its start says).
+    Delete {
+        /// Share group id.
+        group: String,
+        /// Forget only the group's state of this topic (repeat it) [default: delete the
+        /// whole group].
+        #[arg(long = "topic", short = 't', value_name = "TOPIC")]
+        topics: Vec<String>,
     },
     /// Move dead letters back to the topics they came from (SQS's redrive): each is
     /// produced again (acks=all) to its source partition without its weir-dlq-* headers,
@@ -456,6 +518,34 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
             settings.start = start.map(StartArg::share_start);
             admin::configure(&args.brokers, &group, &settings, format).await
         }
+        QueueCommand::List { format } => admin::list(&args.brokers, format).await,
+        QueueCommand::Reset {
+            group,
+            topic,
+            partitions,
+            to_offset,
+            to_earliest,
+            to_latest,
+            format,
+        } => {
+            check_group(&group, "GROUP")?;
+            let to = match (to_offset, to_earliest, to_latest) {
+                (Some(n), _, _) => ShareResetTo::Offset(n),
+                (None, true, _) => ShareResetTo::Earliest,
+                (None, false, true) => ShareResetTo::Latest,
+                (None, false, false) => {
+                    return Err(UsageError(
+                        "say where: --to-offset N, --to-earliest or --to-latest".to_owned(),
+                    )
+                    .into());
+                }
+            };
+            admin::reset(&args.brokers, &group, &topic, &partitions, to, format).await
+        }
+        QueueCommand::Delete { group, topics } => {
+            check_group(&group, "GROUP")?;
+            admin::delete(&args.brokers, &group, &topics).await
+        }
         QueueCommand::Redrive {
             topic,
             group,
@@ -521,9 +611,7 @@ mod tests {
         let parsed = parse(args)?;
         match parsed.command {
             QueueCommand::Consume(c) => c.into_config(&parsed.brokers),
-            QueueCommand::Describe { .. }
-            | QueueCommand::Configure { .. }
-            | QueueCommand::Redrive { .. } => anyhow::bail!("not consume"),
+            _ => anyhow::bail!("not consume"),
         }
     }
 

@@ -300,6 +300,27 @@ impl Queues for FakeBroker {
     ) -> Result<Response<pb::DescribeShareGroupResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+
+    async fn list_share_groups(
+        &self,
+        _: Request<pb::ListShareGroupsRequest>,
+    ) -> Result<Response<pb::ListShareGroupsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn reset_share_group(
+        &self,
+        _: Request<pb::ResetShareGroupRequest>,
+    ) -> Result<Response<pb::ResetShareGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn delete_share_group(
+        &self,
+        _: Request<pb::DeleteShareGroupRequest>,
+    ) -> Result<Response<pb::DeleteShareGroupResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 /// Two fake brokers on 127.0.0.1:0; the first coordinates.

@@ -261,8 +261,17 @@ impl ShareCoordinator {
             .await)
     }
 
+    pub(super) fn registry(&self) -> &Arc<TopicRegistry> {
+        &self.registry
+    }
+
+    /// The shards this broker leads and has loaded.
+    pub(super) fn loaded_shards(&self) -> Vec<Arc<ShareShard>> {
+        self.slots.loaded()
+    }
+
     /// The shard of `group_id`, if this broker coordinates it now.
-    fn shard(&self, group_id: &str) -> Result<Arc<ShareShard>, ShareError> {
+    pub(super) fn shard(&self, group_id: &str) -> Result<Arc<ShareShard>, ShareError> {
         validate_group_id(group_id)?;
         let partition = partition_for_group(group_id, self.slots.len());
         if let Some(shard) = self.slots.get(partition) {
@@ -311,6 +320,9 @@ impl ShareCoordinator {
         loop {
             let now = wall_clock_ms().max(0) as u64;
             let mut windows = group.windows.lock().await;
+            if windows.deleted {
+                return Err(ShareError::UnknownGroup(fetch.group_id.clone()));
+            }
             // Registered before anything is looked at: a release made after this round
             // looked wakes this fetch even if it lands before the fetch starts waiting.
             let released_wait = group.released.notified();
@@ -408,6 +420,9 @@ impl ShareCoordinator {
         let group = shard.group_or_new(group_id)?;
         let now = wall_clock_ms().max(0) as u64;
         let mut windows = group.windows.lock().await;
+        if windows.deleted {
+            return Err(ShareError::UnknownGroup(group_id.to_string()));
+        }
         let mut released = false;
         let results = self.apply_acks(group_id, member_id, &mut windows, acks, now, &mut released);
         if leaving {
@@ -500,6 +515,9 @@ impl ShareCoordinator {
         let group = shard.group_or_new(group_id)?;
         {
             let mut windows = group.windows.lock().await;
+            if windows.deleted {
+                return Err(ShareError::UnknownGroup(group_id.to_string()));
+            }
             let key = RecordKey::settings(group_id)
                 .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
             if keep_filter {

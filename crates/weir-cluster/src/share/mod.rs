@@ -16,7 +16,10 @@
 //!   its record in `__share_group_state`;
 //!   [`dead_letter`]: the copies of archived records and the [`DeadLetterSink`] they go
 //!   through.
+//! - `admin`: the groups a coordinator holds, moving a share-partition's start,
+//!   forgetting a topic's state or a whole group ([`StartReset`]).
 
+mod admin;
 pub mod coordinator;
 pub mod dead_letter;
 mod filter;
@@ -30,6 +33,7 @@ mod state_records;
 
 use std::time::Duration;
 
+pub use admin::{StartReset, StartTarget};
 pub use coordinator::{
     AckRange, AckResult, ShareCoordinator, ShareFetch, ShareFetchAnswer, ShareGroupView,
     SharePartitionView, ShareRecord, ShareStart, find_share_coordinator,
@@ -74,6 +78,9 @@ pub const MAX_ACK_ENTRIES: usize = 10_000;
 pub const MAX_ACK_RANGE_OFFSETS: i64 = 100_000;
 /// Most share groups one `__share_group_state` partition's coordinator holds.
 pub const MAX_SHARE_GROUPS_PER_SHARD: usize = 100_000;
+/// Most partitions (or topics) one share-group admin request (reset, delete offsets)
+/// names.
+pub const MAX_SHARE_ADMIN_PARTITIONS: usize = 10_000;
 /// Longest a share fetch waits for records.
 pub const MAX_SHARE_FETCH_WAIT: Duration = Duration::from_secs(30);
 /// Longest a load waits for a new leader of a `__share_group_state` partition to commit
@@ -146,6 +153,11 @@ pub enum ShareError {
     InvalidRequest(String),
     #[error("share group {0:?} has no state: nothing was ever fetched by it")]
     UnknownGroup(String),
+    #[error(
+        "share group {group:?} is in use: members hold {held} records under locks that have not \
+         expired; stop its members (or wait for their locks to end) and retry"
+    )]
+    GroupNotEmpty { group: String, held: usize },
     #[error("this coordinator holds {max} share groups, the most it may")]
     TooManyGroups { max: usize },
     #[error(

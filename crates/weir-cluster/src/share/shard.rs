@@ -54,6 +54,8 @@ pub(super) struct Windows {
     pub(super) stored: HashMap<(String, u32), StateValue>,
     /// After a failed dead-letter copy: not before this again.
     pub(super) dead_letters_retry_at: Option<tokio::time::Instant>,
+    /// The group was deleted: a request that waited for its lock finds it gone.
+    pub(super) deleted: bool,
 }
 
 impl Windows {
@@ -304,6 +306,24 @@ impl ShareShard {
             .expect("share groups mutex")
             .get(group_id)
             .cloned()
+    }
+
+    /// The ids of the groups with state here.
+    pub(super) fn group_ids(&self) -> Vec<String> {
+        self.groups
+            .lock()
+            .expect("share groups mutex")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets `group` (if it is still the one held under `group_id`).
+    pub(super) fn remove_group(&self, group_id: &str, group: &Arc<ShareGroup>) {
+        let mut groups = self.groups.lock().expect("share groups mutex");
+        if groups.get(group_id).is_some_and(|g| Arc::ptr_eq(g, group)) {
+            groups.remove(group_id);
+        }
     }
 
     /// The group `group_id`, made empty if it has no state yet; refused once the shard

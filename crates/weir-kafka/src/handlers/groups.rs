@@ -72,7 +72,7 @@ const FIRST_BATCHED_OFFSET_FETCH: i16 = 8;
 /// (before, a group in state Dead).
 const FIRST_NOT_FOUND_DESCRIBE: i16 = 6;
 /// Kafka's `authorized_operations` when they were not asked for.
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// FindCoordinator's key type of a consumer group (1 is a transactional id).
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -592,25 +592,44 @@ pub(super) async fn list_groups(
     // Kafka compares the filters without case.
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
     let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
-    let response = match groups::list_groups(&broker.core, ctx) {
-        Err(e) => ListGroupsResponse::default().with_error_code(error_code(&e)),
-        Ok(list) => ListGroupsResponse::default().with_groups(
-            list.into_iter()
-                .filter_map(|g| {
-                    let state = state_name(g.state, &g.protocol);
-                    let (protocol_type, group_type) = protocol_and_type(&g.protocol);
-                    let keep = (states.is_empty() || states.contains(&state.to_lowercase()))
-                        && (types.is_empty() || types.iter().any(|t| t == group_type));
-                    keep.then(|| {
-                        ListedGroup::default()
-                            .with_group_id(GroupId(str(g.group_id)))
-                            .with_protocol_type(str(protocol_type))
-                            .with_group_state(str(state))
-                            .with_group_type(str(group_type))
-                    })
+    let keep = |state: &str, group_type: &str| {
+        (states.is_empty() || states.contains(&state.to_lowercase()))
+            && (types.is_empty() || types.iter().any(|t| t == group_type))
+    };
+    let listed = groups::list_groups(&broker.core, ctx).and_then(|consumer| {
+        let mut listed: Vec<ListedGroup> = consumer
+            .into_iter()
+            .filter_map(|g| {
+                let state = state_name(g.state, &g.protocol);
+                let (protocol_type, group_type) = protocol_and_type(&g.protocol);
+                keep(state, group_type).then(|| {
+                    ListedGroup::default()
+                        .with_group_id(GroupId(str(g.group_id)))
+                        .with_protocol_type(str(protocol_type))
+                        .with_group_state(str(state))
+                        .with_group_type(str(group_type))
                 })
-                .collect(),
-        ),
+            })
+            .collect();
+        // Share groups (KIP-932): protocol type and group type "share".
+        for (group_id, protocol_type, state, group_type) in
+            super::share_admin::listed_share_groups(broker, ctx)?
+        {
+            if keep(state, group_type) {
+                listed.push(
+                    ListedGroup::default()
+                        .with_group_id(group_id)
+                        .with_protocol_type(str(protocol_type))
+                        .with_group_state(str(state))
+                        .with_group_type(str(group_type)),
+                );
+            }
+        }
+        Ok(listed)
+    });
+    let response = match listed {
+        Err(e) => ListGroupsResponse::default().with_error_code(error_code(&e)),
+        Ok(listed) => ListGroupsResponse::default().with_groups(listed),
     };
     answer(request, &response)
 }

@@ -17,6 +17,9 @@
 //!   OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
 //! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
 //!   ShareAcknowledge.
+//! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
+//!   DescribeShareGroupOffsets, AlterShareGroupOffsets, DeleteShareGroupOffsets (share
+//!   groups in ListGroups and DeleteGroups go through `groups.rs`).
 
 mod configs;
 mod epochs;
@@ -26,6 +29,7 @@ mod groups;
 mod metadata;
 mod produce;
 mod records;
+mod share_admin;
 mod shares;
 mod topics;
 
@@ -75,6 +79,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::DescribeShareGroupOffsets, 0, 0),
+    (ApiKey::AlterShareGroupOffsets, 0, 0),
+    (ApiKey::DeleteShareGroupOffsets, 0, 0),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -216,6 +224,18 @@ impl Handler for KafkaBroker {
             }
             ApiKey::ShareFetch => shares::share_fetch(self, &ctx, &request).await,
             ApiKey::ShareAcknowledge => shares::share_acknowledge(self, &ctx, &request).await,
+            ApiKey::ShareGroupDescribe => {
+                share_admin::share_group_describe(self, &ctx, &request).await
+            }
+            ApiKey::DescribeShareGroupOffsets => {
+                share_admin::describe_share_group_offsets(self, &ctx, &request).await
+            }
+            ApiKey::AlterShareGroupOffsets => {
+                share_admin::alter_share_group_offsets(self, &ctx, &request).await
+            }
+            ApiKey::DeleteShareGroupOffsets => {
+                share_admin::delete_share_group_offsets(self, &ctx, &request).await
+            }
             ApiKey::Produce => match produce::start(self, &ctx, &request).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
@@ -279,6 +299,10 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::ShareGroupHeartbeat => "kafka.ShareGroupHeartbeat",
         ApiKey::ShareFetch => "kafka.ShareFetch",
         ApiKey::ShareAcknowledge => "kafka.ShareAcknowledge",
+        ApiKey::ShareGroupDescribe => "kafka.ShareGroupDescribe",
+        ApiKey::DescribeShareGroupOffsets => "kafka.DescribeShareGroupOffsets",
+        ApiKey::AlterShareGroupOffsets => "kafka.AlterShareGroupOffsets",
+        ApiKey::DeleteShareGroupOffsets => "kafka.DeleteShareGroupOffsets",
         _ => "kafka.Other",
     }
 }

@@ -66,6 +66,9 @@ pub(super) async fn share_group_heartbeat(
         topics: req
             .subscribed_topic_names
             .map(|topics| topics.into_iter().map(|t| t.to_string()).collect()),
+        rack_id: req.rack_id.map(|r| r.to_string()),
+        client_id: String::new(),
+        client_host: String::new(),
     };
     let response = match share_members::heartbeat(&broker.core, ctx, hb) {
         Ok(out) => {
