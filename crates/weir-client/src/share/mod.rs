@@ -344,6 +344,9 @@ pub struct ShareConsumer {
     ledger: Ledger,
     /// Outcomes of acknowledgements sent by `poll` (or by a failed `commit`), not taken.
     outcomes: VecDeque<AckOutcome>,
+    /// A fetch was sent: the broker may hold records for this member (`close` then says
+    /// it leaves).
+    fetched: bool,
 }
 
 impl ShareConsumer {
@@ -377,6 +380,7 @@ impl ShareConsumer {
             coordinator,
             ledger: Ledger::default(),
             outcomes: VecDeque::new(),
+            fetched: false,
         })
     }
 
@@ -461,6 +465,7 @@ impl ShareConsumer {
                 // Every partition of the topics.
                 partitions: Vec::new(),
             };
+            self.fetched = true;
             let answer = self
                 .call("fetching records", give_up, |mut queues| {
                     let request = request.clone();
@@ -518,8 +523,11 @@ impl ShareConsumer {
 
     /// Commits, then stops. In implicit mode records of the last poll not acknowledged
     /// are accepted; in explicit mode they are released (at once to other members). The
-    /// outcomes are this last commit's; take earlier ones with
-    /// [`take_ack_outcomes`](Self::take_ack_outcomes) first.
+    /// last call also tells the broker the member leaves, so it releases whatever else it
+    /// holds for this member id at once, counts kept (records of a fetch whose answer
+    /// never arrived), as Kafka does when a share session closes. The outcomes are this
+    /// last commit's; take earlier ones with [`take_ack_outcomes`](Self::take_ack_outcomes)
+    /// first.
     pub async fn close(mut self) -> Result<Vec<AckOutcome>, ClientError> {
         self.finish(Moment::Close).await
     }
@@ -527,11 +535,12 @@ impl ShareConsumer {
     /// `commit` and `close`.
     async fn finish(&mut self, moment: Moment) -> Result<Vec<AckOutcome>, ClientError> {
         let ranges = self.ledger.prepare(self.config.ack_mode, moment)?;
-        if ranges.is_empty() {
+        let leaving = moment == Moment::Close && self.fetched;
+        if ranges.is_empty() && !leaving {
             return Ok(Vec::new());
         }
         let give_up = Instant::now() + self.config.timeouts.request;
-        match self.send_acknowledgements(&ranges, give_up).await {
+        match self.send(&ranges, give_up, leaving).await {
             (outcomes, None) => Ok(outcomes),
             (outcomes, Some(error)) => {
                 self.keep_outcomes(outcomes);
@@ -548,13 +557,29 @@ impl ShareConsumer {
         ranges: &[AckRange],
         give_up: Instant,
     ) -> (Vec<AckOutcome>, Option<ClientError>) {
+        self.send(ranges, give_up, false).await
+    }
+
+    /// [`send_acknowledgements`](Self::send_acknowledgements); with `leaving`, the last
+    /// call (one with no ranges if there are none) says the member leaves.
+    async fn send(
+        &mut self,
+        ranges: &[AckRange],
+        give_up: Instant,
+        leaving: bool,
+    ) -> (Vec<AckOutcome>, Option<ClientError>) {
         let mut outcomes = Vec::with_capacity(ranges.len());
-        for chunk in ranges.chunks(MAX_ACKS_PER_REQUEST) {
+        let mut chunks: Vec<&[AckRange]> = ranges.chunks(MAX_ACKS_PER_REQUEST).collect();
+        if chunks.is_empty() && leaving {
+            chunks.push(&[]);
+        }
+        let last = chunks.len().saturating_sub(1);
+        for (i, chunk) in chunks.into_iter().enumerate() {
             let request = pb::ShareAcknowledgeRequest {
                 group_id: self.config.group_id.clone(),
                 member_id: self.member_id.clone(),
                 acknowledgements: chunk.iter().map(AckRange::to_proto).collect(),
-                leaving: false,
+                leaving: leaving && i == last,
             };
             let answer = self
                 .call("acknowledging records", give_up, |mut queues| {

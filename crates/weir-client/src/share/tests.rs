@@ -72,6 +72,7 @@ fn a_fetch_waits_at_most_half_the_request_timeout() {
         ),
         ledger: Ledger::default(),
         outcomes: VecDeque::new(),
+        fetched: false,
     };
     assert_eq!(
         consumer(Duration::from_secs(30)).fetch_wait_cap(),
@@ -96,6 +97,7 @@ fn fetched_records_wait_for_acknowledgement_and_outcomes_are_bounded() {
         ),
         ledger: Ledger::default(),
         outcomes: VecDeque::new(),
+        fetched: false,
     };
     let shared = |topic: &str, offset: i64| pb::SharedRecord {
         topic: topic.to_owned(),
