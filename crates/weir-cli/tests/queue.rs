@@ -421,10 +421,10 @@ fn list_reset_and_delete_a_queue() {
     assert_eq!(groups.len(), 1, "{listed}");
     assert_eq!(groups[0]["group_id"], "workers", "{listed}");
 
-    // A worker killed while it holds a record: its lock (3 s here) keeps the group busy
-    // until it runs out.
+    // A worker killed while it holds a record: its lock (8 s here: long enough that a
+    // slow machine still asks within it) keeps the group busy until it runs out.
     broker.ok(
-        &["queue", "configure", "workers", "--lock-duration", "3s"],
+        &["queue", "configure", "workers", "--lock-duration", "8s"],
         "",
     );
     let mut holder = KillOnDrop(
@@ -466,22 +466,23 @@ fn list_reset_and_delete_a_queue() {
         text.contains("is in use") && text.contains("hint: stop"),
         "{text}"
     );
-    std::thread::sleep(Duration::from_millis(3_100));
 
-    // Idle now: back to the log start; everything is delivered again, from a count of 1.
-    let reset = broker.ok(
-        &[
-            "queue",
-            "reset",
-            "workers",
-            "--topic",
-            "tasks",
-            "--to-earliest",
-            "--format",
-            "json",
-        ],
-        "",
-    );
+    // Idle once the lock runs out: back to the log start; everything is delivered again,
+    // from a count of 1.
+    let reset_json = [&reset_args[..], &["--format", "json"]].concat();
+    let deadline = Instant::now() + WORK_DEADLINE;
+    let reset = loop {
+        let out = broker.run(&reset_json);
+        if out.status.success() {
+            break String::from_utf8(out.stdout).expect("utf-8");
+        }
+        assert!(
+            Instant::now() < deadline && stderr(&out).contains("is in use"),
+            "{}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
     let lines = json_lines(&reset);
     assert_eq!(lines.len(), 1, "{reset}");
     assert_eq!(lines[0]["start_offset"], 0, "{reset}");
