@@ -489,6 +489,12 @@ fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> a
         }
     }
     let in_dlq: HashSet<(u32, i64)> = dead.iter().map(|d| (d.partition, d.offset)).collect();
+    // Finished one way only: an accepted record is never archived, nor the reverse. (A
+    // dead letter may be copied twice: its copy is made before the record is marked
+    // copied, and a failover in between makes it again.)
+    for key in log.accepted.intersection(&in_dlq) {
+        problems.push(format!("{key:?}: accepted and dead-lettered"));
+    }
     let mut redeliveries = 0u64;
     for (key, deliveries) in &log.deliveries {
         let mut sorted = deliveries.clone();
@@ -581,11 +587,12 @@ fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> a
     }
     println!(
         "queue check: {} records produced and acknowledged, {} accepted ({} more whose ACCEPT's \
-         answer was lost), {} dead-lettered {:?}, {} deliveries ({} redeliveries), {} consumer \
-         crashes, {} faults",
+         answer was lost), {} dead-lettered ({} copies) {:?}, {} deliveries ({} redeliveries), \
+         {} consumer crashes, {} faults",
         by_source.len(),
         log.accepted.len(),
         ambiguous,
+        in_dlq.len(),
         dead.len(),
         reasons,
         log.deliveries.values().map(Vec::len).sum::<usize>(),
