@@ -54,6 +54,25 @@ pub fn consumed(r: DecodedRecord) -> v1::ConsumedRecord {
     }
 }
 
+/// A consumed record back as the broker decoded it ([`consumed`]'s inverse: a share
+/// fetch forwarded to another broker's coordinator comes back this way).
+pub fn decoded(r: v1::ConsumedRecord) -> DecodedRecord {
+    DecodedRecord {
+        offset: r.offset,
+        timestamp: r.timestamp_ms,
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|h| Header {
+                key: h.key,
+                value: h.value,
+            })
+            .collect(),
+    }
+}
+
 /// Decoded records, and where the next read starts if they stopped short of the data.
 #[derive(Debug, Default)]
 pub struct Decoded {

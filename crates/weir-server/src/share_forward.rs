@@ -21,7 +21,6 @@ use weir_broker::shares::{
 };
 use weir_broker::{BrokerError, Reason};
 use weir_cluster::share::ShareError;
-use weir_cluster::storage::{DecodedRecord, Header};
 use weir_proto::v1::queues_client::QueuesClient;
 use weir_proto::v1::{self as pb};
 
@@ -100,28 +99,12 @@ impl GrpcShareForwarder {
         let records = answer
             .records
             .into_iter()
-            .map(|r| {
-                let record = r.record.unwrap_or_default();
-                ShareRecord {
-                    topic: Arc::from(r.topic.as_str()),
-                    partition: r.partition,
-                    record: DecodedRecord {
-                        offset: record.offset,
-                        timestamp: record.timestamp_ms,
-                        key: record.key,
-                        value: record.value,
-                        headers: record
-                            .headers
-                            .into_iter()
-                            .map(|h| Header {
-                                key: h.key,
-                                value: h.value,
-                            })
-                            .collect(),
-                    },
-                    delivery_count: u16::try_from(r.delivery_count).unwrap_or(u16::MAX),
-                    lock_deadline_ms: u64::try_from(r.lock_deadline_ms).unwrap_or(0),
-                }
+            .map(|r| ShareRecord {
+                topic: Arc::from(r.topic.as_str()),
+                partition: r.partition,
+                record: crate::convert::decoded(r.record.unwrap_or_default()),
+                delivery_count: u16::try_from(r.delivery_count).unwrap_or(u16::MAX),
+                lock_deadline_ms: u64::try_from(r.lock_deadline_ms).unwrap_or(0),
             })
             .collect();
         Ok(ShareFetchAnswer {

@@ -442,7 +442,7 @@ impl ShareConsumer {
         let split = ranges.len().saturating_sub(MAX_ACKS_PER_REQUEST);
         let (ahead, carried) = ranges.split_at(split);
         if !ahead.is_empty() {
-            let (outcomes, error) = self.send_acknowledgements(ahead, give_up).await;
+            let (outcomes, error) = self.send_acknowledgements(ahead, give_up, false).await;
             self.keep_outcomes(outcomes);
             if let Some(error) = error {
                 return Err(error);
@@ -540,7 +540,7 @@ impl ShareConsumer {
             return Ok(Vec::new());
         }
         let give_up = Instant::now() + self.config.timeouts.request;
-        match self.send(&ranges, give_up, leaving).await {
+        match self.send_acknowledgements(&ranges, give_up, leaving).await {
             (outcomes, None) => Ok(outcomes),
             (outcomes, Some(error)) => {
                 self.keep_outcomes(outcomes);
@@ -549,20 +549,11 @@ impl ShareConsumer {
         }
     }
 
-    /// Sends `ranges` with `ShareAcknowledge`, a request's worth at a time. Stops at the
-    /// first call that fails for good, returning the outcomes so far (that call's ranges
-    /// unknown) and its error; the ranges after it stay pending.
+    /// Sends `ranges` with `ShareAcknowledge`, a request's worth at a time; with
+    /// `leaving`, the last call (one with no ranges if there are none) says the member
+    /// leaves. Stops at the first call that fails for good, returning the outcomes so far
+    /// (that call's ranges unknown) and its error; the ranges after it stay pending.
     async fn send_acknowledgements(
-        &mut self,
-        ranges: &[AckRange],
-        give_up: Instant,
-    ) -> (Vec<AckOutcome>, Option<ClientError>) {
-        self.send(ranges, give_up, false).await
-    }
-
-    /// [`send_acknowledgements`](Self::send_acknowledgements); with `leaving`, the last
-    /// call (one with no ranges if there are none) says the member leaves.
-    async fn send(
         &mut self,
         ranges: &[AckRange],
         give_up: Instant,

@@ -207,16 +207,23 @@ fn take_in(
         return 0;
     }
     let from = window.end();
-    let taken = window.extend_filtered(records.iter().filter(|r| r.offset >= from).map(|r| {
-        let wanted = filter.matches(&r.headers);
-        (r.offset, wanted.then(|| not_before_ms(r, now_ms)))
-    }));
+    // Each record's delivery time, or None where the filter skips it (or it is below
+    // the window's end), worked out once.
+    let due: Vec<Option<u64>> = records
+        .iter()
+        .map(|r| (r.offset >= from && filter.matches(&r.headers)).then(|| not_before_ms(r, now_ms)))
+        .collect();
+    let taken = window.extend_filtered(records.iter().zip(&due).map(|(r, d)| (r.offset, *d)));
     let end = window.end();
     let mut rest = Vec::new();
-    for r in records.into_iter().filter(|r| r.offset >= from) {
+    for (r, due) in records.into_iter().zip(due) {
+        if r.offset < from {
+            continue;
+        }
         if r.offset >= end {
             rest.push(r);
-        } else if window.state(r.offset).is_some() {
+        } else if due.is_some() {
+            // Taken into the window (a skipped record never is).
             cache.insert(r);
         }
     }
