@@ -315,11 +315,19 @@ impl From<ShareError> for BrokerError {
             ),
             ShareError::CoordinatorLoading { .. } => (Reason::CoordinatorLoading, None),
             ShareError::CorruptRecord { .. } => (Reason::Internal, None),
-            // A placement the coordinator cannot serve: not the request's fault, and no
-            // retry helps until the topic has a replica on the coordinator.
+            // A coordinator without a way to read partitions at their leaders (a server
+            // that sets no remote log): not the request's fault, and no retry helps.
             ShareError::NotHosted {
                 topic, partition, ..
             } => (Reason::StateConflict, Some((topic.clone(), *partition))),
+            // The partition's leader could not be read just now (moving, or unreachable):
+            // the coordinator cannot serve the group for the moment; the client retries.
+            ShareError::RemoteRead {
+                topic, partition, ..
+            } => (
+                Reason::CoordinatorNotAvailable,
+                Some((topic.clone(), *partition)),
+            ),
             ShareError::CorruptData {
                 topic, partition, ..
             } => (

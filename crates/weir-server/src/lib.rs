@@ -48,6 +48,7 @@ mod page;
 mod produce;
 mod queues;
 mod share_forward;
+mod share_reads;
 mod status;
 mod wire;
 
@@ -671,10 +672,16 @@ async fn open_groups(
         let sink = Arc::new(dead_letters::GrpcDeadLetters {
             registry: broker.registry().clone(),
         });
-        let shares =
-            ShareCoordinator::open(broker.registry().clone(), shares, Some(sink), stopping)
-                .await
-                .context("loading share groups from __share_group_state")?;
+        let remote = Arc::new(share_reads::GrpcRemoteLog::new(broker.registry().clone()));
+        let shares = ShareCoordinator::open(
+            broker.registry().clone(),
+            shares,
+            Some(sink),
+            Some(remote),
+            stopping,
+        )
+        .await
+        .context("loading share groups from __share_group_state")?;
         broker.core.set_shares(shares);
         broker
             .core

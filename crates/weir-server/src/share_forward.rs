@@ -8,11 +8,11 @@
 //! The forwarded call runs as the forwarding broker, not as the Kafka client: when
 //! authorisation arrives it must be checked here, before forwarding.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 use weir_broker::groups::Coordinator;
 use weir_broker::shares::{
@@ -24,42 +24,29 @@ use weir_cluster::share::ShareError;
 use weir_proto::v1::queues_client::QueuesClient;
 use weir_proto::v1::{self as pb};
 
-/// How long connecting to a coordinator may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::internal::peers::PeerChannels;
+
 /// How long a forwarded call may take beyond the fetch's own wait.
 const CALL_SLACK: Duration = Duration::from_secs(10);
-/// Most coordinators' channels kept (one per broker address; a cluster has a few).
-const MAX_CHANNELS: usize = 1_000;
 
 /// Forwards over gRPC, one lazily connected channel per coordinator address.
 #[derive(Debug, Default)]
 pub(crate) struct GrpcShareForwarder {
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: PeerChannels,
 }
 
 impl GrpcShareForwarder {
     fn client(&self, coordinator: &Coordinator) -> Result<QueuesClient<Channel>, BrokerError> {
         let address = &coordinator.endpoints.client;
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(QueuesClient::new(channel.clone()));
-        }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| {
-                BrokerError::new(
-                    Reason::CoordinatorNotAvailable,
-                    format!(
-                        "broker {} advertises {address:?}, not an address: {e}",
-                        coordinator.node_id
-                    ),
-                )
-            })?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .connect_lazy();
-        if channels.len() >= MAX_CHANNELS {
-            channels.clear();
-        }
-        channels.insert(address.clone(), channel.clone());
+        let channel = self.channels.channel(address).map_err(|e| {
+            BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                format!(
+                    "broker {} advertises {address:?}, not an address: {e}",
+                    coordinator.node_id
+                ),
+            )
+        })?;
         Ok(QueuesClient::new(channel))
     }
 

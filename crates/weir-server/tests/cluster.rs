@@ -917,3 +917,76 @@ async fn a_share_group_keeps_its_accepts_and_delivery_counts_when_its_coordinato
     );
     stop_all(&mut nodes).await;
 }
+
+/// A share group reads the partitions its coordinator hosts no replica of at their
+/// leaders: a topic with one replica per partition, spread over the three brokers, is
+/// consumed whole through the coordinator, and a fetch waiting on it sees a record
+/// produced on another broker after it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_reads_partitions_its_coordinator_hosts_no_replica_of() {
+    let mut nodes = formed_cluster().await;
+    let first = nodes[0].addr;
+    connect(first)
+        .await
+        .admin
+        .create_topic(CreateTopicRequest {
+            name: "jobs".into(),
+            partitions: 3,
+            replication_factor: 1,
+            configs: Default::default(),
+        })
+        .await
+        .expect("topic created");
+    eventually(Duration::from_secs(20), "jobs settled", || async {
+        settled(first, "jobs", 1).await
+    })
+    .await;
+    let leaders: Vec<i32> = describe(first, "jobs")
+        .await
+        .unwrap()
+        .partitions
+        .iter()
+        .map(|p| p.leader)
+        .collect();
+    let coordinator = found_share_coordinator(first, "spread", None).await;
+    let remote = (0..3u32)
+        .find(|p| leaders[*p as usize] != coordinator)
+        .expect("three single-replica partitions are not all on the coordinator");
+    let mut expected = Vec::new();
+    for (p, leader) in leaders.iter().enumerate() {
+        let values: Vec<String> = (0..10).map(|i| format!("p{p}-{i}")).collect();
+        let addr = addr_of(&nodes, *leader);
+        eventually(Duration::from_secs(10), "produced", || {
+            let values = values.clone();
+            async move { produce_all(addr, "jobs", p as u32, &values).await.is_ok() }
+        })
+        .await;
+        expected.extend(values.into_iter().map(|v| (p as u32, v)));
+    }
+
+    let value = |r: &SharedRecord| {
+        let record = r.record.as_ref().unwrap();
+        String::from_utf8(record.value.clone().unwrap().to_vec()).unwrap()
+    };
+    let at = addr_of(&nodes, coordinator);
+    let got = share_fetch_until(at, "spread", "a", 30).await;
+    let mut seen: Vec<(u32, String)> = got.iter().map(|r| (r.partition, value(r))).collect();
+    seen.sort();
+    expected.sort();
+    assert_eq!(seen, expected, "every record once, from every partition");
+
+    // The fetch starts waiting before the record is produced on the remote leader.
+    let late = addr_of(&nodes, leaders[remote as usize]);
+    let producer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        produce_all(late, "jobs", remote, &["late".to_string()]).await
+    });
+    let more = share_fetch_until(at, "spread", "a", 1).await;
+    producer.await.unwrap().expect("produced late");
+    assert_eq!(more.len(), 1);
+    assert_eq!(
+        (more[0].partition, value(&more[0])),
+        (remote, "late".to_string())
+    );
+    stop_all(&mut nodes).await;
+}

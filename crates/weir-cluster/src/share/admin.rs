@@ -18,7 +18,6 @@
 use bytes::Bytes;
 
 use super::coordinator::ShareCoordinator;
-use super::reader::data_partition;
 use super::settings::RecordKey;
 use super::shard::{Windows, state_key};
 use super::{MAX_SHARE_ADMIN_PARTITIONS, ShareError};
@@ -78,7 +77,7 @@ impl ShareCoordinator {
         for reset in resets {
             let moved = async {
                 let topic = self.registry().topic(&reset.topic)?;
-                let data = data_partition(self.registry(), &reset.topic, reset.partition)?;
+                let data = self.source(&reset.topic, reset.partition)?;
                 let offsets = data.offsets().await?;
                 let start = match reset.to {
                     StartTarget::Earliest => offsets.log_start_offset,

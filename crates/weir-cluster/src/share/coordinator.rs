@@ -28,7 +28,8 @@ use weir_log::DecodedRecord;
 
 use super::dead_letter::{DeadLetterSink, MAX_DEAD_LETTERS_PER_PASS, dead_letter_copy};
 use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, ShareConfig, WindowCounts};
-use super::reader::{self, data_partition};
+use super::reader::{self, DataSource, data_partition};
+use super::remote::RemoteLog;
 use super::settings::{GroupSettings, RecordKey};
 use super::shard::{ShareGroup, ShareShard, Windows};
 use super::{
@@ -138,6 +139,9 @@ pub struct ShareCoordinator {
     slots: LeaderSlots<ShareShard>,
     /// Where dead-letter copies go; without one, groups cannot name a dead-letter topic.
     sink: Option<Arc<dyn DeadLetterSink>>,
+    /// How partitions this broker hosts no replica of are read at their leaders; without
+    /// one, a group cannot read them ([`ShareError::NotHosted`]).
+    remote: Option<Arc<dyn RemoteLog>>,
 }
 
 /// A share group as `describe` shows it.
@@ -200,11 +204,13 @@ impl ShareCoordinator {
     /// Opens the coordinator: creates `__share_group_state` if missing and loads the
     /// shards of the partitions this broker leads (waiting at most
     /// [`SHARE_OPEN_LOAD_WAIT`]), then keeps following leadership until `shutdown`.
-    /// Dead-letter copies go through `sink`.
+    /// Dead-letter copies go through `sink`; partitions this broker hosts no replica of
+    /// are read at their leaders through `remote`.
     pub async fn open(
         registry: Arc<TopicRegistry>,
         config: ShareGroupConfig,
         sink: Option<Arc<dyn DeadLetterSink>>,
+        remote: Option<Arc<dyn RemoteLog>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<ShareCoordinator>, ShareError> {
         config.validate()?;
@@ -220,6 +226,7 @@ impl ShareCoordinator {
             config,
             slots: LeaderSlots::new(SHARE_STATE_TOPIC, topic.partition_count()),
             sink,
+            remote,
         });
         let deadline = Instant::now() + SHARE_OPEN_LOAD_WAIT;
         while coordinator.follow_leadership().await? > 0 && Instant::now() < deadline {
@@ -263,6 +270,11 @@ impl ShareCoordinator {
 
     pub(super) fn registry(&self) -> &Arc<TopicRegistry> {
         &self.registry
+    }
+
+    /// Where the group reads `topic`/`partition`: this broker's replica, or its leader.
+    pub(super) fn source(&self, topic: &str, partition: u32) -> Result<DataSource, ShareError> {
+        data_partition(&self.registry, self.remote.as_ref(), topic, partition)
     }
 
     /// The shards this broker leads and has loaded.
@@ -461,7 +473,7 @@ impl ShareCoordinator {
         let mut views = Vec::new();
         for ((topic, partition), w) in &mut windows.partitions {
             let counts = w.window.counts(now.max(0) as u64);
-            let data = data_partition(&self.registry, topic, *partition).ok();
+            let data = self.source(topic, *partition).ok();
             let high_watermark = match &data {
                 Some(p) => p.offsets().await.map_or(-1, |o| o.high_watermark),
                 None => -1,
@@ -589,7 +601,7 @@ impl ShareCoordinator {
                 }
             }
             if !uncached.is_empty() {
-                let read = match data_partition(&self.registry, topic, *partition) {
+                let read = match self.source(topic, *partition) {
                     Ok(data) => reader::records_at(&data, &uncached).await,
                     Err(e) => Err(e),
                 };
@@ -658,7 +670,7 @@ impl ShareCoordinator {
                 continue;
             }
             let copied = async {
-                let data = data_partition(&self.registry, topic, *partition)?;
+                let data = self.source(topic, *partition)?;
                 let offsets: Vec<i64> = pending.iter().map(|a| a.offset).collect();
                 let found = reader::records_at(&data, &offsets).await?;
                 let by_offset: HashMap<i64, &super::partition::Archived> =
@@ -803,7 +815,7 @@ impl ShareCoordinator {
         let mut visited = Vec::with_capacity(targets.len());
         let filter = windows.settings.filter.clone();
         for (topic, topic_id, p) in targets {
-            let data = data_partition(&self.registry, &topic, p)?;
+            let data = self.source(&topic, p)?;
             let known = windows.partitions.contains_key(&(topic.to_string(), p))
                 || windows.stored.contains_key(&(topic_id.clone(), p));
             // The group's own setting wins over the fetch's.
@@ -816,7 +828,7 @@ impl ShareCoordinator {
             let w = windows.window(&fetch.group_id, &topic, &topic_id, p, config, start)?;
             // The high watermark this round looked at: a fetch that waits wakes when it
             // moves from here.
-            let seen_hw = data.high_watermark();
+            let seen_hw = data.local().map(|p| p.high_watermark());
             let held = w.window.acquired();
             if !w.window.expire(now_ms).is_empty() || w.window.acquired() < held {
                 w.dirty = true;
@@ -853,10 +865,16 @@ impl ShareCoordinator {
                     });
                 }
             }
-            if data.state().leader != me {
-                round.follows_some = true;
+            match (data.local(), seen_hw) {
+                (Some(local), Some(seen)) => {
+                    if local.state().leader != me {
+                        round.follows_some = true;
+                    }
+                    round.watched.push((local.clone(), seen));
+                }
+                // Read at its leader elsewhere: nothing here to watch.
+                _ => round.follows_some = true,
             }
-            round.watched.push((data.clone(), seen_hw));
             visited.push((topic.to_string(), p));
         }
         // Only a fetch that waits needs to know when a lock ends or a delay is over.
@@ -913,7 +931,8 @@ struct Round {
     released: bool,
     /// The earliest lock deadline or not-before time over the windows.
     next_due_ms: Option<u64>,
-    /// Some partition is read from a follower replica.
+    /// Some partition is read from a follower replica or at its leader elsewhere: a
+    /// waiting fetch looks again every [`FOLLOWER_RECHECK`].
     follows_some: bool,
     /// Some window's pass stopped after [`super::SHARE_FILTER_SCAN_BYTES`] of records its
     /// filter skipped, with more to read: the fetch looks again at once.
@@ -926,7 +945,7 @@ struct Round {
 struct AcquiredIn {
     topic: Arc<str>,
     partition: u32,
-    data: Arc<crate::partition::Partition>,
+    data: DataSource,
     records: Vec<super::partition::Acquired>,
     /// Their contents, from the window's cache, and the offsets to read from the log.
     found: Vec<DecodedRecord>,

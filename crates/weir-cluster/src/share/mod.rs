@@ -10,7 +10,8 @@
 //! - [`coordinator`]: [`ShareCoordinator`], the async API the broker calls (share fetch,
 //!   acknowledge, describe), over the shards (`shard`) that hold the share groups of
 //!   each `__share_group_state` partition this broker leads; `reader` reads the data
-//!   partitions for them.
+//!   partitions for them, locally or, where this broker hosts no replica, at their
+//!   leaders through the server's [`RemoteLog`] ([`remote`]).
 //! - `settings`: [`GroupSettings`], what a group sets for itself (lock duration,
 //!   delivery limit, dead-letter topic, header filter: `filter`, [`HeaderFilter`]), and
 //!   its record in `__share_group_state`;
@@ -25,6 +26,7 @@ pub mod dead_letter;
 mod filter;
 mod partition;
 mod reader;
+pub mod remote;
 mod settings;
 mod shard;
 #[cfg(test)]
@@ -47,6 +49,7 @@ pub use partition::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
     ShareConfig, SharePartition, WindowCounts,
 };
+pub use remote::{RemoteBatches, RemoteFuture, RemoteLog, RemoteReadError};
 pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT};
 pub use state_records::{
     MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
@@ -184,13 +187,20 @@ pub enum ShareError {
     },
     #[error(
         "broker {coordinator}, the share group's coordinator, hosts no replica of {topic} \
-         partition {partition}: share groups read only partitions their coordinator hosts \
-         (give the topic as many replicas as there are brokers)"
+         partition {partition} and has no way to read it at its leader"
     )]
     NotHosted {
         topic: String,
         partition: u32,
         coordinator: BrokerId,
+    },
+    #[error(
+        "{topic} partition {partition}: reading it at its leader failed ({reason}); retry shortly"
+    )]
+    RemoteRead {
+        topic: String,
+        partition: u32,
+        reason: String,
     },
     #[error(
         "{topic} partition {partition}: the batch at offset {offset} cannot be decoded: {reason}"

@@ -3,8 +3,9 @@
 //!
 //! The coordinator reads the partition's local replica, leader or follower, below the
 //! high watermark it knows ([`Partition::read_replica`]): only committed records are
-//! ever handed out. A coordinator that hosts no replica of a partition cannot read it
-//! (docs/queues.md § Where the state lives says what that means for placement).
+//! ever handed out. A coordinator that hosts no replica of a partition reads it at its
+//! leader through the server's [`RemoteLog`] (`remote`), below the leader's high
+//! watermark: [`DataSource`] is either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,28 +14,126 @@ use weir_log::{DecodedRecord, decode_records};
 
 use super::filter::HeaderFilter;
 use super::partition::{MAX_DELIVERY_DELAY_MS, SharePartition};
+use super::remote::{RemoteLog, RemotePartition, RemoteReadError};
 use super::{
     DELIVER_AT_HEADER, SHARE_CACHE_BYTES, SHARE_FILTER_SCAN_BYTES, SHARE_READ_BYTES, ShareError,
 };
 use crate::error::ClusterError;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionOffsets};
 use crate::registry::TopicRegistry;
+use crate::storage::FetchData;
 
-/// The local replica of `topic`/`partition`, for reading.
+/// Where a share group reads a data partition.
+#[derive(Debug, Clone)]
+pub(super) enum DataSource {
+    /// This broker's replica of it, leader or follower.
+    Local(Arc<Partition>),
+    /// Its leader on another broker (this one hosts no replica).
+    Remote(RemotePartition),
+}
+
+/// The data partition `topic`/`partition`, for reading: this broker's replica, or,
+/// where it hosts none, the partition at its leader through `remote`
+/// ([`ShareError::NotHosted`] without one).
 pub(super) fn data_partition(
     registry: &TopicRegistry,
+    remote: Option<&Arc<dyn RemoteLog>>,
     topic: &str,
     partition: u32,
-) -> Result<Arc<Partition>, ShareError> {
+) -> Result<DataSource, ShareError> {
     let t = registry.topic(topic)?;
-    t.partition(partition).map_err(|e| match e {
-        ClusterError::NotLeader { .. } => ShareError::NotHosted {
-            topic: topic.to_string(),
-            partition,
-            coordinator: registry.broker_id(),
+    match t.partition(partition) {
+        Ok(local) => Ok(DataSource::Local(local)),
+        Err(ClusterError::NotLeader { .. }) => match remote {
+            Some(log) => Ok(DataSource::Remote(RemotePartition {
+                log: log.clone(),
+                topic: Arc::from(topic),
+                partition,
+            })),
+            None => Err(ShareError::NotHosted {
+                topic: topic.to_string(),
+                partition,
+                coordinator: registry.broker_id(),
+            }),
         },
-        e => e.into(),
-    })
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl DataSource {
+    fn topic(&self) -> &str {
+        match self {
+            DataSource::Local(p) => p.topic(),
+            DataSource::Remote(r) => &r.topic,
+        }
+    }
+
+    fn index(&self) -> u32 {
+        match self {
+            DataSource::Local(p) => p.index(),
+            DataSource::Remote(r) => r.partition,
+        }
+    }
+
+    /// This broker's replica, whose high watermark a waiting fetch can watch; `None` for
+    /// a partition read at its leader elsewhere (a waiting fetch looks again instead).
+    pub(super) fn local(&self) -> Option<&Arc<Partition>> {
+        match self {
+            DataSource::Local(p) => Some(p),
+            DataSource::Remote(_) => None,
+        }
+    }
+
+    /// The log start offset and the high watermark (as this replica knows it, or as the
+    /// leader answers).
+    pub(super) async fn offsets(&self) -> Result<PartitionOffsets, ShareError> {
+        match self {
+            DataSource::Local(p) => Ok(p.offsets().await?),
+            DataSource::Remote(r) => r
+                .log
+                .offsets(&r.topic, r.partition)
+                .await
+                .map_err(|e| self.unreachable(e)),
+        }
+    }
+
+    /// Committed batches from `offset` on; `None` when `offset` is out of the log's range
+    /// (retention moved its start, or it is past the high watermark).
+    async fn read(&self, offset: i64) -> Result<Option<FetchData>, ShareError> {
+        match self {
+            DataSource::Local(p) => match p.read_replica(offset, SHARE_READ_BYTES).await {
+                Ok(data) => Ok(Some(data)),
+                Err(ClusterError::OffsetOutOfRange { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            DataSource::Remote(r) => {
+                match r
+                    .log
+                    .read(&r.topic, r.partition, offset, SHARE_READ_BYTES)
+                    .await
+                {
+                    Ok(read) => Ok(Some(FetchData {
+                        records: read.records,
+                        next_offset: read.next_offset,
+                        // Not used by the share reader, which asks `offsets` for them.
+                        log_start_offset: -1,
+                        log_end_offset: -1,
+                        stored_at: None,
+                    })),
+                    Err(RemoteReadError::OutOfRange) => Ok(None),
+                    Err(e) => Err(self.unreachable(e)),
+                }
+            }
+        }
+    }
+
+    fn unreachable(&self, e: RemoteReadError) -> ShareError {
+        ShareError::RemoteRead {
+            topic: self.topic().to_string(),
+            partition: self.index(),
+            reason: e.to_string(),
+        }
+    }
 }
 
 /// When a record may first be delivered: its `weir-deliver-at` header (epoch ms), if it
@@ -134,7 +233,7 @@ impl RecordCache {
 /// [`SHARE_FILTER_SCAN_BYTES`]: returns `true` when it stopped there with more to read, so
 /// the caller looks again at once rather than wait for new records.
 pub(super) async fn extend(
-    partition: &Partition,
+    partition: &DataSource,
     window: &mut SharePartition,
     cache: &mut RecordCache,
     filter: &HeaderFilter,
@@ -161,11 +260,9 @@ pub(super) async fn extend(
             return Ok(false);
         }
         let from = window.end();
-        let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
-            Ok(data) => data,
-            // Retention moved the start between the two calls: next time.
-            Err(ClusterError::OffsetOutOfRange { .. }) => return Ok(false),
-            Err(e) => return Err(e.into()),
+        // Out of range: retention moved the start between the two calls; next time.
+        let Some(data) = partition.read(from).await? else {
+            return Ok(false);
         };
         // Batch by batch, only while the window has room: a read brings up to
         // SHARE_READ_BYTES, and a window with room for a few hundred records must not
@@ -236,7 +333,7 @@ fn take_in(
 /// The records at `offsets` (ascending), read from the log. A record the log no longer
 /// has (retention, compaction) is left out.
 pub(super) async fn records_at(
-    partition: &Partition,
+    partition: &DataSource,
     offsets: &[i64],
 ) -> Result<Vec<DecodedRecord>, ShareError> {
     let mut read: BTreeMap<i64, DecodedRecord> = BTreeMap::new();
@@ -246,10 +343,8 @@ pub(super) async fn records_at(
         // Read forward from here until the log passes `offset`.
         while position.is_none_or(|p| p <= offset) {
             let from = position.unwrap_or(offset).max(offset);
-            let data = match partition.read_replica(from, SHARE_READ_BYTES).await {
-                Ok(data) => data,
-                Err(ClusterError::OffsetOutOfRange { .. }) => break,
-                Err(e) => return Err(e.into()),
+            let Some(data) = partition.read(from).await? else {
+                break;
             };
             for batch in data.batches() {
                 let decoded = decode_records(&batch).map_err(|e| ShareError::CorruptData {

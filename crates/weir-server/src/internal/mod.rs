@@ -25,7 +25,7 @@
 mod controller;
 mod convert;
 mod fetch_session;
-mod peers;
+pub(crate) mod peers;
 mod quorum;
 
 use std::sync::Arc;

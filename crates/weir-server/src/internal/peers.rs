@@ -23,7 +23,7 @@ pub const MAX_PEER_CHANNELS: usize = 1024;
 /// keep their own, so Raft heartbeats never queue behind replication batches on one
 /// connection).
 #[derive(Default)]
-pub(super) struct PeerChannels {
+pub(crate) struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -40,7 +40,7 @@ impl PeerChannels {
     /// The channel to `address` (`host:port`, or a `http://` URI), created on first use;
     /// it connects on its first call and reconnects (resolving the name again) after a
     /// failure. Must run inside the tokio runtime.
-    pub(super) fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
