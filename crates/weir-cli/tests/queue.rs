@@ -399,9 +399,10 @@ fn a_filtered_group_takes_only_matching_tasks() {
     );
 }
 
-/// `weir queue list`, `reset` and `delete` as an operator runs them: a held record keeps
-/// the group from being reset, a reset makes the group deliver again from the new start,
-/// deleting a topic's state or the whole group forgets it.
+/// `weir queue list`, `reset`, `purge` and `delete` as an operator runs them: a held
+/// record keeps the group from being reset, a reset makes the group deliver again from the
+/// new start, a purge skips the backlog, deleting a topic's state or the whole group
+/// forgets it.
 #[test]
 fn list_reset_and_delete_a_queue() {
     let broker = broker();
@@ -497,6 +498,28 @@ fn list_reset_and_delete_a_queue() {
         .map(|r| r["value"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(values, ["a", "b", "c", "d"], "{again}");
+
+    // A purge skips the backlog: the group's next record is the first produced after it.
+    broker.ok(&["produce", "tasks"], "e\nf\n");
+    let purged = broker.ok(
+        &[
+            "queue", "purge", "workers", "--topic", "tasks", "--format", "json",
+        ],
+        "",
+    );
+    assert_eq!(
+        json_lines(&purged)[0]["start_offset"],
+        6,
+        "past e and f: {purged}"
+    );
+    broker.ok(&["produce", "tasks"], "g\n");
+    let next = broker.ok(
+        &[
+            "queue", "consume", "tasks", "--group", "workers", "--count", "1",
+        ],
+        "",
+    );
+    assert_eq!(next.trim(), "g", "{next}");
     let past = broker.run(&[
         "queue",
         "reset",

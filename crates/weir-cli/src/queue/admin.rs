@@ -139,7 +139,7 @@ pub(super) async fn reset(
         Err(error @ ClientError::FailedPrecondition(_)) => {
             return Err(anyhow::anyhow!(
                 "{doing}: {error}
-  hint: stop the group's workers (or wait for their locks                  to end) and retry"
+  hint: stop the group's workers (or wait for their locks to end) and retry"
             ));
         }
         Err(error) => return Err(anyhow::Error::from(error).context(doing)),
@@ -203,7 +203,7 @@ pub(super) async fn delete(
         Err(error @ ClientError::FailedPrecondition(_)) => {
             return Err(anyhow::anyhow!(
                 "{doing}: {error}
-  hint: stop the group's workers (or wait for their locks                  to end) and retry"
+  hint: stop the group's workers (or wait for their locks to end) and retry"
             ));
         }
         Err(error) => return Err(anyhow::Error::from(error).context(doing)),

@@ -184,6 +184,17 @@ Examples:
   weir queue reset workers --topic jobs --partition 0 --partition 2 --to-earliest
   weir queue reset workers --topic jobs --to-latest     # skip the backlog";
 
+const PURGE_HELP: &str = "\
+SQS's PurgeQueue and RabbitMQ's queue purge for a share group: every record produced so
+far is skipped (counted as finished) by this group, and its workers take only records
+produced from now on. It is `weir queue reset GROUP --topic TOPIC --to-latest`: the group
+must be idle (no member holding a record under a lock that has not expired), and the
+records stay in the topic for other groups and consumers (retention removes them).
+
+Examples:
+  weir queue purge workers --topic jobs
+  weir queue purge workers --topic jobs --partition 3";
+
 /// Work queues: consume topics as a member of a share group, acknowledging each record.
 #[derive(Debug, Args)]
 #[command(after_help = EXAMPLES)]
@@ -277,6 +288,22 @@ enum QueueCommand {
         /// Start at each partition's high watermark: skip everything produced so far.
         #[arg(long, group = "to")]
         to_latest: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Skip every record an idle share group has not finished on a topic: its workers
+    /// take only records produced from now on (SQS's PurgeQueue).
+    #[command(after_help = PURGE_HELP)]
+    Purge {
+        /// Share group id.
+        group: String,
+        /// The topic to purge the group's backlog of.
+        #[arg(long, short = 't', value_name = "TOPIC")]
+        topic: String,
+        /// Only these partitions (repeat it) [default: every partition of the topic].
+        #[arg(long = "partition", short = 'p', value_name = "P")]
+        partitions: Vec<u32>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -540,6 +567,16 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<()> {
                     .into());
                 }
             };
+            admin::reset(&args.brokers, &group, &topic, &partitions, to, format).await
+        }
+        QueueCommand::Purge {
+            group,
+            topic,
+            partitions,
+            format,
+        } => {
+            check_group(&group, "GROUP")?;
+            let to = ShareResetTo::Latest;
             admin::reset(&args.brokers, &group, &topic, &partitions, to, format).await
         }
         QueueCommand::Delete { group, topics } => {
