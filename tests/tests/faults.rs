@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
+use weir_tests::availability;
 use weir_tests::binary::weir_binary;
 use weir_tests::checker::{self, Report};
 use weir_tests::cluster::{Cluster, ClusterConfig};
@@ -344,6 +345,84 @@ async fn retried_writes_of_idempotent_producers_are_stored_once() -> anyhow::Res
         new_leader(&cluster, topic, 1, leader).await?;
         workload.wait_progress(100, RECOVERY_TIMEOUT).await?;
         cluster.proxy().heal();
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        assert!(report.duplicates.is_empty(), "{report}");
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (f) Network cuts of a partition's leader: its traffic to and from the other nodes is
+/// dropped while its clients still reach it (the proxy isolates it). Its controller
+/// session lapses, so it steps aside (NOT_LEADER to what it holds and what comes) instead
+/// of holding writes until the clients' 30 s timeout; if it was the active controller, it
+/// stops acting as one for want of a quorum. The others fence it and elect a new leader,
+/// and idempotent producers (the client's default retries) move there: writes resume
+/// during the cut, and after it nothing acknowledged is lost or doubled. Prints the
+/// longest wait for an acknowledgement on the partition per cut.
+///
+/// Two cuts of 8 s by default; `WEIR_CUTS=20` runs 20 cuts of 5-20 s each (about 8
+/// minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test faults -- --nocapture cut_off`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyhow::Result<()> {
+    let cuts: usize = match std::env::var("WEIR_CUTS") {
+        Ok(n) => n.parse().context("WEIR_CUTS is a number")?,
+        Err(_) => 2,
+    };
+    let long = cuts > 2;
+    let limit = match long {
+        true => Duration::from_secs(60 * 60),
+        false => Duration::from_secs(150),
+    };
+    let _serial = prepare().await?;
+    let seed = nemesis::seed();
+    bounded(limit, async {
+        let topic = "cut";
+        let load = WorkloadConfig {
+            retries: weir_client::ProducerConfig::default().retries,
+            request_timeout: Duration::from_secs(30),
+            ..WorkloadConfig::new(topic, PARTITIONS)
+        };
+        let (cluster, workload) = start_with(load).await?;
+        let mut rng = Rng::new(seed);
+        let mut longest = Duration::ZERO;
+        for i in 0..cuts {
+            let cut = match long {
+                true => rng.millis(5_000, 20_000),
+                false => Duration::from_secs(8),
+            };
+            let leader = cluster.leader(topic, 0).await?;
+            let controller = cluster.controller().await;
+            let from = Instant::now();
+            cluster.proxy().isolate(leader);
+            tokio::time::sleep(cut).await;
+            let healed = Instant::now();
+            cluster.proxy().heal();
+            cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+            workload.wait_progress(50, RECOVERY_TIMEOUT).await?;
+            let gap = availability::longest_gaps(&workload.ack_times(), PARTITIONS, from, healed)[0];
+            println!(
+                "cut {i}: node {leader}, leader of {topic}/0 (the active controller: {}), cut off for \
+                 {:.1} s: longest wait for an acknowledgement on {topic}/0 {:.0} ms",
+                controller == Some(leader),
+                cut.as_secs_f64(),
+                gap.longest.as_secs_f64() * 1e3
+            );
+            // Writes resumed before the cut ended: the cut-off leader stepped aside and
+            // the producers found its successor (else they wait until the cut heals, or
+            // their timeout).
+            assert!(
+                gap.longest < cut && !gap.open,
+                "writes to {topic}/0 did not resume during a {cut:?} cut of node {leader}: {gap:?}"
+            );
+            longest = longest.max(gap.longest);
+        }
+        println!(
+            "{cuts} cuts (seed {seed}): longest wait for an acknowledgement {:.0} ms",
+            longest.as_secs_f64() * 1e3
+        );
         let report = verdict(&cluster, workload, topic).await?;
         assert_verdict(&report);
         assert!(report.duplicates.is_empty(), "{report}");

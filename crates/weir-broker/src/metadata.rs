@@ -160,9 +160,19 @@ pub async fn topics(
 
 /// `name` as the metadata image has it.
 fn view(broker: &Broker, name: &str) -> Option<TopicView> {
-    let image: Arc<_> = broker.registry().cluster().image();
+    let cluster = broker.registry().cluster();
+    let image: Arc<_> = cluster.image();
     let topic = image.topic(name)?;
     let live = |node: i32| image.broker(node).is_some_and(|b| !b.fenced);
+    // A broker whose controller session lapsed has stepped aside from its leaderships
+    // (weir-cluster's lifecycle.rs): it names no leader for them, so a client asks again
+    // (elsewhere) rather than come back to it.
+    let me = broker.node_id();
+    let stepped_aside = cluster.broker_state().borrow().lease_lapsed;
+    let leader = |leader: i32| match stepped_aside && leader == me {
+        true => -1,
+        false => leader,
+    };
     // A single node that has not registered yet has no brokers in its image: its own
     // replicas are not offline.
     let registered = image.brokers().next().is_some();
@@ -176,7 +186,7 @@ fn view(broker: &Broker, name: &str) -> Option<TopicView> {
             .enumerate()
             .map(|(index, p)| PartitionView {
                 partition: index as u32,
-                leader: p.leader,
+                leader: leader(p.leader),
                 leader_epoch: p.leader_epoch,
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),

@@ -2,8 +2,16 @@
 //! every `heartbeat_interval_ms` with how far its metadata has caught up (the controller
 //! unfences it once it has caught up), register again if the controller says its epoch
 //! is stale, and, on shutdown, ask for its leaderships to move away first.
+//!
+//! It also keeps the broker's side of the session (`watch_lease`): when no heartbeat sent
+//! in the last session timeout was answered, the controller may have fenced this broker
+//! and elected other leaders, so its leaders step aside (`BrokerState::lease_lapsed`)
+//! until a heartbeat is answered again (docs/replication.md § Stepping aside when cut
+//! off).
 
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::watch;
 
@@ -28,15 +36,27 @@ pub struct BrokerState {
     /// The controller refused this broker for good (its data directory belongs to
     /// another cluster): why.
     pub refused: Option<String>,
+    /// No heartbeat sent in the last session timeout was answered: this broker's leaders
+    /// step aside until one is.
+    pub lease_lapsed: bool,
 }
 
 pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) {
     let incarnation = uuid::Uuid::new_v4().to_string();
     let heartbeat = Duration::from_millis(node.settings().controller.heartbeat_interval_ms);
+    let lease = Duration::from_millis(node.settings().controller.session_timeout_ms);
+    // When the last heartbeat (or registration) that the controller answered was sent;
+    // the watchdog ends when this returns and drops it.
+    let (renewed, renewals) = watch::channel(Instant::now());
+    tokio::spawn(watch_lease(node.clone(), lease, renewals));
     loop {
+        let sent = Instant::now();
         let Some(broker_epoch) = register(&node, &incarnation, &mut stopping).await else {
             return;
         };
+        // Registering may have taken many tries: only the last one was answered, and it
+        // was sent after `sent`, so the lease counts from there (a little early: safe).
+        renewed.send_replace(sent);
         tracing::info!(
             node = node.node(),
             broker_epoch,
@@ -73,11 +93,15 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                 metadata_offset: node.image().next_offset() - 1,
                 want_shutdown,
             };
+            let sent = Instant::now();
             match node.call(request).await {
                 Ok(ControllerReply::Heartbeat {
                     fenced,
                     should_shutdown,
                 }) => {
+                    // The controller counts the session from when it received this, which
+                    // is after `sent`.
+                    renewed.send_replace(sent);
                     node.inner.broker.send_if_modified(|s| {
                         let changed = s.fenced != fenced || s.should_shutdown != should_shutdown;
                         if s.fenced && !fenced {
@@ -101,6 +125,62 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
             }
         }
     }
+}
+
+/// Steps this broker's leaders aside once `lease` has passed since the last answered
+/// heartbeat was sent, and lets them lead again when the next one is answered; ends when
+/// the lifecycle drops `renewed`.
+///
+/// The controller fences a broker whose last heartbeat it received a session timeout ago,
+/// and only then elects other leaders for its partitions; that heartbeat was sent before it
+/// was received, so, with clocks that run at the same rate, this broker's leaders have
+/// stepped aside before any leader elected in their place takes a write.
+async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Receiver<Instant>) {
+    loop {
+        let deadline = *renewed.borrow_and_update() + lease;
+        tokio::select! {
+            changed = renewed.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+        // Alone in the cluster, nobody could take over: stepping aside helps no client.
+        let me = node.node();
+        if !node.image().brokers().any(|b| b.node != me) {
+            if renewed.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
+        tracing::warn!(
+            node = me,
+            lease_ms = lease.as_millis() as u64,
+            "no heartbeat answered by the controller within the session timeout: this \
+             broker's partition leaders step aside until one is"
+        );
+        set_lapsed(&node, true);
+        let renewal = renewed.changed().await;
+        set_lapsed(&node, false);
+        if renewal.is_err() {
+            return;
+        }
+        tracing::info!(
+            node = me,
+            "the controller answered a heartbeat again: this broker's leaders lead again \
+             where the metadata still names them"
+        );
+    }
+}
+
+fn set_lapsed(node: &ClusterNode, lapsed: bool) {
+    node.inner.broker.send_if_modified(|s| {
+        let changed = s.lease_lapsed != lapsed;
+        s.lease_lapsed = lapsed;
+        changed
+    });
 }
 
 /// Registers until it works; `None` if stopping first, or if the cluster is another

@@ -205,7 +205,7 @@ impl Shared {
     /// NOT_LEADER naming the new leader, or, when a log failure ended it, LOG_FAILED
     /// (not NOT_LEADER naming this broker). Either way its outcome is unknown.
     fn leadership_ended(&self) -> ClusterError {
-        let leader = self.replica().registration().map_or(-1, |r| r.leader);
+        let leader = self.replica().known_leader();
         let failed = self.failure.lock().expect("failure mutex").is_some();
         match failed {
             true => self.closed(),

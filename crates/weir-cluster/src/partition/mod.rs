@@ -248,7 +248,7 @@ impl Shared {
         match replica.role() {
             Role::Leader { .. } => Ok(()),
             Role::Recovering => Err(self.closed()),
-            _ => Err(self.not_leader(replica.registration().map_or(-1, |r| r.leader))),
+            _ => Err(self.not_leader(replica.known_leader())),
         }
     }
 }
@@ -332,6 +332,19 @@ impl Partition {
         let partition = Arc::new(Partition { shared, queue });
         partition.apply_state(&state).await;
         Ok(partition)
+    }
+
+    /// Steps a leader aside while this broker's controller session has lapsed
+    /// (`lapsed`), or lets it lead again once renewed ([`Event::LeaseLapsed`]).
+    pub async fn set_lease_lapsed(&self, lapsed: bool) {
+        let guard = self.shared.read_guard().await;
+        if let Some(log) = guard.as_ref() {
+            let event = match lapsed {
+                true => Event::LeaseLapsed,
+                false => Event::LeaseRenewed,
+            };
+            self.shared.drive(log, event);
+        }
     }
 
     /// Applies the metadata's state of this partition (leader, epoch, ISR).

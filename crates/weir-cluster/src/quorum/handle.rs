@@ -17,7 +17,7 @@ use crate::partition::BrokerId;
 use super::config::QuorumConfig;
 use super::error::QuorumError;
 use super::log_store::{LogStore, MAX_ENTRY_BYTES};
-use super::network::{NetworkFactory, QuorumTransport, serve};
+use super::network::{Acknowledged, NetworkFactory, QuorumTransport, serve};
 use super::state_machine::{Applied, MetadataDelta, StateMachine};
 use super::types::{MetadataEntry, NodeId, TypeConfig, broker_id, node_id};
 
@@ -60,6 +60,8 @@ struct Inner {
     applied: Arc<Applied>,
     /// When each other voter's last Raft request reached this one.
     heard: Mutex<BTreeMap<BrokerId, Instant>>,
+    /// When each other voter last accepted this one's leadership (check-quorum).
+    acknowledged: Acknowledged,
     /// [`Quorum::shutdown`] was called (a stopping voter leaves the quorum before the
     /// broker's last step, which stops it again).
     stopped: std::sync::atomic::AtomicBool,
@@ -144,8 +146,10 @@ impl Quorum {
                 (id, BasicNode::new(address.clone()))
             })
             .collect();
+        let acknowledged = Acknowledged::default();
         let network = NetworkFactory {
             transport,
+            acknowledged: acknowledged.clone(),
             addresses: Arc::new(
                 members
                     .iter()
@@ -167,6 +171,7 @@ impl Quorum {
                 raft,
                 applied,
                 heard: Mutex::new(BTreeMap::new()),
+                acknowledged,
                 stopped: std::sync::atomic::AtomicBool::new(false),
             }),
         };
@@ -292,19 +297,56 @@ impl Quorum {
         self.inner.applied.records_since(offset, max)
     }
 
-    /// The leader this voter knows of.
+    /// The leader this voter knows of: not itself while it leads without a quorum's
+    /// recent acknowledgement ([`Quorum::is_leader`]).
     pub fn leader(&self) -> Option<BrokerId> {
-        self.inner
+        let leader = self
+            .inner
             .raft
             .metrics()
             .borrow()
             .current_leader
-            .and_then(broker_id)
+            .and_then(broker_id);
+        leader.filter(|l| *l != self.inner.node || self.in_contact_with_quorum())
     }
 
-    /// Whether this voter is the leader (the active controller), as far as it knows.
+    /// Whether this voter is the leader (the active controller), as far as it knows, and
+    /// a majority of the voters (itself included) accepted its leadership within the last
+    /// election timeout (check-quorum): a leader cut off from the others stops acting as
+    /// the active controller at once, instead of answering its own broker's heartbeats
+    /// (which kept that broker's partition leaders leading) and failing to commit every
+    /// change while the others elect a new leader. The others cannot elect one before
+    /// then: openraft's voters refuse votes for the maximum election timeout after they
+    /// last heard from their leader, and the acknowledgement counted here was sent
+    /// before that.
     pub fn is_leader(&self) -> bool {
         self.inner.raft.metrics().borrow().state == ServerState::Leader
+            && self.in_contact_with_quorum()
+    }
+
+    /// Whether a majority of the voters, this one included, accepted a request this one
+    /// sent within the last maximum election timeout (always true for a lone voter).
+    fn in_contact_with_quorum(&self) -> bool {
+        let voters = self.inner.voters.len();
+        let lease = Duration::from_millis(self.inner.config.election_timeout_max_ms);
+        let now = Instant::now();
+        let acknowledged = self
+            .inner
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let recent = self
+            .inner
+            .voters
+            .keys()
+            .filter(|v| **v != self.inner.node)
+            .filter(|v| {
+                acknowledged
+                    .get(v)
+                    .is_some_and(|at| now.duration_since(*at) <= lease)
+            })
+            .count();
+        recent + 1 > voters / 2
     }
 
     /// Where this voter stands.

@@ -16,8 +16,8 @@ use std::fmt::{self, Debug};
 use std::future::Future;
 use std::io::Cursor;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -244,10 +244,16 @@ pub(crate) async fn serve(
     }
 }
 
+/// When each other voter last accepted this voter's leadership: the time the request it
+/// accepted was sent (an AppendEntries answered with anything but a higher vote, or a
+/// granted vote). The quorum's check-quorum reads it (`Quorum::is_leader`).
+pub(crate) type Acknowledged = Arc<Mutex<BTreeMap<BrokerId, Instant>>>;
+
 /// Makes a [`PeerClient`] per voter, addressed from the configured voter set.
 pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn QuorumTransport>,
     pub(crate) addresses: Arc<BTreeMap<NodeId, String>>,
+    pub(crate) acknowledged: Acknowledged,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -265,6 +271,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             transport: Arc::clone(&self.transport),
             target,
             address,
+            acknowledged: Arc::clone(&self.acknowledged),
         }
     }
 }
@@ -274,6 +281,7 @@ pub(crate) struct PeerClient {
     transport: Arc<dyn QuorumTransport>,
     target: NodeId,
     address: String,
+    acknowledged: Acknowledged,
 }
 
 impl Debug for PeerClient {
@@ -293,6 +301,16 @@ enum CallError {
 }
 
 impl PeerClient {
+    /// The target accepted a request sent at `sent` as coming from its leader.
+    fn acknowledged(&self, sent: Instant) {
+        let Some(target) = broker_id(self.target) else {
+            return;
+        };
+        let mut acknowledged = self.acknowledged.lock().unwrap_or_else(|p| p.into_inner());
+        let last = acknowledged.entry(target).or_insert(sent);
+        *last = (*last).max(sent);
+    }
+
     async fn call(
         &self,
         kind: RpcKind,
@@ -367,13 +385,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        self.rpc(
-            RpcKind::AppendEntries,
-            RPCTypes::AppendEntries,
-            request,
-            option.hard_ttl(),
-        )
-        .await
+        let sent = Instant::now();
+        let answer = self
+            .rpc(
+                RpcKind::AppendEntries,
+                RPCTypes::AppendEntries,
+                request,
+                option.hard_ttl(),
+            )
+            .await;
+        if matches!(
+            answer,
+            Ok(AppendEntriesResponse::Success
+                | AppendEntriesResponse::PartialSuccess(_)
+                | AppendEntriesResponse::Conflict)
+        ) {
+            self.acknowledged(sent);
+        }
+        answer
     }
 
     async fn vote(
@@ -382,8 +411,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let request = encode_request(RpcKind::Vote, &rpc, &[]);
-        self.rpc(RpcKind::Vote, RPCTypes::Vote, request, option.hard_ttl())
-            .await
+        let sent = Instant::now();
+        let answer = self
+            .rpc(RpcKind::Vote, RPCTypes::Vote, request, option.hard_ttl())
+            .await;
+        if answer
+            .as_ref()
+            .is_ok_and(|v: &VoteResponse<NodeId>| v.vote_granted)
+        {
+            self.acknowledged(sent);
+        }
+        answer
     }
 
     /// Never called: openraft 0.9 sends snapshots through [`Self::full_snapshot`], which

@@ -458,6 +458,8 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         let mut orphans_checked = false;
+        // Whether the hosted partitions were last told the broker's session lapsed.
+        let mut lapsed = false;
         loop {
             tokio::select! {
                 changed = images.changed() => {
@@ -467,6 +469,12 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                     if let Err(e) = registry.apply_image(&image).await {
                         tracing::error!(error = %e, offset = image.next_offset(), "applying the metadata image failed");
                     }
+                    // A partition opened by this image steps aside too.
+                    if lapsed {
+                        for p in registry.all_hosted() {
+                            p.set_lease_lapsed(true).await;
+                        }
+                    }
                 }
                 changed = broker.changed() => {
                     if changed.is_err() { return; }
@@ -475,6 +483,12 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                     if let Some(epoch) = state.broker_epoch {
                         for p in registry.all_hosted() {
                             p.set_broker_epoch(epoch);
+                        }
+                    }
+                    if state.lease_lapsed != lapsed {
+                        lapsed = state.lease_lapsed;
+                        for p in registry.all_hosted() {
+                            p.set_lease_lapsed(lapsed).await;
                         }
                     }
                     if !state.fenced && state.broker_epoch.is_some() && !orphans_checked {

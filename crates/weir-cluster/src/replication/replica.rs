@@ -99,6 +99,16 @@ pub enum Event {
     LogFailed,
     /// A [`Command::ReopenLog`] finished: the log is open again, recovered.
     LogReopened,
+    /// This broker's session with the controller lapsed: it has had no heartbeat answered
+    /// for a session timeout, so the controller may have fenced it and elected other
+    /// leaders (docs/replication.md § Stepping aside when cut off). A leader stops
+    /// leading until [`Event::LeaseRenewed`]: it takes no appends, serves no reads and
+    /// fails the `acks=all` appends waiting under its epoch with NOT_LEADER.
+    LeaseLapsed,
+    /// A heartbeat was answered again: a leader whose metadata still names it leads again
+    /// at the same epoch (if the controller moved the leadership meanwhile, the metadata
+    /// that says so arrives as a [`Event::Registration`]).
+    LeaseRenewed,
 }
 
 /// Something the driver must do.
@@ -149,14 +159,11 @@ pub enum Command {
 pub enum Role {
     /// Not a replica, or no metadata yet.
     Offline,
-    Leader {
-        leader_epoch: i32,
-    },
+    /// Leading at `leader_epoch` (and not stepped aside: a leader whose lease lapsed shows
+    /// as a follower of [`NO_LEADER`]).
+    Leader { leader_epoch: i32 },
     /// Following `leader` ([`NO_LEADER`] while the partition has none).
-    Follower {
-        leader: BrokerId,
-        leader_epoch: i32,
-    },
+    Follower { leader: BrokerId, leader_epoch: i32 },
     /// The log failed; it serves nothing until it is reopened (and, for a leader that
     /// lost a tail, until the controller has moved past its leadership).
     Recovering,
@@ -183,6 +190,9 @@ pub struct Replica {
     /// until it has committed its inherited log. Never moves back within one.
     pub(super) published: Option<i64>,
     pub(super) next_fetch_id: u64,
+    /// The broker's controller session lapsed ([`Event::LeaseLapsed`]): a leader steps
+    /// aside until it is renewed.
+    pub(super) lease_lapsed: bool,
 }
 
 impl Replica {
@@ -195,6 +205,7 @@ impl Replica {
             high_watermark,
             published: None,
             next_fetch_id: 1,
+            lease_lapsed: false,
         }
     }
 
@@ -210,6 +221,12 @@ impl Replica {
     pub fn role(&self) -> Role {
         match &self.state {
             State::Offline => Role::Offline,
+            // Stepped aside: it keeps its state (and answers followers' fetches), but
+            // leads for nobody else.
+            State::Leader(l) if self.lease_lapsed => Role::Follower {
+                leader: NO_LEADER,
+                leader_epoch: l.leader_epoch,
+            },
             State::Leader(l) => Role::Leader {
                 leader_epoch: l.leader_epoch,
             },
@@ -224,6 +241,16 @@ impl Replica {
     /// The partition state last applied from metadata.
     pub fn registration(&self) -> Option<&PartitionRegistration> {
         self.registration.as_ref()
+    }
+
+    /// The leader to name to a client this replica turns away: the metadata's, or
+    /// [`NO_LEADER`] while the broker's session has lapsed (its metadata may be stale,
+    /// and may name this very broker).
+    pub fn known_leader(&self) -> BrokerId {
+        match self.lease_lapsed {
+            true => NO_LEADER,
+            false => self.registration.as_ref().map_or(NO_LEADER, |r| r.leader),
+        }
     }
 
     /// Everything below it is committed; a leader serves reads below it.
@@ -243,15 +270,15 @@ impl Replica {
         if let State::Recovering(_) = self.state {
             return Err(ProduceRefusal::LogRecovering);
         }
-        let State::Leader(leader) = &self.state else {
-            let (leader, leader_epoch) = self
-                .registration
-                .as_ref()
-                .map_or((NO_LEADER, -1), |r| (r.leader, r.leader_epoch));
-            return Err(ProduceRefusal::NotLeader {
-                leader,
-                leader_epoch,
-            });
+        let leader = match &self.state {
+            State::Leader(leader) if !self.lease_lapsed => leader,
+            _ => {
+                let leader_epoch = self.registration.as_ref().map_or(-1, |r| r.leader_epoch);
+                return Err(ProduceRefusal::NotLeader {
+                    leader: self.known_leader(),
+                    leader_epoch,
+                });
+            }
         };
         let isr = self.registration.as_ref().map_or(0, |r| r.isr.len());
         if acks_all && isr < self.config.min_insync_replicas {
@@ -287,8 +314,34 @@ impl Replica {
                 self.on_alter_isr_answered(answer, now_ms, log, &mut out)
             }
             Event::Tick => self.on_tick(now_ms, log, &mut out),
+            Event::LeaseLapsed => self.on_lease_lapsed(&mut out),
+            Event::LeaseRenewed => self.on_lease_renewed(now_ms, log, &mut out),
         }
         out
+    }
+
+    fn on_lease_lapsed(&mut self, out: &mut Vec<Command>) {
+        if self.lease_lapsed {
+            return;
+        }
+        self.lease_lapsed = true;
+        // The leader state stays (a renewal resumes it at the same epoch); what waits on
+        // it is answered now, not at the client's timeout.
+        if let State::Leader(leader) = &self.state {
+            out.push(Command::LeadershipEnded {
+                leader_epoch: leader.leader_epoch,
+            });
+        }
+    }
+
+    fn on_lease_renewed(&mut self, now_ms: u64, log: &impl LocalLog, out: &mut Vec<Command>) {
+        if !std::mem::take(&mut self.lease_lapsed) {
+            return;
+        }
+        if matches!(self.state, State::Leader(_)) {
+            // Followers may have caught up meanwhile: publish what is committed.
+            self.leader_progress(now_ms, log, out);
+        }
     }
 
     fn on_registration(

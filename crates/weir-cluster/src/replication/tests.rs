@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::controller::records::PartitionRegistration;
+use crate::controller::records::{NO_LEADER, PartitionRegistration};
 
 /// A log reduced to what the state machine asks of it.
 #[derive(Debug, Clone, Default)]
@@ -741,5 +741,85 @@ fn a_follower_whose_log_fails_fetches_again_from_its_durable_point() {
         out.iter()
             .any(|c| matches!(c, Command::SendFetch { request, .. } if request.fetch_offset == 6)),
         "{out:?}"
+    );
+}
+
+#[test]
+fn a_leader_whose_lease_lapsed_steps_aside_and_leads_again_at_its_epoch_once_renewed() {
+    let mut log = MemLog::default();
+    let mut r = leader(2);
+    r.handle(Event::Registration(registration(1, 4, &[1, 2, 3])), 0, &log);
+    log.append(4, 10);
+    log.flushed = 10;
+    r.handle(Event::LogAppended, 1, &log);
+    r.handle(fetch(2, 4, 6, 4), 2, &log);
+    r.handle(fetch(3, 4, 6, 4), 3, &log);
+    assert_eq!(r.high_watermark(), 6);
+
+    // Cut off from the controller: what waits under epoch 4 is failed at once, new
+    // produces are refused naming no leader (the metadata here may be stale), and the
+    // replica no longer reports itself leader (reads are refused too).
+    let out = r.handle(Event::LeaseLapsed, 4, &log);
+    assert_eq!(out, vec![Command::LeadershipEnded { leader_epoch: 4 }]);
+    assert_eq!(
+        r.check_produce(false),
+        Err(ProduceRefusal::NotLeader {
+            leader: NO_LEADER,
+            leader_epoch: 4
+        })
+    );
+    assert_eq!(
+        r.role(),
+        Role::Follower {
+            leader: NO_LEADER,
+            leader_epoch: 4
+        }
+    );
+    assert_eq!(r.known_leader(), NO_LEADER);
+    assert!(
+        r.handle(Event::LeaseLapsed, 5, &log).is_empty(),
+        "a second lapse changes nothing"
+    );
+
+    // Followers that still reach it keep replicating; what they commit is published
+    // (it is committed whoever leads), but no append is answered until renewal.
+    let out = r.handle(fetch(2, 4, 10, 4), 6, &log);
+    assert_eq!(
+        published(&out),
+        Vec::<i64>::new(),
+        "3 has not caught up yet"
+    );
+    let out = r.handle(fetch(3, 4, 10, 4), 7, &log);
+    assert_eq!(published(&out), vec![10]);
+
+    // Renewed while the metadata still names it leader at epoch 4: it leads again.
+    r.handle(Event::LeaseRenewed, 8, &log);
+    assert_eq!(r.role(), Role::Leader { leader_epoch: 4 });
+    assert_eq!(r.check_produce(true), Ok(4));
+    assert_eq!(r.known_leader(), 1);
+}
+
+#[test]
+fn a_lapsed_leader_that_learns_of_a_newer_leader_follows_it_once_renewed() {
+    let log = MemLog::default();
+    let mut r = leader(1);
+    r.handle(Event::Registration(registration(1, 4, &[1, 2, 3])), 0, &log);
+    r.handle(Event::LeaseLapsed, 1, &log);
+    // The network heals: the metadata that arrives says broker 2 leads at epoch 5.
+    r.handle(Event::Registration(registration(2, 5, &[2, 3])), 2, &log);
+    r.handle(Event::LeaseRenewed, 3, &log);
+    assert_eq!(
+        r.role(),
+        Role::Follower {
+            leader: 2,
+            leader_epoch: 5
+        }
+    );
+    assert_eq!(
+        r.check_produce(false),
+        Err(ProduceRefusal::NotLeader {
+            leader: 2,
+            leader_epoch: 5
+        })
     );
 }
