@@ -276,8 +276,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 // openraft narrates every election and vote at info: its warnings are
-                // what an operator needs.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+                // what an operator needs, but for its replication's, a line per retry
+                // (every 100 ms) to an unreachable voter; Weir logs those per peer, rate
+                // limited (weir-cluster's peer_log.rs).
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new(
+                        "info,openraft=warn,openraft::replication=error",
+                    )
+                }),
         )
         .with_writer(std::io::stderr)
         // Colours only for a person at a terminal, not in log files or journald.

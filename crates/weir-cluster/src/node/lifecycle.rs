@@ -18,6 +18,11 @@ use tokio::sync::watch;
 use super::ClusterNode;
 use crate::controller::records::BrokerEpoch;
 use crate::controller::{ControllerError, ControllerReply, ControllerRequest};
+use crate::peer_log::PeerLog;
+
+/// How heartbeat failures are keyed in their [`PeerLog`]: the active controller, whichever
+/// voter that is (a call is routed to it, or through the voters in turn).
+const ACTIVE_CONTROLLER: crate::partition::BrokerId = -1;
 
 /// Pause before registering again after a failure.
 const REGISTER_BACKOFF: Duration = Duration::from_millis(200);
@@ -48,6 +53,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
     // When the last heartbeat (or registration) that the controller answered was sent;
     // the watchdog ends when this returns and drops it.
     let (renewed, renewals) = watch::channel(Instant::now());
+    let heartbeat_failures = PeerLog::new("heartbeats to the controller");
     tokio::spawn(watch_lease(node.clone(), lease, renewals));
     loop {
         let sent = Instant::now();
@@ -102,6 +108,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                     // The controller counts the session from when it received this, which
                     // is after `sent`.
                     renewed.send_replace(sent);
+                    heartbeat_failures.answered(ACTIVE_CONTROLLER);
                     node.inner.broker.send_if_modified(|s| {
                         let changed = s.fenced != fenced || s.should_shutdown != should_shutdown;
                         if s.fenced && !fenced {
@@ -121,7 +128,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                     break;
                 }
                 Ok(other) => tracing::warn!(?other, "unexpected heartbeat answer"),
-                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                Err(e) => heartbeat_failures.failed(ACTIVE_CONTROLLER, &e),
             }
         }
     }

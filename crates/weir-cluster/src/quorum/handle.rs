@@ -150,6 +150,7 @@ impl Quorum {
         let network = NetworkFactory {
             transport,
             acknowledged: acknowledged.clone(),
+            failures: Arc::new(crate::peer_log::PeerLog::new("quorum RPCs")),
             addresses: Arc::new(
                 members
                     .iter()

@@ -32,6 +32,7 @@ use openraft::{BasicNode, OptionalSend, RPCTypes, Raft};
 use serde::{Deserialize, Serialize};
 
 use crate::partition::BrokerId;
+use crate::peer_log::PeerLog;
 
 use super::error::QuorumError;
 use super::state_file::MAX_SNAPSHOT_BYTES;
@@ -254,6 +255,8 @@ pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn QuorumTransport>,
     pub(crate) addresses: Arc<BTreeMap<NodeId, String>>,
     pub(crate) acknowledged: Acknowledged,
+    /// Failures to reach each voter, logged without repeating every retry.
+    pub(crate) failures: Arc<PeerLog>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -272,6 +275,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             address,
             acknowledged: Arc::clone(&self.acknowledged),
+            failures: Arc::clone(&self.failures),
         }
     }
 }
@@ -282,6 +286,7 @@ pub(crate) struct PeerClient {
     target: NodeId,
     address: String,
     acknowledged: Acknowledged,
+    failures: Arc<PeerLog>,
 }
 
 impl Debug for PeerClient {
@@ -325,14 +330,23 @@ impl PeerClient {
         };
         let send = self.transport.send(target, &self.address, kind, request);
         match tokio::time::timeout(ttl, send).await {
-            Err(_) => Err(CallError::Timeout(ttl)),
+            Err(_) => {
+                let error = format!("no answer within {} ms", ttl.as_millis());
+                self.failures.failed(target, &error);
+                Err(CallError::Timeout(ttl))
+            }
             Ok(Err(e @ TransportError::Unreachable { .. })) => {
+                self.failures.failed(target, &e);
                 Err(CallError::Unreachable(Unreachable::new(&e)))
             }
             Ok(Err(e @ TransportError::Failed { .. })) => {
+                self.failures.failed(target, &e);
                 Err(CallError::Network(NetworkError::new(&e)))
             }
-            Ok(Ok(reply)) => Ok(reply),
+            Ok(Ok(reply)) => {
+                self.failures.answered(target);
+                Ok(reply)
+            }
         }
     }
 

@@ -284,6 +284,8 @@ async fn run_session_pump(
     hosted: Hosted,
     throttle: Arc<Throttle>,
 ) {
+    // Opening is retried every SESSION_RETRY while the leader cannot be reached.
+    let failures = crate::peer_log::PeerLog::new("replication fetch sessions");
     loop {
         let Some(address) = node
             .image()
@@ -294,9 +296,12 @@ async fn run_session_pump(
             continue;
         };
         let mut session = match sessions.open(leader, address).await {
-            Ok(s) => s,
+            Ok(s) => {
+                failures.answered(leader);
+                s
+            }
             Err(e) => {
-                tracing::debug!(leader, error = %e, "fetch session not opened; retrying");
+                failures.failed(leader, &e);
                 tokio::time::sleep(SESSION_RETRY).await;
                 continue;
             }
