@@ -1,0 +1,130 @@
+//! The pages, one file per family, and what their handlers share: turning a core error
+//! into a page that names the broker to ask instead, the CSRF field of every form, and
+//! links that survive any group id.
+
+pub(crate) mod assets;
+pub(crate) mod browse;
+pub(crate) mod cluster;
+pub(crate) mod groups;
+pub(crate) mod live;
+pub(crate) mod topics;
+
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use weir_broker::{Reason, metadata};
+
+use crate::Console;
+use crate::error::PageError;
+
+/// What a handler's body returns.
+pub(crate) type PageResult = Result<Response, PageError>;
+
+impl Console {
+    /// The answer for `result`: the page, or the error page (naming the broker that
+    /// leads or coordinates what was asked, where that is the problem).
+    pub(crate) fn finish(&self, result: PageResult) -> Response {
+        match result {
+            Ok(page) => page,
+            Err(e) => self.explain(e).into_response(),
+        }
+    }
+
+    fn explain(&self, e: PageError) -> PageError {
+        let PageError::Broker { error, hint: None } = e else {
+            return e;
+        };
+        let (node, what) = match error.reason {
+            Reason::NotLeader { leader } => (leader, "leads this partition"),
+            Reason::NotCoordinator { coordinator } => (coordinator, "coordinates this group"),
+            _ => return PageError::Broker { error, hint: None },
+        };
+        let hint = if node < 0 {
+            "No broker does right now (an election is under way?): retry shortly.".to_owned()
+        } else {
+            let cluster = metadata::cluster(&self.core, &self.context(), &self.this_broker);
+            let address = cluster
+                .brokers
+                .iter()
+                .find(|b| b.node_id == node)
+                .map(|b| b.endpoints.client.clone());
+            match address {
+                Some(address) => format!(
+                    "Broker {node} {what} (client address {address}); open the console on \
+                     that broker's admin listener to see it."
+                ),
+                None => format!(
+                    "Broker {node} {what}; open the console on that broker's admin listener \
+                     to see it."
+                ),
+            }
+        };
+        PageError::Broker {
+            error,
+            hint: Some(hint),
+        }
+    }
+
+    /// The hidden field every form carries.
+    pub(crate) fn csrf_field(&self) -> Markup {
+        html! { input type="hidden" name=(crate::csrf::FIELD) value=(self.csrf_token); }
+    }
+
+    /// Refuses a post without this process's token or from another origin.
+    pub(crate) fn check_post(&self, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
+        crate::csrf::check(&self.csrf_token, headers, token)
+    }
+}
+
+/// The 404 page of any other path.
+pub(crate) async fn not_found(uri: Uri) -> Response {
+    PageError::NotFound(format!("there is no page at {}", uri.path())).into_response()
+}
+
+/// `text` as one URL path segment (percent-encoding all but unreserved characters), for
+/// links to groups, whose ids may hold any character.
+pub(crate) fn segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `text` as a query-string value.
+pub(crate) fn query_value(text: &str) -> String {
+    segment(text)
+}
+
+/// A partition number from a path, or a clear 400.
+pub(crate) fn parse_partition(text: &str) -> Result<u32, PageError> {
+    text.parse::<u32>().map_err(|_| {
+        PageError::BadInput(format!(
+            "{text:?} is not a partition number (partitions are numbered from 0)"
+        ))
+    })
+}
+
+/// A list of broker ids as text.
+pub(crate) fn ids(ids: &[i32]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_keep_only_unreserved_characters() {
+        assert_eq!(segment("orders-v1.2_x~"), "orders-v1.2_x~");
+        assert_eq!(segment("a/b c<"), "a%2Fb%20c%3C");
+        assert_eq!(segment("é"), "%C3%A9");
+    }
+}
