@@ -77,7 +77,10 @@ mod tests {
     fn points_span_the_box_with_the_largest_at_the_top() {
         assert_eq!(points(&[], 100.0, 20.0), "");
         assert_eq!(points(&[0.0, 0.0], 100.0, 20.0), "0.0,10.0 100.0,10.0");
-        assert_eq!(points(&[0.0, 5.0, 10.0], 100.0, 20.0), "0.0,18.0 50.0,10.0 100.0,2.0");
+        assert_eq!(
+            points(&[0.0, 5.0, 10.0], 100.0, 20.0),
+            "0.0,18.0 50.0,10.0 100.0,2.0"
+        );
     }
 
     #[test]

@@ -111,7 +111,12 @@ impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         let (status, name, message, hint) = self.parts();
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), reason = name, message, "console page failed");
+            tracing::warn!(
+                status = status.as_u16(),
+                reason = name,
+                message,
+                "console page failed"
+            );
         }
         let title = status.canonical_reason().unwrap_or("Error");
         let body = html! {

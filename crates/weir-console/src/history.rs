@@ -274,6 +274,9 @@ mod tests {
         }
         assert_eq!(history.steps().len(), HISTORY_SAMPLES - 1);
         assert_eq!(history.series("group:g:lag").len(), HISTORY_SAMPLES - 1);
-        assert_eq!(*history.subscribe().borrow(), HISTORY_SAMPLES as u64 * 2 + 3);
+        assert_eq!(
+            *history.subscribe().borrow(),
+            HISTORY_SAMPLES as u64 * 2 + 3
+        );
     }
 }

@@ -91,7 +91,10 @@ pub fn router(core: Arc<Broker>, this_broker: Endpoints) -> Router {
         .route("/console/topics", get(topics::list).post(topics::create))
         .route("/console/topics/{topic}", get(topics::detail))
         .route("/console/topics/{topic}/partitions", post(topics::grow))
-        .route("/console/topics/{topic}/configs", post(topics::alter_config))
+        .route(
+            "/console/topics/{topic}/configs",
+            post(topics::alter_config),
+        )
         .route(
             "/console/topics/{topic}/delete",
             get(topics::confirm_delete).post(topics::delete),

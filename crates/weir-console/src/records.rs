@@ -41,7 +41,10 @@ impl Format {
 /// bytes were cut.
 pub(crate) fn render(bytes: &[u8], format: Format) -> (String, usize) {
     let (shown, cut) = if bytes.len() > MAX_VALUE_BYTES_SHOWN {
-        (&bytes[..MAX_VALUE_BYTES_SHOWN], bytes.len() - MAX_VALUE_BYTES_SHOWN)
+        (
+            &bytes[..MAX_VALUE_BYTES_SHOWN],
+            bytes.len() - MAX_VALUE_BYTES_SHOWN,
+        )
     } else {
         (bytes, 0)
     };

@@ -123,7 +123,10 @@ mod tests {
         assert_eq!(timestamp(1_764_028_800_123), "2025-11-25 00:00:00.123");
         assert_eq!(timestamp(-1), "none");
         assert_eq!(parse_timestamp("2025-11-25T00:00"), Some(1_764_028_800_000));
-        assert_eq!(parse_timestamp("2025-11-25T00:00:01.5"), Some(1_764_028_801_500));
+        assert_eq!(
+            parse_timestamp("2025-11-25T00:00:01.5"),
+            Some(1_764_028_801_500)
+        );
         assert_eq!(parse_timestamp("1764028800000"), Some(1_764_028_800_000));
         assert_eq!(parse_timestamp("2025-13-01T00:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);

@@ -75,9 +75,16 @@ struct Browse {
 fn parse_query(q: &BrowseQuery) -> Result<Browse, PageError> {
     let offset = match q.offset.trim() {
         "" => None,
-        text => Some(text.parse::<i64>().ok().filter(|o| *o >= 0).ok_or_else(|| {
-            PageError::BadInput(format!("offset {text:?} is not an offset (a whole number, 0 or more)"))
-        })?),
+        text => Some(
+            text.parse::<i64>()
+                .ok()
+                .filter(|o| *o >= 0)
+                .ok_or_else(|| {
+                    PageError::BadInput(format!(
+                        "offset {text:?} is not an offset (a whole number, 0 or more)"
+                    ))
+                })?,
+        ),
     };
     let timestamp = match q.timestamp.trim() {
         "" => None,
@@ -100,10 +107,14 @@ fn parse_query(q: &BrowseQuery) -> Result<Browse, PageError> {
         }
     };
     if from == ReadFrom::Offset && offset.is_none() {
-        return Err(PageError::BadInput("reading from an offset needs the offset".into()));
+        return Err(PageError::BadInput(
+            "reading from an offset needs the offset".into(),
+        ));
     }
     if from == ReadFrom::Timestamp && timestamp.is_none() {
-        return Err(PageError::BadInput("reading from a timestamp needs the timestamp".into()));
+        return Err(PageError::BadInput(
+            "reading from a timestamp needs the timestamp".into(),
+        ));
     }
     let format = Format::parse(&q.format).ok_or_else(|| {
         PageError::BadInput(format!("format {:?}: show as text, json or hex", q.format))
@@ -157,9 +168,9 @@ struct Found {
 fn matches(record: &DecodedRecord, key: &str, value: &str) -> bool {
     let contains = |field: &Option<Bytes>, needle: &str| {
         needle.is_empty()
-            || field.as_ref().is_some_and(|b| {
-                b.windows(needle.len()).any(|w| w == needle.as_bytes())
-            })
+            || field
+                .as_ref()
+                .is_some_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
     };
     contains(&record.key, key) && contains(&record.value, value)
 }
@@ -250,7 +261,10 @@ async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> Pa
         &c.core,
         &ctx,
         topic,
-        &[(partition, OffsetSpec::Earliest), (partition, OffsetSpec::Latest)],
+        &[
+            (partition, OffsetSpec::Earliest),
+            (partition, OffsetSpec::Latest),
+        ],
     )
     .await?
     .into_iter();
@@ -280,11 +294,16 @@ async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> Pa
         ReadFrom::End => (hw - browse.limit as i64).max(log_start),
         ReadFrom::Timestamp => {
             let ts = browse.timestamp.expect("checked");
-            offsets::list_offsets(&c.core, &ctx, topic, &[(partition, OffsetSpec::Timestamp(ts))])
-                .await?
-                .pop()
-                .expect("one answer")?
-                .offset
+            offsets::list_offsets(
+                &c.core,
+                &ctx,
+                topic,
+                &[(partition, OffsetSpec::Timestamp(ts))],
+            )
+            .await?
+            .pop()
+            .expect("one answer")?
+            .offset
         }
     };
     let found = read(c, topic, partition, start, hw, browse).await?;
@@ -527,10 +546,17 @@ mod tests {
     #[test]
     fn a_query_reads_from_an_offset_the_end_or_a_timestamp() {
         let b = parse_query(&query(&[])).unwrap();
-        assert_eq!((b.from, b.limit, b.format), (ReadFrom::End, DEFAULT_RECORDS_PER_PAGE, Format::Text));
+        assert_eq!(
+            (b.from, b.limit, b.format),
+            (ReadFrom::End, DEFAULT_RECORDS_PER_PAGE, Format::Text)
+        );
         let b = parse_query(&query(&[("offset", "5")])).unwrap();
         assert_eq!((b.from, b.offset), (ReadFrom::Offset, Some(5)));
-        let b = parse_query(&query(&[("from", "timestamp"), ("timestamp", "2025-01-01T00:00")])).unwrap();
+        let b = parse_query(&query(&[
+            ("from", "timestamp"),
+            ("timestamp", "2025-01-01T00:00"),
+        ]))
+        .unwrap();
         assert_eq!(b.timestamp, Some(1_735_689_600_000));
         for bad in [
             query(&[("offset", "-1")]),
@@ -542,7 +568,10 @@ mod tests {
             query(&[("limit", "0")]),
             query(&[("limit", &(MAX_RECORDS_PER_PAGE + 1).to_string())]),
         ] {
-            assert!(matches!(parse_query(&bad), Err(PageError::BadInput(_))), "{bad:?}");
+            assert!(
+                matches!(parse_query(&bad), Err(PageError::BadInput(_))),
+                "{bad:?}"
+            );
         }
     }
 
@@ -550,7 +579,10 @@ mod tests {
     fn headers_are_name_value_lines() {
         let h = parse_headers("a: 1\n\n b :two:2 \n").unwrap();
         assert_eq!(h.len(), 2);
-        assert_eq!((h[1].key.as_str(), h[1].value.as_deref()), ("b", Some(&b"two:2"[..])));
+        assert_eq!(
+            (h[1].key.as_str(), h[1].value.as_deref()),
+            ("b", Some(&b"two:2"[..]))
+        );
         assert!(parse_headers("no colon").is_err());
         let many = "h: v\n".repeat(MAX_HEADERS_PER_RECORD + 1);
         assert!(parse_headers(&many).is_err());

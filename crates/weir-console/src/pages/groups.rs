@@ -333,11 +333,16 @@ pub(crate) async fn reset(
             vec![(form.topic.clone(), None)]
         };
         let confirmed = form.confirm == group;
-        let plan =
-            groups::reset_offsets(&c.core, &ctx, &group, targets, spec, !confirmed).await?;
+        let plan = groups::reset_offsets(&c.core, &ctx, &group, targets, spec, !confirmed).await?;
         if confirmed {
-            tracing::info!(group, partitions = plan.len(), "group offsets reset from the console");
-            return Ok(Redirect::to(&format!("/console/groups/{}", segment(&group))).into_response());
+            tracing::info!(
+                group,
+                partitions = plan.len(),
+                "group offsets reset from the console"
+            );
+            return Ok(
+                Redirect::to(&format!("/console/groups/{}", segment(&group))).into_response(),
+            );
         }
         Ok(preview(&c, &group, &topics, &form, &plan))
     }
@@ -346,7 +351,13 @@ pub(crate) async fn reset(
 }
 
 /// The planned reset, nothing changed yet, and the form that confirms it.
-fn preview(c: &Console, group: &str, topics: &[&str], form: &ResetForm, plan: &[OffsetReset]) -> Response {
+fn preview(
+    c: &Console,
+    group: &str,
+    topics: &[&str],
+    form: &ResetForm,
+    plan: &[OffsetReset],
+) -> Response {
     let body = html! {
         h1 { "Reset the offsets of " (group) "?" }
         p.warning role="status" { "Nothing has changed yet. This is what the reset would do:" }
@@ -418,7 +429,9 @@ pub(crate) async fn delete(
         if form.confirm != group {
             return Err(PageError::Refused {
                 status: StatusCode::BAD_REQUEST,
-                message: format!("not deleted: type the group's id, {group}, to confirm the deletion"),
+                message: format!(
+                    "not deleted: type the group's id, {group}, to confirm the deletion"
+                ),
             });
         }
         groups::delete_group(&c.core, &c.context(), &group).await?;

@@ -125,7 +125,10 @@ fn quantile(buckets: &[u64; LATENCY_BUCKETS_SECONDS.len()], count: u64, q: f64) 
             return format!("{} ms", bound * 1000.0);
         }
     }
-    format!("over {} ms", LATENCY_BUCKETS_SECONDS[LATENCY_BUCKETS_SECONDS.len() - 1] * 1000.0)
+    format!(
+        "over {} ms",
+        LATENCY_BUCKETS_SECONDS[LATENCY_BUCKETS_SECONDS.len() - 1] * 1000.0
+    )
 }
 
 /// One server-sent event: the latest step's values by series name.
@@ -175,7 +178,9 @@ pub(crate) async fn events(State(c): State<Arc<Console>>) -> Response {
                 Some(Ok::<Event, Infallible>(event))
             }
         });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 #[cfg(test)]

@@ -145,13 +145,24 @@ pub(crate) async fn create(
         c.check_post(&headers, &form.csrf)?;
         let name = form.name.trim();
         let partitions = optional_count(&form.partitions, "the partition count")?;
-        let replication_factor = optional_count(&form.replication_factor, "the replication factor")?;
+        let replication_factor =
+            optional_count(&form.replication_factor, "the replication factor")?;
         let mut configs = BTreeMap::new();
         if !form.retention_ms.trim().is_empty() {
-            configs.insert("retention.ms".to_owned(), form.retention_ms.trim().to_owned());
+            configs.insert(
+                "retention.ms".to_owned(),
+                form.retention_ms.trim().to_owned(),
+            );
         }
-        topics::create_topic(&c.core, &c.context(), name, partitions, replication_factor, configs)
-            .await?;
+        topics::create_topic(
+            &c.core,
+            &c.context(),
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        )
+        .await?;
         tracing::info!(topic = name, partitions, "topic created from the console");
         Ok(Redirect::to(&format!("/console/topics/{name}")).into_response())
     }
@@ -322,7 +333,10 @@ pub(crate) async fn grow(
     let result = async {
         c.check_post(&headers, &form.csrf)?;
         let count = form.count.trim().parse::<u32>().map_err(|_| {
-            PageError::BadInput(format!("the partition count {:?} is not a whole number", form.count))
+            PageError::BadInput(format!(
+                "the partition count {:?} is not a whole number",
+                form.count
+            ))
         })?;
         topics::create_partitions(&c.core, &c.context(), &topic, count).await?;
         Ok(Redirect::to(&format!("/console/topics/{topic}")).into_response())
@@ -351,7 +365,10 @@ pub(crate) async fn alter_config(
         let key = form.key.trim().to_owned();
         let (set, reset) = match form.action.as_str() {
             "reset" => (BTreeMap::new(), vec![key]),
-            _ => (BTreeMap::from([(key, form.value.trim().to_owned())]), Vec::new()),
+            _ => (
+                BTreeMap::from([(key, form.value.trim().to_owned())]),
+                Vec::new(),
+            ),
         };
         configs::alter_topic_config(&c.core, &c.context(), &topic, &set, &reset, false).await?;
         Ok(Redirect::to(&format!("/console/topics/{topic}#configs")).into_response())
