@@ -650,3 +650,59 @@ async fn the_live_page_charts_and_events_carry_new_samples() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_share_group_is_listed_beside_the_consumer_groups_with_its_records_in_flight() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(dir.path()).await;
+        let admin = server.admin_addr.unwrap();
+        let mut c = connect(server.addr).await;
+        c.create("tasks", 1, &[]).await;
+        c.create("tasks-dlq", 1, &[]).await;
+        produce_values(&mut c, "tasks", 0, &["t0", "t1", "t2", "t3", "t4"]).await;
+        let mut queues = weir_proto::v1::queues_client::QueuesClient::new(c.channel.clone());
+        queues
+            .configure_share_group(ConfigureShareGroupRequest {
+                group_id: "workers".into(),
+                dead_letter_topic: Some("tasks-dlq".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("configured");
+        // One worker holds two records.
+        let held = queues
+            .share_fetch(ShareFetchRequest {
+                group_id: "workers".into(),
+                member_id: "w1".into(),
+                topics: vec!["tasks".into()],
+                max_records: 2,
+                max_wait_ms: 1000,
+                start: ShareStart::Earliest as i32,
+                acknowledgements: vec![],
+                partitions: vec![],
+            })
+            .await
+            .expect("fetched")
+            .into_inner();
+        let _ = held;
+
+        let list = get(admin, "/console/groups").await;
+        assert_eq!(list.status, 200);
+        assert!(list.body.contains("href=\"/console/share-groups/workers\""), "{}", list.body);
+        let page = get(admin, "/console/share-groups/workers").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let row = &page.body[page.body.find("id=\"share-partitions\"").expect("the windows")..];
+        // Start 0; 2 acquired, the other 3 available; the dead-letter topic named.
+        assert!(
+            row.contains(
+                "<td class=\"num\">3</td><td class=\"num\">0</td><td class=\"num\">2</td><td class=\"num\">0</td>"
+            ),
+            "{row}"
+        );
+        assert!(page.body.contains("href=\"/console/topics/tasks-dlq\""));
+        assert_eq!(get(admin, "/console/share-groups/nobody").await.status, 404);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}

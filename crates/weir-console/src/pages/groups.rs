@@ -3,7 +3,8 @@
 //! what each holds, committed offset and lag per partition, a sparkline of its lag; an
 //! empty group's offsets reset (previewed first, then confirmed by typing its id) and
 //! its deletion (confirmed the same way). A share group's page
-//! (`/console/share-groups/{group}`): members and each partition's start.
+//! (`/console/share-groups/{group}`): members, and each share-partition's window (start,
+//! end, records available, delayed, acquired and awaiting their dead-letter copy).
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use serde::Deserialize;
 use weir_broker::groups::{
     self, GroupDescription, GroupProtocol, GroupState, OffsetReset, ResetSpec,
 };
-use weir_broker::share_admin;
+use weir_broker::{share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
@@ -449,7 +450,9 @@ pub(crate) async fn share_detail(
     let result = async {
         let ctx = c.context();
         let d = share_admin::describe_group(&c.core, &ctx, &group).await?;
-        let starts = share_admin::describe_offsets(&c.core, &ctx, &group, None).await?;
+        // The windows live at the group's share coordinator, which may be another
+        // broker than its group coordinator: then the page says so instead of failing.
+        let windows = shares::describe(&c.core, &ctx, &group).await;
         let body = html! {
             nav aria-label="Breadcrumb" { a href="/console/groups" { "Groups" } " › " (group) }
             h1 { "Share group " (group) }
@@ -479,29 +482,49 @@ pub(crate) async fn share_detail(
                 }
             }
             h2 { "Partitions" }
-            @if starts.is_empty() { p { "No state yet." } } @else {
-                div.scroll {
-                    table #share-starts {
-                        thead { tr { th scope="col" { "Topic" } th scope="col" class="num" { "Partition" } th scope="col" class="num" { "Start offset" } } }
-                        tbody {
-                            @for s in &starts {
+            @match &windows {
+                Err(e) => { p.note role="status" { "Records in flight are shown by the group's share coordinator: " (e.message) } }
+                Ok(view) if view.partitions.is_empty() => { p { "No state yet." } }
+                Ok(view) => {
+                    div.scroll {
+                        table #share-partitions {
+                            thead {
                                 tr {
-                                    th scope="row" { a href=(format!("/console/topics/{}", s.topic)) { (s.topic) } }
-                                    td.num { (s.partition) }
-                                    td.num {
-                                        @match &s.start {
-                                            Ok(Some(o)) => a href=(format!("/console/topics/{}/partitions/{}?from=offset&offset={o}&key=", s.topic, s.partition)) { (o) },
-                                            Ok(None) => "none",
-                                            Err(e) => (e.reason.name()),
+                                    th scope="col" { "Partition" }
+                                    th scope="col" class="num" { "Start" }
+                                    th scope="col" class="num" { "End" }
+                                    th scope="col" class="num" { "High watermark" }
+                                    th scope="col" class="num" { "Available" }
+                                    th scope="col" class="num" { "Delayed" }
+                                    th scope="col" class="num" { "Acquired" }
+                                    th scope="col" class="num" { "Awaiting dead-letter copy" }
+                                    th scope="col" class="num" { "Oldest unfinished" }
+                                }
+                            }
+                            tbody {
+                                @for p in &view.partitions {
+                                    tr {
+                                        th scope="row" {
+                                            a href=(format!("/console/topics/{}/partitions/{}?from=offset&offset={}", p.topic, p.partition, p.start)) { (p.topic) "/" (p.partition) }
                                         }
+                                        td.num { (p.start) }
+                                        td.num { (p.end) }
+                                        td.num { (if p.high_watermark < 0 { "—".into() } else { p.high_watermark.to_string() }) }
+                                        td.num { (p.counts.available) }
+                                        td.num { (p.counts.delayed) }
+                                        td.num { (p.counts.acquired) }
+                                        td.num { (p.counts.archived_pending) }
+                                        td.num { (p.oldest_unfinished_age_ms.map_or("—".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))) }
                                     }
                                 }
                             }
                         }
                     }
+                    @if let Some(dlq) = &view.settings.dead_letter_topic {
+                        p { "Dead-lettered records go to " a href=(format!("/console/topics/{dlq}")) { (dlq) } "." }
+                    }
                 }
             }
-            p.note { "Records in flight, acquired and dead-lettered are not shown yet." }
             p { a href="/console/groups" { "Back to the groups" } }
         };
         Ok(layout::respond(&format!("Share group {group}"), Some(Section::Groups), body))
