@@ -1,8 +1,13 @@
-//! The check every form post passes, against cross-site request forgery: another site
+//! The checks every form post passes. Against cross-site request forgery (another site
 //! open in the same browser must not be able to make it post to the console on
-//! loopback. Two checks, either of which stops it: the form carries this process's
+//! loopback), two checks, either of which stops it: the form carries this process's
 //! token (a page of another origin cannot read it), and a browser's `Origin` header, when
-//! sent, names the host the request was sent to.
+//! sent, names the host the request was sent to. And until authentication lands, a post
+//! (anything that changes the cluster) is served only to a client on this machine: the
+//! container images and manifests bind the admin listener to every interface so that
+//! Prometheus can scrape it, and there the console shows but changes nothing.
+
+use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, StatusCode, header};
 
@@ -16,12 +21,25 @@ pub(crate) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Refuses a post whose token is not `expected` or whose `Origin` is another host.
-pub(crate) fn check(expected: &str, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
+/// Refuses a post from a client not on this machine (or one the listener did not say),
+/// whose token is not `expected`, or whose `Origin` is another host.
+pub(crate) fn check(
+    expected: &str,
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    token: &str,
+) -> Result<(), PageError> {
     let refused = |message: &str| PageError::Refused {
         status: StatusCode::FORBIDDEN,
         message: message.to_owned(),
     };
+    if !peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Err(refused(
+            "the console changes nothing for clients on other machines until authentication \
+             lands: open it on the broker's machine (e.g. through an SSH tunnel or \
+             `kubectl port-forward`)",
+        ));
+    }
     if token != expected {
         return Err(refused(
             "the form's token is missing or stale (the broker restarted?): reload the page and send it again",
@@ -61,17 +79,27 @@ mod tests {
     }
 
     #[test]
-    fn a_post_needs_the_token_and_the_same_origin() {
+    fn a_post_needs_the_token_and_the_same_origin_from_this_machine() {
         let token = new_token();
         assert_eq!(token.len(), 32);
+        let here: Option<SocketAddr> = Some("127.0.0.1:50000".parse().unwrap());
         let same = headers("127.0.0.1:9293", Some("http://127.0.0.1:9293"));
-        assert!(check(&token, &same, &token).is_ok());
-        assert!(check(&token, &headers("127.0.0.1:9293", None), &token).is_ok());
-        assert!(check(&token, &same, "").is_err());
-        assert!(check(&token, &same, &new_token()).is_err());
+        assert!(check(&token, &same, here, &token).is_ok());
+        let v6: Option<SocketAddr> = Some("[::1]:50000".parse().unwrap());
+        assert!(check(&token, &headers("[::1]:9293", None), v6, &token).is_ok());
+        assert!(check(&token, &headers("127.0.0.1:9293", None), here, &token).is_ok());
+        assert!(check(&token, &same, here, "").is_err());
+        assert!(check(&token, &same, here, &new_token()).is_err());
         let other = headers("127.0.0.1:9293", Some("http://evil.example"));
-        assert!(check(&token, &other, &token).is_err());
+        assert!(check(&token, &other, here, &token).is_err());
         let null = headers("127.0.0.1:9293", Some("null"));
-        assert!(check(&token, &null, &token).is_err());
+        assert!(check(&token, &null, here, &token).is_err());
+        let elsewhere: Option<SocketAddr> = Some("10.0.0.7:50000".parse().unwrap());
+        let pod = headers("10.0.0.1:9293", Some("http://10.0.0.1:9293"));
+        assert!(check(&token, &pod, elsewhere, &token).is_err());
+        assert!(
+            check(&token, &same, None, &token).is_err(),
+            "an unknown peer is refused"
+        );
     }
 }

@@ -21,7 +21,7 @@ use weir_broker::{BrokerError, Reason};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, parse_partition, query_value};
+use crate::pages::{PageResult, Peer, parse_partition, query_value};
 use crate::records::{self, Format};
 use crate::{Console, units};
 
@@ -479,10 +479,11 @@ pub(crate) async fn produce(
     State(c): State<Arc<Console>>,
     Path((topic, partition)): Path<(String, String)>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<ProduceForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         let partition = parse_partition(&partition)?;
         let ctx = c.context();
         // The topic must exist: the console does not create one on first use.

@@ -21,7 +21,7 @@ use weir_broker::{share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, segment};
+use crate::pages::{PageResult, Peer, segment};
 use crate::{Console, chart, units};
 
 /// Most groups the list describes for their lag (the rest are listed without it).
@@ -319,10 +319,11 @@ pub(crate) async fn reset(
     State(c): State<Arc<Console>>,
     Path(group): Path<String>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<ResetForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         let spec = reset_spec(&form)?;
         let ctx = c.context();
         let d = groups::describe_group(&c.core, &ctx, &group).await?;
@@ -423,10 +424,11 @@ pub(crate) async fn delete(
     State(c): State<Arc<Console>>,
     Path(group): Path<String>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         if form.confirm != group {
             return Err(PageError::Refused {
                 status: StatusCode::BAD_REQUEST,

@@ -9,6 +9,11 @@ pub(crate) mod groups;
 pub(crate) mod live;
 pub(crate) mod topics;
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -70,9 +75,32 @@ impl Console {
         html! { input type="hidden" name=(crate::csrf::FIELD) value=(self.csrf_token); }
     }
 
-    /// Refuses a post without this process's token or from another origin.
-    pub(crate) fn check_post(&self, headers: &HeaderMap, token: &str) -> Result<(), PageError> {
-        crate::csrf::check(&self.csrf_token, headers, token)
+    /// Refuses a post from another machine, without this process's token, or from
+    /// another origin.
+    pub(crate) fn check_post(
+        &self,
+        headers: &HeaderMap,
+        peer: &Peer,
+        token: &str,
+    ) -> Result<(), PageError> {
+        crate::csrf::check(&self.csrf_token, headers, peer.0, token)
+    }
+}
+
+/// The client's address, where the listener says it (axum's `ConnectInfo`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Peer, Infallible> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0),
+        ))
     }
 }
 

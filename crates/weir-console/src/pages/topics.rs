@@ -16,7 +16,7 @@ use weir_broker::{configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, ids};
+use crate::pages::{PageResult, Peer, ids};
 use crate::{Console, chart, units};
 
 /// The topic keys the list shows beside each topic.
@@ -139,10 +139,11 @@ fn optional_count(text: &str, what: &str) -> Result<u32, PageError> {
 pub(crate) async fn create(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<CreateForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         let name = form.name.trim();
         let partitions = optional_count(&form.partitions, "the partition count")?;
         let replication_factor =
@@ -328,10 +329,11 @@ pub(crate) async fn grow(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<GrowForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         let count = form.count.trim().parse::<u32>().map_err(|_| {
             PageError::BadInput(format!(
                 "the partition count {:?} is not a whole number",
@@ -358,10 +360,11 @@ pub(crate) async fn alter_config(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<ConfigForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         let key = form.key.trim().to_owned();
         let (set, reset) = match form.action.as_str() {
             "reset" => (BTreeMap::new(), vec![key]),
@@ -414,10 +417,11 @@ pub(crate) async fn delete(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
+    peer: Peer,
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &form.csrf)?;
+        c.check_post(&headers, &peer, &form.csrf)?;
         if form.confirm != topic {
             return Err(PageError::Refused {
                 status: StatusCode::BAD_REQUEST,
