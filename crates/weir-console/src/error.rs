@@ -3,7 +3,7 @@
 //! that does not lead a partition (or coordinate a group) names the broker that does.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use maud::html;
 use weir_broker::{BrokerError, Reason};
 
@@ -107,17 +107,10 @@ impl PageError {
     }
 }
 
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
+impl PageError {
+    /// The status and the error page.
+    fn page(&self) -> (StatusCode, Html<String>) {
         let (status, name, message, hint) = self.parts();
-        if status.is_server_error() {
-            tracing::warn!(
-                status = status.as_u16(),
-                reason = name,
-                message,
-                "console page failed"
-            );
-        }
         let title = status.canonical_reason().unwrap_or("Error");
         let body = html! {
             h1 { (status.as_u16()) " " (title) }
@@ -129,6 +122,60 @@ impl IntoResponse for PageError {
             }
             p { a href="/console/" { "Back to the cluster" } }
         };
-        (status, layout::page(title, None, body)).into_response()
+        (status, layout::page(title, None, body))
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, page) = self.page();
+        if status.is_server_error() {
+            let (_, name, message, _) = self.parts();
+            tracing::warn!(
+                status = status.as_u16(),
+                reason = name,
+                message,
+                "console page failed"
+            );
+        }
+        (status, page).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_map_to_the_status_a_browser_user_expects() {
+        assert_eq!(status_of(&Reason::UnknownTopic), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(&Reason::UnknownGroup), StatusCode::NOT_FOUND);
+        assert_eq!(status_of(&Reason::InvalidConfig), StatusCode::BAD_REQUEST);
+        assert_eq!(status_of(&Reason::TopicAlreadyExists), StatusCode::CONFLICT);
+        assert_eq!(status_of(&Reason::GroupNotEmpty), StatusCode::CONFLICT);
+        assert_eq!(
+            status_of(&Reason::NotLeader { leader: 2 }),
+            StatusCode::MISDIRECTED_REQUEST
+        );
+        assert_eq!(
+            status_of(&Reason::ShuttingDown),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_of(&Reason::Internal),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+    }
+
+    #[test]
+    fn an_error_page_shows_the_message_as_text() {
+        let (status, page) = PageError::BadInput("<img src=x onerror=alert(1)>".into()).page();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            page.0.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{}",
+            page.0
+        );
+        assert!(!page.0.contains("<img"));
     }
 }

@@ -43,6 +43,8 @@ pub use history::{HISTORY_SAMPLES, MAX_SAMPLED_GROUPS, MAX_SAMPLED_TOPICS, SAMPL
 pub use pages::browse::{
     DEFAULT_RECORDS_PER_PAGE, MAX_HEADERS_PER_RECORD, MAX_RECORDS_PER_PAGE, MAX_SCAN_BYTES,
 };
+pub use pages::cluster::MAX_LISTED_PARTITIONS;
+pub use pages::groups::MAX_DESCRIBED_GROUPS;
 pub use pages::live::MAX_EVENT_STREAMS;
 pub use records::MAX_VALUE_BYTES_SHOWN;
 

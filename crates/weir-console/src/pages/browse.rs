@@ -280,10 +280,18 @@ async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> Pa
                             log_start_offset: log_start,
                             high_watermark: hw,
                         },
-                        format!(
-                            "partition {topic}/{partition} holds offsets {log_start} to {}; {offset} is outside them",
-                            hw - 1
-                        ),
+                        if hw > log_start {
+                            format!(
+                                "partition {topic}/{partition} holds offsets {log_start} to {}; \
+                                 {offset} is outside them",
+                                hw - 1
+                            )
+                        } else {
+                            format!(
+                                "partition {topic}/{partition} holds no records (its next offset \
+                                 is {hw}); {offset} is outside it"
+                            )
+                        },
                     ),
                     hint: None,
                 });
