@@ -39,6 +39,8 @@
     var box = svg.viewBox.baseVal;
     var line = svg.querySelector("polyline");
     if (line) line.setAttribute("points", points(values, box.width, box.height));
+    var peak = document.querySelector('[data-peak="' + CSS.escape(svg.getAttribute("data-series")) + '"]');
+    if (peak) peak.textContent = format(Math.max.apply(null, values.concat([0])), peak.getAttribute("data-unit") || "");
     var label = svg.getAttribute("aria-label") || "";
     svg.setAttribute("aria-label", label.replace(/; latest .*$/, "") + "; latest " + value.toFixed(1));
   }

@@ -47,11 +47,14 @@ pub(crate) async fn page(State(c): State<Arc<Console>>) -> Response {
         div.charts {
             @for (series, label, unit) in charts {
                 figure {
+                    @let values = c.history.series(series);
+                    @let peak = values.iter().copied().fold(0.0_f64, f64::max);
                     figcaption {
                         (label) ": "
                         strong data-live=(series) data-unit=(unit) { (units::rate(now.get(series).copied().unwrap_or(0.0), unit)) }
+                        span.peak { " · peak " span data-peak=(series) data-unit=(unit) { (units::rate(peak, unit)) } }
                     }
-                    (chart::chart(series, label, &c.history.series(series)))
+                    (chart::chart(series, label, &values))
                 }
             }
         }
