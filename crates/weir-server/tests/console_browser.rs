@@ -7,11 +7,12 @@
 //! each page under `<target>/tmp/console-screenshots/`.
 //!
 //! Where Chromium is missing and cannot be installed (not root, no apt-get), the test
-//! says so on stdout and stops without checking anything: `cargo test -- --nocapture`
-//! shows the message.
+//! says so on stderr (uncaptured: a plain `cargo test` shows it) and stops without
+//! checking anything.
 
 mod common;
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -31,7 +32,10 @@ async fn headless_chromium_reads_topics_lag_and_offset_5_and_creates_a_topic() {
         .unwrap()
         .expect("runs tests/browser/setup.sh");
     if !browser.status.success() {
-        println!(
+        // Straight to the process's stderr: the test harness captures println! and
+        // eprintln!, and a skip must show in a plain `cargo test` run.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED headless_chromium_reads_topics_lag_and_offset_5_and_creates_a_topic: \
              no Chromium: {}",
             String::from_utf8_lossy(&browser.stderr).trim()
