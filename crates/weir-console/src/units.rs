@@ -135,4 +135,12 @@ mod tests {
             assert_eq!(parse_timestamp(&text), Some(ms), "{text}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_time_until_year_9999_reads_back_as_it_was_written(ms in 0i64..253_402_300_800_000) {
+            let text = timestamp(ms).replace(' ', "T");
+            proptest::prop_assert_eq!(parse_timestamp(&text), Some(ms));
+        }
+    }
 }

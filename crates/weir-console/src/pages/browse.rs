@@ -596,4 +596,21 @@ mod tests {
         let many = "h: v\n".repeat(MAX_HEADERS_PER_RECORD + 1);
         assert!(parse_headers(&many).is_err());
     }
+
+    proptest::proptest! {
+        /// Whatever bytes a record holds, they reach the page as text: the only markup in
+        /// a rendered key or value is the template's own.
+        #[test]
+        fn record_bytes_never_become_markup(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            format in 0usize..3,
+        ) {
+            let html = shown(Some(&bytes), Format::ALL[format]).into_string();
+            let data = html
+                .strip_prefix("<pre>")
+                .and_then(|h| h.strip_suffix("</pre>"))
+                .expect("one pre element");
+            proptest::prop_assert!(!data.contains('<') && !data.contains('>'), "{}", html);
+        }
+    }
 }
