@@ -556,6 +556,13 @@ async fn the_group_pages_show_lag_and_reset_and_delete_only_when_confirmed() {
         assert!(
             preview
                 .body
+                .contains("<input type=\"hidden\" name=\"to\" value=\"earliest\">"),
+            "the confirmation carries exactly the reset previewed: {}",
+            preview.body
+        );
+        assert!(
+            preview
+                .body
                 .contains("<td class=\"num\">4</td><td class=\"num\">0</td>"),
             "{}",
             preview.body

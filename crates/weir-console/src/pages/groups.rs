@@ -247,7 +247,7 @@ async fn render_detail(c: &Console, group: &str) -> PageResult {
         @if d.state == GroupState::Empty {
             form.stack method="post" action=(format!("{base}/reset")) {
                 (c.csrf_field())
-                (reset_fields(&topics, None))
+                (reset_fields(&topics))
                 button type="submit" { "Preview the reset" }
             }
         } @else {
@@ -264,23 +264,21 @@ async fn render_detail(c: &Console, group: &str) -> PageResult {
 }
 
 /// The fields of a reset: which topic, to where.
-fn reset_fields(topics: &[&str], form: Option<&ResetForm>) -> Markup {
-    let chosen = form.map_or("", |f| f.topic.as_str());
-    let to = form.map_or("earliest", |f| f.to.as_str());
+fn reset_fields(topics: &[&str]) -> Markup {
     html! {
         label for="topic" { "Topic" }
         select #topic name="topic" {
-            option value="" selected[chosen.is_empty()] { "every topic of the group" }
-            @for t in topics { option value=(t) selected[chosen == *t] { (t) } }
+            option value="" selected { "every topic of the group" }
+            @for t in topics { option value=(t) { (t) } }
         }
         fieldset {
             legend { "Move the committed offsets to" }
             @for (value, label) in [("earliest", "the earliest offset"), ("latest", "the latest offset (skip everything)"), ("timestamp", "the first offset at or after a timestamp"), ("offset", "an offset")] {
-                label.choice { input type="radio" name="to" value=(value) checked[to == value]; " " (label) }
+                label.choice { input type="radio" name="to" value=(value) checked[value == "earliest"]; " " (label) }
             }
         }
         label for="reset-value" { "Timestamp (UTC, YYYY-MM-DDTHH:MM) or offset" }
-        input #reset-value name="value" autocomplete="off" value=(form.map_or("", |f| f.value.as_str()));
+        input #reset-value name="value" autocomplete="off";
     }
 }
 
@@ -346,20 +344,14 @@ pub(crate) async fn reset(
                 Redirect::to(&format!("/console/groups/{}", segment(&group))).into_response(),
             );
         }
-        Ok(preview(&c, &group, &topics, &form, &plan))
+        Ok(preview(&c, &group, &form, &plan))
     }
     .await;
     c.finish(result)
 }
 
 /// The planned reset, nothing changed yet, and the form that confirms it.
-fn preview(
-    c: &Console,
-    group: &str,
-    topics: &[&str],
-    form: &ResetForm,
-    plan: &[OffsetReset],
-) -> Response {
+fn preview(c: &Console, group: &str, form: &ResetForm, plan: &[OffsetReset]) -> Response {
     let body = html! {
         h1 { "Reset the offsets of " (group) "?" }
         p.warning role="status" { "Nothing has changed yet. This is what the reset would do:" }
@@ -380,7 +372,10 @@ fn preview(
         }
         form.stack method="post" action=(format!("/console/groups/{}/reset", segment(group))) {
             (c.csrf_field())
-            (reset_fields(topics, Some(form)))
+            // Exactly the reset previewed: to change it, go back and preview another.
+            input type="hidden" name="topic" value=(form.topic);
+            input type="hidden" name="to" value=(form.to);
+            input type="hidden" name="value" value=(form.value);
             label for="confirm" { "Type the group's id to confirm" }
             input #confirm name="confirm" required autocomplete="off";
             button.danger type="submit" { "Reset offsets" }
