@@ -445,3 +445,36 @@ fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_read_as_numbers_are_the_ones_rendered() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.produced("orders", 3, 300);
+        metrics.produced("orders", 2, 200);
+        metrics.consumed("orders", 4, 400);
+        metrics.produced("audit", 1, 10);
+        drop(metrics.rpc_timer("Produce"));
+        drop(metrics.rpc_timer("Produce"));
+        let traffic = metrics.traffic();
+        assert_eq!(
+            traffic["orders"],
+            TopicTraffic {
+                records_in: 5,
+                bytes_in: 500,
+                records_out: 4,
+                bytes_out: 400,
+            }
+        );
+        assert_eq!(traffic.keys().collect::<Vec<_>>(), ["audit", "orders"]);
+        let latency = metrics.latency();
+        assert_eq!(latency.len(), 1);
+        assert_eq!((latency[0].rpc, latency[0].count), ("Produce", 2));
+        assert_eq!(latency[0].buckets.iter().sum::<u64>(), 2);
+        metrics.forget_topic("orders");
+        assert!(!metrics.traffic().contains_key("orders"));
+    }
+}
