@@ -6,10 +6,18 @@
 //! (anything that changes the cluster) is served only to a client on this machine: the
 //! container images and manifests bind the admin listener to every interface so that
 //! Prometheus can scrape it, and there the console shows but changes nothing.
+//!
+//! Against DNS rebinding (a site whose name is made to resolve to 127.0.0.1 is, to the
+//! browser, the same origin as the console, so it could read pages and their tokens),
+//! every console request must name the console by an IP address or `localhost`
+//! ([`only_address_hosts`]), as Jupyter and others do.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use axum::extract::Request;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 
 use crate::error::PageError;
 
@@ -64,6 +72,40 @@ pub(crate) fn check(
     Ok(())
 }
 
+/// Whether the `Host` a request names is an IP address or `localhost` (with any port), or
+/// absent (not a browser: nothing to rebind).
+pub(crate) fn address_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _port)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<IpAddr>().is_ok()
+}
+
+/// Refuses a console request whose `Host` is a name other than `localhost` (see the
+/// module's note on DNS rebinding).
+pub(crate) async fn only_address_hosts(request: Request, next: Next) -> Response {
+    if !address_host(request.headers()) {
+        return PageError::Refused {
+            status: StatusCode::FORBIDDEN,
+            message: "the console answers only when it is opened by an IP address or as \
+                      localhost (e.g. http://127.0.0.1:9293/console/), never through another \
+                      host name: a page of another site could make its name point here"
+                .into(),
+        }
+        .into_response();
+    }
+    next.run(request).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,5 +143,30 @@ mod tests {
             check(&token, &same, None, &token).is_err(),
             "an unknown peer is refused"
         );
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_may_name_the_console() {
+        let allowed = [
+            "127.0.0.1:9293",
+            "localhost:9293",
+            "LOCALHOST",
+            "[::1]:9293",
+            "10.0.0.1",
+            "[fe80::1]",
+        ];
+        for host in allowed {
+            assert!(address_host(&headers(host, None)), "{host}");
+        }
+        let refused = [
+            "evil.example:9293",
+            "weir-0.weir:9293",
+            "127.0.0.1.nip.io",
+            "localhost.evil",
+        ];
+        for host in refused {
+            assert!(!address_host(&headers(host, None)), "{host}");
+        }
+        assert!(address_host(&HeaderMap::new()), "no Host: not a browser");
     }
 }

@@ -11,7 +11,9 @@
 //!   task samples its counters into a bounded ring).
 //! - `error`: the one place a core [`weir_broker::Reason`] becomes an HTTP status and an
 //!   error page.
-//! - `csrf`: the check every form post passes (a per-process token, and the Origin).
+//! - `csrf`: the defences against other sites: every request names the console by
+//!   address (DNS rebinding), and every form post carries a per-process token, comes from
+//!   the same origin and from this machine.
 //! - `layout`, `chart`, `records`, `units`: the page shell, SVG sparklines, record
 //!   rendering (text, JSON, hex; truncated), and number formatting.
 //!
@@ -120,5 +122,6 @@ pub fn router(core: Arc<Broker>, this_broker: Endpoints) -> Router {
         .route("/console/live", get(live::page))
         .route("/console/events", get(live::events))
         .fallback(pages::not_found)
+        .layer(axum::middleware::from_fn(csrf::only_address_hosts))
         .with_state(console)
 }

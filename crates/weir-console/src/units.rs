@@ -70,12 +70,23 @@ pub(crate) fn parse_timestamp(text: &str) -> Option<i64> {
     let mut t = time.trim_end_matches('Z').split(':');
     let h: i64 = t.next()?.parse().ok()?;
     let min: i64 = t.next()?.parse().ok()?;
-    let s: f64 = t.next().map_or(Some(0.0), |s| s.parse().ok())?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s >= 61.0 {
+    // Seconds with up to three decimals, in whole milliseconds (no float rounding).
+    let (s, milli) = match t.next() {
+        None => (0, 0),
+        Some(sec) => {
+            let (whole, fraction) = sec.split_once('.').unwrap_or((sec, ""));
+            if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let milli = format!("{fraction:0<3}").parse::<i64>().ok()?;
+            (whole.parse::<i64>().ok()?, milli)
+        }
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || h > 23 || min > 59 || s > 60 {
         return None;
     }
     let days = days_from_civil(y, m, day);
-    Some(days * 86_400_000 + h * 3_600_000 + min * 60_000 + (s * 1000.0) as i64)
+    Some(days * 86_400_000 + h * 3_600_000 + min * 60_000 + s * 1000 + milli)
 }
 
 // Howard Hinnant's days/civil conversions (proleptic Gregorian calendar).
@@ -130,6 +141,11 @@ mod tests {
         assert_eq!(parse_timestamp("1764028800000"), Some(1_764_028_800_000));
         assert_eq!(parse_timestamp("2025-13-01T00:00"), None);
         assert_eq!(parse_timestamp("yesterday"), None);
+        assert_eq!(
+            parse_timestamp("2025-11-25T00:00:08.008"),
+            Some(1_764_028_808_008)
+        );
+        assert_eq!(parse_timestamp("2025-11-25T00:00:01.5000"), None);
         for ms in [0, 951_782_400_000, 4_102_444_799_999] {
             let text = timestamp(ms).replace(' ', "T");
             assert_eq!(parse_timestamp(&text), Some(ms), "{text}");

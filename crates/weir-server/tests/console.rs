@@ -154,6 +154,31 @@ async fn the_cluster_page_shows_this_broker_and_metrics_and_health_still_answer(
         assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
         let js = get(admin, "/console/assets/console.js").await;
         assert!(js.body.contains("EventSource"));
+        // A page asked for by another host name (DNS rebinding) is refused; the metrics
+        // endpoint, which Prometheus reaches by any name, is not the console's to refuse.
+        for (path, status) in [
+            ("/console/", "403"),
+            ("/console/topics", "403"),
+            ("/metrics", "200"),
+        ] {
+            let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+            s.write_all(
+                format!(
+                    "GET {path} HTTP/1.1\r\nHost: evil.example:80\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut answer = String::new();
+            s.read_to_string(&mut answer).await.unwrap();
+            assert!(
+                answer.starts_with(&format!("HTTP/1.1 {status}")),
+                "{path}: {answer}"
+            );
+        }
+        let by_name = http(admin, "/console/", None, None).await;
+        assert_eq!(by_name.status, 200);
         let missing = get(admin, "/console/nothing-here").await;
         assert_eq!(missing.status, 404);
         assert!(
