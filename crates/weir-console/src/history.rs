@@ -136,32 +136,63 @@ impl History {
     }
 
     /// The series `name` (see [`Step::series`]) over the steps, oldest first; 0 where a
-    /// step lacks it.
+    /// step lacks it. A topic's or a group's series is read from its own counters only, so
+    /// a page with a sparkline per topic costs samples x topics, not samples x topics².
     pub(crate) fn series(&self, name: &str) -> Vec<f64> {
-        self.steps()
-            .iter()
-            .map(|s| s.series().get(name).copied().unwrap_or(0.0))
+        let samples = self.samples.lock().expect("history lock");
+        let pairs = samples.iter().zip(samples.iter().skip(1));
+        if let Some((topic, field)) = name
+            .strip_prefix("topic:")
+            .and_then(|rest| rest.rsplit_once(':'))
+        {
+            return pairs
+                .map(|(a, b)| {
+                    let before = a.traffic.get(topic).copied().unwrap_or_default();
+                    let now = b.traffic.get(topic).copied().unwrap_or_default();
+                    topic_rates(&before, &now, seconds_between(a, b)).field(field)
+                })
+                .collect();
+        }
+        if let Some(group) = name
+            .strip_prefix("group:")
+            .and_then(|rest| rest.strip_suffix(":lag"))
+        {
+            return pairs
+                .map(|(_, b)| b.group_lag.get(group).copied().unwrap_or(0) as f64)
+                .collect();
+        }
+        pairs
+            .map(|(a, b)| step(a, b).series().get(name).copied().unwrap_or(0.0))
             .collect()
     }
 }
 
-/// The rates from `a` to `b`. A counter that went down (a topic deleted and created
-/// again) counts as no traffic.
-fn step(a: &Sample, b: &Sample) -> Step {
-    let seconds = ((b.at_ms - a.at_ms) as f64 / 1000.0).max(0.001);
+fn seconds_between(a: &Sample, b: &Sample) -> f64 {
+    ((b.at_ms - a.at_ms) as f64 / 1000.0).max(0.001)
+}
+
+/// A topic's rates between two readings of its counters `seconds` apart. A counter that
+/// went down (the topic deleted and created again) counts as no traffic.
+fn topic_rates(before: &TopicTraffic, now: &TopicTraffic, seconds: f64) -> TopicRates {
     let per_second = |now: u64, before: u64| now.saturating_sub(before) as f64 / seconds;
+    TopicRates {
+        records_in: per_second(now.records_in, before.records_in),
+        bytes_in: per_second(now.bytes_in, before.bytes_in),
+        records_out: per_second(now.records_out, before.records_out),
+        bytes_out: per_second(now.bytes_out, before.bytes_out),
+    }
+}
+
+/// The rates from `a` to `b`.
+fn step(a: &Sample, b: &Sample) -> Step {
+    let seconds = seconds_between(a, b);
     let mut all = TopicRates::default();
     let topics: BTreeMap<String, TopicRates> = b
         .traffic
         .iter()
         .map(|(topic, now)| {
             let before = a.traffic.get(topic).copied().unwrap_or_default();
-            let rates = TopicRates {
-                records_in: per_second(now.records_in, before.records_in),
-                bytes_in: per_second(now.bytes_in, before.bytes_in),
-                records_out: per_second(now.records_out, before.records_out),
-                bytes_out: per_second(now.bytes_out, before.bytes_out),
-            };
+            let rates = topic_rates(&before, now, seconds);
             all.records_in += rates.records_in;
             all.bytes_in += rates.bytes_in;
             all.records_out += rates.records_out;
@@ -266,6 +297,10 @@ mod tests {
         assert_eq!(latest.topics["t"].bytes_in, 2000.0);
         assert_eq!(latest.all.bytes_in, 2000.0);
         assert_eq!(latest.series()["group:g:lag"], 7.0);
+        assert_eq!(history.series("topic:t:bytes_in"), [2000.0]);
+        assert_eq!(history.series("all:bytes_in"), [2000.0]);
+        assert_eq!(history.series("group:g:lag"), [7.0]);
+        assert_eq!(history.series("topic:absent:bytes_in"), [0.0]);
         // A counter that went down (the topic was created again) is no traffic.
         history.push(sample(4000, 10, 7));
         assert_eq!(history.latest().unwrap().topics["t"].bytes_in, 0.0);
