@@ -118,16 +118,6 @@ impl History {
         self.taken.subscribe()
     }
 
-    /// The steps between consecutive samples, oldest first.
-    pub(crate) fn steps(&self) -> Vec<Step> {
-        let samples = self.samples.lock().expect("history lock");
-        samples
-            .iter()
-            .zip(samples.iter().skip(1))
-            .map(|(a, b)| step(a, b))
-            .collect()
-    }
-
     /// The latest step, if two samples were taken.
     pub(crate) fn latest(&self) -> Option<Step> {
         let samples = self.samples.lock().expect("history lock");
@@ -307,7 +297,6 @@ mod tests {
         for i in 0..HISTORY_SAMPLES as i64 * 2 {
             history.push(sample(6000 + i * 2000, 0, i));
         }
-        assert_eq!(history.steps().len(), HISTORY_SAMPLES - 1);
         assert_eq!(history.series("group:g:lag").len(), HISTORY_SAMPLES - 1);
         assert_eq!(
             *history.subscribe().borrow(),
