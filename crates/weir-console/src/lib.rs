@@ -48,6 +48,7 @@ pub use pages::browse::{
 pub use pages::cluster::MAX_LISTED_PARTITIONS;
 pub use pages::groups::MAX_DESCRIBED_GROUPS;
 pub use pages::live::MAX_EVENT_STREAMS;
+pub use pages::topics::MAX_LISTED_TOPICS;
 pub use records::MAX_VALUE_BYTES_SHOWN;
 
 /// What every page shares.

@@ -19,6 +19,9 @@ use crate::layout::{self, Section};
 use crate::pages::{PageResult, Peer, ids};
 use crate::{Console, chart, units};
 
+/// Most topics the list shows (by name); the others are reached by their URL.
+pub const MAX_LISTED_TOPICS: usize = 1000;
+
 /// The topic keys the list shows beside each topic.
 const LISTED_KEYS: [&str; 3] = ["retention.ms", "retention.bytes", "cleanup.policy"];
 
@@ -64,7 +67,7 @@ async fn render_list(c: &Console, internal: bool) -> PageResult {
                     }
                 }
                 tbody {
-                    @for t in listed.iter().filter_map(|t| t.outcome.as_ref().ok()) {
+                    @for t in listed.iter().filter_map(|t| t.outcome.as_ref().ok()).take(MAX_LISTED_TOPICS) {
                         @let rates = latest.topics.get(&t.name).copied().unwrap_or_default();
                         @let entries = configs::describe_topic_config(&c.core, &ctx, &t.name).unwrap_or_default();
                         tr {
@@ -96,6 +99,9 @@ async fn render_list(c: &Console, internal: bool) -> PageResult {
         }
         @if listed.is_empty() {
             p { "No topics yet." }
+        }
+        @if listed.len() > MAX_LISTED_TOPICS {
+            p.note { "The first " (MAX_LISTED_TOPICS) " of " (listed.len()) " topics are listed; open another by its address, /console/topics/NAME." }
         }
         h2 #create { "Create a topic" }
         form.stack method="post" action="/console/topics" {
