@@ -21,7 +21,7 @@ use weir_broker::{BrokerError, Reason};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, parse_partition, query_value};
+use crate::pages::{PageResult, Peer, parse_partition, query_value, read_only};
 use crate::records::{self, Format};
 use crate::{Console, units};
 
@@ -144,13 +144,14 @@ fn parse_query(q: &BrowseQuery) -> Result<Browse, PageError> {
 
 pub(crate) async fn page(
     State(c): State<Arc<Console>>,
+    peer: Peer,
     Path((topic, partition)): Path<(String, String)>,
     Query(q): Query<BrowseQuery>,
 ) -> Response {
     let result = async {
         let partition = parse_partition(&partition)?;
         let browse = parse_query(&q)?;
-        render(&c, &topic, partition, &browse).await
+        render(&c, &topic, partition, &browse, peer.is_local()).await
     }
     .await;
     c.finish(result)
@@ -255,7 +256,13 @@ async fn read(
     Ok(found)
 }
 
-async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> PageResult {
+async fn render(
+    c: &Console,
+    topic: &str,
+    partition: u32,
+    browse: &Browse,
+    local: bool,
+) -> PageResult {
     let ctx = c.context();
     let mut bounds = offsets::list_offsets(
         &c.core,
@@ -422,7 +429,8 @@ async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> Pa
             }
         }
         h2 #produce { "Produce a test record" }
-        form.stack method="post" action=(format!("{base}/records")) {
+        @if !local { (read_only()) }
+        @if local { form.stack method="post" action=(format!("{base}/records")) {
             (c.csrf_field())
             label for="produce-key" { "Key (empty: no key)" }
             input #produce-key name="key" autocomplete="off";
@@ -431,7 +439,7 @@ async fn render(c: &Console, topic: &str, partition: u32, browse: &Browse) -> Pa
             label for="produce-headers" { "Headers, one name: value a line" }
             textarea #produce-headers name="headers" rows="2" {}
             button type="submit" { "Produce" }
-        }
+        } }
     };
     Ok(layout::respond(
         &format!("{topic}/{partition}"),

@@ -21,7 +21,7 @@ use weir_broker::{share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, segment};
+use crate::pages::{PageResult, Peer, read_only, segment};
 use crate::{Console, chart, units};
 
 /// Most groups the list describes for their lag (the rest are listed without it).
@@ -152,12 +152,16 @@ async fn render_list(c: &Console) -> PageResult {
     Ok(layout::respond("Groups", Some(Section::Groups), body))
 }
 
-pub(crate) async fn detail(State(c): State<Arc<Console>>, Path(group): Path<String>) -> Response {
-    let result = render_detail(&c, &group).await;
+pub(crate) async fn detail(
+    State(c): State<Arc<Console>>,
+    peer: Peer,
+    Path(group): Path<String>,
+) -> Response {
+    let result = render_detail(&c, &group, peer.is_local()).await;
     c.finish(result)
 }
 
-async fn render_detail(c: &Console, group: &str) -> PageResult {
+async fn render_detail(c: &Console, group: &str, local: bool) -> PageResult {
     let d = groups::describe_group(&c.core, &c.context(), group).await?;
     let series = format!("group:{group}:lag");
     let lag = total_lag(&d);
@@ -244,7 +248,9 @@ async fn render_detail(c: &Console, group: &str) -> PageResult {
             }
         }
         h2 { "Reset offsets" }
-        @if d.state == GroupState::Empty {
+        @if !local {
+            (read_only())
+        } @else if d.state == GroupState::Empty {
             form.stack method="post" action=(format!("{base}/reset")) {
                 (c.csrf_field())
                 (reset_fields(&topics))
@@ -254,7 +260,7 @@ async fn render_detail(c: &Console, group: &str) -> PageResult {
             p.note { "Offsets can be reset only while the group has no members (it is " (d.state.as_str()) ")." }
         }
         h2 { "Delete" }
-        p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } }
+        @if local { p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } } }
     };
     Ok(layout::respond(
         &format!("Group {group}"),
@@ -387,6 +393,7 @@ fn preview(c: &Console, group: &str, form: &ResetForm, plan: &[OffsetReset]) -> 
 
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
+    peer: Peer,
     Path(group): Path<String>,
 ) -> Response {
     let result = async {
@@ -394,11 +401,15 @@ pub(crate) async fn confirm_delete(
         let body = html! {
             h1 { "Delete group " (group) "?" }
             p.warning role="alert" { "This deletes the group and its committed offsets. A group with members cannot be deleted." }
-            form.stack method="post" action=(format!("/console/groups/{}/delete", segment(&group))) {
+            @if peer.is_local() {
+form.stack method="post" action=(format!("/console/groups/{}/delete", segment(&group))) {
                 (c.csrf_field())
                 label for="confirm" { "Type the group's id to confirm" }
                 input #confirm name="confirm" required autocomplete="off";
                 button.danger type="submit" { "Delete group" }
+            }
+            } @else {
+                (read_only())
             }
             p { a href=(format!("/console/groups/{}", segment(&group))) { "Cancel" } }
         };

@@ -91,6 +91,24 @@ impl Console {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Peer(pub Option<SocketAddr>);
 
+impl Peer {
+    /// On this machine: the console's forms are for it (see `csrf::check`).
+    pub(crate) fn is_local(&self) -> bool {
+        self.0.is_some_and(|p| p.ip().is_loopback())
+    }
+}
+
+/// What a page shows in place of its forms to a client on another machine.
+pub(crate) fn read_only() -> Markup {
+    html! {
+        p.note.read-only role="note" {
+            "Read-only here: until authentication lands the console changes the cluster only \
+             for a client on the broker's own machine (open it there, e.g. through an SSH \
+             tunnel or kubectl port-forward)."
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
     type Rejection = Infallible;
 
@@ -148,6 +166,14 @@ pub(crate) fn ids(ids: &[i32]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_are_for_clients_on_this_machine() {
+        assert!(Peer(Some("127.0.0.1:5000".parse().unwrap())).is_local());
+        assert!(Peer(Some("[::1]:5000".parse().unwrap())).is_local());
+        assert!(!Peer(Some("10.1.2.3:5000".parse().unwrap())).is_local());
+        assert!(!Peer(None).is_local());
+    }
 
     #[test]
     fn segments_keep_only_unreserved_characters() {

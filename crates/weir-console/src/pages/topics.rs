@@ -16,7 +16,7 @@ use weir_broker::{configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, ids};
+use crate::pages::{PageResult, Peer, ids, read_only};
 use crate::{Console, chart, units};
 
 /// Most topics the list shows (by name); the others are reached by their URL.
@@ -32,12 +32,16 @@ pub(crate) struct ListQuery {
     internal: Option<String>,
 }
 
-pub(crate) async fn list(State(c): State<Arc<Console>>, Query(q): Query<ListQuery>) -> Response {
-    let result = render_list(&c, q.internal.is_some()).await;
+pub(crate) async fn list(
+    State(c): State<Arc<Console>>,
+    peer: Peer,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let result = render_list(&c, q.internal.is_some(), peer.is_local()).await;
     c.finish(result)
 }
 
-async fn render_list(c: &Console, internal: bool) -> PageResult {
+async fn render_list(c: &Console, internal: bool, local: bool) -> PageResult {
     let ctx = c.context();
     let listed = metadata::topics(&c.core, &ctx, None, false, internal).await;
     let disk = replicas::broker_disk(&c.core, &ctx).await;
@@ -104,7 +108,8 @@ async fn render_list(c: &Console, internal: bool) -> PageResult {
             p.note { "The first " (MAX_LISTED_TOPICS) " of " (listed.len()) " topics are listed; open another by its address, /console/topics/NAME." }
         }
         h2 #create { "Create a topic" }
-        form.stack method="post" action="/console/topics" {
+        @if !local { (read_only()) }
+        @if local { form.stack method="post" action="/console/topics" {
             (c.csrf_field())
             label for="name" { "Name" }
             input #name name="name" required pattern="[a-zA-Z0-9._-]+" maxlength="249"
@@ -117,7 +122,7 @@ async fn render_list(c: &Console, internal: bool) -> PageResult {
             label for="retention_ms" { "retention.ms (empty: the default)" }
             input #retention_ms name="retention_ms" type="number" min="-1" inputmode="numeric";
             button type="submit" { "Create topic" }
-        }
+        } }
     };
     Ok(layout::respond("Topics", Some(Section::Topics), body))
 }
@@ -177,12 +182,16 @@ pub(crate) async fn create(
     c.finish(result)
 }
 
-pub(crate) async fn detail(State(c): State<Arc<Console>>, Path(topic): Path<String>) -> Response {
-    let result = render_detail(&c, &topic).await;
+pub(crate) async fn detail(
+    State(c): State<Arc<Console>>,
+    peer: Peer,
+    Path(topic): Path<String>,
+) -> Response {
+    let result = render_detail(&c, &topic, peer.is_local()).await;
     c.finish(result)
 }
 
-async fn render_detail(c: &Console, name: &str) -> PageResult {
+async fn render_detail(c: &Console, name: &str, local: bool) -> PageResult {
     let ctx = c.context();
     let view = metadata::topics(&c.core, &ctx, Some(&[name.to_owned()]), false, true)
         .await
@@ -272,7 +281,8 @@ async fn render_detail(c: &Console, name: &str) -> PageResult {
                 }
             }
         }
-        @if !view.internal {
+        @if !view.internal && !local { (read_only()) }
+        @if !view.internal && local {
             h2 { "Add partitions" }
             form.inline method="post" action=(format!("/console/topics/{}/partitions", view.name)) {
                 (c.csrf_field())
@@ -298,7 +308,7 @@ async fn render_detail(c: &Console, name: &str) -> PageResult {
                 }
             }
         }
-        @if !view.internal {
+        @if !view.internal && local {
             h3 { "Change a config" }
             form.inline method="post" action=(format!("/console/topics/{}/configs", view.name)) {
                 (c.csrf_field())
@@ -388,6 +398,7 @@ pub(crate) async fn alter_config(
 
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
+    peer: Peer,
     Path(topic): Path<String>,
 ) -> Response {
     let result = async {
@@ -398,11 +409,15 @@ pub(crate) async fn confirm_delete(
             p.warning role="alert" {
                 "This deletes every record of " strong { (topic) } " on every broker. It cannot be undone."
             }
-            form.stack method="post" action=(format!("/console/topics/{topic}/delete")) {
-                (c.csrf_field())
-                label for="confirm" { "Type the topic's name to confirm" }
-                input #confirm name="confirm" required autocomplete="off";
-                button.danger type="submit" { "Delete topic" }
+            @if peer.is_local() {
+                form.stack method="post" action=(format!("/console/topics/{topic}/delete")) {
+                    (c.csrf_field())
+                    label for="confirm" { "Type the topic's name to confirm" }
+                    input #confirm name="confirm" required autocomplete="off";
+                    button.danger type="submit" { "Delete topic" }
+                }
+            } @else {
+                (read_only())
             }
             p { a href=(format!("/console/topics/{topic}")) { "Cancel" } }
         };
