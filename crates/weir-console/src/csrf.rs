@@ -3,7 +3,7 @@
 //! loopback), two checks, either of which stops it: the form carries this process's
 //! token (a page of another origin cannot read it), and a browser's `Origin` header, when
 //! sent, names the host the request was sent to. And until authentication lands, a post
-//! (anything that changes the cluster) is served only to a client on this machine: the
+//! (anything that changes the cluster) is served only to a client on loopback: the
 //! container images and manifests bind the admin listener to every interface so that
 //! Prometheus can scrape it, and there the console shows but changes nothing.
 //!
@@ -29,7 +29,7 @@ pub(crate) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Refuses a post from a client not on this machine (or one the listener did not say),
+/// Refuses a post from a client not on loopback (or one the listener did not say),
 /// whose token is not `expected`, or whose `Origin` is another host.
 pub(crate) fn check(
     expected: &str,
@@ -43,9 +43,9 @@ pub(crate) fn check(
     };
     if !peer.is_some_and(|p| p.ip().is_loopback()) {
         return Err(refused(
-            "the console changes nothing for clients on other machines until authentication \
-             lands: open it on the broker's machine (e.g. through an SSH tunnel or \
-             `kubectl port-forward`)",
+            "the console changes nothing for clients off loopback until authentication lands: \
+             open it at 127.0.0.1 or localhost (e.g. over an SSH tunnel or `kubectl \
+             port-forward`)",
         ));
     }
     if token != expected {

@@ -13,7 +13,7 @@
 //!   error page.
 //! - `csrf`: the defences against other sites: every request names the console by
 //!   address (DNS rebinding), and every form post carries a per-process token, comes from
-//!   the same origin and from this machine.
+//!   the same origin and through loopback.
 //! - `layout`, `chart`, `records`, `units`: the page shell, SVG sparklines, record
 //!   rendering (text, JSON, hex; truncated), and number formatting.
 //!

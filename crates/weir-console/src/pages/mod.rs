@@ -92,19 +92,19 @@ impl Console {
 pub(crate) struct Peer(pub Option<SocketAddr>);
 
 impl Peer {
-    /// On this machine: the console's forms are for it (see `csrf::check`).
+    /// Through loopback: the console's forms are for it (see `csrf::check`).
     pub(crate) fn is_local(&self) -> bool {
         self.0.is_some_and(|p| p.ip().is_loopback())
     }
 }
 
-/// What a page shows in place of its forms to a client on another machine.
+/// What a page shows in place of its forms to a client not on loopback.
 pub(crate) fn read_only() -> Markup {
     html! {
         p.note.read-only role="note" {
             "Read-only here: until authentication lands the console changes the cluster only \
-             for a client on the broker's own machine (open it there, e.g. through an SSH \
-             tunnel or kubectl port-forward)."
+             for a client connecting through loopback (open it at 127.0.0.1 or localhost, \
+             e.g. over an SSH tunnel or kubectl port-forward)."
         }
     }
 }
