@@ -420,17 +420,39 @@ async fn forms_create_a_topic_and_produce_and_destructive_actions_need_confirmat
         )
         .await;
         assert_eq!(grown.status, 303, "{}", grown.body);
-        let set = post(
+        let change = [
+            ("csrf", csrf.as_str()),
+            ("key", "retention.ms"),
+            ("value", "60000"),
+            ("action", "set"),
+        ];
+        let preview = post(admin, "/console/topics/payments/configs", &change).await;
+        assert_eq!(preview.status, 200, "{}", preview.body);
+        assert_eq!(text_of(&preview.body, "config-after"), "<code>60000");
+        assert!(
+            !get(admin, "/console/topics/payments")
+                .await
+                .body
+                .contains("<code>60000</code>"),
+            "a preview changes nothing"
+        );
+        let bad = post(
             admin,
             "/console/topics/payments/configs",
             &[
                 ("csrf", &csrf),
                 ("key", "retention.ms"),
-                ("value", "60000"),
+                ("value", "soon"),
                 ("action", "set"),
             ],
         )
         .await;
+        assert_eq!(
+            bad.status, 400,
+            "an invalid value is refused at the preview"
+        );
+        let confirmed = [change.as_slice(), &[("confirm", "yes")]].concat();
+        let set = post(admin, "/console/topics/payments/configs", &confirmed).await;
         assert_eq!(set.status, 303, "{}", set.body);
         let detail = get(admin, "/console/topics/payments").await;
         assert!(

@@ -1,7 +1,7 @@
 //! The topics (`/console/topics`): the list with live rates, creating one; a topic's
 //! page (`/console/topics/{topic}`): its partitions (leader, replicas, ISR, offsets,
-//! segments), configs, and the forms that grow it, change its configs or delete it
-//! (after typing its name).
+//! segments), configs, and the forms that grow it, change its configs (previewed first:
+//! the core checks the change without making it) or delete it (after typing its name).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -370,6 +370,8 @@ pub(crate) struct ConfigForm {
     key: String,
     value: String,
     action: String,
+    /// `yes` once the preview was seen; without it the change is only previewed.
+    confirm: String,
 }
 
 pub(crate) async fn alter_config(
@@ -383,14 +385,51 @@ pub(crate) async fn alter_config(
         c.check_post(&headers, &peer, &form.csrf)?;
         let key = form.key.trim().to_owned();
         let (set, reset) = match form.action.as_str() {
-            "reset" => (BTreeMap::new(), vec![key]),
+            "reset" => (BTreeMap::new(), vec![key.clone()]),
             _ => (
-                BTreeMap::from([(key, form.value.trim().to_owned())]),
+                BTreeMap::from([(key.clone(), form.value.trim().to_owned())]),
                 Vec::new(),
             ),
         };
-        configs::alter_topic_config(&c.core, &c.context(), &topic, &set, &reset, false).await?;
-        Ok(Redirect::to(&format!("/console/topics/{topic}#configs")).into_response())
+        let ctx = c.context();
+        let confirmed = form.confirm == "yes";
+        // Unconfirmed, the core checks the change and makes none: the preview shows what
+        // it would be (a shorter retention deletes records at the next check).
+        let before = configs::describe_topic_config(&c.core, &ctx, &topic)?;
+        let after =
+            configs::alter_topic_config(&c.core, &ctx, &topic, &set, &reset, !confirmed).await?;
+        if confirmed {
+            tracing::info!(topic, key, "topic config changed from the console");
+            return Ok(Redirect::to(&format!("/console/topics/{topic}#configs")).into_response());
+        }
+        let value_of = |entries: &[configs::ConfigEntry]| {
+            entries
+                .iter()
+                .find(|e| e.name == key)
+                .map(|e| e.value.clone())
+                .unwrap_or_default()
+        };
+        let body = html! {
+            h1 { "Change " (key) " of " (topic) "?" }
+            p.warning role="status" { "Nothing has changed yet." }
+            dl.facts {
+                div { dt { "Now" } dd #config-now { code { (value_of(&before)) } } }
+                div { dt { "After the change" } dd #config-after { code { (value_of(&after)) } } }
+            }
+            @if key.starts_with("retention") || key == "cleanup.policy" {
+                p.warning { "A shorter retention, or compaction, deletes records at the next retention check; they cannot be brought back." }
+            }
+            form.stack method="post" action=(format!("/console/topics/{topic}/configs")) {
+                (c.csrf_field())
+                input type="hidden" name="key" value=(key);
+                input type="hidden" name="value" value=(form.value.trim());
+                input type="hidden" name="action" value=(form.action);
+                input type="hidden" name="confirm" value="yes";
+                button.danger type="submit" { "Apply the change" }
+            }
+            p { a href=(format!("/console/topics/{topic}#configs")) { "Cancel" } }
+        };
+        Ok(layout::respond(&format!("Change {key}"), Some(Section::Topics), body))
     }
     .await;
     c.finish(result)
