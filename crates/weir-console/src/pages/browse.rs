@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Redirect, Response};
 use bytes::Bytes;
 use maud::html;
 use serde::Deserialize;
-use weir_batch::{BatchHeader, Compression, DecodedRecord, Header, Record, decode_records};
+use weir_batch::{
+    BatchHeader, Compression, DecodedRecord, HEADER_BYTES, Header, Record, decode_records,
+};
 use weir_broker::fetch::{self, FetchRequest, PartitionFetch, TopicFetch};
 use weir_broker::offsets::{self, OffsetSpec};
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
@@ -224,6 +226,10 @@ async fn read(
         scanned += data.records.len();
         let before = found.next;
         for batch in data.batches() {
+            // Reads are whole batches; a short tail would be no batch at all.
+            if batch.len() < HEADER_BYTES {
+                break;
+            }
             let header = BatchHeader::parse(&batch);
             let decoded = decode_records(&batch).map_err(|e| {
                 BrokerError::new(
