@@ -17,6 +17,8 @@
 //!   creating topics (on first use too: `auto.create.topics.enable`) and partitions;
 //!   topic configs (describe, alter, replace, incremental) and the broker's settings.
 //! - [`records`]: DeleteRecords (moving a partition's log start).
+//! - [`replicas`]: the replicas this broker hosts, leader or follower, as an operator
+//!   looks at them (offsets, segments and bytes on disk; read-only, for the console).
 //! - [`epochs`]: where a leader epoch ended (OffsetsForLeaderEpoch).
 //! - [`groups`]: consumer groups: finding a group's coordinator, membership (KIP-848
 //!   heartbeats and the classic join/sync protocol), committed offsets, administration.
@@ -28,7 +30,8 @@
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
-//! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus.
+//! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus
+//!   and read as numbers (the console's live charts).
 //!
 //! Architecture invariant: this crate knows no protocol (no tonic, prost, `weir-proto`,
 //! HTTP or Kafka message types) and reaches storage only through `weir-cluster` (it does
@@ -48,6 +51,7 @@ pub mod offsets;
 pub mod produce;
 pub mod producers;
 pub mod records;
+pub mod replicas;
 pub mod share_admin;
 pub mod share_configs;
 pub mod share_members;
@@ -63,7 +67,7 @@ use weir_cluster::{Topic, TopicRegistry};
 
 pub use context::{Listener, Principal, RequestContext};
 pub use error::{BrokerError, Reason};
-pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcTimer};
+pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcLatency, RpcTimer, TopicTraffic};
 pub use topics::TopicDefaults;
 
 /// What every operation of the core shares.

@@ -38,6 +38,26 @@ struct Histogram {
     sum: f64,
 }
 
+/// One topic's traffic counters since the broker started (or the topic was created).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TopicTraffic {
+    pub records_in: u64,
+    pub bytes_in: u64,
+    pub records_out: u64,
+    pub bytes_out: u64,
+}
+
+/// One RPC's latency histogram since the broker started.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcLatency {
+    pub rpc: &'static str,
+    /// Calls per bucket of [`LATENCY_BUCKETS_SECONDS`] (not cumulative); calls over the
+    /// last bound are in `count` only.
+    pub buckets: [u64; LATENCY_BUCKETS_SECONDS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
 /// The broker's counters and histograms.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -124,6 +144,37 @@ impl Metrics {
     /// Drops a deleted topic's series.
     pub fn forget_topic(&self, topic: &str) {
         self.traffic.lock().expect("metrics lock").remove(topic);
+    }
+
+    /// Every topic's traffic counters now, by topic.
+    pub fn traffic(&self) -> BTreeMap<String, TopicTraffic> {
+        let traffic = self.traffic.lock().expect("metrics lock");
+        traffic
+            .iter()
+            .map(|(topic, t)| {
+                let counters = TopicTraffic {
+                    records_in: t.records_in,
+                    bytes_in: t.bytes_in,
+                    records_out: t.records_out,
+                    bytes_out: t.bytes_out,
+                };
+                (topic.clone(), counters)
+            })
+            .collect()
+    }
+
+    /// Every RPC's latency histogram now, by RPC name.
+    pub fn latency(&self) -> Vec<RpcLatency> {
+        let latency = self.latency.lock().expect("metrics lock");
+        latency
+            .iter()
+            .map(|(rpc, h)| RpcLatency {
+                rpc,
+                buckets: h.buckets,
+                count: h.count,
+                sum_seconds: h.sum,
+            })
+            .collect()
     }
 
     /// Everything in Prometheus text format, with each partition's offsets read now.
@@ -392,5 +443,38 @@ fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
                 field(l)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_read_as_numbers_are_the_ones_rendered() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.produced("orders", 3, 300);
+        metrics.produced("orders", 2, 200);
+        metrics.consumed("orders", 4, 400);
+        metrics.produced("audit", 1, 10);
+        drop(metrics.rpc_timer("Produce"));
+        drop(metrics.rpc_timer("Produce"));
+        let traffic = metrics.traffic();
+        assert_eq!(
+            traffic["orders"],
+            TopicTraffic {
+                records_in: 5,
+                bytes_in: 500,
+                records_out: 4,
+                bytes_out: 400,
+            }
+        );
+        assert_eq!(traffic.keys().collect::<Vec<_>>(), ["audit", "orders"]);
+        let latency = metrics.latency();
+        assert_eq!(latency.len(), 1);
+        assert_eq!((latency[0].rpc, latency[0].count), ("Produce", 2));
+        assert_eq!(latency[0].buckets.iter().sum::<u64>(), 2);
+        metrics.forget_topic("orders");
+        assert!(!metrics.traffic().contains_key("orders"));
     }
 }

@@ -15,7 +15,7 @@ const EXAMPLES: &str = "\
 Examples:
   weir serve
       Broker on 127.0.0.1:9292 (gRPC), 127.0.0.1:9092 (Kafka clients) and
-      127.0.0.1:9293 (HTTP /metrics, /health), data in ./weir-data.
+      127.0.0.1:9293 (HTTP /metrics, /health, the web console), data in ./weir-data.
   weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise broker1.example.com:9092
       Kafka clients on other hosts, told to connect to broker1.example.com:9092.
   weir serve --data-dir /var/lib/weir --listen 0.0.0.0:9292
@@ -79,8 +79,8 @@ pub struct ServeArgs {
     /// gRPC listen address [default: 127.0.0.1:9292, loopback only].
     #[arg(long, env = "WEIR_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Admin HTTP listen address for /metrics and /health, or "off"
-    /// [default: 127.0.0.1:9293].
+    /// Admin HTTP listen address for /metrics, /health and the web console (/console; no
+    /// authentication yet: keep it on loopback), or "off" [default: 127.0.0.1:9293].
     #[arg(long, env = "WEIR_ADMIN_LISTEN", value_name = "ADDR|off")]
     admin_listen: Option<String>,
     /// This node's id in the cluster, 0 or more [default: 0]. Stamped in the data

@@ -1,5 +1,6 @@
-//! The admin HTTP endpoint (axum): `GET /metrics` in Prometheus text format and
-//! `GET /health` (200 while serving, 503 once shutting down).
+//! The admin HTTP endpoint (axum): `GET /metrics` in Prometheus text format,
+//! `GET /health` (200 while serving, 503 once shutting down), and the web console
+//! (`weir-console`) under `/console`, with `/` redirecting to it.
 
 use std::sync::Arc;
 
@@ -9,14 +10,26 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use weir_cluster::controller::records::Endpoints;
+
 use crate::Broker;
 
-/// The admin routes.
+/// The admin routes. Starts the console's sampler (see `weir_console::router`).
 pub(crate) fn router(broker: Arc<Broker>) -> Router {
+    // Shown on the console's cluster page until this broker is registered.
+    let this_broker = Endpoints {
+        client: broker.advertised.to_string(),
+        internal: String::new(),
+        external: broker.external_advertised.as_ref().map(ToString::to_string),
+        kafka: None,
+        kafka_external: None,
+    };
+    let console = weir_console::router(broker.core.clone(), this_broker);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(broker)
+        .merge(console)
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

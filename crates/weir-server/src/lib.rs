@@ -441,11 +441,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let mut http_stopping = stopping.clone();
         let app = http::router(broker.clone());
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    until_stopping(&mut http_stopping).await;
-                })
-                .await
+            // With the client's address: the console serves changes to local clients only.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                until_stopping(&mut http_stopping).await;
+            })
+            .await
         })
     });
     let wire = wire_listener.map(|listener| {

@@ -559,6 +559,66 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
 }
 
 /// Stops node `id` gracefully.
+/// A broker's web console in a cluster: the cluster page lists every broker, and a
+/// partition another broker leads is a clear answer naming that broker and its address
+/// (421), not an obscure failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
+    let mut nodes = formed_cluster().await;
+    let first = nodes[0].addr;
+    let admin = nodes[0].server.as_ref().unwrap().admin_addr.unwrap();
+    connect(first)
+        .await
+        .admin
+        .create_topic(CreateTopicRequest {
+            name: "spread".into(),
+            partitions: 6,
+            replication_factor: 1,
+            configs: Default::default(),
+        })
+        .await
+        .expect("topic created");
+    eventually(Duration::from_secs(20), "spread has leaders", || async {
+        settled(first, "spread", 1).await
+    })
+    .await;
+    let topic = describe(first, "spread").await.unwrap();
+    let elsewhere = topic
+        .partitions
+        .iter()
+        .find(|p| p.leader != nodes[0].id)
+        .expect("six partitions over three brokers: some led by another");
+    let leader_addr = addr_of(&nodes, elsewhere.leader);
+
+    let (status, page) = http_get(admin, "/console/").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(page.contains(">3 of 3<"), "three brokers alive: {page}");
+    let (status, page) = http_get(
+        admin,
+        &format!("/console/topics/spread/partitions/{}", elsewhere.partition),
+    )
+    .await;
+    assert!(status.contains("421"), "{status}: {page}");
+    assert!(page.contains("NOT_LEADER"), "{page}");
+    assert!(
+        page.contains(&format!(
+            "Broker {} leads this partition (client address {leader_addr})",
+            elsewhere.leader
+        )),
+        "{page}"
+    );
+    let (status, page) = http_get(admin, "/console/topics/spread").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        page.contains(&format!(
+            "not on this broker: ask broker {}",
+            elsewhere.leader
+        )),
+        "{page}"
+    );
+    stop_all(&mut nodes).await;
+}
+
 async fn stop(nodes: &mut [Node], id: i32) {
     let node = nodes.iter_mut().find(|n| n.id == id).unwrap();
     node.server
