@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use weir_broker::{share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, read_only, segment};
+use crate::pages::{DeleteForm, Deletion, PageResult, Peer, read_only, segment};
 use crate::{Console, chart, units};
 
 /// Most groups the list describes for their lag (the rest are listed without it).
@@ -391,6 +391,17 @@ fn preview(c: &Console, group: &str, form: &ResetForm, plan: &[OffsetReset]) -> 
     layout::respond(&format!("Reset {group}"), Some(Section::Groups), body)
 }
 
+/// The deletion of `group`, confirmed by typing its id.
+fn deletion(group: &str) -> Deletion<'_> {
+    Deletion {
+        kind: "group",
+        name_kind: "id",
+        name: group,
+        action: format!("/console/groups/{}/delete", segment(group)),
+        cancel: format!("/console/groups/{}", segment(group)),
+    }
+}
+
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
     peer: Peer,
@@ -398,32 +409,13 @@ pub(crate) async fn confirm_delete(
 ) -> Response {
     let result = async {
         groups::describe_group(&c.core, &c.context(), &group).await?;
-        let body = html! {
-            h1 { "Delete group " (group) "?" }
-            p.warning role="alert" { "This deletes the group and its committed offsets. A group with members cannot be deleted." }
-            @if peer.is_local() {
-form.stack method="post" action=(format!("/console/groups/{}/delete", segment(&group))) {
-                (c.csrf_field())
-                label for="confirm" { "Type the group's id to confirm" }
-                input #confirm name="confirm" required autocomplete="off";
-                button.danger type="submit" { "Delete group" }
-            }
-            } @else {
-                (read_only())
-            }
-            p { a href=(format!("/console/groups/{}", segment(&group))) { "Cancel" } }
+        let warning = html! {
+            "This deletes the group and its committed offsets. A group with members cannot be deleted."
         };
-        Ok(layout::respond(&format!("Delete {group}"), Some(Section::Groups), body))
+        Ok(deletion(&group).page(&c, &peer, Section::Groups, warning))
     }
     .await;
     c.finish(result)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct DeleteForm {
-    csrf: String,
-    confirm: String,
 }
 
 pub(crate) async fn delete(
@@ -434,15 +426,7 @@ pub(crate) async fn delete(
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
-        if form.confirm != group {
-            return Err(PageError::Refused {
-                status: StatusCode::BAD_REQUEST,
-                message: format!(
-                    "not deleted: type the group's id, {group}, to confirm the deletion"
-                ),
-            });
-        }
+        deletion(&group).check(&c, &headers, &peer, &form)?;
         groups::delete_group(&c.core, &c.context(), &group).await?;
         tracing::info!(group, "group deleted from the console");
         Ok(Redirect::to("/console/groups").into_response())

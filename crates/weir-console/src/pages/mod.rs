@@ -122,6 +122,83 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// A destructive action whose confirmation asks for the thing's name to be typed: what
+/// its page and its post share.
+pub(crate) struct Deletion<'a> {
+    /// "topic" or "group".
+    pub(crate) kind: &'static str,
+    /// How its name is called: "name" or "id".
+    pub(crate) name_kind: &'static str,
+    pub(crate) name: &'a str,
+    /// Where the form posts.
+    pub(crate) action: String,
+    /// Where "Cancel" leads.
+    pub(crate) cancel: String,
+}
+
+impl Deletion<'_> {
+    /// The confirmation page: `warning`, then the form (or the read-only note).
+    pub(crate) fn page(
+        &self,
+        c: &Console,
+        peer: &Peer,
+        section: crate::layout::Section,
+        warning: Markup,
+    ) -> Response {
+        let Deletion {
+            kind,
+            name_kind,
+            name,
+            ..
+        } = self;
+        let body = html! {
+            h1 { "Delete " (kind) " " (name) "?" }
+            p.warning role="alert" { (warning) }
+            @if peer.is_local() {
+                form.stack method="post" action=(self.action) {
+                    (c.csrf_field())
+                    label for="confirm" { "Type the " (kind) "'s " (name_kind) " to confirm" }
+                    input #confirm name="confirm" required autocomplete="off";
+                    button.danger type="submit" { "Delete " (kind) }
+                }
+            } @else {
+                (read_only())
+            }
+            p { a href=(self.cancel) { "Cancel" } }
+        };
+        crate::layout::respond(&format!("Delete {name}"), Some(section), body)
+    }
+
+    /// Refuses `form` unless it is a valid post that typed the name.
+    pub(crate) fn check(
+        &self,
+        c: &Console,
+        headers: &HeaderMap,
+        peer: &Peer,
+        form: &DeleteForm,
+    ) -> Result<(), PageError> {
+        c.check_post(headers, peer, &form.csrf)?;
+        if form.confirm != self.name {
+            return Err(PageError::Refused {
+                status: axum::http::StatusCode::BAD_REQUEST,
+                message: format!(
+                    "not deleted: type the {}'s {}, {}, to confirm the deletion",
+                    self.kind, self.name_kind, self.name
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The post of a [`Deletion`]'s form.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct DeleteForm {
+    csrf: String,
+    confirm: String,
+}
+
 /// The 404 page of any other path.
 pub(crate) async fn not_found(uri: Uri) -> Response {
     PageError::NotFound(format!("there is no page at {}", uri.path())).into_response()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{Redirect, Response};
 use axum::{Form, response::IntoResponse};
 use maud::html;
@@ -16,7 +16,7 @@ use weir_broker::{configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, ids, read_only};
+use crate::pages::{DeleteForm, Deletion, PageResult, Peer, ids, read_only, segment};
 use crate::{Console, chart, units};
 
 /// Most topics the list shows (by name); the others are reached by their URL.
@@ -435,6 +435,17 @@ pub(crate) async fn alter_config(
     c.finish(result)
 }
 
+/// The deletion of `topic`, confirmed by typing its name.
+fn deletion(topic: &str) -> Deletion<'_> {
+    Deletion {
+        kind: "topic",
+        name_kind: "name",
+        name: topic,
+        action: format!("/console/topics/{}/delete", segment(topic)),
+        cancel: format!("/console/topics/{}", segment(topic)),
+    }
+}
+
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
     peer: Peer,
@@ -443,34 +454,13 @@ pub(crate) async fn confirm_delete(
     let result = async {
         // An unknown topic is a 404 here already, not after typing its name.
         c.core.topic(&c.context(), &topic)?;
-        let body = html! {
-            h1 { "Delete topic " (topic) "?" }
-            p.warning role="alert" {
-                "This deletes every record of " strong { (topic) } " on every broker. It cannot be undone."
-            }
-            @if peer.is_local() {
-                form.stack method="post" action=(format!("/console/topics/{topic}/delete")) {
-                    (c.csrf_field())
-                    label for="confirm" { "Type the topic's name to confirm" }
-                    input #confirm name="confirm" required autocomplete="off";
-                    button.danger type="submit" { "Delete topic" }
-                }
-            } @else {
-                (read_only())
-            }
-            p { a href=(format!("/console/topics/{topic}")) { "Cancel" } }
+        let warning = html! {
+            "This deletes every record of " strong { (topic) } " on every broker. It cannot be undone."
         };
-        Ok(layout::respond(&format!("Delete {topic}"), Some(Section::Topics), body))
+        Ok(deletion(&topic).page(&c, &peer, Section::Topics, warning))
     }
     .await;
     c.finish(result)
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct DeleteForm {
-    csrf: String,
-    confirm: String,
 }
 
 pub(crate) async fn delete(
@@ -481,15 +471,7 @@ pub(crate) async fn delete(
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
-        if form.confirm != topic {
-            return Err(PageError::Refused {
-                status: StatusCode::BAD_REQUEST,
-                message: format!(
-                    "not deleted: type the topic's name, {topic}, to confirm the deletion"
-                ),
-            });
-        }
+        deletion(&topic).check(&c, &headers, &peer, &form)?;
         topics::delete_topic(&c.core, &c.context(), &topic).await?;
         tracing::info!(topic, "topic deleted from the console");
         Ok(Redirect::to("/console/topics").into_response())
