@@ -169,11 +169,12 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
              broker's partition leaders step aside until one is"
         );
         set_lapsed(&node, true);
-        let renewal = renewed.changed().await;
-        set_lapsed(&node, false);
-        if renewal.is_err() {
+        // A lifecycle that ends (the broker stopping) renews nothing: its leaders stay
+        // aside.
+        if renewed.changed().await.is_err() {
             return;
         }
+        set_lapsed(&node, false);
         tracing::info!(
             node = me,
             "the controller answered a heartbeat again: this broker's leaders lead again \
