@@ -8,7 +8,7 @@ use std::sync::Arc;
 pub use weir_cluster::controller::records::Endpoints;
 use weir_cluster::is_internal;
 
-use crate::{Broker, BrokerError, Listener, RequestContext, topics};
+use crate::{Broker, BrokerError, Listener, Reason, RequestContext, topics};
 
 /// One broker as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +114,25 @@ pub fn cluster(broker: &Broker, _ctx: &RequestContext, this_broker: &Endpoints) 
         controller_id: cluster.controller().unwrap_or(-1),
         brokers,
     }
+}
+
+/// Refuses a metadata request (CONTROLLER_UNAVAILABLE, retriable) while this broker's
+/// controller session has lapsed: cut off from the controller quorum, its metadata may be
+/// stale and name it the leader of partitions that have moved, and its own leaders have
+/// stepped aside (weir-cluster's lifecycle.rs). A client that asks it is sent to another
+/// broker at once instead of coming back here for as long as the cut lasts.
+pub fn check_current(broker: &Broker) -> Result<(), BrokerError> {
+    if broker.registry().cluster().broker_state().borrow().lease_lapsed {
+        return Err(BrokerError::new(
+            Reason::ControllerUnavailable,
+            format!(
+                "broker {} cannot reach the controller quorum, so its metadata may be stale: \
+                 ask another broker",
+                broker.node_id()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The topics named (`None`: every topic, internal ones included only if asked), each

@@ -143,6 +143,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DescribeTopicResponse>, Status> {
         let _timer = self.broker.metrics().rpc_timer("DescribeTopic");
         let ctx = crate::grpc_context(&request);
+        weir_broker::metadata::check_current(&self.broker.core).map_err(broker_status)?;
         let req = request.into_inner();
         let topic = match req.allow_auto_create {
             true => weir_broker::topics::topic_or_create(&self.broker.core, &ctx, &req.name).await,
@@ -294,6 +295,7 @@ impl Admin for AdminService {
     ) -> Result<Response<DescribeClusterResponse>, Status> {
         let _timer = self.broker.metrics().rpc_timer("DescribeCluster");
         let ctx = crate::grpc_context(&request);
+        weir_broker::metadata::check_current(&self.broker.core).map_err(broker_status)?;
         // Before this broker is registered the view holds it alone, at these addresses.
         let this_broker = Endpoints {
             client: self.broker.advertised.to_string(),
