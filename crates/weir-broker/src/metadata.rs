@@ -122,7 +122,13 @@ pub fn cluster(broker: &Broker, _ctx: &RequestContext, this_broker: &Endpoints) 
 /// stepped aside (weir-cluster's lifecycle.rs). A client that asks it is sent to another
 /// broker at once instead of coming back here for as long as the cut lasts.
 pub fn check_current(broker: &Broker) -> Result<(), BrokerError> {
-    if broker.registry().cluster().broker_state().borrow().lease_lapsed {
+    if broker
+        .registry()
+        .cluster()
+        .broker_state()
+        .borrow()
+        .lease_lapsed
+    {
         return Err(BrokerError::new(
             Reason::ControllerUnavailable,
             format!(
