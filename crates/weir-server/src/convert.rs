@@ -19,19 +19,23 @@ pub fn compression(value: i32) -> Option<Compression> {
     })
 }
 
+/// Record headers as the broker keeps them.
+fn headers(headers: Vec<v1::RecordHeader>) -> Vec<Header> {
+    headers
+        .into_iter()
+        .map(|h| Header {
+            key: h.key,
+            value: h.value,
+        })
+        .collect()
+}
+
 /// A produced record; an absent timestamp takes `now_ms`.
 pub fn record(r: v1::Record, now_ms: i64) -> Record {
     Record {
         key: r.key,
         value: r.value,
-        headers: r
-            .headers
-            .into_iter()
-            .map(|h| Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
+        headers: headers(r.headers),
         timestamp: r.timestamp_ms.unwrap_or(now_ms),
     }
 }
@@ -62,14 +66,7 @@ pub fn decoded(r: v1::ConsumedRecord) -> DecodedRecord {
         timestamp: r.timestamp_ms,
         key: r.key,
         value: r.value,
-        headers: r
-            .headers
-            .into_iter()
-            .map(|h| Header {
-                key: h.key,
-                value: h.value,
-            })
-            .collect(),
+        headers: headers(r.headers),
     }
 }
 
