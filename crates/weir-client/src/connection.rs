@@ -60,10 +60,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default of [`Timeouts::request`] (Kafka's `request.timeout.ms`). Creating a topic of
 /// thousands of partitions is the slowest request there is.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Interval of HTTP/2 keep-alive pings, which find a dead connection on an idle client.
-pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+/// A connection with requests in flight that has read nothing for this long is sent an
+/// HTTP/2 ping (a busy connection never is; an idle one with no request is left alone).
+/// As the brokers' connections to each other (`weir_server::internal`), so a broker cut
+/// off behind a firewall that drops its packets, or a network that silently stops
+/// delivering, is found within [`KEEP_ALIVE_INTERVAL`] + [`KEEP_ALIVE_TIMEOUT`] (3 s) of
+/// its last answer rather than at the request timeout (30 s): the request fails as
+/// unreachable and the client refreshes its metadata and retries, reaching the leader
+/// elected in the meantime (docs/replication.md § What a client sees).
+pub const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a keep-alive ping may go unanswered before the connection is dropped.
-pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a client waits for brokers (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +133,10 @@ pub enum FailureReason {
     /// The connection could not be made for another reason (a name that does not
     /// resolve, a network that is unreachable).
     ConnectFailed(String),
+    /// The broker stopped answering on an open connection: a keep-alive ping went
+    /// unanswered for this long ([`KEEP_ALIVE_TIMEOUT`]). Packets dropped on the way (a
+    /// network cut, a firewall), or a broker host that froze.
+    Stalled(Duration),
     /// The connection broke during a request.
     Broken(String),
 }
@@ -158,6 +169,10 @@ impl BrokerFailure {
             FailureReason::RequestTimedOut(waited) => {
                 format!("no answer within {}", human_duration(*waited))
             }
+            FailureReason::Stalled(waited) => format!(
+                "stopped answering (a keep-alive ping went unanswered for {})",
+                human_duration(*waited)
+            ),
             FailureReason::NotGrpc(answer) => format!("answered, but not with gRPC ({answer})"),
             FailureReason::ConnectFailed(why) | FailureReason::Broken(why) => why.clone(),
         }
@@ -202,6 +217,9 @@ impl std::fmt::Display for BrokerFailure {
                 "broker {address} did not answer within {}",
                 human_duration(*waited)
             ),
+            FailureReason::Stalled(_) => {
+                write!(f, "broker {address} {}", self.reason_text())
+            }
             FailureReason::NotGrpc(answer) => {
                 write!(f, "{address} answered, but not with gRPC ({answer})")
             }
@@ -341,6 +359,13 @@ fn reason_of(error: &(dyn std::error::Error + 'static), timeouts: Timeouts) -> F
             return FailureReason::RequestTimedOut(timeouts.request);
         }
         connecting |= c.downcast_ref::<tonic::ConnectError>().is_some();
+        // hyper's only timeout on an open HTTP/2 connection is its keep-alive.
+        if !connecting
+            && c.downcast_ref::<hyper::Error>()
+                .is_some_and(hyper::Error::is_timeout)
+        {
+            return FailureReason::Stalled(KEEP_ALIVE_TIMEOUT);
+        }
         if io_kind.is_none() {
             io_kind = c.downcast_ref::<std::io::Error>().map(std::io::Error::kind);
         }
