@@ -8,8 +8,13 @@
 //! [`crate::owner`]. A cut between two peers refuses new connections between them and
 //! closes the open ones at once; [`Proxy::isolate`] cuts a node off from every other node
 //! (both ways: connections it opens to others pass through *their* proxies, which know it
-//! by its process). A delay holds every chunk of data to or from a node for that long
-//! (latency, not bandwidth: chunks are pipelined). [`Proxy::heal`] lifts everything.
+//! by its process). A *silent* cut ([`Proxy::silence`], [`Proxy::isolate_silently`])
+//! is what a firewall that drops packets does instead: connections stay open (new ones
+//! are accepted too) but nothing sent across the cut arrives until it heals, when what
+//! was held is delivered, as TCP's retransmissions would, unless an endpoint gave up on
+//! the connection first. It may be one-way. A delay holds every chunk of data to or from
+//! a node for that long (latency, not bandwidth: chunks are pipelined). [`Proxy::heal`]
+//! lifts everything.
 //!
 //! The proxy runs on its own thread and runtime, so a test runtime that is busy or
 //! blocked does not stall the cluster's traffic.
@@ -66,6 +71,8 @@ struct State {
     owners: Vec<(u32, i32)>,
     /// Cut pairs, each stored as `(min, max)`.
     cuts: BTreeSet<(Peer, Peer)>,
+    /// Silenced directions, `(from, to)`: data from `from` to `to` is held.
+    silenced: BTreeSet<(Peer, Peer)>,
     /// Delay per node.
     delays: HashMap<i32, Duration>,
 }
@@ -87,6 +94,10 @@ impl Shared {
 
     fn is_cut(&self, a: Peer, b: Peer) -> bool {
         self.state().cuts.contains(&pair(a, b))
+    }
+
+    fn is_silenced(&self, from: Peer, to: Peer) -> bool {
+        self.state().silenced.contains(&(from, to))
     }
 
     fn delay(&self, a: Peer, b: Peer) -> Duration {
@@ -209,6 +220,31 @@ impl Proxy {
         });
     }
 
+    /// Silently drops what `from` sends to `to` (one way): their connections stay open
+    /// and what is sent is held until [`Proxy::heal`]. Call it twice, swapped, for both
+    /// ways.
+    pub fn silence(&self, from: Peer, to: Peer) {
+        self.shared.change(|s| {
+            s.silenced.insert((from, to));
+        });
+    }
+
+    /// As [`Proxy::isolate`], but silently, both ways (see [`Proxy::silence`]).
+    pub fn isolate_silently(&self, id: i32) {
+        let others: Vec<i32> = self
+            .addresses
+            .keys()
+            .copied()
+            .filter(|&o| o != id)
+            .collect();
+        self.shared.change(|s| {
+            for other in others {
+                s.silenced.insert((Peer::Node(id), Peer::Node(other)));
+                s.silenced.insert((Peer::Node(other), Peer::Node(id)));
+            }
+        });
+    }
+
     /// Holds every chunk of data to or from node `id` for `delay` (zero lifts it).
     pub fn delay(&self, id: i32, delay: Duration) {
         self.shared.change(|s| {
@@ -220,6 +256,7 @@ impl Proxy {
     pub fn heal(&self) {
         self.shared.change(|s| {
             s.cuts.clear();
+            s.silenced.clear();
             s.delays.clear();
         });
     }
@@ -227,7 +264,9 @@ impl Proxy {
     /// Whether anything is cut or delayed now.
     pub fn is_healed(&self) -> bool {
         let state = self.shared.state();
-        state.cuts.is_empty() && state.delays.values().all(Duration::is_zero)
+        state.cuts.is_empty()
+            && state.silenced.is_empty()
+            && state.delays.values().all(Duration::is_zero)
     }
 
     /// Connections forwarded, refused and closed so far.
@@ -326,7 +365,8 @@ async fn connection(
     }
 }
 
-/// Copies `from` to `to`, holding each chunk for the current delay between the peers.
+/// Copies `from` to `to`, holding each chunk for the current delay between the peers,
+/// and while `a` is silenced towards `b`.
 async fn pipe(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -348,9 +388,15 @@ async fn pipe(
             }
         }
     };
+    let mut changes = shared.changed.subscribe();
     let write = async move {
         while let Some((due, data)) = due_chunks.recv().await {
             tokio::time::sleep_until(due).await;
+            while shared.is_silenced(a, b) {
+                if changes.changed().await.is_err() {
+                    return Ok(());
+                }
+            }
             to.write_all(&data).await?;
         }
         to.shutdown().await
@@ -426,6 +472,40 @@ mod tests {
         assert!(!proxy.is_healed());
         proxy.heal();
         assert!(proxy.is_healed());
+    }
+
+    #[tokio::test]
+    async fn a_silent_cut_holds_data_one_way_until_healed() {
+        let (proxy, addr) = echo_behind_proxy().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(round_trip(&mut s, b"hello").await.unwrap(), b"hello");
+
+        // The echo's answers are held: the connection stays open, nothing comes back.
+        proxy.silence(Peer::Node(1), Peer::Client);
+        s.write_all(b"held").await.unwrap();
+        let mut back = [0u8; 4];
+        let read = tokio::time::timeout(Duration::from_millis(300), s.read_exact(&mut back));
+        assert!(read.await.is_err(), "data crossed a silent cut");
+        // A new connection is accepted and as silent.
+        let mut other = TcpStream::connect(addr).await.unwrap();
+        other.write_all(b"new").await.unwrap();
+        let mut back_other = [0u8; 3];
+        let read = tokio::time::timeout(
+            Duration::from_millis(300),
+            other.read_exact(&mut back_other),
+        );
+        assert!(read.await.is_err(), "data crossed a silent cut");
+        assert!(!proxy.is_healed());
+
+        // Healing delivers what was held, in order, and nothing was closed.
+        proxy.heal();
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut back))
+            .await
+            .expect("held data delivered")
+            .unwrap();
+        assert_eq!(&back, b"held");
+        assert_eq!(round_trip(&mut s, b"after").await.unwrap(), b"after");
+        assert_eq!(proxy.stats().closed, 0);
     }
 
     #[tokio::test]
