@@ -31,6 +31,10 @@ const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(40);
 /// The brokers' session timeout (docs/replication.md § Broker lifecycle).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest the quorum may take to name a new active controller after the old one's node
+/// is cut off or stopped: its check-quorum (800 ms), the followers' wait for the old
+/// leader's lease and an election, with room for a loaded test machine.
+const CONTROLLER_FAILOVER_LIMIT: Duration = Duration::from_secs(6);
 
 /// Found by these tests (docs/replication.md § Real processes, real faults, found 1):
 /// right after leadership moves, the new leader answers a read at the old leader's high
@@ -354,27 +358,65 @@ async fn retried_writes_of_idempotent_producers_are_stored_once() -> anyhow::Res
     .await
 }
 
-/// (f) Network cuts of a partition's leader: its traffic to and from the other nodes is
-/// dropped while its clients still reach it (the proxy isolates it). Its controller
-/// session lapses, so it steps aside (NOT_LEADER to what it holds and what comes) instead
-/// of holding writes until the clients' 30 s timeout; if it was the active controller, it
-/// stops acting as one for want of a quorum. The others fence it and elect a new leader,
-/// and idempotent producers (the client's default retries) move there: writes resume
-/// during the cut, and after it nothing acknowledged is lost or doubled. Prints the
-/// longest wait for an acknowledgement on the partition per cut.
+/// How a network cut takes a node off the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CutKind {
+    /// Its traffic to and from the other nodes is refused and its connections to them
+    /// closed (a peer's host gone, a firewall that rejects); clients still reach it.
+    Closing,
+    /// As `Closing`, but silently: packets dropped, connections left open and stalled
+    /// (a firewall that drops), so only timeouts and keep-alive pings can tell.
+    Silent,
+    /// Silently off the whole network, clients included (its host's link or switch
+    /// port dead): a client's connections to it stall mid-request.
+    SilentWithClients,
+}
+
+impl CutKind {
+    const ALL: [CutKind; 3] = [
+        CutKind::Closing,
+        CutKind::Silent,
+        CutKind::SilentWithClients,
+    ];
+
+    fn apply(self, proxy: &weir_tests::proxy::Proxy, id: i32) {
+        use weir_tests::proxy::Peer;
+        match self {
+            CutKind::Closing => proxy.isolate(id),
+            CutKind::Silent => proxy.isolate_silently(id),
+            CutKind::SilentWithClients => {
+                proxy.isolate_silently(id);
+                proxy.silence(Peer::Client, Peer::Node(id));
+                proxy.silence(Peer::Node(id), Peer::Client);
+            }
+        }
+    }
+}
+
+/// (f) Network cuts of a partition's leader, of each [`CutKind`] in turn. Its
+/// controller session lapses, so it steps aside (NOT_LEADER to what it holds and what
+/// comes) instead of holding writes until the clients' 30 s timeout; if it was the active
+/// controller, it stops acting as one for want of a quorum. The others fence it and
+/// elect a new leader, and idempotent producers (the client's default retries) move
+/// there, told by the old leader's NOT_LEADER or, where they cannot reach it, by their
+/// keep-alive pings going unanswered: writes resume during the cut, and after it
+/// nothing acknowledged is lost or doubled. Prints the longest wait for an
+/// acknowledgement on the partition per cut.
 ///
-/// Two cuts of 8 s by default; `WEIR_CUTS=20` runs 20 cuts of 5-20 s each (about 8
-/// minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test faults -- --nocapture cut_off`.
+/// Three cuts of 7 s by default (one of each kind); `WEIR_CUTS=20` runs 20 cuts of 5-20 s
+/// each (about 8 minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test faults --
+/// --nocapture cut_off`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyhow::Result<()> {
+    let short = CutKind::ALL.len();
     let cuts: usize = match std::env::var("WEIR_CUTS") {
         Ok(n) => n.parse().context("WEIR_CUTS is a number")?,
-        Err(_) => 2,
+        Err(_) => short,
     };
-    let long = cuts > 2;
+    let long = cuts > short;
     let limit = match long {
         true => Duration::from_secs(60 * 60),
-        false => Duration::from_secs(150),
+        false => Duration::from_secs(180),
     };
     let _serial = prepare().await?;
     let seed = nemesis::seed();
@@ -389,14 +431,15 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
         let mut rng = Rng::new(seed);
         let mut longest = Duration::ZERO;
         for i in 0..cuts {
+            let kind = CutKind::ALL[i % CutKind::ALL.len()];
             let cut = match long {
                 true => rng.millis(5_000, 20_000),
-                false => Duration::from_secs(8),
+                false => Duration::from_secs(7),
             };
             let leader = cluster.leader(topic, 0).await?;
             let controller = cluster.controller().await;
             let from = Instant::now();
-            cluster.proxy().isolate(leader);
+            kind.apply(cluster.proxy(), leader);
             tokio::time::sleep(cut).await;
             let healed = Instant::now();
             cluster.proxy().heal();
@@ -404,8 +447,8 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
             workload.wait_progress(50, RECOVERY_TIMEOUT).await?;
             let gap = availability::longest_gaps(&workload.ack_times(), PARTITIONS, from, healed)[0];
             println!(
-                "cut {i}: node {leader}, leader of {topic}/0 (the active controller: {}), cut off for \
-                 {:.1} s: longest wait for an acknowledgement on {topic}/0 {:.0} ms",
+                "cut {i} ({kind:?}): node {leader}, leader of {topic}/0 (the active controller: {}), \
+                 cut off for {:.1} s: longest wait for an acknowledgement on {topic}/0 {:.0} ms",
                 controller == Some(leader),
                 cut.as_secs_f64(),
                 gap.longest.as_secs_f64() * 1e3
@@ -415,7 +458,7 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
             // their timeout).
             assert!(
                 gap.longest < cut && !gap.open,
-                "writes to {topic}/0 did not resume during a {cut:?} cut of node {leader}: {gap:?}"
+                "writes to {topic}/0 did not resume during a {cut:?} {kind:?} cut of node {leader}: {gap:?}"
             );
             longest = longest.max(gap.longest);
         }
@@ -426,6 +469,148 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
         let report = verdict(&cluster, workload, topic).await?;
         assert_verdict(&report);
         assert!(report.duplicates.is_empty(), "{report}");
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (g) A client cut off from a partition's leader while the brokers still reach each
+/// other: the leader stays the leader (nothing is wrong with it), so there is nothing to
+/// fail over to. The client must say so, naming the broker, within its retries instead
+/// of hanging; its writes to partitions led elsewhere go on; and once the network heals
+/// the partition takes its writes again, each record stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cut_off_from_a_leader_is_told_so_and_does_not_hang() -> anyhow::Result<()> {
+    use weir_client::{Producer, ProducerConfig, ProducerRecord};
+    use weir_tests::proxy::Peer;
+    /// Retries of the test's producer: enough to span a keep-alive timeout or two.
+    const RETRIES: u32 = 2;
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "client-cut";
+        let cluster = Cluster::start(ClusterConfig::default()).await?;
+        cluster.create_topic(topic, PARTITIONS, 3, 2).await?;
+        let leader = cluster.leader(topic, 0).await?;
+        let mut elsewhere = None;
+        for p in 1..PARTITIONS {
+            if cluster.leader(topic, p).await? != leader {
+                elsewhere = Some(p);
+            }
+        }
+        let producer = Producer::connect(ProducerConfig {
+            brokers: cluster.bootstrap(),
+            retries: RETRIES,
+            ..ProducerConfig::default()
+        })
+        .await?;
+        let send = |p: u32, value: &str| producer.send(ProducerRecord::new(topic, value.to_owned()).partition(p));
+        send(0, "before").await?.wait().await?;
+
+        cluster.proxy().silence(Peer::Client, Peer::Node(leader));
+        cluster.proxy().silence(Peer::Node(leader), Peer::Client);
+        let cut_at = Instant::now();
+        let during = send(0, "during").await?;
+        if let Some(p) = elsewhere {
+            let acked = tokio::time::timeout(Duration::from_secs(10), send(p, "elsewhere").await?.wait())
+                .await
+                .with_context(|| format!("a write to {topic}/{p}, led by another node, hung"))?;
+            acked.with_context(|| format!("a write to {topic}/{p}, led by another node"))?;
+        }
+        let outcome = tokio::time::timeout(Duration::from_secs(40), during.wait())
+            .await
+            .context("a write to a leader the client cannot reach hung for 40 s")?;
+        let failed_after = cut_at.elapsed();
+        let error = match outcome {
+            Ok(meta) => anyhow::bail!("a write through a silent cut was acknowledged: {meta:?}"),
+            Err(e) => e.to_string(),
+        };
+        println!(
+            "client cut off from node {leader}, leader of {topic}/0: the write failed after {:.1} s \
+             ({RETRIES} retries): {error}",
+            failed_after.as_secs_f64()
+        );
+        let address = cluster.proxy().address(leader).to_string();
+        assert!(
+            error.contains(&address),
+            "the error does not name the unreachable broker {address}: {error}"
+        );
+
+        cluster.proxy().heal();
+        let after = wait_for(RECOVERY_TIMEOUT, "a write after healing", || async {
+            send(0, "after").await.ok()?.wait().await.ok()
+        })
+        .await?;
+        println!("after healing: written at offset {}", after.offset);
+        producer.close().await;
+        // "during" may be stored or not (its bytes were on the wire when the client gave
+        // up; TCP delivers them when the network heals): its outcome was unknown. The
+        // others are there, each once, in order.
+        let values: Vec<String> = cluster
+            .read_all(topic)
+            .await?
+            .into_iter()
+            .filter(|r| r.partition == 0)
+            .map(|r| r.value)
+            .filter(|v| v != "during")
+            .collect();
+        assert_eq!(values.first().map(String::as_str), Some("before"), "{values:?}");
+        assert_eq!(values.iter().filter(|v| *v == "before").count(), 1, "{values:?}");
+        assert!(values.iter().all(|v| v == "before" || v == "after"), "{values:?}");
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (h) The active controller's node cut off (silently, both ways), then restarted: the
+/// other voters elect another controller, which every node then names. Prints the
+/// failover time for each (from the cut or the SIGTERM to both other nodes naming a new
+/// controller); asserts it under [`CONTROLLER_FAILOVER_LIMIT`].
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_or_restarted_controller_is_replaced_within_seconds() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "controller";
+        let (mut cluster, workload) = start(topic).await?;
+        for restart in [false, true] {
+            let old = wait_for(RECOVERY_TIMEOUT, "an active controller", || cluster.controller()).await?;
+            let from = Instant::now();
+            match restart {
+                false => cluster.proxy().isolate_silently(old),
+                true => {
+                    cluster.terminate(old, RECOVERY_TIMEOUT).await?;
+                }
+            }
+            let others: Vec<i32> = cluster.ids().into_iter().filter(|&id| id != old).collect();
+            let new = wait_for(ELECTION_TIMEOUT, "a new controller named by the others", || async {
+                let mut named = None;
+                for &id in &others {
+                    let c = cluster.describe_cluster_on(id).await.ok()?.controller_id;
+                    if c <= 0 || c == old || named.is_some_and(|n| n != c) {
+                        return None;
+                    }
+                    named = Some(c);
+                }
+                named
+            })
+            .await?;
+            let took = from.elapsed();
+            let what = if restart { "stopped (SIGTERM)" } else { "cut off" };
+            println!(
+                "controller on node {old} {what}: node {new} named the active controller after {:.0} ms",
+                took.as_secs_f64() * 1e3
+            );
+            assert!(took < CONTROLLER_FAILOVER_LIMIT, "{what}: {took:?}");
+            match restart {
+                false => cluster.proxy().heal(),
+                true => cluster.restart(old).await?,
+            }
+            cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+            workload.wait_progress(50, RECOVERY_TIMEOUT).await?;
+        }
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
         cluster.finish();
         Ok(())
     })
