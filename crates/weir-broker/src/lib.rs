@@ -134,6 +134,22 @@ impl Broker {
         *self.shutdown.borrow()
     }
 
+    /// Whether this broker is cut off from the controller quorum (its controller session
+    /// lapsed): its leaders have stepped aside and its metadata may be stale, so it can
+    /// serve clients nothing until the session is renewed (weir-cluster's lifecycle.rs).
+    pub fn is_cut_off(&self) -> bool {
+        self.registry.cluster().broker_state().borrow().lease_lapsed
+    }
+
+    /// Resolves once this broker is cut off ([`Broker::is_cut_off`]), at once if it is;
+    /// never if the cluster node is gone.
+    pub async fn until_cut_off(&self) {
+        let mut state = self.registry.cluster().broker_state();
+        if state.wait_for(|s| s.lease_lapsed).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+
     /// This broker's node id.
     pub fn node_id(&self) -> i32 {
         self.registry.broker_id()

@@ -122,13 +122,7 @@ pub fn cluster(broker: &Broker, _ctx: &RequestContext, this_broker: &Endpoints) 
 /// stepped aside (weir-cluster's lifecycle.rs). A client that asks it is sent to another
 /// broker at once instead of coming back here for as long as the cut lasts.
 pub fn check_current(broker: &Broker) -> Result<(), BrokerError> {
-    if broker
-        .registry()
-        .cluster()
-        .broker_state()
-        .borrow()
-        .lease_lapsed
-    {
+    if broker.is_cut_off() {
         return Err(BrokerError::new(
             Reason::ControllerUnavailable,
             format!(
@@ -193,7 +187,7 @@ fn view(broker: &Broker, name: &str) -> Option<TopicView> {
     // (weir-cluster's lifecycle.rs): it names no leader for them, so a client asks again
     // (elsewhere) rather than come back to it.
     let me = broker.node_id();
-    let stepped_aside = cluster.broker_state().borrow().lease_lapsed;
+    let stepped_aside = broker.is_cut_off();
     let leader = |leader: i32| match stepped_aside && leader == me {
         true => -1,
         false => leader,

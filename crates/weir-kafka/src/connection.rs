@@ -8,7 +8,9 @@
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
 //! oversize length, truncated), a header that does not decode, an unknown api key, an api
 //! or version that is not served (except ApiVersions, see [`apis::answer_api_versions`]),
-//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason.
+//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. A broker
+//! cut off from its cluster ([`Handler::is_cut_off`]) closes every connection the same
+//! way and turns new ones away until it is back, logged once each way.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -97,10 +99,27 @@ pub async fn serve_with_limits<H: Handler>(
     }
     let mut connections = JoinSet::new();
     let mut next_id = 0u64;
+    let mut turning_away = false;
     while !*stopping.borrow_and_update() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if handler.is_cut_off() => {
+                    if !turning_away {
+                        tracing::warn!(
+                            "this broker is cut off from the controller quorum: its Kafka \
+                             connections are closed and new ones turned away until it is \
+                             back, so clients go to the other brokers"
+                        );
+                        turning_away = true;
+                    }
+                    tracing::debug!(%peer, "turned a Kafka connection away (cut off)");
+                    drop(stream);
+                }
                 Ok((stream, peer)) => {
+                    if turning_away {
+                        tracing::info!("this broker is back in its cluster: Kafka connections are accepted again");
+                        turning_away = false;
+                    }
                     let id = next_id;
                     next_id += 1;
                     let span = tracing::debug_span!("kafka_connection", id, %peer);
@@ -185,6 +204,8 @@ async fn connection<H: Handler>(
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;
     let mut close: Option<Close> = None;
+    let cut_off = handler.until_cut_off();
+    tokio::pin!(cut_off);
     loop {
         let reading = close.is_none();
         if !reading && in_flight.is_empty() {
@@ -214,6 +235,10 @@ async fn connection<H: Handler>(
                 if changed.is_err() || *stopping.borrow_and_update() {
                     close = Some(Close::Quietly);
                 }
+            }
+            () = &mut cut_off, if reading => {
+                tracing::debug!(peer = %info.peer, "closing a Kafka connection: cut off");
+                close = Some(Close::Quietly);
             }
             read = frame::read_frame(&mut reader, &mut buf, limits.max_request_frame_bytes),
                 if reading

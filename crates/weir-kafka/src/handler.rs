@@ -49,6 +49,22 @@ pub trait Handler: Send + Sync + 'static {
         request: Request,
     ) -> impl Future<Output = Result<Response, HandlerError>> + Send;
 
+    /// Whether this broker can serve no client for now (cut off from its cluster): the
+    /// listener turns new connections away (accepts and closes them) meanwhile. A Kafka
+    /// client keeps asking the broker it last used for metadata (librdkafka prefers the
+    /// least idle connection), so a broker that stays reachable but answers "no leader"
+    /// would hold it there for as long as the cut lasts; a closed connection sends it to
+    /// the other brokers at once. By default, never.
+    fn is_cut_off(&self) -> bool {
+        false
+    }
+
+    /// Resolves once [`Self::is_cut_off`] turns true (at once if it is): each connection
+    /// then stops reading requests, answers those in flight and closes. By default, never.
+    fn until_cut_off(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
     /// Starts one request: what must happen in request order runs in the future this
     /// returns, which the connection awaits before it reads the next request; the
     /// request then completes in the future that one yields, concurrently with others.

@@ -180,6 +180,14 @@ impl Handler for KafkaBroker {
         SERVED
     }
 
+    fn is_cut_off(&self) -> bool {
+        self.core.is_cut_off()
+    }
+
+    async fn until_cut_off(&self) {
+        self.core.until_cut_off().await
+    }
+
     async fn handle(
         &self,
         connection: &ConnectionInfo,
