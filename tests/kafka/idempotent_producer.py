@@ -4,8 +4,8 @@ Usage: idempotent_producer.py BOOTSTRAP TOPIC RECORDS SECONDS
 
 Sends RECORDS records with values "r-<i>" to partition 0 of TOPIC, spread evenly over
 SECONDS, while the caller kills the partition's leader; flushes; prints one JSON line
-{"acked": [...], "failed": [...]} with the indexes whose delivery reports said written
-or failed. librdkafka retries through the failover (NOT_LEADER_OR_FOLLOWER, broken
+{"acked": [...], "failed": [...], "unsent": N, "errors": {...}} with the indexes whose
+delivery reports said written or failed, and how many failed with each error. librdkafka retries through the failover (NOT_LEADER_OR_FOLLOWER, broken
 connections) under idempotence, so a retried batch is stored once.
 """
 
@@ -25,12 +25,14 @@ producer = Producer(
         "message.timeout.ms": 60000,
     }
 )
-acked, failed = [], []
+acked, failed, errors = [], [], {}
 
 
 def report(err, msg):
     i = int(msg.value().split(b"-")[1])
     (failed if err is not None else acked).append(i)
+    if err is not None:
+        errors[str(err)] = errors.get(str(err), 0) + 1
 
 
 start = time.time()
@@ -42,4 +44,4 @@ for i in range(records):
     producer.produce(topic, value=b"r-%d" % i, partition=0, on_delivery=report)
     producer.poll(0)
 left = producer.flush(90)
-print(json.dumps({"acked": sorted(acked), "failed": sorted(failed), "unsent": left}))
+print(json.dumps({"acked": sorted(acked), "failed": sorted(failed), "unsent": left, "errors": errors}))

@@ -80,6 +80,32 @@ fn run_bounded(mut command: Command, limit: Duration) -> anyhow::Result<std::pro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_is_killed()
 -> anyhow::Result<()> {
+    idempotent_producer_through(LeaderFault::Kill).await
+}
+
+/// As above, with the leader cut off from the other nodes (its Kafka clients still reach
+/// it) until the producer is done: the leader steps aside, closes its Kafka connections
+/// and turns new ones away, and librdkafka must find the new leader during the cut.
+/// Asserted besides: the new leader's high watermark moves before the cut heals, and no
+/// record fails (before the cut-off broker turned clients away, librdkafka kept asking it
+/// for metadata, was told "no leader" for the whole cut, and every record sent after the
+/// cut timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kafka_producer_moves_to_the_new_leader_when_the_leader_is_cut_off()
+-> anyhow::Result<()> {
+    idempotent_producer_through(LeaderFault::Cut).await
+}
+
+/// What befalls the partition's leader a third of the way into the producer's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaderFault {
+    /// SIGKILL, restarted once the producer is done.
+    Kill,
+    /// Cut off from the other nodes by the proxy, healed once the producer is done.
+    Cut,
+}
+
+async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
     let _serial = weir_tests::exclusive().await;
     let python = tokio::task::spawn_blocking(python).await??;
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
@@ -101,8 +127,57 @@ async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_
 
     tokio::time::sleep(Duration::from_secs(PRODUCE_SECONDS / 3)).await;
     let leader = cluster.leader(TOPIC, 0).await?;
-    cluster.kill(leader)?;
-    eprintln!("killed node {leader}, the leader of {TOPIC}/0");
+    match fault {
+        LeaderFault::Kill => {
+            cluster.kill(leader)?;
+            eprintln!("killed node {leader}, the leader of {TOPIC}/0");
+        }
+        LeaderFault::Cut => {
+            let cut_at = tokio::time::Instant::now();
+            cluster.proxy().isolate(leader);
+            eprintln!("cut node {leader}, the leader of {TOPIC}/0, off the other nodes");
+            let (new, written) = weir_tests::wait::wait_for(
+                Duration::from_secs(20),
+                "a new leader of the partition during the cut",
+                || async {
+                    let others = cluster.ids().into_iter().filter(|&id| id != leader);
+                    for id in others {
+                        let p = cluster
+                            .describe_on(id, TOPIC)
+                            .await
+                            .ok()?
+                            .partitions
+                            .into_iter()
+                            .next()?;
+                        if p.leader == id {
+                            return Some((id, p.high_watermark));
+                        }
+                    }
+                    None
+                },
+            )
+            .await?;
+            weir_tests::wait::wait_for(
+                Duration::from_secs(20),
+                "the new leader's high watermark to move",
+                || async {
+                    let p = cluster
+                        .describe_on(new, TOPIC)
+                        .await
+                        .ok()?
+                        .partitions
+                        .into_iter()
+                        .next()?;
+                    (p.high_watermark > written).then_some(())
+                },
+            )
+            .await?;
+            eprintln!(
+                "confluent-kafka writes on node {new}, the new leader, {:.0} ms after the cut",
+                cut_at.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
 
     let output = producer.await??;
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -119,12 +194,16 @@ async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_
         .collect();
     let failed = report["failed"].as_array().context("failed")?.len();
     eprintln!(
-        "producer: {} acknowledged, {failed} failed, {} unsent",
+        "producer: {} acknowledged, {failed} failed, {} unsent; errors: {}",
         acked.len(),
-        report["unsent"]
+        report["unsent"],
+        report["errors"]
     );
 
-    cluster.restart(leader).await?;
+    match fault {
+        LeaderFault::Kill => cluster.restart(leader).await?,
+        LeaderFault::Cut => cluster.proxy().heal(),
+    }
     cluster.wait_healthy(TOPIC, Duration::from_secs(60)).await?;
     let stored = cluster.read_all(TOPIC).await?;
     let mut copies: HashMap<&str, usize> = HashMap::new();
@@ -159,6 +238,13 @@ async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leader_
         "only {} of {RECORDS} acknowledged",
         acked.len()
     );
+    if fault == LeaderFault::Cut {
+        assert_eq!(
+            failed, 0,
+            "records failed through a cut: {}",
+            report["errors"]
+        );
+    }
     Ok(())
 }
 
