@@ -358,7 +358,7 @@ async fn retried_writes_of_idempotent_producers_are_stored_once() -> anyhow::Res
     .await
 }
 
-/// How a network cut takes a node off the network.
+/// What befalls a partition's leader in [`a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CutKind {
     /// Its traffic to and from the other nodes is refused and its connections to them
@@ -370,17 +370,43 @@ enum CutKind {
     /// Silently off the whole network, clients included (its host's link or switch
     /// port dead): a client's connections to it stall mid-request.
     SilentWithClients,
+    /// Not a cut: the process is stopped (SIGSTOP) and continued when the "cut" ends.
+    Pause,
+    /// Not a cut: the process is SIGKILLed and restarted when the "cut" ends.
+    Kill,
 }
 
 impl CutKind {
-    const ALL: [CutKind; 3] = [
+    /// The default rotation: the three network cuts.
+    const CUTS: [CutKind; 3] = [
         CutKind::Closing,
         CutKind::Silent,
         CutKind::SilentWithClients,
     ];
 
-    fn apply(self, proxy: &weir_tests::proxy::Proxy, id: i32) {
+    /// The kinds to rotate through: `WEIR_CUT_KINDS` (comma-separated: closing, silent,
+    /// silent-clients, pause, kill), else [`CutKind::CUTS`].
+    fn from_env() -> anyhow::Result<Vec<CutKind>> {
+        let Ok(list) = std::env::var("WEIR_CUT_KINDS") else {
+            return Ok(CutKind::CUTS.to_vec());
+        };
+        list.split(',')
+            .map(|name| match name.trim() {
+                "closing" => Ok(CutKind::Closing),
+                "silent" => Ok(CutKind::Silent),
+                "silent-clients" => Ok(CutKind::SilentWithClients),
+                "pause" => Ok(CutKind::Pause),
+                "kill" => Ok(CutKind::Kill),
+                other => anyhow::bail!(
+                    "WEIR_CUT_KINDS: unknown kind {other:?} (closing, silent, silent-clients, pause, kill)"
+                ),
+            })
+            .collect()
+    }
+
+    fn apply(self, cluster: &mut Cluster, id: i32) -> anyhow::Result<()> {
         use weir_tests::proxy::Peer;
+        let proxy = cluster.proxy();
         match self {
             CutKind::Closing => proxy.isolate(id),
             CutKind::Silent => proxy.isolate_silently(id),
@@ -389,11 +415,25 @@ impl CutKind {
                 proxy.silence(Peer::Client, Peer::Node(id));
                 proxy.silence(Peer::Node(id), Peer::Client);
             }
+            CutKind::Pause => cluster.pause(id)?,
+            CutKind::Kill => cluster.kill(id)?,
         }
+        Ok(())
+    }
+
+    async fn heal(self, cluster: &mut Cluster, id: i32) -> anyhow::Result<()> {
+        match self {
+            CutKind::Closing | CutKind::Silent | CutKind::SilentWithClients => {
+                cluster.proxy().heal()
+            }
+            CutKind::Pause => cluster.resume(id)?,
+            CutKind::Kill => cluster.restart(id).await?,
+        }
+        Ok(())
     }
 }
 
-/// (f) Network cuts of a partition's leader, of each [`CutKind`] in turn. Its
+/// (f) Network cuts of a partition's leader, of each network [`CutKind`] in turn. Its
 /// controller session lapses, so it steps aside (NOT_LEADER to what it holds and what
 /// comes) instead of holding writes until the clients' 30 s timeout; if it was the active
 /// controller, it stops acting as one for want of a quorum. The others fence it and
@@ -405,10 +445,12 @@ impl CutKind {
 ///
 /// Three cuts of 7 s by default (one of each kind); `WEIR_CUTS=20` runs 20 cuts of 5-20 s
 /// each (about 8 minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test faults --
-/// --nocapture cut_off`.
+/// --nocapture cut_off`. `WEIR_CUT_KINDS=pause` or `=kill` measures a SIGSTOPped or
+/// SIGKILLed leader the same way (see [`CutKind::from_env`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyhow::Result<()> {
-    let short = CutKind::ALL.len();
+    let kinds = CutKind::from_env()?;
+    let short = kinds.len();
     let cuts: usize = match std::env::var("WEIR_CUTS") {
         Ok(n) => n.parse().context("WEIR_CUTS is a number")?,
         Err(_) => short,
@@ -427,11 +469,11 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
             request_timeout: Duration::from_secs(30),
             ..WorkloadConfig::new(topic, PARTITIONS)
         };
-        let (cluster, workload) = start_with(load).await?;
+        let (mut cluster, workload) = start_with(load).await?;
         let mut rng = Rng::new(seed);
         let mut longest = Duration::ZERO;
         for i in 0..cuts {
-            let kind = CutKind::ALL[i % CutKind::ALL.len()];
+            let kind = kinds[i % kinds.len()];
             let cut = match long {
                 true => rng.millis(5_000, 20_000),
                 false => Duration::from_secs(7),
@@ -439,10 +481,10 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
             let leader = cluster.leader(topic, 0).await?;
             let controller = cluster.controller().await;
             let from = Instant::now();
-            kind.apply(cluster.proxy(), leader);
+            kind.apply(&mut cluster, leader)?;
             tokio::time::sleep(cut).await;
             let healed = Instant::now();
-            cluster.proxy().heal();
+            kind.heal(&mut cluster, leader).await?;
             cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
             workload.wait_progress(50, RECOVERY_TIMEOUT).await?;
             let gap = availability::longest_gaps(&workload.ack_times(), PARTITIONS, from, healed)[0];
