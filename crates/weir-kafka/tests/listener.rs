@@ -517,3 +517,48 @@ async fn stopping_answers_what_is_in_flight_then_closes_and_serve_returns() {
     within("serve returns", running.serve).await.unwrap();
     assert_eq!(handler.seen.borrow().called, [1]);
 }
+
+/// Answers ApiVersions only, and is cut off from its cluster while the test says so.
+struct CutOff {
+    cut_off: watch::Sender<bool>,
+}
+
+impl Handler for CutOff {
+    async fn handle(&self, _: &ConnectionInfo, request: Request) -> Result<Response, HandlerError> {
+        panic!("{:?} is not served", request.api_key);
+    }
+
+    fn is_cut_off(&self) -> bool {
+        *self.cut_off.borrow()
+    }
+
+    async fn until_cut_off(&self) {
+        let mut cut_off = self.cut_off.subscribe();
+        let _ = cut_off.wait_for(|c| *c).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cut_off_broker_closes_its_connections_and_turns_new_ones_away_until_it_is_back() {
+    let handler = Arc::new(CutOff {
+        cut_off: watch::Sender::new(false),
+    });
+    let running = start(handler.clone()).await;
+    let mut open = connect(&running).await;
+    assert_eq!(api_versions(&mut open, 3, 1).await.error_code, 0);
+
+    handler.cut_off.send_replace(true);
+    assert_closed(&mut open).await;
+    // Accepted (the listener is up) and closed before any answer.
+    for _ in 0..3 {
+        let mut turned_away = connect(&running).await;
+        let _ = turned_away.write_all(&api_versions_request(3, 2)).await;
+        assert_closed(&mut turned_away).await;
+    }
+
+    handler.cut_off.send_replace(false);
+    let mut back = connect(&running).await;
+    assert_eq!(api_versions(&mut back, 3, 3).await.error_code, 0);
+    // And it stays open.
+    assert_eq!(api_versions(&mut back, 3, 4).await.error_code, 0);
+}
