@@ -421,6 +421,15 @@ impl CutKind {
         Ok(())
     }
 
+    /// What befell the node, for the printed figures.
+    fn what(self) -> &'static str {
+        match self {
+            CutKind::Closing | CutKind::Silent | CutKind::SilentWithClients => "cut off",
+            CutKind::Pause => "stopped (SIGSTOP)",
+            CutKind::Kill => "killed (SIGKILL)",
+        }
+    }
+
     async fn heal(self, cluster: &mut Cluster, id: i32) -> anyhow::Result<()> {
         match self {
             CutKind::Closing | CutKind::Silent | CutKind::SilentWithClients => {
@@ -490,8 +499,9 @@ async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyh
             let gap = availability::longest_gaps(&workload.ack_times(), PARTITIONS, from, healed)[0];
             println!(
                 "cut {i} ({kind:?}): node {leader}, leader of {topic}/0 (the active controller: {}), \
-                 cut off for {:.1} s: longest wait for an acknowledgement on {topic}/0 {:.0} ms",
+                 {} for {:.1} s: longest wait for an acknowledgement on {topic}/0 {:.0} ms",
                 controller == Some(leader),
+                kind.what(),
                 cut.as_secs_f64(),
                 gap.longest.as_secs_f64() * 1e3
             );
