@@ -51,8 +51,12 @@ fn replication_keeps_every_acknowledged_record_under_faults() {
         let outcome = world.run();
         if std::env::var_os("WEIR_SIM_VERBOSE").is_some() {
             eprintln!(
-                "seed {seed}: {} faults, {} elections, {} truncations, {} acknowledged",
-                outcome.faults, outcome.elections, outcome.truncations, outcome.acked
+                "seed {seed}: {} faults, {} elections, {} truncations, {} lease lapses, {} acknowledged",
+                outcome.faults,
+                outcome.elections,
+                outcome.truncations,
+                outcome.lapses,
+                outcome.acked
             );
         }
         acked += outcome.acked;
