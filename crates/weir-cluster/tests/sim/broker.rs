@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use weir_cluster::controller::records::MetadataRecord;
+use weir_cluster::controller::records::{MetadataRecord, NO_LEADER};
 use weir_cluster::replication::{
     Command, Event, FetchAnswer, FetchError, Replica, ReplicaConfig, Role,
 };
@@ -33,6 +33,7 @@ impl World {
             self.schedule(NODE_TICK_MS, Ev::Deliver(env));
             return Ok(());
         }
+        self.check_lease(env.to)?;
         self.node_receive(env.to, env.from, env.msg)
     }
 
@@ -42,15 +43,23 @@ impl World {
             return Ok(());
         }
         let inc = node.incarnation;
+        self.check_lease(id)?;
+        let node = &self.nodes[&id];
         if self.now.saturating_sub(node.last_heartbeat_ms) >= HEARTBEAT_MS {
             self.nodes.get_mut(&id).expect("node").last_heartbeat_ms = self.now;
             let node = &self.nodes[&id];
+            let sent_ms = self.now;
             let msg = match node.broker_epoch {
-                None => Msg::Register { incarnation: inc },
+                None => Msg::Register {
+                    incarnation: inc,
+                    sent_ms,
+                },
                 Some(broker_epoch) => Msg::Heartbeat {
+                    incarnation: inc,
                     broker_epoch,
                     // The offset of the last record applied (-1: none).
                     metadata_offset: node.image.next_offset() - 1,
+                    sent_ms,
                 },
             };
             self.send(id, CONTROLLER, None, msg);
@@ -80,19 +89,49 @@ impl World {
 
     pub(crate) fn node_receive(&mut self, id: Addr, from: Addr, msg: Msg) -> Verdict {
         match msg {
-            Msg::Registered { broker_epoch } => {
+            Msg::Registered {
+                broker_epoch,
+                sent_ms,
+            } => {
                 let node = self.nodes.get_mut(&id).expect("node");
                 if node.broker_epoch.is_none() {
                     node.broker_epoch = Some(broker_epoch);
                     node.last_heartbeat_ms = 0; // heartbeat at the next tick
                     self.log(format!("node {id} registered, broker epoch {broker_epoch}"));
+                    self.renew_lease(id, sent_ms)?;
                 }
                 Ok(())
             }
             Msg::HeartbeatReply {
                 from_offset,
                 records,
-            } => self.apply_metadata(id, from_offset, records),
+                accepted,
+            } => {
+                // The real broker learns of both on separate paths (the heartbeat's
+                // answer, the metadata log), in either order.
+                let renew_first = self.rng.chance(0.5);
+                match accepted {
+                    Ok(sent_ms) if renew_first => {
+                        self.renew_lease(id, sent_ms)?;
+                        self.apply_metadata(id, from_offset, records)
+                    }
+                    Ok(sent_ms) => {
+                        self.apply_metadata(id, from_offset, records)?;
+                        self.renew_lease(id, sent_ms)
+                    }
+                    Err(stale_epoch) => {
+                        // Refused: no renewal; a stale registration registers again.
+                        let node = self.nodes.get_mut(&id).expect("node");
+                        if node.broker_epoch == Some(stale_epoch) {
+                            node.broker_epoch = None;
+                            self.log(format!(
+                                "node {id}: broker epoch {stale_epoch} is stale, registers again"
+                            ));
+                        }
+                        self.apply_metadata(id, from_offset, records)
+                    }
+                }
+            }
             Msg::Fetch { partition, request } => {
                 if self.nodes[&id].replicas.contains_key(&partition) {
                     self.replica_event(id, partition, Event::Fetch(request))
@@ -182,6 +221,93 @@ impl World {
                 node.replicas.insert(p, Replica::new(config, hw));
             }
             self.replica_event(id, p, Event::Registration(reg))?;
+            // A replica opened while the session has lapsed steps aside too.
+            if self.nodes[&id].lease_lapsed {
+                self.replica_event(id, p, Event::LeaseLapsed)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's lease timer (`watch_lease`): once more than the session timeout has
+    /// passed since the last answered heartbeat was sent, every replica steps aside
+    /// (`LeaseLapsed`), unless the broker is alone in its image. Called before anything
+    /// else the broker does (a timer due at or before an event fires first; a resumed
+    /// process's first), so no action slips in after the deadline.
+    pub(crate) fn check_lease(&mut self, id: Addr) -> Verdict {
+        let lease_ms = self.lease_ms();
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("node");
+        if node.lease_lapsed || node.lease_waived || !node.lease_expired(now, lease_ms) {
+            return Ok(());
+        }
+        // Alone in the cluster, nobody could take over: stepping aside helps no client.
+        if !node.image.brokers().any(|b| b.node != id) {
+            node.lease_waived = true;
+            return Ok(());
+        }
+        node.lease_lapsed = true;
+        self.lapses += 1;
+        let from = node.lease_from;
+        let partitions: Vec<u32> = node.replicas.keys().copied().collect();
+        self.log(format!(
+            "node {id} lease lapsed (last answered heartbeat sent at {from}): its leaders step aside"
+        ));
+        for p in partitions {
+            self.replica_event(id, p, Event::LeaseLapsed)?;
+        }
+        Ok(())
+    }
+
+    /// The controller answered a heartbeat or registration sent at `sent_ms`: the lease
+    /// counts from there, and the replicas lead again if it holds.
+    pub(crate) fn renew_lease(&mut self, id: Addr, sent_ms: u64) -> Verdict {
+        let lease_ms = self.lease_ms();
+        let now = self.now;
+        let node = self.nodes.get_mut(&id).expect("node");
+        node.lease_from = node.lease_from.max(sent_ms);
+        node.lease_waived = false;
+        // An answer to a heartbeat sent more than a lease ago renews nothing: the timer
+        // fires again at once (`watch_lease` computes the deadline from the renewal).
+        if !node.lease_lapsed || node.lease_expired(now, lease_ms) {
+            return Ok(());
+        }
+        node.lease_lapsed = false;
+        let partitions: Vec<u32> = node.replicas.keys().copied().collect();
+        self.log(format!(
+            "node {id} lease renewed (heartbeat sent at {sent_ms} answered)"
+        ));
+        for p in partitions {
+            self.replica_event(id, p, Event::LeaseRenewed)?;
+        }
+        Ok(())
+    }
+
+    /// The epoch a replica leads at, stepped aside or not.
+    pub(crate) fn held_leadership(&self, id: Addr, partition: u32) -> Option<i32> {
+        let node = &self.nodes[&id];
+        match node.replicas.get(&partition)?.role() {
+            Role::Leader { leader_epoch } => Some(leader_epoch),
+            Role::Follower {
+                leader: NO_LEADER,
+                leader_epoch,
+            } if node.lease_lapsed => Some(leader_epoch),
+            _ => None,
+        }
+    }
+
+    /// Check (b): a broker neither appends nor answers as a leader once its lease ran
+    /// out.
+    pub(crate) fn check_lease_held(&self, id: Addr, partition: u32, what: &str) -> Verdict {
+        let node = &self.nodes[&id];
+        let lease_ms = self.lease_ms();
+        if node.lease_expired(self.now, lease_ms) {
+            return Err(format!(
+                "node {id} p{partition} {what} with its lease lapsed: the last heartbeat the controller answered was sent at {} ms, {} ms ago (lease {lease_ms} ms; stepped aside: {})",
+                node.lease_from,
+                self.now - node.lease_from,
+                node.lease_lapsed
+            ));
         }
         Ok(())
     }
@@ -296,10 +422,14 @@ impl World {
                 );
             }
             Command::PublishHighWatermark(hw) => {
+                // A leader that stepped aside still publishes what its followers commit
+                // (`replication/replica.rs`), but answers no append (the driver answers
+                // only while the role is leader, as `partition/driver.rs` `publish`).
                 let epoch = self
-                    .leader_epoch(id, partition)
+                    .held_leadership(id, partition)
                     .expect("only a leader publishes");
                 self.checker.publish(partition, epoch, hw)?;
+                self.checker.acknowledging(partition, epoch, id)?;
                 let log = &self.nodes[&id].logs[&partition];
                 log.checkpoint_high_watermark(hw)
                     .map_err(|e| format!("node {id}: checkpoint HW: {e}"))?;
@@ -314,7 +444,18 @@ impl World {
                     .into_iter()
                     .partition(|w| w.leader_epoch == epoch && w.offset < hw);
                 *waiters = waiting;
+                if self.leader_epoch(id, partition) != Some(epoch) {
+                    self.nodes
+                        .get_mut(&id)
+                        .expect("node")
+                        .waiters
+                        .entry(partition)
+                        .or_default()
+                        .extend(done);
+                    return Ok(());
+                }
                 for w in done {
+                    self.check_lease_held(id, partition, "answers an acks=all produce")?;
                     self.send(
                         id,
                         w.client,
@@ -476,6 +617,7 @@ impl World {
             );
             return Ok(());
         }
+        self.check_lease(id)?;
         self.nodes
             .get_mut(&id)
             .expect("node")
@@ -511,6 +653,7 @@ impl World {
                 return Ok(());
             }
         };
+        self.check_lease_held(id, partition, "appends as leader")?;
         let mut builder = RecordBatchBuilder::new(Compression::None);
         builder.push(&Record {
             value: Some(Bytes::from(value.clone())),
@@ -566,6 +709,9 @@ impl World {
             self.send(id, client, None, refused);
             return;
         };
+        if let Err(problem) = self.check_lease_held(id, partition, "serves a read") {
+            self.verdict(Err(problem));
+        }
         let log = &node.logs[&partition];
         let mut records = Vec::new();
         if offset < hw {

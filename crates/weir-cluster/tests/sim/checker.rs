@@ -13,6 +13,9 @@ pub struct Checker {
     committed: BTreeMap<(u32, i64), String>,
     /// Which node appended as leader in each `(partition, leader epoch)`.
     writers: BTreeMap<(u32, i32), Addr>,
+    /// Which node acknowledged (answered an `acks=all` produce or raised the HW it
+    /// publishes) in each `(partition, leader epoch)`.
+    ackers: BTreeMap<(u32, i32), Addr>,
     /// Highest high watermark published in each `(partition, leader epoch)`.
     published: BTreeMap<(u32, i32), i64>,
     pub acked: u64,
@@ -52,6 +55,16 @@ impl Checker {
         match self.writers.insert((partition, leader_epoch), node) {
             Some(other) if other != node => Err(format!(
                 "partition {partition} epoch {leader_epoch}: nodes {other} and {node} both appended as leader"
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The lease argument's conclusion: no two nodes acknowledge at one epoch.
+    pub fn acknowledging(&mut self, partition: u32, leader_epoch: i32, node: Addr) -> Verdict {
+        match self.ackers.insert((partition, leader_epoch), node) {
+            Some(other) if other != node => Err(format!(
+                "partition {partition} epoch {leader_epoch}: nodes {other} and {node} both acknowledged as leader"
             )),
             _ => Ok(()),
         }

@@ -1,4 +1,5 @@
-//! The fault schedule: crashes (with torn tails), pauses, link cuts, controller
+//! The fault schedule: crashes (with torn tails), pauses, link cuts, network
+//! partitions (one-way or two-way, between any two groups of nodes), controller
 //! failover; and healing all of it.
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ impl World {
     pub(crate) fn inject_fault(&mut self) {
         let brokers: Vec<Addr> = (1..=self.cfg.brokers).collect();
         self.faults += 1;
-        match self.rng.range(0, 9) {
+        match self.rng.range(0, 11) {
             0 | 1 => {
                 let id = self.rng.pick(&brokers);
                 if !self.nodes[&id].up {
@@ -52,10 +53,56 @@ impl World {
                 if a == b {
                     return;
                 }
-                self.net.cut(a, b);
+                self.net.cut_one_way(a, b);
+                self.net.cut_one_way(b, a);
                 self.log(format!("link {a}-{b} cut"));
                 let cut = self.rng.range(200, 5_000);
-                self.schedule(cut, Ev::Heal(a, b));
+                self.schedule(
+                    cut,
+                    Ev::Heal {
+                        links: vec![(a, b), (b, a)],
+                        what: format!("link {a}-{b}"),
+                    },
+                );
+            }
+            8 | 9 => {
+                // The brokers and the controller split into two non-empty groups: every
+                // link between them is cut, both ways or only from one group to the
+                // other (a one-way loss: requests get through, answers do not, or the
+                // reverse).
+                let mut ends: Vec<Addr> = vec![CONTROLLER];
+                ends.extend(&brokers);
+                let mask = self.rng.range(1, (1 << ends.len()) - 2);
+                let in_a = |i: usize| mask & (1 << i) != 0;
+                let side_a: Vec<Addr> = (0..ends.len())
+                    .filter(|&i| in_a(i))
+                    .map(|i| ends[i])
+                    .collect();
+                let side_b: Vec<Addr> = (0..ends.len())
+                    .filter(|&i| !in_a(i))
+                    .map(|i| ends[i])
+                    .collect();
+                let two_way = self.rng.chance(0.5);
+                let mut links = Vec::new();
+                for &a in &side_a {
+                    for &b in &side_b {
+                        links.push((a, b));
+                        if two_way {
+                            links.push((b, a));
+                        }
+                    }
+                }
+                for &(from, to) in &links {
+                    self.net.cut_one_way(from, to);
+                }
+                let what = if two_way {
+                    format!("partition {side_a:?} | {side_b:?}")
+                } else {
+                    format!("one-way partition {side_a:?} -/-> {side_b:?}")
+                };
+                self.log(format!("{what} cut"));
+                let cut = self.rng.range(200, 6_000);
+                self.schedule(cut, Ev::Heal { links, what });
             }
             7 => {
                 // What the new controller's voter last heard of each broker over the
@@ -68,6 +115,7 @@ impl World {
                     }
                 }
                 self.controller.activate(&self.image, self.now, &heard);
+                self.activated_at = self.now;
                 self.log(format!("controller fails over, last heard {heard:?}"));
             }
             _ => {}
@@ -81,7 +129,7 @@ impl World {
         for node in self.nodes.values_mut() {
             node.paused = false;
             if !node.up {
-                node.restart();
+                node.restart(self.now);
             }
         }
         self.log("all healed".to_string());

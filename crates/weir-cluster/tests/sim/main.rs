@@ -3,9 +3,18 @@
 //! Three brokers' replication state machines (`weir_cluster::replication::Replica`) and
 //! the controller's (`weir_cluster::controller`) run in one thread over real weir-log
 //! logs on `FaultyStorage`, driven by one seed: message delay, loss, duplication and
-//! reordering, link cuts, crashes that drop unflushed bytes, restarts and pauses, with
-//! producers (`acks=all`) and a consumer. The checker asserts the invariants after every
-//! step; a failure names the seed and prints the trace that led to it.
+//! reordering, link cuts, network partitions (the brokers and the controller split into
+//! two random groups, every link between them cut both ways or only one way, healed
+//! after 0.2-6 s), crashes that drop unflushed bytes, restarts, pauses and controller
+//! failovers, with producers (`acks=all`) and a consumer. Each broker keeps its
+//! controller-session lease as `node/lifecycle.rs` `watch_lease` does (counted from the
+//! send time of the last answered heartbeat; `LeaseLapsed` / `LeaseRenewed` to its
+//! replicas). The checker asserts the invariants after every step, and the lease
+//! argument: one node acknowledges per (partition, leader epoch); no broker appends,
+//! answers an `acks=all` produce or serves a read once its lease ran out; and the
+//! controller fences a broker for session expiry only once that broker's lease has
+//! lapsed (a new controller's early fences excepted: they cost availability only). A
+//! failure names the seed and prints the trace that led to it.
 //!
 //! - `cargo test -p weir-cluster --test sim`: `SEEDS_IN_CI` seeds.
 //! - `WEIR_SIM_SEEDS=100000 cargo test --release -p weir-cluster --test sim`: many more.
@@ -51,8 +60,12 @@ fn replication_keeps_every_acknowledged_record_under_faults() {
         let outcome = world.run();
         if std::env::var_os("WEIR_SIM_VERBOSE").is_some() {
             eprintln!(
-                "seed {seed}: {} faults, {} elections, {} truncations, {} acknowledged",
-                outcome.faults, outcome.elections, outcome.truncations, outcome.acked
+                "seed {seed}: {} faults, {} elections, {} truncations, {} lease lapses, {} acknowledged",
+                outcome.faults,
+                outcome.elections,
+                outcome.truncations,
+                outcome.lapses,
+                outcome.acked
             );
         }
         acked += outcome.acked;

@@ -1,7 +1,7 @@
 //! The simulated network: messages between brokers, the controller and clients, with
-//! random delay (so reordering), loss, duplication and cut links.
+//! random delay (so reordering), loss, duplication and cut links, one-way or two-way.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use weir_cluster::controller::records::MetadataRecord;
@@ -26,18 +26,28 @@ pub enum Msg {
     },
     Register {
         incarnation: u64,
+        /// When the broker sent it (sim time): the lease an answer renews counts from it.
+        sent_ms: u64,
     },
     Registered {
         broker_epoch: i64,
+        /// The registration's `sent_ms`, echoed.
+        sent_ms: u64,
     },
     Heartbeat {
+        incarnation: u64,
         broker_epoch: i64,
         metadata_offset: i64,
+        /// When the broker sent it (sim time).
+        sent_ms: u64,
     },
     HeartbeatReply {
         /// Committed records from the heartbeat's `metadata_offset` on.
         from_offset: i64,
         records: Vec<MetadataRecord>,
+        /// The heartbeat's `sent_ms` if the controller accepted it (the broker's lease
+        /// counts from there); `Err(broker_epoch)` if it refused it as stale.
+        accepted: Result<u64, i64>,
     },
     AlterIsr {
         topic_id: String,
@@ -99,36 +109,39 @@ pub struct Faults {
 #[derive(Debug, Default)]
 pub struct Network {
     pub faults: Faults,
-    /// Cut links, as (lower, higher) pairs.
-    cut: BTreeSet<(Addr, Addr)>,
+    /// Cut directions `(from, to)`, each with the number of faults cutting it (faults
+    /// overlap: a direction is open again once every fault that cut it has healed).
+    cut: BTreeMap<(Addr, Addr), u32>,
 }
 
 impl Network {
     pub fn new(faults: Faults) -> Network {
         Network {
             faults,
-            cut: BTreeSet::new(),
+            cut: BTreeMap::new(),
         }
     }
 
-    fn key(a: Addr, b: Addr) -> (Addr, Addr) {
-        (a.min(b), a.max(b))
+    /// Drops every message from `from` to `to` (not the other way) until healed.
+    pub fn cut_one_way(&mut self, from: Addr, to: Addr) {
+        *self.cut.entry((from, to)).or_default() += 1;
     }
 
-    pub fn cut(&mut self, a: Addr, b: Addr) {
-        self.cut.insert(Network::key(a, b));
-    }
-
-    pub fn heal(&mut self, a: Addr, b: Addr) {
-        self.cut.remove(&Network::key(a, b));
+    pub fn heal_one_way(&mut self, from: Addr, to: Addr) {
+        if let Some(n) = self.cut.get_mut(&(from, to)) {
+            *n -= 1;
+            if *n == 0 {
+                self.cut.remove(&(from, to));
+            }
+        }
     }
 
     pub fn heal_all(&mut self) {
         self.cut.clear();
     }
 
-    pub fn is_cut(&self, a: Addr, b: Addr) -> bool {
-        self.cut.contains(&Network::key(a, b))
+    pub fn is_cut(&self, from: Addr, to: Addr) -> bool {
+        self.cut.contains_key(&(from, to))
     }
 
     /// The delays (from now) at which copies of a message sent now arrive: none if lost

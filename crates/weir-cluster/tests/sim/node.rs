@@ -50,6 +50,15 @@ pub struct Node {
     pub waiters: BTreeMap<u32, Vec<Waiter>>,
     pub flush_scheduled: BTreeMap<u32, bool>,
     pub last_heartbeat_ms: u64,
+    /// The broker's side of its controller session (`node/lifecycle.rs` `watch_lease`):
+    /// when the last heartbeat or registration the controller answered was sent (at
+    /// first, when the process started).
+    pub lease_from: u64,
+    /// Its replicas were told `LeaseLapsed` (and not `LeaseRenewed` since).
+    pub lease_lapsed: bool,
+    /// The lease ran out while the broker was alone in its image: it stays leading until
+    /// the next renewal, as `watch_lease` does (nobody could take over).
+    pub lease_waived: bool,
 }
 
 pub fn log_config() -> LogConfig {
@@ -81,6 +90,9 @@ impl Node {
             waiters: BTreeMap::new(),
             flush_scheduled: BTreeMap::new(),
             last_heartbeat_ms: 0,
+            lease_from: 0,
+            lease_lapsed: false,
+            lease_waived: false,
         };
         node.open_logs(partitions);
         node
@@ -113,12 +125,23 @@ impl Node {
         self.parked.clear();
         self.waiters.clear();
         self.flush_scheduled.clear();
+        self.lease_lapsed = false;
+        self.lease_waived = false;
     }
 
-    /// A new process on the same disk.
-    pub fn restart(&mut self) {
+    /// A new process on the same disk, started at `now`: its lease counts from there
+    /// until the controller answers it.
+    pub fn restart(&mut self, now: u64) {
         self.up = true;
         self.incarnation += 1;
+        self.lease_from = now;
+    }
+
+    /// Whether this process's lease has run out by `now` (`lease_ms` after the last
+    /// answered heartbeat was sent): from then on it must neither append nor answer as
+    /// a leader. A crashed process holds nothing.
+    pub fn lease_expired(&self, now: u64, lease_ms: u64) -> bool {
+        self.up && now > self.lease_from + lease_ms
     }
 
     /// Every record of `partition`'s log: `(offset, value, durable)`.

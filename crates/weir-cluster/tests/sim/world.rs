@@ -61,6 +61,8 @@ pub struct Outcome {
     /// Truncations of diverged followers.
     pub truncations: u64,
     pub faults: u64,
+    /// Times a broker's lease lapsed (its leaders stepped aside).
+    pub lapses: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +79,11 @@ pub(crate) enum Ev {
     Fault,
     Restart(Addr),
     Resume(Addr),
-    Heal(Addr, Addr),
+    /// The end of a cut: these directions `(from, to)` carry messages again.
+    Heal {
+        links: Vec<(Addr, Addr)>,
+        what: String,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +128,12 @@ pub struct World {
     pub(crate) elections: u64,
     pub(crate) truncations: u64,
     pub(crate) faults: u64,
+    /// When the controller (across failovers) last accepted a heartbeat or registration
+    /// of each broker: the premise check (c) measures fences against it.
+    pub(crate) controller_heard: BTreeMap<Addr, u64>,
+    /// When the current controller became active.
+    pub(crate) activated_at: u64,
+    pub(crate) lapses: u64,
 }
 
 impl World {
@@ -172,6 +184,9 @@ impl World {
             elections: 0,
             truncations: 0,
             faults: 0,
+            controller_heard: BTreeMap::new(),
+            activated_at: 0,
+            lapses: 0,
         };
         world.controller.activate(&world.image, 0, &BTreeMap::new());
         let reply = world.controller_request(ControllerRequest::CreateCluster {
@@ -216,6 +231,7 @@ impl World {
             elections: self.elections,
             truncations: self.truncations,
             faults: self.faults,
+            lapses: self.lapses,
         }
     }
 
@@ -274,6 +290,12 @@ impl World {
         }
     }
 
+    /// `broker.session.timeout.ms`: the controller fences a broker silent this long, and
+    /// a broker steps aside this long after sending its last answered heartbeat.
+    pub(crate) fn lease_ms(&self) -> u64 {
+        self.controller.config().session_timeout_ms
+    }
+
     pub(crate) fn incarnation(&self, node: Addr) -> Option<u64> {
         self.nodes.get(&node).map(|n| n.incarnation)
     }
@@ -319,8 +341,7 @@ impl World {
             }
             Ev::ControllerTick => {
                 self.schedule(CONTROLLER_TICK_MS, Ev::ControllerTick);
-                let records = self.controller.tick(&self.image, self.now);
-                self.commit(records);
+                self.controller_tick()?;
                 self.maybe_create_topic();
                 Ok(())
             }
@@ -350,7 +371,7 @@ impl World {
             Ev::Restart(id) => {
                 let node = self.nodes.get_mut(&id).expect("node");
                 if !node.up {
-                    node.restart();
+                    node.restart(self.now);
                     self.log(format!("node {id} restarts"));
                 }
                 Ok(())
@@ -360,13 +381,17 @@ impl World {
                 if node.paused {
                     node.paused = false;
                     self.log(format!("node {id} resumes"));
+                    // Its lease timer, due while it was stopped, fires first.
+                    return self.check_lease(id);
                 }
                 Ok(())
             }
-            Ev::Heal(a, b) => {
+            Ev::Heal { links, what } => {
                 if self.faults_on {
-                    self.net.heal(a, b);
-                    self.log(format!("link {a}-{b} healed"));
+                    for (from, to) in links {
+                        self.net.heal_one_way(from, to);
+                    }
+                    self.log(format!("{what} healed"));
                 }
                 Ok(())
             }
