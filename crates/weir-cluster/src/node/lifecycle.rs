@@ -155,10 +155,17 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
             _ = tokio::time::sleep_until(deadline) => {}
         }
         // Alone in the cluster, nobody could take over: stepping aside helps no client.
+        // Looked at again each lease (brokers may join through metadata alone) or
+        // renewal.
         let me = node.node();
         if !node.image().brokers().any(|b| b.node != me) {
-            if renewed.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = renewed.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep(lease) => {}
             }
             continue;
         }
@@ -171,7 +178,7 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
         set_lapsed(&node, true);
         // A lifecycle that ends (the broker stopping) renews nothing: its leaders stay
         // aside.
-        if renewed.changed().await.is_err() {
+        if !fresh_renewal(&mut renewed, lease).await {
             return;
         }
         set_lapsed(&node, false);
@@ -180,6 +187,22 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
             "the controller answered a heartbeat again: this broker's leaders lead again \
              where the metadata still names them"
         );
+    }
+}
+
+/// Waits for a renewal that leaves the lease running; `false` once the lifecycle is gone.
+/// A late answer, to a heartbeat sent more than `lease` ago, renews nothing: the
+/// controller may have fenced this broker since it received that heartbeat, so leading
+/// again, even for the moment before the lease is found lapsed again, could take a write
+/// beside the leader elected in its place.
+async fn fresh_renewal(renewed: &mut watch::Receiver<Instant>, lease: Duration) -> bool {
+    loop {
+        if renewed.changed().await.is_err() {
+            return false;
+        }
+        if *renewed.borrow_and_update() + lease > Instant::now() {
+            return true;
+        }
     }
 }
 
@@ -277,5 +300,31 @@ pub(super) async fn controlled_shutdown(node: &ClusterNode, timeout: Duration) {
             timeout_ms = timeout.as_millis() as u64,
             "controlled shutdown did not finish in time; stopping anyway"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_late_answer_renews_no_lapsed_lease_and_a_fresh_one_does() {
+        let lease = Duration::from_millis(300);
+        let (renewed, mut renewals) = watch::channel(Instant::now());
+        let waiting = tokio::spawn(async move { fresh_renewal(&mut renewals, lease).await });
+        // The answer to a heartbeat sent two leases ago.
+        renewed.send_replace(Instant::now() - 2 * lease);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "a late answer renewed the lease");
+        renewed.send_replace(Instant::now());
+        let fresh = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(fresh.expect("a fresh answer renews").unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_lifecycle_that_ends_renews_nothing() {
+        let (renewed, mut renewals) = watch::channel(Instant::now());
+        drop(renewed);
+        assert!(!fresh_renewal(&mut renewals, Duration::from_secs(1)).await);
     }
 }
