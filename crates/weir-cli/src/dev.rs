@@ -1,3 +1,5 @@
+//! `weir dev certs`: the certificates of a local TLS set-up (weir-security's `certs`).
+//!
 //! `weir dev cluster`: a local cluster of N brokers in the foreground, the first
 //! `--voters` of them controller voters and the rest observers, with its data under one
 //! directory, for trying replication without containers. It runs this same binary as `weir serve` N times, prints the
@@ -52,6 +54,40 @@ enum DevCommand {
     /// Run a local multi-broker cluster in the foreground.
     #[command(after_help = EXAMPLES)]
     Cluster(ClusterArgs),
+    /// Make a CA and the node, client and admin certificates of a local set-up.
+    #[command(after_help = CERTS_EXAMPLES)]
+    Certs(CertsArgs),
+}
+
+const CERTS_EXAMPLES: &str = "\
+Examples:
+  weir dev certs --out certs
+      certs/ca.pem, ca-key.pem             the CA every certificate is signed by
+      certs/node.pem, node-key.pem         the brokers' (valid for localhost, 127.0.0.1, ::1)
+      certs/client.pem, client-key.pem     a client's (principal: client)
+      certs/admin.pem, admin-key.pem       an administrator's (principal: admin)
+  weir dev certs --out certs --host broker1.example.com --host 10.0.0.1
+      The node certificate is valid for these names too.
+  weir serve --kafka-tls-cert certs/node.pem --kafka-tls-key certs/node-key.pem \\
+      --kafka-tls-client-ca certs/ca.pem
+      Kafka clients connect with security.protocol=SSL and ssl.ca.location=certs/ca.pem,
+      and, to be known by their certificate, ssl.certificate.location=certs/client.pem
+      and ssl.key.location=certs/client-key.pem.
+
+For development and tests only: keys are written unencrypted (readable by their owner
+only), and the CA key sits beside them.";
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Directory to write the certificates and keys to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Another host name or IP address the node certificate is valid for (repeatable).
+    #[arg(long = "host", value_name = "NAME")]
+    hosts: Vec<String>,
+    /// Replace certificates already in --out.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +110,25 @@ struct ClusterArgs {
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
     match args.command {
         DevCommand::Cluster(args) => run_cluster(args),
+        DevCommand::Certs(args) => run_certs(args),
     }
+}
+
+fn run_certs(args: CertsArgs) -> anyhow::Result<()> {
+    let ca = args.out.join("ca.pem");
+    if ca.exists() && !args.force {
+        return Err(UsageError(format!(
+            "{} exists: certificates from another CA would not trust the ones made before \
+             (--force replaces them all)",
+            ca.display()
+        ))
+        .into());
+    }
+    let certs = weir_security::certs::generate(&args.hosts)?;
+    for path in certs.write(&args.out)? {
+        println!("{}", path.display());
+    }
+    Ok(())
 }
 
 fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {

@@ -59,7 +59,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Serve(serve::ServeArgs),
+    // Boxed: it holds every flag of the broker, far more than any other command.
+    Serve(Box<serve::ServeArgs>),
     Topic(topic::TopicArgs),
     Cluster(cluster::ClusterArgs),
     Partition(partition::PartitionArgs),
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
         client_logging();
     }
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Topic(args) => client_runtime().and_then(|rt| rt.block_on(topic::run(args))),
         Command::Cluster(args) => client_runtime().and_then(|rt| rt.block_on(cluster::run(args))),
         Command::Partition(args) => {

@@ -46,6 +46,10 @@ Examples:
       --kafka-external-listen 0.0.0.0:19092 --kafka-external-advertise 127.0.0.1:19092
       The same for Kafka clients: containers bootstrap from weir-1:9092, the host from
       127.0.0.1:19092, and each is told addresses it can reach.
+  weir dev certs --out certs && weir serve --kafka-tls-cert certs/node.pem \
+      --kafka-tls-key certs/node-key.pem --kafka-tls-client-ca certs/ca.pem
+      Kafka clients over TLS (security.protocol=SSL, ssl.ca.location=certs/ca.pem); a
+      client certificate (certs/client.pem) names the client's principal.
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
@@ -154,6 +158,18 @@ pub struct ServeArgs {
     /// [default: derived from --kafka-external-listen as --advertise is from --listen].
     #[arg(long, env = "WEIR_KAFKA_EXTERNAL_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
     kafka_external_advertise: Option<String>,
+    /// TLS on the Kafka listeners with this certificate chain (PEM; `weir dev certs` makes
+    /// one for local use); reloaded when the file changes or on SIGHUP [default: none,
+    /// plaintext].
+    #[arg(long, env = "WEIR_KAFKA_TLS_CERT", value_name = "FILE")]
+    kafka_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --kafka-tls-cert.
+    #[arg(long, env = "WEIR_KAFKA_TLS_KEY", value_name = "FILE")]
+    kafka_tls_key: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the Kafka listeners verify when a client
+    /// presents one (mutual TLS); the certificate's common name is the principal.
+    #[arg(long, env = "WEIR_KAFKA_TLS_CLIENT_CA", value_name = "FILE")]
+    kafka_tls_client_ca: Option<PathBuf>,
     /// Create a topic a client produces to or asks metadata of when it does not exist
     /// (Kafka's auto.create.topics.enable) [default: true].
     #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", value_name = "BOOL")]
@@ -251,6 +267,15 @@ impl ServeArgs {
         }
         if let Some(external) = self.kafka_external_advertise {
             config.kafka_external_advertise = Some(external);
+        }
+        if let Some(cert) = self.kafka_tls_cert {
+            config.kafka_tls_cert = Some(cert);
+        }
+        if let Some(key) = self.kafka_tls_key {
+            config.kafka_tls_key = Some(key);
+        }
+        if let Some(ca) = self.kafka_tls_client_ca {
+            config.kafka_tls_client_ca = Some(ca);
         }
         if let Some(on) = self.auto_create_topics {
             config.auto_create_topics = on;

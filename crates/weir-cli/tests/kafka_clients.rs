@@ -316,3 +316,48 @@ fn a_celery_worker_runs_the_tasks_a_client_sends() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+#[test]
+fn kafka_clients_over_tls_with_client_certificates() {
+    let python = python();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let made = weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
+        .output()
+        .expect("weir dev certs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        kafka_tls_cert: Some(certs.path().join("node.pem")),
+        kafka_tls_key: Some(certs.path().join("node-key.pem")),
+        kafka_tls_client_ca: Some(certs.path().join("ca.pem")),
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    broker.ok(&["topic", "create", "tls-orders", "--partitions", "1"], "");
+    let out = run_ok(
+        &python,
+        &[
+            &script("tls_clients.py"),
+            &kafka,
+            &certs.path().to_string_lossy(),
+            "tls-orders",
+        ],
+    );
+    eprint!("{out}");
+    assert!(out.contains("confluent-kafka over TLS"), "{out}");
+    assert!(out.contains("kafka-python over TLS"), "{out}");
+    assert!(out.contains("an untrusted broker certificate"), "{out}");
+    // Weir's own CLI reads the same records (gRPC, plaintext): 50 + 50.
+    let read = broker.ok(
+        &[
+            "consume",
+            "tls-orders",
+            "--from",
+            "beginning",
+            "--count",
+            "100",
+        ],
+        "",
+    );
+    assert_eq!(read.lines().count(), 100, "{read}");
+}

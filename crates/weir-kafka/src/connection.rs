@@ -8,7 +8,10 @@
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
 //! oversize length, truncated), a header that does not decode, an unknown api key, an api
 //! or version that is not served (except ApiVersions, see [`apis::answer_api_versions`]),
-//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. A broker
+//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. With
+//! [`Options::tls`], each connection is TLS (weir-security's `tls::accept`: plaintext is
+//! refused and logged there), and a client certificate names the connection's principal
+//! ([`ConnectionInfo::certificate_principal`]). A broker
 //! cut off from its cluster ([`Handler::is_cut_off`]) closes every connection the same
 //! way and turns new ones away until it is back, logged once each way.
 
@@ -21,11 +24,12 @@ use futures_util::future::{self, Either, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use weir_security::tls::{self, ServerTls};
 
 use crate::apis;
 use crate::frame::{self, MAX_REQUEST_FRAME_BYTES};
@@ -65,6 +69,14 @@ impl Default for Limits {
     }
 }
 
+/// How a listener serves its connections.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub limits: Limits,
+    /// TLS on every connection; `None`: plaintext.
+    pub tls: Option<Arc<ServerTls>>,
+}
+
 /// How long the accept loop waits after a failed accept (out of file descriptors) before
 /// it tries again.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
@@ -87,9 +99,21 @@ pub async fn serve<H: Handler>(
 pub async fn serve_with_limits<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     limits: Limits,
 ) {
+    let options = Options { limits, tls: None };
+    serve_with(listener, handler, stopping, options).await;
+}
+
+/// [`serve`] with other [`Options`] than the defaults.
+pub async fn serve_with<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    mut stopping: watch::Receiver<bool>,
+    options: Options,
+) {
+    let Options { limits, tls } = options;
     assert!(
         limits.max_in_flight > 0 && limits.max_in_flight_request_bytes > 0,
         "a connection must be able to have a request in flight: {limits:?}"
@@ -123,7 +147,7 @@ pub async fn serve_with_limits<H: Handler>(
                     let id = next_id;
                     next_id += 1;
                     let span = tracing::debug_span!("kafka_connection", id, %peer);
-                    let task = connection(stream, id, handler.clone(), stopping.clone(), limits);
+                    let task = set_up(stream, id, handler.clone(), stopping.clone(), limits, tls.clone());
                     connections.spawn(task.instrument(span));
                 }
                 Err(err) => {
@@ -179,15 +203,23 @@ enum Close {
     },
 }
 
-async fn connection<H: Handler>(
-    mut stream: TcpStream,
+/// Sets up an accepted connection (TLS if the listener has it) and serves it.
+async fn set_up<H: Handler>(
+    stream: TcpStream,
     id: u64,
     handler: Arc<H>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     limits: Limits,
+    tls: Option<Arc<ServerTls>>,
 ) {
     let info = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(peer), Ok(local)) => ConnectionInfo { id, peer, local },
+        (Ok(peer), Ok(local)) => ConnectionInfo {
+            id,
+            peer,
+            local,
+            tls: tls.is_some(),
+            certificate_principal: None,
+        },
         // The peer is already gone.
         _ => return,
     };
@@ -196,7 +228,31 @@ async fn connection<H: Handler>(
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "TCP_NODELAY");
     }
-    let (mut reader, mut writer) = stream.split();
+    let Some(tls) = tls else {
+        return connection(stream, info, handler, stopping, limits).await;
+    };
+    match tls::accept(&tls, stream).await {
+        Ok(stream) => {
+            let info = ConnectionInfo {
+                certificate_principal: tls::peer_principal(&stream),
+                ..info
+            };
+            connection(stream, info, handler, stopping, limits).await
+        }
+        // Logged, rate-limited, by `tls::accept`.
+        Err(tls::AcceptError::Plaintext) => {}
+        Err(err) => tracing::info!(peer = %info.peer, error = %err, "Kafka TLS connection refused"),
+    }
+}
+
+async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
+    stream: S,
+    info: ConnectionInfo,
+    handler: Arc<H>,
+    mut stopping: watch::Receiver<bool>,
+    limits: Limits,
+) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
     let handler = &*handler;
     let info = &info;
     let table = handler.supported_apis();

@@ -20,6 +20,11 @@ pub struct ConnectionInfo {
     pub id: u64,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The principal the client's verified TLS certificate names (mutual TLS), if it
+    /// presented one.
+    pub certificate_principal: Option<String>,
 }
 
 /// The broker core as the listener sees it: it answers every request of a served api

@@ -33,8 +33,8 @@ pub mod share_sessions;
 
 pub use apis::SUPPORTED;
 pub use connection::{
-    Limits, MAX_IN_FLIGHT_PER_CONNECTION, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION, serve,
-    serve_with_limits,
+    Limits, MAX_IN_FLIGHT_PER_CONNECTION, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION, Options,
+    serve, serve_with, serve_with_limits,
 };
 pub use frame::{MAX_REQUEST_FRAME_BYTES, Request};
 pub use handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};

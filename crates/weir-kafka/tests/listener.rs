@@ -562,3 +562,104 @@ async fn a_cut_off_broker_closes_its_connections_and_turns_new_ones_away_until_i
     // And it stays open.
     assert_eq!(api_versions(&mut back, 3, 4).await.error_code, 0);
 }
+
+/// Answers Metadata with the principal of the connection's client certificate, if any,
+/// as the cluster id.
+struct Whoami;
+
+impl Handler for Whoami {
+    fn supported_apis(&self) -> &[(ApiKey, i16, i16)] {
+        &[(ApiKey::ApiVersions, 0, 4), (ApiKey::Metadata, 9, 9)]
+    }
+
+    async fn handle(
+        &self,
+        connection: &ConnectionInfo,
+        request: Request,
+    ) -> Result<Response, HandlerError> {
+        let _: MetadataRequest = request.decode_body()?;
+        assert!(connection.tls);
+        let principal = connection.certificate_principal.clone();
+        Response::encode(
+            &MetadataResponse::default().with_cluster_id(principal.map(StrBytes::from_string)),
+            request.api_version,
+        )
+    }
+}
+
+#[tokio::test]
+async fn over_tls_requests_are_answered_a_certificate_names_the_principal_and_plaintext_is_closed()
+{
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use weir_security::tls::{ServerTls, TlsFiles, client_config};
+
+    let dir = tempfile::tempdir().unwrap();
+    weir_security::certs::generate(&[])
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let tls = ServerTls::load(
+        "kafka",
+        TlsFiles {
+            cert: path("node.pem"),
+            key: path("node-key.pem"),
+            client_ca: Some(path("ca.pem")),
+        },
+        &[],
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_stop, stopping) = watch::channel(false);
+    let options = weir_kafka::Options {
+        tls: Some(tls),
+        ..Default::default()
+    };
+    tokio::spawn(weir_kafka::serve_with(
+        listener,
+        Arc::new(Whoami),
+        stopping,
+        options,
+    ));
+
+    let metadata_over_tls = |identity: Option<(&str, &str)>| {
+        let identity = identity.map(|(c, k)| (path(c), path(k)));
+        let config = client_config(
+            &path("ca.pem"),
+            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            &[],
+        )
+        .unwrap();
+        async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("localhost").unwrap();
+            let mut stream = TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            stream.write_all(&metadata_request(9, 5)).await.unwrap();
+            let mut length = [0u8; 4];
+            within("an answer over TLS", stream.read_exact(&mut length))
+                .await
+                .unwrap();
+            let mut payload = vec![0u8; i32::from_be_bytes(length) as usize];
+            stream.read_exact(&mut payload).await.unwrap();
+            let (id, body) = response_header(Bytes::from(payload), ApiKey::Metadata, 9);
+            assert_eq!(id, 5);
+            let response: MetadataResponse = decode_all(body, 9);
+            response.cluster_id.map(|c| c.to_string())
+        }
+    };
+    assert_eq!(
+        metadata_over_tls(Some(("client.pem", "client-key.pem"))).await,
+        Some("client".to_owned())
+    );
+    assert_eq!(metadata_over_tls(None).await, None);
+
+    // A Kafka client that speaks plaintext: closed, nothing answered.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain.write_all(&api_versions_request(3, 1)).await.unwrap();
+    assert_closed(&mut plain).await;
+}

@@ -109,6 +109,15 @@ pub struct ServerConfig {
     /// node at. `None`: derived from `kafka_external_listen` as `advertise` is from
     /// `listen`.
     pub kafka_external_advertise: Option<String>,
+    /// TLS on the Kafka listeners, with this certificate chain (PEM); `None`: plaintext.
+    /// Reloaded when the file changes or on SIGHUP.
+    pub kafka_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `kafka_tls_cert`; required with it.
+    pub kafka_tls_key: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the Kafka listeners verify when a client
+    /// presents one (mutual TLS); the certificate's subject names the principal. Needs
+    /// `kafka_tls_cert`.
+    pub kafka_tls_client_ca: Option<PathBuf>,
     /// Experimental: an address for the binary TCP data path (`wire`), a measurement
     /// prototype beside gRPC: PRODUCE and FETCH of one partition per request, with no
     /// authentication, metadata or leader routing. `None` (the default): off.
@@ -173,6 +182,9 @@ impl Default for ServerConfig {
             kafka_advertise: None,
             kafka_external_listen: None,
             kafka_external_advertise: None,
+            kafka_tls_cert: None,
+            kafka_tls_key: None,
+            kafka_tls_client_ca: None,
             wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
@@ -256,6 +268,7 @@ impl ServerConfig {
         if self.kafka_external_advertise.is_some() && self.kafka_external_listen.is_none() {
             return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
         }
+        self.kafka_tls()?;
         // Port 0 picks a free port per listener, so only fixed ports can clash.
         let listeners = [
             (Some(self.listen), "the gRPC listen address"),
@@ -283,6 +296,20 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// The Kafka listeners' TLS files, if TLS is on; an error if a file is named without
+    /// the others it needs.
+    pub fn kafka_tls(&self) -> Result<Option<weir_security::tls::TlsFiles>, ServerConfigError> {
+        match (&self.kafka_tls_cert, &self.kafka_tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(weir_security::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.kafka_tls_client_ca.clone(),
+            })),
+            (None, None) if self.kafka_tls_client_ca.is_none() => Ok(None),
+            _ => Err(ServerConfigError::KafkaTlsIncomplete),
+        }
     }
 
     /// Whether this node runs in the controller quorum: it is listed, or the list is
@@ -458,6 +485,12 @@ pub enum ServerConfigError {
          kafka_external_listen (--kafka-external-listen) too"
     )]
     KafkaExternalAdvertiseAlone,
+    #[error(
+        "TLS on the Kafka listeners needs both kafka_tls_cert (--kafka-tls-cert) and \
+         kafka_tls_key (--kafka-tls-key); kafka_tls_client_ca (--kafka-tls-client-ca) needs \
+         them too"
+    )]
+    KafkaTlsIncomplete,
 }
 
 /// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed

@@ -203,6 +203,14 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
 /// listeners are bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
+    // Certificates are checked before anything is opened: a wrong file stops the start.
+    let kafka_tls = match config.kafka_tls()? {
+        Some(files) => Some(
+            weir_security::tls::ServerTls::load("kafka", files, &[])
+                .context("TLS for the Kafka listeners")?,
+        ),
+        None => None,
+    };
     raise_open_files_limit();
     if !config.is_controller_voter() {
         let voters: Vec<String> = config
@@ -459,6 +467,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         );
         tokio::spawn(wire::serve(broker.clone(), listener, stopping.clone()))
     });
+    let kafka_options = weir_kafka::Options {
+        tls: kafka_tls.clone(),
+        ..Default::default()
+    };
     let mut kafka: Vec<JoinHandle<()>> = match &kafka_advertised {
         Some(advertised) => {
             let handler = Arc::new(weir_kafka::KafkaBroker::new(
@@ -468,10 +480,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             kafka_listeners
                 .into_iter()
                 .map(|listener| {
-                    tokio::spawn(weir_kafka::serve(
+                    tokio::spawn(weir_kafka::serve_with(
                         listener,
                         handler.clone(),
                         stopping.clone(),
+                        kafka_options.clone(),
                     ))
                 })
                 .collect()
@@ -485,11 +498,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             broker.core.clone(),
             advertised.to_string(),
         ));
-        kafka.push(tokio::spawn(weir_kafka::serve(
+        kafka.push(tokio::spawn(weir_kafka::serve_with(
             listener,
             handler,
             stopping.clone(),
+            kafka_options,
         )));
+    }
+    if let Some(tls) = &kafka_tls {
+        kafka.push(tls.watch(stopping.clone()));
     }
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
@@ -502,6 +519,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         external_advertised = ?broker.external_advertised.as_ref().map(ToString::to_string),
         admin = ?admin_addr,
         kafka = ?kafka_addr,
+        kafka_tls = kafka_tls.is_some(),
         kafka_advertised = ?kafka_advertised.as_ref().map(ToString::to_string),
         kafka_external = ?kafka_external_addr,
         kafka_external_advertised = ?kafka_external_advertised.as_ref().map(ToString::to_string),

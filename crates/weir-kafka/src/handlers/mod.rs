@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 use weir_broker::metadata::Endpoints;
-use weir_broker::{Listener, RequestContext};
+use weir_broker::{Listener, Principal, RequestContext};
 
 use crate::frame::Request;
 use crate::handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
@@ -143,8 +143,12 @@ impl KafkaBroker {
     }
 
     fn context(&self, connection: &ConnectionInfo, request: &Request) -> RequestContext {
-        RequestContext::anonymous(self.listener, Some(connection.peer))
-            .with_client_id(request.client_id.as_ref().map(|c| c.to_string()))
+        let mut ctx = RequestContext::anonymous(self.listener, Some(connection.peer))
+            .with_client_id(request.client_id.as_ref().map(|c| c.to_string()));
+        if let Some(name) = &connection.certificate_principal {
+            ctx.principal = Principal::User(name.clone());
+        }
+        ctx
     }
 }
 
