@@ -8,12 +8,13 @@
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
 //! oversize length, truncated), a header that does not decode, an unknown api key, an api
 //! or version that is not served (except ApiVersions, see [`apis::answer_api_versions`]),
-//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. With
-//! [`Options::tls`], each connection is TLS (weir-security's `tls::accept`: plaintext is
-//! refused and logged there), and a client certificate names the connection's principal
-//! ([`ConnectionInfo::certificate_principal`]). A broker
+//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. A broker
 //! cut off from its cluster ([`Handler::is_cut_off`]) closes every connection the same
 //! way and turns new ones away until it is back, logged once each way.
+//!
+//! With [`Options::tls`], each connection is TLS (weir-security's `tls::accept`:
+//! plaintext is refused and logged there), and a client certificate names the
+//! connection's principal ([`ConnectionInfo::certificate_principal`]).
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
