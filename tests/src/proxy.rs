@@ -205,14 +205,18 @@ impl Proxy {
         });
     }
 
-    /// Cuts node `id` off from every other node (its clients still reach it).
-    pub fn isolate(&self, id: i32) {
-        let others: Vec<i32> = self
-            .addresses
+    /// Every node but `id`.
+    fn others(&self, id: i32) -> Vec<i32> {
+        self.addresses
             .keys()
             .copied()
             .filter(|&o| o != id)
-            .collect();
+            .collect()
+    }
+
+    /// Cuts node `id` off from every other node (its clients still reach it).
+    pub fn isolate(&self, id: i32) {
+        let others = self.others(id);
         self.shared.change(|s| {
             for other in others {
                 s.cuts.insert(pair(Peer::Node(id), Peer::Node(other)));
@@ -231,12 +235,7 @@ impl Proxy {
 
     /// As [`Proxy::isolate`], but silently, both ways (see [`Proxy::silence`]).
     pub fn isolate_silently(&self, id: i32) {
-        let others: Vec<i32> = self
-            .addresses
-            .keys()
-            .copied()
-            .filter(|&o| o != id)
-            .collect();
+        let others = self.others(id);
         self.shared.change(|s| {
             for other in others {
                 s.silenced.insert((Peer::Node(id), Peer::Node(other)));
