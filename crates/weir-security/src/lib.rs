@@ -7,6 +7,18 @@
 //! the brokers' own channels all take a [`tls::ServerTls`] (and a [`tls::client_config`]
 //! to dial out), so a certificate is loaded, checked and reloaded the same way
 //! everywhere.
+//!
+//! Authentication by password is here too, free of I/O and of any protocol's framing:
+//! [`scram`] (SCRAM-SHA-256 and SCRAM-SHA-512 as Kafka speaks them: the stored
+//! credentials, the server's and the client's side of an exchange) and [`sasl`] (the
+//! error every exchange returns, PLAIN messages, HTTP `Basic` credentials, and a bounded
+//! cache of verified passwords for listeners that receive a password with each request).
+//! The listeners feed them bytes and keep the credentials where they please.
+//!
+//! Architecture invariant: this crate knows no other Weir crate and no wire protocol; it
+//! stores nothing (credentials are handed to it by the caller).
 
 pub mod certs;
+pub mod sasl;
+pub mod scram;
 pub mod tls;
