@@ -6,6 +6,7 @@
 //! (`TopicConfig::altered`), so a request either changes every key it names or none.
 
 use std::collections::{BTreeMap, BTreeSet};
+use weir_cluster::security::Operation;
 
 pub use weir_cluster::ConfigEntry;
 use weir_cluster::config::{
@@ -44,7 +45,10 @@ pub fn describe_topic_config(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<Vec<ConfigEntry>, BrokerError> {
-    Ok(broker.topic(ctx, name)?.config().entries())
+    Ok(broker
+        .topic_for(ctx, Operation::DescribeConfigs, name)?
+        .config()
+        .entries())
 }
 
 /// Sets the keys in `set` and resets those in `reset` to their defaults, all or nothing;
@@ -59,7 +63,7 @@ pub async fn alter_topic_config(
     validate_only: bool,
 ) -> Result<Vec<ConfigEntry>, BrokerError> {
     check_count(set.len() + reset.len())?;
-    let topic = broker.topic(ctx, name)?;
+    let topic = broker.topic_for(ctx, Operation::AlterConfigs, name)?;
     if validate_only {
         let target = topic
             .config()
@@ -84,7 +88,9 @@ pub async fn replace_topic_config(
     validate_only: bool,
 ) -> Result<Vec<ConfigEntry>, BrokerError> {
     check_count(configs.len())?;
-    let current = broker.topic(ctx, name)?.config();
+    let current = broker
+        .topic_for(ctx, Operation::AlterConfigs, name)?
+        .config();
     let reset: Vec<String> = current
         .overrides()
         .keys()
@@ -113,7 +119,10 @@ pub async fn incremental_alter_topic_config(
             )));
         }
     }
-    let entries = broker.topic(ctx, name)?.config().entries();
+    let entries = broker
+        .topic_for(ctx, Operation::AlterConfigs, name)?
+        .config()
+        .entries();
     let mut set = BTreeMap::new();
     let mut reset = Vec::new();
     for (key, change) in changes {
@@ -203,9 +212,10 @@ const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
 /// request naming the broker to ask.
 pub fn broker_configs(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     resource: &str,
 ) -> Result<Vec<BrokerConfig>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::DescribeConfigs)?;
     let me = broker.node_id();
     if !resource.is_empty() {
         match resource.parse::<i32>() {

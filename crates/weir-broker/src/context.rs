@@ -23,12 +23,27 @@ pub enum Listener {
     Internal,
 }
 
-/// The authenticated identity behind a request. Authentication is not built yet, so
-/// every request is [`Principal::Anonymous`]; the security work fills this in.
+/// The authenticated identity behind a request: a user who proved who they are (SASL,
+/// a password, or a client certificate), or nobody.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Anonymous,
     User(String),
+}
+
+impl Principal {
+    /// The name the anonymous principal has in ACLs (`User:ANONYMOUS`, as in Kafka).
+    pub const ANONYMOUS_NAME: &'static str = "ANONYMOUS";
+}
+
+impl std::fmt::Display for Principal {
+    /// As ACLs name it: `User:alice`, or `User:ANONYMOUS`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Principal::Anonymous => write!(f, "User:{}", Principal::ANONYMOUS_NAME),
+            Principal::User(name) => write!(f, "User:{name}"),
+        }
+    }
 }
 
 /// What the core knows of a request's origin.

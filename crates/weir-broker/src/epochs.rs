@@ -6,6 +6,7 @@
 
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::{Broker, BrokerError, Reason, RequestContext};
+use weir_cluster::security::Operation;
 
 /// One partition's question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub async fn end_offsets_for_epochs(
             queries.len()
         )));
     }
-    let topic = broker.topic(ctx, topic)?;
+    let topic = broker.topic_for(ctx, Operation::Describe, topic)?;
     let mut answers = Vec::with_capacity(queries.len());
     for query in queries {
         let answer = async {

@@ -8,6 +8,7 @@
 
 use weir_cluster::ClusterError;
 use weir_cluster::group::GroupError;
+use weir_cluster::security::ResourceType;
 use weir_cluster::storage::{AppendError, MaintenanceError, ReadError, SequenceError};
 
 /// Why a request (or one partition of it) failed. The variants carry what a client
@@ -123,6 +124,16 @@ pub enum Reason {
     InconsistentGroupProtocol,
     /// A session timeout outside the broker's bounds.
     InvalidSessionTimeout,
+    /// The request's principal may not do this to a resource of this type (Kafka's
+    /// TOPIC_, GROUP_, CLUSTER_ and TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+    NotAuthorized {
+        resource_type: ResourceType,
+    },
+    /// The client did not prove who it is (wrong password, unknown user, no
+    /// credentials where they are required).
+    AuthenticationFailed,
+    /// The user or credential named does not exist.
+    NotFound,
 }
 
 impl Reason {
@@ -172,6 +183,14 @@ impl Reason {
             Reason::IllegalGeneration => "ILLEGAL_GENERATION",
             Reason::InconsistentGroupProtocol => "INCONSISTENT_GROUP_PROTOCOL",
             Reason::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
+            Reason::NotAuthorized { resource_type } => match resource_type {
+                ResourceType::Topic => "TOPIC_AUTHORIZATION_FAILED",
+                ResourceType::Group => "GROUP_AUTHORIZATION_FAILED",
+                ResourceType::Cluster => "CLUSTER_AUTHORIZATION_FAILED",
+                ResourceType::TransactionalId => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
+            },
+            Reason::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            Reason::NotFound => "NOT_FOUND",
         }
     }
 
@@ -291,6 +310,7 @@ fn cluster_reason(err: &ClusterError) -> (Reason, Option<(&str, u32)>) {
         E::TopicName(_) => (Reason::InvalidTopicName, None),
         E::Config(_) => (Reason::InvalidConfig, None),
         E::InvalidRequest(_) => (Reason::InvalidRequest, None),
+        E::NotFound(_) => (Reason::NotFound, None),
         E::InvalidReplicationFactor { .. } => (Reason::InvalidReplicationFactor, None),
         E::OffsetOutOfRange {
             topic,

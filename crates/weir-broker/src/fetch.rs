@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use weir_cluster::security::Operation;
 
 use bytes::Bytes;
 use futures_util::future::select_all;
@@ -99,7 +100,7 @@ pub async fn fetch(
         .topics
         .iter()
         .map(|t| {
-            let topic = broker.topic(ctx, &t.topic);
+            let topic = broker.topic_for(ctx, Operation::Read, &t.topic);
             let partitions = match &topic {
                 Ok(topic) => t
                     .partitions
@@ -254,7 +255,7 @@ impl Reader {
         partition: u32,
         offset: i64,
     ) -> Result<Reader, BrokerError> {
-        let topic = broker.topic(ctx, topic)?;
+        let topic = broker.topic_for(ctx, Operation::Read, topic)?;
         let handle = topic.partition(partition)?;
         let offsets = handle.offsets().await?;
         if offset < offsets.log_start_offset || offset > offsets.log_end_offset {

@@ -11,6 +11,7 @@
 //! partition).
 
 use std::collections::HashSet;
+use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
 use weir_cluster::controller::records::Endpoints;
 use weir_cluster::group::{self, MAX_COMMIT_METADATA_BYTES, OFFSETS_TOPIC};
@@ -39,9 +40,10 @@ pub struct Coordinator {
 /// the topic is not created yet, or the leader is not a registered broker).
 pub fn find_coordinator(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Coordinator, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     let found = group::find_coordinator(broker.registry(), group_id);
     coordinator_at(broker, "group", group_id, OFFSETS_TOPIC, found)
 }
@@ -95,6 +97,7 @@ pub async fn heartbeat(
     ctx: &RequestContext,
     mut req: Heartbeat,
 ) -> Result<HeartbeatOutcome, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, &req.group_id)?;
     fill_client(ctx, &mut req.client_id, &mut req.client_host);
     Ok(broker.groups()?.heartbeat(req).await?)
 }
@@ -123,6 +126,7 @@ pub async fn join_group(
     ctx: &RequestContext,
     mut req: JoinGroup,
 ) -> Result<JoinOutcome, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, &req.group_id)?;
     fill_client(ctx, &mut req.client_id, &mut req.client_host);
     Ok(broker.groups()?.join_group(req).await?)
 }
@@ -131,20 +135,22 @@ pub async fn join_group(
 /// group's.
 pub async fn sync_group(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: SyncGroup,
 ) -> Result<SyncAnswer, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, &req.group_id)?;
     Ok(broker.groups()?.sync_group(req).await?)
 }
 
 /// A classic Heartbeat: REBALANCE_IN_PROGRESS tells the member to join again.
 pub fn classic_heartbeat(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     member_id: &str,
     generation: i32,
 ) -> Result<(), BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     Ok(broker
         .groups()?
         .classic_heartbeat(group_id, member_id, generation)?)
@@ -153,10 +159,11 @@ pub fn classic_heartbeat(
 /// A classic LeaveGroup of one or more members: one answer each, in order.
 pub fn leave_group(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     member_ids: &[String],
 ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     if member_ids.len() > MAX_GROUPS_PER_REQUEST {
         return Err(BrokerError::invalid(format!(
             "a leave names {} members; at most {MAX_GROUPS_PER_REQUEST} are accepted",
@@ -203,7 +210,7 @@ pub struct PartitionCommitted {
 /// negative offset) is its answer, or the error if `atomic`.
 pub async fn commit_offsets(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     req: CommitRequest,
 ) -> Result<Vec<PartitionCommitted>, BrokerError> {
     if req.offsets.len() > MAX_PARTITIONS_PER_REQUEST {
@@ -213,11 +220,12 @@ pub async fn commit_offsets(
         )));
     }
     group::validate_group_id(&req.group_id)?;
+    broker.authorize_group(ctx, Operation::Read, &req.group_id)?;
     let coordinator = broker.groups()?;
     let mut answers = Vec::with_capacity(req.offsets.len());
     let mut valid = Vec::with_capacity(req.offsets.len());
     for o in req.offsets {
-        match check_commit(broker, &o) {
+        match check_commit(broker, ctx, &o) {
             Ok(()) => {
                 answers.push((o.topic.clone(), o.partition, None));
                 valid.push(o);
@@ -248,8 +256,15 @@ pub async fn commit_offsets(
 
 /// One partition of a commit, checked as the coordinator would refuse it (so that a
 /// non-atomic commit can answer it alone).
-fn check_commit(broker: &Broker, o: &OffsetCommit) -> Result<(), BrokerError> {
+fn check_commit(
+    broker: &Broker,
+    ctx: &RequestContext,
+    o: &OffsetCommit,
+) -> Result<(), BrokerError> {
     let at = |e: BrokerError| e.at(&o.topic, o.partition);
+    broker
+        .authorize_topic(ctx, Operation::Read, &o.topic)
+        .map_err(at)?;
     if o.offset < 0 {
         return Err(at(BrokerError::invalid(format!(
             "offset {} for {}/{} is negative; commit the next offset to consume",
@@ -280,10 +295,11 @@ fn check_commit(broker: &Broker, o: &OffsetCommit) -> Result<(), BrokerError> {
 /// does not exist has no offsets.
 pub async fn fetch_offsets(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     partitions: Option<Vec<(String, u32)>>,
 ) -> Result<Vec<CommittedOffset>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     if let Some(list) = &partitions
         && list.len() > MAX_PARTITIONS_PER_REQUEST
     {
@@ -292,7 +308,10 @@ pub async fn fetch_offsets(
             list.len()
         )));
     }
-    Ok(broker.groups()?.fetch_offsets(group_id, partitions).await?)
+    // As in Kafka, offsets of topics the principal may not describe are left out.
+    let mut offsets = broker.groups()?.fetch_offsets(group_id, partitions).await?;
+    offsets.retain(|o| broker.may(ctx, Operation::Describe, ResourceType::Topic, &o.topic));
+    Ok(offsets)
 }
 
 /// Checks the number of groups one request names.
@@ -308,27 +327,40 @@ pub fn check_group_count(count: usize, what: &str) -> Result<(), BrokerError> {
 /// Every group this broker coordinates, by id.
 pub fn list_groups(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> Result<Vec<GroupSummary>, BrokerError> {
-    Ok(broker.groups()?.list_groups())
+    // Describe on the cluster lists every group; otherwise the groups the principal may
+    // describe, as in Kafka.
+    let mut groups = broker.groups()?.list_groups();
+    if !broker.may(
+        ctx,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_RESOURCE_NAME,
+    ) {
+        groups.retain(|g| broker.may(ctx, Operation::Describe, ResourceType::Group, &g.group_id));
+    }
+    Ok(groups)
 }
 
 /// A group's state, members and the progress of its partitions; UNKNOWN_GROUP if it
 /// does not exist.
 pub async fn describe_group(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<GroupDescription, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     Ok(broker.groups()?.describe_group(group_id).await?)
 }
 
 /// Deletes a group without members and its committed offsets.
 pub async fn delete_group(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<(), BrokerError> {
+    broker.authorize_group(ctx, Operation::Delete, group_id)?;
     Ok(broker.groups()?.delete_group(group_id).await?)
 }
 
@@ -362,12 +394,16 @@ pub async fn delete_groups(
 /// `GroupCoordinator::reset_offsets`). A topic with `None` means all its partitions.
 pub async fn reset_offsets(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     targets: Vec<(String, Option<Vec<u32>>)>,
     spec: ResetSpec,
     dry_run: bool,
 ) -> Result<Vec<OffsetReset>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
+    for (topic, _) in &targets {
+        broker.authorize_topic(ctx, Operation::Read, topic)?;
+    }
     let named: usize = targets
         .iter()
         .map(|(_, p)| p.as_ref().map_or(0, Vec::len))

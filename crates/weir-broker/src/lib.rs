@@ -5,7 +5,9 @@
 //! - [`Broker`]: the state every operation shares (the topic registry, the group
 //!   coordinator once it is up, metrics, the shutdown signal, the configured limits).
 //! - [`context`]: the [`RequestContext`] each operation takes (listener, peer, client id,
-//!   principal), where authorisation and quotas will be checked once for every protocol.
+//!   principal), on which authorisation is checked once for every protocol.
+//! - [`authz`]: authorisation (Kafka's ACL model, checked here for every protocol);
+//!   [`audit`]: the rate-limited audit lines of denials and failed authentications.
 //! - [`error`]: [`BrokerError`], one error type whose [`Reason`] every adapter maps to
 //!   its own codes.
 //! - [`limits`]: the named limits of a request, one place for every protocol.
@@ -30,6 +32,7 @@
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
+//! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus
 //!   and read as numbers (the console's live charts).
 //!
@@ -38,6 +41,8 @@
 //! not depend on `weir-log`). Its answers are domain types; turning them into bytes on a
 //! wire is an adapter's job.
 
+pub mod audit;
+pub mod authz;
 pub mod configs;
 pub mod context;
 pub mod epochs;
@@ -52,6 +57,7 @@ pub mod produce;
 pub mod producers;
 pub mod records;
 pub mod replicas;
+pub mod security_admin;
 pub mod share_admin;
 pub mod share_configs;
 pub mod share_members;
@@ -62,13 +68,17 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 use weir_cluster::group::GroupCoordinator;
+use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 use weir_cluster::share::ShareCoordinator;
 use weir_cluster::{Topic, TopicRegistry};
 
+pub use authz::{Authorizer, SecurityConfig};
 pub use context::{Listener, Principal, RequestContext};
 pub use error::{BrokerError, Reason};
 pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcLatency, RpcTimer, TopicTraffic};
 pub use topics::TopicDefaults;
+/// The ACL model and credential records (weir-cluster's), for adapters that speak them.
+pub use weir_cluster::security;
 
 /// What every operation of the core shares.
 #[derive(Debug)]
@@ -89,6 +99,7 @@ pub struct Broker {
     /// Largest request accepted, in bytes (`max_request_bytes`).
     max_request_bytes: usize,
     topic_defaults: TopicDefaults,
+    authorizer: Authorizer,
 }
 
 impl Broker {
@@ -97,8 +108,10 @@ impl Broker {
         shutdown: watch::Receiver<bool>,
         max_request_bytes: usize,
         topic_defaults: TopicDefaults,
+        security: SecurityConfig,
     ) -> Broker {
         Broker {
+            authorizer: Authorizer::new(security),
             registry,
             groups: OnceLock::new(),
             shares: OnceLock::new(),
@@ -220,6 +233,79 @@ impl Broker {
     /// The topic `name`, for a client's read or write: UNKNOWN_TOPIC if there is none.
     pub fn topic(&self, _ctx: &RequestContext, name: &str) -> Result<Arc<Topic>, BrokerError> {
         Ok(self.registry.topic(name)?)
+    }
+
+    /// The topic `name` if the request may do `operation` on it: authorisation first, so
+    /// a principal that may not learn a topic exists gets TOPIC_AUTHORIZATION_FAILED
+    /// whether it does or not.
+    pub fn topic_for(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        name: &str,
+    ) -> Result<Arc<Topic>, BrokerError> {
+        self.authorize_topic(ctx, operation, name)?;
+        self.topic(ctx, name)
+    }
+
+    /// [`Broker::authorize`] on the group `group_id`.
+    pub fn authorize_group(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        group_id: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(ctx, operation, ResourceType::Group, group_id)
+    }
+
+    /// The authoriser (and its audit log).
+    pub fn authorizer(&self) -> &Authorizer {
+        &self.authorizer
+    }
+
+    /// Whether the request may do `operation` on the resource; the AUTHORIZATION_FAILED
+    /// error of its type (and an audit line) if not.
+    pub fn authorize(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorizer
+            .check(&self.registry, ctx, operation, resource_type, name)
+    }
+
+    /// [`Broker::authorize`] on the topic `name`.
+    pub fn authorize_topic(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        self.authorize(ctx, operation, ResourceType::Topic, name)
+    }
+
+    /// [`Broker::authorize`] on the cluster.
+    pub fn authorize_cluster(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+    ) -> Result<(), BrokerError> {
+        self.authorize(ctx, operation, ResourceType::Cluster, CLUSTER_RESOURCE_NAME)
+    }
+
+    /// Whether the request may do `operation` on the resource, with no audit line: for
+    /// leaving out of a listing what the principal may not see.
+    pub fn may(
+        &self,
+        ctx: &RequestContext,
+        operation: Operation,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> bool {
+        self.authorizer
+            .allows(&self.registry, ctx, operation, resource_type, name)
     }
 }
 

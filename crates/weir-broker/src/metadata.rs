@@ -4,6 +4,7 @@
 //! use (gRPC client or external, Kafka).
 
 use std::sync::Arc;
+use weir_cluster::security::{Operation, ResourceType};
 
 pub use weir_cluster::controller::records::Endpoints;
 use weir_cluster::is_internal;
@@ -135,9 +136,10 @@ pub fn check_current(broker: &Broker) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// The topics named (`None`: every topic, internal ones included only if asked), each
-/// created on first use if the broker does that and `allow_create` (Kafka's Metadata
-/// request says whether it may).
+/// The topics named (`None`: every topic the principal may describe, internal ones
+/// included only if asked), each created on first use if the broker does that and
+/// `allow_create` (Kafka's Metadata request says whether it may). A named topic the
+/// principal may not describe is TOPIC_AUTHORIZATION_FAILED, whether it exists or not.
 pub async fn topics(
     broker: &Broker,
     ctx: &RequestContext,
@@ -150,6 +152,7 @@ pub async fn topics(
         let mut all: Vec<TopicLookup> = image
             .topics()
             .filter(|t| include_internal || !is_internal(&t.name))
+            .filter(|t| broker.may(ctx, Operation::Describe, ResourceType::Topic, &t.name))
             .map(|t| TopicLookup {
                 name: t.name.clone(),
                 outcome: Ok(view(broker, &t.name).expect("the topic is in the image")),
@@ -160,10 +163,10 @@ pub async fn topics(
     };
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        let outcome = if allow_create {
-            topics::topic_or_create(broker, ctx, name).await.map(|_| ())
-        } else {
-            broker.topic(ctx, name).map(|_| ())
+        let outcome = match broker.authorize_topic(ctx, Operation::Describe, name) {
+            Err(e) => Err(e),
+            Ok(()) if allow_create => topics::topic_or_create(broker, ctx, name).await.map(|_| ()),
+            Ok(()) => broker.topic(ctx, name).map(|_| ()),
         };
         out.push(TopicLookup {
             name: name.clone(),

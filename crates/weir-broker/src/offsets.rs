@@ -2,6 +2,7 @@
 //! after a timestamp.
 
 use weir_cluster::Topic;
+use weir_cluster::security::Operation;
 use weir_cluster::storage::decode_records;
 
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
@@ -44,7 +45,7 @@ pub async fn list_offsets(
             queries.len()
         )));
     }
-    let topic = broker.topic(ctx, topic)?;
+    let topic = broker.topic_for(ctx, Operation::Describe, topic)?;
     let mut results = Vec::with_capacity(queries.len());
     for &(partition, spec) in queries {
         results.push(list_one(&topic, partition, spec).await);

@@ -13,6 +13,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_cluster::security::Operation;
 
 use bytes::Bytes;
 use tokio::time::Instant;
@@ -147,6 +148,7 @@ pub async fn submit(
             req.partitions.len()
         )));
     }
+    broker.authorize_topic(ctx, Operation::Write, &req.topic)?;
     let topic = crate::topics::topic_or_create(broker, ctx, &req.topic).await?;
     if topic.is_internal() {
         return Err(BrokerError::invalid(format!(

@@ -6,14 +6,36 @@ pub use weir_cluster::storage::ProducerSummary;
 
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::{Broker, BrokerError, RequestContext};
+use weir_cluster::security::{Operation, ResourceType};
 
 /// A new producer id and epoch; with `name`, the same id as the last producer of that
 /// name with its epoch bumped, fencing the old instance.
+///
+/// Authorised as in Kafka (KIP-679): a named producer needs Write on its transactional
+/// id; an unnamed one IdempotentWrite on the cluster, or Write on some topic.
 pub async fn init_producer_id(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     name: Option<String>,
 ) -> Result<(i64, i16), BrokerError> {
+    match &name {
+        Some(name) => {
+            broker.authorize(ctx, Operation::Write, ResourceType::TransactionalId, name)?
+        }
+        None => {
+            let may_write_somewhere = || {
+                broker
+                    .registry()
+                    .cluster()
+                    .image()
+                    .topics()
+                    .any(|t| broker.may(ctx, Operation::Write, ResourceType::Topic, &t.name))
+            };
+            if !may_write_somewhere() {
+                broker.authorize_cluster(ctx, Operation::IdempotentWrite)?;
+            }
+        }
+    }
     Ok(broker.registry().cluster().init_producer_id(name).await?)
 }
 
@@ -38,7 +60,7 @@ pub async fn describe_producers(
             partitions.len()
         )));
     }
-    let topic = broker.topic(ctx, topic)?;
+    let topic = broker.topic_for(ctx, Operation::Read, topic)?;
     let mut answers = Vec::with_capacity(partitions.len());
     for &index in partitions {
         let answer = async { topic.partition(index)?.producers().await }.await;

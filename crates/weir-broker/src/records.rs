@@ -4,6 +4,7 @@
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::topics::refuse_internal;
 use crate::{Broker, BrokerError, RequestContext};
+use weir_cluster::security::Operation;
 
 /// The offset that means "before the high watermark": every record consumers can read.
 pub const HIGH_WATERMARK: i64 = -1;
@@ -27,7 +28,7 @@ pub async fn delete_records(
         )));
     }
     refuse_internal(topic, "trimmed with DeleteRecords")?;
-    let topic = broker.topic(ctx, topic)?;
+    let topic = broker.topic_for(ctx, Operation::Delete, topic)?;
     let mut results = Vec::with_capacity(requests.len());
     for &(index, before) in requests {
         let outcome = async {

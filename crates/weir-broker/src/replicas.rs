@@ -4,6 +4,7 @@
 //! [`crate::offsets`], which answer only on the leader.
 
 use std::collections::BTreeMap;
+use weir_cluster::security::Operation;
 
 pub use weir_cluster::DiskUsage;
 use weir_cluster::PartitionOffsets;
@@ -28,7 +29,7 @@ pub async fn topic_replicas(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<Vec<HostedReplica>, BrokerError> {
-    let topic = broker.topic(ctx, name)?;
+    let topic = broker.topic_for(ctx, Operation::Describe, name)?;
     let me = broker.node_id();
     let mut out = Vec::new();
     for p in topic.partitions() {

@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+use weir_cluster::security::Operation;
 
 use weir_cluster::group::validate_group_id;
 pub use weir_cluster::share::{StartReset, StartTarget};
@@ -91,7 +92,7 @@ pub struct SharePartitionStart {
 /// partitions it leads, or with members in its membership table. By id.
 pub fn list_groups(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
 ) -> Result<Vec<ShareGroupListing>, BrokerError> {
     let now = Instant::now();
     let mut out: BTreeMap<String, ShareGroupListing> = BTreeMap::new();
@@ -119,7 +120,20 @@ pub fn list_groups(
                 .has_state = true;
         }
     }
-    Ok(out.into_values().collect())
+    // As for consumer groups: the groups the principal may describe.
+    use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
+    let everything = broker.may(
+        ctx,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_RESOURCE_NAME,
+    );
+    Ok(out
+        .into_values()
+        .filter(|g| {
+            everything || broker.may(ctx, Operation::Describe, ResourceType::Group, &g.group_id)
+        })
+        .collect())
 }
 
 /// The share group's state, epochs and members, at its group coordinator (NOT_COORDINATOR
@@ -187,7 +201,7 @@ pub async fn describe_offsets(
         .collect();
     let mut out = Vec::new();
     for (topic, partitions) in topics {
-        let known = broker.topic(ctx, &topic);
+        let known = broker.topic_for(ctx, Operation::Describe, &topic);
         for partition in partitions {
             let start = match &known {
                 Err(e) => Err(e.clone().at(&topic, partition)),

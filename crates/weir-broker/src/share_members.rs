@@ -398,6 +398,7 @@ pub fn heartbeat(
     mut hb: ShareHeartbeat,
 ) -> Result<ShareHeartbeatAnswer, BrokerError> {
     validate_group_id(&hb.group_id)?;
+    broker.authorize_group(ctx, weir_cluster::security::Operation::Read, &hb.group_id)?;
     crate::groups::fill_client(ctx, &mut hb.client_id, &mut hb.client_host);
     check_coordinator(broker, ctx, &hb.group_id)?;
     broker

@@ -11,6 +11,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::pin::Pin;
+use weir_cluster::security::Operation;
 
 use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
@@ -27,9 +28,10 @@ use crate::{Broker, BrokerError, Reason, RequestContext};
 /// the topic is not created yet).
 pub fn find_coordinator(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Coordinator, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     let found = share::find_share_coordinator(broker.registry(), group_id);
     coordinator_at(broker, "share group", group_id, SHARE_STATE_TOPIC, found)
 }
@@ -38,9 +40,10 @@ pub fn find_coordinator(
 /// poll). Per-entry acknowledgement errors are in the answer; the rest fail the request.
 pub async fn fetch(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     fetch: ShareFetch,
 ) -> Result<ShareFetchAnswer, BrokerError> {
+    authorize_fetch(broker, ctx, &fetch)?;
     Ok(broker.shares()?.fetch(fetch).await?)
 }
 
@@ -48,12 +51,13 @@ pub async fn fetch(
 /// still holds. Answers once the outcome is durable.
 pub async fn acknowledge(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     member_id: &str,
     acks: Vec<AckRange>,
     leaving: bool,
 ) -> Result<Vec<AckResult>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     Ok(broker
         .shares()?
         .acknowledge(group_id, member_id, acks, leaving)
@@ -128,6 +132,7 @@ pub async fn fetch_anywhere(
     ctx: &RequestContext,
     share_fetch: ShareFetch,
 ) -> Result<ShareFetchAnswer, BrokerError> {
+    authorize_fetch(broker, ctx, &share_fetch)?;
     let coordinator = find_coordinator(broker, ctx, &share_fetch.group_id)?;
     if coordinator.node_id == broker.node_id() {
         return fetch(broker, ctx, share_fetch).await;
@@ -147,6 +152,7 @@ pub async fn acknowledge_anywhere(
     acks: Vec<AckRange>,
     leaving: bool,
 ) -> Result<Vec<AckResult>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     let coordinator = find_coordinator(broker, ctx, group_id)?;
     if coordinator.node_id == broker.node_id() {
         return acknowledge(broker, ctx, group_id, member_id, acks, leaving).await;
@@ -160,9 +166,10 @@ pub async fn acknowledge_anywhere(
 /// Each share-partition of the group, with the settings it runs with.
 pub async fn describe(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<ShareGroupView, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     Ok(broker.shares()?.describe(group_id).await?)
 }
 
@@ -170,11 +177,12 @@ pub async fn describe(
 /// filter); answers as [`describe`].
 pub async fn configure(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     settings: GroupSettings,
     keep_filter: bool,
 ) -> Result<ShareGroupView, BrokerError> {
+    broker.authorize_group(ctx, Operation::AlterConfigs, group_id)?;
     Ok(broker
         .shares()?
         .configure(group_id, settings, keep_filter)
@@ -185,9 +193,10 @@ pub async fn configure(
 /// `None` for a group without state.
 pub async fn starts(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Option<Vec<(String, u32, i64)>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     match broker.shares()?.describe(group_id).await {
         Ok(view) => Ok(Some(
             view.partitions
@@ -206,6 +215,7 @@ pub async fn starts_anywhere(
     ctx: &RequestContext,
     group_id: &str,
 ) -> Result<Option<Vec<(String, u32, i64)>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
     let coordinator = find_coordinator(broker, ctx, group_id)?;
     if coordinator.node_id == broker.node_id() {
         return starts(broker, ctx, group_id).await;
@@ -221,10 +231,11 @@ pub async fn starts_anywhere(
 /// knows or a record is held under a lock. One answer (the new start) per entry.
 pub async fn reset_starts(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     resets: Vec<StartReset>,
 ) -> Result<Vec<Result<i64, BrokerError>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     broker
         .share_members()
         .check_empty(group_id, std::time::Instant::now())?;
@@ -244,6 +255,7 @@ pub async fn reset_anywhere(
     group_id: &str,
     resets: Vec<StartReset>,
 ) -> Result<Vec<Result<i64, BrokerError>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
     let coordinator = find_coordinator(broker, ctx, group_id)?;
     if coordinator.node_id == broker.node_id() {
         return reset_starts(broker, ctx, group_id, resets).await;
@@ -259,10 +271,11 @@ pub async fn reset_anywhere(
 /// group without state; GROUP_NOT_EMPTY as [`reset_starts`].
 pub async fn delete(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     group_id: &str,
     topics: Option<Vec<String>>,
 ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Delete, group_id)?;
     broker
         .share_members()
         .check_empty(group_id, std::time::Instant::now())?;
@@ -288,6 +301,7 @@ pub async fn delete_anywhere(
     group_id: &str,
     topics: Option<Vec<String>>,
 ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Delete, group_id)?;
     let coordinator = find_coordinator(broker, ctx, group_id)?;
     if coordinator.node_id == broker.node_id() {
         return delete(broker, ctx, group_id, topics).await;
@@ -341,4 +355,17 @@ impl From<ShareError> for BrokerError {
             partition,
         }
     }
+}
+
+/// A share fetch reads as its group and reads each of its topics (Kafka: Read on both).
+fn authorize_fetch(
+    broker: &Broker,
+    ctx: &RequestContext,
+    fetch: &ShareFetch,
+) -> Result<(), BrokerError> {
+    broker.authorize_group(ctx, Operation::Read, &fetch.group_id)?;
+    for topic in &fetch.topics {
+        broker.authorize_topic(ctx, Operation::Read, topic)?;
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
 use weir_cluster::{
     ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
@@ -50,12 +51,13 @@ pub fn refuse_internal(name: &str, what: &str) -> Result<(), BrokerError> {
 /// default.
 pub async fn create_topic(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     name: &str,
     partitions: u32,
     replication_factor: u32,
     configs: BTreeMap<String, String>,
 ) -> Result<Arc<Topic>, BrokerError> {
+    authorize_create(broker, ctx, name)?;
     refuse_internal(name, "created")?;
     let defaults = broker.topic_defaults();
     let partitions = match partitions {
@@ -72,6 +74,24 @@ pub async fn create_topic(
         .await?)
 }
 
+/// Whether the request may create the topic `name`: Create on the cluster, or on the
+/// topic (a literal or prefixed ACL), as in Kafka.
+pub fn authorize_create(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+) -> Result<(), BrokerError> {
+    if broker.may(
+        ctx,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_RESOURCE_NAME,
+    ) {
+        return Ok(());
+    }
+    broker.authorize_topic(ctx, Operation::Create, name)
+}
+
 /// Whether a topic named `name` could be created now: the naming rules, not an internal
 /// name, and no topic has it (Kafka's `validate_only`).
 pub fn check_new_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
@@ -86,9 +106,10 @@ pub fn check_new_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
 /// Deletes `name` and its records.
 pub async fn delete_topic(
     broker: &Broker,
-    _ctx: &RequestContext,
+    ctx: &RequestContext,
     name: &str,
 ) -> Result<(), BrokerError> {
+    broker.authorize_topic(ctx, Operation::Delete, name)?;
     refuse_internal(name, "deleted")?;
     broker.registry().delete_topic(name).await?;
     broker.metrics().forget_topic(name);
@@ -118,7 +139,7 @@ pub fn check_partition_count(
     count: u32,
 ) -> Result<Arc<Topic>, BrokerError> {
     refuse_internal(name, "given more partitions")?;
-    let topic = broker.topic(ctx, name)?;
+    let topic = broker.topic_for(ctx, Operation::Alter, name)?;
     let current = topic.partition_count();
     if count <= current {
         return Err(BrokerError::new(
@@ -142,7 +163,8 @@ pub fn check_partition_count(
 
 /// The topic `name` for a client that uses it: created with the defaults if it does not
 /// exist and the broker creates topics on first use (a race with another creator is
-/// fine: whoever wins, the topic exists). UNKNOWN_TOPIC otherwise.
+/// fine: whoever wins, the topic exists). UNKNOWN_TOPIC otherwise, as for a principal
+/// that may not create it.
 pub async fn topic_or_create(
     broker: &Broker,
     ctx: &RequestContext,
@@ -151,7 +173,9 @@ pub async fn topic_or_create(
     match broker.registry().topic(name) {
         Ok(topic) => Ok(topic),
         Err(ClusterError::UnknownTopic(_))
-            if broker.topic_defaults().auto_create && !is_internal(name) =>
+            if broker.topic_defaults().auto_create
+                && !is_internal(name)
+                && authorize_create(broker, ctx, name).is_ok() =>
         {
             match create_topic(broker, ctx, name, 0, 0, BTreeMap::new()).await {
                 Ok(topic) => {

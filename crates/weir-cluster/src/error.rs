@@ -82,6 +82,9 @@ pub enum ClusterError {
     Config(#[from] ConfigError),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// RESOURCE_NOT_FOUND: a user or credential that does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// INVALID_REPLICATION_FACTOR: more replicas than brokers that can take one.
     #[error(
         "replication factor {replication_factor} cannot be placed: the cluster has {brokers} broker(s) that can take a replica (unfenced, not shutting down)"

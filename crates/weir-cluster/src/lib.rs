@@ -38,6 +38,7 @@ mod peer_log;
 pub mod quorum;
 mod registry;
 pub mod replication;
+pub mod security;
 // The replication simulation's generator (SplitMix64), shared by the group and share
 // simulations, so one seed replays exactly.
 pub mod share;

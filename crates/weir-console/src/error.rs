@@ -35,7 +35,11 @@ impl From<BrokerError> for PageError {
 pub(crate) fn status_of(reason: &Reason) -> StatusCode {
     use Reason as R;
     match reason {
-        R::UnknownTopic | R::UnknownPartition | R::UnknownGroup => StatusCode::NOT_FOUND,
+        R::UnknownTopic | R::UnknownPartition | R::UnknownGroup | R::NotFound => {
+            StatusCode::NOT_FOUND
+        }
+        R::NotAuthorized { .. } => StatusCode::FORBIDDEN,
+        R::AuthenticationFailed => StatusCode::UNAUTHORIZED,
         R::TopicAlreadyExists
         | R::GroupNotEmpty
         | R::StateConflict

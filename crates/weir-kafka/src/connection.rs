@@ -35,6 +35,7 @@ use weir_security::tls::{self, ServerTls};
 use crate::apis;
 use crate::frame::{self, MAX_REQUEST_FRAME_BYTES};
 use crate::handler::{ConnectionInfo, Handler, HandlerError, Response};
+use crate::sasl::{self, SaslState};
 
 /// How many requests of one connection are decoded and not yet answered at most. Kafka
 /// clients pipeline (librdkafka sends many produce requests before the first answer);
@@ -202,6 +203,11 @@ enum Close {
         api_version: i16,
         correlation_id: i32,
     },
+    /// A request other than ApiVersions or SASL before authenticating, where it is
+    /// required.
+    Unauthenticated {
+        api_key: ApiKey,
+    },
 }
 
 /// Sets up an accepted connection (TLS if the listener has it) and serves it.
@@ -220,6 +226,7 @@ async fn set_up<H: Handler>(
             local,
             tls: tls.is_some(),
             certificate_principal: None,
+            sasl_principal: std::sync::OnceLock::new(),
         },
         // The peer is already gone.
         _ => return,
@@ -261,6 +268,9 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;
     let mut close: Option<Close> = None;
+    let mut sasl_state = SaslState::default();
+    let authority = handler.sasl();
+    let must_authenticate = authority.is_some_and(|a| a.required());
     let cut_off = handler.until_cut_off();
     tokio::pin!(cut_off);
     loop {
@@ -327,6 +337,42 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                 );
                 let api_key = request.api_key;
                 let correlation_id = request.correlation_id;
+                if must_authenticate
+                    && info.principal().is_none()
+                    && !sasl::allowed_before_authentication(api_key)
+                {
+                    close = Some(Close::Unauthenticated { api_key });
+                    continue;
+                }
+                if matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+                    && apis::is_served(table, api_key, request.api_version)
+                {
+                    // Answered here, in order, with nothing else in flight: they change
+                    // who the connection is.
+                    let result = match authority {
+                        Some(authority) => sasl::answer(authority, info, &mut sasl_state, &request),
+                        None => sasl::answer(&sasl::NoUsers, info, &mut sasl_state, &request),
+                    };
+                    let result = result.map(|(response, after)| {
+                        match after {
+                            sasl::After::Continue => {}
+                            sasl::After::Authenticated(user) => {
+                                let _ = info.sasl_principal.set(user);
+                            }
+                            sasl::After::Close => close = Some(Close::Quietly),
+                        }
+                        response
+                    });
+                    in_flight_bytes += request_bytes;
+                    in_flight.push_back(Either::Right(future::ready(Answer {
+                        api_key,
+                        response_version: request.api_version,
+                        correlation_id,
+                        request_bytes,
+                        result,
+                    })));
+                    continue;
+                }
                 if api_key == ApiKey::ApiVersions {
                     let answer = match apis::answer_api_versions(&request, table) {
                         Ok((response_version, response)) => Answer {
@@ -382,6 +428,9 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
             api_version,
             correlation_id,
         }) => format!("{api_key:?} v{api_version} (correlation id {correlation_id}) is not served"),
+        Some(Close::Unauthenticated { api_key }) => format!(
+            "{api_key:?} before authenticating: this listener requires SASL authentication (or a client certificate)"
+        ),
         Some(Close::Quietly) | None => String::new(),
     };
     if !reason.is_empty() {

@@ -25,6 +25,19 @@ pub struct ConnectionInfo {
     /// The principal the client's verified TLS certificate names (mutual TLS), if it
     /// presented one.
     pub certificate_principal: Option<String>,
+    /// The user the connection authenticated as with SASL, once it has (set once:
+    /// re-authentication is not offered).
+    pub sasl_principal: std::sync::OnceLock<String>,
+}
+
+impl ConnectionInfo {
+    /// Who the connection is: its SASL user, else its certificate's principal.
+    pub fn principal(&self) -> Option<&str> {
+        self.sasl_principal
+            .get()
+            .or(self.certificate_principal.as_ref())
+            .map(String::as_str)
+    }
 }
 
 /// The broker core as the listener sees it: it answers every request of a served api
@@ -62,6 +75,12 @@ pub trait Handler: Send + Sync + 'static {
     /// the other brokers at once. By default, never.
     fn is_cut_off(&self) -> bool {
         false
+    }
+
+    /// The SASL rules and users' credentials of this listener; `None`: SASL is off
+    /// (a SaslHandshake is answered with no mechanism).
+    fn sasl(&self) -> Option<&dyn crate::sasl::SaslAuthority> {
+        None
     }
 
     /// Resolves once [`Self::is_cut_off`] turns true (at once if it is): each connection

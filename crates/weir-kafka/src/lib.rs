@@ -29,6 +29,7 @@ pub mod connection;
 pub mod frame;
 pub mod handler;
 pub mod handlers;
+pub mod sasl;
 pub mod share_sessions;
 
 pub use apis::SUPPORTED;

@@ -159,6 +159,21 @@ pub struct ServerConfig {
     /// Replicas of a topic created on first use or without a replication factor
     /// (Kafka's `default.replication.factor`).
     pub default_replication_factor: u32,
+    /// Clients must authenticate (SASL on the Kafka listeners, a user and password on
+    /// gRPC and the admin listener, or a client certificate) before anything else:
+    /// `required`. `optional` (the default): a client that does not is anonymous.
+    pub authentication: Authentication,
+    /// Check every request against the cluster's ACLs, denying what none allows
+    /// (`docs/security.md`). Off by default for the one-command start.
+    pub authorization: bool,
+    /// Principals allowed everything when authorization is on (`User:NAME`; Kafka's
+    /// `super.users`). The bootstrap admin is one without being listed.
+    pub super_users: Vec<String>,
+    /// A user created (or given this password) when the broker starts, and made a super
+    /// user: the first operator's way in. Both or neither.
+    pub admin_user: Option<String>,
+    /// The bootstrap admin's password (`WEIR_ADMIN_PASSWORD`). Never logged.
+    pub admin_password: Option<Secret>,
     /// What partition logs read and write their files through: the file system. Not a
     /// setting (no file key, flag or variable): tests put a
     /// `weir_log::storage::FaultyStorage` under a whole broker with it.
@@ -197,6 +212,11 @@ impl Default for ServerConfig {
             share_record_lock_duration_ms: ShareConfig::default().lock_duration_ms,
             share_delivery_count_limit: ShareConfig::default().delivery_count_limit,
             auto_create_topics: true,
+            authentication: Authentication::Optional,
+            authorization: false,
+            super_users: Vec::new(),
+            admin_user: None,
+            admin_password: None,
             num_partitions: 1,
             default_replication_factor: 1,
             log_storage: LogStorage::default(),
@@ -269,6 +289,31 @@ impl ServerConfig {
             return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
         }
         self.kafka_tls()?;
+        if self.admin_user.is_some() != self.admin_password.is_some() {
+            return Err(ServerConfigError::AdminIncomplete);
+        }
+        if let Some(user) = &self.admin_user {
+            weir_cluster::security::validate_user_name(user).map_err(|reason| {
+                ServerConfigError::BadSuperUser {
+                    value: user.clone(),
+                    reason,
+                }
+            })?;
+        }
+        for principal in &self.super_users {
+            let name = principal
+                .strip_prefix(weir_cluster::security::USER_PRINCIPAL_PREFIX)
+                .ok_or_else(|| ServerConfigError::BadSuperUser {
+                    value: principal.clone(),
+                    reason: "a super user is named User:NAME".into(),
+                })?;
+            weir_cluster::security::validate_user_name(name).map_err(|reason| {
+                ServerConfigError::BadSuperUser {
+                    value: principal.clone(),
+                    reason,
+                }
+            })?;
+        }
         // Port 0 picks a free port per listener, so only fixed ports can clash.
         let listeners = [
             (Some(self.listen), "the gRPC listen address"),
@@ -491,6 +536,62 @@ pub enum ServerConfigError {
          them too"
     )]
     KafkaTlsIncomplete,
+    #[error(
+        "a bootstrap admin needs both admin_user (WEIR_ADMIN_USER) and admin_password \
+         (WEIR_ADMIN_PASSWORD)"
+    )]
+    AdminIncomplete,
+    #[error("super user {value:?}: {reason}")]
+    BadSuperUser { value: String, reason: String },
+}
+
+/// Whether clients must authenticate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Authentication {
+    /// A client that does not authenticate is anonymous (`User:ANONYMOUS`).
+    #[default]
+    Optional,
+    /// Nothing but ApiVersions and the authentication itself before a client has.
+    Required,
+}
+
+impl std::str::FromStr for Authentication {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Authentication, String> {
+        match value {
+            "optional" => Ok(Authentication::Optional),
+            "required" => Ok(Authentication::Required),
+            other => Err(format!("{other:?} is not optional or required")),
+        }
+    }
+}
+
+/// A secret from configuration: usable, never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl ServerConfig {
+    /// The core's security settings: the bootstrap admin is a super user.
+    pub fn security(&self) -> weir_broker::SecurityConfig {
+        let mut super_users = self.super_users.clone();
+        if let Some(admin) = &self.admin_user {
+            super_users.push(format!("User:{admin}"));
+        }
+        weir_broker::SecurityConfig {
+            require_authentication: self.authentication == Authentication::Required,
+            authorization: self.authorization,
+            super_users,
+        }
+    }
 }
 
 /// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed

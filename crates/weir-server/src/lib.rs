@@ -275,6 +275,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 num_partitions: config.num_partitions,
                 replication_factor: config.default_replication_factor,
             },
+            config.security(),
         )),
         advertised,
         external_advertised,

@@ -54,7 +54,9 @@ pub const META_MAX_REQUEST_BYTES: &str = "max_request_bytes";
 /// The status code for `reason`.
 pub fn code(reason: &Reason) -> Code {
     match reason {
-        Reason::UnknownTopic | Reason::UnknownGroup => Code::NotFound,
+        Reason::UnknownTopic | Reason::UnknownGroup | Reason::NotFound => Code::NotFound,
+        Reason::NotAuthorized { .. } => Code::PermissionDenied,
+        Reason::AuthenticationFailed => Code::Unauthenticated,
         Reason::TopicAlreadyExists => Code::AlreadyExists,
         // The topic exists; the index is past its partition count.
         Reason::UnknownPartition

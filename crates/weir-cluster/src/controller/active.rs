@@ -19,7 +19,9 @@ use std::fmt;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
-use super::{alter_partition, brokers, preferred, producer_ids, reassign, resign, topics};
+use super::{
+    alter_partition, brokers, preferred, producer_ids, reassign, resign, security, topics,
+};
 use crate::partition::BrokerId;
 
 /// `broker.session.timeout.ms`: a broker silent this long is fenced.
@@ -277,6 +279,14 @@ impl Controller {
                 producer_ids::allocate_block(image, node, broker_epoch)
             }
             ControllerRequest::InitProducer { name } => producer_ids::init_named(image, name),
+            ControllerRequest::UpsertScramCredential { user, credential } => {
+                security::upsert_credential(image, user, credential)
+            }
+            ControllerRequest::DeleteScramCredential { user, mechanism } => {
+                security::delete_credential(image, user, mechanism)
+            }
+            ControllerRequest::CreateAcls { acls } => security::create_acls(image, acls),
+            ControllerRequest::DeleteAcls { filters } => security::delete_acls(image, filters),
         }
     }
 

@@ -270,6 +270,36 @@ impl MetadataImage {
                 ids.named
                     .insert(name.clone(), (*producer_id, *producer_epoch));
             }
+            MetadataRecord::ScramCredentialUpserted { user, credential } => {
+                self.security
+                    .users
+                    .entry(user.clone())
+                    .or_default()
+                    .insert(credential.mechanism.clone(), credential.clone());
+            }
+            MetadataRecord::ScramCredentialDeleted { user, mechanism } => {
+                let credentials = self.security.users.get_mut(user);
+                if credentials.and_then(|c| c.remove(mechanism)).is_none() {
+                    return Err(ImageError::Inconsistent(format!(
+                        "user {user:?} has no {mechanism} credential to delete"
+                    )));
+                }
+                if self.security.users[user].is_empty() {
+                    self.security.users.remove(user);
+                }
+            }
+            MetadataRecord::AclCreated { acl } => {
+                self.security.acls.insert(acl.clone());
+                self.security.acls_version = self.next_offset;
+            }
+            MetadataRecord::AclDeleted { acl } => {
+                if !self.security.acls.remove(acl) {
+                    return Err(ImageError::Inconsistent(format!(
+                        "ACL ({acl}) is not there to delete"
+                    )));
+                }
+                self.security.acls_version = self.next_offset;
+            }
         }
         self.next_offset += 1;
         Ok(())

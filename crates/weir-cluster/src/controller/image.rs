@@ -4,7 +4,7 @@
 //! image serialised, and [`MetadataImage::from_legacy`] turns a single-node
 //! `metadata.weir` into the image a cluster starts from.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use crate::config::TopicConfig;
 use crate::error::ConfigError;
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
+use crate::security::{AclBinding, StoredCredential};
 
 /// The committed cluster metadata at one point of the metadata log.
 ///
@@ -32,6 +33,18 @@ pub struct MetadataImage {
     /// Topic ids by topic name: an index of `topics`.
     pub(super) topic_ids: BTreeMap<String, String>,
     pub(super) producer_ids: ProducerIds,
+    pub(super) security: SecurityImage,
+}
+
+/// Users and ACLs (`crate::security`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityImage {
+    /// Each user's credentials, by mechanism name. A user exists while it has one.
+    pub(super) users: BTreeMap<String, BTreeMap<String, StoredCredential>>,
+    pub(super) acls: BTreeSet<AclBinding>,
+    /// The metadata offset of the last ACL record applied (0 before any): authorisers
+    /// rebuild their index when it moves, not on every metadata change.
+    pub(super) acls_version: MetadataOffset,
 }
 
 /// Where producer ids stand (`producer_ids.rs`).
@@ -154,6 +167,7 @@ impl MetadataImage {
             brokers: BTreeMap::new(),
             topics,
             producer_ids: ProducerIds::default(),
+            security: SecurityImage::default(),
         })
     }
 
@@ -216,6 +230,29 @@ impl MetadataImage {
         self.topic(name)?.partitions.get(partition as usize)
     }
 
+    /// `user`'s credential for the SCRAM `mechanism`.
+    pub fn credential(&self, user: &str, mechanism: &str) -> Option<&StoredCredential> {
+        self.security.users.get(user)?.get(mechanism)
+    }
+
+    /// Every user, with the mechanisms it has credentials for.
+    pub fn users(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
+        self.security
+            .users
+            .iter()
+            .map(|(user, by)| (user.as_str(), by.keys().map(String::as_str).collect()))
+    }
+
+    /// Every ACL binding, in order.
+    pub fn acls(&self) -> impl Iterator<Item = &AclBinding> {
+        self.security.acls.iter()
+    }
+
+    /// Changes whenever the ACLs do (the offset of the last ACL record applied).
+    pub fn acls_version(&self) -> MetadataOffset {
+        self.security.acls_version
+    }
+
     /// Every partition of every topic.
     pub fn partitions(&self) -> impl Iterator<Item = PartitionRef<'_>> {
         self.topics.values().flat_map(|topic| {
@@ -254,18 +291,22 @@ struct ImageData {
     /// Absent in snapshots from before idempotent producers.
     #[serde(default)]
     producer_ids: ProducerIds,
+    /// Absent in snapshots from before users and ACLs.
+    #[serde(default)]
+    security: SecurityImage,
 }
 
 impl Serialize for MetadataImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // By hand, to write the topics without cloning the image into an `ImageData`.
         let topics: Vec<&TopicImage> = self.topics.values().collect();
-        let mut s = serializer.serialize_struct("ImageData", 5)?;
+        let mut s = serializer.serialize_struct("ImageData", 6)?;
         s.serialize_field("cluster_id", &self.cluster_id)?;
         s.serialize_field("next_offset", &self.next_offset)?;
         s.serialize_field("brokers", &self.brokers)?;
         s.serialize_field("topics", &topics)?;
         s.serialize_field("producer_ids", &self.producer_ids)?;
+        s.serialize_field("security", &self.security)?;
         s.end()
     }
 }
@@ -295,6 +336,7 @@ impl TryFrom<ImageData> for MetadataImage {
             topics: BTreeMap::new(),
             topic_ids: BTreeMap::new(),
             producer_ids: data.producer_ids,
+            security: data.security,
         };
         for topic in data.topics {
             if image.topic_ids.contains_key(&topic.name) {

@@ -13,7 +13,8 @@
 //!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
 //!   `election`: who leads and who stays in the ISR when brokers come and go;
 //!   [`reassign`]: moving replicas; `preferred`: leaderships back to preferred replicas;
-//!   [`producer_ids`]: ids for idempotent producers;
+//!   [`producer_ids`]: ids for idempotent producers; `security`: users' SCRAM
+//!   credentials and ACL bindings;
 //!   [`placement`]: where new replicas go.
 
 mod active;
@@ -29,6 +30,7 @@ pub mod reassign;
 pub mod records;
 mod requests;
 mod resign;
+mod security;
 #[cfg(test)]
 mod test_support;
 mod topics;
@@ -39,7 +41,9 @@ pub use active::{
     TopicIdSource,
 };
 pub use apply::ImageError;
-pub use image::{BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, TopicImage};
+pub use image::{
+    BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, SecurityImage, TopicImage,
+};
 pub use reassign::{MAX_MOVES_PER_REQUEST, PartitionMove};
 pub use records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, NO_LEADER, PartitionRegistration,

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::partition::BrokerId;
+use crate::security::{AclBinding, StoredCredential};
 
 /// A broker's registration epoch: the metadata offset of its `BrokerRegistered` record.
 /// A restarted process registers anew and gets a larger one, so anything stamped with
@@ -198,5 +199,21 @@ pub enum MetadataRecord {
         name: String,
         producer_id: i64,
         producer_epoch: i16,
+    },
+    /// `user`'s credential for `credential.mechanism` is set (created or replaced).
+    ScramCredentialUpserted {
+        user: String,
+        credential: StoredCredential,
+    },
+    /// `user`'s credential for `mechanism` is removed (the user is gone with its last).
+    ScramCredentialDeleted {
+        user: String,
+        mechanism: String,
+    },
+    AclCreated {
+        acl: AclBinding,
+    },
+    AclDeleted {
+        acl: AclBinding,
     },
 }

@@ -12,6 +12,7 @@ use super::records::{
 };
 use crate::error::{ConfigError, TopicNameError};
 use crate::partition::BrokerId;
+use crate::security::{AclBinding, AclFilter, StoredCredential};
 
 /// Longest incarnation id a broker may register with (a UUID string is 36).
 pub const MAX_INCARNATION_CHARS: usize = 64;
@@ -118,6 +119,25 @@ pub enum ControllerRequest {
     InitProducer {
         name: String,
     },
+    /// Sets `user`'s SCRAM credential for its mechanism (creating the user).
+    UpsertScramCredential {
+        user: String,
+        credential: StoredCredential,
+    },
+    /// Removes `user`'s credential for `mechanism`, or all of them (the user) for `None`.
+    DeleteScramCredential {
+        user: String,
+        mechanism: Option<String>,
+    },
+    /// Adds ACL bindings; ones that exist already are left as they are. All are valid, or
+    /// none is added.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// Removes the bindings each filter selects.
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// An accepted request: the records to commit and the reply to send once they are.
@@ -166,6 +186,12 @@ pub enum ControllerReply {
         producer_id: i64,
         producer_epoch: i16,
     },
+    CredentialUpserted,
+    /// The mechanisms whose credentials were removed.
+    CredentialsDeleted(Vec<String>),
+    AclsCreated,
+    /// For each filter, the bindings it removed.
+    AclsDeleted(Vec<Vec<AclBinding>>),
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
@@ -305,6 +331,27 @@ pub enum ControllerError {
         "the cluster already knows {MAX_NAMED_PRODUCERS} named producers; start producers without a name"
     )]
     TooManyNamedProducers,
+    /// A credential or user name that cannot be stored.
+    #[error("invalid credential for user {user:?}: {reason}")]
+    InvalidCredential { user: String, reason: String },
+    /// RESOURCE_NOT_FOUND: no such user, or no credential of that mechanism.
+    #[error("user {user:?} has no {what}")]
+    UnknownCredential { user: String, what: String },
+    #[error(
+        "the cluster already has {} users; delete some first",
+        crate::security::MAX_USERS
+    )]
+    TooManyUsers,
+    /// INVALID_REQUEST: a binding that cannot be stored.
+    #[error("invalid ACL ({acl}): {reason}")]
+    InvalidAcl { acl: String, reason: String },
+    #[error(
+        "{requested} ACL bindings would pass the cluster's limit of {}",
+        crate::security::MAX_ACLS
+    )]
+    TooManyAcls { requested: usize },
+    #[error("one request may name at most {max} ACL bindings or filters, not {given}", max = crate::security::MAX_ACLS_PER_REQUEST)]
+    TooManyAclsInRequest { given: usize },
     /// A bug in the injected topic id source: it keeps handing out ids in use.
     #[error("the topic id source returned {draws} ids in use or empty (last {last:?})")]
     TopicIdsExhausted { draws: usize, last: String },

@@ -14,6 +14,7 @@ mod active;
 mod lifecycle;
 mod observer;
 mod producer_ids;
+mod security;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -501,6 +502,7 @@ pub fn refusal(e: ControllerError) -> ClusterError {
             replication_factor,
             brokers,
         },
+        e @ ControllerError::UnknownCredential { .. } => ClusterError::NotFound(e.to_string()),
         ControllerError::ClusterNotCreated => {
             ClusterError::ControllerUnavailable(ControllerError::ClusterNotCreated.to_string())
         }

@@ -1,6 +1,7 @@
 //! The one place the Kafka adapter turns the core's reasons into Kafka error codes.
 
 use kafka_protocol::error::ResponseError as E;
+use weir_broker::security::ResourceType;
 use weir_broker::{BrokerError, Reason};
 
 /// The Kafka error code for `err`.
@@ -53,6 +54,14 @@ pub fn code(reason: &Reason) -> i16 {
         Reason::IllegalGeneration => E::IllegalGeneration,
         Reason::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
         Reason::InvalidSessionTimeout => E::InvalidSessionTimeout,
+        Reason::NotAuthorized { resource_type } => match resource_type {
+            ResourceType::Topic => E::TopicAuthorizationFailed,
+            ResourceType::Group => E::GroupAuthorizationFailed,
+            ResourceType::Cluster => E::ClusterAuthorizationFailed,
+            ResourceType::TransactionalId => E::TransactionalIdAuthorizationFailed,
+        },
+        Reason::AuthenticationFailed => E::SaslAuthenticationFailed,
+        Reason::NotFound => E::ResourceNotFound,
     };
     error.code()
 }

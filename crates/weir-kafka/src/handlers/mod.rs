@@ -29,6 +29,7 @@ mod groups;
 mod metadata;
 mod produce;
 mod records;
+mod security;
 mod share_admin;
 mod shares;
 mod topics;
@@ -41,7 +42,9 @@ use weir_broker::{Listener, Principal, RequestContext};
 
 use crate::frame::Request;
 use crate::handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
+use crate::sasl::SaslAuthority;
 use crate::share_sessions::ShareSessions;
+use weir_security::scram::{ScramCredential, ScramMechanism};
 
 pub use errors::error_code;
 
@@ -54,6 +57,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 10),
     (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
@@ -76,6 +81,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::ShareGroupHeartbeat, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
@@ -145,10 +155,33 @@ impl KafkaBroker {
     fn context(&self, connection: &ConnectionInfo, request: &Request) -> RequestContext {
         let mut ctx = RequestContext::anonymous(self.listener, Some(connection.peer))
             .with_client_id(request.client_id.as_ref().map(|c| c.to_string()));
-        if let Some(name) = &connection.certificate_principal {
-            ctx.principal = Principal::User(name.clone());
+        if let Some(name) = connection.principal() {
+            ctx.principal = Principal::User(name.to_owned());
         }
         ctx
+    }
+}
+
+/// SASL against the users in the cluster's metadata.
+impl SaslAuthority for KafkaBroker {
+    fn required(&self) -> bool {
+        self.core.authorizer().config().require_authentication
+    }
+
+    fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
+        weir_broker::security_admin::credential(&self.core, user, mechanism)
+    }
+
+    fn verify_password(&self, user: &str, password: &str) -> bool {
+        weir_broker::security_admin::verify_password(&self.core, user, password)
+    }
+
+    fn failed(&self, info: &ConnectionInfo, user: Option<&str>, mechanism: &str, reason: &str) {
+        let ctx = RequestContext::anonymous(self.listener, Some(info.peer));
+        self.core
+            .authorizer()
+            .audit()
+            .authentication_failed(&ctx, user, mechanism, reason);
     }
 }
 
@@ -186,6 +219,10 @@ impl Handler for KafkaBroker {
 
     fn is_cut_off(&self) -> bool {
         self.core.is_cut_off()
+    }
+
+    fn sasl(&self) -> Option<&dyn SaslAuthority> {
+        Some(self)
     }
 
     async fn until_cut_off(&self) {
@@ -247,6 +284,15 @@ impl Handler for KafkaBroker {
             }
             ApiKey::DeleteShareGroupOffsets => {
                 share_admin::delete_share_group_offsets(self, &ctx, &request).await
+            }
+            ApiKey::CreateAcls => security::create_acls(self, &ctx, &request).await,
+            ApiKey::DescribeAcls => security::describe_acls(self, &ctx, &request).await,
+            ApiKey::DeleteAcls => security::delete_acls(self, &ctx, &request).await,
+            ApiKey::AlterUserScramCredentials => {
+                security::alter_user_scram_credentials(self, &ctx, &request).await
+            }
+            ApiKey::DescribeUserScramCredentials => {
+                security::describe_user_scram_credentials(self, &ctx, &request).await
             }
             ApiKey::Produce => match produce::start(self, &ctx, &request).await {
                 Ok(pending) => pending.await,

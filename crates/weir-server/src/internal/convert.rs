@@ -307,6 +307,10 @@ enum ReplyDef {
         producer_id: i64,
         producer_epoch: i16,
     },
+    CredentialUpserted,
+    CredentialsDeleted(Vec<String>),
+    AclsCreated,
+    AclsDeleted(Vec<Vec<weir_cluster::security::AclBinding>>),
 }
 
 /// [`ControllerError`]'s serde form.
@@ -390,6 +394,25 @@ enum ErrorDef {
     },
     InvalidProducerName(String),
     TooManyNamedProducers,
+    InvalidCredential {
+        user: String,
+        reason: String,
+    },
+    UnknownCredential {
+        user: String,
+        what: String,
+    },
+    TooManyUsers,
+    InvalidAcl {
+        acl: String,
+        reason: String,
+    },
+    TooManyAcls {
+        requested: usize,
+    },
+    TooManyAclsInRequest {
+        given: usize,
+    },
     TopicIdsExhausted {
         draws: usize,
         last: String,

@@ -1,0 +1,191 @@
+//! Administering users and ACLs, for every protocol (Kafka's AlterUserScramCredentials,
+//! DescribeUserScramCredentials, CreateAcls, DescribeAcls, DeleteAcls; Weir's gRPC admin
+//! calls behind `weir user` and `weir acl`). Changing either needs Alter on the cluster,
+//! reading them Describe, as in Kafka. Credentials come in as a salted password (the
+//! password itself never reaches the broker over these calls) and are stored as SCRAM's
+//! stored and server keys.
+
+use weir_cluster::security::{AclBinding, AclFilter, StoredCredential};
+use weir_cluster::security::{Operation, validate_user_name};
+use weir_security::scram::{ScramCredential, ScramMechanism};
+
+use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// One user as listed: its name and, per mechanism, the iterations of its credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserListing {
+    pub user: String,
+    pub mechanisms: Vec<(String, u32)>,
+}
+
+/// A new credential for `user`, from the salted password a client derived.
+#[derive(Clone)]
+pub struct CredentialUpsert {
+    pub user: String,
+    pub mechanism: String,
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+}
+
+impl std::fmt::Debug for CredentialUpsert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The salted password is as good as the password to SCRAM.
+        f.debug_struct("CredentialUpsert")
+            .field("user", &self.user)
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets a user's SCRAM credential (creating the user).
+pub async fn upsert_credential(
+    broker: &Broker,
+    ctx: &RequestContext,
+    upsert: CredentialUpsert,
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    validate_user_name(&upsert.user).map_err(BrokerError::invalid)?;
+    let mechanism = ScramMechanism::from_name(&upsert.mechanism).ok_or_else(|| {
+        BrokerError::invalid(format!(
+            "unknown SCRAM mechanism {:?} (use SCRAM-SHA-256 or SCRAM-SHA-512)",
+            upsert.mechanism
+        ))
+    })?;
+    let credential = ScramCredential::from_salted_password(
+        mechanism,
+        upsert.salt,
+        upsert.iterations,
+        &upsert.salted_password,
+    )
+    .map_err(|e| BrokerError::invalid(e.to_string()))?;
+    broker
+        .registry()
+        .cluster()
+        .upsert_scram_credential(upsert.user, stored(&credential))
+        .await?;
+    Ok(())
+}
+
+/// Removes a user's credential for `mechanism`, or the user; the mechanisms removed.
+pub async fn delete_credential(
+    broker: &Broker,
+    ctx: &RequestContext,
+    user: &str,
+    mechanism: Option<&str>,
+) -> Result<Vec<String>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    Ok(broker
+        .registry()
+        .cluster()
+        .delete_scram_credential(user.to_owned(), mechanism.map(str::to_owned))
+        .await?)
+}
+
+/// The users named (every user for `None`); a named user that does not exist is
+/// NOT_FOUND in its place.
+pub fn describe_users(
+    broker: &Broker,
+    ctx: &RequestContext,
+    users: Option<&[String]>,
+) -> Result<Vec<Result<UserListing, BrokerError>>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let image = broker.registry().cluster().image();
+    let listing = |user: &str| UserListing {
+        user: user.to_owned(),
+        mechanisms: ScramMechanism::ALL
+            .iter()
+            .filter_map(|m| {
+                image
+                    .credential(user, m.name())
+                    .map(|c| (m.name().to_owned(), c.iterations))
+            })
+            .collect(),
+    };
+    Ok(match users {
+        None => image.users().map(|(user, _)| Ok(listing(user))).collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| match image.users().any(|(user, _)| user == name) {
+                true => Ok(listing(name)),
+                false => Err(BrokerError::new(
+                    Reason::NotFound,
+                    format!("there is no user {name:?}"),
+                )),
+            })
+            .collect(),
+    })
+}
+
+/// The stored credential of `user` for SASL `mechanism`, for authenticating a client.
+pub fn credential(
+    broker: &Broker,
+    user: &str,
+    mechanism: ScramMechanism,
+) -> Option<ScramCredential> {
+    let image = broker.registry().cluster().image();
+    let stored = image.credential(user, mechanism.name())?;
+    Some(ScramCredential {
+        mechanism,
+        salt: stored.salt.clone(),
+        iterations: stored.iterations,
+        stored_key: stored.stored_key.clone(),
+        server_key: stored.server_key.clone(),
+    })
+}
+
+/// Whether `password` is `user`'s, by any credential the user has (results cached:
+/// [`crate::Authorizer::passwords`]).
+pub fn verify_password(broker: &Broker, user: &str, password: &str) -> bool {
+    ScramMechanism::ALL.iter().any(|&mechanism| {
+        credential(broker, user, mechanism)
+            .is_some_and(|c| broker.authorizer().passwords().verify(user, &c, password))
+    })
+}
+
+/// A credential as the metadata log stores it.
+pub fn stored(credential: &ScramCredential) -> StoredCredential {
+    StoredCredential {
+        mechanism: credential.mechanism.name().to_owned(),
+        salt: credential.salt.clone(),
+        iterations: credential.iterations,
+        stored_key: credential.stored_key.clone(),
+        server_key: credential.server_key.clone(),
+    }
+}
+
+/// Adds ACL bindings (all or none).
+pub async fn create_acls(
+    broker: &Broker,
+    ctx: &RequestContext,
+    acls: Vec<AclBinding>,
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    Ok(broker.registry().cluster().create_acls(acls).await?)
+}
+
+/// The bindings `filter` selects.
+pub fn describe_acls(
+    broker: &Broker,
+    ctx: &RequestContext,
+    filter: &AclFilter,
+) -> Result<Vec<AclBinding>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let image = broker.registry().cluster().image();
+    Ok(image
+        .acls()
+        .filter(|a| filter.matches(a))
+        .cloned()
+        .collect())
+}
+
+/// Removes what each filter selects; what each removed.
+pub async fn delete_acls(
+    broker: &Broker,
+    ctx: &RequestContext,
+    filters: Vec<AclFilter>,
+) -> Result<Vec<Vec<AclBinding>>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    Ok(broker.registry().cluster().delete_acls(filters).await?)
+}

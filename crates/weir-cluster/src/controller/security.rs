@@ -1,0 +1,267 @@
+//! Users' SCRAM credentials and ACL bindings, as the active controller records them
+//! (`crate::security` holds the data and its rules; `docs/security.md`). Every request
+//! is checked whole before a record is written: a CreateAcls with one bad binding adds
+//! none.
+
+use std::collections::BTreeSet;
+
+use super::image::MetadataImage;
+use super::records::MetadataRecord;
+use super::requests::{ControllerError, ControllerReply, Outcome};
+use crate::security::{
+    AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_USERS, StoredCredential,
+    validate_user_name,
+};
+
+/// Sets `user`'s credential for its mechanism.
+pub(super) fn upsert_credential(
+    image: &MetadataImage,
+    user: String,
+    credential: StoredCredential,
+) -> Result<Outcome, ControllerError> {
+    let invalid = |reason: String| ControllerError::InvalidCredential {
+        user: user.clone(),
+        reason,
+    };
+    validate_user_name(&user).map_err(invalid)?;
+    credential.validate().map_err(invalid)?;
+    let users = &image.security.users;
+    if !users.contains_key(&user) && users.len() >= MAX_USERS {
+        return Err(ControllerError::TooManyUsers);
+    }
+    Ok(Outcome {
+        records: vec![MetadataRecord::ScramCredentialUpserted { user, credential }],
+        reply: ControllerReply::CredentialUpserted,
+    })
+}
+
+/// Removes `user`'s credential for `mechanism`, or every credential it has.
+pub(super) fn delete_credential(
+    image: &MetadataImage,
+    user: String,
+    mechanism: Option<String>,
+) -> Result<Outcome, ControllerError> {
+    let credentials = image.security.users.get(&user);
+    let mechanisms: Vec<String> = match (&mechanism, credentials) {
+        (None, Some(credentials)) => credentials.keys().cloned().collect(),
+        (Some(m), Some(credentials)) if credentials.contains_key(m) => vec![m.clone()],
+        (Some(m), _) => {
+            return Err(ControllerError::UnknownCredential {
+                user,
+                what: format!("{m} credential"),
+            });
+        }
+        (None, None) => {
+            return Err(ControllerError::UnknownCredential {
+                user,
+                what: "credentials (there is no such user)".into(),
+            });
+        }
+    };
+    Ok(Outcome {
+        records: mechanisms
+            .iter()
+            .map(|mechanism| MetadataRecord::ScramCredentialDeleted {
+                user: user.clone(),
+                mechanism: mechanism.clone(),
+            })
+            .collect(),
+        reply: ControllerReply::CredentialsDeleted(mechanisms),
+    })
+}
+
+/// Adds the bindings not there yet.
+pub(super) fn create_acls(
+    image: &MetadataImage,
+    acls: Vec<AclBinding>,
+) -> Result<Outcome, ControllerError> {
+    if acls.len() > MAX_ACLS_PER_REQUEST {
+        return Err(ControllerError::TooManyAclsInRequest { given: acls.len() });
+    }
+    for acl in &acls {
+        acl.validate()
+            .map_err(|reason| ControllerError::InvalidAcl {
+                acl: acl.to_string(),
+                reason,
+            })?;
+    }
+    let existing = &image.security.acls;
+    let new: BTreeSet<AclBinding> = acls
+        .into_iter()
+        .filter(|acl| !existing.contains(acl))
+        .collect();
+    if existing.len() + new.len() > MAX_ACLS {
+        return Err(ControllerError::TooManyAcls {
+            requested: existing.len() + new.len(),
+        });
+    }
+    Ok(Outcome {
+        records: new
+            .into_iter()
+            .map(|acl| MetadataRecord::AclCreated { acl })
+            .collect(),
+        reply: ControllerReply::AclsCreated,
+    })
+}
+
+/// Removes what each filter selects; a binding two filters select is removed once and
+/// reported under the first.
+pub(super) fn delete_acls(
+    image: &MetadataImage,
+    filters: Vec<AclFilter>,
+) -> Result<Outcome, ControllerError> {
+    if filters.len() > MAX_ACLS_PER_REQUEST {
+        return Err(ControllerError::TooManyAclsInRequest {
+            given: filters.len(),
+        });
+    }
+    let mut removed = BTreeSet::new();
+    let mut per_filter = Vec::with_capacity(filters.len());
+    for filter in &filters {
+        let selected: Vec<AclBinding> = image
+            .security
+            .acls
+            .iter()
+            .filter(|acl| filter.matches(acl) && !removed.contains(*acl))
+            .cloned()
+            .collect();
+        removed.extend(selected.iter().cloned());
+        per_filter.push(selected);
+    }
+    Ok(Outcome {
+        records: per_filter
+            .iter()
+            .flatten()
+            .map(|acl| MetadataRecord::AclDeleted { acl: acl.clone() })
+            .collect(),
+        reply: ControllerReply::AclsDeleted(per_filter),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::test_support::CLUSTER;
+    use crate::security::{Operation, PatternType, Permission, ResourceType};
+
+    fn image() -> MetadataImage {
+        let mut image = MetadataImage::new();
+        image
+            .apply(&MetadataRecord::ClusterCreated {
+                cluster_id: CLUSTER.into(),
+            })
+            .unwrap();
+        image
+    }
+
+    fn apply(image: &mut MetadataImage, outcome: &Outcome) {
+        for record in &outcome.records {
+            image.apply(record).unwrap();
+        }
+    }
+
+    fn credential(mechanism: &str) -> StoredCredential {
+        StoredCredential {
+            mechanism: mechanism.into(),
+            salt: vec![7; 32],
+            iterations: 8192,
+            stored_key: vec![1; 32],
+            server_key: vec![2; 32],
+        }
+    }
+
+    fn acl(topic: &str, permission: Permission) -> AclBinding {
+        AclBinding {
+            resource_type: ResourceType::Topic,
+            resource_name: topic.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: Operation::Read,
+            permission,
+        }
+    }
+
+    #[test]
+    fn users_are_created_replaced_and_deleted_by_mechanism() {
+        let mut image = image();
+        for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let outcome = upsert_credential(&image, "alice".into(), credential(mechanism)).unwrap();
+            apply(&mut image, &outcome);
+        }
+        assert_eq!(
+            image.credential("alice", "SCRAM-SHA-512"),
+            Some(&credential("SCRAM-SHA-512"))
+        );
+        assert_eq!(
+            image.users().collect::<Vec<_>>(),
+            vec![("alice", vec!["SCRAM-SHA-256", "SCRAM-SHA-512"])]
+        );
+
+        let outcome =
+            delete_credential(&image, "alice".into(), Some("SCRAM-SHA-256".into())).unwrap();
+        apply(&mut image, &outcome);
+        assert_eq!(image.credential("alice", "SCRAM-SHA-256"), None);
+        let outcome = delete_credential(&image, "alice".into(), None).unwrap();
+        assert_eq!(
+            outcome.reply,
+            ControllerReply::CredentialsDeleted(vec!["SCRAM-SHA-512".into()])
+        );
+        apply(&mut image, &outcome);
+        assert_eq!(image.users().count(), 0);
+        let err = delete_credential(&image, "alice".into(), None).unwrap_err();
+        assert!(err.to_string().contains("no such user"), "{err}");
+
+        let bad = StoredCredential {
+            iterations: 1,
+            ..credential("SCRAM-SHA-256")
+        };
+        let err = upsert_credential(&image, "bob".into(), bad).unwrap_err();
+        assert!(err.to_string().contains("iterations"), "{err}");
+        let err = upsert_credential(&image, "".into(), credential("SCRAM-SHA-256")).unwrap_err();
+        assert!(err.to_string().contains("user name"), "{err}");
+    }
+
+    #[test]
+    fn acls_are_added_once_all_or_none_and_deleted_by_filter() {
+        let mut image = image();
+        let version = image.acls_version();
+        let outcome = create_acls(
+            &image,
+            vec![
+                acl("orders", Permission::Allow),
+                acl("audit", Permission::Deny),
+            ],
+        )
+        .unwrap();
+        apply(&mut image, &outcome);
+        assert_eq!(image.acls().count(), 2);
+        assert_ne!(image.acls_version(), version);
+        // Adding one again writes nothing.
+        let outcome = create_acls(&image, vec![acl("orders", Permission::Allow)]).unwrap();
+        assert!(outcome.records.is_empty());
+        // One bad binding: none is added.
+        let mut bad = acl("x", Permission::Allow);
+        bad.host = "anywhere".into();
+        let err = create_acls(&image, vec![acl("payments", Permission::Allow), bad]).unwrap_err();
+        assert!(err.to_string().contains("IP address"), "{err}");
+
+        let filters = vec![
+            AclFilter {
+                permission: Some(Permission::Deny),
+                ..AclFilter::default()
+            },
+            AclFilter::default(),
+        ];
+        let outcome = delete_acls(&image, filters).unwrap();
+        assert_eq!(
+            outcome.reply,
+            ControllerReply::AclsDeleted(vec![
+                vec![acl("audit", Permission::Deny)],
+                vec![acl("orders", Permission::Allow)]
+            ])
+        );
+        apply(&mut image, &outcome);
+        assert_eq!(image.acls().count(), 0);
+    }
+}

@@ -1,0 +1,66 @@
+//! Users and ACLs, as a broker asks the controller to change them (the image each
+//! broker follows answers reads: `MetadataImage::credential`, `acls`).
+
+use super::{ClusterNode, refusal};
+use crate::controller::{ControllerReply, ControllerRequest};
+use crate::error::ClusterError;
+use crate::security::{AclBinding, AclFilter, StoredCredential};
+
+impl ClusterNode {
+    /// Sets `user`'s SCRAM credential for its mechanism, creating the user.
+    pub async fn upsert_scram_credential(
+        &self,
+        user: String,
+        credential: StoredCredential,
+    ) -> Result<(), ClusterError> {
+        match self
+            .call(ControllerRequest::UpsertScramCredential { user, credential })
+            .await?
+        {
+            ControllerReply::CredentialUpserted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes `user`'s credential for `mechanism`, or the user for `None`; the
+    /// mechanisms removed.
+    pub async fn delete_scram_credential(
+        &self,
+        user: String,
+        mechanism: Option<String>,
+    ) -> Result<Vec<String>, ClusterError> {
+        match self
+            .call(ControllerRequest::DeleteScramCredential { user, mechanism })
+            .await?
+        {
+            ControllerReply::CredentialsDeleted(mechanisms) => Ok(mechanisms),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Adds ACL bindings (all, or none if one is invalid).
+    pub async fn create_acls(&self, acls: Vec<AclBinding>) -> Result<(), ClusterError> {
+        match self.call(ControllerRequest::CreateAcls { acls }).await? {
+            ControllerReply::AclsCreated => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes the bindings each filter selects; what each removed.
+    pub async fn delete_acls(
+        &self,
+        filters: Vec<AclFilter>,
+    ) -> Result<Vec<Vec<AclBinding>>, ClusterError> {
+        match self.call(ControllerRequest::DeleteAcls { filters }).await? {
+            ControllerReply::AclsDeleted(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(reply: ControllerReply) -> ClusterError {
+    match reply {
+        ControllerReply::Refused(e) => refusal(e),
+        other => ClusterError::Quorum(format!("unexpected controller reply {other:?}")),
+    }
+}
