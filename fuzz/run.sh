@@ -20,7 +20,7 @@ CARGO_FUZZ_VERSION=0.13.2
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(batch produce offsets_records log_files cluster_files segment_recovery kafka_frame kafka_request)
+    targets=(batch produce offsets_records log_files cluster_files segment_recovery kafka_frame kafka_request sasl_scram sasl_credentials)
 fi
 export RUSTC_BOOTSTRAP="${RUSTC_BOOTSTRAP:-1}"
 if ! cargo fuzz --version >/dev/null 2>&1; then

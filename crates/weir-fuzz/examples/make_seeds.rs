@@ -191,6 +191,7 @@ fn main() -> Result<()> {
     put("segment_recovery", "segment-and-index", &seed)?;
 
     kafka_seeds(&put)?;
+    sasl_seeds(&put)?;
     Ok(())
 }
 
@@ -295,6 +296,103 @@ fn kafka_seeds(put: Put<'_>) -> Result<()> {
             put("kafka_request", &format!("{key:?}-v{version}"), &seed)?;
         }
     }
+    Ok(())
+}
+
+/// sasl_scram: `[mechanism, u16 client-first length, client-first, client-final]`, whole
+/// exchanges recorded against the target's server (its nonce and its one user): a
+/// success per mechanism; failures at the proof (a wrong password, an unknown user with
+/// an escaped name, extensions the client's proof does not cover) and at the channel
+/// binding (an authzid the client's `c=` does not carry). sasl_credentials: `[pick,
+/// input]` for each of its parsers.
+fn sasl_seeds(put: Put<'_>) -> Result<()> {
+    use weir_fuzz::{SCRAM_PASSWORD, SCRAM_SERVER_NONCE, SCRAM_USER, scram_lookup};
+    use weir_security::sasl::plain_message;
+    use weir_security::scram::{ScramClient, ScramMechanism, ScramServer};
+
+    // (file name, mechanism, user, password, what replaces the gs2 header and what is
+    // appended to the client-first message).
+    let (sha256, sha512) = (ScramMechanism::Sha256, ScramMechanism::Sha512);
+    let (user, password) = (SCRAM_USER, SCRAM_PASSWORD);
+    let exchanges = [
+        ("sha256", sha256, user, password, None, ""),
+        ("sha512", sha512, user, password, None, ""),
+        ("wrong-password", sha256, user, "pen", None, ""),
+        ("unknown-escaped-name", sha512, "o=u,dc", password, None, ""),
+        (
+            "extensions",
+            sha256,
+            user,
+            password,
+            None,
+            ",tokenauth=false,x=1",
+        ),
+        ("authzid", sha512, user, password, Some("n,a=alice,"), ""),
+    ];
+    for (name, mechanism, user, password, gs2, extensions) in exchanges {
+        let mut client = ScramClient::with_nonce_for_tests(mechanism, user, password, "seed-nonce");
+        let mut first = String::from_utf8(client.client_first())?;
+        if let Some(header) = gs2 {
+            first = first.replacen("n,,", header, 1);
+        }
+        first.push_str(extensions);
+        let mut server = ScramServer::with_nonce_for_tests(mechanism, SCRAM_SERVER_NONCE);
+        // Every user gets the known user's credential here, so the seed is the same on
+        // every run (an unknown user's fake salt is random per process); replayed, an
+        // unknown user's proof fails whatever salt it was made with.
+        let server_first =
+            server.client_first(first.as_bytes(), |_| scram_lookup(mechanism)(SCRAM_USER))?;
+        let client_final = client.client_final(&server_first)?;
+        if user == SCRAM_USER {
+            // The target's server (same nonce, same credential) will agree.
+            assert_eq!(
+                server.client_final(&client_final).is_ok(),
+                name.starts_with("sha"),
+                "{name}: only the sha256 and sha512 seeds authenticate"
+            );
+        }
+        let mut seed = vec![u8::from(mechanism == ScramMechanism::Sha512)];
+        seed.extend_from_slice(&(first.len() as u16).to_be_bytes());
+        seed.extend_from_slice(first.as_bytes());
+        seed.extend_from_slice(&client_final);
+        put("sasl_scram", name, &seed)?;
+    }
+
+    let seed = |pick: u8, input: &[u8]| {
+        let mut seed = vec![pick];
+        seed.extend_from_slice(input);
+        seed
+    };
+    put(
+        "sasl_credentials",
+        "plain",
+        &seed(0, &plain_message(SCRAM_USER, SCRAM_PASSWORD)),
+    )?;
+    put(
+        "sasl_credentials",
+        "plain-authzid",
+        &seed(0, b"alice\0alice\0pencil"),
+    )?;
+    put(
+        "sasl_credentials",
+        "basic",
+        &seed(1, b"Basic YWxpY2U6cGVuOmNpbA=="),
+    )?;
+    put(
+        "sasl_credentials",
+        "mechanism-name",
+        &seed(2, b"SCRAM-SHA-512"),
+    )?;
+    put(
+        "sasl_credentials",
+        "server-first-sha256",
+        &seed(3, b"r=seed-nonceserver,s=d2VpciBmdXp6IHNhbHQ=,i=4096"),
+    )?;
+    put(
+        "sasl_credentials",
+        "server-first-sha512-extension",
+        &seed(7, b"r=seed-nonceserver,s=d2VpciBmdXp6IHNhbHQ=,i=8192,x=1"),
+    )?;
     Ok(())
 }
 

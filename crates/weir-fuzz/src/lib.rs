@@ -7,12 +7,14 @@
 //! through them in the default `cargo test`, so CI checks them without cargo-fuzz.
 //!
 //! Architecture invariant: this crate only calls the other crates' public APIs (plus the
-//! `#[doc(hidden)]` replay hook of weir-cluster's group coordinator); it adds no logic of
-//! its own beyond splitting the fuzz input and mirroring the broker's produce checks.
+//! `#[doc(hidden)]` replay hook of weir-cluster's group coordinator and weir-security's
+//! fixed-nonce SCRAM constructors); it adds no logic of its own beyond splitting the fuzz
+//! input and mirroring the broker's produce checks.
 
 mod targets;
 
 pub use targets::{
-    TARGETS, Target, batch, cluster_files, kafka_frame, kafka_request, log_files, offsets_records,
-    produce, segment_recovery,
+    SCRAM_PASSWORD, SCRAM_SERVER_NONCE, SCRAM_USER, TARGETS, Target, batch, cluster_files,
+    kafka_frame, kafka_request, log_files, offsets_records, produce, sasl_credentials, sasl_scram,
+    scram_lookup, segment_recovery,
 };

@@ -2,6 +2,7 @@
 //! `fuzz/run.sh` go through.
 
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +17,10 @@ use weir_log::producers::ProducerStates;
 use weir_log::storage::FileStorage;
 use weir_log::{FlushPolicy, Log, LogConfig, Record, ValidatedBatches, check_request};
 use weir_proto::v1::{self, ProduceRequest, partition_records::Data};
+use weir_security::sasl::{SaslError, parse_basic_auth, parse_plain, plain_message};
+use weir_security::scram::{
+    MIN_ITERATIONS, ScramClient, ScramCredential, ScramMechanism, ScramServer, salted_password,
+};
 
 /// A fuzz target: its name (the `fuzz/fuzz_targets/<name>.rs` file and the
 /// `fuzz/corpus/<name>/` directory) and its body.
@@ -58,6 +63,14 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "kafka_request",
         run: kafka_request,
+    },
+    Target {
+        name: "sasl_scram",
+        run: sasl_scram,
+    },
+    Target {
+        name: "sasl_credentials",
+        run: sasl_credentials,
     },
 ];
 
@@ -466,5 +479,145 @@ pub fn kafka_request(data: &[u8]) {
         DescribeCluster => DescribeClusterRequest,
         DescribeProducers => DescribeProducersRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+    }
+}
+
+/// The one user the `sasl_scram` target's server knows (every other name is unknown), with
+/// this password. The seeds hold exchanges of this user, recorded against
+/// [`SCRAM_SERVER_NONCE`].
+pub const SCRAM_USER: &str = "alice";
+pub const SCRAM_PASSWORD: &str = "pencil";
+/// The `sasl_scram` server's nonce: fixed, so a recorded client-final message matches it
+/// and inputs reach the proof check and success.
+pub const SCRAM_SERVER_NONCE: &str = "fuzz-server-nonce";
+
+/// The `sasl_scram` target's credential store: [`SCRAM_USER`] with [`SCRAM_PASSWORD`]
+/// for `mechanism`, under a fixed salt (so the seeds' proofs verify on every run), made
+/// once per process (a PBKDF2 per input would be most of the target's time); every other
+/// user is unknown.
+pub fn scram_lookup(mechanism: ScramMechanism) -> impl FnOnce(&str) -> Option<ScramCredential> {
+    static CREDENTIALS: OnceLock<Vec<ScramCredential>> = OnceLock::new();
+    move |user| {
+        if user != SCRAM_USER {
+            return None;
+        }
+        let credentials = CREDENTIALS.get_or_init(|| {
+            ScramMechanism::ALL
+                .into_iter()
+                .map(|m| {
+                    let salt = b"weir fuzz salt".to_vec();
+                    let salted = salted_password(m, SCRAM_PASSWORD, &salt, MIN_ITERATIONS);
+                    ScramCredential::from_salted_password(m, salt, MIN_ITERATIONS, &salted)
+                        .expect("a valid credential")
+                })
+                .collect()
+        });
+        credentials
+            .iter()
+            .find(|c| c.mechanism == mechanism)
+            .cloned()
+    }
+}
+
+/// A SCRAM exchange, server side, as the Kafka listener runs it: `[mechanism (low bit),
+/// u16 client-first length, client-first, client-final]`. The server knows
+/// [`SCRAM_USER`] only. Properties: no panic; the credential is looked up only for a
+/// client-first message that parsed, under the name `claimed_user` reports; only the
+/// known user authenticates, with a `v=` server-final; once the exchange has succeeded or
+/// failed, any further step is out of order.
+pub fn sasl_scram(data: &[u8]) {
+    let Some((&pick, mut rest)) = data.split_first() else {
+        return;
+    };
+    let mechanism = ScramMechanism::ALL[usize::from(pick & 1)];
+    let Some(client_first) = take_prefixed(&mut rest) else {
+        return;
+    };
+    let client_final = rest;
+    let mut server = ScramServer::with_nonce_for_tests(mechanism, SCRAM_SERVER_NONCE);
+    let mut looked_up = None;
+    let first = server.client_first(client_first, |user| {
+        looked_up = Some(user.to_owned());
+        scram_lookup(mechanism)(user)
+    });
+    match first {
+        Ok(server_first) => {
+            assert_eq!(server.claimed_user(), looked_up.as_deref());
+            assert!(server_first.starts_with(b"r="), "a server-first message");
+            match server.client_final(client_final) {
+                Ok((user, server_final)) => {
+                    assert_eq!(user, SCRAM_USER, "only the known user authenticates");
+                    assert_eq!(server.claimed_user(), Some(SCRAM_USER));
+                    assert!(server_final.starts_with(b"v="), "a server signature");
+                }
+                Err(e) => {
+                    let _ = e.to_string();
+                }
+            }
+        }
+        Err(e) => {
+            assert!(looked_up.is_none(), "no lookup for a refused message");
+            let _ = e.to_string();
+        }
+    }
+    assert_eq!(
+        server.client_final(client_final),
+        Err(SaslError::OutOfOrder),
+        "the exchange is over"
+    );
+}
+
+/// The other password-carrying inputs from outside, picked by the first byte (low two
+/// bits; the next bit picks the SCRAM mechanism): a SASL PLAIN message, an HTTP
+/// `authorization` header, a SASL mechanism name, and a server-first message as a SCRAM
+/// client receives it. Properties: no panic; what PLAIN and basic parsing accept
+/// round-trips through the client's encoding; a mechanism name is found only as spelled.
+pub fn sasl_credentials(data: &[u8]) {
+    use base64::Engine;
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    let mechanism = ScramMechanism::ALL[usize::from((pick >> 2) & 1)];
+    match pick & 3 {
+        0 => {
+            if let Ok(c) = parse_plain(rest) {
+                assert!(!c.user.is_empty() && !c.password.is_empty());
+                assert!(c.authzid.as_ref().is_none_or(|a| *a == c.user));
+                let again = parse_plain(&plain_message(&c.user, &c.password))
+                    .expect("a client's PLAIN message of accepted credentials parses");
+                assert_eq!((again.user, again.password), (c.user, c.password));
+            }
+        }
+        1 => {
+            let Ok(header) = std::str::from_utf8(rest) else {
+                return;
+            };
+            if let Ok((user, password)) = parse_basic_auth(header) {
+                assert!(!user.contains(':') && !user.is_empty() && !password.is_empty());
+                let encoded =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                assert_eq!(
+                    parse_basic_auth(&format!("Basic {encoded}")),
+                    Ok((user, password)),
+                    "accepted credentials round-trip"
+                );
+            }
+        }
+        2 => {
+            let name = String::from_utf8_lossy(rest);
+            if let Some(m) = ScramMechanism::from_name(&name) {
+                assert_eq!(m.name(), name);
+            }
+        }
+        _ => {
+            // A random client nonce: the input cannot extend it, so every input stops
+            // after parsing, before the PBKDF2 (which a fixed nonce would let the fuzzer
+            // reach, at up to 16384 iterations per input).
+            let mut client = ScramClient::new(mechanism, SCRAM_USER, SCRAM_PASSWORD);
+            client.client_first();
+            if let Err(e) = client.client_final(rest) {
+                let _ = e.to_string();
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! (KIP-84): the mechanisms and their limits (here), the stored credential
 //! ([`credential`]: salt, iterations, stored key and server key, never the password), the
 //! server's side of one exchange ([`server`]), the client's ([`client`]), and the
-//! messages' syntax ([`message`]).
+//! messages' syntax (`message`).
 //!
 //! Kafka's dialect, which this follows: no channel binding (`p=` is refused, `n` and `y`
 //! are accepted), an authorization id only if it is the user, extensions after the nonce

@@ -57,9 +57,11 @@ impl ScramClient {
         Self::with_nonce(mechanism, user, password, random_nonce(NONCE_BYTES))
     }
 
-    /// A client whose first nonce is `client_nonce`: for RFC test vectors only.
-    #[cfg(test)]
-    pub(crate) fn with_nonce_for_tests(
+    /// A client whose first nonce is `client_nonce` (printable ASCII, no `,`): for RFC
+    /// test vectors and the fuzz seeds, which must be the same on every run. Never in
+    /// a real client: a nonce must not repeat.
+    #[doc(hidden)]
+    pub fn with_nonce_for_tests(
         mechanism: ScramMechanism,
         user: &str,
         password: &str,
