@@ -182,11 +182,46 @@ pub struct ServeArgs {
     /// (Kafka's default.replication.factor) [default: 1].
     #[arg(long, env = "WEIR_DEFAULT_REPLICATION_FACTOR", value_name = "N")]
     default_replication_factor: Option<u32>,
+    /// `required`: clients must authenticate (SASL on the Kafka listeners, --user on
+    /// gRPC, or a client certificate) before anything else; `optional`: one that does
+    /// not is User:ANONYMOUS [default: optional].
+    #[arg(long, env = "WEIR_AUTHENTICATION", value_name = "MODE")]
+    authentication: Option<weir_server::Authentication>,
+    /// `on`: check every request against the cluster's ACLs (`weir acl`), denying what
+    /// none allows [default: off].
+    #[arg(long, env = "WEIR_AUTHORIZATION", value_name = "on|off", value_parser = on_off)]
+    authorization: Option<bool>,
+    /// Principals allowed everything when authorization is on, comma-separated
+    /// (`User:ops,User:deploy`; Kafka's super.users).
+    #[arg(
+        long,
+        env = "WEIR_SUPER_USERS",
+        value_name = "PRINCIPALS",
+        value_delimiter = ','
+    )]
+    super_users: Vec<String>,
+    /// A user given WEIR_ADMIN_PASSWORD as its password when the broker starts, and
+    /// allowed everything: the first operator's way into a secured cluster.
+    #[arg(long, env = "WEIR_ADMIN_USER", value_name = "NAME")]
+    admin_user: Option<String>,
+    /// The bootstrap admin's password: from the environment only, so it stays out of
+    /// process listings.
+    #[arg(skip = std::env::var("WEIR_ADMIN_PASSWORD").ok())]
+    admin_password: Option<String>,
     /// Experimental, for measurement: also serve produce and fetch over a binary TCP
     /// protocol on ADDR (no authentication, no metadata, one partition per request; see
     /// docs/ARCHITECTURE.md) [default: off].
     #[arg(long, env = "WEIR_EXPERIMENTAL_WIRE_LISTEN", value_name = "ADDR")]
     experimental_wire_listen: Option<SocketAddr>,
+}
+
+/// `on` or `off` (also `true`/`false`).
+fn on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?} is not on or off")),
+    }
 }
 
 /// Checks a `host:port` flag value, so a bad one is reported against its flag.
@@ -288,6 +323,21 @@ impl ServeArgs {
         }
         if let Some(wire) = self.experimental_wire_listen {
             config.wire_listen = Some(wire);
+        }
+        if let Some(mode) = self.authentication {
+            config.authentication = mode;
+        }
+        if let Some(on) = self.authorization {
+            config.authorization = on;
+        }
+        if !self.super_users.is_empty() {
+            config.super_users = self.super_users;
+        }
+        if let Some(user) = self.admin_user {
+            config.admin_user = Some(user);
+        }
+        if let Some(password) = self.admin_password {
+            config.admin_password = Some(weir_server::Secret(password));
         }
         config.validate().map_err(|e| UsageError(e.to_string()))?;
         Ok(config)

@@ -361,3 +361,51 @@ fn kafka_clients_over_tls_with_client_certificates() {
     );
     assert_eq!(read.lines().count(), 100, "{read}");
 }
+
+#[test]
+fn kafka_clients_with_scram_over_tls_and_acls() {
+    let python = python();
+    let certs = tempfile::tempdir().expect("temp dir");
+    let made = weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
+        .output()
+        .expect("weir dev certs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        kafka_tls_cert: Some(certs.path().join("node.pem")),
+        kafka_tls_key: Some(certs.path().join("node-key.pem")),
+        authentication: weir_server::Authentication::Required,
+        authorization: true,
+        admin_user: Some("admin".into()),
+        admin_password: Some(weir_server::Secret("admin-secret".into())),
+        auto_create_topics: false,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let out = run_ok(
+        &python,
+        &[
+            &script("sasl_acl_clients.py"),
+            &kafka,
+            &certs.path().to_string_lossy(),
+            "admin",
+            "admin-secret",
+        ],
+    );
+    eprint!("{out}");
+    for check in [
+        "the bootstrap admin authenticates",
+        "5 ACLs created",
+        "records written to orders and read back",
+        "not secret",
+        "TopicAuthorizationFailedError",
+        "DENY READ wins",
+        "bob (no ACL) sees no topic",
+        "PLAIN over TLS",
+        "alice with a wrong password: refused",
+        "mallory with a made-up password: refused",
+        "DeleteAcls removed",
+    ] {
+        assert!(out.contains(check), "missing {check:?} in:\n{out}");
+    }
+}

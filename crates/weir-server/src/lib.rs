@@ -33,6 +33,7 @@
 //! the cluster layer, never the on-disk layout; nothing below it sees a prost type.
 
 mod admin;
+mod bootstrap_admin;
 mod cluster;
 mod config;
 mod consume;
@@ -76,10 +77,10 @@ use weir_proto::v1::queues_server::QueuesServer;
 pub use admin::AdminService;
 use admin::Listener;
 pub use config::{
-    AdvertisedAddress, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS,
-    DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN, DEFAULT_OFFSETS_PARTITIONS,
-    DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_CONTROLLER_VOTERS, MAX_REQUEST_BYTES, ServerConfig,
-    ServerConfigError, Voter, parse_host_port,
+    AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR,
+    DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS, DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN,
+    DEFAULT_OFFSETS_PARTITIONS, DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_CONTROLLER_VOTERS,
+    MAX_REQUEST_BYTES, Secret, ServerConfig, ServerConfigError, Voter, parse_host_port,
 };
 pub use consume::{
     CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
@@ -403,6 +404,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // single node that takes milliseconds and `start` waits for it; in a cluster the
     // other brokers may not be up yet, so it happens in the background.
     node.spawn_lifecycle(stopping.clone());
+    if let (Some(user), Some(password)) = (&config.admin_user, &config.admin_password) {
+        bootstrap_admin::spawn(
+            broker.core.clone(),
+            user.clone(),
+            password.0.clone(),
+            stopping.clone(),
+        );
+    }
     if multi_node {
         let (broker, node, groups, shares, stopping) = (
             broker.clone(),
