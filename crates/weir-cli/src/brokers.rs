@@ -1,12 +1,16 @@
-//! `--brokers`, `--timeout` and `--connect-timeout` (shared by every client command) and
-//! the hints added to client errors so that a person can act on them.
+//! `--brokers`, `--timeout`, `--connect-timeout` and the TLS options `--tls-ca`,
+//! `--tls-cert`, `--tls-key` (shared by every client command) and the hints added to
+//! client errors so that a person can act on them.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Args;
 use weir_client::ClientError;
-use weir_client::connection::{BrokerFailure, FailureReason, Timeouts};
+use weir_client::connection::{BrokerFailure, ClientTls, ConnectOptions, FailureReason, Timeouts};
+use weir_security::dial::TlsDialer;
 
+use crate::UsageError;
 use crate::output::parse_duration;
 
 /// The broker address used when neither `--brokers` nor `WEIR_BROKERS` is set.
@@ -55,6 +59,71 @@ pub struct BrokerArgs {
         global = true
     )]
     pub connect_timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS to the brokers: a CA file turns it on.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Speak TLS to the brokers, trusting the CAs in this PEM file (the CA that signed
+    /// the brokers' certificates); addresses may then be written https://HOST:PORT
+    /// [default: plaintext].
+    #[arg(long, env = "WEIR_TLS_CA", value_name = "FILE", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present to brokers that ask for one (mutual TLS):
+    /// its common name is the client's principal. Needs --tls-key and --tls-ca.
+    #[arg(long, env = "WEIR_TLS_CERT", value_name = "FILE", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY", value_name = "FILE", global = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The CA file and the client identity the options name: `None` without
+    /// `--tls-ca`. A certificate without its key (or without a CA) is a usage error.
+    fn files(&self) -> anyhow::Result<Option<(&Path, Option<(&Path, &Path)>)>> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => {
+                return Err(UsageError(
+                    "a client certificate needs both --tls-cert and --tls-key (WEIR_TLS_CERT, \
+                     WEIR_TLS_KEY)"
+                        .to_owned(),
+                )
+                .into());
+            }
+        };
+        match &self.tls_ca {
+            Some(ca) => Ok(Some((ca.as_path(), identity))),
+            None if identity.is_some() => Err(UsageError(
+                "--tls-cert and --tls-key need --tls-ca (WEIR_TLS_CA): the CA that signed the \
+                 brokers' certificates"
+                    .to_owned(),
+            )
+            .into()),
+            None => Ok(None),
+        }
+    }
+
+    /// The TLS the options ask for, with its files read (see [`Self::files`]); a file
+    /// that cannot be used is an error naming it.
+    pub fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        match self.files()? {
+            Some((ca, identity)) => Ok(Some(ClientTls::from_files(ca, identity)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// [`Self::client_tls`] as a dialler, for a plain tonic channel.
+    pub fn dialer(&self) -> anyhow::Result<Option<TlsDialer>> {
+        match self.files()? {
+            Some((ca, identity)) => Ok(Some(TlsDialer::from_files(ca, identity)?)),
+            None => Ok(None),
+        }
+    }
 }
 
 impl BrokerArgs {
@@ -74,6 +143,19 @@ impl BrokerArgs {
             request: self.timeout,
         }
     }
+
+    /// The TLS options (see [`TlsArgs::client_tls`]).
+    pub fn tls(&self) -> anyhow::Result<Option<ClientTls>> {
+        self.tls.client_tls()
+    }
+
+    /// [`Self::timeouts`] and [`Self::tls`].
+    pub fn connect_options(&self) -> anyhow::Result<ConnectOptions> {
+        Ok(ConnectOptions {
+            timeouts: self.timeouts(),
+            tls: self.tls()?,
+        })
+    }
 }
 
 /// A duration above zero.
@@ -82,6 +164,19 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
         d if d.is_zero() => Err("a timeout must be above zero".to_owned()),
         d => Ok(d),
     }
+}
+
+/// Whether a connection failed in its TLS handshake (rustls' own words): a CA that
+/// does not match, or a broker that does not speak TLS.
+fn is_tls_failure(why: &str) -> bool {
+    [
+        "certificate",
+        "corrupt message",
+        "tls handshake",
+        "peer is incompatible",
+    ]
+    .iter()
+    .any(|word| why.to_ascii_lowercase().contains(word))
 }
 
 /// What to try after none of `failures` could be connected to, by what went wrong.
@@ -102,9 +197,19 @@ fn connect_hint(failures: &[BrokerFailure]) -> String {
             reachable from here (no firewall in the way)? --connect-timeout \
             (WEIR_CONNECT_TIMEOUT) waits longer"
             .to_owned(),
+        Some(FailureReason::ConnectFailed(why)) if alike && is_tls_failure(why) => {
+            "does the broker speak TLS, and does --tls-ca (WEIR_TLS_CA) name the CA that \
+             signed its certificate?"
+                .to_owned()
+        }
         Some(FailureReason::ConnectFailed(_)) if alike => {
             "is the address right? --brokers (or WEIR_BROKERS) sets it".to_owned()
         }
+        // A TLS listener closes a plaintext connection before answering.
+        Some(FailureReason::Broken(_)) if alike => format!(
+            "is `weir serve` running {there}? If the brokers speak TLS, give --tls-ca \
+             (WEIR_TLS_CA)"
+        ),
         _ => format!(
             "is `weir serve` running {there}? --brokers (or WEIR_BROKERS) names the brokers"
         ),

@@ -102,7 +102,7 @@ struct BrokerJson<'a> {
 
 /// Runs a `weir cluster` subcommand.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
+    let admin = Admin::connect_with(&args.brokers.list(), args.brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     let (dry_run, moving, leaving) = match args.command {

@@ -196,6 +196,7 @@ pub struct ConsumeConfig {
     group: Option<String>,
     brokers: Vec<String>,
     timeouts: Timeouts,
+    tls: Option<weir_client::ClientTls>,
     from: Start,
     partitions: Option<Vec<u32>>,
     count: Option<u64>,
@@ -238,6 +239,7 @@ impl ConsumeArgs {
             group: self.group,
             brokers: self.brokers.list(),
             timeouts: self.brokers.timeouts(),
+            tls: self.brokers.tls()?,
             from: self.from,
             partitions: (!self.partition.is_empty()).then_some(self.partition),
             count: self.count,
@@ -253,9 +255,15 @@ impl ConsumeArgs {
 
 /// Runs `weir consume`.
 pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     if let Some(group) = &config.group {
         return run_group(&config, group, &admin).await;
     }
@@ -300,6 +308,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         // An offset below the log start (deleted by retention) starts at the log start.
         auto_offset_reset: OffsetReset::Earliest,
         timeouts: config.timeouts,
+        tls: config.tls.clone(),
         ..ConsumerConfig::default()
     })
     .await
@@ -396,6 +405,7 @@ async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow
         auto_commit: true,
         auto_commit_interval: GROUP_COMMIT_INTERVAL,
         timeouts: config.timeouts,
+        tls: config.tls.clone(),
         ..GroupConsumerConfig::default()
     })
     .await

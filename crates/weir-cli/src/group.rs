@@ -251,7 +251,7 @@ enum Validated {
 /// Runs a `weir group` subcommand.
 pub async fn run(args: GroupArgs) -> anyhow::Result<()> {
     let command = validate(args.command)?;
-    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
+    let admin = Admin::connect_with(&args.brokers.list(), args.brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     let format = args.format;

@@ -9,13 +9,19 @@ use clap::Args;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+use weir_security::dial::TlsDialer;
+
 use crate::UsageError;
+use crate::brokers::TlsArgs;
 
 const EXAMPLES: &str = "\
 Examples:
   weir healthcheck
       Exit 0 if the broker on 127.0.0.1:9292 serves, 1 if not (printing why).
   weir healthcheck --address 127.0.0.1:19292 --timeout-ms 500
+  weir healthcheck --address localhost:9292 --tls-ca certs/ca.pem
+      A broker serving TLS (weir serve --tls-cert ...): the address must be a name its
+      certificate is valid for.
   HEALTHCHECK CMD [\"/weir\", \"healthcheck\"]
       In a Dockerfile (exec form: the image has no shell).
 
@@ -43,6 +49,8 @@ pub struct HealthcheckArgs {
     /// Give up after this long (connecting and asking), 1 to 60000.
     #[arg(long, value_name = "MS", default_value_t = 2_000)]
     timeout_ms: u64,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
@@ -56,7 +64,8 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
         .into());
     }
     let timeout = Duration::from_millis(args.timeout_ms);
-    let status = tokio::time::timeout(timeout, ask(&args.address, &args.service))
+    let tls = args.tls.dialer()?;
+    let status = tokio::time::timeout(timeout, ask(&args.address, &args.service, tls))
         .await
         .with_context(|| {
             format!(
@@ -73,12 +82,19 @@ pub async fn run(args: HealthcheckArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn ask(address: &str, service: &str) -> anyhow::Result<ServingStatus> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .with_context(|| format!("{address:?} is not a usable address"))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {address}"))?;
+async fn ask(
+    address: &str,
+    service: &str,
+    tls: Option<TlsDialer>,
+) -> anyhow::Result<ServingStatus> {
+    // `http` with TLS too: the dialler sets it up beneath the channel.
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .with_context(|| format!("{address:?} is not a usable address"))?;
+    let channel = match tls {
+        Some(tls) => endpoint.connect_with_connector(tls).await,
+        None => endpoint.connect().await,
+    };
+    let channel = channel.with_context(|| format!("connecting to {address}"))?;
     let answer = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),

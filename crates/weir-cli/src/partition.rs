@@ -94,7 +94,7 @@ struct MovingJson<'a> {
 
 /// Runs a `weir partition` subcommand.
 pub async fn run(args: PartitionArgs) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
+    let admin = Admin::connect_with(&args.brokers.list(), args.brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     match args.command {

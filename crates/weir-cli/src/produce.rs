@@ -153,6 +153,7 @@ impl ProduceArgs {
             producer_name: self.producer_name,
             connect_timeout: self.brokers.connect_timeout,
             request_timeout: self.brokers.timeout,
+            tls: self.brokers.tls()?,
             ..ProducerConfig::default()
         };
         producer.validate()?;

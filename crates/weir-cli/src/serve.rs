@@ -46,10 +46,15 @@ Examples:
       --kafka-external-listen 0.0.0.0:19092 --kafka-external-advertise 127.0.0.1:19092
       The same for Kafka clients: containers bootstrap from weir-1:9092, the host from
       127.0.0.1:19092, and each is told addresses it can reach.
-  weir dev certs --out certs && weir serve --kafka-tls-cert certs/node.pem \
-      --kafka-tls-key certs/node-key.pem --kafka-tls-client-ca certs/ca.pem
-      Kafka clients over TLS (security.protocol=SSL, ssl.ca.location=certs/ca.pem); a
-      client certificate (certs/client.pem) names the client's principal.
+  weir dev certs --out certs && weir serve --tls-cert certs/node.pem \
+      --tls-key certs/node-key.pem --tls-client-ca certs/ca.pem
+      TLS on every listener (gRPC, internal, admin HTTP, Kafka), brokers dialling each
+      other over TLS; a client certificate (certs/client.pem) names the client's
+      principal. Then: weir --tls-ca certs/ca.pem --tls-cert certs/client.pem \
+      --tls-key certs/client-key.pem topic list; curl --cacert certs/ca.pem
+      https://localhost:9293/health; Kafka clients with security.protocol=SSL.
+  weir serve --kafka-tls-cert certs/node.pem --kafka-tls-key certs/node-key.pem
+      TLS on the Kafka listeners only (the --kafka-tls-* flags override --tls-* there).
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
@@ -158,9 +163,9 @@ pub struct ServeArgs {
     /// [default: derived from --kafka-external-listen as --advertise is from --listen].
     #[arg(long, env = "WEIR_KAFKA_EXTERNAL_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
     kafka_external_advertise: Option<String>,
-    /// TLS on the Kafka listeners with this certificate chain (PEM; `weir dev certs` makes
-    /// one for local use); reloaded when the file changes or on SIGHUP [default: none,
-    /// plaintext].
+    /// TLS on the Kafka listeners with this certificate chain (PEM), instead of
+    /// --tls-cert's; reloaded when the file changes or on SIGHUP [default: --tls-cert,
+    /// else plaintext].
     #[arg(long, env = "WEIR_KAFKA_TLS_CERT", value_name = "FILE")]
     kafka_tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --kafka-tls-cert.
@@ -170,6 +175,29 @@ pub struct ServeArgs {
     /// presents one (mutual TLS); the certificate's common name is the principal.
     #[arg(long, env = "WEIR_KAFKA_TLS_CLIENT_CA", value_name = "FILE")]
     kafka_tls_client_ca: Option<PathBuf>,
+    /// TLS on every listener (gRPC client, external and internal; admin HTTP; Kafka) with
+    /// this certificate chain (PEM; `weir dev certs` makes one for local use); reloaded
+    /// when the file changes or on SIGHUP. Brokers then dial each other over TLS too,
+    /// presenting it [default: none, plaintext].
+    #[arg(long, env = "WEIR_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "WEIR_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the gRPC and Kafka listeners verify when a
+    /// client presents one (mutual TLS); the certificate's common name is the principal.
+    #[arg(long, env = "WEIR_TLS_CLIENT_CA", value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed the brokers' certificates, trusted when this broker dials
+    /// another (or itself) [default: --tls-client-ca].
+    #[arg(long, env = "WEIR_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// The admin HTTP listener's own certificate chain (PEM), instead of --tls-cert.
+    #[arg(long, env = "WEIR_ADMIN_TLS_CERT", value_name = "FILE")]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --admin-tls-cert.
+    #[arg(long, env = "WEIR_ADMIN_TLS_KEY", value_name = "FILE")]
+    admin_tls_key: Option<PathBuf>,
     /// Create a topic a client produces to or asks metadata of when it does not exist
     /// (Kafka's auto.create.topics.enable) [default: true].
     #[arg(long, env = "WEIR_AUTO_CREATE_TOPICS", value_name = "BOOL")]
@@ -311,6 +339,18 @@ impl ServeArgs {
         }
         if let Some(ca) = self.kafka_tls_client_ca {
             config.kafka_tls_client_ca = Some(ca);
+        }
+        for (flag, setting) in [
+            (self.tls_cert, &mut config.tls_cert),
+            (self.tls_key, &mut config.tls_key),
+            (self.tls_client_ca, &mut config.tls_client_ca),
+            (self.tls_ca, &mut config.tls_ca),
+            (self.admin_tls_cert, &mut config.admin_tls_cert),
+            (self.admin_tls_key, &mut config.admin_tls_key),
+        ] {
+            if flag.is_some() {
+                *setting = flag;
+            }
         }
         if let Some(on) = self.auto_create_topics {
             config.auto_create_topics = on;

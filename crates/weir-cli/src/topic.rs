@@ -216,7 +216,7 @@ pub async fn run(args: TopicArgs) -> anyhow::Result<()> {
             },
         },
     };
-    let admin = Admin::connect_with_timeouts(&args.brokers.list(), args.brokers.timeouts())
+    let admin = Admin::connect_with(&args.brokers.list(), args.brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     let format = args.format;

@@ -20,7 +20,7 @@ use weir_proto::v1::groups_client::GroupsClient;
 use weir_proto::v1::queues_client::QueuesClient;
 
 use crate::cluster::Cluster;
-use crate::connection::{MAX_MESSAGE_BYTES, Timeouts};
+use crate::connection::{ConnectOptions, MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
@@ -545,8 +545,17 @@ impl Admin {
         brokers: &[String],
         timeouts: Timeouts,
     ) -> Result<Admin, ClientError> {
+        Admin::connect_with(brokers, timeouts.into()).await
+    }
+
+    /// [`Admin::connect`] with other [`ConnectOptions`] (timeouts, TLS) than the
+    /// defaults.
+    pub async fn connect_with(
+        brokers: &[String],
+        options: ConnectOptions,
+    ) -> Result<Admin, ClientError> {
         Ok(Admin::with_cluster(
-            Cluster::connect(brokers, timeouts).await?,
+            Cluster::connect(brokers, options).await?,
         ))
     }
 

@@ -88,7 +88,7 @@ mod tests {
         names
             .iter()
             .map(|n| {
-                let channel = crate::connection::lazy("127.0.0.1:1", Default::default())
+                let channel = crate::connection::lazy("127.0.0.1:1", &Default::default())
                     .expect("a lazy channel");
                 (n.to_string(), channel)
             })

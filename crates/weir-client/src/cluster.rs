@@ -37,7 +37,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::admin::{ListedOffset, OffsetQuery, list_offsets};
 use crate::any_broker;
-use crate::connection::{self, MAX_MESSAGE_BYTES, Timeouts};
+use crate::connection::{self, ConnectOptions, MAX_MESSAGE_BYTES};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::retry::{self, MAX_ROUTED_ATTEMPTS, ROUTED_RETRY_BACKOFF, RetryDecision};
@@ -58,7 +58,7 @@ struct Inner {
     /// The bootstrap list as given (split at commas).
     bootstrap_addresses: Vec<String>,
     /// For every connection this client makes.
-    timeouts: Timeouts,
+    options: ConnectOptions,
     /// The bootstrap address that answered; `None` for a client made from a channel.
     bootstrap_address: Option<String>,
     bootstrap: Channel,
@@ -141,12 +141,12 @@ impl Cluster {
     /// [`connection::connect_first`]).
     pub(crate) async fn connect(
         brokers: &[String],
-        timeouts: Timeouts,
+        options: ConnectOptions,
     ) -> Result<Cluster, ClientError> {
-        let (address, channel) = connection::connect_first(brokers, timeouts).await?;
+        let (address, channel) = connection::connect_first(brokers, &options).await?;
         Ok(Cluster::new(
             connection::bootstrap_addresses(brokers),
-            timeouts,
+            options,
             Some(address),
             channel,
         ))
@@ -162,19 +162,19 @@ impl Cluster {
 
     /// A cluster reached through `channel` only (its address unknown).
     pub(crate) fn from_channel(channel: Channel) -> Cluster {
-        Cluster::new(Vec::new(), Timeouts::default(), None, channel)
+        Cluster::new(Vec::new(), ConnectOptions::default(), None, channel)
     }
 
     fn new(
         bootstrap_addresses: Vec<String>,
-        timeouts: Timeouts,
+        options: ConnectOptions,
         bootstrap_address: Option<String>,
         bootstrap: Channel,
     ) -> Cluster {
         Cluster {
             inner: Arc::new(Inner {
                 bootstrap_addresses,
-                timeouts,
+                options,
                 bootstrap_address,
                 bootstrap,
                 answered_last: Mutex::new(None),
@@ -235,7 +235,7 @@ impl Cluster {
         {
             return Ok((Some(address.to_owned()), channel.clone()));
         }
-        let channel = connection::lazy(address, self.inner.timeouts)?;
+        let channel = connection::lazy(address, &self.inner.options)?;
         tracing::debug!(broker, address, "connection to broker made");
         state
             .channels
@@ -287,7 +287,7 @@ impl Cluster {
         let connection = match free {
             Some(connection) => connection,
             None => {
-                let channel = connection::lazy(&address, self.inner.timeouts)?;
+                let channel = connection::lazy(&address, &self.inner.options)?;
                 pool.connections.push(PooledConnection {
                     channel,
                     streams: Arc::new(AtomicUsize::new(0)),
@@ -473,7 +473,7 @@ impl Cluster {
             {
                 continue;
             }
-            if let Ok(channel) = connection::lazy(address, self.inner.timeouts) {
+            if let Ok(channel) = connection::lazy(address, &self.inner.options) {
                 sources.push((address.clone(), channel));
             }
         }

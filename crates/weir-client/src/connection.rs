@@ -19,7 +19,18 @@
 //! every request on every connection until its answer starts (for a stream: until the
 //! broker accepted it; how a stream then progresses is its caller's business). Either
 //! failure names the broker ([`BrokerFailure`]).
+//!
+//! # TLS
+//!
+//! With [`ConnectOptions::tls`] set, every connection (bootstrap and learnt brokers
+//! alike) speaks TLS, trusting the CAs of [`ClientTls`] (not the system's: a Weir
+//! cluster has its own CA) and presenting its client certificate, if it has one, to a
+//! broker that asks (mutual TLS). Addresses may then be written `https://host:port` or
+//! `host:port`; an `https://` address without TLS options is refused, as is `http://`
+//! with them, rather than guessed at. The TLS is weir-security's (`TlsDialer`), the same
+//! the brokers dial each other with.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,6 +41,7 @@ use tonic::codegen::{Service, http};
 use tonic::transport::{Channel, Endpoint};
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
+use weir_security::dial::TlsDialer;
 
 use crate::error::ClientError;
 
@@ -99,6 +111,45 @@ impl Timeouts {
             )));
         }
         Ok(())
+    }
+}
+
+/// TLS to brokers: the CAs trusted and, for mutual TLS, the client's certificate. Cheap
+/// to clone.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    dialer: TlsDialer,
+}
+
+impl ClientTls {
+    /// Trusts the CAs in the PEM file `ca`; with `identity` (certificate chain and key
+    /// PEM files), presents that client certificate to brokers that ask for one.
+    pub fn from_files(
+        ca: &Path,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<ClientTls, ClientError> {
+        let dialer = TlsDialer::from_files(ca, identity)
+            .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        Ok(ClientTls { dialer })
+    }
+}
+
+/// How a client reaches brokers: its [`Timeouts`] and, for brokers that speak TLS, its
+/// [`ClientTls`] (`None`: plaintext).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// How long connecting and each request may take.
+    pub timeouts: Timeouts,
+    /// TLS to every broker; `None`: plaintext.
+    pub tls: Option<ClientTls>,
+}
+
+impl From<Timeouts> for ConnectOptions {
+    fn from(timeouts: Timeouts) -> ConnectOptions {
+        ConnectOptions {
+            timeouts,
+            tls: None,
+        }
     }
 }
 
@@ -392,9 +443,49 @@ pub fn broker_uri(address: &str) -> String {
     }
 }
 
-/// Builds the tuned endpoint for one broker address.
-fn endpoint(address: &str, timeouts: Timeouts) -> Result<Endpoint, ClientError> {
+/// The URI a channel to `address` is built on: `http://`, also for TLS, which the
+/// dialler does beneath the channel (see weir-security `dial`). An `https://` address
+/// without TLS options, or `http://` with them, is refused.
+fn channel_uri(address: &str, tls: bool) -> Result<String, ClientError> {
     let uri = broker_uri(address);
+    match (uri.strip_prefix("https://"), tls) {
+        (Some(rest), true) => Ok(format!("http://{rest}")),
+        (Some(_), false) => Err(ClientError::Config(format!(
+            "broker address {address:?} asks for TLS: give the CA that signed the brokers' \
+             certificates (--tls-ca, WEIR_TLS_CA)"
+        ))),
+        (None, true) if uri.starts_with("http://") && address.contains("://") => {
+            Err(ClientError::Config(format!(
+                "broker address {address:?} asks for plaintext, but TLS options are given: \
+                 write it host:port or https://host:port"
+            )))
+        }
+        (None, _) => Ok(uri),
+    }
+}
+
+/// A channel over `endpoint`, through `tls` if given; connecting now or on first use.
+async fn open(
+    endpoint: Endpoint,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, tonic::transport::Error> {
+    match tls {
+        Some(tls) => endpoint.connect_with_connector(tls.dialer.clone()).await,
+        None => endpoint.connect().await,
+    }
+}
+
+fn open_lazy(endpoint: Endpoint, tls: Option<&ClientTls>) -> Channel {
+    match tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(tls.dialer.clone()),
+        None => endpoint.connect_lazy(),
+    }
+}
+
+/// Builds the tuned endpoint for one broker address.
+fn endpoint(address: &str, options: &ConnectOptions) -> Result<Endpoint, ClientError> {
+    let uri = channel_uri(address, options.tls.is_some())?;
+    let timeouts = options.timeouts;
     let endpoint = Endpoint::from_shared(uri.clone())
         .map_err(|e| ClientError::Config(format!("bad broker address {address:?}: {e}")))?;
     Ok(endpoint
@@ -429,21 +520,24 @@ pub fn bootstrap_addresses(brokers: &[String]) -> Vec<String> {
 ///
 /// The channel reconnects by itself after a connection drops (to the same broker); a
 /// request made while it is down fails with [`ClientError::Unavailable`].
-pub async fn connect(brokers: &[String], timeouts: Timeouts) -> Result<BrokerChannel, ClientError> {
-    Ok(connect_first(brokers, timeouts).await?.1)
+pub async fn connect(
+    brokers: &[String],
+    options: &ConnectOptions,
+) -> Result<BrokerChannel, ClientError> {
+    Ok(connect_first(brokers, options).await?.1)
 }
 
 /// [`connect`], also returning the address that answered. Each address that did not is
 /// logged (warn) with why, and named in the error if none answered.
 pub async fn connect_first(
     brokers: &[String],
-    timeouts: Timeouts,
+    options: &ConnectOptions,
 ) -> Result<(String, BrokerChannel), ClientError> {
-    timeouts.check()?;
+    options.timeouts.check()?;
     let addresses = bootstrap_addresses(brokers);
     let mut failures: Vec<BrokerFailure> = Vec::new();
     for address in &addresses {
-        match connect_one(address, timeouts).await? {
+        match connect_one(address, options).await? {
             Ok(channel) => {
                 for failure in &failures {
                     tracing::warn!(address = %failure.address, error = %failure.reason_text(), connected = %address, "broker did not answer; connected to a later one in the list");
@@ -463,11 +557,13 @@ pub async fn connect_first(
 /// timeout (see the module docs). The outer error is a bad address.
 async fn connect_one(
     address: &str,
-    timeouts: Timeouts,
+    options: &ConnectOptions,
 ) -> Result<Result<BrokerChannel, BrokerFailure>, ClientError> {
     let started = tokio::time::Instant::now();
-    let endpoint = endpoint(address, timeouts)?;
-    let channel = match tokio::time::timeout(timeouts.connect, endpoint.connect()).await {
+    let timeouts = options.timeouts;
+    let endpoint = endpoint(address, options)?;
+    let connecting = open(endpoint, options.tls.as_ref());
+    let channel = match tokio::time::timeout(timeouts.connect, connecting).await {
         Ok(Ok(channel)) => channel,
         Ok(Err(error)) => return Ok(Err(classify(address, error, timeouts))),
         Err(_) => {
@@ -531,11 +627,11 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// A channel to `address` that connects on first use (and reconnects after a drop):
 /// connections to brokers learnt from metadata, so that a dead one costs a failed
 /// request (retried elsewhere) rather than a wait here.
-pub fn lazy(address: &str, timeouts: Timeouts) -> Result<BrokerChannel, ClientError> {
+pub fn lazy(address: &str, options: &ConnectOptions) -> Result<BrokerChannel, ClientError> {
     Ok(BrokerChannel {
-        channel: endpoint(address, timeouts)?.connect_lazy(),
+        channel: open_lazy(endpoint(address, options)?, options.tls.as_ref()),
         address: Arc::from(address),
-        timeouts,
+        timeouts: options.timeouts,
     })
 }
 
@@ -552,9 +648,20 @@ mod tests {
     }
 
     #[test]
+    fn the_scheme_must_agree_with_the_tls_options() {
+        assert_eq!(channel_uri("b:1", false).unwrap(), "http://b:1");
+        assert_eq!(channel_uri("b:1", true).unwrap(), "http://b:1");
+        assert_eq!(channel_uri("https://b:1", true).unwrap(), "http://b:1");
+        let err = channel_uri("https://b:1", false).unwrap_err().to_string();
+        assert!(err.contains("--tls-ca"), "{err}");
+        let err = channel_uri("http://b:1", true).unwrap_err().to_string();
+        assert!(err.contains("https://host:port"), "{err}");
+    }
+
+    #[test]
     fn a_bad_address_is_a_config_error() {
         assert!(matches!(
-            endpoint("not a uri", Timeouts::default()),
+            endpoint("not a uri", &ConnectOptions::default()),
             Err(ClientError::Config(_))
         ));
     }
@@ -562,7 +669,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_broker_is_a_connect_error_saying_refused_once() {
         // Port 1 on loopback: nothing listens there, the connect is refused at once.
-        let error = connect(&["127.0.0.1:1".to_owned()], Timeouts::default())
+        let error = connect(&["127.0.0.1:1".to_owned()], &ConnectOptions::default())
             .await
             .unwrap_err();
         assert!(matches!(error, ClientError::Connect { .. }), "{error:?}");
@@ -583,9 +690,12 @@ mod tests {
 
     #[tokio::test]
     async fn every_unreachable_broker_is_named() {
-        let error = connect(&["127.0.0.1:1,127.0.0.1:2".to_owned()], Timeouts::default())
-            .await
-            .unwrap_err();
+        let error = connect(
+            &["127.0.0.1:1,127.0.0.1:2".to_owned()],
+            &ConnectOptions::default(),
+        )
+        .await
+        .unwrap_err();
         let ClientError::Connect { failures } = &error else {
             panic!("{error:?}");
         };
@@ -616,7 +726,7 @@ mod tests {
         let started = std::time::Instant::now();
         let error = tokio::time::timeout(
             Duration::from_secs(20),
-            connect(std::slice::from_ref(&address), timeouts),
+            connect(std::slice::from_ref(&address), &timeouts.into()),
         )
         .await
         .expect("bounded by the connect timeout")

@@ -57,7 +57,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 
 use crate::admin::OffsetQuery;
 use crate::cluster::Cluster;
-use crate::connection::{DEFAULT_BROKER, MAX_MESSAGE_BYTES, Timeouts};
+use crate::connection::{ClientTls, ConnectOptions, DEFAULT_BROKER, MAX_MESSAGE_BYTES, Timeouts};
 use crate::error::ClientError;
 use crate::retry::{self, RetryDecision};
 use crate::routing::BrokerId;
@@ -114,6 +114,8 @@ pub struct ConsumerConfig {
     pub reconnect_backoff: Duration,
     /// How long connecting to a broker and each request may take.
     pub timeouts: Timeouts,
+    /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConsumerConfig {
@@ -125,6 +127,16 @@ impl Default for ConsumerConfig {
             auto_offset_reset: OffsetReset::Earliest,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             timeouts: Timeouts::default(),
+            tls: None,
+        }
+    }
+}
+
+impl ConsumerConfig {
+    fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions {
+            timeouts: self.timeouts,
+            tls: self.tls.clone(),
         }
     }
 }
@@ -226,7 +238,7 @@ impl Consumer {
                 config.prefetch_messages
             )));
         }
-        let cluster = Cluster::connect(&config.brokers, config.timeouts).await?;
+        let cluster = Cluster::connect(&config.brokers, config.connect_options()).await?;
         let (chunks_tx, chunks_rx) = mpsc::channel(config.prefetch_messages);
         Ok(Consumer {
             cluster,

@@ -90,6 +90,7 @@ pub use crate::admin::{
     PartitionMove, PartitionOffsetReset, ResetOffsetsTo, ShareGroupInfo, ShareGroupListing,
     ShareGroupSettings, SharePartitionInfo, ShareResetTo, ShareStartReset, TopicInfo, TopicListing,
 };
+pub use crate::connection::{ClientTls, ConnectOptions};
 pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
 pub use crate::error::{
     ClientError, ERROR_DOMAIN, METADATA_LEADER_ID, METADATA_NEXT_OFFSET, METADATA_OFFSET,

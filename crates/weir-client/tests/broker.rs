@@ -633,7 +633,7 @@ async fn list_groups_returns_every_group_across_pages() -> Result<()> {
     let broker = Broker::start().await?;
     let admin = broker.admin().await?;
     admin.create_topic("t", 1, 0, HashMap::new()).await?;
-    let channel = weir_client::connection::connect(&broker.brokers, Default::default()).await?;
+    let channel = weir_client::connection::connect(&broker.brokers, &Default::default()).await?;
     let count = weir_server::MAX_PAGE_SIZE as usize + 3;
     let ids: Vec<String> = (0..count).map(|i| format!("group-{i:05}")).collect();
     for chunk in ids.chunks(100) {

@@ -64,57 +64,77 @@ fn named(common_name: &str) -> DistinguishedName {
     name
 }
 
-/// A new CA, a node certificate valid for [`LOCAL_NAMES`] and `extra_names`, and the
-/// [`CLIENTS`] certificates.
-pub fn generate(extra_names: &[String]) -> Result<DevCerts, CertsError> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = named("Weir development CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut ca_params);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, &ca_key);
+/// The development CA's parameters: its certificate is self-signed with them, and each
+/// certificate it signs names it by them.
+fn ca_params() -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = named("Weir development CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    validity(&mut params);
+    params
+}
 
-    let leaf = |common_name: &str,
-                names: Vec<String>,
-                usages: Vec<ExtendedKeyUsagePurpose>|
-     -> Result<Pem, CertsError> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(names)?;
-        params.distinguished_name = named(common_name);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = usages;
-        params.use_authority_key_identifier_extension = true;
-        validity(&mut params);
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok(Pem {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        })
-    };
+/// A certificate for `common_name`, valid for `names`, signed by `issuer`.
+fn leaf(
+    issuer: &Issuer<'_, KeyPair>,
+    common_name: &str,
+    names: Vec<String>,
+    usages: Vec<ExtendedKeyUsagePurpose>,
+) -> Result<Pem, CertsError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name = named(common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = usages;
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params);
+    let cert = params.signed_by(&key, issuer)?;
+    Ok(Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
 
-    let mut node_names: Vec<String> = LOCAL_NAMES.iter().map(|n| n.to_string()).collect();
+/// The node certificate, valid for [`LOCAL_NAMES`] and `extra_names`.
+fn node(issuer: &Issuer<'_, KeyPair>, extra_names: &[String]) -> Result<Pem, CertsError> {
+    let mut names: Vec<String> = LOCAL_NAMES.iter().map(|n| n.to_string()).collect();
     for name in extra_names {
-        if !node_names.contains(name) {
-            node_names.push(name.clone());
+        if !names.contains(name) {
+            names.push(name.clone());
         }
     }
-    let node = leaf(
+    leaf(
+        issuer,
         "node",
-        node_names,
+        names,
         vec![
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ],
-    )?;
+    )
+}
+
+/// A new CA, a node certificate valid for [`LOCAL_NAMES`] and `extra_names`, and the
+/// [`CLIENTS`] certificates.
+pub fn generate(extra_names: &[String]) -> Result<DevCerts, CertsError> {
+    let ca_key = KeyPair::generate()?;
+    let ca_params = ca_params();
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let ca = Pem {
+        cert: ca_cert.pem(),
+        key: ca_key.serialize_pem(),
+    };
+    let issuer = Issuer::new(ca_params, ca_key);
+    let node = node(&issuer, extra_names)?;
     let clients = CLIENTS
         .iter()
         .map(|(stem, principal)| {
             let pem = leaf(
+                &issuer,
                 principal,
                 Vec::new(),
                 vec![ExtendedKeyUsagePurpose::ClientAuth],
@@ -122,14 +142,15 @@ pub fn generate(extra_names: &[String]) -> Result<DevCerts, CertsError> {
             Ok((stem.to_string(), pem))
         })
         .collect::<Result<Vec<_>, CertsError>>()?;
-    Ok(DevCerts {
-        ca: Pem {
-            cert: ca_cert.pem(),
-            key: ca_key.serialize_pem(),
-        },
-        node,
-        clients,
-    })
+    Ok(DevCerts { ca, node, clients })
+}
+
+/// A new node certificate from the development CA whose key is `ca_key` (PEM, as
+/// [`generate`] wrote it): what renewing a node's certificate without a new CA gives,
+/// trusted by every client that trusts the CA.
+pub fn renew_node(ca_key: &str, extra_names: &[String]) -> Result<Pem, CertsError> {
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(ca_key)?);
+    node(&issuer, extra_names)
 }
 
 impl DevCerts {

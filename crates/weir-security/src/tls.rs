@@ -10,7 +10,9 @@
 //! - [`accept`] refuses a client that speaks plaintext to a TLS listener: the first byte
 //!   of a TLS connection is a handshake record (22); anything else is logged once per
 //!   [`PLAINTEXT_LOG_INTERVAL`] (with how many there were) and closed, where a handshake
-//!   error would leave the client waiting or reading garbage.
+//!   error would leave the client waiting or reading garbage. [`incoming`] runs it for
+//!   every connection of a listener, each handshake on its own task, for servers that
+//!   take a stream of connections (tonic, axum).
 //! - With client CAs configured (mutual TLS), a client certificate is verified if the
 //!   client presents one, and names the connection's principal ([`principal_of`]); a
 //!   client without one may still connect and authenticate another way (SCRAM), as
@@ -385,6 +387,105 @@ pub async fn accept(
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
         .unwrap_or(Err(AcceptError::TimedOut))
+}
+
+/// Most TLS handshakes one [`incoming`] runs at once: past it, connections wait in the
+/// listen backlog until a handshake ends (each ends within [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
+
+/// Connections that finished their handshake and wait for the server to take them.
+const ACCEPTED_QUEUE: usize = 64;
+
+/// Pause after a failed `accept` (out of file descriptors, say) before the next.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
+/// The connections of a TLS listener, each [`accept`]ed (TLS set up, plaintext refused)
+/// before it is handed on: a stream for tonic's `serve_with_incoming_shutdown`, or
+/// [`TlsIncoming::next`] for other servers. Handshakes run on their own tasks, at most
+/// [`MAX_CONCURRENT_HANDSHAKES`] at once, so a slow or silent client never holds up the
+/// next. Dropping it stops accepting and closes the listener.
+#[derive(Debug)]
+pub struct TlsIncoming {
+    accepted: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, std::net::SocketAddr)>,
+    local_addr: io::Result<std::net::SocketAddr>,
+}
+
+/// [`TlsIncoming`] over `listener`, with the configuration `tls` holds when each
+/// connection arrives. Accepted connections get `TCP_NODELAY`.
+pub fn incoming(tls: Arc<ServerTls>, listener: tokio::net::TcpListener) -> TlsIncoming {
+    let local_addr = listener.local_addr();
+    let (ready, accepted) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                permit = handshakes.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = ready.closed() => return,
+            };
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        tracing::warn!(listener = tls.name, error = %e, "accepting a connection failed");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    }
+                },
+                () = ready.closed() => return,
+            };
+            let _ = stream.set_nodelay(true);
+            let (tls, ready) = (tls.clone(), ready.clone());
+            tokio::spawn(async move {
+                let _permit = permit;
+                match accept(&tls, stream).await {
+                    Ok(stream) => {
+                        let _ = ready.send((stream, peer)).await;
+                    }
+                    // Plaintext was logged by `accept`; the others are the client's
+                    // business (a wrong CA, a port scan) and would flood the log.
+                    Err(e) => {
+                        tracing::debug!(listener = tls.name, %peer, error = %e, "TLS connection not set up")
+                    }
+                }
+            });
+        }
+    });
+    TlsIncoming {
+        accepted,
+        local_addr,
+    }
+}
+
+impl TlsIncoming {
+    /// The next connection with TLS set up, and its peer's address; `None` once the
+    /// accepting task ended (it does not while the runtime runs).
+    pub async fn next(&mut self) -> Option<(TlsStream<TcpStream>, std::net::SocketAddr)> {
+        self.accepted.recv().await
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        match &self.local_addr {
+            Ok(addr) => Ok(*addr),
+            Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+impl tokio_stream::Stream for TlsIncoming {
+    type Item = io::Result<TlsStream<TcpStream>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.accepted
+            .poll_recv(cx)
+            .map(|next| next.map(|(stream, _)| Ok(stream)))
+    }
 }
 
 /// The principal a verified client certificate names: its subject's common name, else its

@@ -17,6 +17,7 @@ use weir_cluster::node::{
 use weir_cluster::quorum::{MetadataDelta, QuorumConfig, QuorumTransport};
 use weir_cluster::replication::{BoxFuture, FetchSessions};
 use weir_cluster::{BrokerId, DataDirLock, NoPeers, TopicRegistry};
+use weir_security::dial::TlsDialer;
 
 use crate::config::ServerConfig;
 use crate::internal::{
@@ -46,9 +47,10 @@ fn voters(config: &ServerConfig, internal: &str) -> Vec<(BrokerId, String)> {
 }
 
 /// Starts the node (quorum voter, active controller) and the registry. `endpoints` are
-/// the addresses other brokers and clients are told.
+/// the addresses other brokers and clients are told; `tls`, how they are dialled.
 pub(crate) async fn start(
     config: &ServerConfig,
+    tls: Option<TlsDialer>,
     lock: DataDirLock,
     cluster_id: Option<String>,
     endpoints: Endpoints,
@@ -69,9 +71,11 @@ pub(crate) async fn start(
     let channel: Arc<dyn ControllerChannel>;
     let sessions: Option<Arc<dyn FetchSessions>>;
     if multi_node {
-        transport = Arc::new(GrpcQuorumTransport::new());
-        channel = Arc::new(GrpcChannel(GrpcControllerClient::default()));
-        sessions = Some(Arc::new(GrpcFetchSessions::new()));
+        transport = Arc::new(GrpcQuorumTransport::with_tls(tls.clone()));
+        channel = Arc::new(GrpcChannel(
+            GrpcControllerClient::default().with_tls(tls.clone()),
+        ));
+        sessions = Some(Arc::new(GrpcFetchSessions::with_tls(tls)));
     } else {
         transport = Arc::new(NoPeers);
         channel = Arc::new(NoPeers);

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 use weir_cluster::LogStorage;
 use weir_cluster::share::{ShareConfig, ShareGroupConfig};
+use weir_security::tls::TlsFiles;
 
 /// Default gRPC listen address: loopback only, so a first `weir serve` is not exposed
 /// to the network; set `listen = "0.0.0.0:9292"` to serve other hosts.
@@ -118,6 +119,24 @@ pub struct ServerConfig {
     /// presents one (mutual TLS); the certificate's subject names the principal. Needs
     /// `kafka_tls_cert`.
     pub kafka_tls_client_ca: Option<PathBuf>,
+    /// TLS on every listener (gRPC client, external and internal; admin HTTP; Kafka), with
+    /// this certificate chain (PEM); `None`: plaintext. `kafka_tls_*` and `admin_tls_*`
+    /// override it for their listeners. Reloaded when the file changes or on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `tls_cert`; required with it.
+    pub tls_key: Option<PathBuf>,
+    /// CAs (PEM) whose client certificates the gRPC and Kafka listeners verify when a
+    /// client presents one (mutual TLS); the certificate's subject names the principal.
+    /// Needs `tls_cert`.
+    pub tls_client_ca: Option<PathBuf>,
+    /// The CA (PEM) that signed the brokers' certificates, which a broker trusts when it
+    /// dials another (replication, the controller quorum) or its own client listener.
+    /// `None`: `tls_client_ca`. Needs `tls_cert`.
+    pub tls_ca: Option<PathBuf>,
+    /// The admin HTTP listener's own certificate chain (PEM), instead of `tls_cert`.
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `admin_tls_cert`; required with it.
+    pub admin_tls_key: Option<PathBuf>,
     /// Experimental: an address for the binary TCP data path (`wire`), a measurement
     /// prototype beside gRPC: PRODUCE and FETCH of one partition per request, with no
     /// authentication, metadata or leader routing. `None` (the default): off.
@@ -200,6 +219,12 @@ impl Default for ServerConfig {
             kafka_tls_cert: None,
             kafka_tls_key: None,
             kafka_tls_client_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_ca: None,
+            admin_tls_cert: None,
+            admin_tls_key: None,
             wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
@@ -289,6 +314,8 @@ impl ServerConfig {
             return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
         }
         self.kafka_tls()?;
+        self.admin_tls()?;
+        self.peer_tls()?;
         if self.admin_user.is_some() != self.admin_password.is_some() {
             return Err(ServerConfigError::AdminIncomplete);
         }
@@ -343,18 +370,68 @@ impl ServerConfig {
         Ok(())
     }
 
-    /// The Kafka listeners' TLS files, if TLS is on; an error if a file is named without
-    /// the others it needs.
-    pub fn kafka_tls(&self) -> Result<Option<weir_security::tls::TlsFiles>, ServerConfigError> {
+    /// The Kafka listeners' TLS files, if TLS is on: `kafka_tls_*`, else `tls_*`; an
+    /// error if a file is named without the others it needs.
+    pub fn kafka_tls(&self) -> Result<Option<TlsFiles>, ServerConfigError> {
         match (&self.kafka_tls_cert, &self.kafka_tls_key) {
-            (Some(cert), Some(key)) => Ok(Some(weir_security::tls::TlsFiles {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
                 client_ca: self.kafka_tls_client_ca.clone(),
             })),
-            (None, None) if self.kafka_tls_client_ca.is_none() => Ok(None),
+            (None, None) if self.kafka_tls_client_ca.is_none() => self.tls(),
             _ => Err(ServerConfigError::KafkaTlsIncomplete),
         }
+    }
+
+    /// The gRPC listeners' TLS files (`tls_*`), if TLS is on; an error if a file is named
+    /// without the others it needs.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, ServerConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            })),
+            (None, None) if self.tls_client_ca.is_none() && self.tls_ca.is_none() => Ok(None),
+            _ => Err(ServerConfigError::TlsIncomplete),
+        }
+    }
+
+    /// The admin HTTP listener's TLS files, if TLS is on: `admin_tls_*`, else `tls_*`.
+    /// It asks for no client certificate: nothing on it reads a principal.
+    pub fn admin_tls(&self) -> Result<Option<TlsFiles>, ServerConfigError> {
+        let files = match (&self.admin_tls_cert, &self.admin_tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: None,
+            }),
+            (None, None) => self.tls()?,
+            _ => return Err(ServerConfigError::AdminTlsIncomplete),
+        };
+        Ok(files.map(|files| TlsFiles {
+            client_ca: None,
+            ..files
+        }))
+    }
+
+    /// How this broker dials other brokers and its own client listener, if TLS is on:
+    /// trusting `tls_ca` (else `tls_client_ca`) and presenting its own certificate.
+    pub fn peer_tls(&self) -> Result<Option<PeerTlsFiles>, ServerConfigError> {
+        let Some(files) = self.tls()? else {
+            return Ok(None);
+        };
+        let ca = self
+            .tls_ca
+            .clone()
+            .or(files.client_ca)
+            .ok_or(ServerConfigError::TlsCaMissing)?;
+        Ok(Some(PeerTlsFiles {
+            ca,
+            cert: files.cert,
+            key: files.key,
+        }))
     }
 
     /// Whether this node runs in the controller quorum: it is listed, or the list is
@@ -537,6 +614,22 @@ pub enum ServerConfigError {
     )]
     KafkaTlsIncomplete,
     #[error(
+        "TLS needs both tls_cert (--tls-cert) and tls_key (--tls-key); tls_client_ca \
+         (--tls-client-ca) and tls_ca (--tls-ca) need them too"
+    )]
+    TlsIncomplete,
+    #[error(
+        "TLS on the admin HTTP listener needs both admin_tls_cert (--admin-tls-cert) and \
+         admin_tls_key (--admin-tls-key)"
+    )]
+    AdminTlsIncomplete,
+    #[error(
+        "with TLS on, a broker dials other brokers (and its own client listener) over TLS and \
+         must trust the CA that signed their certificates: set tls_ca (--tls-ca), or \
+         tls_client_ca (--tls-client-ca) if that CA signs the clients' too"
+    )]
+    TlsCaMissing,
+    #[error(
         "a bootstrap admin needs both admin_user (WEIR_ADMIN_USER) and admin_password \
          (WEIR_ADMIN_PASSWORD)"
     )]
@@ -592,6 +685,18 @@ impl ServerConfig {
             super_users,
         }
     }
+}
+
+/// What a broker dials other brokers with when TLS is on (see
+/// [`ServerConfig::peer_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    /// The CAs (PEM) peers' certificates must chain to.
+    pub ca: PathBuf,
+    /// This broker's certificate chain, presented to peers that ask for one.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 /// Unique ids, unique addresses, at most [`MAX_CONTROLLER_VOTERS`], each well formed
@@ -961,6 +1066,84 @@ mod tests {
             let advertised = config.advertised_address(any);
             assert_eq!(advertised.host, hostname().unwrap());
             assert_eq!(advertised.port, 4242);
+        }
+    }
+    #[test]
+    fn tls_settings_apply_to_every_listener_and_the_specific_ones_win() {
+        let path = |name: &str| Some(PathBuf::from(name));
+        let config = ServerConfig {
+            tls_cert: path("node.pem"),
+            tls_key: path("node-key.pem"),
+            tls_client_ca: path("ca.pem"),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        let grpc = config.tls().unwrap().unwrap();
+        assert_eq!(grpc.client_ca, path("ca.pem"));
+        assert_eq!(config.kafka_tls().unwrap(), Some(grpc.clone()));
+        let admin = config.admin_tls().unwrap().unwrap();
+        assert_eq!((admin.cert, admin.client_ca), (grpc.cert.clone(), None));
+        assert_eq!(
+            config.peer_tls().unwrap().unwrap().ca,
+            PathBuf::from("ca.pem")
+        );
+
+        let config = ServerConfig {
+            kafka_tls_cert: path("kafka.pem"),
+            kafka_tls_key: path("kafka-key.pem"),
+            admin_tls_cert: path("admin.pem"),
+            admin_tls_key: path("admin-key.pem"),
+            tls_ca: path("cluster-ca.pem"),
+            ..config
+        };
+        assert_eq!(
+            config.kafka_tls().unwrap().unwrap().cert,
+            PathBuf::from("kafka.pem")
+        );
+        assert_eq!(
+            config.admin_tls().unwrap().unwrap().cert,
+            PathBuf::from("admin.pem")
+        );
+        assert_eq!(
+            config.peer_tls().unwrap().unwrap().ca,
+            PathBuf::from("cluster-ca.pem")
+        );
+
+        for (config, names) in [
+            (
+                ServerConfig {
+                    tls_cert: path("node.pem"),
+                    ..ServerConfig::default()
+                },
+                ["--tls-cert", "--tls-key"],
+            ),
+            (
+                ServerConfig {
+                    tls_ca: path("ca.pem"),
+                    ..ServerConfig::default()
+                },
+                ["--tls-cert", "--tls-ca"],
+            ),
+            (
+                ServerConfig {
+                    admin_tls_key: path("admin-key.pem"),
+                    ..ServerConfig::default()
+                },
+                ["--admin-tls-cert", "--admin-tls-key"],
+            ),
+            (
+                ServerConfig {
+                    tls_cert: path("node.pem"),
+                    tls_key: path("node-key.pem"),
+                    ..ServerConfig::default()
+                },
+                ["--tls-ca", "--tls-client-ca"],
+            ),
+        ] {
+            let err = config.validate().unwrap_err().to_string();
+            for name in names {
+                assert!(err.contains(name), "{name}: {err}");
+            }
         }
     }
 }

@@ -12,6 +12,9 @@ use weir_cluster::share::{DeadLetterSink, SinkFuture};
 use weir_cluster::storage::Record;
 use weir_proto::v1::producer_client::ProducerClient;
 use weir_proto::v1::{self as pb, Acks, ProduceRequest};
+use weir_security::dial::TlsDialer;
+
+use crate::internal::peers;
 
 /// Longest a dead-letter produce takes, connecting included.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +23,8 @@ const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(crate) struct GrpcDeadLetters {
     pub(crate) registry: Arc<TopicRegistry>,
+    /// How the leader is dialled: TLS when the brokers' listeners speak it.
+    pub(crate) tls: Option<TlsDialer>,
 }
 
 impl GrpcDeadLetters {
@@ -39,11 +44,11 @@ impl GrpcDeadLetters {
             .broker(leader)
             .map(|b| b.endpoints.client.clone())
             .ok_or_else(|| format!("{topic} partition {partition} has no leader now"))?;
-        let channel = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(DEAD_LETTER_TIMEOUT)
-            .timeout(DEAD_LETTER_TIMEOUT)
-            .connect()
+            .timeout(DEAD_LETTER_TIMEOUT);
+        let channel = peers::connect(endpoint, self.tls.as_ref())
             .await
             .map_err(|e| format!("connecting to broker {leader} at {address}: {e}"))?;
         let records = records

@@ -1,18 +1,98 @@
 //! The admin HTTP endpoint (axum): `GET /metrics` in Prometheus text format,
 //! `GET /health` (200 while serving, 503 once shutting down), and the web console
-//! (`weir-console`) under `/console`, with `/` redirecting to it.
+//! (`weir-console`) under `/console`, with `/` redirecting to it. Over TLS when the
+//! broker has a certificate for it (`tls_cert` or `admin_tls_cert`): every route, so an
+//! operator's probes use https.
 
+use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-
+use axum::serve::IncomingStream;
+use axum::{Extension, Router};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use weir_cluster::controller::records::Endpoints;
+use weir_security::tls::{ServerTls, TlsIncoming};
 
-use crate::Broker;
+use crate::{Broker, until_stopping};
+
+/// Serves `app` on `listener` until `stopping`, over TLS with `tls`. Each request
+/// carries the client's address (`ConnectInfo<SocketAddr>`): the console serves changes
+/// to local clients only.
+pub(crate) fn serve(
+    app: Router,
+    listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+    mut stopping: watch::Receiver<bool>,
+) -> JoinHandle<std::io::Result<()>> {
+    let stopped = async move { until_stopping(&mut stopping).await };
+    match tls {
+        Some(tls) => {
+            let listener = TlsListener(weir_security::tls::incoming(tls, listener));
+            tokio::spawn(async move {
+                axum::serve(listener, WithPeer(app))
+                    .with_graceful_shutdown(stopped)
+                    .await
+            })
+        }
+        None => tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
+        }),
+    }
+}
+
+/// The admin listener's connections with TLS set up (weir-security's handshakes).
+struct TlsListener(TlsIncoming);
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.0.next().await {
+            Some(accepted) => accepted,
+            // The accepting task ended with the runtime: nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+/// The router for each TLS connection, with the client's address as axum's
+/// `into_make_service_with_connect_info` gives it for plain TCP (which only knows
+/// `TcpListener`).
+#[derive(Clone)]
+struct WithPeer(Router);
+
+impl tower::Service<IncomingStream<'_, TlsListener>> for WithPeer {
+    type Response = Router;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Router, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, connection: IncomingStream<'_, TlsListener>) -> Self::Future {
+        let peer = *connection.remote_addr();
+        std::future::ready(Ok(self.0.clone().layer(Extension(ConnectInfo(peer)))))
+    }
+}
 
 /// The admin routes. Starts the console's sampler (see `weir_console::router`).
 pub(crate) fn router(broker: Arc<Broker>) -> Router {

@@ -51,6 +51,7 @@ mod queues;
 mod share_forward;
 mod share_reads;
 mod status;
+mod tls;
 mod wire;
 
 use std::net::SocketAddr;
@@ -132,6 +133,9 @@ pub(crate) struct Broker {
     pub(crate) advertised: AdvertisedAddress,
     /// The address clients of the external listener reach it at, if it has one.
     pub(crate) external_advertised: Option<AdvertisedAddress>,
+    /// How this broker dials other brokers' client listeners (share reads and
+    /// forwards, dead letters): TLS when the listeners speak it.
+    pub(crate) peer_tls: Option<weir_security::dial::TlsDialer>,
 }
 
 impl Broker {
@@ -146,9 +150,38 @@ impl Broker {
 
 pub(crate) use weir_broker::until_stopping;
 
-/// The core's context for a gRPC request (anonymous until authentication lands).
+/// The core's context for a gRPC request: the only place one is built. A client
+/// certificate verified by a TLS listener names the principal (its common name, else its
+/// first subject alternative name); otherwise the request is anonymous.
 pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
-    weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr())
+    let mut context =
+        weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr());
+    if let Some(name) = request
+        .peer_certs()
+        .and_then(|certs| weir_security::tls::principal_of(certs.first()?))
+    {
+        context.principal = weir_broker::Principal::User(name);
+    }
+    context
+}
+
+/// Serves a tonic router on `listener` until `stopping`, with TLS set up by
+/// weir-security when `tls` is given (the connection types differ, hence a macro).
+macro_rules! serve_grpc {
+    ($router:expr, $listener:expr, $tls:expr, $stopping:expr) => {{
+        let mut stopping = $stopping;
+        let signal = async move { until_stopping(&mut stopping).await };
+        match $tls {
+            Some(tls) => tokio::spawn($router.serve_with_incoming_shutdown(
+                weir_security::tls::incoming(tls, $listener),
+                signal,
+            )),
+            None => tokio::spawn($router.serve_with_incoming_shutdown(
+                TcpIncoming::from($listener).with_nodelay(Some(true)),
+                signal,
+            )),
+        }
+    }};
 }
 
 /// A started broker.
@@ -177,6 +210,8 @@ pub struct RunningServer {
     http: Option<JoinHandle<std::io::Result<()>>>,
     wire: Option<JoinHandle<()>>,
     kafka: Vec<JoinHandle<()>>,
+    /// One per TLS listener kind: reload certificates until stopping.
+    tls_watchers: Vec<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
 }
 
@@ -205,13 +240,7 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
     // Certificates are checked before anything is opened: a wrong file stops the start.
-    let kafka_tls = match config.kafka_tls()? {
-        Some(files) => Some(
-            weir_security::tls::ServerTls::load("kafka", files, &[])
-                .context("TLS for the Kafka listeners")?,
-        ),
-        None => None,
-    };
+    let tls = tls::BrokerTls::load(&config)?;
     raise_open_files_limit();
     if !config.is_controller_voter() {
         let voters: Vec<String> = config
@@ -250,6 +279,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         multi_node,
     } = cluster::start(
         &config,
+        tls.peers.clone(),
         lock,
         identity.as_ref().map(|i| i.cluster_id().to_string()),
         Endpoints {
@@ -280,6 +310,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         )),
         advertised,
         external_advertised,
+        peer_tls: tls.peers.clone(),
     });
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -366,38 +397,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let internal_grpc = internal_listener.map(|listener| {
         let (r, c, q) = internal_services();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let mut internal_stopping = stopping.clone();
-        tokio::spawn(
+        serve_grpc!(
             internal::server_builder()
                 .add_service(r)
                 .add_service(c)
-                .add_optional_service(q)
-                .serve_with_incoming_shutdown(incoming, async move {
-                    until_stopping(&mut internal_stopping).await;
-                }),
+                .add_optional_service(q),
+            listener,
+            tls.grpc.clone(),
+            stopping.clone()
         )
     });
-
     let external_grpc = external_listener.map(|listener| {
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let mut external_stopping = stopping.clone();
-        tokio::spawn(
-            client_router(Listener::External).serve_with_incoming_shutdown(incoming, async move {
-                until_stopping(&mut external_stopping).await;
-            }),
+        serve_grpc!(
+            client_router(Listener::External),
+            listener,
+            tls.grpc.clone(),
+            stopping.clone()
         )
     });
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let mut grpc_stopping = stopping.clone();
-    let grpc = client_router(Listener::Client)
-        .add_optional_service(replication)
-        .add_optional_service(controller)
-        .add_optional_service(quorum)
-        .serve_with_incoming_shutdown(incoming, async move {
-            until_stopping(&mut grpc_stopping).await;
-        });
-    let grpc = tokio::spawn(grpc);
+    let grpc = serve_grpc!(
+        client_router(Listener::Client)
+            .add_optional_service(replication)
+            .add_optional_service(controller)
+            .add_optional_service(quorum),
+        listener,
+        tls.grpc.clone(),
+        stopping.clone()
+    );
 
     // Register with the controller and heartbeat; consumer groups start once this broker
     // is unfenced (their topic needs a controller and a broker to place it on). On a
@@ -456,19 +482,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
 
     let http = admin_listener.map(|listener| {
-        let mut http_stopping = stopping.clone();
-        let app = http::router(broker.clone());
-        tokio::spawn(async move {
-            // With the client's address: the console serves changes to local clients only.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                until_stopping(&mut http_stopping).await;
-            })
-            .await
-        })
+        http::serve(
+            http::router(broker.clone()),
+            listener,
+            tls.admin.clone(),
+            stopping.clone(),
+        )
     });
     let wire = wire_listener.map(|listener| {
         tracing::warn!(
@@ -478,7 +497,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         tokio::spawn(wire::serve(broker.clone(), listener, stopping.clone()))
     });
     let kafka_options = weir_kafka::Options {
-        tls: kafka_tls.clone(),
+        tls: tls.kafka.clone(),
         ..Default::default()
     };
     let mut kafka: Vec<JoinHandle<()>> = match &kafka_advertised {
@@ -515,9 +534,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             kafka_options,
         )));
     }
-    if let Some(tls) = &kafka_tls {
-        kafka.push(tls.watch(stopping.clone()));
-    }
+    let tls_watchers = tls.watch(&stopping);
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
@@ -529,7 +546,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         external_advertised = ?broker.external_advertised.as_ref().map(ToString::to_string),
         admin = ?admin_addr,
         kafka = ?kafka_addr,
-        kafka_tls = kafka_tls.is_some(),
+        tls = tls.grpc.is_some(),
+        admin_tls = tls.admin.is_some(),
+        kafka_tls = tls.kafka.is_some(),
         kafka_advertised = ?kafka_advertised.as_ref().map(ToString::to_string),
         kafka_external = ?kafka_external_addr,
         kafka_external_advertised = ?kafka_external_advertised.as_ref().map(ToString::to_string),
@@ -556,6 +575,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         http,
         wire,
         kafka,
+        tls_watchers,
         upkeep,
     })
 }
@@ -703,8 +723,12 @@ async fn open_groups(
     if broker.core.shares().is_err() {
         let sink = Arc::new(dead_letters::GrpcDeadLetters {
             registry: broker.registry().clone(),
+            tls: broker.peer_tls.clone(),
         });
-        let remote = Arc::new(share_reads::GrpcRemoteLog::new(broker.registry().clone()));
+        let remote = Arc::new(share_reads::GrpcRemoteLog::new(
+            broker.registry().clone(),
+            broker.peer_tls.clone(),
+        ));
         let shares = ShareCoordinator::open(
             broker.registry().clone(),
             shares,
@@ -717,7 +741,9 @@ async fn open_groups(
         broker.core.set_shares(shares);
         broker
             .core
-            .set_share_forwarder(Arc::new(share_forward::GrpcShareForwarder::default()));
+            .set_share_forwarder(Arc::new(share_forward::GrpcShareForwarder::new(
+                broker.peer_tls.clone(),
+            )));
     }
     Ok(())
 }
@@ -790,8 +816,8 @@ impl RunningServer {
         if let Some(wire) = self.wire {
             let _ = wire.await;
         }
-        for kafka in self.kafka {
-            let _ = kafka.await;
+        for task in self.kafka.into_iter().chain(self.tls_watchers) {
+            let _ = task.await;
         }
         let _ = self.upkeep.await;
         for task in [self.internal_grpc, self.external_grpc]
@@ -807,5 +833,64 @@ impl RunningServer {
         self.registry.release_data_dir();
         tracing::info!("shutdown complete");
         grpc.and(http).and(closed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::transport::server::Connected;
+    use weir_broker::Principal;
+    use weir_security::dial::TlsDialer;
+    use weir_security::tls::{ALPN_H2, ServerTls, TlsFiles, accept};
+
+    use super::grpc_context;
+
+    /// A request as tonic hands it to a service, over a real TLS connection on loopback
+    /// whose client presented `identity` (a `weir dev certs` stem) or no certificate.
+    async fn request_over_tls(identity: Option<&str>) -> tonic::Request<()> {
+        let dir = tempfile::tempdir().unwrap();
+        weir_security::certs::generate(&[])
+            .unwrap()
+            .write(dir.path())
+            .unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("node.pem"),
+            key: dir.path().join("node-key.pem"),
+            client_ca: Some(dir.path().join("ca.pem")),
+        };
+        let tls = ServerTls::load("test", files, &[ALPN_H2]).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            accept(&tls, stream).await.unwrap()
+        });
+        let (cert, key) = identity.map_or((None, None), |stem| {
+            (
+                Some(dir.path().join(format!("{stem}.pem"))),
+                Some(dir.path().join(format!("{stem}-key.pem"))),
+            )
+        });
+        let dialer = TlsDialer::from_files(
+            &dir.path().join("ca.pem"),
+            cert.as_deref().zip(key.as_deref()),
+        )
+        .unwrap();
+        let _client = dialer.connect("127.0.0.1", port).await.unwrap();
+        let stream = server.await.unwrap();
+        let mut request = tonic::Request::new(());
+        request.extensions_mut().insert(stream.connect_info());
+        request
+    }
+
+    #[tokio::test]
+    async fn a_client_certificate_names_the_principal_of_a_grpc_request() {
+        let context = grpc_context(&request_over_tls(Some("admin")).await);
+        assert_eq!(context.principal, Principal::User("admin".to_owned()));
+        assert!(context.peer.is_some_and(|p| p.ip().is_loopback()));
+
+        let context = grpc_context(&request_over_tls(None).await);
+        assert_eq!(context.principal, Principal::Anonymous);
+        assert!(context.peer.is_some());
     }
 }

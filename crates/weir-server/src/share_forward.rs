@@ -23,6 +23,7 @@ use weir_broker::{BrokerError, Reason};
 use weir_cluster::share::ShareError;
 use weir_proto::v1::queues_client::QueuesClient;
 use weir_proto::v1::{self as pb};
+use weir_security::dial::TlsDialer;
 
 use crate::internal::peers::PeerChannels;
 
@@ -30,12 +31,19 @@ use crate::internal::peers::PeerChannels;
 const CALL_SLACK: Duration = Duration::from_secs(10);
 
 /// Forwards over gRPC, one lazily connected channel per coordinator address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GrpcShareForwarder {
     channels: PeerChannels,
 }
 
 impl GrpcShareForwarder {
+    /// A forwarder that dials coordinators with `tls`, or in plaintext.
+    pub(crate) fn new(tls: Option<TlsDialer>) -> GrpcShareForwarder {
+        GrpcShareForwarder {
+            channels: PeerChannels::new(tls),
+        }
+    }
+
     fn client(&self, coordinator: &Coordinator) -> Result<QueuesClient<Channel>, BrokerError> {
         let address = &coordinator.endpoints.client;
         let channel = self.channels.channel(address).map_err(|e| {

@@ -17,6 +17,7 @@ use weir_cluster::TopicRegistry;
 use weir_cluster::share::{RemoteBatches, RemoteFuture, RemoteLog, RemoteReadError};
 use weir_proto::v1::consumer_client::ConsumerClient;
 use weir_proto::v1::{self as pb, offset_spec};
+use weir_security::dial::TlsDialer;
 
 use crate::internal::peers::PeerChannels;
 
@@ -32,10 +33,11 @@ pub(crate) struct GrpcRemoteLog {
 }
 
 impl GrpcRemoteLog {
-    pub(crate) fn new(registry: Arc<TopicRegistry>) -> GrpcRemoteLog {
+    /// Reads that dial leaders with `tls`, or in plaintext.
+    pub(crate) fn new(registry: Arc<TopicRegistry>, tls: Option<TlsDialer>) -> GrpcRemoteLog {
         GrpcRemoteLog {
             registry,
-            channels: PeerChannels::default(),
+            channels: PeerChannels::new(tls),
         }
     }
 

@@ -50,6 +50,7 @@ pub(super) async fn run(
     let mut consumer = Consumer::connect(ConsumerConfig {
         brokers: config.brokers.clone(),
         timeouts: config.timeouts,
+        tls: config.tls.clone(),
         ..ConsumerConfig::default()
     })
     .await

@@ -219,6 +219,7 @@ pub struct BenchConfig {
     pub(crate) kind: Kind,
     pub(crate) brokers: Vec<String>,
     pub(crate) timeouts: Timeouts,
+    pub(crate) tls: Option<weir_client::ClientTls>,
     pub(crate) topic: String,
     pub(crate) partitions: u32,
     pub(crate) topic_configs: HashMap<String, String>,
@@ -311,6 +312,7 @@ impl BenchArgs {
             idempotence: common.idempotence.unwrap_or(defaults.idempotence),
             connect_timeout: common.brokers.connect_timeout,
             request_timeout: common.brokers.timeout,
+            tls: common.brokers.tls()?,
             ..defaults
         };
         producer.validate()?;
@@ -318,6 +320,7 @@ impl BenchArgs {
             kind,
             brokers: common.brokers.list(),
             timeouts: common.brokers.timeouts(),
+            tls: common.brokers.tls()?,
             topic: common.topic,
             partitions: common.partitions,
             topic_configs: key_value_map(common.topic_config)?,
@@ -347,9 +350,15 @@ pub async fn run(plan: BenchPlan) -> anyhow::Result<()> {
 }
 
 async fn run_records(config: BenchConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     let partitions = ensure_topic(&admin, &config).await?;
     let flush_policy = match config.report_schema {
         ReportSchema::Weir => None,

@@ -22,7 +22,7 @@ pub(super) async fn describe(
     group: &str,
     format: Format,
 ) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&brokers.list(), brokers.timeouts())
+    let admin = Admin::connect_with(&brokers.list(), brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     let doing = format!("describing share group {group}");
@@ -49,7 +49,7 @@ pub(super) async fn configure(
     settings: &ShareGroupSettings,
     format: Format,
 ) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&brokers.list(), brokers.timeouts())
+    let admin = Admin::connect_with(&brokers.list(), brokers.connect_options()?)
         .await
         .context("connecting to the broker")?;
     let doing = format!("configuring share group {group}");
@@ -70,7 +70,7 @@ pub(super) async fn configure(
 }
 
 async fn connect(brokers: &BrokerArgs) -> anyhow::Result<Admin> {
-    Admin::connect_with_timeouts(&brokers.list(), brokers.timeouts())
+    Admin::connect_with(&brokers.list(), brokers.connect_options()?)
         .await
         .context("connecting to the broker")
 }

@@ -29,9 +29,15 @@ const MAX_OFFSETS_LISTED: usize = 10;
 
 /// `weir queue consume`: see the module docs of `queue`.
 pub(super) async fn consume(config: ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     // A topic that does not exist is most likely a typo.
     for topic in &config.topics {
         admin
@@ -45,6 +51,7 @@ pub(super) async fn consume(config: ConsumeConfig) -> anyhow::Result<()> {
         max_records: config.max_records,
         ack_mode: AckMode::Explicit,
         timeouts: config.timeouts,
+        tls: config.tls.clone(),
         ..ShareConsumerConfig::new(config.group.clone(), config.topics.clone())
     })
     .await

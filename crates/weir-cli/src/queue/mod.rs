@@ -433,6 +433,7 @@ enum Action {
 struct ConsumeConfig {
     brokers: Vec<String>,
     timeouts: Timeouts,
+    tls: Option<weir_client::ClientTls>,
     group: String,
     topics: Vec<String>,
     start: ShareStart,
@@ -500,6 +501,7 @@ impl ConsumeArgs {
         Ok(ConsumeConfig {
             brokers: brokers.list(),
             timeouts: brokers.timeouts(),
+            tls: brokers.tls()?,
             group: self.group,
             topics: self.topics,
             start: self.start.share_start(),

@@ -60,6 +60,7 @@ pub(super) async fn redrive(
     let mut consumer = ShareConsumer::connect(ShareConsumerConfig {
         brokers: brokers.list(),
         timeouts: brokers.timeouts(),
+        tls: brokers.tls()?,
         start: ShareStart::Earliest,
         ack_mode: AckMode::Explicit,
         max_records: REDRIVE_BATCH,
@@ -72,6 +73,7 @@ pub(super) async fn redrive(
         acks: Acks::All,
         connect_timeout: brokers.timeouts().connect,
         request_timeout: brokers.timeouts().request,
+        tls: brokers.tls()?,
         ..ProducerConfig::default()
     })
     .await

@@ -14,7 +14,7 @@ use crate::connection::BrokerChannel as Channel;
 use weir_proto::v1 as pb;
 use weir_proto::v1::groups_client::GroupsClient;
 
-use crate::connection::{self, MAX_MESSAGE_BYTES, Timeouts};
+use crate::connection::{self, ConnectOptions, MAX_MESSAGE_BYTES};
 use crate::error::ClientError;
 
 /// Longest wait between two tries of a heartbeat or commit that failed retriably (the
@@ -32,7 +32,7 @@ pub(crate) struct CoordinatorLink {
     /// A consumer group's coordinator or a share group's.
     kind: pb::CoordinatorType,
     brokers: Vec<String>,
-    timeouts: Timeouts,
+    options: ConnectOptions,
     current: Mutex<Option<Channel>>,
 }
 
@@ -50,13 +50,13 @@ impl CoordinatorLink {
         group_id: &str,
         kind: pb::CoordinatorType,
         brokers: &[String],
-        timeouts: Timeouts,
+        options: ConnectOptions,
     ) -> CoordinatorLink {
         CoordinatorLink {
             group_id: group_id.to_owned(),
             kind,
             brokers: brokers.to_vec(),
-            timeouts,
+            options,
             current: Mutex::new(None),
         }
     }
@@ -94,7 +94,7 @@ impl CoordinatorLink {
     }
 
     async fn find(&self) -> Result<Channel, ClientError> {
-        let (bootstrap, channel) = connection::connect_first(&self.brokers, self.timeouts).await?;
+        let (bootstrap, channel) = connection::connect_first(&self.brokers, &self.options).await?;
         let mut request = tonic::Request::new(pb::FindCoordinatorRequest {
             group_id: self.group_id.clone(),
             r#type: self.kind.into(),
@@ -115,6 +115,6 @@ impl CoordinatorLink {
         .into_inner();
         let address = format!("{}:{}", answer.host, answer.port);
         tracing::debug!(group = %self.group_id, kind = ?self.kind, coordinator = answer.broker_id, %address, "found the group's coordinator");
-        connection::connect(std::slice::from_ref(&address), self.timeouts).await
+        connection::connect(std::slice::from_ref(&address), &self.options).await
     }
 }

@@ -116,7 +116,7 @@ use self::heartbeat::{Membership, Shared, Subscription, topic_partitions};
 pub(crate) use self::link::CoordinatorLink;
 pub(crate) use self::link::MAX_COORDINATOR_RETRY_BACKOFF;
 use crate::admin::OffsetQuery;
-use crate::connection::{DEFAULT_BROKER, Timeouts};
+use crate::connection::{ClientTls, ConnectOptions, DEFAULT_BROKER, Timeouts};
 use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, DEFAULT_MAX_BYTES_PER_MESSAGE,
@@ -195,6 +195,8 @@ pub struct GroupConsumerConfig {
     pub reconnect_backoff: Duration,
     /// How long connecting to a broker and each request may take.
     pub timeouts: Timeouts,
+    /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for GroupConsumerConfig {
@@ -212,6 +214,7 @@ impl Default for GroupConsumerConfig {
             prefetch_messages: DEFAULT_PREFETCH_MESSAGES,
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             timeouts: Timeouts::default(),
+            tls: None,
         }
     }
 }
@@ -388,13 +391,17 @@ impl GroupConsumer {
             auto_offset_reset: config.auto_offset_reset,
             reconnect_backoff: config.reconnect_backoff,
             timeouts: config.timeouts,
+            tls: config.tls.clone(),
         })
         .await?;
         let coordinator = Arc::new(CoordinatorLink::new(
             &config.group_id,
             pb::CoordinatorType::Group,
             &config.brokers,
-            config.timeouts,
+            ConnectOptions {
+                timeouts: config.timeouts,
+                tls: config.tls.clone(),
+            },
         ));
         // Found now if it can be: no reachable broker, or a refusal for good (a bad group
         // id), fails here; a coordinator not available yet (a cluster still forming, an

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use weir_batch::Compression;
 
-use crate::connection::DEFAULT_BROKER;
+use crate::connection::{ClientTls, DEFAULT_BROKER};
 use crate::error::ClientError;
 
 /// Default time a batch waits for more records before it is sent. A few milliseconds
@@ -97,6 +97,8 @@ pub struct ProducerConfig {
     pub request_timeout: Duration,
     /// Time connecting to a broker may take (TCP, then its first answer).
     pub connect_timeout: Duration,
+    /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
+    pub tls: Option<ClientTls>,
     /// Bytes of records buffered or in flight before `send` waits.
     pub buffer_memory: usize,
     /// Idempotent produce (on by default, as in Kafka 3.0+): the producer gets a
@@ -130,6 +132,7 @@ impl Default for ProducerConfig {
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: crate::connection::DEFAULT_CONNECT_TIMEOUT,
+            tls: None,
             buffer_memory: DEFAULT_BUFFER_MEMORY_BYTES,
             idempotence: true,
             producer_name: None,

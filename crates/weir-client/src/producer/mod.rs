@@ -108,7 +108,7 @@ pub use self::config::{
     METADATA_MAX_AGE, ProducerConfig,
 };
 use crate::cluster::Cluster;
-use crate::connection::Timeouts;
+use crate::connection::{ConnectOptions, Timeouts};
 use crate::error::ClientError;
 
 /// A record to send.
@@ -260,7 +260,11 @@ impl Producer {
             connect: config.connect_timeout,
             request: config.request_timeout,
         };
-        let cluster = Cluster::connect(&config.brokers, timeouts).await?;
+        let options = ConnectOptions {
+            timeouts,
+            tls: config.tls.clone(),
+        };
+        let cluster = Cluster::connect(&config.brokers, options).await?;
         // As Kafka's producers: a topic produced to is created on first use where the
         // broker does that.
         cluster.create_topics_on_first_use();

@@ -117,7 +117,8 @@ pub use self::acks::{
 };
 use self::acks::{AckRange, Ledger, Moment, RecordId};
 use crate::connection::{
-    BrokerChannel as Channel, DEFAULT_BROKER, MAX_MESSAGE_BYTES, Timeouts, human_duration,
+    BrokerChannel as Channel, ClientTls, ConnectOptions, DEFAULT_BROKER, MAX_MESSAGE_BYTES,
+    Timeouts, human_duration,
 };
 use crate::consumer::{ConsumerRecord, DEFAULT_RECONNECT_BACKOFF, reconnect_backoff};
 use crate::error::ClientError;
@@ -210,6 +211,8 @@ pub struct ShareConsumerConfig {
     /// How long connecting to a broker and each request may take; a call is retried for
     /// at most the request timeout.
     pub timeouts: Timeouts,
+    /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ShareConsumerConfig {
@@ -224,6 +227,7 @@ impl Default for ShareConsumerConfig {
             ack_mode: AckMode::default(),
             retry_backoff: DEFAULT_RECONNECT_BACKOFF,
             timeouts: Timeouts::default(),
+            tls: None,
         }
     }
 }
@@ -364,7 +368,10 @@ impl ShareConsumer {
             &config.group_id,
             pb::CoordinatorType::Share,
             &config.brokers,
-            config.timeouts,
+            ConnectOptions {
+                timeouts: config.timeouts,
+                tls: config.tls.clone(),
+            },
         );
         match coordinator.channel().await {
             Err(error @ ClientError::Connect { .. }) => return Err(error),

@@ -15,6 +15,7 @@ use weir_cluster::controller::{ControllerReply, ControllerRequest, MetadataOffse
 use weir_cluster::quorum::MetadataDelta;
 use weir_cluster::replication::BoxFuture;
 use weir_proto::internal::v1 as wire;
+use weir_security::dial::TlsDialer;
 use wire::controller_client::ControllerClient;
 use wire::controller_server::Controller;
 use wire::{controller_call_reply, fetch_metadata_reply};
@@ -281,6 +282,14 @@ impl GrpcControllerClient {
         GrpcControllerClient {
             peers: PeerChannels::default(),
             timeout,
+        }
+    }
+
+    /// This client, dialling with `tls` (see `peers`), or in plaintext.
+    pub fn with_tls(self, tls: Option<TlsDialer>) -> Self {
+        GrpcControllerClient {
+            peers: PeerChannels::new(tls),
+            ..self
         }
     }
 

@@ -23,6 +23,7 @@ use weir_cluster::replication::{
 use weir_proto::internal::v1::replication_client::ReplicationClient;
 use weir_proto::internal::v1::replication_server::Replication;
 use weir_proto::internal::v1::{FetchSessionRequest, FetchSessionResponse};
+use weir_security::dial::TlsDialer;
 
 use super::peers::PeerChannels;
 use super::{
@@ -218,6 +219,13 @@ pub struct GrpcFetchSessions {
 impl GrpcFetchSessions {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sessions that dial leaders with `tls` (see `peers`), or in plaintext.
+    pub fn with_tls(tls: Option<TlsDialer>) -> Self {
+        GrpcFetchSessions {
+            peers: PeerChannels::new(tls),
+        }
     }
 }
 

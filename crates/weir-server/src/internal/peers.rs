@@ -5,12 +5,17 @@
 //! channel resolves the name again every time it reconnects, so a peer that moved (a
 //! restarted container gets a new IP; a stopped one's name stops resolving) is found
 //! at its new address, and a name that does not resolve fails that attempt only.
+//!
+//! With TLS on (`tls_cert`), every channel to a peer dials with a [`TlsDialer`] that
+//! trusts the cluster's CA (`tls_ca`) and presents this broker's certificate; the peer's
+//! internal and client listeners then speak TLS only.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
 use tonic::transport::{Channel, Endpoint};
+use weir_security::dial::TlsDialer;
 
 use super::{PEER_CONNECT_TIMEOUT, PEER_KEEPALIVE_INTERVAL, PEER_KEEPALIVE_TIMEOUT};
 use crate::{CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES};
@@ -25,6 +30,8 @@ pub const MAX_PEER_CHANNELS: usize = 1024;
 #[derive(Default)]
 pub(crate) struct PeerChannels {
     channels: Mutex<HashMap<String, Channel>>,
+    /// `None`: plaintext.
+    tls: Option<TlsDialer>,
 }
 
 impl fmt::Debug for PeerChannels {
@@ -32,11 +39,20 @@ impl fmt::Debug for PeerChannels {
         let channels = self.channels.lock().unwrap_or_else(PoisonError::into_inner);
         f.debug_struct("PeerChannels")
             .field("addresses", &channels.keys().collect::<Vec<_>>())
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
 
 impl PeerChannels {
+    /// Channels that dial with `tls`, or in plaintext.
+    pub(crate) fn new(tls: Option<TlsDialer>) -> PeerChannels {
+        PeerChannels {
+            channels: Mutex::default(),
+            tls,
+        }
+    }
+
     /// The channel to `address` (`host:port`, or a `http://` URI), created on first use;
     /// it connects on its first call and reconnects (resolving the name again) after a
     /// failure. Must run inside the tokio runtime.
@@ -45,12 +61,31 @@ impl PeerChannels {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = endpoint(address)?.connect_lazy();
+        let channel = connect_lazy(endpoint(address)?, self.tls.as_ref());
         if channels.len() >= MAX_PEER_CHANNELS {
             channels.clear();
         }
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
+    }
+}
+
+/// A channel over `endpoint` that connects on first use, with TLS if `tls` is given.
+pub(crate) fn connect_lazy(endpoint: Endpoint, tls: Option<&TlsDialer>) -> Channel {
+    match tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(tls.clone()),
+        None => endpoint.connect_lazy(),
+    }
+}
+
+/// [`connect_lazy`], connecting now.
+pub(crate) async fn connect(
+    endpoint: Endpoint,
+    tls: Option<&TlsDialer>,
+) -> Result<Channel, tonic::transport::Error> {
+    match tls {
+        Some(tls) => endpoint.connect_with_connector(tls.clone()).await,
+        None => endpoint.connect().await,
     }
 }
 

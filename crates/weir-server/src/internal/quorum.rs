@@ -9,6 +9,7 @@ use weir_cluster::quorum::{Quorum, QuorumTransport, RpcFuture, RpcKind, Transpor
 use weir_proto::internal::v1::RaftMessage;
 use weir_proto::internal::v1::quorum_client::QuorumClient;
 use weir_proto::internal::v1::quorum_server;
+use weir_security::dial::TlsDialer;
 
 use super::peers::PeerChannels;
 use super::{MAX_RAFT_MESSAGE_BYTES, peer_unreachable, quorum_status, wrong_voter};
@@ -58,6 +59,13 @@ pub struct GrpcQuorumTransport {
 impl GrpcQuorumTransport {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A transport that dials voters with `tls` (see `peers`), or in plaintext.
+    pub fn with_tls(tls: Option<TlsDialer>) -> Self {
+        GrpcQuorumTransport {
+            peers: PeerChannels::new(tls),
+        }
     }
 }
 

@@ -111,9 +111,15 @@ fn group_ids(
 
 /// Runs the scenario.
 pub(super) async fn run(config: &CommitConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     let topic_partitions = ensure_topic_named(&admin, &config.topic, 1, &HashMap::new()).await?;
     let offsets_partitions = admin
         .describe_topic(OFFSETS_TOPIC)
@@ -174,6 +180,7 @@ async fn commit_with(
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
             timeouts: config.timeouts,
+            tls: config.tls.clone(),
             group_id: group_id.clone(),
             client_id: format!("weir-bench-committer-{slot}"),
             ..GroupConsumerConfig::default()

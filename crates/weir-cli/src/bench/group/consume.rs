@@ -172,9 +172,15 @@ fn lock(tally: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
 
 /// Runs the scenario.
 pub(super) async fn run(config: &ConsumeConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     let partitions = ensure_topic_named(
         &admin,
         &config.topic,
@@ -223,12 +229,14 @@ pub(super) async fn fill(
         acks: AcksArg::Leader.into(),
         connect_timeout: config.timeouts.connect,
         request_timeout: config.timeouts.request,
+        tls: config.tls.clone(),
         ..ProducerConfig::default()
     };
     let fill = BenchConfig {
         kind: Kind::Consume,
         brokers: config.brokers.clone(),
         timeouts: config.timeouts,
+        tls: config.tls.clone(),
         topic: config.topic.clone(),
         partitions,
         topic_configs: config.topic_configs.clone(),
@@ -333,6 +341,7 @@ async fn consume_with(
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
             timeouts: config.timeouts,
+            tls: config.tls.clone(),
             group_id: group_id.clone(),
             client_id: format!("weir-bench-member-{slot}"),
             auto_offset_reset: OffsetReset::Latest,

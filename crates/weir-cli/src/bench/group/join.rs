@@ -87,6 +87,7 @@ impl Running {
         let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
             brokers: config.brokers.clone(),
             timeouts: config.timeouts,
+            tls: config.tls.clone(),
             group_id: group_id.to_owned(),
             client_id: format!("weir-bench-member-{slot}"),
             session_timeout: config.session_timeout,
@@ -142,9 +143,15 @@ async fn poll_until_stopped(
 
 /// Runs the scenario.
 pub(super) async fn run(config: &JoinConfig) -> anyhow::Result<()> {
-    let admin = Admin::connect_with_timeouts(&config.brokers, config.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &config.brokers,
+        weir_client::ConnectOptions {
+            timeouts: config.timeouts,
+            tls: config.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     let partitions =
         ensure_topic_named(&admin, &config.topic, config.partitions, &HashMap::new()).await?;
     anyhow::ensure!(

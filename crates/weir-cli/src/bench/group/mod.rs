@@ -249,6 +249,7 @@ pub enum GroupBench {
 pub struct JoinConfig {
     brokers: Vec<String>,
     timeouts: Timeouts,
+    tls: Option<weir_client::ClientTls>,
     topic: String,
     partitions: u32,
     members: u32,
@@ -266,6 +267,7 @@ pub struct JoinConfig {
 pub struct ConsumeConfig {
     brokers: Vec<String>,
     timeouts: Timeouts,
+    tls: Option<weir_client::ClientTls>,
     topic: String,
     partitions: u32,
     topic_configs: HashMap<String, String>,
@@ -281,6 +283,7 @@ pub struct ConsumeConfig {
 pub struct CommitConfig {
     brokers: Vec<String>,
     timeouts: Timeouts,
+    tls: Option<weir_client::ClientTls>,
     topic: String,
     committers: Vec<u32>,
     duration: Duration,
@@ -320,6 +323,7 @@ impl JoinArgs {
         Ok(GroupBench::Join(JoinConfig {
             brokers: self.brokers.list(),
             timeouts: self.brokers.timeouts(),
+            tls: self.brokers.tls()?,
             topic: self.topic,
             partitions: self.partitions,
             members: self.members,
@@ -346,6 +350,7 @@ impl ConsumeArgs {
         Ok(GroupBench::Consume(ConsumeConfig {
             brokers: self.brokers.list(),
             timeouts: self.brokers.timeouts(),
+            tls: self.brokers.tls()?,
             topic: self.topic,
             partitions: self.partitions,
             topic_configs: key_value_map(self.topic_config)?,
@@ -375,6 +380,7 @@ impl QueueArgs {
             base: ConsumeConfig {
                 brokers: self.brokers.list(),
                 timeouts: self.brokers.timeouts(),
+                tls: self.brokers.tls()?,
                 topic: self.topic,
                 partitions: self.partitions,
                 topic_configs: key_value_map(self.topic_config)?,
@@ -401,6 +407,7 @@ impl CommitArgs {
         Ok(GroupBench::Commit(CommitConfig {
             brokers: self.brokers.list(),
             timeouts: self.brokers.timeouts(),
+            tls: self.brokers.tls()?,
             topic: self.topic,
             committers: self.committers,
             duration: self.duration,

@@ -62,9 +62,15 @@ struct QueueRun {
 /// Runs the scenario.
 pub(super) async fn run(config: &QueueConfig) -> anyhow::Result<()> {
     let base = &config.base;
-    let admin = Admin::connect_with_timeouts(&base.brokers, base.timeouts)
-        .await
-        .context("connecting to the broker")?;
+    let admin = Admin::connect_with(
+        &base.brokers,
+        weir_client::ConnectOptions {
+            timeouts: base.timeouts,
+            tls: base.tls.clone(),
+        },
+    )
+    .await
+    .context("connecting to the broker")?;
     let partitions =
         ensure_topic_named(&admin, &base.topic, base.partitions, &base.topic_configs).await?;
     let mut ranges = log_ranges(&admin, &base.topic, partitions).await?;
@@ -106,6 +112,7 @@ async fn run_with(
         let consumer = ShareConsumer::connect(ShareConsumerConfig {
             brokers: base.brokers.clone(),
             timeouts: base.timeouts,
+            tls: base.tls.clone(),
             start: ShareStart::Earliest,
             ack_mode: AckMode::Explicit,
             max_records: config.max_records,

@@ -1,0 +1,550 @@
+//! TLS on every listener, as a user meets it: real `weir serve` processes started with
+//! `--tls-cert`/`--tls-key`/`--tls-client-ca` from `weir dev certs`, and the `weir` CLI
+//! (produce, consume, topic, healthcheck) with `--tls-ca`/`--tls-cert`/`--tls-key`.
+//! Certificates are rotated under a running producer, three brokers replicate to each
+//! other over TLS, and the admin HTTP listener answers https.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{finish, stderr, wait_output, weir_command};
+use weir_security::dial::TlsDialer;
+
+/// Longest a broker (or a cluster) takes to do what a test waits for.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Certificates from `weir dev certs` in a temporary directory.
+struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    fn new() -> Certs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let made = weir_command(&["dev", "certs", "--out", &dir.path().to_string_lossy()])
+            .output()
+            .expect("weir dev certs");
+        assert!(made.status.success(), "{}", stderr(&made));
+        Certs { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn arg(&self, file: &str) -> String {
+        self.path(file).to_string_lossy().into_owned()
+    }
+
+    /// The broker flags for TLS on every listener, with client certificates verified.
+    fn serve_args(&self) -> Vec<String> {
+        [
+            ("--tls-cert", "node.pem"),
+            ("--tls-key", "node-key.pem"),
+            ("--tls-client-ca", "ca.pem"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), self.arg(file)])
+        .collect()
+    }
+
+    /// The client's environment for TLS with the `client` certificate.
+    fn client_env(&self) -> [(&'static str, String); 3] {
+        [
+            ("WEIR_TLS_CA", self.arg("ca.pem")),
+            ("WEIR_TLS_CERT", self.arg("client.pem")),
+            ("WEIR_TLS_KEY", self.arg("client-key.pem")),
+        ]
+    }
+}
+
+/// A `weir serve` process; its log (stderr) is kept line by line.
+struct Serve {
+    child: Child,
+    /// The gRPC client listener, `127.0.0.1:PORT`.
+    addr: String,
+    /// The admin HTTP listener.
+    admin: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `weir serve ARGS` on free loopback ports and waits until it listens.
+    fn start(args: &[String]) -> Serve {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut command = weir_command(&["serve"]);
+        command
+            .args(["--data-dir", &data.path().to_string_lossy()])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--kafka-listen", "none"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("weir serve starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stderr.take().expect("stderr"));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let mut serve = Serve {
+            child,
+            addr: String::new(),
+            admin: String::new(),
+            log,
+            _data: data,
+        };
+        let listening = serve.wait_for_line("broker listening");
+        serve.addr = between(&listening, "addr=", " ");
+        serve.admin = between(&listening, "admin=Some(", ")");
+        serve
+    }
+
+    /// The first log line containing `needle`, waiting for it.
+    fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(line) = self.lines(needle).into_iter().next() {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("weir serve exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of `line` after `from` up to `to` (or the end).
+fn between(line: &str, from: &str, to: &str) -> String {
+    let start = line
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} in {line:?}"))
+        + from.len();
+    let rest = &line[start..];
+    rest[..rest.find(to).unwrap_or(rest.len())].to_owned()
+}
+
+/// `weir ARGS` against `brokers` with `env`, bounded in time.
+fn weir(brokers: &str, env: &[(&str, String)], args: &[&str]) -> std::process::Output {
+    let mut command = weir_command(args);
+    command.env("WEIR_BROKERS", brokers);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    finish(command, args)
+}
+
+fn weir_ok(brokers: &str, env: &[(&str, String)], args: &[&str]) -> String {
+    let out = weir(brokers, env, args);
+    assert!(out.status.success(), "weir {args:?}: {}", stderr(&out));
+    String::from_utf8(out.stdout).expect("UTF-8")
+}
+
+/// Retries `weir ARGS` until it succeeds (a cluster still forming).
+fn weir_eventually(brokers: &str, env: &[(&str, String)], args: &[&str]) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = weir(brokers, env, args);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).expect("UTF-8");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "weir {args:?} kept failing: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The certificate a new TLS connection to `addr` is shown, trusting `ca`.
+fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    runtime().block_on(async {
+        let dialer = TlsDialer::from_files(ca, None).expect("CA");
+        let stream = dialer.connect(host, port).await.expect("TLS connection");
+        stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .expect("a certificate")[0]
+            .as_ref()
+            .to_vec()
+    })
+}
+
+/// `GET path` over https (HTTP/1.1) from the admin listener at `addr`, trusting `ca`:
+/// the response's status line and body.
+fn https_get(addr: &str, path: &str, ca: &Path) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    runtime().block_on(async {
+        let config = weir_security::tls::client_config(ca, None, &[b"http/1.1"]).expect("CA");
+        let mut stream = TlsDialer::new(config)
+            .connect(host, port)
+            .await
+            .expect("TLS connection");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = Vec::new();
+        // The server may close without a TLS close_notify; what came is the answer.
+        let _ = stream.read_to_end(&mut response).await;
+        String::from_utf8_lossy(&response).into_owned()
+    })
+}
+
+#[test]
+fn the_cli_produces_and_consumes_over_mutual_tls_and_plaintext_is_refused() {
+    let certs = Certs::new();
+    let mut broker = Serve::start(&certs.serve_args());
+    let env = certs.client_env();
+    let addr = broker.addr.clone();
+
+    let records: String = (0..200).map(|i| format!("record-{i}\n")).collect();
+    let mut produce = weir_command(&["produce", "orders"]);
+    produce.env("WEIR_BROKERS", &addr).stdin(Stdio::piped());
+    for (name, value) in &env {
+        produce.env(name, value);
+    }
+    let mut child = produce
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir produce");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(records.as_bytes())
+        .expect("records written");
+    let out = wait_output(child, &["produce"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = weir_ok(
+        &addr,
+        &env,
+        &["consume", "orders", "--from", "beginning", "--count", "200"],
+    );
+    assert_eq!(read, records, "every record back, in order");
+
+    // The same with flags and an https:// address, and a health check.
+    let flags = [
+        "--tls-ca",
+        &certs.arg("ca.pem"),
+        "--brokers",
+        &format!("https://localhost:{}", addr.rsplit_once(':').unwrap().1),
+    ];
+    let listed = weir_ok("", &[], &[&["topic", "list"][..], &flags].concat());
+    assert!(listed.contains("orders"), "{listed}");
+    let health = weir_ok(
+        "",
+        &[],
+        &[
+            "healthcheck",
+            "--address",
+            &addr,
+            "--tls-ca",
+            &certs.arg("ca.pem"),
+        ],
+    );
+    assert_eq!(health.trim(), "SERVING");
+
+    // Plaintext: refused, the user told what to give; the broker says so once.
+    for _ in 0..2 {
+        let out = weir(&addr, &[], &["topic", "list"]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("--tls-ca"), "{}", stderr(&out));
+    }
+    broker.wait_for_line("spoke plaintext to a TLS listener");
+    assert_eq!(
+        broker.lines("spoke plaintext").len(),
+        1,
+        "one line a minute:\n{}",
+        broker.log()
+    );
+
+    // A client that trusts another CA does not connect, and is told why.
+    let other = Certs::new();
+    let out = weir(
+        &addr,
+        &[("WEIR_TLS_CA", other.arg("ca.pem"))],
+        &["topic", "list"],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("certificate") && err.contains("--tls-ca"),
+        "{err}"
+    );
+
+    // The admin HTTP listener: https only, /health and /metrics.
+    let health = https_get(&broker.admin, "/health", &certs.path("ca.pem"));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"));
+    assert!(metrics.contains("# TYPE"), "{metrics}");
+}
+
+#[test]
+fn certificates_are_replaced_under_a_running_producer() {
+    let certs = Certs::new();
+    let mut broker = Serve::start(&certs.serve_args());
+    let env = certs.client_env();
+    let before = served_certificate(&broker.addr, &certs.path("ca.pem"));
+
+    // A producer that keeps producing, one record every 5 ms, over one connection.
+    let mut produce = weir_command(&["produce", "rotation"]);
+    produce
+        .env("WEIR_BROKERS", &broker.addr)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (name, value) in &env {
+        produce.env(name, value);
+    }
+    let mut child = produce.spawn().expect("weir produce");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let written = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (written, stop) = (written.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let record = format!("rotation-{i}");
+                writeln!(stdin, "{record}").expect("the producer reads");
+                stdin.flush().expect("flushed");
+                written.lock().unwrap().push(record);
+                i += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let wait_written = |count: usize| {
+        let deadline = Instant::now() + DEADLINE;
+        while written.lock().unwrap().len() < count {
+            assert!(Instant::now() < deadline, "the writer stalled");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_written(50);
+
+    // A new node certificate from the same CA, with a name the old one lacked; each file
+    // replaced whole (written aside, then renamed), then SIGHUP.
+    let ca_key = std::fs::read_to_string(certs.path("ca-key.pem")).expect("CA key");
+    let renewed = weir_security::certs::renew_node(&ca_key, &["renewed.weir.test".to_owned()])
+        .expect("renewed certificate");
+    for (file, pem) in [("node-key.pem", &renewed.key), ("node.pem", &renewed.cert)] {
+        let aside = certs.path(&format!("{file}.new"));
+        std::fs::write(&aside, pem).expect("written");
+        std::fs::rename(&aside, certs.path(file)).expect("renamed");
+    }
+    // SAFETY: kill(2) on the broker process this test started.
+    assert_eq!(unsafe { libc::kill(broker.pid(), libc::SIGHUP) }, 0);
+    broker.wait_for_line("TLS certificate reloaded");
+    let deadline = Instant::now() + DEADLINE;
+    let new = weir_security::tls::read_certificates(&certs.path("node.pem")).expect("new cert");
+    loop {
+        let after = served_certificate(&broker.addr, &certs.path("ca.pem"));
+        if after == new[0].as_ref() {
+            assert_ne!(after, before);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old certificate is still served"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // More records after the reload, then the producer finishes: nothing failed.
+    let so_far = written.lock().unwrap().len();
+    wait_written(so_far + 50);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    let out = wait_output(child, &["produce"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let written = written.lock().unwrap().clone();
+    let read = weir_ok(
+        &broker.addr,
+        &env,
+        &[
+            "consume",
+            "rotation",
+            "--from",
+            "beginning",
+            "--count",
+            &written.len().to_string(),
+        ],
+    );
+    assert_eq!(read.lines().collect::<Vec<_>>(), written);
+    assert!(
+        broker.lines("reloading the TLS certificate failed").len() <= 1,
+        "{}",
+        broker.log()
+    );
+}
+
+#[test]
+fn three_brokers_replicate_to_each_other_over_tls() {
+    let certs = Certs::new();
+    // Fixed internal ports: the voter list names them before the brokers start.
+    let ports: Vec<u16> = (0..3)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("port"))
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().expect("address").port())
+        .collect();
+    let voters = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| format!("{}@127.0.0.1:{port}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let brokers: Vec<Serve> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let mut args = certs.serve_args();
+            args.extend(
+                [
+                    "--node-id".to_owned(),
+                    (i + 1).to_string(),
+                    "--controller-voters".to_owned(),
+                    voters.clone(),
+                    "--internal-listen".to_owned(),
+                    format!("127.0.0.1:{port}"),
+                ]
+                .into_iter(),
+            );
+            Serve::start(&args)
+        })
+        .collect();
+    let all = brokers
+        .iter()
+        .map(|b| b.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let env = certs.client_env();
+    weir_eventually(
+        &all,
+        &env,
+        &[
+            "topic",
+            "create",
+            "replicated",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+    );
+    let records: String = (0..300).map(|i| format!("r-{i}\n")).collect();
+    let mut produce = weir_command(&["produce", "replicated", "--acks", "all"]);
+    produce.env("WEIR_BROKERS", &all).stdin(Stdio::piped());
+    for (name, value) in &env {
+        produce.env(name, value);
+    }
+    let mut child = produce
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir produce");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(records.as_bytes())
+        .expect("records written");
+    let out = wait_output(child, &["produce"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = weir_ok(
+        &all,
+        &env,
+        &[
+            "consume",
+            "replicated",
+            "--from",
+            "beginning",
+            "--count",
+            "300",
+        ],
+    );
+    let mut read: Vec<&str> = read.lines().collect();
+    read.sort_unstable();
+    let mut expected: Vec<&str> = records.lines().collect();
+    expected.sort_unstable();
+    assert_eq!(read, expected);
+    // Every replica is in sync: the followers fetch from the leaders over TLS.
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let described = weir_ok(
+            &all,
+            &env,
+            &["topic", "describe", "replicated", "--format", "json"],
+        );
+        let described: serde_json::Value = serde_json::from_str(&described).expect("JSON");
+        let partitions = described["partitions"].as_array().expect("partitions");
+        if partitions
+            .iter()
+            .all(|p| p["isr"].as_array().map(Vec::len) == Some(3))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replicas out of sync: {described}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for broker in &brokers {
+        assert!(
+            broker.lines("spoke plaintext").is_empty(),
+            "a plaintext peer:\n{}",
+            broker.log()
+        );
+    }
+}
