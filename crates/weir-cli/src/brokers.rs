@@ -78,6 +78,30 @@ pub struct TlsArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, env = "WEIR_TLS_KEY", value_name = "FILE", global = true)]
     pub tls_key: Option<PathBuf>,
+    /// Authenticate every call as this user (a user made with `weir user create`); the
+    /// password comes from WEIR_PASSWORD, else a prompt. Needs TLS (--tls-ca): a password
+    /// never travels in clear.
+    #[arg(long, env = "WEIR_USER", value_name = "NAME", global = true)]
+    pub user: Option<String>,
+    /// The password once read: a command that connects more than once asks once.
+    #[arg(skip)]
+    password: std::sync::OnceLock<String>,
+}
+
+/// The password of `--user`: WEIR_PASSWORD, else asked for on the terminal.
+fn password(user: &str) -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("WEIR_PASSWORD") {
+        return Ok(password);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(UsageError(format!(
+            "--user {user} needs a password: set WEIR_PASSWORD (stdin is not a terminal to ask on)"
+        ))
+        .into());
+    }
+    Ok(rpassword::prompt_password(format!(
+        "password for {user}: "
+    ))?)
 }
 
 impl TlsArgs {
@@ -111,10 +135,27 @@ impl TlsArgs {
     /// The TLS the options ask for, with its files read (see [`Self::files`]); a file
     /// that cannot be used is an error naming it.
     pub fn client_tls(&self) -> anyhow::Result<Option<ClientTls>> {
-        match self.files()? {
-            Some((ca, identity)) => Ok(Some(ClientTls::from_files(ca, identity)?)),
-            None => Ok(None),
-        }
+        let tls = match self.files()? {
+            Some((ca, identity)) => ClientTls::from_files(ca, identity)?,
+            None if self.user.is_some() => {
+                return Err(UsageError(
+                    "--user needs TLS (--tls-ca or WEIR_TLS_CA): a password is never sent in clear"
+                        .to_owned(),
+                )
+                .into());
+            }
+            None => return Ok(None),
+        };
+        Ok(Some(match &self.user {
+            Some(user) => {
+                if self.password.get().is_none() {
+                    let _ = self.password.set(password(user)?);
+                }
+                let password = self.password.get().expect("set above");
+                tls.with_user(user, password)?
+            }
+            None => tls,
+        }))
     }
 
     /// [`Self::client_tls`] as a dialler, for a plain tonic channel.

@@ -77,8 +77,13 @@ struct Serve {
 impl Serve {
     /// Starts `weir serve ARGS` on free loopback ports and waits until it listens.
     fn start(args: &[String]) -> Serve {
+        Serve::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Serve {
         let data = tempfile::tempdir().expect("temp dir");
         let mut command = weir_command(&["serve"]);
+        command.envs(env.iter().copied());
         command
             .args(["--data-dir", &data.path().to_string_lossy()])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -547,4 +552,110 @@ fn three_brokers_replicate_to_each_other_over_tls() {
             broker.log()
         );
     }
+}
+
+#[test]
+fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
+    let certs = Certs::new();
+    let mut args = vec![
+        "--tls-cert".to_owned(),
+        certs.arg("node.pem"),
+        "--tls-key".to_owned(),
+        certs.arg("node-key.pem"),
+        "--tls-ca".to_owned(),
+        certs.arg("ca.pem"),
+    ];
+    args.extend(["--authentication", "required", "--authorization", "on"].map(String::from));
+    let mut broker = Serve::start_with_env(
+        &args,
+        &[
+            ("WEIR_ADMIN_USER", "admin"),
+            ("WEIR_ADMIN_PASSWORD", "admin-secret"),
+        ],
+    );
+    let addr = broker.addr.clone();
+    let ca = ("WEIR_TLS_CA", certs.arg("ca.pem"));
+    let admin = [
+        ca.clone(),
+        ("WEIR_USER", "admin".to_owned()),
+        ("WEIR_PASSWORD", "admin-secret".to_owned()),
+    ];
+
+    // The bootstrap admin may do anything (its credentials are written as it starts).
+    weir_eventually(
+        &addr,
+        &admin,
+        &["topic", "create", "orders", "--partitions", "1"],
+    );
+    let records: String = (0..20).map(|i| format!("order-{i}\n")).collect();
+    let mut produce = weir_command(&["produce", "orders"]);
+    produce.env("WEIR_BROKERS", &addr).stdin(Stdio::piped());
+    produce.envs(admin.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut child = produce
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir produce");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(records.as_bytes())
+        .expect("records written");
+    let out = wait_output(child, &["produce"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let read = weir_ok(
+        &addr,
+        &admin,
+        &["consume", "orders", "--from", "beginning", "--count", "20"],
+    );
+    assert_eq!(read, records, "every record back, in order");
+
+    // No credentials: refused, and told what to give.
+    let out = weir(&addr, std::slice::from_ref(&ca), &["topic", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("requires authentication"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A wrong password and an unknown user: refused alike, with an audit line each.
+    for (user, password) in [("admin", "wrong"), ("mallory", "admin-secret")] {
+        let env = [
+            ca.clone(),
+            ("WEIR_USER", user.to_owned()),
+            ("WEIR_PASSWORD", password.to_owned()),
+        ];
+        let out = weir(&addr, &env, &["topic", "list"]);
+        assert!(!out.status.success());
+        assert!(
+            stderr(&out).contains("wrong password or unknown user"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    broker.wait_for_line("authentication failed");
+    assert!(
+        broker
+            .lines("authentication failed")
+            .iter()
+            .any(|l| l.contains("mallory"))
+    );
+
+    // A password is never sent in clear: --user without TLS is a usage error.
+    let out = weir(
+        &addr,
+        &[
+            ("WEIR_USER", "admin".to_owned()),
+            ("WEIR_PASSWORD", "x".to_owned()),
+        ],
+        &["topic", "list"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("never sent in clear"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -114,11 +114,23 @@ impl Timeouts {
     }
 }
 
-/// TLS to brokers: the CAs trusted and, for mutual TLS, the client's certificate. Cheap
-/// to clone.
-#[derive(Debug, Clone)]
+/// TLS to brokers: the CAs trusted, for mutual TLS the client's certificate, and the
+/// user the client authenticates as, if any (a password travels only over TLS, so it is
+/// set here). Cheap to clone.
+#[derive(Clone)]
 pub struct ClientTls {
     dialer: TlsDialer,
+    /// The `authorization` header sent with every call (`Basic`, the user and password).
+    credentials: Option<http::HeaderValue>,
+}
+
+impl std::fmt::Debug for ClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientTls")
+            .field("dialer", &self.dialer)
+            .field("credentials", &self.credentials.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 impl ClientTls {
@@ -130,7 +142,23 @@ impl ClientTls {
     ) -> Result<ClientTls, ClientError> {
         let dialer = TlsDialer::from_files(ca, identity)
             .map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
-        Ok(ClientTls { dialer })
+        Ok(ClientTls {
+            dialer,
+            credentials: None,
+        })
+    }
+
+    /// Authenticates every call as `user` with `password` (call credentials, checked by
+    /// the broker against the user's SCRAM credentials).
+    pub fn with_user(mut self, user: &str, password: &str) -> Result<ClientTls, ClientError> {
+        let mut header =
+            http::HeaderValue::from_str(&weir_security::sasl::basic_auth_header(user, password))
+                .map_err(|_| {
+                    ClientError::Config("a user name or password has a control character".into())
+                })?;
+        header.set_sensitive(true);
+        self.credentials = Some(header);
+        Ok(self)
     }
 }
 
@@ -309,6 +337,8 @@ pub struct BrokerChannel {
     channel: Channel,
     address: Arc<str>,
     timeouts: Timeouts,
+    /// Sent as the `authorization` header of every call.
+    credentials: Option<http::HeaderValue>,
 }
 
 impl BrokerChannel {
@@ -331,7 +361,12 @@ impl Service<http::Request<Body>> for BrokerChannel {
             .map_err(|error| classify(&self.address, error, self.timeouts).into_status())
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(credentials) = &self.credentials {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, credentials.clone());
+        }
         let call = Service::call(&mut self.channel, request);
         let address = self.address.clone();
         let timeouts = self.timeouts;
@@ -577,6 +612,7 @@ async fn connect_one(
         channel,
         address: Arc::from(address),
         timeouts,
+        credentials: credentials(options),
     };
     let left = timeouts.connect.saturating_sub(started.elapsed());
     let mut probe = AdminClient::new(channel.clone());
@@ -632,7 +668,13 @@ pub fn lazy(address: &str, options: &ConnectOptions) -> Result<BrokerChannel, Cl
         channel: open_lazy(endpoint(address, options)?, options.tls.as_ref()),
         address: Arc::from(address),
         timeouts: options.timeouts,
+        credentials: credentials(options),
     })
+}
+
+/// The call credentials `options` carry.
+fn credentials(options: &ConnectOptions) -> Option<http::HeaderValue> {
+    options.tls.as_ref().and_then(|tls| tls.credentials.clone())
 }
 
 #[cfg(test)]

@@ -195,6 +195,15 @@ const BASIC_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// The `authorization` header value of the `Basic` scheme for `user` and `password`
+/// (what [`parse_basic_auth`] reads): how a client sends call credentials.
+pub fn basic_auth_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 /// Parses an HTTP `authorization` header value of the `Basic` scheme (RFC 7617):
 /// `Basic base64(user:password)`, the scheme name in any case. Returns the user and the
 /// password, split at the first `:` (a password may contain `:`, a user name cannot).

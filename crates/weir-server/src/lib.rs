@@ -33,6 +33,7 @@
 //! the cluster layer, never the on-disk layout; nothing below it sees a prost type.
 
 mod admin;
+mod authn;
 mod bootstrap_admin;
 mod cluster;
 mod config;
@@ -150,15 +151,17 @@ impl Broker {
 
 pub(crate) use weir_broker::until_stopping;
 
-/// The core's context for a gRPC request: the only place one is built. A client
-/// certificate verified by a TLS listener names the principal (its common name, else its
-/// first subject alternative name); otherwise the request is anonymous.
+/// The core's context for a gRPC request: the only place one is built. The user its
+/// call credentials authenticated (`authn`) is the principal; else a client certificate
+/// verified by a TLS listener names it (its common name, else its first subject
+/// alternative name); otherwise the request is anonymous.
 pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
     let mut context =
         weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr());
-    if let Some(name) = request
-        .peer_certs()
-        .and_then(|certs| weir_security::tls::principal_of(certs.first()?))
+    let user = request.extensions().get::<authn::AuthenticatedUser>();
+    if let Some(name) = user
+        .map(|u| u.0.clone())
+        .or_else(|| authn::tls_principal(request.extensions()))
     {
         context.principal = weir_broker::Principal::User(name);
     }
@@ -365,6 +368,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
             .layer(oversize::OversizeLayer {
                 limit_bytes: max_request,
+            })
+            .layer(authn::AuthLayer {
+                core: broker.core.clone(),
             })
             .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
             .add_service(health_service.clone())

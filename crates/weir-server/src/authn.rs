@@ -1,0 +1,145 @@
+//! Authentication of gRPC calls: a user and password as call credentials (the
+//! `authorization: Basic base64(user:password)` header, as HTTP basic; send it over TLS
+//! only), checked against the users' SCRAM credentials in the metadata (verified
+//! passwords are cached, so a client that sends its password with every call pays
+//! PBKDF2 once). [`AuthLayer`] runs before every client service: a good password puts
+//! an [`AuthenticatedUser`] in the request's extensions, which `grpc_context` makes the
+//! principal; a wrong one is UNAUTHENTICATED, with an audit line. Where authentication
+//! is required, a call with neither credentials nor a verified client certificate is
+//! UNAUTHENTICATED too.
+//!
+//! The internal services (`weir.internal.v1`: replication, controller, quorum) and the
+//! health and reflection services are not checked here: brokers reach each other over
+//! the internal listener, which mutual TLS protects (`docs/security.md`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+use weir_broker::{Listener, RequestContext};
+use weir_security::sasl::parse_basic_auth;
+
+/// The user a call authenticated as with its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AuthenticatedUser(pub(crate) String);
+
+/// Paths the layer lets through unchecked: brokers' own services, health, reflection.
+const UNCHECKED_PREFIXES: [&str; 3] = ["/weir.internal.", "/grpc.health.", "/grpc.reflection."];
+
+/// A tower layer over the client gRPC router: see the module docs.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthLayer {
+    pub(crate) core: Arc<weir_broker::Broker>,
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> AuthService<S> {
+        AuthService {
+            inner,
+            core: self.core.clone(),
+        }
+    }
+}
+
+/// See [`AuthLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct AuthService<S> {
+    inner: S,
+    core: Arc<weir_broker::Broker>,
+}
+
+impl<S, ReqB, B> tower::Service<::http::Request<ReqB>> for AuthService<S>
+where
+    S: tower::Service<::http::Request<ReqB>, Response = ::http::Response<B>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Default + Send + 'static,
+{
+    type Response = ::http::Response<B>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<::http::Response<B>, S::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: ::http::Request<ReqB>) -> Self::Future {
+        match authenticate(&self.core, &mut request) {
+            Ok(()) => Box::pin(self.inner.call(request)),
+            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+        }
+    }
+}
+
+/// The principal a verified client certificate names, on a TLS connection.
+pub(crate) fn tls_principal(extensions: &::http::Extensions) -> Option<String> {
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
+    let certs = info.peer_certs()?;
+    weir_security::tls::principal_of(certs.first()?)
+}
+
+/// The client's address, plaintext or TLS.
+fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
+    extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        })
+}
+
+/// Checks the call's credentials, recording the user in its extensions.
+fn authenticate<B>(
+    core: &weir_broker::Broker,
+    request: &mut ::http::Request<B>,
+) -> Result<(), Status> {
+    let path = request.uri().path();
+    if UNCHECKED_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Ok(());
+    }
+    let header = request
+        .headers()
+        .get(::http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    let Some(header) = header else {
+        let required = core.authorizer().config().require_authentication;
+        if required && tls_principal(request.extensions()).is_none() {
+            return Err(Status::unauthenticated(
+                "this broker requires authentication: give a user (--user or WEIR_USER, \
+                 with WEIR_PASSWORD) or a client certificate",
+            ));
+        }
+        return Ok(());
+    };
+    let peer = peer_addr(request.extensions());
+    let ctx = RequestContext::anonymous(Listener::Grpc, peer);
+    let (user, password) = parse_basic_auth(&header).map_err(|e| {
+        core.authorizer()
+            .audit()
+            .authentication_failed(&ctx, None, "BASIC", &e.to_string());
+        Status::unauthenticated(format!("bad authorization header: {e}"))
+    })?;
+    if !weir_broker::security_admin::verify_password(core, &user, &password) {
+        core.authorizer().audit().authentication_failed(
+            &ctx,
+            Some(&user),
+            "BASIC",
+            "wrong password or unknown user",
+        );
+        return Err(Status::unauthenticated(format!(
+            "authentication failed for user {user:?}: wrong password or unknown user"
+        )));
+    }
+    request.extensions_mut().insert(AuthenticatedUser(user));
+    Ok(())
+}
