@@ -224,7 +224,20 @@ fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
 /// `GET path` over https (HTTP/1.1) from the admin listener at `addr`, trusting `ca`:
 /// the response's status line and body.
 fn https_get(addr: &str, path: &str, ca: &Path) -> String {
+    https_get_as(addr, path, ca, None)
+}
+
+/// GET `path` over TLS, with basic credentials `as_user` (user, password) if given.
+fn https_get_as(addr: &str, path: &str, ca: &Path, as_user: Option<(&str, &str)>) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorization = as_user
+        .map(|(user, password)| {
+            format!(
+                "Authorization: {}\r\n",
+                weir_security::sasl::basic_auth_header(user, password)
+            )
+        })
+        .unwrap_or_default();
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let port: u16 = port.parse().expect("port");
     runtime().block_on(async {
@@ -233,8 +246,9 @@ fn https_get(addr: &str, path: &str, ca: &Path) -> String {
             .connect(host, port)
             .await
             .expect("TLS connection");
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.expect("request");
         let mut response = Vec::new();
         // The server may close without a TLS close_notify; what came is the answer.
@@ -642,6 +656,24 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
             .iter()
             .any(|l| l.contains("mallory"))
     );
+
+    // The console wants an operator's password; /health stays open for probes.
+    let ca_file = certs.path("ca.pem");
+    let open = https_get(&broker.admin, "/health", &ca_file);
+    assert!(open.starts_with("HTTP/1.1 200"), "{open}");
+    let anonymous = https_get(&broker.admin, "/console", &ca_file);
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    assert!(anonymous.contains("www-authenticate: Basic"), "{anonymous}");
+    let wrong = https_get_as(&broker.admin, "/console", &ca_file, Some(("admin", "nope")));
+    assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+    let operator = https_get_as(
+        &broker.admin,
+        "/console/topics",
+        &ca_file,
+        Some(("admin", "admin-secret")),
+    );
+    assert!(operator.starts_with("HTTP/1.1 200"), "{operator}");
+    assert!(operator.contains("orders"), "the console lists the topic");
 
     // A password is never sent in clear: --user without TLS is a usage error.
     let out = weir(

@@ -104,12 +104,72 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
         kafka: None,
         kafka_external: None,
     };
-    let console = weir_console::router(broker.core.clone(), this_broker);
+    let console = weir_console::router(broker.core.clone(), this_broker).layer(
+        axum::middleware::from_fn_with_state(broker.core.clone(), console_auth),
+    );
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .with_state(broker)
         .merge(console)
+}
+
+/// The console on a secured broker (authentication required, or authorization on): HTTP
+/// basic credentials of a user, checked as gRPC call credentials are; with authorization
+/// on, the user must be a super user (the console acts for operators, on every topic and
+/// group). `/health` and `/metrics` stay open, for probes and scrapers.
+async fn console_auth(
+    State(core): State<Arc<weir_broker::Broker>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let security = core.authorizer().config();
+    if !security.require_authentication && !security.authorization {
+        return next.run(request).await;
+    }
+    let challenge = |why: &str| {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"weir\", charset=\"UTF-8\"",
+            )],
+            format!("{why}\n"),
+        )
+            .into_response()
+    };
+    let credentials = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(weir_security::sasl::parse_basic_auth);
+    let (user, password) = match credentials {
+        Some(Ok(credentials)) => credentials,
+        Some(Err(e)) => return challenge(&format!("bad authorization header: {e}")),
+        None => return challenge("the console needs a user and password"),
+    };
+    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, None);
+    if !weir_broker::security_admin::verify_password(&core, &user, &password) {
+        core.authorizer().audit().authentication_failed(
+            &ctx,
+            Some(&user),
+            "BASIC",
+            "wrong password or unknown user",
+        );
+        return challenge("wrong password or unknown user");
+    }
+    let principal = format!("User:{user}");
+    if security.authorization && !security.super_users.contains(&principal) {
+        core.authorizer()
+            .audit()
+            .denied(&ctx, "Console", "the admin HTTP console");
+        return (
+            StatusCode::FORBIDDEN,
+            format!("{principal} is not a super user; the console is for operators\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
