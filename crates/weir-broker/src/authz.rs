@@ -3,7 +3,9 @@
 //!
 //! - Off (the one-command start): everything is allowed.
 //! - On: deny by default. Super users (`--super-users`) and the broker's own requests
-//!   ([`Listener::Internal`]) may do anything. Otherwise a request is allowed when an
+//!   ([`Listener::Internal`]) may do anything, as may the console ([`Listener::Http`]:
+//!   the admin HTTP listener admits only super users once authorization is on).
+//!   Otherwise a request is allowed when an
 //!   ALLOW binding matches and no DENY binding does: a binding matches when its principal
 //!   is the request's (or `User:*`), its host is the client's address (or `*`), its
 //!   resource pattern covers the resource (literal name, literal `*`, or a prefix), and
