@@ -3,6 +3,8 @@
 //! protocol.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The listener a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +57,9 @@ pub struct RequestContext {
     /// The client's own name for itself (Kafka's `client.id`), if it sent one.
     pub client_id: Option<String>,
     pub principal: Principal,
+    /// How long quotas held this request back, in milliseconds (Kafka's
+    /// `throttle_time_ms`); shared by the context's clones.
+    throttle_ms: Arc<AtomicU64>,
 }
 
 impl RequestContext {
@@ -65,7 +70,20 @@ impl RequestContext {
             peer,
             client_id: None,
             principal: Principal::Anonymous,
+            throttle_ms: Arc::default(),
         }
+    }
+
+    /// Records that a quota held the request back for `delay`.
+    pub fn add_throttle(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.throttle_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// How long quotas held the request back so far, in milliseconds, as Kafka's
+    /// responses carry it.
+    pub fn throttle_ms(&self) -> i32 {
+        i32::try_from(self.throttle_ms.load(Ordering::Relaxed)).unwrap_or(i32::MAX)
     }
 
     /// With the client's id.

@@ -5,8 +5,10 @@
 //! Waiting is event driven: a reader subscribes to its partitions' high-watermark
 //! channels before it reads, so an append between the read and the wait still wakes it.
 
+use crate::quotas::{QuotaKind, Quotas};
 use std::sync::Arc;
 use std::time::Duration;
+use weir_cluster::TopicRegistry;
 use weir_cluster::security::Operation;
 
 use bytes::Bytes;
@@ -154,6 +156,11 @@ pub async fn fetch(
             || Instant::now() >= deadline
             || watches.is_empty()
         {
+            // Held back here if it takes the consumer over its quota: the answer comes
+            // late, and the consumer's next fetch with it.
+            broker
+                .enforce_quota(ctx, crate::quotas::QuotaKind::Fetch, total)
+                .await;
             return Ok(results);
         }
         let any_append = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
@@ -242,6 +249,9 @@ pub struct Reader {
     offset: i64,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<crate::Metrics>,
+    /// The quotas, the registry they follow, and the stream's context (whose fetch quota
+    /// each read counts against).
+    quota: (Arc<Quotas>, Arc<TopicRegistry>, RequestContext),
 }
 
 impl Reader {
@@ -274,6 +284,11 @@ impl Reader {
             offset,
             shutdown: broker.shutdown_signal(),
             metrics: broker.metrics().clone(),
+            quota: (
+                broker.quotas().clone(),
+                broker.registry().clone(),
+                ctx.clone(),
+            ),
         })
     }
 
@@ -309,6 +324,11 @@ impl Reader {
                     record_count(data.batches()),
                     data.records.len() as u64,
                 );
+                // Over its quota, the stream waits before it hands this on.
+                let (quotas, registry, ctx) = &self.quota;
+                quotas
+                    .enforce(registry, ctx, QuotaKind::Fetch, data.records.len())
+                    .await;
                 return Ok(data);
             }
             if *self.shutdown.borrow_and_update() {

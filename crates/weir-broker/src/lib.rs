@@ -33,6 +33,8 @@
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
 //! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered.
+//! - [`quotas`]: client quotas (produce and fetch byte rates per user and client id),
+//!   enforced by holding requests back.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus
 //!   and read as numbers (the console's live charts).
 //!
@@ -55,6 +57,7 @@ pub mod metrics;
 pub mod offsets;
 pub mod produce;
 pub mod producers;
+pub mod quotas;
 pub mod records;
 pub mod replicas;
 pub mod security_admin;
@@ -100,6 +103,7 @@ pub struct Broker {
     max_request_bytes: usize,
     topic_defaults: TopicDefaults,
     authorizer: Authorizer,
+    quotas: Arc<quotas::Quotas>,
 }
 
 impl Broker {
@@ -112,6 +116,7 @@ impl Broker {
     ) -> Broker {
         Broker {
             authorizer: Authorizer::new(security),
+            quotas: Arc::default(),
             registry,
             groups: OnceLock::new(),
             shares: OnceLock::new(),
@@ -256,6 +261,17 @@ impl Broker {
         group_id: &str,
     ) -> Result<(), BrokerError> {
         self.authorize(ctx, operation, ResourceType::Group, group_id)
+    }
+
+    /// The client quotas in force, and what they held back.
+    pub fn quotas(&self) -> &Arc<quotas::Quotas> {
+        &self.quotas
+    }
+
+    /// Counts `bytes` against the request's quota of `kind`, holding the request back if
+    /// that takes it over ([`quotas`]).
+    pub async fn enforce_quota(&self, ctx: &RequestContext, kind: quotas::QuotaKind, bytes: usize) {
+        self.quotas.enforce(&self.registry, ctx, kind, bytes).await;
     }
 
     /// The authoriser (and its audit log).

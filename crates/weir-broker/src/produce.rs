@@ -167,6 +167,7 @@ pub async fn submit(
     let now_ms = crate::now_ms();
     let mut seen = HashSet::new();
     let mut partitions = Vec::with_capacity(req.partitions.len());
+    let mut queued_bytes = 0usize;
     for pr in req.partitions {
         let index = pr.partition;
         let waiting = if !seen.insert(index) {
@@ -189,6 +190,7 @@ pub async fn submit(
                         .map(|h| h.record_count as u64)
                         .sum();
                     let partition = topic.partition(index).expect("checked in prepare");
+                    queued_bytes += batches.bytes().len();
                     match partition.submit(batches, durability).await {
                         Ok(pending) => Waiting::Appending {
                             pending,
@@ -202,6 +204,11 @@ pub async fn submit(
         };
         partitions.push((index, waiting));
     }
+    // Queued first, then held back if over quota: a Kafka connection reads nothing
+    // meanwhile (the adapter awaits this before its next request).
+    broker
+        .enforce_quota(ctx, crate::quotas::QuotaKind::Produce, queued_bytes)
+        .await;
     Ok(PendingProduce {
         broker: broker.clone(),
         topic,

@@ -1,11 +1,11 @@
-//! Administering users and ACLs, for every protocol (Kafka's AlterUserScramCredentials,
+//! Administering users, ACLs and client quotas, for every protocol (Kafka's AlterUserScramCredentials,
 //! DescribeUserScramCredentials, CreateAcls, DescribeAcls, DeleteAcls; Weir's gRPC admin
 //! calls behind `weir user` and `weir acl`). Changing either needs Alter on the cluster,
 //! reading them Describe, as in Kafka. Credentials come in as a salted password (the
 //! password itself never reaches the broker over these calls) and are stored as SCRAM's
 //! stored and server keys.
 
-use weir_cluster::security::{AclBinding, AclFilter, StoredCredential};
+use weir_cluster::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use weir_cluster::security::{Operation, validate_user_name};
 use weir_security::scram::{ScramCredential, ScramMechanism};
 
@@ -188,4 +188,37 @@ pub async fn delete_acls(
 ) -> Result<Vec<Vec<AclBinding>>, BrokerError> {
     broker.authorize_cluster(ctx, Operation::Alter)?;
     Ok(broker.registry().cluster().delete_acls(filters).await?)
+}
+
+/// Sets (or removes, for `None`) quota keys of entities, all or none; needs AlterConfigs
+/// on the cluster, as in Kafka.
+pub async fn alter_quotas(
+    broker: &Broker,
+    ctx: &RequestContext,
+    alterations: Vec<(QuotaEntity, String, Option<u64>)>,
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::AlterConfigs)?;
+    Ok(broker
+        .registry()
+        .cluster()
+        .alter_client_quotas(alterations)
+        .await?)
+}
+
+/// Every entity with a quota and its keys; needs DescribeConfigs on the cluster.
+pub fn describe_quotas(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> Result<Vec<(QuotaEntity, Vec<(String, u64)>)>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::DescribeConfigs)?;
+    let image = broker.registry().cluster().image();
+    Ok(image
+        .quotas()
+        .map(|(entity, keys)| {
+            (
+                entity.clone(),
+                keys.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            )
+        })
+        .collect())
 }

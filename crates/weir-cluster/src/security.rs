@@ -346,6 +346,98 @@ impl AclFilter {
     }
 }
 
+/// The quota keys Weir enforces, by Kafka's names: bytes per second a principal (and
+/// client id) may produce, and may fetch.
+pub const QUOTA_KEYS: [&str; 2] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE];
+/// Kafka's `producer_byte_rate`.
+pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
+/// Kafka's `consumer_byte_rate`.
+pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// Most quota entities the cluster keeps.
+pub const MAX_QUOTA_ENTITIES: usize = 10_000;
+/// Longest client id in a quota entity (Kafka's client ids are unbounded in principle).
+pub const MAX_CLIENT_ID_CHARS: usize = 255;
+
+/// One part of a quota entity: a name, or the default for every name without its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntityName {
+    Name(String),
+    Default,
+}
+
+/// Whom a quota applies to, as in Kafka: a user, a client id, or a user's client id;
+/// `None` leaves that part out.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuotaEntity {
+    pub user: Option<EntityName>,
+    pub client_id: Option<EntityName>,
+}
+
+impl QuotaEntity {
+    /// Why this entity cannot carry a quota, if it cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.user.is_none() && self.client_id.is_none() {
+            return Err("a quota entity names a user, a client id, or both".into());
+        }
+        if let Some(EntityName::Name(user)) = &self.user {
+            validate_user_name(user)?;
+        }
+        if let Some(EntityName::Name(id)) = &self.client_id
+            && (id.is_empty() || id.chars().count() > MAX_CLIENT_ID_CHARS)
+        {
+            return Err(format!(
+                "a client id must have 1 to {MAX_CLIENT_ID_CHARS} characters"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entities that may hold the quota of `user` (None: anonymous) with
+    /// `client_id`, most specific first: Kafka's order of precedence.
+    pub fn candidates(user: Option<&str>, client_id: Option<&str>) -> Vec<QuotaEntity> {
+        let name = |n: Option<&str>| n.map(|n| EntityName::Name(n.to_owned()));
+        let entity = |user: Option<EntityName>, client_id: Option<EntityName>| QuotaEntity {
+            user,
+            client_id,
+        };
+        let mut out = Vec::with_capacity(8);
+        for u in [name(user), Some(EntityName::Default)]
+            .into_iter()
+            .flatten()
+        {
+            for c in [name(client_id), Some(EntityName::Default)]
+                .into_iter()
+                .flatten()
+            {
+                out.push(entity(Some(u.clone()), Some(c)));
+            }
+            out.push(entity(Some(u), None));
+        }
+        for c in [name(client_id), Some(EntityName::Default)]
+            .into_iter()
+            .flatten()
+        {
+            out.push(entity(None, Some(c)));
+        }
+        out
+    }
+}
+
+impl fmt::Display for QuotaEntity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |what: &str, n: &Option<EntityName>| match n {
+            None => None,
+            Some(EntityName::Name(n)) => Some(format!("{what}={n}")),
+            Some(EntityName::Default) => Some(format!("{what}=<default>")),
+        };
+        let parts: Vec<String> = [part("user", &self.user), part("client-id", &self.client_id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +513,33 @@ mod tests {
             ..AclFilter::default()
         };
         assert_eq!(select(&reads).len(), 3);
+    }
+
+    #[test]
+    fn quota_entities_are_tried_in_kafkas_order() {
+        let shown: Vec<String> = QuotaEntity::candidates(Some("alice"), Some("app"))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "user=alice,client-id=app",
+                "user=alice,client-id=<default>",
+                "user=alice",
+                "user=<default>,client-id=app",
+                "user=<default>,client-id=<default>",
+                "user=<default>",
+                "client-id=app",
+                "client-id=<default>",
+            ]
+        );
+        assert_eq!(QuotaEntity::candidates(None, None).len(), 3);
+        let none = QuotaEntity {
+            user: None,
+            client_id: None,
+        };
+        assert!(none.validate().is_err());
     }
 
     #[test]

@@ -173,13 +173,14 @@ async fn console_auth(
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    let body = broker
+    let mut body = broker
         .metrics()
         .render(
             broker.registry(),
             broker.core.groups_if_up().map(|g| g.as_ref()),
         )
         .await;
+    body.push_str(&broker.core.quotas().render());
     (
         [(
             header::CONTENT_TYPE,

@@ -287,6 +287,9 @@ impl Controller {
             }
             ControllerRequest::CreateAcls { acls } => security::create_acls(image, acls),
             ControllerRequest::DeleteAcls { filters } => security::delete_acls(image, filters),
+            ControllerRequest::AlterClientQuotas { alterations } => {
+                security::alter_quotas(image, alterations)
+            }
         }
     }
 

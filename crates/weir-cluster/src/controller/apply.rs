@@ -288,6 +288,26 @@ impl MetadataImage {
                     self.security.users.remove(user);
                 }
             }
+            MetadataRecord::ClientQuotaAltered { entity, key, value } => {
+                let quotas = &mut self.security.quotas;
+                match value {
+                    Some(value) => {
+                        quotas
+                            .entry(entity.clone())
+                            .or_default()
+                            .insert(key.clone(), *value);
+                    }
+                    None => {
+                        if let Some(keys) = quotas.get_mut(entity) {
+                            keys.remove(key);
+                            if keys.is_empty() {
+                                quotas.remove(entity);
+                            }
+                        }
+                    }
+                }
+                self.security.quotas_version = self.next_offset;
+            }
             MetadataRecord::AclCreated { acl } => {
                 self.security.acls.insert(acl.clone());
                 self.security.acls_version = self.next_offset;

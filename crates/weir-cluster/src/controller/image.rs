@@ -15,7 +15,7 @@ use crate::config::TopicConfig;
 use crate::error::ConfigError;
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
-use crate::security::{AclBinding, StoredCredential};
+use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 
 /// The committed cluster metadata at one point of the metadata log.
 ///
@@ -45,6 +45,12 @@ pub struct SecurityImage {
     /// The metadata offset of the last ACL record applied (0 before any): authorisers
     /// rebuild their index when it moves, not on every metadata change.
     pub(super) acls_version: MetadataOffset,
+    /// Client quotas: each entity's keys and values (bytes per second).
+    #[serde(default)]
+    pub(super) quotas: BTreeMap<QuotaEntity, BTreeMap<String, u64>>,
+    /// As `acls_version`, for the quotas.
+    #[serde(default)]
+    pub(super) quotas_version: MetadataOffset,
 }
 
 /// Where producer ids stand (`producer_ids.rs`).
@@ -251,6 +257,21 @@ impl MetadataImage {
     /// Changes whenever the ACLs do (the offset of the last ACL record applied).
     pub fn acls_version(&self) -> MetadataOffset {
         self.security.acls_version
+    }
+
+    /// Every entity with a quota, and its keys.
+    pub fn quotas(&self) -> impl Iterator<Item = (&QuotaEntity, &BTreeMap<String, u64>)> {
+        self.security.quotas.iter()
+    }
+
+    /// `entity`'s quota for `key`.
+    pub fn quota(&self, entity: &QuotaEntity, key: &str) -> Option<u64> {
+        self.security.quotas.get(entity)?.get(key).copied()
+    }
+
+    /// Changes whenever the quotas do.
+    pub fn quotas_version(&self) -> MetadataOffset {
+        self.security.quotas_version
     }
 
     /// Every partition of every topic.

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::partition::BrokerId;
-use crate::security::{AclBinding, StoredCredential};
+use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 
 /// A broker's registration epoch: the metadata offset of its `BrokerRegistered` record.
 /// A restarted process registers anew and gets a larger one, so anything stamped with
@@ -215,5 +215,11 @@ pub enum MetadataRecord {
     },
     AclDeleted {
         acl: AclBinding,
+    },
+    /// `key` of `entity`'s quota is set to `value`, or removed for `None`.
+    ClientQuotaAltered {
+        entity: QuotaEntity,
+        key: String,
+        value: Option<u64>,
     },
 }

@@ -12,7 +12,7 @@ use super::records::{
 };
 use crate::error::{ConfigError, TopicNameError};
 use crate::partition::BrokerId;
-use crate::security::{AclBinding, AclFilter, StoredCredential};
+use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 
 /// Longest incarnation id a broker may register with (a UUID string is 36).
 pub const MAX_INCARNATION_CHARS: usize = 64;
@@ -138,6 +138,10 @@ pub enum ControllerRequest {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// Sets (or, for `None`, removes) quota keys of entities: all valid, or none changes.
+    AlterClientQuotas {
+        alterations: Vec<(QuotaEntity, String, Option<u64>)>,
+    },
 }
 
 /// An accepted request: the records to commit and the reply to send once they are.
@@ -192,6 +196,7 @@ pub enum ControllerReply {
     AclsCreated,
     /// For each filter, the bindings it removed.
     AclsDeleted(Vec<Vec<AclBinding>>),
+    ClientQuotasAltered,
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
@@ -350,6 +355,9 @@ pub enum ControllerError {
         crate::security::MAX_ACLS
     )]
     TooManyAcls { requested: usize },
+    /// INVALID_REQUEST: a quota the broker cannot enforce as given.
+    #[error("invalid quota for {entity}: {reason}")]
+    InvalidQuota { entity: String, reason: String },
     #[error("one request may name at most {max} ACL bindings or filters, not {given}", max = crate::security::MAX_ACLS_PER_REQUEST)]
     TooManyAclsInRequest { given: usize },
     /// A bug in the injected topic id source: it keeps handing out ids in use.

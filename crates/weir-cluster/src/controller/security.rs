@@ -9,8 +9,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
 use crate::security::{
-    AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_USERS, StoredCredential,
-    validate_user_name,
+    AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_QUOTA_ENTITIES, MAX_USERS,
+    QUOTA_KEYS, QuotaEntity, StoredCredential, validate_user_name,
 };
 
 /// Sets `user`'s credential for its mechanism.
@@ -135,6 +135,53 @@ pub(super) fn delete_acls(
             .map(|acl| MetadataRecord::AclDeleted { acl: acl.clone() })
             .collect(),
         reply: ControllerReply::AclsDeleted(per_filter),
+    })
+}
+
+/// Sets or removes quota keys; every alteration is checked before any is written.
+pub(super) fn alter_quotas(
+    image: &MetadataImage,
+    alterations: Vec<(QuotaEntity, String, Option<u64>)>,
+) -> Result<Outcome, ControllerError> {
+    if alterations.len() > MAX_ACLS_PER_REQUEST {
+        return Err(ControllerError::TooManyAclsInRequest {
+            given: alterations.len(),
+        });
+    }
+    let mut entities: BTreeSet<&QuotaEntity> = image.security.quotas.keys().collect();
+    for (entity, key, value) in &alterations {
+        let invalid = |reason: String| ControllerError::InvalidQuota {
+            entity: entity.to_string(),
+            reason,
+        };
+        entity.validate().map_err(invalid)?;
+        if !QUOTA_KEYS.contains(&key.as_str()) {
+            return Err(invalid(format!(
+                "unknown quota key {key:?} (known: {})",
+                QUOTA_KEYS.join(", ")
+            )));
+        }
+        if *value == Some(0) {
+            return Err(invalid(format!(
+                "{key} must be at least 1 byte per second (remove the quota for no limit)"
+            )));
+        }
+        if value.is_some() {
+            entities.insert(entity);
+        }
+    }
+    if entities.len() > MAX_QUOTA_ENTITIES {
+        return Err(ControllerError::InvalidQuota {
+            entity: "the cluster".into(),
+            reason: format!("at most {MAX_QUOTA_ENTITIES} entities may have quotas"),
+        });
+    }
+    Ok(Outcome {
+        records: alterations
+            .into_iter()
+            .map(|(entity, key, value)| MetadataRecord::ClientQuotaAltered { entity, key, value })
+            .collect(),
+        reply: ControllerReply::ClientQuotasAltered,
     })
 }
 

@@ -4,7 +4,7 @@
 use super::{ClusterNode, refusal};
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
-use crate::security::{AclBinding, AclFilter, StoredCredential};
+use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 
 impl ClusterNode {
     /// Sets `user`'s SCRAM credential for its mechanism, creating the user.
@@ -53,6 +53,22 @@ impl ClusterNode {
     ) -> Result<Vec<Vec<AclBinding>>, ClusterError> {
         match self.call(ControllerRequest::DeleteAcls { filters }).await? {
             ControllerReply::AclsDeleted(deleted) => Ok(deleted),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Sets (or removes, for `None`) quota keys of entities, all or none.
+    pub async fn alter_client_quotas(
+        &self,
+        alterations: Vec<(QuotaEntity, String, Option<u64>)>,
+    ) -> Result<(), ClusterError> {
+        match self
+            .call(ControllerRequest::AlterClientQuotas { alterations })
+            .await?
+        {
+            ControllerReply::ClientQuotasAltered => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -120,7 +120,9 @@ pub(super) async fn fetch(
                 .with_partitions(partitions),
         );
     }
-    let response = FetchResponse::default().with_responses(responses);
+    let response = FetchResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(ctx.throttle_ms());
     // The record batches go to the socket as the log read them, each a chunk of the
     // answer's vectored write, instead of copied into the encoded body.
     let shared = response

@@ -86,6 +86,8 @@ pub(super) async fn start(
         topics.push((name, submitted.map_err(|e| (indexes, error_code(&e)))));
     }
     let silent = acks == Some(Acks::None);
+    // A quota held the request back while it was queued (the core's `submit`).
+    let throttle_time_ms = ctx.throttle_ms();
     Ok(async move {
         let mut responses = Vec::with_capacity(topics.len());
         for (name, submitted) in topics {
@@ -120,7 +122,9 @@ pub(super) async fn start(
             return Ok(Response::Silent);
         }
         Response::encode(
-            &ProduceResponse::default().with_responses(responses),
+            &ProduceResponse::default()
+                .with_responses(responses)
+                .with_throttle_time_ms(throttle_time_ms),
             version,
         )
     })

@@ -311,6 +311,7 @@ enum ReplyDef {
     CredentialsDeleted(Vec<String>),
     AclsCreated,
     AclsDeleted(Vec<Vec<weir_cluster::security::AclBinding>>),
+    ClientQuotasAltered,
 }
 
 /// [`ControllerError`]'s serde form.
@@ -412,6 +413,10 @@ enum ErrorDef {
     },
     TooManyAclsInRequest {
         given: usize,
+    },
+    InvalidQuota {
+        entity: String,
+        reason: String,
     },
     TopicIdsExhausted {
         draws: usize,
