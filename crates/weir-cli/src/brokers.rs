@@ -104,10 +104,13 @@ fn password(user: &str) -> anyhow::Result<String> {
     ))?)
 }
 
+/// A CA file and, for mutual TLS, a certificate and its key.
+type TlsFiles<'a> = (&'a Path, Option<(&'a Path, &'a Path)>);
+
 impl TlsArgs {
     /// The CA file and the client identity the options name: `None` without
     /// `--tls-ca`. A certificate without its key (or without a CA) is a usage error.
-    fn files(&self) -> anyhow::Result<Option<(&Path, Option<(&Path, &Path)>)>> {
+    fn files(&self) -> anyhow::Result<Option<TlsFiles<'_>>> {
         let identity = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
             (None, None) => None,

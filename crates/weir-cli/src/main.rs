@@ -42,12 +42,14 @@ Examples:
   weir group describe billing
   weir queue consume jobs --group workers --exec ./process-job.sh   # a work-queue worker
   weir bench produce --record-size 100 --count 1000000
+  weir topic list --tls-ca certs/ca.pem   # brokers serving TLS (weir serve --tls-cert ...)
 
 Client commands reach the cluster through --brokers (or WEIR_BROKERS), 127.0.0.1:9292 by
 default: a comma-separated list, of which the first broker that answers is used; records
 then go to and come from each partition's leader. A broker that does not answer fails the
 command, naming it, after --connect-timeout (3s) when connecting or --timeout (30s) for a
-request.";
+request. With --tls-ca (WEIR_TLS_CA) every connection speaks TLS, trusting that CA;
+--tls-cert and --tls-key (WEIR_TLS_CERT, WEIR_TLS_KEY) add a client certificate.";
 
 /// Weir: a Kafka-like partitioned log service.
 #[derive(Debug, Parser)]

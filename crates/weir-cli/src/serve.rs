@@ -50,8 +50,8 @@ Examples:
       --tls-key certs/node-key.pem --tls-client-ca certs/ca.pem
       TLS on every listener (gRPC, internal, admin HTTP, Kafka), brokers dialling each
       other over TLS; a client certificate (certs/client.pem) names the client's
-      principal. Then: weir --tls-ca certs/ca.pem --tls-cert certs/client.pem \
-      --tls-key certs/client-key.pem topic list; curl --cacert certs/ca.pem
+      principal. Then: weir topic list --tls-ca certs/ca.pem --tls-cert
+      certs/client.pem --tls-key certs/client-key.pem; curl --cacert certs/ca.pem
       https://localhost:9293/health; Kafka clients with security.protocol=SSL.
   weir serve --kafka-tls-cert certs/node.pem --kafka-tls-key certs/node-key.pem
       TLS on the Kafka listeners only (the --kafka-tls-* flags override --tls-* there).
@@ -65,6 +65,7 @@ Examples:
         # internal_listen = \"10.0.0.1:9294\"
         # advertise = \"broker1.example.com:9292\"
         # rack = \"eu-west-1a\"
+        # tls_cert = \"/etc/weir/node.pem\"   # with tls_key, tls_ca, tls_client_ca
         # consumer groups (defaults shown)
         offsets_partitions = 16            # fixed once __consumer_offsets exists
         group_session_timeout_ms = 45000   # a silent member is removed after this

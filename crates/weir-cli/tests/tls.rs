@@ -468,17 +468,14 @@ fn three_brokers_replicate_to_each_other_over_tls() {
         .enumerate()
         .map(|(i, port)| {
             let mut args = certs.serve_args();
-            args.extend(
-                [
-                    "--node-id".to_owned(),
-                    (i + 1).to_string(),
-                    "--controller-voters".to_owned(),
-                    voters.clone(),
-                    "--internal-listen".to_owned(),
-                    format!("127.0.0.1:{port}"),
-                ]
-                .into_iter(),
-            );
+            args.extend([
+                "--node-id".to_owned(),
+                (i + 1).to_string(),
+                "--controller-voters".to_owned(),
+                voters.clone(),
+                "--internal-listen".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ]);
             Serve::start(&args)
         })
         .collect();

@@ -188,22 +188,31 @@ pub fn client_config(
 }
 
 /// What the files looked like when last loaded: a change to any reloads.
-type Stamps = Vec<Option<(SystemTime, u64)>>;
+pub(crate) type Stamps = Vec<Option<(SystemTime, u64)>>;
 
 fn stamps(files: &TlsFiles) -> Stamps {
-    [
-        Some(&files.cert),
-        Some(&files.key),
-        files.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .map(|path| {
-        std::fs::metadata(path)
-            .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
-    })
-    .collect()
+    stamps_of(
+        [
+            Some(files.cert.as_path()),
+            Some(files.key.as_path()),
+            files.client_ca.as_deref(),
+        ]
+        .into_iter()
+        .flatten(),
+    )
+}
+
+/// The modification time and length of each of `paths` (`None` for one that cannot be
+/// read).
+pub(crate) fn stamps_of<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Stamps {
+    paths
+        .into_iter()
+        .map(|path| {
+            std::fs::metadata(path)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
 }
 
 /// A listener's TLS configuration, reloaded from its files (see the module docs).
