@@ -405,8 +405,9 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 256;
 /// Connections that finished their handshake and wait for the server to take them.
 const ACCEPTED_QUEUE: usize = 64;
 
-/// Pause after a failed `accept` (out of file descriptors, say) before the next.
-const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+/// Pause after `accept` failed for want of a resource (out of file descriptors, say)
+/// before the next, as axum and hyper do: at once, it would fail again.
+const ACCEPT_RETRY: Duration = Duration::from_secs(1);
 
 /// The connections of a TLS listener, each [`accept`]ed (TLS set up, plaintext refused)
 /// before it is handed on: a stream for tonic's `serve_with_incoming_shutdown`, or
@@ -437,6 +438,11 @@ pub fn incoming(tls: Arc<ServerTls>, listener: tokio::net::TcpListener) -> TlsIn
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
+                    // One connection that went away before it was accepted.
+                    Err(e) if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+                    ) => continue,
                     Err(e) => {
                         tracing::warn!(listener = tls.name, error = %e, "accepting a connection failed");
                         tokio::time::sleep(ACCEPT_RETRY).await;
