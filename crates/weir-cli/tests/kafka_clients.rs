@@ -372,8 +372,9 @@ fn kafka_clients_with_scram_over_tls_and_acls() {
     assert!(made.status.success(), "{}", stderr(&made));
     let broker = Broker::start_with_kafka(weir_server::ServerConfig {
         admin_listen: None,
-        kafka_tls_cert: Some(certs.path().join("node.pem")),
-        kafka_tls_key: Some(certs.path().join("node-key.pem")),
+        tls_cert: Some(certs.path().join("node.pem")),
+        tls_key: Some(certs.path().join("node-key.pem")),
+        tls_client_ca: Some(certs.path().join("ca.pem")),
         authentication: weir_server::Authentication::Required,
         authorization: true,
         admin_user: Some("admin".into()),

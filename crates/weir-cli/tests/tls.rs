@@ -573,7 +573,7 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
         certs.arg("node.pem"),
         "--tls-key".to_owned(),
         certs.arg("node-key.pem"),
-        "--tls-ca".to_owned(),
+        "--tls-client-ca".to_owned(),
         certs.arg("ca.pem"),
     ];
     args.extend(["--authentication", "required", "--authorization", "on"].map(String::from));

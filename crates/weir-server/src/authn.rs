@@ -8,9 +8,13 @@
 //! is required, a call with neither credentials nor a verified client certificate is
 //! UNAUTHENTICATED too.
 //!
-//! The internal services (`weir.internal.v1`: replication, controller, quorum) and the
-//! health and reflection services are not checked here: brokers reach each other over
-//! the internal listener, which mutual TLS protects (`docs/security.md`).
+//! The health and reflection services are not checked. The internal services
+//! (`weir.internal.v1`: replication, controller, quorum), where they share the client
+//! listener, answer on a secured broker only callers with a certificate of the cluster's
+//! CA: the brokers, which present theirs when they dial each other (and whose
+//! certificate's principal is a super user, for the calls they make to client
+//! services: share group forwards, dead-letter copies). The same layer runs on a
+//! separate `--internal-listen`, which has only the internal services.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,8 +28,12 @@ use weir_security::sasl::parse_basic_auth;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AuthenticatedUser(pub(crate) String);
 
-/// Paths the layer lets through unchecked: brokers' own services, health, reflection.
-const UNCHECKED_PREFIXES: [&str; 3] = ["/weir.internal.", "/grpc.health.", "/grpc.reflection."];
+/// Paths the layer lets through unchecked: health and reflection.
+const UNCHECKED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
+
+/// The brokers' own services (replication, controller, quorum), on the client listener
+/// unless `--internal-listen` gives them their own.
+const INTERNAL_PREFIX: &str = "/weir.internal.";
 
 /// A tower layer over the client gRPC router: see the module docs.
 #[derive(Debug, Clone)]
@@ -107,13 +115,26 @@ fn authenticate<B>(
     if UNCHECKED_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Ok(());
     }
+    let security = core.authorizer().config();
+    if path.starts_with(INTERNAL_PREFIX) {
+        // Only a broker calls these: on a secured broker, a caller with a certificate of
+        // the cluster's CA (every broker presents its own when it dials another).
+        if (security.require_authentication || security.authorization)
+            && tls_principal(request.extensions()).is_none()
+        {
+            return Err(Status::unauthenticated(
+                "the brokers' internal services answer only brokers, which present their \
+                 certificates",
+            ));
+        }
+        return Ok(());
+    }
     let header = request
         .headers()
         .get(::http::header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or_default().to_owned());
     let Some(header) = header else {
-        let required = core.authorizer().config().require_authentication;
-        if required && tls_principal(request.extensions()).is_none() {
+        if security.require_authentication && tls_principal(request.extensions()).is_none() {
             return Err(Status::unauthenticated(
                 "this broker requires authentication: give a user (--user or WEIR_USER, \
                  with WEIR_PASSWORD) or a client certificate",

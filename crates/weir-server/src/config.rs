@@ -316,6 +316,10 @@ impl ServerConfig {
         self.kafka_tls()?;
         self.admin_tls()?;
         self.peer_tls()?;
+        let secured = self.authentication == Authentication::Required || self.authorization;
+        if secured && self.tls()?.is_none_or(|files| files.client_ca.is_none()) {
+            return Err(ServerConfigError::SecuredWithoutBrokerIdentity);
+        }
         if self.admin_user.is_some() != self.admin_password.is_some() {
             return Err(ServerConfigError::AdminIncomplete);
         }
@@ -634,6 +638,12 @@ pub enum ServerConfigError {
          (WEIR_ADMIN_PASSWORD)"
     )]
     AdminIncomplete,
+    #[error(
+        "with authentication required or authorization on, brokers prove who they are to \
+         each other with their certificates: set tls_cert, tls_key and tls_client_ca \
+         (--tls-cert, --tls-key, --tls-client-ca; `weir dev certs` makes them)"
+    )]
+    SecuredWithoutBrokerIdentity,
     #[error("super user {value:?}: {reason}")]
     BadSuperUser { value: String, reason: String },
 }
@@ -673,11 +683,17 @@ impl std::fmt::Debug for Secret {
 }
 
 impl ServerConfig {
-    /// The core's security settings: the bootstrap admin is a super user.
-    pub fn security(&self) -> weir_broker::SecurityConfig {
+    /// The core's security settings: the bootstrap admin is a super user, and so is the
+    /// principal of this broker's own certificate (`node_principal`), which every broker
+    /// of the cluster presents when it calls another (replication, the controller, share
+    /// group forwards, dead-letter copies).
+    pub fn security(&self, node_principal: Option<&str>) -> weir_broker::SecurityConfig {
         let mut super_users = self.super_users.clone();
         if let Some(admin) = &self.admin_user {
             super_users.push(format!("User:{admin}"));
+        }
+        if let Some(node) = node_principal {
+            super_users.push(format!("User:{node}"));
         }
         weir_broker::SecurityConfig {
             require_authentication: self.authentication == Authentication::Required,
@@ -1145,5 +1161,51 @@ mod tests {
                 assert!(err.contains(name), "{name}: {err}");
             }
         }
+    }
+
+    #[test]
+    fn a_secured_broker_needs_certificates_brokers_know_each_other_by() {
+        let path = |name: &str| Some(PathBuf::from(name));
+        let secured = ServerConfig {
+            authorization: true,
+            ..ServerConfig::default()
+        };
+        assert_eq!(
+            secured.validate(),
+            Err(ServerConfigError::SecuredWithoutBrokerIdentity)
+        );
+        let without_client_ca = ServerConfig {
+            authentication: Authentication::Required,
+            tls_cert: path("node.pem"),
+            tls_key: path("node-key.pem"),
+            tls_ca: path("ca.pem"),
+            ..ServerConfig::default()
+        };
+        let err = without_client_ca.validate().unwrap_err().to_string();
+        assert!(err.contains("--tls-client-ca"), "{err}");
+        let whole = ServerConfig {
+            tls_client_ca: path("ca.pem"),
+            admin_user: Some("admin".into()),
+            admin_password: Some(Secret("s".into())),
+            super_users: vec!["User:ops".into()],
+            ..without_client_ca
+        };
+        whole.validate().unwrap();
+        let security = whole.security(Some("weir-node"));
+        assert_eq!(
+            security.super_users,
+            ["User:ops", "User:admin", "User:weir-node"]
+        );
+        assert!(security.require_authentication && !security.authorization);
+        let bad = ServerConfig {
+            super_users: vec!["ops".into()],
+            ..whole
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("User:NAME")
+        );
     }
 }

@@ -309,7 +309,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 num_partitions: config.num_partitions,
                 replication_factor: config.default_replication_factor,
             },
-            config.security(),
+            config.security(tls.node_principal.as_deref()),
         )),
         advertised,
         external_advertised,
@@ -405,6 +405,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let (r, c, q) = internal_services();
         serve_grpc!(
             internal::server_builder()
+                .layer(authn::AuthLayer {
+                    core: broker.core.clone(),
+                })
                 .add_service(r)
                 .add_service(c)
                 .add_optional_service(q),

@@ -30,6 +30,9 @@ pub(crate) struct BrokerTls {
     pub(crate) kafka: Option<Arc<ServerTls>>,
     /// How this broker dials other brokers (and its own client listener).
     pub(crate) peers: Option<TlsDialer>,
+    /// The principal this broker's own certificate names (`tls_cert`): what it is known
+    /// by when it calls other brokers.
+    pub(crate) node_principal: Option<String>,
 }
 
 impl BrokerTls {
@@ -63,11 +66,18 @@ impl BrokerTls {
             ),
             None => None,
         };
+        let node_principal = match config.tls()? {
+            Some(files) => weir_security::tls::read_certificates(&files.cert)?
+                .first()
+                .and_then(weir_security::tls::principal_of),
+            None => None,
+        };
         Ok(BrokerTls {
             grpc,
             admin,
             kafka,
             peers,
+            node_principal,
         })
     }
 
