@@ -10,10 +10,10 @@
 //!
 //! The health and reflection services are not checked. The internal services
 //! (`weir.internal.v1`: replication, controller, quorum), where they share the client
-//! listener, answer on a secured broker only callers with a certificate of the cluster's
-//! CA: the brokers, which present theirs when they dial each other (and whose
-//! certificate's principal is a super user, for the calls they make to client
-//! services: share group forwards, dead-letter copies). The same layer runs on a
+//! listener, answer on a secured broker only callers whose certificate names a super
+//! user: the brokers, which present theirs when they dial each other (a broker's own
+//! certificate's principal is a super user, which also serves the calls brokers make to
+//! client services: share group forwards, dead-letter copies). The same layer runs on a
 //! separate `--internal-listen`, which has only the internal services.
 
 use std::net::SocketAddr;
@@ -117,11 +117,12 @@ fn authenticate<B>(
     }
     let security = core.authorizer().config();
     if path.starts_with(INTERNAL_PREFIX) {
-        // Only a broker calls these: on a secured broker, a caller with a certificate of
-        // the cluster's CA (every broker presents its own when it dials another).
-        if (security.require_authentication || security.authorization)
-            && tls_principal(request.extensions()).is_none()
-        {
+        // Only a broker calls these: on a secured broker, a caller whose certificate
+        // names a super user (every broker presents its own when it dials another, and
+        // its principal is one).
+        let broker = tls_principal(request.extensions())
+            .is_some_and(|p| security.super_users.contains(&format!("User:{p}")));
+        if (security.require_authentication || security.authorization) && !broker {
             return Err(Status::unauthenticated(
                 "the brokers' internal services answer only brokers, which present their \
                  certificates",
