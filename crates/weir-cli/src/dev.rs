@@ -6,7 +6,7 @@
 //! `--brokers` string, and stops them all (gracefully: SIGTERM, controlled shutdown) on
 //! Ctrl-C or SIGTERM, or when any of them exits. With `--secure` the brokers run as a
 //! secured production cluster would: development certificates in the cluster's
-//! directory, TLS on every listener, SCRAM or a client certificate required,
+//! directory, TLS on every listener, a user and password (SCRAM) required,
 //! authorization on, and a bootstrap admin whose password is printed once.
 
 use std::fs::File;
@@ -125,8 +125,9 @@ struct ClusterArgs {
     base_port: u16,
     /// Run the brokers secured: development certificates made into <data-dir>/certs (kept
     /// there for the next start), TLS on every listener, authentication required (SCRAM
-    /// or a client certificate), authorization on, and a bootstrap admin `admin` whose
-    /// password (WEIR_ADMIN_PASSWORD, else a random one) is printed once.
+    /// or PLAIN for Kafka clients, a password for the CLI), authorization on, and a
+    /// bootstrap admin `admin` whose password (WEIR_ADMIN_PASSWORD, else a random one)
+    /// is printed once.
     #[arg(long)]
     secure: bool,
 }
