@@ -19,7 +19,10 @@
 #   5. the chart refuses voters > replicas;
 #   6. the plain manifests and both renderings serve Kafka clients (a kafka port on the
 #      pods and both Services, WEIR_KAFKA_LISTEN, WEIR_KAFKA_ADVERTISE per pod) and
-#      create no topic on first use (WEIR_AUTO_CREATE_TOPICS=false).
+#      create no topic on first use (WEIR_AUTO_CREATE_TOPICS=false);
+#   7. the `security:` values: ci/secure-values.yaml linted, rendered and validated as in
+#      2. and 3., and secured as asked (validate_tools.py security); TLS without a
+#      Secret, and authentication required without TLS, refused.
 # Environment: WEIR_K8S_VENV (default deploy/k8s/.venv), WEIR_K8S_STEP_TIMEOUT (seconds
 # per step, default 300).
 set -euo pipefail
@@ -140,5 +143,25 @@ run "$py" "$tools" kafka "${manifests[@]}" || fail "Kafka settings (deploy/k8s)"
 run "$py" "$tools" kafka "$out/default.yaml" || fail "Kafka settings (default values)"
 run "$py" "$tools" kafka "$out/observers.yaml" || fail "Kafka settings (ci/observers-values.yaml)"
 
-say "OK: $checked manifest file(s) valid against Kubernetes ${k8s_versions[*]}; chart linted, rendered twice, matches deploy/k8s"
+# --- 7. security ------------------------------------------------------------------------
+say "7. helm lint --strict $chart -f ci/secure-values.yaml"
+run "$py" "$tools" lint "$chart" --values "$chart/ci/secure-values.yaml" \
+  --namespace weir --kube-version v1.28.0 || fail "helm lint (ci/secure-values.yaml)"
+say "7. helm template weir $chart --namespace weir -f ci/secure-values.yaml"
+run "$py" "$tools" template "$chart" --name weir --namespace weir \
+  --values "$chart/ci/secure-values.yaml" --out "$out/secure.yaml" ||
+  fail "helm template (ci/secure-values.yaml)"
+validate_manifests "$out/secure.yaml"
+run "$py" "$tools" security "$out/secure.yaml" --secret weir-tls --admin-secret weir-admin ||
+  fail "security settings (ci/secure-values.yaml)"
+run "$py" "$tools" kafka "$out/secure.yaml" || fail "Kafka settings (ci/secure-values.yaml)"
+say "7. the chart refuses TLS without a Secret, and authentication required without TLS"
+run "$py" "$tools" template-fails "$chart" --name weir --namespace weir \
+  --set-json '{"security": {"tls": {"enabled": true}}}' --expect "needs security.tls.secretName" ||
+  fail "TLS without a Secret was not refused"
+run "$py" "$tools" template-fails "$chart" --name weir --namespace weir \
+  --set-json '{"security": {"authentication": "required"}}' --expect "passwords are sent over TLS only" ||
+  fail "authentication required without TLS was not refused"
+
+say "OK: $checked manifest file(s) valid against Kubernetes ${k8s_versions[*]}; chart linted, rendered three times, matches deploy/k8s"
 say "tools: kubernetes-validate $kv_version; $helm_version; rendered output in $out"

@@ -19,6 +19,12 @@
       WEIR_KAFKA_LISTEN on it in its ConfigMap, WEIR_KAFKA_ADVERTISE naming the pod on
       its headless Service at that port, the port on the headless and client Services,
       and WEIR_AUTO_CREATE_TOPICS=false.
+  security RENDERED --secret NAME --admin-secret NAME
+      Each StatefulSet of ci/secure-values.yaml's rendering is secured as asked: the TLS
+      Secret mounted read-only and every WEIR_TLS_* variable pointing into it, SCRAM
+      required, authorization on, the super users, the bootstrap admin from its Secret
+      (secretKeyRef), and probes on the admin port's /health over https; the helm test
+      pod trusts the CA and runs as the admin.
 
 Exit status: 0 when the check passes, 1 when it fails (with the reason on stderr).
 """
@@ -334,6 +340,66 @@ def cmd_kafka(args: argparse.Namespace) -> None:
         die(f"{' '.join(args.files)}: no StatefulSet")
 
 
+def cmd_security(args: argparse.Namespace) -> None:
+    with open(args.rendered, encoding="utf-8") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    configs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
+    found = 0
+    for sts in (d for d in docs if d["kind"] == "StatefulSet"):
+        name = sts["metadata"]["name"]
+        spec = sts["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        data: dict[str, Any] = {}
+        for source in container.get("envFrom", []):
+            config = configs.get(source.get("configMapRef", {}).get("name"))
+            if config:
+                data.update(config.get("data", {}))
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        secret = [v for v in volumes.values() if v.get("secret", {}).get("secretName") == args.secret]
+        if len(secret) != 1:
+            die(f"StatefulSet {name}: the Secret {args.secret} is not a volume")
+        items = {i["key"] for i in secret[0]["secret"].get("items", [])}
+        if items != {"tls.crt", "tls.key", "ca.crt"}:
+            die(f"StatefulSet {name}: the TLS volume holds {sorted(items)}")
+        mounts = [m for m in container.get("volumeMounts", []) if m["name"] == secret[0]["name"]]
+        if len(mounts) != 1 or not mounts[0].get("readOnly"):
+            die(f"StatefulSet {name}: the TLS Secret is not mounted read-only: {mounts}")
+        tls_dir = mounts[0]["mountPath"]
+        wanted = {
+            "WEIR_TLS_CERT": f"{tls_dir}/tls.crt",
+            "WEIR_TLS_KEY": f"{tls_dir}/tls.key",
+            "WEIR_TLS_CA": f"{tls_dir}/ca.crt",
+            "WEIR_TLS_CLIENT_CA": f"{tls_dir}/ca.crt",
+            "WEIR_AUTHENTICATION": "required",
+            "WEIR_AUTHORIZATION": "on",
+            "WEIR_SUPER_USERS": "User:ops,User:deploy",
+        }
+        for key, value in wanted.items():
+            if data.get(key) != value:
+                die(f"StatefulSet {name}: {key} is {data.get(key)!r}, not {value!r}")
+        env = {e["name"]: e for e in container.get("env", [])}
+        for var, key in (("WEIR_ADMIN_USER", "user"), ("WEIR_ADMIN_PASSWORD", "pass")):
+            ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if ref != {"name": args.admin_secret, "key": key}:
+                die(f"StatefulSet {name}: {var} is not the key {key} of {args.admin_secret}: {ref}")
+        admin_port = {p["name"]: p["containerPort"] for p in container["ports"]}["admin"]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            get = container.get(probe, {}).get("httpGet", {})
+            if (get.get("scheme"), get.get("path"), get.get("port")) != ("HTTPS", "/health", admin_port):
+                die(f"StatefulSet {name}: {probe} is not https /health on {admin_port}: {container.get(probe)}")
+        print(f"  {name}: TLS from Secret {args.secret} at {tls_dir} (read-only), authentication "
+              f"required, authorization on, admin from {args.admin_secret}, https probes")
+        found += 1
+    if not found:
+        die(f"{args.rendered}: no StatefulSet")
+    tests = [d for d in docs if d["kind"] == "Pod"]
+    for pod in tests:
+        env = {e["name"]: e for e in pod["spec"]["containers"][0].get("env", [])}
+        if not {"WEIR_TLS_CA", "WEIR_USER", "WEIR_PASSWORD"} <= env.keys():
+            die(f"test pod {pod['metadata']['name']} lacks the CA or the admin: {sorted(env)}")
+    print(f"  {len(tests)} test pod(s) trust the CA and run as the admin")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -377,6 +443,12 @@ def main() -> None:
     p = sub.add_parser("kafka")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("security")
+    p.add_argument("rendered")
+    p.add_argument("--secret", required=True)
+    p.add_argument("--admin-secret", required=True)
+    p.set_defaults(func=cmd_security)
 
     args = parser.parse_args()
     args.func(args)

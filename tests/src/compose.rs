@@ -13,6 +13,10 @@
 //! dropped, on panic too; unless the test called [`ComposeCluster::finish`], the end of
 //! every node's log is printed first and the whole logs are saved to a file (so they are
 //! with `WEIR_TESTS_KEEP=1`).
+//!
+//! [`ComposeCluster::up_secure`] runs the secure variant instead: the base file with
+//! `deploy/compose/docker-compose.secure.yml` over it, given a directory that
+//! `deploy/compose/secure-setup.sh` wrote (certificates, the admin's env file).
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
@@ -90,6 +94,10 @@ pub struct ComposeCluster {
     project: String,
     file: PathBuf,
     image: String,
+    /// Compose files laid over `file` (`-f` each, in order).
+    overlays: Vec<PathBuf>,
+    /// More variables for docker-compose (`WEIR_SECURE_DIR`).
+    env: Vec<(String, String)>,
     host_ports: BTreeMap<i32, u16>,
     /// Each node's external Kafka listener's host port.
     kafka_host_ports: BTreeMap<i32, u16>,
@@ -105,6 +113,33 @@ impl ComposeCluster {
         image: &str,
         project: &str,
         limit: Duration,
+    ) -> anyhow::Result<(ComposeCluster, Duration)> {
+        ComposeCluster::up_with(image, project, limit, Vec::new(), Vec::new()).await
+    }
+
+    /// [`ComposeCluster::up`] of the secure variant, with what
+    /// `deploy/compose/secure-setup.sh` wrote into `secure_dir`.
+    pub async fn up_secure(
+        image: &str,
+        project: &str,
+        secure_dir: &Path,
+        limit: Duration,
+    ) -> anyhow::Result<(ComposeCluster, Duration)> {
+        let overlay = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/compose/docker-compose.secure.yml");
+        let env = vec![(
+            "WEIR_SECURE_DIR".to_owned(),
+            secure_dir.to_string_lossy().into_owned(),
+        )];
+        ComposeCluster::up_with(image, project, limit, vec![overlay], env).await
+    }
+
+    async fn up_with(
+        image: &str,
+        project: &str,
+        limit: Duration,
+        overlays: Vec<PathBuf>,
+        env: Vec<(String, String)>,
     ) -> anyhow::Result<(ComposeCluster, Duration)> {
         names_free()?;
         let mut host_ports = BTreeMap::new();
@@ -125,6 +160,8 @@ impl ComposeCluster {
         let mut cluster = ComposeCluster {
             project: project.to_owned(),
             file,
+            overlays,
+            env,
             image: image.to_owned(),
             host_ports,
             kafka_host_ports,
@@ -296,7 +333,8 @@ impl ComposeCluster {
         self.finished = true;
     }
 
-    fn network(&self) -> String {
+    /// The compose network, which the containers' names resolve on.
+    pub fn network(&self) -> String {
         format!("{}_weir", self.project)
     }
 
@@ -305,7 +343,12 @@ impl ComposeCluster {
         command
             .args(["-p", &self.project])
             .arg("-f")
-            .arg(&self.file)
+            .arg(&self.file);
+        for overlay in &self.overlays {
+            command.arg("-f").arg(overlay);
+        }
+        command
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("WEIR_IMAGE", &self.image);
         for (id, port) in &self.host_ports {
             command.env(format!("WEIR_HOST_PORT_{id}"), port.to_string());

@@ -117,3 +117,59 @@ fn the_compose_file_is_valid() {
         .args(["config", "--quiet"]);
     succeeds(command, "docker-compose config");
 }
+
+/// The secure variant (`docker-compose.secure.yml` over the base file, as
+/// `deploy/README.md` runs it): every node, weir-4 too, has TLS on every listener, the
+/// CA its peers are dialled with, authentication required, authorization on, the
+/// bootstrap admin from the env file, and the certificates mounted read-only.
+#[test]
+fn the_secure_compose_variant_secures_every_node() {
+    let root = repo_root();
+    // What secure-setup.sh writes, as far as `config` reads it.
+    let secure = tempfile::tempdir().unwrap();
+    std::fs::create_dir(secure.path().join("certs")).unwrap();
+    std::fs::write(
+        secure.path().join("admin.env"),
+        "WEIR_ADMIN_USER=admin\nWEIR_ADMIN_PASSWORD=from-the-env-file\n",
+    )
+    .unwrap();
+    let output = Command::new("docker-compose")
+        .arg("-f")
+        .arg(root.join("deploy/compose/docker-compose.yml"))
+        .arg("-f")
+        .arg(root.join("deploy/compose/docker-compose.secure.yml"))
+        .args(["--profile", "scale-out", "config"])
+        .env("WEIR_SECURE_DIR", secure.path())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run docker-compose config: {e}"));
+    assert!(
+        output.status.success(),
+        "docker-compose config of the secure variant failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = String::from_utf8(output.stdout).expect("UTF-8");
+    let mount = format!("{}:/certs:ro", secure.path().join("certs").display());
+    for node in 1..=4 {
+        let lines = service(&config, &format!("weir-{node}"));
+        assert!(!lines.is_empty(), "no service weir-{node} in:\n{config}");
+        let has = |wanted: &str| lines.iter().any(|l| l.trim() == wanted);
+        for wanted in [
+            "WEIR_TLS_CERT: /certs/node.pem",
+            "WEIR_TLS_KEY: /certs/node-key.pem",
+            "WEIR_TLS_CA: /certs/ca.pem",
+            "WEIR_AUTHENTICATION: required",
+            "WEIR_AUTHORIZATION: \"on\"",
+            "WEIR_ADMIN_USER: admin",
+            "WEIR_ADMIN_PASSWORD: from-the-env-file",
+            // The base file's settings are kept.
+            "WEIR_LISTEN: 0.0.0.0:9292",
+            &format!("WEIR_ADVERTISE: weir-{node}:9292"),
+        ] {
+            assert!(has(wanted), "weir-{node} lacks {wanted}: {lines:#?}");
+        }
+        assert!(
+            lines.iter().any(|l| l.trim() == format!("- {mount}")),
+            "weir-{node} does not mount the certificates read-only ({mount}): {lines:#?}"
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! `weir dev cluster` as a user runs it: three real `weir serve` processes, a replicated
 //! topic created, records produced and read back through the CLI, one broker killed
 //! with SIGKILL, more records produced, everything read back, then Ctrl-C (SIGTERM)
-//! stops the rest and the command exits 0.
+//! stops the rest and the command exits 0. And `weir dev cluster --secure`: with the
+//! settings it prints, the CLI produces and consumes as the admin over TLS, and a CLI
+//! without credentials is refused.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -9,15 +11,15 @@ use std::time::{Duration, Instant};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// A base port with the ports of three brokers (and their metrics ports) free now.
-fn free_base_port() -> u16 {
-    let pid = std::process::id() as u16;
+/// A base port with the ports of three brokers (client, metrics, Kafka) free now. `salt`
+/// keeps the tests of this file, which run at once, apart.
+fn free_base_port(salt: u16) -> u16 {
+    let pid = (std::process::id() as u16).wrapping_add(salt.wrapping_mul(4999));
     for attempt in 0..200u16 {
         let base = 20_000 + (pid.wrapping_add(attempt.wrapping_mul(7919)) % 20_000);
         let free = (0..3u16).all(|n| {
             let port = base + n * 100;
-            std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+            (0..3).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
         });
         if free {
             return base;
@@ -26,17 +28,26 @@ fn free_base_port() -> u16 {
     panic!("no free ports for three brokers");
 }
 
-fn weir(args: &[&str], brokers: &str) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
+/// `weir ARGS` with exactly `env` of the client settings (none inherited).
+fn weir_with(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    for name in ["WEIR_BROKERS", "WEIR_TLS_CA", "WEIR_USER", "WEIR_PASSWORD"] {
+        command.env_remove(name);
+    }
+    command
         .args(args)
-        .env("WEIR_BROKERS", brokers)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_LOG")
         .output()
         .expect("weir runs")
 }
 
 fn ok(args: &[&str], brokers: &str) -> String {
-    let out = weir(args, brokers);
+    ok_with(args, &[("WEIR_BROKERS".to_owned(), brokers.to_owned())])
+}
+
+fn ok_with(args: &[&str], env: &[(String, String)]) -> String {
+    let out = weir_with(args, env);
     assert!(
         out.status.success(),
         "weir {args:?} failed: {}",
@@ -47,9 +58,13 @@ fn ok(args: &[&str], brokers: &str) -> String {
 
 /// Retries `args` until it succeeds (a cluster settling: elections, ISR changes).
 fn eventually_ok(args: &[&str], brokers: &str) -> String {
+    eventually_ok_with(args, &[("WEIR_BROKERS".to_owned(), brokers.to_owned())])
+}
+
+fn eventually_ok_with(args: &[&str], env: &[(String, String)]) -> String {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        let out = weir(args, brokers);
+        let out = weir_with(args, env);
         if out.status.success() {
             return String::from_utf8(out.stdout).unwrap();
         }
@@ -65,7 +80,7 @@ fn eventually_ok(args: &[&str], brokers: &str) -> String {
 #[test]
 fn a_dev_cluster_keeps_every_record_when_a_broker_is_killed() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port().to_string();
+    let base = free_base_port(0).to_string();
     let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args(["dev", "cluster", "--nodes", "3", "--base-port", &base])
         .arg("--data-dir")
@@ -140,6 +155,11 @@ fn a_dev_cluster_keeps_every_record_when_a_broker_is_killed() {
     let read: Vec<&str> = read.lines().collect();
     assert_eq!(read, values.iter().map(String::as_str).collect::<Vec<_>>());
 
+    stop(&mut cluster);
+}
+
+/// SIGTERM to `weir dev cluster`; it must stop its brokers and exit 0.
+fn stop(cluster: &mut std::process::Child) {
     // SAFETY: kill(2) on the child this test started.
     unsafe {
         libc::kill(cluster.id() as i32, libc::SIGTERM);
@@ -153,4 +173,108 @@ fn a_dev_cluster_keeps_every_record_when_a_broker_is_killed() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_secure_dev_cluster_serves_its_admin_over_tls_and_refuses_anonymous_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(1).to_string();
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "dev",
+            "cluster",
+            "--secure",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("WEIR_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weir dev cluster --secure starts");
+    // What it prints on stdout: the brokers, then the lines to export.
+    let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut brokers = String::new();
+    stdout.read_line(&mut brokers).unwrap();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let (name, value) = line
+            .trim()
+            .strip_prefix("export ")
+            .and_then(|l| l.split_once('='))
+            .unwrap_or_else(|| panic!("an export line, not {line:?}"));
+        env.push((name.to_owned(), value.trim_matches('\'').to_owned()));
+    }
+    let setting = |name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} in {env:?}"))
+    };
+    assert_eq!(setting("WEIR_BROKERS"), brokers.trim());
+    assert_eq!(setting("WEIR_USER"), "admin");
+    assert!(setting("WEIR_PASSWORD").len() >= 16, "a random password");
+    let ca = setting("WEIR_TLS_CA");
+    assert!(
+        std::path::Path::new(&ca).starts_with(std::fs::canonicalize(dir.path()).unwrap())
+            || std::path::Path::new(&ca).starts_with(dir.path()),
+        "{ca} is in the cluster's directory"
+    );
+
+    eventually_ok_with(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+        ],
+        &env,
+    );
+    let values: Vec<String> = (0..100).map(|i| format!("order-{i}")).collect();
+    let file = dir.path().join("orders.txt");
+    std::fs::write(&file, values.join("\n") + "\n").unwrap();
+    eventually_ok_with(
+        &["produce", "orders", "--file", file.to_str().unwrap()],
+        &env,
+    );
+    let read = ok_with(
+        &["consume", "orders", "--from", "beginning", "--count", "100"],
+        &env,
+    );
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        values.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every record back, in order"
+    );
+
+    // The CA but no user: refused by the brokers.
+    let anonymous = [
+        ("WEIR_BROKERS".to_owned(), setting("WEIR_BROKERS")),
+        ("WEIR_TLS_CA".to_owned(), ca.clone()),
+    ];
+    let out = weir_with(&["topic", "list"], &anonymous);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an anonymous client was served");
+    assert!(stderr.contains("requires authentication"), "{stderr}");
+    // A wrong password: refused too.
+    let mut wrong = env.clone();
+    wrong.retain(|(n, _)| n != "WEIR_PASSWORD");
+    wrong.push(("WEIR_PASSWORD".to_owned(), "not-the-password".to_owned()));
+    let out = weir_with(&["topic", "list"], &wrong);
+    assert!(!out.status.success(), "a wrong password was accepted");
+    // No TLS at all: the brokers do not speak plaintext.
+    let plaintext = [("WEIR_BROKERS".to_owned(), setting("WEIR_BROKERS"))];
+    let out = weir_with(&["topic", "list"], &plaintext);
+    assert!(!out.status.success(), "a plaintext client was served");
+
+    stop(&mut cluster);
 }

@@ -76,6 +76,14 @@ app.kubernetes.io/component: broker
 {{- if gt $voters $replicas -}}
 {{- fail (printf "voters (%d) must not exceed replicas (%d): every voter is a pod, and pods beyond the voters are observers" $voters $replicas) -}}
 {{- end -}}
+{{- $security := .Values.security | default dict -}}
+{{- $tls := $security.tls | default dict -}}
+{{- if and $tls.enabled (not $tls.secretName) -}}
+{{- fail "security.tls.enabled needs security.tls.secretName: a kubernetes.io/tls Secret with tls.crt, tls.key and ca.crt" -}}
+{{- end -}}
+{{- if and (eq ($security.authentication | default "optional") "required") (not $tls.enabled) -}}
+{{- fail "security.authentication required needs security.tls.enabled: passwords are sent over TLS only" -}}
+{{- end -}}
 {{- if not (has .Values.podAntiAffinity (list "hard" "soft" "none")) -}}
 {{- fail (printf "podAntiAffinity must be hard, soft or none (got %q)" .Values.podAntiAffinity) -}}
 {{- end -}}
@@ -95,4 +103,13 @@ Pods with a higher ordinal (replicas > voters) are observers.
 {{- $voters = append $voters (printf "%d@%s-%d.%s.%s.svc.%s:%s" $id $fullname $id $headless $.Release.Namespace $.Values.clusterDomain $port) -}}
 {{- end -}}
 {{- join "," $voters -}}
+{{- end -}}
+
+{{/* Where the TLS Secret is mounted in the pods. */}}
+{{- define "weir.tlsDir" -}}/etc/weir/tls{{- end -}}
+
+{{/* security.authorization as the broker takes it: on or off (a YAML boolean too). */}}
+{{- define "weir.authorization" -}}
+{{- $value := (.Values.security | default dict).authorization -}}
+{{- if kindIs "bool" $value -}}{{ ternary "on" "off" $value }}{{- else -}}{{ $value | default "off" }}{{- end -}}
 {{- end -}}
