@@ -206,6 +206,42 @@ impl AdminService for Fake {
     ) -> Result<Response<pb::AlterPartitionReassignmentsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn upsert_user(
+        &self,
+        _: Request<pb::UpsertUserRequest>,
+    ) -> Result<Response<pb::UpsertUserResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_user(
+        &self,
+        _: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_users(
+        &self,
+        _: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn create_acls(
+        &self,
+        _: Request<pb::CreateAclsRequest>,
+    ) -> Result<Response<pb::CreateAclsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_acls(
+        &self,
+        _: Request<pb::ListAclsRequest>,
+    ) -> Result<Response<pb::ListAclsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn delete_acls(
+        &self,
+        _: Request<pb::DeleteAclsRequest>,
+    ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

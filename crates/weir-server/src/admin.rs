@@ -1,5 +1,6 @@
 //! The Admin service: topics, partitions, topic configuration, DeleteRecords and the
-//! cluster description. Each call is a thin conversion around the topic registry.
+//! cluster description. Each call is a thin conversion around the topic registry; the
+//! group calls are in `groups`, the users and ACLs calls in `security_admin`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,11 @@ use weir_proto::v1::{
     PartitionDeleteRecordsResult, TopicSummary, admin_server::Admin,
 };
 use weir_proto::v1::{
+    CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
+    DeleteUserRequest, DeleteUserResponse, ListAclsRequest, ListAclsResponse, ListUsersRequest,
+    ListUsersResponse, UpsertUserRequest, UpsertUserResponse,
+};
+use weir_proto::v1::{
     DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
     ListGroupsRequest, ListGroupsResponse, ResetOffsetsRequest, ResetOffsetsResponse,
 };
@@ -26,6 +32,7 @@ use crate::Broker;
 use crate::convert;
 use crate::groups;
 use crate::page::{self, Listing};
+use crate::security_admin;
 use crate::status::{self, broker_status, status};
 
 /// The Admin gRPC service.
@@ -378,6 +385,68 @@ impl Admin for AdminService {
         let _timer = self.broker.metrics().rpc_timer("ResetOffsets");
         let ctx = crate::grpc_context(&request);
         groups::reset_offsets(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn upsert_user(
+        &self,
+        request: Request<UpsertUserRequest>,
+    ) -> Result<Response<UpsertUserResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("UpsertUser");
+        let ctx = crate::grpc_context(&request);
+        security_admin::upsert_user(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn delete_user(
+        &self,
+        request: Request<DeleteUserRequest>,
+    ) -> Result<Response<DeleteUserResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("DeleteUser");
+        let ctx = crate::grpc_context(&request);
+        security_admin::delete_user(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ListUsers");
+        let ctx = crate::grpc_context(&request);
+        security_admin::list_users(&self.broker, &ctx, request.into_inner()).map(Response::new)
+    }
+
+    async fn create_acls(
+        &self,
+        request: Request<CreateAclsRequest>,
+    ) -> Result<Response<CreateAclsResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("CreateAcls");
+        let ctx = crate::grpc_context(&request);
+        security_admin::create_acls(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_acls(
+        &self,
+        request: Request<ListAclsRequest>,
+    ) -> Result<Response<ListAclsResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ListAcls");
+        let ctx = crate::grpc_context(&request);
+        security_admin::list_acls(&self.broker, &ctx, request.into_inner()).map(Response::new)
+    }
+
+    async fn delete_acls(
+        &self,
+        request: Request<DeleteAclsRequest>,
+    ) -> Result<Response<DeleteAclsResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("DeleteAcls");
+        let ctx = crate::grpc_context(&request);
+        security_admin::delete_acls(&self.broker, &ctx, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -49,6 +49,7 @@ mod oversize;
 mod page;
 mod produce;
 mod queues;
+mod security_admin;
 mod share_forward;
 mod share_reads;
 mod status;
