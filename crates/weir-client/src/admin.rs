@@ -1,7 +1,7 @@
 //! [`Admin`]: one method per RPC of the `Admin` service, plus [`Admin::list_offsets`]
 //! from the `Consumer` service and [`Admin::describe_share_group`] and
 //! [`Admin::configure_share_group`] from the `Queues` service, with plain Rust types in
-//! and out.
+//! and out (users' and ACLs' in [`crate::security`]).
 //!
 //! Admin requests go to the bootstrap broker (the first of the list that answered);
 //! group requests to the group's coordinator (a share group's for share groups); offset
@@ -24,6 +24,7 @@ use crate::connection::{ConnectOptions, MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
+use crate::security::{AclBinding, AclFilter, ScramMechanism, UserInfo};
 use crate::share::filter::HeaderCondition;
 
 /// Items asked for per page of `ListTopics`, `ListGroups` and `DescribeGroup`'s
@@ -1107,6 +1108,121 @@ impl Admin {
                 },
             })
             .collect())
+    }
+
+    /// Sets `user`'s SCRAM credential for `mechanism` to `password`, creating the user
+    /// (`UpsertUser`). The salted password is derived here with a new random salt and
+    /// `iterations` (4096 to 16384; `weir_security::scram::DEFAULT_ITERATIONS` is a
+    /// good choice), so the password itself never leaves this process; the salted
+    /// password does, so use TLS. [`ClientError::Config`] for an empty or too long
+    /// password or iterations out of range (nothing sent); the broker's
+    /// [`ClientError::InvalidArgument`] for a bad user name; `PERMISSION_DENIED` without
+    /// ALTER on the cluster.
+    pub async fn upsert_user(
+        &self,
+        user: &str,
+        password: &str,
+        mechanism: ScramMechanism,
+        iterations: u32,
+    ) -> Result<(), ClientError> {
+        let salted = weir_security::scram::SaltedPassword::new(mechanism, password, iterations)
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        self.admin
+            .clone()
+            .upsert_user(pb::UpsertUserRequest {
+                user: user.to_owned(),
+                mechanism: mechanism.name().to_owned(),
+                iterations,
+                salt: salted.salt.into(),
+                salted_password: salted.salted_password.into(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `user`'s credential for `mechanism`, or for `None` every credential and
+    /// so the user (`DeleteUser`); the mechanisms removed. [`ClientError::NotFound`] if
+    /// there is no such user or credential.
+    pub async fn delete_user(
+        &self,
+        user: &str,
+        mechanism: Option<ScramMechanism>,
+    ) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .delete_user(pb::DeleteUserRequest {
+                user: user.to_owned(),
+                mechanism: mechanism.map(|m| m.name().to_owned()),
+            })
+            .await?
+            .into_inner()
+            .mechanisms)
+    }
+
+    /// The users named, in that order (each with its own result: a user that does not
+    /// exist is [`ClientError::NotFound`] in its place), or for an empty `users` every
+    /// user, sorted by name (`ListUsers`).
+    pub async fn list_users(&self, users: &[String]) -> Result<Vec<UserInfo>, ClientError> {
+        Ok(self
+            .admin
+            .clone()
+            .list_users(pb::ListUsersRequest {
+                users: users.to_vec(),
+            })
+            .await?
+            .into_inner()
+            .users
+            .into_iter()
+            .map(UserInfo::from_proto)
+            .collect())
+    }
+
+    /// Adds ACL bindings, all or none (`CreateAcls`); bindings that exist already are
+    /// left as they are. [`ClientError::InvalidArgument`] naming a bad binding.
+    pub async fn create_acls(&self, acls: &[AclBinding]) -> Result<(), ClientError> {
+        self.admin
+            .clone()
+            .create_acls(pb::CreateAclsRequest {
+                acls: acls.iter().map(AclBinding::to_proto).collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The ACL bindings `filter` selects, sorted (`ListAcls`).
+    pub async fn list_acls(&self, filter: &AclFilter) -> Result<Vec<AclBinding>, ClientError> {
+        self.admin
+            .clone()
+            .list_acls(pb::ListAclsRequest {
+                filter: Some(filter.to_proto()),
+            })
+            .await?
+            .into_inner()
+            .acls
+            .into_iter()
+            .map(AclBinding::from_proto)
+            .collect()
+    }
+
+    /// Removes the ACL bindings each filter selects (`DeleteAcls`); per filter, in
+    /// order, the bindings it removed (a binding two filters select is reported under
+    /// the first). The default filter selects every binding.
+    pub async fn delete_acls(
+        &self,
+        filters: &[AclFilter],
+    ) -> Result<Vec<Vec<AclBinding>>, ClientError> {
+        self.admin
+            .clone()
+            .delete_acls(pb::DeleteAclsRequest {
+                filters: filters.iter().map(AclFilter::to_proto).collect(),
+            })
+            .await?
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.removed.into_iter().map(AclBinding::from_proto).collect())
+            .collect()
     }
 
     /// Deletes an idle share group (`topics` empty: its whole state and settings) or its

@@ -15,8 +15,9 @@
 //! - The share consumer ([`ShareConsumer`]) is a member of a share group, a queue on the
 //!   log: members read the same partitions together and acknowledge each record on its
 //!   own (accept, release with an optional delay, reject, renew its lock; see [`share`]).
-//! - The admin client has one method per `Admin` RPC (topics and groups), plus offset
-//!   lookups and share group descriptions and settings.
+//! - The admin client has one method per `Admin` RPC (topics, groups, users and ACLs),
+//!   plus offset lookups and share group descriptions and settings. Users' passwords are
+//!   salted here and never sent ([`Admin::upsert_user`]).
 //!
 //! # Clusters and leaders
 //!
@@ -82,6 +83,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod retry;
 mod routing;
+pub mod security;
 pub mod share;
 
 pub use crate::admin::{
@@ -104,6 +106,10 @@ pub use crate::group::{
 pub use crate::producer::{
     Acks, BatchDelivery, DeliveredRecords, DeliveryFuture, OffsetRange, Producer, ProducerConfig,
     ProducerRecord, RecordMetadata, RecordRef,
+};
+pub use crate::security::{
+    AclBinding, AclFilter, AclOperation, AclPatternFilter, AclPatternType, AclPermission,
+    AclResourceType, ScramMechanism, UserCredentialInfo, UserInfo,
 };
 pub use crate::share::{
     AckKind, AckMode, AckOutcome, AckStatus, ShareConsumer, ShareConsumerConfig, ShareRecord,

@@ -22,7 +22,7 @@ use ring::{digest, hmac, pbkdf2};
 
 pub use crate::sasl::{MAX_MESSAGE_BYTES, MAX_PASSWORD_BYTES, MAX_USER_BYTES};
 pub use client::ScramClient;
-pub use credential::ScramCredential;
+pub use credential::{SaltedPassword, ScramCredential};
 pub use server::{ScramServer, ServerStep};
 
 /// The fewest iterations a credential may have: Kafka's minimum (and RFC 7677's).

@@ -46,9 +46,33 @@ fn check_iterations(iterations: u32) -> Result<(), ScramError> {
     }
 }
 
-impl ScramCredential {
-    /// The credential of `password` with a new random salt of [`SALT_BYTES`]. The
-    /// password must be non-empty and within [`MAX_PASSWORD_BYTES`]; `iterations` within
+/// What a client sends to set a user's credential without sending the password (Kafka's
+/// `AlterUserScramCredentials` upsertion, Weir's `UpsertUser`): a new random salt and
+/// `SaltedPassword = Hi(password, salt, iterations)`, from which the broker derives the
+/// credential ([`ScramCredential::from_salted_password`]).
+///
+/// Debug prints neither the salted password (as good as the password to SCRAM) nor the
+/// salt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SaltedPassword {
+    pub mechanism: ScramMechanism,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub salted_password: Vec<u8>,
+}
+
+impl fmt::Debug for SaltedPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SaltedPassword")
+            .field("mechanism", &self.mechanism)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SaltedPassword {
+    /// `password` salted with a new random salt of [`SALT_BYTES`]. The password must be
+    /// non-empty and within [`MAX_PASSWORD_BYTES`]; `iterations` within
     /// [`MIN_ITERATIONS`]..=[`MAX_ITERATIONS`] (Kafka's range).
     pub fn new(
         mechanism: ScramMechanism,
@@ -66,8 +90,27 @@ impl ScramCredential {
         check_iterations(iterations)?;
         let mut salt = vec![0; SALT_BYTES];
         random_bytes(&mut salt);
-        let salted = salted_password(mechanism, password, &salt, iterations);
-        Self::from_salted_password(mechanism, salt, iterations, &salted)
+        let salted_password = salted_password(mechanism, password, &salt, iterations);
+        Ok(Self {
+            mechanism,
+            salt,
+            iterations,
+            salted_password,
+        })
+    }
+}
+
+impl ScramCredential {
+    /// The credential of `password` with a new random salt of [`SALT_BYTES`]. The
+    /// password must be non-empty and within [`MAX_PASSWORD_BYTES`]; `iterations` within
+    /// [`MIN_ITERATIONS`]..=[`MAX_ITERATIONS`] (Kafka's range).
+    pub fn new(
+        mechanism: ScramMechanism,
+        password: &str,
+        iterations: u32,
+    ) -> Result<Self, ScramError> {
+        let salted = SaltedPassword::new(mechanism, password, iterations)?;
+        Self::from_salted_password(mechanism, salted.salt, iterations, &salted.salted_password)
     }
 
     /// The credential of a password already salted by the client: Kafka's
@@ -121,6 +164,35 @@ impl ScramCredential {
 mod tests {
     use super::*;
     use crate::scram::DEFAULT_ITERATIONS;
+
+    #[test]
+    fn salted_passwords_make_the_credential_of_their_password() {
+        let salted =
+            SaltedPassword::new(ScramMechanism::Sha512, "pencil", DEFAULT_ITERATIONS).unwrap();
+        assert_eq!(salted.salt.len(), SALT_BYTES);
+        let again =
+            SaltedPassword::new(ScramMechanism::Sha512, "pencil", DEFAULT_ITERATIONS).unwrap();
+        assert_ne!(salted.salt, again.salt, "a new salt each time");
+        let credential = ScramCredential::from_salted_password(
+            salted.mechanism,
+            salted.salt.clone(),
+            salted.iterations,
+            &salted.salted_password,
+        )
+        .unwrap();
+        assert!(credential.verify_password("pencil"));
+        assert!(!credential.verify_password("pen"));
+        let shown = format!("{salted:?}");
+        assert!(!shown.contains("salt"), "{shown}");
+        assert_eq!(
+            SaltedPassword::new(ScramMechanism::Sha256, "", DEFAULT_ITERATIONS),
+            Err(ScramError::EmptyPassword)
+        );
+        assert_eq!(
+            SaltedPassword::new(ScramMechanism::Sha256, "x", 1),
+            Err(ScramError::Iterations { iterations: 1 })
+        );
+    }
 
     #[test]
     fn new_credentials_verify_their_password_only() {
