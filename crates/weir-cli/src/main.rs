@@ -5,6 +5,7 @@
 //! Exit codes: 0 success (also when stdout is closed early, as in `weir consume t | head`),
 //! 1 the command failed, 2 a usage error (bad flags or values, found before any work).
 
+mod acl;
 mod bench;
 mod brokers;
 mod cluster;
@@ -20,6 +21,7 @@ mod produce;
 mod queue;
 mod serve;
 mod topic;
+mod user;
 
 use std::process::ExitCode;
 
@@ -41,6 +43,8 @@ Examples:
   weir consume events --group billing --follow
   weir group describe billing
   weir queue consume jobs --group workers --exec ./process-job.sh   # a work-queue worker
+  weir user create alice              # asks for her password
+  weir acl add --principal User:alice --operation read,describe --topic orders
   weir bench produce --record-size 100 --count 1000000
   weir topic list --tls-ca certs/ca.pem   # brokers serving TLS (weir serve --tls-cert ...)
 
@@ -70,6 +74,8 @@ enum Command {
     Consume(consume::ConsumeArgs),
     Group(group::GroupArgs),
     Queue(queue::QueueArgs),
+    User(user::UserArgs),
+    Acl(acl::AclArgs),
     Bench(bench::BenchArgs),
     Dev(dev::DevArgs),
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
             .and_then(|config| client_runtime()?.block_on(consume::run(config))),
         Command::Group(args) => client_runtime().and_then(|rt| rt.block_on(group::run(args))),
         Command::Queue(args) => client_runtime().and_then(|rt| rt.block_on(queue::run(args))),
+        Command::User(args) => client_runtime().and_then(|rt| rt.block_on(user::run(args))),
+        Command::Acl(args) => client_runtime().and_then(|rt| rt.block_on(acl::run(args))),
         Command::Bench(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),
