@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use weir_broker::metadata::Endpoints;
+use weir_broker::security::{Operation, ResourceType};
 use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_cluster::is_internal;
 use weir_proto::v1::{
@@ -114,13 +115,20 @@ impl Admin for AdminService {
         request: Request<ListTopicsRequest>,
     ) -> Result<Response<ListTopicsResponse>, Status> {
         let _timer = self.broker.metrics().rpc_timer("ListTopics");
+        let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
+        // As Kafka's Metadata: a topic the principal may not describe is left out.
         let topics = self
             .broker
             .registry()
             .topics()
             .into_iter()
             .filter(|t| req.include_internal || !is_internal(&t.name))
+            .filter(|t| {
+                self.broker
+                    .core
+                    .may(&ctx, Operation::Describe, ResourceType::Topic, &t.name)
+            })
             .collect();
         let (page, next_page_token) = page::paginate(
             Listing::Topics,
