@@ -468,3 +468,97 @@ fn an_anonymous_cli_is_refused_where_authorization_is_on() {
     let output = run_with_stdin(&broker, &["user", "create", "mallory"], "mallory\n");
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 }
+
+#[test]
+fn an_admin_makes_a_user_and_grants_it_a_topic_over_tls() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let dir = certs.path().to_string_lossy().into_owned();
+    let made = weir_command(&["dev", "certs", "--out", &dir])
+        .output()
+        .expect("weir dev certs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let broker = Broker::start(weir_server::ServerConfig {
+        admin_listen: None,
+        tls_cert: Some(certs.path().join("node.pem")),
+        tls_key: Some(certs.path().join("node-key.pem")),
+        tls_ca: Some(certs.path().join("ca.pem")),
+        authorization: true,
+        admin_user: Some("admin".into()),
+        admin_password: Some(weir_server::Secret("admin-secret".into())),
+        ..Default::default()
+    });
+    let ca = certs.path().join("ca.pem");
+    let as_user = |user: &str, password: &str, args: &[&str], stdin: &str| {
+        let mut command = broker.command(args);
+        command
+            .env("WEIR_TLS_CA", &ca)
+            .env("WEIR_USER", user)
+            .env("WEIR_PASSWORD", password)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("weir starts");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin written");
+        wait_output(child, args)
+    };
+    let admin = |args: &[&str], stdin: &str| as_user("admin", "admin-secret", args, stdin);
+
+    // The bootstrap admin's credentials are written once the broker is up: wait for them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = admin(&["topic", "create", "orders"], "");
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin never got in: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let ok = |out: Output| {
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).expect("UTF-8")
+    };
+    ok(admin(&["user", "create", "alice"], "alice-secret\n"));
+    ok(admin(&["topic", "create", "payroll"], ""));
+    ok(admin(
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "read,describe",
+            "--topic",
+            "orders",
+        ],
+        "",
+    ));
+
+    // alice sees the topic she was granted, not the other, and may not manage ACLs.
+    let topics = ok(as_user("alice", "alice-secret", &["topic", "list"], ""));
+    assert!(topics.contains("orders"), "{topics}");
+    assert!(!topics.contains("payroll"), "{topics}");
+    let refused = as_user("alice", "alice-secret", &["acl", "list"], "");
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    let refused = as_user(
+        "alice",
+        "alice-secret",
+        &["user", "create", "eve"],
+        "eve-secret\n",
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+
+    // Removed, the grant is gone for her.
+    let removed = ok(admin(&["acl", "remove", "--principal", "User:alice"], ""));
+    assert!(removed.starts_with("removed 2 binding(s):"), "{removed}");
+    let topics = ok(as_user("alice", "alice-secret", &["topic", "list"], ""));
+    assert!(!topics.contains("orders"), "{topics}");
+}
