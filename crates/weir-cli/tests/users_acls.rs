@@ -1,8 +1,9 @@
 //! `weir user` and `weir acl` against a broker: users created by the CLI listed with
 //! their mechanisms and logging in over the Kafka listener (kafka-python, SCRAM), ACLs
 //! added, listed and removed by filter, and bad input refused before any request.
-//! The brokers run without authorization (the CLI cannot yet authenticate over gRPC),
-//! except one that checks an anonymous CLI is refused.
+//! Most brokers run without authorization, to check the commands alone; with it on, an
+//! anonymous CLI is refused, and an admin (`--user` over TLS) makes a user and grants it
+//! a topic.
 
 mod common;
 
