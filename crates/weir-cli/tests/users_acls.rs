@@ -1,9 +1,9 @@
 //! `weir user` and `weir acl` against a broker: users created by the CLI listed with
 //! their mechanisms and logging in over the Kafka listener (kafka-python, SCRAM), ACLs
 //! added, listed and removed by filter, and bad input refused before any request.
-//! Most brokers run without authorization, to check the commands alone; with it on, an
-//! anonymous CLI is refused, and an admin (`--user` over TLS) makes a user and grants it
-//! a topic.
+//! Most brokers run without authorization, to check the commands alone; with it on (and
+//! TLS, which a secured broker needs), an anonymous CLI is refused, and an admin (`--user`)
+//! makes a user and grants it a topic.
 
 mod common;
 
@@ -13,10 +13,12 @@ use std::process::{Output, Stdio};
 use common::*;
 use serde_json::{Value, json};
 
-/// `weir ARGS` against `broker` with `stdin` as its input (not a terminal).
-fn run_with_stdin(broker: &Broker, args: &[&str], stdin: &str) -> Output {
+/// `weir ARGS` against `broker`, with `env` set and `stdin` as its input (not a
+/// terminal).
+fn run_with(broker: &Broker, env: &[(&str, &str)], args: &[&str], stdin: &str) -> Output {
     let mut child = broker
         .command(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -432,46 +434,7 @@ fn bad_user_and_acl_input_is_a_usage_error() {
 }
 
 #[test]
-fn an_anonymous_cli_is_refused_where_authorization_is_on() {
-    let broker = Broker::start(weir_server::ServerConfig {
-        admin_listen: None,
-        authorization: true,
-        admin_user: Some("admin".into()),
-        admin_password: Some(weir_server::Secret("admin-secret".into())),
-        ..Default::default()
-    });
-    for args in [
-        &["acl", "list"][..],
-        &[
-            "acl",
-            "add",
-            "--principal",
-            "User:anonymous",
-            "--operation",
-            "all",
-            "--cluster",
-        ],
-        &["user", "list"],
-    ] {
-        let output = broker.run(args);
-        assert_eq!(
-            output.status.code(),
-            Some(1),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).to_lowercase().contains("authoriz"),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-    }
-    let output = run_with_stdin(&broker, &["user", "create", "mallory"], "mallory\n");
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-}
-
-#[test]
-fn an_admin_makes_a_user_and_grants_it_a_topic_over_tls() {
+fn over_tls_an_admin_grants_a_user_a_topic_and_anonymous_clients_manage_nothing() {
     let certs = tempfile::tempdir().expect("temp dir");
     let dir = certs.path().to_string_lossy().into_owned();
     let made = weir_command(&["dev", "certs", "--out", &dir])
@@ -482,32 +445,25 @@ fn an_admin_makes_a_user_and_grants_it_a_topic_over_tls() {
         admin_listen: None,
         tls_cert: Some(certs.path().join("node.pem")),
         tls_key: Some(certs.path().join("node-key.pem")),
-        tls_ca: Some(certs.path().join("ca.pem")),
+        tls_client_ca: Some(certs.path().join("ca.pem")),
         authorization: true,
         admin_user: Some("admin".into()),
         admin_password: Some(weir_server::Secret("admin-secret".into())),
         ..Default::default()
     });
     let ca = certs.path().join("ca.pem");
+    let ca = ca.to_string_lossy();
     let as_user = |user: &str, password: &str, args: &[&str], stdin: &str| {
-        let mut command = broker.command(args);
-        command
-            .env("WEIR_TLS_CA", &ca)
-            .env("WEIR_USER", user)
-            .env("WEIR_PASSWORD", password)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("weir starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("stdin written");
-        wait_output(child, args)
+        let env = [
+            ("WEIR_TLS_CA", &*ca),
+            ("WEIR_USER", user),
+            ("WEIR_PASSWORD", password),
+        ];
+        run_with(&broker, &env, args, stdin)
     };
     let admin = |args: &[&str], stdin: &str| as_user("admin", "admin-secret", args, stdin);
+    let anonymous =
+        |args: &[&str], stdin: &str| run_with(&broker, &[("WEIR_TLS_CA", &*ca)], args, stdin);
 
     // The bootstrap admin's credentials are written once the broker is up: wait for them.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
@@ -542,6 +498,30 @@ fn an_admin_makes_a_user_and_grants_it_a_topic_over_tls() {
         ],
         "",
     ));
+
+    // Without credentials a client is User:ANONYMOUS, who may manage nothing.
+    for args in [
+        &["acl", "list"][..],
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:ANONYMOUS",
+            "--operation",
+            "all",
+            "--cluster",
+        ],
+        &["user", "list"],
+        &["user", "create", "mallory"],
+    ] {
+        let out = anonymous(args, "mallory-secret\n");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).to_lowercase().contains("authoriz"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
 
     // alice sees the topic she was granted, not the other, and may not manage ACLs.
     let topics = ok(as_user("alice", "alice-secret", &["topic", "list"], ""));
