@@ -10,7 +10,9 @@
 //!   [`audit`]: the rate-limited audit lines of denials and failed authentications.
 //! - [`error`]: [`BrokerError`], one error type whose [`Reason`] every adapter maps to
 //!   its own codes.
-//! - [`limits`]: the named limits of a request, one place for every protocol.
+//! - [`limits`]: the named limits of a request, one place for every protocol;
+//!   [`budget`]: the broker-wide caps over every client (connections, request bytes in
+//!   flight, consume streams), taken from by every listener.
 //! - [`produce`], [`fetch`], [`offsets`]: the data path (records pass through as the
 //!   RecordBatch v2 bytes the producer sent; nothing here re-encodes them).
 //! - [`producers`]: producer ids for idempotent producers, and the producers a partition
@@ -45,6 +47,7 @@
 
 pub mod audit;
 pub mod authz;
+pub mod budget;
 pub mod configs;
 pub mod context;
 pub mod epochs;

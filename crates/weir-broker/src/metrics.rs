@@ -8,13 +8,15 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use weir_cluster::TopicRegistry;
 use weir_cluster::group::GroupCoordinator;
+
+use crate::budget::Budget;
 
 /// Upper bounds (seconds) of the request-latency histogram buckets.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 14] = [
@@ -65,6 +67,8 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
     in_flight: Mutex<BTreeMap<&'static str, i64>>,
     offset_commits: AtomicU64,
+    /// The broker-wide budget whose gauges are rendered with the rest, once set.
+    budget: OnceLock<Arc<Budget>>,
 }
 
 /// Records a request's latency when dropped.
@@ -139,6 +143,12 @@ impl Metrics {
     /// Counts committed partition offsets.
     pub fn count_commits(&self, partitions: u64) {
         self.offset_commits.fetch_add(partitions, Ordering::Relaxed);
+    }
+
+    /// Renders `budget`'s connections, in-flight bytes, streams and refusals with the
+    /// rest (once; later calls are ignored).
+    pub fn set_budget(&self, budget: Arc<Budget>) {
+        let _ = self.budget.set(budget);
     }
 
     /// Drops a deleted topic's series.
@@ -285,6 +295,9 @@ impl Metrics {
             }
         }
         render_replication(&mut out, registry);
+        if let Some(budget) = self.budget.get() {
+            budget.render(&mut out);
+        }
         if let Some(groups) = groups {
             render_groups(
                 &mut out,

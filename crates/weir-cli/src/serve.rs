@@ -55,6 +55,11 @@ Examples:
       https://localhost:9293/health; Kafka clients with security.protocol=SSL.
   weir serve --kafka-tls-cert certs/node.pem --kafka-tls-key certs/node-key.pem
       TLS on the Kafka listeners only (the --kafka-tls-* flags override --tls-* there).
+  weir serve --max-connections 200 --max-in-flight-request-bytes 67108864 \
+      --max-consume-streams 50
+      A small node: at most 200 client connections, 64 MiB of requests in flight and
+      50 Consume streams over all clients (docs/ARCHITECTURE.md § Memory under
+      overload has the arithmetic).
   weir serve --config weir.toml
       Settings from a file, e.g.:
         data_dir = \"/var/lib/weir\"
@@ -242,6 +247,20 @@ pub struct ServeArgs {
     /// docs/ARCHITECTURE.md) [default: off].
     #[arg(long, env = "WEIR_EXPERIMENTAL_WIRE_LISTEN", value_name = "ADDR")]
     experimental_wire_listen: Option<SocketAddr>,
+    /// Most client connections, over every client listener together (gRPC, external,
+    /// Kafka, external Kafka; not --internal-listen): past it a new connection is closed
+    /// at once, existing ones are served [default: 512].
+    #[arg(long, env = "WEIR_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Most bytes of client requests read and not yet answered, over every connection of
+    /// both protocols: past it the broker stops reading requests until answers free room
+    /// (clients wait) [default: 134217728, 128 MiB].
+    #[arg(long, env = "WEIR_MAX_IN_FLIGHT_REQUEST_BYTES", value_name = "BYTES")]
+    max_in_flight_request_bytes: Option<usize>,
+    /// Most open gRPC Consume streams: past it a new one is refused with
+    /// RESOURCE_EXHAUSTED (retriable) [default: 64].
+    #[arg(long, env = "WEIR_MAX_CONSUME_STREAMS", value_name = "N")]
+    max_consume_streams: Option<usize>,
 }
 
 /// `on` or `off` (also `true`/`false`).
@@ -379,6 +398,18 @@ impl ServeArgs {
         }
         if let Some(password) = self.admin_password {
             config.admin_password = Some(weir_server::Secret(password));
+        }
+        for (flag, setting) in [
+            (self.max_connections, &mut config.max_connections),
+            (
+                self.max_in_flight_request_bytes,
+                &mut config.max_in_flight_request_bytes,
+            ),
+            (self.max_consume_streams, &mut config.max_consume_streams),
+        ] {
+            if let Some(value) = flag {
+                *setting = value;
+            }
         }
         config.validate().map_err(|e| UsageError(e.to_string()))?;
         Ok(config)
@@ -545,6 +576,26 @@ mod tests {
         assert!(err.contains("negative"), "{err}");
         let err = usage_error(&["--internal-listen", "127.0.0.1:9292"]);
         assert!(err.contains("own port"), "{err}");
+    }
+
+    #[test]
+    fn budget_flags_set_the_broker_wide_limits_and_zero_is_refused() {
+        let defaults = config(&[]).unwrap();
+        assert_eq!(defaults.budget(), weir_server::BudgetLimits::default());
+        let config = config(&[
+            "--max-connections",
+            "50",
+            "--max-in-flight-request-bytes",
+            "8388608",
+            "--max-consume-streams",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!(config.max_connections, 50);
+        assert_eq!(config.max_in_flight_request_bytes, 8 << 20);
+        assert_eq!(config.max_consume_streams, 20);
+        let err = usage_error(&["--max-consume-streams", "0"]);
+        assert!(err.contains("max_consume_streams"), "{err}");
     }
 
     #[test]

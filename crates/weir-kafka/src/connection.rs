@@ -12,10 +12,17 @@
 //! cut off from its cluster ([`Handler::is_cut_off`]) closes every connection the same
 //! way and turns new ones away until it is back, logged once each way.
 //!
+//! Over every connection, [`Options::budget`] (weir-broker's broker-wide budget, shared
+//! with the gRPC listeners) caps the connections (at the cap a new one is closed at once)
+//! and the request bytes in flight: a frame's length is read first, room for it is taken
+//! from the budget (waiting, so TCP makes the client wait) and given back once its answer
+//! is written.
+//!
 //! With [`Options::tls`], each connection is TLS (weir-security's `tls::accept`:
 //! plaintext is refused and logged there), and a client certificate names the
 //! connection's principal ([`ConnectionInfo::certificate_principal`]).
 
+use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
+use weir_broker::budget::{Budget, ConnectionPermit, RequestBytesPermit};
 use weir_security::tls::{self, ServerTls};
 
 use crate::apis;
@@ -77,6 +85,9 @@ pub struct Options {
     pub limits: Limits,
     /// TLS on every connection; `None`: plaintext.
     pub tls: Option<Arc<ServerTls>>,
+    /// The broker-wide budget this listener takes connections and request bytes from
+    /// (the default: no caps).
+    pub budget: Arc<Budget>,
 }
 
 /// How long the accept loop waits after a failed accept (out of file descriptors) before
@@ -104,7 +115,10 @@ pub async fn serve_with_limits<H: Handler>(
     stopping: watch::Receiver<bool>,
     limits: Limits,
 ) {
-    let options = Options { limits, tls: None };
+    let options = Options {
+        limits,
+        ..Options::default()
+    };
     serve_with(listener, handler, stopping, options).await;
 }
 
@@ -115,7 +129,11 @@ pub async fn serve_with<H: Handler>(
     mut stopping: watch::Receiver<bool>,
     options: Options,
 ) {
-    let Options { limits, tls } = options;
+    let Options {
+        limits,
+        tls,
+        budget,
+    } = options;
     assert!(
         limits.max_in_flight > 0 && limits.max_in_flight_request_bytes > 0,
         "a connection must be able to have a request in flight: {limits:?}"
@@ -142,6 +160,13 @@ pub async fn serve_with<H: Handler>(
                     drop(stream);
                 }
                 Ok((stream, peer)) => {
+                    let Some(slot) = budget.try_connection("kafka") else {
+                        // Closed at once: the client sees its connection end and retries
+                        // (or tries another broker); the budget logs it, rate-limited.
+                        tracing::debug!(%peer, "closed a Kafka connection: at max_connections");
+                        drop(stream);
+                        continue;
+                    };
                     if turning_away {
                         tracing::info!("this broker is back in its cluster: Kafka connections are accepted again");
                         turning_away = false;
@@ -149,7 +174,18 @@ pub async fn serve_with<H: Handler>(
                     let id = next_id;
                     next_id += 1;
                     let span = tracing::debug_span!("kafka_connection", id, %peer);
-                    let task = set_up(stream, id, handler.clone(), stopping.clone(), limits, tls.clone());
+                    let task = set_up(
+                        stream,
+                        Served {
+                            id,
+                            handler: handler.clone(),
+                            stopping: stopping.clone(),
+                            limits,
+                            tls: tls.clone(),
+                            budget: budget.clone(),
+                            slot,
+                        },
+                    );
                     connections.spawn(task.instrument(span));
                 }
                 Err(err) => {
@@ -210,15 +246,29 @@ enum Close {
     },
 }
 
-/// Sets up an accepted connection (TLS if the listener has it) and serves it.
-async fn set_up<H: Handler>(
-    stream: TcpStream,
+/// What an accepted connection is served with.
+struct Served<H> {
     id: u64,
     handler: Arc<H>,
     stopping: watch::Receiver<bool>,
     limits: Limits,
     tls: Option<Arc<ServerTls>>,
-) {
+    budget: Arc<Budget>,
+    /// The connection's place under `max_connections`, held until it closes.
+    slot: ConnectionPermit,
+}
+
+/// Sets up an accepted connection (TLS if the listener has it) and serves it.
+async fn set_up<H: Handler>(stream: TcpStream, served: Served<H>) {
+    let Served {
+        id,
+        handler,
+        stopping,
+        limits,
+        tls,
+        budget,
+        slot: _slot,
+    } = served;
     let info = match (stream.peer_addr(), stream.local_addr()) {
         (Ok(peer), Ok(local)) => ConnectionInfo {
             id,
@@ -237,7 +287,7 @@ async fn set_up<H: Handler>(
         tracing::debug!(error = %err, "TCP_NODELAY");
     }
     let Some(tls) = tls else {
-        return connection(stream, info, handler, stopping, limits).await;
+        return connection(stream, info, handler, stopping, limits, budget).await;
     };
     match tls::accept(&tls, stream).await {
         Ok(stream) => {
@@ -245,7 +295,7 @@ async fn set_up<H: Handler>(
                 certificate_principal: tls::peer_principal(&stream),
                 ..info
             };
-            connection(stream, info, handler, stopping, limits).await
+            connection(stream, info, handler, stopping, limits, budget).await
         }
         // Logged, rate-limited, by `tls::accept`.
         Err(tls::AcceptError::Plaintext) => {}
@@ -259,6 +309,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
     handler: Arc<H>,
     mut stopping: watch::Receiver<bool>,
     limits: Limits,
+    budget: Arc<Budget>,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let handler = &*handler;
@@ -267,6 +318,10 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
     let mut buf = BytesMut::new();
     let mut in_flight = FuturesOrdered::new();
     let mut in_flight_bytes = 0usize;
+    // Each request's room in the broker-wide budget, in request order like `in_flight`:
+    // given back once its answer is written. `reserved`: taken for the frame being read.
+    let mut budgeted: VecDeque<RequestBytesPermit> = VecDeque::new();
+    let mut reserved: Option<RequestBytesPermit> = None;
     let mut close: Option<Close> = None;
     let mut sasl_state = SaslState::default();
     let authority = handler.sasl();
@@ -284,7 +339,9 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
                 let answer: Answer = answer;
                 in_flight_bytes -= answer.request_bytes;
-                if let Err(reason) = write_answer(&mut writer, answer).await {
+                let written = write_answer(&mut writer, answer).await;
+                budgeted.pop_front();
+                if let Err(reason) = written {
                     match reason {
                         WriteError::Io(err) => tracing::debug!(
                             peer = %info.peer, error = %err, "writing a Kafka response failed"
@@ -307,11 +364,20 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                 tracing::debug!(peer = %info.peer, "closing a Kafka connection: cut off");
                 close = Some(Close::Quietly);
             }
-            read = frame::read_frame(&mut reader, &mut buf, limits.max_request_frame_bytes),
+            read = read_budgeted(&mut reader, &mut buf, limits.max_request_frame_bytes, &budget, &mut reserved),
                 if reading
                     && in_flight.len() < limits.max_in_flight
                     && in_flight_bytes < limits.max_in_flight_request_bytes =>
             {
+                let Some(permit) = reserved.take() else {
+                    // The peer closed, or the frame could not be read: nothing was reserved
+                    // or it goes back now.
+                    close = Some(match read {
+                        Ok(_) => Close::Quietly,
+                        Err(err) => Close::Frame(err),
+                    });
+                    continue;
+                };
                 let request = match read {
                     Ok(Some(bytes)) => {
                         let request_bytes = bytes.len();
@@ -364,6 +430,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                         response
                     });
                     in_flight_bytes += request_bytes;
+                    budgeted.push_back(permit);
                     in_flight.push_back(Either::Right(future::ready(Answer {
                         api_key,
                         response_version: request.api_version,
@@ -391,6 +458,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                         },
                     };
                     in_flight_bytes += request_bytes;
+                    budgeted.push_back(permit);
                     in_flight.push_back(Either::Right(future::ready(answer)));
                 } else if apis::is_served(table, api_key, request.api_version) {
                     let response_version = request.api_version;
@@ -404,6 +472,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                         result,
                     });
                     in_flight_bytes += request_bytes;
+                    budgeted.push_back(permit);
                     in_flight.push_back(Either::Left(handled));
                 } else {
                     close = Some(Close::NotServed {
@@ -438,6 +507,26 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
     }
     // FIN after the last answer, so the client reads the answers before the close.
     let _ = writer.shutdown().await;
+}
+
+/// Reads the next frame as [`frame::read_frame`], taking room for it from the broker-wide
+/// budget once its length is known and before its body is read (into `reserved`, so a
+/// call dropped by the `select!` keeps what it took). While the budget is full this waits
+/// and reads nothing more: the socket's buffers fill and the client waits.
+async fn read_budgeted<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max_frame_bytes: usize,
+    budget: &Arc<Budget>,
+    reserved: &mut Option<RequestBytesPermit>,
+) -> Result<Option<Bytes>, frame::FrameError> {
+    if reserved.is_none() {
+        let Some(length) = frame::read_frame_length(reader, buf, max_frame_bytes).await? else {
+            return Ok(None);
+        };
+        *reserved = Some(budget.request_bytes(length).await);
+    }
+    frame::read_frame(reader, buf, max_frame_bytes).await
 }
 
 enum WriteError {

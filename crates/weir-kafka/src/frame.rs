@@ -172,6 +172,32 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// Reads from `reader` through `buf` until the next frame's length prefix is in, and
+/// returns that length, checked as [`split_frame`] checks it; `None` when the peer closed
+/// the connection between frames. The listener reserves room for the frame with it before
+/// reading the body. Cancel safe, as [`read_frame`].
+pub async fn read_frame_length<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max_frame_bytes: usize,
+) -> Result<Option<usize>, FrameError> {
+    loop {
+        if let Some(length) = frame_length(buf, max_frame_bytes)? {
+            return Ok(Some(length));
+        }
+        buf.reserve(READ_CHUNK_BYTES);
+        if reader.read_buf(buf).await? == 0 {
+            return match buf.is_empty() {
+                true => Ok(None),
+                false => Err(FrameError::Truncated {
+                    received: buf.len(),
+                    expected: LENGTH_PREFIX_BYTES,
+                }),
+            };
+        }
+    }
+}
+
 /// Decodes the request header at the front of `frame`: its version follows from the api
 /// key and the api version (`ApiKey::request_header_version`). An unknown api key is
 /// refused with the correlation id, which sits at the same place in every header

@@ -663,3 +663,100 @@ async fn over_tls_requests_are_answered_a_certificate_names_the_principal_and_pl
     plain.write_all(&api_versions_request(3, 1)).await.unwrap();
     assert_closed(&mut plain).await;
 }
+
+/// [`start_with`] with a broker-wide budget shared with whoever else holds it.
+async fn start_budgeted<H: Handler>(
+    handler: Arc<H>,
+    budget: Arc<weir_broker::budget::Budget>,
+) -> Running {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopping) = watch::channel(false);
+    let options = weir_kafka::Options {
+        budget,
+        ..Default::default()
+    };
+    let serve = tokio::spawn(weir_kafka::serve_with(listener, handler, stopping, options));
+    Running { addr, stop, serve }
+}
+
+fn budget(connections: usize, bytes: usize) -> Arc<weir_broker::budget::Budget> {
+    Arc::new(weir_broker::budget::Budget::new(
+        weir_broker::budget::BudgetLimits {
+            max_connections: connections,
+            max_in_flight_request_bytes: bytes,
+            max_consume_streams: 1,
+        },
+    ))
+}
+
+#[tokio::test]
+async fn the_broker_wide_request_budget_holds_back_another_connection_until_an_answer() {
+    let handler = Gated::new();
+    let budget = budget(10, 1000);
+    let running = start_budgeted(handler.clone(), budget.clone()).await;
+    let mut first = connect(&running).await;
+    let mut second = connect(&running).await;
+    let request = |id| {
+        let mut body = encoded(&MetadataRequest::default(), 4);
+        body.resize(600, 0);
+        frame(ApiKey::Metadata as i16, 4, id, &body)
+    };
+    let open_first = handler.gate(0);
+    first.write_all(&request(0)).await.unwrap();
+    handler
+        .wait_for("the first called", |s| s.called == [0])
+        .await;
+    // The frame after its length prefix: header and body.
+    assert_eq!(budget.in_flight_request_bytes(), request(0).len() - 4);
+    // The second connection's frame does not fit beside the first: it is not read.
+    second.write_all(&request(1)).await.unwrap();
+    let waited = tokio::time::timeout(
+        Duration::from_millis(300),
+        handler.wait_for("never", |s| s.called.len() > 1),
+    );
+    assert!(waited.await.is_err(), "{:?}", handler.seen.borrow());
+    open_first.send(()).unwrap();
+    let payload = next_response(&mut first).await.expect("the first answer");
+    assert_eq!(response_header(payload, ApiKey::Metadata, 4).0, 0);
+    let payload = next_response(&mut second).await.expect("the second answer");
+    assert_eq!(response_header(payload, ApiKey::Metadata, 4).0, 1);
+    assert_eq!(handler.seen.borrow().most_in_flight, 1);
+    within("the budget emptied", async {
+        while budget.in_flight_request_bytes() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_the_others_served() {
+    let budget = budget(2, 1 << 20);
+    let running = start_budgeted(Arc::new(ApiVersionsOnly), budget.clone()).await;
+    let mut first = connect(&running).await;
+    let mut second = connect(&running).await;
+    // Answered: the listener has taken both connections' slots.
+    for stream in [&mut first, &mut second] {
+        api_versions(stream, 3, 1).await;
+    }
+    let mut third = connect(&running).await;
+    assert_closed(&mut third).await;
+    assert_eq!(budget.refused_connections(), 1);
+    api_versions(&mut first, 3, 2).await;
+    drop(second);
+    // Its slot comes back once the listener sees it closed.
+    let mut fourth = within("a connection let in again", async {
+        loop {
+            let mut stream = connect(&running).await;
+            // Refused ones may be reset before the write.
+            let written = stream.write_all(&api_versions_request(3, 3)).await;
+            if written.is_ok() && next_response(&mut stream).await.is_some() {
+                return stream;
+            }
+        }
+    })
+    .await;
+    api_versions(&mut fourth, 3, 4).await;
+    assert_eq!(budget.connections(), 2);
+}

@@ -146,6 +146,16 @@ pub struct ServerConfig {
     pub rack: Option<String>,
     /// Largest gRPC request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Broker-wide memory budget (weir-broker's `budget`; docs/ARCHITECTURE.md § Memory
+    /// under overload). Client connections over every client listener together (gRPC
+    /// client and external, Kafka and external Kafka; not the internal listener): at
+    /// the cap a new connection is closed at once.
+    pub max_connections: usize,
+    /// Bytes of client requests read and not yet answered, over every connection and
+    /// both protocols: past it, connections stop being read until answers free room.
+    pub max_in_flight_request_bytes: usize,
+    /// Open gRPC Consume streams: at the cap a new one is refused (RESOURCE_EXHAUSTED).
+    pub max_consume_streams: usize,
     /// How often retention and compaction run, in milliseconds.
     pub retention_check_interval_ms: u64,
     /// Partitions of `__consumer_offsets` when it is first created (later changes are
@@ -228,6 +238,9 @@ impl Default for ServerConfig {
             wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
+            max_connections: weir_broker::budget::DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_request_bytes: weir_broker::budget::DEFAULT_MAX_IN_FLIGHT_REQUEST_BYTES,
+            max_consume_streams: weir_broker::budget::DEFAULT_MAX_CONSUME_STREAMS,
             retention_check_interval_ms: DEFAULT_RETENTION_CHECK_INTERVAL_MS,
             offsets_partitions: DEFAULT_OFFSETS_PARTITIONS,
             group_session_timeout_ms: DEFAULT_GROUP_SESSION_TIMEOUT_MS,
@@ -265,7 +278,19 @@ impl ServerConfig {
         }
     }
 
+    /// The broker-wide budget's caps.
+    pub fn budget(&self) -> weir_broker::budget::BudgetLimits {
+        weir_broker::budget::BudgetLimits {
+            max_connections: self.max_connections,
+            max_in_flight_request_bytes: self.max_in_flight_request_bytes,
+            max_consume_streams: self.max_consume_streams,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ServerConfigError> {
+        self.budget()
+            .validate()
+            .map_err(ServerConfigError::Budget)?;
         if self.num_partitions == 0 || self.num_partitions > weir_cluster::MAX_PARTITIONS_PER_TOPIC
         {
             return Err(ServerConfigError::TopicDefault(format!(
@@ -571,6 +596,8 @@ impl fmt::Display for Voter {
 /// A setting that cannot be used; the message names the value and what is expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServerConfigError {
+    #[error("{0}")]
+    Budget(String),
     #[error("{0}")]
     TopicDefault(String),
     #[error("{0}")]

@@ -293,6 +293,13 @@ impl Consumer for ConsumerService {
         &self,
         request: Request<ConsumeRequest>,
     ) -> Result<Response<Self::ConsumeStream>, Status> {
+        // At `max_consume_streams`, refused before anything is read; the slot is held
+        // until the stream ends (the client closing it ends it too).
+        let slot = self
+            .broker
+            .budget
+            .consume_stream()
+            .map_err(status::broker_status)?;
         let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
         let decoded = record_format(req.format)?;
@@ -314,6 +321,7 @@ impl Consumer for ConsumerService {
         let (tx, rx) = mpsc::channel(CONSUME_CHANNEL_CAPACITY);
         let broker = self.broker.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let data = tokio::select! {
                     data = reader.next(max_bytes) => data,

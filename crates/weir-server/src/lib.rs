@@ -35,6 +35,7 @@
 mod admin;
 mod authn;
 mod bootstrap_admin;
+mod budget;
 mod cluster;
 mod config;
 mod consume;
@@ -96,6 +97,12 @@ pub use produce::{
     ProducerService,
 };
 pub use queues::QueuesService;
+/// The broker-wide budget's caps and their defaults (`max_connections`,
+/// `max_in_flight_request_bytes`, `max_consume_streams`).
+pub use weir_broker::budget::{
+    BudgetLimits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONSUME_STREAMS,
+    DEFAULT_MAX_IN_FLIGHT_REQUEST_BYTES,
+};
 pub use weir_broker::{LATENCY_BUCKETS_SECONDS, Metrics};
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
@@ -138,6 +145,8 @@ pub(crate) struct Broker {
     /// How this broker dials other brokers' client listeners (share reads and
     /// forwards, dead letters): TLS when the listeners speak it.
     pub(crate) peer_tls: Option<weir_security::dial::TlsDialer>,
+    /// The broker-wide budget every client listener takes from.
+    pub(crate) budget: Arc<weir_broker::budget::Budget>,
 }
 
 impl Broker {
@@ -170,8 +179,27 @@ pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::Reque
 }
 
 /// Serves a tonic router on `listener` until `stopping`, with TLS set up by
-/// weir-security when `tls` is given (the connection types differ, hence a macro).
+/// weir-security when `tls` is given (the connection types differ, hence a macro). A
+/// client listener's connections each take a slot from `budget` (`budget::capped`).
 macro_rules! serve_grpc {
+    ($router:expr, $listener:expr, $tls:expr, $stopping:expr, capped by $budget:expr, $name:expr) => {{
+        let mut stopping = $stopping;
+        let signal = async move { until_stopping(&mut stopping).await };
+        match $tls {
+            Some(tls) => tokio::spawn($router.serve_with_incoming_shutdown(
+                budget::capped(weir_security::tls::incoming(tls, $listener), $budget, $name),
+                signal,
+            )),
+            None => tokio::spawn($router.serve_with_incoming_shutdown(
+                budget::capped(
+                    TcpIncoming::from($listener).with_nodelay(Some(true)),
+                    $budget,
+                    $name,
+                ),
+                signal,
+            )),
+        }
+    }};
     ($router:expr, $listener:expr, $tls:expr, $stopping:expr) => {{
         let mut stopping = $stopping;
         let signal = async move { until_stopping(&mut stopping).await };
@@ -315,7 +343,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         advertised,
         external_advertised,
         peer_tls: tls.peers.clone(),
+        budget: Arc::new(weir_broker::budget::Budget::new(config.budget())),
     });
+    broker.metrics().set_budget(broker.budget.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -370,6 +400,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .layer(oversize::OversizeLayer {
                 limit_bytes: max_request,
             })
+            .layer(budget::RequestBudgetLayer {
+                budget: broker.budget.clone(),
+            })
             .layer(authn::AuthLayer {
                 core: broker.core.clone(),
             })
@@ -422,7 +455,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             client_router(Listener::External),
             listener,
             tls.grpc.clone(),
-            stopping.clone()
+            stopping.clone(),
+            capped by broker.budget.clone(),
+            "grpc-external"
         )
     });
     let grpc = serve_grpc!(
@@ -432,7 +467,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .add_optional_service(quorum),
         listener,
         tls.grpc.clone(),
-        stopping.clone()
+        stopping.clone(),
+        capped by broker.budget.clone(),
+        "grpc"
     );
 
     // Register with the controller and heartbeat; consumer groups start once this broker
@@ -508,6 +545,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     let kafka_options = weir_kafka::Options {
         tls: tls.kafka.clone(),
+        budget: broker.budget.clone(),
         ..Default::default()
     };
     let mut kafka: Vec<JoinHandle<()>> = match &kafka_advertised {

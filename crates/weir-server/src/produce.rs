@@ -8,7 +8,8 @@
 //! being written (pipelining) and answers in request order, so answers for one
 //! partition arrive in the order its records were appended. At most
 //! [`MAX_IN_FLIGHT_PER_STREAM`] requests are in flight per stream; beyond that the
-//! broker stops reading the stream and HTTP/2 flow control slows the client.
+//! broker stops reading the stream and HTTP/2 flow control slows the client; the same
+//! happens while the broker-wide request budget has no room for the next request.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,9 +17,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
+use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use weir_broker::budget::RequestBytesPermit;
 use weir_broker::produce::{self, ProduceData, ProducerIdentity};
 use weir_broker::{BrokerError, RequestContext};
 use weir_proto::v1::{
@@ -213,20 +216,28 @@ impl Producer for ProducerService {
 }
 
 type StreamItem = Result<ProduceStreamResponse, Status>;
+type InFlight = Pin<Box<dyn Future<Output = StreamItem> + Send>>;
 
 /// Reads a ProduceStream, keeping up to [`MAX_IN_FLIGHT_PER_STREAM`] requests in flight
 /// and answering in request order. Stops reading at shutdown or on the first
 /// whole-request error (answered in order, then the stream ends).
+///
+/// Each request holds its size in the broker-wide request budget
+/// (`max_in_flight_request_bytes`) until it is answered. A request that finds no room
+/// waits, with the stream's earlier requests still being answered (so a stream never
+/// waits on room it holds itself), and nothing more is read meanwhile: HTTP/2 flow
+/// control makes the client wait.
 async fn run_stream(
     broker: Arc<Broker>,
     ctx: RequestContext,
     mut inbound: Streaming<ProduceStreamRequest>,
     tx: mpsc::Sender<StreamItem>,
 ) {
-    let mut in_flight: FuturesOrdered<Pin<Box<dyn Future<Output = StreamItem> + Send>>> =
-        FuturesOrdered::new();
+    let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut shutdown = broker.core.shutdown_signal();
     let mut reading = true;
+    type Waiting = Pin<Box<dyn Future<Output = (ProduceStreamRequest, RequestBytesPermit)> + Send>>;
+    let mut waiting: Option<Waiting> = None;
     loop {
         tokio::select! {
             biased;
@@ -237,35 +248,32 @@ async fn run_stream(
                 }
             }
             () = crate::until_stopping(&mut shutdown), if reading => reading = false,
-            message = inbound.message(), if reading && in_flight.len() < MAX_IN_FLIGHT_PER_STREAM => {
+            (m, room) = async { waiting.as_mut().expect("guarded").await }, if waiting.is_some() => {
+                waiting = None;
+                let (item, go_on) = start_one(&broker, &ctx, m, room).await;
+                reading &= go_on;
+                in_flight.push_back(item);
+            }
+            message = inbound.message(),
+                if reading && waiting.is_none() && in_flight.len() < MAX_IN_FLIGHT_PER_STREAM =>
+            {
                 match message {
                     Ok(Some(m)) => {
-                        // Latency of one pipelined request, from read to answer.
-                        let timer = broker.metrics().rpc_timer("ProduceStream");
-                        let sequence = m.sequence;
-                        let item: Pin<Box<dyn Future<Output = StreamItem> + Send>> = match m.request {
-                            None => {
-                                reading = false;
-                                Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
-                                    "stream request {sequence} has no `request`"
-                                )))))
+                        let bytes = m.encoded_len();
+                        match broker.budget.try_request_bytes(bytes) {
+                            Some(room) => {
+                                let (item, go_on) = start_one(&broker, &ctx, m, room).await;
+                                reading &= go_on;
+                                in_flight.push_back(item);
                             }
-                            Some(req) => match submit(&broker, &ctx, req).await {
-                                Ok(pending) => Box::pin(async move {
-                                    let response = pending.finish().await;
-                                    drop(timer);
-                                    Ok(ProduceStreamResponse {
-                                        sequence,
-                                        response: Some(response),
-                                    })
-                                }),
-                                Err(status) => {
-                                    reading = false;
-                                    Box::pin(std::future::ready(Err(status)))
-                                }
-                            },
-                        };
-                        in_flight.push_back(item);
+                            None => {
+                                let budget = broker.budget.clone();
+                                waiting = Some(Box::pin(async move {
+                                    let room = budget.request_bytes(bytes).await;
+                                    (m, room)
+                                }));
+                            }
+                        }
                     }
                     Ok(None) => reading = false,
                     Err(status) => {
@@ -282,5 +290,40 @@ async fn run_stream(
             }
             else => return,
         }
+    }
+}
+
+/// Submits one stream request; its answer (holding `room` until then), and whether the
+/// stream goes on being read (not after a whole-request error).
+async fn start_one(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    m: ProduceStreamRequest,
+    room: RequestBytesPermit,
+) -> (InFlight, bool) {
+    // Latency of one pipelined request, from read to answer.
+    let timer = broker.metrics().rpc_timer("ProduceStream");
+    let sequence = m.sequence;
+    match m.request {
+        None => (
+            Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
+                "stream request {sequence} has no `request`"
+            ))))),
+            false,
+        ),
+        Some(req) => match submit(broker, ctx, req).await {
+            Ok(pending) => (
+                Box::pin(async move {
+                    let response = pending.finish().await;
+                    drop((timer, room));
+                    Ok(ProduceStreamResponse {
+                        sequence,
+                        response: Some(response),
+                    })
+                }),
+                true,
+            ),
+            Err(status) => (Box::pin(std::future::ready(Err(status))), false),
+        },
     }
 }
