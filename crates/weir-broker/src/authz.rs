@@ -44,6 +44,8 @@ pub struct SecurityConfig {
     pub authorization: bool,
     /// Principals (`User:NAME`) allowed everything.
     pub super_users: Vec<String>,
+    /// How client quotas measure rates.
+    pub quota_windows: crate::quotas::QuotaWindows,
 }
 
 /// Decides requests against the cluster's ACLs.

@@ -118,8 +118,8 @@ impl Broker {
         security: SecurityConfig,
     ) -> Broker {
         Broker {
-            authorizer: Authorizer::new(security),
-            quotas: Arc::default(),
+            authorizer: Authorizer::new(security.clone()),
+            quotas: Arc::new(quotas::Quotas::new(security.quota_windows)),
             registry,
             groups: OnceLock::new(),
             shares: OnceLock::new(),

@@ -4,8 +4,9 @@
 //! client id, or their defaults; the most specific entity that has the key applies
 //! ([`QuotaEntity::candidates`]).
 //!
-//! Each entity with a quota has a rate over the last [`QUOTA_WINDOWS`] windows of
-//! [`QUOTA_WINDOW`]. A request that takes it over its quota is held back, here in the
+//! Each entity with a quota has a rate over the last [`QuotaWindows::count`] windows of
+//! [`QuotaWindows::length`] (Kafka's `quota.window.num` and `quota.window.size.seconds`:
+//! 11 of 1 s by default). A request that takes it over its quota is held back, here in the
 //! core for every protocol, for as long as the rate needs to come back to the quota
 //! (Kafka's formula: `(rate - quota) / quota × the measured span`, at most
 //! [`MAX_THROTTLE`]); the delay is recorded in the request's context so each adapter
@@ -23,10 +24,29 @@ use weir_cluster::security::{CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, QuotaEntity
 
 use crate::context::{Listener, Principal, RequestContext};
 
-/// The length of one window of a quota's rate.
+/// The default length of one window of a quota's rate (Kafka's
+/// `quota.window.size.seconds`).
 pub const QUOTA_WINDOW: Duration = Duration::from_secs(1);
-/// Windows a quota's rate is measured over (Kafka's `quota.window.num`).
+/// The default number of windows a quota's rate is measured over (Kafka's
+/// `quota.window.num`).
 pub const QUOTA_WINDOWS: usize = 11;
+
+/// How a quota's rate is measured: over the last `count` windows of `length`, and over
+/// at least `count - 1` of them (so a new entity's first window is not read as a burst).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaWindows {
+    pub length: Duration,
+    pub count: usize,
+}
+
+impl Default for QuotaWindows {
+    fn default() -> QuotaWindows {
+        QuotaWindows {
+            length: QUOTA_WINDOW,
+            count: QUOTA_WINDOWS,
+        }
+    }
+}
 /// Longest a request is held back (a client's request timeout is 30 s by default).
 pub const MAX_THROTTLE: Duration = Duration::from_secs(5);
 
@@ -57,6 +77,7 @@ impl QuotaKind {
 /// The quotas in force and each throttled entity's rate.
 #[derive(Debug, Default)]
 pub struct Quotas {
+    windows: QuotaWindows,
     /// `None` until the first request with a quota configured anywhere is seen.
     index: RwLock<Option<Arc<QuotaIndex>>>,
     rates: Mutex<HashMap<(QuotaEntity, QuotaKind), Rate>>,
@@ -72,7 +93,7 @@ struct QuotaIndex {
 /// Bytes in each of the last windows.
 #[derive(Debug, Clone)]
 struct Rate {
-    /// (window start, bytes), oldest first; at most [`QUOTA_WINDOWS`].
+    /// (window start, bytes), oldest first; at most `QuotaWindows::count`.
     windows: Vec<(Instant, u64)>,
     /// Requests held back, and for how long in all.
     throttled: u64,
@@ -80,20 +101,20 @@ struct Rate {
 }
 
 impl Rate {
-    fn new() -> Rate {
+    fn new(config: QuotaWindows) -> Rate {
         Rate {
-            windows: Vec::with_capacity(QUOTA_WINDOWS),
+            windows: Vec::with_capacity(config.count),
             throttled: 0,
             throttle_time: Duration::ZERO,
         }
     }
 
     /// Adds `bytes` now; the bytes per second over the windows kept.
-    fn record(&mut self, now: Instant, bytes: u64) -> (f64, Duration) {
+    fn record(&mut self, config: QuotaWindows, now: Instant, bytes: u64) -> (f64, Duration) {
         match self.windows.last_mut() {
-            Some((start, sum)) if now.duration_since(*start) < QUOTA_WINDOW => *sum += bytes,
+            Some((start, sum)) if now.duration_since(*start) < config.length => *sum += bytes,
             _ => {
-                if self.windows.len() == QUOTA_WINDOWS {
+                if self.windows.len() >= config.count {
                     self.windows.remove(0);
                 }
                 self.windows.push((now, bytes));
@@ -104,7 +125,7 @@ impl Rate {
         // first second is not read as a burst.
         let span = now
             .duration_since(self.windows[0].0)
-            .max(QUOTA_WINDOW * (QUOTA_WINDOWS as u32 - 1));
+            .max(config.length * (config.count.max(2) as u32 - 1));
         (total as f64 / span.as_secs_f64(), span)
     }
 }
@@ -129,6 +150,14 @@ pub struct QuotaUse {
 }
 
 impl Quotas {
+    /// Quotas whose rates are measured over `windows`.
+    pub fn new(windows: QuotaWindows) -> Quotas {
+        Quotas {
+            windows,
+            ..Quotas::default()
+        }
+    }
+
     /// Counts `bytes` against the request's quota of `kind`, and holds the request back
     /// if that takes it over (see the module docs); the delay is added to the context.
     pub async fn enforce(
@@ -175,8 +204,11 @@ impl Quotas {
             return Duration::ZERO;
         };
         let mut rates = self.rates.lock().expect("quota rates lock");
-        let rate = rates.entry((entity, kind)).or_insert_with(Rate::new);
-        let (measured, span) = rate.record(now, bytes);
+        let config = self.windows;
+        let rate = rates
+            .entry((entity, kind))
+            .or_insert_with(|| Rate::new(config));
+        let (measured, span) = rate.record(config, now, bytes);
         let delay = throttle_for(measured, quota, span);
         if !delay.is_zero() {
             rate.throttled += 1;
@@ -284,14 +316,15 @@ mod tests {
     #[test]
     fn a_rate_over_its_quota_is_held_back_in_proportion() {
         let start = Instant::now();
-        let mut rate = Rate::new();
+        let config = QuotaWindows::default();
+        let mut rate = Rate::new(config);
         // 1 MB in the first window: measured over the minimum span of 10 s.
-        let (measured, span) = rate.record(start, 1_000_000);
+        let (measured, span) = rate.record(config, start, 1_000_000);
         assert_eq!(span, Duration::from_secs(10));
         assert!((measured - 100_000.0).abs() < 1.0, "{measured}");
         assert_eq!(throttle_for(measured, 100_000, span), Duration::ZERO);
         // Twice the quota: held back one span (capped).
-        let (measured, span) = rate.record(start + Duration::from_millis(500), 1_000_000);
+        let (measured, span) = rate.record(config, start + Duration::from_millis(500), 1_000_000);
         assert!((measured - 200_000.0).abs() < 1.0, "{measured}");
         assert_eq!(throttle_for(measured, 100_000, span), MAX_THROTTLE);
         // 10% over: a tenth of the span.
@@ -304,14 +337,15 @@ mod tests {
     #[test]
     fn old_windows_fall_out_of_the_rate() {
         let start = Instant::now();
-        let mut rate = Rate::new();
-        rate.record(start, 5_000_000);
+        let config = QuotaWindows::default();
+        let mut rate = Rate::new(config);
+        rate.record(config, start, 5_000_000);
         let mut now = start;
         for _ in 0..QUOTA_WINDOWS {
             now += QUOTA_WINDOW;
-            rate.record(now, 0);
+            rate.record(config, now, 0);
         }
-        let (measured, _) = rate.record(now, 0);
+        let (measured, _) = rate.record(config, now, 0);
         assert_eq!(measured, 0.0, "the burst is older than the windows kept");
     }
 }

@@ -205,11 +205,14 @@ pub async fn alter_quotas(
         .await?)
 }
 
+/// An entity's quota keys and their values (bytes per second).
+pub type QuotaValues = Vec<(String, u64)>;
+
 /// Every entity with a quota and its keys; needs DescribeConfigs on the cluster.
 pub fn describe_quotas(
     broker: &Broker,
     ctx: &RequestContext,
-) -> Result<Vec<(QuotaEntity, Vec<(String, u64)>)>, BrokerError> {
+) -> Result<Vec<(QuotaEntity, QuotaValues)>, BrokerError> {
     broker.authorize_cluster(ctx, Operation::DescribeConfigs)?;
     let image = broker.registry().cluster().image();
     Ok(image

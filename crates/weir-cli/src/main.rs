@@ -19,6 +19,7 @@ mod partition;
 mod plan;
 mod produce;
 mod queue;
+mod quota;
 mod serve;
 mod topic;
 mod user;
@@ -76,6 +77,8 @@ enum Command {
     Queue(queue::QueueArgs),
     User(user::UserArgs),
     Acl(acl::AclArgs),
+    /// Client quotas: bytes per second a user or client id may produce and fetch.
+    Quota(quota::QuotaArgs),
     Bench(bench::BenchArgs),
     Dev(dev::DevArgs),
     Healthcheck(healthcheck::HealthcheckArgs),
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => client_runtime().and_then(|rt| rt.block_on(queue::run(args))),
         Command::User(args) => client_runtime().and_then(|rt| rt.block_on(user::run(args))),
         Command::Acl(args) => client_runtime().and_then(|rt| rt.block_on(acl::run(args))),
+        Command::Quota(args) => client_runtime().and_then(|rt| rt.block_on(quota::run(args))),
         Command::Bench(args) => args
             .into_config()
             .and_then(|config| client_runtime()?.block_on(bench::run(config))),

@@ -242,6 +242,14 @@ pub struct ServeArgs {
     /// process listings.
     #[arg(skip = std::env::var("WEIR_ADMIN_PASSWORD").ok())]
     admin_password: Option<String>,
+    /// The length of one window of a client quota's rate, in milliseconds (Kafka's
+    /// quota.window.size.seconds) [default: 1000].
+    #[arg(long, env = "WEIR_QUOTA_WINDOW_MS", value_name = "MS")]
+    quota_window_ms: Option<u64>,
+    /// How many windows a client quota's rate is measured over (Kafka's
+    /// quota.window.num) [default: 11].
+    #[arg(long, env = "WEIR_QUOTA_WINDOWS", value_name = "N")]
+    quota_windows: Option<usize>,
     /// Experimental, for measurement: also serve produce and fetch over a binary TCP
     /// protocol on ADDR (no authentication, no metadata, one partition per request; see
     /// docs/ARCHITECTURE.md) [default: off].
@@ -398,6 +406,12 @@ impl ServeArgs {
         }
         if let Some(password) = self.admin_password {
             config.admin_password = Some(weir_server::Secret(password));
+        }
+        if let Some(ms) = self.quota_window_ms {
+            config.quota_window_ms = ms;
+        }
+        if let Some(n) = self.quota_windows {
+            config.quota_windows = n;
         }
         for (flag, setting) in [
             (self.max_connections, &mut config.max_connections),

@@ -688,3 +688,153 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
         stderr(&out)
     );
 }
+
+/// `weir ARGS` with `stdin` fed, against `brokers` with `env`; how long it took.
+fn weir_fed(
+    brokers: &str,
+    env: &[(&str, String)],
+    args: &[&str],
+    stdin: &[u8],
+) -> (std::process::Output, Duration) {
+    let started = Instant::now();
+    let mut command = weir_command(args);
+    command.env("WEIR_BROKERS", brokers).stdin(Stdio::piped());
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    let out = wait_output(child, args);
+    (out, started.elapsed())
+}
+
+#[test]
+fn a_quota_holds_a_greedy_producer_to_its_rate_and_others_are_not_slowed() {
+    const QUOTA: usize = 100_000;
+    const RECORD: usize = 1_000;
+    // 6 s worth of the quota, measured over windows of 100 ms (at least 1 s): the first
+    // second's worth passes at once, the rest is held to the quota, about 5 s.
+    const RECORDS: usize = 600;
+    let certs = Certs::new();
+    let mut args = certs.serve_args();
+    args.extend(["--authentication", "required", "--quota-window-ms", "100"].map(String::from));
+    let broker = Serve::start_with_env(
+        &args,
+        &[
+            ("WEIR_ADMIN_USER", "admin"),
+            ("WEIR_ADMIN_PASSWORD", "admin-secret"),
+        ],
+    );
+    let addr = broker.addr.clone();
+    let as_user = |user: &str, password: &str| {
+        vec![
+            ("WEIR_TLS_CA", certs.arg("ca.pem")),
+            ("WEIR_USER", user.to_owned()),
+            ("WEIR_PASSWORD", password.to_owned()),
+        ]
+    };
+    let admin = as_user("admin", "admin-secret");
+    weir_eventually(
+        &addr,
+        &admin,
+        &["topic", "create", "quota", "--partitions", "1"],
+    );
+    for user in ["greedy", "calm"] {
+        let (out, _) = weir_fed(&addr, &admin, &["user", "create", user], b"secret-1\n");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let set = weir_ok(
+        &addr,
+        &admin,
+        &[
+            "quota",
+            "set",
+            "--principal",
+            "User:greedy",
+            "--producer-byte-rate",
+            &QUOTA.to_string(),
+        ],
+    );
+    assert!(
+        set.contains("user=greedy: producer_byte_rate = 100000"),
+        "{set}"
+    );
+    let listed = weir_ok(&addr, &admin, &["quota", "list"]);
+    assert!(
+        listed.contains("user=greedy  producer_byte_rate=100000"),
+        "{listed}"
+    );
+
+    let greedy = std::thread::spawn({
+        let (addr, env) = (addr.clone(), as_user("greedy", "secret-1"));
+        move || {
+            let line = format!("{}\n", "g".repeat(RECORD - 1));
+            weir_fed(
+                &addr,
+                &env,
+                &["produce", "quota"],
+                line.repeat(RECORDS).as_bytes(),
+            )
+        }
+    });
+    // Another user's producer meanwhile: not held back.
+    std::thread::sleep(Duration::from_secs(1));
+    let (calm, calm_took) = weir_fed(
+        &addr,
+        &as_user("calm", "secret-1"),
+        &["produce", "quota"],
+        b"calm\n",
+    );
+    assert!(calm.status.success(), "{}", stderr(&calm));
+    let (greedy, greedy_took) = greedy.join().expect("greedy producer");
+    assert!(greedy.status.success(), "{}", stderr(&greedy));
+    let rate = (RECORDS * RECORD) as f64 / greedy_took.as_secs_f64();
+    eprintln!(
+        "greedy: {RECORDS} records of {RECORD} B in {:.1} s ({rate:.0} B/s against a quota of {QUOTA} B/s); \
+         calm: one record in {:.2} s",
+        greedy_took.as_secs_f64(),
+        calm_took.as_secs_f64()
+    );
+    assert!(
+        greedy_took >= Duration::from_millis(3500),
+        "the greedy producer took {greedy_took:?}: not held to its quota"
+    );
+    assert!(rate < 1.5 * QUOTA as f64, "{rate:.0} B/s");
+    assert!(
+        calm_took < Duration::from_secs(3),
+        "the other user's producer took {calm_took:?}"
+    );
+    // Every record is there, once.
+    let read = weir_ok(
+        &addr,
+        &admin,
+        &[
+            "consume",
+            "quota",
+            "--from",
+            "beginning",
+            "--count",
+            &(RECORDS + 1).to_string(),
+        ],
+    );
+    assert_eq!(read.lines().count(), RECORDS + 1);
+    assert_eq!(read.lines().filter(|l| *l == "calm").count(), 1);
+    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"));
+    let throttled = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                "weir_quota_throttled_requests_total{entity=\"user=greedy\",kind=\"produce\"}",
+            )
+        })
+        .unwrap_or_else(|| panic!("no throttle series in:\n{metrics}"));
+    let count: f64 = throttled.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count > 0.0, "{throttled}");
+}

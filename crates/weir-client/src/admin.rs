@@ -24,7 +24,7 @@ use crate::connection::{ConnectOptions, MAX_MESSAGE_BYTES, Timeouts};
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::group::TopicPartition;
-use crate::security::{AclBinding, AclFilter, ScramMechanism, UserInfo};
+use crate::security::{AclBinding, AclFilter, QuotaEntity, ScramMechanism, UserInfo};
 use crate::share::filter::HeaderCondition;
 
 /// Items asked for per page of `ListTopics`, `ListGroups` and `DescribeGroup`'s
@@ -1223,6 +1223,51 @@ impl Admin {
             .into_iter()
             .map(|r| r.removed.into_iter().map(AclBinding::from_proto).collect())
             .collect()
+    }
+
+    /// Sets (`Some`) or removes (`None`) client quota keys (`producer_byte_rate`,
+    /// `consumer_byte_rate`, in bytes per second), all or none (`AlterQuotas`).
+    pub async fn alter_quotas(
+        &self,
+        alterations: &[(QuotaEntity, &str, Option<u64>)],
+    ) -> Result<(), ClientError> {
+        self.admin
+            .clone()
+            .alter_quotas(pb::AlterQuotasRequest {
+                alterations: alterations
+                    .iter()
+                    .map(|(entity, key, value)| pb::QuotaAlteration {
+                        entity: Some(entity.to_proto()),
+                        key: (*key).to_owned(),
+                        value: *value,
+                    })
+                    .collect(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Every entity with a quota, with its keys and bytes per second, sorted.
+    pub async fn list_quotas(&self) -> Result<Vec<(QuotaEntity, Vec<(String, u64)>)>, ClientError> {
+        let mut entries: Vec<(QuotaEntity, Vec<(String, u64)>)> = self
+            .admin
+            .clone()
+            .list_quotas(pb::ListQuotasRequest {})
+            .await?
+            .into_inner()
+            .entries
+            .into_iter()
+            .map(|e| {
+                let mut values: Vec<(String, u64)> = e.values.into_iter().collect();
+                values.sort();
+                (
+                    QuotaEntity::from_proto(e.entity.unwrap_or_default()),
+                    values,
+                )
+            })
+            .collect();
+        entries.sort();
+        Ok(entries)
     }
 
     /// Deletes an idle share group (`topics` empty: its whole state and settings) or its

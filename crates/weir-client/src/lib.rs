@@ -109,7 +109,7 @@ pub use crate::producer::{
 };
 pub use crate::security::{
     AclBinding, AclFilter, AclOperation, AclPatternFilter, AclPatternType, AclPermission,
-    AclResourceType, ScramMechanism, UserCredentialInfo, UserInfo,
+    AclResourceType, QuotaEntity, QuotaName, ScramMechanism, UserCredentialInfo, UserInfo,
 };
 pub use crate::share::{
     AckKind, AckMode, AckOutcome, AckStatus, ShareConsumer, ShareConsumerConfig, ShareRecord,

@@ -396,3 +396,67 @@ mod tests {
         );
     }
 }
+
+/// One part of a quota entity: a name, or the default for every name without a quota of
+/// its own.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QuotaName {
+    /// This user or client id.
+    Name(String),
+    /// Every user (or client id) without a quota of its own.
+    Default,
+}
+
+/// Whom a client quota applies to: a user, a client id, or a user's client id.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct QuotaEntity {
+    /// The user part; `None`: none.
+    pub user: Option<QuotaName>,
+    /// The client id part; `None`: none.
+    pub client_id: Option<QuotaName>,
+}
+
+impl QuotaEntity {
+    pub(crate) fn to_proto(&self) -> pb::QuotaEntity {
+        let part = |n: &Option<QuotaName>| match n {
+            None => (String::new(), false),
+            Some(QuotaName::Default) => (String::new(), true),
+            Some(QuotaName::Name(name)) => (name.clone(), false),
+        };
+        let (user, default_user) = part(&self.user);
+        let (client_id, default_client_id) = part(&self.client_id);
+        pb::QuotaEntity {
+            user,
+            default_user,
+            client_id,
+            default_client_id,
+        }
+    }
+
+    pub(crate) fn from_proto(e: pb::QuotaEntity) -> QuotaEntity {
+        let part = |name: String, default: bool| match (name.is_empty(), default) {
+            (_, true) => Some(QuotaName::Default),
+            (true, false) => None,
+            (false, false) => Some(QuotaName::Name(name)),
+        };
+        QuotaEntity {
+            user: part(e.user, e.default_user),
+            client_id: part(e.client_id, e.default_client_id),
+        }
+    }
+}
+
+impl fmt::Display for QuotaEntity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let part = |what: &str, n: &Option<QuotaName>| match n {
+            None => None,
+            Some(QuotaName::Name(n)) => Some(format!("{what}={n}")),
+            Some(QuotaName::Default) => Some(format!("{what}=<default>")),
+        };
+        let parts: Vec<String> = [part("user", &self.user), part("client-id", &self.client_id)]
+            .into_iter()
+            .flatten()
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}

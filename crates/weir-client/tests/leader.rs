@@ -242,6 +242,18 @@ impl AdminService for Fake {
     ) -> Result<Response<pb::DeleteAclsResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn alter_quotas(
+        &self,
+        _: Request<pb::AlterQuotasRequest>,
+    ) -> Result<Response<pb::AlterQuotasResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_quotas(
+        &self,
+        _: Request<pb::ListQuotasRequest>,
+    ) -> Result<Response<pb::ListQuotasResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

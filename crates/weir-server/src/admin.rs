@@ -20,6 +20,9 @@ use weir_proto::v1::{
     PartitionDeleteRecordsResult, TopicSummary, admin_server::Admin,
 };
 use weir_proto::v1::{
+    AlterQuotasRequest, AlterQuotasResponse, ListQuotasRequest, ListQuotasResponse,
+};
+use weir_proto::v1::{
     CreateAclsRequest, CreateAclsResponse, DeleteAclsRequest, DeleteAclsResponse,
     DeleteUserRequest, DeleteUserResponse, ListAclsRequest, ListAclsResponse, ListUsersRequest,
     ListUsersResponse, UpsertUserRequest, UpsertUserResponse,
@@ -457,5 +460,25 @@ impl Admin for AdminService {
         security_admin::delete_acls(&self.broker, &ctx, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn alter_quotas(
+        &self,
+        request: Request<AlterQuotasRequest>,
+    ) -> Result<Response<AlterQuotasResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("AlterQuotas");
+        let ctx = crate::grpc_context(&request);
+        security_admin::alter_quotas(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_quotas(
+        &self,
+        request: Request<ListQuotasRequest>,
+    ) -> Result<Response<ListQuotasResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ListQuotas");
+        let ctx = crate::grpc_context(&request);
+        security_admin::list_quotas(&self.broker, &ctx).map(Response::new)
     }
 }

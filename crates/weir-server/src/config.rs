@@ -203,6 +203,12 @@ pub struct ServerConfig {
     pub admin_user: Option<String>,
     /// The bootstrap admin's password (`WEIR_ADMIN_PASSWORD`). Never logged.
     pub admin_password: Option<Secret>,
+    /// The length of one window of a client quota's rate, in milliseconds (Kafka's
+    /// `quota.window.size.seconds`).
+    pub quota_window_ms: u64,
+    /// How many windows a client quota's rate is measured over, 2 or more (Kafka's
+    /// `quota.window.num`).
+    pub quota_windows: usize,
     /// What partition logs read and write their files through: the file system. Not a
     /// setting (no file key, flag or variable): tests put a
     /// `weir_log::storage::FaultyStorage` under a whole broker with it.
@@ -255,6 +261,8 @@ impl Default for ServerConfig {
             super_users: Vec::new(),
             admin_user: None,
             admin_password: None,
+            quota_window_ms: weir_broker::quotas::QUOTA_WINDOW.as_millis() as u64,
+            quota_windows: weir_broker::quotas::QUOTA_WINDOWS,
             num_partitions: 1,
             default_replication_factor: 1,
             log_storage: LogStorage::default(),
@@ -341,6 +349,9 @@ impl ServerConfig {
         self.kafka_tls()?;
         self.admin_tls()?;
         self.peer_tls()?;
+        if self.quota_window_ms == 0 || self.quota_windows < 2 {
+            return Err(ServerConfigError::BadQuotaWindows);
+        }
         let secured = self.authentication == Authentication::Required || self.authorization;
         if secured && self.tls()?.is_none_or(|files| files.client_ca.is_none()) {
             return Err(ServerConfigError::SecuredWithoutBrokerIdentity);
@@ -671,6 +682,8 @@ pub enum ServerConfigError {
          (--tls-cert, --tls-key, --tls-client-ca; `weir dev certs` makes them)"
     )]
     SecuredWithoutBrokerIdentity,
+    #[error("client quotas need quota_window_ms of 1 or more and quota_windows of 2 or more")]
+    BadQuotaWindows,
     #[error("super user {value:?}: {reason}")]
     BadSuperUser { value: String, reason: String },
 }
@@ -726,6 +739,10 @@ impl ServerConfig {
             require_authentication: self.authentication == Authentication::Required,
             authorization: self.authorization,
             super_users,
+            quota_windows: weir_broker::quotas::QuotaWindows {
+                length: std::time::Duration::from_millis(self.quota_window_ms),
+                count: self.quota_windows,
+            },
         }
     }
 }

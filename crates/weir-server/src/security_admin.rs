@@ -7,8 +7,8 @@
 use tonic::Status;
 use weir_broker::RequestContext;
 use weir_broker::security::{
-    AclBinding, AclFilter, MAX_ACLS_PER_REQUEST, Operation, PatternFilter, PatternType, Permission,
-    ResourceType,
+    AclBinding, AclFilter, EntityName, MAX_ACLS_PER_REQUEST, Operation, PatternFilter, PatternType,
+    Permission, QuotaEntity, ResourceType,
 };
 use weir_broker::security_admin::{self as core, CredentialUpsert};
 use weir_proto::v1 as pb;
@@ -133,6 +133,74 @@ pub(crate) async fn delete_acls(
         })
         .collect();
     Ok(pb::DeleteAclsResponse { results })
+}
+
+/// Sets or removes quota keys, all or none.
+pub(crate) async fn alter_quotas(
+    broker: &Broker,
+    ctx: &RequestContext,
+    req: pb::AlterQuotasRequest,
+) -> Result<pb::AlterQuotasResponse, Status> {
+    at_most_per_request("alterations", req.alterations.len())?;
+    let alterations = req
+        .alterations
+        .into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let entity = quota_entity(a.entity.unwrap_or_default())
+                .map_err(|e| Status::invalid_argument(format!("alterations[{i}].entity: {e}")))?;
+            Ok((entity, a.key, a.value))
+        })
+        .collect::<Result<Vec<_>, Status>>()?;
+    core::alter_quotas(&broker.core, ctx, alterations)
+        .await
+        .map_err(broker_status)?;
+    Ok(pb::AlterQuotasResponse {})
+}
+
+/// Every entity with a quota.
+pub(crate) fn list_quotas(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> Result<pb::ListQuotasResponse, Status> {
+    let entries = core::describe_quotas(&broker.core, ctx)
+        .map_err(broker_status)?
+        .into_iter()
+        .map(|(entity, values)| pb::QuotaEntry {
+            entity: Some(proto_quota_entity(&entity)),
+            values: values.into_iter().collect(),
+        })
+        .collect();
+    Ok(pb::ListQuotasResponse { entries })
+}
+
+fn quota_entity(e: pb::QuotaEntity) -> Result<QuotaEntity, String> {
+    let part = |name: String, default: bool, what: &str| match (name.is_empty(), default) {
+        (true, false) => Ok(None),
+        (true, true) => Ok(Some(EntityName::Default)),
+        (false, false) => Ok(Some(EntityName::Name(name))),
+        (false, true) => Err(format!("a {what} name and the default {what} both")),
+    };
+    Ok(QuotaEntity {
+        user: part(e.user, e.default_user, "user")?,
+        client_id: part(e.client_id, e.default_client_id, "client id")?,
+    })
+}
+
+fn proto_quota_entity(e: &QuotaEntity) -> pb::QuotaEntity {
+    let part = |n: &Option<EntityName>| match n {
+        None => (String::new(), false),
+        Some(EntityName::Default) => (String::new(), true),
+        Some(EntityName::Name(name)) => (name.clone(), false),
+    };
+    let (user, default_user) = part(&e.user);
+    let (client_id, default_client_id) = part(&e.client_id);
+    pb::QuotaEntity {
+        user,
+        default_user,
+        client_id,
+        default_client_id,
+    }
 }
 
 /// Checked before anything is converted (the controller would refuse more anyway).
