@@ -244,6 +244,8 @@ enum Close {
     Unauthenticated {
         api_key: ApiKey,
     },
+    /// A failed SASL exchange (answered, and audited, by `sasl`).
+    AuthenticationFailed,
 }
 
 /// What an accepted connection is served with.
@@ -425,7 +427,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                             sasl::After::Authenticated(user) => {
                                 let _ = info.sasl_principal.set(user);
                             }
-                            sasl::After::Close => close = Some(Close::Quietly),
+                            sasl::After::Close => close = Some(Close::AuthenticationFailed),
                         }
                         response
                     });
@@ -484,6 +486,7 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
             }
         }
     }
+    let failed_authentication = matches!(close, Some(Close::AuthenticationFailed));
     let reason = match close {
         // A client that drops its connection (a reset) is not a protocol fault.
         Some(Close::Frame(frame::FrameError::Io(err))) => {
@@ -500,10 +503,15 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
         Some(Close::Unauthenticated { api_key }) => format!(
             "{api_key:?} before authenticating: this listener requires SASL authentication (or a client certificate)"
         ),
-        Some(Close::Quietly) | None => String::new(),
+        Some(Close::Quietly | Close::AuthenticationFailed) | None => String::new(),
     };
     if !reason.is_empty() {
         tracing::warn!(peer = %info.peer, %reason, "closing the Kafka connection");
+    }
+    if failed_authentication {
+        // As Kafka (connection.failed.authentication.delay.ms): the client reads the
+        // failure before the close, and guessing passwords goes slower.
+        tokio::time::sleep(sasl::FAILED_AUTHENTICATION_DELAY).await;
     }
     // FIN after the last answer, so the client reads the answers before the close.
     let _ = writer.shutdown().await;

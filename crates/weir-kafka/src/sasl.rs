@@ -28,6 +28,9 @@ pub const UNSUPPORTED_SASL_MECHANISM: i16 = 33;
 pub const ILLEGAL_SASL_STATE: i16 = 34;
 /// Kafka's SASL_AUTHENTICATION_FAILED error code.
 pub const SASL_AUTHENTICATION_FAILED: i16 = 58;
+/// How long a connection whose authentication failed stays open after the answer
+/// (Kafka's `connection.failed.authentication.delay.ms`).
+pub const FAILED_AUTHENTICATION_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 /// The PLAIN mechanism's name.
 pub const PLAIN: &str = "PLAIN";
 
