@@ -374,6 +374,67 @@ impl Cluster {
         self.admin_tls.clone()
     }
 
+    /// On a secured cluster, makes `user` with `password` (as the bootstrap admin) and
+    /// grants it what the workload's clients do on `topic`: Write, Read and Describe on
+    /// the topic, IdempotentWrite on the cluster (its producers are idempotent). Its
+    /// consumers are assigned partitions, in no group, so it gets no group ACL. Waits
+    /// until every node knows the user and its ACLs; returns the user's TLS.
+    pub async fn grant_workload(
+        &self,
+        user: &str,
+        password: &str,
+        topic: &str,
+    ) -> anyhow::Result<ClientTls> {
+        use weir_client::{
+            AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, Admin,
+            ConnectOptions, ScramMechanism,
+        };
+        let admin_tls = self.admin_tls().context("the cluster is not secured")?;
+        let options = ConnectOptions {
+            tls: Some(admin_tls),
+            ..ConnectOptions::default()
+        };
+        let admin = Admin::connect_with(&self.bootstrap(), options).await?;
+        // The fewest PBKDF2 iterations allowed: brokers built for tests are slow at it.
+        admin
+            .upsert_user(user, password, ScramMechanism::Sha256, 4096)
+            .await
+            .with_context(|| format!("creating user {user}"))?;
+        let grant = |resource_type, resource_name: &str, operation| AclBinding {
+            resource_type,
+            resource_name: resource_name.to_owned(),
+            pattern_type: AclPatternType::Literal,
+            principal: format!("User:{user}"),
+            host: "*".to_owned(),
+            operation,
+            permission: AclPermission::Allow,
+        };
+        let acls = [
+            grant(AclResourceType::Topic, topic, AclOperation::Write),
+            grant(AclResourceType::Topic, topic, AclOperation::Read),
+            grant(AclResourceType::Topic, topic, AclOperation::Describe),
+            grant(
+                AclResourceType::Cluster,
+                weir_client::security::CLUSTER_RESOURCE_NAME,
+                AclOperation::IdempotentWrite,
+            ),
+        ];
+        admin
+            .create_acls(&acls)
+            .await
+            .with_context(|| format!("granting {user} {topic}"))?;
+        let tls = self.client_tls(&Credentials::User {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })?;
+        self.probe()
+            .with_tls(tls.clone())
+            .wait_listed(topic, Duration::from_secs(20))
+            .await
+            .with_context(|| format!("user {user} and its ACLs reaching every node"))?;
+        Ok(tls)
+    }
+
     /// TLS to a secured cluster's nodes, trusting its CA, as `who`.
     pub fn client_tls(&self, who: &Credentials) -> anyhow::Result<ClientTls> {
         if self.config.security.is_none() {

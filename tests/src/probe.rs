@@ -167,6 +167,31 @@ impl Probe {
         self.wait_healthy(name, Duration::from_secs(20)).await
     }
 
+    /// Waits until every node that should answer lists `topic` to the probe's principal
+    /// (ListTopics leaves out the topics it may not describe): its user and ACLs, made
+    /// on the controller, have reached every node.
+    pub async fn wait_listed(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        wait_for(limit, &format!("every node to list {topic}"), || async {
+            for id in self.running() {
+                let mut admin = AdminClient::new(self.channel(id).ok()?);
+                let request = pb::ListTopicsRequest {
+                    page_size: 1000,
+                    ..pb::ListTopicsRequest::default()
+                };
+                let listed = tokio::time::timeout(RPC_TIMEOUT, admin.list_topics(request))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+                if !listed.topics.iter().any(|t| t.name == topic) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
+    }
+
     /// Waits until every running node is registered and unfenced in every running node's
     /// view, and every node is running.
     pub async fn wait_brokers_unfenced(&self, limit: Duration) -> anyhow::Result<()> {
