@@ -11,6 +11,13 @@
 //! traffic could be cut.) The harness's own admin calls go straight to a node's real
 //! port ([`Cluster::probe`]), so a cut node can still be asked what it thinks.
 //!
+//! With [`ClusterConfig::security`] the cluster is secured as docs/security.md says to:
+//! certificates made by `weir dev certs` in the cluster's directory (the node certificate is valid for
+//! 127.0.0.1, the address every peer is dialled at, through the proxy), TLS on every
+//! listener and between nodes, client certificates verified, authentication required,
+//! authorization on, and a bootstrap admin the probe authenticates as. The proxy relays
+//! TLS like any other bytes.
+//!
 //! Every process is killed when the [`Cluster`] is dropped, on panic too; unless the
 //! test called [`Cluster::finish`], the tail of every node's log is printed and the data
 //! directory is kept for a post-mortem. Processes are started from a thread that lives as
@@ -29,6 +36,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use weir_client::ClientTls;
 use weir_proto::v1 as pb;
 
 use crate::binary::weir_binary;
@@ -43,6 +51,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(20);
 const LOG_TAIL_LINES: usize = 150;
 /// Attempts at starting a node whose port another process took meanwhile.
 const MAX_BIND_ATTEMPTS: u32 = 3;
+/// Where a secured cluster's certificates are, in its directory.
+const CERTS_DIR: &str = "certs";
 
 /// How to start a cluster.
 #[derive(Debug, Clone)]
@@ -58,6 +68,45 @@ pub struct ClusterConfig {
     pub form_timeout: Duration,
     /// More `weir serve` arguments, after the harness's own (`--config FILE`, say).
     pub extra_args: Vec<String>,
+    /// TLS, authentication and authorization on every node (see the module docs);
+    /// `None` (the default): plaintext, anyone may do anything.
+    pub security: Option<SecureSetup>,
+}
+
+/// A secured cluster's bootstrap admin: a super user every node is started with
+/// (`WEIR_ADMIN_USER`, `WEIR_ADMIN_PASSWORD`), as whom the harness's probe asks.
+#[derive(Debug, Clone)]
+pub struct SecureSetup {
+    /// The admin's user name.
+    pub admin_user: String,
+    /// The admin's password.
+    pub admin_password: String,
+}
+
+impl Default for SecureSetup {
+    fn default() -> SecureSetup {
+        SecureSetup {
+            admin_user: "admin".to_owned(),
+            admin_password: "weir-tests-admin-password".to_owned(),
+        }
+    }
+}
+
+/// Who a client of a secured cluster is ([`Cluster::client_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// TLS only: no password, no client certificate.
+    Nobody,
+    /// A user and password sent with every call.
+    User {
+        /// The user name.
+        user: String,
+        /// Its password.
+        password: String,
+    },
+    /// A client certificate of `weir dev certs` (`client` or `admin`): the principal is
+    /// `User:<name>`.
+    Certificate(String),
 }
 
 impl Default for ClusterConfig {
@@ -68,6 +117,7 @@ impl Default for ClusterConfig {
             log_filter: std::env::var("WEIR_TESTS_LOG").unwrap_or_else(|_| "info".to_owned()),
             form_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
+            security: None,
         }
     }
 }
@@ -105,6 +155,8 @@ pub struct Cluster {
     nodes: Vec<Node>,
     proxy: Proxy,
     spawner: Spawner,
+    /// A secured cluster's bootstrap admin, as whom the probe asks.
+    admin_tls: Option<ClientTls>,
     finished: bool,
 }
 
@@ -117,6 +169,9 @@ impl Cluster {
             .prefix("weir-faults-")
             .tempdir()
             .context("creating the cluster's directory")?;
+        if config.security.is_some() {
+            make_certs(&binary, &dir.path().join(CERTS_DIR))?;
+        }
         let ids: Vec<i32> = (1..=config.nodes as i32).collect();
         let proxy = Proxy::start(&ids)?;
         let mut nodes = Vec::new();
@@ -141,8 +196,16 @@ impl Cluster {
             nodes,
             proxy,
             spawner: Spawner::start()?,
+            admin_tls: None,
             finished: false,
         };
+        if let Some(setup) = cluster.config.security.clone() {
+            let admin = Credentials::User {
+                user: setup.admin_user,
+                password: setup.admin_password,
+            };
+            cluster.admin_tls = Some(cluster.client_tls(&admin)?);
+        }
         for id in ids {
             cluster.spawn(id)?;
         }
@@ -298,7 +361,99 @@ impl Cluster {
             .filter(|n| n.state == NodeState::Running)
             .map(|n| (n.id, n.listen))
             .collect();
-        Probe::new(self.nodes.len(), answering)
+        let probe = Probe::new(self.nodes.len(), answering);
+        match self.admin_tls() {
+            Some(tls) => probe.with_tls(tls),
+            None => probe,
+        }
+    }
+
+    /// For a secured cluster, the TLS (and credentials) of its bootstrap admin, as whom
+    /// the probe asks; `None` for a plaintext one.
+    pub fn admin_tls(&self) -> Option<ClientTls> {
+        self.admin_tls.clone()
+    }
+
+    /// On a secured cluster, makes `user` with `password` (as the bootstrap admin) and
+    /// grants it what the workload's clients do on `topic`: Write, Read and Describe on
+    /// the topic, IdempotentWrite on the cluster (its producers are idempotent). Its
+    /// consumers are assigned partitions, in no group, so it gets no group ACL. Waits
+    /// until every node knows the user and its ACLs; returns the user's TLS.
+    pub async fn grant_workload(
+        &self,
+        user: &str,
+        password: &str,
+        topic: &str,
+    ) -> anyhow::Result<ClientTls> {
+        use weir_client::{
+            AclBinding, AclOperation, AclPatternType, AclPermission, AclResourceType, Admin,
+            ConnectOptions, ScramMechanism,
+        };
+        let admin_tls = self.admin_tls().context("the cluster is not secured")?;
+        let options = ConnectOptions {
+            tls: Some(admin_tls),
+            ..ConnectOptions::default()
+        };
+        let admin = Admin::connect_with(&self.bootstrap(), options).await?;
+        // The fewest PBKDF2 iterations allowed: brokers built for tests are slow at it.
+        admin
+            .upsert_user(user, password, ScramMechanism::Sha256, 4096)
+            .await
+            .with_context(|| format!("creating user {user}"))?;
+        let grant = |resource_type, resource_name: &str, operation| AclBinding {
+            resource_type,
+            resource_name: resource_name.to_owned(),
+            pattern_type: AclPatternType::Literal,
+            principal: format!("User:{user}"),
+            host: "*".to_owned(),
+            operation,
+            permission: AclPermission::Allow,
+        };
+        let acls = [
+            grant(AclResourceType::Topic, topic, AclOperation::Write),
+            grant(AclResourceType::Topic, topic, AclOperation::Read),
+            grant(AclResourceType::Topic, topic, AclOperation::Describe),
+            grant(
+                AclResourceType::Cluster,
+                weir_client::security::CLUSTER_RESOURCE_NAME,
+                AclOperation::IdempotentWrite,
+            ),
+        ];
+        admin
+            .create_acls(&acls)
+            .await
+            .with_context(|| format!("granting {user} {topic}"))?;
+        let tls = self.client_tls(&Credentials::User {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        })?;
+        self.probe()
+            .with_tls(tls.clone())
+            .wait_listed(topic, Duration::from_secs(20))
+            .await
+            .with_context(|| format!("user {user} and its ACLs reaching every node"))?;
+        Ok(tls)
+    }
+
+    /// TLS to a secured cluster's nodes, trusting its CA, as `who`.
+    pub fn client_tls(&self, who: &Credentials) -> anyhow::Result<ClientTls> {
+        if self.config.security.is_none() {
+            bail!("the cluster is not secured: its clients speak plaintext");
+        }
+        let certs = self.dir().join(CERTS_DIR);
+        let ca = certs.join("ca.pem");
+        let tls = match who {
+            Credentials::Nobody => ClientTls::from_files(&ca, None)?,
+            Credentials::User { user, password } => {
+                ClientTls::from_files(&ca, None)?.with_user(user, password)?
+            }
+            Credentials::Certificate(name) => {
+                let cert = certs.join(format!("{name}.pem"));
+                let key = certs.join(format!("{name}-key.pem"));
+                ClientTls::from_files(&ca, Some((&cert, &key)))?
+            }
+        };
+        Ok(tls)
     }
 
     /// The active controller, as most running nodes that answer say (a node cut off
@@ -380,6 +535,12 @@ impl Cluster {
         }
     }
 
+    /// Node `id`'s whole log, every start of it.
+    pub fn log(&self, id: i32) -> anyhow::Result<String> {
+        let path = &self.node(id).log;
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+
     /// The last `lines` lines of node `id`'s log.
     pub fn log_tail(&self, id: i32, lines: usize) -> String {
         tail(&self.node(id).log, lines)
@@ -414,6 +575,8 @@ impl Cluster {
         let binary = self.binary.clone();
         let filter = self.config.log_filter.clone();
         let extra_args = self.config.extra_args.clone();
+        let security = self.config.security.clone();
+        let certs = self.dir().join(CERTS_DIR);
         let node = self.node_mut(id);
         let kafka = node.kafka.to_string();
         node.starts += 1;
@@ -438,7 +601,21 @@ impl Cluster {
             .args(["--admin-listen", "off"])
             .args(["--kafka-listen", &kafka])
             .args(["--advertise", &advertise.to_string()])
-            .args(["--controller-voters", &voters])
+            .args(["--controller-voters", &voters]);
+        if security.is_some() {
+            command
+                .arg("--tls-cert")
+                .arg(certs.join("node.pem"))
+                .arg("--tls-key")
+                .arg(certs.join("node-key.pem"))
+                .arg("--tls-ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--tls-client-ca")
+                .arg(certs.join("ca.pem"))
+                .args(["--authentication", "required"])
+                .args(["--authorization", "on"]);
+        }
+        command
             .args(&extra_args)
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())
@@ -449,6 +626,12 @@ impl Cluster {
             if key.to_string_lossy().starts_with("WEIR_") {
                 command.env_remove(key);
             }
+        }
+        // The password from the environment only: weir serve takes no flag for it.
+        if let Some(setup) = &security {
+            command
+                .env("WEIR_ADMIN_USER", &setup.admin_user)
+                .env("WEIR_ADMIN_PASSWORD", &setup.admin_password);
         }
         let child = self.spawner.spawn(command)?;
         let pid = child.id();
@@ -557,6 +740,26 @@ fn free_port() -> anyhow::Result<SocketAddr> {
         }
     }
     bail!("no port that was not handed out already in 1,000 tries")
+}
+
+/// `weir dev certs --out dir`: a CA, the node certificate (localhost, 127.0.0.1, ::1),
+/// and the `client` and `admin` client certificates.
+fn make_certs(binary: &Path, dir: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary)
+        .args(["dev", "certs", "--out"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("running weir dev certs")?;
+    if !output.status.success() {
+        bail!(
+            "weir dev certs --out {} failed ({}): {}",
+            dir.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 fn signal(child: &Child, signal: libc::c_int) -> anyhow::Result<()> {

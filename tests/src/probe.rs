@@ -4,7 +4,8 @@
 //! controller by the nodes' vote, a partition's leader, topic creation, waits until the
 //! cluster is whole or its replicas have converged, and a full read of a topic from each
 //! partition's leader. Shared by the process cluster ([`crate::cluster`]) and the compose
-//! cluster ([`crate::compose`]): each says which nodes should answer, and where.
+//! cluster ([`crate::compose`]): each says which nodes should answer, and where. A
+//! secured cluster is asked over TLS, as its admin ([`Probe::with_tls`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +13,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tonic::transport::Channel;
+use weir_client::ClientTls;
+use weir_client::connection::{BrokerChannel, ConnectOptions, Timeouts};
 use weir_proto::v1 as pb;
 use weir_proto::v1::admin_client::AdminClient;
 use weir_proto::v1::consumer_client::ConsumerClient;
@@ -30,13 +32,25 @@ pub const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Probe {
     nodes: usize,
     answering: Vec<(i32, SocketAddr)>,
+    /// TLS and credentials to the nodes; `None`: plaintext.
+    tls: Option<ClientTls>,
 }
 
 impl Probe {
     /// A cluster of `nodes` nodes, of which `answering` (id, client address) should
     /// answer.
     pub fn new(nodes: usize, answering: Vec<(i32, SocketAddr)>) -> Probe {
-        Probe { nodes, answering }
+        Probe {
+            nodes,
+            answering,
+            tls: None,
+        }
+    }
+
+    /// Asks over TLS, with `tls`'s credentials (a secured cluster's admin).
+    pub fn with_tls(mut self, tls: ClientTls) -> Probe {
+        self.tls = Some(tls);
+        self
     }
 
     /// The active controller, as most running nodes that answer say (a node cut off
@@ -61,7 +75,7 @@ impl Probe {
         &self,
         id: i32,
     ) -> anyhow::Result<pb::DescribeClusterResponse> {
-        let mut admin = AdminClient::new(self.channel(id).await?);
+        let mut admin = AdminClient::new(self.channel(id)?);
         let response = tokio::time::timeout(
             RPC_TIMEOUT,
             admin.describe_cluster(pb::DescribeClusterRequest {}),
@@ -73,7 +87,7 @@ impl Probe {
 
     /// DescribeTopic on node `id`: its own view of the metadata.
     pub async fn describe_on(&self, id: i32, topic: &str) -> anyhow::Result<pb::TopicDescription> {
-        let mut admin = AdminClient::new(self.channel(id).await?);
+        let mut admin = AdminClient::new(self.channel(id)?);
         let request = pb::DescribeTopicRequest {
             name: topic.to_owned(),
             allow_auto_create: false,
@@ -141,7 +155,7 @@ impl Probe {
             &format!("topic {name} created"),
             || async {
                 let id = self.controller().await?;
-                let mut admin = AdminClient::new(self.channel(id).await.ok()?);
+                let mut admin = AdminClient::new(self.channel(id).ok()?);
                 match tokio::time::timeout(RPC_TIMEOUT, admin.create_topic(request.clone())).await {
                     Ok(Ok(_)) => Some(()),
                     Ok(Err(status)) if status.code() == tonic::Code::AlreadyExists => Some(()),
@@ -151,6 +165,31 @@ impl Probe {
         )
         .await?;
         self.wait_healthy(name, Duration::from_secs(20)).await
+    }
+
+    /// Waits until every node that should answer lists `topic` to the probe's principal
+    /// (ListTopics leaves out the topics it may not describe): its user and ACLs, made
+    /// on the controller, have reached every node.
+    pub async fn wait_listed(&self, topic: &str, limit: Duration) -> anyhow::Result<()> {
+        wait_for(limit, &format!("every node to list {topic}"), || async {
+            for id in self.running() {
+                let mut admin = AdminClient::new(self.channel(id).ok()?);
+                let request = pb::ListTopicsRequest {
+                    page_size: 1000,
+                    ..pb::ListTopicsRequest::default()
+                };
+                let listed = tokio::time::timeout(RPC_TIMEOUT, admin.list_topics(request))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+                if !listed.topics.iter().any(|t| t.name == topic) {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await
     }
 
     /// Waits until every running node is registered and unfenced in every running node's
@@ -304,8 +343,8 @@ impl Probe {
         if leader <= 0 {
             bail!("{topic}/{partition} has no leader");
         }
-        let mut consumer = ConsumerClient::new(self.channel(leader).await?)
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let mut consumer =
+            ConsumerClient::new(self.channel(leader)?).max_decoding_message_size(64 * 1024 * 1024);
         let mut records = Vec::new();
         let mut offset = 0;
         loop {
@@ -357,20 +396,24 @@ impl Probe {
         self.answering.iter().map(|&(id, _)| id).collect()
     }
 
-    async fn channel(&self, id: i32) -> anyhow::Result<Channel> {
+    /// A channel to node `id`, connecting on its first call: each call is bounded by
+    /// [`RPC_TIMEOUT`], connecting (and a TLS handshake) included.
+    fn channel(&self, id: i32) -> anyhow::Result<BrokerChannel> {
         let addr = self
             .answering
             .iter()
             .find(|&&(n, _)| n == id)
             .map(|&(_, addr)| addr)
             .with_context(|| format!("node {id} is not expected to answer"))?;
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect_timeout(RPC_TIMEOUT)
-            .timeout(RPC_TIMEOUT);
-        tokio::time::timeout(RPC_TIMEOUT, channel.connect())
-            .await
-            .with_context(|| format!("connecting to node {id} at {addr} timed out"))?
-            .with_context(|| format!("connecting to node {id} at {addr}"))
+        let options = ConnectOptions {
+            timeouts: Timeouts {
+                connect: RPC_TIMEOUT,
+                request: RPC_TIMEOUT,
+            },
+            tls: self.tls.clone(),
+        };
+        weir_client::connection::lazy(&addr.to_string(), &options)
+            .with_context(|| format!("a channel to node {id} at {addr}"))
     }
 }
 

@@ -9,7 +9,8 @@
 //! the cluster's doing, never a client's at-least-once retry. With
 //! [`WorkloadConfig::retries`] the client resends, and its idempotence must keep every
 //! value at one offset. Each write names its partition, round robin, so every partition
-//! (and so every leader) is written to.
+//! (and so every leader) is written to. Against a secured cluster every client speaks
+//! TLS as [`WorkloadConfig::tls`] says.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use weir_client::{
-    Acks, ClientError, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Acks, ClientError, ClientTls, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
 };
 
 use crate::checker::{History, Record};
@@ -56,6 +58,8 @@ pub struct WorkloadConfig {
     /// at two offsets is the cluster's doing; above 0 the client's idempotence (on by
     /// default) is what keeps a resent write from being stored twice.
     pub retries: u32,
+    /// TLS and credentials of every client (a secured cluster's); `None`: plaintext.
+    pub tls: Option<ClientTls>,
 }
 
 impl WorkloadConfig {
@@ -70,6 +74,7 @@ impl WorkloadConfig {
             max_in_flight: 256,
             request_timeout: Duration::from_secs(5),
             retries: 0,
+            tls: None,
         }
     }
 }
@@ -263,6 +268,7 @@ async fn connect_producer(
             retries: config.retries,
             linger: Duration::from_millis(2),
             request_timeout: config.request_timeout,
+            tls: config.tls.clone(),
             ..ProducerConfig::default()
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, Producer::connect(producer_config)).await {
@@ -376,6 +382,7 @@ async fn consume(
         }
         let consumer_config = ConsumerConfig {
             brokers: rotated(&bootstrap, attempt + n),
+            tls: config.tls.clone(),
             ..ConsumerConfig::default()
         };
         let mut consumer =
