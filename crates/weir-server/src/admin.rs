@@ -163,6 +163,10 @@ impl Admin for AdminService {
         let ctx = crate::grpc_context(&request);
         weir_broker::metadata::check_current(&self.broker.core).map_err(broker_status)?;
         let req = request.into_inner();
+        self.broker
+            .core
+            .authorize_topic(&ctx, weir_broker::security::Operation::Describe, &req.name)
+            .map_err(broker_status)?;
         let topic = match req.allow_auto_create {
             true => weir_broker::topics::topic_or_create(&self.broker.core, &ctx, &req.name).await,
             false => self.broker.core.topic(&ctx, &req.name),
@@ -201,6 +205,12 @@ impl Admin for AdminService {
             .broker
             .metrics()
             .rpc_timer("AlterPartitionReassignments");
+        // Moving replicas is the cluster's business, as in Kafka (Alter on the cluster).
+        let ctx = crate::grpc_context(&request);
+        self.broker
+            .core
+            .authorize_cluster(&ctx, weir_broker::security::Operation::Alter)
+            .map_err(broker_status)?;
         let req = request.into_inner();
         // Checked before the moves are copied: the controller would refuse more anyway.
         if req.partitions.len() > MAX_MOVES_PER_REQUEST {
