@@ -153,6 +153,35 @@ pub fn renew_node(ca_key: &str, extra_names: &[String]) -> Result<Pem, CertsErro
     node(&issuer, extra_names)
 }
 
+/// A certificate of the development CA whose key is `ca_key` that expired a day ago,
+/// for `client` use (a client certificate) or a node's: what the tests refuse.
+#[cfg(test)]
+pub(crate) fn expired(ca_key: &str, client: bool) -> Result<Pem, CertsError> {
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(ca_key)?);
+    let key = KeyPair::generate()?;
+    let names = if client {
+        Vec::new()
+    } else {
+        vec!["localhost".to_owned()]
+    };
+    let mut params = CertificateParams::new(names)?;
+    params.distinguished_name = named(if client { "late-client" } else { "node" });
+    params.extended_key_usages = vec![if client {
+        ExtendedKeyUsagePurpose::ClientAuth
+    } else {
+        ExtendedKeyUsagePurpose::ServerAuth
+    }];
+    params.use_authority_key_identifier_extension = true;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(30);
+    params.not_after = now - time::Duration::days(1);
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(Pem {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
+    })
+}
+
 impl DevCerts {
     /// Writes `ca.pem`, `ca-key.pem`, `node.pem`, `node-key.pem` and `<stem>.pem`,
     /// `<stem>-key.pem` for each client into `dir` (created if missing), keys readable by

@@ -637,6 +637,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn expired_certificates_are_refused_on_both_sides() {
+        let (dir, made) = written();
+        // An expired node certificate: a client trusting its CA refuses it.
+        let late = certs::expired(&made.ca.key, false).unwrap();
+        std::fs::write(dir.path().join("late.pem"), &late.cert).unwrap();
+        std::fs::write(dir.path().join("late-key.pem"), &late.key).unwrap();
+        let files = TlsFiles {
+            cert: dir.path().join("late.pem"),
+            key: dir.path().join("late-key.pem"),
+            client_ca: None,
+        };
+        let tls = ServerTls::load("test", files, &[]).unwrap();
+        let (addr, _accepted) = echo_server(tls).await;
+        let client = client_config(&dir.path().join("ca.pem"), None, &[]).unwrap();
+        let err = round_trip(addr, client).await.unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+
+        // An expired client certificate: the broker refuses the handshake.
+        let tls = ServerTls::load("test", node_files(dir.path(), true), &[]).unwrap();
+        let (addr, mut accepted) = echo_server(tls).await;
+        let late = certs::expired(&made.ca.key, true).unwrap();
+        std::fs::write(dir.path().join("late-client.pem"), &late.cert).unwrap();
+        std::fs::write(dir.path().join("late-client-key.pem"), &late.key).unwrap();
+        let identity = (
+            dir.path().join("late-client.pem"),
+            dir.path().join("late-client-key.pem"),
+        );
+        let client = client_config(
+            &dir.path().join("ca.pem"),
+            Some((identity.0.as_path(), identity.1.as_path())),
+            &[],
+        )
+        .unwrap();
+        let _ = round_trip(addr, client).await;
+        let refused = accepted.recv().await.unwrap().unwrap_err();
+        assert!(refused.contains("expired"), "{refused}");
+    }
+
+    #[tokio::test]
     async fn a_client_trusting_another_ca_is_refused() {
         let (dir, _) = written();
         let (other, _) = written();
