@@ -25,11 +25,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{BrokerError, Reason};
 
-// The defaults are sized for a small node (2 GiB): with requests held about three times
-// over (tonic's buffer, the decoded request, the packed batch) and a Consume stream at its
-// default 1 MiB `max_bytes` holding up to 12 MiB, they come to 3 x 128 MiB + 64 x 12 MiB
-// + 512 connections x ~64 KiB = about 1.2 GiB over the idle broker
-// (docs/ARCHITECTURE.md § Memory under overload has the whole sum).
+// The defaults: requests held about three times over (tonic's buffer, the decoded
+// request, the packed batch) come to 3 x 128 MiB, and 512 connections x ~64 KiB. Consume
+// streams are counted, not their bytes: Weir's consumer opens one per partition, so the
+// default admits a consumer of a thousand partitions; a stream holds up to 12 MiB at its
+// default 1 MiB `max_bytes` only while its consumer does not read, so a small node lowers
+// the cap (docs/ARCHITECTURE.md § Memory under overload has the whole sum).
 
 /// Default cap on client connections over every client listener together (gRPC client
 /// and external, Kafka and external Kafka).
@@ -37,7 +38,7 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Default cap on bytes of requests read and not yet answered, over every connection.
 pub const DEFAULT_MAX_IN_FLIGHT_REQUEST_BYTES: usize = 128 * 1024 * 1024;
 /// Default cap on open consume streams (gRPC `Consume`).
-pub const DEFAULT_MAX_CONSUME_STREAMS: usize = 64;
+pub const DEFAULT_MAX_CONSUME_STREAMS: usize = 1024;
 /// Most one kind of refusal is logged: once per this interval (with the count since).
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -266,7 +266,7 @@ pub struct ServeArgs {
     #[arg(long, env = "WEIR_MAX_IN_FLIGHT_REQUEST_BYTES", value_name = "BYTES")]
     max_in_flight_request_bytes: Option<usize>,
     /// Most open gRPC Consume streams: past it a new one is refused with
-    /// RESOURCE_EXHAUSTED (retriable) [default: 64].
+    /// RESOURCE_EXHAUSTED (retriable) [default: 1024].
     #[arg(long, env = "WEIR_MAX_CONSUME_STREAMS", value_name = "N")]
     max_consume_streams: Option<usize>,
 }
