@@ -91,8 +91,8 @@ def main():
         limit.clear()
         limit.send_keys("5")
         driver.find_element(By.CSS_SELECTOR, "form.browse button[type=submit]").click()
-        wait.until(EC.presence_of_element_located((By.ID, "offset-5")))
-        row = driver.find_element(By.ID, "offset-5")
+        # The row the wait found: a second lookup could race a reload of the page.
+        row = wait.until(EC.presence_of_element_located((By.ID, "offset-5")))
         read["url_at_offset_5"] = driver.current_url
         read["record_5"] = {
             "key": row.find_element(By.CSS_SELECTOR, "td.key").text,
