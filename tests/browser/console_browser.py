@@ -91,7 +91,9 @@ def main():
         limit.clear()
         limit.send_keys("5")
         driver.find_element(By.CSS_SELECTOR, "form.browse button[type=submit]").click()
-        # The row the wait found: a second lookup could race a reload of the page.
+        # The page before the submit lists offset 5 too (it starts at the beginning): wait
+        # for the new page, then for its row.
+        wait.until(EC.url_contains("offset=5"))
         row = wait.until(EC.presence_of_element_located((By.ID, "offset-5")))
         read["url_at_offset_5"] = driver.current_url
         read["record_5"] = {
