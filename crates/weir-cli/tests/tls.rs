@@ -265,23 +265,7 @@ fn the_cli_produces_and_consumes_over_mutual_tls_and_plaintext_is_refused() {
     let addr = broker.addr.clone();
 
     let records: String = (0..200).map(|i| format!("record-{i}\n")).collect();
-    let mut produce = weir_command(&["produce", "orders"]);
-    produce.env("WEIR_BROKERS", &addr).stdin(Stdio::piped());
-    for (name, value) in &env {
-        produce.env(name, value);
-    }
-    let mut child = produce
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir produce");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(records.as_bytes())
-        .expect("records written");
-    let out = wait_output(child, &["produce"]);
+    let (out, _) = weir_fed(&addr, &env, &["produce", "orders"], records.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
     let read = weir_ok(
         &addr,
@@ -599,21 +583,7 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
         &["topic", "create", "orders", "--partitions", "1"],
     );
     let records: String = (0..20).map(|i| format!("order-{i}\n")).collect();
-    let mut produce = weir_command(&["produce", "orders"]);
-    produce.env("WEIR_BROKERS", &addr).stdin(Stdio::piped());
-    produce.envs(admin.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut child = produce
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir produce");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(records.as_bytes())
-        .expect("records written");
-    let out = wait_output(child, &["produce"]);
+    let (out, _) = weir_fed(&addr, &admin, &["produce", "orders"], records.as_bytes());
     assert!(out.status.success(), "{}", stderr(&out));
     let read = weir_ok(
         &addr,
