@@ -35,6 +35,7 @@ pub mod image;
 pub mod nemesis;
 pub mod owner;
 pub mod probe;
+pub mod process;
 pub mod proxy;
 pub mod wait;
 pub mod workload;

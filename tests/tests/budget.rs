@@ -17,12 +17,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use weir_tests::process::{connect, rss_kib};
 
 use anyhow::{Context, bail, ensure};
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use weir_proto::v1 as pb;
@@ -63,26 +64,6 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 
 /// Longest the producers push.
 const LOAD: Duration = Duration::from_secs(10);
-
-async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await?)
-}
-
-fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed line")?
-        .parse()?)
-}
 
 /// The broker's memory bound under this load, from its caps (docs/ARCHITECTURE.md §
 /// Memory under overload).

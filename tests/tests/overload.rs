@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use weir_tests::process::{connect, rss_kib};
 
 use anyhow::{Context, bail, ensure};
 use tokio::time::Instant;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use weir_proto::v1 as pb;
@@ -62,26 +62,6 @@ const PRODUCE_HANG: Duration = Duration::from_secs(40);
 const PRODUCE_TIMEOUT_MS: u32 = 30_000;
 const RSS_INTERVAL: Duration = Duration::from_millis(20);
 const TEST_LIMIT: Duration = Duration::from_secs(120);
-
-async fn connect(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await?)
-}
-
-fn rss_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("malformed line")?
-        .parse()?)
-}
 
 async fn start_broker() -> anyhow::Result<(Cluster, tempfile::TempDir)> {
     let config_dir = tempfile::tempdir()?;
