@@ -20,6 +20,12 @@
 //!   goes on: the next append starts from memory in the state a broker's appends of
 //!   new data find it in, not from pages the previous measurement just freed.
 //! - `memcpy`: one thread copying a 1 MiB buffer into another, over and over.
+//! - `aes128gcm_seal` and `aes128gcm_open`: one thread encrypting (and authenticating)
+//!   16 KiB records in place with AES-128-GCM, and checking and decrypting them, through
+//!   `ring`, the provider Weir's rustls uses, with the cipher suite its TLS listeners
+//!   prefer. A TLS record carries at most 16 KiB, so this is what every byte of a TLS
+//!   connection costs each end at best: the figure TLS's share of the data path is read
+//!   against (BENCHMARKS.md § TLS on the data path).
 //!
 //! Every measurement is bounded twice: it stops after its byte count or after `--max-secs`
 //! (10 s by default), whichever comes first, and reports the bytes it moved in the time it
@@ -72,6 +78,11 @@ const BYTES_PER_GB: f64 = 1e9;
 const BYTES_PER_MB: f64 = 1e6;
 /// The schema of the JSON lines.
 const SCHEMA: &str = "weir-limits/1";
+/// Plaintext bytes of one TLS record at most (RFC 8446 § 5.1), the unit the cipher limits
+/// seal and open.
+const TLS_RECORD_BYTES: usize = 1 << 14;
+/// Bytes sealed (and opened) unless `--cipher-bytes`.
+const DEFAULT_CIPHER_BYTES: ByteSize = ByteSize::gib(4);
 /// Seed of the bytes written (any non-trivial pattern; nothing here compresses).
 const PATTERN_SEED: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -86,6 +97,8 @@ Examples:
   weir-limits --only write_fdatasync,write_only --dir /mnt/nvme/weir --disk-bytes 512MiB
   # A quick look (at most about 2 s per limit):
   weir-limits --bytes 1GiB --disk-bytes 256MiB --memcpy-bytes 2GiB --max-secs 2
+  # What TLS's cipher costs one core, each way:
+  weir-limits --only aes128gcm_seal,aes128gcm_open
 
 Rates are decimal: 1 GB = 10^9 bytes, 1 MB = 10^6 bytes. TCP traffic stays on 127.0.0.1.";
 
@@ -94,7 +107,7 @@ Rates are decimal: 1 GB = 10^9 bytes, 1 MB = 10^6 bytes. TCP traffic stays on 12
     name = "weir-limits",
     version,
     about = "This machine's own limits (loopback TCP, write+fdatasync, page cache writes, \
-             memcpy), to put Weir's data-path figures beside",
+             memcpy, AES-128-GCM), to put Weir's data-path figures beside",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true
 )]
@@ -124,6 +137,10 @@ struct LimitsArgs {
     /// Bytes to copy in memory.
     #[arg(long, default_value_t = DEFAULT_MEMCPY_BYTES)]
     memcpy_bytes: ByteSize,
+
+    /// Bytes to seal, and to open, with AES-128-GCM.
+    #[arg(long, default_value_t = DEFAULT_CIPHER_BYTES)]
+    cipher_bytes: ByteSize,
 
     /// Most seconds one measurement runs; it reports what it moved in that time.
     #[arg(long, default_value_t = DEFAULT_MAX_SECS,
@@ -168,17 +185,23 @@ enum Limit {
     WriteOnly,
     #[value(name = "memcpy")]
     Memcpy,
+    #[value(name = "aes128gcm_seal")]
+    Aes128GcmSeal,
+    #[value(name = "aes128gcm_open")]
+    Aes128GcmOpen,
 }
 
 impl Limit {
     /// Every limit, in the order they run: the synced writes before the unsynced ones, so
     /// the page cache writes leave no writeback behind for the fdatasync to wait on.
-    const ALL: [Limit; 5] = [
+    const ALL: [Limit; 7] = [
         Limit::LoopbackTcp,
         Limit::LoopbackTcp2Proc,
         Limit::WriteFdatasync,
         Limit::WriteOnly,
         Limit::Memcpy,
+        Limit::Aes128GcmSeal,
+        Limit::Aes128GcmOpen,
     ];
 
     fn name(self) -> &'static str {
@@ -188,6 +211,8 @@ impl Limit {
             Limit::WriteFdatasync => "write_fdatasync",
             Limit::WriteOnly => "write_only",
             Limit::Memcpy => "memcpy",
+            Limit::Aes128GcmSeal => "aes128gcm_seal",
+            Limit::Aes128GcmOpen => "aes128gcm_open",
         }
     }
 
@@ -200,6 +225,16 @@ impl Limit {
             Limit::WriteFdatasync => "1 MiB appends to a file, fdatasync after each",
             Limit::WriteOnly => "1 MiB appends to a file, no sync (page cache)",
             Limit::Memcpy => "1 MiB buffer copied into another, 1 thread",
+            Limit::Aes128GcmSeal => "16 KiB records sealed in place, AES-128-GCM (ring), 1 thread",
+            Limit::Aes128GcmOpen => "16 KiB records opened in place, AES-128-GCM (ring), 1 thread",
+        }
+    }
+
+    /// Bytes in each write, read, copy or record.
+    fn chunk(self) -> usize {
+        match self {
+            Limit::Aes128GcmSeal | Limit::Aes128GcmOpen => TLS_RECORD_BYTES,
+            _ => CHUNK_BYTES,
         }
     }
 
@@ -266,7 +301,7 @@ impl Measurement {
             value,
             unit,
             stopped_by_time: moved < target,
-            chunk_bytes: CHUNK_BYTES,
+            chunk_bytes: limit.chunk(),
             dir: None,
         }
     }
@@ -297,6 +332,7 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
         ("--bytes", args.bytes),
         ("--disk-bytes", args.disk_bytes),
         ("--memcpy-bytes", args.memcpy_bytes),
+        ("--cipher-bytes", args.cipher_bytes),
     ] {
         ensure!(size.bytes() > 0, "{flag} must be above zero");
     }
@@ -319,6 +355,8 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                 write_file(dir, args.disk_bytes.bytes(), max, sync)?
             }
             Limit::Memcpy => memcpy(args.memcpy_bytes.bytes(), max),
+            Limit::Aes128GcmSeal => aes_128_gcm(args.cipher_bytes.bytes(), max, Direction::Seal)?,
+            Limit::Aes128GcmOpen => aes_128_gcm(args.cipher_bytes.bytes(), max, Direction::Open)?,
         };
         progress!(
             "{}: {} in {:.2} s: {:.3} {}{}",
@@ -363,7 +401,8 @@ fn table(results: &[Measurement]) -> String {
     }
     let mut out = t.render();
     out.push_str(&format!(
-        "\n1 GB = 10^9 bytes, 1 MB = 10^6 bytes; {CHUNK_BYTES} bytes per write, read or copy."
+        "\n1 GB = 10^9 bytes, 1 MB = 10^6 bytes; {CHUNK_BYTES} bytes per write, read or copy, \
+         {TLS_RECORD_BYTES} per sealed or opened record."
     ));
     if results.iter().any(|m| m.stopped_by_time) {
         out.push_str(" *: stopped by --max-secs before all its bytes.");
@@ -694,6 +733,83 @@ fn memcpy(total: u64, max: Duration) -> Measurement {
     Measurement::new(Limit::Memcpy, total, copied, elapsed)
 }
 
+// --- TLS's cipher ---------------------------------------------------------------------
+
+/// Which half of a TLS record's cipher work is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Seal,
+    Open,
+}
+
+/// Seals (or opens) 16 KiB records in place with AES-128-GCM, each under its own nonce as
+/// TLS 1.3 does, until `total` plaintext bytes are done or `max` has passed.
+fn aes_128_gcm(total: u64, max: Duration, direction: Direction) -> anyhow::Result<Measurement> {
+    use ring::aead::{AES_128_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+
+    let key = UnboundKey::new(&AES_128_GCM, &pattern(AES_128_GCM.key_len()))
+        .map_err(|_| anyhow!("AES-128-GCM key"))?;
+    let key = LessSafeKey::new(key);
+    let nonce = |sequence: u64| {
+        let mut bytes = [0u8; NONCE_LEN];
+        bytes[NONCE_LEN - 8..].copy_from_slice(&sequence.to_be_bytes());
+        Nonce::assume_unique_for_key(bytes)
+    };
+    // TLS 1.3's additional data is the 5-byte record header.
+    let aad = [23u8, 3, 3, 0, 0];
+    let plaintext = pattern(TLS_RECORD_BYTES);
+    let mut record = plaintext.clone();
+    // Opening needs a sealed record: one, sealed before the clock starts, opened over and
+    // over under the nonce it was sealed with (a wrong tag would fail every open).
+    let tag = key
+        .seal_in_place_separate_tag(nonce(0), Aad::from(aad), &mut record)
+        .map_err(|_| anyhow!("AES-128-GCM seal"))?;
+    let sealed = record.clone();
+    let limit = match direction {
+        Direction::Seal => Limit::Aes128GcmSeal,
+        Direction::Open => Limit::Aes128GcmOpen,
+    };
+    progress!(
+        "{}: {} through AES-128-GCM in 16 KiB records",
+        limit.name(),
+        ByteSize(total)
+    );
+    let started = Instant::now();
+    let deadline = started + max;
+    let mut done = 0u64;
+    let mut sequence = 0u64;
+    while done < total && Instant::now() < deadline {
+        match direction {
+            Direction::Seal => {
+                sequence += 1;
+                let tag = key
+                    .seal_in_place_separate_tag(nonce(sequence), Aad::from(aad), &mut record)
+                    .map_err(|_| anyhow!("AES-128-GCM seal"))?;
+                let _ = black_box(tag);
+            }
+            Direction::Open => {
+                // The open decrypts in place: the sealed bytes go back before each one
+                // (a 16 KiB copy, a few per cent of the open's time).
+                record.copy_from_slice(&sealed);
+                let opened = key
+                    .open_in_place_separate_tag(nonce(0), Aad::from(aad), tag, &mut record, 0..)
+                    .map_err(|_| anyhow!("AES-128-GCM open: the tag did not match"))?;
+                black_box(opened);
+            }
+        }
+        black_box(&mut record);
+        done += TLS_RECORD_BYTES as u64;
+    }
+    let elapsed = started.elapsed();
+    if direction == Direction::Open {
+        ensure!(
+            record == plaintext,
+            "AES-128-GCM open gave back other bytes"
+        );
+    }
+    Ok(Measurement::new(limit, total, done, elapsed))
+}
+
 // --- Helpers --------------------------------------------------------------------------
 
 /// The length of the next write: a whole chunk, or what is left.
@@ -781,6 +897,21 @@ mod tests {
         assert_eq!(m.bytes, 10 * CHUNK_BYTES as u64 + 1);
         let m = memcpy(u64::MAX, Duration::from_millis(10));
         assert!(m.stopped_by_time);
+    }
+
+    #[test]
+    fn the_cipher_limits_seal_and_open_whole_records() {
+        for direction in [Direction::Seal, Direction::Open] {
+            let m = aes_128_gcm(
+                3 * TLS_RECORD_BYTES as u64,
+                Duration::from_secs(10),
+                direction,
+            )
+            .unwrap();
+            assert_eq!(m.bytes, 3 * TLS_RECORD_BYTES as u64);
+            assert_eq!(m.chunk_bytes, TLS_RECORD_BYTES);
+            assert_eq!(m.unit, "GB/s");
+        }
     }
 
     #[test]
