@@ -74,16 +74,12 @@ Environment (defaults in brackets):
   WEIR_BIN        the weir binary (A) [<cargo target dir>/release/weir]
   WEIR_BIN_B      a second weir binary (B), run in the same rounds [none]
   WEIR_LIMITS_BIN the weir-limits binary [<cargo target dir>/release/weir-limits]
-  WIRE            1: also part W in every round: a fresh broker of binary A started
-                  with --experimental-wire-listen, and rows 1, 2 and 4 again over the
-                  experimental binary TCP data path as rows 5-7 (weir-wire-bench with 5
-                  PRODUCEs in flight and 256 KiB batches, as weir bench's producer) [0]
-  WEIR_WIRE_BIN   the weir-wire-bench binary [<cargo target dir>/release/weir-wire-bench]
-  PORT_W [17694]  WIRE_PORT_W [17695]   part W's gRPC and wire ports on 127.0.0.1
   KAFKA           1: also part K in every round: a fresh broker of binary A with its Kafka
                   listener, and rows 1-4 again through the Kafka protocol as rows 8-11,
                   driven by librdkafka (weir-peer-bench --peer kafka, built with its
-                  `kafka` feature: librdkafka from source, cmake apt-got if missing) [0]
+                  `kafka` feature: librdkafka from source, cmake apt-got if missing) [0].
+                  Rows 5-7 were the binary TCP prototype's (WIRE=1), retired after
+                  commit 980d4cf: BENCHMARKS.md § Data path says how to rerun them there.
   KAFKA_BENCH_ARGS  extra weir-peer-bench arguments for rows 8-11
                   ["--batch-records 10000 --in-flight 16": 160,000 records unacknowledged
                   at most, librdkafka batching them itself]
@@ -128,6 +124,10 @@ while [ "$#" -gt 0 ]; do
     esac
     shift
 done
+if [ -n "${WIRE:-}" ] && [ "$WIRE" != 0 ]; then
+    echo "data-path.sh: WIRE=$WIRE: the binary TCP prototype (rows 5-7) was retired after commit 980d4cf; check that commit out to rerun it (BENCHMARKS.md § Data path)" >&2
+    exit 2
+fi
 if ! [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]]; then
     echo "data-path.sh: ROUNDS must be a whole number above 0, not '$ROUNDS'" >&2
     exit 2
@@ -155,9 +155,6 @@ LIMIT_DIR="${LIMIT_DIR:-$WORK}"
 LOOPBACK_LIMIT="${LOOPBACK_LIMIT:-loopback_tcp_2proc}"
 PORT_A="${PORT_A:-17692}"
 PORT_B="${PORT_B:-17693}"
-WIRE="${WIRE:-0}"
-PORT_W="${PORT_W:-17694}"
-WIRE_PORT_W="${WIRE_PORT_W:-17695}"
 KAFKA="${KAFKA:-0}"
 PORT_K="${PORT_K:-17696}"
 KAFKA_PORT_K="${KAFKA_PORT_K:-17697}"
@@ -245,7 +242,7 @@ on_exit() {
     fi
     stop_broker A
     stop_broker B
-    stop_broker W
+    stop_broker K
     rm -rf "${DATA:?}"
     exit "$status"
 }
@@ -357,22 +354,6 @@ bench() {
         ${WEIR_BENCH_ARGS:-}
 }
 
-# wire_bench LABEL ROUND ROW TOPIC SUBCOMMAND ARGS...: one row of weir-wire-bench against
-# broker LABEL's experimental wire listener (WIRE=1); a produce row creates its topic
-# first with `weir topic create`.
-wire_bench() {
-    local label="$1" round="$2" row="$3" topic="$4" sub="$5"
-    shift 5
-    if [ "$sub" = produce ] && ! "${BIN[$label]}" topic create "$topic" --partitions 1 \
-        --brokers "127.0.0.1:${PORT[$label]}" >>"$LOGS/bench-$label.log" 2>&1; then
-        say "$label round $round: row $row: could not create topic $topic"
-        FAILED+=("$label round $round row $row: topic create")
-        return 1
-    fi
-    run_row "$label" "$round" "$row" "$WIRE_BIN" "$sub" \
-        --addr "127.0.0.1:$WIRE_PORT_W" --topic "$topic" "$@"
-}
-
 # kafka_bench ROUND ROW WORKLOAD ARGS...: one row of weir-peer-bench --peer kafka against
 # part K's broker's Kafka listener (KAFKA=1); produce rows recreate their topic.
 kafka_bench() {
@@ -437,8 +418,8 @@ weir_ready() {
     fi
 }
 
-# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4 (W: rows 5-7 over its
-# wire listener), the broker stopped and its data removed.
+# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4 (K: rows 8-11 over its
+# Kafka listener), the broker stopped and its data removed.
 run_weir() {
     local label="$1" round="$2" deadline pid
     local bin="${BIN[$label]}" port="${PORT[$label]}" data="$DATA/$label"
@@ -449,13 +430,11 @@ run_weir() {
     fi
     rm -rf "$data"
     mkdir -p "$data"
-    local wire=()
-    if [ "$label" = W ]; then
-        wire=(--experimental-wire-listen "127.0.0.1:$WIRE_PORT_W")
-    elif [ "$label" = K ]; then
-        wire=(--kafka-listen "127.0.0.1:$KAFKA_PORT_K")
+    local kafka=()
+    if [ "$label" = K ]; then
+        kafka=(--kafka-listen "127.0.0.1:$KAFKA_PORT_K")
     fi
-    "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${wire[@]}" \
+    "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${kafka[@]}" \
         >"$LOGS/serve-$label-$round.log" 2>&1 &
     pid=$!
     echo "$pid $(basename "$bin")" >"$PIDS/$label.pid"
@@ -470,9 +449,7 @@ run_weir() {
         sleep 0.1
     done
     say "$label round $round: $bin serve on 127.0.0.1:$port (pid $pid)"
-    if [ "$label" = W ]; then
-        run_wire_rows "$round"
-    elif [ "$label" = K ]; then
+    if [ "$label" = K ]; then
         run_kafka_rows "$round"
     else
         run_grpc_rows "$label" "$round"
@@ -502,24 +479,9 @@ run_grpc_rows() {
     fi
 }
 
-# run_wire_rows ROUND: rows 1, 2 and 4 again, as rows 5-7, over the experimental binary
-# TCP path of a broker of binary A (part W, a broker of its own so that these rows find
-# the page cache as rows 1-4 find it): the same broker code without gRPC. In flight: the
-# idempotent producer's 5; batches: the client's 256 KiB.
-run_wire_rows() {
-    local round="$1"
-    wire_bench W "$round" 5 small produce --record-size "$SMALL_RECORD_BYTES" \
-        --count "$SMALL_RECORDS" --in-flight 5 --batch-bytes 256KiB || true
-    local large_ok=0
-    wire_bench W "$round" 6 large produce --record-size "$LARGE_RECORD_BYTES" \
-        --count "$LARGE_RECORDS" --in-flight 5 --batch-bytes 256KiB && large_ok=1
-    if [ "$large_ok" = 1 ]; then
-        wire_bench W "$round" 7 large consume --count "$LARGE_RECORDS" || true
-    fi
-}
-
 # run_kafka_rows ROUND: rows 1-4 again, as rows 8-11, through the Kafka protocol (part K,
-# a broker of binary A with its Kafka listener, of its own for the same reason as part W):
+# a broker of binary A with its Kafka listener, of its own so that these rows find the
+# page cache as rows 1-4 find it):
 # librdkafka producing (acks=1; row 10: acks=all, idempotent, on the broker's default
 # flush.policy=group-commit) and consuming partition 0 from its first offset.
 run_kafka_rows() {
@@ -546,7 +508,6 @@ trap 'exit 143' TERM
 # What a killed earlier run may have left running (its own pid files only).
 stop_broker A
 stop_broker B
-stop_broker W
 stop_broker K
 rm -rf "$DATA" "$LOGS"
 mkdir -p "$DATA" "$LOGS" "$LIMIT_DIR"
@@ -558,9 +519,6 @@ rm -f "$WORK/results.txt"
 if [ "${WEIR_DATA_PATH_BUILD:-1}" = 1 ]; then
     say "building weir-limits (release, nice -n 10)"
     (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-limits)
-    if [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; then
-        (cd "$ROOT" && nice -n 10 cargo build --release -p weir-benches --bin weir-wire-bench)
-    fi
     if [ "$KAFKA" = 1 ] && [ -z "${WEIR_PEER_BIN:-}" ]; then
         if ! command -v cmake >/dev/null; then
             say "apt-get install cmake (librdkafka's build)"
@@ -579,7 +537,7 @@ else
 fi
 # Run the built binaries, not `cargo run`: a build lock held by another cargo would stall a
 # measurement half way. Where cargo put them: its target directory as cargo resolves it.
-if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] || { [ "$WIRE" = 1 ] && [ -z "${WEIR_WIRE_BIN:-}" ]; } ||
+if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] ||
     { [ "$KAFKA" = 1 ] && [ -z "${WEIR_PEER_BIN:-}" ]; }; then
     TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
@@ -588,7 +546,6 @@ LIMITS_BIN="${WEIR_LIMITS_BIN:-$TARGET_DIR/release/weir-limits}"
 declare -A BIN PORT BROKER
 BIN[A]="${WEIR_BIN:-$TARGET_DIR/release/weir}"
 PORT[A]="$PORT_A"
-WIRE_BIN="${WEIR_WIRE_BIN:-${TARGET_DIR:-}/release/weir-wire-bench}"
 BROKER[A]=""
 LABELS=(A)
 if [ -n "${WEIR_BIN_B:-}" ]; then
@@ -597,23 +554,16 @@ if [ -n "${WEIR_BIN_B:-}" ]; then
     BROKER[B]=""
     LABELS=(A B)
 fi
-WIRE_BINS=()
-if [ "$WIRE" = 1 ]; then
-    WIRE_BINS=("$WIRE_BIN")
-    BIN[W]="${BIN[A]}"
-    PORT[W]="$PORT_W"
-    BROKER[W]=""
-    LABELS+=(W)
-fi
+CLIENT_BINS=()
 if [ "$KAFKA" = 1 ]; then
     PEER_BIN="${WEIR_PEER_BIN:-$TARGET_DIR/release/weir-peer-bench}"
-    WIRE_BINS+=("$PEER_BIN")
+    CLIENT_BINS+=("$PEER_BIN")
     BIN[K]="${BIN[A]}"
     PORT[K]="$PORT_K"
     BROKER[K]=""
     LABELS+=(K)
 fi
-for b in "$LIMITS_BIN" "${BIN[@]}" "${WIRE_BINS[@]}"; do
+for b in "$LIMITS_BIN" "${BIN[@]}" "${CLIENT_BINS[@]}"; do
     [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
 done
 declare -A DESCRIBES
@@ -715,11 +665,7 @@ ROWS = [
     (3, "3. produce 1 KiB, durable", "MB/s", "write_fdatasync"),
     (4, "4. consume 1 KiB", "MB/s", loopback),
     (4, "   (consume vs memcpy)", "MB/s", "memcpy"),
-    # WIRE=1: rows 1, 2 and 4 over the experimental binary TCP path (broker A only).
-    (5, "5. wire: produce 100 B, acks leader", "rec/s", loopback),
-    (6, "6. wire: produce 1 KiB, acks leader", "MB/s", loopback),
-    (6, "   (vs page-cache appends)", "MB/s", "write_only"),
-    (7, "7. wire: consume 1 KiB", "MB/s", loopback),
+    # Rows 5-7 were the retired binary TCP prototype's (BENCHMARKS.md § Data path).
     # KAFKA=1: rows 1-4 through the Kafka protocol, librdkafka as the client (broker A).
     (8, "8. kafka: produce 100 B, acks=1", "rec/s", loopback),
     (8, "   (vs page-cache appends)", "rec/s", "write_only"),
@@ -730,10 +676,10 @@ ROWS = [
     (11, "   (consume vs memcpy)", "MB/s", "memcpy"),
 ]
 ROWS = [r for r in ROWS if r[0] <= 4 or any(l == r[0] for (_, l) in rows)]
-# Part W has rows 5-7 only, part K rows 8-11 only; A and B rows 1-4 only.
+# Part K has rows 8-11 only; A and B rows 1-4 only.
 def has_row(label, row):
-    return {"W": 5 <= row <= 7, "K": row >= 8}.get(label, row <= 4)
-SMALL_ROWS = (1, 5, 8)
+    return {"K": row >= 8}.get(label, row <= 4)
+SMALL_ROWS = (1, 8)
 def figure(row, v):
     return v[0] if row in SMALL_ROWS else v[1]
 def bytes_per_sec(row, v):

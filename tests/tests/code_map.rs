@@ -1,6 +1,7 @@
 //! `docs/ARCHITECTURE.md` is the code map: it must name every crate of the workspace,
-//! every module directory inside a crate's `src/`, and every vendored crate. This test
-//! fails when one is added (or renamed) without the map saying what it holds.
+//! every module directory inside a crate's `src/`, and every vendored crate, and every
+//! repository path it names must exist. These tests fail when one is added (or renamed)
+//! without the map saying what it holds, or removed while the map still points at it.
 
 use std::path::{Path, PathBuf};
 
@@ -80,5 +81,43 @@ fn the_code_map_names_every_crate_and_module_directory() {
         missing.is_empty(),
         "docs/ARCHITECTURE.md does not name: {}",
         missing.join(", ")
+    );
+}
+
+/// The top-level directories whose paths the map writes from the repository root.
+const ROOTED: [&str; 8] = [
+    "crates/", "benches/", "tests/", "fuzz/", "docs/", "deploy/", "vendor/", "proto/",
+];
+
+/// What the map writes between backticks: one word, no spaces.
+fn backticked(map: &str) -> impl Iterator<Item = &str> {
+    map.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+}
+
+#[test]
+fn every_path_the_code_map_names_exists() {
+    let root = root();
+    let map = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("the map");
+    let mut named = 0;
+    let mut gone: Vec<&str> = Vec::new();
+    for path in backticked(&map).filter(|p| ROOTED.iter().any(|r| p.starts_with(r))) {
+        named += 1;
+        if !root.join(path).exists() && !gone.contains(&path) {
+            gone.push(path);
+        }
+    }
+    // The map does name paths from the root: a change in how it quotes them must not
+    // leave this test checking nothing.
+    assert!(
+        named >= 10,
+        "only {named} rooted paths found in docs/ARCHITECTURE.md"
+    );
+    assert!(
+        gone.is_empty(),
+        "docs/ARCHITECTURE.md names paths that do not exist: {}",
+        gone.join(", ")
     );
 }

@@ -17,8 +17,6 @@ pub enum Listener {
     Kafka,
     /// The external Kafka protocol listener (`--kafka-external-listen`).
     KafkaExternal,
-    /// The experimental binary TCP data path (`--experimental-wire-listen`).
-    Wire,
     /// The admin HTTP listener.
     Http,
     /// The broker itself (upkeep, the group coordinator's own writes).

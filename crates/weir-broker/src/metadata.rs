@@ -74,9 +74,7 @@ pub fn advertised(endpoints: &Endpoints, listener: Listener) -> Option<&str> {
             .kafka_external
             .as_deref()
             .or(endpoints.kafka.as_deref()),
-        Listener::Grpc | Listener::Wire | Listener::Http | Listener::Internal => {
-            Some(&endpoints.client)
-        }
+        Listener::Grpc | Listener::Http | Listener::Internal => Some(&endpoints.client),
     }
 }
 

@@ -250,11 +250,6 @@ pub struct ServeArgs {
     /// quota.window.num) [default: 11].
     #[arg(long, env = "WEIR_QUOTA_WINDOWS", value_name = "N")]
     quota_windows: Option<usize>,
-    /// Experimental, for measurement: also serve produce and fetch over a binary TCP
-    /// protocol on ADDR (no authentication, no metadata, one partition per request; see
-    /// docs/ARCHITECTURE.md) [default: off].
-    #[arg(long, env = "WEIR_EXPERIMENTAL_WIRE_LISTEN", value_name = "ADDR")]
-    experimental_wire_listen: Option<SocketAddr>,
     /// Most client connections, over every client listener together (gRPC, external,
     /// Kafka, external Kafka; not --internal-listen): past it a new connection is closed
     /// at once, existing ones are served [default: 512].
@@ -388,9 +383,6 @@ impl ServeArgs {
         }
         if let Some(n) = self.default_replication_factor {
             config.default_replication_factor = n;
-        }
-        if let Some(wire) = self.experimental_wire_listen {
-            config.wire_listen = Some(wire);
         }
         if let Some(mode) = self.authentication {
             config.authentication = mode;

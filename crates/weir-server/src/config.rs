@@ -137,10 +137,6 @@ pub struct ServerConfig {
     pub admin_tls_cert: Option<PathBuf>,
     /// The private key (PEM) of `admin_tls_cert`; required with it.
     pub admin_tls_key: Option<PathBuf>,
-    /// Experimental: an address for the binary TCP data path (`wire`), a measurement
-    /// prototype beside gRPC: PRODUCE and FETCH of one partition per request, with no
-    /// authentication, metadata or leader routing. `None` (the default): off.
-    pub wire_listen: Option<SocketAddr>,
     /// This broker's rack (or availability zone), registered with the controller:
     /// placement spreads a partition's replicas over racks. `None`: no rack.
     pub rack: Option<String>,
@@ -241,7 +237,6 @@ impl Default for ServerConfig {
             tls_ca: None,
             admin_tls_cert: None,
             admin_tls_key: None,
-            wire_listen: None,
             rack: None,
             max_request_bytes: MAX_REQUEST_BYTES,
             max_connections: weir_broker::budget::DEFAULT_MAX_CONNECTIONS,
@@ -387,7 +382,6 @@ impl ServerConfig {
             (self.internal_listen, "the internal listen address"),
             (self.external_listen, "the external listen address"),
             (self.admin_listen, "the admin HTTP listen address"),
-            (self.wire_listen, "the experimental wire listen address"),
             (self.kafka_listen, "the Kafka listen address"),
             (
                 self.kafka_external_listen,

@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use weir_broker::BrokerError;
 use weir_broker::fetch::{self, PartitionFetch, Reader, TopicFetch};
 use weir_broker::offsets::{self, OffsetSpec};
-use weir_broker::{BrokerError, RequestContext};
 use weir_cluster::storage::FetchData;
 use weir_proto::v1::{
     self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
@@ -197,35 +197,6 @@ fn partition_result(
             (result, 0)
         }
     }
-}
-
-/// The raw batches of one partition at `offset`, for the experimental wire path: the
-/// core's fetch of one partition, without waiting.
-pub(crate) async fn fetch_raw(
-    broker: &Broker,
-    ctx: &RequestContext,
-    topic: &str,
-    partition: u32,
-    offset: i64,
-    max_bytes: usize,
-) -> Result<fetch::PartitionFetchResult, BrokerError> {
-    let request = fetch::FetchRequest {
-        max_wait: Duration::ZERO,
-        min_bytes: 1,
-        max_bytes,
-        topics: vec![TopicFetch {
-            topic: topic.to_owned(),
-            partitions: vec![PartitionFetch {
-                partition,
-                offset,
-                max_bytes,
-            }],
-        }],
-    };
-    let mut topics = fetch::fetch(&broker.core, ctx, &request).await?;
-    let topic = topics.pop().expect("one topic asked, one answered");
-    let mut partitions = topic.outcome?;
-    Ok(partitions.pop().expect("one partition asked, one answered"))
 }
 
 type ConsumeStream =

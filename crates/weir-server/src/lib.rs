@@ -10,8 +10,7 @@
 //!   `internal_listen: Option<SocketAddr>`, `advertise: Option<String>` (`host:port`),
 //!   `max_request_bytes`, `retention_check_interval_ms`, `offsets_partitions`,
 //!   `group_session_timeout_ms`, `group_heartbeat_interval_ms`,
-//!   `offsets_retention_minutes`, `wire_listen: Option<SocketAddr>` (the experimental
-//!   binary TCP data path, off by default; see `wire`). Defaults need nothing set: `./weir-data`,
+//!   `offsets_retention_minutes`. Defaults need nothing set: `./weir-data`,
 //!   `127.0.0.1:9292` (gRPC), `127.0.0.1:9293` (HTTP). [`ServerConfig::validate`] checks
 //!   what types cannot.
 //! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: validates the config,
@@ -55,7 +54,6 @@ mod share_forward;
 mod share_reads;
 mod status;
 mod tls;
-mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -107,11 +105,6 @@ pub use weir_broker::{LATENCY_BUCKETS_SECONDS, Metrics};
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
 pub use weir_cluster::MAX_PARTITIONS_PER_TOPIC;
-/// Limits of the experimental binary TCP data path (`wire_listen`): what a request frame
-/// may hold beyond `max_request_bytes`, and the most batch bytes a FETCH asks for.
-pub use wire::{
-    FRAME_HEAD_ALLOWANCE as WIRE_FRAME_HEAD_ALLOWANCE, MAX_FETCH_BYTES as WIRE_MAX_FETCH_BYTES,
-};
 
 /// Largest gRPC response the broker sends (the core's limit on any answer).
 pub use weir_broker::limits::MAX_RESPONSE_BYTES;
@@ -225,8 +218,6 @@ pub struct RunningServer {
     pub admin_addr: Option<SocketAddr>,
     /// The bound external client listener, if configured.
     pub external_addr: Option<SocketAddr>,
-    /// The bound experimental binary TCP listener (`wire_listen`), if configured.
-    pub wire_addr: Option<SocketAddr>,
     /// The bound Kafka protocol listener (`kafka_listen`), if configured.
     pub kafka_addr: Option<SocketAddr>,
     /// The bound external Kafka listener (`kafka_external_listen`), if configured.
@@ -240,7 +231,6 @@ pub struct RunningServer {
     shutdown: watch::Sender<bool>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
-    wire: Option<JoinHandle<()>>,
     kafka: Vec<JoinHandle<()>>,
     /// One per TLS listener kind: reload certificates until stopping.
     tls_watchers: Vec<JoinHandle<()>>,
@@ -296,7 +286,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bind_optional(config.external_listen, "external").await?;
     let external_advertised = external_addr.map(|a| config.external_advertised_address(a));
     let (admin_listener, admin_addr) = bind_optional(config.admin_listen, "admin HTTP").await?;
-    let (wire_listener, wire_addr) = bind_optional(config.wire_listen, "experimental wire").await?;
     let (kafka_listeners, kafka_addr) = bind_kafka(config.kafka_listen).await?;
     let kafka_advertised = kafka_addr.map(|a| config.kafka_advertised_address(a));
     let (kafka_external_listener, kafka_external_addr) =
@@ -536,13 +525,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             stopping.clone(),
         )
     });
-    let wire = wire_listener.map(|listener| {
-        tracing::warn!(
-            addr = ?wire_addr,
-            "the experimental binary TCP data path is on: no authentication, for measurement only"
-        );
-        tokio::spawn(wire::serve(broker.clone(), listener, stopping.clone()))
-    });
     let kafka_options = weir_kafka::Options {
         tls: tls.kafka.clone(),
         budget: broker.budget.clone(),
@@ -609,7 +591,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         addr,
         admin_addr,
         external_addr,
-        wire_addr,
         kafka_addr,
         kafka_external_addr,
         registry,
@@ -621,7 +602,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         internal_grpc,
         external_grpc,
         http,
-        wire,
         kafka,
         tls_watchers,
         upkeep,
@@ -861,9 +841,6 @@ impl RunningServer {
                 .and_then(|r| r.context("admin HTTP server failed")),
             None => Ok(()),
         };
-        if let Some(wire) = self.wire {
-            let _ = wire.await;
-        }
         for task in self.kafka.into_iter().chain(self.tls_watchers) {
             let _ = task.await;
         }
