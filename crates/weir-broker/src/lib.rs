@@ -280,15 +280,21 @@ impl Broker {
 
     /// Holds a client request back, before it runs, while its entity is over its
     /// request-time quota ([`quotas`]); every listener calls it for each request it
-    /// counts, then [`Broker::account_request`] once the request is done.
+    /// counts, then [`Broker::account_request`] once the request is done. Super users
+    /// are exempt, as Kafka exempts principals with ClusterAction: brokers call each
+    /// other's client services as super users (share forwards, dead-letter copies).
     pub async fn admit_request(&self, ctx: &RequestContext) {
-        self.quotas.admit(&self.registry, ctx).await;
+        if !self.authorizer.is_super_user(ctx) {
+            self.quotas.admit(&self.registry, ctx).await;
+        }
     }
 
     /// Counts the thread time measured for the request ([`quotas::Measured`]) against
-    /// its entity's request-time quota.
+    /// its entity's request-time quota (super users exempt, as in `admit_request`).
     pub fn account_request(&self, ctx: &RequestContext) {
-        self.quotas.account(&self.registry, ctx);
+        if !self.authorizer.is_super_user(ctx) {
+            self.quotas.account(&self.registry, ctx);
+        }
     }
 
     /// Runs one client request under the request-time quota: admitted

@@ -24,9 +24,9 @@
 //! happens in the connection's in-order phase, so a throttled connection reads nothing
 //! meanwhile. A request held by both kinds of quota is held for the longer, not the
 //! sum: the byte-rate hold takes off what the request-time hold already waited.
-//! Exempt: the internal listener and the admin HTTP listener, and on Kafka what the
-//! connection answers itself (ApiVersions, SASL), so a throttled client can always
-//! connect and authenticate.
+//! Exempt: the internal listener and the admin HTTP listener, super users (the brokers,
+//! `Broker::admit_request`), and on Kafka what the connection answers itself
+//! (ApiVersions, SASL), so a throttled client can always connect and authenticate.
 
 use std::collections::HashMap;
 use std::future::Future;
