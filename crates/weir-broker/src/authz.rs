@@ -30,7 +30,7 @@ use weir_cluster::security::{
 use weir_security::sasl::VerifiedPasswords;
 
 use crate::audit::AuditLog;
-use crate::context::{Listener, RequestContext};
+use crate::context::{Listener, Principal, RequestContext};
 use crate::error::{BrokerError, Reason};
 
 /// How the broker authenticates and authorises requests (`--authentication`,
@@ -92,6 +92,15 @@ impl Authorizer {
 
     /// Whether the request may do `operation` on the resource, without a log line (for
     /// filtering what a listing reveals).
+    /// Whether the request's principal is a super user (the brokers themselves among
+    /// them, by their certificates).
+    pub fn is_super_user(&self, ctx: &RequestContext) -> bool {
+        match &ctx.principal {
+            Principal::Anonymous => false,
+            principal => self.super_users.contains(&principal.to_string()),
+        }
+    }
+
     pub fn allows(
         &self,
         registry: &TopicRegistry,

@@ -58,6 +58,13 @@ pub struct RequestContext {
     /// How long quotas held this request back, in milliseconds (Kafka's
     /// `throttle_time_ms`); shared by the context's clones.
     throttle_ms: Arc<AtomicU64>,
+    /// How long the request-time quota held the request back before it ran, in
+    /// milliseconds, not yet set against a byte-rate hold: a request is held for the
+    /// larger of the two, not their sum.
+    request_hold_ms: Arc<AtomicU64>,
+    /// Time the request's handling spent on the broker's threads so far, in nanoseconds
+    /// ([`crate::quotas::Measured`]).
+    thread_time_ns: Arc<AtomicU64>,
 }
 
 impl RequestContext {
@@ -69,7 +76,39 @@ impl RequestContext {
             client_id: None,
             principal: Principal::Anonymous,
             throttle_ms: Arc::default(),
+            request_hold_ms: Arc::default(),
+            thread_time_ns: Arc::default(),
         }
+    }
+
+    /// Records that the request-time quota held the request back for `delay` before it
+    /// ran.
+    pub(crate) fn add_request_hold(&self, delay: std::time::Duration) {
+        self.add_throttle(delay);
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.request_hold_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+
+    /// The request-time hold not yet set against a byte-rate hold; set against it now.
+    pub(crate) fn take_request_hold(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.request_hold_ms.swap(0, Ordering::Relaxed))
+    }
+
+    /// Adds `spent` to the request's time on the broker's threads.
+    pub(crate) fn add_thread_time(&self, spent: std::time::Duration) {
+        let ns = u64::try_from(spent.as_nanos()).unwrap_or(u64::MAX);
+        self.thread_time_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    /// The request's time on the broker's threads so far.
+    pub fn thread_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.thread_time_ns.load(Ordering::Relaxed))
+    }
+
+    /// Takes the thread time measured so far, leaving none (what is counted against a
+    /// quota is counted once).
+    pub(crate) fn take_thread_time(&self) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.thread_time_ns.swap(0, Ordering::Relaxed))
     }
 
     /// Records that a quota held the request back for `delay`.

@@ -35,8 +35,9 @@
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
 //! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered.
-//! - [`quotas`]: client quotas (produce and fetch byte rates per user and client id),
-//!   enforced by holding requests back.
+//! - [`quotas`]: client quotas (produce and fetch byte rates and request time per user
+//!   and client id), enforced by holding requests back; [`quotas::Measured`] times a
+//!   request's handling on the broker's threads.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus
 //!   and read as numbers (the console's live charts).
 //!
@@ -275,6 +276,39 @@ impl Broker {
     /// that takes it over ([`quotas`]).
     pub async fn enforce_quota(&self, ctx: &RequestContext, kind: quotas::QuotaKind, bytes: usize) {
         self.quotas.enforce(&self.registry, ctx, kind, bytes).await;
+    }
+
+    /// Holds a client request back, before it runs, while its entity is over its
+    /// request-time quota ([`quotas`]); every listener calls it for each request it
+    /// counts, then [`Broker::account_request`] once the request is done. Super users
+    /// are exempt, as Kafka exempts principals with ClusterAction: brokers call each
+    /// other's client services as super users (share forwards, dead-letter copies).
+    pub async fn admit_request(&self, ctx: &RequestContext) {
+        if !self.authorizer.is_super_user(ctx) {
+            self.quotas.admit(&self.registry, ctx).await;
+        }
+    }
+
+    /// Counts the thread time measured for the request ([`quotas::Measured`]) against
+    /// its entity's request-time quota (super users exempt, as in `admit_request`).
+    pub fn account_request(&self, ctx: &RequestContext) {
+        if !self.authorizer.is_super_user(ctx) {
+            self.quotas.account(&self.registry, ctx);
+        }
+    }
+
+    /// Runs one client request under the request-time quota: admitted
+    /// ([`Broker::admit_request`]), `handling` timed by [`quotas::Measured`], the time
+    /// counted ([`Broker::account_request`]).
+    pub async fn run_request<F: std::future::Future>(
+        &self,
+        ctx: &RequestContext,
+        handling: F,
+    ) -> F::Output {
+        self.admit_request(ctx).await;
+        let output = quotas::Measured::new(ctx, handling).await;
+        self.account_request(ctx);
+        output
     }
 
     /// The authoriser (and its audit log).

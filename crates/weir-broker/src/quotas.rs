@@ -13,14 +13,33 @@
 //! tells its client (Kafka's `throttle_time_ms`). A Kafka produce is held in the
 //! connection's in-order phase, so the connection reads nothing meanwhile, as Kafka
 //! mutes a throttled channel; a fetch or a gRPC answer comes late.
+//!
+//! Request-time quotas (`request_percentage`: the share of one thread's time an
+//! entity's requests may take, 100 = one whole thread) count what each request really
+//! costs the broker: [`Measured`] sums the durations of each poll of the request's
+//! handling future, which is time on the broker's threads and leaves out every await
+//! (a long poll, a replication ack, a byte-rate hold). That time is counted when the
+//! request is done ([`Quotas::account`]); an entity over its quota has its next request
+//! held back before it runs ([`Quotas::admit`], by the same formula), which on Kafka
+//! happens in the connection's in-order phase, so a throttled connection reads nothing
+//! meanwhile. A request held by both kinds of quota is held for the longer, not the
+//! sum: the byte-rate hold takes off what the request-time hold already waited.
+//! Exempt: the internal listener and the admin HTTP listener, super users (the brokers,
+//! `Broker::admit_request`), and on Kafka what the connection answers itself
+//! (ApiVersions, SASL), so a throttled client can always connect and authenticate.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use weir_cluster::TopicRegistry;
 use weir_cluster::controller::MetadataOffset;
-use weir_cluster::security::{CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, QuotaEntity};
+use weir_cluster::security::{
+    CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, QuotaEntity, REQUEST_PERCENTAGE,
+};
 
 use crate::context::{Listener, Principal, RequestContext};
 
@@ -53,15 +72,26 @@ pub const MAX_THROTTLE: Duration = Duration::from_secs(5);
 /// What a quota limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum QuotaKind {
+    /// Bytes produced per second.
     Produce,
+    /// Bytes fetched per second.
     Fetch,
+    /// Time on the broker's threads, counted in microseconds per second.
+    Request,
 }
 
+/// A quota of one percent of a thread's time, in the microseconds per second a
+/// request-time quota's rate is measured in.
+const MICROS_PER_PERCENT: u64 = 10_000;
+
 impl QuotaKind {
+    const ALL: [QuotaKind; 3] = [QuotaKind::Produce, QuotaKind::Fetch, QuotaKind::Request];
+
     fn key(self) -> &'static str {
         match self {
             QuotaKind::Produce => PRODUCER_BYTE_RATE,
             QuotaKind::Fetch => CONSUMER_BYTE_RATE,
+            QuotaKind::Request => REQUEST_PERCENTAGE,
         }
     }
 
@@ -70,7 +100,54 @@ impl QuotaKind {
         match self {
             QuotaKind::Produce => "produce",
             QuotaKind::Fetch => "fetch",
+            QuotaKind::Request => "request",
         }
+    }
+
+    /// The rate a configured value allows, in the unit the rate is measured in (bytes
+    /// per second; microseconds of thread time per second for a request percentage).
+    fn allowed(self, value: u64) -> u64 {
+        match self {
+            QuotaKind::Request => value.saturating_mul(MICROS_PER_PERCENT),
+            QuotaKind::Produce | QuotaKind::Fetch => value,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's handling future, timed: the duration of each poll is added to its
+    /// context's thread time ([`RequestContext::thread_time`]). Only polls count, so an
+    /// await that parks the request (a long poll, a replication ack, a quota's hold)
+    /// costs nothing; work the request hands to another task (a partition's append
+    /// queue) is that task's. Time the thread lost to the operating system during a
+    /// poll is counted, as Kafka counts a request handler thread's wall time.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Measured<F> {
+        #[pin]
+        inner: F,
+        ctx: RequestContext,
+    }
+}
+
+impl<F: Future> Measured<F> {
+    /// `inner`, with its polls timed into `ctx`.
+    pub fn new(ctx: &RequestContext, inner: F) -> Measured<F> {
+        Measured {
+            inner,
+            ctx: ctx.clone(),
+        }
+    }
+}
+
+impl<F: Future> Future for Measured<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let started = Instant::now();
+        let poll = this.inner.poll(cx);
+        this.ctx.add_thread_time(started.elapsed());
+        poll
     }
 }
 
@@ -90,6 +167,24 @@ struct QuotaIndex {
     quotas: HashMap<(QuotaEntity, QuotaKind), u64>,
 }
 
+impl QuotaIndex {
+    /// The entity whose quota of `kind` applies to the request, and that quota: the most
+    /// specific entity that has this key (Kafka's precedence, per key: a user's produce
+    /// quota does not shadow the default user's request quota).
+    fn applicable(&self, ctx: &RequestContext, kind: QuotaKind) -> Option<(QuotaEntity, u64)> {
+        let user = match &ctx.principal {
+            Principal::User(name) => name.as_str(),
+            Principal::Anonymous => Principal::ANONYMOUS_NAME,
+        };
+        QuotaEntity::candidates(Some(user), ctx.client_id.as_deref())
+            .into_iter()
+            .find_map(|entity| {
+                let quota = *self.quotas.get(&(entity.clone(), kind))?;
+                Some((entity, quota))
+            })
+    }
+}
+
 /// Bytes in each of the last windows.
 #[derive(Debug, Clone)]
 struct Rate {
@@ -98,6 +193,8 @@ struct Rate {
     /// Requests held back, and for how long in all.
     throttled: u64,
     throttle_time: Duration,
+    /// Everything counted, in the rate's unit (bytes; microseconds of thread time).
+    total: u64,
 }
 
 impl Rate {
@@ -106,11 +203,13 @@ impl Rate {
             windows: Vec::with_capacity(config.count),
             throttled: 0,
             throttle_time: Duration::ZERO,
+            total: 0,
         }
     }
 
     /// Adds `bytes` now; the bytes per second over the windows kept.
     fn record(&mut self, config: QuotaWindows, now: Instant, bytes: u64) -> (f64, Duration) {
+        self.total = self.total.saturating_add(bytes);
         match self.windows.last_mut() {
             Some((start, sum)) if now.duration_since(*start) < config.length => *sum += bytes,
             _ => {
@@ -139,14 +238,57 @@ fn throttle_for(rate: f64, quota: u64, span: Duration) -> Duration {
     span.mul_f64((rate - quota) / quota).min(MAX_THROTTLE)
 }
 
+/// How a [`QuotaFilter`] matches one part of an entity (Kafka's DescribeClientQuotas
+/// match types).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuotaMatch {
+    /// This name.
+    Exact(String),
+    /// The default entity (every name without a quota of its own).
+    Default,
+    /// Any name, or the default: the entity has this part.
+    Any,
+}
+
+/// Which quota entities to describe: each part given must match; with `strict`, an
+/// entity must have no part the filter does not name (Kafka's `strict`). The empty,
+/// loose filter selects every entity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaFilter {
+    pub user: Option<QuotaMatch>,
+    pub client_id: Option<QuotaMatch>,
+    pub strict: bool,
+}
+
+impl QuotaFilter {
+    /// Whether `entity` is selected.
+    pub fn matches(&self, entity: &QuotaEntity) -> bool {
+        use weir_cluster::security::EntityName;
+        let part = |filter: &Option<QuotaMatch>, part: &Option<EntityName>| match (filter, part) {
+            (None, None) => true,
+            (None, Some(_)) => !self.strict,
+            (Some(_), None) => false,
+            (Some(QuotaMatch::Any), Some(_)) => true,
+            (Some(QuotaMatch::Default), Some(name)) => *name == EntityName::Default,
+            (Some(QuotaMatch::Exact(want)), Some(name)) => {
+                matches!(name, EntityName::Name(n) if n == want)
+            }
+        };
+        part(&self.user, &entity.user) && part(&self.client_id, &entity.client_id)
+    }
+}
+
 /// One entity's figures, for the metrics.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuotaUse {
     pub entity: String,
     pub kind: QuotaKind,
+    /// As configured: bytes per second, or a percentage of one thread.
     pub quota: u64,
     pub throttled: u64,
     pub throttle_time: Duration,
+    /// Counted against it: bytes, or microseconds of thread time.
+    pub total: u64,
 }
 
 impl Quotas {
@@ -168,10 +310,38 @@ impl Quotas {
         bytes: usize,
     ) {
         let delay = self.record(registry, ctx, kind, bytes as u64, Instant::now());
+        // Whatever the request-time quota already held the request for counts.
+        let delay = delay.saturating_sub(ctx.take_request_hold());
         if !delay.is_zero() {
             ctx.add_throttle(delay);
             tokio::time::sleep(delay).await;
         }
+    }
+
+    /// Holds a request back, before it runs, while its entity is over its
+    /// `request_percentage` (see the module docs); the delay is added to the context.
+    pub async fn admit(&self, registry: &TopicRegistry, ctx: &RequestContext) {
+        let delay = self.record(registry, ctx, QuotaKind::Request, 0, Instant::now());
+        if !delay.is_zero() {
+            ctx.add_request_hold(delay);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Counts the thread time the request's handling took (measured by [`Measured`])
+    /// against its entity's `request_percentage`.
+    pub fn account(&self, registry: &TopicRegistry, ctx: &RequestContext) {
+        let spent = ctx.take_thread_time();
+        let micros = u64::try_from(spent.as_micros()).unwrap_or(u64::MAX);
+        // The delay falls on the entity's next request, in `admit`.
+        self.record_counted(
+            registry,
+            ctx,
+            QuotaKind::Request,
+            micros,
+            Instant::now(),
+            false,
+        );
     }
 
     /// [`Quotas::enforce`] without the wait: the delay due.
@@ -183,6 +353,21 @@ impl Quotas {
         bytes: u64,
         now: Instant,
     ) -> Duration {
+        self.record_counted(registry, ctx, kind, bytes, now, true)
+    }
+
+    /// Adds `bytes` (or microseconds) to the rate of the entity whose quota of `kind`
+    /// applies to the request; the delay that brings it back to the quota. A delay
+    /// that will be waited (`holds`) is counted in the entity's throttle figures.
+    fn record_counted(
+        &self,
+        registry: &TopicRegistry,
+        ctx: &RequestContext,
+        kind: QuotaKind,
+        bytes: u64,
+        now: Instant,
+        holds: bool,
+    ) -> Duration {
         if matches!(ctx.listener, Listener::Internal | Listener::Http) {
             return Duration::ZERO;
         }
@@ -190,17 +375,7 @@ impl Quotas {
         if index.quotas.is_empty() {
             return Duration::ZERO;
         }
-        let user = match &ctx.principal {
-            Principal::User(name) => name.as_str(),
-            Principal::Anonymous => Principal::ANONYMOUS_NAME,
-        };
-        let found = QuotaEntity::candidates(Some(user), ctx.client_id.as_deref())
-            .into_iter()
-            .find_map(|entity| {
-                let quota = *index.quotas.get(&(entity.clone(), kind))?;
-                Some((entity, quota))
-            });
-        let Some((entity, quota)) = found else {
+        let Some((entity, quota)) = index.applicable(ctx, kind) else {
             return Duration::ZERO;
         };
         let mut rates = self.rates.lock().expect("quota rates lock");
@@ -209,8 +384,8 @@ impl Quotas {
             .entry((entity, kind))
             .or_insert_with(|| Rate::new(config));
         let (measured, span) = rate.record(config, now, bytes);
-        let delay = throttle_for(measured, quota, span);
-        if !delay.is_zero() {
+        let delay = throttle_for(measured, kind.allowed(quota), span);
+        if holds && !delay.is_zero() {
             rate.throttled += 1;
             rate.throttle_time += delay;
         }
@@ -227,7 +402,7 @@ impl Quotas {
         }
         let mut quotas = HashMap::new();
         for (entity, keys) in image.quotas() {
-            for kind in [QuotaKind::Produce, QuotaKind::Fetch] {
+            for kind in QuotaKind::ALL {
                 if let Some(value) = keys.get(kind.key()) {
                     quotas.insert((entity.clone(), kind), *value);
                 }
@@ -257,6 +432,7 @@ impl Quotas {
                     quota: *index.quotas.get(&(entity.clone(), *kind))?,
                     throttled: rate.throttled,
                     throttle_time: rate.throttle_time,
+                    total: rate.total,
                 })
             })
             .collect();
@@ -267,41 +443,53 @@ impl Quotas {
 
 impl Quotas {
     /// The quota series in Prometheus text format: each entity's quota, and the requests
-    /// it held back and for how long.
+    /// it held back and for how long; for request-time quotas, the thread time counted.
     pub fn render(&self) -> String {
         use std::fmt::Write as _;
         let usage = self.usage();
         let mut out = String::new();
-        type Field = fn(&QuotaUse) -> f64;
-        let families: [(&str, &str, &str, Field); 3] = [
+        type Field = fn(&QuotaUse) -> Option<f64>;
+        let families: [(&str, &str, &str, Field); 5] = [
             (
                 "weir_quota_bytes_per_second",
                 "gauge",
-                "The quota in force, per entity and kind.",
-                |u| u.quota as f64,
+                "The byte-rate quota in force, per entity and kind.",
+                |u| (u.kind != QuotaKind::Request).then_some(u.quota as f64),
+            ),
+            (
+                "weir_quota_request_percentage",
+                "gauge",
+                "The request-time quota in force (percent of one thread), per entity.",
+                |u| (u.kind == QuotaKind::Request).then_some(u.quota as f64),
+            ),
+            (
+                "weir_quota_request_thread_seconds_total",
+                "counter",
+                "Time requests of an entity with a request-time quota spent on the broker's threads.",
+                |u| (u.kind == QuotaKind::Request).then_some(u.total as f64 / 1e6),
             ),
             (
                 "weir_quota_throttled_requests_total",
                 "counter",
                 "Requests a quota held back, per entity and kind.",
-                |u| u.throttled as f64,
+                |u| Some(u.throttled as f64),
             ),
             (
                 "weir_quota_throttle_seconds_total",
                 "counter",
                 "Time requests were held back by a quota, per entity and kind.",
-                |u| u.throttle_time.as_secs_f64(),
+                |u| Some(u.throttle_time.as_secs_f64()),
             ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for u in &usage {
+                let Some(value) = field(u) else { continue };
                 let _ = writeln!(
                     out,
-                    "{name}{{entity=\"{}\",kind=\"{}\"}} {}",
+                    "{name}{{entity=\"{}\",kind=\"{}\"}} {value}",
                     u.entity.replace('\\', "\\\\").replace('"', "\\\""),
                     u.kind.name(),
-                    field(u)
                 );
             }
         }
@@ -347,5 +535,163 @@ mod tests {
         }
         let (measured, _) = rate.record(config, now, 0);
         assert_eq!(measured, 0.0, "the burst is older than the windows kept");
+    }
+
+    #[test]
+    fn request_quotas_take_the_most_specific_entity_with_the_key() {
+        use weir_cluster::security::EntityName;
+        let name = |n: &str| Some(EntityName::Name(n.into()));
+        let entity = |user, client_id| QuotaEntity { user, client_id };
+        let index = QuotaIndex {
+            version: MetadataOffset::default(),
+            quotas: HashMap::from([
+                ((entity(name("alice"), None), QuotaKind::Produce), 1000),
+                (
+                    (entity(Some(EntityName::Default), None), QuotaKind::Request),
+                    20,
+                ),
+                ((entity(name("alice"), name("etl")), QuotaKind::Request), 5),
+                (
+                    (entity(None, Some(EntityName::Default)), QuotaKind::Request),
+                    70,
+                ),
+            ]),
+        };
+        let ctx = |user: Option<&str>, client_id: Option<&str>| {
+            let mut ctx = RequestContext::anonymous(Listener::Kafka, None)
+                .with_client_id(client_id.map(str::to_owned));
+            if let Some(user) = user {
+                ctx.principal = Principal::User(user.into());
+            }
+            ctx
+        };
+        let found = |c: &RequestContext| index.applicable(c, QuotaKind::Request);
+        // Alice's produce quota does not shadow the default user's request quota.
+        assert_eq!(
+            found(&ctx(Some("alice"), Some("web"))),
+            Some((entity(Some(EntityName::Default), None), 20))
+        );
+        // Her etl client's own quota is more specific.
+        assert_eq!(
+            found(&ctx(Some("alice"), Some("etl"))),
+            Some((entity(name("alice"), name("etl")), 5))
+        );
+        // Anonymous requests are the user ANONYMOUS, which the default user covers.
+        assert_eq!(found(&ctx(None, None)).map(|(_, q)| q), Some(20));
+        assert_eq!(
+            index.applicable(&ctx(Some("bob"), None), QuotaKind::Fetch),
+            None
+        );
+    }
+
+    #[test]
+    fn a_request_percentage_is_held_to_its_share_of_a_thread() {
+        let config = QuotaWindows::default();
+        let start = Instant::now();
+        let mut rate = Rate::new(config);
+        // 10 s of windows; 2 s of thread time in them: 20% of a thread.
+        let (measured, span) = rate.record(config, start, 2_000_000);
+        assert!((measured - 200_000.0).abs() < 1.0, "{measured}");
+        let allowed = QuotaKind::Request.allowed(20);
+        assert_eq!(allowed, 200_000);
+        assert_eq!(throttle_for(measured, allowed, span), Duration::ZERO);
+        // 10% allowed: twice over, held back the longest.
+        assert_eq!(
+            throttle_for(measured, QuotaKind::Request.allowed(10), span),
+            MAX_THROTTLE
+        );
+        // 1% more than 20%: a twentieth of the span.
+        assert_eq!(
+            throttle_for(210_000.0, allowed, Duration::from_secs(10)),
+            Duration::from_millis(500)
+        );
+    }
+
+    /// Busy for `busy` of thread time.
+    fn spin(busy: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < busy {
+            std::hint::spin_loop();
+        }
+    }
+
+    #[tokio::test]
+    async fn measured_counts_the_polls_and_not_the_awaits() {
+        let ctx = RequestContext::anonymous(Listener::Kafka, None);
+        let started = Instant::now();
+        Measured::new(&ctx, async {
+            spin(Duration::from_millis(30));
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            spin(Duration::from_millis(30));
+        })
+        .await;
+        let wall = started.elapsed();
+        let measured = ctx.thread_time();
+        assert!(wall >= Duration::from_millis(360), "{wall:?}");
+        // The two spins, not the sleep (and some slack for a loaded machine).
+        assert!(measured >= Duration::from_millis(60), "{measured:?}");
+        assert!(measured < Duration::from_millis(250), "{measured:?}");
+        // Accounting takes it: counted once.
+        assert_eq!(ctx.take_thread_time(), measured);
+        assert_eq!(ctx.thread_time(), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_byte_rate_hold_takes_off_what_the_request_hold_waited() {
+        let ctx = RequestContext::anonymous(Listener::Kafka, None);
+        ctx.add_request_hold(Duration::from_millis(300));
+        assert_eq!(ctx.throttle_ms(), 300);
+        // The first byte-rate hold sets it off; later ones (a stream's) do not.
+        assert_eq!(ctx.take_request_hold(), Duration::from_millis(300));
+        assert_eq!(ctx.take_request_hold(), Duration::ZERO);
+    }
+
+    #[test]
+    fn quota_filters_match_exact_default_any_and_strict() {
+        use weir_cluster::security::EntityName;
+        let name = |n: &str| Some(EntityName::Name(n.into()));
+        let entity = |user, client_id| QuotaEntity { user, client_id };
+        let entities = [
+            entity(name("alice"), None),
+            entity(name("alice"), name("etl")),
+            entity(Some(EntityName::Default), None),
+            entity(None, name("etl")),
+            entity(None, Some(EntityName::Default)),
+        ];
+        let selected = |filter: QuotaFilter| -> Vec<usize> {
+            (0..entities.len())
+                .filter(|&i| filter.matches(&entities[i]))
+                .collect()
+        };
+        assert_eq!(selected(QuotaFilter::default()), vec![0, 1, 2, 3, 4]);
+        let alice = QuotaFilter {
+            user: Some(QuotaMatch::Exact("alice".into())),
+            ..QuotaFilter::default()
+        };
+        assert_eq!(selected(alice.clone()), vec![0, 1]);
+        assert_eq!(
+            selected(QuotaFilter {
+                strict: true,
+                ..alice
+            }),
+            vec![0]
+        );
+        let default_user = QuotaFilter {
+            user: Some(QuotaMatch::Default),
+            ..QuotaFilter::default()
+        };
+        assert_eq!(selected(default_user), vec![2]);
+        let any_client = QuotaFilter {
+            client_id: Some(QuotaMatch::Any),
+            ..QuotaFilter::default()
+        };
+        assert_eq!(selected(any_client.clone()), vec![1, 3, 4]);
+        assert_eq!(
+            selected(QuotaFilter {
+                strict: true,
+                ..any_client
+            }),
+            vec![3, 4]
+        );
     }
 }

@@ -1,7 +1,9 @@
 //! Administering users, ACLs and client quotas, for every protocol (Kafka's AlterUserScramCredentials,
 //! DescribeUserScramCredentials, CreateAcls, DescribeAcls, DeleteAcls; Weir's gRPC admin
-//! calls behind `weir user` and `weir acl`). Changing either needs Alter on the cluster,
-//! reading them Describe, as in Kafka. Credentials come in as a salted password (the
+//! calls behind `weir user` and `weir acl`; client quotas: Kafka's AlterClientQuotas and
+//! DescribeClientQuotas, gRPC's AlterQuotas and ListQuotas behind `weir quota`). Changing
+//! users or ACLs needs Alter on the cluster, reading them Describe; quotas need
+//! AlterConfigs and DescribeConfigs, as in Kafka. Credentials come in as a salted password (the
 //! password itself never reaches the broker over these calls) and are stored as SCRAM's
 //! stored and server keys.
 
@@ -9,6 +11,9 @@ use weir_cluster::security::{AclBinding, AclFilter, QuotaEntity, StoredCredentia
 use weir_cluster::security::{Operation, validate_user_name};
 use weir_security::scram::{ScramCredential, ScramMechanism};
 
+use weir_cluster::node::refusal;
+
+use crate::quotas::QuotaFilter;
 use crate::{Broker, BrokerError, Reason, RequestContext};
 
 /// One user as listed: its name and, per mechanism, the iterations of its credential.
@@ -190,33 +195,69 @@ pub async fn delete_acls(
     Ok(broker.registry().cluster().delete_acls(filters).await?)
 }
 
-/// Sets (or removes, for `None`) quota keys of entities, all or none; needs AlterConfigs
-/// on the cluster, as in Kafka.
+/// Alterations of quota keys: (entity, key, value; `None` removes the key).
+pub type QuotaAlterations = Vec<(QuotaEntity, String, Option<u64>)>;
+
+/// Sets (or removes, for `None`) quota keys of entities; needs AlterConfigs on the
+/// cluster, as in Kafka. Each of `entries` is checked alone against the quotas in force
+/// and made all or none (a gRPC AlterQuotas is one entry; a Kafka AlterClientQuotas has
+/// one per entity, each answered on its own); the entries that pass are written
+/// together, unless `validate_only`, which writes nothing. The outcome of each entry.
 pub async fn alter_quotas(
     broker: &Broker,
     ctx: &RequestContext,
-    alterations: Vec<(QuotaEntity, String, Option<u64>)>,
-) -> Result<(), BrokerError> {
+    entries: Vec<QuotaAlterations>,
+    validate_only: bool,
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
     broker.authorize_cluster(ctx, Operation::AlterConfigs)?;
-    Ok(broker
+    let image = broker.registry().cluster().image();
+    let checked: Vec<Result<(), BrokerError>> = entries
+        .iter()
+        .map(|entry| {
+            image
+                .check_quota_alterations(entry)
+                .map_err(|e| BrokerError::from(refusal(e)))
+        })
+        .collect();
+    let passed: QuotaAlterations = entries
+        .into_iter()
+        .zip(&checked)
+        .filter(|(_, c)| c.is_ok())
+        .flat_map(|(entry, _)| entry)
+        .collect();
+    if validate_only || passed.is_empty() {
+        return Ok(checked);
+    }
+    // Written together: the controller checks them again, whole (another change may have
+    // come between), and a refusal then answers every entry that passed.
+    let written = broker
         .registry()
         .cluster()
-        .alter_client_quotas(alterations)
-        .await?)
+        .alter_client_quotas(passed)
+        .await
+        .map_err(BrokerError::from);
+    Ok(checked
+        .into_iter()
+        .map(|c| c.and(written.clone()))
+        .collect())
 }
 
-/// An entity's quota keys and their values (bytes per second).
+/// An entity's quota keys and their values (bytes per second; whole percent for
+/// `request_percentage`).
 pub type QuotaValues = Vec<(String, u64)>;
 
-/// Every entity with a quota and its keys; needs DescribeConfigs on the cluster.
+/// Every entity with a quota that `filter` selects, and its keys; needs DescribeConfigs
+/// on the cluster.
 pub fn describe_quotas(
     broker: &Broker,
     ctx: &RequestContext,
+    filter: &QuotaFilter,
 ) -> Result<Vec<(QuotaEntity, QuotaValues)>, BrokerError> {
     broker.authorize_cluster(ctx, Operation::DescribeConfigs)?;
     let image = broker.registry().cluster().image();
     Ok(image
         .quotas()
+        .filter(|(entity, _)| filter.matches(entity))
         .map(|(entity, keys)| {
             (
                 entity.clone(),

@@ -77,7 +77,8 @@ enum Command {
     Queue(queue::QueueArgs),
     User(user::UserArgs),
     Acl(acl::AclArgs),
-    /// Client quotas: bytes per second a user or client id may produce and fetch.
+    /// Client quotas: bytes per second a user or client id may produce and fetch, and
+    /// the share of a thread its requests may take.
     Quota(quota::QuotaArgs),
     Bench(bench::BenchArgs),
     Dev(dev::DevArgs),

@@ -1,5 +1,6 @@
 //! `weir quota`: client quotas, bytes per second a user, a client id, or a user's client
-//! id may produce and fetch (docs/security.md § Quotas). Text output is aligned columns;
+//! id may produce and fetch, and the share of a thread's time its requests may take
+//! (docs/security.md § Quotas). Text output is aligned columns;
 //! `--format json` prints one JSON document on stdout.
 
 use std::io::Write;
@@ -18,13 +19,16 @@ Examples:
   weir quota set --principal User:alice --producer-byte-rate 1048576
   weir quota set --default-principal --consumer-byte-rate 10485760
   weir quota set --principal User:alice --client-id etl --producer-byte-rate 5242880
+  weir quota set --default-client-id --request-percentage 50   # half a thread each
   weir quota list
   weir quota remove --principal User:alice --producer-byte-rate
   weir quota remove --principal User:alice          # every key of user=alice
 
 A request that takes its entity over a quota is held back until the rate is back under
 it (Kafka's throttling); the most specific entity with the key applies: user and client
-id, user, default user, client id, default client id. Setting quotas needs AlterConfigs
+id, user, default user, client id, default client id. --request-percentage is the time
+the entity's requests may take on the broker's threads, in percent of one thread (100 =
+a whole thread; more than 100 allows several). Setting quotas needs AlterConfigs
 on the cluster, listing them DescribeConfigs.";
 
 /// Manage client quotas.
@@ -53,6 +57,10 @@ enum QuotaCommand {
         /// Bytes per second the entity may fetch.
         #[arg(long, value_name = "BYTES")]
         consumer_byte_rate: Option<u64>,
+        /// Percent of one thread's time the entity's requests may take (Kafka's
+        /// request_percentage, in whole percent).
+        #[arg(long, value_name = "PERCENT")]
+        request_percentage: Option<u64>,
     },
     /// Remove quota keys of an entity (every key if none is named).
     Remove {
@@ -64,6 +72,9 @@ enum QuotaCommand {
         /// Remove the fetch quota.
         #[arg(long)]
         consumer_byte_rate: bool,
+        /// Remove the request-time quota.
+        #[arg(long)]
+        request_percentage: bool,
     },
     /// List every entity with a quota.
     List,
@@ -117,6 +128,7 @@ fn user_of(principal: &str) -> Result<String, String> {
 
 const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+const REQUEST_PERCENTAGE: &str = "request_percentage";
 
 #[derive(Debug, Serialize)]
 struct QuotaJson {
@@ -131,18 +143,22 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
             entity,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
         } => {
             let entity = entity.entity()?;
             let keys: Vec<(QuotaEntity, &str, Option<u64>)> = [
                 (PRODUCER_BYTE_RATE, *producer_byte_rate),
                 (CONSUMER_BYTE_RATE, *consumer_byte_rate),
+                (REQUEST_PERCENTAGE, *request_percentage),
             ]
             .into_iter()
             .filter_map(|(key, value)| Some((entity.clone(), key, Some(value?))))
             .collect();
             if keys.is_empty() {
                 return Err(UsageError(
-                    "set at least one of --producer-byte-rate and --consumer-byte-rate".into(),
+                    "set at least one of --producer-byte-rate, --consumer-byte-rate and \
+                     --request-percentage"
+                        .into(),
                 )
                 .into());
             }
@@ -152,13 +168,15 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
             entity,
             producer_byte_rate,
             consumer_byte_rate,
+            request_percentage,
         } => {
             let entity = entity.entity()?;
-            let all = !producer_byte_rate && !consumer_byte_rate;
+            let all = !producer_byte_rate && !consumer_byte_rate && !request_percentage;
             Some(
                 [
                     (PRODUCER_BYTE_RATE, *producer_byte_rate || all),
                     (CONSUMER_BYTE_RATE, *consumer_byte_rate || all),
+                    (REQUEST_PERCENTAGE, *request_percentage || all),
                 ]
                 .into_iter()
                 .filter(|(_, chosen)| *chosen)
@@ -179,6 +197,9 @@ pub async fn run(args: QuotaArgs) -> anyhow::Result<()> {
             .context("altering quotas")?;
         for (entity, key, value) in &alterations {
             match value {
+                Some(v) if *key == REQUEST_PERCENTAGE => {
+                    writeln!(out, "{entity}: {key} = {v}% of a thread")?
+                }
                 Some(v) => writeln!(out, "{entity}: {key} = {v} bytes/s")?,
                 None => writeln!(out, "{entity}: {key} removed")?,
             }

@@ -347,12 +347,18 @@ impl AclFilter {
 }
 
 /// The quota keys Weir enforces, by Kafka's names: bytes per second a principal (and
-/// client id) may produce, and may fetch.
-pub const QUOTA_KEYS: [&str; 2] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE];
+/// client id) may produce, and may fetch, and the share of a request-handling thread's
+/// time its requests may take.
+pub const QUOTA_KEYS: [&str; 3] = [PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE];
 /// Kafka's `producer_byte_rate`.
 pub const PRODUCER_BYTE_RATE: &str = "producer_byte_rate";
 /// Kafka's `consumer_byte_rate`.
 pub const CONSUMER_BYTE_RATE: &str = "consumer_byte_rate";
+/// Kafka's `request_percentage`: the percentage of one thread's time (100 = one whole
+/// thread) requests may spend on the broker's threads, in whole percent here.
+pub const REQUEST_PERCENTAGE: &str = "request_percentage";
+/// Largest value of a quota key (`i64::MAX`, the largest Kafka's `long` quotas take).
+pub const MAX_QUOTA_VALUE: u64 = i64::MAX as u64;
 /// Most quota entities the cluster keeps.
 pub const MAX_QUOTA_ENTITIES: usize = 10_000;
 /// Longest client id in a quota entity (Kafka's client ids are unbounded in principle).

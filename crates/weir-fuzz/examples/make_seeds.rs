@@ -282,12 +282,36 @@ fn kafka_seeds(put: Put<'_>) -> Result<()> {
     two.extend(frame(ApiKey::Fetch, 11, &fetch)?);
     put("kafka_frame", "two-frames", &two)?;
 
+    // One entity's quota: set, and described by an exact match.
+    let alter_quotas = AlterClientQuotasRequest::default().with_entries(vec![
+        alter_client_quotas_request::EntryData::default()
+            .with_entity(vec![
+                alter_client_quotas_request::EntityData::default()
+                    .with_entity_type(StrBytes::from_static_str("user"))
+                    .with_entity_name(Some(StrBytes::from_static_str("alice"))),
+            ])
+            .with_ops(vec![
+                alter_client_quotas_request::OpData::default()
+                    .with_key(StrBytes::from_static_str("request_percentage"))
+                    .with_value(50.0),
+            ]),
+    ]);
+    let describe_quotas = DescribeClientQuotasRequest::default()
+        .with_components(vec![
+            describe_client_quotas_request::ComponentData::default()
+                .with_entity_type(StrBytes::from_static_str("user"))
+                .with_match_type(0)
+                .with_match(Some(StrBytes::from_static_str("alice"))),
+        ])
+        .with_strict(true);
     for (index, &(key, min, max)) in weir_kafka::handlers::SERVED.iter().enumerate() {
         for version in [min, max] {
             let body = match key {
                 ApiKey::Produce => encode(&produce, version)?,
                 ApiKey::Metadata => encode(&metadata, version)?,
                 ApiKey::Fetch => encode(&fetch, version)?,
+                ApiKey::DescribeClientQuotas => encode(&describe_quotas, version)?,
+                ApiKey::AlterClientQuotas => encode(&alter_quotas, version)?,
                 // The others start from their default message (empty lists, defaults).
                 _ => Vec::new(),
             };

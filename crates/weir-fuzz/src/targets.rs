@@ -479,6 +479,8 @@ pub fn kafka_request(data: &[u8]) {
         DescribeCluster => DescribeClusterRequest,
         DescribeProducers => DescribeProducersRequest,
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
+        DescribeClientQuotas => DescribeClientQuotasRequest,
+        AlterClientQuotas => AlterClientQuotasRequest,
     }
 }
 

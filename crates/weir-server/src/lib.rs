@@ -49,6 +49,7 @@ mod oversize;
 mod page;
 mod produce;
 mod queues;
+mod request_quota;
 mod security_admin;
 mod share_forward;
 mod share_reads;
@@ -154,17 +155,35 @@ impl Broker {
 
 pub(crate) use weir_broker::until_stopping;
 
-/// The core's context for a gRPC request: the only place one is built. The user its
-/// call credentials authenticated (`authn`) is the principal; else a client certificate
-/// verified by a TLS listener names it (its common name, else its first subject
-/// alternative name); otherwise the request is anonymous.
+/// The core's context for a gRPC request: the one the request-time quota's layer made
+/// for the call (`request_quota`), or else (a call it does not count) one built by
+/// [`grpc_context_of`].
 pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
-    let mut context =
-        weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr());
-    let user = request.extensions().get::<authn::AuthenticatedUser>();
+    match request.extensions().get::<weir_broker::RequestContext>() {
+        Some(ctx) => ctx.clone(),
+        None => grpc_context_of(request.extensions()),
+    }
+}
+
+/// The core's context for a gRPC call, from its extensions: the only place one is
+/// built. The user its call credentials authenticated (`authn`) is the principal; else a
+/// client certificate verified by a TLS listener names it (its common name, else its
+/// first subject alternative name); otherwise the request is anonymous.
+pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
+    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+    let peer = extensions
+        .get::<TcpConnectInfo>()
+        .and_then(TcpConnectInfo::remote_addr)
+        .or_else(|| {
+            extensions
+                .get::<TlsConnectInfo<TcpConnectInfo>>()
+                .and_then(|i| i.get_ref().remote_addr())
+        });
+    let mut context = weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, peer);
+    let user = extensions.get::<authn::AuthenticatedUser>();
     if let Some(name) = user
         .map(|u| u.0.clone())
-        .or_else(|| authn::tls_principal(request.extensions()))
+        .or_else(|| authn::tls_principal(extensions))
     {
         context.principal = weir_broker::Principal::User(name);
     }
@@ -393,6 +412,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 budget: broker.budget.clone(),
             })
             .layer(authn::AuthLayer {
+                core: broker.core.clone(),
+            })
+            // Inside the authentication layer: it counts the caller's requests.
+            .layer(request_quota::RequestQuotaLayer {
                 core: broker.core.clone(),
             })
             .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))

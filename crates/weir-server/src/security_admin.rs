@@ -6,6 +6,7 @@
 
 use tonic::Status;
 use weir_broker::RequestContext;
+use weir_broker::quotas::QuotaFilter;
 use weir_broker::security::{
     AclBinding, AclFilter, EntityName, MAX_ACLS_PER_REQUEST, Operation, PatternFilter, PatternType,
     Permission, QuotaEntity, ResourceType,
@@ -152,9 +153,13 @@ pub(crate) async fn alter_quotas(
             Ok((entity, a.key, a.value))
         })
         .collect::<Result<Vec<_>, Status>>()?;
-    core::alter_quotas(&broker.core, ctx, alterations)
+    // One entry: the request is made all or none.
+    let outcome = core::alter_quotas(&broker.core, ctx, vec![alterations], false)
         .await
         .map_err(broker_status)?;
+    for result in outcome {
+        result.map_err(broker_status)?;
+    }
     Ok(pb::AlterQuotasResponse {})
 }
 
@@ -163,7 +168,7 @@ pub(crate) fn list_quotas(
     broker: &Broker,
     ctx: &RequestContext,
 ) -> Result<pb::ListQuotasResponse, Status> {
-    let entries = core::describe_quotas(&broker.core, ctx)
+    let entries = core::describe_quotas(&broker.core, ctx, &QuotaFilter::default())
         .map_err(broker_status)?
         .into_iter()
         .map(|(entity, values)| pb::QuotaEntry {

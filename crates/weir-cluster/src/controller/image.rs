@@ -45,7 +45,8 @@ pub struct SecurityImage {
     /// The metadata offset of the last ACL record applied (0 before any): authorisers
     /// rebuild their index when it moves, not on every metadata change.
     pub(super) acls_version: MetadataOffset,
-    /// Client quotas: each entity's keys and values (bytes per second).
+    /// Client quotas: each entity's keys and values (bytes per second; whole percent
+    /// for `request_percentage`).
     #[serde(default)]
     pub(super) quotas: BTreeMap<QuotaEntity, BTreeMap<String, u64>>,
     /// As `acls_version`, for the quotas.

@@ -9,8 +9,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
 use crate::security::{
-    AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_QUOTA_ENTITIES, MAX_USERS,
-    QUOTA_KEYS, QuotaEntity, StoredCredential, validate_user_name,
+    AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_QUOTA_ENTITIES, MAX_QUOTA_VALUE,
+    MAX_USERS, QUOTA_KEYS, QuotaEntity, REQUEST_PERCENTAGE, StoredCredential, validate_user_name,
 };
 
 /// Sets `user`'s credential for its mechanism.
@@ -143,39 +143,7 @@ pub(super) fn alter_quotas(
     image: &MetadataImage,
     alterations: Vec<(QuotaEntity, String, Option<u64>)>,
 ) -> Result<Outcome, ControllerError> {
-    if alterations.len() > MAX_ACLS_PER_REQUEST {
-        return Err(ControllerError::TooManyAclsInRequest {
-            given: alterations.len(),
-        });
-    }
-    let mut entities: BTreeSet<&QuotaEntity> = image.security.quotas.keys().collect();
-    for (entity, key, value) in &alterations {
-        let invalid = |reason: String| ControllerError::InvalidQuota {
-            entity: entity.to_string(),
-            reason,
-        };
-        entity.validate().map_err(invalid)?;
-        if !QUOTA_KEYS.contains(&key.as_str()) {
-            return Err(invalid(format!(
-                "unknown quota key {key:?} (known: {})",
-                QUOTA_KEYS.join(", ")
-            )));
-        }
-        if *value == Some(0) {
-            return Err(invalid(format!(
-                "{key} must be at least 1 byte per second (remove the quota for no limit)"
-            )));
-        }
-        if value.is_some() {
-            entities.insert(entity);
-        }
-    }
-    if entities.len() > MAX_QUOTA_ENTITIES {
-        return Err(ControllerError::InvalidQuota {
-            entity: "the cluster".into(),
-            reason: format!("at most {MAX_QUOTA_ENTITIES} entities may have quotas"),
-        });
-    }
+    image.check_quota_alterations(&alterations)?;
     Ok(Outcome {
         records: alterations
             .into_iter()
@@ -183,6 +151,62 @@ pub(super) fn alter_quotas(
             .collect(),
         reply: ControllerReply::ClientQuotasAltered,
     })
+}
+
+impl MetadataImage {
+    /// Why `alterations` of quota keys cannot be made to this image, if they cannot:
+    /// the controller's checks, also run by a Kafka AlterClientQuotas with
+    /// `validate_only`, so a request validated is one the controller would take.
+    pub fn check_quota_alterations(
+        &self,
+        alterations: &[(QuotaEntity, String, Option<u64>)],
+    ) -> Result<(), ControllerError> {
+        if alterations.len() > MAX_ACLS_PER_REQUEST {
+            return Err(ControllerError::TooManyAclsInRequest {
+                given: alterations.len(),
+            });
+        }
+        let mut entities: BTreeSet<&QuotaEntity> = self.security.quotas.keys().collect();
+        for (entity, key, value) in alterations {
+            let invalid = |reason: String| ControllerError::InvalidQuota {
+                entity: entity.to_string(),
+                reason,
+            };
+            entity.validate().map_err(invalid)?;
+            if !QUOTA_KEYS.contains(&key.as_str()) {
+                return Err(invalid(format!(
+                    "unknown quota key {key:?} (known: {})",
+                    QUOTA_KEYS.join(", ")
+                )));
+            }
+            match *value {
+                Some(0) if key == REQUEST_PERCENTAGE => {
+                    return Err(invalid(format!(
+                        "{key} must be at least 1 percent (remove the quota for no limit)"
+                    )));
+                }
+                Some(0) => {
+                    return Err(invalid(format!(
+                        "{key} must be at least 1 byte per second (remove the quota for no limit)"
+                    )));
+                }
+                Some(v) if v > MAX_QUOTA_VALUE => {
+                    return Err(invalid(format!("{key} must be at most {MAX_QUOTA_VALUE}")));
+                }
+                _ => {}
+            }
+            if value.is_some() {
+                entities.insert(entity);
+            }
+        }
+        if entities.len() > MAX_QUOTA_ENTITIES {
+            return Err(ControllerError::InvalidQuota {
+                entity: "the cluster".into(),
+                reason: format!("at most {MAX_QUOTA_ENTITIES} entities may have quotas"),
+            });
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -310,5 +334,40 @@ mod tests {
         );
         apply(&mut image, &outcome);
         assert_eq!(image.acls().count(), 0);
+    }
+
+    #[test]
+    fn quota_alterations_are_checked_whole_request_percentage_included() {
+        use crate::security::{CONSUMER_BYTE_RATE, EntityName};
+        let mut image = image();
+        let alice = QuotaEntity {
+            user: Some(EntityName::Name("alice".into())),
+            client_id: None,
+        };
+        let set = |key: &str, value: Option<u64>| (alice.clone(), key.to_owned(), value);
+        let outcome = alter_quotas(&image, vec![set(REQUEST_PERCENTAGE, Some(50))]).unwrap();
+        apply(&mut image, &outcome);
+        assert_eq!(image.quota(&alice, REQUEST_PERCENTAGE), Some(50));
+        for (bad, why) in [
+            (
+                set("controller_mutation_rate", Some(5)),
+                "unknown quota key",
+            ),
+            (set(REQUEST_PERCENTAGE, Some(0)), "at least 1 percent"),
+            (
+                set(CONSUMER_BYTE_RATE, Some(0)),
+                "at least 1 byte per second",
+            ),
+            (set(CONSUMER_BYTE_RATE, Some(u64::MAX)), "at most"),
+        ] {
+            // One bad alteration among good ones: none is made, checked alone or whole.
+            let all = vec![set(CONSUMER_BYTE_RATE, Some(1000)), bad];
+            let err = image.check_quota_alterations(&all).unwrap_err();
+            assert!(err.to_string().contains(why), "{err}");
+            assert!(alter_quotas(&image, all).is_err());
+        }
+        let outcome = alter_quotas(&image, vec![set(REQUEST_PERCENTAGE, None)]).unwrap();
+        apply(&mut image, &outcome);
+        assert_eq!(image.quotas().count(), 0);
     }
 }

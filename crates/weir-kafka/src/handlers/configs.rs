@@ -173,8 +173,9 @@ pub(super) async fn describe_configs(
         });
     }
     answer(
+        ctx,
         request,
-        &DescribeConfigsResponse::default().with_results(results),
+        DescribeConfigsResponse::default().with_results(results),
     )
 }
 
@@ -301,8 +302,9 @@ pub(super) async fn alter_configs(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &AlterConfigsResponse::default().with_responses(responses),
+        AlterConfigsResponse::default().with_responses(responses),
     )
 }
 
@@ -385,7 +387,8 @@ pub(super) async fn incremental_alter_configs(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &IncrementalAlterConfigsResponse::default().with_responses(responses),
+        IncrementalAlterConfigsResponse::default().with_responses(responses),
     )
 }

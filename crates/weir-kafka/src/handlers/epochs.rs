@@ -57,7 +57,8 @@ pub(super) async fn offset_for_leader_epoch(
         );
     }
     answer(
+        ctx,
         request,
-        &OffsetForLeaderEpochResponse::default().with_topics(topics),
+        OffsetForLeaderEpochResponse::default().with_topics(topics),
     )
 }

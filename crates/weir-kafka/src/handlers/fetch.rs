@@ -40,8 +40,9 @@ pub(super) async fn fetch(
     if req.session_id != 0 {
         // Sessions are never created here, so there is none to continue.
         return answer(
+            ctx,
             request,
-            &FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+            FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
         );
     }
     // Topic names (v13+: from their ids; an unknown id keeps an empty name and answers
@@ -88,8 +89,9 @@ pub(super) async fn fetch(
         Ok(results) => results.into_iter(),
         Err(e) => {
             return answer(
+                ctx,
                 request,
-                &FetchResponse::default().with_error_code(error_code(&e)),
+                FetchResponse::default().with_error_code(error_code(&e)),
             );
         }
     };
@@ -241,5 +243,9 @@ pub(super) async fn list_offsets(
                 .with_partitions(partitions),
         );
     }
-    answer(request, &ListOffsetsResponse::default().with_topics(topics))
+    answer(
+        ctx,
+        request,
+        ListOffsetsResponse::default().with_topics(topics),
+    )
 }

@@ -135,7 +135,7 @@ pub(super) async fn find_coordinator(
             .with_host(c.host)
             .with_port(c.port)
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// The coordinator of `group_id` and its Kafka address (from the metadata image, as
@@ -227,7 +227,7 @@ pub(super) async fn join_group(
             ),
         Err(e) => failed(error_code(&e), req.member_id.to_string()),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn sync_group(
@@ -257,7 +257,7 @@ pub(super) async fn sync_group(
             .with_error_code(error_code(&e))
             .with_assignment(Bytes::new()),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn heartbeat(
@@ -276,7 +276,11 @@ pub(super) async fn heartbeat(
         Ok(()) => 0,
         Err(e) => error_code(&e),
     };
-    answer(request, &HeartbeatResponse::default().with_error_code(code))
+    answer(
+        ctx,
+        request,
+        HeartbeatResponse::default().with_error_code(code),
+    )
 }
 
 pub(super) async fn leave_group(
@@ -316,7 +320,7 @@ pub(super) async fn leave_group(
                 .collect(),
         ),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// The Kafka code of a commit's group-wide refusal at `version`, where Kafka's answer
@@ -393,8 +397,9 @@ pub(super) async fn offset_commit(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &OffsetCommitResponse::default().with_topics(topics),
+        OffsetCommitResponse::default().with_topics(topics),
     )
 }
 
@@ -501,8 +506,9 @@ pub(super) async fn offset_fetch(
             });
         }
         return answer(
+            ctx,
             request,
-            &OffsetFetchResponse::default().with_groups(answers),
+            OffsetFetchResponse::default().with_groups(answers),
         );
     }
     let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.as_ref().map(|topics| {
@@ -559,7 +565,7 @@ pub(super) async fn offset_fetch(
                 .collect(),
         ),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// Kafka's name for a group's state: the classic states for a classic group, the
@@ -631,7 +637,7 @@ pub(super) async fn list_groups(
         Err(e) => ListGroupsResponse::default().with_error_code(error_code(&e)),
         Ok(listed) => ListGroupsResponse::default().with_groups(listed),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn describe_groups(
@@ -668,8 +674,9 @@ pub(super) async fn describe_groups(
         });
     }
     answer(
+        ctx,
         request,
-        &DescribeGroupsResponse::default().with_groups(described),
+        DescribeGroupsResponse::default().with_groups(described),
     )
 }
 
@@ -765,8 +772,9 @@ pub(super) async fn delete_groups(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &DeleteGroupsResponse::default().with_results(results),
+        DeleteGroupsResponse::default().with_results(results),
     )
 }
 
@@ -847,7 +855,7 @@ pub(super) async fn consumer_group_heartbeat(
                 .with_member_epoch(req.member_epoch)
         }
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 #[cfg(test)]

@@ -73,8 +73,9 @@ pub(super) async fn metadata(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &MetadataResponse::default()
+        MetadataResponse::default()
             .with_brokers(brokers)
             .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
             .with_controller_id(BrokerId(cluster.controller_id))
@@ -126,8 +127,9 @@ pub(super) async fn describe_cluster(
         if req.endpoint_type != ENDPOINT_BROKERS {
             // Weir's controllers are brokers too, reached as brokers.
             return answer(
+                ctx,
                 request,
-                &response
+                response
                     .with_error_code(ResponseError::UnsupportedEndpointType.code())
                     .with_error_message(Some(StrBytes::from_static_str(
                         "only broker endpoints (1) are served: the controllers are brokers",
@@ -157,8 +159,9 @@ pub(super) async fn describe_cluster(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &response
+        response
             .with_cluster_id(StrBytes::from_string(cluster.cluster_id))
             .with_controller_id(BrokerId(cluster.controller_id))
             .with_brokers(brokers),

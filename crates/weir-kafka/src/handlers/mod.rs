@@ -20,6 +20,16 @@
 //! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
 //!   DescribeShareGroupOffsets, AlterShareGroupOffsets, DeleteShareGroupOffsets (share
 //!   groups in ListGroups and DeleteGroups go through `groups.rs`).
+//! - `security.rs`: ACLs and SCRAM credentials; `quotas.rs`: AlterClientQuotas and
+//!   DescribeClientQuotas.
+//! - `throttle.rs`: `throttle_time_ms` in every answer that has it.
+//!
+//! Every request the handler answers runs under the request-time quota (the core's
+//! `Broker::admit_request`, `quotas::Measured`, `Broker::account_request`): it is held
+//! back in [`Handler::start`], the connection's in-order phase, so a throttled
+//! connection reads nothing meanwhile (Kafka mutes its channel), and its answer tells the
+//! client how long in `throttle_time_ms`. ApiVersions and SASL, which the connection
+//! answers itself, are exempt.
 
 mod configs;
 mod epochs;
@@ -28,16 +38,19 @@ mod fetch;
 mod groups;
 mod metadata;
 mod produce;
+mod quotas;
 mod records;
 mod security;
 mod share_admin;
 mod shares;
+mod throttle;
 mod topics;
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::ApiKey;
 use weir_broker::metadata::Endpoints;
+use weir_broker::quotas::Measured;
 use weir_broker::{Listener, Principal, RequestContext};
 
 use crate::frame::Request;
@@ -93,6 +106,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeShareGroupOffsets, 0, 0),
     (ApiKey::AlterShareGroupOffsets, 0, 0),
     (ApiKey::DeleteShareGroupOffsets, 0, 0),
+    // Last: the fuzz seeds name an api by its index here.
+    (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -236,91 +252,119 @@ impl Handler for KafkaBroker {
     ) -> Result<Response, HandlerError> {
         let ctx = self.context(connection, &request);
         let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
-        let response = match request.api_key {
-            ApiKey::Metadata => metadata::metadata(self, &ctx, &request).await,
-            ApiKey::Fetch => fetch::fetch(self, &ctx, &request).await,
-            ApiKey::ListOffsets => fetch::list_offsets(self, &ctx, &request).await,
-            ApiKey::InitProducerId => produce::init_producer_id(self, &ctx, &request).await,
-            ApiKey::CreateTopics => topics::create_topics(self, &ctx, &request).await,
-            ApiKey::DeleteTopics => topics::delete_topics(self, &ctx, &request).await,
-            ApiKey::FindCoordinator => groups::find_coordinator(self, &ctx, &request).await,
-            ApiKey::JoinGroup => groups::join_group(self, &ctx, &request).await,
-            ApiKey::SyncGroup => groups::sync_group(self, &ctx, &request).await,
-            ApiKey::Heartbeat => groups::heartbeat(self, &ctx, &request).await,
-            ApiKey::LeaveGroup => groups::leave_group(self, &ctx, &request).await,
-            ApiKey::OffsetCommit => groups::offset_commit(self, &ctx, &request).await,
-            ApiKey::OffsetFetch => groups::offset_fetch(self, &ctx, &request).await,
-            ApiKey::ListGroups => groups::list_groups(self, &ctx, &request).await,
-            ApiKey::DescribeGroups => groups::describe_groups(self, &ctx, &request).await,
-            ApiKey::DeleteGroups => groups::delete_groups(self, &ctx, &request).await,
+        let response = self
+            .core
+            .run_request(&ctx, self.dispatch(&ctx, &request))
+            .await;
+        drop(timer);
+        response
+    }
+
+    async fn start<'a>(&'a self, connection: &'a ConnectionInfo, request: Request) -> Pending<'a> {
+        let ctx = self.context(connection, &request);
+        let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
+        // In request order: while the client is over its request-time quota, the
+        // connection reads nothing more.
+        self.core.admit_request(&ctx).await;
+        if request.api_key != ApiKey::Produce {
+            return Box::pin(async move {
+                let answer = Measured::new(&ctx, self.dispatch(&ctx, &request)).await;
+                self.core.account_request(&ctx);
+                drop(timer);
+                answer
+            });
+        }
+        // A produce is queued on its partitions here, in request order; its answer
+        // completes in flight.
+        match Measured::new(&ctx, produce::start(self, &ctx, &request)).await {
+            Ok(pending) => Box::pin(async move {
+                let answer = Measured::new(&ctx, pending).await;
+                self.core.account_request(&ctx);
+                drop(timer);
+                answer
+            }),
+            Err(e) => {
+                self.core.account_request(&ctx);
+                Box::pin(std::future::ready(Err(e)))
+            }
+        }
+    }
+}
+
+impl KafkaBroker {
+    /// Answers one request with the handler of its api.
+    async fn dispatch(
+        &self,
+        ctx: &RequestContext,
+        request: &Request,
+    ) -> Result<Response, HandlerError> {
+        match request.api_key {
+            ApiKey::Metadata => metadata::metadata(self, ctx, request).await,
+            ApiKey::Fetch => fetch::fetch(self, ctx, request).await,
+            ApiKey::ListOffsets => fetch::list_offsets(self, ctx, request).await,
+            ApiKey::InitProducerId => produce::init_producer_id(self, ctx, request).await,
+            ApiKey::CreateTopics => topics::create_topics(self, ctx, request).await,
+            ApiKey::DeleteTopics => topics::delete_topics(self, ctx, request).await,
+            ApiKey::FindCoordinator => groups::find_coordinator(self, ctx, request).await,
+            ApiKey::JoinGroup => groups::join_group(self, ctx, request).await,
+            ApiKey::SyncGroup => groups::sync_group(self, ctx, request).await,
+            ApiKey::Heartbeat => groups::heartbeat(self, ctx, request).await,
+            ApiKey::LeaveGroup => groups::leave_group(self, ctx, request).await,
+            ApiKey::OffsetCommit => groups::offset_commit(self, ctx, request).await,
+            ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
+            ApiKey::ListGroups => groups::list_groups(self, ctx, request).await,
+            ApiKey::DescribeGroups => groups::describe_groups(self, ctx, request).await,
+            ApiKey::DeleteGroups => groups::delete_groups(self, ctx, request).await,
             ApiKey::ConsumerGroupHeartbeat => {
-                groups::consumer_group_heartbeat(self, &ctx, &request).await
+                groups::consumer_group_heartbeat(self, ctx, request).await
             }
-            ApiKey::CreatePartitions => topics::create_partitions(self, &ctx, &request).await,
-            ApiKey::DeleteRecords => records::delete_records(self, &ctx, &request).await,
+            ApiKey::CreatePartitions => topics::create_partitions(self, ctx, request).await,
+            ApiKey::DeleteRecords => records::delete_records(self, ctx, request).await,
             ApiKey::OffsetForLeaderEpoch => {
-                epochs::offset_for_leader_epoch(self, &ctx, &request).await
+                epochs::offset_for_leader_epoch(self, ctx, request).await
             }
-            ApiKey::DescribeConfigs => configs::describe_configs(self, &ctx, &request).await,
-            ApiKey::AlterConfigs => configs::alter_configs(self, &ctx, &request).await,
+            ApiKey::DescribeConfigs => configs::describe_configs(self, ctx, request).await,
+            ApiKey::AlterConfigs => configs::alter_configs(self, ctx, request).await,
             ApiKey::IncrementalAlterConfigs => {
-                configs::incremental_alter_configs(self, &ctx, &request).await
+                configs::incremental_alter_configs(self, ctx, request).await
             }
-            ApiKey::DescribeCluster => metadata::describe_cluster(self, &ctx, &request).await,
-            ApiKey::DescribeProducers => produce::describe_producers(self, &ctx, &request).await,
-            ApiKey::ShareGroupHeartbeat => {
-                shares::share_group_heartbeat(self, &ctx, &request).await
-            }
-            ApiKey::ShareFetch => shares::share_fetch(self, &ctx, &request).await,
-            ApiKey::ShareAcknowledge => shares::share_acknowledge(self, &ctx, &request).await,
+            ApiKey::DescribeCluster => metadata::describe_cluster(self, ctx, request).await,
+            ApiKey::DescribeProducers => produce::describe_producers(self, ctx, request).await,
+            ApiKey::ShareGroupHeartbeat => shares::share_group_heartbeat(self, ctx, request).await,
+            ApiKey::ShareFetch => shares::share_fetch(self, ctx, request).await,
+            ApiKey::ShareAcknowledge => shares::share_acknowledge(self, ctx, request).await,
             ApiKey::ShareGroupDescribe => {
-                share_admin::share_group_describe(self, &ctx, &request).await
+                share_admin::share_group_describe(self, ctx, request).await
             }
             ApiKey::DescribeShareGroupOffsets => {
-                share_admin::describe_share_group_offsets(self, &ctx, &request).await
+                share_admin::describe_share_group_offsets(self, ctx, request).await
             }
             ApiKey::AlterShareGroupOffsets => {
-                share_admin::alter_share_group_offsets(self, &ctx, &request).await
+                share_admin::alter_share_group_offsets(self, ctx, request).await
             }
             ApiKey::DeleteShareGroupOffsets => {
-                share_admin::delete_share_group_offsets(self, &ctx, &request).await
+                share_admin::delete_share_group_offsets(self, ctx, request).await
             }
-            ApiKey::CreateAcls => security::create_acls(self, &ctx, &request).await,
-            ApiKey::DescribeAcls => security::describe_acls(self, &ctx, &request).await,
-            ApiKey::DeleteAcls => security::delete_acls(self, &ctx, &request).await,
+            ApiKey::CreateAcls => security::create_acls(self, ctx, request).await,
+            ApiKey::DescribeAcls => security::describe_acls(self, ctx, request).await,
+            ApiKey::DeleteAcls => security::delete_acls(self, ctx, request).await,
             ApiKey::AlterUserScramCredentials => {
-                security::alter_user_scram_credentials(self, &ctx, &request).await
+                security::alter_user_scram_credentials(self, ctx, request).await
             }
             ApiKey::DescribeUserScramCredentials => {
-                security::describe_user_scram_credentials(self, &ctx, &request).await
+                security::describe_user_scram_credentials(self, ctx, request).await
             }
-            ApiKey::Produce => match produce::start(self, &ctx, &request).await {
+            ApiKey::DescribeClientQuotas => {
+                quotas::describe_client_quotas(self, ctx, request).await
+            }
+            ApiKey::AlterClientQuotas => quotas::alter_client_quotas(self, ctx, request).await,
+            ApiKey::Produce => match produce::start(self, ctx, request).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
             },
             other => Err(HandlerError::Broker {
                 source: format!("{other:?} is in the served table but has no handler").into(),
             }),
-        };
-        drop(timer);
-        response
-    }
-
-    async fn start<'a>(&'a self, connection: &'a ConnectionInfo, request: Request) -> Pending<'a> {
-        if request.api_key != ApiKey::Produce {
-            return Box::pin(self.handle(connection, request));
-        }
-        // A produce is queued on its partitions here, in request order; its answer
-        // completes in flight.
-        let ctx = self.context(connection, &request);
-        let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
-        match produce::start(self, &ctx, &request).await {
-            Ok(pending) => Box::pin(async move {
-                let answer = pending.await;
-                drop(timer);
-                answer
-            }),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
         }
     }
 }
@@ -361,6 +405,8 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeShareGroupOffsets => "kafka.DescribeShareGroupOffsets",
         ApiKey::AlterShareGroupOffsets => "kafka.AlterShareGroupOffsets",
         ApiKey::DeleteShareGroupOffsets => "kafka.DeleteShareGroupOffsets",
+        ApiKey::DescribeClientQuotas => "kafka.DescribeClientQuotas",
+        ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
         _ => "kafka.Other",
     }
 }
@@ -389,10 +435,13 @@ fn per_partition<T>(
         .collect()
 }
 
-/// `message` encoded at the request's version.
-fn answer<M: kafka_protocol::protocol::Encodable>(
+/// `message` encoded at the request's version, with the time quotas held the request
+/// back in its `throttle_time_ms`.
+fn answer<M: kafka_protocol::protocol::Encodable + throttle::Throttled>(
+    ctx: &RequestContext,
     request: &Request,
-    message: &M,
+    mut message: M,
 ) -> Result<Response, HandlerError> {
-    Response::encode(message, request.api_version)
+    message.throttle(request.api_version, ctx.throttle_ms());
+    Response::encode(&message, request.api_version)
 }

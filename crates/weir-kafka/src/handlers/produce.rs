@@ -163,7 +163,7 @@ pub(super) async fn init_producer_id(
                 .with_producer_epoch(-1),
         }
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// The coordinator epoch of a producer outside any transaction.
@@ -229,7 +229,8 @@ pub(super) async fn describe_producers(
         );
     }
     answer(
+        ctx,
         request,
-        &DescribeProducersResponse::default().with_topics(topics),
+        DescribeProducersResponse::default().with_topics(topics),
     )
 }

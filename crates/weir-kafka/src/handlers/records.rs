@@ -45,7 +45,8 @@ pub(super) async fn delete_records(
         );
     }
     answer(
+        ctx,
         request,
-        &DeleteRecordsResponse::default().with_topics(topics),
+        DeleteRecordsResponse::default().with_topics(topics),
     )
 }

@@ -216,8 +216,9 @@ pub(super) async fn create_acls(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &CreateAclsResponse::default().with_results(results),
+        CreateAclsResponse::default().with_results(results),
     )
 }
 
@@ -273,7 +274,7 @@ pub(super) async fn describe_acls(
             DescribeAclsResponse::default().with_resources(resources)
         }
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn delete_acls(
@@ -332,8 +333,9 @@ pub(super) async fn delete_acls(
         })
         .collect();
     answer(
+        ctx,
         request,
-        &DeleteAclsResponse::default().with_filter_results(results),
+        DeleteAclsResponse::default().with_filter_results(results),
     )
 }
 
@@ -381,8 +383,9 @@ pub(super) async fn alter_user_scram_credentials(
         results.push(result(&u.name, outcome));
     }
     answer(
+        ctx,
         request,
-        &AlterUserScramCredentialsResponse::default().with_results(results),
+        AlterUserScramCredentialsResponse::default().with_results(results),
     )
 }
 
@@ -429,5 +432,5 @@ pub(super) async fn describe_user_scram_credentials(
             DescribeUserScramCredentialsResponse::default().with_results(results)
         }
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }

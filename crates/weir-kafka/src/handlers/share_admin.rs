@@ -77,8 +77,9 @@ pub(super) async fn share_group_describe(
         });
     }
     answer(
+        ctx,
         request,
-        &ShareGroupDescribeResponse::default().with_groups(described),
+        ShareGroupDescribeResponse::default().with_groups(described),
     )
 }
 
@@ -216,8 +217,9 @@ pub(super) async fn describe_share_group_offsets(
         groups.push(group.with_topics(topics));
     }
     answer(
+        ctx,
         request,
-        &DescribeShareGroupOffsetsResponse::default().with_groups(groups),
+        DescribeShareGroupOffsetsResponse::default().with_groups(groups),
     )
 }
 
@@ -281,7 +283,7 @@ pub(super) async fn alter_share_group_offsets(
             .with_error_code(error_code(&e))
             .with_error_message(Some(str(e.message)));
     }
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn delete_share_group_offsets(
@@ -328,7 +330,7 @@ pub(super) async fn delete_share_group_offsets(
             .with_error_code(error_code(&e))
             .with_error_message(Some(str(e.message)));
     }
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// ListGroups' share groups: this broker's, as Kafka's `ListedGroup` fields (group id,

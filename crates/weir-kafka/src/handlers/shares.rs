@@ -98,7 +98,7 @@ pub(super) async fn share_group_heartbeat(
             .with_member_id(Some(req.member_id))
             .with_member_epoch(req.member_epoch),
     };
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// What one partition's answer carries.
@@ -128,8 +128,9 @@ pub(super) async fn share_fetch(
     let req: ShareFetchRequest = request.decode_body()?;
     let (Some(group_id), Some(member_id)) = (&req.group_id, &req.member_id) else {
         return answer(
+            ctx,
             request,
-            &ShareFetchResponse::default()
+            ShareFetchResponse::default()
                 .with_error_code(ResponseError::InvalidRequest.code())
                 .with_error_message(Some(str("a share fetch names its group and member"))),
         );
@@ -181,8 +182,9 @@ pub(super) async fn share_fetch(
         Ok(p) => p,
         Err(e) => {
             return answer(
+                ctx,
                 request,
-                &ShareFetchResponse::default()
+                ShareFetchResponse::default()
                     .with_error_code(e.code.code())
                     .with_error_message(Some(str(e.message))),
             );
@@ -234,8 +236,9 @@ pub(super) async fn share_fetch(
         Ok(out) => out,
         Err(e) => {
             return answer(
+                ctx,
                 request,
-                &ShareFetchResponse::default()
+                ShareFetchResponse::default()
                     .with_error_code(error_code(&e))
                     .with_error_message(Some(str(e.message))),
             );
@@ -298,7 +301,7 @@ pub(super) async fn share_fetch(
                 })
                 .collect(),
         );
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 pub(super) async fn share_acknowledge(
@@ -309,8 +312,9 @@ pub(super) async fn share_acknowledge(
     let req: ShareAcknowledgeRequest = request.decode_body()?;
     let fail = |code: ResponseError, message: String| {
         answer(
+            ctx,
             request,
-            &ShareAcknowledgeResponse::default()
+            ShareAcknowledgeResponse::default()
                 .with_error_code(code.code())
                 .with_error_message(Some(str(message))),
         )
@@ -371,8 +375,9 @@ pub(super) async fn share_acknowledge(
             Ok(r) => r,
             Err(e) => {
                 return answer(
+                    ctx,
                     request,
-                    &ShareAcknowledgeResponse::default()
+                    ShareAcknowledgeResponse::default()
                         .with_error_code(error_code(&e))
                         .with_error_message(Some(str(e.message))),
                 );
@@ -409,7 +414,7 @@ pub(super) async fn share_acknowledge(
             })
             .collect(),
     );
-    answer(request, &response)
+    answer(ctx, request, response)
 }
 
 /// One requested partition's acknowledgement batches, added to `acks`: what is wrong

@@ -95,8 +95,9 @@ pub(super) async fn create_topics(
         results.push(result);
     }
     answer(
+        ctx,
         request,
-        &CreateTopicsResponse::default().with_topics(results),
+        CreateTopicsResponse::default().with_topics(results),
     )
 }
 
@@ -149,8 +150,9 @@ pub(super) async fn delete_topics(
         responses.push(result);
     }
     answer(
+        ctx,
         request,
-        &DeleteTopicsResponse::default().with_responses(responses),
+        DeleteTopicsResponse::default().with_responses(responses),
     )
 }
 
@@ -185,7 +187,8 @@ pub(super) async fn create_partitions(
         });
     }
     answer(
+        ctx,
         request,
-        &CreatePartitionsResponse::default().with_results(results),
+        CreatePartitionsResponse::default().with_results(results),
     )
 }
