@@ -7,7 +7,9 @@
 //! - [`context`]: the [`RequestContext`] each operation takes (listener, peer, client id,
 //!   principal), on which authorisation is checked once for every protocol.
 //! - [`authz`]: authorisation (Kafka's ACL model, checked here for every protocol);
-//!   [`audit`]: the rate-limited audit lines of denials and failed authentications.
+//!   [`audit`]: the rate-limited audit lines of denials and failed authentications;
+//!   [`authn`]: password checks off the runtime threads, capped and cached, so wrong
+//!   passwords in a loop cannot take the broker's cores.
 //! - [`error`]: [`BrokerError`], one error type whose [`Reason`] every adapter maps to
 //!   its own codes.
 //! - [`limits`]: the named limits of a request, one place for every protocol;
@@ -46,6 +48,7 @@
 //! wire is an adapter's job.
 
 pub mod audit;
+pub mod authn;
 pub mod authz;
 pub mod budget;
 pub mod configs;

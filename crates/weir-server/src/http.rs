@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_cluster::controller::records::Endpoints;
+use weir_security::sasl::PasswordCheck;
 use weir_security::tls::{ServerTls, TlsIncoming};
 
 use crate::{Broker, until_stopping};
@@ -149,14 +150,25 @@ async fn console_auth(
         None => return challenge("the console needs a user and password"),
     };
     let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, None);
-    if !weir_broker::security_admin::verify_password(&core, &user, &password) {
-        core.authorizer().audit().authentication_failed(
-            &ctx,
-            Some(&user),
-            "BASIC",
-            "wrong password or unknown user",
-        );
-        return challenge("wrong password or unknown user");
+    match weir_broker::security_admin::check_password(&core, &user, &password).await {
+        PasswordCheck::Verified => {}
+        PasswordCheck::Refused => {
+            core.authorizer().audit().authentication_failed(
+                &ctx,
+                Some(&user),
+                "BASIC",
+                "wrong password or unknown user",
+            );
+            return challenge("wrong password or unknown user");
+        }
+        PasswordCheck::Busy => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "this broker is checking too many passwords at once; retry shortly\n",
+            )
+                .into_response();
+        }
     }
     let principal = format!("User:{user}");
     if security.authorization && !security.super_users.contains(&principal) {
