@@ -36,7 +36,8 @@
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
-//! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered.
+//! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered; [`tokens`]:
+//!   API tokens (made, listed, revoked), checked when presented by [`authn`].
 //! - [`quotas`]: client quotas (produce and fetch byte rates per user and client id),
 //!   enforced by holding requests back.
 //! - [`metrics`]: counters per topic and latency per operation, rendered for Prometheus
@@ -71,6 +72,7 @@ pub mod share_admin;
 pub mod share_configs;
 pub mod share_members;
 pub mod shares;
+pub mod tokens;
 pub mod topics;
 
 use std::sync::{Arc, OnceLock};

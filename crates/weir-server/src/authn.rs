@@ -1,4 +1,6 @@
-//! Authentication of gRPC calls: a user and password as call credentials (the
+//! Authentication of gRPC calls: an API token (`authorization: Bearer weir_...`, one
+//! SHA-256 to check, its owner the principal) or a user and password as call
+//! credentials (the
 //! `authorization: Basic base64(user:password)` header, as HTTP basic; send it over TLS
 //! only), checked against the users' SCRAM credentials in the metadata (verified
 //! passwords are cached, so a client that sends its password with every call pays
@@ -22,11 +24,16 @@ use std::sync::Arc;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use weir_broker::{Listener, RequestContext};
-use weir_security::sasl::{PasswordCheck, parse_basic_auth};
+use weir_security::sasl::PasswordCheck;
+use weir_security::token::{Authorization, parse_authorization};
 
 /// The user a call authenticated as with its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuthenticatedUser(pub(crate) String);
+pub(crate) struct AuthenticatedUser {
+    pub(crate) name: String,
+    /// By an API token (which may not make tokens), not a password.
+    pub(crate) by_token: bool,
+}
 
 /// Paths the layer lets through unchecked: health and reflection.
 const UNCHECKED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
@@ -125,7 +132,10 @@ async fn check_password(
         password,
     } = claim;
     match weir_broker::security_admin::check_password(core, &user, &password).await {
-        PasswordCheck::Verified => Ok(AuthenticatedUser(user)),
+        PasswordCheck::Verified => Ok(AuthenticatedUser {
+            name: user,
+            by_token: false,
+        }),
         PasswordCheck::Refused => {
             core.authorizer().audit().authentication_failed(
                 &ctx,
@@ -208,15 +218,38 @@ fn authenticate<B>(
     };
     let peer = peer_addr(request.extensions());
     let ctx = RequestContext::anonymous(Listener::Grpc, peer);
-    let (user, password) = parse_basic_auth(&header).map_err(|e| {
+    let credentials = parse_authorization(&header).map_err(|e| {
         core.authorizer()
             .audit()
-            .authentication_failed(&ctx, None, "BASIC", &e.to_string());
+            .authentication_failed(&ctx, None, "-", &e.to_string());
         Status::unauthenticated(format!("bad authorization header: {e}"))
     })?;
-    Ok(Some(PasswordClaim {
-        ctx,
-        user,
-        password,
-    }))
+    match credentials {
+        Authorization::Basic { user, password } => Ok(Some(PasswordClaim {
+            ctx,
+            user,
+            password,
+        })),
+        Authorization::Bearer(token) => match weir_broker::authn::check_token(core, &token) {
+            Ok(name) => {
+                request.extensions_mut().insert(AuthenticatedUser {
+                    name,
+                    by_token: true,
+                });
+                Ok(None)
+            }
+            Err(refused) => {
+                core.authorizer().audit().authentication_failed(
+                    &ctx,
+                    refused.owner.as_deref(),
+                    "BEARER",
+                    &format!("token {}: {}", token.id, refused.reason),
+                );
+                Err(Status::unauthenticated(format!(
+                    "API token {} is not accepted: unknown, revoked or expired",
+                    token.id
+                )))
+            }
+        },
+    }
 }

@@ -55,6 +55,7 @@ mod share_forward;
 mod share_reads;
 mod status;
 mod tls;
+mod tokens;
 mod wire;
 
 use std::net::SocketAddr;
@@ -162,15 +163,17 @@ impl Broker {
 pub(crate) use weir_broker::until_stopping;
 
 /// The core's context for a gRPC request: the only place one is built. The user its
-/// call credentials authenticated (`authn`) is the principal; else a client certificate
+/// call credentials (a password or an API token) authenticated (`authn`) is the
+/// principal; else a client certificate
 /// verified by a TLS listener names it (its common name, else its first subject
 /// alternative name); otherwise the request is anonymous.
 pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
     let mut context =
         weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, request.remote_addr());
     let user = request.extensions().get::<authn::AuthenticatedUser>();
+    context.authenticated_by_token = user.is_some_and(|u| u.by_token);
     if let Some(name) = user
-        .map(|u| u.0.clone())
+        .map(|u| u.name.clone())
         .or_else(|| authn::tls_principal(request.extensions()))
     {
         context.principal = weir_broker::Principal::User(name);
