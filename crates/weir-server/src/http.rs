@@ -133,13 +133,12 @@ async fn console_auth(
     let challenge = |why: &str| {
         (
             StatusCode::UNAUTHORIZED,
-            [
-                (
-                    header::WWW_AUTHENTICATE,
-                    "Basic realm=\"weir\", charset=\"UTF-8\"",
-                ),
-                (header::WWW_AUTHENTICATE, "Bearer realm=\"weir\""),
-            ],
+            // Both challenges in one value (RFC 9110 § 11.6.1): a second header of the
+            // same name would replace the first.
+            [(
+                header::WWW_AUTHENTICATE,
+                "Basic realm=\"weir\", charset=\"UTF-8\", Bearer realm=\"weir\"",
+            )],
             format!("{why}\n"),
         )
             .into_response()
