@@ -27,9 +27,8 @@ use weir_cluster::security::{
     AclBinding, CLUSTER_RESOURCE_NAME, Operation, PatternType, Permission, ResourceType, WILDCARD,
 };
 
-use weir_security::sasl::VerifiedPasswords;
-
 use crate::audit::AuditLog;
+use crate::authn::PasswordChecks;
 use crate::context::{Listener, Principal, RequestContext};
 use crate::error::{BrokerError, Reason};
 
@@ -55,7 +54,7 @@ pub struct Authorizer {
     super_users: HashSet<String>,
     index: RwLock<Arc<AclIndex>>,
     audit: AuditLog,
-    passwords: VerifiedPasswords,
+    passwords: PasswordChecks,
 }
 
 impl Authorizer {
@@ -65,7 +64,7 @@ impl Authorizer {
             config,
             index: RwLock::new(Arc::new(AclIndex::default())),
             audit: AuditLog::default(),
-            passwords: VerifiedPasswords::default(),
+            passwords: PasswordChecks::default(),
         }
     }
 
@@ -79,9 +78,10 @@ impl Authorizer {
         &self.config
     }
 
-    /// Passwords verified lately (PBKDF2 is slow on purpose; a client that sends its
-    /// password with every call must not pay it every time).
-    pub fn passwords(&self) -> &VerifiedPasswords {
+    /// Password checks: the cache of recent outcomes (PBKDF2 is slow on purpose; a
+    /// client that sends its password with every call must not pay it every time) and
+    /// the cap on PBKDF2s at once (`authn`).
+    pub fn passwords(&self) -> &PasswordChecks {
         &self.passwords
     }
 

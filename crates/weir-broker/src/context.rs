@@ -55,6 +55,8 @@ pub struct RequestContext {
     /// The client's own name for itself (Kafka's `client.id`), if it sent one.
     pub client_id: Option<String>,
     pub principal: Principal,
+    /// Whether the principal was proved by an API token (which may not make tokens).
+    pub authenticated_by_token: bool,
     /// How long quotas held this request back, in milliseconds (Kafka's
     /// `throttle_time_ms`); shared by the context's clones.
     throttle_ms: Arc<AtomicU64>,
@@ -75,6 +77,7 @@ impl RequestContext {
             peer,
             client_id: None,
             principal: Principal::Anonymous,
+            authenticated_by_token: false,
             throttle_ms: Arc::default(),
             request_hold_ms: Arc::default(),
             thread_time_ns: Arc::default(),

@@ -7,7 +7,9 @@
 //! - [`context`]: the [`RequestContext`] each operation takes (listener, peer, client id,
 //!   principal), on which authorisation is checked once for every protocol.
 //! - [`authz`]: authorisation (Kafka's ACL model, checked here for every protocol);
-//!   [`audit`]: the rate-limited audit lines of denials and failed authentications.
+//!   [`audit`]: the rate-limited audit lines of denials and failed authentications;
+//!   [`authn`]: password checks off the runtime threads, capped and cached, so wrong
+//!   passwords in a loop cannot take the broker's cores.
 //! - [`error`]: [`BrokerError`], one error type whose [`Reason`] every adapter maps to
 //!   its own codes.
 //! - [`limits`]: the named limits of a request, one place for every protocol;
@@ -34,7 +36,8 @@
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
 //!   their subscriptions and assignments, kept in memory at the group's coordinator.
-//! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered.
+//! - [`security_admin`]: users (SCRAM credentials) and ACLs, administered; [`tokens`]:
+//!   API tokens (made, listed, revoked), checked when presented by [`authn`].
 //! - [`quotas`]: client quotas (produce and fetch byte rates and request time per user
 //!   and client id), enforced by holding requests back; [`quotas::Measured`] times a
 //!   request's handling on the broker's threads.
@@ -47,6 +50,7 @@
 //! wire is an adapter's job.
 
 pub mod audit;
+pub mod authn;
 pub mod authz;
 pub mod budget;
 pub mod configs;
@@ -69,6 +73,7 @@ pub mod share_admin;
 pub mod share_configs;
 pub mod share_members;
 pub mod shares;
+pub mod tokens;
 pub mod topics;
 
 use std::sync::{Arc, OnceLock};

@@ -9,6 +9,7 @@
 
 use weir_cluster::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use weir_cluster::security::{Operation, validate_user_name};
+use weir_security::sasl::PasswordCheck;
 use weir_security::scram::{ScramCredential, ScramMechanism};
 
 use weir_cluster::node::refusal;
@@ -140,13 +141,16 @@ pub fn credential(
     })
 }
 
-/// Whether `password` is `user`'s, by any credential the user has (results cached:
-/// [`crate::Authorizer::passwords`]).
-pub fn verify_password(broker: &Broker, user: &str, password: &str) -> bool {
-    ScramMechanism::ALL.iter().any(|&mechanism| {
-        credential(broker, user, mechanism)
-            .is_some_and(|c| broker.authorizer().passwords().verify(user, &c, password))
-    })
+/// Whether `password` is `user`'s, by any credential the user has: cached outcomes at
+/// once, else PBKDF2 on the blocking pool under a cap ([`crate::authn`]); a refusal is
+/// answered late, [`PasswordCheck::Busy`] when too many checks run or wait.
+pub async fn check_password(broker: &Broker, user: &str, password: &str) -> PasswordCheck {
+    let credentials = crate::authn::credentials_of(broker, user);
+    broker
+        .authorizer()
+        .passwords()
+        .check(user, credentials, password)
+        .await
 }
 
 /// A credential as the metadata log stores it.

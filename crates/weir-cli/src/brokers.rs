@@ -83,6 +83,17 @@ pub struct TlsArgs {
     /// never travels in clear.
     #[arg(long, env = "WEIR_USER", value_name = "NAME", global = true)]
     pub user: Option<String>,
+    /// Authenticate every call with this API token (`weir token create`), as its owner;
+    /// instead of --user. Needs TLS (--tls-ca). Prefer WEIR_TOKEN: a flag shows in the
+    /// process list.
+    #[arg(
+        long,
+        env = "WEIR_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// The password once read: a command that connects more than once asks once.
     #[arg(skip)]
     password: std::sync::OnceLock<String>,
@@ -147,8 +158,27 @@ impl TlsArgs {
                 )
                 .into());
             }
+            None if self.token.is_some() => {
+                return Err(UsageError(
+                    "--token needs TLS (--tls-ca or WEIR_TLS_CA): a token is never sent in clear"
+                        .to_owned(),
+                )
+                .into());
+            }
             None => return Ok(None),
         };
+        if let Some(token) = &self.token {
+            if self.user.is_some() {
+                return Err(UsageError(
+                    "give --user (WEIR_USER) or --token (WEIR_TOKEN), not both".to_owned(),
+                )
+                .into());
+            }
+            return Ok(Some(
+                tls.with_token(token)
+                    .map_err(|e| UsageError(e.to_string()))?,
+            ));
+        }
         Ok(Some(match &self.user {
             Some(user) => {
                 if self.password.get().is_none() {

@@ -21,6 +21,7 @@ mod produce;
 mod queue;
 mod quota;
 mod serve;
+mod token;
 mod topic;
 mod user;
 
@@ -46,6 +47,7 @@ Examples:
   weir queue consume jobs --group workers --exec ./process-job.sh   # a work-queue worker
   weir user create alice              # asks for her password
   weir acl add --principal User:alice --operation read,describe --topic orders
+  weir token create ci --expires 30d          # prints an API token once (use: WEIR_TOKEN)
   weir bench produce --record-size 100 --count 1000000
   weir topic list --tls-ca certs/ca.pem   # brokers serving TLS (weir serve --tls-cert ...)
 
@@ -77,6 +79,7 @@ enum Command {
     Queue(queue::QueueArgs),
     User(user::UserArgs),
     Acl(acl::AclArgs),
+    Token(token::TokenArgs),
     /// Client quotas: bytes per second a user or client id may produce and fetch, and
     /// the share of a thread its requests may take.
     Quota(quota::QuotaArgs),
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Queue(args) => client_runtime().and_then(|rt| rt.block_on(queue::run(args))),
         Command::User(args) => client_runtime().and_then(|rt| rt.block_on(user::run(args))),
         Command::Acl(args) => client_runtime().and_then(|rt| rt.block_on(acl::run(args))),
+        Command::Token(args) => client_runtime().and_then(|rt| rt.block_on(token::run(args))),
         Command::Quota(args) => client_runtime().and_then(|rt| rt.block_on(quota::run(args))),
         Command::Bench(args) => args
             .into_config()

@@ -529,7 +529,7 @@ pub struct OffsetResetPlan {
 /// Cheap to clone: clones share the connections.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    admin: AdminClient<Channel>,
+    pub(crate) admin: AdminClient<Channel>,
     cluster: Cluster,
 }
 

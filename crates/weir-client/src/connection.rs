@@ -148,6 +148,20 @@ impl ClientTls {
         })
     }
 
+    /// Authenticates every call with the API token `token` (`weir_<id>_<secret>`, made
+    /// by `weir token create` or [`Admin::create_token`](crate::Admin::create_token)),
+    /// as the token's owner: call credentials `authorization: Bearer <token>`.
+    pub fn with_token(mut self, token: &str) -> Result<ClientTls, ClientError> {
+        weir_security::token::parse_token(token.trim())
+            .map_err(|e| ClientError::Config(format!("API token: {e}")))?;
+        let mut header =
+            http::HeaderValue::from_str(&weir_security::token::bearer_header(token.trim()))
+                .map_err(|_| ClientError::Config("an API token has a control character".into()))?;
+        header.set_sensitive(true);
+        self.credentials = Some(header);
+        Ok(self)
+    }
+
     /// Authenticates every call as `user` with `password` (call credentials, checked by
     /// the broker against the user's SCRAM credentials).
     pub fn with_user(mut self, user: &str, password: &str) -> Result<ClientTls, ClientError> {

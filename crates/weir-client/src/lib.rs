@@ -85,6 +85,7 @@ pub mod retry;
 mod routing;
 pub mod security;
 pub mod share;
+mod tokens;
 
 pub use crate::admin::{
     Admin, BrokerInfo, ClusterInfo, ConfigEntry, GroupInfo, GroupListing, GroupMemberInfo,
@@ -115,4 +116,5 @@ pub use crate::share::{
     AckKind, AckMode, AckOutcome, AckStatus, ShareConsumer, ShareConsumerConfig, ShareRecord,
     ShareStart,
 };
+pub use crate::tokens::{CreatedToken, TokenInfo};
 pub use weir_batch::{Compression, Header};

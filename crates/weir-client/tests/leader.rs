@@ -254,6 +254,24 @@ impl AdminService for Fake {
     ) -> Result<Response<pb::ListQuotasResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn create_token(
+        &self,
+        _: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn list_tokens(
+        &self,
+        _: Request<pb::ListTokensRequest>,
+    ) -> Result<Response<pb::ListTokensResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn revoke_token(
+        &self,
+        _: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

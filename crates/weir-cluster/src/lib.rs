@@ -39,6 +39,7 @@ pub mod quorum;
 mod registry;
 pub mod replication;
 pub mod security;
+pub mod tokens;
 // The replication simulation's generator (SplitMix64), shared by the group and share
 // simulations, so one seed replays exactly.
 pub mod share;

@@ -418,8 +418,10 @@ async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
                     // Answered here, in order, with nothing else in flight: they change
                     // who the connection is.
                     let result = match authority {
-                        Some(authority) => sasl::answer(authority, info, &mut sasl_state, &request),
-                        None => sasl::answer(&sasl::NoUsers, info, &mut sasl_state, &request),
+                        Some(authority) => {
+                            sasl::answer(authority, info, &mut sasl_state, &request).await
+                        }
+                        None => sasl::answer(&sasl::NoUsers, info, &mut sasl_state, &request).await,
                     };
                     let result = result.map(|(response, after)| {
                         match after {

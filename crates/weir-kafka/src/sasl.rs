@@ -4,7 +4,9 @@
 //! who the connection is, so no other request may run beside them.
 //!
 //! Mechanisms: SCRAM-SHA-256 and SCRAM-SHA-512 (RFC 5802, weir-security's exchange), and
-//! PLAIN only on a TLS connection (the password crosses the wire). A failed
+//! PLAIN only on a TLS connection (the password crosses the wire; its PBKDF2 runs off the
+//! runtime threads under the broker's cap, and a broker with too many checks at once
+//! answers REQUEST_TIMED_OUT, retriable, and closes). A failed
 //! authentication is answered with SASL_AUTHENTICATION_FAILED, written to the audit log,
 //! and the connection is closed after the answer, as Kafka does. On a listener that
 //! requires authentication, any request but ApiVersions, SaslHandshake and
@@ -16,7 +18,7 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_security::sasl::{SaslError, parse_plain};
+use weir_security::sasl::{PasswordCheck, SaslError, parse_plain};
 use weir_security::scram::{ScramCredential, ScramMechanism, ScramServer};
 
 use crate::frame::Request;
@@ -34,14 +36,25 @@ pub const FAILED_AUTHENTICATION_DELAY: std::time::Duration = std::time::Duration
 /// The PLAIN mechanism's name.
 pub const PLAIN: &str = "PLAIN";
 
+/// The answer of [`SaslAuthority::verify_password`], to be awaited.
+pub type PasswordFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = PasswordCheck> + Send + 'a>>;
+
+/// Kafka's REQUEST_TIMED_OUT error code: the answer when the broker has too many password
+/// checks running or waiting. Clients treat it as retriable (Java's is a
+/// `RetriableException`, not an `AuthenticationException`, so it reconnects rather than
+/// failing the application; librdkafka reconnects after any SASL error).
+pub const REQUEST_TIMED_OUT: i16 = 7;
+
 /// What a listener's SASL needs from the broker: its rules and the users' credentials.
 pub trait SaslAuthority: Send + Sync {
     /// Whether a client must authenticate before anything but ApiVersions and SASL.
     fn required(&self) -> bool;
     /// `user`'s stored credential for `mechanism`, if the user has one.
     fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential>;
-    /// Whether `password` is `user`'s (PLAIN).
-    fn verify_password(&self, user: &str, password: &str) -> bool;
+    /// Whether `password` is `user`'s (PLAIN): a check that may wait for a turn on the
+    /// blocking pool, or find the broker too busy (`weir_broker::authn`).
+    fn verify_password<'a>(&'a self, user: &'a str, password: &'a str) -> PasswordFuture<'a>;
     /// Writes the audit line of a failed authentication.
     fn failed(&self, info: &ConnectionInfo, user: Option<&str>, mechanism: &str, reason: &str);
 }
@@ -81,7 +94,7 @@ pub fn mechanisms(info: &ConnectionInfo) -> Vec<&'static str> {
 }
 
 /// Answers a SaslHandshake or SaslAuthenticate request.
-pub fn answer(
+pub async fn answer(
     authority: &dyn SaslAuthority,
     info: &ConnectionInfo,
     state: &mut SaslState,
@@ -126,7 +139,7 @@ pub fn answer(
         }
         ApiKey::SaslAuthenticate => {
             let request: SaslAuthenticateRequest = request.decode_body()?;
-            let (response, after) = authenticate(authority, info, state, &request.auth_bytes);
+            let (response, after) = authenticate(authority, info, state, &request.auth_bytes).await;
             Ok((Response::encode(&response, version)?, after))
         }
         other => unreachable!("{other:?} is not a SASL api"),
@@ -134,7 +147,7 @@ pub fn answer(
 }
 
 /// One SaslAuthenticate step.
-fn authenticate(
+async fn authenticate(
     authority: &dyn SaslAuthority,
     info: &ConnectionInfo,
     state: &mut SaslState,
@@ -151,18 +164,31 @@ fn authenticate(
     };
     match std::mem::take(state) {
         SaslState::Plain => match parse_plain(token) {
-            Ok(credentials)
-                if authority.verify_password(&credentials.user, &credentials.password) =>
-            {
-                *state = SaslState::Done(credentials.user.clone());
-                (ok(Vec::new()), After::Authenticated(credentials.user))
+            Ok(credentials) => {
+                match authority
+                    .verify_password(&credentials.user, &credentials.password)
+                    .await
+                {
+                    PasswordCheck::Verified => {
+                        *state = SaslState::Done(credentials.user.clone());
+                        (ok(Vec::new()), After::Authenticated(credentials.user))
+                    }
+                    PasswordCheck::Refused => failed(
+                        state,
+                        Some(&credentials.user),
+                        PLAIN,
+                        &SaslError::AuthenticationFailed { mechanism: PLAIN },
+                    ),
+                    PasswordCheck::Busy => {
+                        let why = "the broker is checking too many passwords at once; retry";
+                        authority.failed(info, Some(&credentials.user), PLAIN, why);
+                        let response = SaslAuthenticateResponse::default()
+                            .with_error_code(REQUEST_TIMED_OUT)
+                            .with_error_message(Some(StrBytes::from_static_str(why)));
+                        (response, After::Close)
+                    }
+                }
             }
-            Ok(credentials) => failed(
-                state,
-                Some(&credentials.user),
-                PLAIN,
-                &SaslError::AuthenticationFailed { mechanism: PLAIN },
-            ),
             Err(err) => failed(state, None, PLAIN, &err),
         },
         SaslState::Scram(mechanism, mut server) => {
@@ -218,8 +244,8 @@ impl SaslAuthority for NoUsers {
         None
     }
 
-    fn verify_password(&self, _user: &str, _password: &str) -> bool {
-        false
+    fn verify_password<'a>(&'a self, _user: &'a str, _password: &'a str) -> PasswordFuture<'a> {
+        Box::pin(std::future::ready(PasswordCheck::Refused))
     }
 
     fn failed(&self, info: &ConnectionInfo, user: Option<&str>, mechanism: &str, reason: &str) {

@@ -13,7 +13,8 @@
 //! [`scram`] (SCRAM-SHA-256 and SCRAM-SHA-512 as Kafka speaks them: the stored
 //! credentials, the server's and the client's side of an exchange) and [`sasl`] (the
 //! error every exchange returns, PLAIN messages, HTTP `Basic` credentials, and a bounded
-//! cache of verified passwords for listeners that receive a password with each request).
+//! cache of password checks for listeners that receive a password with each request),
+//! and [`token`], API tokens' text (made, parsed, their secret's digest compared).
 //! The listeners feed them bytes and keep the credentials where they please.
 //!
 //! Architecture invariant: this crate knows no other Weir crate, and TLS, TCP and URIs
@@ -26,3 +27,4 @@ pub mod dial;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
+pub mod token;

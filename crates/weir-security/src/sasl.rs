@@ -1,15 +1,16 @@
 //! What every password-based authentication shares: the error of a SASL exchange
 //! ([`SaslError`]), the limits checked before a message is parsed, PLAIN messages
 //! (RFC 4616), HTTP `Basic` credentials (RFC 7617, also what gRPC clients send as call
-//! credentials), and [`VerifiedPasswords`], the cache that spares a listener the PBKDF2
-//! of a password it checked already.
+//! credentials), and [`PasswordCache`], the cache that spares a listener the PBKDF2
+//! of a password it checked already, whether it verified or not.
 //!
 //! Nothing here does I/O or knows a protocol's framing: the Kafka listener hands over the
 //! bytes of a `SaslAuthenticate` request, the HTTP and gRPC listeners a header value.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -241,7 +242,7 @@ pub fn parse_basic_auth(header_value: &str) -> Result<(String, String), SaslErro
 
 /// A per-process random secret, for values that must be stable within a process and
 /// unpredictable outside it (the fake salt of unknown SCRAM users, the cache keys of
-/// [`VerifiedPasswords`]). Panics if the system has no randomness: nothing about
+/// [`PasswordCache`]). Panics if the system has no randomness: nothing about
 /// authentication can be done safely without it.
 pub(crate) fn process_secret() -> &'static hmac::Key {
     static SECRET: OnceLock<hmac::Key> = OnceLock::new();
@@ -266,22 +267,64 @@ pub(crate) fn random_nonce(len: usize) -> String {
     general_purpose::STANDARD.encode(bytes)
 }
 
-/// How many verified passwords [`VerifiedPasswords`] remembers; the oldest is forgotten
+/// How many verified passwords [`PasswordCache`] remembers; the oldest is forgotten
 /// first. 1024 clients' worth: more only costs one PBKDF2 per request for the rest.
 pub const VERIFIED_PASSWORDS_CAPACITY: usize = 1024;
 
-/// A cache of password checks that succeeded, for listeners that receive the password
-/// with every request (gRPC call credentials, HTTP basic) where a PBKDF2 per request
-/// (milliseconds at 8192 iterations) would be the request's main cost. Thread-safe.
+/// How many failed password checks [`PasswordCache`] remembers; the oldest is forgotten
+/// first. A client retrying one wrong password in a loop (a stale secret in a
+/// deployment) costs one entry; a flood of distinct guesses only pushes out older
+/// failures, which costs nothing but a PBKDF2 each (bounded by the caller's cap on
+/// concurrent checks).
+pub const FAILED_PASSWORDS_CAPACITY: usize = 4096;
+
+/// How long a failed password check is remembered. Short, so a password set anew by
+/// another path (a credential replaced with the same salt is the one way a key can
+/// stay the same) is not refused for long; long enough that a client retrying a wrong
+/// password every few milliseconds costs one PBKDF2 a minute.
+pub const FAILED_PASSWORD_TTL: Duration = Duration::from_secs(60);
+
+/// What the cache knows of a password check (see [`PasswordCache::lookup`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// This exact check succeeded before.
+    Verified,
+    /// This exact check failed within [`FAILED_PASSWORD_TTL`].
+    Failed,
+    /// Not known: the PBKDF2 has to run.
+    Unknown,
+}
+
+/// The outcome of a password check as a listener answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    /// The password is the user's.
+    Verified,
+    /// Wrong password or unknown user (one answer for both).
+    Refused,
+    /// Too many password checks are running or waiting: nothing was decided, the client
+    /// may retry (gRPC UNAVAILABLE, HTTP 503).
+    Busy,
+}
+
+/// A cache of password checks, for listeners that receive the password with every
+/// request (gRPC call credentials, HTTP basic) or on every connection (SASL PLAIN), where
+/// a PBKDF2 per request (milliseconds at 8192 iterations) would be the request's main
+/// cost, and a client sending a wrong password in a loop would burn the broker's cores.
+/// Thread-safe.
 ///
-/// An entry is a keyed hash (HMAC-SHA-256 under a per-process random key) of the user,
-/// the credential's mechanism, salt, iterations and stored key, and the password: a
-/// changed or deleted credential, or another password, misses, and only successes are
-/// cached, so a miss always falls back to the full check. The trade-off: while an entry
+/// Successes are kept up to [`VERIFIED_PASSWORDS_CAPACITY`], failures up to
+/// [`FAILED_PASSWORDS_CAPACITY`] for [`FAILED_PASSWORD_TTL`]. An entry is a keyed hash
+/// (HMAC-SHA-256 under a per-process random key) of the user, the credential's
+/// mechanism, salt, iterations and stored key, and the password: a changed or deleted
+/// credential misses both sets (so an entry is as good as cleared when the user's
+/// credentials change), and another password misses. The trade-off: while an entry
 /// lives, someone who can read the process's memory (its key included) can test guesses
 /// at the cost of one HMAC instead of a PBKDF2; the passwords themselves are not kept.
-pub struct VerifiedPasswords {
+pub struct PasswordCache {
     capacity: usize,
+    failed_capacity: usize,
+    failed_ttl: Duration,
     entries: Mutex<Entries>,
 }
 
@@ -290,58 +333,115 @@ struct Entries {
     set: HashSet<[u8; 32]>,
     /// Insertion order, oldest first.
     order: VecDeque<[u8; 32]>,
+    /// Failed checks and when each was recorded.
+    failed: HashMap<[u8; 32], Instant>,
+    /// Insertion order of `failed`, oldest first (an entry recorded again is found
+    /// twice; the stale one is skipped when it comes out).
+    failed_order: VecDeque<([u8; 32], Instant)>,
 }
 
-impl fmt::Debug for VerifiedPasswords {
+impl fmt::Debug for PasswordCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifiedPasswords")
+        f.debug_struct("PasswordCache")
             .field("capacity", &self.capacity)
             .field("len", &self.len())
+            .field("failed", &self.failed_len())
             .finish()
     }
 }
 
-impl Default for VerifiedPasswords {
+impl Default for PasswordCache {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl VerifiedPasswords {
-    /// An empty cache of [`VERIFIED_PASSWORDS_CAPACITY`] entries.
+impl PasswordCache {
+    /// An empty cache with the default capacities and TTL.
     pub fn new() -> Self {
-        Self::with_capacity(VERIFIED_PASSWORDS_CAPACITY)
+        Self::with_limits(
+            VERIFIED_PASSWORDS_CAPACITY,
+            FAILED_PASSWORDS_CAPACITY,
+            FAILED_PASSWORD_TTL,
+        )
     }
 
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    pub(crate) fn with_limits(capacity: usize, failed_capacity: usize, ttl: Duration) -> Self {
         Self {
             capacity: capacity.max(1),
+            failed_capacity: failed_capacity.max(1),
+            failed_ttl: ttl,
             entries: Mutex::default(),
         }
     }
 
     /// Whether `password` is `user`'s password under `credential` (which the caller
-    /// looked up for `user`): from the cache if this exact check succeeded before, else
-    /// by [`ScramCredential::verify_password`], remembering a success.
+    /// looked up for `user`): from the cache if this exact check was made before, else
+    /// by [`ScramCredential::verify_password`] on this thread, remembering the outcome.
+    /// Async callers use [`Self::lookup`], run the PBKDF2 off their runtime, then
+    /// [`Self::record`].
     pub fn verify(&self, user: &str, credential: &ScramCredential, password: &str) -> bool {
-        let key = cache_key(user, credential, password);
-        if self.lock().set.contains(&key) {
-            return true;
+        match self.lookup(user, credential, password) {
+            Cached::Verified => return true,
+            Cached::Failed => return false,
+            Cached::Unknown => {}
         }
         // The PBKDF2 runs without the lock, so checks of different users run in parallel.
-        if !credential.verify_password(password) {
-            return false;
-        }
+        let ok = credential.verify_password(password);
+        self.record(user, credential, password, ok);
+        ok
+    }
+
+    /// What is known of this check, without running it.
+    pub fn lookup(&self, user: &str, credential: &ScramCredential, password: &str) -> Cached {
+        let key = cache_key(user, credential, password);
         let mut entries = self.lock();
-        if entries.set.insert(key) {
-            entries.order.push_back(key);
-            while entries.order.len() > self.capacity {
-                if let Some(oldest) = entries.order.pop_front() {
-                    entries.set.remove(&oldest);
+        if entries.set.contains(&key) {
+            return Cached::Verified;
+        }
+        match entries.failed.get(&key) {
+            Some(at) if at.elapsed() < self.failed_ttl => Cached::Failed,
+            Some(_) => {
+                entries.failed.remove(&key);
+                Cached::Unknown
+            }
+            None => Cached::Unknown,
+        }
+    }
+
+    /// Remembers the outcome of a check made by [`ScramCredential::verify_password`].
+    pub fn record(&self, user: &str, credential: &ScramCredential, password: &str, ok: bool) {
+        let key = cache_key(user, credential, password);
+        let mut entries = self.lock();
+        if ok {
+            entries.failed.remove(&key);
+            if entries.set.insert(key) {
+                entries.order.push_back(key);
+                while entries.order.len() > self.capacity {
+                    if let Some(oldest) = entries.order.pop_front() {
+                        entries.set.remove(&oldest);
+                    }
                 }
             }
+            return;
         }
-        true
+        let now = Instant::now();
+        entries.failed.insert(key, now);
+        entries.failed_order.push_back((key, now));
+        // Past the capacity, or expired: forget from the oldest. An order entry whose
+        // key was recorded again later (a newer time in the map) is only dropped.
+        while let Some(&(oldest, at)) = entries.failed_order.front() {
+            let over = entries.failed.len() > self.failed_capacity;
+            let expired = at.elapsed() >= self.failed_ttl;
+            let stale = entries.failed.get(&oldest) != Some(&at);
+            if !(over || expired || stale) {
+                break;
+            }
+            entries.failed_order.pop_front();
+            if !stale {
+                entries.failed.remove(&oldest);
+            }
+        }
     }
 
     /// How many verified passwords are remembered.
@@ -353,12 +453,17 @@ impl VerifiedPasswords {
         self.len() == 0
     }
 
-    /// Forgets every verified password (e.g. when credentials are reloaded wholesale;
-    /// a changed credential misses anyway).
+    /// How many failed checks are remembered (expired ones included until they are
+    /// pushed out).
+    pub fn failed_len(&self) -> usize {
+        self.lock().failed.len()
+    }
+
+    /// Forgets every check (e.g. when credentials are reloaded wholesale; a changed
+    /// credential misses anyway).
     pub fn clear(&self) {
         let mut entries = self.lock();
-        entries.set.clear();
-        entries.order.clear();
+        *entries = Entries::default();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -490,40 +595,85 @@ mod tests {
     }
 
     #[test]
-    fn verified_passwords_caches_successes_and_misses_a_changed_credential() {
+    fn the_cache_keeps_successes_and_failures_and_misses_a_changed_credential() {
         let mechanism = ScramMechanism::Sha256;
-        let cache = VerifiedPasswords::new();
+        let cache = PasswordCache::new();
         let old = ScramCredential::new(mechanism, "first", MIN_ITERATIONS).unwrap();
+        assert_eq!(cache.lookup("alice", &old, "wrong"), Cached::Unknown);
         assert!(!cache.verify("alice", &old, "wrong"));
-        assert!(cache.is_empty(), "failures are not cached");
+        assert!(cache.is_empty(), "a failure is not a verified password");
+        assert_eq!(cache.failed_len(), 1);
+        assert_eq!(cache.lookup("alice", &old, "wrong"), Cached::Failed);
+        assert!(!cache.verify("alice", &old, "wrong"), "a cached failure");
+        assert_eq!(cache.failed_len(), 1);
+        // The same wrong password for another user is another check.
+        assert_eq!(cache.lookup("bob", &old, "wrong"), Cached::Unknown);
+
         assert!(cache.verify("alice", &old, "first"));
         assert_eq!(cache.len(), 1);
-        assert!(cache.verify("alice", &old, "first"), "a hit");
-        assert_eq!(cache.len(), 1);
-        // The same password under another user name is another entry.
+        assert_eq!(cache.lookup("alice", &old, "first"), Cached::Verified);
         assert!(cache.verify("bob", &old, "first"));
         assert_eq!(cache.len(), 2);
 
-        // The password changed: the old one misses (and fails), the new one verifies.
-        let new = ScramCredential::new(mechanism, "second", MIN_ITERATIONS).unwrap();
+        // The password changed: every check under the old credential misses, so the
+        // old password fails (once, then from the cache) and the new one verifies, even
+        // the one that failed before.
+        let new = ScramCredential::new(mechanism, "wrong", MIN_ITERATIONS).unwrap();
+        assert_eq!(cache.lookup("alice", &new, "first"), Cached::Unknown);
         assert!(!cache.verify("alice", &new, "first"));
-        assert!(cache.verify("alice", &new, "second"));
+        assert_eq!(cache.lookup("alice", &new, "wrong"), Cached::Unknown);
+        assert!(cache.verify("alice", &new, "wrong"));
         assert_eq!(cache.len(), 3);
         cache.clear();
         assert!(cache.is_empty());
+        assert_eq!(cache.failed_len(), 0);
     }
 
     #[test]
-    fn verified_passwords_forgets_the_oldest_first() {
-        let cache = VerifiedPasswords::with_capacity(2);
+    fn the_cache_forgets_the_oldest_first() {
+        let cache = PasswordCache::with_limits(2, 2, FAILED_PASSWORD_TTL);
         let credential =
             ScramCredential::new(ScramMechanism::Sha256, "pw", MIN_ITERATIONS).unwrap();
         for user in ["a", "b", "c"] {
             assert!(cache.verify(user, &credential, "pw"));
+            assert!(!cache.verify(user, &credential, "bad"));
         }
         assert_eq!(cache.len(), 2);
-        let entries = cache.lock();
-        assert!(!entries.set.contains(&cache_key("a", &credential, "pw")));
-        assert!(entries.set.contains(&cache_key("c", &credential, "pw")));
+        assert_eq!(cache.failed_len(), 2);
+        assert_eq!(cache.lookup("a", &credential, "pw"), Cached::Unknown);
+        assert_eq!(cache.lookup("a", &credential, "bad"), Cached::Unknown);
+        assert_eq!(cache.lookup("c", &credential, "pw"), Cached::Verified);
+        assert_eq!(cache.lookup("c", &credential, "bad"), Cached::Failed);
+        // A failure recorded again is not pushed out by its own older record.
+        cache.record("b", &credential, "bad", false);
+        cache.record("d", &credential, "bad", false);
+        assert_eq!(cache.lookup("b", &credential, "bad"), Cached::Failed);
+        assert_eq!(cache.lookup("c", &credential, "bad"), Cached::Unknown);
+        assert_eq!(cache.failed_len(), 2);
+        // A success replaces a remembered failure of the same check.
+        cache.record("d", &credential, "bad", true);
+        assert_eq!(cache.lookup("d", &credential, "bad"), Cached::Verified);
+    }
+
+    #[test]
+    fn failures_expire() {
+        let ttl = Duration::from_millis(50);
+        let cache = PasswordCache::with_limits(8, 8, ttl);
+        let credential =
+            ScramCredential::new(ScramMechanism::Sha256, "pw", MIN_ITERATIONS).unwrap();
+        assert!(!cache.verify("a", &credential, "bad"));
+        assert_eq!(cache.lookup("a", &credential, "bad"), Cached::Failed);
+        std::thread::sleep(ttl + Duration::from_millis(10));
+        assert_eq!(cache.lookup("a", &credential, "bad"), Cached::Unknown);
+        assert_eq!(
+            cache.failed_len(),
+            0,
+            "an expired entry looked up is dropped"
+        );
+        // Expired entries are also dropped as new failures are recorded.
+        cache.record("b", &credential, "bad", false);
+        std::thread::sleep(ttl + Duration::from_millis(10));
+        cache.record("c", &credential, "bad", false);
+        assert_eq!(cache.failed_len(), 1);
     }
 }

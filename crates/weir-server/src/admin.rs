@@ -1,6 +1,7 @@
 //! The Admin service: topics, partitions, topic configuration, DeleteRecords and the
 //! cluster description. Each call is a thin conversion around the topic registry; the
-//! group calls are in `groups`, the users and ACLs calls in `security_admin`.
+//! group calls are in `groups`, the users and ACLs calls in `security_admin`, the API
+//! token calls in `tokens`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,6 +29,10 @@ use weir_proto::v1::{
     ListUsersResponse, UpsertUserRequest, UpsertUserResponse,
 };
 use weir_proto::v1::{
+    CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse,
+    RevokeTokenRequest, RevokeTokenResponse,
+};
+use weir_proto::v1::{
     DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
     ListGroupsRequest, ListGroupsResponse, ResetOffsetsRequest, ResetOffsetsResponse,
 };
@@ -38,6 +43,7 @@ use crate::groups;
 use crate::page::{self, Listing};
 use crate::security_admin;
 use crate::status::{self, broker_status, status};
+use crate::tokens;
 
 /// The Admin gRPC service.
 #[derive(Debug, Clone)]
@@ -490,5 +496,36 @@ impl Admin for AdminService {
         let _timer = self.broker.metrics().rpc_timer("ListQuotas");
         let ctx = crate::grpc_context(&request);
         security_admin::list_quotas(&self.broker, &ctx).map(Response::new)
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("CreateToken");
+        let ctx = crate::grpc_context(&request);
+        tokens::create_token(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_tokens(
+        &self,
+        request: Request<ListTokensRequest>,
+    ) -> Result<Response<ListTokensResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("ListTokens");
+        let ctx = crate::grpc_context(&request);
+        tokens::list_tokens(&self.broker, &ctx, request.into_inner()).map(Response::new)
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let _timer = self.broker.metrics().rpc_timer("RevokeToken");
+        let ctx = crate::grpc_context(&request);
+        tokens::revoke_token(&self.broker, &ctx, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

@@ -1,4 +1,6 @@
-//! Authentication of gRPC calls: a user and password as call credentials (the
+//! Authentication of gRPC calls: an API token (`authorization: Bearer weir_...`, one
+//! SHA-256 to check, its owner the principal) or a user and password as call
+//! credentials (the
 //! `authorization: Basic base64(user:password)` header, as HTTP basic; send it over TLS
 //! only), checked against the users' SCRAM credentials in the metadata (verified
 //! passwords are cached, so a client that sends its password with every call pays
@@ -22,11 +24,16 @@ use std::sync::Arc;
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use weir_broker::{Listener, RequestContext};
-use weir_security::sasl::parse_basic_auth;
+use weir_security::sasl::PasswordCheck;
+use weir_security::token::{Authorization, parse_authorization};
 
 /// The user a call authenticated as with its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct AuthenticatedUser(pub(crate) String);
+pub(crate) struct AuthenticatedUser {
+    pub(crate) name: String,
+    /// By an API token (which may not make tokens), not a password.
+    pub(crate) by_token: bool,
+}
 
 /// Paths the layer lets through unchecked: health and reflection.
 const UNCHECKED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
@@ -61,9 +68,13 @@ pub(crate) struct AuthService<S> {
 
 impl<S, ReqB, B> tower::Service<::http::Request<ReqB>> for AuthService<S>
 where
-    S: tower::Service<::http::Request<ReqB>, Response = ::http::Response<B>>,
+    S: tower::Service<::http::Request<ReqB>, Response = ::http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
+    ReqB: Send + 'static,
     B: Default + Send + 'static,
 {
     type Response = ::http::Response<B>;
@@ -81,10 +92,71 @@ where
 
     fn call(&mut self, mut request: ::http::Request<ReqB>) -> Self::Future {
         match authenticate(&self.core, &mut request) {
-            Ok(()) => Box::pin(self.inner.call(request)),
+            Ok(None) => Box::pin(self.inner.call(request)),
+            Ok(Some(password)) => {
+                // The service polled ready is the one called (tower's rule), a clone
+                // left in its place.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                let core = self.core.clone();
+                Box::pin(async move {
+                    match check_password(&core, password).await {
+                        Ok(user) => {
+                            request.extensions_mut().insert(user);
+                            inner.call(request).await
+                        }
+                        Err(status) => Ok(status.into_http()),
+                    }
+                })
+            }
             Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
         }
     }
+}
+
+/// A user and password a call carries, to be checked.
+struct PasswordClaim {
+    ctx: RequestContext,
+    user: String,
+    password: String,
+}
+
+/// Checks a call's password off the runtime threads (`weir_broker::authn`).
+async fn check_password(
+    core: &weir_broker::Broker,
+    claim: PasswordClaim,
+) -> Result<AuthenticatedUser, Status> {
+    let PasswordClaim {
+        ctx,
+        user,
+        password,
+    } = claim;
+    match weir_broker::security_admin::check_password(core, &user, &password).await {
+        PasswordCheck::Verified => Ok(AuthenticatedUser {
+            name: user,
+            by_token: false,
+        }),
+        PasswordCheck::Refused => {
+            core.authorizer().audit().authentication_failed(
+                &ctx,
+                Some(&user),
+                "BASIC",
+                "wrong password or unknown user",
+            );
+            Err(Status::unauthenticated(format!(
+                "authentication failed for user {user:?}: wrong password or unknown user"
+            )))
+        }
+        PasswordCheck::Busy => Err(busy()),
+    }
+}
+
+/// The answer when too many password checks run or wait: retriable.
+pub(crate) fn busy() -> Status {
+    Status::unavailable(
+        "this broker is checking too many passwords at once; retry shortly (a client that \
+         keeps its password cached by the broker is not held up)",
+    )
 }
 
 /// The principal a verified client certificate names, on a TLS connection.
@@ -106,14 +178,15 @@ fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
         })
 }
 
-/// Checks the call's credentials, recording the user in its extensions.
+/// Checks the call's credentials where that is cheap, recording the user in its
+/// extensions; a password is handed back to be checked off the runtime threads.
 fn authenticate<B>(
     core: &weir_broker::Broker,
     request: &mut ::http::Request<B>,
-) -> Result<(), Status> {
+) -> Result<Option<PasswordClaim>, Status> {
     let path = request.uri().path();
     if UNCHECKED_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return Ok(());
+        return Ok(None);
     }
     let security = core.authorizer().config();
     if path.starts_with(INTERNAL_PREFIX) {
@@ -128,7 +201,7 @@ fn authenticate<B>(
                  certificates",
             ));
         }
-        return Ok(());
+        return Ok(None);
     }
     let header = request
         .headers()
@@ -141,27 +214,42 @@ fn authenticate<B>(
                  with WEIR_PASSWORD) or a client certificate",
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
     let peer = peer_addr(request.extensions());
     let ctx = RequestContext::anonymous(Listener::Grpc, peer);
-    let (user, password) = parse_basic_auth(&header).map_err(|e| {
+    let credentials = parse_authorization(&header).map_err(|e| {
         core.authorizer()
             .audit()
-            .authentication_failed(&ctx, None, "BASIC", &e.to_string());
+            .authentication_failed(&ctx, None, "-", &e.to_string());
         Status::unauthenticated(format!("bad authorization header: {e}"))
     })?;
-    if !weir_broker::security_admin::verify_password(core, &user, &password) {
-        core.authorizer().audit().authentication_failed(
-            &ctx,
-            Some(&user),
-            "BASIC",
-            "wrong password or unknown user",
-        );
-        return Err(Status::unauthenticated(format!(
-            "authentication failed for user {user:?}: wrong password or unknown user"
-        )));
+    match credentials {
+        Authorization::Basic { user, password } => Ok(Some(PasswordClaim {
+            ctx,
+            user,
+            password,
+        })),
+        Authorization::Bearer(token) => match weir_broker::authn::check_token(core, &token) {
+            Ok(name) => {
+                request.extensions_mut().insert(AuthenticatedUser {
+                    name,
+                    by_token: true,
+                });
+                Ok(None)
+            }
+            Err(refused) => {
+                core.authorizer().audit().authentication_failed(
+                    &ctx,
+                    refused.owner.as_deref(),
+                    "BEARER",
+                    &format!("token {}: {}", token.id, refused.reason),
+                );
+                Err(Status::unauthenticated(format!(
+                    "API token {} is not accepted: unknown, revoked or expired",
+                    token.id
+                )))
+            }
+        },
     }
-    request.extensions_mut().insert(AuthenticatedUser(user));
-    Ok(())
 }

@@ -19,7 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_cluster::controller::records::Endpoints;
+use weir_security::sasl::PasswordCheck;
 use weir_security::tls::{ServerTls, TlsIncoming};
+use weir_security::token::{Authorization, parse_authorization};
 
 use crate::{Broker, until_stopping};
 
@@ -115,7 +117,8 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 }
 
 /// The console on a secured broker (authentication required, or authorization on): HTTP
-/// basic credentials of a user, checked as gRPC call credentials are; with authorization
+/// basic credentials of a user, or an API token (`Authorization: Bearer weir_...`, its
+/// owner the user), checked as gRPC call credentials are; with authorization
 /// on, the user must be a super user (the console acts for operators, on every topic and
 /// group). `/health` and `/metrics` stay open, for probes and scrapers.
 async fn console_auth(
@@ -130,9 +133,11 @@ async fn console_auth(
     let challenge = |why: &str| {
         (
             StatusCode::UNAUTHORIZED,
+            // Both challenges in one value (RFC 9110 § 11.6.1): a second header of the
+            // same name would replace the first.
             [(
                 header::WWW_AUTHENTICATE,
-                "Basic realm=\"weir\", charset=\"UTF-8\"",
+                "Basic realm=\"weir\", charset=\"UTF-8\", Bearer realm=\"weir\"",
             )],
             format!("{why}\n"),
         )
@@ -142,27 +147,69 @@ async fn console_auth(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .map(weir_security::sasl::parse_basic_auth);
+        .map(parse_authorization);
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, peer);
     let (user, password) = match credentials {
-        Some(Ok(credentials)) => credentials,
+        Some(Ok(Authorization::Basic { user, password })) => (user, password),
+        Some(Ok(Authorization::Bearer(token))) => {
+            return match weir_broker::authn::check_token(&core, &token) {
+                Ok(owner) => operator_only(&core, &ctx, owner, request, next).await,
+                Err(refused) => {
+                    core.authorizer().audit().authentication_failed(
+                        &ctx,
+                        refused.owner.as_deref(),
+                        "BEARER",
+                        &format!("token {}: {}", token.id, refused.reason),
+                    );
+                    challenge("the API token is not accepted: unknown, revoked or expired")
+                }
+            };
+        }
         Some(Err(e)) => return challenge(&format!("bad authorization header: {e}")),
-        None => return challenge("the console needs a user and password"),
+        None => return challenge("the console needs a user and password, or an API token"),
     };
-    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, None);
-    if !weir_broker::security_admin::verify_password(&core, &user, &password) {
-        core.authorizer().audit().authentication_failed(
-            &ctx,
-            Some(&user),
-            "BASIC",
-            "wrong password or unknown user",
-        );
-        return challenge("wrong password or unknown user");
+    match weir_broker::security_admin::check_password(&core, &user, &password).await {
+        PasswordCheck::Verified => {}
+        PasswordCheck::Refused => {
+            core.authorizer().audit().authentication_failed(
+                &ctx,
+                Some(&user),
+                "BASIC",
+                "wrong password or unknown user",
+            );
+            return challenge("wrong password or unknown user");
+        }
+        PasswordCheck::Busy => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                "this broker is checking too many passwords at once; retry shortly\n",
+            )
+                .into_response();
+        }
     }
+    operator_only(&core, &ctx, user, request, next).await
+}
+
+/// Serves an authenticated `user`'s console request; with authorization on, a super
+/// user's only.
+async fn operator_only(
+    core: &weir_broker::Broker,
+    ctx: &weir_broker::RequestContext,
+    user: String,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let security = core.authorizer().config();
     let principal = format!("User:{user}");
     if security.authorization && !security.super_users.contains(&principal) {
         core.authorizer()
             .audit()
-            .denied(&ctx, "Console", "the admin HTTP console");
+            .denied(ctx, "Console", "the admin HTTP console");
         return (
             StatusCode::FORBIDDEN,
             format!("{principal} is not a super user; the console is for operators\n"),

@@ -55,6 +55,7 @@ mod share_forward;
 mod share_reads;
 mod status;
 mod tls;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -166,9 +167,10 @@ pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::Reque
 }
 
 /// The core's context for a gRPC call, from its extensions: the only place one is
-/// built. The user its call credentials authenticated (`authn`) is the principal; else a
-/// client certificate verified by a TLS listener names it (its common name, else its
-/// first subject alternative name); otherwise the request is anonymous.
+/// built. The user its call credentials (a password or an API token) authenticated
+/// (`authn`) is the principal; else a client certificate verified by a TLS listener
+/// names it (its common name, else its first subject alternative name); otherwise the
+/// request is anonymous.
 pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     let peer = extensions
@@ -181,8 +183,9 @@ pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::R
         });
     let mut context = weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, peer);
     let user = extensions.get::<authn::AuthenticatedUser>();
+    context.authenticated_by_token = user.is_some_and(|u| u.by_token);
     if let Some(name) = user
-        .map(|u| u.0.clone())
+        .map(|u| u.name.clone())
         .or_else(|| authn::tls_principal(extensions))
     {
         context.principal = weir_broker::Principal::User(name);

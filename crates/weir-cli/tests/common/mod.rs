@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub mod secure;
+
 /// Longest any single `weir` invocation may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(90);
 

@@ -20,7 +20,7 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, preferred, producer_ids, reassign, resign, security, topics,
+    alter_partition, brokers, preferred, producer_ids, reassign, resign, security, tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -283,8 +283,11 @@ impl Controller {
                 security::upsert_credential(image, user, credential)
             }
             ControllerRequest::DeleteScramCredential { user, mechanism } => {
-                security::delete_credential(image, user, mechanism)
+                security::delete_credential(image, user.clone(), mechanism)
+                    .map(|outcome| tokens::revoked_with_user(image, &user, outcome))
             }
+            ControllerRequest::CreateToken { token } => tokens::create_token(image, token),
+            ControllerRequest::RevokeToken { id } => tokens::revoke_token(image, id),
             ControllerRequest::CreateAcls { acls } => security::create_acls(image, acls),
             ControllerRequest::DeleteAcls { filters } => security::delete_acls(image, filters),
             ControllerRequest::AlterClientQuotas { alterations } => {

@@ -288,6 +288,22 @@ impl MetadataImage {
                     self.security.users.remove(user);
                 }
             }
+            MetadataRecord::TokenCreated { token } => {
+                if self.security.tokens.contains_key(&token.id) {
+                    return Err(ImageError::Inconsistent(format!(
+                        "token {} made twice",
+                        token.id
+                    )));
+                }
+                self.security.tokens.insert(token.id.clone(), token.clone());
+            }
+            MetadataRecord::TokenRevoked { id } => {
+                if self.security.tokens.remove(id).is_none() {
+                    return Err(ImageError::Inconsistent(format!(
+                        "token {id} is not there to revoke"
+                    )));
+                }
+            }
             MetadataRecord::ClientQuotaAltered { entity, key, value } => {
                 let quotas = &mut self.security.quotas;
                 match value {

@@ -16,6 +16,7 @@ use crate::error::ConfigError;
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
+use crate::tokens::StoredToken;
 
 /// The committed cluster metadata at one point of the metadata log.
 ///
@@ -52,6 +53,9 @@ pub struct SecurityImage {
     /// As `acls_version`, for the quotas.
     #[serde(default)]
     pub(super) quotas_version: MetadataOffset,
+    /// API tokens by id (`crate::tokens`).
+    #[serde(default)]
+    pub(super) tokens: BTreeMap<String, StoredToken>,
 }
 
 /// Where producer ids stand (`producer_ids.rs`).
@@ -242,12 +246,27 @@ impl MetadataImage {
         self.security.users.get(user)?.get(mechanism)
     }
 
+    /// Whether `user` exists (has a credential).
+    pub fn has_user(&self, user: &str) -> bool {
+        self.security.users.contains_key(user)
+    }
+
     /// Every user, with the mechanisms it has credentials for.
     pub fn users(&self) -> impl Iterator<Item = (&str, Vec<&str>)> {
         self.security
             .users
             .iter()
             .map(|(user, by)| (user.as_str(), by.keys().map(String::as_str).collect()))
+    }
+
+    /// The API token `id`.
+    pub fn token(&self, id: &str) -> Option<&StoredToken> {
+        self.security.tokens.get(id)
+    }
+
+    /// Every API token, by id.
+    pub fn tokens(&self) -> impl Iterator<Item = &StoredToken> {
+        self.security.tokens.values()
     }
 
     /// Every ACL binding, in order.

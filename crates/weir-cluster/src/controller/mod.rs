@@ -33,6 +33,7 @@ mod resign;
 mod security;
 #[cfg(test)]
 mod test_support;
+mod tokens;
 mod topics;
 
 pub use active::{

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
+use crate::tokens::StoredToken;
 
 /// A broker's registration epoch: the metadata offset of its `BrokerRegistered` record.
 /// A restarted process registers anew and gets a larger one, so anything stamped with
@@ -215,6 +216,14 @@ pub enum MetadataRecord {
     },
     AclDeleted {
         acl: AclBinding,
+    },
+    /// An API token is made (`crate::tokens`: its secret's digest, never the secret).
+    TokenCreated {
+        token: StoredToken,
+    },
+    /// The token `id` is revoked (forgotten: it is never accepted again).
+    TokenRevoked {
+        id: String,
     },
     /// `key` of `entity`'s quota is set to `value`, or removed for `None`.
     ClientQuotaAltered {

@@ -13,6 +13,7 @@ use super::records::{
 use crate::error::{ConfigError, TopicNameError};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
+use crate::tokens::StoredToken;
 
 /// Longest incarnation id a broker may register with (a UUID string is 36).
 pub const MAX_INCARNATION_CHARS: usize = 64;
@@ -138,6 +139,15 @@ pub enum ControllerRequest {
     DeleteAcls {
         filters: Vec<AclFilter>,
     },
+    /// Makes an API token for an existing user; the owner's tokens expired by the
+    /// token's `created_ms` are revoked with it.
+    CreateToken {
+        token: StoredToken,
+    },
+    /// Revokes the API token `id`.
+    RevokeToken {
+        id: String,
+    },
     /// Sets (or, for `None`, removes) quota keys of entities: all valid, or none changes.
     AlterClientQuotas {
         alterations: Vec<(QuotaEntity, String, Option<u64>)>,
@@ -197,6 +207,9 @@ pub enum ControllerReply {
     /// For each filter, the bindings it removed.
     AclsDeleted(Vec<Vec<AclBinding>>),
     ClientQuotasAltered,
+    TokenCreated,
+    /// The revoked token, as it was.
+    TokenRevoked(StoredToken),
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
@@ -360,6 +373,14 @@ pub enum ControllerError {
     InvalidQuota { entity: String, reason: String },
     #[error("one request may name at most {max} ACL bindings or filters, not {given}", max = crate::security::MAX_ACLS_PER_REQUEST)]
     TooManyAclsInRequest { given: usize },
+    /// A token that cannot be stored (the reason says why).
+    #[error("invalid API token: {0}")]
+    InvalidToken(String),
+    /// RESOURCE_NOT_FOUND: no API token with this id.
+    #[error("there is no API token {id:?} (never made, or revoked)")]
+    UnknownToken { id: String },
+    #[error("{what} has {max} API tokens already; revoke some first")]
+    TooManyTokens { what: String, max: usize },
     /// A bug in the injected topic id source: it keeps handing out ids in use.
     #[error("the topic id source returned {draws} ids in use or empty (last {last:?})")]
     TopicIdsExhausted { draws: usize, last: String },

@@ -15,6 +15,7 @@ mod lifecycle;
 mod observer;
 mod producer_ids;
 mod security;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -502,7 +503,9 @@ pub fn refusal(e: ControllerError) -> ClusterError {
             replication_factor,
             brokers,
         },
-        e @ ControllerError::UnknownCredential { .. } => ClusterError::NotFound(e.to_string()),
+        e @ (ControllerError::UnknownCredential { .. } | ControllerError::UnknownToken { .. }) => {
+            ClusterError::NotFound(e.to_string())
+        }
         ControllerError::ClusterNotCreated => {
             ClusterError::ControllerUnavailable(ControllerError::ClusterNotCreated.to_string())
         }

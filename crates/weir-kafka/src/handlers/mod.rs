@@ -188,8 +188,14 @@ impl SaslAuthority for KafkaBroker {
         weir_broker::security_admin::credential(&self.core, user, mechanism)
     }
 
-    fn verify_password(&self, user: &str, password: &str) -> bool {
-        weir_broker::security_admin::verify_password(&self.core, user, password)
+    fn verify_password<'a>(
+        &'a self,
+        user: &'a str,
+        password: &'a str,
+    ) -> crate::sasl::PasswordFuture<'a> {
+        Box::pin(weir_broker::security_admin::check_password(
+            &self.core, user, password,
+        ))
     }
 
     fn failed(&self, info: &ConnectionInfo, user: Option<&str>, mechanism: &str, reason: &str) {

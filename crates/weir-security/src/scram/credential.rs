@@ -146,7 +146,7 @@ impl ScramCredential {
     /// Whether `password` is the password of this credential: derives its stored key
     /// (one PBKDF2, milliseconds) and compares in constant time. For listeners that
     /// receive the password itself (PLAIN, HTTP basic, gRPC call credentials); see
-    /// [`crate::sasl::VerifiedPasswords`] to check once per client instead of per request.
+    /// [`crate::sasl::PasswordCache`] to check once per client instead of per request.
     /// A password over [`MAX_PASSWORD_BYTES`] or a credential with an iteration count
     /// outside 1..=[`MAX_ITERATIONS`] never verifies.
     pub fn verify_password(&self, password: &str) -> bool {

@@ -312,6 +312,8 @@ enum ReplyDef {
     AclsCreated,
     AclsDeleted(Vec<Vec<weir_cluster::security::AclBinding>>),
     ClientQuotasAltered,
+    TokenCreated,
+    TokenRevoked(weir_cluster::tokens::StoredToken),
 }
 
 /// [`ControllerError`]'s serde form.
@@ -417,6 +419,14 @@ enum ErrorDef {
     InvalidQuota {
         entity: String,
         reason: String,
+    },
+    InvalidToken(String),
+    UnknownToken {
+        id: String,
+    },
+    TooManyTokens {
+        what: String,
+        max: usize,
     },
     TopicIdsExhausted {
         draws: usize,

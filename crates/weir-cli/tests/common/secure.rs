@@ -1,0 +1,183 @@
+//! A secured `weir serve` process for the authentication tests: development
+//! certificates from `weir dev certs`, TLS on every listener, and the broker's log kept
+//! line by line (the audit lines are asserted on).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{stderr, weir_command};
+
+/// Longest a broker takes to do what a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Certificates from `weir dev certs` in a temporary directory.
+pub struct Certs {
+    dir: tempfile::TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let made = weir_command(&["dev", "certs", "--out", &dir.path().to_string_lossy()])
+            .output()
+            .expect("weir dev certs");
+        assert!(made.status.success(), "{}", stderr(&made));
+        Certs { dir }
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn arg(&self, file: &str) -> String {
+        self.path(file).to_string_lossy().into_owned()
+    }
+
+    /// The flags of a broker with TLS everywhere, authentication required and
+    /// authorization on.
+    pub fn secured_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            ("--tls-cert", "node.pem"),
+            ("--tls-key", "node-key.pem"),
+            ("--tls-client-ca", "ca.pem"),
+        ]
+        .into_iter()
+        .flat_map(|(flag, file)| [flag.to_owned(), self.arg(file)])
+        .collect();
+        args.extend(["--authentication", "required", "--authorization", "on"].map(String::from));
+        args
+    }
+}
+
+/// A `weir serve` process; its log (stderr) is kept line by line.
+pub struct Serve {
+    child: Child,
+    /// The gRPC client listener, `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The admin HTTP listener.
+    pub admin: String,
+    log: Arc<Mutex<Vec<String>>>,
+    data: tempfile::TempDir,
+}
+
+impl Serve {
+    /// Starts `weir serve ARGS` with `env` on free loopback ports and waits until it
+    /// listens.
+    pub fn start(args: &[String], env: &[(&str, &str)]) -> Serve {
+        let data = tempfile::tempdir().expect("temp dir");
+        let mut command = weir_command(&["serve"]);
+        command.envs(env.iter().copied());
+        command
+            .args(["--data-dir", &data.path().to_string_lossy()])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--kafka-listen", "none"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("weir serve starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stderr.take().expect("stderr"));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let mut serve = Serve {
+            child,
+            addr: String::new(),
+            admin: String::new(),
+            log,
+            data,
+        };
+        let listening = serve.wait_for_line("broker listening");
+        serve.addr = between(&listening, "addr=", " ");
+        serve.admin = between(&listening, "admin=Some(", ")");
+        serve
+    }
+
+    /// The broker's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// The first log line containing `needle`, waiting for it.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(line) = self.lines(needle).into_iter().next() {
+                return line;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("weir serve exited ({status}):\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn lines(&self, needle: &str) -> Vec<String> {
+        let log = self.log.lock().unwrap();
+        log.iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text of `line` after `from` up to `to` (or the end).
+pub fn between(line: &str, from: &str, to: &str) -> String {
+    let start = line
+        .find(from)
+        .unwrap_or_else(|| panic!("{from:?} in {line:?}"))
+        + from.len();
+    let rest = &line[start..];
+    rest[..rest.find(to).unwrap_or(rest.len())].to_owned()
+}
+
+/// `GET path` over https (HTTP/1.1) from the admin listener at `addr`, trusting `ca`,
+/// with `authorization` as the header's value if given: the status line, headers and
+/// body.
+pub fn https_get(addr: &str, path: &str, ca: &Path, authorization: Option<&str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authorization = authorization
+        .map(|value| format!("Authorization: {value}\r\n"))
+        .unwrap_or_default();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let config = weir_security::tls::client_config(ca, None, &[b"http/1.1"]).expect("CA");
+        let mut stream = weir_security::dial::TlsDialer::new(config)
+            .connect(host, port)
+            .await
+            .expect("TLS connection");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut response = Vec::new();
+        // The server may close without a TLS close_notify; what came is the answer.
+        let _ = tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response)).await;
+        String::from_utf8_lossy(&response).into_owned()
+    })
+}
