@@ -11,13 +11,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use common::secure::{Certs, DEADLINE, Serve, https_get};
-use common::{finish, stderr, wait_output, weir_command};
+use common::secure::{Certs, DEADLINE, Serve, https_get, weir_fed};
+use common::{finish, stderr, weir_command};
 use weir_client::connection::Timeouts;
 use weir_client::{Admin, ClientTls, ConnectOptions};
 
@@ -35,21 +34,7 @@ fn secured_broker(certs: &Certs) -> Serve {
 
 /// `weir ARGS` against `brokers` with `env` and `stdin`, bounded in time.
 fn weir(brokers: &str, env: &[(&str, String)], args: &[&str], stdin: &[u8]) -> Output {
-    let mut command = weir_command(args);
-    command.env("WEIR_BROKERS", brokers).stdin(Stdio::piped());
-    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("stdin written");
-    wait_output(child, args)
+    weir_fed(brokers, env, args, stdin).0
 }
 
 fn weir_ok(brokers: &str, env: &[(&str, String)], args: &[&str], stdin: &[u8]) -> String {

@@ -6,163 +6,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::io::Write;
+use std::path::Path;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::secure::{Certs, DEADLINE, Serve, https_get, weir_fed};
 use common::{finish, stderr, wait_output, weir_command};
 use weir_security::dial::TlsDialer;
-
-/// Longest a broker (or a cluster) takes to do what a test waits for.
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Certificates from `weir dev certs` in a temporary directory.
-struct Certs {
-    dir: tempfile::TempDir,
-}
-
-impl Certs {
-    fn new() -> Certs {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let made = weir_command(&["dev", "certs", "--out", &dir.path().to_string_lossy()])
-            .output()
-            .expect("weir dev certs");
-        assert!(made.status.success(), "{}", stderr(&made));
-        Certs { dir }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-
-    fn arg(&self, file: &str) -> String {
-        self.path(file).to_string_lossy().into_owned()
-    }
-
-    /// The broker flags for TLS on every listener, with client certificates verified.
-    fn serve_args(&self) -> Vec<String> {
-        [
-            ("--tls-cert", "node.pem"),
-            ("--tls-key", "node-key.pem"),
-            ("--tls-client-ca", "ca.pem"),
-        ]
-        .into_iter()
-        .flat_map(|(flag, file)| [flag.to_owned(), self.arg(file)])
-        .collect()
-    }
-
-    /// The client's environment for TLS with the `client` certificate.
-    fn client_env(&self) -> [(&'static str, String); 3] {
-        [
-            ("WEIR_TLS_CA", self.arg("ca.pem")),
-            ("WEIR_TLS_CERT", self.arg("client.pem")),
-            ("WEIR_TLS_KEY", self.arg("client-key.pem")),
-        ]
-    }
-}
-
-/// A `weir serve` process; its log (stderr) is kept line by line.
-struct Serve {
-    child: Child,
-    /// The gRPC client listener, `127.0.0.1:PORT`.
-    addr: String,
-    /// The admin HTTP listener.
-    admin: String,
-    log: Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
-}
-
-impl Serve {
-    /// Starts `weir serve ARGS` on free loopback ports and waits until it listens.
-    fn start(args: &[String]) -> Serve {
-        Serve::start_with_env(args, &[])
-    }
-
-    fn start_with_env(args: &[String], env: &[(&str, &str)]) -> Serve {
-        let data = tempfile::tempdir().expect("temp dir");
-        let mut command = weir_command(&["serve"]);
-        command.envs(env.iter().copied());
-        command
-            .args(["--data-dir", &data.path().to_string_lossy()])
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--kafka-listen", "none"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("weir serve starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines = BufReader::new(child.stderr.take().expect("stderr"));
-        let kept = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.lines().map_while(Result::ok) {
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let mut serve = Serve {
-            child,
-            addr: String::new(),
-            admin: String::new(),
-            log,
-            _data: data,
-        };
-        let listening = serve.wait_for_line("broker listening");
-        serve.addr = between(&listening, "addr=", " ");
-        serve.admin = between(&listening, "admin=Some(", ")");
-        serve
-    }
-
-    /// The first log line containing `needle`, waiting for it.
-    fn wait_for_line(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            if let Some(line) = self.lines(needle).into_iter().next() {
-                return line;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("weir serve exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with {needle:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn lines(&self, needle: &str) -> Vec<String> {
-        let log = self.log.lock().unwrap();
-        log.iter().filter(|l| l.contains(needle)).cloned().collect()
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The text of `line` after `from` up to `to` (or the end).
-fn between(line: &str, from: &str, to: &str) -> String {
-    let start = line
-        .find(from)
-        .unwrap_or_else(|| panic!("{from:?} in {line:?}"))
-        + from.len();
-    let rest = &line[start..];
-    rest[..rest.find(to).unwrap_or(rest.len())].to_owned()
-}
+use weir_security::sasl::basic_auth_header;
 
 /// `weir ARGS` against `brokers` with `env`, bounded in time.
 fn weir(brokers: &str, env: &[(&str, String)], args: &[&str]) -> std::process::Output {
@@ -221,46 +74,10 @@ fn served_certificate(addr: &str, ca: &Path) -> Vec<u8> {
     })
 }
 
-/// `GET path` over https (HTTP/1.1) from the admin listener at `addr`, trusting `ca`:
-/// the response's status line and body.
-fn https_get(addr: &str, path: &str, ca: &Path) -> String {
-    https_get_as(addr, path, ca, None)
-}
-
-/// GET `path` over TLS, with basic credentials `as_user` (user, password) if given.
-fn https_get_as(addr: &str, path: &str, ca: &Path, as_user: Option<(&str, &str)>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let authorization = as_user
-        .map(|(user, password)| {
-            format!(
-                "Authorization: {}\r\n",
-                weir_security::sasl::basic_auth_header(user, password)
-            )
-        })
-        .unwrap_or_default();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    let port: u16 = port.parse().expect("port");
-    runtime().block_on(async {
-        let config = weir_security::tls::client_config(ca, None, &[b"http/1.1"]).expect("CA");
-        let mut stream = TlsDialer::new(config)
-            .connect(host, port)
-            .await
-            .expect("TLS connection");
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.expect("request");
-        let mut response = Vec::new();
-        // The server may close without a TLS close_notify; what came is the answer.
-        let _ = stream.read_to_end(&mut response).await;
-        String::from_utf8_lossy(&response).into_owned()
-    })
-}
-
 #[test]
 fn the_cli_produces_and_consumes_over_mutual_tls_and_plaintext_is_refused() {
     let certs = Certs::new();
-    let mut broker = Serve::start(&certs.serve_args());
+    let mut broker = Serve::start(&certs.tls_args(), &[]);
     let env = certs.client_env();
     let addr = broker.addr.clone();
 
@@ -325,16 +142,16 @@ fn the_cli_produces_and_consumes_over_mutual_tls_and_plaintext_is_refused() {
     );
 
     // The admin HTTP listener: https only, /health and /metrics.
-    let health = https_get(&broker.admin, "/health", &certs.path("ca.pem"));
+    let health = https_get(&broker.admin, "/health", &certs.path("ca.pem"), None);
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"));
+    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"), None);
     assert!(metrics.contains("# TYPE"), "{metrics}");
 }
 
 #[test]
 fn certificates_are_replaced_under_a_running_producer() {
     let certs = Certs::new();
-    let mut broker = Serve::start(&certs.serve_args());
+    let mut broker = Serve::start(&certs.tls_args(), &[]);
     let env = certs.client_env();
     let before = served_certificate(&broker.addr, &certs.path("ca.pem"));
 
@@ -451,7 +268,7 @@ fn three_brokers_replicate_to_each_other_over_tls() {
         .iter()
         .enumerate()
         .map(|(i, port)| {
-            let mut args = certs.serve_args();
+            let mut args = certs.tls_args();
             args.extend([
                 "--node-id".to_owned(),
                 (i + 1).to_string(),
@@ -460,7 +277,7 @@ fn three_brokers_replicate_to_each_other_over_tls() {
                 "--internal-listen".to_owned(),
                 format!("127.0.0.1:{port}"),
             ]);
-            Serve::start(&args)
+            Serve::start(&args, &[])
         })
         .collect();
     let all = brokers
@@ -552,17 +369,8 @@ fn three_brokers_replicate_to_each_other_over_tls() {
 #[test]
 fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
     let certs = Certs::new();
-    let mut args = vec![
-        "--tls-cert".to_owned(),
-        certs.arg("node.pem"),
-        "--tls-key".to_owned(),
-        certs.arg("node-key.pem"),
-        "--tls-client-ca".to_owned(),
-        certs.arg("ca.pem"),
-    ];
-    args.extend(["--authentication", "required", "--authorization", "on"].map(String::from));
-    let mut broker = Serve::start_with_env(
-        &args,
+    let mut broker = Serve::start(
+        &certs.secured_args(),
         &[
             ("WEIR_ADMIN_USER", "admin"),
             ("WEIR_ADMIN_PASSWORD", "admin-secret"),
@@ -626,18 +434,23 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
 
     // The console wants an operator's password; /health stays open for probes.
     let ca_file = certs.path("ca.pem");
-    let open = https_get(&broker.admin, "/health", &ca_file);
+    let open = https_get(&broker.admin, "/health", &ca_file, None);
     assert!(open.starts_with("HTTP/1.1 200"), "{open}");
-    let anonymous = https_get(&broker.admin, "/console", &ca_file);
+    let anonymous = https_get(&broker.admin, "/console", &ca_file, None);
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
     assert!(anonymous.contains("www-authenticate: Basic"), "{anonymous}");
-    let wrong = https_get_as(&broker.admin, "/console", &ca_file, Some(("admin", "nope")));
+    let wrong = https_get(
+        &broker.admin,
+        "/console",
+        &ca_file,
+        Some(&basic_auth_header("admin", "nope")),
+    );
     assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
-    let operator = https_get_as(
+    let operator = https_get(
         &broker.admin,
         "/console/topics",
         &ca_file,
-        Some(("admin", "admin-secret")),
+        Some(&basic_auth_header("admin", "admin-secret")),
     );
     assert!(operator.starts_with("HTTP/1.1 200"), "{operator}");
     assert!(operator.contains("orders"), "the console lists the topic");
@@ -659,32 +472,6 @@ fn grpc_calls_authenticate_with_a_user_and_password_over_tls() {
     );
 }
 
-/// `weir ARGS` with `stdin` fed, against `brokers` with `env`; how long it took.
-fn weir_fed(
-    brokers: &str,
-    env: &[(&str, String)],
-    args: &[&str],
-    stdin: &[u8],
-) -> (std::process::Output, Duration) {
-    let started = Instant::now();
-    let mut command = weir_command(args);
-    command.env("WEIR_BROKERS", brokers).stdin(Stdio::piped());
-    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("stdin written");
-    let out = wait_output(child, args);
-    (out, started.elapsed())
-}
-
 #[test]
 fn a_quota_holds_a_greedy_producer_to_its_rate_and_others_are_not_slowed() {
     const QUOTA: usize = 100_000;
@@ -693,9 +480,9 @@ fn a_quota_holds_a_greedy_producer_to_its_rate_and_others_are_not_slowed() {
     // second's worth passes at once, the rest is held to the quota, about 5 s.
     const RECORDS: usize = 600;
     let certs = Certs::new();
-    let mut args = certs.serve_args();
+    let mut args = certs.tls_args();
     args.extend(["--authentication", "required", "--quota-window-ms", "100"].map(String::from));
-    let broker = Serve::start_with_env(
+    let broker = Serve::start(
         &args,
         &[
             ("WEIR_ADMIN_USER", "admin"),
@@ -796,7 +583,7 @@ fn a_quota_holds_a_greedy_producer_to_its_rate_and_others_are_not_slowed() {
     );
     assert_eq!(read.lines().count(), RECORDS + 1);
     assert_eq!(read.lines().filter(|l| *l == "calm").count(), 1);
-    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"));
+    let metrics = https_get(&broker.admin, "/metrics", &certs.path("ca.pem"), None);
     let throttled = metrics
         .lines()
         .find(|l| {

@@ -40,7 +40,7 @@ const UNCHECKED_PREFIXES: [&str; 2] = ["/grpc.health.", "/grpc.reflection."];
 
 /// The brokers' own services (replication, controller, quorum), on the client listener
 /// unless `--internal-listen` gives them their own.
-const INTERNAL_PREFIX: &str = "/weir.internal.";
+pub(crate) const INTERNAL_PREFIX: &str = "/weir.internal.";
 
 /// A tower layer over the client gRPC router: see the module docs.
 #[derive(Debug, Clone)]

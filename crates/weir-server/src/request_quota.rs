@@ -11,7 +11,11 @@
 use std::sync::Arc;
 
 /// Paths the quota does not count: health, reflection, and the brokers' own services.
-const EXEMPT_PREFIXES: [&str; 3] = ["/grpc.health.", "/grpc.reflection.", "/weir.internal."];
+const EXEMPT_PREFIXES: [&str; 3] = [
+    "/grpc.health.",
+    "/grpc.reflection.",
+    crate::authn::INTERNAL_PREFIX,
+];
 
 /// A tower layer over the client gRPC router: see the module docs.
 #[derive(Debug, Clone)]

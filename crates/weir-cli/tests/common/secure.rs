@@ -1,14 +1,14 @@
-//! A secured `weir serve` process for the authentication tests: development
+//! A `weir serve` process with TLS, for the TLS and authentication tests: development
 //! certificates from `weir dev certs`, TLS on every listener, and the broker's log kept
 //! line by line (the audit lines are asserted on).
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{stderr, weir_command};
+use super::{stderr, wait_output, weir_command};
 
 /// Longest a broker takes to do what a test waits for.
 pub const DEADLINE: Duration = Duration::from_secs(20);
@@ -36,19 +36,33 @@ impl Certs {
         self.path(file).to_string_lossy().into_owned()
     }
 
-    /// The flags of a broker with TLS everywhere, authentication required and
-    /// authorization on.
-    pub fn secured_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = [
+    /// The broker flags for TLS on every listener, with client certificates verified.
+    pub fn tls_args(&self) -> Vec<String> {
+        [
             ("--tls-cert", "node.pem"),
             ("--tls-key", "node-key.pem"),
             ("--tls-client-ca", "ca.pem"),
         ]
         .into_iter()
         .flat_map(|(flag, file)| [flag.to_owned(), self.arg(file)])
-        .collect();
+        .collect()
+    }
+
+    /// The flags of a broker with TLS everywhere, authentication required and
+    /// authorization on.
+    pub fn secured_args(&self) -> Vec<String> {
+        let mut args = self.tls_args();
         args.extend(["--authentication", "required", "--authorization", "on"].map(String::from));
         args
+    }
+
+    /// The client's environment for TLS with the `client` certificate.
+    pub fn client_env(&self) -> [(&'static str, String); 3] {
+        [
+            ("WEIR_TLS_CA", self.arg("ca.pem")),
+            ("WEIR_TLS_CERT", self.arg("client.pem")),
+            ("WEIR_TLS_KEY", self.arg("client-key.pem")),
+        ]
     }
 }
 
@@ -132,6 +146,10 @@ impl Serve {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
 }
 
 impl Drop for Serve {
@@ -139,6 +157,33 @@ impl Drop for Serve {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `weir ARGS` with `stdin` fed, against `brokers` with `env`, bounded in time; how long
+/// it took.
+pub fn weir_fed(
+    brokers: &str,
+    env: &[(&str, String)],
+    args: &[&str],
+    stdin: &[u8],
+) -> (Output, Duration) {
+    let started = Instant::now();
+    let mut command = weir_command(args);
+    command.env("WEIR_BROKERS", brokers).stdin(Stdio::piped());
+    command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    let out = wait_output(child, args);
+    (out, started.elapsed())
 }
 
 /// The text of `line` after `from` up to `to` (or the end).
