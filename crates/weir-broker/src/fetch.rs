@@ -11,11 +11,10 @@ use std::time::Duration;
 use weir_cluster::TopicRegistry;
 use weir_cluster::security::Operation;
 
-use bytes::Bytes;
 use futures_util::future::select_all;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use weir_cluster::storage::{BATCH_HEADER_BYTES, BatchHeader, FetchData};
+pub use weir_cluster::storage::{FetchData, FileSlice};
 use weir_cluster::{ClusterError, Partition, Topic};
 
 use crate::limits::{MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, MAX_RESPONSE_BYTES};
@@ -32,6 +31,9 @@ pub struct FetchRequest {
     /// the first batch of a partition may exceed its share, as in Kafka.
     pub max_bytes: usize,
     pub topics: Vec<TopicFetch>,
+    /// The adapter sends batches from their segment files (`sendfile` to a plain socket):
+    /// reads leave them there ([`FetchData::in_file`]), checked but not read into memory.
+    pub in_file: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -70,7 +72,7 @@ impl PartitionFetchResult {
     /// Bytes of batches in the answer.
     pub fn bytes(&self) -> usize {
         match &self.data {
-            Ok(Some(data)) => data.records.len(),
+            Ok(Some(data)) => data.len(),
             _ => 0,
         }
     }
@@ -139,7 +141,8 @@ pub async fn fetch(
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (pf, partition) in t.partitions.iter().zip(&r.partitions) {
                 let share = pf.max_bytes.min(total_max.saturating_sub(total));
-                let result = read_one(broker, topic, partition.as_deref(), pf, share).await;
+                let result =
+                    read_one(broker, topic, partition.as_deref(), pf, share, req.in_file).await;
                 failed |= result.data.is_err();
                 total += result.bytes();
                 partitions.push(result);
@@ -180,6 +183,7 @@ async fn read_one(
     partition: Option<&Partition>,
     pf: &PartitionFetch,
     max_bytes: usize,
+    in_file: bool,
 ) -> PartitionFetchResult {
     let mut result = PartitionFetchResult {
         partition: pf.partition,
@@ -207,13 +211,15 @@ async fn read_one(
     if max_bytes == 0 {
         return result;
     }
-    match partition.read(pf.offset, max_bytes).await {
+    let read = match in_file {
+        true => partition.read_in_file(pf.offset, max_bytes).await,
+        false => partition.read(pf.offset, max_bytes).await,
+    };
+    match read {
         Ok(data) => {
-            broker.metrics().consumed(
-                &topic.name,
-                record_count(data.batches()),
-                data.records.len() as u64,
-            );
+            broker
+                .metrics()
+                .consumed(&topic.name, data.record_count(), data.len() as u64);
             result.data = Ok(Some(data));
         }
         Err(e) => {
@@ -230,14 +236,6 @@ async fn read_one(
         }
     }
     result
-}
-
-/// Records in concatenated batches (from their headers; no decoding).
-pub fn record_count(batches: impl Iterator<Item = Bytes>) -> u64 {
-    batches
-        .filter(|b| b.len() >= BATCH_HEADER_BYTES)
-        .map(|b| BatchHeader::parse(&b).record_count.max(0) as u64)
-        .sum()
 }
 
 /// A reader of one partition from an offset on, for adapters that stream: each
@@ -321,7 +319,7 @@ impl Reader {
             if !data.records.is_empty() {
                 self.metrics.consumed(
                     &self.topic.name,
-                    record_count(data.batches()),
+                    data.record_count(),
                     data.records.len() as u64,
                 );
                 // Over its quota, the stream waits before it hands this on.

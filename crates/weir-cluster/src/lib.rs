@@ -72,9 +72,9 @@ pub mod storage {
     pub use weir_log::batch::{HEADER_BYTES as BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
     pub use weir_log::producers::{ProducerSummary, SequenceError};
     pub use weir_log::{
-        AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FlushPolicy,
-        Header, MaintenanceError, ReadError, Record, RecordBatchBuilder, ValidatedBatches,
-        decode_records,
+        AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FileSlice,
+        FlushPolicy, Header, MaintenanceError, ReadError, Record, RecordBatchBuilder,
+        ValidatedBatches, decode_records,
     };
 }
 pub use topic_name::{

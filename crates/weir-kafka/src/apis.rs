@@ -269,6 +269,13 @@ mod tests {
         let (version, Response::Body(chunks)) = answer else {
             panic!("ApiVersions is always answered");
         };
+        let chunks: Vec<Bytes> = chunks
+            .into_iter()
+            .map(|chunk| match chunk {
+                crate::handler::Chunk::Bytes(bytes) => bytes,
+                crate::handler::Chunk::File(_) => panic!("ApiVersions has no file chunks"),
+            })
+            .collect();
         let mut body = Bytes::from(chunks.concat());
         let response = ApiVersionsResponse::decode(&mut body, version).unwrap();
         assert!(body.is_empty(), "{} bytes left over", body.len());

@@ -32,17 +32,19 @@ use futures_util::future::{self, Either, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 use weir_broker::budget::{Budget, ConnectionPermit, RequestBytesPermit};
+use weir_broker::fetch::FileSlice;
 use weir_security::tls::{self, ServerTls};
 
 use crate::apis;
 use crate::frame::{self, MAX_REQUEST_FRAME_BYTES};
-use crate::handler::{ConnectionInfo, Handler, HandlerError, Response};
+use crate::handler::{Chunk, ConnectionInfo, Handler, HandlerError, Response};
 use crate::sasl::{self, SaslState};
 
 /// How many requests of one connection are decoded and not yet answered at most. Kafka
@@ -289,7 +291,9 @@ async fn set_up<H: Handler>(stream: TcpStream, served: Served<H>) {
         tracing::debug!(error = %err, "TCP_NODELAY");
     }
     let Some(tls) = tls else {
-        return connection(stream, info, handler, stopping, limits, budget).await;
+        // Split into owned halves, so the writer can reach the socket for `sendfile`.
+        let (reader, writer) = stream.into_split();
+        return connection(reader, writer, info, handler, stopping, limits, budget).await;
     };
     match tls::accept(&tls, stream).await {
         Ok(stream) => {
@@ -297,7 +301,8 @@ async fn set_up<H: Handler>(stream: TcpStream, served: Served<H>) {
                 certificate_principal: tls::peer_principal(&stream),
                 ..info
             };
-            connection(stream, info, handler, stopping, limits, budget).await
+            let (reader, writer) = tokio::io::split(stream);
+            connection(reader, writer, info, handler, stopping, limits, budget).await
         }
         // Logged, rate-limited, by `tls::accept`.
         Err(tls::AcceptError::Plaintext) => {}
@@ -305,15 +310,15 @@ async fn set_up<H: Handler>(stream: TcpStream, served: Served<H>) {
     }
 }
 
-async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Send + Unpin>(
-    stream: S,
+async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + Send>(
+    mut reader: R,
+    mut writer: W,
     info: ConnectionInfo,
     handler: Arc<H>,
     mut stopping: watch::Receiver<bool>,
     limits: Limits,
     budget: Arc<Budget>,
 ) {
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let handler = &*handler;
     let info = &info;
     let table = handler.supported_apis();
@@ -544,12 +549,27 @@ enum WriteError {
     Handler(HandlerError),
 }
 
+/// A connection's writing half, and the socket under it if `sendfile` can reach it.
+trait AnswerWriter: AsyncWrite + Unpin {
+    /// The plain TCP socket this writes to; `None` where the bytes must pass through the
+    /// writer (TLS encrypts them), so file chunks are read and written.
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl AnswerWriter for OwnedWriteHalf {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite> AnswerWriter for tokio::io::WriteHalf<S> {}
+
 /// Writes one answer: length, response header (its version from the api key and the
-/// response version), body chunks, in one vectored write where the socket takes it.
-async fn write_answer<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    answer: Answer,
-) -> Result<(), WriteError> {
+/// response version), then the body's chunks in order: runs of in-memory chunks in one
+/// vectored write where the socket takes it, file chunks with `sendfile`.
+async fn write_answer<W: AnswerWriter>(writer: &mut W, answer: Answer) -> Result<(), WriteError> {
     let chunks = match answer.result {
         Ok(Response::Body(chunks)) => chunks,
         Ok(Response::Silent) => return Ok(()),
@@ -568,7 +588,7 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     let header_bytes = header
         .compute_size(header_version)
         .map_err(|e| encode_error(e.into()))?;
-    let body_bytes: usize = chunks.iter().map(Bytes::len).sum();
+    let body_bytes: usize = chunks.iter().map(Chunk::len).sum();
     let length = i32::try_from(header_bytes + body_bytes).map_err(|_| {
         encode_error(format!("a response of {body_bytes} bytes does not fit a frame").into())
     })?;
@@ -577,14 +597,68 @@ async fn write_answer<W: AsyncWrite + Unpin>(
     header
         .encode(&mut prefix, header_version)
         .map_err(|e| encode_error(e.into()))?;
-    let mut slices: Vec<IoSlice<'_>> = std::iter::once(&prefix[..])
-        .chain(chunks.iter().map(|chunk| &chunk[..]))
-        .filter(|slice| !slice.is_empty())
-        .map(IoSlice::new)
-        .collect();
-    write_all_vectored(writer, &mut slices)
-        .await
-        .map_err(WriteError::Io)
+    let mut rest = &chunks[..];
+    let mut in_memory: Vec<IoSlice<'_>> = vec![IoSlice::new(&prefix)];
+    loop {
+        let run = rest
+            .iter()
+            .position(|chunk| matches!(chunk, Chunk::File(_)))
+            .unwrap_or(rest.len());
+        in_memory.extend(rest[..run].iter().filter_map(|chunk| match chunk {
+            Chunk::Bytes(bytes) if !bytes.is_empty() => Some(IoSlice::new(bytes)),
+            _ => None,
+        }));
+        write_all_vectored(writer, &mut in_memory)
+            .await
+            .map_err(WriteError::Io)?;
+        in_memory.clear();
+        let Some((Chunk::File(slice), after)) = rest[run..].split_first() else {
+            return Ok(());
+        };
+        match writer.socket() {
+            Some(socket) => send_file(socket, slice).await,
+            None => match slice.read() {
+                Ok(bytes) => writer.write_all(&bytes).await,
+                Err(err) => Err(err),
+            },
+        }
+        .map_err(WriteError::Io)?;
+        rest = after;
+    }
+}
+
+/// Sends `slice` from its file to `socket` with `sendfile`: the kernel hands the page
+/// cache's pages to the socket, and the bytes never pass through the broker's memory.
+async fn send_file(socket: &TcpStream, slice: &FileSlice) -> io::Result<()> {
+    let mut position = slice.position();
+    let end = position + slice.len() as u64;
+    while position < end {
+        socket.writable().await?;
+        let left = usize::try_from(end - position).unwrap_or(usize::MAX);
+        let sent = socket.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(socket, slice.file(), Some(&mut position), left)
+                .map_err(io::Error::from)
+        });
+        match sent {
+            // The file ends before the slice: it was cut short under the fetch. The answer
+            // cannot be finished, so the connection closes and the client fetches again.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the segment file ended before the fetched batches did",
+                ));
+            }
+            // `sendfile` moved `position` past what it sent.
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 async fn write_all_vectored<W: AsyncWrite + Unpin>(
@@ -610,6 +684,8 @@ mod tests {
         written: Vec<u8>,
         step: usize,
     }
+
+    impl AnswerWriter for Trickle {}
 
     impl AsyncWrite for Trickle {
         fn poll_write(
@@ -652,9 +728,9 @@ mod tests {
                 correlation_id: 0x0102_0304,
                 request_bytes: 0,
                 result: Ok(Response::Body(vec![
-                    Bytes::from_static(b"ab"),
-                    Bytes::new(),
-                    Bytes::from_static(b"cde"),
+                    Chunk::Bytes(Bytes::from_static(b"ab")),
+                    Chunk::Bytes(Bytes::new()),
+                    Chunk::Bytes(Bytes::from_static(b"cde")),
                 ])),
             };
             runtime
@@ -662,6 +738,86 @@ mod tests {
                 .unwrap_or_else(|_| panic!("step {step}"));
             assert_eq!(writer.written, b"\0\0\0\x0a\x01\x02\x03\x04\0abcde");
         }
+    }
+
+    fn with_file(slice: &FileSlice) -> Answer {
+        Answer {
+            api_key: ApiKey::Fetch,
+            response_version: 4,
+            correlation_id: 7,
+            request_bytes: 0,
+            result: Ok(Response::Body(vec![
+                Chunk::Bytes(Bytes::from_static(b"ab")),
+                Chunk::File(slice.clone()),
+                Chunk::Bytes(Bytes::from_static(b"cd")),
+                Chunk::File(slice.clone()),
+            ])),
+        }
+    }
+
+    fn expected_with_file(slice: &FileSlice) -> Vec<u8> {
+        let records = slice.read().unwrap();
+        let length = 4 + 2 * (2 + records.len());
+        let mut expected = (length as i32).to_be_bytes().to_vec();
+        expected.extend_from_slice(&7i32.to_be_bytes());
+        for tail in [b"ab", b"cd"] {
+            expected.extend_from_slice(tail);
+            expected.extend_from_slice(&records);
+        }
+        expected
+    }
+
+    #[test]
+    fn file_chunks_are_sent_from_the_file_between_the_bytes_around_them() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, slice) = crate::testing::file_slice(dir.path(), 60);
+        assert!(slice.len() > 4 * 1024 * 1024, "larger than a socket buffer");
+        let expected = expected_with_file(&slice);
+        let received = runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap());
+            let (client, accepted) = tokio::join!(client, listener.accept());
+            let (mut client, (server, _)) = (client.unwrap(), accepted.unwrap());
+            let (_reader, mut writer) = server.into_split();
+            assert!(
+                writer.socket().is_some(),
+                "a plain socket sends with sendfile"
+            );
+            let reading = tokio::spawn(async move {
+                let mut received = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut client, &mut received)
+                    .await
+                    .unwrap();
+                received
+            });
+            assert!(write_answer(&mut writer, with_file(&slice)).await.is_ok());
+            writer.shutdown().await.unwrap();
+            reading.await.unwrap()
+        });
+        assert!(received == expected, "the answer's bytes differ");
+    }
+
+    #[test]
+    fn a_writer_without_a_socket_reads_file_chunks_and_writes_them() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, slice) = crate::testing::file_slice(dir.path(), 3);
+        let mut writer = Trickle {
+            written: Vec::new(),
+            step: 100_000,
+        };
+        assert!(
+            runtime
+                .block_on(write_answer(&mut writer, with_file(&slice)))
+                .is_ok()
+        );
+        assert!(writer.written == expected_with_file(&slice));
     }
 
     #[test]

@@ -5,10 +5,13 @@
 use std::error::Error as StdError;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::Encodable;
+
+use weir_broker::fetch::FileSlice;
 
 use crate::apis;
 use crate::frame::Request;
@@ -117,12 +120,93 @@ pub type Pending<'a> =
 /// A handler's answer to one request.
 #[derive(Debug, Clone)]
 pub enum Response {
-    /// The response body (what follows the response header), as chunks written with one
-    /// vectored write: a fetch answer passes the log's record bytes as chunks of their own,
-    /// never copied.
-    Body(Vec<Bytes>),
+    /// The response body (what follows the response header), as chunks written in order:
+    /// a fetch answer passes the log's record bytes as chunks of their own, never copied,
+    /// and record bytes left in their segment file as [`Chunk::File`].
+    Body(Vec<Chunk>),
     /// No answer at all: a produce request with acks=0.
     Silent,
+}
+
+/// A piece of an answer's body.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// Bytes in memory, written with the others around them in one vectored write.
+    Bytes(Bytes),
+    /// Record batches left in their segment file: sent with `sendfile` on a plain socket
+    /// (from the page cache to the socket, never through the broker's memory), read and
+    /// written on a TLS one.
+    File(FileSlice),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Bytes(bytes) => bytes.len(),
+            Chunk::File(slice) => slice.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A byte string a message holds that an encoding passes on as a chunk of its own
+/// ([`Response::encode_sharing`]): `held` is the string as the message holds it, found by
+/// its address and length when the encoder writes it; `chunk` is what goes in its place.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    pub held: Bytes,
+    pub chunk: Chunk,
+}
+
+impl Shared {
+    /// Bytes passed on as themselves.
+    pub fn bytes(bytes: Bytes) -> Shared {
+        Shared {
+            held: bytes.clone(),
+            chunk: Chunk::Bytes(bytes),
+        }
+    }
+
+    /// Record batches left in their file: the message holds a [`stand_in`] of their
+    /// length, which the encoding replaces with the file chunk. `None` if there is no
+    /// stand-in that long (the caller reads the slice into memory instead).
+    pub fn file(slice: FileSlice) -> Option<Shared> {
+        Some(Shared {
+            held: stand_in(slice.len())?,
+            chunk: Chunk::File(slice),
+        })
+    }
+}
+
+/// The longest [`stand_in`]: a fetch answer's own limit, which no partition's records pass.
+pub const MAX_STAND_IN_BYTES: usize = weir_broker::limits::MAX_RESPONSE_BYTES;
+
+/// A byte string of `len` bytes that stands in a message for record bytes that are sent
+/// from their file: the message's encoder must be given a string of the records' length
+/// to write its length prefix, and [`Response::encode_sharing`] puts the file chunk where
+/// the encoder writes the string, so its bytes are never read. Every stand-in is a slice
+/// of one read-only anonymous mapping of [`MAX_STAND_IN_BYTES`], made once: address
+/// space, not memory (the pages are never touched). `None` above that length, or if the
+/// mapping could not be made.
+pub fn stand_in(len: usize) -> Option<Bytes> {
+    static STAND_INS: LazyLock<Option<memmap2::Mmap>> = LazyLock::new(|| {
+        let mapping = memmap2::MmapOptions::new()
+            .len(MAX_STAND_IN_BYTES)
+            .map_anon()
+            .and_then(memmap2::MmapMut::make_read_only);
+        match mapping {
+            Ok(mapping) => Some(mapping),
+            Err(err) => {
+                tracing::warn!(error = %err, "no address space for fetch stand-ins: record bytes are read into memory to be sent");
+                None
+            }
+        }
+    });
+    let mapping: &'static memmap2::Mmap = STAND_INS.as_ref()?;
+    (len <= mapping.len()).then(|| Bytes::from_static(&mapping[..len]))
 }
 
 impl Response {
@@ -137,25 +221,26 @@ impl Response {
         message
             .encode(&mut body, version)
             .map_err(|e| encode_error(e.into()))?;
-        Ok(Response::Body(vec![body.freeze()]))
+        Ok(Response::Body(vec![Chunk::Bytes(body.freeze())]))
     }
 
     /// The body of `message` encoded at `version`, with each of `shared` (byte strings the
     /// message holds, in the order it encodes them: a fetch answer's record batches as the
-    /// log read them) passed on as a chunk of its own instead of copied into the body. A
-    /// field that is not one of them, or one out of order, is copied as by
-    /// [`Response::encode`]: the answer is the same bytes either way.
+    /// log read them, or stand-ins for those left in their file) replaced by its chunk
+    /// instead of copied into the body. A field that is not one of them, or one out of
+    /// order, is copied as by [`Response::encode`]: the answer is the same bytes either
+    /// way (a stand-in's place holds the file's bytes).
     pub fn encode_sharing<M: Encodable>(
         message: &M,
         version: i16,
-        shared: Vec<Bytes>,
+        shared: Vec<Shared>,
     ) -> Result<Response, HandlerError> {
         let encode_error =
             |source: Box<dyn StdError + Send + Sync>| HandlerError::Encode { version, source };
         let size = message
             .compute_size(version)
             .map_err(|e| encode_error(e.into()))?;
-        let shared_bytes: usize = shared.iter().map(Bytes::len).sum();
+        let shared_bytes: usize = shared.iter().map(|s| s.held.len()).sum();
         let mut body = SharingBuf::new(size.saturating_sub(shared_bytes), shared);
         message
             .encode(&mut body, version)
@@ -166,7 +251,7 @@ impl Response {
     /// The body's length in bytes (0 for [`Response::Silent`]).
     pub fn len(&self) -> usize {
         match self {
-            Response::Body(chunks) => chunks.iter().map(Bytes::len).sum(),
+            Response::Body(chunks) => chunks.iter().map(Chunk::len).sum(),
             Response::Silent => 0,
         }
     }
@@ -188,17 +273,17 @@ struct SharingBuf {
     /// The copied bytes since the last shared chunk.
     current: BytesMut,
     /// Finished chunks, in order.
-    chunks: Vec<Bytes>,
+    chunks: Vec<Chunk>,
     /// Bytes in `chunks`.
     finished: usize,
     /// The byte strings to share, in the order they are expected; `next` is the first not
     /// yet seen.
-    shared: Vec<Bytes>,
+    shared: Vec<Shared>,
     next: usize,
 }
 
 impl SharingBuf {
-    fn new(copied_capacity: usize, shared: Vec<Bytes>) -> SharingBuf {
+    fn new(copied_capacity: usize, shared: Vec<Shared>) -> SharingBuf {
         SharingBuf {
             current: BytesMut::with_capacity(copied_capacity),
             chunks: Vec::with_capacity(2 * shared.len() + 1),
@@ -208,20 +293,20 @@ impl SharingBuf {
         }
     }
 
-    fn finish(mut self) -> Vec<Bytes> {
+    fn finish(mut self) -> Vec<Chunk> {
         if !self.current.is_empty() || self.chunks.is_empty() {
-            self.chunks.push(self.current.freeze());
+            self.chunks.push(Chunk::Bytes(self.current.freeze()));
         }
         self.chunks
     }
 
-    /// The next byte string to share, if `src` is it.
-    fn shared_match(&self, src: &[u8]) -> Option<&Bytes> {
+    /// The chunk for the next byte string to share, if `src` is that string.
+    fn shared_match(&self, src: &[u8]) -> Option<&Chunk> {
         let candidate = self.shared.get(self.next)?;
         let same = !src.is_empty()
-            && std::ptr::eq(src.as_ptr(), candidate.as_ptr())
-            && src.len() == candidate.len();
-        same.then_some(candidate)
+            && std::ptr::eq(src.as_ptr(), candidate.held.as_ptr())
+            && src.len() == candidate.held.len();
+        same.then_some(&candidate.chunk)
     }
 }
 
@@ -247,7 +332,7 @@ unsafe impl bytes::BufMut for SharingBuf {
             let copied = self.current.split().freeze();
             if !copied.is_empty() {
                 self.finished += copied.len();
-                self.chunks.push(copied);
+                self.chunks.push(Chunk::Bytes(copied));
             }
             self.finished += chunk.len();
             self.chunks.push(chunk);
@@ -316,9 +401,19 @@ mod tests {
 
     fn body(response: Response) -> Vec<Bytes> {
         match response {
-            Response::Body(chunks) => chunks,
+            Response::Body(chunks) => chunks
+                .into_iter()
+                .map(|chunk| match chunk {
+                    Chunk::Bytes(bytes) => bytes,
+                    Chunk::File(_) => panic!("no file chunks here"),
+                })
+                .collect(),
             Response::Silent => panic!("an answer was expected"),
         }
+    }
+
+    fn shared(records: &[Bytes]) -> Vec<Shared> {
+        records.iter().cloned().map(Shared::bytes).collect()
     }
 
     fn fetch_answer(records: &[Bytes]) -> FetchResponse {
@@ -344,7 +439,7 @@ mod tests {
         for version in [4, 11, 12, 16] {
             let copied = body(Response::encode(&message, version).unwrap()).concat();
             let chunks =
-                body(Response::encode_sharing(&message, version, records.clone()).unwrap());
+                body(Response::encode_sharing(&message, version, shared(&records)).unwrap());
             assert_eq!(chunks.concat(), copied, "v{version}");
             // Each record string is one chunk, at the address the log's read gave it.
             for r in &records {
@@ -362,6 +457,44 @@ mod tests {
     }
 
     #[test]
+    fn a_stand_in_is_replaced_by_its_file_chunk_and_the_answer_is_the_records_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, slice) = crate::testing::file_slice(dir.path(), 2);
+        let records = slice.read().unwrap();
+        let small = Bytes::from(vec![9; 5000]);
+        let with_records = fetch_answer(&[records.clone(), small.clone()]);
+        let file = Shared::file(slice.clone()).expect("a stand-in this long");
+        let with_stand_in = fetch_answer(&[file.held.clone(), small.clone()]);
+        for version in [4, 12, 16] {
+            let expected = body(Response::encode(&with_records, version).unwrap()).concat();
+            let shared = vec![file.clone(), Shared::bytes(small.clone())];
+            let Response::Body(chunks) =
+                Response::encode_sharing(&with_stand_in, version, shared).unwrap()
+            else {
+                panic!("an answer was expected");
+            };
+            let files = chunks
+                .iter()
+                .filter(|c| matches!(c, Chunk::File(f) if f.position() == slice.position()))
+                .count();
+            assert_eq!(
+                files, 1,
+                "v{version}: the file chunk is where the stand-in was"
+            );
+            let sent: Vec<u8> = chunks
+                .iter()
+                .flat_map(|chunk| match chunk {
+                    Chunk::Bytes(bytes) => bytes.to_vec(),
+                    Chunk::File(slice) => slice.read().unwrap().to_vec(),
+                })
+                .collect();
+            assert!(sent == expected, "v{version}: the answer's bytes differ");
+        }
+        assert!(stand_in(MAX_STAND_IN_BYTES).is_some());
+        assert!(stand_in(MAX_STAND_IN_BYTES + 1).is_none());
+    }
+
+    #[test]
     fn bytes_not_shared_or_out_of_order_are_copied_and_still_answer_the_same() {
         let records: Vec<Bytes> = (0..2u8).map(|i| Bytes::from(vec![i; 5000])).collect();
         let message = fetch_answer(&records);
@@ -369,8 +502,8 @@ mod tests {
         // Equal contents at another address, and the right strings in the wrong order.
         let lookalike = vec![Bytes::from(records[0].to_vec())];
         let reversed = vec![records[1].clone(), records[0].clone()];
-        for shared in [lookalike, reversed, Vec::new()] {
-            let chunks = body(Response::encode_sharing(&message, 12, shared).unwrap());
+        for strings in [lookalike, reversed, Vec::new()] {
+            let chunks = body(Response::encode_sharing(&message, 12, shared(&strings)).unwrap());
             assert_eq!(chunks.concat(), copied);
         }
     }

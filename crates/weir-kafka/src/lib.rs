@@ -31,6 +31,8 @@ pub mod handler;
 pub mod handlers;
 pub mod sasl;
 pub mod share_sessions;
+#[cfg(test)]
+mod testing;
 
 pub use apis::SUPPORTED;
 pub use connection::{
@@ -38,5 +40,5 @@ pub use connection::{
     serve, serve_with, serve_with_limits,
 };
 pub use frame::{MAX_REQUEST_FRAME_BYTES, Request};
-pub use handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
+pub use handler::{Chunk, ConnectionInfo, Handler, HandlerError, Pending, Response, Shared};
 pub use handlers::KafkaBroker;

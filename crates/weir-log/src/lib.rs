@@ -43,5 +43,5 @@ pub use config::{FlushPolicy, LogConfig};
 pub use error::{
     AppendError, BatchError, CheckpointError, MaintenanceError, OffsetProblem, OpenError, ReadError,
 };
-pub use log::{AppendInfo, EpochEntry, FetchData, Log, LogOffsets, SegmentPosition};
+pub use log::{AppendInfo, EpochEntry, FetchData, FileSlice, Log, LogOffsets, SegmentPosition};
 pub use maintenance::RetentionOutcome;

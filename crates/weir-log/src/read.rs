@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD};
 use crate::error::{OpenError, ReadError};
 use crate::index::TimeEntry;
-use crate::log::{FetchData, Log, SegmentPosition};
+use crate::log::{FetchData, FileSlice, Log, SegmentPosition};
 use crate::segment;
 use crate::storage::StorageFile;
 
@@ -24,6 +24,32 @@ impl Log {
         offset: i64,
         max_bytes: usize,
         upper_bound: Option<i64>,
+    ) -> Result<FetchData, ReadError> {
+        self.read_to(offset, max_bytes, upper_bound, ReadTo::Memory)
+    }
+
+    /// [`read`](Self::read), with the batches left in their segment file
+    /// ([`FetchData::in_file`]) for a listener to send with `sendfile`: they are checked as
+    /// `read` checks them, 128 KiB at a time through buffers that are dropped
+    /// once checked, never one of the read's size. A read of less than 32 KiB that the
+    /// first check holds in memory anyway comes back in memory (`records`), as does any
+    /// read from storage whose files are not OS files (fault injection). From storage whose files are not OS files (fault injection) the batches are
+    /// read into memory as by `read`.
+    pub fn read_in_file(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: Option<i64>,
+    ) -> Result<FetchData, ReadError> {
+        self.read_to(offset, max_bytes, upper_bound, ReadTo::File)
+    }
+
+    fn read_to(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: Option<i64>,
+        to: ReadTo,
     ) -> Result<FetchData, ReadError> {
         let mut offset = offset;
         loop {
@@ -39,6 +65,7 @@ impl Log {
                 }
                 let empty = FetchData {
                     records: Bytes::new(),
+                    in_file: None,
                     next_offset: offset,
                     log_start_offset: start,
                     log_end_offset: end,
@@ -87,6 +114,7 @@ impl Log {
             };
             let (log_start_offset, log_end_offset) = offsets;
             let (from, from_offset, base) = from;
+            let in_file = to == ReadTo::File && file.os_file().is_some();
             let read = |start: (u64, i64)| {
                 let place = SegmentPlace {
                     file: file.as_ref(),
@@ -94,13 +122,11 @@ impl Log {
                     end_pos,
                     end_offset: seg_end,
                 };
-                read_segment(
-                    &place,
-                    ReadStart::new(start, base),
-                    offset,
-                    max_bytes,
-                    bound,
-                )
+                let start = ReadStart::new(start, base);
+                match in_file {
+                    true => read_segment_in_file(&place, start, offset, max_bytes, bound),
+                    false => read_segment(&place, start, offset, max_bytes, bound),
+                }
             };
             let mut result = read((from, from_offset));
             if index_mismatch(&result, (from, from_offset), base) {
@@ -116,6 +142,22 @@ impl Log {
                     let position = end_position - records.len() as u64;
                     return Ok(FetchData {
                         records,
+                        in_file: None,
+                        next_offset,
+                        log_start_offset,
+                        log_end_offset,
+                        stored_at: Some(SegmentPosition { path, position }),
+                    });
+                }
+                SegmentRead::InFile {
+                    position,
+                    len,
+                    record_count,
+                    next_offset,
+                } => {
+                    return Ok(FetchData {
+                        records: Bytes::new(),
+                        in_file: Some(FileSlice::new(file, position, len, record_count)),
                         next_offset,
                         log_start_offset,
                         log_end_offset,
@@ -125,6 +167,7 @@ impl Log {
                 SegmentRead::Hidden => {
                     return Ok(FetchData {
                         records: Bytes::new(),
+                        in_file: None,
                         next_offset: offset,
                         log_start_offset,
                         log_end_offset,
@@ -136,6 +179,7 @@ impl Log {
                 SegmentRead::End => {
                     return Ok(FetchData {
                         records: Bytes::new(),
+                        in_file: None,
                         next_offset: offset,
                         log_start_offset,
                         log_end_offset,
@@ -306,6 +350,13 @@ const MIN_READ_BYTES: usize = 16 * 1024;
 /// `pread`.
 const READ_SLACK_BYTES: usize = 8 * 1024;
 
+/// Where a read puts the batches it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadTo {
+    Memory,
+    File,
+}
+
 /// What one segment yielded for a read.
 #[derive(Debug)]
 enum SegmentRead {
@@ -314,6 +365,13 @@ enum SegmentRead {
         records: Bytes,
         next_offset: i64,
         end_position: u64,
+    },
+    /// The same, left in the file: `len` bytes from `position`.
+    InFile {
+        position: u64,
+        len: usize,
+        record_count: u64,
+        next_offset: i64,
     },
     /// The batch holding the wanted offset reaches the upper bound: nothing is visible.
     Hidden,
@@ -441,6 +499,85 @@ fn read_segment(
     Ok(SegmentRead::End)
 }
 
+/// How many bytes of batches a read that leaves them in their file checks at a time: a
+/// buffer that stays in the CPU's cache while its batches' CRCs are computed.
+pub(crate) const IN_FILE_CHECK_BYTES: usize = 128 * 1024;
+
+/// Batches shorter than this that a read leaving them in their file has in memory anyway
+/// (from its first check) are returned in memory: a `sendfile` of a few KiB costs more
+/// than the copy.
+pub(crate) const MIN_IN_FILE_BYTES: usize = 32 * 1024;
+
+/// [`read_segment`] for batches left in the file: the same batches, every one checked the
+/// same way, read [`IN_FILE_CHECK_BYTES`] at a time into buffers that are dropped once
+/// checked, so a fetch of many megabytes costs the reads and the CRCs, not a buffer of
+/// its size. A damaged batch after batches already taken ends the read with those, as in
+/// `read_segment`.
+fn read_segment_in_file(
+    place: &SegmentPlace<'_>,
+    start: ReadStart,
+    offset: i64,
+    max_bytes: usize,
+    upper_bound: Option<i64>,
+) -> Result<SegmentRead, ReadError> {
+    let chunk = |start, offset, room: usize| {
+        read_segment(
+            place,
+            start,
+            offset,
+            room.min(IN_FILE_CHECK_BYTES),
+            upper_bound,
+        )
+    };
+    let (records, mut next_offset, mut end_position) = match chunk(start, offset, max_bytes)? {
+        SegmentRead::Data {
+            records,
+            next_offset,
+            end_position,
+        } => (records, next_offset, end_position),
+        nothing => return Ok(nothing),
+    };
+    let position = end_position - records.len() as u64;
+    let mut len = records.len();
+    let mut record_count = crate::log::record_count(&records);
+    while len < max_bytes && end_position < place.end_pos {
+        let room = max_bytes - len;
+        match chunk(
+            ReadStart::after(end_position, next_offset),
+            next_offset,
+            room,
+        ) {
+            // At least one batch comes back: one that does not fit the room ends the read
+            // before it, as `read_segment` ends at a batch that would pass the limit.
+            Ok(SegmentRead::Data {
+                records,
+                next_offset: next,
+                end_position: end,
+            }) if records.len() <= room && end - records.len() as u64 == end_position => {
+                record_count += crate::log::record_count(&records);
+                len += records.len();
+                (next_offset, end_position) = (next, end);
+            }
+            Ok(_) | Err(ReadError::Corrupt { .. }) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    if len == records.len() && len < MIN_IN_FILE_BYTES {
+        // All there is, already in memory, and too short to be worth a `sendfile`.
+        return Ok(SegmentRead::Data {
+            records,
+            next_offset,
+            end_position,
+        });
+    }
+    Ok(SegmentRead::InFile {
+        position,
+        len,
+        record_count,
+        next_offset,
+    })
+}
+
 /// Checks a batch's base offset, which lies outside its CRC (Kafka's format), against
 /// what surrounds it. Batches in a segment have increasing offsets: each starts at or
 /// after the end of the one before (`expected`) and ends before the segment's end. They
@@ -487,6 +624,7 @@ fn find_timestamp(
         };
         let data = FetchData {
             records,
+            in_file: None,
             next_offset,
             log_start_offset: 0,
             log_end_offset: 0,

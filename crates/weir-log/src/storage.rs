@@ -73,6 +73,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         Ok(buf.into())
     }
 
+    /// The operating system's file behind this one, where there is one: what a reader
+    /// hands the kernel to send bytes to a socket without reading them
+    /// ([`FileSlice`](crate::FileSlice)). `None`, the default, for files that are not
+    /// plain OS files (the fault-injecting storage), whose reads go through memory.
+    fn os_file(&self) -> Option<&File> {
+        None
+    }
+
     /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
         while !buf.is_empty() {
@@ -138,6 +146,9 @@ impl StorageFile for OsFile {
         // The allocation may be larger than asked, and the read with it.
         buf.truncate(len);
         Ok(buf.into())
+    }
+    fn os_file(&self) -> Option<&File> {
+        Some(&self.0)
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()

@@ -645,3 +645,94 @@ fn recovery_cuts_a_batch_whose_base_offset_is_beyond_its_segment() {
         log.close().unwrap();
     }
 }
+
+/// Reads at `offset` both ways and checks that the batches left in the file are exactly
+/// the ones `read` returns, with the same next offset and record count.
+fn assert_in_file_matches_read(log: &Log, offset: i64, max_bytes: usize, bound: Option<i64>) {
+    let read = log.read(offset, max_bytes, bound);
+    let in_file = log.read_in_file(offset, max_bytes, bound);
+    let (read, in_file) = match (read, in_file) {
+        (Ok(read), Ok(in_file)) => (read, in_file),
+        (Err(a), Err(b)) => {
+            assert_eq!(a.to_string(), b.to_string(), "at {offset}");
+            return;
+        }
+        (a, b) => panic!("at {offset}, max {max_bytes}: read {a:?}, read_in_file {b:?}"),
+    };
+    let context = format!("at {offset}, max {max_bytes}, bound {bound:?}");
+    assert!(read.in_file.is_none(), "{context}");
+    assert_eq!(in_file.next_offset, read.next_offset, "{context}");
+    assert_eq!(in_file.record_count(), read.record_count(), "{context}");
+    assert_eq!(in_file.len(), read.records.len(), "{context}");
+    match in_file.in_file {
+        Some(slice) => {
+            assert!(in_file.records.is_empty(), "{context}");
+            assert_eq!(slice.read().unwrap(), read.records, "{context}");
+            assert_eq!(
+                Some(slice.position()),
+                read.stored_at.map(|s| s.position),
+                "{context}"
+            );
+        }
+        // Short reads come back in memory.
+        None => assert_eq!(in_file.records, read.records, "{context}"),
+    }
+}
+
+#[test]
+fn batches_left_in_the_file_are_the_ones_a_read_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1024 * 1024,
+        ..small_config()
+    };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    // Batches from 80 B to 60 KiB, so reads cross many check buffers and segments.
+    let mut next = 0;
+    for i in 0..400usize {
+        let (n, value) = (1 + i % 7, [10, 300, 2000, 8000][i % 4]);
+        log.append(&mut sized_batch(n, value, i as i64), -1)
+            .unwrap();
+        next += n as i64;
+    }
+    assert!(log.segment_count() >= 3, "{}", log.segment_count());
+    let end = log.offsets().log_end_offset;
+    assert_eq!(end, next);
+    let long = log.read_in_file(0, 1024 * 1024, None).unwrap();
+    assert!(
+        long.records.is_empty() && long.in_file.is_some(),
+        "{long:?}"
+    );
+    let short = log.read_in_file(0, 1, None).unwrap();
+    assert!(
+        short.in_file.is_none() && !short.records.is_empty(),
+        "{short:?}"
+    );
+    for offset in (0..end).step_by(37).chain([end - 1, end]) {
+        for max_bytes in [1, 5_000, 200_000, 3 * 1024 * 1024] {
+            for bound in [None, Some(end / 2)] {
+                assert_in_file_matches_read(&log, offset, max_bytes, bound);
+            }
+        }
+    }
+    log.close().unwrap();
+
+    // A damaged batch in the middle of the first segment: both reads stop before it, and
+    // both report it to a read that starts there.
+    let first = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+    let log = Log::open(dir.path(), config).unwrap();
+    let whole = log.read_in_file(0, 3 * 1024 * 1024, None).unwrap();
+    let slice = whole.in_file.as_ref().expect("batches before the damage");
+    assert!(slice.position() + (slice.len() as u64) <= at as u64);
+    assert_in_file_matches_read(&log, 0, 3 * 1024 * 1024, None);
+    let failed = log.read_in_file(whole.next_offset, 1, None);
+    assert!(
+        matches!(failed, Err(ReadError::Corrupt { .. })),
+        "{failed:?}"
+    );
+    assert_in_file_matches_read(&log, whole.next_offset, 1, None);
+}

@@ -235,6 +235,8 @@ impl Consumer for ConsumerService {
                     })
                     .collect(),
             }],
+            // gRPC frames its messages itself (HTTP/2): the batches must be in memory.
+            in_file: false,
         };
         let mut topics = fetch::fetch(&self.broker.core, &ctx, &request)
             .await

@@ -562,7 +562,19 @@ impl Partition {
     /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
-        self.read_committed(offset, max_bytes).await
+        self.read_committed(offset, max_bytes, ReadTo::Memory).await
+    }
+
+    /// [`read`](Self::read), with the batches left in their segment file
+    /// ([`FetchData::in_file`], checked as `read` checks them) for a listener that sends
+    /// them to its socket with `sendfile`.
+    pub async fn read_in_file(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchData, ClusterError> {
+        self.shared.check_leader()?;
+        self.read_committed(offset, max_bytes, ReadTo::File).await
     }
 
     /// [`read`](Self::read) on any replica, leader or follower: below the high watermark
@@ -578,13 +590,14 @@ impl Partition {
         if matches!(self.shared.replica().role(), Role::Recovering) {
             return Err(self.shared.closed());
         }
-        self.read_committed(offset, max_bytes).await
+        self.read_committed(offset, max_bytes, ReadTo::Memory).await
     }
 
     async fn read_committed(
         &self,
         offset: i64,
         max_bytes: usize,
+        to: ReadTo,
     ) -> Result<FetchData, ClusterError> {
         let paused = self.shared.reader_came();
         let offsets = self.offsets().await?;
@@ -601,6 +614,7 @@ impl Partition {
         if offset >= hw {
             return Ok(FetchData {
                 records: bytes::Bytes::new(),
+                in_file: None,
                 next_offset: offset,
                 log_start_offset: offsets.log_start_offset,
                 log_end_offset: offsets.log_end_offset,
@@ -610,24 +624,27 @@ impl Partition {
         let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
         self.shared
             .with_log(move |log| {
-                log.read(offset, max_bytes, Some(hw))
-                    .map_err(|source| match source {
-                        // Retention moved the start between our check and the read.
-                        weir_log::ReadError::OffsetOutOfRange {
-                            log_start_offset, ..
-                        } => ClusterError::OffsetOutOfRange {
-                            topic,
-                            partition,
-                            offset,
-                            log_start_offset,
-                            high_watermark: hw,
-                        },
-                        source => ClusterError::Read {
-                            topic,
-                            partition,
-                            source,
-                        },
-                    })
+                let read = match to {
+                    ReadTo::Memory => log.read(offset, max_bytes, Some(hw)),
+                    ReadTo::File => log.read_in_file(offset, max_bytes, Some(hw)),
+                };
+                read.map_err(|source| match source {
+                    // Retention moved the start between our check and the read.
+                    weir_log::ReadError::OffsetOutOfRange {
+                        log_start_offset, ..
+                    } => ClusterError::OffsetOutOfRange {
+                        topic,
+                        partition,
+                        offset,
+                        log_start_offset,
+                        high_watermark: hw,
+                    },
+                    source => ClusterError::Read {
+                        topic,
+                        partition,
+                        source,
+                    },
+                })
             })
             .await
     }
@@ -826,6 +843,14 @@ async fn open_log(
         partition: index,
         source,
     })
+}
+
+/// Where a partition read puts the batches it returns.
+#[derive(Debug, Clone, Copy)]
+enum ReadTo {
+    Memory,
+    /// Left in their segment file ([`FetchData::in_file`]).
+    File,
 }
 
 #[cfg(test)]

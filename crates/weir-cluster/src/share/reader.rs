@@ -114,6 +114,7 @@ impl DataSource {
                 {
                     Ok(read) => Ok(Some(FetchData {
                         records: read.records,
+                        in_file: None,
                         next_offset: read.next_offset,
                         // Not used by the share reader, which asks `offsets` for them.
                         log_start_offset: -1,

@@ -211,6 +211,8 @@ async fn read(
                     max_bytes: FETCH_BYTES,
                 }],
             }],
+            // The console decodes the records it shows.
+            in_file: false,
         };
         let mut answer = fetch::fetch(&c.core, &ctx, &request).await?;
         let result = answer

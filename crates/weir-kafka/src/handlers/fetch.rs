@@ -13,7 +13,7 @@ use kafka_protocol::messages::{
     list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::fetch::{self, PartitionFetch, TopicFetch};
+use weir_broker::fetch::{self, FileSlice, PartitionFetch, TopicFetch};
 use weir_broker::limits::DEFAULT_PARTITION_FETCH_BYTES;
 use weir_broker::metadata;
 use weir_broker::offsets::{self, OffsetSpec};
@@ -21,7 +21,7 @@ use weir_broker::{BrokerError, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
-use crate::handler::{HandlerError, Response};
+use crate::handler::{HandlerError, Response, Shared};
 
 /// Record bytes below this are copied into the answer's body rather than written as a
 /// chunk of their own: one more `iovec` costs more than copying a few KiB.
@@ -30,10 +30,14 @@ const MIN_SHARED_RECORD_BYTES: usize = 4096;
 /// Fetch v13+ names topics by id.
 const FIRST_TOPIC_ID_FETCH: i16 = 13;
 
+/// Answers a Fetch. Over plain TCP (`tls` false) the record bytes stay in their segment
+/// files and the connection sends them with `sendfile`; over TLS, where they must be
+/// encrypted here, they are read.
 pub(super) async fn fetch(
     broker: &KafkaBroker,
     ctx: &RequestContext,
     request: &Request,
+    tls: bool,
 ) -> Result<Response, HandlerError> {
     let req: FetchRequest = request.decode_body()?;
     let by_id = request.api_version >= FIRST_TOPIC_ID_FETCH;
@@ -84,6 +88,7 @@ pub(super) async fn fetch(
                 })
             })
             .collect(),
+        in_file: !tls,
     };
     let mut results = match fetch::fetch(&broker.core, ctx, &fetch_request).await {
         Ok(results) => results.into_iter(),
@@ -96,6 +101,8 @@ pub(super) async fn fetch(
         }
     };
     let mut responses = Vec::with_capacity(req.topics.len());
+    // The record bytes to pass on as chunks of their own, in the order they are encoded.
+    let mut shared = Vec::new();
     for (t, name) in req.topics.iter().zip(names) {
         let partitions = match name {
             None => t
@@ -111,7 +118,10 @@ pub(super) async fn fetch(
                         .iter()
                         .map(|p| failed(p.partition, error_code(&e)))
                         .collect(),
-                    Ok(partitions) => partitions.into_iter().map(partition_data).collect(),
+                    Ok(partitions) => partitions
+                        .into_iter()
+                        .map(|p| partition_data(p, &mut shared))
+                        .collect(),
                 }
             }
         };
@@ -125,16 +135,8 @@ pub(super) async fn fetch(
     let response = FetchResponse::default()
         .with_responses(responses)
         .with_throttle_time_ms(ctx.throttle_ms());
-    // The record batches go to the socket as the log read them, each a chunk of the
-    // answer's vectored write, instead of copied into the encoded body.
-    let shared = response
-        .responses
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .filter_map(|p| p.records.as_ref())
-        .filter(|records| records.len() >= MIN_SHARED_RECORD_BYTES)
-        .cloned()
-        .collect();
+    // The record batches go to the socket as the log read them, or straight from their
+    // files, each a chunk of its own instead of copied into the encoded body.
     Response::encode_sharing(&response, request.api_version, shared)
 }
 
@@ -148,9 +150,19 @@ fn failed(partition: i32, code: i16) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-fn partition_data(r: fetch::PartitionFetchResult) -> PartitionData {
+/// One partition's answer; its record bytes, if they are to be a chunk of their own, are
+/// added to `shared`.
+fn partition_data(r: fetch::PartitionFetchResult, shared: &mut Vec<Shared>) -> PartitionData {
     let (code, records) = match r.data {
-        Ok(Some(data)) => (0, data.records),
+        Ok(Some(data)) => match data.in_file {
+            Some(slice) => records_in_file(slice, r.partition, shared),
+            None => {
+                if data.records.len() >= MIN_SHARED_RECORD_BYTES {
+                    shared.push(Shared::bytes(data.records.clone()));
+                }
+                (0, data.records)
+            }
+        },
         Ok(None) => (0, Bytes::new()),
         Err(e) => (error_code(&e), Bytes::new()),
     };
@@ -163,6 +175,27 @@ fn partition_data(r: fetch::PartitionFetchResult) -> PartitionData {
         .with_log_start_offset(r.log_start_offset)
         .with_aborted_transactions(Some(Vec::new()))
         .with_records(Some(records))
+}
+
+/// The error code and records field for batches left in their file: a stand-in of their
+/// length, with the file chunk added to `shared`; with no stand-in that long, the bytes
+/// read into memory.
+fn records_in_file(slice: FileSlice, partition: u32, shared: &mut Vec<Shared>) -> (i16, Bytes) {
+    if let Some(file) = Shared::file(slice.clone()) {
+        let stand_in = file.held.clone();
+        shared.push(file);
+        return (0, stand_in);
+    }
+    match slice.read() {
+        Ok(records) => {
+            shared.push(Shared::bytes(records.clone()));
+            (0, records)
+        }
+        Err(err) => {
+            tracing::warn!(partition, error = %err, "reading fetched batches from their segment failed");
+            (ResponseError::KafkaStorageError.code(), Bytes::new())
+        }
+    }
 }
 
 /// ListOffsets' special timestamps.

@@ -260,7 +260,7 @@ impl Handler for KafkaBroker {
         let timer = self.core.metrics().rpc_timer(rpc_name(request.api_key));
         let response = self
             .core
-            .run_request(&ctx, self.dispatch(&ctx, &request))
+            .run_request(&ctx, self.dispatch(connection, &ctx, &request))
             .await;
         drop(timer);
         response
@@ -274,7 +274,7 @@ impl Handler for KafkaBroker {
         self.core.admit_request(&ctx).await;
         if request.api_key != ApiKey::Produce {
             return Box::pin(async move {
-                let answer = Measured::new(&ctx, self.dispatch(&ctx, &request)).await;
+                let answer = Measured::new(&ctx, self.dispatch(connection, &ctx, &request)).await;
                 self.core.account_request(&ctx);
                 drop(timer);
                 answer
@@ -301,12 +301,13 @@ impl KafkaBroker {
     /// Answers one request with the handler of its api.
     async fn dispatch(
         &self,
+        connection: &ConnectionInfo,
         ctx: &RequestContext,
         request: &Request,
     ) -> Result<Response, HandlerError> {
         match request.api_key {
             ApiKey::Metadata => metadata::metadata(self, ctx, request).await,
-            ApiKey::Fetch => fetch::fetch(self, ctx, request).await,
+            ApiKey::Fetch => fetch::fetch(self, ctx, request, connection.tls).await,
             ApiKey::ListOffsets => fetch::list_offsets(self, ctx, request).await,
             ApiKey::InitProducerId => produce::init_producer_id(self, ctx, request).await,
             ApiKey::CreateTopics => topics::create_topics(self, ctx, request).await,
