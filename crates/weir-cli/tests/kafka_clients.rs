@@ -72,6 +72,21 @@ fn confluent_kafka_idempotent_producer_and_consumer() {
     assert_partitioned_as_weir_does(&json_lines(&out), 4, 1000);
 }
 
+/// Fetches of a megabyte a partition, which the broker sends from its segment files
+/// (`sendfile`), pass librdkafka's and kafka-python's CRC checks and come back whole, in
+/// order, each record once.
+#[test]
+fn large_fetches_sent_from_segment_files_read_back_whole() {
+    let python = python();
+    let broker = kafka_broker();
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let out = run_ok(&python, &[&script("large_fetch.py"), &kafka, "big-reads"]);
+    let counts = json_lines(&out);
+    assert_eq!(counts.len(), 1, "{out}");
+    assert_eq!(counts[0]["confluent_kafka"], 20_000, "{out}");
+    assert_eq!(counts[0]["kafka_python"], 4_000, "{out}");
+}
+
 #[test]
 fn kafka_admin_clients_configure_grow_trim_and_describe() {
     let python = python();

@@ -29,12 +29,11 @@ impl Log {
     }
 
     /// [`read`](Self::read), with the batches left in their segment file
-    /// ([`FetchData::in_file`]) for a listener to send with `sendfile`: they are checked as
-    /// `read` checks them, 128 KiB at a time through buffers that are dropped
-    /// once checked, never one of the read's size. A read of less than 32 KiB that the
-    /// first check holds in memory anyway comes back in memory (`records`), as does any
-    /// read from storage whose files are not OS files (fault injection). From storage whose files are not OS files (fault injection) the batches are
-    /// read into memory as by `read`.
+    /// ([`FetchData::in_file`]) for a listener to send with `sendfile`. They are checked as
+    /// `read` checks them, 128 KiB at a time through buffers dropped once checked, never
+    /// one of the read's size. A read of less than 32 KiB, which the first check holds in
+    /// memory anyway, comes back in memory (`records`), as does any read from storage
+    /// whose files are not OS files (fault injection).
     pub fn read_in_file(
         &self,
         offset: i64,
