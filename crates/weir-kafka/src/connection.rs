@@ -2,7 +2,8 @@
 //! frames, dispatches them (ApiVersions to [`apis`], the rest to the [`Handler`]), keeps up
 //! to [`MAX_IN_FLIGHT_PER_CONNECTION`] requests (and
 //! [`MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION`] bytes of them) in flight and writes the
-//! answers in request order.
+//! answers in request order: in-memory chunks with vectored writes, record batches left
+//! in their segment files ([`Chunk::File`]) with `sendfile` on a plain socket.
 //!
 //! What closes a connection, after the answers to the requests before it are written
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
