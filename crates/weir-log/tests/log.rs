@@ -360,6 +360,17 @@ fn every_append_policy_is_durable_on_return() {
     assert_eq!(log.offsets().flushed_offset, 3);
 }
 
+/// Flips a bit in the middle of the first segment's data (of a closed log); returns the
+/// segment's path and the byte position.
+fn flip_a_bit_mid_first_segment(dir: &std::path::Path) -> (std::path::PathBuf, usize) {
+    let first = dir.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&first).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&first, &bytes).unwrap();
+    (first, at)
+}
+
 #[test]
 fn a_flipped_bit_in_a_closed_segment_is_reported_with_file_and_position() {
     let dir = tempfile::tempdir().unwrap();
@@ -367,12 +378,7 @@ fn a_flipped_bit_in_a_closed_segment_is_reported_with_file_and_position() {
     let expected = fill(&log, 100, 5, |i| i as i64);
     log.close().unwrap();
 
-    // Flip a bit in the middle of the first segment's data.
-    let first = dir.path().join(format!("{:020}.log", 0));
-    let mut bytes = std::fs::read(&first).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    std::fs::write(&first, &bytes).unwrap();
+    let (first, at) = flip_a_bit_mid_first_segment(dir.path());
 
     let log = Log::open(dir.path(), small_config()).unwrap();
     let mut failed = None;
@@ -719,11 +725,7 @@ fn batches_left_in_the_file_are_the_ones_a_read_returns() {
 
     // A damaged batch in the middle of the first segment: both reads stop before it, and
     // both report it to a read that starts there.
-    let first = dir.path().join(format!("{:020}.log", 0));
-    let mut bytes = std::fs::read(&first).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    std::fs::write(&first, &bytes).unwrap();
+    let (_, at) = flip_a_bit_mid_first_segment(dir.path());
     let log = Log::open(dir.path(), config).unwrap();
     let whole = log.read_in_file(0, 3 * 1024 * 1024, None).unwrap();
     let slice = whole.in_file.as_ref().expect("batches before the damage");
