@@ -167,7 +167,7 @@ pub(crate) fn tls_principal(extensions: &::http::Extensions) -> Option<String> {
 }
 
 /// The client's address, plaintext or TLS.
-fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
+pub(crate) fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
     extensions
         .get::<TcpConnectInfo>()
         .and_then(TcpConnectInfo::remote_addr)

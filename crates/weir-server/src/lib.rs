@@ -172,15 +172,7 @@ pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::Reque
 /// names it (its common name, else its first subject alternative name); otherwise the
 /// request is anonymous.
 pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let peer = extensions
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .or_else(|| {
-            extensions
-                .get::<TlsConnectInfo<TcpConnectInfo>>()
-                .and_then(|i| i.get_ref().remote_addr())
-        });
+    let peer = authn::peer_addr(extensions);
     let mut context = weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, peer);
     let user = extensions.get::<authn::AuthenticatedUser>();
     context.authenticated_by_token = user.is_some_and(|u| u.by_token);
