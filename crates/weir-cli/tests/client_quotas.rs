@@ -13,13 +13,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Stdio;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use common::secure::{Serve, weir_fed};
 use common::*;
 use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
 use kafka_protocol::messages::describe_client_quotas_request::ComponentData;
@@ -33,82 +32,24 @@ use serde_json::Value;
 
 const INVALID_REQUEST: i16 = 42;
 
-/// A `weir serve` process on free loopback ports.
-struct Serve {
-    _child: KillOnDrop,
-    grpc: String,
-    kafka: String,
-    admin: String,
-    _data: tempfile::TempDir,
-}
-
-/// The text of `line` after `from` up to `to`.
-fn between(line: &str, from: &str, to: &str) -> String {
-    let start = line
-        .find(from)
-        .unwrap_or_else(|| panic!("{from:?} in {line:?}"))
-        + from.len();
-    let rest = &line[start..];
-    rest[..rest.find(to).unwrap_or(rest.len())].to_owned()
-}
-
+/// A `weir serve` process with a Kafka listener, on free loopback ports.
 fn serve(args: &[&str]) -> Serve {
-    let data = tempfile::tempdir().expect("temp dir");
-    let mut child = weir_command(&["serve"])
-        .args(["--data-dir", &data.path().to_string_lossy()])
-        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--kafka-listen", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let child = KillOnDrop(child);
-    let (tx, rx) = mpsc::channel();
-    // Keeps draining, so the broker's logging never blocks on the pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("broker listening") => {
-                return Serve {
-                    _child: child,
-                    grpc: between(&line, "addr=", " "),
-                    kafka: between(&line, "kafka=Some(", ")"),
-                    admin: between(&line, "admin=Some(", ")"),
-                    _data: data,
-                };
-            }
-            Ok(_) => {}
-            Err(_) => panic!("weir serve {args:?} did not start listening"),
-        }
-    }
+    let args: Vec<String> = ["--kafka-listen", "127.0.0.1:0"]
+        .iter()
+        .chain(args)
+        .map(|a| a.to_string())
+        .collect();
+    Serve::start(&args, &[])
+}
+
+/// `serve`'s Kafka listener.
+fn kafka_addr(serve: &Serve) -> String {
+    serve.kafka.clone().expect("a Kafka listener")
 }
 
 /// `weir ARGS` against `serve`, with `stdin`; its stdout, requiring success.
 fn weir_ok(serve: &Serve, args: &[&str], stdin: &str) -> String {
-    let mut command = weir_command(args);
-    command
-        .env("WEIR_BROKERS", &serve.grpc)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().expect("weir starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("stdin written");
-    let out = wait_output(child, args);
+    let (out, _) = weir_fed(&serve.addr, &[], args, stdin.as_bytes());
     assert!(out.status.success(), "weir {args:?}: {}", stderr(&out));
     String::from_utf8(out.stdout).expect("UTF-8")
 }
@@ -276,7 +217,7 @@ fn pairs(rows: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn kafka_client_quota_apis_set_describe_and_remove_what_weir_quota_sees() {
     let broker = serve(&[]);
-    let mut kafka = Kafka::connect(&broker.kafka);
+    let mut kafka = Kafka::connect(&kafka_addr(&broker));
 
     // Advertised in ApiVersions.
     let versions: ApiVersionsResponse =
@@ -541,7 +482,7 @@ fn a_request_percentage_holds_a_busy_kafka_client_back_and_not_another_user() {
     let script = repo_root().join("tests/kafka/request_quota.py");
     let script = script.to_string_lossy().into_owned();
     let run = |user: &'static str| {
-        let (python, script, kafka) = (python.clone(), script.clone(), broker.kafka.clone());
+        let (python, script, kafka) = (python.clone(), script.clone(), kafka_addr(&broker));
         std::thread::spawn(move || {
             let out = run_ok(
                 &python,

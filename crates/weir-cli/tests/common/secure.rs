@@ -73,21 +73,26 @@ pub struct Serve {
     pub addr: String,
     /// The admin HTTP listener.
     pub admin: String,
+    /// The Kafka listener, if ARGS gave one (`--kafka-listen`; none otherwise).
+    pub kafka: Option<String>,
     log: Arc<Mutex<Vec<String>>>,
     data: tempfile::TempDir,
 }
 
 impl Serve {
     /// Starts `weir serve ARGS` with `env` on free loopback ports and waits until it
-    /// listens.
+    /// listens. No Kafka listener unless ARGS names one.
     pub fn start(args: &[String], env: &[(&str, &str)]) -> Serve {
         let data = tempfile::tempdir().expect("temp dir");
         let mut command = weir_command(&["serve"]);
         command.envs(env.iter().copied());
         command
             .args(["--data-dir", &data.path().to_string_lossy()])
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--kafka-listen", "none"])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+        if !args.iter().any(|a| a == "--kafka-listen") {
+            command.args(["--kafka-listen", "none"]);
+        }
+        command
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -105,12 +110,16 @@ impl Serve {
             child,
             addr: String::new(),
             admin: String::new(),
+            kafka: None,
             log,
             data,
         };
         let listening = serve.wait_for_line("broker listening");
         serve.addr = between(&listening, "addr=", " ");
         serve.admin = between(&listening, "admin=Some(", ")");
+        serve.kafka = listening
+            .contains("kafka=Some(")
+            .then(|| between(&listening, "kafka=Some(", ")"));
         serve
     }
 
