@@ -14,7 +14,7 @@ use weir_cluster::security::Operation;
 use futures_util::future::select_all;
 use tokio::sync::watch;
 use tokio::time::Instant;
-pub use weir_cluster::storage::{FetchData, FileSlice};
+pub use weir_cluster::storage::{FetchData, FileSlice, ReadTo};
 use weir_cluster::{ClusterError, Partition, Topic};
 
 use crate::limits::{MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, MAX_RESPONSE_BYTES};
@@ -31,9 +31,10 @@ pub struct FetchRequest {
     /// the first batch of a partition may exceed its share, as in Kafka.
     pub max_bytes: usize,
     pub topics: Vec<TopicFetch>,
-    /// The adapter sends batches from their segment files (`sendfile` to a plain socket):
-    /// reads leave them there ([`FetchData::in_file`]), checked but not read into memory.
-    pub in_file: bool,
+    /// Where reads put the batches: in memory, or left in their segment files
+    /// ([`FetchData::in_file`], checked but not read) for an adapter that sends them with
+    /// `sendfile` to a plain socket.
+    pub read_to: ReadTo,
 }
 
 #[derive(Debug, Clone)]
@@ -142,7 +143,7 @@ pub async fn fetch(
             for (pf, partition) in t.partitions.iter().zip(&r.partitions) {
                 let share = pf.max_bytes.min(total_max.saturating_sub(total));
                 let result =
-                    read_one(broker, topic, partition.as_deref(), pf, share, req.in_file).await;
+                    read_one(broker, topic, partition.as_deref(), pf, share, req.read_to).await;
                 failed |= result.data.is_err();
                 total += result.bytes();
                 partitions.push(result);
@@ -183,7 +184,7 @@ async fn read_one(
     partition: Option<&Partition>,
     pf: &PartitionFetch,
     max_bytes: usize,
-    in_file: bool,
+    read_to: ReadTo,
 ) -> PartitionFetchResult {
     let mut result = PartitionFetchResult {
         partition: pf.partition,
@@ -211,11 +212,7 @@ async fn read_one(
     if max_bytes == 0 {
         return result;
     }
-    let read = match in_file {
-        true => partition.read_in_file(pf.offset, max_bytes).await,
-        false => partition.read(pf.offset, max_bytes).await,
-    };
-    match read {
+    match partition.read_to(pf.offset, max_bytes, read_to).await {
         Ok(data) => {
             broker
                 .metrics()

@@ -73,7 +73,7 @@ pub mod storage {
     pub use weir_log::producers::{ProducerSummary, SequenceError};
     pub use weir_log::{
         AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FileSlice,
-        FlushPolicy, Header, MaintenanceError, ReadError, Record, RecordBatchBuilder,
+        FlushPolicy, Header, MaintenanceError, ReadError, ReadTo, Record, RecordBatchBuilder,
         ValidatedBatches, decode_records,
     };
 }

@@ -45,3 +45,4 @@ pub use error::{
 };
 pub use log::{AppendInfo, EpochEntry, FetchData, FileSlice, Log, LogOffsets, SegmentPosition};
 pub use maintenance::RetentionOutcome;
+pub use read::ReadTo;

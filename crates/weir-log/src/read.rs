@@ -43,7 +43,8 @@ impl Log {
         self.read_to(offset, max_bytes, upper_bound, ReadTo::File)
     }
 
-    fn read_to(
+    /// [`read`](Self::read) or [`read_in_file`](Self::read_in_file), as `to` says.
+    pub fn read_to(
         &self,
         offset: i64,
         max_bytes: usize,
@@ -351,8 +352,10 @@ const READ_SLACK_BYTES: usize = 8 * 1024;
 
 /// Where a read puts the batches it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadTo {
+pub enum ReadTo {
+    /// Read into memory ([`FetchData::records`]).
     Memory,
+    /// Left in their segment file ([`FetchData::in_file`]), for `sendfile`.
     File,
 }
 

@@ -236,7 +236,7 @@ impl Consumer for ConsumerService {
                     .collect(),
             }],
             // gRPC frames its messages itself (HTTP/2): the batches must be in memory.
-            in_file: false,
+            read_to: fetch::ReadTo::Memory,
         };
         let mut topics = fetch::fetch(&self.broker.core, &ctx, &request)
             .await

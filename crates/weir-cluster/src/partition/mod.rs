@@ -38,7 +38,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedRwLockReadGuard, RwLock, mpsc, oneshot, watch};
 use weir_log::producers::ProducerSummary;
 use weir_log::{
-    CompactionOutcome, FetchData, FlushPolicy, Log, LogOffsets, RetentionOutcome, ValidatedBatches,
+    CompactionOutcome, FetchData, FlushPolicy, Log, LogOffsets, ReadTo, RetentionOutcome,
+    ValidatedBatches,
 };
 
 use crate::config::EffectiveConfig;
@@ -561,20 +562,20 @@ impl Partition {
     /// below the high watermark. `offset` must be within `[log start, log end]`; at or
     /// past the high watermark the answer is empty.
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchData, ClusterError> {
-        self.shared.check_leader()?;
-        self.read_committed(offset, max_bytes, ReadTo::Memory).await
+        self.read_to(offset, max_bytes, ReadTo::Memory).await
     }
 
-    /// [`read`](Self::read), with the batches left in their segment file
+    /// [`read`](Self::read), with the batches in memory or left in their segment file
     /// ([`FetchData::in_file`], checked as `read` checks them) for a listener that sends
-    /// them to its socket with `sendfile`.
-    pub async fn read_in_file(
+    /// them to its socket with `sendfile`, as `to` says.
+    pub async fn read_to(
         &self,
         offset: i64,
         max_bytes: usize,
+        to: ReadTo,
     ) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
-        self.read_committed(offset, max_bytes, ReadTo::File).await
+        self.read_committed(offset, max_bytes, to).await
     }
 
     /// [`read`](Self::read) on any replica, leader or follower: below the high watermark
@@ -624,27 +625,24 @@ impl Partition {
         let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
         self.shared
             .with_log(move |log| {
-                let read = match to {
-                    ReadTo::Memory => log.read(offset, max_bytes, Some(hw)),
-                    ReadTo::File => log.read_in_file(offset, max_bytes, Some(hw)),
-                };
-                read.map_err(|source| match source {
-                    // Retention moved the start between our check and the read.
-                    weir_log::ReadError::OffsetOutOfRange {
-                        log_start_offset, ..
-                    } => ClusterError::OffsetOutOfRange {
-                        topic,
-                        partition,
-                        offset,
-                        log_start_offset,
-                        high_watermark: hw,
-                    },
-                    source => ClusterError::Read {
-                        topic,
-                        partition,
-                        source,
-                    },
-                })
+                log.read_to(offset, max_bytes, Some(hw), to)
+                    .map_err(|source| match source {
+                        // Retention moved the start between our check and the read.
+                        weir_log::ReadError::OffsetOutOfRange {
+                            log_start_offset, ..
+                        } => ClusterError::OffsetOutOfRange {
+                            topic,
+                            partition,
+                            offset,
+                            log_start_offset,
+                            high_watermark: hw,
+                        },
+                        source => ClusterError::Read {
+                            topic,
+                            partition,
+                            source,
+                        },
+                    })
             })
             .await
     }
@@ -843,14 +841,6 @@ async fn open_log(
         partition: index,
         source,
     })
-}
-
-/// Where a partition read puts the batches it returns.
-#[derive(Debug, Clone, Copy)]
-enum ReadTo {
-    Memory,
-    /// Left in their segment file ([`FetchData::in_file`]).
-    File,
 }
 
 #[cfg(test)]

@@ -212,7 +212,7 @@ async fn read(
                 }],
             }],
             // The console decodes the records it shows.
-            in_file: false,
+            read_to: fetch::ReadTo::Memory,
         };
         let mut answer = fetch::fetch(&c.core, &ctx, &request).await?;
         let result = answer

@@ -88,7 +88,10 @@ pub(super) async fn fetch(
                 })
             })
             .collect(),
-        in_file: !tls,
+        read_to: match tls {
+            true => fetch::ReadTo::Memory,
+            false => fetch::ReadTo::File,
+        },
     };
     let mut results = match fetch::fetch(&broker.core, ctx, &fetch_request).await {
         Ok(results) => results.into_iter(),
