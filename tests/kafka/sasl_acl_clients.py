@@ -191,6 +191,34 @@ producer.flush(10)
 assert errors and "AUTHORIZATION" in errors[0].name(), errors
 say("bob (no ACL) sees no topic and is refused writing to orders (%s)" % errors[0].name())
 
+# CreateTopics with validate_only tells bob nothing of which topics exist: an existing
+# and a missing name get the same refusal, as Kafka answers.
+bob_admin = AdminClient(confluent("bob", "bob-secret"))
+for name in ["orders", "no-such-topic"]:
+    future = bob_admin.create_topics([NewTopic(name, 1, 1)], validate_only=True)[name]
+    try:
+        future.result(timeout=20)
+    except KafkaException as e:
+        code = e.args[0].name()
+        assert code == "TOPIC_AUTHORIZATION_FAILED", (name, code)
+    else:
+        raise AssertionError(f"bob validated creating {name}")
+say("bob's validate_only CreateTopics: TOPIC_AUTHORIZATION_FAILED for an existing and a missing topic alike")
+# With Create, validate_only runs the controller's checks and creates nothing.
+checks = admin.create_topics(
+    [NewTopic("orders", 1, 1), NewTopic("fresh", 2, 1), NewTopic("too-many-copies", 1, 9)],
+    validate_only=True,
+)
+for name, want in [("orders", "TOPIC_ALREADY_EXISTS"), ("fresh", None), ("too-many-copies", "INVALID_REPLICATION_FACTOR")]:
+    try:
+        checks[name].result(timeout=20)
+        got = None
+    except KafkaException as e:
+        got = e.args[0].name()
+    assert got == want, (name, got, want)
+assert "fresh" not in admin.list_topics(timeout=10).topics
+say("the admin's validate_only CreateTopics: the controller's own refusals, nothing created")
+
 # PLAIN over TLS, with kafka-python.
 consumer = KafkaConsumer(enable_auto_commit=False, **kafka_python("alice", "alice-secret", "PLAIN"))
 consumer.assign([KpTopicPartition("orders", 0)])

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
+use weir_cluster::node::refusal;
 use weir_cluster::{
     ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
-    validate_topic_name,
 };
 
 use crate::{Broker, BrokerError, Reason, RequestContext};
@@ -59,15 +59,7 @@ pub async fn create_topic(
 ) -> Result<Arc<Topic>, BrokerError> {
     authorize_create(broker, ctx, name)?;
     refuse_internal(name, "created")?;
-    let defaults = broker.topic_defaults();
-    let partitions = match partitions {
-        0 => defaults.num_partitions,
-        n => n,
-    };
-    let replication_factor = match replication_factor {
-        0 => defaults.replication_factor,
-        n => n,
-    };
+    let (partitions, replication_factor) = resolve_defaults(broker, partitions, replication_factor);
     Ok(broker
         .registry()
         .create_topic(name, partitions, replication_factor, configs)
@@ -92,15 +84,38 @@ pub fn authorize_create(
     broker.authorize_topic(ctx, Operation::Create, name)
 }
 
-/// Whether a topic named `name` could be created now: the naming rules, not an internal
-/// name, and no topic has it (Kafka's `validate_only`).
-pub fn check_new_name(broker: &Broker, name: &str) -> Result<(), BrokerError> {
+/// Whether the request could create `name` now, changing nothing (Kafka's
+/// `validate_only`): authorised first, as [`create_topic`] is, so a principal that may
+/// not create it learns nothing of which topics exist; then the controller's own checks
+/// against this broker's metadata (name, partitions, replicas, configs, name taken).
+pub fn validate_create(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    partitions: u32,
+    replication_factor: u32,
+    configs: BTreeMap<String, String>,
+) -> Result<(), BrokerError> {
+    authorize_create(broker, ctx, name)?;
     refuse_internal(name, "created")?;
-    validate_topic_name(name).map_err(ClusterError::from)?;
-    if broker.registry().topic(name).is_ok() {
-        return Err(ClusterError::TopicExists(name.to_owned()).into());
-    }
+    let (partitions, replication_factor) = resolve_defaults(broker, partitions, replication_factor);
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .check_new_topic(name, partitions, replication_factor, configs)
+        .map_err(|e| BrokerError::from(refusal(e)))?;
     Ok(())
+}
+
+/// A partition count or replication factor of 0 is the broker's default.
+fn resolve_defaults(broker: &Broker, partitions: u32, replication_factor: u32) -> (u32, u32) {
+    let defaults = broker.topic_defaults();
+    let or_default = |n: u32, default: u32| if n == 0 { default } else { n };
+    (
+        or_default(partitions, defaults.num_partitions),
+        or_default(replication_factor, defaults.replication_factor),
+    )
 }
 
 /// Deletes `name` and its records.

@@ -417,6 +417,8 @@ fn kafka_clients_with_scram_over_tls_and_acls() {
         "TopicAuthorizationFailedError",
         "DENY READ wins",
         "bob (no ACL) sees no topic",
+        "TOPIC_AUTHORIZATION_FAILED for an existing and a missing topic alike",
+        "the controller's own refusals, nothing created",
         "PLAIN over TLS",
         "alice with a wrong password: refused",
         "mallory with a made-up password: refused",

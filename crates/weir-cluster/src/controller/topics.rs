@@ -27,18 +27,12 @@ impl Controller {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
     ) -> Result<Outcome, ControllerError> {
-        validate_topic_name(&name)?;
-        check_partition_count(partitions)?;
-        let config = TopicConfig::new(configs)?;
-        if image.topic(&name).is_some() {
-            return Err(ControllerError::TopicExists(name));
-        }
         let replication_factor = match replication_factor {
             0 => self.config.default_replication_factor,
             n => n,
         };
+        let config = image.check_new_topic(&name, partitions, replication_factor, configs)?;
         let order = placement_order(image);
-        check_replication_factor(replication_factor, &order)?;
         let topic_id = self.new_topic_id(image)?;
         let start = image.topic_count();
         let mut records = Vec::with_capacity(partitions as usize + 1);
@@ -161,6 +155,30 @@ pub(super) fn alter_topic_config(
         records,
         reply: ControllerReply::TopicConfigAltered,
     })
+}
+
+impl MetadataImage {
+    /// Why a topic `name` of `partitions` partitions, `replication_factor` copies (not 0:
+    /// the caller resolves the default) and `configs` cannot be created in this image, if
+    /// it cannot; its config if it can. The controller's own checks, also run by a Kafka
+    /// CreateTopics with `validate_only`, so a request validated is one the controller
+    /// would take (another request may still take the name first).
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ControllerError> {
+        validate_topic_name(name)?;
+        check_partition_count(partitions)?;
+        let config = TopicConfig::new(configs)?;
+        if self.topic(name).is_some() {
+            return Err(ControllerError::TopicExists(name.to_owned()));
+        }
+        check_replication_factor(replication_factor, &placement_order(self))?;
+        Ok(config)
+    }
 }
 
 /// The brokers that may receive new replicas, in placement order.

@@ -37,12 +37,6 @@ pub(super) async fn create_topics(
                 "manual replica assignments are not served: give num_partitions and \
                  replication_factor and the broker places the replicas",
             ))
-        } else if req.validate_only {
-            // Nothing is created; a name that is taken or invalid is still refused.
-            match weir_cluster_name_check(broker, &name) {
-                Ok(()) => Ok(None),
-                Err(e) => Err(e),
-            }
         } else {
             let configs: BTreeMap<String, String> = t
                 .configs
@@ -52,16 +46,29 @@ pub(super) async fn create_topics(
             // -1: the broker's default (Kafka's num.partitions, default.replication.factor).
             let partitions = u32::try_from(t.num_partitions).unwrap_or(0);
             let replication_factor = u32::try_from(t.replication_factor).unwrap_or(0);
-            topics::create_topic(
-                &broker.core,
-                ctx,
-                &name,
-                partitions,
-                replication_factor,
-                configs,
-            )
-            .await
-            .map(Some)
+            if req.validate_only {
+                // Nothing is created; what the controller would refuse is refused.
+                topics::validate_create(
+                    &broker.core,
+                    ctx,
+                    &name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                )
+                .map(|()| None)
+            } else {
+                topics::create_topic(
+                    &broker.core,
+                    ctx,
+                    &name,
+                    partitions,
+                    replication_factor,
+                    configs,
+                )
+                .await
+                .map(Some)
+            }
         };
         match outcome {
             Ok(Some(topic)) => {
@@ -99,11 +106,6 @@ pub(super) async fn create_topics(
         request,
         CreateTopicsResponse::default().with_topics(results),
     )
-}
-
-/// For `validate_only`: the name's rules, and that no topic has it.
-fn weir_cluster_name_check(broker: &KafkaBroker, name: &str) -> Result<(), BrokerError> {
-    topics::check_new_name(&broker.core, name)
 }
 
 pub(super) async fn delete_topics(
