@@ -23,14 +23,19 @@ Examples:
   WEIR_LISTEN=127.0.0.1:0 weir serve --admin-listen off
       Any free port, no HTTP endpoint.
   weir serve --node-id 1 --data-dir D1 --listen 127.0.0.1:9292 --admin-listen 127.0.0.1:9293 \\
+      --kafka-listen 127.0.0.1:9294 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
   weir serve --node-id 2 --data-dir D2 --listen 127.0.0.1:9392 --admin-listen 127.0.0.1:9393 \\
+      --kafka-listen 127.0.0.1:9394 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
   weir serve --node-id 3 --data-dir D3 --listen 127.0.0.1:9492 --admin-listen 127.0.0.1:9493 \\
+      --kafka-listen 127.0.0.1:9494 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
-      A 3-node cluster on one machine: each node its own id, data directory and ports,
-      and the same voter list (`weir dev cluster` does this for you).
-  weir serve --node-id 4 --data-dir D4 --listen 127.0.0.1:9592 --admin-listen 127.0.0.1:9593 \
+      A 3-node cluster on one machine: each node its own id, data directory and ports
+      (gRPC, HTTP, Kafka), and the same voter list (`weir dev cluster` does this for you,
+      with these ports).
+  weir serve --node-id 4 --data-dir D4 --listen 127.0.0.1:9592 --admin-listen 127.0.0.1:9593 \\
+      --kafka-listen 127.0.0.1:9594 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492 --rack r2
       A fourth broker: not in the voter list, so an observer (hosts and leads
       partitions, does not vote), in rack r2 (replicas of a partition are spread
@@ -42,11 +47,11 @@ Examples:
       --controller-voters 1@weir-1:9292,2@weir-2:9292,3@weir-3:9292
       In a container network (deploy/compose): peers and containers use weir-1:9292,
       the host connects to 127.0.0.1:19292 and is told 127.0.0.1:N9292 for each broker.
-  weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise weir-1:9092 \
+  weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise weir-1:9092 \\
       --kafka-external-listen 0.0.0.0:19092 --kafka-external-advertise 127.0.0.1:19092
       The same for Kafka clients: containers bootstrap from weir-1:9092, the host from
       127.0.0.1:19092, and each is told addresses it can reach.
-  weir dev certs --out certs && weir serve --tls-cert certs/node.pem \
+  weir dev certs --out certs && weir serve --tls-cert certs/node.pem \\
       --tls-key certs/node-key.pem --tls-client-ca certs/ca.pem
       TLS on every listener (gRPC, internal, admin HTTP, Kafka), brokers dialling each
       other over TLS; a client certificate (certs/client.pem) names the client's
@@ -55,7 +60,7 @@ Examples:
       https://localhost:9293/health; Kafka clients with security.protocol=SSL.
   weir serve --kafka-tls-cert certs/node.pem --kafka-tls-key certs/node-key.pem
       TLS on the Kafka listeners only (the --kafka-tls-* flags override --tls-* there).
-  weir serve --max-connections 200 --max-in-flight-request-bytes 67108864 \
+  weir serve --max-connections 200 --max-in-flight-request-bytes 67108864 \\
       --max-consume-streams 50
       A small node: at most 200 client connections, 64 MiB of requests in flight and
       50 Consume streams over all clients (docs/ARCHITECTURE.md § Memory under
