@@ -60,18 +60,19 @@ async fn a_python_grpcio_client_gets_reasons_idempotence_and_fetches_within_4_mi
     server.shutdown().await.unwrap();
 }
 
-/// The README's Python worker (`tests/python/queue_worker.py`, shown there as it is)
+/// The user guide's Python worker (`tests/python/queue_worker.py`, shown in
+/// docs/guide.md as it is)
 /// against a broker: every task done once, a flaky one retried after its backoff, a
 /// poison one rejected after its tries and found in the dead-letter topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_s_python_queue_worker_does_retries_and_dead_letters() {
+async fn the_guide_s_python_queue_worker_does_retries_and_dead_letters() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let script = root.join("tests/python/queue_worker.py");
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let guide = std::fs::read_to_string(root.join("docs/guide.md")).unwrap();
     let shown = std::fs::read_to_string(&script).unwrap();
     assert!(
-        readme.contains(&format!("```python\n{shown}```")),
-        "README.md shows tests/python/queue_worker.py as it is"
+        guide.contains(&format!("```python\n{shown}```")),
+        "docs/guide.md shows tests/python/queue_worker.py as it is"
     );
     let setup = root.join("tests/python/setup.sh");
     let installed = tokio::task::spawn_blocking(move || Command::new("bash").arg(setup).output())
