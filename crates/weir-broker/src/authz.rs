@@ -3,8 +3,8 @@
 //!
 //! - Off (the one-command start): everything is allowed.
 //! - On: deny by default. Super users (`--super-users`) and the broker's own requests
-//!   ([`Listener::Internal`]) may do anything, as may the console ([`Listener::Http`]:
-//!   the admin HTTP listener admits only super users once authorization is on).
+//!   ([`Listener::Internal`]) may do anything. Every other listener, the console's
+//!   ([`Listener::Http`]) included, is checked here on its request's principal.
 //!   Otherwise a request is allowed when an
 //!   ALLOW binding matches and no DENY binding does: a binding matches when its principal
 //!   is the request's (or `User:*`), its host is the client's address (or `*`), its
@@ -109,10 +109,8 @@ impl Authorizer {
         resource_type: ResourceType,
         name: &str,
     ) -> bool {
-        // The broker's own requests, and the console's: the admin HTTP listener lets only
-        // super users in once authorization is on (weir-server's http.rs).
-        if !self.config.authorization || matches!(ctx.listener, Listener::Internal | Listener::Http)
-        {
+        // The broker's own requests.
+        if !self.config.authorization || ctx.listener == Listener::Internal {
             return true;
         }
         let principal = ctx.principal.to_string();

@@ -4,7 +4,7 @@
 //! [`crate::offsets`], which answer only on the leader.
 
 use std::collections::BTreeMap;
-use weir_cluster::security::Operation;
+use weir_cluster::security::{Operation, ResourceType};
 
 pub use weir_cluster::DiskUsage;
 use weir_cluster::PartitionOffsets;
@@ -57,12 +57,18 @@ pub struct BrokerDisk {
     pub topic_bytes: BTreeMap<String, u64>,
 }
 
-/// What this broker's replicas take on its disk. A replica that is closed (being
-/// deleted, or reopened after a failure) counts no bytes.
-pub async fn broker_disk(broker: &Broker, _ctx: &RequestContext) -> BrokerDisk {
+/// What this broker's replicas of the topics the request may describe take on its disk
+/// (for a principal with Describe on the cluster, or authorization off, every replica).
+/// A replica that is closed (being deleted, or reopened after a failure) counts no bytes.
+pub async fn broker_disk(broker: &Broker, ctx: &RequestContext) -> BrokerDisk {
     let me = broker.node_id();
     let mut disk = BrokerDisk::default();
-    for topic in broker.registry().topics() {
+    let visible = broker
+        .registry()
+        .topics()
+        .into_iter()
+        .filter(|t| broker.may(ctx, Operation::Describe, ResourceType::Topic, &t.name));
+    for topic in visible {
         let mut topic_bytes = 0;
         for p in topic.partitions() {
             disk.replicas += 1;

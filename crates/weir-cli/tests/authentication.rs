@@ -192,6 +192,9 @@ fn api_tokens_authenticate_as_their_owner_until_revoked_or_expired() {
         &admin,
         &["topic", "create", "orders", "--partitions", "1"],
     );
+    for topic in ["pay.eu", "payroll-secret"] {
+        weir_ok(&addr, &admin, &["topic", "create", topic], b"");
+    }
     weir_ok(
         &addr,
         &admin,
@@ -210,6 +213,22 @@ fn api_tokens_authenticate_as_their_owner_until_revoked_or_expired() {
             "write",
             "--topic",
             "orders",
+        ],
+        b"",
+    );
+    weir_ok(
+        &addr,
+        &admin,
+        &[
+            "acl",
+            "add",
+            "--principal",
+            "User:alice",
+            "--operation",
+            "describe",
+            "--topic",
+            "pay.",
+            "--prefixed",
         ],
         b"",
     );
@@ -283,7 +302,9 @@ fn api_tokens_authenticate_as_their_owner_until_revoked_or_expired() {
         );
     }
 
-    // The console: a super user's token is let in, alice's is not an operator's.
+    // The console, as Kafka's Metadata would show each of them: the super user sees every
+    // topic; alice (Write on orders, Describe on the prefix pay.) sees those, not the
+    // others, and is refused a topic she may not describe.
     let admin_token = weir_ok(&addr, &admin, &["token", "create", "admin"], b"");
     let admin_token = admin_token.trim();
     let bearer = |t: &str| format!("Bearer {t}");
@@ -294,14 +315,31 @@ fn api_tokens_authenticate_as_their_owner_until_revoked_or_expired() {
         Some(&bearer(admin_token)),
     );
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
-    assert!(page.contains("orders"));
+    for topic in ["orders", "pay.eu", "payroll-secret"] {
+        assert!(page.contains(topic), "the super user sees {topic}: {page}");
+    }
     let page = https_get(
         &broker.admin,
         "/console/topics",
         &ca_file,
         Some(&bearer(&token)),
     );
-    assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("orders") && page.contains("pay.eu"), "{page}");
+    assert!(
+        !page.contains("payroll-secret"),
+        "alice sees payroll-secret: {page}"
+    );
+    let hidden = https_get(
+        &broker.admin,
+        "/console/topics/payroll-secret",
+        &ca_file,
+        Some(&bearer(&token)),
+    );
+    assert!(hidden.starts_with("HTTP/1.1 403"), "{hidden}");
+    assert!(!hidden.contains("partitions"), "{hidden}");
+    let overview = https_get(&broker.admin, "/console/", &ca_file, Some(&bearer(&token)));
+    assert!(overview.starts_with("HTTP/1.1 200"), "{overview}");
     let anonymous = https_get(&broker.admin, "/console/topics", &ca_file, None);
     assert!(
         anonymous.starts_with("HTTP/1.1 401") && anonymous.contains("Bearer realm"),

@@ -55,7 +55,6 @@ pub(crate) fn page(title: &str, current: Option<Section>, body: Markup) -> Html<
                 }
                 footer {
                     "Weir " (env!("CARGO_PKG_VERSION"))
-                    " · no authentication yet: keep the admin listener on loopback"
                 }
             }
         }

@@ -65,10 +65,10 @@ pub(crate) struct Console {
 }
 
 impl Console {
-    /// The context of a console request: the admin HTTP listener, anonymous until
-    /// authentication lands.
-    fn context(&self) -> RequestContext {
-        RequestContext::anonymous(Listener::Http, None)
+    /// The context of what the console does for itself rather than for a caller: the
+    /// broker's own (sampling the charts, naming the broker to ask instead).
+    fn own_context(&self) -> RequestContext {
+        RequestContext::anonymous(Listener::Internal, None)
     }
 }
 

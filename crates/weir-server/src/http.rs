@@ -118,9 +118,11 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 
 /// The console on a secured broker (authentication required, or authorization on): HTTP
 /// basic credentials of a user, or an API token (`Authorization: Bearer weir_...`, its
-/// owner the user), checked as gRPC call credentials are; with authorization
-/// on, the user must be a super user (the console acts for operators, on every topic and
-/// group). `/health` and `/metrics` stay open, for probes and scrapers.
+/// owner the user), checked as gRPC call credentials are. The request then reaches the
+/// console with a [`weir_broker::RequestContext`] of that user in its extensions, and the
+/// core authorises each of its operations as for any other listener: she sees the
+/// topics and groups her ACLs let her describe. `/health` and `/metrics` stay open, for
+/// probes and scrapers.
 async fn console_auth(
     State(core): State<Arc<weir_broker::Broker>>,
     request: axum::extract::Request,
@@ -157,7 +159,7 @@ async fn console_auth(
         Some(Ok(Authorization::Basic { user, password })) => (user, password),
         Some(Ok(Authorization::Bearer(token))) => {
             return match weir_broker::authn::check_token(&core, &token) {
-                Ok(owner) => operator_only(&core, &ctx, owner, request, next).await,
+                Ok(owner) => as_user(ctx, owner, true, request, next).await,
                 Err(refused) => {
                     core.authorizer().audit().authentication_failed(
                         &ctx,
@@ -192,30 +194,21 @@ async fn console_auth(
                 .into_response();
         }
     }
-    operator_only(&core, &ctx, user, request, next).await
+    as_user(ctx, user, false, request, next).await
 }
 
-/// Serves an authenticated `user`'s console request; with authorization on, a super
-/// user's only.
-async fn operator_only(
-    core: &weir_broker::Broker,
-    ctx: &weir_broker::RequestContext,
+/// Serves a console request as the authenticated `user` (proved by an API token when
+/// `by_token`).
+async fn as_user(
+    mut ctx: weir_broker::RequestContext,
     user: String,
-    request: axum::extract::Request,
+    by_token: bool,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let security = core.authorizer().config();
-    let principal = format!("User:{user}");
-    if security.authorization && !security.super_users.contains(&principal) {
-        core.authorizer()
-            .audit()
-            .denied(ctx, "Console", "the admin HTTP console");
-        return (
-            StatusCode::FORBIDDEN,
-            format!("{principal} is not a super user; the console is for operators\n"),
-        )
-            .into_response();
-    }
+    ctx.principal = weir_broker::Principal::User(user);
+    ctx.authenticated_by_token = by_token;
+    request.extensions_mut().insert(ctx);
     next.run(request).await
 }
 

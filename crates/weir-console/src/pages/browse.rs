@@ -23,7 +23,7 @@ use weir_broker::{BrokerError, Reason};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, Peer, parse_partition, query_value, read_only};
+use crate::pages::{Caller, PageResult, parse_partition, query_value, read_only};
 use crate::records::{self, Format};
 use crate::{Console, units};
 
@@ -146,14 +146,14 @@ fn parse_query(q: &BrowseQuery) -> Result<Browse, PageError> {
 
 pub(crate) async fn page(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Path((topic, partition)): Path<(String, String)>,
     Query(q): Query<BrowseQuery>,
 ) -> Response {
     let result = async {
         let partition = parse_partition(&partition)?;
         let browse = parse_query(&q)?;
-        render(&c, &topic, partition, &browse, peer.is_local()).await
+        render(&c, &topic, partition, &browse, &caller).await
     }
     .await;
     c.finish(result)
@@ -186,8 +186,9 @@ async fn read(
     start: i64,
     hw: i64,
     browse: &Browse,
+    caller: &Caller,
 ) -> Result<Found, PageError> {
-    let ctx = c.context();
+    let ctx = caller.context();
     let mut found = Found {
         records: Vec::new(),
         next: start,
@@ -214,7 +215,7 @@ async fn read(
             // The console decodes the records it shows.
             read_to: fetch::ReadTo::Memory,
         };
-        let mut answer = fetch::fetch(&c.core, &ctx, &request).await?;
+        let mut answer = fetch::fetch(&c.core, ctx, &request).await?;
         let result = answer
             .pop()
             .ok_or_else(|| BrokerError::new(Reason::Internal, "a fetch answered nothing"))?
@@ -269,12 +270,12 @@ async fn render(
     topic: &str,
     partition: u32,
     browse: &Browse,
-    local: bool,
+    caller: &Caller,
 ) -> PageResult {
-    let ctx = c.context();
+    let ctx = caller.context();
     let mut bounds = offsets::list_offsets(
         &c.core,
-        &ctx,
+        ctx,
         topic,
         &[
             (partition, OffsetSpec::Earliest),
@@ -319,7 +320,7 @@ async fn render(
             let ts = browse.timestamp.expect("checked");
             offsets::list_offsets(
                 &c.core,
-                &ctx,
+                ctx,
                 topic,
                 &[(partition, OffsetSpec::Timestamp(ts))],
             )
@@ -329,7 +330,7 @@ async fn render(
             .offset
         }
     };
-    let found = read(c, topic, partition, start, hw, browse).await?;
+    let found = read(c, topic, partition, start, hw, browse, caller).await?;
     let base = format!("/console/topics/{topic}/partitions/{partition}");
     let keep = format!(
         "&key={}&value={}&format={}&limit={}",
@@ -437,8 +438,8 @@ async fn render(
             }
         }
         h2 #produce { "Produce a test record" }
-        @if !local { (read_only()) }
-        @if local { form.stack method="post" action=(format!("{base}/records")) {
+        @if !caller.may_change() { (read_only()) }
+        @if caller.may_change() { form.stack method="post" action=(format!("{base}/records")) {
             (c.csrf_field())
             label for="produce-key" { "Key (empty: no key)" }
             input #produce-key name="key" autocomplete="off";
@@ -503,15 +504,15 @@ pub(crate) async fn produce(
     State(c): State<Arc<Console>>,
     Path((topic, partition)): Path<(String, String)>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<ProduceForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
+        c.check_post(&headers, &caller, &form.csrf)?;
         let partition = parse_partition(&partition)?;
-        let ctx = c.context();
+        let ctx = caller.context();
         // The topic must exist: the console does not create one on first use.
-        c.core.topic(&ctx, &topic)?;
+        c.core.topic(ctx, &topic)?;
         let record = Record {
             key: (!form.key.is_empty()).then(|| Bytes::from(form.key.clone().into_bytes())),
             value: Some(Bytes::from(form.value.clone().into_bytes())),
@@ -531,7 +532,7 @@ pub(crate) async fn produce(
                 }),
             }],
         };
-        let pending = produce::submit(&c.core, &ctx, request).await?;
+        let pending = produce::submit(&c.core, ctx, request).await?;
         let appended = pending
             .finish()
             .await

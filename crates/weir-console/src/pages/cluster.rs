@@ -10,26 +10,26 @@ use maud::html;
 use weir_broker::{metadata, replicas};
 
 use crate::layout::{self, Section};
-use crate::pages::{PageResult, ids};
+use crate::pages::{Caller, PageResult, ids};
 use crate::{Console, units};
 
 /// Most under-replicated or offline partitions listed (the counts are whole).
 pub const MAX_LISTED_PARTITIONS: usize = 100;
 
-pub(crate) async fn page(State(c): State<Arc<Console>>) -> Response {
-    let result = render(&c).await;
+pub(crate) async fn page(State(c): State<Arc<Console>>, caller: Caller) -> Response {
+    let result = render(&c, &caller).await;
     c.finish(result)
 }
 
-async fn render(c: &Console) -> PageResult {
-    let ctx = c.context();
-    let cluster = metadata::cluster(&c.core, &ctx, &c.this_broker);
-    let topics: Vec<metadata::TopicView> = metadata::topics(&c.core, &ctx, None, false, true)
+async fn render(c: &Console, caller: &Caller) -> PageResult {
+    let ctx = caller.context();
+    let cluster = metadata::cluster(&c.core, ctx, &c.this_broker);
+    let topics: Vec<metadata::TopicView> = metadata::topics(&c.core, ctx, None, false, true)
         .await
         .into_iter()
         .filter_map(|t| t.outcome.ok())
         .collect();
-    let disk = replicas::broker_disk(&c.core, &ctx).await;
+    let disk = replicas::broker_disk(&c.core, ctx).await;
     let me = c.core.node_id();
     let partitions: Vec<(&str, &metadata::PartitionView)> = topics
         .iter()

@@ -21,7 +21,7 @@ use weir_broker::{share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{DeleteForm, Deletion, PageResult, Peer, read_only, segment};
+use crate::pages::{Caller, DeleteForm, Deletion, PageResult, read_only, segment};
 use crate::{Console, chart, units};
 
 /// Most groups the list describes for their lag (the rest are listed without it).
@@ -57,27 +57,27 @@ fn assignment(partitions: &std::collections::BTreeMap<String, Vec<u32>>) -> Mark
     }
 }
 
-pub(crate) async fn list(State(c): State<Arc<Console>>) -> Response {
-    let result = render_list(&c).await;
+pub(crate) async fn list(State(c): State<Arc<Console>>, caller: Caller) -> Response {
+    let result = render_list(&c, &caller).await;
     c.finish(result)
 }
 
-async fn render_list(c: &Console) -> PageResult {
-    let ctx = c.context();
+async fn render_list(c: &Console, caller: &Caller) -> PageResult {
+    let ctx = caller.context();
     // Before this broker has joined its cluster there is no coordinator: say so.
-    let consumer = groups::list_groups(&c.core, &ctx);
+    let consumer = groups::list_groups(&c.core, ctx);
     let mut lags = Vec::new();
     if let Ok(listed) = &consumer {
         for g in listed.iter().take(MAX_DESCRIBED_GROUPS) {
             lags.push(
-                groups::describe_group(&c.core, &ctx, &g.group_id)
+                groups::describe_group(&c.core, ctx, &g.group_id)
                     .await
                     .ok()
                     .map(|d| total_lag(&d)),
             );
         }
     }
-    let share = share_admin::list_groups(&c.core, &ctx);
+    let share = share_admin::list_groups(&c.core, ctx);
     let body = html! {
         h1 { "Consumer groups" }
         p.note { "The groups this broker coordinates; each broker of a cluster lists its own." }
@@ -154,15 +154,15 @@ async fn render_list(c: &Console) -> PageResult {
 
 pub(crate) async fn detail(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Path(group): Path<String>,
 ) -> Response {
-    let result = render_detail(&c, &group, peer.is_local()).await;
+    let result = render_detail(&c, &group, &caller).await;
     c.finish(result)
 }
 
-async fn render_detail(c: &Console, group: &str, local: bool) -> PageResult {
-    let d = groups::describe_group(&c.core, &c.context(), group).await?;
+async fn render_detail(c: &Console, group: &str, caller: &Caller) -> PageResult {
+    let d = groups::describe_group(&c.core, caller.context(), group).await?;
     let series = format!("group:{group}:lag");
     let lag = total_lag(&d);
     let base = format!("/console/groups/{}", segment(group));
@@ -248,7 +248,7 @@ async fn render_detail(c: &Console, group: &str, local: bool) -> PageResult {
             }
         }
         h2 { "Reset offsets" }
-        @if !local {
+        @if !caller.may_change() {
             (read_only())
         } @else if d.state == GroupState::Empty {
             form.stack method="post" action=(format!("{base}/reset")) {
@@ -260,7 +260,7 @@ async fn render_detail(c: &Console, group: &str, local: bool) -> PageResult {
             p.note { "Offsets can be reset only while the group has no members (it is " (d.state.as_str()) ")." }
         }
         h2 { "Delete" }
-        @if local { p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } } }
+        @if caller.may_change() { p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } } }
     };
     Ok(layout::respond(
         &format!("Group {group}"),
@@ -323,14 +323,14 @@ pub(crate) async fn reset(
     State(c): State<Arc<Console>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<ResetForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
+        c.check_post(&headers, &caller, &form.csrf)?;
         let spec = reset_spec(&form)?;
-        let ctx = c.context();
-        let d = groups::describe_group(&c.core, &ctx, &group).await?;
+        let ctx = caller.context();
+        let d = groups::describe_group(&c.core, ctx, &group).await?;
         let mut topics: Vec<&str> = d.offsets.iter().map(|o| o.topic.as_str()).collect();
         topics.dedup();
         let targets: Vec<(String, Option<Vec<u32>>)> = if form.topic.is_empty() {
@@ -339,7 +339,7 @@ pub(crate) async fn reset(
             vec![(form.topic.clone(), None)]
         };
         let confirmed = form.confirm == group;
-        let plan = groups::reset_offsets(&c.core, &ctx, &group, targets, spec, !confirmed).await?;
+        let plan = groups::reset_offsets(&c.core, ctx, &group, targets, spec, !confirmed).await?;
         if confirmed {
             tracing::info!(
                 group,
@@ -404,15 +404,15 @@ fn deletion(group: &str) -> Deletion<'_> {
 
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Path(group): Path<String>,
 ) -> Response {
     let result = async {
-        groups::describe_group(&c.core, &c.context(), &group).await?;
+        groups::describe_group(&c.core, caller.context(), &group).await?;
         let warning = html! {
             "This deletes the group and its committed offsets. A group with members cannot be deleted."
         };
-        Ok(deletion(&group).page(&c, &peer, Section::Groups, warning))
+        Ok(deletion(&group).page(&c, &caller, Section::Groups, warning))
     }
     .await;
     c.finish(result)
@@ -422,12 +422,12 @@ pub(crate) async fn delete(
     State(c): State<Arc<Console>>,
     Path(group): Path<String>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        deletion(&group).check(&c, &headers, &peer, &form)?;
-        groups::delete_group(&c.core, &c.context(), &group).await?;
+        deletion(&group).check(&c, &headers, &caller, &form)?;
+        groups::delete_group(&c.core, caller.context(), &group).await?;
         tracing::info!(group, "group deleted from the console");
         Ok(Redirect::to("/console/groups").into_response())
     }
@@ -437,14 +437,15 @@ pub(crate) async fn delete(
 
 pub(crate) async fn share_detail(
     State(c): State<Arc<Console>>,
+    caller: Caller,
     Path(group): Path<String>,
 ) -> Response {
     let result = async {
-        let ctx = c.context();
-        let d = share_admin::describe_group(&c.core, &ctx, &group).await?;
+        let ctx = caller.context();
+        let d = share_admin::describe_group(&c.core, ctx, &group).await?;
         // The windows live at the group's share coordinator, which may be another
         // broker than its group coordinator: then the page says so instead of failing.
-        let windows = shares::describe(&c.core, &ctx, &group).await;
+        let windows = shares::describe(&c.core, ctx, &group).await;
         let body = html! {
             nav aria-label="Breadcrumb" { a href="/console/groups" { "Groups" } " › " (group) }
             h1 { "Share group " (group) }

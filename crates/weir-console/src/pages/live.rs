@@ -20,12 +20,14 @@ use weir_broker::LATENCY_BUCKETS_SECONDS;
 use crate::error::PageError;
 use crate::history::Step;
 use crate::layout::{self, Section};
+use crate::pages::Caller;
 use crate::{Console, chart, units};
+use weir_broker::security::{Operation, ResourceType};
 
 /// Most server-sent event streams open at once (each holds a task and a connection).
 pub const MAX_EVENT_STREAMS: usize = 64;
 
-pub(crate) async fn page(State(c): State<Arc<Console>>) -> Response {
+pub(crate) async fn page(State(c): State<Arc<Console>>, caller: Caller) -> Response {
     let latest = c.history.latest().unwrap_or_default();
     let latency = c.core.metrics().latency();
     let charts = [
@@ -71,7 +73,7 @@ pub(crate) async fn page(State(c): State<Arc<Console>>) -> Response {
                     }
                 }
                 tbody {
-                    @for (topic, rates) in &latest.topics {
+                    @for (topic, rates) in latest.topics.iter().filter(|(t, _)| may_see(&c, &caller, ResourceType::Topic, t)) {
                         @let bytes_in = format!("topic:{topic}:bytes_in");
                         @let bytes_out = format!("topic:{topic}:bytes_out");
                         tr {
@@ -141,11 +143,31 @@ struct Update {
     series: std::collections::BTreeMap<String, f64>,
 }
 
-fn update(step: &Step) -> Update {
+/// The samples of `step` that `caller` may see: the broker's totals, and the topics and
+/// groups her ACLs let her describe.
+fn update(c: &Console, caller: &Caller, step: &Step) -> Update {
+    let mut series = step.series();
+    series.retain(|key, _| {
+        let mut parts = key.splitn(2, ':');
+        let (kind, rest) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // "topic:NAME:FIELD" and "group:NAME:lag": NAME may hold ':' itself.
+        let name = rest.rsplit_once(':').map_or(rest, |(name, _)| name);
+        match kind {
+            "topic" => may_see(c, caller, ResourceType::Topic, name),
+            "group" => may_see(c, caller, ResourceType::Group, name),
+            _ => true,
+        }
+    });
     Update {
         at_ms: step.at_ms,
-        series: step.series(),
+        series,
     }
+}
+
+/// Whether `caller` may describe the topic or group `name`.
+fn may_see(c: &Console, caller: &Caller, kind: ResourceType, name: &str) -> bool {
+    c.core
+        .may(caller.context(), Operation::Describe, kind, name)
 }
 
 /// Releases a stream's place when the stream ends.
@@ -157,7 +179,7 @@ impl Drop for StreamSlot {
     }
 }
 
-pub(crate) async fn events(State(c): State<Arc<Console>>) -> Response {
+pub(crate) async fn events(State(c): State<Arc<Console>>, caller: Caller) -> Response {
     let open = c.event_streams.fetch_add(1, Ordering::SeqCst);
     let slot = StreamSlot(c.event_streams.clone());
     if open >= MAX_EVENT_STREAMS {
@@ -169,14 +191,17 @@ pub(crate) async fn events(State(c): State<Arc<Console>>) -> Response {
     }
     let history = c.history.clone();
     let mut stopping = c.core.shutdown_signal();
+    let console = c.clone();
     let stream = WatchStream::from_changes(history.subscribe())
         .take_until(async move { weir_broker::until_stopping(&mut stopping).await })
         .filter_map(move |_| {
             let _slot = &slot;
-            let latest = history.latest();
+            // Filtered here, before the future: it may not borrow the closure's captures.
+            let update = history
+                .latest()
+                .map(|step| update(&console, &caller, &step));
             async move {
-                let step = latest?;
-                let json = serde_json::to_string(&update(&step)).ok()?;
+                let json = serde_json::to_string(&update?).ok()?;
                 let event = Event::default().event("sample").data(json);
                 Some(Ok::<Event, Infallible>(event))
             }

@@ -17,7 +17,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
-use weir_broker::{Reason, metadata};
+use weir_broker::{Listener, Reason, RequestContext, metadata};
 
 use crate::Console;
 use crate::error::PageError;
@@ -47,7 +47,7 @@ impl Console {
         let hint = if node < 0 {
             "No broker does right now (an election is under way?): retry shortly.".to_owned()
         } else {
-            let cluster = metadata::cluster(&self.core, &self.context(), &self.this_broker);
+            let cluster = metadata::cluster(&self.core, &self.own_context(), &self.this_broker);
             let address = cluster
                 .brokers
                 .iter()
@@ -75,50 +75,73 @@ impl Console {
         html! { input type="hidden" name=(crate::csrf::FIELD) value=(self.csrf_token); }
     }
 
-    /// Refuses a post from another machine, without this process's token, or from
-    /// another origin.
+    /// Refuses a post from a caller who may not change anything (see
+    /// [`Caller::may_change`]), without this process's token, or from another origin.
     pub(crate) fn check_post(
         &self,
         headers: &HeaderMap,
-        peer: &Peer,
+        caller: &Caller,
         token: &str,
     ) -> Result<(), PageError> {
-        crate::csrf::check(&self.csrf_token, headers, peer.0, token)
+        crate::csrf::check(&self.csrf_token, headers, caller.may_change(), token)
     }
 }
 
-/// The client's address, where the listener says it (axum's `ConnectInfo`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Peer(pub Option<SocketAddr>);
+/// Who is asking: the request's context for the core, and whether it may change anything.
+/// On a secured broker weir-server's console authentication puts the proved user's
+/// [`RequestContext`] in the request's extensions, and the core authorises every
+/// operation on her principal as for any listener; on an open broker the request is
+/// anonymous, and its forms are served to a client through loopback only (see
+/// `csrf::check`).
+#[derive(Debug, Clone)]
+pub(crate) struct Caller {
+    ctx: RequestContext,
+    /// A user proved by the broker's authentication (not anonymous on an open broker).
+    authenticated: bool,
+}
 
-impl Peer {
-    /// Through loopback: the console's forms are for it (see `csrf::check`).
-    pub(crate) fn is_local(&self) -> bool {
-        self.0.is_some_and(|p| p.ip().is_loopback())
+impl Caller {
+    /// The context the core checks this request's operations with.
+    pub(crate) fn context(&self) -> &RequestContext {
+        &self.ctx
+    }
+
+    /// Whether the console's forms are for this caller: an authenticated user (the core
+    /// authorises each change she posts), or a client through loopback on an open broker.
+    pub(crate) fn may_change(&self) -> bool {
+        self.authenticated || self.ctx.peer.is_some_and(|p| p.ip().is_loopback())
     }
 }
 
-/// What a page shows in place of its forms to a client not on loopback.
+/// What a page shows in place of its forms to a caller who may not post them.
 pub(crate) fn read_only() -> Markup {
     html! {
         p.note.read-only role="note" {
-            "Read-only here: until authentication lands the console changes the cluster only \
-             for a client connecting through loopback (open it at 127.0.0.1 or localhost, \
-             e.g. over an SSH tunnel or kubectl port-forward)."
+            "Read-only here: on a broker without authentication the console changes the \
+             cluster only for a client connecting through loopback (open it at 127.0.0.1 or \
+             localhost, e.g. over an SSH tunnel or kubectl port-forward)."
         }
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Peer, Infallible> {
-        Ok(Peer(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0),
-        ))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Infallible> {
+        if let Some(ctx) = parts.extensions.get::<RequestContext>() {
+            return Ok(Caller {
+                ctx: ctx.clone(),
+                authenticated: true,
+            });
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(Caller {
+            ctx: RequestContext::anonymous(Listener::Http, peer),
+            authenticated: false,
+        })
     }
 }
 
@@ -141,7 +164,7 @@ impl Deletion<'_> {
     pub(crate) fn page(
         &self,
         c: &Console,
-        peer: &Peer,
+        caller: &Caller,
         section: crate::layout::Section,
         warning: Markup,
     ) -> Response {
@@ -154,7 +177,7 @@ impl Deletion<'_> {
         let body = html! {
             h1 { "Delete " (kind) " " (name) "?" }
             p.warning role="alert" { (warning) }
-            @if peer.is_local() {
+            @if caller.may_change() {
                 form.stack method="post" action=(self.action) {
                     (c.csrf_field())
                     label for="confirm" { "Type the " (kind) "'s " (name_kind) " to confirm" }
@@ -174,10 +197,10 @@ impl Deletion<'_> {
         &self,
         c: &Console,
         headers: &HeaderMap,
-        peer: &Peer,
+        caller: &Caller,
         form: &DeleteForm,
     ) -> Result<(), PageError> {
-        c.check_post(headers, peer, &form.csrf)?;
+        c.check_post(headers, caller, &form.csrf)?;
         if form.confirm != self.name {
             return Err(PageError::Refused {
                 status: axum::http::StatusCode::BAD_REQUEST,
@@ -244,12 +267,22 @@ pub(crate) fn ids(ids: &[i32]) -> String {
 mod tests {
     use super::*;
 
+    fn anonymous(peer: Option<&str>) -> Caller {
+        Caller {
+            ctx: RequestContext::anonymous(Listener::Http, peer.map(|p| p.parse().unwrap())),
+            authenticated: false,
+        }
+    }
+
     #[test]
-    fn forms_are_for_clients_on_this_machine() {
-        assert!(Peer(Some("127.0.0.1:5000".parse().unwrap())).is_local());
-        assert!(Peer(Some("[::1]:5000".parse().unwrap())).is_local());
-        assert!(!Peer(Some("10.1.2.3:5000".parse().unwrap())).is_local());
-        assert!(!Peer(None).is_local());
+    fn forms_are_for_clients_on_this_machine_or_authenticated_users() {
+        assert!(anonymous(Some("127.0.0.1:5000")).may_change());
+        assert!(anonymous(Some("[::1]:5000")).may_change());
+        assert!(!anonymous(Some("10.1.2.3:5000")).may_change());
+        assert!(!anonymous(None).may_change());
+        let mut user = anonymous(Some("10.1.2.3:5000"));
+        user.authenticated = true;
+        assert!(user.may_change());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use weir_broker::{configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
-use crate::pages::{DeleteForm, Deletion, PageResult, Peer, ids, read_only, segment};
+use crate::pages::{Caller, DeleteForm, Deletion, PageResult, ids, read_only, segment};
 use crate::{Console, chart, units};
 
 /// Most topics the list shows (by name); the others are reached by their URL.
@@ -34,17 +34,17 @@ pub(crate) struct ListQuery {
 
 pub(crate) async fn list(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    let result = render_list(&c, q.internal.is_some(), peer.is_local()).await;
+    let result = render_list(&c, q.internal.is_some(), &caller).await;
     c.finish(result)
 }
 
-async fn render_list(c: &Console, internal: bool, local: bool) -> PageResult {
-    let ctx = c.context();
-    let listed = metadata::topics(&c.core, &ctx, None, false, internal).await;
-    let disk = replicas::broker_disk(&c.core, &ctx).await;
+async fn render_list(c: &Console, internal: bool, caller: &Caller) -> PageResult {
+    let ctx = caller.context();
+    let listed = metadata::topics(&c.core, ctx, None, false, internal).await;
+    let disk = replicas::broker_disk(&c.core, ctx).await;
     let latest = c.history.latest().unwrap_or_default();
     let body = html! {
         h1 { "Topics" }
@@ -73,7 +73,7 @@ async fn render_list(c: &Console, internal: bool, local: bool) -> PageResult {
                 tbody {
                     @for t in listed.iter().filter_map(|t| t.outcome.as_ref().ok()).take(MAX_LISTED_TOPICS) {
                         @let rates = latest.topics.get(&t.name).copied().unwrap_or_default();
-                        @let entries = configs::describe_topic_config(&c.core, &ctx, &t.name).unwrap_or_default();
+                        @let entries = configs::describe_topic_config(&c.core, ctx, &t.name).unwrap_or_default();
                         tr {
                             th scope="row" { a href=(format!("/console/topics/{}", t.name)) { (t.name) } }
                             td.num { (t.partitions.len()) }
@@ -108,8 +108,8 @@ async fn render_list(c: &Console, internal: bool, local: bool) -> PageResult {
             p.note { "The first " (MAX_LISTED_TOPICS) " of " (listed.len()) " topics are listed; open another by its address, /console/topics/NAME." }
         }
         h2 #create { "Create a topic" }
-        @if !local { (read_only()) }
-        @if local { form.stack method="post" action="/console/topics" {
+        @if !caller.may_change() { (read_only()) }
+        @if caller.may_change() { form.stack method="post" action="/console/topics" {
             (c.csrf_field())
             label for="name" { "Name" }
             input #name name="name" required pattern="[a-zA-Z0-9._-]+" maxlength="249"
@@ -150,11 +150,11 @@ fn optional_count(text: &str, what: &str) -> Result<u32, PageError> {
 pub(crate) async fn create(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<CreateForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
+        c.check_post(&headers, &caller, &form.csrf)?;
         let name = form.name.trim();
         let partitions = optional_count(&form.partitions, "the partition count")?;
         let replication_factor =
@@ -168,7 +168,7 @@ pub(crate) async fn create(
         }
         topics::create_topic(
             &c.core,
-            &c.context(),
+            caller.context(),
             name,
             partitions,
             replication_factor,
@@ -184,27 +184,27 @@ pub(crate) async fn create(
 
 pub(crate) async fn detail(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Path(topic): Path<String>,
 ) -> Response {
-    let result = render_detail(&c, &topic, peer.is_local()).await;
+    let result = render_detail(&c, &topic, &caller).await;
     c.finish(result)
 }
 
-async fn render_detail(c: &Console, name: &str, local: bool) -> PageResult {
-    let ctx = c.context();
-    let view = metadata::topics(&c.core, &ctx, Some(&[name.to_owned()]), false, true)
+async fn render_detail(c: &Console, name: &str, caller: &Caller) -> PageResult {
+    let ctx = caller.context();
+    let view = metadata::topics(&c.core, ctx, Some(&[name.to_owned()]), false, true)
         .await
         .pop()
         .map(|t| t.outcome)
         .ok_or_else(|| PageError::NotFound(format!("no topic {name}")))??;
     let hosted: BTreeMap<u32, replicas::HostedReplica> =
-        replicas::topic_replicas(&c.core, &ctx, name)
+        replicas::topic_replicas(&c.core, ctx, name)
             .await?
             .into_iter()
             .map(|r| (r.partition, r))
             .collect();
-    let entries = configs::describe_topic_config(&c.core, &ctx, name)?;
+    let entries = configs::describe_topic_config(&c.core, ctx, name)?;
     let me = c.core.node_id();
     let body = html! {
         h1 { "Topic " (view.name) }
@@ -281,8 +281,8 @@ async fn render_detail(c: &Console, name: &str, local: bool) -> PageResult {
                 }
             }
         }
-        @if !view.internal && !local { (read_only()) }
-        @if !view.internal && local {
+        @if !view.internal && !caller.may_change() { (read_only()) }
+        @if !view.internal && caller.may_change() {
             h2 { "Add partitions" }
             form.inline method="post" action=(format!("/console/topics/{}/partitions", view.name)) {
                 (c.csrf_field())
@@ -308,7 +308,7 @@ async fn render_detail(c: &Console, name: &str, local: bool) -> PageResult {
                 }
             }
         }
-        @if !view.internal && local {
+        @if !view.internal && caller.may_change() {
             h3 { "Change a config" }
             form.inline method="post" action=(format!("/console/topics/{}/configs", view.name)) {
                 (c.csrf_field())
@@ -345,18 +345,18 @@ pub(crate) async fn grow(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<GrowForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
+        c.check_post(&headers, &caller, &form.csrf)?;
         let count = form.count.trim().parse::<u32>().map_err(|_| {
             PageError::BadInput(format!(
                 "the partition count {:?} is not a whole number",
                 form.count
             ))
         })?;
-        topics::create_partitions(&c.core, &c.context(), &topic, count).await?;
+        topics::create_partitions(&c.core, caller.context(), &topic, count).await?;
         Ok(Redirect::to(&format!("/console/topics/{topic}")).into_response())
     }
     .await;
@@ -378,11 +378,11 @@ pub(crate) async fn alter_config(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<ConfigForm>,
 ) -> Response {
     let result = async {
-        c.check_post(&headers, &peer, &form.csrf)?;
+        c.check_post(&headers, &caller, &form.csrf)?;
         let key = form.key.trim().to_owned();
         let (set, reset) = match form.action.as_str() {
             "reset" => (BTreeMap::new(), vec![key.clone()]),
@@ -391,13 +391,13 @@ pub(crate) async fn alter_config(
                 Vec::new(),
             ),
         };
-        let ctx = c.context();
+        let ctx = caller.context();
         let confirmed = form.confirm == "yes";
         // Unconfirmed, the core checks the change and makes none: the preview shows what
         // it would be (a shorter retention deletes records at the next check).
-        let before = configs::describe_topic_config(&c.core, &ctx, &topic)?;
+        let before = configs::describe_topic_config(&c.core, ctx, &topic)?;
         let after =
-            configs::alter_topic_config(&c.core, &ctx, &topic, &set, &reset, !confirmed).await?;
+            configs::alter_topic_config(&c.core, ctx, &topic, &set, &reset, !confirmed).await?;
         if confirmed {
             tracing::info!(topic, key, "topic config changed from the console");
             return Ok(Redirect::to(&format!("/console/topics/{topic}#configs")).into_response());
@@ -448,16 +448,16 @@ fn deletion(topic: &str) -> Deletion<'_> {
 
 pub(crate) async fn confirm_delete(
     State(c): State<Arc<Console>>,
-    peer: Peer,
+    caller: Caller,
     Path(topic): Path<String>,
 ) -> Response {
     let result = async {
         // An unknown topic is a 404 here already, not after typing its name.
-        c.core.topic(&c.context(), &topic)?;
+        c.core.topic(caller.context(), &topic)?;
         let warning = html! {
             "This deletes every record of " strong { (topic) } " on every broker. It cannot be undone."
         };
-        Ok(deletion(&topic).page(&c, &peer, Section::Topics, warning))
+        Ok(deletion(&topic).page(&c, &caller, Section::Topics, warning))
     }
     .await;
     c.finish(result)
@@ -467,12 +467,12 @@ pub(crate) async fn delete(
     State(c): State<Arc<Console>>,
     Path(topic): Path<String>,
     headers: HeaderMap,
-    peer: Peer,
+    caller: Caller,
     Form(form): Form<DeleteForm>,
 ) -> Response {
     let result = async {
-        deletion(&topic).check(&c, &headers, &peer, &form)?;
-        topics::delete_topic(&c.core, &c.context(), &topic).await?;
+        deletion(&topic).check(&c, &headers, &caller, &form)?;
+        topics::delete_topic(&c.core, caller.context(), &topic).await?;
         tracing::info!(topic, "topic deleted from the console");
         Ok(Redirect::to("/console/topics").into_response())
     }
