@@ -70,13 +70,13 @@ Examples:
   weir consume events --from end --follow
       Only new records, until interrupted.
   weir consume events --from 42 --partition 0 --count 10 --format json
-  weir consume events --from @1700000000000      (ms since the epoch)
-  weir consume events --format json --encoding base64     (binary keys and values)
+  weir consume events --from @1700000000000      # ms since the epoch
+  weir consume events --format json --encoding base64     # binary keys and values
   weir consume events --print-keys --key-separator '='
   weir consume events --group billing --count 100
       As a member of group billing: from the group's committed offsets (--from only
       where it has none); commits what it printed and leaves the group before exiting.
-  weir consume events refunds --group billing --follow      (several topics, until Ctrl-C)
+  weir consume events refunds --group billing --follow      # several topics, until Ctrl-C
   weir consume events --skip-corrupt
       Past a stored batch that cannot be decoded, with a warning naming its offsets.
   weir consume events --group billing --wait 2m
