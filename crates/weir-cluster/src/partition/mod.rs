@@ -518,6 +518,11 @@ impl Partition {
         }
     }
 
+    /// True while this replica leads at `leader_epoch` (and has not stepped aside).
+    pub fn leads_at(&self, leader_epoch: i32) -> bool {
+        self.shared.replica().role() == Role::Leader { leader_epoch }
+    }
+
     /// Where a reader may start: `offset` checked against the leader's log as
     /// [`read`](Self::read) checks it, and the offsets it was checked against. Only on
     /// the leader: a replica that does not lead may lag (a follower out of the ISR, a
