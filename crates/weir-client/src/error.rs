@@ -465,6 +465,27 @@ mod tests {
         )
     }
 
+    /// A coordinator that moved or is still loading its partition, and a new leader that
+    /// does not know its log end yet: the group consumer retries its offset fetches,
+    /// commits and heartbeats (finding the coordinator again), and a partition's stream
+    /// reopens instead of resetting its position.
+    #[test]
+    fn coordinator_and_new_leader_reasons_are_retried() {
+        for reason in [
+            "NOT_COORDINATOR",
+            "COORDINATOR_LOADING",
+            "OFFSET_NOT_AVAILABLE",
+        ] {
+            let error = ClientError::from(weir_status(Code::Unavailable, "x", reason, ""));
+            assert!(error.is_retriable(), "{reason}");
+            assert_ne!(
+                crate::retry::decide(&error),
+                crate::retry::RetryDecision::Fail,
+                "{reason}"
+            );
+        }
+    }
+
     #[test]
     fn error_info_reasons_become_their_variants() {
         let error = ClientError::from(weir_status(

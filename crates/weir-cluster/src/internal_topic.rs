@@ -227,6 +227,14 @@ pub(crate) trait LoadedShard {
     fn failed(&self) -> bool;
     /// How many groups it holds, for the log line that announces it.
     fn group_count(&self) -> usize;
+    /// True while its partition's replica here leads at the epoch it was loaded at. The
+    /// slot follows leadership only when metadata changes are followed; this closes the
+    /// window before that, in which memory may lack what another leadership wrote.
+    fn leads(&self) -> bool;
+    /// It stops serving: every request waiting on it is answered at once,
+    /// NOT_COORDINATOR naming `coordinator` (the partition's leader now; -1 if none is
+    /// known), so none waits for a timeout on a shard nobody serves any more.
+    fn resign(&self, coordinator: i32);
 }
 
 /// One slot per partition of an internal topic: its shard while this broker leads the
@@ -254,17 +262,26 @@ impl<S: LoadedShard> LeaderSlots<S> {
         self.slots.len() as u32
     }
 
-    /// The shard of partition `index`, if loaded here and not failed.
+    /// The shard of partition `index`, if loaded here, not failed, and still leading at
+    /// the epoch it was loaded at.
     pub(crate) fn get(&self, index: u32) -> Option<Arc<S>> {
         self.slots[index as usize]
             .read()
             .expect("shard slot lock")
             .clone()
-            .filter(|s| !s.failed())
+            .filter(|s| !s.failed() && s.leads())
     }
 
-    fn set(&self, index: u32, shard: Option<Arc<S>>) {
-        *self.slots[index as usize].write().expect("shard slot lock") = shard;
+    /// Puts `shard` in slot `index`; the shard it replaces resigns (its waiting requests
+    /// hear NOT_COORDINATOR naming `leader`).
+    fn set(&self, index: u32, shard: Option<Arc<S>>, leader: i32) {
+        let old = std::mem::replace(
+            &mut *self.slots[index as usize].write().expect("shard slot lock"),
+            shard,
+        );
+        if let Some(old) = old {
+            old.resign(leader);
+        }
     }
 
     /// Every shard loaded here.
@@ -301,7 +318,8 @@ impl<S: LoadedShard> LeaderSlots<S> {
                 .filter(|(_, state)| state.leader == me);
             let Some((partition, state)) = leading else {
                 if current.is_some() {
-                    self.set(index, None);
+                    let leader = topic.partition(index).map_or(-1, |p| p.state().leader);
+                    self.set(index, None, leader);
                     tracing::info!(
                         partition = index,
                         "no longer the coordinator of this {name} partition's groups"
@@ -315,7 +333,9 @@ impl<S: LoadedShard> LeaderSlots<S> {
             {
                 continue;
             }
-            self.set(index, None);
+            // Loaded again (a new leadership, or a write failed): requests parked on the
+            // old shard try again, and find this broker loading.
+            self.set(index, None, -1);
             let started = Instant::now();
             match load(index, partition, state.leader_epoch).await {
                 Ok(Some(shard)) => {
@@ -326,7 +346,7 @@ impl<S: LoadedShard> LeaderSlots<S> {
                         took = ?started.elapsed(),
                         "coordinating the groups of this {name} partition"
                     );
-                    self.set(index, Some(shard));
+                    self.set(index, Some(shard), -1);
                 }
                 Ok(None) => waiting += 1,
                 Err(e) => {

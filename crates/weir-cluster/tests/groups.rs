@@ -1435,3 +1435,175 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
     ));
     close(registry, c).await;
 }
+
+/// The `__consumer_offsets` partition coordinating `group`, on this single broker.
+fn offsets_partition(
+    registry: &TopicRegistry,
+    c: &GroupCoordinator,
+    group: &str,
+) -> Arc<weir_cluster::Partition> {
+    registry
+        .topic(OFFSETS_TOPIC)
+        .unwrap()
+        .partition(c.coordinator_partition(group))
+        .unwrap()
+}
+
+/// The partition's metadata as it changes when leadership moves: `leader` at the next
+/// leader epoch, with broker 1 (which never fetches here) as the other replica.
+async fn lead(partition: &weir_cluster::Partition, leader: i32, isr: Vec<i32>) {
+    let epoch = partition.state().leader_epoch + 1;
+    partition
+        .apply_state(&weir_cluster::PartitionState {
+            leader,
+            leader_epoch: epoch,
+            replicas: vec![0, 1],
+            isr,
+        })
+        .await;
+}
+
+/// Follows leadership until every offsets partition this broker leads is loaded
+/// (`partition`'s replication moved on meanwhile, as its timer would).
+async fn loaded(c: &GroupCoordinator, partition: &weir_cluster::Partition) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        partition.tick().await;
+        if c.follow_leadership().await.unwrap() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the shards never loaded");
+    }
+}
+
+#[tokio::test]
+async fn a_coordinator_answers_only_from_what_it_loaded_up_to_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "orders", 1).await;
+    let fetch = async |c: &GroupCoordinator| {
+        c.fetch_offsets("g", Some(vec![("orders".into(), 0)]))
+            .await
+            .map(|o| o[0].offset)
+    };
+    c.commit_offsets("g", None, vec![commit("orders", 0, 5)])
+        .await
+        .unwrap();
+    let p = offsets_partition(&registry, &c, "g");
+
+    // Broker 1 takes the partition over. Before this broker has followed the change,
+    // the shard it loaded must not answer: broker 1 may have taken commits meanwhile.
+    lead(&p, 1, vec![0, 1]).await;
+    let answer = fetch(&c).await;
+    assert!(
+        matches!(
+            answer,
+            Err(GroupError::NotCoordinator { .. } | GroupError::CoordinatorLoading { .. })
+        ),
+        "answered from a shard whose leadership ended: {answer:?}"
+    );
+
+    // This broker leads again, then with broker 1 in the ISR, and takes a commit that
+    // broker 1 never fetches: in the log, not committed.
+    lead(&p, 0, vec![0]).await;
+    loaded(&c, &p).await;
+    assert_eq!(fetch(&c).await.unwrap(), Some(5));
+    lead(&p, 0, vec![0, 1]).await;
+    loaded(&c, &p).await;
+    let before = p.offsets().await.unwrap().log_end_offset;
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move {
+            c.commit_offsets("g", None, vec![commit("orders", 0, 9)])
+                .await
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while p.offsets().await.unwrap().log_end_offset == before {
+        assert!(
+            Instant::now() < deadline,
+            "the commit never reached the log"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    // A new leadership inherits that record uncommitted. Until its high watermark has
+    // reached its log end, offset fetches are COORDINATOR_LOAD_IN_PROGRESS: neither the
+    // old 5 nor an uncommitted 9, and never "no offset".
+    lead(&p, 0, vec![0, 1]).await;
+    let answer = fetch(&c).await;
+    assert!(
+        matches!(answer, Err(GroupError::CoordinatorLoading { .. })),
+        "before following: {answer:?}"
+    );
+    assert!(c.follow_leadership().await.unwrap() > 0);
+    let answer = fetch(&c).await;
+    assert!(
+        matches!(answer, Err(GroupError::CoordinatorLoading { .. })),
+        "after a load that could not finish: {answer:?}"
+    );
+    // The commit itself was never acknowledged.
+    assert!(pending.await.unwrap().is_err());
+
+    // Alone in the ISR, the leadership commits what it inherited and loads it.
+    lead(&p, 0, vec![0]).await;
+    loaded(&c, &p).await;
+    assert_eq!(fetch(&c).await.unwrap(), Some(9));
+    close(registry, c).await;
+}
+
+#[tokio::test]
+async fn a_join_parked_on_a_coordinator_that_loses_the_group_is_answered_at_once() {
+    use weir_cluster::group::JoinOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+    // The join phase waits a minute for more members: the join stays parked.
+    let config = GroupConfig {
+        initial_rebalance_delay: Duration::from_secs(60),
+        ..config()
+    };
+    let c = GroupCoordinator::open(registry.clone(), config)
+        .await
+        .unwrap();
+    create(&registry, "orders", 2).await;
+    let JoinOutcome::MemberIdRequired { member_id } = c.join_group(classic_join("")).await.unwrap()
+    else {
+        panic!("a new member is given its id first");
+    };
+    let join = tokio::spawn({
+        let c = c.clone();
+        async move { c.join_group(classic_join(&member_id)).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while c
+        .describe_group("classic")
+        .await
+        .map_or(true, |d| d.state != GroupState::Assigning)
+    {
+        assert!(Instant::now() < deadline, "the join never parked");
+        tokio::task::yield_now().await;
+    }
+    assert!(!join.is_finished());
+
+    // Broker 1 takes the group's partition over; once this broker follows the change,
+    // the parked join hears NOT_COORDINATOR naming broker 1, long before the minute.
+    lead(&offsets_partition(&registry, &c, "classic"), 1, vec![0, 1]).await;
+    c.follow_leadership().await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), join)
+        .await
+        .expect("the parked join was never answered")
+        .unwrap();
+    assert!(
+        matches!(
+            answer,
+            Err(GroupError::NotCoordinator { coordinator: 1, .. })
+        ),
+        "{answer:?}"
+    );
+    // A new join is turned away at once too.
+    assert!(matches!(
+        c.join_group(classic_join("")).await,
+        Err(GroupError::NotCoordinator { .. } | GroupError::CoordinatorLoading { .. })
+    ));
+    close(registry, c).await;
+}

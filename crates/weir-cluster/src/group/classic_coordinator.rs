@@ -102,6 +102,9 @@ impl GroupCoordinator {
         let config = self.classic_config();
         let answer = {
             let mut st = shard.state();
+            if let Some(coordinator) = st.resigned {
+                return Err(shard.not_coordinator(coordinator));
+            }
             let created = !st.groups.contains_key(&group_id);
             if created {
                 if !member_id.is_empty() {
@@ -169,9 +172,10 @@ impl GroupCoordinator {
         self.parked_answer(&group_id, &member_id, answer).await
     }
 
-    /// The answer to a parked request; if the shard was dropped first (this broker no
-    /// longer coordinates the group, or its shard is loading again), the coordinator's
-    /// error, else UNKNOWN_MEMBER_ID (the member joins again).
+    /// The answer to a parked request: the state machine's, or NOT_COORDINATOR when the
+    /// shard resigned first (it stopped leading, or loads again). A sender dropped
+    /// without an answer (the waiter was replaced) is the coordinator's error, else
+    /// UNKNOWN_MEMBER_ID (the member joins again).
     async fn parked_answer<T>(
         &self,
         group_id: &str,
@@ -226,6 +230,9 @@ impl GroupCoordinator {
         let shard = self.shard(&group_id)?;
         let answer = {
             let mut st = shard.state();
+            if let Some(coordinator) = st.resigned {
+                return Err(shard.not_coordinator(coordinator));
+            }
             if !st.groups.contains_key(&group_id) {
                 return Err(GroupError::UnknownMember {
                     group_id,

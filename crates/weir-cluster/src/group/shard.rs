@@ -154,9 +154,12 @@ pub(super) struct ShardState {
     /// Numbers the membership writes, in queue (log) order.
     membership_seq: u64,
     /// Classic JoinGroup and SyncGroup requests waiting for their rebalance step, by
-    /// the number the state machine answers them under. Dropped with the shard: the
-    /// callers then hear that this broker no longer coordinates the group.
+    /// the number the state machine answers them under. Answered NOT_COORDINATOR when
+    /// the shard resigns ([`Shard::resign`]); the callers hold the shard, so it is not
+    /// dropped while they wait.
     pub(super) parked: HashMap<Waiter, Parked>,
+    /// Set when the shard resigned (the leader it named): nothing parks any more.
+    pub(super) resigned: Option<i32>,
     /// The next number for a parked request.
     pub(super) next_waiter: Waiter,
 }
@@ -206,6 +209,8 @@ struct Durable {
     /// A membership write failed: nothing more becomes durable in this shard, memory may
     /// be ahead of the log, and the shard serves nothing more (it loads again).
     failed: bool,
+    /// The shard resigned (the leader it named): whoever waits hears NOT_COORDINATOR.
+    resigned: Option<i32>,
 }
 
 #[derive(Debug)]
@@ -420,6 +425,14 @@ impl internal_topic::LoadedShard for Shard {
     fn group_count(&self) -> usize {
         Shard::group_count(self)
     }
+
+    fn leads(&self) -> bool {
+        self.partition.leads_at(self.leader_epoch)
+    }
+
+    fn resign(&self, coordinator: i32) {
+        Shard::resign(self, coordinator);
+    }
 }
 
 impl Shard {
@@ -468,21 +481,63 @@ impl Shard {
         self.state().groups.len()
     }
 
+    /// Stops serving: every request parked on the shard (classic JoinGroup and
+    /// SyncGroup) and every wait for a membership write is answered at once with
+    /// NOT_COORDINATOR naming `coordinator`, and nothing parks here any more. Called
+    /// when the coordinator drops or replaces the shard.
+    pub(super) fn resign(&self, coordinator: i32) {
+        let parked: Vec<Parked> = {
+            let mut st = self.state();
+            st.resigned = Some(coordinator);
+            st.parked.drain().map(|(_, p)| p).collect()
+        };
+        self.durable
+            .send_modify(|d| d.resigned = d.resigned.or(Some(coordinator)));
+        if !parked.is_empty() {
+            tracing::info!(
+                partition = self.index,
+                answered = parked.len(),
+                "parked group requests answered NOT_COORDINATOR: this broker no longer coordinates their groups"
+            );
+        }
+        for p in parked {
+            let error = self.not_coordinator(coordinator);
+            match p.answer {
+                ParkedAnswer::Join(tx) => {
+                    let _ = tx.send(Err(error));
+                }
+                ParkedAnswer::Sync(tx) => {
+                    let _ = tx.send(Err(error));
+                }
+            }
+        }
+    }
+
+    /// NOT_COORDINATOR for this shard's partition, naming `coordinator`.
+    pub(super) fn not_coordinator(&self, coordinator: i32) -> GroupError {
+        GroupError::NotCoordinator {
+            partition: self.index,
+            coordinator,
+        }
+    }
+
     /// Waits until membership write `seq` (and so every one before it) is durable; an
-    /// error if the shard failed first.
+    /// error if the shard failed or resigned first.
     async fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
         let mut durable = self.durable.subscribe();
-        let reached = durable
-            .wait_for(|d| d.seq >= seq || d.failed)
+        let outcome = durable
+            .wait_for(|d| d.seq >= seq || d.failed || d.resigned.is_some())
             .await
-            .map(|d| !d.failed)
-            .unwrap_or(false);
-        if reached {
-            Ok(())
-        } else {
-            Err(GroupError::CoordinatorLoading {
+            .map(|d| *d);
+        match outcome {
+            Ok(Durable {
+                resigned: Some(coordinator),
+                ..
+            }) => Err(self.not_coordinator(coordinator)),
+            Ok(Durable { failed: false, .. }) => Ok(()),
+            _ => Err(GroupError::CoordinatorLoading {
                 partition: self.index,
-            })
+            }),
         }
     }
 

@@ -518,6 +518,46 @@ impl Partition {
         }
     }
 
+    /// True while this replica leads at `leader_epoch` (and has not stepped aside).
+    pub fn leads_at(&self, leader_epoch: i32) -> bool {
+        self.shared.replica().role() == Role::Leader { leader_epoch }
+    }
+
+    /// Where a reader may start: `offset` checked against the leader's log as
+    /// [`read`](Self::read) checks it, and the offsets it was checked against. Only on
+    /// the leader: a replica that does not lead may lag (a follower out of the ISR, a
+    /// broker restarted on an old log), and its log end is no reason to tell a consumer
+    /// its offset is out of range (which sends it back to the log start); it is
+    /// NOT_LEADER, so the consumer asks for the leader again.
+    pub async fn read_start(&self, offset: i64) -> Result<PartitionOffsets, ClusterError> {
+        self.shared.check_leader()?;
+        let offsets = self.offsets().await?;
+        self.check_in_log(offset, offsets)?;
+        Ok(offsets)
+    }
+
+    /// OFFSET_OUT_OF_RANGE for an offset outside the log. Past the log end of a leader
+    /// that has not published a high watermark in its leadership it is retriable
+    /// OFFSET_NOT_AVAILABLE instead: such a leader may not have what the leader before
+    /// it committed yet (it believes it leads on metadata it has not caught up with), so
+    /// its log end says nothing about the offset.
+    fn check_in_log(&self, offset: i64, offsets: PartitionOffsets) -> Result<(), ClusterError> {
+        if offset >= offsets.log_start_offset && offset <= offsets.log_end_offset {
+            return Ok(());
+        }
+        let replica = self.shared.replica();
+        if offset > offsets.log_end_offset
+            && matches!(replica.role(), Role::Leader { .. })
+            && replica.published_high_watermark().is_none()
+        {
+            return Err(ClusterError::OffsetNotAvailable {
+                topic: self.shared.topic.clone(),
+                partition: self.shared.index,
+            });
+        }
+        Err(self.out_of_range(offset, offsets))
+    }
+
     /// The offsets a consumer may look up (ListOffsets): only on the leader, and only
     /// once this leadership has published its high watermark; before that a new
     /// leader's latest offset could be below one its predecessor already gave out, so
@@ -608,9 +648,7 @@ impl Partition {
         // it has committed what it inherited; until then a consumer resuming at the old
         // leader's high watermark must wait, not be told to reset: found by the fault
         // tests, where it sent consumers back to offset 0).
-        if offset < offsets.log_start_offset || offset > offsets.log_end_offset {
-            return Err(self.out_of_range(offset, offsets));
-        }
+        self.check_in_log(offset, offsets)?;
         let hw = offsets.high_watermark;
         if offset >= hw {
             return Ok(FetchData {
@@ -1017,6 +1055,81 @@ mod tests {
         let err = p.leader_offsets().await.unwrap_err();
         assert!(
             matches!(err, ClusterError::NotLeader { leader: 1, .. }),
+            "{err}"
+        );
+    }
+
+    /// A consumer resuming at an offset its old leader gave out must never hear "out of
+    /// range" from a replica that cannot know (weir-client then resets to the log start
+    /// and reads the partition again): a replica that does not lead answers NOT_LEADER,
+    /// and a leader that has not published in its leadership answers a retriable
+    /// OFFSET_NOT_AVAILABLE past its log end.
+    #[tokio::test]
+    async fn only_a_leader_that_has_published_says_an_offset_is_past_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
+        let led_with = |leader_epoch, isr: Vec<BrokerId>| PartitionState {
+            leader: 0,
+            leader_epoch,
+            replicas: vec![0, 1],
+            isr,
+        };
+        let p = Partition::open("t", "t-id", 0, dir.path(), config, 0, led_with(0, vec![0]))
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            p.append(batch_of("committed"), Durability::Durable)
+                .await
+                .unwrap();
+        }
+        // A follower of broker 1, whose log may be far ahead of this one's 3 records.
+        p.apply_state(&PartitionState {
+            leader: 1,
+            leader_epoch: 1,
+            replicas: vec![0, 1],
+            isr: vec![1],
+        })
+        .await;
+        for offset in [1, 3, 10] {
+            let err = p.read_start(offset).await.unwrap_err();
+            assert!(
+                matches!(err, ClusterError::NotLeader { leader: 1, .. }),
+                "offset {offset}: {err}"
+            );
+        }
+        // Leading again at a new epoch, with a follower in the ISR that never fetches:
+        // it publishes nothing, so offset 10 may have been given out by broker 1.
+        p.apply_state(&led_with(2, vec![0, 1])).await;
+        p.append(batch_of("inherited"), Durability::Written)
+            .await
+            .unwrap();
+        p.apply_state(&led_with(3, vec![0, 1])).await;
+        for err in [
+            p.read_start(10).await.unwrap_err(),
+            p.read(10, 1 << 20).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(err, ClusterError::OffsetNotAvailable { partition: 0, .. }),
+                "{err}"
+            );
+        }
+        // Inside the log is fine, and past the high watermark is "nothing yet".
+        assert_eq!(p.read_start(4).await.unwrap().log_end_offset, 4);
+        assert!(p.read(3, 1 << 20).await.unwrap().records.is_empty());
+        // Once it has published, its log end is the partition's: past it is out of range.
+        p.apply_state(&led_with(4, vec![0])).await;
+        p.tick().await;
+        let mut hw = p.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), hw.wait_for(|hw| *hw == 4))
+            .await
+            .expect("the high watermark reaches the log end")
+            .unwrap();
+        let err = p.read_start(10).await.unwrap_err();
+        assert!(
+            matches!(err, ClusterError::OffsetOutOfRange { offset: 10, .. }),
             "{err}"
         );
     }

@@ -338,6 +338,9 @@ impl ShareCoordinator {
             // Registered before anything is looked at: a release made after this round
             // looked wakes this fetch even if it lands before the fetch starts waiting.
             let released_wait = group.released.notified();
+            // Checked after the wait above is registered: a resignation from now on
+            // wakes it, one before it is seen here.
+            shard.check_serving()?;
             let mut released = false;
             if let Some(acks) = acks.take() {
                 ack_results = self.apply_acks(

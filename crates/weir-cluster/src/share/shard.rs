@@ -130,6 +130,8 @@ pub(super) struct ShareShard {
     writer: tokio::sync::Mutex<()>,
     groups: Mutex<HashMap<String, Arc<ShareGroup>>>,
     failed: AtomicBool,
+    /// Set when it resigned: the leader it named (-1: none known).
+    resigned: Mutex<Option<i32>>,
 }
 
 impl LoadedShard for ShareShard {
@@ -143,6 +145,19 @@ impl LoadedShard for ShareShard {
 
     fn group_count(&self) -> usize {
         self.groups.lock().expect("share groups mutex").len()
+    }
+
+    fn leads(&self) -> bool {
+        self.partition.leads_at(self.leader_epoch)
+    }
+
+    /// Wakes every long-polling share fetch of its groups, which then finds the shard
+    /// resigned and answers NOT_COORDINATOR.
+    fn resign(&self, coordinator: i32) {
+        *self.resigned.lock().expect("share resigned mutex") = Some(coordinator);
+        for group in self.groups.lock().expect("share groups mutex").values() {
+            group.released.notify_waiters();
+        }
     }
 }
 
@@ -292,11 +307,23 @@ impl ShareShard {
                     .collect(),
             ),
             failed: AtomicBool::new(false),
+            resigned: Mutex::new(None),
         };
         if shard.partition.state().leader_epoch != leader_epoch {
             return Ok(None);
         }
         Ok(Some(Arc::new(shard)))
+    }
+
+    /// NOT_COORDINATOR naming the leader it named, once it resigned.
+    pub(super) fn check_serving(&self) -> Result<(), ShareError> {
+        match *self.resigned.lock().expect("share resigned mutex") {
+            Some(coordinator) => Err(ShareError::NotCoordinator {
+                partition: self.index,
+                coordinator,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The group `group_id`, if it has state.
