@@ -481,6 +481,7 @@ pub fn kafka_request(data: &[u8]) {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         DescribeClientQuotas => DescribeClientQuotasRequest,
         AlterClientQuotas => AlterClientQuotasRequest,
+        OffsetDelete => OffsetDeleteRequest,
     }
 }
 

@@ -2,7 +2,14 @@
 //! partitions (leader, leader epoch, replicas, ISR, offline replicas) and topic id, from
 //! the core's view of the metadata image. Topics are created on first use where the
 //! broker does that and the client allows it. DescribeCluster: the brokers, the
-//! controller and the cluster id from the same view.
+//! controller and the cluster id from the same view. Both answer the operations the
+//! principal may do on each topic and on the cluster when asked
+//! (`include_*_authorized_operations`), from the core's authorisation.
+
+/// Metadata v8+ can ask for the operations allowed on each topic.
+const FIRST_TOPIC_OPERATIONS: i16 = 8;
+/// Metadata v8 to v10 can ask for those on the cluster (later, DescribeCluster does).
+const CLUSTER_OPERATIONS: std::ops::RangeInclusive<i16> = 8..=10;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
@@ -14,7 +21,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::RequestContext;
 use weir_broker::metadata::{self, PartitionView, TopicView};
+use weir_broker::security::{CLUSTER_RESOURCE_NAME, ResourceType};
 
+use super::security::authorized_operations;
 use super::{KafkaBroker, answer, error_code, host_port};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -60,27 +69,44 @@ pub(super) async fn metadata(
             )
         })
         .collect();
+    let topic_operations =
+        version >= FIRST_TOPIC_OPERATIONS && req.include_topic_authorized_operations;
     let topics = lookups
         .into_iter()
         .map(|lookup| {
             let name = Some(TopicName(StrBytes::from_string(lookup.name.clone())));
-            match lookup.outcome {
+            let described = match lookup.outcome {
                 Ok(view) => topic(view),
                 Err(e) => MetadataResponseTopic::default()
                     .with_name(name)
                     .with_error_code(error_code(&e)),
+            };
+            if topic_operations {
+                described.with_topic_authorized_operations(authorized_operations(
+                    broker,
+                    ctx,
+                    ResourceType::Topic,
+                    &lookup.name,
+                ))
+            } else {
+                described
             }
         })
         .collect();
-    answer(
-        ctx,
-        request,
-        MetadataResponse::default()
-            .with_brokers(brokers)
-            .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
-            .with_controller_id(BrokerId(cluster.controller_id))
-            .with_topics(topics),
-    )
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
+        .with_controller_id(BrokerId(cluster.controller_id))
+        .with_topics(topics);
+    if CLUSTER_OPERATIONS.contains(&version) && req.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(cluster_operations(broker, ctx));
+    }
+    answer(ctx, request, response)
+}
+
+/// The operations the principal may do on the cluster, as Kafka's bit set.
+fn cluster_operations(broker: &KafkaBroker, ctx: &RequestContext) -> i32 {
+    authorized_operations(broker, ctx, ResourceType::Cluster, CLUSTER_RESOURCE_NAME)
 }
 
 fn topic(view: TopicView) -> MetadataResponseTopic {
@@ -136,6 +162,9 @@ pub(super) async fn describe_cluster(
                     ))),
             );
         }
+    }
+    if req.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(cluster_operations(broker, ctx));
     }
     let with_fenced = version >= FIRST_FENCED_DESCRIBE;
     let cluster = metadata::cluster(&broker.core, ctx, &broker.this_broker());

@@ -14,7 +14,7 @@
 //! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 //! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
-//!   OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+//!   OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups.
 //! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
 //!   ShareAcknowledge.
 //! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
@@ -109,6 +109,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // Last: the fuzz seeds name an api by its index here.
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -319,6 +320,7 @@ impl KafkaBroker {
             ApiKey::LeaveGroup => groups::leave_group(self, ctx, request).await,
             ApiKey::OffsetCommit => groups::offset_commit(self, ctx, request).await,
             ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
+            ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
             ApiKey::ListGroups => groups::list_groups(self, ctx, request).await,
             ApiKey::DescribeGroups => groups::describe_groups(self, ctx, request).await,
             ApiKey::DeleteGroups => groups::delete_groups(self, ctx, request).await,
@@ -414,6 +416,7 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DeleteShareGroupOffsets => "kafka.DeleteShareGroupOffsets",
         ApiKey::DescribeClientQuotas => "kafka.DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
+        ApiKey::OffsetDelete => "kafka.OffsetDelete",
         _ => "kafka.Other",
     }
 }

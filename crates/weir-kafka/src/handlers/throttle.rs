@@ -58,6 +58,7 @@ throttled! {
     AlterUserScramCredentialsResponse => 0,
     DescribeClientQuotasResponse => 0,
     AlterClientQuotasResponse => 0,
+    OffsetDeleteResponse => 0,
     ShareGroupHeartbeatResponse => 1,
     ShareFetchResponse => 1,
     ShareAcknowledgeResponse => 1,
