@@ -7,8 +7,9 @@ Usage: groups_admin.py BOOTSTRAP TOPIC
 1. Describe: a classic group (confluent-kafka, `group.instance.id` and `client.id` set,
    as librdkafka's own admin test does) and a KIP-848 group (`group.protocol=consumer`),
    each with one live member, described with confluent-kafka's
-   describe_consumer_groups (state, assignor, coordinator, the member's ids, host and
-   assignment) and kafka-python's describe_groups (the member's subscription and
+   describe_consumer_groups (through DescribeGroups and ConsumerGroupDescribe: type,
+   state, assignor, coordinator, the member's ids, host, assignment and, for the KIP-848
+   group, target assignment) and kafka-python's describe_groups (the member's subscription and
    assignment decoded from the consumer protocol bytes); a group that does not exist
    is Dead, without an error.
 2. Offsets: alter_consumer_group_offsets with metadata and leader epochs, read back by
@@ -96,6 +97,8 @@ classic = live_member(
     **{"client.id": "client-a", "group.instance.id": "instance-a", "session.timeout.ms": 6000})
 described = describe_until_stable(classic_group)
 assert described.group_id == classic_group
+# ConsumerGroupDescribe answered GROUP_ID_NOT_FOUND; librdkafka fell back to DescribeGroups.
+assert described.type == confluent_kafka.ConsumerGroupType.CLASSIC, described.type
 assert not described.is_simple_consumer_group
 assert described.partition_assignor == "range", described.partition_assignor
 assert (described.coordinator.id, described.coordinator.host, described.coordinator.port) == (
@@ -123,12 +126,19 @@ assert list(kp_member["member_metadata"]["topics"]) == [topic], kp_member
 assert [(t["topic"], sorted(t["partitions"])) for t in kp_member["member_assignment"][
     "assigned_partitions"]] == [(topic, list(range(PARTITIONS)))], kp_member
 
+# A KIP-848 group, which librdkafka describes with ConsumerGroupDescribe.
 kip848 = live_member(consumer_group, "consumer", **{"client.id": "client-b"})
 described = describe_until_stable(consumer_group)
+assert described.type == confluent_kafka.ConsumerGroupType.CONSUMER, described.type
+assert described.partition_assignor == "uniform", described.partition_assignor
 [m] = described.members
 assert m.client_id == "client-b", m.client_id
-assert sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) == [
-    (topic, p) for p in range(PARTITIONS)], m.assignment.topic_partitions
+assert m.host == host, m.host
+everything = [(topic, p) for p in range(PARTITIONS)]
+assert sorted((tp.topic, tp.partition) for tp in m.assignment.topic_partitions) == everything, \
+    m.assignment.topic_partitions
+assert sorted((tp.topic, tp.partition) for tp in m.target_assignment.topic_partitions) == everything, \
+    m.target_assignment.topic_partitions
 kip848.close()
 log("describe: ok")
 

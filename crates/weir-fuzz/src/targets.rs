@@ -482,6 +482,9 @@ pub fn kafka_request(data: &[u8]) {
         DescribeClientQuotas => DescribeClientQuotasRequest,
         AlterClientQuotas => AlterClientQuotasRequest,
         OffsetDelete => OffsetDeleteRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest,
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
     }
 }
 

@@ -3,7 +3,7 @@
 //! protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) kafka-python, aiokafka and
 //! librdkafka speak by default; KIP-848's ConsumerGroupHeartbeat (librdkafka with
 //! `group.protocol=consumer`); OffsetCommit, OffsetFetch and OffsetDelete; ListGroups,
-//! DescribeGroups and DeleteGroups.
+//! DescribeGroups, ConsumerGroupDescribe (KIP-848 groups) and DeleteGroups.
 //!
 //! Reasons become Kafka codes in `errors.rs`; the few answers Kafka gives per api rather
 //! than per reason (a commit from outside a group that has members is UNKNOWN_MEMBER_ID,
@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as CgdAssignment, DescribedGroup as CgdGroup, Member as CgdMember,
+    TopicPartitions as CgdTopicPartitions,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment, TopicPartitions as CghTopicPartitions,
 };
@@ -34,14 +38,14 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest,
-    OffsetDeleteResponse, OffsetFetchRequest, OffsetFetchResponse, SyncGroupRequest,
-    SyncGroupResponse, TopicName,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
+    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use weir_broker::groups::{
@@ -833,6 +837,113 @@ fn describe(group: DescribedGroup, d: GroupDescription) -> Result<DescribedGroup
         .with_protocol_type(str(protocol_type))
         .with_protocol_data(str(d.assignor))
         .with_members(members))
+}
+
+/// ConsumerGroupDescribe v1+ says which protocol each member speaks.
+const FIRST_MEMBER_TYPE_DESCRIBE: i16 = 1;
+/// ConsumerGroupDescribe's member type of a KIP-848 member (0 is a classic one).
+const MEMBER_TYPE_CONSUMER: i8 = 1;
+
+/// ConsumerGroupDescribe (KIP-848): a KIP-848 group's state, epochs, assignor and
+/// members, each with its subscription and its current and target assignments. A group
+/// that runs the classic protocol (or only has offsets) is GROUP_ID_NOT_FOUND, as Kafka
+/// answers it ("not a consumer group"): clients then describe it with DescribeGroups.
+pub(super) async fn consumer_group_describe(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ConsumerGroupDescribeRequest = request.decode_body()?;
+    let version = request.api_version;
+    let too_many =
+        groups::check_group_count(req.group_ids.len(), "a ConsumerGroupDescribe request").err();
+    let mut described = Vec::with_capacity(req.group_ids.len().min(MAX_GROUPS_PER_REQUEST));
+    for group_id in req.group_ids {
+        let outcome = match &too_many {
+            Some(e) => Err(e.clone()),
+            None => groups::describe_group(&broker.core, ctx, &group_id).await,
+        };
+        let group = CgdGroup::default().with_group_id(group_id.clone());
+        described.push(match outcome {
+            Ok(d) if d.protocol == GroupProtocol::Consumer => {
+                let operations = if req.include_authorized_operations {
+                    super::security::authorized_operations(
+                        broker,
+                        ctx,
+                        ResourceType::Group,
+                        &group_id,
+                    )
+                } else {
+                    AUTHORIZED_OPERATIONS_OMITTED
+                };
+                let assignment = |topics: TopicPartitions| {
+                    CgdAssignment::default().with_topic_partitions(
+                        topics
+                            .into_iter()
+                            .filter_map(|(topic, parts)| {
+                                // A topic deleted meanwhile has no id: left out.
+                                let id = metadata::topic_id(&broker.core, &topic)?.parse().ok()?;
+                                Some(
+                                    CgdTopicPartitions::default()
+                                        .with_topic_id(id)
+                                        .with_topic_name(TopicName(str(topic)))
+                                        .with_partitions(
+                                            parts.into_iter().map(|p| p as i32).collect(),
+                                        ),
+                                )
+                            })
+                            .collect(),
+                    )
+                };
+                let members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let member = CgdMember::default()
+                            .with_member_id(str(m.member_id))
+                            .with_member_epoch(m.member_epoch)
+                            .with_client_id(str(m.client_id))
+                            .with_client_host(str(m.client_host))
+                            .with_subscribed_topic_names(
+                                m.subscribed_topics
+                                    .into_iter()
+                                    .map(|t| TopicName(str(t)))
+                                    .collect(),
+                            )
+                            .with_subscribed_topic_regex(m.subscribed_topic_regex.map(str))
+                            .with_assignment(assignment(m.assignment))
+                            .with_target_assignment(assignment(m.target_assignment));
+                        if version >= FIRST_MEMBER_TYPE_DESCRIBE {
+                            member.with_member_type(MEMBER_TYPE_CONSUMER)
+                        } else {
+                            member
+                        }
+                    })
+                    .collect();
+                group
+                    .with_group_state(str(state_name(d.state, &d.protocol)))
+                    .with_group_epoch(d.group_epoch)
+                    // The target assignment is computed with each epoch bump.
+                    .with_assignment_epoch(d.group_epoch)
+                    .with_assignor_name(str(d.assignor))
+                    .with_members(members)
+                    .with_authorized_operations(operations)
+            }
+            Ok(_) => group
+                .with_error_code(E::GroupIdNotFound.code())
+                .with_error_message(Some(str(format!(
+                    "group {group_id:?} is not a consumer group: describe it with DescribeGroups"
+                )))),
+            Err(e) => group
+                .with_error_code(error_code(&e))
+                .with_error_message(message(&e)),
+        });
+    }
+    answer(
+        ctx,
+        request,
+        ConsumerGroupDescribeResponse::default().with_groups(described),
+    )
 }
 
 /// A consumer protocol message as members exchange it: its version (0), then its body.

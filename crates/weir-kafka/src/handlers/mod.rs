@@ -10,11 +10,13 @@
 //!   ListOffsets.
 //! - `epochs.rs`: OffsetForLeaderEpoch (truncation detection after a leader change).
 //! - `records.rs`: DeleteRecords.
-//! - `topics.rs`: CreateTopics, DeleteTopics and CreatePartitions.
+//! - `topics.rs`: CreateTopics, DeleteTopics, CreatePartitions and the partition
+//!   reassignment apis (AlterPartitionReassignments, ListPartitionReassignments).
 //! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 //! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
-//!   OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, DeleteGroups.
+//!   OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, ConsumerGroupDescribe,
+//!   DeleteGroups.
 //! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
 //!   ShareAcknowledge.
 //! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
@@ -110,6 +112,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -321,6 +326,15 @@ impl KafkaBroker {
             ApiKey::OffsetCommit => groups::offset_commit(self, ctx, request).await,
             ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
             ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
+            ApiKey::ConsumerGroupDescribe => {
+                groups::consumer_group_describe(self, ctx, request).await
+            }
+            ApiKey::AlterPartitionReassignments => {
+                topics::alter_partition_reassignments(self, ctx, request).await
+            }
+            ApiKey::ListPartitionReassignments => {
+                topics::list_partition_reassignments(self, ctx, request).await
+            }
             ApiKey::ListGroups => groups::list_groups(self, ctx, request).await,
             ApiKey::DescribeGroups => groups::describe_groups(self, ctx, request).await,
             ApiKey::DeleteGroups => groups::delete_groups(self, ctx, request).await,
@@ -417,6 +431,9 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeClientQuotas => "kafka.DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
         ApiKey::OffsetDelete => "kafka.OffsetDelete",
+        ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
+        ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "kafka.ListPartitionReassignments",
         _ => "kafka.Other",
     }
 }
