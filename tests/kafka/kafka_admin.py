@@ -8,8 +8,8 @@ its default, then set), an incremental alter (SET; APPEND and SUBTRACT on the li
 cleanup.policy; APPEND on a key that is not a list is refused), a full alter (the other
 keys set stay), a reset, the broker's configs, create_partitions (up to 3; fewer is
 refused), partition reassignments (listed, moved in place, refused per partition),
-delete_records (a consumer then starts at the new log start), the active
-idempotent producer of a partition and describe_cluster. With confluent-kafka, on
+delete_records (a consumer then starts at the new log start), describe_log_dirs, the
+active idempotent producer of a partition and describe_cluster. With confluent-kafka, on
 TOPIC-ck: describe_configs, incremental_alter_configs, create_partitions, delete_records
 (a consumer then starts at the new log start) and describe_cluster. Prints one JSON line
 with what the caller checks through Weir's own CLI. Exits non-zero on any failure.
@@ -170,6 +170,17 @@ for _ in range(40):
         break
 assert first is not None and first.offset == 4 and first.value == b"kp-4", first
 consumer.close()
+
+# The broker's log directory: partition 0 holds the 10 records' batches (the 4 deleted
+# ones' still on disk until their segment goes), 1 and 2 nothing.
+[described] = admin.describe_log_dirs({topic: [0, 1, 2]})
+assert described["broker"] == 0, described
+[log_dir] = described["log_dirs"]
+assert log_dir["error_code"] == 0 and log_dir["log_dir"], log_dir
+[(name, partitions)] = [(t["name"], t["partitions"]) for t in log_dir["topics"]]
+sizes = {p["partition_index"]: p["partition_size"] for p in partitions}
+assert name == topic and sizes[0] > 0 and sizes[1] == sizes[2] == 0, log_dir
+assert all(p["offset_lag"] == 0 and not p["is_future_key"] for p in partitions), partitions
 
 producers = admin.describe_producers([tp])[tp].active_producers
 assert len(producers) == 1, producers

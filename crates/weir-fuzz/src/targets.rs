@@ -485,6 +485,7 @@ pub fn kafka_request(data: &[u8]) {
         AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
         ListPartitionReassignments => ListPartitionReassignmentsRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
     }
 }
 

@@ -2,8 +2,8 @@
 //! decoding each request with kafka-protocol, calling `weir-broker`, and encoding the
 //! answer. One file per api family; errors become Kafka codes in `errors.rs` only.
 //!
-//! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids) and
-//!   DescribeCluster.
+//! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids),
+//!   DescribeCluster and DescribeLogDirs.
 //! - `produce.rs`: Produce (batches stored as sent), InitProducerId and
 //!   DescribeProducers.
 //! - `fetch.rs`: Fetch (stored bytes, long polling; fetch sessions declined) and
@@ -115,6 +115,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 0),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -326,6 +327,7 @@ impl KafkaBroker {
             ApiKey::OffsetCommit => groups::offset_commit(self, ctx, request).await,
             ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
             ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
+            ApiKey::DescribeLogDirs => metadata::describe_log_dirs(self, ctx, request).await,
             ApiKey::ConsumerGroupDescribe => {
                 groups::consumer_group_describe(self, ctx, request).await
             }
@@ -431,6 +433,7 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeClientQuotas => "kafka.DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
         ApiKey::OffsetDelete => "kafka.OffsetDelete",
+        ApiKey::DescribeLogDirs => "kafka.DescribeLogDirs",
         ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
         ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "kafka.ListPartitionReassignments",

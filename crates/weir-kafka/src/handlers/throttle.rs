@@ -59,6 +59,7 @@ throttled! {
     DescribeClientQuotasResponse => 0,
     AlterClientQuotasResponse => 0,
     OffsetDeleteResponse => 0,
+    DescribeLogDirsResponse => 0,
     ConsumerGroupDescribeResponse => 0,
     AlterPartitionReassignmentsResponse => 0,
     ListPartitionReassignmentsResponse => 0,
