@@ -7,8 +7,9 @@ With kafka-python, on TOPIC (created here, one partition): its configs (retentio
 its default, then set), an incremental alter (SET; APPEND and SUBTRACT on the list key
 cleanup.policy; APPEND on a key that is not a list is refused), a full alter (the other
 keys set stay), a reset, the broker's configs, create_partitions (up to 3; fewer is
-refused), delete_records (a consumer then starts at the new log start), the active
-idempotent producer of a partition and describe_cluster. With confluent-kafka, on
+refused), partition reassignments (listed, moved in place, refused per partition),
+delete_records (a consumer then starts at the new log start), describe_log_dirs, the
+active idempotent producer of a partition and describe_cluster. With confluent-kafka, on
 TOPIC-ck: describe_configs, incremental_alter_configs, create_partitions, delete_records
 (a consumer then starts at the new log start) and describe_cluster. Prints one JSON line
 with what the caller checks through Weir's own CLI. Exits non-zero on any failure.
@@ -19,7 +20,12 @@ import sys
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import AlterConfigOp, ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import InvalidPartitionsError
+from kafka.errors import (
+    InvalidPartitionsError,
+    InvalidReplicationAssignmentError,
+    NoReassignmentInProgressError,
+    UnknownTopicOrPartitionError,
+)
 
 import confluent_kafka
 from confluent_kafka.admin import (
@@ -124,6 +130,26 @@ try:
 except InvalidPartitionsError:
     pass
 
+# Reassignments (one broker: nothing can move). None in progress; a partition moved to
+# the replicas it has is done at once; one moved to a broker that does not exist is
+# INVALID_REPLICA_ASSIGNMENT, a cancel with nothing moving NO_REASSIGNMENT_IN_PROGRESS,
+# a topic that does not exist UNKNOWN_TOPIC_OR_PARTITION; each partition answered alone.
+assert admin.list_partition_reassignments() == {}, admin.list_partition_reassignments()
+moved = admin.alter_partition_reassignments({
+    TopicPartition(topic, 0): [0],
+    TopicPartition(topic, 1): [7],
+    TopicPartition(topic, 2): None,
+    TopicPartition(topic + "-none", 0): [0],
+})
+assert moved == {
+    TopicPartition(topic, 0): None,
+    TopicPartition(topic, 1): InvalidReplicationAssignmentError,
+    TopicPartition(topic, 2): NoReassignmentInProgressError,
+    TopicPartition(topic + "-none", 0): UnknownTopicOrPartitionError,
+}, moved
+assert admin.list_partition_reassignments({topic: [0, 1, 2]}) == {}
+assert [p["replica_nodes"] for p in admin.describe_topics([topic])[0]["partitions"]] == [[0]] * 3
+
 # An idempotent producer writes 10 records to partition 0; the first 4 are deleted.
 producer = KafkaProducer(bootstrap_servers=[bootstrap], acks="all", enable_idempotence=True)
 for i in range(10):
@@ -144,6 +170,17 @@ for _ in range(40):
         break
 assert first is not None and first.offset == 4 and first.value == b"kp-4", first
 consumer.close()
+
+# The broker's log directory: partition 0 holds the 10 records' batches (the 4 deleted
+# ones' still on disk until their segment goes), 1 and 2 nothing.
+[described] = admin.describe_log_dirs({topic: [0, 1, 2]})
+assert described["broker"] == 0, described
+[log_dir] = described["log_dirs"]
+assert log_dir["error_code"] == 0 and log_dir["log_dir"], log_dir
+[(name, partitions)] = [(t["name"], t["partitions"]) for t in log_dir["topics"]]
+sizes = {p["partition_index"]: p["partition_size"] for p in partitions}
+assert name == topic and sizes[0] > 0 and sizes[1] == sizes[2] == 0, log_dir
+assert all(p["offset_lag"] == 0 and not p["is_future_key"] for p in partitions), partitions
 
 producers = admin.describe_producers([tp])[tp].active_producers
 assert len(producers) == 1, producers

@@ -9,8 +9,9 @@ admin. As the admin, the script creates users and topics and grants ACLs through
 Kafka's admin apis (AlterUserScramCredentials, CreateAcls); then checks, as those
 users, what each may and may not do: records written and read back in order where
 allowed, TOPIC_AUTHORIZATION_FAILED where not, a topic the user may not describe left
-out of its metadata, a DENY winning over an ALLOW, prefixed ACLs, a wrong password and
-an unknown user refused alike. Exits non-zero on any failure; prints one line per
+out of its metadata, the operations DescribeTopics and DescribeCluster say each user
+may do, a DENY winning over an ALLOW, prefixed ACLs, a wrong password and an unknown
+user refused alike. Exits non-zero on any failure; prints one line per
 check.
 """
 
@@ -20,7 +21,7 @@ import time
 
 START = time.monotonic()
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -141,6 +142,27 @@ say("alice (confluent-kafka, SCRAM-SHA-512): %d records written to orders and re
 visible = set(AdminClient(confluent("alice", "alice-secret")).list_topics(timeout=10).topics)
 assert visible == {"orders", "pay.eu", "pay.us"}, visible
 say("alice's metadata lists orders, pay.eu and pay.us, not secret")
+
+# The operations each principal may do, as DescribeTopics and DescribeCluster answer
+# them: alice's from her ACLs (READ and WRITE imply DESCRIBE; the DENY takes READ off
+# pay.us), the admin's (a super user) every one.
+alice_admin = AdminClient(confluent("alice", "alice-secret"))
+
+
+def operations(client, topic):
+    described = client.describe_topics(TopicCollection([topic]), include_authorized_operations=True)
+    return sorted(op.name for op in described[topic].result(timeout=10).authorized_operations)
+
+
+assert operations(alice_admin, "orders") == ["DESCRIBE", "READ", "WRITE"], operations(alice_admin, "orders")
+assert operations(alice_admin, "pay.us") == [
+    "ALTER", "ALTER_CONFIGS", "CREATE", "DELETE", "DESCRIBE", "DESCRIBE_CONFIGS", "WRITE"], operations(alice_admin, "pay.us")
+assert len(operations(admin, "secret")) == 8, operations(admin, "secret")
+cluster = alice_admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+assert not cluster.authorized_operations, cluster.authorized_operations
+cluster = admin.describe_cluster(include_authorized_operations=True).result(timeout=10)
+assert len(cluster.authorized_operations) == 7, cluster.authorized_operations
+say("alice's authorized operations: DESCRIBE, READ, WRITE on orders, all but READ on pay.us, none on the cluster")
 
 # Writing to secret: TOPIC_AUTHORIZATION_FAILED.
 denied = KafkaProducer(acks="all", retries=0, **kafka_python("alice", "alice-secret"))

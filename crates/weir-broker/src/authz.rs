@@ -164,6 +164,35 @@ impl Authorizer {
     }
 }
 
+/// The operations that apply to a resource of `resource_type`, as Kafka lists them for
+/// `authorized_operations` (its `AclEntry.supportedOperations`).
+pub fn supported_operations(resource_type: ResourceType) -> &'static [Operation] {
+    use Operation as O;
+    match resource_type {
+        ResourceType::Topic => &[
+            O::Read,
+            O::Write,
+            O::Create,
+            O::Describe,
+            O::Delete,
+            O::Alter,
+            O::DescribeConfigs,
+            O::AlterConfigs,
+        ],
+        ResourceType::Group => &[O::Read, O::Describe, O::Delete],
+        ResourceType::Cluster => &[
+            O::Create,
+            O::ClusterAction,
+            O::DescribeConfigs,
+            O::AlterConfigs,
+            O::IdempotentWrite,
+            O::Alter,
+            O::Describe,
+        ],
+        ResourceType::TransactionalId => &[O::Describe, O::Write],
+    }
+}
+
 fn describe(resource_type: ResourceType, name: &str) -> String {
     match resource_type {
         ResourceType::Topic => format!("topic {name:?}"),

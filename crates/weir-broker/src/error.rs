@@ -101,6 +101,8 @@ pub enum Reason {
     /// The member's epoch is not the group's.
     StaleMemberEpoch,
     GroupNotEmpty,
+    /// The group's members subscribe to the topic whose offsets were to be deleted.
+    GroupSubscribedToTopic,
     InvalidGroupId,
     /// A limit on groups or members was reached.
     TooMany,
@@ -173,6 +175,7 @@ impl Reason {
             Reason::FencedMember => "FENCED_MEMBER",
             Reason::StaleMemberEpoch => "STALE_MEMBER_EPOCH",
             Reason::GroupNotEmpty => "GROUP_NOT_EMPTY",
+            Reason::GroupSubscribedToTopic => "GROUP_SUBSCRIBED_TO_TOPIC",
             Reason::InvalidGroupId => "INVALID_GROUP_ID",
             Reason::TooMany => "TOO_MANY",
             Reason::NotCoordinator { .. } => "NOT_COORDINATOR",
@@ -439,6 +442,7 @@ impl From<GroupError> for BrokerError {
             GroupError::RebalanceInProgress { .. } => Reason::RebalanceInProgress,
             GroupError::IllegalGeneration { .. } => Reason::IllegalGeneration,
             GroupError::InconsistentGroupProtocol { .. } => Reason::InconsistentGroupProtocol,
+            GroupError::GroupSubscribedToTopic { .. } => Reason::GroupSubscribedToTopic,
             GroupError::InvalidSessionTimeout { .. } => Reason::InvalidSessionTimeout,
         };
         let partition = match &err {

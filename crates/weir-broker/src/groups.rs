@@ -390,6 +390,65 @@ pub async fn delete_groups(
     Ok(answers)
 }
 
+/// Deletes the committed offsets of `partitions` of `group_id` (Kafka's OffsetDelete),
+/// authorised as Kafka does: DELETE on the group (the request's error), READ on each
+/// topic (the partition's). One answer per partition, in order: a topic that does not
+/// exist is UNKNOWN_TOPIC, one the group's members subscribe to
+/// GROUP_SUBSCRIBED_TO_TOPIC (see `GroupCoordinator::delete_offsets`).
+pub async fn delete_offsets(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+    partitions: Vec<(String, u32)>,
+) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
+    if partitions.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "an offset deletion names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are \
+             accepted",
+            partitions.len()
+        )));
+    }
+    group::validate_group_id(group_id)?;
+    broker.authorize_group(ctx, Operation::Delete, group_id)?;
+    let mut answers: Vec<Option<BrokerError>> = Vec::with_capacity(partitions.len());
+    let mut valid = Vec::with_capacity(partitions.len());
+    for (topic, partition) in &partitions {
+        let at = |e: BrokerError| e.at(topic, *partition);
+        let checked = broker
+            .authorize_topic(ctx, Operation::Read, topic)
+            .and_then(|()| {
+                broker
+                    .registry()
+                    .topic(topic)
+                    .map(|_| ())
+                    .map_err(Into::into)
+            });
+        match checked {
+            Ok(()) => {
+                answers.push(None);
+                valid.push((topic.clone(), *partition));
+            }
+            Err(e) => answers.push(Some(at(e))),
+        }
+    }
+    let mut deleted = broker
+        .groups()?
+        .delete_offsets(group_id, valid)
+        .await?
+        .into_iter();
+    Ok(partitions
+        .iter()
+        .zip(answers)
+        .map(|((topic, partition), refused)| match refused {
+            Some(e) => Err(e),
+            None => deleted
+                .next()
+                .unwrap_or(Ok(()))
+                .map_err(|e| BrokerError::from(e).at(topic, *partition)),
+        })
+        .collect())
+}
+
 /// Moves the committed offsets of a group without members (see
 /// `GroupCoordinator::reset_offsets`). A topic with `None` means all its partitions.
 pub async fn reset_offsets(

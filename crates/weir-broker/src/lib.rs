@@ -365,6 +365,22 @@ impl Broker {
         self.authorizer
             .allows(&self.registry, ctx, operation, resource_type, name)
     }
+
+    /// The operations on the resource the request's principal may do, of those
+    /// [`authz::supported_operations`] lists for its type (Kafka's
+    /// `authorized_operations`); every one of them while authorization is off.
+    pub fn allowed_operations(
+        &self,
+        ctx: &RequestContext,
+        resource_type: ResourceType,
+        name: &str,
+    ) -> Vec<Operation> {
+        authz::supported_operations(resource_type)
+            .iter()
+            .copied()
+            .filter(|op| self.may(ctx, *op, resource_type, name))
+            .collect()
+    }
 }
 
 /// Resolves once shutdown has started (or the broker is gone).

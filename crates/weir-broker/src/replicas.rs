@@ -1,7 +1,8 @@
 //! The replicas this broker hosts, as an operator looks at them: each one's offsets
 //! (log start, high watermark, log end) and what its log takes on disk (segments, bytes),
-//! leader or follower alike. Read-only; clients read through [`crate::fetch`] and
-//! [`crate::offsets`], which answer only on the leader.
+//! leader or follower alike, and its log directory as Kafka's DescribeLogDirs shows it.
+//! Read-only; clients read through [`crate::fetch`] and [`crate::offsets`], which answer
+//! only on the leader.
 
 use std::collections::BTreeMap;
 use weir_cluster::security::{Operation, ResourceType};
@@ -83,4 +84,70 @@ pub async fn broker_disk(broker: &Broker, ctx: &RequestContext) -> BrokerDisk {
         disk.topic_bytes.insert(topic.name.clone(), topic_bytes);
     }
     disk
+}
+
+/// One replica in a log directory: its bytes on disk, and how far its log end is behind
+/// its high watermark (a follower catching up; 0 on a leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDirReplica {
+    pub partition: u32,
+    pub bytes: u64,
+    pub offset_lag: i64,
+}
+
+/// This broker's log directory (its data directory: every replica's log is under it)
+/// and the replicas in it, by topic then partition (Kafka's DescribeLogDirs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDir {
+    pub path: String,
+    pub topics: Vec<(String, Vec<LogDirReplica>)>,
+}
+
+/// The log directory of this broker with the replicas asked for that it hosts (`None`:
+/// every one; partitions it does not host are left out, as in Kafka). DESCRIBE on the
+/// cluster, as Kafka asks; a topic the principal may not describe is left out too.
+pub async fn log_dir(
+    broker: &Broker,
+    ctx: &RequestContext,
+    named: Option<&[(String, Vec<u32>)]>,
+) -> Result<LogDir, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let wanted = |topic: &str, partition: u32| {
+        named.is_none_or(|named| {
+            named
+                .iter()
+                .any(|(t, parts)| t == topic && parts.contains(&partition))
+        })
+    };
+    let mut topics = Vec::new();
+    for topic in broker.registry().topics() {
+        if !broker.may(ctx, Operation::Describe, ResourceType::Topic, &topic.name) {
+            continue;
+        }
+        let mut replicas = Vec::new();
+        for p in topic.partitions() {
+            if !wanted(&topic.name, p.index()) {
+                continue;
+            }
+            // A replica closed under the request (being deleted or reopened) is not in
+            // the directory now.
+            let (Ok(disk), Ok(offsets)) = (p.disk_usage().await, p.offsets().await) else {
+                continue;
+            };
+            replicas.push(LogDirReplica {
+                partition: p.index(),
+                bytes: disk.bytes,
+                offset_lag: (offsets.high_watermark - offsets.log_end_offset).max(0),
+            });
+        }
+        if !replicas.is_empty() {
+            replicas.sort_by_key(|r| r.partition);
+            topics.push((topic.name.clone(), replicas));
+        }
+    }
+    topics.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(LogDir {
+        path: broker.registry().data_dir().display().to_string(),
+        topics,
+    })
 }

@@ -1,10 +1,12 @@
-//! Topics: create, delete and grow them, and create one on first use where the broker
-//! is configured to (Kafka's `auto.create.topics.enable`), for every protocol alike.
+//! Topics: create, delete and grow them, move their replicas (reassignments), and create
+//! one on first use where the broker is configured to (Kafka's
+//! `auto.create.topics.enable`), for every protocol alike.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
+pub use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_cluster::node::refusal;
 use weir_cluster::{
     ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
@@ -142,6 +144,79 @@ pub async fn create_partitions(
 ) -> Result<Arc<Topic>, BrokerError> {
     check_partition_count(broker, ctx, name, count)?;
     Ok(broker.registry().create_partitions(name, count).await?)
+}
+
+/// Moves replicas of partitions of `name` (`docs/replication.md` § Reassignment), all or
+/// none: each move's target (the preferred leader first), or `None` to cancel the
+/// reassignment in progress. Moving replicas is the cluster's business, as in Kafka:
+/// ALTER on the cluster. At most [`MAX_MOVES_PER_REQUEST`] moves.
+pub async fn reassign_partitions(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    moves: Vec<PartitionMove>,
+    throttle_bytes_per_sec: Option<u64>,
+) -> Result<Arc<Topic>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    if moves.len() > MAX_MOVES_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "{} partitions in one reassignment; at most {MAX_MOVES_PER_REQUEST}",
+            moves.len()
+        )));
+    }
+    broker
+        .registry()
+        .reassign_partitions(name, moves, throttle_bytes_per_sec)
+        .await?;
+    Ok(broker.registry().topic(name)?)
+}
+
+/// A partition's reassignment in progress: its replicas (the target's, then those
+/// leaving), the target's replicas not yet in it, and those leaving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignmentView {
+    pub topic: String,
+    pub partition: u32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+/// The reassignments in progress, by topic then partition: of the partitions named
+/// (those not moving, or not existing, are left out, as in Kafka), or of every topic.
+/// DESCRIBE on the cluster, as Kafka asks.
+pub fn list_reassignments(
+    broker: &Broker,
+    ctx: &RequestContext,
+    named: Option<&[(String, Vec<u32>)]>,
+) -> Result<Vec<ReassignmentView>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let image = broker.registry().cluster().image();
+    let view = |topic: &str, partition: u32| -> Option<ReassignmentView> {
+        let reg = image.topic(topic)?.partitions.get(partition as usize)?;
+        let moving = reg.reassignment.as_ref()?;
+        Some(ReassignmentView {
+            topic: topic.to_string(),
+            partition,
+            replicas: reg.replicas.clone(),
+            adding: moving.adding.clone(),
+            removing: moving.removing.clone(),
+        })
+    };
+    Ok(match named {
+        Some(named) => named
+            .iter()
+            .flat_map(|(t, parts)| parts.iter().filter_map(|p| view(t, *p)))
+            .collect(),
+        None => {
+            let mut all: Vec<ReassignmentView> = image
+                .topics()
+                .flat_map(|t| (0..t.partitions.len() as u32).filter_map(|p| view(&t.name, p)))
+                .collect();
+            all.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            all
+        }
+    })
 }
 
 /// Whether `name` could grow to `count` partitions now (Kafka's `validate_only`): not an

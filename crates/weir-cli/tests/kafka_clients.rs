@@ -134,6 +134,40 @@ fn kafka_admin_clients_configure_grow_trim_and_describe() {
     assert_eq!(log_starts(&ck), [0, 6]);
 }
 
+/// Groups as Kafka's admin clients read them: described (a classic group with a static
+/// member id, a KIP-848 group), offsets with metadata and leader epochs round-tripped,
+/// OffsetDelete, and the authorized operations of topics, the cluster and groups.
+#[test]
+fn kafka_admin_clients_describe_groups_and_round_trip_offsets() {
+    let python = python();
+    let broker = kafka_broker();
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let out = run_ok(&python, &[&script("groups_admin.py"), &kafka, "gadm"]);
+    let done = json_lines(&out);
+    assert_eq!(done.len(), 1, "{out}");
+
+    // What OffsetDelete left, as Weir's own CLI shows it: the offsets group keeps only
+    // partition 2 (its 0 and 1 were deleted).
+    let described = broker.ok(
+        &["group", "describe", "gadm-offsets", "--format", "json"],
+        "",
+    );
+    let group: Value = serde_json::from_str(described.trim()).expect("one JSON group");
+    let committed: Vec<(u64, i64)> = group["offsets"]
+        .as_array()
+        .expect("offsets")
+        .iter()
+        .filter(|o| o["committed_offset"].as_i64().is_some_and(|c| c >= 0))
+        .map(|o| {
+            (
+                o["partition"].as_u64().expect("partition"),
+                o["committed_offset"].as_i64().expect("offset"),
+            )
+        })
+        .collect();
+    assert_eq!(committed, [(2, 9)], "{described}");
+}
+
 #[test]
 fn aiokafka_sends_and_reads_in_order() {
     let python = python();
@@ -414,6 +448,7 @@ fn kafka_clients_with_scram_over_tls_and_acls() {
         "5 ACLs created",
         "records written to orders and read back",
         "not secret",
+        "alice's authorized operations",
         "TopicAuthorizationFailedError",
         "DENY READ wins",
         "bob (no ACL) sees no topic",

@@ -85,6 +85,7 @@ fn commit(topic: &str, partition: u32, offset: i64) -> OffsetCommit {
         partition,
         offset,
         metadata: format!("m{offset}"),
+        leader_epoch: None,
     }
 }
 
@@ -1312,6 +1313,7 @@ fn classic_join(member_id: &str) -> weir_cluster::group::JoinGroup {
         member_id: member_id.into(),
         client_id: "kafka-python".into(),
         client_host: "127.0.0.1".into(),
+        group_instance_id: None,
         session_timeout: Duration::from_secs(10),
         rebalance_timeout: Duration::from_secs(10),
         protocol_type: "consumer".into(),

@@ -42,6 +42,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         R::AuthenticationFailed => StatusCode::UNAUTHORIZED,
         R::TopicAlreadyExists
         | R::GroupNotEmpty
+        | R::GroupSubscribedToTopic
         | R::StateConflict
         | R::RebalanceInProgress
         | R::TooMany => StatusCode::CONFLICT,

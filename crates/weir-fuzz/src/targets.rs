@@ -481,6 +481,11 @@ pub fn kafka_request(data: &[u8]) {
         OffsetForLeaderEpoch => OffsetForLeaderEpochRequest,
         DescribeClientQuotas => DescribeClientQuotasRequest,
         AlterClientQuotas => AlterClientQuotasRequest,
+        OffsetDelete => OffsetDeleteRequest,
+        AlterPartitionReassignments => AlterPartitionReassignmentsRequest,
+        ListPartitionReassignments => ListPartitionReassignmentsRequest,
+        ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
+        DescribeLogDirs => DescribeLogDirsRequest,
     }
 }
 

@@ -211,12 +211,7 @@ impl Admin for AdminService {
             .broker
             .metrics()
             .rpc_timer("AlterPartitionReassignments");
-        // Moving replicas is the cluster's business, as in Kafka (Alter on the cluster).
         let ctx = crate::grpc_context(&request);
-        self.broker
-            .core
-            .authorize_cluster(&ctx, weir_broker::security::Operation::Alter)
-            .map_err(broker_status)?;
         let req = request.into_inner();
         // Checked before the moves are copied: the controller would refuse more anyway.
         if req.partitions.len() > MAX_MOVES_PER_REQUEST {
@@ -234,12 +229,15 @@ impl Admin for AdminService {
             })
             .collect();
         let throttle = (req.throttle_bytes_per_sec > 0).then_some(req.throttle_bytes_per_sec);
-        self.broker
-            .registry()
-            .reassign_partitions(&req.topic, moves, throttle)
-            .await
-            .map_err(status)?;
-        let topic = self.broker.registry().topic(&req.topic).map_err(status)?;
+        let topic = weir_broker::topics::reassign_partitions(
+            &self.broker.core,
+            &ctx,
+            &req.topic,
+            moves,
+            throttle,
+        )
+        .await
+        .map_err(broker_status)?;
         let topic = convert::topic_description(&topic).await.map_err(status)?;
         Ok(Response::new(AlterPartitionReassignmentsResponse {
             topic: Some(topic),

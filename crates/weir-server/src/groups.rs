@@ -158,6 +158,8 @@ impl Groups for GroupsService {
                     partition: p.partition,
                     offset: p.offset,
                     metadata: p.metadata,
+                    // Weir's gRPC commit carries no leader epoch.
+                    leader_epoch: None,
                 });
             }
         }

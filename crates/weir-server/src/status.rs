@@ -82,6 +82,7 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::FencedMember
         | Reason::StaleMemberEpoch
         | Reason::GroupNotEmpty
+        | Reason::GroupSubscribedToTopic
         // A classic member must join again (a rebalance, a new generation), or joined
         // with a protocol the group does not run.
         | Reason::RebalanceInProgress

@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::consumer_protocol;
 use super::coordinator::GroupCoordinator;
-use super::shard::{GroupEntry, ShardState, delete_group_records};
+use super::records;
+use super::shard::{GroupEntry, Prepared, ShardState, delete_group_records};
 use super::{
-    GroupDescription, GroupError, GroupMetrics, GroupProtocol, GroupSummary, MemberDescription,
-    OffsetCommit, OffsetReset, PartitionLag, PartitionProgress, ResetSpec, validate_group_id,
+    GroupDescription, GroupError, GroupMetrics, GroupProtocol, GroupSummary,
+    MAX_OFFSETS_PER_COMMIT, MemberDescription, OffsetCommit, OffsetReset, PartitionLag,
+    PartitionProgress, ResetSpec, validate_group_id,
 };
 
 impl GroupCoordinator {
@@ -184,6 +186,93 @@ impl GroupCoordinator {
         Ok(())
     }
 
+    /// Deletes the committed offsets of some partitions of a group (Kafka's OffsetDelete,
+    /// KIP-496) with tombstones in `__consumer_offsets`, in one write. The offsets of
+    /// topics the group's members subscribe to are kept: those partitions are answered
+    /// [`GroupError::GroupSubscribedToTopic`]; every other one is answered `Ok` (deleted,
+    /// or it had no offset). One answer per partition, in order. UNKNOWN_GROUP if the
+    /// group does not exist; NON_EMPTY_GROUP if it is a classic group with members of a
+    /// protocol type other than "consumer" (whose subscriptions the broker cannot read),
+    /// as Kafka refuses it.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, u32)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        validate_group_id(group_id)?;
+        if partitions.len() > MAX_OFFSETS_PER_COMMIT {
+            return Err(GroupError::InvalidRequest(format!(
+                "{} partitions in one offset deletion; the limit is {MAX_OFFSETS_PER_COMMIT}",
+                partitions.len()
+            )));
+        }
+        let group = group_id.to_string();
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        let wanted = partitions.clone();
+        self.shard(group_id)?
+            .write(move |st| {
+                let e = st
+                    .groups
+                    .get(&group)
+                    .filter(|e| !e.deleting)
+                    .ok_or_else(|| GroupError::UnknownGroup(group.clone()))?;
+                if e.classic.member_count() > 0 && e.classic.protocol_type() != Some("consumer") {
+                    return Err(GroupError::GroupNotEmpty {
+                        group_id: group,
+                        members: e.classic.member_count(),
+                        operation: "deleting offsets of a group that is not a consumer group",
+                    });
+                }
+                let subscribed: Vec<bool> = wanted
+                    .iter()
+                    .map(|(topic, _)| e.is_subscribed_to(topic))
+                    .collect();
+                // A commit in flight for a key is tombstoned too: it is older than this.
+                let keys: BTreeSet<(String, u32)> = wanted
+                    .into_iter()
+                    .zip(&subscribed)
+                    .filter(|(_, subscribed)| !**subscribed)
+                    .map(|(key, _)| key)
+                    .filter(|(t, p)| {
+                        e.offsets.get(t).is_some_and(|o| o.contains_key(p))
+                            || st
+                                .pending_keys
+                                .contains_key(&(group.clone(), t.clone(), *p))
+                    })
+                    .collect();
+                let records = keys
+                    .iter()
+                    .map(|(t, p)| (records::offset_key(&group, t, *p), None))
+                    .collect();
+                let _ = subscribed_tx.send(subscribed);
+                Ok(Prepared {
+                    records,
+                    ..Prepared::default()
+                })
+            })
+            .await?;
+        // The write succeeded, so its preparation ran and sent the flags.
+        let subscribed = subscribed_rx.await.map_err(|_| {
+            GroupError::Cluster(crate::error::ClusterError::TaskFailed(
+                "the offset deletion's preparation did not run".to_string(),
+            ))
+        })?;
+        Ok(partitions
+            .into_iter()
+            .zip(subscribed)
+            .map(|((topic, _), subscribed)| {
+                if subscribed {
+                    Err(GroupError::GroupSubscribedToTopic {
+                        group_id: group_id.to_string(),
+                        topic,
+                    })
+                } else {
+                    Ok(())
+                }
+            })
+            .collect())
+    }
+
     /// Moves the committed offsets of a group without members, clamped to each
     /// partition's `[log start, high watermark]`. A topic with `None` (or no partitions
     /// listed) means all of its partitions. With `dry_run`, only computes the plan.
@@ -272,6 +361,7 @@ impl GroupCoordinator {
                     partition: r.partition,
                     offset: r.new,
                     metadata: String::new(),
+                    leader_epoch: None,
                 })
                 .collect();
             self.commit_offsets(group_id, None, commits)

@@ -31,10 +31,11 @@
 //!   session timeout is removed, except while it waits in a JoinGroup or SyncGroup; a
 //!   member that does not send SyncGroup within the rebalance timeout is removed.
 //!
-//! Left out: static membership (`group.instance.id` is accepted and ignored: such a
-//! member is a dynamic one) and persisting membership (it lives in the coordinator's
-//! memory; after a coordinator failover members get UNKNOWN_MEMBER_ID and join again,
-//! as Kafka clients do when their coordinator changes). Committed offsets are durable
+//! Left out: static membership (`group.instance.id` is kept only to be described, as
+//! DescribeGroups shows it: such a member is a dynamic one) and persisting membership
+//! (it lives in the coordinator's memory; after a coordinator failover members get
+//! UNKNOWN_MEMBER_ID and join again, as Kafka clients do when their coordinator
+//! changes). Committed offsets are durable
 //! as for every group.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +79,9 @@ pub struct JoinGroup {
     pub member_id: String,
     pub client_id: String,
     pub client_host: String,
+    /// The member's `group.instance.id` (JoinGroup v5+), kept to be described as it was
+    /// given; the member is still a dynamic one (see the module's "Left out").
+    pub group_instance_id: Option<String>,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
     /// "consumer" for consumers.
@@ -176,6 +180,7 @@ pub(crate) struct ClassicConfig {
 struct Member {
     client_id: String,
     client_host: String,
+    group_instance_id: Option<String>,
     session_timeout: Duration,
     rebalance_timeout: Duration,
     protocols: Vec<(String, Bytes)>,
@@ -240,6 +245,8 @@ pub struct ClassicMemberDescription {
     pub member_id: String,
     pub client_id: String,
     pub client_host: String,
+    /// The `group.instance.id` it joined with, if any.
+    pub group_instance_id: Option<String>,
     /// Its metadata for the group's protocol (empty before the first generation).
     pub metadata: Bytes,
     pub assignment: Bytes,
@@ -300,6 +307,27 @@ impl ClassicGroup {
         self.rebalances
     }
 
+    /// The topics the members subscribe to, from their consumer protocol metadata for
+    /// the group's protocol: empty without members; `None` where that cannot be told (a
+    /// protocol type other than "consumer", no protocol chosen yet, or metadata that does
+    /// not decode), which Kafka takes as subscribed to every topic.
+    pub fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        if self.members.is_empty() {
+            return Some(BTreeSet::new());
+        }
+        if self.protocol_type.as_deref() != Some("consumer") {
+            return None;
+        }
+        let protocol = self.protocol_name.as_deref()?;
+        let mut topics = BTreeSet::new();
+        for m in self.members.values() {
+            topics.extend(super::consumer_protocol::subscribed_topics(
+                &m.metadata(protocol),
+            )?);
+        }
+        Some(topics)
+    }
+
     pub fn protocol_type(&self) -> Option<&str> {
         self.protocol_type.as_deref()
     }
@@ -329,6 +357,7 @@ impl ClassicGroup {
                     member_id: id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
                     metadata: self
                         .protocol_name
                         .as_deref()
@@ -542,6 +571,7 @@ impl ClassicGroup {
             Member {
                 client_id: req.client_id,
                 client_host: req.client_host,
+                group_instance_id: req.group_instance_id,
                 session_timeout: req.session_timeout,
                 rebalance_timeout: req.rebalance_timeout,
                 protocols: req.protocols,
@@ -570,6 +600,7 @@ impl ClassicGroup {
         member.rebalance_timeout = req.rebalance_timeout;
         member.client_id = req.client_id;
         member.client_host = req.client_host;
+        member.group_instance_id = req.group_instance_id;
         if let Some(old) = member.join_waiter.replace(waiter) {
             // It joined again before the first join was answered: that one is over.
             replies.push(Reply::Join(old, Err(ClassicError::RebalanceInProgress)));
@@ -1013,6 +1044,7 @@ mod tests {
             member_id: member_id.into(),
             client_id: "c".into(),
             client_host: "127.0.0.1".into(),
+            group_instance_id: None,
             session_timeout: SESSION,
             rebalance_timeout: REBALANCE,
             protocol_type: "consumer".into(),

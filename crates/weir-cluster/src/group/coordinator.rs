@@ -511,6 +511,7 @@ impl GroupCoordinator {
                             .get(o.topic.as_str())
                             .map(|(_, id)| id.clone())
                             .unwrap_or_default(),
+                        leader_epoch: o.leader_epoch.filter(|e| *e >= 0).unwrap_or(-1),
                     };
                     (
                         records::offset_key(group_id, &o.topic, o.partition),
@@ -618,6 +619,7 @@ impl GroupCoordinator {
                     partition,
                     offset: Some(s.offset),
                     metadata: s.metadata.clone(),
+                    leader_epoch: (s.leader_epoch >= 0).then_some(s.leader_epoch),
                     commit_timestamp_ms: Some(s.commit_timestamp_ms),
                 },
                 None => CommittedOffset {
@@ -625,6 +627,7 @@ impl GroupCoordinator {
                     partition,
                     offset: None,
                     metadata: String::new(),
+                    leader_epoch: None,
                     commit_timestamp_ms: None,
                 },
             }

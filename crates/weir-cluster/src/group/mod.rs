@@ -340,6 +340,9 @@ pub struct OffsetCommit {
     pub offset: i64,
     /// Free text kept with the offset (at most [`MAX_COMMIT_METADATA_BYTES`]).
     pub metadata: String,
+    /// The leader epoch of the last record consumed, if the committer knows it (Kafka's
+    /// committed leader epoch): kept and fetched back as given.
+    pub leader_epoch: Option<i32>,
 }
 
 /// One partition's committed offset as FetchOffsets returns it.
@@ -350,6 +353,8 @@ pub struct CommittedOffset {
     /// `None` if the group has no offset for the partition.
     pub offset: Option<i64>,
     pub metadata: String,
+    /// The committed leader epoch; `None` if none was committed (or without an offset).
+    pub leader_epoch: Option<i32>,
     /// Milliseconds since the Unix epoch; `None` without an offset.
     pub commit_timestamp_ms: Option<i64>,
 }
@@ -626,6 +631,11 @@ pub enum GroupError {
     },
     #[error("group {group_id:?}: {reason}")]
     InconsistentGroupProtocol { group_id: String, reason: String },
+    #[error(
+        "group {group_id:?} has members subscribed to topic {topic:?}: its offsets are kept \
+         while they are (stop them, or change their subscription, first)"
+    )]
+    GroupSubscribedToTopic { group_id: String, topic: String },
     #[error("session timeout {given_ms} ms is outside the broker's bounds [{min_ms}, {max_ms}] ms")]
     InvalidSessionTimeout {
         given_ms: i64,
@@ -653,7 +663,8 @@ impl GroupError {
             | GroupError::GroupNotEmpty { .. }
             | GroupError::RebalanceInProgress { .. }
             | GroupError::IllegalGeneration { .. }
-            | GroupError::InconsistentGroupProtocol { .. } => GroupErrorCode::FailedPrecondition,
+            | GroupError::InconsistentGroupProtocol { .. }
+            | GroupError::GroupSubscribedToTopic { .. } => GroupErrorCode::FailedPrecondition,
             GroupError::InvalidSessionTimeout { .. }
             | GroupError::InvalidRegex { .. }
             | GroupError::InvalidGroupId { .. }

@@ -3,8 +3,9 @@
 //! ```text
 //! offset key   u16 type = 1 | u16 len, group (UTF-8) | u16 len, topic | u32 partition
 //! group key    u16 type = 2 | u16 len, group
-//! offset value u16 version = 2 | i64 offset | i64 commit_timestamp_ms | u16 len, metadata
+//! offset value u16 version = 3 | i64 offset | i64 commit_timestamp_ms | u16 len, metadata
 //!              | u16 len, topic id (version 2 on; version 1 has none)
+//!              | i32 leader epoch (version 3 on, -1 for none; before, none)
 //! group value  u16 version = 1 | i32 group_epoch | u16 len, assignor
 //! member key   u16 type = 3 | u16 len, group | u16 len, member id
 //! member value u16 version = 1 | i32 member_epoch | i32 previous_epoch
@@ -39,7 +40,7 @@ const MAX_DECODED_TOPICS: u32 = 100_000;
 /// Most partitions of one topic in one decoded assignment.
 const MAX_DECODED_PARTITIONS: u32 = 1_000_000;
 /// Version of offset values this broker writes.
-pub(crate) const OFFSET_VALUE_VERSION: u16 = 2;
+pub(crate) const OFFSET_VALUE_VERSION: u16 = 3;
 /// Version of group values this broker writes.
 pub(crate) const GROUP_VALUE_VERSION: u16 = 1;
 
@@ -94,6 +95,10 @@ pub(crate) struct OffsetValue {
     /// The id of the topic the offset was committed for (empty in version 1 records):
     /// a topic deleted and created again under its name does not inherit it.
     pub topic_id: String,
+    /// The leader epoch of the last record consumed, as the committer gave it (Kafka's
+    /// committed leader epoch, for truncation detection); -1 for none (and in records
+    /// before version 3).
+    pub leader_epoch: i32,
 }
 
 /// What survives of a group across restarts.
@@ -176,12 +181,13 @@ pub(crate) fn member_value(value: &MemberValue) -> Bytes {
 }
 
 pub(crate) fn offset_value(value: &OffsetValue) -> Bytes {
-    let mut buf = BytesMut::with_capacity(22 + value.metadata.len() + value.topic_id.len());
+    let mut buf = BytesMut::with_capacity(26 + value.metadata.len() + value.topic_id.len());
     buf.put_u16(OFFSET_VALUE_VERSION);
     buf.put_i64(value.offset);
     buf.put_i64(value.commit_timestamp_ms);
     put_str(&mut buf, &value.metadata);
     put_str(&mut buf, &value.topic_id);
+    buf.put_i32(value.leader_epoch);
     buf.freeze()
 }
 
@@ -332,6 +338,7 @@ pub(crate) fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, String> {
         } else {
             String::new()
         },
+        leader_epoch: if v >= 3 { r.i32("leader epoch")? } else { -1 },
     };
     if v <= OFFSET_VALUE_VERSION {
         r.finish("offset value")?;
@@ -422,6 +429,7 @@ mod tests {
             commit_timestamp_ms: 1_700_000_000_000,
             metadata: "héllo".into(),
             topic_id: "7b0c".into(),
+            leader_epoch: 3,
         };
         assert_eq!(decode_offset_value(&offset_value(&value)).unwrap(), value);
         let group = GroupValue {
@@ -473,22 +481,37 @@ mod tests {
     #[test]
     fn unknown_key_types_are_skipped_and_newer_values_read() {
         assert_eq!(decode_key(&[0, 99, 1, 2, 3]).unwrap(), None);
-        // Version 3 with an appended field: the known prefix is read.
-        let mut v3 = offset_value(&OffsetValue {
+        // Version 4 with an appended field: the known prefix is read.
+        let mut v4 = offset_value(&OffsetValue {
             offset: 5,
             commit_timestamp_ms: 6,
             metadata: String::new(),
             topic_id: "id".into(),
+            leader_epoch: 2,
         })
         .to_vec();
-        v3[1] = 3;
-        v3.extend_from_slice(&[1, 2, 3]);
-        let read = decode_offset_value(&v3).unwrap();
-        assert_eq!((read.offset, read.topic_id.as_str()), (5, "id"));
-        // Version 1 (no topic id) is still read.
+        v4[1] = 4;
+        v4.extend_from_slice(&[1, 2, 3]);
+        let read = decode_offset_value(&v4).unwrap();
+        assert_eq!(
+            (read.offset, read.topic_id.as_str(), read.leader_epoch),
+            (5, "id", 2)
+        );
+        // Version 2 (no leader epoch) and version 1 (no topic id either) are still read.
+        let v2 = [
+            0, 2, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, b'x',
+        ];
+        let read = decode_offset_value(&v2).unwrap();
+        assert_eq!(
+            (read.offset, read.topic_id.as_str(), read.leader_epoch),
+            (8, "x", -1)
+        );
         let v1 = [0, 1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0];
         let read = decode_offset_value(&v1).unwrap();
-        assert_eq!((read.offset, read.topic_id.as_str()), (9, ""));
+        assert_eq!(
+            (read.offset, read.topic_id.as_str(), read.leader_epoch),
+            (9, "", -1)
+        );
     }
 
     #[test]

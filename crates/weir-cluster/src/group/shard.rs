@@ -50,6 +50,8 @@ pub(super) struct StoredOffset {
     pub(super) commit_timestamp_ms: i64,
     /// The topic's id when it was committed (empty: a record from before topic ids).
     pub(super) topic_id: String,
+    /// The committed leader epoch (-1 for none).
+    pub(super) leader_epoch: i32,
     /// Log offset of the record that set it.
     pub(super) record_offset: i64,
 }
@@ -90,6 +92,19 @@ impl GroupEntry {
                 GroupState::Assigning
             }
             ClassicState::Stable => GroupState::Stable,
+        }
+    }
+
+    /// Whether the group's members subscribe to `topic` (Kafka's `isSubscribedToTopic`):
+    /// a classic group whose members' subscriptions cannot be read counts as subscribed
+    /// to every topic.
+    pub(super) fn is_subscribed_to(&self, topic: &str) -> bool {
+        if self.classic.is_active() {
+            self.classic
+                .subscribed_topics()
+                .is_none_or(|topics| topics.contains(topic))
+        } else {
+            self.group.is_subscribed_to(topic)
         }
     }
 
@@ -804,6 +819,7 @@ pub(super) fn apply_record(
                 metadata: value.metadata,
                 commit_timestamp_ms: value.commit_timestamp_ms,
                 topic_id: value.topic_id,
+                leader_epoch: value.leader_epoch,
                 record_offset: offset,
             };
             match e.offsets.entry(topic).or_default().entry(partition) {
@@ -1039,6 +1055,7 @@ mod tests {
             commit_timestamp_ms: 1,
             metadata: String::new(),
             topic_id: String::new(),
+            leader_epoch: -1,
         });
         apply_record(st, &key, Some(&value), offset, None).unwrap();
     }

@@ -371,6 +371,12 @@ impl Group {
             .min()
     }
 
+    /// Whether a member's subscription (topic names, or a regex as resolved now) takes in
+    /// `topic`.
+    pub fn is_subscribed_to(&self, topic: &str) -> bool {
+        self.subscribed.contains_key(topic)
+    }
+
     /// Every subscribed partition, by topic then partition.
     pub fn subscribed_partitions(&self) -> impl Iterator<Item = (&str, u32)> + '_ {
         self.subscribed

@@ -44,6 +44,7 @@ pub fn code(reason: &Reason) -> i16 {
         Reason::FencedMember => E::FencedMemberEpoch,
         Reason::StaleMemberEpoch => E::StaleMemberEpoch,
         Reason::GroupNotEmpty => E::NonEmptyGroup,
+        Reason::GroupSubscribedToTopic => E::GroupSubscribedToTopic,
         Reason::InvalidGroupId => E::InvalidGroupId,
         Reason::TooMany => E::GroupMaxSizeReached,
         Reason::NotCoordinator { .. } => E::NotCoordinator,

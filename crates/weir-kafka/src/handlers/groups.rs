@@ -2,8 +2,8 @@
 //! operations the gRPC Groups and Admin services use): FindCoordinator; the classic
 //! protocol (JoinGroup, SyncGroup, Heartbeat, LeaveGroup) kafka-python, aiokafka and
 //! librdkafka speak by default; KIP-848's ConsumerGroupHeartbeat (librdkafka with
-//! `group.protocol=consumer`); OffsetCommit and OffsetFetch; ListGroups, DescribeGroups
-//! and DeleteGroups.
+//! `group.protocol=consumer`); OffsetCommit, OffsetFetch and OffsetDelete; ListGroups,
+//! DescribeGroups, ConsumerGroupDescribe (KIP-848 groups) and DeleteGroups.
 //!
 //! Reasons become Kafka codes in `errors.rs`; the few answers Kafka gives per api rather
 //! than per reason (a commit from outside a group that has members is UNKNOWN_MEMBER_ID,
@@ -13,6 +13,10 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::error::ResponseError as E;
+use kafka_protocol::messages::consumer_group_describe_response::{
+    Assignment as CgdAssignment, DescribedGroup as CgdGroup, Member as CgdMember,
+    TopicPartitions as CgdTopicPartitions,
+};
 use kafka_protocol::messages::consumer_group_heartbeat_response::{
     Assignment, TopicPartitions as CghTopicPartitions,
 };
@@ -26,17 +30,21 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{
-    BrokerId, ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse,
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
-    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsRequest,
-    ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    BrokerId, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, ConsumerProtocolAssignment,
+    ConsumerProtocolSubscription, DeleteGroupsRequest, DeleteGroupsResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, ListGroupsRequest, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
@@ -45,6 +53,7 @@ use weir_broker::groups::{
     JoinOutcome, OffsetCommit, SyncGroup, TopicPartitions,
 };
 use weir_broker::limits::MAX_GROUPS_PER_REQUEST;
+use weir_broker::security::ResourceType;
 use weir_broker::{BrokerError, Reason, RequestContext, metadata};
 
 use super::{KafkaBroker, answer, assignment_by_id, error_code, host_port};
@@ -71,6 +80,8 @@ const FIRST_BATCHED_OFFSET_FETCH: i16 = 8;
 /// DescribeGroups v6+ answers GROUP_ID_NOT_FOUND for a group that does not exist
 /// (before, a group in state Dead).
 const FIRST_NOT_FOUND_DESCRIBE: i16 = 6;
+/// DescribeGroups v3+ can ask for the operations allowed on each group.
+const FIRST_OPERATIONS_DESCRIBE: i16 = 3;
 /// Kafka's `authorized_operations` when they were not asked for.
 pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// FindCoordinator's key type of a consumer group (1 is a transactional id).
@@ -180,6 +191,7 @@ pub(super) async fn join_group(
         member_id: req.member_id.to_string(),
         client_id: String::new(),
         client_host: String::new(),
+        group_instance_id: req.group_instance_id.as_ref().map(|i| i.to_string()),
         session_timeout: ms(session_timeout_ms),
         rebalance_timeout: ms(rebalance_timeout_ms),
         protocol_type: req.protocol_type.to_string(),
@@ -357,6 +369,8 @@ pub(super) async fn offset_commit(
                     .as_ref()
                     .map(|m| m.to_string())
                     .unwrap_or_default(),
+                // v6+ carries it; -1 (and older versions) commit none.
+                leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
             });
         }
     }
@@ -403,9 +417,38 @@ pub(super) async fn offset_commit(
     )
 }
 
+/// One partition's committed offset as OffsetFetch answers it: -1 for an offset or a
+/// leader epoch there is none of.
+struct FetchedOffset {
+    partition: i32,
+    offset: i64,
+    leader_epoch: i32,
+    metadata: String,
+}
+
+impl FetchedOffset {
+    fn none(partition: i32) -> FetchedOffset {
+        FetchedOffset {
+            partition,
+            offset: -1,
+            leader_epoch: -1,
+            metadata: String::new(),
+        }
+    }
+
+    fn of(c: groups::CommittedOffset) -> FetchedOffset {
+        FetchedOffset {
+            partition: c.partition as i32,
+            offset: c.offset.unwrap_or(-1),
+            leader_epoch: c.leader_epoch.unwrap_or(-1),
+            metadata: c.metadata,
+        }
+    }
+}
+
 /// One group's committed offsets for OffsetFetch: of the partitions named (every one
 /// the group has an offset for if `None`), by topic, or the group's error.
-type FetchedOffsets = Result<BTreeMap<String, Vec<(i32, i64, String)>>, BrokerError>;
+type FetchedOffsets = Result<BTreeMap<String, Vec<FetchedOffset>>, BrokerError>;
 
 async fn fetch_group_offsets(
     broker: &KafkaBroker,
@@ -425,32 +468,30 @@ async fn fetch_group_offsets(
             .collect::<Vec<_>>()
     });
     let found = groups::fetch_offsets(&broker.core, ctx, group_id, partitions).await?;
-    let mut by_topic: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
+    let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
     match wanted {
         Some(topics) => {
-            let known: BTreeMap<(String, u32), (i64, String)> = found
+            let mut known: BTreeMap<(String, u32), groups::CommittedOffset> = found
                 .into_iter()
-                .map(|c| ((c.topic, c.partition), (c.offset.unwrap_or(-1), c.metadata)))
+                .map(|c| ((c.topic.clone(), c.partition), c))
                 .collect();
             for (t, ps) in topics {
                 let list = by_topic.entry(t.clone()).or_default();
                 for p in ps {
-                    let (offset, metadata) = u32::try_from(p)
+                    let committed = u32::try_from(p)
                         .ok()
-                        .and_then(|p| known.get(&(t.clone(), p)).cloned())
-                        .unwrap_or((-1, String::new()));
-                    list.push((p, offset, metadata));
+                        .and_then(|index| known.remove(&(t.clone(), index)));
+                    list.push(committed.map_or_else(|| FetchedOffset::none(p), FetchedOffset::of));
                 }
             }
         }
         None => {
             for c in found {
-                if let Some(offset) = c.offset {
-                    by_topic.entry(c.topic).or_default().push((
-                        c.partition as i32,
-                        offset,
-                        c.metadata,
-                    ));
+                if c.offset.is_some() {
+                    by_topic
+                        .entry(c.topic.clone())
+                        .or_default()
+                        .push(FetchedOffset::of(c));
                 }
             }
         }
@@ -491,12 +532,12 @@ pub(super) async fn offset_fetch(
                                 .with_partitions(
                                     parts
                                         .into_iter()
-                                        .map(|(p, offset, metadata)| {
+                                        .map(|f| {
                                             OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(-1)
-                                                .with_metadata(Some(str(metadata)))
+                                                .with_partition_index(f.partition)
+                                                .with_committed_offset(f.offset)
+                                                .with_committed_leader_epoch(f.leader_epoch)
+                                                .with_metadata(Some(str(f.metadata)))
                                         })
                                         .collect(),
                                 )
@@ -527,12 +568,12 @@ pub(super) async fn offset_fetch(
                         .with_partitions(
                             parts
                                 .into_iter()
-                                .map(|(p, offset, metadata)| {
+                                .map(|f| {
                                     OffsetFetchResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_committed_offset(offset)
-                                        .with_committed_leader_epoch(-1)
-                                        .with_metadata(Some(str(metadata)))
+                                        .with_partition_index(f.partition)
+                                        .with_committed_offset(f.offset)
+                                        .with_committed_leader_epoch(f.leader_epoch)
+                                        .with_metadata(Some(str(f.metadata)))
                                 })
                                 .collect(),
                         )
@@ -564,6 +605,62 @@ pub(super) async fn offset_fetch(
                 })
                 .collect(),
         ),
+    };
+    answer(ctx, request, response)
+}
+
+/// OffsetDelete (KIP-496): a group-wide refusal (the group unknown or not authorised, a
+/// group of another protocol type with members) is the top-level code; each partition
+/// has its own (its topic unknown or not readable, or subscribed to by the members).
+pub(super) async fn offset_delete(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: OffsetDeleteRequest = request.decode_body()?;
+    // A negative index names no partition: answered as unknown.
+    let partitions: Vec<(String, u32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                )
+            })
+        })
+        .collect();
+    let response = match groups::delete_offsets(&broker.core, ctx, &req.group_id, partitions).await
+    {
+        Err(e) => OffsetDeleteResponse::default().with_error_code(error_code(&e)),
+        Ok(results) => {
+            let mut results = results.into_iter();
+            OffsetDeleteResponse::default().with_topics(
+                req.topics
+                    .into_iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name)
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        let code = results
+                                            .next()
+                                            .and_then(Result::err)
+                                            .as_ref()
+                                            .map_or(0, error_code);
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            )
+        }
     };
     answer(ctx, request, response)
 }
@@ -654,13 +751,22 @@ pub(super) async fn describe_groups(
             Some(e) => Err(e.clone()),
             None => groups::describe_group(&broker.core, ctx, &group_id).await,
         };
+        // v3+ may ask; Kafka answers them for each group described without an error.
+        let operations =
+            if version >= FIRST_OPERATIONS_DESCRIBE && req.include_authorized_operations {
+                super::security::authorized_operations(broker, ctx, ResourceType::Group, &group_id)
+            } else {
+                AUTHORIZED_OPERATIONS_OMITTED
+            };
         let group = DescribedGroup::default()
             .with_group_id(group_id.clone())
             .with_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
         described.push(match outcome {
-            Ok(d) => describe(group, d)?,
+            Ok(d) => describe(group, d)?.with_authorized_operations(operations),
             Err(e) if e.reason == Reason::UnknownGroup && version < FIRST_NOT_FOUND_DESCRIBE => {
-                group.with_group_state(str("Dead"))
+                group
+                    .with_group_state(str("Dead"))
+                    .with_authorized_operations(operations)
             }
             Err(e) => group
                 .with_group_state(str("Dead"))
@@ -693,6 +799,8 @@ fn describe(group: DescribedGroup, d: GroupDescription) -> Result<DescribedGroup
                     .with_member_id(str(m.member_id))
                     .with_client_id(str(m.client_id))
                     .with_client_host(str(m.client_host))
+                    // As the member gave it (v4+ carries it; older versions drop it).
+                    .with_group_instance_id(m.group_instance_id.map(str))
                     .with_member_metadata(m.metadata)
                     .with_member_assignment(m.assignment)
             })
@@ -729,6 +837,113 @@ fn describe(group: DescribedGroup, d: GroupDescription) -> Result<DescribedGroup
         .with_protocol_type(str(protocol_type))
         .with_protocol_data(str(d.assignor))
         .with_members(members))
+}
+
+/// ConsumerGroupDescribe v1+ says which protocol each member speaks.
+const FIRST_MEMBER_TYPE_DESCRIBE: i16 = 1;
+/// ConsumerGroupDescribe's member type of a KIP-848 member (0 is a classic one).
+const MEMBER_TYPE_CONSUMER: i8 = 1;
+
+/// ConsumerGroupDescribe (KIP-848): a KIP-848 group's state, epochs, assignor and
+/// members, each with its subscription and its current and target assignments. A group
+/// that runs the classic protocol (or only has offsets) is GROUP_ID_NOT_FOUND, as Kafka
+/// answers it ("not a consumer group"): clients then describe it with DescribeGroups.
+pub(super) async fn consumer_group_describe(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ConsumerGroupDescribeRequest = request.decode_body()?;
+    let version = request.api_version;
+    let too_many =
+        groups::check_group_count(req.group_ids.len(), "a ConsumerGroupDescribe request").err();
+    let mut described = Vec::with_capacity(req.group_ids.len().min(MAX_GROUPS_PER_REQUEST));
+    for group_id in req.group_ids {
+        let outcome = match &too_many {
+            Some(e) => Err(e.clone()),
+            None => groups::describe_group(&broker.core, ctx, &group_id).await,
+        };
+        let group = CgdGroup::default().with_group_id(group_id.clone());
+        described.push(match outcome {
+            Ok(d) if d.protocol == GroupProtocol::Consumer => {
+                let operations = if req.include_authorized_operations {
+                    super::security::authorized_operations(
+                        broker,
+                        ctx,
+                        ResourceType::Group,
+                        &group_id,
+                    )
+                } else {
+                    AUTHORIZED_OPERATIONS_OMITTED
+                };
+                let assignment = |topics: TopicPartitions| {
+                    CgdAssignment::default().with_topic_partitions(
+                        topics
+                            .into_iter()
+                            .filter_map(|(topic, parts)| {
+                                // A topic deleted meanwhile has no id: left out.
+                                let id = metadata::topic_id(&broker.core, &topic)?.parse().ok()?;
+                                Some(
+                                    CgdTopicPartitions::default()
+                                        .with_topic_id(id)
+                                        .with_topic_name(TopicName(str(topic)))
+                                        .with_partitions(
+                                            parts.into_iter().map(|p| p as i32).collect(),
+                                        ),
+                                )
+                            })
+                            .collect(),
+                    )
+                };
+                let members = d
+                    .members
+                    .into_iter()
+                    .map(|m| {
+                        let member = CgdMember::default()
+                            .with_member_id(str(m.member_id))
+                            .with_member_epoch(m.member_epoch)
+                            .with_client_id(str(m.client_id))
+                            .with_client_host(str(m.client_host))
+                            .with_subscribed_topic_names(
+                                m.subscribed_topics
+                                    .into_iter()
+                                    .map(|t| TopicName(str(t)))
+                                    .collect(),
+                            )
+                            .with_subscribed_topic_regex(m.subscribed_topic_regex.map(str))
+                            .with_assignment(assignment(m.assignment))
+                            .with_target_assignment(assignment(m.target_assignment));
+                        if version >= FIRST_MEMBER_TYPE_DESCRIBE {
+                            member.with_member_type(MEMBER_TYPE_CONSUMER)
+                        } else {
+                            member
+                        }
+                    })
+                    .collect();
+                group
+                    .with_group_state(str(state_name(d.state, &d.protocol)))
+                    .with_group_epoch(d.group_epoch)
+                    // The target assignment is computed with each epoch bump.
+                    .with_assignment_epoch(d.group_epoch)
+                    .with_assignor_name(str(d.assignor))
+                    .with_members(members)
+                    .with_authorized_operations(operations)
+            }
+            Ok(_) => group
+                .with_error_code(E::GroupIdNotFound.code())
+                .with_error_message(Some(str(format!(
+                    "group {group_id:?} is not a consumer group: describe it with DescribeGroups"
+                )))),
+            Err(e) => group
+                .with_error_code(error_code(&e))
+                .with_error_message(message(&e)),
+        });
+    }
+    answer(
+        ctx,
+        request,
+        ConsumerGroupDescribeResponse::default().with_groups(described),
+    )
 }
 
 /// A consumer protocol message as members exchange it: its version (0), then its body.

@@ -2,19 +2,32 @@
 //! partitions (leader, leader epoch, replicas, ISR, offline replicas) and topic id, from
 //! the core's view of the metadata image. Topics are created on first use where the
 //! broker does that and the client allows it. DescribeCluster: the brokers, the
-//! controller and the cluster id from the same view.
+//! controller and the cluster id from the same view. Both answer the operations the
+//! principal may do on each topic and on the cluster when asked
+//! (`include_*_authorized_operations`), from the core's authorisation. DescribeLogDirs:
+//! this broker's log directory and the replicas in it.
+
+/// Metadata v8+ can ask for the operations allowed on each topic.
+const FIRST_TOPIC_OPERATIONS: i16 = 8;
+/// Metadata v8 to v10 can ask for those on the cluster (later, DescribeCluster does).
+const CLUSTER_OPERATIONS: std::ops::RangeInclusive<i16> = 8..=10;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
-    TopicName,
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, TopicName,
     describe_cluster_response::DescribeClusterBroker,
+    describe_log_dirs_response::{
+        DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    },
     metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::RequestContext;
 use weir_broker::metadata::{self, PartitionView, TopicView};
+use weir_broker::security::{CLUSTER_RESOURCE_NAME, ResourceType};
 
+use super::security::authorized_operations;
 use super::{KafkaBroker, answer, error_code, host_port};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -60,27 +73,44 @@ pub(super) async fn metadata(
             )
         })
         .collect();
+    let topic_operations =
+        version >= FIRST_TOPIC_OPERATIONS && req.include_topic_authorized_operations;
     let topics = lookups
         .into_iter()
         .map(|lookup| {
             let name = Some(TopicName(StrBytes::from_string(lookup.name.clone())));
-            match lookup.outcome {
+            let described = match lookup.outcome {
                 Ok(view) => topic(view),
                 Err(e) => MetadataResponseTopic::default()
                     .with_name(name)
                     .with_error_code(error_code(&e)),
+            };
+            if topic_operations {
+                described.with_topic_authorized_operations(authorized_operations(
+                    broker,
+                    ctx,
+                    ResourceType::Topic,
+                    &lookup.name,
+                ))
+            } else {
+                described
             }
         })
         .collect();
-    answer(
-        ctx,
-        request,
-        MetadataResponse::default()
-            .with_brokers(brokers)
-            .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
-            .with_controller_id(BrokerId(cluster.controller_id))
-            .with_topics(topics),
-    )
+    let mut response = MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(Some(StrBytes::from_string(cluster.cluster_id)))
+        .with_controller_id(BrokerId(cluster.controller_id))
+        .with_topics(topics);
+    if CLUSTER_OPERATIONS.contains(&version) && req.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(cluster_operations(broker, ctx));
+    }
+    answer(ctx, request, response)
+}
+
+/// The operations the principal may do on the cluster, as Kafka's bit set.
+fn cluster_operations(broker: &KafkaBroker, ctx: &RequestContext) -> i32 {
+    authorized_operations(broker, ctx, ResourceType::Cluster, CLUSTER_RESOURCE_NAME)
 }
 
 fn topic(view: TopicView) -> MetadataResponseTopic {
@@ -137,6 +167,9 @@ pub(super) async fn describe_cluster(
             );
         }
     }
+    if req.include_cluster_authorized_operations {
+        response = response.with_cluster_authorized_operations(cluster_operations(broker, ctx));
+    }
     let with_fenced = version >= FIRST_FENCED_DESCRIBE;
     let cluster = metadata::cluster(&broker.core, ctx, &broker.this_broker());
     let brokers = cluster
@@ -166,4 +199,66 @@ pub(super) async fn describe_cluster(
             .with_controller_id(BrokerId(cluster.controller_id))
             .with_brokers(brokers),
     )
+}
+
+/// DescribeLogDirs v3+ has a top-level error code (before, a refused request is answered
+/// with no directories, as Kafka does).
+const FIRST_TOP_LEVEL_ERROR_LOG_DIRS: i16 = 3;
+
+/// DescribeLogDirs: this broker's one log directory (its data directory) with the
+/// replicas asked for that it hosts, each one's bytes on disk and offset lag. The
+/// volume's total and usable bytes (v4) are -1, Kafka's "unknown".
+pub(super) async fn describe_log_dirs(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeLogDirsRequest = request.decode_body()?;
+    let named: Option<Vec<(String, Vec<u32>)>> = req.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| {
+                // A negative index names no partition: none is hosted there.
+                let parts = t
+                    .partitions
+                    .into_iter()
+                    .filter_map(|p| u32::try_from(p).ok())
+                    .collect();
+                (t.topic.to_string(), parts)
+            })
+            .collect()
+    });
+    let response = match weir_broker::replicas::log_dir(&broker.core, ctx, named.as_deref()).await {
+        Err(e) if request.api_version >= FIRST_TOP_LEVEL_ERROR_LOG_DIRS => {
+            DescribeLogDirsResponse::default().with_error_code(error_code(&e))
+        }
+        Err(_) => DescribeLogDirsResponse::default(),
+        Ok(dir) => DescribeLogDirsResponse::default().with_results(vec![
+            DescribeLogDirsResult::default()
+                .with_log_dir(StrBytes::from_string(dir.path))
+                .with_topics(
+                    dir.topics
+                        .into_iter()
+                        .map(|(name, replicas)| {
+                            DescribeLogDirsTopic::default()
+                                .with_name(TopicName(StrBytes::from_string(name)))
+                                .with_partitions(
+                                    replicas
+                                        .into_iter()
+                                        .map(|r| {
+                                            DescribeLogDirsPartition::default()
+                                                .with_partition_index(r.partition as i32)
+                                                .with_partition_size(
+                                                    i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                                                )
+                                                .with_offset_lag(r.offset_lag)
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+        ]),
+    };
+    answer(ctx, request, response)
 }

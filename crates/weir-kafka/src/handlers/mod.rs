@@ -2,19 +2,21 @@
 //! decoding each request with kafka-protocol, calling `weir-broker`, and encoding the
 //! answer. One file per api family; errors become Kafka codes in `errors.rs` only.
 //!
-//! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids) and
-//!   DescribeCluster.
+//! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids),
+//!   DescribeCluster and DescribeLogDirs.
 //! - `produce.rs`: Produce (batches stored as sent), InitProducerId and
 //!   DescribeProducers.
 //! - `fetch.rs`: Fetch (stored bytes, long polling; fetch sessions declined) and
 //!   ListOffsets.
 //! - `epochs.rs`: OffsetForLeaderEpoch (truncation detection after a leader change).
 //! - `records.rs`: DeleteRecords.
-//! - `topics.rs`: CreateTopics, DeleteTopics and CreatePartitions.
+//! - `topics.rs`: CreateTopics, DeleteTopics, CreatePartitions and the partition
+//!   reassignment apis (AlterPartitionReassignments, ListPartitionReassignments).
 //! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 //! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
-//!   OffsetFetch, ListGroups, DescribeGroups, DeleteGroups.
+//!   OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, ConsumerGroupDescribe,
+//!   DeleteGroups.
 //! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
 //!   ShareAcknowledge.
 //! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
@@ -109,6 +111,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     // Last: the fuzz seeds name an api by its index here.
     (ApiKey::DescribeClientQuotas, 0, 1),
     (ApiKey::AlterClientQuotas, 0, 1),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::AlterPartitionReassignments, 0, 0),
+    (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -319,6 +326,17 @@ impl KafkaBroker {
             ApiKey::LeaveGroup => groups::leave_group(self, ctx, request).await,
             ApiKey::OffsetCommit => groups::offset_commit(self, ctx, request).await,
             ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
+            ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
+            ApiKey::DescribeLogDirs => metadata::describe_log_dirs(self, ctx, request).await,
+            ApiKey::ConsumerGroupDescribe => {
+                groups::consumer_group_describe(self, ctx, request).await
+            }
+            ApiKey::AlterPartitionReassignments => {
+                topics::alter_partition_reassignments(self, ctx, request).await
+            }
+            ApiKey::ListPartitionReassignments => {
+                topics::list_partition_reassignments(self, ctx, request).await
+            }
             ApiKey::ListGroups => groups::list_groups(self, ctx, request).await,
             ApiKey::DescribeGroups => groups::describe_groups(self, ctx, request).await,
             ApiKey::DeleteGroups => groups::delete_groups(self, ctx, request).await,
@@ -414,6 +432,11 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DeleteShareGroupOffsets => "kafka.DeleteShareGroupOffsets",
         ApiKey::DescribeClientQuotas => "kafka.DescribeClientQuotas",
         ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
+        ApiKey::OffsetDelete => "kafka.OffsetDelete",
+        ApiKey::DescribeLogDirs => "kafka.DescribeLogDirs",
+        ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
+        ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "kafka.ListPartitionReassignments",
         _ => "kafka.Other",
     }
 }

@@ -93,6 +93,21 @@ fn operation_code(op: Operation) -> i8 {
         .map_or(0, |(c, _)| *c)
 }
 
+/// Kafka's `authorized_operations` of a resource for the request's principal: a bit set
+/// with bit `n` for the operation whose ACL code is `n`, from the core's authorisation.
+pub(super) fn authorized_operations(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    resource_type: ResourceType,
+    name: &str,
+) -> i32 {
+    broker
+        .core
+        .allowed_operations(ctx, resource_type, name)
+        .into_iter()
+        .fold(0, |bits, op| bits | 1 << operation_code(op))
+}
+
 fn permission(code: i8) -> Option<Permission> {
     match code {
         2 => Some(Permission::Deny),

@@ -1,17 +1,29 @@
-//! CreateTopics, DeleteTopics and CreatePartitions, through the core's topic operations
-//! (the same ones the gRPC Admin service and the CLI use).
+//! CreateTopics, DeleteTopics, CreatePartitions, AlterPartitionReassignments and
+//! ListPartitionReassignments, through the core's topic operations (the same ones the
+//! gRPC Admin service and the CLI use).
 
 use std::collections::BTreeMap;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, TopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, TopicName,
+    alter_partition_reassignments_response::{
+        ReassignablePartitionResponse, ReassignableTopicResponse,
+    },
     create_partitions_response::CreatePartitionsTopicResult,
-    create_topics_response::CreatableTopicResult, delete_topics_response::DeletableTopicResult,
+    create_topics_response::CreatableTopicResult,
+    delete_topics_response::DeletableTopicResult,
+    list_partition_reassignments_response::{
+        OngoingPartitionReassignment, OngoingTopicReassignment,
+    },
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::{BrokerError, RequestContext, metadata, topics};
+use weir_broker::security::Operation;
+use weir_broker::topics::{MAX_MOVES_PER_REQUEST, PartitionMove};
+use weir_broker::{BrokerError, Reason, RequestContext, metadata, topics};
 
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
@@ -193,4 +205,139 @@ pub(super) async fn create_partitions(
         request,
         CreatePartitionsResponse::default().with_results(results),
     )
+}
+
+/// A reassignment's refusal as Kafka codes it: the controller refuses a move it cannot
+/// start as an invalid request, which Kafka answers NO_REASSIGNMENT_IN_PROGRESS for a
+/// cancel (nothing to cancel) and INVALID_REPLICA_ASSIGNMENT for a target (a broker
+/// that is not registered, a replica listed twice, an empty list).
+fn reassignment_error_code(e: &BrokerError, cancel: bool) -> i16 {
+    match e.reason {
+        Reason::InvalidRequest if cancel => ResponseError::NoReassignmentInProgress.code(),
+        Reason::InvalidRequest => ResponseError::InvalidReplicaAssignment.code(),
+        _ => error_code(e),
+    }
+}
+
+/// AlterPartitionReassignments: each partition is moved (or its move cancelled, with
+/// null replicas) on its own, so each has its own answer, as in Kafka (Weir's
+/// controller moves one request's partitions all or none). Refused as a whole without
+/// ALTER on the cluster, or beyond `MAX_MOVES_PER_REQUEST` partitions.
+pub(super) async fn alter_partition_reassignments(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: AlterPartitionReassignmentsRequest = request.decode_body()?;
+    let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    let refused = if count > MAX_MOVES_PER_REQUEST {
+        Some(BrokerError::invalid(format!(
+            "{count} partitions in one reassignment; at most {MAX_MOVES_PER_REQUEST}"
+        )))
+    } else {
+        broker.core.authorize_cluster(ctx, Operation::Alter).err()
+    };
+    if let Some(e) = refused {
+        return answer(
+            ctx,
+            request,
+            AlterPartitionReassignmentsResponse::default()
+                .with_error_code(error_code(&e))
+                .with_error_message(Some(StrBytes::from_string(e.message))),
+        );
+    }
+    let mut responses = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.to_string();
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in t.partitions {
+            let cancel = p.replicas.is_none();
+            let outcome = match u32::try_from(p.partition_index) {
+                Err(_) => Err(BrokerError::new(
+                    Reason::UnknownPartition,
+                    format!("partition index {} is negative", p.partition_index),
+                )),
+                Ok(partition) => {
+                    let target = p.replicas.map(|r| r.into_iter().map(|b| b.0).collect());
+                    topics::reassign_partitions(
+                        &broker.core,
+                        ctx,
+                        &name,
+                        vec![PartitionMove { partition, target }],
+                        None,
+                    )
+                    .await
+                    .map(|_| ())
+                }
+            };
+            let answered =
+                ReassignablePartitionResponse::default().with_partition_index(p.partition_index);
+            partitions.push(match outcome {
+                Ok(()) => answered,
+                Err(e) => answered
+                    .with_error_code(reassignment_error_code(&e, cancel))
+                    .with_error_message(Some(StrBytes::from_string(e.message))),
+            });
+        }
+        responses.push(
+            ReassignableTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions),
+        );
+    }
+    answer(
+        ctx,
+        request,
+        AlterPartitionReassignmentsResponse::default().with_responses(responses),
+    )
+}
+
+/// ListPartitionReassignments: the reassignments in progress, of the partitions named
+/// (null: of every topic); partitions not moving are left out, as in Kafka.
+pub(super) async fn list_partition_reassignments(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ListPartitionReassignmentsRequest = request.decode_body()?;
+    // A negative index names no partition: nothing moves there.
+    let named: Option<Vec<(String, Vec<u32>)>> = req.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| {
+                let parts = t
+                    .partition_indexes
+                    .into_iter()
+                    .filter_map(|p| u32::try_from(p).ok())
+                    .collect();
+                (t.name.to_string(), parts)
+            })
+            .collect()
+    });
+    let response = match topics::list_reassignments(&broker.core, ctx, named.as_deref()) {
+        Err(e) => ListPartitionReassignmentsResponse::default()
+            .with_error_code(error_code(&e))
+            .with_error_message(Some(StrBytes::from_string(e.message))),
+        Ok(views) => {
+            let mut by_topic: Vec<OngoingTopicReassignment> = Vec::new();
+            for v in views {
+                let ids = |list: Vec<i32>| list.into_iter().map(BrokerId).collect();
+                let partition = OngoingPartitionReassignment::default()
+                    .with_partition_index(v.partition as i32)
+                    .with_replicas(ids(v.replicas))
+                    .with_adding_replicas(ids(v.adding))
+                    .with_removing_replicas(ids(v.removing));
+                match by_topic.last_mut() {
+                    Some(t) if t.name.as_str() == v.topic => t.partitions.push(partition),
+                    _ => by_topic.push(
+                        OngoingTopicReassignment::default()
+                            .with_name(TopicName(StrBytes::from_string(v.topic)))
+                            .with_partitions(vec![partition]),
+                    ),
+                }
+            }
+            ListPartitionReassignmentsResponse::default().with_topics(by_topic)
+        }
+    };
+    answer(ctx, request, response)
 }
