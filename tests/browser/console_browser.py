@@ -8,7 +8,13 @@ waits for a live update; saves a screenshot of each page into --out. Prints one 
 of what it read; the Rust test checks it. Every wait is bounded.
 
     console_browser.py --console http://127.0.0.1:PORT --driver /usr/bin/chromedriver --out DIR
+
+On a secured broker (crates/weir-cli/tests/console_browser.rs), --user and --password
+(HTTP basic, sent with every request the page makes) and --ca (the CA that signed the
+broker's certificate, trusted for this run only) log in as that user.
 """
+
+import base64
 
 import argparse
 import json
@@ -31,6 +37,9 @@ def main():
     parser.add_argument("--browser", default="/usr/bin/chromium")
     parser.add_argument("--out", required=True)
     parser.add_argument("--topic", default="created-in-browser")
+    parser.add_argument("--user")
+    parser.add_argument("--password")
+    parser.add_argument("--ca", help="accept the broker's certificate (signed by this CA)")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -39,7 +48,18 @@ def main():
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                  "--disable-gpu", "--window-size=1280,800"):
         options.add_argument(flag)
+    if args.ca:
+        # A development CA: trusted for this browser only, as a user would add an
+        # exception for it.
+        options.accept_insecure_certs = True
     driver = webdriver.Chrome(service=Service(executable_path=args.driver), options=options)
+    if args.user:
+        # Basic credentials on every request of the page (links, forms, the live
+        # page's event stream), as the browser sends them once the user has logged in.
+        token = base64.b64encode(f"{args.user}:{args.password}".encode()).decode()
+        driver.execute_cdp_cmd("Network.enable", {})
+        driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                               {"headers": {"Authorization": "Basic " + token}})
     driver.set_page_load_timeout(WAIT_S)
     wait = WebDriverWait(driver, WAIT_S)
     read = {}
@@ -122,6 +142,11 @@ def main():
         driver.get(base + "/console/")
         wait.until(EC.presence_of_element_located((By.ID, "brokers")))
         shot("cluster-phone")
+    except Exception:
+        # What the browser showed when a wait ran out: the page names the refusal.
+        print("at %s:\n%s" % (driver.current_url, driver.find_element(By.TAG_NAME, "body").text[:2000]),
+              file=sys.stderr)
+        raise
     finally:
         driver.quit()
     print(json.dumps(read))

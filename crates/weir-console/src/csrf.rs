@@ -17,7 +17,7 @@
 use std::net::IpAddr;
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -31,12 +31,24 @@ pub(crate) fn new_token() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The host a request was sent to: its `Host` header (HTTP/1.1), else its URI's authority
+/// (HTTP/2 carries it as `:authority`, with no `Host` header: a browser speaks HTTP/2 to
+/// the console over TLS).
+pub(crate) fn request_host(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    match headers.get(header::HOST) {
+        Some(host) => host.to_str().ok().map(str::to_owned),
+        None => uri.authority().map(|a| a.as_str().to_owned()),
+    }
+}
+
 /// Refuses a post from a caller who may not change anything (`may_change`: an
 /// authenticated user, or a client on loopback of an open broker), whose token is not
-/// `expected`, or whose `Origin` is another host.
+/// `expected`, or whose `Origin` is another host than `host`, the one it was sent to
+/// ([`request_host`]).
 pub(crate) fn check(
     expected: &str,
     headers: &HeaderMap,
+    host: Option<&str>,
     may_change: bool,
     token: &str,
 ) -> Result<(), PageError> {
@@ -57,10 +69,7 @@ pub(crate) fn check(
         ));
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("");
+        let host = host.unwrap_or("");
         let origin = origin.to_str().unwrap_or("");
         let origin_host = origin
             .strip_prefix("http://")
@@ -75,15 +84,16 @@ pub(crate) fn check(
     Ok(())
 }
 
-/// Whether the `Host` a request names is an IP address or `localhost` (with any port), or
-/// absent (not a browser: nothing to rebind).
-pub(crate) fn address_host(headers: &HeaderMap) -> bool {
-    let Some(host) = headers.get(header::HOST) else {
+/// Whether the host a request names ([`request_host`]) is an IP address or `localhost`
+/// (with any port), or absent (not a browser: nothing to rebind).
+pub(crate) fn address_host(headers: &HeaderMap, uri: &Uri) -> bool {
+    if headers.get(header::HOST).is_none() && uri.authority().is_none() {
         return true;
-    };
-    let Ok(host) = host.to_str() else {
+    }
+    let Some(host) = request_host(headers, uri) else {
         return false;
     };
+    let host = host.as_str();
     let name = if let Some(rest) = host.strip_prefix('[') {
         // [v6]:port
         rest.split(']').next().unwrap_or("")
@@ -96,7 +106,7 @@ pub(crate) fn address_host(headers: &HeaderMap) -> bool {
 /// Refuses a console request whose `Host` is a name other than `localhost` (see the
 /// module's note on DNS rebinding).
 pub(crate) async fn only_address_hosts(request: Request, next: Next) -> Response {
-    if !address_host(request.headers()) {
+    if !address_host(request.headers(), request.uri()) {
         return PageError::Refused {
             status: StatusCode::FORBIDDEN,
             message: "the console answers only when it is opened by an IP address or as \
@@ -123,29 +133,60 @@ mod tests {
         h
     }
 
+    /// `check` as a handler calls it: the host taken from the request.
+    fn posted(token: &str, headers: &HeaderMap, may_change: bool, sent: &str) -> bool {
+        let host = request_host(headers, &Uri::from_static("/console/topics"));
+        check(token, headers, host.as_deref(), may_change, sent).is_ok()
+    }
+
     #[test]
     fn a_post_needs_the_token_and_the_same_origin_from_a_caller_who_may_change() {
         let token = new_token();
         assert_eq!(token.len(), 32);
         let same = headers("127.0.0.1:9293", Some("http://127.0.0.1:9293"));
-        assert!(check(&token, &same, true, &token).is_ok());
-        assert!(check(&token, &headers("[::1]:9293", None), true, &token).is_ok());
-        assert!(check(&token, &same, true, "").is_err());
-        assert!(check(&token, &same, true, &new_token()).is_err());
+        assert!(posted(&token, &same, true, &token));
+        assert!(posted(&token, &headers("[::1]:9293", None), true, &token));
+        assert!(!posted(&token, &same, true, ""));
+        assert!(!posted(&token, &same, true, &new_token()));
         let other = headers("127.0.0.1:9293", Some("http://evil.example"));
-        assert!(check(&token, &other, true, &token).is_err());
+        assert!(!posted(&token, &other, true, &token));
         let null = headers("127.0.0.1:9293", Some("null"));
-        assert!(check(&token, &null, true, &token).is_err());
+        assert!(!posted(&token, &null, true, &token));
         let pod = headers("10.0.0.1:9293", Some("http://10.0.0.1:9293"));
-        assert!(check(&token, &pod, true, &token).is_ok());
+        assert!(posted(&token, &pod, true, &token));
         assert!(
-            check(&token, &pod, false, &token).is_err(),
+            !posted(&token, &pod, false, &token),
             "an open broker's client off loopback is refused"
         );
     }
 
     #[test]
+    fn over_http2_the_host_is_the_uri_s_authority() {
+        // HTTP/2 (a browser over TLS) sends `:authority`, which the server puts in the
+        // URI, and no Host header: the console's forms were refused as cross-origin.
+        let token = new_token();
+        let mut h2 = HeaderMap::new();
+        h2.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://127.0.0.1:9293"),
+        );
+        let uri = Uri::from_static("https://127.0.0.1:9293/console/topics");
+        let host = request_host(&h2, &uri);
+        assert_eq!(host.as_deref(), Some("127.0.0.1:9293"));
+        assert!(check(&token, &h2, host.as_deref(), true, &token).is_ok());
+        let evil = Uri::from_static("https://evil.example:9293/console/topics");
+        let host = request_host(&h2, &evil);
+        assert!(check(&token, &h2, host.as_deref(), true, &token).is_err());
+        assert!(
+            !address_host(&HeaderMap::new(), &evil),
+            "rebinding over HTTP/2"
+        );
+        assert!(address_host(&HeaderMap::new(), &uri));
+    }
+
+    #[test]
     fn only_addresses_and_localhost_may_name_the_console() {
+        let path = Uri::from_static("/console/");
         let allowed = [
             "127.0.0.1:9293",
             "localhost:9293",
@@ -155,7 +196,7 @@ mod tests {
             "[fe80::1]",
         ];
         for host in allowed {
-            assert!(address_host(&headers(host, None)), "{host}");
+            assert!(address_host(&headers(host, None), &path), "{host}");
         }
         let refused = [
             "evil.example:9293",
@@ -164,8 +205,11 @@ mod tests {
             "localhost.evil",
         ];
         for host in refused {
-            assert!(!address_host(&headers(host, None)), "{host}");
+            assert!(!address_host(&headers(host, None), &path), "{host}");
         }
-        assert!(address_host(&HeaderMap::new()), "no Host: not a browser");
+        assert!(
+            address_host(&HeaderMap::new(), &path),
+            "no Host: not a browser"
+        );
     }
 }

@@ -83,7 +83,13 @@ impl Console {
         caller: &Caller,
         token: &str,
     ) -> Result<(), PageError> {
-        crate::csrf::check(&self.csrf_token, headers, caller.may_change(), token)
+        crate::csrf::check(
+            &self.csrf_token,
+            headers,
+            caller.host.as_deref(),
+            caller.may_change(),
+            token,
+        )
     }
 }
 
@@ -98,6 +104,8 @@ pub(crate) struct Caller {
     ctx: RequestContext,
     /// A user proved by the broker's authentication (not anonymous on an open broker).
     authenticated: bool,
+    /// The host the request was sent to (`csrf::request_host`).
+    host: Option<String>,
 }
 
 impl Caller {
@@ -128,10 +136,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Caller, Infallible> {
+        let host = crate::csrf::request_host(&parts.headers, &parts.uri);
         if let Some(ctx) = parts.extensions.get::<RequestContext>() {
             return Ok(Caller {
                 ctx: ctx.clone(),
                 authenticated: true,
+                host,
             });
         }
         let peer = parts
@@ -141,6 +151,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         Ok(Caller {
             ctx: RequestContext::anonymous(Listener::Http, peer),
             authenticated: false,
+            host,
         })
     }
 }
@@ -271,6 +282,7 @@ mod tests {
         Caller {
             ctx: RequestContext::anonymous(Listener::Http, peer.map(|p| p.parse().unwrap())),
             authenticated: false,
+            host: None,
         }
     }
 

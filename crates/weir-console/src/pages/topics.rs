@@ -12,7 +12,7 @@ use axum::response::{Redirect, Response};
 use axum::{Form, response::IntoResponse};
 use maud::html;
 use serde::Deserialize;
-use weir_broker::{configs, metadata, replicas, topics};
+use weir_broker::{Reason, configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
@@ -204,7 +204,13 @@ async fn render_detail(c: &Console, name: &str, caller: &Caller) -> PageResult {
             .into_iter()
             .map(|r| (r.partition, r))
             .collect();
-    let entries = configs::describe_topic_config(&c.core, ctx, name)?;
+    // A user who may describe the topic but not its configs (Kafka's DescribeConfigs is an
+    // ACL of its own) sees the page without them.
+    let entries = match configs::describe_topic_config(&c.core, ctx, name) {
+        Ok(entries) => Some(entries),
+        Err(e) if matches!(e.reason, Reason::NotAuthorized { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
     let me = c.core.node_id();
     let body = html! {
         h1 { "Topic " (view.name) }
@@ -293,34 +299,40 @@ async fn render_detail(c: &Console, name: &str, caller: &Caller) -> PageResult {
             }
         }
         h2 { "Configs" }
-        div.scroll {
-            table #configs {
-                thead { tr { th scope="col" { "Key" } th scope="col" { "Value" } th scope="col" { "Source" } th scope="col" { "What it does" } } }
-                tbody {
-                    @for e in &entries {
-                        tr {
-                            th scope="row" { code { (e.name) } }
-                            td { code { (e.value) } }
-                            td { @if e.is_default { "default" } @else { strong { "set" } } }
-                            td { (e.documentation) }
+        @if let Some(entries) = &entries {
+            div.scroll {
+                table #configs {
+                    thead { tr { th scope="col" { "Key" } th scope="col" { "Value" } th scope="col" { "Source" } th scope="col" { "What it does" } } }
+                    tbody {
+                        @for e in entries {
+                            tr {
+                                th scope="row" { code { (e.name) } }
+                                td { code { (e.value) } }
+                                td { @if e.is_default { "default" } @else { strong { "set" } } }
+                                td { (e.documentation) }
+                            }
                         }
                     }
                 }
             }
+            @if !view.internal && caller.may_change() {
+                h3 { "Change a config" }
+                form.inline method="post" action=(format!("/console/topics/{}/configs", view.name)) {
+                    (c.csrf_field())
+                    label for="key" { "Key" }
+                    select #key name="key" {
+                        @for e in entries { option value=(e.name) { (e.name) } }
+                    }
+                    label for="value" { "Value" }
+                    input #value name="value" autocomplete="off";
+                    button type="submit" name="action" value="set" { "Set" }
+                    button type="submit" name="action" value="reset" { "Reset to default" }
+                }
+            }
+        } @else {
+            p.note #configs-hidden { "Your ACLs do not let you describe this topic's configs (DescribeConfigs)." }
         }
         @if !view.internal && caller.may_change() {
-            h3 { "Change a config" }
-            form.inline method="post" action=(format!("/console/topics/{}/configs", view.name)) {
-                (c.csrf_field())
-                label for="key" { "Key" }
-                select #key name="key" {
-                    @for e in &entries { option value=(e.name) { (e.name) } }
-                }
-                label for="value" { "Value" }
-                input #value name="value" autocomplete="off";
-                button type="submit" name="action" value="set" { "Set" }
-                button type="submit" name="action" value="reset" { "Reset to default" }
-            }
             h2 { "Delete" }
             p {
                 a.danger href=(format!("/console/topics/{}/delete", view.name)) { "Delete topic " (view.name) "…" }
