@@ -954,3 +954,98 @@ struct AcquiredIn {
     found: Vec<DecodedRecord>,
     missing: Vec<i64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::partition::PartitionState;
+
+    /// A share fetch long-polling a coordinator that loses the group's partition hears
+    /// NOT_COORDINATOR at once, not after its wait.
+    #[tokio::test]
+    async fn a_long_poll_on_a_coordinator_that_loses_the_group_is_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        registry
+            .create_topic("q", 1, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        let shares = ShareCoordinator::open(
+            registry.clone(),
+            ShareGroupConfig::default(),
+            None,
+            None,
+            stopping,
+        )
+        .await
+        .unwrap();
+        let fetch = tokio::spawn({
+            let shares = shares.clone();
+            async move {
+                shares
+                    .fetch(ShareFetch {
+                        group_id: "sg".into(),
+                        member_id: "m".into(),
+                        topics: vec!["q".into()],
+                        partitions: None,
+                        max_records: 10,
+                        max_wait: MAX_SHARE_FETCH_WAIT,
+                        start: ShareStart::Earliest,
+                        acks: Vec::new(),
+                    })
+                    .await
+            }
+        });
+        // The fetch has taken the group (its new window's state is in the log) and waits
+        // for records that never come.
+        let state = registry
+            .topic(SHARE_STATE_TOPIC)
+            .unwrap()
+            .partition(partition_for_group("sg", shares.slots.len()))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while state.offsets().await.unwrap().log_end_offset == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the fetch never wrote its window"
+            );
+            tokio::task::yield_now().await;
+        }
+        // Durable too, so no write of the fetch is left for the leadership change to
+        // refuse: what answers it is the shard resigning.
+        let end = state.offsets().await.unwrap().log_end_offset;
+        let mut hw = state.subscribe();
+        tokio::time::timeout(Duration::from_secs(5), hw.wait_for(|hw| *hw >= end))
+            .await
+            .expect("the window's state never became durable")
+            .unwrap();
+
+        // Broker 1 takes the partition over; once this broker follows the change, the
+        // fetch is answered, long before its 30 s wait.
+        state
+            .apply_state(&PartitionState {
+                leader: 1,
+                leader_epoch: state.state().leader_epoch + 1,
+                replicas: vec![0, 1],
+                isr: vec![1],
+            })
+            .await;
+        shares.follow_leadership().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(5), fetch)
+            .await
+            .expect("the long poll was not answered")
+            .unwrap();
+        assert!(
+            matches!(
+                answer,
+                Err(ShareError::NotCoordinator { coordinator: 1, .. })
+            ),
+            "{answer:?}"
+        );
+        drop(shares);
+        registry.close().await.unwrap();
+    }
+}

@@ -406,7 +406,7 @@ impl ShareShard {
             Err(e) => {
                 self.fail(&e);
                 Err(match e {
-                    SubmitError::Cluster(e) => e.into(),
+                    SubmitError::Cluster(e) => self.refused(e),
                     e => ShareError::InvalidRequest(e.to_string()),
                 })
             }
@@ -423,8 +423,25 @@ impl ShareShard {
             Ok(_) => Ok(()),
             Err(e) => {
                 self.fail(&e);
-                Err(e.into())
+                Err(self.refused(e))
             }
+        }
+    }
+
+    /// A write's failure as the client hears it: refused because this broker no longer
+    /// leads the partition at the shard's epoch, it is NOT_COORDINATOR (the group's
+    /// coordinator is elsewhere now), as for consumer groups.
+    fn refused(&self, e: ClusterError) -> ShareError {
+        match e {
+            ClusterError::NotLeader { leader, .. } => ShareError::NotCoordinator {
+                partition: self.index,
+                coordinator: leader,
+            },
+            ClusterError::FencedLeaderEpoch { .. } => ShareError::NotCoordinator {
+                partition: self.index,
+                coordinator: -1,
+            },
+            e => e.into(),
         }
     }
 
