@@ -220,10 +220,10 @@ fn code_map_blocks<'a>(map: &'a str, crates: &'a [String]) -> Vec<(&'a str, Stri
                 }
             }
             Block::Paragraph(text) => {
-                if let (Some(heading), Some(name)) = (section, opened_crate(&text, crates)) {
-                    if heading.contains(&format!("`{name}`")) {
-                        owner = crates.iter().find(|c| *c == name).map(String::as_str);
-                    }
+                if let (Some(heading), Some(name)) = (section, opened_crate(&text, crates))
+                    && heading.contains(&format!("`{name}`"))
+                {
+                    owner = crates.iter().find(|c| *c == name).map(String::as_str);
                 }
                 if let Some(name) = owner {
                     out.push((name, text));
