@@ -1,7 +1,7 @@
 //! How a member follows its assignment: what the heartbeat task heard applied in
-//! [`GroupConsumer::reconcile`] (partitions lost, revoked after the listener and a final
-//! commit, then released; new ones started at their committed offset or per
-//! `auto_offset_reset`), the held partitions attached to the inner consumer, records of
+//! [`GroupConsumer::reconcile`] (partitions lost; revoked ones released once the listener
+//! was told and, with auto commit, their positions committed; new ones started at their
+//! committed offset or per `auto_offset_reset`), the held partitions attached to the inner consumer, records of
 //! partitions no longer held dropped, and the rebalance listener told.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
