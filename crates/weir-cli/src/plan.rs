@@ -1,7 +1,7 @@
 //! Reassignment plans for `weir cluster decommission` and `weir cluster rebalance`: pure
 //! functions from the cluster's partitions and brokers to the moves that get them where
 //! they should be (`docs/replication.md` § Reassignment). Submitting and waiting is
-//! `reassign.rs`.
+//! `partition.rs`.
 
 use std::collections::BTreeMap;
 
