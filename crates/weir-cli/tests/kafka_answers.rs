@@ -1,0 +1,43 @@
+//! Answers Weir's Kafka listener gave where Kafka gives another (issue 41), checked
+//! through the Kafka clients that met them (`tests/kafka/kafka_answers.py`, one check per
+//! test, with the pinned clients of `tests/python/setup.sh`).
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    installed("tests/python/setup.sh")
+}
+
+/// Runs one check of `kafka_answers.py` against a fresh broker; its one JSON line.
+fn check(name: &str, topic: &str) -> Value {
+    let python = python();
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let script = repo_root().join("tests/kafka/kafka_answers.py");
+    let out = run_ok(&python, &[&script.to_string_lossy(), name, &kafka, topic]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    lines.into_iter().next().expect("one line")
+}
+
+/// ~1 MB records over four partitions, read by librdkafka with a 1 MiB fetch and the
+/// least `receive.message.max.bytes` it allows: every answer fits, every record comes back
+/// in order (a 1.8 MB answer made librdkafka drop the connection and stall).
+#[test]
+fn fetch_answers_stay_within_max_bytes_for_librdkafka() {
+    let seen = check("fetch-max-bytes", "big-records");
+    assert_eq!(seen["read"], 24, "{seen}");
+    assert_eq!(
+        seen["per_partition"],
+        serde_json::json!([6, 6, 6, 6]),
+        "{seen}"
+    );
+}

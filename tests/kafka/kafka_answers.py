@@ -1,0 +1,115 @@
+"""Answers Weir used to give where Kafka gives another (issue 41), checked through the
+clients that met them: confluent-kafka (librdkafka) and kafka-python.
+
+Usage: kafka_answers.py CHECK BOOTSTRAP TOPIC
+
+CHECK is one of:
+  fetch-max-bytes  ~1 MB records over 4 partitions read by confluent-kafka with
+                   fetch.max.bytes 1 MiB and receive.message.max.bytes at the least
+                   librdkafka allows (fetch.max.bytes + 512): every record comes back,
+                   in order, and the client never drops the connection over an answer
+                   larger than it asked for.
+
+Prints one JSON line of what it saw; exits non-zero on failure.
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    OffsetSpec,
+)
+
+check, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
+admin = AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create(name, partitions, config=None):
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    for f in admin.create_topics([new]).values():
+        f.result(timeout=20)
+
+
+def produce_all(producer, records):
+    """records: (partition, value, timestamp or None); waits for every acknowledgement."""
+    errors = []
+    for partition, value, timestamp in records:
+        kwargs = {"timestamp": timestamp} if timestamp is not None else {}
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    partition=partition,
+                    value=value,
+                    on_delivery=lambda err, _msg: err is not None and errors.append(err),
+                    **kwargs,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0, "records left unsent"
+    assert not errors, errors
+
+
+def fetch_max_bytes():
+    partitions, per_partition, size = 4, 6, 950_000
+    create(topic, partitions)
+
+    def value(i):
+        return (b"%08d" % i) * (size // 8)
+
+    # One record a batch (two do not fit librdkafka's 1,000,000-byte message.max.bytes).
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    produce_all(producer, [(i % partitions, value(i), None) for i in range(partitions * per_partition)])
+
+    fetch_max = 1 << 20
+    errors = []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": fetch_max,
+            "max.partition.fetch.bytes": fetch_max,
+            # The least librdkafka accepts: an answer longer than this is a protocol
+            # error to it, and it drops the connection.
+            "receive.message.max.bytes": fetch_max + 512,
+            "error_cb": lambda err: errors.append(str(err)),
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    next_offset = [0] * partitions
+    deadline = time.time() + 60
+    while sum(next_offset) < partitions * per_partition and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise KafkaException(m.error())
+        p = m.partition()
+        assert m.offset() == next_offset[p], f"partition {p}: offset {m.offset()}, expected {next_offset[p]}"
+        i = m.offset() * partitions + p
+        assert m.value() == value(i), f"partition {p} offset {m.offset()}: wrong value"
+        next_offset[p] += 1
+    consumer.close()
+    assert sum(next_offset) == partitions * per_partition, f"read {next_offset}; client errors: {errors}"
+    assert not errors, f"client errors: {errors}"
+    return {"read": sum(next_offset), "per_partition": next_offset}
+
+
+checks = {
+    "fetch-max-bytes": fetch_max_bytes,
+}
+result = checks[check]()
+for f in admin.delete_topics([topic]).values():
+    f.result(timeout=20)
+print(json.dumps(result))
