@@ -9,6 +9,9 @@ CHECK is one of:
                    librdkafka allows (fetch.max.bytes + 512): every record comes back,
                    in order, and the client never drops the connection over an answer
                    larger than it asked for.
+  list-offsets     ListOffsets by timestamp on an empty partition (-1, as Kafka; kafka-python
+                   says None) and past the newest record, and by max-timestamp (-3): the
+                   first record holding the newest timestamp.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -106,8 +109,51 @@ def fetch_max_bytes():
     return {"read": sum(next_offset), "per_partition": next_offset}
 
 
+def list_offsets():
+    create(topic, 2)
+    now = int(time.time() * 1000)
+    # Partition 1: the newest timestamp twice (offsets 1 and 3), and older ones after it.
+    stamps = [now - 5000, now - 1000, now - 3000, now - 1000, now - 4000]
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    produce_all(producer, [(1, b"v%d" % i, ts) for i, ts in enumerate(stamps)])
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    # One question per partition and call (librdkafka matches answers by partition).
+    asked = [
+        (0, now - 10_000),  # empty partition
+        (1, now - 10_000),  # before every record: the first
+        (1, now - 2000),  # the first at or after it: offset 1
+        (1, now),  # past the newest record
+    ]
+    by_time = [
+        consumer.offsets_for_times([TopicPartition(topic, p, ts)], timeout=20)[0].offset for p, ts in asked
+    ]
+    consumer.close()
+    assert by_time == [-1, 0, 1, -1], by_time
+
+    specs = {TopicPartition(topic, 0): OffsetSpec.max_timestamp(), TopicPartition(topic, 1): OffsetSpec.max_timestamp()}
+    found = {tp.partition: f.result(timeout=20) for tp, f in admin.list_offsets(specs).items()}
+    newest = (found[1].offset, found[1].timestamp)
+    assert newest == (1, now - 1000), newest
+    empty = (found[0].offset, found[0].timestamp)
+    assert empty == (-1, -1), empty
+
+    # kafka-python says None where Kafka answers -1.
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPythonPartition
+
+    reader = KafkaConsumer(bootstrap_servers=bootstrap)
+    answers = reader.offsets_for_times(
+        {KafkaPythonPartition(topic, 0): now - 10_000, KafkaPythonPartition(topic, 1): now}
+    )
+    reader.close()
+    assert all(v is None for v in answers.values()), answers
+    return {"by_time": by_time, "max_timestamp": list(newest), "max_timestamp_empty": list(empty)}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
+    "list-offsets": list_offsets,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

@@ -41,3 +41,17 @@ fn fetch_answers_stay_within_max_bytes_for_librdkafka() {
         "{seen}"
     );
 }
+
+/// ListOffsets by timestamp finds no record on an empty partition or past the newest one
+/// (-1, as Kafka), and max-timestamp answers the first record holding the newest one.
+#[test]
+fn list_offsets_by_time_and_max_timestamp_answer_as_kafka_does() {
+    let seen = check("list-offsets", "stamps");
+    assert_eq!(seen["by_time"], serde_json::json!([-1, 0, 1, -1]), "{seen}");
+    assert_eq!(seen["max_timestamp"][0], 1, "{seen}");
+    assert_eq!(
+        seen["max_timestamp_empty"],
+        serde_json::json!([-1, -1]),
+        "{seen}"
+    );
+}
