@@ -12,6 +12,9 @@ CHECK is one of:
   list-offsets     ListOffsets by timestamp on an empty partition (-1, as Kafka; kafka-python
                    says None) and past the newest record, and by max-timestamp (-3): the
                    first record holding the newest timestamp.
+  group-ids        consumer groups named `roundrobin,range` and `a/b ü 日本`: each reads
+                   the topic in a group, commits, and a second consumer of the group
+                   resumes from the commit; the admin client lists both.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -151,9 +154,60 @@ def list_offsets():
     return {"by_time": by_time, "max_timestamp": list(newest), "max_timestamp_empty": list(empty)}
 
 
+def group_ids():
+    create(topic, 2)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    produce_all(producer, [(i % 2, b"r%d" % i, None) for i in range(20)])
+    groups = ["roundrobin,range", "a/b \u00fc \u65e5\u672c"]
+    seen = {}
+    for group in groups:
+        def consumer():
+            c = Consumer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "group.id": group,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+            c.subscribe([topic])
+            return c
+
+        first = consumer()
+        values, deadline = [], time.time() + 60
+        while len(values) < 12 and time.time() < deadline:
+            m = first.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            values.append(m.value())
+            first.commit(message=m, asynchronous=False)
+        assert len(values) == 12, f"{group!r}: read {len(values)}"
+        committed = sum(tp.offset for tp in first.committed([TopicPartition(topic, p) for p in range(2)], timeout=20) if tp.offset >= 0)
+        first.close()
+        assert committed == 12, f"{group!r}: committed {committed}"
+        second = consumer()
+        rest, deadline = [], time.time() + 60
+        while len(rest) < 8 and time.time() < deadline:
+            m = second.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            rest.append(m.value())
+        second.close()
+        assert sorted(values + rest) == sorted(b"r%d" % i for i in range(20)), f"{group!r}: {values} then {rest}"
+        seen[group] = len(values) + len(rest)
+    listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=20).valid}
+    assert set(groups) <= listed, listed
+    return {"read": seen}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
+    "group-ids": group_ids,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

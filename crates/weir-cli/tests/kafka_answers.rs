@@ -55,3 +55,12 @@ fn list_offsets_by_time_and_max_timestamp_answer_as_kafka_does() {
         "{seen}"
     );
 }
+
+/// Group ids are any non-empty string, as in Kafka: librdkafka's own test suite names a
+/// group `roundrobin,range`; each group reads, commits and resumes.
+#[test]
+fn consumer_groups_with_any_characters_in_their_ids() {
+    let seen = check("group-ids", "any-group");
+    assert_eq!(seen["read"]["roundrobin,range"], 20, "{seen}");
+    assert_eq!(seen["read"]["a/b ü 日本"], 20, "{seen}");
+}
