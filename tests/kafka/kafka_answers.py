@@ -15,6 +15,11 @@ CHECK is one of:
   group-ids        consumer groups named `roundrobin,range` and `a/b ü 日本`: each reads
                    the topic in a group, commits, and a second consumer of the group
                    resumes from the commit; the admin client lists both.
+  topic-configs    topic configs Kafka 4 defines that Weir does not act on
+                   (compression.type, flush.ms, max.compaction.lag.ms) accepted at
+                   CreateTopics, AlterConfigs and IncrementalAlterConfigs and described
+                   back; the others described with Kafka's defaults; a bad value refused
+                   with INVALID_CONFIG naming the key.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -204,10 +209,91 @@ def group_ids():
     return {"read": seen}
 
 
+def described(name):
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    configs = admin.describe_configs([resource])[resource].result(timeout=20)
+    return {k: (v.value, v.source) for k, v in configs.items()}
+
+
+def alter(name, entries):
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
+    admin.incremental_alter_configs([resource])[resource].result(timeout=20)
+
+
+def topic_configs():
+    set_at_create = {"compression.type": "lz4", "flush.ms": "1000", "max.compaction.lag.ms": "86400000"}
+    create(topic, 1, set_at_create)
+    seen = described(topic)
+    dynamic = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    default = ConfigSource.DEFAULT_CONFIG.value
+    for key, value in set_at_create.items():
+        assert seen[key] == (value, dynamic), (key, seen[key])
+    # Keys nobody set: Kafka's defaults.
+    for key, value in {
+        "preallocate": "false",
+        "segment.jitter.ms": "0",
+        "min.cleanable.dirty.ratio": "0.5",
+        "flush.messages": "9223372036854775807",
+        "message.timestamp.after.max.ms": "3600000",
+        "remote.storage.enable": "false",
+    }.items():
+        assert seen[key] == (value, default), (key, seen[key])
+
+    # IncrementalAlterConfigs: SET an accepted key, DELETE one back to its default.
+    alter(
+        topic,
+        [
+            ConfigEntry("min.compaction.lag.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("flush.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    seen = described(topic)
+    assert seen["min.compaction.lag.ms"] == ("1000", dynamic), seen["min.compaction.lag.ms"]
+    assert seen["flush.ms"] == ("9223372036854775807", default), seen["flush.ms"]
+
+    # A value Kafka refuses is refused, naming the key; nothing changes.
+    refused = {}
+    for key, value in {"compression.type": "brotli", "min.cleanable.dirty.ratio": "2", "remote.storage.enable": "true"}.items():
+        try:
+            alter(topic, [ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+            raise AssertionError(f"{key}={value} accepted")
+        except KafkaException as e:
+            err = e.args[0]
+            assert err.code() == KafkaError.INVALID_CONFIG, (key, err)
+            assert key in err.str(), (key, err.str())
+            refused[key] = err.name()
+    assert described(topic)["compression.type"] == ("lz4", dynamic)
+
+    # kafka-python (IncrementalAlterConfigs) sets an accepted key.
+    from kafka.admin import ConfigResource as KpResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    kp = KafkaAdminClient(bootstrap_servers=bootstrap)
+    result = kp.alter_configs([KpResource(ConfigResourceType.TOPIC, topic, {"flush.messages": "10"})])
+    kp.close()
+    assert result == {"topic": {topic: "OK"}}, result
+    assert described(topic)["flush.messages"] == ("10", dynamic)
+
+    # AlterConfigs (the whole set): accepted keys among honoured ones, and what it leaves
+    # out goes back to the default.
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC, topic, set_config={"preallocate": "true", "retention.ms": "3600000"}
+    )
+    admin.alter_configs([resource])[resource].result(timeout=20)
+    seen = described(topic)
+    assert seen["preallocate"] == ("true", dynamic), seen["preallocate"]
+    assert seen["retention.ms"] == ("3600000", dynamic), seen["retention.ms"]
+    for key in ["compression.type", "flush.messages", "min.compaction.lag.ms"]:
+        assert seen[key][1] == default, (key, seen[key])
+    assert seen["compression.type"][0] == "producer"
+    return {"refused": refused, "keys": len(seen)}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
     "group-ids": group_ids,
+    "topic-configs": topic_configs,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

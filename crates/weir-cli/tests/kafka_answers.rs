@@ -64,3 +64,22 @@ fn consumer_groups_with_any_characters_in_their_ids() {
     assert_eq!(seen["read"]["roundrobin,range"], 20, "{seen}");
     assert_eq!(seen["read"]["a/b ü 日本"], 20, "{seen}");
 }
+
+/// Every topic config Kafka 4 defines is accepted (librdkafka's suite sets
+/// `compression.type`, `flush.ms`, `max.compaction.lag.ms`) and described back, the rest
+/// with Kafka's defaults; a value Kafka refuses is INVALID_CONFIG naming the key.
+#[test]
+fn kafka_topic_configs_are_accepted_described_and_checked() {
+    let seen = check("topic-configs", "configured");
+    for key in [
+        "compression.type",
+        "min.cleanable.dirty.ratio",
+        "remote.storage.enable",
+    ] {
+        assert_eq!(seen["refused"][key], "INVALID_CONFIG", "{seen}");
+    }
+    assert_eq!(
+        seen["keys"], 34,
+        "Kafka 4.0's 33 topic keys and flush.policy: {seen}"
+    );
+}
