@@ -20,6 +20,10 @@ CHECK is one of:
                    CreateTopics, AlterConfigs and IncrementalAlterConfigs and described
                    back; the others described with Kafka's defaults; a bad value refused
                    with INVALID_CONFIG naming the key.
+  compact-keys     records without keys refused with INVALID_RECORD on a topic created
+                   with cleanup.policy=compact and on one altered to it with
+                   IncrementalAlterConfigs APPEND; nothing of the batch appended; keyed
+                   records accepted.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -289,11 +293,61 @@ def topic_configs():
     return {"refused": refused, "keys": len(seen)}
 
 
+def compact_keys():
+    compacted, altered = topic, topic + "-altered"
+    create(compacted, 1, {"cleanup.policy": "compact"})
+    create(altered, 1)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 100})
+
+    def send(name, keys):
+        """Sends one record per key (None: no key) in one batch; each record's error."""
+        outcomes = {}
+        for i, key in enumerate(keys):
+            producer.produce(
+                name,
+                partition=0,
+                key=key,
+                value=b"v%d" % i,
+                on_delivery=lambda err, msg, i=i: outcomes.__setitem__(i, err),
+            )
+        assert producer.flush(30) == 0
+        return [outcomes[i] for i in range(len(keys))]
+
+    def high(name):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+        _, hi = c.get_watermark_offsets(TopicPartition(name, 0), timeout=20)
+        c.close()
+        return hi
+
+    def check(name):
+        errs = send(name, [b"k0", None, b"k2"])
+        assert all(e is not None for e in errs), errs
+        assert errs[1].code() == KafkaError.INVALID_RECORD, errs[1]
+        assert high(name) == 0, "nothing of the batch appended"
+        assert send(name, [b"k3", b"k4"]) == [None, None]
+        assert high(name) == 2
+        return [e.name() for e in errs]
+
+    # Keyless records are fine before the policy changes.
+    assert send(altered, [None]) == [None]
+    alter(altered, [ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND)])
+    assert described(altered)["cleanup.policy"][0] == "delete,compact"
+    # One record already there: the refused batch adds nothing after it.
+    errs = send(altered, [None])
+    assert errs[0] is not None and errs[0].code() == KafkaError.INVALID_RECORD, errs
+    assert high(altered) == 1
+    errors = check(compacted)
+    for f in admin.delete_topics([altered]).values():
+        f.result(timeout=20)
+    return {"errors": errors}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
     "group-ids": group_ids,
     "topic-configs": topic_configs,
+    "compact-keys": compact_keys,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

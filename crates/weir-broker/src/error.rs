@@ -76,6 +76,10 @@ pub enum Reason {
     },
     /// A batch sent by a producer is malformed or fails its CRC.
     CorruptBatch,
+    /// Records the topic refuses (a record without a key on a compacted topic): the
+    /// error's [`BrokerError::record_errors`] name each one; nothing of the partition's
+    /// data was appended.
+    InvalidRecord,
     /// A stored batch cannot be read or decoded. `batch`: its first offset and the
     /// offset after it, where a reader that skips it continues, when known.
     CorruptData {
@@ -163,6 +167,7 @@ impl Reason {
             Reason::RecordTooLarge => "RECORD_TOO_LARGE",
             Reason::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
             Reason::CorruptBatch | Reason::CorruptData { .. } => "CORRUPT_BATCH",
+            Reason::InvalidRecord => "INVALID_RECORD",
             Reason::ControllerUnavailable => "CONTROLLER_UNAVAILABLE",
             Reason::CreateFailed { .. } => "CREATE_FAILED",
             Reason::Timeout => "REQUEST_TIMED_OUT",
@@ -217,6 +222,17 @@ pub struct BrokerError {
     pub message: String,
     /// The topic and partition the error is about, if it is about one.
     pub partition: Option<(String, u32)>,
+    /// For [`Reason::InvalidRecord`]: each refused record (at most
+    /// [`MAX_RECORD_ERRORS`](crate::limits::MAX_RECORD_ERRORS)).
+    pub record_errors: Vec<RecordError>,
+}
+
+/// One record a produce refused: its index among the partition's records in the request
+/// (within its batch, for the one batch a Kafka producer sends), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: u32,
+    pub message: String,
 }
 
 impl BrokerError {
@@ -225,6 +241,7 @@ impl BrokerError {
             reason,
             message: message.into(),
             partition: None,
+            record_errors: Vec::new(),
         }
     }
 
@@ -247,6 +264,7 @@ impl From<ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
+            record_errors: Vec::new(),
         }
     }
 }
@@ -258,6 +276,7 @@ impl From<&ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
+            record_errors: Vec::new(),
         }
     }
 }
@@ -451,6 +470,7 @@ impl From<GroupError> for BrokerError {
             reason,
             message: err.to_string(),
             partition,
+            record_errors: Vec::new(),
         }
     }
 }

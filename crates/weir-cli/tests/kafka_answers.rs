@@ -83,3 +83,11 @@ fn kafka_topic_configs_are_accepted_described_and_checked() {
         "Kafka 4.0's 33 topic keys and flush.policy: {seen}"
     );
 }
+
+/// A compacted topic (created so, or altered with IncrementalAlterConfigs APPEND) refuses
+/// records without keys with INVALID_RECORD, appending nothing of their batch.
+#[test]
+fn compacted_topics_refuse_records_without_keys() {
+    let seen = check("compact-keys", "compacted");
+    assert_eq!(seen["errors"][1], "INVALID_RECORD", "{seen}");
+}

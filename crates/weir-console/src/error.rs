@@ -72,6 +72,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidRequest
         | R::OffsetOutOfRange { .. }
         | R::CorruptBatch
+        | R::InvalidRecord
         | R::UnknownMember
         | R::FencedMember
         | R::StaleMemberEpoch
