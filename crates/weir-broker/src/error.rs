@@ -223,8 +223,11 @@ pub struct BrokerError {
     /// The topic and partition the error is about, if it is about one.
     pub partition: Option<(String, u32)>,
     /// For [`Reason::InvalidRecord`]: each refused record (at most
-    /// [`MAX_RECORD_ERRORS`](crate::limits::MAX_RECORD_ERRORS)).
-    pub record_errors: Vec<RecordError>,
+    /// [`MAX_RECORD_ERRORS`](crate::limits::MAX_RECORD_ERRORS)); read with
+    /// [`BrokerError::record_errors`]. Boxed, a pointer wide: this error is the `Err` of
+    /// every core call, and a vector inline made each of those results larger.
+    #[allow(clippy::box_collection)]
+    pub refused_records: Option<Box<Vec<RecordError>>>,
 }
 
 /// One record a produce refused: its index among the partition's records in the request
@@ -241,8 +244,15 @@ impl BrokerError {
             reason,
             message: message.into(),
             partition: None,
-            record_errors: Vec::new(),
+            refused_records: None,
         }
+    }
+
+    /// The records refused, for [`Reason::InvalidRecord`]; empty for any other error.
+    pub fn record_errors(&self) -> &[RecordError] {
+        self.refused_records
+            .as_deref()
+            .map_or(&[], |r| r.as_slice())
     }
 
     /// The error names `topic`/`partition`.
@@ -264,7 +274,7 @@ impl From<ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
-            record_errors: Vec::new(),
+            refused_records: None,
         }
     }
 }
@@ -276,7 +286,7 @@ impl From<&ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
-            record_errors: Vec::new(),
+            refused_records: None,
         }
     }
 }
@@ -470,7 +480,7 @@ impl From<GroupError> for BrokerError {
             reason,
             message: err.to_string(),
             partition,
-            record_errors: Vec::new(),
+            refused_records: None,
         }
     }
 }

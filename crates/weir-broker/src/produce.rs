@@ -350,14 +350,16 @@ fn refuse_keyless(
         ),
     )
     .at(topic, partition);
-    err.record_errors = keyless
-        .iter()
-        .take(MAX_RECORD_ERRORS)
-        .map(|&batch_index| RecordError {
-            batch_index,
-            message: why.clone(),
-        })
-        .collect();
+    err.refused_records = Some(Box::new(
+        keyless
+            .iter()
+            .take(MAX_RECORD_ERRORS)
+            .map(|&batch_index| RecordError {
+                batch_index,
+                message: why.clone(),
+            })
+            .collect(),
+    ));
     Err(err)
 }
 
@@ -452,14 +454,14 @@ mod tests {
         let err = refuse_keyless("t", 2, [true, false, true, false]).unwrap_err();
         assert_eq!(err.reason, Reason::InvalidRecord);
         assert_eq!(err.partition, Some(("t".into(), 2)));
-        let indexes: Vec<u32> = err.record_errors.iter().map(|e| e.batch_index).collect();
+        let indexes: Vec<u32> = err.record_errors().iter().map(|e| e.batch_index).collect();
         assert_eq!(indexes, [1, 3]);
         assert!(err.message.contains("2 of the records"), "{}", err.message);
-        assert!(err.record_errors[0].message.contains("without a key"));
+        assert!(err.record_errors()[0].message.contains("without a key"));
         // The answer names at most MAX_RECORD_ERRORS; the message has the count.
         let many =
             refuse_keyless("t", 0, std::iter::repeat_n(false, MAX_RECORD_ERRORS + 5)).unwrap_err();
-        assert_eq!(many.record_errors.len(), MAX_RECORD_ERRORS);
+        assert_eq!(many.record_errors().len(), MAX_RECORD_ERRORS);
         assert!(
             many.message
                 .contains(&format!("{} of", MAX_RECORD_ERRORS + 5))

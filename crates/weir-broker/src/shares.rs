@@ -353,7 +353,7 @@ impl From<ShareError> for BrokerError {
             reason,
             message: err.to_string(),
             partition,
-            record_errors: Vec::new(),
+            refused_records: None,
         }
     }
 }

@@ -134,7 +134,7 @@ pub(super) async fn start(
 /// The records an INVALID_RECORD answer names (v8+; older versions carry the code
 /// alone).
 fn record_errors(e: &BrokerError) -> Vec<BatchIndexAndErrorMessage> {
-    e.record_errors
+    e.record_errors()
         .iter()
         .map(|r| {
             BatchIndexAndErrorMessage::default()
