@@ -24,6 +24,8 @@ CHECK is one of:
                    with cleanup.policy=compact and on one altered to it with
                    IncrementalAlterConfigs APPEND; nothing of the batch appended; keyed
                    records accepted.
+  commit-order     a consumer's committed() right after each asynchronous commit sees
+                   that commit (requests of one connection take effect in order).
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -342,12 +344,45 @@ def compact_keys():
     return {"errors": errors}
 
 
+def commit_order():
+    create(topic, 1)
+    count = 200
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    produce_all(producer, [(0, b"c%d" % i, None) for i in range(count)])
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic + "-group",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    stale, read, deadline = [], 0, time.time() + 60
+    while read < count and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise KafkaException(m.error())
+        read += 1
+        consumer.commit(message=m, asynchronous=True)
+        seen = consumer.committed([TopicPartition(topic, 0)], timeout=20)[0].offset
+        if seen != m.offset() + 1:
+            stale.append((m.offset() + 1, seen))
+    consumer.close()
+    assert read == count, f"read {read} of {count}"
+    assert not stale, f"committed() missed the commit before it (wanted, seen): {stale[:10]} of {len(stale)}"
+    return {"commits": read}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
     "group-ids": group_ids,
     "topic-configs": topic_configs,
     "compact-keys": compact_keys,
+    "commit-order": commit_order,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

@@ -91,3 +91,11 @@ fn compacted_topics_refuse_records_without_keys() {
     let seen = check("compact-keys", "compacted");
     assert_eq!(seen["errors"][1], "INVALID_RECORD", "{seen}");
 }
+
+/// A request's effects are seen by the next request of its connection, as in Kafka: a
+/// consumer's committed() right after each asynchronous commit returns that commit.
+#[test]
+fn committed_right_after_an_asynchronous_commit_sees_it() {
+    let seen = check("commit-order", "commit-order");
+    assert_eq!(seen["commits"], 200, "{seen}");
+}
