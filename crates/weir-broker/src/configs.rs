@@ -8,13 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use weir_cluster::security::Operation;
 
-pub use weir_cluster::ConfigEntry;
 use weir_cluster::config::{
     CLEANUP_POLICY, DELETE_RETENTION_MS, MAX_MESSAGE_BYTES, MESSAGE_TIMESTAMP_TYPE,
     MIN_INSYNC_REPLICAS, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES, SEGMENT_MS,
     UNCLEAN_LEADER_ELECTION_ENABLE,
 };
 use weir_cluster::{CONFIG_KEYS, ClusterError, ConfigError};
+pub use weir_cluster::{ConfigEntry, ConfigType};
 
 use crate::{Broker, BrokerError, RequestContext};
 

@@ -76,6 +76,10 @@ pub enum Reason {
     },
     /// A batch sent by a producer is malformed or fails its CRC.
     CorruptBatch,
+    /// Records the topic refuses (a record without a key on a compacted topic): the
+    /// error's [`BrokerError::record_errors`] name each one; nothing of the partition's
+    /// data was appended.
+    InvalidRecord,
     /// A stored batch cannot be read or decoded. `batch`: its first offset and the
     /// offset after it, where a reader that skips it continues, when known.
     CorruptData {
@@ -165,6 +169,7 @@ impl Reason {
             Reason::RecordTooLarge => "RECORD_TOO_LARGE",
             Reason::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
             Reason::CorruptBatch | Reason::CorruptData { .. } => "CORRUPT_BATCH",
+            Reason::InvalidRecord => "INVALID_RECORD",
             Reason::ControllerUnavailable => "CONTROLLER_UNAVAILABLE",
             Reason::CreateFailed { .. } => "CREATE_FAILED",
             Reason::Timeout => "REQUEST_TIMED_OUT",
@@ -220,6 +225,20 @@ pub struct BrokerError {
     pub message: String,
     /// The topic and partition the error is about, if it is about one.
     pub partition: Option<(String, u32)>,
+    /// For [`Reason::InvalidRecord`]: each refused record (at most
+    /// [`MAX_RECORD_ERRORS`](crate::limits::MAX_RECORD_ERRORS)); read with
+    /// [`BrokerError::record_errors`]. Boxed, a pointer wide: this error is the `Err` of
+    /// every core call, and a vector inline made each of those results larger.
+    #[allow(clippy::box_collection)]
+    pub refused_records: Option<Box<Vec<RecordError>>>,
+}
+
+/// One record a produce refused: its index among the partition's records in the request
+/// (within its batch, for the one batch a Kafka producer sends), and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: u32,
+    pub message: String,
 }
 
 impl BrokerError {
@@ -228,7 +247,15 @@ impl BrokerError {
             reason,
             message: message.into(),
             partition: None,
+            refused_records: None,
         }
+    }
+
+    /// The records refused, for [`Reason::InvalidRecord`]; empty for any other error.
+    pub fn record_errors(&self) -> &[RecordError] {
+        self.refused_records
+            .as_deref()
+            .map_or(&[], |r| r.as_slice())
     }
 
     /// The error names `topic`/`partition`.
@@ -250,6 +277,7 @@ impl From<ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
+            refused_records: None,
         }
     }
 }
@@ -261,6 +289,7 @@ impl From<&ClusterError> for BrokerError {
             reason,
             message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
+            refused_records: None,
         }
     }
 }
@@ -455,6 +484,7 @@ impl From<GroupError> for BrokerError {
             reason,
             message: err.to_string(),
             partition,
+            refused_records: None,
         }
     }
 }

@@ -27,8 +27,10 @@ pub struct FetchRequest {
     pub max_wait: Duration,
     /// Answer once this many bytes are there (at least 1).
     pub min_bytes: usize,
-    /// The answer's byte budget over every partition (capped at [`MAX_RESPONSE_BYTES`]);
-    /// the first batch of a partition may exceed its share, as in Kafka.
+    /// The answer's byte budget over every partition (capped at [`MAX_RESPONSE_BYTES`]).
+    /// As in Kafka, only the first partition with data may pass it (or its own
+    /// `max_bytes`), and only with its first batch, so a batch larger than the budget is
+    /// still fetched: see [`Budget`].
     pub max_bytes: usize,
     pub topics: Vec<TopicFetch>,
     /// Where reads put the batches: in memory, or left in their segment files
@@ -49,6 +51,51 @@ pub struct PartitionFetch {
     pub offset: i64,
     /// This partition's byte budget.
     pub max_bytes: usize,
+}
+
+/// How a fetch's bytes are shared between its partitions, as Kafka's
+/// `ReplicaManager.readFromLog` shares them: each partition may take its own `max_bytes`
+/// within what the answer has left, and only the first partition with data may go past
+/// either limit, with its first batch alone (a read always returns a first batch,
+/// whatever its size, so a consumer makes progress past a batch larger than its fetch
+/// size). A later partition whose first batch does not fit answers with no records: a
+/// client that waits for answers of at most `max_bytes` (librdkafka drops the
+/// connection past `receive.message.max.bytes`) is never sent more than `max_bytes`
+/// plus one batch, and reads that partition in a later fetch.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    /// Bytes the answer may still take.
+    left: usize,
+    /// No partition has returned data yet: the next one may pass its share.
+    first: bool,
+}
+
+impl Budget {
+    fn new(max_bytes: usize) -> Budget {
+        Budget {
+            left: max_bytes,
+            first: true,
+        }
+    }
+
+    /// The most a partition whose own limit is `partition_max` may read.
+    fn share(&self, partition_max: usize) -> usize {
+        partition_max.min(self.left)
+    }
+
+    /// Whether a read of `len` bytes, asked for at most `share`, goes in the answer;
+    /// if so, it is counted.
+    fn take(&mut self, len: usize, share: usize) -> bool {
+        if len == 0 {
+            return true;
+        }
+        if len > share && !self.first {
+            return false;
+        }
+        self.first = false;
+        self.left = self.left.saturating_sub(len);
+        true
+    }
 }
 
 /// One topic's answer: an error if the topic cannot be read at all.
@@ -126,6 +173,7 @@ pub async fn fetch(
             .map(|p| p.subscribe())
             .collect();
         let (mut total, mut failed) = (0, false);
+        let mut budget = Budget::new(total_max);
         let mut results = Vec::with_capacity(req.topics.len());
         for (t, r) in req.topics.iter().zip(&resolved) {
             let topic = match &r.topic {
@@ -141,9 +189,19 @@ pub async fn fetch(
             };
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (pf, partition) in t.partitions.iter().zip(&r.partitions) {
-                let share = pf.max_bytes.min(total_max.saturating_sub(total));
-                let result =
-                    read_one(broker, topic, partition.as_deref(), pf, share, req.read_to).await;
+                let share = budget.share(pf.max_bytes);
+                let mut result =
+                    read_one(topic, partition.as_deref(), pf, share, req.read_to).await;
+                if !budget.take(result.bytes(), share) {
+                    // Dropped unsent (and uncounted): the partition's first batch is
+                    // larger than what this answer has left for it.
+                    result.data = Ok(None);
+                }
+                if let Ok(Some(data)) = &result.data {
+                    broker
+                        .metrics()
+                        .consumed(&topic.name, data.record_count(), data.len() as u64);
+                }
                 failed |= result.data.is_err();
                 total += result.bytes();
                 partitions.push(result);
@@ -179,7 +237,6 @@ pub async fn fetch(
 
 /// One partition's part of a fetch; `None` for the partition means it does not exist.
 async fn read_one(
-    broker: &Broker,
     topic: &Topic,
     partition: Option<&Partition>,
     pf: &PartitionFetch,
@@ -213,12 +270,7 @@ async fn read_one(
         return result;
     }
     match partition.read_to(pf.offset, max_bytes, read_to).await {
-        Ok(data) => {
-            broker
-                .metrics()
-                .consumed(&topic.name, data.record_count(), data.len() as u64);
-            result.data = Ok(Some(data));
-        }
+        Ok(data) => result.data = Ok(Some(data)),
         Err(e) => {
             if let ClusterError::OffsetOutOfRange {
                 log_start_offset,
@@ -331,5 +383,42 @@ impl Reader {
                 _ = self.shutdown.changed() => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads of `lens` bytes (each partition's first batch or batches, as the log would
+    /// return them for its share) through one budget: what the answer keeps.
+    fn kept(max_bytes: usize, partition_max: usize, lens: &[usize]) -> Vec<usize> {
+        let mut budget = Budget::new(max_bytes);
+        lens.iter()
+            .map(|&len| {
+                let share = budget.share(partition_max);
+                // A read of 0 bytes allowed returns nothing; otherwise the log returns at
+                // least one batch, here `len`.
+                let len = if share == 0 { 0 } else { len };
+                if budget.take(len, share) { len } else { 0 }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_first_partition_with_data_may_pass_the_limits() {
+        const MB: usize = 1 << 20;
+        // Records of ~1 MB over four partitions, a 1 MiB fetch: one record, as Kafka.
+        assert_eq!(
+            kept(MB, MB, &[1_000_100, 1_000_100, 1_000_100, 1_000_100]),
+            [1_000_100, 0, 0, 0]
+        );
+        // A first batch over both limits is still sent, alone.
+        assert_eq!(kept(MB, MB, &[3 * MB, 10, 10]), [3 * MB, 0, 0]);
+        // Empty partitions before it do not use up the first one's exception.
+        assert_eq!(kept(MB, 100, &[0, 0, 500, 50, 200]), [0, 0, 500, 50, 0]);
+        // Small batches fill the answer up to max_bytes and no further.
+        assert_eq!(kept(250, 100, &[100, 100, 100]), [100, 100, 0]);
+        assert_eq!(kept(250, 100, &[100, 100, 50]), [100, 100, 50]);
     }
 }

@@ -86,7 +86,7 @@ use weir_cluster::{Topic, TopicRegistry};
 
 pub use authz::{Authorizer, SecurityConfig};
 pub use context::{Listener, Principal, RequestContext};
-pub use error::{BrokerError, Reason};
+pub use error::{BrokerError, Reason, RecordError};
 pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcLatency, RpcTimer, TopicTraffic};
 pub use topics::TopicDefaults;
 /// The ACL model and credential records (weir-cluster's), for adapters that speak them.

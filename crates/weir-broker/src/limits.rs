@@ -22,3 +22,7 @@ pub const MAX_PARTITIONS_PER_REQUEST: usize = weir_cluster::group::MAX_OFFSETS_P
 /// Most groups one request may name (Kafka's batched FindCoordinator, OffsetFetch,
 /// DescribeGroups and DeleteGroups), and most members one LeaveGroup may name.
 pub const MAX_GROUPS_PER_REQUEST: usize = 10_000;
+/// Most refused records one partition's answer names (Kafka names every one; a batch of
+/// a hundred thousand keyless records would make an answer of megabytes). The message
+/// gives the full count.
+pub const MAX_RECORD_ERRORS: usize = 1_000;

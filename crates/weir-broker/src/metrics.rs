@@ -4,7 +4,8 @@
 //! one mutex per family is cheap.
 //!
 //! Label values are topic names and RPC names, whose characters (`[a-zA-Z0-9._-]`)
-//! need no escaping in the text format.
+//! need no escaping in the text format, and group ids, which may hold any character and
+//! are escaped ([`label`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -396,9 +397,22 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
     }
 }
 
+/// `value` as a label value of Prometheus' text format: `\`, `"` and line feeds escaped
+/// (group ids are any string, as in Kafka).
+fn label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
 /// Consumer group series: members, rebalances and epoch per group, lag and committed
-/// offset per group and partition, and the commit counter. Group ids use the topic-name
-/// alphabet, so they need no escaping either.
+/// offset per group and partition, and the commit counter. Group ids may hold any
+/// character: they are escaped.
 fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
     let name = "weir_offset_commits_total";
     let _ = writeln!(
@@ -427,7 +441,12 @@ fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
     for (name, help, kind, field) in families {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for g in &groups_now {
-            let _ = writeln!(out, "{name}{{group=\"{}\"}} {}", g.group_id, field(g));
+            let _ = writeln!(
+                out,
+                "{name}{{group=\"{}\"}} {}",
+                label(&g.group_id),
+                field(g)
+            );
         }
     }
     let lags = groups.lags();
@@ -450,7 +469,7 @@ fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
             let _ = writeln!(
                 out,
                 "{name}{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
-                l.group_id,
+                label(&l.group_id),
                 l.topic,
                 l.partition,
                 field(l)
@@ -462,6 +481,13 @@ fn render_groups(out: &mut String, groups: &GroupCoordinator, commits: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_ids_are_escaped_as_label_values() {
+        assert_eq!(label("roundrobin,range"), "roundrobin,range");
+        assert_eq!(label("a b/ü"), "a b/ü");
+        assert_eq!(label("say \"hi\"\\now\n"), "say \\\"hi\\\"\\\\now\\n");
+    }
 
     #[test]
     fn the_counters_read_as_numbers_are_the_ones_rendered() {

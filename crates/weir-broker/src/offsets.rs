@@ -1,5 +1,5 @@
-//! ListOffsets: a partition's earliest or latest offset, or the first offset at or
-//! after a timestamp.
+//! ListOffsets: a partition's earliest or latest offset, the first offset at or after a
+//! timestamp, or the first offset holding the newest timestamp.
 
 use weir_cluster::Topic;
 use weir_cluster::security::Operation;
@@ -18,6 +18,9 @@ pub enum OffsetSpec {
     /// The first record with a timestamp at or after this (ms); the high watermark if
     /// there is none.
     Timestamp(i64),
+    /// The first record holding the newest timestamp of the partition (Kafka's
+    /// MAX_TIMESTAMP, KIP-734); the high watermark if there is none.
+    MaxTimestamp,
 }
 
 /// One partition's answer: the offset, and the timestamp of the record there (-1 for
@@ -28,6 +31,11 @@ pub struct FoundOffset {
     pub timestamp_ms: i64,
     /// The partition's leader epoch when the offset was read.
     pub leader_epoch: i32,
+    /// Whether a record answered a [`OffsetSpec::Timestamp`] or
+    /// [`OffsetSpec::MaxTimestamp`] (always true for the others). When none did, the
+    /// offset is the high watermark, where a reader told to start there waits for the
+    /// next record (gRPC's answer); Kafka answers -1 for both offset and timestamp.
+    pub matched: bool,
 }
 
 /// Looks up each `(partition, spec)` of `topic` on its leader (this broker): a
@@ -61,13 +69,22 @@ async fn list_one(topic: &Topic, index: u32, spec: OffsetSpec) -> Result<FoundOf
         offset,
         timestamp_ms,
         leader_epoch,
+        matched: true,
+    };
+    let unmatched = FoundOffset {
+        matched: false,
+        ..found(offsets.high_watermark, -1)
     };
     match spec {
         OffsetSpec::Earliest => Ok(found(offsets.log_start_offset, -1)),
         OffsetSpec::Latest => Ok(found(offsets.high_watermark, -1)),
-        OffsetSpec::Timestamp(ts) => {
-            let Some(offset) = partition.offset_for_timestamp(ts).await? else {
-                return Ok(found(offsets.high_watermark, -1));
+        OffsetSpec::Timestamp(_) | OffsetSpec::MaxTimestamp => {
+            let offset = match spec {
+                OffsetSpec::Timestamp(ts) => partition.offset_for_timestamp(ts).await?,
+                _ => partition.offset_of_max_timestamp().await?,
+            };
+            let Some(offset) = offset else {
+                return Ok(unmatched);
             };
             // The record's own timestamp, from the batch that holds it.
             let data = partition.read(offset, 1).await?;

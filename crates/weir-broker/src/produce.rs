@@ -17,11 +17,15 @@ use weir_cluster::security::Operation;
 
 use bytes::Bytes;
 use tokio::time::Instant;
-use weir_cluster::storage::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
+use weir_cluster::storage::{
+    Compression, Record, RecordBatchBuilder, ValidatedBatches, decode_records,
+};
 use weir_cluster::{ClusterError, Durability, PendingAppend, TimestampType, Topic};
 
-use crate::limits::{DEFAULT_PRODUCE_TIMEOUT, MAX_PARTITIONS_PER_REQUEST, MAX_PRODUCE_TIMEOUT};
-use crate::{Broker, BrokerError, Reason, RequestContext};
+use crate::limits::{
+    DEFAULT_PRODUCE_TIMEOUT, MAX_PARTITIONS_PER_REQUEST, MAX_PRODUCE_TIMEOUT, MAX_RECORD_ERRORS,
+};
+use crate::{Broker, BrokerError, Reason, RecordError, RequestContext};
 
 /// When a produce is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +237,7 @@ fn prepare(
     let bad = |what: String| {
         BrokerError::invalid(format!("partition {index}: {what}")).at(&topic.name, index)
     };
+    let packed = matches!(data, ProduceData::Batches { .. });
     let (bytes, labelled) = match data {
         ProduceData::Records {
             records,
@@ -241,6 +246,10 @@ fn prepare(
         } => {
             if records.is_empty() {
                 return Err(bad("no records".into()));
+            }
+            if config.cleanup.compact {
+                let keys = records.iter().map(|r| r.key.is_some());
+                refuse_keyless(&topic.name, index, keys)?;
             }
             let mut builder = RecordBatchBuilder::new(compression);
             if let Some(p) = producer {
@@ -279,6 +288,7 @@ fn prepare(
     };
     // Every batch is checked here, compressed ones decompressed and walked: a batch that
     // cannot be decoded refuses the partition's whole data, as CORRUPT_BATCH naming it.
+    let raw = bytes.clone();
     let batches = ValidatedBatches::new(bytes, max).map_err(|source| {
         BrokerError::from(ClusterError::Append {
             topic: topic.name.clone(),
@@ -289,7 +299,68 @@ fn prepare(
     if let Some(codec) = labelled {
         check_labels(&topic.name, index, &batches, codec)?;
     }
+    if config.cleanup.compact && packed {
+        // Decoded once more (compressed ones decompressed again) only on compacted
+        // topics, where every record needs a key.
+        let mut keys = Vec::new();
+        let mut at = 0;
+        for header in batches.headers() {
+            let batch = raw.slice(at..at + header.total_bytes());
+            at += header.total_bytes();
+            let records = decode_records(&batch).map_err(|e| {
+                bad(format!(
+                    "a batch that passed its checks cannot be decoded: {e}"
+                ))
+            })?;
+            keys.extend(records.iter().map(|r| r.key.is_some()));
+        }
+        refuse_keyless(&topic.name, index, keys)?;
+    }
     Ok((batches, if log_append_time { now_ms } else { -1 }))
+}
+
+/// Refuses a compacted topic's records that have no key, as Kafka does (compaction keeps
+/// the newest record of each key, so a record without one could never be kept or
+/// replaced): INVALID_RECORD naming each (by its index among the partition's records),
+/// and nothing of the partition's data appended. `keys`: whether each record has one.
+fn refuse_keyless(
+    topic: &str,
+    partition: u32,
+    keys: impl IntoIterator<Item = bool>,
+) -> Result<(), BrokerError> {
+    let keyless: Vec<u32> = keys
+        .into_iter()
+        .enumerate()
+        .filter(|(_, has_key)| !has_key)
+        .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
+    let Some(first) = keyless.first() else {
+        return Ok(());
+    };
+    let why = format!(
+        "compacted topic {topic} (cleanup.policy compact) cannot accept a record without a \
+         key (partition {partition})"
+    );
+    let mut err = BrokerError::new(
+        Reason::InvalidRecord,
+        format!(
+            "{} of the records have no key, the first at index {first}: {why}; nothing \
+             was appended",
+            keyless.len()
+        ),
+    )
+    .at(topic, partition);
+    err.refused_records = Some(Box::new(
+        keyless
+            .iter()
+            .take(MAX_RECORD_ERRORS)
+            .map(|&batch_index| RecordError {
+                batch_index,
+                message: why.clone(),
+            })
+            .collect(),
+    ));
+    Err(err)
 }
 
 /// Checks that every packed batch is compressed with `codec`, the codec the request
@@ -370,5 +441,30 @@ impl PendingProduce {
             results.push(PartitionProduceResult { partition, outcome });
         }
         results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyless_records_of_a_compacted_topic_are_each_named() {
+        assert!(refuse_keyless("t", 0, [true, true]).is_ok());
+        let err = refuse_keyless("t", 2, [true, false, true, false]).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidRecord);
+        assert_eq!(err.partition, Some(("t".into(), 2)));
+        let indexes: Vec<u32> = err.record_errors().iter().map(|e| e.batch_index).collect();
+        assert_eq!(indexes, [1, 3]);
+        assert!(err.message.contains("2 of the records"), "{}", err.message);
+        assert!(err.record_errors()[0].message.contains("without a key"));
+        // The answer names at most MAX_RECORD_ERRORS; the message has the count.
+        let many =
+            refuse_keyless("t", 0, std::iter::repeat_n(false, MAX_RECORD_ERRORS + 5)).unwrap_err();
+        assert_eq!(many.record_errors().len(), MAX_RECORD_ERRORS);
+        assert!(
+            many.message
+                .contains(&format!("{} of", MAX_RECORD_ERRORS + 5))
+        );
     }
 }

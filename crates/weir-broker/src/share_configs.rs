@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::configs::ConfigEntry;
+use crate::configs::{ConfigEntry, ConfigType};
 use weir_cluster::share::ShareError;
 
 use crate::configs::ConfigChange;
@@ -36,18 +36,24 @@ pub async fn describe(
             name: AUTO_OFFSET_RESET,
             value: start_name(settings.start.unwrap_or_default()).to_owned(),
             is_default: settings.start.is_none(),
+            kind: ConfigType::String,
+            honoured: true,
             documentation: "Where the share group starts on a partition it has no state for: latest (records produced from now on) or earliest (the log start).",
         },
         ConfigEntry {
             name: DELIVERY_COUNT_LIMIT,
             value: limit.to_string(),
             is_default: settings.delivery_count_limit.is_none(),
+            kind: ConfigType::Int,
+            honoured: true,
             documentation: "Deliveries after which a record is archived (and copied to the group's dead-letter topic, if it has one) instead of delivered again.",
         },
         ConfigEntry {
             name: LOCK_DURATION_MS,
             value: lock_ms.to_string(),
             is_default: settings.lock_duration_ms.is_none(),
+            kind: ConfigType::Int,
+            honoured: true,
             documentation: "How long a member holds a record it acquired before the record goes to another member, in ms.",
         },
     ])

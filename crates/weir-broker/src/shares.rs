@@ -353,6 +353,7 @@ impl From<ShareError> for BrokerError {
             reason,
             message: err.to_string(),
             partition,
+            refused_records: None,
         }
     }
 }

@@ -4,6 +4,13 @@
 //! A topic stores only the keys set on it ([`TopicConfig`]); every other key takes its
 //! default from [`CONFIG_KEYS`]. Values are strings, as in Kafka, and are validated as a
 //! whole before any change is accepted.
+//!
+//! [`CONFIG_KEYS`] holds every topic config Kafka 4.0 defines (its `LogConfig`), so a
+//! Kafka client that sets one is not refused: the ones Weir implements are honoured
+//! ([`ConfigKey::honoured`]); the others are accepted, checked as Kafka checks them
+//! ([`check_accepted`]), stored and reported back, and change nothing (each key's
+//! documentation says why; docs/kafka-compatibility.md has the table). Weir's own key
+//! is `flush.policy`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,13 +42,74 @@ pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 /// `unclean.leader.election.enable`: whether a replica outside the ISR may be elected.
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
+/// The type of a key's value, as Kafka's `ConfigDef` names it (DescribeConfigs reports
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean,
+    String,
+    Int,
+    Long,
+    Double,
+    List,
+}
+
 /// One configuration key: its name, default and what it does.
 #[derive(Debug, Clone, Copy)]
 pub struct ConfigKey {
     pub name: &'static str,
     pub default: &'static str,
     pub documentation: &'static str,
+    pub kind: ConfigType,
+    /// Weir acts on the value. `false`: a Kafka key accepted (checked, stored, described)
+    /// that changes nothing, for what Weir does otherwise or lacks.
+    pub honoured: bool,
 }
+
+/// A key Kafka defines that Weir accepts without acting on it; its documentation ends
+/// with why.
+const fn accepted(
+    name: &'static str,
+    default: &'static str,
+    kind: ConfigType,
+    documentation: &'static str,
+) -> ConfigKey {
+    ConfigKey {
+        name,
+        default,
+        documentation,
+        kind,
+        honoured: false,
+    }
+}
+
+/// Kafka 4.0's topic keys that Weir accepts without acting on them.
+pub const SEGMENT_JITTER_MS: &str = "segment.jitter.ms";
+pub const SEGMENT_INDEX_BYTES: &str = "segment.index.bytes";
+pub const FLUSH_MESSAGES: &str = "flush.messages";
+pub const FLUSH_MS: &str = "flush.ms";
+pub const INDEX_INTERVAL_BYTES: &str = "index.interval.bytes";
+pub const FILE_DELETE_DELAY_MS: &str = "file.delete.delay.ms";
+pub const MIN_COMPACTION_LAG_MS: &str = "min.compaction.lag.ms";
+pub const MAX_COMPACTION_LAG_MS: &str = "max.compaction.lag.ms";
+pub const MIN_CLEANABLE_DIRTY_RATIO: &str = "min.cleanable.dirty.ratio";
+pub const COMPRESSION_TYPE: &str = "compression.type";
+pub const COMPRESSION_GZIP_LEVEL: &str = "compression.gzip.level";
+pub const COMPRESSION_LZ4_LEVEL: &str = "compression.lz4.level";
+pub const COMPRESSION_ZSTD_LEVEL: &str = "compression.zstd.level";
+pub const PREALLOCATE: &str = "preallocate";
+pub const MESSAGE_TIMESTAMP_BEFORE_MAX_MS: &str = "message.timestamp.before.max.ms";
+pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS: &str = "message.timestamp.after.max.ms";
+pub const LEADER_REPLICATION_THROTTLED_REPLICAS: &str = "leader.replication.throttled.replicas";
+pub const FOLLOWER_REPLICATION_THROTTLED_REPLICAS: &str = "follower.replication.throttled.replicas";
+pub const REMOTE_STORAGE_ENABLE: &str = "remote.storage.enable";
+pub const LOCAL_RETENTION_MS: &str = "local.retention.ms";
+pub const LOCAL_RETENTION_BYTES: &str = "local.retention.bytes";
+pub const REMOTE_LOG_COPY_DISABLE: &str = "remote.log.copy.disable";
+pub const REMOTE_LOG_DELETE_ON_DISABLE: &str = "remote.log.delete.on.disable";
+
+/// Java's `Long.MAX_VALUE`, Kafka's "never" for flushes and compaction lag.
+const LONG_MAX: &str = "9223372036854775807";
 
 /// Every key a topic accepts, sorted by name (DescribeTopicConfig lists them in this
 /// order).
@@ -53,14 +121,75 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
             retention.bytes delete whole closed segments), compact (closed segments are \
             rewritten in the background keeping only the newest record of each key; \
             retention does not apply), or compact,delete (both).",
+        kind: ConfigType::List,
+        honoured: true,
     },
+    accepted(
+        COMPRESSION_GZIP_LEVEL,
+        "-1",
+        ConfigType::Int,
+        "The gzip level Kafka recompresses with when compression.type is gzip \
+            (1 to 9, or -1 for the codec's default). Accepted, not acted on: Weir \
+            never recompresses (see compression.type).",
+    ),
+    accepted(
+        COMPRESSION_LZ4_LEVEL,
+        "9",
+        ConfigType::Int,
+        "The lz4 level Kafka recompresses with when compression.type is lz4 (1 \
+            to 17). Accepted, not acted on: Weir never recompresses (see \
+            compression.type).",
+    ),
+    accepted(
+        COMPRESSION_TYPE,
+        "producer",
+        ConfigType::String,
+        "The codec Kafka stores a topic's batches with: producer keeps the \
+            producer's, the others (uncompressed, gzip, snappy, lz4, zstd) make \
+            Kafka recompress. Weir always stores batches as the producer \
+            compressed them (the bytes on disk are the bytes sent, never \
+            re-encoded), which is producer; another value is accepted and reported, \
+            not acted on.",
+    ),
+    accepted(
+        COMPRESSION_ZSTD_LEVEL,
+        "3",
+        ConfigType::Int,
+        "The zstd level Kafka recompresses with when compression.type is zstd \
+            (-131072 to 22). Accepted, not acted on: Weir never recompresses (see \
+            compression.type).",
+    ),
     ConfigKey {
         name: DELETE_RETENTION_MS,
         default: "86400000",
         documentation: "On compacted topics, how long a tombstone (a record with a key \
             and no value) is kept after it is written, so consumers that are behind still \
             see the deletion (1 day by default).",
+        kind: ConfigType::Long,
+        honoured: true,
     },
+    accepted(
+        FILE_DELETE_DELAY_MS,
+        "60000",
+        ConfigType::Long,
+        "How long Kafka waits before deleting a removed segment's files. \
+            Accepted, not acted on: Weir deletes them once no read holds them \
+            open.",
+    ),
+    accepted(
+        FLUSH_MESSAGES,
+        LONG_MAX,
+        ConfigType::Long,
+        "Kafka's fsync every this many records (at least 1). Accepted, not \
+            acted on: flush.policy says when Weir syncs.",
+    ),
+    accepted(
+        FLUSH_MS,
+        LONG_MAX,
+        ConfigType::Long,
+        "Kafka's fsync at least every this many milliseconds. Accepted, not \
+            acted on: flush.policy says when Weir syncs (interval:<ms> is this).",
+    ),
     ConfigKey {
         name: FLUSH_POLICY,
         default: "group-commit",
@@ -70,13 +199,80 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
             does not wait), interval:<ms> (fsync at most every <ms>; up to that much \
             acknowledged data can be lost in a machine crash), none (never fsync on the \
             append path). Every policy survives a broker process crash.",
+        kind: ConfigType::String,
+        honoured: true,
     },
+    accepted(
+        FOLLOWER_REPLICATION_THROTTLED_REPLICAS,
+        "",
+        ConfigType::List,
+        "Replicas (partition:broker, or *) whose follower fetches Kafka \
+            throttles. Accepted, not acted on: Weir throttles a reassignment's \
+            replicas itself (weir partition reassign).",
+    ),
+    accepted(
+        INDEX_INTERVAL_BYTES,
+        "4096",
+        ConfigType::Int,
+        "Bytes between Kafka's offset-index entries. Accepted, not acted on: \
+            the broker's own setting applies to every topic.",
+    ),
+    accepted(
+        LEADER_REPLICATION_THROTTLED_REPLICAS,
+        "",
+        ConfigType::List,
+        "Replicas (partition:broker, or *) whose leader side Kafka throttles. \
+            Accepted, not acted on: Weir throttles a reassignment's replicas \
+            itself (weir partition reassign).",
+    ),
+    accepted(
+        LOCAL_RETENTION_BYTES,
+        "-2",
+        ConfigType::Long,
+        "Tiered storage: bytes kept on local disk (-2: retention.bytes). \
+            Accepted, not acted on: Weir has no tiered storage, every byte is \
+            local.",
+    ),
+    accepted(
+        LOCAL_RETENTION_MS,
+        "-2",
+        ConfigType::Long,
+        "Tiered storage: how long records stay on local disk (-2: \
+            retention.ms). Accepted, not acted on: Weir has no tiered storage, \
+            every record is local.",
+    ),
+    accepted(
+        MAX_COMPACTION_LAG_MS,
+        LONG_MAX,
+        ConfigType::Long,
+        "On compacted topics, the longest a record may stay uncompacted (at \
+            least 1). Accepted, not acted on: Weir's compaction runs on closed \
+            segments as it finds them.",
+    ),
     ConfigKey {
         name: MAX_MESSAGE_BYTES,
         default: "1060864",
         documentation: "Largest record batch accepted, in bytes (a plain-record produce is \
             packed into one batch per partition, so this bounds that too).",
+        kind: ConfigType::Int,
+        honoured: true,
     },
+    accepted(
+        MESSAGE_TIMESTAMP_AFTER_MAX_MS,
+        "3600000",
+        ConfigType::Long,
+        "How far in the future a CreateTime record's timestamp may be before \
+            Kafka refuses it. Accepted, not acted on: Weir keeps producers' \
+            timestamps as they are.",
+    ),
+    accepted(
+        MESSAGE_TIMESTAMP_BEFORE_MAX_MS,
+        LONG_MAX,
+        ConfigType::Long,
+        "How far in the past a CreateTime record's timestamp may be before \
+            Kafka refuses it. Accepted, not acted on: Weir keeps producers' \
+            timestamps as they are.",
+    ),
     ConfigKey {
         name: MESSAGE_TIMESTAMP_TYPE,
         default: "CreateTime",
@@ -84,7 +280,25 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
             stamps every batch with the broker's clock at append. LogAppendTime topics \
             accept plain records only, since rewriting packed batches would mean \
             re-encoding them.",
+        kind: ConfigType::String,
+        honoured: true,
     },
+    accepted(
+        MIN_CLEANABLE_DIRTY_RATIO,
+        "0.5",
+        ConfigType::Double,
+        "On compacted topics, the share of uncompacted log (0 to 1) before \
+            Kafka's cleaner runs. Accepted, not acted on: Weir's compaction runs \
+            on closed segments as it finds them.",
+    ),
+    accepted(
+        MIN_COMPACTION_LAG_MS,
+        "0",
+        ConfigType::Long,
+        "On compacted topics, the least time a record stays uncompacted (at \
+            most max.compaction.lag.ms). Accepted, not acted on: Weir compacts \
+            only closed segments.",
+    ),
     ConfigKey {
         name: MIN_INSYNC_REPLICAS,
         default: "1",
@@ -92,30 +306,82 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
             for an acks=all produce to be accepted; with fewer, the produce is refused with \
             NOT_ENOUGH_REPLICAS and nothing is appended. acks=leader and acks=none are not \
             affected.",
+        kind: ConfigType::Int,
+        honoured: true,
     },
+    accepted(
+        PREALLOCATE,
+        "false",
+        ConfigType::Boolean,
+        "Whether Kafka preallocates a new segment file. Accepted, not acted on: \
+            Weir never preallocates segment files.",
+    ),
+    accepted(
+        REMOTE_LOG_COPY_DISABLE,
+        "false",
+        ConfigType::Boolean,
+        "Tiered storage: stop copying segments to remote storage. Accepted, not \
+            acted on: Weir has no tiered storage.",
+    ),
+    accepted(
+        REMOTE_LOG_DELETE_ON_DISABLE,
+        "false",
+        ConfigType::Boolean,
+        "Tiered storage: delete remote segments when tiering is turned off. \
+            Accepted, not acted on: Weir has no tiered storage.",
+    ),
+    accepted(
+        REMOTE_STORAGE_ENABLE,
+        "false",
+        ConfigType::Boolean,
+        "Tiered storage for the topic. Weir has none: only false is accepted, \
+            as Kafka refuses true on a broker without remote storage.",
+    ),
     ConfigKey {
         name: RETENTION_BYTES,
         default: "-1",
         documentation: "Delete the oldest closed segments of a partition while it is \
             larger than this many bytes; -1 keeps any size.",
+        kind: ConfigType::Long,
+        honoured: true,
     },
     ConfigKey {
         name: RETENTION_MS,
         default: "604800000",
         documentation: "Delete closed segments whose newest record is older than this \
             many milliseconds (7 days by default); -1 keeps records forever.",
+        kind: ConfigType::Long,
+        honoured: true,
     },
     ConfigKey {
         name: SEGMENT_BYTES,
         default: "1073741824",
         documentation: "Roll to a new segment file once the active one holds this many \
             bytes (at least 1024). Retention deletes whole segments.",
+        kind: ConfigType::Int,
+        honoured: true,
     },
+    accepted(
+        SEGMENT_INDEX_BYTES,
+        "10485760",
+        ConfigType::Int,
+        "Kafka's offset-index size per segment (at least 4). Accepted, not \
+            acted on: the broker's own setting applies to every topic.",
+    ),
+    accepted(
+        SEGMENT_JITTER_MS,
+        "0",
+        ConfigType::Long,
+        "A random cut from segment.ms so segments of many partitions do not \
+            roll at once. Accepted, not acted on: Weir rolls at segment.ms.",
+    ),
     ConfigKey {
         name: SEGMENT_MS,
         default: "604800000",
         documentation: "Roll to a new segment once the active segment's first record is \
             this many milliseconds old, so time-based retention can delete it.",
+        kind: ConfigType::Long,
+        honoured: true,
     },
     ConfigKey {
         name: UNCLEAN_LEADER_ELECTION_ENABLE,
@@ -123,6 +389,8 @@ pub const CONFIG_KEYS: &[ConfigKey] = &[
         documentation: "When no in-sync replica can lead a partition, elect any live replica \
             (true) instead of waiting for an in-sync one to return (false). true trades \
             acknowledged records that only the old in-sync replicas held for availability.",
+        kind: ConfigType::Boolean,
+        honoured: true,
     },
 ];
 
@@ -158,6 +426,9 @@ pub struct ConfigEntry {
     pub value: String,
     pub is_default: bool,
     pub documentation: &'static str,
+    pub kind: ConfigType,
+    /// Whether Weir acts on it ([`ConfigKey::honoured`]).
+    pub honoured: bool,
 }
 
 /// A topic's settings, parsed.
@@ -222,14 +493,32 @@ impl TopicConfig {
                 value: self.value(key).to_string(),
                 is_default: !self.overrides.contains_key(key.name),
                 documentation: key.documentation,
+                kind: key.kind,
+                honoured: key.honoured,
             })
             .collect()
     }
 
-    /// Parses every key into the settings partitions run with.
+    /// Parses every key into the settings partitions run with (and checks the keys
+    /// accepted without being acted on, as Kafka checks them).
     pub fn effective(&self) -> Result<EffectiveConfig, ConfigError> {
-        for key in self.overrides.keys() {
-            key_of(key)?;
+        for (key, value) in &self.overrides {
+            if !key_of(key)?.honoured {
+                check_accepted(key, value)?;
+            }
+        }
+        // Both checked above when set, and their defaults parse: as Kafka, the two must
+        // also agree with each other.
+        let lag = |name: &str| {
+            let value = self.value(key_of(name).expect("a known key"));
+            value.trim().parse::<i64>().unwrap_or_default()
+        };
+        let (min_lag, max_lag) = (lag(MIN_COMPACTION_LAG_MS), lag(MAX_COMPACTION_LAG_MS));
+        if min_lag > max_lag {
+            return Err(ConfigError::Invalid(format!(
+                "{MIN_COMPACTION_LAG_MS} ({min_lag}) is greater than {MAX_COMPACTION_LAG_MS} \
+                 ({max_lag})"
+            )));
         }
         let get = |name: &str| {
             let key = key_of(name).expect("a known key");
@@ -301,6 +590,88 @@ impl TopicConfig {
             min_insync_replicas,
             unclean_leader_election,
         })
+    }
+}
+
+/// Checks the value of a key Weir accepts without acting on, with Kafka 4.0's
+/// `LogConfig` rule for it (type and range), so what Kafka refuses is refused here too.
+pub fn check_accepted(key: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = |expected: &'static str| {
+        Err(ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected,
+        })
+    };
+    let trimmed = value.trim();
+    let long_at_least = |min: i64, expected| match trimmed.parse::<i64>() {
+        Ok(n) if n >= min => Ok(()),
+        _ => bad(expected),
+    };
+    let int_within = |min: i32, max: i32, expected| match trimmed.parse::<i32>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(()),
+        _ => bad(expected),
+    };
+    let boolean = || match trimmed.to_ascii_lowercase().as_str() {
+        "true" | "false" => Ok(()),
+        _ => bad("true or false"),
+    };
+    match key {
+        SEGMENT_JITTER_MS
+        | FLUSH_MS
+        | FILE_DELETE_DELAY_MS
+        | MIN_COMPACTION_LAG_MS
+        | MESSAGE_TIMESTAMP_BEFORE_MAX_MS
+        | MESSAGE_TIMESTAMP_AFTER_MAX_MS => {
+            long_at_least(0, "an integer of at least 0 (a 64-bit long)")
+        }
+        FLUSH_MESSAGES | MAX_COMPACTION_LAG_MS => {
+            long_at_least(1, "an integer of at least 1 (a 64-bit long)")
+        }
+        LOCAL_RETENTION_MS | LOCAL_RETENTION_BYTES => long_at_least(
+            -2,
+            "an integer of at least -2 (-2: as retention, -1: no limit)",
+        ),
+        SEGMENT_INDEX_BYTES => int_within(4, i32::MAX, "an integer from 4 to 2147483647"),
+        INDEX_INTERVAL_BYTES => int_within(0, i32::MAX, "an integer from 0 to 2147483647"),
+        COMPRESSION_GZIP_LEVEL => match trimmed.parse::<i32>() {
+            Ok(-1 | 1..=9) => Ok(()),
+            _ => bad("an integer from 1 to 9, or -1"),
+        },
+        COMPRESSION_LZ4_LEVEL => int_within(1, 17, "an integer from 1 to 17"),
+        COMPRESSION_ZSTD_LEVEL => int_within(-131_072, 22, "an integer from -131072 to 22"),
+        MIN_CLEANABLE_DIRTY_RATIO => match trimmed.parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(()),
+            _ => bad("a number from 0 to 1"),
+        },
+        COMPRESSION_TYPE => match trimmed {
+            "uncompressed" | "zstd" | "lz4" | "snappy" | "gzip" | "producer" => Ok(()),
+            _ => bad("one of uncompressed, zstd, lz4, snappy, gzip, producer"),
+        },
+        PREALLOCATE | REMOTE_LOG_COPY_DISABLE | REMOTE_LOG_DELETE_ON_DISABLE => boolean(),
+        REMOTE_STORAGE_ENABLE => match trimmed.to_ascii_lowercase().as_str() {
+            "false" => Ok(()),
+            "true" => bad("false: this broker has no tiered (remote) storage"),
+            _ => bad("true or false"),
+        },
+        LEADER_REPLICATION_THROTTLED_REPLICAS | FOLLOWER_REPLICATION_THROTTLED_REPLICAS => {
+            let items: Vec<&str> = trimmed
+                .split(',')
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .collect();
+            let replica = |item: &str| {
+                item.split_once(':').is_some_and(|(p, b)| {
+                    p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok()
+                })
+            };
+            if items == ["*"] || items.iter().all(|i| replica(i)) {
+                Ok(())
+            } else {
+                bad("* or a list of partition:broker (e.g. 0:101,1:102)")
+            }
+        }
+        _ => Err(ConfigError::UnknownKey(key.to_string())),
     }
 }
 
@@ -486,6 +857,118 @@ mod tests {
         ] {
             let err = TopicConfig::new(map(&[(k, v)])).unwrap_err().to_string();
             assert!(err.contains(needle), "{k}={v}: {err}");
+        }
+    }
+
+    /// Every topic key of Kafka 4.0's `LogConfig` is accepted with a valid value and its
+    /// Kafka default; what Kafka refuses is refused, naming the key.
+    #[test]
+    fn every_kafka_topic_key_is_accepted_and_checked_as_kafka_checks_it() {
+        const KAFKA_4_TOPIC_KEYS: [&str; 33] = [
+            "cleanup.policy",
+            "compression.gzip.level",
+            "compression.lz4.level",
+            "compression.type",
+            "compression.zstd.level",
+            "delete.retention.ms",
+            "file.delete.delay.ms",
+            "flush.messages",
+            "flush.ms",
+            "follower.replication.throttled.replicas",
+            "index.interval.bytes",
+            "leader.replication.throttled.replicas",
+            "local.retention.bytes",
+            "local.retention.ms",
+            "max.compaction.lag.ms",
+            "max.message.bytes",
+            "message.timestamp.after.max.ms",
+            "message.timestamp.before.max.ms",
+            "message.timestamp.type",
+            "min.cleanable.dirty.ratio",
+            "min.compaction.lag.ms",
+            "min.insync.replicas",
+            "preallocate",
+            "remote.log.copy.disable",
+            "remote.log.delete.on.disable",
+            "remote.storage.enable",
+            "retention.bytes",
+            "retention.ms",
+            "segment.bytes",
+            "segment.index.bytes",
+            "segment.jitter.ms",
+            "segment.ms",
+            "unclean.leader.election.enable",
+        ];
+        let ours: Vec<&str> = CONFIG_KEYS
+            .iter()
+            .map(|k| k.name)
+            .filter(|n| *n != FLUSH_POLICY)
+            .collect();
+        assert_eq!(ours, KAFKA_4_TOPIC_KEYS);
+        // Each key set to its own default, all at once, is a valid configuration.
+        let defaults: BTreeMap<String, String> = CONFIG_KEYS
+            .iter()
+            .map(|k| (k.name.to_string(), k.default.to_string()))
+            .collect();
+        TopicConfig::new(defaults).unwrap();
+        let good = map(&[
+            (COMPRESSION_TYPE, "zstd"),
+            (COMPRESSION_ZSTD_LEVEL, "-5"),
+            (COMPRESSION_GZIP_LEVEL, "9"),
+            (FLUSH_MS, "1000"),
+            (FLUSH_MESSAGES, "1"),
+            (MAX_COMPACTION_LAG_MS, "60000"),
+            (MIN_COMPACTION_LAG_MS, "60000"),
+            (MIN_CLEANABLE_DIRTY_RATIO, "0.25"),
+            (PREALLOCATE, "TRUE"),
+            (LEADER_REPLICATION_THROTTLED_REPLICAS, "0:1, 1:2"),
+            (FOLLOWER_REPLICATION_THROTTLED_REPLICAS, "*"),
+            (LOCAL_RETENTION_MS, "-2"),
+            (REMOTE_STORAGE_ENABLE, "false"),
+        ]);
+        let config = TopicConfig::new(good).unwrap();
+        let entry = config.entries();
+        let compression = entry.iter().find(|e| e.name == COMPRESSION_TYPE).unwrap();
+        assert_eq!(
+            (compression.value.as_str(), compression.is_default),
+            ("zstd", false)
+        );
+        for (k, v, expected) in [
+            (COMPRESSION_TYPE, "brotli", "one of uncompressed"),
+            (COMPRESSION_GZIP_LEVEL, "0", "1 to 9, or -1"),
+            (COMPRESSION_LZ4_LEVEL, "18", "1 to 17"),
+            (COMPRESSION_ZSTD_LEVEL, "23", "-131072 to 22"),
+            (FLUSH_MESSAGES, "0", "at least 1"),
+            (FLUSH_MS, "-1", "at least 0"),
+            (FLUSH_MS, "soon", "at least 0"),
+            (MIN_CLEANABLE_DIRTY_RATIO, "1.5", "0 to 1"),
+            (PREALLOCATE, "yes", "true or false"),
+            (REMOTE_STORAGE_ENABLE, "true", "no tiered"),
+            (LOCAL_RETENTION_BYTES, "-3", "at least -2"),
+            (SEGMENT_INDEX_BYTES, "3", "from 4"),
+            (
+                LEADER_REPLICATION_THROTTLED_REPLICAS,
+                "0-1",
+                "partition:broker",
+            ),
+        ] {
+            let err = TopicConfig::new(map(&[(k, v)])).unwrap_err().to_string();
+            assert!(err.contains(k) && err.contains(expected), "{k}={v}: {err}");
+        }
+        let err = TopicConfig::new(map(&[
+            (MIN_COMPACTION_LAG_MS, "10"),
+            (MAX_COMPACTION_LAG_MS, "5"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(MIN_COMPACTION_LAG_MS), "{err}");
+        // Removed from Kafka 4.0: unknown there, unknown here.
+        for gone in [
+            "message.timestamp.difference.max.ms",
+            "message.format.version",
+        ] {
+            let err = TopicConfig::new(map(&[(gone, "1")])).unwrap_err();
+            assert!(matches!(err, ConfigError::UnknownKey(_)), "{gone}: {err}");
         }
     }
 

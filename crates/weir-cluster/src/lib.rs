@@ -50,7 +50,8 @@ mod sim_rng;
 mod topic_name;
 
 pub use config::{
-    CONFIG_KEYS, CleanupPolicy, ConfigEntry, EffectiveConfig, TimestampType, TopicConfig,
+    CONFIG_KEYS, CleanupPolicy, ConfigEntry, ConfigType, EffectiveConfig, TimestampType,
+    TopicConfig,
 };
 pub use error::{ClusterError, ConfigError, MetadataError, TopicNameError};
 pub use group::{GroupConfig, GroupCoordinator, GroupError};

@@ -73,6 +73,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidRequest
         | R::OffsetOutOfRange { .. }
         | R::CorruptBatch
+        | R::InvalidRecord
         | R::UnknownMember
         | R::FencedMember
         | R::StaleMemberEpoch

@@ -3,7 +3,9 @@
 //! to [`MAX_IN_FLIGHT_PER_CONNECTION`] requests (and
 //! [`MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION`] bytes of them) in flight and writes the
 //! answers in request order: in-memory chunks with vectored writes, record batches left
-//! in their segment files ([`Chunk::File`]) with `sendfile` on a plain socket.
+//! in their segment files ([`Chunk::File`]) with `sendfile` on a plain socket. A request
+//! the handler does not pipeline ([`Handler::pipelined`]) runs alone, as Kafka runs
+//! each: after every request before it is answered, and before the next is read.
 //!
 //! What closes a connection, after the answers to the requests before it are written
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
@@ -44,7 +46,7 @@ use weir_broker::fetch::FileSlice;
 use weir_security::tls::{self, ServerTls};
 
 use crate::apis;
-use crate::frame::{self, MAX_REQUEST_FRAME_BYTES};
+use crate::frame::{self, MAX_REQUEST_FRAME_BYTES, Request};
 use crate::handler::{Chunk, ConnectionInfo, Handler, HandlerError, Response};
 use crate::sasl::{self, SaslState};
 
@@ -229,6 +231,28 @@ struct Answer {
     /// [`MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION`] until the answer is written.
     request_bytes: usize,
     result: Result<Response, HandlerError>,
+    /// The request ran alone ([`Handler::pipelined`] false): reading resumes once this is
+    /// answered.
+    alone: bool,
+}
+
+/// The [`Answer`] a started request's result becomes (one function, so every request the
+/// handler starts is the same type of future in flight).
+fn answered(
+    api_key: ApiKey,
+    response_version: i16,
+    correlation_id: i32,
+    request_bytes: usize,
+    alone: bool,
+) -> impl FnOnce(Result<Response, HandlerError>) -> Answer {
+    move |result| Answer {
+        api_key,
+        response_version,
+        correlation_id,
+        request_bytes,
+        result,
+        alone,
+    }
 }
 
 /// Why a connection stops reading; logged once, after the answers before it.
@@ -332,11 +356,36 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
     let mut reserved: Option<RequestBytesPermit> = None;
     let mut close: Option<Close> = None;
     let mut sasl_state = SaslState::default();
+    // Kafka answers one request of a connection at a time, so each sees what the one
+    // before it did (a consumer's committed() right after an asynchronous commit). Here
+    // only produces and fetches run alongside each other (their order is kept where it
+    // matters: a produce queues its appends in `Handler::start`); any other request
+    // waits in `held` until everything before it is answered, then runs `alone`, and
+    // nothing after it is read until it is answered.
+    let mut held: Option<(Request, usize, RequestBytesPermit)> = None;
+    let mut alone = false;
     let authority = handler.sasl();
     let must_authenticate = authority.is_some_and(|a| a.required());
     let cut_off = handler.until_cut_off();
     tokio::pin!(cut_off);
     loop {
+        if in_flight.is_empty()
+            && let Some((request, request_bytes, permit)) = held.take()
+        {
+            let api_key = request.api_key;
+            let (response_version, correlation_id) = (request.api_version, request.correlation_id);
+            let handled = handler.start(info, request).await.map(answered(
+                api_key,
+                response_version,
+                correlation_id,
+                request_bytes,
+                true,
+            ));
+            alone = true;
+            in_flight_bytes += request_bytes;
+            budgeted.push_back(permit);
+            in_flight.push_back(Either::Left(handled));
+        }
         let reading = close.is_none();
         if !reading && in_flight.is_empty() {
             break;
@@ -347,6 +396,7 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
                 let answer: Answer = answer;
                 in_flight_bytes -= answer.request_bytes;
+                alone &= !answer.alone;
                 let written = write_answer(&mut writer, answer).await;
                 budgeted.pop_front();
                 if let Err(reason) = written {
@@ -374,6 +424,8 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
             }
             read = read_budgeted(&mut reader, &mut buf, limits.max_request_frame_bytes, &budget, &mut reserved),
                 if reading
+                    && held.is_none()
+                    && !alone
                     && in_flight.len() < limits.max_in_flight
                     && in_flight_bytes < limits.max_in_flight_request_bytes =>
             {
@@ -447,6 +499,7 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                         correlation_id,
                         request_bytes,
                         result,
+                        alone: false,
                     })));
                     continue;
                 }
@@ -458,6 +511,7 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                             correlation_id,
                             request_bytes,
                             result: Ok(response),
+                            alone: false,
                         },
                         Err(err) => Answer {
                             api_key,
@@ -465,22 +519,28 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                             correlation_id,
                             request_bytes,
                             result: Err(err),
+                            alone: false,
                         },
                     };
                     in_flight_bytes += request_bytes;
                     budgeted.push_back(permit);
                     in_flight.push_back(Either::Right(future::ready(answer)));
                 } else if apis::is_served(table, api_key, request.api_version) {
+                    if !handler.pipelined(api_key) {
+                        // Started at the top of the loop once nothing is in flight.
+                        held = Some((request, request_bytes, permit));
+                        continue;
+                    }
                     let response_version = request.api_version;
                     // The in-order part (a produce queues its appends) runs here, before the
                     // next request is read; the rest completes in flight.
-                    let handled = handler.start(info, request).await.map(move |result| Answer {
+                    let handled = handler.start(info, request).await.map(answered(
                         api_key,
                         response_version,
                         correlation_id,
                         request_bytes,
-                        result,
-                    });
+                        false,
+                    ));
                     in_flight_bytes += request_bytes;
                     budgeted.push_back(permit);
                     in_flight.push_back(Either::Left(handled));
@@ -728,6 +788,7 @@ mod tests {
                 response_version: 9,
                 correlation_id: 0x0102_0304,
                 request_bytes: 0,
+                alone: false,
                 result: Ok(Response::Body(vec![
                     Chunk::Bytes(Bytes::from_static(b"ab")),
                     Chunk::Bytes(Bytes::new()),
@@ -747,6 +808,7 @@ mod tests {
             response_version: 4,
             correlation_id: 7,
             request_bytes: 0,
+            alone: false,
             result: Ok(Response::Body(vec![
                 Chunk::Bytes(Bytes::from_static(b"ab")),
                 Chunk::File(slice.clone()),
@@ -835,6 +897,7 @@ mod tests {
             response_version: 9,
             correlation_id: 1,
             request_bytes: 0,
+            alone: false,
             result: Ok(Response::Silent),
         };
         assert!(runtime.block_on(write_answer(&mut writer, answer)).is_ok());

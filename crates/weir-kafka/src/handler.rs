@@ -70,6 +70,16 @@ pub trait Handler: Send + Sync + 'static {
         request: Request,
     ) -> impl Future<Output = Result<Response, HandlerError>> + Send;
 
+    /// Whether a request of `api_key` may run while others of its connection are in
+    /// flight. `false`: as Kafka handles every request, it starts once every earlier
+    /// request of the connection is answered, and the connection reads nothing more until
+    /// it is answered, so it sees what the requests before it did and the requests after
+    /// it see what it did. By default every request may.
+    fn pipelined(&self, api_key: ApiKey) -> bool {
+        let _ = api_key;
+        true
+    }
+
     /// Whether this broker can serve no client for now (cut off from its cluster): the
     /// listener turns new connections away (accepts and closes them) meanwhile. A Kafka
     /// client keeps asking the broker it last used for metadata (librdkafka prefers the

@@ -58,19 +58,26 @@ struct Gated {
     table: Vec<(ApiKey, i16, i16)>,
     gates: Mutex<HashMap<i32, oneshot::Receiver<()>>>,
     seen: watch::Sender<Seen>,
+    /// Metadata requests are not pipelined ([`Handler::pipelined`]): each runs alone.
+    alone: bool,
 }
 
 impl Gated {
     fn new() -> Arc<Gated> {
+        Arc::new(Gated::with_alone(false))
+    }
+
+    fn with_alone(alone: bool) -> Gated {
         let metadata = codec_versions(ApiKey::Metadata);
-        Arc::new(Gated {
+        Gated {
             table: vec![
                 (ApiKey::ApiVersions, 0, 4),
                 (ApiKey::Metadata, metadata.min, metadata.max),
             ],
             gates: Mutex::new(HashMap::new()),
             seen: watch::Sender::new(Seen::default()),
-        })
+            alone,
+        }
     }
 
     /// Closes the gate of `correlation_id`; the returned sender opens it.
@@ -92,6 +99,10 @@ impl Gated {
 impl Handler for Gated {
     fn supported_apis(&self) -> &[(ApiKey, i16, i16)] {
         &self.table
+    }
+
+    fn pipelined(&self, _: ApiKey) -> bool {
+        !self.alone
     }
 
     async fn handle(&self, _: &ConnectionInfo, request: Request) -> Result<Response, HandlerError> {
@@ -386,6 +397,35 @@ async fn pipelined_requests_are_answered_in_order_when_they_finish_out_of_order(
         let response: MetadataResponse = decode_all(body, version);
         assert_eq!(response.throttle_time_ms, id);
     }
+}
+
+/// Requests that are not pipelined run one at a time, as Kafka runs every request: each
+/// starts once the one before it is answered, though all were sent at once.
+#[tokio::test]
+async fn requests_that_run_alone_start_after_the_one_before_is_answered() {
+    let handler = Arc::new(Gated::with_alone(true));
+    let running = start(handler.clone()).await;
+    let mut stream = connect(&running).await;
+    let count = 4;
+    let mut gates: Vec<_> = (0..count).map(|id| handler.gate(id)).collect();
+    let mut pipelined = Vec::new();
+    for id in 0..count {
+        pipelined.extend_from_slice(&metadata_request(12, id));
+    }
+    stream.write_all(&pipelined).await.unwrap();
+    // Opened first to last, each once its request is the one running.
+    for id in 0..count {
+        handler
+            .wait_for("the next one called", |s| s.called.last() == Some(&id))
+            .await;
+        gates.remove(0).send(()).unwrap();
+        let payload = next_response(&mut stream).await.expect("an answer");
+        let (correlation_id, _) = response_header(payload, ApiKey::Metadata, 12);
+        assert_eq!(correlation_id, id);
+    }
+    let seen = handler.seen.borrow().clone();
+    assert_eq!(seen.called, (0..count).collect::<Vec<_>>());
+    assert_eq!(seen.most_in_flight, 1, "never two at once: {seen:?}");
 }
 
 #[tokio::test]

@@ -191,6 +191,40 @@ impl Log {
         }
     }
 
+    /// The newest record timestamp in the log, or `None` if it holds no batch: the
+    /// largest of its segments' newest timestamps (a closed segment's from its time index,
+    /// which [`offset_for_timestamp`](Self::offset_for_timestamp) then checks against the
+    /// batches when asked for it). With it, `offset_for_timestamp` finds the first record
+    /// that has it, which is Kafka's ListOffsets MAX_TIMESTAMP (KIP-734).
+    pub fn max_timestamp(&self) -> Result<Option<i64>, ReadError> {
+        let mut max: Option<i64> = None;
+        let mut next: Option<i64> = None;
+        // One segment per lock, visited by offset as `offset_for_timestamp` does, so
+        // opening closed segments never holds appends up for long.
+        loop {
+            let mut inner = self.lock();
+            let first = *inner.segments.keys().next().expect("a log has a segment");
+            let base = match next {
+                None => first,
+                Some(n) if n >= inner.next_offset => return Ok(max),
+                Some(n) => inner
+                    .segments
+                    .range(..=n)
+                    .next_back()
+                    .map_or(first, |(b, _)| *b),
+            };
+            let seg_end = inner.end_of(base);
+            next = Some(seg_end);
+            let seg = inner.segments.get_mut(&base).expect("segment exists");
+            seg.ensure_open(self.storage.as_ref(), &self.config, seg_end)
+                .map_err(open_to_read)?;
+            max = max.max(seg.max_timestamp());
+            if seg_end >= inner.next_offset {
+                return Ok(max);
+            }
+        }
+    }
+
     /// The offset of the first record whose timestamp is at least `timestamp`, or `None`
     /// if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<i64>, ReadError> {

@@ -168,6 +168,29 @@ fn offset_for_timestamp_finds_the_first_record_at_or_after() {
     );
 }
 
+/// Kafka's ListOffsets MAX_TIMESTAMP: the newest timestamp wherever it is, and the first
+/// record that has it, before and after a reopen (closed segments' from their indexes).
+#[test]
+fn max_timestamp_and_the_first_record_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), None, "an empty log");
+    // Batch i holds offsets 5i..5i+4; batches 37 and 60 have the newest timestamp, in an
+    // early segment, and the last batch an older one.
+    fill(&log, 100, 5, |i| match i {
+        37 | 60 => 9000,
+        i => 1000 + i as i64,
+    });
+    assert!(log.segment_count() > 3, "batches over several segments");
+    let newest = log.max_timestamp().unwrap();
+    assert_eq!(newest, Some(9000));
+    assert_eq!(log.offset_for_timestamp(9000).unwrap(), Some(185));
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.max_timestamp().unwrap(), Some(9000), "after reopen");
+    assert_eq!(log.offset_for_timestamp(9000).unwrap(), Some(185));
+}
+
 #[test]
 fn truncate_removes_the_tail_across_segments_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();

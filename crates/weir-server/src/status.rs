@@ -69,7 +69,8 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::InvalidSessionTimeout
         | Reason::MetadataTooLarge
         | Reason::RecordTooLarge
-        | Reason::CorruptBatch => Code::InvalidArgument,
+        | Reason::CorruptBatch
+        | Reason::InvalidRecord => Code::InvalidArgument,
         Reason::OffsetOutOfRange { .. } => Code::OutOfRange,
         // Go to the leader the message names (or refresh metadata and retry); or the
         // request does not fit the state it met.

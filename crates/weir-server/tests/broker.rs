@@ -693,6 +693,46 @@ async fn bad_input_gets_the_right_code_and_appends_nothing() {
             (0, 2, 0)
         );
 
+        // A compacted topic refuses records without keys, plain or packed (compressed
+        // too), as INVALID_RECORD naming the first; nothing of the partition's data is
+        // appended. Keyed records go in.
+        c.create("cmp", 1, &[("cleanup.policy", "compact")]).await;
+        let mut keyless = plain(0, &values("p", 3), Compression::None);
+        if let Some(partition_records::Data::Records(list)) = &mut keyless.data {
+            list.records[1].key = None;
+        }
+        let mut b = weir_log::RecordBatchBuilder::new(weir_log::Compression::Zstd);
+        for (i, key) in [Some("k"), None].into_iter().enumerate() {
+            b.push(&weir_log::Record {
+                key: key.and_then(value),
+                value: value(&format!("z{i}")),
+                headers: vec![],
+                timestamp: 5,
+            });
+        }
+        let packed_keyless = packed(0, b.build().unwrap().freeze());
+        for (part, first) in [(keyless, "index 1"), (packed_keyless, "index 1")] {
+            let resp = c.produce(request("cmp", vec![part], Acks::All)).await;
+            let err = resp.results[0].error.clone().expect("refused");
+            assert_eq!(err.code, Code::InvalidArgument as i32, "{}", err.message);
+            assert_eq!(err.reason, "INVALID_RECORD", "{}", err.message);
+            assert!(
+                err.message.contains("without a key") && err.message.contains(first),
+                "{}",
+                err.message
+            );
+        }
+        assert_eq!(c.latest("cmp", 0).await, 0);
+        let resp = c
+            .produce(request(
+                "cmp",
+                vec![plain(0, &values("k", 2), Compression::None)],
+                Acks::All,
+            ))
+            .await;
+        assert_eq!(resp.results[0].error, None);
+        assert_eq!(c.latest("cmp", 0).await, 2);
+
         // Offsets out of range name the valid range.
         let r = c.fetch("bad", 1, 3).await;
         let err = r.error.unwrap();

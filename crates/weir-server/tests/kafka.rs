@@ -1,7 +1,7 @@
 //! A broker's Kafka listeners, spoken to over TCP with kafka-protocol's client side:
-//! OffsetForLeaderEpoch as Kafka clients ask it after a failover, and the addresses each
-//! listener (the Kafka one and the external one) tells its clients for brokers and group
-//! coordinators.
+//! OffsetForLeaderEpoch as Kafka clients ask it after a failover, ListOffsets' special
+//! timestamps no pinned client sends, and the addresses each listener (the Kafka one and
+//! the external one) tells its clients for brokers and group coordinators.
 
 mod common;
 
@@ -11,8 +11,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest,
-    OffsetForLeaderEpochResponse, RequestHeader, ResponseHeader, TopicName,
+    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
+    ResponseHeader, TopicName,
+    list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
     offset_for_leader_epoch_response::EpochEndOffset,
 };
@@ -187,6 +189,102 @@ async fn offset_for_leader_epoch_answers_where_a_past_epoch_ended() {
         // A topic that does not exist.
         let ends = epoch_ends(kafka, 4, "nope", &[(0, -1, 0)]).await;
         assert_eq!(ends[0].error_code, 3);
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// ListOffsets of partition 0 of `topic` at v9 for each timestamp asked: `(error code,
+/// offset, timestamp, leader epoch)` each.
+async fn list_offsets(kafka: SocketAddr, topic: &str, asked: &[i64]) -> Vec<(i16, i64, i64, i32)> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(
+                    asked
+                        .iter()
+                        .map(|&timestamp| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(0)
+                                .with_timestamp(timestamp)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let response: ListOffsetsResponse = call(kafka, 9, &request).await;
+    response.topics[0]
+        .partitions
+        .iter()
+        .map(|p| (p.error_code, p.offset, p.timestamp, p.leader_epoch))
+        .collect()
+}
+
+/// The special timestamps as Kafka 4 answers them without tiered storage, on an empty
+/// partition and on one with records: by timestamp with no record at or after it, and
+/// max-timestamp on an empty partition, are -1 and -1; earliest-local is the log start;
+/// latest-tiered is -1 with leader epoch -1.
+#[tokio::test]
+async fn list_offsets_special_timestamps_answer_as_kafka_does() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = weir_server::start(weir_server::ServerConfig {
+            kafka_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..config(dir.path())
+        })
+        .await
+        .unwrap();
+        let kafka = server.kafka_addr.expect("a Kafka listener");
+        let mut clients = connect(server.addr).await;
+        clients.create("lo", 1, &[]).await;
+        const MAX_TIMESTAMP: i64 = -3;
+        const EARLIEST_LOCAL: i64 = -4;
+        const LATEST_TIERED: i64 = -5;
+        let epoch = leader_epoch(clients.admin.clone(), "lo").await;
+
+        let empty = list_offsets(
+            kafka,
+            "lo",
+            &[0, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED],
+        )
+        .await;
+        assert_eq!(
+            empty,
+            [
+                (0, -1, -1, -1),
+                (0, -1, -1, -1),
+                (0, 0, -1, epoch),
+                (0, -1, -1, -1)
+            ]
+        );
+
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        assert!(produce(clients.producer.clone(), "lo", &["a", "b", "c"]).await);
+        let got = list_offsets(
+            kafka,
+            "lo",
+            &[
+                0,
+                i64::MAX / 2,
+                MAX_TIMESTAMP,
+                EARLIEST_LOCAL,
+                LATEST_TIERED,
+            ],
+        )
+        .await;
+        assert_eq!(got[0].1, 0, "every record is at or after 0: {got:?}");
+        assert!(got[0].2 >= before, "the record's own timestamp: {got:?}");
+        assert_eq!(got[1], (0, -1, -1, -1), "no record that new");
+        // One of the three, with the newest timestamp (the exact record is checked
+        // through confluent-kafka with timestamps of its own: tests/kafka/kafka_answers.py).
+        assert!((0..3).contains(&got[2].1), "{got:?}");
+        assert!(got[2].2 >= got[0].2, "{got:?}");
+        assert_eq!(got[3], (0, 0, -1, epoch));
+        assert_eq!(got[4], (0, -1, -1, -1));
         server.shutdown().await.unwrap();
     })
     .await;

@@ -189,7 +189,7 @@ pub struct ShareConsumerConfig {
     /// Bootstrap broker addresses, `host:port` or `http://host:port` (an entry may be a
     /// comma-separated list); the first reachable is asked for the group's coordinator.
     pub brokers: Vec<String>,
-    /// The share group: 1 to 249 characters of `[a-zA-Z0-9._-]`.
+    /// The share group: any non-empty string of at most 249 bytes.
     pub group_id: String,
     /// Topics to read (all their partitions): 1 to [`MAX_TOPICS`].
     pub topics: Vec<String>,

@@ -73,8 +73,12 @@ pub const DEFAULT_OFFSETS_PARTITIONS: u32 = 16;
 pub const OFFSETS_REPLICATION_FACTOR: u32 = 3;
 /// `segment.bytes` of `__consumer_offsets`: small segments so compaction can clean them.
 pub const OFFSETS_SEGMENT_BYTES: u64 = 100 * 1024 * 1024;
-/// Longest group id (the topic-name rule's length).
-pub const MAX_GROUP_ID_CHARS: usize = 249;
+/// Longest group id, in bytes of UTF-8. Kafka accepts any non-empty string as a group id,
+/// bounded only by its protocol's string length (32,767 bytes); Weir keeps ids short
+/// enough for every place one is stored or shown: `__consumer_offsets` keys, the share
+/// state records (at most 255 bytes, `share::MAX_GROUP_ID_BYTES`), metric labels and
+/// console URLs.
+pub const MAX_GROUP_ID_BYTES: usize = 249;
 /// Longest member id a client may choose (the broker's own are 36-character UUIDs).
 pub const MAX_MEMBER_ID_CHARS: usize = 128;
 /// Longest client id or client host kept for a member.
@@ -695,29 +699,31 @@ pub fn find_coordinator(
     )?)
 }
 
-/// Checks a group id: 1 to [`MAX_GROUP_ID_CHARS`] characters of `[a-zA-Z0-9._-]`.
+/// Checks a group id: any non-empty string (as Kafka: `roundrobin,range`, `a/b`, spaces
+/// and any Unicode are group ids; only topic names have an alphabet) of at most
+/// [`MAX_GROUP_ID_BYTES`] bytes.
 pub fn validate_group_id(group_id: &str) -> Result<(), GroupError> {
     let bad = |reason: String| {
+        let mut shown = group_id.to_owned();
+        if shown.len() > MAX_GROUP_ID_BYTES {
+            let cut = (0..=MAX_GROUP_ID_BYTES)
+                .rev()
+                .find(|&i| shown.is_char_boundary(i))
+                .unwrap_or(0);
+            shown.truncate(cut);
+        }
         Err(GroupError::InvalidGroupId {
-            group_id: group_id.chars().take(MAX_GROUP_ID_CHARS).collect(),
+            group_id: shown,
             reason,
         })
     };
     if group_id.is_empty() {
         return bad("it is empty".to_string());
     }
-    if group_id.len() > MAX_GROUP_ID_CHARS {
+    if group_id.len() > MAX_GROUP_ID_BYTES {
         return bad(format!(
-            "it is {} bytes long; the limit is {MAX_GROUP_ID_CHARS}",
+            "it is {} bytes long; the limit is {MAX_GROUP_ID_BYTES}",
             group_id.len()
-        ));
-    }
-    if let Some(ch) = group_id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return bad(format!(
-            "it has the character {ch:?}; only ASCII letters, digits, '.', '_' and '-' are allowed"
         ));
     }
     Ok(())
@@ -757,16 +763,32 @@ mod tests {
     }
 
     #[test]
-    fn group_ids_are_checked() {
-        assert!(validate_group_id("orders.v1_x-2").is_ok());
-        for bad in ["", "a b", "ü", &"x".repeat(250)] {
-            assert!(
-                matches!(
-                    validate_group_id(bad),
-                    Err(GroupError::InvalidGroupId { .. })
-                ),
-                "{bad}"
-            );
+    fn any_non_empty_group_id_up_to_the_limit_is_accepted_as_kafka_does() {
+        let longest = "x".repeat(MAX_GROUP_ID_BYTES);
+        for good in [
+            "orders.v1_x-2",
+            "roundrobin,range",
+            "a b/c?d#e%f\\\"g",
+            "ü 日本 🦀",
+            "\n",
+            &longest,
+        ] {
+            assert!(validate_group_id(good).is_ok(), "{good:?}");
+        }
+        // Too long in bytes though not in characters; the message shows a cut that
+        // stays on a character boundary.
+        let long = "é".repeat(MAX_GROUP_ID_BYTES / 2 + 1);
+        for bad in ["", &"x".repeat(MAX_GROUP_ID_BYTES + 1), &long] {
+            match validate_group_id(bad) {
+                Err(GroupError::InvalidGroupId { group_id, reason }) => {
+                    assert!(group_id.len() <= MAX_GROUP_ID_BYTES, "{group_id}");
+                    assert!(
+                        reason.contains("empty") || reason.contains("249"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{bad:?}: {other:?}"),
+            }
         }
     }
 

@@ -707,6 +707,28 @@ impl Partition {
         Ok(found.filter(|o| *o < hw))
     }
 
+    /// The first offset holding the newest record timestamp (Kafka's ListOffsets
+    /// MAX_TIMESTAMP), or `None` if no visible record has one: the log is empty, or the
+    /// record is not below the high watermark yet.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<i64>, ClusterError> {
+        let hw = self.high_watermark();
+        let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
+        let found = self
+            .shared
+            .with_log(move |log| {
+                let newest = log.max_timestamp();
+                let found =
+                    newest.and_then(|t| t.map_or(Ok(None), |t| log.offset_for_timestamp(t)));
+                found.map_err(|source| ClusterError::Read {
+                    topic,
+                    partition,
+                    source,
+                })
+            })
+            .await?;
+        Ok(found.filter(|o| *o < hw))
+    }
+
     /// Where leader epoch `epoch` ended in this replica's log (Kafka's
     /// OffsetsForLeaderEpoch, KIP-101 and KIP-320): the largest epoch at most `epoch` and
     /// the offset after its last record (the log end for the latest epoch), from the

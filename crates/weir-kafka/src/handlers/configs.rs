@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::configs::{self, ConfigChange, ConfigEntry};
+use weir_broker::configs::{self, ConfigChange, ConfigEntry, ConfigType};
 use weir_broker::share_configs;
 use weir_broker::{BrokerError, RequestContext};
 
@@ -49,31 +49,36 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
-/// The Kafka type of a config Weir has (topic keys and broker settings).
+/// Kafka's code for the type of a topic's (or share group's) key.
+fn kafka_type(kind: ConfigType) -> i8 {
+    match kind {
+        ConfigType::Boolean => TYPE_BOOLEAN,
+        ConfigType::String => TYPE_STRING,
+        ConfigType::Int => TYPE_INT,
+        ConfigType::Long => TYPE_LONG,
+        ConfigType::Double => TYPE_DOUBLE,
+        ConfigType::List => TYPE_LIST,
+    }
+}
+
+/// The Kafka type of a broker setting.
 fn config_type(name: &str) -> i8 {
     match name {
-        "cleanup.policy" | "log.cleanup.policy" => TYPE_LIST,
+        "log.cleanup.policy" => TYPE_LIST,
         "unclean.leader.election.enable" | "auto.create.topics.enable" => TYPE_BOOLEAN,
-        "max.message.bytes"
-        | "message.max.bytes"
+        "message.max.bytes"
         | "min.insync.replicas"
-        | "segment.bytes"
         | "log.segment.bytes"
         | "broker.id"
         | "node.id"
         | "num.partitions"
-        | "default.replication.factor"
-        | "share.delivery.count.limit"
-        | "share.record.lock.duration.ms" => TYPE_INT,
-        "delete.retention.ms"
-        | "log.cleaner.delete.retention.ms"
-        | "retention.bytes"
+        | "default.replication.factor" => TYPE_INT,
+        "log.cleaner.delete.retention.ms"
         | "log.retention.bytes"
-        | "retention.ms"
         | "log.retention.ms"
-        | "segment.ms"
         | "log.roll.ms" => TYPE_LONG,
         _ => TYPE_STRING,
     }
@@ -86,6 +91,7 @@ struct Described<'a> {
     source: i8,
     read_only: bool,
     documentation: &'a str,
+    config_type: i8,
 }
 
 fn described(
@@ -110,11 +116,9 @@ fn described(
         ]);
     }
     if version >= FIRST_TYPED_DESCRIBE {
-        result = result
-            .with_config_type(config_type(d.name))
-            .with_documentation(
-                documentation.then(|| StrBytes::from_string(d.documentation.to_owned())),
-            );
+        result = result.with_config_type(d.config_type).with_documentation(
+            documentation.then(|| StrBytes::from_string(d.documentation.to_owned())),
+        );
     }
     result
 }
@@ -152,6 +156,7 @@ pub(super) async fn describe_configs(
                             source: SOURCE_STATIC_BROKER,
                             read_only: true,
                             documentation: c.documentation,
+                            config_type: config_type(c.name),
                         };
                         described(d, version, req.include_synonyms, documentation)
                     })
@@ -201,6 +206,7 @@ fn settable(
                 },
                 read_only: false,
                 documentation: e.documentation,
+                config_type: kafka_type(e.kind),
             })
         })
         .collect()

@@ -36,6 +36,7 @@ pub fn code(reason: &Reason) -> i16 {
         Reason::RecordTooLarge => E::MessageTooLarge,
         Reason::RequestTooLarge { .. } => E::RecordListTooLarge,
         Reason::CorruptBatch | Reason::CorruptData { .. } => E::CorruptMessage,
+        Reason::InvalidRecord => E::InvalidRecord,
         Reason::ControllerUnavailable => E::NotController,
         Reason::Timeout => E::RequestTimedOut,
         Reason::CreateFailed { .. } | Reason::Internal => E::UnknownServerError,

@@ -204,8 +204,12 @@ fn records_in_file(slice: FileSlice, partition: u32, shared: &mut Vec<Shared>) -
 /// ListOffsets' special timestamps.
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// v7+ (KIP-734).
 const MAX_TIMESTAMP: i64 = -3;
+/// v8+ (KIP-405's earliest offset on local disk).
 const EARLIEST_LOCAL: i64 = -4;
+/// v9+ (KIP-1005's highest offset in tiered storage).
+const LATEST_TIERED: i64 = -5;
 /// ListOffsets v4+ answers carry the leader epoch.
 const FIRST_EPOCH_LIST_OFFSETS: i16 = 4;
 
@@ -223,12 +227,12 @@ pub(super) async fn list_offsets(
             .partitions
             .iter()
             .map(|p| match p.timestamp {
-                LATEST => Ok(OffsetSpec::Latest),
+                // LATEST_TIERED is answered below: the partition is looked up (its errors
+                // are Kafka's), and, as there is no tiered storage, nothing is there.
+                LATEST | LATEST_TIERED => Ok(OffsetSpec::Latest),
                 // No tiered storage: the earliest local offset is the earliest.
                 EARLIEST | EARLIEST_LOCAL => Ok(OffsetSpec::Earliest),
-                MAX_TIMESTAMP => Err(BrokerError::invalid(
-                    "the offset of the largest timestamp (-3) is not served",
-                )),
+                MAX_TIMESTAMP => Ok(OffsetSpec::MaxTimestamp),
                 ts if ts >= 0 => Ok(OffsetSpec::Timestamp(ts)),
                 ts => Err(BrokerError::invalid(format!("unknown offset spec {ts}"))),
             })
@@ -261,6 +265,12 @@ pub(super) async fn list_offsets(
                     Err(e) => Err(e.clone()),
                 });
                 match outcome {
+                    // As Kafka: no record at or after the timestamp (or none at all for
+                    // MAX_TIMESTAMP) is offset and timestamp -1, and without tiered
+                    // storage LATEST_TIERED is -1 with leader epoch -1.
+                    Ok(f) if !f.matched || p.timestamp == LATEST_TIERED => {
+                        base.with_leader_epoch(-1)
+                    }
                     Ok(f) => {
                         let base = base.with_timestamp(f.timestamp_ms).with_offset(f.offset);
                         if with_epoch {

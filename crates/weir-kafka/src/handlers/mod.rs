@@ -246,6 +246,15 @@ impl Handler for KafkaBroker {
         SERVED
     }
 
+    /// Produces and fetches pipeline, as librdkafka sends them (a produce's appends are
+    /// queued in order by `start`; a long-polling fetch does not hold up the produces
+    /// behind it); every other request runs alone, as Kafka runs each, so a commit is
+    /// seen by the OffsetFetch after it and a topic created is there for the next
+    /// request.
+    fn pipelined(&self, api_key: ApiKey) -> bool {
+        matches!(api_key, ApiKey::Produce | ApiKey::Fetch)
+    }
+
     fn is_cut_off(&self) -> bool {
         self.core.is_cut_off()
     }

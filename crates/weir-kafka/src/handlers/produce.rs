@@ -10,7 +10,7 @@ use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
     describe_producers_response::{PartitionResponse, ProducerState, TopicResponse},
-    produce_response::{PartitionProduceResponse, TopicProduceResponse},
+    produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse},
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
@@ -108,6 +108,7 @@ pub(super) async fn start(
                             .with_log_start_offset(-1),
                         Err(e) => {
                             refused(r.partition as i32, error_code(&e), Some(e.message.clone()))
+                                .with_record_errors(record_errors(&e))
                         }
                     })
                     .collect(),
@@ -128,6 +129,19 @@ pub(super) async fn start(
             version,
         )
     })
+}
+
+/// The records an INVALID_RECORD answer names (v8+; older versions carry the code
+/// alone).
+fn record_errors(e: &BrokerError) -> Vec<BatchIndexAndErrorMessage> {
+    e.record_errors()
+        .iter()
+        .map(|r| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(i32::try_from(r.batch_index).unwrap_or(i32::MAX))
+                .with_batch_index_error_message(Some(StrBytes::from_string(r.message.clone())))
+        })
+        .collect()
 }
 
 fn refused(index: i32, code: i16, message: Option<String>) -> PartitionProduceResponse {

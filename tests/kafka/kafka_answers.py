@@ -1,0 +1,390 @@
+"""Answers Weir used to give where Kafka gives another (issue 41), checked through the
+clients that met them: confluent-kafka (librdkafka) and kafka-python.
+
+Usage: kafka_answers.py CHECK BOOTSTRAP TOPIC
+
+CHECK is one of:
+  fetch-max-bytes  ~1 MB records over 4 partitions read by confluent-kafka with
+                   fetch.max.bytes 1 MiB and receive.message.max.bytes at the least
+                   librdkafka allows (fetch.max.bytes + 512): every record comes back,
+                   in order, and the client never drops the connection over an answer
+                   larger than it asked for.
+  list-offsets     ListOffsets by timestamp on an empty partition (-1, as Kafka; kafka-python
+                   says None) and past the newest record, and by max-timestamp (-3): the
+                   first record holding the newest timestamp.
+  group-ids        consumer groups named `roundrobin,range` and `a/b ü 日本`: each reads
+                   the topic in a group, commits, and a second consumer of the group
+                   resumes from the commit; the admin client lists both.
+  topic-configs    topic configs Kafka 4 defines that Weir does not act on
+                   (compression.type, flush.ms, max.compaction.lag.ms) accepted at
+                   CreateTopics, AlterConfigs and IncrementalAlterConfigs and described
+                   back; the others described with Kafka's defaults; a bad value refused
+                   with INVALID_CONFIG naming the key.
+  compact-keys     records without keys refused with INVALID_RECORD on a topic created
+                   with cleanup.policy=compact and on one altered to it with
+                   IncrementalAlterConfigs APPEND; nothing of the batch appended; keyed
+                   records accepted.
+  commit-order     a consumer's committed() right after each asynchronous commit sees
+                   that commit (requests of one connection take effect in order).
+
+Prints one JSON line of what it saw; exits non-zero on failure.
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    NewTopic,
+    OffsetSpec,
+)
+
+check, bootstrap, topic = sys.argv[1], sys.argv[2], sys.argv[3]
+admin = AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create(name, partitions, config=None):
+    new = NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})
+    for f in admin.create_topics([new]).values():
+        f.result(timeout=20)
+
+
+def produce_all(producer, records):
+    """records: (partition, value, timestamp or None); waits for every acknowledgement."""
+    errors = []
+    for partition, value, timestamp in records:
+        kwargs = {"timestamp": timestamp} if timestamp is not None else {}
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    partition=partition,
+                    value=value,
+                    on_delivery=lambda err, _msg: err is not None and errors.append(err),
+                    **kwargs,
+                )
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0, "records left unsent"
+    assert not errors, errors
+
+
+def fetch_max_bytes():
+    partitions, per_partition, size = 4, 6, 950_000
+    create(topic, partitions)
+
+    def value(i):
+        return (b"%08d" % i) * (size // 8)
+
+    # One record a batch (two do not fit librdkafka's 1,000,000-byte message.max.bytes).
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    produce_all(producer, [(i % partitions, value(i), None) for i in range(partitions * per_partition)])
+
+    fetch_max = 1 << 20
+    errors = []
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "unused",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": fetch_max,
+            "max.partition.fetch.bytes": fetch_max,
+            # The least librdkafka accepts: an answer longer than this is a protocol
+            # error to it, and it drops the connection.
+            "receive.message.max.bytes": fetch_max + 512,
+            "error_cb": lambda err: errors.append(str(err)),
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    next_offset = [0] * partitions
+    deadline = time.time() + 60
+    while sum(next_offset) < partitions * per_partition and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise KafkaException(m.error())
+        p = m.partition()
+        assert m.offset() == next_offset[p], f"partition {p}: offset {m.offset()}, expected {next_offset[p]}"
+        i = m.offset() * partitions + p
+        assert m.value() == value(i), f"partition {p} offset {m.offset()}: wrong value"
+        next_offset[p] += 1
+    consumer.close()
+    assert sum(next_offset) == partitions * per_partition, f"read {next_offset}; client errors: {errors}"
+    assert not errors, f"client errors: {errors}"
+    return {"read": sum(next_offset), "per_partition": next_offset}
+
+
+def list_offsets():
+    create(topic, 2)
+    now = int(time.time() * 1000)
+    # Partition 1: the newest timestamp twice (offsets 1 and 3), and older ones after it.
+    stamps = [now - 5000, now - 1000, now - 3000, now - 1000, now - 4000]
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0})
+    produce_all(producer, [(1, b"v%d" % i, ts) for i, ts in enumerate(stamps)])
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
+    # One question per partition and call (librdkafka matches answers by partition).
+    asked = [
+        (0, now - 10_000),  # empty partition
+        (1, now - 10_000),  # before every record: the first
+        (1, now - 2000),  # the first at or after it: offset 1
+        (1, now),  # past the newest record
+    ]
+    by_time = [
+        consumer.offsets_for_times([TopicPartition(topic, p, ts)], timeout=20)[0].offset for p, ts in asked
+    ]
+    consumer.close()
+    assert by_time == [-1, 0, 1, -1], by_time
+
+    specs = {TopicPartition(topic, 0): OffsetSpec.max_timestamp(), TopicPartition(topic, 1): OffsetSpec.max_timestamp()}
+    found = {tp.partition: f.result(timeout=20) for tp, f in admin.list_offsets(specs).items()}
+    newest = (found[1].offset, found[1].timestamp)
+    assert newest == (1, now - 1000), newest
+    empty = (found[0].offset, found[0].timestamp)
+    assert empty == (-1, -1), empty
+
+    # kafka-python says None where Kafka answers -1.
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPythonPartition
+
+    reader = KafkaConsumer(bootstrap_servers=bootstrap)
+    answers = reader.offsets_for_times(
+        {KafkaPythonPartition(topic, 0): now - 10_000, KafkaPythonPartition(topic, 1): now}
+    )
+    reader.close()
+    assert all(v is None for v in answers.values()), answers
+    return {"by_time": by_time, "max_timestamp": list(newest), "max_timestamp_empty": list(empty)}
+
+
+def group_ids():
+    create(topic, 2)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    produce_all(producer, [(i % 2, b"r%d" % i, None) for i in range(20)])
+    groups = ["roundrobin,range", "a/b \u00fc \u65e5\u672c"]
+    seen = {}
+    for group in groups:
+        def consumer():
+            c = Consumer(
+                {
+                    "bootstrap.servers": bootstrap,
+                    "group.id": group,
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+            c.subscribe([topic])
+            return c
+
+        first = consumer()
+        values, deadline = [], time.time() + 60
+        while len(values) < 12 and time.time() < deadline:
+            m = first.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            values.append(m.value())
+            first.commit(message=m, asynchronous=False)
+        assert len(values) == 12, f"{group!r}: read {len(values)}"
+        committed = sum(tp.offset for tp in first.committed([TopicPartition(topic, p) for p in range(2)], timeout=20) if tp.offset >= 0)
+        first.close()
+        assert committed == 12, f"{group!r}: committed {committed}"
+        second = consumer()
+        rest, deadline = [], time.time() + 60
+        while len(rest) < 8 and time.time() < deadline:
+            m = second.poll(0.5)
+            if m is None:
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            rest.append(m.value())
+        second.close()
+        assert sorted(values + rest) == sorted(b"r%d" % i for i in range(20)), f"{group!r}: {values} then {rest}"
+        seen[group] = len(values) + len(rest)
+    listed = {g.group_id for g in admin.list_consumer_groups().result(timeout=20).valid}
+    assert set(groups) <= listed, listed
+    return {"read": seen}
+
+
+def described(name):
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+    configs = admin.describe_configs([resource])[resource].result(timeout=20)
+    return {k: (v.value, v.source) for k, v in configs.items()}
+
+
+def alter(name, entries):
+    resource = ConfigResource(ConfigResource.Type.TOPIC, name, incremental_configs=entries)
+    admin.incremental_alter_configs([resource])[resource].result(timeout=20)
+
+
+def topic_configs():
+    set_at_create = {"compression.type": "lz4", "flush.ms": "1000", "max.compaction.lag.ms": "86400000"}
+    create(topic, 1, set_at_create)
+    seen = described(topic)
+    dynamic = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+    default = ConfigSource.DEFAULT_CONFIG.value
+    for key, value in set_at_create.items():
+        assert seen[key] == (value, dynamic), (key, seen[key])
+    # Keys nobody set: Kafka's defaults.
+    for key, value in {
+        "preallocate": "false",
+        "segment.jitter.ms": "0",
+        "min.cleanable.dirty.ratio": "0.5",
+        "flush.messages": "9223372036854775807",
+        "message.timestamp.after.max.ms": "3600000",
+        "remote.storage.enable": "false",
+    }.items():
+        assert seen[key] == (value, default), (key, seen[key])
+
+    # IncrementalAlterConfigs: SET an accepted key, DELETE one back to its default.
+    alter(
+        topic,
+        [
+            ConfigEntry("min.compaction.lag.ms", "1000", incremental_operation=AlterConfigOpType.SET),
+            ConfigEntry("flush.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+        ],
+    )
+    seen = described(topic)
+    assert seen["min.compaction.lag.ms"] == ("1000", dynamic), seen["min.compaction.lag.ms"]
+    assert seen["flush.ms"] == ("9223372036854775807", default), seen["flush.ms"]
+
+    # A value Kafka refuses is refused, naming the key; nothing changes.
+    refused = {}
+    for key, value in {"compression.type": "brotli", "min.cleanable.dirty.ratio": "2", "remote.storage.enable": "true"}.items():
+        try:
+            alter(topic, [ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)])
+            raise AssertionError(f"{key}={value} accepted")
+        except KafkaException as e:
+            err = e.args[0]
+            assert err.code() == KafkaError.INVALID_CONFIG, (key, err)
+            assert key in err.str(), (key, err.str())
+            refused[key] = err.name()
+    assert described(topic)["compression.type"] == ("lz4", dynamic)
+
+    # kafka-python (IncrementalAlterConfigs) sets an accepted key.
+    from kafka.admin import ConfigResource as KpResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+
+    kp = KafkaAdminClient(bootstrap_servers=bootstrap)
+    result = kp.alter_configs([KpResource(ConfigResourceType.TOPIC, topic, {"flush.messages": "10"})])
+    kp.close()
+    assert result == {"topic": {topic: "OK"}}, result
+    assert described(topic)["flush.messages"] == ("10", dynamic)
+
+    # AlterConfigs (the whole set): accepted keys among honoured ones, and what it leaves
+    # out goes back to the default.
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC, topic, set_config={"preallocate": "true", "retention.ms": "3600000"}
+    )
+    admin.alter_configs([resource])[resource].result(timeout=20)
+    seen = described(topic)
+    assert seen["preallocate"] == ("true", dynamic), seen["preallocate"]
+    assert seen["retention.ms"] == ("3600000", dynamic), seen["retention.ms"]
+    for key in ["compression.type", "flush.messages", "min.compaction.lag.ms"]:
+        assert seen[key][1] == default, (key, seen[key])
+    assert seen["compression.type"][0] == "producer"
+    return {"refused": refused, "keys": len(seen)}
+
+
+def compact_keys():
+    compacted, altered = topic, topic + "-altered"
+    create(compacted, 1, {"cleanup.policy": "compact"})
+    create(altered, 1)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 100})
+
+    def send(name, keys):
+        """Sends one record per key (None: no key) in one batch; each record's error."""
+        outcomes = {}
+        for i, key in enumerate(keys):
+            producer.produce(
+                name,
+                partition=0,
+                key=key,
+                value=b"v%d" % i,
+                on_delivery=lambda err, msg, i=i: outcomes.__setitem__(i, err),
+            )
+        assert producer.flush(30) == 0
+        return [outcomes[i] for i in range(len(keys))]
+
+    def high(name):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused"})
+        _, hi = c.get_watermark_offsets(TopicPartition(name, 0), timeout=20)
+        c.close()
+        return hi
+
+    def check(name):
+        errs = send(name, [b"k0", None, b"k2"])
+        assert all(e is not None for e in errs), errs
+        assert errs[1].code() == KafkaError.INVALID_RECORD, errs[1]
+        assert high(name) == 0, "nothing of the batch appended"
+        assert send(name, [b"k3", b"k4"]) == [None, None]
+        assert high(name) == 2
+        return [e.name() for e in errs]
+
+    # Keyless records are fine before the policy changes.
+    assert send(altered, [None]) == [None]
+    alter(altered, [ConfigEntry("cleanup.policy", "compact", incremental_operation=AlterConfigOpType.APPEND)])
+    assert described(altered)["cleanup.policy"][0] == "delete,compact"
+    # One record already there: the refused batch adds nothing after it.
+    errs = send(altered, [None])
+    assert errs[0] is not None and errs[0].code() == KafkaError.INVALID_RECORD, errs
+    assert high(altered) == 1
+    errors = check(compacted)
+    for f in admin.delete_topics([altered]).values():
+        f.result(timeout=20)
+    return {"errors": errors}
+
+
+def commit_order():
+    create(topic, 1)
+    count = 200
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    produce_all(producer, [(0, b"c%d" % i, None) for i in range(count)])
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic + "-group",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    stale, read, deadline = [], 0, time.time() + 60
+    while read < count and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is None:
+            continue
+        if m.error():
+            raise KafkaException(m.error())
+        read += 1
+        consumer.commit(message=m, asynchronous=True)
+        seen = consumer.committed([TopicPartition(topic, 0)], timeout=20)[0].offset
+        if seen != m.offset() + 1:
+            stale.append((m.offset() + 1, seen))
+    consumer.close()
+    assert read == count, f"read {read} of {count}"
+    assert not stale, f"committed() missed the commit before it (wanted, seen): {stale[:10]} of {len(stale)}"
+    return {"commits": read}
+
+
+checks = {
+    "fetch-max-bytes": fetch_max_bytes,
+    "list-offsets": list_offsets,
+    "group-ids": group_ids,
+    "topic-configs": topic_configs,
+    "compact-keys": compact_keys,
+    "commit-order": commit_order,
+}
+result = checks[check]()
+for f in admin.delete_topics([topic]).values():
+    f.result(timeout=20)
+print(json.dumps(result))
