@@ -1,15 +1,17 @@
 //! Decompression bombs against the produce check, `validate_untrusted`: small zstd
 //! batches that expand to hundreds of MiB or a GiB are refused at the limit
 //! `decompressed_limit` derives from `max.message.bytes`, and the check never holds the
-//! expanded records: this binary counts every heap allocation made through Rust's
-//! allocator, and the peak during a check stays a small fraction of the limit. (zstd's
-//! own C buffers are outside that count; its window is capped at 128 MiB by the decoder
-//! settings and, for these frames, is the 1 MiB each frame declares.)
+//! expanded records: this module installs the binary's allocator, which counts the heap
+//! allocations a thread makes through Rust's allocator while it measures, and the peak
+//! during a check stays a small fraction of the limit. (zstd's own C buffers are outside
+//! that count; its window is capped at 128 MiB by the decoder settings and, for these
+//! frames, is the 1 MiB each frame declares.)
 //!
-//! One test in this file, so that nothing else allocates while it measures.
+//! The count is the measuring thread's own, so the other tests of this binary, running
+//! beside it, do not add to it; the check runs on the caller's thread.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use bytes::Bytes;
 use weir_batch::{
@@ -17,11 +19,30 @@ use weir_batch::{
     validate, validate_untrusted,
 };
 
-/// The system allocator, counting the bytes live and the most live at once.
+/// The system allocator, counting the bytes live and the most live at once on a thread
+/// inside [`peak_during`].
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    // Const-initialised and without destructors: reading them never allocates, so the
+    // allocator may.
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Adds `delta` bytes to this thread's live count if it is measuring.
+fn count(delta: isize) {
+    let _ = MEASURING.try_with(|measuring| {
+        if measuring.get() {
+            let live = LIVE.with(|live| {
+                live.set(live.get() + delta);
+                live.get()
+            });
+            PEAK.with(|peak| peak.set(peak.get().max(live)));
+        }
+    });
+}
 
 // SAFETY: every call is passed straight to `System`, which upholds `GlobalAlloc`'s
 // contract; the counters do not touch the memory.
@@ -30,8 +51,7 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: the caller's guarantees for `layout` are `System.alloc`'s.
         let ptr = unsafe { System.alloc(layout) };
         if !ptr.is_null() {
-            let live = LIVE.fetch_add(layout.size(), Ordering::SeqCst) + layout.size();
-            PEAK.fetch_max(live, Ordering::SeqCst);
+            count(layout.size() as isize);
         }
         ptr
     }
@@ -39,19 +59,21 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from `alloc` above with this `layout`.
         unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        count(-(layout.size() as isize));
     }
 }
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The most bytes live at once while `f` runs, above what was live before.
+/// The most bytes this thread held at once while `f` ran, above what it held before.
 fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
+    LIVE.with(|live| live.set(0));
+    PEAK.with(|peak| peak.set(0));
+    MEASURING.with(|measuring| measuring.set(true));
     let result = f();
-    (result, PEAK.load(Ordering::SeqCst) - before)
+    MEASURING.with(|measuring| measuring.set(false));
+    (result, PEAK.with(Cell::get).max(0) as usize)
 }
 
 /// Kafka's zigzag varint.
