@@ -1,7 +1,7 @@
 //! Behaviour of a `Log` as its users see it: what goes in comes back, in order, across
 //! segments, reopens, truncation, retention and bad input.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! (retention deletes whole segments), the model reads the segment bases and sizes from
 //! the directory listing, which is the documented on-disk layout.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

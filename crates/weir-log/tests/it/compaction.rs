@@ -5,7 +5,7 @@
 //! failed fsyncs at every step of a compaction, concurrent reads and appends, and a
 //! property test against a model (key -> newest value).
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

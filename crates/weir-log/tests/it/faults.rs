@@ -7,7 +7,7 @@
 //! Every scenario is driven by a seeded PRNG; the seed is in every assertion message.
 //! `WEIR_TEST_SEED=<n>` replays (or explores) other seeds.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

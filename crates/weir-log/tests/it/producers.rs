@@ -2,7 +2,7 @@
 //! original offsets and not stored twice, across segment rolls, reopens, a follower's
 //! copy and a truncation; a gap or a fenced epoch is refused with nothing written.
 
-mod common;
+use crate::common;
 
 use bytes::{Bytes, BytesMut};
 use common::{read_all, values};

@@ -1,5 +1,5 @@
 //! SIGKILL of a real process in the middle of appending: this test binary runs itself as
-//! a child (`crash_child_process_entry_point`) that appends numbered records to a log and
+//! a child (only the test `crash::crash_child_process_entry_point`) that appends numbered records to a log and
 //! prints an acknowledgement line for each append its flush policy says is done. The
 //! parent kills it at a random moment, reopens the log, and checks that every
 //! acknowledged record is there, intact and in order, that offsets are dense from 0, and
@@ -11,7 +11,7 @@
 //! recovered (and killed) before; on odd iterations the parent checks a copy, leaving the
 //! killed log for the next child to recover.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -27,12 +27,20 @@ use weir_log::{Compression, FlushPolicy, Log, LogConfig, Record, RecordBatchBuil
 
 /// Set in the child's environment to `<policy>:<iteration>:<log dir>`.
 const CHILD_ENV: &str = "WEIR_CRASH_CHILD";
-const CHILD_TEST: &str = "crash_child_process_entry_point";
 const ITERATIONS: u64 = 8;
 /// How long the parent waits for the acks it wants before it kills the child anyway.
 const ITERATION_DEADLINE: Duration = Duration::from_secs(15);
 /// A child whose parent vanished stops by itself after this long.
 const CHILD_MAX_RUN: Duration = Duration::from_secs(60);
+
+/// The child's test as the harness names it, `crash::crash_child_process_entry_point`:
+/// this module's path without the binary's name, so `--exact` finds it under any module.
+fn child_test() -> String {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_binary, module)| module);
+    format!("{module}::crash_child_process_entry_point")
+}
 
 fn config(policy: FlushPolicy) -> LogConfig {
     LogConfig {
@@ -251,7 +259,7 @@ fn sigkill_mid_append(policy: FlushPolicy, default_seed: u64) {
         let ctx = format!("seed {seed}, {policy:?}, run {iteration} (kill after {target} acks)");
         let stderr_path = scratch.path().join(format!("child-{iteration}.stderr"));
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", CHILD_TEST, "--nocapture", "--test-threads=1"])
+            .args(["--exact", &child_test(), "--nocapture", "--test-threads=1"])
             .env(
                 CHILD_ENV,
                 format!("{}:{iteration}:{}", policy_name(policy), log_dir.display()),

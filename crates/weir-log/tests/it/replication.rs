@@ -6,7 +6,7 @@
 //! rolls first, and a follower that diverged truncates by OffsetsForLeaderEpoch (KIP-101,
 //! KIP-279) and copies the new leader's batches.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::Duration;

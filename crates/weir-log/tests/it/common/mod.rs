@@ -1,6 +1,5 @@
 //! Helpers shared by the weir-log integration tests: building batches and reading a log
 //! back as plain records.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 
