@@ -5,9 +5,9 @@ use weir_cluster::controller::records::{Endpoints, MetadataRecord};
 use weir_cluster::controller::{ControllerReply, ControllerRequest};
 use weir_cluster::replication::AlterIsrAnswer;
 
-use crate::checker::Verdict;
-use crate::net::{Addr, CONTROLLER, Msg};
-use crate::world::*;
+use super::checker::Verdict;
+use super::net::{Addr, CONTROLLER, Msg};
+use super::world::*;
 
 impl World {
     pub(crate) fn commit(&mut self, records: Vec<MetadataRecord>) {

@@ -10,10 +10,10 @@ use weir_cluster::controller::{
     Controller, ControllerConfig, ControllerReply, ControllerRequest, MetadataImage,
 };
 
-use crate::checker::{Checker, Verdict};
-use crate::net::{Addr, Envelope, Faults, Msg, Network};
-use crate::node::Node;
-use crate::rng::Rng;
+use super::checker::{Checker, Verdict};
+use super::net::{Addr, Envelope, Faults, Msg, Network};
+use super::node::Node;
+use super::rng::Rng;
 
 pub(crate) const TOPIC: &str = "sim";
 pub(crate) const NODE_TICK_MS: u64 = 50;
@@ -251,7 +251,7 @@ impl World {
         if let Err(problem) = verdict {
             let trace: Vec<&str> = self.trace.iter().map(String::as_str).collect();
             panic!(
-                "seed {seed}: {problem}\n  at {now} ms, step {steps}\n  replay: WEIR_SIM_SEED={seed} cargo test -p weir-cluster --test sim\n--- last {n} events ---\n{trace}",
+                "seed {seed}: {problem}\n  at {now} ms, step {steps}\n  replay: WEIR_SIM_SEED={seed} cargo test -p weir-cluster --test it -- sim::\n--- last {n} events ---\n{trace}",
                 seed = self.seed,
                 now = self.now,
                 steps = self.steps,

@@ -3,9 +3,9 @@
 
 use weir_cluster::controller::records::NO_LEADER;
 
-use crate::checker::Verdict;
-use crate::net::{Addr, Msg};
-use crate::world::*;
+use super::checker::Verdict;
+use super::net::{Addr, Msg};
+use super::world::*;
 
 impl World {
     /// Where a client sends a partition's requests: the leader the committed metadata

@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::net::{Addr, CONTROLLER, Faults};
-use crate::rng::Rng;
-use crate::world::*;
+use super::net::{Addr, CONTROLLER, Faults};
+use super::rng::Rng;
+use super::world::*;
 
 impl World {
     pub(crate) fn inject_fault(&mut self) {

@@ -11,7 +11,7 @@ use weir_cluster::replication::{FetchAnswer, Replica};
 use weir_log::storage::{FaultPlan, FaultyStorage};
 use weir_log::{Log, LogConfig, decode_records};
 
-use crate::net::Addr;
+use super::net::Addr;
 
 /// An `acks=all` produce waiting for the high watermark.
 #[derive(Debug, Clone)]

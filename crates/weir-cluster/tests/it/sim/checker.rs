@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::net::Addr;
-use crate::node::Node;
+use super::net::Addr;
+use super::node::Node;
 
 /// What clients were told, and what leaders did, as the checker needs it.
 #[derive(Debug, Default)]

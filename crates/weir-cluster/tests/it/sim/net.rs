@@ -7,7 +7,7 @@ use bytes::Bytes;
 use weir_cluster::controller::records::MetadataRecord;
 use weir_cluster::replication::{AlterIsrAnswer, AlterIsrRequest, FetchAnswer, FetchRequest};
 
-use crate::rng::Rng;
+use super::rng::Rng;
 
 /// An endpoint: brokers are 1..=N, the controller quorum is 0, clients are 100+.
 pub type Addr = i32;

@@ -16,9 +16,10 @@
 //! lapsed (a new controller's early fences excepted: they cost availability only). A
 //! failure names the seed and prints the trace that led to it.
 //!
-//! - `cargo test -p weir-cluster --test sim`: `SEEDS_IN_CI` seeds.
-//! - `WEIR_SIM_SEEDS=100000 cargo test --release -p weir-cluster --test sim`: many more.
-//! - `WEIR_SIM_SEED=1234 cargo test -p weir-cluster --test sim`: replay one seed.
+//! - `cargo test -p weir-cluster --test it -- sim::`: `SEEDS_IN_CI` seeds.
+//! - `WEIR_SIM_SEEDS=100000 cargo test --release -p weir-cluster --test it -- sim::`: many
+//!   more.
+//! - `WEIR_SIM_SEED=1234 cargo test -p weir-cluster --test it -- sim::`: replay one seed.
 
 mod broker;
 mod checker;

@@ -10,10 +10,10 @@ use weir_cluster::replication::{
 };
 use weir_log::{Compression, Record, RecordBatchBuilder, decode_records};
 
-use crate::checker::Verdict;
-use crate::net::{Addr, CONTROLLER, Envelope, Msg};
-use crate::node::{Parked, Waiter};
-use crate::world::*;
+use super::checker::Verdict;
+use super::net::{Addr, CONTROLLER, Envelope, Msg};
+use super::node::{Parked, Waiter};
+use super::world::*;
 
 impl World {
     pub(crate) fn deliver(&mut self, env: Envelope) -> Verdict {
