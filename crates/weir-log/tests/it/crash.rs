@@ -1,9 +1,10 @@
 //! SIGKILL of a real process in the middle of appending: this test binary runs itself as
-//! a child (only the test `crash::crash_child_process_entry_point`) that appends numbered records to a log and
-//! prints an acknowledgement line for each append its flush policy says is done. The
-//! parent kills it at a random moment, reopens the log, and checks that every
-//! acknowledged record is there, intact and in order, that offsets are dense from 0, and
-//! that everything else recovered is a clean prefix of what the child was writing.
+//! a child (only the test `crash::crash_child_process_entry_point`) that appends
+//! numbered records to a log and prints an acknowledgement line for each append its
+//! flush policy says is done. The parent kills it at a random moment, reopens the log,
+//! and checks that every acknowledged record is there, intact and in order, that offsets
+//! are dense from 0, and that everything else recovered is a clean prefix of what the
+//! child was writing.
 //!
 //! A SIGKILL keeps what reached the page cache, so more than the acknowledged records may
 //! survive; the check is acks ⊆ recovered ⊆ attempted, in the child's order. The same

@@ -470,7 +470,7 @@ impl World {
             }
             // The simulation injects no log failures (its faults are crashes, cuts and
             // lost messages), so the state machine never asks for these; the partition
-            // tests and `tests/tests/durability.rs` cover them on real logs.
+            // tests and weir-server's `tests/it/durability.rs` cover them on real logs.
             Command::ReopenLog { .. } | Command::ResignLeadership { .. } => {
                 return Err(format!(
                     "node {id} partition {partition}: {command:?} without a log failure"
