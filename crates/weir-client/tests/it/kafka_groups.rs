@@ -13,11 +13,8 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::members::{Members, expected_records, produce_numbered, spawn_member, until};
 use anyhow::{Context, Result, ensure};
-#[path = "../../../tests/kafka/members.rs"]
-mod members;
-
-use members::{Members, expected_records, produce_numbered, spawn_member, until};
 use weir_client::{Admin, GroupConsumer, GroupConsumerConfig, GroupState, ProducerConfig};
 
 /// Longest any wait for a condition lasts.
