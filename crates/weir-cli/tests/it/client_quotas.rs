@@ -11,7 +11,7 @@
 //! The busy client is confluent-kafka (librdkafka), whose `throttle_cb` reports the
 //! `throttle_time_ms` of the broker's answers (`tests/kafka/request_quota.py`).
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

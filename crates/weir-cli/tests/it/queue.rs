@@ -3,7 +3,7 @@
 //! stops the workers cleanly, and `weir queue describe` then shows nothing left to do;
 //! plus the mistakes a user makes first.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -3,7 +3,7 @@
 //! given as its client port. Each fails in bounded time with one sentence naming the
 //! address and what to try.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

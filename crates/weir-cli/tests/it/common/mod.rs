@@ -1,7 +1,5 @@
-//! Harness of the `weir` binary tests in this directory: a broker in this process on
-//! 127.0.0.1:0, and `weir` runs bounded in time. Each test file uses part of it.
-
-#![allow(dead_code)]
+//! Harness of the `weir` binary tests in this binary: a broker in this process on
+//! 127.0.0.1:0, and `weir` runs bounded in time. Each test module uses part of it.
 
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;

@@ -1,7 +1,7 @@
 //! `weir topic create`: the broker's partition limit, checked by the CLI and stated in
 //! `--help`, and `--if-not-exists`.
 
-mod common;
+use crate::common;
 
 use common::{Broker, finish, json_lines, stderr, weir_command};
 

@@ -5,7 +5,7 @@
 //! TLS, which a secured broker needs), an anonymous CLI is refused, and an admin (`--user`)
 //! makes a user and grants it a topic.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Output, Stdio};

@@ -2,7 +2,7 @@
 //! member holds its partitions until the broker ends its session, and the drain must not
 //! succeed having read nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

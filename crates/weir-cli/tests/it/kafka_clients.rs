@@ -4,7 +4,7 @@
 //! The clients are installed, pinned, by `tests/python/setup.sh` (one shared venv) and
 //! `tests/kafka/setup-kcat.sh`.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

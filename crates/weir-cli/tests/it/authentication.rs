@@ -9,7 +9,7 @@
 //!   tokens; deleting the owner revokes its tokens; the secret is in no listing and in
 //!   no file under the data directory.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Output;

@@ -4,7 +4,7 @@
 //! Certificates are rotated under a running producer, three brokers replicate to each
 //! other over TLS, and the admin HTTP listener answers https.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::Path;
