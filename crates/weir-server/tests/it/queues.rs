@@ -4,7 +4,7 @@
 //! delivery times from a header, state across a restart, header filters, and bad input
 //! with its codes.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;

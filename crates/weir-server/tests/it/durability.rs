@@ -5,7 +5,7 @@
 //! fsync anywhere between the produce handler and the disk (weir-log's own fault tests
 //! stop at the log).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

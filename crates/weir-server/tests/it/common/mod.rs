@@ -1,6 +1,5 @@
-//! Test harness: a real broker on 127.0.0.1:0 and the generated tonic clients.
-
-#![allow(dead_code)]
+//! Test harness of this binary: a real broker on 127.0.0.1:0 and the generated tonic
+//! clients.
 
 use std::future::Future;
 use std::net::SocketAddr;

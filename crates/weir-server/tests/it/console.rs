@@ -4,7 +4,7 @@
 //! forms that create a topic and refuse a destructive action without confirmation, and
 //! the error pages of bad input.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

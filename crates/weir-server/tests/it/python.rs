@@ -7,7 +7,7 @@
 //! and ListTopics followed page by page. `tests/python/setup.sh` installs the pinned client from PyPI into
 //! `tests/python/.venv` on first use.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

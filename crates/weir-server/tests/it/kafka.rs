@@ -3,7 +3,7 @@
 //! listener (the Kafka one and the external one) tells its clients for brokers and group
 //! coordinators.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -10,7 +10,7 @@
 //! says so on stderr (uncaptured: a plain `cargo test` shows it) and stops without
 //! checking anything.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;

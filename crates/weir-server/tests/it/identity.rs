@@ -2,7 +2,7 @@
 //! (refusing another node's directory, stamping an old one, refusing a corrupt stamp),
 //! the cluster flags' validation, and the address DescribeCluster advertises.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -6,7 +6,7 @@
 //! records before it and an error that says where to continue past it. Real brokers on
 //! 127.0.0.1:0 and the generated tonic clients.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! Integration tests: real brokers on 127.0.0.1:0, spoken to with the generated tonic
 //! clients, checking what a user would check.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

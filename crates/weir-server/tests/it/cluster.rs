@@ -4,7 +4,7 @@
 //! outside the voter set (an observer) registers, hosts and leads partitions, and
 //! follows the metadata through a change of active controller.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! epoch are refused with their reasons and nothing appended; the state survives a
 //! restart.
 
-mod common;
+use crate::common;
 
 use common::*;
 use tonic::Code;

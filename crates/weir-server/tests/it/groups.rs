@@ -2,7 +2,7 @@
 //! them: join, revoke-then-assign hand-over, commits and their fencing, the admin calls,
 //! restart, and every bad input with its code.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
