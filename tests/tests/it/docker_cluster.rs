@@ -30,7 +30,7 @@
 //! an image already built (the production one, from `deploy/docker/build-image.sh`)
 //! instead of building one. Without a Docker engine the test fails, unless
 //! `WEIR_SKIP_DOCKER=1`, which makes it say why and pass. With its figures:
-//! `cargo test -p weir-tests --test docker_cluster -- --nocapture`.
+//! `cargo test -p weir-tests --test it -- --nocapture docker_cluster::`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -102,6 +102,9 @@ async fn faults_on_the_compose_cluster_lose_no_acknowledged_record() -> anyhow::
     };
     let limit = if long { LONG_LIMIT } else { SHORT_LIMIT };
     weir_tests::init_client_logs();
+    // The compose file's container names are fixed, so the secure variant's test must not
+    // run beside this one, nor a process cluster on the same two cores.
+    let _serial = weir_tests::exclusive().await;
     // Outside the time bound: building may wait on cargo's lock.
     let binary = tokio::task::spawn_blocking(weir_binary).await??;
     // Before building anything: the compose file's container names are fixed.
@@ -212,7 +215,7 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
     measured.push(scale_out(&mut cluster, &workload).await?);
     println!("{}", table(&measured));
 
-    // The verdict, as tests/faults.rs gives it.
+    // The verdict, as the faults module (faults.rs) gives it.
     let probe = cluster.probe();
     probe.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await?;
     workload

@@ -80,6 +80,8 @@ impl RebalanceListener for LostListener {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_keep_their_partitions_when_the_coordinator_is_killed() {
+    // Waiting for the other cluster tests of this binary is not the test's time.
+    let _serial = weir_tests::exclusive().await;
     bounded(Duration::from_secs(240), run())
         .await
         .expect("coordinator failover");

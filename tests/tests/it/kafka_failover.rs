@@ -12,16 +12,13 @@
 //! The clients are the pinned ones of `tests/python/requirements.txt`, installed by
 //! `tests/python/setup.sh` into the shared venv.
 
-#[path = "../kafka/members.rs"]
-mod members;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::members::{Members, expected_records, produce_numbered, spawn_member, until};
 use anyhow::{Context, bail};
-use members::{Members, expected_records, produce_numbered, spawn_member, until};
 use weir_client::Acks;
 use weir_tests::cluster::{Cluster, ClusterConfig};
 

@@ -45,7 +45,8 @@
 //!
 //! ```sh
 //! cargo build --release -p weir-cli
-//! WEIR_FAILOVER_BENCH=1 cargo test -p weir-tests --release --test failover -- --nocapture
+//! WEIR_FAILOVER_BENCH=1 cargo test -p weir-tests --release --test it -- \
+//!     --nocapture failover::failover_time
 //! ```
 //!
 //! Whether a killed leader is also the active controller is left to chance (one run had

@@ -8,7 +8,7 @@
 //! connections and streams past the caps are refused (counted), every acknowledged
 //! record reads back, and a normal client is served afterwards.
 //!
-//! `cargo test -p weir-tests --test budget -- --nocapture` prints the figures. It runs
+//! `cargo test -p weir-tests --test it -- --nocapture budget::` prints the figures. It runs
 //! in about 6 s once the binary is built (the load is bounded by count: 12 requests per
 //! producer, and by [`LOAD`]), so it stays in the default run with no opt-in flag.
 

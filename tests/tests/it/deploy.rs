@@ -2,7 +2,7 @@
 //! Kubernetes manifests and the Helm chart (`deploy/k8s/validate.sh`: kubernetes-validate
 //! --strict, helm lint, helm template, installed into a virtualenv of its own from PyPI)
 //! and the compose file (`docker-compose config`, and the Kafka listeners it gives each
-//! node). The compose cluster itself runs under faults in `tests/docker_cluster.rs`; the
+//! node). The compose cluster itself runs under faults in `tests/it/docker_cluster.rs`; the
 //! static production image is exercised by `deploy/docker/test-image.sh`, which builds
 //! it.
 

@@ -12,7 +12,7 @@
 //!   gets nothing.
 //!
 //! Opt-in, since the default run is near its time budget:
-//! `WEIR_DOCKER_SECURE=1 cargo test -p weir-tests --test docker_secure -- --nocapture`
+//! `WEIR_DOCKER_SECURE=1 cargo test -p weir-tests --test it -- --nocapture docker_secure::`
 //! (about 30 s, the image built in 10 more). Without the flag it says so and passes.
 
 use std::path::Path;
@@ -40,12 +40,15 @@ async fn the_secure_compose_cluster_serves_its_admin_over_tls_only() -> anyhow::
     if std::env::var_os("WEIR_DOCKER_SECURE").is_none_or(|v| v == "0") {
         println!(
             "skipped: set WEIR_DOCKER_SECURE=1 to run the secure compose cluster \
-             (WEIR_DOCKER_SECURE=1 cargo test -p weir-tests --test docker_secure)"
+             (WEIR_DOCKER_SECURE=1 cargo test -p weir-tests --test it -- docker_secure::)"
         );
         return Ok(());
     }
     compose::docker_available()?;
     weir_tests::init_client_logs();
+    // The compose file's container names are fixed, so the plain compose test must not
+    // run beside this one, nor a process cluster on the same two cores.
+    let _serial = weir_tests::exclusive().await;
     let binary = tokio::task::spawn_blocking(weir_binary).await??;
     compose::names_free()?;
     let started = Instant::now();

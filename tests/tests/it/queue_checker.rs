@@ -107,6 +107,8 @@ fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_consumers_lose_nothing_and_never_share_a_lock_through_kills_and_pauses() {
+    // Waiting for the other cluster tests of this binary is not the test's time.
+    let _serial = weir_tests::exclusive().await;
     bounded(Duration::from_secs(300), run())
         .await
         .expect("queue check");

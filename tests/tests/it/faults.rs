@@ -5,7 +5,8 @@
 //! partition. Each test is one fault a user's cluster meets; the last runs a random
 //! schedule of them (a few by default, 100+ with `WEIR_FAULTS_LONG=1`).
 //!
-//! Run one with its output: `cargo test -p weir-tests --test faults -- --nocapture kill`.
+//! Run one with its output:
+//! `cargo test -p weir-tests --test it -- --nocapture faults::a_killed_leader_is`.
 //! `WEIR_TESTS_LOG=debug` sets the brokers' log level; a failing test prints the end of
 //! every broker's log and keeps the cluster's directory.
 
@@ -453,9 +454,9 @@ impl CutKind {
 /// acknowledgement on the partition per cut.
 ///
 /// Three cuts of 7 s by default (one of each kind); `WEIR_CUTS=20` runs 20 cuts of 5-20 s
-/// each (about 8 minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test faults --
-/// --nocapture cut_off`. `WEIR_CUT_KINDS=pause` or `=kill` measures a SIGSTOPped or
-/// SIGKILLed leader the same way (see [`CutKind::from_env`]).
+/// each (about 8 minutes): `WEIR_CUTS=20 cargo test -p weir-tests --test it --
+/// --nocapture faults::a_cut_off_leader`. `WEIR_CUT_KINDS=pause` or `=kill` measures a
+/// SIGSTOPped or SIGKILLed leader the same way (see [`CutKind::from_env`]).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leader_steps_aside_and_writes_resume_during_the_cut() -> anyhow::Result<()> {
     let kinds = CutKind::from_env()?;

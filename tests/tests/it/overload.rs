@@ -7,7 +7,7 @@
 //! connection), and every acknowledged record is readable afterwards, in order, once.
 //! A request over the transport limit is refused with RESOURCE_EXHAUSTED.
 //!
-//! `cargo test -p weir-tests --test overload -- --nocapture` prints the figures.
+//! `cargo test -p weir-tests --test it -- --nocapture overload::` prints the figures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

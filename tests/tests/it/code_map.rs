@@ -2,6 +2,9 @@
 //! every module directory inside a crate's `src/`, and every vendored crate, and every
 //! repository path it names must exist. These tests fail when one is added (or renamed)
 //! without the map saying what it holds, or removed while the map still points at it.
+//! And each crate's integration tests stay one binary, `tests/it/main.rs`, named in the
+//! map: a file directly under a crate's `tests/` would link the whole workspace into a
+//! binary of its own again.
 
 use std::path::{Path, PathBuf};
 
@@ -120,4 +123,66 @@ fn every_path_the_code_map_names_exists() {
         "docs/ARCHITECTURE.md names paths that do not exist: {}",
         gone.join(", ")
     );
+}
+
+/// The directories of the workspace's crates: `crates/*`, the benches crates and
+/// `tests/` (weir-tests).
+fn crate_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = subdirectories(&root.join("crates"));
+    dirs.push(root.join("benches"));
+    dirs.extend(
+        subdirectories(&root.join("benches"))
+            .into_iter()
+            .filter(|d| d.join("Cargo.toml").exists()),
+    );
+    dirs.push(root.join("tests"));
+    dirs
+}
+
+#[test]
+fn every_crate_has_at_most_one_integration_test_binary_and_the_map_names_it() {
+    let root = root();
+    let map = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("the map");
+    let mut wrong = Vec::new();
+    let mut binaries = 0;
+    for krate in crate_dirs(&root) {
+        let name = krate
+            .strip_prefix(&root)
+            .expect("under the root")
+            .display()
+            .to_string();
+        let manifest = std::fs::read_to_string(krate.join("Cargo.toml"))
+            .unwrap_or_else(|e| panic!("reading {name}/Cargo.toml: {e}"));
+        if manifest.contains("[[test]]") || manifest.contains("autotests") {
+            wrong.push(format!("{name}/Cargo.toml declares its own test targets"));
+        }
+        let tests = krate.join("tests");
+        let Ok(entries) = std::fs::read_dir(&tests) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if path.is_file() && file.ends_with(".rs") {
+                wrong.push(format!("{name}/tests/{file} is a test binary of its own"));
+            } else if path.is_dir() && file != "it" && path.join("main.rs").exists() {
+                wrong.push(format!(
+                    "{name}/tests/{file}/main.rs is a test binary of its own"
+                ));
+            }
+        }
+        if tests.join("it").is_dir() {
+            binaries += 1;
+            let main = format!("{name}/tests/it/main.rs");
+            if !tests.join("it/main.rs").is_file() {
+                wrong.push(format!("{main} is missing"));
+            } else if !map.contains(&format!("`{main}`")) {
+                wrong.push(format!("{main} is not named in docs/ARCHITECTURE.md"));
+            }
+        }
+    }
+    // The crates do have integration tests: a change in where they live must not leave
+    // this test checking nothing.
+    assert!(binaries >= 9, "only {binaries} crates with tests/it found");
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
