@@ -1,6 +1,6 @@
 """The web console in headless Chromium, as a user would use it.
 
-Run by crates/weir-server/tests/console_browser.rs against a broker that has topics
+Run by crates/weir-server/tests/it/console_browser.rs against a broker that has topics
 `orders` (10 records in partition 0) and `audit`, and a group `billing` that committed
 offset 4 of orders/0 (lag 6). Reads the topic list and the group's lag, browses to offset
 5 of orders/0 through the browser's form, creates a topic through the create form, and
@@ -9,7 +9,7 @@ of what it read; the Rust test checks it. Every wait is bounded.
 
     console_browser.py --console http://127.0.0.1:PORT --driver /usr/bin/chromedriver --out DIR
 
-On a secured broker (crates/weir-cli/tests/console_browser.rs), --user and --password
+On a secured broker (crates/weir-cli/tests/it/console_browser.rs), --user and --password
 (HTTP basic, sent with every request the page makes) and --ca (the CA that signed the
 broker's certificate, trusted for this run only) log in as that user.
 """

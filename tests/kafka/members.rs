@@ -1,8 +1,8 @@
 //! kafka-python group members as processes (`tests/kafka/groups_member.py`), what they
-//! printed, and the numbered records they read: shared by the two test crates that run them (weir-client's
-//! `tests/kafka_groups.rs` on one broker, weir-tests' `tests/kafka_failover.rs` on a
-//! 3-node cluster), each including this file by path, since neither test crate can
-//! depend on the other.
+//! printed, and the numbered records they read: shared by the two test crates that run
+//! them (weir-client's `tests/it/kafka_groups.rs` on one broker, weir-tests'
+//! `tests/it/kafka_failover.rs` on a 3-node cluster), each binary's `tests/it/main.rs`
+//! including this file by path, since neither test crate can depend on the other.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -14,7 +14,7 @@ time, a broker at --address. Checks, each fatal (exit 1 with what differed):
 5. ListTopics pagination: following next_page_token lists every topic once, and a
    made-up page_token is refused with INVALID_ARGUMENT.
 
-Run by crates/weir-server/tests/python.rs; by hand:
+Run by crates/weir-server/tests/it/python.rs; by hand:
     python="$(tests/python/setup.sh)"
     "$python" tests/python/interop.py --address 127.0.0.1:9292 --proto-dir proto
 """

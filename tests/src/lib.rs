@@ -52,8 +52,10 @@ pub fn init_client_logs() {
         .try_init();
 }
 
-/// Runs fault tests one at a time: each starts three brokers, and two clusters on two
-/// cores would make every timing (and the failover figures) meaningless.
+/// Runs the tests that start a cluster one at a time, whichever module of this crate's
+/// one test binary they are in: each starts three brokers (or the compose cluster, whose
+/// container names are fixed), and two clusters on two cores would make every timing
+/// (and the failover figures) meaningless.
 pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
     static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     SERIAL.lock().await

@@ -45,7 +45,7 @@ pub mod tokens;
 pub mod share;
 #[cfg(test)]
 #[allow(dead_code)]
-#[path = "../tests/sim/rng.rs"]
+#[path = "../tests/it/sim/rng.rs"]
 mod sim_rng;
 mod topic_name;
 

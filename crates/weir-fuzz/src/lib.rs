@@ -3,7 +3,7 @@
 //! no panic, no allocation sized by an unchecked length, a clear error.
 //!
 //! The libFuzzer targets in `fuzz/` (its own workspace, run with `cargo fuzz`) call these
-//! functions, and `tests/corpus.rs` replays every committed corpus and regression file
+//! functions, and `tests/it/corpus.rs` replays every committed corpus and regression file
 //! through them in the default `cargo test`, so CI checks them without cargo-fuzz.
 //!
 //! Architecture invariant: this crate only calls the other crates' public APIs (plus the

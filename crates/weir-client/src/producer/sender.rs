@@ -263,7 +263,7 @@ impl Sender {
         // frozen process) then holds only its own requests, until their request_timeout
         // fails the stream. Awaited here, it held the whole sender, so every broker's
         // writes, until HTTP/2 keepalive gave the connection up 50 s later (found by
-        // tests/docker_cluster.rs: `docker pause` of a leader).
+        // weir-tests' tests/it/docker_cluster.rs: `docker pause` of a leader).
         let open = async move {
             match client.produce_stream(ReceiverStream::new(receiver)).await {
                 Ok(responses) => Box::pin(

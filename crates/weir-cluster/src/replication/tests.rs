@@ -1,5 +1,5 @@
 //! Unit tests of the replication state machine against an in-memory log. The
-//! simulation (`tests/sim`) checks it under faults; these pin single behaviours.
+//! simulation (`tests/it/sim`) checks it under faults; these pin single behaviours.
 
 use bytes::Bytes;
 

@@ -1,0 +1,287 @@
+//! `weir dev cluster` as a user runs it: three real `weir serve` processes, a replicated
+//! topic created, records produced and read back through the CLI, one broker killed
+//! with SIGKILL, more records produced, everything read back, then Ctrl-C (SIGTERM)
+//! stops the rest and the command exits 0. And `weir dev cluster --secure`: with the
+//! settings it prints, the CLI produces and consumes as the admin over TLS, and a CLI
+//! without credentials is refused.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The lowest base port handed out.
+const FIRST_BASE: u16 = 20_000;
+/// How many base ports above it: the highest port used, base + 202, stays below the
+/// kernel's ephemeral range (32768 and up by default), where the outgoing connections of
+/// the tests beside these in this binary take their ports.
+const BASE_SPAN: u16 = 12_000;
+
+/// A base port with the ports of three brokers (client, metrics, Kafka) free now. `salt`
+/// keeps the tests of this file, which run at once, apart.
+fn free_base_port(salt: u16) -> u16 {
+    let pid = (std::process::id() as u16).wrapping_add(salt.wrapping_mul(4999));
+    for attempt in 0..200u16 {
+        let base = FIRST_BASE + (pid.wrapping_add(attempt.wrapping_mul(7919)) % BASE_SPAN);
+        let free = (0..3u16).all(|n| {
+            let port = base + n * 100;
+            (0..3).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports for three brokers");
+}
+
+/// `weir ARGS` with exactly `env` of the client settings (none inherited).
+fn weir_with(args: &[&str], env: &[(String, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_weir"));
+    for name in ["WEIR_BROKERS", "WEIR_TLS_CA", "WEIR_USER", "WEIR_PASSWORD"] {
+        command.env_remove(name);
+    }
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("weir runs")
+}
+
+fn ok(args: &[&str], brokers: &str) -> String {
+    ok_with(args, &[("WEIR_BROKERS".to_owned(), brokers.to_owned())])
+}
+
+fn ok_with(args: &[&str], env: &[(String, String)]) -> String {
+    let out = weir_with(args, env);
+    assert!(
+        out.status.success(),
+        "weir {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Retries `args` until it succeeds (a cluster settling: elections, ISR changes).
+fn eventually_ok(args: &[&str], brokers: &str) -> String {
+    eventually_ok_with(args, &[("WEIR_BROKERS".to_owned(), brokers.to_owned())])
+}
+
+fn eventually_ok_with(args: &[&str], env: &[(String, String)]) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let out = weir_with(args, env);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "weir {args:?} kept failing: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_dev_cluster_keeps_every_record_when_a_broker_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(0).to_string();
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["dev", "cluster", "--nodes", "3", "--base-port", &base])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir dev cluster starts");
+    let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut brokers = String::new();
+    stdout.read_line(&mut brokers).unwrap();
+    let brokers = brokers.trim().to_string();
+    assert_eq!(brokers.split(',').count(), 3, "{brokers}");
+    // The pids, from what it printed on stderr.
+    let mut stderr = BufReader::new(cluster.stderr.take().unwrap());
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let pid: i32 = line
+            .split("pid ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("a pid in {line:?}"));
+        pids.push(pid);
+    }
+
+    eventually_ok(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+            "--config",
+            "min.insync.replicas=2",
+        ],
+        &brokers,
+    );
+    let values: Vec<String> = (0..200).map(|i| format!("v{i}")).collect();
+    let file = dir.path().join("first.txt");
+    std::fs::write(&file, values[..100].join("\n") + "\n").unwrap();
+    eventually_ok(
+        &["produce", "orders", "--file", file.to_str().unwrap()],
+        &brokers,
+    );
+
+    // Kill the partition's leader.
+    let describe = ok(
+        &["topic", "describe", "orders", "--format", "json"],
+        &brokers,
+    );
+    let json: serde_json::Value = serde_json::from_str(&describe).unwrap();
+    let leader = json["partitions"][0]["leader"].as_i64().expect("a leader") as usize;
+    // SAFETY: kill(2) on a process this test's child started.
+    unsafe {
+        libc::kill(pids[leader - 1], libc::SIGKILL);
+    }
+    let file = dir.path().join("second.txt");
+    std::fs::write(&file, values[100..].join("\n") + "\n").unwrap();
+    ok(
+        &["produce", "orders", "--file", file.to_str().unwrap()],
+        &brokers,
+    );
+    let read = ok(
+        &["consume", "orders", "--from", "beginning", "--count", "200"],
+        &brokers,
+    );
+    let read: Vec<&str> = read.lines().collect();
+    assert_eq!(read, values.iter().map(String::as_str).collect::<Vec<_>>());
+
+    stop(&mut cluster);
+}
+
+/// SIGTERM to `weir dev cluster`; it must stop its brokers and exit 0.
+fn stop(cluster: &mut std::process::Child) {
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(cluster.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = cluster.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "weir dev cluster did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn a_secure_dev_cluster_serves_its_admin_over_tls_and_refuses_anonymous_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(1).to_string();
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "dev",
+            "cluster",
+            "--secure",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("WEIR_ADMIN_PASSWORD")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weir dev cluster --secure starts");
+    // What it prints on stdout: the brokers, then the lines to export.
+    let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut brokers = String::new();
+    stdout.read_line(&mut brokers).unwrap();
+    let mut env: Vec<(String, String)> = Vec::new();
+    for _ in 0..4 {
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let (name, value) = line
+            .trim()
+            .strip_prefix("export ")
+            .and_then(|l| l.split_once('='))
+            .unwrap_or_else(|| panic!("an export line, not {line:?}"));
+        env.push((name.to_owned(), value.trim_matches('\'').to_owned()));
+    }
+    let setting = |name: &str| {
+        env.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("{name} in {env:?}"))
+    };
+    assert_eq!(setting("WEIR_BROKERS"), brokers.trim());
+    assert_eq!(setting("WEIR_USER"), "admin");
+    assert!(setting("WEIR_PASSWORD").len() >= 16, "a random password");
+    let ca = setting("WEIR_TLS_CA");
+    assert!(
+        std::path::Path::new(&ca).starts_with(std::fs::canonicalize(dir.path()).unwrap())
+            || std::path::Path::new(&ca).starts_with(dir.path()),
+        "{ca} is in the cluster's directory"
+    );
+
+    eventually_ok_with(
+        &[
+            "topic",
+            "create",
+            "orders",
+            "--partitions",
+            "1",
+            "--replication-factor",
+            "3",
+        ],
+        &env,
+    );
+    let values: Vec<String> = (0..100).map(|i| format!("order-{i}")).collect();
+    let file = dir.path().join("orders.txt");
+    std::fs::write(&file, values.join("\n") + "\n").unwrap();
+    eventually_ok_with(
+        &["produce", "orders", "--file", file.to_str().unwrap()],
+        &env,
+    );
+    let read = ok_with(
+        &["consume", "orders", "--from", "beginning", "--count", "100"],
+        &env,
+    );
+    assert_eq!(
+        read.lines().collect::<Vec<_>>(),
+        values.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every record back, in order"
+    );
+
+    // The CA but no user: refused by the brokers.
+    let anonymous = [
+        ("WEIR_BROKERS".to_owned(), setting("WEIR_BROKERS")),
+        ("WEIR_TLS_CA".to_owned(), ca.clone()),
+    ];
+    let out = weir_with(&["topic", "list"], &anonymous);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an anonymous client was served");
+    assert!(stderr.contains("requires authentication"), "{stderr}");
+    // A wrong password: refused too.
+    let mut wrong = env.clone();
+    wrong.retain(|(n, _)| n != "WEIR_PASSWORD");
+    wrong.push(("WEIR_PASSWORD".to_owned(), "not-the-password".to_owned()));
+    let out = weir_with(&["topic", "list"], &wrong);
+    assert!(!out.status.success(), "a wrong password was accepted");
+    // No TLS at all: the brokers do not speak plaintext.
+    let plaintext = [("WEIR_BROKERS".to_owned(), setting("WEIR_BROKERS"))];
+    let out = weir_with(&["topic", "list"], &plaintext);
+    assert!(!out.status.success(), "a plaintext client was served");
+
+    stop(&mut cluster);
+}

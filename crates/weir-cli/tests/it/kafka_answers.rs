@@ -1,0 +1,101 @@
+//! Answers Weir's Kafka listener gave where Kafka gives another (issue 41), checked
+//! through the Kafka clients that met them (`tests/kafka/kafka_answers.py`, one check per
+//! test, with the pinned clients of `tests/python/setup.sh`).
+
+use crate::common;
+
+use std::path::PathBuf;
+
+use common::*;
+use serde_json::Value;
+
+fn python() -> PathBuf {
+    installed("tests/python/setup.sh")
+}
+
+/// Runs one check of `kafka_answers.py` against a fresh broker; its one JSON line.
+fn check(name: &str, topic: &str) -> Value {
+    let python = python();
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let script = repo_root().join("tests/kafka/kafka_answers.py");
+    let out = run_ok(&python, &[&script.to_string_lossy(), name, &kafka, topic]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 1, "{out}");
+    lines.into_iter().next().expect("one line")
+}
+
+/// ~1 MB records over four partitions, read by librdkafka with a 1 MiB fetch and the
+/// least `receive.message.max.bytes` it allows: every answer fits, every record comes back
+/// in order (a 1.8 MB answer made librdkafka drop the connection and stall).
+#[test]
+fn fetch_answers_stay_within_max_bytes_for_librdkafka() {
+    let seen = check("fetch-max-bytes", "big-records");
+    assert_eq!(seen["read"], 24, "{seen}");
+    assert_eq!(
+        seen["per_partition"],
+        serde_json::json!([6, 6, 6, 6]),
+        "{seen}"
+    );
+}
+
+/// ListOffsets by timestamp finds no record on an empty partition or past the newest one
+/// (-1, as Kafka), and max-timestamp answers the first record holding the newest one.
+#[test]
+fn list_offsets_by_time_and_max_timestamp_answer_as_kafka_does() {
+    let seen = check("list-offsets", "stamps");
+    assert_eq!(seen["by_time"], serde_json::json!([-1, 0, 1, -1]), "{seen}");
+    assert_eq!(seen["max_timestamp"][0], 1, "{seen}");
+    assert_eq!(
+        seen["max_timestamp_empty"],
+        serde_json::json!([-1, -1]),
+        "{seen}"
+    );
+}
+
+/// Group ids are any non-empty string, as in Kafka: librdkafka's own test suite names a
+/// group `roundrobin,range`; each group reads, commits and resumes.
+#[test]
+fn consumer_groups_with_any_characters_in_their_ids() {
+    let seen = check("group-ids", "any-group");
+    assert_eq!(seen["read"]["roundrobin,range"], 20, "{seen}");
+    assert_eq!(seen["read"]["a/b ü 日本"], 20, "{seen}");
+}
+
+/// Every topic config Kafka 4 defines is accepted (librdkafka's suite sets
+/// `compression.type`, `flush.ms`, `max.compaction.lag.ms`) and described back, the rest
+/// with Kafka's defaults; a value Kafka refuses is INVALID_CONFIG naming the key.
+#[test]
+fn kafka_topic_configs_are_accepted_described_and_checked() {
+    let seen = check("topic-configs", "configured");
+    for key in [
+        "compression.type",
+        "min.cleanable.dirty.ratio",
+        "remote.storage.enable",
+    ] {
+        assert_eq!(seen["refused"][key], "INVALID_CONFIG", "{seen}");
+    }
+    assert_eq!(
+        seen["keys"], 34,
+        "Kafka 4.0's 33 topic keys and flush.policy: {seen}"
+    );
+}
+
+/// A compacted topic (created so, or altered with IncrementalAlterConfigs APPEND) refuses
+/// records without keys with INVALID_RECORD, appending nothing of their batch.
+#[test]
+fn compacted_topics_refuse_records_without_keys() {
+    let seen = check("compact-keys", "compacted");
+    assert_eq!(seen["errors"][1], "INVALID_RECORD", "{seen}");
+}
+
+/// A request's effects are seen by the next request of its connection, as in Kafka: a
+/// consumer's committed() right after each asynchronous commit returns that commit.
+#[test]
+fn committed_right_after_an_asynchronous_commit_sees_it() {
+    let seen = check("commit-order", "commit-order");
+    assert_eq!(seen["commits"], 200, "{seen}");
+}

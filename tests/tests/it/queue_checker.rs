@@ -1,0 +1,612 @@
+//! The queue checker (docs/queues.md § How it is checked) on real processes: three
+//! `weir serve` processes, a topic of 3 partitions (replication factor 3,
+//! `min.insync.replicas=2`), a producer writing throughout (every tenth record with a
+//! `weir-deliver-at` a second and a half ahead), and 4 share consumers (weir-client's
+//! `ShareConsumer`, explicit acknowledgement) that at random accept, release with a
+//! delay, reject, or crash holding their locks (a new consumer, a new member id, takes
+//! the crashed one's place). The group locks records for 2 s, delivers each at most 4
+//! times and names a dead-letter topic. Meanwhile the group's coordinator is SIGKILLed
+//! and restarted, then another broker is paused and resumed.
+//!
+//! Checked from what the clients saw:
+//! - every record whose produce was acknowledged is ACCEPTed (acknowledged without
+//!   "not held") or in the dead-letter topic: none lost;
+//! - no record is handed to a second member while the first one's lock is valid, except
+//!   across a fault (a failover forfeits locks: docs/queues.md § promise 3);
+//! - no delivery count is over the limit, and a record's counts only grow;
+//! - an accepted record is never delivered again;
+//! - every dead letter carries headers naming a produced record, a known reason and a
+//!   count within the limit, and every applied REJECT is among them;
+//! - no record comes before its `weir-deliver-at`, or before the delay of a RELEASE.
+//!
+//! The counts are printed (and recorded in docs/queues.md). `WEIR_QUEUE_CHECK_RECORDS`
+//! (default 600) runs a longer check.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, ensure};
+use tokio::sync::watch;
+use weir_client::{
+    AckKind, AckMode, AckStatus, Acks, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig, ShareGroupSettings, ShareStart,
+};
+use weir_proto::v1 as pb;
+use weir_proto::v1::groups_client::GroupsClient;
+use weir_tests::cluster::{Cluster, ClusterConfig};
+use weir_tests::nemesis::Rng;
+use weir_tests::wait::{bounded, wait_for};
+
+const TOPIC: &str = "jobs";
+const DLQ: &str = "jobs-dlq";
+const GROUP: &str = "queue-check";
+const PARTITIONS: u32 = 3;
+const CONSUMERS: usize = 4;
+const LOCK: Duration = Duration::from_secs(2);
+const LIMIT: u32 = 4;
+const RELEASE_DELAY: Duration = Duration::from_millis(300);
+const DELIVER_AHEAD: Duration = Duration::from_millis(1_500);
+/// Records produced per second.
+const RATE: u64 = 60;
+/// A lock's end as the client sees it may differ from the broker's by the time an
+/// answer takes on loopback.
+const CLOCK_SLACK_MS: i64 = 50;
+/// Longest the whole check may run before the records still open fail it.
+const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One delivery as a member saw it.
+#[derive(Debug, Clone)]
+struct Delivery {
+    /// Consumer instance (a crashed consumer's replacement is a new one).
+    instance: usize,
+    count: u32,
+    received_ms: i64,
+    lock_deadline_ms: i64,
+}
+
+/// An acknowledgement the broker applied.
+#[derive(Debug, Clone, Copy)]
+struct Applied {
+    instance: usize,
+    kind: AckKind,
+    /// When the request carrying it was sent, and when its answer came.
+    sent_ms: i64,
+    answered_ms: i64,
+}
+
+#[derive(Debug, Default)]
+struct Log {
+    /// Produced and acknowledged: value -> (partition, offset, deliver-at).
+    produced: HashMap<String, (u32, i64, Option<i64>)>,
+    deliveries: HashMap<(u32, i64), Vec<Delivery>>,
+    applied: HashMap<(u32, i64), Vec<Applied>>,
+    /// Records whose ACCEPT the broker applied.
+    accepted: HashSet<(u32, i64)>,
+    /// Records an ACCEPT was sent for whose outcome is unknown: the call failed, or it
+    /// answered "not held" in a fault (a retry after a lost answer says so of what the
+    /// first try applied).
+    ambiguous: HashSet<(u32, i64)>,
+    crashes: u64,
+    /// Fault windows: [start, end) in wall ms, widened by a lock duration at the end.
+    faults: Vec<(i64, i64)>,
+    /// A fault is under way (its window is added when it ends).
+    fault_open: bool,
+}
+
+fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
+    log.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_consumers_lose_nothing_and_never_share_a_lock_through_kills_and_pauses() {
+    // Waiting for the other cluster tests of this binary is not the test's time.
+    let _serial = weir_tests::exclusive().await;
+    bounded(Duration::from_secs(300), run())
+        .await
+        .expect("queue check");
+}
+
+async fn run() -> anyhow::Result<()> {
+    let records: u64 = std::env::var("WEIR_QUEUE_CHECK_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(600);
+    let mut cluster = Cluster::start(ClusterConfig::default()).await?;
+    cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
+    cluster.create_topic(DLQ, 1, 3, 2).await?;
+    let admin = Admin::connect(&cluster.bootstrap()).await?;
+    let settings = ShareGroupSettings {
+        lock_duration: Some(LOCK),
+        delivery_count_limit: Some(LIMIT),
+        dead_letter_topic: Some(DLQ.to_owned()),
+        filter: None,
+        start: None,
+    };
+    wait_for(Duration::from_secs(30), "the group configured", || async {
+        admin.configure_share_group(GROUP, &settings).await.ok()
+    })
+    .await?;
+    let log = Arc::new(Mutex::new(Log::default()));
+
+    let (stop, stopped) = watch::channel(false);
+    let producer = Producer::connect(ProducerConfig {
+        brokers: cluster.bootstrap(),
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    })
+    .await?;
+    let load = tokio::spawn(produce(producer, records, log.clone()));
+    let mut consumers = Vec::new();
+    for slot in 0..CONSUMERS {
+        consumers.push(tokio::spawn(consume(
+            cluster.bootstrap(),
+            slot,
+            log.clone(),
+            stopped.clone(),
+        )));
+    }
+
+    // The faults: the coordinator killed and restarted, then another broker paused.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let coordinator = share_coordinator(&cluster).await?;
+    let fault_start = now_ms();
+    lock(&log).fault_open = true;
+    cluster.kill(coordinator)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart(coordinator).await?;
+    end_fault(&log, fault_start);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let paused = cluster
+        .ids()
+        .into_iter()
+        .find(|&id| id != coordinator)
+        .expect("three nodes");
+    let fault_start = now_ms();
+    lock(&log).fault_open = true;
+    cluster.pause(paused)?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.resume(paused)?;
+    end_fault(&log, fault_start);
+
+    let produced = load.await.context("the producer task")??;
+    ensure!(produced > 0, "nothing was produced");
+    // Until the broker says every record is finished (each partition's window start at
+    // its high watermark, no dead-letter copy pending); the consumers keep going.
+    let finished = wait_for(FINISH_TIMEOUT, "every record finished", || async {
+        let d = admin.describe_share_group(GROUP).await.ok()?;
+        let done = d.partitions.len() == PARTITIONS as usize
+            && d.partitions.iter().all(|p| {
+                p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
+            });
+        done.then_some(d)
+    })
+    .await;
+    stop.send_replace(true);
+    for c in consumers {
+        c.await.context("a consumer task")??;
+    }
+    let described = finished?;
+    let dead = read_dead_letters(&cluster).await?;
+    let window_starts: HashMap<u32, i64> = described
+        .partitions
+        .iter()
+        .map(|p| (p.partition, p.start_offset))
+        .collect();
+    let log = lock(&log);
+    check(&log, &dead, &window_starts)?;
+    cluster.finish();
+    Ok(())
+}
+
+async fn share_coordinator(cluster: &Cluster) -> anyhow::Result<i32> {
+    let bootstrap = cluster.bootstrap();
+    wait_for(Duration::from_secs(20), "the share coordinator", || async {
+        let mut client = GroupsClient::connect(format!("http://{}", bootstrap[0]))
+            .await
+            .ok()?;
+        let found = client
+            .find_coordinator(pb::FindCoordinatorRequest {
+                group_id: GROUP.into(),
+                r#type: pb::CoordinatorType::Share as i32,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        (found.broker_id > 0).then_some(found.broker_id)
+    })
+    .await
+}
+
+async fn produce(producer: Producer, records: u64, log: Arc<Mutex<Log>>) -> anyhow::Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
+    let mut pending = Vec::new();
+    for i in 0..records {
+        tick.tick().await;
+        let value = format!("job-{i}");
+        let mut record =
+            ProducerRecord::new(TOPIC, value.clone()).partition((i % u64::from(PARTITIONS)) as u32);
+        let deliver_at = (i % 10 == 0).then(|| now_ms() + DELIVER_AHEAD.as_millis() as i64);
+        if let Some(at) = deliver_at {
+            record = record.header("weir-deliver-at", at.to_string());
+        }
+        pending.push((value, deliver_at, producer.send(record).await));
+    }
+    let mut acknowledged = 0;
+    for (value, deliver_at, sent) in pending {
+        // A produce that failed (a fault) is not owed to anyone: only acknowledged ones
+        // are checked.
+        let Ok(delivery) = sent else { continue };
+        if let Ok(meta) = delivery.wait().await {
+            lock(&log)
+                .produced
+                .insert(value, (meta.partition, meta.offset, deliver_at));
+            acknowledged += 1;
+        }
+    }
+    producer.close().await;
+    Ok(acknowledged)
+}
+
+/// One consumer slot: a consumer that takes, acknowledges at random, and now and then
+/// crashes (is dropped holding its records) and is replaced by a new one.
+async fn consume(
+    brokers: Vec<String>,
+    slot: usize,
+    log: Arc<Mutex<Log>>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut rng = Rng::new(0x5eed_0000 + slot as u64);
+    let mut instance = slot;
+    let connect = |instance: usize| {
+        let brokers = brokers.clone();
+        async move {
+            let _ = instance;
+            ShareConsumer::connect(ShareConsumerConfig {
+                brokers,
+                start: ShareStart::Earliest,
+                ack_mode: AckMode::Explicit,
+                max_records: 20,
+                ..ShareConsumerConfig::new(GROUP, vec![TOPIC.to_owned()])
+            })
+            .await
+        }
+    };
+    let mut consumer = connect(instance).await?;
+    while !*stop.borrow() {
+        let sent_ms = now_ms();
+        let got = match consumer.poll(Duration::from_millis(500)).await {
+            Ok(got) => got,
+            // Faults make calls fail for a while; what they carried may or may not have
+            // been applied, so it is not counted.
+            Err(_) => {
+                let answered_ms = now_ms();
+                record_outcomes(&mut consumer, instance, sent_ms, answered_ms, &log);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let answered_ms = now_ms();
+        record_outcomes(&mut consumer, instance, sent_ms, answered_ms, &log);
+        let mut crash = false;
+        {
+            let mut l = lock(&log);
+            for r in &got {
+                l.deliveries
+                    .entry((r.partition, r.offset))
+                    .or_default()
+                    .push(Delivery {
+                        instance,
+                        count: r.delivery_count,
+                        received_ms: answered_ms,
+                        lock_deadline_ms: r.lock_deadline_ms,
+                    });
+            }
+        }
+        for r in &got {
+            let roll = rng.below(100);
+            let kind = match roll {
+                0..70 => AckKind::Accept,
+                70..85 => AckKind::ReleaseAfter(RELEASE_DELAY),
+                85..90 => AckKind::Reject,
+                _ => {
+                    crash = true;
+                    break;
+                }
+            };
+            consumer.acknowledge(r, kind)?;
+        }
+        if crash {
+            // Dropped without a word: its locks run out on the broker.
+            drop(consumer);
+            lock(&log).crashes += 1;
+            instance += CONSUMERS;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            consumer = loop {
+                match connect(instance).await {
+                    Ok(c) => break c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+        }
+    }
+    let sent_ms = now_ms();
+    if let Ok(outcomes) = consumer.close().await {
+        let answered_ms = now_ms();
+        apply_outcomes(&outcomes, instance, sent_ms, answered_ms, &log);
+    }
+    Ok(())
+}
+
+/// Takes the outcomes of the acknowledgements `consumer` sent with its last call.
+fn record_outcomes(
+    consumer: &mut ShareConsumer,
+    instance: usize,
+    sent_ms: i64,
+    answered_ms: i64,
+    log: &Mutex<Log>,
+) {
+    let outcomes = consumer.take_ack_outcomes();
+    apply_outcomes(&outcomes, instance, sent_ms, answered_ms, log);
+}
+
+/// Marks what the broker applied, by the outcomes it answered.
+fn apply_outcomes(
+    outcomes: &[weir_client::AckOutcome],
+    instance: usize,
+    sent_ms: i64,
+    answered_ms: i64,
+    log: &Mutex<Log>,
+) {
+    let mut l = lock(log);
+    let in_fault_now = l.fault_open || in_fault(&l.faults, sent_ms, answered_ms);
+    for o in outcomes {
+        let not_held = match &o.status {
+            AckStatus::Applied { not_held } => not_held,
+            AckStatus::Unknown(_) => {
+                if matches!(o.kind, AckKind::Accept) {
+                    l.ambiguous
+                        .extend((o.first_offset..=o.last_offset).map(|off| (o.partition, off)));
+                }
+                continue;
+            }
+            AckStatus::Refused(_) => continue,
+        };
+        if in_fault_now && matches!(o.kind, AckKind::Accept) {
+            l.ambiguous
+                .extend(not_held.iter().map(|&off| (o.partition, off)));
+        }
+        for offset in o.first_offset..=o.last_offset {
+            if not_held.contains(&offset) {
+                continue;
+            }
+            l.applied
+                .entry((o.partition, offset))
+                .or_default()
+                .push(Applied {
+                    instance,
+                    kind: o.kind,
+                    sent_ms,
+                    answered_ms,
+                });
+            if matches!(o.kind, AckKind::Accept) {
+                l.accepted.insert((o.partition, offset));
+            }
+        }
+    }
+}
+
+/// A dead letter's source and headers.
+#[derive(Debug)]
+struct DeadLetter {
+    partition: u32,
+    offset: i64,
+    reason: String,
+    count: u32,
+    source_topic: String,
+}
+
+async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>> {
+    let mut consumer = Consumer::connect(ConsumerConfig {
+        brokers: cluster.bootstrap(),
+        ..ConsumerConfig::default()
+    })
+    .await?;
+    consumer.assign(&[(DLQ, 0)]);
+    consumer.seek(DLQ, 0, SeekTo::Beginning).await?;
+    let mut out = Vec::new();
+    loop {
+        let got = consumer.poll(1_000, Duration::from_millis(300)).await?;
+        if got.is_empty() {
+            return Ok(out);
+        }
+        for r in got {
+            let header = |key: &str| {
+                r.headers
+                    .iter()
+                    .find(|h| h.key == key)
+                    .and_then(|h| h.value.as_ref())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default()
+            };
+            out.push(DeadLetter {
+                partition: header("weir-dlq-source-partition")
+                    .parse()
+                    .unwrap_or(u32::MAX),
+                offset: header("weir-dlq-source-offset").parse().unwrap_or(-1),
+                reason: header("weir-dlq-reason"),
+                count: header("weir-dlq-delivery-count")
+                    .parse()
+                    .unwrap_or(u32::MAX),
+                source_topic: header("weir-dlq-source-topic"),
+            });
+        }
+    }
+}
+
+/// Closes the fault that began at `start`: its window reaches a lock duration past now
+/// (locks given before it may be forfeited until then).
+fn end_fault(log: &Mutex<Log>, start: i64) {
+    let mut l = lock(log);
+    l.faults.push((start, now_ms() + LOCK.as_millis() as i64));
+    l.fault_open = false;
+}
+
+fn in_fault(faults: &[(i64, i64)], from: i64, to: i64) -> bool {
+    faults.iter().any(|&(s, e)| from < e && to > s)
+}
+
+fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> anyhow::Result<()> {
+    let by_source: HashSet<(u32, i64)> = log.produced.values().map(|&(p, o, _)| (p, o)).collect();
+    let deliver_at: HashMap<(u32, i64), i64> = log
+        .produced
+        .values()
+        .filter_map(|&(p, o, at)| at.map(|at| ((p, o), at)))
+        .collect();
+    let mut problems = Vec::new();
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for d in dead {
+        *reasons.entry(d.reason.clone()).or_default() += 1;
+        if d.source_topic != TOPIC || !by_source.contains(&(d.partition, d.offset)) {
+            problems.push(format!("a dead letter names no produced record: {d:?}"));
+        }
+        if ![
+            "rejected",
+            "delivery-limit",
+            "lock-expired-at-limit",
+            "unknown",
+        ]
+        .contains(&d.reason.as_str())
+            || d.count == 0
+            || d.count > LIMIT
+        {
+            problems.push(format!("a dead letter's headers are wrong: {d:?}"));
+        }
+    }
+    let in_dlq: HashSet<(u32, i64)> = dead.iter().map(|d| (d.partition, d.offset)).collect();
+    // Finished one way only: an accepted record is never archived, nor the reverse. (A
+    // dead letter may be copied twice: its copy is made before the record is marked
+    // copied, and a failover in between makes it again.)
+    for key in log.accepted.intersection(&in_dlq) {
+        problems.push(format!("{key:?}: accepted and dead-lettered"));
+    }
+    let mut redeliveries = 0u64;
+    for (key, deliveries) in &log.deliveries {
+        let mut sorted = deliveries.clone();
+        sorted.sort_by_key(|d| d.received_ms);
+        redeliveries += sorted.len().saturating_sub(1) as u64;
+        let applied = log.applied.get(key).cloned().unwrap_or_default();
+        for w in sorted.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            if b.count <= a.count {
+                problems.push(format!(
+                    "{key:?}: delivery count {} after {}",
+                    b.count, a.count
+                ));
+            }
+            // The lock of `a` ended at its deadline, or when its holder's RELEASE/REJECT
+            // was applied, whichever came first.
+            let released = applied
+                .iter()
+                .filter(|x| x.instance == a.instance && x.answered_ms >= a.received_ms)
+                .map(|x| x.sent_ms)
+                .min();
+            let end = released.map_or(a.lock_deadline_ms, |r| r.min(a.lock_deadline_ms));
+            if b.received_ms + CLOCK_SLACK_MS < end
+                && !in_fault(&log.faults, a.received_ms, a.lock_deadline_ms)
+            {
+                problems.push(format!(
+                    "{key:?}: delivered to {} at {} while {}'s lock held until {end}",
+                    b.instance, b.received_ms, a.instance
+                ));
+            }
+        }
+        for d in &sorted {
+            if d.count > LIMIT {
+                problems.push(format!(
+                    "{key:?}: delivered {} times (limit {LIMIT})",
+                    d.count
+                ));
+            }
+        }
+        if let Some(at) = deliver_at.get(key)
+            && sorted[0].received_ms < *at
+        {
+            problems.push(format!(
+                "{key:?}: delivered at {} before its time {at}",
+                sorted[0].received_ms
+            ));
+        }
+        // After an applied ACCEPT nothing more; after an applied RELEASE not before its
+        // delay.
+        for x in &applied {
+            let later = sorted.iter().filter(|d| d.received_ms > x.answered_ms);
+            match x.kind {
+                AckKind::Accept => {
+                    if let Some(d) = later.clone().next() {
+                        problems.push(format!(
+                            "{key:?}: delivered again at {} after its ACCEPT",
+                            d.received_ms
+                        ));
+                    }
+                }
+                AckKind::ReleaseAfter(delay) => {
+                    let due = x.sent_ms + delay.as_millis() as i64;
+                    if let Some(d) = later.clone().find(|d| d.received_ms < due) {
+                        problems.push(format!(
+                            "{key:?}: back at {} before its delay ended at {due}",
+                            d.received_ms
+                        ));
+                    }
+                }
+                AckKind::Reject if !in_dlq.contains(key) => {
+                    problems.push(format!("{key:?}: rejected but not dead-lettered"));
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut ambiguous = 0u64;
+    for key in &by_source {
+        if log.accepted.contains(key) || in_dlq.contains(key) {
+            continue;
+        }
+        // An ACCEPT whose answer was lost: the broker must have finished the record.
+        if log.ambiguous.contains(key) && window_starts.get(&key.0).is_some_and(|&s| s > key.1) {
+            ambiguous += 1;
+            continue;
+        }
+        problems.push(format!(
+            "{key:?}: produced and acknowledged, never accepted or dead-lettered"
+        ));
+    }
+    println!(
+        "queue check: {} records produced and acknowledged, {} accepted ({} more whose ACCEPT's \
+         answer was lost), {} dead-lettered ({} copies) {:?}, {} deliveries ({} redeliveries), \
+         {} consumer crashes, {} faults",
+        by_source.len(),
+        log.accepted.len(),
+        ambiguous,
+        in_dlq.len(),
+        dead.len(),
+        reasons,
+        log.deliveries.values().map(Vec::len).sum::<usize>(),
+        redeliveries,
+        log.crashes,
+        log.faults.len()
+    );
+    ensure!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    Ok(())
+}
