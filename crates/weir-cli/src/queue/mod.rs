@@ -709,7 +709,8 @@ mod tests {
             assert!(parse(args).is_err(), "{args:?}");
         }
         for args in [
-            &["consume", "t", "-g", "bad group"][..],
+            // Any non-empty group id is a group's, as in Kafka: an empty one is not.
+            &["consume", "t", "-g", ""][..],
             &["consume", "t", "-g", "g", "--ack", "release"],
             &["consume", "t", "-g", "g", "--exec", " "],
             &[
