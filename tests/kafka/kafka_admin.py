@@ -9,7 +9,7 @@ cleanup.policy; APPEND on a key that is not a list is refused), a full alter (th
 keys set stay), a reset, the broker's configs, create_partitions (up to 3; fewer is
 refused), partition reassignments (listed, moved in place, refused per partition),
 delete_records (a consumer then starts at the new log start), describe_log_dirs, the
-active idempotent producer of a partition and describe_cluster. With confluent-kafka, on
+active idempotent producer of a partition, describe_metadata_quorum and describe_cluster. With confluent-kafka, on
 TOPIC-ck: describe_configs, incremental_alter_configs, create_partitions, delete_records
 (a consumer then starts at the new log start) and describe_cluster. Prints one JSON line
 with what the caller checks through Weir's own CLI. Exits non-zero on any failure.
@@ -185,6 +185,19 @@ assert all(p["offset_lag"] == 0 and not p["is_future_key"] for p in partitions),
 producers = admin.describe_producers([tp])[tp].active_producers
 assert len(producers) == 1, producers
 assert producers[0].last_sequence == 9, producers
+
+# The metadata quorum: this one broker is its only voter and leader, caught up.
+quorum = admin.describe_metadata_quorum()
+[quorum_topic] = quorum["topics"]
+assert quorum_topic["topic_name"] == "__cluster_metadata", quorum
+[state] = quorum_topic["partitions"]
+assert state["partition_index"] == 0 and state.get("error") is None, state
+assert state["leader_id"] == 0 and state["leader_epoch"] >= 1, state
+[voter] = state["current_voters"]
+assert voter["replica_id"] == 0, voter
+assert 0 < state["high_watermark"] <= voter["log_end_offset"], state
+assert voter["last_fetch_timestamp"] > 0, voter
+assert state["observers"] == [], state
 
 cluster = admin.describe_cluster()
 assert cluster["controller_id"] == 0, cluster

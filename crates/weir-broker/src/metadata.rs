@@ -280,3 +280,81 @@ mod tests {
         assert_eq!(advertised(&endpoints, Listener::Kafka), None);
     }
 }
+
+/// One voter of the metadata quorum as its leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterView {
+    pub node_id: i32,
+    /// Where the quorum reaches it (its internal address, `--controller-voters`).
+    pub address: String,
+    /// The Raft index after the last entry the leader knows it holds (0: none yet).
+    pub log_end_offset: i64,
+    /// When it last accepted the leader's leadership, in milliseconds since the Unix
+    /// epoch (the leader itself: now); `None` if it has not since this leader started.
+    pub last_ack_ms: Option<i64>,
+}
+
+/// The metadata quorum (Weir's Raft voters, Kafka's `__cluster_metadata` quorum) as its
+/// leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumView {
+    pub leader: i32,
+    /// The Raft term (Kafka's leader epoch of the quorum).
+    pub term: u64,
+    /// The Raft index after the last entry applied here.
+    pub high_watermark: i64,
+    pub voters: Vec<VoterView>,
+}
+
+/// The metadata quorum's state, from its leader (only it knows each voter's progress):
+/// NOT_LEADER naming the leader on any other broker. DESCRIBE on the cluster, as Kafka
+/// asks.
+pub fn quorum(broker: &Broker, ctx: &RequestContext) -> Result<QuorumView, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let cluster = broker.registry().cluster();
+    let not_leader = |leader: Option<i32>| {
+        let leader = leader.unwrap_or(-1);
+        BrokerError::new(
+            Reason::NotLeader { leader },
+            format!(
+                "broker {} does not lead the metadata quorum (broker {leader} does; -1: none \
+                 now): ask it",
+                broker.node_id()
+            ),
+        )
+    };
+    let Some(quorum) = cluster.quorum() else {
+        return Err(not_leader(cluster.controller()));
+    };
+    let status = quorum.status();
+    let Some(progress) = quorum.voter_progress() else {
+        return Err(not_leader(status.leader));
+    };
+    let now = std::time::Instant::now();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let after = |index: Option<u64>| {
+        index.map_or(0, |i| {
+            i64::try_from(i).unwrap_or(i64::MAX).saturating_add(1)
+        })
+    };
+    Ok(QuorumView {
+        leader: status.node,
+        term: status.term,
+        high_watermark: after(status.applied_index),
+        voters: progress
+            .into_iter()
+            .map(|v| VoterView {
+                node_id: v.node,
+                address: quorum.voters().get(&v.node).cloned().unwrap_or_default(),
+                log_end_offset: after(v.last_log_index),
+                last_ack_ms: v.last_ack.map(|at| {
+                    let ago = i64::try_from(now.saturating_duration_since(at).as_millis())
+                        .unwrap_or(i64::MAX);
+                    now_ms.saturating_sub(ago)
+                }),
+            })
+            .collect(),
+    })
+}

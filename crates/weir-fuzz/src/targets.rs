@@ -486,6 +486,7 @@ pub fn kafka_request(data: &[u8]) {
         ListPartitionReassignments => ListPartitionReassignmentsRequest,
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
+        DescribeQuorum => DescribeQuorumRequest,
     }
 }
 

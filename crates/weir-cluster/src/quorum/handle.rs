@@ -45,6 +45,16 @@ pub struct QuorumStatus {
     pub metadata_offset: MetadataOffset,
 }
 
+/// One voter's replication as the quorum's leader sees it (Kafka's DescribeQuorum).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterProgress {
+    pub node: BrokerId,
+    /// The Raft index of the last entry the leader knows it holds (`None`: none yet).
+    pub last_log_index: Option<u64>,
+    /// When it last accepted this leader's leadership (the leader itself: now).
+    pub last_ack: Option<Instant>,
+}
+
 /// A running voter of the metadata quorum. Cheap to clone; clones share the voter.
 #[derive(Clone)]
 pub struct Quorum {
@@ -348,6 +358,44 @@ impl Quorum {
             })
             .count();
         recent + 1 > voters / 2
+    }
+
+    /// Each voter's replication, by node id, if this voter leads the quorum (only the
+    /// leader knows it); `None` otherwise.
+    pub fn voter_progress(&self) -> Option<Vec<VoterProgress>> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        let replication = metrics.replication.unwrap_or_default();
+        let acknowledged = self
+            .inner
+            .acknowledged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Some(
+            self.inner
+                .voters
+                .keys()
+                .map(|&node| {
+                    if node == self.inner.node {
+                        return VoterProgress {
+                            node,
+                            last_log_index: metrics.last_log_index,
+                            last_ack: Some(Instant::now()),
+                        };
+                    }
+                    VoterProgress {
+                        node,
+                        last_log_index: node_id(node)
+                            .and_then(|id| replication.get(&id).copied().flatten())
+                            .map(|l| l.index),
+                        last_ack: acknowledged.get(&node).copied(),
+                    }
+                })
+                .collect(),
+        )
     }
 
     /// Where this voter stands.

@@ -44,7 +44,7 @@ pub use config::{
     DEFAULT_SNAPSHOT_SEND_TIMEOUT_MS, QuorumConfig,
 };
 pub use error::{QuorumError, StoreError};
-pub use handle::{MAX_PROPOSAL_BYTES, Quorum, QuorumStatus};
+pub use handle::{MAX_PROPOSAL_BYTES, Quorum, QuorumStatus, VoterProgress};
 pub use legacy::LegacyMigration;
 pub use log_store::MAX_ENTRY_BYTES;
 pub use network::{MAX_RPC_BYTES, QuorumTransport, RpcFuture, RpcKind, TransportError};

@@ -801,6 +801,73 @@ async fn delete_group_refuses_members_then_removes_everything_durably() {
     close(registry, c).await;
 }
 
+/// OffsetDelete (KIP-496): offsets of topics the members subscribe to are kept, the
+/// others are deleted with tombstones that survive a restart; a committed leader epoch
+/// is kept across one too.
+#[tokio::test]
+async fn delete_offsets_keeps_subscribed_topics_and_tombstones_the_rest_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 2).await;
+    create(&registry, "other", 1).await;
+    let now = Instant::now();
+    let mut a = Client::new("g", &["t"]);
+    a.heartbeat(&c, now).await.unwrap();
+    let with_epoch = OffsetCommit {
+        leader_epoch: Some(3),
+        ..commit("t", 1, 2)
+    };
+    c.commit_offsets(
+        "g",
+        Some((&a.id, a.epoch)),
+        vec![commit("t", 0, 4), with_epoch, commit("other", 0, 7)],
+    )
+    .await
+    .unwrap();
+    let answers = c
+        .delete_offsets(
+            "g",
+            vec![("t".into(), 0), ("other".into(), 0), ("other".into(), 0)],
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&answers[0], Err(GroupError::GroupSubscribedToTopic { topic, .. }) if topic == "t"),
+        "{answers:?}"
+    );
+    assert!(answers[1].is_ok() && answers[2].is_ok(), "{answers:?}");
+    let err = c
+        .delete_offsets("nobody", vec![("t".into(), 0)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GroupError::UnknownGroup(_)), "{err}");
+    let expected = vec![("t".to_string(), 0, Some(4)), ("t".to_string(), 1, Some(2))];
+    assert_eq!(
+        offsets_of(&c.fetch_offsets("g", None).await.unwrap()),
+        expected
+    );
+    // The member leaves.
+    a.epoch = -1;
+    a.heartbeat(&c, now).await.unwrap();
+    close(registry, c).await;
+
+    let (registry, c) = open(dir.path()).await;
+    let found = c.fetch_offsets("g", None).await.unwrap();
+    assert_eq!(offsets_of(&found), expected, "the tombstone was replayed");
+    assert_eq!(
+        found.iter().map(|o| o.leader_epoch).collect::<Vec<_>>(),
+        [None, Some(3)]
+    );
+    // Without members nothing is subscribed: every offset may go.
+    let answers = c
+        .delete_offsets("g", vec![("t".into(), 0), ("t".into(), 1)])
+        .await
+        .unwrap();
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert!(c.fetch_offsets("g", None).await.unwrap().is_empty());
+    close(registry, c).await;
+}
+
 #[tokio::test]
 async fn reset_offsets_follows_each_spec_and_dry_run_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,7 +5,8 @@
 //! controller and the cluster id from the same view. Both answer the operations the
 //! principal may do on each topic and on the cluster when asked
 //! (`include_*_authorized_operations`), from the core's authorisation. DescribeLogDirs:
-//! this broker's log directory and the replicas in it.
+//! this broker's log directory and the replicas in it. DescribeQuorum: the metadata
+//! quorum, from its leader.
 
 /// Metadata v8+ can ask for the operations allowed on each topic.
 const FIRST_TOPIC_OPERATIONS: i16 = 8;
@@ -15,10 +16,15 @@ const CLUSTER_OPERATIONS: std::ops::RangeInclusive<i16> = 8..=10;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, MetadataRequest, MetadataResponse, TopicName,
+    DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
+    MetadataResponse, TopicName,
     describe_cluster_response::DescribeClusterBroker,
     describe_log_dirs_response::{
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
+    },
+    describe_quorum_response::{
+        Listener as QuorumListener, Node as QuorumNode, PartitionData as QuorumPartition,
+        ReplicaState, TopicData as QuorumTopic,
     },
     metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
 };
@@ -260,5 +266,119 @@ pub(super) async fn describe_log_dirs(
                 ),
         ]),
     };
+    answer(ctx, request, response)
+}
+
+/// DescribeQuorum v2+ lists where each voter is reached (KIP-853).
+const FIRST_NODES_DESCRIBE_QUORUM: i16 = 2;
+/// The topic and partition of Kafka's metadata quorum, the one DescribeQuorum describes.
+const CLUSTER_METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// DescribeQuorum: Weir's metadata quorum (its Raft voters) as Kafka's
+/// `__cluster_metadata` quorum, answered by its leader: the leader, its term as the
+/// leader epoch, and each voter's log end and last acknowledgement as Raft indexes and
+/// times, and (v2) each voter's internal address as its CONTROLLER listener. Offsets are
+/// Raft indexes, not Kafka record offsets; observers (brokers that do not vote) are not
+/// listed. Another topic or partition is UNKNOWN_TOPIC_OR_PARTITION; a
+/// broker that does not lead the quorum answers NOT_LEADER_OR_FOLLOWER naming the leader
+/// (Kafka's brokers forward the request to the controller instead).
+pub(super) async fn describe_quorum(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeQuorumRequest = request.decode_body()?;
+    let quorum = metadata::quorum(&broker.core, ctx);
+    if let Err(e) = &quorum
+        && matches!(e.reason, weir_broker::Reason::NotAuthorized { .. })
+    {
+        return answer(
+            ctx,
+            request,
+            DescribeQuorumResponse::default()
+                .with_error_code(error_code(e))
+                .with_error_message(Some(StrBytes::from_string(e.message.clone()))),
+        );
+    }
+    // Only v2+ carries a partition's error message (an older version refuses to encode
+    // one).
+    let with_message = request.api_version >= FIRST_NODES_DESCRIBE_QUORUM;
+    let text = |m: String| with_message.then(|| StrBytes::from_string(m));
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let is_metadata = t.topic_name.as_str() == CLUSTER_METADATA_TOPIC;
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let described =
+                        QuorumPartition::default().with_partition_index(p.partition_index);
+                    match &quorum {
+                        _ if !is_metadata || p.partition_index != 0 => described
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(text(
+                                "only __cluster_metadata partition 0 has a quorum".to_string(),
+                            ))
+                            .with_leader_id(BrokerId(-1)),
+                        Err(e) => described
+                            .with_error_code(error_code(e))
+                            .with_error_message(text(e.message.clone()))
+                            .with_leader_id(BrokerId(match e.reason {
+                                weir_broker::Reason::NotLeader { leader } => leader,
+                                _ => -1,
+                            })),
+                        Ok(q) => described
+                            .with_leader_id(BrokerId(q.leader))
+                            .with_leader_epoch(i32::try_from(q.term).unwrap_or(i32::MAX))
+                            .with_high_watermark(q.high_watermark)
+                            .with_current_voters(
+                                q.voters
+                                    .iter()
+                                    .map(|v| {
+                                        ReplicaState::default()
+                                            .with_replica_id(BrokerId(v.node_id))
+                                            .with_log_end_offset(v.log_end_offset)
+                                            .with_last_fetch_timestamp(v.last_ack_ms.unwrap_or(-1))
+                                            .with_last_caught_up_timestamp(
+                                                v.last_ack_ms.unwrap_or(-1),
+                                            )
+                                    })
+                                    .collect(),
+                            ),
+                    }
+                })
+                .collect();
+            QuorumTopic::default()
+                .with_topic_name(t.topic_name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    let mut response = DescribeQuorumResponse::default().with_topics(topics);
+    if request.api_version >= FIRST_NODES_DESCRIBE_QUORUM
+        && let Ok(q) = &quorum
+    {
+        // Where each voter is reached: its internal address, as Kafka lists the
+        // controllers' listeners.
+        response = response.with_nodes(
+            q.voters
+                .iter()
+                .map(|v| {
+                    let listeners = host_port(&v.address)
+                        .and_then(|(host, port)| Some((host, u16::try_from(port).ok()?)))
+                        .map(|(host, port)| {
+                            QuorumListener::default()
+                                .with_name(StrBytes::from_static_str("CONTROLLER"))
+                                .with_host(StrBytes::from_string(host.to_owned()))
+                                .with_port(port)
+                        });
+                    QuorumNode::default()
+                        .with_node_id(BrokerId(v.node_id))
+                        .with_listeners(listeners.into_iter().collect())
+                })
+                .collect(),
+        );
+    }
     answer(ctx, request, response)
 }

@@ -3,7 +3,7 @@
 //! answer. One file per api family; errors become Kafka codes in `errors.rs` only.
 //!
 //! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids),
-//!   DescribeCluster and DescribeLogDirs.
+//!   DescribeCluster, DescribeLogDirs and DescribeQuorum.
 //! - `produce.rs`: Produce (batches stored as sent), InitProducerId and
 //!   DescribeProducers.
 //! - `fetch.rs`: Fetch (stored bytes, long polling; fetch sessions declined) and
@@ -116,6 +116,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -337,6 +338,7 @@ impl KafkaBroker {
             ApiKey::OffsetFetch => groups::offset_fetch(self, ctx, request).await,
             ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
             ApiKey::DescribeLogDirs => metadata::describe_log_dirs(self, ctx, request).await,
+            ApiKey::DescribeQuorum => metadata::describe_quorum(self, ctx, request).await,
             ApiKey::ConsumerGroupDescribe => {
                 groups::consumer_group_describe(self, ctx, request).await
             }
@@ -443,6 +445,7 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::AlterClientQuotas => "kafka.AlterClientQuotas",
         ApiKey::OffsetDelete => "kafka.OffsetDelete",
         ApiKey::DescribeLogDirs => "kafka.DescribeLogDirs",
+        ApiKey::DescribeQuorum => "kafka.DescribeQuorum",
         ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
         ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "kafka.ListPartitionReassignments",

@@ -71,3 +71,9 @@ throttled! {
     AlterShareGroupOffsetsResponse => 0,
     DeleteShareGroupOffsetsResponse => 0,
 }
+
+/// DescribeQuorum's answer has no `throttle_time_ms` (Kafka's controllers answer it
+/// without one): nothing to set.
+impl Throttled for DescribeQuorumResponse {
+    fn throttle(&mut self, _version: i16, _throttle_time_ms: i32) {}
+}
