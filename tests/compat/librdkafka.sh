@@ -75,7 +75,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CACHE="${CACHE:-$ROOT/target/compat}"
 WORK="${WORK:-$CACHE/run}"
 TEST_KAFKA_VERSION="${TEST_KAFKA_VERSION:-4.0.0}"
-QUICK="${QUICK:-1}"
+QUICK="${QUICK:-0}"
 TEST_TIMEOUT_SECS="${TEST_TIMEOUT_SECS:-300}"
 TEST_TIMEOUT_MULTIPLIER="${TEST_TIMEOUT_MULTIPLIER:-1}"
 JOBS="${JOBS:-1}"
@@ -276,14 +276,26 @@ run_one() {
     wait "$pid" || status=$?
     rm -f "$PIDS/test-$number.pid"
     rows="$(summary_rows "$log")"
-    if [ "$status" = 124 ] || [ "$status" = 137 ]; then
-        # Killed: its summary was never printed; the test failed by timing out.
+    if [ "$status" = 124 ]; then
+        # Killed by timeout(1): its summary was never printed; the test failed by timing out.
+        # (Status 137 is the runner's own timeout: it SIGKILLs itself after logging which.)
         rows="$(printf '%s\tFAILED\t%s\tkilled after TEST_TIMEOUT_SECS=%s (see %s)' \
             "$number" "$TEST_TIMEOUT_SECS" "$TEST_TIMEOUT_SECS" "${log#"$WORK"/}")"
     elif [ -z "$rows" ]; then
-        rows="$(printf '%s\tFAILED\t-\ttest-runner exited with status %s and no summary (see %s)' \
-            "$number" "$status" "${log#"$WORK"/}")"
+        # The runner aborts (status 134) when a failed test leaves client threads behind,
+        # before its summary: the failure is the first "### Test ... failed" of the log.
+        rows="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk -v n="$number" -v st="$status" -v logf="${log#"$WORK"/}" '
+            /^### Test "/ && !/"<MAIN>"/ && !found {
+                split($0, q, "\""); name = q[2]; sub(/ .*/, "", name)
+                getline why; gsub(/\t/, " ", why); found = 1
+            }
+            END {
+                if (found) printf "%s\tFAILED\t-\t%s\n", name, why
+                else printf "%s\tFAILED\t-\ttest-runner exited with status %s and no summary (see %s)\n", n, st, logf
+            }')"
     fi
+    # A test that failed part way shows "NAME (SUBTEST)" in its row: the test's name.
+    rows="$(printf '%s\n' "$rows" | awk -F'\t' -v OFS='\t' '{ sub(/ .*/, "", $1); print }')"
     # One append of whole lines: tests running at once do not interleave their rows.
     printf '%s\n' "$rows" | awk -v pass="$PASS" '{ print $0 "\t" pass }' >>"$RESULTS"
     local name state reason line
@@ -295,18 +307,26 @@ run_one() {
     done <<<"$rows"
 }
 
-# run_pass NUMBER...: runs the tests, JOBS at a time.
+# run_pass NUMBER...: runs the tests, JOBS at a time. Waits on the tests' own pids only:
+# the broker is a child of this shell too, and a bare `wait` would wait for it.
 run_pass() {
-    local number running=0
+    local number pid alive
+    local running=()
     for number in "$@"; do
-        if [ "$running" -ge "$JOBS" ]; then
-            wait -n || true
-            running=$((running - 1))
-        fi
+        while [ "${#running[@]}" -ge "$JOBS" ]; do
+            wait -n "${running[@]}" || true
+            alive=()
+            for pid in "${running[@]}"; do
+                kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+            done
+            running=("${alive[@]}")
+        done
         run_one "$number" &
-        running=$((running + 1))
+        running+=($!)
     done
-    wait || true
+    for pid in "${running[@]}"; do
+        wait "$pid" || true
+    done
 }
 
 # The test numbers of the suite (test.c's table), in order, without duplicates.
