@@ -637,8 +637,11 @@ async fn connect_one(
         Ok(Ok(_)) => Ok(channel),
         Ok(Err(status)) => match broker_failure(&status) {
             Some(failure) => Err(match failure.reason {
-                // The probe's deadline is the connect timeout.
-                FailureReason::RequestTimedOut(_) => {
+                // The probe's deadline is the connect timeout; and a keep-alive ping that
+                // went unanswered before it (interval + timeout is about as long as the
+                // default connect timeout, so under load either fires first) means the
+                // same of a broker that never answered anything: it is silent.
+                FailureReason::RequestTimedOut(_) | FailureReason::Stalled(_) => {
                     BrokerFailure::new(address, FailureReason::Silent(timeouts.connect))
                 }
                 _ => failure.clone(),
