@@ -423,17 +423,19 @@ async fn forms_create_a_topic_and_produce_and_destructive_actions_need_confirmat
         let change = [
             ("csrf", csrf.as_str()),
             ("key", "retention.ms"),
-            ("value", "60000"),
+            // A value no key has by default (file.delete.delay.ms is 60000), so the page
+            // shows it only if the change was made.
+            ("value", "61234"),
             ("action", "set"),
         ];
         let preview = post(admin, "/console/topics/payments/configs", &change).await;
         assert_eq!(preview.status, 200, "{}", preview.body);
-        assert_eq!(text_of(&preview.body, "config-after"), "<code>60000");
+        assert_eq!(text_of(&preview.body, "config-after"), "<code>61234");
         assert!(
             !get(admin, "/console/topics/payments")
                 .await
                 .body
-                .contains("<code>60000</code>"),
+                .contains("<code>61234</code>"),
             "a preview changes nothing"
         );
         let bad = post(
@@ -461,7 +463,7 @@ async fn forms_create_a_topic_and_produce_and_destructive_actions_need_confirmat
                 .contains("/console/topics/payments/partitions/5\"")
         );
         assert!(
-            detail.body.contains("<code>60000</code>"),
+            detail.body.contains("<code>61234</code>"),
             "{}",
             detail.body
         );
