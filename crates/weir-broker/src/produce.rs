@@ -288,7 +288,6 @@ fn prepare(
     };
     // Every batch is checked here, compressed ones decompressed and walked: a batch that
     // cannot be decoded refuses the partition's whole data, as CORRUPT_BATCH naming it.
-    let raw = bytes.clone();
     let batches = ValidatedBatches::new(bytes, max).map_err(|source| {
         BrokerError::from(ClusterError::Append {
             topic: topic.name.clone(),
@@ -303,10 +302,7 @@ fn prepare(
         // Decoded once more (compressed ones decompressed again) only on compacted
         // topics, where every record needs a key.
         let mut keys = Vec::new();
-        let mut at = 0;
-        for header in batches.headers() {
-            let batch = raw.slice(at..at + header.total_bytes());
-            at += header.total_bytes();
+        for batch in batches.batches() {
             let records = decode_records(&batch).map_err(|e| {
                 bad(format!(
                     "a batch that passed its checks cannot be decoded: {e}"

@@ -205,6 +205,15 @@ impl ValidatedBatches {
         &self.headers
     }
 
+    /// Each batch's bytes, in order (slices of [`bytes`](Self::bytes), no copy).
+    pub fn batches(&self) -> impl Iterator<Item = Bytes> + '_ {
+        self.headers.iter().scan(0, |at, header| {
+            let batch = self.bytes.slice(*at..*at + header.total_bytes());
+            *at += header.total_bytes();
+            Some(batch)
+        })
+    }
+
     pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
@@ -239,6 +248,21 @@ mod tests {
     }
 
     const FOUR_G: i64 = 1 << 32;
+
+    #[test]
+    fn validated_batches_hand_back_each_batch_as_sent() {
+        let sent: Vec<bytes::BytesMut> = [(0, 2), (0, 3), (0, 1)]
+            .iter()
+            .map(|&(o, n)| batch_at(o, n).0)
+            .collect();
+        let request: Vec<u8> = sent.iter().flat_map(|b| b.iter().copied()).collect();
+        let batches = ValidatedBatches::new(request, MAX_BATCH_BYTES).unwrap();
+        let back: Vec<Bytes> = batches.batches().collect();
+        assert_eq!(back.len(), 3);
+        for (got, want) in back.iter().zip(&sent) {
+            assert_eq!(&got[..], &want[..]);
+        }
+    }
 
     #[test]
     fn gaps_that_fit_the_active_segment_make_one_run() {
