@@ -358,6 +358,11 @@ def commit_order():
         }
     )
     consumer.assign([TopicPartition(topic, 0, 0)])
+    # librdkafka holds an asynchronous commit back until it knows the group's
+    # coordinator, while committed() may go out ahead of it: against Kafka too, the
+    # first pair can cross. One synchronous commit first finds the coordinator, so
+    # every pair below goes out on its connection in order, which is what is checked.
+    consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     stale, read, deadline = [], 0, time.time() + 60
     while read < count and time.time() < deadline:
         m = consumer.poll(0.5)
