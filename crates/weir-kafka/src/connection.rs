@@ -5,7 +5,9 @@
 //! answers in request order: in-memory chunks with vectored writes, record batches left
 //! in their segment files ([`Chunk::File`]) with `sendfile` on a plain socket. A request
 //! the handler does not pipeline ([`Handler::pipelined`]) runs alone, as Kafka runs
-//! each: after every request before it is answered, and before the next is read.
+//! each: after every request before it is answered, and before the next is read. So
+//! does a fetch read while a produce of the connection is in flight, so that it sees
+//! what the produce appended.
 //!
 //! What closes a connection, after the answers to the requests before it are written
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
@@ -364,6 +366,9 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
     // nothing after it is read until it is answered.
     let mut held: Option<(Request, usize, RequestBytesPermit)> = None;
     let mut alone = false;
+    // Produces in flight: a fetch read while one is must see what it appended (Kafka
+    // answers the produce before it reads the fetch), so it waits in `held` as well.
+    let mut produces_in_flight = 0usize;
     let authority = handler.sasl();
     let must_authenticate = authority.is_some_and(|a| a.required());
     let cut_off = handler.until_cut_off();
@@ -382,6 +387,9 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                 true,
             ));
             alone = true;
+            if api_key == ApiKey::Produce {
+                produces_in_flight += 1;
+            }
             in_flight_bytes += request_bytes;
             budgeted.push_back(permit);
             in_flight.push_back(Either::Left(handled));
@@ -397,6 +405,9 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                 let answer: Answer = answer;
                 in_flight_bytes -= answer.request_bytes;
                 alone &= !answer.alone;
+                if answer.api_key == ApiKey::Produce {
+                    produces_in_flight -= 1;
+                }
                 let written = write_answer(&mut writer, answer).await;
                 budgeted.pop_front();
                 if let Err(reason) = written {
@@ -526,7 +537,9 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                     budgeted.push_back(permit);
                     in_flight.push_back(Either::Right(future::ready(answer)));
                 } else if apis::is_served(table, api_key, request.api_version) {
-                    if !handler.pipelined(api_key) {
+                    if !handler.pipelined(api_key)
+                        || (api_key == ApiKey::Fetch && produces_in_flight > 0)
+                    {
                         // Started at the top of the loop once nothing is in flight.
                         held = Some((request, request_bytes, permit));
                         continue;
@@ -544,6 +557,9 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                     in_flight_bytes += request_bytes;
                     budgeted.push_back(permit);
                     in_flight.push_back(Either::Left(handled));
+                    if api_key == ApiKey::Produce {
+                        produces_in_flight += 1;
+                    }
                 } else {
                     close = Some(Close::NotServed {
                         api_key,

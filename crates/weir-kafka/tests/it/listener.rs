@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
-    RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchRequest, FetchResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,8 +52,9 @@ struct Seen {
     most_in_flight: usize,
 }
 
-/// Serves Metadata. A request whose correlation id has a gate waits for it to open;
-/// correlation ids from 1000 are answered with no response, from 2000 with an error.
+/// Serves Metadata, and Produce and Fetch with empty answers. A request whose
+/// correlation id has a gate waits for it to open; correlation ids from 1000 are answered
+/// with no response, from 2000 with an error.
 struct Gated {
     table: Vec<(ApiKey, i16, i16)>,
     gates: Mutex<HashMap<i32, oneshot::Receiver<()>>>,
@@ -73,6 +74,8 @@ impl Gated {
             table: vec![
                 (ApiKey::ApiVersions, 0, 4),
                 (ApiKey::Metadata, metadata.min, metadata.max),
+                (ApiKey::Produce, 9, 9),
+                (ApiKey::Fetch, 12, 12),
             ],
             gates: Mutex::new(HashMap::new()),
             seen: watch::Sender::new(Seen::default()),
@@ -106,7 +109,11 @@ impl Handler for Gated {
     }
 
     async fn handle(&self, _: &ConnectionInfo, request: Request) -> Result<Response, HandlerError> {
-        let _: MetadataRequest = request.decode_body()?;
+        match request.api_key {
+            ApiKey::Produce => drop(request.decode_body::<ProduceRequest>()?),
+            ApiKey::Fetch => drop(request.decode_body::<FetchRequest>()?),
+            _ => drop(request.decode_body::<MetadataRequest>()?),
+        }
         let id = request.correlation_id;
         self.seen.send_modify(|s| {
             s.called.push(id);
@@ -122,6 +129,12 @@ impl Handler for Gated {
                 source: "refused by the test".into(),
             }),
             1000.. => Ok(Response::Silent),
+            _ if request.api_key == ApiKey::Produce => {
+                Response::encode(&ProduceResponse::default(), request.api_version)
+            }
+            _ if request.api_key == ApiKey::Fetch => {
+                Response::encode(&FetchResponse::default(), request.api_version)
+            }
             _ => Response::encode(
                 &MetadataResponse::default().with_throttle_time_ms(id),
                 request.api_version,
@@ -426,6 +439,69 @@ async fn requests_that_run_alone_start_after_the_one_before_is_answered() {
     let seen = handler.seen.borrow().clone();
     assert_eq!(seen.called, (0..count).collect::<Vec<_>>());
     assert_eq!(seen.most_in_flight, 1, "never two at once: {seen:?}");
+}
+
+/// Produces and fetches are pipelined, but a fetch read while a produce of its
+/// connection is in flight starts only once that produce is answered, so it sees what
+/// the produce appended, as it would in Kafka.
+#[tokio::test]
+async fn a_fetch_after_a_produce_starts_once_the_produce_is_answered() {
+    let handler = Gated::new();
+    let running = start(handler.clone()).await;
+    let mut stream = connect(&running).await;
+    let produce = frame(
+        ApiKey::Produce as i16,
+        9,
+        0,
+        &encoded(&ProduceRequest::default().with_acks(-1), 9),
+    );
+    let fetch = |id| {
+        frame(
+            ApiKey::Fetch as i16,
+            12,
+            id,
+            &encoded(&FetchRequest::default(), 12),
+        )
+    };
+    // Two fetches first: with no produce in flight they run side by side.
+    let first = handler.gate(10);
+    stream
+        .write_all(&[fetch(10), fetch(11)].concat())
+        .await
+        .unwrap();
+    handler
+        .wait_for("both fetches called", |s| s.called == [10, 11])
+        .await;
+    first.send(()).unwrap();
+    for id in [10, 11] {
+        let payload = next_response(&mut stream).await.expect("an answer");
+        assert_eq!(response_header(payload, ApiKey::Fetch, 12).0, id);
+    }
+    // A produce held open, then a fetch: the fetch waits for the produce's answer.
+    let produced = handler.gate(0);
+    stream
+        .write_all(&[produce, fetch(1)].concat())
+        .await
+        .unwrap();
+    handler
+        .wait_for("the produce called", |s| s.called.last() == Some(&0))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        handler.seen.borrow().called.last(),
+        Some(&0),
+        "the fetch started before the produce was answered"
+    );
+    produced.send(()).unwrap();
+    let payload = next_response(&mut stream)
+        .await
+        .expect("the produce's answer");
+    assert_eq!(response_header(payload, ApiKey::Produce, 9).0, 0);
+    let payload = next_response(&mut stream)
+        .await
+        .expect("the fetch's answer");
+    assert_eq!(response_header(payload, ApiKey::Fetch, 12).0, 1);
+    assert_eq!(handler.seen.borrow().called, [10, 11, 0, 1]);
 }
 
 #[tokio::test]
