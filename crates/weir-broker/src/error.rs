@@ -67,6 +67,10 @@ pub enum Reason {
     PartitionClosed,
     /// The partition's log failed (I/O, fsync) and is being reopened; retry.
     LogFailed,
+    /// The broker's data directory is full (no space or quota left on its device): the
+    /// write was refused and nothing of it written; retry once space is freed. Reads go
+    /// on, and writes resume by themselves when space returns.
+    StorageFull,
     /// A batch over `max.message.bytes`.
     RecordTooLarge,
     /// A request over the broker's `max_request_bytes`.
@@ -166,6 +170,7 @@ impl Reason {
             Reason::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
             Reason::PartitionClosed => "PARTITION_CLOSED",
             Reason::LogFailed => "LOG_FAILED",
+            Reason::StorageFull => "STORAGE_FULL",
             Reason::RecordTooLarge => "RECORD_TOO_LARGE",
             Reason::RequestTooLarge { .. } => "REQUEST_TOO_LARGE",
             Reason::CorruptBatch | Reason::CorruptData { .. } => "CORRUPT_BATCH",
@@ -209,6 +214,7 @@ impl Reason {
             self,
             Reason::Internal
                 | Reason::LogFailed
+                | Reason::StorageFull
                 | Reason::CorruptData { .. }
                 | Reason::CreateFailed { .. }
                 | Reason::ControllerUnavailable
@@ -274,8 +280,8 @@ impl From<ClusterError> for BrokerError {
     fn from(err: ClusterError) -> BrokerError {
         let (reason, partition) = cluster_reason(&err);
         BrokerError {
+            message: cluster_message(&reason, &err),
             reason,
-            message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
             refused_records: None,
         }
@@ -286,11 +292,23 @@ impl From<&ClusterError> for BrokerError {
     fn from(err: &ClusterError) -> BrokerError {
         let (reason, partition) = cluster_reason(err);
         BrokerError {
+            message: cluster_message(&reason, err),
             reason,
-            message: err.to_string(),
             partition: partition.map(|(t, p)| (t.to_owned(), p)),
             refused_records: None,
         }
+    }
+}
+
+/// The message for a cluster error: its own, with what to do where that is not plain
+/// from it.
+fn cluster_message(reason: &Reason, err: &ClusterError) -> String {
+    match reason {
+        Reason::StorageFull => format!(
+            "{err}: the broker's data directory is full; it refuses writes until space is \
+             freed on that device and then takes them again by itself (reads go on)"
+        ),
+        _ => err.to_string(),
     }
 }
 
@@ -426,6 +444,7 @@ fn append_reason(source: &AppendError) -> Reason {
         AppendError::MessageTooLarge { .. } => Reason::RecordTooLarge,
         AppendError::InvalidBatch { .. } => Reason::CorruptBatch,
         AppendError::StaleLeaderEpoch { .. } => Reason::FencedLeaderEpoch { epoch: None },
+        source if source.is_storage_full() => Reason::StorageFull,
         AppendError::Io { .. } | AppendError::Failed { .. } => Reason::LogFailed,
         AppendError::Sequence(SequenceError::OutOfOrder {
             producer_id,

@@ -339,6 +339,12 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
         .partitions()
         .filter(|p| p.registration.reassignment.is_some())
         .count();
+    let storage_full = registry
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .filter(|p| p.is_storage_full())
+        .count();
     let metadata_offset = cluster.image().next_offset() - 1;
     let active_controller = usize::from(cluster.controller() == Some(node));
     for (name, help, value) in [
@@ -356,6 +362,11 @@ fn render_replication(out: &mut String, registry: &TopicRegistry) {
             "weir_reassigning_partitions",
             "Partitions a reassignment is moving, as this broker's metadata says (the same on every broker).",
             reassigning,
+        ),
+        (
+            "weir_storage_full_partitions",
+            "Partitions whose last append on this broker was refused because the data directory's device is full (writes resume by themselves once space is freed).",
+            storage_full,
         ),
         (
             "weir_active_controller",

@@ -61,7 +61,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::UnknownLeaderEpoch
         | R::FencedLeaderEpoch { .. } => StatusCode::SERVICE_UNAVAILABLE,
         R::Internal | R::CorruptData { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-        R::CreateFailed { exhausted: true } => StatusCode::INSUFFICIENT_STORAGE,
+        R::CreateFailed { exhausted: true } | R::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
         R::CreateFailed { exhausted: false } => StatusCode::INTERNAL_SERVER_ERROR,
         R::RecordTooLarge | R::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         R::OutOfOrderSequence { .. }

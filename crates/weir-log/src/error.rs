@@ -55,6 +55,23 @@ pub enum AppendError {
     Failed { reason: String },
 }
 
+impl AppendError {
+    /// Whether the write failed for want of space (ENOSPC, or EDQUOT: a quota on the
+    /// log's device). The write was undone (else the log is failed and this is
+    /// [`AppendError::Failed`] next time), so the same append succeeds once space is freed.
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, AppendError::Io { source, .. } if no_space(source))
+    }
+}
+
+/// ENOSPC, or EDQUOT (a quota on the log's device): a write that space would let through.
+pub(crate) fn no_space(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// Why [`AppendError::OffsetMismatch`] refused a replicated batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum OffsetProblem {
@@ -149,6 +166,17 @@ pub enum MaintenanceError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Read(#[from] ReadError),
+}
+
+impl MaintenanceError {
+    /// Whether a write failed for want of space ([`AppendError::is_storage_full`]).
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            MaintenanceError::Io { source, .. }
+            | MaintenanceError::Checkpoint(CheckpointError::Io { source, .. }) => no_space(source),
+            _ => false,
+        }
+    }
 }
 
 /// A checkpoint file could not be read or written.

@@ -67,8 +67,19 @@ impl Entry for TimeEntry {
     }
 }
 
+/// How far past its last entry an index's file blocks are allocated at a time
+/// ([`Index::reserve`]): 8,192 offset entries, about 32 MiB of log at the default index
+/// interval, so the file is reopened for it that rarely.
+const ALLOCATE_AHEAD_BYTES: usize = 64 * 1024;
+
 /// An index file mapped into memory. An active segment's index is preallocated to its
 /// maximum size and trimmed to the entries it holds when the segment is closed.
+///
+/// The preallocated file is sparse: a store into a mapped page whose block the
+/// filesystem cannot allocate (the disk is full) would kill the process with SIGBUS. So
+/// blocks are allocated (`fallocate`) ahead of the entries, [`Index::reserve_entries`]
+/// before the log is written: on a full disk the append is refused with ENOSPC and
+/// nothing is written, and [`Index::push`] never stores outside what is allocated.
 ///
 /// The file descriptor is closed once the file is mapped (the mapping outlives it), so an
 /// idle partition holds no descriptor for its indexes; resizing reopens the file briefly.
@@ -79,6 +90,9 @@ pub struct Index<E: Entry> {
     path: PathBuf,
     map: Option<MmapMut>,
     entries: usize,
+    /// Bytes from the start of the file whose blocks are known to be allocated: the
+    /// entries written, and what [`Index::reserve_entries`] allocated past them.
+    allocated: usize,
     _entry: PhantomData<E>,
 }
 
@@ -106,11 +120,13 @@ impl<E: Entry> Index<E> {
             path: path.to_path_buf(),
             map: None,
             entries,
+            allocated: entries * E::BYTES,
             _entry: PhantomData,
         };
         index.remap(&file)?;
         if index.entries > index.capacity() {
             index.entries = index.capacity();
+            index.allocated = index.entries * E::BYTES;
         }
         Ok(index)
     }
@@ -173,10 +189,43 @@ impl<E: Entry> Index<E> {
             return false;
         }
         let i = self.entries;
+        if (i + 1) * E::BYTES > self.allocated && self.reserve_entries(1).is_err() {
+            // No block for it: the entry is left out (an index is sparse; lookups scan
+            // from the entry before), never stored into a page that would fault.
+            return false;
+        }
         let map = self.map.as_mut().expect("non-full index is mapped");
         entry.encode(&mut map[i * E::BYTES..(i + 1) * E::BYTES]);
         self.entries += 1;
         true
+    }
+
+    /// Makes sure the file's blocks for `more` entries past the last one are allocated,
+    /// allocating [`ALLOCATE_AHEAD_BYTES`] at a time; fails (ENOSPC) when the disk is full.
+    /// Entries past the index's capacity need no room: they are never written.
+    pub fn reserve_entries(&mut self, more: usize) -> io::Result<()> {
+        let len = self.map.as_ref().map_or(0, |m| m.len());
+        let need = ((self.entries + more) * E::BYTES).min(len);
+        if need <= self.allocated {
+            return Ok(());
+        }
+        let target = (self.allocated + ALLOCATE_AHEAD_BYTES).max(need).min(len);
+        let file = open_rw(&self.path)?;
+        let start = self.allocated as u64;
+        match rustix::fs::fallocate(
+            &file,
+            rustix::fs::FallocateFlags::empty(),
+            start,
+            target as u64 - start,
+        ) {
+            Ok(()) => {}
+            // A filesystem that cannot allocate ahead: stores allocate as they come, as
+            // they did before this existed.
+            Err(rustix::io::Errno::OPNOTSUPP) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.allocated = target;
+        Ok(())
     }
 
     /// The last entry whose key is at most `key`, with its position in the index.
@@ -233,6 +282,7 @@ impl<E: Entry> Index<E> {
         self.map = None;
         let file = open_rw(&self.path)?;
         file.set_len((self.entries * E::BYTES) as u64)?;
+        self.allocated = self.allocated.min(self.entries * E::BYTES);
         file.sync_all()?;
         self.remap(&file)
     }
@@ -263,6 +313,46 @@ fn open_rw(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Bytes of `path` the filesystem has blocks for (st_blocks counts 512-byte units).
+    fn allocated(path: &Path) -> u64 {
+        std::fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// An active index's file is sparse past its entries; blocks are allocated ahead of
+    /// them, a chunk at a time, so no store into the mapping needs a block the filesystem
+    /// might not have (a full disk would kill the process with SIGBUS).
+    #[test]
+    fn blocks_are_allocated_ahead_of_the_entries_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let capacity = 1 << 20;
+        let mut idx = Index::<OffsetEntry>::open(&path, Some(capacity), Some(0)).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), capacity);
+        let sparse = allocated(&path);
+        assert!(
+            sparse < ALLOCATE_AHEAD_BYTES as u64,
+            "{sparse} bytes allocated at open"
+        );
+        idx.reserve_entries(1).unwrap();
+        let ahead = allocated(&path);
+        assert!(
+            ahead >= ALLOCATE_AHEAD_BYTES as u64,
+            "{ahead} bytes after a reserve"
+        );
+        assert!(ahead < capacity, "the whole index was allocated: {ahead}");
+        // Pushing past the reserved chunk allocates the next one first.
+        let per_chunk = ALLOCATE_AHEAD_BYTES / OffsetEntry::BYTES;
+        for i in 0..=per_chunk as u32 {
+            assert!(idx.push(OffsetEntry {
+                relative_offset: i,
+                position: i
+            }));
+        }
+        assert!(allocated(&path) >= 2 * ALLOCATE_AHEAD_BYTES as u64);
+        assert_eq!(idx.last().unwrap().relative_offset, per_chunk as u32);
+    }
 
     #[test]
     fn floor_push_trim_reopen() {

@@ -679,6 +679,7 @@ impl Log {
         stamp: Stamp,
     ) -> Result<AppendInfo, AppendError> {
         let active = inner.active_mut();
+        active.reserve_index_room(headers.len())?;
         let start = active.size;
         let file = active.files().file.clone();
         let written = match stamp {
@@ -948,7 +949,17 @@ impl Log {
         }
         self.sync_or_fail(&file, &path)?;
         self.forget_rolled(&rolled);
-        self.maybe_checkpoint(point, generation)?;
+        match self.maybe_checkpoint(point, generation) {
+            Ok(()) => {}
+            // The data is durable; only the checkpoint that shortens recovery could not
+            // be written for want of space. The last one stands (a recovery scans a
+            // little more) and the next sync tries again: a full disk must not fail the
+            // syncs that `acks=all` answers wait for.
+            Err(e) if e.is_storage_full() => {
+                tracing::debug!(dir = %self.dir.display(), error = %e, "recovery checkpoint not written");
+            }
+            Err(e) => return Err(e),
+        }
         Ok((point.next_offset, generation))
     }
 

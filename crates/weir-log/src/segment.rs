@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use crate::batch::BatchHeader;
 use crate::config::LogConfig;
-use crate::error::OpenError;
+use crate::error::{AppendError, OpenError};
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use crate::recovery;
 use crate::storage::{Storage, StorageFile};
@@ -218,6 +218,20 @@ impl Segment {
         if let Some(files) = self.files.as_mut() {
             maybe_push_time(&mut files.time_index, &cursor, base);
         }
+    }
+
+    /// Allocates the index files' blocks for `batches` more batches before they are
+    /// written (see [`Index::reserve_entries`]): on a full disk this fails and the
+    /// append is refused with nothing written, rather than a store into a mapped page
+    /// faulting later.
+    pub(crate) fn reserve_index_room(&mut self, batches: usize) -> Result<(), AppendError> {
+        let index_path = self.path(INDEX_SUFFIX);
+        let files = self.files.as_mut().expect("segment is open");
+        files
+            .index
+            .reserve_entries(batches)
+            .and_then(|()| files.time_index.reserve_entries(batches))
+            .map_err(|e| AppendError::io(index_path, e))
     }
 
     pub(crate) fn index_is_full(&self) -> bool {

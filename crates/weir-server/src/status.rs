@@ -106,6 +106,8 @@ pub fn code(reason: &Reason) -> Code {
         // Corruption is not the caller's fault and retrying will not help.
         Reason::CorruptData { .. } => Code::DataLoss,
         Reason::RequestTooLarge { .. } | Reason::TooMany => Code::ResourceExhausted,
+        // The disk is full: retriable once space is freed, as a full quota is.
+        Reason::StorageFull => Code::ResourceExhausted,
         // Nothing is left of the topic; with more descriptors or disk space it would work.
         Reason::CreateFailed { exhausted: true } => Code::ResourceExhausted,
         Reason::CreateFailed { exhausted: false } | Reason::Internal => Code::Internal,

@@ -434,24 +434,6 @@ fn kafka_client_quota_apis_set_describe_and_remove_what_weir_quota_sees() {
     );
 }
 
-/// The figure of the `/metrics` series that starts with `series`, if it is there.
-fn metric(admin: &str, series: &str) -> Option<f64> {
-    let mut stream = TcpStream::connect(admin).expect("connect to the admin listener");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut page = String::new();
-    stream.read_to_string(&mut page).expect("the metrics page");
-    page.lines()
-        .find(|l| l.starts_with(series))
-        .map(|l| l.rsplit(' ').next().unwrap().parse().expect("a number"))
-}
-
 #[test]
 fn a_request_percentage_holds_a_busy_kafka_client_back_and_not_another_user() {
     // 1% of a thread: 10 ms of the broker's thread time per second, measured over

@@ -4,7 +4,7 @@
 //! `group_drain`, `queue`, `users_acls`), the examples every `--help` prints
 //! (`help_examples`), `weir dev cluster`, TLS, authentication, client quotas, the console
 //! in a browser as an ordinary user (`console_browser`), and the Kafka clients users run
-//! (`kafka_clients`, `kafka_answers`); `common` holds the broker harness and
+//! (`kafka_clients`, `kafka_answers`), and a full disk under both (`disk_full`); `common` holds the broker harness and
 //! `common::secure` the secured `weir serve` process.
 
 mod authentication;
@@ -14,6 +14,7 @@ mod common;
 mod connection;
 mod console_browser;
 mod dev_cluster;
+mod disk_full;
 mod group_drain;
 mod help_examples;
 mod kafka_answers;

@@ -4,6 +4,7 @@
 //! watermark passes them).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use weir_log::ValidatedBatches;
@@ -99,8 +100,13 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
         };
         let mut any = false;
         let mut failed = false;
+        let mut refused_for_space = 0;
         for (job, result) in written {
             failed |= matches!(&result, Err(ClusterError::Append { .. }));
+            if matches!(&result, Err(ClusterError::Append { source, .. }) if source.is_storage_full())
+            {
+                refused_for_space += 1;
+            }
             match result {
                 Ok(outcome) if job.durability == Durability::Durable => {
                     any |= !outcome.duplicate;
@@ -118,6 +124,7 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
                 }
             }
         }
+        note_storage_full(&shared, refused_for_space, any);
         if failed && let Some(log) = guard.as_ref() {
             shared.notice_failure(log);
         }
@@ -126,6 +133,60 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
             // Answers the acks=all appends whose records are now committed (at once
             // on a single node under a non-durable policy; after the flush otherwise).
             shared.drive(log, Event::LogAppended);
+        }
+    }
+}
+
+/// How often at most a partition logs that its appends are refused for want of disk
+/// space: near the end of the space, appends that fit and appends that do not alternate.
+const STORAGE_FULL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A partition's appends refused for want of disk space: what the broker's metrics read,
+/// and what its log lines say.
+#[derive(Debug, Default)]
+pub(super) struct StorageFull {
+    /// The last append was refused for want of space.
+    pub(super) now: bool,
+    /// Refused since the last line said so.
+    refused: u64,
+    /// When the last "refusing" line was logged.
+    warned_at: Option<Instant>,
+    /// A "refusing" line was logged and no "appending again" line since.
+    said_full: bool,
+}
+
+/// A line when a partition's appends start being refused for want of disk space (at most
+/// every [`STORAGE_FULL_LOG_INTERVAL`], with the count refused since the last), and one
+/// when they succeed again: a full disk refuses every append until space is freed, which
+/// would otherwise be a line per request or none at all.
+fn note_storage_full(shared: &Shared, refused: u64, wrote: bool) {
+    let mut state = shared.storage_full.lock().expect("storage_full mutex");
+    if refused > 0 {
+        state.now = true;
+        state.refused += refused;
+        if state
+            .warned_at
+            .is_none_or(|t| t.elapsed() >= STORAGE_FULL_LOG_INTERVAL)
+        {
+            tracing::warn!(
+                topic = shared.topic,
+                partition = shared.index,
+                dir = %shared.dir.display(),
+                refused = state.refused,
+                "no space left on the data directory's device: refusing appends to this partition until space is freed (reads go on)"
+            );
+            state.refused = 0;
+            state.warned_at = Some(Instant::now());
+            state.said_full = true;
+        }
+    } else if wrote && state.now {
+        state.now = false;
+        if std::mem::take(&mut state.said_full) {
+            tracing::info!(
+                topic = shared.topic,
+                partition = shared.index,
+                "space freed: appending to this partition again"
+            );
         }
     }
 }

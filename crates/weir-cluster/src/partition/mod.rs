@@ -153,6 +153,8 @@ struct Shared {
     failure: Mutex<Option<String>>,
     /// Set by `Partition::close`: a log being reopened stays closed.
     closing: std::sync::atomic::AtomicBool,
+    /// Appends refused for want of disk space (`appender.rs`).
+    storage_full: Mutex<appender::StorageFull>,
 }
 
 /// One partition of a topic on this broker.
@@ -335,6 +337,7 @@ impl Partition {
             sync_paused: std::sync::atomic::AtomicBool::new(false),
             failure: Mutex::new(None),
             closing: std::sync::atomic::AtomicBool::new(false),
+            storage_full: Mutex::new(appender::StorageFull::default()),
         });
         let (queue, jobs) = mpsc::channel(APPEND_QUEUE_DEPTH);
         tokio::spawn(run_appender(shared.clone(), jobs));
@@ -398,6 +401,16 @@ impl Partition {
     }
 
     /// The published high watermark.
+    /// Whether this broker's last append to the partition was refused because its data
+    /// directory's device is full (cleared by the next append that succeeds).
+    pub fn is_storage_full(&self) -> bool {
+        self.shared
+            .storage_full
+            .lock()
+            .expect("storage_full mutex")
+            .now
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.shared.high_watermark.borrow()
     }

@@ -44,6 +44,7 @@ use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
@@ -149,6 +150,65 @@ impl LogStore {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => Err(StorageIOError::write_logs(AnyError::new(&e)).into()),
+        }
+    }
+}
+
+/// How long the store waits between tries of a write the disk had no space for.
+const NO_SPACE_RETRY: Duration = Duration::from_millis(500);
+/// How often at most it says it is waiting.
+const NO_SPACE_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// How long it waits in all before the write fails (and openraft stops the quorum on
+/// this node, as for any other storage error): long enough for an operator to free
+/// space, bounded so that a broker asked to stop does not wait forever.
+const NO_SPACE_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
+
+/// Whether an I/O error among `err`'s causes is for want of space (ENOSPC, EDQUOT).
+fn no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// Runs `write` until it succeeds or fails for another reason than space. openraft stops
+/// the quorum on this node for good at any storage error, so a full disk stalls the
+/// metadata log instead (as a slow disk would: metadata changes wait, the node's peers
+/// elect another leader if it led) and it goes on by itself once space is freed. `write`
+/// must be safe to repeat: the same bytes at the same place, or a whole-file replace.
+fn waiting_for_space<T, E: std::error::Error + 'static>(
+    what: &Path,
+    mut write: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let started = Instant::now();
+    let mut warned: Option<Instant> = None;
+    loop {
+        match write() {
+            Err(e) if no_space(&e) && started.elapsed() < NO_SPACE_MAX_WAIT => {
+                if warned.is_none_or(|t| t.elapsed() >= NO_SPACE_LOG_INTERVAL) {
+                    tracing::warn!(
+                        path = %what.display(),
+                        "no space left on the data directory's device: the metadata log waits for space (metadata changes stall until it is freed)"
+                    );
+                    warned = Some(Instant::now());
+                }
+                std::thread::sleep(NO_SPACE_RETRY);
+            }
+            result => {
+                if warned.is_some() && result.is_ok() {
+                    tracing::info!(path = %what.display(), "space freed: the metadata log is written again");
+                }
+                return result;
+            }
         }
     }
 }
@@ -443,7 +503,7 @@ impl LogFiles {
             let first = self.segment_for(index).map_err(write_error)?;
             let segment = self.segments.get_mut(&first).expect("segment_for made it");
             let file = self.active.as_ref().expect("segment_for opened it");
-            file.write_all_at(&frame, segment.len)
+            waiting_for_space(&segment.path, || file.write_all_at(&frame, segment.len))
                 .map_err(|e| write_error(StoreError::io(&segment.path, e)))?;
             placed.push((first, segment.len));
             segment.len += frame.len() as u64;
@@ -505,7 +565,7 @@ impl LogFiles {
         let mut header = Vec::with_capacity(SEGMENT_HEADER_BYTES as usize);
         header.extend_from_slice(SEGMENT_MAGIC);
         header.extend_from_slice(&SEGMENT_VERSION.to_be_bytes());
-        file.write_all_at(&header, 0).map_err(io)?;
+        waiting_for_space(&path, || file.write_all_at(&header, 0)).map_err(io)?;
         file.sync_data().map_err(io)?;
         state_file::sync_dir(&self.log_dir)?;
         self.segments.insert(
@@ -556,7 +616,9 @@ impl LogFiles {
         if self.last_purged.is_some_and(|p| p.index >= upto.index) {
             return Ok(());
         }
-        state_file::write_json(&self.dir, FileKind::Purged, &upto)?;
+        waiting_for_space(&self.dir, || {
+            state_file::write_json(&self.dir, FileKind::Purged, &upto)
+        })?;
         self.last_purged = Some(upto);
         self.entries = self.entries.split_off(&(upto.index + 1));
         let live: std::collections::BTreeSet<u64> =
@@ -609,8 +671,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let vote = *vote;
         self.run(move |files| {
-            state_file::write_json(&files.dir, FileKind::Vote, &vote)
-                .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
+            waiting_for_space(&files.dir, || {
+                state_file::write_json(&files.dir, FileKind::Vote, &vote)
+            })
+            .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
             files.vote = Some(vote);
             Ok(())
         })
@@ -626,9 +690,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             if files.committed == committed {
                 return Ok(());
             }
-            state_file::write_json(&files.dir, FileKind::Committed, &committed)
-                .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
-            files.committed = committed;
+            match state_file::write_json(&files.dir, FileKind::Committed, &committed) {
+                Ok(()) => files.committed = committed,
+                // Saving the committed log id only spares a restart re-applying entries
+                // the quorum commits again: without space, skip it (the next save tries).
+                Err(e) if no_space(&e) => {
+                    tracing::debug!(error = %e, "committed log id not saved: no space")
+                }
+                Err(e) => return Err(StorageIOError::write(AnyError::new(&e)).into()),
+            }
             Ok(())
         })
         .await

@@ -32,7 +32,8 @@ pub fn code(reason: &Reason) -> i16 {
         // Deleted or moving under the request, or the broker stopping: the client
         // refreshes its metadata and retries where the partition is now.
         Reason::PartitionClosed | Reason::ShuttingDown => E::NotLeaderOrFollower,
-        Reason::LogFailed => E::KafkaStorageError,
+        // Kafka answers a full log directory as a failed one: retriable.
+        Reason::LogFailed | Reason::StorageFull => E::KafkaStorageError,
         Reason::RecordTooLarge => E::MessageTooLarge,
         Reason::RequestTooLarge { .. } => E::RecordListTooLarge,
         Reason::CorruptBatch | Reason::CorruptData { .. } => E::CorruptMessage,
@@ -87,6 +88,7 @@ mod tests {
             Reason::FencedLeaderEpoch { epoch: Some(3) },
             Reason::PartitionClosed,
             Reason::LogFailed,
+            Reason::StorageFull,
             Reason::Timeout,
             Reason::NotCoordinator { coordinator: 1 },
             Reason::CoordinatorLoading,

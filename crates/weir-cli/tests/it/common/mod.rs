@@ -39,8 +39,27 @@ impl Broker {
         })
     }
 
+    /// A broker with `config` and a Kafka listener on a free loopback port, keeping its
+    /// data in `data_dir` (a filesystem the test made, say).
+    pub fn start_with_kafka_in(
+        config: weir_server::ServerConfig,
+        data_dir: std::path::PathBuf,
+    ) -> Broker {
+        Broker::start_inner(weir_server::ServerConfig {
+            kafka_listen: Some("127.0.0.1:0".parse().expect("address")),
+            data_dir,
+            ..config
+        })
+    }
+
+    /// `config.data_dir` is used if it is not the default one; else a temporary directory.
     fn start_inner(config: weir_server::ServerConfig) -> Broker {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = if config.data_dir == weir_server::ServerConfig::default().data_dir {
+            dir.path().to_path_buf()
+        } else {
+            config.data_dir.clone()
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -48,7 +67,7 @@ impl Broker {
             .expect("runtime");
         let server = runtime
             .block_on(weir_server::start(weir_server::ServerConfig {
-                data_dir: dir.path().to_path_buf(),
+                data_dir,
                 listen: "127.0.0.1:0".parse().expect("address"),
                 ..config
             }))
@@ -220,4 +239,23 @@ pub fn run_ok(program: &std::path::Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).expect("UTF-8 output")
+}
+
+/// The figure of the `/metrics` series that starts with `series`, if it is there.
+pub fn metric(admin: &str, series: &str) -> Option<f64> {
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin listener");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("the metrics page");
+    page.lines()
+        .find(|l| l.starts_with(series))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().expect("a number"))
 }
