@@ -56,7 +56,9 @@ pub fn code(reason: &Reason) -> Code {
     match reason {
         Reason::UnknownTopic | Reason::UnknownGroup | Reason::NotFound => Code::NotFound,
         Reason::NotAuthorized { .. } => Code::PermissionDenied,
-        Reason::AuthenticationFailed => Code::Unauthenticated,
+        Reason::AuthenticationFailed
+        | Reason::UnsupportedMechanism
+        | Reason::IllegalAuthenticationState => Code::Unauthenticated,
         Reason::TopicAlreadyExists => Code::AlreadyExists,
         // The topic exists; the index is past its partition count.
         Reason::UnknownPartition
@@ -102,7 +104,9 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::ShuttingDown
         | Reason::NotCoordinator { .. }
         | Reason::CoordinatorLoading
-        | Reason::CoordinatorNotAvailable => Code::Unavailable,
+        | Reason::CoordinatorNotAvailable
+        // Nothing was decided; retry shortly.
+        | Reason::Busy => Code::Unavailable,
         // Corruption is not the caller's fault and retrying will not help.
         Reason::CorruptData { .. } => Code::DataLoss,
         Reason::RequestTooLarge { .. } | Reason::TooMany => Code::ResourceExhausted,
