@@ -142,6 +142,15 @@ pub enum Reason {
     /// The client did not prove who it is (wrong password, unknown user, no
     /// credentials where they are required).
     AuthenticationFailed,
+    /// An authentication mechanism this listener does not offer (SASL's PLAIN outside
+    /// TLS, a mechanism Weir does not have).
+    UnsupportedMechanism,
+    /// An authentication step where none was expected (before a mechanism was chosen,
+    /// after the exchange was over).
+    IllegalAuthenticationState,
+    /// The broker has too many checks of this kind running or waiting (password checks'
+    /// PBKDF2s); nothing was decided: retry shortly.
+    Busy,
     /// The user or credential named does not exist.
     NotFound,
 }
@@ -203,6 +212,9 @@ impl Reason {
                 ResourceType::TransactionalId => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",
             },
             Reason::AuthenticationFailed => "AUTHENTICATION_FAILED",
+            Reason::UnsupportedMechanism => "UNSUPPORTED_MECHANISM",
+            Reason::IllegalAuthenticationState => "ILLEGAL_AUTHENTICATION_STATE",
+            Reason::Busy => "BUSY",
             Reason::NotFound => "NOT_FOUND",
         }
     }

@@ -9,7 +9,6 @@
 
 use weir_cluster::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use weir_cluster::security::{Operation, validate_user_name};
-use weir_security::sasl::PasswordCheck;
 use weir_security::scram::{ScramCredential, ScramMechanism};
 
 use weir_cluster::node::refusal;
@@ -139,18 +138,6 @@ pub fn credential(
         stored_key: stored.stored_key.clone(),
         server_key: stored.server_key.clone(),
     })
-}
-
-/// Whether `password` is `user`'s, by any credential the user has: cached outcomes at
-/// once, else PBKDF2 on the blocking pool under a cap ([`crate::authn`]); a refusal is
-/// answered late, [`PasswordCheck::Busy`] when too many checks run or wait.
-pub async fn check_password(broker: &Broker, user: &str, password: &str) -> PasswordCheck {
-    let credentials = crate::authn::credentials_of(broker, user);
-    broker
-        .authorizer()
-        .passwords()
-        .check(user, credentials, password)
-        .await
 }
 
 /// A credential as the metadata log stores it.

@@ -32,14 +32,16 @@ impl From<BrokerError> for PageError {
 }
 
 /// The HTTP status of a core error.
-pub(crate) fn status_of(reason: &Reason) -> StatusCode {
+pub fn status_of(reason: &Reason) -> StatusCode {
     use Reason as R;
     match reason {
         R::UnknownTopic | R::UnknownPartition | R::UnknownGroup | R::NotFound => {
             StatusCode::NOT_FOUND
         }
         R::NotAuthorized { .. } => StatusCode::FORBIDDEN,
-        R::AuthenticationFailed => StatusCode::UNAUTHORIZED,
+        R::AuthenticationFailed | R::UnsupportedMechanism | R::IllegalAuthenticationState => {
+            StatusCode::UNAUTHORIZED
+        }
         R::TopicAlreadyExists
         | R::GroupNotEmpty
         | R::GroupSubscribedToTopic
@@ -58,6 +60,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::ShuttingDown
         | R::CoordinatorLoading
         | R::CoordinatorNotAvailable
+        | R::Busy
         | R::UnknownLeaderEpoch
         | R::FencedLeaderEpoch { .. } => StatusCode::SERVICE_UNAVAILABLE,
         R::Internal | R::CorruptData { .. } => StatusCode::INTERNAL_SERVER_ERROR,

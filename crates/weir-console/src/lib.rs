@@ -41,6 +41,7 @@ use axum::routing::{get, post};
 use weir_broker::metadata::Endpoints;
 use weir_broker::{Broker, Listener, RequestContext};
 
+pub use error::status_of;
 pub use history::{HISTORY_SAMPLES, MAX_SAMPLED_GROUPS, MAX_SAMPLED_TOPICS, SAMPLE_INTERVAL};
 pub use pages::browse::{
     DEFAULT_RECORDS_PER_PAGE, MAX_HEADERS_PER_RECORD, MAX_RECORDS_PER_PAGE, MAX_SCAN_BYTES,

@@ -215,7 +215,7 @@ impl Admin for AdminService {
         let req = request.into_inner();
         // Checked before the moves are copied: the controller would refuse more anyway.
         if req.partitions.len() > MAX_MOVES_PER_REQUEST {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::status::invalid(format!(
                 "{} partitions in one reassignment; at most {MAX_MOVES_PER_REQUEST}",
                 req.partitions.len()
             )));

@@ -1,12 +1,13 @@
-//! Authentication of gRPC calls: an API token (`authorization: Bearer weir_...`, one
-//! SHA-256 to check, its owner the principal) or a user and password as call
-//! credentials (the
-//! `authorization: Basic base64(user:password)` header, as HTTP basic; send it over TLS
-//! only), checked against the users' SCRAM credentials in the metadata (verified
-//! passwords are cached, so a client that sends its password with every call pays
-//! PBKDF2 once). [`AuthLayer`] runs before every client service: a good password puts
-//! an [`AuthenticatedUser`] in the request's extensions, which `grpc_context` makes the
-//! principal; a wrong one is UNAUTHENTICATED, with an audit line. Where authentication
+//! Authentication of gRPC calls, carried to the core: the `authorization` header (an
+//! API token, `Bearer weir_...`, or a user and password as call credentials, `Basic
+//! base64(user:password)` as HTTP basic; send it over TLS only) is checked by
+//! `weir_broker::authn` (passwords against the users' SCRAM credentials, off the runtime
+//! threads and cached once verified, so a client that sends its password with every
+//! call pays PBKDF2 once; the audit line; the delay of a refusal), and its refusal
+//! becomes a status in `status.rs` as every core error does (UNAUTHENTICATED, or
+//! UNAVAILABLE when the broker has too many password checks at once). [`AuthLayer`]
+//! runs before every client service: a proven user is an [`AuthenticatedUser`] in the
+//! request's extensions, which `grpc_context` makes the principal. Where authentication
 //! is required, a call with neither credentials nor a verified client certificate is
 //! UNAUTHENTICATED too.
 //!
@@ -21,11 +22,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use weir_broker::{Listener, RequestContext};
-use weir_security::sasl::PasswordCheck;
-use weir_security::token::{Authorization, parse_authorization};
+use weir_broker::{BrokerError, Listener, Reason, RequestContext};
+
+use crate::status::broker_status;
 
 /// The user a call authenticated as with its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,72 +91,38 @@ where
     }
 
     fn call(&mut self, mut request: ::http::Request<ReqB>) -> Self::Future {
-        match authenticate(&self.core, &mut request) {
+        match precheck(&self.core, &request) {
             Ok(None) => Box::pin(self.inner.call(request)),
-            Ok(Some(password)) => {
+            Ok(Some(header)) => {
                 // The service polled ready is the one called (tower's rule), a clone
                 // left in its place.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
                 let core = self.core.clone();
                 Box::pin(async move {
-                    match check_password(&core, password).await {
-                        Ok(user) => {
-                            request.extensions_mut().insert(user);
+                    // The core checks the header: a password off the runtime threads
+                    // (cached once verified), a token by one SHA-256; audited.
+                    let ctx =
+                        RequestContext::anonymous(Listener::Grpc, peer_addr(request.extensions()));
+                    match core
+                        .authentication()
+                        .authenticate_header(&ctx, &header)
+                        .await
+                    {
+                        Ok(who) => {
+                            request.extensions_mut().insert(AuthenticatedUser {
+                                by_token: who.by_token(),
+                                name: who.user,
+                            });
                             inner.call(request).await
                         }
-                        Err(status) => Ok(status.into_http()),
+                        Err(err) => Ok(broker_status(err).into_http()),
                     }
                 })
             }
-            Err(status) => Box::pin(std::future::ready(Ok(status.into_http()))),
+            Err(err) => Box::pin(std::future::ready(Ok(broker_status(err).into_http()))),
         }
     }
-}
-
-/// A user and password a call carries, to be checked.
-struct PasswordClaim {
-    ctx: RequestContext,
-    user: String,
-    password: String,
-}
-
-/// Checks a call's password off the runtime threads (`weir_broker::authn`).
-async fn check_password(
-    core: &weir_broker::Broker,
-    claim: PasswordClaim,
-) -> Result<AuthenticatedUser, Status> {
-    let PasswordClaim {
-        ctx,
-        user,
-        password,
-    } = claim;
-    match weir_broker::security_admin::check_password(core, &user, &password).await {
-        PasswordCheck::Verified => Ok(AuthenticatedUser {
-            name: user,
-            by_token: false,
-        }),
-        PasswordCheck::Refused => {
-            core.authorizer().audit().authentication_failed(
-                &ctx,
-                Some(&user),
-                "BASIC",
-                "wrong password or unknown user",
-            );
-            Err(Status::unauthenticated(format!(
-                "authentication failed for user {user:?}: wrong password or unknown user"
-            )))
-        }
-        PasswordCheck::Busy => Err(busy()),
-    }
-}
-
-/// The answer when too many password checks run or wait: retriable.
-pub(crate) fn busy() -> Status {
-    Status::unavailable(
-        "this broker is checking too many passwords at once; retry shortly (a client that \
-         keeps its password cached by the broker is not held up)",
-    )
 }
 
 /// The principal a verified client certificate names, on a TLS connection.
@@ -178,78 +144,36 @@ pub(crate) fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
         })
 }
 
-/// Checks the call's credentials where that is cheap, recording the user in its
-/// extensions; a password is handed back to be checked off the runtime threads.
-fn authenticate<B>(
+/// What the call needs before its service runs: nothing (`None`: unchecked paths, a
+/// broker calling the internal services, an anonymous call where that is allowed), its
+/// `authorization` header checked (`Some`), or a refusal.
+fn precheck<B>(
     core: &weir_broker::Broker,
-    request: &mut ::http::Request<B>,
-) -> Result<Option<PasswordClaim>, Status> {
+    request: &::http::Request<B>,
+) -> Result<Option<String>, BrokerError> {
     let path = request.uri().path();
     if UNCHECKED_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Ok(None);
     }
-    let security = core.authorizer().config();
+    let authentication = core.authentication();
     if path.starts_with(INTERNAL_PREFIX) {
-        // Only a broker calls these: on a secured broker, a caller whose certificate
-        // names a super user (every broker presents its own when it dials another, and
-        // its principal is one).
-        let broker = tls_principal(request.extensions())
-            .is_some_and(|p| security.super_users.contains(&format!("User:{p}")));
-        if (security.require_authentication || security.authorization) && !broker {
-            return Err(Status::unauthenticated(
-                "the brokers' internal services answer only brokers, which present their \
-                 certificates",
-            ));
-        }
+        // Only a broker calls these (every broker presents its certificate when it dials
+        // another, and its principal is a super user).
+        let certificate = tls_principal(request.extensions());
+        authentication.check_internal_caller(certificate.as_deref())?;
         return Ok(None);
     }
-    let header = request
-        .headers()
-        .get(::http::header::AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or_default().to_owned());
-    let Some(header) = header else {
-        if security.require_authentication && tls_principal(request.extensions()).is_none() {
-            return Err(Status::unauthenticated(
+    match request.headers().get(::http::header::AUTHORIZATION) {
+        Some(value) => Ok(Some(value.to_str().unwrap_or_default().to_owned())),
+        None if authentication.required(Listener::Grpc)
+            && tls_principal(request.extensions()).is_none() =>
+        {
+            Err(BrokerError::new(
+                Reason::AuthenticationFailed,
                 "this broker requires authentication: give a user (--user or WEIR_USER, \
                  with WEIR_PASSWORD) or a client certificate",
-            ));
+            ))
         }
-        return Ok(None);
-    };
-    let peer = peer_addr(request.extensions());
-    let ctx = RequestContext::anonymous(Listener::Grpc, peer);
-    let credentials = parse_authorization(&header).map_err(|e| {
-        core.authorizer()
-            .audit()
-            .authentication_failed(&ctx, None, "-", &e.to_string());
-        Status::unauthenticated(format!("bad authorization header: {e}"))
-    })?;
-    match credentials {
-        Authorization::Basic { user, password } => Ok(Some(PasswordClaim {
-            ctx,
-            user,
-            password,
-        })),
-        Authorization::Bearer(token) => match weir_broker::authn::check_token(core, &token) {
-            Ok(name) => {
-                request.extensions_mut().insert(AuthenticatedUser {
-                    name,
-                    by_token: true,
-                });
-                Ok(None)
-            }
-            Err(refused) => {
-                core.authorizer().audit().authentication_failed(
-                    &ctx,
-                    refused.owner.as_deref(),
-                    "BEARER",
-                    &format!("token {}: {}", token.id, refused.reason),
-                );
-                Err(Status::unauthenticated(format!(
-                    "API token {} is not accepted: unknown, revoked or expired",
-                    token.id
-                )))
-            }
-        },
+        None => Ok(None),
     }
 }

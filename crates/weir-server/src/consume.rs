@@ -54,7 +54,7 @@ fn record_format(value: i32) -> Result<bool, Status> {
     match RecordFormat::try_from(value) {
         Ok(RecordFormat::Unspecified | RecordFormat::Records) => Ok(true),
         Ok(RecordFormat::Batches) => Ok(false),
-        Err(_) => Err(Status::invalid_argument(format!(
+        Err(_) => Err(crate::status::invalid(format!(
             "unknown record format {value}"
         ))),
     }

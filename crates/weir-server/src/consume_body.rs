@@ -30,6 +30,7 @@ use weir_proto::v1::consumer_server::{Consumer, ConsumerServer};
 use weir_proto::v1::{ConsumeRequest, ConsumeResponse};
 
 use crate::consume::ConsumerService;
+use crate::status::wire;
 
 /// The path of the method served here.
 const CONSUME_PATH: &str = "/weir.v1.Consumer/Consume";
@@ -96,14 +97,17 @@ async fn open(
         .collect()
         .await
         .map_err(|e| {
-            Status::resource_exhausted(format!(
-                "reading the Consume request: {e} (at most {MAX_CONSUME_REQUEST_BYTES} bytes)"
-            ))
+            wire(
+                Code::ResourceExhausted,
+                format!(
+                    "reading the Consume request: {e} (at most {MAX_CONSUME_REQUEST_BYTES} bytes)"
+                ),
+            )
         })?
         .to_bytes();
     let message = unframe(body)?;
     let message = ConsumeRequest::decode(message)
-        .map_err(|e| Status::internal(format!("decoding the Consume request: {e}")))?;
+        .map_err(|e| wire(Code::Internal, format!("decoding the Consume request: {e}")))?;
     let request = tonic::Request::from_parts(
         MetadataMap::from_headers(parts.headers),
         parts.extensions,
@@ -115,20 +119,24 @@ async fn open(
 /// The one message of a unary request body.
 fn unframe(mut body: Bytes) -> Result<Bytes, Status> {
     if body.len() < PREFIX_BYTES {
-        return Err(Status::internal("the Consume request holds no message"));
+        return Err(wire(Code::Internal, "the Consume request holds no message"));
     }
     let compressed = body.get_u8();
     let len = body.get_u32() as usize;
     if compressed != 0 {
-        return Err(Status::unimplemented(
+        return Err(wire(
+            Code::Unimplemented,
             "Consume takes uncompressed requests only",
         ));
     }
     if body.len() != len {
-        return Err(Status::internal(format!(
-            "the Consume request's message is {} bytes where its prefix says {len}",
-            body.len()
-        )));
+        return Err(wire(
+            Code::Internal,
+            format!(
+                "the Consume request's message is {} bytes where its prefix says {len}",
+                body.len()
+            ),
+        ));
     }
     Ok(body)
 }
@@ -150,7 +158,7 @@ fn respond(stream: <ConsumerService as Consumer>::ConsumeStream) -> http::Respon
                 Err(status) => trailers(&status),
             },
             Some(Err(status)) => trailers(&status),
-            None => trailers(&Status::ok("")),
+            None => trailers(&wire(Code::Ok, "")),
         };
         // The stream ends after its trailers.
         Some((Ok::<_, Status>(frame), None))
@@ -167,8 +175,7 @@ fn trailers(status: &Status) -> Frame<Bytes> {
     let mut headers = http::HeaderMap::new();
     if let Err(unwritable) = status.add_header(&mut headers) {
         headers.clear();
-        let _ =
-            Status::new(Code::Internal, unwritable.message().to_owned()).add_header(&mut headers);
+        let _ = wire(Code::Internal, unwritable.message()).add_header(&mut headers);
     }
     Frame::trailers(headers)
 }
@@ -187,7 +194,7 @@ pub(crate) fn encode(mut message: ConsumeResponse) -> Result<(Bytes, Bytes), Sta
             + batches.len()
     };
     let len = u32::try_from(fields + batches_field)
-        .map_err(|_| Status::internal("a Consume message over 4 GiB"))?;
+        .map_err(|_| wire(Code::Internal, "a Consume message over 4 GiB"))?;
     let mut head = BytesMut::with_capacity(PREFIX_BYTES + fields + 2 * 10);
     head.put_u8(0);
     head.put_u32(len);

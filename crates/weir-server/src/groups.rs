@@ -328,7 +328,7 @@ pub(crate) async fn reset_offsets(
                 Ok(OffsetPosition::Earliest) => ResetSpec::Earliest,
                 Ok(OffsetPosition::Latest) => ResetSpec::Latest,
                 Ok(OffsetPosition::Unspecified) | Err(_) => {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(crate::status::invalid(format!(
                         "spec.position is {position}: it must be OFFSET_POSITION_EARLIEST (1) \
                          or OFFSET_POSITION_LATEST (2); OFFSET_POSITION_UNSPECIFIED (0) \
                          selects nothing"
@@ -340,13 +340,13 @@ pub(crate) async fn reset_offsets(
         Some(offset_reset_spec::To::TimestampMs(ms)) => ResetSpec::Timestamp(ms),
         Some(offset_reset_spec::To::ShiftBy(n)) => ResetSpec::ShiftBy(n),
         None => {
-            return Err(Status::invalid_argument(
+            return Err(crate::status::invalid(
                 "spec must say where to reset to: position, offset, timestamp_ms or shift_by",
             ));
         }
     };
     if req.topics.is_empty() {
-        return Err(Status::invalid_argument(
+        return Err(crate::status::invalid(
             "name at least one topic whose offsets to reset",
         ));
     }

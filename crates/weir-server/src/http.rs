@@ -19,9 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_cluster::controller::records::Endpoints;
-use weir_security::sasl::PasswordCheck;
 use weir_security::tls::{ServerTls, TlsIncoming};
-use weir_security::token::{Authorization, parse_authorization};
 
 use crate::{Broker, until_stopping};
 
@@ -125,91 +123,50 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
 /// probes and scrapers.
 async fn console_auth(
     State(core): State<Arc<weir_broker::Broker>>,
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let security = core.authorizer().config();
-    if !security.require_authentication && !security.authorization {
+    let authentication = core.authentication();
+    if !authentication.required(weir_broker::Listener::Http) {
         return next.run(request).await;
     }
-    let challenge = |why: &str| {
-        (
-            StatusCode::UNAUTHORIZED,
-            // Both challenges in one value (RFC 9110 § 11.6.1): a second header of the
-            // same name would replace the first.
-            [(
-                header::WWW_AUTHENTICATE,
-                "Basic realm=\"weir\", charset=\"UTF-8\", Bearer realm=\"weir\"",
-            )],
-            format!("{why}\n"),
-        )
-            .into_response()
-    };
-    let credentials = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(parse_authorization);
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, peer);
-    let (user, password) = match credentials {
-        Some(Ok(Authorization::Basic { user, password })) => (user, password),
-        Some(Ok(Authorization::Bearer(token))) => {
-            return match weir_broker::authn::check_token(&core, &token) {
-                Ok(owner) => as_user(ctx, owner, true, request, next).await,
-                Err(refused) => {
-                    core.authorizer().audit().authentication_failed(
-                        &ctx,
-                        refused.owner.as_deref(),
-                        "BEARER",
-                        &format!("token {}: {}", token.id, refused.reason),
-                    );
-                    challenge("the API token is not accepted: unknown, revoked or expired")
-                }
-            };
-        }
-        Some(Err(e)) => return challenge(&format!("bad authorization header: {e}")),
-        None => return challenge("the console needs a user and password, or an API token"),
+    let mut ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, peer);
+    let header = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let refused = match header {
+        Some(header) => match authentication.authenticate_header(&ctx, header).await {
+            Ok(who) => {
+                who.apply(&mut ctx);
+                request.extensions_mut().insert(ctx);
+                return next.run(request).await;
+            }
+            Err(err) => err,
+        },
+        None => weir_broker::BrokerError::new(
+            weir_broker::Reason::AuthenticationFailed,
+            "the console needs a user and password, or an API token",
+        ),
     };
-    match weir_broker::security_admin::check_password(&core, &user, &password).await {
-        PasswordCheck::Verified => {}
-        PasswordCheck::Refused => {
-            core.authorizer().audit().authentication_failed(
-                &ctx,
-                Some(&user),
-                "BASIC",
-                "wrong password or unknown user",
-            );
-            return challenge("wrong password or unknown user");
-        }
-        PasswordCheck::Busy => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                "this broker is checking too many passwords at once; retry shortly\n",
-            )
-                .into_response();
-        }
+    // The console's table of reasons to HTTP statuses: 401 for a refusal, 503 when the
+    // broker could not check the password now.
+    let status = weir_console::status_of(&refused.reason);
+    let body = format!("{}\n", refused.message);
+    if status == StatusCode::UNAUTHORIZED {
+        // Both challenges in one value (RFC 9110 § 11.6.1): a second header of the same
+        // name would replace the first.
+        let challenge = "Basic realm=\"weir\", charset=\"UTF-8\", Bearer realm=\"weir\"";
+        (status, [(header::WWW_AUTHENTICATE, challenge)], body).into_response()
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
+        (status, [(header::RETRY_AFTER, "1")], body).into_response()
+    } else {
+        (status, body).into_response()
     }
-    as_user(ctx, user, false, request, next).await
-}
-
-/// Serves a console request as the authenticated `user` (proved by an API token when
-/// `by_token`).
-async fn as_user(
-    mut ctx: weir_broker::RequestContext,
-    user: String,
-    by_token: bool,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    ctx.principal = weir_broker::Principal::User(user);
-    ctx.authenticated_by_token = by_token;
-    request.extensions_mut().insert(ctx);
-    next.run(request).await
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {

@@ -6,15 +6,10 @@
 //! calls (refused before the handler runs); a client stream (ProduceStream) reads the
 //! error itself and maps it with [`request_too_large`].
 
-use std::collections::HashMap;
-
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use weir_broker::{BrokerError, Reason};
 
-use crate::status::{ERROR_DOMAIN, META_MAX_REQUEST_BYTES, META_REQUEST_BYTES};
-
-/// The reason's name ([`weir_broker::Reason::RequestTooLarge`]).
-const REASON_REQUEST_TOO_LARGE: &str = "REQUEST_TOO_LARGE";
+use crate::status::broker_status;
 
 /// How tonic's decoder starts the message of an over-size refusal (tonic 0.14).
 const TONIC_TOO_LARGE: &str = "decoded message length too large";
@@ -32,21 +27,17 @@ pub(crate) fn request_too_large(status: &Status, limit_bytes: usize) -> Option<S
         .nth(1)
         .and_then(|rest| rest.split(' ').next())
         .unwrap_or("?");
-    Some(Status::with_error_details(
-        Code::ResourceExhausted,
+    let reason = Reason::RequestTooLarge {
+        request_bytes: found.parse().unwrap_or(0),
+        max: limit_bytes,
+    };
+    Some(broker_status(BrokerError::new(
+        reason,
         format!(
             "the request is {found} bytes, over this broker's limit of {limit_bytes} bytes \
              (max_request_bytes): send fewer or smaller records per request"
         ),
-        ErrorDetails::with_error_info(
-            REASON_REQUEST_TOO_LARGE,
-            ERROR_DOMAIN,
-            HashMap::from([
-                (META_REQUEST_BYTES.to_owned(), found.to_owned()),
-                (META_MAX_REQUEST_BYTES.to_owned(), limit_bytes.to_string()),
-            ]),
-        ),
-    ))
+    )))
 }
 
 /// A tower layer over the gRPC router: see the module docs.
@@ -116,6 +107,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic_types::StatusExt;
 
     #[test]
     fn tonic_refusal_becomes_resource_exhausted_naming_the_limit() {
@@ -139,7 +131,9 @@ mod tests {
             .error_info()
             .cloned()
             .expect("info");
-        assert_eq!(info.reason, REASON_REQUEST_TOO_LARGE);
+        assert_eq!(info.reason, "REQUEST_TOO_LARGE");
+        assert_eq!(info.metadata["request_bytes"], "5000");
+        assert_eq!(info.metadata["max_request_bytes"], "4096");
     }
 
     #[test]

@@ -64,14 +64,14 @@ fn decode(listing: Listing, token: &str) -> Result<Option<String>, Status> {
         return Ok(None);
     }
     let malformed = || {
-        Status::invalid_argument(format!(
+        crate::status::invalid(format!(
             "page_token is not a token this broker gave for a {} listing: pass back \
              next_page_token exactly as received, or an empty token for the first page",
             listing.name()
         ))
     };
     if token.len() > MAX_PAGE_TOKEN_CHARS {
-        return Err(Status::invalid_argument(format!(
+        return Err(crate::status::invalid(format!(
             "page_token is {} characters long; a valid one has at most \
              {MAX_PAGE_TOKEN_CHARS}",
             token.len()

@@ -68,7 +68,7 @@ pub(crate) async fn submit(
         Ok(Acks::Leader) => produce::Acks::Leader,
         Ok(Acks::None) => produce::Acks::None,
         Err(_) => {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::status::invalid(format!(
                 "unknown acks value {}",
                 req.acks
             )));
@@ -306,7 +306,7 @@ async fn start_one(
     let sequence = m.sequence;
     match m.request {
         None => (
-            Box::pin(std::future::ready(Err(Status::invalid_argument(format!(
+            Box::pin(std::future::ready(Err(crate::status::invalid(format!(
                 "stream request {sequence} has no `request`"
             ))))),
             false,

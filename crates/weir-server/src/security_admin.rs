@@ -149,7 +149,7 @@ pub(crate) async fn alter_quotas(
         .enumerate()
         .map(|(i, a)| {
             let entity = quota_entity(a.entity.unwrap_or_default())
-                .map_err(|e| Status::invalid_argument(format!("alterations[{i}].entity: {e}")))?;
+                .map_err(|e| crate::status::invalid(format!("alterations[{i}].entity: {e}")))?;
             Ok((entity, a.key, a.value))
         })
         .collect::<Result<Vec<_>, Status>>()?;
@@ -211,7 +211,7 @@ fn proto_quota_entity(e: &QuotaEntity) -> pb::QuotaEntity {
 /// Checked before anything is converted (the controller would refuse more anyway).
 fn at_most_per_request(what: &str, given: usize) -> Result<(), Status> {
     match given > MAX_ACLS_PER_REQUEST {
-        true => Err(Status::invalid_argument(format!(
+        true => Err(crate::status::invalid(format!(
             "{given} {what} in one request; at most {MAX_ACLS_PER_REQUEST}"
         ))),
         false => Ok(()),
@@ -220,7 +220,7 @@ fn at_most_per_request(what: &str, given: usize) -> Result<(), Status> {
 
 /// A value of `field` that is not one of its enum's, or not one it may have here.
 fn bad_enum(field: &str, value: i32, why: &str) -> Status {
-    Status::invalid_argument(format!("{field}: {value} {why}"))
+    crate::status::invalid(format!("{field}: {value} {why}"))
 }
 
 /// An enum field of a binding or filter, as the core's type (`from` gives `None` for

@@ -56,7 +56,9 @@ pub fn code(reason: &Reason) -> Code {
     match reason {
         Reason::UnknownTopic | Reason::UnknownGroup | Reason::NotFound => Code::NotFound,
         Reason::NotAuthorized { .. } => Code::PermissionDenied,
-        Reason::AuthenticationFailed => Code::Unauthenticated,
+        Reason::AuthenticationFailed
+        | Reason::UnsupportedMechanism
+        | Reason::IllegalAuthenticationState => Code::Unauthenticated,
         Reason::TopicAlreadyExists => Code::AlreadyExists,
         // The topic exists; the index is past its partition count.
         Reason::UnknownPartition
@@ -102,7 +104,9 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::ShuttingDown
         | Reason::NotCoordinator { .. }
         | Reason::CoordinatorLoading
-        | Reason::CoordinatorNotAvailable => Code::Unavailable,
+        | Reason::CoordinatorNotAvailable
+        // Nothing was decided; retry shortly.
+        | Reason::Busy => Code::Unavailable,
         // Corruption is not the caller's fault and retrying will not help.
         Reason::CorruptData { .. } => Code::DataLoss,
         Reason::RequestTooLarge { .. } | Reason::TooMany => Code::ResourceExhausted,
@@ -172,6 +176,19 @@ pub fn broker_status(err: BrokerError) -> Status {
     )
 }
 
+/// A request the broker cannot act on as sent ([`Reason::InvalidRequest`]): the
+/// caller's fault, `message` saying what to fix.
+pub fn invalid(message: impl Into<String>) -> Status {
+    broker_status(BrokerError::invalid(message))
+}
+
+/// A status about gRPC's own framing, met before a request reaches the core (a body
+/// that is not one uncompressed message, a trailer that cannot be written), which no
+/// [`Reason`] describes: the code tonic itself would answer with.
+pub fn wire(code: Code, message: impl Into<String>) -> Status {
+    Status::new(code, message)
+}
+
 /// One partition of a call failed with `err`.
 pub fn broker_partition_error(err: &BrokerError) -> PartitionError {
     PartitionError {
@@ -229,6 +246,84 @@ impl Undecodable<'_> {
     /// As a whole-call status (a Consume stream's end).
     pub fn status(&self) -> Status {
         broker_status(self.error())
+    }
+}
+
+/// The statuses of the brokers' internal services (replication, controller, quorum):
+/// failures of the wire between brokers and of the controller and quorum, which are not
+/// the core's reasons (a client never sees them).
+pub(crate) mod internal {
+    use tonic::{Code, Status};
+    use weir_cluster::quorum::QuorumError;
+    use weir_cluster::replication::MAX_FETCHES_PER_MESSAGE;
+
+    use crate::internal::{CONTROLLER_WIRE_VERSION, ControllerHandlerError};
+
+    /// A session message with more fetches than a message may carry.
+    pub(crate) fn too_many_fetches(count: usize) -> Status {
+        Status::invalid_argument(format!(
+            "a fetch session message carries {count} partition fetches; the limit is {MAX_FETCHES_PER_MESSAGE}: send them in several messages"
+        ))
+    }
+
+    /// A message that does not decode into what it should carry.
+    pub(crate) fn malformed(what: &str, reason: impl std::fmt::Display) -> Status {
+        Status::invalid_argument(format!("malformed {what}: {reason}"))
+    }
+
+    /// A message over the service's size limit (`detail` is the decoder's message).
+    pub(crate) fn oversized(what: &str, detail: &str) -> Status {
+        Status::resource_exhausted(format!("{what} too large: {detail}"))
+    }
+
+    /// A controller message of another wire version than this build's.
+    pub(crate) fn wire_version_mismatch(given: u32) -> Status {
+        Status::failed_precondition(format!(
+            "controller wire version {given}, but this broker speaks version {CONTROLLER_WIRE_VERSION}: every broker of a cluster must run the same build"
+        ))
+    }
+
+    /// This broker is stopping: the caller goes elsewhere or retries later.
+    pub(crate) fn shutting_down() -> Status {
+        Status::unavailable("this broker is shutting down")
+    }
+
+    /// A quorum message meant for another voter.
+    pub(crate) fn wrong_voter(me: i32, target: i32) -> Status {
+        Status::failed_precondition(format!(
+            "this is voter {me}, not voter {target}: the sender's controller voter set names this address for node {target}"
+        ))
+    }
+
+    /// A controller handler's failure as a status (its NotController is an answer, not a
+    /// status, and never comes here).
+    pub(crate) fn handler_status(err: ControllerHandlerError) -> Status {
+        let code = match &err {
+            ControllerHandlerError::NotController { .. }
+            | ControllerHandlerError::Unavailable { .. } => Code::Unavailable,
+            ControllerHandlerError::InvalidArgument { .. } => Code::InvalidArgument,
+        };
+        if code == Code::Unavailable {
+            tracing::info!(error = %err, "controller call failed");
+        }
+        Status::new(code, err.to_string())
+    }
+
+    /// The quorum's failure to serve an RPC as a status.
+    pub(crate) fn quorum_status(err: QuorumError) -> Status {
+        match err {
+            QuorumError::BadRpc(_) => {
+                tracing::warn!(error = %err, "refused a malformed quorum RPC");
+                Status::invalid_argument(err.to_string())
+            }
+            QuorumError::Stopped(_) | QuorumError::Shutdown(_) => {
+                Status::unavailable(err.to_string())
+            }
+            _ => {
+                tracing::warn!(error = %err, "quorum RPC failed");
+                Status::internal(err.to_string())
+            }
+        }
     }
 }
 

@@ -64,6 +64,12 @@ pub fn code(reason: &Reason) -> i16 {
             ResourceType::TransactionalId => E::TransactionalIdAuthorizationFailed,
         },
         Reason::AuthenticationFailed => E::SaslAuthenticationFailed,
+        Reason::UnsupportedMechanism => E::UnsupportedSaslMechanism,
+        Reason::IllegalAuthenticationState => E::IllegalSaslState,
+        // Retriable: Java's client treats it as a `RetriableException` and reconnects
+        // rather than failing the application; librdkafka reconnects after any SASL
+        // error.
+        Reason::Busy => E::RequestTimedOut,
         Reason::NotFound => E::ResourceNotFound,
     };
     error.code()

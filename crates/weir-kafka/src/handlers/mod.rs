@@ -35,7 +35,7 @@
 
 mod configs;
 mod epochs;
-mod errors;
+pub(crate) mod errors;
 mod fetch;
 mod groups;
 mod metadata;
@@ -59,7 +59,6 @@ use crate::frame::Request;
 use crate::handler::{ConnectionInfo, Handler, HandlerError, Pending, Response};
 use crate::sasl::SaslAuthority;
 use crate::share_sessions::ShareSessions;
-use weir_security::scram::{ScramCredential, ScramMechanism};
 
 pub use errors::error_code;
 
@@ -186,32 +185,34 @@ impl KafkaBroker {
     }
 }
 
-/// SASL against the users in the cluster's metadata.
+/// SASL against the users in the cluster's metadata: the core's authentication.
 impl SaslAuthority for KafkaBroker {
     fn required(&self) -> bool {
-        self.core.authorizer().config().require_authentication
+        self.core.authentication().required(self.listener)
     }
 
-    fn credential(&self, user: &str, mechanism: ScramMechanism) -> Option<ScramCredential> {
-        weir_broker::security_admin::credential(&self.core, user, mechanism)
-    }
-
-    fn verify_password<'a>(
-        &'a self,
-        user: &'a str,
-        password: &'a str,
-    ) -> crate::sasl::PasswordFuture<'a> {
-        Box::pin(weir_broker::security_admin::check_password(
-            &self.core, user, password,
-        ))
-    }
-
-    fn failed(&self, info: &ConnectionInfo, user: Option<&str>, mechanism: &str, reason: &str) {
+    fn start(
+        &self,
+        info: &ConnectionInfo,
+        mechanism: &str,
+    ) -> Result<weir_broker::authn::Exchange, weir_broker::BrokerError> {
         let ctx = RequestContext::anonymous(self.listener, Some(info.peer));
-        self.core
-            .authorizer()
-            .audit()
-            .authentication_failed(&ctx, user, mechanism, reason);
+        self.core.authentication().start(&ctx, mechanism, info.tls)
+    }
+
+    fn step<'a>(
+        &'a self,
+        info: &'a ConnectionInfo,
+        exchange: &'a mut weir_broker::authn::Exchange,
+        message: &'a [u8],
+    ) -> crate::sasl::StepFuture<'a> {
+        let ctx = RequestContext::anonymous(self.listener, Some(info.peer));
+        Box::pin(async move {
+            self.core
+                .authentication()
+                .step(&ctx, exchange, message)
+                .await
+        })
     }
 }
 

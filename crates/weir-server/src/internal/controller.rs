@@ -162,7 +162,7 @@ impl Controller for ControllerService {
         let request = request.into_inner();
         check_wire_version(request.wire_version)?;
         if request.from_offset < 0 {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::status::invalid(format!(
                 "metadata offset {} is negative; an empty image asks from 0",
                 request.from_offset
             )));

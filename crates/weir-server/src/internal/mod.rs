@@ -34,8 +34,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tonic::transport::Server;
 use tonic::{Code, Status};
-use weir_cluster::quorum::{MAX_RPC_BYTES, Quorum, QuorumError};
-use weir_cluster::replication::{FetchServer, MAX_FETCHES_PER_MESSAGE};
+use weir_cluster::quorum::{MAX_RPC_BYTES, Quorum};
+use weir_cluster::replication::FetchServer;
 use weir_proto::internal::v1::controller_server::ControllerServer;
 use weir_proto::internal::v1::quorum_server::QuorumServer;
 use weir_proto::internal::v1::replication_server::ReplicationServer;
@@ -53,7 +53,7 @@ pub use fetch_session::{
 };
 pub use quorum::{GrpcQuorumTransport, QuorumService};
 
-/// Largest fetch session request message: [`MAX_FETCHES_PER_MESSAGE`] fetches of a few
+/// Largest fetch session request message: [`MAX_FETCHES_PER_MESSAGE`](weir_cluster::replication::MAX_FETCHES_PER_MESSAGE) fetches of a few
 /// dozen bytes each, with room for long topic ids.
 pub const MAX_SESSION_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Largest fetch session response message: answers ready together fill a message up to
@@ -130,72 +130,12 @@ pub fn server_builder() -> Server {
         .trace_fn(|req| tracing::info_span!("internal_rpc", method = %req.uri().path()))
 }
 
-// --- gRPC statuses: every failure of the internal services becomes one here ---
-
-/// A session message with more fetches than a message may carry.
-fn too_many_fetches(count: usize) -> Status {
-    Status::invalid_argument(format!(
-        "a fetch session message carries {count} partition fetches; the limit is {MAX_FETCHES_PER_MESSAGE}: send them in several messages"
-    ))
-}
-
-/// A message that does not decode into what it should carry.
-fn malformed(what: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("malformed {what}: {reason}"))
-}
-
-/// A message over the service's size limit (`detail` is the decoder's message).
-fn oversized(what: &str, detail: &str) -> Status {
-    Status::resource_exhausted(format!("{what} too large: {detail}"))
-}
-
-/// A controller message of another wire version than this build's.
-fn wire_version_mismatch(given: u32) -> Status {
-    Status::failed_precondition(format!(
-        "controller wire version {given}, but this broker speaks version {CONTROLLER_WIRE_VERSION}: every broker of a cluster must run the same build"
-    ))
-}
-
-/// This broker is stopping: the caller goes elsewhere or retries later.
-fn shutting_down() -> Status {
-    Status::unavailable("this broker is shutting down")
-}
-
-/// A quorum message meant for another voter.
-fn wrong_voter(me: i32, target: i32) -> Status {
-    Status::failed_precondition(format!(
-        "this is voter {me}, not voter {target}: the sender's controller voter set names this address for node {target}"
-    ))
-}
-
-/// A controller handler's failure as a status (its NotController is an answer, not a
-/// status, and never comes here).
-fn handler_status(err: ControllerHandlerError) -> Status {
-    let code = match &err {
-        ControllerHandlerError::NotController { .. }
-        | ControllerHandlerError::Unavailable { .. } => Code::Unavailable,
-        ControllerHandlerError::InvalidArgument { .. } => Code::InvalidArgument,
-    };
-    if code == Code::Unavailable {
-        tracing::info!(error = %err, "controller call failed");
-    }
-    Status::new(code, err.to_string())
-}
-
-/// The quorum's failure to serve an RPC as a status.
-fn quorum_status(err: QuorumError) -> Status {
-    match err {
-        QuorumError::BadRpc(_) => {
-            tracing::warn!(error = %err, "refused a malformed quorum RPC");
-            Status::invalid_argument(err.to_string())
-        }
-        QuorumError::Stopped(_) | QuorumError::Shutdown(_) => Status::unavailable(err.to_string()),
-        _ => {
-            tracing::warn!(error = %err, "quorum RPC failed");
-            Status::internal(err.to_string())
-        }
-    }
-}
+// The statuses of the internal services' failures are built in `status.rs` with every
+// other status (`crate::status::internal`).
+use crate::status::internal::{
+    handler_status, malformed, oversized, quorum_status, shutting_down, too_many_fetches,
+    wire_version_mismatch, wrong_voter,
+};
 
 /// Whether a failed call to a peer means the peer is not there (or cannot serve this
 /// build's call) rather than that one call broke: the caller backs off before trying

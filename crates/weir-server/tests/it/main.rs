@@ -2,8 +2,9 @@
 //! process) spoken to over gRPC, Kafka and HTTP as clients speak: the API (`broker`,
 //! `groups`, `queues`, `idempotence`, `identity`), clusters in one process (`cluster`),
 //! the internal services, the Kafka listeners, the console (and in Chromium), durability
-//! on faulty storage, untrusted batches, and Python's grpcio (`python`); `common` is the
-//! broker harness they share.
+//! on faulty storage, untrusted batches, Python's grpcio (`python`), and that every
+//! status is built in `status.rs` (`status_sites`); `common` is the broker harness they
+//! share.
 
 mod broker;
 mod cluster;
@@ -18,4 +19,5 @@ mod internal;
 mod kafka;
 mod python;
 mod queues;
+mod status_sites;
 mod untrusted;
