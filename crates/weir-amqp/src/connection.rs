@@ -24,7 +24,9 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_batch::{Compression, Record};
-use weir_broker::produce::{self, Acks, PartitionProduce, PendingProduce, ProduceData, ProduceRequest};
+use weir_broker::produce::{
+    self, Acks, PartitionProduce, PendingProduce, ProduceData, ProduceRequest,
+};
 use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, ShareStart};
 use weir_broker::{BrokerError, Listener, Principal, Reason, RequestContext};
 use weir_security::sasl::PasswordCheck;
@@ -394,7 +396,11 @@ impl Conn {
 
     /// Sends `connection.close` and waits (bounded) for `close-ok`.
     async fn close_connection(&mut self, reply: Reply) {
-        tracing::debug!(code = reply.code, text = reply.text, "closing the AMQP connection");
+        tracing::debug!(
+            code = reply.code,
+            text = reply.text,
+            "closing the AMQP connection"
+        );
         let text = reply.short_text();
         self.send_method(
             0,
@@ -411,7 +417,12 @@ impl Conn {
     /// Closes `channel` with `reply`: what it held is given back first, and frames on it
     /// are dropped until the client's `close-ok`.
     async fn close_channel(&mut self, id: u16, reply: Reply) {
-        tracing::debug!(channel = id, code = reply.code, text = reply.text, "closing an AMQP channel");
+        tracing::debug!(
+            channel = id,
+            code = reply.code,
+            text = reply.text,
+            "closing an AMQP channel"
+        );
         if let Some(mut channel) = self.channels.remove(&id) {
             self.release(&mut channel).await;
             channel.closing = true;
@@ -617,6 +628,9 @@ impl Conn {
         match frame {
             AMQPFrame::Heartbeat => Ok(()),
             AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                // What the connection held is given back before close-ok: a client that
+                // reconnects at once finds its unacknowledged messages available.
+                self.finish().await;
                 self.send_method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
@@ -881,7 +895,10 @@ impl Conn {
                 if let Some(channel) = self.channels.get_mut(&id) {
                     channel.prefetch = qos.prefetch_count;
                 }
-                self.send_method(id, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
                 Ok(())
             }
             basic::AMQPMethod::Publish(publish) => {
@@ -936,7 +953,8 @@ impl Conn {
                 } else {
                     AckKind::Reject
                 };
-                self.settle(id, nack.delivery_tag, nack.multiple, kind).await
+                self.settle(id, nack.delivery_tag, nack.multiple, kind)
+                    .await
             }
             basic::AMQPMethod::Reject(reject) => {
                 let kind = if reject.requeue {
@@ -974,7 +992,10 @@ impl Conn {
         if header.class_id != BASIC_CLASS {
             return Err(Reply::connection(
                 FRAME_ERROR,
-                format!("a content header of class {}: only basic has content", header.class_id),
+                format!(
+                    "a content header of class {}: only basic has content",
+                    header.class_id
+                ),
             ));
         }
         if header.body_size > MAX_BODY_BYTES {
@@ -1080,7 +1101,11 @@ impl Conn {
         };
         let request = ProduceRequest {
             topic: queue,
-            acks: if seq.is_some() { Acks::All } else { Acks::Leader },
+            acks: if seq.is_some() {
+                Acks::All
+            } else {
+                Acks::Leader
+            },
             timeout: None,
             partitions: vec![PartitionProduce {
                 partition: 0,
@@ -1286,8 +1311,13 @@ impl Conn {
         let body = record.record.value.clone().unwrap_or_default();
         self.send_content(id, properties, &body);
         if get.no_ack {
-            self.acknowledge(&queue, &member, &[(record.partition, record.record.offset)], AckKind::Accept)
-                .await;
+            self.acknowledge(
+                &queue,
+                &member,
+                &[(record.partition, record.record.offset)],
+                AckKind::Accept,
+            )
+            .await;
         }
         Ok(())
     }
@@ -1295,7 +1325,13 @@ impl Conn {
     /// `basic.ack` / `nack` / `reject`: the deliveries named (all up to `tag` with
     /// `multiple`; every one for tag 0 with `multiple`) are acknowledged to the core
     /// and their consumers' room given back. An unknown tag closes the channel (406).
-    async fn settle(&mut self, id: u16, tag: u64, multiple: bool, kind: AckKind) -> Result<(), Reply> {
+    async fn settle(
+        &mut self,
+        id: u16,
+        tag: u64,
+        multiple: bool,
+        kind: AckKind,
+    ) -> Result<(), Reply> {
         let Some(channel) = self.channels.get_mut(&id) else {
             return Ok(());
         };
@@ -1305,13 +1341,18 @@ impl Conn {
             if keys.is_empty() && tag != 0 {
                 return Err(unknown_tag(tag));
             }
-            keys.iter().filter_map(|k| channel.unacked.remove(k)).collect()
+            keys.iter()
+                .filter_map(|k| channel.unacked.remove(k))
+                .collect()
         } else {
             match channel.unacked.remove(&tag) {
                 Some(unacked) => vec![unacked],
                 None => return Err(unknown_tag(tag)),
             }
         };
+        // The consumers' room is given back only once the core has the outcome: a fetch
+        // started earlier could pass a released message by, or exceed the prefetch.
+        let mut rooms: Vec<Arc<Semaphore>> = Vec::new();
         for unacked in &taken {
             if let Some(consumer) = unacked
                 .consumer
@@ -1319,7 +1360,7 @@ impl Conn {
                 .and_then(|c| channel.consumers.get(c))
                 && consumer.member == unacked.member
             {
-                consumer.room.add_permits(1);
+                rooms.push(consumer.room.clone());
             }
         }
         let mut by_member: BTreeMap<(String, String), Vec<(u32, i64)>> = BTreeMap::new();
@@ -1331,6 +1372,9 @@ impl Conn {
         }
         for ((queue, member), offsets) in by_member {
             self.acknowledge(&queue, &member, &offsets, kind).await;
+        }
+        for room in rooms {
+            room.add_permits(1);
         }
         Ok(())
     }
@@ -1376,7 +1420,9 @@ impl Conn {
                                 ?not_held,
                                 "AMQP acknowledgement of records no longer held"
                             ),
-                            Err(err) => tracing::debug!(queue, error = %err, "AMQP acknowledgement refused"),
+                            Err(err) => {
+                                tracing::debug!(queue, error = %err, "AMQP acknowledgement refused")
+                            }
                         }
                     }
                 }
@@ -1467,8 +1513,10 @@ impl Conn {
             .map(|c| c.no_ack);
         let Some(no_ack) = live else {
             // Cancelled since the fetch: hand the records back at once.
-            let offsets: Vec<(u32, i64)> =
-                records.iter().map(|r| (r.partition, r.record.offset)).collect();
+            let offsets: Vec<(u32, i64)> = records
+                .iter()
+                .map(|r| (r.partition, r.record.offset))
+                .collect();
             self.acknowledge(&queue, &member, &offsets, AckKind::Release { delay_ms: 0 })
                 .await;
             return;
@@ -1510,7 +1558,8 @@ impl Conn {
             self.send_content(id, properties, &body);
         }
         if !accepted.is_empty() {
-            self.acknowledge(&queue, &member, &accepted, AckKind::Accept).await;
+            self.acknowledge(&queue, &member, &accepted, AckKind::Accept)
+                .await;
             if let Some(consumer) = self.channels.get(&id).and_then(|c| c.consumers.get(&tag)) {
                 consumer.room.add_permits(accepted.len());
             }
@@ -1534,7 +1583,11 @@ impl Conn {
                 nowait: true,
             };
             if let Err(reply) = queues::delete(&self.shared, &self.ctx, &delete).await {
-                tracing::info!(queue = name, reason = reply.text, "deleting an exclusive queue failed");
+                tracing::info!(
+                    queue = name,
+                    reason = reply.text,
+                    "deleting an exclusive queue failed"
+                );
             }
         }
     }
@@ -1608,11 +1661,11 @@ mod tests {
         let mut table = FieldTable::default();
         table.insert("LOGIN".into(), AMQPValue::LongString("guest".into()));
         table.insert("PASSWORD".into(), AMQPValue::LongString("secret".into()));
-        let mut bytes = Vec::new();
-        let ctx = amq_protocol::types::generation::gen_field_table(&table)(
-            amq_protocol::frame::WriteContext::from(&mut bytes),
-        );
-        assert!(ctx.is_ok());
+        let (bytes, _) = amq_protocol::types::generation::gen_field_table(&table)(
+            amq_protocol::frame::WriteContext::from(Vec::new()),
+        )
+        .expect("encodes")
+        .into_inner();
         // Without the table's own length prefix, as AMQPLAIN sends it.
         assert_eq!(
             amqplain(&bytes[4..]).unwrap(),

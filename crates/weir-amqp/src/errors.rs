@@ -130,9 +130,10 @@ fn name(code: u16) -> &'static str {
 pub fn from_broker(err: &BrokerError) -> Reply {
     let code = match &err.reason {
         Reason::NotAuthorized { .. } | Reason::AuthenticationFailed => ACCESS_REFUSED,
-        Reason::UnknownTopic | Reason::UnknownGroup | Reason::UnknownPartition | Reason::NotFound => {
-            NOT_FOUND
-        }
+        Reason::UnknownTopic
+        | Reason::UnknownGroup
+        | Reason::UnknownPartition
+        | Reason::NotFound => NOT_FOUND,
         Reason::RecordTooLarge | Reason::RequestTooLarge { .. } => CONTENT_TOO_LARGE,
         _ => PRECONDITION_FAILED,
     };

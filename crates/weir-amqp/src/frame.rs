@@ -167,7 +167,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_method_frame_round_trips() {
-        let frame = AMQPFrame::Method(3, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})));
+        let frame = AMQPFrame::Method(
+            3,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        );
         let mut bytes = Vec::new();
         encode(&frame, &mut bytes).unwrap();
         assert_eq!(read(&bytes, MAX_FRAME_BYTES).await.unwrap(), frame);
@@ -187,9 +190,15 @@ mod tests {
     #[tokio::test]
     async fn bad_frames_get_the_spec_codes() {
         // Unknown frame type.
-        assert_eq!(code(read(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096).await), FRAME_ERROR);
+        assert_eq!(
+            code(read(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096).await),
+            FRAME_ERROR
+        );
         // No frame-end octet.
-        assert_eq!(code(read(&[8, 0, 0, 0, 0, 0, 0, 0x00], 4096).await), FRAME_ERROR);
+        assert_eq!(
+            code(read(&[8, 0, 0, 0, 0, 0, 0, 0x00], 4096).await),
+            FRAME_ERROR
+        );
         // Unknown class 99, method 10.
         let unknown = [1, 0, 1, 0, 0, 0, 4, 0, 99, 0, 10, 0xCE];
         assert_eq!(code(read(&unknown, 4096).await), NOT_IMPLEMENTED);

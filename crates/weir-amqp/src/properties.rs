@@ -119,9 +119,11 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, String
                 .map(ShortString::from)
         };
         let number = || text.and_then(|t| t.parse::<u64>().ok());
-        let set = |p: BasicProperties, f: fn(BasicProperties, ShortString) -> BasicProperties| match short() {
-            Some(v) => f(p, v),
-            None => p,
+        let set = |p: BasicProperties, f: fn(BasicProperties, ShortString) -> BasicProperties| {
+            match short() {
+                Some(v) => f(p, v),
+                None => p,
+            }
         };
         properties = match header.key.as_str() {
             CONTENT_TYPE => set(properties, BasicProperties::with_content_type),
@@ -187,7 +189,10 @@ mod tests {
             .with_headers(table);
         let headers = to_headers(&properties, "tasks");
         let keys: Vec<&str> = headers.iter().map(|h| h.key.as_str()).collect();
-        assert!(keys.contains(&"amqp-content-type") && keys.contains(&"retries"), "{keys:?}");
+        assert!(
+            keys.contains(&"amqp-content-type") && keys.contains(&"retries"),
+            "{keys:?}"
+        );
         let (back, routing_key) = from_headers(&headers, "other");
         assert_eq!(routing_key, "tasks");
         assert_eq!(back.content_type(), properties.content_type());

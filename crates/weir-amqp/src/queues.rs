@@ -51,10 +51,7 @@ pub struct DeclareOk {
 
 /// A new server-generated queue name, `amq.gen-` and 32 hex digits.
 pub fn server_name() -> String {
-    format!(
-        "{SERVER_NAMED_PREFIX}gen-{}",
-        uuid::Uuid::new_v4().simple()
-    )
+    format!("{SERVER_NAMED_PREFIX}gen-{}", uuid::Uuid::new_v4().simple())
 }
 
 /// Whether `name` is a topic this broker knows.
@@ -139,26 +136,25 @@ pub async fn declare(
             )));
         }
     }
-    let created = match topics::create_topic(&shared.broker, ctx, &name, 1, 0, BTreeMap::new())
-        .await
-    {
-        Ok(_) => true,
-        Err(e) if e.reason == Reason::TopicAlreadyExists => false,
-        Err(e) => {
-            let mut reply = from_broker(&e);
-            if matches!(e.reason, Reason::InvalidTopicName | Reason::InvalidRequest) {
-                reply = Reply::channel(
-                    PRECONDITION_FAILED,
-                    format!(
-                        "queue name '{name}' cannot be a Weir queue: a queue is the topic of \
+    let created =
+        match topics::create_topic(&shared.broker, ctx, &name, 1, 0, BTreeMap::new()).await {
+            Ok(_) => true,
+            Err(e) if e.reason == Reason::TopicAlreadyExists => false,
+            Err(e) => {
+                let mut reply = from_broker(&e);
+                if matches!(e.reason, Reason::InvalidTopicName | Reason::InvalidRequest) {
+                    reply = Reply::channel(
+                        PRECONDITION_FAILED,
+                        format!(
+                            "queue name '{name}' cannot be a Weir queue: a queue is the topic of \
                          its name, and {}",
-                        e.message
-                    ),
-                );
+                            e.message
+                        ),
+                    );
+                }
+                return Err(on(reply));
             }
-            return Err(on(reply));
-        }
-    };
+        };
     if created {
         wait_writable(shared, ctx, &name).await;
     }
@@ -335,7 +331,10 @@ mod tests {
     #[test]
     fn only_the_served_queue_types_pass_the_argument_check() {
         let mut table = FieldTable::default();
-        table.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        table.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
         assert!(check_arguments(&table).is_ok());
         table.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
         let refused = check_arguments(&table).unwrap_err();

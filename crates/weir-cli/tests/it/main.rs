@@ -7,6 +7,7 @@
 //! (`kafka_clients`, `kafka_answers`); `common` holds the broker harness and
 //! `common::secure` the secured `weir serve` process.
 
+mod amqp;
 mod authentication;
 mod cli;
 mod client_quotas;
