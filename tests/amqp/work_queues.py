@@ -124,7 +124,12 @@ connection.call_later(20, channel.stop_consuming)
 channel.start_consuming()
 # Nothing is left: every task was acknowledged once.
 empty = channel.basic_get(queue=queue, auto_ack=False)[0] is None
-# A publish to a queue that does not exist comes back (mandatory).
+connection.close()
+
+# A publish to a queue that does not exist comes back (mandatory). On a connection of its
+# own: pika (1.3.2) does not dispatch a return on a channel that consumed before.
+connection = pika.BlockingConnection(params)
+channel = connection.channel()
 returned = []
 channel.add_on_return_callback(lambda ch, method, props, body: returned.append(body.decode()))
 channel.basic_publish(exchange="", routing_key=queue + "-missing", body="lost", mandatory=True)

@@ -60,6 +60,9 @@ pub const MAX_PENDING_PUBLISHES: usize = 1_024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the broker waits for `close-ok` after closing a connection.
 const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
+/// How long a closed connection's clean-up (releasing what it held, deleting its
+/// exclusive queues) may take, so a broker that is stopping is not held up by it.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// Frames read ahead of the connection task.
 const INBOUND_QUEUE: usize = 8;
 /// Acknowledgement entries sent to the core in one request.
@@ -301,7 +304,13 @@ pub(crate) async fn run(
     }
     let _ = writer.shutdown().await;
     reader_task.abort();
-    conn.finish().await;
+    if tokio::time::timeout(RELEASE_WAIT, conn.finish())
+        .await
+        .is_err()
+    {
+        // What was not given back is released when its locks expire.
+        tracing::info!("giving back a closed AMQP connection's messages took too long");
+    }
 }
 
 async fn read_loop(
@@ -1069,6 +1078,12 @@ impl Conn {
         });
         let queue = publish.routing_key.as_str().to_owned();
         if queue.is_empty() || !queues::exists(&self.shared, &queue) {
+            tracing::debug!(
+                channel = id,
+                queue,
+                mandatory = publish.mandatory,
+                "unroutable publish"
+            );
             if publish.mandatory {
                 self.send_method(
                     id,
