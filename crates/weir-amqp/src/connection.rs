@@ -410,6 +410,14 @@ impl Conn {
             text = reply.text,
             "closing the AMQP connection"
         );
+        // Given back before the close goes out, as for a close the client starts: a
+        // client that reconnects at once finds what this one held available.
+        if tokio::time::timeout(RELEASE_WAIT, self.finish())
+            .await
+            .is_err()
+        {
+            tracing::info!("giving back a closing AMQP connection's messages took too long");
+        }
         let text = reply.short_text();
         self.send_method(
             0,
