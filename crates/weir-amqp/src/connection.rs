@@ -1027,8 +1027,8 @@ impl Conn {
         }
         publishing.properties = Some(header.properties);
         publishing.size = header.body_size;
-        // Sized from the header, within MAX_BODY_BYTES.
-        publishing.body.reserve_exact(header.body_size as usize);
+        // Not reserved from the header's size: the body grows with the bytes that arrive,
+        // so announcing large bodies on many channels costs the client the bytes.
         if header.body_size == 0 {
             self.publish(id).await?;
         }

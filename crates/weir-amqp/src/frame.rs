@@ -5,6 +5,8 @@
 //! codes the spec gives it.
 
 use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame, parse_frame};
+use amq_protocol::protocol::AMQPClass;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::errors::{FRAME_ERROR, NOT_IMPLEMENTED, Reply, SYNTAX_ERROR};
@@ -79,14 +81,121 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             ),
         )));
     }
-    match parse_frame(&buf[..]) {
-        Ok((_, frame)) => Ok(frame),
-        Err(err) => Err(ReadError::Refused(undecodable(
+    match decode(frame_type, buf).await {
+        Ok(frame) => Ok(frame),
+        Err((buf, err)) => Err(ReadError::Refused(undecodable(
             frame_type,
-            &buf[FRAME_HEADER_BYTES..total - 1],
-            &err.to_string(),
+            // Empty when the decoding thread failed, not the decoder.
+            buf.get(FRAME_HEADER_BYTES..total - 1).unwrap_or_default(),
+            &err,
         ))),
     }
+}
+
+/// Most field-table and array type octets (`F`, `A`) a method or content header may hold
+/// to be decoded on the connection's own task. amq-protocol decodes (and Rust drops)
+/// nested tables by recursion without a depth limit: a 128 KiB `start-ok` of tables
+/// nested 18,000 deep overflowed a runtime thread's stack and aborted the broker, before
+/// authentication. Nesting cannot be deeper than the number of these octets, so a frame
+/// with few is safe anywhere; one with more is decoded, measured and, if nested deeper
+/// than [`MAX_FIELD_NESTING`], refused and dropped on a thread with
+/// [`DEEP_DECODE_STACK_BYTES`].
+const SHALLOW_NESTING_OCTETS: usize = 64;
+
+/// Deepest nesting of field tables and arrays accepted in a frame (RabbitMQ's own
+/// headers, `x-death` among them, nest three levels).
+pub const MAX_FIELD_NESTING: usize = 32;
+
+/// The stack of the thread that decodes a frame which might nest deeply: room for
+/// nesting as deep as a `MAX_FRAME_BYTES` frame can hold (a level takes at least 6 bytes
+/// of it). Reserved, not touched, until used.
+const DEEP_DECODE_STACK_BYTES: usize = 512 * 1024 * 1024;
+
+/// Decodes a complete frame (checked against frame_max); on failure hands the bytes back
+/// with the decoder's message.
+async fn decode(frame_type: u8, buf: Vec<u8>) -> Result<AMQPFrame, (Vec<u8>, String)> {
+    let nesting = buf[FRAME_HEADER_BYTES..]
+        .iter()
+        .filter(|&&b| b == b'F' || b == b'A')
+        .count();
+    // Bodies and heartbeats hold no field tables.
+    if !matches!(frame_type, 1 | 2) || nesting <= SHALLOW_NESTING_OCTETS {
+        return parse(buf);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("amqp-deep-decode".into())
+        .stack_size(DEEP_DECODE_STACK_BYTES)
+        .spawn(move || {
+            let checked = match parse_frame(&buf[..]) {
+                Ok((_, frame)) => match nesting_of(&frame) {
+                    deep if deep > MAX_FIELD_NESTING => {
+                        // Dropped here, on this thread's stack.
+                        drop(frame);
+                        Err((
+                            buf,
+                            format!("field tables nested {deep} deep; at most {MAX_FIELD_NESTING}"),
+                        ))
+                    }
+                    _ => Ok(frame),
+                },
+                Err(err) => Err((buf, err.to_string())),
+            };
+            let _ = tx.send(checked);
+        });
+    match spawned {
+        Ok(_) => rx.await.unwrap_or_else(|_| {
+            Err((
+                Vec::new(),
+                "the decoding thread ended without an answer".into(),
+            ))
+        }),
+        Err(err) => Err((
+            Vec::new(),
+            format!("no thread to decode the frame on: {err}"),
+        )),
+    }
+}
+
+/// How deep the field tables of a decoded frame nest (recursive: called on the deep
+/// decoding thread only).
+fn nesting_of(frame: &AMQPFrame) -> usize {
+    use amq_protocol::protocol::{basic, connection, exchange, queue};
+    fn table(t: &FieldTable) -> usize {
+        1 + t.inner().values().map(value).max().unwrap_or(0)
+    }
+    fn value(v: &AMQPValue) -> usize {
+        match v {
+            AMQPValue::FieldTable(t) => table(t),
+            AMQPValue::FieldArray(a) => 1 + a.as_slice().iter().map(value).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    match frame {
+        AMQPFrame::Header(_, header) => header.properties.headers().as_ref().map_or(0, table),
+        AMQPFrame::Method(_, class) => match class {
+            AMQPClass::Connection(connection::AMQPMethod::StartOk(m)) => {
+                table(&m.client_properties)
+            }
+            AMQPClass::Connection(connection::AMQPMethod::Start(m)) => table(&m.server_properties),
+            AMQPClass::Queue(queue::AMQPMethod::Declare(m)) => table(&m.arguments),
+            AMQPClass::Queue(queue::AMQPMethod::Bind(m)) => table(&m.arguments),
+            AMQPClass::Queue(queue::AMQPMethod::Unbind(m)) => table(&m.arguments),
+            AMQPClass::Basic(basic::AMQPMethod::Consume(m)) => table(&m.arguments),
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(m)) => table(&m.arguments),
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(m)) => table(&m.arguments),
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(m)) => table(&m.arguments),
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+fn parse(buf: Vec<u8>) -> Result<AMQPFrame, (Vec<u8>, String)> {
+    let parsed = parse_frame(&buf[..])
+        .map(|(_, frame)| frame)
+        .map_err(|e| e.to_string());
+    parsed.map_err(|err| (buf, err))
 }
 
 /// Why a complete frame did not decode: an unknown class or method is NOT_IMPLEMENTED, a
@@ -151,7 +260,7 @@ pub fn encode(frame: &AMQPFrame, out: &mut Vec<u8>) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use amq_protocol::protocol::{AMQPClass, channel};
+    use amq_protocol::protocol::channel;
 
     async fn read(bytes: &[u8], frame_max: u32) -> Result<AMQPFrame, ReadError> {
         let mut reader = bytes;
@@ -185,6 +294,47 @@ mod tests {
         let mut header = vec![3u8, 0, 1];
         header.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(code(read(&header, MAX_FRAME_BYTES).await), FRAME_ERROR);
+    }
+
+    #[tokio::test]
+    async fn deeply_nested_tables_are_refused_without_overflowing_the_stack() {
+        // connection.start-ok whose client properties nest tables 18,000 deep, within
+        // MAX_FRAME_BYTES (as deep as aborted the broker on a runtime thread): decoded,
+        // measured and dropped on a thread whose stack holds it, and refused.
+        let mut table = 0u32.to_be_bytes().to_vec();
+        for _ in 0..18_000 {
+            let mut entry = vec![1, b'k', b'F'];
+            entry.extend_from_slice(&table);
+            table = (entry.len() as u32).to_be_bytes().to_vec();
+            table.extend_from_slice(&entry);
+        }
+        let mut payload = vec![0, 10, 0, 11];
+        payload.extend_from_slice(&table);
+        payload.extend_from_slice(b"\x05PLAIN\x00\x00\x00\x0c\x00guest\x00guest\x05en_US");
+        let mut frame = vec![1, 0, 0];
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.push(0xCE);
+        assert!(frame.len() as u32 <= MAX_FRAME_BYTES);
+        assert_eq!(code(read(&frame, MAX_FRAME_BYTES).await), SYNTAX_ERROR);
+        // Many tables side by side, none nested: decoded.
+        let mut table = Vec::new();
+        for i in 0..100u8 {
+            table.extend_from_slice(&[2, b'k', i, b'F', 0, 0, 0, 0]);
+        }
+        let mut payload = vec![0, 10, 0, 11];
+        payload.extend_from_slice(&(table.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&table);
+        payload.extend_from_slice(b"\x05PLAIN\x00\x00\x00\x0c\x00guest\x00guest\x05en_US");
+        let mut frame = vec![1, 0, 0];
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        frame.push(0xCE);
+        let decoded = read(&frame, MAX_FRAME_BYTES).await.expect("decodes");
+        assert!(matches!(
+            decoded,
+            AMQPFrame::Method(0, AMQPClass::Connection(_))
+        ));
     }
 
     #[tokio::test]
