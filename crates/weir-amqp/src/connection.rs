@@ -85,7 +85,8 @@ pub enum Event {
 }
 
 enum Inbound {
-    Frame(AMQPFrame),
+    /// Boxed: a frame is large beside the other variants, and queued between tasks.
+    Frame(Box<AMQPFrame>),
     Refused(Reply),
     Gone,
 }
@@ -256,7 +257,7 @@ pub(crate) async fn run(
             received = inbound.recv() => match received {
                 Some(Inbound::Frame(frame)) => {
                     last_heard = Instant::now();
-                    conn.on_frame(frame).await;
+                    conn.on_frame(*frame).await;
                 }
                 Some(Inbound::Refused(reply)) => {
                     tracing::debug!(code = reply.code, text = reply.text, "AMQP frame refused");
@@ -321,7 +322,7 @@ async fn read_loop(
     loop {
         let max = frame_max.load(Ordering::Relaxed);
         let next = match frame::read_frame(&mut reader, max).await {
-            Ok(frame) => Inbound::Frame(frame),
+            Ok(frame) => Inbound::Frame(Box::new(frame)),
             Err(ReadError::Refused(reply)) => Inbound::Refused(reply),
             Err(ReadError::Gone(_)) => Inbound::Gone,
         };
