@@ -530,8 +530,30 @@ mod tests {
     #[test]
     fn no_cluster_flags_is_the_single_node_of_before() {
         let config = config(&[]).unwrap();
-        assert_eq!(config, ServerConfig::default());
+        // With the AMQP listener `weir serve` adds to the library's defaults.
+        assert_eq!(
+            config,
+            ServerConfig {
+                amqp_listen: Some(weir_server::DEFAULT_AMQP_LISTEN),
+                ..ServerConfig::default()
+            }
+        );
         assert!(config.is_controller_voter());
+    }
+
+    #[test]
+    fn the_amqp_listener_is_on_by_default_and_off_with_none() {
+        assert_eq!(
+            config(&["--amqp-listen", "none"]).unwrap().amqp_listen,
+            None
+        );
+        assert_eq!(
+            config(&["--amqp-listen", "127.0.0.1:5673"])
+                .unwrap()
+                .amqp_listen,
+            Some("127.0.0.1:5673".parse().unwrap())
+        );
+        assert!(config(&["--amqp-listen", "nowhere"]).is_err());
     }
 
     #[test]
