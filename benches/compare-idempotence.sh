@@ -10,6 +10,8 @@
 set -euo pipefail
 # Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
 export WEIR_KAFKA_LISTEN=none
+# Nor AMQP clients (not on port 5672, where a RabbitMQ may listen).
+export WEIR_AMQP_LISTEN=none
 cd "$(dirname "$0")/.."
 W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-8}"

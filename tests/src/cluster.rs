@@ -600,6 +600,7 @@ impl Cluster {
             .args(["--listen", &node.listen.to_string()])
             .args(["--admin-listen", "off"])
             .args(["--kafka-listen", &kafka])
+            .args(["--amqp-listen", "none"])
             .args(["--advertise", &advertise.to_string()])
             .args(["--controller-voters", &voters]);
         if security.is_some() {

@@ -17,6 +17,8 @@ pub enum Listener {
     Kafka,
     /// The external Kafka protocol listener (`--kafka-external-listen`).
     KafkaExternal,
+    /// The AMQP 0-9-1 listener (`--amqp-listen`; docs/amqp.md).
+    Amqp,
     /// The admin HTTP listener.
     Http,
     /// The broker itself (upkeep, the group coordinator's own writes).

@@ -75,6 +75,8 @@ pub fn advertised(endpoints: &Endpoints, listener: Listener) -> Option<&str> {
             .as_deref()
             .or(endpoints.kafka.as_deref()),
         Listener::Grpc | Listener::Http | Listener::Internal => Some(&endpoints.client),
+        // AMQP clients are not told other brokers' addresses (docs/amqp.md § One broker).
+        Listener::Amqp => None,
     }
 }
 

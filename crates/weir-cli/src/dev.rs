@@ -24,7 +24,8 @@ pub const MAX_DEV_NODES: u16 = 16;
 /// Most of them that are controller voters (the broker's own limit).
 const MAX_DEV_VOTERS: u16 = weir_server::MAX_CONTROLLER_VOTERS as u16;
 /// Ports between consecutive brokers: node N listens on `base + (N-1) * PORT_STRIDE`,
-/// serves `/metrics` on the next port and Kafka clients on the one after.
+/// serves `/metrics` on the next port, Kafka clients on the one after and AMQP clients
+/// on the one after that.
 const PORT_STRIDE: u16 = 100;
 /// How long stopping brokers get before they are killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -289,7 +290,7 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 2;
+    let last = u32::from(args.base_port) + u32::from(args.nodes - 1) * u32::from(PORT_STRIDE) + 3;
     if args.base_port == 0 || last > u32::from(u16::MAX) {
         return Err(UsageError(format!(
             "--base-port {} leaves no room for {} brokers (ports up to {last})",
@@ -319,6 +320,8 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
             format!("127.0.0.1:{}", port(n) + 1).into(),
             "--kafka-listen".into(),
             format!("127.0.0.1:{}", port(n) + 2).into(),
+            "--amqp-listen".into(),
+            format!("127.0.0.1:{}", port(n) + 3).into(),
             "--controller-voters".into(),
             voters.join(",").into(),
         ];
@@ -362,11 +365,12 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
                     "observer"
                 };
                 eprintln!(
-                    "node {n} ({role}): pid {}, 127.0.0.1:{} (metrics on :{}, Kafka clients on :{}), log {}",
+                    "node {n} ({role}): pid {}, 127.0.0.1:{} (metrics on :{}, Kafka clients on :{}, AMQP clients on :{}), log {}",
                     c.id(),
                     port(n),
                     port(n) + 1,
                     port(n) + 2,
+                    port(n) + 3,
                     log_path.display()
                 );
                 children.push((n, c));

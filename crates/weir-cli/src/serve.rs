@@ -14,8 +14,9 @@ use crate::UsageError;
 const EXAMPLES: &str = "\
 Examples:
   weir serve
-      Broker on 127.0.0.1:9292 (gRPC), 127.0.0.1:9092 (Kafka clients) and
-      127.0.0.1:9293 (HTTP /metrics, /health, the web console), data in ./weir-data.
+      Broker on 127.0.0.1:9292 (gRPC), 127.0.0.1:9092 (Kafka clients), 127.0.0.1:5672
+      (AMQP clients: pika, lapin) and 127.0.0.1:9293 (HTTP /metrics, /health, the web
+      console), data in ./weir-data.
   weir serve --kafka-listen 0.0.0.0:9092 --kafka-advertise broker1.example.com:9092
       Kafka clients on other hosts, told to connect to broker1.example.com:9092.
   weir serve --data-dir /var/lib/weir --listen 0.0.0.0:9292
@@ -23,19 +24,19 @@ Examples:
   WEIR_LISTEN=127.0.0.1:0 weir serve --admin-listen off
       Any free port, no HTTP endpoint.
   weir serve --node-id 1 --data-dir D1 --listen 127.0.0.1:9292 --admin-listen 127.0.0.1:9293 \\
-      --kafka-listen 127.0.0.1:9294 \\
+      --kafka-listen 127.0.0.1:9294 --amqp-listen 127.0.0.1:9295 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
   weir serve --node-id 2 --data-dir D2 --listen 127.0.0.1:9392 --admin-listen 127.0.0.1:9393 \\
-      --kafka-listen 127.0.0.1:9394 \\
+      --kafka-listen 127.0.0.1:9394 --amqp-listen 127.0.0.1:9395 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
   weir serve --node-id 3 --data-dir D3 --listen 127.0.0.1:9492 --admin-listen 127.0.0.1:9493 \\
-      --kafka-listen 127.0.0.1:9494 \\
+      --kafka-listen 127.0.0.1:9494 --amqp-listen 127.0.0.1:9495 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492
       A 3-node cluster on one machine: each node its own id, data directory and ports
-      (gRPC, HTTP, Kafka), and the same voter list (`weir dev cluster` does this for you,
+      (gRPC, HTTP, Kafka, AMQP), and the same voter list (`weir dev cluster` does this for you,
       with these ports).
   weir serve --node-id 4 --data-dir D4 --listen 127.0.0.1:9592 --admin-listen 127.0.0.1:9593 \\
-      --kafka-listen 127.0.0.1:9594 \\
+      --kafka-listen 127.0.0.1:9594 --amqp-listen 127.0.0.1:9595 \\
       --controller-voters 1@127.0.0.1:9292,2@127.0.0.1:9392,3@127.0.0.1:9492 --rack r2
       A fourth broker: not in the voter list, so an observer (hosts and leads
       partitions, does not vote), in rack r2 (replicas of a partition are spread
@@ -160,6 +161,10 @@ pub struct ServeArgs {
     /// has IPv6].
     #[arg(long, env = "WEIR_KAFKA_LISTEN", value_name = "ADDR|none")]
     kafka_listen: Option<String>,
+    /// AMQP 0-9-1 listen address, for RabbitMQ's clients (pika, lapin, ...; docs/amqp.md),
+    /// or "none" [default: 127.0.0.1:5672].
+    #[arg(long, env = "WEIR_AMQP_LISTEN", value_name = "ADDR|none")]
+    amqp_listen: Option<String>,
     /// HOST:PORT Kafka clients are told to connect to (Kafka's advertised.listeners)
     /// [default: derived from --kafka-listen as --advertise is from --listen].
     #[arg(long, env = "WEIR_KAFKA_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
@@ -290,15 +295,31 @@ impl ServeArgs {
     /// The typed configuration: file, then env and flags (clap already prefers a flag
     /// to its environment variable).
     fn into_config(self) -> anyhow::Result<ServerConfig> {
+        // Whether the file names the AMQP listener: `weir serve` turns it on by default,
+        // the library's ServerConfig does not (DEFAULT_AMQP_LISTEN says why).
+        let mut file_sets_amqp = false;
         let mut config = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
+                file_sets_amqp = text
+                    .parse::<toml::Table>()
+                    .is_ok_and(|t| t.contains_key("amqp_listen"));
                 toml::from_str(&text)
                     .with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => ServerConfig::default(),
         };
+        match self.amqp_listen.as_deref() {
+            Some("off" | "none" | "") => config.amqp_listen = None,
+            Some(addr) => {
+                config.amqp_listen = Some(addr.parse().with_context(|| {
+                    format!("--amqp-listen {addr:?} is not an address or \"none\"")
+                })?)
+            }
+            None if !file_sets_amqp => config.amqp_listen = Some(weir_server::DEFAULT_AMQP_LISTEN),
+            None => {}
+        }
         if let Some(dir) = self.data_dir {
             config.data_dir = dir;
         }
@@ -509,8 +530,30 @@ mod tests {
     #[test]
     fn no_cluster_flags_is_the_single_node_of_before() {
         let config = config(&[]).unwrap();
-        assert_eq!(config, ServerConfig::default());
+        // With the AMQP listener `weir serve` adds to the library's defaults.
+        assert_eq!(
+            config,
+            ServerConfig {
+                amqp_listen: Some(weir_server::DEFAULT_AMQP_LISTEN),
+                ..ServerConfig::default()
+            }
+        );
         assert!(config.is_controller_voter());
+    }
+
+    #[test]
+    fn the_amqp_listener_is_on_by_default_and_off_with_none() {
+        assert_eq!(
+            config(&["--amqp-listen", "none"]).unwrap().amqp_listen,
+            None
+        );
+        assert_eq!(
+            config(&["--amqp-listen", "127.0.0.1:5673"])
+                .unwrap()
+                .amqp_listen,
+            Some("127.0.0.1:5673".parse().unwrap())
+        );
+        assert!(config(&["--amqp-listen", "nowhere"]).is_err());
     }
 
     #[test]

@@ -25,6 +25,11 @@ pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// `localhost` works whichever address it resolves to first).
 pub const DEFAULT_KAFKA_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9092);
+/// The AMQP 0-9-1 listener's address under `weir serve` (RabbitMQ's port, loopback
+/// only; docs/amqp.md). Not [`ServerConfig::default`]'s: a program that embeds brokers
+/// (the tests start dozens in one process) would have them all contend for one port.
+pub const DEFAULT_AMQP_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5672);
 /// Default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "weir-data";
 /// Largest gRPC request accepted (a produce carries up to this many bytes of batches).
@@ -110,6 +115,12 @@ pub struct ServerConfig {
     /// node at. `None`: derived from `kafka_external_listen` as `advertise` is from
     /// `listen`.
     pub kafka_external_advertise: Option<String>,
+    // --- AMQP listener (weir-amqp; moves onto the listener list at merge) ---
+    /// The AMQP 0-9-1 listener's address, for RabbitMQ's clients (pika, lapin, ...);
+    /// `None` (or `"none"` in a file): off. Off in [`ServerConfig::default`]; `weir
+    /// serve` sets [`DEFAULT_AMQP_LISTEN`] unless a file or flag says otherwise.
+    #[serde(deserialize_with = "listen_or_none")]
+    pub amqp_listen: Option<SocketAddr>,
     /// TLS on the Kafka listeners, with this certificate chain (PEM); `None`: plaintext.
     /// Reloaded when the file changes or on SIGHUP.
     pub kafka_tls_cert: Option<PathBuf>,
@@ -228,6 +239,7 @@ impl Default for ServerConfig {
             kafka_advertise: None,
             kafka_external_listen: None,
             kafka_external_advertise: None,
+            amqp_listen: None,
             kafka_tls_cert: None,
             kafka_tls_key: None,
             kafka_tls_client_ca: None,
@@ -387,6 +399,7 @@ impl ServerConfig {
                 self.kafka_external_listen,
                 "the external Kafka listen address",
             ),
+            (self.amqp_listen, "the AMQP listen address"),
         ];
         let fixed: Vec<(SocketAddr, &'static str)> = listeners
             .into_iter()
@@ -680,6 +693,20 @@ pub enum ServerConfigError {
     BadQuotaWindows,
     #[error("super user {value:?}: {reason}")]
     BadSuperUser { value: String, reason: String },
+}
+
+/// A listen address from a file: an address, or `"none"`/`"off"` for no listener.
+fn listen_or_none<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(deserializer)?;
+    match text.as_str() {
+        "none" | "off" | "" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("{addr:?} is not an address or \"none\""))
+        }),
+    }
 }
 
 /// Whether clients must authenticate.

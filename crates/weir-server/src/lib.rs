@@ -81,7 +81,7 @@ use weir_proto::v1::queues_server::QueuesServer;
 pub use admin::AdminService;
 use admin::Listener;
 pub use config::{
-    AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR,
+    AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_AMQP_LISTEN, DEFAULT_DATA_DIR,
     DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS, DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN,
     DEFAULT_OFFSETS_PARTITIONS, DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_CONTROLLER_VOTERS,
     MAX_REQUEST_BYTES, Secret, ServerConfig, ServerConfigError, Voter, parse_host_port,
@@ -236,6 +236,8 @@ pub struct RunningServer {
     pub kafka_addr: Option<SocketAddr>,
     /// The bound external Kafka listener (`kafka_external_listen`), if configured.
     pub kafka_external_addr: Option<SocketAddr>,
+    /// The bound AMQP listener (`amqp_listen`), if configured.
+    pub amqp_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
     node: ClusterNode,
     multi_node: bool,
@@ -246,6 +248,7 @@ pub struct RunningServer {
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     kafka: Vec<JoinHandle<()>>,
+    amqp: Option<JoinHandle<()>>,
     /// One per TLS listener kind: reload certificates until stopping.
     tls_watchers: Vec<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
@@ -306,6 +309,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         bind_optional(config.kafka_external_listen, "external Kafka").await?;
     let kafka_external_advertised =
         kafka_external_addr.map(|a| config.kafka_external_advertised_address(a));
+    // AMQP listener (weir-amqp): bound with the others, so a taken port stops the start.
+    let (amqp_listener, amqp_addr) = bind_optional(config.amqp_listen, "AMQP").await?;
     let advertised = config.advertised_address(addr);
     let internal = cluster::internal_address(internal_addr, &advertised.to_string());
     let cluster::Cluster {
@@ -582,6 +587,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             kafka_options,
         )));
     }
+    // AMQP listener (weir-amqp): connections from the same budget as Kafka's.
+    let amqp = amqp_listener.map(|listener| {
+        tokio::spawn(weir_amqp::serve(
+            listener,
+            broker.core.clone(),
+            stopping.clone(),
+            weir_amqp::Options {
+                budget: broker.budget.clone(),
+            },
+        ))
+    });
     let tls_watchers = tls.watch(&stopping);
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
@@ -600,6 +616,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         kafka_advertised = ?kafka_advertised.as_ref().map(ToString::to_string),
         kafka_external = ?kafka_external_addr,
         kafka_external_advertised = ?kafka_external_advertised.as_ref().map(ToString::to_string),
+        amqp = ?amqp_addr,
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
         cluster_id = registry.cluster_id(),
@@ -611,6 +628,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         external_addr,
         kafka_addr,
         kafka_external_addr,
+        amqp_addr,
         registry,
         node,
         multi_node,
@@ -621,6 +639,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         external_grpc,
         http,
         kafka,
+        amqp,
         tls_watchers,
         upkeep,
     })
@@ -859,7 +878,12 @@ impl RunningServer {
                 .and_then(|r| r.context("admin HTTP server failed")),
             None => Ok(()),
         };
-        for task in self.kafka.into_iter().chain(self.tls_watchers) {
+        for task in self
+            .kafka
+            .into_iter()
+            .chain(self.amqp)
+            .chain(self.tls_watchers)
+        {
             let _ = task.await;
         }
         let _ = self.upkeep.await;

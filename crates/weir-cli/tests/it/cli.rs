@@ -957,6 +957,8 @@ fn serve(args: &[&str]) -> KillOnDrop {
         .env_remove("RUST_LOG")
         // Not Kafka's port 9092: tests run side by side.
         .env("WEIR_KAFKA_LISTEN", "none")
+        // Nor RabbitMQ's port 5672.
+        .env("WEIR_AMQP_LISTEN", "none")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1254,6 +1256,8 @@ fn a_create_that_runs_out_of_open_files_leaves_nothing_behind() {
         .args([
             "serve",
             "--kafka-listen",
+            "none",
+            "--amqp-listen",
             "none",
             "--admin-listen",
             "off",

@@ -18,7 +18,7 @@ const FIRST_BASE: u16 = 20_000;
 /// the tests beside these in this binary take their ports.
 const BASE_SPAN: u16 = 12_000;
 
-/// A base port with the ports of three brokers (client, metrics, Kafka) free now. `salt`
+/// A base port with the ports of three brokers (client, metrics, Kafka, AMQP) free now. `salt`
 /// keeps the tests of this file, which run at once, apart.
 fn free_base_port(salt: u16) -> u16 {
     let pid = (std::process::id() as u16).wrapping_add(salt.wrapping_mul(4999));
@@ -26,7 +26,7 @@ fn free_base_port(salt: u16) -> u16 {
         let base = FIRST_BASE + (pid.wrapping_add(attempt.wrapping_mul(7919)) % BASE_SPAN);
         let free = (0..3u16).all(|n| {
             let port = base + n * 100;
-            (0..3).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
+            (0..4).all(|k| std::net::TcpListener::bind(("127.0.0.1", port + k)).is_ok())
         });
         if free {
             return base;

@@ -317,6 +317,7 @@ fn the_multi_node_examples_of_weir_serve_start_the_cluster_they_describe() {
                 .env("PATH", &path)
                 .env_remove("WEIR_LISTEN")
                 .env_remove("WEIR_KAFKA_LISTEN")
+                .env_remove("WEIR_AMQP_LISTEN")
                 .env_remove("WEIR_ADMIN_LISTEN")
                 .stdout(Stdio::null())
                 .stderr(log)

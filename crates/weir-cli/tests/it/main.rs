@@ -7,6 +7,7 @@
 //! (`kafka_clients`, `kafka_answers`), and a full disk under both (`disk_full`); `common` holds the broker harness and
 //! `common::secure` the secured `weir serve` process.
 
+mod amqp;
 mod authentication;
 mod cli;
 mod client_quotas;

@@ -92,6 +92,9 @@ impl Serve {
         if !args.iter().any(|a| a == "--kafka-listen") {
             command.args(["--kafka-listen", "none"]);
         }
+        if !args.iter().any(|a| a == "--amqp-listen") {
+            command.args(["--amqp-listen", "none"]);
+        }
         command
             .args(args)
             .env("RUST_LOG", "info")

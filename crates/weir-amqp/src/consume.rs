@@ -1,0 +1,112 @@
+//! A consumer (`basic.consume`): a member of the queue's share group that fetches as many
+//! records as its prefetch leaves room for, long polling, and hands them to its
+//! connection to deliver. The room is a semaphore: one permit per delivery it may have
+//! unacknowledged, taken before a fetch and given back by the connection when a
+//! delivery is acknowledged, rejected or released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use weir_broker::shares::{self, MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareRecord, ShareStart};
+use weir_broker::{Broker, RequestContext};
+
+use crate::errors::retriable;
+
+/// How long one share fetch waits for records before it is sent again.
+const FETCH_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a consumer waits before fetching again after a failed fetch.
+const RETRY_DELAY: Duration = Duration::from_millis(200);
+
+/// What a consumer hands its connection.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Records acquired for consumer `tag` of `channel`, as member `member` of the share
+    /// group `queue` (so they can be given back if the consumer is gone by then).
+    Records {
+        channel: u16,
+        tag: String,
+        queue: String,
+        member: String,
+        records: Vec<ShareRecord>,
+    },
+    /// The consumer stopped: its queue is gone or the core refused it for good.
+    Stopped {
+        channel: u16,
+        tag: String,
+        reason: String,
+    },
+}
+
+/// One consumer's fetch loop; ends when the connection drops its receiver, closes the
+/// semaphore, or the queue cannot be read any more.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    broker: Arc<Broker>,
+    ctx: RequestContext,
+    queue: String,
+    member_id: String,
+    channel: u16,
+    tag: String,
+    room: Arc<Semaphore>,
+    deliveries: mpsc::UnboundedSender<crate::connection::Event>,
+) {
+    loop {
+        let Ok(first) = room.acquire().await else {
+            return;
+        };
+        first.forget();
+        let mut wanted = 1usize;
+        while wanted < MAX_SHARE_FETCH_RECORDS
+            && let Ok(more) = room.try_acquire()
+        {
+            more.forget();
+            wanted += 1;
+        }
+        let fetch = ShareFetch {
+            group_id: queue.clone(),
+            member_id: member_id.clone(),
+            topics: vec![queue.clone()],
+            partitions: None,
+            max_records: wanted,
+            max_wait: FETCH_WAIT,
+            // A queue holds what was published to it before its first consumer.
+            start: ShareStart::Earliest,
+            acks: Vec::new(),
+        };
+        match shares::fetch_anywhere(&broker, &ctx, fetch).await {
+            Ok(answer) => {
+                let got = answer.records.len().min(wanted);
+                room.add_permits(wanted - got);
+                if got == 0 {
+                    continue;
+                }
+                let event = crate::connection::Event::Fetched(Fetched::Records {
+                    channel,
+                    tag: tag.clone(),
+                    queue: queue.clone(),
+                    member: member_id.clone(),
+                    records: answer.records,
+                });
+                if deliveries.send(event).is_err() {
+                    return;
+                }
+            }
+            Err(err) if retriable(&err) => {
+                room.add_permits(wanted);
+                tracing::debug!(queue, error = %err, "share fetch for an AMQP consumer; retrying");
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+            Err(err) => {
+                tracing::info!(queue, error = %err, "an AMQP consumer stopped");
+                let _ = deliveries.send(crate::connection::Event::Fetched(Fetched::Stopped {
+                    channel,
+                    tag,
+                    reason: format!("{}: {}", err.reason.name(), err.message),
+                }));
+                return;
+            }
+        }
+    }
+}

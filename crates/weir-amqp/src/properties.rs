@@ -1,0 +1,221 @@
+//! A message's AMQP properties as record headers and back (docs/amqp.md § Message
+//! properties as record headers): what a pika publisher sets, a Kafka consumer reads as
+//! `amqp-*` headers, and a Kafka producer's headers reach pika as AMQP headers.
+
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use bytes::Bytes;
+use weir_batch::Header;
+
+pub const CONTENT_TYPE: &str = "amqp-content-type";
+pub const CONTENT_ENCODING: &str = "amqp-content-encoding";
+pub const DELIVERY_MODE: &str = "amqp-delivery-mode";
+pub const PRIORITY: &str = "amqp-priority";
+pub const CORRELATION_ID: &str = "amqp-correlation-id";
+pub const REPLY_TO: &str = "amqp-reply-to";
+pub const EXPIRATION: &str = "amqp-expiration";
+pub const MESSAGE_ID: &str = "amqp-message-id";
+pub const TIMESTAMP: &str = "amqp-timestamp";
+pub const TYPE: &str = "amqp-type";
+pub const USER_ID: &str = "amqp-user-id";
+pub const APP_ID: &str = "amqp-app-id";
+pub const ROUTING_KEY: &str = "amqp-routing-key";
+
+/// Longest AMQP short string (property values and header names).
+const MAX_SHORT_STRING_BYTES: usize = 255;
+
+/// The record headers of a message published with `properties` and `routing_key`.
+pub fn to_headers(properties: &BasicProperties, routing_key: &str) -> Vec<Header> {
+    let mut headers = Vec::new();
+    let mut put = |key: &str, value: String| {
+        headers.push(Header {
+            key: key.to_owned(),
+            value: Some(Bytes::from(value)),
+        })
+    };
+    let short = |s: &Option<ShortString>| s.as_ref().map(|s| s.as_str().to_owned());
+    if let Some(v) = short(properties.content_type()) {
+        put(CONTENT_TYPE, v);
+    }
+    if let Some(v) = short(properties.content_encoding()) {
+        put(CONTENT_ENCODING, v);
+    }
+    if let Some(v) = properties.delivery_mode() {
+        put(DELIVERY_MODE, v.to_string());
+    }
+    if let Some(v) = properties.priority() {
+        put(PRIORITY, v.to_string());
+    }
+    if let Some(v) = short(properties.correlation_id()) {
+        put(CORRELATION_ID, v);
+    }
+    if let Some(v) = short(properties.reply_to()) {
+        put(REPLY_TO, v);
+    }
+    if let Some(v) = short(properties.expiration()) {
+        put(EXPIRATION, v);
+    }
+    if let Some(v) = short(properties.message_id()) {
+        put(MESSAGE_ID, v);
+    }
+    if let Some(v) = properties.timestamp() {
+        put(TIMESTAMP, v.to_string());
+    }
+    if let Some(v) = short(properties.kind()) {
+        put(TYPE, v);
+    }
+    if let Some(v) = short(properties.user_id()) {
+        put(USER_ID, v);
+    }
+    if let Some(v) = short(properties.app_id()) {
+        put(APP_ID, v);
+    }
+    put(ROUTING_KEY, routing_key.to_owned());
+    if let Some(table) = properties.headers() {
+        for (name, value) in table {
+            headers.push(Header {
+                key: name.as_str().to_owned(),
+                value: value_bytes(value),
+            });
+        }
+    }
+    headers
+}
+
+/// A header value's bytes: strings as they are, numbers and booleans as text, no value
+/// as a null header; other field types as the text of their value.
+fn value_bytes(value: &AMQPValue) -> Option<Bytes> {
+    Some(Bytes::from(match value {
+        AMQPValue::LongString(s) => return Some(Bytes::copy_from_slice(s.as_bytes())),
+        AMQPValue::ShortString(s) => return Some(Bytes::copy_from_slice(s.as_str().as_bytes())),
+        AMQPValue::ByteArray(b) => return Some(Bytes::copy_from_slice(b.as_slice())),
+        AMQPValue::Void => return None,
+        AMQPValue::Boolean(v) => v.to_string(),
+        AMQPValue::ShortShortInt(v) => v.to_string(),
+        AMQPValue::ShortShortUInt(v) => v.to_string(),
+        AMQPValue::ShortInt(v) => v.to_string(),
+        AMQPValue::ShortUInt(v) => v.to_string(),
+        AMQPValue::LongInt(v) => v.to_string(),
+        AMQPValue::LongUInt(v) => v.to_string(),
+        AMQPValue::LongLongInt(v) => v.to_string(),
+        AMQPValue::Timestamp(v) => v.to_string(),
+        AMQPValue::Float(v) => v.to_string(),
+        AMQPValue::Double(v) => v.to_string(),
+        other => format!("{other:?}"),
+    }))
+}
+
+/// A delivered record's properties and routing key (`queue` when it has none: a record
+/// a Kafka client produced). Values that do not fit a short string are left out.
+pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, String) {
+    let mut properties = BasicProperties::default();
+    let mut table = FieldTable::default();
+    let mut routing_key = queue.to_owned();
+    for header in headers {
+        let value = header.value.as_deref().unwrap_or_default();
+        let text = std::str::from_utf8(value).ok();
+        let short = || {
+            text.filter(|t| t.len() <= MAX_SHORT_STRING_BYTES)
+                .map(ShortString::from)
+        };
+        let number = || text.and_then(|t| t.parse::<u64>().ok());
+        let set = |p: BasicProperties, f: fn(BasicProperties, ShortString) -> BasicProperties| {
+            match short() {
+                Some(v) => f(p, v),
+                None => p,
+            }
+        };
+        properties = match header.key.as_str() {
+            CONTENT_TYPE => set(properties, BasicProperties::with_content_type),
+            CONTENT_ENCODING => set(properties, BasicProperties::with_content_encoding),
+            CORRELATION_ID => set(properties, BasicProperties::with_correlation_id),
+            REPLY_TO => set(properties, BasicProperties::with_reply_to),
+            EXPIRATION => set(properties, BasicProperties::with_expiration),
+            MESSAGE_ID => set(properties, BasicProperties::with_message_id),
+            TYPE => set(properties, BasicProperties::with_type),
+            USER_ID => set(properties, BasicProperties::with_user_id),
+            APP_ID => set(properties, BasicProperties::with_app_id),
+            DELIVERY_MODE => match number().and_then(|n| u8::try_from(n).ok()) {
+                Some(n) => properties.with_delivery_mode(n),
+                None => properties,
+            },
+            PRIORITY => match number().and_then(|n| u8::try_from(n).ok()) {
+                Some(n) => properties.with_priority(n),
+                None => properties,
+            },
+            TIMESTAMP => match number() {
+                Some(n) => properties.with_timestamp(n),
+                None => properties,
+            },
+            ROUTING_KEY => {
+                if let Some(key) = text.filter(|t| t.len() <= MAX_SHORT_STRING_BYTES) {
+                    routing_key = key.to_owned();
+                }
+                properties
+            }
+            name if name.len() <= MAX_SHORT_STRING_BYTES => {
+                let value = match &header.value {
+                    Some(v) => AMQPValue::LongString(LongString::from(v.to_vec())),
+                    None => AMQPValue::Void,
+                };
+                table.insert(ShortString::from(name), value);
+                properties
+            }
+            _ => properties,
+        };
+    }
+    if !table.inner().is_empty() {
+        properties = properties.with_headers(table);
+    }
+    (properties, routing_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_survive_the_round_trip_through_record_headers() {
+        let mut table = FieldTable::default();
+        table.insert("task".into(), AMQPValue::LongString("resize".into()));
+        table.insert("retries".into(), AMQPValue::LongInt(3));
+        let properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_delivery_mode(2)
+            .with_correlation_id("c-1".into())
+            .with_reply_to("amq.gen-reply".into())
+            .with_message_id("m-1".into())
+            .with_timestamp(1_700_000_000)
+            .with_headers(table);
+        let headers = to_headers(&properties, "tasks");
+        let keys: Vec<&str> = headers.iter().map(|h| h.key.as_str()).collect();
+        assert!(
+            keys.contains(&"amqp-content-type") && keys.contains(&"retries"),
+            "{keys:?}"
+        );
+        let (back, routing_key) = from_headers(&headers, "other");
+        assert_eq!(routing_key, "tasks");
+        assert_eq!(back.content_type(), properties.content_type());
+        assert_eq!(back.delivery_mode(), &Some(2));
+        assert_eq!(back.correlation_id(), properties.correlation_id());
+        assert_eq!(back.reply_to(), properties.reply_to());
+        assert_eq!(back.timestamp(), &Some(1_700_000_000));
+        let table = back.headers().as_ref().unwrap();
+        // A Kafka header is bytes: the integer comes back as its text.
+        assert_eq!(
+            table.inner().get(&ShortString::from("retries")),
+            Some(&AMQPValue::LongString("3".into()))
+        );
+    }
+
+    #[test]
+    fn a_kafka_record_without_amqp_headers_is_routed_by_its_queue() {
+        let headers = vec![Header {
+            key: "trace".into(),
+            value: Some(Bytes::from_static(b"abc")),
+        }];
+        let (properties, routing_key) = from_headers(&headers, "orders");
+        assert_eq!(routing_key, "orders");
+        assert!(properties.headers().as_ref().unwrap().contains_key("trace"));
+    }
+}
