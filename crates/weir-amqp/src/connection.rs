@@ -24,12 +24,13 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use weir_batch::{Compression, Record};
+use weir_broker::audit::Outcome;
+use weir_broker::authn::{Credentials, FAILED_AUTHENTICATION_DELAY, Mechanism};
 use weir_broker::produce::{
     self, Acks, PartitionProduce, PendingProduce, ProduceData, ProduceRequest,
 };
 use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, ShareStart};
 use weir_broker::{BrokerError, Listener, Principal, Reason, RequestContext};
-use weir_security::sasl::PasswordCheck;
 
 use crate::Shared;
 use crate::consume::{self, Fetched};
@@ -588,17 +589,19 @@ impl Conn {
         }
     }
 
-    /// PLAIN or AMQPLAIN. With authentication required, the password is checked as every
-    /// listener checks one (`security_admin::check_password`); otherwise the connection is
-    /// anonymous, whatever it sent (docs/amqp.md § Connections).
+    /// PLAIN or AMQPLAIN. With authentication required, the core checks the password
+    /// (`Authentication::authenticate`, as for every listener); otherwise the connection
+    /// is anonymous, whatever it sent (docs/amqp.md § Connections).
     async fn authenticate(&mut self, start_ok: &connection::StartOk) -> Result<(), Reply> {
         let refused = |text: String| Reply::connection(ACCESS_REFUSED, text).on(10, 11);
-        let mechanism = start_ok.mechanism.as_str();
-        let credentials = match mechanism {
-            "PLAIN" => weir_security::sasl::parse_plain(start_ok.response.as_bytes())
-                .map(|c| (c.user, c.password))
-                .map_err(|e| e.to_string()),
-            "AMQPLAIN" => amqplain(start_ok.response.as_bytes()),
+        let (mechanism, credentials) = match start_ok.mechanism.as_str() {
+            "PLAIN" => (
+                Mechanism::Plain,
+                weir_security::sasl::parse_plain(start_ok.response.as_bytes())
+                    .map(|c| (c.user, c.password))
+                    .map_err(|e| e.to_string()),
+            ),
+            "AMQPLAIN" => (Mechanism::AmqPlain, amqplain(start_ok.response.as_bytes())),
             other => {
                 return Err(refused(format!(
                     "authentication mechanism {other} is not offered: PLAIN or AMQPLAIN"
@@ -606,39 +609,43 @@ impl Conn {
             }
         };
         let broker = &self.shared.broker;
-        if !broker.authorizer().config().require_authentication {
+        let authentication = broker.authentication();
+        if !authentication.required(self.ctx.listener) {
             return Ok(());
         }
         let (user, password) = match credentials {
             Ok(credentials) => credentials,
             Err(reason) => {
-                broker
-                    .authorizer()
-                    .audit()
-                    .authentication_failed(&self.ctx, None, mechanism, &reason);
-                return Err(refused(format!("{mechanism} response refused: {reason}")));
+                broker.authorizer().audit().authentication(
+                    &self.ctx,
+                    mechanism.name(),
+                    None,
+                    Outcome::Refused(&reason),
+                );
+                tokio::time::sleep(FAILED_AUTHENTICATION_DELAY).await;
+                return Err(refused(format!(
+                    "{} response refused: {reason}",
+                    mechanism.name()
+                )));
             }
         };
-        match weir_broker::security_admin::check_password(broker, &user, &password).await {
-            PasswordCheck::Verified => {
-                self.ctx.principal = Principal::User(user);
+        let credentials = Credentials::Password {
+            mechanism,
+            user,
+            password,
+        };
+        match authentication.authenticate(&self.ctx, credentials).await {
+            Ok(authenticated) => {
+                authenticated.apply(&mut self.ctx);
                 Ok(())
             }
-            PasswordCheck::Busy => Err(Reply::connection(
-                CONNECTION_FORCED,
-                "too many password checks at once; retry shortly",
-            )),
-            PasswordCheck::Refused => {
-                broker.authorizer().audit().authentication_failed(
-                    &self.ctx,
-                    Some(&user),
-                    mechanism,
-                    "wrong user name or password",
-                );
-                Err(refused(format!(
-                    "login was refused using authentication mechanism {mechanism}"
-                )))
+            Err(err) if err.reason == Reason::Busy => {
+                Err(Reply::connection(CONNECTION_FORCED, err.message))
             }
+            Err(_) => Err(refused(format!(
+                "login was refused using authentication mechanism {}",
+                mechanism.name()
+            ))),
         }
     }
 

@@ -58,6 +58,8 @@ pub enum Mechanism {
     Scram(ScramMechanism),
     /// HTTP `Basic` credentials (RFC 7617): gRPC call credentials and the console.
     Basic,
+    /// AMQP 0-9-1's AMQPLAIN: a user and password in a field table (RabbitMQ's clients).
+    AmqPlain,
     /// An API token (`weir_<id>_<secret>`), as `Bearer` credentials.
     Bearer,
     /// A client certificate the TLS handshake verified, naming the principal.
@@ -71,6 +73,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::Scram(m) => m.name(),
             Mechanism::Basic => "BASIC",
+            Mechanism::AmqPlain => "AMQPLAIN",
             Mechanism::Bearer => "BEARER",
             Mechanism::Certificate => "CERTIFICATE",
         }

@@ -1,8 +1,8 @@
 //! RabbitMQ's clients against the AMQP 0-9-1 listener (docs/amqp.md): pika running
-//! RabbitMQ's tutorials 1 and 2 as they are written (`tests/amqp/*.py`, pika pinned and
-//! installed by `tests/amqp/setup.sh`), a pika message read back by Weir's own CLI, and
-//! frames a client should not send, through a raw socket, each closing the connection
-//! with the spec's reply code.
+//! RabbitMQ's tutorials 1 and 2 as they are written (`tests/amqp/*.py`, pika pinned with
+//! the other clients and installed by `tests/python/setup.sh`), a pika message read back
+//! by Weir's own CLI, and frames a client should not send, through a raw socket, each
+//! closing the connection with the spec's reply code.
 
 use crate::common;
 
@@ -17,7 +17,7 @@ use common::*;
 use serde_json::Value;
 
 fn python() -> PathBuf {
-    installed("tests/amqp/setup.sh")
+    installed("tests/python/setup.sh")
 }
 
 fn script(name: &str) -> String {
