@@ -80,6 +80,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidGroupId
         | R::MetadataTooLarge
         | R::IllegalGeneration
+        | R::FencedInstanceId
         | R::InconsistentGroupProtocol
         | R::InvalidSessionTimeout => StatusCode::BAD_REQUEST,
     }
