@@ -129,6 +129,9 @@ pub enum Reason {
     RebalanceInProgress,
     /// A classic member sent a generation that is not the group's.
     IllegalGeneration,
+    /// A static member's `group.instance.id` belongs to a newer member now (Kafka's
+    /// FENCED_INSTANCE_ID).
+    FencedInstanceId,
     /// The member's protocol (classic or KIP-848 consumer, its protocol type, or the
     /// assignors it supports) does not fit the group's.
     InconsistentGroupProtocol,
@@ -203,6 +206,7 @@ impl Reason {
             Reason::MetadataTooLarge => "METADATA_TOO_LARGE",
             Reason::RebalanceInProgress => "REBALANCE_IN_PROGRESS",
             Reason::IllegalGeneration => "ILLEGAL_GENERATION",
+            Reason::FencedInstanceId => "FENCED_INSTANCE_ID",
             Reason::InconsistentGroupProtocol => "INCONSISTENT_GROUP_PROTOCOL",
             Reason::InvalidSessionTimeout => "INVALID_SESSION_TIMEOUT",
             Reason::NotAuthorized { resource_type } => match resource_type {
@@ -501,6 +505,7 @@ impl From<GroupError> for BrokerError {
             GroupError::CoordinatorLoading { .. } => Reason::CoordinatorLoading,
             GroupError::RebalanceInProgress { .. } => Reason::RebalanceInProgress,
             GroupError::IllegalGeneration { .. } => Reason::IllegalGeneration,
+            GroupError::FencedInstanceId { .. } => Reason::FencedInstanceId,
             GroupError::InconsistentGroupProtocol { .. } => Reason::InconsistentGroupProtocol,
             GroupError::GroupSubscribedToTopic { .. } => Reason::GroupSubscribedToTopic,
             GroupError::InvalidSessionTimeout { .. } => Reason::InvalidSessionTimeout,

@@ -143,36 +143,41 @@ pub async fn sync_group(
 }
 
 /// A classic Heartbeat: REBALANCE_IN_PROGRESS tells the member to join again.
+/// A static member (`instance_id`) whose instance id another member id took is told
+/// FENCED_INSTANCE_ID.
 pub fn classic_heartbeat(
     broker: &Broker,
     ctx: &RequestContext,
     group_id: &str,
     member_id: &str,
+    instance_id: Option<&str>,
     generation: i32,
 ) -> Result<(), BrokerError> {
     broker.authorize_group(ctx, Operation::Read, group_id)?;
     Ok(broker
         .groups()?
-        .classic_heartbeat(group_id, member_id, generation)?)
+        .classic_heartbeat(group_id, member_id, instance_id, generation)?)
 }
 
-/// A classic LeaveGroup of one or more members: one answer each, in order.
-pub fn leave_group(
+/// A classic LeaveGroup of one or more members, each a member id and (LeaveGroup v3+)
+/// its `group.instance.id`: one answer each, in order.
+pub async fn leave_group(
     broker: &Broker,
     ctx: &RequestContext,
     group_id: &str,
-    member_ids: &[String],
+    members: &[(String, Option<String>)],
 ) -> Result<Vec<Result<(), BrokerError>>, BrokerError> {
     broker.authorize_group(ctx, Operation::Read, group_id)?;
-    if member_ids.len() > MAX_GROUPS_PER_REQUEST {
+    if members.len() > MAX_GROUPS_PER_REQUEST {
         return Err(BrokerError::invalid(format!(
             "a leave names {} members; at most {MAX_GROUPS_PER_REQUEST} are accepted",
-            member_ids.len()
+            members.len()
         )));
     }
     Ok(broker
         .groups()?
-        .leave_group(group_id, member_ids)?
+        .leave_group(group_id, members)
+        .await?
         .into_iter()
         .map(|r| r.map_err(BrokerError::from))
         .collect())

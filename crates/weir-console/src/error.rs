@@ -83,6 +83,7 @@ pub fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidGroupId
         | R::MetadataTooLarge
         | R::IllegalGeneration
+        | R::FencedInstanceId
         | R::InconsistentGroupProtocol
         | R::InvalidSessionTimeout => StatusCode::BAD_REQUEST,
     }

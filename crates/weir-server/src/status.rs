@@ -90,6 +90,7 @@ pub fn code(reason: &Reason) -> Code {
         // with a protocol the group does not run.
         | Reason::RebalanceInProgress
         | Reason::IllegalGeneration
+        | Reason::FencedInstanceId
         | Reason::InconsistentGroupProtocol => Code::FailedPrecondition,
         // Retriable: the ISR grows back as followers catch up; a controller is elected;
         // a new leader commits what it inherited; the topic was deleted under the

@@ -8,6 +8,11 @@
 //! - a kafka-python group of 3 consumers reads a topic of 6 partitions while one member
 //!   and then one broker are SIGKILLed. Asserted: every record is read at least once, and
 //!   nothing is read that was not produced.
+//! - a kafka-python group of 2 consumers (the classic protocol) while its coordinator's
+//!   broker is SIGKILLed. Asserted: the members go on with their member ids and
+//!   generation on the new coordinator (no rebalance: no partition revoked or assigned,
+//!   no commit refused), every record is read exactly once, and every record read is
+//!   committed.
 //!
 //! The clients are the pinned ones of `tests/python/requirements.txt`, installed by
 //! `tests/python/setup.sh` into the shared venv.
@@ -20,7 +25,10 @@ use std::time::Duration;
 use crate::members::{Members, expected_records, produce_numbered, spawn_member, until};
 use anyhow::{Context, bail};
 use weir_client::Acks;
+use weir_proto::v1 as pb;
+use weir_proto::v1::groups_client::GroupsClient;
 use weir_tests::cluster::{Cluster, ClusterConfig};
+use weir_tests::wait::wait_for;
 
 const TOPIC: &str = "kafka-failover";
 const RECORDS: usize = 4000;
@@ -343,6 +351,157 @@ async fn a_kafka_python_group_reads_every_record_across_a_member_crash_and_a_bro
     cluster.wait_healthy(TOPIC, Duration::from_secs(60)).await?;
     cluster.finish();
     Ok(())
+}
+
+/// Longest the classic-failover test waits for anything after the kill (the group's
+/// `__consumer_offsets` partition moves with its broker's leaderships in about 2 s, and
+/// the new coordinator loads it).
+const FAILOVER_WAIT: Duration = Duration::from_secs(40);
+
+/// Kafka keeps a classic group's generation and members in `__consumer_offsets`, so its
+/// members go on heartbeating and committing to the new coordinator when the old one
+/// dies; Weir must too (before, they were told UNKNOWN_MEMBER_ID and the group
+/// rebalanced 6-9 s later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_python_group_keeps_its_members_when_its_coordinator_is_killed()
+-> anyhow::Result<()> {
+    const TOPIC: &str = "classic-coordinator-failover";
+    const GROUP: &str = "classic-failover";
+    let _serial = weir_tests::exclusive().await;
+    let python = tokio::task::spawn_blocking(python).await??;
+    let python = python.to_string_lossy().into_owned();
+    let mut cluster = Cluster::start(ClusterConfig::default()).await?;
+    cluster.create_topic(TOPIC, GROUP_PARTITIONS, 3, 2).await?;
+    cluster.wait_healthy(TOPIC, Duration::from_secs(30)).await?;
+    produce_round(&cluster, TOPIC, 0, PER_ROUND).await?;
+
+    let bootstrap = cluster.kafka_bootstrap();
+    let args = [bootstrap.as_str(), TOPIC, GROUP];
+    let script = tests_dir().join("kafka/groups_member.py");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let processes = (0..2)
+        .map(|i| spawn_member(&python, &script, &args, i, tx.clone()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut members = Members::new(2);
+    until(
+        "the 6 partitions spread over 2 members",
+        GROUP_WAIT,
+        &mut members,
+        &rx,
+        |m| m.spread_over(&[0, 1], GROUP_PARTITIONS),
+    )
+    .await?;
+    let first = expected_records(GROUP_PARTITIONS, PER_ROUND);
+    until("the first round read", GROUP_WAIT, &mut members, &rx, |m| {
+        m.read.is_superset(&first)
+    })
+    .await?;
+    wait_committed(&cluster, GROUP, PER_ROUND as i64).await?;
+
+    let coordinator = find_coordinator(&cluster, GROUP).await?;
+    let assigned = members.assigned.clone();
+    let seen = members.lines.len();
+    cluster.kill(coordinator)?;
+    eprintln!("killed node {coordinator}, the coordinator of group {GROUP}");
+    produce_round(&cluster, TOPIC, PER_ROUND, PER_ROUND).await?;
+    let everything = expected_records(GROUP_PARTITIONS, 2 * PER_ROUND);
+    until("both rounds read", FAILOVER_WAIT, &mut members, &rx, |m| {
+        m.read.is_superset(&everything)
+    })
+    .await?;
+    // Every record read was committed, through the new coordinator: the members' commits
+    // carry their generation, which it knows.
+    wait_committed(&cluster, GROUP, 2 * PER_ROUND as i64).await?;
+    until(
+        "the members' last lines",
+        Duration::ZERO,
+        &mut members,
+        &rx,
+        |_| true,
+    )
+    .await?;
+    let rebalanced: Vec<&String> = members.lines[seen..]
+        .iter()
+        .filter(|l| {
+            l.contains("\"assigned\"") || l.contains("\"revoked\"") || l.contains("commit_failed")
+        })
+        .collect();
+    assert!(
+        rebalanced.is_empty(),
+        "the group rebalanced after its coordinator was killed: {rebalanced:#?}"
+    );
+    assert_eq!(members.assigned, assigned, "partitions moved");
+    assert_eq!(members.read, everything, "nothing but the records produced");
+    assert_eq!(members.reread, 0, "records read twice");
+    drop(processes);
+    cluster.finish();
+    Ok(())
+}
+
+/// The group's coordinator, as a live broker names it.
+async fn find_coordinator(cluster: &Cluster, group: &str) -> anyhow::Result<i32> {
+    wait_for(Duration::from_secs(30), "FindCoordinator", || async {
+        for address in cluster.bootstrap() {
+            let Some(mut client) = groups_client(&address).await else {
+                continue;
+            };
+            let answer = client
+                .find_coordinator(pb::FindCoordinatorRequest {
+                    group_id: group.to_owned(),
+                    ..Default::default()
+                })
+                .await;
+            if let Ok(answer) = answer {
+                return Some(answer.into_inner().broker_id);
+            }
+        }
+        None
+    })
+    .await
+}
+
+/// A groups client of the broker at `address`; `None` if it does not answer (a killed
+/// node's proxy) within a second.
+async fn groups_client(address: &str) -> Option<GroupsClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .ok()?
+        .connect_timeout(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .ok()?;
+    Some(GroupsClient::new(channel))
+}
+
+/// Waits until `group` has committed `offset` on every partition of the topic (asked of
+/// whichever broker coordinates it now).
+async fn wait_committed(cluster: &Cluster, group: &str, offset: i64) -> anyhow::Result<()> {
+    wait_for(
+        FAILOVER_WAIT,
+        &format!("group {group} to commit offset {offset} on every partition"),
+        || async {
+            for address in cluster.bootstrap() {
+                let Some(mut client) = groups_client(&address).await else {
+                    continue;
+                };
+                let Ok(answer) = client
+                    .fetch_offsets(pb::FetchOffsetsRequest {
+                        group_id: group.to_owned(),
+                        topics: Vec::new(),
+                    })
+                    .await
+                else {
+                    continue;
+                };
+                let offsets = answer.into_inner().offsets;
+                return (offsets.len() == GROUP_PARTITIONS as usize
+                    && offsets.iter().all(|o| o.offset == offset))
+                .then_some(());
+            }
+            None
+        },
+    )
+    .await
 }
 
 /// confluent-kafka's ShareConsumer on a 3-node cluster: the topic's 3 partitions are led

@@ -337,6 +337,33 @@ async fn confluent_kafka_consumes_and_commits_with_the_classic_protocol_and_with
     broker.stop().await
 }
 
+/// Static members (KIP-345) through librdkafka, as its test 0102 uses them: a restarted
+/// static member gets its partitions back at once and the other member sees no
+/// rebalance; a second consumer with the same instance id fences the first
+/// (`tests/kafka/groups_static_confluent.py` asserts each step).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_confluent_kafka_static_member_keeps_its_partitions_without_a_rebalance()
+-> Result<()> {
+    let python = python().await?;
+    let broker = Broker::start().await?;
+    broker.topic("static", 3, 10).await?;
+    let stdout = run_script(
+        &python,
+        "groups_static_confluent.py",
+        &[&broker.kafka, "static", "static-group"],
+    )
+    .await?;
+    let report: serde_json::Value = serde_json::from_str(
+        stdout
+            .lines()
+            .last()
+            .context("groups_static_confluent.py printed its report")?,
+    )?;
+    eprintln!("{report}");
+    assert_eq!(report["other_member_events"], serde_json::json!([]));
+    broker.stop().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiokafka_consumes_and_commits_in_a_group_with_the_oldest_versions_clients_send()
 -> Result<()> {

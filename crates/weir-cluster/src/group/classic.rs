@@ -31,17 +31,28 @@
 //!   session timeout is removed, except while it waits in a JoinGroup or SyncGroup; a
 //!   member that does not send SyncGroup within the rebalance timeout is removed.
 //!
-//! Left out: static membership (`group.instance.id` is kept only to be described, as
-//! DescribeGroups shows it: such a member is a dynamic one) and persisting membership
-//! (it lives in the coordinator's memory; after a coordinator failover members get
-//! UNKNOWN_MEMBER_ID and join again, as Kafka clients do when their coordinator
-//! changes). Committed offsets are durable
-//! as for every group.
+//! - **Static members** (KIP-345: `group.instance.id`): a member that joins with an
+//!   instance id the group knows, and no member id (the same consumer restarted), takes
+//!   the old member's place under a new member id: it gets the current generation and
+//!   its old assignment at once, with no rebalance, unless its subscription (or the
+//!   protocol the group would choose) changed. A request naming an instance id with
+//!   another member id than the one it now has is refused FENCED_INSTANCE_ID (the older
+//!   of two consumers with one instance id). A new static member joins without
+//!   MEMBER_ID_REQUIRED, as in Kafka. Sessions end static members as dynamic ones.
+//! - **Persistence**: [`ClassicGroup::stored`] is the group as of its last completed
+//!   generation (Stable, or Empty), which the coordinator writes to `__consumer_offsets`
+//!   (Kafka's GroupMetadata record) before it answers the members; a new coordinator
+//!   rebuilds the group with [`ClassicGroup::restore`], so members go on heartbeating and
+//!   committing with their ids and generation after a coordinator failover. A rebalance
+//!   under way is not written: a new coordinator has the last generation, and members
+//!   that were rejoining join it again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+
+use super::records::{ClassicMemberValue, ClassicValue};
 
 /// Numbers a parked JoinGroup or SyncGroup request; its answer is addressed to it.
 pub(crate) type Waiter = u64;
@@ -79,8 +90,7 @@ pub struct JoinGroup {
     pub member_id: String,
     pub client_id: String,
     pub client_host: String,
-    /// The member's `group.instance.id` (JoinGroup v5+), kept to be described as it was
-    /// given; the member is still a dynamic one (see the module's "Left out").
+    /// The member's `group.instance.id` (JoinGroup v5+): a static member.
     pub group_instance_id: Option<String>,
     pub session_timeout: Duration,
     pub rebalance_timeout: Duration,
@@ -101,9 +111,13 @@ pub struct JoinAnswer {
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub leader: String,
-    /// Every member's id and metadata for the chosen protocol: for the leader only,
-    /// which computes the assignment from them.
-    pub members: Vec<(String, Bytes)>,
+    /// Every member's id, instance id and metadata for the chosen protocol: for the
+    /// leader only, which computes the assignment from them.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader need not assign (KIP-814, JoinGroup v9+): a static leader that took its
+    /// place again in a stable group is given the members only to know them; the group
+    /// keeps its assignment.
+    pub skip_assignment: bool,
 }
 
 /// What a JoinGroup comes to.
@@ -123,6 +137,8 @@ pub struct SyncGroup {
     pub group_id: String,
     pub member_id: String,
     pub generation: i32,
+    /// The member's `group.instance.id` (SyncGroup v3+).
+    pub group_instance_id: Option<String>,
     /// If given, must be the group's (SyncGroup v5+).
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -151,6 +167,11 @@ pub(crate) enum ClassicError {
     InconsistentProtocol(String),
     TooManyMembers {
         max: usize,
+    },
+    /// The instance id now belongs to another member id: a newer consumer with the same
+    /// `group.instance.id` took its place.
+    FencedInstanceId {
+        instance_id: String,
     },
 }
 
@@ -342,6 +363,104 @@ impl ClassicGroup {
         self.members.contains_key(id)
     }
 
+    /// The member id that static member `instance_id` has now.
+    fn static_member(&self, instance_id: &str) -> Option<&String> {
+        self.members
+            .iter()
+            .find(|(_, m)| m.group_instance_id.as_deref() == Some(instance_id))
+            .map(|(id, _)| id)
+    }
+
+    /// FENCED_INSTANCE_ID if `instance_id` belongs to a member other than `member_id`
+    /// (Kafka's `isStaticMemberFenced`, checked before anything else).
+    fn check_fenced(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ClassicError> {
+        if let Some(instance) = instance_id
+            && let Some(current) = self.static_member(instance)
+            && current != member_id
+        {
+            return Err(ClassicError::FencedInstanceId {
+                instance_id: instance.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The group as its `__consumer_offsets` record keeps it: as of its last completed
+    /// generation. `None` while a rebalance is under way (the record written last stays:
+    /// it is the generation the members were told about), and for a group that never had
+    /// a generation (offsets only, or a KIP-848 group).
+    pub fn stored(&self) -> Option<ClassicValue> {
+        if self.generation == 0 || !matches!(self.state, ClassicState::Stable | ClassicState::Empty)
+        {
+            return None;
+        }
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        Some(ClassicValue {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            leader: self.leader.clone().unwrap_or_default(),
+            members: self
+                .members
+                .iter()
+                .map(|(id, m)| ClassicMemberValue {
+                    member_id: id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    session_timeout_ms: u32::try_from(m.session_timeout.as_millis())
+                        .unwrap_or(u32::MAX),
+                    rebalance_timeout_ms: u32::try_from(m.rebalance_timeout.as_millis())
+                        .unwrap_or(u32::MAX),
+                    metadata: m.metadata(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            protocol_name: protocol,
+        })
+    }
+
+    /// The group of a [`stored`](Self::stored) record, as a new coordinator loads it:
+    /// Stable with its members (each knowing only the group's protocol, as in Kafka), or
+    /// Empty; every session starts again at `now`. `Err` for a record that breaks the
+    /// state machine's invariants.
+    pub fn restore(value: ClassicValue, now: Instant) -> Result<ClassicGroup, String> {
+        let mut g = ClassicGroup::new();
+        g.generation = value.generation;
+        g.protocol_type = (!value.protocol_type.is_empty()).then_some(value.protocol_type);
+        if !value.members.is_empty() {
+            if value.protocol_name.is_empty() {
+                return Err("a classic group record with members but no protocol".to_string());
+            }
+            g.state = ClassicState::Stable;
+            g.protocol_name = Some(value.protocol_name.clone());
+        }
+        for m in value.members {
+            let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
+            g.members.insert(
+                m.member_id,
+                Member {
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    group_instance_id: m.group_instance_id,
+                    session_timeout,
+                    rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
+                    protocols: vec![(value.protocol_name.clone(), m.metadata)],
+                    assignment: m.assignment,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    heartbeat_deadline: now + session_timeout,
+                },
+            );
+        }
+        g.leader = if g.members.contains_key(&value.leader) {
+            Some(value.leader)
+        } else {
+            g.members.keys().next().cloned()
+        };
+        g.check_invariants()?;
+        Ok(g)
+    }
+
     /// The group as DescribeGroups shows it, as of `now`.
     pub fn describe(&self, now: Instant) -> ClassicDescription {
         ClassicDescription {
@@ -469,7 +588,34 @@ impl ClassicGroup {
     ) -> Vec<Reply> {
         let mut replies = Vec::new();
         let refuse = |e: ClassicError| vec![Reply::Join(waiter, Err(e))];
+        if !req.member_id.is_empty()
+            && let Err(e) = self.check_fenced(&req.member_id, req.group_instance_id.as_deref())
+        {
+            return refuse(e);
+        }
         if req.member_id.is_empty() {
+            if let Some(old) = req
+                .group_instance_id
+                .as_deref()
+                .and_then(|i| self.static_member(i))
+                .cloned()
+            {
+                // A known static member restarted: it takes its old place.
+                if let Err(e) = self.supports(&req, Some(&old)) {
+                    return refuse(e);
+                }
+                self.replace_static_member(
+                    &old,
+                    new_member_id,
+                    req,
+                    waiter,
+                    now,
+                    config,
+                    &mut replies,
+                );
+                self.try_complete_join(now, &mut replies);
+                return replies;
+            }
             if let Err(e) = self.supports(&req, None) {
                 return refuse(e);
             }
@@ -478,7 +624,9 @@ impl ClassicGroup {
                     max: config.max_members,
                 });
             }
-            if req.require_known_member_id {
+            // A static member is not asked to join again with its id (Kafka's
+            // doStaticNewMemberJoinGroup): its instance id identifies it.
+            if req.require_known_member_id && req.group_instance_id.is_none() {
                 self.pending
                     .insert(new_member_id.clone(), now + req.session_timeout);
                 return vec![Reply::Join(
@@ -528,6 +676,87 @@ impl ClassicGroup {
         replies
     }
 
+    /// Static member `old` (its instance id given again with no member id: the consumer
+    /// restarted) becomes member `new` with the request's metadata (Kafka's
+    /// `updateStaticMemberAndRebalance`). Requests the old one left parked are answered
+    /// FENCED_INSTANCE_ID. In a stable group whose protocol and the member's subscription
+    /// stay the same, it is answered at once with the current generation and keeps its
+    /// assignment; otherwise it waits in the join of a rebalance.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_static_member(
+        &mut self,
+        old: &str,
+        new: String,
+        req: JoinGroup,
+        waiter: Waiter,
+        now: Instant,
+        config: &ClassicConfig,
+        replies: &mut Vec<Reply>,
+    ) {
+        let mut member = self.members.remove(old).expect("a member");
+        let fenced = || ClassicError::FencedInstanceId {
+            instance_id: req.group_instance_id.clone().unwrap_or_default(),
+        };
+        if let Some(w) = member.join_waiter.take() {
+            replies.push(Reply::Join(w, Err(fenced())));
+        }
+        if let Some(w) = member.sync_waiter.take() {
+            replies.push(Reply::Sync(w, Err(fenced())));
+        }
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        let before = member.metadata(&protocol);
+        member.protocols = req.protocols;
+        member.session_timeout = req.session_timeout;
+        member.rebalance_timeout = req.rebalance_timeout;
+        member.client_id = req.client_id;
+        member.client_host = req.client_host;
+        member.heartbeat_deadline = now + member.session_timeout;
+        let same_subscription = self.same_subscription(&before, &member.metadata(&protocol));
+        self.members.insert(new.clone(), member);
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(new.clone());
+        }
+        if self.pending_sync.remove(old) {
+            self.pending_sync.insert(new.clone());
+        }
+        match self.state {
+            ClassicState::Stable
+                if same_subscription && self.select_protocol() == self.protocol_name =>
+            {
+                let mut outcome = self.joined(&new);
+                if let JoinOutcome::Joined(answer) = &mut outcome {
+                    // The leader keeps the group's assignment (KIP-814).
+                    answer.skip_assignment = answer.leader == new;
+                }
+                replies.push(Reply::Join(waiter, Ok(outcome)));
+            }
+            ClassicState::PreparingRebalance => {
+                self.members.get_mut(&new).expect("inserted").join_waiter = Some(waiter);
+            }
+            ClassicState::Stable | ClassicState::CompletingRebalance | ClassicState::Empty => {
+                self.members.get_mut(&new).expect("inserted").join_waiter = Some(waiter);
+                self.prepare_rebalance(now, config, replies);
+            }
+        }
+    }
+
+    /// Whether two metadata of the group's protocol subscribe to the same topics: for
+    /// the consumer protocol, the topics (a restarted consumer's metadata differs in its
+    /// owned partitions and generation, which do not call for a rebalance); otherwise
+    /// the bytes.
+    fn same_subscription(&self, before: &Bytes, after: &Bytes) -> bool {
+        if self.protocol_type.as_deref() == Some("consumer") {
+            let topics = |b: &Bytes| {
+                super::consumer_protocol::subscribed_topics(b)
+                    .map(|t| t.into_iter().collect::<BTreeSet<String>>())
+            };
+            if let (Some(b), Some(a)) = (topics(before), topics(after)) {
+                return b == a;
+            }
+        }
+        before == after
+    }
+
     /// The join answer of member `id` for the current generation.
     fn joined(&self, id: &str) -> JoinOutcome {
         let leader = self.leader.clone().unwrap_or_default();
@@ -535,7 +764,13 @@ impl ClassicGroup {
             let protocol = self.protocol_name.as_deref().unwrap_or("");
             self.members
                 .iter()
-                .map(|(mid, m)| (mid.clone(), m.metadata(protocol)))
+                .map(|(mid, m)| {
+                    (
+                        mid.clone(),
+                        m.group_instance_id.clone(),
+                        m.metadata(protocol),
+                    )
+                })
                 .collect()
         } else {
             Vec::new()
@@ -547,6 +782,7 @@ impl ClassicGroup {
             protocol_name: self.protocol_name.clone(),
             leader,
             members,
+            skip_assignment: false,
         })
     }
 
@@ -782,6 +1018,9 @@ impl ClassicGroup {
     /// Handles a SyncGroup parked as `waiter`.
     pub fn sync(&mut self, req: SyncGroup, waiter: Waiter, now: Instant) -> Vec<Reply> {
         let refuse = |e: ClassicError| vec![Reply::Sync(waiter, Err(e))];
+        if let Err(e) = self.check_fenced(&req.member_id, req.group_instance_id.as_deref()) {
+            return refuse(e);
+        }
         if let Err(e) = self.check_member(&req.member_id, req.generation) {
             return refuse(e);
         }
@@ -857,9 +1096,11 @@ impl ClassicGroup {
     pub fn heartbeat(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<(), ClassicError> {
+        self.check_fenced(member_id, instance_id)?;
         self.check_member(member_id, generation)?;
         match self.state {
             ClassicState::Empty => Err(ClassicError::UnknownMember),
@@ -874,14 +1115,30 @@ impl ClassicGroup {
         }
     }
 
-    /// Handles a LeaveGroup of `member_id`.
+    /// Handles a LeaveGroup of `member_id`, or (LeaveGroup v3+) of static member
+    /// `instance_id`, whose member id may then be left empty; an instance id with another
+    /// member id than its own is FENCED_INSTANCE_ID.
     pub fn leave(
         &mut self,
         member_id: &str,
+        instance_id: Option<&str>,
         now: Instant,
         config: &ClassicConfig,
         replies: &mut Vec<Reply>,
     ) -> Result<(), ClassicError> {
+        let member_id = match instance_id {
+            Some(instance) => match self.static_member(instance) {
+                Some(current) if member_id.is_empty() || member_id == current => current.clone(),
+                Some(_) => {
+                    return Err(ClassicError::FencedInstanceId {
+                        instance_id: instance.to_string(),
+                    });
+                }
+                None => return Err(ClassicError::UnknownMember),
+            },
+            None => member_id.to_string(),
+        };
+        let member_id = member_id.as_str();
         if self.pending.remove(member_id).is_some() {
             self.try_complete_join(now, replies);
             return Ok(());
@@ -1061,6 +1318,7 @@ mod tests {
             group_id: "g".into(),
             member_id: member_id.into(),
             generation,
+            group_instance_id: None,
             protocol_type: Some("consumer".into()),
             protocol_name: None,
             assignments: assignments
@@ -1114,7 +1372,7 @@ mod tests {
         let a = joined(&replies[0]);
         assert_eq!((a.generation, a.leader.as_str()), (1, "a"));
         assert_eq!(a.protocol_name.as_deref(), Some("range"));
-        assert_eq!(a.members, vec![("a".into(), Bytes::from("a:range"))]);
+        assert_eq!(a.members, vec![("a".into(), None, Bytes::from("a:range"))]);
         assert_eq!(g.state(), ClassicState::CompletingRebalance);
         // The leader's SyncGroup carries the assignment and completes the rebalance.
         let replies = g.sync(sync_req("a", 1, &[("a", "all of it")]), 3, t0);
@@ -1130,7 +1388,7 @@ mod tests {
             )]
         );
         assert_eq!(g.state(), ClassicState::Stable);
-        assert_eq!(g.heartbeat("a", 1, t0), Ok(()));
+        assert_eq!(g.heartbeat("a", None, 1, t0), Ok(()));
         g.check_invariants().unwrap();
     }
 
@@ -1169,7 +1427,7 @@ mod tests {
         // b joins a stable group: a is told to rejoin on its next heartbeat.
         assert!(join_new(&mut g, "b", 4, t0, &cfg).is_empty());
         assert_eq!(
-            g.heartbeat("a", 1, t0),
+            g.heartbeat("a", None, 1, t0),
             Err(ClassicError::RebalanceInProgress)
         );
         assert_eq!(
@@ -1187,7 +1445,7 @@ mod tests {
             Err(ClassicError::RebalanceInProgress)
         );
         assert_eq!(
-            g.heartbeat("b", 1, t0),
+            g.heartbeat("b", None, 1, t0),
             Err(ClassicError::IllegalGeneration {
                 given: 1,
                 current: 2
@@ -1203,7 +1461,10 @@ mod tests {
             .collect();
         got.sort();
         assert_eq!(got, vec![(7, Bytes::from("p1")), (8, Bytes::from("p0"))]);
-        assert_eq!(g.heartbeat("zed", 2, t0), Err(ClassicError::UnknownMember));
+        assert_eq!(
+            g.heartbeat("zed", None, 2, t0),
+            Err(ClassicError::UnknownMember)
+        );
         g.check_invariants().unwrap();
     }
 
@@ -1217,7 +1478,7 @@ mod tests {
         // a keeps heartbeating but never rejoins (a consumer stuck in processing).
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(
-            g.heartbeat("a", 1, t1),
+            g.heartbeat("a", None, 1, t1),
             Err(ClassicError::RebalanceInProgress)
         );
         let replies = g.tick(t0 + REBALANCE, &cfg);
@@ -1226,7 +1487,10 @@ mod tests {
         assert_eq!((b.member_id.as_str(), b.generation), ("b", 2));
         assert_eq!(b.leader, "b", "the leader left; b leads");
         assert!(!g.has_member("a"));
-        assert_eq!(g.heartbeat("a", 1, t1), Err(ClassicError::UnknownMember));
+        assert_eq!(
+            g.heartbeat("a", None, 1, t1),
+            Err(ClassicError::UnknownMember)
+        );
     }
 
     #[test]
@@ -1242,12 +1506,12 @@ mod tests {
         assert_eq!(g.state(), ClassicState::Stable);
         // a heartbeats; b crashed.
         let t1 = t0 + Duration::from_secs(6);
-        assert_eq!(g.heartbeat("a", 2, t1), Ok(()));
+        assert_eq!(g.heartbeat("a", None, 2, t1), Ok(()));
         assert!(g.tick(t0 + SESSION, &cfg).is_empty());
         assert!(!g.has_member("b"));
         assert_eq!(g.state(), ClassicState::PreparingRebalance);
         assert_eq!(
-            g.heartbeat("a", 2, t1),
+            g.heartbeat("a", None, 2, t1),
             Err(ClassicError::RebalanceInProgress)
         );
         let replies = g.join(join_req("a", &["range"]), 8, String::new(), t1, &cfg);
@@ -1329,13 +1593,13 @@ mod tests {
         g.sync(sync_req("a", 1, &[]), 3, t0);
         let mut replies = Vec::new();
         assert_eq!(
-            g.leave("ghost", t0, &cfg, &mut replies),
+            g.leave("ghost", None, t0, &cfg, &mut replies),
             Err(ClassicError::UnknownMember)
         );
         // A member id issued and never used may leave too.
         g.join(join_req("", &["range"]), 4, "p".into(), t0, &cfg);
-        assert_eq!(g.leave("p", t0, &cfg, &mut replies), Ok(()));
-        assert_eq!(g.leave("a", t0, &cfg, &mut replies), Ok(()));
+        assert_eq!(g.leave("p", None, t0, &cfg, &mut replies), Ok(()));
+        assert_eq!(g.leave("a", None, t0, &cfg, &mut replies), Ok(()));
         assert!(replies.is_empty());
         assert_eq!(g.state(), ClassicState::Empty);
         assert_eq!(
@@ -1358,13 +1622,219 @@ mod tests {
         g.sync(sync_req("a", 2, &[("a", "x"), ("b", "y")]), 6, t0);
         for t in [9, 18, 27] {
             let t = t0 + Duration::from_secs(t);
-            assert_eq!(g.heartbeat("b", 2, t), Ok(()));
-            assert_eq!(g.heartbeat("a", 2, t), Ok(()));
+            assert_eq!(g.heartbeat("b", None, 2, t), Ok(()));
+            assert_eq!(g.heartbeat("a", None, 2, t), Ok(()));
             assert!(g.tick(t, &cfg).is_empty());
         }
         g.tick(t0 + REBALANCE, &cfg);
         assert!(!g.has_member("b"));
         assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    }
+
+    /// A consumer protocol subscription (version 3) to `topics`, then `tail` (the owned
+    /// partitions, generation and rack, which the broker does not read).
+    fn subscription(topics: &[&str], tail: &[u8]) -> Bytes {
+        let mut b = vec![0, 3];
+        b.extend((topics.len() as i32).to_be_bytes());
+        for t in topics {
+            b.extend((t.len() as i16).to_be_bytes());
+            b.extend(t.as_bytes());
+        }
+        b.extend(tail);
+        Bytes::from(b)
+    }
+
+    fn static_join(instance: &str, member_id: &str, metadata: Bytes) -> JoinGroup {
+        JoinGroup {
+            group_instance_id: Some(instance.into()),
+            protocols: vec![("range".into(), metadata)],
+            ..join_req(member_id, &["range"])
+        }
+    }
+
+    /// Static members a (instance "ia", the leader) and b ("ib"), Stable in generation 2
+    /// with assignments "for a" and "for b".
+    fn stable_static_pair(t0: Instant, cfg: &ClassicConfig) -> ClassicGroup {
+        let mut g = ClassicGroup::new();
+        let sub = || subscription(&["t"], &[]);
+        // Static members are not asked to join again with an id.
+        let first = g.join(static_join("ia", "", sub()), 1, "a".into(), t0, cfg);
+        assert_eq!(joined(&first[0]).generation, 1);
+        assert!(
+            g.join(static_join("ib", "", sub()), 2, "b".into(), t0, cfg)
+                .is_empty()
+        );
+        let replies = g.join(static_join("ia", "a", sub()), 3, String::new(), t0, cfg);
+        assert_eq!(replies.len(), 2);
+        let leader = replies
+            .iter()
+            .map(joined)
+            .find(|a| a.member_id == "a")
+            .unwrap();
+        assert_eq!(leader.generation, 2);
+        assert!(
+            leader
+                .members
+                .contains(&("b".into(), Some("ib".into()), sub()))
+        );
+        let assignments = [("a", "for a"), ("b", "for b")];
+        g.sync(sync_req("a", 2, &assignments), 4, t0);
+        g.sync(sync_req("b", 2, &[]), 5, t0);
+        assert_eq!(g.state(), ClassicState::Stable);
+        g
+    }
+
+    #[test]
+    fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
+        let (t0, cfg) = (Instant::now(), config(0));
+        let mut g = stable_static_pair(t0, &cfg);
+        // b restarts: no member id, its instance id, the same topics (other owned
+        // partitions and generation in the metadata's tail).
+        let replies = g.join(
+            static_join("ib", "", subscription(&["t"], &[0, 0, 0, 0])),
+            10,
+            "b2".into(),
+            t0,
+            &cfg,
+        );
+        let answer = joined(&replies[0]);
+        assert_eq!(
+            (
+                answer.member_id.as_str(),
+                answer.generation,
+                answer.leader.as_str()
+            ),
+            ("b2", 2, "a")
+        );
+        assert!(answer.members.is_empty() && !answer.skip_assignment);
+        assert_eq!(g.state(), ClassicState::Stable);
+        // a sees no rebalance; the old b is fenced; the new b gets the old assignment.
+        assert_eq!(g.heartbeat("a", Some("ia"), 2, t0), Ok(()));
+        assert_eq!(
+            g.heartbeat("b", Some("ib"), 2, t0),
+            Err(ClassicError::FencedInstanceId {
+                instance_id: "ib".into()
+            })
+        );
+        assert_eq!(
+            g.heartbeat("b", None, 2, t0),
+            Err(ClassicError::UnknownMember)
+        );
+        let synced = g.sync(sync_req("b2", 2, &[]), 11, t0);
+        assert!(
+            matches!(&synced[0], Reply::Sync(11, Ok(a)) if a.assignment == "for b"),
+            "{synced:?}"
+        );
+        // The leader restarts: it is told it leads, and that the assignment stays.
+        let replies = g.join(
+            static_join("ia", "", subscription(&["t"], &[])),
+            12,
+            "a2".into(),
+            t0,
+            &cfg,
+        );
+        let answer = joined(&replies[0]);
+        assert_eq!(
+            (answer.leader.as_str(), answer.skip_assignment),
+            ("a2", true)
+        );
+        assert_eq!(answer.members.len(), 2);
+        assert_eq!(g.state(), ClassicState::Stable);
+        assert_eq!(g.generation(), 2);
+        g.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_static_member_that_comes_back_with_other_topics_starts_a_rebalance() {
+        let (t0, cfg) = (Instant::now(), config(0));
+        let mut g = stable_static_pair(t0, &cfg);
+        let replies = g.join(
+            static_join("ib", "", subscription(&["t", "u"], &[])),
+            10,
+            "b2".into(),
+            t0,
+            &cfg,
+        );
+        assert!(replies.is_empty(), "{replies:?}");
+        assert_eq!(g.state(), ClassicState::PreparingRebalance);
+        assert_eq!(
+            g.heartbeat("a", Some("ia"), 2, t0),
+            Err(ClassicError::RebalanceInProgress)
+        );
+        let replies = g.join(
+            static_join("ia", "a", subscription(&["t"], &[])),
+            11,
+            String::new(),
+            t0,
+            &cfg,
+        );
+        assert_eq!(replies.len(), 2);
+        assert!(replies.iter().map(joined).all(|a| a.generation == 3));
+    }
+
+    #[test]
+    fn a_static_member_leaves_by_its_instance_id() {
+        let (t0, cfg) = (Instant::now(), config(0));
+        let mut g = stable_static_pair(t0, &cfg);
+        let mut replies = Vec::new();
+        assert_eq!(
+            g.leave("a", Some("ib"), t0, &cfg, &mut replies),
+            Err(ClassicError::FencedInstanceId {
+                instance_id: "ib".into()
+            })
+        );
+        assert_eq!(
+            g.leave("", Some("nobody"), t0, &cfg, &mut replies),
+            Err(ClassicError::UnknownMember)
+        );
+        assert_eq!(g.leave("", Some("ib"), t0, &cfg, &mut replies), Ok(()));
+        assert!(!g.has_member("b"));
+        assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    }
+
+    #[test]
+    fn a_restored_group_keeps_its_generation_members_and_assignments() {
+        let (t0, cfg) = (Instant::now(), config(0));
+        assert_eq!(ClassicGroup::new().stored(), None);
+        let g = stable_static_pair(t0, &cfg);
+        let stored = g.stored().expect("a stable group is stored");
+        assert_eq!(stored.generation, 2);
+        assert_eq!(stored.leader, "a");
+        // A new coordinator loads it later: the same group, sessions from the load.
+        let t1 = t0 + Duration::from_secs(30);
+        let mut r = ClassicGroup::restore(stored.clone(), t1).unwrap();
+        assert_eq!(r.stored(), Some(stored));
+        assert_eq!((r.state(), r.generation()), (ClassicState::Stable, 2));
+        assert_eq!(r.heartbeat("a", Some("ia"), 2, t1), Ok(()));
+        assert_eq!(r.check_commit("b", 2, t1), Ok(()));
+        let synced = r.sync(sync_req("b", 2, &[]), 1, t1);
+        assert!(
+            matches!(&synced[0], Reply::Sync(1, Ok(a)) if a.assignment == "for b"),
+            "{synced:?}"
+        );
+        assert_eq!(
+            r.heartbeat("b", Some("ia"), 2, t1),
+            Err(ClassicError::FencedInstanceId {
+                instance_id: "ia".into()
+            })
+        );
+        // b stops heartbeating: its session, restarted at the load, ends; a rebalance
+        // under way is not stored (the last generation stays the record).
+        let t2 = t1 + SESSION - Duration::from_millis(1);
+        assert_eq!(r.heartbeat("a", None, 2, t2), Ok(()));
+        r.tick(t1 + SESSION, &cfg);
+        assert!(!r.has_member("b"));
+        assert_eq!(r.state(), ClassicState::PreparingRebalance);
+        assert_eq!(r.stored(), None);
+        // a leaves too: the group is stored empty, with its generation.
+        let mut replies = Vec::new();
+        r.leave("a", None, t2, &cfg, &mut replies).unwrap();
+        let empty = r.stored().expect("an empty group is stored");
+        assert!(empty.members.is_empty());
+        assert_eq!(empty.generation, 3);
+        let back = ClassicGroup::restore(empty.clone(), t2).unwrap();
+        assert_eq!((back.state(), back.generation()), (ClassicState::Empty, 3));
+        assert_eq!(back.stored(), Some(empty));
     }
 
     #[test]
@@ -1487,7 +1957,7 @@ mod tests {
                                 g.members.insert(a.member_id.clone());
                                 if a.leader == a.member_id {
                                     let list: BTreeSet<String> =
-                                        a.members.iter().map(|(m, _)| m.clone()).collect();
+                                        a.members.iter().map(|(m, _, _)| m.clone()).collect();
                                     if let Some(before) = &g.leader_list {
                                         prop_assert_eq!(before, &list);
                                     }
@@ -1577,6 +2047,7 @@ mod tests {
                         group_id: "g".into(),
                         member_id,
                         generation,
+                        group_instance_id: None,
                         protocol_type: None,
                         protocol_name: None,
                         assignments,
@@ -1590,7 +2061,8 @@ mod tests {
                         return Ok(());
                     }
                     if let Err(ClassicError::UnknownMember) =
-                        self.group.heartbeat(&cl.member_id, cl.generation, now)
+                        self.group
+                            .heartbeat(&cl.member_id, None, cl.generation, now)
                     {
                         let cl = &mut self.clients[c];
                         cl.member_id.clear();
@@ -1617,7 +2089,7 @@ mod tests {
                     }
                     let id = cl.member_id.clone();
                     let mut replies = Vec::new();
-                    let _ = self.group.leave(&id, now, &cfg, &mut replies);
+                    let _ = self.group.leave(&id, None, now, &cfg, &mut replies);
                     self.deliver(replies)?;
                     let cl = &mut self.clients[c];
                     cl.member_id.clear();
@@ -1640,6 +2112,12 @@ mod tests {
                 }
             }
             self.group.check_invariants().map_err(TestCaseError::fail)?;
+            // What a coordinator writes gives the same group back on load.
+            if let Some(stored) = self.group.stored() {
+                let back =
+                    ClassicGroup::restore(stored.clone(), self.now).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(back.stored(), Some(stored));
+            }
             prop_assert!(self.group.generation() >= self.highest_generation);
             self.highest_generation = self.group.generation();
             Ok(())

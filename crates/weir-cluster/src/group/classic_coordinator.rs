@@ -2,24 +2,30 @@
 //! Heartbeat and LeaveGroup): checks each request against the limits, runs it through
 //! the group's state machine (`classic.rs`) under the shard's lock, and parks JoinGroup
 //! and SyncGroup until the state machine answers them (the join phase ends, the leader
-//! sends the assignment). Classic membership lives in memory only; committed offsets
-//! go through the durable commit path shared with KIP-848 members
+//! sends the assignment). A step that completes a generation (the leader's assignment
+//! is in, a static member took its place again, the group emptied) writes the group's
+//! classic record to `__consumer_offsets` before anyone is answered, so a new
+//! coordinator knows every generation a member was told of; committed offsets go
+//! through the durable commit path shared with KIP-848 members
 //! ([`GroupCoordinator::commit_offsets`]).
 //!
 //! A group runs one protocol at a time: a classic JoinGroup to a group with KIP-848
 //! members, or a KIP-848 join to a group with classic members, is
 //! [`GroupError::InconsistentGroupProtocol`].
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::classic::{ClassicConfig, JoinGroup, JoinOutcome, SyncAnswer, SyncGroup};
+use super::classic::{ClassicConfig, JoinGroup, JoinOutcome, Reply, SyncAnswer, SyncGroup};
 use super::coordinator::GroupCoordinator;
-use super::shard::{GroupEntry, Parked, ParkedAnswer, ShardState, classic_error, entry};
+use super::shard::{
+    GroupEntry, Parked, ParkedAnswer, Scope, Shard, ShardState, classic_error, entry,
+};
 use super::{
-    GroupError, MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES, MAX_PROTOCOL_NAME_CHARS,
-    MAX_PROTOCOLS_PER_MEMBER, MAX_REBALANCE_TIMEOUT, validate_group_id,
+    GroupError, MAX_ASSIGNMENT_BYTES, MAX_GROUP_INSTANCE_ID_BYTES, MAX_PROTOCOL_METADATA_BYTES,
+    MAX_PROTOCOL_NAME_CHARS, MAX_PROTOCOLS_PER_MEMBER, MAX_REBALANCE_TIMEOUT, validate_group_id,
 };
 
 impl GroupCoordinator {
@@ -49,6 +55,15 @@ impl GroupCoordinator {
         req.rebalance_timeout = req.rebalance_timeout.min(MAX_REBALANCE_TIMEOUT);
         if let Some(why) = super::client_fields_too_long(&req.client_id, &req.client_host) {
             return invalid(why);
+        }
+        if let Some(instance) = &req.group_instance_id
+            && (instance.is_empty() || instance.len() > MAX_GROUP_INSTANCE_ID_BYTES)
+        {
+            return invalid(format!(
+                "the group.instance.id is {} bytes; it must have 1 to \
+                 {MAX_GROUP_INSTANCE_ID_BYTES}",
+                instance.len()
+            ));
         }
         if req.protocols.len() > MAX_PROTOCOLS_PER_MEMBER {
             return invalid(format!(
@@ -166,9 +181,11 @@ impl GroupCoordinator {
                 st.groups.remove(&group_id);
             }
             update_deadline(&mut st, &group_id);
-            st.deliver(replies);
-            rx
+            (rx, replies)
         };
+        let (answer, replies) = answer;
+        // Its own answer, if among the replies, carries any failure.
+        let _ = persist_then_deliver(&shard, &group_id, replies).await;
         self.parked_answer(&group_id, &member_id, answer).await
     }
 
@@ -255,9 +272,13 @@ impl GroupCoordinator {
                 e.classic.sync(req, waiter, now)
             };
             update_deadline(&mut st, &group_id);
-            st.deliver(replies);
-            rx
+            (rx, replies)
         };
+        let (answer, replies) = answer;
+        // The leader's assignment completes a generation: its record is durable before
+        // any member hears of it (a member's own SyncGroup in a stable group waits for
+        // the write that carried the generation, if it is still under way).
+        let _ = persist_then_deliver(&shard, &group_id, replies).await;
         self.parked_answer(&group_id, &member_id, answer).await
     }
 
@@ -267,9 +288,10 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
     ) -> Result<(), GroupError> {
-        self.classic_heartbeat_at(group_id, member_id, generation, Instant::now())
+        self.classic_heartbeat_at(group_id, member_id, instance_id, generation, Instant::now())
     }
 
     /// [`classic_heartbeat`](Self::classic_heartbeat) at time `now`.
@@ -277,6 +299,7 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         member_id: &str,
+        instance_id: Option<&str>,
         generation: i32,
         now: Instant,
     ) -> Result<(), GroupError> {
@@ -289,63 +312,67 @@ impl GroupCoordinator {
         };
         let e = st.groups.get_mut(group_id).ok_or_else(unknown)?;
         e.classic
-            .heartbeat(member_id, generation, now)
+            .heartbeat(member_id, instance_id, generation, now)
             .map_err(|err| classic_error(group_id, member_id, err))
     }
 
-    /// Handles a classic LeaveGroup of `member_ids` (one answer each, in order): the
-    /// group rebalances without them.
-    pub fn leave_group(
+    /// Handles a classic LeaveGroup of `members` (each a member id, and from LeaveGroup
+    /// v3 on the member's `group.instance.id`, with which the member id may be empty;
+    /// one answer each, in order): the group rebalances without them. Answered once a
+    /// group that emptied is written so.
+    pub async fn leave_group(
         &self,
         group_id: &str,
-        member_ids: &[String],
+        members: &[(String, Option<String>)],
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        self.leave_group_at(group_id, member_ids, Instant::now())
+        self.leave_group_at(group_id, members, Instant::now()).await
     }
 
     /// [`leave_group`](Self::leave_group) at time `now`.
-    pub fn leave_group_at(
+    pub async fn leave_group_at(
         &self,
         group_id: &str,
-        member_ids: &[String],
+        members: &[(String, Option<String>)],
         now: Instant,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
         validate_group_id(group_id)?;
         let shard = self.shard(group_id)?;
         let config = self.classic_config();
-        let mut st = shard.state();
         let unknown = |member_id: &str| GroupError::UnknownMember {
             group_id: group_id.to_string(),
             member_id: member_id.to_string(),
         };
-        if !st.groups.contains_key(group_id) {
-            return Ok(member_ids.iter().map(|m| Err(unknown(m))).collect());
-        }
-        let mut replies = Vec::new();
-        let answers = {
+        let (answers, replies) = {
+            let mut st = shard.state();
+            if !st.groups.contains_key(group_id) {
+                return Ok(members.iter().map(|(m, _)| Err(unknown(m))).collect());
+            }
+            let mut replies = Vec::new();
             let e = st.groups.get_mut(group_id).expect("checked");
             let before = e.classic.member_count();
-            let answers = member_ids
+            let answers: Vec<Result<(), GroupError>> = members
                 .iter()
-                .map(|m| {
+                .map(|(m, instance)| {
                     e.classic
-                        .leave(m, now, &config, &mut replies)
+                        .leave(m, instance.as_deref(), now, &config, &mut replies)
                         .map_err(|err| classic_error(group_id, m, err))
                 })
                 .collect();
             after_classic_change(e, before, now);
-            answers
+            update_deadline(&mut st, group_id);
+            (answers, replies)
         };
-        update_deadline(&mut st, group_id);
-        st.deliver(replies);
+        persist_then_deliver(&shard, group_id, replies).await?;
         Ok(answers)
     }
 
     /// Moves every classic group of `st` on as of `now` (sessions, join and sync
-    /// deadlines), delivering the answers that frees.
-    pub(super) fn tick_classic(&self, st: &mut ShardState, now: Instant) {
+    /// deadlines), delivering the answers that frees; returns the groups whose classic
+    /// record changed (a group emptied), for the caller to write.
+    pub(super) fn tick_classic(&self, st: &mut ShardState, now: Instant) -> Vec<String> {
         let config = self.classic_config();
         let mut replies = Vec::new();
+        let mut changed = Vec::new();
         for (group_id, e) in st.groups.iter_mut() {
             if e.classic.next_deadline().is_none_or(|d| d > now) {
                 continue;
@@ -360,8 +387,46 @@ impl GroupCoordinator {
                 );
             }
             after_classic_change(e, before, now);
+            changed.push(group_id.clone());
         }
         st.deliver(replies);
+        changed.retain(|g| st.membership_changed(g, &Scope::All));
+        changed
+    }
+}
+
+/// Writes what the state machine's last step changed in `group_id`'s classic record, or,
+/// with nothing to write, waits until the write that last carried the group is durable;
+/// then sends `replies`: a member is told of a generation only once a new coordinator
+/// would know it too. If that fails (the shard resigned, or its write failed and it
+/// loads again from its log), the requests are answered with the retriable error
+/// instead, and the error is returned.
+async fn persist_then_deliver(
+    shard: &Arc<Shard>,
+    group_id: &str,
+    replies: Vec<Reply>,
+) -> Result<(), GroupError> {
+    let persisted = shard.persist(group_id, Scope::All).await;
+    let mut st = shard.state();
+    match persisted {
+        Ok(()) => {
+            st.deliver(replies);
+            Ok(())
+        }
+        Err(e) => {
+            let index = shard.index;
+            st.fail(replies, || match &e {
+                GroupError::NotCoordinator {
+                    partition,
+                    coordinator,
+                } => GroupError::NotCoordinator {
+                    partition: *partition,
+                    coordinator: *coordinator,
+                },
+                _ => GroupError::CoordinatorLoading { partition: index },
+            });
+            Err(e)
+        }
     }
 }
 

@@ -26,8 +26,8 @@ impl GroupCoordinator {
                 if st.next_deadline.is_none_or(|d| d > now) {
                     continue;
                 }
-                self.tick_classic(&mut st, now);
-                let mut bumped = Vec::new();
+                // Classic groups that emptied are written so, as KIP-848 ones are.
+                let mut bumped = self.tick_classic(&mut st, now);
                 let mut next: Option<Instant> = None;
                 for (group_id, e) in st.groups.iter_mut() {
                     let gone = e.group.expire(now, &topics);
@@ -37,7 +37,9 @@ impl GroupCoordinator {
                     if !gone.is_empty() {
                         tracing::info!(group = group_id, members = ?gone, "members removed: session or rebalance timeout");
                         removed += gone.len();
-                        bumped.push(group_id.clone());
+                        if !bumped.contains(group_id) {
+                            bumped.push(group_id.clone());
+                        }
                     }
                     for d in [e.group.next_deadline(), e.classic.next_deadline()]
                         .into_iter()

@@ -15,7 +15,9 @@
 //! - `classic`: the classic protocol's state machine of one group (Kafka's JoinGroup,
 //!   SyncGroup, Heartbeat, LeaveGroup; pure, time passed in), and
 //!   `classic_coordinator` its async API over the shards, which parks JoinGroup and
-//!   SyncGroup requests until their rebalance step is reached.
+//!   SyncGroup requests until their rebalance step is reached and writes each completed
+//!   generation to `__consumer_offsets` before answering, so classic members survive a
+//!   coordinator failover.
 //! - `consumer_protocol`: the consumer protocol's subscription and assignment bytes
 //!   classic members exchange, decoded for descriptions.
 //! - `records`: the binary keys and values in `__consumer_offsets`.
@@ -122,6 +124,9 @@ pub const MAX_PROTOCOLS_PER_MEMBER: usize = 64;
 pub const MAX_PROTOCOL_METADATA_BYTES: usize = 2 * 1024 * 1024;
 /// Most bytes of one member's assignment in a classic leader's SyncGroup.
 pub const MAX_ASSIGNMENT_BYTES: usize = 2 * 1024 * 1024;
+/// Longest `group.instance.id` of a static classic member (Kafka checks it as it checks
+/// topic names: 249).
+pub const MAX_GROUP_INSTANCE_ID_BYTES: usize = 249;
 /// Longest rebalance timeout a classic member may ask for (how long a join phase may
 /// wait for it); longer ones are cut to this.
 pub const MAX_REBALANCE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -633,6 +638,16 @@ pub enum GroupError {
         given: i32,
         current: i32,
     },
+    #[error(
+        "member {member_id:?} of group {group_id:?} is fenced: group.instance.id \
+         {instance_id:?} now belongs to a newer consumer that joined with it (two consumers \
+         must not share a group.instance.id)"
+    )]
+    FencedInstanceId {
+        group_id: String,
+        member_id: String,
+        instance_id: String,
+    },
     #[error("group {group_id:?}: {reason}")]
     InconsistentGroupProtocol { group_id: String, reason: String },
     #[error(
@@ -667,6 +682,7 @@ impl GroupError {
             | GroupError::GroupNotEmpty { .. }
             | GroupError::RebalanceInProgress { .. }
             | GroupError::IllegalGeneration { .. }
+            | GroupError::FencedInstanceId { .. }
             | GroupError::InconsistentGroupProtocol { .. }
             | GroupError::GroupSubscribedToTopic { .. } => GroupErrorCode::FailedPrecondition,
             GroupError::InvalidSessionTimeout { .. }

@@ -15,7 +15,21 @@
 //!              | u16 len, assignor ("" for none) | u32 session_timeout_ms | u64 join_seq
 //!              | assignment assigned | assignment pending_revocation | assignment target
 //! assignment   u32 topics | per topic: u16 len, topic | u32 n | n × u32 partition
+//! classic key  u16 type = 4 | u16 len, group
+//! classic value u16 version = 1 | i32 generation | u16 len, protocol type
+//!              | u16 len, protocol ("" for none) | u16 len, leader ("" for none)
+//!              | u32 n | n × classic member
+//! classic member u16 len, member id | u8 has instance id, then u16 len, instance id
+//!              | u16 len, client id | u16 len, client host | u32 session_timeout_ms
+//!              | u32 rebalance_timeout_ms | u32 len, metadata (for the group's protocol)
+//!              | u32 len, assignment
 //! ```
+//!
+//! A classic value is a classic group (JoinGroup/SyncGroup) as of its last completed
+//! generation (Kafka's GroupMetadata record): written when the leader's assignment is
+//! in (the group is Stable), when a static member takes its place again under a new
+//! member id, and when the group empties; a rebalance under way is not written, so a new
+//! coordinator finds the last generation the members were told about.
 //!
 //! A record without a value is a tombstone: the key's committed offset, or the group,
 //! was deleted (compaction keeps only the newest record of each key). Value versions
@@ -32,6 +46,13 @@ pub(crate) const KEY_TYPE_GROUP: u16 = 2;
 /// Key type of a member record (KIP-848's member metadata, current and target
 /// assignment, in one record).
 pub(crate) const KEY_TYPE_MEMBER: u16 = 3;
+/// Key type of a classic group record (its generation, members and assignments).
+pub(crate) const KEY_TYPE_CLASSIC: u16 = 4;
+/// Version of classic group values this broker writes.
+pub(crate) const CLASSIC_VALUE_VERSION: u16 = 1;
+/// Most members one decoded classic group value may list (a bound checked before
+/// allocating; the coordinator's own limit is lower).
+const MAX_DECODED_CLASSIC_MEMBERS: u32 = 100_000;
 /// Version of member values this broker writes.
 pub(crate) const MEMBER_VALUE_VERSION: u16 = 1;
 /// Most topics one decoded assignment or subscription may name (a bound checked before
@@ -59,6 +80,9 @@ pub(crate) enum RecordKey {
         group: String,
         member: String,
     },
+    Classic {
+        group: String,
+    },
 }
 
 /// What a member's subscription names, as stored.
@@ -84,6 +108,35 @@ pub(crate) struct MemberValue {
     pub assigned: Vec<(String, Vec<u32>)>,
     pub pending_revocation: Vec<(String, Vec<u32>)>,
     pub target: Vec<(String, Vec<u32>)>,
+}
+
+/// A classic group as of its last completed generation: everything a new coordinator
+/// needs so that its members go on heartbeating and committing with their member ids
+/// and generation (sessions restart when a coordinator loads it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClassicValue {
+    pub generation: i32,
+    pub protocol_type: String,
+    /// Empty: no protocol (an empty group).
+    pub protocol_name: String,
+    /// Empty: no leader (an empty group).
+    pub leader: String,
+    pub members: Vec<ClassicMemberValue>,
+}
+
+/// One member of a [`ClassicValue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClassicMemberValue {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u32,
+    pub rebalance_timeout_ms: u32,
+    /// Its metadata for the group's protocol (its subscription), as Kafka keeps it: the
+    /// other protocols it named are not kept.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
 }
 
 /// A committed offset.
@@ -137,6 +190,51 @@ pub(crate) fn member_key(group: &str, member: &str) -> Bytes {
     buf.put_u16(KEY_TYPE_MEMBER);
     put_str(&mut buf, group);
     put_str(&mut buf, member);
+    buf.freeze()
+}
+
+pub(crate) fn classic_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + group.len());
+    buf.put_u16(KEY_TYPE_CLASSIC);
+    put_str(&mut buf, group);
+    buf.freeze()
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    // Metadata and assignments are bounded (2 MiB each) by the coordinator's limits.
+    buf.put_u32(u32::try_from(b.len()).expect("classic member bytes are bounded"));
+    buf.put_slice(b);
+}
+
+pub(crate) fn classic_value(value: &ClassicValue) -> Bytes {
+    let members: usize = value
+        .members
+        .iter()
+        .map(|m| 64 + m.metadata.len() + m.assignment.len())
+        .sum();
+    let mut buf = BytesMut::with_capacity(32 + members);
+    buf.put_u16(CLASSIC_VALUE_VERSION);
+    buf.put_i32(value.generation);
+    put_str(&mut buf, &value.protocol_type);
+    put_str(&mut buf, &value.protocol_name);
+    put_str(&mut buf, &value.leader);
+    buf.put_u32(value.members.len() as u32);
+    for m in &value.members {
+        put_str(&mut buf, &m.member_id);
+        match &m.group_instance_id {
+            Some(id) => {
+                buf.put_u8(1);
+                put_str(&mut buf, id);
+            }
+            None => buf.put_u8(0),
+        }
+        put_str(&mut buf, &m.client_id);
+        put_str(&mut buf, &m.client_host);
+        buf.put_u32(m.session_timeout_ms);
+        buf.put_u32(m.rebalance_timeout_ms);
+        put_bytes(&mut buf, &m.metadata);
+        put_bytes(&mut buf, &m.assignment);
+    }
     buf.freeze()
 }
 
@@ -257,6 +355,15 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
+    /// A u32-length byte string of at most `max` bytes.
+    fn bytes(&mut self, what: &str, max: usize) -> Result<Bytes, String> {
+        let len = self.u32(what)? as usize;
+        if len > max {
+            return Err(format!("{what} of {len} bytes is over the limit of {max}"));
+        }
+        Ok(Bytes::copy_from_slice(self.take(len, what)?))
+    }
+
     fn assignment(&mut self, what: &str) -> Result<Vec<(String, Vec<u32>)>, String> {
         let topics = self.count(what, MAX_DECODED_TOPICS)?;
         // Each topic takes at least 6 bytes: no more entries than the bytes left allow.
@@ -312,6 +419,9 @@ pub(crate) fn decode_key(bytes: &[u8]) -> Result<Option<RecordKey>, String> {
         KEY_TYPE_MEMBER => RecordKey::Member {
             group: r.string("group id")?,
             member: r.string("member id")?,
+        },
+        KEY_TYPE_CLASSIC => RecordKey::Classic {
+            group: r.string("group id")?,
         },
         _ => return Ok(None),
     };
@@ -397,6 +507,47 @@ pub(crate) fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
     Ok(value)
 }
 
+pub(crate) fn decode_classic_value(bytes: &[u8]) -> Result<ClassicValue, String> {
+    use super::{MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES};
+    let mut r = Reader { bytes, pos: 0 };
+    let v = version(&mut r)?;
+    let generation = r.i32("generation")?;
+    let protocol_type = r.string("protocol type")?;
+    let protocol_name = r.string("protocol")?;
+    let leader = r.string("leader")?;
+    let n = r.count("classic members", MAX_DECODED_CLASSIC_MEMBERS)?;
+    // Each member takes at least 24 bytes: no more entries than the bytes left allow.
+    let mut members = Vec::with_capacity(n.min(bytes.len() / 24));
+    for _ in 0..n {
+        let member_id = r.string("member id")?;
+        let group_instance_id = match r.u8("instance id flag")? {
+            0 => None,
+            1 => Some(r.string("group instance id")?),
+            f => return Err(format!("instance id flag {f} does not exist")),
+        };
+        members.push(ClassicMemberValue {
+            member_id,
+            group_instance_id,
+            client_id: r.string("client id")?,
+            client_host: r.string("client host")?,
+            session_timeout_ms: r.u32("session timeout")?,
+            rebalance_timeout_ms: r.u32("rebalance timeout")?,
+            metadata: r.bytes("member metadata", MAX_PROTOCOL_METADATA_BYTES)?,
+            assignment: r.bytes("member assignment", MAX_ASSIGNMENT_BYTES)?,
+        });
+    }
+    if v == CLASSIC_VALUE_VERSION {
+        r.finish("classic group value")?;
+    }
+    Ok(ClassicValue {
+        generation,
+        protocol_type,
+        protocol_name,
+        leader,
+        members,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +619,77 @@ mod tests {
                 assert!(decode_member_value(&bytes[..len]).is_err(), "{len}");
             }
         }
+    }
+
+    #[test]
+    fn classic_values_round_trip_and_truncations_are_errors() {
+        assert_eq!(
+            decode_key(&classic_key("grp")).unwrap(),
+            Some(RecordKey::Classic {
+                group: "grp".into()
+            })
+        );
+        let value = ClassicValue {
+            generation: 4,
+            protocol_type: "consumer".into(),
+            protocol_name: "range".into(),
+            leader: "c-1".into(),
+            members: vec![
+                ClassicMemberValue {
+                    member_id: "c-1".into(),
+                    group_instance_id: Some("instance-a".into()),
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.1".into(),
+                    session_timeout_ms: 10_000,
+                    rebalance_timeout_ms: 300_000,
+                    metadata: Bytes::from_static(b"\0\x01sub"),
+                    assignment: Bytes::from_static(b"\0\x01asg"),
+                },
+                ClassicMemberValue {
+                    member_id: "c-2".into(),
+                    group_instance_id: None,
+                    client_id: "c".into(),
+                    client_host: "/127.0.0.2".into(),
+                    session_timeout_ms: 6_000,
+                    rebalance_timeout_ms: 6_000,
+                    metadata: Bytes::new(),
+                    assignment: Bytes::new(),
+                },
+            ],
+        };
+        let bytes = classic_value(&value);
+        assert_eq!(decode_classic_value(&bytes).unwrap(), value);
+        for len in 0..bytes.len() {
+            assert!(decode_classic_value(&bytes[..len]).is_err(), "{len}");
+        }
+        // An empty group (every member left): the generation is kept.
+        let empty = ClassicValue {
+            generation: 5,
+            protocol_type: "consumer".into(),
+            protocol_name: String::new(),
+            leader: String::new(),
+            members: Vec::new(),
+        };
+        assert_eq!(decode_classic_value(&classic_value(&empty)).unwrap(), empty);
+        // A newer version's appended field is skipped.
+        let mut v2 = classic_value(&empty).to_vec();
+        v2[1] = 2;
+        v2.push(9);
+        assert_eq!(decode_classic_value(&v2).unwrap(), empty);
+        // A length over the limit is refused before allocating.
+        let mut huge = classic_value(&ClassicValue {
+            members: vec![ClassicMemberValue {
+                metadata: Bytes::new(),
+                assignment: Bytes::new(),
+                ..value.members[1].clone()
+            }],
+            ..empty
+        })
+        .to_vec();
+        let at = huge.len() - 8;
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let err = decode_classic_value(&huge).unwrap_err();
+        assert!(err.contains("over the limit"), "{err}");
     }
 
     #[test]

@@ -20,7 +20,9 @@
 //! as one member record per member, after the change is made in memory and before the
 //! member is answered: `ShardState::persisted` holds what has been queued, and each
 //! write carries the difference from it, computed under the writer lock so the log
-//! order is the order of the changes.
+//! order is the order of the changes. A classic group is written the same way, as one
+//! classic record for the whole group ([`ClassicGroup::stored`]: its last completed
+//! generation), before its members are answered.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, btree_map};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -33,7 +35,7 @@ use super::assignor::{Assignment, Assignor};
 use super::classic::{
     ClassicError, ClassicGroup, ClassicState, JoinOutcome, Reply, SyncAnswer, Waiter,
 };
-use super::records::{self, GroupValue, MemberValue, RecordKey, StoredSubscription};
+use super::records::{self, ClassicValue, GroupValue, MemberValue, RecordKey, StoredSubscription};
 use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
 use super::{
     GroupConfig, GroupError, GroupProtocol, GroupState, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES,
@@ -69,8 +71,8 @@ impl StoredOffset {
 pub(super) struct GroupEntry {
     /// KIP-848 membership (persisted in member and group records).
     pub(super) group: Group,
-    /// Classic membership (in memory only). A group runs one protocol at a time: while
-    /// either has members, the other refuses to take any.
+    /// Classic membership (persisted in classic records). A group runs one protocol at a
+    /// time: while either has members, the other refuses to take any.
     pub(super) classic: ClassicGroup,
     pub(super) offsets: BTreeMap<String, BTreeMap<u32, StoredOffset>>,
     /// Tombstones for it are being written.
@@ -188,6 +190,8 @@ struct PersistedGroup {
     epoch: i32,
     assignor: Option<Assignor>,
     members: HashMap<Arc<str>, PersistedMember>,
+    /// The classic record last queued.
+    classic: Option<ClassicValue>,
 }
 
 /// Which members a membership write compares with what was queued.
@@ -203,6 +207,7 @@ pub(super) enum Scope {
 enum Change {
     Group { epoch: i32, assignor: Assignor },
     Member(Arc<str>, Option<Box<PersistedMember>>),
+    Classic(Box<ClassicValue>),
 }
 
 /// The records of one write, and the commit keys to forget once it is applied.
@@ -269,6 +274,24 @@ impl ShardState {
         }
     }
 
+    /// Answers the requests `replies` are addressed to with `error()` instead of the
+    /// replies: the membership write their answers rest on failed.
+    pub(super) fn fail(&mut self, replies: Vec<Reply>, error: impl Fn() -> GroupError) {
+        for reply in replies {
+            let Some(parked) = self.parked.remove(&reply.waiter()) else {
+                continue;
+            };
+            match parked.answer {
+                ParkedAnswer::Join(tx) => {
+                    let _ = tx.send(Err(error()));
+                }
+                ParkedAnswer::Sync(tx) => {
+                    let _ = tx.send(Err(error()));
+                }
+            }
+        }
+    }
+
     /// What changed in `group_id`'s membership since it was last queued, for the
     /// members `scope` names.
     fn membership_changes(&self, group_id: &str, scope: &Scope) -> Vec<Change> {
@@ -296,6 +319,11 @@ impl ShardState {
         let (epoch, assignor) = (e.group.epoch(), e.group.assignor());
         if before.epoch != epoch || before.assignor != Some(assignor) {
             changes.push(Change::Group { epoch, assignor });
+        }
+        if let Some(classic) = e.classic.stored()
+            && before.classic.as_ref() != Some(&classic)
+        {
+            changes.push(Change::Classic(Box::new(classic)));
         }
         changes
     }
@@ -341,6 +369,13 @@ impl ShardState {
                     records.push((records::group_key(group_id), Some(value)));
                     persisted.epoch = epoch;
                     persisted.assignor = Some(assignor);
+                }
+                Change::Classic(value) => {
+                    records.push((
+                        records::classic_key(group_id),
+                        Some(records::classic_value(&value)),
+                    ));
+                    persisted.classic = Some(*value);
                 }
             }
         }
@@ -728,6 +763,11 @@ pub(super) fn classic_error(group_id: &str, member_id: &str, e: ClassicError) ->
             GroupError::InconsistentGroupProtocol { group_id, reason }
         }
         ClassicError::TooManyMembers { max } => GroupError::TooManyMembers { group_id, max },
+        ClassicError::FencedInstanceId { instance_id } => GroupError::FencedInstanceId {
+            group_id,
+            member_id: member_id.to_string(),
+            instance_id,
+        },
     }
 }
 
@@ -873,6 +913,37 @@ pub(super) fn apply_record(
             }
             members.insert((group, member), value);
         }
+        (RecordKey::Classic { group }, value) => {
+            // The coordinator's own writes come from memory; only a replay restores.
+            if members.is_none() {
+                return Ok(());
+            }
+            let value = value.map(records::decode_classic_value).transpose()?;
+            match value {
+                // Sessions start at the load, as Kafka's do.
+                Some(value) => match ClassicGroup::restore(value, Instant::now()) {
+                    Ok(classic) => entry(st, &group).classic = classic,
+                    // Written by this broker, so a bug or an incompatible broker: the
+                    // members join again rather than the whole shard being refused.
+                    Err(reason) => {
+                        tracing::error!(
+                            group,
+                            offset,
+                            reason,
+                            "a classic group record cannot be restored; its members will have to join again"
+                        );
+                        if let Some(e) = st.groups.get_mut(&group) {
+                            e.classic = ClassicGroup::new();
+                        }
+                    }
+                },
+                None => {
+                    if let Some(e) = st.groups.get_mut(&group) {
+                        e.classic = ClassicGroup::new();
+                    }
+                }
+            }
+        }
         (RecordKey::Group { group }, None) => {
             let newest = st.deleted.entry(group.clone()).or_insert(offset);
             *newest = (*newest).max(offset);
@@ -931,6 +1002,15 @@ pub(super) async fn delete_group_records(
                 .iter()
                 .map(|(t, p)| (records::offset_key(&group, t, *p), None))
                 .collect();
+            // A classic record (the group's last generation, empty now) goes too, before
+            // the group tombstone, so a replay cannot bring its generation back.
+            if st
+                .persisted
+                .get(&group)
+                .is_some_and(|p| p.classic.is_some())
+            {
+                records.push((records::classic_key(&group), None));
+            }
             records.push((records::group_key(&group), None));
             Ok(Prepared {
                 records,
@@ -986,7 +1066,12 @@ pub(super) fn finish_replay(
     let mut next_deadline: Option<Instant> = None;
     for e in st.groups.values_mut() {
         e.group.finish_restore(cx.topics, open_instant, cx.config);
-        if let Some(d) = e.group.next_deadline() {
+        // Restored classic members' sessions (started when their record was replayed)
+        // end on this shard's clock like every other deadline.
+        for d in [e.group.next_deadline(), e.classic.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
             next_deadline = Some(next_deadline.map_or(d, |n| n.min(d)));
         }
         let newest = e
@@ -1066,6 +1151,60 @@ mod tests {
             .and_then(|e| e.offsets.get("t"))
             .and_then(|p| p.get(&0))
             .map(|s| s.offset)
+    }
+
+    #[test]
+    fn a_classic_record_replays_into_its_group_and_its_tombstone_forgets_it() {
+        let member = |id: &str, instance: Option<&str>| records::ClassicMemberValue {
+            member_id: id.into(),
+            group_instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 30_000,
+            metadata: Bytes::from_static(b"subscription"),
+            assignment: Bytes::from(format!("for {id}")),
+        };
+        let value = ClassicValue {
+            generation: 3,
+            protocol_type: "consumer".into(),
+            protocol_name: "range".into(),
+            leader: "m-1".into(),
+            members: vec![member("m-1", None), member("m-2", Some("i-2"))],
+        };
+        let key = records::classic_key("g");
+        let mut st = ShardState::default();
+        let mut replayed = ReplayedMembers::new();
+        let bytes = records::classic_value(&value);
+        apply_record(&mut st, &key, Some(&bytes), 0, Some(&mut replayed)).unwrap();
+        let e = &st.groups["g"];
+        assert_eq!(e.classic.stored(), Some(value.clone()));
+        assert_eq!(
+            (e.classic.state(), e.classic.generation(), e.member_count()),
+            (ClassicState::Stable, 3, 2)
+        );
+        assert_eq!(e.state(), GroupState::Stable);
+        // What was replayed is what the log has: nothing to write.
+        st.mark_persisted();
+        assert!(!st.membership_changed("g", &Scope::All));
+        // The coordinator's own writes do not touch memory (it changed first).
+        apply_record(&mut st, &key, None, 1, None).unwrap();
+        assert_eq!(st.groups["g"].classic.generation(), 3);
+        // A replayed tombstone forgets the group's classic state; the group tombstone
+        // after it removes the group.
+        apply_record(&mut st, &key, None, 2, Some(&mut replayed)).unwrap();
+        assert_eq!(st.groups["g"].classic.generation(), 0);
+        apply_record(
+            &mut st,
+            &records::group_key("g"),
+            None,
+            3,
+            Some(&mut replayed),
+        )
+        .unwrap();
+        assert!(st.groups.is_empty());
+        // An undecodable classic value is a corrupt record.
+        assert!(apply_record(&mut st, &key, Some(&bytes[..5]), 4, Some(&mut replayed)).is_err());
     }
 
     #[test]

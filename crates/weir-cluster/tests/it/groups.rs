@@ -1428,6 +1428,7 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
             group_id: "classic".into(),
             member_id: member_id.clone(),
             generation: 1,
+            group_instance_id: None,
             protocol_type: Some("consumer".into()),
             protocol_name: Some("range".into()),
             assignments: vec![(member_id.clone(), Bytes::from(assignment.clone()))],
@@ -1435,7 +1436,7 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
         .await
         .unwrap();
     assert_eq!(synced.assignment, Bytes::from(assignment));
-    c.classic_heartbeat("classic", &member_id, 1).unwrap();
+    c.classic_heartbeat("classic", &member_id, None, 1).unwrap();
 
     // Commits carry the generation; a stale one is refused, and nobody outside the
     // group may commit while it has members.
@@ -1486,7 +1487,8 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
     // Once it leaves, the group is empty: the offsets stay, and a KIP-848 member may
     // take it over and resume from them.
     assert!(
-        c.leave_group("classic", std::slice::from_ref(&member_id))
+        c.leave_group("classic", &[(member_id.clone(), None)])
+            .await
             .unwrap()[0]
             .is_ok()
     );
@@ -1503,6 +1505,98 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
         c.join_group(classic_join("")).await,
         Err(GroupError::InconsistentGroupProtocol { .. })
     ));
+    close(registry, c).await;
+}
+
+/// Kafka keeps a classic group's generation and members in `__consumer_offsets`: after a
+/// restart (as after a coordinator failover) the member goes on with its id and
+/// generation, heartbeating, committing and getting its assignment again without
+/// rejoining; once it leaves, the empty group's generation survives too, so a new
+/// generation never reuses a number.
+#[tokio::test]
+async fn classic_members_keep_their_ids_and_generation_across_a_coordinator_restart() {
+    use weir_cluster::group::{JoinOutcome, SyncGroup};
+    async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
+        let registry = TopicRegistry::open(dir, 0).await.unwrap();
+        let config = GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..config()
+        };
+        let c = GroupCoordinator::open(registry.clone(), config)
+            .await
+            .unwrap();
+        (registry, c)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open_classic(dir.path()).await;
+    create(&registry, "orders", 2).await;
+    let JoinOutcome::MemberIdRequired { member_id } = c.join_group(classic_join("")).await.unwrap()
+    else {
+        panic!("a new member is given its id first");
+    };
+    let JoinOutcome::Joined(joined) = c.join_group(classic_join(&member_id)).await.unwrap() else {
+        panic!("joined");
+    };
+    assert_eq!(joined.generation, 1);
+    let sync = || SyncGroup {
+        group_id: "classic".into(),
+        member_id: member_id.clone(),
+        generation: 1,
+        group_instance_id: None,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: vec![(member_id.clone(), Bytes::from_static(b"assignment"))],
+    };
+    c.sync_group(sync()).await.unwrap();
+    c.commit_offsets(
+        "classic",
+        Some((&member_id, 1)),
+        vec![commit("orders", 0, 7)],
+    )
+    .await
+    .unwrap();
+    close(registry, c).await;
+
+    let (registry, c) = open_classic(dir.path()).await;
+    let d = c.describe_group("classic").await.unwrap();
+    assert_eq!(d.state, GroupState::Stable);
+    assert_eq!(d.members.len(), 1);
+    c.classic_heartbeat("classic", &member_id, None, 1).unwrap();
+    c.commit_offsets(
+        "classic",
+        Some((&member_id, 1)),
+        vec![commit("orders", 0, 8)],
+    )
+    .await
+    .unwrap();
+    // A member whose SyncGroup answer was lost in the failover asks again.
+    let again = c.sync_group(sync()).await.unwrap();
+    assert_eq!(again.assignment, Bytes::from_static(b"assignment"));
+    assert!(
+        c.leave_group("classic", &[(member_id.clone(), None)])
+            .await
+            .unwrap()[0]
+            .is_ok()
+    );
+    close(registry, c).await;
+
+    let (registry, c) = open_classic(dir.path()).await;
+    assert_eq!(c.list_groups()[0].state, GroupState::Empty);
+    assert!(matches!(
+        c.classic_heartbeat("classic", &member_id, None, 1),
+        Err(GroupError::UnknownMember { .. })
+    ));
+    let JoinOutcome::MemberIdRequired { member_id } = c.join_group(classic_join("")).await.unwrap()
+    else {
+        panic!("a new member is given its id first");
+    };
+    let JoinOutcome::Joined(joined) = c.join_group(classic_join(&member_id)).await.unwrap() else {
+        panic!("joined");
+    };
+    // Generation 2 was the empty group's, written when the member left.
+    assert_eq!(joined.generation, 3);
+    let offsets = c.fetch_offsets("classic", None).await.unwrap();
+    assert_eq!(offsets[0].offset, Some(8));
     close(registry, c).await;
 }
 

@@ -55,6 +55,7 @@ pub fn code(reason: &Reason) -> i16 {
         Reason::MetadataTooLarge => E::OffsetMetadataTooLarge,
         Reason::RebalanceInProgress => E::RebalanceInProgress,
         Reason::IllegalGeneration => E::IllegalGeneration,
+        Reason::FencedInstanceId => E::FencedInstanceId,
         Reason::InconsistentGroupProtocol => E::InconsistentGroupProtocol,
         Reason::InvalidSessionTimeout => E::InvalidSessionTimeout,
         Reason::NotAuthorized { resource_type } => match resource_type {

@@ -68,6 +68,10 @@ const FIRST_REBALANCE_TIMEOUT_JOIN: i16 = 1;
 const FIRST_MEMBER_ID_REQUIRED_JOIN: i16 = 4;
 /// JoinGroup v7+ answers a nullable protocol name (and the protocol type).
 const FIRST_NULLABLE_PROTOCOL_JOIN: i16 = 7;
+/// First JoinGroup version whose member list carries each member's `group.instance.id`.
+const FIRST_STATIC_MEMBER_JOIN: i16 = 5;
+/// First JoinGroup version that can tell a leader to skip the assignment (KIP-814).
+const FIRST_SKIP_ASSIGNMENT_JOIN: i16 = 9;
 /// LeaveGroup v3+ names a batch of members (KIP-345).
 const FIRST_BATCHED_LEAVE: i16 = 3;
 /// OffsetCommit v9+ answers GROUP_ID_NOT_FOUND and STALE_MEMBER_EPOCH (KIP-848); older
@@ -226,13 +230,19 @@ pub(super) async fn join_group(
             .with_protocol_type(a.protocol_type.map(str))
             .with_protocol_name(protocol_name(a.protocol_name))
             .with_leader(str(a.leader))
+            .with_skip_assignment(a.skip_assignment && version >= FIRST_SKIP_ASSIGNMENT_JOIN)
             .with_member_id(str(a.member_id))
             .with_members(
                 a.members
                     .into_iter()
-                    .map(|(id, metadata)| {
+                    .map(|(id, instance, metadata)| {
                         JoinGroupResponseMember::default()
                             .with_member_id(str(id))
+                            .with_group_instance_id(
+                                instance
+                                    .filter(|_| version >= FIRST_STATIC_MEMBER_JOIN)
+                                    .map(str),
+                            )
                             .with_metadata(metadata)
                     })
                     .collect(),
@@ -252,6 +262,7 @@ pub(super) async fn sync_group(
         group_id: req.group_id.to_string(),
         member_id: req.member_id.to_string(),
         generation: req.generation_id,
+        group_instance_id: req.group_instance_id.map(|i| i.to_string()),
         protocol_type: req.protocol_type.map(|p| p.to_string()),
         protocol_name: req.protocol_name.map(|p| p.to_string()),
         assignments: req
@@ -283,6 +294,7 @@ pub(super) async fn heartbeat(
         ctx,
         &req.group_id,
         &req.member_id,
+        req.group_instance_id.as_deref(),
         req.generation_id,
     ) {
         Ok(()) => 0,
@@ -310,8 +322,11 @@ pub(super) async fn leave_group(
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let ids: Vec<String> = members.iter().map(|(id, _)| id.clone()).collect();
-    let response = match groups::leave_group(&broker.core, ctx, &req.group_id, &ids) {
+    let ids: Vec<(String, Option<String>)> = members
+        .iter()
+        .map(|(id, instance)| (id.clone(), instance.as_ref().map(|i| i.to_string())))
+        .collect();
+    let response = match groups::leave_group(&broker.core, ctx, &req.group_id, &ids).await {
         Err(e) => LeaveGroupResponse::default().with_error_code(error_code(&e)),
         Ok(results) if !batched => LeaveGroupResponse::default().with_error_code(
             results
