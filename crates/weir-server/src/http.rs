@@ -18,7 +18,6 @@ use axum::{Extension, Router};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_cluster::controller::records::Endpoints;
 use weir_security::sasl::PasswordCheck;
 use weir_security::tls::{ServerTls, TlsIncoming};
 use weir_security::token::{Authorization, parse_authorization};
@@ -99,13 +98,7 @@ impl tower::Service<IncomingStream<'_, TlsListener>> for WithPeer {
 /// The admin routes. Starts the console's sampler (see `weir_console::router`).
 pub(crate) fn router(broker: Arc<Broker>) -> Router {
     // Shown on the console's cluster page until this broker is registered.
-    let this_broker = Endpoints {
-        client: broker.advertised.to_string(),
-        internal: String::new(),
-        external: broker.external_advertised.as_ref().map(ToString::to_string),
-        kafka: None,
-        kafka_external: None,
-    };
+    let this_broker = broker.this_broker.clone();
     let console = weir_console::router(broker.core.clone(), this_broker).layer(
         axum::middleware::from_fn_with_state(broker.core.clone(), console_auth),
     );
@@ -154,7 +147,7 @@ async fn console_auth(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, peer);
+    let ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::HTTP, peer);
     let (user, password) = match credentials {
         Some(Ok(Authorization::Basic { user, password })) => (user, password),
         Some(Ok(Authorization::Bearer(token))) => {
