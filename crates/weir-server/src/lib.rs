@@ -69,7 +69,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_cluster::controller::records::Endpoints;
+use weir_cluster::controller::records::{Endpoints, listener_names};
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
 use weir_cluster::share::{ShareCoordinator, ShareGroupConfig};
@@ -346,16 +346,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
         stopping,
     ));
+    // Tests and scripts read this line's `addr`, `admin` and `kafka` fields.
+    let advertised = |name| broker.this_broker.get(name).map(str::to_owned);
     tracing::info!(
-        listeners = ?specs
-            .iter()
-            .map(|s| (s.listener.name, s.listener.protocol.name, tls.is_on(s.listener.name), &s.authentication))
-            .collect::<Vec<_>>(),
-        bound = ?addrs.all,
-        advertised = ?broker.this_broker,
+        addr = %addrs.client,
+        advertised = %broker.this_broker.client(),
+        external_advertised = ?advertised(listener_names::EXTERNAL),
+        admin = ?addrs.admin,
+        kafka = ?addrs.kafka,
+        tls = tls.is_on(listener_names::CLIENT),
+        admin_tls = tls.is_on(weir_broker::Listener::HTTP.name),
+        kafka_tls = tls.is_on(listener_names::KAFKA),
+        kafka_advertised = ?advertised(listener_names::KAFKA),
+        kafka_external = ?addrs.kafka_external,
+        kafka_external_advertised = ?advertised(listener_names::KAFKA_EXTERNAL),
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
         cluster_id = registry.cluster_id(),
+        listeners = ?specs
+            .iter()
+            .map(|s| (s.listener.name, s.listener.protocol.name, &s.authentication))
+            .collect::<Vec<_>>(),
         "broker listening"
     );
     Ok(RunningServer {
@@ -394,7 +405,6 @@ struct ListenerAddrs {
     admin: Option<SocketAddr>,
     kafka: Option<SocketAddr>,
     kafka_external: Option<SocketAddr>,
-    all: Vec<(&'static str, SocketAddr)>,
 }
 
 impl ListenerAddrs {
@@ -412,7 +422,6 @@ impl ListenerAddrs {
             admin: addr(weir_broker::Listener::HTTP),
             kafka: addr(weir_broker::Listener::KAFKA),
             kafka_external: addr(weir_broker::Listener::KAFKA_EXTERNAL),
-            all: bound.iter().map(|b| (b.listener.name, b.addr)).collect(),
         }
     }
 }
