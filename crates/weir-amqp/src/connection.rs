@@ -30,7 +30,7 @@ use weir_broker::produce::{
     self, Acks, PartitionProduce, PendingProduce, ProduceData, ProduceRequest,
 };
 use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, ShareStart};
-use weir_broker::{BrokerError, Listener, Principal, Reason, RequestContext};
+use weir_broker::{BrokerError, Reason, RequestContext};
 
 use crate::Shared;
 use crate::consume::{self, Fetched};
@@ -227,7 +227,7 @@ pub(crate) async fn run(
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let reader_task = tokio::spawn(read_loop(reader, reader_frame_max.clone(), inbound_tx));
     let mut conn = Conn {
-        ctx: RequestContext::anonymous(Listener::Amqp, Some(peer)),
+        ctx: RequestContext::anonymous(crate::LISTENER, Some(peer)),
         shared,
         id: uuid::Uuid::new_v4().simple().to_string(),
         phase: Phase::Start,

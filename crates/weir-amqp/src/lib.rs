@@ -32,14 +32,26 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
-use weir_broker::Broker;
 use weir_broker::budget::Budget;
+use weir_broker::{Broker, Listener, Protocol};
 
 pub use connection::{
     HEARTBEAT, MAX_BODY_BYTES, MAX_CHANNELS, MAX_CONSUMERS_PER_CHANNEL, MAX_PENDING_PUBLISHES,
     MAX_UNACKED_PER_CONSUMER,
 };
 pub use frame::{MAX_FRAME_BYTES, MIN_FRAME_BYTES};
+
+/// AMQP 0-9-1, as the broker's listener table knows it (weir-server's `listeners.rs`).
+pub const PROTOCOL: Protocol = Protocol {
+    name: "amqp",
+    default_listener: "amqp",
+};
+
+/// The AMQP listener (`--amqp-listen`): the name its address is advertised under.
+pub const LISTENER: Listener = Listener {
+    name: "amqp",
+    protocol: PROTOCOL,
+};
 
 /// How the listener runs.
 #[derive(Debug, Clone)]

@@ -30,7 +30,7 @@ use weir_security::token::{Authorization, PresentedToken, parse_authorization};
 
 use crate::audit::{AuditLog, Outcome};
 use crate::authz::SecurityConfig;
-use crate::context::{Listener, Principal, RequestContext};
+use crate::context::{Listener, Principal, Protocol, RequestContext};
 use crate::error::{BrokerError, Reason};
 
 pub use exchange::{Exchange, Step, sasl_mechanisms};
@@ -202,9 +202,9 @@ impl Authentication<'_> {
     /// pages would show an anonymous visitor nothing an ACL does not grant `User:ANONYMOUS`,
     /// so it asks who she is instead of showing empty pages.
     pub fn required(&self, listener: Listener) -> bool {
-        match listener {
-            Listener::Http => self.config.require_authentication || self.config.authorization,
-            Listener::Internal => false,
+        match listener.protocol {
+            Protocol::HTTP => self.config.require_authentication || self.config.authorization,
+            Protocol::INTERNAL => false,
             _ => self.config.require_authentication,
         }
     }

@@ -3,8 +3,8 @@
 //!
 //! - Off (the one-command start): everything is allowed.
 //! - On: deny by default. Super users (`--super-users`) and the broker's own requests
-//!   ([`Listener::Internal`]) may do anything. Every other listener, the console's
-//!   ([`Listener::Http`]) included, is checked here on its request's principal.
+//!   ([`crate::Listener::INTERNAL`]) may do anything. Every other listener, the console's
+//!   ([`crate::Listener::HTTP`]) included, is checked here on its request's principal.
 //!   Otherwise a request is allowed when an
 //!   ALLOW binding matches and no DENY binding does: a binding matches when its principal
 //!   is the request's (or `User:*`), its host is the client's address (or `*`), its
@@ -29,7 +29,7 @@ use weir_cluster::security::{
 
 use crate::audit::AuditLog;
 use crate::authn::PasswordChecks;
-use crate::context::{Listener, Principal, RequestContext};
+use crate::context::{Principal, RequestContext};
 use crate::error::{BrokerError, Reason};
 
 /// How the broker authenticates and authorises requests (`--authentication`,
@@ -110,7 +110,7 @@ impl Authorizer {
         name: &str,
     ) -> bool {
         // The broker's own requests.
-        if !self.config.authorization || ctx.listener == Listener::Internal {
+        if !self.config.authorization || ctx.listener.is_internal() {
             return true;
         }
         let principal = ctx.principal.to_string();

@@ -6,23 +6,95 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// The listener a request arrived on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
+use weir_cluster::controller::records::listener_names;
+
+/// The protocol a listener speaks: a name, and the listener whose address its clients
+/// are told for a broker that lacks the listener they came in on. A protocol crate
+/// defines its own (`Protocol { name: "amqp", default_listener: "amqp" }`); the core
+/// knows only [`Protocol::INTERNAL`], the broker acting for itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Protocol {
+    pub name: &'static str,
+    /// The listener name a broker without the request's listener is advertised at, for
+    /// this protocol's clients: an external listener's clients are told a broker's
+    /// ordinary address of the same protocol when it has no external one.
+    pub default_listener: &'static str,
+}
+
+impl Protocol {
+    pub const GRPC: Protocol = Protocol {
+        name: "grpc",
+        default_listener: listener_names::CLIENT,
+    };
+    pub const KAFKA: Protocol = Protocol {
+        name: "kafka",
+        default_listener: listener_names::KAFKA,
+    };
+    /// The admin HTTP listener (metrics, health, the console); the console names
+    /// brokers by their gRPC client addresses.
+    pub const HTTP: Protocol = Protocol {
+        name: "http",
+        default_listener: listener_names::CLIENT,
+    };
+    /// The broker itself (upkeep, the group coordinator's own writes): never a client.
+    pub const INTERNAL: Protocol = Protocol {
+        name: "internal",
+        default_listener: listener_names::CLIENT,
+    };
+}
+
+/// The listener a request arrived on, as data: its name (the key of its address in a
+/// broker's advertised [`Endpoints`](weir_cluster::controller::records::Endpoints)) and
+/// its protocol. Names are `'static` because listeners are made once, at start, from the
+/// configuration's fixed set (`weir-server`'s `ServerConfig::listeners`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Listener {
+    pub name: &'static str,
+    pub protocol: Protocol,
+}
+
+impl Listener {
     /// The gRPC client listener (`--listen`).
-    Grpc,
+    pub const GRPC: Listener = Listener {
+        name: listener_names::CLIENT,
+        protocol: Protocol::GRPC,
+    };
     /// The gRPC external listener (`--external-listen`).
-    GrpcExternal,
+    pub const GRPC_EXTERNAL: Listener = Listener {
+        name: listener_names::EXTERNAL,
+        protocol: Protocol::GRPC,
+    };
+    /// The listener of replication and controller traffic between brokers
+    /// (`--internal-listen`; the client listener's port when not given).
+    pub const GRPC_INTERNAL: Listener = Listener {
+        name: listener_names::INTERNAL,
+        protocol: Protocol::GRPC,
+    };
     /// The Kafka protocol listener (`--kafka-listen`).
-    Kafka,
+    pub const KAFKA: Listener = Listener {
+        name: listener_names::KAFKA,
+        protocol: Protocol::KAFKA,
+    };
     /// The external Kafka protocol listener (`--kafka-external-listen`).
-    KafkaExternal,
-    /// The AMQP 0-9-1 listener (`--amqp-listen`; docs/amqp.md).
-    Amqp,
-    /// The admin HTTP listener.
-    Http,
+    pub const KAFKA_EXTERNAL: Listener = Listener {
+        name: listener_names::KAFKA_EXTERNAL,
+        protocol: Protocol::KAFKA,
+    };
+    /// The admin HTTP listener (`--admin-listen`).
+    pub const HTTP: Listener = Listener {
+        name: "admin",
+        protocol: Protocol::HTTP,
+    };
     /// The broker itself (upkeep, the group coordinator's own writes).
-    Internal,
+    pub const INTERNAL: Listener = Listener {
+        name: "broker",
+        protocol: Protocol::INTERNAL,
+    };
+
+    /// Whether this is the broker acting for itself rather than a client's listener.
+    pub fn is_internal(self) -> bool {
+        self.protocol == Protocol::INTERNAL
+    }
 }
 
 /// The authenticated identity behind a request: a user who proved who they are (SASL,

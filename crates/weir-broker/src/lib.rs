@@ -85,7 +85,7 @@ use weir_cluster::share::ShareCoordinator;
 use weir_cluster::{Topic, TopicRegistry};
 
 pub use authz::{Authorizer, SecurityConfig};
-pub use context::{Listener, Principal, RequestContext};
+pub use context::{Listener, Principal, Protocol, RequestContext};
 pub use error::{BrokerError, Reason, RecordError};
 pub use metrics::{LATENCY_BUCKETS_SECONDS, Metrics, RpcLatency, RpcTimer, TopicTraffic};
 pub use topics::TopicDefaults;

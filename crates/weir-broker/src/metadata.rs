@@ -1,12 +1,12 @@
 //! Metadata: what the cluster looks like to a client (brokers and their endpoints, the
 //! active controller, topics with their partitions' leaders, replicas and ISR), read from
 //! this broker's copy of the metadata image. Each adapter picks the endpoint its clients
-//! use (gRPC client or external, Kafka).
+//! use by the name of the listener they came in on ([`advertised`]).
 
 use std::sync::Arc;
 use weir_cluster::security::{Operation, ResourceType};
 
-pub use weir_cluster::controller::records::Endpoints;
+pub use weir_cluster::controller::records::{Endpoints, listener_names};
 use weir_cluster::is_internal;
 
 use crate::{Broker, BrokerError, Listener, Reason, RequestContext, topics};
@@ -62,22 +62,15 @@ pub struct ClusterView {
     pub brokers: Vec<BrokerView>,
 }
 
-/// Of a broker's endpoints, the address clients of `listener` are told: on an external
-/// listener, the broker's external address of that protocol where it has one (Kafka's
-/// named listeners, reduced to the two a container deployment needs). `None`: the broker
-/// does not serve that protocol.
+/// Of a broker's endpoints, the address clients of `listener` are told: the broker's
+/// address for that listener's name, else for its protocol's default listener (an
+/// external listener's clients are told a broker's ordinary address of the same protocol
+/// where it has no external one; Kafka's named listeners, reduced to what a container
+/// deployment needs). `None`: the broker does not serve that protocol.
 pub fn advertised(endpoints: &Endpoints, listener: Listener) -> Option<&str> {
-    match listener {
-        Listener::GrpcExternal => Some(endpoints.external.as_deref().unwrap_or(&endpoints.client)),
-        Listener::Kafka => endpoints.kafka.as_deref(),
-        Listener::KafkaExternal => endpoints
-            .kafka_external
-            .as_deref()
-            .or(endpoints.kafka.as_deref()),
-        Listener::Grpc | Listener::Http | Listener::Internal => Some(&endpoints.client),
-        // AMQP clients are not told other brokers' addresses (docs/amqp.md § One broker).
-        Listener::Amqp => None,
-    }
+    endpoints
+        .get(listener.name)
+        .or_else(|| endpoints.get(listener.protocol.default_listener))
 }
 
 /// The brokers and the controller. A broker not yet registered sees itself only, with
@@ -249,37 +242,50 @@ mod tests {
 
     #[test]
     fn external_listeners_name_external_addresses_where_brokers_have_them() {
-        let mut endpoints = Endpoints {
-            client: "weir-1:9292".into(),
-            internal: "weir-1:9293".into(),
-            external: None,
-            kafka: Some("weir-1:9092".into()),
-            kafka_external: None,
-        };
-        assert_eq!(advertised(&endpoints, Listener::Grpc), Some("weir-1:9292"));
+        let mut endpoints =
+            Endpoints::new("weir-1:9292", "weir-1:9293").with("kafka", "weir-1:9092");
+        assert_eq!(advertised(&endpoints, Listener::GRPC), Some("weir-1:9292"));
         assert_eq!(
-            advertised(&endpoints, Listener::GrpcExternal),
+            advertised(&endpoints, Listener::GRPC_EXTERNAL),
             Some("weir-1:9292")
         );
-        assert_eq!(advertised(&endpoints, Listener::Kafka), Some("weir-1:9092"));
+        assert_eq!(advertised(&endpoints, Listener::KAFKA), Some("weir-1:9092"));
         assert_eq!(
-            advertised(&endpoints, Listener::KafkaExternal),
+            advertised(&endpoints, Listener::KAFKA_EXTERNAL),
             Some("weir-1:9092")
         );
-        endpoints.external = Some("127.0.0.1:19292".into());
-        endpoints.kafka_external = Some("127.0.0.1:19092".into());
+        assert_eq!(advertised(&endpoints, Listener::HTTP), Some("weir-1:9292"));
         assert_eq!(
-            advertised(&endpoints, Listener::GrpcExternal),
+            advertised(&endpoints, Listener::INTERNAL),
+            Some("weir-1:9292")
+        );
+        endpoints.insert("external", "127.0.0.1:19292");
+        endpoints.insert("kafka_external", "127.0.0.1:19092");
+        assert_eq!(
+            advertised(&endpoints, Listener::GRPC_EXTERNAL),
             Some("127.0.0.1:19292")
         );
-        assert_eq!(advertised(&endpoints, Listener::Kafka), Some("weir-1:9092"));
+        assert_eq!(advertised(&endpoints, Listener::KAFKA), Some("weir-1:9092"));
         assert_eq!(
-            advertised(&endpoints, Listener::KafkaExternal),
+            advertised(&endpoints, Listener::KAFKA_EXTERNAL),
             Some("127.0.0.1:19092")
         );
-        endpoints.kafka = None;
-        endpoints.kafka_external = None;
-        assert_eq!(advertised(&endpoints, Listener::Kafka), None);
+        endpoints.remove("kafka");
+        endpoints.remove("kafka_external");
+        assert_eq!(advertised(&endpoints, Listener::KAFKA), None);
+        assert_eq!(advertised(&endpoints, Listener::KAFKA_EXTERNAL), None);
+
+        // A protocol the core has never heard of is picked by its listener's name alike.
+        let amqp = Listener {
+            name: "amqp",
+            protocol: crate::Protocol {
+                name: "amqp",
+                default_listener: "amqp",
+            },
+        };
+        assert_eq!(advertised(&endpoints, amqp), None);
+        endpoints.insert("amqp", "weir-1:5672");
+        assert_eq!(advertised(&endpoints, amqp), Some("weir-1:5672"));
     }
 }
 

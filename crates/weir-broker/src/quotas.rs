@@ -41,7 +41,7 @@ use weir_cluster::security::{
     CONSUMER_BYTE_RATE, PRODUCER_BYTE_RATE, QuotaEntity, REQUEST_PERCENTAGE,
 };
 
-use crate::context::{Listener, Principal, RequestContext};
+use crate::context::{Principal, Protocol, RequestContext};
 
 /// The default length of one window of a quota's rate (Kafka's
 /// `quota.window.size.seconds`).
@@ -368,7 +368,7 @@ impl Quotas {
         now: Instant,
         holds: bool,
     ) -> Duration {
-        if matches!(ctx.listener, Listener::Internal | Listener::Http) {
+        if ctx.listener.is_internal() || ctx.listener.protocol == Protocol::HTTP {
             return Duration::ZERO;
         }
         let index = self.current(registry);
@@ -500,6 +500,7 @@ impl Quotas {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Listener;
 
     #[test]
     fn a_rate_over_its_quota_is_held_back_in_proportion() {
@@ -558,7 +559,7 @@ mod tests {
             ]),
         };
         let ctx = |user: Option<&str>, client_id: Option<&str>| {
-            let mut ctx = RequestContext::anonymous(Listener::Kafka, None)
+            let mut ctx = RequestContext::anonymous(Listener::KAFKA, None)
                 .with_client_id(client_id.map(str::to_owned));
             if let Some(user) = user {
                 ctx.principal = Principal::User(user.into());
@@ -617,7 +618,7 @@ mod tests {
 
     #[tokio::test]
     async fn measured_counts_the_polls_and_not_the_awaits() {
-        let ctx = RequestContext::anonymous(Listener::Kafka, None);
+        let ctx = RequestContext::anonymous(Listener::KAFKA, None);
         let started = Instant::now();
         Measured::new(&ctx, async {
             spin(Duration::from_millis(30));
@@ -638,7 +639,7 @@ mod tests {
 
     #[test]
     fn a_byte_rate_hold_takes_off_what_the_request_hold_waited() {
-        let ctx = RequestContext::anonymous(Listener::Kafka, None);
+        let ctx = RequestContext::anonymous(Listener::KAFKA, None);
         ctx.add_request_hold(Duration::from_millis(300));
         assert_eq!(ctx.throttle_ms(), 300);
         // The first byte-rate hold sets it off; later ones (a stream's) do not.

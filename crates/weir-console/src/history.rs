@@ -209,7 +209,7 @@ fn step(a: &Sample, b: &Sample) -> Step {
 /// Reads the broker's counters now, through the core.
 pub(crate) async fn take(core: &Broker) -> Sample {
     // The broker's own sampling: each page shows a caller only what she may describe.
-    let ctx = RequestContext::anonymous(Listener::Internal, None);
+    let ctx = RequestContext::anonymous(Listener::INTERNAL, None);
     let traffic = core
         .metrics()
         .traffic()

@@ -69,7 +69,7 @@ impl Console {
     /// The context of what the console does for itself rather than for a caller: the
     /// broker's own (sampling the charts, naming the broker to ask instead).
     fn own_context(&self) -> RequestContext {
-        RequestContext::anonymous(Listener::Internal, None)
+        RequestContext::anonymous(Listener::INTERNAL, None)
     }
 }
 

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
-use weir_broker::metadata::Endpoints;
 use weir_broker::security::{Operation, ResourceType};
 use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_cluster::is_internal;
@@ -45,40 +44,16 @@ use crate::security_admin;
 use crate::status::{self, broker_status, status};
 use crate::tokens;
 
-/// The Admin gRPC service.
+/// The Admin gRPC service. DescribeCluster names each broker by its address for the
+/// listener the request came in on (the request context's).
 #[derive(Debug, Clone)]
 pub struct AdminService {
     broker: Arc<Broker>,
-    /// The listener this instance serves: it picks which advertised address of each
-    /// broker DescribeCluster hands out.
-    listener: Listener,
-}
-
-/// A client listener of the broker (Kafka's named listeners, reduced to the two a
-/// container deployment needs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Listener {
-    /// `--listen`: clients are told each broker's `--advertise` address.
-    Client,
-    /// `--external-listen`: clients are told each broker's `--external-advertise`
-    /// address (its client address if it has no external listener).
-    External,
-}
-
-impl Listener {
-    /// Of a broker's client and external addresses, the one for clients of this
-    /// listener: the external one on the external listener if the broker has one.
-    pub(crate) fn pick<'a, T: ?Sized>(self, client: &'a T, external: Option<&'a T>) -> &'a T {
-        match (self, external) {
-            (Listener::External, Some(external)) => external,
-            _ => client,
-        }
-    }
 }
 
 impl AdminService {
-    pub(crate) fn new(broker: Arc<Broker>, listener: Listener) -> AdminService {
-        AdminService { broker, listener }
+    pub(crate) fn new(broker: Arc<Broker>) -> AdminService {
+        AdminService { broker }
     }
 }
 
@@ -329,28 +304,17 @@ impl Admin for AdminService {
         let ctx = crate::grpc_context(&request);
         weir_broker::metadata::check_current(&self.broker.core).map_err(broker_status)?;
         // Before this broker is registered the view holds it alone, at these addresses.
-        let this_broker = Endpoints {
-            client: self.broker.advertised.to_string(),
-            internal: String::new(),
-            external: self
-                .broker
-                .external_advertised
-                .as_ref()
-                .map(ToString::to_string),
-            kafka: None,
-            kafka_external: None,
-        };
+        let this_broker = self.broker.this_broker.clone();
         let cluster = weir_broker::metadata::cluster(&self.broker.core, &ctx, &this_broker);
         let brokers = cluster
             .brokers
             .into_iter()
             .map(|b| {
-                let address = self
-                    .listener
-                    .pick(&b.endpoints.client, b.endpoints.external.as_ref());
+                let address =
+                    weir_broker::metadata::advertised(&b.endpoints, ctx.listener).unwrap_or("");
                 let (host, port) = crate::parse_host_port(address)
                     .map(|(h, p)| (h.to_string(), u32::from(p)))
-                    .unwrap_or_else(|_| (address.clone(), 0));
+                    .unwrap_or_else(|_| (address.to_owned(), 0));
                 BrokerDescription {
                     broker_id: b.node_id,
                     host,

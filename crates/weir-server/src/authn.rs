@@ -102,8 +102,12 @@ where
                 Box::pin(async move {
                     // The core checks the header: a password off the runtime threads
                     // (cached once verified), a token by one SHA-256; audited.
-                    let ctx =
-                        RequestContext::anonymous(Listener::Grpc, peer_addr(request.extensions()));
+                    let listener = request
+                        .extensions()
+                        .get::<Listener>()
+                        .copied()
+                        .unwrap_or(Listener::GRPC);
+                    let ctx = RequestContext::anonymous(listener, peer_addr(request.extensions()));
                     match core
                         .authentication()
                         .authenticate_header(&ctx, &header)
@@ -165,7 +169,7 @@ fn precheck<B>(
     }
     match request.headers().get(::http::header::AUTHORIZATION) {
         Some(value) => Ok(Some(value.to_str().unwrap_or_default().to_owned())),
-        None if authentication.required(Listener::Grpc)
+        None if authentication.required(Listener::GRPC)
             && tls_principal(request.extensions()).is_none() =>
         {
             Err(BrokerError::new(

@@ -4,7 +4,6 @@
 //! is a cluster of one voter, itself, that never talks to another broker; one whose id
 //! is not among the voters is an observer (it follows the active controller's metadata).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,7 +54,7 @@ pub(crate) async fn start(
     cluster_id: Option<String>,
     endpoints: Endpoints,
 ) -> anyhow::Result<Cluster> {
-    let voters = voters(config, &endpoints.internal);
+    let voters = voters(config, endpoints.internal());
     let observer = !voters.iter().any(|(id, _)| *id == config.node_id);
     let multi_node = voters.len() > 1 || observer;
     let settings = ClusterSettings {
@@ -98,15 +97,6 @@ pub(crate) async fn start(
         registry,
         multi_node,
     })
-}
-
-/// The internal address other brokers are told: `--internal-listen`'s bound address if
-/// it has its own listener with a specified IP, else the client address.
-pub(crate) fn internal_address(internal_bound: Option<SocketAddr>, client: &str) -> String {
-    match internal_bound {
-        Some(a) if !a.ip().is_unspecified() => a.to_string(),
-        _ => client.to_string(),
-    }
 }
 
 /// Controller calls to other voters, over the internal gRPC client.

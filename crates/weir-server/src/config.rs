@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::Deserialize;
+use weir_broker::{Listener, Protocol};
 use weir_cluster::LogStorage;
 use weir_cluster::share::{ShareConfig, ShareGroupConfig};
 use weir_security::tls::TlsFiles;
@@ -115,7 +116,6 @@ pub struct ServerConfig {
     /// node at. `None`: derived from `kafka_external_listen` as `advertise` is from
     /// `listen`.
     pub kafka_external_advertise: Option<String>,
-    // --- AMQP listener (weir-amqp; moves onto the listener list at merge) ---
     /// The AMQP 0-9-1 listener's address, for RabbitMQ's clients (pika, lapin, ...);
     /// `None` (or `"none"` in a file): off. Off in [`ServerConfig::default`]; `weir
     /// serve` sets [`DEFAULT_AMQP_LISTEN`] unless a file or flag says otherwise.
@@ -333,26 +333,7 @@ impl ServerConfig {
         {
             return Err(ServerConfigError::BadRack(rack.clone()));
         }
-        for advertise in [
-            &self.advertise,
-            &self.external_advertise,
-            &self.kafka_advertise,
-            &self.kafka_external_advertise,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
-                value: advertise.clone(),
-                reason,
-            })?;
-        }
-        if self.external_advertise.is_some() && self.external_listen.is_none() {
-            return Err(ServerConfigError::ExternalAdvertiseAlone);
-        }
-        if self.kafka_external_advertise.is_some() && self.kafka_external_listen.is_none() {
-            return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
-        }
+        validate_listeners(&self.listeners()?)?;
         self.kafka_tls()?;
         self.admin_tls()?;
         self.peer_tls()?;
@@ -388,33 +369,97 @@ impl ServerConfig {
                 }
             })?;
         }
-        // Port 0 picks a free port per listener, so only fixed ports can clash.
-        let listeners = [
-            (Some(self.listen), "the gRPC listen address"),
-            (self.internal_listen, "the internal listen address"),
-            (self.external_listen, "the external listen address"),
-            (self.admin_listen, "the admin HTTP listen address"),
-            (self.kafka_listen, "the Kafka listen address"),
-            (
-                self.kafka_external_listen,
-                "the external Kafka listen address",
-            ),
-            (self.amqp_listen, "the AMQP listen address"),
-        ];
-        let fixed: Vec<(SocketAddr, &'static str)> = listeners
-            .into_iter()
-            .filter_map(|(addr, name)| addr.filter(|a| a.port() != 0).map(|a| (a, name)))
-            .collect();
-        for (i, (addr, first)) in fixed.iter().enumerate() {
-            if let Some((_, second)) = fixed[i + 1..].iter().find(|(other, _)| other == addr) {
-                return Err(ServerConfigError::ListenClash {
-                    addr: *addr,
-                    first,
-                    second,
-                });
-            }
-        }
         Ok(())
+    }
+
+    /// Every listener this broker serves, as data, from the `*_listen`, `*_advertise` and
+    /// `*tls_*` settings: the gRPC client listener, the internal one if it has its own
+    /// address, the external gRPC one, the admin HTTP one, the Kafka one and the external
+    /// Kafka one, each where configured. An error for an advertised address given without
+    /// its listener, or TLS files given without the others they need.
+    pub fn listeners(&self) -> Result<Vec<ListenerSpec>, ServerConfigError> {
+        if self.external_advertise.is_some() && self.external_listen.is_none() {
+            return Err(ServerConfigError::ExternalAdvertiseAlone);
+        }
+        if self.kafka_external_advertise.is_some() && self.kafka_external_listen.is_none() {
+            return Err(ServerConfigError::KafkaExternalAdvertiseAlone);
+        }
+        let grpc_tls = self.tls()?;
+        let kafka_tls = self.kafka_tls()?;
+        let admin_tls = self.admin_tls()?;
+        let spec = |listener, bind, advertised, tls: &Option<TlsFiles>, setting| ListenerSpec {
+            listener,
+            bind,
+            advertised,
+            authentication: authentication_of(listener, tls.as_ref()),
+            tls: tls.clone(),
+            // Kafka clients dial `localhost:9092` by default.
+            also_ipv6_loopback: listener == Listener::KAFKA,
+            setting,
+        };
+        let mut listeners = vec![spec(
+            Listener::GRPC,
+            self.listen,
+            Advertised::Given(self.advertise.clone()),
+            &grpc_tls,
+            "the gRPC listen address",
+        )];
+        listeners.extend(self.internal_listen.map(|bind| {
+            spec(
+                Listener::GRPC_INTERNAL,
+                bind,
+                Advertised::BoundOrClient,
+                &grpc_tls,
+                "the internal listen address",
+            )
+        }));
+        listeners.extend(self.external_listen.map(|bind| {
+            spec(
+                Listener::GRPC_EXTERNAL,
+                bind,
+                Advertised::Given(self.external_advertise.clone()),
+                &grpc_tls,
+                "the external listen address",
+            )
+        }));
+        listeners.extend(self.admin_listen.map(|bind| {
+            spec(
+                Listener::HTTP,
+                bind,
+                Advertised::Not,
+                &admin_tls,
+                "the admin HTTP listen address",
+            )
+        }));
+        listeners.extend(self.kafka_listen.map(|bind| {
+            spec(
+                Listener::KAFKA,
+                bind,
+                Advertised::Given(self.kafka_advertise.clone()),
+                &kafka_tls,
+                "the Kafka listen address",
+            )
+        }));
+        listeners.extend(self.kafka_external_listen.map(|bind| {
+            spec(
+                Listener::KAFKA_EXTERNAL,
+                bind,
+                Advertised::Given(self.kafka_external_advertise.clone()),
+                &kafka_tls,
+                "the external Kafka listen address",
+            )
+        }));
+        // Plaintext for now (docs/amqp.md); advertised under its name like any listener.
+        listeners.extend(self.amqp_listen.map(|bind| {
+            spec(
+                weir_amqp::LISTENER,
+                bind,
+                Advertised::Given(None),
+                &None,
+                "the AMQP listen address",
+            )
+        }));
+        Ok(listeners)
     }
 
     /// The Kafka listeners' TLS files, if TLS is on: `kafka_tls_*`, else `tls_*`; an
@@ -495,24 +540,102 @@ impl ServerConfig {
     pub fn advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
         advertised_address(self.advertise.as_deref(), bound)
     }
+}
 
-    /// The external listener's [`advertised_address`](Self::advertised_address), given
-    /// its bound address.
-    pub fn external_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
-        advertised_address(self.external_advertise.as_deref(), bound)
-    }
+/// One listener the broker serves, as data: what [`ServerConfig::listeners`] makes of
+/// the settings, and what `weir_server::start` binds and serves through its protocol's
+/// registration (`docs/ARCHITECTURE.md` § How to add a listener).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerSpec {
+    /// Its name (the key of its address in the broker's advertised endpoints) and
+    /// protocol.
+    pub listener: Listener,
+    /// The address it binds; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// What clients are told to reach it at.
+    pub advertised: Advertised,
+    /// TLS on its connections; `None`: plaintext.
+    pub tls: Option<TlsFiles>,
+    /// On an IPv4 loopback address, listen on the same port of `::1` too, so
+    /// `localhost` reaches it whichever address it resolves to first.
+    pub also_ipv6_loopback: bool,
+    /// The ways its clients may prove who they are (SASL mechanism names and the
+    /// like; `mTLS` where TLS verifies client certificates).
+    pub authentication: Vec<&'static str>,
+    /// What it is called in messages ("the Kafka listen address").
+    pub setting: &'static str,
+}
 
-    /// The Kafka listener's [`advertised_address`](Self::advertised_address), given its
-    /// bound address.
-    pub fn kafka_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
-        advertised_address(self.kafka_advertise.as_deref(), bound)
+impl ListenerSpec {
+    /// The `host:port` its clients are told, given the address it bound and the client
+    /// listener's advertised address; `None` for a listener not advertised.
+    pub fn advertised_address(&self, bound: SocketAddr, client: &str) -> Option<String> {
+        match &self.advertised {
+            Advertised::Not => None,
+            Advertised::Given(setting) => {
+                Some(advertised_address(setting.as_deref(), bound).to_string())
+            }
+            Advertised::BoundOrClient if bound.ip().is_unspecified() => Some(client.to_owned()),
+            Advertised::BoundOrClient => Some(bound.to_string()),
+        }
     }
+}
 
-    /// The external Kafka listener's [`advertised_address`](Self::advertised_address),
-    /// given its bound address.
-    pub fn kafka_external_advertised_address(&self, bound: SocketAddr) -> AdvertisedAddress {
-        advertised_address(self.kafka_external_advertise.as_deref(), bound)
+/// What a listener's clients are told to reach it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Advertised {
+    /// Nothing: it is not in the broker's advertised endpoints (the admin HTTP
+    /// listener).
+    Not,
+    /// This `host:port` (an `*_advertise` setting), or `None`: derived from the bound
+    /// address (see [`ServerConfig::advertised_address`]).
+    Given(Option<String>),
+    /// Its bound address, or, bound to all interfaces, the client listener's advertised
+    /// address (the internal listener, which other brokers dial).
+    BoundOrClient,
+}
+
+/// The ways clients of `listener` authenticate: its protocol's, and a client
+/// certificate where its TLS verifies them.
+fn authentication_of(listener: Listener, tls: Option<&TlsFiles>) -> Vec<&'static str> {
+    let mut mechanisms: Vec<&'static str> = match listener {
+        Listener::GRPC_INTERNAL => Vec::new(),
+        Listener { protocol, .. } if protocol == Protocol::KAFKA => {
+            vec!["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+        }
+        Listener { protocol, .. } if protocol == weir_amqp::PROTOCOL => vec!["PLAIN", "AMQPLAIN"],
+        // A user's password (HTTP basic) or an API token (bearer).
+        _ => vec!["basic", "bearer"],
+    };
+    if tls.is_some_and(|files| files.client_ca.is_some()) {
+        mechanisms.push("mTLS");
     }
+    mechanisms
+}
+
+/// The checks that concern listeners together: every advertised address is `host:port`,
+/// and no two listeners bind the same fixed address.
+fn validate_listeners(listeners: &[ListenerSpec]) -> Result<(), ServerConfigError> {
+    for spec in listeners {
+        if let Advertised::Given(Some(advertise)) = &spec.advertised {
+            parse_host_port(advertise).map_err(|reason| ServerConfigError::BadAdvertise {
+                value: advertise.clone(),
+                reason,
+            })?;
+        }
+    }
+    // Port 0 picks a free port per listener, so only fixed ports can clash.
+    let fixed: Vec<&ListenerSpec> = listeners.iter().filter(|s| s.bind.port() != 0).collect();
+    for (i, first) in fixed.iter().enumerate() {
+        if let Some(second) = fixed[i + 1..].iter().find(|other| other.bind == first.bind) {
+            return Err(ServerConfigError::ListenClash {
+                addr: first.bind,
+                first: first.setting,
+                second: second.setting,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `setting` if given, else what a client can dial of `bound` (see
@@ -897,6 +1020,14 @@ fn hostname() -> std::io::Result<String> {
 mod tests {
     use super::*;
 
+    /// What clients of `listener` are told when it bound `bound`.
+    fn advertised_of(config: &ServerConfig, listener: Listener, bound: &str) -> String {
+        let specs = config.listeners().unwrap();
+        let spec = specs.iter().find(|s| s.listener == listener).unwrap();
+        spec.advertised_address(bound.parse().unwrap(), "client:1")
+            .unwrap()
+    }
+
     fn voters(specs: &[&str]) -> Vec<Voter> {
         specs.iter().map(|s| s.parse().unwrap()).collect()
     }
@@ -1090,9 +1221,7 @@ mod tests {
         };
         config.validate().unwrap();
         assert_eq!(
-            config
-                .external_advertised_address("0.0.0.0:19292".parse().unwrap())
-                .to_string(),
+            advertised_of(&config, Listener::GRPC_EXTERNAL, "0.0.0.0:19292"),
             "127.0.0.1:19292"
         );
 
@@ -1115,9 +1244,7 @@ mod tests {
         };
         config.validate().unwrap();
         assert_eq!(
-            config
-                .kafka_external_advertised_address("0.0.0.0:19092".parse().unwrap())
-                .to_string(),
+            advertised_of(&config, Listener::KAFKA_EXTERNAL, "0.0.0.0:19092"),
             "127.0.0.1:19092"
         );
     }
@@ -1272,5 +1399,123 @@ mod tests {
                 .to_string()
                 .contains("User:NAME")
         );
+    }
+
+    #[test]
+    fn the_listen_settings_make_one_list_of_listeners() {
+        let names = |config: &ServerConfig| -> Vec<(&'static str, &'static str, String)> {
+            config
+                .listeners()
+                .unwrap()
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.listener.name,
+                        s.listener.protocol.name,
+                        s.bind.to_string(),
+                    )
+                })
+                .collect()
+        };
+        // The defaults: gRPC, admin HTTP and Kafka on loopback.
+        let config = ServerConfig::default();
+        assert_eq!(
+            names(&config),
+            [
+                ("client", "grpc", "127.0.0.1:9292".to_owned()),
+                ("admin", "http", "127.0.0.1:9293".to_owned()),
+                ("kafka", "kafka", "127.0.0.1:9092".to_owned()),
+            ]
+        );
+        let kafka = &config.listeners().unwrap()[2];
+        assert!(kafka.also_ipv6_loopback);
+        assert_eq!(kafka.advertised, Advertised::Given(None));
+        assert_eq!(
+            kafka.authentication,
+            ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+        );
+        assert_eq!(config.listeners().unwrap()[1].advertised, Advertised::Not);
+
+        // Every flag, with `none` (None) turning the admin and Kafka ones off.
+        let addr = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        let config = ServerConfig {
+            listen: "0.0.0.0:9292".parse().unwrap(),
+            advertise: Some("weir-1:9292".into()),
+            internal_listen: addr("10.0.0.1:9392"),
+            external_listen: addr("0.0.0.0:19292"),
+            external_advertise: Some("localhost:19292".into()),
+            admin_listen: None,
+            kafka_listen: None,
+            kafka_external_listen: addr("0.0.0.0:19092"),
+            kafka_external_advertise: Some("localhost:19092".into()),
+            ..ServerConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(
+            names(&config),
+            [
+                ("client", "grpc", "0.0.0.0:9292".to_owned()),
+                ("internal", "grpc", "10.0.0.1:9392".to_owned()),
+                ("external", "grpc", "0.0.0.0:19292".to_owned()),
+                ("kafka_external", "kafka", "0.0.0.0:19092".to_owned()),
+            ]
+        );
+        let specs = config.listeners().unwrap();
+        let advertised: Vec<Option<String>> = specs
+            .iter()
+            .map(|s| s.advertised_address(s.bind, "weir-1:9292"))
+            .collect();
+        assert_eq!(
+            advertised,
+            [
+                Some("weir-1:9292".to_owned()),
+                Some("10.0.0.1:9392".to_owned()),
+                Some("localhost:19292".to_owned()),
+                Some("localhost:19092".to_owned()),
+            ]
+        );
+        // An internal listener on every interface is reached at the client address.
+        let internal = &specs[1];
+        assert_eq!(
+            internal.advertised_address("0.0.0.0:9392".parse().unwrap(), "weir-1:9292"),
+            Some("weir-1:9292".to_owned())
+        );
+        // Two listeners on one fixed address are refused whichever they are.
+        let config = ServerConfig {
+            kafka_external_listen: addr("10.0.0.1:9392"),
+            ..config
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "10.0.0.1:9392 is both the internal listen address and the external Kafka \
+             listen address; give each listener its own port"
+        );
+    }
+
+    #[test]
+    fn each_listener_carries_its_tls_and_the_mechanisms_it_offers() {
+        let path = |p: &str| Some(PathBuf::from(p));
+        let config = ServerConfig {
+            tls_cert: path("node.pem"),
+            tls_key: path("node-key.pem"),
+            tls_client_ca: path("ca.pem"),
+            kafka_tls_cert: path("kafka.pem"),
+            kafka_tls_key: path("kafka-key.pem"),
+            internal_listen: Some("127.0.0.1:9392".parse().unwrap()),
+            ..ServerConfig::default()
+        };
+        let specs = config.listeners().unwrap();
+        let by_name = |name: &str| specs.iter().find(|s| s.listener.name == name).unwrap();
+        let client = by_name("client");
+        assert_eq!(client.tls, config.tls().unwrap());
+        assert_eq!(client.authentication, ["basic", "bearer", "mTLS"]);
+        assert_eq!(by_name("internal").authentication, ["mTLS"]);
+        let kafka = by_name("kafka");
+        assert_eq!(kafka.tls.as_ref().unwrap().cert, PathBuf::from("kafka.pem"));
+        // The Kafka listener's own files name no client CA: no client certificates.
+        assert!(!kafka.authentication.contains(&"mTLS"));
+        let admin = by_name("admin");
+        assert_eq!(admin.tls.as_ref().unwrap().cert, PathBuf::from("node.pem"));
+        assert_eq!(admin.authentication, ["basic", "bearer"]);
     }
 }

@@ -42,7 +42,7 @@ impl GrpcDeadLetters {
         let image = self.registry.cluster().image();
         let address = image
             .broker(leader)
-            .map(|b| b.endpoints.client.clone())
+            .map(|b| b.endpoints.client().to_owned())
             .ok_or_else(|| format!("{topic} partition {partition} has no leader now"))?;
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|e| e.to_string())?

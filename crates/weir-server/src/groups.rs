@@ -20,22 +20,20 @@ use weir_proto::v1::{
     offset_reset_spec,
 };
 
-use crate::admin::Listener;
 use crate::page::{self, Listing};
 use crate::status::broker_status;
 use crate::{Broker, grpc_context};
 
-/// The Groups gRPC service.
+/// The Groups gRPC service. FindCoordinator names the coordinator by its address for
+/// the listener the request came in on (the request context's).
 #[derive(Debug, Clone)]
 pub struct GroupsService {
     broker: Arc<Broker>,
-    /// Which advertised address of the coordinator FindCoordinator hands out.
-    listener: Listener,
 }
 
 impl GroupsService {
-    pub(crate) fn new(broker: Arc<Broker>, listener: Listener) -> GroupsService {
-        GroupsService { broker, listener }
+    pub(crate) fn new(broker: Arc<Broker>) -> GroupsService {
+        GroupsService { broker }
     }
 }
 
@@ -92,12 +90,11 @@ impl Groups for GroupsService {
             )),
         }
         .map_err(broker_status)?;
-        let address = self
-            .listener
-            .pick(&found.endpoints.client, found.endpoints.external.as_ref());
+        let address =
+            weir_broker::metadata::advertised(&found.endpoints, ctx.listener).unwrap_or("");
         let (host, port) = crate::parse_host_port(address)
             .map(|(h, p)| (h.to_string(), u32::from(p)))
-            .unwrap_or_else(|_| (address.clone(), 0));
+            .unwrap_or_else(|_| (address.to_owned(), 0));
         Ok(Response::new(FindCoordinatorResponse {
             broker_id: found.node_id,
             host,

@@ -18,7 +18,6 @@ use axum::{Extension, Router};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_cluster::controller::records::Endpoints;
 use weir_security::tls::{ServerTls, TlsIncoming};
 
 use crate::{Broker, until_stopping};
@@ -97,13 +96,7 @@ impl tower::Service<IncomingStream<'_, TlsListener>> for WithPeer {
 /// The admin routes. Starts the console's sampler (see `weir_console::router`).
 pub(crate) fn router(broker: Arc<Broker>) -> Router {
     // Shown on the console's cluster page until this broker is registered.
-    let this_broker = Endpoints {
-        client: broker.advertised.to_string(),
-        internal: String::new(),
-        external: broker.external_advertised.as_ref().map(ToString::to_string),
-        kafka: None,
-        kafka_external: None,
-    };
+    let this_broker = broker.this_broker.clone();
     let console = weir_console::router(broker.core.clone(), this_broker).layer(
         axum::middleware::from_fn_with_state(broker.core.clone(), console_auth),
     );
@@ -127,14 +120,14 @@ async fn console_auth(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let authentication = core.authentication();
-    if !authentication.required(weir_broker::Listener::Http) {
+    if !authentication.required(weir_broker::Listener::HTTP) {
         return next.run(request).await;
     }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let mut ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::Http, peer);
+    let mut ctx = weir_broker::RequestContext::anonymous(weir_broker::Listener::HTTP, peer);
     let header = request
         .headers()
         .get(header::AUTHORIZATION)

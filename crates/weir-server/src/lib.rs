@@ -1,6 +1,8 @@
-//! The Weir broker process: the gRPC services (Producer, Consumer, Admin, Groups, plus
-//! the standard health and reflection services), the admin HTTP endpoint, background
-//! upkeep and graceful shutdown, over the partitions of `weir-cluster`.
+//! The Weir broker process: its listeners, started from the configuration's list through
+//! one registration per protocol (the gRPC services: Producer, Consumer, Admin, Groups,
+//! plus the standard health and reflection services; the Kafka listeners; the admin HTTP
+//! endpoint), background upkeep and graceful shutdown, over the partitions of
+//! `weir-cluster`.
 //!
 //! # Contract (tests and the `weir` binary rely on it)
 //!
@@ -15,10 +17,11 @@
 //!   what types cannot.
 //! - [`start`]`(config).await -> anyhow::Result<RunningServer>`: validates the config,
 //!   refuses a data directory stamped with another node id (or a corrupt stamp), opens
-//!   the directory (stamping it on first use), binds both listeners and returns once
-//!   they accept connections. Port 0 picks a free port; the bound addresses are
-//!   [`RunningServer::addr`] and [`RunningServer::admin_addr`]. DescribeCluster reports
-//!   [`ServerConfig::advertised_address`].
+//!   the directory (stamping it on first use), binds every listener of
+//!   [`ServerConfig::listeners`] and returns once they accept connections. Port 0 picks
+//!   a free port; the bound addresses are [`RunningServer::addr`],
+//!   [`RunningServer::admin_addr`], [`RunningServer::kafka_addr`] and the others.
+//!   DescribeCluster reports [`ServerConfig::advertised_address`].
 //! - [`RunningServer::shutdown`]: graceful. Health turns NOT_SERVING, listeners stop
 //!   accepting, in-flight requests finish (long-poll fetches answer at once with what
 //!   they have; Consume and ProduceStream streams end after answering what they
@@ -42,8 +45,10 @@ mod consume_body;
 mod convert;
 mod dead_letters;
 mod groups;
+mod grpc;
 mod http;
 pub mod internal;
+mod listeners;
 mod maintenance;
 mod oversize;
 mod page;
@@ -62,29 +67,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
-use weir_cluster::controller::records::Endpoints;
+use weir_cluster::controller::records::{Endpoints, listener_names};
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
 use weir_cluster::share::{ShareCoordinator, ShareGroupConfig};
 use weir_cluster::{NodeIdentity, TopicRegistry};
-use weir_proto::v1::admin_server::AdminServer;
-use weir_proto::v1::consumer_server::ConsumerServer;
-use weir_proto::v1::groups_server::GroupsServer;
-use weir_proto::v1::producer_server::ProducerServer;
-use weir_proto::v1::queues_server::QueuesServer;
 
 pub use admin::AdminService;
-use admin::Listener;
 pub use config::{
-    AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_AMQP_LISTEN, DEFAULT_DATA_DIR,
-    DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS, DEFAULT_GROUP_SESSION_TIMEOUT_MS, DEFAULT_LISTEN,
-    DEFAULT_OFFSETS_PARTITIONS, DEFAULT_RETENTION_CHECK_INTERVAL_MS, MAX_CONTROLLER_VOTERS,
-    MAX_REQUEST_BYTES, Secret, ServerConfig, ServerConfigError, Voter, parse_host_port,
+    Advertised, AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_AMQP_LISTEN,
+    DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS, DEFAULT_GROUP_SESSION_TIMEOUT_MS,
+    DEFAULT_LISTEN, DEFAULT_OFFSETS_PARTITIONS, DEFAULT_RETENTION_CHECK_INTERVAL_MS, ListenerSpec,
+    MAX_CONTROLLER_VOTERS, MAX_REQUEST_BYTES, Secret, ServerConfig, ServerConfigError, Voter,
+    parse_host_port,
 };
 pub use consume::{
     CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
@@ -133,10 +130,9 @@ const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct Broker {
     pub(crate) core: Arc<weir_broker::Broker>,
-    /// The address clients reach this broker at (DescribeCluster).
-    pub(crate) advertised: AdvertisedAddress,
-    /// The address clients of the external listener reach it at, if it has one.
-    pub(crate) external_advertised: Option<AdvertisedAddress>,
+    /// The listeners this broker advertises, as it registers them: what metadata
+    /// answers show for it before it is registered.
+    pub(crate) this_broker: Endpoints,
     /// How this broker dials other brokers' client listeners (share reads and
     /// forwards, dead letters): TLS when the listeners speak it.
     pub(crate) peer_tls: Option<weir_security::dial::TlsDialer>,
@@ -173,7 +169,13 @@ pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::Reque
 /// request is anonymous.
 pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
     let peer = authn::peer_addr(extensions);
-    let mut context = weir_broker::RequestContext::anonymous(weir_broker::Listener::Grpc, peer);
+    // The listener the call came in on (`listeners::ListenerLayer`); the client
+    // listener's for a router without one.
+    let listener = extensions
+        .get::<weir_broker::Listener>()
+        .copied()
+        .unwrap_or(weir_broker::Listener::GRPC);
+    let mut context = weir_broker::RequestContext::anonymous(listener, peer);
     let user = extensions.get::<authn::AuthenticatedUser>();
     context.authenticated_by_token = user.is_some_and(|u| u.by_token);
     if let Some(name) = user
@@ -183,44 +185,6 @@ pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::R
         context.principal = weir_broker::Principal::User(name);
     }
     context
-}
-
-/// Serves a tonic router on `listener` until `stopping`, with TLS set up by
-/// weir-security when `tls` is given (the connection types differ, hence a macro). A
-/// client listener's connections each take a slot from `budget` (`budget::capped`).
-macro_rules! serve_grpc {
-    ($router:expr, $listener:expr, $tls:expr, $stopping:expr, capped by $budget:expr, $name:expr) => {{
-        let mut stopping = $stopping;
-        let signal = async move { until_stopping(&mut stopping).await };
-        match $tls {
-            Some(tls) => tokio::spawn($router.serve_with_incoming_shutdown(
-                budget::capped(weir_security::tls::incoming(tls, $listener), $budget, $name),
-                signal,
-            )),
-            None => tokio::spawn($router.serve_with_incoming_shutdown(
-                budget::capped(
-                    TcpIncoming::from($listener).with_nodelay(Some(true)),
-                    $budget,
-                    $name,
-                ),
-                signal,
-            )),
-        }
-    }};
-    ($router:expr, $listener:expr, $tls:expr, $stopping:expr) => {{
-        let mut stopping = $stopping;
-        let signal = async move { until_stopping(&mut stopping).await };
-        match $tls {
-            Some(tls) => tokio::spawn($router.serve_with_incoming_shutdown(
-                weir_security::tls::incoming(tls, $listener),
-                signal,
-            )),
-            None => tokio::spawn($router.serve_with_incoming_shutdown(
-                TcpIncoming::from($listener).with_nodelay(Some(true)),
-                signal,
-            )),
-        }
-    }};
 }
 
 /// A started broker.
@@ -241,15 +205,11 @@ pub struct RunningServer {
     registry: Arc<TopicRegistry>,
     node: ClusterNode,
     multi_node: bool,
-    internal_grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
-    external_grpc: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     health: tonic_health::server::HealthReporter,
     shutdown: watch::Sender<bool>,
-    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
-    http: Option<JoinHandle<std::io::Result<()>>>,
-    kafka: Vec<JoinHandle<()>>,
-    amqp: Option<JoinHandle<()>>,
-    /// One per TLS listener kind: reload certificates until stopping.
+    /// Every listener's tasks: one ending before the broker stops is a failure.
+    listeners: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// One per TLS configuration: reload certificates until stopping.
     tls_watchers: Vec<JoinHandle<()>>,
     upkeep: JoinHandle<()>,
 }
@@ -278,41 +238,17 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
 /// listeners are bound.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
+    let specs = config.listeners()?;
     // Certificates are checked before anything is opened: a wrong file stops the start.
-    let tls = tls::BrokerTls::load(&config)?;
+    let tls = tls::BrokerTls::load(&config, &specs)?;
     raise_open_files_limit();
-    if !config.is_controller_voter() {
-        let voters: Vec<String> = config
-            .controller_voters
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
-        tracing::info!(
-            node_id = config.node_id,
-            voters = voters.join(","),
-            "this node is not a controller voter: it runs as an observer broker"
-        );
-    }
+    log_observer(&config);
     let lock = TopicRegistry::lock_data_dir(&config.data_dir)
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let identity = stamp_data_dir(&config).await?;
-    let (listener, addr) = bind(config.listen, "gRPC").await?;
-    let (internal_listener, internal_addr) =
-        bind_optional(config.internal_listen, "internal").await?;
-    let (external_listener, external_addr) =
-        bind_optional(config.external_listen, "external").await?;
-    let external_advertised = external_addr.map(|a| config.external_advertised_address(a));
-    let (admin_listener, admin_addr) = bind_optional(config.admin_listen, "admin HTTP").await?;
-    let (kafka_listeners, kafka_addr) = bind_kafka(config.kafka_listen).await?;
-    let kafka_advertised = kafka_addr.map(|a| config.kafka_advertised_address(a));
-    let (kafka_external_listener, kafka_external_addr) =
-        bind_optional(config.kafka_external_listen, "external Kafka").await?;
-    let kafka_external_advertised =
-        kafka_external_addr.map(|a| config.kafka_external_advertised_address(a));
-    // AMQP listener (weir-amqp): bound with the others, so a taken port stops the start.
-    let (amqp_listener, amqp_addr) = bind_optional(config.amqp_listen, "AMQP").await?;
-    let advertised = config.advertised_address(addr);
-    let internal = cluster::internal_address(internal_addr, &advertised.to_string());
+    let bound = listeners::bind(&specs, |spec| tls.of(spec.listener.name)).await?;
+    let addrs = ListenerAddrs::of(&bound);
+    let this_broker = listeners::endpoints(&bound);
     let cluster::Cluster {
         node,
         registry,
@@ -322,13 +258,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         tls.peers.clone(),
         lock,
         identity.as_ref().map(|i| i.cluster_id().to_string()),
-        Endpoints {
-            client: advertised.to_string(),
-            internal,
-            external: external_advertised.as_ref().map(ToString::to_string),
-            kafka: kafka_advertised.as_ref().map(ToString::to_string),
-            kafka_external: kafka_external_advertised.as_ref().map(ToString::to_string),
-        },
+        this_broker.clone(),
     )
     .await?;
     if identity.is_none() {
@@ -348,141 +278,36 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             },
             config.security(tls.node_principal.as_deref()),
         )),
-        advertised,
-        external_advertised,
+        this_broker,
         peer_tls: tls.peers.clone(),
         budget: Arc::new(weir_broker::budget::Budget::new(config.budget())),
     });
     broker.metrics().set_budget(broker.budget.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ProducerServer<ProducerService>>()
-        .await;
-    health
-        .set_serving::<ConsumerServer<ConsumerService>>()
-        .await;
-    health.set_serving::<AdminServer<AdminService>>().await;
-    health.set_serving::<GroupsServer<GroupsService>>().await;
-    health.set_serving::<QueuesServer<QueuesService>>().await;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let max_request = config.max_request_bytes;
-    let producer = ProducerServer::new(ProducerService::new(broker.clone()))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let consumer_service = ConsumerService::new(broker.clone());
-    let consumer = consume_body::ConsumerRoutes::new(
-        consumer_service.clone(),
-        ConsumerServer::new(consumer_service)
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES),
-    );
-    let groups = |listener| {
-        GroupsServer::new(GroupsService::new(broker.clone(), listener))
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES)
-    };
-    let queues = QueuesServer::new(QueuesService::new(broker.clone()))
-        .max_decoding_message_size(max_request)
-        .max_encoding_message_size(MAX_RESPONSE_BYTES);
-    let admin = |listener| {
-        AdminServer::new(AdminService::new(broker.clone(), listener))
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(MAX_RESPONSE_BYTES)
-    };
-    // The client services, on the client listener and (if configured) the external one:
-    // they differ only in the addresses DescribeCluster hands out.
-    let client_router = |listener| {
-        Server::builder()
-            .initial_stream_window_size(STREAM_WINDOW_BYTES)
-            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-            .max_frame_size(MAX_FRAME_BYTES)
-            .max_concurrent_streams(MAX_CONCURRENT_STREAMS_PER_CONNECTION)
-            .layer(oversize::OversizeLayer {
-                limit_bytes: max_request,
-            })
-            .layer(budget::RequestBudgetLayer {
-                budget: broker.budget.clone(),
-            })
-            .layer(authn::AuthLayer {
-                core: broker.core.clone(),
-            })
-            // Inside the authentication layer: it counts the caller's requests.
-            .layer(request_quota::RequestQuotaLayer {
-                core: broker.core.clone(),
-            })
-            .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
-            .add_service(health_service.clone())
-            .add_service(reflection_v1.clone())
-            .add_service(reflection_v1alpha.clone())
-            .add_service(producer.clone())
-            .add_service(consumer.clone())
-            .add_service(admin(listener))
-            .add_service(groups(listener))
-            .add_service(queues.clone())
-    };
-
-    // The internal services (replication, controller, quorum) share the client listener
-    // unless `--internal-listen` gives them their own. An observer votes in no quorum:
-    // it has no Raft service.
-    let internal_services = || {
-        (
-            internal::replication_service(registry.clone(), stopping.clone()),
-            internal::controller_service(Arc::new(cluster::Handler(node.clone()))),
-            node.quorum()
-                .map(|quorum| internal::quorum_service(quorum.as_ref().clone())),
-        )
-    };
-    let (replication, controller, quorum) = match internal_listener.is_some() {
-        true => (None, None, None),
-        false => {
-            let (r, c, q) = internal_services();
-            (Some(r), Some(c), q)
-        }
-    };
-    let internal_grpc = internal_listener.map(|listener| {
-        let (r, c, q) = internal_services();
-        serve_grpc!(
-            internal::server_builder()
-                .layer(authn::AuthLayer {
-                    core: broker.core.clone(),
-                })
-                .add_service(r)
-                .add_service(c)
-                .add_optional_service(q),
-            listener,
-            tls.grpc.clone(),
-            stopping.clone()
-        )
-    });
-    let external_grpc = external_listener.map(|listener| {
-        serve_grpc!(
-            client_router(Listener::External),
-            listener,
-            tls.grpc.clone(),
+    for name in SERVICE_NAMES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let serving = listeners::Serving {
+        grpc: grpc::GrpcServices::new(
+            &broker,
+            &node,
+            health_service,
+            addrs.internal.is_some(),
             stopping.clone(),
-            capped by broker.budget.clone(),
-            "grpc-external"
-        )
-    });
-    let grpc = serve_grpc!(
-        client_router(Listener::Client)
-            .add_optional_service(replication)
-            .add_optional_service(controller)
-            .add_optional_service(quorum),
-        listener,
-        tls.grpc.clone(),
-        stopping.clone(),
-        capped by broker.budget.clone(),
-        "grpc"
-    );
+        )?,
+        broker: broker.clone(),
+        stopping: stopping.clone(),
+    };
+    // The gRPC listeners first: in a cluster they carry the internal services the other
+    // brokers need before this one can register and open its groups. The others serve
+    // once the groups are open (on a single node, before `start` returns).
+    let (grpc_listeners, other_listeners) = bound
+        .into_iter()
+        .partition(|b| b.listener.protocol == weir_broker::Protocol::GRPC);
+    let mut tasks = listeners::serve(&serving, grpc_listeners)?;
 
     // Register with the controller and heartbeat; consumer groups start once this broker
     // is unfenced (their topic needs a controller and a broker to place it on). On a
@@ -498,37 +323,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         );
     }
     if multi_node {
-        let (broker, node, groups, shares, stopping) = (
+        tokio::spawn(open_groups_until_open(
             broker.clone(),
             node.clone(),
             group_config(&config),
             config.share_groups(),
             stopping.clone(),
-        );
-        tokio::spawn(async move {
-            // Until it opens: a failure (the metadata not there yet, a lost race to
-            // create __consumer_offsets) is retried, never left to fail silently.
-            while !*stopping.borrow() {
-                let opened = open_groups(
-                    broker.clone(),
-                    node.clone(),
-                    groups.clone(),
-                    shares.clone(),
-                    stopping.clone(),
-                )
-                .await;
-                match opened {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(
-                            error = format!("{e:#}"),
-                            "opening the consumer group coordinator failed; retrying"
-                        );
-                        tokio::time::sleep(GROUPS_OPEN_RETRY).await;
-                    }
-                }
-            }
-        });
+        ));
     } else {
         open_groups(
             broker.clone(),
@@ -540,157 +341,142 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await?;
     }
 
-    let http = admin_listener.map(|listener| {
-        http::serve(
-            http::router(broker.clone()),
-            listener,
-            tls.admin.clone(),
-            stopping.clone(),
-        )
-    });
-    let kafka_options = weir_kafka::Options {
-        tls: tls.kafka.clone(),
-        budget: broker.budget.clone(),
-        ..Default::default()
-    };
-    let mut kafka: Vec<JoinHandle<()>> = match &kafka_advertised {
-        Some(advertised) => {
-            let handler = Arc::new(weir_kafka::KafkaBroker::new(
-                broker.core.clone(),
-                advertised.to_string(),
-            ));
-            kafka_listeners
-                .into_iter()
-                .map(|listener| {
-                    tokio::spawn(weir_kafka::serve_with(
-                        listener,
-                        handler.clone(),
-                        stopping.clone(),
-                        kafka_options.clone(),
-                    ))
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    if let (Some(listener), Some(advertised)) =
-        (kafka_external_listener, &kafka_external_advertised)
-    {
-        let handler = Arc::new(weir_kafka::KafkaBroker::external(
-            broker.core.clone(),
-            advertised.to_string(),
-        ));
-        kafka.push(tokio::spawn(weir_kafka::serve_with(
-            listener,
-            handler,
-            stopping.clone(),
-            kafka_options,
-        )));
-    }
-    // AMQP listener (weir-amqp): connections from the same budget as Kafka's.
-    let amqp = amqp_listener.map(|listener| {
-        tokio::spawn(weir_amqp::serve(
-            listener,
-            broker.core.clone(),
-            stopping.clone(),
-            weir_amqp::Options {
-                budget: broker.budget.clone(),
-            },
-        ))
-    });
+    tasks.extend(listeners::serve(&serving, other_listeners)?);
     let tls_watchers = tls.watch(&stopping);
     let upkeep = tokio::spawn(maintenance::run(
         broker.clone(),
         Duration::from_millis(config.retention_check_interval_ms.max(1)),
         stopping,
     ));
+    // Tests and scripts read this line's `addr`, `admin` and `kafka` fields.
+    let advertised = |name| broker.this_broker.get(name).map(str::to_owned);
     tracing::info!(
-        %addr,
-        advertised = %broker.advertised,
-        external_advertised = ?broker.external_advertised.as_ref().map(ToString::to_string),
-        admin = ?admin_addr,
-        kafka = ?kafka_addr,
-        tls = tls.grpc.is_some(),
-        admin_tls = tls.admin.is_some(),
-        kafka_tls = tls.kafka.is_some(),
-        kafka_advertised = ?kafka_advertised.as_ref().map(ToString::to_string),
-        kafka_external = ?kafka_external_addr,
-        kafka_external_advertised = ?kafka_external_advertised.as_ref().map(ToString::to_string),
-        amqp = ?amqp_addr,
+        addr = %addrs.client,
+        advertised = %broker.this_broker.client(),
+        external_advertised = ?advertised(listener_names::EXTERNAL),
+        admin = ?addrs.admin,
+        kafka = ?addrs.kafka,
+        tls = tls.is_on(listener_names::CLIENT),
+        admin_tls = tls.is_on(weir_broker::Listener::HTTP.name),
+        kafka_tls = tls.is_on(listener_names::KAFKA),
+        kafka_advertised = ?advertised(listener_names::KAFKA),
+        kafka_external = ?addrs.kafka_external,
+        amqp = ?addrs.amqp,
+        kafka_external_advertised = ?advertised(listener_names::KAFKA_EXTERNAL),
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
         cluster_id = registry.cluster_id(),
+        listeners = ?specs
+            .iter()
+            .map(|s| (s.listener.name, s.listener.protocol.name, &s.authentication))
+            .collect::<Vec<_>>(),
         "broker listening"
     );
     Ok(RunningServer {
-        addr,
-        admin_addr,
-        external_addr,
-        kafka_addr,
-        kafka_external_addr,
-        amqp_addr,
+        addr: addrs.client,
+        admin_addr: addrs.admin,
+        external_addr: addrs.external,
+        kafka_addr: addrs.kafka,
+        kafka_external_addr: addrs.kafka_external,
+        amqp_addr: addrs.amqp,
         registry,
         node,
         multi_node,
         health,
         shutdown,
-        grpc,
-        internal_grpc,
-        external_grpc,
-        http,
-        kafka,
-        amqp,
+        listeners: tasks,
         tls_watchers,
         upkeep,
     })
 }
 
-/// Binds the Kafka listener to `addr`, and on an IPv4 loopback address the same port of
-/// `::1` too, so `localhost:9092` works whichever address the client resolves first (a
-/// machine without IPv6 gets the IPv4 listener only, with a log line).
-async fn bind_kafka(
-    addr: Option<SocketAddr>,
-) -> anyhow::Result<(Vec<TcpListener>, Option<SocketAddr>)> {
-    let Some(addr) = addr else {
-        return Ok((Vec::new(), None));
-    };
-    let (listener, bound) = bind(addr, "Kafka").await?;
-    let mut listeners = vec![listener];
-    if bound.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
-        let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), bound.port());
-        match TcpListener::bind(v6).await {
-            Ok(listener) => listeners.push(listener),
-            Err(e) => tracing::info!(
-                addr = %v6, error = %e,
-                "the Kafka listener is on IPv4 loopback only (localhost resolving to ::1 will not reach it)"
-            ),
+/// The gRPC services whose health the broker reports (the empty name is the server's
+/// own).
+const SERVICE_NAMES: [&str; 6] = [
+    "weir.v1.Producer",
+    "weir.v1.Consumer",
+    "weir.v1.Admin",
+    "weir.v1.Groups",
+    "weir.v1.Queues",
+    "",
+];
+
+/// The bound addresses of the listeners [`RunningServer`] names.
+struct ListenerAddrs {
+    client: SocketAddr,
+    internal: Option<SocketAddr>,
+    external: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    kafka: Option<SocketAddr>,
+    kafka_external: Option<SocketAddr>,
+    amqp: Option<SocketAddr>,
+}
+
+impl ListenerAddrs {
+    fn of(bound: &[listeners::BoundListener]) -> ListenerAddrs {
+        let addr = |listener: weir_broker::Listener| {
+            bound
+                .iter()
+                .find(|b| b.listener == listener)
+                .map(|b| b.addr)
+        };
+        ListenerAddrs {
+            client: addr(weir_broker::Listener::GRPC).expect("every broker has a client listener"),
+            internal: addr(weir_broker::Listener::GRPC_INTERNAL),
+            external: addr(weir_broker::Listener::GRPC_EXTERNAL),
+            admin: addr(weir_broker::Listener::HTTP),
+            kafka: addr(weir_broker::Listener::KAFKA),
+            kafka_external: addr(weir_broker::Listener::KAFKA_EXTERNAL),
+            amqp: addr(weir_amqp::LISTENER),
         }
     }
-    Ok((listeners, Some(bound)))
 }
 
-/// Binds the `what` listener to `addr`; returns it with the address it got (port 0
-/// picks one).
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {what} listener to {addr}"))?;
-    let bound = listener.local_addr()?;
-    Ok((listener, bound))
+/// Logs that this node is an observer broker, if it is.
+fn log_observer(config: &ServerConfig) {
+    if !config.is_controller_voter() {
+        let voters: Vec<String> = config
+            .controller_voters
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        tracing::info!(
+            node_id = config.node_id,
+            voters = voters.join(","),
+            "this node is not a controller voter: it runs as an observer broker"
+        );
+    }
 }
 
-/// [`bind`] for a listener that may be turned off (`None`).
-async fn bind_optional(
-    addr: Option<SocketAddr>,
-    what: &str,
-) -> anyhow::Result<(Option<TcpListener>, Option<SocketAddr>)> {
-    Ok(match addr {
-        Some(addr) => {
-            let (listener, bound) = bind(addr, what).await?;
-            (Some(listener), Some(bound))
+/// [`open_groups`] until it opens: a failure (the metadata not there yet, a lost race
+/// to create __consumer_offsets) is retried, never left to fail silently.
+async fn open_groups_until_open(
+    broker: Arc<Broker>,
+    node: ClusterNode,
+    groups: GroupConfig,
+    shares: ShareGroupConfig,
+    stopping: watch::Receiver<bool>,
+) {
+    while !*stopping.borrow() {
+        let opened = open_groups(
+            broker.clone(),
+            node.clone(),
+            groups.clone(),
+            shares.clone(),
+            stopping.clone(),
+        )
+        .await;
+        match opened {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "opening the consumer group coordinator failed; retrying"
+                );
+                tokio::time::sleep(GROUPS_OPEN_RETRY).await;
+            }
         }
-        None => (None, None),
-    })
+    }
 }
 
 /// Raises the soft limit on open files to the hard one: every partition holds a few
@@ -821,27 +607,29 @@ impl RunningServer {
 
     /// Serves until `signal` resolves (or a listener fails), then shuts down gracefully.
     pub async fn wait(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        // Never empty: every broker has its client listener.
+        let mut any_ended = futures_util::future::select_all(std::mem::take(&mut self.listeners));
         tokio::select! {
-            () = signal => self.stop(None).await,
-            ended = &mut self.grpc => {
-                let ended = ended.context("gRPC server task failed").and_then(|r| r.context("gRPC server failed"));
+            () = signal => {
+                self.listeners = any_ended.into_inner();
+                self.stop(None).await
+            }
+            (ended, _, rest) = &mut any_ended => {
+                self.listeners = rest;
+                let ended = ended
+                    .context("a listener's task failed")
+                    .and_then(|r| r)
+                    .and_then(|()| Err(anyhow::anyhow!("a listener stopped serving")));
                 self.stop(Some(ended)).await
             }
         }
     }
 
-    /// `grpc_ended`: the gRPC task's result if it already finished (a finished
+    /// `ended`: the result of a listener task that already finished (a finished
     /// JoinHandle must not be awaited again).
-    async fn stop(self, grpc_ended: Option<anyhow::Result<()>>) -> anyhow::Result<()> {
+    async fn stop(self, ended: Option<anyhow::Result<()>>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
-        for name in [
-            "weir.v1.Producer",
-            "weir.v1.Consumer",
-            "weir.v1.Admin",
-            "weir.v1.Groups",
-            "weir.v1.Queues",
-            "",
-        ] {
+        for name in SERVICE_NAMES {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
@@ -863,43 +651,25 @@ impl RunningServer {
             self.node.leave_quorum().await;
         }
         let _ = self.shutdown.send(true);
-        let grpc = match grpc_ended {
-            Some(result) => result,
-            None => self
-                .grpc
+        let mut served = ended.unwrap_or(Ok(()));
+        for task in self.listeners {
+            let result = task
                 .await
-                .context("gRPC server task failed")
-                .and_then(|r| r.context("gRPC server failed")),
-        };
-        let http = match self.http {
-            Some(task) => task
-                .await
-                .context("admin HTTP task failed")
-                .and_then(|r| r.context("admin HTTP server failed")),
-            None => Ok(()),
-        };
-        for task in self
-            .kafka
-            .into_iter()
-            .chain(self.amqp)
-            .chain(self.tls_watchers)
-        {
+                .context("a listener's task failed")
+                .and_then(|r| r);
+            served = served.and(result);
+        }
+        for task in self.tls_watchers {
             let _ = task.await;
         }
         let _ = self.upkeep.await;
-        for task in [self.internal_grpc, self.external_grpc]
-            .into_iter()
-            .flatten()
-        {
-            let _ = task.await;
-        }
         let closed = self.registry.close().await.context("flushing partitions");
         self.node.shutdown().await;
         // A task that has not ended yet (a group coordinator's expiry, say) may still hold
         // the registry; the directory is done with either way.
         self.registry.release_data_dir();
         tracing::info!("shutdown complete");
-        grpc.and(http).and(closed)
+        served.and(closed)
     }
 }
 

@@ -45,7 +45,7 @@ impl GrpcShareForwarder {
     }
 
     fn client(&self, coordinator: &Coordinator) -> Result<QueuesClient<Channel>, BrokerError> {
-        let address = &coordinator.endpoints.client;
+        let address = coordinator.endpoints.client();
         let channel = self.channels.channel(address).map_err(|e| {
             BrokerError::new(
                 Reason::CoordinatorNotAvailable,

@@ -61,7 +61,7 @@ impl GrpcRemoteLog {
             .cluster()
             .image()
             .broker(leader)
-            .map(|b| b.endpoints.client.clone())
+            .map(|b| b.endpoints.client().to_owned())
             .ok_or_else(|| failed(format!("it has no leader now (broker {leader})")))?;
         let channel = self
             .channels

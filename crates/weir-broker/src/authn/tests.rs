@@ -72,7 +72,7 @@ impl Fixture {
 }
 
 fn ctx() -> RequestContext {
-    RequestContext::anonymous(Listener::Kafka, None)
+    RequestContext::anonymous(Listener::KAFKA, None)
 }
 
 /// RFC 7677's user: `user`, password `pencil`, its salt and 4096 iterations.
@@ -310,9 +310,9 @@ fn what_each_listener_requires() {
         ..SecurityConfig::default()
     };
     let auth = fixture.authentication();
-    assert!(!auth.required(Listener::Kafka));
-    assert!(!auth.required(Listener::Grpc));
-    assert!(auth.required(Listener::Http), "the console asks who she is");
+    assert!(!auth.required(Listener::KAFKA));
+    assert!(!auth.required(Listener::GRPC));
+    assert!(auth.required(Listener::HTTP), "the console asks who she is");
     assert!(auth.check_internal_caller(Some("broker-1")).is_ok());
     assert_eq!(
         auth.check_internal_caller(Some("alice"))
@@ -327,6 +327,6 @@ fn what_each_listener_requires() {
         ..Fixture::new(TestAccounts::default())
     };
     let auth = open.authentication();
-    assert!(!auth.required(Listener::Http));
+    assert!(!auth.required(Listener::HTTP));
     assert!(auth.check_internal_caller(None).is_ok());
 }

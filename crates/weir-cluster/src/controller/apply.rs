@@ -481,13 +481,7 @@ mod tests {
     use crate::controller::records::Endpoints;
 
     fn endpoints() -> Endpoints {
-        Endpoints {
-            client: "h:1".into(),
-            internal: "h:2".into(),
-            external: None,
-            kafka: None,
-            kafka_external: None,
-        }
+        Endpoints::new("h:1", "h:2")
     }
 
     fn registered(node: BrokerId, epoch: BrokerEpoch) -> MetadataRecord {

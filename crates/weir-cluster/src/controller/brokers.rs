@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use super::active::Controller;
 use super::election::{BrokerView, reconcile_brokers};
 use super::image::MetadataImage;
-use super::records::{BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord};
+use super::records::{
+    BrokerEpoch, Endpoints, MAX_LISTENER_NAME_CHARS, MAX_LISTENERS, MetadataOffset, MetadataRecord,
+    listener_names,
+};
 use super::requests::{
     ControllerError, ControllerReply, MAX_CLUSTER_ID_CHARS, MAX_ENDPOINT_CHARS,
     MAX_INCARNATION_CHARS, MAX_RACK_CHARS, Outcome,
@@ -203,18 +206,31 @@ fn check_registration(
             "the incarnation id must have 1 to {MAX_INCARNATION_CHARS} characters"
         )));
     }
+    if endpoints.len() > MAX_LISTENERS {
+        return Err(invalid(format!(
+            "{} listeners; a broker advertises at most {MAX_LISTENERS}",
+            endpoints.len()
+        )));
+    }
+    for (name, _) in endpoints.iter() {
+        if name.is_empty() || name.chars().count() > MAX_LISTENER_NAME_CHARS {
+            return Err(invalid(format!(
+                "a listener name must have 1 to {MAX_LISTENER_NAME_CHARS} characters"
+            )));
+        }
+    }
+    // Client and internal first and always: a broker is reached at them (an absent one
+    // reads as empty, which is refused below).
+    let required = [listener_names::CLIENT, listener_names::INTERNAL];
     let named = [
-        ("client", &endpoints.client),
-        ("internal", &endpoints.internal),
+        (listener_names::CLIENT, endpoints.client()),
+        (listener_names::INTERNAL, endpoints.internal()),
     ]
     .into_iter()
-    .chain(endpoints.external.as_ref().map(|e| ("external", e)))
-    .chain(endpoints.kafka.as_ref().map(|e| ("kafka", e)))
     .chain(
         endpoints
-            .kafka_external
-            .as_ref()
-            .map(|e| ("kafka external", e)),
+            .iter()
+            .filter(|(name, _)| !required.contains(name)),
     );
     for (name, endpoint) in named {
         let port = endpoint
@@ -384,13 +400,7 @@ mod tests {
                 ControllerRequest::RegisterBroker {
                     node: 1,
                     incarnation: "a".into(),
-                    endpoints: Endpoints {
-                        client: "broker1".into(),
-                        internal: "broker1:9093".into(),
-                        external: None,
-                        kafka: None,
-                        kafka_external: None,
-                    },
+                    endpoints: Endpoints::new("broker1", "broker1:9093"),
                     rack: None,
                     cluster_id: CLUSTER.into(),
                 },
@@ -648,13 +658,7 @@ mod tests {
         let (records, _) = h.handle(ControllerRequest::RegisterBroker {
             node: 1,
             incarnation: "restarted".into(),
-            endpoints: Endpoints {
-                client: "elsewhere:1".into(),
-                internal: "elsewhere:2".into(),
-                external: None,
-                kafka: None,
-                kafka_external: None,
-            },
+            endpoints: Endpoints::new("elsewhere:1", "elsewhere:2"),
             rack: None,
             cluster_id: CLUSTER.into(),
         });

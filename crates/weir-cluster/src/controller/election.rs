@@ -176,13 +176,7 @@ mod tests {
                     node,
                     incarnation: "i".into(),
                     broker_epoch,
-                    endpoints: Endpoints {
-                        client: "h:1".into(),
-                        internal: "h:2".into(),
-                        external: None,
-                        kafka: None,
-                        kafka_external: None,
-                    },
+                    endpoints: Endpoints::new("h:1", "h:2"),
                     rack: None,
                 })
                 .unwrap();

@@ -5,6 +5,8 @@
 //! Each record carries what it sets (new leader, new ISR, new epochs), never a delta
 //! that depends on unrelated records, so applying the log in order is the only rule.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::partition::BrokerId;
@@ -22,29 +24,150 @@ pub type MetadataOffset = i64;
 /// No leader (`leader` of a partition whose ISR has no eligible member).
 pub const NO_LEADER: BrokerId = -1;
 
-/// Where a broker can be reached.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where a broker can be reached: its advertised listeners, by listener name
+/// (`host:port` each). A new protocol adds a name, never a field: the replicated form
+/// ([`EndpointsRecord`]) carries the names older brokers know as fields of their own and
+/// every other name in one map (`docs/replication.md` § Metadata records).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "EndpointsRecord", into = "EndpointsRecord")]
 pub struct Endpoints {
-    /// `host:port` clients are told (the advertised client listener).
-    pub client: String,
-    /// `host:port` other brokers use for replication and controller traffic.
-    pub internal: String,
-    /// `host:port` told to clients of the external listener (`--external-advertise`):
-    /// clients on another network, such as a container cluster's host. Absent in
-    /// records written before it existed, and for brokers with one client listener.
+    listeners: BTreeMap<String, String>,
+}
+
+/// The names of the listeners every broker knew before listeners became a map; each has
+/// a field of its own in the replicated form, so brokers of that time read them.
+pub mod listener_names {
+    /// The gRPC client listener (`--listen`, advertised as `--advertise`).
+    pub const CLIENT: &str = "client";
+    /// Replication and controller traffic between brokers (`--internal-listen`, or the
+    /// client listener's address).
+    pub const INTERNAL: &str = "internal";
+    /// The external gRPC listener (`--external-listen`, `--external-advertise`).
+    pub const EXTERNAL: &str = "external";
+    /// The Kafka listener (`--kafka-listen`, `--kafka-advertise`).
+    pub const KAFKA: &str = "kafka";
+    /// The external Kafka listener (`--kafka-external-listen`,
+    /// `--kafka-external-advertise`).
+    pub const KAFKA_EXTERNAL: &str = "kafka_external";
+}
+
+/// Most listeners one broker may advertise.
+pub const MAX_LISTENERS: usize = 32;
+/// Longest listener name, in characters.
+pub const MAX_LISTENER_NAME_CHARS: usize = 64;
+
+impl Endpoints {
+    /// A broker's endpoints with its client and internal addresses.
+    pub fn new(client: impl Into<String>, internal: impl Into<String>) -> Endpoints {
+        Endpoints::default()
+            .with(listener_names::CLIENT, client)
+            .with(listener_names::INTERNAL, internal)
+    }
+
+    /// With the listener `name` advertised at `address`.
+    pub fn with(mut self, name: impl Into<String>, address: impl Into<String>) -> Endpoints {
+        self.insert(name, address);
+        self
+    }
+
+    /// Advertises the listener `name` at `address`, replacing its address if it had one.
+    pub fn insert(&mut self, name: impl Into<String>, address: impl Into<String>) {
+        self.listeners.insert(name.into(), address.into());
+    }
+
+    /// Stops advertising the listener `name`.
+    pub fn remove(&mut self, name: &str) {
+        self.listeners.remove(name);
+    }
+
+    /// The address of the listener `name`, if the broker has it.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.listeners.get(name).map(String::as_str)
+    }
+
+    /// The gRPC client address (empty for a view of a broker that has none, such as a
+    /// Kafka listener's view of itself before it registered).
+    pub fn client(&self) -> &str {
+        self.get(listener_names::CLIENT).unwrap_or_default()
+    }
+
+    /// The address other brokers use for replication and controller traffic (empty if
+    /// unknown).
+    pub fn internal(&self) -> &str {
+        self.get(listener_names::INTERNAL).unwrap_or_default()
+    }
+
+    /// Every advertised listener: name and address, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.listeners
+            .iter()
+            .map(|(name, address)| (name.as_str(), address.as_str()))
+    }
+
+    /// How many listeners are advertised.
+    pub fn len(&self) -> usize {
+        self.listeners.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+}
+
+/// [`Endpoints`] as the metadata log stores it (JSON, inside `BrokerRegistered` and the
+/// image's snapshot). `client` and `internal` are required and the three optional
+/// names are fields because brokers before the map read exactly these fields (unknown
+/// ones, such as `listeners`, they ignore): a rolling upgrade keeps them readable. Any
+/// other listener is in `listeners`, which records written before it lack.
+#[derive(Serialize, Deserialize)]
+struct EndpointsRecord {
+    client: String,
+    internal: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external: Option<String>,
-    /// `host:port` told to Kafka clients (`--kafka-advertise`): what Metadata and
-    /// FindCoordinator answers name. Absent in records written before it existed, and
-    /// for brokers with no Kafka listener.
+    external: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka: Option<String>,
-    /// `host:port` told to Kafka clients of the external Kafka listener
-    /// (`--kafka-external-advertise`): clients on another network, such as a container
-    /// cluster's host. Absent in records written before it existed, and for brokers with
-    /// one Kafka listener.
+    kafka: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kafka_external: Option<String>,
+    kafka_external: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    listeners: BTreeMap<String, String>,
+}
+
+impl From<EndpointsRecord> for Endpoints {
+    fn from(record: EndpointsRecord) -> Endpoints {
+        let mut listeners = record.listeners;
+        let fields = [
+            (listener_names::CLIENT, Some(record.client)),
+            (listener_names::INTERNAL, Some(record.internal)),
+            (listener_names::EXTERNAL, record.external),
+            (listener_names::KAFKA, record.kafka),
+            (listener_names::KAFKA_EXTERNAL, record.kafka_external),
+        ];
+        for (name, address) in fields {
+            // An empty client or internal address stood for "none" (a view of a broker
+            // not registered yet).
+            if let Some(address) = address.filter(|a| !a.is_empty()) {
+                listeners.insert(name.to_owned(), address);
+            }
+        }
+        Endpoints { listeners }
+    }
+}
+
+impl From<Endpoints> for EndpointsRecord {
+    fn from(endpoints: Endpoints) -> EndpointsRecord {
+        let mut listeners = endpoints.listeners;
+        let mut field = |name: &str| listeners.remove(name);
+        EndpointsRecord {
+            client: field(listener_names::CLIENT).unwrap_or_default(),
+            internal: field(listener_names::INTERNAL).unwrap_or_default(),
+            external: field(listener_names::EXTERNAL),
+            kafka: field(listener_names::KAFKA),
+            kafka_external: field(listener_names::KAFKA_EXTERNAL),
+            listeners,
+        }
+    }
 }
 
 /// Leader, epochs, replicas and ISR of one partition: what a `PartitionCreated` or
@@ -231,4 +354,77 @@ pub enum MetadataRecord {
         key: String,
         value: Option<u64>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quorum::MetadataEntry;
+
+    /// A `BrokerRegistered` entry of the metadata log as brokers before the listener map
+    /// wrote it (serde_json of a `MetadataEntry`, as `log_store.rs` stores it), with every
+    /// per-protocol field.
+    const OLD_REGISTRATION: &str = r#"{"Records":[{"BrokerRegistered":{"node":1,"incarnation":"7f0c3c52-6a7e-4b8e-9f0a-2f1d5c9e8b11","broker_epoch":12,"endpoints":{"client":"weir-1:9292","internal":"weir-1:9392","external":"localhost:19292","kafka":"weir-1:9092","kafka_external":"localhost:19092"},"rack":"zone-a"}}]}"#;
+
+    /// The same from a broker with only its client and internal listeners.
+    const OLD_MINIMAL: &str = r#"{"client":"127.0.0.1:9292","internal":"127.0.0.1:9292"}"#;
+
+    fn endpoints_of(entry: &MetadataEntry) -> &Endpoints {
+        match entry {
+            MetadataEntry::Records(records) => match &records[0] {
+                MetadataRecord::BrokerRegistered { endpoints, .. } => endpoints,
+                other => panic!("not a registration: {other:?}"),
+            },
+            other => panic!("not records: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_old_registration_reads_as_the_same_listener_map() {
+        let entry: MetadataEntry = serde_json::from_str(OLD_REGISTRATION).unwrap();
+        let endpoints = endpoints_of(&entry);
+        let map: Vec<(&str, &str)> = endpoints.iter().collect();
+        assert_eq!(
+            map,
+            [
+                ("client", "weir-1:9292"),
+                ("external", "localhost:19292"),
+                ("internal", "weir-1:9392"),
+                ("kafka", "weir-1:9092"),
+                ("kafka_external", "localhost:19092"),
+            ]
+        );
+        assert_eq!(endpoints.client(), "weir-1:9292");
+        assert_eq!(endpoints.internal(), "weir-1:9392");
+
+        let minimal: Endpoints = serde_json::from_str(OLD_MINIMAL).unwrap();
+        assert_eq!(minimal, Endpoints::new("127.0.0.1:9292", "127.0.0.1:9292"));
+        assert_eq!(minimal.get(listener_names::KAFKA), None);
+    }
+
+    #[test]
+    fn a_new_registration_writes_the_old_fields_so_old_brokers_read_it() {
+        // Written now, the five names an old broker knows are its fields, byte for byte
+        // as it wrote them: an old broker in the same cluster reads this record.
+        let entry: MetadataEntry = serde_json::from_str(OLD_REGISTRATION).unwrap();
+        assert_eq!(serde_json::to_string(&entry).unwrap(), OLD_REGISTRATION);
+
+        // A listener an old broker has no field for goes in `listeners`, which it skips.
+        let endpoints = Endpoints::new("weir-1:9292", "weir-1:9392")
+            .with(listener_names::KAFKA, "weir-1:9092")
+            .with("amqp", "weir-1:5672");
+        let json = serde_json::to_value(&endpoints).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "client": "weir-1:9292",
+                "internal": "weir-1:9392",
+                "kafka": "weir-1:9092",
+                "listeners": { "amqp": "weir-1:5672" },
+            })
+        );
+        let back: Endpoints = serde_json::from_value(json).unwrap();
+        assert_eq!(back, endpoints);
+        assert_eq!(back.get("amqp"), Some("weir-1:5672"));
+    }
 }

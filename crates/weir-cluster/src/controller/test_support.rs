@@ -19,13 +19,7 @@ pub(super) struct Harness {
 }
 
 pub(super) fn endpoints(node: BrokerId) -> Endpoints {
-    Endpoints {
-        client: format!("broker{node}:9092"),
-        internal: format!("broker{node}:9093"),
-        external: None,
-        kafka: None,
-        kafka_external: None,
-    }
+    Endpoints::new(format!("broker{node}:9092"), format!("broker{node}:9093"))
 }
 
 pub(super) fn heartbeat(

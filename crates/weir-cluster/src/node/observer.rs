@@ -204,13 +204,7 @@ mod tests {
                 node,
                 incarnation: format!("i-{node}"),
                 broker_epoch: records.len() as i64,
-                endpoints: Endpoints {
-                    client: format!("b{node}:9292"),
-                    internal: format!("b{node}:9293"),
-                    external: None,
-                    kafka: None,
-                    kafka_external: None,
-                },
+                endpoints: Endpoints::new(format!("b{node}:9292"), format!("b{node}:9293")),
                 rack: None,
             });
         }

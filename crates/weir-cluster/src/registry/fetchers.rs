@@ -290,7 +290,7 @@ async fn run_session_pump(
         let Some(address) = node
             .image()
             .broker(leader)
-            .map(|b| b.endpoints.internal.clone())
+            .map(|b| b.endpoints.internal().to_owned())
         else {
             tokio::time::sleep(SESSION_RETRY).await;
             continue;

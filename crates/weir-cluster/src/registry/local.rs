@@ -56,13 +56,7 @@ pub fn single_node_settings(node: BrokerId, cluster_id: String, endpoint: &str) 
     ClusterSettings {
         node,
         voters: vec![(node, endpoint.to_string())],
-        endpoints: Endpoints {
-            client: endpoint.to_string(),
-            internal: endpoint.to_string(),
-            external: None,
-            kafka: None,
-            kafka_external: None,
-        },
+        endpoints: Endpoints::new(endpoint.to_string(), endpoint.to_string()),
         rack: None,
         cluster_id: Some(cluster_id),
         quorum: QuorumConfig::default(),

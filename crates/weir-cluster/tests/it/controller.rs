@@ -289,13 +289,7 @@ impl World {
                 let reply = self.request(ControllerRequest::RegisterBroker {
                     node,
                     incarnation,
-                    endpoints: Endpoints {
-                        client: format!("b{node}:9092"),
-                        internal: format!("b{node}:9093"),
-                        external: None,
-                        kafka: None,
-                        kafka_external: None,
-                    },
+                    endpoints: Endpoints::new(format!("b{node}:9092"), format!("b{node}:9093")),
                     rack: Some(format!("rack-{}", node % 2)),
                     cluster_id: CLUSTER.into(),
                 })?;

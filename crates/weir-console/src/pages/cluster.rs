@@ -7,6 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::Response;
 use maud::html;
+use weir_broker::metadata::listener_names;
 use weir_broker::{metadata, replicas};
 
 use crate::layout::{self, Section};
@@ -87,9 +88,9 @@ async fn render(c: &Console, caller: &Caller) -> PageResult {
                                 @if b.node_id == me { " (this broker)" }
                                 @if b.node_id == cluster.controller_id { " (controller)" }
                             }
-                            td { code { (b.endpoints.client) } }
-                            td { @if let Some(k) = &b.endpoints.kafka { code { (k) } } @else { "—" } }
-                            td { @if b.endpoints.internal.is_empty() { "—" } @else { code { (b.endpoints.internal) } } }
+                            @for name in [listener_names::CLIENT, listener_names::KAFKA, listener_names::INTERNAL] {
+                                td { @if let Some(address) = b.endpoints.get(name) { code { (address) } } @else { "—" } }
+                            }
                             td { (b.rack.as_deref().unwrap_or("—")) }
                             td {
                                 @if b.fenced { span.badge.bad { "fenced" } } @else { span.badge.good { "alive" } }

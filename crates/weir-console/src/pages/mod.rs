@@ -52,7 +52,7 @@ impl Console {
                 .brokers
                 .iter()
                 .find(|b| b.node_id == node)
-                .map(|b| b.endpoints.client.clone());
+                .map(|b| b.endpoints.client().to_owned());
             match address {
                 Some(address) => format!(
                     "Broker {node} {what} (client address {address}); open the console on \
@@ -149,7 +149,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
         Ok(Caller {
-            ctx: RequestContext::anonymous(Listener::Http, peer),
+            ctx: RequestContext::anonymous(Listener::HTTP, peer),
             authenticated: false,
             host,
         })
@@ -280,7 +280,7 @@ mod tests {
 
     fn anonymous(peer: Option<&str>) -> Caller {
         Caller {
-            ctx: RequestContext::anonymous(Listener::Http, peer.map(|p| p.parse().unwrap())),
+            ctx: RequestContext::anonymous(Listener::HTTP, peer.map(|p| p.parse().unwrap())),
             authenticated: false,
             host: None,
         }

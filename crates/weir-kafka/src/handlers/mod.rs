@@ -125,34 +125,27 @@ pub struct KafkaBroker {
     /// `host:port` Kafka clients are told for this broker before it is registered (a
     /// registered broker's comes from the metadata image, as every other broker's).
     advertised: String,
-    /// The listener this adapter serves ([`Listener::Kafka`] or
-    /// [`Listener::KafkaExternal`]): it picks which of each broker's Kafka addresses
-    /// clients are told.
+    /// The listener this adapter serves (`kafka`, `kafka_external`, ...): by its name
+    /// it picks which of each broker's addresses clients are told.
     listener: Listener,
     /// The share sessions of this listener's share consumers.
     share_sessions: ShareSessions,
 }
 
 impl KafkaBroker {
-    /// An adapter over `core` for the Kafka listener, advertising `advertised`
-    /// (`host:port`) for this broker.
-    pub fn new(core: Arc<weir_broker::Broker>, advertised: String) -> KafkaBroker {
+    /// An adapter over `core` for the Kafka listener `listener` (such as
+    /// [`Listener::KAFKA`], or [`Listener::KAFKA_EXTERNAL`], whose clients are told every
+    /// broker's external Kafka address, its Kafka address if it has no external one),
+    /// advertising `advertised` (`host:port`) for this broker.
+    pub fn new(
+        core: Arc<weir_broker::Broker>,
+        listener: Listener,
+        advertised: String,
+    ) -> KafkaBroker {
         KafkaBroker {
             core,
             advertised,
-            listener: Listener::Kafka,
-            share_sessions: ShareSessions::default(),
-        }
-    }
-
-    /// The adapter for the external Kafka listener (`--kafka-external-listen`): its
-    /// clients are told every broker's external Kafka address (its Kafka address if it
-    /// has no external one), and `advertised` for this broker.
-    pub fn external(core: Arc<weir_broker::Broker>, advertised: String) -> KafkaBroker {
-        KafkaBroker {
-            core,
-            advertised,
-            listener: Listener::KafkaExternal,
+            listener,
             share_sessions: ShareSessions::default(),
         }
     }
@@ -165,14 +158,7 @@ impl KafkaBroker {
 
     /// This broker's endpoints for a view of a cluster it has not registered with yet.
     fn this_broker(&self) -> Endpoints {
-        let external = self.listener == Listener::KafkaExternal;
-        Endpoints {
-            client: String::new(),
-            internal: String::new(),
-            external: None,
-            kafka: (!external).then(|| self.advertised.clone()),
-            kafka_external: external.then(|| self.advertised.clone()),
-        }
+        Endpoints::default().with(self.listener.name, self.advertised.clone())
     }
 
     fn context(&self, connection: &ConnectionInfo, request: &Request) -> RequestContext {

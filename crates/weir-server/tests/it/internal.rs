@@ -582,13 +582,7 @@ fn registered(node: BrokerId, epoch: i64) -> MetadataRecord {
         node,
         incarnation: format!("incarnation-{node}"),
         broker_epoch: epoch,
-        endpoints: Endpoints {
-            client: format!("broker-{node}:9092"),
-            internal: format!("broker-{node}:9093"),
-            external: None,
-            kafka: None,
-            kafka_external: None,
-        },
+        endpoints: Endpoints::new(format!("broker-{node}:9092"), format!("broker-{node}:9093")),
         rack: None,
     }
 }
@@ -622,13 +616,7 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
     let register = ControllerRequest::RegisterBroker {
         node: 2,
         incarnation: "i-2".into(),
-        endpoints: Endpoints {
-            client: "b2:9092".into(),
-            internal: "b2:9093".into(),
-            external: None,
-            kafka: None,
-            kafka_external: None,
-        },
+        endpoints: Endpoints::new("b2:9092", "b2:9093"),
         rack: Some("r1".into()),
         cluster_id: "c-1".into(),
     };

@@ -74,13 +74,10 @@ impl World {
                 let reply = self.controller_request(ControllerRequest::RegisterBroker {
                     node: from,
                     incarnation: format!("{from}-{incarnation}"),
-                    endpoints: Endpoints {
-                        client: format!("node{from}:9292"),
-                        internal: format!("node{from}:9293"),
-                        external: None,
-                        kafka: None,
-                        kafka_external: None,
-                    },
+                    endpoints: Endpoints::new(
+                        format!("node{from}:9292"),
+                        format!("node{from}:9293"),
+                    ),
                     rack: None,
                     cluster_id: format!("sim-{}", self.seed),
                 });
