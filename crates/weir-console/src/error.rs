@@ -69,6 +69,7 @@ pub(crate) fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidTopicName
         | R::InvalidConfig
         | R::InvalidReplicationFactor
+        | R::InvalidReplicaAssignment
         | R::InvalidPartitions
         | R::InvalidRequest
         | R::OffsetOutOfRange { .. }

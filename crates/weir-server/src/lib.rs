@@ -543,6 +543,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             stopping.clone(),
         )
     });
+    broker.core.set_kafka_listeners(kafka_listener_names(
+        tls.kafka.is_some(),
+        [
+            (
+                kafka_addr.map(|a| a.to_string()),
+                kafka_advertised.as_ref().map(ToString::to_string),
+            ),
+            (
+                kafka_external_addr.map(|a| a.to_string()),
+                kafka_external_advertised.as_ref().map(ToString::to_string),
+            ),
+        ],
+    ));
     let kafka_options = weir_kafka::Options {
         tls: tls.kafka.clone(),
         budget: broker.budget.clone(),
@@ -629,6 +642,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 /// Binds the Kafka listener to `addr`, and on an IPv4 loopback address the same port of
 /// `::1` too, so `localhost:9092` works whichever address the client resolves first (a
 /// machine without IPv6 gets the IPv4 listener only, with a log line).
+/// The Kafka listeners as Kafka's `listeners` and `advertised.listeners` name them:
+/// the Kafka listener as PLAINTEXT (SSL with TLS), the external one as EXTERNAL; each
+/// `(bound, advertised)`.
+fn kafka_listener_names(
+    tls: bool,
+    [kafka, external]: [(Option<String>, Option<String>); 2],
+) -> weir_broker::configs::KafkaListeners {
+    let name = if tls { "SSL" } else { "PLAINTEXT" };
+    let join = |pick: fn(&(Option<String>, Option<String>)) -> Option<&String>| {
+        [(name, &kafka), ("EXTERNAL", &external)]
+            .into_iter()
+            .filter_map(|(name, l)| pick(l).map(|a| format!("{name}://{a}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    weir_broker::configs::KafkaListeners {
+        listeners: join(|l| l.0.as_ref()),
+        advertised: join(|l| l.1.as_ref()),
+    }
+}
+
 async fn bind_kafka(
     addr: Option<SocketAddr>,
 ) -> anyhow::Result<(Vec<TcpListener>, Option<SocketAddr>)> {
