@@ -408,10 +408,16 @@ def refused_code(futures):
     return codes
 
 
+def assigned(name, assignment):
+    """A new topic placed by `assignment` (confluent-kafka takes its partition count too;
+    librdkafka sends -1 for both counts, as Kafka requires)."""
+    return NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment)
+
+
 def replica_assignments():
     broker = next(iter(admin.list_topics(timeout=20).brokers))
     # Created as assigned: three partitions, each on the one broker.
-    new = NewTopic(topic, replica_assignment=[[broker], [broker], [broker]])
+    new = assigned(topic, [[broker], [broker], [broker]])
     assert refused_code(admin.create_topics([new])) == {topic: None}
     described = admin.list_topics(topic, timeout=20).topics[topic]
     assert described.error is None, described.error
@@ -426,14 +432,14 @@ def replica_assignments():
     }
     for case, assignment in bad.items():
         name = f"{topic}-{case}"
-        refused[case] = refused_code(admin.create_topics([NewTopic(name, replica_assignment=assignment)]))[name]
+        refused[case] = refused_code(admin.create_topics([assigned(name, assignment)]))[name]
         assert name not in admin.list_topics(timeout=20).topics, name
     # validate_only: checked the same, nothing created either way.
     name = f"{topic}-validated"
     refused["validated"] = refused_code(
-        admin.create_topics([NewTopic(name, replica_assignment=[[broker + 7]])], validate_only=True)
+        admin.create_topics([assigned(name, [[broker + 7]])], validate_only=True)
     )[name]
-    ok = refused_code(admin.create_topics([NewTopic(name, replica_assignment=[[broker]])], validate_only=True))
+    ok = refused_code(admin.create_topics([assigned(name, [[broker]])], validate_only=True))
     assert ok == {name: None}, ok
     assert name not in admin.list_topics(timeout=20).topics, name
 
