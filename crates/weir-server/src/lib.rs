@@ -642,15 +642,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 /// Binds the Kafka listener to `addr`, and on an IPv4 loopback address the same port of
 /// `::1` too, so `localhost:9092` works whichever address the client resolves first (a
 /// machine without IPv6 gets the IPv4 listener only, with a log line).
+/// A Kafka listener's bound address and the one clients are told (`None`: no listener).
+type ListenerAddresses = (Option<String>, Option<String>);
+
 /// The Kafka listeners as Kafka's `listeners` and `advertised.listeners` name them:
-/// the Kafka listener as PLAINTEXT (SSL with TLS), the external one as EXTERNAL; each
-/// `(bound, advertised)`.
+/// the Kafka listener as PLAINTEXT (SSL with TLS), the external one as EXTERNAL.
 fn kafka_listener_names(
     tls: bool,
-    [kafka, external]: [(Option<String>, Option<String>); 2],
+    [kafka, external]: [ListenerAddresses; 2],
 ) -> weir_broker::configs::KafkaListeners {
     let name = if tls { "SSL" } else { "PLAINTEXT" };
-    let join = |pick: fn(&(Option<String>, Option<String>)) -> Option<&String>| {
+    let join = |pick: fn(&ListenerAddresses) -> Option<&String>| {
         [(name, &kafka), ("EXTERNAL", &external)]
             .into_iter()
             .filter_map(|(name, l)| pick(l).map(|a| format!("{name}://{a}")))
