@@ -26,6 +26,20 @@ CHECK is one of:
                    records accepted.
   commit-order     a consumer's committed() right after each asynchronous commit sees
                    that commit (requests of one connection take effect in order).
+  replica-assignments
+                   CreateTopics and CreatePartitions with manual replica assignments
+                   (confluent-kafka, as librdkafka's test 0081; kafka-python's
+                   NewPartitions): created as assigned; an unregistered broker, a broker
+                   listed twice, replica counts that differ, or too few assignments are
+                   INVALID_REPLICA_ASSIGNMENT, and nothing is created.
+  admin-apis       kafka-python's KafkaAdminClient calls its own integration tests make:
+                   DescribeTopicPartitions page by page with a cursor, ElectLeaders
+                   (preferred and unclean: ELECTION_NOT_NEEDED while the leader leads),
+                   AlterReplicaLogDirs to the broker's log directory (NONE) and to
+                   another (LOG_DIR_NOT_FOUND), DescribeConfigs of the broker
+                   (advertised.listeners, listeners, log.dirs read-only with their values);
+                   confluent-kafka's IncrementalAlterConfigs of a broker key refused with
+                   INVALID_CONFIG naming the key.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
@@ -41,6 +55,7 @@ from confluent_kafka.admin import (
     ConfigEntry,
     ConfigResource,
     ConfigSource,
+    NewPartitions,
     NewTopic,
     OffsetSpec,
 )
@@ -381,6 +396,163 @@ def commit_order():
     return {"commits": read}
 
 
+def refused_code(futures):
+    """The error name each future of an admin call failed with (None if it succeeded)."""
+    codes = {}
+    for name, f in futures.items():
+        try:
+            f.result(timeout=20)
+            codes[name] = None
+        except KafkaException as e:
+            codes[name] = e.args[0].name()
+    return codes
+
+
+def assigned(name, assignment):
+    """A new topic placed by `assignment` (confluent-kafka takes its partition count too;
+    librdkafka sends -1 for both counts, as Kafka requires)."""
+    return NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment)
+
+
+def replica_assignments():
+    broker = next(iter(admin.list_topics(timeout=20).brokers))
+    # Created as assigned: three partitions, each on the one broker.
+    new = assigned(topic, [[broker], [broker], [broker]])
+    assert refused_code(admin.create_topics([new])) == {topic: None}
+    described = admin.list_topics(topic, timeout=20).topics[topic]
+    assert described.error is None, described.error
+    replicas = {p: m.replicas for p, m in described.partitions.items()}
+    assert replicas == {0: [broker], 1: [broker], 2: [broker]}, replicas
+
+    refused = {}
+    bad = {
+        "unregistered": [[broker + 7]],
+        "twice": [[broker, broker]],
+        "uneven": [[broker], [broker, broker + 7]],
+    }
+    for case, assignment in bad.items():
+        name = f"{topic}-{case}"
+        refused[case] = refused_code(admin.create_topics([assigned(name, assignment)]))[name]
+        assert name not in admin.list_topics(timeout=20).topics, name
+    # validate_only: checked the same, nothing created either way.
+    name = f"{topic}-validated"
+    refused["validated"] = refused_code(
+        admin.create_topics([assigned(name, [[broker + 7]])], validate_only=True)
+    )[name]
+    ok = refused_code(admin.create_topics([assigned(name, [[broker]])], validate_only=True))
+    assert ok == {name: None}, ok
+    assert name not in admin.list_topics(timeout=20).topics, name
+
+    # CreatePartitions: one assignment per new partition, on registered brokers.
+    refused["grow_unregistered"] = refused_code(
+        admin.create_partitions([NewPartitions(topic, 5, replica_assignment=[[broker], [broker + 7]])])
+    )[topic]
+    assert len(admin.list_topics(topic, timeout=20).topics[topic].partitions) == 3
+    grown = refused_code(admin.create_partitions([NewPartitions(topic, 5, replica_assignment=[[broker], [broker]])]))
+    assert grown == {topic: None}, grown
+    # kafka-python's NewPartitions with assignments (its own integration test's call).
+    from kafka.admin import KafkaAdminClient
+    from kafka.admin import NewPartitions as KpPartitions
+
+    kp = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        kp_result = kp.create_partitions({topic: KpPartitions(7, [[broker], [broker]])})
+        kp_errors = [r[1] for r in kp_result.results]
+        try:
+            kp.create_partitions({topic: KpPartitions(9, [[broker]])})
+            short = None
+        except Exception as e:  # kafka-python raises the broker's error as an exception
+            short = type(e).__name__
+    finally:
+        kp.close()
+    assert kp_errors == [0], kp_errors
+    partitions = admin.list_topics(topic, timeout=20).topics[topic].partitions
+    assert sorted(partitions) == list(range(7)), sorted(partitions)
+    assert all(m.replicas == [broker] for m in partitions.values()), partitions
+    return {"refused": refused, "partitions": len(partitions), "kafka_python_short": short}
+
+
+def admin_apis():
+    from kafka.admin import ConfigResource as KpResource
+    from kafka.admin import ConfigResourceType, KafkaAdminClient
+    from kafka.structs import TopicPartitionReplica
+
+    create(topic, 4)
+    kp = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        # DescribeTopicPartitions, one partition a page, following the cursor.
+        seen, cursor, pages = [], None, 0
+        while pages < 10:
+            page = kp.describe_topic_partitions([topic], response_partition_limit=1, cursor=cursor)
+            pages += 1
+            [t] = page["topics"]
+            assert t["name"] == topic and t["error_code"] == 0, t
+            seen.extend(p["partition_index"] for p in t["partitions"])
+            assert all(p["leader_id"] >= 0 and p["replica_nodes"] for p in t["partitions"]), t
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            assert cursor["topic_name"] == topic, cursor
+        whole = kp.describe_topic_partitions([topic, "no-such-topic"])
+        codes = {t["name"]: t["error_code"] for t in whole["topics"]}
+        assert whole["next_cursor"] is None, whole
+
+        # ElectLeaders: the one broker leads every partition already.
+        preferred = kp.elect_leaders(0, {topic: [0, 1, 2, 3]}, raise_errors=False)
+        unclean = kp.elect_leaders(1, {topic: [0]}, raise_errors=False)
+        unknown = kp.elect_leaders(0, {topic: [9]}, raise_errors=False)
+        elections = {
+            "preferred": sorted({p[1] for r in preferred.replica_election_results for p in r[1]}),
+            "unclean": [p[1] for r in unclean.replica_election_results for p in r[1]],
+            "unknown": [p[1] for r in unknown.replica_election_results for p in r[1]],
+        }
+
+        # AlterReplicaLogDirs: to the one log directory, and to one the broker lacks.
+        dirs = kp.describe_log_dirs()
+        broker = dirs[0]["broker"]
+        log_dir = dirs[0]["log_dirs"][0]["log_dir"]
+        here = TopicPartitionReplica(topic, 0, broker)
+        moves = {
+            "same": kp.alter_replica_log_dirs({here: log_dir})[here].__name__,
+            "other": kp.alter_replica_log_dirs({here: "/nowhere/weir-logs"})[here].__name__,
+        }
+
+        described = kp.describe_configs([KpResource(ConfigResourceType.BROKER, broker)], config_filter="all")
+        configs = described["broker"][str(broker)]
+        wanted = ["advertised.listeners", "listeners", "log.dirs", "broker.id", "num.partitions"]
+        broker_configs = {k: configs[k]["value"] for k in wanted}
+        for k in wanted:
+            assert configs[k]["read_only"] is True, (k, configs[k])
+            assert configs[k]["config_source"] == "STATIC_BROKER_CONFIG", (k, configs[k])
+        assert broker_configs["log.dirs"] == log_dir, (broker_configs, log_dir)
+    finally:
+        kp.close()
+
+    # A broker key set at run time: refused, naming the key.
+    resource = ConfigResource(
+        ConfigResource.Type.BROKER,
+        str(broker),
+        incremental_configs=[ConfigEntry("log.retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)],
+    )
+    try:
+        admin.incremental_alter_configs([resource])[resource].result(timeout=20)
+        alter = "accepted"
+    except KafkaException as e:
+        err = e.args[0]
+        assert "log.retention.ms" in err.str(), err.str()
+        alter = err.name()
+    return {
+        "pages": pages,
+        "partitions": seen,
+        "codes": codes,
+        "elections": elections,
+        "moves": moves,
+        "broker_configs": broker_configs,
+        "bootstrap": bootstrap,
+        "alter": alter,
+    }
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
@@ -388,6 +560,8 @@ checks = {
     "topic-configs": topic_configs,
     "compact-keys": compact_keys,
     "commit-order": commit_order,
+    "replica-assignments": replica_assignments,
+    "admin-apis": admin_apis,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

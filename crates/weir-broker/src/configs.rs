@@ -16,7 +16,7 @@ use weir_cluster::config::{
 use weir_cluster::{CONFIG_KEYS, ClusterError, ConfigError};
 pub use weir_cluster::{ConfigEntry, ConfigType};
 
-use crate::{Broker, BrokerError, RequestContext};
+use crate::{Broker, BrokerError, Reason, RequestContext};
 
 /// Topic keys whose value is a comma-separated list: [`ConfigChange::Append`] and
 /// [`ConfigChange::Subtract`] change them item by item.
@@ -187,6 +187,53 @@ pub struct BrokerConfig {
     pub documentation: &'static str,
 }
 
+/// This broker's Kafka listeners as Kafka's `listeners` and `advertised.listeners` write
+/// them: `NAME://host:port` joined by commas (PLAINTEXT, or SSL with TLS, for the Kafka
+/// listener; EXTERNAL for the external one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KafkaListeners {
+    /// The addresses bound.
+    pub listeners: String,
+    /// The addresses clients are told.
+    pub advertised: String,
+}
+
+/// Why a broker config cannot be changed by AlterConfigs or IncrementalAlterConfigs:
+/// each key named is judged on its own. Every broker setting Weir has is static (a
+/// `weir serve` flag, read at start), so each is refused as read-only, naming the key
+/// and where it is set; a key Weir does not have is refused as unknown. Both are
+/// INVALID_CONFIG, as Kafka answers a key it cannot update.
+pub fn alter_broker_configs(
+    broker: &Broker,
+    ctx: &RequestContext,
+    resource: &str,
+    keys: &[String],
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::AlterConfigs)?;
+    check_count(keys.len())?;
+    let known = broker_configs(broker, ctx, resource)?;
+    let mut refused = Vec::new();
+    for key in keys {
+        match known.iter().find(|c| c.name == key.as_str()) {
+            Some(c) => refused.push(format!(
+                "{key} is read-only: a static setting ({})",
+                c.documentation.trim_end_matches('.')
+            )),
+            None => refused.push(format!("{key} is not a broker config Weir has")),
+        }
+    }
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(BrokerError::new(
+        Reason::InvalidConfig,
+        format!(
+            "cannot update these broker configs while the broker runs: {}",
+            refused.join("; ")
+        ),
+    ))
+}
+
 /// Kafka's broker-level names of the topic keys' defaults (`log.retention.ms` is the
 /// default of `retention.ms`, ...): what clients read to learn what a new topic gets.
 const TOPIC_DEFAULT_NAMES: &[(&str, &str)] = &[
@@ -234,6 +281,7 @@ pub fn broker_configs(
         }
     }
     let defaults = broker.topic_defaults();
+    let listeners = broker.kafka_listeners();
     let mut configs = vec![
         BrokerConfig {
             name: "auto.create.topics.enable",
@@ -251,6 +299,29 @@ pub fn broker_configs(
             value: defaults.replication_factor.to_string(),
             documentation: "Replicas of a topic created on first use or without a \
                 replication factor (weir serve --default-replication-factor).",
+        },
+        BrokerConfig {
+            name: "listeners",
+            value: listeners.listeners,
+            documentation: "The addresses this broker's Kafka listeners are bound to \
+                (weir serve --kafka-listen, --kafka-external-listen).",
+        },
+        BrokerConfig {
+            name: "advertised.listeners",
+            value: listeners.advertised,
+            documentation: "The addresses clients are told to reach this broker's Kafka \
+                listeners at (weir serve --kafka-advertise, --kafka-external-advertise).",
+        },
+        BrokerConfig {
+            name: "log.dirs",
+            value: broker.registry().data_dir().display().to_string(),
+            documentation: "The directory every replica's log of this broker is kept in \
+                (weir serve --data-dir): one per broker.",
+        },
+        BrokerConfig {
+            name: "socket.request.max.bytes",
+            value: broker.max_request_bytes().to_string(),
+            documentation: "The largest request the broker reads (max_request_bytes).",
         },
         BrokerConfig {
             name: "node.id",

@@ -51,6 +51,9 @@ pub enum Reason {
     InvalidConfig,
     /// More replicas than the cluster has brokers to place them on.
     InvalidReplicationFactor,
+    /// A client's placement of new partitions' replicas that cannot be made (a broker not
+    /// registered or listed twice, replica counts that differ, a partition left out).
+    InvalidReplicaAssignment,
     /// A partition count a topic cannot have (not more than it has, or over the limit).
     InvalidPartitions,
     /// A request the broker cannot act on as sent (the caller's fault).
@@ -177,6 +180,7 @@ impl Reason {
             Reason::InvalidTopicName => "INVALID_TOPIC_NAME",
             Reason::InvalidConfig => "INVALID_CONFIG",
             Reason::InvalidReplicationFactor => "INVALID_REPLICATION_FACTOR",
+            Reason::InvalidReplicaAssignment => "INVALID_REPLICA_ASSIGNMENT",
             Reason::InvalidPartitions => "INVALID_PARTITIONS",
             Reason::InvalidRequest | Reason::StateConflict => "INVALID_REQUEST",
             Reason::OffsetOutOfRange { .. } => "OFFSET_OUT_OF_RANGE",
@@ -378,6 +382,7 @@ fn cluster_reason(err: &ClusterError) -> (Reason, Option<(&str, u32)>) {
         E::InvalidRequest(_) => (Reason::InvalidRequest, None),
         E::NotFound(_) => (Reason::NotFound, None),
         E::InvalidReplicationFactor { .. } => (Reason::InvalidReplicationFactor, None),
+        E::InvalidReplicaAssignment(_) => (Reason::InvalidReplicaAssignment, None),
         E::OffsetOutOfRange {
             topic,
             partition,

@@ -111,6 +111,9 @@ pub struct Broker {
     /// Largest request accepted, in bytes (`max_request_bytes`).
     max_request_bytes: usize,
     topic_defaults: TopicDefaults,
+    /// This broker's Kafka listeners, as DescribeConfigs of the broker names them; set
+    /// by the server once it has bound them.
+    kafka_listeners: OnceLock<configs::KafkaListeners>,
     authorizer: Authorizer,
     quotas: Arc<quotas::Quotas>,
 }
@@ -135,7 +138,19 @@ impl Broker {
             shutdown,
             max_request_bytes,
             topic_defaults,
+            kafka_listeners: OnceLock::new(),
         }
+    }
+
+    /// Records this broker's Kafka listeners (once; later calls are ignored).
+    pub fn set_kafka_listeners(&self, listeners: configs::KafkaListeners) {
+        let _ = self.kafka_listeners.set(listeners);
+    }
+
+    /// This broker's Kafka listeners (empty before the server set them, or without a
+    /// Kafka listener).
+    pub fn kafka_listeners(&self) -> configs::KafkaListeners {
+        self.kafka_listeners.get().cloned().unwrap_or_default()
     }
 
     /// What topics created on first use or without a size get.

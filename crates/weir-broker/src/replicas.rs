@@ -151,3 +151,50 @@ pub async fn log_dir(
         topics,
     })
 }
+
+/// What a request to move a replica of this broker to the log directory `dir` (Kafka's
+/// AlterReplicaLogDirs) finds. Every replica of a broker lives in its one log directory
+/// (its data directory), so a move to it is already done and a move anywhere else has
+/// no directory to go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplicaDirMove {
+    /// The replica is hosted here and `dir` is this broker's log directory: nothing to
+    /// move.
+    AlreadyThere,
+    /// `dir` is this broker's log directory, but the broker hosts no replica of the
+    /// partition (Kafka's REPLICA_NOT_AVAILABLE).
+    NotHosted,
+    /// `dir` is not this broker's log directory (Kafka's LOG_DIR_NOT_FOUND).
+    UnknownDir,
+}
+
+/// Where moving the replica of `topic`/`partition` to `dir` stands (see
+/// [`ReplicaDirMove`]). `dir` names the log directory if it is the same path, as Kafka
+/// compares absolute paths (a trailing `/` or a `.` component changes nothing). ALTER
+/// on the cluster, as Kafka asks.
+pub fn move_replica_dir(
+    broker: &Broker,
+    ctx: &RequestContext,
+    dir: &str,
+    topic: &str,
+    partition: u32,
+) -> Result<ReplicaDirMove, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    let dir = std::path::Path::new(dir);
+    if !dir.is_absolute()
+        || dir
+            .components()
+            .ne(broker.registry().data_dir().components())
+    {
+        return Ok(ReplicaDirMove::UnknownDir);
+    }
+    let hosted = broker
+        .registry()
+        .topic(topic)
+        .is_ok_and(|t| t.partition(partition).is_ok());
+    Ok(if hosted {
+        ReplicaDirMove::AlreadyThere
+    } else {
+        ReplicaDirMove::NotHosted
+    })
+}

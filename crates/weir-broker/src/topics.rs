@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
+pub use weir_cluster::controller::elect_leaders::{
+    ElectionKind, ElectionRefusal, ElectionResult, MAX_ELECTIONS_PER_REQUEST,
+};
 pub use weir_cluster::controller::{MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_cluster::node::refusal;
 use weir_cluster::{
-    ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
+    BrokerId, ClusterError, INTERNAL_TOPIC_PREFIX, MAX_PARTITIONS_PER_TOPIC, Topic, is_internal,
 };
 
 use crate::{Broker, BrokerError, Reason, RequestContext};
@@ -66,6 +69,67 @@ pub async fn create_topic(
         .registry()
         .create_topic(name, partitions, replication_factor, configs)
         .await?)
+}
+
+/// Creates `name` with its replicas where the caller placed them (Kafka's CreateTopics
+/// with `assignments`): partition `i` on `assignments[i]`, the preferred leader first.
+/// The controller checks them as Kafka does (INVALID_REPLICA_ASSIGNMENT).
+pub async fn create_topic_assigned(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    assignments: Vec<Vec<BrokerId>>,
+    configs: BTreeMap<String, String>,
+) -> Result<Arc<Topic>, BrokerError> {
+    authorize_create(broker, ctx, name)?;
+    refuse_internal(name, "created")?;
+    Ok(broker
+        .registry()
+        .create_topic_assigned(name, assignments, configs)
+        .await?)
+}
+
+/// A manual assignment as Kafka's CreateTopics sends it (each partition's index and
+/// replicas, in any order) as the replicas of partitions `0..n`: every partition from 0
+/// listed once, none beyond (INVALID_REPLICA_ASSIGNMENT otherwise, as Kafka answers).
+pub fn assignments_by_index(
+    listed: Vec<(i32, Vec<BrokerId>)>,
+) -> Result<Vec<Vec<BrokerId>>, BrokerError> {
+    let invalid = |message: String| BrokerError::new(Reason::InvalidReplicaAssignment, message);
+    let count = listed.len();
+    let mut by_index: BTreeMap<i32, Vec<BrokerId>> = BTreeMap::new();
+    for (index, replicas) in listed {
+        if by_index.insert(index, replicas).is_some() {
+            return Err(invalid(format!("partition {index} is assigned twice")));
+        }
+    }
+    if by_index.keys().copied().ne(0..count as i32) {
+        return Err(invalid(format!(
+            "the {count} partitions assigned must be numbered 0 to {}, each once; got {:?}",
+            count as i64 - 1,
+            by_index.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(by_index.into_values().collect())
+}
+
+/// As [`validate_create`], for a topic placed by `assignments`.
+pub fn validate_create_assigned(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    assignments: &[Vec<BrokerId>],
+    configs: BTreeMap<String, String>,
+) -> Result<(), BrokerError> {
+    authorize_create(broker, ctx, name)?;
+    refuse_internal(name, "created")?;
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .check_assigned_topic(name, assignments, configs)
+        .map_err(|e| BrokerError::from(refusal(e)))?;
+    Ok(())
 }
 
 /// Whether the request may create the topic `name`: Create on the cluster, or on the
@@ -146,6 +210,47 @@ pub async fn create_partitions(
     Ok(broker.registry().create_partitions(name, count).await?)
 }
 
+/// Grows `name` to `count` partitions placed by `assignments`, one per new partition
+/// (Kafka's CreatePartitions with `assignments`); with `validate_only`, checks and changes
+/// nothing. The count is checked first (INVALID_PARTITIONS), then that there is one
+/// assignment per new partition and the controller's checks of each
+/// (INVALID_REPLICA_ASSIGNMENT), as Kafka orders them.
+pub async fn create_partitions_assigned(
+    broker: &Broker,
+    ctx: &RequestContext,
+    name: &str,
+    count: u32,
+    assignments: Vec<Vec<BrokerId>>,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    let topic = check_partition_count(broker, ctx, name, count)?;
+    let current = topic.partition_count();
+    let adding = (count - current) as usize;
+    if assignments.len() != adding {
+        return Err(BrokerError::new(
+            Reason::InvalidReplicaAssignment,
+            format!(
+                "topic {name} grows by {adding} partition(s) to {count}, but {} assignment(s) \
+                 were given: one per new partition",
+                assignments.len()
+            ),
+        ));
+    }
+    if validate_only {
+        let image = broker.registry().cluster().image();
+        let rf = image.topic(name).map(|t| t.replication_factor());
+        image
+            .check_assignment(name, current, &assignments, rf)
+            .map_err(|e| BrokerError::from(refusal(e)))?;
+        return Ok(());
+    }
+    broker
+        .registry()
+        .create_partitions_assigned(name, current, assignments)
+        .await?;
+    Ok(())
+}
+
 /// Moves replicas of partitions of `name` (`docs/replication.md` § Reassignment), all or
 /// none: each move's target (the preferred leader first), or `None` to cancel the
 /// reassignment in progress. Moving replicas is the cluster's business, as in Kafka:
@@ -169,6 +274,32 @@ pub async fn reassign_partitions(
         .reassign_partitions(name, moves, throttle_bytes_per_sec)
         .await?;
     Ok(broker.registry().topic(name)?)
+}
+
+/// Elects leaders of the partitions named, by topic (`None`: every partition, answering
+/// only those whose election was needed): `kind` preferred (each partition's first
+/// replica, when it is in sync and may lead) or unclean (for a partition without a
+/// leader, any replica that may lead). Each partition is answered on its own. Choosing
+/// leaders is the cluster's business, as in Kafka: ALTER on the cluster. At most
+/// [`MAX_ELECTIONS_PER_REQUEST`] partitions.
+pub async fn elect_leaders(
+    broker: &Broker,
+    ctx: &RequestContext,
+    kind: ElectionKind,
+    partitions: Option<Vec<(String, Vec<u32>)>>,
+) -> Result<Vec<ElectionResult>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Alter)?;
+    let asked: usize = partitions
+        .iter()
+        .flatten()
+        .map(|(_, parts)| parts.len())
+        .sum();
+    if asked > MAX_ELECTIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "{asked} partitions in one election; at most {MAX_ELECTIONS_PER_REQUEST}"
+        )));
+    }
+    Ok(broker.registry().elect_leaders(kind, partitions).await?)
 }
 
 /// A partition's reassignment in progress: its replicas (the target's, then those

@@ -82,6 +82,10 @@ pub enum ClusterError {
     Config(#[from] ConfigError),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// INVALID_REPLICA_ASSIGNMENT: a client's placement of new partitions that cannot be
+    /// made.
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
     /// RESOURCE_NOT_FOUND: a user or credential that does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -72,6 +72,7 @@ pub fn status_of(reason: &Reason) -> StatusCode {
         | R::InvalidTopicName
         | R::InvalidConfig
         | R::InvalidReplicationFactor
+        | R::InvalidReplicaAssignment
         | R::InvalidPartitions
         | R::InvalidRequest
         | R::OffsetOutOfRange { .. }

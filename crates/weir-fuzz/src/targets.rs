@@ -487,6 +487,9 @@ pub fn kafka_request(data: &[u8]) {
         ConsumerGroupDescribe => ConsumerGroupDescribeRequest,
         DescribeLogDirs => DescribeLogDirsRequest,
         DescribeQuorum => DescribeQuorumRequest,
+        ElectLeaders => ElectLeadersRequest,
+        AlterReplicaLogDirs => AlterReplicaLogDirsRequest,
+        DescribeTopicPartitions => DescribeTopicPartitionsRequest,
     }
 }
 

@@ -248,6 +248,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let identity = stamp_data_dir(&config).await?;
     let bound = listeners::bind(&specs, |spec| tls.of(spec.listener.name)).await?;
     let addrs = ListenerAddrs::of(&bound);
+    let kafka_listeners = kafka_listener_names(&bound);
     let this_broker = listeners::endpoints(&bound);
     let cluster::Cluster {
         node,
@@ -283,6 +284,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         budget: Arc::new(weir_broker::budget::Budget::new(config.budget())),
     });
     broker.metrics().set_budget(broker.budget.clone());
+    broker.core.set_kafka_listeners(kafka_listeners);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
@@ -400,6 +402,34 @@ const SERVICE_NAMES: [&str; 6] = [
     "weir.v1.Queues",
     "",
 ];
+
+/// Kafka's `listeners` and `advertised.listeners` of this broker, as a broker's
+/// DescribeConfigs answers them: `NAME://host:port`, comma-separated (PLAINTEXT, or SSL
+/// with TLS, for the Kafka listener; EXTERNAL for the external one).
+fn kafka_listener_names(
+    bound: &[listeners::BoundListener],
+) -> weir_broker::configs::KafkaListeners {
+    let named: Vec<(&str, &listeners::BoundListener)> = bound
+        .iter()
+        .filter_map(|b| match b.listener {
+            weir_broker::Listener::KAFKA if b.tls.is_some() => Some(("SSL", b)),
+            weir_broker::Listener::KAFKA => Some(("PLAINTEXT", b)),
+            weir_broker::Listener::KAFKA_EXTERNAL => Some(("EXTERNAL", b)),
+            _ => None,
+        })
+        .collect();
+    let join = |address: fn(&listeners::BoundListener) -> Option<String>| {
+        named
+            .iter()
+            .filter_map(|(name, b)| address(b).map(|a| format!("{name}://{a}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    weir_broker::configs::KafkaListeners {
+        listeners: join(|b| Some(b.addr.to_string())),
+        advertised: join(|b| b.advertised.clone()),
+    }
+}
 
 /// The bound addresses of the listeners [`RunningServer`] names.
 struct ListenerAddrs {

@@ -65,6 +65,7 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::InvalidTopicName
         | Reason::InvalidConfig
         | Reason::InvalidReplicationFactor
+        | Reason::InvalidReplicaAssignment
         | Reason::InvalidPartitions
         | Reason::InvalidRequest
         | Reason::InvalidGroupId

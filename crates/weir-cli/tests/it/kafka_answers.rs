@@ -99,3 +99,76 @@ fn committed_right_after_an_asynchronous_commit_sees_it() {
     let seen = check("commit-order", "commit-order");
     assert_eq!(seen["commits"], 200, "{seen}");
 }
+
+/// CreateTopics and CreatePartitions with manual replica assignments (librdkafka's test
+/// 0081, kafka-python's `NewPartitions`): made as assigned, and refused with
+/// INVALID_REPLICA_ASSIGNMENT where Kafka refuses them, nothing created.
+#[test]
+fn manual_replica_assignments_are_made_and_checked_as_kafka_does() {
+    let seen = check("replica-assignments", "assigned");
+    assert_eq!(seen["partitions"], 7, "{seen}");
+    for case in [
+        "unregistered",
+        "twice",
+        "uneven",
+        "validated",
+        "grow_unregistered",
+    ] {
+        assert_eq!(
+            seen["refused"][case], "INVALID_REPLICA_ASSIGNMENT",
+            "{case}: {seen}"
+        );
+    }
+    assert_eq!(
+        seen["kafka_python_short"], "InvalidReplicationAssignmentError",
+        "{seen}"
+    );
+}
+
+/// kafka-python's admin calls of its own integration tests that Weir did not serve:
+/// DescribeTopicPartitions paged by cursor, ElectLeaders, AlterReplicaLogDirs, the
+/// broker's listeners and log directory in DescribeConfigs, and a broker key refused
+/// (INVALID_CONFIG, named) when set at run time.
+#[test]
+fn admin_apis_kafka_python_calls_are_answered_as_kafka_does() {
+    let seen = check("admin-apis", "admin-apis");
+    assert_eq!(
+        seen["partitions"],
+        serde_json::json!([0, 1, 2, 3]),
+        "{seen}"
+    );
+    assert_eq!(seen["pages"], 4, "{seen}");
+    assert_eq!(seen["codes"]["admin-apis"], 0, "{seen}");
+    assert_eq!(seen["codes"]["no-such-topic"], 3, "{seen}");
+    // 84: ELECTION_NOT_NEEDED; 3: UNKNOWN_TOPIC_OR_PARTITION.
+    assert_eq!(
+        seen["elections"]["preferred"],
+        serde_json::json!([84]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["elections"]["unclean"],
+        serde_json::json!([84]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["elections"]["unknown"],
+        serde_json::json!([3]),
+        "{seen}"
+    );
+    assert_eq!(seen["moves"]["same"], "NoError", "{seen}");
+    assert_eq!(seen["moves"]["other"], "LogDirNotFoundError", "{seen}");
+    let bootstrap = seen["bootstrap"].as_str().expect("bootstrap");
+    let advertised = format!("PLAINTEXT://{bootstrap}");
+    assert_eq!(
+        seen["broker_configs"]["advertised.listeners"],
+        advertised.as_str(),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["broker_configs"]["listeners"],
+        advertised.as_str(),
+        "{seen}"
+    );
+    assert_eq!(seen["alter"], "INVALID_CONFIG", "{seen}");
+}

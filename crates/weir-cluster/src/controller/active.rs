@@ -20,7 +20,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, preferred, producer_ids, reassign, resign, security, tokens, topics,
+    alter_partition, brokers, elect_leaders, preferred, producer_ids, reassign, resign, security,
+    tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -237,6 +238,14 @@ impl Controller {
             ControllerRequest::CreatePartitions { topic, total } => {
                 topics::create_partitions(image, &topic, total)
             }
+            ControllerRequest::CreateTopicAssigned {
+                name,
+                assignments,
+                configs,
+            } => self.create_topic_assigned(image, name, assignments, configs),
+            ControllerRequest::CreatePartitionsAssigned { topic, assignments } => {
+                topics::create_partitions_assigned(image, &topic, &assignments)
+            }
             ControllerRequest::DeleteTopic { name } => topics::delete_topic(image, &name),
             ControllerRequest::AlterTopicConfig { topic, key, value } => {
                 topics::alter_topic_config(image, &topic, key, value)
@@ -275,6 +284,9 @@ impl Controller {
                 moves,
                 throttle_bytes_per_sec,
             } => reassign::reassign_partitions(image, &topic, &moves, throttle_bytes_per_sec),
+            ControllerRequest::ElectLeaders { kind, partitions } => {
+                elect_leaders::elect_leaders(image, kind, partitions.as_deref())
+            }
             ControllerRequest::AllocateProducerIds { node, broker_epoch } => {
                 producer_ids::allocate_block(image, node, broker_epoch)
             }

@@ -13,6 +13,7 @@
 //!   `topics`: topic administration; `alter_partition`: leaders' ISR changes;
 //!   `election`: who leads and who stays in the ISR when brokers come and go;
 //!   [`reassign`]: moving replicas; `preferred`: leaderships back to preferred replicas;
+//!   [`elect_leaders`]: elections on request (Kafka's ElectLeaders);
 //!   [`producer_ids`]: ids for idempotent producers; `security`: users' SCRAM
 //!   credentials and ACL bindings;
 //!   [`placement`]: where new replicas go.
@@ -21,6 +22,7 @@ mod active;
 mod alter_partition;
 mod apply;
 mod brokers;
+pub mod elect_leaders;
 mod election;
 mod image;
 pub mod placement;

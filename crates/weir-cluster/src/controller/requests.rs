@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::elect_leaders::{ElectionKind, ElectionResult};
 use super::reassign::PartitionMove;
 use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
@@ -69,6 +70,19 @@ pub enum ControllerRequest {
         topic: String,
         total: u32,
     },
+    /// Creates a topic whose replicas the client placed (Kafka's CreateTopics with
+    /// `assignments`): partition `i` on `assignments[i]`, the preferred leader first.
+    CreateTopicAssigned {
+        name: String,
+        assignments: Vec<Vec<BrokerId>>,
+        configs: BTreeMap<String, String>,
+    },
+    /// Grows `topic` by one partition per assignment, each on the brokers it lists (the
+    /// preferred leader first): Kafka's CreatePartitions with `assignments`.
+    CreatePartitionsAssigned {
+        topic: String,
+        assignments: Vec<Vec<BrokerId>>,
+    },
     DeleteTopic {
         name: String,
     },
@@ -109,6 +123,12 @@ pub enum ControllerRequest {
         /// Bytes per second each adding broker may fetch for these moves; `None` for no
         /// throttle.
         throttle_bytes_per_sec: Option<u64>,
+    },
+    /// Elects leaders of the partitions named, by topic (`None`: of every partition):
+    /// Kafka's ElectLeaders.
+    ElectLeaders {
+        kind: ElectionKind,
+        partitions: Option<Vec<(String, Vec<u32>)>>,
     },
     /// A broker has handed out its block of producer ids and asks for the next.
     AllocateProducerIds {
@@ -191,6 +211,9 @@ pub enum ControllerReply {
     PartitionAltered(PartitionRegistration),
     /// Each moved partition as it now stands (a move already in sync is complete).
     PartitionsReassigned(Vec<(u32, PartitionRegistration)>),
+    /// Each partition's election, in the order asked (of every partition: only those
+    /// whose election was needed).
+    LeadersElected(Vec<ElectionResult>),
     /// Ids `first..first + count` are the broker's to hand out.
     ProducerIds {
         first: i64,
@@ -302,6 +325,17 @@ pub enum ControllerError {
         partition: u32,
         reason: String,
     },
+    /// INVALID_REPLICA_ASSIGNMENT: a client's placement of a new partition's replicas that
+    /// cannot be made (a broker not registered, one listed twice, replica counts that
+    /// differ).
+    #[error("invalid replica assignment for partition {partition} of topic {topic:?}: {reason}")]
+    InvalidReplicaAssignment {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+    #[error("{requested} partitions in one election; at most {max}")]
+    TooManyElections { requested: usize, max: usize },
     /// TOPIC_EXISTS.
     #[error("topic {0:?} already exists")]
     TopicExists(String),

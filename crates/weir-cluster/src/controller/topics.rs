@@ -51,6 +51,36 @@ impl Controller {
         })
     }
 
+    /// `TopicCreated` and one `PartitionCreated` per assignment, each partition on the
+    /// brokers its assignment lists (checked as Kafka checks a manual assignment:
+    /// [`MetadataImage::check_assigned_topic`]).
+    pub(super) fn create_topic_assigned(
+        &mut self,
+        image: &MetadataImage,
+        name: String,
+        assignments: Vec<Vec<BrokerId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Outcome, ControllerError> {
+        let config = image.check_assigned_topic(&name, &assignments, configs)?;
+        let topic_id = self.new_topic_id(image)?;
+        let mut records = Vec::with_capacity(assignments.len() + 1);
+        records.push(MetadataRecord::TopicCreated {
+            name,
+            topic_id: topic_id.clone(),
+            configs: config.overrides().clone(),
+        });
+        records.extend(
+            assignments
+                .into_iter()
+                .enumerate()
+                .map(|(p, replicas)| assigned_partition(image, &topic_id, p as u32, replicas)),
+        );
+        Ok(Outcome {
+            records,
+            reply: ControllerReply::TopicCreated { topic_id },
+        })
+    }
+
     /// A topic id from the source that is not empty and names no existing topic.
     fn new_topic_id(&mut self, image: &MetadataImage) -> Result<String, ControllerError> {
         let mut last = String::new();
@@ -99,6 +129,41 @@ pub(super) fn create_partitions(
         .map(|p| {
             let replicas = placement::replicas(&order, start, p, replication_factor);
             new_partition(&topic.topic_id, p, replicas)
+        })
+        .collect();
+    Ok(Outcome {
+        records,
+        reply: ControllerReply::PartitionsCreated,
+    })
+}
+
+/// `PartitionCreated` for one new partition per assignment, after the topic's last, each
+/// on the brokers its assignment lists, which must be as many as the topic's other
+/// partitions have (Kafka's CreatePartitions with assignments).
+pub(super) fn create_partitions_assigned(
+    image: &MetadataImage,
+    name: &str,
+    assignments: &[Vec<BrokerId>],
+) -> Result<Outcome, ControllerError> {
+    let topic = image
+        .topic(name)
+        .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    let current = topic.partitions.len() as u32;
+    let total = current.saturating_add(u32::try_from(assignments.len()).unwrap_or(u32::MAX));
+    check_partition_count(total)?;
+    if assignments.is_empty() {
+        return Err(ControllerError::PartitionCountNotIncreased {
+            topic: name.to_string(),
+            current,
+            requested: total,
+        });
+    }
+    image.check_assignment(name, current, assignments, Some(topic.replication_factor()))?;
+    let records = assignments
+        .iter()
+        .enumerate()
+        .map(|(i, replicas)| {
+            assigned_partition(image, &topic.topic_id, current + i as u32, replicas.clone())
         })
         .collect();
     Ok(Outcome {
@@ -181,6 +246,76 @@ impl MetadataImage {
     }
 }
 
+impl MetadataImage {
+    /// As [`MetadataImage::check_new_topic`], for a topic whose replicas the client
+    /// placed: partition `i` on `assignments[i]`.
+    pub fn check_assigned_topic(
+        &self,
+        name: &str,
+        assignments: &[Vec<BrokerId>],
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicConfig, ControllerError> {
+        validate_topic_name(name)?;
+        check_partition_count(u32::try_from(assignments.len()).unwrap_or(u32::MAX))?;
+        let config = TopicConfig::new(configs)?;
+        if self.topic(name).is_some() {
+            return Err(ControllerError::TopicExists(name.to_owned()));
+        }
+        self.check_assignment(name, 0, assignments, None)?;
+        Ok(config)
+    }
+
+    /// Why new partitions `first..` of `topic` cannot be placed on `assignments`, Kafka's
+    /// rules for a manual assignment: each lists at least one replica, no broker twice,
+    /// only registered brokers, at least one of them able to lead now (unfenced, not
+    /// shutting down), and every partition as many replicas (`replication_factor` when
+    /// the topic has partitions already, else the first assignment's count).
+    pub fn check_assignment(
+        &self,
+        topic: &str,
+        first: u32,
+        assignments: &[Vec<BrokerId>],
+        replication_factor: Option<usize>,
+    ) -> Result<(), ControllerError> {
+        let expected = replication_factor.or_else(|| assignments.first().map(Vec::len));
+        for (i, replicas) in assignments.iter().enumerate() {
+            let partition = first + i as u32;
+            let invalid = |reason: String| ControllerError::InvalidReplicaAssignment {
+                topic: topic.to_string(),
+                partition,
+                reason,
+            };
+            if replicas.is_empty() {
+                return Err(invalid("the replica list is empty".into()));
+            }
+            if Some(replicas.len()) != expected {
+                return Err(invalid(format!(
+                    "it has {} replica(s), but the topic's partitions have {}",
+                    replicas.len(),
+                    expected.unwrap_or_default()
+                )));
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for &b in replicas {
+                if !seen.insert(b) {
+                    return Err(invalid(format!("broker {b} is listed more than once")));
+                }
+                if self.broker(b).is_none() {
+                    return Err(invalid(format!(
+                        "broker {b} is listed, but no broker with that id is registered"
+                    )));
+                }
+            }
+            if !replicas.iter().any(|&b| self.is_eligible(b)) {
+                return Err(invalid(format!(
+                    "every broker listed ({replicas:?}) is fenced or shutting down"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The brokers that may receive new replicas, in placement order.
 fn placement_order(image: &MetadataImage) -> Vec<BrokerId> {
     placement::broker_order(
@@ -222,6 +357,34 @@ fn new_partition(topic_id: &str, partition: u32, replicas: Vec<BrokerId>) -> Met
         registration: PartitionRegistration {
             isr: replicas.clone(),
             leader: replicas[0],
+            replicas,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            reassignment: None,
+        },
+    }
+}
+
+/// A new partition on brokers a client chose: ISR = the replicas that are unfenced and
+/// not shutting down (the others join once they catch up, as any follower), the first
+/// of them leads, epochs 0. The caller checked that there is one.
+fn assigned_partition(
+    image: &MetadataImage,
+    topic_id: &str,
+    partition: u32,
+    replicas: Vec<BrokerId>,
+) -> MetadataRecord {
+    let isr: Vec<BrokerId> = replicas
+        .iter()
+        .copied()
+        .filter(|&b| image.is_eligible(b))
+        .collect();
+    MetadataRecord::PartitionCreated {
+        topic_id: topic_id.to_string(),
+        partition,
+        registration: PartitionRegistration {
+            leader: isr[0],
+            isr,
             replicas,
             leader_epoch: 0,
             partition_epoch: 0,
@@ -600,5 +763,96 @@ mod tests {
                 last: "a".into()
             })
         );
+    }
+
+    fn assigned(name: &str, assignments: &[&[BrokerId]]) -> ControllerRequest {
+        ControllerRequest::CreateTopicAssigned {
+            name: name.into(),
+            assignments: assignments.iter().map(|r| r.to_vec()).collect(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn assigned_reason(e: ControllerError) -> (u32, String) {
+        match e {
+            ControllerError::InvalidReplicaAssignment {
+                partition, reason, ..
+            } => (partition, reason),
+            other => panic!("{other:?} is not INVALID_REPLICA_ASSIGNMENT"),
+        }
+    }
+
+    #[test]
+    fn a_manual_assignment_places_each_partition_where_it_says() {
+        let mut h = Harness::new();
+        h.live(1, None);
+        h.live(2, None);
+        h.register(3, "fenced", None);
+        h.ok(assigned("orders", &[&[2, 1], &[3, 1]]));
+        let id = h.image.topic("orders").expect("created").topic_id.clone();
+        let p0 = h.partition(&id, 0);
+        assert_eq!(
+            (p0.replicas, p0.isr, p0.leader),
+            (vec![2, 1], vec![2, 1], 2)
+        );
+        // The fenced broker is a replica, outside the ISR until it catches up.
+        let p1 = h.partition(&id, 1);
+        assert_eq!((p1.replicas, p1.isr, p1.leader), (vec![3, 1], vec![1], 1));
+
+        // Grown by assignment: the new partitions go where they are listed.
+        let (records, reply) = h.handle(ControllerRequest::CreatePartitionsAssigned {
+            topic: "orders".into(),
+            assignments: vec![vec![1, 2]],
+        });
+        assert_eq!(reply, ControllerReply::PartitionsCreated);
+        assert_eq!(records.len(), 1);
+        assert_eq!(h.partition(&id, 2).replicas, vec![1, 2]);
+    }
+
+    #[test]
+    fn a_manual_assignment_is_refused_as_kafka_refuses_it() {
+        let mut h = Harness::new();
+        h.live(1, None);
+        h.live(2, None);
+        h.register(3, "fenced", None);
+        let cases: [(&[&[BrokerId]], u32, &str); 5] = [
+            (&[&[1], &[]], 1, "empty"),
+            (&[&[1, 1]], 0, "broker 1 is listed more than once"),
+            (&[&[1], &[9]], 1, "no broker with that id is registered"),
+            (
+                &[&[1, 2], &[2]],
+                1,
+                "1 replica(s), but the topic's partitions have 2",
+            ),
+            (&[&[3]], 0, "fenced or shutting down"),
+        ];
+        for (assignments, partition, words) in cases {
+            let (p, reason) = assigned_reason(h.refused(assigned("t", assignments)));
+            assert_eq!(p, partition, "{reason}");
+            assert!(reason.contains(words), "{reason:?} should say {words:?}");
+        }
+        assert!(h.image.topic("t").is_none());
+        assert!(matches!(
+            h.refused(assigned("t", &[])),
+            ControllerError::InvalidPartitionCount { count: 0, .. }
+        ));
+
+        // Growing: each new partition has the topic's replica count, on registered brokers.
+        h.ok(assigned("orders", &[&[1, 2]]));
+        let grow = |assignments: Vec<Vec<BrokerId>>| ControllerRequest::CreatePartitionsAssigned {
+            topic: "orders".into(),
+            assignments,
+        };
+        let (p, reason) = assigned_reason(h.refused(grow(vec![vec![2, 1], vec![1]])));
+        assert_eq!(p, 2);
+        assert!(reason.contains("have 2"), "{reason}");
+        let (p, reason) = assigned_reason(h.refused(grow(vec![vec![1, 7]])));
+        assert_eq!(p, 1);
+        assert!(reason.contains("broker 7"), "{reason}");
+        assert!(matches!(
+            h.refused(grow(vec![])),
+            ControllerError::PartitionCountNotIncreased { .. }
+        ));
+        assert_eq!(h.image.topic("orders").expect("kept").partitions.len(), 1);
     }
 }

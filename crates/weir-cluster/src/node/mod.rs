@@ -503,6 +503,9 @@ pub fn refusal(e: ControllerError) -> ClusterError {
             replication_factor,
             brokers,
         },
+        e @ ControllerError::InvalidReplicaAssignment { .. } => {
+            ClusterError::InvalidReplicaAssignment(e.to_string())
+        }
         e @ (ControllerError::UnknownCredential { .. } | ControllerError::UnknownToken { .. }) => {
             ClusterError::NotFound(e.to_string())
         }

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use super::{ApplyFailure, Topic, TopicRegistry};
 use crate::config::TopicConfig;
+use crate::controller::elect_leaders::{ElectionKind, ElectionResult};
 use crate::controller::{ControllerReply, ControllerRequest, PartitionMove, PartitionRegistration};
 use crate::error::ClusterError;
 use crate::node::refusal;
+use crate::partition::BrokerId;
 
 /// Longest an admin change waits to show in this broker's registry after the
 /// controller committed it, plus [`APPLY_WAIT_PER_PARTITION`] for each partition the
@@ -38,6 +40,38 @@ impl TopicRegistry {
                 configs,
             })
             .await?;
+        self.created(name, partitions, reply).await
+    }
+
+    /// Creates a topic whose replicas the caller placed: partition `i` on
+    /// `assignments[i]`, the preferred leader first (the controller checks them as Kafka
+    /// checks a manual assignment).
+    pub async fn create_topic_assigned(
+        &self,
+        name: &str,
+        assignments: Vec<Vec<BrokerId>>,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, ClusterError> {
+        let partitions = assignments.len() as u32;
+        let reply = self
+            .node
+            .call(ControllerRequest::CreateTopicAssigned {
+                name: name.to_string(),
+                assignments,
+                configs,
+            })
+            .await?;
+        self.created(name, partitions, reply).await
+    }
+
+    /// The topic the controller's `reply` to a create says it made, once this broker
+    /// has opened it.
+    async fn created(
+        &self,
+        name: &str,
+        partitions: u32,
+        reply: ControllerReply,
+    ) -> Result<Arc<Topic>, ClusterError> {
         let topic_id = match reply {
             ControllerReply::TopicCreated { topic_id } => topic_id,
             ControllerReply::Refused(e) => return Err(refusal(e)),
@@ -118,6 +152,35 @@ impl TopicRegistry {
                 total,
             })
             .await?;
+        self.partitions_created(name, total, reply).await
+    }
+
+    /// Grows a topic of `current` partitions by one partition per assignment, each on
+    /// the brokers it lists.
+    pub async fn create_partitions_assigned(
+        &self,
+        name: &str,
+        current: u32,
+        assignments: Vec<Vec<BrokerId>>,
+    ) -> Result<Arc<Topic>, ClusterError> {
+        let total = current.saturating_add(assignments.len() as u32);
+        let reply = self
+            .node
+            .call(ControllerRequest::CreatePartitionsAssigned {
+                topic: name.to_string(),
+                assignments,
+            })
+            .await?;
+        self.partitions_created(name, total, reply).await
+    }
+
+    /// The topic grown to `total` partitions, once this broker has opened them.
+    async fn partitions_created(
+        &self,
+        name: &str,
+        total: u32,
+        reply: ControllerReply,
+    ) -> Result<Arc<Topic>, ClusterError> {
         match reply {
             ControllerReply::PartitionsCreated => {}
             ControllerReply::Refused(e) => return Err(refusal(e)),
@@ -173,6 +236,48 @@ impl TopicRegistry {
         .await?;
         tracing::info!(topic = name, "topic config altered");
         Ok(target)
+    }
+
+    /// Elects leaders (Kafka's ElectLeaders) of the partitions named, by topic (`None`:
+    /// every partition); returns once this broker's registry has applied the elections
+    /// made.
+    pub async fn elect_leaders(
+        &self,
+        kind: ElectionKind,
+        partitions: Option<Vec<(String, Vec<u32>)>>,
+    ) -> Result<Vec<ElectionResult>, ClusterError> {
+        let reply = self
+            .node
+            .call(ControllerRequest::ElectLeaders { kind, partitions })
+            .await?;
+        let results = match reply {
+            ControllerReply::LeadersElected(results) => results,
+            ControllerReply::Refused(e) => return Err(refusal(e)),
+            other => return Err(unexpected(&other)),
+        };
+        let elected: Vec<(String, u32, i32)> = results
+            .iter()
+            .filter_map(|r| {
+                let reg = r.outcome.as_ref().ok()?;
+                Some((r.topic.clone(), r.partition, reg.partition_epoch))
+            })
+            .collect();
+        self.until(0, |r| {
+            let image = r.node.image();
+            elected
+                .iter()
+                .all(|(topic, p, epoch)| {
+                    // A topic deleted meanwhile has nothing left to wait for.
+                    image.topic(topic).is_none_or(|t| {
+                        t.partitions
+                            .get(*p as usize)
+                            .is_none_or(|now| now.partition_epoch >= *epoch)
+                    })
+                })
+                .then_some(())
+        })
+        .await?;
+        Ok(results)
     }
 
     /// Moves replicas of partitions of `name` (`docs/replication.md` § Reassignment), all

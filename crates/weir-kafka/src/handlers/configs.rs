@@ -1,7 +1,7 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs, through the core's config
 //! operations (the same ones gRPC's DescribeTopicConfig and AlterTopicConfig use).
-//! Topics' configs are read and changed; a broker's are read (they are static: set when
-//! `weir serve` starts).
+//! Topics' configs are read and changed; a broker's are read, and a change to one is
+//! answered per key (each is static: set when `weir serve` starts).
 
 use std::collections::BTreeMap;
 
@@ -67,7 +67,7 @@ fn kafka_type(kind: ConfigType) -> i8 {
 /// The Kafka type of a broker setting.
 fn config_type(name: &str) -> i8 {
     match name {
-        "log.cleanup.policy" => TYPE_LIST,
+        "log.cleanup.policy" | "listeners" | "advertised.listeners" => TYPE_LIST,
         "unclean.leader.election.enable" | "auto.create.topics.enable" => TYPE_BOOLEAN,
         "message.max.bytes"
         | "min.insync.replicas"
@@ -75,7 +75,8 @@ fn config_type(name: &str) -> i8 {
         | "broker.id"
         | "node.id"
         | "num.partitions"
-        | "default.replication.factor" => TYPE_INT,
+        | "default.replication.factor"
+        | "socket.request.max.bytes" => TYPE_INT,
         "log.cleaner.delete.retention.ms"
         | "log.retention.bytes"
         | "log.retention.ms"
@@ -219,14 +220,6 @@ fn unserved_resource(resource_type: i8) -> BrokerError {
     ))
 }
 
-/// A broker's settings cannot change while it runs.
-fn static_broker() -> BrokerError {
-    BrokerError::invalid(
-        "broker configs are static: set them with weir serve's flags (or environment, or \
-         config file) and restart the broker",
-    )
-}
-
 /// Each resource's outcome as `(type, name, error)`.
 type Outcomes = Vec<(i8, StrBytes, Option<BrokerError>)>;
 
@@ -269,7 +262,19 @@ pub(super) async fn alter_configs(
                     .map(|_| ())
                 }
             }
-            RESOURCE_BROKER => Err(static_broker()),
+            RESOURCE_BROKER => {
+                let keys: Vec<String> = resource
+                    .configs
+                    .iter()
+                    .map(|c| c.name.to_string())
+                    .collect();
+                configs::alter_broker_configs(
+                    &broker.core,
+                    ctx,
+                    resource.resource_name.as_str(),
+                    &keys,
+                )
+            }
             RESOURCE_GROUP => {
                 let set: BTreeMap<String, String> = resource
                     .configs
@@ -368,7 +373,19 @@ pub(super) async fn incremental_alter_configs(
                     Err(e) => Err(e),
                 }
             }
-            RESOURCE_BROKER => Err(static_broker()),
+            RESOURCE_BROKER => {
+                let keys: Vec<String> = resource
+                    .configs
+                    .iter()
+                    .map(|c| c.name.to_string())
+                    .collect();
+                configs::alter_broker_configs(
+                    &broker.core,
+                    ctx,
+                    resource.resource_name.as_str(),
+                    &keys,
+                )
+            }
             other => Err(unserved_resource(other)),
         };
         outcomes.push((

@@ -2,11 +2,25 @@
 
 use kafka_protocol::error::ResponseError as E;
 use weir_broker::security::ResourceType;
+use weir_broker::topics::ElectionRefusal;
 use weir_broker::{BrokerError, Reason};
 
 /// The Kafka error code for `err`.
 pub fn error_code(err: &BrokerError) -> i16 {
     code(&err.reason)
+}
+
+/// The Kafka error code for a partition's election that was not made (ElectLeaders).
+pub fn election_code(refusal: &ElectionRefusal) -> i16 {
+    match refusal {
+        ElectionRefusal::NotNeeded { .. } => E::ElectionNotNeeded,
+        ElectionRefusal::PreferredNotAvailable { .. } => E::PreferredLeaderNotAvailable,
+        ElectionRefusal::NoEligibleReplica { .. } => E::EligibleLeadersNotAvailable,
+        ElectionRefusal::UnknownTopic(_) | ElectionRefusal::UnknownPartition { .. } => {
+            E::UnknownTopicOrPartition
+        }
+    }
+    .code()
 }
 
 /// The Kafka error code for `reason`.
@@ -26,6 +40,7 @@ pub fn code(reason: &Reason) -> i16 {
         Reason::InvalidTopicName => E::InvalidTopicException,
         Reason::InvalidConfig => E::InvalidConfig,
         Reason::InvalidReplicationFactor => E::InvalidReplicationFactor,
+        Reason::InvalidReplicaAssignment => E::InvalidReplicaAssignment,
         Reason::InvalidPartitions => E::InvalidPartitions,
         Reason::InvalidRequest | Reason::StateConflict => E::InvalidRequest,
         Reason::OffsetOutOfRange { .. } => E::OffsetOutOfRange,
@@ -108,6 +123,7 @@ mod tests {
         }
         assert_eq!(code(&Reason::NotLeader { leader: 1 }), 6);
         assert_eq!(code(&Reason::InvalidReplicationFactor), 38);
+        assert_eq!(code(&Reason::InvalidReplicaAssignment), 39);
         assert_eq!(code(&Reason::InvalidPartitions), 37);
         assert_eq!(code(&Reason::UnknownLeaderEpoch), 75);
         assert_eq!(code(&Reason::FencedLeaderEpoch { epoch: None }), 74);

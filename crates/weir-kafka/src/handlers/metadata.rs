@@ -5,8 +5,10 @@
 //! controller and the cluster id from the same view. Both answer the operations the
 //! principal may do on each topic and on the cluster when asked
 //! (`include_*_authorized_operations`), from the core's authorisation. DescribeLogDirs:
-//! this broker's log directory and the replicas in it. DescribeQuorum: the metadata
-//! quorum, from its leader.
+//! this broker's log directory and the replicas in it; AlterReplicaLogDirs: moves to it
+//! (already there) or elsewhere (no such directory). DescribeQuorum: the metadata quorum,
+//! from its leader. DescribeTopicPartitions: the topics' partitions as Metadata
+//! describes them, a page at a time.
 
 /// Metadata v8+ can ask for the operations allowed on each topic.
 const FIRST_TOPIC_OPERATIONS: i16 = 8;
@@ -15,9 +17,13 @@ const CLUSTER_OPERATIONS: std::ops::RangeInclusive<i16> = 8..=10;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, DescribeQuorumRequest, DescribeQuorumResponse, MetadataRequest,
-    MetadataResponse, TopicName,
+    AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, BrokerId, DescribeClusterRequest,
+    DescribeClusterResponse, DescribeLogDirsRequest, DescribeLogDirsResponse,
+    DescribeQuorumRequest, DescribeQuorumResponse, DescribeTopicPartitionsRequest,
+    DescribeTopicPartitionsResponse, MetadataRequest, MetadataResponse, TopicName,
+    alter_replica_log_dirs_response::{
+        AlterReplicaLogDirPartitionResult, AlterReplicaLogDirTopicResult,
+    },
     describe_cluster_response::DescribeClusterBroker,
     describe_log_dirs_response::{
         DescribeLogDirsPartition, DescribeLogDirsResult, DescribeLogDirsTopic,
@@ -26,11 +32,16 @@ use kafka_protocol::messages::{
         Listener as QuorumListener, Node as QuorumNode, PartitionData as QuorumPartition,
         ReplicaState, TopicData as QuorumTopic,
     },
+    describe_topic_partitions_response::{
+        Cursor as PartitionCursor, DescribeTopicPartitionsResponsePartition,
+        DescribeTopicPartitionsResponseTopic,
+    },
     metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic},
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::RequestContext;
 use weir_broker::metadata::{self, PartitionView, TopicView};
+use weir_broker::replicas::ReplicaDirMove;
 use weir_broker::security::{CLUSTER_RESOURCE_NAME, ResourceType};
 
 use super::security::authorized_operations;
@@ -141,6 +152,151 @@ fn partition(p: PartitionView) -> MetadataResponsePartition {
         .with_leader_epoch(p.leader_epoch)
         .with_replica_nodes(ids(p.replicas))
         .with_isr_nodes(ids(p.isr))
+        .with_offline_replicas(ids(p.offline))
+}
+
+/// Most partitions one DescribeTopicPartitions answer holds, whatever the request asks
+/// (Kafka's `max.request.partition.size.limit` default): the rest come with the cursor.
+const MAX_DESCRIBED_PARTITIONS: usize = 2000;
+
+/// DescribeTopicPartitions (KIP-966): the topics named (none: every topic the principal
+/// may describe), by name, each with its partitions as Metadata describes them, a page
+/// at a time: at most `response_partition_limit` partitions (and
+/// [`MAX_DESCRIBED_PARTITIONS`]) in all, starting at the request's cursor, with
+/// `next_cursor` naming the first partition left out. Authorised per topic as Metadata
+/// (TOPIC_AUTHORIZATION_FAILED for a named topic the principal may not describe);
+/// topics are never created here. A cursor whose topic is not among those named, a
+/// negative cursor partition or a limit below 1 is INVALID_REQUEST for every topic.
+pub(super) async fn describe_topic_partitions(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeTopicPartitionsRequest = request.decode_body()?;
+    let mut names: Option<Vec<String>> =
+        (!req.topics.is_empty()).then(|| req.topics.iter().map(|t| t.name.to_string()).collect());
+    if let Some(names) = &mut names {
+        names.sort();
+        names.dedup();
+    }
+    let cursor = req
+        .cursor
+        .as_ref()
+        .map(|c| (c.topic_name.to_string(), c.partition_index));
+    let refused = match (&names, &cursor) {
+        _ if req.response_partition_limit < 1 => {
+            Some("response_partition_limit must be at least 1")
+        }
+        (_, Some((_, p))) if *p < 0 => Some("the cursor's partition index is negative"),
+        (Some(names), Some((t, _))) if !names.contains(t) => {
+            Some("the cursor's topic must be one of the topics asked for")
+        }
+        _ => None,
+    };
+    if let Some(message) = refused {
+        let topics = names
+            .unwrap_or_default()
+            .into_iter()
+            .map(|name| {
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name))))
+                    .with_error_code(ResponseError::InvalidRequest.code())
+            })
+            .collect();
+        tracing::debug!(message, "DescribeTopicPartitions refused");
+        return answer(
+            ctx,
+            request,
+            DescribeTopicPartitionsResponse::default().with_topics(topics),
+        );
+    }
+    // The topics before the cursor's were answered on earlier pages.
+    if let (Some(names), Some((first, _))) = (&mut names, &cursor) {
+        names.retain(|n| n >= first);
+    }
+    let lookups = metadata::topics(&broker.core, ctx, names.as_deref(), false, false).await;
+    let mut left = (req.response_partition_limit as usize).min(MAX_DESCRIBED_PARTITIONS);
+    let mut topics = Vec::new();
+    let mut next: Option<(String, i32)> = None;
+    for lookup in lookups {
+        if let Some((first, _)) = &cursor
+            && lookup.name < *first
+        {
+            continue;
+        }
+        if left == 0 {
+            next = Some((lookup.name, 0));
+            break;
+        }
+        let view = match lookup.outcome {
+            Ok(view) => view,
+            Err(e) => {
+                topics.push(
+                    DescribeTopicPartitionsResponseTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(lookup.name))))
+                        .with_error_code(error_code(&e)),
+                );
+                continue;
+            }
+        };
+        let start = match &cursor {
+            Some((first, p)) if *first == view.name => *p as u32,
+            _ => 0,
+        };
+        let mut partitions: Vec<PartitionView> = view
+            .partitions
+            .into_iter()
+            .filter(|p| p.partition >= start)
+            .collect();
+        if partitions.len() > left {
+            next = Some((view.name.clone(), partitions[left].partition as i32));
+            partitions.truncate(left);
+        }
+        left -= partitions.len();
+        let operations = authorized_operations(broker, ctx, ResourceType::Topic, &view.name);
+        topics.push(
+            DescribeTopicPartitionsResponseTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(view.name))))
+                .with_topic_id(view.topic_id.parse().unwrap_or_default())
+                .with_is_internal(view.internal)
+                .with_topic_authorized_operations(operations)
+                .with_partitions(partitions.into_iter().map(described_partition).collect()),
+        );
+        if next.is_some() {
+            break;
+        }
+    }
+    let next_cursor = next.map(|(topic, partition)| {
+        PartitionCursor::default()
+            .with_topic_name(TopicName(StrBytes::from_string(topic)))
+            .with_partition_index(partition)
+    });
+    answer(
+        ctx,
+        request,
+        DescribeTopicPartitionsResponse::default()
+            .with_topics(topics)
+            .with_next_cursor(next_cursor),
+    )
+}
+
+/// A partition as DescribeTopicPartitions answers it: Metadata's fields, and empty
+/// eligible-leader lists (Weir has no ELR: its ISR of last resort keeps one member).
+fn described_partition(p: PartitionView) -> DescribeTopicPartitionsResponsePartition {
+    let ids = |v: Vec<i32>| v.into_iter().map(BrokerId).collect();
+    DescribeTopicPartitionsResponsePartition::default()
+        .with_error_code(if p.leader < 0 {
+            ResponseError::LeaderNotAvailable.code()
+        } else {
+            0
+        })
+        .with_partition_index(p.partition as i32)
+        .with_leader_id(BrokerId(p.leader))
+        .with_leader_epoch(p.leader_epoch)
+        .with_replica_nodes(ids(p.replicas))
+        .with_isr_nodes(ids(p.isr))
+        .with_eligible_leader_replicas(Some(vec![]))
+        .with_last_known_elr(Some(vec![]))
         .with_offline_replicas(ids(p.offline))
 }
 
@@ -267,6 +423,61 @@ pub(super) async fn describe_log_dirs(
         ]),
     };
     answer(ctx, request, response)
+}
+
+/// AlterReplicaLogDirs: each replica named, to the directory named. Weir keeps a broker's
+/// replicas in its one log directory, so a move to that directory is answered as Kafka
+/// answers a move to the directory a replica is in (NONE, nothing moves), a replica this
+/// broker does not host as Kafka does (REPLICA_NOT_AVAILABLE), and another directory as
+/// one the broker does not have (LOG_DIR_NOT_FOUND). Without ALTER on the cluster every
+/// partition is CLUSTER_AUTHORIZATION_FAILED.
+pub(super) async fn alter_replica_log_dirs(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: AlterReplicaLogDirsRequest = request.decode_body()?;
+    let mut results: Vec<AlterReplicaLogDirTopicResult> = Vec::new();
+    for dir in &req.dirs {
+        for t in &dir.topics {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|&p| {
+                    let code = match u32::try_from(p) {
+                        Err(_) => ResponseError::ReplicaNotAvailable.code(),
+                        Ok(index) => match weir_broker::replicas::move_replica_dir(
+                            &broker.core,
+                            ctx,
+                            &dir.path,
+                            &t.name,
+                            index,
+                        ) {
+                            Err(e) => error_code(&e),
+                            Ok(ReplicaDirMove::AlreadyThere) => 0,
+                            Ok(ReplicaDirMove::NotHosted) => {
+                                ResponseError::ReplicaNotAvailable.code()
+                            }
+                            Ok(ReplicaDirMove::UnknownDir) => ResponseError::LogDirNotFound.code(),
+                        },
+                    };
+                    AlterReplicaLogDirPartitionResult::default()
+                        .with_partition_index(p)
+                        .with_error_code(code)
+                })
+                .collect();
+            results.push(
+                AlterReplicaLogDirTopicResult::default()
+                    .with_topic_name(t.name.clone())
+                    .with_partitions(partitions),
+            );
+        }
+    }
+    answer(
+        ctx,
+        request,
+        AlterReplicaLogDirsResponse::default().with_results(results),
+    )
 }
 
 /// DescribeQuorum v2+ lists where each voter is reached (KIP-853).

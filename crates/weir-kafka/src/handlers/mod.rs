@@ -3,15 +3,17 @@
 //! answer. One file per api family; errors become Kafka codes in `errors.rs` only.
 //!
 //! - `metadata.rs`: Metadata (brokers, leaders, ISR, offline replicas, topic ids),
-//!   DescribeCluster, DescribeLogDirs and DescribeQuorum.
+//!   DescribeCluster, DescribeLogDirs, AlterReplicaLogDirs, DescribeQuorum and
+//!   DescribeTopicPartitions (KIP-966, paged).
 //! - `produce.rs`: Produce (batches stored as sent), InitProducerId and
 //!   DescribeProducers.
 //! - `fetch.rs`: Fetch (stored bytes, long polling; fetch sessions declined) and
 //!   ListOffsets.
 //! - `epochs.rs`: OffsetForLeaderEpoch (truncation detection after a leader change).
 //! - `records.rs`: DeleteRecords.
-//! - `topics.rs`: CreateTopics, DeleteTopics, CreatePartitions and the partition
-//!   reassignment apis (AlterPartitionReassignments, ListPartitionReassignments).
+//! - `topics.rs`: CreateTopics, DeleteTopics, CreatePartitions (both with manual replica
+//!   assignments), the partition reassignment apis (AlterPartitionReassignments,
+//!   ListPartitionReassignments) and ElectLeaders.
 //! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 //! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
 //!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
@@ -116,6 +118,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterReplicaLogDirs, 1, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -326,6 +331,13 @@ impl KafkaBroker {
             ApiKey::OffsetDelete => groups::offset_delete(self, ctx, request).await,
             ApiKey::DescribeLogDirs => metadata::describe_log_dirs(self, ctx, request).await,
             ApiKey::DescribeQuorum => metadata::describe_quorum(self, ctx, request).await,
+            ApiKey::AlterReplicaLogDirs => {
+                metadata::alter_replica_log_dirs(self, ctx, request).await
+            }
+            ApiKey::DescribeTopicPartitions => {
+                metadata::describe_topic_partitions(self, ctx, request).await
+            }
+            ApiKey::ElectLeaders => topics::elect_leaders(self, ctx, request).await,
             ApiKey::ConsumerGroupDescribe => {
                 groups::consumer_group_describe(self, ctx, request).await
             }
@@ -433,6 +445,9 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "kafka.OffsetDelete",
         ApiKey::DescribeLogDirs => "kafka.DescribeLogDirs",
         ApiKey::DescribeQuorum => "kafka.DescribeQuorum",
+        ApiKey::AlterReplicaLogDirs => "kafka.AlterReplicaLogDirs",
+        ApiKey::DescribeTopicPartitions => "kafka.DescribeTopicPartitions",
+        ApiKey::ElectLeaders => "kafka.ElectLeaders",
         ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
         ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "kafka.ListPartitionReassignments",

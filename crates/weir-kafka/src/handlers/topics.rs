@@ -1,6 +1,6 @@
-//! CreateTopics, DeleteTopics, CreatePartitions, AlterPartitionReassignments and
-//! ListPartitionReassignments, through the core's topic operations (the same ones the
-//! gRPC Admin service and the CLI use).
+//! CreateTopics, DeleteTopics, CreatePartitions, AlterPartitionReassignments,
+//! ListPartitionReassignments and ElectLeaders, through the core's topic operations (the
+//! same ones the gRPC Admin service and the CLI use).
 
 use std::collections::BTreeMap;
 
@@ -8,23 +8,25 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, BrokerId,
     CreatePartitionsRequest, CreatePartitionsResponse, CreateTopicsRequest, CreateTopicsResponse,
-    DeleteTopicsRequest, DeleteTopicsResponse, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, TopicName,
+    DeleteTopicsRequest, DeleteTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
     alter_partition_reassignments_response::{
         ReassignablePartitionResponse, ReassignableTopicResponse,
     },
     create_partitions_response::CreatePartitionsTopicResult,
     create_topics_response::CreatableTopicResult,
     delete_topics_response::DeletableTopicResult,
+    elect_leaders_response::{PartitionResult, ReplicaElectionResult},
     list_partition_reassignments_response::{
         OngoingPartitionReassignment, OngoingTopicReassignment,
     },
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::security::Operation;
-use weir_broker::topics::{MAX_MOVES_PER_REQUEST, PartitionMove};
+use weir_broker::topics::{ElectionKind, MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_broker::{BrokerError, Reason, RequestContext, metadata, topics};
 
+use super::errors::election_code;
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -44,17 +46,52 @@ pub(super) async fn create_topics(
     for t in req.topics {
         let name = t.name.to_string();
         let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        let configs: BTreeMap<String, String> = t
+            .configs
+            .into_iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
+            .collect();
         let outcome = if !t.assignments.is_empty() {
-            Err(BrokerError::invalid(
-                "manual replica assignments are not served: give num_partitions and \
-                 replication_factor and the broker places the replicas",
-            ))
+            // The assignment gives both counts; Kafka refuses a request that also gives
+            // either.
+            if t.num_partitions != -1 || t.replication_factor != -1 {
+                Err(BrokerError::invalid(
+                    "a manual partition assignment was given, so num_partitions and \
+                     replication_factor must be -1",
+                ))
+            } else {
+                match topics::assignments_by_index(
+                    t.assignments
+                        .into_iter()
+                        .map(|a| {
+                            (
+                                a.partition_index,
+                                a.broker_ids.into_iter().map(|b| b.0).collect(),
+                            )
+                        })
+                        .collect(),
+                ) {
+                    Err(e) => Err(e),
+                    Ok(assignments) if req.validate_only => topics::validate_create_assigned(
+                        &broker.core,
+                        ctx,
+                        &name,
+                        &assignments,
+                        configs,
+                    )
+                    .map(|()| None),
+                    Ok(assignments) => topics::create_topic_assigned(
+                        &broker.core,
+                        ctx,
+                        &name,
+                        assignments,
+                        configs,
+                    )
+                    .await
+                    .map(Some),
+                }
+            }
         } else {
-            let configs: BTreeMap<String, String> = t
-                .configs
-                .into_iter()
-                .filter_map(|c| Some((c.name.to_string(), c.value?.to_string())))
-                .collect();
             // -1: the broker's default (Kafka's num.partitions, default.replication.factor).
             let partitions = u32::try_from(t.num_partitions).unwrap_or(0);
             let replication_factor = u32::try_from(t.replication_factor).unwrap_or(0);
@@ -180,11 +217,23 @@ pub(super) async fn create_partitions(
     for t in &req.topics {
         let name = t.name.to_string();
         let count = u32::try_from(t.count).unwrap_or(0);
-        let outcome = if t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
-            Err(BrokerError::invalid(
-                "manual replica assignments are not served: give the count and the broker \
-                 places the new replicas",
-            ))
+        // An empty list is taken as none (the broker places the new replicas), as Weir
+        // took it before it served assignments.
+        let outcome = if let Some(assignments) = t.assignments.as_ref().filter(|a| !a.is_empty()) {
+            // One per new partition, its replicas with the preferred leader first.
+            let assignments = assignments
+                .iter()
+                .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                .collect();
+            topics::create_partitions_assigned(
+                &broker.core,
+                ctx,
+                &name,
+                count,
+                assignments,
+                req.validate_only,
+            )
+            .await
         } else if req.validate_only {
             topics::check_partition_count(&broker.core, ctx, &name, count).map(|_| ())
         } else {
@@ -340,4 +389,109 @@ pub(super) async fn list_partition_reassignments(
         }
     };
     answer(ctx, request, response)
+}
+
+/// ElectLeaders v1+ names the election type and has a top-level error code; v0 is a
+/// preferred election.
+const FIRST_TYPED_ELECTION: i16 = 1;
+
+/// ElectLeaders: each partition named (null: every partition, answering those whose
+/// election was needed) gets its preferred replica as leader, or for an unclean
+/// election a partition without a leader gets any replica that may lead; each answered
+/// on its own (ELECTION_NOT_NEEDED, PREFERRED_LEADER_NOT_AVAILABLE,
+/// ELIGIBLE_LEADERS_NOT_AVAILABLE, UNKNOWN_TOPIC_OR_PARTITION). A refusal of the whole
+/// request (ALTER on the cluster, an unknown election type, too many partitions) is the
+/// top-level error and every partition's, as Kafka answers it.
+pub(super) async fn elect_leaders(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ElectLeadersRequest = request.decode_body()?;
+    let version = request.api_version;
+    let kind = match req.election_type {
+        _ if version < FIRST_TYPED_ELECTION => Ok(ElectionKind::Preferred),
+        0 => Ok(ElectionKind::Preferred),
+        1 => Ok(ElectionKind::Unclean),
+        other => Err(BrokerError::invalid(format!(
+            "election type {other}: 0 (preferred) or 1 (unclean)"
+        ))),
+    };
+    // A negative index names no partition: answered UNKNOWN_TOPIC_OR_PARTITION here.
+    let mut negative: Vec<(TopicName, i32)> = Vec::new();
+    let named: Option<Vec<(String, Vec<u32>)>> = req.topic_partitions.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| {
+                let mut parts = Vec::with_capacity(t.partitions.len());
+                for &p in &t.partitions {
+                    match u32::try_from(p) {
+                        Ok(p) => parts.push(p),
+                        Err(_) => negative.push((t.topic.clone(), p)),
+                    }
+                }
+                (t.topic.to_string(), parts)
+            })
+            .collect()
+    });
+    let outcome = match kind {
+        Ok(kind) => weir_broker::topics::elect_leaders(&broker.core, ctx, kind, named).await,
+        Err(e) => Err(e),
+    };
+    let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
+    let mut push = |topic: TopicName, result: PartitionResult| match by_topic.last_mut() {
+        Some(t) if t.topic == topic => t.partition_result.push(result),
+        _ => by_topic.push(
+            ReplicaElectionResult::default()
+                .with_topic(topic)
+                .with_partition_result(vec![result]),
+        ),
+    };
+    let mut response = ElectLeadersResponse::default();
+    match outcome {
+        Ok(results) => {
+            for r in results {
+                let mut answered = PartitionResult::default().with_partition_id(r.partition as i32);
+                if let Err(refusal) = &r.outcome {
+                    answered = answered
+                        .with_error_code(election_code(refusal))
+                        .with_error_message(Some(StrBytes::from_string(refusal.to_string())));
+                }
+                push(TopicName(StrBytes::from_string(r.topic)), answered);
+            }
+            for (topic, p) in negative {
+                push(
+                    topic,
+                    PartitionResult::default()
+                        .with_partition_id(p)
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                        .with_error_message(Some(StrBytes::from_static_str(
+                            "a negative partition index",
+                        ))),
+                );
+            }
+        }
+        Err(e) => {
+            let code = error_code(&e);
+            for t in req.topic_partitions.into_iter().flatten() {
+                for p in t.partitions {
+                    push(
+                        t.topic.clone(),
+                        PartitionResult::default()
+                            .with_partition_id(p)
+                            .with_error_code(code)
+                            .with_error_message(Some(StrBytes::from_string(e.message.clone()))),
+                    );
+                }
+            }
+            if version >= FIRST_TYPED_ELECTION {
+                response = response.with_error_code(code);
+            }
+        }
+    }
+    answer(
+        ctx,
+        request,
+        response.with_replica_election_results(by_topic),
+    )
 }

@@ -299,6 +299,7 @@ enum ReplyDef {
     TopicConfigAltered,
     PartitionAltered(PartitionRegistration),
     PartitionsReassigned(Vec<(u32, PartitionRegistration)>),
+    LeadersElected(Vec<weir_cluster::controller::elect_leaders::ElectionResult>),
     ProducerIds {
         first: i64,
         count: u32,
@@ -367,6 +368,15 @@ enum ErrorDef {
         topic: String,
         partition: u32,
         reason: String,
+    },
+    InvalidReplicaAssignment {
+        topic: String,
+        partition: u32,
+        reason: String,
+    },
+    TooManyElections {
+        requested: usize,
+        max: usize,
     },
     TopicExists(String),
     UnknownTopic(String),
