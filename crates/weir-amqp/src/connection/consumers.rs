@@ -451,7 +451,22 @@ impl Conn {
                 reason,
             }) => {
                 tracing::info!(channel, tag, reason, "an AMQP consumer stopped");
+                // Only a consumer the client still has is announced: one it cancelled
+                // itself, or on a channel being closed, is already gone for it.
+                let live = self
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| !c.closing && c.consumers.contains_key(&tag));
                 self.cancel(channel, &tag);
+                if live && self.cancel_notify {
+                    self.send_method(
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: tag.into(),
+                            nowait: true,
+                        })),
+                    );
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ impl Conn {
             ("basic.nack", true),
             ("per_consumer_qos", true),
             ("authentication_failure_close", true),
-            ("consumer_cancel_notify", false),
+            ("consumer_cancel_notify", true),
             ("exchange_exchange_bindings", false),
             ("connection.blocked", false),
         ] {
@@ -70,6 +70,8 @@ impl Conn {
         match (self.phase, m) {
             (Phase::Start, connection::AMQPMethod::StartOk(start_ok)) => {
                 self.authenticate(&start_ok).await?;
+                self.cancel_notify =
+                    client_capability(&start_ok.client_properties, "consumer_cancel_notify");
                 self.send_method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
@@ -223,6 +225,18 @@ pub(super) fn amqplain(response: &[u8]) -> Result<(String, String), String> {
     Ok((field("LOGIN")?, field("PASSWORD")?))
 }
 
+/// Whether the client's properties announce capability `name` (`capabilities`, a table
+/// of booleans, as RabbitMQ's clients send it); anything else is no.
+pub(super) fn client_capability(properties: &FieldTable, name: &str) -> bool {
+    let Some(AMQPValue::FieldTable(capabilities)) = properties.inner().get("capabilities") else {
+        return false;
+    };
+    matches!(
+        capabilities.inner().get(name),
+        Some(AMQPValue::Boolean(true))
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +257,22 @@ mod tests {
             ("guest".to_owned(), "secret".to_owned())
         );
         assert!(amqplain(b"\x05LOGIN").is_err());
+    }
+
+    #[test]
+    fn client_capabilities_are_read_from_the_capabilities_table() {
+        let mut capabilities = FieldTable::default();
+        capabilities.insert("consumer_cancel_notify".into(), AMQPValue::Boolean(true));
+        capabilities.insert("basic.nack".into(), AMQPValue::Boolean(false));
+        let mut properties = FieldTable::default();
+        properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+        assert!(client_capability(&properties, "consumer_cancel_notify"));
+        assert!(!client_capability(&properties, "basic.nack"));
+        assert!(!client_capability(&properties, "connection.blocked"));
+        // A client that sends no capabilities announces none.
+        assert!(!client_capability(
+            &FieldTable::default(),
+            "consumer_cancel_notify"
+        ));
     }
 }

@@ -190,6 +190,10 @@ struct Conn {
     events: mpsc::UnboundedSender<Event>,
     /// Exclusive and auto-delete queues this connection declared: deleted with it.
     owned_queues: Vec<String>,
+    /// The client announced `consumer_cancel_notify`: a consumer the broker stops (its
+    /// queue deleted) is told with `basic.cancel`, as RabbitMQ does, rather than left
+    /// waiting for deliveries that will never come.
+    cancel_notify: bool,
 }
 
 /// Serves one connection until it closes, then gives back what its channels held and
@@ -231,6 +235,7 @@ pub(crate) async fn run(
         channels: HashMap::new(),
         events,
         owned_queues: Vec::new(),
+        cancel_notify: false,
     };
     conn.send_start();
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
