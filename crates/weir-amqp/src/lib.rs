@@ -7,7 +7,7 @@
 //!  client ──frames──▶ frame.rs (length against frame_max, amq-protocol's decoder)
 //!                        │
 //!                        ▼
-//!                 connection.rs (handshake, heartbeats, channels, publishes, acks)
+//!                 connection/ (handshake, heartbeats, channels, publishes, acks)
 //!                   │          │                         ▲
 //!                   ▼          ▼                         │ deliveries, confirms
 //!             queues.rs    weir_broker::produce     consume.rs (share fetches)

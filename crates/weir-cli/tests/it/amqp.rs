@@ -1,8 +1,9 @@
 //! RabbitMQ's clients against the AMQP 0-9-1 listener (docs/amqp.md): pika running
 //! RabbitMQ's tutorials 1 and 2 as they are written (`tests/amqp/*.py`, pika pinned with
 //! the other clients and installed by `tests/python/setup.sh`), a pika message read back
-//! by Weir's own CLI, and frames a client should not send, through a raw socket, each
-//! closing the connection with the spec's reply code.
+//! by Weir's own CLI, a pika consumer told by `basic.cancel` that its queue was deleted,
+//! and frames a client should not send, through a raw socket, each closing the
+//! connection with the spec's reply code.
 
 use crate::common;
 
@@ -300,4 +301,21 @@ fn bad_frames_close_the_connection_with_the_spec_reply_codes() {
     let mut answer = Vec::new();
     stream.read_to_end(&mut answer).unwrap();
     assert_eq!(answer, b"AMQP\x00\x00\x09\x01");
+}
+
+#[test]
+fn pika_consumer_is_cancelled_by_the_broker_when_its_queue_is_deleted() {
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let out = run_ok(
+        &python,
+        &[&script("cancel_notify.py"), &port.to_string(), "doomed"],
+    );
+    let lines = json_lines(&out);
+    let result = &lines[0];
+    assert_eq!(result["offered"], Value::Bool(true), "{result}");
+    // pika's cancel callback saw basic.cancel for its own consumer tag, within the
+    // script's 30 s bound, and the channel stayed open (a cancel is not an error).
+    assert_eq!(result["cancelled"], Value::Bool(true), "{result}");
+    assert_eq!(result["channel_open"], Value::Bool(true), "{result}");
 }

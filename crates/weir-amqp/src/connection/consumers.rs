@@ -1,0 +1,547 @@
+//! Consumers and what they are delivered: `basic.qos`/`consume`/`cancel`/`get`, the
+//! deliveries their fetch loops send (`crate::consume`) with their tags, and
+//! `basic.ack`/`nack`/`reject` settled as ACCEPT/RELEASE/REJECT ranges in the core.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::types::ShortString;
+use tokio::sync::Semaphore;
+use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, ShareStart};
+
+use crate::consume::{self, Fetched};
+use crate::errors::{
+    COMMAND_INVALID, NOT_ALLOWED, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, Reply,
+    from_broker,
+};
+use crate::queues;
+
+use super::publish::is_default_exchange;
+use super::{
+    ACK_ENTRIES_PER_REQUEST, Conn, Consumer, Event, MAX_CONSUMERS_PER_CHANNEL,
+    MAX_UNACKED_PER_CONSUMER, Publishing, Unacked,
+};
+
+impl Conn {
+    pub(super) async fn on_basic(&mut self, id: u16, m: basic::AMQPMethod) -> Result<(), Reply> {
+        match m {
+            basic::AMQPMethod::Qos(qos) => {
+                if let Some(channel) = self.channels.get_mut(&id) {
+                    channel.prefetch = qos.prefetch_count;
+                }
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::Publish(publish) => {
+                if publish.immediate {
+                    return Err(Reply::connection(
+                        NOT_IMPLEMENTED,
+                        "immediate=true is not served (RabbitMQ dropped it too)",
+                    ));
+                }
+                if !is_default_exchange(publish.exchange.as_str()) {
+                    return Err(Reply::channel(
+                        NOT_FOUND,
+                        format!(
+                            "no exchange '{}' in vhost '/' (only the default exchange is served \
+                             yet: docs/amqp.md)",
+                            publish.exchange.as_str()
+                        ),
+                    ));
+                }
+                if let Some(channel) = self.channels.get_mut(&id) {
+                    channel.publishing = Some(Publishing {
+                        method: publish,
+                        properties: None,
+                        size: 0,
+                        body: Vec::new(),
+                    });
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Consume(consume) => self.consume(id, consume),
+            basic::AMQPMethod::Cancel(cancel) => {
+                let tag = cancel.consumer_tag.as_str().to_owned();
+                self.cancel(id, &tag);
+                if !cancel.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: tag.into(),
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Get(get) => self.get(id, get).await,
+            basic::AMQPMethod::Ack(ack) => {
+                self.settle(id, ack.delivery_tag, ack.multiple, AckKind::Accept)
+                    .await
+            }
+            basic::AMQPMethod::Nack(nack) => {
+                let kind = if nack.requeue {
+                    AckKind::Release { delay_ms: 0 }
+                } else {
+                    AckKind::Reject
+                };
+                self.settle(id, nack.delivery_tag, nack.multiple, kind)
+                    .await
+            }
+            basic::AMQPMethod::Reject(reject) => {
+                let kind = if reject.requeue {
+                    AckKind::Release { delay_ms: 0 }
+                } else {
+                    AckKind::Reject
+                };
+                self.settle(id, reject.delivery_tag, false, kind).await
+            }
+            basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
+                Err(Reply::connection(
+                    NOT_IMPLEMENTED,
+                    "basic.recover is not served by Weir yet (docs/amqp.md § Not served yet)",
+                ))
+            }
+            other => Err(Reply::connection(
+                COMMAND_INVALID,
+                format!("{other:?} is sent by the broker, not a client"),
+            )),
+        }
+    }
+
+    pub(super) fn consume(&mut self, id: u16, m: basic::Consume) -> Result<(), Reply> {
+        let queue = match m.queue.as_str() {
+            "" => self.last_queue(id)?,
+            name => name.to_owned(),
+        };
+        if !queues::exists(&self.shared, &queue) {
+            return Err(queues::not_found(&queue));
+        }
+        if m.exclusive {
+            return Err(Reply::channel(
+                PRECONDITION_FAILED,
+                "exclusive consumers are not served by Weir yet (docs/amqp.md)",
+            ));
+        }
+        let conn_id = self.id.clone();
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        if channel.consumers.len() >= MAX_CONSUMERS_PER_CHANNEL {
+            return Err(Reply::channel(
+                PRECONDITION_FAILED,
+                format!("a channel has at most {MAX_CONSUMERS_PER_CHANNEL} consumers"),
+            ));
+        }
+        let tag = match m.consumer_tag.as_str() {
+            "" => format!("amq.ctag-{}", uuid::Uuid::new_v4().simple()),
+            tag => tag.to_owned(),
+        };
+        if channel.consumers.contains_key(&tag) {
+            return Err(Reply::connection(
+                NOT_ALLOWED,
+                format!("attempt to reuse consumer tag '{tag}'"),
+            ));
+        }
+        channel.consumers_started += 1;
+        let member = format!("amqp-{conn_id}-{id}-{}", channel.consumers_started);
+        let room = match channel.prefetch {
+            0 => MAX_UNACKED_PER_CONSUMER,
+            _ if m.no_ack => MAX_UNACKED_PER_CONSUMER,
+            n => usize::from(n).min(MAX_UNACKED_PER_CONSUMER),
+        };
+        let room = Arc::new(Semaphore::new(room));
+        channel.members.insert((queue.clone(), member.clone()));
+        // consume-ok goes out before the fetcher can hand over its first delivery.
+        if !m.nowait {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.clone().into(),
+                })),
+            );
+        }
+        let task = tokio::spawn(consume::run(
+            self.shared.broker.clone(),
+            self.ctx.clone(),
+            queue.clone(),
+            member.clone(),
+            id,
+            tag.clone(),
+            room.clone(),
+            self.events.clone(),
+        ));
+        *self
+            .shared
+            .consumers
+            .lock()
+            .expect("consumers")
+            .entry(queue.clone())
+            .or_default() += 1;
+        if let Some(channel) = self.channels.get_mut(&id) {
+            channel.consumers.insert(
+                tag,
+                Consumer {
+                    queue,
+                    member,
+                    no_ack: m.no_ack,
+                    room,
+                    task,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops a consumer. What it delivered stays unacknowledged on the channel (the
+    /// client may still acknowledge it), as in RabbitMQ.
+    pub(super) fn cancel(&mut self, id: u16, tag: &str) {
+        let Some(consumer) = self
+            .channels
+            .get_mut(&id)
+            .and_then(|c| c.consumers.remove(tag))
+        else {
+            return;
+        };
+        self.stop_consumer(consumer);
+    }
+
+    pub(super) fn stop_consumer(&self, consumer: Consumer) {
+        consumer.task.abort();
+        consumer.room.close();
+        let mut counts = self.shared.consumers.lock().expect("consumers");
+        if let Some(n) = counts.get_mut(&consumer.queue) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&consumer.queue);
+            }
+        }
+    }
+
+    pub(super) async fn get(&mut self, id: u16, get: basic::Get) -> Result<(), Reply> {
+        let queue = match get.queue.as_str() {
+            "" => self.last_queue(id)?,
+            name => name.to_owned(),
+        };
+        if !queues::exists(&self.shared, &queue) {
+            return Err(queues::not_found(&queue));
+        }
+        let member = format!("amqp-{}-{id}-get", self.id);
+        let fetch = ShareFetch {
+            group_id: queue.clone(),
+            member_id: member.clone(),
+            topics: vec![queue.clone()],
+            partitions: None,
+            max_records: 1,
+            max_wait: Duration::ZERO,
+            start: ShareStart::Earliest,
+            acks: Vec::new(),
+        };
+        let answer = shares::fetch_anywhere(&self.shared.broker, &self.ctx, fetch)
+            .await
+            .map_err(|e| from_broker(&e))?;
+        if let Some(channel) = self.channels.get_mut(&id) {
+            channel.members.insert((queue.clone(), member.clone()));
+        }
+        let Some(record) = answer.records.into_iter().next() else {
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            );
+            return Ok(());
+        };
+        let remaining = queues::message_count(&self.shared, &self.ctx, &queue)
+            .await
+            .saturating_sub(1);
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        channel.last_delivery_tag += 1;
+        let tag = channel.last_delivery_tag;
+        if !get.no_ack {
+            channel.unacked.insert(
+                tag,
+                Unacked {
+                    queue: queue.clone(),
+                    member: member.clone(),
+                    partition: record.partition,
+                    offset: record.record.offset,
+                    consumer: None,
+                },
+            );
+        }
+        let (properties, routing_key) =
+            crate::properties::from_headers(&record.record.headers, &queue);
+        self.send_method(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: record.delivery_count > 1,
+                exchange: "".into(),
+                routing_key: routing_key.into(),
+                message_count: remaining,
+            })),
+        );
+        let body = record.record.value.clone().unwrap_or_default();
+        self.send_content(id, properties, &body);
+        if get.no_ack {
+            self.acknowledge(
+                &queue,
+                &member,
+                &[(record.partition, record.record.offset)],
+                AckKind::Accept,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// `basic.ack` / `nack` / `reject`: the deliveries named (all up to `tag` with
+    /// `multiple`; every one for tag 0 with `multiple`) are acknowledged to the core
+    /// and their consumers' room given back. An unknown tag closes the channel (406).
+    pub(super) async fn settle(
+        &mut self,
+        id: u16,
+        tag: u64,
+        multiple: bool,
+        kind: AckKind,
+    ) -> Result<(), Reply> {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        let taken: Vec<Unacked> = if multiple {
+            let upto = if tag == 0 { u64::MAX } else { tag };
+            let keys: Vec<u64> = channel.unacked.range(..=upto).map(|(k, _)| *k).collect();
+            if keys.is_empty() && tag != 0 {
+                return Err(unknown_tag(tag));
+            }
+            keys.iter()
+                .filter_map(|k| channel.unacked.remove(k))
+                .collect()
+        } else {
+            match channel.unacked.remove(&tag) {
+                Some(unacked) => vec![unacked],
+                None => return Err(unknown_tag(tag)),
+            }
+        };
+        // The consumers' room is given back only once the core has the outcome: a fetch
+        // started earlier could pass a released message by, or exceed the prefetch.
+        let mut rooms: Vec<Arc<Semaphore>> = Vec::new();
+        for unacked in &taken {
+            if let Some(consumer) = unacked
+                .consumer
+                .as_ref()
+                .and_then(|c| channel.consumers.get(c))
+                && consumer.member == unacked.member
+            {
+                rooms.push(consumer.room.clone());
+            }
+        }
+        let mut by_member: BTreeMap<(String, String), Vec<(u32, i64)>> = BTreeMap::new();
+        for unacked in taken {
+            by_member
+                .entry((unacked.queue, unacked.member))
+                .or_default()
+                .push((unacked.partition, unacked.offset));
+        }
+        for ((queue, member), offsets) in by_member {
+            self.acknowledge(&queue, &member, &offsets, kind).await;
+        }
+        for room in rooms {
+            room.add_permits(1);
+        }
+        Ok(())
+    }
+
+    /// Acknowledges `offsets` of `queue` as `member`, runs of offsets as one range. An
+    /// acknowledgement the core refuses (the lock expired, the coordinator moved) leaves
+    /// the message to be delivered again, which is what AMQP promises for it anyway.
+    pub(super) async fn acknowledge(
+        &self,
+        queue: &str,
+        member: &str,
+        offsets: &[(u32, i64)],
+        kind: AckKind,
+    ) {
+        let mut offsets = offsets.to_vec();
+        offsets.sort_unstable();
+        let mut ranges: Vec<AckRange> = Vec::new();
+        for (partition, offset) in offsets {
+            match ranges.last_mut() {
+                Some(last) if last.partition == partition && last.last + 1 == offset => {
+                    last.last = offset;
+                }
+                _ => ranges.push(AckRange {
+                    topic: queue.to_owned(),
+                    partition,
+                    first: offset,
+                    last: offset,
+                    kind,
+                }),
+            }
+        }
+        for chunk in ranges.chunks(ACK_ENTRIES_PER_REQUEST) {
+            match shares::acknowledge_anywhere(
+                &self.shared.broker,
+                &self.ctx,
+                queue,
+                member,
+                chunk.to_vec(),
+                false,
+            )
+            .await
+            {
+                Ok(results) => {
+                    for result in results {
+                        match result.outcome {
+                            Ok(not_held) if not_held.is_empty() => {}
+                            Ok(not_held) => tracing::debug!(
+                                queue,
+                                ?not_held,
+                                "AMQP acknowledgement of records no longer held"
+                            ),
+                            Err(err) => {
+                                tracing::debug!(queue, error = %err, "AMQP acknowledgement refused")
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::info!(queue, error = %err, "AMQP acknowledgement failed"),
+            }
+        }
+    }
+
+    pub(super) async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Confirmed {
+                channel,
+                seq,
+                outcome,
+            } => {
+                if self.channels.get(&channel).is_none_or(|c| c.closing) {
+                    return;
+                }
+                let class = match outcome {
+                    Ok(()) => basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    }),
+                    Err(_) => basic::AMQPMethod::Nack(basic::Nack {
+                        delivery_tag: seq,
+                        multiple: false,
+                        requeue: false,
+                    }),
+                };
+                self.send_method(channel, AMQPClass::Basic(class));
+            }
+            Event::Fetched(Fetched::Records {
+                channel,
+                tag,
+                queue,
+                member,
+                records,
+            }) => self.deliver(channel, tag, queue, member, records).await,
+            Event::Fetched(Fetched::Stopped {
+                channel,
+                tag,
+                reason,
+            }) => {
+                tracing::info!(channel, tag, reason, "an AMQP consumer stopped");
+                // Only a consumer the client still has is announced: one it cancelled
+                // itself, or on a channel being closed, is already gone for it.
+                let live = self
+                    .channels
+                    .get(&channel)
+                    .is_some_and(|c| !c.closing && c.consumers.contains_key(&tag));
+                self.cancel(channel, &tag);
+                if live && self.cancel_notify {
+                    self.send_method(
+                        channel,
+                        AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: tag.into(),
+                            nowait: true,
+                        })),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) async fn deliver(
+        &mut self,
+        id: u16,
+        tag: String,
+        queue: String,
+        member: String,
+        records: Vec<ShareRecord>,
+    ) {
+        let live = self
+            .channels
+            .get(&id)
+            .filter(|c| !c.closing)
+            .and_then(|c| c.consumers.get(&tag))
+            .filter(|c| c.member == member)
+            .map(|c| c.no_ack);
+        let Some(no_ack) = live else {
+            // Cancelled since the fetch: hand the records back at once.
+            let offsets: Vec<(u32, i64)> = records
+                .iter()
+                .map(|r| (r.partition, r.record.offset))
+                .collect();
+            self.acknowledge(&queue, &member, &offsets, AckKind::Release { delay_ms: 0 })
+                .await;
+            return;
+        };
+        let mut accepted = Vec::new();
+        for record in records {
+            let Some(channel) = self.channels.get_mut(&id) else {
+                return;
+            };
+            channel.last_delivery_tag += 1;
+            let delivery_tag = channel.last_delivery_tag;
+            if no_ack {
+                accepted.push((record.partition, record.record.offset));
+            } else {
+                channel.unacked.insert(
+                    delivery_tag,
+                    Unacked {
+                        queue: queue.clone(),
+                        member: member.clone(),
+                        partition: record.partition,
+                        offset: record.record.offset,
+                        consumer: Some(tag.clone()),
+                    },
+                );
+            }
+            let (properties, routing_key) =
+                crate::properties::from_headers(&record.record.headers, &queue);
+            self.send_method(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                    consumer_tag: ShortString::from(tag.as_str()),
+                    delivery_tag,
+                    redelivered: record.delivery_count > 1,
+                    exchange: "".into(),
+                    routing_key: routing_key.into(),
+                })),
+            );
+            let body = record.record.value.clone().unwrap_or_default();
+            self.send_content(id, properties, &body);
+        }
+        if !accepted.is_empty() {
+            self.acknowledge(&queue, &member, &accepted, AckKind::Accept)
+                .await;
+            if let Some(consumer) = self.channels.get(&id).and_then(|c| c.consumers.get(&tag)) {
+                consumer.room.add_permits(accepted.len());
+            }
+        }
+    }
+}
+
+pub(super) fn unknown_tag(tag: u64) -> Reply {
+    Reply::channel(PRECONDITION_FAILED, format!("unknown delivery tag {tag}"))
+}

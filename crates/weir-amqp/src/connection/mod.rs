@@ -1,0 +1,490 @@
+//! One AMQP connection, one task: the handshake (protocol header, start/start-ok with
+//! PLAIN or AMQPLAIN, tune, open), heartbeats, channels, and every method this stage
+//! serves. A reader task turns the socket into frames; this task takes them in order,
+//! with the deliveries its consumers fetch and the confirms of its publishes, and writes
+//! the answers. Channel errors close the channel, connection errors the connection
+//! (docs/amqp.md § Failure cases and reply codes).
+
+mod channels;
+mod consumers;
+mod handshake;
+mod publish;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, connection, queue};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use weir_broker::produce::PendingProduce;
+use weir_broker::{BrokerError, RequestContext};
+
+use crate::Shared;
+use crate::consume::Fetched;
+use crate::errors::{COMMAND_INVALID, CONNECTION_FORCED, Reply, Scope, UNEXPECTED_FRAME};
+use crate::frame::{self, MAX_FRAME_BYTES, PROTOCOL_HEADER, ReadError};
+use crate::queues;
+
+/// Most channels a connection may open (`channel_max` offered; RabbitMQ's default).
+pub const MAX_CHANNELS: u16 = 2_047;
+/// The heartbeat interval offered, in seconds (RabbitMQ's default).
+pub const HEARTBEAT: u16 = 60;
+/// Largest message body, checked when its content header announces it.
+pub const MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+/// Most consumers on one channel.
+pub const MAX_CONSUMERS_PER_CHANNEL: usize = 256;
+/// Most unacknowledged deliveries of a consumer without a prefetch count (or with
+/// `no_ack`): RabbitMQ's unlimited, bounded.
+pub const MAX_UNACKED_PER_CONSUMER: usize = 1_000;
+/// Most publishes of one channel waiting for their produce's answer; a publisher past it
+/// is not read from until one is answered.
+pub const MAX_PENDING_PUBLISHES: usize = 1_024;
+
+/// How long a client has to send its protocol header and finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the broker waits for `close-ok` after closing a connection.
+const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
+/// How long a closed connection's clean-up (releasing what it held, deleting its
+/// exclusive queues) may take, so a broker that is stopping is not held up by it.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+/// Frames read ahead of the connection task.
+const INBOUND_QUEUE: usize = 8;
+/// Acknowledgement entries sent to the core in one request.
+const ACK_ENTRIES_PER_REQUEST: usize = 1_000;
+/// Bytes read from the socket at once.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// The basic class's id (content headers name it).
+const BASIC_CLASS: u16 = 60;
+
+/// What the connection task is told besides frames.
+#[derive(Debug)]
+pub enum Event {
+    Fetched(Fetched),
+    /// A publish of `channel` in confirm mode was answered (`seq`: its confirm number).
+    Confirmed {
+        channel: u16,
+        seq: u64,
+        outcome: Result<(), String>,
+    },
+}
+
+enum Inbound {
+    /// Boxed: a frame is large beside the other variants, and queued between tasks.
+    Frame(Box<AMQPFrame>),
+    Refused(Reply),
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// `connection.start` sent; `start-ok` due.
+    Start,
+    /// `connection.tune` sent; `tune-ok` due.
+    Tune,
+    /// `connection.open` due.
+    Open,
+    Running,
+    /// `connection.close` sent; waiting for `close-ok` until the deadline.
+    Closing(Instant),
+    /// Done: the task ends.
+    Closed,
+}
+
+/// A delivery not yet acknowledged.
+#[derive(Debug)]
+struct Unacked {
+    queue: String,
+    member: String,
+    partition: u32,
+    offset: i64,
+    /// The consumer whose prefetch room it takes (`None`: a `basic.get`).
+    consumer: Option<String>,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    queue: String,
+    member: String,
+    no_ack: bool,
+    room: Arc<Semaphore>,
+    task: JoinHandle<()>,
+}
+
+/// A publish whose content is being read.
+#[derive(Debug)]
+struct Publishing {
+    method: basic::Publish,
+    properties: Option<BasicProperties>,
+    size: u64,
+    body: Vec<u8>,
+}
+
+/// A publish handed to the core, waiting for its answer.
+#[derive(Debug)]
+struct Pending {
+    seq: Option<u64>,
+    produce: Result<PendingProduce, BrokerError>,
+}
+
+#[derive(Debug)]
+struct Channel {
+    /// `channel.close` sent by the broker; everything but `close`/`close-ok` is dropped.
+    closing: bool,
+    prefetch: u16,
+    /// Publisher confirms on (`confirm.select`), and the last confirm number given.
+    confirm: bool,
+    published: u64,
+    publishing: Option<Publishing>,
+    publisher: Option<mpsc::Sender<Pending>>,
+    consumers: HashMap<String, Consumer>,
+    consumers_started: u64,
+    last_delivery_tag: u64,
+    unacked: BTreeMap<u64, Unacked>,
+    /// Every (queue, member) this channel fetched as: released when it closes.
+    members: HashSet<(String, String)>,
+    /// The queue last declared on the channel (an empty queue name means it).
+    last_queue: Option<String>,
+}
+
+impl Channel {
+    fn new() -> Channel {
+        Channel {
+            closing: false,
+            prefetch: 0,
+            confirm: false,
+            published: 0,
+            publishing: None,
+            publisher: None,
+            consumers: HashMap::new(),
+            consumers_started: 0,
+            last_delivery_tag: 0,
+            unacked: BTreeMap::new(),
+            members: HashSet::new(),
+            last_queue: None,
+        }
+    }
+}
+
+struct Conn {
+    shared: Arc<Shared>,
+    ctx: RequestContext,
+    /// Unique among connections: member ids are made from it.
+    id: String,
+    phase: Phase,
+    out: Vec<u8>,
+    /// An answer could not be encoded (a bug): the connection is dropped.
+    broken: bool,
+    frame_max: u32,
+    reader_frame_max: Arc<AtomicU32>,
+    channel_max: u16,
+    heartbeat: u16,
+    channels: HashMap<u16, Channel>,
+    events: mpsc::UnboundedSender<Event>,
+    /// Exclusive and auto-delete queues this connection declared: deleted with it.
+    owned_queues: Vec<String>,
+    /// The client announced `consumer_cancel_notify`: a consumer the broker stops (its
+    /// queue deleted) is told with `basic.cancel`, as RabbitMQ does, rather than left
+    /// waiting for deliveries that will never come.
+    cancel_notify: bool,
+}
+
+/// Serves one connection until it closes, then gives back what its channels held and
+/// deletes the exclusive queues it declared.
+pub(crate) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let (read_half, mut writer) = stream.into_split();
+    let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
+    let mut header = [0u8; 8];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_exact(&mut header)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
+    }
+    if header != PROTOCOL_HEADER {
+        // The spec's answer to another protocol or version: ours, then close.
+        tracing::debug!(?header, "not an AMQP 0-9-1 protocol header");
+        let _ = writer.write_all(&PROTOCOL_HEADER).await;
+        return;
+    }
+    let (events, mut event_rx) = mpsc::unbounded_channel();
+    let reader_frame_max = Arc::new(AtomicU32::new(MAX_FRAME_BYTES));
+    let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
+    let reader_task = tokio::spawn(read_loop(reader, reader_frame_max.clone(), inbound_tx));
+    let mut conn = Conn {
+        ctx: RequestContext::anonymous(crate::LISTENER, Some(peer)),
+        shared,
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        phase: Phase::Start,
+        out: Vec::new(),
+        broken: false,
+        frame_max: MAX_FRAME_BYTES,
+        reader_frame_max,
+        channel_max: MAX_CHANNELS,
+        heartbeat: 0,
+        channels: HashMap::new(),
+        events,
+        owned_queues: Vec::new(),
+        cancel_notify: false,
+    };
+    conn.send_start();
+    let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let mut last_heard = Instant::now();
+    let mut last_sent = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    while conn.phase != Phase::Closed && !conn.broken {
+        if !conn.out.is_empty() {
+            if writer.write_all(&conn.out).await.is_err() {
+                break;
+            }
+            conn.out.clear();
+            last_sent = Instant::now();
+        }
+        tokio::select! {
+            received = inbound.recv() => match received {
+                Some(Inbound::Frame(frame)) => {
+                    last_heard = Instant::now();
+                    conn.on_frame(*frame).await;
+                }
+                Some(Inbound::Refused(reply)) => {
+                    tracing::debug!(code = reply.code, text = reply.text, "AMQP frame refused");
+                    if matches!(conn.phase, Phase::Closing(_)) {
+                        break;
+                    }
+                    conn.close_connection(reply).await;
+                }
+                Some(Inbound::Gone) | None => break,
+            },
+            Some(event) = event_rx.recv() => conn.on_event(event).await,
+            _ = tick.tick() => {
+                let now = Instant::now();
+                match conn.phase {
+                    Phase::Closing(deadline) if now >= deadline => break,
+                    Phase::Start | Phase::Tune | Phase::Open if now >= handshake_deadline => break,
+                    _ => {}
+                }
+                if conn.heartbeat > 0 {
+                    let interval = Duration::from_secs(u64::from(conn.heartbeat));
+                    if now.duration_since(last_heard) > interval * 2 {
+                        tracing::debug!("no heartbeat from the AMQP client for two intervals");
+                        break;
+                    }
+                    if now.duration_since(last_sent) >= interval / 2 {
+                        conn.send(AMQPFrame::Heartbeat);
+                    }
+                }
+            }
+            changed = stopping.changed() => {
+                if (changed.is_err() || *stopping.borrow()) && conn.phase == Phase::Running {
+                    conn.close_connection(Reply::connection(
+                        CONNECTION_FORCED,
+                        "broker shutting down",
+                    ))
+                    .await;
+                } else if changed.is_err() || *stopping.borrow() {
+                    break;
+                }
+            }
+        }
+    }
+    if !conn.out.is_empty() {
+        let _ = writer.write_all(&conn.out).await;
+    }
+    let _ = writer.shutdown().await;
+    reader_task.abort();
+    if tokio::time::timeout(RELEASE_WAIT, conn.finish())
+        .await
+        .is_err()
+    {
+        // What was not given back is released when its locks expire.
+        tracing::info!("giving back a closed AMQP connection's messages took too long");
+    }
+}
+
+async fn read_loop(
+    mut reader: BufReader<OwnedReadHalf>,
+    frame_max: Arc<AtomicU32>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    loop {
+        let max = frame_max.load(Ordering::Relaxed);
+        let next = match frame::read_frame(&mut reader, max).await {
+            Ok(frame) => Inbound::Frame(Box::new(frame)),
+            Err(ReadError::Refused(reply)) => Inbound::Refused(reply),
+            Err(ReadError::Gone(_)) => Inbound::Gone,
+        };
+        let last = !matches!(next, Inbound::Frame(_));
+        if inbound.send(next).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+fn method(channel: u16, class: AMQPClass) -> AMQPFrame {
+    AMQPFrame::Method(channel, class)
+}
+
+impl Conn {
+    fn send(&mut self, frame: AMQPFrame) {
+        if self.broken {
+            return;
+        }
+        if let Err(err) = frame::encode(&frame, &mut self.out) {
+            tracing::error!(error = %err, "an AMQP answer could not be encoded; dropping the connection");
+            self.broken = true;
+        }
+    }
+
+    fn send_method(&mut self, channel: u16, class: AMQPClass) {
+        self.send(method(channel, class));
+    }
+
+    /// A content header and its body frames, each within `frame_max`.
+    fn send_content(&mut self, channel: u16, properties: BasicProperties, body: &[u8]) {
+        self.send(AMQPFrame::Header(
+            channel,
+            AMQPContentHeader {
+                class_id: BASIC_CLASS,
+                body_size: body.len() as u64,
+                properties,
+            },
+        ));
+        let chunk = (self.frame_max as usize).saturating_sub(8).max(1);
+        for part in body.chunks(chunk) {
+            self.send(AMQPFrame::Body(channel, part.to_vec()));
+        }
+    }
+
+    /// Sends `connection.close` and waits (bounded) for `close-ok`.
+    async fn close_connection(&mut self, reply: Reply) {
+        tracing::debug!(
+            code = reply.code,
+            text = reply.text,
+            "closing the AMQP connection"
+        );
+        // Given back before the close goes out, as for a close the client starts: a
+        // client that reconnects at once finds what this one held available.
+        if tokio::time::timeout(RELEASE_WAIT, self.finish())
+            .await
+            .is_err()
+        {
+            tracing::info!("giving back a closing AMQP connection's messages took too long");
+        }
+        let text = reply.short_text();
+        self.send_method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: reply.code,
+                reply_text: text.into(),
+                class_id: reply.class_id,
+                method_id: reply.method_id,
+            })),
+        );
+        self.phase = Phase::Closing(Instant::now() + CLOSE_OK_WAIT);
+    }
+
+    async fn refuse(&mut self, channel: u16, reply: Reply) {
+        match reply.scope {
+            Scope::Channel if channel != 0 => self.close_channel(channel, reply).await,
+            _ => self.close_connection(reply).await,
+        }
+    }
+
+    async fn on_frame(&mut self, frame: AMQPFrame) {
+        let channel = frame.channel_id();
+        let result = match self.phase {
+            Phase::Closing(_) => {
+                if let AMQPFrame::Method(0, AMQPClass::Connection(m)) = &frame {
+                    match m {
+                        connection::AMQPMethod::CloseOk(_) => self.phase = Phase::Closed,
+                        connection::AMQPMethod::Close(_) => {
+                            self.send_method(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                    connection::CloseOk {},
+                                )),
+                            );
+                            self.phase = Phase::Closed;
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Phase::Closed => Ok(()),
+            Phase::Start | Phase::Tune | Phase::Open => self.on_handshake(frame).await,
+            Phase::Running => {
+                if channel == 0 {
+                    self.on_connection_frame(frame).await
+                } else {
+                    self.on_channel_frame(channel, frame).await
+                }
+            }
+        };
+        if let Err(reply) = result {
+            self.refuse(channel, reply).await;
+        }
+    }
+
+    async fn on_connection_frame(&mut self, frame: AMQPFrame) -> Result<(), Reply> {
+        match frame {
+            AMQPFrame::Heartbeat => Ok(()),
+            AMQPFrame::Method(_, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                // What the connection held is given back before close-ok: a client that
+                // reconnects at once finds its unacknowledged messages available.
+                self.finish().await;
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                );
+                self.phase = Phase::Closed;
+                Ok(())
+            }
+            AMQPFrame::Method(_, class) => Err(Reply::connection(
+                COMMAND_INVALID,
+                format!("method {class:?} is not valid on channel 0"),
+            )
+            .on(class.get_amqp_class_id(), class.get_amqp_method_id())),
+            _ => Err(Reply::connection(
+                UNEXPECTED_FRAME,
+                "content frames are not valid on channel 0",
+            )),
+        }
+    }
+
+    /// After the connection ended: every channel's records given back, exclusive and
+    /// auto-delete queues it declared deleted.
+    async fn finish(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(mut channel) = self.channels.remove(&id) {
+                self.release(&mut channel).await;
+            }
+        }
+        for name in std::mem::take(&mut self.owned_queues) {
+            let delete = queue::Delete {
+                queue: name.clone().into(),
+                if_unused: false,
+                if_empty: false,
+                nowait: true,
+            };
+            if let Err(reply) = queues::delete(&self.shared, &self.ctx, &delete).await {
+                tracing::info!(
+                    queue = name,
+                    reason = reply.text,
+                    "deleting an exclusive queue failed"
+                );
+            }
+        }
+    }
+}

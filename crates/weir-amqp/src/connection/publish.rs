@@ -1,0 +1,235 @@
+//! Publishes: content assembled from header and body frames within `MAX_BODY_BYTES`, each
+//! publish handed to the core as a produce in order, and a task per channel answering
+//! them in order (confirms, and returns of a mandatory publish with no queue).
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{AMQPClass, basic};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use weir_batch::{Compression, Record};
+use weir_broker::Reason;
+use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
+
+use crate::errors::{
+    CONTENT_TOO_LARGE, FRAME_ERROR, NO_ROUTE, Reply, UNEXPECTED_FRAME, from_broker,
+};
+use crate::queues;
+
+use super::{BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, Pending, Publishing};
+
+impl Conn {
+    pub(super) async fn on_content_header(
+        &mut self,
+        id: u16,
+        header: AMQPContentHeader,
+    ) -> Result<(), Reply> {
+        let Some(publishing) = self
+            .channels
+            .get_mut(&id)
+            .and_then(|c| c.publishing.as_mut())
+            .filter(|p| p.properties.is_none())
+        else {
+            return Err(Reply::connection(
+                UNEXPECTED_FRAME,
+                format!("a content header on channel {id} without a basic.publish before it"),
+            ));
+        };
+        if header.class_id != BASIC_CLASS {
+            return Err(Reply::connection(
+                FRAME_ERROR,
+                format!(
+                    "a content header of class {}: only basic has content",
+                    header.class_id
+                ),
+            ));
+        }
+        if header.body_size > MAX_BODY_BYTES {
+            return Err(Reply::channel(
+                CONTENT_TOO_LARGE,
+                format!(
+                    "message body of {} bytes is over the broker's limit of {MAX_BODY_BYTES}",
+                    header.body_size
+                ),
+            )
+            .on(60, 40));
+        }
+        publishing.properties = Some(header.properties);
+        publishing.size = header.body_size;
+        // Not reserved from the header's size: the body grows with the bytes that arrive,
+        // so announcing large bodies on many channels costs the client the bytes.
+        if header.body_size == 0 {
+            self.publish(id).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn on_content_body(&mut self, id: u16, body: Vec<u8>) -> Result<(), Reply> {
+        let Some(publishing) = self
+            .channels
+            .get_mut(&id)
+            .and_then(|c| c.publishing.as_mut())
+            .filter(|p| p.properties.is_some())
+        else {
+            return Err(Reply::connection(
+                UNEXPECTED_FRAME,
+                format!("a content body on channel {id} without its header"),
+            ));
+        };
+        let have = publishing.body.len() as u64 + body.len() as u64;
+        if have > publishing.size {
+            return Err(Reply::connection(
+                FRAME_ERROR,
+                format!(
+                    "content bodies of {have} bytes for a message of {} bytes",
+                    publishing.size
+                ),
+            ));
+        }
+        publishing.body.extend_from_slice(&body);
+        if have == publishing.size {
+            self.publish(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Routes a complete message through the default exchange: a produce to the topic
+    /// its routing key names, or a return (mandatory) when there is no such queue.
+    pub(super) async fn publish(&mut self, id: u16) -> Result<(), Reply> {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        let Some(Publishing {
+            method: publish,
+            properties,
+            body,
+            ..
+        }) = channel.publishing.take()
+        else {
+            return Ok(());
+        };
+        let properties = properties.unwrap_or_default();
+        let seq = channel.confirm.then(|| {
+            channel.published += 1;
+            channel.published
+        });
+        let queue = publish.routing_key.as_str().to_owned();
+        if queue.is_empty() || !queues::exists(&self.shared, &queue) {
+            tracing::debug!(
+                channel = id,
+                queue,
+                mandatory = publish.mandatory,
+                "unroutable publish"
+            );
+            if publish.mandatory {
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                        reply_code: NO_ROUTE,
+                        reply_text: "NO_ROUTE".into(),
+                        exchange: publish.exchange.clone(),
+                        routing_key: publish.routing_key.clone(),
+                    })),
+                );
+                self.send_content(id, properties, &body);
+            }
+            // As RabbitMQ: an unroutable message is confirmed (after its return).
+            if let Some(seq) = seq {
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                        delivery_tag: seq,
+                        multiple: false,
+                    })),
+                );
+            }
+            return Ok(());
+        }
+        let record = Record {
+            key: None,
+            value: Some(Bytes::from(body)),
+            headers: crate::properties::to_headers(&properties, &queue),
+            timestamp: weir_broker::now_ms(),
+        };
+        let request = ProduceRequest {
+            topic: queue,
+            acks: if seq.is_some() {
+                Acks::All
+            } else {
+                Acks::Leader
+            },
+            timeout: None,
+            partitions: vec![PartitionProduce {
+                partition: 0,
+                data: Ok(ProduceData::Records {
+                    records: vec![record],
+                    compression: Compression::None,
+                    producer: None,
+                }),
+            }],
+        };
+        let produce = produce::submit(&self.shared.broker, &self.ctx, request).await;
+        if let Err(e) = &produce
+            && matches!(e.reason, Reason::NotAuthorized { .. })
+        {
+            return Err(from_broker(e).on(60, 40));
+        }
+        let events = self.events.clone();
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(());
+        };
+        let publisher = channel.publisher.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(MAX_PENDING_PUBLISHES);
+            tokio::spawn(answer_publishes(id, rx, events));
+            tx
+        });
+        let _ = publisher.send(Pending { seq, produce }).await;
+        Ok(())
+    }
+}
+
+pub(super) fn is_default_exchange(name: &str) -> bool {
+    name.is_empty() || name == "amq.default"
+}
+
+/// Waits for each publish's produce in the order they were made, and reports the
+/// outcome of those in confirm mode to the connection.
+pub(super) async fn answer_publishes(
+    channel: u16,
+    mut pending: mpsc::Receiver<Pending>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some(Pending { seq, produce }) = pending.recv().await {
+        let outcome = match produce {
+            Ok(pending) => match pending.finish().await.into_iter().next() {
+                Some(result) => result.outcome.map(|_| ()).map_err(|e| e.to_string()),
+                None => Err("the produce was not answered".to_owned()),
+            },
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = &outcome {
+            tracing::info!(channel, error = %err, "an AMQP publish was not stored");
+        }
+        if let Some(seq) = seq
+            && events
+                .send(Event::Confirmed {
+                    channel,
+                    seq,
+                    outcome,
+                })
+                .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_exchange_has_two_names() {
+        assert!(is_default_exchange("") && is_default_exchange("amq.default"));
+        assert!(!is_default_exchange("logs"));
+    }
+}
