@@ -225,13 +225,17 @@ impl Segment {
     /// append is refused with nothing written, rather than a store into a mapped page
     /// faulting later.
     pub(crate) fn reserve_index_room(&mut self, batches: usize) -> Result<(), AppendError> {
-        let index_path = self.path(INDEX_SUFFIX);
+        // Called on every append: the index's path is built only for an error, naming
+        // the index that could not grow.
         let files = self.files.as_mut().expect("segment is open");
         files
             .index
             .reserve_entries(batches)
-            .and_then(|()| files.time_index.reserve_entries(batches))
-            .map_err(|e| AppendError::io(index_path, e))
+            .map_err(|e| AppendError::io(files.index.path().to_path_buf(), e))?;
+        files
+            .time_index
+            .reserve_entries(batches)
+            .map_err(|e| AppendError::io(files.time_index.path().to_path_buf(), e))
     }
 
     pub(crate) fn index_is_full(&self) -> bool {
