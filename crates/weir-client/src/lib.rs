@@ -79,6 +79,7 @@ pub mod connection;
 pub mod consumer;
 mod error;
 pub mod group;
+mod outage;
 pub mod partitioner;
 pub mod producer;
 pub mod retry;

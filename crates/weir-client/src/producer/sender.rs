@@ -33,6 +33,7 @@ use super::config::{Acks, MAX_REQUESTS_IN_FLIGHT};
 use crate::cluster::Cluster;
 use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
+use crate::outage::Outages;
 use crate::retry::{self, RetryDecision};
 use crate::routing::BrokerId;
 
@@ -63,6 +64,8 @@ pub(crate) struct Sender {
     refresh: Option<JoinHandle<()>>,
     /// Getting a producer identity, while one is wanted (idempotence).
     identity: Option<JoinHandle<()>>,
+    /// Brokers whose stream keeps failing, logged once per streak.
+    outages: Outages,
 }
 
 impl Sender {
@@ -77,6 +80,7 @@ impl Sender {
             stale_topics: BTreeSet::new(),
             refresh: None,
             identity: None,
+            outages: Outages::new("produce stream"),
         }
     }
 
@@ -294,6 +298,7 @@ impl Sender {
                 );
             }
         };
+        self.outages.answered(broker);
         let request = match self.in_flight.remove(&response.sequence) {
             Some(request) if request.broker == broker => request,
             other => {
@@ -362,7 +367,8 @@ impl Sender {
             .map(|(sequence, _)| *sequence)
             .collect();
         if !failed.is_empty() {
-            tracing::warn!(broker, requests = failed.len(), error = %error, "produce stream failed");
+            tracing::debug!(broker, requests = failed.len(), error = %error, "produce stream failed");
+            self.outages.failed(broker, &error);
         }
         let now = Instant::now();
         for sequence in failed {
