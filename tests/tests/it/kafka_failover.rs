@@ -39,12 +39,12 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(150);
 /// Longest the shared Python environment may take to install on a first run.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 
-fn tests_dir() -> PathBuf {
+pub(crate) fn tests_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The shared venv's python, installing the pinned clients on first use.
-fn python() -> anyhow::Result<PathBuf> {
+pub(crate) fn python() -> anyhow::Result<PathBuf> {
     let script = tests_dir().join("python/setup.sh");
     let output = run_bounded(Command::new(&script), INSTALL_TIMEOUT)?;
     if !output.status.success() {
@@ -60,7 +60,10 @@ fn python() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs `command` to its end, killing it after `limit`.
-fn run_bounded(mut command: Command, limit: Duration) -> anyhow::Result<std::process::Output> {
+pub(crate) fn run_bounded(
+    mut command: Command,
+    limit: Duration,
+) -> anyhow::Result<std::process::Output> {
     let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -439,7 +442,7 @@ async fn a_kafka_python_group_keeps_its_members_when_its_coordinator_is_killed()
 }
 
 /// The group's coordinator, as a live broker names it.
-async fn find_coordinator(cluster: &Cluster, group: &str) -> anyhow::Result<i32> {
+pub(crate) async fn find_coordinator(cluster: &Cluster, group: &str) -> anyhow::Result<i32> {
     wait_for(Duration::from_secs(30), "FindCoordinator", || async {
         for address in cluster.bootstrap() {
             let Some(mut client) = groups_client(&address).await else {

@@ -1,12 +1,13 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
-//! (`faults`, `failover`, `group_failover`, `kafka_failover`, `queue_checker`), under
-//! overload and at their budget, the compose cluster on Docker (`docker_cluster`,
-//! `docker_secure`), the deployment files checked offline (`deploy`), and the code map
-//! (`code_map`). The tests that start a cluster take `weir_tests::exclusive()`, so one
+//! (`faults`, `failover`, `group_failover`, `kafka_failover`, `coordinator_kills`,
+//! `queue_checker`), under overload and at their budget, the compose cluster on Docker
+//! (`docker_cluster`, `docker_secure`), the deployment files checked offline (`deploy`),
+//! and the code map (`code_map`). The tests that start a cluster take `weir_tests::exclusive()`, so one
 //! cluster runs at a time in this process.
 
 mod budget;
 mod code_map;
+mod coordinator_kills;
 mod deploy;
 mod docker_cluster;
 mod docker_secure;
