@@ -71,6 +71,10 @@ pub struct ClusterConfig {
     /// TLS, authentication and authorization on every node (see the module docs);
     /// `None` (the default): plaintext, anyone may do anything.
     pub security: Option<SecureSetup>,
+    /// The `weir` binary every node starts with; `None` (the default): the workspace's
+    /// own ([`weir_binary`]). An older build, for an upgrade test: it must take the
+    /// harness's flags ([`Cluster::upgrade`] moves one node at a time to the current one).
+    pub binary: Option<PathBuf>,
 }
 
 /// A secured cluster's bootstrap admin: a super user every node is started with
@@ -118,6 +122,7 @@ impl Default for ClusterConfig {
             form_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
             security: None,
+            binary: None,
         }
     }
 }
@@ -144,6 +149,8 @@ struct Node {
     child: Option<Child>,
     state: NodeState,
     starts: u32,
+    /// The binary it starts with.
+    binary: PathBuf,
 }
 
 /// See the module docs.
@@ -165,6 +172,7 @@ impl Cluster {
     /// is registered and unfenced.
     pub async fn start(config: ClusterConfig) -> anyhow::Result<Cluster> {
         let binary = tokio::task::spawn_blocking(weir_binary).await??;
+        let first_binary = config.binary.clone().unwrap_or_else(|| binary.clone());
         let dir = tempfile::Builder::new()
             .prefix("weir-faults-")
             .tempdir()
@@ -187,6 +195,7 @@ impl Cluster {
                 child: None,
                 state: NodeState::Down,
                 starts: 0,
+                binary: first_binary.clone(),
             });
         }
         let mut cluster = Cluster {
@@ -350,6 +359,18 @@ impl Cluster {
         }
         self.spawn(id)?;
         self.wait_listening(id).await
+    }
+
+    /// Moves node `id`, which is down, to the workspace's own binary (the one a cluster
+    /// started with [`ClusterConfig::binary`] did not use); [`Cluster::restart`] then
+    /// starts it on the same data directory: one step of a rolling upgrade.
+    pub fn upgrade(&mut self, id: i32) -> anyhow::Result<()> {
+        if self.node(id).state != NodeState::Down {
+            bail!("node {id} is not down");
+        }
+        let binary = self.binary.clone();
+        self.node_mut(id).binary = binary;
+        Ok(())
     }
 
     /// What the harness asks the nodes, straight at their ports: every node that is
@@ -572,13 +593,13 @@ impl Cluster {
     fn spawn(&mut self, id: i32) -> anyhow::Result<()> {
         let voters = self.voters();
         let advertise = self.proxy.address(id);
-        let binary = self.binary.clone();
         let filter = self.config.log_filter.clone();
         let extra_args = self.config.extra_args.clone();
         let security = self.config.security.clone();
         let certs = self.dir().join(CERTS_DIR);
         let node = self.node_mut(id);
         let kafka = node.kafka.to_string();
+        let binary = node.binary.clone();
         node.starts += 1;
         std::fs::create_dir_all(&node.data_dir)?;
         let mut log = OpenOptions::new()
@@ -588,8 +609,10 @@ impl Cluster {
             .with_context(|| format!("opening {}", node.log.display()))?;
         writeln!(
             log,
-            "--- weir-tests: start #{} of node {id} (listen {}, advertised {advertise})",
-            node.starts, node.listen
+            "--- weir-tests: start #{} of node {id} (listen {}, advertised {advertise}, {})",
+            node.starts,
+            node.listen,
+            binary.display()
         )?;
         let mut command = Command::new(binary);
         command
@@ -600,7 +623,9 @@ impl Cluster {
             .args(["--listen", &node.listen.to_string()])
             .args(["--admin-listen", "off"])
             .args(["--kafka-listen", &kafka])
-            .args(["--amqp-listen", "none"])
+            // By its environment variable, which a binary from before the AMQP listener
+            // ignores where it would refuse the flag.
+            .env("WEIR_AMQP_LISTEN", "none")
             .args(["--advertise", &advertise.to_string()])
             .args(["--controller-voters", &voters]);
         if security.is_some() {

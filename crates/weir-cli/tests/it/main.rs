@@ -4,7 +4,8 @@
 //! `group_drain`, `queue`, `users_acls`), the examples every `--help` prints
 //! (`help_examples`), `weir dev cluster`, TLS, authentication, client quotas, the console
 //! in a browser as an ordinary user (`console_browser`), and the Kafka clients users run
-//! (`kafka_clients`, `kafka_answers`), and a full disk under both (`disk_full`); `common` holds the broker harness and
+//! (`kafka_clients`, `kafka_answers`), a full disk under both (`disk_full`), and a data
+//! directory an older `weir` wrote (`upgrade`); `common` holds the broker harness and
 //! `common::secure` the secured `weir serve` process.
 
 mod amqp;
@@ -23,4 +24,5 @@ mod kafka_clients;
 mod queue;
 mod tls;
 mod topic_create;
+mod upgrade;
 mod users_acls;
