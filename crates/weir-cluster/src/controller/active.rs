@@ -114,6 +114,9 @@ pub struct Controller {
     pub(super) topic_ids: Box<dyn TopicIdSource>,
     /// When the last preferred-leader check ran (`None`: not since activation).
     preferred_checked_ms: Option<u64>,
+    /// The metadata level each broker said its release reads, in its registration or
+    /// heartbeats since this controller became active (`gate`).
+    pub(super) levels: BTreeMap<BrokerId, u16>,
 }
 
 impl fmt::Debug for Controller {
@@ -134,6 +137,7 @@ impl Controller {
             sessions: BTreeMap::new(),
             topic_ids: Box::new(topic_ids),
             preferred_checked_ms: None,
+            levels: BTreeMap::new(),
         }
     }
 
@@ -159,6 +163,7 @@ impl Controller {
         let floor = (now_ms + self.config.heartbeat_interval_ms)
             .saturating_sub(self.config.session_timeout_ms);
         self.preferred_checked_ms = None;
+        self.levels.clear();
         self.sessions = image
             .brokers()
             .filter(|b| !b.fenced)
@@ -181,10 +186,38 @@ impl Controller {
         now_ms: u64,
         request: ControllerRequest,
     ) -> (Vec<MetadataRecord>, ControllerReply) {
-        match self.decide(image, now_ms, request) {
+        match self
+            .decide(image, now_ms, request)
+            .and_then(|outcome| self.gate(image, outcome))
+        {
             Ok(Outcome { records, reply }) => (records, reply),
             Err(e) => (Vec::new(), ControllerReply::Refused(e)),
         }
+    }
+
+    /// Refuses an outcome whose records need a metadata level above what every unfenced
+    /// broker has said it reads (`MetadataRecord::level`): during a rolling upgrade a
+    /// broker of the older release, a voter above all, would fail on a record type it
+    /// does not know, and a voter that cannot apply a committed record stops. A broker
+    /// not heard from since this controller became active counts as level 0; every live
+    /// one heartbeats within an interval.
+    fn gate(&self, image: &MetadataImage, outcome: Outcome) -> Result<Outcome, ControllerError> {
+        let Some(needed) = outcome.records.iter().map(MetadataRecord::level).max() else {
+            return Ok(outcome);
+        };
+        if needed == 0 {
+            return Ok(outcome);
+        }
+        let behind: Vec<BrokerId> = image
+            .brokers()
+            .filter(|b| !b.fenced)
+            .filter(|b| self.levels.get(&b.node).copied().unwrap_or(0) < needed)
+            .map(|b| b.node)
+            .collect();
+        if behind.is_empty() {
+            return Ok(outcome);
+        }
+        Err(ControllerError::MetadataLevelTooLow { needed, behind })
     }
 
     fn decide(
@@ -208,7 +241,9 @@ impl Controller {
                 endpoints,
                 rack,
                 cluster_id,
+                metadata_level,
             } => {
+                self.levels.insert(node, metadata_level);
                 if cluster_id != expected {
                     return Err(ControllerError::InconsistentClusterId {
                         given: cluster_id,
@@ -222,13 +257,17 @@ impl Controller {
                 broker_epoch,
                 metadata_offset,
                 want_shutdown,
-            } => self.heartbeat(
-                image,
-                now_ms,
-                (node, broker_epoch),
-                metadata_offset,
-                want_shutdown,
-            ),
+                metadata_level,
+            } => {
+                self.levels.insert(node, metadata_level);
+                self.heartbeat(
+                    image,
+                    now_ms,
+                    (node, broker_epoch),
+                    metadata_offset,
+                    want_shutdown,
+                )
+            }
             ControllerRequest::CreateTopic {
                 name,
                 partitions,

@@ -350,6 +350,7 @@ mod tests {
             broker_epoch: epoch3,
             metadata_offset: 0,
             want_shutdown: true,
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         });
         let err = h.refused(propose(&h, &id, &[1, 3]));
         assert!(matches!(

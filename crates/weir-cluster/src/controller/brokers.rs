@@ -284,6 +284,7 @@ mod tests {
             endpoints: endpoints(node),
             rack: None,
             cluster_id: cluster_id.into(),
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         }
     }
 
@@ -293,6 +294,7 @@ mod tests {
             broker_epoch,
             metadata_offset: 0,
             want_shutdown: true,
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         }
     }
 
@@ -403,6 +405,7 @@ mod tests {
                     endpoints: Endpoints::new("broker1", "broker1:9093"),
                     rack: None,
                     cluster_id: CLUSTER.into(),
+                    metadata_level: crate::controller::records::METADATA_LEVEL,
                 },
                 "client endpoint",
             ),
@@ -413,6 +416,7 @@ mod tests {
                     endpoints: endpoints(1),
                     rack: Some(long),
                     cluster_id: CLUSTER.into(),
+                    metadata_level: crate::controller::records::METADATA_LEVEL,
                 },
                 "rack",
             ),
@@ -661,6 +665,7 @@ mod tests {
             endpoints: Endpoints::new("elsewhere:1", "elsewhere:2"),
             rack: None,
             cluster_id: CLUSTER.into(),
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         });
         assert_eq!(records.len(), 2, "{records:?}");
     }

@@ -250,6 +250,14 @@ impl PartitionRegistration {
     }
 }
 
+/// The newest metadata level this build reads: the level of the newest record types
+/// it knows ([`MetadataRecord::level`]). Brokers say it in their registration and
+/// heartbeats, and the active controller writes a record only once every unfenced broker
+/// reads its level, so a rolling upgrade never hands a broker of the older release a
+/// record type it cannot apply (Kafka's `metadata.version`, finalized by itself once the
+/// whole cluster runs the release, rather than by an operator's command).
+pub const METADATA_LEVEL: u16 = 0;
+
 /// One record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataRecord {
@@ -354,6 +362,36 @@ pub enum MetadataRecord {
         key: String,
         value: Option<u64>,
     },
+}
+
+impl MetadataRecord {
+    /// The metadata level a broker must read to apply this record ([`METADATA_LEVEL`]).
+    /// Every record type a release adds gets that release's level; fields appended to an
+    /// existing record keep its level (older brokers skip fields they do not know). No
+    /// wildcard: a new record type does not compile until it is given one.
+    pub fn level(&self) -> u16 {
+        match self {
+            MetadataRecord::ClusterCreated { .. }
+            | MetadataRecord::BrokerRegistered { .. }
+            | MetadataRecord::BrokerFenced { .. }
+            | MetadataRecord::BrokerUnfenced { .. }
+            | MetadataRecord::BrokerShuttingDown { .. }
+            | MetadataRecord::TopicCreated { .. }
+            | MetadataRecord::PartitionCreated { .. }
+            | MetadataRecord::PartitionChanged { .. }
+            | MetadataRecord::TopicConfigChanged { .. }
+            | MetadataRecord::TopicDeleted { .. }
+            | MetadataRecord::ProducerIdsAllocated { .. }
+            | MetadataRecord::ProducerInitialized { .. }
+            | MetadataRecord::ScramCredentialUpserted { .. }
+            | MetadataRecord::ScramCredentialDeleted { .. }
+            | MetadataRecord::AclCreated { .. }
+            | MetadataRecord::AclDeleted { .. }
+            | MetadataRecord::TokenCreated { .. }
+            | MetadataRecord::TokenRevoked { .. }
+            | MetadataRecord::ClientQuotaAltered { .. } => 0,
+        }
+    }
 }
 
 #[cfg(test)]

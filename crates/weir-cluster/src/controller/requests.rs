@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::elect_leaders::{ElectionKind, ElectionResult};
 use super::reassign::PartitionMove;
+#[cfg(doc)]
+use super::records::METADATA_LEVEL;
 use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
@@ -47,6 +49,10 @@ pub enum ControllerRequest {
         rack: Option<String>,
         /// The cluster id stamped in the broker's data directory.
         cluster_id: String,
+        /// The newest metadata level its release reads ([`METADATA_LEVEL`]); a broker
+        /// from before levels sends none, read as 0.
+        #[serde(default)]
+        metadata_level: u16,
     },
     /// Every `heartbeat_interval_ms` from every registered broker: it is alive, says
     /// how far its metadata is, and may ask to stop.
@@ -57,6 +63,9 @@ pub enum ControllerRequest {
         metadata_offset: MetadataOffset,
         /// Controlled shutdown: move my leaderships away, then tell me to stop.
         want_shutdown: bool,
+        /// As in `RegisterBroker`.
+        #[serde(default)]
+        metadata_level: u16,
     },
     CreateTopic {
         name: String,
@@ -257,6 +266,15 @@ pub enum ControllerError {
     /// Retriable: the active controller has not created the cluster yet.
     #[error("the cluster has no id yet (its first controller has not created it); retry")]
     ClusterNotCreated,
+    /// The request would write a record of metadata level `needed`, which these
+    /// unfenced brokers' release does not read (or has not said it reads since this
+    /// controller became active): a rolling upgrade is under way.
+    #[error(
+        "this needs metadata level {needed}, which broker(s) {behind:?} do not read: they \
+         run an older release (finish the rolling upgrade first) or have not heartbeated \
+         to this controller yet (retry)"
+    )]
+    MetadataLevelTooLow { needed: u16, behind: Vec<BrokerId> },
     #[error("cluster id {0:?} must have 1 to {MAX_CLUSTER_ID_CHARS} characters")]
     InvalidClusterId(String),
     /// INCONSISTENT_CLUSTER_ID: the broker's data directory belongs to another cluster.

@@ -32,6 +32,7 @@ pub(super) fn heartbeat(
         broker_epoch,
         metadata_offset,
         want_shutdown: false,
+        metadata_level: crate::controller::records::METADATA_LEVEL,
     }
 }
 
@@ -134,6 +135,7 @@ impl Harness {
             endpoints: endpoints(node),
             rack: rack.map(str::to_string),
             cluster_id: CLUSTER.into(),
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         }) {
             ControllerReply::Registered { broker_epoch } => broker_epoch,
             reply => panic!("{reply:?}"),

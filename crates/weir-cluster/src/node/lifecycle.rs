@@ -98,6 +98,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                 broker_epoch,
                 metadata_offset: node.image().next_offset() - 1,
                 want_shutdown,
+                metadata_level: crate::controller::records::METADATA_LEVEL,
             };
             let sent = Instant::now();
             match node.call(request).await {

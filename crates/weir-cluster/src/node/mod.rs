@@ -466,6 +466,7 @@ impl ClusterNode {
             endpoints: s.endpoints.clone(),
             rack: s.rack.clone(),
             cluster_id,
+            metadata_level: crate::controller::records::METADATA_LEVEL,
         })
     }
 }

@@ -243,6 +243,7 @@ impl World {
             broker_epoch,
             metadata_offset,
             want_shutdown,
+            metadata_level: weir_cluster::controller::records::METADATA_LEVEL,
         })?;
         if current != Some(broker_epoch) {
             prop_assert!(
@@ -292,6 +293,7 @@ impl World {
                     endpoints: Endpoints::new(format!("b{node}:9092"), format!("b{node}:9093")),
                     rack: Some(format!("rack-{}", node % 2)),
                     cluster_id: CLUSTER.into(),
+                    metadata_level: weir_cluster::controller::records::METADATA_LEVEL,
                 })?;
                 let ControllerReply::Registered { broker_epoch } = reply else {
                     return Err(TestCaseError::fail(format!(

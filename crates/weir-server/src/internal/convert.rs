@@ -322,6 +322,10 @@ enum ReplyDef {
 #[serde(remote = "ControllerError")]
 enum ErrorDef {
     ClusterNotCreated,
+    MetadataLevelTooLow {
+        needed: u16,
+        behind: Vec<BrokerId>,
+    },
     InvalidClusterId(String),
     InconsistentClusterId {
         given: String,

@@ -619,6 +619,7 @@ async fn controller_calls_round_trip_and_follow_the_active_controller() {
         endpoints: Endpoints::new("b2:9092", "b2:9093"),
         rack: Some("r1".into()),
         cluster_id: "c-1".into(),
+        metadata_level: weir_cluster::controller::records::METADATA_LEVEL,
     };
     // A standby names the active controller; the caller retries there.
     let err = client

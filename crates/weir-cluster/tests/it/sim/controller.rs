@@ -80,6 +80,7 @@ impl World {
                     ),
                     rack: None,
                     cluster_id: format!("sim-{}", self.seed),
+                    metadata_level: weir_cluster::controller::records::METADATA_LEVEL,
                 });
                 if let ControllerReply::Registered { broker_epoch } = reply {
                     self.controller_heard.insert(from, self.now);
@@ -105,6 +106,7 @@ impl World {
                     broker_epoch,
                     metadata_offset,
                     want_shutdown: false,
+                    metadata_level: weir_cluster::controller::records::METADATA_LEVEL,
                 });
                 let accepted = match reply {
                     ControllerReply::Heartbeat { .. } => {
