@@ -13,24 +13,24 @@
 //! (Kafka's `SocketServer` closes it for each): a frame that cannot be read (negative or
 //! oversize length, truncated), a header that does not decode, an unknown api key, an api
 //! or version that is not served (except ApiVersions, see [`apis::answer_api_versions`]),
-//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. A broker
-//! cut off from its cluster ([`Handler::is_cut_off`]) closes every connection the same
-//! way and turns new ones away until it is back, logged once each way.
+//! and a [`HandlerError`]. Each is one `warn` line with the peer and the reason. The
+//! listener kit's close signal (the broker stopping, or cut off from its cluster:
+//! [`Handler::is_cut_off`]) stops the reading the same way, quietly.
 //!
-//! Over every connection, [`Options::budget`] (weir-broker's broker-wide budget, shared
-//! with the gRPC listeners) caps the connections (at the cap a new one is closed at once)
-//! and the request bytes in flight: a frame's length is read first, room for it is taken
-//! from the budget (waiting, so TCP makes the client wait) and given back once its answer
-//! is written.
-//!
-//! With [`Options::tls`], each connection is TLS (weir-security's `tls::accept`:
-//! plaintext is refused and logged there), and a client certificate names the
-//! connection's principal ([`ConnectionInfo::certificate_principal`]).
+//! Accepting is the listener kit's (`weir_broker::listener_kit`, [`serve_with`]): a
+//! connection slot from [`Options::budget`] (weir-broker's broker-wide budget, shared
+//! with the other listeners; at the cap a new connection is closed at once), new
+//! connections turned away while the broker is cut off, TLS with [`Options::tls`]
+//! (weir-security's `tls::accept`: plaintext is refused and logged there), and a client
+//! certificate's principal checked by the core ([`SaslAuthority::certificate`]) before
+//! it names the connection ([`ConnectionInfo::certificate_principal`]). The budget also
+//! caps the request bytes in flight: a frame's length is read first, room for it is
+//! taken from the budget (waiting, so TCP makes the client wait) and given back once
+//! its answer is written.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::future::{self, Either, FutureExt};
@@ -41,16 +41,17 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::Instrument;
-use weir_broker::budget::{Budget, ConnectionPermit, RequestBytesPermit};
+use weir_broker::authn::Authenticated;
+use weir_broker::budget::{Budget, RequestBytesPermit};
 use weir_broker::fetch::FileSlice;
-use weir_security::tls::{self, ServerTls};
+use weir_broker::listener_kit::{self, Closing, Connection, ConnectionHandler, WriteHalf};
+use weir_broker::{BrokerError, Listener, RequestContext};
+use weir_security::tls::ServerTls;
 
 use crate::apis;
 use crate::frame::{self, MAX_REQUEST_FRAME_BYTES, Request};
 use crate::handler::{Chunk, ConnectionInfo, Handler, HandlerError, Response};
-use crate::sasl::{self, SaslState};
+use crate::sasl::{self, SaslAuthority, SaslState};
 
 /// How many requests of one connection are decoded and not yet answered at most. Kafka
 /// clients pipeline (librdkafka sends many produce requests before the first answer);
@@ -87,7 +88,7 @@ impl Default for Limits {
 }
 
 /// How a listener serves its connections.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub limits: Limits,
     /// TLS on every connection; `None`: plaintext.
@@ -95,11 +96,21 @@ pub struct Options {
     /// The broker-wide budget this listener takes connections and request bytes from
     /// (the default: no caps).
     pub budget: Arc<Budget>,
+    /// The listener, as logs and the per-listener connection counters name it (the
+    /// default: [`Listener::KAFKA`]).
+    pub listener: Listener,
 }
 
-/// How long the accept loop waits after a failed accept (out of file descriptors) before
-/// it tries again.
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            limits: Limits::default(),
+            tls: None,
+            budget: Arc::default(),
+            listener: Listener::KAFKA,
+        }
+    }
+}
 
 /// Accepts Kafka connections on `listener` until `stopping` turns true (or its sender is
 /// dropped), then stops reading new requests on every connection, answers what is in
@@ -129,17 +140,20 @@ pub async fn serve_with_limits<H: Handler>(
     serve_with(listener, handler, stopping, options).await;
 }
 
-/// [`serve`] with other [`Options`] than the defaults.
+/// [`serve`] with other [`Options`] than the defaults: the listener kit
+/// (`weir_broker::listener_kit`) accepts, admits and closes the connections; each is
+/// served by [`connection`].
 pub async fn serve_with<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     options: Options,
 ) {
     let Options {
         limits,
         tls,
         budget,
+        listener: name,
     } = options;
     assert!(
         limits.max_in_flight > 0 && limits.max_in_flight_request_bytes > 0,
@@ -148,77 +162,71 @@ pub async fn serve_with<H: Handler>(
     if let Err(err) = apis::check_table(handler.supported_apis()) {
         panic!("the Kafka handler's table of served versions cannot be served: {err}");
     }
-    let mut connections = JoinSet::new();
-    let mut next_id = 0u64;
-    let mut turning_away = false;
-    while !*stopping.borrow_and_update() {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if handler.is_cut_off() => {
-                    if !turning_away {
-                        tracing::warn!(
-                            "this broker is cut off from the controller quorum: its Kafka \
-                             connections are closed and new ones turned away until it is \
-                             back, so clients go to the other brokers"
-                        );
-                        turning_away = true;
-                    }
-                    tracing::debug!(%peer, "turned a Kafka connection away (cut off)");
-                    drop(stream);
-                }
-                Ok((stream, peer)) => {
-                    let Some(slot) = budget.try_connection("kafka") else {
-                        // Closed at once: the client sees its connection end and retries
-                        // (or tries another broker); the budget logs it, rate-limited.
-                        tracing::debug!(%peer, "closed a Kafka connection: at max_connections");
-                        drop(stream);
-                        continue;
-                    };
-                    if turning_away {
-                        tracing::info!("this broker is back in its cluster: Kafka connections are accepted again");
-                        turning_away = false;
-                    }
-                    let id = next_id;
-                    next_id += 1;
-                    let span = tracing::debug_span!("kafka_connection", id, %peer);
-                    let task = set_up(
-                        stream,
-                        Served {
-                            id,
-                            handler: handler.clone(),
-                            stopping: stopping.clone(),
-                            limits,
-                            tls: tls.clone(),
-                            budget: budget.clone(),
-                            slot,
-                        },
-                    );
-                    connections.spawn(task.instrument(span));
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting a Kafka connection failed");
-                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-                }
-            },
-            changed = stopping.changed() => if changed.is_err() {
-                break;
-            },
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                log_panic(joined);
-            }
-        }
-    }
-    drop(listener);
-    while let Some(joined) = connections.join_next().await {
-        log_panic(joined);
-    }
+    let kit = listener_kit::Options {
+        listener: name,
+        tls,
+        budget: budget.clone(),
+        // Kafka's clients keep idle connections (a producer between batches); Kafka's
+        // `connections.max.idle.ms` is not served.
+        idle_timeout: None,
+    };
+    let connections = Arc::new(KafkaConnections {
+        handler,
+        limits,
+        budget,
+    });
+    listener_kit::serve(listener, connections, stopping, kit).await;
 }
 
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = joined
-        && err.is_panic()
-    {
-        tracing::error!(error = %err, "a Kafka connection task panicked");
+/// A Kafka listener's side of the listener kit: each admitted connection served by
+/// [`connection`], the kit's questions answered by the [`Handler`].
+struct KafkaConnections<H> {
+    handler: Arc<H>,
+    limits: Limits,
+    budget: Arc<Budget>,
+}
+
+impl<H: Handler> ConnectionHandler for KafkaConnections<H> {
+    async fn serve(&self, admitted: Connection, closing: Closing) {
+        let info = ConnectionInfo {
+            id: admitted.id,
+            peer: admitted.peer,
+            local: admitted.local,
+            tls: admitted.stream.is_tls(),
+            certificate_principal: admitted.certificate.map(|user| user.user),
+            sasl_principal: std::sync::OnceLock::new(),
+        };
+        // Split so the writer can reach a plain socket for `sendfile`.
+        let (reader, writer) = admitted.stream.into_split();
+        connection(
+            reader,
+            writer,
+            info,
+            &*self.handler,
+            closing,
+            self.limits,
+            &self.budget,
+        )
+        .await;
+    }
+
+    fn is_cut_off(&self) -> bool {
+        self.handler.is_cut_off()
+    }
+
+    async fn until_cut_off(&self) {
+        self.handler.until_cut_off().await;
+    }
+
+    async fn authenticate_certificate(
+        &self,
+        ctx: &RequestContext,
+        principal: String,
+    ) -> Result<Authenticated, BrokerError> {
+        match self.handler.sasl() {
+            Some(authority) => authority.certificate(ctx, principal).await,
+            None => sasl::NoUsers.certificate(ctx, principal).await,
+        }
     }
 }
 
@@ -277,76 +285,17 @@ enum Close {
     AuthenticationFailed,
 }
 
-/// What an accepted connection is served with.
-struct Served<H> {
-    id: u64,
-    handler: Arc<H>,
-    stopping: watch::Receiver<bool>,
-    limits: Limits,
-    tls: Option<Arc<ServerTls>>,
-    budget: Arc<Budget>,
-    /// The connection's place under `max_connections`, held until it closes.
-    slot: ConnectionPermit,
-}
-
-/// Sets up an accepted connection (TLS if the listener has it) and serves it.
-async fn set_up<H: Handler>(stream: TcpStream, served: Served<H>) {
-    let Served {
-        id,
-        handler,
-        stopping,
-        limits,
-        tls,
-        budget,
-        slot: _slot,
-    } = served;
-    let info = match (stream.peer_addr(), stream.local_addr()) {
-        (Ok(peer), Ok(local)) => ConnectionInfo {
-            id,
-            peer,
-            local,
-            tls: tls.is_some(),
-            certificate_principal: None,
-            sasl_principal: std::sync::OnceLock::new(),
-        },
-        // The peer is already gone.
-        _ => return,
-    };
-    // Answers are whole messages written at once; Nagle would hold back the last segment
-    // of each until the client acknowledges the previous one.
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(error = %err, "TCP_NODELAY");
-    }
-    let Some(tls) = tls else {
-        // Split into owned halves, so the writer can reach the socket for `sendfile`.
-        let (reader, writer) = stream.into_split();
-        return connection(reader, writer, info, handler, stopping, limits, budget).await;
-    };
-    match tls::accept(&tls, stream).await {
-        Ok(stream) => {
-            let info = ConnectionInfo {
-                certificate_principal: tls::peer_principal(&stream),
-                ..info
-            };
-            let (reader, writer) = tokio::io::split(stream);
-            connection(reader, writer, info, handler, stopping, limits, budget).await
-        }
-        // Logged, rate-limited, by `tls::accept`.
-        Err(tls::AcceptError::Plaintext) => {}
-        Err(err) => tracing::info!(peer = %info.peer, error = %err, "Kafka TLS connection refused"),
-    }
-}
-
+/// Serves one connection: reads requests, starts them in order, writes the answers in
+/// order; stops reading when `closing` fires, answers what is in flight and closes.
 async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + Send>(
     mut reader: R,
     mut writer: W,
     info: ConnectionInfo,
-    handler: Arc<H>,
-    mut stopping: watch::Receiver<bool>,
+    handler: &H,
+    mut closing: Closing,
     limits: Limits,
-    budget: Arc<Budget>,
+    budget: &Arc<Budget>,
 ) {
-    let handler = &*handler;
     let info = &info;
     let table = handler.supported_apis();
     let mut buf = BytesMut::new();
@@ -371,8 +320,6 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
     let mut produces_in_flight = 0usize;
     let authority = handler.sasl();
     let must_authenticate = authority.is_some_and(|a| a.required());
-    let cut_off = handler.until_cut_off();
-    tokio::pin!(cut_off);
     loop {
         if in_flight.is_empty()
             && let Some((request, request_bytes, permit)) = held.take()
@@ -423,17 +370,13 @@ async fn connection<H: Handler, R: AsyncRead + Send + Unpin, W: AnswerWriter + S
                     return;
                 }
             }
-            // Then the stop, so that no request is read once it is seen.
-            changed = stopping.changed(), if reading => {
-                if changed.is_err() || *stopping.borrow_and_update() {
-                    close = Some(Close::Quietly);
-                }
-            }
-            () = &mut cut_off, if reading => {
-                tracing::debug!(peer = %info.peer, "closing a Kafka connection: cut off");
+            // Then the close (the broker stopping or cut off), so that no request is read
+            // once it is seen.
+            reason = closing.wait(), if reading => {
+                tracing::debug!(peer = %info.peer, reason = reason.text(), "closing a Kafka connection");
                 close = Some(Close::Quietly);
             }
-            read = read_budgeted(&mut reader, &mut buf, limits.max_request_frame_bytes, &budget, &mut reserved),
+            read = read_budgeted(&mut reader, &mut buf, limits.max_request_frame_bytes, budget, &mut reserved),
                 if reading
                     && held.is_none()
                     && !alone
@@ -641,7 +584,11 @@ impl AnswerWriter for OwnedWriteHalf {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite> AnswerWriter for tokio::io::WriteHalf<S> {}
+impl AnswerWriter for WriteHalf {
+    fn socket(&self) -> Option<&TcpStream> {
+        WriteHalf::socket(self)
+    }
+}
 
 /// Writes one answer: length, response header (its version from the api key and the
 /// response version), then the body's chunks in order: runs of in-memory chunks in one
