@@ -26,14 +26,14 @@ mod queues;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::Instrument;
+use weir_broker::authn::Authenticated;
 use weir_broker::budget::Budget;
-use weir_broker::{Broker, Listener, Protocol};
+use weir_broker::listener_kit::{self, Closing, Connection, ConnectionHandler};
+use weir_broker::{Broker, BrokerError, Listener, Protocol, RequestContext};
+use weir_security::tls::ServerTls;
 
 pub use connection::{
     HEARTBEAT, MAX_BODY_BYTES, MAX_CHANNELS, MAX_CONSUMERS_PER_CHANNEL, MAX_PENDING_PUBLISHES,
@@ -58,10 +58,10 @@ pub const LISTENER: Listener = Listener {
 pub struct Options {
     /// The broker-wide budget this listener takes connections from.
     pub budget: Arc<Budget>,
+    /// TLS on every connection; `None`: plaintext (what `weir serve` configures today:
+    /// docs/amqp.md).
+    pub tls: Option<Arc<ServerTls>>,
 }
-
-/// How long the accept loop waits after a failed accept (out of file descriptors).
-const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
 /// What every connection of one listener shares: the core, and what this broker
 /// remembers of the queues declared through it.
@@ -76,11 +76,14 @@ pub(crate) struct Shared {
 }
 
 /// Accepts AMQP connections on `listener` until `stopping` turns true (or its sender is
-/// dropped), then closes every connection (320 CONNECTION_FORCED) and returns.
+/// dropped), then closes every connection (320 CONNECTION_FORCED) and returns. The
+/// listener kit (`weir_broker::listener_kit`) accepts and admits each connection (a
+/// slot from the budget, turned away while the broker is cut off, TLS and a client
+/// certificate checked by the core); `connection::run` serves it.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
     options: Options,
 ) {
     let shared = Arc::new(Shared {
@@ -88,54 +91,37 @@ pub async fn serve(
         declared: Mutex::new(HashMap::new()),
         consumers: Mutex::new(HashMap::new()),
     });
-    let mut connections = JoinSet::new();
-    let mut next_id = 0u64;
-    while !*stopping.borrow_and_update() {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Some(slot) = options.budget.try_connection("amqp") else {
-                        tracing::debug!(%peer, "closed an AMQP connection: at max_connections");
-                        drop(stream);
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let id = next_id;
-                    next_id += 1;
-                    let span = tracing::debug_span!("amqp_connection", id, %peer);
-                    let shared = shared.clone();
-                    let stopping = stopping.clone();
-                    connections.spawn(
-                        async move {
-                            let _slot = slot;
-                            connection::run(stream, peer, shared, stopping).await;
-                        }
-                        .instrument(span),
-                    );
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "accepting an AMQP connection failed");
-                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
-                }
-            },
-            changed = stopping.changed() => if changed.is_err() {
-                break;
-            },
-            Some(joined) = connections.join_next(), if !connections.is_empty() => {
-                log_panic(joined);
-            }
-        }
-    }
-    drop(listener);
-    while let Some(joined) = connections.join_next().await {
-        log_panic(joined);
-    }
+    let kit = listener_kit::Options {
+        listener: LISTENER,
+        tls: options.tls,
+        budget: options.budget,
+        // AMQP's heartbeats find a dead peer (two intervals unheard).
+        idle_timeout: None,
+    };
+    listener_kit::serve(listener, Arc::new(AmqpConnections(shared)), stopping, kit).await;
 }
 
-fn log_panic(joined: Result<(), tokio::task::JoinError>) {
-    if let Err(err) = joined
-        && err.is_panic()
-    {
-        tracing::error!(error = %err, "an AMQP connection task panicked");
+/// An AMQP listener's side of the listener kit.
+struct AmqpConnections(Arc<Shared>);
+
+impl ConnectionHandler for AmqpConnections {
+    async fn serve(&self, connection: Connection, closing: Closing) {
+        connection::run(connection, self.0.clone(), closing).await;
+    }
+
+    fn is_cut_off(&self) -> bool {
+        self.0.broker.is_cut_off()
+    }
+
+    async fn until_cut_off(&self) {
+        self.0.broker.until_cut_off().await;
+    }
+
+    async fn authenticate_certificate(
+        &self,
+        ctx: &RequestContext,
+        principal: String,
+    ) -> Result<Authenticated, BrokerError> {
+        listener_kit::authenticate_certificate(&self.0.broker, ctx, principal).await
     }
 }

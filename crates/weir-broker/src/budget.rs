@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{BrokerError, Reason};
+use crate::listener_kit::ListenerCounts;
 
 // The defaults: requests held about three times over (tonic's buffer, the decoded
 // request, the packed batch) come to 3 x 128 MiB, and 512 connections x ~64 KiB. Consume
@@ -106,6 +107,8 @@ pub struct Budget {
     refused_streams: Refusals,
     /// Requests that had to wait for room in the request-byte budget.
     request_waits: AtomicU64,
+    /// Per-listener connection counters of the listeners the listener kit serves.
+    listener_counts: Arc<ListenerCounts>,
 }
 
 impl Default for Budget {
@@ -137,7 +140,14 @@ impl Budget {
             refused_connections: Refusals::default(),
             refused_streams: Refusals::default(),
             request_waits: AtomicU64::new(0),
+            listener_counts: Arc::default(),
         }
+    }
+
+    /// The per-listener connection counters (accepted, open, refused by reason) the
+    /// listener kit keeps, rendered with the budget's figures.
+    pub fn listener_counts(&self) -> &Arc<ListenerCounts> {
+        &self.listener_counts
     }
 
     pub fn limits(&self) -> BudgetLimits {
@@ -303,6 +313,7 @@ impl Budget {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}"
             );
         }
+        self.listener_counts.render(out);
     }
 }
 

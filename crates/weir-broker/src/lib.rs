@@ -15,6 +15,9 @@
 //! - [`limits`]: the named limits of a request, one place for every protocol;
 //!   [`budget`]: the broker-wide caps over every client (connections, request bytes in
 //!   flight, consume streams), taken from by every listener.
+//! - [`listener_kit`]: the accept loop every connection-oriented listener (Kafka, AMQP)
+//!   shares: connection slots, TLS and client certificates through [`authn`], refusal
+//!   while cut off, the close signal, per-listener connection counters.
 //! - [`produce`], [`fetch`], [`offsets`]: the data path (records pass through as the
 //!   RecordBatch v2 bytes the producer sent; nothing here re-encodes them).
 //! - [`producers`]: producer ids for idempotent producers, and the producers a partition
@@ -60,6 +63,7 @@ pub mod error;
 pub mod fetch;
 pub mod groups;
 pub mod limits;
+pub mod listener_kit;
 pub mod metadata;
 pub mod metrics;
 pub mod offsets;

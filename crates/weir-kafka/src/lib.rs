@@ -7,7 +7,7 @@
 //!  client ──frame──▶ frame.rs (length, limit, request header)
 //!                       │
 //!                       ▼
-//!                connection.rs ──ApiVersions──▶ apis.rs (the table of served versions)
+//!                connection/ ────ApiVersions──▶ apis.rs (the table of served versions)
 //!                       │
 //!                       ▼ every other served api
 //!                 Handler::handle (the broker core)

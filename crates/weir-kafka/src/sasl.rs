@@ -20,7 +20,8 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::authn::{Exchange, Step};
+use weir_broker::RequestContext;
+use weir_broker::authn::{Authenticated, Exchange, Mechanism, Step};
 use weir_broker::{BrokerError, Reason};
 
 use crate::frame::Request;
@@ -30,6 +31,11 @@ use crate::handlers::errors::code;
 /// How long a connection whose authentication failed stays open after the answer
 /// (Kafka's `connection.failed.authentication.delay.ms`).
 pub const FAILED_AUTHENTICATION_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The answer of [`SaslAuthority::certificate`], to be awaited.
+pub type CertificateFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Authenticated, BrokerError>> + Send + 'a>,
+>;
 
 /// The answer of [`SaslAuthority::step`], to be awaited.
 pub type StepFuture<'a> =
@@ -49,6 +55,15 @@ pub trait SaslAuthority: Send + Sync {
         exchange: &'a mut Exchange,
         message: &'a [u8],
     ) -> StepFuture<'a>;
+    /// What a verified client certificate naming `principal` proves, asked by the
+    /// listener kit as the connection is admitted (`KafkaBroker`'s: the core's
+    /// `listener_kit::authenticate_certificate`, audited there; a refusal closes the
+    /// connection).
+    fn certificate<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        principal: String,
+    ) -> CertificateFuture<'a>;
 }
 
 /// Where a connection's SASL exchange stands.
@@ -195,5 +210,17 @@ impl SaslAuthority for NoUsers {
             Reason::IllegalAuthenticationState,
             "this listener has no users",
         ))))
+    }
+
+    /// Without a core (a listener's own tests) the name TLS verified stands as it is.
+    fn certificate<'a>(
+        &'a self,
+        _ctx: &'a RequestContext,
+        principal: String,
+    ) -> CertificateFuture<'a> {
+        Box::pin(std::future::ready(Ok(Authenticated {
+            user: principal,
+            mechanism: Mechanism::Certificate,
+        })))
     }
 }

@@ -33,7 +33,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+/// A server-side TLS connection, as [`accept`] hands it over (re-exported so a listener
+/// can name it without depending on tokio-rustls).
+pub use tokio_rustls::server::TlsStream;
 
 /// How often [`ServerTls::watch`] looks at the files for a change.
 pub const RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(2);

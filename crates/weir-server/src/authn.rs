@@ -7,9 +7,13 @@
 //! becomes a status in `status.rs` as every core error does (UNAUTHENTICATED, or
 //! UNAVAILABLE when the broker has too many password checks at once). [`AuthLayer`]
 //! runs before every client service: a proven user is an [`AuthenticatedUser`] in the
-//! request's extensions, which `grpc_context` makes the principal. Where authentication
-//! is required, a call with neither credentials nor a verified client certificate is
-//! UNAUTHENTICATED too.
+//! request's extensions, which `grpc_context` makes the principal. A call without the
+//! header over a TLS connection whose client certificate was verified has the
+//! certificate's principal checked by the core instead
+//! (`weir_broker::listener_kit::authenticate_certificate`, as the Kafka and AMQP
+//! listeners do for each connection), so its audit line and any refusal are the core's.
+//! Where authentication is required, a call with neither credentials nor a verified
+//! client certificate is UNAUTHENTICATED too.
 //!
 //! The health and reflection services are not checked. The internal services
 //! (`weir.internal.v1`: replication, controller, quorum), where they share the client
@@ -91,42 +95,57 @@ where
     }
 
     fn call(&mut self, mut request: ::http::Request<ReqB>) -> Self::Future {
-        match precheck(&self.core, &request) {
-            Ok(None) => Box::pin(self.inner.call(request)),
-            Ok(Some(header)) => {
-                // The service polled ready is the one called (tower's rule), a clone
-                // left in its place.
-                let clone = self.inner.clone();
-                let mut inner = std::mem::replace(&mut self.inner, clone);
-                let core = self.core.clone();
-                Box::pin(async move {
-                    // The core checks the header: a password off the runtime threads
-                    // (cached once verified), a token by one SHA-256; audited.
-                    let listener = request
-                        .extensions()
-                        .get::<Listener>()
-                        .copied()
-                        .unwrap_or(Listener::GRPC);
-                    let ctx = RequestContext::anonymous(listener, peer_addr(request.extensions()));
-                    match core
-                        .authentication()
+        let presented = match precheck(&self.core, &request) {
+            Ok(None) => return Box::pin(self.inner.call(request)),
+            Ok(Some(presented)) => presented,
+            Err(err) => return Box::pin(std::future::ready(Ok(broker_status(err).into_http()))),
+        };
+        // The service polled ready is the one called (tower's rule), a clone left in its
+        // place.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let core = self.core.clone();
+        Box::pin(async move {
+            // The core decides: a password off the runtime threads (cached once
+            // verified), a token by one SHA-256, a certificate's principal; audited.
+            let listener = request
+                .extensions()
+                .get::<Listener>()
+                .copied()
+                .unwrap_or(Listener::GRPC);
+            let ctx = RequestContext::anonymous(listener, peer_addr(request.extensions()));
+            let authenticated = match presented {
+                Presented::Header(header) => {
+                    core.authentication()
                         .authenticate_header(&ctx, &header)
                         .await
-                    {
-                        Ok(who) => {
-                            request.extensions_mut().insert(AuthenticatedUser {
-                                by_token: who.by_token(),
-                                name: who.user,
-                            });
-                            inner.call(request).await
-                        }
-                        Err(err) => Ok(broker_status(err).into_http()),
-                    }
-                })
+                }
+                Presented::Certificate(principal) => {
+                    weir_broker::listener_kit::authenticate_certificate(&core, &ctx, principal)
+                        .await
+                }
+            };
+            match authenticated {
+                Ok(who) => {
+                    request.extensions_mut().insert(AuthenticatedUser {
+                        by_token: who.by_token(),
+                        name: who.user,
+                    });
+                    inner.call(request).await
+                }
+                Err(err) => Ok(broker_status(err).into_http()),
             }
-            Err(err) => Box::pin(std::future::ready(Ok(broker_status(err).into_http()))),
-        }
+        })
     }
+}
+
+/// What a call presented for the core to check.
+#[derive(Debug)]
+enum Presented {
+    /// Its `authorization` header.
+    Header(String),
+    /// No header, and a verified client certificate naming this principal.
+    Certificate(String),
 }
 
 /// The principal a verified client certificate names, on a TLS connection.
@@ -150,11 +169,12 @@ pub(crate) fn peer_addr(extensions: &::http::Extensions) -> Option<SocketAddr> {
 
 /// What the call needs before its service runs: nothing (`None`: unchecked paths, a
 /// broker calling the internal services, an anonymous call where that is allowed), its
-/// `authorization` header checked (`Some`), or a refusal.
+/// `authorization` header or its client certificate checked by the core (`Some`), or a
+/// refusal.
 fn precheck<B>(
     core: &weir_broker::Broker,
     request: &::http::Request<B>,
-) -> Result<Option<String>, BrokerError> {
+) -> Result<Option<Presented>, BrokerError> {
     let path = request.uri().path();
     if UNCHECKED_PREFIXES.iter().any(|p| path.starts_with(p)) {
         return Ok(None);
@@ -167,17 +187,18 @@ fn precheck<B>(
         authentication.check_internal_caller(certificate.as_deref())?;
         return Ok(None);
     }
-    match request.headers().get(::http::header::AUTHORIZATION) {
-        Some(value) => Ok(Some(value.to_str().unwrap_or_default().to_owned())),
-        None if authentication.required(Listener::GRPC)
-            && tls_principal(request.extensions()).is_none() =>
-        {
-            Err(BrokerError::new(
-                Reason::AuthenticationFailed,
-                "this broker requires authentication: give a user (--user or WEIR_USER, \
-                 with WEIR_PASSWORD) or a client certificate",
-            ))
-        }
+    if let Some(value) = request.headers().get(::http::header::AUTHORIZATION) {
+        return Ok(Some(Presented::Header(
+            value.to_str().unwrap_or_default().to_owned(),
+        )));
+    }
+    match tls_principal(request.extensions()) {
+        Some(principal) => Ok(Some(Presented::Certificate(principal))),
+        None if authentication.required(Listener::GRPC) => Err(BrokerError::new(
+            Reason::AuthenticationFailed,
+            "this broker requires authentication: give a user (--user or WEIR_USER, with \
+             WEIR_PASSWORD) or a client certificate",
+        )),
         None => Ok(None),
     }
 }

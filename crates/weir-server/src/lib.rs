@@ -163,10 +163,9 @@ pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::Reque
 }
 
 /// The core's context for a gRPC call, from its extensions: the only place one is
-/// built. The user its call credentials (a password or an API token) authenticated
-/// (`authn`) is the principal; else a client certificate verified by a TLS listener
-/// names it (its common name, else its first subject alternative name); otherwise the
-/// request is anonymous.
+/// built. The user the core authenticated for the call (`authn`: its call credentials,
+/// a password or an API token, else its verified client certificate's principal) is
+/// the principal; otherwise the request is anonymous.
 pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
     let peer = authn::peer_addr(extensions);
     // The listener the call came in on (`listeners::ListenerLayer`); the client
@@ -178,11 +177,8 @@ pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::R
     let mut context = weir_broker::RequestContext::anonymous(listener, peer);
     let user = extensions.get::<authn::AuthenticatedUser>();
     context.authenticated_by_token = user.is_some_and(|u| u.by_token);
-    if let Some(name) = user
-        .map(|u| u.name.clone())
-        .or_else(|| authn::tls_principal(extensions))
-    {
-        context.principal = weir_broker::Principal::User(name);
+    if let Some(user) = user {
+        context.principal = weir_broker::Principal::User(user.name.clone());
     }
     context
 }
@@ -710,7 +706,7 @@ mod tests {
     use weir_security::dial::TlsDialer;
     use weir_security::tls::{ALPN_H2, ServerTls, TlsFiles, accept};
 
-    use super::grpc_context;
+    use super::{authn, grpc_context};
 
     /// A request as tonic hands it to a service, over a real TLS connection on loopback
     /// whose client presented `identity` (a `weir dev certs` stem) or no certificate.
@@ -751,12 +747,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_client_certificate_names_the_principal_of_a_grpc_request() {
-        let context = grpc_context(&request_over_tls(Some("admin")).await);
-        assert_eq!(context.principal, Principal::User("admin".to_owned()));
+    async fn a_client_certificate_is_presented_to_the_core_and_names_no_principal_by_itself() {
+        let request = request_over_tls(Some("admin")).await;
+        // What `AuthLayer` hands the core ...
+        assert_eq!(
+            authn::tls_principal(request.extensions()).as_deref(),
+            Some("admin")
+        );
+        // ... which alone makes it the principal (an `AuthenticatedUser`), never the
+        // bare certificate.
+        let context = grpc_context(&request);
+        assert_eq!(context.principal, Principal::Anonymous);
         assert!(context.peer.is_some_and(|p| p.ip().is_loopback()));
 
-        let context = grpc_context(&request_over_tls(None).await);
+        let request = request_over_tls(None).await;
+        assert_eq!(authn::tls_principal(request.extensions()), None);
+        let context = grpc_context(&request);
         assert_eq!(context.principal, Principal::Anonymous);
         assert!(context.peer.is_some());
     }

@@ -178,6 +178,7 @@ fn serve_kafka(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow
     let options = weir_kafka::Options {
         tls: bound.tls,
         budget: serving.broker.budget.clone(),
+        listener: bound.listener,
         ..Default::default()
     };
     bound
@@ -198,10 +199,12 @@ fn serve_kafka(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow
         .collect()
 }
 
-/// An AMQP 0-9-1 listener (docs/amqp.md): connections from the broker-wide budget.
+/// An AMQP 0-9-1 listener (docs/amqp.md): connections from the broker-wide budget, TLS
+/// if its spec has it.
 fn serve_amqp(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow::Result<()>>> {
     let options = weir_amqp::Options {
         budget: serving.broker.budget.clone(),
+        tls: bound.tls,
     };
     bound
         .sockets

@@ -11,7 +11,6 @@ mod handshake;
 mod publish;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -19,11 +18,10 @@ use std::time::Duration;
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, BasicProperties, basic, connection, queue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedReadHalf;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use weir_broker::listener_kit::{Closing, Connection, ReadHalf};
 use weir_broker::produce::PendingProduce;
 use weir_broker::{BrokerError, RequestContext};
 
@@ -198,13 +196,9 @@ struct Conn {
 
 /// Serves one connection until it closes, then gives back what its channels held and
 /// deletes the exclusive queues it declared.
-pub(crate) async fn run(
-    stream: TcpStream,
-    peer: SocketAddr,
-    shared: Arc<Shared>,
-    mut stopping: watch::Receiver<bool>,
-) {
-    let (read_half, mut writer) = stream.into_split();
+pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing: Closing) {
+    let ctx = connection.context();
+    let (read_half, mut writer) = connection.stream.into_split();
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, read_half);
     let mut header = [0u8; 8];
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, reader.read_exact(&mut header)).await {
@@ -222,7 +216,7 @@ pub(crate) async fn run(
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let reader_task = tokio::spawn(read_loop(reader, reader_frame_max.clone(), inbound_tx));
     let mut conn = Conn {
-        ctx: RequestContext::anonymous(crate::LISTENER, Some(peer)),
+        ctx,
         shared,
         id: uuid::Uuid::new_v4().simple().to_string(),
         phase: Phase::Start,
@@ -242,6 +236,8 @@ pub(crate) async fn run(
     let mut last_heard = Instant::now();
     let mut last_sent = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The listener kit asked the connection to close (the broker stopping or cut off).
+    let mut asked_to_close = false;
     while conn.phase != Phase::Closed && !conn.broken {
         if !conn.out.is_empty() {
             if writer.write_all(&conn.out).await.is_err() {
@@ -284,14 +280,12 @@ pub(crate) async fn run(
                     }
                 }
             }
-            changed = stopping.changed() => {
-                if (changed.is_err() || *stopping.borrow()) && conn.phase == Phase::Running {
-                    conn.close_connection(Reply::connection(
-                        CONNECTION_FORCED,
-                        "broker shutting down",
-                    ))
-                    .await;
-                } else if changed.is_err() || *stopping.borrow() {
+            reason = closing.wait(), if !asked_to_close => {
+                asked_to_close = true;
+                if conn.phase == Phase::Running {
+                    conn.close_connection(Reply::connection(CONNECTION_FORCED, reason.text()))
+                        .await;
+                } else {
                     break;
                 }
             }
@@ -312,7 +306,7 @@ pub(crate) async fn run(
 }
 
 async fn read_loop(
-    mut reader: BufReader<OwnedReadHalf>,
+    mut reader: BufReader<ReadHalf>,
     frame_max: Arc<AtomicU32>,
     inbound: mpsc::Sender<Inbound>,
 ) {

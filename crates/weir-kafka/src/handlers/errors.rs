@@ -1,4 +1,8 @@
-//! The one place the Kafka adapter turns the core's reasons into Kafka error codes.
+//! The one place the Kafka adapter turns the core's reasons into Kafka error codes:
+//! [`code`], the table, and the few answers where Kafka's code depends on the api (or
+//! its version) as well as the reason ([`commit_code`], [`consumer_heartbeat_code`],
+//! [`reassignment_code`]). No handler matches a reason to a code itself (a test below
+//! reads the sources to keep it so).
 
 use kafka_protocol::error::ResponseError as E;
 use weir_broker::security::ResourceType;
@@ -21,6 +25,45 @@ pub fn election_code(refusal: &ElectionRefusal) -> i16 {
         }
     }
     .code()
+}
+
+/// The Kafka code of an OffsetCommit's group-wide refusal at `version`, where Kafka's
+/// answer depends on the api rather than the reason.
+pub fn commit_code(err: &BrokerError, version: i16) -> i16 {
+    match err.reason {
+        // A commit from outside a group that has members: Kafka's "offset commits
+        // without a member id are only accepted when the group is empty".
+        Reason::GroupNotEmpty => E::UnknownMemberId.code(),
+        // Before KIP-848's commits, a stale member is told its generation is wrong.
+        Reason::StaleMemberEpoch | Reason::UnknownGroup
+            if version < super::groups::FIRST_KIP848_OFFSET_COMMIT =>
+        {
+            E::IllegalGeneration.code()
+        }
+        _ => error_code(err),
+    }
+}
+
+/// The Kafka code of a refused ConsumerGroupHeartbeat.
+pub fn consumer_heartbeat_code(err: &BrokerError) -> i16 {
+    match err.reason {
+        // As Kafka's coordinator answers a consumer joining a classic group (without
+        // online migration): "Group ... is not a consumer group".
+        Reason::InconsistentGroupProtocol => E::GroupIdNotFound.code(),
+        _ => error_code(err),
+    }
+}
+
+/// A reassignment's refusal as Kafka codes it: the controller refuses a move it cannot
+/// start as an invalid request, which Kafka answers NO_REASSIGNMENT_IN_PROGRESS for a
+/// cancel (nothing to cancel) and INVALID_REPLICA_ASSIGNMENT for a target (a broker
+/// that is not registered, a replica listed twice, an empty list).
+pub fn reassignment_code(err: &BrokerError, cancel: bool) -> i16 {
+    match err.reason {
+        Reason::InvalidRequest if cancel => E::NoReassignmentInProgress.code(),
+        Reason::InvalidRequest => E::InvalidReplicaAssignment.code(),
+        _ => error_code(err),
+    }
 }
 
 /// The Kafka error code for `reason`.
@@ -127,5 +170,72 @@ mod tests {
         assert_eq!(code(&Reason::InvalidPartitions), 37);
         assert_eq!(code(&Reason::UnknownLeaderEpoch), 75);
         assert_eq!(code(&Reason::FencedLeaderEpoch { epoch: None }), 74);
+    }
+
+    #[test]
+    fn a_commit_from_outside_a_group_with_members_is_unknown_member_id() {
+        let not_empty = BrokerError::new(Reason::GroupNotEmpty, "members");
+        assert_eq!(commit_code(&not_empty, 8), E::UnknownMemberId.code());
+        let stale = BrokerError::new(Reason::StaleMemberEpoch, "stale");
+        assert_eq!(commit_code(&stale, 8), E::IllegalGeneration.code());
+        assert_eq!(commit_code(&stale, 9), E::StaleMemberEpoch.code());
+    }
+
+    #[test]
+    fn api_specific_codes_fall_back_to_the_table() {
+        let cut = BrokerError::new(Reason::NotCoordinator { coordinator: 2 }, "elsewhere");
+        assert_eq!(consumer_heartbeat_code(&cut), E::NotCoordinator.code());
+        let classic = BrokerError::new(Reason::InconsistentGroupProtocol, "classic");
+        assert_eq!(consumer_heartbeat_code(&classic), E::GroupIdNotFound.code());
+        let invalid = BrokerError::new(Reason::InvalidRequest, "no such broker");
+        assert_eq!(
+            reassignment_code(&invalid, true),
+            E::NoReassignmentInProgress.code()
+        );
+        assert_eq!(
+            reassignment_code(&invalid, false),
+            E::InvalidReplicaAssignment.code()
+        );
+        let timeout = BrokerError::new(Reason::Timeout, "slow");
+        assert_eq!(reassignment_code(&timeout, true), E::RequestTimedOut.code());
+    }
+
+    /// Every `.rs` file under `dir`, recursively.
+    fn sources(dir: &std::path::Path, into: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, into);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                into.push(path);
+            }
+        }
+    }
+
+    /// The guard of this file's job: outside it, no match arm on a `Reason` picks a
+    /// Kafka code (on its line or the next), so a reason's code is decided here only.
+    #[test]
+    fn no_other_file_turns_a_reason_into_a_kafka_code() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        let mut sites = Vec::new();
+        for file in files.iter().filter(|f| !f.ends_with("handlers/errors.rs")) {
+            let text = std::fs::read_to_string(file).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            for (i, line) in lines.iter().enumerate() {
+                let arm = line.contains("Reason::") && line.contains("=>");
+                let picks_code = |l: &str| l.contains(".code()") || l.contains("ResponseError::");
+                if arm && (picks_code(line) || lines.get(i + 1).is_some_and(|l| picks_code(l))) {
+                    sites.push(format!("{}:{}: {}", file.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            sites.is_empty(),
+            "reasons turned into Kafka codes outside handlers/errors.rs (add a function \
+             there instead):\n{}",
+            sites.join("\n")
+        );
     }
 }

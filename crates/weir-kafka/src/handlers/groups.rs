@@ -56,7 +56,7 @@ use weir_broker::limits::MAX_GROUPS_PER_REQUEST;
 use weir_broker::security::ResourceType;
 use weir_broker::{BrokerError, Reason, RequestContext, metadata};
 
-use super::{KafkaBroker, answer, assignment_by_id, error_code, host_port};
+use super::{KafkaBroker, answer, assignment_by_id, error_code, errors, host_port};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
 
@@ -76,7 +76,7 @@ const FIRST_SKIP_ASSIGNMENT_JOIN: i16 = 9;
 const FIRST_BATCHED_LEAVE: i16 = 3;
 /// OffsetCommit v9+ answers GROUP_ID_NOT_FOUND and STALE_MEMBER_EPOCH (KIP-848); older
 /// versions ILLEGAL_GENERATION for both.
-const FIRST_KIP848_OFFSET_COMMIT: i16 = 9;
+pub(super) const FIRST_KIP848_OFFSET_COMMIT: i16 = 9;
 /// OffsetFetch v2+ has a top-level error code.
 const FIRST_TOP_LEVEL_ERROR_OFFSET_FETCH: i16 = 2;
 /// OffsetFetch v8+ fetches a batch of groups.
@@ -350,20 +350,6 @@ pub(super) async fn leave_group(
     answer(ctx, request, response)
 }
 
-/// The Kafka code of a commit's group-wide refusal at `version`, where Kafka's answer
-/// depends on the api rather than the reason.
-fn commit_error_code(e: &BrokerError, version: i16) -> i16 {
-    match e.reason {
-        // A commit from outside a group that has members: Kafka's "offset commits
-        // without a member id are only accepted when the group is empty".
-        Reason::GroupNotEmpty => E::UnknownMemberId.code(),
-        Reason::StaleMemberEpoch | Reason::UnknownGroup if version < FIRST_KIP848_OFFSET_COMMIT => {
-            E::IllegalGeneration.code()
-        }
-        _ => error_code(e),
-    }
-}
-
 pub(super) async fn offset_commit(
     broker: &KafkaBroker,
     ctx: &RequestContext,
@@ -403,7 +389,10 @@ pub(super) async fn offset_commit(
             .map(|r| r.result.as_ref().err().map_or(0, error_code))
             .collect(),
         Err(e) => {
-            vec![commit_error_code(e, version); req.topics.iter().map(|t| t.partitions.len()).sum()]
+            vec![
+                errors::commit_code(e, version);
+                req.topics.iter().map(|t| t.partitions.len()).sum()
+            ]
         }
     };
     let mut codes = codes.into_iter();
@@ -1071,19 +1060,11 @@ pub(super) async fn consumer_group_heartbeat(
                 )
                 .with_assignment(assignment)
         }
-        Err(e) => {
-            let code = match e.reason {
-                // As Kafka's coordinator answers a consumer joining a classic group
-                // (without online migration): "Group ... is not a consumer group".
-                Reason::InconsistentGroupProtocol => E::GroupIdNotFound.code(),
-                _ => error_code(&e),
-            };
-            ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code)
-                .with_error_message(message(&e))
-                .with_member_id(Some(req.member_id))
-                .with_member_epoch(req.member_epoch)
-        }
+        Err(e) => ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(errors::consumer_heartbeat_code(&e))
+            .with_error_message(message(&e))
+            .with_member_id(Some(req.member_id))
+            .with_member_epoch(req.member_epoch),
     };
     answer(ctx, request, response)
 }
@@ -1121,15 +1102,6 @@ mod tests {
             protocol_and_type(&GroupProtocol::Consumer),
             ("consumer".to_string(), "consumer")
         );
-    }
-
-    #[test]
-    fn a_commit_from_outside_a_group_with_members_is_unknown_member_id() {
-        let not_empty = BrokerError::new(Reason::GroupNotEmpty, "members");
-        assert_eq!(commit_error_code(&not_empty, 8), E::UnknownMemberId.code());
-        let stale = BrokerError::new(Reason::StaleMemberEpoch, "stale");
-        assert_eq!(commit_error_code(&stale, 8), E::IllegalGeneration.code());
-        assert_eq!(commit_error_code(&stale, 9), E::StaleMemberEpoch.code());
     }
 
     #[test]

@@ -205,6 +205,16 @@ impl SaslAuthority for KafkaBroker {
                 .await
         })
     }
+
+    fn certificate<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        principal: String,
+    ) -> crate::sasl::CertificateFuture<'a> {
+        Box::pin(weir_broker::listener_kit::authenticate_certificate(
+            &self.core, ctx, principal,
+        ))
+    }
 }
 
 /// An assignment by topic name as Kafka's heartbeats answer it: by topic id (a topic

@@ -26,7 +26,7 @@ use weir_broker::security::Operation;
 use weir_broker::topics::{ElectionKind, MAX_MOVES_PER_REQUEST, PartitionMove};
 use weir_broker::{BrokerError, Reason, RequestContext, metadata, topics};
 
-use super::errors::election_code;
+use super::errors::{election_code, reassignment_code};
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -256,18 +256,6 @@ pub(super) async fn create_partitions(
     )
 }
 
-/// A reassignment's refusal as Kafka codes it: the controller refuses a move it cannot
-/// start as an invalid request, which Kafka answers NO_REASSIGNMENT_IN_PROGRESS for a
-/// cancel (nothing to cancel) and INVALID_REPLICA_ASSIGNMENT for a target (a broker
-/// that is not registered, a replica listed twice, an empty list).
-fn reassignment_error_code(e: &BrokerError, cancel: bool) -> i16 {
-    match e.reason {
-        Reason::InvalidRequest if cancel => ResponseError::NoReassignmentInProgress.code(),
-        Reason::InvalidRequest => ResponseError::InvalidReplicaAssignment.code(),
-        _ => error_code(e),
-    }
-}
-
 /// AlterPartitionReassignments: each partition is moved (or its move cancelled, with
 /// null replicas) on its own, so each has its own answer, as in Kafka (Weir's
 /// controller moves one request's partitions all or none). Refused as a whole without
@@ -324,7 +312,7 @@ pub(super) async fn alter_partition_reassignments(
             partitions.push(match outcome {
                 Ok(()) => answered,
                 Err(e) => answered
-                    .with_error_code(reassignment_error_code(&e, cancel))
+                    .with_error_code(reassignment_code(&e, cancel))
                     .with_error_message(Some(StrBytes::from_string(e.message))),
             });
         }

@@ -703,12 +703,10 @@ impl Handler for Whoami {
     }
 }
 
-#[tokio::test]
-async fn over_tls_requests_are_answered_a_certificate_names_the_principal_and_plaintext_is_closed()
-{
-    use tokio_rustls::TlsConnector;
-    use tokio_rustls::rustls::pki_types::ServerName;
-    use weir_security::tls::{ServerTls, TlsFiles, client_config};
+/// A TLS Kafka listener with mutual TLS (`weir dev certs` in a temporary directory)
+/// served by `handler`: its address and the certificates' directory.
+async fn tls_listener<H: Handler>(handler: Arc<H>) -> (std::net::SocketAddr, tempfile::TempDir) {
+    use weir_security::tls::{ServerTls, TlsFiles};
 
     let dir = tempfile::tempdir().unwrap();
     weir_security::certs::generate(&[])
@@ -728,56 +726,169 @@ async fn over_tls_requests_are_answered_a_certificate_names_the_principal_and_pl
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (_stop, stopping) = watch::channel(false);
+    let (stop, stopping) = watch::channel(false);
+    // The listener serves until the test's runtime ends.
+    std::mem::forget(stop);
     let options = weir_kafka::Options {
         tls: Some(tls),
         ..Default::default()
     };
-    tokio::spawn(weir_kafka::serve_with(
-        listener,
-        Arc::new(Whoami),
-        stopping,
-        options,
-    ));
+    tokio::spawn(weir_kafka::serve_with(listener, handler, stopping, options));
+    (addr, dir)
+}
 
-    let metadata_over_tls = |identity: Option<(&str, &str)>| {
-        let identity = identity.map(|(c, k)| (path(c), path(k)));
-        let config = client_config(
-            &path("ca.pem"),
-            identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
-            &[],
+/// A Metadata request over TLS, with the client certificate `identity` (a `weir dev
+/// certs` stem) or none: the cluster id answered, or `Err` if the connection was closed
+/// without an answer.
+async fn metadata_over_tls(
+    addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    identity: Option<&str>,
+) -> Result<Option<String>, io::Error> {
+    use tokio_rustls::TlsConnector;
+    use tokio_rustls::rustls::pki_types::ServerName;
+    use weir_security::tls::client_config;
+
+    let identity = identity.map(|stem| {
+        (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}-key.pem")),
         )
-        .unwrap();
-        async move {
-            let tcp = TcpStream::connect(addr).await.unwrap();
-            let name = ServerName::try_from("localhost").unwrap();
-            let mut stream = TlsConnector::from(Arc::new(config))
-                .connect(name, tcp)
-                .await
-                .unwrap();
-            stream.write_all(&metadata_request(9, 5)).await.unwrap();
-            let mut length = [0u8; 4];
-            within("an answer over TLS", stream.read_exact(&mut length))
-                .await
-                .unwrap();
-            let mut payload = vec![0u8; i32::from_be_bytes(length) as usize];
-            stream.read_exact(&mut payload).await.unwrap();
-            let (id, body) = response_header(Bytes::from(payload), ApiKey::Metadata, 9);
-            assert_eq!(id, 5);
-            let response: MetadataResponse = decode_all(body, 9);
-            response.cluster_id.map(|c| c.to_string())
-        }
-    };
+    });
+    let config = client_config(
+        &dir.join("ca.pem"),
+        identity.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        &[],
+    )
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut stream = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await?;
+    stream.write_all(&metadata_request(9, 5)).await?;
+    let mut length = [0u8; 4];
+    within("an answer over TLS", stream.read_exact(&mut length)).await?;
+    let mut payload = vec![0u8; i32::from_be_bytes(length) as usize];
+    stream.read_exact(&mut payload).await?;
+    let (id, body) = response_header(Bytes::from(payload), ApiKey::Metadata, 9);
+    assert_eq!(id, 5);
+    let response: MetadataResponse = decode_all(body, 9);
+    Ok(response.cluster_id.map(|c| c.to_string()))
+}
+
+#[tokio::test]
+async fn over_tls_requests_are_answered_a_certificate_names_the_principal_and_plaintext_is_closed()
+{
+    let (addr, dir) = tls_listener(Arc::new(Whoami)).await;
     assert_eq!(
-        metadata_over_tls(Some(("client.pem", "client-key.pem"))).await,
+        metadata_over_tls(addr, dir.path(), Some("client"))
+            .await
+            .unwrap(),
         Some("client".to_owned())
     );
-    assert_eq!(metadata_over_tls(None).await, None);
+    assert_eq!(
+        metadata_over_tls(addr, dir.path(), None).await.unwrap(),
+        None
+    );
 
     // A Kafka client that speaks plaintext: closed, nothing answered.
     let mut plain = TcpStream::connect(addr).await.unwrap();
     plain.write_all(&api_versions_request(3, 1)).await.unwrap();
     assert_closed(&mut plain).await;
+}
+
+/// Refuses the certificate naming `client` and takes any other as `User:<name>-checked`,
+/// as the core decides what a certificate proves.
+struct Picky;
+
+impl weir_kafka::sasl::SaslAuthority for Picky {
+    fn required(&self) -> bool {
+        false
+    }
+
+    fn start(
+        &self,
+        _: &ConnectionInfo,
+        _: &str,
+    ) -> Result<weir_broker::authn::Exchange, weir_broker::BrokerError> {
+        Err(weir_broker::BrokerError::new(
+            weir_broker::Reason::UnsupportedMechanism,
+            "no SASL here",
+        ))
+    }
+
+    fn step<'a>(
+        &'a self,
+        _: &'a ConnectionInfo,
+        _: &'a mut weir_broker::authn::Exchange,
+        _: &'a [u8],
+    ) -> weir_kafka::sasl::StepFuture<'a> {
+        unreachable!("no exchange starts")
+    }
+
+    fn certificate<'a>(
+        &'a self,
+        ctx: &'a weir_broker::RequestContext,
+        principal: String,
+    ) -> weir_kafka::sasl::CertificateFuture<'a> {
+        assert!(ctx.peer.is_some_and(|p| p.ip().is_loopback()));
+        Box::pin(async move {
+            if principal == "client" {
+                return Err(weir_broker::BrokerError::new(
+                    weir_broker::Reason::AuthenticationFailed,
+                    "not this one",
+                ));
+            }
+            Ok(weir_broker::authn::Authenticated {
+                user: format!("{principal}-checked"),
+                mechanism: weir_broker::authn::Mechanism::Certificate,
+            })
+        })
+    }
+}
+
+/// [`Whoami`] whose certificates are decided by [`Picky`].
+struct PickyWhoami;
+
+impl Handler for PickyWhoami {
+    fn supported_apis(&self) -> &[(ApiKey, i16, i16)] {
+        Whoami.supported_apis()
+    }
+
+    async fn handle(
+        &self,
+        connection: &ConnectionInfo,
+        request: Request,
+    ) -> Result<Response, HandlerError> {
+        Whoami.handle(connection, request).await
+    }
+
+    fn sasl(&self) -> Option<&dyn weir_kafka::sasl::SaslAuthority> {
+        Some(&Picky)
+    }
+}
+
+#[tokio::test]
+async fn a_certificate_is_the_principal_the_authority_makes_of_it_and_a_refused_one_closes() {
+    let (addr, dir) = tls_listener(Arc::new(PickyWhoami)).await;
+    assert_eq!(
+        metadata_over_tls(addr, dir.path(), Some("admin"))
+            .await
+            .unwrap(),
+        Some("admin-checked".to_owned())
+    );
+    // The handshake succeeds (the chain is good); the connection is then closed unanswered.
+    assert!(
+        metadata_over_tls(addr, dir.path(), Some("client"))
+            .await
+            .is_err()
+    );
+    // No certificate: nothing to refuse.
+    assert_eq!(
+        metadata_over_tls(addr, dir.path(), None).await.unwrap(),
+        None
+    );
 }
 
 /// [`start_with`] with a broker-wide budget shared with whoever else holds it.
