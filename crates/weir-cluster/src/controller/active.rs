@@ -20,8 +20,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, elect_leaders, preferred, producer_ids, reassign, resign, security,
-    tokens, topics,
+    alter_partition, brokers, elect_leaders, exchanges, preferred, producer_ids, reassign, resign,
+    security, tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -305,6 +305,14 @@ impl Controller {
             ControllerRequest::AlterClientQuotas { alterations } => {
                 security::alter_quotas(image, alterations)
             }
+            ControllerRequest::DeclareExchange { exchange } => {
+                exchanges::declare_exchange(image, exchange)
+            }
+            ControllerRequest::DeleteExchange { name, if_unused } => {
+                exchanges::delete_exchange(image, &name, if_unused)
+            }
+            ControllerRequest::Bind { binding } => exchanges::bind(image, binding),
+            ControllerRequest::Unbind { binding } => exchanges::unbind(image, binding),
         }
     }
 

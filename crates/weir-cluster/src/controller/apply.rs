@@ -336,6 +336,10 @@ impl MetadataImage {
                 }
                 self.security.acls_version = self.next_offset;
             }
+            MetadataRecord::ExchangeDeclared { .. }
+            | MetadataRecord::ExchangeDeleted { .. }
+            | MetadataRecord::BindingCreated { .. }
+            | MetadataRecord::BindingDeleted { .. } => self.apply_exchange_record(record)?,
         }
         self.next_offset += 1;
         Ok(())

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exchanges::{StoredBinding, StoredExchange};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -353,6 +354,23 @@ pub enum MetadataRecord {
         entity: QuotaEntity,
         key: String,
         value: Option<u64>,
+    },
+    /// An exchange is declared (`crate::exchanges`); a redeclare with the same settings
+    /// writes nothing, one with others is refused.
+    ExchangeDeclared {
+        exchange: StoredExchange,
+    },
+    /// The exchange `name` is deleted; its bindings were deleted by the records before.
+    ExchangeDeleted {
+        name: String,
+    },
+    /// A binding is made (exchange to queue, routing key, arguments).
+    BindingCreated {
+        binding: StoredBinding,
+    },
+    /// A binding is removed (unbound, or its queue or exchange deleted).
+    BindingDeleted {
+        binding: StoredBinding,
     },
 }
 

@@ -11,6 +11,7 @@
 //! either.
 
 mod active;
+mod exchanges;
 mod lifecycle;
 mod observer;
 mod producer_ids;
@@ -509,6 +510,7 @@ pub fn refusal(e: ControllerError) -> ClusterError {
         e @ (ControllerError::UnknownCredential { .. } | ControllerError::UnknownToken { .. }) => {
             ClusterError::NotFound(e.to_string())
         }
+        ControllerError::Exchange(e) => ClusterError::Exchange(e),
         ControllerError::ClusterNotCreated => {
             ClusterError::ControllerUnavailable(ControllerError::ClusterNotCreated.to_string())
         }
