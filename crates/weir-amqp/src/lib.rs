@@ -20,6 +20,7 @@
 mod connection;
 mod consume;
 pub mod errors;
+mod exchanges;
 pub mod frame;
 pub mod properties;
 mod queues;
