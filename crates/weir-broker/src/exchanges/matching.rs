@@ -28,27 +28,22 @@ pub fn topic_matches(pattern: &str, routing_key: &str) -> bool {
     let mut reach = vec![false; key.len() + 1];
     reach[0] = true;
     for word in &pattern {
-        let mut next = vec![false; key.len() + 1];
-        match *word {
-            "#" => {
-                // Zero words, or one more than a prefix `#` already matched.
-                let mut any = false;
-                for j in 0..=key.len() {
-                    any |= reach[j];
-                    next[j] = any;
-                }
-            }
-            "*" => {
-                for j in 1..=key.len() {
-                    next[j] = reach[j - 1];
-                }
-            }
-            literal => {
-                for j in 1..=key.len() {
-                    next[j] = reach[j - 1] && key[j - 1] == literal;
-                }
-            }
-        }
+        let next: Vec<bool> = match *word {
+            // Zero words, or one more than a prefix `#` already matched.
+            "#" => reach
+                .iter()
+                .scan(false, |any, &r| {
+                    *any |= r;
+                    Some(*any)
+                })
+                .collect(),
+            "*" => std::iter::once(false)
+                .chain(reach.iter().take(key.len()).copied())
+                .collect(),
+            literal => std::iter::once(false)
+                .chain(reach.iter().zip(&key).map(|(&r, &k)| r && k == literal))
+                .collect(),
+        };
         reach = next;
     }
     reach[key.len()]

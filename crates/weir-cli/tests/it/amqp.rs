@@ -301,7 +301,11 @@ fn pika_mandatory_returns_and_bindings_survive_a_restart() {
     let (broker, port) = start();
     let out = run_ok(
         &python,
-        &[&script("mandatory_restart.py"), &port.to_string(), "declare"],
+        &[
+            &script("mandatory_restart.py"),
+            &port.to_string(),
+            "declare",
+        ],
     );
     let result = &json_lines(&out)[0];
     // The mandatory publish with no route came back (pika raises it once the confirm
@@ -313,7 +317,11 @@ fn pika_mandatory_returns_and_bindings_survive_a_restart() {
     let (_broker, port) = start();
     let out = run_ok(
         &python,
-        &[&script("mandatory_restart.py"), &port.to_string(), "publish"],
+        &[
+            &script("mandatory_restart.py"),
+            &port.to_string(),
+            "publish",
+        ],
     );
     let result = &json_lines(&out)[0];
     assert_eq!(result["routed"], true, "{result}");
