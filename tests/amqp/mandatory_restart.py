@@ -44,6 +44,14 @@ if phase == "declare":
     channel.basic_publish(exchange="orders_x", routing_key="old", body="dropped")
     result["returned"] = returned
 else:
+    # The declaration survived the restart: a redeclare that says otherwise is refused.
+    other = connection.channel()
+    try:
+        other.queue_declare(queue="orders", durable=False)
+        result["redeclare_after_restart"] = "accepted"
+    except pika.exceptions.ChannelClosedByBroker as e:
+        result["redeclare_after_restart"] = e.reply_code
+    channel.queue_declare(queue="orders", durable=True)
     channel.confirm_delivery()
     try:
         channel.basic_publish(exchange="orders_x", routing_key="new", body="order 2", mandatory=True)

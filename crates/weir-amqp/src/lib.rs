@@ -69,8 +69,8 @@ const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub broker: Arc<Broker>,
-    /// Queue name to its declaration (docs/amqp.md § What differs: remembered while the
-    /// broker runs).
+    /// Queue name to what this broker knows of it beyond the metadata (the connection
+    /// holding an exclusive queue).
     pub declared: Mutex<HashMap<String, queues::Declared>>,
     /// Queue name to the consumers this listener runs on it.
     pub consumers: Mutex<HashMap<String, u32>>,

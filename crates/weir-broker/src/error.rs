@@ -339,7 +339,9 @@ fn exchange_reason(err: &weir_cluster::exchanges::ExchangeError) -> Reason {
     use weir_cluster::exchanges::ExchangeError as X;
     match err {
         X::UnknownExchange(_) | X::UnknownQueue(_) => Reason::NotFound,
-        X::Inequivalent { .. } | X::InUse { .. } => Reason::StateConflict,
+        X::Inequivalent { .. } | X::QueueInequivalent { .. } | X::InUse { .. } => {
+            Reason::StateConflict
+        }
         X::TooMany(_) => Reason::TooMany,
         X::Predeclared { .. } | X::Invalid(_) => Reason::InvalidRequest,
     }

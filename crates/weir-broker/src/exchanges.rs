@@ -23,7 +23,7 @@ pub use weir_cluster::exchanges::{
     ExchangeType, MAX_ARGUMENT_NAME_BYTES, MAX_ARGUMENT_VALUE_BYTES, MAX_ARGUMENTS, MAX_BINDINGS,
     MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES, MAX_ROUTING_KEY_BYTES,
     PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding, StoredExchange as Exchange,
-    predeclared, validate_exchange_name,
+    StoredQueue as QueueDeclaration, predeclared, validate_exchange_name,
 };
 
 use crate::{Broker, BrokerError, Reason, RequestContext};
@@ -108,6 +108,28 @@ pub async fn unbind(
 ) -> Result<(), BrokerError> {
     broker.authorize_topic(ctx, Operation::Write, &binding.queue)?;
     Ok(broker.registry().cluster().unbind(binding).await?)
+}
+
+/// The declaration of queue `name` (flags and arguments), if it was declared.
+pub fn queue_declaration(broker: &Broker, name: &str) -> Option<QueueDeclaration> {
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .queue_declaration(name)
+        .cloned()
+}
+
+/// Records a queue's declaration, so a redeclare on any broker, after a restart too, is
+/// compared with it (Create on the queue's topic, as declaring the queue is); a
+/// conflict if it was declared with other settings.
+pub async fn declare_queue(
+    broker: &Broker,
+    ctx: &RequestContext,
+    queue: QueueDeclaration,
+) -> Result<(), BrokerError> {
+    broker.authorize_topic(ctx, Operation::Create, &queue.name)?;
+    Ok(broker.registry().cluster().declare_queue(queue).await?)
 }
 
 /// How many bindings the exchange `name` has.

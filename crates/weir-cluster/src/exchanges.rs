@@ -116,6 +116,9 @@ pub enum ExchangeError {
     /// A redeclare that differs from the exchange as it is.
     #[error("exchange {name:?} exists with other settings: {what}")]
     Inequivalent { name: String, what: String },
+    /// A queue redeclared with other settings than its declaration.
+    #[error("queue {name:?} was declared with other settings: {what}")]
+    QueueInequivalent { name: String, what: String },
     /// A delete `if_unused` of an exchange with bindings.
     #[error("exchange {name:?} has {bindings} binding(s)")]
     InUse { name: String, bindings: usize },
@@ -242,6 +245,54 @@ impl StoredExchange {
         (self.arguments != other.arguments).then(|| {
             format!(
                 "arguments: received {:?} but current is {:?}",
+                other.arguments, self.arguments
+            )
+        })
+    }
+}
+
+/// A queue's declaration (AMQP `queue.declare`): its flags and arguments, kept in the
+/// metadata so a redeclare on any broker, after a restart too, is compared with it. The
+/// queue itself is the topic of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredQueue {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, String>,
+}
+
+impl StoredQueue {
+    /// Why this declaration cannot be stored, if it cannot (its topic is the
+    /// controller's to check).
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        if self.name.is_empty() {
+            return Err(ExchangeError::Invalid(
+                "a queue declaration names its queue".into(),
+            ));
+        }
+        validate_arguments(&self.arguments)
+    }
+
+    /// What differs between this declaration and `other` (a redeclare), if anything:
+    /// the first difference, as RabbitMQ names it.
+    pub fn difference(&self, other: &StoredQueue) -> Option<String> {
+        for (what, current, received) in [
+            ("durable", self.durable, other.durable),
+            ("exclusive", self.exclusive, other.exclusive),
+            ("auto_delete", self.auto_delete, other.auto_delete),
+        ] {
+            if current != received {
+                return Some(format!(
+                    "inequivalent arg '{what}': received '{received}' but current is '{current}'"
+                ));
+            }
+        }
+        (self.arguments != other.arguments).then(|| {
+            format!(
+                "inequivalent arguments: received {:?} but current is {:?}",
                 other.arguments, self.arguments
             )
         })

@@ -325,6 +325,9 @@ fn pika_mandatory_returns_and_bindings_survive_a_restart() {
     );
     let result = &json_lines(&out)[0];
     assert_eq!(result["routed"], true, "{result}");
+    // The queue's declaration is in the metadata: redeclared otherwise after the restart,
+    // it is refused.
+    assert_eq!(result["redeclare_after_restart"], 406, "{result}");
     assert_eq!(strings(&result["received"]), ["order 2"], "{result}");
 }
 

@@ -313,6 +313,7 @@ impl Controller {
             }
             ControllerRequest::Bind { binding } => exchanges::bind(image, binding),
             ControllerRequest::Unbind { binding } => exchanges::unbind(image, binding),
+            ControllerRequest::DeclareQueue { queue } => exchanges::declare_queue(image, queue),
         }
     }
 

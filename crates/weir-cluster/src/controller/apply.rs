@@ -339,7 +339,11 @@ impl MetadataImage {
             MetadataRecord::ExchangeDeclared { .. }
             | MetadataRecord::ExchangeDeleted { .. }
             | MetadataRecord::BindingCreated { .. }
-            | MetadataRecord::BindingDeleted { .. } => self.apply_exchange_record(record)?,
+            | MetadataRecord::BindingDeleted { .. }
+            | MetadataRecord::QueueDeclared { .. }
+            | MetadataRecord::QueueDeclarationDeleted { .. } => {
+                self.apply_exchange_record(record)?
+            }
         }
         self.next_offset += 1;
         Ok(())

@@ -13,7 +13,7 @@ use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
 use crate::exchanges::{
     ExchangeError, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGES, RESERVED_PREFIX,
-    StoredBinding, StoredExchange, predeclared,
+    StoredBinding, StoredExchange, StoredQueue, predeclared,
 };
 
 /// The reply to every exchange request: done once the image has applied the records
@@ -151,10 +151,38 @@ pub(super) fn unbind(
     Ok(done(image, records))
 }
 
-/// The records that remove the bindings to `queue` (a topic being deleted), and the
-/// auto-delete exchanges left without a binding.
+/// Records the declaration of a queue whose topic exists: nothing to write if it is
+/// declared as asked, refused if with other settings.
+pub(super) fn declare_queue(
+    image: &MetadataImage,
+    queue: StoredQueue,
+) -> Result<Outcome, ControllerError> {
+    queue.validate().map_err(refused)?;
+    if image.topic(&queue.name).is_none() {
+        return Err(refused(ExchangeError::UnknownQueue(queue.name)));
+    }
+    if let Some(existing) = image.queue_declaration(&queue.name) {
+        return match existing.difference(&queue) {
+            Some(what) => Err(refused(ExchangeError::QueueInequivalent {
+                name: queue.name,
+                what,
+            })),
+            None => Ok(done(image, Vec::new())),
+        };
+    }
+    Ok(done(image, vec![MetadataRecord::QueueDeclared { queue }]))
+}
+
+/// The records that remove the bindings to `queue` (a topic being deleted), the
+/// auto-delete exchanges left without a binding, and the queue's declaration.
 pub(super) fn unbind_queue(image: &MetadataImage, queue: &str) -> Vec<MetadataRecord> {
-    unbinding(image, image.bindings_to(queue).cloned().collect())
+    let mut records = unbinding(image, image.bindings_to(queue).cloned().collect());
+    if image.queue_declaration(queue).is_some() {
+        records.push(MetadataRecord::QueueDeclarationDeleted {
+            name: queue.to_owned(),
+        });
+    }
+    records
 }
 
 /// `BindingDeleted` for each of `bindings`, then `ExchangeDeleted` for each
@@ -247,6 +275,25 @@ impl MetadataImage {
                     state.bindings.remove(&binding.exchange);
                 }
                 state.binding_count -= 1;
+            }
+            MetadataRecord::QueueDeclared { queue } => {
+                if !self.topic_ids.contains_key(&queue.name) {
+                    return inconsistent(format!(
+                        "queue {:?} declared without its topic",
+                        queue.name
+                    ));
+                }
+                if self.exchanges.queues.contains_key(&queue.name) {
+                    return inconsistent(format!("queue {:?} declared twice", queue.name));
+                }
+                self.exchanges
+                    .queues
+                    .insert(queue.name.clone(), queue.clone());
+            }
+            MetadataRecord::QueueDeclarationDeleted { name } => {
+                if self.exchanges.queues.remove(name).is_none() {
+                    return inconsistent(format!("queue {name:?} has no declaration to delete"));
+                }
             }
             other => unreachable!("not an exchange record: {other:?}"),
         }
@@ -401,6 +448,49 @@ mod tests {
         });
         assert!(records.is_empty());
         assert!(matches!(reply, ControllerReply::ExchangesChanged { .. }));
+    }
+
+    #[test]
+    fn queue_declarations_are_compared_and_go_with_their_topic() {
+        let mut h = Harness::new();
+        h.live(1, None);
+        let queue = StoredQueue {
+            name: "tasks".into(),
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            arguments: BTreeMap::new(),
+        };
+        assert!(matches!(
+            refusal(
+                &mut h,
+                ControllerRequest::DeclareQueue {
+                    queue: queue.clone()
+                }
+            ),
+            ExchangeError::UnknownQueue(_)
+        ));
+        h.create_topic("tasks", 1, 1);
+        let (records, _) = h.handle(ControllerRequest::DeclareQueue {
+            queue: queue.clone(),
+        });
+        assert_eq!(records.len(), 1);
+        let (records, _) = h.handle(ControllerRequest::DeclareQueue {
+            queue: queue.clone(),
+        });
+        assert!(records.is_empty());
+        let transient = StoredQueue {
+            durable: false,
+            ..queue.clone()
+        };
+        assert!(matches!(
+            refusal(&mut h, ControllerRequest::DeclareQueue { queue: transient }),
+            ExchangeError::QueueInequivalent { .. }
+        ));
+        h.handle(ControllerRequest::DeleteTopic {
+            name: "tasks".into(),
+        });
+        assert!(h.image.queue_declaration("tasks").is_none());
     }
 
     #[test]

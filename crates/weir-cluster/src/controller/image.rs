@@ -13,7 +13,7 @@ use super::apply::{ImageError, check_registration};
 use super::records::{BrokerEpoch, Endpoints, MetadataOffset, NO_LEADER, PartitionRegistration};
 use crate::config::TopicConfig;
 use crate::error::ConfigError;
-use crate::exchanges::{StoredBinding, StoredExchange};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
@@ -50,6 +50,9 @@ pub struct ExchangesImage {
     /// How many bindings there are, all exchanges together.
     #[serde(skip)]
     pub(super) binding_count: usize,
+    /// Queue declarations by queue name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) queues: BTreeMap<String, StoredQueue>,
 }
 
 /// Users and ACLs (`crate::security`).
@@ -341,6 +344,11 @@ impl MetadataImage {
     /// How many bindings there are, all exchanges together.
     pub fn total_bindings(&self) -> usize {
         self.exchanges.binding_count
+    }
+
+    /// The declaration of queue `name`, if it was declared.
+    pub fn queue_declaration(&self, name: &str) -> Option<&StoredQueue> {
+        self.exchanges.queues.get(name)
     }
 
     /// Every binding to the queue `queue`, of every exchange.

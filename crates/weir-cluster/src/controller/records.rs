@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exchanges::{StoredBinding, StoredExchange};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -371,6 +371,15 @@ pub enum MetadataRecord {
     /// A binding is removed (unbound, or its queue or exchange deleted).
     BindingDeleted {
         binding: StoredBinding,
+    },
+    /// A queue (the topic of its name) is declared with these flags and arguments; a
+    /// redeclare as it is writes nothing, one with others is refused.
+    QueueDeclared {
+        queue: StoredQueue,
+    },
+    /// The declaration of queue `name` is forgotten (its topic is deleted next).
+    QueueDeclarationDeleted {
+        name: String,
     },
 }
 

@@ -12,7 +12,7 @@ use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
 use crate::error::{ConfigError, TopicNameError};
-use crate::exchanges::{ExchangeError, StoredBinding, StoredExchange};
+use crate::exchanges::{ExchangeError, StoredBinding, StoredExchange, StoredQueue};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -191,6 +191,11 @@ pub enum ControllerRequest {
     /// Removes a binding (nothing if there is none).
     Unbind {
         binding: StoredBinding,
+    },
+    /// Records a queue's declaration (its topic exists): nothing changes if it is
+    /// declared as asked; refused if with other settings.
+    DeclareQueue {
+        queue: StoredQueue,
     },
 }
 

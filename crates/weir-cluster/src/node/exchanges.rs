@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{ClusterNode, refusal};
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
-use crate::exchanges::{StoredBinding, StoredExchange};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
 
 /// Longest a change waits to reach this broker's image after the controller committed
 /// it.
@@ -36,6 +36,12 @@ impl ClusterNode {
     /// Removes a binding.
     pub async fn unbind(&self, binding: StoredBinding) -> Result<(), ClusterError> {
         self.exchange_change(ControllerRequest::Unbind { binding })
+            .await
+    }
+
+    /// Records a queue's declaration (flags and arguments).
+    pub async fn declare_queue(&self, queue: StoredQueue) -> Result<(), ClusterError> {
+        self.exchange_change(ControllerRequest::DeclareQueue { queue })
             .await
     }
 
