@@ -115,11 +115,13 @@ pub async fn declare(
             format!("{what} for queue '{name}' in vhost '/'"),
         ))
     };
-    if let Some(known) = exchanges::queue_declaration(&shared.broker, &name)
-        && let Some(what) = known.difference(&wanted)
-    {
+    let known = exchanges::queue_declaration(&shared.broker, &name);
+    if let Some(what) = known.as_ref().and_then(|k| k.difference(&wanted)) {
         return Err(inequivalent(&what));
     }
+    // Declared as asked already (a redeclare, as clients make before each use): no
+    // controller call.
+    let recorded = known.is_some() && exists(shared, &name);
     let created =
         match topics::create_topic(&shared.broker, ctx, &name, 1, 0, BTreeMap::new()).await {
             Ok(_) => true,
@@ -142,7 +144,12 @@ pub async fn declare(
     if created {
         wait_writable(shared, ctx, &name).await;
     }
-    match exchanges::declare_queue(&shared.broker, ctx, wanted).await {
+    let declared = if recorded {
+        Ok(())
+    } else {
+        exchanges::declare_queue(&shared.broker, ctx, wanted).await
+    };
+    match declared {
         Ok(()) => {}
         Err(e) if e.reason == Reason::StateConflict => {
             return Err(on(Reply::channel(
