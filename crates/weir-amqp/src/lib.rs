@@ -20,6 +20,7 @@
 mod connection;
 mod consume;
 pub mod errors;
+mod exchanges;
 pub mod frame;
 pub mod properties;
 mod queues;
@@ -68,8 +69,8 @@ pub struct Options {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub broker: Arc<Broker>,
-    /// Queue name to its declaration (docs/amqp.md § What differs: remembered while the
-    /// broker runs).
+    /// Queue name to what this broker knows of it beyond the metadata (the connection
+    /// holding an exclusive queue).
     pub declared: Mutex<HashMap<String, queues::Declared>>,
     /// Queue name to the consumers this listener runs on it.
     pub consumers: Mutex<HashMap<String, u32>>,

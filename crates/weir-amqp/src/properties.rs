@@ -20,12 +20,15 @@ pub const TYPE: &str = "amqp-type";
 pub const USER_ID: &str = "amqp-user-id";
 pub const APP_ID: &str = "amqp-app-id";
 pub const ROUTING_KEY: &str = "amqp-routing-key";
+/// The exchange a message was published to (absent for the default exchange).
+pub const EXCHANGE: &str = "amqp-exchange";
 
 /// Longest AMQP short string (property values and header names).
 const MAX_SHORT_STRING_BYTES: usize = 255;
 
-/// The record headers of a message published with `properties` and `routing_key`.
-pub fn to_headers(properties: &BasicProperties, routing_key: &str) -> Vec<Header> {
+/// The record headers of a message published to `exchange` with `properties` and
+/// `routing_key`.
+pub fn to_headers(properties: &BasicProperties, exchange: &str, routing_key: &str) -> Vec<Header> {
     let mut headers = Vec::new();
     let mut put = |key: &str, value: String| {
         headers.push(Header {
@@ -71,6 +74,9 @@ pub fn to_headers(properties: &BasicProperties, routing_key: &str) -> Vec<Header
         put(APP_ID, v);
     }
     put(ROUTING_KEY, routing_key.to_owned());
+    if !exchange.is_empty() {
+        put(EXCHANGE, exchange.to_owned());
+    }
     if let Some(table) = properties.headers() {
         for (name, value) in table {
             headers.push(Header {
@@ -80,6 +86,35 @@ pub fn to_headers(properties: &BasicProperties, routing_key: &str) -> Vec<Header
         }
     }
     headers
+}
+
+/// The `headers` property's entries as text (name, value), what a headers exchange
+/// matches on: strings as they are, other field types as the text they are stored as.
+pub fn header_texts(properties: &BasicProperties) -> Vec<(String, Option<String>)> {
+    let Some(table) = properties.headers() else {
+        return Vec::new();
+    };
+    table
+        .into_iter()
+        .map(|(name, value)| {
+            let text = value_bytes(value).map(|b| String::from_utf8_lossy(&b).into_owned());
+            (name.as_str().to_owned(), text)
+        })
+        .collect()
+}
+
+/// An argument table (`exchange.declare`, `queue.bind`) as text: each value as a message
+/// header's would be, no value as the empty text.
+pub fn argument_texts(arguments: &FieldTable) -> std::collections::BTreeMap<String, String> {
+    arguments
+        .into_iter()
+        .map(|(name, value)| {
+            let text = value_bytes(value)
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (name.as_str().to_owned(), text)
+        })
+        .collect()
 }
 
 /// A header value's bytes: strings as they are, numbers and booleans as text, no value
@@ -105,12 +140,22 @@ fn value_bytes(value: &AMQPValue) -> Option<Bytes> {
     }))
 }
 
-/// A delivered record's properties and routing key (`queue` when it has none: a record
-/// a Kafka client produced). Values that do not fit a short string are left out.
-pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, String) {
+/// Where a delivered message was published: its exchange (`""`, the default one) and
+/// routing key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// A delivered record's properties, exchange and routing key (the default exchange and
+/// `queue` when it has none: a record a Kafka client produced). Values that do not fit a
+/// short string are left out.
+pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Published) {
     let mut properties = BasicProperties::default();
     let mut table = FieldTable::default();
     let mut routing_key = queue.to_owned();
+    let mut exchange = String::new();
     for header in headers {
         let value = header.value.as_deref().unwrap_or_default();
         let text = std::str::from_utf8(value).ok();
@@ -153,6 +198,12 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, String
                 }
                 properties
             }
+            EXCHANGE => {
+                if let Some(name) = text.filter(|t| t.len() <= MAX_SHORT_STRING_BYTES) {
+                    exchange = name.to_owned();
+                }
+                properties
+            }
             name if name.len() <= MAX_SHORT_STRING_BYTES => {
                 let value = match &header.value {
                     Some(v) => AMQPValue::LongString(LongString::from(v.to_vec())),
@@ -167,7 +218,13 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, String
     if !table.inner().is_empty() {
         properties = properties.with_headers(table);
     }
-    (properties, routing_key)
+    (
+        properties,
+        Published {
+            exchange,
+            routing_key,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -187,14 +244,23 @@ mod tests {
             .with_message_id("m-1".into())
             .with_timestamp(1_700_000_000)
             .with_headers(table);
-        let headers = to_headers(&properties, "tasks");
+        let headers = to_headers(&properties, "", "tasks");
         let keys: Vec<&str> = headers.iter().map(|h| h.key.as_str()).collect();
         assert!(
             keys.contains(&"amqp-content-type") && keys.contains(&"retries"),
             "{keys:?}"
         );
-        let (back, routing_key) = from_headers(&headers, "other");
-        assert_eq!(routing_key, "tasks");
+        let (back, published) = from_headers(&headers, "other");
+        assert_eq!(published.routing_key, "tasks");
+        assert_eq!(published.exchange, "");
+        let (_, published) = from_headers(&to_headers(&properties, "logs", "k"), "q");
+        assert_eq!(published.exchange, "logs");
+        assert_eq!(published.routing_key, "k");
+        let texts = header_texts(&properties);
+        assert!(
+            texts.contains(&("retries".to_owned(), Some("3".to_owned()))),
+            "{texts:?}"
+        );
         assert_eq!(back.content_type(), properties.content_type());
         assert_eq!(back.delivery_mode(), &Some(2));
         assert_eq!(back.correlation_id(), properties.correlation_id());
@@ -214,8 +280,8 @@ mod tests {
             key: "trace".into(),
             value: Some(Bytes::from_static(b"abc")),
         }];
-        let (properties, routing_key) = from_headers(&headers, "orders");
-        assert_eq!(routing_key, "orders");
+        let (properties, published) = from_headers(&headers, "orders");
+        assert_eq!(published.routing_key, "orders");
         assert!(properties.headers().as_ref().unwrap().contains_key("trace"));
     }
 }

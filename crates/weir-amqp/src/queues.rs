@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::queue;
 use amq_protocol::types::{AMQPValue, FieldTable};
+use weir_broker::exchanges::{self, QueueDeclaration};
 use weir_broker::offsets::{self, OffsetSpec};
 use weir_broker::shares::{self, StartReset, StartTarget};
 use weir_broker::{Reason, RequestContext, topics};
@@ -16,6 +17,7 @@ use crate::Shared;
 use crate::errors::{
     ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED, RESOURCE_LOCKED, Reply, from_broker,
 };
+use crate::properties::argument_texts;
 
 /// The prefix of names the server gives (`queue.declare` with an empty name), which
 /// clients may not declare themselves (as in RabbitMQ).
@@ -29,14 +31,11 @@ const NEW_QUEUE_READY_WAIT: Duration = Duration::from_secs(5);
 /// queue is replicated and durable, so `classic` and `quorum` are both what it is).
 const SERVED_QUEUE_TYPES: [&str; 2] = ["classic", "quorum"];
 
-/// What a queue was declared with, to refuse a redeclare that says otherwise (406).
+/// What this broker remembers of a queue declared through it: the connection that
+/// declared it exclusive (deleted with it, and locked to others). Its flags and
+/// arguments are in the cluster's metadata (`weir_broker::exchanges::queue_declaration`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Declared {
-    pub durable: bool,
-    pub exclusive: bool,
-    pub auto_delete: bool,
-    pub arguments: FieldTable,
-    /// The connection that declared it, for an exclusive queue (deleted with it).
     pub owner: Option<String>,
 }
 
@@ -90,52 +89,39 @@ pub async fn declare(
         )));
     }
     check_arguments(&method.arguments).map_err(on)?;
-    let wanted = Declared {
+    let wanted = QueueDeclaration {
+        name: name.clone(),
         durable: method.durable,
         exclusive: method.exclusive,
         auto_delete: method.auto_delete,
-        arguments: method.arguments.clone(),
-        owner: method.exclusive.then(|| connection.to_owned()),
+        arguments: argument_texts(&method.arguments),
     };
-    if let Some(known) = shared.declared.lock().expect("declared").get(&name) {
-        if let Some(owner) = &known.owner
-            && owner != connection
-        {
-            return Err(on(Reply::channel(
-                RESOURCE_LOCKED,
-                format!(
-                    "cannot obtain exclusive access to locked queue '{name}' in vhost '/': \
-                     another connection declared it exclusive"
-                ),
-            )));
-        }
-        for (what, theirs, ours) in [
-            ("durable", known.durable, wanted.durable),
-            ("exclusive", known.exclusive, wanted.exclusive),
-            ("auto_delete", known.auto_delete, wanted.auto_delete),
-        ] {
-            if theirs != ours {
-                return Err(on(Reply::channel(
-                    PRECONDITION_FAILED,
-                    format!(
-                        "inequivalent arg '{what}' for queue '{name}' in vhost '/': \
-                         received '{ours}' but current is '{theirs}'"
-                    ),
-                )));
-            }
-        }
-        if known.arguments != wanted.arguments {
-            return Err(on(Reply::channel(
-                PRECONDITION_FAILED,
-                format!(
-                    "inequivalent arguments for queue '{name}' in vhost '/': received \
-                     {:?} but current is {:?}",
-                    wanted.arguments.inner(),
-                    known.arguments.inner()
-                ),
-            )));
-        }
+    let owner = method.exclusive.then(|| connection.to_owned());
+    if let Some(known) = shared.declared.lock().expect("declared").get(&name)
+        && let Some(owner) = &known.owner
+        && owner != connection
+    {
+        return Err(on(Reply::channel(
+            RESOURCE_LOCKED,
+            format!(
+                "cannot obtain exclusive access to locked queue '{name}' in vhost '/': \
+                 another connection declared it exclusive"
+            ),
+        )));
     }
+    let inequivalent = |what: &str| {
+        on(Reply::channel(
+            PRECONDITION_FAILED,
+            format!("{what} for queue '{name}' in vhost '/'"),
+        ))
+    };
+    let known = exchanges::queue_declaration(&shared.broker, &name);
+    if let Some(what) = known.as_ref().and_then(|k| k.difference(&wanted)) {
+        return Err(inequivalent(&what));
+    }
+    // Declared as asked already (a redeclare, as clients make before each use): no
+    // controller call.
+    let recorded = known.is_some() && exists(shared, &name);
     let created =
         match topics::create_topic(&shared.broker, ctx, &name, 1, 0, BTreeMap::new()).await {
             Ok(_) => true,
@@ -158,12 +144,27 @@ pub async fn declare(
     if created {
         wait_writable(shared, ctx, &name).await;
     }
+    let declared = if recorded {
+        Ok(())
+    } else {
+        exchanges::declare_queue(&shared.broker, ctx, wanted).await
+    };
+    match declared {
+        Ok(()) => {}
+        Err(e) if e.reason == Reason::StateConflict => {
+            return Err(on(Reply::channel(
+                PRECONDITION_FAILED,
+                format!("queue '{name}' in vhost '/': {}", e.message),
+            )));
+        }
+        Err(e) => return Err(on(from_broker(&e))),
+    }
     shared
         .declared
         .lock()
         .expect("declared")
         .entry(name.clone())
-        .or_insert(wanted);
+        .or_insert(Declared { owner });
     Ok(DeclareOk {
         message_count: if created {
             0

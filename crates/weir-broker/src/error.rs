@@ -332,6 +332,21 @@ fn cluster_message(reason: &Reason, err: &ClusterError) -> String {
     }
 }
 
+/// The reason for a refused exchange or binding change: a missing exchange or queue is
+/// NOT_FOUND, a redeclare with other settings or a delete of one in use a conflict with
+/// the state, a limit TOO_MANY, the rest the caller's.
+fn exchange_reason(err: &weir_cluster::exchanges::ExchangeError) -> Reason {
+    use weir_cluster::exchanges::ExchangeError as X;
+    match err {
+        X::UnknownExchange(_) | X::UnknownQueue(_) => Reason::NotFound,
+        X::Inequivalent { .. } | X::QueueInequivalent { .. } | X::InUse { .. } => {
+            Reason::StateConflict
+        }
+        X::TooMany(_) => Reason::TooMany,
+        X::Predeclared { .. } | X::Invalid(_) => Reason::InvalidRequest,
+    }
+}
+
 /// The reason for a cluster error and the partition it names.
 fn cluster_reason(err: &ClusterError) -> (Reason, Option<(&str, u32)>) {
     use ClusterError as E;
@@ -381,6 +396,7 @@ fn cluster_reason(err: &ClusterError) -> (Reason, Option<(&str, u32)>) {
         E::Config(_) => (Reason::InvalidConfig, None),
         E::InvalidRequest(_) => (Reason::InvalidRequest, None),
         E::NotFound(_) => (Reason::NotFound, None),
+        E::Exchange(e) => (exchange_reason(e), None),
         E::InvalidReplicationFactor { .. } => (Reason::InvalidReplicationFactor, None),
         E::InvalidReplicaAssignment(_) => (Reason::InvalidReplicaAssignment, None),
         E::OffsetOutOfRange {

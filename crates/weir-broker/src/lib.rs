@@ -60,6 +60,7 @@ pub mod configs;
 pub mod context;
 pub mod epochs;
 pub mod error;
+pub mod exchanges;
 pub mod fetch;
 pub mod groups;
 pub mod limits;

@@ -89,6 +89,9 @@ pub enum ClusterError {
     /// RESOURCE_NOT_FOUND: a user or credential that does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// An exchange or binding change refused (`crate::exchanges`).
+    #[error(transparent)]
+    Exchange(crate::exchanges::ExchangeError),
     /// INVALID_REPLICATION_FACTOR: more replicas than brokers that can take one.
     #[error(
         "replication factor {replication_factor} cannot be placed: the cluster has {brokers} broker(s) that can take a replica (unfenced, not shutting down)"

@@ -26,6 +26,7 @@
 pub mod config;
 pub mod controller;
 mod error;
+pub mod exchanges;
 #[cfg(test)]
 mod framed_file_damage;
 pub mod group;

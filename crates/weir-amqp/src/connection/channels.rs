@@ -1,5 +1,6 @@
 //! Channels: `channel.open`/`close`/`flow`, the methods a running channel takes and
-//! where each class goes, `queue.*`, `exchange.*` and `confirm.select`, and what a closed
+//! where each class goes, `queue.*` (bindings through `crate::exchanges`), `exchange.*`
+//! and `confirm.select`, and what a closed
 //! channel gives back (its deliveries released to the share group).
 
 use amq_protocol::frame::AMQPFrame;
@@ -7,12 +8,11 @@ use amq_protocol::protocol::{AMQPClass, access, channel, confirm, exchange, queu
 use weir_broker::shares;
 
 use crate::errors::{
-    ACCESS_REFUSED, CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, NOT_FOUND, NOT_IMPLEMENTED, Reply,
+    CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, NOT_FOUND, NOT_IMPLEMENTED, Reply,
     UNEXPECTED_FRAME,
 };
 use crate::queues;
 
-use super::publish::is_default_exchange;
 use super::{Channel, Conn};
 
 impl Conn {
@@ -157,27 +157,36 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(declare)) => {
-                let name = declare.exchange.as_str();
-                if is_default_exchange(name) {
-                    if !declare.nowait {
-                        self.send_method(
-                            id,
-                            AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                                exchange::DeclareOk {},
-                            )),
-                        );
-                    }
-                    Ok(())
-                } else if declare.passive {
-                    Err(Reply::channel(
-                        NOT_FOUND,
-                        format!("no exchange '{name}' in vhost '/'"),
-                    ))
-                } else {
-                    Err(not_served(&format!("exchange.declare of '{name}'")))
+                crate::exchanges::declare(&self.shared, &self.ctx, &declare).await?;
+                if !declare.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
                 }
+                Ok(())
             }
-            AMQPClass::Exchange(_) => Err(not_served("exchanges other than the default one")),
+            AMQPClass::Exchange(exchange::AMQPMethod::Delete(delete)) => {
+                crate::exchanges::delete(&self.shared, &self.ctx, &delete).await?;
+                if !delete.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(
+                exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_),
+            ) => Err(not_served(
+                "exchange-to-exchange bindings (exchange.bind/unbind)",
+            )),
+            AMQPClass::Exchange(other) => Err(Reply::connection(
+                COMMAND_INVALID,
+                format!("{other:?} is sent by the broker, not a client"),
+            )),
             AMQPClass::Queue(m) => self.on_queue(id, m).await,
             AMQPClass::Basic(m) => self.on_basic(id, m).await,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(select)) => {
@@ -256,20 +265,38 @@ impl Conn {
                 }
                 Ok(())
             }
-            queue::AMQPMethod::Bind(bind) if is_default_exchange(bind.exchange.as_str()) => {
-                Err(Reply::channel(
-                    ACCESS_REFUSED,
-                    "operation not permitted on the default exchange",
-                ))
+            queue::AMQPMethod::Bind(bind) => {
+                let queue = self.queue_or_last(id, bind.queue.as_str())?;
+                crate::exchanges::bind(&self.shared, &self.ctx, &queue, &bind).await?;
+                if !bind.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
+                }
+                Ok(())
             }
-            queue::AMQPMethod::Bind(_) | queue::AMQPMethod::Unbind(_) => Err(Reply::connection(
-                NOT_IMPLEMENTED,
-                "bindings are not served by Weir yet (docs/amqp.md § Not served yet)",
-            )),
+            queue::AMQPMethod::Unbind(unbind) => {
+                let queue = self.queue_or_last(id, unbind.queue.as_str())?;
+                crate::exchanges::unbind(&self.shared, &self.ctx, &queue, &unbind).await?;
+                self.send_method(
+                    id,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
+                Ok(())
+            }
             other => Err(Reply::connection(
                 COMMAND_INVALID,
                 format!("{other:?} is sent by the broker, not a client"),
             )),
+        }
+    }
+
+    /// `queue`, or the channel's last declared queue when it is empty.
+    fn queue_or_last(&self, id: u16, queue: &str) -> Result<String, Reply> {
+        match queue {
+            "" => self.last_queue(id),
+            name => Ok(name.to_owned()),
         }
     }
 

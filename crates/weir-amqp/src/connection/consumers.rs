@@ -13,12 +13,10 @@ use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, Shar
 
 use crate::consume::{self, Fetched};
 use crate::errors::{
-    COMMAND_INVALID, NOT_ALLOWED, NOT_FOUND, NOT_IMPLEMENTED, PRECONDITION_FAILED, Reply,
-    from_broker,
+    COMMAND_INVALID, NOT_ALLOWED, NOT_IMPLEMENTED, PRECONDITION_FAILED, Reply, from_broker,
 };
 use crate::queues;
 
-use super::publish::is_default_exchange;
 use super::{
     ACK_ENTRIES_PER_REQUEST, Conn, Consumer, Event, MAX_CONSUMERS_PER_CHANNEL,
     MAX_UNACKED_PER_CONSUMER, Publishing, Unacked,
@@ -44,16 +42,7 @@ impl Conn {
                         "immediate=true is not served (RabbitMQ dropped it too)",
                     ));
                 }
-                if !is_default_exchange(publish.exchange.as_str()) {
-                    return Err(Reply::channel(
-                        NOT_FOUND,
-                        format!(
-                            "no exchange '{}' in vhost '/' (only the default exchange is served \
-                             yet: docs/amqp.md)",
-                            publish.exchange.as_str()
-                        ),
-                    ));
-                }
+                crate::exchanges::check_publish(&self.shared, publish.exchange.as_str())?;
                 if let Some(channel) = self.channels.get_mut(&id) {
                     channel.publishing = Some(Publishing {
                         method: publish,
@@ -274,15 +263,15 @@ impl Conn {
                 },
             );
         }
-        let (properties, routing_key) =
+        let (properties, published) =
             crate::properties::from_headers(&record.record.headers, &queue);
         self.send_method(
             id,
             AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
                 delivery_tag: tag,
                 redelivered: record.delivery_count > 1,
-                exchange: "".into(),
-                routing_key: routing_key.into(),
+                exchange: published.exchange.into(),
+                routing_key: published.routing_key.into(),
                 message_count: remaining,
             })),
         );
@@ -517,7 +506,7 @@ impl Conn {
                     },
                 );
             }
-            let (properties, routing_key) =
+            let (properties, published) =
                 crate::properties::from_headers(&record.record.headers, &queue);
             self.send_method(
                 id,
@@ -525,8 +514,8 @@ impl Conn {
                     consumer_tag: ShortString::from(tag.as_str()),
                     delivery_tag,
                     redelivered: record.delivery_count > 1,
-                    exchange: "".into(),
-                    routing_key: routing_key.into(),
+                    exchange: published.exchange.into(),
+                    routing_key: published.routing_key.into(),
                 })),
             );
             let body = record.record.value.clone().unwrap_or_default();

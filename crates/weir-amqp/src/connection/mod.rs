@@ -125,11 +125,12 @@ struct Publishing {
     body: Vec<u8>,
 }
 
-/// A publish handed to the core, waiting for its answer.
+/// A publish handed to the core, waiting for its answer: one produce per queue it was
+/// routed to (none: unroutable, confirmed as it is).
 #[derive(Debug)]
 struct Pending {
     seq: Option<u64>,
-    produce: Result<PendingProduce, BrokerError>,
+    produces: Vec<Result<PendingProduce, BrokerError>>,
 }
 
 #[derive(Debug)]

@@ -1,6 +1,8 @@
 //! Publishes: content assembled from header and body frames within `MAX_BODY_BYTES`, each
-//! publish handed to the core as a produce in order, and a task per channel answering
-//! them in order (confirms, and returns of a mandatory publish with no queue).
+//! publish routed by its exchange (`weir_broker::exchanges::route`) and handed to the
+//! core as one produce per routed queue, in order, and a task per channel answering them
+//! in order (confirms once every queue's produce is acknowledged; returns of a mandatory
+//! publish routed nowhere).
 
 use amq_protocol::frame::AMQPContentHeader;
 use amq_protocol::protocol::{AMQPClass, basic};
@@ -8,12 +10,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use weir_batch::{Compression, Record};
 use weir_broker::Reason;
+use weir_broker::exchanges;
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
+use weir_broker::security::Operation;
 
 use crate::errors::{
     CONTENT_TOO_LARGE, FRAME_ERROR, NO_ROUTE, Reply, UNEXPECTED_FRAME, from_broker,
 };
-use crate::queues;
 
 use super::{BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, Pending, Publishing};
 
@@ -92,8 +95,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Routes a complete message through the default exchange: a produce to the topic
-    /// its routing key names, or a return (mandatory) when there is no such queue.
+    /// Routes a complete message: a produce to the topic of every queue its exchange
+    /// routes it to (each authorised before any is made), or, routed nowhere, a return
+    /// when it is mandatory; its confirm follows every produce's answer, in order.
     pub(super) async fn publish(&mut self, id: u16) -> Result<(), Reply> {
         let Some(channel) = self.channels.get_mut(&id) else {
             return Ok(());
@@ -112,15 +116,31 @@ impl Conn {
             channel.published += 1;
             channel.published
         });
-        let queue = publish.routing_key.as_str().to_owned();
-        if queue.is_empty() || !queues::exists(&self.shared, &queue) {
+        let on = |reply: Reply| reply.on(60, 40);
+        let exchange = crate::exchanges::canonical(publish.exchange.as_str()).to_owned();
+        let routing_key = publish.routing_key.as_str().to_owned();
+        let headers = crate::properties::header_texts(&properties);
+        let queues = exchanges::route(&self.shared.broker, &exchange, &routing_key, &headers)
+            .map_err(|e| match e.reason {
+                Reason::NotFound => on(crate::exchanges::not_found(&exchange)),
+                _ => on(from_broker(&e)),
+            })?;
+        for queue in &queues {
+            self.shared
+                .broker
+                .authorize_topic(&self.ctx, Operation::Write, queue)
+                .map_err(|e| on(from_broker(&e)))?;
+        }
+        if queues.is_empty() {
             tracing::debug!(
                 channel = id,
-                queue,
+                exchange,
+                routing_key,
                 mandatory = publish.mandatory,
                 "unroutable publish"
             );
             if publish.mandatory {
+                // Before the confirm, as RabbitMQ orders them.
                 self.send_method(
                     id,
                     AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
@@ -130,48 +150,37 @@ impl Conn {
                         routing_key: publish.routing_key.clone(),
                     })),
                 );
-                self.send_content(id, properties, &body);
+                self.send_content(id, properties.clone(), &body);
             }
-            // As RabbitMQ: an unroutable message is confirmed (after its return).
-            if let Some(seq) = seq {
-                self.send_method(
-                    id,
-                    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: seq,
-                        multiple: false,
-                    })),
-                );
-            }
-            return Ok(());
         }
-        let record = Record {
-            key: None,
-            value: Some(Bytes::from(body)),
-            headers: crate::properties::to_headers(&properties, &queue),
-            timestamp: weir_broker::now_ms(),
-        };
-        let request = ProduceRequest {
-            topic: queue,
-            acks: if seq.is_some() {
-                Acks::All
-            } else {
-                Acks::Leader
-            },
-            timeout: None,
-            partitions: vec![PartitionProduce {
-                partition: 0,
-                data: Ok(ProduceData::Records {
-                    records: vec![record],
-                    compression: Compression::None,
-                    producer: None,
-                }),
-            }],
-        };
-        let produce = produce::submit(&self.shared.broker, &self.ctx, request).await;
-        if let Err(e) = &produce
-            && matches!(e.reason, Reason::NotAuthorized { .. })
-        {
-            return Err(from_broker(e).on(60, 40));
+        let value = Bytes::from(body);
+        let record_headers = crate::properties::to_headers(&properties, &exchange, &routing_key);
+        let mut produces = Vec::with_capacity(queues.len());
+        for queue in queues {
+            let record = Record {
+                key: None,
+                value: Some(value.clone()),
+                headers: record_headers.clone(),
+                timestamp: weir_broker::now_ms(),
+            };
+            let request = ProduceRequest {
+                topic: queue,
+                acks: if seq.is_some() {
+                    Acks::All
+                } else {
+                    Acks::Leader
+                },
+                timeout: None,
+                partitions: vec![PartitionProduce {
+                    partition: 0,
+                    data: Ok(ProduceData::Records {
+                        records: vec![record],
+                        compression: Compression::None,
+                        producer: None,
+                    }),
+                }],
+            };
+            produces.push(produce::submit(&self.shared.broker, &self.ctx, request).await);
         }
         let events = self.events.clone();
         let Some(channel) = self.channels.get_mut(&id) else {
@@ -182,13 +191,9 @@ impl Conn {
             tokio::spawn(answer_publishes(id, rx, events));
             tx
         });
-        let _ = publisher.send(Pending { seq, produce }).await;
+        let _ = publisher.send(Pending { seq, produces }).await;
         Ok(())
     }
-}
-
-pub(super) fn is_default_exchange(name: &str) -> bool {
-    name.is_empty() || name == "amq.default"
 }
 
 /// Waits for each publish's produce in the order they were made, and reports the
@@ -198,14 +203,22 @@ pub(super) async fn answer_publishes(
     mut pending: mpsc::Receiver<Pending>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    while let Some(Pending { seq, produce }) = pending.recv().await {
-        let outcome = match produce {
-            Ok(pending) => match pending.finish().await.into_iter().next() {
-                Some(result) => result.outcome.map(|_| ()).map_err(|e| e.to_string()),
-                None => Err("the produce was not answered".to_owned()),
-            },
-            Err(err) => Err(err.to_string()),
-        };
+    while let Some(Pending { seq, produces }) = pending.recv().await {
+        // Confirmed once every routed queue's produce is acknowledged; a nack if any
+        // failed (the others stay stored, as with RabbitMQ).
+        let mut outcome = Ok(());
+        for produce in produces {
+            let result = match produce {
+                Ok(pending) => match pending.finish().await.into_iter().next() {
+                    Some(result) => result.outcome.map(|_| ()).map_err(|e| e.to_string()),
+                    None => Err("the produce was not answered".to_owned()),
+                },
+                Err(err) => Err(err.to_string()),
+            };
+            if outcome.is_ok() {
+                outcome = result;
+            }
+        }
         if let Err(err) = &outcome {
             tracing::info!(channel, error = %err, "an AMQP publish was not stored");
         }
@@ -220,16 +233,5 @@ pub(super) async fn answer_publishes(
         {
             return;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_default_exchange_has_two_names() {
-        assert!(is_default_exchange("") && is_default_exchange("amq.default"));
-        assert!(!is_default_exchange("logs"));
     }
 }

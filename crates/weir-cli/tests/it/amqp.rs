@@ -1,9 +1,11 @@
 //! RabbitMQ's clients against the AMQP 0-9-1 listener (docs/amqp.md): pika running
-//! RabbitMQ's tutorials 1 and 2 as they are written (`tests/amqp/*.py`, pika pinned with
-//! the other clients and installed by `tests/python/setup.sh`), a pika message read back
-//! by Weir's own CLI, a pika consumer told by `basic.cancel` that its queue was deleted,
-//! and frames a client should not send, through a raw socket, each closing the
-//! connection with the spec's reply code.
+//! RabbitMQ's tutorials 1 to 6 as they are written (`tests/amqp/*.py`, pika pinned with
+//! the other clients and installed by `tests/python/setup.sh`): queues, work queues,
+//! fanout, direct, topic and headers exchanges, RPC; mandatory publishes returned under
+//! confirms and bindings that survive a restart; a pika message read back by Weir's own
+//! CLI, a pika consumer told by `basic.cancel` that its queue was deleted, and frames a
+//! client should not send, through a raw socket, each closing the connection with the
+//! spec's reply code.
 
 use crate::common;
 
@@ -136,6 +138,197 @@ fn pika_work_queues_ack_nack_and_redeliver_what_a_dead_worker_held() {
     ] {
         assert!(text.contains(part), "{part} in {text}");
     }
+}
+
+/// The bodies of a JSON array of strings.
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().expect("a string"))
+        .collect()
+}
+
+#[test]
+fn pika_publish_subscribe_gives_every_subscriber_every_message_once_in_order() {
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let count = 30;
+    let out = run_ok(
+        &python,
+        &[
+            &script("publish_subscribe.py"),
+            &port.to_string(),
+            &count.to_string(),
+        ],
+    );
+    let result = &json_lines(&out)[0];
+    let expected: Vec<String> = (0..count).map(|i| format!("log {i}")).collect();
+    // Two exclusive server-named queues bound to the fanout exchange: each got every
+    // message published after its bind, once, in order (the one before any bind went
+    // nowhere).
+    let received = result["received"].as_array().expect("received");
+    assert_eq!(received.len(), 2, "{result}");
+    for bodies in received {
+        assert_eq!(strings(bodies), expected, "{result}");
+    }
+    assert_eq!(result["first"]["exchange"], "logs", "{result}");
+    let queues = strings(&result["queues"]);
+    assert!(queues.iter().all(|q| q.starts_with("amq.gen-")), "{result}");
+    assert_ne!(queues[0], queues[1]);
+    // Their queues went with their connections.
+    assert_eq!(result["gone"], serde_json::json!([true, true]), "{result}");
+}
+
+#[test]
+fn pika_routing_delivers_by_key_and_refuses_as_rabbitmq() {
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let out = run_ok(&python, &[&script("routing.py"), &port.to_string()]);
+    let result = &json_lines(&out)[0];
+    let bodies = |queue: &str| -> Vec<String> {
+        result[queue]
+            .as_array()
+            .unwrap_or_else(|| panic!("{queue}: {result}"))
+            .iter()
+            .map(|m| m["body"].as_str().expect("body").to_owned())
+            .collect()
+    };
+    // `errors` is bound with `error` only; `all` with three keys (`error` twice is once);
+    // `debug` is bound to nothing and reached nobody.
+    assert_eq!(bodies("errors"), ["e1", "e2"], "{result}");
+    assert_eq!(bodies("all"), ["i1", "w1", "e1", "i2", "e2"], "{result}");
+    assert_eq!(result["errors"][0]["exchange"], "direct_logs", "{result}");
+    assert_eq!(result["errors"][0]["key"], "error", "{result}");
+    // Unbound from `warning`: only the info came.
+    assert_eq!(bodies("after_unbind"), ["i3"], "{result}");
+
+    let codes = &result["codes"];
+    for (case, code) in [
+        ("redeclare_other_type", 406),
+        ("passive_missing", 404),
+        ("bind_missing_exchange", 404),
+        ("bind_missing_queue", 404),
+        ("delete_predeclared", 403),
+        ("reserved_name", 403),
+        ("delete_in_use", 406),
+        ("publish_missing_exchange", 404),
+    ] {
+        assert_eq!(codes[case], code, "{case}: {result}");
+    }
+    assert_eq!(codes["redeclare_same"], "accepted", "{result}");
+    assert_eq!(codes["predeclared_same"], "accepted", "{result}");
+    // Its bindings went with the deleted exchange: the new one of that name routed the
+    // error nowhere.
+    assert_eq!(result["errors_after_delete"], 0, "{result}");
+}
+
+#[test]
+fn pika_topics_and_headers_route_to_the_matching_queues() {
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let out = run_ok(&python, &[&script("topics.py"), &port.to_string()]);
+    let result = &json_lines(&out)[0];
+    assert_eq!(
+        strings(&result["q1"]),
+        [
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "quick.orange.fox"
+        ],
+        "{result}"
+    );
+    // lazy.pink.rabbit matches both of q2's bindings and arrives once.
+    assert_eq!(
+        strings(&result["q2"]),
+        [
+            "quick.orange.rabbit",
+            "lazy.orange.elephant",
+            "lazy.brown.fox",
+            "lazy.pink.rabbit",
+            "lazy.orange.new.rabbit"
+        ],
+        "{result}"
+    );
+    assert_eq!(strings(&result["h_all"]), ["pdf report"], "{result}");
+    assert_eq!(
+        strings(&result["h_any"]),
+        ["pdf report", "pdf log"],
+        "{result}"
+    );
+}
+
+#[test]
+fn pika_rpc_round_trips_reply_to_and_correlation_id() {
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let count = 10;
+    let out = run_ok(
+        &python,
+        &[&script("rpc.py"), &port.to_string(), &count.to_string()],
+    );
+    let result = &json_lines(&out)[0];
+    let fib = |n: u64| (0..n).fold((0u64, 1u64), |(a, b), _| (b, a + b)).0;
+    let calls = result["calls"].as_array().expect("calls");
+    assert_eq!(calls.len(), count, "{result}");
+    for (n, call) in calls.iter().enumerate() {
+        assert_eq!(call["n"], n, "{result}");
+        assert_eq!(call["answer"], fib(n as u64), "call {n}: {result}");
+    }
+    assert_eq!(result["stray"], 0, "{result}");
+}
+
+#[test]
+fn pika_mandatory_returns_and_bindings_survive_a_restart() {
+    let python = python();
+    let data = tempfile::tempdir().expect("temp dir");
+    let start = || {
+        let broker = Broker::start(weir_server::ServerConfig {
+            admin_listen: None,
+            amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
+            data_dir: data.path().to_path_buf(),
+            ..Default::default()
+        });
+        let port = broker
+            .server
+            .as_ref()
+            .and_then(|s| s.amqp_addr)
+            .expect("an AMQP listener")
+            .port();
+        (broker, port)
+    };
+    let (broker, port) = start();
+    let out = run_ok(
+        &python,
+        &[
+            &script("mandatory_restart.py"),
+            &port.to_string(),
+            "declare",
+        ],
+    );
+    let result = &json_lines(&out)[0];
+    // The mandatory publish with no route came back (pika raises it once the confirm
+    // arrives); the routed one was stored and the non-mandatory unroutable one dropped.
+    assert_eq!(strings(&result["unroutable"]), ["nowhere"], "{result}");
+    assert_eq!(strings(&result["received"]), ["order 1"], "{result}");
+    drop(broker);
+
+    let (_broker, port) = start();
+    let out = run_ok(
+        &python,
+        &[
+            &script("mandatory_restart.py"),
+            &port.to_string(),
+            "publish",
+        ],
+    );
+    let result = &json_lines(&out)[0];
+    assert_eq!(result["routed"], true, "{result}");
+    // The queue's declaration is in the metadata: redeclared otherwise after the restart,
+    // it is refused.
+    assert_eq!(result["redeclare_after_restart"], 406, "{result}");
+    assert_eq!(strings(&result["received"]), ["order 2"], "{result}");
 }
 
 // --- Frames a client should not send: a raw socket speaking AMQP by hand. ---

@@ -20,8 +20,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, elect_leaders, preferred, producer_ids, reassign, resign, security,
-    tokens, topics,
+    alter_partition, brokers, elect_leaders, exchanges, preferred, producer_ids, reassign, resign,
+    security, tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -344,6 +344,15 @@ impl Controller {
             ControllerRequest::AlterClientQuotas { alterations } => {
                 security::alter_quotas(image, alterations)
             }
+            ControllerRequest::DeclareExchange { exchange } => {
+                exchanges::declare_exchange(image, exchange)
+            }
+            ControllerRequest::DeleteExchange { name, if_unused } => {
+                exchanges::delete_exchange(image, &name, if_unused)
+            }
+            ControllerRequest::Bind { binding } => exchanges::bind(image, binding),
+            ControllerRequest::Unbind { binding } => exchanges::unbind(image, binding),
+            ControllerRequest::DeclareQueue { queue } => exchanges::declare_queue(image, queue),
         }
     }
 

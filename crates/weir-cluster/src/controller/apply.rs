@@ -336,6 +336,14 @@ impl MetadataImage {
                 }
                 self.security.acls_version = self.next_offset;
             }
+            MetadataRecord::ExchangeDeclared { .. }
+            | MetadataRecord::ExchangeDeleted { .. }
+            | MetadataRecord::BindingCreated { .. }
+            | MetadataRecord::BindingDeleted { .. }
+            | MetadataRecord::QueueDeclared { .. }
+            | MetadataRecord::QueueDeclarationDeleted { .. } => {
+                self.apply_exchange_record(record)?
+            }
         }
         self.next_offset += 1;
         Ok(())

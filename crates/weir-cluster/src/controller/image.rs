@@ -13,6 +13,7 @@ use super::apply::{ImageError, check_registration};
 use super::records::{BrokerEpoch, Endpoints, MetadataOffset, NO_LEADER, PartitionRegistration};
 use crate::config::TopicConfig;
 use crate::error::ConfigError;
+use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
@@ -35,6 +36,23 @@ pub struct MetadataImage {
     pub(super) topic_ids: BTreeMap<String, String>,
     pub(super) producer_ids: ProducerIds,
     pub(super) security: SecurityImage,
+    pub(super) exchanges: ExchangesImage,
+}
+
+/// Declared exchanges and their bindings (`crate::exchanges`; the predeclared ones have
+/// no record and are not here).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangesImage {
+    /// Exchanges by name.
+    pub(super) exchanges: BTreeMap<String, StoredExchange>,
+    /// Bindings by exchange name (predeclared exchanges' included), each set in order.
+    pub(super) bindings: BTreeMap<String, BTreeSet<StoredBinding>>,
+    /// How many bindings there are, all exchanges together.
+    #[serde(skip)]
+    pub(super) binding_count: usize,
+    /// Queue declarations by queue name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) queues: BTreeMap<String, StoredQueue>,
 }
 
 /// Users and ACLs (`crate::security`).
@@ -179,6 +197,7 @@ impl MetadataImage {
             topics,
             producer_ids: ProducerIds::default(),
             security: SecurityImage::default(),
+            exchanges: ExchangesImage::default(),
         })
     }
 
@@ -294,6 +313,53 @@ impl MetadataImage {
         self.security.quotas_version
     }
 
+    /// The declared exchange `name` (not a predeclared one: `crate::exchanges::predeclared`).
+    pub fn exchange(&self, name: &str) -> Option<&StoredExchange> {
+        self.exchanges.exchanges.get(name)
+    }
+
+    /// Every declared exchange, by name.
+    pub fn exchanges(&self) -> impl Iterator<Item = &StoredExchange> {
+        self.exchanges.exchanges.values()
+    }
+
+    /// How many exchanges are declared.
+    pub fn exchange_count(&self) -> usize {
+        self.exchanges.exchanges.len()
+    }
+
+    /// The bindings of the exchange `name`, in order.
+    pub fn bindings(&self, exchange: &str) -> impl Iterator<Item = &StoredBinding> {
+        self.exchanges.bindings.get(exchange).into_iter().flatten()
+    }
+
+    /// How many bindings the exchange `name` has.
+    pub fn binding_count(&self, exchange: &str) -> usize {
+        self.exchanges
+            .bindings
+            .get(exchange)
+            .map_or(0, BTreeSet::len)
+    }
+
+    /// How many bindings there are, all exchanges together.
+    pub fn total_bindings(&self) -> usize {
+        self.exchanges.binding_count
+    }
+
+    /// The declaration of queue `name`, if it was declared.
+    pub fn queue_declaration(&self, name: &str) -> Option<&StoredQueue> {
+        self.exchanges.queues.get(name)
+    }
+
+    /// Every binding to the queue `queue`, of every exchange.
+    pub fn bindings_to(&self, queue: &str) -> impl Iterator<Item = &StoredBinding> {
+        self.exchanges
+            .bindings
+            .values()
+            .flatten()
+            .filter(move |b| b.queue == queue)
+    }
+
     /// Every partition of every topic.
     pub fn partitions(&self) -> impl Iterator<Item = PartitionRef<'_>> {
         self.topics.values().flat_map(|topic| {
@@ -335,19 +401,23 @@ struct ImageData {
     /// Absent in snapshots from before users and ACLs.
     #[serde(default)]
     security: SecurityImage,
+    /// Absent in snapshots from before exchanges.
+    #[serde(default)]
+    exchanges: ExchangesImage,
 }
 
 impl Serialize for MetadataImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // By hand, to write the topics without cloning the image into an `ImageData`.
         let topics: Vec<&TopicImage> = self.topics.values().collect();
-        let mut s = serializer.serialize_struct("ImageData", 6)?;
+        let mut s = serializer.serialize_struct("ImageData", 7)?;
         s.serialize_field("cluster_id", &self.cluster_id)?;
         s.serialize_field("next_offset", &self.next_offset)?;
         s.serialize_field("brokers", &self.brokers)?;
         s.serialize_field("topics", &topics)?;
         s.serialize_field("producer_ids", &self.producer_ids)?;
         s.serialize_field("security", &self.security)?;
+        s.serialize_field("exchanges", &self.exchanges)?;
         s.end()
     }
 }
@@ -378,7 +448,16 @@ impl TryFrom<ImageData> for MetadataImage {
             topic_ids: BTreeMap::new(),
             producer_ids: data.producer_ids,
             security: data.security,
+            exchanges: data.exchanges,
         };
+        image.exchanges.binding_count = image.exchanges.bindings.values().map(BTreeSet::len).sum();
+        for (exchange, bindings) in &image.exchanges.bindings {
+            if bindings.is_empty() || bindings.iter().any(|b| &b.exchange != exchange) {
+                return Err(ImageError::Inconsistent(format!(
+                    "the bindings filed under exchange {exchange:?} are empty or name another"
+                )));
+            }
+        }
         for topic in data.topics {
             if image.topic_ids.contains_key(&topic.name) {
                 return Err(ImageError::TopicExists(topic.name));

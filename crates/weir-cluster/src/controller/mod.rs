@@ -15,7 +15,8 @@
 //!   [`reassign`]: moving replicas; `preferred`: leaderships back to preferred replicas;
 //!   [`elect_leaders`]: elections on request (Kafka's ElectLeaders);
 //!   [`producer_ids`]: ids for idempotent producers; `security`: users' SCRAM
-//!   credentials and ACL bindings;
+//!   credentials and ACL bindings; `exchanges`: exchanges and bindings (AMQP's
+//!   routing metadata);
 //!   [`placement`]: where new replicas go.
 
 mod active;
@@ -24,6 +25,7 @@ mod apply;
 mod brokers;
 pub mod elect_leaders;
 mod election;
+mod exchanges;
 mod image;
 pub mod placement;
 mod preferred;
@@ -45,7 +47,8 @@ pub use active::{
 };
 pub use apply::ImageError;
 pub use image::{
-    BrokerRegistration, MetadataImage, PartitionRef, ProducerIds, SecurityImage, TopicImage,
+    BrokerRegistration, ExchangesImage, MetadataImage, PartitionRef, ProducerIds, SecurityImage,
+    TopicImage,
 };
 pub use reassign::{MAX_MOVES_PER_REQUEST, PartitionMove};
 pub use records::{

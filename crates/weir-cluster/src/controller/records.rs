@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -256,7 +257,10 @@ impl PartitionRegistration {
 /// reads its level, so a rolling upgrade never hands a broker of the older release a
 /// record type it cannot apply (Kafka's `metadata.version`, finalized by itself once the
 /// whole cluster runs the release, rather than by an operator's command).
-pub const METADATA_LEVEL: u16 = 0;
+///
+/// - 0: every record type up to and including client quotas.
+/// - 1: AMQP's exchanges, bindings and queue declarations.
+pub const METADATA_LEVEL: u16 = 1;
 
 /// One record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +366,32 @@ pub enum MetadataRecord {
         key: String,
         value: Option<u64>,
     },
+    /// An exchange is declared (`crate::exchanges`); a redeclare with the same settings
+    /// writes nothing, one with others is refused.
+    ExchangeDeclared {
+        exchange: StoredExchange,
+    },
+    /// The exchange `name` is deleted; its bindings were deleted by the records before.
+    ExchangeDeleted {
+        name: String,
+    },
+    /// A binding is made (exchange to queue, routing key, arguments).
+    BindingCreated {
+        binding: StoredBinding,
+    },
+    /// A binding is removed (unbound, or its queue or exchange deleted).
+    BindingDeleted {
+        binding: StoredBinding,
+    },
+    /// A queue (the topic of its name) is declared with these flags and arguments; a
+    /// redeclare as it is writes nothing, one with others is refused.
+    QueueDeclared {
+        queue: StoredQueue,
+    },
+    /// The declaration of queue `name` is forgotten (its topic is deleted next).
+    QueueDeclarationDeleted {
+        name: String,
+    },
 }
 
 impl MetadataRecord {
@@ -390,6 +420,13 @@ impl MetadataRecord {
             | MetadataRecord::TokenCreated { .. }
             | MetadataRecord::TokenRevoked { .. }
             | MetadataRecord::ClientQuotaAltered { .. } => 0,
+            // AMQP's exchanges, bindings and queue declarations (docs/amqp.md).
+            MetadataRecord::ExchangeDeclared { .. }
+            | MetadataRecord::ExchangeDeleted { .. }
+            | MetadataRecord::BindingCreated { .. }
+            | MetadataRecord::BindingDeleted { .. }
+            | MetadataRecord::QueueDeclared { .. }
+            | MetadataRecord::QueueDeclarationDeleted { .. } => 1,
         }
     }
 }

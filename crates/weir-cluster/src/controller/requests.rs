@@ -14,6 +14,7 @@ use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
 use crate::error::{ConfigError, TopicNameError};
+use crate::exchanges::{ExchangeError, StoredBinding, StoredExchange, StoredQueue};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -181,6 +182,30 @@ pub enum ControllerRequest {
     AlterClientQuotas {
         alterations: Vec<(QuotaEntity, String, Option<u64>)>,
     },
+    /// Declares an exchange (`crate::exchanges`): nothing changes if it exists with the
+    /// same settings; refused if with others.
+    DeclareExchange {
+        exchange: StoredExchange,
+    },
+    /// Deletes an exchange and its bindings (nothing if there is none); `if_unused`:
+    /// refused while it has bindings.
+    DeleteExchange {
+        name: String,
+        if_unused: bool,
+    },
+    /// Binds a queue to an exchange (nothing if the binding exists).
+    Bind {
+        binding: StoredBinding,
+    },
+    /// Removes a binding (nothing if there is none).
+    Unbind {
+        binding: StoredBinding,
+    },
+    /// Records a queue's declaration (its topic exists): nothing changes if it is
+    /// declared as asked; refused if with other settings.
+    DeclareQueue {
+        queue: StoredQueue,
+    },
 }
 
 /// An accepted request: the records to commit and the reply to send once they are.
@@ -242,6 +267,11 @@ pub enum ControllerReply {
     TokenCreated,
     /// The revoked token, as it was.
     TokenRevoked(StoredToken),
+    /// An exchange or binding request was carried out once the image's next offset is
+    /// `through` (the records before it applied); nothing was written if it already is.
+    ExchangesChanged {
+        through: MetadataOffset,
+    },
 }
 
 /// Why an ISR member an AlterPartition adds cannot join.
@@ -433,6 +463,9 @@ pub enum ControllerError {
     UnknownToken { id: String },
     #[error("{what} has {max} API tokens already; revoke some first")]
     TooManyTokens { what: String, max: usize },
+    /// An exchange or binding change refused (`crate::exchanges`).
+    #[error(transparent)]
+    Exchange(ExchangeError),
     /// A bug in the injected topic id source: it keeps handing out ids in use.
     #[error("the topic id source returned {draws} ids in use or empty (last {last:?})")]
     TopicIdsExhausted { draws: usize, last: String },

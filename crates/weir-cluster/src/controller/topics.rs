@@ -177,10 +177,13 @@ pub(super) fn delete_topic(image: &MetadataImage, name: &str) -> Result<Outcome,
     let topic = image
         .topic(name)
         .ok_or_else(|| ControllerError::UnknownTopic(name.to_string()))?;
+    // A queue's bindings go with it (AMQP: a queue is the topic of its name).
+    let mut records = super::exchanges::unbind_queue(image, name);
+    records.push(MetadataRecord::TopicDeleted {
+        topic_id: topic.topic_id.clone(),
+    });
     Ok(Outcome {
-        records: vec![MetadataRecord::TopicDeleted {
-            topic_id: topic.topic_id.clone(),
-        }],
+        records,
         reply: ControllerReply::TopicDeleted {
             topic_id: topic.topic_id.clone(),
         },

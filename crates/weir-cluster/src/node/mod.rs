@@ -11,6 +11,7 @@
 //! either.
 
 mod active;
+mod exchanges;
 mod lifecycle;
 mod observer;
 mod producer_ids;
@@ -510,6 +511,7 @@ pub fn refusal(e: ControllerError) -> ClusterError {
         e @ (ControllerError::UnknownCredential { .. } | ControllerError::UnknownToken { .. }) => {
             ClusterError::NotFound(e.to_string())
         }
+        ControllerError::Exchange(e) => ClusterError::Exchange(e),
         ControllerError::ClusterNotCreated => {
             ClusterError::ControllerUnavailable(ControllerError::ClusterNotCreated.to_string())
         }

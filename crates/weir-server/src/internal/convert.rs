@@ -315,6 +315,9 @@ enum ReplyDef {
     ClientQuotasAltered,
     TokenCreated,
     TokenRevoked(weir_cluster::tokens::StoredToken),
+    ExchangesChanged {
+        through: weir_cluster::controller::MetadataOffset,
+    },
 }
 
 /// [`ControllerError`]'s serde form.
@@ -442,6 +445,7 @@ enum ErrorDef {
         what: String,
         max: usize,
     },
+    Exchange(weir_cluster::exchanges::ExchangeError),
     TopicIdsExhausted {
         draws: usize,
         last: String,

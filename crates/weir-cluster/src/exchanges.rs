@@ -1,0 +1,390 @@
+//! Exchanges and bindings as the metadata log keeps them (`docs/amqp.md` § Exchanges
+//! and bindings): an exchange is a name, a type (direct, fanout, topic, headers) and its
+//! flags; a binding routes what an exchange receives to a queue (a topic) under a key
+//! and arguments. The controller's side is `controller/exchanges.rs`; routing, the
+//! predeclared exchanges and authorisation are weir-broker's (`exchanges.rs`).
+//!
+//! Protocol-neutral on purpose: arguments are text (an AMQP field table's values as
+//! their text, as message headers become record headers), so the metadata holds no
+//! AMQP type.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Most exchanges the cluster keeps (the predeclared ones are not counted: they have
+/// no record).
+pub const MAX_EXCHANGES: usize = 10_000;
+/// Most bindings of one exchange.
+pub const MAX_BINDINGS_PER_EXCHANGE: usize = 10_000;
+/// Most bindings the cluster keeps, all exchanges together.
+pub const MAX_BINDINGS: usize = 100_000;
+/// Longest exchange name, in UTF-8 bytes (an AMQP short string).
+pub const MAX_EXCHANGE_NAME_BYTES: usize = 255;
+/// Longest routing (binding) key, in UTF-8 bytes (an AMQP short string).
+pub const MAX_ROUTING_KEY_BYTES: usize = 255;
+/// Most arguments of one exchange or binding.
+pub const MAX_ARGUMENTS: usize = 64;
+/// Longest argument name, in UTF-8 bytes.
+pub const MAX_ARGUMENT_NAME_BYTES: usize = 255;
+/// Longest argument value (its text), in UTF-8 bytes.
+pub const MAX_ARGUMENT_VALUE_BYTES: usize = 1_024;
+
+/// How an exchange picks the queues a message goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExchangeType {
+    /// Bindings whose key is the message's routing key.
+    Direct,
+    /// Every binding.
+    Fanout,
+    /// Bindings whose key is a pattern of the routing key's words (`*`, `#`).
+    Topic,
+    /// Bindings whose arguments match the message's headers (`x-match`).
+    Headers,
+}
+
+impl ExchangeType {
+    /// Every type, in the order of their names.
+    pub const ALL: [ExchangeType; 4] = [
+        ExchangeType::Direct,
+        ExchangeType::Fanout,
+        ExchangeType::Headers,
+        ExchangeType::Topic,
+    ];
+
+    /// Its name, as AMQP clients send it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExchangeType::Direct => "direct",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Topic => "topic",
+            ExchangeType::Headers => "headers",
+        }
+    }
+
+    /// The type named `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<ExchangeType> {
+        ExchangeType::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl fmt::Display for ExchangeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One declared exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredExchange {
+    pub name: String,
+    pub kind: ExchangeType,
+    pub durable: bool,
+    /// Deleted with its last binding (as RabbitMQ deletes an auto-delete exchange).
+    pub auto_delete: bool,
+    /// Bound to, never published to by clients.
+    pub internal: bool,
+    /// Declared arguments, values as text.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, String>,
+}
+
+/// One binding: what `exchange` routes under `routing_key` (and `arguments`, for a
+/// headers exchange) goes to `queue`. A binding is its four parts: the same parts twice
+/// are one binding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoredBinding {
+    pub exchange: String,
+    /// The queue: a topic of that name.
+    pub queue: String,
+    pub routing_key: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, String>,
+}
+
+/// Why an exchange or binding change was refused. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ExchangeError {
+    /// NOT_FOUND: the exchange does not exist.
+    #[error("no exchange {0:?}")]
+    UnknownExchange(String),
+    /// NOT_FOUND: the queue a binding names does not exist.
+    #[error("no queue {0:?}")]
+    UnknownQueue(String),
+    /// A redeclare that differs from the exchange as it is.
+    #[error("exchange {name:?} exists with other settings: {what}")]
+    Inequivalent { name: String, what: String },
+    /// A queue redeclared with other settings than its declaration.
+    #[error("queue {name:?} was declared with other settings: {what}")]
+    QueueInequivalent { name: String, what: String },
+    /// A delete `if_unused` of an exchange with bindings.
+    #[error("exchange {name:?} has {bindings} binding(s)")]
+    InUse { name: String, bindings: usize },
+    /// A predeclared exchange cannot be declared with other settings, deleted, or (the
+    /// default one) bound.
+    #[error("exchange {name:?} is predeclared: {what}")]
+    Predeclared { name: String, what: String },
+    /// A name, key or argument that cannot be stored.
+    #[error("{0}")]
+    Invalid(String),
+    /// A limit of the cluster's metadata.
+    #[error("{0}")]
+    TooMany(String),
+}
+
+/// The exchanges that exist without a record, as in RabbitMQ: the default exchange
+/// (`""`, direct, every queue bound by its name) and the `amq.*` ones. They cannot be
+/// deleted or declared with another type; the default one cannot be bound.
+pub const PREDECLARED: [(&str, ExchangeType); 6] = [
+    ("", ExchangeType::Direct),
+    ("amq.direct", ExchangeType::Direct),
+    ("amq.fanout", ExchangeType::Fanout),
+    ("amq.headers", ExchangeType::Headers),
+    ("amq.match", ExchangeType::Headers),
+    ("amq.topic", ExchangeType::Topic),
+];
+
+/// Names starting with this are the server's: clients cannot declare new ones.
+pub const RESERVED_PREFIX: &str = "amq.";
+
+/// The predeclared exchange named `name`, as a declared one would look.
+pub fn predeclared(name: &str) -> Option<StoredExchange> {
+    PREDECLARED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(name, kind)| StoredExchange {
+            name: (*name).to_owned(),
+            kind: *kind,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            arguments: BTreeMap::new(),
+        })
+}
+
+/// Whether `name` is a valid exchange name: at most [`MAX_EXCHANGE_NAME_BYTES`], of
+/// letters, digits, `-`, `_`, `.` and `:` (RabbitMQ's rule), not empty (the default
+/// exchange is never declared).
+pub fn validate_exchange_name(name: &str) -> Result<(), ExchangeError> {
+    if name.is_empty() {
+        return Err(ExchangeError::Invalid(
+            "an exchange name cannot be empty (that is the default exchange)".into(),
+        ));
+    }
+    if name.len() > MAX_EXCHANGE_NAME_BYTES {
+        return Err(ExchangeError::Invalid(format!(
+            "exchange name of {} bytes is longer than {MAX_EXCHANGE_NAME_BYTES}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')))
+    {
+        return Err(ExchangeError::Invalid(format!(
+            "exchange name {name:?} has the character {c:?}: use letters, digits, '-', '_', '.' and ':'"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `arguments` can be stored: at most [`MAX_ARGUMENTS`], names and values within
+/// their limits.
+pub fn validate_arguments(arguments: &BTreeMap<String, String>) -> Result<(), ExchangeError> {
+    if arguments.len() > MAX_ARGUMENTS {
+        return Err(ExchangeError::Invalid(format!(
+            "{} arguments; at most {MAX_ARGUMENTS}",
+            arguments.len()
+        )));
+    }
+    for (name, value) in arguments {
+        if name.is_empty() || name.len() > MAX_ARGUMENT_NAME_BYTES {
+            return Err(ExchangeError::Invalid(format!(
+                "argument name {name:?} must have 1 to {MAX_ARGUMENT_NAME_BYTES} bytes"
+            )));
+        }
+        if value.len() > MAX_ARGUMENT_VALUE_BYTES {
+            return Err(ExchangeError::Invalid(format!(
+                "argument {name:?} has a value of {} bytes; at most {MAX_ARGUMENT_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl StoredExchange {
+    /// Why this exchange cannot be stored, if it cannot.
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        validate_exchange_name(&self.name)?;
+        validate_arguments(&self.arguments)
+    }
+
+    /// What differs between this exchange and `other` (a redeclare), if anything: the
+    /// first difference, as RabbitMQ names it.
+    pub fn difference(&self, other: &StoredExchange) -> Option<String> {
+        if self.kind != other.kind {
+            return Some(format!(
+                "type: received '{}' but current is '{}'",
+                other.kind, self.kind
+            ));
+        }
+        for (what, current, received) in [
+            ("durable", self.durable, other.durable),
+            ("auto_delete", self.auto_delete, other.auto_delete),
+            ("internal", self.internal, other.internal),
+        ] {
+            if current != received {
+                return Some(format!(
+                    "{what}: received '{received}' but current is '{current}'"
+                ));
+            }
+        }
+        (self.arguments != other.arguments).then(|| {
+            format!(
+                "arguments: received {:?} but current is {:?}",
+                other.arguments, self.arguments
+            )
+        })
+    }
+}
+
+/// A queue's declaration (AMQP `queue.declare`): its flags and arguments, kept in the
+/// metadata so a redeclare on any broker, after a restart too, is compared with it. The
+/// queue itself is the topic of its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredQueue {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, String>,
+}
+
+impl StoredQueue {
+    /// Why this declaration cannot be stored, if it cannot (its topic is the
+    /// controller's to check).
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        if self.name.is_empty() {
+            return Err(ExchangeError::Invalid(
+                "a queue declaration names its queue".into(),
+            ));
+        }
+        validate_arguments(&self.arguments)
+    }
+
+    /// What differs between this declaration and `other` (a redeclare), if anything:
+    /// the first difference, as RabbitMQ names it.
+    pub fn difference(&self, other: &StoredQueue) -> Option<String> {
+        for (what, current, received) in [
+            ("durable", self.durable, other.durable),
+            ("exclusive", self.exclusive, other.exclusive),
+            ("auto_delete", self.auto_delete, other.auto_delete),
+        ] {
+            if current != received {
+                return Some(format!(
+                    "inequivalent arg '{what}': received '{received}' but current is '{current}'"
+                ));
+            }
+        }
+        (self.arguments != other.arguments).then(|| {
+            format!(
+                "inequivalent arguments: received {:?} but current is {:?}",
+                other.arguments, self.arguments
+            )
+        })
+    }
+}
+
+impl StoredBinding {
+    /// Why this binding cannot be stored, if it cannot (its exchange and queue are the
+    /// controller's to check against the image).
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        if self.exchange.is_empty() {
+            return Err(ExchangeError::Predeclared {
+                name: String::new(),
+                what:
+                    "the default exchange cannot be bound (every queue is bound to it by its name)"
+                        .into(),
+            });
+        }
+        validate_exchange_name(&self.exchange)?;
+        if self.queue.is_empty() {
+            return Err(ExchangeError::Invalid("a binding names a queue".into()));
+        }
+        if self.routing_key.len() > MAX_ROUTING_KEY_BYTES {
+            return Err(ExchangeError::Invalid(format!(
+                "routing key of {} bytes is longer than {MAX_ROUTING_KEY_BYTES}",
+                self.routing_key.len()
+            )));
+        }
+        validate_arguments(&self.arguments)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_keys_and_arguments_are_checked_against_the_limits() {
+        assert!(validate_exchange_name("logs.direct:v1_a-b").is_ok());
+        assert!(validate_exchange_name("").is_err());
+        assert!(validate_exchange_name(&"x".repeat(MAX_EXCHANGE_NAME_BYTES)).is_ok());
+        assert!(validate_exchange_name(&"x".repeat(MAX_EXCHANGE_NAME_BYTES + 1)).is_err());
+        let err = validate_exchange_name("a b").unwrap_err();
+        assert!(err.to_string().contains("' '"), "{err}");
+
+        let binding = StoredBinding {
+            exchange: "logs".into(),
+            queue: "q".into(),
+            routing_key: "k".repeat(MAX_ROUTING_KEY_BYTES + 1),
+            arguments: BTreeMap::new(),
+        };
+        assert!(binding.validate().is_err());
+        let default = StoredBinding {
+            exchange: "".into(),
+            routing_key: "k".into(),
+            ..binding.clone()
+        };
+        assert!(matches!(
+            default.validate(),
+            Err(ExchangeError::Predeclared { .. })
+        ));
+        let many: BTreeMap<String, String> = (0..=MAX_ARGUMENTS)
+            .map(|i| (format!("a{i}"), "v".into()))
+            .collect();
+        assert!(validate_arguments(&many).is_err());
+    }
+
+    #[test]
+    fn the_first_difference_of_a_redeclare_is_named() {
+        let logs = StoredExchange {
+            name: "logs".into(),
+            kind: ExchangeType::Fanout,
+            durable: false,
+            auto_delete: false,
+            internal: false,
+            arguments: BTreeMap::new(),
+        };
+        assert_eq!(logs.difference(&logs.clone()), None);
+        let other = StoredExchange {
+            kind: ExchangeType::Direct,
+            ..logs.clone()
+        };
+        assert!(logs.difference(&other).unwrap().starts_with("type"));
+        let durable = StoredExchange {
+            durable: true,
+            ..logs.clone()
+        };
+        assert!(logs.difference(&durable).unwrap().starts_with("durable"));
+        assert_eq!(predeclared("amq.topic").unwrap().kind, ExchangeType::Topic);
+        assert!(predeclared("amq.nope").is_none());
+        for t in ExchangeType::ALL {
+            assert_eq!(ExchangeType::from_name(t.name()), Some(t));
+        }
+    }
+}
