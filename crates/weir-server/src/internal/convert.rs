@@ -546,7 +546,13 @@ mod tests {
                 given: 3,
                 current: None,
             },
+            ControllerError::Exchange(weir_cluster::exchanges::ExchangeError::InUse {
+                name: "logs".into(),
+                bindings: 2,
+            }),
         ];
+        let changed = ControllerReply::ExchangesChanged { through: 42 };
+        assert_eq!(decode_reply(&encode_reply(&changed)).unwrap(), changed);
         for refusal in refusals {
             let reply = ControllerReply::Refused(refusal);
             let back = decode_reply(&encode_reply(&reply)).unwrap();
