@@ -1,6 +1,6 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
-//! (`faults`, `failover`, `group_failover`, `kafka_failover`, `queue_checker`), under
-//! overload and at their budget, the compose cluster on Docker (`docker_cluster`,
+//! (`faults`, `failover`, `failing_disk`, `group_failover`, `kafka_failover`,
+//! `queue_checker`), under overload and at their budget, the compose cluster on Docker (`docker_cluster`,
 //! `docker_secure`), the deployment files checked offline (`deploy`), and the code map
 //! (`code_map`). The tests that start a cluster take `weir_tests::exclusive()`, so one
 //! cluster runs at a time in this process.
@@ -10,6 +10,7 @@ mod code_map;
 mod deploy;
 mod docker_cluster;
 mod docker_secure;
+mod failing_disk;
 mod failover;
 mod faults;
 mod group_failover;

@@ -213,7 +213,12 @@ impl FaultFs {
             .collect();
         for (path, ino) in moved {
             t.inodes.remove(&path);
-            let new = to.join(path.strip_prefix(from).expect("under from"));
+            // `to.join("")` would end in a separator, which names no file.
+            let rest = path.strip_prefix(from).expect("under from");
+            let new = match rest.as_os_str().is_empty() {
+                true => to.to_path_buf(),
+                false => to.join(rest),
+            };
             t.paths.insert(ino, new.clone());
             t.inodes.insert(new, ino);
         }
