@@ -614,8 +614,9 @@ impl Filesystem for FaultFs {
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let path = std::ffi::CString::new(self.backing.as_os_str().as_encoded_bytes())
             .expect("no NUL in a path");
-        // SAFETY: statvfs with a NUL-terminated path and a zeroed struct to fill.
+        // SAFETY: a plain C struct, all zeroes is a valid value.
         let mut st = unsafe { std::mem::zeroed::<libc::statvfs>() };
+        // SAFETY: statvfs with a NUL-terminated path and a struct to fill.
         let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
         if rc != 0 {
             reply.error(errno(io::Error::last_os_error()));
