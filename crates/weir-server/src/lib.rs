@@ -668,8 +668,14 @@ impl RunningServer {
         let mut any_ended = futures_util::future::select_all(std::mem::take(&mut self.listeners));
         let mut offline = self.registry.data_dir_status().subscribe();
         let offline = async move {
-            match offline.wait_for(Option::is_some).await {
-                Ok(reason) => reason.clone().unwrap_or_default(),
+            // The guard `wait_for` returns is dropped before any other await (the future
+            // stays Send).
+            let reason = offline
+                .wait_for(Option::is_some)
+                .await
+                .map(|reason| reason.clone().unwrap_or_default());
+            match reason {
+                Ok(reason) => reason,
                 Err(_) => std::future::pending().await,
             }
         };
