@@ -1015,7 +1015,7 @@ mod tests {
         assert_eq!(records[0].value.as_deref(), Some(&b"during the pause"[..]));
     }
 
-    async fn values(p: &Partition) -> Vec<String> {
+    pub(super) async fn values(p: &Partition) -> Vec<String> {
         let mut out = Vec::new();
         let mut offset = p.offsets().await.unwrap().log_start_offset;
         loop {
@@ -1178,7 +1178,7 @@ mod tests {
     }
 
     /// A single-replica partition on a storage whose `fail_sync`-th fsync fails.
-    async fn open_failing(dir: &Path, fail_sync: u64) -> Arc<Partition> {
+    pub(super) async fn open_failing(dir: &Path, fail_sync: u64) -> Arc<Partition> {
         let storage = weir_log::storage::FaultyStorage::new(weir_log::storage::FaultPlan {
             fail_sync_number: Some(fail_sync),
             ..Default::default()
@@ -1188,7 +1188,7 @@ mod tests {
 
     /// A single-replica partition on `storage`, in a data directory whose status is
     /// `data_dir`.
-    async fn open_on(
+    pub(super) async fn open_on(
         dir: &Path,
         storage: weir_log::storage::FaultyStorage,
         data_dir: DataDirStatus,
@@ -1202,52 +1202,23 @@ mod tests {
             data_dir,
             ..ReplicaHost::from(0)
         };
-        let state = PartitionState {
-            leader: 0,
-            leader_epoch: 0,
-            replicas: vec![0],
-            isr: vec![0],
-        };
-        Partition::open("t", "t-id", 0, dir, config, host, state)
+        Partition::open("t", "t-id", 0, dir, config, host, single_replica())
             .await
             .unwrap()
     }
 
-    /// Waits (a few seconds at most) until `status` says the data directory is offline;
-    /// returns why.
-    async fn offline(status: &DataDirStatus) -> String {
-        let mut seen = status.subscribe();
-        let reason = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(Option::is_some))
-            .await
-            .expect("the data directory goes offline")
-            .unwrap()
-            .clone();
-        reason.unwrap()
-    }
-
-    /// The values of the log in `dir`, opened again on the plain file system (what a
-    /// restarted broker finds).
-    async fn values_on_disk(dir: &Path) -> Vec<String> {
-        let config = TopicConfig::new(BTreeMap::new())
-            .unwrap()
-            .effective()
-            .unwrap();
-        let state = PartitionState {
+    /// Leader 0 of replicas [0] at epoch 0.
+    pub(super) fn single_replica() -> PartitionState {
+        PartitionState {
             leader: 0,
             leader_epoch: 0,
             replicas: vec![0],
             isr: vec![0],
-        };
-        let p = Partition::open("t", "t-id", 0, dir, config, 0, state)
-            .await
-            .unwrap();
-        let values = values(&p).await;
-        p.close().await.unwrap();
-        values
+        }
     }
 
     /// Appends `acks=all` until one fails; returns the values acknowledged and the error.
-    async fn append_until_failure(p: &Partition) -> (Vec<String>, ClusterError) {
+    pub(super) async fn append_until_failure(p: &Partition) -> (Vec<String>, ClusterError) {
         let mut acked = Vec::new();
         for i in 0..1000 {
             let value = format!("record-{i}");
@@ -1260,7 +1231,10 @@ mod tests {
     }
 
     /// Retries `f` until it succeeds (the log is being reopened meanwhile).
-    async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, ClusterError>) -> T {
+    pub(super) async fn eventually<T>(
+        what: &str,
+        mut f: impl AsyncFnMut() -> Result<T, ClusterError>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match f().await {
@@ -1311,85 +1285,6 @@ mod tests {
         p.close().await.unwrap();
     }
 
-    /// A disk whose fsyncs keep failing: the failed log cannot be cut durably to its
-    /// durable point, so the data directory goes offline; the partition serves nothing
-    /// (no acknowledgement after the failure) and the disk keeps every acknowledged
-    /// record, in order.
-    #[tokio::test]
-    async fn a_log_that_cannot_be_reopened_takes_the_data_dir_offline() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = weir_log::storage::FaultyStorage::new(Default::default());
-        let status = DataDirStatus::default();
-        let p = open_on(dir.path(), storage.clone(), status.clone()).await;
-        let mut acked = Vec::new();
-        for i in 0..20 {
-            let value = format!("record-{i}");
-            p.append(batch_of(&value), Durability::Durable)
-                .await
-                .unwrap();
-            acked.push(value);
-        }
-        storage.fail_syncs(true);
-        let (more, _) = append_until_failure(&p).await;
-        assert!(
-            more.is_empty(),
-            "acknowledged after every fsync failed: {more:?}"
-        );
-        let reason = offline(&status).await;
-        assert!(
-            reason.contains("reopening the failed log of t-0 failed"),
-            "{reason}"
-        );
-        // It stays down: nothing is acknowledged, nothing read, with the retriable error.
-        for _ in 0..3 {
-            let err = p
-                .append(batch_of("late"), Durability::Durable)
-                .await
-                .unwrap_err();
-            assert!(matches!(err, ClusterError::LogRecovering { .. }), "{err}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        p.close().await.unwrap();
-        storage.fail_syncs(false);
-        let values = values_on_disk(dir.path()).await;
-        assert_eq!(
-            &values[..acked.len()],
-            &acked[..],
-            "acknowledged records kept"
-        );
-        assert!(!values.iter().any(|v| v == "late"), "{values:?}");
-    }
-
-    /// A log reopened after one failed fsync that fails again within the window takes
-    /// the data directory offline at once (it is not reopened again); one failure alone
-    /// (the test above it) does not.
-    #[tokio::test]
-    async fn a_log_that_fails_again_soon_after_reopening_takes_the_data_dir_offline() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = weir_log::storage::FaultyStorage::new(weir_log::storage::FaultPlan {
-            fail_sync_number: Some(8),
-            ..Default::default()
-        });
-        let status = DataDirStatus::default();
-        let p = open_on(dir.path(), storage.clone(), status.clone()).await;
-        let (acked, _) = append_until_failure(&p).await;
-        eventually("append after the first failure", async || {
-            p.append(batch_of("after"), Durability::Durable).await
-        })
-        .await;
-        assert_eq!(status.offline(), None, "one failure is recovered in place");
-        storage.fail_syncs(true);
-        let (more, _) = append_until_failure(&p).await;
-        assert!(more.is_empty(), "{more:?}");
-        let reason = offline(&status).await;
-        assert!(reason.contains("failed again"), "{reason}");
-        p.close().await.unwrap();
-        storage.fail_syncs(false);
-        let values = values_on_disk(dir.path()).await;
-        assert_eq!(&values[..acked.len()], &acked[..]);
-        assert_eq!(values[acked.len()], "after");
-    }
-
     #[tokio::test]
     async fn reconfiguring_a_failed_log_does_not_close_the_partition() {
         let dir = tempfile::tempdir().unwrap();
@@ -1408,7 +1303,7 @@ mod tests {
         p.close().await.unwrap();
     }
 
-    fn batch_of(value: &str) -> ValidatedBatches {
+    pub(super) fn batch_of(value: &str) -> ValidatedBatches {
         let mut b = RecordBatchBuilder::new(Compression::None);
         b.push(&Record {
             value: Some(bytes::Bytes::from(value.to_string())),

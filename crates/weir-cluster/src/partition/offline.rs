@@ -61,7 +61,123 @@ impl DataDirStatus {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::time::Duration;
+
     use super::*;
+    use crate::config::TopicConfig;
+    use crate::error::ClusterError;
+    use crate::partition::tests::{
+        append_until_failure, batch_of, eventually, open_on, single_replica, values,
+    };
+    use crate::partition::{Durability, Partition};
+
+    /// Waits (a few seconds at most) until `status` says the data directory is offline;
+    /// returns why.
+    async fn offline(status: &DataDirStatus) -> String {
+        let mut seen = status.subscribe();
+        let reason = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(Option::is_some))
+            .await
+            .expect("the data directory goes offline")
+            .unwrap()
+            .clone();
+        reason.unwrap()
+    }
+
+    /// The values of the log in `dir`, opened again on the plain file system (what a
+    /// restarted broker finds).
+    async fn values_on_disk(dir: &Path) -> Vec<String> {
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
+        let p = Partition::open("t", "t-id", 0, dir, config, 0, single_replica())
+            .await
+            .unwrap();
+        let values = values(&p).await;
+        p.close().await.unwrap();
+        values
+    }
+
+    /// A disk whose fsyncs keep failing: the failed log cannot be cut durably to its
+    /// durable point, so the data directory goes offline; the partition serves nothing
+    /// (no acknowledgement after the failure) and the disk keeps every acknowledged
+    /// record, in order.
+    #[tokio::test]
+    async fn a_log_that_cannot_be_reopened_takes_the_data_dir_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = weir_log::storage::FaultyStorage::new(Default::default());
+        let status = DataDirStatus::default();
+        let p = open_on(dir.path(), storage.clone(), status.clone()).await;
+        let mut acked = Vec::new();
+        for i in 0..20 {
+            let value = format!("record-{i}");
+            p.append(batch_of(&value), Durability::Durable)
+                .await
+                .unwrap();
+            acked.push(value);
+        }
+        storage.fail_syncs(true);
+        let (more, _) = append_until_failure(&p).await;
+        assert!(
+            more.is_empty(),
+            "acknowledged after every fsync failed: {more:?}"
+        );
+        let reason = offline(&status).await;
+        assert!(
+            reason.contains("reopening the failed log of t-0 failed"),
+            "{reason}"
+        );
+        // It stays down: nothing is acknowledged, nothing read, with the retriable error.
+        for _ in 0..3 {
+            let err = p
+                .append(batch_of("late"), Durability::Durable)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, ClusterError::LogRecovering { .. }), "{err}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        p.close().await.unwrap();
+        storage.fail_syncs(false);
+        let values = values_on_disk(dir.path()).await;
+        assert_eq!(
+            &values[..acked.len()],
+            &acked[..],
+            "acknowledged records kept"
+        );
+        assert!(!values.iter().any(|v| v == "late"), "{values:?}");
+    }
+
+    /// A log reopened after one failed fsync that fails again within the window takes
+    /// the data directory offline at once (it is not reopened again); one failure alone
+    /// (the test above it) does not.
+    #[tokio::test]
+    async fn a_log_that_fails_again_soon_after_reopening_takes_the_data_dir_offline() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = weir_log::storage::FaultyStorage::new(weir_log::storage::FaultPlan {
+            fail_sync_number: Some(8),
+            ..Default::default()
+        });
+        let status = DataDirStatus::default();
+        let p = open_on(dir.path(), storage.clone(), status.clone()).await;
+        let (acked, _) = append_until_failure(&p).await;
+        eventually("append after the first failure", async || {
+            p.append(batch_of("after"), Durability::Durable).await
+        })
+        .await;
+        assert_eq!(status.offline(), None, "one failure is recovered in place");
+        storage.fail_syncs(true);
+        let (more, _) = append_until_failure(&p).await;
+        assert!(more.is_empty(), "{more:?}");
+        let reason = offline(&status).await;
+        assert!(reason.contains("failed again"), "{reason}");
+        p.close().await.unwrap();
+        storage.fail_syncs(false);
+        let values = values_on_disk(dir.path()).await;
+        assert_eq!(&values[..acked.len()], &acked[..]);
+        assert_eq!(values[acked.len()], "after");
+    }
 
     #[test]
     fn the_first_reason_is_kept_and_subscribers_see_it() {
