@@ -49,6 +49,17 @@ const EXIT_DATA_DIR_OFFLINE: i32 = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::Result<()> {
+    failing(FaultMode::FsyncEio).await
+}
+
+// A disk that fails writes too (`FaultMode::WriteEio`) stops the broker the same way
+// (node 3 exited 3 after 5.2 s, its leadership moved, writes went on), but its first
+// restart on the healed mount could stop again: an index page the kernel failed to
+// write back in the background is reported (EIO) once to the next process that syncs
+// the file, as Linux reports an unseen writeback error to a new opener. A supervisor's
+// next restart then starts; the harness restarts once, so that case is not a test yet.
+
+async fn failing(mode: FaultMode) -> anyhow::Result<()> {
     if let Some(reason) = faultfs::unavailable() {
         println!("SKIPPED: FUSE cannot be had here: {reason}");
         return Ok(());
@@ -56,10 +67,10 @@ async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::
     weir_tests::init_client_logs();
     let _serial = weir_tests::exclusive().await;
     tokio::task::spawn_blocking(weir_binary).await??;
-    bounded(TEST_LIMIT, run()).await
+    bounded(TEST_LIMIT, run(mode)).await
 }
 
-async fn run() -> anyhow::Result<()> {
+async fn run(mode: FaultMode) -> anyhow::Result<()> {
     // Dropped last: the mount is undone (by `fs`) before its directory is removed.
     let dir = tempfile::Builder::new().prefix("weir-faultfs-").tempdir()?;
     let (backing, mountpoint) = (dir.path().join("backing"), dir.path().join("mnt"));
@@ -93,9 +104,9 @@ async fn run() -> anyhow::Result<()> {
     .await?;
     let before = workload.acked();
 
-    fs.set(FaultMode::FsyncEio)?;
+    fs.set(mode)?;
     let switched_at = Instant::now();
-    println!("node {FAILING} (leader of {TOPIC}/{led:?}): every fsync now fails with EIO");
+    println!("node {FAILING} (leader of {TOPIC}/{led:?}): its disk is now {mode:?}");
 
     let status = cluster
         .wait_exit(FAILING, EXIT_BOUND)
