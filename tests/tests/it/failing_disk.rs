@@ -54,10 +54,11 @@ async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::
 
 // A disk that fails writes too (`FaultMode::WriteEio`) stops the broker the same way
 // (node 3 exited 3 after 5.2 s, its leadership moved, writes went on), but its first
-// restart on the healed mount could stop again: an index page the kernel failed to
-// write back in the background is reported (EIO) once to the next process that syncs
-// the file, as Linux reports an unseen writeback error to a new opener. A supervisor's
-// next restart then starts; the harness restarts once, so that case is not a test yet.
+// restart on the healed mount stopped again ("cannot open its log: I/O error on
+// ...index: EIO"), most likely a write of a mapped index page that failed in the
+// background, which Linux reports once to the next process that syncs the file (an
+// unseen writeback error goes to a new opener). Whether the next restart then starts
+// was not checked, so that case is not a test yet.
 
 async fn failing(mode: FaultMode) -> anyhow::Result<()> {
     if let Some(reason) = faultfs::unavailable() {
