@@ -53,12 +53,13 @@ async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::
 }
 
 // A disk that fails writes too (`FaultMode::WriteEio`) stops the broker the same way
-// (node 3 exited 3 after 5.2 s, its leadership moved, writes went on), but its first
-// restart on the healed mount stopped again ("cannot open its log: I/O error on
-// ...index: EIO"), most likely a write of a mapped index page that failed in the
-// background, which Linux reports once to the next process that syncs the file (an
-// unseen writeback error goes to a new opener). Whether the next restart then starts
-// was not checked, so that case is not a test yet.
+// (node 3 exited 3 after 5.1 s, its leadership moved, writes went on), but on the
+// healed mount each start stopped again, on the next index file of a partition it had
+// led ("cannot open its log: I/O error on ...00000000000000000000.index", then on its
+// `.timeindex`): most likely writes of mapped index pages that failed in the background,
+// which Linux reports (EIO) once to the next process syncing each file. Opening an index
+// does not rebuild it from the log on such an error yet, so that case is not a test yet
+// (docs/operations.md § A failing disk).
 
 async fn failing(mode: FaultMode) -> anyhow::Result<()> {
     if let Some(reason) = faultfs::unavailable() {
