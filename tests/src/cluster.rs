@@ -30,7 +30,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -75,6 +75,9 @@ pub struct ClusterConfig {
     /// own ([`weir_binary`]). An older build, for an upgrade test: it must take the
     /// harness's flags ([`Cluster::upgrade`] moves one node at a time to the current one).
     pub binary: Option<PathBuf>,
+    /// Nodes whose data directory is not the harness's `node-<id>` in the cluster's
+    /// directory (one on a fault-injecting file system: [`crate::faultfs`]).
+    pub data_dirs: Vec<(i32, PathBuf)>,
 }
 
 /// A secured cluster's bootstrap admin: a super user every node is started with
@@ -123,6 +126,7 @@ impl Default for ClusterConfig {
             extra_args: Vec::new(),
             security: None,
             binary: None,
+            data_dirs: Vec::new(),
         }
     }
 }
@@ -190,7 +194,12 @@ impl Cluster {
                 id,
                 listen,
                 kafka: free_port()?,
-                data_dir: dir.path().join(format!("node-{id}")),
+                data_dir: config
+                    .data_dirs
+                    .iter()
+                    .find(|(node, _)| *node == id)
+                    .map(|(_, dir)| dir.clone())
+                    .unwrap_or_else(|| dir.path().join(format!("node-{id}"))),
                 log: dir.path().join(format!("node-{id}.log")),
                 child: None,
                 state: NodeState::Down,
@@ -325,6 +334,24 @@ impl Cluster {
                 )))
             }
         }
+    }
+
+    /// Waits up to `limit` for node `id` to exit by itself (not by a signal of the
+    /// harness), and returns its exit status; the node is then down.
+    pub async fn wait_exit(&mut self, id: i32, limit: Duration) -> anyhow::Result<ExitStatus> {
+        let node = self.node_mut(id);
+        let child = node
+            .child
+            .as_mut()
+            .with_context(|| format!("node {id} is not running"))?;
+        let status = wait_for(limit, &format!("node {id} to exit"), || {
+            std::future::ready(child.try_wait().ok().flatten())
+        })
+        .await?;
+        node.child = None;
+        node.state = NodeState::Down;
+        self.proxy.set_process(id, None);
+        Ok(status)
     }
 
     /// SIGSTOP: the process freezes (its sockets stay open, nothing answers).

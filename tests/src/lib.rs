@@ -11,6 +11,8 @@
 //! - [`compose`]: the compose cluster of `deploy/compose` on the Docker engine, from an
 //!   image of the binary under test ([`image`]), and the faults Docker applies (kill,
 //!   pause, network disconnect, restart) and the scale-out broker.
+//! - [`faultfs`]: a broker's data directory on `weir-faultfs`, this crate's FUSE file
+//!   system that fails fsyncs or writes with EIO when told to (`src/bin/weir-faultfs/`).
 //! - [`proxy`]: a TCP proxy in front of every node that cuts and delays links between
 //!   nodes, telling nodes apart by their processes ([`owner`]).
 //! - [`workload`]: producers and consumers on the real client, recording a history.
@@ -31,6 +33,7 @@ pub mod binary;
 pub mod checker;
 pub mod cluster;
 pub mod compose;
+pub mod faultfs;
 pub mod image;
 pub mod nemesis;
 pub mod owner;

@@ -3,7 +3,8 @@
 //! diagnostics (logs, progress, errors) to stderr.
 //!
 //! Exit codes: 0 success (also when stdout is closed early, as in `weir consume t | head`),
-//! 1 the command failed, 2 a usage error (bad flags or values, found before any work).
+//! 1 the command failed, 2 a usage error (bad flags or values, found before any work),
+//! 3 `weir serve` stopped because its data directory went offline (a failing disk).
 
 mod acl;
 mod bench;
@@ -33,6 +34,9 @@ use clap::{Parser, Subcommand};
 const EXIT_FAILURE: u8 = 1;
 /// Exit code for a usage error (what clap uses too).
 const EXIT_USAGE: u8 = 2;
+/// Exit code of `weir serve` when its data directory went offline (a disk that keeps
+/// failing: docs/operations.md § A failing disk): restart it once the disk is healthy.
+const EXIT_DATA_DIR_OFFLINE: u8 = 3;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -140,6 +144,10 @@ fn main() -> ExitCode {
         Err(e) if e.downcast_ref::<UsageError>().is_some() => {
             eprintln!("error: {e:#}\n\nFor more information, try '--help'.");
             ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) if e.downcast_ref::<weir_server::DataDirOffline>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_DATA_DIR_OFFLINE)
         }
         Err(e) => {
             eprintln!("error: {}", brokers::explain(&e));

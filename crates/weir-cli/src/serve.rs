@@ -85,7 +85,10 @@ Examples:
         group_initial_rebalance_delay_ms = 3000  # a new classic group waits this long for more members
 
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=weir=debug) to change the level.
-SIGTERM or Ctrl-C stops the broker gracefully (exit status 0).";
+SIGTERM or Ctrl-C stops the broker gracefully (exit status 0). A disk under the data
+directory that keeps failing writes or fsyncs takes the directory offline: the broker logs
+a FATAL line, moves its leaderships away and exits with status 3; restart it once the disk
+is healthy and it recovers from what the disk holds.";
 
 /// Run a broker.
 #[derive(Debug, Args)]

@@ -59,9 +59,9 @@ pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use metadata::ClusterMetadata;
 pub use node_identity::{IDENTITY_FILE, IdentityError, NodeIdentity};
 pub use partition::{
-    APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, DiskUsage, Durability, LogStorage,
+    APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, DataDirStatus, DiskUsage, Durability, LogStorage,
     MAX_APPENDS_PER_WAKEUP, Partition, PartitionOffsets, PartitionState, PendingAppend,
-    REOPEN_RETRY, ReplicaHost, ReplicationLinks,
+    REPEATED_FAILURE_WINDOW, ReplicaHost, ReplicationLinks,
 };
 pub use registry::{
     DataDirLock, MAX_PARTITIONS_PER_TOPIC, NoPeers, REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT,

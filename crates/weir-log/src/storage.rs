@@ -206,6 +206,8 @@ struct FaultState {
     /// Operations that change something, counted for `crash_at_operation`.
     operations: u64,
     crashed: bool,
+    /// Every `sync_data` and directory sync fails while set ([`FaultyStorage::fail_syncs`]).
+    syncs_failing: bool,
     /// Bytes of each file known to be on disk: everything below survives a crash.
     synced_len: HashMap<PathBuf, u64>,
     /// Successful `sync_data` calls per file path.
@@ -250,6 +252,16 @@ impl FaultyStorage {
             }
         }
         Ok(())
+    }
+
+    /// From now on every `sync_data` and directory sync fails (`true`: a disk that keeps
+    /// failing its fsyncs; the data of a failed sync counts as not synced), or none
+    /// beyond what the plan says (`false`: the disk healed).
+    pub fn fail_syncs(&self, failing: bool) {
+        self.state
+            .lock()
+            .expect("fault state poisoned")
+            .syncs_failing = failing;
     }
 
     pub fn is_crashed(&self) -> bool {
@@ -352,7 +364,7 @@ impl StorageFile for FaultyFile {
             return Err(io::Error::other("storage crashed (fault injection)"));
         }
         st.syncs += 1;
-        if st.plan.fail_sync_number == Some(st.syncs) {
+        if st.plan.fail_sync_number == Some(st.syncs) || st.syncs_failing {
             return Err(io::Error::other("fsync failed (fault injection)"));
         }
         self.inner.sync_data()?;
@@ -433,6 +445,14 @@ impl Storage for FaultyStorage {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.check_mutation()?;
+        if self
+            .state
+            .lock()
+            .expect("fault state poisoned")
+            .syncs_failing
+        {
+            return Err(io::Error::other("directory fsync failed (fault injection)"));
+        }
         FileStorage.sync_dir(dir)
     }
 }

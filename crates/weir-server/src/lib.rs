@@ -125,6 +125,28 @@ pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
 /// Wait before opening the group coordinator again after it failed to open.
 const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 
+/// The error a broker stops with when its data directory went offline
+/// ([`RunningServer::wait`]): a disk that keeps failing its writes or fsyncs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataDirOffline {
+    pub data_dir: std::path::PathBuf,
+    /// What failed: the partition, and the failed write, sync or reopen.
+    pub reason: String,
+}
+
+impl std::fmt::Display for DataDirOffline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data directory {} is offline (its disk keeps failing): {}",
+            self.data_dir.display(),
+            self.reason
+        )
+    }
+}
+
+impl std::error::Error for DataDirOffline {}
+
 /// What the services share: the protocol-neutral core, and what only the gRPC
 /// listeners know (the addresses DescribeCluster hands out).
 #[derive(Debug)]
@@ -631,14 +653,51 @@ impl RunningServer {
         self.stop(None).await
     }
 
-    /// Serves until `signal` resolves (or a listener fails), then shuts down gracefully.
+    /// Serves until `signal` resolves (or a listener fails, or the data directory goes
+    /// offline), then shuts down gracefully. A data directory taken offline (a disk that
+    /// keeps failing: `docs/operations.md` § A failing disk) stops the broker as Kafka
+    /// halts one whose last log directory went offline, except that its leaderships and
+    /// ISR memberships are first moved away (controlled shutdown); the error is then a
+    /// [`DataDirOffline`].
     pub async fn wait(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
         // Never empty: every broker has its client listener.
         let mut any_ended = futures_util::future::select_all(std::mem::take(&mut self.listeners));
+        let mut offline = self.registry.data_dir_status().subscribe();
+        let offline = async move {
+            // The guard `wait_for` returns is dropped before any other await (the future
+            // stays Send).
+            let reason = offline
+                .wait_for(Option::is_some)
+                .await
+                .map(|reason| reason.clone().unwrap_or_default());
+            match reason {
+                Ok(reason) => reason,
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             () = signal => {
                 self.listeners = any_ended.into_inner();
                 self.stop(None).await
+            }
+            reason = offline => {
+                let offline = DataDirOffline {
+                    data_dir: self.registry.data_dir().to_path_buf(),
+                    reason,
+                };
+                tracing::error!(
+                    data_dir = %offline.data_dir.display(),
+                    reason = offline.reason,
+                    "FATAL: the data directory is offline (its disk keeps failing): moving this \
+                     broker's leaderships away and stopping; restart it once the disk is \
+                     healthy, and it recovers from what the disk holds"
+                );
+                self.listeners = any_ended.into_inner();
+                let stopped = self.stop(None).await;
+                if let Err(e) = stopped {
+                    tracing::warn!(error = %format!("{e:#}"), "stopping after the data directory went offline");
+                }
+                Err(offline.into())
             }
             (ended, _, rest) = &mut any_ended => {
                 self.listeners = rest;

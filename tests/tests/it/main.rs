@@ -1,10 +1,10 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
-//! (`faults`, `failover`, `group_failover`, `kafka_failover`, `coordinator_kills`,
-//! `queue_checker`), through a rolling upgrade from an older binary (`rolling_upgrade`,
-//! opt-in), under overload and at their budget, the compose cluster on Docker
-//! (`docker_cluster`, `docker_secure`), the deployment files checked offline (`deploy`),
-//! and the code map (`code_map`). The tests that start a cluster take `weir_tests::exclusive()`, so one
-//! cluster runs at a time in this process.
+//! (`faults`, `failover`, `failing_disk`, `group_failover`, `kafka_failover`,
+//! `coordinator_kills`, `queue_checker`), through a rolling upgrade from an older binary
+//! (`rolling_upgrade`, opt-in), under overload and at their budget, the compose cluster
+//! on Docker (`docker_cluster`, `docker_secure`), the deployment files checked offline
+//! (`deploy`), and the code map (`code_map`). The tests that start a cluster take
+//! `weir_tests::exclusive()`, so one cluster runs at a time in this process.
 
 mod budget;
 mod code_map;
@@ -12,6 +12,7 @@ mod coordinator_kills;
 mod deploy;
 mod docker_cluster;
 mod docker_secure;
+mod failing_disk;
 mod failover;
 mod faults;
 mod group_failover;

@@ -329,14 +329,41 @@ impl Shared {
             first
         };
         if first {
+            let reopened_at = *self.reopened_at.lock().expect("reopened_at mutex");
+            match reopened_at.map(|at| at.elapsed()) {
+                Some(since) if since < super::REPEATED_FAILURE_WINDOW => {
+                    self.take_data_dir_offline(format!(
+                        "the log of {}-{} failed again {} ms after it was reopened: {reason}",
+                        self.topic,
+                        self.index,
+                        since.as_millis()
+                    ));
+                }
+                _ => tracing::error!(
+                    topic = self.topic,
+                    partition = self.index,
+                    reason,
+                    "the log failed; reopening it from its last durable point"
+                ),
+            }
+        }
+        self.drive(log, Event::LogFailed);
+    }
+
+    /// The disk under the data directory keeps failing (`offline.rs`): takes the
+    /// directory offline, once for the broker, unless this partition is being closed.
+    pub(super) fn take_data_dir_offline(&self, reason: String) {
+        if self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        if self.data_dir.take_offline(reason.clone()) {
             tracing::error!(
                 topic = self.topic,
                 partition = self.index,
                 reason,
-                "the log failed; reopening it from its last durable point"
+                "the data directory's disk keeps failing: taking the data directory offline"
             );
         }
-        self.drive(log, Event::LogFailed);
     }
 
     /// A consumer read or looked up offsets: it wants what is not synced yet, so a

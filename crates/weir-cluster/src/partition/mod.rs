@@ -28,6 +28,7 @@
 
 mod appender;
 mod driver;
+mod offline;
 mod recovery;
 mod replication;
 
@@ -49,7 +50,7 @@ use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
 use appender::{AppendJob, run_appender};
 use driver::{AckWaiter, FlushState, PAUSED_SYNC_WAIT};
-pub use recovery::REOPEN_RETRY;
+pub use offline::{DataDirStatus, REPEATED_FAILURE_WINDOW};
 pub use replication::{LogStorage, ReplicaHost, ReplicationLinks};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
@@ -151,6 +152,11 @@ struct Shared {
     sync_paused: std::sync::atomic::AtomicBool,
     /// Why the log failed, from the failure until it is open again (`recovery.rs`).
     failure: Mutex<Option<String>>,
+    /// When the log was last reopened after a failure: another failure within
+    /// [`REPEATED_FAILURE_WINDOW`] takes the data directory offline (`offline.rs`).
+    reopened_at: Mutex<Option<std::time::Instant>>,
+    /// The broker's data directory, taken offline by a disk that keeps failing.
+    data_dir: DataDirStatus,
     /// Set by `Partition::close`: a log being reopened stays closed.
     closing: std::sync::atomic::AtomicBool,
     /// Appends refused for want of disk space (`appender.rs`).
@@ -336,6 +342,8 @@ impl Partition {
             read_since_sync: std::sync::atomic::AtomicBool::new(false),
             sync_paused: std::sync::atomic::AtomicBool::new(false),
             failure: Mutex::new(None),
+            reopened_at: Mutex::new(None),
+            data_dir: host.data_dir.clone(),
             closing: std::sync::atomic::AtomicBool::new(false),
             storage_full: Mutex::new(appender::StorageFull::default()),
         });
@@ -1007,7 +1015,7 @@ mod tests {
         assert_eq!(records[0].value.as_deref(), Some(&b"during the pause"[..]));
     }
 
-    async fn values(p: &Partition) -> Vec<String> {
+    pub(super) async fn values(p: &Partition) -> Vec<String> {
         let mut out = Vec::new();
         let mut offset = p.offsets().await.unwrap().log_start_offset;
         loop {
@@ -1170,32 +1178,47 @@ mod tests {
     }
 
     /// A single-replica partition on a storage whose `fail_sync`-th fsync fails.
-    async fn open_failing(dir: &Path, fail_sync: u64) -> Arc<Partition> {
-        let config = TopicConfig::new(BTreeMap::new())
-            .unwrap()
-            .effective()
-            .unwrap();
+    pub(super) async fn open_failing(dir: &Path, fail_sync: u64) -> Arc<Partition> {
         let storage = weir_log::storage::FaultyStorage::new(weir_log::storage::FaultPlan {
             fail_sync_number: Some(fail_sync),
             ..Default::default()
         });
+        open_on(dir, storage, DataDirStatus::default()).await
+    }
+
+    /// A single-replica partition on `storage`, in a data directory whose status is
+    /// `data_dir`.
+    pub(super) async fn open_on(
+        dir: &Path,
+        storage: weir_log::storage::FaultyStorage,
+        data_dir: DataDirStatus,
+    ) -> Arc<Partition> {
+        let config = TopicConfig::new(BTreeMap::new())
+            .unwrap()
+            .effective()
+            .unwrap();
         let host = ReplicaHost {
             storage: LogStorage(Arc::new(storage)),
+            data_dir,
             ..ReplicaHost::from(0)
         };
-        let state = PartitionState {
-            leader: 0,
-            leader_epoch: 0,
-            replicas: vec![0],
-            isr: vec![0],
-        };
-        Partition::open("t", "t-id", 0, dir, config, host, state)
+        Partition::open("t", "t-id", 0, dir, config, host, single_replica())
             .await
             .unwrap()
     }
 
+    /// Leader 0 of replicas [0] at epoch 0.
+    pub(super) fn single_replica() -> PartitionState {
+        PartitionState {
+            leader: 0,
+            leader_epoch: 0,
+            replicas: vec![0],
+            isr: vec![0],
+        }
+    }
+
     /// Appends `acks=all` until one fails; returns the values acknowledged and the error.
-    async fn append_until_failure(p: &Partition) -> (Vec<String>, ClusterError) {
+    pub(super) async fn append_until_failure(p: &Partition) -> (Vec<String>, ClusterError) {
         let mut acked = Vec::new();
         for i in 0..1000 {
             let value = format!("record-{i}");
@@ -1208,8 +1231,11 @@ mod tests {
     }
 
     /// Retries `f` until it succeeds (the log is being reopened meanwhile).
-    async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, ClusterError>) -> T {
-        let deadline = tokio::time::Instant::now() + 4 * REOPEN_RETRY + Duration::from_secs(5);
+    pub(super) async fn eventually<T>(
+        what: &str,
+        mut f: impl AsyncFnMut() -> Result<T, ClusterError>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match f().await {
                 Ok(v) => return v,
@@ -1277,7 +1303,7 @@ mod tests {
         p.close().await.unwrap();
     }
 
-    fn batch_of(value: &str) -> ValidatedBatches {
+    pub(super) fn batch_of(value: &str) -> ValidatedBatches {
         let mut b = RecordBatchBuilder::new(Compression::None);
         b.push(&Record {
             value: Some(bytes::Bytes::from(value.to_string())),

@@ -4,13 +4,13 @@
 //!
 //! A failed log is dropped without another sync (nothing more it says can be trusted),
 //! opened again (recovery scans its tail from the last recovery checkpoint), and cut to
-//! the durable point the state machine names, durably. While that fails (the disk is
-//! still failing) it is tried again every [`REOPEN_RETRY`], and the partition serves
-//! nothing: every operation gets the retriable `LogRecovering`.
+//! the durable point the state machine names, durably. If that fails, the disk is still
+//! failing: the data directory is taken offline (`offline.rs`), the log is not tried
+//! again, and the partition serves nothing (every operation gets the retriable
+//! `LogRecovering`) until the broker stops.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::sync::OwnedRwLockWriteGuard;
 use weir_log::{Log, LogOffsets};
@@ -20,31 +20,33 @@ use crate::config::EffectiveConfig;
 use crate::error::ClusterError;
 use crate::replication::{Event, LocalLog};
 
-/// Wait between attempts to reopen a failed log.
-pub const REOPEN_RETRY: Duration = Duration::from_secs(1);
-
-/// Reopens the failed log, cut to `truncate_to`, until that works or the partition is
-/// closed; then tells the state machine.
+/// Reopens the failed log, cut to `truncate_to`, and tells the state machine; or, if
+/// that fails, takes the data directory offline. Nothing is reopened on a data directory
+/// that is already offline, nor for a partition being closed.
 pub(super) async fn reopen_after_failure(shared: Arc<Shared>, truncate_to: Option<i64>) {
-    loop {
-        let guard = shared.log.clone().write_owned().await;
-        if shared.closing.load(Ordering::SeqCst) {
-            return;
+    let mut guard = shared.log.clone().write_owned().await;
+    if shared.closing.load(Ordering::SeqCst) {
+        return;
+    }
+    if let Some(reason) = shared.data_dir.offline() {
+        tracing::warn!(
+            topic = shared.topic,
+            partition = shared.index,
+            reason,
+            "the data directory is offline: the failed log stays closed"
+        );
+        // Dropped without another sync, as before a reopen.
+        if let Some(failed) = guard.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(failed)).await;
         }
-        match reopen(&shared, guard, truncate_to).await {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::error!(
-                    topic = shared.topic,
-                    partition = shared.index,
-                    error = %e,
-                    retry_in_ms = REOPEN_RETRY.as_millis() as u64,
-                    "reopening the failed log failed"
-                );
-                *shared.failure.lock().expect("failure mutex") = Some(e.to_string());
-                tokio::time::sleep(REOPEN_RETRY).await;
-            }
-        }
+        return;
+    }
+    if let Err(e) = reopen(&shared, guard, truncate_to).await {
+        *shared.failure.lock().expect("failure mutex") = Some(e.to_string());
+        shared.take_data_dir_offline(format!(
+            "reopening the failed log of {}-{} failed: {e}",
+            shared.topic, shared.index
+        ));
     }
 }
 
@@ -97,6 +99,7 @@ async fn reopen(
     shared.log_end.send_replace(offsets.log_end_offset);
     *guard = Some(log);
     *shared.failure.lock().expect("failure mutex") = None;
+    *shared.reopened_at.lock().expect("reopened_at mutex") = Some(std::time::Instant::now());
     let guard = guard.downgrade();
     if let Some(log) = guard.as_ref() {
         shared.drive(log, Event::LogReopened);
@@ -106,9 +109,9 @@ async fn reopen(
 
 /// New topic settings: the log is flushed in place (a failure there takes the failure
 /// path, which reopens it with them), then closed and opened again with them. A log
-/// that cannot be opened again is retried as a failed one would be (the partition
-/// serves nothing meanwhile); nothing is lost then, since it was synced and nothing
-/// could be appended in between.
+/// that cannot be opened is tried once more as a failed one would be (the partition
+/// serves nothing meanwhile), which takes the data directory offline if it fails again;
+/// nothing is lost, since it was synced and nothing could be appended in between.
 pub(super) async fn reconfigure(
     shared: &Arc<Shared>,
     config: EffectiveConfig,
@@ -166,7 +169,7 @@ pub(super) async fn reconfigure(
             Ok(())
         }
         Err(e) => {
-            tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "reopening the log with new settings failed; retrying");
+            tracing::error!(topic = shared.topic, partition = shared.index, error = %e, "reopening the log with new settings failed; trying once more as after a failure");
             *shared.failure.lock().expect("failure mutex") = Some(e.to_string());
             drop(guard);
             shared.drive(&Closed(offsets), Event::LogFailed);

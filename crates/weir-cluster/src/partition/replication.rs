@@ -37,6 +37,9 @@ pub struct ReplicaHost {
     pub links: Option<Arc<dyn ReplicationLinks>>,
     /// What the partition's log reads and writes its files through.
     pub storage: LogStorage,
+    /// The broker's data directory's status, which a disk that keeps failing takes
+    /// offline (shared by every partition of the broker).
+    pub data_dir: super::DataDirStatus,
 }
 
 impl From<BrokerId> for ReplicaHost {
@@ -47,6 +50,7 @@ impl From<BrokerId> for ReplicaHost {
             broker_epoch: 0,
             links: None,
             storage: LogStorage::default(),
+            data_dir: super::DataDirStatus::default(),
         }
     }
 }

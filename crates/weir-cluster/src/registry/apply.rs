@@ -125,6 +125,7 @@ impl TopicRegistry {
                 .clone()
                 .map(|r| r as Arc<dyn ReplicationLinks>),
             storage: self.storage.clone(),
+            data_dir: self.data_dir_status.clone(),
         };
         let to_open: Vec<OpenJob> = image
             .partitions

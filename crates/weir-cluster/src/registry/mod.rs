@@ -42,7 +42,7 @@ use crate::config::TopicConfig;
 use crate::controller::records::{MetadataOffset, NO_LEADER, PartitionRegistration};
 use crate::error::ClusterError;
 use crate::node::ClusterNode;
-use crate::partition::{BrokerId, LogStorage, Partition};
+use crate::partition::{BrokerId, DataDirStatus, LogStorage, Partition};
 use crate::replication::FetchSessions;
 use crate::topic_name::is_internal;
 
@@ -155,6 +155,8 @@ pub struct TopicRegistry {
     replication: Option<Arc<fetchers::Replication>>,
     /// What every hosted partition's log goes through (the file system outside tests).
     storage: LogStorage,
+    /// Online until a disk that keeps failing takes the data directory offline.
+    data_dir_status: DataDirStatus,
     /// The metadata offset the registry has applied up to.
     applied: watch::Sender<MetadataOffset>,
     /// One image application at a time.
@@ -240,6 +242,7 @@ impl TopicRegistry {
             hosted,
             replication,
             storage,
+            data_dir_status: DataDirStatus::default(),
             applied,
             apply_lock: tokio::sync::Mutex::new(()),
             metadata_version: AtomicU64::new(1),
@@ -271,6 +274,12 @@ impl TopicRegistry {
         let offset = self.node.image().next_offset();
         let mut applied = self.applied.subscribe();
         let _ = applied.wait_for(|a| *a >= offset).await;
+    }
+
+    /// Whether the data directory was taken offline (a disk that keeps failing,
+    /// `docs/operations.md` § A failing disk): the broker process watches it and stops.
+    pub fn data_dir_status(&self) -> &DataDirStatus {
+        &self.data_dir_status
     }
 
     /// This broker's handle on the cluster.

@@ -114,3 +114,78 @@ async fn a_power_loss_under_a_broker_loses_no_acknowledged_record() {
     })
     .await;
 }
+
+/// A disk that keeps failing its fsyncs (docs/operations.md § A failing disk): the
+/// failed log cannot be cut durably to its durable point, so the data directory goes
+/// offline and the broker stops by itself, `wait` ending with `DataDirOffline` (the
+/// `weir serve` binary exits 3 on it). Nothing is acknowledged once the syncs fail, and a
+/// broker restarted on the healed disk holds every record acknowledged before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_that_keeps_failing_stops_the_broker_with_its_data_directory_offline() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = FaultyStorage::new(FaultPlan::default());
+        let mut config = common::config(dir.path());
+        config.log_storage = LogStorage(Arc::new(storage.clone()));
+        let server = weir_server::start(config).await.expect("server starts");
+        let addr = server.addr;
+        let mut clients = connect(addr).await;
+        clients.create(TOPIC, 1, &[]).await;
+        let mut acked = Vec::new();
+        for round in 0..20 {
+            let values = vec![format!("before-{round}")];
+            let response = clients
+                .produce(common::request(
+                    TOPIC,
+                    vec![plain(0, &values, Compression::None)],
+                    Acks::All,
+                ))
+                .await;
+            assert!(response.results[0].error.is_none(), "{response:?}");
+            acked.extend(values);
+        }
+        let stopped = tokio::spawn(server.wait(std::future::pending()));
+
+        storage.fail_syncs(true);
+        let request = ProduceRequest {
+            topic: TOPIC.into(),
+            partitions: vec![plain(0, &["after".to_string()], Compression::None)],
+            acks: Acks::All as i32,
+            timeout_ms: 2_000,
+        };
+        if let Ok(response) = clients.producer.produce(request).await {
+            let result = &response.get_ref().results[0];
+            assert!(
+                result.error.is_some(),
+                "acknowledged on a disk whose fsyncs fail"
+            );
+        }
+        let ended = tokio::time::timeout(Duration::from_secs(20), stopped)
+            .await
+            .expect("the broker stops by itself")
+            .unwrap();
+        let err = ended.expect_err("stopping for an offline data directory is an error");
+        let offline = err
+            .downcast_ref::<weir_server::DataDirOffline>()
+            .unwrap_or_else(|| panic!("not DataDirOffline: {err:#}"));
+        assert_eq!(offline.data_dir, dir.path());
+        assert!(offline.reason.contains(TOPIC), "{offline}");
+
+        storage.fail_syncs(false);
+        let server = common::start(dir.path()).await;
+        let mut clients = connect(server.addr).await;
+        let stored: Vec<String> = clients
+            .fetch_all(TOPIC, 0, 0)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            &stored[..acked.len()],
+            &acked[..],
+            "acknowledged records kept, in order"
+        );
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}

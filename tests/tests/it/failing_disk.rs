@@ -1,0 +1,187 @@
+//! A broker whose disk fails its fsyncs (issue 42, item 3), on real processes: three
+//! `weir serve` brokers, node 3's data directory on `weir-faultfs` (this crate's FUSE
+//! file system over a directory of the test's), a topic of 3 partitions, replication
+//! factor 3, `min.insync.replicas=2`, and the harness's load (two `acks=all` producers,
+//! two consumers). Once node 3 leads a partition, the mount is switched to fail every
+//! fsync with EIO. Checked:
+//!
+//! - node 3 takes its data directory offline and exits by itself with status 3, its log
+//!   saying FATAL (`docs/operations.md` § A failing disk);
+//! - every partition it led is led by another broker within `MOVE_BOUND`, and writes are
+//!   acknowledged there again;
+//! - healed and restarted, node 3 recovers from what its disk holds, catches up and is
+//!   back in every ISR;
+//! - at the end every acknowledged record reads back, in order, none doubled, none
+//!   changed (the checker): nothing node 3 could not make durable was acknowledged
+//!   without being durable on the others.
+//!
+//! FUSE needs /dev/fuse and root (or fusermount3): without them the test prints why and
+//! passes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::time::Instant;
+use weir_tests::binary::weir_binary;
+use weir_tests::checker;
+use weir_tests::cluster::{Cluster, ClusterConfig};
+use weir_tests::faultfs::{self, FaultFs, FaultMode};
+use weir_tests::wait::{bounded, wait_for};
+use weir_tests::workload::{Workload, WorkloadConfig};
+
+const TOPIC: &str = "failing-disk";
+const PARTITIONS: u32 = 3;
+/// The broker whose data directory is on the failing file system.
+const FAILING: i32 = 3;
+/// Hard bound of the whole test.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+/// Longest the failing broker may take to exit once its fsyncs fail: its next flush
+/// fails at once; the controlled shutdown waits at most 5 s for the controller.
+const EXIT_BOUND: Duration = Duration::from_secs(30);
+/// Longest a partition it led may take to be led by another broker after the switch.
+const MOVE_BOUND: Duration = Duration::from_secs(30);
+/// Longest the cluster may take to be whole again once the broker is restarted.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The exit status of `weir serve` whose data directory went offline
+/// (`EXIT_DATA_DIR_OFFLINE` in weir-cli's main.rs).
+const EXIT_DATA_DIR_OFFLINE: i32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::Result<()> {
+    failing(FaultMode::FsyncEio).await
+}
+
+// A disk that fails writes too (`FaultMode::WriteEio`) stops the broker the same way
+// (node 3 exited 3 after 5.1 s, its leadership moved, writes went on), but on the
+// healed mount each start stopped again, on the next index file of a partition it had
+// led ("cannot open its log: I/O error on ...00000000000000000000.index", then on its
+// `.timeindex`): most likely writes of mapped index pages that failed in the background,
+// which Linux reports (EIO) once to the next process syncing each file. Opening an index
+// does not rebuild it from the log on such an error yet, so that case is not a test yet
+// (docs/operations.md § A failing disk).
+
+async fn failing(mode: FaultMode) -> anyhow::Result<()> {
+    if let Some(reason) = faultfs::unavailable() {
+        println!("SKIPPED: FUSE cannot be had here: {reason}");
+        return Ok(());
+    }
+    weir_tests::init_client_logs();
+    let _serial = weir_tests::exclusive().await;
+    tokio::task::spawn_blocking(weir_binary).await??;
+    bounded(TEST_LIMIT, run(mode)).await
+}
+
+async fn run(mode: FaultMode) -> anyhow::Result<()> {
+    // Dropped last: the mount is undone (by `fs`) before its directory is removed.
+    let dir = tempfile::Builder::new().prefix("weir-faultfs-").tempdir()?;
+    let (backing, mountpoint) = (dir.path().join("backing"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&backing)?;
+    std::fs::create_dir_all(&mountpoint)?;
+    let binary = Path::new(env!("CARGO_BIN_EXE_weir-faultfs"));
+    let mut fs = FaultFs::mount(binary, &backing, &mountpoint)?;
+    // Dropped before `fs`: the brokers stop before their file system goes.
+    let mut cluster = Cluster::start(ClusterConfig {
+        data_dirs: vec![(FAILING, fs.mountpoint().join(format!("node-{FAILING}")))],
+        ..ClusterConfig::default()
+    })
+    .await?;
+    cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
+    let workload = Workload::start(cluster.bootstrap(), WorkloadConfig::new(TOPIC, PARTITIONS));
+    workload.wait_acked(200, Duration::from_secs(30)).await?;
+    // Placement spreads three leaders over three brokers: node 3 leads one.
+    let led = wait_for(
+        Duration::from_secs(20),
+        &format!("node {FAILING} to lead a partition of {TOPIC}"),
+        || async {
+            let mut led = Vec::new();
+            for partition in 0..PARTITIONS {
+                if cluster.leader(TOPIC, partition).await.ok()? == FAILING {
+                    led.push(partition);
+                }
+            }
+            (!led.is_empty()).then_some(led)
+        },
+    )
+    .await?;
+    let before = workload.acked();
+
+    fs.set(mode)?;
+    let switched_at = Instant::now();
+    println!("node {FAILING} (leader of {TOPIC}/{led:?}): its disk is now {mode:?}");
+
+    let status = cluster
+        .wait_exit(FAILING, EXIT_BOUND)
+        .await
+        .with_context(|| cluster.log_tail(FAILING, 60))?;
+    println!(
+        "node {FAILING} exited with {status} {:.0} ms after the switch",
+        switched_at.elapsed().as_secs_f64() * 1e3
+    );
+    let log = cluster.log(FAILING)?;
+    if status.code() != Some(EXIT_DATA_DIR_OFFLINE) || !log.contains("FATAL") {
+        bail!(
+            "node {FAILING} exited with {status}, not {EXIT_DATA_DIR_OFFLINE} after a FATAL line; its log ends:\n{}",
+            cluster.log_tail(FAILING, 60)
+        );
+    }
+    for &partition in &led {
+        let leader = wait_for(
+            MOVE_BOUND.saturating_sub(switched_at.elapsed()),
+            &format!("a leader of {TOPIC}/{partition} other than node {FAILING}"),
+            || async {
+                let leader = cluster.leader(TOPIC, partition).await.ok()?;
+                (leader > 0 && leader != FAILING).then_some(leader)
+            },
+        )
+        .await?;
+        let moved_at = Instant::now();
+        // Writes are acknowledged on the new leader.
+        wait_for(
+            MOVE_BOUND,
+            &format!("an acknowledged write to {TOPIC}/{partition} on node {leader}"),
+            || {
+                let acked = workload
+                    .ack_times()
+                    .iter()
+                    .any(|&(p, at)| p == partition && at > moved_at);
+                std::future::ready(acked.then_some(()))
+            },
+        )
+        .await?;
+        println!(
+            "{TOPIC}/{partition}: led by node {leader}, writes acknowledged there, {:.0} ms after the switch",
+            switched_at.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "acknowledged while node {FAILING} failed and stopped: {}",
+        workload.acked() - before
+    );
+
+    fs.set(FaultMode::Ok)?;
+    let healed_at = Instant::now();
+    cluster.restart(FAILING).await?;
+    cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await?;
+    println!(
+        "node {FAILING} healed, restarted and back in every ISR {:.0} ms later",
+        healed_at.elapsed().as_secs_f64() * 1e3
+    );
+
+    workload
+        .wait_progress(50, RECOVERY_TIMEOUT)
+        .await
+        .context("writes after healing")?;
+    let (mut history, errors) = workload.stop().await;
+    cluster.wait_quiet(TOPIC, RECOVERY_TIMEOUT).await?;
+    history.final_read = cluster.read_all(TOPIC).await?;
+    let report = checker::check(&history);
+    println!("{report}");
+    println!("client errors: {errors:?}");
+    assert!(report.is_safe(), "{report}");
+    assert!(report.skipped.is_empty(), "{report}");
+    assert!(report.non_monotonic.is_empty(), "{report}");
+    cluster.finish();
+    drop(fs);
+    Ok(())
+}
