@@ -38,6 +38,8 @@ const KAFKA_HOST_PORT_BASE: u16 = 9092;
 pub const VOTERS: [i32; 3] = [1, 2, 3];
 /// The broker of the `scale-out` profile.
 pub const SCALE_OUT_NODE: i32 = 4;
+/// How many times [`ComposeCluster::pause`] asks runc to freeze a container.
+pub const PAUSE_ATTEMPTS: u32 = 3;
 /// The compose profile that starts [`SCALE_OUT_NODE`].
 const SCALE_OUT_PROFILE: &str = "scale-out";
 /// Lines of each container's log printed when a test fails.
@@ -245,9 +247,28 @@ impl ComposeCluster {
         Ok(())
     }
 
-    /// `docker pause`: every process of the container frozen (cgroup freezer).
+    /// `docker pause`: every process of the container frozen (cgroup freezer). runc
+    /// gives up on a freeze that does not settle ("unable to freeze": seen once on the
+    /// loaded CI machine, the broker creating threads while it froze) and leaves the
+    /// container thawed or half frozen; that is the machine's failure, not the broker's,
+    /// so the container is thawed and the pause tried again, up to [`PAUSE_ATTEMPTS`].
     pub async fn pause(&mut self, id: i32) -> anyhow::Result<()> {
-        docker(&["pause", &container(id)]).await?;
+        let name = container(id);
+        let mut attempt = 1;
+        loop {
+            match docker(&["pause", &name]).await {
+                Ok(_) => break,
+                Err(e)
+                    if attempt < PAUSE_ATTEMPTS && e.to_string().contains("unable to freeze") =>
+                {
+                    eprintln!("docker pause {name}: {e}; thawing it and trying again");
+                    let _ = docker(&["unpause", &name]).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         self.states.insert(id, ContainerState::Paused);
         Ok(())
     }
