@@ -1,0 +1,14 @@
+//! Weir's coordinators as pure state machines: what a coordinator decides, apart from how
+//! it is driven.
+//!
+//! Each coordinator here takes events (a request, a loaded record, the passing of time
+//! given as a value) and answers with commands (records to append to its internal
+//! partition, answers to send, markers to write). None of them reads a clock, spawns a
+//! task, touches a file or a socket: the shells in weir-cluster drive them on the leader
+//! of their internal partition (`__consumer_offsets`, `__share_group_state`,
+//! `__transaction_state`), append what they ask for and answer only once it is
+//! replicated. That keeps every rule testable without a runtime and lets one seeded
+//! simulation drive them all through crashes, failovers and partitions.
+//!
+//! Must never know: tokio, the network, the log's files, any protocol's wire format
+//! beyond the internal topics' record layouts.
