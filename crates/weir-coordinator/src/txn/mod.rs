@@ -11,6 +11,8 @@
 pub mod coordinator;
 pub mod records;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use coordinator::{
     AddPartitions, AllocId, AppendFailure, AppendId, Command, EndTxn, InitProducerId, ListFilter,
