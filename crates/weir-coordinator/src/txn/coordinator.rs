@@ -84,6 +84,10 @@ pub enum Command {
         producer_epoch: i16,
         coordinator_epoch: i32,
         result: TxnResult,
+        /// The version the transaction ended under: with 2 the marker's epoch is above the
+        /// epoch of the transaction's records, and a partition refuses a TV2 marker at the
+        /// epoch of its open transaction (a late copy of an earlier marker).
+        transaction_version: TxnVersion,
         partitions: Vec<TopicPartition>,
     },
     /// Answer a request.
@@ -826,6 +830,7 @@ impl TxnCoordinator {
             producer_epoch: meta.producer_epoch,
             coordinator_epoch: self.coordinator_epoch,
             result: if meta.state == TxnState::PrepareCommit { TxnResult::Commit } else { TxnResult::Abort },
+            transaction_version: meta.client_version,
             partitions,
         }
     }

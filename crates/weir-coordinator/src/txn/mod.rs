@@ -10,6 +10,8 @@
 
 pub mod coordinator;
 pub mod records;
+#[cfg(test)]
+mod sim;
 pub mod state;
 #[cfg(test)]
 mod tests;
