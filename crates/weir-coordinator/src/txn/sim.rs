@@ -165,6 +165,7 @@ struct Sim {
     /// no older copy of its markers is still on its way.
     marker_channel: BTreeMap<i32, i64>,
     marker_sends: BTreeMap<(MarkerId, i32), u64>,
+    client_channel: BTreeMap<usize, i64>,
     next_pid: i64,
     parts: Vec<Partition>,
     clients: Vec<Client>,
@@ -211,6 +212,7 @@ impl Sim {
             appends: BTreeMap::new(),
             marker_channel: BTreeMap::new(),
             marker_sends: BTreeMap::new(),
+            client_channel: BTreeMap::new(),
             next_pid: 1000,
             parts: (0..PARTITIONS).map(|_| Partition::default()).collect(),
             clients: Vec::new(),
@@ -750,7 +752,29 @@ impl Sim {
         let req = RequestId(self.next_req);
         self.requests.insert(req, inst);
         self.clients[inst].waiting = Some((req, call.clone(), self.now));
-        self.send_lossy(Msg::ToCoord { inst, req, call }, 0.05);
+        let msg = Msg::ToCoord { inst, req, call };
+        if self.clients[inst].version.bumps_epoch() {
+            // TV2 survives a request overtaken by its own retry: a late EndTxn carries an
+            // epoch the coordinator has moved past.
+            self.send_lossy(msg, 0.05);
+            return;
+        }
+        // Under TV0 a late EndTxn of the last transaction would end the current one (the
+        // flaw KIP-890 part 2 mends), so a TV0 producer's requests keep their order, as on
+        // Kafka's single connection: a retry never overtakes its original.
+        if self.faulty() && self.rng.chance(0.05) {
+            return;
+        }
+        let delay = if self.faulty() && self.rng.chance(0.05) {
+            self.rng.range(200, 2_000) as i64
+        } else {
+            self.rng.range(1, 30) as i64
+        };
+        let channel = self.client_channel.entry(inst).or_default();
+        let at = (self.now + delay).max(*channel);
+        *channel = at;
+        self.seq += 1;
+        self.queue.insert((at, self.seq), msg);
     }
 
     fn step_client(&mut self, i: usize) {
