@@ -13,184 +13,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::api::*;
 use super::records::{RecordError, TxnLogRecord};
 use super::state::{TxnMetadata, TxnState, epoch_exhausted};
 use super::{
-    CONSUMER_OFFSETS_TOPIC, MAX_PARTITIONS_PER_TRANSACTION, MAX_TRANSACTION_TIMEOUT_MS,
-    MAX_TRANSACTIONAL_ID_BYTES, MAX_TRANSACTIONAL_IDS_PER_PARTITION, NO_PRODUCER_EPOCH,
-    NO_PRODUCER_ID, ProducerIdAndEpoch, TRANSACTIONAL_ID_EXPIRATION_MS, TopicPartition,
-    TxnError, TxnResult, TxnVersion,
+    CONSUMER_OFFSETS_TOPIC, MAX_TRANSACTIONAL_ID_BYTES, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    ProducerIdAndEpoch, TopicPartition, TxnError, TxnResult,
 };
 
-/// How long a marker write may go unanswered before the coordinator sends it again (a lost
-/// answer must not leave a transaction hanging).
-pub const MARKER_RETRY_MS: i64 = 5_000;
-
-/// The coordinator's settings.
-#[derive(Debug, Clone)]
-pub struct TxnConfig {
-    /// `transaction.max.timeout.ms`.
-    pub max_timeout_ms: i32,
-    /// `transactional.id.expiration.ms`.
-    pub expiration_ms: i64,
-    /// The cluster's transaction version: the record version written, and the version of
-    /// the coordinator's own aborts (fences, timeouts).
-    pub server_version: TxnVersion,
-    pub max_transactional_ids: usize,
-    pub max_partitions_per_txn: usize,
-    pub marker_retry_ms: i64,
-}
-
-impl Default for TxnConfig {
-    fn default() -> Self {
-        TxnConfig {
-            max_timeout_ms: MAX_TRANSACTION_TIMEOUT_MS,
-            expiration_ms: TRANSACTIONAL_ID_EXPIRATION_MS,
-            server_version: TxnVersion::TV2,
-            max_transactional_ids: MAX_TRANSACTIONAL_IDS_PER_PARTITION,
-            max_partitions_per_txn: MAX_PARTITIONS_PER_TRANSACTION,
-            marker_retry_ms: MARKER_RETRY_MS,
-        }
-    }
-}
-
-/// The shell's handle for one request; the answer names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RequestId(pub u64);
-/// One append to the coordinator's partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AppendId(pub u64);
-/// One round of markers for one transaction (re-sends keep the id).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct MarkerId(pub u64);
-/// One producer id allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AllocId(pub u64);
-
-/// What the coordinator asks of its shell.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    /// Append this record to the coordinator's partition (acks=all) and report with
-    /// `on_appended` once it is replicated or failed. `value: None` is a tombstone.
-    Append { id: AppendId, key: Vec<u8>, value: Option<Vec<u8>> },
-    /// Allocate a fresh producer id and report it with `on_producer_id`.
-    AllocateProducerId { id: AllocId },
-    /// Write this marker to each partition's leader (WriteTxnMarkers) and report each
-    /// partition's outcome with `on_markers`.
-    WriteMarkers {
-        id: MarkerId,
-        transactional_id: String,
-        producer_id: i64,
-        producer_epoch: i16,
-        coordinator_epoch: i32,
-        result: TxnResult,
-        /// The version the transaction ended under: with 2 the marker's epoch is above the
-        /// epoch of the transaction's records, and a partition refuses a TV2 marker at the
-        /// epoch of its open transaction (a late copy of an earlier marker).
-        transaction_version: TxnVersion,
-        partitions: Vec<TopicPartition>,
-    },
-    /// Answer a request.
-    Reply { request: RequestId, reply: Reply },
-}
-
-/// An answer to a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
-    InitProducerId(Result<ProducerIdAndEpoch, TxnError>),
-    AddPartitions(Result<(), TxnError>),
-    /// A verify-only AddPartitionsToTxn (KIP-890's produce-time check): per partition,
-    /// whether it is in the transaction (TRANSACTION_ABORTABLE if not).
-    VerifyPartitions(Result<Vec<(TopicPartition, Result<(), TxnError>)>, TxnError>),
-    AddOffsets(Result<(), TxnError>),
-    /// The producer id and epoch to use next (TV2: the bumped epoch).
-    EndTxn(Result<ProducerIdAndEpoch, TxnError>),
-}
-
-/// InitProducerId with a transactional id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InitProducerId {
-    pub transactional_id: String,
-    pub timeout_ms: i32,
-    /// KIP-360: the id and epoch the producer had, when it re-initialises after an error.
-    pub expected: Option<ProducerIdAndEpoch>,
-}
-
-/// One transaction of an AddPartitionsToTxn request (v4+ carries several).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AddPartitions {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub partitions: Vec<TopicPartition>,
-    /// Only check that the partitions are in the transaction (KIP-890 produce-time).
-    pub verify_only: bool,
-}
-
-/// EndTxn.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EndTxn {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub result: TxnResult,
-    /// TV2 (EndTxn v5+) bumps the epoch at each end.
-    pub version: TxnVersion,
-}
-
-/// Why an append did not replicate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendFailure {
-    /// This broker no longer leads the partition (NOT_LEADER, storage error).
-    NotLeader,
-    /// Not enough replicas, or a timeout: nothing was appended, the caller may retry.
-    Unavailable,
-    /// The record was too large.
-    TooLarge,
-}
-
-/// What a partition said to one marker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MarkerOutcome {
-    Written,
-    /// Not the leader, not enough replicas, a timeout: send it again.
-    Retriable,
-    /// The partition has a newer epoch for this producer: nothing left to end there.
-    StaleProducerEpoch,
-    /// The partition has seen a newer coordinator epoch: a newer coordinator finishes this.
-    StaleCoordinatorEpoch,
-    /// The partition is gone (topic deleted).
-    UnknownPartition,
-}
-
-/// DescribeTransactions' answer for one id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnDescription {
-    pub transactional_id: String,
-    pub state: TxnState,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub timeout_ms: i32,
-    pub start_ms: i64,
-    pub partitions: Vec<TopicPartition>,
-}
-
-/// ListTransactions' filters (empty sets match everything).
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    pub producer_ids: BTreeSet<i64>,
-    pub states: BTreeSet<String>,
-    /// Only transactions running longer than this (ms).
-    pub min_duration_ms: Option<i64>,
-}
-
-/// One row of ListTransactions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnListing {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub state: TxnState,
-}
+mod clock;
+mod describe;
+mod markers;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -207,14 +40,21 @@ enum Then {
     ReplyAddOffsets(RequestId),
     /// Prepare*: answer the EndTxn (if a client's) or the fencing InitProducerId with
     /// CONCURRENT_TRANSACTIONS, then write the markers.
-    Ended { end_txn: Option<RequestId>, fencing_init: Option<RequestId> },
+    Ended {
+        end_txn: Option<RequestId>,
+        fencing_init: Option<RequestId>,
+    },
     Completed,
     Expired,
 }
 
 #[derive(Debug, Clone)]
 enum Pending {
-    Append { id: AppendId, target: Box<TxnMetadata>, then: Then },
+    Append {
+        id: AppendId,
+        target: Box<TxnMetadata>,
+        then: Then,
+    },
     Allocating,
 }
 
@@ -279,7 +119,11 @@ impl TxnCoordinator {
     /// A key of an unknown version is skipped (as Kafka does); a value that does not decode
     /// is an error the shell reports as corruption.
     pub fn load_record(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RecordError> {
-        assert_eq!(self.status, Status::Loading, "records load only while loading");
+        assert_eq!(
+            self.status,
+            Status::Loading,
+            "records load only while loading"
+        );
         let record = match TxnLogRecord::decode(key, value) {
             Err(RecordError::UnknownKeyVersion(_)) => return Ok(()),
             other => other?,
@@ -296,7 +140,12 @@ impl TxnCoordinator {
                 }
                 self.entries.insert(
                     record.transactional_id,
-                    Entry { meta, pending: None, markers: None, retry_complete: false },
+                    Entry {
+                        meta,
+                        pending: None,
+                        markers: None,
+                        retry_complete: false,
+                    },
                 );
             }
         }
@@ -312,7 +161,12 @@ impl TxnCoordinator {
         let preparing: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| matches!(e.meta.state, TxnState::PrepareCommit | TxnState::PrepareAbort))
+            .filter(|(_, e)| {
+                matches!(
+                    e.meta.state,
+                    TxnState::PrepareCommit | TxnState::PrepareAbort
+                )
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in preparing {
@@ -362,7 +216,10 @@ impl TxnCoordinator {
     ) -> Vec<Command> {
         let mut out = Vec::new();
         if let Err(e) = self.init_inner(request, init, None, now, &mut out) {
-            out.push(Command::Reply { request, reply: Reply::InitProducerId(Err(e)) });
+            out.push(Command::Reply {
+                request,
+                reply: Reply::InitProducerId(Err(e)),
+            });
         }
         out
     }
@@ -384,11 +241,21 @@ impl TxnCoordinator {
             if self.entries.len() >= self.config.max_transactional_ids {
                 return Err(TxnError::TooManyTransactionalIds);
             }
-            let meta = TxnMetadata::new(init.transactional_id.clone(), NO_PRODUCER_ID, init.timeout_ms, now);
+            let meta = TxnMetadata::new(
+                init.transactional_id.clone(),
+                NO_PRODUCER_ID,
+                init.timeout_ms,
+                now,
+            );
             let id = init.transactional_id.clone();
             self.entries.insert(
                 id,
-                Entry { meta, pending: None, markers: None, retry_complete: false },
+                Entry {
+                    meta,
+                    pending: None,
+                    markers: None,
+                    retry_complete: false,
+                },
             );
             self.park(Parked::Init(request, init), out);
             return Ok(());
@@ -418,16 +285,28 @@ impl TxnCoordinator {
                         self.park(Parked::Init(request, init), out);
                         return Ok(());
                     };
-                    meta.prepare_producer_id_rotation(pid, init.timeout_ms, init.expected.is_some(), now)
+                    meta.prepare_producer_id_rotation(
+                        pid,
+                        init.timeout_ms,
+                        init.expected.is_some(),
+                        now,
+                    )
                 } else {
-                    meta.prepare_increment_epoch(init.timeout_ms, init.expected.map(|e| e.epoch), now)
-                        .ok_or(TxnError::ProducerFenced)?
+                    meta.prepare_increment_epoch(
+                        init.timeout_ms,
+                        init.expected.map(|e| e.epoch),
+                        now,
+                    )
+                    .ok_or(TxnError::ProducerFenced)?
                 };
                 (target, Then::ReplyInit(request))
             }
             TxnState::Ongoing => (
                 meta.prepare_fence_abort(self.config.server_version, now),
-                Then::Ended { end_txn: None, fencing_init: Some(request) },
+                Then::Ended {
+                    end_txn: None,
+                    fencing_init: Some(request),
+                },
             ),
             TxnState::Dead | TxnState::PrepareEpochFence => {
                 unreachable!("{:?} is never an applied state", meta.state)
@@ -443,8 +322,10 @@ impl TxnCoordinator {
             Parked::Init(_, i) => &i.transactional_id,
             Parked::End(_, e) => &e.transactional_id,
         };
-        self.entries.get_mut(txn_id).expect("parked for an id it holds").pending =
-            Some(Pending::Allocating);
+        self.entries
+            .get_mut(txn_id)
+            .expect("parked for an id it holds")
+            .pending = Some(Pending::Allocating);
         let id = AllocId(self.fresh_id());
         self.parked.insert(id, parked);
         out.push(Command::AllocateProducerId { id });
@@ -458,12 +339,16 @@ impl TxnCoordinator {
         now: i64,
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        let Some(parked) = self.parked.remove(&id) else { return out };
+        let Some(parked) = self.parked.remove(&id) else {
+            return out;
+        };
         let (txn_id, request) = match &parked {
             Parked::Init(r, i) => (i.transactional_id.clone(), *r),
             Parked::End(r, e) => (e.transactional_id.clone(), *r),
         };
-        let Some(entry) = self.entries.get_mut(&txn_id) else { return out };
+        let Some(entry) = self.entries.get_mut(&txn_id) else {
+            return out;
+        };
         entry.pending = None;
         let pid = match result {
             Ok(pid) => pid,
@@ -489,12 +374,18 @@ impl TxnCoordinator {
                 }
                 let fresh = (!new_id).then_some(pid);
                 if let Err(e) = self.init_inner(request, init, fresh, now, &mut out) {
-                    out.push(Command::Reply { request, reply: Reply::InitProducerId(Err(e)) });
+                    out.push(Command::Reply {
+                        request,
+                        reply: Reply::InitProducerId(Err(e)),
+                    });
                 }
             }
             Parked::End(request, end) => {
                 if let Err(e) = self.end_inner(request, end, Some(pid), now, &mut out) {
-                    out.push(Command::Reply { request, reply: Reply::EndTxn(Err(e)) });
+                    out.push(Command::Reply {
+                        request,
+                        reply: Reply::EndTxn(Err(e)),
+                    });
                 }
             }
         }
@@ -502,10 +393,15 @@ impl TxnCoordinator {
     }
 
     /// AddPartitionsToTxn for one transaction (`verify_only`: KIP-890's produce-time check).
-    pub fn add_partitions(&mut self, request: RequestId, add: AddPartitions, now: i64) -> Vec<Command> {
+    pub fn add_partitions(
+        &mut self,
+        request: RequestId,
+        add: AddPartitions,
+        now: i64,
+    ) -> Vec<Command> {
         let mut out = Vec::new();
         let verify = add.verify_only;
-        if let Err(e) = self.add_inner(request, add, None, now, &mut out) {
+        if let Err(e) = self.add_inner(request, add, false, now, &mut out) {
             let reply = if verify {
                 Reply::VerifyPartitions(Err(e))
             } else {
@@ -547,8 +443,11 @@ impl TxnCoordinator {
             partitions: vec![TopicPartition::new(CONSUMER_OFFSETS_TOPIC, group_partition)],
             verify_only: false,
         };
-        if let Err(e) = self.add_inner(request, add, Some(()), now, &mut out) {
-            out.push(Command::Reply { request, reply: Reply::AddOffsets(Err(e)) });
+        if let Err(e) = self.add_inner(request, add, true, now, &mut out) {
+            out.push(Command::Reply {
+                request,
+                reply: Reply::AddOffsets(Err(e)),
+            });
         }
         out
     }
@@ -557,7 +456,7 @@ impl TxnCoordinator {
         &mut self,
         request: RequestId,
         add: AddPartitions,
-        offsets: Option<()>,
+        for_offsets: bool,
         now: i64,
         out: &mut Vec<Command>,
     ) -> Result<(), TxnError> {
@@ -598,31 +497,44 @@ impl TxnCoordinator {
                     (tp, r)
                 })
                 .collect();
-            out.push(Command::Reply { request, reply: Reply::VerifyPartitions(Ok(results)) });
+            out.push(Command::Reply {
+                request,
+                reply: Reply::VerifyPartitions(Ok(results)),
+            });
             return Ok(());
         }
         if entry.pending.is_some() || preparing {
             return Err(TxnError::ConcurrentTransactions);
         }
-        let reply = |r| match offsets {
-            Some(()) => Reply::AddOffsets(r),
-            None => Reply::AddPartitions(r),
+        let reply = |r| {
+            if for_offsets {
+                Reply::AddOffsets(r)
+            } else {
+                Reply::AddPartitions(r)
+            }
         };
         let ongoing = meta.state == TxnState::Ongoing;
         if ongoing && add.partitions.iter().all(|tp| meta.partitions.contains(tp)) {
-            out.push(Command::Reply { request, reply: reply(Ok(())) });
+            out.push(Command::Reply {
+                request,
+                reply: reply(Ok(())),
+            });
             return Ok(());
         }
-        let mut union: BTreeSet<&TopicPartition> =
-            if ongoing { meta.partitions.iter().collect() } else { BTreeSet::new() };
+        let mut union: BTreeSet<&TopicPartition> = if ongoing {
+            meta.partitions.iter().collect()
+        } else {
+            BTreeSet::new()
+        };
         union.extend(add.partitions.iter());
         if union.len() > self.config.max_partitions_per_txn {
             return Err(TxnError::TooManyPartitions);
         }
         let target = meta.prepare_add_partitions(add.partitions, now);
-        let then = match offsets {
-            Some(()) => Then::ReplyAddOffsets(request),
-            None => Then::ReplyAdd(request),
+        let then = if for_offsets {
+            Then::ReplyAddOffsets(request)
+        } else {
+            Then::ReplyAdd(request)
         };
         self.append(&add.transactional_id, target, then, out);
         Ok(())
@@ -633,7 +545,10 @@ impl TxnCoordinator {
     pub fn end_txn(&mut self, request: RequestId, end: EndTxn, now: i64) -> Vec<Command> {
         let mut out = Vec::new();
         if let Err(e) = self.end_inner(request, end, None, now, &mut out) {
-            out.push(Command::Reply { request, reply: Reply::EndTxn(Err(e)) });
+            out.push(Command::Reply {
+                request,
+                reply: Reply::EndTxn(Err(e)),
+            });
         }
         out
     }
@@ -665,7 +580,9 @@ impl TxnCoordinator {
             tv2 && i32::from(meta.producer_epoch) == i32::from(end.producer_epoch) + 1;
         let valid_epoch = if tv2 {
             match meta.state {
-                Ongoing | Empty | Dead | PrepareEpochFence => end.producer_epoch == meta.producer_epoch,
+                Ongoing | Empty | Dead | PrepareEpochFence => {
+                    end.producer_epoch == meta.producer_epoch
+                }
                 PrepareCommit | PrepareAbort => retry_on_bump,
                 CompleteCommit | CompleteAbort => retry_on_bump || retry_on_overflow,
             }
@@ -681,9 +598,15 @@ impl TxnCoordinator {
         if entry.pending.is_some() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        let current = ProducerIdAndEpoch { producer_id: meta.producer_id, epoch: meta.producer_epoch };
+        let current = ProducerIdAndEpoch {
+            producer_id: meta.producer_id,
+            epoch: meta.producer_epoch,
+        };
         let done = |out: &mut Vec<Command>| {
-            out.push(Command::Reply { request, reply: Reply::EndTxn(Ok(current)) });
+            out.push(Command::Reply {
+                request,
+                reply: Reply::EndTxn(Ok(current)),
+            });
             Ok(())
         };
         match (meta.state, end.result) {
@@ -704,7 +627,10 @@ impl TxnCoordinator {
                     NO_PRODUCER_ID
                 };
                 let target = meta.prepare_end(next_state, end.version, next_pid, now);
-                let then = Then::Ended { end_txn: Some(request), fencing_init: None };
+                let then = Then::Ended {
+                    end_txn: Some(request),
+                    fencing_init: None,
+                };
                 let id = end.transactional_id;
                 self.append(&id, target, then, out);
                 Ok(())
@@ -716,16 +642,27 @@ impl TxnCoordinator {
             (Empty | CompleteCommit | CompleteAbort | PrepareCommit | PrepareAbort, _) => {
                 Err(TxnError::InvalidTxnState)
             }
-            (Dead | PrepareEpochFence, _) => unreachable!("{:?} is never an applied state", meta.state),
+            (Dead | PrepareEpochFence, _) => {
+                unreachable!("{:?} is never an applied state", meta.state)
+            }
         }
     }
 
     fn append(&mut self, txn_id: &str, target: TxnMetadata, then: Then, out: &mut Vec<Command>) {
         let id = AppendId(self.fresh_id());
-        let (key, value) = target.to_record().encode(self.config.server_version.log_value_version());
-        let entry = self.entries.get_mut(txn_id).expect("appending for an id it holds");
+        let (key, value) = target
+            .to_record()
+            .encode(self.config.server_version.log_value_version());
+        let entry = self
+            .entries
+            .get_mut(txn_id)
+            .expect("appending for an id it holds");
         debug_assert!(entry.pending.is_none(), "one change at a time per id");
-        entry.pending = Some(Pending::Append { id, target: Box::new(target), then });
+        entry.pending = Some(Pending::Append {
+            id,
+            target: Box::new(target),
+            then,
+        });
         self.appends.insert(id, txn_id.to_owned());
         out.push(Command::Append { id, key, value });
     }
@@ -738,9 +675,18 @@ impl TxnCoordinator {
         now: i64,
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        let Some(txn_id) = self.appends.remove(&id) else { return out };
-        let Some(entry) = self.entries.get_mut(&txn_id) else { return out };
-        let Some(Pending::Append { id: pending_id, target, then }) = entry.pending.take() else {
+        let Some(txn_id) = self.appends.remove(&id) else {
+            return out;
+        };
+        let Some(entry) = self.entries.get_mut(&txn_id) else {
+            return out;
+        };
+        let Some(Pending::Append {
+            id: pending_id,
+            target,
+            then,
+        }) = entry.pending.take()
+        else {
             return out;
         };
         assert_eq!(pending_id, id, "an id's append answered out of turn");
@@ -753,15 +699,33 @@ impl TxnCoordinator {
         if let Some(e) = err {
             // Kafka resets the pending state: the id stays what the log last said.
             match then {
-                Then::ReplyInit(r) => out.push(Command::Reply { request: r, reply: Reply::InitProducerId(Err(e)) }),
-                Then::ReplyAdd(r) => out.push(Command::Reply { request: r, reply: Reply::AddPartitions(Err(e)) }),
-                Then::ReplyAddOffsets(r) => out.push(Command::Reply { request: r, reply: Reply::AddOffsets(Err(e)) }),
-                Then::Ended { end_txn, fencing_init } => {
+                Then::ReplyInit(r) => out.push(Command::Reply {
+                    request: r,
+                    reply: Reply::InitProducerId(Err(e)),
+                }),
+                Then::ReplyAdd(r) => out.push(Command::Reply {
+                    request: r,
+                    reply: Reply::AddPartitions(Err(e)),
+                }),
+                Then::ReplyAddOffsets(r) => out.push(Command::Reply {
+                    request: r,
+                    reply: Reply::AddOffsets(Err(e)),
+                }),
+                Then::Ended {
+                    end_txn,
+                    fencing_init,
+                } => {
                     if let Some(r) = end_txn {
-                        out.push(Command::Reply { request: r, reply: Reply::EndTxn(Err(e)) });
+                        out.push(Command::Reply {
+                            request: r,
+                            reply: Reply::EndTxn(Err(e)),
+                        });
                     }
                     if let Some(r) = fencing_init {
-                        out.push(Command::Reply { request: r, reply: Reply::InitProducerId(Err(e)) });
+                        out.push(Command::Reply {
+                            request: r,
+                            reply: Reply::InitProducerId(Err(e)),
+                        });
                     }
                 }
                 // The markers are all written: the completion must be appended eventually.
@@ -778,21 +742,45 @@ impl TxnCoordinator {
         let meta = &entry.meta;
         match then {
             Then::ReplyInit(r) => {
-                let ok = ProducerIdAndEpoch { producer_id: meta.producer_id, epoch: meta.producer_epoch };
-                out.push(Command::Reply { request: r, reply: Reply::InitProducerId(Ok(ok)) });
+                let ok = ProducerIdAndEpoch {
+                    producer_id: meta.producer_id,
+                    epoch: meta.producer_epoch,
+                };
+                out.push(Command::Reply {
+                    request: r,
+                    reply: Reply::InitProducerId(Ok(ok)),
+                });
             }
-            Then::ReplyAdd(r) => out.push(Command::Reply { request: r, reply: Reply::AddPartitions(Ok(())) }),
-            Then::ReplyAddOffsets(r) => out.push(Command::Reply { request: r, reply: Reply::AddOffsets(Ok(())) }),
-            Then::Ended { end_txn, fencing_init } => {
+            Then::ReplyAdd(r) => out.push(Command::Reply {
+                request: r,
+                reply: Reply::AddPartitions(Ok(())),
+            }),
+            Then::ReplyAddOffsets(r) => out.push(Command::Reply {
+                request: r,
+                reply: Reply::AddOffsets(Ok(())),
+            }),
+            Then::Ended {
+                end_txn,
+                fencing_init,
+            } => {
                 if let Some(r) = end_txn {
                     // Under TV2 with the epoch run out, the producer continues with the next
                     // producer id at epoch 0 (what Complete* will move the id to).
                     let next = if meta.next_producer_id != NO_PRODUCER_ID {
-                        ProducerIdAndEpoch { producer_id: meta.next_producer_id, epoch: 0 }
+                        ProducerIdAndEpoch {
+                            producer_id: meta.next_producer_id,
+                            epoch: 0,
+                        }
                     } else {
-                        ProducerIdAndEpoch { producer_id: meta.producer_id, epoch: meta.producer_epoch }
+                        ProducerIdAndEpoch {
+                            producer_id: meta.producer_id,
+                            epoch: meta.producer_epoch,
+                        }
                     };
-                    out.push(Command::Reply { request: r, reply: Reply::EndTxn(Ok(next)) });
+                    out.push(Command::Reply {
+                        request: r,
+                        reply: Reply::EndTxn(Ok(next)),
+                    });
                 }
                 if let Some(r) = fencing_init {
                     out.push(Command::Reply {
@@ -805,182 +793,5 @@ impl TxnCoordinator {
             Then::Completed | Then::Expired => {}
         }
         out
-    }
-
-    fn start_markers(&mut self, txn_id: &str, now: i64, out: &mut Vec<Command>) {
-        let id = MarkerId(self.fresh_id());
-        let entry = self.entries.get_mut(txn_id).expect("markers for an id it holds");
-        let outstanding = entry.meta.partitions.clone();
-        entry.markers = Some(MarkerRound { id, outstanding, sent_ms: now });
-        self.rounds.insert(id, txn_id.to_owned());
-        if entry.meta.partitions.is_empty() {
-            self.markers_done(txn_id, now, out);
-        } else {
-            let partitions = entry.meta.partitions.iter().cloned().collect();
-            out.push(self.marker_command(txn_id, id, partitions));
-        }
-    }
-
-    fn marker_command(&self, txn_id: &str, id: MarkerId, partitions: Vec<TopicPartition>) -> Command {
-        let meta = &self.entries[txn_id].meta;
-        Command::WriteMarkers {
-            id,
-            transactional_id: txn_id.to_owned(),
-            producer_id: meta.producer_id,
-            producer_epoch: meta.producer_epoch,
-            coordinator_epoch: self.coordinator_epoch,
-            result: if meta.state == TxnState::PrepareCommit { TxnResult::Commit } else { TxnResult::Abort },
-            transaction_version: meta.client_version,
-            partitions,
-        }
-    }
-
-    /// The shell's report on markers: each partition's outcome.
-    pub fn on_markers(
-        &mut self,
-        id: MarkerId,
-        outcomes: Vec<(TopicPartition, MarkerOutcome)>,
-        now: i64,
-    ) -> Vec<Command> {
-        let mut out = Vec::new();
-        if self.status != Status::Active {
-            return out;
-        }
-        let Some(txn_id) = self.rounds.get(&id).cloned() else { return out };
-        let Some(round) = self.entries.get_mut(&txn_id).and_then(|e| e.markers.as_mut()) else {
-            return out;
-        };
-        let mut again = Vec::new();
-        for (tp, outcome) in outcomes {
-            if !round.outstanding.contains(&tp) {
-                continue; // an answer to a re-send already settled
-            }
-            match outcome {
-                MarkerOutcome::Written
-                | MarkerOutcome::StaleProducerEpoch
-                | MarkerOutcome::UnknownPartition => {
-                    round.outstanding.remove(&tp);
-                }
-                MarkerOutcome::Retriable => again.push(tp),
-                MarkerOutcome::StaleCoordinatorEpoch => {
-                    // A newer coordinator owns the partition and finishes the transaction.
-                    return out;
-                }
-            }
-        }
-        if round.outstanding.is_empty() {
-            self.markers_done(&txn_id, now, &mut out);
-        } else if !again.is_empty() {
-            round.sent_ms = now;
-            out.push(self.marker_command(&txn_id, id, again));
-        }
-        out
-    }
-
-    fn markers_done(&mut self, txn_id: &str, now: i64, out: &mut Vec<Command>) {
-        let entry = self.entries.get_mut(txn_id).expect("markers of an id it holds");
-        if let Some(round) = entry.markers.take() {
-            self.rounds.remove(&round.id);
-        }
-        let target = entry.meta.prepare_complete(now);
-        self.append(txn_id, target, Then::Completed, out);
-    }
-
-    /// The passing of time: abort transactions past their timeout (fencing the producer),
-    /// expire idle ids (tombstones), re-send unanswered markers, retry completions.
-    pub fn tick(&mut self, now: i64) -> Vec<Command> {
-        let mut out = Vec::new();
-        if self.status != Status::Active {
-            return out;
-        }
-        let ids: Vec<String> = self.entries.keys().cloned().collect();
-        for id in ids {
-            let entry = &self.entries[&id];
-            if entry.pending.is_some() {
-                continue;
-            }
-            let meta = &entry.meta;
-            if entry.retry_complete {
-                let target = meta.prepare_complete(now);
-                self.entries.get_mut(&id).expect("listed").retry_complete = false;
-                self.append(&id, target, Then::Completed, &mut out);
-            } else if let Some(round) = &entry.markers {
-                if now - round.sent_ms >= self.config.marker_retry_ms {
-                    let (rid, partitions) = (round.id, round.outstanding.iter().cloned().collect());
-                    out.push(self.marker_command(&id, rid, partitions));
-                    if let Some(r) = self.entries.get_mut(&id).and_then(|e| e.markers.as_mut()) {
-                        r.sent_ms = now;
-                    }
-                }
-            } else if meta.state == TxnState::Ongoing
-                && meta.start_ms + i64::from(meta.timeout_ms) < now
-            {
-                let target = meta.prepare_fence_abort(self.config.server_version, now);
-                let then = Then::Ended { end_txn: None, fencing_init: None };
-                self.append(&id, target, then, &mut out);
-            } else if meta.state.expiration_allowed()
-                && meta.last_update_ms <= now - self.config.expiration_ms
-            {
-                let target = meta.prepare_dead();
-                self.append(&id, target, Then::Expired, &mut out);
-            }
-        }
-        out
-    }
-
-    /// DescribeTransactions for one id.
-    pub fn describe(&self, transactional_id: &str) -> Result<TxnDescription, TxnError> {
-        self.check_active()?;
-        Self::check_id(transactional_id)?;
-        let entry = self.entries.get(transactional_id).ok_or(TxnError::TransactionalIdNotFound)?;
-        let m = &entry.meta;
-        if m.producer_id == NO_PRODUCER_ID {
-            return Err(TxnError::TransactionalIdNotFound);
-        }
-        Ok(TxnDescription {
-            transactional_id: m.transactional_id.clone(),
-            state: m.state,
-            producer_id: m.producer_id,
-            producer_epoch: m.producer_epoch,
-            timeout_ms: m.timeout_ms,
-            start_ms: m.start_ms,
-            partitions: m.partitions.iter().cloned().collect(),
-        })
-    }
-
-    /// ListTransactions: the ids matching `filter`, and the state names it did not know.
-    pub fn list(&self, filter: &ListFilter, now: i64) -> Result<(Vec<TxnListing>, Vec<String>), TxnError> {
-        self.check_active()?;
-        let unknown: Vec<String> =
-            filter.states.iter().filter(|s| TxnState::from_name(s).is_none()).cloned().collect();
-        let listings = self
-            .entries
-            .values()
-            .map(|e| &e.meta)
-            .filter(|m| m.producer_id != NO_PRODUCER_ID && m.state != TxnState::Dead)
-            .filter(|m| filter.producer_ids.is_empty() || filter.producer_ids.contains(&m.producer_id))
-            .filter(|m| filter.states.is_empty() || filter.states.contains(m.state.name()))
-            .filter(|m| filter.min_duration_ms.is_none_or(|d| m.start_ms >= 0 && now - m.start_ms > d))
-            .map(|m| TxnListing {
-                transactional_id: m.transactional_id.clone(),
-                producer_id: m.producer_id,
-                state: m.state,
-            })
-            .collect();
-        Ok((listings, unknown))
-    }
-
-    /// The applied metadata of an id (tests, the shell's metrics).
-    pub fn metadata(&self, transactional_id: &str) -> Option<&TxnMetadata> {
-        self.entries.get(transactional_id).map(|e| &e.meta)
-    }
-
-    /// How many ids this partition holds.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 }

@@ -2,12 +2,15 @@
 //! state machine over its `__transaction_state` partition.
 //!
 //! `records` holds the internal topic's byte layouts, `state` one transactional id's
-//! metadata and the transitions Kafka allows, `coordinator` the machine the shell drives:
-//! requests and events in, [`Command`]s out. A state change is a command to append a
-//! record; it applies only when the shell reports the record replicated, so the coordinator
-//! never answers from state a failover could take back. `sim` (tests) drives it with
-//! producers, partitions, crashes and lost messages from one seed.
+//! metadata and the transitions Kafka allows, `api` what the shell passes in and gets back,
+//! `coordinator` the machine itself (with its markers, its clock and its describe/list in
+//! `coordinator/`): requests and events in, [`Command`]s out. A state change is a command
+//! to append a record; it applies only when the shell reports the record replicated, so the
+//! coordinator never answers from state a failover could take back. `sim` (tests) drives it
+//! with producers, partitions, crashes and lost messages from one seed. docs/transactions.md
+//! describes the protocol, the states and the failure cases.
 
+pub mod api;
 pub mod coordinator;
 pub mod records;
 #[cfg(test)]
@@ -16,11 +19,12 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use coordinator::{
+pub use api::{
     AddPartitions, AllocId, AppendFailure, AppendId, Command, EndTxn, InitProducerId, ListFilter,
-    MarkerId, MarkerOutcome, Reply, RequestId, TxnConfig, TxnCoordinator, TxnDescription,
-    TxnListing,
+    MARKER_RETRY_MS, MarkerId, MarkerOutcome, PartitionVerdicts, Reply, RequestId, TxnConfig,
+    TxnDescription, TxnListing,
 };
+pub use coordinator::TxnCoordinator;
 pub use records::{RecordError, TxnLogRecord, TxnLogValue};
 pub use state::{TxnMetadata, TxnState};
 
@@ -54,7 +58,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition }
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 

@@ -68,7 +68,11 @@ pub enum RecordError {
     #[error("__transaction_state value version {0} is unknown")]
     UnknownValueVersion(i16),
     #[error("{what} is {len} long, more than the limit {max}")]
-    TooLong { what: &'static str, len: usize, max: usize },
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{what} has a negative length {len}")]
     NegativeLength { what: &'static str, len: i64 },
     #[error("{what} is not UTF-8")]
@@ -97,7 +101,11 @@ pub fn decode_key(bytes: &[u8]) -> Result<String, RecordError> {
         return Err(RecordError::UnknownKeyVersion(version));
     }
     let len = r.i16("transactional id length")?;
-    let id = r.string(i64::from(len), MAX_TRANSACTIONAL_ID_BYTES, "transactional id")?;
+    let id = r.string(
+        i64::from(len),
+        MAX_TRANSACTIONAL_ID_BYTES,
+        "transactional id",
+    )?;
     r.finish()?;
     Ok(id)
 }
@@ -191,9 +199,12 @@ pub fn decode_value(bytes: &[u8]) -> Result<TxnLogValue, RecordError> {
                     i64::from(r.i16("topic length")?)
                 };
                 let topic = r.string(topic_len, MAX_TOPIC_NAME_BYTES, "topic")?;
-                let ids = r
-                    .array_len(flexible, "partition ids")?
-                    .ok_or(RecordError::NegativeLength { what: "partition ids", len: -1 })?;
+                let ids =
+                    r.array_len(flexible, "partition ids")?
+                        .ok_or(RecordError::NegativeLength {
+                            what: "partition ids",
+                            len: -1,
+                        })?;
                 if partitions.len() + ids > MAX_PARTITIONS_PER_TRANSACTION {
                     return Err(RecordError::TooLong {
                         what: "transaction partitions",
@@ -361,7 +372,11 @@ impl<'a> Reader<'a> {
         }
         let len = len as usize;
         if len > MAX_PARTITIONS_PER_TRANSACTION {
-            return Err(RecordError::TooLong { what, len, max: MAX_PARTITIONS_PER_TRANSACTION });
+            return Err(RecordError::TooLong {
+                what,
+                len,
+                max: MAX_PARTITIONS_PER_TRANSACTION,
+            });
         }
         Ok(Some(len))
     }
@@ -410,7 +425,10 @@ mod tests {
             producer_epoch: 3,
             timeout_ms: 60_000,
             status: 1,
-            partitions: Some(vec![TopicPartition::new("t", 0), TopicPartition::new("t", 2)]),
+            partitions: Some(vec![
+                TopicPartition::new("t", 0),
+                TopicPartition::new("t", 2),
+            ]),
             last_update_ms: 7,
             start_ms: 5,
             client_txn_version: if version >= 1 { 2 } else { 0 },
@@ -421,7 +439,10 @@ mod tests {
     fn key_is_version_then_int16_string() {
         assert_eq!(encode_key("tx"), vec![0, 0, 0, 2, b't', b'x']);
         assert_eq!(decode_key(&encode_key("tx")).unwrap(), "tx");
-        assert_eq!(decode_key(&[0, 1, 0, 0]), Err(RecordError::UnknownKeyVersion(1)));
+        assert_eq!(
+            decode_key(&[0, 1, 0, 0]),
+            Err(RecordError::UnknownKeyVersion(1))
+        );
     }
 
     #[test]
@@ -491,7 +512,10 @@ mod tests {
         bytes.extend_from_slice(&[9, 1, 42]);
         assert_eq!(decode_value(&bytes).unwrap(), sample(1));
 
-        let tomb = TxnLogRecord { transactional_id: "gone".into(), value: None };
+        let tomb = TxnLogRecord {
+            transactional_id: "gone".into(),
+            value: None,
+        };
         let (k, v) = tomb.encode(1);
         assert_eq!(v, None);
         assert_eq!(TxnLogRecord::decode(&k, None).unwrap(), tomb);
@@ -517,33 +541,44 @@ mod tests {
             any::<i16>(),
             any::<i32>(),
             0i8..8,
-            proptest::option::of(proptest::collection::btree_set(("[a-z._-]{1,20}", 0i32..64), 0..20)),
+            proptest::option::of(proptest::collection::btree_set(
+                ("[a-z._-]{1,20}", 0i32..64),
+                0..20,
+            )),
             any::<i64>(),
             any::<i64>(),
             any::<i16>(),
         )
-            .prop_map(|(ver, pid, prev, next, next_epoch, epoch, timeout, status, parts, lu, st, tv)| {
-                let flexible = ver >= 1;
-                let partitions = parts.map(|set| {
-                    set.into_iter().map(|(t, p)| TopicPartition::new(t, p)).collect::<Vec<_>>()
-                });
-                (
-                    TxnLogValue {
-                        producer_id: pid,
-                        previous_producer_id: if flexible { prev } else { NO_PRODUCER_ID },
-                        next_producer_id: if flexible { next } else { NO_PRODUCER_ID },
-                        next_producer_epoch: if flexible { next_epoch } else { NO_PRODUCER_EPOCH },
-                        producer_epoch: epoch,
-                        timeout_ms: timeout,
-                        status,
-                        partitions,
-                        last_update_ms: lu,
-                        start_ms: st,
-                        client_txn_version: if flexible { tv } else { 0 },
-                    },
-                    ver,
-                )
-            })
+            .prop_map(
+                |(ver, pid, prev, next, next_epoch, epoch, timeout, status, parts, lu, st, tv)| {
+                    let flexible = ver >= 1;
+                    let partitions = parts.map(|set| {
+                        set.into_iter()
+                            .map(|(t, p)| TopicPartition::new(t, p))
+                            .collect::<Vec<_>>()
+                    });
+                    (
+                        TxnLogValue {
+                            producer_id: pid,
+                            previous_producer_id: if flexible { prev } else { NO_PRODUCER_ID },
+                            next_producer_id: if flexible { next } else { NO_PRODUCER_ID },
+                            next_producer_epoch: if flexible {
+                                next_epoch
+                            } else {
+                                NO_PRODUCER_EPOCH
+                            },
+                            producer_epoch: epoch,
+                            timeout_ms: timeout,
+                            status,
+                            partitions,
+                            last_update_ms: lu,
+                            start_ms: st,
+                            client_txn_version: if flexible { tv } else { 0 },
+                        },
+                        ver,
+                    )
+                },
+            )
     }
 
     proptest! {
@@ -555,9 +590,7 @@ mod tests {
             let back = TxnLogRecord::decode(&k, v.as_deref()).unwrap();
             let sort = |r: &TxnLogRecord| {
                 let mut r = r.clone();
-                if let Some(v) = r.value.as_mut() {
-                    if let Some(p) = v.partitions.as_mut() { p.sort(); }
-                }
+                if let Some(p) = r.value.as_mut().and_then(|v| v.partitions.as_mut()) { p.sort(); }
                 r
             };
             prop_assert_eq!(sort(&back), sort(&record));

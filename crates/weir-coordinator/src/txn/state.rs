@@ -83,7 +83,13 @@ impl TxnState {
             Empty => &[Empty, CompleteCommit, CompleteAbort],
             Ongoing => &[Ongoing, Empty, CompleteCommit, CompleteAbort],
             PrepareCommit => &[Ongoing],
-            PrepareAbort => &[Ongoing, PrepareEpochFence, Empty, CompleteCommit, CompleteAbort],
+            PrepareAbort => &[
+                Ongoing,
+                PrepareEpochFence,
+                Empty,
+                CompleteCommit,
+                CompleteAbort,
+            ],
             CompleteCommit => &[PrepareCommit],
             CompleteAbort => &[PrepareAbort],
             Dead => &[Empty, CompleteAbort, CompleteCommit],
@@ -93,7 +99,10 @@ impl TxnState {
 
     /// Whether an idle id in this state may expire.
     pub fn expiration_allowed(self) -> bool {
-        matches!(self, TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort)
+        matches!(
+            self,
+            TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+        )
     }
 }
 
@@ -149,7 +158,10 @@ impl TxnMetadata {
 
     /// Whether a transaction is running or finishing.
     pub fn has_pending_transaction(&self) -> bool {
-        matches!(self.state, TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort)
+        matches!(
+            self.state,
+            TxnState::Ongoing | TxnState::PrepareCommit | TxnState::PrepareAbort
+        )
     }
 
     fn to(&self, state: TxnState, now: i64) -> TxnMetadata {
@@ -183,7 +195,9 @@ impl TxnMetadata {
             Some(e) if self.producer_epoch == NO_PRODUCER_EPOCH || e == self.producer_epoch => {
                 (bumped, self.producer_epoch)
             }
-            Some(e) if e == self.last_producer_epoch => (self.producer_epoch, self.last_producer_epoch),
+            Some(e) if e == self.last_producer_epoch => {
+                (self.producer_epoch, self.last_producer_epoch)
+            }
             Some(_) => return None,
         };
         let mut next = self.to(TxnState::Empty, now);
@@ -207,8 +221,11 @@ impl TxnMetadata {
         next.previous_producer_id = self.producer_id;
         next.producer_id = new_producer_id;
         next.producer_epoch = 0;
-        next.last_producer_epoch =
-            if record_last_epoch { self.producer_epoch } else { NO_PRODUCER_EPOCH };
+        next.last_producer_epoch = if record_last_epoch {
+            self.producer_epoch
+        } else {
+            NO_PRODUCER_EPOCH
+        };
         next.timeout_ms = timeout_ms;
         next.partitions.clear();
         next.start_ms = -1;
@@ -257,7 +274,10 @@ impl TxnMetadata {
     /// for the abort itself, as Kafka's fence followed by a TV2 abort does. The second bump
     /// is what keeps the fenced producer's EndTxn from passing as a retry of this abort.
     pub fn prepare_fence_abort(&self, version: TxnVersion, now: i64) -> TxnMetadata {
-        assert!(self.producer_epoch < i16::MAX, "an epoch at i16::MAX is never fenced again");
+        assert!(
+            self.producer_epoch < i16::MAX,
+            "an epoch at i16::MAX is never fenced again"
+        );
         let mut next = self.to(TxnState::PrepareAbort, now);
         let fenced = self.producer_epoch + 1;
         if version.bumps_epoch() && fenced < i16::MAX {
@@ -314,7 +334,10 @@ impl TxnMetadata {
             start_ms: self.start_ms,
             client_txn_version: self.client_version.0,
         });
-        TxnLogRecord { transactional_id: self.transactional_id.clone(), value }
+        TxnLogRecord {
+            transactional_id: self.transactional_id.clone(),
+            value,
+        }
     }
 
     /// The metadata a loaded value says (`None`: an unknown state id).
@@ -368,7 +391,10 @@ mod tests {
         let v2 = m.prepare_end(TxnState::PrepareCommit, TxnVersion::TV2, NO_PRODUCER_ID, 3);
         assert_eq!((v2.producer_epoch, v2.last_producer_epoch), (1, 0));
         let done = v2.prepare_complete(4);
-        assert_eq!((done.state, done.producer_epoch), (TxnState::CompleteCommit, 1));
+        assert_eq!(
+            (done.state, done.producer_epoch),
+            (TxnState::CompleteCommit, 1)
+        );
         assert!(done.partitions.is_empty());
         let v0 = m.prepare_end(TxnState::PrepareAbort, TxnVersion::TV0, NO_PRODUCER_ID, 3);
         assert_eq!(v0.producer_epoch, 0);
@@ -381,7 +407,10 @@ mod tests {
         let p = m.prepare_end(TxnState::PrepareCommit, TxnVersion::TV2, 99, 3);
         assert_eq!(p.producer_epoch, i16::MAX);
         let c = p.prepare_complete(4);
-        assert_eq!((c.producer_id, c.producer_epoch, c.previous_producer_id), (99, 0, 7));
+        assert_eq!(
+            (c.producer_id, c.producer_epoch, c.previous_producer_id),
+            (99, 0, 7)
+        );
     }
 
     #[test]
@@ -401,7 +430,13 @@ mod tests {
         let r = m.to_record();
         let back = TxnMetadata::from_value("t".into(), r.value.as_ref().unwrap()).unwrap();
         // The last epoch is memory only, as in Kafka.
-        assert_eq!(back, TxnMetadata { last_producer_epoch: NO_PRODUCER_EPOCH, ..m.clone() });
+        assert_eq!(
+            back,
+            TxnMetadata {
+                last_producer_epoch: NO_PRODUCER_EPOCH,
+                ..m.clone()
+            }
+        );
         let idle = TxnMetadata::new("t".into(), 7, 1000, 0);
         assert_eq!(idle.prepare_dead().to_record().value, None);
     }

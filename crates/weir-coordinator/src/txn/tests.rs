@@ -1,6 +1,7 @@
 //! The coordinator's rules one at a time, with a shell that replicates at once (or holds
 //! appends and markers back when a test asks it to).
 
+use super::api::*;
 use super::coordinator::*;
 use super::records::TxnLogRecord;
 use super::*;
@@ -53,8 +54,13 @@ impl Shell {
                     self.next_pid += 1;
                     cmds.extend(self.c.on_producer_id(id, Ok(self.next_pid), self.now));
                 }
-                Command::WriteMarkers { id, ref partitions, .. } => {
-                    let outcomes = partitions.iter().map(|p| (p.clone(), MarkerOutcome::Written)).collect();
+                Command::WriteMarkers {
+                    id, ref partitions, ..
+                } => {
+                    let outcomes = partitions
+                        .iter()
+                        .map(|p| (p.clone(), MarkerOutcome::Written))
+                        .collect();
                     self.markers.push(cmd.clone());
                     if self.write_markers {
                         cmds.extend(self.c.on_markers(id, outcomes, self.now));
@@ -79,7 +85,11 @@ impl Shell {
         let r = self.next_req();
         let cmds = self.c.init_producer_id(
             r,
-            InitProducerId { transactional_id: TX.into(), timeout_ms: 60_000, expected },
+            InitProducerId {
+                transactional_id: TX.into(),
+                timeout_ms: 60_000,
+                expected,
+            },
             self.now,
         );
         self.run(cmds);
@@ -107,7 +117,12 @@ impl Shell {
         self.reply(r)
     }
 
-    fn end(&mut self, p: ProducerIdAndEpoch, result: TxnResult, version: TxnVersion) -> Option<Reply> {
+    fn end(
+        &mut self,
+        p: ProducerIdAndEpoch,
+        result: TxnResult,
+        version: TxnVersion,
+    ) -> Option<Reply> {
         let r = self.next_req();
         let end = EndTxn {
             transactional_id: TX.into(),
@@ -129,9 +144,21 @@ impl Shell {
 #[test]
 fn a_new_id_gets_a_fresh_producer_id_at_epoch_0() {
     let mut s = Shell::new();
-    assert_eq!(s.init_ok(), ProducerIdAndEpoch { producer_id: 1001, epoch: 0 });
+    assert_eq!(
+        s.init_ok(),
+        ProducerIdAndEpoch {
+            producer_id: 1001,
+            epoch: 0
+        }
+    );
     // Again: the same producer id, the epoch bumped (the previous producer is fenced).
-    assert_eq!(s.init_ok(), ProducerIdAndEpoch { producer_id: 1001, epoch: 1 });
+    assert_eq!(
+        s.init_ok(),
+        ProducerIdAndEpoch {
+            producer_id: 1001,
+            epoch: 1
+        }
+    );
     assert_eq!(s.log.len(), 2);
 }
 
@@ -141,10 +168,19 @@ fn nothing_is_answered_before_the_record_replicates() {
     s.replicate = false;
     assert_eq!(s.init(None), None);
     // Another change of the same id waits.
-    assert_eq!(s.init(None), Some(Reply::InitProducerId(Err(TxnError::ConcurrentTransactions))));
+    assert_eq!(
+        s.init(None),
+        Some(Reply::InitProducerId(Err(TxnError::ConcurrentTransactions)))
+    );
     let id = s.held_appends.remove(0);
     let cmds = s.c.on_appended(id, Ok(()), s.now);
-    assert!(matches!(&cmds[..], [Command::Reply { reply: Reply::InitProducerId(Ok(_)), .. }]));
+    assert!(matches!(
+        &cmds[..],
+        [Command::Reply {
+            reply: Reply::InitProducerId(Ok(_)),
+            ..
+        }]
+    ));
 }
 
 #[test]
@@ -157,7 +193,10 @@ fn a_failed_append_changes_nothing_and_says_why() {
     let cmds = s.c.on_appended(id, Err(AppendFailure::Unavailable), s.now);
     assert!(matches!(
         &cmds[..],
-        [Command::Reply { reply: Reply::AddPartitions(Err(TxnError::CoordinatorNotAvailable)), .. }]
+        [Command::Reply {
+            reply: Reply::AddPartitions(Err(TxnError::CoordinatorNotAvailable)),
+            ..
+        }]
     ));
     assert_eq!(s.state(), TxnState::Empty);
 }
@@ -171,10 +210,24 @@ fn tv2_commit_bumps_the_epoch_writes_markers_and_a_retry_is_idempotent() {
     let before = s.log.len();
     assert_eq!(s.add(p, &[1], false), Some(Reply::AddPartitions(Ok(()))));
     assert_eq!(s.log.len(), before);
-    let next = ProducerIdAndEpoch { epoch: p.epoch + 1, ..p };
-    assert_eq!(s.end(p, TxnResult::Commit, TxnVersion::TV2), Some(Reply::EndTxn(Ok(next))));
+    let next = ProducerIdAndEpoch {
+        epoch: p.epoch + 1,
+        ..p
+    };
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(next)))
+    );
     match &s.markers[..] {
-        [Command::WriteMarkers { producer_epoch, result: TxnResult::Commit, partitions, coordinator_epoch: 1, .. }] => {
+        [
+            Command::WriteMarkers {
+                producer_epoch,
+                result: TxnResult::Commit,
+                partitions,
+                coordinator_epoch: 1,
+                ..
+            },
+        ] => {
             assert_eq!(*producer_epoch, next.epoch);
             assert_eq!(partitions.len(), 2);
         }
@@ -182,10 +235,19 @@ fn tv2_commit_bumps_the_epoch_writes_markers_and_a_retry_is_idempotent() {
     }
     assert_eq!(s.state(), TxnState::CompleteCommit);
     // The client did not hear the answer and retries with its old epoch.
-    assert_eq!(s.end(p, TxnResult::Commit, TxnVersion::TV2), Some(Reply::EndTxn(Ok(next))));
-    assert_eq!(s.end(p, TxnResult::Abort, TxnVersion::TV2), Some(Reply::EndTxn(Err(TxnError::InvalidTxnState))));
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(next)))
+    );
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
     // The next transaction uses the bumped epoch; the old one is fenced.
-    assert_eq!(s.add(p, &[2], false), Some(Reply::AddPartitions(Err(TxnError::ProducerFenced))));
+    assert_eq!(
+        s.add(p, &[2], false),
+        Some(Reply::AddPartitions(Err(TxnError::ProducerFenced)))
+    );
     assert_eq!(s.add(next, &[2], false), Some(Reply::AddPartitions(Ok(()))));
 }
 
@@ -193,17 +255,41 @@ fn tv2_commit_bumps_the_epoch_writes_markers_and_a_retry_is_idempotent() {
 fn tv0_end_keeps_the_epoch_and_wrong_states_are_refused() {
     let mut s = Shell::new();
     let p = s.init_ok();
-    assert_eq!(s.end(p, TxnResult::Commit, TxnVersion::TV0), Some(Reply::EndTxn(Err(TxnError::InvalidTxnState))));
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
     s.add(p, &[0], false);
     s.write_markers = false;
-    assert_eq!(s.end(p, TxnResult::Abort, TxnVersion::TV0), Some(Reply::EndTxn(Ok(p))));
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Ok(p)))
+    );
     assert_eq!(s.state(), TxnState::PrepareAbort);
-    assert_eq!(s.end(p, TxnResult::Abort, TxnVersion::TV0), Some(Reply::EndTxn(Err(TxnError::ConcurrentTransactions))));
-    assert_eq!(s.end(p, TxnResult::Commit, TxnVersion::TV0), Some(Reply::EndTxn(Err(TxnError::InvalidTxnState))));
-    let stale = ProducerIdAndEpoch { epoch: p.epoch - 1, ..p };
-    assert_eq!(s.end(stale, TxnResult::Abort, TxnVersion::TV0), Some(Reply::EndTxn(Err(TxnError::ProducerFenced))));
-    let other = ProducerIdAndEpoch { producer_id: 5, ..p };
-    assert_eq!(s.end(other, TxnResult::Abort, TxnVersion::TV0), Some(Reply::EndTxn(Err(TxnError::InvalidProducerIdMapping))));
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::ConcurrentTransactions)))
+    );
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
+    let stale = ProducerIdAndEpoch {
+        epoch: p.epoch - 1,
+        ..p
+    };
+    assert_eq!(
+        s.end(stale, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+    );
+    let other = ProducerIdAndEpoch {
+        producer_id: 5,
+        ..p
+    };
+    assert_eq!(
+        s.end(other, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::InvalidProducerIdMapping)))
+    );
 }
 
 #[test]
@@ -211,19 +297,34 @@ fn init_over_an_ongoing_transaction_aborts_it_first_and_fences_the_zombie() {
     let mut s = Shell::new();
     let zombie = s.init_ok();
     s.add(zombie, &[0], false);
-    assert_eq!(s.init(None), Some(Reply::InitProducerId(Err(TxnError::ConcurrentTransactions))));
+    assert_eq!(
+        s.init(None),
+        Some(Reply::InitProducerId(Err(TxnError::ConcurrentTransactions)))
+    );
     assert_eq!(s.state(), TxnState::CompleteAbort);
     let abort_epoch = match &s.markers[..] {
-        [Command::WriteMarkers { producer_epoch, result: TxnResult::Abort, .. }] => *producer_epoch,
+        [
+            Command::WriteMarkers {
+                producer_epoch,
+                result: TxnResult::Abort,
+                ..
+            },
+        ] => *producer_epoch,
         other => panic!("markers {other:?}"),
     };
     assert!(abort_epoch > zombie.epoch);
     let fresh = s.init_ok();
     assert!(fresh.epoch > abort_epoch);
     for v in [TxnVersion::TV0, TxnVersion::TV2] {
-        assert_eq!(s.end(zombie, TxnResult::Commit, v), Some(Reply::EndTxn(Err(TxnError::ProducerFenced))));
+        assert_eq!(
+            s.end(zombie, TxnResult::Commit, v),
+            Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+        );
     }
-    assert_eq!(s.add(zombie, &[1], false), Some(Reply::AddPartitions(Err(TxnError::ProducerFenced))));
+    assert_eq!(
+        s.add(zombie, &[1], false),
+        Some(Reply::AddPartitions(Err(TxnError::ProducerFenced)))
+    );
 }
 
 #[test]
@@ -239,7 +340,10 @@ fn an_abandoned_transaction_times_out_with_an_epoch_bump() {
     s.run(cmds);
     assert_eq!(s.state(), TxnState::CompleteAbort);
     assert!(s.c.metadata(TX).unwrap().producer_epoch > p.epoch);
-    assert_eq!(s.end(p, TxnResult::Commit, TxnVersion::TV2), Some(Reply::EndTxn(Err(TxnError::ProducerFenced))));
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+    );
 }
 
 #[test]
@@ -257,9 +361,14 @@ fn verify_only_answers_from_replicated_state() {
     s.replicate = false;
     s.add(p, &[1], false);
     // Partition 1's add has not replicated: still not in the transaction.
-    assert!(matches!(s.add(p, &[1], true), Some(Reply::VerifyPartitions(Ok(r))) if r[0].1.is_err()));
+    assert!(
+        matches!(s.add(p, &[1], true), Some(Reply::VerifyPartitions(Ok(r))) if r[0].1.is_err())
+    );
     let stale = ProducerIdAndEpoch { epoch: 9, ..p };
-    assert_eq!(s.add(stale, &[0], true), Some(Reply::VerifyPartitions(Err(TxnError::ProducerFenced))));
+    assert_eq!(
+        s.add(stale, &[0], true),
+        Some(Reply::VerifyPartitions(Err(TxnError::ProducerFenced)))
+    );
 }
 
 #[test]
@@ -267,7 +376,8 @@ fn add_offsets_adds_the_groups_offsets_partition() {
     let mut s = Shell::new();
     let p = s.init_ok();
     let r = s.next_req();
-    let cmds = s.c.add_offsets(r, TX.into(), p.producer_id, p.epoch, 7, s.now);
+    let cmds =
+        s.c.add_offsets(r, TX.into(), p.producer_id, p.epoch, 7, s.now);
     s.run(cmds);
     assert_eq!(s.reply(r), Some(Reply::AddOffsets(Ok(()))));
     let parts = &s.c.metadata(TX).unwrap().partitions;
@@ -283,7 +393,10 @@ fn a_new_coordinator_finishes_a_commit_the_old_one_started() {
     s.end(p, TxnResult::Commit, TxnVersion::TV2);
     assert_eq!(s.state(), TxnState::PrepareCommit);
     s.c.resign();
-    assert_eq!(s.init(None), Some(Reply::InitProducerId(Err(TxnError::NotCoordinator))));
+    assert_eq!(
+        s.init(None),
+        Some(Reply::InitProducerId(Err(TxnError::NotCoordinator)))
+    );
 
     let mut c = TxnCoordinator::new(TxnConfig::default(), 2);
     for (k, v) in &s.log {
@@ -293,11 +406,25 @@ fn a_new_coordinator_finishes_a_commit_the_old_one_started() {
     assert_eq!(d, Err(TxnError::CoordinatorLoadInProgress));
     let cmds = c.finish_loading(s.now);
     match &cmds[..] {
-        [Command::WriteMarkers { id, result: TxnResult::Commit, coordinator_epoch: 2, partitions, producer_epoch, .. }] => {
+        [
+            Command::WriteMarkers {
+                id,
+                result: TxnResult::Commit,
+                coordinator_epoch: 2,
+                partitions,
+                producer_epoch,
+                ..
+            },
+        ] => {
             assert_eq!(*producer_epoch, p.epoch + 1);
-            let outcomes = partitions.iter().map(|tp| (tp.clone(), MarkerOutcome::Written)).collect();
+            let outcomes = partitions
+                .iter()
+                .map(|tp| (tp.clone(), MarkerOutcome::Written))
+                .collect();
             let done = c.on_markers(*id, outcomes, s.now);
-            let Command::Append { id, .. } = done[0] else { panic!("{done:?}") };
+            let Command::Append { id, .. } = done[0] else {
+                panic!("{done:?}")
+            };
             c.on_appended(id, Ok(()), s.now);
         }
         other => panic!("{other:?}"),
@@ -312,15 +439,28 @@ fn unanswered_markers_are_sent_again_and_retriable_ones_at_once() {
     s.add(p, &[0, 1], false);
     s.write_markers = false;
     s.end(p, TxnResult::Abort, TxnVersion::TV2);
-    let Command::WriteMarkers { id, .. } = s.markers[0] else { unreachable!() };
-    let again = s.c.on_markers(id, vec![(TopicPartition::new("t", 0), MarkerOutcome::Retriable)], s.now);
-    assert!(matches!(&again[..], [Command::WriteMarkers { partitions, .. }] if partitions.len() == 1));
+    let Command::WriteMarkers { id, .. } = s.markers[0] else {
+        unreachable!()
+    };
+    let again = s.c.on_markers(
+        id,
+        vec![(TopicPartition::new("t", 0), MarkerOutcome::Retriable)],
+        s.now,
+    );
+    assert!(
+        matches!(&again[..], [Command::WriteMarkers { partitions, .. }] if partitions.len() == 1)
+    );
     assert!(s.c.tick(s.now + 1).is_empty());
     let resent = s.c.tick(s.now + MARKER_RETRY_MS);
-    assert!(matches!(&resent[..], [Command::WriteMarkers { partitions, .. }] if partitions.len() == 2));
+    assert!(
+        matches!(&resent[..], [Command::WriteMarkers { partitions, .. }] if partitions.len() == 2)
+    );
     let outcomes = vec![
         (TopicPartition::new("t", 0), MarkerOutcome::Written),
-        (TopicPartition::new("t", 1), MarkerOutcome::StaleProducerEpoch),
+        (
+            TopicPartition::new("t", 1),
+            MarkerOutcome::StaleProducerEpoch,
+        ),
     ];
     let cmds = s.c.on_markers(id, outcomes, s.now);
     s.run(cmds);
@@ -351,14 +491,22 @@ fn exhausted_epochs_move_to_a_new_producer_id() {
     c.load_record(&k, v.as_deref()).unwrap();
     c.finish_loading(s.now);
     s.c = c;
-    let last = ProducerIdAndEpoch { producer_id: rotated.producer_id, epoch: i16::MAX - 1 };
+    let last = ProducerIdAndEpoch {
+        producer_id: rotated.producer_id,
+        epoch: i16::MAX - 1,
+    };
     s.add(last, &[0], false);
-    let Some(Reply::EndTxn(Ok(next))) = s.end(last, TxnResult::Commit, TxnVersion::TV2) else { panic!() };
+    let Some(Reply::EndTxn(Ok(next))) = s.end(last, TxnResult::Commit, TxnVersion::TV2) else {
+        panic!()
+    };
     assert_eq!(next.epoch, 0);
     assert_ne!(next.producer_id, last.producer_id);
     assert_eq!(s.c.metadata(TX).unwrap().producer_id, next.producer_id);
     // A retry with the old id and last epoch is recognised.
-    assert_eq!(s.end(last, TxnResult::Commit, TxnVersion::TV2), Some(Reply::EndTxn(Ok(next))));
+    assert_eq!(
+        s.end(last, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(next)))
+    );
 }
 
 #[test]
@@ -372,8 +520,14 @@ fn kip360_recovery_with_the_expected_id_and_epoch() {
     assert_eq!(bumped.epoch, p.epoch + 1);
     // The same request again (its answer was lost): the same epoch, not another bump.
     assert_eq!(s.init(Some(p)), Some(Reply::InitProducerId(Ok(bumped))));
-    let wrong = ProducerIdAndEpoch { producer_id: 77, epoch: 0 };
-    assert_eq!(s.init(Some(wrong)), Some(Reply::InitProducerId(Err(TxnError::ProducerFenced))));
+    let wrong = ProducerIdAndEpoch {
+        producer_id: 77,
+        epoch: 0,
+    };
+    assert_eq!(
+        s.init(Some(wrong)),
+        Some(Reply::InitProducerId(Err(TxnError::ProducerFenced)))
+    );
 }
 
 #[test]
@@ -394,28 +548,99 @@ fn requests_are_checked_before_anything_changes() {
     let mut s = Shell::new();
     let r = s.next_req();
     let long = "x".repeat(MAX_TRANSACTIONAL_ID_BYTES + 1);
-    let cmds = s.c.init_producer_id(r, InitProducerId { transactional_id: long, timeout_ms: 1, expected: None }, 0);
-    assert!(matches!(&cmds[..], [Command::Reply { reply: Reply::InitProducerId(Err(TxnError::InvalidRequest)), .. }]));
     let cmds = s.c.init_producer_id(
         r,
-        InitProducerId { transactional_id: TX.into(), timeout_ms: MAX_TRANSACTION_TIMEOUT_MS + 1, expected: None },
+        InitProducerId {
+            transactional_id: long,
+            timeout_ms: 1,
+            expected: None,
+        },
         0,
     );
-    assert!(matches!(&cmds[..], [Command::Reply { reply: Reply::InitProducerId(Err(TxnError::InvalidTransactionTimeout)), .. }]));
+    assert!(matches!(
+        &cmds[..],
+        [Command::Reply {
+            reply: Reply::InitProducerId(Err(TxnError::InvalidRequest)),
+            ..
+        }]
+    ));
+    let cmds = s.c.init_producer_id(
+        r,
+        InitProducerId {
+            transactional_id: TX.into(),
+            timeout_ms: MAX_TRANSACTION_TIMEOUT_MS + 1,
+            expected: None,
+        },
+        0,
+    );
+    assert!(matches!(
+        &cmds[..],
+        [Command::Reply {
+            reply: Reply::InitProducerId(Err(TxnError::InvalidTransactionTimeout)),
+            ..
+        }]
+    ));
     let mut loading = TxnCoordinator::new(TxnConfig::default(), 1);
-    let cmds = loading.end_txn(r, EndTxn { transactional_id: TX.into(), producer_id: 1, producer_epoch: 0, result: TxnResult::Commit, version: TxnVersion::TV2 }, 0);
-    assert!(matches!(&cmds[..], [Command::Reply { reply: Reply::EndTxn(Err(TxnError::CoordinatorLoadInProgress)), .. }]));
-    assert_eq!(s.end(ProducerIdAndEpoch { producer_id: 1, epoch: 0 }, TxnResult::Commit, TxnVersion::TV2), Some(Reply::EndTxn(Err(TxnError::InvalidProducerIdMapping))));
+    let cmds = loading.end_txn(
+        r,
+        EndTxn {
+            transactional_id: TX.into(),
+            producer_id: 1,
+            producer_epoch: 0,
+            result: TxnResult::Commit,
+            version: TxnVersion::TV2,
+        },
+        0,
+    );
+    assert!(matches!(
+        &cmds[..],
+        [Command::Reply {
+            reply: Reply::EndTxn(Err(TxnError::CoordinatorLoadInProgress)),
+            ..
+        }]
+    ));
+    assert_eq!(
+        s.end(
+            ProducerIdAndEpoch {
+                producer_id: 1,
+                epoch: 0
+            },
+            TxnResult::Commit,
+            TxnVersion::TV2
+        ),
+        Some(Reply::EndTxn(Err(TxnError::InvalidProducerIdMapping)))
+    );
 
-    let small = TxnConfig { max_transactional_ids: 1, max_partitions_per_txn: 2, ..TxnConfig::default() };
+    let small = TxnConfig {
+        max_transactional_ids: 1,
+        max_partitions_per_txn: 2,
+        ..TxnConfig::default()
+    };
     let mut s = Shell::new();
     s.c = TxnCoordinator::new(small, 1);
     s.c.finish_loading(0);
     let p = s.init_ok();
     let r = s.next_req();
-    let cmds = s.c.init_producer_id(r, InitProducerId { transactional_id: "other".into(), timeout_ms: 1000, expected: None }, 0);
-    assert!(matches!(&cmds[..], [Command::Reply { reply: Reply::InitProducerId(Err(TxnError::TooManyTransactionalIds)), .. }]));
-    assert_eq!(s.add(p, &[0, 1, 2], false), Some(Reply::AddPartitions(Err(TxnError::TooManyPartitions))));
+    let cmds = s.c.init_producer_id(
+        r,
+        InitProducerId {
+            transactional_id: "other".into(),
+            timeout_ms: 1000,
+            expected: None,
+        },
+        0,
+    );
+    assert!(matches!(
+        &cmds[..],
+        [Command::Reply {
+            reply: Reply::InitProducerId(Err(TxnError::TooManyTransactionalIds)),
+            ..
+        }]
+    ));
+    assert_eq!(
+        s.add(p, &[0, 1, 2], false),
+        Some(Reply::AddPartitions(Err(TxnError::TooManyPartitions)))
+    );
 }
 
 #[test]
@@ -424,7 +649,10 @@ fn describe_and_list_show_the_applied_state() {
     let p = s.init_ok();
     s.add(p, &[3], false);
     let d = s.c.describe(TX).unwrap();
-    assert_eq!((d.state, d.producer_id, d.partitions.len()), (TxnState::Ongoing, p.producer_id, 1));
+    assert_eq!(
+        (d.state, d.producer_id, d.partitions.len()),
+        (TxnState::Ongoing, p.producer_id, 1)
+    );
     let mut f = ListFilter::default();
     assert_eq!(s.c.list(&f, s.now).unwrap().0.len(), 1);
     f.states.insert("CompleteCommit".into());
@@ -432,7 +660,10 @@ fn describe_and_list_show_the_applied_state() {
     let (rows, unknown) = s.c.list(&f, s.now).unwrap();
     assert!(rows.is_empty());
     assert_eq!(unknown, vec!["Nope".to_string()]);
-    let f = ListFilter { min_duration_ms: Some(5), ..ListFilter::default() };
+    let f = ListFilter {
+        min_duration_ms: Some(5),
+        ..ListFilter::default()
+    };
     assert!(s.c.list(&f, s.now + 1).unwrap().0.is_empty());
     assert_eq!(s.c.list(&f, s.now + 6).unwrap().0.len(), 1);
 }
