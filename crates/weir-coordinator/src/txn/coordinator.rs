@@ -74,6 +74,14 @@ struct Entry {
     retry_complete: bool,
 }
 
+impl Entry {
+    /// A change in flight: an append, a producer id allocation, markers being written, or
+    /// a completion waiting to be appended again (Kafka's pending state).
+    fn busy(&self) -> bool {
+        self.pending.is_some() || self.markers.is_some() || self.retry_complete
+    }
+}
+
 /// A request waiting for a producer id.
 #[derive(Debug, Clone)]
 enum Parked {
@@ -569,83 +577,99 @@ impl TxnCoordinator {
             .get(&end.transactional_id)
             .ok_or(TxnError::InvalidProducerIdMapping)?;
         let meta = &entry.meta;
-        let tv2 = meta.client_version.bumps_epoch();
+        // Transaction version 2 semantics when the client speaks it or the last EndTxn did.
+        let tv2 = end.version.bumps_epoch() || meta.client_version.bumps_epoch();
         // A TV2 retry after the epoch overflowed: the id moved to the next producer id.
         let retry_on_overflow = tv2
             && meta.previous_producer_id == end.producer_id
             && end.producer_epoch == i16::MAX - 1
             && meta.producer_epoch == 0;
-        // A TV2 retry of an EndTxn whose bump is already applied.
-        let retry_on_bump =
-            tv2 && i32::from(meta.producer_epoch) == i32::from(end.producer_epoch) + 1;
-        let valid_epoch = if tv2 {
-            match meta.state {
-                Ongoing | Empty | Dead | PrepareEpochFence => {
-                    end.producer_epoch == meta.producer_epoch
-                }
-                PrepareCommit | PrepareAbort => retry_on_bump,
-                CompleteCommit | CompleteAbort => retry_on_bump || retry_on_overflow,
-            }
-        } else {
-            end.producer_epoch == meta.producer_epoch
-        };
         if meta.producer_id != end.producer_id && !retry_on_overflow {
             return Err(TxnError::InvalidProducerIdMapping);
         }
-        if !valid_epoch {
-            return Err(TxnError::ProducerFenced);
-        }
-        if entry.pending.is_some() {
+        // A change in flight (markers included) first: an empty abort right after a commit
+        // must wait for the commit, not fence its own producer (KAFKA-18464).
+        if entry.busy() {
             return Err(TxnError::ConcurrentTransactions);
         }
-        let current = ProducerIdAndEpoch {
+        let current = meta.producer_epoch == end.producer_epoch;
+        // A TV2 retry of an EndTxn whose bump is already applied.
+        let retry = retry_on_overflow
+            || (tv2 && i32::from(meta.producer_epoch) == i32::from(end.producer_epoch) + 1);
+        let ids = ProducerIdAndEpoch {
             producer_id: meta.producer_id,
             epoch: meta.producer_epoch,
         };
         let done = |out: &mut Vec<Command>| {
             out.push(Command::Reply {
                 request,
-                reply: Reply::EndTxn(Ok(current)),
+                reply: Reply::EndTxn(Ok(ids)),
             });
             Ok(())
         };
-        match (meta.state, end.result) {
-            (Ongoing, result) => {
-                let next_state = match result {
-                    TxnResult::Commit => PrepareCommit,
-                    TxnResult::Abort => PrepareAbort,
-                };
-                let next_pid = if end.version.bumps_epoch() && meta.epoch_exhausted() {
-                    match fresh_pid {
-                        Some(pid) => pid,
-                        None => {
-                            self.park(Parked::End(request, end), out);
-                            return Ok(());
-                        }
-                    }
-                } else {
-                    NO_PRODUCER_ID
-                };
-                let target = meta.prepare_end(next_state, end.version, next_pid, now);
-                let then = Then::Ended {
-                    end_txn: Some(request),
-                    fencing_init: None,
-                };
-                let id = end.transactional_id;
-                self.append(&id, target, then, out);
-                Ok(())
+        let next_state = match end.result {
+            TxnResult::Commit => PrepareCommit,
+            TxnResult::Abort => PrepareAbort,
+        };
+        // Kafka 4.0's table for a finished transaction under TV2 (KAFKA-14563), a retry
+        // being the epoch one below the current:
+        //
+        //   state          | abort retry | abort current | commit retry | commit current
+        //   Empty          | FENCED      | bump          | INVALID      | INVALID
+        //   CompleteAbort  | success     | bump          | FENCED       | INVALID
+        //   CompleteCommit | INVALID     | bump          | success      | INVALID
+        //
+        // "bump" aborts an empty transaction with an epoch bump: a TV2 client that cannot
+        // tell whether a partition was added at produce time aborts to be sure. A commit
+        // retried into CompleteAbort can only be one the coordinator's own abort (timeout,
+        // fence) overtook: FENCED, which clients recover from (KAFKA-20785).
+        let begin_end = match (meta.state, end.result) {
+            (Ongoing, _) if current => true,
+            (Ongoing, _) => return Err(TxnError::ProducerFenced),
+            (PrepareCommit | PrepareAbort, _) => return Err(TxnError::ConcurrentTransactions),
+            _ if !tv2 => match (meta.state, end.result) {
+                _ if !current => return Err(TxnError::ProducerFenced),
+                (CompleteCommit, TxnResult::Commit) | (CompleteAbort, TxnResult::Abort) => {
+                    return done(out);
+                }
+                _ => return Err(TxnError::InvalidTxnState),
+            },
+            (CompleteCommit, TxnResult::Commit) | (CompleteAbort, TxnResult::Abort) if retry => {
+                return done(out);
             }
-            (CompleteCommit, TxnResult::Commit) | (CompleteAbort, TxnResult::Abort) => done(out),
-            (PrepareCommit, TxnResult::Commit) | (PrepareAbort, TxnResult::Abort) => {
-                Err(TxnError::ConcurrentTransactions)
+            (Empty | CompleteCommit | CompleteAbort, TxnResult::Abort)
+                if current && end.version.bumps_epoch() =>
+            {
+                true
             }
-            (Empty | CompleteCommit | CompleteAbort | PrepareCommit | PrepareAbort, _) => {
-                Err(TxnError::InvalidTxnState)
+            (CompleteAbort, TxnResult::Commit) if retry => {
+                return Err(TxnError::ProducerFenced);
             }
-            (Dead | PrepareEpochFence, _) => {
-                unreachable!("{:?} is never an applied state", meta.state)
+            (Empty, TxnResult::Abort) if retry => return Err(TxnError::ProducerFenced),
+            _ if current || retry => return Err(TxnError::InvalidTxnState),
+            _ => return Err(TxnError::ProducerFenced),
+        };
+        debug_assert!(begin_end);
+        // Under TV2 with the epoch run out, the bump moves to a fresh producer id.
+        let next_pid = if end.version.bumps_epoch() && meta.epoch_exhausted() {
+            match fresh_pid {
+                Some(pid) => pid,
+                None => {
+                    self.park(Parked::End(request, end), out);
+                    return Ok(());
+                }
             }
-        }
+        } else {
+            NO_PRODUCER_ID
+        };
+        let target = meta.prepare_end(next_state, end.version, next_pid, now);
+        let then = Then::Ended {
+            end_txn: Some(request),
+            fencing_init: None,
+        };
+        let id = end.transactional_id;
+        self.append(&id, target, then, out);
+        Ok(())
     }
 
     fn append(&mut self, txn_id: &str, target: TxnMetadata, then: Then, out: &mut Vec<Command>) {

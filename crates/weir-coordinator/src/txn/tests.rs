@@ -270,9 +270,25 @@ fn tv0_end_keeps_the_epoch_and_wrong_states_are_refused() {
         s.end(p, TxnResult::Abort, TxnVersion::TV0),
         Some(Reply::EndTxn(Err(TxnError::ConcurrentTransactions)))
     );
+    // While the markers are written every EndTxn waits, whatever it asks (KAFKA-18464).
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV0),
+        Some(Reply::EndTxn(Err(TxnError::ConcurrentTransactions)))
+    );
+    let Command::WriteMarkers { id, .. } = s.markers[0] else {
+        unreachable!()
+    };
+    let written = vec![(TopicPartition::new("t", 0), MarkerOutcome::Written)];
+    let cmds = s.c.on_markers(id, written, s.now);
+    s.run(cmds);
+    assert_eq!(s.state(), TxnState::CompleteAbort);
     assert_eq!(
         s.end(p, TxnResult::Commit, TxnVersion::TV0),
         Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Ok(p)))
     );
     let stale = ProducerIdAndEpoch {
         epoch: p.epoch - 1,
@@ -666,4 +682,68 @@ fn describe_and_list_show_the_applied_state() {
     };
     assert!(s.c.list(&f, s.now + 1).unwrap().0.is_empty());
     assert_eq!(s.c.list(&f, s.now + 6).unwrap().0.len(), 1);
+}
+
+#[test]
+fn tv2_finished_transactions_follow_kafkas_table() {
+    let mut s = Shell::new();
+    let p = s.init_ok();
+    // Empty: an abort at the current epoch bumps it (the client could not tell whether a
+    // partition was added at produce time); a commit is invalid.
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
+    let bumped = ProducerIdAndEpoch {
+        epoch: p.epoch + 1,
+        ..p
+    };
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(bumped)))
+    );
+    assert_eq!(s.state(), TxnState::CompleteAbort);
+    assert!(s.markers.is_empty(), "no partition, no marker");
+    // CompleteAbort: the retry succeeds, a commit at the retry epoch is fenced.
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(bumped)))
+    );
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+    );
+    assert_eq!(
+        s.end(bumped, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
+    // CompleteCommit: an abort at the retry epoch is invalid, at the current one a bump.
+    s.add(bumped, &[0], false);
+    let committed = ProducerIdAndEpoch {
+        epoch: bumped.epoch + 1,
+        ..p
+    };
+    assert_eq!(
+        s.end(bumped, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(committed)))
+    );
+    assert_eq!(
+        s.end(bumped, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::InvalidTxnState)))
+    );
+    let older = ProducerIdAndEpoch {
+        epoch: p.epoch,
+        ..p
+    };
+    assert_eq!(
+        s.end(older, TxnResult::Commit, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+    );
+    assert_eq!(
+        s.end(committed, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Ok(ProducerIdAndEpoch {
+            epoch: committed.epoch + 1,
+            ..p
+        })))
+    );
 }
