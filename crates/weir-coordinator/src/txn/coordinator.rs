@@ -577,10 +577,14 @@ impl TxnCoordinator {
             .get(&end.transactional_id)
             .ok_or(TxnError::InvalidProducerIdMapping)?;
         let meta = &entry.meta;
+        // Whether the id's last change was a TV2 end (its epoch bumped): only then can an
+        // EndTxn one epoch below be a retry. A TV2 request meeting a state a TV0 producer
+        // left is not a retry: that epoch belongs to someone else.
+        let bumped = meta.client_version.bumps_epoch();
         // Transaction version 2 semantics when the client speaks it or the last EndTxn did.
-        let tv2 = end.version.bumps_epoch() || meta.client_version.bumps_epoch();
+        let tv2 = end.version.bumps_epoch() || bumped;
         // A TV2 retry after the epoch overflowed: the id moved to the next producer id.
-        let retry_on_overflow = tv2
+        let retry_on_overflow = bumped
             && meta.previous_producer_id == end.producer_id
             && end.producer_epoch == i16::MAX - 1
             && meta.producer_epoch == 0;
@@ -595,7 +599,7 @@ impl TxnCoordinator {
         let current = meta.producer_epoch == end.producer_epoch;
         // A TV2 retry of an EndTxn whose bump is already applied.
         let retry = retry_on_overflow
-            || (tv2 && i32::from(meta.producer_epoch) == i32::from(end.producer_epoch) + 1);
+            || (bumped && i32::from(meta.producer_epoch) == i32::from(end.producer_epoch) + 1);
         let ids = ProducerIdAndEpoch {
             producer_id: meta.producer_id,
             epoch: meta.producer_epoch,

@@ -747,3 +747,22 @@ fn tv2_finished_transactions_follow_kafkas_table() {
         })))
     );
 }
+
+#[test]
+fn a_tv2_zombie_does_not_take_a_tv0_producers_epoch_as_a_retry() {
+    let mut s = Shell::new();
+    let zombie = s.init_ok();
+    let owner = s.init_ok();
+    assert_eq!(owner.epoch, zombie.epoch + 1);
+    s.add(owner, &[0], false);
+    // The owner speaks TV0: its abort keeps the epoch.
+    assert_eq!(
+        s.end(owner, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Ok(owner)))
+    );
+    // The zombie's TV2 abort, one epoch below: not a retry of anything it did.
+    assert_eq!(
+        s.end(zombie, TxnResult::Abort, TxnVersion::TV2),
+        Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
+    );
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::super::api::{AddPartitions, Command, MarkerOutcome, Reply, RequestId};
 use super::super::{TopicPartition, TxnError, TxnResult};
-use super::{Msg, Sim, TOPIC};
+use super::{Msg, PRODUCE_LOSS, Sim, TOPIC};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ProduceError {
@@ -64,9 +64,27 @@ impl Partition {
     }
 }
 
-impl Sim {
-    // --- partitions -------------------------------------------------------------------
+/// What a partition leader makes of the coordinator's answer about a produce.
+fn produce_verdict(reply: &Reply) -> Result<(), ProduceError> {
+    match reply {
+        Reply::VerifyPartitions(Ok(r)) if r.iter().all(|(_, v)| v.is_ok()) => Ok(()),
+        Reply::AddPartitions(Ok(())) => Ok(()),
+        Reply::VerifyPartitions(Err(e)) | Reply::AddPartitions(Err(e))
+            if matches!(
+                e,
+                TxnError::NotCoordinator
+                    | TxnError::CoordinatorLoadInProgress
+                    | TxnError::CoordinatorNotAvailable
+                    | TxnError::ConcurrentTransactions
+            ) =>
+        {
+            Err(ProduceError::Retriable)
+        }
+        _ => Err(ProduceError::Abortable),
+    }
+}
 
+impl Sim {
     pub(super) fn produce(
         &mut self,
         inst: usize,
@@ -77,78 +95,102 @@ impl Sim {
         rec: u64,
     ) {
         let txn = Self::txn_name(self.clients[inst].txn_id);
-        // KIP-890: a producer with no transaction open here is verified with the coordinator;
-        // the guard it leaves (shared by its concurrent produces, as Kafka's is) is what the
-        // append must still find, and a marker clears it.
-        let existing = self.parts[part as usize]
-            .producers
-            .get(&pid)
-            .and_then(|p| p.guard);
-        let guard = existing.unwrap_or_else(|| {
-            self.next_guard += 1;
-            self.next_guard
-        });
         let ongoing = self.parts[part as usize]
             .producers
             .get(&pid)
             .is_some_and(|p| p.ongoing_first.is_some() && p.epoch == epoch);
-        if !ongoing {
-            let now = self.now;
-            let verdict = match self.coord.as_mut() {
-                None => Err(ProduceError::Retriable),
-                Some(c) => {
-                    let add = AddPartitions {
-                        transactional_id: txn,
-                        producer_id: pid,
-                        producer_epoch: epoch,
-                        partitions: vec![TopicPartition::new(TOPIC, part)],
-                        verify_only: true,
-                    };
-                    let cmds = c.add_partitions(RequestId(u64::MAX), add, now);
-                    match cmds.as_slice() {
-                        [
-                            Command::Reply {
-                                reply: Reply::VerifyPartitions(Ok(r)),
-                                ..
-                            },
-                        ] if r[0].1.is_ok() => Ok(()),
-                        [
-                            Command::Reply {
-                                reply:
-                                    Reply::VerifyPartitions(Err(
-                                        TxnError::NotCoordinator
-                                        | TxnError::CoordinatorLoadInProgress
-                                        | TxnError::ConcurrentTransactions,
-                                    )),
-                                ..
-                            },
-                        ] => Err(ProduceError::Retriable),
-                        _ => Err(ProduceError::Abortable),
-                    }
-                }
-            };
-            if let Err(e) = verdict {
-                self.send_lossy(
-                    Msg::ProduceResult {
-                        inst,
-                        uid,
-                        rec,
-                        result: Err(e),
-                    },
-                    0.05,
-                );
-                return;
-            }
-            self.parts[part as usize]
-                .producers
-                .entry(pid)
-                .or_insert_with(|| ProducerAtPartition {
-                    epoch: -1,
-                    coordinator_epoch: -1,
-                    ..Default::default()
-                })
-                .guard = Some(guard);
+        if ongoing {
+            self.verified_append(inst, part, pid, epoch, uid, rec);
+            return;
         }
+        let now = self.now;
+        let Some(c) = self.coord.as_mut() else {
+            self.produce_failed(inst, uid, rec, ProduceError::Retriable);
+            return;
+        };
+        let add = AddPartitions {
+            transactional_id: txn,
+            producer_id: pid,
+            producer_epoch: epoch,
+            partitions: vec![TopicPartition::new(TOPIC, part)],
+            verify_only: !self.clients[inst].version.bumps_epoch(),
+        };
+        if !add.verify_only {
+            // TV2: the leader adds the partition on the producer's behalf (KIP-890 part 2)
+            // and appends once the coordinator has it replicated.
+            self.next_req += 1;
+            let req = RequestId(self.next_req);
+            self.leader_adds
+                .insert(req, (inst, part, pid, epoch, uid, rec));
+            let cmds = c.add_partitions(req, add, now);
+            self.exec(cmds);
+            return;
+        }
+        // KIP-890 part 1: the leader verifies that the producer added the partition.
+        let cmds = c.add_partitions(RequestId(u64::MAX), add, now);
+        let verdict = match cmds.as_slice() {
+            [Command::Reply { reply, .. }] => produce_verdict(reply),
+            other => unreachable!("a verification answers at once: {other:?}"),
+        };
+        match verdict {
+            Ok(()) => self.verified_append(inst, part, pid, epoch, uid, rec),
+            Err(e) => self.produce_failed(inst, uid, rec, e),
+        }
+    }
+
+    /// The coordinator's answer to a leader's implicit add.
+    pub(super) fn implicit_add_answered(&mut self, req: RequestId, reply: Reply) {
+        let Some((inst, part, pid, epoch, uid, rec)) = self.leader_adds.remove(&req) else {
+            return;
+        };
+        match produce_verdict(&reply) {
+            Ok(()) => self.verified_append(inst, part, pid, epoch, uid, rec),
+            Err(e) => self.produce_failed(inst, uid, rec, e),
+        }
+    }
+
+    fn produce_failed(&mut self, inst: usize, uid: u64, rec: u64, e: ProduceError) {
+        self.note(|| format!("produce i{inst} uid {uid} rec {rec} refused: {e:?}"));
+        let result = Err(e);
+        self.send_lossy(
+            Msg::ProduceResult {
+                inst,
+                uid,
+                rec,
+                result,
+            },
+            PRODUCE_LOSS,
+        );
+    }
+
+    /// The producer may open a transaction here: leave the guard (shared by its concurrent
+    /// produces, as Kafka's verification entry is) that the append must still find; a
+    /// marker clears it.
+    fn verified_append(
+        &mut self,
+        inst: usize,
+        part: i32,
+        pid: i64,
+        epoch: i16,
+        uid: u64,
+        rec: u64,
+    ) {
+        let state = self.parts[part as usize]
+            .producers
+            .entry(pid)
+            .or_insert_with(|| ProducerAtPartition {
+                epoch: -1,
+                coordinator_epoch: -1,
+                ..Default::default()
+            });
+        let guard = match state.guard {
+            Some(g) => g,
+            None => {
+                self.next_guard += 1;
+                state.guard = Some(self.next_guard);
+                self.next_guard
+            }
+        };
         // The append happens a little later; a slow one lands after the world moved on.
         let delay = if self.faulty() && self.rng.chance(0.03) {
             self.rng.range(300, 4_000) as i64

@@ -8,8 +8,8 @@ use super::super::api::{Reply, RequestId};
 use super::super::{ProducerIdAndEpoch, TxnError, TxnResult, TxnVersion};
 use super::partition::ProduceError;
 use super::{
-    Call, Msg, NEW_TXNS_UNTIL_MS, PARTITIONS, PRODUCE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, Sim,
-    TXN_TIMEOUT_MS,
+    Call, Msg, NEW_TXNS_UNTIL_MS, PARTITIONS, PRODUCE_LOSS, PRODUCE_TIMEOUT_MS, REQUEST_TIMEOUT_MS,
+    Sim, TXN_TIMEOUT_MS,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,8 +137,14 @@ impl Sim {
                 c.uid = self.next_uid;
                 c.parts = parts.clone();
                 c.will = will;
-                c.phase = Phase::Adding;
-                self.request(i, Call::Add(ids, parts));
+                if c.version.bumps_epoch() {
+                    // TV2: no AddPartitionsToTxn; the partition leaders add at produce time.
+                    c.phase = Phase::Producing;
+                    self.send_produces(i);
+                } else {
+                    c.phase = Phase::Adding;
+                    self.request(i, Call::Add(ids, parts));
+                }
             }
             Phase::Producing => {
                 let c = &self.clients[i];
@@ -160,6 +166,7 @@ impl Sim {
                         .map(|(r, _)| *r)
                         .collect();
                     for r in lost {
+                        self.note(|| format!("i{i} gives up on produce {r}"));
                         self.clients[i].producing.remove(&r);
                         self.clients[i].will = TxnResult::Abort;
                         self.clients[i].epoch_bump_needed = true;
@@ -198,7 +205,7 @@ impl Sim {
                     uid,
                     rec,
                 };
-                self.send_lossy(msg, 0.03);
+                self.send_lossy(msg, PRODUCE_LOSS);
             }
         }
     }
@@ -306,7 +313,7 @@ impl Sim {
                     uid,
                     rec,
                 };
-                self.send_lossy(msg, 0.03);
+                self.send_lossy(msg, PRODUCE_LOSS);
             }
             Err(ProduceError::Abortable) => {
                 c.will = TxnResult::Abort;
