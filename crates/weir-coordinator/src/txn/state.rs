@@ -274,12 +274,10 @@ impl TxnMetadata {
     /// for the abort itself, as Kafka's fence followed by a TV2 abort does. The second bump
     /// is what keeps the fenced producer's EndTxn from passing as a retry of this abort.
     pub fn prepare_fence_abort(&self, version: TxnVersion, now: i64) -> TxnMetadata {
-        assert!(
-            self.producer_epoch < i16::MAX,
-            "an epoch at i16::MAX is never fenced again"
-        );
         let mut next = self.to(TxnState::PrepareAbort, now);
-        let fenced = self.producer_epoch + 1;
+        // Never past i16::MAX: no producer is handed an epoch above 32766 (exhausted ids
+        // move to a new producer id), so only a foreign log could hold one here.
+        let fenced = self.producer_epoch.saturating_add(1);
         if version.bumps_epoch() && fenced < i16::MAX {
             next.producer_epoch = fenced + 1;
             next.last_producer_epoch = fenced;

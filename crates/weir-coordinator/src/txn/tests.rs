@@ -766,3 +766,79 @@ fn a_tv2_zombie_does_not_take_a_tv0_producers_epoch_as_a_retry() {
         Some(Reply::EndTxn(Err(TxnError::ProducerFenced)))
     );
 }
+
+#[test]
+fn a_batch_answers_each_transaction_on_its_own() {
+    let mut s = Shell::new();
+    let p = s.init_ok();
+    let (a, b) = (s.next_req(), s.next_req());
+    let add = |id: &str, parts: Vec<i32>| AddPartitions {
+        transactional_id: id.into(),
+        producer_id: p.producer_id,
+        producer_epoch: p.epoch,
+        partitions: parts
+            .into_iter()
+            .map(|i| TopicPartition::new("t", i))
+            .collect(),
+        verify_only: false,
+    };
+    let batch = vec![(a, add(TX, vec![0])), (b, add("unknown", vec![1]))];
+    let cmds = s.c.add_partitions_batch(batch, s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(a), Some(Reply::AddPartitions(Ok(()))));
+    assert_eq!(
+        s.reply(b),
+        Some(Reply::AddPartitions(Err(
+            TxnError::InvalidProducerIdMapping
+        )))
+    );
+}
+
+#[test]
+fn a_failed_allocation_is_answered_and_leaves_no_id_behind() {
+    let mut s = Shell::new();
+    let r = s.next_req();
+    let init = InitProducerId {
+        transactional_id: TX.into(),
+        timeout_ms: 1000,
+        expected: None,
+    };
+    let cmds = s.c.init_producer_id(r, init, s.now);
+    let [Command::AllocateProducerId { id }] = cmds[..] else {
+        panic!("{cmds:?}")
+    };
+    let cmds =
+        s.c.on_producer_id(id, Err(TxnError::CoordinatorNotAvailable), s.now);
+    assert_eq!(
+        cmds,
+        vec![Command::Reply {
+            request: r,
+            reply: Reply::InitProducerId(Err(TxnError::CoordinatorNotAvailable))
+        }]
+    );
+    assert!(s.c.is_empty());
+}
+
+#[test]
+fn loading_skips_unknown_keys_and_refuses_bad_records() {
+    let mut c = TxnCoordinator::new(TxnConfig::default(), 1);
+    // A key of another version (a leftover of an aborted upgrade) is skipped.
+    c.load_record(&[0, 9, 0, 0], Some(&[1, 2, 3])).unwrap();
+    let key = records::encode_key(TX);
+    assert!(c.load_record(&key, Some(&[0, 0, 1])).is_err());
+    let mut dead = TxnMetadata::new(TX.into(), 7, 1000, 0).to_record();
+    dead.value.as_mut().unwrap().status = TxnState::Dead.id();
+    let (k, v) = dead.encode(1);
+    assert_eq!(
+        c.load_record(&k, v.as_deref()),
+        Err(RecordError::BadState(6))
+    );
+    // A record then its tombstone: the id is gone.
+    let (k, v) = TxnMetadata::new(TX.into(), 7, 1000, 0)
+        .to_record()
+        .encode(0);
+    c.load_record(&k, v.as_deref()).unwrap();
+    c.load_record(&k, None).unwrap();
+    c.finish_loading(0);
+    assert!(c.is_empty());
+}
