@@ -35,6 +35,11 @@ use producer::{Client, Phase};
 
 const TOPIC: &str = "t";
 const PARTITIONS: i32 = 3;
+/// The simulated partition that stands for the group's `__consumer_offsets` partition
+/// (after the data partitions): a transactional offset commit is a record there.
+const OFFSETS: i32 = PARTITIONS;
+/// The `__consumer_offsets` partition the group maps to (what the shell tells AddOffsetsToTxn).
+const GROUP_PARTITION: i32 = 7;
 const TXN_IDS: usize = 2;
 const TXN_TIMEOUT_MS: i32 = 3_000;
 const REQUEST_TIMEOUT_MS: i64 = 400;
@@ -52,6 +57,7 @@ enum Call {
     Init(Option<ProducerIdAndEpoch>),
     Add(ProducerIdAndEpoch, Vec<i32>),
     End(ProducerIdAndEpoch, TxnResult),
+    AddOffsets(ProducerIdAndEpoch),
 }
 
 #[derive(Debug)]
@@ -181,6 +187,8 @@ struct Stats {
     zombies: u64,
     timeouts_seen: u64,
     fenced: u64,
+    /// Committed transactions that carried an offset commit.
+    offsets_committed: u64,
 }
 
 impl Sim {
@@ -201,7 +209,7 @@ impl Sim {
             client_channel: BTreeMap::new(),
             leader_adds: BTreeMap::new(),
             next_pid: 1000,
-            parts: (0..PARTITIONS).map(|_| Partition::default()).collect(),
+            parts: (0..=OFFSETS).map(|_| Partition::default()).collect(),
             clients: Vec::new(),
             requests: BTreeMap::new(),
             next_req: 0,
@@ -441,8 +449,7 @@ impl Sim {
                 }
                 let now = self.now;
                 if let Some(c) = self.coord.as_mut() {
-                    let cmds =
-                        c.on_markers(id, vec![(TopicPartition::new(TOPIC, part), outcome)], now);
+                    let cmds = c.on_markers(id, vec![(topic_partition(part), outcome)], now);
                     self.exec(cmds);
                 }
             }
@@ -549,7 +556,7 @@ impl Sim {
                         )
                     });
                     for tp in partitions {
-                        let part = tp.partition;
+                        let part = sim_partition(&tp);
                         let send = self.marker_sends.entry((id, part)).or_default();
                         *send += 1;
                         let msg = Msg::Marker {
@@ -649,6 +656,7 @@ impl Sim {
                 Call::Init(_) => Reply::InitProducerId(Err(TxnError::NotCoordinator)),
                 Call::Add(..) => Reply::AddPartitions(Err(TxnError::NotCoordinator)),
                 Call::End(..) => Reply::EndTxn(Err(TxnError::NotCoordinator)),
+                Call::AddOffsets(..) => Reply::AddOffsets(Err(TxnError::NotCoordinator)),
             };
             self.requests.remove(&req);
             self.send_lossy(Msg::ToClient { inst, req, reply }, 0.05);
@@ -679,6 +687,9 @@ impl Sim {
                 },
                 now,
             ),
+            Call::AddOffsets(p) => {
+                c.add_offsets(req, txn, p.producer_id, p.epoch, GROUP_PARTITION, now)
+            }
             Call::End(p, result) => c.end_txn(
                 req,
                 EndTxn {
@@ -708,6 +719,15 @@ impl Sim {
                 ));
             }
         }
+        self.stats.offsets_committed = self
+            .committed
+            .iter()
+            .filter(|uid| {
+                self.accepted
+                    .get(uid)
+                    .is_some_and(|recs| recs.iter().any(|(p, _)| *p == OFFSETS))
+            })
+            .count() as u64;
         let none = BTreeSet::new();
         for (uid, accepted) in &self.accepted {
             let seen = visible.get(uid).unwrap_or(&none);
@@ -751,6 +771,27 @@ impl Sim {
     }
 }
 
+/// The partition a simulated partition index stands for.
+fn topic_partition(part: i32) -> TopicPartition {
+    if part == OFFSETS {
+        TopicPartition::new(super::CONSUMER_OFFSETS_TOPIC, GROUP_PARTITION)
+    } else {
+        TopicPartition::new(TOPIC, part)
+    }
+}
+
+fn sim_partition(tp: &TopicPartition) -> i32 {
+    if tp.topic == super::CONSUMER_OFFSETS_TOPIC {
+        assert_eq!(
+            tp.partition, GROUP_PARTITION,
+            "the group's offsets partition"
+        );
+        OFFSETS
+    } else {
+        tp.partition
+    }
+}
+
 fn seeds() -> u64 {
     std::env::var("WEIR_SIM_SEEDS")
         .ok()
@@ -781,6 +822,7 @@ fn transactions_survive_crashes_zombies_and_lost_messages() {
                 total.zombies += s.zombies;
                 total.timeouts_seen += s.timeouts_seen;
                 total.fenced += s.fenced;
+                total.offsets_committed += s.offsets_committed;
             }
             Err(e) => panic!("seed {seed} (replay: WEIR_SIM_SEED={seed} WEIR_SIM_TRACE=1): {e}"),
         }
@@ -795,5 +837,6 @@ fn transactions_survive_crashes_zombies_and_lost_messages() {
             "{total:?}"
         );
         assert!(total.timeouts_seen > 0 && total.fenced > 0, "{total:?}");
+        assert!(total.offsets_committed > n, "{total:?}");
     }
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::super::api::{AddPartitions, Command, MarkerOutcome, Reply, RequestId};
-use super::super::{TopicPartition, TxnError, TxnResult};
-use super::{Msg, PRODUCE_LOSS, Sim, TOPIC};
+use super::super::{TxnError, TxnResult};
+use super::{Msg, OFFSETS, PRODUCE_LOSS, Sim, topic_partition};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ProduceError {
@@ -112,8 +112,9 @@ impl Sim {
             transactional_id: txn,
             producer_id: pid,
             producer_epoch: epoch,
-            partitions: vec![TopicPartition::new(TOPIC, part)],
-            verify_only: !self.clients[inst].version.bumps_epoch(),
+            partitions: vec![topic_partition(part)],
+            // An offset commit's partition was added by AddOffsetsToTxn: only verified.
+            verify_only: !self.clients[inst].version.bumps_epoch() || part == OFFSETS,
         };
         if !add.verify_only {
             // TV2: the leader adds the partition on the producer's behalf (KIP-890 part 2)

@@ -8,8 +8,8 @@ use super::super::api::{Reply, RequestId};
 use super::super::{ProducerIdAndEpoch, TxnError, TxnResult, TxnVersion};
 use super::partition::ProduceError;
 use super::{
-    Call, Msg, NEW_TXNS_UNTIL_MS, PARTITIONS, PRODUCE_LOSS, PRODUCE_TIMEOUT_MS, REQUEST_TIMEOUT_MS,
-    Sim, TXN_TIMEOUT_MS,
+    Call, Msg, NEW_TXNS_UNTIL_MS, OFFSETS, PARTITIONS, PRODUCE_LOSS, PRODUCE_TIMEOUT_MS,
+    REQUEST_TIMEOUT_MS, Sim, TXN_TIMEOUT_MS,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,8 @@ pub(super) enum Phase {
     Idle,
     Adding,
     Producing,
+    /// AddOffsetsToTxn, then the offset commit (a produce to the offsets partition).
+    AddingOffsets,
     Ending(TxnResult),
     Stalled(i64),
     Dead,
@@ -41,6 +43,8 @@ pub(super) struct Client {
     /// epoch after the abort (Kafka's client re-initialises with its id and epoch), so the
     /// straggler cannot land in its next transaction.
     pub(super) epoch_bump_needed: bool,
+    /// This transaction also commits the group's offsets (consume-transform-produce).
+    pub(super) commits_offsets: bool,
 }
 
 impl Sim {
@@ -63,6 +67,7 @@ impl Sim {
             producing: BTreeMap::new(),
             kip360: None,
             epoch_bump_needed: false,
+            commits_offsets: false,
         });
     }
 
@@ -137,6 +142,7 @@ impl Sim {
                 c.uid = self.next_uid;
                 c.parts = parts.clone();
                 c.will = will;
+                c.commits_offsets = self.rng.chance(0.4);
                 if c.version.bumps_epoch() {
                     // TV2: no AddPartitionsToTxn; the partition leaders add at produce time.
                     c.phase = Phase::Producing;
@@ -150,6 +156,13 @@ impl Sim {
                 let c = &self.clients[i];
                 if c.producing.is_empty() {
                     let will = c.will;
+                    if c.commits_offsets && will == TxnResult::Commit {
+                        let ids = c.ids.expect("producing has ids");
+                        self.clients[i].commits_offsets = false;
+                        self.clients[i].phase = Phase::AddingOffsets;
+                        self.request(i, Call::AddOffsets(ids));
+                        return;
+                    }
                     if will == TxnResult::Commit && self.faulty() && self.rng.chance(0.03) {
                         // A producer that stalls past its transaction timeout.
                         let until = self.now + i64::from(TXN_TIMEOUT_MS) + 1_000;
@@ -179,7 +192,7 @@ impl Sim {
                     self.end(i, TxnResult::Commit);
                 }
             }
-            Phase::Adding | Phase::Ending(_) | Phase::Dead => {}
+            Phase::Adding | Phase::AddingOffsets | Phase::Ending(_) | Phase::Dead => {}
         }
     }
 
@@ -190,24 +203,29 @@ impl Sim {
     }
 
     pub(super) fn send_produces(&mut self, i: usize) {
-        let ids = self.clients[i].ids.expect("producing has ids");
-        let (uid, parts) = (self.clients[i].uid, self.clients[i].parts.clone());
+        let parts = self.clients[i].parts.clone();
         for part in parts {
             for _ in 0..self.rng.range(1, 2) {
-                self.next_rec += 1;
-                let rec = self.next_rec;
-                self.clients[i].producing.insert(rec, (part, self.now));
-                let msg = Msg::Produce {
-                    inst: i,
-                    part,
-                    pid: ids.producer_id,
-                    epoch: ids.epoch,
-                    uid,
-                    rec,
-                };
-                self.send_lossy(msg, PRODUCE_LOSS);
+                self.send_produce(i, part);
             }
         }
+    }
+
+    fn send_produce(&mut self, i: usize, part: i32) {
+        let ids = self.clients[i].ids.expect("producing has ids");
+        let uid = self.clients[i].uid;
+        self.next_rec += 1;
+        let rec = self.next_rec;
+        self.clients[i].producing.insert(rec, (part, self.now));
+        let msg = Msg::Produce {
+            inst: i,
+            part,
+            pid: ids.producer_id,
+            epoch: ids.epoch,
+            uid,
+            rec,
+        };
+        self.send_lossy(msg, PRODUCE_LOSS);
     }
 
     pub(super) fn at_client(&mut self, i: usize, req: RequestId, reply: Reply) {
@@ -259,13 +277,14 @@ impl Sim {
             }
             Reply::InitProducerId(Err(e))
             | Reply::AddPartitions(Err(e))
+            | Reply::AddOffsets(Err(e))
             | Reply::EndTxn(Err(e))
                 if retriable(&e) =>
             {
                 // Ask again a little later.
                 c.waiting = Some((req, call, self.now - REQUEST_TIMEOUT_MS + 50));
             }
-            Reply::AddPartitions(Err(_)) => {
+            Reply::AddPartitions(Err(_)) | Reply::AddOffsets(Err(_)) => {
                 // Fenced, or the transaction was aborted under it: abort (which tells).
                 c.will = TxnResult::Abort;
                 self.end(i, TxnResult::Abort);
@@ -282,7 +301,13 @@ impl Sim {
                     self.start_client(txn_id);
                 }
             }
-            Reply::VerifyPartitions(_) | Reply::AddOffsets(_) => unreachable!("not asked"),
+            Reply::AddOffsets(Ok(())) => {
+                // TxnOffsetCommit: the group coordinator writes the offsets as a
+                // transactional record of the offsets partition.
+                c.phase = Phase::Producing;
+                self.send_produce(i, OFFSETS);
+            }
+            Reply::VerifyPartitions(_) => unreachable!("not asked"),
         }
     }
 
