@@ -12,3 +12,5 @@
 //!
 //! Must never know: tokio, the network, the log's files, any protocol's wire format
 //! beyond the internal topics' record layouts.
+
+pub mod txn;
