@@ -541,6 +541,39 @@ def admin_apis():
         err = e.args[0]
         assert "log.retention.ms" in err.str(), err.str()
         alter = err.name()
+
+    # Kafka's dynamic keys Weir accepts (librdkafka's 0081 sets the first): set on this
+    # broker, reported with their source, then removed. (The cluster's default, an empty
+    # broker name, is one neither Python client can name: weir-cluster's tests cover it.)
+    def alter_broker(name, key, value, op):
+        res = ConfigResource(
+            ConfigResource.Type.BROKER,
+            name,
+            incremental_configs=[ConfigEntry(key, value, incremental_operation=op)],
+        )
+        admin.incremental_alter_configs([res])[res].result(timeout=20)
+
+    def dynamic(keys):
+        kp = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            got = kp.describe_configs([KpResource(ConfigResourceType.BROKER, broker)], config_filter="all")
+            configs = got["broker"][str(broker)]
+            return {k: [configs[k]["value"], configs[k]["config_source"], configs[k]["read_only"]] for k in keys}
+        finally:
+            kp.close()
+
+    relogin, threads = "sasl.kerberos.min.time.before.relogin", "num.io.threads"
+    alter_broker(str(broker), relogin, "58000", AlterConfigOpType.SET)
+    alter_broker(str(broker), threads, "16", AlterConfigOpType.SET)
+    dynamic_set = dynamic([relogin, threads])
+    alter_broker(str(broker), relogin, None, AlterConfigOpType.DELETE)
+    alter_broker(str(broker), threads, None, AlterConfigOpType.DELETE)
+    dynamic_removed = dynamic([relogin, threads])
+    try:
+        alter_broker(str(broker), threads, "0", AlterConfigOpType.SET)
+        bad_value = "accepted"
+    except KafkaException as e:
+        bad_value = e.args[0].name()
     return {
         "pages": pages,
         "partitions": seen,
@@ -550,6 +583,9 @@ def admin_apis():
         "broker_configs": broker_configs,
         "bootstrap": bootstrap,
         "alter": alter,
+        "dynamic_set": dynamic_set,
+        "dynamic_removed": dynamic_removed,
+        "bad_value": bad_value,
     }
 
 

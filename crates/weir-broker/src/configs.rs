@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use weir_cluster::security::Operation;
 
+use weir_cluster::broker_configs::{DYNAMIC_KEYS, check_change, dynamic_key};
 use weir_cluster::config::{
     CLEANUP_POLICY, DELETE_RETENTION_MS, MAX_MESSAGE_BYTES, MESSAGE_TIMESTAMP_TYPE,
     MIN_INSYNC_REPLICAS, RETENTION_BYTES, RETENTION_MS, SEGMENT_BYTES, SEGMENT_MS,
@@ -185,6 +186,28 @@ pub struct BrokerConfig {
     pub name: &'static str,
     pub value: String,
     pub documentation: &'static str,
+    /// Where its value comes from (Kafka's config source).
+    pub source: BrokerConfigSource,
+}
+
+/// Where a broker setting's value comes from, as Kafka's DescribeConfigs says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerConfigSource {
+    /// A `weir serve` setting, read at start: read-only while the broker runs.
+    Static,
+    /// A dynamic key set on this broker (`weir_cluster::broker_configs`).
+    DynamicBroker,
+    /// A dynamic key set as the cluster's default.
+    DynamicDefault,
+    /// A dynamic key set nowhere: Kafka's default.
+    Default,
+}
+
+impl BrokerConfigSource {
+    /// Whether AlterConfigs can change it.
+    pub fn read_only(self) -> bool {
+        self == BrokerConfigSource::Static
+    }
 }
 
 /// This broker's Kafka listeners as Kafka's `listeners` and `advertised.listeners` write
@@ -198,22 +221,34 @@ pub struct KafkaListeners {
     pub advertised: String,
 }
 
-/// Why a broker config cannot be changed by AlterConfigs or IncrementalAlterConfigs:
-/// each key named is judged on its own. Every broker setting Weir has is static (a
-/// `weir serve` flag, read at start), so each is refused as read-only, naming the key
-/// and where it is set; a key Weir does not have is refused as unknown. Both are
+/// AlterConfigs (`replace`: keys not named are removed) or IncrementalAlterConfigs on
+/// broker `resource` (this broker's id, or empty for the cluster's default): each key
+/// named is judged on its own. Kafka's dynamic keys Weir accepts
+/// (`weir_cluster::broker_configs::DYNAMIC_KEYS`) are checked by type and replicated in
+/// the metadata log; every other broker setting Weir has is static (a `weir serve`
+/// flag, read at start) and refused as read-only, naming where it is set, and a key Weir
+/// does not have is refused as unknown. One refused key refuses the resource, all
 /// INVALID_CONFIG, as Kafka answers a key it cannot update.
-pub fn alter_broker_configs(
+pub async fn alter_broker_configs(
     broker: &Broker,
     ctx: &RequestContext,
     resource: &str,
-    keys: &[String],
+    changes: &[(String, Option<String>)],
+    replace: bool,
+    validate_only: bool,
 ) -> Result<(), BrokerError> {
     broker.authorize_cluster(ctx, Operation::AlterConfigs)?;
-    check_count(keys.len())?;
+    check_count(changes.len())?;
+    let target = broker_resource(broker, resource)?;
     let known = broker_configs(broker, ctx, resource)?;
     let mut refused = Vec::new();
-    for key in keys {
+    for (key, value) in changes {
+        if dynamic_key(key).is_some() {
+            if let Err(e) = check_change(key, value.as_deref()) {
+                refused.push(e.to_string());
+            }
+            continue;
+        }
         match known.iter().find(|c| c.name == key.as_str()) {
             Some(c) => refused.push(format!(
                 "{key} is read-only: a static setting ({})",
@@ -222,16 +257,43 @@ pub fn alter_broker_configs(
             None => refused.push(format!("{key} is not a broker config Weir has")),
         }
     }
-    if refused.is_empty() {
+    if !refused.is_empty() {
+        return Err(BrokerError::new(
+            Reason::InvalidConfig,
+            format!(
+                "cannot update these broker configs while the broker runs: {}",
+                refused.join("; ")
+            ),
+        ));
+    }
+    if validate_only {
         return Ok(());
     }
-    Err(BrokerError::new(
-        Reason::InvalidConfig,
-        format!(
-            "cannot update these broker configs while the broker runs: {}",
-            refused.join("; ")
-        ),
-    ))
+    Ok(broker
+        .registry()
+        .cluster()
+        .alter_broker_configs(target, changes.to_vec(), replace)
+        .await?)
+}
+
+/// The broker a BROKER resource names: this broker (its id), or `None` for the cluster's
+/// default (an empty name). A broker answers for itself only, as Kafka does: another
+/// broker's id is an invalid request naming the broker to ask.
+fn broker_resource(broker: &Broker, resource: &str) -> Result<Option<i32>, BrokerError> {
+    if resource.is_empty() {
+        return Ok(None);
+    }
+    let me = broker.node_id();
+    match resource.parse::<i32>() {
+        Ok(id) if id == me => Ok(Some(id)),
+        Ok(id) => Err(BrokerError::invalid(format!(
+            "this is broker {me}: ask broker {id} for its configs (or name no broker for the \
+             cluster's defaults)"
+        ))),
+        Err(_) => Err(BrokerError::invalid(format!(
+            "{resource:?} is not a broker id"
+        ))),
+    }
 }
 
 /// Kafka's broker-level names of the topic keys' defaults (`log.retention.ms` is the
@@ -263,72 +325,66 @@ pub fn broker_configs(
     resource: &str,
 ) -> Result<Vec<BrokerConfig>, BrokerError> {
     broker.authorize_cluster(ctx, Operation::DescribeConfigs)?;
+    let target = broker_resource(broker, resource)?;
     let me = broker.node_id();
-    if !resource.is_empty() {
-        match resource.parse::<i32>() {
-            Ok(id) if id == me => {}
-            Ok(id) => {
-                return Err(BrokerError::invalid(format!(
-                    "this is broker {me}: ask broker {id} for its configs (or name no broker \
-                     for the cluster's defaults)"
-                )));
-            }
-            Err(_) => {
-                return Err(BrokerError::invalid(format!(
-                    "{resource:?} is not a broker id"
-                )));
-            }
-        }
-    }
     let defaults = broker.topic_defaults();
     let listeners = broker.kafka_listeners();
     let mut configs = vec![
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "auto.create.topics.enable",
             value: defaults.auto_create.to_string(),
             documentation: "Create a topic that a client produces to or asks metadata of when \
                 it does not exist (weir serve --auto-create-topics).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "broker.id",
             value: me.to_string(),
             documentation: "This broker's node id (weir serve --node-id).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "default.replication.factor",
             value: defaults.replication_factor.to_string(),
             documentation: "Replicas of a topic created on first use or without a \
                 replication factor (weir serve --default-replication-factor).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "listeners",
             value: listeners.listeners,
             documentation: "The addresses this broker's Kafka listeners are bound to \
                 (weir serve --kafka-listen, --kafka-external-listen).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "advertised.listeners",
             value: listeners.advertised,
             documentation: "The addresses clients are told to reach this broker's Kafka \
                 listeners at (weir serve --kafka-advertise, --kafka-external-advertise).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "log.dirs",
             value: broker.registry().data_dir().display().to_string(),
             documentation: "The directory every replica's log of this broker is kept in \
                 (weir serve --data-dir): one per broker.",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "socket.request.max.bytes",
             value: broker.max_request_bytes().to_string(),
             documentation: "The largest request the broker reads (max_request_bytes).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "node.id",
             value: me.to_string(),
             documentation: "This broker's node id (weir serve --node-id).",
         },
         BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: "num.partitions",
             value: defaults.num_partitions.to_string(),
             documentation: "Partitions of a topic created on first use or without a count \
@@ -341,13 +397,42 @@ pub fn broker_configs(
             .find(|k| k.name == key)
             .expect("every topic default names a topic key");
         configs.push(BrokerConfig {
+            source: BrokerConfigSource::Static,
             name: kafka_name,
             value: key.default.to_owned(),
             documentation: key.documentation,
         });
     }
+    configs.extend(dynamic_configs(broker, target));
     configs.sort_by_key(|c| c.name);
     Ok(configs)
+}
+
+/// Every dynamic key Weir accepts, with the value that holds for broker `target`
+/// (`None`: the cluster's default): set on the broker, else as the default, else Kafka's.
+fn dynamic_configs(broker: &Broker, target: Option<i32>) -> Vec<BrokerConfig> {
+    let image = broker.registry().cluster().image();
+    let own = target.and_then(|id| image.broker_configs(Some(id)));
+    let default = image.broker_configs(None);
+    DYNAMIC_KEYS
+        .iter()
+        .map(|key| {
+            let (value, source) = match (
+                own.and_then(|c| c.get(key.name)),
+                default.and_then(|c| c.get(key.name)),
+            ) {
+                (Some(v), _) => (v.clone(), BrokerConfigSource::DynamicBroker),
+                (None, Some(v)) => (v.clone(), BrokerConfigSource::DynamicDefault),
+                (None, None) => (key.default.to_owned(), BrokerConfigSource::Default),
+            };
+            BrokerConfig {
+                name: key.name,
+                value,
+                documentation: key.documentation,
+                source,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

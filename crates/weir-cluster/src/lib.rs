@@ -23,6 +23,7 @@
 //! converts at its edge. It never blocks the async runtime on storage: every call into
 //! `weir-log` that may do I/O runs on a blocking thread.
 
+pub mod broker_configs;
 pub mod config;
 pub mod controller;
 mod error;

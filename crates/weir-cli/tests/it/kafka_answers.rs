@@ -171,4 +171,24 @@ fn admin_apis_kafka_python_calls_are_answered_as_kafka_does() {
         "{seen}"
     );
     assert_eq!(seen["alter"], "INVALID_CONFIG", "{seen}");
+    // Kafka's dynamic keys Weir accepts: set on the broker, reported with Kafka's source
+    // and as writable; removed, back to Kafka's default; a value of the wrong kind
+    // refused.
+    assert_eq!(
+        seen["dynamic_set"],
+        serde_json::json!({
+            "sasl.kerberos.min.time.before.relogin": ["58000", "DYNAMIC_BROKER_CONFIG", false],
+            "num.io.threads": ["16", "DYNAMIC_BROKER_CONFIG", false],
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["dynamic_removed"],
+        serde_json::json!({
+            "sasl.kerberos.min.time.before.relogin": ["60000", "DEFAULT_CONFIG", false],
+            "num.io.threads": ["8", "DEFAULT_CONFIG", false],
+        }),
+        "{seen}"
+    );
+    assert_eq!(seen["bad_value"], "INVALID_CONFIG", "{seen}");
 }

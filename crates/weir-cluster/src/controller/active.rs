@@ -344,6 +344,11 @@ impl Controller {
             ControllerRequest::AlterClientQuotas { alterations } => {
                 security::alter_quotas(image, alterations)
             }
+            ControllerRequest::AlterBrokerConfigs {
+                broker,
+                changes,
+                replace,
+            } => security::alter_broker_configs(image, broker, changes, replace),
             ControllerRequest::DeclareExchange { exchange } => {
                 exchanges::declare_exchange(image, exchange)
             }

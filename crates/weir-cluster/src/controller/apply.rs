@@ -304,6 +304,26 @@ impl MetadataImage {
                     )));
                 }
             }
+            MetadataRecord::BrokerConfigChanged { broker, key, value } => {
+                let configs = &mut self.broker_configs;
+                let resource = super::image::broker_resource(*broker);
+                match value {
+                    Some(value) => {
+                        configs
+                            .entry(resource)
+                            .or_default()
+                            .insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        if let Some(keys) = configs.get_mut(&resource) {
+                            keys.remove(key);
+                            if keys.is_empty() {
+                                configs.remove(&resource);
+                            }
+                        }
+                    }
+                }
+            }
             MetadataRecord::ClientQuotaAltered { entity, key, value } => {
                 let quotas = &mut self.security.quotas;
                 match value {

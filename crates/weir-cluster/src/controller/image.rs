@@ -37,6 +37,17 @@ pub struct MetadataImage {
     pub(super) producer_ids: ProducerIds,
     pub(super) security: SecurityImage,
     pub(super) exchanges: ExchangesImage,
+    /// Dynamic broker configs (`crate::broker_configs`): by broker, each key's value.
+    pub(super) broker_configs: BrokerConfigs,
+}
+
+/// Dynamic broker configs by Kafka's resource name: a broker's id, or empty for the
+/// cluster's default (text, so the snapshot's JSON can use it as a key).
+pub type BrokerConfigs = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Kafka's resource name of broker `broker` (`None`: the cluster's default, "").
+pub(super) fn broker_resource(broker: Option<BrokerId>) -> String {
+    broker.map(|id| id.to_string()).unwrap_or_default()
 }
 
 /// Declared exchanges and their bindings (`crate::exchanges`; the predeclared ones have
@@ -198,6 +209,7 @@ impl MetadataImage {
             producer_ids: ProducerIds::default(),
             security: SecurityImage::default(),
             exchanges: ExchangesImage::default(),
+            broker_configs: BrokerConfigs::new(),
         })
     }
 
@@ -313,6 +325,11 @@ impl MetadataImage {
         self.security.quotas_version
     }
 
+    /// The dynamic configs set on broker `broker` (`None`: the cluster's default).
+    pub fn broker_configs(&self, broker: Option<BrokerId>) -> Option<&BTreeMap<String, String>> {
+        self.broker_configs.get(&broker_resource(broker))
+    }
+
     /// The declared exchange `name` (not a predeclared one: `crate::exchanges::predeclared`).
     pub fn exchange(&self, name: &str) -> Option<&StoredExchange> {
         self.exchanges.exchanges.get(name)
@@ -404,13 +421,16 @@ struct ImageData {
     /// Absent in snapshots from before exchanges.
     #[serde(default)]
     exchanges: ExchangesImage,
+    /// Absent in snapshots from before dynamic broker configs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    broker_configs: BrokerConfigs,
 }
 
 impl Serialize for MetadataImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // By hand, to write the topics without cloning the image into an `ImageData`.
         let topics: Vec<&TopicImage> = self.topics.values().collect();
-        let mut s = serializer.serialize_struct("ImageData", 7)?;
+        let mut s = serializer.serialize_struct("ImageData", 8)?;
         s.serialize_field("cluster_id", &self.cluster_id)?;
         s.serialize_field("next_offset", &self.next_offset)?;
         s.serialize_field("brokers", &self.brokers)?;
@@ -418,6 +438,11 @@ impl Serialize for MetadataImage {
         s.serialize_field("producer_ids", &self.producer_ids)?;
         s.serialize_field("security", &self.security)?;
         s.serialize_field("exchanges", &self.exchanges)?;
+        if self.broker_configs.is_empty() {
+            s.skip_field("broker_configs")?;
+        } else {
+            s.serialize_field("broker_configs", &self.broker_configs)?;
+        }
         s.end()
     }
 }
@@ -449,6 +474,7 @@ impl TryFrom<ImageData> for MetadataImage {
             producer_ids: data.producer_ids,
             security: data.security,
             exchanges: data.exchanges,
+            broker_configs: data.broker_configs,
         };
         image.exchanges.binding_count = image.exchanges.bindings.values().map(BTreeSet::len).sum();
         for (exchange, bindings) in &image.exchanges.bindings {

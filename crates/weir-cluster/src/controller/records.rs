@@ -260,7 +260,8 @@ impl PartitionRegistration {
 ///
 /// - 0: every record type up to and including client quotas.
 /// - 1: AMQP's exchanges, bindings and queue declarations.
-pub const METADATA_LEVEL: u16 = 1;
+/// - 2: dynamic broker configs.
+pub const METADATA_LEVEL: u16 = 2;
 
 /// One record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +367,13 @@ pub enum MetadataRecord {
         key: String,
         value: Option<u64>,
     },
+    /// Dynamic broker config `key` (`crate::broker_configs`) of broker `broker` (`None`:
+    /// the cluster's default) is set to `value`, or removed for `None`.
+    BrokerConfigChanged {
+        broker: Option<BrokerId>,
+        key: String,
+        value: Option<String>,
+    },
     /// An exchange is declared (`crate::exchanges`); a redeclare with the same settings
     /// writes nothing, one with others is refused.
     ExchangeDeclared {
@@ -427,6 +435,8 @@ impl MetadataRecord {
             | MetadataRecord::BindingDeleted { .. }
             | MetadataRecord::QueueDeclared { .. }
             | MetadataRecord::QueueDeclarationDeleted { .. } => 1,
+            // Dynamic broker configs (docs/kafka-compatibility.md).
+            MetadataRecord::BrokerConfigChanged { .. } => 2,
         }
     }
 }

@@ -182,6 +182,15 @@ pub enum ControllerRequest {
     AlterClientQuotas {
         alterations: Vec<(QuotaEntity, String, Option<u64>)>,
     },
+    /// Changes dynamic broker configs (`crate::broker_configs`) of broker `broker`
+    /// (`None`: the cluster's default): each key set to its value or removed (`None`);
+    /// with `replace`, every key not named is removed too (Kafka's AlterConfigs). All
+    /// valid, or none changes.
+    AlterBrokerConfigs {
+        broker: Option<BrokerId>,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+    },
     /// Declares an exchange (`crate::exchanges`): nothing changes if it exists with the
     /// same settings; refused if with others.
     DeclareExchange {
@@ -264,6 +273,7 @@ pub enum ControllerReply {
     /// For each filter, the bindings it removed.
     AclsDeleted(Vec<Vec<AclBinding>>),
     ClientQuotasAltered,
+    BrokerConfigsAltered,
     TokenCreated,
     /// The revoked token, as it was.
     TokenRevoked(StoredToken),

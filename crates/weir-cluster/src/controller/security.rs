@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
+use crate::error::ConfigError;
+use crate::partition::BrokerId;
 use crate::security::{
     AclBinding, AclFilter, MAX_ACLS, MAX_ACLS_PER_REQUEST, MAX_QUOTA_ENTITIES, MAX_QUOTA_VALUE,
     MAX_USERS, QUOTA_KEYS, QuotaEntity, REQUEST_PERCENTAGE, StoredCredential, validate_user_name,
@@ -150,6 +152,52 @@ pub(super) fn alter_quotas(
             .map(|(entity, key, value)| MetadataRecord::ClientQuotaAltered { entity, key, value })
             .collect(),
         reply: ControllerReply::ClientQuotasAltered,
+    })
+}
+
+/// Changes dynamic broker configs: every change checked first (`crate::broker_configs`);
+/// with `replace`, the keys set now and not named are removed. Only what changes is
+/// written.
+pub(super) fn alter_broker_configs(
+    image: &MetadataImage,
+    broker: Option<BrokerId>,
+    changes: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Result<Outcome, ControllerError> {
+    if changes.len() > crate::broker_configs::DYNAMIC_KEYS.len() {
+        return Err(ControllerError::InvalidConfig(ConfigError::Invalid(
+            format!(
+                "{} broker config changes in one request; there are {} dynamic keys",
+                changes.len(),
+                crate::broker_configs::DYNAMIC_KEYS.len()
+            ),
+        )));
+    }
+    for (key, value) in &changes {
+        crate::broker_configs::check_change(key, value.as_deref())
+            .map_err(ControllerError::InvalidConfig)?;
+    }
+    let current = image.broker_configs(broker).cloned().unwrap_or_default();
+    let mut records = Vec::new();
+    if replace {
+        for key in current.keys() {
+            if !changes.iter().any(|(k, _)| k == key) {
+                records.push(MetadataRecord::BrokerConfigChanged {
+                    broker,
+                    key: key.clone(),
+                    value: None,
+                });
+            }
+        }
+    }
+    for (key, value) in changes {
+        if current.get(&key) != value.as_ref() {
+            records.push(MetadataRecord::BrokerConfigChanged { broker, key, value });
+        }
+    }
+    Ok(Outcome {
+        records,
+        reply: ControllerReply::BrokerConfigsAltered,
     })
 }
 
@@ -369,5 +417,61 @@ mod tests {
         let outcome = alter_quotas(&image, vec![set(REQUEST_PERCENTAGE, None)]).unwrap();
         apply(&mut image, &outcome);
         assert_eq!(image.quotas().count(), 0);
+    }
+
+    #[test]
+    fn dynamic_broker_configs_are_checked_replaced_and_kept_in_a_snapshot() {
+        let mut image = image();
+        let set = |key: &str, value: &str| (key.to_string(), Some(value.to_string()));
+        let outcome = alter_broker_configs(
+            &image,
+            Some(1),
+            vec![
+                set("sasl.kerberos.min.time.before.relogin", "58000"),
+                set("num.io.threads", "16"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(outcome.records.len(), 2);
+        apply(&mut image, &outcome);
+        let broker_1 = image.broker_configs(Some(1)).unwrap();
+        assert_eq!(broker_1["num.io.threads"], "16");
+        assert!(image.broker_configs(None).is_none(), "the default is apart");
+        // The same values again write nothing.
+        let again = alter_broker_configs(&image, Some(1), vec![set("num.io.threads", "16")], false)
+            .unwrap();
+        assert!(again.records.is_empty(), "{:?}", again.records);
+        // One bad key or value refuses the whole change.
+        for bad in [
+            vec![set("num.io.threads", "8"), set("log.retention.ms", "1")],
+            vec![set("num.io.threads", "0")],
+        ] {
+            let refused = alter_broker_configs(&image, Some(1), bad, false).unwrap_err();
+            assert!(
+                matches!(refused, ControllerError::InvalidConfig(_)),
+                "{refused:?}"
+            );
+        }
+        // AlterConfigs replaces: a key left out is removed.
+        let replaced =
+            alter_broker_configs(&image, Some(1), vec![set("num.io.threads", "4")], true).unwrap();
+        apply(&mut image, &replaced);
+        let broker_1 = image.broker_configs(Some(1)).unwrap();
+        assert_eq!(broker_1.len(), 1, "{broker_1:?}");
+        assert_eq!(broker_1["num.io.threads"], "4");
+        let json = serde_json::to_string(&image).unwrap();
+        let back: MetadataImage = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, image);
+        // Removing the last key forgets the broker.
+        let removed = alter_broker_configs(
+            &image,
+            Some(1),
+            vec![("num.io.threads".into(), None)],
+            false,
+        )
+        .unwrap();
+        apply(&mut image, &removed);
+        assert!(image.broker_configs(Some(1)).is_none());
     }
 }

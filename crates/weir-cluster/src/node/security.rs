@@ -4,6 +4,7 @@
 use super::{ClusterNode, refusal};
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
+use crate::partition::BrokerId;
 use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 
 impl ClusterNode {
@@ -69,6 +70,29 @@ impl ClusterNode {
             .await?
         {
             ControllerReply::ClientQuotasAltered => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Changes dynamic broker configs of broker `broker` (`None`: the cluster's
+    /// default), all or none; `replace` removes the keys not named.
+    pub async fn alter_broker_configs(
+        &self,
+        broker: Option<BrokerId>,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+    ) -> Result<(), ClusterError> {
+        match self
+            .call(ControllerRequest::AlterBrokerConfigs {
+                broker,
+                changes,
+                replace,
+            })
+            .await?
+        {
+            ControllerReply::BrokerConfigsAltered => Ok(()),
             other => Err(unexpected(other)),
         }
     }

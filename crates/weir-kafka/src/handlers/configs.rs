@@ -15,9 +15,9 @@ use kafka_protocol::messages::{
     incremental_alter_configs_response,
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::configs::{self, ConfigChange, ConfigEntry, ConfigType};
+use weir_broker::configs::{self, BrokerConfigSource, ConfigChange, ConfigEntry, ConfigType};
 use weir_broker::share_configs;
-use weir_broker::{BrokerError, RequestContext};
+use weir_broker::{BrokerError, Reason, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
@@ -31,6 +31,8 @@ const RESOURCE_GROUP: i8 = 32;
 
 /// Kafka's config sources.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 const SOURCE_GROUP: i8 = 8;
@@ -53,6 +55,16 @@ const TYPE_DOUBLE: i8 = 6;
 const TYPE_LIST: i8 = 7;
 
 /// Kafka's code for the type of a topic's (or share group's) key.
+/// Kafka's config source of a broker setting.
+fn broker_source(source: BrokerConfigSource) -> i8 {
+    match source {
+        BrokerConfigSource::Static => SOURCE_STATIC_BROKER,
+        BrokerConfigSource::DynamicBroker => SOURCE_DYNAMIC_BROKER,
+        BrokerConfigSource::DynamicDefault => SOURCE_DYNAMIC_DEFAULT_BROKER,
+        BrokerConfigSource::Default => SOURCE_DEFAULT,
+    }
+}
+
 fn kafka_type(kind: ConfigType) -> i8 {
     match kind {
         ConfigType::Boolean => TYPE_BOOLEAN,
@@ -154,8 +166,8 @@ pub(super) async fn describe_configs(
                         let d = Described {
                             name: c.name,
                             value: &c.value,
-                            source: SOURCE_STATIC_BROKER,
-                            read_only: true,
+                            source: broker_source(c.source),
+                            read_only: c.source.read_only(),
                             documentation: c.documentation,
                             config_type: config_type(c.name),
                         };
@@ -223,16 +235,26 @@ fn unserved_resource(resource_type: i8) -> BrokerError {
 /// Each resource's outcome as `(type, name, error)`.
 type Outcomes = Vec<(i8, StrBytes, Option<BrokerError>)>;
 
-/// The keys of a broker resource in AlterConfigs or IncrementalAlterConfigs, each judged
-/// by the core on its own.
-fn alter_broker<'a>(
+/// The changes to a broker resource in AlterConfigs (`replace`) or
+/// IncrementalAlterConfigs: each key set to its value or removed (`None`), judged by the
+/// core.
+async fn alter_broker(
     broker: &KafkaBroker,
     ctx: &RequestContext,
     name: &StrBytes,
-    keys: impl Iterator<Item = &'a StrBytes>,
+    changes: Result<Vec<(String, Option<String>)>, BrokerError>,
+    replace: bool,
+    validate_only: bool,
 ) -> Result<(), BrokerError> {
-    let keys: Vec<String> = keys.map(|k| k.to_string()).collect();
-    configs::alter_broker_configs(&broker.core, ctx, name.as_str(), &keys)
+    configs::alter_broker_configs(
+        &broker.core,
+        ctx,
+        name.as_str(),
+        &changes?,
+        replace,
+        validate_only,
+    )
+    .await
 }
 
 pub(super) async fn alter_configs(
@@ -274,12 +296,22 @@ pub(super) async fn alter_configs(
                     .map(|_| ())
                 }
             }
-            RESOURCE_BROKER => alter_broker(
-                broker,
-                ctx,
-                &resource.resource_name,
-                resource.configs.iter().map(|c| &c.name),
-            ),
+            RESOURCE_BROKER => {
+                let changes = resource
+                    .configs
+                    .iter()
+                    .map(|c| (c.name.to_string(), c.value.as_ref().map(|v| v.to_string())))
+                    .collect();
+                alter_broker(
+                    broker,
+                    ctx,
+                    &resource.resource_name,
+                    Ok(changes),
+                    true,
+                    req.validate_only,
+                )
+                .await
+            }
             RESOURCE_GROUP => {
                 let set: BTreeMap<String, String> = resource
                     .configs
@@ -378,12 +410,37 @@ pub(super) async fn incremental_alter_configs(
                     Err(e) => Err(e),
                 }
             }
-            RESOURCE_BROKER => alter_broker(
-                broker,
-                ctx,
-                &resource.resource_name,
-                resource.configs.iter().map(|c| &c.name),
-            ),
+            RESOURCE_BROKER => {
+                let changes = resource
+                    .configs
+                    .iter()
+                    .map(|c| match c.config_operation {
+                        OP_SET => Ok((
+                            c.name.to_string(),
+                            Some(c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()),
+                        )),
+                        OP_DELETE => Ok((c.name.to_string(), None)),
+                        op => Err(BrokerError::new(
+                            Reason::InvalidConfig,
+                            format!(
+                                "operation {op} on broker config {}: Weir's dynamic broker keys \
+                                 are set whole (SET) or removed (DELETE); APPEND and SUBTRACT \
+                                 apply to list configs",
+                                c.name.as_str()
+                            ),
+                        )),
+                    })
+                    .collect();
+                alter_broker(
+                    broker,
+                    ctx,
+                    &resource.resource_name,
+                    changes,
+                    false,
+                    req.validate_only,
+                )
+                .await
+            }
             other => Err(unserved_resource(other)),
         };
         outcomes.push((

@@ -313,6 +313,7 @@ enum ReplyDef {
     AclsCreated,
     AclsDeleted(Vec<Vec<weir_cluster::security::AclBinding>>),
     ClientQuotasAltered,
+    BrokerConfigsAltered,
     TokenCreated,
     TokenRevoked(weir_cluster::tokens::StoredToken),
     ExchangesChanged {
