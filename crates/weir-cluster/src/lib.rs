@@ -40,13 +40,13 @@ pub mod quorum;
 mod registry;
 pub mod replication;
 pub mod security;
-pub mod tokens;
-// The replication simulation's generator (SplitMix64), shared by the group and share
-// simulations, so one seed replays exactly.
 pub mod share;
+pub mod tokens;
+// The generator every simulation shares (weir-coordinator's SplitMix64), so one seed
+// replays exactly.
 #[cfg(test)]
 #[allow(dead_code)]
-#[path = "../tests/it/sim/rng.rs"]
+#[path = "../../weir-coordinator/src/sim/rng.rs"]
 mod sim_rng;
 mod topic_name;
 

@@ -12,3 +12,16 @@
 //!
 //! Must never know: tokio, the network, the log's files, any protocol's wire format
 //! beyond the internal topics' record layouts.
+
+pub mod group;
+#[cfg(test)]
+mod sim;
+
+/// Names starting with this are the broker's own topics (`__consumer_offsets`, …): a
+/// regex subscription never matches one.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+
+/// True for the broker's own topics.
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_TOPIC_PREFIX)
+}

@@ -313,7 +313,7 @@ impl GroupCoordinator {
         let e = st.groups.get_mut(group_id).ok_or_else(unknown)?;
         e.classic
             .heartbeat(member_id, instance_id, generation, now)
-            .map_err(|err| classic_error(group_id, member_id, err))
+            .map_err(|err| classic_error(group_id, member_id, err).into())
     }
 
     /// Handles a classic LeaveGroup of `members` (each a member id, and from LeaveGroup
@@ -355,7 +355,7 @@ impl GroupCoordinator {
                 .map(|(m, instance)| {
                     e.classic
                         .leave(m, instance.as_deref(), now, &config, &mut replies)
-                        .map_err(|err| classic_error(group_id, m, err))
+                        .map_err(|err| classic_error(group_id, m, err).into())
                 })
                 .collect();
             after_classic_change(e, before, now);

@@ -38,6 +38,7 @@ use super::{
 use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
 use crate::topic_name::validate_topic_name;
+use weir_coordinator::group::GroupError as MachineError;
 
 /// The consumer group coordinator. Cheap to share: use it as `Arc<GroupCoordinator>`.
 #[derive(Debug)]
@@ -194,8 +195,8 @@ impl GroupCoordinator {
         snapshot
     }
 
-    fn compile_regex(&self, source: &str) -> Result<Arc<TopicRegex>, GroupError> {
-        let invalid = |reason: String| GroupError::InvalidRegex {
+    fn compile_regex(&self, source: &str) -> Result<Arc<TopicRegex>, MachineError> {
+        let invalid = |reason: String| MachineError::InvalidRegex {
             regex: source.chars().take(MAX_REGEX_BYTES).collect(),
             reason,
         };

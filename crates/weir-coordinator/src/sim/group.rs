@@ -16,7 +16,7 @@
 //! At the end, without faults, the group converges: every partition owned by exactly one
 //! member, the group stable.
 //!
-//! `cargo test -p weir-cluster --lib group::sim` runs [`SEEDS`] seeds;
+//! `cargo test -p weir-coordinator --lib sim::group` runs [`SEEDS`] seeds;
 //! `WEIR_GROUP_SIM_SEEDS=100000` runs more, `WEIR_GROUP_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,14 +25,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::assignor::Assignment;
-use super::shard::{
+use super::rng::Rng;
+use crate::group::assignor::Assignment;
+use crate::group::shard::{
     LoadContext, ReplayedMembers, Scope, ShardState, apply_record, entry, finish_replay,
 };
-use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
-use super::{GroupConfig, GroupError, GroupState};
-
-use crate::sim_rng::Rng;
+use crate::group::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
+use crate::group::{GroupConfig, GroupError, GroupState};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 300;
@@ -111,6 +110,7 @@ impl Sim {
                 key,
                 value.as_deref(),
                 offset as i64,
+                self.now,
                 Some(&mut members),
             )
             .expect("the coordinator's own records replay");
@@ -120,7 +120,7 @@ impl Sim {
             config: &self.config,
             compile: &no_regex,
         };
-        finish_replay(&mut st, members, 0, &cx);
+        finish_replay(&mut st, members, 0, &cx, (self.now, 0));
         self.st = st;
     }
 
@@ -152,7 +152,7 @@ impl Sim {
             owned: client.owned.clone(),
             session_timeout: None,
         };
-        let result = entry(&mut self.st, GROUP).group.heartbeat(
+        let result = entry(&mut self.st, GROUP, self.now).group.heartbeat(
             request,
             &self.topics,
             self.now,
