@@ -42,12 +42,6 @@ pub mod replication;
 pub mod security;
 pub mod share;
 pub mod tokens;
-// The generator every simulation shares (weir-coordinator's SplitMix64), so one seed
-// replays exactly.
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../../weir-coordinator/src/sim/rng.rs"]
-mod sim_rng;
 mod topic_name;
 
 pub use config::{

@@ -14,6 +14,7 @@
 //! beyond the internal topics' record layouts.
 
 pub mod group;
+pub mod share;
 #[cfg(test)]
 mod sim;
 
@@ -24,4 +25,15 @@ pub const INTERNAL_TOPIC_PREFIX: &str = "__";
 /// True for the broker's own topics.
 pub fn is_internal(name: &str) -> bool {
     name.starts_with(INTERNAL_TOPIC_PREFIX)
+}
+
+/// The bytes a hex string spells (whitespace ignored): the golden record layouts of the
+/// tests, written as they are documented.
+#[cfg(test)]
+pub(crate) fn golden_hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
+        .collect()
 }

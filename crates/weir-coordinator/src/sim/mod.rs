@@ -5,3 +5,4 @@
 mod group;
 #[allow(dead_code)]
 mod rng;
+mod share;

@@ -1,6 +1,6 @@
 //! Seeded simulation of one share group across member crashes and coordinator
 //! failovers: the share-partition state machine (`partition.rs`), the windows and
-//! snapshots a coordinator writes (`shard.rs`: [`Windows`], [`dirty_snapshots`]) and the
+//! snapshots a coordinator writes (`windows.rs`: [`Windows`], [`dirty_snapshots`]) and the
 //! replay a new coordinator runs ([`Replay`]), with no I/O and one seed deciding
 //! everything.
 //!
@@ -29,17 +29,16 @@
 //! At the end, without faults, members accept everything: the group's start reaches the
 //! end of the log (none lost).
 //!
-//! `cargo test -p weir-cluster --lib share::sim` runs [`SEEDS`] seeds;
+//! `cargo test -p weir-coordinator --lib sim::share` runs [`SEEDS`] seeds;
 //! `WEIR_SHARE_SIM_SEEDS=100000` runs more, `WEIR_SHARE_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::partition::{AckKind, Acquired, ShareConfig};
-use super::shard::{Replay, Windows, dirty_snapshots, topic_id_bytes};
-
-use crate::sim_rng::Rng;
+use super::rng::Rng;
+use crate::share::partition::{AckKind, Acquired, ShareConfig};
+use crate::share::windows::{Replay, Window, Windows, dirty_snapshots, topic_id_bytes};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 200;
@@ -120,7 +119,7 @@ struct Sim {
     log: Vec<(Bytes, Option<Bytes>)>,
     /// Writes queued and not durable yet, in log order.
     queued: VecDeque<Queued>,
-    windows: Windows,
+    windows: Windows<()>,
     incarnation: u32,
     members: Vec<Member>,
     next_member: usize,
@@ -175,7 +174,7 @@ impl Sim {
         }
     }
 
-    fn window(&mut self) -> &mut super::shard::Window {
+    fn window(&mut self) -> &mut Window<()> {
         self.windows
             .window(GROUP, TOPIC, TOPIC_ID, 0, self.config, 0)
             .expect("the simulation's names are valid")
