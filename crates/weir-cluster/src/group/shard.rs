@@ -34,8 +34,8 @@ use crate::internal_topic::{self, SubmitError};
 use crate::partition::Partition;
 
 pub(super) use machine::{
-    GroupEntry, LoadContext, Prepared, ReplayedMembers, Scope, StoredOffset, apply_record,
-    classic_error, finish_replay,
+    GroupEntry, LoadContext, Prepared, ReplayedMembers, Scope, StoredOffset, admit_commit,
+    apply_record, classic_error, finish_replay,
 };
 
 /// A classic JoinGroup or SyncGroup waiting for its answer.

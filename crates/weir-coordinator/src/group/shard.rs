@@ -436,6 +436,68 @@ pub fn classic_error(group_id: &str, member_id: &str, e: ClassicError) -> GroupE
         },
     }
 }
+/// Whether a commit to `group` is taken now (`member`: the committing member's id and its
+/// classic generation or KIP-848 epoch; `None`: a commit from outside any group, as
+/// kafka-python's `assign()` consumers send): a classic group's members commit with its
+/// current generation ([`ClassicGroup::check_commit`], which also keeps the session
+/// going), a KIP-848 group's with their current epoch; a group with members refuses
+/// commits without a member id, so a stale or outside committer cannot move a member's
+/// offsets. `full`: the most groups the coordinator holds, if it holds that many now (a
+/// commit that would create a group is refused then).
+pub fn admit_commit(
+    st: &mut ShardState,
+    group: &str,
+    member: Option<(&str, i32)>,
+    now: Instant,
+    full: Option<usize>,
+) -> Result<(), GroupError> {
+    if let Some(e) = st.groups.get_mut(group)
+        && e.classic.is_active()
+    {
+        match member {
+            Some((member_id, generation)) => e
+                .classic
+                .check_commit(member_id, generation, now)
+                .map_err(|err| classic_error(group, member_id, err))?,
+            None if e.classic.member_count() > 0 => {
+                return Err(GroupError::GroupNotEmpty {
+                    members: e.classic.member_count(),
+                    group_id: group.to_string(),
+                    operation: "committing without a member id",
+                });
+            }
+            None => {}
+        }
+        return Ok(());
+    }
+    let e = st.groups.get(group);
+    match (member, e) {
+        (Some((member_id, epoch)), e) => match e.and_then(|e| e.group.member_epoch(member_id)) {
+            None => Err(GroupError::UnknownMember {
+                group_id: group.to_string(),
+                member_id: member_id.to_string(),
+            }),
+            Some(current) if current != epoch => Err(GroupError::StaleEpoch {
+                group_id: group.to_string(),
+                member_id: member_id.to_string(),
+                given: epoch,
+                current,
+            }),
+            Some(_) => Ok(()),
+        },
+        (None, Some(e)) if e.group.member_count() > 0 => Err(GroupError::GroupNotEmpty {
+            members: e.group.member_count(),
+            group_id: group.to_string(),
+            operation: "committing without a member id",
+        }),
+        (None, None) => match full {
+            Some(max) => Err(GroupError::TooManyGroups { max }),
+            None => Ok(()),
+        },
+        (None, Some(_)) => Ok(()),
+    }
+}
+
 /// The entry of `group`, created if missing (its retention clock starting at `now`).
 pub fn entry<'a>(st: &'a mut ShardState, group: &str, now: Instant) -> &'a mut GroupEntry {
     if !st.groups.contains_key(group) {

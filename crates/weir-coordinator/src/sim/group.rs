@@ -284,41 +284,29 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
-    let mut sim = Sim::new(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+impl super::Simulation for Sim {
+    const NAME: &'static str = "group";
+    const SEEDS: u64 = SEEDS;
+    const TRACE_TAIL: usize = TRACE_TAIL;
+
+    fn new(seed: u64) -> Sim {
+        Sim::new(seed)
+    }
+
+    fn run(&mut self) {
         for _ in 0..STEPS {
-            sim.step();
-            sim.check();
+            self.step();
+            self.check();
         }
-        sim.converge();
-    }));
-    if let Err(panic) = outcome {
-        let tail: Vec<&String> = sim.trace.iter().rev().take(TRACE_TAIL).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
-        eprintln!("group simulation failed: seed {seed} (WEIR_GROUP_SIM_SEED={seed} replays it)");
-        std::panic::resume_unwind(panic);
+        self.converge();
+    }
+
+    fn trace(&self) -> &[String] {
+        &self.trace
     }
 }
 
 #[test]
 fn a_group_survives_coordinator_failovers_lost_answers_and_lost_writes() {
-    let seeds = match std::env::var("WEIR_GROUP_SIM_SEED") {
-        Ok(seed) => {
-            let seed = seed.parse().expect("WEIR_GROUP_SIM_SEED is a number");
-            seed..seed + 1
-        }
-        Err(_) => {
-            let count = std::env::var("WEIR_GROUP_SIM_SEEDS")
-                .ok()
-                .map(|s| s.parse().expect("WEIR_GROUP_SIM_SEEDS is a number"))
-                .unwrap_or(SEEDS);
-            0..count
-        }
-    };
-    for seed in seeds {
-        run(seed);
-    }
+    super::run_seeds::<Sim>();
 }

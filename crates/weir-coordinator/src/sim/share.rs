@@ -578,48 +578,36 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
-    let mut sim = Sim::new(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+impl super::Simulation for Sim {
+    const NAME: &'static str = "share";
+    const SEEDS: u64 = SEEDS;
+    const TRACE_TAIL: usize = TRACE_TAIL;
+
+    fn new(seed: u64) -> Sim {
+        Sim::new(seed)
+    }
+
+    fn run(&mut self) {
         for _ in 0..STEPS {
-            sim.step();
+            self.step();
         }
-        sim.drain();
+        self.drain();
         // A new coordinator agrees: nothing left to deliver.
-        sim.failover(0);
-        let end = sim.data.len() as i64;
+        self.failover(0);
+        let end = self.data.len() as i64;
         assert_eq!(
-            sim.window().window.start(),
+            self.window().window.start(),
             end,
             "a failover lost the finish"
         );
-    }));
-    if let Err(panic) = outcome {
-        let tail: Vec<&String> = sim.trace.iter().rev().take(TRACE_TAIL).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
-        eprintln!("share simulation failed: seed {seed} (WEIR_SHARE_SIM_SEED={seed} replays it)");
-        std::panic::resume_unwind(panic);
+    }
+
+    fn trace(&self) -> &[String] {
+        &self.trace
     }
 }
 
 #[test]
 fn a_share_group_survives_member_crashes_coordinator_failovers_and_lost_writes() {
-    let seeds = match std::env::var("WEIR_SHARE_SIM_SEED") {
-        Ok(seed) => {
-            let seed = seed.parse().expect("WEIR_SHARE_SIM_SEED is a number");
-            seed..seed + 1
-        }
-        Err(_) => {
-            let count = std::env::var("WEIR_SHARE_SIM_SEEDS")
-                .ok()
-                .map(|s| s.parse().expect("WEIR_SHARE_SIM_SEEDS is a number"))
-                .unwrap_or(SEEDS);
-            0..count
-        }
-    };
-    for seed in seeds {
-        run(seed);
-    }
+    super::run_seeds::<Sim>();
 }
