@@ -12,6 +12,10 @@
 //!
 //! Must never know: tokio, the network, the log's files, any protocol's wire format
 //! beyond the internal topics' record layouts.
+//!
+//! - [`group`]: consumer groups, KIP-848 and classic, and `__consumer_offsets`.
+//! - [`share`]: share groups (queues) and `__share_group_state`.
+//! - `sim` (tests only): one seeded simulation of them all, one generator.
 
 pub mod group;
 pub mod share;
