@@ -8,8 +8,9 @@
 //! - `share`: one share group's window (acquire, acknowledge, locks, delivery counts).
 //!
 //! Every simulation is a [`Simulation`] run by [`run_seeds`]: the same generator
-//! (`rng`, SplitMix64, also the replication simulation's in weir-cluster), the same
-//! seed counts and the same report of a failing seed with the tail of its trace.
+//! (SplitMix64, `weir-cluster/tests/it/sim/rng.rs`, which weir-cluster's replication
+//! simulation and the transaction simulation in `txn/sim/` include too), the same seed
+//! counts and the same report of a failing seed with the tail of its trace.
 //!
 //! `cargo test -p weir-coordinator --lib sim` runs each machine's default count of
 //! seeds (a few seconds in all); `WEIR_SIM_SEEDS=N` runs N seeds of each,
@@ -19,7 +20,10 @@
 
 mod classic;
 mod group;
+// The generator of every Weir simulation (SplitMix64), weir-cluster's replication
+// simulation's and the transaction simulation's too, so one seed replays exactly.
 #[allow(dead_code)]
+#[path = "../../../weir-cluster/tests/it/sim/rng.rs"]
 mod rng;
 mod share;
 

@@ -28,8 +28,6 @@ mod controller;
 mod faults;
 mod net;
 mod node;
-// The generator every simulation shares (weir-coordinator's), so one seed replays exactly.
-#[path = "../../../../weir-coordinator/src/sim/rng.rs"]
 mod rng;
 mod world;
 
