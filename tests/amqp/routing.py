@@ -13,6 +13,8 @@ import sys
 
 import pika
 
+from drain import drain as take
+
 port = int(sys.argv[1])
 params = pika.ConnectionParameters(host="localhost", port=port)
 
@@ -42,17 +44,10 @@ for severity, body in sent:
 
 
 def drain(channel, queue, expected):
-    """basic_get until `expected` messages came, bounded."""
-    got = []
-    for _ in range(200):
-        method, properties, body = channel.basic_get(queue=queue, auto_ack=True)
-        if method is None:
-            if len(got) >= expected:
-                break
-            connection.sleep(0.05)
-            continue
-        got.append({"body": body.decode(), "key": method.routing_key, "exchange": method.exchange})
-    return got
+    return [
+        {"body": body, "key": method.routing_key, "exchange": method.exchange}
+        for method, body in take(connection, channel, queue, expected)
+    ]
 
 
 errors = drain(channel, "errors", 2)

@@ -12,6 +12,8 @@ import sys
 
 import pika
 
+from drain import drain as take
+
 port = int(sys.argv[1])
 params = pika.ConnectionParameters(host="localhost", port=port)
 connection = pika.BlockingConnection(params)
@@ -59,16 +61,7 @@ for name, headers in [
 
 
 def drain(queue, expected):
-    got = []
-    for _ in range(200):
-        method, _, body = channel.basic_get(queue=queue, auto_ack=True)
-        if method is None:
-            if len(got) >= expected:
-                break
-            connection.sleep(0.05)
-            continue
-        got.append(body.decode())
-    return got
+    return [body for _, body in take(connection, channel, queue, expected)]
 
 
 result = {

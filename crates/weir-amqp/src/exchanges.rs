@@ -5,7 +5,7 @@
 //! state is looked at (the default exchange, the reserved `amq.` prefix, an unknown
 //! type), is answered here with its codes; the rest is the core's.
 
-use amq_protocol::protocol::{exchange, queue};
+use amq_protocol::protocol::exchange;
 use amq_protocol::types::FieldTable;
 use weir_broker::exchanges::{self, Binding, Exchange, ExchangeType, RESERVED_PREFIX};
 use weir_broker::{Reason, RequestContext};
@@ -154,47 +154,36 @@ pub async fn delete(
         })
 }
 
-/// `queue.bind` (`queue` is the queue's name, the channel's last when the method left
-/// it empty).
-pub async fn bind(
-    shared: &Shared,
-    ctx: &RequestContext,
-    queue: &str,
-    method: &queue::Bind,
-) -> Result<(), Reply> {
-    let on = |reply: Reply| reply.on(50, 20);
-    let binding = binding(
-        shared,
-        queue,
-        method.exchange.as_str(),
-        method.routing_key.as_str(),
-        &method.arguments,
-    )
-    .map_err(on)?;
-    exchanges::bind(&shared.broker, ctx, binding)
-        .await
-        .map_err(|e| on(from_broker(&e)))
+/// Which of `queue.bind` and `queue.unbind` a client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    Bind,
+    Unbind,
 }
 
-/// `queue.unbind`.
-pub async fn unbind(
+/// `queue.bind` or `queue.unbind` (`queue` is the queue's name, the channel's last when
+/// the method left it empty): the same look-ups and checks, then the core adds or removes
+/// the binding.
+pub async fn change_binding(
     shared: &Shared,
     ctx: &RequestContext,
+    change: BindingChange,
     queue: &str,
-    method: &queue::Unbind,
+    exchange: &str,
+    routing_key: &str,
+    arguments: &FieldTable,
 ) -> Result<(), Reply> {
-    let on = |reply: Reply| reply.on(50, 50);
-    let binding = binding(
-        shared,
-        queue,
-        method.exchange.as_str(),
-        method.routing_key.as_str(),
-        &method.arguments,
-    )
-    .map_err(on)?;
-    exchanges::unbind(&shared.broker, ctx, binding)
-        .await
-        .map_err(|e| on(from_broker(&e)))
+    let method = match change {
+        BindingChange::Bind => 20,
+        BindingChange::Unbind => 50,
+    };
+    let on = |reply: Reply| reply.on(50, method);
+    let binding = binding(shared, queue, exchange, routing_key, arguments).map_err(on)?;
+    let changed = match change {
+        BindingChange::Bind => exchanges::bind(&shared.broker, ctx, binding).await,
+        BindingChange::Unbind => exchanges::unbind(&shared.broker, ctx, binding).await,
+    };
+    changed.map_err(|e| on(from_broker(&e)))
 }
 
 /// The binding a `queue.bind`/`unbind` names, once its queue and exchange are found.

@@ -15,12 +15,15 @@
 //!
 //! - [`group`]: consumer groups, KIP-848 and classic, and `__consumer_offsets`.
 //! - [`share`]: share groups (queues) and `__share_group_state`.
-//! - `sim` (tests only): one seeded simulation of them all, one generator.
+//! - [`txn`]: the transaction coordinator and `__transaction_state`.
+//! - `sim` (tests only): one seeded simulation of the group and share machines, one
+//!   generator (the transactions' is `txn/sim/`, on the same generator).
 
 pub mod group;
 pub mod share;
 #[cfg(test)]
 mod sim;
+pub mod txn;
 
 /// Names starting with this are the broker's own topics (`__consumer_offsets`, …): a
 /// regex subscription never matches one.

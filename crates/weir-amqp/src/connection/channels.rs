@@ -11,6 +11,7 @@ use crate::errors::{
     CHANNEL_ERROR, COMMAND_INVALID, FRAME_ERROR, NOT_FOUND, NOT_IMPLEMENTED, Reply,
     UNEXPECTED_FRAME,
 };
+use crate::exchanges::BindingChange;
 use crate::queues;
 
 use super::{Channel, Conn};
@@ -267,7 +268,16 @@ impl Conn {
             }
             queue::AMQPMethod::Bind(bind) => {
                 let queue = self.queue_or_last(id, bind.queue.as_str())?;
-                crate::exchanges::bind(&self.shared, &self.ctx, &queue, &bind).await?;
+                crate::exchanges::change_binding(
+                    &self.shared,
+                    &self.ctx,
+                    BindingChange::Bind,
+                    &queue,
+                    bind.exchange.as_str(),
+                    bind.routing_key.as_str(),
+                    &bind.arguments,
+                )
+                .await?;
                 if !bind.nowait {
                     self.send_method(
                         id,
@@ -278,7 +288,16 @@ impl Conn {
             }
             queue::AMQPMethod::Unbind(unbind) => {
                 let queue = self.queue_or_last(id, unbind.queue.as_str())?;
-                crate::exchanges::unbind(&self.shared, &self.ctx, &queue, &unbind).await?;
+                crate::exchanges::change_binding(
+                    &self.shared,
+                    &self.ctx,
+                    BindingChange::Unbind,
+                    &queue,
+                    unbind.exchange.as_str(),
+                    unbind.routing_key.as_str(),
+                    &unbind.arguments,
+                )
+                .await?;
                 self.send_method(
                     id,
                     AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),

@@ -135,50 +135,62 @@ impl AsyncRead for Stream {
     }
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+/// The writer under a stream or its writing half, plain or TLS, so `AsyncWrite` is
+/// forwarded once ([`forward_async_write`]) rather than matched in every method.
+type Writer = dyn AsyncWrite + Unpin + Send;
+
+impl Inner {
+    fn writer(&mut self) -> &mut Writer {
+        match self {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => s.as_mut(),
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.inner {
-            Inner::Plain(s) => s.is_write_vectored(),
-            Inner::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(s) => Pin::new(s).poll_flush(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().inner {
-            Inner::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Inner::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+    fn writer_ref(&self) -> &Writer {
+        match self {
+            Inner::Plain(s) => s,
+            Inner::Tls(s) => s.as_ref(),
         }
     }
 }
+
+/// `AsyncWrite` for a type whose `$field` has `writer()` / `writer_ref()`.
+macro_rules! forward_async_write {
+    ($type:ty, $field:tt) => {
+        impl AsyncWrite for $type {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Pin::new(self.get_mut().$field.writer()).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                bufs: &[io::IoSlice<'_>],
+            ) -> Poll<io::Result<usize>> {
+                Pin::new(self.get_mut().$field.writer()).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.$field.writer_ref().is_write_vectored()
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Pin::new(self.get_mut().$field.writer()).poll_flush(cx)
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Pin::new(self.get_mut().$field.writer()).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
+forward_async_write!(Stream, inner);
 
 /// The reading half of a [`Stream`].
 #[derive(Debug)]
@@ -228,47 +240,20 @@ impl WriteHalf {
     }
 }
 
-impl AsyncWrite for WriteHalf {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            WriteInner::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            WriteInner::Tls(s) => Pin::new(s).poll_write(cx, buf),
+impl WriteInner {
+    fn writer(&mut self) -> &mut Writer {
+        match self {
+            WriteInner::Plain(s) => s,
+            WriteInner::Tls(s) => s,
         }
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match &mut self.get_mut().0 {
-            WriteInner::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            WriteInner::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.0 {
-            WriteInner::Plain(s) => s.is_write_vectored(),
-            WriteInner::Tls(s) => s.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            WriteInner::Plain(s) => Pin::new(s).poll_flush(cx),
-            WriteInner::Tls(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match &mut self.get_mut().0 {
-            WriteInner::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            WriteInner::Tls(s) => Pin::new(s).poll_shutdown(cx),
+    fn writer_ref(&self) -> &Writer {
+        match self {
+            WriteInner::Plain(s) => s,
+            WriteInner::Tls(s) => s,
         }
     }
 }
+
+forward_async_write!(WriteHalf, 0);

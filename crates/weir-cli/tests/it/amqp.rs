@@ -33,9 +33,16 @@ fn script(name: &str) -> String {
 
 /// A broker with an AMQP listener on a free port; the port.
 fn amqp_broker() -> (Broker, u16) {
+    // The default data directory: `Broker::start` gives it a temporary one of its own.
+    amqp_broker_on(weir_server::ServerConfig::default().data_dir)
+}
+
+/// [`amqp_broker`] on the data directory `data_dir` (to start again on it).
+fn amqp_broker_on(data_dir: PathBuf) -> (Broker, u16) {
     let broker = Broker::start(weir_server::ServerConfig {
         admin_listen: None,
         amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
+        data_dir,
         ..Default::default()
     });
     let port = broker
@@ -47,16 +54,22 @@ fn amqp_broker() -> (Broker, u16) {
     (broker, port)
 }
 
+/// Runs `tests/amqp/NAME PORT ARGS...` with the shared venv's Python; the one JSON line
+/// it prints.
+fn tutorial(name: &str, port: u16, args: &[&str]) -> Value {
+    let script = script(name);
+    let port = port.to_string();
+    let mut argv = vec![script.as_str(), port.as_str()];
+    argv.extend_from_slice(args);
+    let out = run_ok(&python(), &argv);
+    json_lines(&out).swap_remove(0)
+}
+
 #[test]
 fn pika_hello_world_gets_every_message_once_in_order() {
-    let python = python();
     let (_broker, port) = amqp_broker();
-    let out = run_ok(
-        &python,
-        &[&script("hello_world.py"), &port.to_string(), "hello", "50"],
-    );
-    let lines = json_lines(&out);
-    let received: Vec<&str> = lines[0]["received"]
+    let result = &tutorial("hello_world.py", port, &["hello", "50"]);
+    let received: Vec<&str> = result["received"]
         .as_array()
         .expect("received")
         .iter()
@@ -68,20 +81,9 @@ fn pika_hello_world_gets_every_message_once_in_order() {
 
 #[test]
 fn pika_work_queues_ack_nack_and_redeliver_what_a_dead_worker_held() {
-    let python = python();
     let (broker, port) = amqp_broker();
     let count = 20;
-    let out = run_ok(
-        &python,
-        &[
-            &script("work_queues.py"),
-            &port.to_string(),
-            "tasks",
-            &count.to_string(),
-        ],
-    );
-    let lines = json_lines(&out);
-    let result = &lines[0];
+    let result = &tutorial("work_queues.py", port, &["tasks", &count.to_string()]);
     assert_eq!(result["ready_after_publish"], count, "{result}");
     assert_eq!(result["redeclare"], 406, "{result}");
 
@@ -152,18 +154,9 @@ fn strings(value: &Value) -> Vec<&str> {
 
 #[test]
 fn pika_publish_subscribe_gives_every_subscriber_every_message_once_in_order() {
-    let python = python();
     let (_broker, port) = amqp_broker();
     let count = 30;
-    let out = run_ok(
-        &python,
-        &[
-            &script("publish_subscribe.py"),
-            &port.to_string(),
-            &count.to_string(),
-        ],
-    );
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("publish_subscribe.py", port, &[&count.to_string()]);
     let expected: Vec<String> = (0..count).map(|i| format!("log {i}")).collect();
     // Two exclusive server-named queues bound to the fanout exchange: each got every
     // message published after its bind, once, in order (the one before any bind went
@@ -183,10 +176,8 @@ fn pika_publish_subscribe_gives_every_subscriber_every_message_once_in_order() {
 
 #[test]
 fn pika_routing_delivers_by_key_and_refuses_as_rabbitmq() {
-    let python = python();
     let (_broker, port) = amqp_broker();
-    let out = run_ok(&python, &[&script("routing.py"), &port.to_string()]);
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("routing.py", port, &[]);
     let bodies = |queue: &str| -> Vec<String> {
         result[queue]
             .as_array()
@@ -226,10 +217,8 @@ fn pika_routing_delivers_by_key_and_refuses_as_rabbitmq() {
 
 #[test]
 fn pika_topics_and_headers_route_to_the_matching_queues() {
-    let python = python();
     let (_broker, port) = amqp_broker();
-    let out = run_ok(&python, &[&script("topics.py"), &port.to_string()]);
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("topics.py", port, &[]);
     assert_eq!(
         strings(&result["q1"]),
         [
@@ -261,14 +250,9 @@ fn pika_topics_and_headers_route_to_the_matching_queues() {
 
 #[test]
 fn pika_rpc_round_trips_reply_to_and_correlation_id() {
-    let python = python();
     let (_broker, port) = amqp_broker();
     let count = 10;
-    let out = run_ok(
-        &python,
-        &[&script("rpc.py"), &port.to_string(), &count.to_string()],
-    );
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("rpc.py", port, &[&count.to_string()]);
     let fib = |n: u64| (0..n).fold((0u64, 1u64), |(a, b), _| (b, a + b)).0;
     let calls = result["calls"].as_array().expect("calls");
     assert_eq!(calls.len(), count, "{result}");
@@ -281,33 +265,10 @@ fn pika_rpc_round_trips_reply_to_and_correlation_id() {
 
 #[test]
 fn pika_mandatory_returns_and_bindings_survive_a_restart() {
-    let python = python();
     let data = tempfile::tempdir().expect("temp dir");
-    let start = || {
-        let broker = Broker::start(weir_server::ServerConfig {
-            admin_listen: None,
-            amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
-            data_dir: data.path().to_path_buf(),
-            ..Default::default()
-        });
-        let port = broker
-            .server
-            .as_ref()
-            .and_then(|s| s.amqp_addr)
-            .expect("an AMQP listener")
-            .port();
-        (broker, port)
-    };
+    let start = || amqp_broker_on(data.path().to_path_buf());
     let (broker, port) = start();
-    let out = run_ok(
-        &python,
-        &[
-            &script("mandatory_restart.py"),
-            &port.to_string(),
-            "declare",
-        ],
-    );
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("mandatory_restart.py", port, &["declare"]);
     // The mandatory publish with no route came back (pika raises it once the confirm
     // arrives); the routed one was stored and the non-mandatory unroutable one dropped.
     assert_eq!(strings(&result["unroutable"]), ["nowhere"], "{result}");
@@ -315,15 +276,7 @@ fn pika_mandatory_returns_and_bindings_survive_a_restart() {
     drop(broker);
 
     let (_broker, port) = start();
-    let out = run_ok(
-        &python,
-        &[
-            &script("mandatory_restart.py"),
-            &port.to_string(),
-            "publish",
-        ],
-    );
-    let result = &json_lines(&out)[0];
+    let result = &tutorial("mandatory_restart.py", port, &["publish"]);
     assert_eq!(result["routed"], true, "{result}");
     // The queue's declaration is in the metadata: redeclared otherwise after the restart,
     // it is refused.
@@ -498,14 +451,8 @@ fn bad_frames_close_the_connection_with_the_spec_reply_codes() {
 
 #[test]
 fn pika_consumer_is_cancelled_by_the_broker_when_its_queue_is_deleted() {
-    let python = python();
     let (_broker, port) = amqp_broker();
-    let out = run_ok(
-        &python,
-        &[&script("cancel_notify.py"), &port.to_string(), "doomed"],
-    );
-    let lines = json_lines(&out);
-    let result = &lines[0];
+    let result = &tutorial("cancel_notify.py", port, &["doomed"]);
     assert_eq!(result["offered"], Value::Bool(true), "{result}");
     // pika's cancel callback saw basic.cancel for its own consumer tag, within the
     // script's 30 s bound, and the channel stayed open (a cancel is not an error).

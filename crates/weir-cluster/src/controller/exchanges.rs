@@ -104,14 +104,7 @@ pub(super) fn bind(
     image: &MetadataImage,
     binding: StoredBinding,
 ) -> Result<Outcome, ControllerError> {
-    binding.validate().map_err(refused)?;
-    if predeclared(&binding.exchange).is_none() && image.exchange(&binding.exchange).is_none() {
-        return Err(refused(ExchangeError::UnknownExchange(binding.exchange)));
-    }
-    if image.topic(&binding.queue).is_none() {
-        return Err(refused(ExchangeError::UnknownQueue(binding.queue)));
-    }
-    if image.bindings(&binding.exchange).any(|b| *b == binding) {
+    if binding_exists(image, &binding)? {
         return Ok(done(image, Vec::new()));
     }
     if image.binding_count(&binding.exchange) >= MAX_BINDINGS_PER_EXCHANGE {
@@ -137,18 +130,26 @@ pub(super) fn unbind(
     image: &MetadataImage,
     binding: StoredBinding,
 ) -> Result<Outcome, ControllerError> {
-    binding.validate().map_err(refused)?;
-    if predeclared(&binding.exchange).is_none() && image.exchange(&binding.exchange).is_none() {
-        return Err(refused(ExchangeError::UnknownExchange(binding.exchange)));
-    }
-    if image.topic(&binding.queue).is_none() {
-        return Err(refused(ExchangeError::UnknownQueue(binding.queue)));
-    }
-    if !image.bindings(&binding.exchange).any(|b| *b == binding) {
+    if !binding_exists(image, &binding)? {
         return Ok(done(image, Vec::new()));
     }
     let records = unbinding(image, vec![binding]);
     Ok(done(image, records))
+}
+
+/// Whether `binding` exists, once it is checked and both its ends are found (what bind
+/// and unbind both ask first).
+fn binding_exists(image: &MetadataImage, binding: &StoredBinding) -> Result<bool, ControllerError> {
+    binding.validate().map_err(refused)?;
+    if predeclared(&binding.exchange).is_none() && image.exchange(&binding.exchange).is_none() {
+        return Err(refused(ExchangeError::UnknownExchange(
+            binding.exchange.clone(),
+        )));
+    }
+    if image.topic(&binding.queue).is_none() {
+        return Err(refused(ExchangeError::UnknownQueue(binding.queue.clone())));
+    }
+    Ok(image.bindings(&binding.exchange).any(|b| b == binding))
 }
 
 /// Records the declaration of a queue whose topic exists: nothing to write if it is

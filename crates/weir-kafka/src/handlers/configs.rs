@@ -223,6 +223,18 @@ fn unserved_resource(resource_type: i8) -> BrokerError {
 /// Each resource's outcome as `(type, name, error)`.
 type Outcomes = Vec<(i8, StrBytes, Option<BrokerError>)>;
 
+/// The keys of a broker resource in AlterConfigs or IncrementalAlterConfigs, each judged
+/// by the core on its own.
+fn alter_broker<'a>(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    name: &StrBytes,
+    keys: impl Iterator<Item = &'a StrBytes>,
+) -> Result<(), BrokerError> {
+    let keys: Vec<String> = keys.map(|k| k.to_string()).collect();
+    configs::alter_broker_configs(&broker.core, ctx, name.as_str(), &keys)
+}
+
 pub(super) async fn alter_configs(
     broker: &KafkaBroker,
     ctx: &RequestContext,
@@ -262,19 +274,12 @@ pub(super) async fn alter_configs(
                     .map(|_| ())
                 }
             }
-            RESOURCE_BROKER => {
-                let keys: Vec<String> = resource
-                    .configs
-                    .iter()
-                    .map(|c| c.name.to_string())
-                    .collect();
-                configs::alter_broker_configs(
-                    &broker.core,
-                    ctx,
-                    resource.resource_name.as_str(),
-                    &keys,
-                )
-            }
+            RESOURCE_BROKER => alter_broker(
+                broker,
+                ctx,
+                &resource.resource_name,
+                resource.configs.iter().map(|c| &c.name),
+            ),
             RESOURCE_GROUP => {
                 let set: BTreeMap<String, String> = resource
                     .configs
@@ -373,19 +378,12 @@ pub(super) async fn incremental_alter_configs(
                     Err(e) => Err(e),
                 }
             }
-            RESOURCE_BROKER => {
-                let keys: Vec<String> = resource
-                    .configs
-                    .iter()
-                    .map(|c| c.name.to_string())
-                    .collect();
-                configs::alter_broker_configs(
-                    &broker.core,
-                    ctx,
-                    resource.resource_name.as_str(),
-                    &keys,
-                )
-            }
+            RESOURCE_BROKER => alter_broker(
+                broker,
+                ctx,
+                &resource.resource_name,
+                resource.configs.iter().map(|c| &c.name),
+            ),
             other => Err(unserved_resource(other)),
         };
         outcomes.push((

@@ -15,15 +15,15 @@
 //!   assignments), the partition reassignment apis (AlterPartitionReassignments,
 //!   ListPartitionReassignments) and ElectLeaders.
 //! - `configs.rs`: DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
-//! - `groups.rs`: FindCoordinator, the classic group protocol (JoinGroup, SyncGroup,
-//!   Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat, OffsetCommit,
-//!   OffsetFetch, OffsetDelete, ListGroups, DescribeGroups, ConsumerGroupDescribe,
-//!   DeleteGroups.
+//! - `groups/`: FindCoordinator (`mod.rs`), the classic group protocol (`classic.rs`:
+//!   JoinGroup, SyncGroup, Heartbeat, LeaveGroup), KIP-848's ConsumerGroupHeartbeat
+//!   (`consumer.rs`), OffsetCommit, OffsetFetch, OffsetDelete (`offsets.rs`), ListGroups,
+//!   DescribeGroups, ConsumerGroupDescribe, DeleteGroups (`describe.rs`).
 //! - `shares.rs`: share groups (KIP-932 queues): ShareGroupHeartbeat, ShareFetch and
 //!   ShareAcknowledge.
 //! - `share_admin.rs`: the share-group admin APIs: ShareGroupDescribe,
 //!   DescribeShareGroupOffsets, AlterShareGroupOffsets, DeleteShareGroupOffsets (share
-//!   groups in ListGroups and DeleteGroups go through `groups.rs`).
+//!   groups in ListGroups and DeleteGroups go through `groups/describe.rs`).
 //! - `security.rs`: ACLs and SCRAM credentials; `quotas.rs`: AlterClientQuotas and
 //!   DescribeClientQuotas.
 //! - `throttle.rs`: `throttle_time_ms` in every answer that has it.

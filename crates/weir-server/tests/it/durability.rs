@@ -26,6 +26,38 @@ const BATCH: usize = 5;
 /// What one producer had acknowledged: (partition, base offset) -> the values.
 type Acked = BTreeMap<(u32, i64), Vec<String>>;
 
+/// A broker on `dir` whose log files go through `storage`.
+async fn start_on(dir: &std::path::Path, storage: &FaultyStorage) -> weir_server::RunningServer {
+    let mut config = common::config(dir);
+    config.log_storage = LogStorage(Arc::new(storage.clone()));
+    weir_server::start(config).await.expect("server starts")
+}
+
+/// `values` to `partition` of the topic, acknowledged once durable on every replica.
+fn acks_all(partition: u32, values: &[String]) -> ProduceRequest {
+    ProduceRequest {
+        topic: TOPIC.into(),
+        partitions: vec![plain(partition, values, Compression::None)],
+        acks: Acks::All as i32,
+        timeout_ms: 2_000,
+    }
+}
+
+/// Every record of `partition`: offset -> value.
+async fn stored(clients: &mut common::Clients, partition: u32) -> BTreeMap<i64, String> {
+    clients
+        .fetch_all(TOPIC, partition, 0)
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+            )
+        })
+        .collect()
+}
+
 async fn produce_until_refused(addr: std::net::SocketAddr, producer: usize) -> Acked {
     let mut clients = connect(addr).await;
     let mut acked = Acked::new();
@@ -34,13 +66,7 @@ async fn produce_until_refused(addr: std::net::SocketAddr, producer: usize) -> A
         let values: Vec<String> = (0..BATCH)
             .map(|i| format!("p{producer}-r{round}-{i}"))
             .collect();
-        let request = ProduceRequest {
-            topic: TOPIC.into(),
-            partitions: vec![plain(partition, &values, Compression::None)],
-            acks: Acks::All as i32,
-            timeout_ms: 2_000,
-        };
-        let Ok(response) = clients.producer.produce(request).await else {
+        let Ok(response) = clients.producer.produce(acks_all(partition, &values)).await else {
             return acked;
         };
         let result = &response.get_ref().results[0];
@@ -57,9 +83,7 @@ async fn a_power_loss_under_a_broker_loses_no_acknowledged_record() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let storage = FaultyStorage::new(FaultPlan::default());
-        let mut config = common::config(dir.path());
-        config.log_storage = LogStorage(Arc::new(storage.clone()));
-        let server = weir_server::start(config).await.expect("server starts");
+        let server = start_on(dir.path(), &storage).await;
         let mut clients = connect(server.addr).await;
         // The default flush policy, group-commit: acks=all waits for the fsync.
         clients.create(TOPIC, PARTITIONS, &[]).await;
@@ -83,15 +107,7 @@ async fn a_power_loss_under_a_broker_loses_no_acknowledged_record() {
         let server = common::start(dir.path()).await;
         let mut clients = connect(server.addr).await;
         for partition in 0..PARTITIONS {
-            let stored: BTreeMap<i64, String> = clients
-                .fetch_all(TOPIC, partition, 0)
-                .await
-                .into_iter()
-                .map(|r| {
-                    let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-                    (r.offset, value)
-                })
-                .collect();
+            let stored: BTreeMap<i64, String> = stored(&mut clients, partition).await;
             // Dense from 0: nothing missing in the middle.
             assert!(
                 stored.keys().copied().eq(0..stored.len() as i64),
@@ -125,9 +141,7 @@ async fn a_disk_that_keeps_failing_stops_the_broker_with_its_data_directory_offl
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let storage = FaultyStorage::new(FaultPlan::default());
-        let mut config = common::config(dir.path());
-        config.log_storage = LogStorage(Arc::new(storage.clone()));
-        let server = weir_server::start(config).await.expect("server starts");
+        let server = start_on(dir.path(), &storage).await;
         let addr = server.addr;
         let mut clients = connect(addr).await;
         clients.create(TOPIC, 1, &[]).await;
@@ -147,13 +161,8 @@ async fn a_disk_that_keeps_failing_stops_the_broker_with_its_data_directory_offl
         let stopped = tokio::spawn(server.wait(std::future::pending()));
 
         storage.fail_syncs(true);
-        let request = ProduceRequest {
-            topic: TOPIC.into(),
-            partitions: vec![plain(0, &["after".to_string()], Compression::None)],
-            acks: Acks::All as i32,
-            timeout_ms: 2_000,
-        };
-        if let Ok(response) = clients.producer.produce(request).await {
+        let after = acks_all(0, &["after".to_string()]);
+        if let Ok(response) = clients.producer.produce(after).await {
             let result = &response.get_ref().results[0];
             assert!(
                 result.error.is_some(),
@@ -174,12 +183,7 @@ async fn a_disk_that_keeps_failing_stops_the_broker_with_its_data_directory_offl
         storage.fail_syncs(false);
         let server = common::start(dir.path()).await;
         let mut clients = connect(server.addr).await;
-        let stored: Vec<String> = clients
-            .fetch_all(TOPIC, 0, 0)
-            .await
-            .into_iter()
-            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-            .collect();
+        let stored: Vec<String> = stored(&mut clients, 0).await.into_values().collect();
         assert_eq!(
             &stored[..acked.len()],
             &acked[..],

@@ -277,12 +277,57 @@ impl FaultFs {
     }
 }
 
+impl FaultFs {
+    /// Removes `name` in `parent` with `remove` (a file or a directory) and forgets its
+    /// inode number.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        remove: fn(PathBuf) -> io::Result<()>,
+    ) -> Result<(), Errno> {
+        let relative = self.child(parent, name)?;
+        remove(self.full(&relative)).map_err(errno)?;
+        self.forget_path(&relative);
+        Ok(())
+    }
+}
+
+/// Sends an operation's result as its kind of reply: the value, or the errno.
+trait Answer<T> {
+    fn answer(self, result: Result<T, Errno>);
+}
+
+impl Answer<()> for ReplyEmpty {
+    fn answer(self, result: Result<(), Errno>) {
+        match result {
+            Ok(()) => self.ok(),
+            Err(e) => self.error(e),
+        }
+    }
+}
+
+impl Answer<FileAttr> for ReplyAttr {
+    fn answer(self, result: Result<FileAttr, Errno>) {
+        match result {
+            Ok(attr) => self.attr(&TTL, &attr),
+            Err(e) => self.error(e),
+        }
+    }
+}
+
+impl Answer<FileAttr> for ReplyEntry {
+    fn answer(self, result: Result<FileAttr, Errno>) {
+        match result {
+            Ok(attr) => self.entry(&TTL, &attr, Generation(0)),
+            Err(e) => self.error(e),
+        }
+    }
+}
+
 impl Filesystem for FaultFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.child(parent, name).and_then(|p| self.lookup_path(&p)) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(self.child(parent, name).and_then(|p| self.lookup_path(&p)));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -293,10 +338,7 @@ impl Filesystem for FaultFs {
                 .map_err(errno),
             _ => self.relative(ino).and_then(|p| self.lookup_path(&p)),
         };
-        match attr {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(attr);
     }
 
     fn setattr(
@@ -317,10 +359,7 @@ impl Filesystem for FaultFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self.set_attributes(ino, mode, size, mtime, fh) {
-            Ok(attr) => reply.attr(&TTL, &attr),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(self.set_attributes(ino, mode, size, mtime, fh));
     }
 
     fn mkdir(
@@ -340,34 +379,15 @@ impl Filesystem for FaultFs {
                 .map_err(errno)?;
             self.lookup_path(&relative)
         });
-        match made {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(made);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let removed = self.child(parent, name).and_then(|relative| {
-            std::fs::remove_file(self.full(&relative)).map_err(errno)?;
-            self.forget_path(&relative);
-            Ok(())
-        });
-        match removed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(self.remove(parent, name, std::fs::remove_file));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let removed = self.child(parent, name).and_then(|relative| {
-            std::fs::remove_dir(self.full(&relative)).map_err(errno)?;
-            self.forget_path(&relative);
-            Ok(())
-        });
-        match removed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(self.remove(parent, name, std::fs::remove_dir));
     }
 
     fn rename(
@@ -390,10 +410,7 @@ impl Filesystem for FaultFs {
             self.renamed(&from, &to);
             Ok(())
         })();
-        match renamed {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(renamed);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -527,10 +544,7 @@ impl Filesystem for FaultFs {
             }
             .map_err(errno)
         });
-        match synced {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(synced);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -605,10 +619,7 @@ impl Filesystem for FaultFs {
         let synced = self
             .check_sync()
             .and_then(|()| self.file(fh)?.sync_all().map_err(errno));
-        match synced {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(synced);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -658,9 +669,6 @@ impl Filesystem for FaultFs {
                 _ => Err(errno(io::Error::last_os_error())),
             }
         });
-        match allocated {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        reply.answer(allocated);
     }
 }
