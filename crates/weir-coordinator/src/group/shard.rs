@@ -436,6 +436,39 @@ pub fn classic_error(group_id: &str, member_id: &str, e: ClassicError) -> GroupE
         },
     }
 }
+/// Whether a classic JoinGroup from `member_id` (empty: a new member) may go to `group`:
+/// a known member id needs the group to exist (a new coordinator that lost it makes the
+/// member join as new), a new group needs room (`full`: the most groups the coordinator
+/// holds, if it holds that many now), and a group whose members use the consumer protocol
+/// (KIP-848) takes no classic member, as a group runs one protocol at a time.
+pub fn admit_join(
+    st: &ShardState,
+    group: &str,
+    member_id: &str,
+    full: Option<usize>,
+) -> Result<(), GroupError> {
+    match st.groups.get(group) {
+        None if !member_id.is_empty() => Err(GroupError::UnknownMember {
+            group_id: group.to_string(),
+            member_id: member_id.to_string(),
+        }),
+        None => match full {
+            Some(max) => Err(GroupError::TooManyGroups { max }),
+            None => Ok(()),
+        },
+        Some(e) if e.group.member_count() > 0 => Err(GroupError::InconsistentGroupProtocol {
+            group_id: group.to_string(),
+            reason: format!(
+                "its {} member(s) use the consumer protocol (KIP-848: ConsumerGroupHeartbeat, \
+                 or Weir's gRPC Heartbeat); a group runs one protocol at a time, so join with \
+                 group.protocol=consumer or use another group id",
+                e.group.member_count()
+            ),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Whether a commit to `group` is taken now (`member`: the committing member's id and its
 /// classic generation or KIP-848 epoch; `None`: a commit from outside any group, as
 /// kafka-python's `assign()` consumers send): a classic group's members commit with its

@@ -42,8 +42,8 @@ use crate::group::classic::{
 };
 use crate::group::records::{self, OffsetValue};
 use crate::group::shard::{
-    LoadContext, Prepared, ReplayedMembers, Scope, ShardState, admit_commit, apply_record, entry,
-    finish_replay,
+    LoadContext, Prepared, ReplayedMembers, Scope, ShardState, admit_commit, admit_join,
+    apply_record, entry, finish_replay,
 };
 use crate::group::state::{TopicRegex, TopicsSnapshot};
 use crate::group::{GroupConfig, GroupError};
@@ -396,10 +396,10 @@ impl Sim {
 
     fn join(&mut self, i: usize) {
         let member_id = self.clients[i].member_id.clone();
-        if !self.st.groups.contains_key(GROUP) && !member_id.is_empty() {
-            // The shell refuses a known member id for a group it does not have.
-            self.trace
-                .push(format!("c{i}: join {member_id}: no such group"));
+        if let Err(e) = admit_join(&self.st, GROUP, &member_id, None) {
+            // A known member id for a group the coordinator does not have (it was lost
+            // with writes that never became durable): the member joins as new.
+            self.trace.push(format!("c{i}: join {member_id:?}: {e}"));
             Self::refused(&mut self.clients[i], &ClassicError::UnknownMember);
             return;
         }

@@ -21,8 +21,10 @@
 mod classic;
 mod group;
 // The generator of every Weir simulation (SplitMix64), weir-cluster's replication
-// simulation's and the transaction simulation's too, so one seed replays exactly.
-#[allow(dead_code)]
+// simulation's and the transaction simulation's too, so one seed replays exactly. The
+// transaction simulation (`txn/sim/`) includes the same file for itself: one source,
+// included twice until it takes this one.
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../../../weir-cluster/tests/it/sim/rng.rs"]
 mod rng;
 mod share;
