@@ -28,6 +28,7 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::Connected;
 use weir_broker::budget::{Budget, ConnectionPermit, RequestBytesPermit};
+use weir_broker::listener_kit::{OpenConnection, Refusal};
 
 /// Bytes of a gRPC message's prefix: a compression flag and a 4-byte length.
 const GRPC_PREFIX_BYTES: usize = 5;
@@ -40,15 +41,20 @@ fn exempt(path: &str) -> bool {
         || path.starts_with("/grpc.reflection.")
 }
 
-/// An accepted connection with its place under `max_connections`.
+/// An accepted connection with its place under `max_connections`, counted open on its
+/// listener (`weir_listener_connections_open`) while it lives.
 #[derive(Debug)]
 pub(crate) struct Capped<IO> {
     io: IO,
     _slot: ConnectionPermit,
+    _open: OpenConnection,
 }
 
 /// `incoming`'s connections, each taking a slot from `budget` (dropped at once when
-/// there is none).
+/// there is none), counted in the listener counters the listener kit's listeners count
+/// into (accepted, open, refused at `max_connections`), so a gRPC listener shows on
+/// `/metrics` as the Kafka and AMQP ones do. A failed TLS handshake never reaches this
+/// stream (weir-security's `incoming` drops it), so gRPC has no `tls` refusals.
 pub(crate) fn capped<S, IO, E>(
     incoming: S,
     budget: Arc<Budget>,
@@ -64,10 +70,18 @@ where
             Ok(_) => budget.try_connection(listener),
             Err(_) => None,
         };
+        let counts = budget.listener_counts();
         std::future::ready(match (accepted, slot) {
-            (Ok(io), Some(slot)) => Some(Ok(Capped { io, _slot: slot })),
+            (Ok(io), Some(slot)) => Some(Ok(Capped {
+                io,
+                _slot: slot,
+                _open: counts.opened(listener),
+            })),
             // Dropped: the client sees its connection close.
-            (Ok(_), None) => None,
+            (Ok(_), None) => {
+                counts.refused(listener, Refusal::MaxConnections);
+                None
+            }
             (Err(e), _) => Some(Err(e)),
         })
     })

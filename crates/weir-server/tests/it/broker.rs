@@ -1375,6 +1375,53 @@ async fn list_topics_pages_cover_every_topic_once() {
     .await;
 }
 
+/// A gRPC listener counts its connections as the listener kit's listeners do: accepted,
+/// open now, and turned away at `max_connections` (`weir_listener_connections_*` with
+/// `listener="client"`, the gRPC client listener's name).
+#[tokio::test]
+async fn grpc_connections_are_counted_per_listener() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = weir_server::start(weir_server::ServerConfig {
+            max_connections: 1,
+            ..config(dir.path())
+        })
+        .await
+        .expect("server starts");
+        let admin = server.admin_addr.unwrap();
+        let mut c = connect(server.addr).await;
+        c.create("counted", 1, &[]).await;
+        // A second connection finds the one slot taken: accepted by the kernel, closed
+        // at once by the listener.
+        let mut refused = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut refused, &mut byte),
+        )
+        .await
+        .expect("the refused connection is closed");
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        let (_, body) = http_get(admin, "/metrics").await;
+        for line in [
+            "weir_listener_connections_accepted_total{listener=\"client\"} 1",
+            "weir_listener_connections_open{listener=\"client\"} 1",
+            "weir_listener_connections_refused_total{listener=\"client\",reason=\"max_connections\"} 1",
+        ] {
+            assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+        }
+        drop(c);
+        wait_until("the closed connection to be counted closed", || async {
+            let (_, body) = http_get(admin, "/metrics").await;
+            body.lines()
+                .any(|l| l == "weir_listener_connections_open{listener=\"client\"} 0")
+        })
+        .await;
+        server.shutdown().await.unwrap();
+    })
+    .await;
+}
+
 /// The Grafana dashboard in deploy/grafana queries only series a broker exports: every
 /// `weir_*` name in it (a histogram's `_bucket` by its family) has a `# TYPE` line in
 /// `/metrics`.
