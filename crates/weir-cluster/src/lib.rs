@@ -7,8 +7,10 @@
 //! ([`validate_topic_name`]) and configs ([`TopicConfig`]), and hosts this broker's
 //! partitions. The metadata itself is persisted by the quorum (`quorum`), not by the
 //! registry; [`ClusterMetadata`] is only the single-node file of before the quorum, read
-//! once to migrate it. The [`group`] module is the consumer group coordinator (KIP-848
-//! membership, committed offsets in `__consumer_offsets`).
+//! once to migrate it. The [`group`] and [`share`] modules are the shells of the consumer
+//! group and share group coordinators, whose state machines are weir-coordinator's: they
+//! replay `__consumer_offsets` and `__share_group_state` into them, write what they
+//! decide and answer once it is durable.
 //!
 //! The data directory's small files (`node.weir`, `metadata.weir`, the quorum's vote,
 //! committed, purged and snapshot files) are framed and replaced by weir-log's
@@ -41,14 +43,8 @@ pub mod quorum;
 mod registry;
 pub mod replication;
 pub mod security;
-pub mod tokens;
-// The replication simulation's generator (SplitMix64), shared by the group and share
-// simulations, so one seed replays exactly.
 pub mod share;
-#[cfg(test)]
-#[allow(dead_code)]
-#[path = "../tests/it/sim/rng.rs"]
-mod sim_rng;
+pub mod tokens;
 mod topic_name;
 
 pub use config::{

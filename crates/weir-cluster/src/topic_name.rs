@@ -7,8 +7,7 @@ use crate::error::TopicNameError;
 /// names).
 pub const MAX_TOPIC_NAME_CHARS: usize = 249;
 
-/// Names starting with this are the broker's own topics.
-pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+pub use weir_coordinator::{INTERNAL_TOPIC_PREFIX, is_internal};
 
 /// Checks `name` against the rule.
 pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
@@ -35,11 +34,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicNameError> {
         });
     }
     Ok(())
-}
-
-/// True for the broker's own topics.
-pub fn is_internal(name: &str) -> bool {
-    name.starts_with(INTERNAL_TOPIC_PREFIX)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 use super::classic::{ClassicConfig, JoinGroup, JoinOutcome, Reply, SyncAnswer, SyncGroup};
 use super::coordinator::GroupCoordinator;
 use super::shard::{
-    GroupEntry, Parked, ParkedAnswer, Scope, Shard, ShardState, classic_error, entry,
+    GroupEntry, Parked, ParkedAnswer, Scope, Shard, ShardState, admit_join, classic_error, entry,
 };
 use super::{
     GroupError, MAX_ASSIGNMENT_BYTES, MAX_GROUP_INSTANCE_ID_BYTES, MAX_PROTOCOL_METADATA_BYTES,
@@ -121,33 +121,12 @@ impl GroupCoordinator {
                 return Err(shard.not_coordinator(coordinator));
             }
             let created = !st.groups.contains_key(&group_id);
-            if created {
-                if !member_id.is_empty() {
-                    return Err(GroupError::UnknownMember {
-                        group_id,
-                        member_id,
-                    });
-                }
-                if at_limit {
-                    return Err(GroupError::TooManyGroups {
-                        max: self.config.max_groups,
-                    });
-                }
-            }
-            if let Some(e) = st.groups.get(&group_id)
-                && e.group.member_count() > 0
-            {
-                return Err(GroupError::InconsistentGroupProtocol {
-                    group_id,
-                    reason: format!(
-                        "its {} member(s) use the consumer protocol (KIP-848: \
-                         ConsumerGroupHeartbeat, or Weir's gRPC Heartbeat); a group runs one \
-                         protocol at a time, so join with group.protocol=consumer or use \
-                         another group id",
-                        e.group.member_count()
-                    ),
-                });
-            }
+            admit_join(
+                &st,
+                &group_id,
+                &member_id,
+                at_limit.then_some(self.config.max_groups),
+            )?;
             let waiter = st.next_waiter;
             st.next_waiter += 1;
             let (tx, rx) = oneshot::channel();
@@ -313,7 +292,7 @@ impl GroupCoordinator {
         let e = st.groups.get_mut(group_id).ok_or_else(unknown)?;
         e.classic
             .heartbeat(member_id, instance_id, generation, now)
-            .map_err(|err| classic_error(group_id, member_id, err))
+            .map_err(|err| classic_error(group_id, member_id, err).into())
     }
 
     /// Handles a classic LeaveGroup of `members` (each a member id, and from LeaveGroup
@@ -355,7 +334,7 @@ impl GroupCoordinator {
                 .map(|(m, instance)| {
                     e.classic
                         .leave(m, instance.as_deref(), now, &config, &mut replies)
-                        .map_err(|err| classic_error(group_id, m, err))
+                        .map_err(|err| classic_error(group_id, m, err).into())
                 })
                 .collect();
             after_classic_change(e, before, now);

@@ -25,7 +25,7 @@ use std::time::Instant;
 use super::assignor::{Assignment, Assignor};
 use super::records::{self, OffsetValue};
 use super::shard::{
-    LoadContext, Prepared, Scope, Shard, StoredOffset, classic_error, entry, now_ms,
+    LoadContext, Prepared, Scope, Shard, StoredOffset, admit_commit, entry, now_ms,
 };
 use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
 use super::{
@@ -38,6 +38,7 @@ use super::{
 use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
 use crate::topic_name::validate_topic_name;
+use weir_coordinator::group::GroupError as MachineError;
 
 /// The consumer group coordinator. Cheap to share: use it as `Arc<GroupCoordinator>`.
 #[derive(Debug)]
@@ -194,8 +195,8 @@ impl GroupCoordinator {
         snapshot
     }
 
-    fn compile_regex(&self, source: &str) -> Result<Arc<TopicRegex>, GroupError> {
-        let invalid = |reason: String| GroupError::InvalidRegex {
+    fn compile_regex(&self, source: &str) -> Result<Arc<TopicRegex>, MachineError> {
+        let invalid = |reason: String| MachineError::InvalidRegex {
             regex: source.chars().take(MAX_REGEX_BYTES).collect(),
             reason,
         };
@@ -533,60 +534,8 @@ impl GroupCoordinator {
         let at_limit = self.group_count() >= max_groups;
         self.shard(group_id)?
             .write(move |st| {
-                if let Some(e) = st.groups.get_mut(&group)
-                    && e.classic.is_active()
-                {
-                    // A classic group: its members commit with their generation.
-                    match &member {
-                        Some((member_id, generation)) => e
-                            .classic
-                            .check_commit(member_id, *generation, now)
-                            .map_err(|err| classic_error(&group, member_id, err))?,
-                        None if e.classic.member_count() > 0 => {
-                            return Err(GroupError::GroupNotEmpty {
-                                members: e.classic.member_count(),
-                                group_id: group,
-                                operation: "committing without a member id",
-                            });
-                        }
-                        None => {}
-                    }
-                    return Ok(prepared);
-                }
-                let e = st.groups.get(&group);
-                match (&member, e) {
-                    (Some((member_id, epoch)), e) => {
-                        let current = e.and_then(|e| e.group.member_epoch(member_id));
-                        match current {
-                            None => {
-                                return Err(GroupError::UnknownMember {
-                                    group_id: group,
-                                    member_id: member_id.clone(),
-                                });
-                            }
-                            Some(current) if current != *epoch => {
-                                return Err(GroupError::StaleEpoch {
-                                    group_id: group,
-                                    member_id: member_id.clone(),
-                                    given: *epoch,
-                                    current,
-                                });
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    (None, Some(e)) if e.group.member_count() > 0 => {
-                        return Err(GroupError::GroupNotEmpty {
-                            members: e.group.member_count(),
-                            group_id: group,
-                            operation: "committing without a member id",
-                        });
-                    }
-                    (None, None) if at_limit => {
-                        return Err(GroupError::TooManyGroups { max: max_groups });
-                    }
-                    (None, _) => {}
-                }
+                let member = member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
+                admit_commit(st, &group, member, now, at_limit.then_some(max_groups))?;
                 Ok(prepared)
             })
             .await?;

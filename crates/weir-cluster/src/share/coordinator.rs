@@ -42,22 +42,13 @@ use crate::group::{MAX_MEMBER_ID_CHARS, partition_for_group};
 use crate::internal_topic::{self, InternalTopic, LeaderSlots, wall_clock_ms};
 use crate::partition::BrokerId;
 use crate::registry::TopicRegistry;
+pub use weir_coordinator::share::ShareStart;
 
 /// Longest a waiting share fetch goes without looking at the windows again when it reads
 /// a partition this broker only follows (a follower's high watermark has no wake-up).
 const FOLLOWER_RECHECK: Duration = Duration::from_millis(100);
 /// How long a group waits after a dead-letter copy failed before it tries again.
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
-
-/// Where a share group starts on a partition it has no state for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ShareStart {
-    /// The high watermark: records produced from now on (Kafka's default).
-    #[default]
-    Latest,
-    /// The log start.
-    Earliest,
-}
 
 /// A member's acknowledgement of offsets `first..=last` of one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -653,7 +644,8 @@ impl ShareCoordinator {
         else {
             return;
         };
-        let now = Instant::now();
+        // The machine's clock values are std's (tokio's time pauses only in tests).
+        let now = Instant::now().into_std();
         if windows.dead_letters_retry_at.is_some_and(|at| now < at) {
             return;
         }

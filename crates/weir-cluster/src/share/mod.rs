@@ -1,21 +1,18 @@
 //! Share groups (queues on the log; docs/queues.md).
 //!
-//! - `partition`: [`SharePartition`], the in-flight window of one partition for one share
-//!   group: which records are available, acquired by a member under a lock,
-//!   acknowledged or archived, with their delivery counts and not-before times. Sans-io
-//!   like the replication machines: the clock is an argument (`now_ms`), the log's
-//!   records come in through [`SharePartition::extend`].
-//! - `state_records`: [`StateKey`] and [`StateValue`], its records in
-//!   `__share_group_state`.
+//! The machines are weir-coordinator's `share` module, re-exported here under their old
+//! paths: [`SharePartition`], the in-flight window of one partition for one share group
+//! (the clock an argument, the log's records coming in through
+//! [`SharePartition::extend`]); [`StateKey`] and [`StateValue`], its records in
+//! `__share_group_state`; [`GroupSettings`] and [`HeaderFilter`]; a group's windows, their
+//! snapshots and the replay a new coordinator runs. This module is their shell:
+//!
 //! - [`coordinator`]: [`ShareCoordinator`], the async API the broker calls (share fetch,
 //!   acknowledge, describe), over the shards (`shard`) that hold the share groups of
 //!   each `__share_group_state` partition this broker leads; `reader` reads the data
 //!   partitions for them, locally or, where this broker hosts no replica, at their
 //!   leaders through the server's [`RemoteLog`] ([`remote`]).
-//! - `settings`: [`GroupSettings`], what a group sets for itself (lock duration,
-//!   delivery limit, dead-letter topic, header filter: `filter`, [`HeaderFilter`]), and
-//!   its record in `__share_group_state`;
-//!   [`dead_letter`]: the copies of archived records and the [`DeadLetterSink`] they go
+//! - [`dead_letter`]: the copies of archived records and the [`DeadLetterSink`] they go
 //!   through.
 //! - `admin`: the groups a coordinator holds, moving a share-partition's start,
 //!   forgetting a topic's state or a whole group ([`StartReset`]).
@@ -23,15 +20,9 @@
 mod admin;
 pub mod coordinator;
 pub mod dead_letter;
-mod filter;
-mod partition;
 mod reader;
 pub mod remote;
-mod settings;
 mod shard;
-#[cfg(test)]
-mod sim;
-mod state_records;
 
 use std::time::Duration;
 
@@ -41,20 +32,16 @@ pub use coordinator::{
     SharePartitionView, ShareRecord, ShareStart, find_share_coordinator,
 };
 pub use dead_letter::{DLQ_HEADERS, DeadLetterSink, SinkFuture};
-pub use filter::{
-    FilterError, HeaderCondition, HeaderFilter, HeaderMatch, MAX_FILTER_CONDITIONS,
-    MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
-};
-pub use partition::{
-    AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
-    ShareConfig, SharePartition, WindowCounts,
-};
 pub use remote::{RemoteBatches, RemoteFuture, RemoteLog, RemoteReadError};
-pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT};
-pub use state_records::{
-    MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
-    StateKind, StateRange, StateRecordError, StateValue,
+pub use weir_coordinator::share::{
+    AckError, AckKind, Acquired, ArchiveReason, Archived, FilterError, GroupSettings,
+    HeaderCondition, HeaderFilter, HeaderMatch, MAX_DELIVERY_COUNT_LIMIT, MAX_DELIVERY_DELAY_MS,
+    MAX_FILTER_CONDITIONS, MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
+    MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, RecordState, STATE_RECORD_VERSION,
+    ShareConfig, SharePartition, StateKey, StateKind, StateRange, StateRecordError, StateValue,
+    WindowCounts,
 };
+use weir_coordinator::share::{filter, partition, settings};
 
 use crate::error::ClusterError;
 use crate::partition::BrokerId;
@@ -213,6 +200,14 @@ pub enum ShareError {
     },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// A state record the machines could not encode (a group id too long for its key): the
+/// request's fault.
+impl From<StateRecordError> for ShareError {
+    fn from(e: StateRecordError) -> ShareError {
+        ShareError::InvalidRequest(e.to_string())
+    }
 }
 
 /// A share group id is checked as a consumer group's is.

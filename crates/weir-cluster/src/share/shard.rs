@@ -14,17 +14,14 @@
 //! the shard: memory may then hold what the log does not, so the coordinator drops it
 //! and loads it again from the log, and the client's request gets a retriable error.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::partition::{ShareConfig, SharePartition};
 use super::reader::RecordCache;
-use super::settings::{GroupSettings, RecordKey};
-use super::state_records::{StateKey, StateValue};
 use super::{
     MAX_SHARE_GROUPS_PER_SHARD, SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError,
 };
@@ -33,72 +30,12 @@ use crate::internal_topic::{self, LoadedShard, SubmitError};
 use crate::partition::{Partition, PendingAppend};
 use crate::registry::TopicRegistry;
 
-/// A share-partition of a group: its window, and the key of its state records.
-#[derive(Debug)]
-pub(super) struct Window {
-    pub(super) key: Bytes,
-    pub(super) topic_id: String,
-    pub(super) window: SharePartition,
-    /// Changed since its last snapshot was queued.
-    pub(super) dirty: bool,
-    /// Records taken into the window and not handed out yet.
-    pub(super) cache: RecordCache,
-}
+pub(super) use weir_coordinator::share::windows::{
+    Replay, dirty_snapshots, state_key, topic_id_bytes,
+};
 
-/// The windows of one share group, by topic name and partition, and its settings.
-#[derive(Debug, Default)]
-pub(super) struct Windows {
-    pub(super) settings: GroupSettings,
-    pub(super) partitions: BTreeMap<(String, u32), Window>,
-    /// Persisted states not yet rebuilt into windows, by topic id and partition.
-    pub(super) stored: HashMap<(String, u32), StateValue>,
-    /// After a failed dead-letter copy: not before this again.
-    pub(super) dead_letters_retry_at: Option<tokio::time::Instant>,
-    /// The group was deleted: a request that waited for its lock finds it gone.
-    pub(super) deleted: bool,
-}
-
-impl Windows {
-    /// The window of `topic`/`partition` of this group, made if the group has none yet:
-    /// rebuilt from its stored state, or new at `start`.
-    pub(super) fn window(
-        &mut self,
-        group_id: &str,
-        topic: &str,
-        topic_id: &str,
-        partition: u32,
-        config: ShareConfig,
-        start: i64,
-    ) -> Result<&mut Window, ShareError> {
-        let slot = (topic.to_string(), partition);
-        if let Some(w) = self.partitions.get(&slot)
-            && w.topic_id != topic_id
-        {
-            // The topic was deleted and made again: its old state does not apply.
-            self.partitions.remove(&slot);
-        }
-        if !self.partitions.contains_key(&slot) {
-            let key = state_key(group_id, topic_id, partition)?;
-            // Written with the request's snapshots either way: a new window fixes where the
-            // group starts, a rebuilt one is written under this coordinator's epoch.
-            let window = match self.stored.remove(&(topic_id.to_string(), partition)) {
-                Some(stored) => SharePartition::load(config, &stored, []).0,
-                None => SharePartition::new(config, start),
-            };
-            self.partitions.insert(
-                slot.clone(),
-                Window {
-                    key,
-                    topic_id: topic_id.to_string(),
-                    window,
-                    dirty: true,
-                    cache: RecordCache::default(),
-                },
-            );
-        }
-        Ok(self.partitions.get_mut(&slot).expect("inserted above"))
-    }
-}
+/// The windows of one share group, with the records read for each.
+pub(super) type Windows = weir_coordinator::share::windows::Windows<RecordCache>;
 
 /// One share group.
 #[derive(Debug)]
@@ -159,107 +96,6 @@ impl LoadedShard for ShareShard {
             group.released.notify_waiters();
         }
     }
-}
-
-/// The key of a share-partition's state records.
-pub(super) fn state_key(group: &str, topic_id: &str, partition: u32) -> Result<Bytes, ShareError> {
-    StateKey {
-        group: group.to_string(),
-        topic_id: topic_id_bytes(topic_id),
-        partition,
-    }
-    .encode()
-    .map(Bytes::from)
-    .map_err(|e| ShareError::InvalidRequest(e.to_string()))
-}
-
-/// A topic id as 16 bytes: the UUID's bytes (every topic id this build makes is one);
-/// an id that is not a UUID is zero-padded or cut to 16 bytes.
-pub(super) fn topic_id_bytes(topic_id: &str) -> [u8; 16] {
-    uuid::Uuid::parse_str(topic_id).map_or_else(
-        |_| {
-            let mut out = [0u8; 16];
-            for (o, b) in out.iter_mut().zip(topic_id.bytes()) {
-                *o = b;
-            }
-            out
-        },
-        |u| *u.as_bytes(),
-    )
-}
-
-/// What a replay of a `__share_group_state` partition has found so far: the latest
-/// state of each share-partition and the latest settings of each group (a tombstone:
-/// none). A shard load runs it over the log; so does the simulation (`sim.rs`).
-#[derive(Debug, Default)]
-pub(super) struct Replay {
-    latest: HashMap<StateKey, Option<StateValue>>,
-    settings: HashMap<String, Option<GroupSettings>>,
-}
-
-impl Replay {
-    /// Takes the next record of the log.
-    pub(super) fn apply(
-        &mut self,
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<(), super::StateRecordError> {
-        match RecordKey::decode(key)? {
-            RecordKey::Partition(key) => {
-                let value = value.map(StateValue::decode).transpose()?;
-                self.latest.insert(key, value);
-            }
-            RecordKey::Settings { group } => {
-                let value = value.map(GroupSettings::decode).transpose()?;
-                self.settings.insert(group, value);
-            }
-        }
-        Ok(())
-    }
-
-    /// The groups the log holds, with the states of the topics `known` (topic id bytes
-    /// to topic id) still has: a deleted topic's states are dropped.
-    pub(super) fn finish(self, known: &HashMap<[u8; 16], String>) -> HashMap<String, Windows> {
-        let mut groups: HashMap<String, Windows> = HashMap::new();
-        for (key, value) in self.latest {
-            let (Some(value), Some(topic_id)) = (value, known.get(&key.topic_id)) else {
-                continue;
-            };
-            groups
-                .entry(key.group)
-                .or_default()
-                .stored
-                .insert((topic_id.clone(), key.partition), value);
-        }
-        for (group, value) in self.settings {
-            if let Some(value) = value {
-                groups.entry(group).or_default().settings = value;
-            }
-        }
-        groups
-    }
-}
-
-/// The snapshots of a group's `dirty` windows as state records, written by the leader of
-/// `leader_epoch`; the windows are marked clean.
-pub(super) fn dirty_snapshots(
-    windows: &mut Windows,
-    leader_epoch: i32,
-) -> Result<Vec<(Bytes, Option<Bytes>)>, ShareError> {
-    windows
-        .partitions
-        .values_mut()
-        .filter(|w| w.dirty)
-        .map(|w| {
-            w.dirty = false;
-            let value = w
-                .window
-                .snapshot(leader_epoch)
-                .encode()
-                .map_err(|e| ShareError::InvalidRequest(e.to_string()))?;
-            Ok((w.key.clone(), Some(Bytes::from(value))))
-        })
-        .collect()
 }
 
 impl ShareShard {

@@ -30,25 +30,25 @@ use super::assignor::{self, Assignment, Assignor, MemberSpec, TopicPartition};
 use super::{
     GroupConfig, GroupError, GroupState, HeartbeatOutcome, MemberDescription, TopicPartitions,
 };
-use crate::topic_name::is_internal;
+use crate::is_internal;
 
 /// Every topic and its partition count, at one metadata version.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct TopicsSnapshot {
+pub struct TopicsSnapshot {
     pub version: u64,
     pub partitions: BTreeMap<Arc<str>, u32>,
 }
 
 /// A compiled subscription regex, anchored to whole names.
 #[derive(Debug)]
-pub(crate) struct TopicRegex {
+pub struct TopicRegex {
     pub source: String,
     pub regex: regex::Regex,
 }
 
 /// What a member subscribes to.
 #[derive(Debug, Clone)]
-pub(crate) enum Subscription {
+pub enum Subscription {
     Topics(BTreeSet<Arc<str>>),
     Regex(Arc<TopicRegex>),
 }
@@ -84,7 +84,7 @@ impl Subscription {
 
 /// A heartbeat, checked and converted by the coordinator.
 #[derive(Debug, Clone)]
-pub(crate) struct MemberRequest {
+pub struct MemberRequest {
     /// Empty when joining without an id.
     pub member_id: String,
     pub member_epoch: i32,
@@ -101,7 +101,7 @@ pub(crate) struct MemberRequest {
 
 /// What a heartbeat did, beyond the answer.
 #[derive(Debug, Clone)]
-pub(crate) struct HeartbeatResult {
+pub struct HeartbeatResult {
     pub outcome: HeartbeatOutcome,
     /// The group epoch changed (persist the group record).
     pub bumped: bool,
@@ -138,7 +138,7 @@ struct Member {
 /// One member as its member record keeps it (what a coordinator that takes over needs
 /// so the member goes on without rejoining); deadlines and derived sets are not in it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct PersistedMember {
+pub struct PersistedMember {
     pub epoch: i32,
     pub previous_epoch: i32,
     pub client_id: String,
@@ -154,7 +154,7 @@ pub(crate) struct PersistedMember {
 
 /// One group's members, epochs and assignments.
 #[derive(Debug, Clone)]
-pub(crate) struct Group {
+pub struct Group {
     id: String,
     epoch: i32,
     target_epoch: i32,
@@ -172,7 +172,7 @@ pub(crate) struct Group {
     last_join: Option<Instant>,
 }
 
-pub(crate) fn to_map(set: &Assignment) -> TopicPartitions {
+pub fn to_map(set: &Assignment) -> TopicPartitions {
     let mut map = TopicPartitions::new();
     for (t, p) in set {
         map.entry(t.to_string()).or_default().push(*p);

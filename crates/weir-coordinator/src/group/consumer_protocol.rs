@@ -52,7 +52,7 @@ impl<'a> Reader<'a> {
 }
 
 /// The topics of a consumer protocol subscription.
-pub(super) fn subscribed_topics(bytes: &[u8]) -> Option<Vec<String>> {
+pub fn subscribed_topics(bytes: &[u8]) -> Option<Vec<String>> {
     let mut r = Reader { bytes };
     r.i16().filter(|v| *v >= 0)?;
     let n = r.count(2)?;
@@ -64,7 +64,7 @@ pub(super) fn subscribed_topics(bytes: &[u8]) -> Option<Vec<String>> {
 }
 
 /// The partitions of a consumer protocol assignment, by topic.
-pub(super) fn assigned_partitions(bytes: &[u8]) -> Option<TopicPartitions> {
+pub fn assigned_partitions(bytes: &[u8]) -> Option<TopicPartitions> {
     let mut r = Reader { bytes };
     r.i16().filter(|v| *v >= 0)?;
     let topics = r.count(6)?;

@@ -16,7 +16,7 @@
 //! At the end, without faults, the group converges: every partition owned by exactly one
 //! member, the group stable.
 //!
-//! `cargo test -p weir-cluster --lib group::sim` runs [`SEEDS`] seeds;
+//! `cargo test -p weir-coordinator --lib sim::group` runs [`SEEDS`] seeds;
 //! `WEIR_GROUP_SIM_SEEDS=100000` runs more, `WEIR_GROUP_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,14 +25,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::assignor::Assignment;
-use super::shard::{
+use super::rng::Rng;
+use crate::group::assignor::Assignment;
+use crate::group::shard::{
     LoadContext, ReplayedMembers, Scope, ShardState, apply_record, entry, finish_replay,
 };
-use super::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
-use super::{GroupConfig, GroupError, GroupState};
-
-use crate::sim_rng::Rng;
+use crate::group::state::{MemberRequest, Subscription, TopicRegex, TopicsSnapshot};
+use crate::group::{GroupConfig, GroupError, GroupState};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 300;
@@ -111,6 +110,7 @@ impl Sim {
                 key,
                 value.as_deref(),
                 offset as i64,
+                self.now,
                 Some(&mut members),
             )
             .expect("the coordinator's own records replay");
@@ -120,7 +120,7 @@ impl Sim {
             config: &self.config,
             compile: &no_regex,
         };
-        finish_replay(&mut st, members, 0, &cx);
+        finish_replay(&mut st, members, 0, &cx, (self.now, 0));
         self.st = st;
     }
 
@@ -152,7 +152,7 @@ impl Sim {
             owned: client.owned.clone(),
             session_timeout: None,
         };
-        let result = entry(&mut self.st, GROUP).group.heartbeat(
+        let result = entry(&mut self.st, GROUP, self.now).group.heartbeat(
             request,
             &self.topics,
             self.now,
@@ -284,41 +284,29 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
-    let mut sim = Sim::new(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+impl super::Simulation for Sim {
+    const NAME: &'static str = "group";
+    const SEEDS: u64 = SEEDS;
+    const TRACE_TAIL: usize = TRACE_TAIL;
+
+    fn new(seed: u64) -> Sim {
+        Sim::new(seed)
+    }
+
+    fn run(&mut self) {
         for _ in 0..STEPS {
-            sim.step();
-            sim.check();
+            self.step();
+            self.check();
         }
-        sim.converge();
-    }));
-    if let Err(panic) = outcome {
-        let tail: Vec<&String> = sim.trace.iter().rev().take(TRACE_TAIL).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
-        eprintln!("group simulation failed: seed {seed} (WEIR_GROUP_SIM_SEED={seed} replays it)");
-        std::panic::resume_unwind(panic);
+        self.converge();
+    }
+
+    fn trace(&self) -> &[String] {
+        &self.trace
     }
 }
 
 #[test]
 fn a_group_survives_coordinator_failovers_lost_answers_and_lost_writes() {
-    let seeds = match std::env::var("WEIR_GROUP_SIM_SEED") {
-        Ok(seed) => {
-            let seed = seed.parse().expect("WEIR_GROUP_SIM_SEED is a number");
-            seed..seed + 1
-        }
-        Err(_) => {
-            let count = std::env::var("WEIR_GROUP_SIM_SEEDS")
-                .ok()
-                .map(|s| s.parse().expect("WEIR_GROUP_SIM_SEEDS is a number"))
-                .unwrap_or(SEEDS);
-            0..count
-        }
-    };
-    for seed in seeds {
-        run(seed);
-    }
+    super::run_seeds::<Sim>();
 }

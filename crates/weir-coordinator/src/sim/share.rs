@@ -1,6 +1,6 @@
 //! Seeded simulation of one share group across member crashes and coordinator
 //! failovers: the share-partition state machine (`partition.rs`), the windows and
-//! snapshots a coordinator writes (`shard.rs`: [`Windows`], [`dirty_snapshots`]) and the
+//! snapshots a coordinator writes (`windows.rs`: [`Windows`], [`dirty_snapshots`]) and the
 //! replay a new coordinator runs ([`Replay`]), with no I/O and one seed deciding
 //! everything.
 //!
@@ -29,17 +29,16 @@
 //! At the end, without faults, members accept everything: the group's start reaches the
 //! end of the log (none lost).
 //!
-//! `cargo test -p weir-cluster --lib share::sim` runs [`SEEDS`] seeds;
+//! `cargo test -p weir-coordinator --lib sim::share` runs [`SEEDS`] seeds;
 //! `WEIR_SHARE_SIM_SEEDS=100000` runs more, `WEIR_SHARE_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 
-use super::partition::{AckKind, Acquired, ShareConfig};
-use super::shard::{Replay, Windows, dirty_snapshots, topic_id_bytes};
-
-use crate::sim_rng::Rng;
+use super::rng::Rng;
+use crate::share::partition::{AckKind, Acquired, ShareConfig};
+use crate::share::windows::{Replay, Window, Windows, dirty_snapshots, topic_id_bytes};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 200;
@@ -120,7 +119,7 @@ struct Sim {
     log: Vec<(Bytes, Option<Bytes>)>,
     /// Writes queued and not durable yet, in log order.
     queued: VecDeque<Queued>,
-    windows: Windows,
+    windows: Windows<()>,
     incarnation: u32,
     members: Vec<Member>,
     next_member: usize,
@@ -175,7 +174,7 @@ impl Sim {
         }
     }
 
-    fn window(&mut self) -> &mut super::shard::Window {
+    fn window(&mut self) -> &mut Window<()> {
         self.windows
             .window(GROUP, TOPIC, TOPIC_ID, 0, self.config, 0)
             .expect("the simulation's names are valid")
@@ -579,48 +578,36 @@ impl Sim {
     }
 }
 
-fn run(seed: u64) {
-    let mut sim = Sim::new(seed);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+impl super::Simulation for Sim {
+    const NAME: &'static str = "share";
+    const SEEDS: u64 = SEEDS;
+    const TRACE_TAIL: usize = TRACE_TAIL;
+
+    fn new(seed: u64) -> Sim {
+        Sim::new(seed)
+    }
+
+    fn run(&mut self) {
         for _ in 0..STEPS {
-            sim.step();
+            self.step();
         }
-        sim.drain();
+        self.drain();
         // A new coordinator agrees: nothing left to deliver.
-        sim.failover(0);
-        let end = sim.data.len() as i64;
+        self.failover(0);
+        let end = self.data.len() as i64;
         assert_eq!(
-            sim.window().window.start(),
+            self.window().window.start(),
             end,
             "a failover lost the finish"
         );
-    }));
-    if let Err(panic) = outcome {
-        let tail: Vec<&String> = sim.trace.iter().rev().take(TRACE_TAIL).collect();
-        for line in tail.into_iter().rev() {
-            eprintln!("  {line}");
-        }
-        eprintln!("share simulation failed: seed {seed} (WEIR_SHARE_SIM_SEED={seed} replays it)");
-        std::panic::resume_unwind(panic);
+    }
+
+    fn trace(&self) -> &[String] {
+        &self.trace
     }
 }
 
 #[test]
 fn a_share_group_survives_member_crashes_coordinator_failovers_and_lost_writes() {
-    let seeds = match std::env::var("WEIR_SHARE_SIM_SEED") {
-        Ok(seed) => {
-            let seed = seed.parse().expect("WEIR_SHARE_SIM_SEED is a number");
-            seed..seed + 1
-        }
-        Err(_) => {
-            let count = std::env::var("WEIR_SHARE_SIM_SEEDS")
-                .ok()
-                .map(|s| s.parse().expect("WEIR_SHARE_SIM_SEEDS is a number"))
-                .unwrap_or(SEEDS);
-            0..count
-        }
-    };
-    for seed in seeds {
-        run(seed);
-    }
+    super::run_seeds::<Sim>();
 }

@@ -8,13 +8,22 @@
 
 use bytes::{Buf, BufMut};
 
-use super::coordinator::ShareStart;
 use super::filter::{
     HeaderCondition, HeaderFilter, HeaderMatch, MAX_FILTER_CONDITIONS, MAX_FILTER_KEY_BYTES,
     MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
 };
 use super::partition::{MAX_DELIVERY_DELAY_MS, ShareConfig};
 use super::state_records::{MAX_GROUP_ID_BYTES, StateKey, StateRecordError};
+
+/// Where a share group starts on a partition it has no state for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareStart {
+    /// The high watermark: records produced from now on (Kafka's default).
+    #[default]
+    Latest,
+    /// The log start.
+    Earliest,
+}
 
 /// The key type of a share-partition's state records.
 pub const PARTITION_KEY_TYPE: u16 = 0;
@@ -345,7 +354,7 @@ fn need(buf: &[u8], n: usize, what: &'static str) -> Result<(), StateRecordError
 
 #[cfg(test)]
 mod tests {
-    use weir_log::framed_file::golden_hex;
+    use crate::golden_hex;
 
     use super::*;
 

@@ -21,9 +21,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// One partition of a topic.
-pub(crate) type TopicPartition = (Arc<str>, u32);
+pub type TopicPartition = (Arc<str>, u32);
 /// A set of partitions.
-pub(crate) type Assignment = BTreeSet<TopicPartition>;
+pub type Assignment = BTreeSet<TopicPartition>;
 
 /// A server-side assignor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,7 +72,7 @@ impl FromStr for Assignor {
 
 /// What an assignor knows of one member.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct MemberSpec<'a> {
+pub struct MemberSpec<'a> {
     pub id: &'a Arc<str>,
     /// Subscribed topics that exist (a subset of the keys of `partitions`).
     pub topics: &'a BTreeSet<Arc<str>>,
@@ -82,7 +82,7 @@ pub(crate) struct MemberSpec<'a> {
 
 /// Each member's target: every member of `members` has an entry. `partitions` maps each
 /// subscribed topic to its partition count.
-pub(crate) fn assign(
+pub fn assign(
     assignor: Assignor,
     members: &[MemberSpec<'_>],
     partitions: &BTreeMap<Arc<str>, u32>,

@@ -10,7 +10,7 @@
 //! Pure functions: the coordinator calls [`HeaderFilter::matches`] on each record it takes
 //! into a window; the limits are checked in [`HeaderFilter::new`], before anything is kept.
 
-use weir_log::Header;
+use weir_batch::Header;
 
 /// Most conditions one filter holds.
 pub const MAX_FILTER_CONDITIONS: usize = 16;

@@ -40,34 +40,34 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Key type of a committed offset.
-pub(crate) const KEY_TYPE_OFFSET: u16 = 1;
+pub const KEY_TYPE_OFFSET: u16 = 1;
 /// Key type of a group record (epoch, assignor).
-pub(crate) const KEY_TYPE_GROUP: u16 = 2;
+pub const KEY_TYPE_GROUP: u16 = 2;
 /// Key type of a member record (KIP-848's member metadata, current and target
 /// assignment, in one record).
-pub(crate) const KEY_TYPE_MEMBER: u16 = 3;
+pub const KEY_TYPE_MEMBER: u16 = 3;
 /// Key type of a classic group record (its generation, members and assignments).
-pub(crate) const KEY_TYPE_CLASSIC: u16 = 4;
+pub const KEY_TYPE_CLASSIC: u16 = 4;
 /// Version of classic group values this broker writes.
-pub(crate) const CLASSIC_VALUE_VERSION: u16 = 1;
+pub const CLASSIC_VALUE_VERSION: u16 = 1;
 /// Most members one decoded classic group value may list (a bound checked before
 /// allocating; the coordinator's own limit is lower).
 const MAX_DECODED_CLASSIC_MEMBERS: u32 = 100_000;
 /// Version of member values this broker writes.
-pub(crate) const MEMBER_VALUE_VERSION: u16 = 1;
+pub const MEMBER_VALUE_VERSION: u16 = 1;
 /// Most topics one decoded assignment or subscription may name (a bound checked before
 /// allocating; the coordinator's own limits are lower).
 const MAX_DECODED_TOPICS: u32 = 100_000;
 /// Most partitions of one topic in one decoded assignment.
 const MAX_DECODED_PARTITIONS: u32 = 1_000_000;
 /// Version of offset values this broker writes.
-pub(crate) const OFFSET_VALUE_VERSION: u16 = 3;
+pub const OFFSET_VALUE_VERSION: u16 = 3;
 /// Version of group values this broker writes.
-pub(crate) const GROUP_VALUE_VERSION: u16 = 1;
+pub const GROUP_VALUE_VERSION: u16 = 1;
 
 /// A decoded key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum RecordKey {
+pub enum RecordKey {
     Offset {
         group: String,
         topic: String,
@@ -87,7 +87,7 @@ pub(crate) enum RecordKey {
 
 /// What a member's subscription names, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum StoredSubscription {
+pub enum StoredSubscription {
     Topics(Vec<String>),
     Regex(String),
 }
@@ -95,7 +95,7 @@ pub(crate) enum StoredSubscription {
 /// One member as a member record keeps it: everything a new coordinator needs so the
 /// member goes on without rejoining (deadlines restart when a coordinator loads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MemberValue {
+pub struct MemberValue {
     pub epoch: i32,
     pub previous_epoch: i32,
     pub client_id: String,
@@ -114,7 +114,7 @@ pub(crate) struct MemberValue {
 /// needs so that its members go on heartbeating and committing with their member ids
 /// and generation (sessions restart when a coordinator loads it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ClassicValue {
+pub struct ClassicValue {
     pub generation: i32,
     pub protocol_type: String,
     /// Empty: no protocol (an empty group).
@@ -126,7 +126,7 @@ pub(crate) struct ClassicValue {
 
 /// One member of a [`ClassicValue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ClassicMemberValue {
+pub struct ClassicMemberValue {
     pub member_id: String,
     pub group_instance_id: Option<String>,
     pub client_id: String,
@@ -141,7 +141,7 @@ pub(crate) struct ClassicMemberValue {
 
 /// A committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OffsetValue {
+pub struct OffsetValue {
     pub offset: i64,
     pub commit_timestamp_ms: i64,
     pub metadata: String,
@@ -156,7 +156,7 @@ pub(crate) struct OffsetValue {
 
 /// What survives of a group across restarts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GroupValue {
+pub struct GroupValue {
     pub epoch: i32,
     pub assignor: String,
 }
@@ -169,7 +169,7 @@ fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_slice(s.as_bytes());
 }
 
-pub(crate) fn offset_key(group: &str, topic: &str, partition: u32) -> Bytes {
+pub fn offset_key(group: &str, topic: &str, partition: u32) -> Bytes {
     let mut buf = BytesMut::with_capacity(10 + group.len() + topic.len());
     buf.put_u16(KEY_TYPE_OFFSET);
     put_str(&mut buf, group);
@@ -178,14 +178,14 @@ pub(crate) fn offset_key(group: &str, topic: &str, partition: u32) -> Bytes {
     buf.freeze()
 }
 
-pub(crate) fn group_key(group: &str) -> Bytes {
+pub fn group_key(group: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + group.len());
     buf.put_u16(KEY_TYPE_GROUP);
     put_str(&mut buf, group);
     buf.freeze()
 }
 
-pub(crate) fn member_key(group: &str, member: &str) -> Bytes {
+pub fn member_key(group: &str, member: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(6 + group.len() + member.len());
     buf.put_u16(KEY_TYPE_MEMBER);
     put_str(&mut buf, group);
@@ -193,7 +193,7 @@ pub(crate) fn member_key(group: &str, member: &str) -> Bytes {
     buf.freeze()
 }
 
-pub(crate) fn classic_key(group: &str) -> Bytes {
+pub fn classic_key(group: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + group.len());
     buf.put_u16(KEY_TYPE_CLASSIC);
     put_str(&mut buf, group);
@@ -206,7 +206,7 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
     buf.put_slice(b);
 }
 
-pub(crate) fn classic_value(value: &ClassicValue) -> Bytes {
+pub fn classic_value(value: &ClassicValue) -> Bytes {
     let members: usize = value
         .members
         .iter()
@@ -249,7 +249,7 @@ fn put_assignment(buf: &mut BytesMut, assignment: &[(String, Vec<u32>)]) {
     }
 }
 
-pub(crate) fn member_value(value: &MemberValue) -> Bytes {
+pub fn member_value(value: &MemberValue) -> Bytes {
     let mut buf = BytesMut::with_capacity(64);
     buf.put_u16(MEMBER_VALUE_VERSION);
     buf.put_i32(value.epoch);
@@ -278,7 +278,7 @@ pub(crate) fn member_value(value: &MemberValue) -> Bytes {
     buf.freeze()
 }
 
-pub(crate) fn offset_value(value: &OffsetValue) -> Bytes {
+pub fn offset_value(value: &OffsetValue) -> Bytes {
     let mut buf = BytesMut::with_capacity(26 + value.metadata.len() + value.topic_id.len());
     buf.put_u16(OFFSET_VALUE_VERSION);
     buf.put_i64(value.offset);
@@ -289,7 +289,7 @@ pub(crate) fn offset_value(value: &OffsetValue) -> Bytes {
     buf.freeze()
 }
 
-pub(crate) fn group_value(value: &GroupValue) -> Bytes {
+pub fn group_value(value: &GroupValue) -> Bytes {
     let mut buf = BytesMut::with_capacity(8 + value.assignor.len());
     buf.put_u16(GROUP_VALUE_VERSION);
     buf.put_i32(value.epoch);
@@ -405,7 +405,7 @@ impl<'a> Reader<'a> {
 }
 
 /// Decodes a key; `Ok(None)` for a key type this broker does not know (skip it).
-pub(crate) fn decode_key(bytes: &[u8]) -> Result<Option<RecordKey>, String> {
+pub fn decode_key(bytes: &[u8]) -> Result<Option<RecordKey>, String> {
     let mut r = Reader { bytes, pos: 0 };
     let key = match r.u16("key type")? {
         KEY_TYPE_OFFSET => RecordKey::Offset {
@@ -436,7 +436,7 @@ fn version(r: &mut Reader<'_>) -> Result<u16, String> {
     }
 }
 
-pub(crate) fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, String> {
+pub fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, String> {
     let mut r = Reader { bytes, pos: 0 };
     let v = version(&mut r)?;
     let value = OffsetValue {
@@ -456,7 +456,7 @@ pub(crate) fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, String> {
     Ok(value)
 }
 
-pub(crate) fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, String> {
+pub fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, String> {
     let mut r = Reader { bytes, pos: 0 };
     let v = version(&mut r)?;
     let value = GroupValue {
@@ -469,7 +469,7 @@ pub(crate) fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, String> {
     Ok(value)
 }
 
-pub(crate) fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
+pub fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
     let mut r = Reader { bytes, pos: 0 };
     let v = version(&mut r)?;
     let epoch = r.i32("member epoch")?;
@@ -507,7 +507,7 @@ pub(crate) fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
     Ok(value)
 }
 
-pub(crate) fn decode_classic_value(bytes: &[u8]) -> Result<ClassicValue, String> {
+pub fn decode_classic_value(bytes: &[u8]) -> Result<ClassicValue, String> {
     use super::{MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES};
     let mut r = Reader { bytes, pos: 0 };
     let v = version(&mut r)?;

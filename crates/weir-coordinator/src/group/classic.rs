@@ -60,7 +60,7 @@ mod session;
 mod tests;
 
 /// Numbers a parked JoinGroup or SyncGroup request; its answer is addressed to it.
-pub(crate) type Waiter = u64;
+pub type Waiter = u64;
 
 /// Where a classic group is in its rebalance cycle (Kafka's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +161,7 @@ pub struct SyncAnswer {
 
 /// Why the state machine refused a request; the coordinator adds the group's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum ClassicError {
+pub enum ClassicError {
     UnknownMember,
     IllegalGeneration {
         given: i32,
@@ -182,13 +182,13 @@ pub(crate) enum ClassicError {
 
 /// An answer to a parked request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Reply {
+pub enum Reply {
     Join(Waiter, Result<JoinOutcome, ClassicError>),
     Sync(Waiter, Result<SyncAnswer, ClassicError>),
 }
 
 impl Reply {
-    pub(crate) fn waiter(&self) -> Waiter {
+    pub fn waiter(&self) -> Waiter {
         match self {
             Reply::Join(w, _) | Reply::Sync(w, _) => *w,
         }
@@ -197,7 +197,7 @@ impl Reply {
 
 /// The settings the state machine uses.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ClassicConfig {
+pub struct ClassicConfig {
     pub initial_rebalance_delay: Duration,
     pub max_members: usize,
 }
@@ -244,7 +244,7 @@ struct InitialDelay {
 
 /// One classic group's members and generation.
 #[derive(Debug, Clone)]
-pub(crate) struct ClassicGroup {
+pub struct ClassicGroup {
     state: ClassicState,
     generation: i32,
     protocol_type: Option<String>,

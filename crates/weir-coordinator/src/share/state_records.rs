@@ -267,8 +267,8 @@ fn done(buf: &[u8]) -> Result<(), StateRecordError> {
 
 #[cfg(test)]
 mod tests {
+    use crate::golden_hex;
     use proptest::prelude::*;
-    use weir_log::framed_file::golden_hex;
 
     use super::*;
 
