@@ -80,6 +80,7 @@ pub mod share_members;
 pub mod shares;
 pub mod tokens;
 pub mod topics;
+pub mod transactions;
 
 use std::sync::{Arc, OnceLock};
 
