@@ -46,11 +46,9 @@ impl Log {
             position: 0,
             source,
         };
-        let mut bytes = marker.encode(now_ms).map_err(invalid)?;
+        let bytes = marker.encode(now_ms).map_err(invalid)?;
         let header = batch::validate(&bytes).map_err(invalid)?;
-        let info = self.append_checked(&bytes, &mut [header], leader_epoch)?;
-        batch::patch_offset_and_epoch(&mut bytes, info.base_offset, leader_epoch);
-        Ok(info)
+        self.append_checked(&bytes, &mut [header], leader_epoch)
     }
 
     /// The smallest first offset of the ongoing transactions (Kafka's first unstable
