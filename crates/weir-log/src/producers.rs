@@ -83,6 +83,8 @@ pub struct ProducerSummary {
     pub last_timestamp: i64,
     /// The offset of the last record it wrote.
     pub last_offset: i64,
+    /// The first offset of its ongoing transaction, if it has one.
+    pub current_txn_start_offset: Option<i64>,
 }
 
 /// A transaction a marker ended (Kafka's `CompletedTxn`).
@@ -206,6 +208,7 @@ impl ProducerStates {
                     last_sequence: last.map_or(-1, |b| b.last_seq),
                     last_timestamp: e.last_timestamp,
                     last_offset: last.map_or(-1, |b| b.last_offset),
+                    current_txn_start_offset: e.ongoing,
                 }
             })
             .collect();
@@ -513,6 +516,7 @@ mod tests {
         s.record_data(&txn(8, 0, 0, 1, 12));
         s.record_data(&txn(7, 0, 2, 3, 13));
         assert_eq!(s.first_unstable_offset(), Some(10));
+        assert_eq!(s.summaries()[0].current_txn_start_offset, Some(10));
         assert_eq!(
             s.ongoing_transactions(),
             [
@@ -657,6 +661,7 @@ mod tests {
                     last_sequence: 1,
                     last_timestamp: 1_013,
                     last_offset: 14,
+                    current_txn_start_offset: None,
                 },
                 ProducerSummary {
                     producer_id: 9,
@@ -664,6 +669,7 @@ mod tests {
                     last_sequence: 6,
                     last_timestamp: 1_015,
                     last_offset: 18,
+                    current_txn_start_offset: None,
                 },
             ]
         );
