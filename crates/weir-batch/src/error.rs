@@ -49,6 +49,12 @@ pub enum BatchError {
     DecompressedTooLarge { max: usize },
     #[error("a batch must hold at least one record")]
     Empty,
+    /// A control batch whose record is not a control record Kafka defines.
+    #[error("bad control record: {reason}")]
+    BadControlRecord { reason: String },
+    /// Control batches (transaction markers) are written by the partition leader only.
+    #[error("a control batch may only be written by the broker, not sent by a producer")]
+    ControlBatchFromProducer,
     /// Read back from a segment: the base offset (outside the CRC, by the format's design)
     /// does not continue the offsets before it, or does not match the index entry that
     /// led to it.

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod compression;
+pub mod control;
 mod error;
 pub mod records;
 mod varint;

@@ -36,8 +36,9 @@ use super::varint::{
     varint_len, varlong_len, write_varint, write_varlong,
 };
 use super::{
-    BatchHeader, HEADER_BYTES, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES, MAX_RECORDS_PER_BATCH,
-    TIMESTAMP_TYPE_BIT, TimestampType, check_stored, validate, write_header,
+    BatchHeader, CONTROL_BIT, HEADER_BYTES, LOG_OVERHEAD, MAGIC_V2, MAX_BATCH_BYTES,
+    MAX_RECORDS_PER_BATCH, TIMESTAMP_TYPE_BIT, TRANSACTIONAL_BIT, TimestampType, check_stored,
+    validate, write_header,
 };
 use crate::compression::Compression;
 use crate::error::BatchError;
@@ -144,6 +145,8 @@ pub struct RecordBatchBuilder {
     producer_epoch: i16,
     base_sequence: i32,
     log_append_time: Option<i64>,
+    /// The transactional and control attribute bits.
+    flags: i16,
     /// `HEADER_BYTES` of room for the header, then the encoded records.
     buf: Vec<u8>,
     record_count: i32,
@@ -162,6 +165,7 @@ impl fmt::Debug for RecordBatchBuilder {
             .field("producer_epoch", &self.producer_epoch)
             .field("base_sequence", &self.base_sequence)
             .field("log_append_time", &self.log_append_time)
+            .field("flags", &self.flags)
             .field("record_count", &self.record_count)
             .field("estimated_size", &self.buf.len())
             .field("error", &self.error)
@@ -196,6 +200,7 @@ impl RecordBatchBuilder {
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
             log_append_time: None,
+            flags: 0,
             buf,
             record_count: 0,
             base_timestamp: 0,
@@ -228,6 +233,21 @@ impl RecordBatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
+    }
+
+    /// Marks the batch as part of its producer's transaction (attribute bit 0x10): its
+    /// records become visible to `read_committed` readers only once a commit marker of
+    /// the producer follows it.
+    pub fn transactional(mut self) -> Self {
+        self.flags |= TRANSACTIONAL_BIT;
+        self
+    }
+
+    /// Marks the batch as a control batch (0x20), as only a broker writes them (see
+    /// [`crate::control`]).
+    pub(crate) fn control(mut self) -> Self {
+        self.flags |= CONTROL_BIT;
+        self
     }
 
     /// Marks the batch's timestamps as LogAppendTime and sets its `max_timestamp` to
@@ -392,7 +412,7 @@ impl RecordBatchBuilder {
                 max: MAX_BATCH_BYTES,
             });
         }
-        let mut attributes = self.compression.attribute();
+        let mut attributes = self.compression.attribute() | self.flags;
         let max_timestamp = match self.log_append_time {
             Some(append_time) => {
                 attributes |= TIMESTAMP_TYPE_BIT;

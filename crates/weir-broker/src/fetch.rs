@@ -1,6 +1,9 @@
 //! Fetch: reads below the high watermark as the stored RecordBatch v2 bytes (slices of
 //! one read, never re-encoded), with long polling ([`fetch`]) and, for adapters that
-//! stream one partition, a [`Reader`] that waits for each next batch.
+//! stream one partition, a [`Reader`] that waits for each next batch. Under
+//! [`Isolation::ReadCommitted`] a fetch stops at each partition's last stable offset and
+//! names the aborted transactions in what it read (Kafka's `isolation_level` 1); the
+//! reader drops their records and the control batches.
 //!
 //! Waiting is event driven: a reader subscribes to its partitions' high-watermark
 //! channels before it reads, so an append between the read and the wait still wakes it.
@@ -14,7 +17,8 @@ use weir_cluster::security::Operation;
 use futures_util::future::select_all;
 use tokio::sync::watch;
 use tokio::time::Instant;
-pub use weir_cluster::storage::{FetchData, FileSlice, ReadTo};
+pub use weir_cluster::Isolation;
+pub use weir_cluster::storage::{AbortedTxn, FetchData, FileSlice, ReadTo};
 use weir_cluster::{ClusterError, Partition, Topic};
 
 use crate::limits::{MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, MAX_RESPONSE_BYTES};
@@ -37,6 +41,8 @@ pub struct FetchRequest {
     /// ([`FetchData::in_file`], checked but not read) for an adapter that sends them with
     /// `sendfile` to a plain socket.
     pub read_to: ReadTo,
+    /// Which records the fetch may return.
+    pub isolation: Isolation,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +118,11 @@ pub struct PartitionFetchResult {
     /// -1 when this broker does not know them (no replica here).
     pub high_watermark: i64,
     pub log_start_offset: i64,
+    /// The smaller of the first unstable offset and the high watermark; -1 when unknown.
+    pub last_stable_offset: i64,
+    /// Under [`Isolation::ReadCommitted`], the aborted transactions with records in the
+    /// batches read, in marker order; empty otherwise.
+    pub aborted: Vec<AbortedTxn>,
     /// The batches read (`None`: nothing read, the partition's budget was 0), or why not.
     pub data: Result<Option<FetchData>, BrokerError>,
 }
@@ -190,8 +201,14 @@ pub async fn fetch(
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (pf, partition) in t.partitions.iter().zip(&r.partitions) {
                 let share = budget.share(pf.max_bytes);
-                let mut result =
-                    read_one(topic, partition.as_deref(), pf, share, req.read_to).await;
+                let mut result = read_one(
+                    topic,
+                    partition.as_deref(),
+                    pf,
+                    share,
+                    (req.read_to, req.isolation),
+                )
+                .await;
                 if !budget.take(result.bytes(), share) {
                     // Dropped unsent (and uncounted): the partition's first batch is
                     // larger than what this answer has left for it.
@@ -241,12 +258,14 @@ async fn read_one(
     partition: Option<&Partition>,
     pf: &PartitionFetch,
     max_bytes: usize,
-    read_to: ReadTo,
+    (read_to, isolation): (ReadTo, Isolation),
 ) -> PartitionFetchResult {
     let mut result = PartitionFetchResult {
         partition: pf.partition,
         high_watermark: -1,
         log_start_offset: -1,
+        last_stable_offset: -1,
+        aborted: Vec::new(),
         data: Ok(None),
     };
     let Some(partition) = partition else {
@@ -266,11 +285,21 @@ async fn read_one(
         result.high_watermark = offsets.high_watermark;
         result.log_start_offset = offsets.log_start_offset;
     }
+    if let Ok(lso) = partition.last_stable_offset().await {
+        result.last_stable_offset = lso;
+    }
     if max_bytes == 0 {
         return result;
     }
-    match partition.read_to(pf.offset, max_bytes, read_to).await {
-        Ok(data) => result.data = Ok(Some(data)),
+    match partition
+        .read_isolated(pf.offset, max_bytes, read_to, isolation)
+        .await
+    {
+        Ok(read) => {
+            result.last_stable_offset = read.last_stable_offset;
+            result.aborted = read.aborted;
+            result.data = Ok(Some(read.data));
+        }
         Err(e) => {
             if let ClusterError::OffsetOutOfRange {
                 log_start_offset,

@@ -22,6 +22,9 @@
 //!   RecordBatch v2 bytes the producer sent; nothing here re-encodes them).
 //! - [`producers`]: producer ids for idempotent producers, and the producers a partition
 //!   remembers.
+//! - [`transactions`]: the commit and abort markers that end a transaction on its
+//!   partitions (Kafka's WriteTxnMarkers), for the transaction coordinator; reads at an
+//!   isolation level are [`fetch`]'s and [`offsets`]'s.
 //! - [`metadata`], [`topics`], [`configs`]: the cluster and topics as clients see them;
 //!   creating topics (on first use too: `auto.create.topics.enable`) and partitions;
 //!   topic configs (describe, alter, replace, incremental) and the broker's settings.
@@ -80,6 +83,7 @@ pub mod share_members;
 pub mod shares;
 pub mod tokens;
 pub mod topics;
+pub mod transactions;
 
 use std::sync::{Arc, OnceLock};
 

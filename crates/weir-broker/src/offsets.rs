@@ -1,9 +1,9 @@
 //! ListOffsets: a partition's earliest or latest offset, the first offset at or after a
 //! timestamp, or the first offset holding the newest timestamp.
 
-use weir_cluster::Topic;
 use weir_cluster::security::Operation;
 use weir_cluster::storage::decode_records;
+use weir_cluster::{Isolation, Topic};
 
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::{Broker, BrokerError, Reason, RequestContext};
@@ -13,7 +13,8 @@ use crate::{Broker, BrokerError, Reason, RequestContext};
 pub enum OffsetSpec {
     /// The log start offset.
     Earliest,
-    /// The high watermark (the offset the next visible record gets).
+    /// The high watermark (the offset the next visible record gets); under
+    /// [`Isolation::ReadCommitted`] the last stable offset.
     Latest,
     /// The first record with a timestamp at or after this (ms); the high watermark if
     /// there is none.
@@ -47,6 +48,19 @@ pub async fn list_offsets(
     topic: &str,
     queries: &[(u32, OffsetSpec)],
 ) -> Result<Vec<Result<FoundOffset, BrokerError>>, BrokerError> {
+    list_offsets_isolated(broker, ctx, topic, queries, Isolation::ReadUncommitted).await
+}
+
+/// [`list_offsets`] for a reader at `isolation` (Kafka's ListOffsets `isolation_level`):
+/// under [`Isolation::ReadCommitted`] every answer is below the last stable offset
+/// instead of the high watermark (Latest is the last stable offset).
+pub async fn list_offsets_isolated(
+    broker: &Broker,
+    ctx: &RequestContext,
+    topic: &str,
+    queries: &[(u32, OffsetSpec)],
+    isolation: Isolation,
+) -> Result<Vec<Result<FoundOffset, BrokerError>>, BrokerError> {
     if queries.len() > MAX_PARTITIONS_PER_REQUEST {
         return Err(BrokerError::invalid(format!(
             "a list-offsets request names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
@@ -56,15 +70,28 @@ pub async fn list_offsets(
     let topic = broker.topic_for(ctx, Operation::Describe, topic)?;
     let mut results = Vec::with_capacity(queries.len());
     for &(partition, spec) in queries {
-        results.push(list_one(&topic, partition, spec).await);
+        results.push(list_one(&topic, partition, spec, isolation).await);
     }
     Ok(results)
 }
 
-async fn list_one(topic: &Topic, index: u32, spec: OffsetSpec) -> Result<FoundOffset, BrokerError> {
+async fn list_one(
+    topic: &Topic,
+    index: u32,
+    spec: OffsetSpec,
+    isolation: Isolation,
+) -> Result<FoundOffset, BrokerError> {
     let partition = topic.partition(index)?;
     let leader_epoch = partition.state().leader_epoch;
     let offsets = partition.leader_offsets().await?;
+    // The end of what a reader at `isolation` sees.
+    let visible_end = match isolation {
+        Isolation::ReadUncommitted => offsets.high_watermark,
+        Isolation::ReadCommitted => partition
+            .last_stable_offset()
+            .await?
+            .min(offsets.high_watermark),
+    };
     let found = |offset, timestamp_ms| FoundOffset {
         offset,
         timestamp_ms,
@@ -73,17 +100,17 @@ async fn list_one(topic: &Topic, index: u32, spec: OffsetSpec) -> Result<FoundOf
     };
     let unmatched = FoundOffset {
         matched: false,
-        ..found(offsets.high_watermark, -1)
+        ..found(visible_end, -1)
     };
     match spec {
         OffsetSpec::Earliest => Ok(found(offsets.log_start_offset, -1)),
-        OffsetSpec::Latest => Ok(found(offsets.high_watermark, -1)),
+        OffsetSpec::Latest => Ok(found(visible_end, -1)),
         OffsetSpec::Timestamp(_) | OffsetSpec::MaxTimestamp => {
             let offset = match spec {
                 OffsetSpec::Timestamp(ts) => partition.offset_for_timestamp(ts).await?,
                 _ => partition.offset_of_max_timestamp().await?,
             };
-            let Some(offset) = offset else {
+            let Some(offset) = offset.filter(|o| *o < visible_end) else {
                 return Ok(unmatched);
             };
             // The record's own timestamp, from the batch that holds it.

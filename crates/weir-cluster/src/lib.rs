@@ -56,9 +56,9 @@ pub use group::{GroupConfig, GroupCoordinator, GroupError};
 pub use metadata::ClusterMetadata;
 pub use node_identity::{IDENTITY_FILE, IdentityError, NodeIdentity};
 pub use partition::{
-    APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, DataDirStatus, DiskUsage, Durability, LogStorage,
-    MAX_APPENDS_PER_WAKEUP, Partition, PartitionOffsets, PartitionState, PendingAppend,
-    REPEATED_FAILURE_WINDOW, ReplicaHost, ReplicationLinks,
+    APPEND_QUEUE_DEPTH, AppendOutcome, BrokerId, DataDirStatus, DiskUsage, Durability,
+    IsolatedRead, Isolation, LogStorage, MAX_APPENDS_PER_WAKEUP, Partition, PartitionOffsets,
+    PartitionState, PendingAppend, REPEATED_FAILURE_WINDOW, ReplicaHost, ReplicationLinks,
 };
 pub use registry::{
     DataDirLock, MAX_PARTITIONS_PER_TOPIC, NoPeers, REPLICA_FETCH_MAX_BYTES, REPLICA_FETCH_WAIT,
@@ -68,8 +68,10 @@ pub use registry::{
 /// partition, what a read returns, the errors inside a [`ClusterError`]): the core
 /// reaches storage only through weir-cluster, never by calling `weir-log` itself.
 pub mod storage {
+    pub use weir_log::batch::control::{ControlType, TxnMarker};
     pub use weir_log::batch::{HEADER_BYTES as BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
     pub use weir_log::producers::{ProducerSummary, SequenceError};
+    pub use weir_log::{AbortedTxn, OngoingTxn};
     pub use weir_log::{
         AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FileSlice,
         FlushPolicy, Header, MaintenanceError, ReadError, ReadTo, Record, RecordBatchBuilder,

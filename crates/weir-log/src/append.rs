@@ -86,6 +86,10 @@ fn check_batches(
         if header.record_count == 0 && source == Source::Producer {
             return Err(invalid(BatchError::Empty));
         }
+        // Markers are the leader's to write (`Log::append_marker`), as in Kafka.
+        if header.is_control() && source == Source::Producer {
+            return Err(invalid(BatchError::ControlBatchFromProducer));
+        }
         headers.push(header);
         pos += len;
     }

@@ -70,10 +70,11 @@ impl Kind {
 }
 
 /// Largest producer-state snapshot: `MAX_SNAPSHOT_PRODUCERS` producers of at most 144
-/// bytes each, plus its header.
-pub const MAX_PRODUCER_STATE_BYTES: usize = 12
+/// bytes each and as many ongoing transactions of 16 bytes, plus its two counts and
+/// offset.
+pub const MAX_PRODUCER_STATE_BYTES: usize = 16
     + crate::producers::MAX_SNAPSHOT_PRODUCERS
-        * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT);
+        * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT + 16);
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fdatasync, rename,
 /// fsync directory.

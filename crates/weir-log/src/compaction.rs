@@ -240,8 +240,34 @@ impl Log {
         let active_base = inner.active().base_offset;
         let bases: Vec<i64> = inner.segments.keys().copied().collect();
         let mut closed = Vec::new();
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        for &base in &bases {
+            self.load_txn_index(&mut inner, base)
+                .map_err(open_to_maintenance)?;
+            let txn = inner.segments[&base].txn.as_ref().expect("loaded");
+            for e in &txn.entries {
+                aborted
+                    .entry(e.producer_id)
+                    .or_default()
+                    .push((e.first_offset, e.last_offset));
+            }
+        }
+        // Records of an ongoing transaction are neither cleaned nor let remove older
+        // records of their keys (it may yet abort): the pass stops at the first segment
+        // that holds the first unstable offset.
+        let first_unstable = inner.producers.first_unstable_offset();
+        let stable_end = first_unstable.map_or(i64::MAX, |fuo| {
+            let holding = inner.segments.range(..=fuo).next_back();
+            holding.map_or(fuo, |(base, _)| *base)
+        });
         for base in bases.into_iter().filter(|b| *b != active_base) {
             let end = inner.end_of(base);
+            let has_aborted = !inner.segments[&base]
+                .txn
+                .as_ref()
+                .expect("loaded")
+                .entries
+                .is_empty();
             let seg = inner.segments.get_mut(&base).expect("listed");
             let file = seg
                 .ensure_open(self.storage.as_ref(), &self.config, end)
@@ -254,6 +280,7 @@ impl Log {
                 size: seg.size,
                 file,
                 path: seg.log_path.clone(),
+                has_aborted,
             });
         }
         let active = inner.active();
@@ -263,11 +290,13 @@ impl Log {
             size: active.size,
             file: active.files().file.clone(),
             path: active.log_path.clone(),
+            has_aborted: false,
         };
         Ok(Snapshot {
             closed,
             active,
-            map_end: flushed.min(inner.next_offset),
+            map_end: flushed.min(inner.next_offset).min(stable_end),
+            aborted,
             log_end: inner.next_offset,
             generation: inner.generation,
         })
@@ -465,14 +494,21 @@ struct SegmentView {
     size: u64,
     file: Arc<dyn StorageFile>,
     path: PathBuf,
+    /// Its aborted-transaction index has entries: it is rewritten on its own, never
+    /// merged, so its `.txnindex` stays its own.
+    has_aborted: bool,
 }
 
 #[derive(Debug)]
 struct Snapshot {
     closed: Vec<SegmentView>,
     active: SegmentView,
-    /// The key map reads batches that end at or below this (durable) offset.
+    /// The key map reads batches that end at or below this (durable) offset, which is
+    /// before the segment holding the first unstable offset.
     map_end: i64,
+    /// The aborted transactions' offsets (first, marker) by producer id: their records
+    /// never enter the key map (an aborted value must not remove a committed one).
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
     log_end: i64,
     generation: u64,
 }
@@ -544,6 +580,14 @@ fn build_key_map(snap: &Snapshot, from: i64, limit: usize) -> Result<MapPass, Ma
         let mut reader = BatchReader::new(view);
         while let Some((position, header, bytes)) = reader.next()? {
             if header.base_offset < from || header.is_control() || header.record_count == 0 {
+                continue;
+            }
+            let aborted = header.is_transactional()
+                && snap.aborted.get(&header.producer_id).is_some_and(|txns| {
+                    txns.iter()
+                        .any(|&(first, last)| (first..=last).contains(&header.base_offset))
+                });
+            if aborted {
                 continue;
             }
             if header.next_offset() > snap.map_end {
@@ -966,6 +1010,13 @@ fn plan_groups(
             (estimated, removable) = (0, 0);
             continue;
         }
+        if view.has_aborted {
+            close(&mut current, removable);
+            current.push(i);
+            close(&mut current, s.removable);
+            (estimated, removable) = (0, 0);
+            continue;
+        }
         let fits = current.first().is_some_and(|&first| {
             estimated + s.estimated_bytes + HEADER_BYTES as u64 <= segment_bytes
                 && view.end - cleanable[first].base <= i64::from(u32::MAX)
@@ -1165,7 +1216,7 @@ pub(crate) fn finish_interrupted(
         let swap = aside_path(dir, base, LOG_SUFFIX, SWAP);
         let file = storage.open(&swap, false).map_err(io(&swap))?;
         let size = file.size().map_err(io(&swap))?;
-        let scanned = recovery::scan(file.as_ref(), &swap, base, 0, size, base, |_, _| {})?;
+        let scanned = recovery::scan(file.as_ref(), &swap, base, 0, size, base, |_, _, _| {})?;
         drop(file);
         if let Some(problem) = &scanned.problem {
             if segments.contains(&base) {

@@ -28,6 +28,8 @@ mod read;
 mod recovery;
 mod segment;
 pub mod storage;
+mod transactions;
+pub mod txn_index;
 
 /// The RecordBatch v2 codec (the `weir-batch` crate), re-exported for the log's users.
 pub use weir_batch as batch;
@@ -45,4 +47,6 @@ pub use error::{
 };
 pub use log::{AppendInfo, EpochEntry, FetchData, FileSlice, Log, LogOffsets, SegmentPosition};
 pub use maintenance::RetentionOutcome;
+pub use producers::{CompletedTxn, OngoingTxn};
 pub use read::ReadTo;
+pub use txn_index::AbortedTxn;

@@ -508,7 +508,7 @@ impl Log {
 
     /// Assigns offsets to checked batches (in `headers`, which the write stamps into the
     /// batches as it writes them; `batches` itself is not changed) and writes them.
-    fn append_checked(
+    pub(crate) fn append_checked(
         &self,
         batches: &[u8],
         headers: &mut [BatchHeader],
@@ -555,9 +555,7 @@ impl Log {
                 return Err(e);
             }
         };
-        for h in headers.iter() {
-            inner.producers.record(h);
-        }
+        self.record_producers(&mut inner, batches, headers)?;
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -637,9 +635,7 @@ impl Log {
                     return Err(e);
                 }
             };
-            for h in run_headers {
-                inner.producers.record(h);
-            }
+            self.record_producers(&mut inner, bytes, run_headers)?;
             total = Some(match total {
                 None => info,
                 Some(t) => AppendInfo {
@@ -1262,6 +1258,17 @@ impl Log {
         if inner.producers.is_empty() && !self.dir.join(kind.file_name()).exists() {
             return Ok(());
         }
+        // The snapshot vouches for the aborted-transaction entries before its offset
+        // (they are not rebuilt after a crash): they are made durable first.
+        for seg in inner.segments.values() {
+            if let Some(txn) = &seg.txn {
+                txn.sync()
+                    .map_err(|source| crate::error::CheckpointError::Io {
+                        path: seg.path(crate::txn_index::TXN_INDEX_SUFFIX),
+                        source,
+                    })?;
+            }
+        }
         let payload = inner.producers.encode(inner.next_offset);
         checkpoint::write(self.storage.as_ref(), &self.dir, kind, &payload)
     }
@@ -1326,6 +1333,7 @@ pub(crate) fn remove_segment_files(
     seg: &Segment,
 ) -> Result<(), MaintenanceError> {
     for suffix in [
+        crate::txn_index::TXN_INDEX_SUFFIX,
         segment::INDEX_SUFFIX,
         segment::TIME_INDEX_SUFFIX,
         LOG_SUFFIX,
@@ -1356,6 +1364,10 @@ fn check_sequences(
         });
     }
     let h = &headers[0];
+    if h.is_control() {
+        producers.check_marker(h.producer_id, h.producer_epoch)?;
+        return Ok(None);
+    }
     Ok(match producers.check(h)? {
         SequenceCheck::Append => None,
         SequenceCheck::Duplicate {

@@ -359,7 +359,7 @@ fn cut_segment(
         cursor.offset_of_max_timestamp = base + i64::from(t.relative_offset);
     }
     let file = files.file.clone();
-    recovery::scan(file.as_ref(), &path, base, from, pos, base, |_, h| {
+    recovery::scan(file.as_ref(), &path, base, from, pos, base, |_, h, _| {
         if h.max_timestamp > cursor.max_timestamp {
             cursor.max_timestamp = h.max_timestamp;
             cursor.offset_of_max_timestamp = h.base_offset;

@@ -21,14 +21,26 @@
 //! and refusing it would strand a producer that did nothing wrong. Batches without a
 //! producer id (-1) are not checked.
 //!
+//! Transactions (KIP-98): a transactional batch (attribute bit 0x10) of a producer with
+//! no ongoing transaction opens one at the batch's first offset; the producer's next
+//! control batch (a commit or abort marker, written by the leader for the transaction
+//! coordinator) closes it and is answered as a [`CompletedTxn`]. A marker of an epoch
+//! older than the producer's is refused ([`ProducerStates::check_marker`]); a marker of
+//! a newer epoch (the coordinator bumps the epoch when it ends a transaction, KIP-890)
+//! becomes the producer's epoch, and its next batch starts at sequence 0. The smallest
+//! first offset of the ongoing transactions is the log's first unstable offset
+//! ([`ProducerStates::first_unstable_offset`]). A producer with an ongoing transaction
+//! never expires.
+//!
 //! The state is part of the log: updated under the log's lock with each append (leader
 //! or follower, so a new leader has it), rebuilt on open and after a truncation from a
 //! snapshot ([`Kind::ProducerState`](crate::checkpoint::Kind)) plus a scan of the batches
 //! after it. No I/O happens in this module: the log writes and reads the encoded form.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::batch::BatchHeader;
+use crate::batch::control::ControlType;
 use crate::checkpoint::PayloadReader;
 
 /// Batches remembered per producer, as Kafka (a producer has at most 5 requests in flight
@@ -51,8 +63,11 @@ pub struct BatchMeta {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
-    /// Oldest first; never empty.
+    /// Oldest first; empty only after a marker bumped the epoch, or for a producer known
+    /// from markers alone (its next batch starts at sequence 0).
     batches: VecDeque<BatchMeta>,
+    /// The first offset of the producer's ongoing transaction, if it has one.
+    ongoing: Option<i64>,
     /// Newest batch timestamp seen (the batch's max timestamp): expiry is measured from it.
     last_timestamp: i64,
 }
@@ -68,6 +83,28 @@ pub struct ProducerSummary {
     pub last_timestamp: i64,
     /// The offset of the last record it wrote.
     pub last_offset: i64,
+    /// The first offset of its ongoing transaction, if it has one.
+    pub current_txn_start_offset: Option<i64>,
+}
+
+/// A transaction a marker ended (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    /// The offset of its first batch.
+    pub first_offset: i64,
+    /// The offset of its marker.
+    pub last_offset: i64,
+    pub aborted: bool,
+}
+
+/// A transaction under way: a producer's transactional batches after its last marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OngoingTxn {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The offset of its first batch.
+    pub first_offset: i64,
 }
 
 /// What [`ProducerStates::check`] decided about a batch.
@@ -101,10 +138,35 @@ pub enum SequenceError {
     },
 }
 
+/// The control type of a batch's record, if it is a control batch whose record can be
+/// read (`bytes` is the whole batch).
+pub(crate) fn control_type_of(h: &BatchHeader, bytes: &[u8]) -> Option<ControlType> {
+    if !h.is_control() {
+        return None;
+    }
+    crate::batch::control::control_type(bytes, h).ok()
+}
+
+/// The aborted-transaction index entry of a transaction that ended in an abort, with
+/// `states` already past its marker.
+pub(crate) fn aborted_entry(states: &ProducerStates, done: &CompletedTxn) -> crate::AbortedTxn {
+    crate::AbortedTxn {
+        producer_id: done.producer_id,
+        first_offset: done.first_offset,
+        last_offset: done.last_offset,
+        last_stable_offset: states
+            .first_unstable_offset()
+            .unwrap_or(done.last_offset + 1),
+    }
+}
+
 /// Every producer a partition remembers. See the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<i64, ProducerEntry>,
+    /// The ongoing transactions by first offset (the producer id as value): the first key
+    /// is the first unstable offset. Kept equal to the entries' `ongoing`.
+    ongoing: BTreeMap<i64, i64>,
 }
 
 /// The sequence of the record after `seq` (sequences wrap from `i32::MAX` to 0).
@@ -139,13 +201,14 @@ impl ProducerStates {
             .producers
             .iter()
             .map(|(&producer_id, e)| {
-                let last = e.batches.back().expect("never empty");
+                let last = e.batches.back();
                 ProducerSummary {
                     producer_id,
                     epoch: e.epoch,
-                    last_sequence: last.last_seq,
+                    last_sequence: last.map_or(-1, |b| b.last_seq),
                     last_timestamp: e.last_timestamp,
-                    last_offset: last.last_offset,
+                    last_offset: last.map_or(-1, |b| b.last_offset),
+                    current_txn_start_offset: e.ongoing,
                 }
             })
             .collect();
@@ -180,6 +243,13 @@ impl ProducerStates {
                 _ => Err(out_of_order(0)),
             };
         }
+        let Some(newest) = entry.batches.back() else {
+            // The epoch was bumped by a marker: the producer starts over at 0.
+            return match h.base_sequence {
+                0 => Ok(SequenceCheck::Append),
+                _ => Err(out_of_order(0)),
+            };
+        };
         let last = last_seq(h);
         if let Some(b) = entry
             .batches
@@ -191,7 +261,7 @@ impl ProducerStates {
                 last_offset: b.last_offset,
             });
         }
-        let expected = next_seq(entry.batches.back().expect("never empty").last_seq);
+        let expected = next_seq(newest.last_seq);
         if h.base_sequence == expected {
             Ok(SequenceCheck::Append)
         } else {
@@ -199,11 +269,36 @@ impl ProducerStates {
         }
     }
 
+    /// Checks a transaction marker of `producer_id` at `epoch` before the leader writes
+    /// it: a marker of an epoch older than the producer's is refused (a newer instance of
+    /// the producer took over, or a zombie coordinator's marker arrived late).
+    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
+        match self.producers.get(&producer_id) {
+            Some(e) if epoch < e.epoch => Err(SequenceError::Fenced {
+                producer_id,
+                epoch,
+                current_epoch: e.epoch,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a written batch (offsets assigned): on the leader after [`check`]
     /// (Self::check), on a follower for every batch it copies, and when rebuilding.
-    pub fn record(&mut self, h: &BatchHeader) {
-        if !is_idempotent(h) {
-            return;
+    /// `control` is the type of a control batch's record (`None` for a data batch, or a
+    /// control batch whose record could not be read, which then changes nothing). Returns
+    /// the transaction a marker ended, if it ended one.
+    pub fn record(
+        &mut self,
+        h: &BatchHeader,
+        control: Option<ControlType>,
+    ) -> Option<CompletedTxn> {
+        if h.producer_id < 0 {
+            return None;
+        }
+        if h.is_control() {
+            let control = control?;
+            return self.record_marker(h, control);
         }
         let meta = BatchMeta {
             first_seq: h.base_sequence,
@@ -211,14 +306,7 @@ impl ProducerStates {
             base_offset: h.base_offset,
             last_offset: h.last_offset(),
         };
-        let entry = self
-            .producers
-            .entry(h.producer_id)
-            .or_insert_with(|| ProducerEntry {
-                epoch: h.producer_epoch,
-                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
-                last_timestamp: h.max_timestamp,
-            });
+        let entry = self.entry(h);
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -227,31 +315,92 @@ impl ProducerStates {
             entry.batches.pop_front();
         }
         entry.batches.push_back(meta);
+        let opens = h.is_transactional() && entry.ongoing.is_none();
+        if opens {
+            entry.ongoing = Some(h.base_offset);
+            self.ongoing.insert(h.base_offset, h.producer_id);
+        }
+        None
+    }
+
+    /// The entry of the batch's producer (created if new), its newest timestamp updated.
+    fn entry(&mut self, h: &BatchHeader) -> &mut ProducerEntry {
+        let entry = self
+            .producers
+            .entry(h.producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch: h.producer_epoch,
+                batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
+                ongoing: None,
+                last_timestamp: h.max_timestamp,
+            });
         entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
+        entry
+    }
+
+    fn record_marker(&mut self, h: &BatchHeader, control: ControlType) -> Option<CompletedTxn> {
+        let entry = self.entry(h);
+        if h.producer_epoch > entry.epoch {
+            entry.epoch = h.producer_epoch;
+            entry.batches.clear();
+        }
+        let first_offset = entry.ongoing.take()?;
+        self.ongoing.remove(&first_offset);
+        Some(CompletedTxn {
+            producer_id: h.producer_id,
+            first_offset,
+            last_offset: h.last_offset(),
+            aborted: control == ControlType::Abort,
+        })
+    }
+
+    /// The smallest first offset of the ongoing transactions: every offset before it
+    /// belongs to a finished transaction or none (Kafka's first unstable offset).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.ongoing.keys().next().copied()
+    }
+
+    /// The ongoing transactions, oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<OngoingTxn> {
+        self.ongoing
+            .iter()
+            .map(|(&first_offset, &producer_id)| OngoingTxn {
+                producer_id,
+                producer_epoch: self.producers[&producer_id].epoch,
+                first_offset,
+            })
+            .collect()
     }
 
     /// Forgets producers whose newest batch is older than `max_idle_ms` at `now_ms`
     /// (Kafka's `producer.id.expiration.ms`). Returns how many were forgotten.
     pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers
-            .retain(|_, e| e.last_timestamp >= now_ms.saturating_sub(max_idle_ms));
+        self.producers.retain(|_, e| {
+            e.ongoing.is_some() || e.last_timestamp >= now_ms.saturating_sub(max_idle_ms)
+        });
         before - self.producers.len()
     }
 
     /// The snapshot payload: the state as of `offset` (the offset after the last batch
     /// recorded). Big-endian: `offset i64 | count u32 | count × (producer id i64 | epoch
     /// i32 | last timestamp i64 | batches u32 | batches × (first seq i32 | last seq i32 |
-    /// base offset i64 | last offset i64))`. At most [`MAX_SNAPSHOT_PRODUCERS`], the most
+    /// base offset i64 | last offset i64))`, then the ongoing transactions: `ongoing u32 |
+    /// ongoing × (producer id i64 | first offset i64)`. A snapshot written before
+    /// transactions ends after the producers; it reads as one with none ongoing. At most
+    /// [`MAX_SNAPSHOT_PRODUCERS`]: those with an ongoing transaction, then the most
     /// recently active.
     pub fn encode(&self, offset: i64) -> Vec<u8> {
         let mut entries: Vec<(&i64, &ProducerEntry)> = self.producers.iter().collect();
         if entries.len() > MAX_SNAPSHOT_PRODUCERS {
-            entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.last_timestamp));
+            entries
+                .sort_by_key(|(_, e)| (e.ongoing.is_none(), std::cmp::Reverse(e.last_timestamp)));
             entries.truncate(MAX_SNAPSHOT_PRODUCERS);
         }
         entries.sort_by_key(|(id, _)| **id);
-        let mut out = Vec::with_capacity(12 + entries.len() * (24 + 24 * PRODUCER_BATCHES_KEPT));
+        let mut out = Vec::with_capacity(
+            16 + entries.len() * (24 + 24 * PRODUCER_BATCHES_KEPT) + self.ongoing.len() * 16,
+        );
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
         for (id, e) in entries {
@@ -265,6 +414,11 @@ impl ProducerStates {
                 out.extend_from_slice(&b.base_offset.to_be_bytes());
                 out.extend_from_slice(&b.last_offset.to_be_bytes());
             }
+        }
+        out.extend_from_slice(&(self.ongoing.len() as u32).to_be_bytes());
+        for (first_offset, producer_id) in &self.ongoing {
+            out.extend_from_slice(&producer_id.to_be_bytes());
+            out.extend_from_slice(&first_offset.to_be_bytes());
         }
         out
     }
@@ -284,7 +438,7 @@ impl ProducerStates {
             let epoch = i16::try_from(r.i32()?).ok()?;
             let last_timestamp = r.i64()?;
             let n = r.u32()? as usize;
-            if n == 0 || n > PRODUCER_BATCHES_KEPT || id < 0 {
+            if n > PRODUCER_BATCHES_KEPT || id < 0 {
                 return None;
             }
             let mut batches = VecDeque::with_capacity(n);
@@ -299,214 +453,35 @@ impl ProducerStates {
             let entry = ProducerEntry {
                 epoch,
                 batches,
+                ongoing: None,
                 last_timestamp,
             };
             if producers.insert(id, entry).is_some() {
                 return None;
             }
         }
+        let mut ongoing = BTreeMap::new();
+        // Written before transactions: no ongoing section.
+        if !r.is_empty() {
+            let n = r.u32()? as usize;
+            if n > count {
+                return None;
+            }
+            for _ in 0..n {
+                let (id, first_offset) = (r.i64()?, r.i64()?);
+                let entry: &mut ProducerEntry = producers.get_mut(&id)?;
+                if entry.ongoing.replace(first_offset).is_some()
+                    || first_offset >= offset
+                    || ongoing.insert(first_offset, id).is_some()
+                {
+                    return None;
+                }
+            }
+        }
         r.is_empty()
-            .then_some((offset, ProducerStates { producers }))
+            .then_some((offset, ProducerStates { producers, ongoing }))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(pid: i64, epoch: i16, seq: i32, records: i32, base_offset: i64) -> BatchHeader {
-        BatchHeader {
-            base_offset,
-            batch_length: 0,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: records - 1,
-            base_timestamp: 1_000,
-            max_timestamp: 1_000 + base_offset,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-            record_count: records,
-        }
-    }
-
-    #[test]
-    fn summaries_show_each_producer_at_its_last_batch() {
-        let mut s = ProducerStates::default();
-        s.record(&header(9, 1, 0, 3, 10));
-        s.record(&header(7, 0, 0, 2, 13));
-        s.record(&header(9, 1, 3, 4, 15));
-        assert_eq!(
-            s.summaries(),
-            [
-                ProducerSummary {
-                    producer_id: 7,
-                    epoch: 0,
-                    last_sequence: 1,
-                    last_timestamp: 1_013,
-                    last_offset: 14,
-                },
-                ProducerSummary {
-                    producer_id: 9,
-                    epoch: 1,
-                    last_sequence: 6,
-                    last_timestamp: 1_015,
-                    last_offset: 18,
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn the_next_sequence_appends_and_a_retry_of_a_kept_batch_is_a_duplicate() {
-        let mut s = ProducerStates::default();
-        let first = header(7, 0, 0, 3, 10);
-        assert_eq!(s.check(&first), Ok(SequenceCheck::Append));
-        s.record(&first);
-        let second = header(7, 0, 3, 2, 13);
-        assert_eq!(s.check(&second), Ok(SequenceCheck::Append));
-        s.record(&second);
-        // Retries carry the same sequences; the offsets they would get do not matter.
-        assert_eq!(
-            s.check(&header(7, 0, 0, 3, 99)),
-            Ok(SequenceCheck::Duplicate {
-                base_offset: 10,
-                last_offset: 12
-            })
-        );
-        assert_eq!(
-            s.check(&header(7, 0, 3, 2, 99)),
-            Ok(SequenceCheck::Duplicate {
-                base_offset: 13,
-                last_offset: 14
-            })
-        );
-    }
-
-    #[test]
-    fn a_gap_or_an_overlap_is_out_of_order() {
-        let mut s = ProducerStates::default();
-        s.record(&header(7, 0, 0, 3, 0));
-        let gap = s.check(&header(7, 0, 4, 1, 3));
-        assert_eq!(
-            gap,
-            Err(SequenceError::OutOfOrder {
-                producer_id: 7,
-                epoch: 0,
-                expected: 3,
-                got: 4
-            })
-        );
-        // Same first sequence, other length: not the batch that was written.
-        assert!(matches!(
-            s.check(&header(7, 0, 0, 2, 3)),
-            Err(SequenceError::OutOfOrder { expected: 3, .. })
-        ));
-    }
-
-    #[test]
-    fn only_the_last_five_batches_are_recognised_as_duplicates() {
-        let mut s = ProducerStates::default();
-        for i in 0..6 {
-            s.record(&header(7, 0, i, 1, i64::from(i)));
-        }
-        assert!(matches!(
-            s.check(&header(7, 0, 0, 1, 9)),
-            Err(SequenceError::OutOfOrder { expected: 6, .. })
-        ));
-        assert!(matches!(
-            s.check(&header(7, 0, 1, 1, 9)),
-            Ok(SequenceCheck::Duplicate { base_offset: 1, .. })
-        ));
-    }
-
-    #[test]
-    fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
-        let mut s = ProducerStates::default();
-        s.record(&header(7, 3, 0, 2, 0));
-        assert_eq!(
-            s.check(&header(7, 2, 2, 1, 2)),
-            Err(SequenceError::Fenced {
-                producer_id: 7,
-                epoch: 2,
-                current_epoch: 3
-            })
-        );
-        assert!(matches!(
-            s.check(&header(7, 4, 5, 1, 2)),
-            Err(SequenceError::OutOfOrder { expected: 0, .. })
-        ));
-        let bumped = header(7, 4, 0, 1, 2);
-        assert_eq!(s.check(&bumped), Ok(SequenceCheck::Append));
-        s.record(&bumped);
-        assert!(matches!(
-            s.check(&header(7, 3, 2, 1, 3)),
-            Err(SequenceError::Fenced {
-                current_epoch: 4,
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn unknown_producers_and_batches_without_a_producer_are_not_checked() {
-        let mut s = ProducerStates::default();
-        assert_eq!(s.check(&header(9, 0, 42, 1, 0)), Ok(SequenceCheck::Append));
-        let plain = header(-1, -1, -1, 4, 0);
-        assert_eq!(s.check(&plain), Ok(SequenceCheck::Append));
-        s.record(&plain);
-        assert!(s.is_empty());
-    }
-
-    #[test]
-    fn sequences_wrap_after_i32_max() {
-        let mut s = ProducerStates::default();
-        let h = header(7, 0, i32::MAX - 1, 3, 0);
-        s.record(&h);
-        assert_eq!(last_seq(&h), 0);
-        assert_eq!(s.check(&header(7, 0, 1, 1, 3)), Ok(SequenceCheck::Append));
-    }
-
-    #[test]
-    fn idle_producers_expire() {
-        let mut s = ProducerStates::default();
-        s.record(&header(1, 0, 0, 1, 0)); // max timestamp 1000
-        s.record(&header(2, 0, 0, 1, 5_000)); // max timestamp 6000
-        assert_eq!(s.expire(7_000, 2_000), 1);
-        assert_eq!(s.len(), 1);
-        assert_eq!(
-            s.check(&header(2, 0, 0, 1, 9)),
-            Ok(SequenceCheck::Duplicate {
-                base_offset: 5_000,
-                last_offset: 5_000
-            })
-        );
-    }
-
-    #[test]
-    fn a_snapshot_round_trips_and_damage_is_refused() {
-        let mut s = ProducerStates::default();
-        for pid in 0..4 {
-            for seq in 0..(pid as i32 + 3) {
-                s.record(&header(
-                    pid,
-                    pid as i16,
-                    seq,
-                    2,
-                    pid * 100 + i64::from(seq) * 2,
-                ));
-            }
-        }
-        let bytes = s.encode(1234);
-        assert_eq!(ProducerStates::decode(&bytes), Some((1234, s.clone())));
-        assert_eq!(ProducerStates::decode(&bytes[..bytes.len() - 1]), None);
-        let mut huge = bytes.clone();
-        huge[8..12].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(ProducerStates::decode(&huge), None);
-        let mut trailing = bytes;
-        trailing.push(0);
-        assert_eq!(ProducerStates::decode(&trailing), None);
-    }
-}
+mod tests;

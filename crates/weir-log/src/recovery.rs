@@ -18,10 +18,11 @@ use crate::epoch::EpochHistory;
 use crate::error::{MaintenanceError, OpenError};
 use crate::index::Index;
 use crate::log::{Inner, remove_segment_files};
-use crate::producers::ProducerStates;
+use crate::producers::{ProducerStates, aborted_entry, control_type_of};
 use crate::segment::{self, IndexCursor, Segment};
 use crate::storage::Storage;
 use crate::storage::StorageFile;
+use crate::txn_index::{Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
 /// Bytes read per scan step; batches larger than this are read on their own.
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
@@ -38,7 +39,7 @@ pub(crate) struct ScanEnd {
 }
 
 /// Reads batches from `from` to `end` (checked with `batch::check_stored`: these are bytes
-/// the log validated and wrote), calling `on_batch(position, header)` for each
+/// the log validated and wrote), calling `on_batch(position, header, bytes)` for each
 /// valid one, and stops at the first batch that is torn, fails its CRC, or does not
 /// continue the offsets (`expected_next` is the smallest base offset the next batch may
 /// have), or whose offsets fall outside the 2^32 offsets after `segment_base` that a
@@ -50,7 +51,7 @@ pub(crate) fn scan(
     from: u64,
     end: u64,
     mut expected_next: i64,
-    mut on_batch: impl FnMut(u64, &BatchHeader),
+    mut on_batch: impl FnMut(u64, &BatchHeader, &[u8]),
 ) -> Result<ScanEnd, OpenError> {
     let mut pos = from;
     let mut next_offset = None;
@@ -135,7 +136,7 @@ pub(crate) fn scan(
                 ),
             );
         }
-        on_batch(pos, &header);
+        on_batch(pos, &header, &buf[at..at + len]);
         expected_next = header.next_offset();
         next_offset = Some(expected_next);
         pos += len as u64;
@@ -181,7 +182,7 @@ pub(crate) fn rebuild_closed_segment(
             pos,
             size,
             expected,
-            |p, h| headers.push((p, *h)),
+            |p, h, _| headers.push((p, *h)),
         )?;
         for (p, h) in &headers {
             seg.index_batch(*p, h, config);
@@ -320,7 +321,9 @@ pub(crate) fn recover(
         let stem = name
             .rsplit_once('.')
             .map_or(name.as_str(), |(stem, _)| stem);
-        let orphan_index = (name.ends_with(".index") || name.ends_with(".timeindex"))
+        let orphan_index = (name.ends_with(".index")
+            || name.ends_with(".timeindex")
+            || name.ends_with(".txnindex"))
             && !stem
                 .parse::<i64>()
                 .is_ok_and(|base| segments.contains_key(&base));
@@ -442,7 +445,7 @@ pub(crate) fn recover(
             from,
             seg.size,
             expected,
-            |pos, h| headers.push((pos, *h)),
+            |pos, h, _| headers.push((pos, *h)),
         )?;
         for (pos, h) in &headers {
             seg.index_batch(*pos, h, config);
@@ -616,13 +619,14 @@ fn open_from_maint(e: MaintenanceError) -> OpenError {
     }
 }
 
-/// Rebuilds the idempotent producers' state of `inner` (see `producers`): from the
-/// snapshot if it lies within the log, else from the log start, then every batch after
-/// it up to the log end. The snapshot is taken at segment rolls, at close and after each
-/// rebuild, so this reads the tail written since; a snapshot past the log end (written
-/// before a crash lost unflushed data, or before a truncation) is not used. Returns
-/// whether the snapshot on disk already holds the rebuilt state (it was taken at the log
-/// end, as a clean close leaves it): then it need not be written again.
+/// Rebuilds the producers' state of `inner` (see `producers`) and the aborted-transaction
+/// indexes it derives (see `txn_index`): from the snapshot if it lies within the log,
+/// else from the log start, then every batch after it up to the log end. The snapshot is
+/// taken at segment rolls, at close and after each rebuild, so this reads the tail
+/// written since; a snapshot past the log end (written before a crash lost unflushed
+/// data, or before a truncation) is not used. Returns whether the snapshot on disk
+/// already holds the rebuilt state (it was taken at the log end, as a clean close leaves
+/// it): then it need not be written again.
 pub(crate) fn rebuild_producers(
     dir: &Path,
     config: &LogConfig,
@@ -643,16 +647,77 @@ pub(crate) fn rebuild_producers(
             None
         }
     };
-    let (from, mut states) = match snapshot {
-        Some((offset, states)) if offset == inner.next_offset => {
-            inner.producers = states;
-            return Ok(true);
-        }
-        Some((offset, states)) if offset < inner.next_offset => {
+    let (from, states) = match snapshot {
+        Some((offset, states)) if offset <= inner.next_offset => {
             (offset.max(inner.log_start_offset), states)
         }
         _ => (inner.log_start_offset, ProducerStates::default()),
     };
+    // At the log end (a clean close, or a truncation to a snapshot's offset) nothing is
+    // scanned; the active segment's index only loses entries past the end.
+    let current = from == inner.next_offset;
+    rebuild_from(config, storage, inner, from, states)?;
+    Ok(current)
+}
+
+/// Rebuilds the producers' state and every aborted-transaction index from the log start:
+/// for a damaged index found after the log was opened.
+pub(crate) fn rebuild_transactions_fully(
+    config: &LogConfig,
+    storage: &dyn Storage,
+    inner: &mut Inner,
+) -> Result<(), OpenError> {
+    let start = inner.log_start_offset;
+    rebuild_from(config, storage, inner, start, ProducerStates::default())
+}
+
+/// [`rebuild_producers`] from `from`, with `states` the state as of `from`.
+fn rebuild_from(
+    config: &LogConfig,
+    storage: &dyn Storage,
+    inner: &mut Inner,
+    from: i64,
+    states: ProducerStates,
+) -> Result<(), OpenError> {
+    let (mut from, mut states) = (from, states);
+    // Every segment from the one holding `from` keeps the aborted entries of markers
+    // before `from`; the scan adds the others. A damaged index of a segment that starts
+    // before `from` cannot say which of its entries to keep: then everything is rebuilt
+    // from the log start.
+    'prepare: loop {
+        let first = inner
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(base, _)| *base);
+        let bases: Vec<i64> = inner.segments.range(first..).map(|(b, _)| *b).collect();
+        for base in bases {
+            let end = inner.end_of(base);
+            let seg = inner.segments.get_mut(&base).expect("listed");
+            let path = seg.path(TXN_INDEX_SUFFIX);
+            let io = |e| OpenError::io(path.clone(), e);
+            if seg.txn.is_none() {
+                match TxnIndex::load(storage, &path, base, end).map_err(io)? {
+                    Loaded::Entries(entries) => seg.txn = Some(TxnIndex::new(entries)),
+                    Loaded::Damaged(problem) => {
+                        tracing::warn!(index = %path.display(), problem, "aborted-transaction index damaged; rebuilding it");
+                        if base < from && from > inner.log_start_offset {
+                            from = inner.log_start_offset;
+                            states = ProducerStates::default();
+                            continue 'prepare;
+                        }
+                        // All its entries are past `from`: the scan writes them again.
+                        let mut empty = TxnIndex::default();
+                        empty.replace(storage, &path, Vec::new()).map_err(io)?;
+                        seg.txn = Some(empty);
+                    }
+                }
+            }
+            let txn = seg.txn.as_mut().expect("loaded");
+            txn.retain_before(storage, &path, from).map_err(io)?;
+        }
+        break;
+    }
     let first = inner
         .segments
         .range(..=from)
@@ -673,6 +738,7 @@ pub(crate) fn rebuild_producers(
             .map_or((0, base), |(_, e)| {
                 (u64::from(e.position), base + i64::from(e.relative_offset))
             });
+        let mut aborted = Vec::new();
         let scanned = scan(
             files.file.as_ref(),
             &path,
@@ -680,16 +746,25 @@ pub(crate) fn rebuild_producers(
             pos,
             size,
             batch_base,
-            |_, h| {
-                if h.base_offset >= from {
-                    states.record(h);
+            |_, h, bytes| {
+                if h.base_offset >= from
+                    && let Some(done) = states.record(h, control_type_of(h, bytes))
+                    && done.aborted
+                {
+                    aborted.push(aborted_entry(&states, &done));
                 }
             },
         )?;
         if let Some(problem) = scanned.problem {
             tracing::warn!(segment = %path.display(), problem, "producer-state rebuild stopped early in a segment");
         }
+        let txn_path = seg.path(TXN_INDEX_SUFFIX);
+        let txn = seg.txn.as_mut().expect("loaded above");
+        for entry in aborted {
+            txn.append(storage, &txn_path, entry)
+                .map_err(|e| OpenError::io(txn_path.clone(), e))?;
+        }
     }
     inner.producers = states;
-    Ok(false)
+    Ok(())
 }

@@ -12,6 +12,7 @@ use crate::error::{AppendError, OpenError};
 use crate::index::{Index, OffsetEntry, TimeEntry};
 use crate::recovery;
 use crate::storage::{Storage, StorageFile};
+use crate::txn_index::TxnIndex;
 
 pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const INDEX_SUFFIX: &str = "index";
@@ -81,6 +82,8 @@ pub(crate) struct Segment {
     pub cursor: IndexCursor,
     /// When this segment was created or became active in this process; rolls by age.
     pub active_since: Instant,
+    /// Its aborted transactions (`txn_index.rs`), once loaded.
+    pub txn: Option<TxnIndex>,
 }
 
 impl Segment {
@@ -93,6 +96,7 @@ impl Segment {
             files: None,
             cursor: IndexCursor::fresh(base_offset),
             active_since: Instant::now(),
+            txn: None,
         }
     }
 
@@ -124,6 +128,7 @@ impl Segment {
             index,
             time_index,
         });
+        seg.txn = Some(TxnIndex::default());
         Ok(seg)
     }
 
@@ -242,6 +247,7 @@ impl Segment {
         self.files
             .as_ref()
             .is_some_and(|f| f.index.is_full() || f.time_index.is_full())
+            || self.txn.as_ref().is_some_and(TxnIndex::is_full)
     }
 
     /// Newest timestamp in the segment, if it holds any batch (segment must be open).

@@ -237,6 +237,8 @@ impl Consumer for ConsumerService {
             }],
             // gRPC frames its messages itself (HTTP/2): the batches must be in memory.
             read_to: fetch::ReadTo::Memory,
+            // gRPC consumers have no isolation level yet (issue 44 adds one).
+            isolation: fetch::Isolation::ReadUncommitted,
         };
         let mut topics = fetch::fetch(&self.broker.core, &ctx, &request)
             .await

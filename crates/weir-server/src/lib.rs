@@ -221,6 +221,8 @@ pub struct RunningServer {
     /// The bound AMQP listener (`amqp_listen`), if configured.
     pub amqp_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
+    /// The protocol-neutral core every listener serves.
+    core: Arc<weir_broker::Broker>,
     node: ClusterNode,
     multi_node: bool,
     health: tonic_health::server::HealthReporter,
@@ -400,6 +402,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         kafka_external_addr: addrs.kafka_external,
         amqp_addr: addrs.amqp,
         registry,
+        core: broker.core.clone(),
         node,
         multi_node,
         health,
@@ -648,6 +651,13 @@ async fn open_groups(
 }
 
 impl RunningServer {
+    /// The broker core this server's listeners serve, for a process that embeds the
+    /// broker and calls the core in-process: the transaction coordinator's markers
+    /// (`weir_broker::transactions`), and tests that drive the core without a protocol.
+    pub fn core(&self) -> Arc<weir_broker::Broker> {
+        self.core.clone()
+    }
+
     /// Stops gracefully: stop accepting, finish in-flight requests, flush, close.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.stop(None).await

@@ -4,7 +4,7 @@
 //! `group_drain`, `queue`, `users_acls`), the examples every `--help` prints
 //! (`help_examples`), `weir dev cluster`, TLS, authentication, client quotas, the console
 //! in a browser as an ordinary user (`console_browser`), and the Kafka clients users run
-//! (`kafka_clients`, `kafka_answers`), a full disk under both (`disk_full`), and a data
+//! (`kafka_clients`, `kafka_answers`, `kafka_transactions`), a full disk under both (`disk_full`), and a data
 //! directory an older `weir` wrote (`upgrade`); `common` holds the broker harness and
 //! `common::secure` the secured `weir serve` process.
 
@@ -21,6 +21,7 @@ mod group_drain;
 mod help_examples;
 mod kafka_answers;
 mod kafka_clients;
+mod kafka_transactions;
 mod queue;
 mod tls;
 mod topic_create;

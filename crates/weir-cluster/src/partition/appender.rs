@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use weir_log::ValidatedBatches;
+use weir_log::batch::control::{ControlType, TxnMarker};
 
 use super::driver::AckWaiter;
 use super::{AppendOutcome, AppendReply, Durability, MAX_APPENDS_PER_WAKEUP, Shared};
@@ -15,11 +16,53 @@ use crate::error::ClusterError;
 use crate::replication::{Event, Role};
 
 pub(super) struct AppendJob {
-    pub(super) batches: ValidatedBatches,
+    pub(super) work: AppendWork,
     pub(super) durability: Durability,
     /// The leader epoch the append was accepted under.
     pub(super) leader_epoch: i32,
     pub(super) reply: AppendReply,
+}
+
+/// What one queued append writes.
+pub(super) enum AppendWork {
+    /// A producer's batches, checked where they arrived.
+    Batches(ValidatedBatches),
+    /// A transaction marker the leader builds (`Log::append_marker`).
+    Marker(TxnMarker),
+}
+
+impl AppendWork {
+    fn append(
+        &mut self,
+        log: &weir_log::Log,
+        leader_epoch: i32,
+    ) -> Result<(weir_log::AppendInfo, u64), weir_log::AppendError> {
+        match self {
+            AppendWork::Batches(batches) => {
+                let info = log.append_validated(batches, leader_epoch)?;
+                let records = match info.duplicate {
+                    true => 0,
+                    false => batches
+                        .headers()
+                        .iter()
+                        .map(|h| h.record_count as u64)
+                        .sum(),
+                };
+                Ok((info, records))
+            }
+            AppendWork::Marker(m) => {
+                let commit = m.control == ControlType::Commit;
+                let info = log.append_marker(
+                    m.producer_id,
+                    m.producer_epoch,
+                    commit,
+                    m.coordinator_epoch,
+                    leader_epoch,
+                )?;
+                Ok((info, 1))
+            }
+        }
+    }
 }
 
 /// Takes queued appends in order, writes them on a blocking thread, and answers them
@@ -61,20 +104,13 @@ pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<A
                         };
                         return (job, Err(e));
                     }
-                    let result = log
-                        .append_validated(&mut job.batches, job.leader_epoch)
-                        .map(|info| AppendOutcome {
+                    let result = job
+                        .work
+                        .append(log, job.leader_epoch)
+                        .map(|(info, records)| AppendOutcome {
                             base_offset: info.base_offset,
                             last_offset: info.last_offset,
-                            records: match info.duplicate {
-                                true => 0,
-                                false => job
-                                    .batches
-                                    .headers()
-                                    .iter()
-                                    .map(|h| h.record_count as u64)
-                                    .sum(),
-                            },
+                            records,
                             bytes: info.bytes as u64,
                             duplicate: info.duplicate,
                         })

@@ -31,6 +31,7 @@ mod driver;
 mod offline;
 mod recovery;
 mod replication;
+mod transactions;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -48,10 +49,12 @@ use crate::controller::records::PartitionRegistration;
 use crate::error::ClusterError;
 use crate::replication::{Event, ProduceRefusal, Replica, ReplicaConfig, Role};
 
-use appender::{AppendJob, run_appender};
+use appender::{AppendJob, AppendWork, run_appender};
 use driver::{AckWaiter, FlushState, PAUSED_SYNC_WAIT};
 pub use offline::{DataDirStatus, REPEATED_FAILURE_WINDOW};
 pub use replication::{LogStorage, ReplicaHost, ReplicationLinks};
+use transactions::last_stable_offset;
+pub use transactions::{IsolatedRead, Isolation};
 
 /// Appends waiting for one partition's appender. A full queue makes producers wait,
 /// which slows their streams (HTTP/2 flow control) instead of buffering without bound.
@@ -457,7 +460,7 @@ impl Partition {
 
     async fn submit_inner(
         &self,
-        batches: ValidatedBatches,
+        work: impl Into<AppendWork>,
         durability: Durability,
         expected_epoch: Option<i32>,
     ) -> Result<PendingAppend, ClusterError> {
@@ -470,7 +473,7 @@ impl Partition {
         let (reply, pending) = oneshot::channel();
         self.queue
             .send(AppendJob {
-                batches,
+                work: work.into(),
                 durability,
                 leader_epoch,
                 reply,
@@ -636,7 +639,9 @@ impl Partition {
         to: ReadTo,
     ) -> Result<FetchData, ClusterError> {
         self.shared.check_leader()?;
-        self.read_committed(offset, max_bytes, to).await
+        self.read_replicated(offset, max_bytes, to, Isolation::ReadUncommitted)
+            .await
+            .map(|read| read.data)
     }
 
     /// [`read`](Self::read) on any replica, leader or follower: below the high watermark
@@ -652,15 +657,27 @@ impl Partition {
         if matches!(self.shared.replica().role(), Role::Recovering) {
             return Err(self.shared.closed());
         }
-        self.read_committed(offset, max_bytes, ReadTo::Memory).await
+        self.read_replicated(
+            offset,
+            max_bytes,
+            ReadTo::Memory,
+            Isolation::ReadUncommitted,
+        )
+        .await
+        .map(|read| read.data)
     }
 
-    async fn read_committed(
+    /// Reads below the high watermark this replica knows ("replicated": on every ISR
+    /// member, so never truncated), and under [`Isolation::ReadCommitted`] also below
+    /// the last stable offset, with the aborted transactions of the range read. Not
+    /// Kafka's `read_committed` by itself: that is the isolation level on top.
+    async fn read_replicated(
         &self,
         offset: i64,
         max_bytes: usize,
         to: ReadTo,
-    ) -> Result<FetchData, ClusterError> {
+        isolation: Isolation,
+    ) -> Result<IsolatedRead, ClusterError> {
         let paused = self.shared.reader_came();
         let offsets = self.offsets().await?;
         let offsets = self.after_paused_sync(paused, offsets, offset + 1).await?;
@@ -671,37 +688,66 @@ impl Partition {
         // tests, where it sent consumers back to offset 0).
         self.check_in_log(offset, offsets)?;
         let hw = offsets.high_watermark;
-        if offset >= hw {
-            return Ok(FetchData {
-                records: bytes::Bytes::new(),
-                in_file: None,
-                next_offset: offset,
-                log_start_offset: offsets.log_start_offset,
-                log_end_offset: offsets.log_end_offset,
-                stored_at: None,
+        let last_stable_offset = {
+            let guard = self.shared.read_guard().await;
+            let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
+            // A short mutex hold inside weir-log (no I/O under it), fine on this thread.
+            last_stable_offset(log, hw)
+        };
+        let bound = match isolation {
+            Isolation::ReadUncommitted => hw,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        if offset >= bound {
+            return Ok(IsolatedRead {
+                data: FetchData {
+                    records: bytes::Bytes::new(),
+                    in_file: None,
+                    next_offset: offset,
+                    log_start_offset: offsets.log_start_offset,
+                    log_end_offset: offsets.log_end_offset,
+                    stored_at: None,
+                },
+                high_watermark: hw,
+                last_stable_offset,
+                aborted: Vec::new(),
             });
         }
         let (topic, partition) = (self.shared.topic.clone(), self.shared.index);
         self.shared
             .with_log(move |log| {
-                log.read_to(offset, max_bytes, Some(hw), to)
-                    .map_err(|source| match source {
-                        // Retention moved the start between our check and the read.
-                        weir_log::ReadError::OffsetOutOfRange {
-                            log_start_offset, ..
-                        } => ClusterError::OffsetOutOfRange {
-                            topic,
-                            partition,
-                            offset,
-                            log_start_offset,
-                            high_watermark: hw,
-                        },
-                        source => ClusterError::Read {
-                            topic,
-                            partition,
-                            source,
-                        },
-                    })
+                let read_error = |source| match source {
+                    // Retention moved the start between our check and the read.
+                    weir_log::ReadError::OffsetOutOfRange {
+                        log_start_offset, ..
+                    } => ClusterError::OffsetOutOfRange {
+                        topic: topic.clone(),
+                        partition,
+                        offset,
+                        log_start_offset,
+                        high_watermark: hw,
+                    },
+                    source => ClusterError::Read {
+                        topic: topic.clone(),
+                        partition,
+                        source,
+                    },
+                };
+                let data = log
+                    .read_to(offset, max_bytes, Some(bound), to)
+                    .map_err(read_error)?;
+                let aborted = match isolation {
+                    Isolation::ReadCommitted if !data.is_empty() => log
+                        .aborted_transactions(offset, data.next_offset)
+                        .map_err(read_error)?,
+                    _ => Vec::new(),
+                };
+                Ok(IsolatedRead {
+                    data,
+                    high_watermark: hw,
+                    last_stable_offset,
+                    aborted,
+                })
             })
             .await
     }

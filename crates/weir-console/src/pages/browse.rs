@@ -214,6 +214,8 @@ async fn read(
             }],
             // The console decodes the records it shows.
             read_to: fetch::ReadTo::Memory,
+            // An operator browsing sees every record, as a read_uncommitted reader.
+            isolation: fetch::Isolation::ReadUncommitted,
         };
         let mut answer = fetch::fetch(&c.core, ctx, &request).await?;
         let result = answer

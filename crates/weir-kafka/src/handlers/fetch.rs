@@ -1,19 +1,21 @@
 //! Fetch and ListOffsets. A fetch answers with the stored RecordBatch v2 bytes as the
 //! core read them (never re-encoded), long polling with `max_wait_ms` / `min_bytes`.
 //! Fetch sessions (KIP-227) are declined: every answer is a full one with session id 0,
-//! which clients accept and keep sending full fetches.
+//! which clients accept and keep sending full fetches. `isolation_level` 1
+//! (read_committed) stops at each partition's last stable offset and names the aborted
+//! transactions in what was read; ListOffsets honours its isolation level too.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, TopicName,
-    fetch_response::{FetchableTopicResponse, PartitionData},
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, ProducerId, TopicName,
+    fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData},
     list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse},
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::fetch::{self, FileSlice, PartitionFetch, TopicFetch};
+use weir_broker::fetch::{self, FileSlice, Isolation, PartitionFetch, TopicFetch};
 use weir_broker::limits::DEFAULT_PARTITION_FETCH_BYTES;
 use weir_broker::metadata;
 use weir_broker::offsets::{self, OffsetSpec};
@@ -29,6 +31,15 @@ const MIN_SHARED_RECORD_BYTES: usize = 4096;
 
 /// Fetch v13+ names topics by id.
 const FIRST_TOPIC_ID_FETCH: i16 = 13;
+
+/// Kafka's `isolation_level` (Fetch v4+, ListOffsets v2+): 0 read_uncommitted, 1
+/// read_committed; any other value reads as read_uncommitted, as Kafka reads it.
+fn isolation(level: i8) -> Isolation {
+    match level {
+        1 => Isolation::ReadCommitted,
+        _ => Isolation::ReadUncommitted,
+    }
+}
 
 /// Answers a Fetch. Over plain TCP (`tls` false) the record bytes stay in their segment
 /// files and the connection sends them with `sendfile`; over TLS, where they must be
@@ -92,6 +103,7 @@ pub(super) async fn fetch(
             true => fetch::ReadTo::Memory,
             false => fetch::ReadTo::File,
         },
+        isolation: isolation(req.isolation_level),
     };
     let mut results = match fetch::fetch(&broker.core, ctx, &fetch_request).await {
         Ok(results) => results.into_iter(),
@@ -169,14 +181,22 @@ fn partition_data(r: fetch::PartitionFetchResult, shared: &mut Vec<Shared>) -> P
         Ok(None) => (0, Bytes::new()),
         Err(e) => (error_code(&e), Bytes::new()),
     };
+    let aborted = r
+        .aborted
+        .iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect();
     PartitionData::default()
         .with_partition_index(r.partition as i32)
         .with_error_code(code)
         .with_high_watermark(r.high_watermark)
-        // No transactions: everything below the high watermark is stable.
-        .with_last_stable_offset(r.high_watermark)
+        .with_last_stable_offset(r.last_stable_offset)
         .with_log_start_offset(r.log_start_offset)
-        .with_aborted_transactions(Some(Vec::new()))
+        .with_aborted_transactions(Some(aborted))
         .with_records(Some(records))
 }
 
@@ -243,7 +263,8 @@ pub(super) async fn list_offsets(
             .zip(&specs)
             .filter_map(|(p, s)| Some((u32::try_from(p.partition_index).ok()?, *s.as_ref().ok()?)))
             .collect();
-        let found = offsets::list_offsets(&broker.core, ctx, &name, &queries).await;
+        let level = isolation(req.isolation_level);
+        let found = offsets::list_offsets_isolated(&broker.core, ctx, &name, &queries, level).await;
         let mut found = match found {
             Ok(found) => Ok(found.into_iter()),
             Err(e) => Err(e),

@@ -225,8 +225,9 @@ pub(super) async fn describe_producers(
                                     .with_last_sequence(p.last_sequence)
                                     .with_last_timestamp(p.last_timestamp)
                                     .with_coordinator_epoch(NO_COORDINATOR_EPOCH)
-                                    // Idempotent producers only: no open transaction.
-                                    .with_current_txn_start_offset(-1)
+                                    .with_current_txn_start_offset(
+                                        p.current_txn_start_offset.unwrap_or(-1),
+                                    )
                             })
                             .collect(),
                     ),

@@ -1,6 +1,6 @@
 //! weir-log's integration tests, one binary: a `Log` as its users see it (`log`), against
 //! a model (`model`), compaction, idempotent producers, replication from the log's side,
-//! stamped appends, storage faults, and SIGKILL of a child process mid-append (`crash`,
+//! stamped appends, transactions (`transactions`), storage faults, and SIGKILL of a child process mid-append (`crash`,
 //! which runs this binary again as the child); `common` builds batches and reads logs
 //! back for all of them.
 
@@ -13,3 +13,4 @@ mod model;
 mod producers;
 mod replication;
 mod stamped;
+mod transactions;

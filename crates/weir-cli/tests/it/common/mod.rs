@@ -83,6 +83,11 @@ impl Broker {
         }
     }
 
+    /// Runs `future` on the broker's runtime (for tests that call its core in-process).
+    pub fn block_on<T>(&self, future: impl Future<Output = T>) -> T {
+        self.runtime.block_on(future)
+    }
+
     /// `weir ARGS` pointed at this broker (through WEIR_BROKERS, as a user would).
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = weir_command(args);

@@ -1,0 +1,158 @@
+//! Transactions as Kafka consumers see them (issue 44, the partition side): transactional
+//! batches and their commit and abort markers written through the broker's core, as the
+//! transaction coordinator will write them (the Kafka listener still refuses a
+//! transactional id until the coordinator exists, so no client can write them yet),
+//! then read by confluent-kafka consumers at `isolation.level` read_committed and
+//! read_uncommitted through the Kafka listener (`tests/kafka/read_committed.py`).
+
+use crate::common;
+
+use bytes::Bytes;
+use common::*;
+use serde_json::Value;
+use weir_batch::{Compression, Record, RecordBatchBuilder};
+use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
+use weir_broker::transactions::{TxnMarkers, write_txn_markers};
+use weir_broker::{Listener, RequestContext, producers};
+
+const TOPIC: &str = "txn-orders";
+
+/// One batch of `values` from `producer` (transactional unless `producer` is `None`).
+fn batch(producer: Option<(i64, i16, i32)>, values: &[&str]) -> Bytes {
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    if let Some((id, epoch, seq)) = producer {
+        b = b
+            .producer_id(id)
+            .producer_epoch(epoch)
+            .base_sequence(seq)
+            .transactional();
+    }
+    for v in values {
+        b.push(&Record {
+            key: None,
+            value: Some(Bytes::from(v.to_string())),
+            headers: Vec::new(),
+            timestamp: 1_700_000_000_000,
+        });
+    }
+    b.build().expect("a valid batch").freeze()
+}
+
+async fn produce(broker: &std::sync::Arc<weir_broker::Broker>, ctx: &RequestContext, bytes: Bytes) {
+    let pending = produce::submit(
+        broker,
+        ctx,
+        ProduceRequest {
+            topic: TOPIC.to_string(),
+            acks: Acks::All,
+            timeout: None,
+            partitions: vec![PartitionProduce {
+                partition: 0,
+                data: Ok(ProduceData::Batches {
+                    bytes,
+                    compression: None,
+                }),
+            }],
+        },
+    )
+    .await
+    .expect("the produce is accepted");
+    for result in pending.finish().await {
+        result.outcome.expect("the batch is appended");
+    }
+}
+
+async fn end(
+    broker: &std::sync::Arc<weir_broker::Broker>,
+    ctx: &RequestContext,
+    (producer_id, producer_epoch): (i64, i16),
+    commit: bool,
+) {
+    let markers = [TxnMarkers {
+        producer_id,
+        producer_epoch,
+        commit,
+        coordinator_epoch: 0,
+        topics: vec![(TOPIC.to_string(), vec![0])],
+    }];
+    let answers = write_txn_markers(broker, ctx, &markers, None)
+        .await
+        .expect("markers are accepted");
+    for written in answers.into_iter().flatten() {
+        written.outcome.expect("the marker is appended");
+    }
+}
+
+#[test]
+fn read_committed_consumers_see_exactly_the_committed_transaction() {
+    let python = installed("tests/python/setup.sh");
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    broker.ok(&["topic", "create", TOPIC, "--partitions", "1"], "");
+    let core = broker.server.as_ref().expect("running").core();
+    broker.block_on(async {
+        let ctx = RequestContext::anonymous(Listener::GRPC, None);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(
+                producers::init_producer_id(&core, &ctx, None)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let (committed, aborted, open) = (ids[0], ids[1], ids[2]);
+        let txn = |(id, epoch): (i64, i16), seq| Some((id, epoch, seq));
+        produce(&core, &ctx, batch(txn(committed, 0), &["c-0", "c-1"])).await;
+        produce(&core, &ctx, batch(txn(aborted, 0), &["a-0", "a-1"])).await;
+        produce(&core, &ctx, batch(None, &["plain-0"])).await;
+        produce(&core, &ctx, batch(txn(committed, 2), &["c-2"])).await;
+        produce(&core, &ctx, batch(txn(aborted, 2), &["a-2"])).await;
+        end(&core, &ctx, aborted, false).await;
+        end(&core, &ctx, committed, true).await;
+        produce(&core, &ctx, batch(None, &["plain-1"])).await;
+        // Still open: read_committed stops before it (the last stable offset).
+        produce(&core, &ctx, batch(txn(open, 0), &["o-0"])).await;
+        produce(&core, &ctx, batch(None, &["plain-2"])).await;
+    });
+    let script = repo_root().join("tests/kafka/read_committed.py");
+    let out = run_ok(
+        &python,
+        &[&script.to_string_lossy(), &kafka, TOPIC, "5", "10"],
+    );
+    let lines = json_lines(&out);
+    let read = |isolation: &str| -> &Value {
+        lines
+            .iter()
+            .find(|l| l["isolation"] == isolation)
+            .unwrap_or_else(|| panic!("no {isolation} line in {out}"))
+    };
+    let values = |line: &Value| -> Vec<String> {
+        line["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    // Offsets: c-0 0, c-1 1, a-0 2, a-1 3, plain-0 4, c-2 5, a-2 6, abort 7, commit 8,
+    // plain-1 9, o-0 10, plain-2 11.
+    let committed = read("read_committed");
+    assert_eq!(
+        values(committed),
+        ["c-0", "c-1", "plain-0", "c-2", "plain-1"],
+        "{out}"
+    );
+    assert_eq!(committed["high"], 10, "ListOffsets answers the LSO: {out}");
+    let uncommitted = read("read_uncommitted");
+    assert_eq!(
+        values(uncommitted),
+        [
+            "c-0", "c-1", "a-0", "a-1", "plain-0", "c-2", "a-2", "plain-1", "o-0", "plain-2"
+        ],
+        "{out}"
+    );
+    assert_eq!(uncommitted["high"], 12, "{out}");
+}

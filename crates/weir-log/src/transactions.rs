@@ -1,0 +1,180 @@
+//! Transactions on one partition's log (KIP-98): the markers a leader appends, the
+//! ongoing transactions and the first unstable offset they set, and the aborted
+//! transactions a `read_committed` reader is told about. The per-producer bookkeeping is
+//! in `producers.rs`, the index file in `txn_index.rs`.
+
+use crate::batch::control::{ControlType, TxnMarker};
+use crate::batch::{self, BatchHeader};
+use crate::error::{AppendError, OpenError, ReadError};
+use crate::log::{AppendInfo, Inner, Log};
+use crate::producers::{OngoingTxn, aborted_entry, control_type_of};
+use crate::recovery;
+use crate::txn_index::{AbortedTxn, Loaded, TXN_INDEX_SUFFIX, TxnIndex};
+
+impl Log {
+    /// Appends a transaction marker as the leader: a control batch (Kafka's layout, see
+    /// `weir_batch::control`) that ends `producer_id`'s ongoing transaction, committing
+    /// it if `commit`, else aborting it (an abort is entered in the aborted-transaction
+    /// index). A marker of an epoch older than the producer's is refused
+    /// ([`SequenceError::Fenced`](crate::producers::SequenceError)); one for a producer
+    /// with no ongoing transaction is written and ends nothing, as in Kafka (the
+    /// coordinator may retry a marker whose answer it lost). `leader_epoch` as for
+    /// [`Log::append`]; the marker's timestamp is the broker's clock.
+    pub fn append_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        let marker = TxnMarker {
+            producer_id,
+            producer_epoch,
+            control: if commit {
+                ControlType::Commit
+            } else {
+                ControlType::Abort
+            },
+            coordinator_epoch,
+        };
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let invalid = |source| AppendError::InvalidBatch {
+            index: 0,
+            position: 0,
+            source,
+        };
+        let bytes = marker.encode(now_ms).map_err(invalid)?;
+        let header = batch::validate(&bytes).map_err(invalid)?;
+        self.append_checked(&bytes, &mut [header], leader_epoch)
+    }
+
+    /// The smallest first offset of the ongoing transactions (Kafka's first unstable
+    /// offset), or `None` if none is ongoing. A partition's last stable offset is the
+    /// smaller of it and the high watermark.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.lock().producers.first_unstable_offset()
+    }
+
+    /// The transactions under way, oldest first.
+    pub fn ongoing_transactions(&self) -> Vec<OngoingTxn> {
+        self.lock().producers.ongoing_transactions()
+    }
+
+    /// The aborted transactions that hold records in `start..end` (their first offset is
+    /// before `end`, their marker at or after `start`), in marker order: what a
+    /// `read_committed` reader of that range must drop. Reads the indexes of the segments
+    /// from the one holding `start` on, and stops at the first entry whose last stable
+    /// offset is past `end` (every transaction that began before `end` had ended then).
+    pub fn aborted_transactions(&self, start: i64, end: i64) -> Result<Vec<AbortedTxn>, ReadError> {
+        let mut inner = self.lock();
+        let first = inner
+            .segments
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(base, _)| *base);
+        let bases: Vec<i64> = inner.segments.range(first..).map(|(b, _)| *b).collect();
+        let mut found = Vec::new();
+        for base in bases {
+            self.load_txn_index(&mut inner, base)
+                .map_err(open_to_read)?;
+            let Some(seg) = inner.segments.get(&base) else {
+                continue; // a rebuild does not remove segments; stay safe all the same
+            };
+            let entries = &seg.txn.as_ref().expect("loaded").entries;
+            let from = entries.partition_point(|e| e.last_offset < start);
+            for e in &entries[from..] {
+                if e.first_offset < end {
+                    found.push(*e);
+                }
+                if e.last_stable_offset > end {
+                    return Ok(found);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Loads segment `base`'s aborted-transaction index if it is not loaded yet. A
+    /// damaged one is rebuilt, with every other, from the log start.
+    pub(crate) fn load_txn_index(&self, inner: &mut Inner, base: i64) -> Result<(), OpenError> {
+        let end = inner.end_of(base);
+        let seg = inner.segments.get_mut(&base).expect("listed");
+        if seg.txn.is_some() {
+            return Ok(());
+        }
+        let path = seg.path(TXN_INDEX_SUFFIX);
+        let loaded = TxnIndex::load(self.storage.as_ref(), &path, base, end)
+            .map_err(|e| OpenError::io(path.clone(), e))?;
+        match loaded {
+            Loaded::Entries(entries) => {
+                seg.txn = Some(TxnIndex::new(entries));
+                Ok(())
+            }
+            Loaded::Damaged(problem) => {
+                tracing::warn!(index = %path.display(), problem, "aborted-transaction index damaged; rebuilding the producers' state from the log start");
+                recovery::rebuild_transactions_fully(&self.config, self.storage.as_ref(), inner)?;
+                // Segments before the rebuild's start keep what they had.
+                let seg = inner.segments.get_mut(&base).expect("listed");
+                if seg.txn.is_none() {
+                    let mut empty = TxnIndex::default();
+                    empty
+                        .replace(self.storage.as_ref(), &path, Vec::new())
+                        .map_err(|e| OpenError::io(path.clone(), e))?;
+                    seg.txn = Some(empty);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Feeds written batches (`batches`, whose headers carry their offsets) to the
+    /// producers' state, and enters each aborted transaction they end in the active
+    /// segment's index. A failure to write the index fails the log (a reopen rebuilds it).
+    pub(crate) fn record_producers(
+        &self,
+        inner: &mut Inner,
+        batches: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<(), AppendError> {
+        let mut pos = 0;
+        for h in headers {
+            let bytes = &batches[pos..pos + h.total_bytes()];
+            pos += h.total_bytes();
+            let Some(done) = inner.producers.record(h, control_type_of(h, bytes)) else {
+                continue;
+            };
+            if !done.aborted {
+                continue;
+            }
+            let entry = aborted_entry(&inner.producers, &done);
+            let base = inner.active().base_offset;
+            let loaded = self.load_txn_index(inner, base);
+            let seg = inner.active_mut();
+            let path = seg.path(TXN_INDEX_SUFFIX);
+            let written = loaded.map_err(|e| e.to_string()).and_then(|()| {
+                let txn = seg.txn.as_mut().expect("loaded");
+                txn.append(self.storage.as_ref(), &path, entry)
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
+            if let Err(problem) = written {
+                let reason = format!("aborted-transaction index not written: {problem}");
+                inner.failed = Some(reason.clone());
+                return Err(AppendError::Failed { reason });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn open_to_read(e: OpenError) -> ReadError {
+    match e {
+        OpenError::Io { path, source } => ReadError::Io { path, source },
+        other => ReadError::Io {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(other.to_string()),
+        },
+    }
+}
