@@ -314,7 +314,9 @@ def compact_keys():
     compacted, altered = topic, topic + "-altered"
     create(compacted, 1, {"cleanup.policy": "compact"})
     create(altered, 1)
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 100})
+    # A long linger keeps each call's records in one batch even on a loaded machine (100
+    # ms let the first record go alone once); flush() sends at once regardless.
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 2000})
 
     def send(name, keys):
         """Sends one record per key (None: no key) in one batch; each record's error."""
