@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, NodeState};
+use crate::proxy::Peer;
 use crate::workload::Workload;
 
 /// Longest the cluster may take to be whole again after a fault is healed.
@@ -75,6 +76,20 @@ pub enum Fault {
     Isolate(i32),
     /// Every byte to and from the node held this long; healed by lifting the delay.
     Delay(i32, Duration),
+    /// A network split of the node (the minority) from the two others (the majority),
+    /// with the test's clients on one side: cut from the majority's nodes
+    /// (`clients_with_minority`) or from the minority's node. Only the clients behind the
+    /// fault proxy (gRPC) are split; Kafka and AMQP clients reach every node directly.
+    /// Healed by restoring the links.
+    Split {
+        /// The node alone on its side.
+        minority: i32,
+        /// Whether the clients are on its side.
+        clients_with_minority: bool,
+    },
+    /// The node's data directory's file system is full (its tmpfs shrunk to what it
+    /// uses: [`crate::tmpfs`]); healed by giving it its size back.
+    DiskFull(i32),
 }
 
 impl Fault {
@@ -83,7 +98,35 @@ impl Fault {
         match *self {
             Fault::Kill(n) | Fault::Terminate(n) | Fault::Pause(n) | Fault::Isolate(n) => n,
             Fault::Delay(n, _) => n,
+            Fault::Split { minority, .. } => minority,
+            Fault::DiskFull(n) => n,
         }
+    }
+
+    /// The fault's kind, for reports: its name without the node.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Terminate(_) => "sigterm",
+            Fault::Pause(_) => "pause",
+            Fault::Isolate(_) => "cut one node",
+            Fault::Delay(..) => "delay",
+            Fault::Split {
+                clients_with_minority: true,
+                ..
+            } => "split, clients with 1",
+            Fault::Split {
+                clients_with_minority: false,
+                ..
+            } => "split, clients with 2",
+            Fault::DiskFull(_) => "disk full",
+        }
+    }
+
+    /// Whether the node's process is down (or frozen) while the fault holds: at most one
+    /// such node at a time keeps a majority.
+    pub fn stops_the_node(&self) -> bool {
+        matches!(self, Fault::Kill(_) | Fault::Terminate(_) | Fault::Pause(_))
     }
 }
 
@@ -95,6 +138,18 @@ impl fmt::Display for Fault {
             Fault::Pause(n) => write!(f, "SIGSTOP node {n}"),
             Fault::Isolate(n) => write!(f, "cut node {n} off"),
             Fault::Delay(n, d) => write!(f, "delay node {n} by {d:?}"),
+            Fault::Split {
+                minority,
+                clients_with_minority,
+            } => {
+                let side = if *clients_with_minority {
+                    "its side"
+                } else {
+                    "the other side"
+                };
+                write!(f, "split node {minority} from the others, clients on {side}")
+            }
+            Fault::DiskFull(n) => write!(f, "fill node {n}'s disk"),
         }
     }
 }
@@ -115,6 +170,31 @@ pub fn pick(rng: &mut Rng, nodes: &[i32], leader: Option<i32>) -> Fault {
     }
 }
 
+/// Picks a fault for the soak (`tests/tests/it/soak.rs`): every kind, the split and the
+/// full disk too, on a partition's leader half the time.
+pub fn pick_soak(rng: &mut Rng, nodes: &[i32], leader: Option<i32>) -> Fault {
+    let node = match leader {
+        Some(l) if rng.percent(50) => l,
+        _ => nodes[rng.below(nodes.len() as u64) as usize],
+    };
+    match rng.below(100) {
+        0..=19 => Fault::Kill(node),
+        20..=24 => Fault::Terminate(node),
+        25..=44 => Fault::Pause(node),
+        45..=59 => Fault::Isolate(node),
+        60..=67 => Fault::Split {
+            minority: node,
+            clients_with_minority: true,
+        },
+        68..=75 => Fault::Split {
+            minority: node,
+            clients_with_minority: false,
+        },
+        76..=84 => Fault::Delay(node, rng.millis(50, 500)),
+        _ => Fault::DiskFull(node),
+    }
+}
+
 /// Applies `fault`.
 pub async fn apply(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
     match fault {
@@ -129,6 +209,22 @@ pub async fn apply(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
             cluster.proxy().delay(n, d);
             Ok(())
         }
+        Fault::Split {
+            minority,
+            clients_with_minority,
+        } => {
+            let proxy = cluster.proxy();
+            proxy.isolate(minority);
+            if clients_with_minority {
+                for other in cluster.ids().into_iter().filter(|&id| id != minority) {
+                    proxy.cut(Peer::Client, Peer::Node(other));
+                }
+            } else {
+                proxy.cut(Peer::Client, Peer::Node(minority));
+            }
+            Ok(())
+        }
+        Fault::DiskFull(n) => cluster.fill_disk(n),
     }
 }
 
@@ -143,10 +239,11 @@ pub async fn heal(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
             Ok(())
         }
         Fault::Pause(_) => cluster.resume(n),
-        Fault::Isolate(_) | Fault::Delay(..) => {
+        Fault::Isolate(_) | Fault::Delay(..) | Fault::Split { .. } => {
             cluster.proxy().heal();
             Ok(())
         }
+        Fault::DiskFull(_) => cluster.free_disk(n),
     }
 }
 

@@ -23,3 +23,4 @@ mod members;
 mod overload;
 mod queue_checker;
 mod rolling_upgrade;
+mod soak;
