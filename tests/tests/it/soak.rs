@@ -17,9 +17,11 @@
 //! Not yet in it: a transactional Kafka producer (transactions are not served yet), and
 //! Redis and SQS clients (not served yet).
 //!
-//! Faults come one at a time, each held 1-5 s and healed, the next one started as soon as
-//! every node runs and is unfenced again (not waiting for the replicas to catch up), so
-//! at most one node is ever down. Every [`REPORT_EVERY`] and at the end it prints the
+//! Faults come one at a time, each held 1-5 s and healed, the next one started at once
+//! (not waiting for the replicas to catch up), except that after a node was killed or
+//! stopped and started again, a fault on another node waits until every node is
+//! unfenced: at most one node is ever down. A node that exits by itself (a crash) is
+//! started again and reported. Every [`REPORT_EVERY`] and at the end it prints the
 //! faults per kind and the longest time the workload's writes waited per kind. The test
 //! fails on any lost or taken-back acknowledged record, in any client.
 //!
@@ -156,7 +158,7 @@ async fn soak() -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let (applied, trouble) =
+    let (applied, mut trouble) =
         run_schedule(&mut cluster, &workload, &share, seed, started + length).await;
     let ended = Instant::now();
     let acks = workload.ack_times();
@@ -171,11 +173,9 @@ async fn soak() -> anyhow::Result<()> {
         failures.push(format!("the cluster got stuck: {stuck}"));
     }
     failures.extend(trouble.errors.iter().map(|e| format!("fault: {e}")));
-    for crash in &trouble.crashes {
-        println!("soak: a node exited by itself: {crash}");
-    }
 
     // The weir-client workload's verdict, after a full read of every partition.
+    restart_crashed(&mut cluster, &mut trouble, " after the last fault").await;
     cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await?;
     workload
         .wait_progress(50, RECOVERY_TIMEOUT)
@@ -207,6 +207,9 @@ async fn soak() -> anyhow::Result<()> {
     match share.finish(&cluster).await {
         Ok(summary) => println!("share group: {summary}"),
         Err(e) => failures.push(format!("share group: {e:#}")),
+    }
+    for crash in &trouble.crashes {
+        println!("soak: a node exited by itself: {crash}");
     }
     let per_hour = applied.len() as f64 * 3600.0 / started.elapsed().as_secs_f64().max(1.0);
     println!(
@@ -266,13 +269,11 @@ async fn run_schedule(
     let mut trouble = Trouble::default();
     let started = Instant::now();
     let mut next_report = started + REPORT_EVERY;
+    // The node the last fault stopped and started again (kill, SIGTERM): until it is
+    // unfenced, a fault on another node would leave one node serving.
+    let mut restarted: Option<i32> = None;
     while Instant::now() < until {
-        for (id, why) in cluster.reap_exited() {
-            trouble.crashes.push(format!("node {id}: {why}"));
-            if let Err(e) = cluster.restart(id).await {
-                trouble.errors.push(format!("restarting node {id}: {e:#}"));
-            }
-        }
+        restart_crashed(cluster, &mut trouble, "").await;
         let partition = rng.below(u64::from(PARTITIONS)) as u32;
         let leader = cluster
             .leader(TOPIC, partition)
@@ -280,6 +281,13 @@ async fn run_schedule(
             .ok()
             .filter(|&l| l > 0);
         let fault = nemesis::pick_soak(&mut rng, &nodes, leader);
+        if let Some(node) = restarted.take()
+            && node != fault.node()
+            && let Err(e) = cluster.wait_brokers_unfenced(UNFENCED_TIMEOUT).await
+        {
+            trouble.stuck = Some(format!("node {node} restarted: {e:#}"));
+            break;
+        }
         let hold = rng.millis(HOLD_MS.0, HOLD_MS.1);
         let at = Instant::now();
         let share_fault = share.fault_started();
@@ -296,17 +304,10 @@ async fn run_schedule(
             at,
             healed: Instant::now(),
         });
-        // A node that crashed while the fault held is restarted before the wait.
-        for (id, why) in cluster.reap_exited() {
-            trouble.crashes.push(format!("node {id} after {fault}: {why}"));
-            if let Err(e) = cluster.restart(id).await {
-                trouble.errors.push(format!("restarting node {id}: {e:#}"));
-            }
+        if matches!(fault, Fault::Kill(_) | Fault::Terminate(_)) {
+            restarted = Some(fault.node());
         }
-        if let Err(e) = cluster.wait_brokers_unfenced(UNFENCED_TIMEOUT).await {
-            trouble.stuck = Some(format!("after {fault}: {e:#}"));
-            break;
-        }
+        restart_crashed(cluster, &mut trouble, &format!(" after {fault}")).await;
         if Instant::now() >= next_report {
             next_report += REPORT_EVERY;
             println!(
@@ -320,6 +321,16 @@ async fn run_schedule(
         }
     }
     (applied, trouble)
+}
+
+/// Starts again every node that exited by itself (a crash), noting it.
+async fn restart_crashed(cluster: &mut Cluster, trouble: &mut Trouble, context: &str) {
+    for (id, why) in cluster.reap_exited() {
+        trouble.crashes.push(format!("node {id}{context}: {why}"));
+        if let Err(e) = cluster.restart(id).await {
+            trouble.errors.push(format!("restarting node {id}: {e:#}"));
+        }
+    }
 }
 
 /// Per fault kind: how many, how long held on average, and the longest time any
