@@ -147,7 +147,10 @@ impl fmt::Display for Fault {
                 } else {
                     "the other side"
                 };
-                write!(f, "split node {minority} from the others, clients on {side}")
+                write!(
+                    f,
+                    "split node {minority} from the others, clients on {side}"
+                )
             }
             Fault::DiskFull(n) => write!(f, "fill node {n}'s disk"),
         }

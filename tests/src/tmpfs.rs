@@ -59,9 +59,10 @@ impl Tmpfs {
     pub fn used(&self) -> anyhow::Result<u64> {
         let c_path = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes())
             .context("a path with a NUL byte")?;
-        // SAFETY: statvfs(3) writes into the zeroed struct we own; the path is a valid C
-        // string for the duration of the call.
+        // SAFETY: an all-zero statvfs is a valid value of the plain C struct.
         let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statvfs(3) writes into the struct we own; the path is a valid C string
+        // for the duration of the call.
         let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) };
         if rc != 0 {
             return Err(std::io::Error::last_os_error())
@@ -89,7 +90,11 @@ impl Tmpfs {
     /// Heals a [`Tmpfs::fill`]: remounts it at its full size.
     pub fn free(&self) -> anyhow::Result<()> {
         if !self.remount(self.size)? {
-            bail!("remounting {} at {} bytes failed", self.path.display(), self.size);
+            bail!(
+                "remounting {} at {} bytes failed",
+                self.path.display(),
+                self.size
+            );
         }
         Ok(())
     }

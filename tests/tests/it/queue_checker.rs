@@ -226,9 +226,7 @@ impl ShareCheck {
             let d = admin.describe_share_group(GROUP).await.ok()?;
             let done = d.partitions.len() == PARTITIONS as usize
                 && d.partitions.iter().all(|p| {
-                    p.start_offset == p.high_watermark
-                        && p.acquired == 0
-                        && p.archived_pending == 0
+                    p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
                 });
             done.then_some(d)
         })
