@@ -324,3 +324,61 @@ pub async fn run(
     }
     log
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_soak_draws_every_kind_on_the_given_nodes_and_the_same_for_a_seed() {
+        let nodes = [1, 2, 3];
+        let mut rng = Rng::new(42);
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut on_leader = 0;
+        for _ in 0..10_000 {
+            let fault = pick_soak(&mut rng, &nodes, Some(2));
+            assert!(nodes.contains(&fault.node()), "{fault}");
+            if let Fault::Delay(_, d) = fault {
+                assert!((50..500).contains(&(d.as_millis() as u64)), "{fault}");
+            }
+            on_leader += usize::from(fault.node() == 2);
+            *kinds.entry(fault.kind()).or_default() += 1;
+        }
+        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        // Half on the leader, a third of the rest too.
+        assert!((6_300..7_000).contains(&on_leader), "{on_leader}");
+        assert!((1_300..1_700).contains(&kinds["disk full"]), "{kinds:?}");
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..100 {
+            assert_eq!(
+                pick_soak(&mut a, &nodes, None),
+                pick_soak(&mut b, &nodes, None)
+            );
+        }
+    }
+
+    #[test]
+    fn only_kills_sigterms_and_pauses_stop_the_node() {
+        let split = Fault::Split {
+            minority: 1,
+            clients_with_minority: true,
+        };
+        assert!(Fault::Kill(1).stops_the_node());
+        assert!(Fault::Terminate(1).stops_the_node());
+        assert!(Fault::Pause(1).stops_the_node());
+        for fault in [
+            Fault::Isolate(1),
+            split,
+            Fault::Delay(1, Duration::from_millis(50)),
+            Fault::DiskFull(1),
+        ] {
+            assert!(!fault.stops_the_node(), "{fault}");
+        }
+        assert_eq!(
+            split.to_string(),
+            "split node 1 from the others, clients on its side"
+        );
+    }
+}

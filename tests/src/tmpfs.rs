@@ -114,3 +114,34 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Writes `bytes` to a new file in `dir`, synced.
+    fn write(dir: &Path, name: &str, bytes: usize) -> std::io::Result<()> {
+        let mut file = std::fs::File::create(dir.join(name))?;
+        file.write_all(&vec![7u8; bytes])?;
+        file.sync_all()
+    }
+
+    #[test]
+    fn a_filled_tmpfs_refuses_writes_and_takes_them_again_when_freed() {
+        if let Some(why) = unavailable() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let disk = Tmpfs::mount(&dir.path().join("disk"), 4 << 20).expect("mounted");
+        write(disk.path(), "before", 1 << 20).expect("room before it is filled");
+        disk.fill().expect("filled");
+        let error = write(disk.path(), "full", 1 << 20).expect_err("the disk is full");
+        assert_eq!(error.raw_os_error(), Some(libc::ENOSPC), "{error}");
+        disk.free().expect("freed");
+        write(disk.path(), "after", 1 << 20).expect("room again");
+        assert!(disk.used().expect("statvfs") >= 2 << 20);
+    }
+}
