@@ -71,6 +71,8 @@ const HOLD_MS: (u64, u64) = (1_000, 5_000);
 /// Longest every node may take to run and be unfenced again after a fault is healed;
 /// longer, and the soak stops as stuck.
 const UNFENCED_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long each look at the nodes waits before the soak checks for a crashed one.
+const UNFENCED_POLL: Duration = Duration::from_secs(3);
 /// Longest the cluster may take to be whole (every replica in sync) at the end.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The pace: at least this many faults per hour.
@@ -283,7 +285,7 @@ async fn run_schedule(
         let fault = nemesis::pick_soak(&mut rng, &nodes, leader);
         if let Some(node) = restarted.take()
             && node != fault.node()
-            && let Err(e) = cluster.wait_brokers_unfenced(UNFENCED_TIMEOUT).await
+            && let Err(e) = wait_unfenced(cluster, &mut trouble).await
         {
             trouble.stuck = Some(format!("node {node} restarted: {e:#}"));
             break;
@@ -321,6 +323,20 @@ async fn run_schedule(
         }
     }
     (applied, trouble)
+}
+
+/// Waits up to [`UNFENCED_TIMEOUT`] until every node runs unfenced, starting again any
+/// that crashes meanwhile (a wait for a crashed node would never end).
+async fn wait_unfenced(cluster: &mut Cluster, trouble: &mut Trouble) -> anyhow::Result<()> {
+    let deadline = Instant::now() + UNFENCED_TIMEOUT;
+    loop {
+        restart_crashed(cluster, trouble, " while the soak waited for it").await;
+        match cluster.wait_brokers_unfenced(UNFENCED_POLL).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Starts again every node that exited by itself (a crash), noting it.
