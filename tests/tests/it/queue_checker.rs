@@ -21,6 +21,9 @@
 //!
 //! The counts are printed (and recorded in docs/queues.md). `WEIR_QUEUE_CHECK_RECORDS`
 //! (default 600) runs a longer check.
+//!
+//! [`ShareCheck`] (the producer, the consumers and the check) is shared with the soak
+//! (`soak.rs`), which runs it under its own faults.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
