@@ -78,7 +78,9 @@ def publish():
     last_confirm = start
     total = int(seconds * MESSAGES_PER_SECOND)
     i = 0
-    while i < total:
+    # Publishing ends at its deadline even if brokers were unreachable for a while (what
+    # was not sent by then is not sent).
+    while i < total and time.monotonic() < start + seconds:
         delay = start + i / MESSAGES_PER_SECOND - time.monotonic()
         if delay > 0:
             time.sleep(delay)
