@@ -75,6 +75,8 @@ const UNFENCED_TIMEOUT: Duration = Duration::from_secs(40);
 const UNFENCED_POLL: Duration = Duration::from_secs(3);
 /// Longest the cluster may take to be whole (every replica in sync) at the end.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Looks at the cluster after the schedule, each up to [`RECOVERY_TIMEOUT`].
+const END_ATTEMPTS: u32 = 3;
 /// The pace: at least this many faults per hour.
 const FAULTS_PER_HOUR_GOAL: f64 = 1_000.0;
 /// Beyond the soak itself, what a Python checker may take: its drain (90 s) and close.
@@ -177,8 +179,16 @@ async fn soak() -> anyhow::Result<()> {
     failures.extend(trouble.errors.iter().map(|e| format!("fault: {e}")));
 
     // The weir-client workload's verdict, after a full read of every partition.
-    restart_crashed(&mut cluster, &mut trouble, " after the last fault").await;
-    cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await?;
+    // Whole again, starting again any node that crashes meanwhile.
+    let mut healthy = Err(anyhow::anyhow!("not looked at yet"));
+    for _ in 0..END_ATTEMPTS {
+        restart_crashed(&mut cluster, &mut trouble, " after the last fault").await;
+        healthy = cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await;
+        if healthy.is_ok() {
+            break;
+        }
+    }
+    healthy?;
     workload
         .wait_progress(50, RECOVERY_TIMEOUT)
         .await
