@@ -43,6 +43,7 @@ use crate::binary::weir_binary;
 use crate::checker::Record;
 use crate::probe::Probe;
 use crate::proxy::Proxy;
+use crate::tmpfs::Tmpfs;
 use crate::wait::wait_for;
 
 /// Longest a node may take to bind its port after its process starts.
@@ -78,6 +79,12 @@ pub struct ClusterConfig {
     /// Nodes whose data directory is not the harness's `node-<id>` in the cluster's
     /// directory (one on a fault-injecting file system: [`crate::faultfs`]).
     pub data_dirs: Vec<(i32, PathBuf)>,
+    /// Each node's data directory on a tmpfs of this many bytes of its own (needs root:
+    /// [`crate::tmpfs`]), which [`Cluster::fill_disk`] fills and [`Cluster::free_disk`]
+    /// frees; `None` (the default): the cluster's directory's file system.
+    pub disk_bytes: Option<u64>,
+    /// An AMQP listener on every node ([`Cluster::amqp_port`]); off by default.
+    pub amqp: bool,
 }
 
 /// A secured cluster's bootstrap admin: a super user every node is started with
@@ -127,6 +134,8 @@ impl Default for ClusterConfig {
             security: None,
             binary: None,
             data_dirs: Vec::new(),
+            disk_bytes: None,
+            amqp: false,
         }
     }
 }
@@ -148,6 +157,8 @@ struct Node {
     listen: SocketAddr,
     /// Its Kafka listener (clients reach it directly, not through the fault proxy).
     kafka: SocketAddr,
+    /// Its AMQP listener, if [`ClusterConfig::amqp`] (reached directly too).
+    amqp: Option<SocketAddr>,
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
@@ -168,6 +179,8 @@ pub struct Cluster {
     spawner: Spawner,
     /// A secured cluster's bootstrap admin, as whom the probe asks.
     admin_tls: Option<ClientTls>,
+    /// Each node's tmpfs ([`ClusterConfig::disk_bytes`]).
+    disks: Vec<(i32, Tmpfs)>,
     finished: bool,
 }
 
@@ -194,6 +207,11 @@ impl Cluster {
                 id,
                 listen,
                 kafka: free_port()?,
+                amqp: if config.amqp {
+                    Some(free_port()?)
+                } else {
+                    None
+                },
                 data_dir: config
                     .data_dirs
                     .iter()
@@ -207,6 +225,12 @@ impl Cluster {
                 binary: first_binary.clone(),
             });
         }
+        let mut disks = Vec::new();
+        if let Some(bytes) = config.disk_bytes {
+            for node in &nodes {
+                disks.push((node.id, Tmpfs::mount(&node.data_dir, bytes)?));
+            }
+        }
         let mut cluster = Cluster {
             binary,
             config,
@@ -215,6 +239,7 @@ impl Cluster {
             proxy,
             spawner: Spawner::start()?,
             admin_tls: None,
+            disks,
             finished: false,
         };
         if let Some(setup) = cluster.config.security.clone() {
@@ -259,6 +284,51 @@ impl Cluster {
             .map(|n| n.kafka.to_string())
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// Node `id`'s AMQP port (on 127.0.0.1, not behind the proxy), if
+    /// [`ClusterConfig::amqp`].
+    pub fn amqp_port(&self, id: i32) -> Option<u16> {
+        self.node(id).amqp.map(|a| a.port())
+    }
+
+    /// Fills node `id`'s data directory's tmpfs (see [`crate::tmpfs`]).
+    pub fn fill_disk(&self, id: i32) -> anyhow::Result<()> {
+        self.disk(id)?.fill()
+    }
+
+    /// Gives node `id`'s tmpfs its full size back.
+    pub fn free_disk(&self, id: i32) -> anyhow::Result<()> {
+        self.disk(id)?.free()
+    }
+
+    fn disk(&self, id: i32) -> anyhow::Result<&Tmpfs> {
+        self.disks
+            .iter()
+            .find(|(node, _)| *node == id)
+            .map(|(_, disk)| disk)
+            .with_context(|| format!("node {id} has no tmpfs of its own (disk_bytes)"))
+    }
+
+    /// Nodes the harness thinks run (or are paused) whose process has exited by itself
+    /// (a crash): each is marked down, with its exit status and the end of its log.
+    pub fn reap_exited(&mut self) -> Vec<(i32, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            let Some(child) = node.child.as_mut() else {
+                continue;
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                node.child = None;
+                node.state = NodeState::Down;
+                self.proxy.set_process(node.id, None);
+                exited.push((
+                    node.id,
+                    format!("{status}; its log ends:\n{}", tail(&node.log, 20)),
+                ));
+            }
+        }
+        exited
     }
 
     /// The fault proxy (cuts, delays, heal).
@@ -626,6 +696,7 @@ impl Cluster {
         let certs = self.dir().join(CERTS_DIR);
         let node = self.node_mut(id);
         let kafka = node.kafka.to_string();
+        let amqp = node.amqp;
         let binary = node.binary.clone();
         node.starts += 1;
         std::fs::create_dir_all(&node.data_dir)?;
@@ -653,6 +724,10 @@ impl Cluster {
             // By its environment variable, which a binary from before the AMQP listener
             // ignores where it would refuse the flag.
             .env("WEIR_AMQP_LISTEN", "none")
+            .args(
+                amqp.map(|a| vec!["--amqp-listen".to_owned(), a.to_string()])
+                    .unwrap_or_default(),
+            )
             .args(["--advertise", &advertise.to_string()])
             .args(["--controller-voters", &voters]);
         if security.is_some() {
@@ -755,6 +830,8 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
+        // Before the directory they are mounted in is removed or kept.
+        self.disks.clear();
         if self.finished {
             return;
         }

@@ -21,6 +21,8 @@
 //! - [`checker`]: finds the anomalies in a history (lost, duplicated, changed records,
 //!   consumers going backwards or skipping).
 //! - [`nemesis`]: a seeded random schedule of faults, for the long run.
+//! - [`tmpfs`]: a size-limited tmpfs under each broker's data directory, filled and
+//!   freed for the "full disk" fault.
 //! - [`wait`]: every wait is on a condition with a deadline.
 //!
 //! Architecture invariant: this crate knows the `weir` binary's flags, the public gRPC
@@ -40,6 +42,7 @@ pub mod owner;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod tmpfs;
 pub mod wait;
 pub mod workload;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::cluster::{Cluster, NodeState};
+use crate::proxy::Peer;
 use crate::workload::Workload;
 
 /// Longest the cluster may take to be whole again after a fault is healed.
@@ -75,6 +76,20 @@ pub enum Fault {
     Isolate(i32),
     /// Every byte to and from the node held this long; healed by lifting the delay.
     Delay(i32, Duration),
+    /// A network split of the node (the minority) from the two others (the majority),
+    /// with the test's clients on one side: cut from the majority's nodes
+    /// (`clients_with_minority`) or from the minority's node. Only the clients behind the
+    /// fault proxy (gRPC) are split; Kafka and AMQP clients reach every node directly.
+    /// Healed by restoring the links.
+    Split {
+        /// The node alone on its side.
+        minority: i32,
+        /// Whether the clients are on its side.
+        clients_with_minority: bool,
+    },
+    /// The node's data directory's file system is full (its tmpfs shrunk to what it
+    /// uses: [`crate::tmpfs`]); healed by giving it its size back.
+    DiskFull(i32),
 }
 
 impl Fault {
@@ -83,7 +98,35 @@ impl Fault {
         match *self {
             Fault::Kill(n) | Fault::Terminate(n) | Fault::Pause(n) | Fault::Isolate(n) => n,
             Fault::Delay(n, _) => n,
+            Fault::Split { minority, .. } => minority,
+            Fault::DiskFull(n) => n,
         }
+    }
+
+    /// The fault's kind, for reports: its name without the node.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Terminate(_) => "sigterm",
+            Fault::Pause(_) => "pause",
+            Fault::Isolate(_) => "cut one node",
+            Fault::Delay(..) => "delay",
+            Fault::Split {
+                clients_with_minority: true,
+                ..
+            } => "split, clients with 1",
+            Fault::Split {
+                clients_with_minority: false,
+                ..
+            } => "split, clients with 2",
+            Fault::DiskFull(_) => "disk full",
+        }
+    }
+
+    /// Whether the node's process is down (or frozen) while the fault holds: at most one
+    /// such node at a time keeps a majority.
+    pub fn stops_the_node(&self) -> bool {
+        matches!(self, Fault::Kill(_) | Fault::Terminate(_) | Fault::Pause(_))
     }
 }
 
@@ -95,6 +138,21 @@ impl fmt::Display for Fault {
             Fault::Pause(n) => write!(f, "SIGSTOP node {n}"),
             Fault::Isolate(n) => write!(f, "cut node {n} off"),
             Fault::Delay(n, d) => write!(f, "delay node {n} by {d:?}"),
+            Fault::Split {
+                minority,
+                clients_with_minority,
+            } => {
+                let side = if *clients_with_minority {
+                    "its side"
+                } else {
+                    "the other side"
+                };
+                write!(
+                    f,
+                    "split node {minority} from the others, clients on {side}"
+                )
+            }
+            Fault::DiskFull(n) => write!(f, "fill node {n}'s disk"),
         }
     }
 }
@@ -115,6 +173,31 @@ pub fn pick(rng: &mut Rng, nodes: &[i32], leader: Option<i32>) -> Fault {
     }
 }
 
+/// Picks a fault for the soak (`tests/tests/it/soak.rs`): every kind, the split and the
+/// full disk too, on a partition's leader half the time.
+pub fn pick_soak(rng: &mut Rng, nodes: &[i32], leader: Option<i32>) -> Fault {
+    let node = match leader {
+        Some(l) if rng.percent(50) => l,
+        _ => nodes[rng.below(nodes.len() as u64) as usize],
+    };
+    match rng.below(100) {
+        0..=19 => Fault::Kill(node),
+        20..=24 => Fault::Terminate(node),
+        25..=44 => Fault::Pause(node),
+        45..=59 => Fault::Isolate(node),
+        60..=67 => Fault::Split {
+            minority: node,
+            clients_with_minority: true,
+        },
+        68..=75 => Fault::Split {
+            minority: node,
+            clients_with_minority: false,
+        },
+        76..=84 => Fault::Delay(node, rng.millis(50, 500)),
+        _ => Fault::DiskFull(node),
+    }
+}
+
 /// Applies `fault`.
 pub async fn apply(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
     match fault {
@@ -129,6 +212,22 @@ pub async fn apply(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
             cluster.proxy().delay(n, d);
             Ok(())
         }
+        Fault::Split {
+            minority,
+            clients_with_minority,
+        } => {
+            let proxy = cluster.proxy();
+            proxy.isolate(minority);
+            if clients_with_minority {
+                for other in cluster.ids().into_iter().filter(|&id| id != minority) {
+                    proxy.cut(Peer::Client, Peer::Node(other));
+                }
+            } else {
+                proxy.cut(Peer::Client, Peer::Node(minority));
+            }
+            Ok(())
+        }
+        Fault::DiskFull(n) => cluster.fill_disk(n),
     }
 }
 
@@ -143,10 +242,11 @@ pub async fn heal(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
             Ok(())
         }
         Fault::Pause(_) => cluster.resume(n),
-        Fault::Isolate(_) | Fault::Delay(..) => {
+        Fault::Isolate(_) | Fault::Delay(..) | Fault::Split { .. } => {
             cluster.proxy().heal();
             Ok(())
         }
+        Fault::DiskFull(_) => cluster.free_disk(n),
     }
 }
 
@@ -223,4 +323,62 @@ pub async fn run(
         }
     }
     log
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn the_soak_draws_every_kind_on_the_given_nodes_and_the_same_for_a_seed() {
+        let nodes = [1, 2, 3];
+        let mut rng = Rng::new(42);
+        let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut on_leader = 0;
+        for _ in 0..10_000 {
+            let fault = pick_soak(&mut rng, &nodes, Some(2));
+            assert!(nodes.contains(&fault.node()), "{fault}");
+            if let Fault::Delay(_, d) = fault {
+                assert!((50..500).contains(&(d.as_millis() as u64)), "{fault}");
+            }
+            on_leader += usize::from(fault.node() == 2);
+            *kinds.entry(fault.kind()).or_default() += 1;
+        }
+        assert_eq!(kinds.len(), 8, "{kinds:?}");
+        // Half on the leader, a third of the rest too.
+        assert!((6_300..7_000).contains(&on_leader), "{on_leader}");
+        assert!((1_300..1_700).contains(&kinds["disk full"]), "{kinds:?}");
+        let (mut a, mut b) = (Rng::new(7), Rng::new(7));
+        for _ in 0..100 {
+            assert_eq!(
+                pick_soak(&mut a, &nodes, None),
+                pick_soak(&mut b, &nodes, None)
+            );
+        }
+    }
+
+    #[test]
+    fn only_kills_sigterms_and_pauses_stop_the_node() {
+        let split = Fault::Split {
+            minority: 1,
+            clients_with_minority: true,
+        };
+        assert!(Fault::Kill(1).stops_the_node());
+        assert!(Fault::Terminate(1).stops_the_node());
+        assert!(Fault::Pause(1).stops_the_node());
+        for fault in [
+            Fault::Isolate(1),
+            split,
+            Fault::Delay(1, Duration::from_millis(50)),
+            Fault::DiskFull(1),
+        ] {
+            assert!(!fault.stops_the_node(), "{fault}");
+        }
+        assert_eq!(
+            split.to_string(),
+            "split node 1 from the others, clients on its side"
+        );
+    }
 }

@@ -1,9 +1,10 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
 //! (`faults`, `failover`, `failing_disk`, `group_failover`, `kafka_failover`,
 //! `coordinator_kills`, `queue_checker`), through a rolling upgrade from an older binary
-//! (`rolling_upgrade`, opt-in), under overload and at their budget, the compose cluster
-//! on Docker (`docker_cluster`, `docker_secure`), the deployment files checked offline
-//! (`deploy`), and the code map (`code_map`). The tests that start a cluster take
+//! (`rolling_upgrade`, opt-in), an hour of faults on every protocol (`soak`,
+//! `#[ignore]`d), under overload and at their budget, the compose cluster on Docker
+//! (`docker_cluster`, `docker_secure`), the deployment files checked offline (`deploy`),
+//! and the code map (`code_map`). The tests that start a cluster take
 //! `weir_tests::exclusive()`, so one cluster runs at a time in this process.
 
 mod budget;
@@ -23,3 +24,4 @@ mod members;
 mod overload;
 mod queue_checker;
 mod rolling_upgrade;
+mod soak;

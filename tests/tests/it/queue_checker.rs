@@ -21,6 +21,9 @@
 //!
 //! The counts are printed (and recorded in docs/queues.md). `WEIR_QUEUE_CHECK_RECORDS`
 //! (default 600) runs a longer check.
+//!
+//! [`ShareCheck`] (the producer, the consumers and the check) is shared with the soak
+//! (`soak.rs`), which runs it under its own faults.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -48,7 +51,7 @@ const LIMIT: u32 = 4;
 const RELEASE_DELAY: Duration = Duration::from_millis(300);
 const DELIVER_AHEAD: Duration = Duration::from_millis(1_500);
 /// Records produced per second.
-const RATE: u64 = 60;
+pub(crate) const RATE: u64 = 60;
 /// A lock's end as the client sees it may differ from the broker's by the time an
 /// answer takes on loopback.
 const CLOCK_SLACK_MS: i64 = 50;
@@ -120,90 +123,131 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
-    cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
-    cluster.create_topic(DLQ, 1, 3, 2).await?;
-    let admin = Admin::connect(&cluster.bootstrap()).await?;
-    let settings = ShareGroupSettings {
-        lock_duration: Some(LOCK),
-        delivery_count_limit: Some(LIMIT),
-        dead_letter_topic: Some(DLQ.to_owned()),
-        filter: None,
-        start: None,
-    };
-    wait_for(Duration::from_secs(30), "the group configured", || async {
-        admin.configure_share_group(GROUP, &settings).await.ok()
-    })
-    .await?;
-    let log = Arc::new(Mutex::new(Log::default()));
-
-    let (stop, stopped) = watch::channel(false);
-    let producer = Producer::connect(ProducerConfig {
-        brokers: cluster.bootstrap(),
-        acks: Acks::All,
-        ..ProducerConfig::default()
-    })
-    .await?;
-    let load = tokio::spawn(produce(producer, records, log.clone()));
-    let mut consumers = Vec::new();
-    for slot in 0..CONSUMERS {
-        consumers.push(tokio::spawn(consume(
-            cluster.bootstrap(),
-            slot,
-            log.clone(),
-            stopped.clone(),
-        )));
-    }
+    let check = ShareCheck::start(&cluster, records).await?;
 
     // The faults: the coordinator killed and restarted, then another broker paused.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let coordinator = share_coordinator(&cluster).await?;
-    let fault_start = now_ms();
-    lock(&log).fault_open = true;
+    let fault_start = check.fault_started();
     cluster.kill(coordinator)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.restart(coordinator).await?;
-    end_fault(&log, fault_start);
+    check.fault_ended(fault_start);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let paused = cluster
         .ids()
         .into_iter()
         .find(|&id| id != coordinator)
         .expect("three nodes");
-    let fault_start = now_ms();
-    lock(&log).fault_open = true;
+    let fault_start = check.fault_started();
     cluster.pause(paused)?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.resume(paused)?;
-    end_fault(&log, fault_start);
+    check.fault_ended(fault_start);
 
-    let produced = load.await.context("the producer task")??;
-    ensure!(produced > 0, "nothing was produced");
-    // Until the broker says every record is finished (each partition's window start at
-    // its high watermark, no dead-letter copy pending); the consumers keep going.
-    let finished = wait_for(FINISH_TIMEOUT, "every record finished", || async {
-        let d = admin.describe_share_group(GROUP).await.ok()?;
-        let done = d.partitions.len() == PARTITIONS as usize
-            && d.partitions.iter().all(|p| {
-                p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
-            });
-        done.then_some(d)
-    })
-    .await;
-    stop.send_replace(true);
-    for c in consumers {
-        c.await.context("a consumer task")??;
-    }
-    let described = finished?;
-    let dead = read_dead_letters(&cluster).await?;
-    let window_starts: HashMap<u32, i64> = described
-        .partitions
-        .iter()
-        .map(|p| (p.partition, p.start_offset))
-        .collect();
-    let log = lock(&log);
-    check(&log, &dead, &window_starts)?;
+    check.finish(&cluster).await?;
     cluster.finish();
     Ok(())
+}
+
+/// The queue check running on a cluster: its producer (`records` records at [`RATE`] per
+/// second), its consumers, and what they saw. Shared with the soak (`soak.rs`), which
+/// marks its own faults with [`ShareCheck::fault_started`] and
+/// [`ShareCheck::fault_ended`].
+pub(crate) struct ShareCheck {
+    admin: Admin,
+    log: Arc<Mutex<Log>>,
+    stop: watch::Sender<bool>,
+    load: tokio::task::JoinHandle<anyhow::Result<u64>>,
+    consumers: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ShareCheck {
+    /// Creates the topics and the group and starts the producer and the consumers.
+    pub(crate) async fn start(cluster: &Cluster, records: u64) -> anyhow::Result<ShareCheck> {
+        cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
+        cluster.create_topic(DLQ, 1, 3, 2).await?;
+        let admin = Admin::connect(&cluster.bootstrap()).await?;
+        let settings = ShareGroupSettings {
+            lock_duration: Some(LOCK),
+            delivery_count_limit: Some(LIMIT),
+            dead_letter_topic: Some(DLQ.to_owned()),
+            filter: None,
+            start: None,
+        };
+        wait_for(Duration::from_secs(30), "the group configured", || async {
+            admin.configure_share_group(GROUP, &settings).await.ok()
+        })
+        .await?;
+        let log = Arc::new(Mutex::new(Log::default()));
+        let (stop, stopped) = watch::channel(false);
+        let producer = Producer::connect(ProducerConfig {
+            brokers: cluster.bootstrap(),
+            acks: Acks::All,
+            ..ProducerConfig::default()
+        })
+        .await?;
+        let load = tokio::spawn(produce(producer, records, log.clone()));
+        let mut consumers = Vec::new();
+        for slot in 0..CONSUMERS {
+            consumers.push(tokio::spawn(consume(
+                cluster.bootstrap(),
+                slot,
+                log.clone(),
+                stopped.clone(),
+            )));
+        }
+        Ok(ShareCheck {
+            admin,
+            log,
+            stop,
+            load,
+            consumers,
+        })
+    }
+
+    /// A fault begins now: returns its start, for [`ShareCheck::fault_ended`].
+    pub(crate) fn fault_started(&self) -> i64 {
+        lock(&self.log).fault_open = true;
+        now_ms()
+    }
+
+    /// The fault that began at `start` is healed.
+    pub(crate) fn fault_ended(&self, start: i64) {
+        end_fault(&self.log, start);
+    }
+
+    /// Waits for the producer to finish, then until the broker says every record is
+    /// finished, stops the consumers and checks what they saw; returns the summary.
+    pub(crate) async fn finish(self, cluster: &Cluster) -> anyhow::Result<String> {
+        let produced = self.load.await.context("the producer task")??;
+        ensure!(produced > 0, "nothing was produced");
+        // Until the broker says every record is finished (each partition's window start
+        // at its high watermark, no dead-letter copy pending); the consumers keep going.
+        let admin = &self.admin;
+        let finished = wait_for(FINISH_TIMEOUT, "every record finished", || async {
+            let d = admin.describe_share_group(GROUP).await.ok()?;
+            let done = d.partitions.len() == PARTITIONS as usize
+                && d.partitions.iter().all(|p| {
+                    p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
+                });
+            done.then_some(d)
+        })
+        .await;
+        self.stop.send_replace(true);
+        for c in self.consumers {
+            c.await.context("a consumer task")??;
+        }
+        let described = finished?;
+        let dead = read_dead_letters(cluster).await?;
+        let window_starts: HashMap<u32, i64> = described
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.start_offset))
+            .collect();
+        let log = lock(&self.log);
+        check(&log, &dead, &window_starts)
+    }
 }
 
 async fn share_coordinator(cluster: &Cluster) -> anyhow::Result<i32> {
@@ -463,7 +507,11 @@ fn in_fault(faults: &[(i64, i64)], from: i64, to: i64) -> bool {
     faults.iter().any(|&(s, e)| from < e && to > s)
 }
 
-fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> anyhow::Result<()> {
+fn check(
+    log: &Log,
+    dead: &[DeadLetter],
+    window_starts: &HashMap<u32, i64>,
+) -> anyhow::Result<String> {
     let by_source: HashSet<(u32, i64)> = log.produced.values().map(|&(p, o, _)| (p, o)).collect();
     let deliver_at: HashMap<(u32, i64), i64> = log
         .produced
@@ -587,10 +635,20 @@ fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> a
             "{key:?}: produced and acknowledged, never accepted or dead-lettered"
         ));
     }
-    println!(
+    // The longest the consumers went without a delivery (the records' first deliveries
+    // and redeliveries alike).
+    let mut received: Vec<i64> = log
+        .deliveries
+        .values()
+        .flatten()
+        .map(|d| d.received_ms)
+        .collect();
+    received.sort_unstable();
+    let longest_stall_ms = received.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    let summary = format!(
         "queue check: {} records produced and acknowledged, {} accepted ({} more whose ACCEPT's \
          answer was lost), {} dead-lettered ({} copies) {:?}, {} deliveries ({} redeliveries), \
-         {} consumer crashes, {} faults",
+         {} consumer crashes, {} faults, longest time without a delivery {:.1} s",
         by_source.len(),
         log.accepted.len(),
         ambiguous,
@@ -600,13 +658,15 @@ fn check(log: &Log, dead: &[DeadLetter], window_starts: &HashMap<u32, i64>) -> a
         log.deliveries.values().map(Vec::len).sum::<usize>(),
         redeliveries,
         log.crashes,
-        log.faults.len()
+        log.faults.len(),
+        longest_stall_ms as f64 / 1e3
     );
+    println!("{summary}");
     ensure!(
         problems.is_empty(),
         "{} problems:\n{}",
         problems.len(),
         problems.join("\n")
     );
-    Ok(())
+    Ok(summary)
 }

@@ -1,0 +1,426 @@
+//! An hour of faults (issue 42, item 5): a 3-node cluster, each node's data directory on a
+//! size-limited tmpfs of its own, kept under a seeded schedule of faults (kill -9,
+//! SIGTERM, pause, one node cut off, a minority/majority split with the gRPC clients on
+//! either side, a delay, a full disk) while clients of every protocol Weir serves run and
+//! check their own invariants:
+//!
+//! - the weir-client workload (`acks=all`, unique values; [`weir_tests::checker`]): no
+//!   acknowledged record lost, none doubled, changed or taken back;
+//! - a confluent-kafka idempotent producer and a classic consumer group committing after
+//!   every batch (`tests/kafka/coordinator_kill_checker.py`): no member restarts a
+//!   partition below the group's committed offset, every acknowledged record consumed;
+//! - share-group consumers ([`crate::queue_checker::ShareCheck`]): every acknowledged
+//!   record ACCEPTed or dead-lettered, none delivered again after its ACCEPT;
+//! - a pika publisher with confirms and a consumer on a durable queue
+//!   (`tests/amqp/confirms_checker.py`): every confirmed message delivered.
+//!
+//! Not yet in it: a transactional Kafka producer (transactions are not served yet), and
+//! Redis and SQS clients (not served yet).
+//!
+//! Faults come one at a time, each held 1-5 s and healed, the next one started at once
+//! (not waiting for the replicas to catch up), except that after a node was killed or
+//! stopped and started again, a fault on another node waits until every node is
+//! unfenced: at most one node is ever down. A node that exits by itself (a crash) is
+//! started again and reported. Every [`REPORT_EVERY`] and at the end it prints the
+//! faults per kind and the longest time the workload's writes waited per kind. The test
+//! fails on any lost or taken-back acknowledged record, in any client.
+//!
+//! `#[ignore]`d: run by command (needs root for the tmpfs mounts), for
+//! `WEIR_SOAK_MINUTES` minutes (default [`DEFAULT_MINUTES`]), `WEIR_FAULTS_SEED` replays
+//! a schedule:
+//!
+//! ```text
+//! WEIR_SOAK_MINUTES=60 cargo test -p weir-tests --release --test it -- soak --ignored --nocapture
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::time::Instant;
+use weir_tests::availability;
+use weir_tests::binary::weir_binary;
+use weir_tests::checker;
+use weir_tests::cluster::{Cluster, ClusterConfig};
+use weir_tests::nemesis::{self, Fault, Rng};
+use weir_tests::tmpfs;
+use weir_tests::workload::{Workload, WorkloadConfig};
+
+use crate::kafka_failover::{python, run_bounded, tests_dir};
+use crate::queue_checker::{self, ShareCheck};
+
+/// The soak's length when `WEIR_SOAK_MINUTES` is not set: a try, not the hour.
+const DEFAULT_MINUTES: u64 = 3;
+/// How often the figures so far are printed.
+const REPORT_EVERY: Duration = Duration::from_secs(5 * 60);
+/// The weir-client workload's topic.
+const TOPIC: &str = "soak";
+const PARTITIONS: u32 = 3;
+/// The Kafka checker's topic and group.
+const KAFKA_TOPIC: &str = "soak-kafka";
+const KAFKA_GROUP: &str = "soak-kafka";
+const KAFKA_PARTITIONS: u32 = 6;
+/// The AMQP checker's queue.
+const AMQP_QUEUE: &str = "soak-amqp";
+/// Each node's tmpfs: room for an hour of every client's writes.
+const DISK_BYTES: u64 = 2 << 30;
+/// How long a fault is held, in milliseconds: `HOLD_MS.0..HOLD_MS.1`.
+const HOLD_MS: (u64, u64) = (1_000, 5_000);
+/// Longest every node may take to run and be unfenced again after a fault is healed;
+/// longer, and the soak stops as stuck.
+const UNFENCED_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long each look at the nodes waits before the soak checks for a crashed one.
+const UNFENCED_POLL: Duration = Duration::from_secs(3);
+/// Longest the cluster may take to be whole (every replica in sync) at the end.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Looks at the cluster after the schedule, each up to [`RECOVERY_TIMEOUT`].
+const END_ATTEMPTS: u32 = 3;
+/// The issue's pace: at least this many faults per hour.
+const FAULTS_PER_HOUR_GOAL: f64 = 1_000.0;
+/// Beyond the soak itself, what a Python checker may take: its drain (90 s) and close.
+const CHECKER_SLACK: Duration = Duration::from_secs(300);
+
+/// One fault of the schedule, when it began and when it was healed.
+#[derive(Debug, Clone)]
+struct Applied {
+    fault: Fault,
+    at: Instant,
+    healed: Instant,
+}
+
+/// What the schedule did besides its faults.
+#[derive(Debug, Default)]
+struct Trouble {
+    /// Faults that could not be applied or healed.
+    errors: Vec<String>,
+    /// Nodes that exited by themselves (crashed), restarted by the soak.
+    crashes: Vec<String>,
+    /// After which fault the nodes did not all run unfenced in time (the soak stops).
+    stuck: Option<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: minutes to an hour, run by command (module docs)"]
+async fn soak() -> anyhow::Result<()> {
+    let minutes: u64 = match std::env::var("WEIR_SOAK_MINUTES") {
+        Ok(text) => text.parse().context("WEIR_SOAK_MINUTES: a number")?,
+        Err(_) => DEFAULT_MINUTES,
+    };
+    if let Some(why) = tmpfs::unavailable() {
+        bail!("the soak's full-disk fault needs a tmpfs per node: {why}");
+    }
+    weir_tests::init_client_logs();
+    let _serial = weir_tests::exclusive().await;
+    tokio::task::spawn_blocking(weir_binary).await??;
+    let python = tokio::task::spawn_blocking(python).await??;
+    let seed = nemesis::seed();
+    let length = Duration::from_secs(minutes * 60);
+    println!("soak: {minutes} min, seed {seed} (WEIR_FAULTS_SEED={seed} replays the schedule)");
+
+    let mut cluster = Cluster::start(ClusterConfig {
+        disk_bytes: Some(DISK_BYTES),
+        amqp: true,
+        ..ClusterConfig::default()
+    })
+    .await?;
+    cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
+    cluster
+        .create_topic(KAFKA_TOPIC, KAFKA_PARTITIONS, 3, 2)
+        .await?;
+    let mut load = WorkloadConfig::new(TOPIC, PARTITIONS);
+    load.rate_per_producer = 100;
+    let workload = Workload::start(cluster.bootstrap(), load);
+    workload.wait_acked(200, Duration::from_secs(30)).await?;
+    let share = ShareCheck::start(&cluster, length.as_secs() * queue_checker::RATE).await?;
+    let kafka = spawn_checker(
+        &python,
+        "kafka/coordinator_kill_checker.py",
+        &[
+            cluster.kafka_bootstrap(),
+            KAFKA_TOPIC.to_owned(),
+            KAFKA_GROUP.to_owned(),
+            length.as_secs().to_string(),
+        ],
+        length,
+    );
+    let ports: Vec<String> = cluster
+        .ids()
+        .into_iter()
+        .filter_map(|id| cluster.amqp_port(id).map(|p| p.to_string()))
+        .collect();
+    let amqp = spawn_checker(
+        &python,
+        "amqp/confirms_checker.py",
+        &[
+            ports.join(","),
+            AMQP_QUEUE.to_owned(),
+            length.as_secs().to_string(),
+        ],
+        length,
+    );
+
+    let started = Instant::now();
+    let (applied, mut trouble) =
+        run_schedule(&mut cluster, &workload, &share, seed, started + length).await;
+    let ended = Instant::now();
+    let acks = workload.ack_times();
+    let figures = figures(&applied, &acks, ended);
+    println!(
+        "soak: {} faults in {:.1} min (seed {seed})\n{figures}",
+        applied.len(),
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    let mut failures = Vec::new();
+    if let Some(stuck) = &trouble.stuck {
+        failures.push(format!("the cluster got stuck: {stuck}"));
+    }
+    failures.extend(trouble.errors.iter().map(|e| format!("fault: {e}")));
+
+    // The weir-client workload's verdict, after a full read of every partition.
+    // Whole again, starting again any node that crashes meanwhile.
+    let mut healthy = Err(anyhow::anyhow!("not looked at yet"));
+    for _ in 0..END_ATTEMPTS {
+        restart_crashed(&mut cluster, &mut trouble, " after the last fault").await;
+        healthy = cluster.wait_healthy(TOPIC, RECOVERY_TIMEOUT).await;
+        if healthy.is_ok() {
+            break;
+        }
+    }
+    healthy?;
+    workload
+        .wait_progress(50, RECOVERY_TIMEOUT)
+        .await
+        .context("writes after the last fault")?;
+    let (mut history, errors) = workload.stop().await;
+    cluster.wait_quiet(TOPIC, RECOVERY_TIMEOUT).await?;
+    history.final_read = cluster.read_all(TOPIC).await?;
+    let report = checker::check(&history);
+    println!("weir-client workload: {report}\nclient errors: {errors:?}");
+    if !report.is_safe() {
+        failures.push(format!("weir-client workload: {report}"));
+    }
+
+    let kafka = kafka.await??;
+    println!("confluent-kafka group: {kafka}");
+    for field in ["violations", "missing", "unproduced"] {
+        if kafka[field].as_array().is_none_or(|a| !a.is_empty()) {
+            failures.push(format!("confluent-kafka {field}: {kafka}"));
+        }
+    }
+    let mut amqp = amqp.await??;
+    let missing: Vec<String> = amqp["missing"]
+        .as_array()
+        .context("the pika checker's missing")?
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    amqp["missing"] = Value::from(missing.iter().take(20).cloned().collect::<Vec<_>>());
+    println!("pika confirms: {amqp}");
+    if !missing.is_empty() {
+        // Lost, or only never delivered: whether the queue's topic holds them.
+        let stored: HashSet<String> = cluster
+            .read_all(AMQP_QUEUE)
+            .await?
+            .into_iter()
+            .map(|r| r.value)
+            .collect();
+        let lost: Vec<&String> = missing.iter().filter(|m| !stored.contains(*m)).collect();
+        failures.push(format!(
+            "pika: {} confirmed messages never delivered, {} of them not in the queue's topic \
+             (lost): {:?}",
+            missing.len(),
+            lost.len(),
+            lost.iter().take(20).collect::<Vec<_>>()
+        ));
+    }
+    if amqp["unpublished"].as_array().is_none_or(|a| !a.is_empty()) {
+        failures.push(format!("pika unpublished: {amqp}"));
+    }
+    match share.finish(&cluster).await {
+        Ok(summary) => println!("share group: {summary}"),
+        Err(e) => failures.push(format!("share group: {e:#}")),
+    }
+    for crash in &trouble.crashes {
+        println!("soak: a node exited by itself: {crash}");
+    }
+    // Over the schedule only, not the checkers' drain after it.
+    let per_hour = applied.len() as f64 * 3600.0 / (ended - started).as_secs_f64().max(1.0);
+    println!(
+        "soak: {per_hour:.0} faults per hour (goal {FAULTS_PER_HOUR_GOAL:.0}); {} crashes; \
+         longest stalls: confluent-kafka group {} s, pika confirms {} s, pika deliveries {} s",
+        trouble.crashes.len(),
+        kafka["longest_stall_s"],
+        amqp["longest_confirm_stall_s"],
+        amqp["longest_delivery_stall_s"]
+    );
+    if !failures.is_empty() {
+        bail!("seed {seed}: {}", failures.join("\n"));
+    }
+    cluster.finish();
+    Ok(())
+}
+
+/// Runs `tests/<script>` with `args` on a blocking thread; its last stdout line, JSON,
+/// is its verdict.
+fn spawn_checker(
+    python: &std::path::Path,
+    script: &str,
+    args: &[String],
+    length: Duration,
+) -> tokio::task::JoinHandle<anyhow::Result<Value>> {
+    let mut command = Command::new(python);
+    command.arg(tests_dir().join(script)).args(args);
+    let script = script.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let output = run_bounded(command, length + CHECKER_SLACK)?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        stdout
+            .lines()
+            .last()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .with_context(|| {
+                format!(
+                    "{script}'s verdict; stdout: {stdout}\nstderr: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                )
+            })
+    })
+}
+
+/// The schedule until `until`: a fault, held, healed; then every node running and
+/// unfenced before the next one. Nodes that crashed are restarted and noted.
+async fn run_schedule(
+    cluster: &mut Cluster,
+    workload: &Workload,
+    share: &ShareCheck,
+    seed: u64,
+    until: Instant,
+) -> (Vec<Applied>, Trouble) {
+    let mut rng = Rng::new(seed);
+    let nodes = cluster.ids();
+    let mut applied = Vec::new();
+    let mut trouble = Trouble::default();
+    let started = Instant::now();
+    let mut next_report = started + REPORT_EVERY;
+    // The node the last fault stopped and started again (kill, SIGTERM): until it is
+    // unfenced, a fault on another node would leave one node serving.
+    let mut restarted: Option<i32> = None;
+    while Instant::now() < until {
+        restart_crashed(cluster, &mut trouble, "").await;
+        let partition = rng.below(u64::from(PARTITIONS)) as u32;
+        let leader = cluster
+            .leader(TOPIC, partition)
+            .await
+            .ok()
+            .filter(|&l| l > 0);
+        let fault = nemesis::pick_soak(&mut rng, &nodes, leader);
+        if let Some(node) = restarted.take()
+            && node != fault.node()
+            && let Err(e) = wait_unfenced(cluster, &mut trouble).await
+        {
+            trouble.stuck = Some(format!("node {node} restarted: {e:#}"));
+            break;
+        }
+        let hold = rng.millis(HOLD_MS.0, HOLD_MS.1);
+        let at = Instant::now();
+        let share_fault = share.fault_started();
+        if let Err(e) = nemesis::apply(cluster, fault).await {
+            trouble.errors.push(format!("applying {fault}: {e:#}"));
+        }
+        tokio::time::sleep(hold).await;
+        if let Err(e) = nemesis::heal(cluster, fault).await {
+            trouble.errors.push(format!("healing {fault}: {e:#}"));
+        }
+        share.fault_ended(share_fault);
+        applied.push(Applied {
+            fault,
+            at,
+            healed: Instant::now(),
+        });
+        if matches!(fault, Fault::Kill(_) | Fault::Terminate(_)) {
+            restarted = Some(fault.node());
+        }
+        restart_crashed(cluster, &mut trouble, &format!(" after {fault}")).await;
+        if Instant::now() >= next_report {
+            next_report += REPORT_EVERY;
+            println!(
+                "soak: {:.0} min, {} faults, {} acknowledged writes, {} crashes\n{}",
+                started.elapsed().as_secs_f64() / 60.0,
+                applied.len(),
+                workload.acked(),
+                trouble.crashes.len(),
+                figures(&applied, &workload.ack_times(), Instant::now())
+            );
+        }
+    }
+    (applied, trouble)
+}
+
+/// Waits up to [`UNFENCED_TIMEOUT`] until every node runs unfenced, starting again any
+/// that crashes meanwhile (a wait for a crashed node would never end).
+async fn wait_unfenced(cluster: &mut Cluster, trouble: &mut Trouble) -> anyhow::Result<()> {
+    let deadline = Instant::now() + UNFENCED_TIMEOUT;
+    loop {
+        restart_crashed(cluster, trouble, " while the soak waited for it").await;
+        match cluster.wait_brokers_unfenced(UNFENCED_POLL).await {
+            Ok(()) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Starts again every node that exited by itself (a crash), noting it.
+async fn restart_crashed(cluster: &mut Cluster, trouble: &mut Trouble, context: &str) {
+    for (id, why) in cluster.reap_exited() {
+        trouble.crashes.push(format!("node {id}{context}: {why}"));
+        if let Err(e) = cluster.restart(id).await {
+            trouble.errors.push(format!("restarting node {id}: {e:#}"));
+        }
+    }
+}
+
+/// Per fault kind: how many, how long held on average, and the longest time any
+/// partition of the workload went without an acknowledged write from the fault's start
+/// to the next fault's (a gap that spans two faults counts for both).
+fn figures(applied: &[Applied], acks: &[(u32, Instant)], end: Instant) -> String {
+    #[derive(Default)]
+    struct Kind {
+        count: usize,
+        held: Duration,
+        longest: Duration,
+        worst: Option<String>,
+    }
+    let mut kinds: BTreeMap<&str, Kind> = BTreeMap::new();
+    for (i, a) in applied.iter().enumerate() {
+        let to = applied.get(i + 1).map_or(end, |next| next.at);
+        let longest = availability::longest_gaps(acks, PARTITIONS, a.at, to)
+            .into_iter()
+            .map(|g| g.longest)
+            .max()
+            .unwrap_or_default();
+        let kind = kinds.entry(a.fault.kind()).or_default();
+        kind.count += 1;
+        kind.held += a.healed - a.at;
+        if longest > kind.longest {
+            kind.longest = longest;
+            kind.worst = Some(format!("{} (fault #{})", a.fault, i + 1));
+        }
+    }
+    let mut out = format!(
+        "  {:<24} {:>6} {:>9} {:>12}  worst\n",
+        "kind", "faults", "held (s)", "longest (s)"
+    );
+    for (name, k) in &kinds {
+        out.push_str(&format!(
+            "  {name:<24} {:>6} {:>9.1} {:>12.2}  {}\n",
+            k.count,
+            k.held.as_secs_f64() / k.count.max(1) as f64,
+            k.longest.as_secs_f64(),
+            k.worst.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
