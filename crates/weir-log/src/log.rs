@@ -28,7 +28,7 @@ use crate::compaction::CompactionState;
 use crate::config::{FlushPolicy, LogConfig};
 pub use crate::epoch::EpochEntry;
 use crate::epoch::EpochHistory;
-use crate::error::{AppendError, MaintenanceError, OpenError};
+use crate::error::{AppendError, CheckpointError, MaintenanceError, OpenError};
 use crate::producers::{ProducerStates, SequenceCheck};
 use crate::recovery::{self, RecoveryPoint};
 use crate::segment::{self, LOG_SUFFIX, Segment};
@@ -212,6 +212,10 @@ pub(crate) struct Inner {
     pub(crate) epochs: EpochHistory,
     /// Set when a write or sync failed in a way that leaves the on-disk state unknown.
     pub(crate) failed: Option<String>,
+    /// The leader-epoch checkpoint on disk may not match `epochs`: writing it failed for
+    /// want of space (the checkpoint is replaced whole, so the file holds an earlier
+    /// history). Every append writes it first while set, and is refused until it can.
+    pub(crate) epochs_unpersisted: bool,
     /// Bumped by every truncation; stale flush results and checkpoints are dropped.
     pub(crate) generation: u64,
     /// Idempotent producers' recent batches, as of `next_offset`.
@@ -535,12 +539,13 @@ impl Log {
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
         self.maybe_roll(&mut inner, batches.len(), span)?;
+        let mut changed = inner.epochs_unpersisted;
         if leader_epoch >= 0 {
             let start = inner.next_offset;
-            if inner.epochs.assign(leader_epoch, start) {
-                self.persist_epochs(&inner)
-                    .map_err(|e| self.fail(&mut inner, e))?;
-            }
+            changed |= inner.epochs.assign(leader_epoch, start);
+        }
+        if changed {
+            self.persist_epochs_before_data(&mut inner)?;
         }
         let mut offset = inner.next_offset;
         for h in headers.iter_mut() {
@@ -599,7 +604,7 @@ impl Log {
         };
         // Epochs before data: a crash may leave an epoch that starts past the recovered
         // end (recovery drops it), never a batch whose epoch the history lacks.
-        let mut changed = false;
+        let mut changed = inner.epochs_unpersisted;
         for h in &headers {
             if h.partition_leader_epoch >= 0
                 && inner
@@ -611,8 +616,7 @@ impl Log {
             }
         }
         if changed {
-            self.persist_epochs(&inner)
-                .map_err(|e| self.fail(&mut inner, e))?;
+            self.persist_epochs_before_data(&mut inner)?;
         }
         let mut total: Option<AppendInfo> = None;
         for run in &runs {
@@ -658,10 +662,42 @@ impl Log {
     /// (they start at or past the log end), so the history does not run past the log. If
     /// that cannot be persisted the log fails (a reopen drops them: see recovery).
     fn forget_unwritten_epochs(&self, inner: &mut Inner) {
-        if inner.epochs.truncate_from_end(inner.next_offset)
-            && let Err(e) = self.persist_epochs(inner)
-        {
-            self.fail(inner, e);
+        if inner.epochs.truncate_from_end(inner.next_offset) {
+            match self.persist_epochs(inner) {
+                Ok(()) => inner.epochs_unpersisted = false,
+                // The next append rewrites it before any data (`epochs_unpersisted`).
+                Err(e) if e.is_storage_full() => inner.epochs_unpersisted = true,
+                Err(e) => {
+                    self.fail(inner, e);
+                }
+            }
+        }
+    }
+
+    /// Writes the epoch history before the data that needs it (a batch is never on disk
+    /// under an epoch the history lacks). For want of space the append is refused as
+    /// storage-full and the log stays healthy: the epochs recorded for it are dropped
+    /// again (it wrote nothing) and the next append writes the history first; a full disk
+    /// refuses writes, it does not fail the log (found by the soak: a full disk during a
+    /// leadership change stopped the broker). Any other error fails the log.
+    fn persist_epochs_before_data(&self, inner: &mut Inner) -> Result<(), AppendError> {
+        match self.persist_epochs(inner) {
+            Ok(()) => {
+                inner.epochs_unpersisted = false;
+                Ok(())
+            }
+            Err(e) if e.is_storage_full() => {
+                inner.epochs.truncate_from_end(inner.next_offset);
+                inner.epochs_unpersisted = true;
+                Err(match e {
+                    MaintenanceError::Io { path, source }
+                    | MaintenanceError::Checkpoint(CheckpointError::Io { path, source }) => {
+                        AppendError::Io { path, source }
+                    }
+                    other => self.fail(inner, other),
+                })
+            }
+            Err(e) => Err(self.fail(inner, e)),
         }
     }
 

@@ -383,6 +383,7 @@ pub(crate) fn recover(
             log_start_offset,
             epochs,
             failed: None,
+            epochs_unpersisted: false,
             generation: 0,
             producers: ProducerStates::default(),
         };
@@ -505,6 +506,7 @@ pub(crate) fn recover(
         log_start_offset,
         epochs,
         failed: None,
+        epochs_unpersisted: false,
         generation: 0,
         producers: ProducerStates::default(),
     };

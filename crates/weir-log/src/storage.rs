@@ -208,6 +208,8 @@ struct FaultState {
     crashed: bool,
     /// Every `sync_data` and directory sync fails while set ([`FaultyStorage::fail_syncs`]).
     syncs_failing: bool,
+    /// Every write fails with ENOSPC while set ([`FaultyStorage::fill`]).
+    full: bool,
     /// Bytes of each file known to be on disk: everything below survives a crash.
     synced_len: HashMap<PathBuf, u64>,
     /// Successful `sync_data` calls per file path.
@@ -262,6 +264,12 @@ impl FaultyStorage {
             .lock()
             .expect("fault state poisoned")
             .syncs_failing = failing;
+    }
+
+    /// From now on every write fails for want of space (`true`: ENOSPC, a full disk; the
+    /// write changes nothing), or none does (`false`: space was freed).
+    pub fn fill(&self, full: bool) {
+        self.state.lock().expect("fault state poisoned").full = full;
     }
 
     pub fn is_crashed(&self) -> bool {
@@ -335,6 +343,9 @@ impl StorageFile for FaultyFile {
             let mut st = self.storage.state.lock().expect("fault state poisoned");
             if st.crashed {
                 return Err(io::Error::other("storage crashed (fault injection)"));
+            }
+            if st.full {
+                return Err(io::Error::from(io::ErrorKind::StorageFull));
             }
             let before = st.bytes_written;
             st.bytes_written += buf.len() as u64;

@@ -1078,3 +1078,68 @@ fn a_new_log_syncs_nothing_and_a_crash_right_after_its_creation_leaves_a_working
     let seen = try_read_all(&log, 0).unwrap();
     assert_eq!(seen.len(), 5);
 }
+
+/// A full disk when a new leader epoch must be recorded (the soak's finding: it failed
+/// the log, and the broker stopped): the append is refused as storage-full, the log is
+/// not failed and keeps serving reads, nothing of the append is written, and once space
+/// is freed the same append goes through with its epoch recorded, on disk too. The
+/// follower's path (an append of replicated batches of a new epoch) alike.
+#[test]
+fn a_full_disk_refuses_a_new_leader_epoch_without_failing_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::EveryAppend, false);
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    log.append(&mut common::batch("e0", 3, 1), 0).unwrap();
+
+    storage.fill(true);
+    let refused = log.append(&mut common::batch("e1", 2, 2), 1).unwrap_err();
+    assert!(refused.is_storage_full(), "{refused:?}");
+    assert_eq!(log.offsets().log_end_offset, 3, "nothing written");
+    assert_eq!(
+        try_read_all(&log, 0).unwrap().len(),
+        3,
+        "reads still served"
+    );
+    let epochs: Vec<(i32, i64)> = log
+        .leader_epochs()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(epochs, [(0, 0)], "the refused epoch is not kept");
+
+    storage.fill(false);
+    log.append(&mut common::batch("e1", 2, 2), 1).unwrap();
+    // A follower's copy of a newer leader's batches, refused and then taken the same way.
+    let mut replicated = common::batch("e2", 1, 3);
+    let replicated_epoch: i32 = 2;
+    {
+        // Stamp the batch as its leader would: offset 5, epoch 2.
+        let bytes = &mut replicated[..];
+        bytes[0..8].copy_from_slice(&5i64.to_be_bytes());
+        bytes[12..16].copy_from_slice(&replicated_epoch.to_be_bytes());
+    }
+    storage.fill(true);
+    let refused = log.append_replicated(&replicated).unwrap_err();
+    assert!(refused.is_storage_full(), "{refused:?}");
+    storage.fill(false);
+    log.append_replicated(&replicated).unwrap();
+    let expected = [(0, 0), (1, 3), (2, 5)];
+    let epochs: Vec<(i32, i64)> = log
+        .leader_epochs()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(epochs, expected);
+    log.close().unwrap();
+
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(FileStorage)).unwrap();
+    let epochs: Vec<(i32, i64)> = log
+        .leader_epochs()
+        .iter()
+        .map(|e| (e.epoch, e.start_offset))
+        .collect();
+    assert_eq!(epochs, expected, "the history on disk");
+    assert_eq!(try_read_all(&log, 0).unwrap().len(), 6);
+}
