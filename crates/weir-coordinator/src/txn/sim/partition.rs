@@ -27,6 +27,17 @@ pub(super) struct ProducerAtPartition {
     pub(super) guard: Option<u64>,
 }
 
+impl ProducerAtPartition {
+    /// A producer this partition has seen nothing of: no epoch, no coordinator epoch.
+    fn unseen() -> ProducerAtPartition {
+        ProducerAtPartition {
+            epoch: -1,
+            coordinator_epoch: -1,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct Partition {
     pub(super) log: Vec<Entry>,
@@ -179,11 +190,7 @@ impl Sim {
         let state = self.parts[part as usize]
             .producers
             .entry(pid)
-            .or_insert_with(|| ProducerAtPartition {
-                epoch: -1,
-                coordinator_epoch: -1,
-                ..Default::default()
-            });
+            .or_insert_with(ProducerAtPartition::unseen);
         let guard = match state.guard {
             Some(g) => g,
             None => {
@@ -227,11 +234,7 @@ impl Sim {
         let state = p
             .producers
             .entry(pid)
-            .or_insert_with(|| ProducerAtPartition {
-                epoch: -1,
-                coordinator_epoch: -1,
-                ..Default::default()
-            });
+            .or_insert_with(ProducerAtPartition::unseen);
         if epoch < state.epoch {
             return Err(ProduceError::Abortable); // INVALID_PRODUCER_EPOCH
         }
@@ -268,11 +271,7 @@ impl Sim {
         let state = p
             .producers
             .entry(pid)
-            .or_insert_with(|| ProducerAtPartition {
-                epoch: -1,
-                coordinator_epoch: -1,
-                ..Default::default()
-            });
+            .or_insert_with(ProducerAtPartition::unseen);
         if coordinator_epoch < state.coordinator_epoch {
             return MarkerOutcome::StaleCoordinatorEpoch;
         }
