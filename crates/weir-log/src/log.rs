@@ -686,16 +686,13 @@ impl Log {
                 inner.epochs_unpersisted = false;
                 Ok(())
             }
-            Err(e) if e.is_storage_full() => {
+            Err(
+                MaintenanceError::Io { path, source }
+                | MaintenanceError::Checkpoint(CheckpointError::Io { path, source }),
+            ) if crate::error::no_space(&source) => {
                 inner.epochs.truncate_from_end(inner.next_offset);
                 inner.epochs_unpersisted = true;
-                Err(match e {
-                    MaintenanceError::Io { path, source }
-                    | MaintenanceError::Checkpoint(CheckpointError::Io { path, source }) => {
-                        AppendError::Io { path, source }
-                    }
-                    other => self.fail(inner, other),
-                })
+                Err(AppendError::Io { path, source })
             }
             Err(e) => Err(self.fail(inner, e)),
         }
