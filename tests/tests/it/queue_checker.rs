@@ -662,6 +662,11 @@ fn check(
         longest_stall_ms as f64 / 1e3
     );
     println!("{summary}");
+    // Printed here too: the cluster's logs, dumped when the test fails, come between this
+    // and the panic message, and a long CI log may be cut there.
+    for problem in &problems {
+        println!("queue check problem: {problem}");
+    }
     ensure!(
         problems.is_empty(),
         "{} problems:\n{}",

@@ -117,7 +117,7 @@ impl ShareCoordinator {
         let pending = shard.queue_snapshots(&mut windows).await?;
         drop(windows);
         if let Some(pending) = pending {
-            shard.durable(pending).await?;
+            shard.durable(&group, pending).await?;
         }
         Ok(answers)
     }
@@ -159,7 +159,7 @@ impl ShareCoordinator {
         let pending = shard.queue_with(&mut windows, tombstones).await?;
         drop(windows);
         if let Some(pending) = pending {
-            shard.durable(pending).await?;
+            shard.durable(&group, pending).await?;
         }
         Ok(answers)
     }
@@ -197,7 +197,7 @@ impl ShareCoordinator {
         let pending = shard.queue_with(&mut windows, tombstones).await?;
         drop(windows);
         if let Some(pending) = pending {
-            shard.durable(pending).await?;
+            shard.durable(&group, pending).await?;
         }
         Ok(())
     }

@@ -346,7 +346,8 @@ impl ShareCoordinator {
             let round = self
                 .acquire(&fetch, &group, &mut windows, max_records, now)
                 .await;
-            self.copy_dead_letters(&fetch.group_id, &mut windows).await;
+            self.copy_dead_letters(&fetch.group_id, &group, &mut windows)
+                .await;
             let lock_duration_ms = windows
                 .settings
                 .apply(self.config.partition)
@@ -354,8 +355,11 @@ impl ShareCoordinator {
             // What changed is written even when the round failed part way.
             let pending = shard.queue_snapshots(&mut windows).await?;
             drop(windows);
-            if let Some(pending) = pending {
-                shard.durable(pending).await?;
+            if let Some(pending) = pending
+                && shard.durable(&group, pending).await?
+            {
+                self.copy_durable_dead_letters(&shard, &group, &fetch.group_id)
+                    .await;
             }
             if released || round.as_ref().is_ok_and(|r| r.released) {
                 group.released.notify_waiters();
@@ -441,11 +445,14 @@ impl ShareCoordinator {
                 }
             }
         }
-        self.copy_dead_letters(group_id, &mut windows).await;
+        self.copy_dead_letters(group_id, &group, &mut windows).await;
         let pending = shard.queue_snapshots(&mut windows).await?;
         drop(windows);
-        if let Some(pending) = pending {
-            shard.durable(pending).await?;
+        if let Some(pending) = pending
+            && shard.durable(&group, pending).await?
+        {
+            self.copy_durable_dead_letters(&shard, &group, group_id)
+                .await;
         }
         if released {
             group.released.notify_waiters();
@@ -545,7 +552,7 @@ impl ShareCoordinator {
                 .await?;
             drop(windows);
             if let Some(pending) = pending {
-                shard.durable(pending).await?;
+                shard.durable(&group, pending).await?;
             }
         }
         self.describe(group_id).await
@@ -639,7 +646,35 @@ impl ShareCoordinator {
     /// its windows lock), and marks them finished once the copy is durable. After a copy
     /// failed, the group's requests do not try again for [`DEAD_LETTER_RETRY`]; the
     /// records wait.
-    async fn copy_dead_letters(&self, group_id: &str, windows: &mut Windows) {
+    /// After a write that archived records waiting for their dead-letter copy is
+    /// durable: copies them (and writes that they are copied) at once, rather than at the
+    /// group's next request. The request that made the write has its answer already; a
+    /// failure here leaves the copies to a later pass.
+    async fn copy_durable_dead_letters(
+        &self,
+        shard: &ShareShard,
+        group: &ShareGroup,
+        group_id: &str,
+    ) {
+        let mut windows = group.windows.lock().await;
+        if windows.deleted || shard.check_serving().is_err() {
+            return;
+        }
+        self.copy_dead_letters(group_id, group, &mut windows).await;
+        let Ok(pending) = shard.queue_snapshots(&mut windows).await else {
+            return;
+        };
+        drop(windows);
+        if let Some(pending) = pending {
+            // A failure fails the shard (logged there); the copies are made again.
+            let _ = shard.durable(group, pending).await;
+        }
+    }
+
+    /// Copies the group's archived records whose archiving is durable to its
+    /// dead-letter topic (a copy of a record whose REJECT is then lost would be a dead
+    /// letter of a record delivered again and perhaps accepted), and marks them copied.
+    async fn copy_dead_letters(&self, group_id: &str, group: &ShareGroup, windows: &mut Windows) {
         let (Some(sink), Some(dlq)) = (&self.sink, windows.settings.dead_letter_topic.clone())
         else {
             return;
@@ -658,9 +693,10 @@ impl ShareCoordinator {
             windows.dead_letters_retry_at = Some(now + DEAD_LETTER_RETRY);
             return;
         };
+        let durable = group.writes_durable.load(Ordering::Acquire);
         let mut retry = false;
         for ((topic, partition), w) in &mut windows.partitions {
-            let pending = w.window.pending_dead_letters(MAX_DEAD_LETTERS_PER_PASS);
+            let pending = w.copyable_dead_letters(MAX_DEAD_LETTERS_PER_PASS, durable);
             if pending.is_empty() {
                 continue;
             }
@@ -685,7 +721,7 @@ impl ShareCoordinator {
                 // A record the log no longer has is finished too: there is nothing to copy.
                 Ok(()) => {
                     for a in &pending {
-                        w.window.dead_lettered(a.offset);
+                        w.dead_lettered(a.offset);
                     }
                     w.dirty = true;
                 }

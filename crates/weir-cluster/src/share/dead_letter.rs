@@ -1,6 +1,6 @@
 //! Dead-letter copies: an archived record of a group that names a dead-letter topic is
-//! copied there, with headers saying where it came from and why, before it counts as
-//! finished (docs/queues.md § Delivery limit). The copy is produced through a
+//! copied there, with headers saying where it came from and why, once its archiving is
+//! durable and before it counts as finished (docs/queues.md § Delivery limit). The copy is produced through a
 //! [`DeadLetterSink`] the server provides (the topic's partition may be led by another
 //! broker); until it is acknowledged the record stays archived-pending and holds the
 //! window's start, and a failover copies it again: a duplicate in the dead-letter topic,

@@ -15,7 +15,7 @@
 //! and loads it again from the log, and the client's request gets a retriable error.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -45,6 +45,10 @@ pub(super) struct ShareGroup {
     pub(super) released: Notify,
     /// Where the next fetch starts looking, so members spread over the partitions.
     pub(super) cursor: AtomicUsize,
+    /// The number of the group's last write known durable ([`Windows::writes_queued`]
+    /// numbers them): archived records carried by it or an earlier one may be copied to
+    /// the dead-letter topic.
+    pub(super) writes_durable: AtomicU64,
 }
 
 impl ShareGroup {
@@ -53,8 +57,19 @@ impl ShareGroup {
             windows: tokio::sync::Mutex::new(windows),
             released: Notify::new(),
             cursor: AtomicUsize::new(0),
+            writes_durable: AtomicU64::new(0),
         }
     }
+}
+
+/// A write of a group's state queued on the partition.
+#[must_use = "a queued write is answered once durable"]
+pub(super) struct QueuedWrite {
+    pending: PendingAppend,
+    /// Its number among the group's writes.
+    write: u64,
+    /// It carries the archiving of records waiting for their dead-letter copy.
+    archives: bool,
 }
 
 /// The share groups of one `__share_group_state` partition.
@@ -212,7 +227,7 @@ impl ShareShard {
     pub(super) async fn queue_snapshots(
         &self,
         windows: &mut Windows,
-    ) -> Result<Option<PendingAppend>, ShareError> {
+    ) -> Result<Option<QueuedWrite>, ShareError> {
         self.queue_with(windows, Vec::new()).await
     }
 
@@ -222,8 +237,9 @@ impl ShareShard {
         &self,
         windows: &mut Windows,
         mut first: Vec<(Bytes, Option<Bytes>)>,
-    ) -> Result<Option<PendingAppend>, ShareError> {
-        first.extend(dirty_snapshots(windows, self.leader_epoch)?);
+    ) -> Result<Option<QueuedWrite>, ShareError> {
+        let snapshots = dirty_snapshots(windows, self.leader_epoch)?;
+        first.extend(snapshots.records);
         let records = first;
         if records.is_empty() {
             return Ok(None);
@@ -238,7 +254,11 @@ impl ShareShard {
         .await;
         drop(writer);
         match queued {
-            Ok(pending) => Ok(Some(pending)),
+            Ok(pending) => Ok(Some(QueuedWrite {
+                pending,
+                write: snapshots.write,
+                archives: snapshots.archives,
+            })),
             Err(e) => {
                 self.fail(&e);
                 Err(match e {
@@ -249,14 +269,28 @@ impl ShareShard {
         }
     }
 
-    /// Waits for a queued write to be durable; a failure fails the shard.
-    pub(super) async fn durable(&self, pending: PendingAppend) -> Result<(), ShareError> {
-        let outcome = pending.await.map_err(|_| ClusterError::PartitionClosed {
-            topic: SHARE_STATE_TOPIC.to_string(),
-            partition: self.index,
-        });
+    /// Waits for a write of `group` to be durable and records that it is; a failure
+    /// fails the shard. Returns whether the write carried the archiving of records
+    /// waiting for their dead-letter copy (which may be made now).
+    pub(super) async fn durable(
+        &self,
+        group: &ShareGroup,
+        queued: QueuedWrite,
+    ) -> Result<bool, ShareError> {
+        let outcome = queued
+            .pending
+            .await
+            .map_err(|_| ClusterError::PartitionClosed {
+                topic: SHARE_STATE_TOPIC.to_string(),
+                partition: self.index,
+            });
         match outcome.and_then(|o| o) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                group
+                    .writes_durable
+                    .fetch_max(queued.write, Ordering::AcqRel);
+                Ok(queued.archives)
+            }
             Err(e) => {
                 self.fail(&e);
                 Err(self.refused(e))

@@ -319,6 +319,27 @@ impl SharePartition {
         }
     }
 
+    /// How many archived records wait for their dead-letter copy.
+    pub fn pending_copies(&self) -> usize {
+        self.pending_copies
+    }
+
+    /// `offset` if it is archived and waits for its dead-letter copy.
+    pub fn pending_dead_letter(&self, offset: i64) -> Option<Archived> {
+        let entry = self.records.get(&offset)?;
+        match entry.state {
+            RecordState::Archived {
+                reason,
+                copied: false,
+            } => Some(Archived {
+                offset,
+                delivery_count: entry.delivery_count,
+                reason,
+            }),
+            _ => None,
+        }
+    }
+
     /// Up to `max` archived records waiting for their dead-letter copy, lowest first.
     pub fn pending_dead_letters(&self, max: usize) -> Vec<Archived> {
         if self.pending_copies == 0 {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::partition::{ShareConfig, SharePartition};
+use super::partition::{Archived, ShareConfig, SharePartition};
 use super::settings::{GroupSettings, RecordKey};
 use super::state_records::{StateKey, StateRecordError, StateValue};
 
@@ -31,6 +31,60 @@ pub struct Window<C> {
     /// Records taken into the window and not handed out yet (the shell's cache of the
     /// data partition's records: weir-cluster's `RecordCache`).
     pub cache: C,
+    /// Each archived record waiting for its dead-letter copy, with the number of the
+    /// group's first write that carries its archiving ([`Windows::writes_queued`]; 0:
+    /// known from the durable log). A copy is made only once that write is durable
+    /// ([`Window::copyable_dead_letters`]): a REJECT whose write is lost leaves the record
+    /// to be delivered again and perhaps accepted, so a copy made earlier would be a
+    /// dead letter of a record the group finished otherwise.
+    pub archived_in_write: BTreeMap<i64, u64>,
+}
+
+impl<C> Window<C> {
+    /// Up to `max` archived records waiting for their copy whose archiving is durable
+    /// (carried by a write numbered at most `durable_through`), lowest first.
+    pub fn copyable_dead_letters(&self, max: usize, durable_through: u64) -> Vec<Archived> {
+        self.archived_in_write
+            .iter()
+            .filter(|&(_, &write)| write <= durable_through)
+            .filter_map(|(&offset, _)| self.window.pending_dead_letter(offset))
+            .take(max)
+            .collect()
+    }
+
+    /// The dead-letter copy of `offset` is made: see [`SharePartition::dead_lettered`].
+    pub fn dead_lettered(&mut self, offset: i64) -> bool {
+        self.archived_in_write.remove(&offset);
+        self.window.dead_lettered(offset)
+    }
+
+    /// Numbers the archived records waiting for their copy that no write has carried
+    /// yet with `write`, the write about to carry them; forgets those no longer waiting.
+    /// Returns whether any was numbered.
+    fn number_archives(&mut self, write: u64) -> bool {
+        // Compared as sets, not counts: a record may stop waiting (its log start passed
+        // it) in the same change that archives another.
+        if self.archived_in_write.is_empty() && self.window.pending_copies() == 0 {
+            return false;
+        }
+        let waiting: BTreeMap<i64, u64> = self
+            .window
+            .pending_dead_letters(usize::MAX)
+            .into_iter()
+            .map(|a| {
+                (
+                    a.offset,
+                    self.archived_in_write
+                        .get(&a.offset)
+                        .copied()
+                        .unwrap_or(write),
+                )
+            })
+            .collect();
+        let numbered = waiting.values().any(|&w| w == write);
+        self.archived_in_write = waiting;
+        numbered
+    }
 }
 
 /// The windows of one share group, by topic name and partition, and its settings.
@@ -44,6 +98,9 @@ pub struct Windows<C> {
     pub dead_letters_retry_at: Option<Instant>,
     /// The group was deleted: a request that waited for its lock finds it gone.
     pub deleted: bool,
+    /// How many writes of the group's snapshots this coordinator has queued (they become
+    /// durable in this order: the shell tracks how far).
+    pub writes_queued: u64,
 }
 
 impl<C> Default for Windows<C> {
@@ -54,6 +111,7 @@ impl<C> Default for Windows<C> {
             stored: HashMap::new(),
             dead_letters_retry_at: None,
             deleted: false,
+            writes_queued: 0,
         }
     }
 }
@@ -85,6 +143,14 @@ impl<C: Default> Windows<C> {
                 Some(stored) => SharePartition::load(config, &stored, []).0,
                 None => SharePartition::new(config, start),
             };
+            // A rebuilt window's archived records are archived in the durable log, or
+            // archived by the load from it as any coordinator's load would: their copies
+            // need no write first.
+            let archived_in_write = window
+                .pending_dead_letters(usize::MAX)
+                .into_iter()
+                .map(|a| (a.offset, 0))
+                .collect();
             self.partitions.insert(
                 slot.clone(),
                 Window {
@@ -93,6 +159,7 @@ impl<C: Default> Windows<C> {
                     window,
                     dirty: true,
                     cache: C::default(),
+                    archived_in_write,
                 },
             );
         }
@@ -174,20 +241,38 @@ impl Replay {
     }
 }
 
+/// The snapshots of a group's dirty windows, as one write queues them.
+#[derive(Debug, Default)]
+pub struct Snapshots {
+    /// The state records (none: nothing changed).
+    pub records: Vec<(Bytes, Option<Bytes>)>,
+    /// The write's number ([`Windows::writes_queued`]): once it is durable, so is every
+    /// change made before it was queued.
+    pub write: u64,
+    /// It carries the archiving of a record waiting for its dead-letter copy: the copy
+    /// may be made once the write is durable.
+    pub archives: bool,
+}
+
 /// The snapshots of a group's `dirty` windows as state records, written by the leader of
-/// `leader_epoch`; the windows are marked clean.
+/// `leader_epoch`, numbered as the group's next write; the windows are marked clean.
 pub fn dirty_snapshots<C>(
     windows: &mut Windows<C>,
     leader_epoch: i32,
-) -> Result<Vec<(Bytes, Option<Bytes>)>, StateRecordError> {
-    windows
-        .partitions
-        .values_mut()
-        .filter(|w| w.dirty)
-        .map(|w| {
-            w.dirty = false;
-            let value = w.window.snapshot(leader_epoch).encode()?;
-            Ok((w.key.clone(), Some(Bytes::from(value))))
-        })
-        .collect()
+) -> Result<Snapshots, StateRecordError> {
+    let write = windows.writes_queued + 1;
+    let mut snapshots = Snapshots {
+        write,
+        ..Snapshots::default()
+    };
+    for w in windows.partitions.values_mut().filter(|w| w.dirty) {
+        w.dirty = false;
+        snapshots.archives |= w.number_archives(write);
+        let value = w.window.snapshot(leader_epoch).encode()?;
+        snapshots
+            .records
+            .push((w.key.clone(), Some(Bytes::from(value))));
+    }
+    windows.writes_queued = write;
+    Ok(snapshots)
 }

@@ -106,6 +106,8 @@ enum Answer {
 #[derive(Debug)]
 struct Queued {
     records: Vec<(Bytes, Option<Bytes>)>,
+    /// Its number among the coordinator's writes.
+    write: u64,
     answer: Answer,
 }
 
@@ -120,6 +122,8 @@ struct Sim {
     /// Writes queued and not durable yet, in log order.
     queued: VecDeque<Queued>,
     windows: Windows<()>,
+    /// The number of the current coordinator's last durable write.
+    writes_durable: u64,
     incarnation: u32,
     members: Vec<Member>,
     next_member: usize,
@@ -128,6 +132,8 @@ struct Sim {
     // What the durable log promises.
     accepted: BTreeSet<i64>,
     rejected: BTreeSet<i64>,
+    /// Records copied to the dead-letter topic (a copy is there for good).
+    dead_lettered: BTreeSet<i64>,
     counts: BTreeMap<i64, u16>,
     not_before: BTreeMap<i64, u64>,
     trace: Vec<String>,
@@ -152,12 +158,14 @@ impl Sim {
             log: Vec::new(),
             queued: VecDeque::new(),
             windows: Windows::default(),
+            writes_durable: 0,
             incarnation: 0,
             members: Vec::new(),
             next_member: 0,
             grants: BTreeMap::new(),
             accepted: BTreeSet::new(),
             rejected: BTreeSet::new(),
+            dead_lettered: BTreeSet::new(),
             counts: BTreeMap::new(),
             not_before: BTreeMap::new(),
             trace: Vec::new(),
@@ -196,26 +204,37 @@ impl Sim {
 
     /// Queues what the request changed, to be answered with `answer` once durable.
     fn queue(&mut self, answer: Answer) {
-        let records = dirty_snapshots(&mut self.windows, self.incarnation as i32)
+        let snapshots = dirty_snapshots(&mut self.windows, self.incarnation as i32)
             .expect("a snapshot encodes");
-        if records.is_empty() {
+        if snapshots.records.is_empty() {
             // Nothing to write: answered at once.
             self.deliver(answer);
             return;
         }
-        self.queued.push_back(Queued { records, answer });
+        self.queued.push_back(Queued {
+            records: snapshots.records,
+            write: snapshots.write,
+            answer,
+        });
     }
 
     /// Dead-letter copies the coordinator makes within a request (they may fail: then
-    /// later).
+    /// later), of records whose archiving is durable.
     fn copy_dead_letters(&mut self) {
         if !self.config.dead_letter || self.rng.chance(0.3) {
             return;
         }
+        let durable = self.writes_durable;
         let w = self.window();
-        for a in w.window.pending_dead_letters(4) {
-            w.dirty |= w.window.dead_lettered(a.offset);
+        let mut copied = Vec::new();
+        for a in w.copyable_dead_letters(4, durable) {
+            w.dirty |= w.dead_lettered(a.offset);
+            copied.push(a.offset);
         }
+        if !copied.is_empty() {
+            self.trace.push(format!("dead-letter copies {copied:?}"));
+        }
+        self.dead_lettered.extend(copied);
     }
 
     fn fetch(&mut self, i: usize) {
@@ -277,6 +296,10 @@ impl Sim {
             assert!(
                 !self.rejected.contains(&o),
                 "rejected offset {o} handed out again"
+            );
+            assert!(
+                !self.dead_lettered.contains(&o),
+                "dead-lettered offset {o} handed out again"
             );
             let before = self.counts.get(&o).copied().unwrap_or(0);
             assert!(
@@ -405,6 +428,7 @@ impl Sim {
         for _ in 0..n.min(self.queued.len()) {
             let q = self.queued.pop_front().expect("counted");
             self.log.extend(q.records);
+            self.writes_durable = q.write;
             // What the log now promises.
             match &q.answer {
                 Answer::Acquired { records, .. } => {
@@ -421,6 +445,10 @@ impl Sim {
                 } => match kind {
                     AckKind::Accept => {
                         assert!(!self.rejected.contains(offset));
+                        assert!(
+                            !self.dead_lettered.contains(offset),
+                            "dead-lettered offset {offset} accepted"
+                        );
                         self.accepted.insert(*offset);
                     }
                     AckKind::Reject => {
@@ -501,6 +529,7 @@ impl Sim {
         }
         let known = HashMap::from([(topic_id_bytes(TOPIC_ID), TOPIC_ID.to_string())]);
         self.windows = replay.finish(&known).remove(GROUP).unwrap_or_default();
+        self.writes_durable = 0;
         self.incarnation += 1;
         self.grants.clear();
         self.trace.push(format!(
