@@ -404,11 +404,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_are_kafkas_and_settings_that_would_fence_live_brokers_are_refused() {
+    fn the_defaults_hold_and_settings_that_would_fence_live_brokers_are_refused() {
         let config = ControllerConfig::default();
         assert_eq!(
             (config.session_timeout_ms, config.heartbeat_interval_ms),
-            (2_000, 500)
+            (2_000, 250)
         );
         assert_eq!(config.validate(), Ok(()));
         for (session_timeout_ms, heartbeat_interval_ms) in [(500, 500), (500, 0), (100, 200)] {
