@@ -1,9 +1,11 @@
-//! Transactions as Kafka consumers see them (issue 44, the partition side): transactional
-//! batches and their commit and abort markers written through the broker's core, as the
-//! transaction coordinator will write them (the Kafka listener still refuses a
-//! transactional id until the coordinator exists, so no client can write them yet),
-//! then read by confluent-kafka consumers at `isolation.level` read_committed and
-//! read_uncommitted through the Kafka listener (`tests/kafka/read_committed.py`).
+//! Transactions as Kafka clients see them (issue 44):
+//! - the partition side alone: transactional batches and their commit and abort markers
+//!   written through the broker's core, then read by confluent-kafka consumers at
+//!   `isolation.level` read_committed and read_uncommitted through the Kafka listener
+//!   (`tests/kafka/read_committed.py`);
+//! - end to end: confluent-kafka transactional producers against the transaction
+//!   coordinator (commit, abort, fencing by a second instance of the transactional id),
+//!   read back at both isolation levels (`tests/kafka/transactions_confluent.py`).
 
 use crate::common;
 
@@ -155,4 +157,49 @@ fn read_committed_consumers_see_exactly_the_committed_transaction() {
         "{out}"
     );
     assert_eq!(uncommitted["high"], 12, "{out}");
+}
+
+#[test]
+fn confluent_kafka_transactions_commit_abort_and_fence() {
+    let python = installed("tests/python/setup.sh");
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    broker.ok(&["topic", "create", "txn-e2e", "--partitions", "1"], "");
+    let script = repo_root().join("tests/kafka/transactions_confluent.py");
+    let out = run_ok(&python, &[&script.to_string_lossy(), &kafka, "txn-e2e"]);
+    let lines = json_lines(&out);
+    let line = |step: &str, isolation: Option<&str>| -> &Value {
+        lines
+            .iter()
+            .find(|l| l["step"] == step && isolation.is_none_or(|i| l["isolation"] == i))
+            .unwrap_or_else(|| panic!("no {step} {isolation:?} line in {out}"))
+    };
+    let values = |line: &Value| -> Vec<String> {
+        line["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    assert_eq!(
+        values(line("read", Some("read_committed"))),
+        ["c-0", "c-1", "c-2", "c-3"],
+        "read_committed sees exactly the committed records: {out}"
+    );
+    assert_eq!(
+        values(line("read", Some("read_uncommitted"))),
+        ["c-0", "c-1", "c-2", "a-0", "a-1", "a-2", "c-3"],
+        "read_uncommitted sees both transactions: {out}"
+    );
+    let fence = line("fence", None);
+    assert!(
+        ["_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"]
+            .contains(&fence["error"].as_str().unwrap_or_default()),
+        "the fenced producer's next transaction fails with a fencing error: {out}"
+    );
+    assert_eq!(line("second", None)["ok"], true, "{out}");
 }
