@@ -217,6 +217,9 @@ pub async fn verify_partitions(
     )
 }
 
+/// Most transactional ids one DescribeTransactions request may name.
+pub const MAX_DESCRIBED_TRANSACTIONS: usize = 1_000;
+
 /// DescribeTransactions for one id: Describe on it, then its coordinator's state
 /// (NOT_COORDINATOR if that is another broker).
 pub async fn describe_transaction(

@@ -263,3 +263,236 @@ impl TransactionCoordinator {
         Ok((all, unknown))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::partition::{Durability, PartitionState};
+    use crate::storage::{ControlType, TxnMarker};
+    use crate::txn::{
+        MarkerFuture, MarkerOutcome, MarkerRequest, TopicPartition, TxnResult, TxnState,
+    };
+
+    /// Writes markers on this registry's own partitions (the broker's core does the same
+    /// through `write_txn_markers`).
+    #[derive(Debug)]
+    struct LocalMarkers(Arc<TopicRegistry>);
+
+    impl MarkerWriter for LocalMarkers {
+        fn write(&self, request: MarkerRequest) -> MarkerFuture<'_> {
+            Box::pin(async move {
+                let marker = TxnMarker {
+                    producer_id: request.producer_id,
+                    producer_epoch: request.producer_epoch,
+                    control: match request.result {
+                        TxnResult::Commit => ControlType::Commit,
+                        TxnResult::Abort => ControlType::Abort,
+                    },
+                    coordinator_epoch: request.coordinator_epoch,
+                };
+                let mut outcomes = Vec::new();
+                for tp in request.partitions {
+                    let written = async {
+                        self.0
+                            .topic(&tp.topic)?
+                            .partition(tp.partition as u32)?
+                            .append_marker(marker, Durability::Durable)
+                            .await
+                    }
+                    .await;
+                    let outcome = match written {
+                        Ok(_) => MarkerOutcome::Written,
+                        Err(_) => MarkerOutcome::Retriable,
+                    };
+                    outcomes.push((tp, outcome));
+                }
+                outcomes
+            })
+        }
+    }
+
+    fn config() -> TransactionConfig {
+        TransactionConfig {
+            state_partitions: 2,
+            ..TransactionConfig::default()
+        }
+    }
+
+    async fn open(registry: &Arc<TopicRegistry>) -> Arc<TransactionCoordinator> {
+        let (_stop, stopping) = watch::channel(false);
+        let writer = Arc::new(LocalMarkers(registry.clone()));
+        TransactionCoordinator::open(registry.clone(), config(), Some(writer), stopping)
+            .await
+            .unwrap()
+    }
+
+    /// Drops the coordinator and closes the registry once its tasks (the shards', the
+    /// leadership follower's) have let go of it, so the directory can be opened again.
+    async fn close(registry: Arc<TopicRegistry>, c: Arc<TransactionCoordinator>) {
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&registry) > 1 {
+            assert!(
+                Instant::now() < deadline,
+                "someone still holds the registry"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        registry.close().await.unwrap();
+    }
+
+    /// Waits (at most 10 s) until `id` is in `state`.
+    async fn wait_state(c: &TransactionCoordinator, id: &str, state: TxnState) -> TxnDescription {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let d = c.describe(id).await.unwrap();
+            if d.state == state {
+                return d;
+            }
+            assert!(Instant::now() < deadline, "{id} stuck in {:?}", d.state);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A transaction commits through the shell (its state durable in
+    /// `__transaction_state`, its marker in the data partition), and a coordinator that
+    /// loads the partition again after a restart knows the id, and fences its producer.
+    #[tokio::test]
+    async fn a_committed_transaction_survives_a_restart_and_the_next_init_fences() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        registry
+            .create_topic("orders", 1, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let c = open(&registry).await;
+        let init = |timeout_ms| InitProducerId {
+            transactional_id: "tx".into(),
+            timeout_ms,
+            expected: None,
+        };
+        let first = c.init_producer_id(init(60_000)).await.unwrap();
+        assert_eq!(first.epoch, 0);
+        let tp = TopicPartition::new("orders", 0);
+        c.add_partitions(AddPartitions {
+            transactional_id: "tx".into(),
+            producer_id: first.producer_id,
+            producer_epoch: first.epoch,
+            partitions: vec![tp.clone()],
+            verify_only: false,
+        })
+        .await
+        .unwrap();
+        let verdicts = c
+            .verify_partitions(AddPartitions {
+                transactional_id: "tx".into(),
+                producer_id: first.producer_id,
+                producer_epoch: first.epoch,
+                partitions: vec![tp.clone(), TopicPartition::new("orders", 7)],
+                verify_only: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            verdicts,
+            vec![
+                (tp.clone(), Ok(())),
+                (
+                    TopicPartition::new("orders", 7),
+                    Err(TxnError::TransactionAbortable)
+                )
+            ]
+        );
+        let ongoing = c.describe("tx").await.unwrap();
+        assert_eq!(ongoing.state, TxnState::Ongoing);
+        assert_eq!(ongoing.partitions, vec![tp.clone()]);
+        c.end_txn(EndTxn {
+            transactional_id: "tx".into(),
+            producer_id: first.producer_id,
+            producer_epoch: first.epoch,
+            result: TxnResult::Commit,
+            version: crate::txn::TxnVersion::TV0,
+        })
+        .await
+        .unwrap();
+        wait_state(&c, "tx", TxnState::CompleteCommit).await;
+        let data = registry.topic("orders").unwrap().partition(0).unwrap();
+        assert_eq!(
+            data.offsets().await.unwrap().log_end_offset,
+            1,
+            "the commit marker is in the partition"
+        );
+        let (listed, _) = c.list(&ListFilter::default()).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].transactional_id, "tx");
+
+        close(registry, c).await;
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        let c = open(&registry).await;
+        let loaded = c.describe("tx").await.unwrap();
+        assert_eq!(loaded.state, TxnState::CompleteCommit);
+        assert_eq!(loaded.producer_id, first.producer_id);
+        let second = c.init_producer_id(init(60_000)).await.unwrap();
+        assert_eq!(second.producer_id, first.producer_id);
+        assert_eq!(second.epoch, 1, "the next instance fences the first");
+        let zombie = c
+            .add_partitions(AddPartitions {
+                transactional_id: "tx".into(),
+                producer_id: first.producer_id,
+                producer_epoch: first.epoch,
+                partitions: vec![tp],
+                verify_only: false,
+            })
+            .await;
+        assert!(
+            matches!(
+                zombie,
+                Err(TransactionError::Refused(TxnError::ProducerFenced))
+            ),
+            "{zombie:?}"
+        );
+        close(registry, c).await;
+    }
+
+    /// A coordinator whose `__transaction_state` partition moves to another broker
+    /// answers NOT_COORDINATOR naming it.
+    #[tokio::test]
+    async fn a_coordinator_that_loses_its_partition_answers_not_coordinator() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        let c = open(&registry).await;
+        let index = partition_for_group("tx", c.slots.len());
+        let state = registry
+            .topic(TXN_STATE_TOPIC)
+            .unwrap()
+            .partition(index)
+            .unwrap();
+        state
+            .apply_state(&PartitionState {
+                leader: 1,
+                leader_epoch: state.state().leader_epoch + 1,
+                replicas: vec![0, 1],
+                isr: vec![1],
+            })
+            .await;
+        c.follow_leadership().await.unwrap();
+        let answer = c
+            .init_producer_id(InitProducerId {
+                transactional_id: "tx".into(),
+                timeout_ms: 60_000,
+                expected: None,
+            })
+            .await;
+        assert!(
+            matches!(
+                answer,
+                Err(TransactionError::NotCoordinator { coordinator: 1, .. })
+            ),
+            "{answer:?}"
+        );
+        close(registry, c).await;
+    }
+}

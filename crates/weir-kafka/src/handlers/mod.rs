@@ -26,7 +26,8 @@
 //!   groups in ListGroups and DeleteGroups go through `groups/describe.rs`).
 //! - `security.rs`: ACLs and SCRAM credentials; `quotas.rs`: AlterClientQuotas and
 //!   DescribeClientQuotas.
-//! - `transactions.rs`: AddPartitionsToTxn, AddOffsetsToTxn and EndTxn (InitProducerId
+//! - `transactions.rs`: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+//!   DescribeTransactions and ListTransactions (InitProducerId
 //!   with a transactional id is in `produce.rs`, FindCoordinator's transaction key type
 //!   in `groups/mod.rs`).
 //! - `throttle.rs`: `throttle_time_ms` in every answer that has it.
@@ -132,6 +133,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     ),
     (ApiKey::AddOffsetsToTxn, 0, 3),
     (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -419,6 +422,10 @@ impl KafkaBroker {
             }
             ApiKey::AddOffsetsToTxn => transactions::add_offsets_to_txn(self, ctx, request).await,
             ApiKey::EndTxn => transactions::end_txn(self, ctx, request).await,
+            ApiKey::DescribeTransactions => {
+                transactions::describe_transactions(self, ctx, request).await
+            }
+            ApiKey::ListTransactions => transactions::list_transactions(self, ctx, request).await,
             ApiKey::Produce => match produce::start(self, ctx, request).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
@@ -476,6 +483,8 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::AddPartitionsToTxn => "kafka.AddPartitionsToTxn",
         ApiKey::AddOffsetsToTxn => "kafka.AddOffsetsToTxn",
         ApiKey::EndTxn => "kafka.EndTxn",
+        ApiKey::DescribeTransactions => "kafka.DescribeTransactions",
+        ApiKey::ListTransactions => "kafka.ListTransactions",
         ApiKey::ElectLeaders => "kafka.ElectLeaders",
         ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
         ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",

@@ -76,6 +76,8 @@ throttled! {
     AddPartitionsToTxnResponse => 0,
     AddOffsetsToTxnResponse => 0,
     EndTxnResponse => 0,
+    DescribeTransactionsResponse => 0,
+    ListTransactionsResponse => 0,
 }
 
 /// DescribeQuorum's answer has no `throttle_time_ms` (Kafka's controllers answer it

@@ -1,6 +1,7 @@
 //! Transactions over the Kafka protocol, through the core's `transactions` module:
 //! InitProducerId with a transactional id (in `produce.rs`, with the idempotent form),
-//! AddPartitionsToTxn (v0-v3, the client's form), AddOffsetsToTxn and EndTxn.
+//! AddPartitionsToTxn (v0-v3, the client's form), AddOffsetsToTxn, EndTxn,
+//! DescribeTransactions and ListTransactions.
 //! FindCoordinator with key type 1 is in `groups/mod.rs`. Reasons become Kafka codes in
 //! `errors.rs`.
 
@@ -8,14 +9,22 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
 };
+use kafka_protocol::messages::describe_transactions_response::{
+    TopicData, TransactionState as DescribedState,
+};
+use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
-    AddPartitionsToTxnResponse, EndTxnRequest, EndTxnResponse, ProducerId,
+    AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
+    EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
+    TopicName, TransactionalId,
 };
-use weir_broker::RequestContext;
+use kafka_protocol::protocol::StrBytes;
 use weir_broker::transactions::{
-    self as txn, AddOutcome, EndTxn, ProducerIdAndEpoch, TopicPartition, TxnResult, TxnVersion,
+    self as txn, AddOutcome, EndTxn, ListFilter, ProducerIdAndEpoch, TopicPartition, TxnResult,
+    TxnVersion,
 };
+use weir_broker::{BrokerError, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
@@ -141,6 +150,94 @@ pub(super) async fn end_txn(
             .with_error_code(error_code(&e))
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
+    };
+    answer(ctx, request, response)
+}
+
+pub(super) async fn describe_transactions(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: DescribeTransactionsRequest = request.decode_body()?;
+    let too_many = (req.transactional_ids.len() > txn::MAX_DESCRIBED_TRANSACTIONS).then(|| {
+        BrokerError::invalid(format!(
+            "a describe-transactions request names {} transactional ids; at most {} are accepted",
+            req.transactional_ids.len(),
+            txn::MAX_DESCRIBED_TRANSACTIONS
+        ))
+    });
+    let mut states = Vec::with_capacity(req.transactional_ids.len());
+    for id in &req.transactional_ids {
+        let described = match &too_many {
+            Some(e) => Err(e.clone()),
+            None => txn::describe_transaction(&broker.core, ctx, id).await,
+        };
+        let state = DescribedState::default().with_transactional_id(id.clone());
+        states.push(match described {
+            Ok(d) => {
+                let mut topics: Vec<TopicData> = Vec::new();
+                for tp in d.partitions {
+                    match topics.iter_mut().find(|t| *t.topic == *tp.topic) {
+                        Some(t) => t.partitions.push(tp.partition),
+                        None => topics.push(
+                            TopicData::default()
+                                .with_topic(TopicName(StrBytes::from_string(tp.topic)))
+                                .with_partitions(vec![tp.partition]),
+                        ),
+                    }
+                }
+                state
+                    .with_transaction_state(StrBytes::from_static_str(d.state.name()))
+                    .with_transaction_timeout_ms(d.timeout_ms)
+                    .with_transaction_start_time_ms(d.start_ms)
+                    .with_producer_id(ProducerId(d.producer_id))
+                    .with_producer_epoch(d.producer_epoch)
+                    .with_topics(topics)
+            }
+            Err(e) => state
+                .with_error_code(error_code(&e))
+                .with_transaction_state(StrBytes::from_static_str(""))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1)
+                .with_transaction_start_time_ms(-1),
+        });
+    }
+    answer(
+        ctx,
+        request,
+        DescribeTransactionsResponse::default().with_transaction_states(states),
+    )
+}
+
+pub(super) async fn list_transactions(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: ListTransactionsRequest = request.decode_body()?;
+    let filter = ListFilter {
+        producer_ids: req.producer_id_filters.iter().map(|p| p.0).collect(),
+        states: req.state_filters.iter().map(|s| s.to_string()).collect(),
+        // v1's duration filter; -1 (and v0) is none.
+        min_duration_ms: (req.duration_filter >= 0).then_some(req.duration_filter),
+    };
+    let response = match txn::list_transactions(&broker.core, ctx, &filter).await {
+        Ok((rows, unknown)) => ListTransactionsResponse::default()
+            .with_unknown_state_filters(unknown.into_iter().map(StrBytes::from_string).collect())
+            .with_transaction_states(
+                rows.into_iter()
+                    .map(|r| {
+                        ListedState::default()
+                            .with_transactional_id(TransactionalId(StrBytes::from_string(
+                                r.transactional_id,
+                            )))
+                            .with_producer_id(ProducerId(r.producer_id))
+                            .with_transaction_state(StrBytes::from_static_str(r.state.name()))
+                    })
+                    .collect(),
+            ),
+        Err(e) => ListTransactionsResponse::default().with_error_code(error_code(&e)),
     };
     answer(ctx, request, response)
 }
