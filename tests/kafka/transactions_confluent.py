@@ -10,9 +10,14 @@ Usage: transactions_confluent.py BOOTSTRAP TOPIC
 3. A second producer with the same transactional.id initialises (fencing the first);
    the first one's next transaction must fail with a fencing error.
 
+4. kafka-python's admin client describes the transactional id (DescribeTransactions at
+   its coordinator, waiting up to 10 s for the last commit's markers) and lists the
+   transactions (ListTransactions).
+
 Prints one JSON line per step: {"step": "read", "isolation": ..., "values": [...]},
-{"step": "fence", "error": NAME, "fatal": bool}. Exits non-zero on any other failure.
-Every call is bounded in time.
+{"step": "fence", "error": NAME, "fatal": bool}, {"step": "second", "ok": true},
+{"step": "describe", ...}, {"step": "list", "ids": [...]}. Exits non-zero on any other
+failure. Every call is bounded in time.
 """
 
 import json
@@ -106,3 +111,28 @@ print(json.dumps(error), flush=True)
 transaction(second, ["c-4"], commit=True)
 print(json.dumps({"step": "second", "ok": True}), flush=True)
 second.flush(TIMEOUT)
+
+from kafka.admin import KafkaAdminClient  # noqa: E402
+
+admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+deadline = time.monotonic() + 10
+while True:
+    d = admin.describe_transactions(["weir-txn-test"])["weir-txn-test"]
+    if d.state.value == "CompleteCommit" or time.monotonic() >= deadline:
+        break
+    time.sleep(0.1)
+print(
+    json.dumps(
+        {
+            "step": "describe",
+            "state": d.state.value,
+            "producer_epoch": d.producer_epoch,
+            "timeout_ms": d.transaction_timeout_ms,
+        }
+    ),
+    flush=True,
+)
+# One list per broker id.
+listed = [t for rows in admin.list_transactions().values() for t in rows]
+print(json.dumps({"step": "list", "ids": sorted(t.transactional_id for t in listed)}), flush=True)
+admin.close()

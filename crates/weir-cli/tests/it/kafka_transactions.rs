@@ -202,4 +202,18 @@ fn confluent_kafka_transactions_commit_abort_and_fence() {
         "the fenced producer's next transaction fails with a fencing error: {out}"
     );
     assert_eq!(line("second", None)["ok"], true, "{out}");
+    // kafka-python's admin client: DescribeTransactions at the id's coordinator and
+    // ListTransactions.
+    let described = line("describe", None);
+    assert_eq!(described["state"], "CompleteCommit", "{out}");
+    assert_eq!(described["timeout_ms"], 60_000, "{out}");
+    assert_eq!(
+        described["producer_epoch"], 1,
+        "the second instance's epoch, one above the fenced one's: {out}"
+    );
+    assert_eq!(
+        line("list", None)["ids"],
+        serde_json::json!(["weir-txn-test"]),
+        "{out}"
+    );
 }
