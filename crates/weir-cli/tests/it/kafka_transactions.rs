@@ -217,3 +217,85 @@ fn confluent_kafka_transactions_commit_abort_and_fence() {
         "{out}"
     );
 }
+
+/// Kafka's ACLs on transactional ids, through the core every listener uses: without an
+/// ACL, InitProducerId and FindCoordinator for a transactional id are
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED; Write on the id allows both (Write implies
+/// Describe), and only on that id.
+#[test]
+fn transactional_ids_need_write_and_describe_acls() {
+    use std::time::{Duration, Instant};
+    use weir_broker::security::{AclBinding, Operation, PatternType, Permission, ResourceType};
+    use weir_broker::{Reason, security_admin, transactions};
+
+    // With authorization on, brokers prove who they are to each other with certificates.
+    let certs = tempfile::tempdir().expect("temp dir");
+    let made = weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
+        .output()
+        .expect("weir dev certs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        tls_cert: Some(certs.path().join("node.pem")),
+        tls_key: Some(certs.path().join("node-key.pem")),
+        tls_client_ca: Some(certs.path().join("ca.pem")),
+        authorization: true,
+        ..Default::default()
+    });
+    let core = broker.server.as_ref().expect("running").core();
+    broker.block_on(async {
+        let client = RequestContext::anonymous(Listener::GRPC, None);
+        let admin = RequestContext::anonymous(Listener::INTERNAL, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while core.transactions().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the transaction coordinator never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let not_authorized = Reason::NotAuthorized {
+            resource_type: ResourceType::TransactionalId,
+        };
+        let init = |id: &'static str| {
+            let (core, client) = (core.clone(), client.clone());
+            async move { transactions::init_producer_id(&core, &client, id, 60_000, None).await }
+        };
+        assert_eq!(init("acl-tx").await.unwrap_err().reason, not_authorized);
+        assert_eq!(
+            transactions::find_coordinator(&core, &client, "acl-tx")
+                .unwrap_err()
+                .reason,
+            not_authorized
+        );
+        security_admin::create_acls(
+            &core,
+            &admin,
+            vec![AclBinding {
+                resource_type: ResourceType::TransactionalId,
+                resource_name: "acl-tx".into(),
+                pattern_type: PatternType::Literal,
+                principal: "User:ANONYMOUS".into(),
+                host: "*".into(),
+                operation: Operation::Write,
+                permission: Permission::Allow,
+            }],
+        )
+        .await
+        .expect("the ACL is created");
+        // The ACL applies once the metadata carrying it reaches this broker.
+        let producer = loop {
+            match init("acl-tx").await {
+                Ok(p) => break p,
+                Err(e) if e.reason == not_authorized && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("InitProducerId with Write on the id: {e}"),
+            }
+        };
+        assert_eq!(producer.epoch, 0);
+        transactions::find_coordinator(&core, &client, "acl-tx")
+            .expect("Write on the id implies Describe");
+        assert_eq!(init("other-tx").await.unwrap_err().reason, not_authorized);
+    });
+}
