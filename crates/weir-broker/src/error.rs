@@ -10,6 +10,7 @@ use weir_cluster::ClusterError;
 use weir_cluster::group::GroupError;
 use weir_cluster::security::ResourceType;
 use weir_cluster::storage::{AppendError, MaintenanceError, ReadError, SequenceError};
+use weir_cluster::txn::{TransactionError, TxnError};
 
 /// Why a request (or one partition of it) failed. The variants carry what a client
 /// needs to act (the leader to go to, the offsets that are valid); the message carries
@@ -159,6 +160,9 @@ pub enum Reason {
     Busy,
     /// The user or credential named does not exist.
     NotFound,
+    /// The transaction coordinator's refusal (Kafka's reasons: PRODUCER_FENCED,
+    /// CONCURRENT_TRANSACTIONS, INVALID_TXN_STATE, ...); docs/transactions.md.
+    Transaction(TxnError),
 }
 
 impl Reason {
@@ -224,6 +228,7 @@ impl Reason {
             Reason::IllegalAuthenticationState => "ILLEGAL_AUTHENTICATION_STATE",
             Reason::Busy => "BUSY",
             Reason::NotFound => "NOT_FOUND",
+            Reason::Transaction(e) => txn_reason_name(*e),
         }
     }
 
@@ -500,6 +505,51 @@ fn append_reason(source: &AppendError) -> Reason {
         AppendError::IdempotentBatchNotAlone { .. } | AppendError::OffsetMismatch { .. } => {
             Reason::StateConflict
         }
+    }
+}
+
+/// A transaction refusal's name in Weir's documented list (Kafka's name for it).
+fn txn_reason_name(e: TxnError) -> &'static str {
+    match e {
+        TxnError::NotCoordinator => "NOT_COORDINATOR",
+        TxnError::CoordinatorLoadInProgress => "COORDINATOR_LOADING",
+        TxnError::CoordinatorNotAvailable => "COORDINATOR_NOT_AVAILABLE",
+        TxnError::ConcurrentTransactions => "CONCURRENT_TRANSACTIONS",
+        TxnError::InvalidProducerEpoch => "INVALID_PRODUCER_EPOCH",
+        TxnError::ProducerFenced => "PRODUCER_FENCED",
+        TxnError::InvalidTxnState => "INVALID_TXN_STATE",
+        TxnError::InvalidProducerIdMapping => "INVALID_PRODUCER_ID_MAPPING",
+        TxnError::InvalidTransactionTimeout => "INVALID_TRANSACTION_TIMEOUT",
+        TxnError::TransactionalIdNotFound => "TRANSACTIONAL_ID_NOT_FOUND",
+        TxnError::TransactionAbortable => "TRANSACTION_ABORTABLE",
+        TxnError::InvalidRequest => "INVALID_REQUEST",
+        TxnError::TooManyPartitions | TxnError::TooManyTransactionalIds => "TOO_MANY",
+        TxnError::UnknownServerError => "INTERNAL",
+    }
+}
+
+impl From<TransactionError> for BrokerError {
+    fn from(err: TransactionError) -> BrokerError {
+        let message = err.to_string();
+        let reason = match err {
+            TransactionError::Cluster(inner) => return BrokerError::from(&*inner),
+            TransactionError::NotCoordinator { coordinator, .. } => Reason::NotCoordinator {
+                coordinator: coordinator.max(-1),
+            },
+            TransactionError::Loading { .. } => Reason::CoordinatorLoading,
+            TransactionError::CorruptRecord { .. } => Reason::Internal,
+            TransactionError::Refused(TxnError::NotCoordinator) => {
+                Reason::NotCoordinator { coordinator: -1 }
+            }
+            TransactionError::Refused(TxnError::CoordinatorLoadInProgress) => {
+                Reason::CoordinatorLoading
+            }
+            TransactionError::Refused(TxnError::CoordinatorNotAvailable) => {
+                Reason::CoordinatorNotAvailable
+            }
+            TransactionError::Refused(e) => Reason::Transaction(e),
+        };
+        BrokerError::new(reason, message)
     }
 }
 

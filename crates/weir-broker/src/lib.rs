@@ -91,6 +91,7 @@ use tokio::sync::watch;
 use weir_cluster::group::GroupCoordinator;
 use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 use weir_cluster::share::ShareCoordinator;
+use weir_cluster::txn::TransactionCoordinator;
 use weir_cluster::{Topic, TopicRegistry};
 
 pub use authz::{Authorizer, SecurityConfig};
@@ -114,6 +115,8 @@ pub struct Broker {
     share_members: share_members::ShareMembers,
     /// Carries share fetches to a coordinator on another broker; set by the server.
     share_forwarder: OnceLock<Arc<dyn shares::ShareForwarder>>,
+    /// Set once this broker is registered and unfenced, as `groups`.
+    transactions: OnceLock<Arc<TransactionCoordinator>>,
     metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     shutdown: watch::Receiver<bool>,
@@ -143,6 +146,7 @@ impl Broker {
             shares: OnceLock::new(),
             share_members: share_members::ShareMembers::default(),
             share_forwarder: OnceLock::new(),
+            transactions: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutdown,
             max_request_bytes,
@@ -244,6 +248,22 @@ impl Broker {
             BrokerError::new(
                 Reason::CoordinatorNotAvailable,
                 "share groups are not available yet: this broker is still joining its cluster; retry shortly",
+            )
+        })
+    }
+
+    /// Makes the transaction coordinator available (once; later calls are ignored).
+    pub fn set_transactions(&self, transactions: Arc<TransactionCoordinator>) {
+        let _ = self.transactions.set(transactions);
+    }
+
+    /// The transaction coordinator; COORDINATOR_NOT_AVAILABLE while this broker is still
+    /// joining its cluster.
+    pub fn transactions(&self) -> Result<&Arc<TransactionCoordinator>, BrokerError> {
+        self.transactions.get().ok_or_else(|| {
+            BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                "transactions are not available yet: this broker is still joining its cluster; retry shortly",
             )
         })
     }

@@ -1,24 +1,336 @@
-//! Transaction markers (Kafka's WriteTxnMarkers): when a transaction ends, its
-//! coordinator asks the leader of every partition the transaction wrote to append a
-//! commit or abort marker there (KIP-98). A marker is appended through the partition's
-//! ordered queue like any append and answered once the high watermark passes it
-//! (`acks=all`), so a marker that was answered survives a failover.
+//! Transactions (KIP-98, issue 44) through the broker's core: finding a transactional
+//! id's coordinator, InitProducerId with a transactional id, AddPartitionsToTxn,
+//! AddOffsetsToTxn and EndTxn (weir-cluster's [`TransactionCoordinator`] on the leader
+//! of the id's `__transaction_state` partition), and the markers that end a transaction
+//! on its partitions (Kafka's WriteTxnMarkers).
 //!
-//! [`write_txn_markers`] is called in-process by the transaction coordinator on the broker
-//! that leads the partitions. Forwarding a marker to a leader on another broker (Kafka's
-//! broker-to-broker WriteTxnMarkers request) comes with the coordinator; until then a
-//! partition this broker does not lead answers NOT_LEADER, as Kafka's leader-side handler
-//! does, and the coordinator retries on the new leader.
+//! A marker is appended through the partition's ordered queue like any append and
+//! answered once the high watermark passes it (`acks=all`), so a marker that was
+//! answered survives a failover. [`write_txn_markers`] is called in-process by the
+//! transaction coordinator ([`CoreMarkerWriter`]) on the broker that leads the
+//! partitions. A partition this broker does not lead answers NOT_LEADER, as Kafka's
+//! leader-side handler does, and the coordinator sends the marker again later:
+//! forwarding to a leader on another broker is not built yet (docs/transactions.md).
 
 use std::time::Duration;
 
+use std::sync::Weak;
+
 use futures_util::future::join_all;
-use weir_cluster::security::Operation;
+use weir_cluster::security::{Operation, ResourceType};
 use weir_cluster::storage::{ControlType, TxnMarker};
+use weir_cluster::txn::{
+    self as txn, MarkerFuture, MarkerOutcome, MarkerRequest, MarkerWriter, TXN_STATE_TOPIC,
+};
 use weir_cluster::{Durability, Topic};
 
+use crate::groups::Coordinator;
 use crate::limits::{DEFAULT_PRODUCE_TIMEOUT, MAX_PARTITIONS_PER_REQUEST};
-use crate::{Broker, BrokerError, Reason, RequestContext};
+use crate::{Broker, BrokerError, Listener, Reason, RequestContext};
+
+pub use weir_cluster::txn::{
+    EndTxn, ListFilter, ProducerIdAndEpoch, TopicPartition, TxnDescription, TxnError, TxnListing,
+    TxnResult, TxnState, TxnVersion,
+};
+
+/// The coordinator of `transactional_id` as this broker's metadata says (Kafka's
+/// FindCoordinator with key type TRANSACTION): Describe on the transactional id, then
+/// the leader of its `__transaction_state` partition; COORDINATOR_NOT_AVAILABLE while
+/// that partition has no leader.
+pub fn find_coordinator(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+) -> Result<Coordinator, BrokerError> {
+    broker.authorize(
+        ctx,
+        Operation::Describe,
+        ResourceType::TransactionalId,
+        transactional_id,
+    )?;
+    let found = txn::find_coordinator(broker.registry(), transactional_id);
+    crate::groups::coordinator_at(
+        broker,
+        "transactional id",
+        transactional_id,
+        TXN_STATE_TOPIC,
+        found,
+    )
+}
+
+/// Write on the transactional id, as Kafka requires of every transactional request.
+fn authorize_write(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+) -> Result<(), BrokerError> {
+    broker.authorize(
+        ctx,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    )
+}
+
+/// InitProducerId with a transactional id: a producer id and epoch, fencing every older
+/// instance of the id (aborting its ongoing transaction first: the client retries on
+/// CONCURRENT_TRANSACTIONS). `expected`: KIP-360's id and epoch of a producer that
+/// re-initialises after an error.
+pub async fn init_producer_id(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+    timeout_ms: i32,
+    expected: Option<ProducerIdAndEpoch>,
+) -> Result<ProducerIdAndEpoch, BrokerError> {
+    authorize_write(broker, ctx, transactional_id)?;
+    let init = txn::InitProducerId {
+        transactional_id: transactional_id.to_string(),
+        timeout_ms,
+        expected,
+    };
+    Ok(broker.transactions()?.init_producer_id(init).await?)
+}
+
+/// What became of an AddPartitionsToTxn.
+#[derive(Debug)]
+pub enum AddOutcome {
+    /// Every partition is in the transaction.
+    Added,
+    /// Nothing was added: these partitions were refused (not authorised, unknown); the
+    /// others were not attempted (Kafka's OPERATION_NOT_ATTEMPTED).
+    Refused(Vec<(TopicPartition, BrokerError)>),
+}
+
+/// AddPartitionsToTxn for one transaction: Write on the transactional id and on each
+/// topic, every partition known, then the coordinator adds them (answered once the
+/// state is replicated). A whole-request error (not authorised on the id, too many
+/// partitions, the coordinator's refusal) applies to every partition.
+pub async fn add_partitions_to_txn(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+    producer: ProducerIdAndEpoch,
+    partitions: Vec<TopicPartition>,
+) -> Result<AddOutcome, BrokerError> {
+    authorize_write(broker, ctx, transactional_id)?;
+    if partitions.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "an add-partitions-to-txn request names {} partitions; at most \
+             {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            partitions.len()
+        )));
+    }
+    let mut refused = Vec::new();
+    for tp in &partitions {
+        let checked = broker
+            .topic_for(ctx, Operation::Write, &tp.topic)
+            .and_then(|t| {
+                let index = u32::try_from(tp.partition).map_err(|_| {
+                    BrokerError::new(
+                        Reason::UnknownPartition,
+                        format!("partition {} of {} does not exist", tp.partition, tp.topic),
+                    )
+                })?;
+                t.partition(index).map(|_| ()).map_err(BrokerError::from)
+            });
+        if let Err(e) = checked {
+            refused.push((tp.clone(), e));
+        }
+    }
+    if !refused.is_empty() {
+        return Ok(AddOutcome::Refused(refused));
+    }
+    let add = txn::AddPartitions {
+        transactional_id: transactional_id.to_string(),
+        producer_id: producer.producer_id,
+        producer_epoch: producer.epoch,
+        partitions,
+        verify_only: false,
+    };
+    broker.transactions()?.add_partitions(add).await?;
+    Ok(AddOutcome::Added)
+}
+
+/// AddOffsetsToTxn: Write on the transactional id and Read on the group, then the
+/// coordinator adds the group's `__consumer_offsets` partition to the transaction.
+pub async fn add_offsets_to_txn(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+    producer: ProducerIdAndEpoch,
+    group_id: &str,
+) -> Result<(), BrokerError> {
+    authorize_write(broker, ctx, transactional_id)?;
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
+    weir_cluster::group::validate_group_id(group_id)?;
+    Ok(broker
+        .transactions()?
+        .add_offsets(
+            transactional_id,
+            producer.producer_id,
+            producer.epoch,
+            group_id,
+        )
+        .await?)
+}
+
+/// EndTxn: Write on the transactional id, then commit or abort; answered once the
+/// prepared state is replicated (the markers follow). The producer id and epoch to use
+/// next (under transaction version 2, the bumped epoch).
+pub async fn end_txn(
+    broker: &Broker,
+    ctx: &RequestContext,
+    end: EndTxn,
+) -> Result<ProducerIdAndEpoch, BrokerError> {
+    authorize_write(broker, ctx, &end.transactional_id)?;
+    Ok(broker.transactions()?.end_txn(end).await?)
+}
+
+/// KIP-890's produce-time check (verify-only AddPartitionsToTxn), made where this
+/// broker coordinates the transactional id: per partition, whether it is in the
+/// producer's transaction (TRANSACTION_ABORTABLE if not), or the coordinator's refusal
+/// of the whole check (PRODUCER_FENCED, ...). `None`: the coordinator is on another
+/// broker, and the check is not made (docs/transactions.md).
+pub async fn verify_partitions(
+    broker: &Broker,
+    transactional_id: &str,
+    producer: ProducerIdAndEpoch,
+    partitions: Vec<TopicPartition>,
+) -> Option<Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>> {
+    let coordinator = broker.transactions().ok()?;
+    if !coordinator.coordinates(transactional_id) {
+        return None;
+    }
+    let add = txn::AddPartitions {
+        transactional_id: transactional_id.to_string(),
+        producer_id: producer.producer_id,
+        producer_epoch: producer.epoch,
+        partitions,
+        verify_only: true,
+    };
+    Some(
+        coordinator
+            .verify_partitions(add)
+            .await
+            .map_err(BrokerError::from),
+    )
+}
+
+/// Most transactional ids one DescribeTransactions request may name.
+pub const MAX_DESCRIBED_TRANSACTIONS: usize = 1_000;
+
+/// DescribeTransactions for one id: Describe on it, then its coordinator's state
+/// (NOT_COORDINATOR if that is another broker).
+pub async fn describe_transaction(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+) -> Result<TxnDescription, BrokerError> {
+    broker.authorize(
+        ctx,
+        Operation::Describe,
+        ResourceType::TransactionalId,
+        transactional_id,
+    )?;
+    Ok(broker.transactions()?.describe(transactional_id).await?)
+}
+
+/// ListTransactions: the transactions this broker coordinates that match `filter` and
+/// that the principal may Describe, and the state names in the filter that are not
+/// states.
+pub async fn list_transactions(
+    broker: &Broker,
+    ctx: &RequestContext,
+    filter: &ListFilter,
+) -> Result<(Vec<TxnListing>, Vec<String>), BrokerError> {
+    let (rows, unknown) = broker.transactions()?.list(filter).await?;
+    let rows = rows
+        .into_iter()
+        .filter(|r| {
+            broker.may(
+                ctx,
+                Operation::Describe,
+                ResourceType::TransactionalId,
+                &r.transactional_id,
+            )
+        })
+        .collect();
+    Ok((rows, unknown))
+}
+
+/// The transaction coordinator's way to the partitions: markers written by this
+/// broker's core on the partitions it leads. A partition led elsewhere answers
+/// NOT_LEADER (retriable: the coordinator sends it again).
+#[derive(Debug)]
+pub struct CoreMarkerWriter {
+    broker: Weak<Broker>,
+}
+
+impl CoreMarkerWriter {
+    pub fn new(broker: Weak<Broker>) -> CoreMarkerWriter {
+        CoreMarkerWriter { broker }
+    }
+}
+
+impl MarkerWriter for CoreMarkerWriter {
+    fn write(&self, request: MarkerRequest) -> MarkerFuture<'_> {
+        Box::pin(async move {
+            let retriable = |request: MarkerRequest| {
+                request
+                    .partitions
+                    .into_iter()
+                    .map(|tp| (tp, MarkerOutcome::Retriable))
+                    .collect::<Vec<_>>()
+            };
+            let Some(broker) = self.broker.upgrade() else {
+                return retriable(request);
+            };
+            let mut topics: Vec<(String, Vec<u32>)> = Vec::new();
+            for tp in &request.partitions {
+                let index = u32::try_from(tp.partition).unwrap_or(u32::MAX);
+                match topics.iter_mut().find(|(t, _)| *t == tp.topic) {
+                    Some((_, p)) => p.push(index),
+                    None => topics.push((tp.topic.clone(), vec![index])),
+                }
+            }
+            let markers = [TxnMarkers {
+                producer_id: request.producer_id,
+                producer_epoch: request.producer_epoch,
+                commit: request.result == TxnResult::Commit,
+                coordinator_epoch: request.coordinator_epoch,
+                topics,
+            }];
+            let ctx = RequestContext::anonymous(Listener::INTERNAL, None);
+            match write_txn_markers(&broker, &ctx, &markers, None).await {
+                Ok(answers) => answers
+                    .into_iter()
+                    .flatten()
+                    .map(|w| {
+                        let tp = TopicPartition::new(w.topic, w.partition as i32);
+                        (tp, marker_outcome(&w.outcome))
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "writing transaction markers failed");
+                    retriable(request)
+                }
+            }
+        })
+    }
+}
+
+/// What one partition's marker answer means to the coordinator.
+fn marker_outcome(outcome: &Result<i64, BrokerError>) -> MarkerOutcome {
+    match outcome {
+        Ok(_) => MarkerOutcome::Written,
+        Err(e) => match e.reason {
+            Reason::ProducerFenced { .. } => MarkerOutcome::StaleProducerEpoch,
+            Reason::UnknownTopic | Reason::UnknownPartition => MarkerOutcome::UnknownPartition,
+            _ => MarkerOutcome::Retriable,
+        },
+    }
+}
 
 /// One transaction's end, on some partitions (one entry of Kafka's WriteTxnMarkers).
 #[derive(Debug, Clone)]

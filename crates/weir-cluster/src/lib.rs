@@ -46,6 +46,7 @@ pub mod security;
 pub mod share;
 pub mod tokens;
 mod topic_name;
+pub mod txn;
 
 pub use config::{
     CONFIG_KEYS, CleanupPolicy, ConfigEntry, ConfigType, EffectiveConfig, TimestampType,

@@ -87,6 +87,9 @@ pub fn status_of(reason: &Reason) -> StatusCode {
         | R::FencedInstanceId
         | R::InconsistentGroupProtocol
         | R::InvalidSessionTimeout => StatusCode::BAD_REQUEST,
+        // The console makes no transactional requests; a refusal reaching it is a
+        // conflict with the transaction's state.
+        R::Transaction(_) => StatusCode::CONFLICT,
     }
 }
 

@@ -490,6 +490,11 @@ pub fn kafka_request(data: &[u8]) {
         ElectLeaders => ElectLeadersRequest,
         AlterReplicaLogDirs => AlterReplicaLogDirsRequest,
         DescribeTopicPartitions => DescribeTopicPartitionsRequest,
+        AddPartitionsToTxn => AddPartitionsToTxnRequest,
+        AddOffsetsToTxn => AddOffsetsToTxnRequest,
+        EndTxn => EndTxnRequest,
+        DescribeTransactions => DescribeTransactionsRequest,
+        ListTransactions => ListTransactionsRequest,
     }
 }
 

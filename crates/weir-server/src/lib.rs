@@ -73,6 +73,7 @@ use weir_cluster::controller::records::{Endpoints, listener_names};
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
 use weir_cluster::share::{ShareCoordinator, ShareGroupConfig};
+use weir_cluster::txn::{TransactionConfig, TransactionCoordinator};
 use weir_cluster::{NodeIdentity, TopicRegistry};
 
 pub use admin::AdminService;
@@ -646,6 +647,20 @@ async fn open_groups(
             .set_share_forwarder(Arc::new(share_forward::GrpcShareForwarder::new(
                 broker.peer_tls.clone(),
             )));
+    }
+    if broker.core.transactions().is_err() {
+        let markers = Arc::new(weir_broker::transactions::CoreMarkerWriter::new(
+            Arc::downgrade(&broker.core),
+        ));
+        let transactions = TransactionCoordinator::open(
+            broker.registry().clone(),
+            TransactionConfig::default(),
+            Some(markers),
+            broker.core.shutdown_signal(),
+        )
+        .await
+        .context("loading transactions from __transaction_state")?;
+        broker.core.set_transactions(transactions);
     }
     Ok(())
 }

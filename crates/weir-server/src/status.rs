@@ -17,6 +17,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use weir_broker::{BrokerError, Reason};
 use weir_cluster::ClusterError;
+use weir_cluster::txn::TxnError;
 use weir_proto::v1::PartitionError;
 
 /// The `google.rpc.ErrorInfo` domain of Weir's reasons.
@@ -118,6 +119,21 @@ pub fn code(reason: &Reason) -> Code {
         Reason::CreateFailed { exhausted: true } => Code::ResourceExhausted,
         Reason::CreateFailed { exhausted: false } | Reason::Internal => Code::Internal,
         Reason::Timeout => Code::DeadlineExceeded,
+        Reason::Transaction(e) => match e {
+            TxnError::ConcurrentTransactions => Code::Unavailable,
+            TxnError::TooManyPartitions | TxnError::TooManyTransactionalIds => {
+                Code::ResourceExhausted
+            }
+            TxnError::InvalidRequest | TxnError::InvalidTransactionTimeout => {
+                Code::InvalidArgument
+            }
+            TxnError::TransactionalIdNotFound => Code::NotFound,
+            TxnError::UnknownServerError => Code::Internal,
+            TxnError::NotCoordinator
+            | TxnError::CoordinatorLoadInProgress
+            | TxnError::CoordinatorNotAvailable => Code::Unavailable,
+            _ => Code::FailedPrecondition,
+        },
     }
 }
 

@@ -1,9 +1,11 @@
-//! Transactions as Kafka consumers see them (issue 44, the partition side): transactional
-//! batches and their commit and abort markers written through the broker's core, as the
-//! transaction coordinator will write them (the Kafka listener still refuses a
-//! transactional id until the coordinator exists, so no client can write them yet),
-//! then read by confluent-kafka consumers at `isolation.level` read_committed and
-//! read_uncommitted through the Kafka listener (`tests/kafka/read_committed.py`).
+//! Transactions as Kafka clients see them (issue 44):
+//! - the partition side alone: transactional batches and their commit and abort markers
+//!   written through the broker's core, then read by confluent-kafka consumers at
+//!   `isolation.level` read_committed and read_uncommitted through the Kafka listener
+//!   (`tests/kafka/read_committed.py`);
+//! - end to end: confluent-kafka transactional producers against the transaction
+//!   coordinator (commit, abort, fencing by a second instance of the transactional id),
+//!   read back at both isolation levels (`tests/kafka/transactions_confluent.py`).
 
 use crate::common;
 
@@ -155,4 +157,145 @@ fn read_committed_consumers_see_exactly_the_committed_transaction() {
         "{out}"
     );
     assert_eq!(uncommitted["high"], 12, "{out}");
+}
+
+#[test]
+fn confluent_kafka_transactions_commit_abort_and_fence() {
+    let python = installed("tests/python/setup.sh");
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    broker.ok(&["topic", "create", "txn-e2e", "--partitions", "1"], "");
+    let script = repo_root().join("tests/kafka/transactions_confluent.py");
+    let out = run_ok(&python, &[&script.to_string_lossy(), &kafka, "txn-e2e"]);
+    let lines = json_lines(&out);
+    let line = |step: &str, isolation: Option<&str>| -> &Value {
+        lines
+            .iter()
+            .find(|l| l["step"] == step && isolation.is_none_or(|i| l["isolation"] == i))
+            .unwrap_or_else(|| panic!("no {step} {isolation:?} line in {out}"))
+    };
+    let values = |line: &Value| -> Vec<String> {
+        line["values"]
+            .as_array()
+            .expect("values")
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    assert_eq!(
+        values(line("read", Some("read_committed"))),
+        ["c-0", "c-1", "c-2", "c-3"],
+        "read_committed sees exactly the committed records: {out}"
+    );
+    assert_eq!(
+        values(line("read", Some("read_uncommitted"))),
+        ["c-0", "c-1", "c-2", "a-0", "a-1", "a-2", "c-3"],
+        "read_uncommitted sees both transactions: {out}"
+    );
+    let fence = line("fence", None);
+    assert!(
+        ["_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH"]
+            .contains(&fence["error"].as_str().unwrap_or_default()),
+        "the fenced producer's next transaction fails with a fencing error: {out}"
+    );
+    assert_eq!(line("second", None)["ok"], true, "{out}");
+    // kafka-python's admin client: DescribeTransactions at the id's coordinator and
+    // ListTransactions.
+    let described = line("describe", None);
+    assert_eq!(described["state"], "CompleteCommit", "{out}");
+    assert_eq!(described["timeout_ms"], 60_000, "{out}");
+    assert_eq!(
+        described["producer_epoch"], 1,
+        "the second instance's epoch, one above the fenced one's: {out}"
+    );
+    assert_eq!(
+        line("list", None)["ids"],
+        serde_json::json!(["weir-txn-test"]),
+        "{out}"
+    );
+}
+
+/// Kafka's ACLs on transactional ids, through the core every listener uses: without an
+/// ACL, InitProducerId and FindCoordinator for a transactional id are
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED; Write on the id allows both (Write implies
+/// Describe), and only on that id.
+#[test]
+fn transactional_ids_need_write_and_describe_acls() {
+    use std::time::{Duration, Instant};
+    use weir_broker::security::{AclBinding, Operation, PatternType, Permission, ResourceType};
+    use weir_broker::{Reason, security_admin, transactions};
+
+    // With authorization on, brokers prove who they are to each other with certificates.
+    let certs = tempfile::tempdir().expect("temp dir");
+    let made = weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
+        .output()
+        .expect("weir dev certs");
+    assert!(made.status.success(), "{}", stderr(&made));
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        tls_cert: Some(certs.path().join("node.pem")),
+        tls_key: Some(certs.path().join("node-key.pem")),
+        tls_client_ca: Some(certs.path().join("ca.pem")),
+        authorization: true,
+        ..Default::default()
+    });
+    let core = broker.server.as_ref().expect("running").core();
+    broker.block_on(async {
+        let client = RequestContext::anonymous(Listener::GRPC, None);
+        let admin = RequestContext::anonymous(Listener::INTERNAL, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while core.transactions().is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the transaction coordinator never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let not_authorized = Reason::NotAuthorized {
+            resource_type: ResourceType::TransactionalId,
+        };
+        let init = |id: &'static str| {
+            let (core, client) = (core.clone(), client.clone());
+            async move { transactions::init_producer_id(&core, &client, id, 60_000, None).await }
+        };
+        assert_eq!(init("acl-tx").await.unwrap_err().reason, not_authorized);
+        assert_eq!(
+            transactions::find_coordinator(&core, &client, "acl-tx")
+                .unwrap_err()
+                .reason,
+            not_authorized
+        );
+        security_admin::create_acls(
+            &core,
+            &admin,
+            vec![AclBinding {
+                resource_type: ResourceType::TransactionalId,
+                resource_name: "acl-tx".into(),
+                pattern_type: PatternType::Literal,
+                principal: "User:ANONYMOUS".into(),
+                host: "*".into(),
+                operation: Operation::Write,
+                permission: Permission::Allow,
+            }],
+        )
+        .await
+        .expect("the ACL is created");
+        // The ACL applies once the metadata carrying it reaches this broker.
+        let producer = loop {
+            match init("acl-tx").await {
+                Ok(p) => break p,
+                Err(e) if e.reason == not_authorized && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("InitProducerId with Write on the id: {e}"),
+            }
+        };
+        assert_eq!(producer.epoch, 0);
+        transactions::find_coordinator(&core, &client, "acl-tx")
+            .expect("Write on the id implies Describe");
+        assert_eq!(init("other-tx").await.unwrap_err().reason, not_authorized);
+    });
 }

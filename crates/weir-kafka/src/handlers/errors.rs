@@ -7,6 +7,7 @@
 use kafka_protocol::error::ResponseError as E;
 use weir_broker::security::ResourceType;
 use weir_broker::topics::ElectionRefusal;
+use weir_broker::transactions::TxnError;
 use weir_broker::{BrokerError, Reason};
 
 /// The Kafka error code for `err`.
@@ -63,6 +64,28 @@ pub fn reassignment_code(err: &BrokerError, cancel: bool) -> i16 {
         Reason::InvalidRequest if cancel => E::NoReassignmentInProgress.code(),
         Reason::InvalidRequest => E::InvalidReplicaAssignment.code(),
         _ => error_code(err),
+    }
+}
+
+/// The Kafka error of a transaction coordinator's refusal (Weir's two limits have no
+/// code of their own in Kafka: a transaction over the partition limit is an
+/// INVALID_REQUEST, a full coordinator partition a COORDINATOR_NOT_AVAILABLE).
+fn txn_error(e: TxnError) -> E {
+    match e {
+        TxnError::NotCoordinator => E::NotCoordinator,
+        TxnError::CoordinatorLoadInProgress => E::CoordinatorLoadInProgress,
+        TxnError::CoordinatorNotAvailable => E::CoordinatorNotAvailable,
+        TxnError::ConcurrentTransactions => E::ConcurrentTransactions,
+        TxnError::InvalidProducerEpoch => E::InvalidProducerEpoch,
+        TxnError::ProducerFenced => E::ProducerFenced,
+        TxnError::InvalidTxnState => E::InvalidTxnState,
+        TxnError::InvalidProducerIdMapping => E::InvalidProducerIdMapping,
+        TxnError::InvalidTransactionTimeout => E::InvalidTransactionTimeout,
+        TxnError::TransactionalIdNotFound => E::TransactionalIdNotFound,
+        TxnError::TransactionAbortable => E::TransactionAbortable,
+        TxnError::InvalidRequest | TxnError::TooManyPartitions => E::InvalidRequest,
+        TxnError::TooManyTransactionalIds => E::CoordinatorNotAvailable,
+        TxnError::UnknownServerError => E::UnknownServerError,
     }
 }
 
@@ -130,6 +153,7 @@ pub fn code(reason: &Reason) -> i16 {
         // error.
         Reason::Busy => E::RequestTimedOut,
         Reason::NotFound => E::ResourceNotFound,
+        Reason::Transaction(e) => txn_error(*e),
     };
     error.code()
 }

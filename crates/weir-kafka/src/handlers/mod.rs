@@ -26,6 +26,10 @@
 //!   groups in ListGroups and DeleteGroups go through `groups/describe.rs`).
 //! - `security.rs`: ACLs and SCRAM credentials; `quotas.rs`: AlterClientQuotas and
 //!   DescribeClientQuotas.
+//! - `transactions.rs`: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+//!   DescribeTransactions and ListTransactions (InitProducerId
+//!   with a transactional id is in `produce.rs`, FindCoordinator's transaction key type
+//!   in `groups/mod.rs`).
 //! - `throttle.rs`: `throttle_time_ms` in every answer that has it.
 //!
 //! Every request the handler answers runs under the request-time quota (the core's
@@ -49,6 +53,7 @@ mod share_admin;
 mod shares;
 mod throttle;
 mod topics;
+mod transactions;
 
 use std::sync::Arc;
 
@@ -121,6 +126,15 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (
+        ApiKey::AddPartitionsToTxn,
+        0,
+        transactions::LAST_CLIENT_ADD_PARTITIONS,
+    ),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The broker core as Kafka clients of one listener see it.
@@ -403,6 +417,15 @@ impl KafkaBroker {
                 quotas::describe_client_quotas(self, ctx, request).await
             }
             ApiKey::AlterClientQuotas => quotas::alter_client_quotas(self, ctx, request).await,
+            ApiKey::AddPartitionsToTxn => {
+                transactions::add_partitions_to_txn(self, ctx, request).await
+            }
+            ApiKey::AddOffsetsToTxn => transactions::add_offsets_to_txn(self, ctx, request).await,
+            ApiKey::EndTxn => transactions::end_txn(self, ctx, request).await,
+            ApiKey::DescribeTransactions => {
+                transactions::describe_transactions(self, ctx, request).await
+            }
+            ApiKey::ListTransactions => transactions::list_transactions(self, ctx, request).await,
             ApiKey::Produce => match produce::start(self, ctx, request).await {
                 Ok(pending) => pending.await,
                 Err(e) => Err(e),
@@ -457,6 +480,11 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeQuorum => "kafka.DescribeQuorum",
         ApiKey::AlterReplicaLogDirs => "kafka.AlterReplicaLogDirs",
         ApiKey::DescribeTopicPartitions => "kafka.DescribeTopicPartitions",
+        ApiKey::AddPartitionsToTxn => "kafka.AddPartitionsToTxn",
+        ApiKey::AddOffsetsToTxn => "kafka.AddOffsetsToTxn",
+        ApiKey::EndTxn => "kafka.EndTxn",
+        ApiKey::DescribeTransactions => "kafka.DescribeTransactions",
+        ApiKey::ListTransactions => "kafka.ListTransactions",
         ApiKey::ElectLeaders => "kafka.ElectLeaders",
         ApiKey::ConsumerGroupDescribe => "kafka.ConsumerGroupDescribe",
         ApiKey::AlterPartitionReassignments => "kafka.AlterPartitionReassignments",

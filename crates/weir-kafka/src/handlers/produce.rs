@@ -10,11 +10,15 @@ use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
     describe_producers_response::{PartitionResponse, ProducerState, TopicResponse},
+    produce_request::PartitionProduceData,
     produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse},
 };
 use kafka_protocol::protocol::StrBytes;
+use weir_batch::{BatchHeader, HEADER_BYTES};
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
-use weir_broker::{BrokerError, RequestContext};
+use weir_broker::security::{Operation, ResourceType};
+use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition, TxnError};
+use weir_broker::{BrokerError, Reason, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
@@ -36,6 +40,16 @@ pub(super) async fn start(
         _ => None,
     };
     let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
+    let transactional_id = req.transactional_id.as_ref().map(|id| id.to_string());
+    // A transactional producer needs Write on its transactional id (Kafka's
+    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition otherwise).
+    let txn_refusal = transactional_id.as_deref().and_then(|id| {
+        broker
+            .core
+            .authorize(ctx, Operation::Write, ResourceType::TransactionalId, id)
+            .err()
+            .map(|e| error_code(&e))
+    });
     // Every topic is queued before any is waited on, so one topic's acks=all wait does
     // not hold up another's append.
     let mut topics = Vec::with_capacity(req.topic_data.len());
@@ -43,20 +57,21 @@ pub(super) async fn start(
         let name = t.name.to_string();
         let refusal = if acks.is_none() {
             Some(ResponseError::InvalidRequiredAcks.code())
-        } else if req.transactional_id.is_some() {
-            // Transactions are not served: say so rather than store a batch whose
-            // commit or abort would never come.
-            Some(ResponseError::TransactionalIdAuthorizationFailed.code())
         } else {
-            None
+            txn_refusal
         };
         let indexes: Vec<i32> = t.partition_data.iter().map(|p| p.index).collect();
         if let Some(code) = refusal {
-            topics.push((name, Err((indexes, code))));
+            topics.push((name, Err((indexes, code)), Vec::new()));
             continue;
         }
-        let partitions = t
-            .partition_data
+        let mut data = t.partition_data;
+        let mut unverified = Vec::new();
+        if let Some(id) = &transactional_id {
+            unverified = verify(broker, id, &name, &data, version).await;
+            data.retain(|p| !unverified.iter().any(|(index, _)| *index == p.index));
+        }
+        let partitions = data
             .into_iter()
             .map(|p| PartitionProduce {
                 partition: u32::try_from(p.index).unwrap_or(u32::MAX),
@@ -83,15 +98,23 @@ pub(super) async fn start(
             },
         )
         .await;
-        topics.push((name, submitted.map_err(|e| (indexes, error_code(&e)))));
+        let indexes = indexes
+            .into_iter()
+            .filter(|i| !unverified.iter().any(|(index, _)| index == i))
+            .collect();
+        topics.push((
+            name,
+            submitted.map_err(|e| (indexes, error_code(&e))),
+            unverified,
+        ));
     }
     let silent = acks == Some(Acks::None);
     // A quota held the request back while it was queued (the core's `submit`).
     let throttle_time_ms = ctx.throttle_ms();
     Ok(async move {
         let mut responses = Vec::with_capacity(topics.len());
-        for (name, submitted) in topics {
-            let partitions = match submitted {
+        for (name, submitted, unverified) in topics {
+            let mut partitions: Vec<PartitionProduceResponse> = match submitted {
                 Err((indexes, code)) => indexes
                     .into_iter()
                     .map(|index| refused(index, code, None))
@@ -113,6 +136,11 @@ pub(super) async fn start(
                     })
                     .collect(),
             };
+            partitions.extend(
+                unverified
+                    .into_iter()
+                    .map(|(index, code)| refused(index, code, None)),
+            );
             responses.push(
                 TopicProduceResponse::default()
                     .with_name(TopicName(StrBytes::from_string(name)))
@@ -129,6 +157,69 @@ pub(super) async fn start(
             version,
         )
     })
+}
+
+/// Produce v12 is the first whose producer knows TRANSACTION_ABORTABLE (KIP-890);
+/// older ones hear INVALID_TXN_STATE for a partition not in their transaction.
+const FIRST_TRANSACTION_ABORTABLE_PRODUCE: i16 = 12;
+
+/// KIP-890's produce-time check of a transactional producer's partitions, where this
+/// broker coordinates its transactional id: the partitions whose transactional batch
+/// its transaction does not hold, with the code each is refused with. Where the
+/// coordinator is another broker the check is not made (docs/transactions.md).
+async fn verify(
+    broker: &KafkaBroker,
+    transactional_id: &str,
+    topic: &str,
+    data: &[PartitionProduceData],
+    version: i16,
+) -> Vec<(i32, i16)> {
+    let mut producer = None;
+    let mut partitions = Vec::new();
+    for p in data {
+        let Some(bytes) = &p.records else { continue };
+        if bytes.len() < HEADER_BYTES {
+            continue; // the core refuses it as malformed
+        }
+        let header = BatchHeader::parse(bytes);
+        if !header.is_transactional() {
+            continue;
+        }
+        producer = Some(ProducerIdAndEpoch {
+            producer_id: header.producer_id,
+            epoch: header.producer_epoch,
+        });
+        partitions.push(TopicPartition::new(topic, p.index));
+    }
+    let Some(producer) = producer else {
+        return Vec::new();
+    };
+    let indexes: Vec<i32> = partitions.iter().map(|tp| tp.partition).collect();
+    let verdicts = weir_broker::transactions::verify_partitions(
+        &broker.core,
+        transactional_id,
+        producer,
+        partitions,
+    )
+    .await;
+    match verdicts {
+        None => Vec::new(),
+        Some(Err(e)) => indexes.into_iter().map(|i| (i, error_code(&e))).collect(),
+        Some(Ok(verdicts)) => verdicts
+            .into_iter()
+            .filter_map(|(tp, verdict)| {
+                let code = match verdict.err()? {
+                    TxnError::TransactionAbortable
+                        if version < FIRST_TRANSACTION_ABORTABLE_PRODUCE =>
+                    {
+                        ResponseError::InvalidTxnState.code()
+                    }
+                    e => error_code(&BrokerError::new(Reason::Transaction(e), e.to_string())),
+                };
+                Some((tp.partition, code))
+            })
+            .collect(),
+    }
 }
 
 /// The records an INVALID_RECORD answer names (v8+; older versions carry the code
@@ -160,12 +251,29 @@ pub(super) async fn init_producer_id(
     request: &Request,
 ) -> Result<Response, HandlerError> {
     let req: InitProducerIdRequest = request.decode_body()?;
-    let response = if req.transactional_id.is_some() {
-        // Transactions are not served (docs/kafka-compatibility.md).
-        InitProducerIdResponse::default()
-            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1)
+    let response = if let Some(id) = req.transactional_id.as_ref().map(|id| id.to_string()) {
+        // KIP-360: a producer re-initialising after an error names its id and epoch.
+        let expected = (req.producer_id.0 >= 0).then_some(ProducerIdAndEpoch {
+            producer_id: req.producer_id.0,
+            epoch: req.producer_epoch,
+        });
+        let init = weir_broker::transactions::init_producer_id(
+            &broker.core,
+            ctx,
+            &id,
+            req.transaction_timeout_ms,
+            expected,
+        )
+        .await;
+        match init {
+            Ok(p) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(p.producer_id))
+                .with_producer_epoch(p.epoch),
+            Err(e) => InitProducerIdResponse::default()
+                .with_error_code(error_code(&e))
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1),
+        }
     } else {
         match weir_broker::producers::init_producer_id(&broker.core, ctx, None).await {
             Ok((id, epoch)) => InitProducerIdResponse::default()

@@ -73,6 +73,11 @@ throttled! {
     DescribeShareGroupOffsetsResponse => 0,
     AlterShareGroupOffsetsResponse => 0,
     DeleteShareGroupOffsetsResponse => 0,
+    AddPartitionsToTxnResponse => 0,
+    AddOffsetsToTxnResponse => 0,
+    EndTxnResponse => 0,
+    DescribeTransactionsResponse => 0,
+    ListTransactionsResponse => 0,
 }
 
 /// DescribeQuorum's answer has no `throttle_time_ms` (Kafka's controllers answer it

@@ -17,8 +17,8 @@ mod offsets;
 use kafka_protocol::messages::find_coordinator_response::Coordinator as KafkaCoordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::groups;
 use weir_broker::{BrokerError, Reason, RequestContext};
+use weir_broker::{groups, transactions};
 
 use super::{KafkaBroker, answer, error_code, host_port};
 use crate::frame::Request;
@@ -33,8 +33,10 @@ pub(super) use offsets::{FIRST_KIP848_OFFSET_COMMIT, offset_commit, offset_delet
 const FIRST_BATCHED_FIND_COORDINATOR: i16 = 4;
 /// Kafka's `authorized_operations` when they were not asked for.
 pub(super) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
-/// FindCoordinator's key type of a consumer group (1 is a transactional id).
+/// FindCoordinator's key type of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// FindCoordinator's key type of a transactional id.
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn str(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
@@ -62,10 +64,17 @@ pub(super) async fn find_coordinator(
         .map(|key| {
             let outcome = match (&too_many, req.key_type) {
                 (Some(e), _) => Err(e.clone()),
-                (None, KEY_TYPE_GROUP) => coordinator_address(broker, ctx, &key),
+                (None, KEY_TYPE_GROUP) => {
+                    let found = groups::find_coordinator(&broker.core, ctx, &key);
+                    coordinator_address(broker, "group", &key, found)
+                }
+                (None, KEY_TYPE_TRANSACTION) => {
+                    let found = transactions::find_coordinator(&broker.core, ctx, &key);
+                    coordinator_address(broker, "transactional id", &key, found)
+                }
                 (None, other) => Err(BrokerError::invalid(format!(
-                    "key type {other} is not served: only consumer groups (key type 0) have \
-                     coordinators here (transactions are not supported)"
+                    "key type {other} is not served: consumer groups (key type 0) and \
+                     transactional ids (key type 1) have coordinators here"
                 ))),
             };
             match outcome {
@@ -98,14 +107,16 @@ pub(super) async fn find_coordinator(
     answer(ctx, request, response)
 }
 
-/// The coordinator of `group_id` and its Kafka address (from the metadata image, as
-/// Metadata answers it: the address for the listener the request came on).
+/// The Kafka address of the coordinator `found` of `key` (a `kind`: group or
+/// transactional id), from the metadata image as Metadata answers it: the address for
+/// the listener the request came on.
 fn coordinator_address(
     broker: &KafkaBroker,
-    ctx: &RequestContext,
-    group_id: &str,
+    kind: &str,
+    key: &str,
+    found: Result<groups::Coordinator, BrokerError>,
 ) -> Result<(i32, String, i32), BrokerError> {
-    let c = groups::find_coordinator(&broker.core, ctx, group_id)?;
+    let c = found?;
     let address = broker
         .address_of(&c.endpoints)
         .and_then(host_port)
@@ -113,7 +124,7 @@ fn coordinator_address(
             BrokerError::new(
                 Reason::CoordinatorNotAvailable,
                 format!(
-                    "the coordinator of group {group_id:?}, broker {}, has no Kafka listener",
+                    "the coordinator of {kind} {key:?}, broker {}, has no Kafka listener",
                     c.node_id
                 ),
             )
