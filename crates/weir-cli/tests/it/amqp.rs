@@ -459,3 +459,123 @@ fn pika_consumer_is_cancelled_by_the_broker_when_its_queue_is_deleted() {
     assert_eq!(result["cancelled"], Value::Bool(true), "{result}");
     assert_eq!(result["channel_open"], Value::Bool(true), "{result}");
 }
+
+/// The `x-death` entry a dead-lettered message carries, checked as a RabbitMQ user would:
+/// which queue it left, why, how often, and where it had been published.
+fn assert_death(message: &Value, queue: &str, reason: &str, exchange: &str, key: &str) {
+    let deaths = message["x_death"].as_array().expect("x-death is an array");
+    assert_eq!(deaths.len(), 1, "{message}");
+    let death = &deaths[0];
+    assert_eq!(death["queue"], queue, "{message}");
+    assert_eq!(death["reason"], reason, "{message}");
+    assert_eq!(death["count"], 1, "{message}");
+    assert_eq!(death["exchange"], exchange, "{message}");
+    assert_eq!(death["routing-keys"], serde_json::json!([key]), "{message}");
+    assert!(
+        death["time"].as_i64().unwrap_or(0) > 1_600_000_000,
+        "{message}"
+    );
+    assert_eq!(message["x_first_death_queue"], queue, "{message}");
+    assert_eq!(message["x_first_death_reason"], reason, "{message}");
+    assert_eq!(message["x_first_death_exchange"], exchange, "{message}");
+}
+
+#[test]
+fn pika_delay_queue_dead_letters_on_ttl_reject_and_delivery_limit() {
+    let (_broker, port) = amqp_broker();
+    let result = &tutorial("dead_letters.py", port, &[]);
+
+    // The delay queue: all five reach `work` through `dlx`, none before their 1 s TTL,
+    // in publish order, each with its death; `audit`, bound alike, gets them too, and
+    // nothing is left in `delay`.
+    let delayed = result["delayed"].as_array().expect("delayed");
+    let bodies: Vec<&str> = delayed
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        (0..5).map(|i| format!("delayed {i}")).collect::<Vec<_>>(),
+        "{result}"
+    );
+    for m in delayed {
+        let after = m["after_s"].as_f64().unwrap();
+        assert!(
+            (0.95..10.0).contains(&after),
+            "arrived after {after} s: {m}"
+        );
+        assert_eq!(m["exchange"], "dlx", "{m}");
+        assert_eq!(m["routing_key"], "work", "{m}");
+        assert_death(m, "delay", "expired", "", "delay");
+    }
+    assert_eq!(strings_of(&result["audited"], "body").len(), 5, "{result}");
+    assert_eq!(result["delay_left"], 0, "{result}");
+
+    // A per-message expiration through the default exchange: the copy has no expiration
+    // of its own (it would expire again at once), x-death keeps the original.
+    let expired = &result["expired"][0];
+    assert_eq!(expired["body"], "expires", "{result}");
+    assert!(expired["after_s"].as_f64().unwrap() >= 0.45, "{expired}");
+    assert_eq!(expired["expiration"], Value::Null, "{expired}");
+    assert_eq!(expired["routing_key"], "work2", "{expired}");
+    assert_death(expired, "delay2", "expired", "", "delay2");
+    assert_eq!(
+        expired["x_death"][0]["original-expiration"], "500",
+        "{expired}"
+    );
+
+    // Rejected without requeue, and released past x-delivery-limit 1 (two deliveries).
+    assert_eq!(result["rejected_first"], "bad job", "{result}");
+    assert_eq!(result["flaky_deliveries"], 2, "{result}");
+    let failed = result["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 2, "{result}");
+    let by_body = |body: &str| {
+        failed
+            .iter()
+            .find(|m| m["body"] == body)
+            .unwrap_or_else(|| panic!("no {body} in {result}"))
+    };
+    let rejected = by_body("bad job");
+    assert_eq!(rejected["routing_key"], "jobs", "{rejected}");
+    assert_death(rejected, "jobs", "rejected", "", "jobs");
+    assert_death(by_body("flaky job"), "flaky", "delivery_limit", "", "flaky");
+
+    // What RabbitMQ refuses, refused alike, in its words.
+    let refusals = &result["refusals"];
+    for case in [
+        "ttl_as_string",
+        "ttl_negative",
+        "routing_key_without_dlx",
+        "redeclare_other_ttl",
+        "expiration_not_a_number",
+    ] {
+        assert_eq!(refusals[case]["code"], 406, "{case}: {refusals}");
+    }
+    let text = |case: &str| refusals[case]["text"].as_str().unwrap_or("").to_owned();
+    assert!(
+        text("ttl_as_string").contains(
+            "invalid arg 'x-message-ttl' for queue 'bad1' in vhost '/': {unacceptable_type,longstr}"
+        ),
+        "{refusals}"
+    );
+    assert!(
+        text("ttl_negative").contains("value_negative"),
+        "{refusals}"
+    );
+    assert!(
+        text("routing_key_without_dlx").contains("routing_key_but_no_dlx_defined"),
+        "{refusals}"
+    );
+    assert!(
+        text("expiration_not_a_number").contains("invalid expiration 'soon'"),
+        "{refusals}"
+    );
+}
+
+/// The `field` of each entry of the array `value`.
+fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m[field].as_str()).collect())
+        .unwrap_or_default()
+}
