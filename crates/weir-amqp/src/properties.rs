@@ -26,6 +26,14 @@ pub const APP_ID: &str = "amqp-app-id";
 pub const ROUTING_KEY: &str = "amqp-routing-key";
 /// The exchange a message was published to (absent for the default exchange).
 pub const EXCHANGE: &str = "amqp-exchange";
+/// The `headers` table in AMQP's own encoding, kept when some value is not a string, so
+/// its field types come back on delivery (Celery reads integers and arrays from its
+/// headers); the text form of each entry is a record header too, for Kafka consumers.
+pub const HEADERS_TABLE: &str = "amqp-headers-table";
+/// Most `F`/`A` octets a stored headers table may hold to be decoded on delivery (the
+/// decoder recurses, and a record produced by a Kafka client could nest deeper than a
+/// frame may): one with more is delivered with its entries' text forms.
+const MAX_STORED_TABLE_NESTING_OCTETS: usize = 64;
 
 /// Longest AMQP short string (property values and header names).
 const MAX_SHORT_STRING_BYTES: usize = 255;
@@ -268,8 +276,38 @@ pub fn to_headers(properties: &BasicProperties, exchange: &str, routing_key: &st
                 value: value_bytes(value),
             });
         }
+        let typed = table
+            .into_iter()
+            .any(|(_, v)| !matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_)));
+        if typed && let Some(bytes) = encode_table(table) {
+            headers.push(Header {
+                key: HEADERS_TABLE.to_owned(),
+                value: Some(Bytes::from(bytes)),
+            });
+        }
     }
     headers
+}
+
+/// A field table in AMQP's encoding (a 4-byte length, then the entries); `None` for one
+/// the encoder refuses (it came from a decoded frame, so this does not happen).
+fn encode_table(table: &FieldTable) -> Option<Vec<u8>> {
+    use amq_protocol::frame::WriteContext;
+    amq_protocol::types::generation::gen_field_table(table)(WriteContext::from(Vec::new()))
+        .ok()
+        .map(|ctx| ctx.into_inner().0)
+}
+
+/// A stored headers table, if it decodes and nests shallowly enough to decode here.
+fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
+    let nesting = bytes.iter().filter(|&&b| b == b'F' || b == b'A').count();
+    if nesting > MAX_STORED_TABLE_NESTING_OCTETS {
+        return None;
+    }
+    match amq_protocol::types::parsing::parse_field_table(bytes) {
+        Ok((rest, table)) if rest.is_empty() => Some(table),
+        _ => None,
+    }
 }
 
 /// The `headers` property's entries as text (name, value), what a headers exchange
@@ -337,6 +375,13 @@ pub struct Published {
 /// short string are left out.
 pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Published) {
     let mut properties = BasicProperties::default();
+    // The typed table a publisher's headers were kept as, if any: its entries win over
+    // their text forms.
+    let typed = headers
+        .iter()
+        .rev()
+        .find(|h| h.key == HEADERS_TABLE)
+        .and_then(|h| decode_table(h.value.as_deref()?));
     let mut table = FieldTable::default();
     let mut routing_key = queue.to_owned();
     let mut exchange = String::new();
@@ -390,6 +435,8 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
             }
             // Told as `x-death` below; the expiry is the `expiration` property's.
             name if name.starts_with(DLQ_PREFIX) || name == EXPIRE_AT_HEADER => properties,
+            HEADERS_TABLE => properties,
+            name if typed.as_ref().is_some_and(|t| t.contains_key(name)) => properties,
             name if name.len() <= MAX_SHORT_STRING_BYTES => {
                 let value = match &header.value {
                     Some(v) => AMQPValue::LongString(LongString::from(v.to_vec())),
@@ -400,6 +447,11 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
             }
             _ => properties,
         };
+    }
+    if let Some(typed) = typed {
+        for (name, value) in &typed {
+            table.insert(name.clone(), value.clone());
+        }
     }
     put_x_death(&deaths(headers), &mut table);
     if !table.inner().is_empty() {
@@ -459,6 +511,30 @@ mod tests {
             table.inner().get(&ShortString::from("retries")),
             Some(&AMQPValue::LongString("3".into()))
         );
+    }
+
+    #[test]
+    fn typed_header_values_come_back_with_their_types() {
+        let mut table = FieldTable::default();
+        table.insert("retries".into(), AMQPValue::LongInt(2));
+        table.insert(
+            "timelimit".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::Void, AMQPValue::Void].into()),
+        );
+        table.insert("task".into(), AMQPValue::LongString("add".into()));
+        let properties = BasicProperties::default().with_headers(table.clone());
+        let headers = to_headers(&properties, "", "celery");
+        // Kafka consumers still see each entry as text.
+        assert!(
+            headers
+                .iter()
+                .any(|h| h.key == "retries" && h.value.as_deref() == Some(&b"2"[..]))
+        );
+        let (back, _) = from_headers(&headers, "celery");
+        assert_eq!(back.headers().as_ref(), Some(&table));
+        // A stored table nested too deep is not decoded: the text forms come instead.
+        let deep = vec![b'F'; 100];
+        assert!(decode_table(&deep).is_none());
     }
 
     #[test]

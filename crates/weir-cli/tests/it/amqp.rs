@@ -579,3 +579,115 @@ fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
         .map(|a| a.iter().filter_map(|m| m[field].as_str()).collect())
         .unwrap_or_default()
 }
+
+/// Celery on `pyamqp://`, its default broker: a client `.delay()`s tasks into Weir's
+/// AMQP listener and a worker runs each once: plain tasks, one with `bind=True,
+/// max_retries=3` that fails twice and succeeds on `self.retry(countdown=1)`, and one with
+/// an `eta` 2 s ahead, not run before it.
+#[test]
+fn celery_on_pyamqp_runs_tasks_retries_and_etas() {
+    const TASKS: usize = 10;
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("done");
+    let env = |command: &mut std::process::Command| {
+        command
+            .current_dir(repo_root().join("tests/amqp"))
+            .env(
+                "CELERY_BROKER_URL",
+                format!("pyamqp://guest@127.0.0.1:{port}//"),
+            )
+            .env("CELERY_OUT", &out)
+            .stdin(std::process::Stdio::null());
+    };
+    let mut send = std::process::Command::new(&python);
+    send.args(["celery_tasks.py", "send", &TASKS.to_string()]);
+    env(&mut send);
+    let sent = finish(send, &["celery_tasks.py send"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+
+    let mut worker = std::process::Command::new(&python);
+    worker.args([
+        "-m",
+        "celery",
+        "-A",
+        "celery_tasks",
+        "worker",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=INFO",
+    ]);
+    env(&mut worker);
+    let log = dir.path().join("worker.log");
+    let log_file = std::fs::File::create(&log).expect("worker log");
+    let worker = KillOnDrop(
+        worker
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("the worker starts"),
+    );
+    // Each line: what ran, then when (epoch seconds).
+    let runs = || -> Vec<(String, f64)> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (what, at) = l.rsplit_once(' ')?;
+                Some((what.to_owned(), at.parse().ok()?))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let done = loop {
+        let done = runs();
+        let finished = done.iter().any(|(w, _)| w == "flaky 2")
+            && done.iter().any(|(w, _)| w.starts_with("later "))
+            && done
+                .iter()
+                .filter(|(w, _)| w.starts_with("record "))
+                .count()
+                >= TASKS;
+        if finished || std::time::Instant::now() > deadline {
+            break done;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    drop(worker);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    let mut records: Vec<usize> = done
+        .iter()
+        .filter_map(|(w, _)| w.strip_prefix("record ")?.parse().ok())
+        .collect();
+    records.sort_unstable();
+    assert_eq!(
+        records,
+        (0..TASKS).collect::<Vec<_>>(),
+        "runs: {done:?}\nworker log:\n{log}"
+    );
+    // Two failures, then success: three runs, each at least its countdown after the last.
+    let flaky: Vec<&(String, f64)> = done
+        .iter()
+        .filter(|(w, _)| w.starts_with("flaky "))
+        .collect();
+    let attempts: Vec<&str> = flaky.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        attempts,
+        ["flaky 0", "flaky 1", "flaky 2"],
+        "worker log:\n{log}"
+    );
+    for pair in flaky.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= 0.9, "retried too early: {flaky:?}");
+    }
+    // The eta task ran once, not before its eta.
+    let later: Vec<&(String, f64)> = done
+        .iter()
+        .filter(|(w, _)| w.starts_with("later "))
+        .collect();
+    assert_eq!(later.len(), 1, "runs: {done:?}\nworker log:\n{log}");
+    let sent_at: f64 = later[0].0["later ".len()..].parse().expect("sent at");
+    assert!(later[0].1 - sent_at >= 1.9, "ran before its eta: {later:?}");
+}
