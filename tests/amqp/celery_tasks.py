@@ -7,9 +7,9 @@ appends a line to, so the caller can see which ran, when, and on which attempt).
 
     celery_tasks.py send N    queues `record` 0..N-1, `flaky` once and `later` with an
                               eta 2 s ahead, from a client
+    celery_tasks.py result    `add(2, 3)`, and prints the result the worker sends back
+                              through the rpc:// backend (a reply queue with x-expires)
     celery -A celery_tasks worker ...   runs them
-
-No result backend: the worker's runs are seen through CELERY_OUT.
 """
 
 import datetime
@@ -19,7 +19,7 @@ import time
 
 from celery import Celery
 
-app = Celery("weir_tasks", broker=os.environ["CELERY_BROKER_URL"])
+app = Celery("weir_tasks", broker=os.environ["CELERY_BROKER_URL"], backend="rpc://")
 app.conf.update(
     # Remote control (the pidbox) declares `celery@HOST.celery.pidbox`, which is not a
     # Weir queue name yet (docs/amqp.md § Not served yet).
@@ -46,6 +46,11 @@ def flaky(self):
         raise self.retry(countdown=1)
 
 
+@app.task(name="add")
+def add(a, b):
+    return a + b
+
+
 @app.task(name="later")
 def later(sent_at):
     note(f"later {sent_at:.3f}")
@@ -60,3 +65,6 @@ if __name__ == "__main__" and sys.argv[1:2] == ["send"]:
         (now,), eta=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
     )
     print("sent", file=sys.stderr)
+
+if __name__ == "__main__" and sys.argv[1:2] == ["result"]:
+    print(add.delay(2, 3).get(timeout=30))

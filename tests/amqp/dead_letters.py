@@ -207,6 +207,9 @@ refusals = {
             },
         )
     ),
+    "expires_zero": refused(
+        lambda ch: ch.queue_declare(queue="bad4", arguments={"x-expires": 0})
+    ),
     "expiration_not_a_number": refused(
         lambda ch: (
             ch.confirm_delivery(),
@@ -219,6 +222,27 @@ refusals = {
         )
     ),
 }
+
+# x-expires: a queue nobody uses for 500 ms is deleted (Celery's reply and pidbox
+# queues); one read by a consumer is not.
+channel.queue_declare(queue="ephemeral", arguments={"x-expires": 500})
+channel.queue_declare(queue="kept", arguments={"x-expires": 500})
+keeper = connection.channel()
+keeper.basic_consume(queue="kept", on_message_callback=lambda *a: None)
+t0 = time.monotonic()
+ephemeral_gone_after_s = None
+while ephemeral_gone_after_s is None and time.monotonic() - t0 < DEADLINE_S:
+    ch = connection.channel()
+    try:
+        ch.queue_declare(queue="ephemeral", passive=True)
+        ch.close()
+        connection.sleep(0.1)
+    except pika.exceptions.ChannelClosedByBroker as e:
+        if e.reply_code == 404:
+            ephemeral_gone_after_s = time.monotonic() - t0
+connection.sleep(1.0)
+kept_exists = channel.queue_declare(queue="kept", passive=True).method.queue == "kept"
+keeper.close()
 connection.close()
 
 print(
@@ -232,6 +256,8 @@ print(
             "flaky_deliveries": flaky_deliveries,
             "failed": failed,
             "refusals": refusals,
+            "ephemeral_gone_after_s": ephemeral_gone_after_s,
+            "kept_exists": kept_exists,
         }
     )
 )

@@ -305,8 +305,8 @@ fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
         return None;
     }
     match amq_protocol::types::parsing::parse_field_table(bytes) {
-        Ok((rest, table)) if rest.is_empty() => Some(table),
-        _ => None,
+        Ok((rest, table)) => rest.is_empty().then_some(table),
+        Err(_) => None,
     }
 }
 
@@ -506,9 +506,24 @@ mod tests {
         assert_eq!(back.reply_to(), properties.reply_to());
         assert_eq!(back.timestamp(), &Some(1_700_000_000));
         let table = back.headers().as_ref().unwrap();
-        // A Kafka header is bytes: the integer comes back as its text.
+        // Kept typed beside its text form: the integer comes back an integer.
         assert_eq!(
             table.inner().get(&ShortString::from("retries")),
+            Some(&AMQPValue::LongInt(3))
+        );
+        // Without the typed table (a Kafka client copied only the text headers), a
+        // header is bytes: the integer comes back as its text.
+        let text_only: Vec<Header> = headers
+            .into_iter()
+            .filter(|h| h.key != HEADERS_TABLE)
+            .collect();
+        let (back, _) = from_headers(&text_only, "other");
+        assert_eq!(
+            back.headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .get(&ShortString::from("retries")),
             Some(&AMQPValue::LongString("3".into()))
         );
     }

@@ -45,12 +45,16 @@ pub struct QueueArguments {
     /// `x-delivery-limit`: unsuccessful deliveries allowed before a message is
     /// dead-lettered (RabbitMQ's quorum queues' meaning: delivered at most limit + 1 times).
     pub delivery_limit: Option<u64>,
+    /// `x-expires`: the queue is deleted once unused this long (this listener's clock).
+    pub expires_ms: Option<u64>,
 }
 
 impl QueueArguments {
     /// Whether the queue's share group needs settings of its own.
     fn configures(&self) -> bool {
-        *self != QueueArguments::default()
+        self.message_ttl_ms.is_some()
+            || self.dead_letter_exchange.is_some()
+            || self.delivery_limit.is_some()
     }
 
     /// The share group's settings these arguments make.
@@ -63,6 +67,83 @@ impl QueueArguments {
             dead_letter_exchange: self.dead_letter_exchange.clone(),
             dead_letter_routing_key: self.dead_letter_routing_key.clone(),
             ..GroupSettings::default()
+        }
+    }
+}
+
+/// Longest `x-expires` (RabbitMQ's bound too: its timers take at most 2^32 - 1 ms).
+pub const MAX_QUEUE_EXPIRES_MS: u64 = u32::MAX as u64;
+/// How often the listener looks for queues unused past their `x-expires`.
+pub const EXPIRES_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Most queues one check deletes (the rest wait for the next).
+pub const MAX_EXPIRED_QUEUES_PER_CHECK: usize = 100;
+
+/// A queue declared with `x-expires` through this listener: deleted once unused that
+/// long (no consumer, no `basic.get`, no redeclare), with the rights of the connection
+/// that declared it.
+#[derive(Debug, Clone)]
+pub struct Expiring {
+    pub expires_ms: u64,
+    pub last_used: tokio::time::Instant,
+    pub ctx: RequestContext,
+}
+
+/// Queue `name` was used now (declared, read, a consumer left it).
+pub fn touch(shared: &Shared, name: &str) {
+    if let Some(e) = shared.expiring.lock().expect("expiring").get_mut(name) {
+        e.last_used = tokio::time::Instant::now();
+    }
+}
+
+/// Deletes, every [`EXPIRES_CHECK_INTERVAL`], the queues unused past their `x-expires`
+/// (at most [`MAX_EXPIRED_QUEUES_PER_CHECK`] a time), until `stopping` or the listener
+/// is gone.
+pub async fn expire_unused_queues(
+    shared: std::sync::Weak<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRES_CHECK_INTERVAL) => {}
+            _ = stopping.changed() => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, RequestContext)> = shared
+            .expiring
+            .lock()
+            .expect("expiring")
+            .iter()
+            .filter(|(name, e)| {
+                now.duration_since(e.last_used) >= Duration::from_millis(e.expires_ms)
+                    && consumer_count(&shared, name) == 0
+            })
+            .take(MAX_EXPIRED_QUEUES_PER_CHECK)
+            .map(|(name, e)| (name.clone(), e.ctx.clone()))
+            .collect();
+        for (name, ctx) in due {
+            let method = queue::Delete {
+                queue: name.as_str().into(),
+                if_unused: true,
+                if_empty: false,
+                nowait: false,
+            };
+            match delete(&shared, &ctx, &method).await {
+                Ok(_) => {
+                    tracing::info!(queue = name, "queue deleted: unused past its x-expires");
+                    shared.expiring.lock().expect("expiring").remove(&name);
+                }
+                // In use again (a consumer came between), or the core cannot now: the
+                // next check looks again.
+                Err(reply) => {
+                    tracing::debug!(queue = name, error = %reply.text, "expiring a queue failed")
+                }
+            }
         }
     }
 }
@@ -212,6 +293,16 @@ pub async fn declare(
         .expect("declared")
         .entry(name.clone())
         .or_insert(Declared { owner });
+    if let Some(expires_ms) = arguments.expires_ms {
+        shared.expiring.lock().expect("expiring").insert(
+            name.clone(),
+            Expiring {
+                expires_ms,
+                last_used: tokio::time::Instant::now(),
+                ctx: ctx.clone(),
+            },
+        );
+    }
     Ok(DeclareOk {
         message_count: if created {
             0
@@ -324,8 +415,14 @@ pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArgum
                 let rk = string(value).ok_or_else(|| unacceptable(key, value))?;
                 out.dead_letter_routing_key = Some(rk);
             }
-            "x-expires"
-            | "x-max-length"
+            "x-expires" => {
+                let ms = non_negative(key, value, MAX_QUEUE_EXPIRES_MS)?;
+                if ms == 0 {
+                    return Err(invalid(key, "{value_zero,0}".to_owned()));
+                }
+                out.expires_ms = Some(ms);
+            }
+            "x-max-length"
             | "x-max-length-bytes"
             | "x-overflow"
             | "x-max-priority"
@@ -413,6 +510,7 @@ pub async fn delete(
         Err(e) => return Err(on(from_broker(&e))),
     }
     shared.declared.lock().expect("declared").remove(name);
+    shared.expiring.lock().expect("expiring").remove(name);
     Ok(count)
 }
 
@@ -522,6 +620,7 @@ mod tests {
                 dead_letter_exchange: Some(String::new()),
                 dead_letter_routing_key: Some("work".into()),
                 delivery_limit: Some(2),
+                expires_ms: None,
             }
         );
         assert_eq!(args.settings().delivery_count_limit, Some(3));

@@ -547,6 +547,7 @@ fn pika_delay_queue_dead_letters_on_ttl_reject_and_delivery_limit() {
         "ttl_negative",
         "routing_key_without_dlx",
         "redeclare_other_ttl",
+        "expires_zero",
         "expiration_not_a_number",
     ] {
         assert_eq!(refusals[case]["code"], 406, "{case}: {refusals}");
@@ -570,6 +571,18 @@ fn pika_delay_queue_dead_letters_on_ttl_reject_and_delivery_limit() {
         text("expiration_not_a_number").contains("invalid expiration 'soon'"),
         "{refusals}"
     );
+    assert!(
+        text("expires_zero").contains("{value_zero,0}"),
+        "{refusals}"
+    );
+
+    // x-expires 500 ms: the unused queue is gone soon after, not before; the one a
+    // consumer reads stays.
+    let gone = result["ephemeral_gone_after_s"]
+        .as_f64()
+        .expect("the unused queue was deleted");
+    assert!((0.45..5.0).contains(&gone), "deleted after {gone} s");
+    assert_eq!(result["kept_exists"], true, "{result}");
 }
 
 /// The `field` of each entry of the array `value`.
@@ -583,9 +596,10 @@ fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
 /// Celery on `pyamqp://`, its default broker: a client `.delay()`s tasks into Weir's
 /// AMQP listener and a worker runs each once: plain tasks, one with `bind=True,
 /// max_retries=3` that fails twice and succeeds on `self.retry(countdown=1)`, and one with
-/// an `eta` 2 s ahead, not run before it.
+/// an `eta` 2 s ahead, not run before it; and a result read back through the `rpc://`
+/// backend.
 #[test]
-fn celery_on_pyamqp_runs_tasks_retries_and_etas() {
+fn celery_on_pyamqp_runs_tasks_retries_etas_and_rpc_results() {
     const TASKS: usize = 10;
     let python = python();
     let (_broker, port) = amqp_broker();
@@ -656,8 +670,23 @@ fn celery_on_pyamqp_runs_tasks_retries_and_etas() {
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     };
+    // A result read back through the rpc:// backend, while the worker runs.
+    let mut result = std::process::Command::new(&python);
+    result.args(["celery_tasks.py", "result"]);
+    env(&mut result);
+    let result = finish(result, &["celery_tasks.py result"]);
     drop(worker);
     let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        result.status.success(),
+        "{}\nworker log:\n{log}",
+        stderr(&result)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout).trim(),
+        "5",
+        "worker log:\n{log}"
+    );
     let mut records: Vec<usize> = done
         .iter()
         .filter_map(|(w, _)| w.strip_prefix("record ")?.parse().ok())
