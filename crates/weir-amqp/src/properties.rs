@@ -553,6 +553,60 @@ mod tests {
     }
 
     #[test]
+    fn x_death_counts_each_queue_and_reason_once_latest_first() {
+        let h = |k: &str, v: &str| Header {
+            key: k.to_owned(),
+            value: Some(Bytes::from(v.to_owned())),
+        };
+        // Published to `tasks` with key `t`; expired from `delay` twice (a retry loop
+        // through the default exchange), rejected from `work` once, in that order.
+        let mut headers = to_headers(&BasicProperties::default(), "tasks", "t");
+        let mut die = |queue: &str, reason: &str, at_ms: &str, dlx: &str| {
+            headers.extend([
+                h(DLQ_SOURCE_TOPIC, queue),
+                h(DLQ_GROUP, queue),
+                h(DLQ_REASON, reason),
+                h(DLQ_TIME, at_ms),
+            ]);
+            dead_letter_headers(&mut headers, dlx, Some("work"), queue);
+        };
+        die("delay", "expired", "1700000000000", "");
+        die("work", "rejected", "1700000001000", "");
+        die("delay", "expired", "1700000002000", "");
+        let (properties, published) = from_headers(&headers, "x");
+        assert_eq!(published.routing_key, "work");
+        let table = properties.headers().as_ref().unwrap().inner();
+        let Some(AMQPValue::FieldArray(deaths)) = table.get(&ShortString::from("x-death")) else {
+            panic!("no x-death in {table:?}");
+        };
+        let field = |entry: &AMQPValue, name: &str| match entry {
+            AMQPValue::FieldTable(t) => t.inner().get(&ShortString::from(name)).cloned(),
+            _ => None,
+        };
+        let long = |s: &str| Some(AMQPValue::LongString(s.into()));
+        let entries = deaths.as_slice();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(field(&entries[0], "queue"), long("delay"));
+        assert_eq!(field(&entries[0], "count"), Some(AMQPValue::LongLongInt(2)));
+        assert_eq!(
+            field(&entries[0], "time"),
+            Some(AMQPValue::Timestamp(1_700_000_002))
+        );
+        assert_eq!(field(&entries[1], "reason"), long("rejected"));
+        // The first death was of a message published to `tasks` with key `t`.
+        assert_eq!(
+            table.get(&ShortString::from("x-first-death-exchange")),
+            long("tasks").as_ref()
+        );
+        assert_eq!(
+            table.get(&ShortString::from("x-last-death-queue")),
+            long("delay").as_ref()
+        );
+        // The weir-dlq-* headers themselves are not AMQP headers.
+        assert!(!table.keys().any(|k| k.as_str().starts_with("weir-")));
+    }
+
+    #[test]
     fn a_kafka_record_without_amqp_headers_is_routed_by_its_queue() {
         let headers = vec![Header {
             key: "trace".into(),
