@@ -74,6 +74,8 @@ pub(crate) struct Shared {
     pub declared: Mutex<HashMap<String, queues::Declared>>,
     /// Queue name to the consumers this listener runs on it.
     pub consumers: Mutex<HashMap<String, u32>>,
+    /// Queues declared through this listener with `x-expires`: when each was last used.
+    pub expiring: Mutex<HashMap<String, queues::Expiring>>,
 }
 
 /// Accepts AMQP connections on `listener` until `stopping` turns true (or its sender is
@@ -91,7 +93,12 @@ pub async fn serve(
         broker,
         declared: Mutex::new(HashMap::new()),
         consumers: Mutex::new(HashMap::new()),
+        expiring: Mutex::new(HashMap::new()),
     });
+    tokio::spawn(queues::expire_unused_queues(
+        Arc::downgrade(&shared),
+        stopping.clone(),
+    ));
     let kit = listener_kit::Options {
         listener: LISTENER,
         tls: options.tls,

@@ -3,9 +3,13 @@
 //! `amqp-*` headers, and a Kafka producer's headers reach pika as AMQP headers.
 
 use amq_protocol::protocol::BasicProperties;
-use amq_protocol::types::{AMQPValue, FieldTable, LongString, ShortString};
+use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
 use weir_batch::Header;
+use weir_broker::shares::{
+    DLQ_EXCHANGE, DLQ_GROUP, DLQ_ORIGINAL_EXPIRATION, DLQ_REASON, DLQ_ROUTING_KEY,
+    DLQ_SOURCE_TOPIC, DLQ_TIME, EXPIRE_AT_HEADER,
+};
 
 pub const CONTENT_TYPE: &str = "amqp-content-type";
 pub const CONTENT_ENCODING: &str = "amqp-content-encoding";
@@ -22,9 +26,197 @@ pub const APP_ID: &str = "amqp-app-id";
 pub const ROUTING_KEY: &str = "amqp-routing-key";
 /// The exchange a message was published to (absent for the default exchange).
 pub const EXCHANGE: &str = "amqp-exchange";
+/// The `headers` table in AMQP's own encoding, kept when some value is not a string, so
+/// its field types come back on delivery (Celery reads integers and arrays from its
+/// headers); the text form of each entry is a record header too, for Kafka consumers.
+pub const HEADERS_TABLE: &str = "amqp-headers-table";
+/// Most `F`/`A` octets a stored headers table may hold to be decoded on delivery (the
+/// decoder recurses, and a record produced by a Kafka client could nest deeper than a
+/// frame may): one with more is delivered with its entries' text forms.
+const MAX_STORED_TABLE_NESTING_OCTETS: usize = 64;
 
 /// Longest AMQP short string (property values and header names).
 const MAX_SHORT_STRING_BYTES: usize = 255;
+/// What every header of a dead-letter copy starts with.
+const DLQ_PREFIX: &str = "weir-dlq-";
+/// Most `x-death` entries a delivery carries (one per queue and reason, as RabbitMQ
+/// keeps them; a message dead-lettered round a cycle of more queues than this shows the
+/// latest).
+pub const MAX_X_DEATH_ENTRIES: usize = 64;
+
+/// The `weir-expire-at` header (epoch milliseconds) of a message published at `now_ms`
+/// with `properties`, if its `expiration` asks for one; the reason, in RabbitMQ's words,
+/// when the expiration is not a non-negative integer of milliseconds.
+pub fn expire_at(properties: &BasicProperties, now_ms: u64) -> Result<Option<Header>, String> {
+    let Some(expiration) = properties.expiration() else {
+        return Ok(None);
+    };
+    let text = expiration.as_str();
+    let ms: u64 = match text.parse::<i64>() {
+        Ok(ms) if ms < 0 => {
+            return Err(format!(
+                "invalid expiration '{text}': {{value_negative,{ms}}}"
+            ));
+        }
+        Ok(ms) => ms as u64,
+        Err(_) => {
+            return Err(format!(
+                "invalid expiration '{text}': {{not_a_number,<<\"{text}\">>}}"
+            ));
+        }
+    };
+    Ok(Some(Header {
+        key: EXPIRE_AT_HEADER.to_owned(),
+        value: Some(Bytes::from(now_ms.saturating_add(ms).to_string())),
+    }))
+}
+
+/// Makes a dead-letter copy's headers those of a message dead-lettered through
+/// `exchange`, as RabbitMQ does: the exchange and routing key it had are kept in
+/// `weir-dlq-exchange` and `weir-dlq-routing-key` (what `x-death` shows), its per-message
+/// `expiration` is removed (kept as `weir-dlq-original-expiration`) so it does not expire
+/// again at once, and it is published to `exchange` with `routing_key`, or its own.
+/// Returns the routing key to route it by. `queue` is the queue it leaves (its routing
+/// key when the record has none: a Kafka client produced it).
+pub fn dead_letter_headers(
+    headers: &mut Vec<Header>,
+    exchange: &str,
+    routing_key: Option<&str>,
+    queue: &str,
+) -> String {
+    let last = |headers: &[Header], key: &str| {
+        headers
+            .iter()
+            .rev()
+            .find(|h| h.key == key)
+            .and_then(|h| h.value.as_deref())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let old_exchange = last(headers, EXCHANGE).unwrap_or_default();
+    let old_key = last(headers, ROUTING_KEY).unwrap_or_else(|| queue.to_owned());
+    let old_expiration = last(headers, EXPIRATION);
+    headers.retain(|h| {
+        ![EXCHANGE, ROUTING_KEY, EXPIRATION, EXPIRE_AT_HEADER].contains(&h.key.as_str())
+    });
+    let new_key = routing_key.map_or_else(|| old_key.clone(), str::to_owned);
+    let mut put = |key: &str, value: String| {
+        headers.push(Header {
+            key: key.to_owned(),
+            value: Some(Bytes::from(value)),
+        })
+    };
+    put(DLQ_EXCHANGE, old_exchange);
+    put(DLQ_ROUTING_KEY, old_key);
+    if let Some(expiration) = old_expiration {
+        put(DLQ_ORIGINAL_EXPIRATION, expiration);
+    }
+    put(ROUTING_KEY, new_key.clone());
+    if !exchange.is_empty() {
+        put(EXCHANGE, exchange.to_owned());
+    }
+    new_key
+}
+
+/// One dead-lettering of a message, as its `weir-dlq-*` headers tell it.
+#[derive(Debug, Default, Clone)]
+struct Death {
+    queue: String,
+    reason: &'static str,
+    time_s: u64,
+    exchange: String,
+    routing_key: Option<String>,
+    original_expiration: Option<String>,
+}
+
+/// RabbitMQ's name for why a message was dead-lettered, from Weir's.
+fn death_reason(weir: &str) -> &'static str {
+    match weir {
+        "expired" => "expired",
+        "delivery-limit" | "lock-expired-at-limit" => "delivery_limit",
+        _ => "rejected",
+    }
+}
+
+/// The deaths the headers record, oldest first: each dead-letter copy appends its
+/// `weir-dlq-*` headers, starting with `weir-dlq-source-topic`.
+fn deaths(headers: &[Header]) -> Vec<Death> {
+    let mut out: Vec<Death> = Vec::new();
+    for h in headers {
+        let text = || String::from_utf8_lossy(h.value.as_deref().unwrap_or_default()).into_owned();
+        if h.key == DLQ_SOURCE_TOPIC {
+            out.push(Death {
+                queue: text(),
+                reason: "rejected",
+                ..Death::default()
+            });
+            continue;
+        }
+        let Some(death) = out.last_mut() else {
+            continue;
+        };
+        match h.key.as_str() {
+            DLQ_GROUP => death.queue = text(),
+            DLQ_REASON => death.reason = death_reason(&text()),
+            DLQ_TIME => death.time_s = text().parse::<u64>().unwrap_or(0) / 1000,
+            DLQ_EXCHANGE => death.exchange = text(),
+            DLQ_ROUTING_KEY => death.routing_key = Some(text()),
+            DLQ_ORIGINAL_EXPIRATION => death.original_expiration = Some(text()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// RabbitMQ's `x-death` headers from `deaths` (oldest first), into `table`: `x-death`,
+/// one entry per queue and reason, the latest first, with its count; and
+/// `x-first-death-*` and `x-last-death-*`.
+fn put_x_death(deaths: &[Death], table: &mut FieldTable) {
+    let (Some(first), Some(last)) = (deaths.first(), deaths.last()) else {
+        return;
+    };
+    let long = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+    let mut entries: Vec<(Death, i64)> = Vec::new();
+    for death in deaths.iter().rev() {
+        let full = entries.len() >= MAX_X_DEATH_ENTRIES;
+        match entries
+            .iter_mut()
+            .find(|(d, _)| d.queue == death.queue && d.reason == death.reason)
+        {
+            Some((_, count)) => *count += 1,
+            None if !full => entries.push((death.clone(), 1)),
+            None => {}
+        }
+    }
+    let array: Vec<AMQPValue> = entries
+        .into_iter()
+        .map(|(d, count)| {
+            let mut entry = FieldTable::default();
+            entry.insert("count".into(), AMQPValue::LongLongInt(count));
+            entry.insert("reason".into(), long(d.reason));
+            entry.insert("queue".into(), long(&d.queue));
+            entry.insert("time".into(), AMQPValue::Timestamp(d.time_s));
+            entry.insert("exchange".into(), long(&d.exchange));
+            let keys: Vec<AMQPValue> = d.routing_key.iter().map(|k| long(k)).collect();
+            entry.insert(
+                "routing-keys".into(),
+                AMQPValue::FieldArray(FieldArray::from(keys)),
+            );
+            if let Some(e) = &d.original_expiration {
+                entry.insert("original-expiration".into(), long(e));
+            }
+            AMQPValue::FieldTable(entry)
+        })
+        .collect();
+    table.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(array)),
+    );
+    for (prefix, d) in [("x-first-death", first), ("x-last-death", last)] {
+        table.insert(format!("{prefix}-queue").into(), long(&d.queue));
+        table.insert(format!("{prefix}-reason").into(), long(d.reason));
+        table.insert(format!("{prefix}-exchange").into(), long(&d.exchange));
+    }
+}
 
 /// The record headers of a message published to `exchange` with `properties` and
 /// `routing_key`.
@@ -84,8 +276,38 @@ pub fn to_headers(properties: &BasicProperties, exchange: &str, routing_key: &st
                 value: value_bytes(value),
             });
         }
+        let typed = table
+            .into_iter()
+            .any(|(_, v)| !matches!(v, AMQPValue::LongString(_) | AMQPValue::ShortString(_)));
+        if typed && let Some(bytes) = encode_table(table) {
+            headers.push(Header {
+                key: HEADERS_TABLE.to_owned(),
+                value: Some(Bytes::from(bytes)),
+            });
+        }
     }
     headers
+}
+
+/// A field table in AMQP's encoding (a 4-byte length, then the entries); `None` for one
+/// the encoder refuses (it came from a decoded frame, so this does not happen).
+fn encode_table(table: &FieldTable) -> Option<Vec<u8>> {
+    use amq_protocol::frame::WriteContext;
+    amq_protocol::types::generation::gen_field_table(table)(WriteContext::from(Vec::new()))
+        .ok()
+        .map(|ctx| ctx.into_inner().0)
+}
+
+/// A stored headers table, if it decodes and nests shallowly enough to decode here.
+fn decode_table(bytes: &[u8]) -> Option<FieldTable> {
+    let nesting = bytes.iter().filter(|&&b| b == b'F' || b == b'A').count();
+    if nesting > MAX_STORED_TABLE_NESTING_OCTETS {
+        return None;
+    }
+    match amq_protocol::types::parsing::parse_field_table(bytes) {
+        Ok((rest, table)) => rest.is_empty().then_some(table),
+        Err(_) => None,
+    }
 }
 
 /// The `headers` property's entries as text (name, value), what a headers exchange
@@ -153,6 +375,13 @@ pub struct Published {
 /// short string are left out.
 pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Published) {
     let mut properties = BasicProperties::default();
+    // The typed table a publisher's headers were kept as, if any: its entries win over
+    // their text forms.
+    let typed = headers
+        .iter()
+        .rev()
+        .find(|h| h.key == HEADERS_TABLE)
+        .and_then(|h| decode_table(h.value.as_deref()?));
     let mut table = FieldTable::default();
     let mut routing_key = queue.to_owned();
     let mut exchange = String::new();
@@ -204,6 +433,10 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
                 }
                 properties
             }
+            // Told as `x-death` below; the expiry is the `expiration` property's.
+            name if name.starts_with(DLQ_PREFIX) || name == EXPIRE_AT_HEADER => properties,
+            HEADERS_TABLE => properties,
+            name if typed.as_ref().is_some_and(|t| t.contains_key(name)) => properties,
             name if name.len() <= MAX_SHORT_STRING_BYTES => {
                 let value = match &header.value {
                     Some(v) => AMQPValue::LongString(LongString::from(v.to_vec())),
@@ -215,6 +448,12 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
             _ => properties,
         };
     }
+    if let Some(typed) = typed {
+        for (name, value) in &typed {
+            table.insert(name.clone(), value.clone());
+        }
+    }
+    put_x_death(&deaths(headers), &mut table);
     if !table.inner().is_empty() {
         properties = properties.with_headers(table);
     }
@@ -267,11 +506,104 @@ mod tests {
         assert_eq!(back.reply_to(), properties.reply_to());
         assert_eq!(back.timestamp(), &Some(1_700_000_000));
         let table = back.headers().as_ref().unwrap();
-        // A Kafka header is bytes: the integer comes back as its text.
+        // Kept typed beside its text form: the integer comes back an integer.
         assert_eq!(
             table.inner().get(&ShortString::from("retries")),
+            Some(&AMQPValue::LongInt(3))
+        );
+        // Without the typed table (a Kafka client copied only the text headers), a
+        // header is bytes: the integer comes back as its text.
+        let text_only: Vec<Header> = headers
+            .into_iter()
+            .filter(|h| h.key != HEADERS_TABLE)
+            .collect();
+        let (back, _) = from_headers(&text_only, "other");
+        assert_eq!(
+            back.headers()
+                .as_ref()
+                .unwrap()
+                .inner()
+                .get(&ShortString::from("retries")),
             Some(&AMQPValue::LongString("3".into()))
         );
+    }
+
+    #[test]
+    fn typed_header_values_come_back_with_their_types() {
+        let mut table = FieldTable::default();
+        table.insert("retries".into(), AMQPValue::LongInt(2));
+        table.insert(
+            "timelimit".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::Void, AMQPValue::Void].into()),
+        );
+        table.insert("task".into(), AMQPValue::LongString("add".into()));
+        let properties = BasicProperties::default().with_headers(table.clone());
+        let headers = to_headers(&properties, "", "celery");
+        // Kafka consumers still see each entry as text.
+        assert!(
+            headers
+                .iter()
+                .any(|h| h.key == "retries" && h.value.as_deref() == Some(&b"2"[..]))
+        );
+        let (back, _) = from_headers(&headers, "celery");
+        assert_eq!(back.headers().as_ref(), Some(&table));
+        // A stored table nested too deep is not decoded: the text forms come instead.
+        let deep = vec![b'F'; 100];
+        assert!(decode_table(&deep).is_none());
+    }
+
+    #[test]
+    fn x_death_counts_each_queue_and_reason_once_latest_first() {
+        let h = |k: &str, v: &str| Header {
+            key: k.to_owned(),
+            value: Some(Bytes::from(v.to_owned())),
+        };
+        // Published to `tasks` with key `t`; expired from `delay` twice (a retry loop
+        // through the default exchange), rejected from `work` once, in that order.
+        let mut headers = to_headers(&BasicProperties::default(), "tasks", "t");
+        let mut die = |queue: &str, reason: &str, at_ms: &str, dlx: &str| {
+            headers.extend([
+                h(DLQ_SOURCE_TOPIC, queue),
+                h(DLQ_GROUP, queue),
+                h(DLQ_REASON, reason),
+                h(DLQ_TIME, at_ms),
+            ]);
+            dead_letter_headers(&mut headers, dlx, Some("work"), queue);
+        };
+        die("delay", "expired", "1700000000000", "");
+        die("work", "rejected", "1700000001000", "");
+        die("delay", "expired", "1700000002000", "");
+        let (properties, published) = from_headers(&headers, "x");
+        assert_eq!(published.routing_key, "work");
+        let table = properties.headers().as_ref().unwrap().inner();
+        let Some(AMQPValue::FieldArray(deaths)) = table.get(&ShortString::from("x-death")) else {
+            panic!("no x-death in {table:?}");
+        };
+        let field = |entry: &AMQPValue, name: &str| match entry {
+            AMQPValue::FieldTable(t) => t.inner().get(&ShortString::from(name)).cloned(),
+            _ => None,
+        };
+        let long = |s: &str| Some(AMQPValue::LongString(s.into()));
+        let entries = deaths.as_slice();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(field(&entries[0], "queue"), long("delay"));
+        assert_eq!(field(&entries[0], "count"), Some(AMQPValue::LongLongInt(2)));
+        assert_eq!(
+            field(&entries[0], "time"),
+            Some(AMQPValue::Timestamp(1_700_000_002))
+        );
+        assert_eq!(field(&entries[1], "reason"), long("rejected"));
+        // The first death was of a message published to `tasks` with key `t`.
+        assert_eq!(
+            table.get(&ShortString::from("x-first-death-exchange")),
+            long("tasks").as_ref()
+        );
+        assert_eq!(
+            table.get(&ShortString::from("x-last-death-queue")),
+            long("delay").as_ref()
+        );
+        // The weir-dlq-* headers themselves are not AMQP headers.
+        assert!(!table.keys().any(|k| k.as_str().starts_with("weir-")));
     }
 
     #[test]

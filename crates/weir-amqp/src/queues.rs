@@ -10,7 +10,7 @@ use amq_protocol::protocol::queue;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use weir_broker::exchanges::{self, QueueDeclaration};
 use weir_broker::offsets::{self, OffsetSpec};
-use weir_broker::shares::{self, StartReset, StartTarget};
+use weir_broker::shares::{self, GroupSettings, StartReset, StartTarget};
 use weir_broker::{Reason, RequestContext, topics};
 
 use crate::Shared;
@@ -27,9 +27,126 @@ const SERVER_NAMED_PREFIX: &str = "amq.";
 /// elected) before answering anyway.
 const NEW_QUEUE_READY_WAIT: Duration = Duration::from_secs(5);
 
-/// The arguments a declare may carry in this stage: `x-queue-type` only (every Weir
-/// queue is replicated and durable, so `classic` and `quorum` are both what it is).
+/// The queue types a declare may name (every Weir queue is replicated and durable, so
+/// `classic` and `quorum` are both what it is).
 const SERVED_QUEUE_TYPES: [&str; 2] = ["classic", "quorum"];
+/// Longest `x-message-ttl` (and per-message `expiration` delay kept): the share groups'
+/// longest delay, 7 days.
+pub const MAX_MESSAGE_TTL_MS: u64 = shares::MAX_MESSAGE_TTL_MS;
+/// Highest `x-delivery-limit`: a message is delivered at most this many times plus one.
+pub const MAX_DELIVERY_LIMIT: u64 = shares::MAX_DELIVERY_COUNT_LIMIT as u64 - 1;
+
+/// What a queue's arguments set, once checked ([`check_arguments`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueArguments {
+    pub message_ttl_ms: Option<u64>,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    /// `x-delivery-limit`: unsuccessful deliveries allowed before a message is
+    /// dead-lettered (RabbitMQ's quorum queues' meaning: delivered at most limit + 1 times).
+    pub delivery_limit: Option<u64>,
+    /// `x-expires`: the queue is deleted once unused this long (this listener's clock).
+    pub expires_ms: Option<u64>,
+}
+
+impl QueueArguments {
+    /// Whether the queue's share group needs settings of its own.
+    fn configures(&self) -> bool {
+        self.message_ttl_ms.is_some()
+            || self.dead_letter_exchange.is_some()
+            || self.delivery_limit.is_some()
+    }
+
+    /// The share group's settings these arguments make.
+    fn settings(&self) -> GroupSettings {
+        GroupSettings {
+            delivery_count_limit: self
+                .delivery_limit
+                .map(|n| u16::try_from(n + 1).unwrap_or(u16::MAX)),
+            message_ttl_ms: self.message_ttl_ms,
+            dead_letter_exchange: self.dead_letter_exchange.clone(),
+            dead_letter_routing_key: self.dead_letter_routing_key.clone(),
+            ..GroupSettings::default()
+        }
+    }
+}
+
+/// Longest `x-expires` (RabbitMQ's bound too: its timers take at most 2^32 - 1 ms).
+pub const MAX_QUEUE_EXPIRES_MS: u64 = u32::MAX as u64;
+/// How often the listener looks for queues unused past their `x-expires`.
+pub const EXPIRES_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+/// Most queues one check deletes (the rest wait for the next).
+pub const MAX_EXPIRED_QUEUES_PER_CHECK: usize = 100;
+
+/// A queue declared with `x-expires` through this listener: deleted once unused that
+/// long (no consumer, no `basic.get`, no redeclare), with the rights of the connection
+/// that declared it.
+#[derive(Debug, Clone)]
+pub struct Expiring {
+    pub expires_ms: u64,
+    pub last_used: tokio::time::Instant,
+    pub ctx: RequestContext,
+}
+
+/// Queue `name` was used now (declared, read, a consumer left it).
+pub fn touch(shared: &Shared, name: &str) {
+    if let Some(e) = shared.expiring.lock().expect("expiring").get_mut(name) {
+        e.last_used = tokio::time::Instant::now();
+    }
+}
+
+/// Deletes, every [`EXPIRES_CHECK_INTERVAL`], the queues unused past their `x-expires`
+/// (at most [`MAX_EXPIRED_QUEUES_PER_CHECK`] a time), until `stopping` or the listener
+/// is gone.
+pub async fn expire_unused_queues(
+    shared: std::sync::Weak<Shared>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(EXPIRES_CHECK_INTERVAL) => {}
+            _ = stopping.changed() => return,
+        }
+        if *stopping.borrow() {
+            return;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, RequestContext)> = shared
+            .expiring
+            .lock()
+            .expect("expiring")
+            .iter()
+            .filter(|(name, e)| {
+                now.duration_since(e.last_used) >= Duration::from_millis(e.expires_ms)
+                    && consumer_count(&shared, name) == 0
+            })
+            .take(MAX_EXPIRED_QUEUES_PER_CHECK)
+            .map(|(name, e)| (name.clone(), e.ctx.clone()))
+            .collect();
+        for (name, ctx) in due {
+            let method = queue::Delete {
+                queue: name.as_str().into(),
+                if_unused: true,
+                if_empty: false,
+                nowait: false,
+            };
+            match delete(&shared, &ctx, &method).await {
+                Ok(_) => {
+                    tracing::info!(queue = name, "queue deleted: unused past its x-expires");
+                    shared.expiring.lock().expect("expiring").remove(&name);
+                }
+                // In use again (a consumer came between), or the core cannot now: the
+                // next check looks again.
+                Err(reply) => {
+                    tracing::debug!(queue = name, error = %reply.text, "expiring a queue failed")
+                }
+            }
+        }
+    }
+}
 
 /// What this broker remembers of a queue declared through it: the connection that
 /// declared it exclusive (deleted with it, and locked to others). Its flags and
@@ -88,7 +205,7 @@ pub async fn declare(
             ),
         )));
     }
-    check_arguments(&method.arguments).map_err(on)?;
+    let arguments = check_arguments(&name, &method.arguments).map_err(on)?;
     let wanted = QueueDeclaration {
         name: name.clone(),
         durable: method.durable,
@@ -144,6 +261,17 @@ pub async fn declare(
     if created {
         wait_writable(shared, ctx, &name).await;
     }
+    // The share group takes the arguments' settings before the declaration is recorded,
+    // so a recorded declaration always has them (a declare that fails here is retried
+    // whole).
+    if !recorded && arguments.configures() {
+        shares::configure(&shared.broker, ctx, &name, arguments.settings(), true)
+            .await
+            .map_err(|e| on(from_broker(&e)))?;
+        shares::attach(&shared.broker, ctx, &name, &name)
+            .await
+            .map_err(|e| on(from_broker(&e)))?;
+    }
     let declared = if recorded {
         Ok(())
     } else {
@@ -165,6 +293,16 @@ pub async fn declare(
         .expect("declared")
         .entry(name.clone())
         .or_insert(Declared { owner });
+    if let Some(expires_ms) = arguments.expires_ms {
+        shared.expiring.lock().expect("expiring").insert(
+            name.clone(),
+            Expiring {
+                expires_ms,
+                last_used: tokio::time::Instant::now(),
+                ctx: ctx.clone(),
+            },
+        );
+    }
     Ok(DeclareOk {
         message_count: if created {
             0
@@ -176,30 +314,148 @@ pub async fn declare(
     })
 }
 
-/// Refuses every argument but the served ones, so a client that asks for a dead-letter
-/// exchange or a TTL learns at once that it does not have one.
-fn check_arguments(arguments: &FieldTable) -> Result<(), Reply> {
+/// RabbitMQ's name for a field's type, as its argument errors give it.
+fn type_name(value: &AMQPValue) -> &'static str {
+    match value {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) => "shortstr",
+        AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}
+
+/// An integer argument's value; any other type is not one.
+fn integer(value: &AMQPValue) -> Option<i128> {
+    Some(match value {
+        AMQPValue::ShortShortInt(v) => i128::from(*v),
+        AMQPValue::ShortShortUInt(v) => i128::from(*v),
+        AMQPValue::ShortInt(v) => i128::from(*v),
+        AMQPValue::ShortUInt(v) => i128::from(*v),
+        AMQPValue::LongInt(v) => i128::from(*v),
+        AMQPValue::LongUInt(v) => i128::from(*v),
+        AMQPValue::LongLongInt(v) => i128::from(*v),
+        _ => return None,
+    })
+}
+
+/// A string argument's value; any other type is not one.
+fn string(value: &AMQPValue) -> Option<String> {
+    match value {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
+    }
+}
+
+/// Checks a declare's arguments as RabbitMQ does (406 PRECONDITION_FAILED "invalid arg
+/// ..." naming the argument and why, in its words) and returns what they set. Arguments
+/// Weir does not serve are refused by name, so a client that asks for one learns at once
+/// that it does not have it; arguments RabbitMQ does not know are ignored, as it does.
+pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArguments, Reply> {
+    let invalid = |key: &str, why: String| {
+        Reply::channel(
+            PRECONDITION_FAILED,
+            format!("invalid arg '{key}' for queue '{queue}' in vhost '/': {why}"),
+        )
+    };
+    let unacceptable = |key: &str, value: &AMQPValue| {
+        invalid(key, format!("{{unacceptable_type,{}}}", type_name(value)))
+    };
+    let non_negative = |key: &str, value: &AMQPValue, max: u64| -> Result<u64, Reply> {
+        let n = integer(value).ok_or_else(|| unacceptable(key, value))?;
+        if n < 0 {
+            return Err(invalid(key, format!("{{value_negative,{n}}}")));
+        }
+        if n > i128::from(max) {
+            return Err(invalid(key, format!("{{value_too_large,{n},{max}}}")));
+        }
+        Ok(n as u64)
+    };
+    let mut out = QueueArguments::default();
     for (key, value) in arguments {
-        let served = key.as_str() == "x-queue-type"
-            && match value {
-                AMQPValue::LongString(s) => SERVED_QUEUE_TYPES
-                    .iter()
-                    .any(|t| t.as_bytes() == s.as_bytes()),
-                AMQPValue::ShortString(s) => SERVED_QUEUE_TYPES.contains(&s.as_str()),
-                _ => false,
-            };
-        if !served {
-            return Err(Reply::channel(
-                PRECONDITION_FAILED,
-                format!(
-                    "queue argument '{}' = {value:?} is not served by Weir yet (docs/amqp.md \
-                     § Not served yet); x-queue-type classic or quorum is",
-                    key.as_str()
-                ),
-            ));
+        let key = key.as_str();
+        match key {
+            "x-queue-type" => {
+                let kind = string(value).ok_or_else(|| unacceptable(key, value))?;
+                if !SERVED_QUEUE_TYPES.contains(&kind.as_str()) {
+                    return Err(invalid(
+                        key,
+                        format!(
+                            "queue type '{kind}' is not served by Weir (classic and quorum are: \
+                             every Weir queue is a replicated log)"
+                        ),
+                    ));
+                }
+            }
+            "x-message-ttl" => {
+                out.message_ttl_ms = Some(non_negative(key, value, MAX_MESSAGE_TTL_MS)?);
+            }
+            "x-delivery-limit" => {
+                out.delivery_limit = Some(non_negative(key, value, MAX_DELIVERY_LIMIT)?);
+            }
+            "x-dead-letter-exchange" => {
+                let name = string(value).ok_or_else(|| unacceptable(key, value))?;
+                out.dead_letter_exchange = Some(crate::exchanges::canonical(&name).to_owned());
+            }
+            "x-dead-letter-routing-key" => {
+                let rk = string(value).ok_or_else(|| unacceptable(key, value))?;
+                out.dead_letter_routing_key = Some(rk);
+            }
+            "x-expires" => {
+                let ms = non_negative(key, value, MAX_QUEUE_EXPIRES_MS)?;
+                if ms == 0 {
+                    return Err(invalid(key, "{value_zero,0}".to_owned()));
+                }
+                out.expires_ms = Some(ms);
+            }
+            "x-max-length"
+            | "x-max-length-bytes"
+            | "x-overflow"
+            | "x-max-priority"
+            | "x-single-active-consumer"
+            | "x-queue-mode"
+            | "x-queue-master-locator"
+            | "x-queue-leader-locator"
+            | "x-dead-letter-strategy"
+            | "x-stream-max-segment-size-bytes"
+            | "x-max-age"
+            | "x-initial-cluster-size"
+            | "x-quorum-initial-group-size"
+            | "x-delivery-limit-strategy" => {
+                return Err(Reply::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "queue argument '{key}' = {value:?} is not served by Weir yet \
+                         (docs/amqp.md § Not served yet)"
+                    ),
+                ));
+            }
+            // RabbitMQ ignores arguments it does not know, and so does Weir (they are
+            // still kept with the declaration and compared on a redeclare).
+            _ => {}
         }
     }
-    Ok(())
+    if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
+        return Err(invalid(
+            "x-dead-letter-routing-key",
+            "routing_key_but_no_dlx_defined".to_owned(),
+        ));
+    }
+    Ok(out)
 }
 
 /// Waits (bounded) until the new queue's partition answers on its leader here, so a
@@ -254,6 +510,7 @@ pub async fn delete(
         Err(e) => return Err(on(from_broker(&e))),
     }
     shared.declared.lock().expect("declared").remove(name);
+    shared.expiring.lock().expect("expiring").remove(name);
     Ok(count)
 }
 
@@ -329,18 +586,83 @@ pub fn not_found(name: &str) -> Reply {
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_the_served_queue_types_pass_the_argument_check() {
+    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
         let mut table = FieldTable::default();
-        table.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString("quorum".into()),
+        for (k, v) in entries {
+            table.insert((*k).into(), v.clone());
+        }
+        table
+    }
+
+    #[test]
+    fn the_served_arguments_are_read_and_the_others_refused_by_name() {
+        let args = check_arguments(
+            "delay",
+            &table(&[
+                ("x-queue-type", AMQPValue::LongString("quorum".into())),
+                ("x-message-ttl", AMQPValue::LongInt(1000)),
+                (
+                    "x-dead-letter-exchange",
+                    AMQPValue::LongString("amq.default".into()),
+                ),
+                (
+                    "x-dead-letter-routing-key",
+                    AMQPValue::LongString("work".into()),
+                ),
+                ("x-delivery-limit", AMQPValue::ShortShortUInt(2)),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            args,
+            QueueArguments {
+                message_ttl_ms: Some(1000),
+                dead_letter_exchange: Some(String::new()),
+                dead_letter_routing_key: Some("work".into()),
+                delivery_limit: Some(2),
+                expires_ms: None,
+            }
         );
-        assert!(check_arguments(&table).is_ok());
-        table.insert("x-message-ttl".into(), AMQPValue::LongInt(1000));
-        let refused = check_arguments(&table).unwrap_err();
+        assert_eq!(args.settings().delivery_count_limit, Some(3));
+        let refused = check_arguments("q", &table(&[("x-max-priority", AMQPValue::LongInt(10))]))
+            .unwrap_err();
         assert_eq!(refused.code, PRECONDITION_FAILED);
-        assert!(refused.text.contains("x-message-ttl"), "{}", refused.text);
+        assert!(refused.text.contains("x-max-priority"), "{}", refused.text);
+    }
+
+    #[test]
+    fn argument_types_and_values_are_checked_in_rabbitmqs_words() {
+        let text = |entries: &[(&str, AMQPValue)]| {
+            let refused = check_arguments("delay", &table(entries)).unwrap_err();
+            assert_eq!(refused.code, PRECONDITION_FAILED);
+            refused.text
+        };
+        assert_eq!(
+            text(&[("x-message-ttl", AMQPValue::LongString("1000".into()))]),
+            "invalid arg 'x-message-ttl' for queue 'delay' in vhost '/': \
+             {unacceptable_type,longstr}"
+        );
+        assert_eq!(
+            text(&[("x-message-ttl", AMQPValue::LongInt(-1))]),
+            "invalid arg 'x-message-ttl' for queue 'delay' in vhost '/': {value_negative,-1}"
+        );
+        assert_eq!(
+            text(&[("x-dead-letter-exchange", AMQPValue::LongInt(1))]),
+            "invalid arg 'x-dead-letter-exchange' for queue 'delay' in vhost '/': \
+             {unacceptable_type,signedint}"
+        );
+        assert_eq!(
+            text(&[(
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString("k".into())
+            )]),
+            "invalid arg 'x-dead-letter-routing-key' for queue 'delay' in vhost '/': \
+             routing_key_but_no_dlx_defined"
+        );
+        assert!(
+            text(&[("x-message-ttl", AMQPValue::LongLongInt(i64::MAX))])
+                .contains("value_too_large")
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod matching;
 
 use std::collections::BTreeSet;
 
+use weir_cluster::controller::MetadataImage;
 use weir_cluster::security::Operation;
 
 pub use matching::{X_MATCH, X_MATCH_VALUES, headers_match, topic_matches};
@@ -149,7 +150,22 @@ pub fn route(
     routing_key: &str,
     headers: &[(String, Option<String>)],
 ) -> Result<Vec<String>, BrokerError> {
-    let image = broker.registry().cluster().image();
+    route_in(
+        &broker.registry().cluster().image(),
+        exchange,
+        routing_key,
+        headers,
+    )
+}
+
+/// [`route`] by the metadata `image` (what the share coordinator's dead-letter copies
+/// are routed by, with no client request behind them).
+pub fn route_in(
+    image: &MetadataImage,
+    exchange: &str,
+    routing_key: &str,
+    headers: &[(String, Option<String>)],
+) -> Result<Vec<String>, BrokerError> {
     if exchange.is_empty() {
         let exists = !routing_key.is_empty() && image.topic(routing_key).is_some();
         return Ok(exists.then(|| routing_key.to_owned()).into_iter().collect());

@@ -19,6 +19,13 @@ pub use weir_cluster::share::{
     HeaderMatch, MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareFetchAnswer, ShareGroupView,
     SharePartitionView, ShareRecord, ShareStart, StartReset, StartTarget,
 };
+/// The headers of dead-letter copies and the expiry header, which the AMQP adapter reads
+/// (`x-death`) and writes (`expiration`).
+pub use weir_cluster::share::{
+    DLQ_DELIVERY_COUNT, DLQ_EXCHANGE, DLQ_GROUP, DLQ_ORIGINAL_EXPIRATION, DLQ_REASON,
+    DLQ_ROUTING_KEY, DLQ_SOURCE_TOPIC, DLQ_TIME, EXPIRE_AT_HEADER, MAX_DELIVERY_COUNT_LIMIT,
+    MAX_MESSAGE_TTL_MS,
+};
 
 use crate::groups::{Coordinator, coordinator_at};
 use crate::{Broker, BrokerError, Reason, RequestContext};
@@ -187,6 +194,20 @@ pub async fn configure(
         .shares()?
         .configure(group_id, settings, keep_filter)
         .await?)
+}
+
+/// Makes the group read every partition of `topic` from now on, before any member
+/// fetches, so records expire and are dead-lettered while nobody reads them (an AMQP
+/// queue with a TTL): AlterConfigs on the group, Read on the topic.
+pub async fn attach(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+    topic: &str,
+) -> Result<(), BrokerError> {
+    broker.authorize_group(ctx, Operation::AlterConfigs, group_id)?;
+    broker.authorize_topic(ctx, Operation::Read, topic)?;
+    Ok(broker.shares()?.attach(group_id, topic).await?)
 }
 
 /// The start of each share-partition of the group, at its share coordinator (here);

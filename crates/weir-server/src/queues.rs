@@ -256,10 +256,21 @@ impl Queues for QueuesService {
             Some(f) => header_filter(f)?,
             None => HeaderFilter::default(),
         };
+        // What an AMQP queue's arguments set (message TTL, dead-letter exchange) has no
+        // field here: it is kept, unless a dead-letter topic replaces the exchange.
+        let amqp = match core::describe(&self.broker.core, &ctx, &req.group_id).await {
+            Ok(view) => view.settings,
+            Err(_) => GroupSettings::default(),
+        };
+        let dead_letter_topic = req.dead_letter_topic.filter(|t| !t.is_empty());
+        let keep_exchange = dead_letter_topic.is_none();
         let settings = GroupSettings {
             lock_duration_ms: req.lock_duration_ms,
             delivery_count_limit: limit,
-            dead_letter_topic: req.dead_letter_topic.filter(|t| !t.is_empty()),
+            dead_letter_topic,
+            message_ttl_ms: amqp.message_ttl_ms,
+            dead_letter_exchange: amqp.dead_letter_exchange.filter(|_| keep_exchange),
+            dead_letter_routing_key: amqp.dead_letter_routing_key.filter(|_| keep_exchange),
             filter,
             start: match req.start.map(pb::ShareStart::try_from) {
                 None => None,

@@ -160,6 +160,9 @@ impl GrpcShareForwarder {
             delivery_count_limit: Some(limit),
             dead_letter_topic: (!d.dead_letter_topic.is_empty()).then_some(d.dead_letter_topic),
             // Kept by the coordinator: configure sends none.
+            message_ttl_ms: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
             filter: Default::default(),
             start: d
                 .start

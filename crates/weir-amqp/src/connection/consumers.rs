@@ -202,6 +202,7 @@ impl Conn {
     pub(super) fn stop_consumer(&self, consumer: Consumer) {
         consumer.task.abort();
         consumer.room.close();
+        queues::touch(&self.shared, &consumer.queue);
         let mut counts = self.shared.consumers.lock().expect("consumers");
         if let Some(n) = counts.get_mut(&consumer.queue) {
             *n = n.saturating_sub(1);
@@ -219,6 +220,7 @@ impl Conn {
         if !queues::exists(&self.shared, &queue) {
             return Err(queues::not_found(&queue));
         }
+        queues::touch(&self.shared, &queue);
         let member = format!("amqp-{}-{id}-get", self.id);
         let fetch = ShareFetch {
             group_id: queue.clone(),

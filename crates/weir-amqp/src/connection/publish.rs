@@ -15,7 +15,8 @@ use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceReq
 use weir_broker::security::Operation;
 
 use crate::errors::{
-    CONTENT_TOO_LARGE, FRAME_ERROR, NO_ROUTE, Reply, UNEXPECTED_FRAME, from_broker,
+    CONTENT_TOO_LARGE, FRAME_ERROR, NO_ROUTE, PRECONDITION_FAILED, Reply, UNEXPECTED_FRAME,
+    from_broker,
 };
 
 use super::{BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, Pending, Publishing};
@@ -119,6 +120,11 @@ impl Conn {
         let on = |reply: Reply| reply.on(60, 40);
         let exchange = crate::exchanges::canonical(publish.exchange.as_str()).to_owned();
         let routing_key = publish.routing_key.as_str().to_owned();
+        let now = weir_broker::now_ms();
+        // A per-message TTL is checked before anything is routed: a bad one appends
+        // nothing (406, as RabbitMQ).
+        let expire_at = crate::properties::expire_at(&properties, now.max(0) as u64)
+            .map_err(|why| on(Reply::channel(PRECONDITION_FAILED, why)))?;
         let headers = crate::properties::header_texts(&properties);
         let queues = exchanges::route(&self.shared.broker, &exchange, &routing_key, &headers)
             .map_err(|e| match e.reason {
@@ -154,14 +160,16 @@ impl Conn {
             }
         }
         let value = Bytes::from(body);
-        let record_headers = crate::properties::to_headers(&properties, &exchange, &routing_key);
+        let mut record_headers =
+            crate::properties::to_headers(&properties, &exchange, &routing_key);
+        record_headers.extend(expire_at);
         let mut produces = Vec::with_capacity(queues.len());
         for queue in queues {
             let record = Record {
                 key: None,
                 value: Some(value.clone()),
                 headers: record_headers.clone(),
-                timestamp: weir_broker::now_ms(),
+                timestamp: now,
             };
             let request = ProduceRequest {
                 topic: queue,

@@ -459,3 +459,264 @@ fn pika_consumer_is_cancelled_by_the_broker_when_its_queue_is_deleted() {
     assert_eq!(result["cancelled"], Value::Bool(true), "{result}");
     assert_eq!(result["channel_open"], Value::Bool(true), "{result}");
 }
+
+/// The `x-death` entry a dead-lettered message carries, checked as a RabbitMQ user would:
+/// which queue it left, why, how often, and where it had been published.
+fn assert_death(message: &Value, queue: &str, reason: &str, exchange: &str, key: &str) {
+    let deaths = message["x_death"].as_array().expect("x-death is an array");
+    assert_eq!(deaths.len(), 1, "{message}");
+    let death = &deaths[0];
+    assert_eq!(death["queue"], queue, "{message}");
+    assert_eq!(death["reason"], reason, "{message}");
+    assert_eq!(death["count"], 1, "{message}");
+    assert_eq!(death["exchange"], exchange, "{message}");
+    assert_eq!(death["routing-keys"], serde_json::json!([key]), "{message}");
+    assert!(
+        death["time"].as_i64().unwrap_or(0) > 1_600_000_000,
+        "{message}"
+    );
+    assert_eq!(message["x_first_death_queue"], queue, "{message}");
+    assert_eq!(message["x_first_death_reason"], reason, "{message}");
+    assert_eq!(message["x_first_death_exchange"], exchange, "{message}");
+}
+
+#[test]
+fn pika_delay_queue_dead_letters_on_ttl_reject_and_delivery_limit() {
+    let (_broker, port) = amqp_broker();
+    let result = &tutorial("dead_letters.py", port, &[]);
+
+    // The delay queue: all five reach `work` through `dlx`, none before their 1 s TTL,
+    // in publish order, each with its death; `audit`, bound alike, gets them too, and
+    // nothing is left in `delay`.
+    let delayed = result["delayed"].as_array().expect("delayed");
+    let bodies: Vec<&str> = delayed
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        (0..5).map(|i| format!("delayed {i}")).collect::<Vec<_>>(),
+        "{result}"
+    );
+    for m in delayed {
+        let after = m["after_s"].as_f64().unwrap();
+        assert!(
+            (0.95..10.0).contains(&after),
+            "arrived after {after} s: {m}"
+        );
+        assert_eq!(m["exchange"], "dlx", "{m}");
+        assert_eq!(m["routing_key"], "work", "{m}");
+        assert_death(m, "delay", "expired", "", "delay");
+    }
+    assert_eq!(strings_of(&result["audited"], "body").len(), 5, "{result}");
+    assert_eq!(result["delay_left"], 0, "{result}");
+
+    // A per-message expiration through the default exchange: the copy has no expiration
+    // of its own (it would expire again at once), x-death keeps the original.
+    let expired = &result["expired"][0];
+    assert_eq!(expired["body"], "expires", "{result}");
+    assert!(expired["after_s"].as_f64().unwrap() >= 0.45, "{expired}");
+    assert_eq!(expired["expiration"], Value::Null, "{expired}");
+    assert_eq!(expired["routing_key"], "work2", "{expired}");
+    assert_death(expired, "delay2", "expired", "", "delay2");
+    assert_eq!(
+        expired["x_death"][0]["original-expiration"], "500",
+        "{expired}"
+    );
+
+    // Rejected without requeue, and released past x-delivery-limit 1 (two deliveries).
+    assert_eq!(result["rejected_first"], "bad job", "{result}");
+    assert_eq!(result["flaky_deliveries"], 2, "{result}");
+    let failed = result["failed"].as_array().expect("failed");
+    assert_eq!(failed.len(), 2, "{result}");
+    let by_body = |body: &str| {
+        failed
+            .iter()
+            .find(|m| m["body"] == body)
+            .unwrap_or_else(|| panic!("no {body} in {result}"))
+    };
+    let rejected = by_body("bad job");
+    assert_eq!(rejected["routing_key"], "jobs", "{rejected}");
+    assert_death(rejected, "jobs", "rejected", "", "jobs");
+    assert_death(by_body("flaky job"), "flaky", "delivery_limit", "", "flaky");
+
+    // What RabbitMQ refuses, refused alike, in its words.
+    let refusals = &result["refusals"];
+    for case in [
+        "ttl_as_string",
+        "ttl_negative",
+        "routing_key_without_dlx",
+        "redeclare_other_ttl",
+        "expires_zero",
+        "expiration_not_a_number",
+    ] {
+        assert_eq!(refusals[case]["code"], 406, "{case}: {refusals}");
+    }
+    let text = |case: &str| refusals[case]["text"].as_str().unwrap_or("").to_owned();
+    assert!(
+        text("ttl_as_string").contains(
+            "invalid arg 'x-message-ttl' for queue 'bad1' in vhost '/': {unacceptable_type,longstr}"
+        ),
+        "{refusals}"
+    );
+    assert!(
+        text("ttl_negative").contains("value_negative"),
+        "{refusals}"
+    );
+    assert!(
+        text("routing_key_without_dlx").contains("routing_key_but_no_dlx_defined"),
+        "{refusals}"
+    );
+    assert!(
+        text("expiration_not_a_number").contains("invalid expiration 'soon'"),
+        "{refusals}"
+    );
+    assert!(
+        text("expires_zero").contains("{value_zero,0}"),
+        "{refusals}"
+    );
+
+    // x-expires 500 ms: the unused queue is gone soon after, not before; the one a
+    // consumer reads stays.
+    let gone = result["ephemeral_gone_after_s"]
+        .as_f64()
+        .expect("the unused queue was deleted");
+    assert!((0.45..5.0).contains(&gone), "deleted after {gone} s");
+    assert_eq!(result["kept_exists"], true, "{result}");
+}
+
+/// The `field` of each entry of the array `value`.
+fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
+    value
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m[field].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// Celery on `pyamqp://`, its default broker: a client `.delay()`s tasks into Weir's
+/// AMQP listener and a worker runs each once: plain tasks, one with `bind=True,
+/// max_retries=3` that fails twice and succeeds on `self.retry(countdown=1)`, and one with
+/// an `eta` 2 s ahead, not run before it; and a result read back through the `rpc://`
+/// backend.
+#[test]
+fn celery_on_pyamqp_runs_tasks_retries_etas_and_rpc_results() {
+    const TASKS: usize = 10;
+    let python = python();
+    let (_broker, port) = amqp_broker();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("done");
+    let env = |command: &mut std::process::Command| {
+        command
+            .current_dir(repo_root().join("tests/amqp"))
+            .env(
+                "CELERY_BROKER_URL",
+                format!("pyamqp://guest@127.0.0.1:{port}//"),
+            )
+            .env("CELERY_OUT", &out)
+            .stdin(std::process::Stdio::null());
+    };
+    let mut send = std::process::Command::new(&python);
+    send.args(["celery_tasks.py", "send", &TASKS.to_string()]);
+    env(&mut send);
+    let sent = finish(send, &["celery_tasks.py send"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+
+    let mut worker = std::process::Command::new(&python);
+    worker.args([
+        "-m",
+        "celery",
+        "-A",
+        "celery_tasks",
+        "worker",
+        "--pool=solo",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--loglevel=INFO",
+    ]);
+    env(&mut worker);
+    let log = dir.path().join("worker.log");
+    let log_file = std::fs::File::create(&log).expect("worker log");
+    let worker = KillOnDrop(
+        worker
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("the worker starts"),
+    );
+    // Each line: what ran, then when (epoch seconds).
+    let runs = || -> Vec<(String, f64)> {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (what, at) = l.rsplit_once(' ')?;
+                Some((what.to_owned(), at.parse().ok()?))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let done = loop {
+        let done = runs();
+        let finished = done.iter().any(|(w, _)| w == "flaky 2")
+            && done.iter().any(|(w, _)| w.starts_with("later "))
+            && done
+                .iter()
+                .filter(|(w, _)| w.starts_with("record "))
+                .count()
+                >= TASKS;
+        if finished || std::time::Instant::now() > deadline {
+            break done;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    // A result read back through the rpc:// backend, while the worker runs.
+    let mut result = std::process::Command::new(&python);
+    result.args(["celery_tasks.py", "result"]);
+    env(&mut result);
+    let result = finish(result, &["celery_tasks.py result"]);
+    drop(worker);
+    let log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        result.status.success(),
+        "{}\nworker log:\n{log}",
+        stderr(&result)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout).trim(),
+        "5",
+        "worker log:\n{log}"
+    );
+    let mut records: Vec<usize> = done
+        .iter()
+        .filter_map(|(w, _)| w.strip_prefix("record ")?.parse().ok())
+        .collect();
+    records.sort_unstable();
+    assert_eq!(
+        records,
+        (0..TASKS).collect::<Vec<_>>(),
+        "runs: {done:?}\nworker log:\n{log}"
+    );
+    // Two failures, then success: three runs, each at least its countdown after the last.
+    let flaky: Vec<&(String, f64)> = done
+        .iter()
+        .filter(|(w, _)| w.starts_with("flaky "))
+        .collect();
+    let attempts: Vec<&str> = flaky.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(
+        attempts,
+        ["flaky 0", "flaky 1", "flaky 2"],
+        "worker log:\n{log}"
+    );
+    for pair in flaky.windows(2) {
+        assert!(pair[1].1 - pair[0].1 >= 0.9, "retried too early: {flaky:?}");
+    }
+    // The eta task ran once, not before its eta.
+    let later: Vec<&(String, f64)> = done
+        .iter()
+        .filter(|(w, _)| w.starts_with("later "))
+        .collect();
+    assert_eq!(later.len(), 1, "runs: {done:?}\nworker log:\n{log}");
+    let sent_at: f64 = later[0].0["later ".len()..].parse().expect("sent at");
+    assert!(later[0].1 - sent_at >= 1.9, "ran before its eta: {later:?}");
+}

@@ -26,17 +26,20 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use weir_log::DecodedRecord;
 
-use super::dead_letter::{DeadLetterSink, MAX_DEAD_LETTERS_PER_PASS, dead_letter_copy};
+use super::dead_letter::{
+    DeadLetterSink, DeadLetterTarget, MAX_DEAD_LETTERS_PER_PASS, dead_letter_copy,
+};
 use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, ShareConfig, WindowCounts};
 use super::reader::{self, DataSource, data_partition};
 use super::remote::RemoteLog;
 use super::settings::{GroupSettings, RecordKey};
 use super::shard::{ShareGroup, ShareShard, Windows};
 use super::{
-    DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_ACK_RANGE_OFFSETS, MAX_SHARE_FETCH_RECORDS,
-    MAX_SHARE_FETCH_TOPICS, MAX_SHARE_FETCH_WAIT, SHARE_LEADERSHIP_CHECK_INTERVAL,
-    SHARE_OPEN_LOAD_WAIT, SHARE_STATE_REPLICATION_FACTOR, SHARE_STATE_SEGMENT_BYTES,
-    SHARE_STATE_TOPIC, ShareError, ShareGroupConfig, validate_group_id,
+    DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_ACK_RANGE_OFFSETS, MAX_EXPIRED_PER_PASS,
+    MAX_SHARE_FETCH_RECORDS, MAX_SHARE_FETCH_TOPICS, MAX_SHARE_FETCH_WAIT,
+    SHARE_LEADERSHIP_CHECK_INTERVAL, SHARE_OPEN_LOAD_WAIT, SHARE_STATE_REPLICATION_FACTOR,
+    SHARE_STATE_SEGMENT_BYTES, SHARE_STATE_TOPIC, SHARE_SWEEP_INTERVAL, ShareError,
+    ShareGroupConfig, validate_group_id,
 };
 use crate::group::{MAX_MEMBER_ID_CHARS, partition_for_group};
 use crate::internal_topic::{self, InternalTopic, LeaderSlots, wall_clock_ms};
@@ -223,6 +226,7 @@ impl ShareCoordinator {
         while coordinator.follow_leadership().await? > 0 && Instant::now() < deadline {
             tokio::time::sleep(SHARE_LEADERSHIP_CHECK_INTERVAL / 10).await;
         }
+        tokio::spawn(sweep_loop(Arc::downgrade(&coordinator), shutdown.clone()));
         let this = coordinator.clone();
         internal_topic::spawn_following(
             registry,
@@ -524,6 +528,11 @@ impl ShareCoordinator {
             }
             self.registry.topic(topic)?;
         }
+        if settings.dead_letter_exchange.is_some() && self.sink.is_none() {
+            return Err(ShareError::InvalidRequest(
+                "this broker cannot route dead letters through an exchange".to_string(),
+            ));
+        }
         let shard = self.shard(group_id)?;
         let group = shard.group_or_new(group_id)?;
         {
@@ -642,14 +651,10 @@ impl ShareCoordinator {
         Ok(())
     }
 
-    /// Copies the group's archived records waiting for it to its dead-letter topic (under
-    /// its windows lock), and marks them finished once the copy is durable. After a copy
-    /// failed, the group's requests do not try again for [`DEAD_LETTER_RETRY`]; the
-    /// records wait.
     /// After a write that archived records waiting for their dead-letter copy is
     /// durable: copies them (and writes that they are copied) at once, rather than at the
-    /// group's next request. The request that made the write has its answer already; a
-    /// failure here leaves the copies to a later pass.
+    /// group's next request or sweep. The request that made the write has its answer
+    /// already; a failure here leaves the copies to a later pass.
     async fn copy_durable_dead_letters(
         &self,
         shard: &ShareShard,
@@ -671,20 +676,33 @@ impl ShareCoordinator {
         }
     }
 
-    /// Copies the group's archived records whose archiving is durable to its
-    /// dead-letter topic (a copy of a record whose REJECT is then lost would be a dead
-    /// letter of a record delivered again and perhaps accepted), and marks them copied.
+    /// Copies the group's archived records waiting for it to its dead-letter topic or
+    /// exchange (under its windows lock), and marks them finished once the copy is
+    /// durable. Only records whose archiving is durable are copied: a copy of a record
+    /// whose REJECT is then lost would be a dead letter of a record delivered again and
+    /// perhaps accepted. After a copy failed, the group's requests do not try again for
+    /// [`DEAD_LETTER_RETRY`]; the records wait.
     async fn copy_dead_letters(&self, group_id: &str, group: &ShareGroup, windows: &mut Windows) {
-        let (Some(sink), Some(dlq)) = (&self.sink, windows.settings.dead_letter_topic.clone())
-        else {
+        let Some(sink) = &self.sink else {
             return;
         };
+        let exchange = windows.settings.dead_letter_exchange.clone();
+        let routing_key = windows.settings.dead_letter_routing_key.clone();
+        let dlq = windows.settings.dead_letter_topic.clone();
+        if exchange.is_none() && dlq.is_none() {
+            return;
+        }
         // The machine's clock values are std's (tokio's time pauses only in tests).
         let now = Instant::now().into_std();
         if windows.dead_letters_retry_at.is_some_and(|at| now < at) {
             return;
         }
-        let Ok(dlq_partitions) = self.registry.topic(&dlq).map(|t| t.partition_count()) else {
+        let dlq_partitions = match (&exchange, &dlq) {
+            (Some(_), _) => Ok(1),
+            (None, Some(dlq)) => self.registry.topic(dlq).map(|t| t.partition_count()),
+            (None, None) => return,
+        };
+        let Ok(dlq_partitions) = dlq_partitions else {
             tracing::warn!(
                 group = group_id,
                 topic = dlq,
@@ -710,10 +728,27 @@ impl ShareCoordinator {
                     .into_iter()
                     .filter_map(|r| {
                         let archived = by_offset.get(&r.offset)?;
-                        Some(dead_letter_copy(group_id, topic, *partition, r, archived))
+                        Some(dead_letter_copy(
+                            group_id,
+                            topic,
+                            *partition,
+                            r,
+                            archived,
+                            wall_clock_ms(),
+                        ))
                     })
                     .collect();
-                sink.send(&dlq, *partition % dlq_partitions.max(1), copies)
+                let target = match (&exchange, &dlq) {
+                    (Some(exchange), _) => DeadLetterTarget::Exchange {
+                        exchange: exchange.clone(),
+                        routing_key: routing_key.clone(),
+                    },
+                    (None, dlq) => DeadLetterTarget::Topic {
+                        topic: dlq.clone().unwrap_or_default(),
+                        partition: *partition % dlq_partitions.max(1),
+                    },
+                };
+                sink.send(&target, copies)
                     .await
                     .map_err(ShareError::InvalidRequest)
             };
@@ -739,6 +774,114 @@ impl ShareCoordinator {
             }
         }
         windows.dead_letters_retry_at = retry.then_some(now + DEAD_LETTER_RETRY);
+    }
+
+    /// One pass over the groups this broker coordinates that can expire or dead-letter
+    /// records ([`GroupSettings::sweeps`]), whether or not a member asks: each of their
+    /// windows takes in the log's new records, archives up to [`MAX_EXPIRED_PER_PASS`]
+    /// expired ones, and copies what waits for its dead-letter copy (each copy durable
+    /// before its record counts as finished, as for a member's reject). So a queue with a
+    /// TTL and nobody reading it moves its messages to its dead-letter exchange on time.
+    pub async fn sweep(&self) {
+        for shard in self.loaded_shards() {
+            for group_id in shard.group_ids() {
+                let Some(group) = shard.group(&group_id) else {
+                    continue;
+                };
+                if let Err(e) = self.sweep_group(&shard, &group_id, &group).await {
+                    tracing::debug!(group = group_id, error = %e, "share group sweep failed");
+                }
+            }
+        }
+    }
+
+    async fn sweep_group(
+        &self,
+        shard: &ShareShard,
+        group_id: &str,
+        group: &ShareGroup,
+    ) -> Result<(), ShareError> {
+        let mut windows = group.windows.lock().await;
+        if windows.deleted || !windows.settings.sweeps() {
+            return Ok(());
+        }
+        shard.check_serving()?;
+        self.rebuild_stored(group_id, &mut windows)?;
+        let now = wall_clock_ms().max(0) as u64;
+        let filter = windows.settings.filter.clone();
+        let ttl_ms = windows.settings.message_ttl_ms;
+        for ((topic, partition), w) in &mut windows.partitions {
+            let data = match self.source(topic, *partition) {
+                Ok(data) => data,
+                Err(_) => continue,
+            };
+            let start = w.window.start();
+            reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now).await?;
+            w.dirty |= w.window.start() != start;
+            let expired = w.window.expire_records(now, MAX_EXPIRED_PER_PASS);
+            if !expired.is_empty() {
+                for a in &expired {
+                    w.cache.take(a.offset);
+                }
+                w.dirty = true;
+                tracing::debug!(
+                    group = group_id,
+                    topic = %topic,
+                    partition,
+                    expired = expired.len(),
+                    "share group records expired"
+                );
+            }
+        }
+        self.copy_dead_letters(group_id, group, &mut windows).await;
+        let pending = shard.queue_snapshots(&mut windows).await?;
+        drop(windows);
+        if let Some(pending) = pending
+            && shard.durable(group, pending).await?
+        {
+            self.copy_durable_dead_letters(shard, group, group_id).await;
+        }
+        Ok(())
+    }
+
+    /// Makes the group read every partition of `topic` from now on, before any member
+    /// fetches (from its log start, or where the group's settings say): its windows are
+    /// made and written, so the coordinator's sweep expires and dead-letters the topic's
+    /// records while nobody reads them (an AMQP queue declared with a TTL). A window the
+    /// group has already is kept. Answers once the windows are durable.
+    pub async fn attach(&self, group_id: &str, topic_name: &str) -> Result<(), ShareError> {
+        let topic = self.registry.topic(topic_name)?;
+        let shard = self.shard(group_id)?;
+        let group = shard.group_or_new(group_id)?;
+        let mut windows = group.windows.lock().await;
+        if windows.deleted {
+            return Err(ShareError::UnknownGroup(group_id.to_string()));
+        }
+        self.rebuild_stored(group_id, &mut windows)?;
+        let config = windows.settings.apply(self.config.partition);
+        let start_at = windows.settings.start.unwrap_or(ShareStart::Earliest);
+        for p in 0..topic.partition_count() {
+            let known = windows
+                .partitions
+                .contains_key(&(topic_name.to_string(), p));
+            if known {
+                continue;
+            }
+            let data = self.source(topic_name, p)?;
+            let offsets = data.offsets().await?;
+            let start = match start_at {
+                ShareStart::Earliest => offsets.log_start_offset,
+                ShareStart::Latest => offsets.high_watermark,
+            };
+            let w = windows.window(group_id, topic_name, &topic.topic_id, p, config, start)?;
+            w.dirty = true;
+        }
+        let pending = shard.queue_snapshots(&mut windows).await?;
+        drop(windows);
+        if let Some(pending) = pending {
+            shard.durable(&group, pending).await?;
+        }
+        Ok(())
     }
 
     /// Applies each acknowledgement entry in order (under the group's windows lock).
@@ -845,6 +988,7 @@ impl ShareCoordinator {
         let mut round = Round::default();
         let mut visited = Vec::with_capacity(targets.len());
         let filter = windows.settings.filter.clone();
+        let ttl_ms = windows.settings.message_ttl_ms;
         for (topic, topic_id, p) in targets {
             let data = self.source(&topic, p)?;
             let known = windows.partitions.contains_key(&(topic.to_string(), p))
@@ -869,7 +1013,8 @@ impl ShareCoordinator {
             if wanted > 0 {
                 let start = w.window.start();
                 let more =
-                    reader::extend(&data, &mut w.window, &mut w.cache, &filter, now_ms).await?;
+                    reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now_ms)
+                        .await?;
                 round.more_to_read |= more;
                 // Records the filter skipped moved the start: written, so a new coordinator
                 // does not read them again.
@@ -944,6 +1089,27 @@ impl ShareCoordinator {
             }
         }
         Ok(out)
+    }
+}
+
+/// Runs [`ShareCoordinator::sweep`] every [`SHARE_SWEEP_INTERVAL`] until `shutdown` or
+/// until the coordinator is dropped.
+async fn sweep_loop(
+    coordinator: std::sync::Weak<ShareCoordinator>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(SHARE_SWEEP_INTERVAL) => {}
+            _ = shutdown.changed() => return,
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+        let Some(this) = coordinator.upgrade() else {
+            return;
+        };
+        this.sweep().await;
     }
 }
 

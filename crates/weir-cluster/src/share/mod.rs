@@ -31,15 +31,19 @@ pub use coordinator::{
     AckRange, AckResult, ShareCoordinator, ShareFetch, ShareFetchAnswer, ShareGroupView,
     SharePartitionView, ShareRecord, ShareStart, find_share_coordinator,
 };
-pub use dead_letter::{DLQ_HEADERS, DeadLetterSink, SinkFuture};
+pub use dead_letter::{
+    DLQ_DELIVERY_COUNT, DLQ_EXCHANGE, DLQ_GROUP, DLQ_HEADERS, DLQ_ORIGINAL_EXPIRATION, DLQ_REASON,
+    DLQ_ROUTING_KEY, DLQ_SOURCE_OFFSET, DLQ_SOURCE_PARTITION, DLQ_SOURCE_TOPIC, DLQ_TIME,
+    DeadLetterSink, DeadLetterTarget, SinkFuture,
+};
 pub use remote::{RemoteBatches, RemoteFuture, RemoteLog, RemoteReadError};
 pub use weir_coordinator::share::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, FilterError, GroupSettings,
     HeaderCondition, HeaderFilter, HeaderMatch, MAX_DELIVERY_COUNT_LIMIT, MAX_DELIVERY_DELAY_MS,
     MAX_FILTER_CONDITIONS, MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
-    MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, RecordState, STATE_RECORD_VERSION,
-    ShareConfig, SharePartition, StateKey, StateKind, StateRange, StateRecordError, StateValue,
-    WindowCounts,
+    MAX_GROUP_ID_BYTES, MAX_MESSAGE_TTL_MS, MAX_STATE_RANGES, NEVER_EXPIRES, PersistedState,
+    RecordState, STATE_RECORD_VERSION, ShareConfig, SharePartition, StateKey, StateKind,
+    StateRange, StateRecordError, StateValue, WindowCounts,
 };
 use weir_coordinator::share::{filter, partition, settings};
 
@@ -94,6 +98,17 @@ pub const SHARE_CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// The record header that delays a record's first delivery: epoch milliseconds, ASCII
 /// decimal (Celery's `eta`, SQS's `DelaySeconds`).
 pub const DELIVER_AT_HEADER: &str = "weir-deliver-at";
+/// The record header that expires a record not delivered by then: epoch milliseconds,
+/// ASCII decimal (an AMQP message's `expiration`). It is archived as expired (and
+/// dead-lettered) instead.
+pub const EXPIRE_AT_HEADER: &str = "weir-expire-at";
+/// How often the coordinator looks for expired records (and dead letters waiting for
+/// their copy) in groups that can have them ([`GroupSettings::sweeps`]), whether or not a
+/// member asks.
+pub const SHARE_SWEEP_INTERVAL: Duration = Duration::from_millis(200);
+/// Most records one sweep archives as expired in one share-partition (the rest wait for
+/// the next pass).
+pub const MAX_EXPIRED_PER_PASS: usize = 1_000;
 
 /// Settings of the share coordinator: the defaults every share group gets.
 #[derive(Debug, Clone)]

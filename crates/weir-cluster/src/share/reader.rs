@@ -16,7 +16,8 @@ use super::filter::HeaderFilter;
 use super::partition::{MAX_DELIVERY_DELAY_MS, SharePartition};
 use super::remote::{RemoteLog, RemotePartition, RemoteReadError};
 use super::{
-    DELIVER_AT_HEADER, SHARE_CACHE_BYTES, SHARE_FILTER_SCAN_BYTES, SHARE_READ_BYTES, ShareError,
+    DELIVER_AT_HEADER, EXPIRE_AT_HEADER, NEVER_EXPIRES, SHARE_CACHE_BYTES, SHARE_FILTER_SCAN_BYTES,
+    SHARE_READ_BYTES, ShareError,
 };
 use crate::error::ClusterError;
 use crate::partition::{Partition, PartitionOffsets};
@@ -152,6 +153,24 @@ pub(super) fn not_before_ms(record: &DecodedRecord, now_ms: u64) -> u64 {
         .map_or(0, |at| at.min(now_ms.saturating_add(MAX_DELIVERY_DELAY_MS)))
 }
 
+/// When `record` expires: `ttl_ms` after its timestamp, or at its `weir-expire-at` header
+/// (epoch milliseconds), whichever is first; [`NEVER_EXPIRES`] without either.
+pub(super) fn expires_at_ms(record: &DecodedRecord, ttl_ms: Option<u64>) -> u64 {
+    let by_header = record
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.key == EXPIRE_AT_HEADER)
+        .and_then(|h| h.value.as_ref())
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(NEVER_EXPIRES);
+    let by_ttl = ttl_ms.map_or(NEVER_EXPIRES, |ttl| {
+        (record.timestamp.max(0) as u64).saturating_add(ttl)
+    });
+    by_header.min(by_ttl)
+}
+
 /// Records taken into a window and not handed out yet, decoded, so a fetch need not
 /// read them again: bounded by [`SHARE_CACHE_BYTES`] of keys, values and headers (records
 /// beyond it, and redeliveries, are read from the log when acquired).
@@ -232,12 +251,15 @@ impl RecordCache {
 /// ([`SharePartition::extend_filtered`]). First skips what retention removed below the
 /// window. Reads once, or, while everything read was skipped, again, up to
 /// [`SHARE_FILTER_SCAN_BYTES`]: returns `true` when it stopped there with more to read, so
-/// the caller looks again at once rather than wait for new records.
+/// the caller looks again at once rather than wait for new records. Each record expires
+/// `ttl_ms` after its timestamp, or when its `weir-expire-at` header says, whichever is
+/// first ([`expires_at_ms`]).
 pub(super) async fn extend(
     partition: &DataSource,
     window: &mut SharePartition,
     cache: &mut RecordCache,
     filter: &HeaderFilter,
+    ttl_ms: Option<u64>,
     now_ms: u64,
 ) -> Result<bool, ShareError> {
     let offsets = partition.offsets().await?;
@@ -254,7 +276,7 @@ pub(super) async fn extend(
     cache.drop_below(window.start());
     // What the last extension decoded and had no room for comes first.
     let ahead = cache.take_ahead(window.end());
-    let mut taken = take_in(window, cache, filter, now_ms, ahead);
+    let mut taken = take_in(window, cache, filter, ttl_ms, now_ms, ahead);
     let mut scanned = 0;
     loop {
         if !window.has_room() || window.end() >= offsets.high_watermark {
@@ -279,7 +301,7 @@ pub(super) async fn extend(
                 offset: from,
                 reason: e.to_string(),
             })?;
-            taken += take_in(window, cache, filter, now_ms, decoded);
+            taken += take_in(window, cache, filter, ttl_ms, now_ms, decoded);
         }
         let end = window.end();
         if taken > 0 || end <= from {
@@ -298,6 +320,7 @@ fn take_in(
     window: &mut SharePartition,
     cache: &mut RecordCache,
     filter: &HeaderFilter,
+    ttl_ms: Option<u64>,
     now_ms: u64,
     records: Vec<DecodedRecord>,
 ) -> usize {
@@ -307,11 +330,14 @@ fn take_in(
     let from = window.end();
     // Each record's delivery time, or None where the filter skips it (or it is below
     // the window's end), worked out once.
-    let due: Vec<Option<u64>> = records
+    let due: Vec<Option<(u64, u64)>> = records
         .iter()
-        .map(|r| (r.offset >= from && filter.matches(&r.headers)).then(|| not_before_ms(r, now_ms)))
+        .map(|r| {
+            (r.offset >= from && filter.matches(&r.headers))
+                .then(|| (not_before_ms(r, now_ms), expires_at_ms(r, ttl_ms)))
+        })
         .collect();
-    let taken = window.extend_filtered(records.iter().zip(&due).map(|(r, d)| (r.offset, *d)));
+    let taken = window.extend_timed(records.iter().zip(&due).map(|(r, d)| (r.offset, *d)));
     let end = window.end();
     let mut rest = Vec::new();
     for (r, due) in records.into_iter().zip(due) {

@@ -27,10 +27,10 @@ pub use filter::{
     MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
 };
 pub use partition::{
-    AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, RecordState,
-    ShareConfig, SharePartition, WindowCounts,
+    AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, NEVER_EXPIRES,
+    RecordState, ShareConfig, SharePartition, WindowCounts,
 };
-pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT, ShareStart};
+pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT, MAX_MESSAGE_TTL_MS, ShareStart};
 pub use state_records::{
     MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
     StateKind, StateRange, StateRecordError, StateValue,

@@ -8,6 +8,8 @@ use super::state_records::{PersistedState, StateKind, StateRange, StateValue};
 /// Longest delay a release or a `weir-deliver-at` header may ask for: 7 days. Longer is
 /// refused, not clamped (docs/queues.md § Delays says why this bound).
 pub const MAX_DELIVERY_DELAY_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+/// No expiry: a record that never expires.
+pub const NEVER_EXPIRES: u64 = u64::MAX;
 
 /// A share group's settings for one share-partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +63,8 @@ pub enum ArchiveReason {
     DeliveryLimit,
     /// Its lock expired, or was forfeited in a failover, at the delivery limit.
     LockExpiredAtLimit,
+    /// Its time to live ran out while it waited to be delivered (first or again).
+    Expired,
     /// Archived before a failover, whose reason the state record does not keep (the
     /// dead-letter copy's delivery count still tells a limit from a reject).
     Unknown,
@@ -73,6 +77,7 @@ impl ArchiveReason {
             ArchiveReason::Rejected => "rejected",
             ArchiveReason::DeliveryLimit => "delivery-limit",
             ArchiveReason::LockExpiredAtLimit => "lock-expired-at-limit",
+            ArchiveReason::Expired => "expired",
             ArchiveReason::Unknown => "unknown",
         }
     }
@@ -140,6 +145,10 @@ struct Entry {
     state: RecordState,
     delivery_count: u16,
     not_before_ms: u64,
+    /// When it expires if still not finished and not held ([`NEVER_EXPIRES`]: never). Not
+    /// persisted: a record a new leader reads from the log again gets it again; one its
+    /// state record holds (delivered before the failover) never expires.
+    expires_at_ms: u64,
 }
 
 impl Entry {
@@ -185,6 +194,9 @@ pub struct SharePartition {
     /// No record below this is available: where [`Self::acquire`] starts looking, so a
     /// fetch does not walk past every record other members hold.
     available_from: i64,
+    /// No record expires before this (a lower bound), so [`Self::expire_records`] skips
+    /// its walk until then.
+    earliest_expiry_ms: u64,
 }
 
 impl SharePartition {
@@ -201,6 +213,7 @@ impl SharePartition {
             filtered_out: 0,
             touched_end: start,
             available_from: start,
+            earliest_expiry_ms: NEVER_EXPIRES,
         }
     }
 
@@ -235,13 +248,28 @@ impl SharePartition {
         &mut self,
         records: impl IntoIterator<Item = (i64, Option<u64>)>,
     ) -> usize {
+        self.extend_timed(
+            records
+                .into_iter()
+                .map(|(offset, at)| (offset, at.map(|at| (at, NEVER_EXPIRES)))),
+        )
+    }
+
+    /// [`Self::extend_filtered`] with each record's expiry: `(offset, Some((not_before_ms,
+    /// expires_at_ms)))`, [`NEVER_EXPIRES`] for a record without one. A record that
+    /// expires is archived ([`ArchiveReason::Expired`]) by [`Self::expire_records`] or
+    /// when [`Self::acquire`] comes to it, never handed out.
+    pub fn extend_timed(
+        &mut self,
+        records: impl IntoIterator<Item = (i64, Option<(u64, u64)>)>,
+    ) -> usize {
         let mut taken = 0;
         let mut skipped = 0;
-        for (offset, not_before_ms) in records {
+        for (offset, times) in records {
             if offset < self.end {
                 continue;
             }
-            let Some(not_before_ms) = not_before_ms else {
+            let Some((not_before_ms, expires_at_ms)) = times else {
                 self.end = offset + 1;
                 skipped += 1;
                 continue;
@@ -255,8 +283,10 @@ impl SharePartition {
                     state: RecordState::Available,
                     delivery_count: 0,
                     not_before_ms,
+                    expires_at_ms,
                 },
             );
+            self.earliest_expiry_ms = self.earliest_expiry_ms.min(expires_at_ms);
             self.end = offset + 1;
             taken += 1;
         }
@@ -413,6 +443,7 @@ impl SharePartition {
         let member: Arc<str> = Arc::from(member);
         let deadline_ms = now_ms.saturating_add(self.config.lock_duration_ms);
         let mut out = Vec::new();
+        let mut expired = 0;
         // The first available record left behind: where the next look starts.
         let mut left = None;
         for (&offset, entry) in self.records.range_mut(self.available_from..) {
@@ -421,6 +452,14 @@ impl SharePartition {
                 break;
             }
             if entry.state != RecordState::Available {
+                continue;
+            }
+            if entry.expires_at_ms <= now_ms {
+                entry.state = RecordState::Archived {
+                    reason: ArchiveReason::Expired,
+                    copied: !self.config.dead_letter,
+                };
+                expired += 1;
                 continue;
             }
             if entry.not_before_ms > now_ms {
@@ -444,7 +483,50 @@ impl SharePartition {
         if !out.is_empty() {
             self.earliest_deadline_ms = self.earliest_deadline_ms.min(deadline_ms);
         }
+        if expired > 0 {
+            if self.config.dead_letter {
+                self.pending_copies += expired;
+            }
+            self.advance_start();
+        }
         out
+    }
+
+    /// Archives ([`ArchiveReason::Expired`]) up to `max` records that expired by `now_ms`
+    /// and are not held (available, due or delayed), lowest first, and returns them: what
+    /// the coordinator's sweep does for a queue nobody reads. A held record expires once
+    /// it is released, if its time has passed by then.
+    pub fn expire_records(&mut self, now_ms: u64, max: usize) -> Vec<Archived> {
+        if now_ms < self.earliest_expiry_ms || max == 0 {
+            return Vec::new();
+        }
+        let copied = !self.config.dead_letter;
+        let mut archived = Vec::new();
+        let mut earliest = NEVER_EXPIRES;
+        for (&offset, entry) in self.records.iter_mut() {
+            if entry.state != RecordState::Available {
+                continue;
+            }
+            if entry.expires_at_ms > now_ms || archived.len() >= max {
+                earliest = earliest.min(entry.expires_at_ms);
+                continue;
+            }
+            let reason = ArchiveReason::Expired;
+            entry.state = RecordState::Archived { reason, copied };
+            archived.push(Archived {
+                offset,
+                delivery_count: entry.delivery_count,
+                reason,
+            });
+        }
+        self.earliest_expiry_ms = earliest;
+        if !copied {
+            self.pending_copies += archived.len();
+        }
+        if !archived.is_empty() {
+            self.advance_start();
+        }
+        archived
     }
 
     /// Applies `member`'s acknowledgement of `offset` at `now_ms`. Returns the record if
@@ -709,6 +791,7 @@ impl SharePartition {
                         state: r.state.state(),
                         delivery_count: r.delivery_count,
                         not_before_ms: r.not_before_ms,
+                        expires_at_ms: NEVER_EXPIRES,
                     },
                 );
             }

@@ -39,6 +39,15 @@ pub const SETTINGS_VALUE_VERSION_FILTER: u16 = 1;
 /// after the version 0 fields, then the filter's condition count (0: no filter) and its
 /// conditions. Written only for a group that sets where it starts.
 pub const SETTINGS_VALUE_VERSION_START: u16 = 2;
+/// The settings value's version with the dead-letter exchange and message TTL (what an
+/// AMQP queue's arguments set) after the version 2 fields: the TTL (a presence byte and
+/// 8 bytes), the exchange and the routing key (each a presence byte, a length byte and the
+/// name: the default exchange is the empty name). Written only for a group that sets one.
+pub const SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE: u16 = 3;
+/// Longest dead-letter exchange name and routing key (AMQP short strings).
+pub const MAX_DEAD_LETTER_EXCHANGE_BYTES: usize = 255;
+/// Longest message time to live a group may set: the longest delay (7 days).
+pub const MAX_MESSAGE_TTL_MS: u64 = MAX_DELIVERY_DELAY_MS;
 /// The start byte of version 2: the group does not set it, latest, earliest.
 const START_UNSET: u8 = 0;
 const START_LATEST: u8 = 1;
@@ -65,6 +74,16 @@ pub struct GroupSettings {
     /// (`share.auto.offset.reset`); `None`: where each fetch asks (gRPC) or the latest
     /// offset (Kafka's default).
     pub start: Option<ShareStart>,
+    /// How long a record may wait to be delivered, from its timestamp; then it is archived
+    /// as expired (and dead-lettered). `None`: records wait for ever (a `weir-expire-at`
+    /// header still expires its record).
+    pub message_ttl_ms: Option<u64>,
+    /// Where archived records are routed, as an AMQP publish to this exchange would be
+    /// (an AMQP queue's `x-dead-letter-exchange`); instead of a dead-letter topic.
+    pub dead_letter_exchange: Option<String>,
+    /// The routing key dead letters are routed with (`x-dead-letter-routing-key`); `None`:
+    /// each keeps its own.
+    pub dead_letter_routing_key: Option<String>,
 }
 
 impl GroupSettings {
@@ -76,7 +95,7 @@ impl GroupSettings {
             delivery_count_limit: self
                 .delivery_count_limit
                 .unwrap_or(defaults.delivery_count_limit),
-            dead_letter: self.dead_letter_topic.is_some(),
+            dead_letter: self.dead_letter_topic.is_some() || self.dead_letter_exchange.is_some(),
             ..defaults
         }
     }
@@ -105,13 +124,51 @@ impl GroupSettings {
                 t.len()
             ));
         }
+        if self.dead_letter_topic.is_some() && self.dead_letter_exchange.is_some() {
+            return Err(
+                "a group dead-letters to a topic or through an exchange, not both".to_string(),
+            );
+        }
+        if let Some(ms) = self.message_ttl_ms
+            && ms > MAX_MESSAGE_TTL_MS
+        {
+            return Err(format!(
+                "a message time to live of {ms} ms is over the limit of {MAX_MESSAGE_TTL_MS} ms"
+            ));
+        }
+        for (what, name) in [
+            ("dead-letter exchange", &self.dead_letter_exchange),
+            ("dead-letter routing key", &self.dead_letter_routing_key),
+        ] {
+            if let Some(name) = name
+                && name.len() > MAX_DEAD_LETTER_EXCHANGE_BYTES
+            {
+                return Err(format!(
+                    "a {what} of {} bytes is over the limit of {MAX_DEAD_LETTER_EXCHANGE_BYTES}",
+                    name.len()
+                ));
+            }
+        }
+        if self.dead_letter_routing_key.is_some() && self.dead_letter_exchange.is_none() {
+            return Err("a dead-letter routing key needs a dead-letter exchange".to_string());
+        }
         Ok(())
+    }
+
+    /// Whether records of this group can expire or be dead-lettered: what the
+    /// coordinator's sweep looks at without a consumer asking.
+    pub fn sweeps(&self) -> bool {
+        self.message_ttl_ms.is_some()
+            || self.dead_letter_exchange.is_some()
+            || self.dead_letter_topic.is_some()
     }
 
     pub fn encode(&self) -> Vec<u8> {
         let topic = self.dead_letter_topic.as_deref().unwrap_or("").as_bytes();
         let mut out = Vec::with_capacity(2 + 1 + 8 + 1 + 2 + 1 + topic.len());
+        let exchange = self.message_ttl_ms.is_some() || self.dead_letter_exchange.is_some();
         let version = match (self.start, self.filter.is_empty()) {
+            _ if exchange => SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE,
             (Some(_), _) => SETTINGS_VALUE_VERSION_START,
             (None, true) => SETTINGS_VALUE_VERSION,
             (None, false) => SETTINGS_VALUE_VERSION_FILTER,
@@ -124,7 +181,7 @@ impl GroupSettings {
         out.put_u16(self.delivery_count_limit.unwrap_or(0));
         out.put_u8(topic.len().min(MAX_TOPIC_NAME_BYTES) as u8);
         out.put_slice(&topic[..topic.len().min(MAX_TOPIC_NAME_BYTES)]);
-        if version == SETTINGS_VALUE_VERSION_START {
+        if version >= SETTINGS_VALUE_VERSION_START {
             out.put_u8(match self.start {
                 None => START_UNSET,
                 Some(ShareStart::Latest) => START_LATEST,
@@ -137,6 +194,22 @@ impl GroupSettings {
         if !self.filter.is_empty() {
             encode_filter(&self.filter, &mut out);
         }
+        if version == SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
+            out.put_u8(u8::from(self.message_ttl_ms.is_some()));
+            out.put_u64(self.message_ttl_ms.unwrap_or(0));
+            let short = |s: &Option<String>| {
+                let b = s.as_deref().unwrap_or("").as_bytes();
+                b[..b.len().min(MAX_DEAD_LETTER_EXCHANGE_BYTES)].to_vec()
+            };
+            let exchange = short(&self.dead_letter_exchange);
+            out.put_u8(u8::from(self.dead_letter_exchange.is_some()));
+            out.put_u8(exchange.len() as u8);
+            out.put_slice(&exchange);
+            let key = short(&self.dead_letter_routing_key);
+            out.put_u8(u8::from(self.dead_letter_routing_key.is_some()));
+            out.put_u8(key.len() as u8);
+            out.put_slice(&key);
+        }
         out
     }
 
@@ -147,6 +220,7 @@ impl GroupSettings {
             SETTINGS_VALUE_VERSION,
             SETTINGS_VALUE_VERSION_FILTER,
             SETTINGS_VALUE_VERSION_START,
+            SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE,
         ]
         .contains(&version)
         {
@@ -162,7 +236,7 @@ impl GroupSettings {
         buf.advance(len);
         let mut start = None;
         let mut has_filter = version == SETTINGS_VALUE_VERSION_FILTER;
-        if version == SETTINGS_VALUE_VERSION_START {
+        if version >= SETTINGS_VALUE_VERSION_START {
             need(buf, 2, "start and filter condition count")?;
             start = match buf.get_u8() {
                 START_UNSET => None,
@@ -187,6 +261,31 @@ impl GroupSettings {
         } else {
             HeaderFilter::default()
         };
+        let (mut message_ttl_ms, mut dead_letter_exchange, mut dead_letter_routing_key) =
+            (None, None, None);
+        if version == SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
+            need(buf, 1 + 8 + 1, "message TTL and dead-letter exchange")?;
+            let ttl = (buf.get_u8() != 0, buf.get_u64());
+            message_ttl_ms = ttl.0.then_some(ttl.1);
+            let text = |buf: &mut &[u8], what: &'static str| {
+                need(buf, 1, what)?;
+                let len = buf.get_u8() as usize;
+                need(buf, len, what)?;
+                let text = std::str::from_utf8(&buf[..len])
+                    .map_err(|_| StateRecordError::GroupNotUtf8)?
+                    .to_owned();
+                buf.advance(len);
+                Ok::<String, StateRecordError>(text)
+            };
+            need(buf, 1, "dead-letter exchange presence")?;
+            let has_exchange = buf.get_u8() != 0;
+            let exchange = text(&mut buf, "dead-letter exchange")?;
+            dead_letter_exchange = has_exchange.then_some(exchange);
+            need(buf, 1, "dead-letter routing key presence")?;
+            let has_key = buf.get_u8() != 0;
+            let key = text(&mut buf, "dead-letter routing key")?;
+            dead_letter_routing_key = has_key.then_some(key);
+        }
         if !buf.is_empty() {
             return Err(StateRecordError::Trailing(buf.len()));
         }
@@ -196,6 +295,9 @@ impl GroupSettings {
             dead_letter_topic: (!topic.is_empty()).then_some(topic),
             filter,
             start,
+            message_ttl_ms,
+            dead_letter_exchange,
+            dead_letter_routing_key,
         })
     }
 }
@@ -370,6 +472,9 @@ mod tests {
             dead_letter_topic: Some("dlq".into()),
             filter: HeaderFilter::default(),
             start: None,
+            message_ttl_ms: None,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
         };
         let bytes = settings.encode();
         assert_eq!(
@@ -383,6 +488,61 @@ mod tests {
                 group: "jobs".into()
             }
         );
+    }
+
+    #[test]
+    fn a_dead_letter_exchange_and_ttl_are_written_as_version_3_with_or_without_a_filter() {
+        let settings = GroupSettings {
+            delivery_count_limit: Some(3),
+            start: Some(ShareStart::Earliest),
+            message_ttl_ms: Some(1_000),
+            dead_letter_exchange: Some("dlx".into()),
+            dead_letter_routing_key: Some("work".into()),
+            ..GroupSettings::default()
+        };
+        let bytes = settings.encode();
+        assert_eq!(
+            bytes,
+            golden_hex(
+                "0003 00 0000000000000000 01 0003 00 02 00 \
+                 01 00000000000003e8 01 03 646c78 01 04 776f726b"
+            )
+        );
+        assert_eq!(GroupSettings::decode(&bytes).unwrap(), settings);
+        // The default exchange and an empty key are kept apart from none; a filter comes
+        // before the new fields.
+        let settings = GroupSettings {
+            dead_letter_exchange: Some(String::new()),
+            dead_letter_routing_key: Some(String::new()),
+            filter: email_or_sms_in_eu(),
+            ..GroupSettings::default()
+        };
+        assert_eq!(GroupSettings::decode(&settings.encode()).unwrap(), settings);
+        // Cut anywhere, it is refused, never misread.
+        let bytes = settings.encode();
+        for len in 0..bytes.len() {
+            assert!(GroupSettings::decode(&bytes[..len]).is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn a_routing_key_without_an_exchange_or_both_targets_are_refused() {
+        let key_only = GroupSettings {
+            dead_letter_routing_key: Some("k".into()),
+            ..GroupSettings::default()
+        };
+        assert!(
+            key_only
+                .validate()
+                .unwrap_err()
+                .contains("needs a dead-letter exchange")
+        );
+        let both = GroupSettings {
+            dead_letter_topic: Some("dlq".into()),
+            dead_letter_exchange: Some("dlx".into()),
+            ..GroupSettings::default()
+        };
+        assert!(both.validate().unwrap_err().contains("not both"));
     }
 
     fn email_or_sms_in_eu() -> HeaderFilter {

@@ -482,3 +482,68 @@ fn a_snapshot_loads_back_with_locks_forfeited_and_counts_kept() {
     // Offset 2 was held at the limit when the leader went: archived, not delivered again.
     assert_eq!(archived.iter().map(|a| a.offset).collect::<Vec<_>>(), [2]);
 }
+
+#[test]
+fn an_expired_record_is_archived_not_delivered_and_waits_for_its_dead_letter_copy() {
+    let mut sp = SharePartition::new(
+        ShareConfig {
+            dead_letter: true,
+            ..config(5)
+        },
+        0,
+    );
+    // 0 expires at 100, 1 never, 2 at 300, 3 at 100 but is held when its time comes.
+    sp.extend_timed([
+        (0, Some((0, 100))),
+        (1, Some((0, NEVER_EXPIRES))),
+        (2, Some((0, 300))),
+        (3, Some((0, 100))),
+    ]);
+    assert!(sp.expire_records(99, 10).is_empty(), "nothing is due yet");
+    let held = sp.acquire("a", 50, 1);
+    assert_eq!(held[0].offset, 0);
+    sp.acknowledge("a", 0, AckKind::Release { delay_ms: 0 }, 60)
+        .unwrap();
+    // The sweep, bounded: one per pass.
+    let first = sp.expire_records(150, 1);
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].offset, first[0].reason),
+        (0, ArchiveReason::Expired)
+    );
+    assert_eq!(first[0].delivery_count, 1, "a released record expires too");
+    // A fetch never hands out an expired record: 3 is archived on the way to 1.
+    let got = sp.acquire("b", 150, 10);
+    assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [1, 2]);
+    assert!(matches!(
+        sp.state(3),
+        Some((
+            RecordState::Archived {
+                reason: ArchiveReason::Expired,
+                copied: false
+            },
+            0,
+            _
+        ))
+    ));
+    // Held records do not expire while held.
+    assert!(sp.expire_records(1_000, 10).is_empty());
+    let pending: Vec<i64> = sp
+        .pending_dead_letters(10)
+        .iter()
+        .map(|a| a.offset)
+        .collect();
+    assert_eq!(pending, [0, 3]);
+    assert_eq!(sp.start(), 0, "an archived record waits for its copy");
+    assert!(sp.dead_lettered(0));
+    assert_eq!(sp.start(), 1);
+}
+
+#[test]
+fn without_a_dead_letter_target_an_expired_record_is_finished_at_once() {
+    let mut sp = SharePartition::new(config(5), 0);
+    sp.extend_timed([(0, Some((0, 10))), (1, Some((0, 10)))]);
+    assert_eq!(sp.expire_records(10, 10).len(), 2);
+    assert_eq!((sp.start(), sp.end()), (2, 2));
+    assert!(sp.pending_dead_letters(10).is_empty());
+}
