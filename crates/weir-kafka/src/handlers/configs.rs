@@ -228,7 +228,7 @@ fn settable(
 fn unserved_resource(resource_type: i8) -> BrokerError {
     BrokerError::invalid(format!(
         "config resource type {resource_type} is not served: topics ({RESOURCE_TOPIC}), \
-         brokers ({RESOURCE_BROKER}) and share groups ({RESOURCE_GROUP}) are"
+         brokers ({RESOURCE_BROKER}) and groups ({RESOURCE_GROUP}) are"
     ))
 }
 
