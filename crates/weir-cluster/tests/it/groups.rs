@@ -827,6 +827,25 @@ async fn concurrent_commits_leave_the_newest_record_in_memory_and_log() {
     close(registry, c).await;
 }
 
+/// A deletion sent once the last member's session has ended is not refused by that
+/// member, whether or not the expiry task has run since (Kafka's session timers are
+/// exact; librdkafka's test 0081 deletes its groups right after the session timeout).
+#[tokio::test]
+async fn a_group_whose_members_sessions_ended_can_be_deleted_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 1).await;
+    // Heard from last longer ago than its session timeout (10 s).
+    let long_ago = Instant::now()
+        .checked_sub(config().session_timeout + Duration::from_secs(1))
+        .expect("the clock is past 11 s");
+    let mut a = Client::new("g", &["t"]);
+    a.heartbeat(&c, long_ago).await.unwrap();
+    c.delete_group("g").await.unwrap();
+    assert!(c.list_groups().is_empty());
+    close(registry, c).await;
+}
+
 #[tokio::test]
 async fn delete_group_refuses_members_then_removes_everything_durably() {
     let dir = tempfile::tempdir().unwrap();
