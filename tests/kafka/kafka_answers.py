@@ -40,11 +40,24 @@ CHECK is one of:
                    (advertised.listeners, listeners, log.dirs read-only with their values);
                    confluent-kafka's IncrementalAlterConfigs of a broker key refused with
                    INVALID_CONFIG naming the key.
+  group-configs    a consumer group's own consumer.session.timeout.ms and
+                   consumer.heartbeat.interval.ms (KIP-848 group configs): confluent-kafka's
+                   IncrementalAlterConfigs (SET, DELETE) and AlterConfigs on a GROUP
+                   resource, DescribeConfigs with sources GROUP_CONFIG and DEFAULT_CONFIG,
+                   values Kafka refuses (out of the broker's bounds, a heartbeat interval
+                   not below the session timeout, an unknown key) refused with
+                   INVALID_CONFIG naming the key; a consumer with group.protocol=consumer
+                   is told the group's heartbeat interval and session timeout and
+                   heartbeats at that interval, and a session timeout changed while it
+                   runs reaches it. Reads the group through `weir group describe` (the
+                   WEIR_BIN binary, at WEIR_BROKERS), as an operator would.
 
 Prints one JSON line of what it saw; exits non-zero on failure.
 """
 
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -591,6 +604,126 @@ def admin_apis():
     }
 
 
+def group_configs():
+    group = "cfg-" + topic
+    resource = lambda **kw: ConfigResource(ConfigResource.Type.GROUP, group, **kw)  # noqa: E731
+    consumer_keys = ["consumer.heartbeat.interval.ms", "consumer.session.timeout.ms"]
+
+    def configs():
+        got = admin.describe_configs([resource()])
+        entries = list(got.values())[0].result(timeout=20)
+        return {k: [entries[k].value, ConfigSource(entries[k].source).name] for k in consumer_keys}
+
+    def incremental(*entries):
+        r = resource(incremental_configs=list(entries))
+        for f in admin.incremental_alter_configs([r]).values():
+            f.result(timeout=20)
+
+    def refused(*entries):
+        try:
+            incremental(*entries)
+        except KafkaException as e:
+            err = e.args[0]
+            return [err.name(), err.str()]
+        raise AssertionError(f"{entries} accepted")
+
+    SET, DELETE = AlterConfigOpType.SET, AlterConfigOpType.DELETE
+    before = configs()
+    # As librdkafka's test 0081 does, on a group that does not exist yet.
+    incremental(
+        ConfigEntry("consumer.session.timeout.ms", "50000", incremental_operation=SET),
+        ConfigEntry("consumer.heartbeat.interval.ms", "1000", incremental_operation=SET),
+    )
+    after_set = configs()
+    bad = {
+        "above_max": refused(ConfigEntry("consumer.session.timeout.ms", "70000", incremental_operation=SET)),
+        "heartbeat_not_below_session": refused(
+            ConfigEntry("consumer.session.timeout.ms", "4000", incremental_operation=SET),
+            ConfigEntry("consumer.heartbeat.interval.ms", "5000", incremental_operation=SET),
+        ),
+        "not_a_number": refused(ConfigEntry("consumer.heartbeat.interval.ms", "soon", incremental_operation=SET)),
+        "unknown": refused(ConfigEntry("consumer.max.poll.interval.ms", "1000", incremental_operation=SET)),
+    }
+    assert configs() == after_set, "a refused change changed something"
+
+    # A KIP-848 consumer of the group is told the group's settings, and heartbeats at
+    # its interval (the broker's default is 3 s).
+    create(topic, 2)
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    produce_all(producer, [(i % 2, b"r%d" % i, None) for i in range(10)])
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "group.protocol": "consumer",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    c.subscribe([topic])
+
+    def describe_group():
+        out = subprocess.run(
+            [os.environ["WEIR_BIN"], "group", "describe", group, "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def poll_until(what, done, timeout_s=60):
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            c.poll(0.2)
+            got = what()
+            if done(got):
+                return got
+        raise AssertionError(f"gave up waiting: {got}")
+
+    def member():
+        members = describe_group()["members"]
+        return members[0] if members else None
+
+    read = 0
+    deadline = time.time() + 60
+    while read < 10 and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and not m.error():
+            read += 1
+    assert read == 10, f"read {read}"
+    # Settled (past the join window): told the group's interval.
+    told = poll_until(member, lambda m: m is not None and m["heartbeat_interval_ms"] == 1000)
+    # It follows it: over 4 s of polling, the coordinator never waits much longer than
+    # that for its next heartbeat.
+    longest = 0
+    until = time.time() + 4
+    while time.time() < until:
+        c.poll(0.2)
+        longest = max(longest, member()["ms_since_heartbeat"])
+    # Changed while it runs: its next heartbeat gets the new session timeout.
+    incremental(ConfigEntry("consumer.session.timeout.ms", "20000", incremental_operation=SET))
+    changed = poll_until(member, lambda m: m["session_timeout_ms"] == 20000)
+    c.close()
+
+    # AlterConfigs replaces: what it leaves out goes back to the default.
+    r = resource(set_config={"consumer.heartbeat.interval.ms": "2000"})
+    for f in admin.alter_configs([r]).values():
+        f.result(timeout=20)
+    after_replace = configs()
+    incremental(ConfigEntry("consumer.heartbeat.interval.ms", None, incremental_operation=DELETE))
+    after_delete = configs()
+    return {
+        "before": before,
+        "after_set": after_set,
+        "refused": bad,
+        "told": [told["heartbeat_interval_ms"], told["session_timeout_ms"]],
+        "longest_ms_since_heartbeat": longest,
+        "changed_session_timeout_ms": changed["session_timeout_ms"],
+        "after_replace": after_replace,
+        "after_delete": after_delete,
+    }
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
     "list-offsets": list_offsets,
@@ -600,6 +733,7 @@ checks = {
     "commit-order": commit_order,
     "replica-assignments": replica_assignments,
     "admin-apis": admin_apis,
+    "group-configs": group_configs,
 }
 result = checks[check]()
 for f in admin.delete_topics([topic]).values():

@@ -38,6 +38,8 @@
 //!   (acknowledge, then acquire), acknowledge, describe.
 //! - [`share_admin`]: the administration of share groups (list, describe, start
 //!   offsets: describe, alter, delete; delete groups) at their coordinators.
+//! - [`group_configs`]: a group's configs on Kafka's GROUP resource: the consumer-group
+//!   keys (KIP-848, at the group coordinator) and the share-group keys ([`share_configs`]).
 //! - [`share_configs`]: a share group's settings under Kafka's group-config names
 //!   (`share.auto.offset.reset`, ...), described and altered at its coordinator.
 //! - [`share_members`]: share-group membership (KIP-932's ShareGroupHeartbeat): members,
@@ -65,6 +67,7 @@ pub mod epochs;
 pub mod error;
 pub mod exchanges;
 pub mod fetch;
+pub mod group_configs;
 pub mod groups;
 pub mod limits;
 pub mod listener_kit;

@@ -164,8 +164,8 @@ fn reset(settings: &mut GroupSettings, name: &str) -> Result<(), BrokerError> {
 
 fn unknown_key(name: &str) -> BrokerError {
     invalid(format!(
-        "{name} is not a share-group config; they are {AUTO_OFFSET_RESET}, \
-         {DELIVERY_COUNT_LIMIT} and {LOCK_DURATION_MS}"
+        "{name} is not a group config; they are {}",
+        crate::group_configs::GROUP_KEYS.join(", ")
     ))
 }
 

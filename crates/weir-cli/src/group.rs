@@ -481,6 +481,8 @@ struct MemberJson<'a> {
     ms_since_heartbeat: u128,
     /// The member is removed once `ms_since_heartbeat` reaches this.
     session_timeout_ms: u128,
+    /// The heartbeat interval the member was last told.
+    heartbeat_interval_ms: u128,
 }
 
 #[derive(Debug, Serialize)]
@@ -618,6 +620,7 @@ fn print_group(out: &mut impl Write, format: Format, info: &GroupInfo) -> anyhow
                         target_assignment: grouped(&m.target_assignment),
                         ms_since_heartbeat: m.since_heartbeat.as_millis(),
                         session_timeout_ms: m.session_timeout.as_millis(),
+                        heartbeat_interval_ms: m.heartbeat_interval.as_millis(),
                     })
                     .collect(),
             };

@@ -248,6 +248,8 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
         min_session_timeout: defaults.min_session_timeout.min(session_timeout),
         max_session_timeout: defaults.max_session_timeout.max(session_timeout),
         heartbeat_interval,
+        min_heartbeat_interval: defaults.min_heartbeat_interval.min(heartbeat_interval),
+        max_heartbeat_interval: defaults.max_heartbeat_interval.max(heartbeat_interval),
         pending_heartbeat_interval: defaults.pending_heartbeat_interval.min(heartbeat_interval),
         offsets_retention: Duration::from_secs(config.offsets_retention_minutes.saturating_mul(60)),
         initial_rebalance_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),

@@ -192,3 +192,94 @@ fn admin_apis_kafka_python_calls_are_answered_as_kafka_does() {
     );
     assert_eq!(seen["bad_value"], "INVALID_CONFIG", "{seen}");
 }
+
+/// A consumer group's own KIP-848 configs, as librdkafka's test 0081 sets them
+/// (`consumer.session.timeout.ms` on a GROUP resource) and as an operator would:
+/// confluent-kafka's IncrementalAlterConfigs and AlterConfigs, described back with their
+/// sources, bad values refused with INVALID_CONFIG naming the key, and a
+/// `group.protocol=consumer` consumer told, and heartbeating at, the group's interval
+/// (`weir group describe`, which the script runs).
+#[test]
+fn consumer_group_configs_are_set_described_and_honoured() {
+    let python = python();
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let script = repo_root().join("tests/kafka/kafka_answers.py");
+    let script = script.to_string_lossy();
+    let args = [
+        script.as_ref(),
+        "group-configs",
+        kafka.as_str(),
+        "cfg-topic",
+    ];
+    let mut command = std::process::Command::new(&python);
+    command
+        .args(args)
+        .env("WEIR_BIN", env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_BROKERS", &broker.addr);
+    let out = finish(command, &args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", stderr(&out));
+    let lines = json_lines(&stdout);
+    assert_eq!(lines.len(), 1, "{stdout}");
+    let seen = &lines[0];
+    use serde_json::json;
+    // Not set: the broker's, as defaults.
+    assert_eq!(
+        seen["before"],
+        json!({
+            "consumer.heartbeat.interval.ms": ["3000", "DEFAULT_CONFIG"],
+            "consumer.session.timeout.ms": ["45000", "DEFAULT_CONFIG"],
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["after_set"],
+        json!({
+            "consumer.heartbeat.interval.ms": ["1000", "GROUP_CONFIG"],
+            "consumer.session.timeout.ms": ["50000", "GROUP_CONFIG"],
+        }),
+        "{seen}"
+    );
+    for (case, names) in [
+        ("above_max", "group.consumer.max.session.timeout.ms"),
+        ("heartbeat_not_below_session", "must be greater than"),
+        ("not_a_number", "consumer.heartbeat.interval.ms"),
+        ("unknown", "consumer.max.poll.interval.ms"),
+    ] {
+        let refused = &seen["refused"][case];
+        assert_eq!(refused[0], "INVALID_CONFIG", "{case}: {seen}");
+        assert!(
+            refused[1].as_str().unwrap_or_default().contains(names),
+            "{case}: {seen}"
+        );
+    }
+    // The consumer was told the group's settings, heartbeated at its interval (the
+    // broker's default is 3 s), and followed a change of the session timeout.
+    assert_eq!(seen["told"], json!([1000, 50000]), "{seen}");
+    let longest = seen["longest_ms_since_heartbeat"]
+        .as_u64()
+        .unwrap_or(u64::MAX);
+    assert!(longest < 2_000, "{seen}");
+    assert_eq!(seen["changed_session_timeout_ms"], 20000, "{seen}");
+    // AlterConfigs replaces the set; DELETE goes back to the default.
+    assert_eq!(
+        seen["after_replace"],
+        json!({
+            "consumer.heartbeat.interval.ms": ["2000", "GROUP_CONFIG"],
+            "consumer.session.timeout.ms": ["45000", "DEFAULT_CONFIG"],
+        }),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["after_delete"],
+        json!({
+            "consumer.heartbeat.interval.ms": ["3000", "DEFAULT_CONFIG"],
+            "consumer.session.timeout.ms": ["45000", "DEFAULT_CONFIG"],
+        }),
+        "{seen}"
+    );
+}

@@ -384,13 +384,15 @@ impl GroupCoordinator {
                     ),
                 });
             }
+            // The group's own settings (its configs) in place of the coordinator's.
+            let config = st.group_config(&group_id, &self.config);
             let result = {
                 let e = entry(&mut st, &group_id);
                 if owned_unchanged && let Some(held) = e.group.held(&request.member_id) {
                     request.owned = held;
                 }
                 let members_before = e.group.member_count();
-                let result = e.group.heartbeat(request, &topics, now, &self.config);
+                let result = e.group.heartbeat(request, &topics, now, &config);
                 if result.as_ref().is_ok_and(|r| r.joined) {
                     e.deleting = false;
                 }

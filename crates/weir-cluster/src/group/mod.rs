@@ -34,21 +34,22 @@ use crate::registry::TopicRegistry;
 
 pub use coordinator::GroupCoordinator;
 pub use weir_coordinator::group::{
-    Assignor, ClassicDescription, ClassicMemberDescription, ClassicState, CommittedOffset,
-    DEFAULT_EXPIRY_CHECK_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INITIAL_REBALANCE_DELAY,
-    DEFAULT_JOIN_WINDOW, DEFAULT_MAX_GROUPS, DEFAULT_MAX_MEMBERS_PER_GROUP,
-    DEFAULT_MAX_SESSION_TIMEOUT, DEFAULT_MIN_SESSION_TIMEOUT, DEFAULT_OFFSETS_PARTITIONS,
-    DEFAULT_OFFSETS_RETENTION, DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL,
-    DEFAULT_PENDING_HEARTBEAT_INTERVAL, DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT,
-    GroupConfig, GroupDescription, GroupErrorCode, GroupMetrics, GroupProtocol, GroupState,
-    GroupSummary, Heartbeat, HeartbeatOutcome, JoinAnswer, JoinGroup, JoinOutcome,
-    MAX_ASSIGNMENT_BYTES, MAX_CACHED_REGEXES, MAX_CLIENT_ID_CHARS, MAX_COMMIT_METADATA_BYTES,
-    MAX_GROUP_ID_BYTES, MAX_GROUP_INSTANCE_ID_BYTES, MAX_MEMBER_ID_CHARS, MAX_OFFSETS_PER_COMMIT,
-    MAX_OWNED_PARTITIONS, MAX_PROTOCOL_METADATA_BYTES, MAX_PROTOCOL_NAME_CHARS,
-    MAX_PROTOCOLS_PER_MEMBER, MAX_REBALANCE_TIMEOUT, MAX_REGEX_BYTES, MAX_REGEX_COMPILED_BYTES,
-    MAX_SUBSCRIBED_TOPICS, MemberDescription, OFFSETS_TOPIC, OffsetCommit, OffsetReset,
-    PartitionLag, PartitionProgress, RawOffsetsRecord, ResetSpec, SyncAnswer, SyncGroup,
-    TopicPartitions, assignor, java_string_hash, partition_for_group,
+    Assignor, CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS, ClassicDescription,
+    ClassicMemberDescription, ClassicState, CommittedOffset, DEFAULT_EXPIRY_CHECK_INTERVAL,
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_INITIAL_REBALANCE_DELAY, DEFAULT_JOIN_WINDOW,
+    DEFAULT_MAX_GROUPS, DEFAULT_MAX_MEMBERS_PER_GROUP, DEFAULT_MAX_SESSION_TIMEOUT,
+    DEFAULT_MIN_SESSION_TIMEOUT, DEFAULT_OFFSETS_PARTITIONS, DEFAULT_OFFSETS_RETENTION,
+    DEFAULT_OFFSETS_RETENTION_CHECK_INTERVAL, DEFAULT_PENDING_HEARTBEAT_INTERVAL,
+    DEFAULT_REBALANCE_TIMEOUT, DEFAULT_SESSION_TIMEOUT, GroupConfig, GroupDescription,
+    GroupErrorCode, GroupMetrics, GroupOverrides, GroupProtocol, GroupState, GroupSummary,
+    Heartbeat, HeartbeatOutcome, JoinAnswer, JoinGroup, JoinOutcome, MAX_ASSIGNMENT_BYTES,
+    MAX_CACHED_REGEXES, MAX_CLIENT_ID_CHARS, MAX_COMMIT_METADATA_BYTES, MAX_GROUP_ID_BYTES,
+    MAX_GROUP_INSTANCE_ID_BYTES, MAX_MEMBER_ID_CHARS, MAX_OFFSETS_PER_COMMIT, MAX_OWNED_PARTITIONS,
+    MAX_PROTOCOL_METADATA_BYTES, MAX_PROTOCOL_NAME_CHARS, MAX_PROTOCOLS_PER_MEMBER,
+    MAX_REBALANCE_TIMEOUT, MAX_REGEX_BYTES, MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS,
+    MemberDescription, OFFSETS_TOPIC, OffsetCommit, OffsetReset, PartitionLag, PartitionProgress,
+    RawOffsetsRecord, ResetSpec, SyncAnswer, SyncGroup, TopicPartitions, assignor,
+    java_string_hash, partition_for_group,
 };
 use weir_coordinator::group::{classic, client_fields_too_long, consumer_protocol, records, state};
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use weir_cluster::group::{
-    CommittedOffset, GroupConfig, GroupCoordinator, GroupDescription, GroupError, GroupErrorCode,
-    GroupState, Heartbeat, HeartbeatOutcome, OFFSETS_TOPIC, OffsetCommit, ResetSpec,
-    TopicPartitions, partition_for_group,
+    CommittedOffset, DEFAULT_JOIN_WINDOW, GroupConfig, GroupCoordinator, GroupDescription,
+    GroupError, GroupErrorCode, GroupOverrides, GroupState, Heartbeat, HeartbeatOutcome,
+    OFFSETS_TOPIC, OffsetCommit, ResetSpec, TopicPartitions, partition_for_group,
 };
 use weir_cluster::{Durability, TopicRegistry};
 use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
@@ -99,6 +99,9 @@ struct Client {
     regex: Option<String>,
     assignor: Option<String>,
     owned: TopicPartitions,
+    /// The session timeout it asks for, on every heartbeat (as weir-client does: one
+    /// asked for none is the group's).
+    session_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -111,6 +114,7 @@ impl Client {
             regex: None,
             assignor: None,
             owned: TopicPartitions::new(),
+            session_timeout: None,
         }
     }
 
@@ -131,7 +135,7 @@ impl Client {
             assignor: self.assignor.clone(),
             owned: self.owned.clone(),
             owned_unchanged: false,
-            session_timeout: None,
+            session_timeout: self.session_timeout,
         }
     }
 
@@ -623,12 +627,83 @@ impl Client {
         now: Instant,
         timeout: Duration,
     ) {
-        let mut req = self.request();
-        req.session_timeout = Some(timeout);
-        let out = c.heartbeat_at(req, now).await.unwrap();
+        self.session_timeout = Some(timeout);
+        let out = c.heartbeat_at(self.request(), now).await.unwrap();
         assert_eq!(out.session_timeout, timeout);
         self.absorb(&out);
     }
+}
+
+/// A group's own session timeout and heartbeat interval (its configs) are what the
+/// coordinator answers its members and expires them by, reach a live member at its next
+/// heartbeat, are refused outside the coordinator's bounds, and survive a restart (the
+/// group config record replayed) with nothing else of the group.
+#[tokio::test]
+async fn a_groups_own_settings_are_honoured_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 2).await;
+    let secs = Duration::from_secs;
+    let own = GroupOverrides {
+        session_timeout: Some(secs(5)),
+        heartbeat_interval: Some(secs(1)),
+    };
+    // Before the group exists, as Kafka's admin clients may set them.
+    c.set_group_overrides("g", own, false).await.unwrap();
+    assert_eq!(c.group_overrides("g").unwrap(), own);
+    assert!(c.list_groups().is_empty(), "a config made a group");
+    let too_long = GroupOverrides {
+        session_timeout: Some(secs(31)),
+        heartbeat_interval: None,
+    };
+    let err = c
+        .set_group_overrides("g", too_long, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), GroupErrorCode::InvalidArgument, "{err}");
+    assert_eq!(c.group_overrides("g").unwrap(), own);
+
+    let now = Instant::now();
+    let mut a = Client::new("g", &["t"]);
+    let out = a.heartbeat(&c, now).await.unwrap();
+    assert_eq!(out.session_timeout, secs(5));
+    let settled = now + DEFAULT_JOIN_WINDOW;
+    let out = a.heartbeat(&c, settled).await.unwrap();
+    assert_eq!(out.heartbeat_interval, secs(1));
+    // Expired by the group's 5 s, not the coordinator's 10 s.
+    assert_eq!(c.expire_sessions(settled + secs(4)).await.unwrap(), 0);
+    assert_eq!(c.expire_sessions(settled + secs(5)).await.unwrap(), 1);
+
+    // A change reaches a live member at its next heartbeat.
+    let mut b = Client::new("g", &["t"]);
+    b.heartbeat(&c, settled).await.unwrap();
+    let longer = GroupOverrides {
+        session_timeout: Some(secs(20)),
+        ..own
+    };
+    c.set_group_overrides("g", longer, false).await.unwrap();
+    let out = b.heartbeat(&c, settled).await.unwrap();
+    assert_eq!(out.session_timeout, secs(20));
+    assert_eq!(
+        c.describe_group("g").await.unwrap().members[0].session_timeout,
+        secs(20)
+    );
+    close(registry, c).await;
+
+    let (registry, c) = open(dir.path()).await;
+    assert_eq!(c.group_overrides("g").unwrap(), longer);
+    let out = b.heartbeat(&c, settled).await.unwrap();
+    assert_eq!(out.session_timeout, secs(20));
+    // Back to the coordinator's (a tombstone), also after a restart.
+    c.set_group_overrides("g", GroupOverrides::default(), false)
+        .await
+        .unwrap();
+    close(registry, c).await;
+    let (registry, c) = open(dir.path()).await;
+    assert_eq!(c.group_overrides("g").unwrap(), GroupOverrides::default());
+    let out = b.heartbeat(&c, settled).await.unwrap();
+    assert_eq!(out.session_timeout, config().session_timeout);
+    close(registry, c).await;
 }
 
 #[tokio::test]
@@ -749,6 +824,25 @@ async fn concurrent_commits_leave_the_newest_record_in_memory_and_log() {
             offsets
         );
     }
+    close(registry, c).await;
+}
+
+/// A deletion sent once the last member's session has ended is not refused by that
+/// member, whether or not the expiry task has run since (Kafka's session timers are
+/// exact; librdkafka's test 0081 deletes its groups right after the session timeout).
+#[tokio::test]
+async fn a_group_whose_members_sessions_ended_can_be_deleted_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 1).await;
+    // Heard from last longer ago than its session timeout (10 s).
+    let long_ago = Instant::now()
+        .checked_sub(config().session_timeout + Duration::from_secs(1))
+        .expect("the clock is past 11 s");
+    let mut a = Client::new("g", &["t"]);
+    a.heartbeat(&c, long_ago).await.unwrap();
+    c.delete_group("g").await.unwrap();
+    assert!(c.list_groups().is_empty());
     close(registry, c).await;
 }
 

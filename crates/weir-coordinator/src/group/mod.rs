@@ -122,6 +122,12 @@ pub struct GroupConfig {
     /// How often members heartbeat when nothing is moving (a member whose session
     /// timeout is shorter than three intervals is told a third of its timeout instead).
     pub heartbeat_interval: Duration,
+    /// Shortest heartbeat interval a group's own `consumer.heartbeat.interval.ms` may
+    /// set (Kafka's `group.consumer.min.heartbeat.interval.ms`).
+    pub min_heartbeat_interval: Duration,
+    /// Longest heartbeat interval a group's own `consumer.heartbeat.interval.ms` may set
+    /// (Kafka's `group.consumer.max.heartbeat.interval.ms`).
+    pub max_heartbeat_interval: Duration,
     /// How often a member heartbeats while it must release partitions or waits for
     /// partitions another member is releasing, and during `join_window`.
     pub pending_heartbeat_interval: Duration,
@@ -164,6 +170,12 @@ pub const DEFAULT_MIN_SESSION_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default heartbeat interval.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(3);
+/// Default shortest heartbeat interval a group may set for itself (Kafka's is 5 s, above
+/// Weir's default interval; each heartbeat is cheap here).
+pub const DEFAULT_MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default longest heartbeat interval a group may set for itself (Kafka's
+/// `group.consumer.max.heartbeat.interval.ms`).
+pub const DEFAULT_MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
 /// Default heartbeat interval while partitions are moving.
 pub const DEFAULT_PENDING_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 /// Default join window: consumers started together join within a fraction of a second
@@ -193,6 +205,8 @@ impl Default for GroupConfig {
             min_session_timeout: DEFAULT_MIN_SESSION_TIMEOUT,
             max_session_timeout: DEFAULT_MAX_SESSION_TIMEOUT,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            min_heartbeat_interval: DEFAULT_MIN_HEARTBEAT_INTERVAL,
+            max_heartbeat_interval: DEFAULT_MAX_HEARTBEAT_INTERVAL,
             pending_heartbeat_interval: DEFAULT_PENDING_HEARTBEAT_INTERVAL,
             join_window: DEFAULT_JOIN_WINDOW,
             rebalance_timeout: DEFAULT_REBALANCE_TIMEOUT,
@@ -236,6 +250,17 @@ impl GroupConfig {
                 self.pending_heartbeat_interval, self.heartbeat_interval, self.session_timeout
             ));
         }
+        // The bounds are a group's own interval's (the default may be outside them:
+        // tests run with short ones).
+        if self.min_heartbeat_interval.is_zero()
+            || self.min_heartbeat_interval > self.max_heartbeat_interval
+        {
+            return bad(format!(
+                "a group's heartbeat interval bounds must satisfy 0 < min <= max (got {:?} and \
+                 {:?})",
+                self.min_heartbeat_interval, self.max_heartbeat_interval
+            ));
+        }
         if self.expiry_check_interval.is_zero()
             || self.rebalance_timeout.is_zero()
             || self.max_members_per_group == 0
@@ -252,6 +277,95 @@ impl GroupConfig {
                 "offsets_retention and offsets_retention_check_interval must be above zero \
                  (got {:?}, {:?})",
                 self.offsets_retention, self.offsets_retention_check_interval
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's name of a consumer group's own session timeout (a group config, KIP-848).
+pub const CONSUMER_SESSION_TIMEOUT_MS: &str = "consumer.session.timeout.ms";
+/// Kafka's name of a consumer group's own heartbeat interval (a group config, KIP-848).
+pub const CONSUMER_HEARTBEAT_INTERVAL_MS: &str = "consumer.heartbeat.interval.ms";
+
+/// A consumer group's own settings, over the coordinator's ([`GroupConfig`]): Kafka's
+/// group configs `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`,
+/// kept in the group's `__consumer_offsets` partition (a group config record). `None`:
+/// the coordinator's setting.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupOverrides {
+    /// The session timeout of the group's members that ask for none (every Kafka
+    /// member: ConsumerGroupHeartbeat carries none).
+    pub session_timeout: Option<Duration>,
+    /// The heartbeat interval the group's members are told while settled.
+    pub heartbeat_interval: Option<Duration>,
+}
+
+impl GroupOverrides {
+    /// Whether the group sets nothing of its own.
+    pub fn is_empty(&self) -> bool {
+        self.session_timeout.is_none() && self.heartbeat_interval.is_none()
+    }
+
+    /// The coordinator's settings with the group's own in their place.
+    pub fn apply(&self, config: &GroupConfig) -> GroupConfig {
+        GroupConfig {
+            session_timeout: self.session_timeout.unwrap_or(config.session_timeout),
+            heartbeat_interval: self.heartbeat_interval.unwrap_or(config.heartbeat_interval),
+            ..config.clone()
+        }
+    }
+
+    /// Checks the group's settings as Kafka checks a group's configs, together with the
+    /// coordinator's for what the group leaves unset: each within the coordinator's
+    /// bounds, and the heartbeat interval below the session timeout. The message names
+    /// the key, the value and the bound.
+    pub fn validate(&self, config: &GroupConfig) -> Result<(), String> {
+        let ms = |d: Duration| d.as_millis();
+        let effective = self.apply(config);
+        let (session, heartbeat) = (effective.session_timeout, effective.heartbeat_interval);
+        if let Some(s) = self.session_timeout {
+            if s < config.min_session_timeout {
+                return Err(format!(
+                    "{CONSUMER_SESSION_TIMEOUT_MS} {} must be greater than or equal to the \
+                     broker's group.consumer.min.session.timeout.ms ({})",
+                    ms(s),
+                    ms(config.min_session_timeout)
+                ));
+            }
+            if s > config.max_session_timeout {
+                return Err(format!(
+                    "{CONSUMER_SESSION_TIMEOUT_MS} {} must be less than or equal to the \
+                     broker's group.consumer.max.session.timeout.ms ({})",
+                    ms(s),
+                    ms(config.max_session_timeout)
+                ));
+            }
+        }
+        if let Some(h) = self.heartbeat_interval {
+            if h < config.min_heartbeat_interval {
+                return Err(format!(
+                    "{CONSUMER_HEARTBEAT_INTERVAL_MS} {} must be greater than or equal to the \
+                     broker's group.consumer.min.heartbeat.interval.ms ({})",
+                    ms(h),
+                    ms(config.min_heartbeat_interval)
+                ));
+            }
+            if h > config.max_heartbeat_interval {
+                return Err(format!(
+                    "{CONSUMER_HEARTBEAT_INTERVAL_MS} {} must be less than or equal to the \
+                     broker's group.consumer.max.heartbeat.interval.ms ({})",
+                    ms(h),
+                    ms(config.max_heartbeat_interval)
+                ));
+            }
+        }
+        if session <= heartbeat {
+            return Err(format!(
+                "{CONSUMER_SESSION_TIMEOUT_MS} ({}) must be greater than \
+                 {CONSUMER_HEARTBEAT_INTERVAL_MS} ({})",
+                ms(session),
+                ms(heartbeat)
             ));
         }
         Ok(())
@@ -285,8 +399,9 @@ pub struct Heartbeat {
     /// ConsumerGroupHeartbeat sends its partitions only when they change). It then still
     /// holds whatever it was asked to release.
     pub owned_unchanged: bool,
-    /// Asked-for session timeout, clamped to the configured limits; `None` keeps the
-    /// current one (the default when joining).
+    /// Asked-for session timeout, clamped to the configured limits; `None` (asked on
+    /// each heartbeat) is the group's: its own `consumer.session.timeout.ms`, else the
+    /// coordinator's default.
     pub session_timeout: Option<Duration>,
 }
 
@@ -912,5 +1027,64 @@ mod tests {
             ..GroupConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn group_overrides_are_checked_against_the_coordinators_bounds() {
+        let config = GroupConfig::default();
+        let secs = |s: u64| Some(Duration::from_secs(s));
+        let ok = GroupOverrides {
+            session_timeout: secs(50),
+            heartbeat_interval: None,
+        };
+        ok.validate(&config).unwrap();
+        assert_eq!(ok.apply(&config).session_timeout, Duration::from_secs(50));
+        assert_eq!(
+            ok.apply(&config).heartbeat_interval,
+            config.heartbeat_interval
+        );
+        for (bad, names) in [
+            (
+                GroupOverrides {
+                    session_timeout: secs(61),
+                    heartbeat_interval: None,
+                },
+                "group.consumer.max.session.timeout.ms (60000)",
+            ),
+            (
+                GroupOverrides {
+                    session_timeout: Some(Duration::from_millis(999)),
+                    heartbeat_interval: None,
+                },
+                "group.consumer.min.session.timeout.ms (1000)",
+            ),
+            (
+                GroupOverrides {
+                    session_timeout: None,
+                    heartbeat_interval: secs(16),
+                },
+                "group.consumer.max.heartbeat.interval.ms (15000)",
+            ),
+            (
+                GroupOverrides {
+                    session_timeout: secs(5),
+                    heartbeat_interval: secs(5),
+                },
+                "consumer.session.timeout.ms (5000) must be greater than \
+                 consumer.heartbeat.interval.ms (5000)",
+            ),
+            // The coordinator's heartbeat interval (3 s) counts for a group that sets
+            // only its session timeout.
+            (
+                GroupOverrides {
+                    session_timeout: secs(2),
+                    heartbeat_interval: None,
+                },
+                "(2000) must be greater than consumer.heartbeat.interval.ms (3000)",
+            ),
+        ] {
+            let message = bad.validate(&config).unwrap_err();
+            assert!(message.contains(names), "{message}");
+        }
     }
 }

@@ -25,9 +25,11 @@ use bytes::Bytes;
 
 use super::assignor::{Assignment, Assignor};
 use super::classic::{ClassicError, ClassicGroup, ClassicState};
-use super::records::{self, ClassicValue, GroupValue, MemberValue, RecordKey, StoredSubscription};
+use super::records::{
+    self, ClassicValue, ConfigValue, GroupValue, MemberValue, RecordKey, StoredSubscription,
+};
 use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
-use super::{GroupConfig, GroupError, GroupProtocol, GroupState};
+use super::{GroupConfig, GroupError, GroupOverrides, GroupProtocol, GroupState};
 
 /// One committed offset in memory.
 #[derive(Debug, Clone)]
@@ -139,6 +141,10 @@ pub struct ShardState {
     pub persisted: HashMap<String, PersistedGroup>,
     /// Numbers the membership writes, in queue (log) order.
     pub membership_seq: u64,
+    /// Each group's own settings (its config record), with the log offset of the record
+    /// that set them; a group that sets nothing has none. Kept apart from `groups`: a
+    /// group's configs may be set before it has members or offsets, and outlive it.
+    pub configs: HashMap<String, (GroupOverrides, i64)>,
 }
 
 /// A group's membership as its group and member records have it.
@@ -181,6 +187,23 @@ pub struct Prepared {
     pub membership_seq: Option<u64>,
 }
 impl ShardState {
+    /// `group_id`'s own settings (none set: every one `None`).
+    pub fn overrides(&self, group_id: &str) -> GroupOverrides {
+        self.configs
+            .get(group_id)
+            .map(|(o, _)| *o)
+            .unwrap_or_default()
+    }
+
+    /// The settings `group_id`'s members run with: the coordinator's `config`, with the
+    /// group's own in their place.
+    pub fn group_config(&self, group_id: &str, config: &GroupConfig) -> GroupConfig {
+        match self.configs.get(group_id) {
+            Some((o, _)) => o.apply(config),
+            None => config.clone(),
+        }
+    }
+
     /// Counts `prepared` as queued for the log: a write in flight, and its commit keys
     /// pending (so a deletion meanwhile tombstones them too).
     pub fn queued(&mut self, prepared: &Prepared) {
@@ -689,6 +712,18 @@ pub fn apply_record(
                 }
             }
         }
+        (RecordKey::Config { group }, value) => {
+            let value = value.map(records::decode_config_value).transpose()?;
+            if st.configs.get(&group).is_some_and(|(_, at)| *at > offset) {
+                return Ok(());
+            }
+            let overrides = value.map(overrides_of).unwrap_or_default();
+            if overrides.is_empty() {
+                st.configs.remove(&group);
+            } else {
+                st.configs.insert(group, (overrides, offset));
+            }
+        }
         (RecordKey::Group { group }, None) => {
             let newest = st.deleted.entry(group.clone()).or_insert(offset);
             *newest = (*newest).max(offset);
@@ -710,6 +745,30 @@ pub fn apply_record(
     }
     Ok(())
 }
+/// A group's settings as its config record has them (0: not set).
+fn overrides_of(v: ConfigValue) -> GroupOverrides {
+    let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
+    GroupOverrides {
+        session_timeout: ms(v.session_timeout_ms),
+        heartbeat_interval: ms(v.heartbeat_interval_ms),
+    }
+}
+
+/// The record that sets `group`'s own settings to `overrides` (a tombstone when they set
+/// nothing), for the shell to write; memory follows once it is durable
+/// ([`ShardState::written`]).
+pub fn config_record(group: &str, overrides: GroupOverrides) -> (Bytes, Option<Bytes>) {
+    let ms =
+        |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
+    let value = (!overrides.is_empty()).then(|| {
+        records::config_value(&ConfigValue {
+            session_timeout_ms: ms(overrides.session_timeout),
+            heartbeat_interval_ms: ms(overrides.heartbeat_interval),
+        })
+    });
+    (records::config_key(group), value)
+}
+
 /// The records deleting `group` in one batch: a tombstone for each committed offset
 /// (including commits still in flight), its classic record if it has one, then its group
 /// key; marks the group `deleting` until the write is applied (or fails: the shell
@@ -787,8 +846,15 @@ pub fn finish_replay(
         }
     }
     let mut next_deadline: Option<Instant> = None;
-    for e in st.groups.values_mut() {
-        e.group.finish_restore(cx.topics, open_instant, cx.config);
+    let configs = &st.configs;
+    for (id, e) in st.groups.iter_mut() {
+        // A group's own settings count from the load on, as every heartbeat's do.
+        let config = configs.get(id).map(|(o, _)| o.apply(cx.config));
+        e.group.finish_restore(
+            cx.topics,
+            open_instant,
+            config.as_ref().unwrap_or(cx.config),
+        );
         // Restored classic members' sessions (started when their record was replayed)
         // end on this shard's clock like every other deadline.
         for d in [e.group.next_deadline(), e.classic.next_deadline()]
@@ -908,6 +974,104 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// A group's own `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`
+    /// (its config record, replayed or written) are what its members are told and what
+    /// they are expired by; a group without one runs with the coordinator's; deleting
+    /// the config gives the group the coordinator's again at its members' next
+    /// heartbeat.
+    #[test]
+    fn a_groups_own_session_timeout_is_the_one_its_members_are_expired_by() {
+        use crate::group::state::{MemberRequest, Subscription};
+        let config = GroupConfig::default();
+        let secs = Duration::from_secs;
+        let topics = TopicsSnapshot {
+            version: 1,
+            partitions: BTreeMap::from([(Arc::from("t"), 2)]),
+        };
+        let join = |id: &str| MemberRequest {
+            member_id: id.into(),
+            member_epoch: 0,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            subscription: Some(Subscription::Topics(BTreeSet::from([Arc::from("t")]))),
+            assignor: None,
+            owned: Assignment::new(),
+            session_timeout: None,
+        };
+        let start = Instant::now();
+        let mut st = ShardState::default();
+        let own = GroupOverrides {
+            session_timeout: Some(secs(10)),
+            heartbeat_interval: Some(secs(2)),
+        };
+        own.validate(&config).unwrap();
+        let (key, value) = config_record("short", own);
+        apply_record(&mut st, &key, value.as_deref(), 5, start, None).unwrap();
+        // A config names a group without making one (no members, no offsets yet).
+        assert!(st.groups.is_empty());
+        assert_eq!(st.overrides("short"), own);
+        // An older record acknowledged later does not undo it.
+        let (key, value) = config_record("short", GroupOverrides::default());
+        apply_record(&mut st, &key, value.as_deref(), 3, start, None).unwrap();
+        assert_eq!(st.overrides("short"), own);
+
+        let mut answers = Vec::new();
+        for group in ["short", "default"] {
+            let cfg = st.group_config(group, &config);
+            let e = entry(&mut st, group, start);
+            let joined = e.group.heartbeat(join("m"), &topics, start, &cfg).unwrap();
+            // After the join window, a settled member is told the group's interval.
+            let at = start + config.join_window;
+            let stay = MemberRequest {
+                member_epoch: joined.outcome.member_epoch,
+                subscription: None,
+                owned: joined
+                    .outcome
+                    .assignment
+                    .unwrap()
+                    .into_iter()
+                    .flat_map(|(t, ps)| {
+                        let t: Arc<str> = Arc::from(t);
+                        ps.into_iter().map(move |p| (t.clone(), p))
+                    })
+                    .collect(),
+                ..join("m")
+            };
+            answers.push(e.group.heartbeat(stay, &topics, at, &cfg).unwrap().outcome);
+        }
+        assert_eq!(
+            (answers[0].session_timeout, answers[0].heartbeat_interval),
+            (secs(10), secs(2))
+        );
+        assert_eq!(
+            (answers[1].session_timeout, answers[1].heartbeat_interval),
+            (config.session_timeout, config.heartbeat_interval)
+        );
+        // Heard from last at start + join window: the short group's member is gone 10 s
+        // later, the other one's is not.
+        let last = start + config.join_window;
+        let expire = |st: &mut ShardState, group: &str, at: Instant| {
+            st.groups.get_mut(group).unwrap().group.expire(at, &topics)
+        };
+        assert!(expire(&mut st, "short", last + secs(9)).is_empty());
+        assert_eq!(expire(&mut st, "short", last + secs(10)), vec!["m"]);
+        assert!(expire(&mut st, "default", last + secs(10)).is_empty());
+        assert_eq!(
+            expire(&mut st, "default", last + config.session_timeout),
+            vec!["m"]
+        );
+
+        // Deleted (a tombstone): the coordinator's settings again, from the next join.
+        let (key, value) = config_record("short", GroupOverrides::default());
+        assert!(value.is_none());
+        apply_record(&mut st, &key, value.as_deref(), 9, start, None).unwrap();
+        assert_eq!(st.overrides("short"), GroupOverrides::default());
+        let cfg = st.group_config("short", &config);
+        let e = entry(&mut st, "short", start);
+        let again = e.group.heartbeat(join("n"), &topics, last, &cfg).unwrap();
+        assert_eq!(again.outcome.session_timeout, config.session_timeout);
     }
 
     #[test]

@@ -95,7 +95,8 @@ pub struct MemberRequest {
     /// `None` keeps the member's choice.
     pub assignor: Option<Assignor>,
     pub owned: Assignment,
-    /// Clamped already; `None` keeps the current one (the default when joining).
+    /// Clamped already; `None`: the group's (`config.session_timeout` as the heartbeat
+    /// passes it in).
     pub session_timeout: Option<Duration>,
 }
 
@@ -621,11 +622,11 @@ impl Group {
         if m.client_host != req.client_host {
             m.client_host.clone_from(&req.client_host);
         }
-        if let Some(timeout) = req.session_timeout {
-            m.session_timeout = timeout;
-        } else if req.member_epoch == 0 {
-            m.session_timeout = config.session_timeout;
-        }
+        // A member that asks for no session timeout (every Kafka member:
+        // ConsumerGroupHeartbeat carries none) runs with the group's, which `config`
+        // holds (the group's own `consumer.session.timeout.ms`, else the coordinator's),
+        // as of this heartbeat: a changed group config reaches live members.
+        m.session_timeout = req.session_timeout.unwrap_or(config.session_timeout);
         m.session_deadline = now + m.session_timeout;
         changed
     }

@@ -16,7 +16,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::configs::{self, BrokerConfigSource, ConfigChange, ConfigEntry, ConfigType};
-use weir_broker::share_configs;
+use weir_broker::group_configs;
 use weir_broker::{BrokerError, Reason, RequestContext};
 
 use super::{KafkaBroker, answer, error_code};
@@ -175,7 +175,7 @@ pub(super) async fn describe_configs(
                     })
                     .collect()
             }),
-            RESOURCE_GROUP => share_configs::describe(&broker.core, ctx, &name)
+            RESOURCE_GROUP => group_configs::describe(&broker.core, ctx, &name)
                 .await
                 .map(|entries| settable(&entries, SOURCE_GROUP, &wanted, &as_described)),
             other => Err(unserved_resource(other)),
@@ -228,7 +228,7 @@ fn settable(
 fn unserved_resource(resource_type: i8) -> BrokerError {
     BrokerError::invalid(format!(
         "config resource type {resource_type} is not served: topics ({RESOURCE_TOPIC}), \
-         brokers ({RESOURCE_BROKER}) and share groups ({RESOURCE_GROUP}) are"
+         brokers ({RESOURCE_BROKER}) and groups ({RESOURCE_GROUP}) are"
     ))
 }
 
@@ -318,7 +318,7 @@ pub(super) async fn alter_configs(
                     .iter()
                     .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
                     .collect();
-                share_configs::replace(
+                group_configs::replace(
                     &broker.core,
                     ctx,
                     resource.resource_name.as_str(),
@@ -389,7 +389,7 @@ pub(super) async fn incremental_alter_configs(
                 let name = resource.resource_name.as_str();
                 match changes {
                     Ok(changes) if resource.resource_type == RESOURCE_GROUP => {
-                        share_configs::incremental_alter(
+                        group_configs::incremental_alter(
                             &broker.core,
                             ctx,
                             name,
