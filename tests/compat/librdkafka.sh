@@ -230,7 +230,7 @@ start_broker() {
     GRPC_PORT="$(free_port)"
     KAFKA_PORT="$(free_port)"
     "$WEIR_BIN" serve --data-dir "$DATA" --listen "127.0.0.1:$GRPC_PORT" --admin-listen off \
-        --kafka-listen "127.0.0.1:$KAFKA_PORT" --num-partitions 4 \
+        --kafka-listen "127.0.0.1:$KAFKA_PORT" --amqp-listen none --num-partitions 4 \
         --auto-create-topics "$auto_create" >>"$LOGS/serve-$PASS.log" 2>&1 &
     pid=$!
     echo "$pid $(basename "$WEIR_BIN")" >"$PIDS/broker.pid"
