@@ -225,7 +225,8 @@ pub(crate) trait LoadedShard {
     /// True once a write failed: memory may hold what the log does not, so the shard
     /// must be loaded again.
     fn failed(&self) -> bool;
-    /// How many groups it holds, for the log line that announces it.
+    /// How many groups (or transactional ids) it holds, for the log line that announces
+    /// it.
     fn group_count(&self) -> usize;
     /// True while its partition's replica here leads at the epoch it was loaded at. The
     /// slot follows leadership only when metadata changes are followed; this closes the
@@ -322,7 +323,7 @@ impl<S: LoadedShard> LeaderSlots<S> {
                     self.set(index, None, leader);
                     tracing::info!(
                         partition = index,
-                        "no longer the coordinator of this {name} partition's groups"
+                        "no longer the coordinator of this {name} partition"
                     );
                 }
                 continue;
@@ -342,16 +343,16 @@ impl<S: LoadedShard> LeaderSlots<S> {
                     tracing::info!(
                         partition = index,
                         leader_epoch = state.leader_epoch,
-                        groups = shard.group_count(),
+                        held = shard.group_count(),
                         took = ?started.elapsed(),
-                        "coordinating the groups of this {name} partition"
+                        "coordinating this {name} partition (held: its groups or transactional ids)"
                     );
                     self.set(index, Some(shard), -1);
                 }
                 Ok(None) => waiting += 1,
                 Err(e) => {
                     waiting += 1;
-                    tracing::warn!(partition = index, error = %e, "loading the groups of this {name} partition failed; retrying");
+                    tracing::warn!(partition = index, error = %e, "loading this {name} partition's coordinator state failed; retrying");
                 }
             }
         }
