@@ -191,6 +191,9 @@ pub struct Prepared {
     pub committed_at: Option<(String, Instant)>,
     /// A membership write: its number, published as durable once it is.
     pub membership_seq: Option<u64>,
+    /// A transactional offset commit (TxnOffsetCommit): the producer id and epoch its
+    /// batch is written under; once applied, its offsets wait for the producer's marker.
+    pub txn: Option<(i64, i16)>,
 }
 impl ShardState {
     /// `group_id`'s own settings (none set: every one `None`).
@@ -255,7 +258,13 @@ impl ShardState {
         if let Some(base) = base {
             for (i, (key, value)) in prepared.records.iter().enumerate() {
                 let offset = base + i as i64;
-                if let Err(reason) = apply_record(self, key, value.as_deref(), offset, now, None) {
+                let applied = match prepared.txn {
+                    Some((producer_id, _)) => {
+                        apply_txn_record(self, producer_id, key, value.as_deref(), offset)
+                    }
+                    None => apply_record(self, key, value.as_deref(), offset, now, None),
+                };
+                if let Err(reason) = applied {
                     failed.push((offset, reason));
                 }
             }
