@@ -261,7 +261,7 @@ pub async fn commit_offsets(
 
 /// One partition of a commit, checked as the coordinator would refuse it (so that a
 /// non-atomic commit can answer it alone).
-fn check_commit(
+pub(crate) fn check_commit(
     broker: &Broker,
     ctx: &RequestContext,
     o: &OffsetCommit,

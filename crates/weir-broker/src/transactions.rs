@@ -17,6 +17,7 @@ use std::time::Duration;
 use std::sync::Weak;
 
 use futures_util::future::join_all;
+use weir_cluster::group::OFFSETS_TOPIC;
 use weir_cluster::security::{Operation, ResourceType};
 use weir_cluster::storage::{ControlType, TxnMarker};
 use weir_cluster::txn::{
@@ -173,6 +174,65 @@ pub async fn add_offsets_to_txn(
             group_id,
         )
         .await?)
+}
+
+/// TxnOffsetCommit: Write on the transactional id and Read on the group (and on each
+/// topic, as a plain commit), then the group coordinator writes the offsets as a
+/// transactional batch of `producer` to the group's `__consumer_offsets` partition,
+/// durably; they become the group's committed offsets when the transaction commits. A
+/// partition's own problem is its answer; the others are committed together.
+/// `member`: the consumer's member id and generation (or KIP-848 epoch), checked when
+/// given.
+pub async fn txn_offset_commit(
+    broker: &Broker,
+    ctx: &RequestContext,
+    transactional_id: &str,
+    producer: ProducerIdAndEpoch,
+    group_id: &str,
+    member: Option<(&str, i32)>,
+    offsets: Vec<weir_cluster::group::OffsetCommit>,
+) -> Result<Vec<crate::groups::PartitionCommitted>, BrokerError> {
+    if offsets.len() > MAX_PARTITIONS_PER_REQUEST {
+        return Err(BrokerError::invalid(format!(
+            "a transactional commit names {} partitions; at most \
+             {MAX_PARTITIONS_PER_REQUEST} are accepted",
+            offsets.len()
+        )));
+    }
+    authorize_write(broker, ctx, transactional_id)?;
+    broker.authorize_group(ctx, Operation::Read, group_id)?;
+    weir_cluster::group::validate_group_id(group_id)?;
+    let coordinator = broker.groups()?;
+    let mut answers = Vec::with_capacity(offsets.len());
+    let mut valid = Vec::with_capacity(offsets.len());
+    for o in offsets {
+        match crate::groups::check_commit(broker, ctx, &o) {
+            Ok(()) => {
+                answers.push((o.topic.clone(), o.partition, None));
+                valid.push(o);
+            }
+            Err(e) => answers.push((o.topic, o.partition, Some(e))),
+        }
+    }
+    let member = member.filter(|(id, generation)| !id.is_empty() && *generation >= 0);
+    coordinator
+        .commit_txn_offsets(
+            group_id,
+            (producer.producer_id, producer.epoch),
+            member,
+            valid,
+        )
+        .await?;
+    Ok(answers
+        .into_iter()
+        .map(
+            |(topic, partition, error)| crate::groups::PartitionCommitted {
+                topic,
+                partition,
+                result: error.map_or(Ok(()), Err),
+            },
+        )
+        .collect())
 }
 
 /// EndTxn: Write on the transactional id, then commit or abort; answered once the
@@ -399,6 +459,15 @@ pub async fn write_txn_markers(
                         Ok(t) => write_one(&t, partition, marker, timeout).await,
                         Err(e) => Err(e),
                     };
+                    // A marker in a group's `__consumer_offsets` partition settles the
+                    // transactional offsets its producer committed there. The group
+                    // coordinator is told here, once the marker is durable; a shard that
+                    // loads later reads the marker from its log.
+                    if let (Ok(offset), true) = (&outcome, topic == OFFSETS_TOPIC)
+                        && let Some(groups) = broker.groups_if_up()
+                    {
+                        groups.txn_marker(partition, m.producer_id, m.commit, *offset);
+                    }
                     MarkerWritten {
                         topic: topic.clone(),
                         partition,

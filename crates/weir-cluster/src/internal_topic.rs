@@ -16,8 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use weir_log::batch::control::{ControlType, control_type};
 use weir_log::{
-    Compression, DecodedRecord, Record, RecordBatchBuilder, ValidatedBatches, decode_records,
+    BatchHeader, Compression, DecodedRecord, Record, RecordBatchBuilder, ValidatedBatches,
+    decode_records,
 };
 
 use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
@@ -130,13 +132,65 @@ pub(crate) async fn for_each_record<E: From<ClusterError>>(
     corrupt: impl Fn(i64, String) -> E,
     mut apply: impl FnMut(DecodedRecord) -> Result<(), E>,
 ) -> Result<(), E> {
+    for_each_batch_record(partition, end, read_bytes, corrupt, |batch, record| {
+        match batch {
+            BatchOf::Plain => apply(record),
+            // Only the group coordinator writes transactional batches (and has markers
+            // written) on its topic; the others have none, and skip what is not theirs.
+            BatchOf::Transactional { .. } | BatchOf::Marker { .. } => Ok(()),
+        }
+    })
+    .await
+}
+
+/// What batch a replayed record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BatchOf {
+    /// A batch of no transaction.
+    Plain,
+    /// A transactional data batch of `producer_id`.
+    Transactional { producer_id: i64 },
+    /// A transaction marker (control batch) of `producer_id`: `commit`, or an abort.
+    Marker { producer_id: i64, commit: bool },
+}
+
+/// [`for_each_record`] telling `apply` which batch each record came from: a
+/// transactional batch's producer, or a marker (whose one record is the control
+/// record).
+pub(crate) async fn for_each_batch_record<E: From<ClusterError>>(
+    partition: &Partition,
+    end: i64,
+    read_bytes: usize,
+    corrupt: impl Fn(i64, String) -> E,
+    mut apply: impl FnMut(BatchOf, DecodedRecord) -> Result<(), E>,
+) -> Result<(), E> {
     let mut position = partition.offsets().await?.log_start_offset;
     while position < end {
         let data = partition.read(position, read_bytes).await?;
         for batch in data.batches() {
+            let header = BatchHeader::parse(&batch);
+            let of = if header.is_control() {
+                match control_type(&batch, &header) {
+                    Ok(ControlType::Commit) => BatchOf::Marker {
+                        producer_id: header.producer_id,
+                        commit: true,
+                    },
+                    Ok(ControlType::Abort) => BatchOf::Marker {
+                        producer_id: header.producer_id,
+                        commit: false,
+                    },
+                    Err(e) => return Err(corrupt(header.base_offset, e.to_string())),
+                }
+            } else if header.is_transactional() {
+                BatchOf::Transactional {
+                    producer_id: header.producer_id,
+                }
+            } else {
+                BatchOf::Plain
+            };
             let decoded = decode_records(&batch).map_err(|e| corrupt(position, e.to_string()))?;
             for record in decoded.into_iter().filter(|r| r.offset < end) {
-                apply(record)?;
+                apply(of, record)?;
             }
         }
         if data.next_offset <= position {
@@ -186,8 +240,31 @@ pub(crate) async fn submit_records(
     leader_epoch: i32,
     records: &[(Bytes, Option<Bytes>)],
 ) -> Result<PendingAppend, SubmitError> {
+    submit_batch(partition, topic, leader_epoch, records, None).await
+}
+
+/// The transactional producer a batch is written for: id, epoch and the sequence of its
+/// first record.
+pub(crate) type TxnProducer = (i64, i16, i32);
+
+/// [`submit_records`], the batch written as a transactional batch of `producer` when
+/// one is given (the group coordinator's TxnOffsetCommit).
+pub(crate) async fn submit_batch(
+    partition: &Partition,
+    topic: &'static str,
+    leader_epoch: i32,
+    records: &[(Bytes, Option<Bytes>)],
+    producer: Option<TxnProducer>,
+) -> Result<PendingAppend, SubmitError> {
     let timestamp = wall_clock_ms();
     let mut builder = RecordBatchBuilder::new(Compression::None);
+    if let Some((id, epoch, sequence)) = producer {
+        builder = builder
+            .producer_id(id)
+            .producer_epoch(epoch)
+            .base_sequence(sequence)
+            .transactional();
+    }
     for (key, value) in records {
         builder.push(&Record {
             key: Some(key.clone()),

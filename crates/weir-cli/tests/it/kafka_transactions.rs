@@ -5,7 +5,10 @@
 //!   (`tests/kafka/read_committed.py`);
 //! - end to end: confluent-kafka transactional producers against the transaction
 //!   coordinator (commit, abort, fencing by a second instance of the transactional id),
-//!   read back at both isolation levels (`tests/kafka/transactions_confluent.py`).
+//!   read back at both isolation levels (`tests/kafka/transactions_confluent.py`);
+//! - consume-transform-produce: confluent-kafka's `send_offsets_to_transaction`
+//!   (TxnOffsetCommit), the group's offsets following committed transactions only
+//!   (`tests/kafka/txn_offsets_confluent.py`).
 
 use crate::common;
 
@@ -215,6 +218,66 @@ fn confluent_kafka_transactions_commit_abort_and_fence() {
         line("list", None)["ids"],
         serde_json::json!(["weir-txn-test"]),
         "{out}"
+    );
+}
+
+/// A consume-transform-produce loop: the input offsets sent with a transaction become
+/// the group's committed offsets when it commits and are dropped when it aborts; a new
+/// consumer of the group resumes from the last committed transaction, so the
+/// read_committed output holds each input once.
+#[test]
+fn confluent_kafka_send_offsets_to_transaction_commits_with_the_transaction() {
+    let python = installed("tests/python/setup.sh");
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    broker.ok(&["topic", "create", "ctp-in", "--partitions", "1"], "");
+    broker.ok(&["topic", "create", "ctp-out", "--partitions", "1"], "");
+    let script = repo_root().join("tests/kafka/txn_offsets_confluent.py");
+    let out = run_ok(
+        &python,
+        &[&script.to_string_lossy(), &kafka, "ctp-in", "ctp-out"],
+    );
+    let lines = json_lines(&out);
+    let committed = |after: &str| -> i64 {
+        lines
+            .iter()
+            .find(|l| l["step"] == "committed" && l["after"] == after)
+            .and_then(|l| l["offset"].as_i64())
+            .unwrap_or_else(|| panic!("no committed offset after {after} in {out}"))
+    };
+    let values = |step: &str| -> Vec<String> {
+        lines
+            .iter()
+            .find(|l| l["step"] == step)
+            .and_then(|l| l["values"].as_array())
+            .unwrap_or_else(|| panic!("no {step} line in {out}"))
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_string())
+            .collect()
+    };
+    assert_eq!(
+        committed("commit"),
+        3,
+        "the committed transaction's offsets: {out}"
+    );
+    assert_eq!(
+        committed("abort"),
+        3,
+        "an aborted transaction's are dropped: {out}"
+    );
+    assert_eq!(
+        values("resumed"),
+        ["i-3", "i-4", "i-5"],
+        "a new consumer resumes from the last committed transaction: {out}"
+    );
+    assert_eq!(committed("resumed"), 6, "{out}");
+    assert_eq!(
+        values("output"),
+        ["o-i-0", "o-i-1", "o-i-2", "o-i-3", "o-i-4", "o-i-5"],
+        "read_committed output holds each input once: {out}"
     );
 }
 

@@ -454,6 +454,54 @@ impl GroupCoordinator {
         offsets: Vec<OffsetCommit>,
         now: Instant,
     ) -> Result<(), GroupError> {
+        self.commit(group_id, member, offsets, now, None).await
+    }
+
+    /// Commits offsets for `group_id` as part of the transaction of `producer` (id,
+    /// epoch): Kafka's TxnOffsetCommit. They are written, durably, as one transactional
+    /// batch of that producer to the group's `__consumer_offsets` partition (which
+    /// AddOffsetsToTxn added to the transaction) and become the group's committed
+    /// offsets only when the producer's commit marker reaches that partition
+    /// ([`txn_marker`](Self::txn_marker)); an abort marker drops them. `member` is
+    /// checked as for a plain commit when given (librdkafka and the Java client send the
+    /// consumer's member id and generation); without one the commit is taken whatever
+    /// the group's members, as Kafka takes it.
+    pub async fn commit_txn_offsets(
+        &self,
+        group_id: &str,
+        producer: (i64, i16),
+        member: Option<(&str, i32)>,
+        offsets: Vec<OffsetCommit>,
+    ) -> Result<(), GroupError> {
+        if producer.0 < 0 || producer.1 < 0 {
+            return Err(GroupError::InvalidRequest(format!(
+                "a transactional offset commit needs a producer id and epoch, got {} and {}",
+                producer.0, producer.1
+            )));
+        }
+        self.commit(group_id, member, offsets, Instant::now(), Some(producer))
+            .await
+    }
+
+    /// The marker of `producer_id`'s transaction was written (durably) at `offset` of
+    /// `__consumer_offsets` partition `partition`, which this broker leads: the pending
+    /// transactional offsets of that producer there become committed offsets (`commit`)
+    /// or are dropped. A shard not loaded yet finds the marker in the log when it loads.
+    pub fn txn_marker(&self, partition: u32, producer_id: i64, commit: bool, offset: i64) {
+        if let Some(shard) = self.slots.get(partition) {
+            shard.txn_marker(producer_id, commit, offset);
+        }
+    }
+
+    /// A commit, of the transaction of `txn` (producer id, epoch) if given.
+    async fn commit(
+        &self,
+        group_id: &str,
+        member: Option<(&str, i32)>,
+        offsets: Vec<OffsetCommit>,
+        now: Instant,
+        txn: Option<(i64, i16)>,
+    ) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         if offsets.len() > MAX_OFFSETS_PER_COMMIT {
             return Err(GroupError::InvalidRequest(format!(
@@ -522,12 +570,18 @@ impl GroupCoordinator {
                     )
                 })
                 .collect(),
-            pending: offsets
-                .into_iter()
-                .map(|o| (group.clone(), o.topic, o.partition))
-                .collect(),
+            // A deletion meanwhile need not tombstone transactional offsets: its group
+            // tombstone drops them from the pending ones.
+            pending: match txn {
+                Some(_) => Vec::new(),
+                None => offsets
+                    .into_iter()
+                    .map(|o| (group.clone(), o.topic, o.partition))
+                    .collect(),
+            },
             committed_at: Some((group.clone(), now)),
             membership_seq: None,
+            txn,
         };
         let member = member
             .filter(|(id, _)| !id.is_empty())
@@ -537,11 +591,40 @@ impl GroupCoordinator {
         self.shard(group_id)?
             .write(move |st| {
                 let member = member.as_ref().map(|(id, epoch)| (id.as_str(), *epoch));
-                admit_commit(st, &group, member, now, at_limit.then_some(max_groups))?;
+                let full = at_limit.then_some(max_groups);
+                match (txn, member) {
+                    // Kafka takes a transactional commit without a member whatever the
+                    // group's members; only the group limit applies.
+                    (Some(_), None) => {
+                        admit_commit(st, &group, None, now, full).or_else(|e| match e {
+                            weir_coordinator::group::GroupError::GroupNotEmpty { .. } => Ok(()),
+                            e => Err(e),
+                        })?
+                    }
+                    _ => admit_commit(st, &group, member, now, full)?,
+                }
                 Ok(prepared)
             })
             .await?;
         Ok(())
+    }
+
+    /// Which of `partitions` have transactional offsets of `group_id` pending (written,
+    /// their transaction's marker not yet in the log): OffsetFetch with `require_stable`
+    /// answers UNSTABLE_OFFSET_COMMIT for them (KIP-447).
+    pub fn unstable_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<(String, u32)>, GroupError> {
+        validate_group_id(group_id)?;
+        let shard = self.shard(group_id)?;
+        let st = shard.state();
+        Ok(partitions
+            .iter()
+            .filter(|(t, p)| st.has_pending_txn_offset(group_id, t, *p))
+            .cloned()
+            .collect())
     }
 
     /// The committed offsets of `group_id`: of the partitions asked for (an offset of

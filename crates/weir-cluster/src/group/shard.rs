@@ -30,7 +30,7 @@ use weir_coordinator::group::shard as machine;
 
 use super::{GroupError, LOAD_WAIT, OFFSETS_TOPIC, REPLAY_READ_BYTES};
 use crate::error::ClusterError;
-use crate::internal_topic::{self, SubmitError};
+use crate::internal_topic::{self, BatchOf, SubmitError};
 use crate::partition::Partition;
 
 pub(super) use machine::{
@@ -68,6 +68,10 @@ pub(super) struct ShardState {
     pub(super) resigned: Option<i32>,
     /// The next number for a parked request.
     pub(super) next_waiter: Waiter,
+    /// Per transactional producer whose offsets this shard wrote: the epoch and the
+    /// sequence of its next batch (the partition checks them as it checks any
+    /// producer's). Forgotten after a failed write: the partition's own state says.
+    pub(super) txn_sequences: HashMap<i64, (i16, i32)>,
 }
 
 impl Deref for ShardState {
@@ -357,7 +361,7 @@ impl Shard {
                 st.queued(&prepared);
                 prepared
             };
-            let appended = shard.append(&prepared.records, writer).await;
+            let appended = shard.append(&prepared.records, prepared.txn, writer).await;
             let membership_seq = prepared.membership_seq;
             let base = appended.as_ref().ok().copied();
             let failed = shard.state().written(prepared, base, Instant::now());
@@ -386,13 +390,23 @@ impl Shard {
     async fn append(
         &self,
         records: &[(Bytes, Option<Bytes>)],
+        txn: Option<(i64, i16)>,
         writer: tokio::sync::MutexGuard<'_, ()>,
     ) -> Result<i64, GroupError> {
-        let pending = internal_topic::submit_records(
+        let producer = match txn {
+            Some((id, epoch)) => Some((
+                id,
+                epoch,
+                self.next_sequence(id, epoch, records.len()).await?,
+            )),
+            None => None,
+        };
+        let pending = internal_topic::submit_batch(
             &self.partition,
             OFFSETS_TOPIC,
             self.leader_epoch,
             records,
+            producer,
         )
         .await
         .map_err(|e| match e {
@@ -405,8 +419,65 @@ impl Shard {
         let outcome = pending.await.map_err(|_| ClusterError::PartitionClosed {
             topic: OFFSETS_TOPIC.to_string(),
             partition: self.index,
-        })??;
-        Ok(outcome.base_offset)
+        })?;
+        if outcome.is_err()
+            && let Some((id, _)) = txn
+        {
+            self.state().txn_sequences.remove(&id);
+        }
+        Ok(outcome?.base_offset)
+    }
+
+    /// The sequence of the next transactional batch of `producer_id` at `epoch`, of
+    /// `count` records, counted as taken (called under the writer lock, so in log order).
+    /// The first batch of a producer this shard has not written for continues from what
+    /// the partition remembers of it; a new epoch starts at 0, as a producer's does.
+    async fn next_sequence(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        count: usize,
+    ) -> Result<i32, GroupError> {
+        let known = self.state().txn_sequences.get(&producer_id).copied();
+        let (known_epoch, next) = match known {
+            Some(k) => k,
+            None => self
+                .partition
+                .producers()
+                .await?
+                .into_iter()
+                .find(|p| p.producer_id == producer_id)
+                .map_or((epoch, 0), |p| {
+                    (p.epoch, p.last_sequence.wrapping_add(1).max(0))
+                }),
+        };
+        // An older epoch is left to the partition to refuse (the producer was fenced).
+        let first = if known_epoch == epoch { next } else { 0 };
+        let after = ((i64::from(first) + count as i64) % (i64::from(i32::MAX) + 1)) as i32;
+        self.state()
+            .txn_sequences
+            .insert(producer_id, (epoch, after));
+        Ok(first)
+    }
+
+    /// The marker of `producer_id`'s transaction is in this shard's partition at log
+    /// offset `offset` (durable): its pending offsets become committed offsets (`commit`)
+    /// or are dropped.
+    pub(super) fn txn_marker(&self, producer_id: i64, commit: bool, offset: i64) {
+        let applied = machine::apply_txn_marker(
+            &mut self.state(),
+            producer_id,
+            commit,
+            offset,
+            Instant::now(),
+        );
+        tracing::debug!(
+            partition = self.index,
+            producer_id,
+            commit,
+            applied,
+            "transaction marker applied to the group offsets"
+        );
     }
 }
 
@@ -475,28 +546,50 @@ async fn replay(shard: &Shard, end: i64, cx: &LoadContext<'_>) -> Result<ShardSt
         offset,
         reason,
     };
-    internal_topic::for_each_record(partition, end, REPLAY_READ_BYTES, corrupt, |record| {
-        let Some(key) = &record.key else {
-            tracing::warn!(
-                partition = index,
-                offset = record.offset,
-                "skipping a record without a key"
-            );
-            return Ok(());
-        };
-        let value = record.value.as_deref();
-        apply_record(
-            &mut st,
-            key,
-            value,
-            record.offset,
-            open.0,
-            Some(&mut members),
-        )
-        .map_err(|reason| corrupt(record.offset, reason))?;
-        records_applied += 1;
-        Ok(())
-    })
+    internal_topic::for_each_batch_record(
+        partition,
+        end,
+        REPLAY_READ_BYTES,
+        corrupt,
+        |of, record| {
+            let producer_id = match of {
+                BatchOf::Plain => None,
+                BatchOf::Transactional { producer_id } => Some(producer_id),
+                BatchOf::Marker {
+                    producer_id,
+                    commit,
+                } => {
+                    machine::apply_txn_marker(&mut st, producer_id, commit, record.offset, open.0);
+                    return Ok(());
+                }
+            };
+            let Some(key) = &record.key else {
+                tracing::warn!(
+                    partition = index,
+                    offset = record.offset,
+                    "skipping a record without a key"
+                );
+                return Ok(());
+            };
+            let value = record.value.as_deref();
+            match producer_id {
+                Some(producer_id) => {
+                    machine::apply_txn_record(&mut st, producer_id, key, value, record.offset)
+                }
+                None => apply_record(
+                    &mut st,
+                    key,
+                    value,
+                    record.offset,
+                    open.0,
+                    Some(&mut members),
+                ),
+            }
+            .map_err(|reason| corrupt(record.offset, reason))?;
+            records_applied += 1;
+            Ok(())
+        },
+    )
     .await?;
     let restored = finish_replay(&mut st, members, index, cx, open);
     tracing::debug!(

@@ -1865,3 +1865,93 @@ async fn a_join_parked_on_a_coordinator_that_loses_the_group_is_answered_at_once
     ));
     close(registry, c).await;
 }
+
+/// Writes `producer_id`'s marker (`commit` or abort) to the `__consumer_offsets`
+/// partition of `group`, durably, and tells the coordinator, as the transaction
+/// coordinator's marker writer does.
+async fn txn_marker(
+    registry: &TopicRegistry,
+    c: &GroupCoordinator,
+    group: &str,
+    producer_id: i64,
+    commit: bool,
+) {
+    use weir_cluster::storage::{ControlType, TxnMarker};
+    let index = c.coordinator_partition(group);
+    let partition = registry
+        .topic(OFFSETS_TOPIC)
+        .unwrap()
+        .partition(index)
+        .unwrap();
+    let marker = TxnMarker {
+        producer_id,
+        producer_epoch: 0,
+        control: if commit {
+            ControlType::Commit
+        } else {
+            ControlType::Abort
+        },
+        coordinator_epoch: 0,
+    };
+    let written = partition
+        .append_marker(marker, Durability::Durable)
+        .await
+        .unwrap();
+    c.txn_marker(index, producer_id, commit, written.base_offset);
+}
+
+#[tokio::test]
+async fn transactional_offsets_wait_for_their_marker_and_a_restart_rebuilds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 1).await;
+    let t0 = || vec![("t".to_string(), 0)];
+    c.commit_offsets("committed", None, vec![commit("t", 0, 5)])
+        .await
+        .unwrap();
+    // Three transactions, one per group: committed, aborted, and still open.
+    for (group, producer_id) in [("committed", 1000), ("aborted", 1001), ("open", 1002)] {
+        c.commit_txn_offsets(group, (producer_id, 0), None, vec![commit("t", 0, 10)])
+            .await
+            .unwrap();
+        // Pending: not the group's offset, and unstable.
+        assert_eq!(c.unstable_offsets(group, &t0()).unwrap(), t0(), "{group}");
+    }
+    assert_eq!(
+        c.fetch_offsets("committed", Some(t0())).await.unwrap()[0].offset,
+        Some(5)
+    );
+    // A second commit of the same transaction replaces the first.
+    c.commit_txn_offsets("committed", (1000, 0), None, vec![commit("t", 0, 12)])
+        .await
+        .unwrap();
+    txn_marker(&registry, &c, "committed", 1000, true).await;
+    txn_marker(&registry, &c, "aborted", 1001, false).await;
+    let offset = |c: Arc<GroupCoordinator>, group: &'static str| async move {
+        c.fetch_offsets(group, Some(vec![("t".to_string(), 0)]))
+            .await
+            .unwrap()[0]
+            .offset
+    };
+    assert_eq!(offset(c.clone(), "committed").await, Some(12));
+    assert_eq!(offset(c.clone(), "aborted").await, None);
+    assert!(c.unstable_offsets("committed", &t0()).unwrap().is_empty());
+    assert!(c.unstable_offsets("aborted", &t0()).unwrap().is_empty());
+    close(registry, c).await;
+
+    // The load rebuilds the same from the log: applied, dropped, still pending.
+    let (registry, c) = open(dir.path()).await;
+    assert_eq!(offset(c.clone(), "committed").await, Some(12));
+    assert_eq!(offset(c.clone(), "aborted").await, None);
+    assert_eq!(offset(c.clone(), "open").await, None);
+    assert_eq!(c.unstable_offsets("open", &t0()).unwrap(), t0());
+    txn_marker(&registry, &c, "open", 1002, true).await;
+    assert_eq!(offset(c.clone(), "open").await, Some(10));
+    // A transactional commit without a producer id is refused.
+    let err = c
+        .commit_txn_offsets("open", (-1, 0), None, vec![commit("t", 0, 1)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("producer id"), "{err}");
+    close(registry, c).await;
+}

@@ -145,6 +145,12 @@ pub struct ShardState {
     /// that set them; a group that sets nothing has none. Kept apart from `groups`: a
     /// group's configs may be set before it has members or offsets, and outlive it.
     pub configs: HashMap<String, (GroupOverrides, i64)>,
+    /// Transactional offset commits (TxnOffsetCommit) whose transaction has no marker in
+    /// this partition yet, per producer id, keyed by (group, topic, partition): kept
+    /// apart from the groups' committed offsets (OffsetFetch does not see them) until the
+    /// producer's commit marker applies them or its abort marker drops them
+    /// ([`apply_txn_record`], [`apply_txn_marker`]).
+    pub txn_pending: HashMap<i64, HashMap<(String, String, u32), StoredOffset>>,
 }
 
 /// A group's membership as its group and member records have it.
@@ -185,6 +191,9 @@ pub struct Prepared {
     pub committed_at: Option<(String, Instant)>,
     /// A membership write: its number, published as durable once it is.
     pub membership_seq: Option<u64>,
+    /// A transactional offset commit (TxnOffsetCommit): the producer id and epoch its
+    /// batch is written under; once applied, its offsets wait for the producer's marker.
+    pub txn: Option<(i64, i16)>,
 }
 impl ShardState {
     /// `group_id`'s own settings (none set: every one `None`).
@@ -202,6 +211,17 @@ impl ShardState {
             Some((o, _)) => o.apply(config),
             None => config.clone(),
         }
+    }
+
+    /// Whether a transaction has an offset of `group`'s `topic`/`partition` pending (no
+    /// marker yet): OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for
+    /// it (KIP-447).
+    pub fn has_pending_txn_offset(&self, group: &str, topic: &str, partition: u32) -> bool {
+        self.txn_pending.values().any(|offsets| {
+            offsets
+                .keys()
+                .any(|(g, t, p)| g == group && t == topic && *p == partition)
+        })
     }
 
     /// Counts `prepared` as queued for the log: a write in flight, and its commit keys
@@ -238,7 +258,13 @@ impl ShardState {
         if let Some(base) = base {
             for (i, (key, value)) in prepared.records.iter().enumerate() {
                 let offset = base + i as i64;
-                if let Err(reason) = apply_record(self, key, value.as_deref(), offset, now, None) {
+                let applied = match prepared.txn {
+                    Some((producer_id, _)) => {
+                        apply_txn_record(self, producer_id, key, value.as_deref(), offset)
+                    }
+                    None => apply_record(self, key, value.as_deref(), offset, now, None),
+                };
+                if let Err(reason) = applied {
                     failed.push((offset, reason));
                 }
             }
@@ -727,6 +753,10 @@ pub fn apply_record(
         (RecordKey::Group { group }, None) => {
             let newest = st.deleted.entry(group.clone()).or_insert(offset);
             *newest = (*newest).max(offset);
+            for pending in st.txn_pending.values_mut() {
+                pending.retain(|(g, _, _), s| *g != group || s.record_offset > offset);
+            }
+            st.txn_pending.retain(|_, pending| !pending.is_empty());
             if let Some(e) = st.groups.get_mut(&group) {
                 for parts in e.offsets.values_mut() {
                     parts.retain(|_, s| s.record_offset > offset);
@@ -745,6 +775,101 @@ pub fn apply_record(
     }
     Ok(())
 }
+/// Applies one record of a transactional batch of `producer_id` at log offset `offset`
+/// (a TxnOffsetCommit): held pending for that producer, replacing an older pending
+/// commit of the same partition, until its marker ([`apply_txn_marker`]). Only offset
+/// commits are written transactionally; any other record is refused.
+pub fn apply_txn_record(
+    st: &mut ShardState,
+    producer_id: i64,
+    key: &[u8],
+    value: Option<&[u8]>,
+    offset: i64,
+) -> Result<(), String> {
+    let Some(key) = records::decode_key(key)? else {
+        return Ok(());
+    };
+    let (
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        },
+        Some(value),
+    ) = (key, value)
+    else {
+        return Err(format!(
+            "a transactional batch of producer {producer_id} holds a record that is not an \
+             offset commit"
+        ));
+    };
+    let value = records::decode_offset_value(value)?;
+    let stored = StoredOffset {
+        offset: value.offset,
+        metadata: value.metadata,
+        commit_timestamp_ms: value.commit_timestamp_ms,
+        topic_id: value.topic_id,
+        leader_epoch: value.leader_epoch,
+        record_offset: offset,
+    };
+    let pending = st.txn_pending.entry(producer_id).or_default();
+    match pending.entry((group, topic, partition)) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(stored);
+        }
+        std::collections::hash_map::Entry::Occupied(mut o) => {
+            if o.get().record_offset < offset {
+                o.insert(stored);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Applies the marker of `producer_id`'s transaction, at log offset `offset`, to its
+/// pending offsets: a commit makes each one its group's committed offset (unless a
+/// newer record set that partition, or the group was deleted after it), an abort drops
+/// them. Returns how many became committed offsets.
+pub fn apply_txn_marker(
+    st: &mut ShardState,
+    producer_id: i64,
+    commit: bool,
+    offset: i64,
+    now: Instant,
+) -> usize {
+    let Some(pending) = st.txn_pending.remove(&producer_id) else {
+        return 0;
+    };
+    if !commit {
+        return 0;
+    }
+    let mut applied = 0;
+    for ((group, topic, partition), stored) in pending {
+        if stored.record_offset > offset
+            || st
+                .deleted
+                .get(&group)
+                .is_some_and(|d| *d > stored.record_offset)
+        {
+            continue;
+        }
+        let e = entry(st, &group, now);
+        match e.offsets.entry(topic).or_default().entry(partition) {
+            btree_map::Entry::Vacant(v) => {
+                v.insert(stored);
+                applied += 1;
+            }
+            btree_map::Entry::Occupied(mut o) => {
+                if o.get().record_offset < stored.record_offset {
+                    o.insert(stored);
+                    applied += 1;
+                }
+            }
+        }
+    }
+    applied
+}
+
 /// A group's settings as its config record has them (0: not set).
 fn overrides_of(v: ConfigValue) -> GroupOverrides {
     let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
@@ -1144,5 +1269,84 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    fn txn_commit(st: &mut ShardState, producer_id: i64, offset: i64, committed: i64) {
+        let key = records::offset_key("g", "t", 0);
+        let value = records::offset_value(&OffsetValue {
+            offset: committed,
+            commit_timestamp_ms: 1,
+            metadata: String::new(),
+            topic_id: String::new(),
+            leader_epoch: -1,
+        });
+        apply_txn_record(st, producer_id, &key, Some(&value), offset).unwrap();
+    }
+
+    #[test]
+    fn transactional_offsets_are_committed_at_the_commit_marker_only() {
+        let mut st = ShardState::default();
+        commit(&mut st, 0, 5);
+        txn_commit(&mut st, 7, 1, 10);
+        // Pending: not the group's offset, and unstable for require_stable.
+        assert_eq!(committed(&st), Some(5));
+        assert!(st.has_pending_txn_offset("g", "t", 0));
+        assert!(!st.has_pending_txn_offset("g", "t", 1));
+        // Another producer's marker changes nothing.
+        assert_eq!(apply_txn_marker(&mut st, 8, true, 2, Instant::now()), 0);
+        assert_eq!(committed(&st), Some(5));
+        assert_eq!(apply_txn_marker(&mut st, 7, true, 3, Instant::now()), 1);
+        assert_eq!(committed(&st), Some(10));
+        assert!(!st.has_pending_txn_offset("g", "t", 0));
+    }
+
+    #[test]
+    fn transactional_offsets_are_dropped_at_the_abort_marker() {
+        let mut st = ShardState::default();
+        commit(&mut st, 0, 5);
+        txn_commit(&mut st, 7, 1, 10);
+        txn_commit(&mut st, 7, 2, 12);
+        assert_eq!(apply_txn_marker(&mut st, 7, false, 3, Instant::now()), 0);
+        assert_eq!(committed(&st), Some(5));
+        assert!(st.txn_pending.is_empty());
+        // The producer's next transaction starts afresh.
+        txn_commit(&mut st, 7, 4, 20);
+        apply_txn_marker(&mut st, 7, true, 5, Instant::now());
+        assert_eq!(committed(&st), Some(20));
+    }
+
+    #[test]
+    fn a_commit_newer_than_the_transactional_offset_is_kept_at_the_marker() {
+        let mut st = ShardState::default();
+        txn_commit(&mut st, 7, 1, 10);
+        // A plain commit written after the transactional one, before the marker.
+        commit(&mut st, 2, 11);
+        assert_eq!(apply_txn_marker(&mut st, 7, true, 3, Instant::now()), 0);
+        assert_eq!(committed(&st), Some(11));
+    }
+
+    #[test]
+    fn a_group_tombstone_drops_its_pending_transactional_offsets() {
+        let mut st = ShardState::default();
+        txn_commit(&mut st, 7, 1, 10);
+        apply_record(
+            &mut st,
+            &records::group_key("g"),
+            None,
+            2,
+            Instant::now(),
+            None,
+        )
+        .unwrap();
+        assert!(!st.has_pending_txn_offset("g", "t", 0));
+        apply_txn_marker(&mut st, 7, true, 3, Instant::now());
+        assert_eq!(committed(&st), None);
+    }
+
+    #[test]
+    fn a_transactional_batch_holds_offset_commits_only() {
+        let mut st = ShardState::default();
+        let err = apply_txn_record(&mut st, 7, &records::group_key("g"), None, 0).unwrap_err();
+        assert!(err.contains("not an offset commit"), "{err}");
     }
 }

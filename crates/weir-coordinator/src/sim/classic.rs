@@ -534,6 +534,7 @@ impl Sim {
             pending: vec![(GROUP.into(), TOPIC.into(), partition)],
             committed_at: Some((GROUP.into(), self.now)),
             membership_seq: None,
+            txn: None,
         };
         self.st.queued(&prepared);
         self.clients[i].committing = true;

@@ -26,7 +26,7 @@
 //!   groups in ListGroups and DeleteGroups go through `groups/describe.rs`).
 //! - `security.rs`: ACLs and SCRAM credentials; `quotas.rs`: AlterClientQuotas and
 //!   DescribeClientQuotas.
-//! - `transactions.rs`: AddPartitionsToTxn, AddOffsetsToTxn, EndTxn,
+//! - `transactions.rs`: AddPartitionsToTxn, AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
 //!   DescribeTransactions and ListTransactions (InitProducerId
 //!   with a transactional id is in `produce.rs`, FindCoordinator's transaction key type
 //!   in `groups/mod.rs`).
@@ -132,6 +132,11 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
         transactions::LAST_CLIENT_ADD_PARTITIONS,
     ),
     (ApiKey::AddOffsetsToTxn, 0, 3),
+    (
+        ApiKey::TxnOffsetCommit,
+        0,
+        transactions::LAST_TXN_OFFSET_COMMIT,
+    ),
     (ApiKey::EndTxn, 0, 4),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
@@ -421,6 +426,7 @@ impl KafkaBroker {
                 transactions::add_partitions_to_txn(self, ctx, request).await
             }
             ApiKey::AddOffsetsToTxn => transactions::add_offsets_to_txn(self, ctx, request).await,
+            ApiKey::TxnOffsetCommit => transactions::txn_offset_commit(self, ctx, request).await,
             ApiKey::EndTxn => transactions::end_txn(self, ctx, request).await,
             ApiKey::DescribeTransactions => {
                 transactions::describe_transactions(self, ctx, request).await
@@ -482,6 +488,7 @@ fn rpc_name(api_key: ApiKey) -> &'static str {
         ApiKey::DescribeTopicPartitions => "kafka.DescribeTopicPartitions",
         ApiKey::AddPartitionsToTxn => "kafka.AddPartitionsToTxn",
         ApiKey::AddOffsetsToTxn => "kafka.AddOffsetsToTxn",
+        ApiKey::TxnOffsetCommit => "kafka.TxnOffsetCommit",
         ApiKey::EndTxn => "kafka.EndTxn",
         ApiKey::DescribeTransactions => "kafka.DescribeTransactions",
         ApiKey::ListTransactions => "kafka.ListTransactions",

@@ -75,6 +75,7 @@ throttled! {
     DeleteShareGroupOffsetsResponse => 0,
     AddPartitionsToTxnResponse => 0,
     AddOffsetsToTxnResponse => 0,
+    TxnOffsetCommitResponse => 0,
     EndTxnResponse => 0,
     DescribeTransactionsResponse => 0,
     ListTransactionsResponse => 0,

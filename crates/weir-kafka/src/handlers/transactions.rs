@@ -1,7 +1,7 @@
 //! Transactions over the Kafka protocol, through the core's `transactions` module:
 //! InitProducerId with a transactional id (in `produce.rs`, with the idempotent form),
-//! AddPartitionsToTxn (v0-v3, the client's form), AddOffsetsToTxn, EndTxn,
-//! DescribeTransactions and ListTransactions.
+//! AddPartitionsToTxn (v0-v3, the client's form), AddOffsetsToTxn, TxnOffsetCommit,
+//! EndTxn, DescribeTransactions and ListTransactions.
 //! FindCoordinator with key type 1 is in `groups/mod.rs`. Reasons become Kafka codes in
 //! `errors.rs`.
 
@@ -13,13 +13,18 @@ use kafka_protocol::messages::describe_transactions_response::{
     TopicData, TransactionState as DescribedState,
 };
 use kafka_protocol::messages::list_transactions_response::TransactionState as ListedState;
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
 use kafka_protocol::messages::{
     AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, AddPartitionsToTxnRequest,
     AddPartitionsToTxnResponse, DescribeTransactionsRequest, DescribeTransactionsResponse,
     EndTxnRequest, EndTxnResponse, ListTransactionsRequest, ListTransactionsResponse, ProducerId,
     TopicName, TransactionalId,
 };
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::protocol::StrBytes;
+use weir_broker::groups::OffsetCommit;
 use weir_broker::transactions::{
     self as txn, AddOutcome, EndTxn, ListFilter, ProducerIdAndEpoch, TopicPartition, TxnResult,
     TxnVersion,
@@ -120,6 +125,83 @@ pub(super) async fn add_offsets_to_txn(
         ctx,
         request,
         AddOffsetsToTxnResponse::default().with_error_code(code),
+    )
+}
+
+/// The last TxnOffsetCommit version served (v5 belongs to transaction version 2, which
+/// is not advertised).
+pub(super) const LAST_TXN_OFFSET_COMMIT: i16 = 4;
+
+pub(super) async fn txn_offset_commit(
+    broker: &KafkaBroker,
+    ctx: &RequestContext,
+    request: &Request,
+) -> Result<Response, HandlerError> {
+    let req: TxnOffsetCommitRequest = request.decode_body()?;
+    let mut offsets = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            offsets.push(OffsetCommit {
+                topic: t.name.to_string(),
+                // A negative index names no partition: refused as unknown.
+                partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                offset: p.committed_offset,
+                metadata: p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+                leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
+            });
+        }
+    }
+    let producer = ProducerIdAndEpoch {
+        producer_id: req.producer_id.0,
+        epoch: req.producer_epoch,
+    };
+    // v3+ carries the consumer's member id and generation (KIP-447).
+    let member = Some((req.member_id.as_str(), req.generation_id));
+    let outcome = txn::txn_offset_commit(
+        &broker.core,
+        ctx,
+        &req.transactional_id,
+        producer,
+        &req.group_id,
+        member,
+        offsets,
+    )
+    .await;
+    // One code per partition in request order: the partition's own, or the request's.
+    let codes: Vec<i16> = match &outcome {
+        Ok(results) => results
+            .iter()
+            .map(|r| r.result.as_ref().err().map_or(0, error_code))
+            .collect(),
+        Err(e) => vec![error_code(e); req.topics.iter().map(|t| t.partitions.len()).sum()],
+    };
+    let mut codes = codes.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(codes.next().unwrap_or(0))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    answer(
+        ctx,
+        request,
+        TxnOffsetCommitResponse::default().with_topics(topics),
     )
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
@@ -111,6 +112,9 @@ struct FetchedOffset {
     offset: i64,
     leader_epoch: i32,
     metadata: String,
+    /// UNSTABLE_OFFSET_COMMIT when asked for stable offsets and a transaction has an
+    /// offset of this partition pending (KIP-447); else 0.
+    error_code: i16,
 }
 
 impl FetchedOffset {
@@ -120,6 +124,7 @@ impl FetchedOffset {
             offset: -1,
             leader_epoch: -1,
             metadata: String::new(),
+            error_code: 0,
         }
     }
 
@@ -129,6 +134,7 @@ impl FetchedOffset {
             offset: c.offset.unwrap_or(-1),
             leader_epoch: c.leader_epoch.unwrap_or(-1),
             metadata: c.metadata,
+            error_code: 0,
         }
     }
 }
@@ -142,6 +148,7 @@ async fn fetch_group_offsets(
     ctx: &RequestContext,
     group_id: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> FetchedOffsets {
     // A negative index names no partition; it is answered as one without an offset.
     let partitions = wanted.as_ref().map(|topics| {
@@ -154,7 +161,16 @@ async fn fetch_group_offsets(
             })
             .collect::<Vec<_>>()
     });
-    let found = groups::fetch_offsets(&broker.core, ctx, group_id, partitions).await?;
+    let found = groups::fetch_offsets(&broker.core, ctx, group_id, partitions.clone()).await?;
+    // Asked for (authorised above): the partitions a transaction has offsets pending for.
+    let unstable: Vec<(String, u32)> = match (&partitions, require_stable) {
+        (Some(list), true) => broker
+            .core
+            .groups()?
+            .unstable_offsets(group_id, list)
+            .map_err(BrokerError::from)?,
+        _ => Vec::new(),
+    };
     let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
     match wanted {
         Some(topics) => {
@@ -165,9 +181,15 @@ async fn fetch_group_offsets(
             for (t, ps) in topics {
                 let list = by_topic.entry(t.clone()).or_default();
                 for p in ps {
-                    let committed = u32::try_from(p)
-                        .ok()
-                        .and_then(|index| known.remove(&(t.clone(), index)));
+                    let index = u32::try_from(p).ok();
+                    if index.is_some_and(|i| unstable.contains(&(t.clone(), i))) {
+                        // KIP-447: the consumer retries until the transaction ends.
+                        let mut f = FetchedOffset::none(p);
+                        f.error_code = ResponseError::UnstableOffsetCommit.code();
+                        list.push(f);
+                        continue;
+                    }
+                    let committed = index.and_then(|index| known.remove(&(t.clone(), index)));
                     list.push(committed.map_or_else(|| FetchedOffset::none(p), FetchedOffset::of));
                 }
             }
@@ -205,7 +227,9 @@ pub(in crate::handlers) async fn offset_fetch(
             });
             let fetched = match &too_many {
                 Some(e) => Err(e.clone()),
-                None => fetch_group_offsets(broker, ctx, &g.group_id, wanted).await,
+                None => {
+                    fetch_group_offsets(broker, ctx, &g.group_id, wanted, req.require_stable).await
+                }
             };
             let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id);
             answers.push(match fetched {
@@ -225,6 +249,7 @@ pub(in crate::handlers) async fn offset_fetch(
                                                 .with_committed_offset(f.offset)
                                                 .with_committed_leader_epoch(f.leader_epoch)
                                                 .with_metadata(Some(str(f.metadata)))
+                                                .with_error_code(f.error_code)
                                         })
                                         .collect(),
                                 )
@@ -245,7 +270,8 @@ pub(in crate::handlers) async fn offset_fetch(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let response = match fetch_group_offsets(broker, ctx, &req.group_id, wanted).await {
+    let stable = req.require_stable;
+    let response = match fetch_group_offsets(broker, ctx, &req.group_id, wanted, stable).await {
         Ok(topics) => OffsetFetchResponse::default().with_topics(
             topics
                 .into_iter()
@@ -261,6 +287,7 @@ pub(in crate::handlers) async fn offset_fetch(
                                         .with_committed_offset(f.offset)
                                         .with_committed_leader_epoch(f.leader_epoch)
                                         .with_metadata(Some(str(f.metadata)))
+                                        .with_error_code(f.error_code)
                                 })
                                 .collect(),
                         )
