@@ -353,12 +353,16 @@ def compact_keys():
 
     def check(name):
         errs = send(name, [b"k0", None, b"k2"])
-        assert all(e is not None for e in errs), errs
-        assert errs[1].code() == KafkaError.INVALID_RECORD, errs[1]
-        assert high(name) == 0, "nothing of the batch appended"
+        assert errs[1] is not None and errs[1].code() == KafkaError.INVALID_RECORD, errs
+        # In one batch the keyed records are refused with it (Kafka refuses the whole
+        # batch). librdkafka has once (in a CI run on a loaded machine) sent them in
+        # batches of their own: then they are appended, and only they are.
+        appended = sum(e is None for e in errs)
+        assert appended == 0 or errs[0] is None and errs[2] is None, errs
+        assert high(name) == appended, "nothing of the refused batch appended"
         assert send(name, [b"k3", b"k4"]) == [None, None]
-        assert high(name) == 2
-        return [e.name() for e in errs]
+        assert high(name) == appended + 2
+        return [e.name() if e is not None else "NONE" for e in errs]
 
     # Keyless records are fine before the policy changes.
     assert send(altered, [None]) == [None]
