@@ -324,42 +324,41 @@ impl GroupOverrides {
         let ms = |d: Duration| d.as_millis();
         let effective = self.apply(config);
         let (session, heartbeat) = (effective.session_timeout, effective.heartbeat_interval);
-        if let Some(s) = self.session_timeout {
-            if s < config.min_session_timeout {
-                return Err(format!(
-                    "{CONSUMER_SESSION_TIMEOUT_MS} {} must be greater than or equal to the \
-                     broker's group.consumer.min.session.timeout.ms ({})",
-                    ms(s),
-                    ms(config.min_session_timeout)
-                ));
-            }
-            if s > config.max_session_timeout {
-                return Err(format!(
-                    "{CONSUMER_SESSION_TIMEOUT_MS} {} must be less than or equal to the \
-                     broker's group.consumer.max.session.timeout.ms ({})",
-                    ms(s),
-                    ms(config.max_session_timeout)
-                ));
-            }
-        }
-        if let Some(h) = self.heartbeat_interval {
-            if h < config.min_heartbeat_interval {
-                return Err(format!(
-                    "{CONSUMER_HEARTBEAT_INTERVAL_MS} {} must be greater than or equal to the \
-                     broker's group.consumer.min.heartbeat.interval.ms ({})",
-                    ms(h),
-                    ms(config.min_heartbeat_interval)
-                ));
-            }
-            if h > config.max_heartbeat_interval {
-                return Err(format!(
-                    "{CONSUMER_HEARTBEAT_INTERVAL_MS} {} must be less than or equal to the \
-                     broker's group.consumer.max.heartbeat.interval.ms ({})",
-                    ms(h),
-                    ms(config.max_heartbeat_interval)
-                ));
-            }
-        }
+        // Kafka's words: "KEY VALUE must be greater than or equal to the broker's
+        // group.consumer.min.NAME.ms (BOUND)", and "less than or equal to" for the max.
+        let within = |key: &str,
+                      value: Option<Duration>,
+                      name: &str,
+                      min: Duration,
+                      max: Duration| {
+            let Some(v) = value else { return Ok(()) };
+            let (relation, bound, which) = if v < min {
+                ("greater than or equal to", min, "min")
+            } else if v > max {
+                ("less than or equal to", max, "max")
+            } else {
+                return Ok(());
+            };
+            Err(format!(
+                "{key} {} must be {relation} the broker's group.consumer.{which}.{name}.ms ({})",
+                ms(v),
+                ms(bound)
+            ))
+        };
+        within(
+            CONSUMER_SESSION_TIMEOUT_MS,
+            self.session_timeout,
+            "session.timeout",
+            config.min_session_timeout,
+            config.max_session_timeout,
+        )?;
+        within(
+            CONSUMER_HEARTBEAT_INTERVAL_MS,
+            self.heartbeat_interval,
+            "heartbeat.interval",
+            config.min_heartbeat_interval,
+            config.max_heartbeat_interval,
+        )?;
         if session <= heartbeat {
             return Err(format!(
                 "{CONSUMER_SESSION_TIMEOUT_MS} ({}) must be greater than \
