@@ -354,12 +354,15 @@ def compact_keys():
     def check(name):
         errs = send(name, [b"k0", None, b"k2"])
         assert errs[1] is not None and errs[1].code() == KafkaError.INVALID_RECORD, errs
-        # In one batch the keyed records are refused with it (Kafka refuses the whole
-        # batch). librdkafka has once (in a CI run on a loaded machine) sent them in
-        # batches of their own: then they are appended, and only they are.
+        # Records that share the keyless record's batch are refused with it (Kafka
+        # refuses the whole batch). How librdkafka batches them is its own choice: on a
+        # loaded machine it has sent the first record alone, or each alone. Whatever the
+        # split, a record is either appended (no error) or refused with INVALID_RECORD,
+        # and the partition holds exactly the appended ones.
+        for e in errs:
+            assert e is None or e.code() == KafkaError.INVALID_RECORD, errs
         appended = sum(e is None for e in errs)
-        assert appended == 0 or errs[0] is None and errs[2] is None, errs
-        assert high(name) == appended, "nothing of the refused batch appended"
+        assert high(name) == appended, "nothing of a refused batch appended"
         assert send(name, [b"k3", b"k4"]) == [None, None]
         assert high(name) == appended + 2
         return [e.name() if e is not None else "NONE" for e in errs]
