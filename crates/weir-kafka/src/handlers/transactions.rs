@@ -24,13 +24,13 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::protocol::StrBytes;
-use weir_broker::groups::OffsetCommit;
 use weir_broker::transactions::{
     self as txn, AddOutcome, EndTxn, ListFilter, ProducerIdAndEpoch, TopicPartition, TxnResult,
     TxnVersion,
 };
 use weir_broker::{BrokerError, RequestContext};
 
+use super::groups::{commit_codes, commit_of};
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -141,18 +141,13 @@ pub(super) async fn txn_offset_commit(
     let mut offsets = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            offsets.push(OffsetCommit {
-                topic: t.name.to_string(),
-                // A negative index names no partition: refused as unknown.
-                partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
-                offset: p.committed_offset,
-                metadata: p
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
-            });
+            offsets.push(commit_of(
+                &t.name,
+                p.partition_index,
+                p.committed_offset,
+                p.committed_metadata.as_deref(),
+                p.committed_leader_epoch,
+            ));
         }
     }
     let producer = ProducerIdAndEpoch {
@@ -171,15 +166,8 @@ pub(super) async fn txn_offset_commit(
         offsets,
     )
     .await;
-    // One code per partition in request order: the partition's own, or the request's.
-    let codes: Vec<i16> = match &outcome {
-        Ok(results) => results
-            .iter()
-            .map(|r| r.result.as_ref().err().map_or(0, error_code))
-            .collect(),
-        Err(e) => vec![error_code(e); req.topics.iter().map(|t| t.partitions.len()).sum()],
-    };
-    let mut codes = codes.into_iter();
+    let partitions = req.topics.iter().map(|t| t.partitions.len()).sum();
+    let mut codes = commit_codes(&outcome, partitions, error_code);
     let topics = req
         .topics
         .into_iter()

@@ -27,7 +27,9 @@ use crate::handler::{HandlerError, Response};
 pub(super) use classic::{heartbeat, join_group, leave_group, sync_group};
 pub(super) use consumer::consumer_group_heartbeat;
 pub(super) use describe::{consumer_group_describe, delete_groups, describe_groups, list_groups};
-pub(super) use offsets::{FIRST_KIP848_OFFSET_COMMIT, offset_commit, offset_delete, offset_fetch};
+pub(super) use offsets::{
+    FIRST_KIP848_OFFSET_COMMIT, commit_codes, commit_of, offset_commit, offset_delete, offset_fetch,
+};
 
 /// FindCoordinator v4+ looks up a batch of keys.
 const FIRST_BATCHED_FIND_COORDINATOR: i16 = 4;

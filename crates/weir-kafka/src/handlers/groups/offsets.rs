@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
     OffsetFetchRequest, OffsetFetchResponse, TopicName,
 };
-use weir_broker::groups::{self, CommitRequest, OffsetCommit};
+use weir_broker::groups::{self, CommitRequest, OffsetCommit, PartitionCommitted};
 use weir_broker::limits::MAX_GROUPS_PER_REQUEST;
 use weir_broker::{BrokerError, RequestContext};
 
@@ -44,19 +44,13 @@ pub(in crate::handlers) async fn offset_commit(
     let mut offsets = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            offsets.push(OffsetCommit {
-                topic: t.name.to_string(),
-                // A negative index names no partition: refused as unknown.
-                partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
-                offset: p.committed_offset,
-                metadata: p
-                    .committed_metadata
-                    .as_ref()
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                // v6+ carries it; -1 (and older versions) commit none.
-                leader_epoch: (p.committed_leader_epoch >= 0).then_some(p.committed_leader_epoch),
-            });
+            offsets.push(commit_of(
+                &t.name,
+                p.partition_index,
+                p.committed_offset,
+                p.committed_metadata.as_deref(),
+                p.committed_leader_epoch,
+            ));
         }
     }
     let commit = CommitRequest {
@@ -66,20 +60,8 @@ pub(in crate::handlers) async fn offset_commit(
         atomic: false,
     };
     let outcome = groups::commit_offsets(&broker.core, ctx, commit).await;
-    // One code per partition in request order: the partition's own, or the request's.
-    let codes: Vec<i16> = match &outcome {
-        Ok(results) => results
-            .iter()
-            .map(|r| r.result.as_ref().err().map_or(0, error_code))
-            .collect(),
-        Err(e) => {
-            vec![
-                errors::commit_code(e, version);
-                req.topics.iter().map(|t| t.partitions.len()).sum()
-            ]
-        }
-    };
-    let mut codes = codes.into_iter();
+    let partitions = req.topics.iter().map(|t| t.partitions.len()).sum();
+    let mut codes = commit_codes(&outcome, partitions, |e| errors::commit_code(e, version));
     let topics = req
         .topics
         .into_iter()
@@ -103,6 +85,44 @@ pub(in crate::handlers) async fn offset_commit(
         request,
         OffsetCommitResponse::default().with_topics(topics),
     )
+}
+
+/// One partition's offset to commit, from the fields OffsetCommit and TxnOffsetCommit
+/// carry alike.
+pub(in crate::handlers) fn commit_of(
+    topic: &str,
+    partition_index: i32,
+    offset: i64,
+    metadata: Option<&str>,
+    leader_epoch: i32,
+) -> OffsetCommit {
+    OffsetCommit {
+        topic: topic.to_string(),
+        // A negative index names no partition: refused as unknown.
+        partition: u32::try_from(partition_index).unwrap_or(u32::MAX),
+        offset,
+        metadata: metadata.unwrap_or_default().to_string(),
+        // OffsetCommit v6+ and TxnOffsetCommit v2+ carry it; -1 (and older versions)
+        // commit none.
+        leader_epoch: (leader_epoch >= 0).then_some(leader_epoch),
+    }
+}
+
+/// One error code per partition of a commit of `partitions` partitions, in request
+/// order: each partition's own, or the whole request's (`request_code` of its error).
+pub(in crate::handlers) fn commit_codes(
+    outcome: &Result<Vec<PartitionCommitted>, BrokerError>,
+    partitions: usize,
+    request_code: impl Fn(&BrokerError) -> i16,
+) -> std::vec::IntoIter<i16> {
+    let codes: Vec<i16> = match outcome {
+        Ok(results) => results
+            .iter()
+            .map(|r| r.result.as_ref().err().map_or(0, error_code))
+            .collect(),
+        Err(e) => vec![request_code(e); partitions],
+    };
+    codes.into_iter()
 }
 
 /// One partition's committed offset as OffsetFetch answers it: -1 for an offset or a
