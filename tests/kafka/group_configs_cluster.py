@@ -10,7 +10,8 @@ admin client, each request is sent to a chosen broker (its connection to that no
 IncrementalAlterConfigs of consumer.session.timeout.ms and
 consumer.heartbeat.interval.ms at a broker that is not the group's coordinator, then
 DescribeConfigs of the group at each of the brokers (the same values, source
-GROUP_CONFIG, no error), and a value out of the broker's bounds refused there with
+GROUP_CONFIG (8; kafka-python names it DYNAMIC_GROUP_CONFIG), no error), and a value
+out of the broker's bounds refused there with
 INVALID_CONFIG. Then a confluent-kafka consumer with group.protocol=consumer (KIP-848)
 of that group is told the heartbeat interval set, read through `weir group describe`
 (the WEIR_BIN binary, at WEIR_BROKERS).
@@ -53,7 +54,7 @@ def until(what, done, timeout_s=60, pause_s=0.2):
 
 admin = until(lambda: KafkaAdminClient(bootstrap_servers=brokers.split(",")), lambda a: True)
 nodes = until(
-    lambda: sorted(b["node_id"] for b in admin.describe_cluster()["brokers"]),
+    lambda: sorted(b["broker_id"] for b in admin.describe_cluster()["brokers"]),
     lambda ids: len(ids) == 3,
 )
 
@@ -97,7 +98,8 @@ coordinator = until(lambda: admin._manager.run(admin._find_coordinator_id, group
 setter = next(n for n in nodes if n != coordinator)
 set_answer = list(alter_at(setter, {SESSION: "50000", HEARTBEAT: "1000"}))
 assert set_answer[0] == NONE, set_answer
-want = {HEARTBEAT: ["1000", "GROUP_CONFIG"], SESSION: ["50000", "GROUP_CONFIG"]}
+# kafka-python names source 8 (GROUP_CONFIG) DYNAMIC_GROUP_CONFIG.
+want = {HEARTBEAT: ["1000", "DYNAMIC_GROUP_CONFIG"], SESSION: ["50000", "DYNAMIC_GROUP_CONFIG"]}
 # Each broker's metadata has the change within a metadata propagation.
 after = {}
 for n in nodes:

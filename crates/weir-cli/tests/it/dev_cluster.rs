@@ -356,8 +356,8 @@ fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
             json!({
                 "error": 0,
                 "configs": {
-                    "consumer.heartbeat.interval.ms": ["1000", "GROUP_CONFIG"],
-                    "consumer.session.timeout.ms": ["50000", "GROUP_CONFIG"],
+                    "consumer.heartbeat.interval.ms": ["1000", "DYNAMIC_GROUP_CONFIG"],
+                    "consumer.session.timeout.ms": ["50000", "DYNAMIC_GROUP_CONFIG"],
                 },
             }),
             "broker {node}: {seen}"
