@@ -1,17 +1,24 @@
 //! A group's configs as Kafka's admin clients see them on a GROUP resource (KIP-848 and
 //! KIP-932 group configs): the consumer-group keys `consumer.session.timeout.ms` and
-//! `consumer.heartbeat.interval.ms`, kept and honoured by the consumer group coordinator
-//! (a group config record in the group's `__consumer_offsets` partition), and the
-//! share-group keys ([`share_configs`]), kept by the share coordinator. DescribeConfigs
-//! lists both; IncrementalAlterConfigs and AlterConfigs send each key to its owner,
-//! after checking every key of the change, so a bad key or value changes nothing.
+//! `consumer.heartbeat.interval.ms`, kept in the metadata log
+//! (`weir_cluster::controller::group_configs`) and honoured by the consumer group
+//! coordinator, and the share-group keys ([`share_configs`]), kept by the share
+//! coordinator. DescribeConfigs lists both; IncrementalAlterConfigs and AlterConfigs send
+//! each key to its owner, after checking every key of the change, so a bad key or value
+//! changes nothing.
 //!
-//! The consumer-group keys are read and written at the group's coordinator: another
-//! broker answers NOT_COORDINATOR naming it (forwarding them is not built).
+//! Any broker answers the consumer-group keys, as in Kafka 4 (Java's admin sends them to
+//! the least-loaded broker, librdkafka to any): DescribeConfigs reads this broker's
+//! metadata image, and a change goes to the active controller, which checks the group's
+//! resulting settings against this broker's coordinator bounds and writes them; the
+//! group's coordinator tells the members at their next heartbeat. A change is answered
+//! once committed; another broker's image has it within a metadata propagation (Kafka's
+//! configs are as eventually consistent). A group's configs outlive its deletion.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use weir_cluster::controller::group_configs::GroupConfigBounds;
 use weir_cluster::group::{
     CONSUMER_HEARTBEAT_INTERVAL_MS, CONSUMER_SESSION_TIMEOUT_MS, GroupConfig, GroupOverrides,
 };
@@ -48,6 +55,7 @@ pub async fn describe(
     group_id: &str,
 ) -> Result<Vec<ConfigEntry>, BrokerError> {
     broker.authorize_group(ctx, Operation::DescribeConfigs, group_id)?;
+    // Any broker: the metadata image has them, the group's coordinator or not.
     let coordinator = broker.groups()?;
     let own = coordinator.group_overrides(group_id)?;
     let mut entries = consumer_entries(own, coordinator.config());
@@ -119,7 +127,13 @@ pub async fn incremental_alter(
             }
         }
         own.validate(coordinator.config()).map_err(invalid)?;
-        Some(own)
+        // What the controller is sent: each named key's value in its plain form, or
+        // removed.
+        let changes: Vec<(String, Option<String>)> = consumer
+            .iter()
+            .map(|(name, _)| (name.clone(), own.to_configs().get(name).cloned()))
+            .collect();
+        Some(changes)
     };
     if !share.is_empty() {
         // Checked in full before the consumer keys are written.
@@ -128,8 +142,8 @@ pub async fn incremental_alter(
     if validate_only {
         return Ok(());
     }
-    if let Some(own) = overrides {
-        store(broker, group_id, own).await?;
+    if let Some(changes) = overrides {
+        store(broker, group_id, changes, false).await?;
     }
     if !share.is_empty() {
         share_configs::incremental_alter(broker, ctx, group_id, &share, false).await?;
@@ -174,7 +188,8 @@ pub async fn replace(
     if validate_only {
         return Ok(());
     }
-    store(broker, group_id, own).await?;
+    let changes = own.to_configs().into_iter().map(|(k, v)| (k, Some(v)));
+    store(broker, group_id, changes.collect(), true).await?;
     if !share_unchanged {
         share_configs::replace(broker, ctx, group_id, &share, false).await?;
     }
@@ -191,36 +206,30 @@ fn check_count(count: usize) -> Result<(), BrokerError> {
     Ok(())
 }
 
-/// Writes the group's consumer-group settings at its coordinator.
-async fn store(broker: &Broker, group_id: &str, own: GroupOverrides) -> Result<(), BrokerError> {
-    broker
-        .groups()?
-        .set_group_overrides(group_id, own, false)
-        .await
-        .map_err(|e| match BrokerError::from(e) {
-            // Checked above with the same rule: a race with another change at most.
-            e if e.reason == Reason::InvalidRequest => invalid(e.message),
-            e => e,
-        })
+/// Writes the group's consumer-group settings in the metadata log (through the active
+/// controller, which checks the group's resulting settings against this broker's
+/// coordinator bounds, so a concurrent change cannot leave them inconsistent): each key
+/// of `changes` set or removed; with `replace`, every other key removed.
+async fn store(
+    broker: &Broker,
+    group_id: &str,
+    changes: Vec<(String, Option<String>)>,
+    replace: bool,
+) -> Result<(), BrokerError> {
+    let bounds = GroupConfigBounds::of(broker.groups()?.config());
+    Ok(broker
+        .registry()
+        .cluster()
+        .alter_group_configs(group_id, changes, replace, bounds)
+        .await?)
 }
 
 /// Sets one consumer-group key from its text (a whole number of ms, as Kafka's INT).
 fn set(own: &mut GroupOverrides, name: &str, value: &str) -> Result<(), BrokerError> {
-    let ms: u32 = value
-        .trim()
-        .parse()
-        .ok()
-        .filter(|ms| *ms >= 1 && i32::try_from(*ms).is_ok())
-        .ok_or_else(|| {
-            invalid(format!(
-                "{name} is a whole number of ms from 1 to {}, not {value:?}",
-                i32::MAX
-            ))
-        })?;
-    let d = Some(Duration::from_millis(u64::from(ms)));
+    let parsed = GroupOverrides::from_configs([(name, value)]).map_err(invalid)?;
     match name {
-        CONSUMER_SESSION_TIMEOUT_MS => own.session_timeout = d,
-        CONSUMER_HEARTBEAT_INTERVAL_MS => own.heartbeat_interval = d,
+        CONSUMER_SESSION_TIMEOUT_MS => own.session_timeout = parsed.session_timeout,
+        CONSUMER_HEARTBEAT_INTERVAL_MS => own.heartbeat_interval = parsed.heartbeat_interval,
         other => unreachable!("{other} is not a consumer-group key (checked by the caller)"),
     }
     Ok(())

@@ -36,6 +36,10 @@ pub enum ConfigError {
     },
     #[error("invalid topic config: {0}")]
     Invalid(String),
+    /// A consumer group config (`crate::controller::group_configs`) refused: the
+    /// message names the key, the value and the bound.
+    #[error("{0}")]
+    Group(String),
 }
 
 /// The metadata file could not be read or written.

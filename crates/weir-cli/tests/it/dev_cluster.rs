@@ -3,7 +3,8 @@
 //! with SIGKILL, more records produced, everything read back, then Ctrl-C (SIGTERM)
 //! stops the rest and the command exits 0. And `weir dev cluster --secure`: with the
 //! settings it prints, the CLI produces and consumes as the admin over TLS, and a CLI
-//! without credentials is refused.
+//! without credentials is refused. And a consumer group's configs answered by each of the
+//! three brokers through a Kafka admin client.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -284,4 +285,92 @@ fn a_secure_dev_cluster_serves_its_admin_over_tls_and_refuses_anonymous_clients(
     assert!(!out.status.success(), "a plaintext client was served");
 
     stop(&mut cluster);
+}
+
+/// A consumer group's configs (KIP-848) at every broker of `weir dev cluster --nodes 3`,
+/// through kafka-python's admin client sending each request to a chosen broker
+/// (`tests/kafka/group_configs_cluster.py`): set at a broker that does not coordinate the
+/// group, described alike at each of the three (no NOT_COORDINATOR: they are cluster
+/// metadata), a value out of bounds refused there with INVALID_CONFIG, and a
+/// `group.protocol=consumer` consumer of the group told the interval set.
+#[test]
+fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
+    let python = crate::common::installed("tests/python/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(2);
+    let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "dev",
+            "cluster",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weir dev cluster starts");
+    let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
+    let mut brokers = String::new();
+    stdout.read_line(&mut brokers).unwrap();
+    let brokers = brokers.trim().to_string();
+    // Each broker's Kafka listener: its client port + 2 (`weir dev cluster` prints them).
+    let kafka: Vec<String> = (0..3u16)
+        .map(|n| format!("127.0.0.1:{}", base + n * 100 + 2))
+        .collect();
+    let script = crate::common::repo_root().join("tests/kafka/group_configs_cluster.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(kafka.join(","))
+        .arg("cluster-cfg")
+        .env("WEIR_BIN", env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_BROKERS", &brokers)
+        .output()
+        .expect("python runs");
+    stop(&mut cluster);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    use serde_json::json;
+    assert_eq!(seen["nodes"], json!([1, 2, 3]), "{seen}");
+    assert_ne!(seen["set_at"], seen["coordinator"], "{seen}");
+    assert_eq!(seen["set"][0], 0, "{seen}");
+    for node in ["1", "2", "3"] {
+        assert_eq!(
+            seen["before"][node],
+            json!({
+                "consumer.heartbeat.interval.ms": ["3000", "DEFAULT_CONFIG"],
+                "consumer.session.timeout.ms": ["45000", "DEFAULT_CONFIG"],
+            }),
+            "broker {node}: {seen}"
+        );
+        assert_eq!(
+            seen["after"][node],
+            json!({
+                "error": 0,
+                "configs": {
+                    "consumer.heartbeat.interval.ms": ["1000", "DYNAMIC_GROUP_CONFIG"],
+                    "consumer.session.timeout.ms": ["50000", "DYNAMIC_GROUP_CONFIG"],
+                },
+            }),
+            "broker {node}: {seen}"
+        );
+    }
+    // INVALID_CONFIG naming the bound.
+    assert_eq!(seen["refused"][0], 40, "{seen}");
+    assert!(
+        seen["refused"][1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("group.consumer.max.session.timeout.ms"),
+        "{seen}"
+    );
+    assert_eq!(seen["told"], json!([1000, 50000]), "{seen}");
 }

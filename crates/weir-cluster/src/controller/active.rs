@@ -20,8 +20,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, elect_leaders, exchanges, preferred, producer_ids, reassign, resign,
-    security, tokens, topics,
+    alter_partition, brokers, elect_leaders, exchanges, group_configs, preferred, producer_ids,
+    reassign, resign, security, tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -354,6 +354,12 @@ impl Controller {
                 changes,
                 replace,
             } => security::alter_broker_configs(image, broker, changes, replace),
+            ControllerRequest::AlterGroupConfigs {
+                group,
+                changes,
+                replace,
+                bounds,
+            } => group_configs::alter_group_configs(image, group, changes, replace, &bounds),
             ControllerRequest::DeclareExchange { exchange } => {
                 exchanges::declare_exchange(image, exchange)
             }

@@ -324,6 +324,25 @@ impl MetadataImage {
                     }
                 }
             }
+            MetadataRecord::GroupConfigChanged { group, key, value } => {
+                let configs = &mut self.group_configs;
+                match value {
+                    Some(value) => {
+                        configs
+                            .entry(group.clone())
+                            .or_default()
+                            .insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        if let Some(keys) = configs.get_mut(group) {
+                            keys.remove(key);
+                            if keys.is_empty() {
+                                configs.remove(group);
+                            }
+                        }
+                    }
+                }
+            }
             MetadataRecord::ClientQuotaAltered { entity, key, value } => {
                 let quotas = &mut self.security.quotas;
                 match value {

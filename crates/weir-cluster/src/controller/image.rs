@@ -39,7 +39,13 @@ pub struct MetadataImage {
     pub(super) exchanges: ExchangesImage,
     /// Dynamic broker configs (`crate::broker_configs`): by broker, each key's value.
     pub(super) broker_configs: BrokerConfigs,
+    /// Consumer group configs (`MetadataRecord::GroupConfigChanged`): by group id, each
+    /// key's value; a group with none set is absent.
+    pub(super) group_configs: GroupConfigs,
 }
+
+/// Consumer group configs by group id, each key's value (text, as Kafka's admin sends it).
+pub type GroupConfigs = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Dynamic broker configs by Kafka's resource name: a broker's id, or empty for the
 /// cluster's default (text, so the snapshot's JSON can use it as a key).
@@ -210,6 +216,7 @@ impl MetadataImage {
             security: SecurityImage::default(),
             exchanges: ExchangesImage::default(),
             broker_configs: BrokerConfigs::new(),
+            group_configs: GroupConfigs::new(),
         })
     }
 
@@ -330,6 +337,11 @@ impl MetadataImage {
         self.broker_configs.get(&broker_resource(broker))
     }
 
+    /// The consumer group configs set on group `group` (none: `None`).
+    pub fn group_configs(&self, group: &str) -> Option<&BTreeMap<String, String>> {
+        self.group_configs.get(group)
+    }
+
     /// The declared exchange `name` (not a predeclared one: `crate::exchanges::predeclared`).
     pub fn exchange(&self, name: &str) -> Option<&StoredExchange> {
         self.exchanges.exchanges.get(name)
@@ -424,13 +436,17 @@ struct ImageData {
     /// Absent in snapshots from before dynamic broker configs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     broker_configs: BrokerConfigs,
+    /// Absent in snapshots from before consumer group configs (and when none is set, so
+    /// a snapshot without them is what an older broker wrote).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    group_configs: GroupConfigs,
 }
 
 impl Serialize for MetadataImage {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         // By hand, to write the topics without cloning the image into an `ImageData`.
         let topics: Vec<&TopicImage> = self.topics.values().collect();
-        let mut s = serializer.serialize_struct("ImageData", 8)?;
+        let mut s = serializer.serialize_struct("ImageData", 9)?;
         s.serialize_field("cluster_id", &self.cluster_id)?;
         s.serialize_field("next_offset", &self.next_offset)?;
         s.serialize_field("brokers", &self.brokers)?;
@@ -442,6 +458,11 @@ impl Serialize for MetadataImage {
             s.skip_field("broker_configs")?;
         } else {
             s.serialize_field("broker_configs", &self.broker_configs)?;
+        }
+        if self.group_configs.is_empty() {
+            s.skip_field("group_configs")?;
+        } else {
+            s.serialize_field("group_configs", &self.group_configs)?;
         }
         s.end()
     }
@@ -475,6 +496,7 @@ impl TryFrom<ImageData> for MetadataImage {
             security: data.security,
             exchanges: data.exchanges,
             broker_configs: data.broker_configs,
+            group_configs: data.group_configs,
         };
         image.exchanges.binding_count = image.exchanges.bindings.values().map(BTreeSet::len).sum();
         for (exchange, bindings) in &image.exchanges.bindings {

@@ -16,7 +16,7 @@
 //!   [`elect_leaders`]: elections on request (Kafka's ElectLeaders);
 //!   [`producer_ids`]: ids for idempotent producers; `security`: users' SCRAM
 //!   credentials and ACL bindings; `exchanges`: exchanges and bindings (AMQP's
-//!   routing metadata);
+//!   routing metadata); [`group_configs`]: consumer group configs;
 //!   [`placement`]: where new replicas go.
 
 mod active;
@@ -26,6 +26,7 @@ mod brokers;
 pub mod elect_leaders;
 mod election;
 mod exchanges;
+pub mod group_configs;
 mod image;
 pub mod placement;
 mod preferred;

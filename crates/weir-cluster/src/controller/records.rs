@@ -261,7 +261,8 @@ impl PartitionRegistration {
 /// - 0: every record type up to and including client quotas.
 /// - 1: AMQP's exchanges, bindings and queue declarations.
 /// - 2: dynamic broker configs.
-pub const METADATA_LEVEL: u16 = 2;
+/// - 3: consumer group configs.
+pub const METADATA_LEVEL: u16 = 3;
 
 /// One record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +375,16 @@ pub enum MetadataRecord {
         key: String,
         value: Option<String>,
     },
+    /// Consumer group config `key` (Kafka's group configs `consumer.session.timeout.ms`
+    /// and `consumer.heartbeat.interval.ms`) of group `group` is set to `value` (a whole
+    /// number of ms), or removed for `None` (the coordinator's setting again). Kafka 4's
+    /// `ConfigRecord` of resource type GROUP: every broker answers DescribeConfigs from
+    /// it, and the group's coordinator tells the members at their next heartbeat.
+    GroupConfigChanged {
+        group: String,
+        key: String,
+        value: Option<String>,
+    },
     /// An exchange is declared (`crate::exchanges`); a redeclare with the same settings
     /// writes nothing, one with others is refused.
     ExchangeDeclared {
@@ -437,6 +448,8 @@ impl MetadataRecord {
             | MetadataRecord::QueueDeclarationDeleted { .. } => 1,
             // Dynamic broker configs (docs/kafka-compatibility.md).
             MetadataRecord::BrokerConfigChanged { .. } => 2,
+            // Consumer group configs (docs/consumer-groups.md § Group configs).
+            MetadataRecord::GroupConfigChanged { .. } => 3,
         }
     }
 }

@@ -191,6 +191,17 @@ pub enum ControllerRequest {
         changes: Vec<(String, Option<String>)>,
         replace: bool,
     },
+    /// Changes consumer group configs of group `group` (`MetadataRecord::GroupConfigChanged`):
+    /// each key set to its value or removed (`None`); with `replace`, every key not named
+    /// is removed too (Kafka's AlterConfigs). The group's settings that result are checked
+    /// against `bounds`, the asking broker's coordinator settings. All valid, or none
+    /// changes.
+    AlterGroupConfigs {
+        group: String,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        bounds: super::group_configs::GroupConfigBounds,
+    },
     /// Declares an exchange (`crate::exchanges`): nothing changes if it exists with the
     /// same settings; refused if with others.
     DeclareExchange {
@@ -274,6 +285,7 @@ pub enum ControllerReply {
     AclsDeleted(Vec<Vec<AclBinding>>),
     ClientQuotasAltered,
     BrokerConfigsAltered,
+    GroupConfigsAltered,
     TokenCreated,
     /// The revoked token, as it was.
     TokenRevoked(StoredToken),

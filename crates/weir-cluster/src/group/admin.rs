@@ -13,6 +13,7 @@ use super::{
     MAX_OFFSETS_PER_COMMIT, MemberDescription, OffsetCommit, OffsetReset, PartitionLag,
     PartitionProgress, ResetSpec, validate_group_id,
 };
+use crate::controller::group_configs;
 
 impl GroupCoordinator {
     /// `f` of every group of the loaded shards, by group id.
@@ -163,55 +164,19 @@ impl GroupCoordinator {
     }
 
     /// `group_id`'s own settings (Kafka's group configs `consumer.session.timeout.ms` and
-    /// `consumer.heartbeat.interval.ms`), as its coordinator holds them: `None` for each
-    /// the group leaves to the coordinator. A group need not exist to have them.
+    /// `consumer.heartbeat.interval.ms`) as this broker's metadata has them
+    /// (`crate::controller::group_configs`): `None` for each the group leaves to the
+    /// coordinator. Any broker answers, coordinator or not; a group need not exist to
+    /// have them. They are changed with `ClusterNode::alter_group_configs`.
     pub fn group_overrides(&self, group_id: &str) -> Result<GroupOverrides, GroupError> {
         validate_group_id(group_id)?;
-        Ok(self.shard(group_id)?.state().overrides(group_id))
-    }
-
-    /// Replaces `group_id`'s own settings with `overrides` (all `None`: back to the
-    /// coordinator's), checked against the coordinator's bounds, in one durable record
-    /// (its group config record) that the group's members follow from their next
-    /// heartbeat, and a coordinator that takes over replays. With `validate_only`, only
-    /// checks them.
-    pub async fn set_group_overrides(
-        &self,
-        group_id: &str,
-        overrides: GroupOverrides,
-        validate_only: bool,
-    ) -> Result<(), GroupError> {
-        validate_group_id(group_id)?;
-        overrides
-            .validate(&self.config)
-            .map_err(GroupError::InvalidRequest)?;
-        let shard = self.shard(group_id)?;
-        if validate_only {
-            return Ok(());
-        }
-        let group = group_id.to_string();
-        shard
-            .write(move |st| {
-                if st.overrides(&group) == overrides {
-                    return Ok(Prepared::default());
-                }
-                Ok(Prepared {
-                    records: vec![super::shard::config_record(&group, overrides)],
-                    ..Prepared::default()
-                })
-            })
-            .await?;
-        tracing::info!(
-            group = group_id,
-            session_timeout_ms = overrides.session_timeout.map(|d| d.as_millis() as u64),
-            heartbeat_interval_ms = overrides.heartbeat_interval.map(|d| d.as_millis() as u64),
-            "group configs set"
-        );
-        Ok(())
+        let image = self.registry.cluster().image();
+        Ok(group_configs::group_overrides(&image, group_id))
     }
 
     /// Deletes a group without members and its committed offsets (tombstones in
-    /// `__consumer_offsets`).
+    /// `__consumer_offsets`). Its configs stay (they are metadata of the group id, in the
+    /// metadata log: `crate::controller::group_configs`), for a group of that id again.
     pub async fn delete_group(&self, group_id: &str) -> Result<(), GroupError> {
         validate_group_id(group_id)?;
         // Members whose session has ended are gone first: the expiry task runs every

@@ -15,7 +15,10 @@
 //!
 //! What a new coordinator needs so that members go on without rejoining is in the log:
 //! committed offsets, group records (epoch, assignor) and member records (epochs,
-//! subscriptions, current and target assignments), as KIP-848 keeps them.
+//! subscriptions, current and target assignments), as KIP-848 keeps them. A group's own
+//! settings (Kafka's group configs) are in the metadata log instead
+//! (`crate::controller::group_configs`), which every broker has: each heartbeat reads
+//! them from the current metadata image, so members follow a change at their next one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -35,6 +38,7 @@ use super::{
     MAX_SUBSCRIBED_TOPICS, OFFSETS_REPLICATION_FACTOR, OFFSETS_SEGMENT_BYTES, OFFSETS_TOPIC,
     OPEN_LOAD_WAIT, OffsetCommit, find_coordinator, partition_for_group, validate_group_id,
 };
+use crate::controller::group_configs;
 use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
 use crate::topic_name::validate_topic_name;
@@ -149,9 +153,12 @@ impl GroupCoordinator {
         let topic = self.registry.topic(OFFSETS_TOPIC)?;
         let topics = self.topics_snapshot();
         let compile = |source: &str| self.compile_regex(source);
+        let image = self.registry.cluster().image();
+        let overrides = |group: &str| group_configs::group_overrides(&image, group);
         let cx = LoadContext {
             topics: &topics,
             config: &self.config,
+            overrides: &overrides,
             compile: &compile,
         };
         let me = self.registry.broker_id();
@@ -337,6 +344,9 @@ impl GroupCoordinator {
         let mut request = self.member_request(req)?;
         let topics = self.topics_snapshot();
         let shard = self.shard(&group_id)?;
+        // The group's own settings (its configs, as the metadata has them now) in place
+        // of the coordinator's; read before the shard's lock is taken.
+        let config = self.group_overrides(&group_id)?.apply(&self.config);
         // Counted before the shard's lock is taken (counting takes every shard's lock); a
         // limit checked without a global lock may be passed by concurrent creations.
         let at_limit = self.group_count() >= self.config.max_groups;
@@ -384,8 +394,6 @@ impl GroupCoordinator {
                     ),
                 });
             }
-            // The group's own settings (its configs) in place of the coordinator's.
-            let config = st.group_config(&group_id, &self.config);
             let result = {
                 let e = entry(&mut st, &group_id);
                 if owned_unchanged && let Some(held) = e.group.held(&request.member_id) {

@@ -35,7 +35,7 @@ use crate::partition::Partition;
 
 pub(super) use machine::{
     GroupEntry, LoadContext, Prepared, ReplayedMembers, Scope, StoredOffset, admit_commit,
-    admit_join, apply_record, classic_error, config_record, finish_replay,
+    admit_join, apply_record, classic_error, finish_replay,
 };
 
 /// A classic JoinGroup or SyncGroup waiting for its answer.

@@ -2,6 +2,7 @@
 //! broker follows answers reads: `MetadataImage::credential`, `acls`).
 
 use super::{ClusterNode, refusal};
+use crate::controller::group_configs::GroupConfigBounds;
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
 use crate::partition::BrokerId;
@@ -93,6 +94,32 @@ impl ClusterNode {
             .await?
         {
             ControllerReply::BrokerConfigsAltered => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl ClusterNode {
+    /// Changes consumer group configs of group `group`
+    /// (`crate::controller::group_configs`), all or none, checked against `bounds`;
+    /// `replace` removes the keys not named. Returns once the change is committed.
+    pub async fn alter_group_configs(
+        &self,
+        group: &str,
+        changes: Vec<(String, Option<String>)>,
+        replace: bool,
+        bounds: GroupConfigBounds,
+    ) -> Result<(), ClusterError> {
+        match self
+            .call(ControllerRequest::AlterGroupConfigs {
+                group: group.to_string(),
+                changes,
+                replace,
+                bounds,
+            })
+            .await?
+        {
+            ControllerReply::GroupConfigsAltered => Ok(()),
             other => Err(unexpected(other)),
         }
     }

@@ -289,9 +289,10 @@ pub const CONSUMER_SESSION_TIMEOUT_MS: &str = "consumer.session.timeout.ms";
 pub const CONSUMER_HEARTBEAT_INTERVAL_MS: &str = "consumer.heartbeat.interval.ms";
 
 /// A consumer group's own settings, over the coordinator's ([`GroupConfig`]): Kafka's
-/// group configs `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`,
-/// kept in the group's `__consumer_offsets` partition (a group config record). `None`:
-/// the coordinator's setting.
+/// group configs `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`.
+/// The shell keeps them (weir-cluster: in the metadata log, as text by key:
+/// [`GroupOverrides::from_configs`], [`GroupOverrides::to_configs`]) and passes them with
+/// each heartbeat. `None`: the coordinator's setting.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupOverrides {
     /// The session timeout of the group's members that ask for none (every Kafka
@@ -305,6 +306,47 @@ impl GroupOverrides {
     /// Whether the group sets nothing of its own.
     pub fn is_empty(&self) -> bool {
         self.session_timeout.is_none() && self.heartbeat_interval.is_none()
+    }
+
+    /// The settings as config text (a whole number of ms) by Kafka's key; a key left to
+    /// the coordinator is absent.
+    pub fn to_configs(&self) -> BTreeMap<String, String> {
+        [
+            (CONSUMER_SESSION_TIMEOUT_MS, self.session_timeout),
+            (CONSUMER_HEARTBEAT_INTERVAL_MS, self.heartbeat_interval),
+        ]
+        .into_iter()
+        .filter_map(|(key, d)| Some((key.to_string(), d?.as_millis().to_string())))
+        .collect()
+    }
+
+    /// The settings of config text by Kafka's key (each value a whole number of ms from
+    /// 1 to `i32::MAX`, Kafka's INT; surrounding blanks ignored). A key that is not one
+    /// of the consumer group keys is refused; the message names the key (and value).
+    pub fn from_configs<'a>(
+        configs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<GroupOverrides, String> {
+        let mut own = GroupOverrides::default();
+        for (key, value) in configs {
+            let ms: u32 = value
+                .trim()
+                .parse()
+                .ok()
+                .filter(|ms| *ms >= 1 && i32::try_from(*ms).is_ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{key} is a whole number of ms from 1 to {}, not {value:?}",
+                        i32::MAX
+                    )
+                })?;
+            let d = Some(Duration::from_millis(u64::from(ms)));
+            match key {
+                CONSUMER_SESSION_TIMEOUT_MS => own.session_timeout = d,
+                CONSUMER_HEARTBEAT_INTERVAL_MS => own.heartbeat_interval = d,
+                other => return Err(format!("{other} is not a consumer group config")),
+            }
+        }
+        Ok(own)
     }
 
     /// The coordinator's settings with the group's own in their place.
@@ -1026,6 +1068,29 @@ mod tests {
             ..GroupConfig::default()
         };
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn group_overrides_read_and_write_kafkas_config_text() {
+        let own = GroupOverrides::from_configs([
+            (CONSUMER_SESSION_TIMEOUT_MS, "50000"),
+            (CONSUMER_HEARTBEAT_INTERVAL_MS, " 2000 "),
+        ])
+        .unwrap();
+        assert_eq!(own.session_timeout, Some(Duration::from_secs(50)));
+        assert_eq!(own.heartbeat_interval, Some(Duration::from_secs(2)));
+        let text = own.to_configs();
+        assert_eq!(text[CONSUMER_SESSION_TIMEOUT_MS], "50000");
+        assert_eq!(text[CONSUMER_HEARTBEAT_INTERVAL_MS], "2000");
+        let back = GroupOverrides::from_configs(text.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        assert_eq!(back, Ok(own));
+        assert!(GroupOverrides::default().to_configs().is_empty());
+        for bad in ["0", "-5", "1.5", "soon", "", "2147483648"] {
+            let e = GroupOverrides::from_configs([(CONSUMER_SESSION_TIMEOUT_MS, bad)]).unwrap_err();
+            assert!(e.contains(CONSUMER_SESSION_TIMEOUT_MS), "{e}");
+        }
+        let e = GroupOverrides::from_configs([("share.record.lock.duration.ms", "100")]);
+        assert!(e.unwrap_err().contains("not a consumer group config"));
     }
 
     #[test]

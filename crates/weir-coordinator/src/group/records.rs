@@ -23,16 +23,14 @@
 //!              | u16 len, client id | u16 len, client host | u32 session_timeout_ms
 //!              | u32 rebalance_timeout_ms | u32 len, metadata (for the group's protocol)
 //!              | u32 len, assignment
-//! config key   u16 type = 5 | u16 len, group
-//! config value u16 version = 1 | u32 session_timeout_ms | u32 heartbeat_interval_ms
-//!              (0: not set, the coordinator's own applies)
+//! config key   u16 type = 5 | u16 len, group   (reserved: never written, skipped)
 //! ```
 //!
-//! A config value is a consumer group's own settings (Kafka's group configs
-//! `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`, set with
-//! IncrementalAlterConfigs on a GROUP resource); a tombstone when it sets nothing. It
-//! lives beside the group's records but not in the group: it may name a group that has
-//! no members or offsets, and a group's deletion leaves it.
+//! Key type 5 held a consumer group's own settings (Kafka's group configs) in development
+//! builds only. They are in the metadata log now (weir-cluster's
+//! `MetadataRecord::GroupConfigChanged`), so every broker answers them, as Kafka 4 keeps
+//! them in `ConfigRecord`s of resource type GROUP. A load skips such a record, whatever
+//! its value (compaction keeps the newest one of each group; it is harmless).
 //!
 //! A classic value is a classic group (JoinGroup/SyncGroup) as of its last completed
 //! generation (Kafka's GroupMetadata record): written when the leader's assignment is
@@ -57,11 +55,11 @@ pub const KEY_TYPE_GROUP: u16 = 2;
 pub const KEY_TYPE_MEMBER: u16 = 3;
 /// Key type of a classic group record (its generation, members and assignments).
 pub const KEY_TYPE_CLASSIC: u16 = 4;
-/// Key type of a group config record (a consumer group's own session timeout and
-/// heartbeat interval).
+/// Key type of a group config record: a consumer group's own session timeout and
+/// heartbeat interval, written by development builds only (never released) before group
+/// configs moved to the metadata log (weir-cluster's `MetadataRecord::GroupConfigChanged`).
+/// Reserved: nothing writes it, and a load skips such a record whatever its value.
 pub const KEY_TYPE_CONFIG: u16 = 5;
-/// Version of group config values this broker writes.
-pub const CONFIG_VALUE_VERSION: u16 = 1;
 /// Version of classic group values this broker writes.
 pub const CLASSIC_VALUE_VERSION: u16 = 1;
 /// Most members one decoded classic group value may list (a bound checked before
@@ -100,13 +98,6 @@ pub enum RecordKey {
     Config {
         group: String,
     },
-}
-
-/// A consumer group's own settings as its config record keeps them, in ms; 0: not set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConfigValue {
-    pub session_timeout_ms: u32,
-    pub heartbeat_interval_ms: u32,
 }
 
 /// What a member's subscription names, as stored.
@@ -224,32 +215,14 @@ pub fn classic_key(group: &str) -> Bytes {
     buf.freeze()
 }
 
+/// The key of a group config record ([`KEY_TYPE_CONFIG`]), as development builds wrote
+/// it: only for tests that such a record in an existing log is skipped.
+#[cfg(test)]
 pub fn config_key(group: &str) -> Bytes {
     let mut buf = BytesMut::with_capacity(4 + group.len());
     buf.put_u16(KEY_TYPE_CONFIG);
     put_str(&mut buf, group);
     buf.freeze()
-}
-
-pub fn config_value(value: &ConfigValue) -> Bytes {
-    let mut buf = BytesMut::with_capacity(10);
-    buf.put_u16(CONFIG_VALUE_VERSION);
-    buf.put_u32(value.session_timeout_ms);
-    buf.put_u32(value.heartbeat_interval_ms);
-    buf.freeze()
-}
-
-pub fn decode_config_value(bytes: &[u8]) -> Result<ConfigValue, String> {
-    let mut r = Reader { bytes, pos: 0 };
-    let v = version(&mut r)?;
-    let value = ConfigValue {
-        session_timeout_ms: r.u32("session timeout")?,
-        heartbeat_interval_ms: r.u32("heartbeat interval")?,
-    };
-    if v == CONFIG_VALUE_VERSION {
-        r.finish("group config value")?;
-    }
-    Ok(value)
 }
 
 fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
@@ -649,15 +622,6 @@ mod tests {
                 group: "grp".into()
             })
         );
-        let config = ConfigValue {
-            session_timeout_ms: 50_000,
-            heartbeat_interval_ms: 0,
-        };
-        let bytes = config_value(&config);
-        assert_eq!(decode_config_value(&bytes).unwrap(), config);
-        for len in 0..bytes.len() {
-            assert!(decode_config_value(&bytes[..len]).is_err(), "{len}");
-        }
         assert_eq!(
             decode_key(&member_key("grp", "m-1")).unwrap(),
             Some(RecordKey::Member {

@@ -25,9 +25,7 @@ use bytes::Bytes;
 
 use super::assignor::{Assignment, Assignor};
 use super::classic::{ClassicError, ClassicGroup, ClassicState};
-use super::records::{
-    self, ClassicValue, ConfigValue, GroupValue, MemberValue, RecordKey, StoredSubscription,
-};
+use super::records::{self, ClassicValue, GroupValue, MemberValue, RecordKey, StoredSubscription};
 use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
 use super::{GroupConfig, GroupError, GroupOverrides, GroupProtocol, GroupState};
 
@@ -141,10 +139,6 @@ pub struct ShardState {
     pub persisted: HashMap<String, PersistedGroup>,
     /// Numbers the membership writes, in queue (log) order.
     pub membership_seq: u64,
-    /// Each group's own settings (its config record), with the log offset of the record
-    /// that set them; a group that sets nothing has none. Kept apart from `groups`: a
-    /// group's configs may be set before it has members or offsets, and outlive it.
-    pub configs: HashMap<String, (GroupOverrides, i64)>,
     /// Transactional offset commits (TxnOffsetCommit) whose transaction has no marker in
     /// this partition yet, per producer id, keyed by (group, topic, partition): kept
     /// apart from the groups' committed offsets (OffsetFetch does not see them) until the
@@ -196,23 +190,6 @@ pub struct Prepared {
     pub txn: Option<(i64, i16)>,
 }
 impl ShardState {
-    /// `group_id`'s own settings (none set: every one `None`).
-    pub fn overrides(&self, group_id: &str) -> GroupOverrides {
-        self.configs
-            .get(group_id)
-            .map(|(o, _)| *o)
-            .unwrap_or_default()
-    }
-
-    /// The settings `group_id`'s members run with: the coordinator's `config`, with the
-    /// group's own in their place.
-    pub fn group_config(&self, group_id: &str, config: &GroupConfig) -> GroupConfig {
-        match self.configs.get(group_id) {
-            Some((o, _)) => o.apply(config),
-            None => config.clone(),
-        }
-    }
-
     /// Whether a transaction has an offset of `group`'s `topic`/`partition` pending (no
     /// marker yet): OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT for
     /// it (KIP-447).
@@ -448,6 +425,9 @@ fn persisted_member(
 pub struct LoadContext<'a> {
     pub topics: &'a TopicsSnapshot,
     pub config: &'a GroupConfig,
+    /// A group's own settings (Kafka's group configs), which the shell keeps: the
+    /// restored members' sessions run with them.
+    pub overrides: &'a (dyn Fn(&str) -> GroupOverrides + Sync),
     pub compile: &'a (dyn Fn(&str) -> Result<Arc<TopicRegex>, GroupError> + Sync),
 }
 
@@ -738,18 +718,9 @@ pub fn apply_record(
                 }
             }
         }
-        (RecordKey::Config { group }, value) => {
-            let value = value.map(records::decode_config_value).transpose()?;
-            if st.configs.get(&group).is_some_and(|(_, at)| *at > offset) {
-                return Ok(());
-            }
-            let overrides = value.map(overrides_of).unwrap_or_default();
-            if overrides.is_empty() {
-                st.configs.remove(&group);
-            } else {
-                st.configs.insert(group, (overrides, offset));
-            }
-        }
+        // A group config record of a development build (`records::KEY_TYPE_CONFIG`):
+        // group configs are in the metadata log now, so it is skipped, value unread.
+        (RecordKey::Config { .. }, _) => {}
         (RecordKey::Group { group }, None) => {
             let newest = st.deleted.entry(group.clone()).or_insert(offset);
             *newest = (*newest).max(offset);
@@ -870,30 +841,6 @@ pub fn apply_txn_marker(
     applied
 }
 
-/// A group's settings as its config record has them (0: not set).
-fn overrides_of(v: ConfigValue) -> GroupOverrides {
-    let ms = |v: u32| (v > 0).then(|| Duration::from_millis(u64::from(v)));
-    GroupOverrides {
-        session_timeout: ms(v.session_timeout_ms),
-        heartbeat_interval: ms(v.heartbeat_interval_ms),
-    }
-}
-
-/// The record that sets `group`'s own settings to `overrides` (a tombstone when they set
-/// nothing), for the shell to write; memory follows once it is durable
-/// ([`ShardState::written`]).
-pub fn config_record(group: &str, overrides: GroupOverrides) -> (Bytes, Option<Bytes>) {
-    let ms =
-        |d: Option<Duration>| d.map_or(0, |d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX));
-    let value = (!overrides.is_empty()).then(|| {
-        records::config_value(&ConfigValue {
-            session_timeout_ms: ms(overrides.session_timeout),
-            heartbeat_interval_ms: ms(overrides.heartbeat_interval),
-        })
-    });
-    (records::config_key(group), value)
-}
-
 /// The records deleting `group` in one batch: a tombstone for each committed offset
 /// (including commits still in flight), its classic record if it has one, then its group
 /// key; marks the group `deleting` until the write is applied (or fails: the shell
@@ -971,15 +918,10 @@ pub fn finish_replay(
         }
     }
     let mut next_deadline: Option<Instant> = None;
-    let configs = &st.configs;
     for (id, e) in st.groups.iter_mut() {
         // A group's own settings count from the load on, as every heartbeat's do.
-        let config = configs.get(id).map(|(o, _)| o.apply(cx.config));
-        e.group.finish_restore(
-            cx.topics,
-            open_instant,
-            config.as_ref().unwrap_or(cx.config),
-        );
+        let config = (cx.overrides)(id).apply(cx.config);
+        e.group.finish_restore(cx.topics, open_instant, &config);
         // Restored classic members' sessions (started when their record was replayed)
         // end on this shard's clock like every other deadline.
         for d in [e.group.next_deadline(), e.classic.next_deadline()]
@@ -1102,10 +1044,10 @@ mod tests {
     }
 
     /// A group's own `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`
-    /// (its config record, replayed or written) are what its members are told and what
-    /// they are expired by; a group without one runs with the coordinator's; deleting
-    /// the config gives the group the coordinator's again at its members' next
-    /// heartbeat.
+    /// (which the shell passes with each heartbeat) are what its members are told and
+    /// what they are expired by; a group without them runs with the coordinator's;
+    /// removing them gives the group the coordinator's again at its members' next
+    /// heartbeat. A group config record of a development build in the log is skipped.
     #[test]
     fn a_groups_own_session_timeout_is_the_one_its_members_are_expired_by() {
         use crate::group::state::{MemberRequest, Subscription};
@@ -1132,19 +1074,21 @@ mod tests {
             heartbeat_interval: Some(secs(2)),
         };
         own.validate(&config).unwrap();
-        let (key, value) = config_record("short", own);
-        apply_record(&mut st, &key, value.as_deref(), 5, start, None).unwrap();
-        // A config names a group without making one (no members, no offsets yet).
+        // A key-type-5 record (any value, even one that does not decode) changes nothing
+        // and fails nothing.
+        let key = records::config_key("short");
+        for value in [None, Some(&[0u8, 1, 0, 0][..]), Some(&[0xff; 3][..])] {
+            apply_record(&mut st, &key, value, 5, start, None).unwrap();
+        }
         assert!(st.groups.is_empty());
-        assert_eq!(st.overrides("short"), own);
-        // An older record acknowledged later does not undo it.
-        let (key, value) = config_record("short", GroupOverrides::default());
-        apply_record(&mut st, &key, value.as_deref(), 3, start, None).unwrap();
-        assert_eq!(st.overrides("short"), own);
 
+        let own_of = |group: &str| match group {
+            "short" => own,
+            _ => GroupOverrides::default(),
+        };
         let mut answers = Vec::new();
         for group in ["short", "default"] {
-            let cfg = st.group_config(group, &config);
+            let cfg = own_of(group).apply(&config);
             let e = entry(&mut st, group, start);
             let joined = e.group.heartbeat(join("m"), &topics, start, &cfg).unwrap();
             // After the join window, a settled member is told the group's interval.
@@ -1188,12 +1132,8 @@ mod tests {
             vec!["m"]
         );
 
-        // Deleted (a tombstone): the coordinator's settings again, from the next join.
-        let (key, value) = config_record("short", GroupOverrides::default());
-        assert!(value.is_none());
-        apply_record(&mut st, &key, value.as_deref(), 9, start, None).unwrap();
-        assert_eq!(st.overrides("short"), GroupOverrides::default());
-        let cfg = st.group_config("short", &config);
+        // Removed: the coordinator's settings again, from the next join.
+        let cfg = GroupOverrides::default().apply(&config);
         let e = entry(&mut st, "short", start);
         let again = e.group.heartbeat(join("n"), &topics, last, &cfg).unwrap();
         assert_eq!(again.outcome.session_timeout, config.session_timeout);

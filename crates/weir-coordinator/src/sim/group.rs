@@ -118,6 +118,7 @@ impl Sim {
         let cx = LoadContext {
             topics: &self.topics,
             config: &self.config,
+            overrides: &|_| crate::group::GroupOverrides::default(),
             compile: &no_regex,
         };
         finish_replay(&mut st, members, 0, &cx, (self.now, 0));

@@ -314,6 +314,7 @@ enum ReplyDef {
     AclsDeleted(Vec<Vec<weir_cluster::security::AclBinding>>),
     ClientQuotasAltered,
     BrokerConfigsAltered,
+    GroupConfigsAltered,
     TokenCreated,
     TokenRevoked(weir_cluster::tokens::StoredToken),
     ExchangesChanged {
@@ -475,6 +476,7 @@ enum ConfigErrorDef {
         expected: StaticStr,
     },
     Invalid(String),
+    Group(String),
 }
 
 /// A `&'static str` field, named so that serde's derive does not take it for a string
