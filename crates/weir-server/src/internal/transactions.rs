@@ -645,4 +645,54 @@ mod tests {
         assert_eq!(outcome_of(0), MarkerOutcome::Retriable);
         assert_eq!(outcome_of(99), MarkerOutcome::Retriable);
     }
+
+    #[test]
+    fn every_refusal_survives_the_wire_and_none_is_none() {
+        use TxnError as E;
+        for e in [
+            E::NotCoordinator,
+            E::CoordinatorLoadInProgress,
+            E::CoordinatorNotAvailable,
+            E::ConcurrentTransactions,
+            E::InvalidProducerEpoch,
+            E::ProducerFenced,
+            E::InvalidTxnState,
+            E::InvalidProducerIdMapping,
+            E::InvalidTransactionTimeout,
+            E::TransactionalIdNotFound,
+            E::TransactionAbortable,
+            E::InvalidRequest,
+            E::TooManyPartitions,
+            E::TooManyTransactionalIds,
+            E::UnknownServerError,
+        ] {
+            assert_eq!(refusal_from_wire(wire_refusal(e) as i32), Some(e));
+        }
+        assert_eq!(refusal_from_wire(0), None);
+        assert_eq!(refusal_from_wire(999), Some(E::UnknownServerError));
+    }
+
+    #[test]
+    fn a_verify_request_keeps_its_partitions_and_refuses_a_bad_epoch() {
+        let request = pb::VerifyPartitionsRequest {
+            transactional_id: "t".into(),
+            producer_id: 5,
+            producer_epoch: 1,
+            topics: wire_topics(&[TopicPartition::new("a", 3), TopicPartition::new("a", 1)]),
+        };
+        let add = add_of(request.clone()).unwrap();
+        assert!(add.verify_only);
+        assert_eq!(
+            add.partitions,
+            [TopicPartition::new("a", 3), TopicPartition::new("a", 1)]
+        );
+        let bad = pb::VerifyPartitionsRequest {
+            producer_epoch: -40_000,
+            ..request
+        };
+        assert_eq!(
+            add_of(bad).unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
 }
