@@ -120,6 +120,9 @@ pub struct Broker {
     share_forwarder: OnceLock<Arc<dyn shares::ShareForwarder>>,
     /// Set once this broker is registered and unfenced, as `groups`.
     transactions: OnceLock<Arc<TransactionCoordinator>>,
+    /// Carries produce-time transaction checks to a coordinator on another broker; set
+    /// by the server.
+    pub(crate) txn_verifier: OnceLock<Arc<dyn transactions::TxnVerifier>>,
     metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     shutdown: watch::Receiver<bool>,
@@ -149,6 +152,7 @@ impl Broker {
             shares: OnceLock::new(),
             share_members: share_members::ShareMembers::default(),
             share_forwarder: OnceLock::new(),
+            txn_verifier: OnceLock::new(),
             transactions: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutdown,
@@ -274,6 +278,12 @@ impl Broker {
     /// Sets how share fetches reach a coordinator on another broker (once).
     pub fn set_share_forwarder(&self, forwarder: Arc<dyn shares::ShareForwarder>) {
         let _ = self.share_forwarder.set(forwarder);
+    }
+
+    /// Sets how produce-time transaction checks reach a coordinator on another broker
+    /// (once).
+    pub fn set_txn_verifier(&self, verifier: Arc<dyn transactions::TxnVerifier>) {
+        let _ = self.txn_verifier.set(verifier);
     }
 
     /// How share fetches reach a coordinator on another broker.

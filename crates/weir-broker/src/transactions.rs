@@ -6,22 +6,25 @@
 //!
 //! A marker is appended through the partition's ordered queue like any append and
 //! answered once the high watermark passes it (`acks=all`), so a marker that was
-//! answered survives a failover. [`write_txn_markers`] is called in-process by the
-//! transaction coordinator ([`CoreMarkerWriter`]) on the broker that leads the
-//! partitions. A partition this broker does not lead answers NOT_LEADER, as Kafka's
-//! leader-side handler does, and the coordinator sends the marker again later:
-//! forwarding to a leader on another broker is not built yet (docs/transactions.md).
+//! answered survives a failover. [`write_markers_here`] writes a coordinator's markers
+//! on the partitions this broker leads: called in-process by the coordinator's marker
+//! writer for the partitions its own broker leads, and by the internal
+//! `Transactions.WriteTxnMarkers` call for those a coordinator on another broker sends
+//! here (weir-server groups a transaction's partitions by leader). A partition this
+//! broker does not lead answers NOT_LEADER, as Kafka's leader-side handler does, and the
+//! coordinator sends the marker again later.
 
+use std::fmt::Debug;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
-
-use std::sync::Weak;
 
 use futures_util::future::join_all;
 use weir_cluster::group::OFFSETS_TOPIC;
 use weir_cluster::security::{Operation, ResourceType};
 use weir_cluster::storage::{ControlType, TxnMarker};
 use weir_cluster::txn::{
-    self as txn, MarkerFuture, MarkerOutcome, MarkerRequest, MarkerWriter, TXN_STATE_TOPIC,
+    self as txn, MarkerOutcome, MarkerRequest, TXN_STATE_TOPIC, TransactionError,
 };
 use weir_cluster::{Durability, Topic};
 
@@ -247,21 +250,22 @@ pub async fn end_txn(
     Ok(broker.transactions()?.end_txn(end).await?)
 }
 
-/// KIP-890's produce-time check (verify-only AddPartitionsToTxn), made where this
-/// broker coordinates the transactional id: per partition, whether it is in the
-/// producer's transaction (TRANSACTION_ABORTABLE if not), or the coordinator's refusal
-/// of the whole check (PRODUCER_FENCED, ...). `None`: the coordinator is on another
-/// broker, and the check is not made (docs/transactions.md).
+/// KIP-890's produce-time check (verify-only AddPartitionsToTxn) with the coordinator
+/// of the transactional id: per partition, whether it is in the producer's transaction
+/// (TRANSACTION_ABORTABLE if not), or the coordinator's refusal of the whole check
+/// (PRODUCER_FENCED, ...). Made in-process where this broker coordinates the id, else
+/// at the coordinator's broker through the server's [`TxnVerifier`]. A coordinator that
+/// cannot answer now (none, loading, unreachable) refuses the produce with
+/// NOT_ENOUGH_REPLICAS, which producers retry, as Kafka's leader does (its clients do not
+/// retry the coordinator codes on a produce). `None`: no way to ask (a broker core
+/// embedded without a server, before its coordinators opened), and the check is not
+/// made.
 pub async fn verify_partitions(
     broker: &Broker,
     transactional_id: &str,
     producer: ProducerIdAndEpoch,
     partitions: Vec<TopicPartition>,
 ) -> Option<Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>> {
-    let coordinator = broker.transactions().ok()?;
-    if !coordinator.coordinates(transactional_id) {
-        return None;
-    }
     let add = txn::AddPartitions {
         transactional_id: transactional_id.to_string(),
         producer_id: producer.producer_id,
@@ -269,12 +273,92 @@ pub async fn verify_partitions(
         partitions,
         verify_only: true,
     };
-    Some(
+    let coordinator = broker.transactions().ok()?;
+    let verdicts = if coordinator.coordinates(transactional_id) {
         coordinator
             .verify_partitions(add)
             .await
-            .map_err(BrokerError::from),
-    )
+            .map_err(BrokerError::from)
+    } else {
+        let verifier = broker.txn_verifier.get()?;
+        let found = txn::find_coordinator(broker.registry(), transactional_id);
+        match crate::groups::coordinator_at(
+            broker,
+            "transactional id",
+            transactional_id,
+            TXN_STATE_TOPIC,
+            found,
+        ) {
+            // This broker's own shard is loading (or just moved).
+            Ok(c) if c.node_id == broker.node_id() => Err(BrokerError::new(
+                Reason::CoordinatorLoading,
+                format!("the coordinator of {transactional_id:?} is loading here"),
+            )),
+            Ok(c) => verifier.verify(&c, add).await,
+            Err(e) => Err(e),
+        }
+    };
+    Some(verdicts.map_err(|e| unverified(transactional_id, e)))
+}
+
+/// A check the coordinator could not make now, as the retriable refusal of a produce;
+/// its refusals (PRODUCER_FENCED, ...) as they are.
+fn unverified(transactional_id: &str, e: BrokerError) -> BrokerError {
+    match e.reason {
+        Reason::CoordinatorNotAvailable
+        | Reason::CoordinatorLoading
+        | Reason::NotCoordinator { .. }
+        | Reason::Timeout
+        | Reason::Transaction(
+            TxnError::NotCoordinator
+            | TxnError::CoordinatorLoadInProgress
+            | TxnError::CoordinatorNotAvailable,
+        ) => BrokerError::new(
+            Reason::NotEnoughReplicas {
+                isr: 0,
+                min_insync: 0,
+            },
+            format!(
+                "the transaction of {transactional_id:?} could not be verified with its \
+                 coordinator now ({e}); retry"
+            ),
+        ),
+        _ => e,
+    }
+}
+
+/// A boxed future of a check made at another broker.
+pub type VerifyFuture<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Carries a produce-time check (a verify-only AddPartitionsToTxn) to the transaction
+/// coordinator on another broker (the server implements it over the internal
+/// `Transactions` service). A coordinator that cannot be reached is an error of
+/// [`Reason::CoordinatorNotAvailable`].
+pub trait TxnVerifier: Send + Sync + Debug {
+    fn verify<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        add: txn::AddPartitions,
+    ) -> VerifyFuture<'a>;
+}
+
+/// The produce-time check made here for a partition leader on another broker (the
+/// server side of [`TxnVerifier`]): this broker's coordinator's verdicts, or its
+/// refusal (NOT_COORDINATOR when the id's shard is not here).
+pub async fn verify_here(
+    broker: &Broker,
+    add: txn::AddPartitions,
+) -> Result<Vec<(TopicPartition, Result<(), TxnError>)>, TransactionError> {
+    let coordinator = broker
+        .transactions()
+        .map_err(|_| TransactionError::Refused(TxnError::CoordinatorNotAvailable))?;
+    coordinator.verify_partitions(add).await
 }
 
 /// Most transactional ids one DescribeTransactions request may name.
@@ -319,65 +403,66 @@ pub async fn list_transactions(
     Ok((rows, unknown))
 }
 
-/// The transaction coordinator's way to the partitions: markers written by this
-/// broker's core on the partitions it leads. A partition led elsewhere answers
-/// NOT_LEADER (retriable: the coordinator sends it again).
-#[derive(Debug)]
-pub struct CoreMarkerWriter {
-    broker: Weak<Broker>,
-}
-
-impl CoreMarkerWriter {
-    pub fn new(broker: Weak<Broker>) -> CoreMarkerWriter {
-        CoreMarkerWriter { broker }
+/// The markers of `request` written on the partitions this broker leads, through its
+/// core as the internal principal: each partition's outcome as the coordinator acts on it
+/// (a partition led elsewhere answers NOT_LEADER: Retriable). The one local path of the
+/// coordinator's marker writer (weir-server's, which sends the partitions other brokers
+/// lead to them) and of the internal `Transactions.WriteTxnMarkers` call that a
+/// coordinator on another broker makes here.
+pub async fn write_markers_here(
+    broker: &Broker,
+    request: MarkerRequest,
+) -> Vec<(TopicPartition, MarkerOutcome)> {
+    let mut topics: Vec<(String, Vec<u32>)> = Vec::new();
+    let mut invalid = Vec::new();
+    for tp in &request.partitions {
+        let Ok(index) = u32::try_from(tp.partition) else {
+            invalid.push((tp.clone(), MarkerOutcome::UnknownPartition));
+            continue;
+        };
+        match topics.iter_mut().find(|(t, _)| *t == tp.topic) {
+            Some((_, p)) => p.push(index),
+            None => topics.push((tp.topic.clone(), vec![index])),
+        }
     }
-}
-
-impl MarkerWriter for CoreMarkerWriter {
-    fn write(&self, request: MarkerRequest) -> MarkerFuture<'_> {
-        Box::pin(async move {
-            let retriable = |request: MarkerRequest| {
+    let markers = [TxnMarkers {
+        producer_id: request.producer_id,
+        producer_epoch: request.producer_epoch,
+        commit: request.result == TxnResult::Commit,
+        coordinator_epoch: request.coordinator_epoch,
+        topics,
+    }];
+    let ctx = RequestContext::anonymous(Listener::INTERNAL, None);
+    let mut outcomes: Vec<(TopicPartition, MarkerOutcome)> =
+        match write_txn_markers(broker, &ctx, &markers, None).await {
+            Ok(answers) => answers
+                .into_iter()
+                .flatten()
+                .map(|w| {
+                    if let Err(e) = &w.outcome {
+                        tracing::debug!(
+                            topic = w.topic,
+                            partition = w.partition,
+                            error = %e,
+                            "a transaction marker was not written"
+                        );
+                    }
+                    let tp = TopicPartition::new(w.topic, w.partition as i32);
+                    (tp, marker_outcome(&w.outcome))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "writing transaction markers failed");
                 request
                     .partitions
-                    .into_iter()
-                    .map(|tp| (tp, MarkerOutcome::Retriable))
-                    .collect::<Vec<_>>()
-            };
-            let Some(broker) = self.broker.upgrade() else {
-                return retriable(request);
-            };
-            let mut topics: Vec<(String, Vec<u32>)> = Vec::new();
-            for tp in &request.partitions {
-                let index = u32::try_from(tp.partition).unwrap_or(u32::MAX);
-                match topics.iter_mut().find(|(t, _)| *t == tp.topic) {
-                    Some((_, p)) => p.push(index),
-                    None => topics.push((tp.topic.clone(), vec![index])),
-                }
+                    .iter()
+                    .filter(|tp| tp.partition >= 0)
+                    .map(|tp| (tp.clone(), MarkerOutcome::Retriable))
+                    .collect()
             }
-            let markers = [TxnMarkers {
-                producer_id: request.producer_id,
-                producer_epoch: request.producer_epoch,
-                commit: request.result == TxnResult::Commit,
-                coordinator_epoch: request.coordinator_epoch,
-                topics,
-            }];
-            let ctx = RequestContext::anonymous(Listener::INTERNAL, None);
-            match write_txn_markers(&broker, &ctx, &markers, None).await {
-                Ok(answers) => answers
-                    .into_iter()
-                    .flatten()
-                    .map(|w| {
-                        let tp = TopicPartition::new(w.topic, w.partition as i32);
-                        (tp, marker_outcome(&w.outcome))
-                    })
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing transaction markers failed");
-                    retriable(request)
-                }
-            }
-        })
-    }
+        };
+    outcomes.extend(invalid);
+    outcomes
 }
 
 /// What one partition's marker answer means to the coordinator.

@@ -38,7 +38,7 @@ pub mod metadata;
 pub mod node;
 mod node_identity;
 mod partition;
-mod peer_log;
+pub mod peer_log;
 pub mod quorum;
 mod registry;
 pub mod replication;

@@ -1,7 +1,7 @@
 //! Weir's public gRPC API, package `weir.v1`, generated from `proto/weir/v1/*.proto`,
 //! and the brokers' internal one, package `weir.internal.v1`, from
 //! `proto/weir/internal/v1/*.proto` (replication fetch sessions, controller calls, quorum
-//! RPCs). Only the public package is in [`FILE_DESCRIPTOR_SET`], so reflection does not
+//! RPCs, transaction markers). Only the public package is in [`FILE_DESCRIPTOR_SET`], so reflection does not
 //! offer the internal services.
 //!
 //! Architecture invariant: this is the only crate that knows prost-generated types; the

@@ -1,6 +1,6 @@
 //! The gRPC listeners: the client services (health, reflection, Producer, Consumer,
 //! Admin, Groups, Queues) behind the oversize, budget, authentication and request-quota
-//! layers; the internal services (replication, controller, quorum) on the internal
+//! layers; the internal services (replication, controller, quorum, transactions) on the internal
 //! listener, or on the client listener when there is none; and serving a bound gRPC
 //! listener with them. tonic's server keeps its own accept loop and HTTP/2 limits: the
 //! connection cap is the budget's (`budget::capped`), TLS weir-security's.
@@ -73,7 +73,8 @@ pub(crate) struct GrpcServices {
     /// The client services: health, reflection, Producer, Consumer, Admin, Groups,
     /// Queues.
     client: Routes,
-    /// The internal services (replication, controller, and the quorum's on a voter).
+    /// The internal services (replication, controller, transactions, and the quorum's on
+    /// a voter).
     internal: Routes,
     /// The client services and the internal ones, for the client listener of a broker
     /// without an internal listener of its own.
@@ -149,7 +150,8 @@ impl GrpcServices {
                 ))
                 .add_service(internal::controller_service(Arc::new(
                     crate::cluster::Handler(node.clone()),
-                )));
+                )))
+                .add_service(internal::transactions_service(broker.core.clone()));
             match node.quorum() {
                 Some(quorum) => {
                     routes.add_service(internal::quorum_service(quorum.as_ref().clone()))

@@ -651,9 +651,19 @@ async fn open_groups(
             )));
     }
     if broker.core.transactions().is_err() {
-        let markers = Arc::new(weir_broker::transactions::CoreMarkerWriter::new(
+        // Markers go to each partition's leader: written here for the partitions this
+        // broker leads, sent over the internal Transactions service for the others.
+        let markers = Arc::new(internal::GrpcMarkerWriter::new(
             Arc::downgrade(&broker.core),
+            broker.peer_tls.clone(),
         ));
+        // Produce-time checks go to the transactional id's coordinator when it is
+        // another broker.
+        broker
+            .core
+            .set_txn_verifier(Arc::new(internal::GrpcTxnVerifier::new(
+                broker.peer_tls.clone(),
+            )));
         let transactions = TransactionCoordinator::open(
             broker.registry().clone(),
             TransactionConfig::default(),

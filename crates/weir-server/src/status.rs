@@ -284,6 +284,13 @@ pub(crate) mod internal {
         ))
     }
 
+    /// A WriteTxnMarkers call naming more partitions than one call may.
+    pub(crate) fn too_many_markers(count: usize, limit: usize) -> Status {
+        Status::invalid_argument(format!(
+            "a write-txn-markers call names {count} partitions; at most {limit} are accepted"
+        ))
+    }
+
     /// A message that does not decode into what it should carry.
     pub(crate) fn malformed(what: &str, reason: impl std::fmt::Display) -> Status {
         Status::invalid_argument(format!("malformed {what}: {reason}"))

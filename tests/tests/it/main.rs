@@ -1,6 +1,7 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
 //! (`faults`, `failover`, `failing_disk`, `group_failover`, `kafka_failover`,
-//! `coordinator_kills`, `queue_checker`), through a rolling upgrade from an older binary
+//! `coordinator_kills`, `queue_checker`), Kafka transactions across brokers
+//! (`kafka_transactions`), through a rolling upgrade from an older binary
 //! (`rolling_upgrade`, opt-in), an hour of faults on every protocol (`soak`,
 //! `#[ignore]`d), under overload and at their budget, the compose cluster on Docker
 //! (`docker_cluster`, `docker_secure`), the deployment files checked offline (`deploy`),
@@ -18,6 +19,7 @@ mod failover;
 mod faults;
 mod group_failover;
 mod kafka_failover;
+mod kafka_transactions;
 // Shared with weir-client's Kafka group tests, which this crate cannot depend on.
 #[path = "../../kafka/members.rs"]
 mod members;

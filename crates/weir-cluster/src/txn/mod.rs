@@ -63,6 +63,14 @@ pub const MAX_QUEUED_TXN_EVENTS: usize = 4096;
 /// Longest a request waits for its shard's answer (the state it changed replicated).
 pub const TXN_REQUEST_WAIT: Duration = Duration::from_secs(30);
 
+/// How long a marker round that came back with retriable partitions (not the leader
+/// now, a leader that cannot be reached, not enough replicas) waits before the machine
+/// hears of it, and so before it sends those markers again: the machine re-sends a
+/// retriable marker at once, and a writer that answers at once (NOT_LEADER while a
+/// leadership moves, a refused connection) must not make that a busy loop. Kafka's
+/// marker sender waits `retry.backoff.ms` (100 ms) the same way.
+pub const MARKER_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
 /// One transaction's markers, as the coordinator asks for them (Kafka's
 /// WriteTxnMarkers entry).
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@
 //! was loaded at (another leadership refuses it; queue order is log order) and reported
 //! to the machine once durable (acks=all), so no answer rests on state a failover could
 //! take back. Producer ids come from the allocator idempotent producers use; markers go
-//! through the broker's [`MarkerWriter`]. A write that fails fails the shard: the
+//! through the broker's [`MarkerWriter`], and a round with retriable partitions is
+//! reported [`MARKER_RETRY_BACKOFF`] late (the machine re-sends those at once). A write
+//! that fails fails the shard: the
 //! coordinator loads it again from the log, and the new machine re-sends the markers of
 //! every transaction it finds prepared.
 
@@ -24,8 +26,8 @@ use weir_coordinator::txn::{
 };
 
 use super::{
-    MAX_QUEUED_TXN_EVENTS, MarkerRequest, MarkerWriter, TXN_LOAD_WAIT, TXN_READ_BYTES,
-    TXN_STATE_TOPIC, TXN_TICK_INTERVAL, TransactionError,
+    MARKER_RETRY_BACKOFF, MAX_QUEUED_TXN_EVENTS, MarkerRequest, MarkerWriter, TXN_LOAD_WAIT,
+    TXN_READ_BYTES, TXN_STATE_TOPIC, TXN_TICK_INTERVAL, TransactionError,
 };
 use crate::error::ClusterError;
 use crate::internal_topic::{self, LoadedShard, SubmitError, wall_clock_ms};
@@ -417,6 +419,9 @@ impl ShardTask {
                                 .map(|tp| (tp, MarkerOutcome::Retriable))
                                 .collect(),
                         };
+                        if outcomes.iter().any(|(_, o)| *o == MarkerOutcome::Retriable) {
+                            tokio::time::sleep(MARKER_RETRY_BACKOFF).await;
+                        }
                         let _ = events.send(Event::Markers(id, outcomes)).await;
                     });
                 }

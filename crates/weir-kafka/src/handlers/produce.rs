@@ -163,10 +163,11 @@ pub(super) async fn start(
 /// older ones hear INVALID_TXN_STATE for a partition not in their transaction.
 const FIRST_TRANSACTION_ABORTABLE_PRODUCE: i16 = 12;
 
-/// KIP-890's produce-time check of a transactional producer's partitions, where this
-/// broker coordinates its transactional id: the partitions whose transactional batch
-/// its transaction does not hold, with the code each is refused with. Where the
-/// coordinator is another broker the check is not made (docs/transactions.md).
+/// KIP-890's produce-time check of a transactional producer's partitions with the
+/// coordinator of its transactional id (in-process, or at the coordinator's broker):
+/// the partitions whose transactional batch its transaction does not hold, with the
+/// code each is refused with (NOT_ENOUGH_REPLICAS, retriable, when the coordinator
+/// cannot answer now; docs/transactions.md).
 async fn verify(
     broker: &KafkaBroker,
     transactional_id: &str,

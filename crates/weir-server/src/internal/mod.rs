@@ -9,11 +9,17 @@
 //!   over a [`ControllerHandler`], and [`GrpcControllerClient`]).
 //! - `quorum`: `Quorum.Raft`, openraft's RPCs as bytes ([`QuorumService`] over a
 //!   [`Quorum`], and [`GrpcQuorumTransport`], the quorum's [`QuorumTransport`]).
+//! - `transactions`: `Transactions.WriteTxnMarkers`, a transaction coordinator's
+//!   markers written by the leaders of its partitions, and
+//!   `Transactions.VerifyPartitions`, a partition leader's produce-time check at the
+//!   coordinator ([`TransactionsService`] over the broker core; [`GrpcMarkerWriter`], the
+//!   coordinator's [`MarkerWriter`] that groups partitions by leader; and
+//!   [`GrpcTxnVerifier`], the core's way to a coordinator on another broker).
 //! - `convert`: the wire forms of the cluster's types; `peers`: one lazily connected
 //!   channel per peer address.
 //!
 //! The service constructors here ([`replication_service`], [`controller_service`],
-//! [`quorum_service`]) set each service's message limits, and [`server_builder`] the
+//! [`quorum_service`], [`transactions_service`]) set each service's message limits, and [`server_builder`] the
 //! transport settings; the broker adds the services to the internal listener's server.
 //! Failures become `tonic::Status` in one place, the end of this file.
 //!
@@ -21,12 +27,14 @@
 //! [`FetchSessions`]: weir_cluster::replication::FetchSessions
 //! [`Quorum`]: weir_cluster::quorum::Quorum
 //! [`QuorumTransport`]: weir_cluster::quorum::QuorumTransport
+//! [`MarkerWriter`]: weir_cluster::txn::MarkerWriter
 
 mod controller;
 mod convert;
 mod fetch_session;
 pub(crate) mod peers;
 mod quorum;
+mod transactions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +47,7 @@ use weir_cluster::replication::FetchServer;
 use weir_proto::internal::v1::controller_server::ControllerServer;
 use weir_proto::internal::v1::quorum_server::QuorumServer;
 use weir_proto::internal::v1::replication_server::ReplicationServer;
+use weir_proto::internal::v1::transactions_server::TransactionsServer;
 
 use crate::{CONNECTION_WINDOW_BYTES, MAX_CONCURRENT_STREAMS_PER_CONNECTION, STREAM_WINDOW_BYTES};
 
@@ -52,6 +61,10 @@ pub use fetch_session::{
     MAX_PARTITION_FETCH_BYTES, SESSION_MESSAGE_TARGET_BYTES, SESSION_OPEN_TIMEOUT,
 };
 pub use quorum::{GrpcQuorumTransport, QuorumService};
+pub use transactions::{
+    GrpcMarkerWriter, GrpcTxnVerifier, MARKER_CALL_TIMEOUT, TransactionsService,
+    VERIFY_CALL_TIMEOUT,
+};
 
 /// Largest fetch session request message: [`MAX_FETCHES_PER_MESSAGE`](weir_cluster::replication::MAX_FETCHES_PER_MESSAGE) fetches of a few
 /// dozen bytes each, with room for long topic ids.
@@ -72,6 +85,10 @@ pub const MAX_CONTROLLER_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub const MAX_CONTROLLER_REPLY_BYTES: usize = MAX_RPC_BYTES;
 /// Largest quorum message either way: the quorum's own limit plus the protobuf framing.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = MAX_RPC_BYTES + FRAMING_ALLOWANCE_BYTES;
+/// Largest WriteTxnMarkers message either way: at most
+/// [`MAX_PARTITIONS_PER_REQUEST`](weir_broker::limits::MAX_PARTITIONS_PER_REQUEST)
+/// partitions, each a topic name and a few numbers.
+pub const MAX_MARKER_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Room for protobuf field tags and lengths around the payloads the limits above count.
 const FRAMING_ALLOWANCE_BYTES: usize = 1024 * 1024;
 
@@ -113,6 +130,16 @@ pub fn quorum_service(quorum: Quorum) -> QuorumServer<QuorumService> {
     QuorumServer::new(QuorumService::new(quorum))
         .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+}
+
+/// The `Transactions` service (transaction markers written here for a coordinator on
+/// another broker) over the broker `core`, with its message limits.
+pub fn transactions_service(
+    core: Arc<weir_broker::Broker>,
+) -> TransactionsServer<TransactionsService> {
+    TransactionsServer::new(TransactionsService::new(core))
+        .max_decoding_message_size(MAX_MARKER_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MARKER_MESSAGE_BYTES)
 }
 
 /// A tonic server set up for the internal listener: the HTTP/2 windows of the public one
