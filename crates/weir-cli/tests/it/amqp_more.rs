@@ -1,0 +1,95 @@
+//! RabbitMQ features beyond the tutorials, through pika (`tests/amqp/*.py`, driven as
+//! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
+//! `reject-publish`).
+
+use serde_json::Value;
+
+use crate::amqp::{amqp_broker, assert_death, strings_of, tutorial};
+
+#[test]
+fn pika_max_length_drops_the_head_or_rejects_publishes_as_rabbitmq() {
+    let (_broker, port) = amqp_broker();
+    let result = &tutorial("max_length.py", port, &[]);
+
+    // drop-head: the newest three stay, in order, and a get right after the confirms
+    // sees the oldest of them; the seven oldest are dead-lettered in order, reason maxlen.
+    assert_eq!(result["first_get"], "m7", "{result}");
+    assert_eq!(
+        result["capped"],
+        serde_json::json!(["m7", "m8", "m9"]),
+        "{result}"
+    );
+    let dead = result["dead"].as_array().expect("dead");
+    assert_eq!(
+        strings_of(&result["dead"], "body"),
+        (0..7).map(|i| format!("m{i}")).collect::<Vec<_>>(),
+        "{result}"
+    );
+    for m in dead {
+        assert_eq!(m["routing_key"], "capped", "{m}");
+        assert_death(m, "capped", "maxlen", "", "capped");
+    }
+
+    // Only ready messages count: the held a0 stays and is not counted, so only a1 goes.
+    assert_eq!(
+        result["window"],
+        serde_json::json!(["a0", "a2", "a3"]),
+        "{result}"
+    );
+
+    // reject-publish: two fit, the rest are nacked, the unconfirmed one dropped; a held
+    // message does not count, so r5 fits once r0 is taken.
+    let outcomes = &result["outcomes"];
+    for (body, outcome) in [
+        ("r0", "ack"),
+        ("r1", "ack"),
+        ("r2", "nack"),
+        ("r3", "nack"),
+        ("r4", "nack"),
+        ("r5", "ack"),
+    ] {
+        assert_eq!(outcomes[body], outcome, "{body}: {outcomes}");
+    }
+    assert_eq!(result["bounded_count"], 2, "{result}");
+    assert_eq!(
+        result["bounded"],
+        serde_json::json!(["r0", "r1", "r5"]),
+        "{result}"
+    );
+
+    // Refused as RabbitMQ refuses them (its words), or as not served, by name; nothing
+    // is declared.
+    let refusals = &result["refusals"];
+    let expect = [
+        (
+            "length_as_string",
+            "invalid arg 'x-max-length' for queue 'bad0' in vhost '/': {unacceptable_type,longstr}",
+        ),
+        (
+            "length_negative",
+            "invalid arg 'x-max-length' for queue 'bad1' in vhost '/': {value_negative,-1}",
+        ),
+        (
+            "overflow_unknown",
+            "invalid arg 'x-overflow' for queue 'bad2' in vhost '/': invalid_overflow",
+        ),
+        (
+            "overflow_as_number",
+            "invalid arg 'x-overflow' for queue 'bad3' in vhost '/': {unacceptable_type,",
+        ),
+        (
+            "reject_publish_dlx",
+            "'reject-publish-dlx' is not served by Weir yet",
+        ),
+        ("length_bytes", "'x-max-length-bytes' = "),
+    ];
+    for (case, text) in expect {
+        let refusal = &refusals[case];
+        assert_eq!(refusal["code"], 406, "{case}: {refusal}");
+        assert!(
+            refusal["text"].as_str().unwrap_or("").contains(text),
+            "{case}: {refusal}"
+        );
+        assert_eq!(refusal["declared"], Value::Bool(false), "{case}: {refusal}");
+    }
+}
