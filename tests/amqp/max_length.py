@@ -81,7 +81,9 @@ while len(dead) < 7 and time.monotonic() < deadline:
             "body": body.decode(),
             "routing_key": method.routing_key,
             "x_death": plain(headers.get("x-death")),
+            "x_first_death_queue": plain(headers.get("x-first-death-queue")),
             "x_first_death_reason": plain(headers.get("x-first-death-reason")),
+            "x_first_death_exchange": plain(headers.get("x-first-death-exchange")),
         }
     )
 
