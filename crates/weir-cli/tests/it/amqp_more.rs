@@ -1,6 +1,6 @@
 //! RabbitMQ features beyond the tutorials, through pika (`tests/amqp/*.py`, driven as
 //! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
-//! `reject-publish`).
+//! `reject-publish`), exchange-to-exchange bindings and alternate exchanges.
 
 use serde_json::Value;
 
@@ -91,5 +91,70 @@ fn pika_max_length_drops_the_head_or_rejects_publishes_as_rabbitmq() {
             "{case}: {refusal}"
         );
         assert_eq!(refusal["declared"], Value::Bool(false), "{case}: {refusal}");
+    }
+}
+
+#[test]
+fn pika_exchange_to_exchange_bindings_and_alternate_exchanges_route_as_rabbitmq() {
+    let (_broker, port) = amqp_broker();
+    let result = &tutorial("exchange_bindings.py", port, &[]);
+    let json = |v: &[&str]| serde_json::json!(v);
+
+    // Through the chain: to the queues at the end of each matching path, in order.
+    assert_eq!(result["chain"]["orders.eu"], json(&["eu 1"]), "{result}");
+    assert_eq!(
+        result["chain"]["audit"],
+        json(&["eu 1", "us 1", "invoice 1"]),
+        "{result}"
+    );
+    // Unbound: that path is gone, the other stays.
+    assert_eq!(result["unbound"]["orders.eu"], json(&[]), "{result}");
+    assert_eq!(result["unbound"]["audit"], json(&["eu 2"]), "{result}");
+    // A cycle and a diamond deliver once per queue; the mandatory publish is routed.
+    assert_eq!(result["cycle_outcome"], "ok", "{result}");
+    assert_eq!(result["once"]["ring"], json(&["round"]), "{result}");
+    assert_eq!(result["once"]["joined"], json(&["diamond"]), "{result}");
+    // A source is in use; deleted, its bindings go, and the other path still routes.
+    assert_eq!(result["in_use"]["code"], 406, "{result}");
+    assert_eq!(result["after_delete"], json(&["after delete"]), "{result}");
+
+    // Alternate exchange: the unroutable message goes there and counts as routed (no
+    // return); one whose alternate does not exist is returned.
+    let outcomes = &result["alternate_outcomes"];
+    assert_eq!(outcomes["known"], "ok", "{outcomes}");
+    assert_eq!(outcomes["unknown"], "ok", "{outcomes}");
+    assert_eq!(outcomes["missing_alternate"], "returned", "{outcomes}");
+    assert_eq!(result["alternate"]["known"], json(&["known 1"]), "{result}");
+    assert_eq!(result["alternate"]["lost"], json(&["lost 1"]), "{result}");
+
+    let refusals = &result["refusals"];
+    for (case, code, text) in [
+        (
+            "default_source",
+            403,
+            "operation not permitted on the default exchange",
+        ),
+        (
+            "default_destination",
+            403,
+            "operation not permitted on the default exchange",
+        ),
+        ("missing_source", 404, "no exchange 'nope' in vhost '/'"),
+        (
+            "missing_destination",
+            404,
+            "no exchange 'nope' in vhost '/'",
+        ),
+        (
+            "alternate_not_a_name",
+            406,
+            "invalid arg 'alternate-exchange'",
+        ),
+    ] {
+        assert_eq!(refusals[case]["code"], code, "{case}: {refusals}");
+        assert!(
+            refusals[case]["text"].as_str().unwrap_or("").contains(text),
+            "{case}: {refusals}"
+        );
     }
 }
