@@ -1,6 +1,7 @@
 //! RabbitMQ features beyond the tutorials, through pika (`tests/amqp/*.py`, driven as
 //! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
-//! `reject-publish`), exchange-to-exchange bindings and alternate exchanges.
+//! `reject-publish`), exchange-to-exchange bindings and alternate exchanges,
+//! `basic.recover`.
 
 use serde_json::Value;
 
@@ -157,4 +158,63 @@ fn pika_exchange_to_exchange_bindings_and_alternate_exchanges_route_as_rabbitmq(
             "{case}: {refusals}"
         );
     }
+}
+
+#[test]
+fn pika_basic_recover_redelivers_what_the_channel_held() {
+    let (_broker, port) = amqp_broker();
+    let result = &tutorial("recover.py", port, &[]);
+    let delivered = |v: &Value| -> Vec<(String, bool)> {
+        v.as_array()
+            .expect("an array")
+            .iter()
+            .map(|m| {
+                (
+                    m["body"].as_str().unwrap_or("").to_owned(),
+                    m["redelivered"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    };
+    let expect = |v: &[(&str, bool)]| -> Vec<(String, bool)> {
+        v.iter().map(|(b, r)| ((*b).to_owned(), *r)).collect()
+    };
+
+    // basic_get: all three first, then all three again, redelivered, in order; the
+    // message published after is new.
+    assert_eq!(
+        delivered(&result["first"]),
+        expect(&[("p0", false), ("p1", false), ("p2", false)]),
+        "{result}"
+    );
+    assert_eq!(
+        delivered(&result["again"]),
+        expect(&[("p0", true), ("p1", true), ("p2", true), ("p3", false)]),
+        "{result}"
+    );
+    assert_eq!(result["left"], 0, "{result}");
+
+    // A consumer at its prefetch: the two it held again, then the third.
+    assert_eq!(result["before_recover"], 2, "{result}");
+    assert_eq!(
+        delivered(&result["deliveries"]),
+        expect(&[
+            ("c0", false),
+            ("c1", false),
+            ("c0", true),
+            ("c1", true),
+            ("c2", false)
+        ]),
+        "{result}"
+    );
+
+    // requeue=false: RabbitMQ's answer, 540 on the connection.
+    assert_eq!(result["refused"]["code"], 540, "{result}");
+    assert!(
+        result["refused"]["text"]
+            .as_str()
+            .unwrap_or("")
+            .contains("requeue=false"),
+        "{result}"
+    );
 }
