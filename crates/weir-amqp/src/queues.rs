@@ -458,12 +458,10 @@ pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArgum
                     "reject-publish-dlx" => {
                         return Err(Reply::channel(
                             PRECONDITION_FAILED,
-                            format!(
-                                "queue argument 'x-overflow' = 'reject-publish-dlx' is not served \
-                                 by Weir yet: a refused publish is not dead-lettered \
-                                 ('drop-head' and 'reject-publish' are served; docs/amqp.md \
-                                 § Queue length limits)"
-                            ),
+                            "queue argument 'x-overflow' = 'reject-publish-dlx' is not served \
+                             by Weir yet: a refused publish is not dead-lettered \
+                             ('drop-head' and 'reject-publish' are served; docs/amqp.md \
+                             § Queue length limits)",
                         ));
                     }
                     // RabbitMQ's words for any other value.
@@ -756,7 +754,8 @@ mod tests {
             ),
             ("x-max-length-bytes", AMQPValue::LongInt(1024)),
         ] {
-            let refused = check_arguments("q", &table(&[unserved.clone()])).unwrap_err();
+            let refused =
+                check_arguments("q", &table(std::slice::from_ref(&unserved))).unwrap_err();
             assert_eq!(refused.code, PRECONDITION_FAILED);
             assert!(refused.text.contains("not served"), "{}", refused.text);
         }
