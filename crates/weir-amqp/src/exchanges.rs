@@ -1,13 +1,16 @@
 //! Exchanges and bindings (docs/amqp.md § Exchanges and bindings): `exchange.declare`
-//! (passive too), `exchange.delete`, `queue.bind`, `queue.unbind`, and the check of a
+//! (passive too), `exchange.delete`, `queue.bind`, `queue.unbind`, `exchange.bind`,
+//! `exchange.unbind`, and the check of a
 //! publish's exchange, over the core's `weir_broker::exchanges` (replicated metadata:
 //! every broker routes by the same bindings). What RabbitMQ answers itself, before any
 //! state is looked at (the default exchange, the reserved `amq.` prefix, an unknown
 //! type), is answered here with its codes; the rest is the core's.
 
 use amq_protocol::protocol::exchange;
-use amq_protocol::types::FieldTable;
-use weir_broker::exchanges::{self, Binding, Exchange, ExchangeType, RESERVED_PREFIX};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use weir_broker::exchanges::{
+    self, Binding, Exchange, ExchangeBinding, ExchangeType, RESERVED_PREFIX,
+};
 use weir_broker::{Reason, RequestContext};
 
 use crate::Shared;
@@ -16,10 +19,6 @@ use crate::errors::{
 };
 use crate::properties::argument_texts;
 use crate::queues;
-
-/// The exchange arguments whose meaning Weir does not serve yet: refused rather than
-/// ignored.
-const UNSERVED_ARGUMENTS: [&str; 1] = ["alternate-exchange"];
 
 /// The default exchange's name as the core knows it (`amq.default` is another name of
 /// `""`, as in RabbitMQ).
@@ -186,6 +185,49 @@ pub async fn change_binding(
     changed.map_err(|e| on(from_broker(&e)))
 }
 
+/// `exchange.bind` or `exchange.unbind` (RabbitMQ's exchange-to-exchange bindings):
+/// what `source` routes under `routing_key` goes on to `destination`. Neither may be the
+/// default exchange (403, as RabbitMQ), both must exist (404); then the core adds or
+/// removes the binding.
+pub async fn change_exchange_binding(
+    shared: &Shared,
+    ctx: &RequestContext,
+    change: BindingChange,
+    destination: &str,
+    source: &str,
+    routing_key: &str,
+    arguments: &FieldTable,
+) -> Result<(), Reply> {
+    let method = match change {
+        BindingChange::Bind => 30,
+        BindingChange::Unbind => 40,
+    };
+    let on = |reply: Reply| reply.on(40, method);
+    let (destination, source) = (canonical(destination), canonical(source));
+    if destination.is_empty() || source.is_empty() {
+        return Err(on(Reply::channel(
+            ACCESS_REFUSED,
+            "operation not permitted on the default exchange",
+        )));
+    }
+    for name in [source, destination] {
+        if exchanges::lookup(&shared.broker, name).is_none() {
+            return Err(on(not_found(name)));
+        }
+    }
+    let binding = ExchangeBinding {
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        routing_key: routing_key.to_owned(),
+        arguments: argument_texts(arguments),
+    };
+    let changed = match change {
+        BindingChange::Bind => exchanges::bind_exchange(&shared.broker, ctx, binding).await,
+        BindingChange::Unbind => exchanges::unbind_exchange(&shared.broker, ctx, binding).await,
+    };
+    changed.map_err(|e| on(from_broker(&e)))
+}
+
 /// The binding a `queue.bind`/`unbind` names, once its queue and exchange are found.
 fn binding(
     shared: &Shared,
@@ -215,19 +257,26 @@ fn binding(
     })
 }
 
-/// A declare's arguments as text, refusing those whose meaning is not served.
+/// A declare's arguments as text. An `alternate-exchange` must be a string (RabbitMQ
+/// ignores another type with a warning; Weir refuses it, so the client learns it has
+/// none); it need not exist yet, as in RabbitMQ (routing skips one that does not).
 fn arguments(table: &FieldTable) -> Result<std::collections::BTreeMap<String, String>, Reply> {
-    let texts = argument_texts(table);
-    if let Some(name) = UNSERVED_ARGUMENTS.iter().find(|n| texts.contains_key(**n)) {
+    let alternate = table
+        .into_iter()
+        .find(|(name, _)| name.as_str() == exchanges::ALTERNATE_EXCHANGE);
+    if let Some((_, value)) = alternate
+        && !matches!(value, AMQPValue::LongString(_) | AMQPValue::ShortString(_))
+    {
         return Err(Reply::channel(
             PRECONDITION_FAILED,
             format!(
-                "exchange argument '{name}' is not served by Weir yet (docs/amqp.md § Not \
-                 served yet)"
+                "invalid arg '{}' for exchange: {{unacceptable_type,{value:?}}} (an exchange \
+                 name as a string)",
+                exchanges::ALTERNATE_EXCHANGE
             ),
         ));
     }
-    Ok(texts)
+    Ok(argument_texts(table))
 }
 
 #[cfg(test)]
@@ -241,17 +290,16 @@ mod tests {
     }
 
     #[test]
-    fn an_alternate_exchange_is_refused_not_ignored() {
+    fn an_alternate_exchange_is_a_name_and_nothing_else() {
         let mut table = FieldTable::default();
-        table.insert(
-            "x-custom".into(),
-            amq_protocol::types::AMQPValue::LongInt(1),
-        );
+        table.insert("x-custom".into(), AMQPValue::LongInt(1));
         assert_eq!(arguments(&table).unwrap()["x-custom"], "1");
         table.insert(
             "alternate-exchange".into(),
-            amq_protocol::types::AMQPValue::LongString("ae".into()),
+            AMQPValue::LongString("ae".into()),
         );
+        assert_eq!(arguments(&table).unwrap()["alternate-exchange"], "ae");
+        table.insert("alternate-exchange".into(), AMQPValue::LongInt(1));
         let refused = arguments(&table).unwrap_err();
         assert_eq!(refused.code, PRECONDITION_FAILED);
     }

@@ -22,6 +22,7 @@ mod consume;
 pub mod errors;
 mod exchanges;
 pub mod frame;
+mod overflow;
 pub mod properties;
 mod queues;
 
@@ -76,6 +77,9 @@ pub(crate) struct Shared {
     pub consumers: Mutex<HashMap<String, u32>>,
     /// Queues declared through this listener with `x-expires`: when each was last used.
     pub expiring: Mutex<HashMap<String, queues::Expiring>>,
+    /// Queue name to the publishes in flight into it, for queues that refuse publishes
+    /// past their `x-max-length` (`queues::admit_publish`).
+    pub in_flight: Mutex<HashMap<String, u64>>,
 }
 
 /// Accepts AMQP connections on `listener` until `stopping` turns true (or its sender is
@@ -94,6 +98,7 @@ pub async fn serve(
         declared: Mutex::new(HashMap::new()),
         consumers: Mutex::new(HashMap::new()),
         expiring: Mutex::new(HashMap::new()),
+        in_flight: Mutex::new(HashMap::new()),
     });
     tokio::spawn(queues::expire_unused_queues(
         Arc::downgrade(&shared),

@@ -132,6 +132,7 @@ struct Death {
 fn death_reason(weir: &str) -> &'static str {
     match weir {
         "expired" => "expired",
+        "maxlen" => "maxlen",
         "delivery-limit" | "lock-expired-at-limit" => "delivery_limit",
         _ => "rejected",
     }

@@ -35,6 +35,21 @@ const SERVED_QUEUE_TYPES: [&str; 2] = ["classic", "quorum"];
 pub const MAX_MESSAGE_TTL_MS: u64 = shares::MAX_MESSAGE_TTL_MS;
 /// Highest `x-delivery-limit`: a message is delivered at most this many times plus one.
 pub const MAX_DELIVERY_LIMIT: u64 = shares::MAX_DELIVERY_COUNT_LIMIT as u64 - 1;
+/// Highest `x-max-length` (RabbitMQ takes any non-negative integer; the share group
+/// counts in offsets).
+pub const MAX_QUEUE_LENGTH: u64 = shares::MAX_LENGTH;
+
+/// What a queue does once `x-max-length` ready messages wait in it (`x-overflow`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// The oldest ready messages are dropped (dead-lettered with reason `maxlen` where
+    /// the queue has a dead-letter exchange): RabbitMQ's default. The share group does it.
+    #[default]
+    DropHead,
+    /// A publish into the full queue is refused: nacked under confirms, dropped
+    /// otherwise. This listener does it, before the produce.
+    RejectPublish,
+}
 
 /// What a queue's arguments set, once checked ([`check_arguments`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -47,6 +62,10 @@ pub struct QueueArguments {
     pub delivery_limit: Option<u64>,
     /// `x-expires`: the queue is deleted once unused this long (this listener's clock).
     pub expires_ms: Option<u64>,
+    /// `x-max-length`: most ready messages (delivered, unacknowledged ones not counted).
+    pub max_length: Option<u64>,
+    /// `x-overflow`: what the bound does.
+    pub overflow: Overflow,
 }
 
 impl QueueArguments {
@@ -55,6 +74,7 @@ impl QueueArguments {
         self.message_ttl_ms.is_some()
             || self.dead_letter_exchange.is_some()
             || self.delivery_limit.is_some()
+            || self.max_length.is_some()
     }
 
     /// The share group's settings these arguments make.
@@ -66,6 +86,11 @@ impl QueueArguments {
             message_ttl_ms: self.message_ttl_ms,
             dead_letter_exchange: self.dead_letter_exchange.clone(),
             dead_letter_routing_key: self.dead_letter_routing_key.clone(),
+            // The share group drops the head; a queue that refuses publishes instead is
+            // bounded here, at the publish ([`publish_refusal`]).
+            max_length: self
+                .max_length
+                .filter(|_| self.overflow == Overflow::DropHead),
             ..GroupSettings::default()
         }
     }
@@ -422,10 +447,38 @@ pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArgum
                 }
                 out.expires_ms = Some(ms);
             }
-            "x-max-length"
-            | "x-max-length-bytes"
-            | "x-overflow"
-            | "x-max-priority"
+            "x-max-length" => {
+                out.max_length = Some(non_negative(key, value, MAX_QUEUE_LENGTH)?);
+            }
+            "x-overflow" => {
+                let how = string(value).ok_or_else(|| unacceptable(key, value))?;
+                out.overflow = match how.as_str() {
+                    "drop-head" => Overflow::DropHead,
+                    "reject-publish" => Overflow::RejectPublish,
+                    "reject-publish-dlx" => {
+                        return Err(Reply::channel(
+                            PRECONDITION_FAILED,
+                            "queue argument 'x-overflow' = 'reject-publish-dlx' is not served \
+                             by Weir yet: a refused publish is not dead-lettered \
+                             ('drop-head' and 'reject-publish' are served; docs/amqp.md \
+                             § Queue length limits)",
+                        ));
+                    }
+                    // RabbitMQ's words for any other value.
+                    _ => return Err(invalid(key, "invalid_overflow".to_owned())),
+                };
+            }
+            "x-max-length-bytes" => {
+                return Err(Reply::channel(
+                    PRECONDITION_FAILED,
+                    format!(
+                        "queue argument 'x-max-length-bytes' = {value:?} is not served by Weir: \
+                         a queue's share group counts its ready messages, not their bytes \
+                         (x-max-length is served; docs/amqp.md § Queue length limits)"
+                    ),
+                ));
+            }
+            "x-max-priority"
             | "x-single-active-consumer"
             | "x-queue-mode"
             | "x-queue-master-locator"
@@ -621,6 +674,8 @@ mod tests {
                 dead_letter_routing_key: Some("work".into()),
                 delivery_limit: Some(2),
                 expires_ms: None,
+                max_length: None,
+                overflow: Overflow::DropHead,
             }
         );
         assert_eq!(args.settings().delivery_count_limit, Some(3));
@@ -663,6 +718,47 @@ mod tests {
             text(&[("x-message-ttl", AMQPValue::LongLongInt(i64::MAX))])
                 .contains("value_too_large")
         );
+    }
+
+    #[test]
+    fn a_length_bound_drops_the_head_in_the_share_group_or_rejects_at_the_publish() {
+        let drop =
+            check_arguments("q", &table(&[("x-max-length", AMQPValue::LongInt(3))])).unwrap();
+        assert_eq!(drop.overflow, Overflow::DropHead);
+        assert_eq!(drop.settings().max_length, Some(3));
+        let reject = check_arguments(
+            "q",
+            &table(&[
+                ("x-max-length", AMQPValue::LongInt(3)),
+                ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(reject.overflow, Overflow::RejectPublish);
+        // The listener bounds it; the group still gets windows, so it can be counted.
+        assert_eq!(reject.settings().max_length, None);
+        assert!(reject.configures());
+        let refused = check_arguments(
+            "q",
+            &table(&[("x-overflow", AMQPValue::LongString("sideways".into()))]),
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.text,
+            "invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow"
+        );
+        for unserved in [
+            (
+                "x-overflow",
+                AMQPValue::LongString("reject-publish-dlx".into()),
+            ),
+            ("x-max-length-bytes", AMQPValue::LongInt(1024)),
+        ] {
+            let refused =
+                check_arguments("q", &table(std::slice::from_ref(&unserved))).unwrap_err();
+            assert_eq!(refused.code, PRECONDITION_FAILED);
+            assert!(refused.text.contains("not served"), "{}", refused.text);
+        }
     }
 
     #[test]

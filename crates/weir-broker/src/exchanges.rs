@@ -10,20 +10,23 @@
 //! - deleting one is Alter on the cluster;
 //! - binding a queue to an exchange and unbinding it is Write on the queue's topic (a
 //!   binding makes messages flow into it);
+//! - binding an exchange to an exchange and unbinding it is Create on the cluster, as
+//!   declaring an exchange is (both ends are cluster-wide);
 //! - publishing needs no more than the produce to each routed queue, Write on its topic.
 
 mod matching;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use weir_cluster::controller::MetadataImage;
 use weir_cluster::security::Operation;
 
 pub use matching::{X_MATCH, X_MATCH_VALUES, headers_match, topic_matches};
 pub use weir_cluster::exchanges::{
-    ExchangeType, MAX_ARGUMENT_NAME_BYTES, MAX_ARGUMENT_VALUE_BYTES, MAX_ARGUMENTS, MAX_BINDINGS,
-    MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES, MAX_ROUTING_KEY_BYTES,
-    PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding, StoredExchange as Exchange,
+    ALTERNATE_EXCHANGE, ExchangeType, MAX_ARGUMENT_NAME_BYTES, MAX_ARGUMENT_VALUE_BYTES,
+    MAX_ARGUMENTS, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES,
+    MAX_ROUTING_KEY_BYTES, PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding,
+    StoredExchange as Exchange, StoredExchangeBinding as ExchangeBinding,
     StoredQueue as QueueDeclaration, predeclared, validate_exchange_name,
 };
 
@@ -111,6 +114,34 @@ pub async fn unbind(
     Ok(broker.registry().cluster().unbind(binding).await?)
 }
 
+/// Binds the exchange `binding.destination` to `binding.source` (NOT_FOUND if either
+/// does not exist); binding twice is binding once.
+pub async fn bind_exchange(
+    broker: &Broker,
+    ctx: &RequestContext,
+    binding: ExchangeBinding,
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Create)?;
+    if let Some(exchange) = lookup(broker, &binding.source)
+        && exchange.kind == ExchangeType::Headers
+        && let Some(mode) = binding.arguments.get(X_MATCH)
+    {
+        check_x_match(mode)?;
+    }
+    Ok(broker.registry().cluster().bind_exchange(binding).await?)
+}
+
+/// Removes an exchange-to-exchange binding (NOT_FOUND if either exchange does not
+/// exist; nothing if the binding does not).
+pub async fn unbind_exchange(
+    broker: &Broker,
+    ctx: &RequestContext,
+    binding: ExchangeBinding,
+) -> Result<(), BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Create)?;
+    Ok(broker.registry().cluster().unbind_exchange(binding).await?)
+}
+
 /// The declaration of queue `name` (flags and arguments), if it was declared.
 pub fn queue_declaration(broker: &Broker, name: &str) -> Option<QueueDeclaration> {
     broker
@@ -141,8 +172,11 @@ pub fn binding_count(broker: &Broker, name: &str) -> usize {
 /// The queues a message published to `exchange` with `routing_key` and `headers` (name
 /// and value as text) goes to, each once, in name order; none is a message nobody
 /// receives. The default exchange (`""`) routes to the queue named by the routing key;
-/// the others by their type over their bindings. NOT_FOUND if the exchange does not
-/// exist. Only queues that exist are named (a binding goes with its queue, this only
+/// the others by their type over their bindings, to queues and to exchanges, which route
+/// it again as if it were published to them (each exchange once per publish: a cycle
+/// ends where it comes back); an exchange whose bindings match nothing hands the message
+/// to its `alternate-exchange`, if it names one that exists. NOT_FOUND if `exchange` does
+/// not exist. Only queues that exist are named (a binding goes with its queue, this only
 /// covers the moment between).
 pub fn route(
     broker: &Broker,
@@ -166,28 +200,61 @@ pub fn route_in(
     routing_key: &str,
     headers: &[(String, Option<String>)],
 ) -> Result<Vec<String>, BrokerError> {
-    if exchange.is_empty() {
-        let exists = !routing_key.is_empty() && image.topic(routing_key).is_some();
-        return Ok(exists.then(|| routing_key.to_owned()).into_iter().collect());
-    }
-    let kind = match predeclared(exchange) {
-        Some(e) => e.kind,
-        None => image
-            .exchange(exchange)
+    let kind_of = |name: &str| {
+        predeclared(name)
             .map(|e| e.kind)
-            .ok_or_else(|| unknown_exchange(exchange))?,
+            .or_else(|| image.exchange(name).map(|e| e.kind))
     };
-    let queues: BTreeSet<&str> = image
-        .bindings(exchange)
-        .filter(|b| match kind {
-            ExchangeType::Direct => b.routing_key == routing_key,
-            ExchangeType::Fanout => true,
-            ExchangeType::Topic => topic_matches(&b.routing_key, routing_key),
-            ExchangeType::Headers => headers_match(&b.arguments, headers),
-        })
-        .map(|b| b.queue.as_str())
-        .filter(|queue| image.topic(queue).is_some())
-        .collect();
+    if !exchange.is_empty() && kind_of(exchange).is_none() {
+        return Err(unknown_exchange(exchange));
+    }
+    let matches = |kind: ExchangeType, key: &str, arguments: &BTreeMap<String, String>| match kind {
+        ExchangeType::Direct => key == routing_key,
+        ExchangeType::Fanout => true,
+        ExchangeType::Topic => topic_matches(key, routing_key),
+        ExchangeType::Headers => headers_match(arguments, headers),
+    };
+    let mut queues: BTreeSet<&str> = BTreeSet::new();
+    let mut visited: BTreeSet<&str> = BTreeSet::from([exchange]);
+    let mut pending: Vec<&str> = vec![exchange];
+    while let Some(name) = pending.pop() {
+        if name.is_empty() {
+            // The default exchange: the queue named by the routing key.
+            if let Some(topic) = image.topic(routing_key) {
+                queues.insert(topic.name.as_str());
+            }
+            continue;
+        }
+        let Some(kind) = kind_of(name) else {
+            // A destination or alternate exchange that does not exist routes nothing.
+            continue;
+        };
+        let mut routed = false;
+        for b in image.bindings(name) {
+            if matches(kind, &b.routing_key, &b.arguments) {
+                routed = true;
+                if image.topic(&b.queue).is_some() {
+                    queues.insert(b.queue.as_str());
+                }
+            }
+        }
+        for b in image.exchange_bindings(name) {
+            if matches(kind, &b.routing_key, &b.arguments) {
+                routed = true;
+                if visited.insert(b.destination.as_str()) {
+                    pending.push(b.destination.as_str());
+                }
+            }
+        }
+        if !routed
+            && let Some(alternate) = image
+                .exchange(name)
+                .and_then(|e| e.arguments.get(ALTERNATE_EXCHANGE))
+            && visited.insert(alternate.as_str())
+        {
+            pending.push(alternate.as_str());
+        }
+    }
     Ok(queues.into_iter().map(str::to_owned).collect())
 }
 

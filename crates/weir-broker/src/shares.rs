@@ -24,7 +24,7 @@ pub use weir_cluster::share::{
 pub use weir_cluster::share::{
     DLQ_DELIVERY_COUNT, DLQ_EXCHANGE, DLQ_GROUP, DLQ_ORIGINAL_EXPIRATION, DLQ_REASON,
     DLQ_ROUTING_KEY, DLQ_SOURCE_TOPIC, DLQ_TIME, EXPIRE_AT_HEADER, MAX_DELIVERY_COUNT_LIMIT,
-    MAX_MESSAGE_TTL_MS,
+    MAX_LENGTH, MAX_MESSAGE_TTL_MS,
 };
 
 use crate::groups::{Coordinator, coordinator_at};
@@ -178,6 +178,28 @@ pub async fn describe(
 ) -> Result<ShareGroupView, BrokerError> {
     broker.authorize_group(ctx, Operation::Describe, group_id)?;
     Ok(broker.shares()?.describe(group_id).await?)
+}
+
+/// The ready records of the group (available, delayed, or in the log past its windows;
+/// not those its members hold): what an AMQP queue's `x-max-length` bounds, as RabbitMQ
+/// counts ready messages only. `None` for a group without state (nothing fetched or
+/// attached yet). No authorisation: the broker's own check of a publish into the group's
+/// topic, which the publish's Write on it allowed.
+pub async fn ready_count(broker: &Broker, group_id: &str) -> Result<Option<u64>, BrokerError> {
+    let view = match broker.shares()?.describe(group_id).await {
+        Ok(view) => view,
+        Err(ShareError::UnknownGroup(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some(
+        view.partitions
+            .iter()
+            .map(|p| {
+                let unread = u64::try_from(p.high_watermark - p.end).unwrap_or(0);
+                unread + p.counts.available as u64 + p.counts.delayed as u64
+            })
+            .sum(),
+    ))
 }
 
 /// Replaces what the group sets for itself (with `keep_filter`, all but its header

@@ -104,6 +104,22 @@ pub struct StoredBinding {
     pub arguments: BTreeMap<String, String>,
 }
 
+/// One exchange-to-exchange binding (RabbitMQ's extension, `exchange.bind`): what
+/// `source` routes under `routing_key` (and `arguments`, for a headers exchange) is
+/// routed again by `destination`, as if published to it. Its four parts are the binding.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoredExchangeBinding {
+    pub source: String,
+    pub destination: String,
+    pub routing_key: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub arguments: BTreeMap<String, String>,
+}
+
+/// The exchange argument naming where messages the exchange routes nowhere go
+/// (RabbitMQ's alternate exchange).
+pub const ALTERNATE_EXCHANGE: &str = "alternate-exchange";
+
 /// Why an exchange or binding change was refused. Nothing was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum ExchangeError {
@@ -314,6 +330,30 @@ impl StoredBinding {
         validate_exchange_name(&self.exchange)?;
         if self.queue.is_empty() {
             return Err(ExchangeError::Invalid("a binding names a queue".into()));
+        }
+        if self.routing_key.len() > MAX_ROUTING_KEY_BYTES {
+            return Err(ExchangeError::Invalid(format!(
+                "routing key of {} bytes is longer than {MAX_ROUTING_KEY_BYTES}",
+                self.routing_key.len()
+            )));
+        }
+        validate_arguments(&self.arguments)
+    }
+}
+
+impl StoredExchangeBinding {
+    /// Why this binding cannot be stored, if it cannot (its exchanges are the
+    /// controller's to check against the image). The default exchange is neither a
+    /// source nor a destination (RabbitMQ refuses both).
+    pub fn validate(&self) -> Result<(), ExchangeError> {
+        for name in [&self.source, &self.destination] {
+            if name.is_empty() {
+                return Err(ExchangeError::Predeclared {
+                    name: String::new(),
+                    what: "the default exchange cannot be bound to or from another exchange".into(),
+                });
+            }
+            validate_exchange_name(name)?;
         }
         if self.routing_key.len() > MAX_ROUTING_KEY_BYTES {
             return Err(ExchangeError::Invalid(format!(

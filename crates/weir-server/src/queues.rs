@@ -271,6 +271,7 @@ impl Queues for QueuesService {
             message_ttl_ms: amqp.message_ttl_ms,
             dead_letter_exchange: amqp.dead_letter_exchange.filter(|_| keep_exchange),
             dead_letter_routing_key: amqp.dead_letter_routing_key.filter(|_| keep_exchange),
+            max_length: amqp.max_length,
             filter,
             start: match req.start.map(pb::ShareStart::try_from) {
                 None => None,

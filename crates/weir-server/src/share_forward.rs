@@ -163,6 +163,7 @@ impl GrpcShareForwarder {
             message_ttl_ms: None,
             dead_letter_exchange: None,
             dead_letter_routing_key: None,
+            max_length: None,
             filter: Default::default(),
             start: d
                 .start

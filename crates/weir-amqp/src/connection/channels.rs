@@ -179,11 +179,44 @@ impl Conn {
                 }
                 Ok(())
             }
-            AMQPClass::Exchange(
-                exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_),
-            ) => Err(not_served(
-                "exchange-to-exchange bindings (exchange.bind/unbind)",
-            )),
+            AMQPClass::Exchange(exchange::AMQPMethod::Bind(bind)) => {
+                crate::exchanges::change_exchange_binding(
+                    &self.shared,
+                    &self.ctx,
+                    BindingChange::Bind,
+                    bind.destination.as_str(),
+                    bind.source.as_str(),
+                    bind.routing_key.as_str(),
+                    &bind.arguments,
+                )
+                .await?;
+                if !bind.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(unbind)) => {
+                crate::exchanges::change_exchange_binding(
+                    &self.shared,
+                    &self.ctx,
+                    BindingChange::Unbind,
+                    unbind.destination.as_str(),
+                    unbind.source.as_str(),
+                    unbind.routing_key.as_str(),
+                    &unbind.arguments,
+                )
+                .await?;
+                if !unbind.nowait {
+                    self.send_method(
+                        id,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
+                }
+                Ok(())
+            }
             AMQPClass::Exchange(other) => Err(Reply::connection(
                 COMMAND_INVALID,
                 format!("{other:?} is sent by the broker, not a client"),

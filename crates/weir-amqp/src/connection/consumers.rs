@@ -1,6 +1,7 @@
 //! Consumers and what they are delivered: `basic.qos`/`consume`/`cancel`/`get`, the
 //! deliveries their fetch loops send (`crate::consume`) with their tags, and
-//! `basic.ack`/`nack`/`reject` settled as ACCEPT/RELEASE/REJECT ranges in the core.
+//! `basic.ack`/`nack`/`reject` settled as ACCEPT/RELEASE/REJECT ranges in the core, and
+//! `basic.recover`, a RELEASE of everything the channel holds.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -89,11 +90,25 @@ impl Conn {
                 };
                 self.settle(id, reject.delivery_tag, false, kind).await
             }
+            // The channel's unacknowledged deliveries released, delivered again with
+            // `redelivered` set (to this channel's consumers or others). RabbitMQ
+            // answers `requeue=false` with 540 and serves the deprecated async form
+            // without an answer; so does Weir.
+            basic::AMQPMethod::Recover(basic::Recover { requeue: true }) => {
+                self.settle(id, 0, true, AckKind::Release { delay_ms: 0 })
+                    .await?;
+                self.send_method(
+                    id,
+                    AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                );
+                Ok(())
+            }
+            basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue: true }) => {
+                self.settle(id, 0, true, AckKind::Release { delay_ms: 0 })
+                    .await
+            }
             basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
-                Err(Reply::connection(
-                    NOT_IMPLEMENTED,
-                    "basic.recover is not served by Weir yet (docs/amqp.md § Not served yet)",
-                ))
+                Err(Reply::connection(NOT_IMPLEMENTED, "requeue=false"))
             }
             other => Err(Reply::connection(
                 COMMAND_INVALID,

@@ -131,6 +131,9 @@ struct Publishing {
 struct Pending {
     seq: Option<u64>,
     produces: Vec<Result<PendingProduce, BrokerError>>,
+    /// The publish counted in the bound of the queues that refuse publishes when full,
+    /// until its produces are answered.
+    admitted: Vec<crate::overflow::InFlight>,
 }
 
 #[derive(Debug)]

@@ -164,7 +164,18 @@ impl Conn {
             crate::properties::to_headers(&properties, &exchange, &routing_key);
         record_headers.extend(expire_at);
         let mut produces = Vec::with_capacity(queues.len());
+        let mut admitted = Vec::new();
         for queue in queues {
+            // A full queue with `x-overflow` `reject-publish` refuses it: the publish is
+            // nacked (the other queues still take it, as RabbitMQ does).
+            match crate::overflow::admit_publish(&self.shared, &self.ctx, &queue).await {
+                Ok(None) => {}
+                Ok(Some(counted)) => admitted.push(counted),
+                Err(refused) => {
+                    produces.push(Err(refused));
+                    continue;
+                }
+            }
             let record = Record {
                 key: None,
                 value: Some(value.clone()),
@@ -199,7 +210,13 @@ impl Conn {
             tokio::spawn(answer_publishes(id, rx, events));
             tx
         });
-        let _ = publisher.send(Pending { seq, produces }).await;
+        let _ = publisher
+            .send(Pending {
+                seq,
+                produces,
+                admitted,
+            })
+            .await;
         Ok(())
     }
 }
@@ -211,7 +228,12 @@ pub(super) async fn answer_publishes(
     mut pending: mpsc::Receiver<Pending>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    while let Some(Pending { seq, produces }) = pending.recv().await {
+    while let Some(Pending {
+        seq,
+        produces,
+        admitted,
+    }) = pending.recv().await
+    {
         // Confirmed once every routed queue's produce is acknowledged; a nack if any
         // failed (the others stay stored, as with RabbitMQ).
         let mut outcome = Ok(());
@@ -227,6 +249,8 @@ pub(super) async fn answer_publishes(
                 outcome = result;
             }
         }
+        // Answered: no longer in flight into the queues it was counted in.
+        drop(admitted);
         if let Err(err) = &outcome {
             tracing::info!(channel, error = %err, "an AMQP publish was not stored");
         }

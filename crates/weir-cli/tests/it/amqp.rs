@@ -32,7 +32,7 @@ fn script(name: &str) -> String {
 }
 
 /// A broker with an AMQP listener on a free port; the port.
-fn amqp_broker() -> (Broker, u16) {
+pub(crate) fn amqp_broker() -> (Broker, u16) {
     // The default data directory: `Broker::start` gives it a temporary one of its own.
     amqp_broker_on(weir_server::ServerConfig::default().data_dir)
 }
@@ -56,7 +56,7 @@ fn amqp_broker_on(data_dir: PathBuf) -> (Broker, u16) {
 
 /// Runs `tests/amqp/NAME PORT ARGS...` with the shared venv's Python; the one JSON line
 /// it prints.
-fn tutorial(name: &str, port: u16, args: &[&str]) -> Value {
+pub(crate) fn tutorial(name: &str, port: u16, args: &[&str]) -> Value {
     let script = script(name);
     let port = port.to_string();
     let mut argv = vec![script.as_str(), port.as_str()];
@@ -462,7 +462,7 @@ fn pika_consumer_is_cancelled_by_the_broker_when_its_queue_is_deleted() {
 
 /// The `x-death` entry a dead-lettered message carries, checked as a RabbitMQ user would:
 /// which queue it left, why, how often, and where it had been published.
-fn assert_death(message: &Value, queue: &str, reason: &str, exchange: &str, key: &str) {
+pub(crate) fn assert_death(message: &Value, queue: &str, reason: &str, exchange: &str, key: &str) {
     let deaths = message["x_death"].as_array().expect("x-death is an array");
     assert_eq!(deaths.len(), 1, "{message}");
     let death = &deaths[0];
@@ -586,7 +586,7 @@ fn pika_delay_queue_dead_letters_on_ttl_reject_and_delivery_limit() {
 }
 
 /// The `field` of each entry of the array `value`.
-fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
+pub(crate) fn strings_of<'a>(value: &'a Value, field: &str) -> Vec<&'a str> {
     value
         .as_array()
         .map(|a| a.iter().filter_map(|m| m[field].as_str()).collect())

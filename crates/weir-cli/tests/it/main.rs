@@ -1,4 +1,4 @@
-//! weir-cli's integration tests, one binary: the real `weir` binary
+//! weir-cli's integration tests, one binary (`amqp` and `amqp_more`: RabbitMQ's clients): the real `weir` binary
 //! (`env!("CARGO_BIN_EXE_weir")`) against brokers in this process or `weir serve`
 //! processes: commands and their errors (`cli`, `connection`, `topic_create`,
 //! `group_drain`, `queue`, `users_acls`), the examples every `--help` prints
@@ -9,6 +9,7 @@
 //! `common::secure` the secured `weir serve` process.
 
 mod amqp;
+mod amqp_more;
 mod authentication;
 mod cli;
 mod client_quotas;

@@ -20,8 +20,8 @@ use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use super::{
-    alter_partition, brokers, elect_leaders, exchanges, group_configs, preferred, producer_ids,
-    reassign, resign, security, tokens, topics,
+    alter_partition, brokers, elect_leaders, exchange_bindings, exchanges, group_configs,
+    preferred, producer_ids, reassign, resign, security, tokens, topics,
 };
 use crate::partition::BrokerId;
 
@@ -369,6 +369,12 @@ impl Controller {
             ControllerRequest::Bind { binding } => exchanges::bind(image, binding),
             ControllerRequest::Unbind { binding } => exchanges::unbind(image, binding),
             ControllerRequest::DeclareQueue { queue } => exchanges::declare_queue(image, queue),
+            ControllerRequest::BindExchange { binding } => {
+                exchange_bindings::bind_exchange(image, binding)
+            }
+            ControllerRequest::UnbindExchange { binding } => {
+                exchange_bindings::unbind_exchange(image, binding)
+            }
         }
     }
 

@@ -383,6 +383,10 @@ impl MetadataImage {
             | MetadataRecord::QueueDeclarationDeleted { .. } => {
                 self.apply_exchange_record(record)?
             }
+            MetadataRecord::ExchangeBindingCreated { .. }
+            | MetadataRecord::ExchangeBindingDeleted { .. } => {
+                self.apply_exchange_binding_record(record)?
+            }
         }
         self.next_offset += 1;
         Ok(())

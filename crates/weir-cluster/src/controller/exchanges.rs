@@ -3,11 +3,11 @@
 //! request is checked against the limits before a record is written; deleting an
 //! exchange deletes its bindings first, deleting a queue (a topic) its bindings
 //! (`topics.rs` calls [`unbind_queue`]), and an `auto_delete` exchange goes with its
-//! last binding, as RabbitMQ does.
-
-use std::collections::BTreeSet;
+//! last binding, as RabbitMQ does (`exchange_bindings.rs` makes those records, with the
+//! exchange-to-exchange bindings').
 
 use super::apply::ImageError;
+use super::exchange_bindings::removal;
 use super::image::MetadataImage;
 use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
@@ -18,7 +18,7 @@ use crate::exchanges::{
 
 /// The reply to every exchange request: done once the image has applied the records
 /// before `through` (its `next_offset` reached it).
-fn done(image: &MetadataImage, records: Vec<MetadataRecord>) -> Outcome {
+pub(super) fn done(image: &MetadataImage, records: Vec<MetadataRecord>) -> Outcome {
     let through = image.next_offset() + records.len() as i64;
     Outcome {
         records,
@@ -26,7 +26,7 @@ fn done(image: &MetadataImage, records: Vec<MetadataRecord>) -> Outcome {
     }
 }
 
-fn refused(e: ExchangeError) -> ControllerError {
+pub(super) fn refused(e: ExchangeError) -> ControllerError {
     ControllerError::Exchange(e)
 }
 
@@ -87,16 +87,10 @@ pub(super) fn delete_exchange(
             bindings,
         }));
     }
-    let mut records: Vec<MetadataRecord> = image
-        .bindings(name)
-        .map(|binding| MetadataRecord::BindingDeleted {
-            binding: binding.clone(),
-        })
-        .collect();
-    records.push(MetadataRecord::ExchangeDeleted {
-        name: name.to_owned(),
-    });
-    Ok(done(image, records))
+    Ok(done(
+        image,
+        removal(image, Vec::new(), Vec::new(), Some(name)),
+    ))
 }
 
 /// Binds a queue to an exchange; nothing to write if the binding exists.
@@ -133,8 +127,7 @@ pub(super) fn unbind(
     if !binding_exists(image, &binding)? {
         return Ok(done(image, Vec::new()));
     }
-    let records = unbinding(image, vec![binding]);
-    Ok(done(image, records))
+    Ok(done(image, removal(image, vec![binding], Vec::new(), None)))
 }
 
 /// Whether `binding` exists, once it is checked and both its ends are found (what bind
@@ -177,34 +170,12 @@ pub(super) fn declare_queue(
 /// The records that remove the bindings to `queue` (a topic being deleted), the
 /// auto-delete exchanges left without a binding, and the queue's declaration.
 pub(super) fn unbind_queue(image: &MetadataImage, queue: &str) -> Vec<MetadataRecord> {
-    let mut records = unbinding(image, image.bindings_to(queue).cloned().collect());
+    let bindings = image.bindings_to(queue).cloned().collect();
+    let mut records = removal(image, bindings, Vec::new(), None);
     if image.queue_declaration(queue).is_some() {
         records.push(MetadataRecord::QueueDeclarationDeleted {
             name: queue.to_owned(),
         });
-    }
-    records
-}
-
-/// `BindingDeleted` for each of `bindings`, then `ExchangeDeleted` for each
-/// auto-delete exchange they leave without a binding.
-fn unbinding(image: &MetadataImage, bindings: Vec<StoredBinding>) -> Vec<MetadataRecord> {
-    let exchanges: BTreeSet<String> = bindings.iter().map(|b| b.exchange.clone()).collect();
-    let mut records: Vec<MetadataRecord> = bindings
-        .iter()
-        .map(|binding| MetadataRecord::BindingDeleted {
-            binding: binding.clone(),
-        })
-        .collect();
-    for name in exchanges {
-        let auto_delete = image.exchange(&name).is_some_and(|e| e.auto_delete);
-        let left = image
-            .bindings(&name)
-            .filter(|b| !bindings.contains(b))
-            .count();
-        if auto_delete && left == 0 {
-            records.push(MetadataRecord::ExchangeDeleted { name });
-        }
     }
     records
 }
@@ -233,7 +204,13 @@ impl MetadataImage {
                 if !state.exchanges.contains_key(name) {
                     return inconsistent(format!("exchange {name:?} is not there to delete"));
                 }
-                if state.bindings.contains_key(name) {
+                let exchange_bound = state.exchange_bindings.contains_key(name)
+                    || state
+                        .exchange_bindings
+                        .values()
+                        .flatten()
+                        .any(|b| &b.destination == name);
+                if state.bindings.contains_key(name) || exchange_bound {
                     return inconsistent(format!(
                         "exchange {name:?} is deleted with bindings left"
                     ));

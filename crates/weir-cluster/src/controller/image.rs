@@ -13,7 +13,7 @@ use super::apply::{ImageError, check_registration};
 use super::records::{BrokerEpoch, Endpoints, MetadataOffset, NO_LEADER, PartitionRegistration};
 use crate::config::TopicConfig;
 use crate::error::ConfigError;
-use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredExchangeBinding, StoredQueue};
 use crate::metadata::ClusterMetadata;
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
@@ -64,7 +64,10 @@ pub struct ExchangesImage {
     pub(super) exchanges: BTreeMap<String, StoredExchange>,
     /// Bindings by exchange name (predeclared exchanges' included), each set in order.
     pub(super) bindings: BTreeMap<String, BTreeSet<StoredBinding>>,
-    /// How many bindings there are, all exchanges together.
+    /// Exchange-to-exchange bindings by source exchange name, each set in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) exchange_bindings: BTreeMap<String, BTreeSet<StoredExchangeBinding>>,
+    /// How many bindings there are (to queues and to exchanges), all exchanges together.
     #[serde(skip)]
     pub(super) binding_count: usize,
     /// Queue declarations by queue name.
@@ -362,12 +365,42 @@ impl MetadataImage {
         self.exchanges.bindings.get(exchange).into_iter().flatten()
     }
 
-    /// How many bindings the exchange `name` has.
+    /// How many bindings the exchange `name` is the source of (to queues and to
+    /// exchanges).
     pub fn binding_count(&self, exchange: &str) -> usize {
         self.exchanges
             .bindings
             .get(exchange)
             .map_or(0, BTreeSet::len)
+            + self
+                .exchanges
+                .exchange_bindings
+                .get(exchange)
+                .map_or(0, BTreeSet::len)
+    }
+
+    /// The exchange-to-exchange bindings whose source is `exchange`, in order.
+    pub fn exchange_bindings(
+        &self,
+        exchange: &str,
+    ) -> impl Iterator<Item = &StoredExchangeBinding> {
+        self.exchanges
+            .exchange_bindings
+            .get(exchange)
+            .into_iter()
+            .flatten()
+    }
+
+    /// The exchange-to-exchange bindings whose destination is `exchange`.
+    pub fn exchange_bindings_to(
+        &self,
+        exchange: &str,
+    ) -> impl Iterator<Item = &StoredExchangeBinding> {
+        self.exchanges
+            .exchange_bindings
+            .values()
+            .flatten()
+            .filter(move |b| b.destination == exchange)
     }
 
     /// How many bindings there are, all exchanges together.
@@ -499,6 +532,19 @@ impl TryFrom<ImageData> for MetadataImage {
             group_configs: data.group_configs,
         };
         image.exchanges.binding_count = image.exchanges.bindings.values().map(BTreeSet::len).sum();
+        image.exchanges.binding_count += image
+            .exchanges
+            .exchange_bindings
+            .values()
+            .map(BTreeSet::len)
+            .sum::<usize>();
+        for (source, bindings) in &image.exchanges.exchange_bindings {
+            if bindings.is_empty() || bindings.iter().any(|b| &b.source != source) {
+                return Err(ImageError::Inconsistent(format!(
+                    "the exchange bindings filed under exchange {source:?} are empty or name another"
+                )));
+            }
+        }
         for (exchange, bindings) in &image.exchanges.bindings {
             if bindings.is_empty() || bindings.iter().any(|b| &b.exchange != exchange) {
                 return Err(ImageError::Inconsistent(format!(

@@ -25,6 +25,7 @@ mod apply;
 mod brokers;
 pub mod elect_leaders;
 mod election;
+mod exchange_bindings;
 mod exchanges;
 pub mod group_configs;
 mod image;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredExchangeBinding, StoredQueue};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -261,7 +261,8 @@ impl PartitionRegistration {
 /// - 0: every record type up to and including client quotas.
 /// - 1: AMQP's exchanges, bindings and queue declarations.
 /// - 2: dynamic broker configs.
-/// - 3: consumer group configs.
+/// - 3: consumer group configs and AMQP's exchange-to-exchange bindings (one level: both
+///   came in the same release).
 pub const METADATA_LEVEL: u16 = 3;
 
 /// One record of the metadata log.
@@ -402,6 +403,14 @@ pub enum MetadataRecord {
     BindingDeleted {
         binding: StoredBinding,
     },
+    /// An exchange-to-exchange binding is made (source, destination, key, arguments).
+    ExchangeBindingCreated {
+        binding: StoredExchangeBinding,
+    },
+    /// An exchange-to-exchange binding is removed (unbound, or an exchange deleted).
+    ExchangeBindingDeleted {
+        binding: StoredExchangeBinding,
+    },
     /// A queue (the topic of its name) is declared with these flags and arguments; a
     /// redeclare as it is writes nothing, one with others is refused.
     QueueDeclared {
@@ -450,6 +459,9 @@ impl MetadataRecord {
             MetadataRecord::BrokerConfigChanged { .. } => 2,
             // Consumer group configs (docs/consumer-groups.md § Group configs).
             MetadataRecord::GroupConfigChanged { .. } => 3,
+            // Exchange-to-exchange bindings (docs/amqp.md).
+            MetadataRecord::ExchangeBindingCreated { .. }
+            | MetadataRecord::ExchangeBindingDeleted { .. } => 3,
         }
     }
 }

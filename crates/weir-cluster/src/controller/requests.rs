@@ -14,7 +14,9 @@ use super::records::{
     BrokerEpoch, Endpoints, MetadataOffset, MetadataRecord, PartitionRegistration,
 };
 use crate::error::{ConfigError, TopicNameError};
-use crate::exchanges::{ExchangeError, StoredBinding, StoredExchange, StoredQueue};
+use crate::exchanges::{
+    ExchangeError, StoredBinding, StoredExchange, StoredExchangeBinding, StoredQueue,
+};
 use crate::partition::BrokerId;
 use crate::security::{AclBinding, AclFilter, QuotaEntity, StoredCredential};
 use crate::tokens::StoredToken;
@@ -225,6 +227,14 @@ pub enum ControllerRequest {
     /// declared as asked; refused if with other settings.
     DeclareQueue {
         queue: StoredQueue,
+    },
+    /// Binds an exchange to an exchange (nothing if the binding exists).
+    BindExchange {
+        binding: StoredExchangeBinding,
+    },
+    /// Removes an exchange-to-exchange binding (nothing if there is none).
+    UnbindExchange {
+        binding: StoredExchangeBinding,
     },
 }
 

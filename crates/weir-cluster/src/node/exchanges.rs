@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{ClusterNode, refusal};
 use crate::controller::{ControllerReply, ControllerRequest};
 use crate::error::ClusterError;
-use crate::exchanges::{StoredBinding, StoredExchange, StoredQueue};
+use crate::exchanges::{StoredBinding, StoredExchange, StoredExchangeBinding, StoredQueue};
 
 /// Longest a change waits to reach this broker's image after the controller committed
 /// it.
@@ -36,6 +36,21 @@ impl ClusterNode {
     /// Removes a binding.
     pub async fn unbind(&self, binding: StoredBinding) -> Result<(), ClusterError> {
         self.exchange_change(ControllerRequest::Unbind { binding })
+            .await
+    }
+
+    /// Binds an exchange to an exchange.
+    pub async fn bind_exchange(&self, binding: StoredExchangeBinding) -> Result<(), ClusterError> {
+        self.exchange_change(ControllerRequest::BindExchange { binding })
+            .await
+    }
+
+    /// Removes an exchange-to-exchange binding.
+    pub async fn unbind_exchange(
+        &self,
+        binding: StoredExchangeBinding,
+    ) -> Result<(), ClusterError> {
+        self.exchange_change(ControllerRequest::UnbindExchange { binding })
             .await
     }
 

@@ -761,6 +761,7 @@ impl ShareCoordinator {
         let mut visited = Vec::with_capacity(targets.len());
         let filter = windows.settings.filter.clone();
         let ttl_ms = windows.settings.message_ttl_ms;
+        let windows_max_length = windows.settings.max_length;
         for (topic, topic_id, p) in targets {
             let data = self.source(&topic, p)?;
             let known = windows.partitions.contains_key(&(topic.to_string(), p))
@@ -791,6 +792,10 @@ impl ShareCoordinator {
                 // Records the filter skipped moved the start: written, so a new coordinator
                 // does not read them again.
                 w.dirty |= w.window.start() != start;
+                if let Some(max_ready) = windows_max_length {
+                    sweep::drop_over_length(&fetch.group_id, &data, w, max_ready, usize::MAX)
+                        .await?;
+                }
                 let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
                 if !got.is_empty() {
                     w.dirty = true;

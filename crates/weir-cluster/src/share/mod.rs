@@ -41,9 +41,9 @@ pub use weir_coordinator::share::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, FilterError, GroupSettings,
     HeaderCondition, HeaderFilter, HeaderMatch, MAX_DELIVERY_COUNT_LIMIT, MAX_DELIVERY_DELAY_MS,
     MAX_FILTER_CONDITIONS, MAX_FILTER_KEY_BYTES, MAX_FILTER_VALUE_BYTES, MAX_FILTER_VALUES,
-    MAX_GROUP_ID_BYTES, MAX_MESSAGE_TTL_MS, MAX_STATE_RANGES, NEVER_EXPIRES, PersistedState,
-    RecordState, STATE_RECORD_VERSION, ShareConfig, SharePartition, StateKey, StateKind,
-    StateRange, StateRecordError, StateValue, WindowCounts,
+    MAX_GROUP_ID_BYTES, MAX_LENGTH, MAX_MESSAGE_TTL_MS, MAX_STATE_RANGES, NEVER_EXPIRES,
+    PersistedState, RecordState, STATE_RECORD_VERSION, ShareConfig, SharePartition, StateKey,
+    StateKind, StateRange, StateRecordError, StateValue, WindowCounts,
 };
 use weir_coordinator::share::{filter, partition, settings};
 

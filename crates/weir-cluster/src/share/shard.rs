@@ -36,6 +36,8 @@ pub(super) use weir_coordinator::share::windows::{
 
 /// The windows of one share group, with the records read for each.
 pub(super) type Windows = weir_coordinator::share::windows::Windows<RecordCache>;
+/// One share-partition of a group, with the records read for it.
+pub(super) type Window = weir_coordinator::share::windows::Window<RecordCache>;
 
 /// One share group.
 #[derive(Debug)]

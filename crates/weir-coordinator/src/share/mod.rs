@@ -30,7 +30,9 @@ pub use partition::{
     AckError, AckKind, Acquired, ArchiveReason, Archived, MAX_DELIVERY_DELAY_MS, NEVER_EXPIRES,
     RecordState, ShareConfig, SharePartition, WindowCounts,
 };
-pub use settings::{GroupSettings, MAX_DELIVERY_COUNT_LIMIT, MAX_MESSAGE_TTL_MS, ShareStart};
+pub use settings::{
+    GroupSettings, MAX_DELIVERY_COUNT_LIMIT, MAX_LENGTH, MAX_MESSAGE_TTL_MS, ShareStart,
+};
 pub use state_records::{
     MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
     StateKind, StateRange, StateRecordError, StateValue,

@@ -65,6 +65,9 @@ pub enum ArchiveReason {
     LockExpiredAtLimit,
     /// Its time to live ran out while it waited to be delivered (first or again).
     Expired,
+    /// Dropped from the head: the group's maximum length was passed (an AMQP queue's
+    /// `x-max-length` with `drop-head`).
+    MaxLength,
     /// Archived before a failover, whose reason the state record does not keep (the
     /// dead-letter copy's delivery count still tells a limit from a reject).
     Unknown,
@@ -78,6 +81,7 @@ impl ArchiveReason {
             ArchiveReason::DeliveryLimit => "delivery-limit",
             ArchiveReason::LockExpiredAtLimit => "lock-expired-at-limit",
             ArchiveReason::Expired => "expired",
+            ArchiveReason::MaxLength => "maxlen",
             ArchiveReason::Unknown => "unknown",
         }
     }
@@ -816,5 +820,6 @@ impl SharePartition {
     }
 }
 
+mod length;
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,10 @@ pub const SETTINGS_VALUE_VERSION_START: u16 = 2;
 /// 8 bytes), the exchange and the routing key (each a presence byte, a length byte and the
 /// name: the default exchange is the empty name). Written only for a group that sets one.
 pub const SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE: u16 = 3;
+/// The settings value's version with a maximum length (an AMQP queue's `x-max-length`
+/// with `drop-head`) after the version 3 fields: a presence byte and 8 bytes. Written only
+/// for a group that sets one, so a broker that predates it reads every other group.
+pub const SETTINGS_VALUE_VERSION_MAX_LENGTH: u16 = 4;
 /// Longest dead-letter exchange name and routing key (AMQP short strings).
 pub const MAX_DEAD_LETTER_EXCHANGE_BYTES: usize = 255;
 /// Longest message time to live a group may set: the longest delay (7 days).
@@ -60,6 +64,9 @@ const MATCH_ANY_OF: u8 = 2;
 pub const MAX_TOPIC_NAME_BYTES: usize = 249;
 /// Most deliveries a group may allow a record.
 pub const MAX_DELIVERY_COUNT_LIMIT: u16 = 10_000;
+/// Largest maximum length a group may set (RabbitMQ's `x-max-length` is any
+/// non-negative integer; this keeps counts within an `i64` offset difference).
+pub const MAX_LENGTH: u64 = i64::MAX as u64;
 
 /// What a share group sets for itself; `None` takes the broker's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,6 +91,11 @@ pub struct GroupSettings {
     /// The routing key dead letters are routed with (`x-dead-letter-routing-key`); `None`:
     /// each keeps its own.
     pub dead_letter_routing_key: Option<String>,
+    /// Most ready records (available, delayed, or not yet read from the log: not those
+    /// delivered and unacknowledged, as RabbitMQ counts for `x-max-length`); past it the
+    /// oldest available ones are archived with reason `maxlen` (and dead-lettered): an
+    /// AMQP queue's `x-max-length` with `x-overflow` `drop-head`. `None`: no bound.
+    pub max_length: Option<u64>,
 }
 
 impl GroupSettings {
@@ -152,6 +164,13 @@ impl GroupSettings {
         if self.dead_letter_routing_key.is_some() && self.dead_letter_exchange.is_none() {
             return Err("a dead-letter routing key needs a dead-letter exchange".to_string());
         }
+        if let Some(n) = self.max_length
+            && n > MAX_LENGTH
+        {
+            return Err(format!(
+                "a maximum length of {n} records is over the limit of {MAX_LENGTH}"
+            ));
+        }
         Ok(())
     }
 
@@ -161,6 +180,7 @@ impl GroupSettings {
         self.message_ttl_ms.is_some()
             || self.dead_letter_exchange.is_some()
             || self.dead_letter_topic.is_some()
+            || self.max_length.is_some()
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -168,6 +188,7 @@ impl GroupSettings {
         let mut out = Vec::with_capacity(2 + 1 + 8 + 1 + 2 + 1 + topic.len());
         let exchange = self.message_ttl_ms.is_some() || self.dead_letter_exchange.is_some();
         let version = match (self.start, self.filter.is_empty()) {
+            _ if self.max_length.is_some() => SETTINGS_VALUE_VERSION_MAX_LENGTH,
             _ if exchange => SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE,
             (Some(_), _) => SETTINGS_VALUE_VERSION_START,
             (None, true) => SETTINGS_VALUE_VERSION,
@@ -194,7 +215,7 @@ impl GroupSettings {
         if !self.filter.is_empty() {
             encode_filter(&self.filter, &mut out);
         }
-        if version == SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
+        if version >= SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
             out.put_u8(u8::from(self.message_ttl_ms.is_some()));
             out.put_u64(self.message_ttl_ms.unwrap_or(0));
             let short = |s: &Option<String>| {
@@ -210,6 +231,10 @@ impl GroupSettings {
             out.put_u8(key.len() as u8);
             out.put_slice(&key);
         }
+        if version == SETTINGS_VALUE_VERSION_MAX_LENGTH {
+            out.put_u8(u8::from(self.max_length.is_some()));
+            out.put_u64(self.max_length.unwrap_or(0));
+        }
         out
     }
 
@@ -221,6 +246,7 @@ impl GroupSettings {
             SETTINGS_VALUE_VERSION_FILTER,
             SETTINGS_VALUE_VERSION_START,
             SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE,
+            SETTINGS_VALUE_VERSION_MAX_LENGTH,
         ]
         .contains(&version)
         {
@@ -263,7 +289,7 @@ impl GroupSettings {
         };
         let (mut message_ttl_ms, mut dead_letter_exchange, mut dead_letter_routing_key) =
             (None, None, None);
-        if version == SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
+        if version >= SETTINGS_VALUE_VERSION_DEAD_LETTER_EXCHANGE {
             need(buf, 1 + 8 + 1, "message TTL and dead-letter exchange")?;
             let ttl = (buf.get_u8() != 0, buf.get_u64());
             message_ttl_ms = ttl.0.then_some(ttl.1);
@@ -286,6 +312,12 @@ impl GroupSettings {
             let key = text(&mut buf, "dead-letter routing key")?;
             dead_letter_routing_key = has_key.then_some(key);
         }
+        let mut max_length = None;
+        if version == SETTINGS_VALUE_VERSION_MAX_LENGTH {
+            need(buf, 1 + 8, "maximum length")?;
+            let n = (buf.get_u8() != 0, buf.get_u64());
+            max_length = n.0.then_some(n.1);
+        }
         if !buf.is_empty() {
             return Err(StateRecordError::Trailing(buf.len()));
         }
@@ -298,6 +330,7 @@ impl GroupSettings {
             message_ttl_ms,
             dead_letter_exchange,
             dead_letter_routing_key,
+            max_length,
         })
     }
 }
@@ -475,6 +508,7 @@ mod tests {
             message_ttl_ms: None,
             dead_letter_exchange: None,
             dead_letter_routing_key: None,
+            max_length: None,
         };
         let bytes = settings.encode();
         assert_eq!(
@@ -523,6 +557,35 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(GroupSettings::decode(&bytes[..len]).is_err(), "{len}");
         }
+    }
+
+    #[test]
+    fn a_maximum_length_is_written_as_version_4_after_the_version_3_fields() {
+        let settings = GroupSettings {
+            dead_letter_exchange: Some("dlx".into()),
+            max_length: Some(3),
+            ..GroupSettings::default()
+        };
+        let bytes = settings.encode();
+        assert_eq!(
+            bytes,
+            golden_hex(
+                "0004 00 0000000000000000 00 0000 00 00 00 \
+                 00 0000000000000000 01 03 646c78 00 00 \
+                 01 0000000000000003"
+            )
+        );
+        assert_eq!(GroupSettings::decode(&bytes).unwrap(), settings);
+        assert!(settings.sweeps());
+        // Alone, without a dead-letter exchange, it is a version 4 record too.
+        let alone = GroupSettings {
+            max_length: Some(0),
+            ..GroupSettings::default()
+        };
+        assert_eq!(GroupSettings::decode(&alone.encode()).unwrap(), alone);
+        // Cut short, it is refused rather than read as no bound.
+        let bytes = alone.encode();
+        assert!(GroupSettings::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! with a TTL), with the windows it makes for them ([`ShareCoordinator::attach`]).
 
 use super::*;
+use crate::share::shard::Window;
 
 impl ShareCoordinator {
     /// After a write that archived records waiting for their dead-letter copy is
@@ -170,6 +171,7 @@ impl ShareCoordinator {
         let now = wall_clock_ms().max(0) as u64;
         let filter = windows.settings.filter.clone();
         let ttl_ms = windows.settings.message_ttl_ms;
+        let max_length = windows.settings.max_length;
         for ((topic, partition), w) in &mut windows.partitions {
             let data = match self.source(topic, *partition) {
                 Ok(data) => data,
@@ -178,6 +180,9 @@ impl ShareCoordinator {
             let start = w.window.start();
             reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now).await?;
             w.dirty |= w.window.start() != start;
+            if let Some(max_ready) = max_length {
+                drop_over_length(group_id, &data, w, max_ready, MAX_EXPIRED_PER_PASS).await?;
+            }
             let expired = w.window.expire_records(now, MAX_EXPIRED_PER_PASS);
             if !expired.is_empty() {
                 for a in &expired {
@@ -243,6 +248,35 @@ impl ShareCoordinator {
         }
         Ok(())
     }
+}
+
+/// Archives, with reason `maxlen`, the oldest ready records of `w` past the group's
+/// maximum length `max_ready` (at most `max`; an AMQP queue's `x-max-length` with
+/// `drop-head`), counting the records the log holds past the window as ready too. Run
+/// after the window took in the log's new records: by the sweep, and by a fetch before
+/// it acquires, so a consumer is never handed a record the bound has dropped.
+pub(super) async fn drop_over_length(
+    group_id: &str,
+    data: &DataSource,
+    w: &mut Window,
+    max_ready: u64,
+    max: usize,
+) -> Result<(), ShareError> {
+    let high_watermark = data.offsets().await?.high_watermark;
+    let unread = u64::try_from(high_watermark - w.window.end()).unwrap_or(0);
+    let dropped = w.window.drop_head(max_ready, unread, max);
+    if !dropped.is_empty() {
+        for a in &dropped {
+            w.cache.take(a.offset);
+        }
+        w.dirty = true;
+        tracing::debug!(
+            group = group_id,
+            dropped = dropped.len(),
+            "share group records dropped past the maximum length"
+        );
+    }
+    Ok(())
 }
 
 /// Runs [`ShareCoordinator::sweep`] every [`SHARE_SWEEP_INTERVAL`] until `shutdown` or
