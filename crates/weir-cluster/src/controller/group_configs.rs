@@ -157,23 +157,8 @@ pub(super) fn alter_group_configs(
 mod tests {
     use super::*;
     use crate::controller::records::METADATA_LEVEL;
-    use crate::controller::test_support::CLUSTER;
 
-    fn image() -> MetadataImage {
-        let mut image = MetadataImage::new();
-        image
-            .apply(&MetadataRecord::ClusterCreated {
-                cluster_id: CLUSTER.into(),
-            })
-            .unwrap();
-        image
-    }
-
-    fn apply(image: &mut MetadataImage, outcome: &Outcome) {
-        for record in &outcome.records {
-            image.apply(record).unwrap();
-        }
-    }
+    use crate::controller::test_support::{apply_outcome as apply, empty_image as image};
 
     fn set(key: &str, value: &str) -> (String, Option<String>) {
         (key.to_string(), Some(value.to_string()))

@@ -260,24 +260,9 @@ impl MetadataImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_support::CLUSTER;
     use crate::security::{Operation, PatternType, Permission, ResourceType};
 
-    fn image() -> MetadataImage {
-        let mut image = MetadataImage::new();
-        image
-            .apply(&MetadataRecord::ClusterCreated {
-                cluster_id: CLUSTER.into(),
-            })
-            .unwrap();
-        image
-    }
-
-    fn apply(image: &mut MetadataImage, outcome: &Outcome) {
-        for record in &outcome.records {
-            image.apply(record).unwrap();
-        }
-    }
+    use crate::controller::test_support::{apply_outcome as apply, empty_image as image};
 
     fn credential(mechanism: &str) -> StoredCredential {
         StoredCredential {

@@ -6,10 +6,28 @@ use std::collections::BTreeMap;
 use super::active::{Controller, ControllerConfig};
 use super::image::MetadataImage;
 use super::records::{BrokerEpoch, Endpoints, MetadataRecord, PartitionRegistration};
-use super::requests::{ControllerError, ControllerReply, ControllerRequest};
+use super::requests::{ControllerError, ControllerReply, ControllerRequest, Outcome};
 use crate::partition::BrokerId;
 
 pub(super) const CLUSTER: &str = "cluster-1";
+
+/// An image of cluster [`CLUSTER`] with nothing else in it.
+pub(super) fn empty_image() -> MetadataImage {
+    let mut image = MetadataImage::new();
+    image
+        .apply(&MetadataRecord::ClusterCreated {
+            cluster_id: CLUSTER.into(),
+        })
+        .unwrap();
+    image
+}
+
+/// Applies every record of a handler's `outcome` to `image`.
+pub(super) fn apply_outcome(image: &mut MetadataImage, outcome: &Outcome) {
+    for record in &outcome.records {
+        image.apply(record).unwrap();
+    }
+}
 
 #[derive(Debug)]
 pub(super) struct Harness {
