@@ -179,41 +179,44 @@ impl Conn {
                 }
                 Ok(())
             }
-            AMQPClass::Exchange(exchange::AMQPMethod::Bind(bind)) => {
+            AMQPClass::Exchange(
+                method @ (exchange::AMQPMethod::Bind(_) | exchange::AMQPMethod::Unbind(_)),
+            ) => {
+                // exchange.bind and exchange.unbind carry the same fields.
+                let (change, destination, source, routing_key, arguments, nowait, ok) =
+                    match &method {
+                        exchange::AMQPMethod::Bind(b) => (
+                            BindingChange::Bind,
+                            &b.destination,
+                            &b.source,
+                            &b.routing_key,
+                            &b.arguments,
+                            b.nowait,
+                            exchange::AMQPMethod::BindOk(exchange::BindOk {}),
+                        ),
+                        exchange::AMQPMethod::Unbind(u) => (
+                            BindingChange::Unbind,
+                            &u.destination,
+                            &u.source,
+                            &u.routing_key,
+                            &u.arguments,
+                            u.nowait,
+                            exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {}),
+                        ),
+                        _ => unreachable!("matched as exchange.bind or exchange.unbind"),
+                    };
                 crate::exchanges::change_exchange_binding(
                     &self.shared,
                     &self.ctx,
-                    BindingChange::Bind,
-                    bind.destination.as_str(),
-                    bind.source.as_str(),
-                    bind.routing_key.as_str(),
-                    &bind.arguments,
+                    change,
+                    destination.as_str(),
+                    source.as_str(),
+                    routing_key.as_str(),
+                    arguments,
                 )
                 .await?;
-                if !bind.nowait {
-                    self.send_method(
-                        id,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    );
-                }
-                Ok(())
-            }
-            AMQPClass::Exchange(exchange::AMQPMethod::Unbind(unbind)) => {
-                crate::exchanges::change_exchange_binding(
-                    &self.shared,
-                    &self.ctx,
-                    BindingChange::Unbind,
-                    unbind.destination.as_str(),
-                    unbind.source.as_str(),
-                    unbind.routing_key.as_str(),
-                    &unbind.arguments,
-                )
-                .await?;
-                if !unbind.nowait {
-                    self.send_method(
-                        id,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    );
+                if !nowait {
+                    self.send_method(id, AMQPClass::Exchange(ok));
                 }
                 Ok(())
             }
