@@ -75,15 +75,10 @@ pub(super) fn init_named(image: &MetadataImage, name: String) -> Result<Outcome,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::test_support::{CLUSTER, endpoints};
+    use crate::controller::test_support::{empty_image, endpoints};
 
     fn image_with_broker() -> MetadataImage {
-        let mut image = MetadataImage::new();
-        image
-            .apply(&MetadataRecord::ClusterCreated {
-                cluster_id: CLUSTER.into(),
-            })
-            .unwrap();
+        let mut image = empty_image();
         image
             .apply(&MetadataRecord::BrokerRegistered {
                 node: 1,
