@@ -17,6 +17,13 @@
 //!
 //! FUSE needs /dev/fuse and root (or fusermount3): without them the test prints why and
 //! passes.
+//!
+//! And a follower whose disk fills (issue 42, item 2), each node's data directory on a
+//! tmpfs of its own (`weir_tests::tmpfs`, root too): under the same load, a follower of
+//! every partition has its tmpfs filled; writes go on (the leaders take it out of their
+//! ISRs); once space is freed it catches up by itself, with no restart, and is back in
+//! every ISR with the leaders' logs; the checker's verdict as above. The soak found a
+//! follower that never fetched again after a refused append.
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,7 +31,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::time::Instant;
 use weir_tests::binary::weir_binary;
-use weir_tests::checker;
+use weir_tests::checker::{self, Report};
 use weir_tests::cluster::{Cluster, ClusterConfig};
 use weir_tests::faultfs::{self, FaultFs, FaultMode};
 use weir_tests::wait::{bounded, wait_for};
@@ -168,20 +175,115 @@ async fn run(mode: FaultMode) -> anyhow::Result<()> {
         healed_at.elapsed().as_secs_f64() * 1e3
     );
 
+    assert_verdict(&verdict(&cluster, workload, TOPIC).await?);
+    cluster.finish();
+    drop(fs);
+    Ok(())
+}
+
+/// Once healed: writes go through again; then the load stops, the replicas converge, every
+/// partition is read back and the whole history is checked.
+async fn verdict(cluster: &Cluster, workload: Workload, topic: &str) -> anyhow::Result<Report> {
     workload
         .wait_progress(50, RECOVERY_TIMEOUT)
         .await
         .context("writes after healing")?;
     let (mut history, errors) = workload.stop().await;
-    cluster.wait_quiet(TOPIC, RECOVERY_TIMEOUT).await?;
-    history.final_read = cluster.read_all(TOPIC).await?;
+    cluster.wait_quiet(topic, RECOVERY_TIMEOUT).await?;
+    history.final_read = cluster.read_all(topic).await?;
     let report = checker::check(&history);
     println!("{report}");
     println!("client errors: {errors:?}");
+    Ok(report)
+}
+
+/// Nothing lost, doubled, changed or made up; consumers read in order, nothing skipped.
+fn assert_verdict(report: &Report) {
     assert!(report.is_safe(), "{report}");
     assert!(report.skipped.is_empty(), "{report}");
     assert!(report.non_monotonic.is_empty(), "{report}");
+}
+
+/// Each node's tmpfs in the full-disk test: room for the test's writes many times over.
+const FOLLOWER_DISK_BYTES: u64 = 256 << 20;
+/// The node whose disk fills in the full-disk test: a follower of the partitions it does
+/// not lead (what it leads refuses writes until space is freed, as a single node's does).
+const FILLED: i32 = 2;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_whose_disk_fills_catches_up_by_itself_when_space_returns() -> anyhow::Result<()>
+{
+    if let Some(reason) = weir_tests::tmpfs::unavailable() {
+        println!("SKIPPED: {reason}");
+        return Ok(());
+    }
+    weir_tests::init_client_logs();
+    let _serial = weir_tests::exclusive().await;
+    tokio::task::spawn_blocking(weir_binary).await??;
+    bounded(TEST_LIMIT, follower_disk_fills()).await
+}
+
+async fn follower_disk_fills() -> anyhow::Result<()> {
+    let topic = "follower-disk-full";
+    let cluster = Cluster::start(ClusterConfig {
+        disk_bytes: Some(FOLLOWER_DISK_BYTES),
+        ..ClusterConfig::default()
+    })
+    .await?;
+    cluster.create_topic(topic, PARTITIONS, 3, 2).await?;
+    cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+    let workload = Workload::start(cluster.bootstrap(), WorkloadConfig::new(topic, PARTITIONS));
+    workload.wait_acked(200, Duration::from_secs(30)).await?;
+    let mut followed = Vec::new();
+    for partition in 0..PARTITIONS {
+        if cluster.leader(topic, partition).await? != FILLED {
+            followed.push(partition);
+        }
+    }
+    cluster.fill_disk(FILLED)?;
+    let filled_at = Instant::now();
+    println!("node {FILLED}'s disk is full; it follows {topic}/{followed:?}");
+    // The leaders go on without it: writes are acknowledged on every partition it
+    // follows, with it out of the ISR.
+    for &partition in &followed {
+        wait_for(
+            RECOVERY_TIMEOUT,
+            &format!("{topic}/{partition}'s ISR without node {FILLED}"),
+            || async {
+                let described = cluster.describe(topic).await.ok()?;
+                let p = described
+                    .partitions
+                    .iter()
+                    .find(|p| p.partition == partition)?;
+                (!p.isr.contains(&FILLED)).then_some(())
+            },
+        )
+        .await?;
+    }
+    let shrunk_at = Instant::now();
+    workload.wait_progress(200, RECOVERY_TIMEOUT).await?;
+    println!(
+        "node {FILLED} left the ISRs {:.1} s after its disk filled; writes went on",
+        shrunk_at.duration_since(filled_at).as_secs_f64()
+    );
+
+    cluster.free_disk(FILLED)?;
+    let freed_at = Instant::now();
+    // No restart: it catches up by itself and rejoins every ISR.
+    cluster
+        .wait_healthy(topic, RECOVERY_TIMEOUT)
+        .await
+        .with_context(|| {
+            format!(
+                "node {FILLED} did not rejoin the ISRs after space was freed:\n{}",
+                cluster.log_tail(FILLED, 40)
+            )
+        })?;
+    println!(
+        "space freed: node {FILLED} back in every ISR {:.1} s later, without a restart",
+        freed_at.elapsed().as_secs_f64()
+    );
+    assert_verdict(&verdict(&cluster, workload, topic).await?);
     cluster.finish();
-    drop(fs);
     Ok(())
 }

@@ -57,6 +57,12 @@ pub(super) struct Follower {
 /// one partition at 150 MB/s are mostly smaller); 64 KiB kept both.
 pub const PIPELINE_MIN_BYTES: usize = 64 << 10;
 
+/// How long a follower whose replicated append was refused for want of disk space waits
+/// before it fetches the same offset again. Before, it waited for an append that never
+/// came and stopped replicating for good: after the soak filled and freed a node's disk,
+/// that node never caught up again.
+pub const APPEND_REFUSED_BACKOFF_MS: u64 = 1_000;
+
 /// Whether `batches` can be what a leader at `leader_epoch` holds from `from_offset`:
 /// they start at or after it (a compacted log has gaps) and none was written in a later
 /// epoch. A driver that answered a held fetch after its leadership ended would send
@@ -247,6 +253,18 @@ impl Replica {
         if let Some(hw) = f.leader_high_watermark {
             let hw = hw.min(log.log_end_offset());
             self.raise_high_watermark(hw);
+        }
+    }
+
+    /// The append of the last answer's batches wrote nothing (the disk is full): fetch
+    /// the same offset again after [`APPEND_REFUSED_BACKOFF_MS`].
+    pub(super) fn on_append_refused(&mut self, now_ms: u64) {
+        if let State::Follower(f) = &mut self.state
+            && f.phase == Phase::Appending
+        {
+            f.phase = Phase::Backoff {
+                until_ms: now_ms + APPEND_REFUSED_BACKOFF_MS,
+            };
         }
     }
 

@@ -87,6 +87,12 @@ pub enum Event {
     /// The local log's end moved forward: a produce append as leader, or a
     /// [`Command::AppendReplicated`] as follower, finished.
     LogAppended,
+    /// A [`Command::AppendReplicated`] wrote nothing and the log did not fail: its disk
+    /// is full. The follower fetches the same offset again after
+    /// [`APPEND_REFUSED_BACKOFF_MS`](super::follower::APPEND_REFUSED_BACKOFF_MS), and so
+    /// catches up by itself once space is freed (meanwhile the leader's lag timer takes it
+    /// out of the ISR).
+    AppendRefused,
     /// A [`Command::Flush`] (or any sync) finished; the flushed offset moved.
     LogFlushed,
     /// A [`Command::Truncate`] finished (durably).
@@ -308,6 +314,7 @@ impl Replica {
                 self.on_fetch_answered(answer, batches, now_ms, log, &mut out)
             }
             Event::LogAppended => self.on_log_appended(now_ms, log, &mut out),
+            Event::AppendRefused => self.on_append_refused(now_ms),
             Event::LogFlushed => self.on_log_flushed(now_ms, log, &mut out),
             Event::LogTruncated => self.on_log_truncated(now_ms, log, &mut out),
             Event::AlterIsrAnswered(answer) => {

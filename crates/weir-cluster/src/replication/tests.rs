@@ -744,6 +744,48 @@ fn a_follower_whose_log_fails_fetches_again_from_its_durable_point() {
     );
 }
 
+/// A full disk refuses a follower's append without failing its log: the follower fetches
+/// the same offset again after a pause, and catches up once the append goes through
+/// (before, it waited for an append that never came and stopped replicating for good).
+#[test]
+fn a_follower_whose_append_is_refused_for_space_fetches_the_same_offset_again() {
+    use super::follower::APPEND_REFUSED_BACKOFF_MS;
+    let mut log = MemLog::default();
+    let mut f = Replica::new(ReplicaConfig::new(2, 102), 0);
+    let out = f.handle(Event::Registration(registration(1, 0, &[1, 2])), 0, &log);
+    let first = sent_fetch(&out).expect("fetches at once");
+    let answer = |fetch_id| Event::FetchAnswered {
+        answer: FetchAnswer::Data {
+            fetch_id,
+            leader_epoch: 0,
+            from_offset: 0,
+            high_watermark: Some(0),
+            log_start_offset: 0,
+        },
+        batches: stored_batch(0, 10),
+    };
+    let out = f.handle(answer(first.fetch_id), 1, &log);
+    assert!(
+        matches!(out[..], [Command::AppendReplicated { .. }]),
+        "{out:?}"
+    );
+    assert!(f.handle(Event::AppendRefused, 2, &log).is_empty());
+    // Nothing before the pause ends; then the same offset again.
+    assert!(sent_fetch(&f.handle(Event::Tick, 2 + APPEND_REFUSED_BACKOFF_MS - 1, &log)).is_none());
+    let out = f.handle(Event::Tick, 2 + APPEND_REFUSED_BACKOFF_MS, &log);
+    let again = sent_fetch(&out).expect("fetches again after the pause");
+    assert_eq!(again.fetch_offset, 0);
+    // Space freed: the append goes through and replication goes on.
+    let out = f.handle(answer(again.fetch_id), 3 + APPEND_REFUSED_BACKOFF_MS, &log);
+    assert!(
+        matches!(out[..], [Command::AppendReplicated { .. }]),
+        "{out:?}"
+    );
+    log.append(0, 10);
+    let out = f.handle(Event::LogAppended, 4 + APPEND_REFUSED_BACKOFF_MS, &log);
+    assert!(out.contains(&Command::Flush), "{out:?}");
+}
+
 #[test]
 fn a_leader_whose_lease_lapsed_steps_aside_and_leads_again_at_its_epoch_once_renewed() {
     let mut log = MemLog::default();
