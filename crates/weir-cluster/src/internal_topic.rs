@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use weir_log::batch::control::{ControlType, control_type};
 use weir_log::{
     BatchHeader, Compression, DecodedRecord, Record, RecordBatchBuilder, ValidatedBatches,
@@ -315,6 +316,9 @@ pub(crate) trait LoadedShard {
     fn resign(&self, coordinator: i32);
 }
 
+/// Most shards [`LeaderSlots::follow`] loads at once.
+const MAX_CONCURRENT_LOADS: usize = 16;
+
 /// One slot per partition of an internal topic: its shard while this broker leads the
 /// partition and has loaded it.
 #[derive(Debug)]
@@ -367,11 +371,12 @@ impl<S: LoadedShard> LeaderSlots<S> {
         (0..self.len()).filter_map(|i| self.get(i)).collect()
     }
 
-    /// Loads (with `load`) the shards of the partitions of `topic` this broker now leads
-    /// and drops those it no longer leads, or whose write failed (to load them again from
-    /// the log). Returns how many it leads but could not load yet; they are tried again on
-    /// the next call. `load(index, partition, leader_epoch)` answers `Ok(None)` when the
-    /// partition is not ready (its high watermark has not reached its log end).
+    /// Loads (with `load`, several at once) the shards of the partitions of `topic` this
+    /// broker now leads and drops those it no longer leads, or whose write failed (to load
+    /// them again from the log). Returns how many it leads but could not load yet; they
+    /// are tried again on the next call. `load(index, partition, leader_epoch)` answers
+    /// `Ok(None)` when the partition is not ready (its high watermark has not reached its
+    /// log end).
     pub(crate) async fn follow<F, Fut, E>(&self, topic: &Topic, me: i32, mut load: F) -> usize
     where
         F: FnMut(u32, Arc<Partition>, i32) -> Fut,
@@ -381,6 +386,7 @@ impl<S: LoadedShard> LeaderSlots<S> {
         let _one = self.following.lock().await;
         let name = self.topic;
         let mut waiting = 0;
+        let mut to_load = Vec::new();
         for index in 0..self.len() {
             let current = self.slots[index as usize]
                 .read()
@@ -414,12 +420,25 @@ impl<S: LoadedShard> LeaderSlots<S> {
             // Loaded again (a new leadership, or a write failed): requests parked on the
             // old shard try again, and find this broker loading.
             self.set(index, None, -1);
+            to_load.push((index, partition, state.leader_epoch));
+        }
+        // Side by side, at most MAX_CONCURRENT_LOADS at once: each load first waits (up to
+        // its coordinator's load wait) for its partition's high watermark to reach the log
+        // end, and one at a time a broker that had just taken 20 partitions whose ISR had
+        // not caught up spent 20 such waits before loading the first that was ready,
+        // answering "loading" for all of them meanwhile.
+        let loads = to_load.into_iter().map(|(index, partition, leader_epoch)| {
             let started = Instant::now();
-            match load(index, partition, state.leader_epoch).await {
+            let loading = load(index, partition, leader_epoch);
+            async move { (index, leader_epoch, started, loading.await) }
+        });
+        let mut loads = futures_util::stream::iter(loads).buffer_unordered(MAX_CONCURRENT_LOADS);
+        while let Some((index, leader_epoch, started, outcome)) = loads.next().await {
+            match outcome {
                 Ok(Some(shard)) => {
                     tracing::info!(
                         partition = index,
-                        leader_epoch = state.leader_epoch,
+                        leader_epoch,
                         held = shard.group_count(),
                         took = ?started.elapsed(),
                         "coordinating this {name} partition (held: its groups or transactional ids)"
