@@ -195,7 +195,7 @@ pub(super) struct StorageFull {
 /// every [`STORAGE_FULL_LOG_INTERVAL`], with the count refused since the last), and one
 /// when they succeed again: a full disk refuses every append until space is freed, which
 /// would otherwise be a line per request or none at all.
-fn note_storage_full(shared: &Shared, refused: u64, wrote: bool) {
+pub(super) fn note_storage_full(shared: &Shared, refused: u64, wrote: bool) {
     let mut state = shared.storage_full.lock().expect("storage_full mutex");
     if refused > 0 {
         state.now = true;

@@ -404,12 +404,24 @@ async fn append_replicated(shared: Arc<Shared>, batches: Bytes) {
     .await;
     match done {
         Ok((guard, Some(Ok(_)))) => {
+            super::appender::note_storage_full(&shared, 0, true);
             if let Some(log) = guard.as_ref() {
                 shared.log_end.send_replace(log.offsets().log_end_offset);
                 shared.drive(log, Event::LogAppended);
             }
         }
         Ok((_, None)) => {} // closed meanwhile
+        Ok((guard, Some(Err(e))))
+            if e.is_storage_full() && guard.as_ref().is_some_and(|log| log.failure().is_none()) =>
+        {
+            // The disk is full and the log is sound: fetch again after a pause, and catch
+            // up once space is freed. One line per partition and minute, as for produce.
+            super::appender::note_storage_full(&shared, 1, false);
+            if let Some(log) = guard.as_ref() {
+                shared.log_end.send_replace(log.offsets().log_end_offset);
+                shared.drive(log, Event::AppendRefused);
+            }
+        }
         Ok((guard, Some(Err(e)))) => {
             // The state machine checked what it asked for; a refusal here means the log
             // failed (I/O: it is reopened) or a bug (the follower stays where it is; the
