@@ -111,37 +111,34 @@ impl Partition {
         }
     }
 
-    /// Applies the metadata's registration of this partition (leader, epochs, ISR).
-    pub async fn apply_registration(&self, registration: PartitionRegistration) {
-        self.event(Event::Registration(registration)).await;
+    /// Applies the metadata's registration of this partition (leader, epochs, ISR). Like
+    /// the other events below it is posted, not awaited: a partition whose log is busy
+    /// takes it up once the log is free (`inbox.rs`).
+    pub fn apply_registration(&self, registration: PartitionRegistration) {
+        self.shared.post(Event::Registration(registration));
+    }
+
+    /// [`Self::apply_registration`], waiting for the log to be free to act on it: for a
+    /// replica about to be closed (reassigned away), whose leadership must end, answering
+    /// the appends that wait on it NOT_LEADER with the new leader, before the close takes
+    /// the log. The close waits for the log anyway.
+    pub async fn apply_registration_before_close(&self, registration: PartitionRegistration) {
+        self.shared.handle_waiting(registration).await;
     }
 
     /// The controller's answer to this replica's ISR proposal.
-    pub async fn alter_isr_answered(&self, answer: AlterIsrAnswer) {
-        self.event(Event::AlterIsrAnswered(answer)).await;
+    pub fn alter_isr_answered(&self, answer: AlterIsrAnswer) {
+        self.shared.post(Event::AlterIsrAnswered(answer));
     }
 
     /// Time passed: fetch retries, ISR lag, unanswered proposals.
-    pub async fn tick(&self) {
-        self.event(Event::Tick).await;
+    pub fn tick(&self) {
+        self.shared.post(Event::Tick);
     }
 
     /// The leader's answer to this follower's fetch, with the batches it carried.
-    pub async fn fetch_answered(&self, answer: FetchAnswer, batches: Bytes) {
-        self.event(Event::FetchAnswered { answer, batches }).await;
-    }
-
-    async fn event(&self, event: Event) {
-        let guard = self.shared.read_guard().await;
-        match (guard.as_ref(), event) {
-            (Some(log), event) => {
-                self.shared.drive(log, event);
-            }
-            // The log is being reopened after a failure: what the metadata says now is
-            // taken up once it is open again.
-            (None, Event::Registration(reg)) => self.shared.replica().remember_registration(reg),
-            (None, _) => {}
-        }
+    pub fn fetch_answered(&self, answer: FetchAnswer, batches: Bytes) {
+        self.shared.post(Event::FetchAnswered { answer, batches });
     }
 
     /// The leader's side of a follower's fetch: the state machine's answer and, for

@@ -169,7 +169,8 @@ impl TopicRegistry {
                     // Reassigned away (`docs/replication.md` § Reassignment). The
                     // registration first: a leader ends its leadership, so appends
                     // waiting on it are answered NOT_LEADER, naming the new leader.
-                    p.apply_registration(registration.clone()).await;
+                    p.apply_registration_before_close(registration.clone())
+                        .await;
                     self.remove_replica(&topic, &p).await;
                     changed = true;
                 }
@@ -199,7 +200,7 @@ impl TopicRegistry {
             if let Some(epoch) = broker_epoch {
                 partition.set_broker_epoch(epoch);
             }
-            partition.apply_registration(registration.clone()).await;
+            partition.apply_registration(registration.clone());
             set_slot(&mut slots, index, Slot::Hosted(partition));
         }
         *topic.partitions.write().expect("partitions lock") = slots;
@@ -473,7 +474,7 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                     // A partition opened by this image steps aside too.
                     if lapsed {
                         for p in registry.all_hosted() {
-                            p.set_lease_lapsed(true).await;
+                            p.set_lease_lapsed(true);
                         }
                     }
                 }
@@ -489,7 +490,7 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                     if state.lease_lapsed != lapsed {
                         lapsed = state.lease_lapsed;
                         for p in registry.all_hosted() {
-                            p.set_lease_lapsed(lapsed).await;
+                            p.set_lease_lapsed(lapsed);
                         }
                     }
                     if !state.fenced && state.broker_epoch.is_some() && !orphans_checked {
@@ -503,8 +504,8 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                     ticks += 1;
                     let checkpoint = ticks.is_multiple_of(CHECKPOINT_EVERY_TICKS);
                     for p in registry.all_hosted() {
-                        p.tick().await;
-                        if checkpoint && let Err(e) = p.checkpoint_high_watermark().await {
+                        p.tick();
+                        if checkpoint && let Err(e) = p.checkpoint_high_watermark_unless_busy().await {
                             tracing::debug!(topic = p.topic(), partition = p.index(), error = %e, "high watermark checkpoint failed");
                         }
                     }

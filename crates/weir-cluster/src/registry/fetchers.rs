@@ -197,7 +197,7 @@ impl ReplicationLinks for Replication {
                 );
                 let p = hosted.read().expect("hosted lock").get(&key).cloned();
                 if let Some(p) = p {
-                    p.alter_isr_answered(AlterIsrAnswer::Refused).await;
+                    p.alter_isr_answered(AlterIsrAnswer::Refused);
                 }
                 return;
             }
@@ -234,7 +234,7 @@ impl ReplicationLinks for Replication {
             };
             let p = hosted.read().expect("hosted lock").get(&key).cloned();
             if let Some(p) = p {
-                p.alter_isr_answered(answer).await;
+                p.alter_isr_answered(answer);
             }
         });
     }
@@ -328,7 +328,7 @@ async fn run_session_pump(
                         throttle.answered(&key, a.batches.len(), Instant::now());
                         let p = hosted.read().expect("hosted lock").get(&key).cloned();
                         if let Some(p) = p {
-                            p.fetch_answered(a.answer, a.batches).await;
+                            p.fetch_answered(a.answer, a.batches);
                         }
                     }
                 }

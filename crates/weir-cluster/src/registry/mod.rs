@@ -103,6 +103,16 @@ impl Topic {
         }
     }
 
+    /// The leader of partition `index` as this broker knows it (`NO_LEADER` while it
+    /// has none); `None` for a partition the topic does not have.
+    pub fn leader(&self, index: u32) -> Option<BrokerId> {
+        let partitions = self.partitions.read().expect("partitions lock");
+        Some(match partitions.get(index as usize)? {
+            Slot::Hosted(p) => p.state().leader,
+            Slot::Elsewhere(reg) => reg.leader,
+        })
+    }
+
     /// The partitions this broker holds a replica of.
     pub fn partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions

@@ -108,6 +108,47 @@ async fn partitions_opened_concurrently_each_keep_their_own_log() {
     reg.close().await.unwrap();
 }
 
+/// A partition whose log is busy (its write guard held, as while it is reopened after a
+/// failure) does not hold up the metadata for the others: a topic created meanwhile is
+/// applied and takes records at once, and the busy one catches up once its log is free.
+#[tokio::test]
+async fn a_busy_partition_log_holds_up_no_other_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TopicRegistry::open(dir.path(), 0).await.unwrap();
+    let busy = reg
+        .create_topic("busy", 1, 0, BTreeMap::new())
+        .await
+        .unwrap()
+        .partition(0)
+        .unwrap();
+    let held = busy.hold_log().await;
+    // Two: the image applies topics in an order of their ids, so the first may come
+    // before the busy one; the second's image comes after an image that holds it.
+    for name in ["other-1", "other-2"] {
+        let created = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            reg.create_topic(name, 2, 0, BTreeMap::new()),
+        )
+        .await
+        .expect("a topic created while another's log is busy is applied")
+        .unwrap();
+        let out = created
+            .partition(1)
+            .unwrap()
+            .append(batch(&["x"]), Durability::Durable)
+            .await
+            .unwrap();
+        assert_eq!(out.last_offset, 0);
+    }
+    drop(held);
+    let out = busy
+        .append(batch(&["y"]), Durability::Durable)
+        .await
+        .unwrap();
+    assert_eq!(out.last_offset, 0);
+    reg.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_errors_are_typed() {
     let dir = tempfile::tempdir().unwrap();

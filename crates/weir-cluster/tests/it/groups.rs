@@ -1774,7 +1774,7 @@ async fn lead(partition: &weir_cluster::Partition, leader: i32, isr: Vec<i32>) {
 async fn loaded(c: &GroupCoordinator, partition: &weir_cluster::Partition) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        partition.tick().await;
+        partition.tick();
         if c.follow_leadership().await.unwrap() == 0 {
             return;
         }
