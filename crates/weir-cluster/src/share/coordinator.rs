@@ -29,17 +29,16 @@ use weir_log::DecodedRecord;
 use super::dead_letter::{
     DeadLetterSink, DeadLetterTarget, MAX_DEAD_LETTERS_PER_PASS, dead_letter_copy,
 };
-use super::partition::{AckError, AckKind, MAX_DELIVERY_DELAY_MS, ShareConfig, WindowCounts};
+use super::partition::{AckKind, ShareConfig, WindowCounts};
 use super::reader::{self, DataSource, data_partition};
 use super::remote::RemoteLog;
 use super::settings::{GroupSettings, RecordKey};
 use super::shard::{ShareGroup, ShareShard, Windows};
 use super::{
-    DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_ACK_RANGE_OFFSETS, MAX_EXPIRED_PER_PASS,
-    MAX_SHARE_FETCH_RECORDS, MAX_SHARE_FETCH_TOPICS, MAX_SHARE_FETCH_WAIT,
-    SHARE_LEADERSHIP_CHECK_INTERVAL, SHARE_OPEN_LOAD_WAIT, SHARE_STATE_REPLICATION_FACTOR,
-    SHARE_STATE_SEGMENT_BYTES, SHARE_STATE_TOPIC, SHARE_SWEEP_INTERVAL, ShareError,
-    ShareGroupConfig, validate_group_id,
+    DEFAULT_SHARE_FETCH_RECORDS, MAX_ACK_ENTRIES, MAX_EXPIRED_PER_PASS, MAX_SHARE_FETCH_RECORDS,
+    MAX_SHARE_FETCH_TOPICS, MAX_SHARE_FETCH_WAIT, SHARE_LEADERSHIP_CHECK_INTERVAL,
+    SHARE_OPEN_LOAD_WAIT, SHARE_STATE_REPLICATION_FACTOR, SHARE_STATE_SEGMENT_BYTES,
+    SHARE_STATE_TOPIC, SHARE_SWEEP_INTERVAL, ShareError, ShareGroupConfig, validate_group_id,
 };
 use crate::group::{MAX_MEMBER_ID_CHARS, partition_for_group};
 use crate::internal_topic::{self, InternalTopic, LeaderSlots, wall_clock_ms};
@@ -47,7 +46,11 @@ use crate::partition::BrokerId;
 use crate::registry::TopicRegistry;
 pub use weir_coordinator::share::ShareStart;
 
+mod acks;
+mod acquire;
 mod sweep;
+
+use acks::too_many_acks;
 
 /// Longest a waiting share fetch goes without looking at the windows again when it reads
 /// a partition this broker only follows (a follower's high watermark has no wake-up).
@@ -170,28 +173,6 @@ fn validate_member_id(member_id: &str) -> Result<(), ShareError> {
             "a member id must be 1 to {MAX_MEMBER_ID_CHARS} bytes; this one is {}",
             member_id.len()
         )));
-    }
-    Ok(())
-}
-
-/// Why an acknowledgement entry is refused before it is looked at, if it is.
-fn check_ack(ack: &AckRange) -> Result<(), ShareError> {
-    let bad = |why: String| Err(ShareError::InvalidRequest(why));
-    if ack.first < 0 || ack.last < ack.first {
-        return bad(format!(
-            "offsets {}..={} are not a range",
-            ack.first, ack.last
-        ));
-    }
-    if ack.last - ack.first >= MAX_ACK_RANGE_OFFSETS {
-        return bad(format!(
-            "one acknowledgement covers at most {MAX_ACK_RANGE_OFFSETS} offsets"
-        ));
-    }
-    if let AckKind::Release { delay_ms } = ack.kind
-        && delay_ms > MAX_DELIVERY_DELAY_MS
-    {
-        return bad(AckError::DelayTooLong(delay_ms).to_string());
     }
     Ok(())
 }
@@ -374,7 +355,7 @@ impl ShareCoordinator {
                 group.released.notify_waiters();
             }
             let mut round = round?;
-            if !round.acquired.is_empty() || Instant::now() >= deadline {
+            if !round.is_empty() || Instant::now() >= deadline {
                 let records = self.read_acquired(&mut round).await?;
                 return Ok(ShareFetchAnswer {
                     ack_results,
@@ -560,6 +541,7 @@ impl ShareCoordinator {
                 w.window.reconfigure(config);
                 w.dirty = true;
             }
+            group.sweeps.store(settings.sweeps(), Ordering::Relaxed);
             windows.settings = settings;
             let pending = shard
                 .queue_with(&mut windows, vec![(key.into(), Some(value.into()))])
@@ -655,254 +637,6 @@ impl ShareCoordinator {
         }
         Ok(())
     }
-
-    /// Applies each acknowledgement entry in order (under the group's windows lock).
-    fn apply_acks(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        windows: &mut Windows,
-        acks: Vec<AckRange>,
-        now_ms: u64,
-        released: &mut bool,
-    ) -> Vec<AckResult> {
-        acks.into_iter()
-            .map(|range| {
-                let outcome = self.apply_ack(group_id, member_id, windows, &range, now_ms);
-                if outcome.is_ok() && matches!(range.kind, AckKind::Release { .. }) {
-                    *released = true;
-                }
-                AckResult { range, outcome }
-            })
-            .collect()
-    }
-
-    fn apply_ack(
-        &self,
-        group_id: &str,
-        member_id: &str,
-        windows: &mut Windows,
-        ack: &AckRange,
-        now_ms: u64,
-    ) -> Result<Vec<i64>, ShareError> {
-        check_ack(ack)?;
-        let topic = self.registry.topic(&ack.topic)?;
-        if ack.partition >= topic.partition_count() {
-            return Err(ShareError::InvalidRequest(format!(
-                "topic {:?} has no partition {} (it has {})",
-                ack.topic,
-                ack.partition,
-                topic.partition_count()
-            )));
-        }
-        let known = windows
-            .partitions
-            .get(&(ack.topic.clone(), ack.partition))
-            .is_some_and(|w| w.topic_id == topic.topic_id)
-            || windows
-                .stored
-                .contains_key(&(topic.topic_id.clone(), ack.partition));
-        if !known {
-            // The group never read this partition: nothing in it is held.
-            return Ok((ack.first..=ack.last).collect());
-        }
-        let config = windows.settings.apply(self.config.partition);
-        let w = windows.window(
-            group_id,
-            &ack.topic,
-            &topic.topic_id,
-            ack.partition,
-            config,
-            0,
-        )?;
-        let mut not_held = Vec::new();
-        for offset in ack.first..=ack.last {
-            match w.window.acknowledge(member_id, offset, ack.kind, now_ms) {
-                Ok(_) => w.dirty = true,
-                Err(AckError::NotHeld(offset)) => not_held.push(offset),
-                Err(e @ AckError::DelayTooLong(_)) => {
-                    return Err(ShareError::InvalidRequest(e.to_string()));
-                }
-            }
-        }
-        Ok(not_held)
-    }
-
-    /// One pass over the requested partitions (under the group's windows lock): ends
-    /// expired locks, takes new records into the windows and acquires up to `max` records.
-    async fn acquire(
-        &self,
-        fetch: &ShareFetch,
-        group: &ShareGroup,
-        windows: &mut Windows,
-        max: usize,
-        now_ms: u64,
-    ) -> Result<Round, ShareError> {
-        let me = self.registry.broker_id();
-        let mut targets = Vec::new();
-        for name in &fetch.topics {
-            let topic = self.registry.topic(name)?;
-            let name: Arc<str> = Arc::from(name.as_str());
-            for p in 0..topic.partition_count() {
-                let wanted = fetch
-                    .partitions
-                    .as_ref()
-                    .is_none_or(|only| only.contains(&(name.to_string(), p)));
-                if wanted {
-                    targets.push((name.clone(), topic.topic_id.clone(), p));
-                }
-            }
-        }
-        if !targets.is_empty() {
-            let turn = group.cursor.fetch_add(1, Ordering::Relaxed) % targets.len();
-            targets.rotate_left(turn);
-        }
-        let mut round = Round::default();
-        let mut visited = Vec::with_capacity(targets.len());
-        let filter = windows.settings.filter.clone();
-        let ttl_ms = windows.settings.message_ttl_ms;
-        let windows_max_length = windows.settings.max_length;
-        for (topic, topic_id, p) in targets {
-            let data = self.source(&topic, p)?;
-            let known = windows.partitions.contains_key(&(topic.to_string(), p))
-                || windows.stored.contains_key(&(topic_id.clone(), p));
-            // The group's own setting wins over the fetch's.
-            let start = match windows.settings.start.unwrap_or(fetch.start) {
-                _ if known => 0,
-                ShareStart::Earliest => data.offsets().await?.log_start_offset,
-                ShareStart::Latest => data.offsets().await?.high_watermark,
-            };
-            let config = windows.settings.apply(self.config.partition);
-            let w = windows.window(&fetch.group_id, &topic, &topic_id, p, config, start)?;
-            // The high watermark this round looked at: a fetch that waits wakes when it
-            // moves from here.
-            let seen_hw = data.local().map(|p| p.high_watermark());
-            let held = w.window.acquired();
-            if !w.window.expire(now_ms).is_empty() || w.window.acquired() < held {
-                w.dirty = true;
-                round.released = true;
-            }
-            let wanted = max - round.acquired_count;
-            if wanted > 0 {
-                let start = w.window.start();
-                let more =
-                    reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now_ms)
-                        .await?;
-                round.more_to_read |= more;
-                // Records the filter skipped moved the start: written, so a new coordinator
-                // does not read them again.
-                w.dirty |= w.window.start() != start;
-                if let Some(max_ready) = windows_max_length {
-                    sweep::drop_over_length(&fetch.group_id, &data, w, max_ready, usize::MAX)
-                        .await?;
-                }
-                let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
-                if !got.is_empty() {
-                    w.dirty = true;
-                    round.acquired_count += got.len();
-                    let mut found = Vec::with_capacity(got.len());
-                    let mut missing = Vec::new();
-                    for a in &got {
-                        match w.cache.take(a.offset) {
-                            Some(record) => found.push(record),
-                            None => missing.push(a.offset),
-                        }
-                    }
-                    round.acquired.push(AcquiredIn {
-                        topic: topic.clone(),
-                        partition: p,
-                        data: data.clone(),
-                        records: got,
-                        found,
-                        missing,
-                    });
-                }
-            }
-            match (data.local(), seen_hw) {
-                (Some(local), Some(seen)) => {
-                    if local.state().leader != me {
-                        round.follows_some = true;
-                    }
-                    round.watched.push((local.clone(), seen));
-                }
-                // Read at its leader elsewhere: nothing here to watch.
-                _ => round.follows_some = true,
-            }
-            visited.push((topic.to_string(), p));
-        }
-        // Only a fetch that waits needs to know when a lock ends or a delay is over.
-        if round.acquired_count == 0 {
-            round.next_due_ms = visited
-                .iter()
-                .filter_map(|key| windows.partitions.get(key)?.window.next_due(now_ms))
-                .min();
-        }
-        Ok(round)
-    }
-
-    /// The acquired records' contents, in topic, partition and offset order.
-    async fn read_acquired(&self, round: &mut Round) -> Result<Vec<ShareRecord>, ShareError> {
-        let mut out = Vec::with_capacity(round.acquired_count);
-        for a in &mut round.acquired {
-            let mut found = std::mem::take(&mut a.found);
-            if !a.missing.is_empty() {
-                found.extend(reader::records_at(&a.data, &a.missing).await?);
-                found.sort_unstable_by_key(|r| r.offset);
-            }
-            let mut found = found.into_iter().peekable();
-            for acquired in &a.records {
-                while found.peek().is_some_and(|r| r.offset < acquired.offset) {
-                    found.next();
-                }
-                if let Some(record) = found.next_if(|r| r.offset == acquired.offset) {
-                    out.push(ShareRecord {
-                        topic: a.topic.clone(),
-                        partition: a.partition,
-                        record,
-                        delivery_count: acquired.delivery_count,
-                        lock_deadline_ms: acquired.deadline_ms,
-                    });
-                }
-            }
-        }
-        Ok(out)
-    }
-}
-
-fn too_many_acks(n: usize) -> ShareError {
-    ShareError::InvalidRequest(format!(
-        "a request carries at most {MAX_ACK_ENTRIES} acknowledgement entries; this one has {n}"
-    ))
-}
-
-/// What one acquisition pass found.
-#[derive(Default)]
-struct Round {
-    acquired: Vec<AcquiredIn>,
-    acquired_count: usize,
-    /// Some lock ended: records may be available to waiting fetches.
-    released: bool,
-    /// The earliest lock deadline or not-before time over the windows.
-    next_due_ms: Option<u64>,
-    /// Some partition is read from a follower replica or at its leader elsewhere: a
-    /// waiting fetch looks again every [`FOLLOWER_RECHECK`].
-    follows_some: bool,
-    /// Some window's pass stopped after [`super::SHARE_FILTER_SCAN_BYTES`] of records its
-    /// filter skipped, with more to read: the fetch looks again at once.
-    more_to_read: bool,
-    /// The partitions looked at, with the high watermark the round saw.
-    watched: Vec<(Arc<crate::partition::Partition>, i64)>,
-}
-
-/// Records acquired in one partition.
-struct AcquiredIn {
-    topic: Arc<str>,
-    partition: u32,
-    data: DataSource,
-    records: Vec<super::partition::Acquired>,
-    /// Their contents, from the window's cache, and the offsets to read from the log.
-    found: Vec<DecodedRecord>,
-    missing: Vec<i64>,
 }
 
 #[cfg(test)]

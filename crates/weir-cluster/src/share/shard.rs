@@ -51,11 +51,16 @@ pub(super) struct ShareGroup {
     /// numbers them): archived records carried by it or an earlier one may be copied to
     /// the dead-letter topic.
     pub(super) writes_durable: AtomicU64,
+    /// Its settings let records expire or be dead-lettered (`GroupSettings::sweeps`,
+    /// kept with every settings change): the sweep looks only at these, without taking
+    /// the windows' lock of the others every pass.
+    pub(super) sweeps: AtomicBool,
 }
 
 impl ShareGroup {
     fn new(windows: Windows) -> ShareGroup {
         ShareGroup {
+            sweeps: AtomicBool::new(windows.settings.sweeps()),
             windows: tokio::sync::Mutex::new(windows),
             released: Notify::new(),
             cursor: AtomicUsize::new(0),

@@ -79,10 +79,14 @@ impl ShareCoordinator {
             if pending.is_empty() {
                 continue;
             }
+            // The error is only logged (the copy is tried again): the source's or the
+            // sink's own words, not dressed as a client's invalid request.
             let copied = async {
-                let data = self.source(topic, *partition)?;
+                let data = self.source(topic, *partition).map_err(|e| e.to_string())?;
                 let offsets: Vec<i64> = pending.iter().map(|a| a.offset).collect();
-                let found = reader::records_at(&data, &offsets).await?;
+                let found = reader::records_at(&data, &offsets)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let by_offset: HashMap<i64, &crate::share::partition::Archived> =
                     pending.iter().map(|a| (a.offset, a)).collect();
                 let copies = found
@@ -109,9 +113,7 @@ impl ShareCoordinator {
                         partition: *partition % dlq_partitions.max(1),
                     },
                 };
-                sink.send(&target, copies)
-                    .await
-                    .map_err(ShareError::InvalidRequest)
+                sink.send(&target, copies).await
             };
             match copied.await {
                 // A record the log no longer has is finished too: there is nothing to copy.
@@ -149,6 +151,9 @@ impl ShareCoordinator {
                 let Some(group) = shard.group(&group_id) else {
                     continue;
                 };
+                if !group.sweeps.load(Ordering::Relaxed) {
+                    continue;
+                }
                 if let Err(e) = self.sweep_group(&shard, &group_id, &group).await {
                     tracing::debug!(group = group_id, error = %e, "share group sweep failed");
                 }
