@@ -143,9 +143,20 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
 /// and only then elects other leaders for its partitions; that heartbeat was sent before it
 /// was received, so, with clocks that run at the same rate, this broker's leaders have
 /// stepped aside before any leader elected in their place takes a write.
+///
+/// On a voter, an election seen while the lease runs may renew it too: from when this
+/// voter voted for the new controller (or campaigned, if it won), which cannot fence it
+/// before a session after that (`quorum/elections.rs`). Without it a controller failover
+/// slower than a session less a heartbeat interval made healthy brokers step aside.
 async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Receiver<Instant>) {
+    let mut quorum = node.quorum().cloned();
+    let mut seen = quorum.as_ref().and_then(|q| q.elected_leader());
+    // The latest moment an election vouched for this broker, if later than `renewed`.
+    let mut vouched: Option<Instant> = None;
     loop {
-        let deadline = *renewed.borrow_and_update() + lease;
+        let heartbeat = *renewed.borrow_and_update();
+        let since = vouched.map_or(heartbeat, |v| v.max(heartbeat));
+        let deadline = since + lease;
         tokio::select! {
             changed = renewed.changed() => {
                 if changed.is_err() {
@@ -153,8 +164,29 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
                 }
                 continue;
             }
+            elected = next_election(quorum.as_deref(), seen) => {
+                let Some(elected) = elected else {
+                    quorum = None; // this voter left the quorum: heartbeats alone renew
+                    continue;
+                };
+                seen = elected;
+                let at = quorum.as_ref().and_then(|q| q.elected_at()).map(Instant::from_std);
+                if let Some(at) = at
+                    && Instant::now() < deadline
+                    && at > since
+                {
+                    tracing::debug!(
+                        node = node.node(),
+                        leader = ?seen,
+                        "lease renewed by the election of the new controller"
+                    );
+                    vouched = Some(at);
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline) => {}
         }
+        vouched = None;
         // Alone in the cluster, nobody could take over: stepping aside helps no client.
         // Looked at again each lease (brokers may join through metadata alone) or
         // renewal.
@@ -170,9 +202,14 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
             }
             continue;
         }
+        // What a reader needs to tell a cut-off broker from a lease that a controller
+        // failover outran: how old the last answered heartbeat is, and the election this
+        // voter sees (none while one is under way).
         tracing::warn!(
             node = me,
             lease_ms = lease.as_millis() as u64,
+            since_answered_heartbeat_ms = renewed.borrow().elapsed().as_millis() as u64,
+            elected = ?quorum.as_ref().and_then(|q| q.elected_leader()),
             "no heartbeat answered by the controller within the session timeout: this \
              broker's partition leaders step aside until one is"
         );
@@ -188,6 +225,18 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
             "the controller answered a heartbeat again: this broker's leaders lead again \
              where the metadata still names them"
         );
+    }
+}
+
+/// The next change of the elected metadata leader, on a voter; never, on an observer.
+/// `None` once the quorum has stopped.
+async fn next_election(
+    quorum: Option<&crate::quorum::Quorum>,
+    seen: Option<(u64, crate::partition::BrokerId)>,
+) -> Option<Option<(u64, crate::partition::BrokerId)>> {
+    match quorum {
+        Some(q) => q.next_elected_leader(seen).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Debug};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -15,6 +15,7 @@ use crate::controller::{MetadataImage, MetadataOffset, MetadataRecord};
 use crate::partition::BrokerId;
 
 use super::config::QuorumConfig;
+use super::elections::{Heard, SharedBallots, note_heard};
 use super::error::QuorumError;
 use super::log_store::{LogStore, MAX_ENTRY_BYTES};
 use super::network::{Acknowledged, NetworkFactory, QuorumTransport, serve};
@@ -68,13 +69,24 @@ struct Inner {
     config: QuorumConfig,
     raft: Raft<TypeConfig>,
     applied: Arc<Applied>,
-    /// When each other voter's last Raft request reached this one.
-    heard: Mutex<BTreeMap<BrokerId, Instant>>,
+    /// When each other voter last reached this one.
+    heard: Heard,
+    /// This voter's votes and campaigns, for [`Quorum::elected_at`].
+    ballots: SharedBallots,
     /// When each other voter last accepted this one's leadership (check-quorum).
     acknowledged: Acknowledged,
     /// [`Quorum::shutdown`] was called (a stopping voter leaves the quorum before the
     /// broker's last step, which stops it again).
     stopped: std::sync::atomic::AtomicBool,
+}
+
+/// The term and leader `metrics` name once a quorum has granted that leadership.
+fn elected_of(metrics: &RaftMetrics<NodeId, BasicNode>) -> Option<(u64, BrokerId)> {
+    if !metrics.vote.is_committed() {
+        return None;
+    }
+    let leader = metrics.vote.leader_id().voted_for().and_then(broker_id)?;
+    Some((metrics.vote.leader_id().get_term(), leader))
 }
 
 impl Debug for Quorum {
@@ -157,9 +169,13 @@ impl Quorum {
             })
             .collect();
         let acknowledged = Acknowledged::default();
+        let heard = Heard::default();
+        let ballots = SharedBallots::default();
         let network = NetworkFactory {
             transport,
             acknowledged: acknowledged.clone(),
+            heard: heard.clone(),
+            ballots: ballots.clone(),
             failures: Arc::new(crate::peer_log::PeerLog::new("quorum RPCs")),
             addresses: Arc::new(
                 members
@@ -181,7 +197,8 @@ impl Quorum {
                 config,
                 raft,
                 applied,
-                heard: Mutex::new(BTreeMap::new()),
+                heard,
+                ballots,
                 acknowledged,
                 stopped: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -462,21 +479,71 @@ impl Quorum {
     /// request was malformed (reply with an invalid-argument status).
     pub async fn handle_rpc(&self, request: &[u8]) -> Result<Vec<u8>, QuorumError> {
         let received = Instant::now();
-        let (sender, reply) = serve(&self.inner.raft, request).await?;
-        if let Some(node) = sender.and_then(broker_id).filter(|n| *n != self.inner.node) {
-            let mut heard = self.inner.heard.lock().expect("not poisoned");
-            let last = heard.entry(node).or_insert(received);
-            *last = (*last).max(received);
+        let served = serve(&self.inner.raft, request).await?;
+        let sender = served
+            .sender
+            .and_then(broker_id)
+            .filter(|n| *n != self.inner.node);
+        if let Some(node) = sender {
+            note_heard(&self.inner.heard, node, received);
+            if let Some(term) = served.granted_term {
+                self.inner
+                    .ballots
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .granted(term, node);
+            }
         }
-        Ok(reply)
+        Ok(served.reply)
     }
 
-    /// When the last Raft request of each other voter reached this one (as a leader's
-    /// replication or heartbeat, or a candidate's vote request): the last time this
-    /// voter knew that node to be alive. A new active controller counts broker sessions
-    /// from it ([`Controller::activate`](crate::controller::Controller::activate)).
+    /// When each other voter last reached this one (its Raft request arrived, as a
+    /// leader's replication or heartbeat or a candidate's vote request, or its granted
+    /// vote came back): the last time this voter knew that node to be alive. A new active
+    /// controller counts broker sessions from it
+    /// ([`Controller::activate`](crate::controller::Controller::activate)).
     pub fn last_heard(&self) -> BTreeMap<BrokerId, Instant> {
-        self.inner.heard.lock().expect("not poisoned").clone()
+        self.inner
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The current leader and term, once a quorum has granted that leadership: the
+    /// moments [`Quorum::elected_at`] answers for change with them.
+    pub fn elected_leader(&self) -> Option<(u64, BrokerId)> {
+        elected_of(&self.inner.raft.metrics().borrow())
+    }
+
+    /// Waits until the elected leader differs from `seen` and returns it; `None` once this
+    /// voter's Raft has stopped. Looks at each change of the metrics in place (the
+    /// leader's change with every replication step).
+    pub async fn next_elected_leader(
+        &self,
+        seen: Option<(u64, BrokerId)>,
+    ) -> Option<Option<(u64, BrokerId)>> {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let now = elected_of(&metrics.borrow_and_update());
+            if now != seen {
+                return Some(now);
+            }
+            metrics.changed().await.ok()?;
+        }
+    }
+
+    /// When the election of the current leader started to vouch for this voter's broker,
+    /// if this voter voted for it or is it: no controller elected in this term fences
+    /// this broker before a session timeout after that moment (`elections`' module docs
+    /// say why, and when a broker may count its lease from it).
+    pub fn elected_at(&self) -> Option<Instant> {
+        let (term, leader) = self.elected_leader()?;
+        self.inner
+            .ballots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .vouched(self.inner.node, term, leader)
     }
 
     /// Stops this voter's Raft. Proposals fail with [`QuorumError::Stopped`] afterwards;

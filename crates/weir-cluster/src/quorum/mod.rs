@@ -26,6 +26,7 @@
 //! Storage I/O runs on blocking threads.
 
 mod config;
+mod elections;
 mod error;
 mod handle;
 mod legacy;

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::partition::BrokerId;
 use crate::peer_log::PeerLog;
 
+use super::elections::{Heard, SharedBallots, note_heard};
 use super::error::QuorumError;
 use super::state_file::MAX_SNAPSHOT_BYTES;
 use super::types::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote, broker_id};
@@ -213,22 +214,39 @@ fn decode_reply<T: serde::de::DeserializeOwned>(kind: RpcKind, bytes: &[u8]) -> 
         .map_err(|e| format!("{kind:?} reply does not decode: {e}"))
 }
 
+/// What serving one incoming RPC gave.
+pub(crate) struct Served {
+    /// The voter that sent the request (the leader, or the candidate, its vote names).
+    pub(crate) sender: Option<NodeId>,
+    /// The bytes to answer with.
+    pub(crate) reply: Vec<u8>,
+    /// For a vote request this voter granted: the term it voted in.
+    pub(crate) granted_term: Option<u64>,
+}
+
 /// Serves one incoming RPC on `raft`: the receiving end of a [`QuorumTransport`].
-/// Returns the reply and the voter that sent the request (the leader, or the
-/// candidate, its vote names).
-pub(crate) async fn serve(
-    raft: &Raft<TypeConfig>,
-    request: &[u8],
-) -> Result<(Option<NodeId>, Vec<u8>), QuorumError> {
+pub(crate) async fn serve(raft: &Raft<TypeConfig>, request: &[u8]) -> Result<Served, QuorumError> {
+    let served = |sender, reply| Served {
+        sender,
+        reply,
+        granted_term: None,
+    };
     match decode_request(request).map_err(QuorumError::BadRpc)? {
         Request::AppendEntries(rpc) => {
             let sender = rpc.vote.leader_id().voted_for();
             let reply = encode_reply(RpcKind::AppendEntries, &raft.append_entries(rpc).await);
-            Ok((sender, reply))
+            Ok(served(sender, reply))
         }
         Request::Vote(rpc) => {
             let sender = rpc.vote.leader_id().voted_for();
-            Ok((sender, encode_reply(RpcKind::Vote, &raft.vote(rpc).await)))
+            let term = rpc.vote.leader_id().get_term();
+            let answer = raft.vote(rpc).await;
+            let granted = answer.as_ref().is_ok_and(|v| v.vote_granted);
+            Ok(Served {
+                sender,
+                reply: encode_reply(RpcKind::Vote, &answer),
+                granted_term: granted.then_some(term),
+            })
         }
         Request::Snapshot { vote, meta, data } => {
             let sender = vote.leader_id().voted_for();
@@ -240,7 +258,7 @@ pub(crate) async fn serve(
                 RpcKind::Snapshot,
                 &raft.install_full_snapshot(vote, snapshot).await,
             );
-            Ok((sender, reply))
+            Ok(served(sender, reply))
         }
     }
 }
@@ -255,6 +273,8 @@ pub(crate) struct NetworkFactory {
     pub(crate) transport: Arc<dyn QuorumTransport>,
     pub(crate) addresses: Arc<BTreeMap<NodeId, String>>,
     pub(crate) acknowledged: Acknowledged,
+    pub(crate) heard: Heard,
+    pub(crate) ballots: SharedBallots,
     /// Failures to reach each voter, logged without repeating every retry.
     pub(crate) failures: Arc<PeerLog>,
 }
@@ -275,6 +295,8 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             address,
             acknowledged: Arc::clone(&self.acknowledged),
+            heard: Arc::clone(&self.heard),
+            ballots: Arc::clone(&self.ballots),
             failures: Arc::clone(&self.failures),
         }
     }
@@ -286,6 +308,8 @@ pub(crate) struct PeerClient {
     target: NodeId,
     address: String,
     acknowledged: Acknowledged,
+    heard: Heard,
+    ballots: SharedBallots,
     failures: Arc<PeerLog>,
 }
 
@@ -434,6 +458,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .is_ok_and(|v: &VoteResponse<NodeId>| v.vote_granted)
         {
             self.acknowledged(sent);
+            // The grant was made before it arrived here (module docs of `elections`).
+            if let Some(target) = broker_id(self.target) {
+                note_heard(&self.heard, target, Instant::now());
+            }
+            self.ballots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .request_granted(rpc.vote.leader_id().get_term(), sent);
         }
         answer
     }

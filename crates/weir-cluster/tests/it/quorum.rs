@@ -381,6 +381,52 @@ async fn a_lost_leader_is_replaced_and_the_new_one_accepts_proposals() {
     assert_eq!(image_at(cluster.node(old), 3).await, image);
 }
 
+/// What lets a voter's broker renew its lease through a controller failover
+/// (`quorum/elections.rs`): each surviving voter knows when the new leader's election
+/// vouched for it, and the new leader heard from it no earlier than that, so it counts
+/// that broker's session from no earlier either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_vouches_for_each_voter_no_later_than_the_new_leader_heard_from_it() {
+    let mut cluster = Cluster::start(&[1, 2, 3], QuorumConfig::default()).await;
+    let old = cluster.leader(DEADLINE).await;
+    cluster.stop_node(old).await;
+    let new = cluster.leader(FAILOVER_DEADLINE).await;
+    assert_ne!(new, old);
+    let other = [1, 2, 3]
+        .into_iter()
+        .find(|&n| n != old && n != new)
+        .unwrap();
+    // The follower sees the election once the leader's first AppendEntries arrives.
+    let deadline = Instant::now() + DEADLINE;
+    let voted = loop {
+        if cluster.node(other).elected_leader().map(|(_, l)| l) == Some(new) {
+            break cluster.node(other).elected_at();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {other} never saw {new} elected"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let voted =
+        voted.unwrap_or_else(|| panic!("node {other} voted for {new}: it was the only voter left"));
+    let heard = cluster.node(new).last_heard()[&other];
+    assert!(
+        voted <= heard,
+        "the new leader counts node {other} from {heard:?}, before its vote at {voted:?}"
+    );
+    let campaigned = cluster
+        .node(new)
+        .elected_at()
+        .expect("the winner knows when its campaign was granted");
+    let heard_candidate = cluster.node(other).last_heard()[&new];
+    assert!(
+        campaigned <= heard_candidate,
+        "node {other} heard the campaign at {heard_candidate:?}, before it was sent at {campaigned:?}"
+    );
+    assert!(campaigned <= voted, "the vote came after the request");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_voter_catches_up_through_a_snapshot_after_the_log_was_purged() {
     let mut cluster = Cluster::start(&[1, 2, 3], snapshotting_config()).await;
