@@ -26,7 +26,7 @@ use serde::Serialize;
 use weir_client::connection::Timeouts;
 use weir_client::{
     Admin, ClientError, Consumer, ConsumerConfig, ConsumerRecord, GroupConsumer,
-    GroupConsumerConfig, OffsetQuery, OffsetReset, SeekTo, TopicPartition,
+    GroupConsumerConfig, IsolationLevel, OffsetQuery, OffsetReset, SeekTo, TopicPartition,
 };
 
 use crate::UsageError;
@@ -77,6 +77,9 @@ Examples:
       As a member of group billing: from the group's committed offsets (--from only
       where it has none); commits what it printed and leaves the group before exiting.
   weir consume events refunds --group billing --follow      # several topics, until Ctrl-C
+  weir consume events --isolation read-committed
+      Only records of committed transactions (Kafka transactional producers'), up to
+      the first transaction still open.
   weir consume events --skip-corrupt
       Past a stored batch that cannot be decoded, with a warning naming its offsets.
   weir consume events --group billing --wait 2m
@@ -140,6 +143,29 @@ pub struct ConsumeArgs {
     /// command prints the records before the batch and fails there.
     #[arg(long)]
     skip_corrupt: bool,
+    /// Which records to read: read-uncommitted (all, as Kafka's default) or
+    /// read-committed (only those of committed transactions, up to the first
+    /// transaction still open: without --follow the command stops there).
+    #[arg(long, value_enum, default_value_t = Isolation::ReadUncommitted)]
+    isolation: Isolation,
+}
+
+/// `--isolation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Isolation {
+    /// Every record, those of open and aborted transactions included.
+    ReadUncommitted,
+    /// Only records of committed transactions and records outside transactions.
+    ReadCommitted,
+}
+
+impl From<Isolation> for IsolationLevel {
+    fn from(isolation: Isolation) -> IsolationLevel {
+        match isolation {
+            Isolation::ReadUncommitted => IsolationLevel::ReadUncommitted,
+            Isolation::ReadCommitted => IsolationLevel::ReadCommitted,
+        }
+    }
 }
 
 /// `--from`.
@@ -206,6 +232,7 @@ pub struct ConsumeConfig {
     encoding: Encoding,
     key_separator: Option<String>,
     skip_corrupt: bool,
+    isolation: IsolationLevel,
 }
 
 impl ConsumeArgs {
@@ -249,6 +276,7 @@ impl ConsumeArgs {
             encoding: self.encoding,
             key_separator: self.print_keys.then_some(self.key_separator),
             skip_corrupt: self.skip_corrupt,
+            isolation: self.isolation.into(),
         })
     }
 }
@@ -295,7 +323,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
             .map(|&p| (p, OffsetQuery::Latest))
             .collect();
         admin
-            .list_offsets(topic_name, &queries)
+            .list_offsets_isolated(topic_name, &queries, config.isolation)
             .await
             .with_context(|| format!("looking up the end of topic {topic_name}"))?
             .into_iter()
@@ -309,6 +337,7 @@ pub async fn run(config: ConsumeConfig) -> anyhow::Result<()> {
         auto_offset_reset: OffsetReset::Earliest,
         timeouts: config.timeouts,
         tls: config.tls.clone(),
+        isolation: config.isolation,
         ..ConsumerConfig::default()
     })
     .await
@@ -406,6 +435,7 @@ async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow
         auto_commit_interval: GROUP_COMMIT_INTERVAL,
         timeouts: config.timeouts,
         tls: config.tls.clone(),
+        isolation: config.isolation,
         ..GroupConsumerConfig::default()
     })
     .await
@@ -452,7 +482,7 @@ async fn group_loop(
     };
     let mut printer = Printer::new(config);
     let mut printed: u64 = 0;
-    let mut end = EndOfLog::new(config.wait);
+    let mut end = EndOfLog::new(config.wait, config.isolation);
     let mut out_of_range_retries = 0;
     while config.count.is_none_or(|c| printed < c) && !interrupted.load(Ordering::SeqCst) {
         // Never more than --count needs: every record returned is printed, so the
@@ -470,7 +500,7 @@ async fn group_loop(
                     let Some(position) = consumer.position(&tp.topic, tp.partition) else {
                         continue;
                     };
-                    let valid = clamp_to_log(admin, &tp, position).await?;
+                    let valid = clamp_to_log(admin, &tp, position, config.isolation).await?;
                     if valid != position {
                         eprintln!(
                             "warning: {tp}: offset {position} is outside the partition's log; \
@@ -489,9 +519,9 @@ async fn group_loop(
                 // offset outside a partition's log is clamped to it).
                 for tp in consumer.unpositioned() {
                     let to = match start {
-                        SeekTo::Offset(offset) => {
-                            SeekTo::Offset(clamp_to_log(admin, &tp, offset).await?)
-                        }
+                        SeekTo::Offset(offset) => SeekTo::Offset(
+                            clamp_to_log(admin, &tp, offset, config.isolation).await?,
+                        ),
                         other => other,
                     };
                     consumer
@@ -583,15 +613,22 @@ fn print_all(printer: &mut Printer, records: &[ConsumerRecord]) -> anyhow::Resul
     Ok(())
 }
 
-/// `offset` moved into `[log start, high watermark]` of the partition.
-async fn clamp_to_log(admin: &Admin, tp: &TopicPartition, offset: i64) -> anyhow::Result<i64> {
+/// `offset` moved into `[log start, end]` of the partition (the end: the high watermark,
+/// or under read committed the last stable offset).
+async fn clamp_to_log(
+    admin: &Admin,
+    tp: &TopicPartition,
+    offset: i64,
+    isolation: IsolationLevel,
+) -> anyhow::Result<i64> {
     let found = admin
-        .list_offsets(
+        .list_offsets_isolated(
             &tp.topic,
             &[
                 (tp.partition, OffsetQuery::Earliest),
                 (tp.partition, OffsetQuery::Latest),
             ],
+            isolation,
         )
         .await
         .with_context(|| format!("looking up the offsets of {tp}"))?;
@@ -601,10 +638,12 @@ async fn clamp_to_log(admin: &Admin, tp: &TopicPartition, offset: i64) -> anyhow
     }
 }
 
-/// The high watermarks of some partitions, one lookup per topic.
+/// The high watermarks of some partitions (under read committed, their last stable
+/// offsets), one lookup per topic.
 async fn high_watermarks(
     admin: &Admin,
     partitions: &[TopicPartition],
+    isolation: IsolationLevel,
 ) -> anyhow::Result<HashMap<TopicPartition, i64>> {
     let mut by_topic: HashMap<&str, Vec<(u32, OffsetQuery)>> = HashMap::new();
     for tp in partitions {
@@ -616,7 +655,7 @@ async fn high_watermarks(
     let mut out = HashMap::with_capacity(partitions.len());
     for (topic, queries) in by_topic {
         for found in admin
-            .list_offsets(topic, &queries)
+            .list_offsets_isolated(topic, &queries, isolation)
             .await
             .with_context(|| format!("looking up the end of topic {topic}"))?
         {

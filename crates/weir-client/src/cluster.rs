@@ -38,6 +38,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 use crate::admin::{ListedOffset, OffsetQuery, list_offsets};
 use crate::any_broker;
 use crate::connection::{self, ConnectOptions, MAX_MESSAGE_BYTES};
+use crate::consumer::IsolationLevel;
 use crate::consumer::reconnect_backoff;
 use crate::error::ClientError;
 use crate::retry::{self, MAX_ROUTED_ATTEMPTS, ROUTED_RETRY_BACKOFF, RetryDecision};
@@ -492,15 +493,20 @@ impl Cluster {
     /// `ListOffsets` for `topic`, each partition asked of its leader (the high watermark
     /// is the leader's), retried per [`retry::decide`] up to [`MAX_ROUTED_ATTEMPTS`].
     /// Results in request order; the first error that is not retried fails the call.
+    /// Under read committed, latest is the last stable offset.
     pub(crate) async fn list_offsets(
         &self,
         topic: &str,
         queries: &[(u32, OffsetQuery)],
+        isolation: IsolationLevel,
     ) -> Result<Vec<ListedOffset>, ClientError> {
         let mut found: Vec<Option<ListedOffset>> = vec![None; queries.len()];
         let mut attempts = 0;
         loop {
-            match self.list_offsets_once(topic, queries, &mut found).await {
+            match self
+                .list_offsets_once(topic, queries, isolation, &mut found)
+                .await
+            {
                 Ok(()) => {
                     return Ok(found
                         .into_iter()
@@ -527,6 +533,7 @@ impl Cluster {
         &self,
         topic: &str,
         queries: &[(u32, OffsetQuery)],
+        isolation: IsolationLevel,
         found: &mut [Option<ListedOffset>],
     ) -> Result<(), ClientError> {
         let mut by_leader: BTreeMap<BrokerId, (Channel, Vec<usize>)> = BTreeMap::new();
@@ -546,7 +553,7 @@ impl Cluster {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES);
             let asked: Vec<(u32, OffsetQuery)> = indexes.iter().map(|&i| queries[i]).collect();
-            match list_offsets(&mut client, topic, &asked).await {
+            match list_offsets(&mut client, topic, &asked, isolation).await {
                 Ok(answers) if answers.len() == indexes.len() => {
                     for (index, answer) in indexes.into_iter().zip(answers) {
                         found[index] = Some(answer);

@@ -83,6 +83,29 @@ pub(crate) fn reconnect_backoff(initial: Duration, failures: u32) -> Duration {
         .min(MAX_RECONNECT_BACKOFF)
 }
 
+/// Which records a consumer reads (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IsolationLevel {
+    /// Every record below the high watermark, those of open and aborted transactions
+    /// included.
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and records outside transactions), up to
+    /// the last stable offset: the first transaction still open holds the reader back,
+    /// and [`SeekTo::End`] / [`OffsetReset::Latest`] mean the last stable offset. The
+    /// broker drops aborted records before they are sent.
+    ReadCommitted,
+}
+
+impl IsolationLevel {
+    pub(crate) fn proto(self) -> i32 {
+        match self {
+            IsolationLevel::ReadUncommitted => pb::IsolationLevel::ReadUncommitted as i32,
+            IsolationLevel::ReadCommitted => pb::IsolationLevel::ReadCommitted as i32,
+        }
+    }
+}
+
 /// Where a partition without a position starts, and what an out-of-range position does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
@@ -116,6 +139,9 @@ pub struct ConsumerConfig {
     pub timeouts: Timeouts,
     /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
     pub tls: Option<ClientTls>,
+    /// Which records are read: read uncommitted (the default, as in Kafka) or only those
+    /// of committed transactions.
+    pub isolation: IsolationLevel,
 }
 
 impl Default for ConsumerConfig {
@@ -128,6 +154,7 @@ impl Default for ConsumerConfig {
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             timeouts: Timeouts::default(),
             tls: None,
+            isolation: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -428,7 +455,7 @@ impl Consumer {
     ) -> Result<i64, ClientError> {
         let found = self
             .cluster
-            .list_offsets(topic, &[(partition, query)])
+            .list_offsets(topic, &[(partition, query)], self.config.isolation)
             .await?;
         found
             .first()
@@ -545,7 +572,11 @@ impl Fetcher {
                 if let Some(query) = query {
                     match self
                         .cluster
-                        .list_offsets(&self.topic, &[(self.partition, query)])
+                        .list_offsets(
+                            &self.topic,
+                            &[(self.partition, query)],
+                            self.config.isolation,
+                        )
                         .await
                     {
                         Ok(found) if !found.is_empty() => {
@@ -582,6 +613,7 @@ impl Fetcher {
             partition: self.partition,
             offset: self.offset,
             format: pb::RecordFormat::Batches as i32,
+            isolation: self.config.isolation.proto(),
             max_bytes: self.config.max_bytes_per_message,
         };
         let mut stream = client.consume(request).await?.into_inner();

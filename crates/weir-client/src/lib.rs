@@ -95,7 +95,9 @@ pub use crate::admin::{
     ShareGroupSettings, SharePartitionInfo, ShareResetTo, ShareStartReset, TopicInfo, TopicListing,
 };
 pub use crate::connection::{ClientTls, ConnectOptions};
-pub use crate::consumer::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, SeekTo};
+pub use crate::consumer::{
+    Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel, OffsetReset, SeekTo,
+};
 pub use crate::error::{
     ClientError, ERROR_DOMAIN, METADATA_LEADER_ID, METADATA_NEXT_OFFSET, METADATA_OFFSET,
     REASON_CORRUPT_BATCH, REASON_FENCED_LEADER_EPOCH, REASON_NOT_ENOUGH_REPLICAS,

@@ -1,6 +1,9 @@
 //! The Consumer service: long-poll `Fetch`, streaming `Consume` and `ListOffsets`.
 //!
-//! Readers see records only below the high watermark. Waiting is event driven: a
+//! Readers see records only below the high watermark, and at read committed only below
+//! the last stable offset, without aborted transactions' records (dropped here, by the
+//! core's `fetch::visible_bytes`: a gRPC reader needs no transaction logic). Transaction
+//! markers are never decoded records. Waiting is event driven: a
 //! reader subscribes to its partitions' high-watermark channels before it reads, so an
 //! append between the read and the wait still wakes it. `Consume` sends through a
 //! channel of [`CONSUME_CHANNEL_CAPACITY`] messages, so a slow client slows the broker's
@@ -14,13 +17,13 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use weir_broker::BrokerError;
-use weir_broker::fetch::{self, PartitionFetch, Reader, TopicFetch};
+use weir_broker::fetch::{self, Isolation, PartitionFetch, Reader, TopicFetch};
 use weir_broker::offsets::{self, OffsetSpec};
-use weir_cluster::storage::FetchData;
+use weir_cluster::storage::{AbortedTxn, FetchData};
 use weir_proto::v1::{
-    self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, OffsetPosition, PartitionFetchResult, PartitionOffsetResult, RecordFormat,
-    consumer_server::Consumer, offset_spec::Spec,
+    self, ConsumeRequest, ConsumeResponse, FetchRequest, FetchResponse, IsolationLevel,
+    ListOffsetsRequest, ListOffsetsResponse, OffsetPosition, PartitionFetchResult,
+    PartitionOffsetResult, RecordFormat, consumer_server::Consumer, offset_spec::Spec,
 };
 
 use crate::Broker;
@@ -60,6 +63,35 @@ fn record_format(value: i32) -> Result<bool, Status> {
     }
 }
 
+fn isolation(value: i32) -> Result<Isolation, Status> {
+    match IsolationLevel::try_from(value) {
+        Ok(IsolationLevel::Unspecified | IsolationLevel::ReadUncommitted) => {
+            Ok(Isolation::ReadUncommitted)
+        }
+        Ok(IsolationLevel::ReadCommitted) => Ok(Isolation::ReadCommitted),
+        Err(_) => Err(crate::status::invalid(format!(
+            "unknown isolation level {value}: use ISOLATION_LEVEL_READ_UNCOMMITTED (1) or \
+             ISOLATION_LEVEL_READ_COMMITTED (2)"
+        ))),
+    }
+}
+
+/// What the client asked for: decoded records or raw batches, at which isolation.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    decoded: bool,
+    isolation: Isolation,
+}
+
+impl Wanted {
+    fn of(format: i32, level: i32) -> Result<Wanted, Status> {
+        Ok(Wanted {
+            decoded: record_format(format)?,
+            isolation: isolation(level)?,
+        })
+    }
+}
+
 /// Read data in the shape the client asked for.
 struct Shaped {
     records: Vec<v1::ConsumedRecord>,
@@ -73,20 +105,20 @@ struct Shaped {
     undecodable: Option<convert::UndecodableBatch>,
 }
 
-/// `data` (read from `partition` of `topic` at `from`) as decoded records (at most
-/// `budget` bytes of them, encoded) or as the raw batches. A batch that cannot be decoded
-/// ends the records; it is reported here (log line, metric).
+/// `data` (read from `partition` of `topic` at `from`, with the aborted transactions of a
+/// read committed read) as decoded records (at most `budget` bytes of them, encoded) or
+/// as the raw batches, with what the reader does not see left out. A batch that cannot
+/// be decoded ends the records; it is reported here (log line, metric).
 fn shape(
     broker: &Broker,
-    topic: &str,
-    partition: u32,
-    data: &FetchData,
+    (topic, partition): (&str, u32),
+    (data, aborted): (&FetchData, &[AbortedTxn]),
     from: i64,
-    decoded: bool,
+    wanted: Wanted,
     budget: usize,
 ) -> Shaped {
-    if decoded {
-        let d = convert::decode_from(data.batches(), from, budget);
+    if wanted.decoded {
+        let d = convert::decode_from(data.batches(), from, budget, aborted);
         let mut next_offset = d.stopped_at.unwrap_or(data.next_offset);
         if let Some(bad) = &d.undecodable {
             report_undecodable(broker, topic, partition, data, bad);
@@ -100,11 +132,17 @@ fn shape(
             undecodable: d.undecodable,
         }
     } else {
+        // Read uncommitted raw batches are the stored ones, markers included (a batch
+        // reader knows control batches); read committed ones are what the reader sees.
+        let batches = match wanted.isolation {
+            Isolation::ReadUncommitted => data.records.clone(),
+            Isolation::ReadCommitted => fetch::visible_bytes(data, aborted),
+        };
         Shaped {
             records: Vec::new(),
-            batches: data.records.clone(),
+            bytes: batches.len(),
+            batches,
             next_offset: data.next_offset,
-            bytes: data.records.len(),
             undecodable: None,
         }
     }
@@ -167,7 +205,7 @@ fn partition_result(
     topic: &str,
     r: fetch::PartitionFetchResult,
     offset: i64,
-    decoded: bool,
+    wanted: Wanted,
     budget: usize,
 ) -> (PartitionFetchResult, usize) {
     let mut result = PartitionFetchResult {
@@ -178,11 +216,19 @@ fn partition_result(
         next_offset: offset,
         records: Vec::new(),
         batches: bytes::Bytes::new(),
+        last_stable_offset: r.last_stable_offset,
     };
     match r.data {
         Ok(None) => (result, 0),
         Ok(Some(data)) => {
-            let shaped = shape(broker, topic, r.partition, &data, offset, decoded, budget);
+            let shaped = shape(
+                broker,
+                (topic, r.partition),
+                (&data, &r.aborted),
+                offset,
+                wanted,
+                budget,
+            );
             result.error = shaped
                 .undecodable
                 .as_ref()
@@ -211,7 +257,7 @@ impl Consumer for ConsumerService {
         let _timer = self.broker.metrics().rpc_timer("Fetch");
         let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        let decoded = record_format(req.format)?;
+        let wanted = Wanted::of(req.format, req.isolation)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_FETCH_MAX_BYTES,
             n => n as usize,
@@ -237,8 +283,7 @@ impl Consumer for ConsumerService {
             }],
             // gRPC frames its messages itself (HTTP/2): the batches must be in memory.
             read_to: fetch::ReadTo::Memory,
-            // gRPC consumers have no isolation level yet (issue 44 adds one).
-            isolation: fetch::Isolation::ReadUncommitted,
+            isolation: wanted.isolation,
         };
         let mut topics = fetch::fetch(&self.broker.core, &ctx, &request)
             .await
@@ -255,7 +300,7 @@ impl Consumer for ConsumerService {
                 r.data = Ok(None);
             }
             let (result, bytes) =
-                partition_result(&self.broker, &req.topic, r, pf.offset, decoded, budget);
+                partition_result(&self.broker, &req.topic, r, pf.offset, wanted, budget);
             total += bytes;
             results.push(result);
         }
@@ -277,7 +322,7 @@ impl Consumer for ConsumerService {
             .map_err(status::broker_status)?;
         let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
-        let decoded = record_format(req.format)?;
+        let wanted = Wanted::of(req.format, req.isolation)?;
         let max_bytes = match req.max_bytes {
             0 => DEFAULT_PARTITION_FETCH_BYTES,
             n => n as usize,
@@ -290,6 +335,7 @@ impl Consumer for ConsumerService {
             &req.topic,
             req.partition,
             req.offset,
+            wanted.isolation,
         )
         .await
         .map_err(status::broker_status)?;
@@ -302,8 +348,8 @@ impl Consumer for ConsumerService {
                     data = reader.next(max_bytes) => data,
                     _ = tx.closed() => return,
                 };
-                let data = match data {
-                    Ok(data) => data,
+                let (data, aborted) = match data {
+                    Ok(read) => read,
                     Err(e) => {
                         let _ = tx.send(Err(status::broker_status(e))).await;
                         return;
@@ -312,11 +358,10 @@ impl Consumer for ConsumerService {
                 let _timer = broker.metrics().rpc_timer("Consume");
                 let shaped = shape(
                     &broker,
-                    reader.topic(),
-                    req.partition,
-                    &data,
+                    (reader.topic(), req.partition),
+                    (&data, &aborted),
                     reader.offset(),
-                    decoded,
+                    wanted,
                     max_bytes,
                 );
                 reader.seek(shaped.next_offset);
@@ -354,6 +399,7 @@ impl Consumer for ConsumerService {
         let _timer = self.broker.metrics().rpc_timer("ListOffsets");
         let ctx = crate::grpc_context(&request);
         let req = request.into_inner();
+        let isolation = isolation(req.isolation)?;
         // Specs the core cannot be asked for are answered in place, in order.
         let specs: Vec<Result<OffsetSpec, BrokerError>> = req
             .partitions
@@ -366,10 +412,16 @@ impl Consumer for ConsumerService {
             .zip(&specs)
             .filter_map(|(q, spec)| spec.as_ref().ok().map(|s| (q.partition, *s)))
             .collect();
-        let mut found = offsets::list_offsets(&self.broker.core, &ctx, &req.topic, &queries)
-            .await
-            .map_err(status::broker_status)?
-            .into_iter();
+        let mut found = offsets::list_offsets_isolated(
+            &self.broker.core,
+            &ctx,
+            &req.topic,
+            &queries,
+            isolation,
+        )
+        .await
+        .map_err(status::broker_status)?
+        .into_iter();
         let results = req
             .partitions
             .iter()

@@ -102,7 +102,16 @@ pub struct UndecodableBatch {
 /// batches they came from (compression, per-record fields), and a response must fit the
 /// client's receive limit (4 MiB in grpc-python and grpc-go). A batch that cannot be
 /// decoded ends the decoding: the records before it are returned with it.
-pub fn decode_from(batches: impl Iterator<Item = Bytes>, from: i64, budget: usize) -> Decoded {
+///
+/// Transaction markers are never records, and the batches of the transactions in
+/// `aborted` (a read committed read's list; empty otherwise) are skipped too
+/// ([`weir_broker::fetch::is_visible`]).
+pub fn decode_from(
+    batches: impl Iterator<Item = Bytes>,
+    from: i64,
+    budget: usize,
+    aborted: &[weir_cluster::storage::AbortedTxn],
+) -> Decoded {
     use prost::Message;
     let mut out = Decoded::default();
     let mut position = 0;
@@ -114,8 +123,8 @@ pub fn decode_from(batches: impl Iterator<Item = Bytes>, from: i64, budget: usiz
             break;
         }
         let header = weir_cluster::storage::BatchHeader::parse(&batch);
-        if header.next_offset() <= from {
-            continue; // wholly before the offset asked for
+        if header.next_offset() <= from || !weir_broker::fetch::is_visible(&header, aborted) {
+            continue; // wholly before the offset asked for, or not for this reader
         }
         let decoded = match weir_cluster::storage::decode_records(&batch) {
             Ok(decoded) => decoded,

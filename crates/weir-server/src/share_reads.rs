@@ -87,6 +87,7 @@ impl GrpcRemoteLog {
                 query(pb::OffsetPosition::Earliest),
                 query(pb::OffsetPosition::Latest),
             ],
+            isolation: pb::IsolationLevel::ReadUncommitted as i32,
         });
         request.set_timeout(REMOTE_READ_TIMEOUT);
         let answer = self
@@ -133,6 +134,8 @@ impl GrpcRemoteLog {
             min_bytes: 0,
             max_bytes,
             format: pb::RecordFormat::Batches as i32,
+            // Kafka's default `share.isolation.level`: share groups read uncommitted.
+            isolation: pb::IsolationLevel::ReadUncommitted as i32,
         });
         request.set_timeout(REMOTE_READ_TIMEOUT);
         let answer = self

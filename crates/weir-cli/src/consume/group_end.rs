@@ -29,7 +29,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 use weir_client::connection::human_duration;
-use weir_client::{Admin, GroupConsumer, GroupInfo, GroupMemberInfo, TopicPartition};
+use weir_client::{
+    Admin, GroupConsumer, GroupInfo, GroupMemberInfo, IsolationLevel, TopicPartition,
+};
 
 use super::high_watermarks;
 
@@ -48,6 +50,8 @@ const DECIDE_SLACK: Duration = Duration::from_secs(2);
 pub struct EndOfLog {
     /// `--wait`.
     wait: Duration,
+    /// `--isolation`: under read committed the end is the last stable offset.
+    isolation: IsolationLevel,
     /// High watermark of each assigned partition when it was assigned or last checked.
     marks: HashMap<TopicPartition, i64>,
     assignment: Vec<TopicPartition>,
@@ -74,9 +78,10 @@ struct Blocker<'a> {
 }
 
 impl EndOfLog {
-    pub fn new(wait: Duration) -> EndOfLog {
+    pub fn new(wait: Duration, isolation: IsolationLevel) -> EndOfLog {
         EndOfLog {
             wait,
+            isolation,
             marks: HashMap::new(),
             assignment: Vec::new(),
             last_activity: Instant::now(),
@@ -113,7 +118,8 @@ impl EndOfLog {
                 .filter(|tp| !self.marks.contains_key(*tp))
                 .cloned()
                 .collect();
-            self.marks.extend(high_watermarks(admin, &new).await?);
+            self.marks
+                .extend(high_watermarks(admin, &new, self.isolation).await?);
             self.assignment = assignment;
         }
         if consumer.member_epoch() <= 0
@@ -128,7 +134,7 @@ impl EndOfLog {
         // Caught up with the marks: look again, records may have come since, and ask
         // what the rest of the group holds.
         self.last_described = Some(now);
-        self.marks = high_watermarks(admin, &self.assignment).await?;
+        self.marks = high_watermarks(admin, &self.assignment, self.isolation).await?;
         let info = admin
             .describe_group(group)
             .await

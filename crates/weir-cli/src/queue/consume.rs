@@ -320,11 +320,24 @@ fn report(outcomes: &[AckOutcome]) {
             )
         };
         match &outcome.status {
-            AckStatus::Applied { not_held } if not_held.is_empty() => {}
-            AckStatus::Applied { not_held } => eprintln!(
+            AckStatus::Applied { not_held, .. } if not_held.is_empty() => {}
+            AckStatus::Applied {
+                not_held,
+                retried: false,
+            } => eprintln!(
                 "warning: {range}: {} not applied to offset(s) {}: this member no longer held \
                  them (the lock expired, or the coordinator moved); they will be delivered \
                  again",
+                outcome.kind,
+                offsets(not_held)
+            ),
+            AckStatus::Applied {
+                not_held,
+                retried: true,
+            } => eprintln!(
+                "warning: {range}: {} found offset(s) {} not held when it was sent again: an \
+                 earlier try whose answer was lost may have applied it; those it did not \
+                 reach will be delivered again",
                 outcome.kind,
                 offsets(not_held)
             ),

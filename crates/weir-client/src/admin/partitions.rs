@@ -8,6 +8,7 @@ use weir_proto::v1::consumer_client::ConsumerClient;
 use super::Admin;
 use super::topics::{TopicInfo, topic_info};
 use crate::connection::BrokerChannel as Channel;
+use crate::consumer::IsolationLevel;
 use crate::error::ClientError;
 
 /// Where one partition's replicas are to move (`Admin::reassign_partitions`).
@@ -102,7 +103,20 @@ impl Admin {
         topic: &str,
         queries: &[(u32, OffsetQuery)],
     ) -> Result<Vec<ListedOffset>, ClientError> {
-        self.cluster.list_offsets(topic, queries).await
+        self.list_offsets_isolated(topic, queries, IsolationLevel::ReadUncommitted)
+            .await
+    }
+
+    /// [`list_offsets`](Self::list_offsets) for a reader at `isolation`: under read
+    /// committed, latest is the last stable offset, and a timestamp lookup finds only
+    /// records below it.
+    pub async fn list_offsets_isolated(
+        &self,
+        topic: &str,
+        queries: &[(u32, OffsetQuery)],
+        isolation: IsolationLevel,
+    ) -> Result<Vec<ListedOffset>, ClientError> {
+        self.cluster.list_offsets(topic, queries, isolation).await
     }
 }
 
@@ -112,9 +126,10 @@ pub(crate) async fn list_offsets(
     client: &mut ConsumerClient<Channel>,
     topic: &str,
     queries: &[(u32, OffsetQuery)],
+    isolation: IsolationLevel,
 ) -> Result<Vec<ListedOffset>, ClientError> {
     let response = client
-        .list_offsets(list_offsets_request(topic, queries))
+        .list_offsets(list_offsets_request(topic, queries, isolation))
         .await?
         .into_inner();
     listed_offsets(response.results)
@@ -155,10 +170,15 @@ fn log_starts(
         .collect()
 }
 
-fn list_offsets_request(topic: &str, queries: &[(u32, OffsetQuery)]) -> pb::ListOffsetsRequest {
+fn list_offsets_request(
+    topic: &str,
+    queries: &[(u32, OffsetQuery)],
+    isolation: IsolationLevel,
+) -> pb::ListOffsetsRequest {
     use pb::offset_spec::Spec;
     pb::ListOffsetsRequest {
         topic: topic.to_owned(),
+        isolation: isolation.proto(),
         partitions: queries
             .iter()
             .map(|&(partition, query)| pb::PartitionOffsetQuery {
@@ -251,7 +271,9 @@ mod tests {
                 (0, OffsetQuery::Earliest),
                 (1, OffsetQuery::Timestamp(1_700_000_000_000)),
             ],
+            IsolationLevel::ReadCommitted,
         );
+        assert_eq!(request.isolation, pb::IsolationLevel::ReadCommitted as i32);
         let specs: Vec<(u32, Option<Spec>)> = request
             .partitions
             .into_iter()

@@ -190,7 +190,12 @@ impl GroupConsumer {
             for (topic, queries) in by_topic {
                 // Offsets come from each partition's leader, through the records'
                 // connections.
-                for found in self.inner.cluster().list_offsets(&topic, &queries).await? {
+                for found in self
+                    .inner
+                    .cluster()
+                    .list_offsets(&topic, &queries, self.config.isolation)
+                    .await?
+                {
                     reset.insert(
                         TopicPartition::new(topic.clone(), found.partition),
                         found.offset,

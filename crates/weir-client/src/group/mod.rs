@@ -122,7 +122,7 @@ use crate::connection::{ClientTls, ConnectOptions, DEFAULT_BROKER, Timeouts};
 use crate::consumer::reconnect_backoff as backoff;
 use crate::consumer::{
     Consumer, ConsumerConfig, ConsumerRecord, DEFAULT_MAX_BYTES_PER_MESSAGE,
-    DEFAULT_PREFETCH_MESSAGES, DEFAULT_RECONNECT_BACKOFF, OffsetReset, SeekTo,
+    DEFAULT_PREFETCH_MESSAGES, DEFAULT_RECONNECT_BACKOFF, IsolationLevel, OffsetReset, SeekTo,
 };
 use crate::error::ClientError;
 
@@ -199,6 +199,9 @@ pub struct GroupConsumerConfig {
     pub timeouts: Timeouts,
     /// TLS to the brokers (`None`: plaintext); see [`crate::connection`].
     pub tls: Option<ClientTls>,
+    /// Which records are read (see [`IsolationLevel`]). A group that commits offsets of
+    /// a read committed consumer never commits past an open transaction.
+    pub isolation: IsolationLevel,
 }
 
 impl Default for GroupConsumerConfig {
@@ -217,6 +220,7 @@ impl Default for GroupConsumerConfig {
             reconnect_backoff: DEFAULT_RECONNECT_BACKOFF,
             timeouts: Timeouts::default(),
             tls: None,
+            isolation: IsolationLevel::ReadUncommitted,
         }
     }
 }
@@ -388,6 +392,7 @@ impl GroupConsumer {
             reconnect_backoff: config.reconnect_backoff,
             timeouts: config.timeouts,
             tls: config.tls.clone(),
+            isolation: config.isolation,
         })
         .await?;
         let coordinator = Arc::new(CoordinatorLink::new(
@@ -847,7 +852,7 @@ impl GroupConsumer {
         let found = self
             .inner
             .cluster()
-            .list_offsets(&tp.topic, &[(tp.partition, query)])
+            .list_offsets(&tp.topic, &[(tp.partition, query)], self.config.isolation)
             .await?;
         found
             .first()

@@ -236,6 +236,11 @@ async fn read(
                 break;
             }
             let header = BatchHeader::parse(&batch);
+            // A transaction marker is not a record.
+            if !fetch::is_visible(&header, &[]) {
+                found.next = found.next.max(header.last_offset() + 1);
+                continue;
+            }
             let decoded = decode_records(&batch).map_err(|e| {
                 BrokerError::new(
                     Reason::CorruptData { batch: None },

@@ -102,6 +102,7 @@ async fn plain_and_packed_records_round_trip_over_many_partitions_with_every_cod
                     min_bytes: 0,
                     max_bytes: 0,
                     format: RecordFormat::Batches as i32,
+                    isolation: 0,
                 })
                 .await
                 .unwrap()
@@ -326,6 +327,7 @@ async fn long_poll_fetch_wakes_when_a_record_arrives() {
                     min_bytes: 1,
                     max_bytes: 0,
                     format: RecordFormat::Records as i32,
+                    isolation: 0,
                 })
                 .await
                 .unwrap()
@@ -380,6 +382,7 @@ async fn consume_stream_follows_appends() {
                 partition: 0,
                 offset: 2,
                 format: RecordFormat::Records as i32,
+                isolation: 0,
                 max_bytes: 0,
             })
             .await
@@ -415,6 +418,7 @@ async fn consume_stream_follows_appends() {
                 partition: 0,
                 offset: 99,
                 format: 0,
+                isolation: 0,
                 max_bytes: 0,
             })
             .await
@@ -1134,6 +1138,7 @@ async fn graceful_shutdown_completes_an_in_flight_long_poll() {
                     min_bytes: 1,
                     max_bytes: 0,
                     format: 0,
+                    isolation: 0,
                 })
                 .await
         });

@@ -393,6 +393,7 @@ async fn consume_from(
             partition: 0,
             offset,
             format: RecordFormat::Records as i32,
+            isolation: 0,
             max_bytes: 0,
         })
         .await
@@ -517,6 +518,7 @@ async fn a_stored_batch_that_cannot_be_decoded_is_reported_and_readers_get_past_
                 min_bytes: 0,
                 max_bytes: 0,
                 format: RecordFormat::Batches as i32,
+                isolation: 0,
             })
             .await
             .unwrap()

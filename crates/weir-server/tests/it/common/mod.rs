@@ -114,6 +114,7 @@ impl Clients {
                 min_bytes: 0,
                 max_bytes: 0,
                 format: RecordFormat::Records as i32,
+                isolation: 0,
             })
             .await
             .expect("fetch")
@@ -159,6 +160,7 @@ impl Clients {
                     partition,
                     spec: Some(OffsetSpec { spec: Some(spec) }),
                 }],
+                isolation: 0,
             })
             .await
             .expect("list offsets")

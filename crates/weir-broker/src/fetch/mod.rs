@@ -2,8 +2,9 @@
 //! one read, never re-encoded), with long polling ([`fetch`]) and, for adapters that
 //! stream one partition, a [`Reader`] that waits for each next batch. Under
 //! [`Isolation::ReadCommitted`] a fetch stops at each partition's last stable offset and
-//! names the aborted transactions in what it read (Kafka's `isolation_level` 1); the
-//! reader drops their records and the control batches.
+//! names the aborted transactions in what it read (Kafka's `isolation_level` 1); a Kafka
+//! client drops their records and the control batches itself, other readers have it
+//! done by [`visible_bytes`] / [`is_visible`].
 //!
 //! Waiting is event driven: a reader subscribes to its partitions' high-watermark
 //! channels before it reads, so an append between the read and the wait still wakes it.
@@ -23,6 +24,9 @@ use weir_cluster::{ClusterError, Partition, Topic};
 
 use crate::limits::{MAX_FETCH_WAIT, MAX_PARTITIONS_PER_REQUEST, MAX_RESPONSE_BYTES};
 use crate::{Broker, BrokerError, Reason, RequestContext};
+
+mod visible;
+pub use visible::{is_visible, visible_bytes};
 
 /// A fetch of any partitions of any topics.
 #[derive(Debug, Clone)]
@@ -323,6 +327,7 @@ pub struct Reader {
     topic: Arc<Topic>,
     partition: Arc<Partition>,
     offset: i64,
+    isolation: Isolation,
     shutdown: watch::Receiver<bool>,
     metrics: Arc<crate::Metrics>,
     /// The quotas, the registry they follow, and the stream's context (whose fetch quota
@@ -334,13 +339,15 @@ impl Reader {
     /// A reader of `topic`/`partition` from `offset`; NOT_LEADER at once on a broker
     /// that does not lead it, OFFSET_OUT_OF_RANGE if the offset is outside the leader's
     /// log (past the high watermark but inside the log is "nothing yet", not out of
-    /// range; see `Partition::read_start`).
+    /// range; see `Partition::read_start`). Under [`Isolation::ReadCommitted`] it reads
+    /// only below the last stable offset.
     pub async fn open(
         broker: &Broker,
         ctx: &RequestContext,
         topic: &str,
         partition: u32,
         offset: i64,
+        isolation: Isolation,
     ) -> Result<Reader, BrokerError> {
         let topic = broker.topic_for(ctx, Operation::Read, topic)?;
         let handle = topic.partition(partition)?;
@@ -352,6 +359,7 @@ impl Reader {
             topic,
             partition: handle,
             offset,
+            isolation,
             shutdown: broker.shutdown_signal(),
             metrics: broker.metrics().clone(),
             quota: (
@@ -382,12 +390,20 @@ impl Reader {
     }
 
     /// The batches at the reader's offset (at most about `max_bytes`), waiting until
-    /// there are some. SHUTTING_DOWN once the broker stops. Cancel safe. The reader does
-    /// not move: [`Reader::seek`] past what was used.
-    pub async fn next(&mut self, max_bytes: usize) -> Result<FetchData, BrokerError> {
+    /// there are some, with the aborted transactions among them under read committed.
+    /// SHUTTING_DOWN once the broker stops. Cancel safe. The reader does not move:
+    /// [`Reader::seek`] past what was used.
+    pub async fn next(
+        &mut self,
+        max_bytes: usize,
+    ) -> Result<(FetchData, Vec<AbortedTxn>), BrokerError> {
         loop {
             let mut watch = self.partition.subscribe();
-            let data = self.partition.read(self.offset, max_bytes).await?;
+            let read = self
+                .partition
+                .read_isolated(self.offset, max_bytes, ReadTo::Memory, self.isolation)
+                .await?;
+            let data = read.data;
             if !data.records.is_empty() {
                 self.metrics.consumed(
                     &self.topic.name,
@@ -399,7 +415,7 @@ impl Reader {
                 quotas
                     .enforce(registry, ctx, QuotaKind::Fetch, data.records.len())
                     .await;
-                return Ok(data);
+                return Ok((data, read.aborted));
             }
             if *self.shutdown.borrow_and_update() {
                 return Err(BrokerError::new(
