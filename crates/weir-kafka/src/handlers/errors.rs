@@ -67,6 +67,19 @@ pub fn reassignment_code(err: &BrokerError, cancel: bool) -> i16 {
     }
 }
 
+/// `code` as a client speaking `version` of a request knows it: PRODUCER_FENCED (KIP-588)
+/// only from the version `since` that added it (InitProducerId 4, AddPartitionsToTxn,
+/// AddOffsetsToTxn and EndTxn 2, as their schemas say), INVALID_PRODUCER_EPOCH before, as
+/// Kafka answers older clients (aiokafka speaks AddPartitionsToTxn v0 and takes an
+/// unknown code for a fatal UnknownError, where INVALID_PRODUCER_EPOCH is "fenced").
+pub fn fenced_as_known(code: i16, version: i16, since: i16) -> i16 {
+    if code == E::ProducerFenced.code() && version < since {
+        E::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
 /// The Kafka error of a transaction coordinator's refusal (Weir's two limits have no
 /// code of their own in Kafka: a transaction over the partition limit is an
 /// INVALID_REQUEST, a full coordinator partition a COORDINATOR_NOT_AVAILABLE).
@@ -161,6 +174,20 @@ pub fn code(reason: &Reason) -> i16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn producer_fenced_is_invalid_producer_epoch_for_versions_before_it() {
+        let fenced = E::ProducerFenced.code();
+        let epoch = E::InvalidProducerEpoch.code();
+        assert_eq!(fenced_as_known(fenced, 0, 2), epoch);
+        assert_eq!(fenced_as_known(fenced, 1, 2), epoch);
+        assert_eq!(fenced_as_known(fenced, 2, 2), fenced);
+        assert_eq!(fenced_as_known(fenced, 3, 4), epoch);
+        // Any other code goes as it is.
+        let other = E::ConcurrentTransactions.code();
+        assert_eq!(fenced_as_known(other, 0, 2), other);
+        assert_eq!(fenced_as_known(0, 0, 2), 0);
+    }
 
     #[test]
     fn the_codes_clients_retry_on_are_the_retriable_ones() {

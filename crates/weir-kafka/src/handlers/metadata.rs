@@ -75,7 +75,9 @@ pub(super) async fn metadata(
     // Before v4 a client could not say; Kafka creates topics for it then.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     let cluster = metadata::cluster(&broker.core, ctx, &broker.this_broker());
-    let lookups = metadata::topics(&broker.core, ctx, names.as_deref(), allow_create, false).await;
+    // Every topic, internal ones included (flagged `is_internal`), as Kafka lists them: a
+    // client filters them itself (`exclude.internal.topics`, the admin clients' listings).
+    let lookups = metadata::topics(&broker.core, ctx, names.as_deref(), allow_create, true).await;
     let brokers = cluster
         .brokers
         .iter()

@@ -20,6 +20,7 @@ use weir_broker::security::{Operation, ResourceType};
 use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition, TxnError};
 use weir_broker::{BrokerError, Reason, RequestContext};
 
+use super::errors::fenced_as_known;
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -270,8 +271,9 @@ pub(super) async fn init_producer_id(
             Ok(p) => InitProducerIdResponse::default()
                 .with_producer_id(ProducerId(p.producer_id))
                 .with_producer_epoch(p.epoch),
+            // PRODUCER_FENCED from InitProducerId v4 on (KIP-588).
             Err(e) => InitProducerIdResponse::default()
-                .with_error_code(error_code(&e))
+                .with_error_code(fenced_as_known(error_code(&e), request.api_version, 4))
                 .with_producer_id(ProducerId(-1))
                 .with_producer_epoch(-1),
         }

@@ -45,7 +45,11 @@ pub(super) async fn create_topics(
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.to_string();
-        let mut result = CreatableTopicResult::default().with_name(t.name.clone());
+        // No error message unless there is an error: Kafka answers null (the generated
+        // default is an empty string, which aiokafka's own tests take for an error).
+        let mut result = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         let configs: BTreeMap<String, String> = t
             .configs
             .into_iter()

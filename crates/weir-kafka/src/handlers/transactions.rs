@@ -30,10 +30,15 @@ use weir_broker::transactions::{
 };
 use weir_broker::{BrokerError, RequestContext};
 
+use super::errors::fenced_as_known;
 use super::groups::{commit_codes, commit_of};
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
+
+/// The first AddPartitionsToTxn, AddOffsetsToTxn and EndTxn version that knows
+/// PRODUCER_FENCED (KIP-588); older ones are told INVALID_PRODUCER_EPOCH.
+const FENCED_SINCE: i16 = 2;
 
 /// The last AddPartitionsToTxn version a client sends (v4+ carries several
 /// transactions, brokers' verify-only form).
@@ -68,14 +73,15 @@ pub(super) async fn add_partitions_to_txn(
     .await;
     let not_attempted = ResponseError::OperationNotAttempted.code();
     let code_of = |tp: &TopicPartition| -> i16 {
-        match &outcome {
+        let code = match &outcome {
             Ok(AddOutcome::Added) => 0,
             Ok(AddOutcome::Refused(refused)) => refused
                 .iter()
                 .find(|(r, _)| r == tp)
                 .map_or(not_attempted, |(_, e)| error_code(e)),
             Err(e) => error_code(e),
-        }
+        };
+        fenced_as_known(code, request.api_version, FENCED_SINCE)
     };
     let mut topics: Vec<AddPartitionsToTxnTopicResult> = Vec::new();
     for t in &req.v3_and_below_topics {
@@ -121,6 +127,7 @@ pub(super) async fn add_offsets_to_txn(
     )
     .await;
     let code = outcome.err().map_or(0, |e| error_code(&e));
+    let code = fenced_as_known(code, request.api_version, FENCED_SINCE);
     answer(
         ctx,
         request,
@@ -217,7 +224,11 @@ pub(super) async fn end_txn(
             .with_producer_id(ProducerId(next.producer_id))
             .with_producer_epoch(next.epoch),
         Err(e) => EndTxnResponse::default()
-            .with_error_code(error_code(&e))
+            .with_error_code(fenced_as_known(
+                error_code(&e),
+                request.api_version,
+                FENCED_SINCE,
+            ))
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     };
