@@ -8,7 +8,9 @@
 //!   read back at both isolation levels (`tests/kafka/transactions_confluent.py`);
 //! - consume-transform-produce: confluent-kafka's `send_offsets_to_transaction`
 //!   (TxnOffsetCommit), the group's offsets following committed transactions only
-//!   (`tests/kafka/txn_offsets_confluent.py`).
+//!   (`tests/kafka/txn_offsets_confluent.py`);
+//! - Weir's own readers at both isolation levels: `weir consume --isolation` and gRPC
+//!   Fetch of records and of raw batches.
 
 use crate::common;
 
@@ -88,14 +90,15 @@ async fn end(
     }
 }
 
-#[test]
-fn read_committed_consumers_see_exactly_the_committed_transaction() {
-    let python = installed("tests/python/setup.sh");
+/// A broker with a Kafka listener and topic [`TOPIC`] (one partition) holding, through
+/// the core: a committed and an aborted transaction interleaved, plain records, and a
+/// transaction still open. Offsets: c-0 0, c-1 1, a-0 2, a-1 3, plain-0 4, c-2 5, a-2 6,
+/// abort marker 7, commit marker 8, plain-1 9, o-0 10, plain-2 11.
+fn broker_with_mixed_transactions() -> Broker {
     let broker = Broker::start_with_kafka(weir_server::ServerConfig {
         admin_listen: None,
         ..Default::default()
     });
-    let kafka = broker.kafka.clone().expect("a Kafka listener");
     broker.ok(&["topic", "create", TOPIC, "--partitions", "1"], "");
     let core = broker.server.as_ref().expect("running").core();
     broker.block_on(async {
@@ -122,6 +125,21 @@ fn read_committed_consumers_see_exactly_the_committed_transaction() {
         produce(&core, &ctx, batch(txn(open, 0), &["o-0"])).await;
         produce(&core, &ctx, batch(None, &["plain-2"])).await;
     });
+    broker
+}
+
+/// What a read committed reader of [`broker_with_mixed_transactions`] sees.
+const COMMITTED: [&str; 5] = ["c-0", "c-1", "plain-0", "c-2", "plain-1"];
+/// What a read uncommitted reader sees: every record, no transaction marker.
+const UNCOMMITTED: [&str; 10] = [
+    "c-0", "c-1", "a-0", "a-1", "plain-0", "c-2", "a-2", "plain-1", "o-0", "plain-2",
+];
+
+#[test]
+fn read_committed_consumers_see_exactly_the_committed_transaction() {
+    let python = installed("tests/python/setup.sh");
+    let broker = broker_with_mixed_transactions();
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
     let script = repo_root().join("tests/kafka/read_committed.py");
     let out = run_ok(
         &python,
@@ -142,24 +160,127 @@ fn read_committed_consumers_see_exactly_the_committed_transaction() {
             .map(|v| v.as_str().expect("a string").to_string())
             .collect()
     };
-    // Offsets: c-0 0, c-1 1, a-0 2, a-1 3, plain-0 4, c-2 5, a-2 6, abort 7, commit 8,
-    // plain-1 9, o-0 10, plain-2 11.
     let committed = read("read_committed");
-    assert_eq!(
-        values(committed),
-        ["c-0", "c-1", "plain-0", "c-2", "plain-1"],
-        "{out}"
-    );
+    assert_eq!(values(committed), COMMITTED, "{out}");
     assert_eq!(committed["high"], 10, "ListOffsets answers the LSO: {out}");
     let uncommitted = read("read_uncommitted");
-    assert_eq!(
-        values(uncommitted),
-        [
-            "c-0", "c-1", "a-0", "a-1", "plain-0", "c-2", "a-2", "plain-1", "o-0", "plain-2"
-        ],
-        "{out}"
-    );
+    assert_eq!(values(uncommitted), UNCOMMITTED, "{out}");
     assert_eq!(uncommitted["high"], 12, "{out}");
+}
+
+/// `weir consume --isolation read-committed` (the Rust client's Consume streams, raw
+/// batches the broker filtered) and gRPC Fetch of decoded records and of raw batches,
+/// at both levels: the same records Kafka's read_committed consumers see, never a
+/// transaction marker as a record, and the end of the log at the last stable offset.
+#[test]
+fn grpc_readers_and_weir_consume_read_committed_as_kafka_consumers_do() {
+    let broker = broker_with_mixed_transactions();
+    let lines = |out: String| -> Vec<String> { out.lines().map(str::to_owned).collect() };
+    // Without --follow the command stops at the end it looked up: the last stable offset
+    // (10) under read committed, so the open transaction does not hold it up.
+    assert_eq!(
+        lines(broker.ok(&["consume", TOPIC, "--isolation", "read-committed"], "")),
+        COMMITTED
+    );
+    assert_eq!(lines(broker.ok(&["consume", TOPIC], "")), UNCOMMITTED);
+    let group = broker.ok(
+        &[
+            "consume",
+            TOPIC,
+            "--group",
+            "txn-readers",
+            "--isolation",
+            "read-committed",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let offsets: Vec<i64> = json_lines(&group)
+        .iter()
+        .map(|r| r["offset"].as_i64().expect("an offset"))
+        .collect();
+    assert_eq!(offsets, [0, 1, 4, 5, 9], "{group}");
+
+    use weir_proto::v1 as pb;
+    let fetch = |format: pb::RecordFormat, isolation: i32| {
+        let addr = format!("http://{}", broker.addr);
+        broker.block_on(async move {
+            let mut client = pb::consumer_client::ConsumerClient::connect(addr)
+                .await
+                .expect("connects");
+            client
+                .fetch(pb::FetchRequest {
+                    topic: TOPIC.to_string(),
+                    partitions: vec![pb::PartitionFetch {
+                        partition: 0,
+                        offset: 0,
+                        max_bytes: 0,
+                    }],
+                    format: format as i32,
+                    isolation,
+                    ..Default::default()
+                })
+                .await
+        })
+    };
+    let committed = pb::IsolationLevel::ReadCommitted as i32;
+    let uncommitted = pb::IsolationLevel::ReadUncommitted as i32;
+    let decoded = |isolation| -> (Vec<String>, pb::PartitionFetchResult) {
+        let mut answer = fetch(pb::RecordFormat::Records, isolation)
+            .expect("the fetch is answered")
+            .into_inner();
+        let result = answer.results.remove(0);
+        assert_eq!(result.error, None);
+        let values = result
+            .records
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().expect("a value").to_vec()).expect("text"))
+            .collect();
+        (values, result)
+    };
+    let (values, result) = decoded(committed);
+    assert_eq!(values, COMMITTED);
+    assert_eq!(
+        (
+            result.last_stable_offset,
+            result.high_watermark,
+            result.next_offset
+        ),
+        (10, 12, 10)
+    );
+    let (values, result) = decoded(uncommitted);
+    assert_eq!(
+        values, UNCOMMITTED,
+        "no transaction marker comes back as a record"
+    );
+    assert_eq!(result.next_offset, 12);
+
+    // Raw batches: read committed leaves out the aborted batches and the markers.
+    let mut answer = fetch(pb::RecordFormat::Batches, committed)
+        .expect("the fetch is answered")
+        .into_inner();
+    let batches = answer.results.remove(0).batches;
+    let (mut at, mut values) = (0, Vec::new());
+    while at < batches.len() {
+        let len = weir_batch::framed_len(&batches[at..]).expect("a whole batch");
+        let batch = batches.slice(at..at + len);
+        assert!(!weir_batch::BatchHeader::parse(&batch).is_control());
+        for r in weir_batch::decode_records(&batch).expect("decodes") {
+            values.push(String::from_utf8(r.value.expect("a value").to_vec()).unwrap());
+        }
+        at += len;
+    }
+    assert_eq!(values, COMMITTED);
+
+    // An isolation level the proto does not define is refused, not read as a default.
+    let refused = fetch(pb::RecordFormat::Records, 7).expect_err("refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("isolation"),
+        "{}",
+        refused.message()
+    );
 }
 
 #[test]

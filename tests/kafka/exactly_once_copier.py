@@ -1,0 +1,203 @@
+"""Exactly once through faults: a confluent-kafka consume-transform-produce loop.
+
+Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS
+
+1. An idempotent producer writes COUNT keyed records to IN (keys k0..k29; the value of
+   the n-th record of key k is "k:n"): {"step": "produced", "count": COUNT}.
+2. A consumer of group "eo-copier" (read_committed, no auto commit) and a transactional
+   producer ("eo-copier") copy IN to OUT, each record to the same partition number, in
+   transactions of at most BATCH records whose input offsets go with them
+   (send_offsets_to_transaction), pacing themselves so the copy takes a while (the test
+   kills and pauses brokers meanwhile). An error aborts the transaction (or, when the
+   producer is fenced or fails fatally, makes a new one) and rewinds the consumer to the
+   group's committed offsets, the standard recovery: what was copied in an aborted
+   transaction is invisible to read_committed readers and is copied again.
+   Ends when the committed offsets reach the end of IN or LIMIT_SECONDS pass.
+3. A read_committed consumer (a group of its own) reads OUT from the beginning until it
+   has COUNT records and nothing more comes for 3 s, or 60 s pass.
+
+Prints {"step": "done", "commits", "aborts", "new_producers", "errors" (the first 30),
+"finished" (the copy reached the end), "read": {partition: [values in order]}}.
+Every call is bounded in time.
+"""
+
+import json
+import sys
+import time
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+
+bootstrap, source, target = sys.argv[1], sys.argv[2], sys.argv[3]
+count, limit = int(sys.argv[4]), float(sys.argv[5])
+KEYS = 30
+BATCH = 25
+# A call to the transaction API may take this long (a coordinator failover inside it).
+CALL_TIMEOUT = 30
+GROUP = "eo-copier"
+TRANSACTIONAL_ID = "eo-copier"
+
+
+def emit(**line):
+    print(json.dumps(line), flush=True)
+
+
+def produce_input():
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
+                         "linger.ms": 5})
+    failed = []
+    seq = [0] * KEYS
+
+    def report(err, _msg):
+        if err is not None:
+            failed.append(str(err))
+
+    for i in range(count):
+        key = i % KEYS
+        value = f"k{key}:{seq[key]}"
+        seq[key] += 1
+        producer.produce(source, key=f"k{key}", value=value, on_delivery=report)
+        producer.poll(0)
+    left = producer.flush(60)
+    if failed or left:
+        raise SystemExit(f"the input was not all written: {left} left, errors {failed[:5]}")
+    emit(step="produced", count=count)
+
+
+def input_ends():
+    probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "eo-probe"})
+    metadata = probe.list_topics(source, timeout=CALL_TIMEOUT)
+    ends = {}
+    for p in metadata.topics[source].partitions:
+        _low, high = probe.get_watermark_offsets(TopicPartition(source, p), timeout=CALL_TIMEOUT)
+        ends[p] = high
+    probe.close()
+    return ends
+
+
+def new_producer():
+    producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": TRANSACTIONAL_ID,
+                         "transaction.timeout.ms": 60000, "linger.ms": 5})
+    producer.init_transactions(CALL_TIMEOUT)
+    return producer
+
+
+def note(errors, error):
+    if len(errors) < 30:
+        errors.append(error)
+
+
+def fresh_producer(deadline, errors):
+    """A new transactional producer, retried until `deadline`; None if none could start."""
+    while time.monotonic() < deadline:
+        try:
+            return new_producer()
+        except KafkaException as e:
+            note(errors, f"init_transactions: {e.args[0]}")
+            time.sleep(1)
+    return None
+
+
+def rewind(consumer, committed, deadline, errors):
+    """Seeks every assigned partition back to the group's committed offset, and notes
+    those offsets in `committed` (a commit whose answer was lost may have happened)."""
+    while time.monotonic() < deadline:
+        assigned = consumer.assignment()
+        if not assigned:
+            return
+        try:
+            for tp in consumer.committed(assigned, timeout=CALL_TIMEOUT):
+                offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+                if tp.offset >= 0:
+                    committed[tp.partition] = tp.offset
+            return
+        except KafkaException as e:
+            note(errors, f"rewind: {e.args[0]}")
+            time.sleep(1)
+
+
+def copy(ends):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "isolation.level": "read_committed"})
+    consumer.subscribe([source])
+    producer = new_producer()
+    commits = aborts = new_producers = 0
+    errors = []
+    committed = {p: 0 for p in ends}
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and any(committed[p] < ends[p] for p in ends):
+        records = [m for m in consumer.consume(BATCH, timeout=1.0) if m.error() is None]
+        if not records:
+            continue
+        try:
+            producer.begin_transaction()
+            for m in records:
+                producer.produce(target, key=m.key(), value=m.value(), partition=m.partition())
+            positions = consumer.position(consumer.assignment())
+            producer.send_offsets_to_transaction(
+                positions, consumer.consumer_group_metadata(), CALL_TIMEOUT)
+            producer.commit_transaction(CALL_TIMEOUT)
+            commits += 1
+            for tp in positions:
+                if tp.offset >= 0:
+                    committed[tp.partition] = tp.offset
+        except KafkaException as e:
+            error = e.args[0]
+            note(errors, str(error))
+            aborted = False
+            if not error.fatal() and (error.txn_requires_abort() or error.retriable()):
+                try:
+                    producer.abort_transaction(CALL_TIMEOUT)
+                    aborts += 1
+                    aborted = True
+                except KafkaException as again:
+                    note(errors, f"abort: {again.args[0]}")
+            if not aborted:
+                # Fenced, failed fatally, or the abort failed: a new producer, whose
+                # InitProducerId aborts whatever the old one left open.
+                producer = fresh_producer(deadline, errors)
+                if producer is None:
+                    break
+                new_producers += 1
+            rewind(consumer, committed, deadline, errors)
+        # Paced: the copy must last through the test's faults.
+        time.sleep(0.1)
+    consumer.close()
+    finished = all(committed[p] >= ends[p] for p in ends)
+    return dict(commits=commits, aborts=aborts, new_producers=new_producers, errors=errors,
+                finished=finished, committed={str(p): o for p, o in committed.items()})
+
+
+def read_output(partitions):
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "eo-reader",
+                         "enable.auto.commit": False, "isolation.level": "read_committed"})
+    consumer.assign([TopicPartition(target, p, OFFSET_BEGINNING) for p in partitions])
+    read = {str(p): [] for p in partitions}
+    total = 0
+    deadline = time.monotonic() + 60
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        batch = consumer.consume(500, timeout=0.5)
+        got = [m for m in batch if m.error() is None]
+        for m in got:
+            read[str(m.partition())].append(m.value().decode())
+        total += len(got)
+        if got:
+            quiet_since = time.monotonic()
+        elif total >= count and time.monotonic() - quiet_since > 3:
+            break
+    consumer.close()
+    return read
+
+
+produce_input()
+ends = input_ends()
+outcome = copy(ends)
+emit(step="done", read=read_output(sorted(ends)), **outcome)
