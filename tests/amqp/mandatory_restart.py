@@ -8,7 +8,9 @@ the broker before and after its restart:
 `declare` declares the durable direct exchange `orders_x`, the durable queue `orders`
 bound with `new`, and checks returns: a mandatory publish with no route comes back (pika
 raises UnroutableError once its confirm arrives) while a routed one is confirmed.
-`publish` publishes again (mandatory, confirmed) and reads the queue. Bounded loops.
+`declare` also binds the topic exchange `orders_in` on to `orders_x` (`#`, an
+exchange-to-exchange binding). `publish` publishes again (mandatory, confirmed), directly
+and through `orders_in`, and reads the queue. Bounded loops.
 Prints one JSON line.
 """
 import json
@@ -33,6 +35,8 @@ if phase == "declare":
     channel.exchange_declare(exchange="orders_x", exchange_type="direct", durable=True)
     channel.queue_declare(queue="orders", durable=True)
     channel.queue_bind(exchange="orders_x", queue="orders", routing_key="new")
+    channel.exchange_declare(exchange="orders_in", exchange_type="topic", durable=True)
+    channel.exchange_bind(destination="orders_x", source="orders_in", routing_key="#")
     channel.confirm_delivery()
     try:
         channel.basic_publish(exchange="orders_x", routing_key="old", body="nowhere", mandatory=True)
@@ -58,6 +62,12 @@ else:
         result["routed"] = True
     except pika.exceptions.UnroutableError:
         result["routed"] = False
+    # Through the exchange-to-exchange binding made before the restart.
+    try:
+        channel.basic_publish(exchange="orders_in", routing_key="new", body="order 3", mandatory=True)
+        result["routed_through_binding"] = True
+    except pika.exceptions.UnroutableError:
+        result["routed_through_binding"] = False
 
 bodies = []
 for _ in range(200):

@@ -57,6 +57,11 @@ nodes = until(
     lambda: sorted(b["broker_id"] for b in admin.describe_cluster()["brokers"]),
     lambda ids: len(ids) == 3,
 )
+# A client made now learns all three from its bootstrap metadata: the first one may have
+# bootstrapped before every broker registered, and kafka-python refreshes its broker list
+# only every 5 minutes (requests to a broker it does not know fail UnknownBrokerIdError).
+admin.close()
+admin = until(lambda: KafkaAdminClient(bootstrap_servers=brokers.split(",")), lambda a: True)
 
 
 def send(node, request):

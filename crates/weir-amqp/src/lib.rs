@@ -55,13 +55,21 @@ pub const LISTENER: Listener = Listener {
     protocol: PROTOCOL,
 };
 
+/// The AMQP listener over TLS (`--amqps-listen`, RabbitMQ's `amqps` on 5671).
+pub const TLS_LISTENER: Listener = Listener {
+    name: "amqps",
+    protocol: PROTOCOL,
+};
+
 /// How the listener runs.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// Which listener this is: [`LISTENER`] or [`TLS_LISTENER`] (connections are counted
+    /// and authenticated under its name).
+    pub listener: Listener,
     /// The broker-wide budget this listener takes connections from.
     pub budget: Arc<Budget>,
-    /// TLS on every connection; `None`: plaintext (what `weir serve` configures today:
-    /// docs/amqp.md).
+    /// TLS on every connection (the `amqps` listener); `None`: plaintext.
     pub tls: Option<Arc<ServerTls>>,
 }
 
@@ -70,6 +78,8 @@ pub struct Options {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub broker: Arc<Broker>,
+    /// The broker-wide budget: publishes take room in it for their bodies.
+    pub budget: Arc<Budget>,
     /// Queue name to what this broker knows of it beyond the metadata (the connection
     /// holding an exclusive queue).
     pub declared: Mutex<HashMap<String, queues::Declared>>,
@@ -95,6 +105,7 @@ pub async fn serve(
 ) {
     let shared = Arc::new(Shared {
         broker,
+        budget: options.budget.clone(),
         declared: Mutex::new(HashMap::new()),
         consumers: Mutex::new(HashMap::new()),
         expiring: Mutex::new(HashMap::new()),
@@ -105,7 +116,7 @@ pub async fn serve(
         stopping.clone(),
     ));
     let kit = listener_kit::Options {
-        listener: LISTENER,
+        listener: options.listener,
         tls: options.tls,
         budget: options.budget,
         // AMQP's heartbeats find a dead peer (two intervals unheard).

@@ -253,6 +253,11 @@ impl Budget {
         self.refused_connections.total.load(Ordering::Relaxed)
     }
 
+    /// Requests that waited for room in the budget (or wait now), since the start.
+    pub fn request_waits(&self) -> u64 {
+        self.request_waits.load(Ordering::Relaxed)
+    }
+
     /// Consume streams refused at the cap, since the start.
     pub fn refused_consume_streams(&self) -> u64 {
         self.refused_streams.total.load(Ordering::Relaxed)

@@ -118,6 +118,9 @@ pub struct Broker {
     share_members: share_members::ShareMembers,
     /// Carries share fetches to a coordinator on another broker; set by the server.
     share_forwarder: OnceLock<Arc<dyn shares::ShareForwarder>>,
+    /// Carries produces to a partition's leader on another broker, for adapters whose
+    /// clients do not route by leader; set by the server.
+    produce_forwarder: OnceLock<Arc<dyn produce::ProduceForwarder>>,
     /// Set once this broker is registered and unfenced, as `groups`.
     transactions: OnceLock<Arc<TransactionCoordinator>>,
     /// Carries produce-time transaction checks to a coordinator on another broker; set
@@ -152,6 +155,7 @@ impl Broker {
             shares: OnceLock::new(),
             share_members: share_members::ShareMembers::default(),
             share_forwarder: OnceLock::new(),
+            produce_forwarder: OnceLock::new(),
             txn_verifier: OnceLock::new(),
             transactions: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
@@ -278,6 +282,12 @@ impl Broker {
     /// Sets how share fetches reach a coordinator on another broker (once).
     pub fn set_share_forwarder(&self, forwarder: Arc<dyn shares::ShareForwarder>) {
         let _ = self.share_forwarder.set(forwarder);
+    }
+
+    /// Sets how produces reach a partition's leader on another broker (once), for
+    /// `produce::submit_anywhere`.
+    pub fn set_produce_forwarder(&self, forwarder: Arc<dyn produce::ProduceForwarder>) {
+        let _ = self.produce_forwarder.set(forwarder);
     }
 
     /// Sets how produce-time transaction checks reach a coordinator on another broker

@@ -168,6 +168,11 @@ pub struct ServeArgs {
     /// or "none" [default: 127.0.0.1:5672].
     #[arg(long, env = "WEIR_AMQP_LISTEN", value_name = "ADDR|none")]
     amqp_listen: Option<String>,
+    /// AMQP over TLS listen address (RabbitMQ's amqps, 5671 by convention), with the
+    /// broker's --tls-cert and --tls-key (and --tls-client-ca for client certificates)
+    /// [default: none].
+    #[arg(long, env = "WEIR_AMQPS_LISTEN", value_name = "ADDR|none")]
+    amqps_listen: Option<String>,
     /// HOST:PORT Kafka clients are told to connect to (Kafka's advertised.listeners)
     /// [default: derived from --kafka-listen as --advertise is from --listen].
     #[arg(long, env = "WEIR_KAFKA_ADVERTISE", value_name = "HOST:PORT", value_parser = host_port)]
@@ -321,6 +326,15 @@ impl ServeArgs {
                 })?)
             }
             None if !file_sets_amqp => config.amqp_listen = Some(weir_server::DEFAULT_AMQP_LISTEN),
+            None => {}
+        }
+        match self.amqps_listen.as_deref() {
+            Some("off" | "none" | "") => config.amqps_listen = None,
+            Some(addr) => {
+                config.amqps_listen = Some(addr.parse().with_context(|| {
+                    format!("--amqps-listen {addr:?} is not an address or \"none\"")
+                })?)
+            }
             None => {}
         }
         if let Some(dir) = self.data_dir {

@@ -53,6 +53,7 @@ mod maintenance;
 mod oversize;
 mod page;
 mod produce;
+mod produce_forward;
 mod queues;
 mod request_quota;
 mod security_admin;
@@ -221,9 +222,13 @@ pub struct RunningServer {
     pub kafka_external_addr: Option<SocketAddr>,
     /// The bound AMQP listener (`amqp_listen`), if configured.
     pub amqp_addr: Option<SocketAddr>,
+    /// The bound AMQP-over-TLS listener (`amqps_listen`), if configured.
+    pub amqps_addr: Option<SocketAddr>,
     registry: Arc<TopicRegistry>,
     /// The protocol-neutral core every listener serves.
     core: Arc<weir_broker::Broker>,
+    /// The broker-wide budget every client listener takes from.
+    budget: Arc<weir_broker::budget::Budget>,
     node: ClusterNode,
     multi_node: bool,
     health: tonic_health::server::HealthReporter,
@@ -308,6 +313,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     });
     broker.metrics().set_budget(broker.budget.clone());
     broker.core.set_kafka_listeners(kafka_listeners);
+    // AMQP's publishes reach a queue's leader on another broker through it.
+    broker
+        .core
+        .set_produce_forwarder(Arc::new(produce_forward::GrpcProduceForwarder::new(
+            broker.peer_tls.clone(),
+        )));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
@@ -387,6 +398,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         kafka_advertised = ?advertised(listener_names::KAFKA),
         kafka_external = ?addrs.kafka_external,
         amqp = ?addrs.amqp,
+        amqps = ?addrs.amqps,
         kafka_external_advertised = ?advertised(listener_names::KAFKA_EXTERNAL),
         data_dir = %config.data_dir.display(),
         node_id = config.node_id,
@@ -404,8 +416,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         kafka_addr: addrs.kafka,
         kafka_external_addr: addrs.kafka_external,
         amqp_addr: addrs.amqp,
+        amqps_addr: addrs.amqps,
         registry,
         core: broker.core.clone(),
+        budget: broker.budget.clone(),
         node,
         multi_node,
         health,
@@ -464,6 +478,7 @@ struct ListenerAddrs {
     kafka: Option<SocketAddr>,
     kafka_external: Option<SocketAddr>,
     amqp: Option<SocketAddr>,
+    amqps: Option<SocketAddr>,
 }
 
 impl ListenerAddrs {
@@ -482,6 +497,7 @@ impl ListenerAddrs {
             kafka: addr(weir_broker::Listener::KAFKA),
             kafka_external: addr(weir_broker::Listener::KAFKA_EXTERNAL),
             amqp: addr(weir_amqp::LISTENER),
+            amqps: addr(weir_amqp::TLS_LISTENER),
         }
     }
 }
@@ -683,6 +699,13 @@ impl RunningServer {
     /// (`weir_broker::transactions`), and tests that drive the core without a protocol.
     pub fn core(&self) -> Arc<weir_broker::Broker> {
         self.core.clone()
+    }
+
+    /// The broker-wide budget (connections, requests in flight, consume streams) every
+    /// client listener takes from, for a process that watches it and for tests that fill
+    /// it.
+    pub fn budget(&self) -> Arc<weir_broker::budget::Budget> {
+        self.budget.clone()
     }
 
     /// Stops gracefully: stop accepting, finish in-flight requests, flush, close.

@@ -203,6 +203,7 @@ fn serve_kafka(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow
 /// if its spec has it.
 fn serve_amqp(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow::Result<()>>> {
     let options = weir_amqp::Options {
+        listener: bound.listener,
         budget: serving.broker.budget.clone(),
         tls: bound.tls,
     };

@@ -420,8 +420,17 @@ fn named_reason(name: &str) -> Option<Reason> {
 
 /// A per-entry error of a forwarded call as the core's error.
 fn partition_error(coordinator: &Coordinator, e: pb::PartitionError) -> BrokerError {
+    remote_partition_error(
+        &format!("the share coordinator, broker {}", coordinator.node_id),
+        e,
+    )
+}
+
+/// A per-entry error another broker answered (`who` names it) as the core's error, as
+/// [`remote_error`] reads a whole call's.
+pub(crate) fn remote_partition_error(who: &str, e: pb::PartitionError) -> BrokerError {
     let status = Status::new(Code::from_i32(e.code), e.message.clone());
-    let mut err = forwarded_error(coordinator, status);
+    let mut err = remote_error(who, status);
     if let Some(reason) = named_reason(&e.reason) {
         err.reason = reason;
     }
@@ -431,19 +440,22 @@ fn partition_error(coordinator: &Coordinator, e: pb::PartitionError) -> BrokerEr
 /// A failed forwarded call as the core's error: retriable where the coordinator was
 /// unavailable (it moved, or is loading), the request's fault where it said so.
 fn forwarded_error(coordinator: &Coordinator, status: Status) -> BrokerError {
+    remote_error(
+        &format!("the share coordinator, broker {}", coordinator.node_id),
+        status,
+    )
+}
+
+/// A failed call to another broker (`who` names it for the message) as the core's
+/// error: the reason its ErrorInfo names where it names one of Weir's, else the one
+/// its code means (UNAVAILABLE and the like retriable as an unavailable coordinator).
+pub(crate) fn remote_error(who: &str, status: Status) -> BrokerError {
     use tonic_types::StatusExt;
     if let Some(reason) = status
         .get_details_error_info()
         .and_then(|info| named_reason(&info.reason))
     {
-        return BrokerError::new(
-            reason,
-            format!(
-                "the share coordinator, broker {}: {}",
-                coordinator.node_id,
-                status.message()
-            ),
-        );
+        return BrokerError::new(reason, format!("{who}: {}", status.message()));
     }
     let reason = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => Reason::InvalidRequest,
@@ -453,12 +465,5 @@ fn forwarded_error(coordinator: &Coordinator, status: Status) -> BrokerError {
         Code::Unavailable | Code::Unknown | Code::Cancelled => Reason::CoordinatorNotAvailable,
         _ => Reason::Internal,
     };
-    BrokerError::new(
-        reason,
-        format!(
-            "the share coordinator, broker {}: {}",
-            coordinator.node_id,
-            status.message()
-        ),
-    )
+    BrokerError::new(reason, format!("{who}: {}", status.message()))
 }

@@ -249,6 +249,8 @@ impl Conn {
     pub(super) async fn on_queue(&mut self, id: u16, m: queue::AMQPMethod) -> Result<(), Reply> {
         match m {
             queue::AMQPMethod::Declare(declare) => {
+                // Its message count includes what this connection published before.
+                self.publishes_readable().await;
                 let ok = queues::declare(&self.shared, &self.ctx, &self.id, &declare).await?;
                 if (declare.exclusive || declare.auto_delete)
                     && !declare.passive
@@ -275,6 +277,7 @@ impl Conn {
                 if delete.queue.as_str().is_empty() {
                     delete.queue = self.last_queue(id)?.into();
                 }
+                self.publishes_readable().await;
                 let message_count = queues::delete(&self.shared, &self.ctx, &delete).await?;
                 self.owned_queues.retain(|q| q != delete.queue.as_str());
                 if !delete.nowait {
@@ -291,6 +294,7 @@ impl Conn {
                 if purge.queue.as_str().is_empty() {
                     purge.queue = self.last_queue(id)?.into();
                 }
+                self.publishes_readable().await;
                 let message_count = queues::purge(&self.shared, &self.ctx, &purge).await?;
                 if !purge.nowait {
                     self.send_method(

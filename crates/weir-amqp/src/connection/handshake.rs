@@ -25,8 +25,8 @@ impl Conn {
             ("per_consumer_qos", true),
             ("authentication_failure_close", true),
             ("consumer_cancel_notify", true),
-            ("exchange_exchange_bindings", false),
-            ("connection.blocked", false),
+            ("exchange_exchange_bindings", true),
+            ("connection.blocked", true),
         ] {
             capabilities.insert(name.into(), AMQPValue::Boolean(on));
         }
@@ -72,6 +72,8 @@ impl Conn {
                 self.authenticate(&start_ok).await?;
                 self.cancel_notify =
                     client_capability(&start_ok.client_properties, "consumer_cancel_notify");
+                self.blocked_notify =
+                    client_capability(&start_ok.client_properties, "connection.blocked");
                 self.send_method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {

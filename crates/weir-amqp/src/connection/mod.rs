@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use weir_broker::budget::{Budget, RequestBytesPermit};
 use weir_broker::listener_kit::{Closing, Connection, ReadHalf};
 use weir_broker::produce::PendingProduce;
 use weir_broker::{BrokerError, RequestContext};
@@ -45,6 +46,11 @@ pub const MAX_UNACKED_PER_CONSUMER: usize = 1_000;
 /// Most publishes of one channel waiting for their produce's answer; a publisher past it
 /// is not read from until one is answered.
 pub const MAX_PENDING_PUBLISHES: usize = 1_024;
+
+/// Longest a `basic.get`, `queue.declare`, `queue.purge` or `queue.delete` waits for the
+/// connection's earlier publishes to become readable (see `Conn::publishes_readable`);
+/// past it, the method goes on with what is readable.
+pub const PUBLISHES_READABLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a client has to send its protocol header and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -123,6 +129,9 @@ struct Publishing {
     properties: Option<BasicProperties>,
     size: u64,
     body: Vec<u8>,
+    /// Its room in the broker-wide budget of requests in flight (its body's size), held
+    /// until its produces are answered; taken when its content header arrives.
+    room: Option<RequestBytesPermit>,
 }
 
 /// A publish handed to the core, waiting for its answer: one produce per queue it was
@@ -134,6 +143,16 @@ struct Pending {
     /// The publish counted in the bound of the queues that refuse publishes when full,
     /// until its produces are answered.
     admitted: Vec<crate::overflow::InFlight>,
+    /// Its room in the broker-wide budget, given back once its produces are answered.
+    room: Option<RequestBytesPermit>,
+}
+
+/// What a channel's publish-answering task is handed, in order.
+#[derive(Debug)]
+enum ToPublisher {
+    Publish(Pending),
+    /// Answered once every publish before it is readable in the queues it went to.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 #[derive(Debug)]
@@ -145,7 +164,7 @@ struct Channel {
     confirm: bool,
     published: u64,
     publishing: Option<Publishing>,
-    publisher: Option<mpsc::Sender<Pending>>,
+    publisher: Option<mpsc::Sender<ToPublisher>>,
     consumers: HashMap<String, Consumer>,
     consumers_started: u64,
     last_delivery_tag: u64,
@@ -196,10 +215,24 @@ struct Conn {
     /// queue deleted) is told with `basic.cancel`, as RabbitMQ does, rather than left
     /// waiting for deliveries that will never come.
     cancel_notify: bool,
+    /// The client announced `connection.blocked`: it is told when the connection stops
+    /// being read for want of room, and when it is read again (RabbitMQ's flow control).
+    blocked_notify: bool,
+    /// A publish of this channel, of this many body bytes, waits for room in the
+    /// broker-wide budget: nothing more is read from the client until it has it.
+    awaiting_room: Option<(u16, usize)>,
 }
 
 /// Serves one connection until it closes, then gives back what its channels held and
 /// deletes the exclusive queues it declared.
+/// Room of `awaiting.1` bytes in the budget, once there is; never, when nothing waits.
+async fn room(budget: &Arc<Budget>, awaiting: Option<(u16, usize)>) -> Option<RequestBytesPermit> {
+    match awaiting {
+        Some((_, bytes)) => Some(budget.request_bytes(bytes).await),
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing: Closing) {
     let ctx = connection.context();
     let (read_half, mut writer) = connection.stream.into_split();
@@ -234,6 +267,8 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
         events,
         owned_queues: Vec::new(),
         cancel_notify: false,
+        blocked_notify: false,
+        awaiting_room: None,
     };
     conn.send_start();
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -251,7 +286,9 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
             last_sent = Instant::now();
         }
         tokio::select! {
-            received = inbound.recv() => match received {
+            // Not read while a publish waits for room: the client's socket fills and
+            // it waits (TCP), as RabbitMQ blocks publishers under a memory alarm.
+            received = inbound.recv(), if conn.awaiting_room.is_none() => match received {
                 Some(Inbound::Frame(frame)) => {
                     last_heard = Instant::now();
                     conn.on_frame(*frame).await;
@@ -266,6 +303,11 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
                 Some(Inbound::Gone) | None => break,
             },
             Some(event) = event_rx.recv() => conn.on_event(event).await,
+            Some(room) = room(&conn.shared.budget, conn.awaiting_room) => {
+                conn.on_room(room);
+                // Nothing was read while it waited: the client's silence was ours.
+                last_heard = Instant::now();
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
                 match conn.phase {

@@ -3,23 +3,40 @@
 //! core as one produce per routed queue, in order, and a task per channel answering them
 //! in order (confirms once every queue's produce is acknowledged; returns of a mandatory
 //! publish routed nowhere).
+//!
+//! What a connection published is there for its next look at a queue, as RabbitMQ's
+//! queues see a channel's commands in order: `basic.get` and the queue methods that
+//! count or remove messages first wait until the connection's publishes in flight are
+//! readable ([`Conn::publishes_readable`]; py-amqp's own tests publish and then get at
+//! once, without confirms).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use amq_protocol::frame::AMQPContentHeader;
-use amq_protocol::protocol::{AMQPClass, basic};
+use amq_protocol::protocol::{AMQPClass, basic, connection};
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use weir_batch::{Compression, Record};
 use weir_broker::Reason;
+use weir_broker::budget::RequestBytesPermit;
 use weir_broker::exchanges;
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
 use weir_broker::security::Operation;
+use weir_broker::{Broker, RequestContext};
 
 use crate::errors::{
     CONTENT_TOO_LARGE, FRAME_ERROR, NO_ROUTE, PRECONDITION_FAILED, Reply, UNEXPECTED_FRAME,
     from_broker,
 };
 
-use super::{BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, Pending, Publishing};
+use super::{
+    BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, PUBLISHES_READABLE_TIMEOUT,
+    Pending, Publishing, ToPublisher,
+};
+
+/// Why a connection is blocked, in `connection.blocked` (RabbitMQ says "low on memory").
+const BLOCKED_REASON: &str = "low on memory: the broker's budget of requests in flight is full (max_in_flight_request_bytes)";
 
 impl Conn {
     pub(super) async fn on_content_header(
@@ -59,12 +76,53 @@ impl Conn {
         }
         publishing.properties = Some(header.properties);
         publishing.size = header.body_size;
-        // Not reserved from the header's size: the body grows with the bytes that arrive,
-        // so announcing large bodies on many channels costs the client the bytes.
-        if header.body_size == 0 {
+        // The body's room in the broker-wide budget of requests in flight, as every
+        // protocol's requests take it. Without room now, nothing more is read from this
+        // connection until there is (the main loop waits: `awaiting_room`), and a client
+        // that asked to know is told (RabbitMQ's `connection.blocked`). The body buffer
+        // itself grows with the bytes that arrive.
+        let bytes = usize::try_from(header.body_size).unwrap_or(usize::MAX);
+        match self.shared.budget.try_request_bytes(bytes) {
+            Some(room) => publishing.room = Some(room),
+            None => {
+                self.awaiting_room = Some((id, bytes));
+                if self.blocked_notify {
+                    self.send_method(
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Blocked(
+                            connection::Blocked {
+                                reason: BLOCKED_REASON.into(),
+                            },
+                        )),
+                    );
+                }
+            }
+        }
+        if header.body_size == 0 && self.awaiting_room.is_none() {
             self.publish(id).await?;
         }
         Ok(())
+    }
+
+    /// The room a publish waited for: it is read on, and a client told it was blocked
+    /// is told it is not.
+    pub(super) fn on_room(&mut self, room: RequestBytesPermit) {
+        let Some((id, _)) = self.awaiting_room.take() else {
+            return;
+        };
+        if let Some(publishing) = self
+            .channels
+            .get_mut(&id)
+            .and_then(|c| c.publishing.as_mut())
+        {
+            publishing.room = Some(room);
+        }
+        if self.blocked_notify {
+            self.send_method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::Unblocked(connection::Unblocked {})),
+            );
+        }
     }
 
     pub(super) async fn on_content_body(&mut self, id: u16, body: Vec<u8>) -> Result<(), Reply> {
@@ -107,6 +165,7 @@ impl Conn {
             method: publish,
             properties,
             body,
+            room,
             ..
         }) = channel.publishing.take()
         else {
@@ -199,58 +258,140 @@ impl Conn {
                     }),
                 }],
             };
-            produces.push(produce::submit(&self.shared.broker, &self.ctx, request).await);
+            // To the queue's leader, here or on another broker.
+            produces.push(produce::submit_anywhere(&self.shared.broker, &self.ctx, request).await);
         }
         let events = self.events.clone();
+        let reader = (self.shared.broker.clone(), self.ctx.clone());
         let Some(channel) = self.channels.get_mut(&id) else {
             return Ok(());
         };
         let publisher = channel.publisher.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(MAX_PENDING_PUBLISHES);
-            tokio::spawn(answer_publishes(id, rx, events));
+            tokio::spawn(answer_publishes(id, rx, events, reader));
             tx
         });
         let _ = publisher
-            .send(Pending {
+            .send(ToPublisher::Publish(Pending {
                 seq,
                 produces,
                 admitted,
-            })
+                room,
+            }))
             .await;
         Ok(())
+    }
+
+    /// Waits until every publish this connection made so far is readable in the queues
+    /// it went to (or failed), at most [`PUBLISHES_READABLE_TIMEOUT`]: a message
+    /// published without confirms is appended after its `basic.publish` was read, and
+    /// becomes readable once replicated, so a `basic.get` right behind it would otherwise
+    /// find the queue empty. Every channel's, not only the asking one's: RabbitMQ orders
+    /// only a channel's, but a client that publishes on one channel and reads on another
+    /// of the same connection expects the same.
+    pub(super) async fn publishes_readable(&mut self) {
+        let publishers: Vec<_> = self
+            .channels
+            .values()
+            .filter_map(|c| c.publisher.clone())
+            .collect();
+        // Bounded as a whole: a barrier may wait for room behind a full channel too.
+        let all = async {
+            let mut waits = Vec::with_capacity(publishers.len());
+            for publisher in publishers {
+                let (done, wait) = oneshot::channel();
+                if publisher.send(ToPublisher::Barrier(done)).await.is_ok() {
+                    waits.push(wait);
+                }
+            }
+            for wait in waits {
+                let _ = wait.await;
+            }
+        };
+        if tokio::time::timeout(PUBLISHES_READABLE_TIMEOUT, all)
+            .await
+            .is_err()
+        {
+            tracing::debug!(
+                connection = self.id,
+                "publishes still not readable; the method goes on without them"
+            );
+        }
     }
 }
 
 /// Waits for each publish's produce in the order they were made, and reports the
-/// outcome of those in confirm mode to the connection.
+/// outcome of those in confirm mode to the connection; answers a barrier once the
+/// publishes before it are readable (below their queue's high watermark).
 pub(super) async fn answer_publishes(
     channel: u16,
-    mut pending: mpsc::Receiver<Pending>,
+    mut pending: mpsc::Receiver<ToPublisher>,
     events: mpsc::UnboundedSender<Event>,
+    (broker, ctx): (Arc<Broker>, RequestContext),
 ) {
-    while let Some(Pending {
-        seq,
-        produces,
-        admitted,
-    }) = pending.recv().await
-    {
+    // The last offset appended to each queue since the last barrier.
+    let mut written: BTreeMap<String, i64> = BTreeMap::new();
+    while let Some(next) = pending.recv().await {
+        let Pending {
+            seq,
+            produces,
+            admitted,
+            room,
+        } = match next {
+            ToPublisher::Publish(publish) => publish,
+            ToPublisher::Barrier(done) => {
+                for (queue, offset) in std::mem::take(&mut written) {
+                    let readable = weir_broker::produce::wait_readable(
+                        &broker,
+                        &ctx,
+                        (&queue, 0),
+                        offset,
+                        PUBLISHES_READABLE_TIMEOUT,
+                    )
+                    .await;
+                    if !matches!(readable, Ok(true)) {
+                        tracing::debug!(
+                            channel,
+                            queue,
+                            offset,
+                            ?readable,
+                            "a publish is not readable yet"
+                        );
+                    }
+                }
+                let _ = done.send(());
+                continue;
+            }
+        };
         // Confirmed once every routed queue's produce is acknowledged; a nack if any
         // failed (the others stay stored, as with RabbitMQ).
         let mut outcome = Ok(());
         for produce in produces {
             let result = match produce {
-                Ok(pending) => match pending.finish().await.into_iter().next() {
-                    Some(result) => result.outcome.map(|_| ()).map_err(|e| e.to_string()),
-                    None => Err("the produce was not answered".to_owned()),
-                },
+                Ok(pending) => {
+                    let queue = pending.topic().to_owned();
+                    match pending.finish().await.into_iter().next() {
+                        Some(result) => result
+                            .outcome
+                            .map(|appended| {
+                                if appended.last_offset >= 0 {
+                                    written.insert(queue, appended.last_offset);
+                                }
+                            })
+                            .map_err(|e| e.to_string()),
+                        None => Err("the produce was not answered".to_owned()),
+                    }
+                }
                 Err(err) => Err(err.to_string()),
             };
             if outcome.is_ok() {
                 outcome = result;
             }
         }
-        // Answered: no longer in flight into the queues it was counted in.
+        // Answered: no longer in flight into the queues it was counted in, nor in the
+        // broker-wide budget.
         drop(admitted);
+        drop(room);
         if let Err(err) = &outcome {
             tracing::info!(channel, error = %err, "an AMQP publish was not stored");
         }

@@ -5,7 +5,8 @@
 //! confirms and bindings that survive a restart; a pika message read back by Weir's own
 //! CLI, a pika consumer told by `basic.cancel` that its queue was deleted, and frames a
 //! client should not send, through a raw socket, each closing the connection with the
-//! spec's reply code.
+//! spec's reply code; and py-amqp's and kombu's own integration tests
+//! (`tests/compat/amqp-suite.sh`).
 
 use crate::common;
 
@@ -45,13 +46,18 @@ fn amqp_broker_on(data_dir: PathBuf) -> (Broker, u16) {
         data_dir,
         ..Default::default()
     });
-    let port = broker
+    let port = amqp_port(&broker);
+    (broker, port)
+}
+
+/// The port of `broker`'s AMQP listener.
+pub(crate) fn amqp_port(broker: &Broker) -> u16 {
+    broker
         .server
         .as_ref()
         .and_then(|s| s.amqp_addr)
         .expect("an AMQP listener")
-        .port();
-    (broker, port)
+        .port()
 }
 
 /// Runs `tests/amqp/NAME PORT ARGS...` with the shared venv's Python; the one JSON line
@@ -63,6 +69,44 @@ pub(crate) fn tutorial(name: &str, port: u16, args: &[&str]) -> Value {
     argv.extend_from_slice(args);
     let out = run_ok(&python(), &argv);
     json_lines(&out).swap_remove(0)
+}
+
+/// Runs `tests/compat/amqp-suite.sh SUITE` (a client's own integration tests, from its
+/// sdist at the pinned version) against a fresh broker; pytest's summary line.
+fn client_suite(suite: &str) -> (String, String) {
+    // The shared venv first, installed with its own (longer) bound.
+    python();
+    let (_broker, port) = amqp_broker();
+    let script = repo_root().join("tests/compat/amqp-suite.sh");
+    let out = run_ok(&script, &[suite, &port.to_string()]);
+    let summary = out.lines().last().unwrap_or_default().to_owned();
+    (summary, out)
+}
+
+/// py-amqp's own integration tests (`t/integration/test_rmq.py`), as its project runs
+/// them against RabbitMQ: publishes with and without confirms, `mandatory`, the
+/// `immediate` flag refused with RabbitMQ's words, consumes, and a `basic.get` right
+/// behind a publish without confirms (which must find the message). Its TLS tests are
+/// left out (no amqps listener).
+#[test]
+fn py_amqp_own_integration_tests_pass() {
+    let (summary, out) = client_suite("py-amqp");
+    assert!(
+        summary.starts_with("12 passed") && !summary.contains("failed"),
+        "{out}"
+    );
+}
+
+/// kombu's own integration tests over py-amqp (`t/integration/test_py_amqp.py`):
+/// connections and failover, exchange types, TTLs, ack / reject / requeue, consumer
+/// revival. Its priority tests are left out (`x-max-priority` is refused at declare).
+#[test]
+fn kombu_own_integration_tests_pass() {
+    let (summary, out) = client_suite("kombu");
+    assert!(
+        summary.starts_with("47 passed") && !summary.contains("failed"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -278,10 +322,16 @@ fn pika_mandatory_returns_and_bindings_survive_a_restart() {
     let (_broker, port) = start();
     let result = &tutorial("mandatory_restart.py", port, &["publish"]);
     assert_eq!(result["routed"], true, "{result}");
+    // The exchange-to-exchange binding is in the metadata too.
+    assert_eq!(result["routed_through_binding"], true, "{result}");
     // The queue's declaration is in the metadata: redeclared otherwise after the restart,
     // it is refused.
     assert_eq!(result["redeclare_after_restart"], 406, "{result}");
-    assert_eq!(strings(&result["received"]), ["order 2"], "{result}");
+    assert_eq!(
+        strings(&result["received"]),
+        ["order 2", "order 3"],
+        "{result}"
+    );
 }
 
 // --- Frames a client should not send: a raw socket speaking AMQP by hand. ---

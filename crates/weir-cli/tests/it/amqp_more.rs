@@ -1,7 +1,8 @@
 //! RabbitMQ features beyond the tutorials, through pika (`tests/amqp/*.py`, driven as
 //! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
 //! `reject-publish`), exchange-to-exchange bindings and alternate exchanges,
-//! `basic.recover`.
+//! `basic.recover`, flow control (`connection.blocked`), and one queue shared by pika and
+//! Kafka clients, headers included both ways.
 
 use serde_json::Value;
 
@@ -217,4 +218,119 @@ fn pika_basic_recover_redelivers_what_the_channel_held() {
             .contains("requeue=false"),
         "{result}"
     );
+}
+
+/// RabbitMQ's flow control: with the broker's budget of requests in flight full, a
+/// publish is held (its connection not read), pika is told `connection.blocked`, and once
+/// room returns `connection.unblocked`, and the publish is confirmed and stored.
+#[test]
+fn pika_is_blocked_while_the_broker_has_no_room_and_unblocked_after() {
+    let (broker, port) = amqp_broker();
+    let budget = broker.server.as_ref().expect("running").budget();
+    // All of it: nothing else is in flight on this broker now.
+    let held = budget
+        .try_request_bytes(usize::MAX)
+        .expect("the budget is free");
+    let script = crate::common::repo_root().join("tests/amqp/blocked.py");
+    let python = crate::common::installed("tests/python/setup.sh");
+    let port = port.to_string();
+    let run = std::thread::spawn(move || {
+        crate::common::run_ok(&python, &[&script.to_string_lossy(), &port, "blocked"])
+    });
+    // Held until the publish waits for room (bounded), and a second more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while budget.request_waits() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    drop(held);
+    let out = run.join().expect("the script ran");
+    let result = &crate::common::json_lines(&out)[0];
+    assert_eq!(result["events"][0][0], "blocked", "{result}");
+    assert!(
+        result["events"][0][1]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_in_flight_request_bytes"),
+        "{result}"
+    );
+    assert_eq!(result["events"][1][0], "unblocked", "{result}");
+    assert!(
+        result["publish_seconds"].as_f64().unwrap_or_default() >= 0.9,
+        "the publish waited for room: {result}"
+    );
+    assert_eq!(result["stored"], "held", "{result}");
+}
+
+/// One queue, two protocols: what pika publishes a Kafka consumer reads as records with
+/// the message's properties and headers as record headers, and what a Kafka producer
+/// writes into the queue's topic pika gets with the record's headers as AMQP headers,
+/// in the order they were appended.
+#[test]
+fn pika_and_kafka_clients_share_a_queue_headers_included() {
+    let broker = crate::common::Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..Default::default()
+    });
+    let port = crate::amqp::amqp_port(&broker).to_string();
+    let kafka = broker.kafka.clone().expect("a Kafka listener");
+    let python = crate::common::installed("tests/python/setup.sh");
+    let amqp = crate::common::repo_root().join("tests/amqp/bridge.py");
+    let amqp = amqp.to_string_lossy();
+    let kafka_script = crate::common::repo_root().join("tests/kafka/cross_protocol.py");
+    let kafka_script = kafka_script.to_string_lossy();
+    let run = |args: &[&str]| crate::common::run_ok(&python, args);
+
+    run(&[&amqp, "publish", &port, "bridge"]);
+    let records =
+        crate::common::json_lines(&run(&[&kafka_script, "consume", &kafka, "bridge", "2"]));
+    assert_eq!(records.len(), 2, "{records:?}");
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record["value"], format!("from pika {i}"), "{record}");
+        let headers: Vec<(String, String)> = record["headers"]
+            .as_array()
+            .expect("headers")
+            .iter()
+            .map(|h| {
+                (
+                    h[0].as_str().unwrap().to_owned(),
+                    h[1].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        for (key, value) in [
+            ("amqp-content-type", "application/json".to_owned()),
+            ("amqp-correlation-id", format!("corr-{i}")),
+            ("trace", format!("t{i}")),
+            ("attempt", i.to_string()),
+        ] {
+            assert!(
+                headers.contains(&(key.to_owned(), value.clone())),
+                "{key}={value} in {headers:?}"
+            );
+        }
+    }
+
+    run(&[&kafka_script, "produce", &kafka, "bridge"]);
+    let messages = crate::common::json_lines(&run(&[&amqp, "get", &port, "bridge", "22"]));
+    let bodies: Vec<&str> = messages
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["from pika 0".to_owned(), "from pika 1".to_owned()];
+    expected.extend((0..20).map(|i| format!("event {i}")));
+    assert_eq!(bodies, expected);
+    assert_eq!(
+        messages[0]["content_type"], "application/json",
+        "{}",
+        messages[0]
+    );
+    assert_eq!(messages[0]["correlation_id"], "corr-0", "{}", messages[0]);
+    assert_eq!(messages[0]["headers"]["trace"], "t0", "{}", messages[0]);
+    assert_eq!(messages[0]["headers"]["attempt"], 0, "{}", messages[0]);
+    for (i, m) in messages[2..].iter().enumerate() {
+        assert_eq!(m["headers"]["source"], "kafka-python", "{m}");
+        assert_eq!(m["headers"]["n"], i.to_string(), "{m}");
+    }
 }

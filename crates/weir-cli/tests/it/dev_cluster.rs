@@ -4,7 +4,8 @@
 //! stops the rest and the command exits 0. And `weir dev cluster --secure`: with the
 //! settings it prints, the CLI produces and consumes as the admin over TLS, and a CLI
 //! without credentials is refused. And a consumer group's configs answered by each of the
-//! three brokers through a Kafka admin client.
+//! three brokers through a Kafka admin client, and pika reaching every queue through
+//! any of the three (publishes carried to the queue's leader).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -287,17 +288,11 @@ fn a_secure_dev_cluster_serves_its_admin_over_tls_and_refuses_anonymous_clients(
     stop(&mut cluster);
 }
 
-/// A consumer group's configs (KIP-848) at every broker of `weir dev cluster --nodes 3`,
-/// through kafka-python's admin client sending each request to a chosen broker
-/// (`tests/kafka/group_configs_cluster.py`): set at a broker that does not coordinate the
-/// group, described alike at each of the three (no NOT_COORDINATOR: they are cluster
-/// metadata), a value out of bounds refused there with INVALID_CONFIG, and a
-/// `group.protocol=consumer` consumer of the group told the interval set.
-#[test]
-fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
-    let python = crate::common::installed("tests/python/setup.sh");
-    let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port(2);
+/// `weir dev cluster --nodes 3` in `dir` on a free base port (`salt` as
+/// [`free_base_port`]), its log discarded: the process, the base port and the brokers'
+/// client addresses it printed.
+fn quiet_dev_cluster(dir: &std::path::Path, salt: u16) -> (std::process::Child, u16, String) {
+    let base = free_base_port(salt);
     let mut cluster = Command::new(env!("CARGO_BIN_EXE_weir"))
         .args([
             "dev",
@@ -308,7 +303,7 @@ fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
             &base.to_string(),
         ])
         .arg("--data-dir")
-        .arg(dir.path())
+        .arg(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -316,7 +311,81 @@ fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
     let mut stdout = BufReader::new(cluster.stdout.take().unwrap());
     let mut brokers = String::new();
     stdout.read_line(&mut brokers).unwrap();
-    let brokers = brokers.trim().to_string();
+    (cluster, base, brokers.trim().to_string())
+}
+
+/// The one JSON line a script that succeeded printed (its output in the failure).
+fn one_json_line(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON line")
+}
+
+/// pika through every broker of a three-broker cluster: queues declared through one,
+/// published to with confirms through each (most publishes reach a broker that does not
+/// lead the queue, which carries them to the leader), read back through another. Every
+/// publish is confirmed and read back once, each publisher's in its order.
+#[test]
+fn amqp_clients_reach_every_queue_through_any_broker_of_a_cluster() {
+    let python = crate::common::installed("tests/python/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, base, brokers) = quiet_dev_cluster(dir.path(), 3);
+    // Once every broker is up: a topic on all three can be made.
+    eventually_ok(
+        &["topic", "create", "warm-up", "--replication-factor", "3"],
+        &brokers,
+    );
+    // Each broker's AMQP listener: its client port + 3 (`weir dev cluster` prints them).
+    let amqp: Vec<String> = (0..3u16)
+        .map(|n| (base + n * 100 + 3).to_string())
+        .collect();
+    let script = crate::common::repo_root().join("tests/amqp/cluster_queues.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(amqp.join(","))
+        .arg("20")
+        .output()
+        .expect("python runs");
+    stop(&mut cluster);
+    let seen = one_json_line(&out);
+    for q in 0..3 {
+        let queue = &seen[format!("cluster-q{q}")];
+        assert_eq!(queue["nacked"], serde_json::json!([]), "{seen}");
+        let read: Vec<&str> = queue["read"]
+            .as_array()
+            .expect("read")
+            .iter()
+            .map(|v| v.as_str().expect("a body"))
+            .collect();
+        // All 60, once each; each publisher's 20 in the order it published them.
+        assert_eq!(read.len(), 60, "cluster-q{q}: {read:?}");
+        for b in 0..3 {
+            let mine: Vec<&str> = read
+                .iter()
+                .copied()
+                .filter(|body| body.starts_with(&format!("b{b}-")))
+                .collect();
+            let expected: Vec<String> = (0..20).map(|i| format!("b{b}-{i}")).collect();
+            assert_eq!(mine, expected, "cluster-q{q}, publisher {b}");
+        }
+    }
+}
+
+/// A consumer group's configs (KIP-848) at every broker of `weir dev cluster --nodes 3`,
+/// through kafka-python's admin client sending each request to a chosen broker
+/// (`tests/kafka/group_configs_cluster.py`): set at a broker that does not coordinate the
+/// group, described alike at each of the three (no NOT_COORDINATOR: they are cluster
+/// metadata), a value out of bounds refused there with INVALID_CONFIG, and a
+/// `group.protocol=consumer` consumer of the group told the interval set.
+#[test]
+fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
+    let python = crate::common::installed("tests/python/setup.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let (mut cluster, base, brokers) = quiet_dev_cluster(dir.path(), 2);
     // Each broker's Kafka listener: its client port + 2 (`weir dev cluster` prints them).
     let kafka: Vec<String> = (0..3u16)
         .map(|n| format!("127.0.0.1:{}", base + n * 100 + 2))
@@ -331,13 +400,7 @@ fn group_configs_are_answered_by_every_broker_of_a_dev_cluster() {
         .output()
         .expect("python runs");
     stop(&mut cluster);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    let seen = one_json_line(&out);
     use serde_json::json;
     assert_eq!(seen["nodes"], json!([1, 2, 3]), "{seen}");
     assert_ne!(seen["set_at"], seen["coordinator"], "{seen}");

@@ -289,14 +289,21 @@ fn the_multi_node_examples_of_weir_serve_start_the_cluster_they_describe() {
         .filter(|e| e.starts_with("weir serve --node-id") && e.contains("--data-dir D"))
         .collect();
     assert_eq!(nodes.len(), 4, "three voters and an observer: {nodes:#?}");
-    // Each port the examples name, the same free port wherever it is named.
+    // Each port the examples name, the same free port wherever it is named, and each a
+    // different one: a port is free once its probe closes, so the kernel may hand the
+    // same one out again (it did: gRPC and admin on one port, the node refused it).
     let mut ports: BTreeMap<u16, u16> = BTreeMap::new();
     let nodes: Vec<String> = nodes
         .iter()
         .map(|n| {
             map_ports(n, |port| {
-                let free = *ports.entry(port).or_insert_with(free_port);
-                format!("127.0.0.1:{free}")
+                if !ports.contains_key(&port) {
+                    let free = std::iter::repeat_with(free_port)
+                        .find(|free| !ports.values().any(|taken| taken == free))
+                        .expect("a free port");
+                    ports.insert(port, free);
+                }
+                format!("127.0.0.1:{}", ports[&port])
             })
         })
         .collect();

@@ -128,6 +128,11 @@ pub struct ServerConfig {
     /// serve` sets [`DEFAULT_AMQP_LISTEN`] unless a file or flag says otherwise.
     #[serde(deserialize_with = "listen_or_none")]
     pub amqp_listen: Option<SocketAddr>,
+    /// The AMQP listener over TLS (RabbitMQ's `amqps`, port 5671 by convention), with the
+    /// broker's TLS files (`tls_cert`, `tls_key`, `tls_client_ca` for client
+    /// certificates); `None`: off (the default). Needs `tls_cert`.
+    #[serde(default, deserialize_with = "listen_or_none")]
+    pub amqps_listen: Option<SocketAddr>,
     /// TLS on the Kafka listeners, with this certificate chain (PEM); `None`: plaintext.
     /// Reloaded when the file changes or on SIGHUP.
     pub kafka_tls_cert: Option<PathBuf>,
@@ -247,6 +252,7 @@ impl Default for ServerConfig {
             kafka_external_listen: None,
             kafka_external_advertise: None,
             amqp_listen: None,
+            amqps_listen: None,
             kafka_tls_cert: None,
             kafka_tls_key: None,
             kafka_tls_client_ca: None,
@@ -456,7 +462,8 @@ impl ServerConfig {
                 "the external Kafka listen address",
             )
         }));
-        // Plaintext for now (docs/amqp.md); advertised under its name like any listener.
+        // Plaintext (RabbitMQ's 5672); its TLS twin is the amqps listener below.
+        // Advertised under their names like any listener.
         listeners.extend(self.amqp_listen.map(|bind| {
             spec(
                 weir_amqp::LISTENER,
@@ -466,6 +473,18 @@ impl ServerConfig {
                 "the AMQP listen address",
             )
         }));
+        if let Some(bind) = self.amqps_listen {
+            if grpc_tls.is_none() {
+                return Err(ServerConfigError::AmqpsWithoutTls);
+            }
+            listeners.push(spec(
+                weir_amqp::TLS_LISTENER,
+                bind,
+                Advertised::Given(None),
+                &grpc_tls,
+                "the AMQPS listen address",
+            ));
+        }
         Ok(listeners)
     }
 
@@ -589,6 +608,11 @@ pub enum ServerConfigError {
          (--external-listen) too"
     )]
     ExternalAdvertiseAlone,
+    #[error(
+        "the AMQPS listener (amqps_listen, --amqps-listen) serves TLS with the broker's \
+         certificate: set tls_cert (--tls-cert) and tls_key (--tls-key) too"
+    )]
+    AmqpsWithoutTls,
     #[error(
         "an external Kafka advertised address needs an external Kafka listener: set \
          kafka_external_listen (--kafka-external-listen) too"

@@ -27,6 +27,9 @@ use crate::limits::{
 };
 use crate::{Broker, BrokerError, Reason, RecordError, RequestContext};
 
+mod forward;
+pub use forward::{ForwardedProduce, ProduceForwarder, submit_anywhere};
+
 /// When a produce is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
@@ -117,6 +120,8 @@ enum Waiting {
     },
     /// Refused before reaching the log; nothing was appended.
     Refused(BrokerError),
+    /// Sent to the partition's leader on another broker ([`forward`]).
+    Forwarded(forward::Forwarding),
 }
 
 /// A produce queued on its partitions, waiting for their answers.
@@ -146,6 +151,17 @@ pub async fn submit(
     ctx: &RequestContext,
     req: ProduceRequest,
 ) -> Result<PendingProduce, BrokerError> {
+    let topic = resolve(broker, ctx, &req).await?;
+    submit_to(broker, ctx, topic, req).await
+}
+
+/// The whole-request checks of a produce: the partition count, Write on the topic, the
+/// topic (created on first use where the broker does that), not an internal one.
+async fn resolve(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    req: &ProduceRequest,
+) -> Result<Arc<Topic>, BrokerError> {
     if req.partitions.len() > MAX_PARTITIONS_PER_REQUEST {
         return Err(BrokerError::invalid(format!(
             "a produce names {} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted",
@@ -160,10 +176,25 @@ pub async fn submit(
             req.topic
         )));
     }
-    let timeout = req
-        .timeout
+    Ok(topic)
+}
+
+/// How long `acks=all` may wait: what the request asked, or the default, within the
+/// maximum.
+fn produce_timeout(asked: Option<Duration>) -> Duration {
+    asked
         .unwrap_or(DEFAULT_PRODUCE_TIMEOUT)
-        .min(MAX_PRODUCE_TIMEOUT);
+        .min(MAX_PRODUCE_TIMEOUT)
+}
+
+/// [`submit`] past [`resolve`]: packs and queues every partition of `req` on `topic`.
+async fn submit_to(
+    broker: &Arc<Broker>,
+    ctx: &RequestContext,
+    topic: Arc<Topic>,
+    req: ProduceRequest,
+) -> Result<PendingProduce, BrokerError> {
+    let timeout = produce_timeout(req.timeout);
     let durability = match req.acks {
         Acks::All => Durability::Durable,
         Acks::Leader | Acks::None => Durability::Written,
@@ -385,6 +416,35 @@ fn check_labels(
     Ok(())
 }
 
+/// Waits, at most `timeout`, until the record at `offset` of `topic`/`partition` is
+/// below the partition's high watermark on this broker (its leader), so every reader
+/// sees it; whether it is. For an adapter whose protocol promises that what a client
+/// published is there for its next read, whatever its acks: AMQP's publish, then
+/// `basic.get`, on one connection. Needs Write on the topic, as the publish did.
+pub async fn wait_readable(
+    broker: &Broker,
+    ctx: &RequestContext,
+    (topic, partition): (&str, u32),
+    offset: i64,
+    timeout: Duration,
+) -> Result<bool, BrokerError> {
+    let topic = broker.topic_for(ctx, Operation::Write, topic)?;
+    let partition = topic.partition(partition)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Subscribed before the look: a move between the two still wakes the wait.
+        let mut moved = partition.subscribe();
+        if partition.high_watermark() > offset {
+            return Ok(true);
+        }
+        match tokio::time::timeout_at(deadline, moved.changed()).await {
+            Ok(Ok(())) => {}
+            // Timed out, or the partition closed (moved away, broker stopping).
+            Ok(Err(_)) | Err(_) => return Ok(false),
+        }
+    }
+}
+
 impl PendingProduce {
     /// The topic this produce writes to.
     pub fn topic(&self) -> &str {
@@ -433,6 +493,20 @@ impl PendingProduce {
                     )
                     .at(&self.topic.name, partition)),
                 },
+                // The leader answers within its own timeout (the request's); the
+                // deadline bounds the call as it bounds an append here.
+                Waiting::Forwarded(forwarding) => {
+                    match tokio::time::timeout_at(self.deadline, forwarding).await {
+                        Ok(outcome) => outcome.map_err(|e| e.at(&self.topic.name, partition)),
+                        Err(_) => Err(BrokerError::new(
+                            Reason::Timeout,
+                            format!(
+                                "partition {partition}: timed out waiting for its leader; the records may still be appended"
+                            ),
+                        )
+                        .at(&self.topic.name, partition)),
+                    }
+                }
             };
             results.push(PartitionProduceResult { partition, outcome });
         }
