@@ -18,8 +18,10 @@
 #   4. the default rendering and the plain manifests describe the same objects;
 #   5. the chart refuses voters > replicas;
 #   6. the plain manifests and both renderings serve Kafka clients (a kafka port on the
-#      pods and both Services, WEIR_KAFKA_LISTEN, WEIR_KAFKA_ADVERTISE per pod) and
-#      create no topic on first use (WEIR_AUTO_CREATE_TOPICS=false);
+#      pods and both Services, WEIR_KAFKA_LISTEN, WEIR_KAFKA_ADVERTISE per pod) and AMQP
+#      clients (an amqp port on the pods and both Services, WEIR_AMQP_LISTEN, or
+#      WEIR_AMQPS_LISTEN alone with TLS), and create no topic on first use
+#      (WEIR_AUTO_CREATE_TOPICS=false);
 #   7. the `security:` values: ci/secure-values.yaml linted, rendered and validated as in
 #      2. and 3., and secured as asked (validate_tools.py security); TLS without a
 #      Secret, and authentication required without TLS, refused.
@@ -138,7 +140,7 @@ run "$py" "$tools" template-fails "$chart" --name weir --namespace weir \
   fail "voters > replicas was not refused"
 
 # --- 6. the Kafka listener --------------------------------------------------------------
-say "6. Kafka clients: listener, advertised names, Services, no topics created on first use"
+say "6. Kafka and AMQP clients: listeners, advertised names, Services, no topics created on first use"
 run "$py" "$tools" kafka "${manifests[@]}" || fail "Kafka settings (deploy/k8s)"
 run "$py" "$tools" kafka "$out/default.yaml" || fail "Kafka settings (default values)"
 run "$py" "$tools" kafka "$out/observers.yaml" || fail "Kafka settings (ci/observers-values.yaml)"

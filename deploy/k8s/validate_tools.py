@@ -18,7 +18,9 @@
       Each StatefulSet serves Kafka clients as a cluster must: a `kafka` container port,
       WEIR_KAFKA_LISTEN on it in its ConfigMap, WEIR_KAFKA_ADVERTISE naming the pod on
       its headless Service at that port, the port on the headless and client Services,
-      and WEIR_AUTO_CREATE_TOPICS=false.
+      and WEIR_AUTO_CREATE_TOPICS=false; and AMQP clients: an `amqp` container port,
+      WEIR_AMQP_LISTEN on it (with TLS: WEIR_AMQPS_LISTEN on it and no plaintext
+      listener), the port on both Services.
   security RENDERED --secret NAME --admin-secret NAME
       Each StatefulSet of ci/secure-values.yaml's rendering is secured as asked: the TLS
       Secret mounted read-only and every WEIR_TLS_* variable pointing into it, SCRAM
@@ -334,7 +336,23 @@ def cmd_kafka(args: argparse.Namespace) -> None:
             matching = [s for s in selecting if (s["spec"].get("clusterIP") == "None") == wanted]
             if not any(p.get("targetPort") == "kafka" for s in matching for p in s["spec"]["ports"]):
                 die(f"StatefulSet {name}: no {kind} Service exposes the kafka port")
-        print(f"  {name}: Kafka on :{port}, advertised as {advertise}, topics created explicitly")
+        if "amqp" not in ports:
+            die(f"StatefulSet {name}: no container port named amqp")
+        amqp = ports["amqp"]
+        tls = bool(data.get("WEIR_TLS_CERT"))
+        # With TLS, AMQP only as amqps; else plaintext, on the port the pods name.
+        wanted = ({"WEIR_AMQP_LISTEN": "none", "WEIR_AMQPS_LISTEN": f"0.0.0.0:{amqp}"} if tls
+                  else {"WEIR_AMQP_LISTEN": f"0.0.0.0:{amqp}"})
+        for key, value in wanted.items():
+            if data.get(key) != value:
+                die(f"StatefulSet {name}: {key} is {data.get(key)!r}, not {value}")
+        for kind, headless_wanted in (("headless", True), ("client", False)):
+            matching = [s for s in selecting
+                        if (s["spec"].get("clusterIP") == "None") == headless_wanted]
+            if not any(p.get("targetPort") == "amqp" for s in matching for p in s["spec"]["ports"]):
+                die(f"StatefulSet {name}: no {kind} Service exposes the amqp port")
+        print(f"  {name}: Kafka on :{port}, advertised as {advertise}, topics created explicitly; "
+              f"AMQP{'S' if tls else ''} on :{amqp}")
         found += 1
     if not found:
         die(f"{' '.join(args.files)}: no StatefulSet")

@@ -6,9 +6,9 @@
 //!
 //! The compose file names its containers (`weir-1`.. `weir-4`): [`ComposeCluster::up`]
 //! refuses to start if a container of such a name exists, whoever made it. Each node's
-//! host ports are their defaults (N9292 for gRPC, N9092 for Kafka clients) if free, else
-//! ones the system picks (`WEIR_HOST_PORT_N`, `WEIR_KAFKA_HOST_PORT_N`; the node
-//! advertises them). Everything the project made
+//! host ports are their defaults (N9292 for gRPC, N9092 for Kafka clients, N5672 for AMQP
+//! clients) if free, else ones the system picks (`WEIR_HOST_PORT_N`,
+//! `WEIR_KAFKA_HOST_PORT_N`, `WEIR_AMQP_HOST_PORT_N`; the node advertises the first two). Everything the project made
 //! (containers, the network, the volumes) is removed when the [`ComposeCluster`] is
 //! dropped, on panic too; unless the test called [`ComposeCluster::finish`], the end of
 //! every node's log is printed first and the whole logs are saved to a file (so they are
@@ -33,6 +33,8 @@ use crate::wait::wait_for;
 const GRPC_HOST_PORT_BASE: u16 = 9292;
 /// The base of each node's Kafka host port (node N: N9092).
 const KAFKA_HOST_PORT_BASE: u16 = 9092;
+/// The base of each node's AMQP host port (node N: N5672).
+const AMQP_HOST_PORT_BASE: u16 = 5672;
 
 /// The nodes the compose file starts by default (the controller voters).
 pub const VOTERS: [i32; 3] = [1, 2, 3];
@@ -103,6 +105,8 @@ pub struct ComposeCluster {
     host_ports: BTreeMap<i32, u16>,
     /// Each node's external Kafka listener's host port.
     kafka_host_ports: BTreeMap<i32, u16>,
+    /// Each node's AMQP listener's host port.
+    amqp_host_ports: BTreeMap<i32, u16>,
     states: BTreeMap<i32, ContainerState>,
     finished: bool,
 }
@@ -146,6 +150,7 @@ impl ComposeCluster {
         names_free()?;
         let mut host_ports = BTreeMap::new();
         let mut kafka_host_ports = BTreeMap::new();
+        let mut amqp_host_ports = BTreeMap::new();
         let mut taken = Vec::new();
         for id in VOTERS.into_iter().chain([SCALE_OUT_NODE]) {
             let later = id == SCALE_OUT_NODE;
@@ -153,8 +158,11 @@ impl ComposeCluster {
             taken.push(grpc);
             let kafka = host_port(id, KAFKA_HOST_PORT_BASE, later, &taken)?;
             taken.push(kafka);
+            let amqp = host_port(id, AMQP_HOST_PORT_BASE, later, &taken)?;
+            taken.push(amqp);
             host_ports.insert(id, grpc);
             kafka_host_ports.insert(id, kafka);
+            amqp_host_ports.insert(id, amqp);
         }
         let file =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/compose/docker-compose.yml");
@@ -167,6 +175,7 @@ impl ComposeCluster {
             image: image.to_owned(),
             host_ports,
             kafka_host_ports,
+            amqp_host_ports,
             states: BTreeMap::new(),
             finished: false,
         };
@@ -206,6 +215,14 @@ impl ComposeCluster {
         SocketAddr::V4(SocketAddrV4::new(
             Ipv4Addr::LOCALHOST,
             self.kafka_host_ports[&id],
+        ))
+    }
+
+    /// The host address of node `id`'s AMQP listener (127.0.0.1:N5672 by default).
+    pub fn amqp_host_address(&self, id: i32) -> SocketAddr {
+        SocketAddr::V4(SocketAddrV4::new(
+            Ipv4Addr::LOCALHOST,
+            self.amqp_host_ports[&id],
         ))
     }
 
@@ -376,6 +393,9 @@ impl ComposeCluster {
         }
         for (id, port) in &self.kafka_host_ports {
             command.env(format!("WEIR_KAFKA_HOST_PORT_{id}"), port.to_string());
+        }
+        for (id, port) in &self.amqp_host_ports {
+            command.env(format!("WEIR_AMQP_HOST_PORT_{id}"), port.to_string());
         }
         command
     }

@@ -72,7 +72,7 @@ fn service<'a>(config: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn every_compose_node_serves_kafka_clients_inside_and_on_the_host() {
+fn every_compose_node_serves_kafka_and_amqp_clients_inside_and_on_the_host() {
     // Node 2's Kafka host port moved, as a test or a busy host moves it.
     let config = compose_config(&[("WEIR_KAFKA_HOST_PORT_2", "31092")]);
     for node in 1..=4 {
@@ -94,6 +94,17 @@ fn every_compose_node_serves_kafka_clients_inside_and_on_the_host() {
         ] {
             assert!(has(&wanted), "weir-{node} lacks {wanted}: {lines:#?}");
         }
+        // AMQP on every node, inside and on the host's loopback at N5672.
+        assert!(
+            has("WEIR_AMQP_LISTEN: 0.0.0.0:5672"),
+            "weir-{node} lacks AMQP: {lines:#?}"
+        );
+        let amqp = format!("127.0.0.1:{node}5672:5672");
+        let amqp_long = has(&format!("published: \"{node}5672\"")) && has("target: 5672");
+        assert!(
+            lines.iter().any(|l| l.contains(&amqp)) || amqp_long,
+            "weir-{node} does not publish {amqp}: {lines:#?}"
+        );
         // The external Kafka listener is published on the host's loopback at the port
         // it advertises (Compose v1's short syntax, or v2's long one).
         let published = format!("127.0.0.1:{host_port}:{node}9092");
@@ -161,12 +172,21 @@ fn the_secure_compose_variant_secures_every_node() {
             "WEIR_AUTHORIZATION: \"on\"",
             "WEIR_ADMIN_USER: admin",
             "WEIR_ADMIN_PASSWORD: from-the-env-file",
+            // AMQP only over TLS.
+            "WEIR_AMQP_LISTEN: none",
+            "WEIR_AMQPS_LISTEN: 0.0.0.0:5671",
             // The base file's settings are kept.
             "WEIR_LISTEN: 0.0.0.0:9292",
             &format!("WEIR_ADVERTISE: weir-{node}:9292"),
         ] {
             assert!(has(wanted), "weir-{node} lacks {wanted}: {lines:#?}");
         }
+        let amqps = format!("127.0.0.1:{node}5671:5671");
+        let long = has(&format!("published: \"{node}5671\"")) && has("target: 5671");
+        assert!(
+            lines.iter().any(|l| l.contains(&amqps)) || long,
+            "weir-{node} does not publish amqps at {amqps}: {lines:#?}"
+        );
         assert!(
             lines.iter().any(|l| l.trim() == format!("- {mount}")),
             "weir-{node} does not mount the certificates read-only ({mount}): {lines:#?}"

@@ -17,7 +17,9 @@
 //!
 //! Before the faults, Kafka clients on the host (kafka-python) bootstrap from each node's
 //! external Kafka listener and must be told every broker's host address, find no topic
-//! created on first use, and write and read a replicated topic.
+//! created on first use, and write and read a replicated topic; and pika, through each
+//! node's AMQP host port, publishes with confirms through every node and reads back
+//! through another, every message once and in order.
 //!
 //! For each fault it prints how long each partition took no writes (the longest gap
 //! between acknowledgements, `weir_tests::availability`) and the metadata's story (leader,
@@ -34,6 +36,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -41,7 +44,7 @@ use tokio::time::Instant;
 use weir_tests::availability::{self, Gap};
 use weir_tests::binary::weir_binary;
 use weir_tests::checker;
-use weir_tests::compose::{self, ComposeCluster, SCALE_OUT_NODE};
+use weir_tests::compose::{self, ComposeCluster, SCALE_OUT_NODE, VOTERS};
 use weir_tests::image::TestImage;
 use weir_tests::probe::Probe;
 use weir_tests::wait::{bounded, wait_for};
@@ -62,8 +65,9 @@ const ELECTION_TIMEOUT: Duration = Duration::from_secs(20);
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// `docker restart -t`: as the compose file's stop_grace_period.
 const RESTART_STOP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest the Kafka clients on the host may take (their venv installed beforehand).
-const KAFKA_CLIENTS_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest a client script on the host (Kafka or AMQP) may take (its venv installed
+/// beforehand).
+const HOST_CLIENTS_TIMEOUT: Duration = Duration::from_secs(90);
 /// Longest `weir cluster rebalance --wait` may take.
 const REBALANCE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The producers' request timeout: a write to a frozen or cut-off leader fails after
@@ -167,7 +171,10 @@ async fn run(image: &str, rounds: usize) -> anyhow::Result<()> {
         up_started.elapsed().as_secs_f64(),
         cluster.bootstrap()
     );
-    kafka_clients_on_the_host(&cluster).await?;
+    // The pinned clients' venv, shared with the other tests that run them.
+    let python = tokio::task::spawn_blocking(crate::kafka_failover::python).await??;
+    kafka_clients_on_the_host(&cluster, &python).await?;
+    amqp_clients_on_the_host(&cluster, &python).await?;
     cluster
         .probe()
         .create_topic(TOPIC, PARTITIONS, 3, 2)
@@ -245,11 +252,7 @@ const BOOTSTRAP_NODE: i32 = 1;
 /// Kafka clients on the host (kafka-python, `tests/kafka/compose_cluster.py`) bootstrap
 /// from any node's external Kafka listener and are told every broker's host address;
 /// topics are not created on first use; a replicated topic takes and gives back records.
-async fn kafka_clients_on_the_host(cluster: &ComposeCluster) -> anyhow::Result<()> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("tests/ is inside the repository")?
-        .to_path_buf();
+async fn kafka_clients_on_the_host(cluster: &ComposeCluster, python: &Path) -> anyhow::Result<()> {
     let addresses: BTreeMap<String, String> = cluster
         .ids()
         .into_iter()
@@ -263,49 +266,101 @@ async fn kafka_clients_on_the_host(cluster: &ComposeCluster) -> anyhow::Result<(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    // The pinned Kafka clients' venv, shared with the other tests that run them.
-    let setup = tokio::process::Command::new(root.join("tests/python/setup.sh"))
-        .kill_on_drop(true)
-        .output()
-        .await
-        .context("running tests/python/setup.sh")?;
-    if !setup.status.success() {
-        bail!(
-            "tests/python/setup.sh failed: {}",
-            String::from_utf8_lossy(&setup.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&setup.stdout);
-    let python = stdout
-        .lines()
-        .last()
-        .context("setup.sh names a python")?
-        .trim();
     let started = Instant::now();
-    let run = tokio::process::Command::new(python)
-        .arg(root.join("tests/kafka/compose_cluster.py"))
-        .arg(&addresses)
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(KAFKA_CLIENTS_TIMEOUT, run)
-        .await
-        .context("the Kafka clients on the host did not finish")?
-        .context("running tests/kafka/compose_cluster.py")?;
-    if !output.status.success() {
-        bail!(
-            "Kafka clients on the host failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let stdout = host_client(python, "tests/kafka/compose_cluster.py", &[&addresses]).await?;
     println!(
         "Kafka clients on the host ({addresses}): every broker at its host address, no topic \
          created on first use, a replicated topic written and read in {:.1} s: {}",
         started.elapsed().as_secs_f64(),
-        String::from_utf8_lossy(&output.stdout).trim()
+        stdout.trim()
     );
     Ok(())
+}
+
+/// Runs the client script `script` (from the repository's root) with `args` on the host,
+/// within [`HOST_CLIENTS_TIMEOUT`]; its standard output, or why it failed.
+async fn host_client(python: &Path, script: &str, args: &[&str]) -> anyhow::Result<String> {
+    let run = tokio::process::Command::new(python)
+        .arg(repo_root()?.join(script))
+        .args(args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(HOST_CLIENTS_TIMEOUT, run)
+        .await
+        .with_context(|| format!("{script} on the host did not finish"))?
+        .with_context(|| format!("running {script}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{script} on the host failed ({}):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// pika on the host (`tests/amqp/cluster_queues.py`) through every node's AMQP host port:
+/// a queue declared through each node, published to through all three with publisher
+/// confirms (most publishes reach a node that does not lead the queue), read back through
+/// another: every message once, each publisher's in its order, none nacked.
+async fn amqp_clients_on_the_host(cluster: &ComposeCluster, python: &Path) -> anyhow::Result<()> {
+    const PER_PUBLISHER: usize = 20;
+    let ports: Vec<String> = VOTERS
+        .iter()
+        .map(|&n| cluster.amqp_host_address(n).port().to_string())
+        .collect();
+    let started = Instant::now();
+    let stdout = host_client(
+        python,
+        "tests/amqp/cluster_queues.py",
+        &[&ports.join(","), &PER_PUBLISHER.to_string()],
+    )
+    .await?;
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim())
+        .with_context(|| format!("cluster_queues.py printed no JSON: {stdout}"))?;
+    for q in 0..VOTERS.len() {
+        let queue = &seen[format!("cluster-q{q}")];
+        anyhow::ensure!(queue["nacked"] == serde_json::json!([]), "nacked: {seen}");
+        let read: Vec<&str> = queue["read"]
+            .as_array()
+            .context("read")?
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        anyhow::ensure!(
+            read.len() == PER_PUBLISHER * VOTERS.len(),
+            "cluster-q{q}: {} read, not {}: {read:?}",
+            read.len(),
+            PER_PUBLISHER * VOTERS.len()
+        );
+        for b in 0..VOTERS.len() {
+            let prefix = format!("b{b}-");
+            let mine: Vec<&str> = read
+                .iter()
+                .copied()
+                .filter(|m| m.starts_with(&prefix))
+                .collect();
+            let expected: Vec<String> = (0..PER_PUBLISHER).map(|i| format!("b{b}-{i}")).collect();
+            anyhow::ensure!(mine == expected, "cluster-q{q}, publisher {b}: {mine:?}");
+        }
+    }
+    println!(
+        "AMQP clients on the host (ports {}): three queues, each published to through every \
+         node with confirms and read back through another, every message once and in order, \
+         in {:.1} s",
+        ports.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The repository's root.
+fn repo_root() -> anyhow::Result<PathBuf> {
+    Ok(crate::kafka_failover::tests_dir()
+        .parent()
+        .context("tests/ is inside the repository")?
+        .to_path_buf())
 }
 
 /// A partition of the topic `node` leads, if any.

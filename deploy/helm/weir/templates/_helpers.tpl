@@ -62,6 +62,15 @@ app.kubernetes.io/component: broker
 {{- define "weir.adminPort" -}}9293{{- end -}}
 {{/* The Kafka listener's port inside the pods (WEIR_KAFKA_LISTEN). */}}
 {{- define "weir.kafkaPort" -}}9092{{- end -}}
+{{/* The AMQP listener's port inside the pods: amqps (5671, WEIR_AMQPS_LISTEN) with TLS
+on, else plaintext 5672 (WEIR_AMQP_LISTEN), RabbitMQ's ports. */}}
+{{- define "weir.amqpPort" -}}
+{{- if (((.Values.security | default dict).tls | default dict).enabled) -}}5671{{- else -}}5672{{- end -}}
+{{- end -}}
+{{/* The client Service's AMQP port: service.amqpPort, else the pods' port. */}}
+{{- define "weir.serviceAmqpPort" -}}
+{{- .Values.service.amqpPort | default (include "weir.amqpPort" .) -}}
+{{- end -}}
 
 {{/* Refuses values that cannot make a working cluster. */}}
 {{- define "weir.checkValues" -}}
