@@ -359,6 +359,7 @@ impl Probe {
                 min_bytes: 0,
                 max_bytes: 0,
                 format: pb::RecordFormat::Records as i32,
+                isolation: 0,
             };
             let mut response = tokio::time::timeout(RPC_TIMEOUT, consumer.fetch(request))
                 .await

@@ -240,6 +240,7 @@ async fn ten_times_the_caps_are_refused_or_wait_and_memory_stays_bounded() {
                     partition: s as u32 % PARTITIONS,
                     offset: 0,
                     format: pb::RecordFormat::Records as i32,
+                    isolation: 0,
                     max_bytes: 0,
                 })
                 .await;
@@ -374,6 +375,7 @@ async fn ten_times_the_caps_are_refused_or_wait_and_memory_stays_bounded() {
                 partition: 0,
                 offset: 0,
                 format: pb::RecordFormat::Records as i32,
+                isolation: 0,
                 max_bytes: 0,
             })
             .await
@@ -418,6 +420,7 @@ async fn read_prefixes(channel: Channel) -> anyhow::Result<Vec<(usize, u64)>> {
                     min_bytes: 0,
                     max_bytes: 0,
                     format: pb::RecordFormat::Records as i32,
+                    isolation: 0,
                 })
                 .await?
                 .into_inner();

@@ -269,6 +269,7 @@ async fn broker_under_ten_times_its_load_stays_bounded_healthy_and_loses_nothing
                         partition: ((c * SLOW_STREAMS_PER_CONNECTION + s) as u32) % PARTITIONS,
                         offset: 0,
                         format: pb::RecordFormat::Records as i32,
+                        isolation: 0,
                         max_bytes: 0,
                     })
                     .await?
@@ -290,6 +291,7 @@ async fn broker_under_ten_times_its_load_stays_bounded_healthy_and_loses_nothing
                         partition: r as u32 % PARTITIONS,
                         offset: 0,
                         format: pb::RecordFormat::Records as i32,
+                        isolation: 0,
                         max_bytes: 0,
                     })
                     .await?
@@ -430,6 +432,7 @@ async fn read_prefixes(addr: std::net::SocketAddr) -> anyhow::Result<Vec<(u32, u
                     min_bytes: 0,
                     max_bytes: 0,
                     format: pb::RecordFormat::Records as i32,
+                    isolation: 0,
                 })
                 .await?
                 .into_inner();
