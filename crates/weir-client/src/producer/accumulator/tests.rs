@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::partitioner::partition_for_key;
 use crate::producer::config::ProducerConfig;
 
 const TOPIC: &str = "t";
