@@ -44,6 +44,7 @@ use weir_proto::v1::admin_client::AdminClient;
 use weir_security::dial::TlsDialer;
 
 use crate::error::ClientError;
+use crate::outage;
 
 /// The broker address used when none is given.
 pub const DEFAULT_BROKER: &str = "127.0.0.1:9292";
@@ -589,8 +590,13 @@ pub async fn connect_first(
         match connect_one(address, options).await? {
             Ok(channel) => {
                 for failure in &failures {
-                    tracing::warn!(address = %failure.address, error = %failure.reason_text(), connected = %address, "broker did not answer; connected to a later one in the list");
+                    // Once per streak and interval: reconnecting clients come this way
+                    // again and again while a broker is down.
+                    if let Some(failures) = outage::bootstrap_unanswered(&failure.address) {
+                        tracing::warn!(address = %failure.address, error = %failure.reason_text(), connected = %address, failures, "broker did not answer; connected to a later one in the list (logged again while it stays unanswered, with the failures counted since)");
+                    }
                 }
+                outage::bootstrap_answered(address);
                 return Ok((address.clone(), channel));
             }
             Err(failure) => {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::routing::BrokerId;
@@ -105,6 +106,50 @@ impl Outages {
     }
 }
 
+/// Bootstrap addresses that did not answer, across every connection this process makes:
+/// when each was last logged, and the failures since. Reconnecting clients (a group
+/// member finding its coordinator again, a consumer refreshing metadata) go through the
+/// bootstrap list each time; a dead first address was a WARN line per attempt, several a
+/// second in the soak's logs.
+static UNANSWERED: LazyLock<Mutex<HashMap<String, (Instant, u64)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Bootstrap address `address` did not answer: `Some(failures)` (this one included, since
+/// the last line about it) when it is to be logged now, the first time or once
+/// [`OUTAGE_LOG_INTERVAL`] has passed since the last line; `None` to count it only.
+pub(crate) fn bootstrap_unanswered(address: &str) -> Option<u64> {
+    bootstrap_unanswered_at(address, Instant::now())
+}
+
+fn bootstrap_unanswered_at(address: &str, now: Instant) -> Option<u64> {
+    let mut seen = UNANSWERED.lock().unwrap_or_else(|p| p.into_inner());
+    match seen.get_mut(address) {
+        Some((logged_at, failures)) if now.duration_since(*logged_at) < OUTAGE_LOG_INTERVAL => {
+            *failures += 1;
+            None
+        }
+        Some((logged_at, failures)) => {
+            let count = *failures + 1;
+            *logged_at = now;
+            *failures = 0;
+            Some(count)
+        }
+        None => {
+            // Bounded: one entry per bootstrap address a process was ever given.
+            seen.insert(address.to_owned(), (now, 0));
+            Some(1)
+        }
+    }
+}
+
+/// Bootstrap address `address` answered: its next failure is logged at once.
+pub(crate) fn bootstrap_answered(address: &str) {
+    UNANSWERED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(address);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +180,28 @@ mod tests {
         );
         // The next failure starts a new streak.
         assert_eq!(outages.failed_at(2, &error, later), Logged::Started);
+    }
+
+    #[test]
+    fn an_unanswered_bootstrap_address_is_logged_once_per_interval_with_a_count() {
+        let address = "192.0.2.1:9292 (outage test)";
+        let start = Instant::now();
+        assert_eq!(bootstrap_unanswered_at(address, start), Some(1));
+        for i in 1..=5 {
+            let at = start + Duration::from_millis(100 * i);
+            assert_eq!(bootstrap_unanswered_at(address, at), None, "counted only");
+        }
+        let later = start + OUTAGE_LOG_INTERVAL + Duration::from_secs(1);
+        assert_eq!(
+            bootstrap_unanswered_at(address, later),
+            Some(6),
+            "five counted, and this one"
+        );
+        bootstrap_answered(address);
+        assert_eq!(
+            bootstrap_unanswered_at(address, later),
+            Some(1),
+            "a new streak"
+        );
     }
 }
