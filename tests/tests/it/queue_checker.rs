@@ -15,8 +15,10 @@
 //!   across a fault (a failover forfeits locks: docs/queues.md § promise 3);
 //! - no delivery count is over the limit, and a record's counts only grow;
 //! - an accepted record is never delivered again;
-//! - every dead letter carries headers naming a produced record, a known reason and a
-//!   count within the limit, and every applied REJECT is among them;
+//! - every dead letter carries headers naming a produced record (its value that
+//!   record's; a produce that was not acknowledged may be in the log all the same, at an
+//!   offset the producer never learnt), a known reason and a count within the limit, and
+//!   every applied REJECT is among them;
 //! - no record comes before its `weir-deliver-at`, or before the delay of a RELEASE.
 //!
 //! The counts are printed (and recorded in docs/queues.md). `WEIR_QUEUE_CHECK_RECORDS`
@@ -84,17 +86,35 @@ struct Applied {
     answered_ms: i64,
 }
 
+/// One acknowledgement outcome a client heard for a record.
+#[derive(Debug, Clone)]
+#[allow(dead_code)] // Read through Debug, in a problem's history.
+struct Heard {
+    instance: usize,
+    kind: AckKind,
+    /// "applied", "not held", "refused: ..." or "unknown: ...".
+    status: String,
+    sent_ms: i64,
+    answered_ms: i64,
+}
+
 #[derive(Debug, Default)]
 struct Log {
     /// Produced and acknowledged: value -> (partition, offset, deliver-at).
     produced: HashMap<String, (u32, i64, Option<i64>)>,
+    /// Sent but not acknowledged (a fault): each may or may not be in the log, so may be
+    /// delivered and dead-lettered, but is owed to no one.
+    unacknowledged: HashSet<String>,
     deliveries: HashMap<(u32, i64), Vec<Delivery>>,
     applied: HashMap<(u32, i64), Vec<Applied>>,
     /// Records whose ACCEPT the broker applied.
     accepted: HashSet<(u32, i64)>,
+    /// Every acknowledgement outcome the clients heard, by record: printed with a
+    /// problem record's deliveries, so a failed check says what happened to it.
+    heard: HashMap<(u32, i64), Vec<Heard>>,
     /// Records an ACCEPT was sent for whose outcome is unknown: the call failed, or it
-    /// answered "not held" in a fault (a retry after a lost answer says so of what the
-    /// first try applied).
+    /// answered "not held" in a fault or to a retried call (a retry after a lost answer
+    /// says so of what the first try applied).
     ambiguous: HashSet<(u32, i64)>,
     crashes: u64,
     /// Fault windows: [start, end) in wall ms, widened by a lock duration at the end.
@@ -103,9 +123,8 @@ struct Log {
     fault_open: bool,
 }
 
-fn lock(log: &Mutex<Log>) -> std::sync::MutexGuard<'_, Log> {
-    log.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,15 +244,31 @@ impl ShareCheck {
         // Until the broker says every record is finished (each partition's window start
         // at its high watermark, no dead-letter copy pending); the consumers keep going.
         let admin = &self.admin;
+        // What the broker said last, for the message if it never says "finished".
+        let last_seen = Mutex::new(None);
         let finished = wait_for(FINISH_TIMEOUT, "every record finished", || async {
-            let d = admin.describe_share_group(GROUP).await.ok()?;
+            let d = admin.describe_share_group(GROUP).await;
+            let d = match d {
+                Ok(d) => d,
+                Err(e) => {
+                    *lock(&last_seen) = Some(format!("describe failed: {e}"));
+                    return None;
+                }
+            };
             let done = d.partitions.len() == PARTITIONS as usize
                 && d.partitions.iter().all(|p| {
                     p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
                 });
+            *lock(&last_seen) = Some(format!("{:?}", d.partitions));
             done.then_some(d)
         })
-        .await;
+        .await
+        .with_context(|| {
+            format!(
+                "the group's partitions as last described: {}",
+                lock(&last_seen).take().unwrap_or_default()
+            )
+        });
         self.stop.send_replace(true);
         for c in self.consumers {
             c.await.context("a consumer task")??;
@@ -287,12 +322,20 @@ async fn produce(producer: Producer, records: u64, log: Arc<Mutex<Log>>) -> anyh
     for (value, deliver_at, sent) in pending {
         // A produce that failed (a fault) is not owed to anyone: only acknowledged ones
         // are checked.
-        let Ok(delivery) = sent else { continue };
-        if let Ok(meta) = delivery.wait().await {
-            lock(&log)
-                .produced
-                .insert(value, (meta.partition, meta.offset, deliver_at));
-            acknowledged += 1;
+        let acked = match sent {
+            Ok(delivery) => delivery.wait().await.ok(),
+            Err(_) => None,
+        };
+        let mut l = lock(&log);
+        match acked {
+            Some(meta) => {
+                l.produced
+                    .insert(value, (meta.partition, meta.offset, deliver_at));
+                acknowledged += 1;
+            }
+            None => {
+                l.unacknowledged.insert(value);
+            }
         }
     }
     producer.close().await;
@@ -412,8 +455,28 @@ fn apply_outcomes(
     let mut l = lock(log);
     let in_fault_now = l.fault_open || in_fault(&l.faults, sent_ms, answered_ms);
     for o in outcomes {
-        let not_held = match &o.status {
-            AckStatus::Applied { not_held } => not_held,
+        for offset in o.first_offset..=o.last_offset {
+            let status = match &o.status {
+                AckStatus::Applied { not_held, retried } if not_held.contains(&offset) => {
+                    format!("not held (retried: {retried})")
+                }
+                AckStatus::Applied { .. } => "applied".to_owned(),
+                AckStatus::Refused(e) => format!("refused: {e}"),
+                AckStatus::Unknown(e) => format!("unknown: {e}"),
+            };
+            l.heard
+                .entry((o.partition, offset))
+                .or_default()
+                .push(Heard {
+                    instance,
+                    kind: o.kind,
+                    status,
+                    sent_ms,
+                    answered_ms,
+                });
+        }
+        let (not_held, retried) = match &o.status {
+            AckStatus::Applied { not_held, retried } => (not_held, *retried),
             AckStatus::Unknown(_) => {
                 if matches!(o.kind, AckKind::Accept) {
                     l.ambiguous
@@ -423,7 +486,10 @@ fn apply_outcomes(
             }
             AckStatus::Refused(_) => continue,
         };
-        if in_fault_now && matches!(o.kind, AckKind::Accept) {
+        // "Not held" may be the answer to a retry of what a failed try applied: a fault,
+        // or a coordinator moving back to its preferred broker after the faults (the
+        // client says so).
+        if (in_fault_now || retried) && matches!(o.kind, AckKind::Accept) {
             l.ambiguous
                 .extend(not_held.iter().map(|&off| (o.partition, off)));
         }
@@ -455,6 +521,8 @@ struct DeadLetter {
     reason: String,
     count: u32,
     source_topic: String,
+    /// The copy's value: the source record's.
+    value: String,
 }
 
 async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>> {
@@ -490,6 +558,11 @@ async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>>
                     .parse()
                     .unwrap_or(u32::MAX),
                 source_topic: header("weir-dlq-source-topic"),
+                value: r
+                    .value
+                    .as_deref()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
             });
         }
     }
@@ -507,6 +580,19 @@ fn in_fault(faults: &[(i64, i64)], from: i64, to: i64) -> bool {
     faults.iter().any(|&(s, e)| from < e && to > s)
 }
 
+/// What the clients saw of one record, and the fault windows, for a problem's message.
+fn history(log: &Log, key: &(u32, i64)) -> String {
+    format!(
+        "deliveries {:?}; acknowledgement outcomes {:?}; fault windows {:?}",
+        log.deliveries
+            .get(key)
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+        log.heard.get(key).map(Vec::as_slice).unwrap_or_default(),
+        log.faults
+    )
+}
+
 fn check(
     log: &Log,
     dead: &[DeadLetter],
@@ -522,7 +608,16 @@ fn check(
     let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
     for d in dead {
         *reasons.entry(d.reason.clone()).or_default() += 1;
-        if d.source_topic != TOPIC || !by_source.contains(&(d.partition, d.offset)) {
+        // A record whose produce was not acknowledged may be in the log all the same; its
+        // dead letter names an offset the producer never learnt, and carries its value.
+        let known = by_source.contains(&(d.partition, d.offset))
+            // Each value is sent once: acknowledged or not, never both.
+            || log.unacknowledged.contains(&d.value);
+        let copy_of_its_source = log
+            .produced
+            .get(&d.value)
+            .is_none_or(|&(p, o, _)| (p, o) == (d.partition, d.offset));
+        if d.source_topic != TOPIC || !known || !copy_of_its_source {
             problems.push(format!("a dead letter names no produced record: {d:?}"));
         }
         if ![
@@ -543,7 +638,10 @@ fn check(
     // dead letter may be copied twice: its copy is made before the record is marked
     // copied, and a failover in between makes it again.)
     for key in log.accepted.intersection(&in_dlq) {
-        problems.push(format!("{key:?}: accepted and dead-lettered"));
+        problems.push(format!(
+            "{key:?}: accepted and dead-lettered; {}",
+            history(log, key)
+        ));
     }
     let mut redeliveries = 0u64;
     for (key, deliveries) in &log.deliveries {
@@ -571,8 +669,11 @@ fn check(
                 && !in_fault(&log.faults, a.received_ms, a.lock_deadline_ms)
             {
                 problems.push(format!(
-                    "{key:?}: delivered to {} at {} while {}'s lock held until {end}",
-                    b.instance, b.received_ms, a.instance
+                    "{key:?}: delivered to {} at {} while {}'s lock held until {end}; {}",
+                    b.instance,
+                    b.received_ms,
+                    a.instance,
+                    history(log, key)
                 ));
             }
         }
@@ -600,8 +701,9 @@ fn check(
                 AckKind::Accept => {
                     if let Some(d) = later.clone().next() {
                         problems.push(format!(
-                            "{key:?}: delivered again at {} after its ACCEPT",
-                            d.received_ms
+                            "{key:?}: delivered again at {} after its ACCEPT; {}",
+                            d.received_ms,
+                            history(log, key)
                         ));
                     }
                 }
@@ -615,7 +717,10 @@ fn check(
                     }
                 }
                 AckKind::Reject if !in_dlq.contains(key) => {
-                    problems.push(format!("{key:?}: rejected but not dead-lettered"));
+                    problems.push(format!(
+                        "{key:?}: rejected but not dead-lettered; {}",
+                        history(log, key)
+                    ));
                 }
                 _ => {}
             }
@@ -632,7 +737,8 @@ fn check(
             continue;
         }
         problems.push(format!(
-            "{key:?}: produced and acknowledged, never accepted or dead-lettered"
+            "{key:?}: produced and acknowledged, never accepted or dead-lettered; {}",
+            history(log, key)
         ));
     }
     // The longest the consumers went without a delivery (the records' first deliveries

@@ -165,6 +165,11 @@ pub enum AckStatus {
     Applied {
         /// Offsets not applied, ascending as the broker listed them.
         not_held: Vec<i64>,
+        /// The call was sent again after a try that failed once it may have reached the
+        /// broker (its answer lost, or the coordinator moved after writing it): an offset
+        /// in `not_held` may then have been applied by that try, the retry finding it
+        /// finished. Without a retry `not_held` is exact.
+        retried: bool,
     },
     /// The broker refused the whole range (an unknown topic or partition, a bad range or
     /// delay): nothing of it was applied.
@@ -195,7 +200,7 @@ pub struct AckOutcome {
 impl AckOutcome {
     /// Whether every offset of the range was applied.
     pub fn is_applied(&self) -> bool {
-        matches!(&self.status, AckStatus::Applied { not_held } if not_held.is_empty())
+        matches!(&self.status, AckStatus::Applied { not_held, .. } if not_held.is_empty())
     }
 
     /// How many offsets the range covers.
@@ -218,7 +223,12 @@ impl AckOutcome {
 /// The outcomes of `sent`, from the broker's `results` (in request order, each naming
 /// its range). A range the answer does not account for is reported refused, so nothing
 /// sent goes unreported.
-pub(crate) fn outcomes(sent: &[AckRange], results: Vec<pb::ShareAckResult>) -> Vec<AckOutcome> {
+/// `retried`: the answer is a retry's ([`AckStatus::Applied::retried`]).
+pub(crate) fn outcomes(
+    sent: &[AckRange],
+    results: Vec<pb::ShareAckResult>,
+    retried: bool,
+) -> Vec<AckOutcome> {
     let mut results = results.into_iter();
     sent.iter()
         .map(|range| {
@@ -234,6 +244,7 @@ pub(crate) fn outcomes(sent: &[AckRange], results: Vec<pb::ShareAckResult>) -> V
                 }) => AckStatus::Refused(ClientError::from_partition_error(&error)),
                 Some(result) => AckStatus::Applied {
                     not_held: result.not_held,
+                    retried,
                 },
                 None => AckStatus::Refused(ClientError::Rpc {
                     code: tonic::Code::Internal,
@@ -728,9 +739,11 @@ mod tests {
             },
             // The third is missing from the answer.
         ];
-        let got = outcomes(&sent, results);
+        let got = outcomes(&sent, results, false);
         assert_eq!(got.len(), 3);
-        assert!(matches!(&got[0].status, AckStatus::Applied { not_held } if not_held == &[3, 4]));
+        assert!(
+            matches!(&got[0].status, AckStatus::Applied { not_held, retried: false } if not_held == &[3, 4])
+        );
         assert!(!got[0].is_applied());
         assert_eq!(got[0].offset_count(), 10);
         assert!(matches!(

@@ -52,7 +52,8 @@
 //! heartbeats and commits), for at most the request timeout ([`Timeouts::request`]; for `poll`, beyond its own wait);
 //! then it fails with the last error. A retried call sends its acknowledgements again:
 //! harmless, since the broker applies an acknowledgement only to a record the member
-//! holds, but one applied by the lost attempt is reported `not_held` by the retry. A
+//! holds, but one applied by the lost attempt is reported `not_held` by the retry, so
+//! such outcomes say so ([`AckStatus::Applied::retried`]). A
 //! `ShareFetch` whose answer was lost has acquired records the member never sees: they
 //! come again, with their delivery count raised, when their locks expire.
 //!
@@ -480,14 +481,14 @@ impl ShareConsumer {
                 })
                 .await;
             self.ledger.forget(carried);
-            let response = match answer {
-                Ok(response) => response,
+            let (response, retried) = match answer {
+                Ok(answered) => answered,
                 Err(error) => {
                     self.keep_outcomes(acks::unknown(carried, &error));
                     return Err(error);
                 }
             };
-            self.keep_outcomes(acks::outcomes(carried, response.ack_results));
+            self.keep_outcomes(acks::outcomes(carried, response.ack_results, retried));
             carried = &[];
             let records = self.take_delivered(response.records);
             if !records.is_empty() || Instant::now() >= poll_deadline {
@@ -587,7 +588,9 @@ impl ShareConsumer {
                 .await;
             self.ledger.forget(chunk);
             match answer {
-                Ok(response) => outcomes.extend(acks::outcomes(chunk, response.results)),
+                Ok((response, retried)) => {
+                    outcomes.extend(acks::outcomes(chunk, response.results, retried));
+                }
                 Err(error) => {
                     outcomes.extend(acks::unknown(chunk, &error));
                     return (outcomes, Some(error));
@@ -598,30 +601,37 @@ impl ShareConsumer {
     }
 
     /// Runs `call` on the coordinator, finding it again and retrying after retriable
-    /// failures until `give_up` (see the module docs).
+    /// failures until `give_up` (see the module docs). Answers with whether a try before
+    /// the answered one failed once it may have reached the broker (a lost answer, a
+    /// coordinator that moved after it wrote): what that try carried may have been
+    /// applied.
     async fn call<T, F, Fut>(
         &self,
         doing: &str,
         give_up: Instant,
         mut call: F,
-    ) -> Result<T, ClientError>
+    ) -> Result<(T, bool), ClientError>
     where
         F: FnMut(QueuesClient<Channel>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut failures: u32 = 0;
         let mut last: Option<ClientError> = None;
+        let mut sent_before = false;
         loop {
             let remaining = give_up.saturating_duration_since(Instant::now());
+            let mut sent = false;
             let attempt = async {
                 let channel = self.coordinator.channel().await?;
+                sent = true;
                 call(queues_client(channel))
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(ClientError::from)
             };
-            let error = match tokio::time::timeout(remaining, attempt).await {
-                Ok(Ok(answer)) => return Ok(answer),
+            let outcome = tokio::time::timeout(remaining, attempt).await;
+            let error = match outcome {
+                Ok(Ok(answer)) => return Ok((answer, sent_before)),
                 Ok(Err(error)) => error,
                 // Cut short by the deadline: the failure before says more, if any.
                 Err(_) => last.take().unwrap_or_else(|| {
@@ -631,6 +641,7 @@ impl ShareConsumer {
                     ))
                 }),
             };
+            sent_before |= sent;
             self.coordinator.failed(&error);
             if !error.is_retriable() {
                 return Err(error);
