@@ -424,7 +424,7 @@ mod tests {
         let config = ControllerConfig::default();
         assert_eq!(
             (config.session_timeout_ms, config.heartbeat_interval_ms),
-            (2_000, 250)
+            (2_000, 100)
         );
         assert_eq!(config.validate(), Ok(()));
         for (session_timeout_ms, heartbeat_interval_ms) in [(500, 500), (500, 0), (100, 200)] {
