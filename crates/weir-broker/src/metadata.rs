@@ -73,6 +73,18 @@ pub fn advertised(endpoints: &Endpoints, listener: Listener) -> Option<&str> {
         .or_else(|| endpoints.get(listener.protocol.default_listener))
 }
 
+/// `host:port` taken apart for an answer: the host (a bracketed IPv6 host without its
+/// brackets) and the port; `None` if it is not one. Advertised addresses were checked
+/// when the broker was configured; every adapter that hands one out splits it here.
+pub fn split_host_port(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    Some((host, port.parse().ok()?))
+}
+
 /// The brokers and the controller. A broker not yet registered sees itself only, with
 /// `this_broker` as its endpoints.
 pub fn cluster(broker: &Broker, _ctx: &RequestContext, this_broker: &Endpoints) -> ClusterView {

@@ -406,7 +406,7 @@ pub async fn list_transactions(
 /// The markers of `request` written on the partitions this broker leads, through its
 /// core as the internal principal: each partition's outcome as the coordinator acts on it
 /// (a partition led elsewhere answers NOT_LEADER: Retriable). The one local path of the
-/// coordinator's marker writer (weir-server's, which sends the partitions other brokers
+/// coordinator's marker writer (weir-grpc's, which sends the partitions other brokers
 /// lead to them) and of the internal `Transactions.WriteTxnMarkers` call that a
 /// coordinator on another broker makes here.
 pub async fn write_markers_here(

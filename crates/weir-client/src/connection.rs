@@ -75,7 +75,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A connection with requests in flight that has read nothing for this long is sent an
 /// HTTP/2 ping (a busy connection never is; an idle one with no request is left alone).
-/// As the brokers' connections to each other (`weir_server::internal`), so a broker cut
+/// As the brokers' connections to each other (`weir_grpc::internal`), so a broker cut
 /// off behind a firewall that drops its packets, or a network that silently stops
 /// delivering, is found within [`KEEP_ALIVE_INTERVAL`] + [`KEEP_ALIVE_TIMEOUT`] (3 s) of
 /// its last answer rather than at the request timeout (30 s): the request fails as

@@ -266,7 +266,7 @@ impl ClientError {
 
     /// Weir's reasons recognised by code and wording, for errors that carry no
     /// `ErrorInfo`. The phrases are the broker's (`weir-cluster`'s `ClusterError`
-    /// messages; `weir-server`'s status tests pin them).
+    /// messages; `weir-grpc`'s status tests pin them).
     fn from_wording(code: Code, message: String) -> ClientError {
         match code {
             Code::FailedPrecondition if message.contains("does not lead") => {

@@ -107,7 +107,7 @@ pub fn batch(data: &[u8]) {
 }
 
 /// A `ProduceRequest` as the broker receives it (protobuf bytes), checked and packed as
-/// `weir-server`'s `produce::prepare` does (which is private to the broker and needs a
+/// `weir-grpc`'s `produce::prepare` does (which is private to the broker and needs a
 /// running `Broker`; this mirrors it over the public APIs), then appended to a
 /// single-partition log in a temporary directory and read back.
 pub fn produce(data: &[u8]) {

@@ -312,9 +312,9 @@ impl Admin for AdminService {
             .map(|b| {
                 let address =
                     weir_broker::metadata::advertised(&b.endpoints, ctx.listener).unwrap_or("");
-                let (host, port) = crate::parse_host_port(address)
+                let (host, port) = weir_broker::metadata::split_host_port(address)
                     .map(|(h, p)| (h.to_string(), u32::from(p)))
-                    .unwrap_or_else(|_| (address.to_owned(), 0));
+                    .unwrap_or_else(|| (address.to_owned(), 0));
                 BrokerDescription {
                     broker_id: b.node_id,
                     host,

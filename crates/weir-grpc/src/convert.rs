@@ -6,8 +6,6 @@ use weir_cluster::storage::{Compression, DecodedRecord, Header, Record};
 use weir_cluster::{ClusterError, ConfigEntry, Topic};
 use weir_proto::v1;
 
-pub use weir_broker::now_ms;
-
 /// The codec a produce asks for; `None` names an unknown enum value.
 pub fn compression(value: i32) -> Option<Compression> {
     Some(match v1::Compression::try_from(value).ok()? {

@@ -92,9 +92,9 @@ impl Groups for GroupsService {
         .map_err(broker_status)?;
         let address =
             weir_broker::metadata::advertised(&found.endpoints, ctx.listener).unwrap_or("");
-        let (host, port) = crate::parse_host_port(address)
+        let (host, port) = weir_broker::metadata::split_host_port(address)
             .map(|(h, p)| (h.to_string(), u32::from(p)))
-            .unwrap_or_else(|_| (address.to_owned(), 0));
+            .unwrap_or_else(|| (address.to_owned(), 0));
         Ok(Response::new(FindCoordinatorResponse {
             broker_id: found.node_id,
             host,

@@ -20,11 +20,13 @@ use weir_proto::v1::groups_server::GroupsServer;
 use weir_proto::v1::producer_server::ProducerServer;
 use weir_proto::v1::queues_server::QueuesServer;
 
-use crate::listeners::BoundListener;
+use tokio::net::TcpListener;
+use weir_security::tls::ServerTls;
+
 use crate::{
     AdminService, Broker, CONNECTION_WINDOW_BYTES, ConsumerService, GroupsService,
     MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES, ProducerService,
-    QueuesService, STREAM_WINDOW_BYTES, authn, budget, consume_body, internal, listeners, oversize,
+    QueuesService, STREAM_WINDOW_BYTES, authn, budget, consume_body, internal, oversize,
     request_quota, until_stopping,
 };
 
@@ -67,7 +69,7 @@ macro_rules! serve_grpc {
 }
 
 /// The gRPC services, made once and served on every gRPC listener.
-pub(crate) struct GrpcServices {
+pub struct GrpcServices {
     broker: Arc<Broker>,
     stopping: watch::Receiver<bool>,
     /// The client services: health, reflection, Producer, Consumer, Admin, Groups,
@@ -83,12 +85,23 @@ pub(crate) struct GrpcServices {
     internal_listener: bool,
 }
 
+impl std::fmt::Debug for GrpcServices {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // tonic's routes print nothing useful.
+        f.debug_struct("GrpcServices")
+            .field("internal_listener", &self.internal_listener)
+            .finish_non_exhaustive()
+    }
+}
+
 impl GrpcServices {
-    /// The services over `broker`; the internal ones serve `node`. `health` is the
-    /// health service whose reporter the broker turns NOT_SERVING at shutdown.
-    pub(crate) fn new<H>(
+    /// The services over `broker`; the internal ones serve `node`, with `controller`
+    /// answering the controller calls of other brokers. `health` is the health service
+    /// whose reporter the broker turns NOT_SERVING at shutdown.
+    pub fn new<H>(
         broker: &Arc<Broker>,
         node: &ClusterNode,
+        controller: Arc<dyn internal::ControllerHandler>,
         health: H,
         internal_listener: bool,
         stopping: watch::Receiver<bool>,
@@ -148,9 +161,7 @@ impl GrpcServices {
                     broker.registry().clone(),
                     stopping.clone(),
                 ))
-                .add_service(internal::controller_service(Arc::new(
-                    crate::cluster::Handler(node.clone()),
-                )))
+                .add_service(internal::controller_service(controller.clone()))
                 .add_service(internal::transactions_service(broker.core.clone()));
             match node.quorum() {
                 Some(quorum) => {
@@ -174,13 +185,12 @@ impl GrpcServices {
     /// Serves `bound` until the broker stops: the internal services on the internal
     /// listener, the client services (with the internal ones on the client listener of
     /// a broker without an internal listener) on any other.
-    pub(crate) fn serve(&self, bound: BoundListener) -> Vec<JoinHandle<anyhow::Result<()>>> {
-        let BoundListener {
-            listener,
-            sockets,
-            tls,
-            ..
-        } = bound;
+    pub fn serve(
+        &self,
+        listener: Listener,
+        sockets: Vec<TcpListener>,
+        tls: Option<Arc<ServerTls>>,
+    ) -> Vec<JoinHandle<anyhow::Result<()>>> {
         let stopping = self.stopping.clone();
         sockets
             .into_iter()
@@ -206,7 +216,7 @@ impl GrpcServices {
                     // call passes.
                     let mut server = Server::builder()
                         // Outermost: every layer and service below reads the listener.
-                        .layer(listeners::ListenerLayer(listener))
+                        .layer(ListenerLayer(listener))
                         .initial_stream_window_size(STREAM_WINDOW_BYTES)
                         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
                         .max_frame_size(MAX_FRAME_BYTES)
@@ -241,5 +251,50 @@ impl GrpcServices {
                 })
             })
             .collect()
+    }
+}
+
+/// A tower layer over a gRPC router: stamps each request with the listener it arrived
+/// on (read back by `grpc_context_of`), so the core's `RequestContext` (and the
+/// addresses metadata answers hand out) follow the listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerLayer(pub Listener);
+
+impl<S> tower::Layer<S> for ListenerLayer {
+    type Service = ListenerService<S>;
+
+    fn layer(&self, inner: S) -> ListenerService<S> {
+        ListenerService {
+            inner,
+            listener: self.0,
+        }
+    }
+}
+
+/// See [`ListenerLayer`].
+#[derive(Debug, Clone)]
+pub struct ListenerService<S> {
+    inner: S,
+    listener: Listener,
+}
+
+impl<S, B> tower::Service<::http::Request<B>> for ListenerService<S>
+where
+    S: tower::Service<::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: ::http::Request<B>) -> S::Future {
+        request.extensions_mut().insert(self.listener);
+        self.inner.call(request)
     }
 }

@@ -27,13 +27,13 @@ const CALL_SLACK: Duration = Duration::from_secs(5);
 
 /// Forwards over gRPC, one lazily connected channel per leader address.
 #[derive(Debug)]
-pub(crate) struct GrpcProduceForwarder {
+pub struct GrpcProduceForwarder {
     channels: PeerChannels,
 }
 
 impl GrpcProduceForwarder {
     /// A forwarder that dials leaders with `tls`, or in plaintext.
-    pub(crate) fn new(tls: Option<TlsDialer>) -> GrpcProduceForwarder {
+    pub fn new(tls: Option<TlsDialer>) -> GrpcProduceForwarder {
         GrpcProduceForwarder {
             channels: PeerChannels::new(tls),
         }

@@ -32,13 +32,13 @@ const CALL_SLACK: Duration = Duration::from_secs(10);
 
 /// Forwards over gRPC, one lazily connected channel per coordinator address.
 #[derive(Debug)]
-pub(crate) struct GrpcShareForwarder {
+pub struct GrpcShareForwarder {
     channels: PeerChannels,
 }
 
 impl GrpcShareForwarder {
     /// A forwarder that dials coordinators with `tls`, or in plaintext.
-    pub(crate) fn new(tls: Option<TlsDialer>) -> GrpcShareForwarder {
+    pub fn new(tls: Option<TlsDialer>) -> GrpcShareForwarder {
         GrpcShareForwarder {
             channels: PeerChannels::new(tls),
         }

@@ -27,14 +27,14 @@ const REMOTE_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads partitions at their leaders over gRPC, one lazily connected channel per broker.
 #[derive(Debug)]
-pub(crate) struct GrpcRemoteLog {
+pub struct GrpcRemoteLog {
     registry: Arc<TopicRegistry>,
     channels: PeerChannels,
 }
 
 impl GrpcRemoteLog {
     /// Reads that dial leaders with `tls`, or in plaintext.
-    pub(crate) fn new(registry: Arc<TopicRegistry>, tls: Option<TlsDialer>) -> GrpcRemoteLog {
+    pub fn new(registry: Arc<TopicRegistry>, tls: Option<TlsDialer>) -> GrpcRemoteLog {
         GrpcRemoteLog {
             registry,
             channels: PeerChannels::new(tls),

@@ -19,7 +19,7 @@ use weir_cluster::{BrokerId, DataDirLock, NoPeers, TopicRegistry};
 use weir_security::dial::TlsDialer;
 
 use crate::config::ServerConfig;
-use crate::internal::{
+use weir_grpc::internal::{
     ControllerClientError, ControllerHandler, ControllerHandlerError, GrpcControllerClient,
     GrpcFetchSessions, GrpcQuorumTransport,
 };

@@ -18,7 +18,7 @@ use weir_proto::v1::producer_client::ProducerClient;
 use weir_proto::v1::{self as pb, Acks, ProduceRequest};
 use weir_security::dial::TlsDialer;
 
-use crate::internal::peers;
+use weir_grpc::internal::peers;
 
 /// Longest a dead-letter produce takes, connecting included.
 const DEAD_LETTER_TIMEOUT: Duration = Duration::from_secs(10);

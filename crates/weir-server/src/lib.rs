@@ -1,8 +1,8 @@
-//! The Weir broker process: its listeners, started from the configuration's list through
-//! one registration per protocol (the gRPC services: Producer, Consumer, Admin, Groups,
-//! plus the standard health and reflection services; the Kafka listeners; the admin HTTP
-//! endpoint), background upkeep and graceful shutdown, over the partitions of
-//! `weir-cluster`.
+//! The Weir broker process: it opens the data directory and the cluster node, makes the
+//! core (`weir-broker`), and starts the listeners of the configuration's list through one
+//! registration per protocol (`listeners.rs`: gRPC over `weir-grpc`, Kafka over
+//! `weir-kafka`, AMQP over `weir-amqp`, the admin HTTP endpoint and `weir-console`);
+//! then background upkeep, and graceful and controlled shutdown.
 //!
 //! # Contract (tests and the `weir` binary rely on it)
 //!
@@ -29,39 +29,17 @@
 //! - [`RunningServer::wait`]`(signal)`: for the binary; runs until `signal` resolves
 //!   (or a listener fails), then shuts down as above.
 //!
-//! Errors become `tonic::Status` in one place, `status.rs`.
-//!
-//! Architecture invariant: this crate knows the API (prost types, via `weir-proto`) and
-//! the cluster layer, never the on-disk layout; nothing below it sees a prost type.
+//! Architecture invariant: this crate assembles; it decodes no protocol (each adapter
+//! does) and never knows the on-disk layout.
 
-mod admin;
-mod authn;
 mod bootstrap_admin;
-mod budget;
 mod cluster;
 mod config;
-mod consume;
-mod consume_body;
-mod convert;
 mod dead_letters;
-mod groups;
-mod grpc;
 mod http;
-pub mod internal;
 mod listeners;
 mod maintenance;
-mod oversize;
-mod page;
-mod produce;
-mod produce_forward;
-mod queues;
-mod request_quota;
-mod security_admin;
-mod share_forward;
-mod share_reads;
-mod status;
 mod tls;
-mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,14 +48,13 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_cluster::controller::records::{Endpoints, listener_names};
+use weir_cluster::controller::records::listener_names;
 use weir_cluster::group::{GroupConfig, GroupCoordinator};
 use weir_cluster::node::ClusterNode;
 use weir_cluster::share::{ShareCoordinator, ShareGroupConfig};
 use weir_cluster::txn::{TransactionConfig, TransactionCoordinator};
 use weir_cluster::{NodeIdentity, TopicRegistry};
 
-pub use admin::AdminService;
 pub use config::{
     Advertised, AdvertisedAddress, Authentication, DEFAULT_ADMIN_LISTEN, DEFAULT_AMQP_LISTEN,
     DEFAULT_DATA_DIR, DEFAULT_GROUP_HEARTBEAT_INTERVAL_MS, DEFAULT_GROUP_SESSION_TIMEOUT_MS,
@@ -85,17 +62,6 @@ pub use config::{
     MAX_CONTROLLER_VOTERS, MAX_REQUEST_BYTES, Secret, ServerConfig, ServerConfigError, Voter,
     parse_host_port,
 };
-pub use consume::{
-    CONSUME_CHANNEL_CAPACITY, ConsumerService, DEFAULT_FETCH_MAX_BYTES,
-    DEFAULT_PARTITION_FETCH_BYTES, MAX_FETCH_WAIT,
-};
-pub use groups::GroupsService;
-pub use page::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS};
-pub use produce::{
-    DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
-    ProducerService,
-};
-pub use queues::QueuesService;
 /// The broker-wide budget's caps and their defaults (`max_connections`,
 /// `max_in_flight_request_bytes`, `max_consume_streams`).
 pub use weir_broker::budget::{
@@ -106,24 +72,21 @@ pub use weir_broker::{LATENCY_BUCKETS_SECONDS, Metrics};
 /// Most partitions a topic may have: creating or growing a topic past it is refused.
 /// Clients check it too (the `weir` CLI's `--partitions`).
 pub use weir_cluster::MAX_PARTITIONS_PER_TOPIC;
+/// The gRPC adapter's services, limits and defaults (`weir-grpc`), named here as the
+/// broker process's too.
+pub use weir_grpc::{
+    AdminService, CONNECTION_WINDOW_BYTES, CONSUME_CHANNEL_CAPACITY, ConsumerService,
+    DEFAULT_FETCH_MAX_BYTES, DEFAULT_PAGE_SIZE, DEFAULT_PARTITION_FETCH_BYTES,
+    DEFAULT_PRODUCE_TIMEOUT, GroupsService, MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_FETCH_WAIT,
+    MAX_FRAME_BYTES, MAX_IN_FLIGHT_PER_STREAM, MAX_PAGE_SIZE, MAX_PAGE_TOKEN_CHARS,
+    MAX_RESPONSE_BYTES, PRODUCE_STREAM_RESPONSE_BUFFER, ProducerService, QueuesService,
+    STREAM_WINDOW_BYTES, internal,
+};
+use weir_grpc::{Broker, until_stopping};
 
-/// Largest gRPC response the broker sends (the core's limit on any answer).
-pub use weir_broker::limits::MAX_RESPONSE_BYTES;
-/// HTTP/2 per-stream flow-control window. tonic's 64 KiB default caps one stream's
-/// throughput on a fast link well below what the log can take.
-pub const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
-/// HTTP/2 per-connection flow-control window (several busy streams share it).
-pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-/// Largest HTTP/2 frame the broker accepts (it tells peers in its SETTINGS). The
-/// protocol's default, 16 KiB, splits a 1 MiB produce request into 64 DATA frames,
-/// each a frame header, a flow-control step and a poll of the connection.
-pub const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 /// Longest a stopping broker waits for the controller to move its leaderships away
 /// (well inside Docker's 10 s stop timeout).
 pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-/// Concurrent streams per client connection; with the windows above this bounds what
-/// one connection can make the broker buffer.
-pub const MAX_CONCURRENT_STREAMS_PER_CONNECTION: u32 = 256;
 /// Wait before opening the group coordinator again after it failed to open.
 const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -148,64 +111,6 @@ impl std::fmt::Display for DataDirOffline {
 }
 
 impl std::error::Error for DataDirOffline {}
-
-/// What the services share: the protocol-neutral core, and what only the gRPC
-/// listeners know (the addresses DescribeCluster hands out).
-#[derive(Debug)]
-pub(crate) struct Broker {
-    pub(crate) core: Arc<weir_broker::Broker>,
-    /// The listeners this broker advertises, as it registers them: what metadata
-    /// answers show for it before it is registered.
-    pub(crate) this_broker: Endpoints,
-    /// How this broker dials other brokers' client listeners (share reads and
-    /// forwards, dead letters): TLS when the listeners speak it.
-    pub(crate) peer_tls: Option<weir_security::dial::TlsDialer>,
-    /// The broker-wide budget every client listener takes from.
-    pub(crate) budget: Arc<weir_broker::budget::Budget>,
-}
-
-impl Broker {
-    pub(crate) fn registry(&self) -> &Arc<TopicRegistry> {
-        self.core.registry()
-    }
-
-    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
-        self.core.metrics()
-    }
-}
-
-pub(crate) use weir_broker::until_stopping;
-
-/// The core's context for a gRPC request: the one the request-time quota's layer made
-/// for the call (`request_quota`), or else (a call it does not count) one built by
-/// [`grpc_context_of`].
-pub(crate) fn grpc_context<T>(request: &tonic::Request<T>) -> weir_broker::RequestContext {
-    match request.extensions().get::<weir_broker::RequestContext>() {
-        Some(ctx) => ctx.clone(),
-        None => grpc_context_of(request.extensions()),
-    }
-}
-
-/// The core's context for a gRPC call, from its extensions: the only place one is
-/// built. The user the core authenticated for the call (`authn`: its call credentials,
-/// a password or an API token, else its verified client certificate's principal) is
-/// the principal; otherwise the request is anonymous.
-pub(crate) fn grpc_context_of(extensions: &::http::Extensions) -> weir_broker::RequestContext {
-    let peer = authn::peer_addr(extensions);
-    // The listener the call came in on (`listeners::ListenerLayer`); the client
-    // listener's for a router without one.
-    let listener = extensions
-        .get::<weir_broker::Listener>()
-        .copied()
-        .unwrap_or(weir_broker::Listener::GRPC);
-    let mut context = weir_broker::RequestContext::anonymous(listener, peer);
-    let user = extensions.get::<authn::AuthenticatedUser>();
-    context.authenticated_by_token = user.is_some_and(|u| u.by_token);
-    if let Some(user) = user {
-        context.principal = weir_broker::Principal::User(user.name.clone());
-    }
-    context
-}
 
 /// A started broker.
 #[derive(Debug)]
@@ -316,7 +221,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     // AMQP's publishes reach a queue's leader on another broker through it.
     broker
         .core
-        .set_produce_forwarder(Arc::new(produce_forward::GrpcProduceForwarder::new(
+        .set_produce_forwarder(Arc::new(weir_grpc::GrpcProduceForwarder::new(
             broker.peer_tls.clone(),
         )));
 
@@ -327,9 +232,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await;
     }
     let serving = listeners::Serving {
-        grpc: grpc::GrpcServices::new(
+        grpc: weir_grpc::GrpcServices::new(
             &broker,
             &node,
+            Arc::new(cluster::Handler(node.clone())),
             health_service,
             addrs.internal.is_some(),
             stopping.clone(),
@@ -646,7 +552,7 @@ async fn open_groups(
             registry: broker.registry().clone(),
             tls: broker.peer_tls.clone(),
         });
-        let remote = Arc::new(share_reads::GrpcRemoteLog::new(
+        let remote = Arc::new(weir_grpc::GrpcRemoteLog::new(
             broker.registry().clone(),
             broker.peer_tls.clone(),
         ));
@@ -662,14 +568,14 @@ async fn open_groups(
         broker.core.set_shares(shares);
         broker
             .core
-            .set_share_forwarder(Arc::new(share_forward::GrpcShareForwarder::new(
+            .set_share_forwarder(Arc::new(weir_grpc::GrpcShareForwarder::new(
                 broker.peer_tls.clone(),
             )));
     }
     if broker.core.transactions().is_err() {
         // Markers go to each partition's leader: written here for the partitions this
         // broker leads, sent over the internal Transactions service for the others.
-        let markers = Arc::new(internal::GrpcMarkerWriter::new(
+        let markers = Arc::new(weir_grpc::internal::GrpcMarkerWriter::new(
             Arc::downgrade(&broker.core),
             broker.peer_tls.clone(),
         ));
@@ -677,7 +583,7 @@ async fn open_groups(
         // another broker.
         broker
             .core
-            .set_txn_verifier(Arc::new(internal::GrpcTxnVerifier::new(
+            .set_txn_verifier(Arc::new(weir_grpc::internal::GrpcTxnVerifier::new(
                 broker.peer_tls.clone(),
             )));
         let transactions = TransactionCoordinator::open(
@@ -815,74 +721,5 @@ impl RunningServer {
         self.registry.release_data_dir();
         tracing::info!("shutdown complete");
         served.and(closed)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use tonic::transport::server::Connected;
-    use weir_broker::Principal;
-    use weir_security::dial::TlsDialer;
-    use weir_security::tls::{ALPN_H2, ServerTls, TlsFiles, accept};
-
-    use super::{authn, grpc_context};
-
-    /// A request as tonic hands it to a service, over a real TLS connection on loopback
-    /// whose client presented `identity` (a `weir dev certs` stem) or no certificate.
-    async fn request_over_tls(identity: Option<&str>) -> tonic::Request<()> {
-        let dir = tempfile::tempdir().unwrap();
-        weir_security::certs::generate(&[])
-            .unwrap()
-            .write(dir.path())
-            .unwrap();
-        let files = TlsFiles {
-            cert: dir.path().join("node.pem"),
-            key: dir.path().join("node-key.pem"),
-            client_ca: Some(dir.path().join("ca.pem")),
-        };
-        let tls = ServerTls::load("test", files, &[ALPN_H2]).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            accept(&tls, stream).await.unwrap()
-        });
-        let (cert, key) = identity.map_or((None, None), |stem| {
-            (
-                Some(dir.path().join(format!("{stem}.pem"))),
-                Some(dir.path().join(format!("{stem}-key.pem"))),
-            )
-        });
-        let dialer = TlsDialer::from_files(
-            &dir.path().join("ca.pem"),
-            cert.as_deref().zip(key.as_deref()),
-        )
-        .unwrap();
-        let _client = dialer.connect("127.0.0.1", port).await.unwrap();
-        let stream = server.await.unwrap();
-        let mut request = tonic::Request::new(());
-        request.extensions_mut().insert(stream.connect_info());
-        request
-    }
-
-    #[tokio::test]
-    async fn a_client_certificate_is_presented_to_the_core_and_names_no_principal_by_itself() {
-        let request = request_over_tls(Some("admin")).await;
-        // What `AuthLayer` hands the core ...
-        assert_eq!(
-            authn::tls_principal(request.extensions()).as_deref(),
-            Some("admin")
-        );
-        // ... which alone makes it the principal (an `AuthenticatedUser`), never the
-        // bare certificate.
-        let context = grpc_context(&request);
-        assert_eq!(context.principal, Principal::Anonymous);
-        assert!(context.peer.is_some_and(|p| p.ip().is_loopback()));
-
-        let request = request_over_tls(None).await;
-        assert_eq!(authn::tls_principal(request.extensions()), None);
-        let context = grpc_context(&request);
-        assert_eq!(context.principal, Principal::Anonymous);
-        assert!(context.peer.is_some());
     }
 }

@@ -1,9 +1,7 @@
 //! The listeners this broker serves, as data: each [`ListenerSpec`] of the configuration
 //! is bound ([`bind`]), advertised under its name ([`endpoints`]), and served through
 //! its protocol's [`Registration`] in [`PROTOCOLS`], the one table of what protocols
-//! the broker speaks. Also the gRPC layer that names the listener a call came in on, so
-//! the core's `RequestContext` (and the addresses metadata answers hand out) follow the
-//! listener. `docs/ARCHITECTURE.md` § How to add a listener.
+//! the broker speaks. `docs/ARCHITECTURE.md` § How to add a listener.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -17,8 +15,8 @@ use weir_broker::{Listener, Protocol};
 use weir_security::tls::{ALPN_H2, ServerTls};
 
 use crate::config::ListenerSpec;
-use crate::grpc::GrpcServices;
-use crate::{Broker, http};
+use crate::http;
+use weir_grpc::{Broker, GrpcServices};
 
 /// One protocol the broker speaks: the application protocols its TLS offers, and how a
 /// bound listener of it is served.
@@ -37,7 +35,7 @@ pub(crate) const PROTOCOLS: [Registration; 4] = [
     Registration {
         protocol: Protocol::GRPC,
         alpn: &[ALPN_H2],
-        serve: |serving, bound| serving.grpc.serve(bound),
+        serve: |serving, bound| serving.grpc.serve(bound.listener, bound.sockets, bound.tls),
     },
     Registration {
         protocol: Protocol::KAFKA,
@@ -248,48 +246,4 @@ fn serve_admin_http(
             })
         })
         .collect()
-}
-
-/// A tower layer over a gRPC router: stamps each request with the listener it arrived
-/// on (read back by `grpc_context_of`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ListenerLayer(pub(crate) Listener);
-
-impl<S> tower::Layer<S> for ListenerLayer {
-    type Service = ListenerService<S>;
-
-    fn layer(&self, inner: S) -> ListenerService<S> {
-        ListenerService {
-            inner,
-            listener: self.0,
-        }
-    }
-}
-
-/// See [`ListenerLayer`].
-#[derive(Debug, Clone)]
-pub(crate) struct ListenerService<S> {
-    inner: S,
-    listener: Listener,
-}
-
-impl<S, B> tower::Service<::http::Request<B>> for ListenerService<S>
-where
-    S: tower::Service<::http::Request<B>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: ::http::Request<B>) -> S::Future {
-        request.extensions_mut().insert(self.listener);
-        self.inner.call(request)
-    }
 }

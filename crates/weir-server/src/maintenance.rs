@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use weir_cluster::Partition;
 
 use crate::Broker;
-use crate::convert::now_ms;
+use weir_broker::now_ms;
 
 /// How often partitions of `flush.policy=interval:<ms>` topics are checked; bounds how
 /// late an interval sync can be.

@@ -32,7 +32,7 @@
 mod controller;
 mod convert;
 mod fetch_session;
-pub(crate) mod peers;
+pub mod peers;
 mod quorum;
 mod transactions;
 

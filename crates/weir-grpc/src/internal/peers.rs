@@ -79,7 +79,7 @@ pub(crate) fn connect_lazy(endpoint: Endpoint, tls: Option<&TlsDialer>) -> Chann
 }
 
 /// [`connect_lazy`], connecting now.
-pub(crate) async fn connect(
+pub async fn connect(
     endpoint: Endpoint,
     tls: Option<&TlsDialer>,
 ) -> Result<Channel, tonic::transport::Error> {

@@ -253,14 +253,9 @@ fn assignment_by_id(
         .collect()
 }
 
-/// Splits `host:port` (a bracketed IPv6 host loses its brackets); `None` if it is not one.
+/// `host:port` split as Kafka's answers carry it (`weir_broker::metadata::split_host_port`).
 fn host_port(address: &str) -> Option<(&str, i32)> {
-    let (host, port) = address.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Some((host, port.parse::<u16>().ok()?.into()))
+    weir_broker::metadata::split_host_port(address).map(|(host, port)| (host, port.into()))
 }
 
 impl Handler for KafkaBroker {
