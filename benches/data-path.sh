@@ -48,7 +48,7 @@ Builds weir-limits (and weir, unless WEIR_BIN is given) with `nice -n 10 cargo b
           then the broker is stopped, its data directory removed, and the script waits
           FREED_MEMORY_SETTLE_SECS (5) so the memory it freed goes back to the host on a
           VM that reports free pages, as weir-limits waits after each file: every part
-          then starts from memory in the same state (benches/src/bin/weir-limits.rs).
+          then starts from memory in the same state (benches/src/bin/weir-limits/main.rs).
 
 The loopback limit is loopback_tcp_2proc (producer and broker are two processes; set
 LOOPBACK_LIMIT=loopback_tcp for the one-process figure). Row 1 is records/s; its share
@@ -57,6 +57,10 @@ too. Rows 2-4 are MB/s (10^6 bytes of record values per second, as weir bench co
 A share is the median over rounds of (figure / the limit measured in the same round).
 CPU: the bench process's user+sys seconds (its whole run, set-up included) and the
 broker's user+sys seconds during that run (from /proc/<pid>/stat).
+A last table reads the broker's CPU per GB of record values against the kernel's floor
+for the same kind of bytes, measured by weir-limits in the same round (recv_append and
+recv_append_fdatasync for produce rows, sendfile_send for consume rows): the least a
+program doing only the kernel's part spends.
 
 Producer settings are weir bench's defaults (idempotent, the client's batch size and
 window); WEIR_BENCH_ARGS changes them for every row alike, e.g.
@@ -325,7 +329,8 @@ round_, path = sys.argv[1], sys.argv[2]
 for line in open(path):
     r = json.loads(line)
     assert r.get("schema") == "weir-limits/1", "not a weir-limits/1 line"
-    print("L\t-\t%s\t%s\t%r\t%s" % (round_, r["limit"], r["bytes_per_sec"], str(r["stopped_by_time"]).lower()))
+    cpu = r.get("cpu_seconds_per_gb")
+    print("L\t-\t%s\t%s\t%r\t%s\t%s" % (round_, r["limit"], r["bytes_per_sec"], str(r["stopped_by_time"]).lower(), "-" if cpu is None else repr(cpu)))
 PY
     say "limits round $round: $(python3 -c '
 import json, sys
@@ -618,6 +623,7 @@ import statistics, sys
 
 path, loopback, small_bytes, labels = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 limits = {}    # limit -> round -> bytes/s
+floors = {}    # limit -> round -> CPU s per GB (the kernel's floor: weir-limits' floor.rs)
 capped = set()  # limits a round stopped by time
 rows = {}      # (label, row) -> round -> (rps, mbps, secs, bench_cpu, broker_cpu)
 for line in open(path):
@@ -626,6 +632,8 @@ for line in open(path):
         limits.setdefault(f[3], {})[int(f[2])] = float(f[4])
         if f[5] == "true":
             capped.add(f[3])
+        if len(f) > 6 and f[6] != "-":
+            floors.setdefault(f[3], {})[int(f[2])] = float(f[6])
     elif f[0] == "W":
         rows.setdefault((f[1], int(f[3])), {})[int(f[2])] = tuple(map(float, f[4:9]))
 
@@ -641,9 +649,11 @@ def table(header, body, left):
         print("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip())
 
 # Limits.
-unit = {"write_fdatasync": ("MB/s", 1e6), "write_only": ("MB/s", 1e6)}
+unit = {"write_fdatasync": ("MB/s", 1e6), "write_only": ("MB/s", 1e6),
+        "recv_append_fdatasync": ("MB/s", 1e6)}
 body = []
-for name in ["loopback_tcp", "loopback_tcp_2proc", "write_fdatasync", "write_only", "memcpy"]:
+for name in ["loopback_tcp", "loopback_tcp_2proc", "write_fdatasync", "write_only",
+             "recv_append", "recv_append_fdatasync", "sendfile_send", "memcpy"]:
     per = limits.get(name, {})
     u, scale = unit.get(name, ("GB/s", 1e9))
     vals = [per[r] / scale for r in sorted(per)]
@@ -735,6 +745,40 @@ if "B" in labels:
         spec = ",.0f" if row in SMALL_ROWS else ".1f"
         body.append([name, u, fmt(a, spec), fmt(b, spec), fmt(a and b and b / a, ".3f")])
     table(["workload", "unit", "A", "B", "B/A"], body, 2)
+
+# The broker's CPU per GB against the kernel's floor for the same bytes, per round.
+FLOOR_OF = {1: "recv_append", 2: "recv_append", 3: "recv_append_fdatasync", 4: "sendfile_send",
+            8: "recv_append", 9: "recv_append", 10: "recv_append_fdatasync", 11: "sendfile_send"}
+body = []
+for row, name, u, limit in ROWS:
+    if name.startswith(" ") or row not in FLOOR_OF:
+        continue
+    floor = FLOOR_OF[row]
+    for label in labels:
+        if not has_row(label, row):
+            continue
+        per = rows.get((label, row), {})
+        rounds = sorted(per)
+        # v: (rps, mbps, secs, bench_cpu, broker_cpu); bytes are record values moved.
+        broker = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9)
+                  for r in rounds if bytes_per_sec(row, per[r]) * per[r][2] > 0]
+        ratios = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9) / floors[floor][r]
+                  for r in rounds
+                  if bytes_per_sec(row, per[r]) * per[r][2] > 0 and floors.get(floor, {}).get(r)]
+        body.append([name, label, fmt(med(broker), ".3f"), floor,
+                     fmt(med(list(floors.get(floor, {}).values())), ".3f"),
+                     fmt(med(ratios), ".2f") + "x" if ratios else "-",
+                     " ".join(format(x, ".2f") for x in ratios) or "-"])
+if body and floors:
+    print()
+    print("Broker CPU per GB against the kernel's floor (user+sys s per 10^9 bytes of record values):")
+    table(["workload", "bin", "broker", "floor", "floor s/GB", "x floor", "per round"], body, 2)
+    print("""
+  broker: the broker's user+sys seconds during the row / GB of record values moved;
+  floor: what weir-limits' floor.rs spends doing only the kernel's part for the same
+  kind of bytes in the same round (recv_append: receive from loopback and append;
+  recv_append_fdatasync: the same, fdatasync each 1 MiB; sendfile_send: sendfile from a
+  cached file); x floor: median over rounds of broker / floor, each round against its own.""")
 PY
 echo
 say "results: $RESULTS (per round), $BENCH_LINES (weir bench lines), $LIMIT_LINES (weir-limits lines), $WORK/results.txt (table); logs: $LOGS"

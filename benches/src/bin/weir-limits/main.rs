@@ -26,6 +26,11 @@
 //!   prefer. A TLS record carries at most 16 KiB, so this is what every byte of a TLS
 //!   connection costs each end at best: the figure TLS's share of the data path is read
 //!   against (BENCHMARKS.md § TLS on the data path).
+//! - `recv_append`, `recv_append_fdatasync` and `sendfile_send`: the kernel's floor under
+//!   a broker's produce (bytes received from a loopback socket and appended to a file,
+//!   with and without `fdatasync`) and consume (a file sent to a socket with `sendfile`),
+//!   each also as CPU seconds per GB of the process doing the broker's part (`floor.rs`):
+//!   what the broker's own CPU per GB is read against.
 //!
 //! Every measurement is bounded twice: it stops after its byte count or after `--max-secs`
 //! (10 s by default), whichever comes first, and reports the bytes it moved in the time it
@@ -48,6 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use floor::{recv_append, sendfile_send, tcp_recv_process};
 use serde::Serialize;
 use weir_bench_report::{Format, Table, emit, exit_code, grouped};
 use weir_benches::byte_size::ByteSize;
@@ -170,6 +176,17 @@ enum Internal {
         #[arg(long)]
         max_secs: u64,
     },
+    /// Internal: the reading end of `sendfile_send`. Connects to ADDR, reads until the
+    /// sender closes (at most BYTES), and prints the bytes received.
+    #[command(hide = true)]
+    TcpRecv {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        bytes: u64,
+        #[arg(long)]
+        max_secs: u64,
+    },
 }
 
 /// One limit. The names are the `limit` field of the JSON lines.
@@ -183,6 +200,12 @@ enum Limit {
     WriteFdatasync,
     #[value(name = "write_only")]
     WriteOnly,
+    #[value(name = "recv_append")]
+    RecvAppend,
+    #[value(name = "recv_append_fdatasync")]
+    RecvAppendFdatasync,
+    #[value(name = "sendfile_send")]
+    SendfileSend,
     #[value(name = "memcpy")]
     Memcpy,
     #[value(name = "aes128gcm_seal")]
@@ -194,11 +217,14 @@ enum Limit {
 impl Limit {
     /// Every limit, in the order they run: the synced writes before the unsynced ones, so
     /// the page cache writes leave no writeback behind for the fdatasync to wait on.
-    const ALL: [Limit; 7] = [
+    const ALL: [Limit; 10] = [
         Limit::LoopbackTcp,
         Limit::LoopbackTcp2Proc,
         Limit::WriteFdatasync,
+        Limit::RecvAppendFdatasync,
         Limit::WriteOnly,
+        Limit::RecvAppend,
+        Limit::SendfileSend,
         Limit::Memcpy,
         Limit::Aes128GcmSeal,
         Limit::Aes128GcmOpen,
@@ -210,6 +236,9 @@ impl Limit {
             Limit::LoopbackTcp2Proc => "loopback_tcp_2proc",
             Limit::WriteFdatasync => "write_fdatasync",
             Limit::WriteOnly => "write_only",
+            Limit::RecvAppend => "recv_append",
+            Limit::RecvAppendFdatasync => "recv_append_fdatasync",
+            Limit::SendfileSend => "sendfile_send",
             Limit::Memcpy => "memcpy",
             Limit::Aes128GcmSeal => "aes128gcm_seal",
             Limit::Aes128GcmOpen => "aes128gcm_open",
@@ -224,6 +253,15 @@ impl Limit {
             }
             Limit::WriteFdatasync => "1 MiB appends to a file, fdatasync after each",
             Limit::WriteOnly => "1 MiB appends to a file, no sync (page cache)",
+            Limit::RecvAppend => {
+                "loopback TCP from a 2nd process, each read appended to a file (produce floor)"
+            }
+            Limit::RecvAppendFdatasync => {
+                "as recv_append, fdatasync after each 1 MiB (durable produce floor)"
+            }
+            Limit::SendfileSend => {
+                "a cached file sent to a 2nd process with sendfile, 1 MiB a call (consume floor)"
+            }
             Limit::Memcpy => "1 MiB buffer copied into another, 1 thread",
             Limit::Aes128GcmSeal => "16 KiB records sealed in place, AES-128-GCM (ring), 1 thread",
             Limit::Aes128GcmOpen => "16 KiB records opened in place, AES-128-GCM (ring), 1 thread",
@@ -278,6 +316,12 @@ struct Measurement {
     /// Where the file limits wrote.
     #[serde(skip_serializing_if = "Option::is_none")]
     dir: Option<String>,
+    /// The floors (`floor.rs`): user+sys CPU seconds of the process doing the broker's
+    /// part, and that per 10^9 bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_seconds_per_gb: Option<f64>,
 }
 
 impl Measurement {
@@ -303,7 +347,17 @@ impl Measurement {
             stopped_by_time: moved < target,
             chunk_bytes: limit.chunk(),
             dir: None,
+            cpu_seconds: None,
+            cpu_seconds_per_gb: None,
         }
+    }
+
+    /// With the CPU time the broker's side took.
+    fn with_cpu(mut self, cpu: Duration) -> Measurement {
+        let seconds = cpu.as_secs_f64();
+        self.cpu_seconds = Some(seconds);
+        self.cpu_seconds_per_gb = Some(seconds / (self.bytes.max(1) as f64 / BYTES_PER_GB));
+        self
     }
 }
 
@@ -323,9 +377,16 @@ fn main() -> ExitCode {
             bytes,
             max_secs,
         }) => tcp_send_process(addr, bytes, Duration::from_secs(max_secs)),
+        Some(Internal::TcpRecv {
+            addr,
+            bytes,
+            max_secs,
+        }) => tcp_recv_process(addr, bytes, Duration::from_secs(max_secs)),
     };
     exit_code(result)
 }
+
+mod floor;
 
 fn run(args: &LimitsArgs) -> anyhow::Result<()> {
     for (flag, size) in [
@@ -346,25 +407,38 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
         let m = match limit {
             Limit::LoopbackTcp => loopback_tcp_threads(args.bytes.bytes(), max)?,
             Limit::LoopbackTcp2Proc => loopback_tcp_processes(args.bytes.bytes(), max)?,
-            Limit::WriteFdatasync | Limit::WriteOnly => {
+            Limit::WriteFdatasync
+            | Limit::WriteOnly
+            | Limit::RecvAppend
+            | Limit::RecvAppendFdatasync
+            | Limit::SendfileSend => {
                 if run_dir.is_none() {
                     run_dir = Some(create_run_dir(args.dir.as_deref())?);
                 }
                 let dir = run_dir.as_ref().expect("created above").path();
-                let sync = limit == Limit::WriteFdatasync;
-                write_file(dir, args.disk_bytes.bytes(), max, sync)?
+                let total = args.disk_bytes.bytes();
+                match limit {
+                    Limit::WriteFdatasync => write_file(dir, total, max, true)?,
+                    Limit::WriteOnly => write_file(dir, total, max, false)?,
+                    Limit::RecvAppend => recv_append(dir, total, max, false)?,
+                    Limit::RecvAppendFdatasync => recv_append(dir, total, max, true)?,
+                    _ => sendfile_send(dir, total, max)?,
+                }
             }
             Limit::Memcpy => memcpy(args.memcpy_bytes.bytes(), max),
             Limit::Aes128GcmSeal => aes_128_gcm(args.cipher_bytes.bytes(), max, Direction::Seal)?,
             Limit::Aes128GcmOpen => aes_128_gcm(args.cipher_bytes.bytes(), max, Direction::Open)?,
         };
         progress!(
-            "{}: {} in {:.2} s: {:.3} {}{}",
+            "{}: {} in {:.2} s: {:.3} {}{}{}",
             m.limit,
             ByteSize(m.bytes),
             m.seconds,
             m.value,
             m.unit,
+            m.cpu_seconds_per_gb
+                .map(|c| format!(", {c:.3} CPU s per GB"))
+                .unwrap_or_default(),
             if m.stopped_by_time {
                 " (stopped by --max-secs)"
             } else {
@@ -384,7 +458,10 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
 
 /// The human table.
 fn table(results: &[Measurement]) -> String {
-    let mut t = Table::new(["limit", "measures", "bytes", "seconds", "rate"], 2);
+    let mut t = Table::new(
+        ["limit", "measures", "bytes", "seconds", "rate", "CPU s/GB"],
+        2,
+    );
     for m in results {
         t.row(vec![
             m.limit.to_owned(),
@@ -397,6 +474,8 @@ fn table(results: &[Measurement]) -> String {
                 m.unit,
                 if m.stopped_by_time { "*" } else { " " }
             ),
+            m.cpu_seconds_per_gb
+                .map_or_else(|| "-".to_owned(), |c| format!("{c:.3}")),
         ]);
     }
     let mut out = t.render();
@@ -404,6 +483,11 @@ fn table(results: &[Measurement]) -> String {
         "\n1 GB = 10^9 bytes, 1 MB = 10^6 bytes; {CHUNK_BYTES} bytes per write, read or copy, \
          {TLS_RECORD_BYTES} per sealed or opened record."
     ));
+    if results.iter().any(|m| m.cpu_seconds_per_gb.is_some()) {
+        out.push_str(
+            " CPU s/GB: user+sys seconds of the process doing the broker's part, per 10^9 bytes.",
+        );
+    }
     if results.iter().any(|m| m.stopped_by_time) {
         out.push_str(" *: stopped by --max-secs before all its bytes.");
     }
@@ -472,15 +556,7 @@ fn loopback_tcp_processes(total: u64, max: Duration) -> anyhow::Result<Measureme
         None => Ok(()),
     })?;
     let (received, elapsed) = receive(stream, max)?;
-    let status = child.wait_within(PEER_GRACE)?;
-    ensure!(status.success(), "the writer process failed ({status})");
-    let mut line = String::new();
-    let stdout = child.take_stdout().context("the writer's stdout")?;
-    io::BufReader::new(stdout).read_line(&mut line)?;
-    let sent: u64 = line
-        .trim()
-        .parse()
-        .with_context(|| format!("the writer printed `{}`, not a byte count", line.trim()))?;
+    let sent = read_count(&mut child, "tcp-send")?;
     ensure!(
         received == sent,
         "sent {sent} bytes but received {received}"
@@ -493,7 +569,25 @@ fn loopback_tcp_processes(total: u64, max: Duration) -> anyhow::Result<Measureme
     ))
 }
 
-/// `tcp-send`: the child of `loopback_tcp_2proc`.
+/// Waits for a peer process (`what`: `tcp-send` or `tcp-recv`) to exit and returns the
+/// byte count it printed.
+fn read_count(child: &mut KillOnDrop, what: &str) -> anyhow::Result<u64> {
+    let status = child.wait_within(PEER_GRACE)?;
+    ensure!(status.success(), "the {what} process failed ({status})");
+    let mut line = String::new();
+    let stdout = child
+        .take_stdout()
+        .with_context(|| format!("the {what} process's stdout"))?;
+    io::BufReader::new(stdout).read_line(&mut line)?;
+    line.trim().parse().with_context(|| {
+        format!(
+            "the {what} process printed `{}`, not a byte count",
+            line.trim()
+        )
+    })
+}
+
+/// `tcp-send`: the child of `loopback_tcp_2proc` and of the produce floors.
 fn tcp_send_process(addr: SocketAddr, total: u64, max: Duration) -> anyhow::Result<()> {
     ensure!(
         addr.ip().is_loopback(),

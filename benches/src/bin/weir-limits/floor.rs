@@ -1,0 +1,236 @@
+//! The kernel's floor under a broker's data path: the least a program must spend to do
+//! only what the kernel must do for the same bytes, as CPU seconds per GB of the process
+//! that plays the broker (issue 45: the broker's own cost is read against it).
+//!
+//! - `recv_append`: bytes arrive on a loopback TCP stream from a second process (this
+//!   binary's `tcp-send`, as a producer) and are appended to a file, each read's bytes
+//!   with one `write`: a produce at `acks=1` with nothing of a broker's own work.
+//! - `recv_append_fdatasync`: the same with an `fdatasync` once at least 1 MiB has been
+//!   appended since the last: a durable produce's group commit at its least.
+//! - `sendfile_send`: a file already in the page cache is sent to a second process
+//!   (`tcp-recv`, as a consumer) with `sendfile`, 1 MiB a call, as a fetch answer is.
+//!
+//! The CPU is this process's user+sys time (`getrusage`) from the accepted connection to
+//! the end of the stream; the other process's is not counted, as a client's is not the
+//! broker's. Files live in the run directory and are deleted as `write_file`'s are.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+
+use crate::{
+    CHUNK_BYTES, FREED_MEMORY_SETTLE, KillOnDrop, Limit, Measurement, PEER_GRACE, accept_within,
+    chunk_len, pattern, read_count, syncfs,
+};
+
+/// This process's user+sys CPU time so far.
+fn cpu_time() -> anyhow::Result<Duration> {
+    // SAFETY: `getrusage` fills the struct it is given; an all-zero `rusage` is valid.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a pointer to a live, writable `rusage`.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return Err(io::Error::last_os_error()).context("getrusage");
+    }
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok(time(usage.ru_utime) + time(usage.ru_stime))
+}
+
+/// Starts this binary's `command` (`tcp-send` or `tcp-recv`) toward `addr` for `total`
+/// bytes or `max`, and accepts its connection.
+fn peer(
+    command: &str,
+    listener: &TcpListener,
+    total: u64,
+    max: Duration,
+) -> anyhow::Result<(KillOnDrop, TcpStream)> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let exe = std::env::current_exe().context("locate this program to run its peer")?;
+    let child = Command::new(&exe)
+        .args([command, "--addr", &addr.to_string()])
+        .args([
+            "--bytes",
+            &total.to_string(),
+            "--max-secs",
+            &max.as_secs().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {} {command}", exe.display()))?;
+    let mut child = KillOnDrop(Some(child));
+    let stream = accept_within(listener, PEER_GRACE, || match child.try_wait()? {
+        Some(status) => bail!("the {command} process exited ({status}) before connecting"),
+        None => Ok(()),
+    })?;
+    Ok((child, stream))
+}
+
+/// `recv_append` and `recv_append_fdatasync`.
+pub(crate) fn recv_append(
+    dir: &Path,
+    total: u64,
+    max: Duration,
+    sync: bool,
+) -> anyhow::Result<Measurement> {
+    let limit = if sync {
+        Limit::RecvAppendFdatasync
+    } else {
+        Limit::RecvAppend
+    };
+    let path = dir.join(limit.name());
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+    progress!(
+        "{}: receiving {} on {} into {}",
+        limit.name(),
+        crate::ByteSize(total),
+        listener.local_addr()?,
+        path.display()
+    );
+    let (mut child, mut stream) = peer("tcp-send", &listener, total, max)?;
+    stream.set_read_timeout(Some(max + PEER_GRACE))?;
+    let mut buf = vec![0u8; CHUNK_BYTES];
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    let give_up = started + max + PEER_GRACE;
+    let (mut received, mut unsynced) = (0u64, 0usize);
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("read the loopback stream"),
+        };
+        file.write_all(&buf[..n])
+            .with_context(|| format!("write {}", path.display()))?;
+        received += n as u64;
+        unsynced += n;
+        if sync && unsynced >= CHUNK_BYTES {
+            file.sync_data()
+                .with_context(|| format!("fdatasync {}", path.display()))?;
+            unsynced = 0;
+        }
+        ensure!(
+            Instant::now() < give_up,
+            "the loopback stream is still open {PEER_GRACE:?} after the sender's time bound"
+        );
+    }
+    if sync && unsynced > 0 {
+        file.sync_data()
+            .with_context(|| format!("fdatasync {}", path.display()))?;
+    }
+    let elapsed = started.elapsed();
+    let cpu = cpu_time()? - cpu_before;
+    let sent = read_count(&mut child, "tcp-send")?;
+    ensure!(
+        received == sent,
+        "sent {sent} bytes but received {received}"
+    );
+    drop(file);
+    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+    syncfs(dir)?;
+    thread::sleep(FREED_MEMORY_SETTLE);
+    let mut m = Measurement::new(limit, total, received, elapsed).with_cpu(cpu);
+    m.dir = Some(dir.display().to_string());
+    Ok(m)
+}
+
+/// `sendfile_send`: the file is written and read back first (untimed), so every page is
+/// in the page cache as a recent segment's are.
+pub(crate) fn sendfile_send(dir: &Path, total: u64, max: Duration) -> anyhow::Result<Measurement> {
+    let limit = Limit::SendfileSend;
+    let path = dir.join(limit.name());
+    progress!(
+        "{}: writing {} to {}, then sending it",
+        limit.name(),
+        crate::ByteSize(total),
+        path.display()
+    );
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("create {}", path.display()))?;
+    let chunk = pattern(CHUNK_BYTES);
+    let mut written = 0u64;
+    while written < total {
+        let n = chunk_len(total - written);
+        file.write_all(&chunk[..n])
+            .with_context(|| format!("write {}", path.display()))?;
+        written += n as u64;
+    }
+    io::copy(&mut fs::File::open(&path)?, &mut io::sink())?;
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
+    let (mut child, stream) = peer("tcp-recv", &listener, total, max)?;
+    stream.set_write_timeout(Some(max + PEER_GRACE))?;
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    let deadline = started + max;
+    let mut offset: libc::off_t = 0;
+    let mut sent = 0u64;
+    while sent < total && Instant::now() < deadline {
+        let n = chunk_len(total - sent);
+        // SAFETY: two open descriptors (the socket and the file, both kept alive by their
+        // owners for the call) and a pointer to a live `off_t` that sendfile advances.
+        let rc = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut offset, n) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e).with_context(|| format!("sendfile after {sent} bytes"));
+        }
+        ensure!(rc > 0, "sendfile sent nothing at {sent} of {total} bytes");
+        sent += rc as u64;
+    }
+    stream.shutdown(std::net::Shutdown::Write)?;
+    let cpu = cpu_time()? - cpu_before;
+    let received = read_count(&mut child, "tcp-recv")?;
+    // The clock stops when the consumer has read it all, as for the TCP limits.
+    let elapsed = started.elapsed();
+    ensure!(
+        received == sent,
+        "sent {sent} bytes but received {received}"
+    );
+    drop(file);
+    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
+    syncfs(dir)?;
+    thread::sleep(FREED_MEMORY_SETTLE);
+    let mut m = Measurement::new(limit, total, sent, elapsed).with_cpu(cpu);
+    m.dir = Some(dir.display().to_string());
+    Ok(m)
+}
+
+/// `tcp-recv`: the consumer of `sendfile_send`. Reads until the sender closes and prints
+/// the bytes received.
+pub(crate) fn tcp_recv_process(addr: SocketAddr, total: u64, max: Duration) -> anyhow::Result<()> {
+    ensure!(
+        addr.ip().is_loopback(),
+        "tcp-recv only connects to a loopback address, not {addr}"
+    );
+    let stream = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    let (received, _) = crate::receive(stream, max)?;
+    ensure!(
+        received <= total,
+        "received {received} bytes, more than the {total} announced"
+    );
+    let mut out = io::stdout().lock();
+    writeln!(out, "{received}")?;
+    out.flush()?;
+    Ok(())
+}
