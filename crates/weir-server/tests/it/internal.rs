@@ -26,12 +26,12 @@ use weir_cluster::replication::{
     PartitionAnswer, PartitionFetch, Session,
 };
 use weir_cluster::{ConfigError, TopicNameError};
-use weir_proto::internal::v1 as wire;
-use weir_server::internal::{
+use weir_grpc::internal::{
     self, ControllerClientError, ControllerHandler, ControllerHandlerError, GrpcControllerClient,
     GrpcFetchSessions, GrpcQuorumTransport, MAX_OUTSTANDING_FETCHES_PER_SESSION,
     SESSION_MESSAGE_TARGET_BYTES,
 };
+use weir_proto::internal::v1 as wire;
 
 /// How long any one condition may take to hold.
 const DEADLINE: Duration = Duration::from_secs(20);
