@@ -19,15 +19,13 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 
 use crate::{
-    CHUNK_BYTES, FREED_MEMORY_SETTLE, KillOnDrop, Limit, Measurement, PEER_GRACE, accept_within,
-    chunk_len, pattern, read_count, syncfs,
+    CHUNK_BYTES, Limit, Measurement, PEER_GRACE, chunk_len, pattern, read_count, remove_and_settle,
+    spawn_peer,
 };
 
 /// This process's user+sys CPU time so far.
@@ -42,37 +40,6 @@ fn cpu_time() -> anyhow::Result<Duration> {
         Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
     };
     Ok(time(usage.ru_utime) + time(usage.ru_stime))
-}
-
-/// Starts this binary's `command` (`tcp-send` or `tcp-recv`) toward `addr` for `total`
-/// bytes or `max`, and accepts its connection.
-fn peer(
-    command: &str,
-    listener: &TcpListener,
-    total: u64,
-    max: Duration,
-) -> anyhow::Result<(KillOnDrop, TcpStream)> {
-    let addr: SocketAddr = listener.local_addr()?;
-    let exe = std::env::current_exe().context("locate this program to run its peer")?;
-    let child = Command::new(&exe)
-        .args([command, "--addr", &addr.to_string()])
-        .args([
-            "--bytes",
-            &total.to_string(),
-            "--max-secs",
-            &max.as_secs().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("start {} {command}", exe.display()))?;
-    let mut child = KillOnDrop(Some(child));
-    let stream = accept_within(listener, PEER_GRACE, || match child.try_wait()? {
-        Some(status) => bail!("the {command} process exited ({status}) before connecting"),
-        None => Ok(()),
-    })?;
-    Ok((child, stream))
 }
 
 /// `recv_append` and `recv_append_fdatasync`.
@@ -101,7 +68,7 @@ pub(crate) fn recv_append(
         listener.local_addr()?,
         path.display()
     );
-    let (mut child, mut stream) = peer("tcp-send", &listener, total, max)?;
+    let (mut child, mut stream) = spawn_peer("tcp-send", &listener, total, max)?;
     stream.set_read_timeout(Some(max + PEER_GRACE))?;
     let mut buf = vec![0u8; CHUNK_BYTES];
     let cpu_before = cpu_time()?;
@@ -141,12 +108,8 @@ pub(crate) fn recv_append(
         "sent {sent} bytes but received {received}"
     );
     drop(file);
-    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-    syncfs(dir)?;
-    thread::sleep(FREED_MEMORY_SETTLE);
-    let mut m = Measurement::new(limit, total, received, elapsed).with_cpu(cpu);
-    m.dir = Some(dir.display().to_string());
-    Ok(m)
+    remove_and_settle(dir, &path)?;
+    Ok(Measurement::new(limit, total, received, elapsed).with_cpu(cpu, dir))
 }
 
 /// `sendfile_send`: the file is written and read back first (untimed), so every page is
@@ -176,7 +139,7 @@ pub(crate) fn sendfile_send(dir: &Path, total: u64, max: Duration) -> anyhow::Re
     }
     io::copy(&mut fs::File::open(&path)?, &mut io::sink())?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
-    let (mut child, stream) = peer("tcp-recv", &listener, total, max)?;
+    let (mut child, stream) = spawn_peer("tcp-recv", &listener, total, max)?;
     stream.set_write_timeout(Some(max + PEER_GRACE))?;
     let cpu_before = cpu_time()?;
     let started = Instant::now();
@@ -208,12 +171,8 @@ pub(crate) fn sendfile_send(dir: &Path, total: u64, max: Duration) -> anyhow::Re
         "sent {sent} bytes but received {received}"
     );
     drop(file);
-    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-    syncfs(dir)?;
-    thread::sleep(FREED_MEMORY_SETTLE);
-    let mut m = Measurement::new(limit, total, sent, elapsed).with_cpu(cpu);
-    m.dir = Some(dir.display().to_string());
-    Ok(m)
+    remove_and_settle(dir, &path)?;
+    Ok(Measurement::new(limit, total, sent, elapsed).with_cpu(cpu, dir))
 }
 
 /// `tcp-recv`: the consumer of `sendfile_send`. Reads until the sender closes and prints

@@ -165,28 +165,26 @@ struct LimitsArgs {
 
 #[derive(Debug, Subcommand)]
 enum Internal {
-    /// Internal: the writing end of `loopback_tcp_2proc`. Connects to ADDR, sends BYTES in
-    /// 1 MiB writes (or for MAX_SECS), closes, and prints the bytes sent.
+    /// Internal: the writing end of `loopback_tcp_2proc` and the produce floors. Connects
+    /// to ADDR, sends BYTES in 1 MiB writes (or for MAX_SECS), closes, and prints the
+    /// bytes sent.
     #[command(hide = true)]
-    TcpSend {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long)]
-        bytes: u64,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    TcpSend(PeerArgs),
     /// Internal: the reading end of `sendfile_send`. Connects to ADDR, reads until the
     /// sender closes (at most BYTES), and prints the bytes received.
     #[command(hide = true)]
-    TcpRecv {
-        #[arg(long)]
-        addr: SocketAddr,
-        #[arg(long)]
-        bytes: u64,
-        #[arg(long)]
-        max_secs: u64,
-    },
+    TcpRecv(PeerArgs),
+}
+
+/// Where a peer process connects, and how much and how long it moves.
+#[derive(Debug, Args)]
+struct PeerArgs {
+    #[arg(long)]
+    addr: SocketAddr,
+    #[arg(long)]
+    bytes: u64,
+    #[arg(long)]
+    max_secs: u64,
 }
 
 /// One limit. The names are the `limit` field of the JSON lines.
@@ -279,7 +277,7 @@ impl Limit {
     /// The unit it is best read in: network and memory in GB/s, the disk in MB/s.
     fn unit(self) -> Unit {
         match self {
-            Limit::WriteFdatasync | Limit::WriteOnly => Unit::MbPerSec,
+            Limit::WriteFdatasync | Limit::WriteOnly | Limit::RecvAppendFdatasync => Unit::MbPerSec,
             _ => Unit::GbPerSec,
         }
     }
@@ -352,11 +350,13 @@ impl Measurement {
         }
     }
 
-    /// With the CPU time the broker's side took.
-    fn with_cpu(mut self, cpu: Duration) -> Measurement {
+    /// A floor's: with the CPU time the broker's side took, and the directory its file
+    /// was in.
+    fn with_cpu(mut self, cpu: Duration, dir: &Path) -> Measurement {
         let seconds = cpu.as_secs_f64();
         self.cpu_seconds = Some(seconds);
         self.cpu_seconds_per_gb = Some(seconds / (self.bytes.max(1) as f64 / BYTES_PER_GB));
+        self.dir = Some(dir.display().to_string());
         self
     }
 }
@@ -372,16 +372,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         None => run(&cli.limits),
-        Some(Internal::TcpSend {
-            addr,
-            bytes,
-            max_secs,
-        }) => tcp_send_process(addr, bytes, Duration::from_secs(max_secs)),
-        Some(Internal::TcpRecv {
-            addr,
-            bytes,
-            max_secs,
-        }) => tcp_recv_process(addr, bytes, Duration::from_secs(max_secs)),
+        Some(Internal::TcpSend(p)) => {
+            tcp_send_process(p.addr, p.bytes, Duration::from_secs(p.max_secs))
+        }
+        Some(Internal::TcpRecv(p)) => {
+            tcp_recv_process(p.addr, p.bytes, Duration::from_secs(p.max_secs))
+        }
     };
     exit_code(result)
 }
@@ -536,25 +532,7 @@ fn loopback_tcp_processes(total: u64, max: Duration) -> anyhow::Result<Measureme
         "loopback_tcp_2proc: sending {} on {addr}, 2 processes",
         ByteSize(total)
     );
-    let exe = std::env::current_exe().context("locate this program to run the writer")?;
-    let child = Command::new(&exe)
-        .args(["tcp-send", "--addr", &addr.to_string()])
-        .args([
-            "--bytes",
-            &total.to_string(),
-            "--max-secs",
-            &max.as_secs().to_string(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("start {} tcp-send", exe.display()))?;
-    let mut child = KillOnDrop(Some(child));
-    let stream = accept_within(&listener, PEER_GRACE, || match child.try_wait()? {
-        Some(status) => bail!("the writer process exited ({status}) before connecting"),
-        None => Ok(()),
-    })?;
+    let (mut child, stream) = spawn_peer("tcp-send", &listener, total, max)?;
     let (received, elapsed) = receive(stream, max)?;
     let sent = read_count(&mut child, "tcp-send")?;
     ensure!(
@@ -567,6 +545,37 @@ fn loopback_tcp_processes(total: u64, max: Duration) -> anyhow::Result<Measureme
         received,
         elapsed,
     ))
+}
+
+/// Starts this binary's `command` (`tcp-send` or `tcp-recv`) toward `listener` for
+/// `total` bytes or `max`, and accepts its connection.
+fn spawn_peer(
+    command: &str,
+    listener: &TcpListener,
+    total: u64,
+    max: Duration,
+) -> anyhow::Result<(KillOnDrop, TcpStream)> {
+    let addr = listener.local_addr()?;
+    let exe = std::env::current_exe().context("locate this program to run its peer")?;
+    let child = Command::new(&exe)
+        .args([command, "--addr", &addr.to_string()])
+        .args([
+            "--bytes",
+            &total.to_string(),
+            "--max-secs",
+            &max.as_secs().to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {} {command}", exe.display()))?;
+    let mut child = KillOnDrop(Some(child));
+    let stream = accept_within(listener, PEER_GRACE, || match child.try_wait()? {
+        Some(status) => bail!("the {command} process exited ({status}) before connecting"),
+        None => Ok(()),
+    })?;
+    Ok((child, stream))
 }
 
 /// Waits for a peer process (`what`: `tcp-send` or `tcp-recv`) to exit and returns the
@@ -783,12 +792,20 @@ fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Resu
     }
     let elapsed = started.elapsed();
     drop(file);
-    fs::remove_file(&path).with_context(|| format!("remove {}", path.display()))?;
-    syncfs(dir)?;
-    thread::sleep(FREED_MEMORY_SETTLE);
+    remove_and_settle(dir, &path)?;
     let mut m = Measurement::new(limit, total, written, elapsed);
     m.dir = Some(dir.display().to_string());
     Ok(m)
+}
+
+/// Deletes a measurement's file, syncs the file system (so nothing of it is still being
+/// written back when the next measurement starts) and waits [`FREED_MEMORY_SETTLE`] (see
+/// the module docs). Untimed.
+fn remove_and_settle(dir: &Path, path: &Path) -> anyhow::Result<()> {
+    fs::remove_file(path).with_context(|| format!("remove {}", path.display()))?;
+    syncfs(dir)?;
+    thread::sleep(FREED_MEMORY_SETTLE);
+    Ok(())
 }
 
 /// Flushes the file system holding `dir`.
