@@ -20,8 +20,10 @@ Run by crates/weir-server/tests/it/python.rs; by hand:
 """
 
 import argparse
+import atexit
 import importlib
 import pathlib
+import shutil
 import sys
 import tempfile
 
@@ -49,6 +51,8 @@ def check(condition, what):
 def load_stubs(proto_dir):
     """Generates the weir.v1 Python stubs into a temporary directory and imports them."""
     out = tempfile.mkdtemp(prefix="weir-py-stubs-")
+    # Imported modules stay loaded; the generated files go when the script ends.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = sorted(str(p) for p in pathlib.Path(proto_dir).glob("weir/v1/*.proto"))
     include = str(pathlib.Path(protoc.__file__).parent / "_proto")
     code = protoc.main(

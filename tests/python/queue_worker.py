@@ -9,8 +9,10 @@ keeps failing. Stubs are generated from proto/ at start.
 MAX_TRIES = 3  # Celery's max_retries + 1: then the task is rejected (dead-lettered)
 
 import argparse
+import atexit
 import importlib
 import pathlib
+import shutil
 import sys
 import tempfile
 import uuid
@@ -21,6 +23,8 @@ from grpc_tools import protoc
 
 def load_stubs(proto_dir):
     out = tempfile.mkdtemp(prefix="weir-stubs-")
+    # Imported modules stay loaded; the generated files go when the script ends.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     protos = [str(p) for p in pathlib.Path(proto_dir).glob("weir/v1/*.proto")]
     include = str(pathlib.Path(protoc.__file__).parent / "_proto")
     if protoc.main(["protoc", f"-I{proto_dir}", f"-I{include}",
