@@ -111,20 +111,24 @@ pub(super) async fn values(p: &Partition) -> Vec<String> {
     }
 }
 
-#[tokio::test]
-async fn a_new_leader_gives_no_latest_offset_until_it_has_committed_what_it_inherited() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = TopicConfig::new(BTreeMap::new())
-        .unwrap()
-        .effective()
-        .unwrap();
-    let led_with = |leader_epoch, isr: Vec<BrokerId>| PartitionState {
+/// Broker 0's leadership of a partition replicated on brokers 0 and 1, at `leader_epoch`
+/// with `isr`.
+fn led_with(leader_epoch: i32, isr: Vec<BrokerId>) -> PartitionState {
+    PartitionState {
         leader: 0,
         leader_epoch,
         replicas: vec![0, 1],
         isr,
-    };
-    let p = Partition::open("t", "t-id", 0, dir.path(), config, 0, led_with(0, vec![0]))
+    }
+}
+
+/// A partition led by broker 0 alone (epoch 0) holding three committed records.
+async fn leading_with_three_records(dir: &std::path::Path) -> std::sync::Arc<Partition> {
+    let config = TopicConfig::new(BTreeMap::new())
+        .unwrap()
+        .effective()
+        .unwrap();
+    let p = Partition::open("t", "t-id", 0, dir, config, 0, led_with(0, vec![0]))
         .await
         .unwrap();
     for _ in 0..3 {
@@ -132,6 +136,13 @@ async fn a_new_leader_gives_no_latest_offset_until_it_has_committed_what_it_inhe
             .await
             .unwrap();
     }
+    p
+}
+
+#[tokio::test]
+async fn a_new_leader_gives_no_latest_offset_until_it_has_committed_what_it_inherited() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = leading_with_three_records(dir.path()).await;
     assert_eq!(p.leader_offsets().await.unwrap().high_watermark, 3);
     // Follower 1 joins the ISR but never fetches: what is appended now stays above
     // the high watermark.
@@ -187,24 +198,7 @@ async fn a_new_leader_gives_no_latest_offset_until_it_has_committed_what_it_inhe
 #[tokio::test]
 async fn only_a_leader_that_has_published_says_an_offset_is_past_its_log() {
     let dir = tempfile::tempdir().unwrap();
-    let config = TopicConfig::new(BTreeMap::new())
-        .unwrap()
-        .effective()
-        .unwrap();
-    let led_with = |leader_epoch, isr: Vec<BrokerId>| PartitionState {
-        leader: 0,
-        leader_epoch,
-        replicas: vec![0, 1],
-        isr,
-    };
-    let p = Partition::open("t", "t-id", 0, dir.path(), config, 0, led_with(0, vec![0]))
-        .await
-        .unwrap();
-    for _ in 0..3 {
-        p.append(batch_of("committed"), Durability::Durable)
-            .await
-            .unwrap();
-    }
+    let p = leading_with_three_records(dir.path()).await;
     // A follower of broker 1, whose log may be far ahead of this one's 3 records.
     p.apply_state(&PartitionState {
         leader: 1,
