@@ -56,12 +56,11 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
     let heartbeat_failures = PeerLog::new("heartbeats to the controller");
     tokio::spawn(watch_lease(node.clone(), lease, renewals));
     loop {
-        let sent = Instant::now();
-        let Some(broker_epoch) = register(&node, &incarnation, &mut stopping).await else {
+        let Some((broker_epoch, sent)) = register(&node, &incarnation, &mut stopping).await else {
             return;
         };
-        // Registering may have taken many tries: only the last one was answered, and it
-        // was sent after `sent`, so the lease counts from there (a little early: safe).
+        // The controller counts the session from when it received the answered try,
+        // which is after it was sent.
         renewed.send_replace(sent);
         tracing::info!(
             node = node.node(),
@@ -100,14 +99,18 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                 want_shutdown,
                 metadata_level: crate::controller::records::METADATA_LEVEL,
             };
-            let sent = Instant::now();
-            match node.call(request).await {
-                Ok(ControllerReply::Heartbeat {
-                    fenced,
-                    should_shutdown,
-                }) => {
-                    // The controller counts the session from when it received this, which
-                    // is after `sent`.
+            // Tried through an election or a lost connection until an answer could
+            // no longer renew the lease; the next tick sends a fresh one.
+            match node.call_until(request, Instant::now() + lease).await {
+                Ok((
+                    ControllerReply::Heartbeat {
+                        fenced,
+                        should_shutdown,
+                    },
+                    sent,
+                )) => {
+                    // The controller counts the session from when it received the
+                    // answered try, which is after `sent`.
                     renewed.send_replace(sent);
                     heartbeat_failures.answered(ACTIVE_CONTROLLER);
                     node.inner.broker.send_if_modified(|s| {
@@ -120,7 +123,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                         changed
                     });
                 }
-                Ok(ControllerReply::Refused(ControllerError::StaleBrokerEpoch { .. })) => {
+                Ok((ControllerReply::Refused(ControllerError::StaleBrokerEpoch { .. }), _)) => {
                     tracing::warn!(
                         node = node.node(),
                         broker_epoch,
@@ -128,7 +131,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                     );
                     break;
                 }
-                Ok(other) => tracing::warn!(?other, "unexpected heartbeat answer"),
+                Ok((other, _)) => tracing::warn!(?other, "unexpected heartbeat answer"),
                 Err(e) => heartbeat_failures.failed(ACTIVE_CONTROLLER, &e),
             }
         }
@@ -264,13 +267,14 @@ fn set_lapsed(node: &ClusterNode, lapsed: bool) {
     });
 }
 
-/// Registers until it works; `None` if stopping first, or if the cluster is another
-/// one than this data directory's (logged: the node can do nothing useful).
+/// Registers until it works: the epoch, and when the answered try was sent; `None` if
+/// stopping first, or if the cluster is another one than this data directory's (logged:
+/// the node can do nothing useful).
 async fn register(
     node: &ClusterNode,
     incarnation: &str,
     stopping: &mut watch::Receiver<bool>,
-) -> Option<BrokerEpoch> {
+) -> Option<(BrokerEpoch, Instant)> {
     loop {
         if *stopping.borrow() {
             return None;
@@ -284,10 +288,11 @@ async fn register(
             }
             continue;
         };
-        match node.call(request).await {
-            Ok(reply) => {
+        let deadline = Instant::now() + super::CONTROLLER_CALL_TIMEOUT;
+        match node.call_until(request, deadline).await {
+            Ok((reply, sent)) => {
                 if let Some(epoch) = super::registered(&reply) {
-                    return Some(epoch);
+                    return Some((epoch, sent));
                 }
                 if let ControllerReply::Refused(e @ ControllerError::InconsistentClusterId { .. }) =
                     reply

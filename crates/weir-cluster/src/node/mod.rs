@@ -353,6 +353,18 @@ impl ClusterNode {
     /// comes back as `Ok(ControllerReply::Refused(_))`.
     pub async fn call(&self, request: ControllerRequest) -> Result<ControllerReply, ClusterError> {
         let deadline = tokio::time::Instant::now() + CONTROLLER_CALL_TIMEOUT;
+        Ok(self.call_until(request, deadline).await?.0)
+    }
+
+    /// [`ClusterNode::call`] until `deadline`, each try cut off there too; with the answer,
+    /// when the try that got it was sent. A broker's lease counts from that send
+    /// (`lifecycle`): an answer to a heartbeat retried through an election is as fresh as
+    /// its last try, not its first.
+    pub(crate) async fn call_until(
+        &self,
+        request: ControllerRequest,
+        deadline: tokio::time::Instant,
+    ) -> Result<(ControllerReply, tokio::time::Instant), ClusterError> {
         let mut last = String::from("no controller answered");
         let mut turn = 0usize;
         while tokio::time::Instant::now() < deadline {
@@ -363,16 +375,22 @@ impl ClusterNode {
                 turn += 1;
                 (!self.is_voter()).then(|| voters[turn % voters.len()].0)
             });
-            let result = match leader {
-                Some(l) if l == self.node() => {
-                    active::call(&self.inner.active, request.clone()).await
+            let sent = tokio::time::Instant::now();
+            let attempt = async {
+                match leader {
+                    Some(l) if l == self.node() => {
+                        active::call(&self.inner.active, request.clone()).await
+                    }
+                    Some(l) => match self.voter_address(l) {
+                        Some(address) => self.inner.channel.call(address, request.clone()).await,
+                        None => Err(CallError::Unreachable(format!("voter {l} has no address"))),
+                    },
+                    None => Err(CallError::NotController { leader: None }),
                 }
-                Some(l) => match self.voter_address(l) {
-                    Some(address) => self.inner.channel.call(address, request.clone()).await,
-                    None => Err(CallError::Unreachable(format!("voter {l} has no address"))),
-                },
-                None => Err(CallError::NotController { leader: None }),
             };
+            let result = tokio::time::timeout_at(deadline, attempt)
+                .await
+                .unwrap_or_else(|_| Err(CallError::Unreachable("no answer in time".into())));
             if let Metadata::Observer(observer) = &self.inner.metadata {
                 match &result {
                     Err(CallError::NotController { leader }) => observer.set_controller(*leader),
@@ -381,7 +399,7 @@ impl ClusterNode {
                 }
             }
             match result {
-                Ok(reply) => return Ok(reply),
+                Ok(reply) => return Ok((reply, sent)),
                 Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(CALL_RETRY_BACKOFF).await;
