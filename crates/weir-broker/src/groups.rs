@@ -291,7 +291,17 @@ pub(crate) fn check_commit(
         .registry()
         .topic(&o.topic)
         .map_err(|e| at(e.into()))?;
-    topic.partition(o.partition).map_err(|e| at(e.into()))?;
+    // The partition exists: this broker need not host it (a coordinator holds offsets
+    // of partitions led anywhere, as Kafka's).
+    let count = topic.partition_count();
+    if o.partition >= count {
+        return Err(at(weir_cluster::ClusterError::UnknownPartition {
+            topic: o.topic.clone(),
+            partition: o.partition,
+            count,
+        }
+        .into()));
+    }
     Ok(())
 }
 
