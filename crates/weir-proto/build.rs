@@ -22,7 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let internal = protos(
         &root,
         "weir/internal/v1",
-        &["replication", "controller", "quorum", "transactions"],
+        &[
+            "replication",
+            "controller",
+            "quorum",
+            "transactions",
+            "reports",
+        ],
     );
     if env::var_os("PROTOC").is_none() {
         // SAFETY: build scripts are single-threaded; nothing else reads the environment.

@@ -344,18 +344,27 @@ pub fn list_groups(
     broker: &Broker,
     ctx: &RequestContext,
 ) -> Result<Vec<GroupSummary>, BrokerError> {
-    // Describe on the cluster lists every group; otherwise the groups the principal may
-    // describe, as in Kafka.
     let mut groups = broker.groups()?.list_groups();
-    if !broker.may(
+    let visible = listed_group_filter(broker, ctx);
+    groups.retain(|g| visible(&g.group_id));
+    Ok(groups)
+}
+
+/// Which groups a listing shows `ctx`'s principal, consumer and share groups alike: every
+/// group with Describe on the cluster, otherwise the groups it may describe, as in Kafka.
+pub(crate) fn listed_group_filter<'a>(
+    broker: &'a Broker,
+    ctx: &'a RequestContext,
+) -> impl Fn(&str) -> bool + 'a {
+    let everything = broker.may(
         ctx,
         Operation::Describe,
         ResourceType::Cluster,
         CLUSTER_RESOURCE_NAME,
-    ) {
-        groups.retain(|g| broker.may(ctx, Operation::Describe, ResourceType::Group, &g.group_id));
+    );
+    move |group_id| {
+        everything || broker.may(ctx, Operation::Describe, ResourceType::Group, group_id)
     }
-    Ok(groups)
 }
 
 /// A group's state, members and the progress of its partitions; UNKNOWN_GROUP if it

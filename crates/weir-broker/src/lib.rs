@@ -31,6 +31,8 @@
 //! - [`records`]: DeleteRecords (moving a partition's log start).
 //! - [`replicas`]: the replicas this broker hosts, leader or follower, as an operator
 //!   looks at them (offsets, segments and bytes on disk; read-only, for the console).
+//! - [`cluster_reports`]: answers about the whole cluster that each broker knows its part
+//!   of (the groups it coordinates, its disk use), gathered from every broker.
 //! - [`epochs`]: where a leader epoch ended (OffsetsForLeaderEpoch).
 //! - [`groups`]: consumer groups: finding a group's coordinator, membership (KIP-848
 //!   heartbeats and the classic join/sync protocol), committed offsets, administration.
@@ -61,6 +63,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod budget;
+pub mod cluster_reports;
 pub mod configs;
 pub mod context;
 pub mod epochs;
@@ -126,6 +129,8 @@ pub struct Broker {
     /// Carries produce-time transaction checks to a coordinator on another broker; set
     /// by the server.
     pub(crate) txn_verifier: OnceLock<Arc<dyn transactions::TxnVerifier>>,
+    /// Asks other brokers for their part of a cluster-wide answer; set by the server.
+    peer_reports: OnceLock<Arc<dyn cluster_reports::PeerReports>>,
     metrics: Arc<Metrics>,
     /// Turns true when shutdown starts; long-lived calls watch it.
     shutdown: watch::Receiver<bool>,
@@ -157,6 +162,7 @@ impl Broker {
             share_forwarder: OnceLock::new(),
             produce_forwarder: OnceLock::new(),
             txn_verifier: OnceLock::new(),
+            peer_reports: OnceLock::new(),
             transactions: OnceLock::new(),
             metrics: Arc::new(Metrics::default()),
             shutdown,
@@ -294,6 +300,17 @@ impl Broker {
     /// (once).
     pub fn set_txn_verifier(&self, verifier: Arc<dyn transactions::TxnVerifier>) {
         let _ = self.txn_verifier.set(verifier);
+    }
+
+    /// Sets how this broker asks the others for their part of a cluster-wide answer
+    /// (once).
+    pub fn set_peer_reports(&self, reports: Arc<dyn cluster_reports::PeerReports>) {
+        let _ = self.peer_reports.set(reports);
+    }
+
+    /// How this broker asks the others for their reports; `None` until set.
+    pub fn peer_reports(&self) -> Option<&Arc<dyn cluster_reports::PeerReports>> {
+        self.peer_reports.get()
     }
 
     /// How share fetches reach a coordinator on another broker.

@@ -45,17 +45,39 @@ pub async fn topic_replicas(
     Ok(out)
 }
 
-/// What this broker's replicas take on its disk, in total and per topic.
+/// What a broker's replicas take on its disk, per topic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerDisk {
-    /// Replicas hosted here (internal topics included).
+    pub topics: BTreeMap<String, TopicDisk>,
+}
+
+/// One topic's replicas on one broker's disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicDisk {
+    /// Replicas hosted there.
     pub replicas: usize,
-    /// Of them, those this broker leads.
+    /// Of them, those that broker leads.
     pub led: usize,
-    /// Bytes of every replica's segments.
+    /// Bytes of their segments.
     pub bytes: u64,
-    /// Bytes per topic.
-    pub topic_bytes: BTreeMap<String, u64>,
+}
+
+impl BrokerDisk {
+    /// Bytes of every replica's segments.
+    pub fn bytes(&self) -> u64 {
+        self.topics.values().map(|t| t.bytes).sum()
+    }
+
+    /// Replicas hosted (internal topics included).
+    pub fn replicas(&self) -> usize {
+        self.topics.values().map(|t| t.replicas).sum()
+    }
+
+    /// The same disk with only the topics `visible` keeps.
+    pub fn only(mut self, visible: impl Fn(&str) -> bool) -> BrokerDisk {
+        self.topics.retain(|name, _| visible(name));
+        self
+    }
 }
 
 /// What this broker's replicas of the topics the request may describe take on its disk
@@ -70,18 +92,17 @@ pub async fn broker_disk(broker: &Broker, ctx: &RequestContext) -> BrokerDisk {
         .into_iter()
         .filter(|t| broker.may(ctx, Operation::Describe, ResourceType::Topic, &t.name));
     for topic in visible {
-        let mut topic_bytes = 0;
+        let mut on_disk = TopicDisk::default();
         for p in topic.partitions() {
-            disk.replicas += 1;
+            on_disk.replicas += 1;
             if p.state().leader == me {
-                disk.led += 1;
+                on_disk.led += 1;
             }
             if let Ok(usage) = p.disk_usage().await {
-                topic_bytes += usage.bytes;
+                on_disk.bytes += usage.bytes;
             }
         }
-        disk.bytes += topic_bytes;
-        disk.topic_bytes.insert(topic.name.clone(), topic_bytes);
+        disk.topics.insert(topic.name.clone(), on_disk);
     }
     disk
 }

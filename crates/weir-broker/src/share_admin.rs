@@ -48,7 +48,8 @@ impl ShareGroupState {
         }
     }
 
-    fn of(members: usize) -> ShareGroupState {
+    /// Stable with members, Empty without.
+    pub fn of(members: usize) -> ShareGroupState {
         if members == 0 {
             ShareGroupState::Empty
         } else {
@@ -121,19 +122,8 @@ pub fn list_groups(
         }
     }
     // As for consumer groups: the groups the principal may describe.
-    use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
-    let everything = broker.may(
-        ctx,
-        Operation::Describe,
-        ResourceType::Cluster,
-        CLUSTER_RESOURCE_NAME,
-    );
-    Ok(out
-        .into_values()
-        .filter(|g| {
-            everything || broker.may(ctx, Operation::Describe, ResourceType::Group, &g.group_id)
-        })
-        .collect())
+    let visible = crate::groups::listed_group_filter(broker, ctx);
+    Ok(out.into_values().filter(|g| visible(&g.group_id)).collect())
 }
 
 /// The share group's state, epochs and members, at its group coordinator (NOT_COORDINATOR

@@ -224,6 +224,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .set_produce_forwarder(Arc::new(weir_grpc::GrpcProduceForwarder::new(
             broker.peer_tls.clone(),
         )));
+    // The console's pages about the whole cluster ask every broker for its part.
+    broker
+        .core
+        .set_peer_reports(Arc::new(weir_grpc::internal::GrpcPeerReports::new(
+            broker.peer_tls.clone(),
+        )));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {

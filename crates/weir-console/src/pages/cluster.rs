@@ -1,5 +1,5 @@
 //! The cluster page (`/console/`): the brokers (addresses, rack, alive or fenced,
-//! partitions led and hosted, this broker's disk), the active controller, and the
+//! partitions led and hosted, each broker's disk), the active controller, and the
 //! partitions that are under-replicated or offline.
 
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::html;
 use weir_broker::metadata::listener_names;
-use weir_broker::{metadata, replicas};
+use weir_broker::{cluster_reports, metadata};
 
 use crate::layout::{self, Section};
 use crate::pages::{Caller, PageResult, ids};
@@ -30,7 +30,7 @@ async fn render(c: &Console, caller: &Caller) -> PageResult {
         .into_iter()
         .filter_map(|t| t.outcome.ok())
         .collect();
-    let disk = replicas::broker_disk(&c.core, ctx).await;
+    let disk = cluster_reports::cluster_disk(&c.core, ctx).await;
     let me = c.core.node_id();
     let partitions: Vec<(&str, &metadata::PartitionView)> = topics
         .iter()
@@ -99,10 +99,11 @@ async fn render(c: &Console, caller: &Caller) -> PageResult {
                             td.num { (led) }
                             td.num { (hosted) }
                             td.num {
-                                @if b.node_id == me {
-                                    (units::bytes(disk.bytes)) " in " (disk.replicas) " replicas"
+                                @if let Some(d) = disk.brokers.get(&b.node_id) {
+                                    (units::bytes(d.bytes())) " in " (d.replicas()) " replicas"
                                 } @else {
-                                    span title="Each broker reports its own disk on its console" { "—" }
+                                    @let why = disk.missing.iter().find(|m| m.node == b.node_id).map_or("not asked", |m| m.why.as_str());
+                                    span title=(why) { "—" }
                                 }
                             }
                         }

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use weir_broker::groups::{
     self, GroupDescription, GroupProtocol, GroupState, OffsetReset, ResetSpec,
 };
-use weir_broker::{share_admin, shares};
+use weir_broker::{cluster_reports, share_admin, shares};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
@@ -64,83 +64,103 @@ pub(crate) async fn list(State(c): State<Arc<Console>>, caller: Caller) -> Respo
 
 async fn render_list(c: &Console, caller: &Caller) -> PageResult {
     let ctx = caller.context();
-    // Before this broker has joined its cluster there is no coordinator: say so.
-    let consumer = groups::list_groups(&c.core, ctx);
+    let me = c.core.node_id();
+    // Every broker's groups; before this broker has joined its cluster there is no
+    // coordinator: say so.
+    let listed = cluster_reports::cluster_groups(&c.core, ctx).await;
     let mut lags = Vec::new();
-    if let Ok(listed) = &consumer {
-        for g in listed.iter().take(MAX_DESCRIBED_GROUPS) {
-            lags.push(
-                groups::describe_group(&c.core, ctx, &g.group_id)
+    if let Ok(listed) = &listed {
+        for g in listed.consumer.iter().take(MAX_DESCRIBED_GROUPS) {
+            // A group is described where it is coordinated: here, or on that broker's
+            // console.
+            lags.push(match g.coordinator == me {
+                true => groups::describe_group(&c.core, ctx, &g.group.group_id)
                     .await
                     .ok()
                     .map(|d| total_lag(&d)),
-            );
+                false => None,
+            });
         }
     }
-    let share = share_admin::list_groups(&c.core, ctx);
     let body = html! {
         h1 { "Consumer groups" }
-        p.note { "The groups this broker coordinates; each broker of a cluster lists its own." }
-        @match &consumer {
+        @match &listed {
             Err(e) => { p.warning role="status" { (e.message) } }
-            Ok(listed) if listed.is_empty() => { p #no-groups { "No consumer groups yet." } }
             Ok(listed) => {
-                div.scroll {
-                    table #groups {
-                        thead {
-                            tr {
-                                th scope="col" { "Group" }
-                                th scope="col" { "State" }
-                                th scope="col" { "Protocol" }
-                                th scope="col" class="num" { "Members" }
-                                th scope="col" class="num" { "Total lag" }
-                                th scope="col" { "Lag, last minutes" }
-                            }
-                        }
-                        tbody {
-                            @for (i, g) in listed.iter().enumerate() {
-                                @let series = format!("group:{}:lag", g.group_id);
+                p.note { "The groups of every broker of the cluster, each with the broker that coordinates it." }
+                @for m in &listed.missing {
+                    p.warning role="status" { "Broker " (m.node) " is not listed: " (m.why) }
+                }
+                @if listed.consumer.is_empty() {
+                    p #no-groups { "No consumer groups yet." }
+                } @else {
+                    div.scroll {
+                        table #groups {
+                            thead {
                                 tr {
-                                    th scope="row" { a href=(format!("/console/groups/{}", segment(&g.group_id))) { (g.group_id) } }
-                                    td { (g.state.as_str()) }
-                                    td { (protocol(&g.protocol)) }
-                                    td.num { (g.members) }
-                                    td.num.lag data-live=(series) data-unit="count" {
-                                        @match lags.get(i).copied().flatten() {
-                                            Some(lag) => (units::count(lag)),
-                                            None => "—",
+                                    th scope="col" { "Group" }
+                                    th scope="col" { "State" }
+                                    th scope="col" { "Protocol" }
+                                    th scope="col" class="num" { "Members" }
+                                    th scope="col" class="num" { "Coordinator" }
+                                    th scope="col" class="num" { "Total lag" }
+                                    th scope="col" { "Lag, last minutes" }
+                                }
+                            }
+                            tbody {
+                                @for (i, entry) in listed.consumer.iter().enumerate() {
+                                    @let g = &entry.group;
+                                    @let series = format!("group:{}:lag", g.group_id);
+                                    tr {
+                                        th scope="row" { a href=(format!("/console/groups/{}", segment(&g.group_id))) { (g.group_id) } }
+                                        td { (g.state.as_str()) }
+                                        td { (protocol(&g.protocol)) }
+                                        td.num { (g.members) }
+                                        td.num { (entry.coordinator) @if entry.coordinator == me { " (this broker)" } }
+                                        td.num.lag data-live=(series) data-unit="count" {
+                                            @match lags.get(i).copied().flatten() {
+                                                Some(lag) => (units::count(lag)),
+                                                None if entry.coordinator != me => {
+                                                    span title=(format!("Shown by broker {}'s console", entry.coordinator)) { "—" }
+                                                }
+                                                None => "—",
+                                            }
                                         }
+                                        td { (chart::sparkline(&series, &format!("lag of group {}", g.group_id), &c.history.series(&series))) }
                                     }
-                                    td { (chart::sparkline(&series, &format!("lag of group {}", g.group_id), &c.history.series(&series))) }
                                 }
                             }
                         }
                     }
                 }
-            }
-        }
-        h2 { "Share groups" }
-        @match &share {
-            Err(e) => { p.warning role="status" { (e.message) } }
-            Ok(listed) if listed.is_empty() => { p #no-share-groups { "No share groups yet." } }
-            Ok(listed) => {
-                div.scroll {
-                    table #share-groups {
-                        thead {
-                            tr {
-                                th scope="col" { "Share group" }
-                                th scope="col" { "State" }
-                                th scope="col" class="num" { "Members" }
-                                th scope="col" { "State held here" }
-                            }
-                        }
-                        tbody {
-                            @for g in listed {
+                h2 { "Share groups" }
+                @if listed.share.is_empty() {
+                    p #no-share-groups { "No share groups yet." }
+                } @else {
+                    div.scroll {
+                        table #share-groups {
+                            thead {
                                 tr {
-                                    th scope="row" { a href=(format!("/console/share-groups/{}", segment(&g.group_id))) { (g.group_id) } }
-                                    td { (g.state.name()) }
-                                    td.num { (g.members) }
-                                    td { @if g.has_state { "yes" } @else { "no" } }
+                                    th scope="col" { "Share group" }
+                                    th scope="col" { "State" }
+                                    th scope="col" class="num" { "Members" }
+                                    th scope="col" class="num" { "State held by" }
+                                }
+                            }
+                            tbody {
+                                @for entry in &listed.share {
+                                    @let g = &entry.listing;
+                                    tr {
+                                        th scope="row" { a href=(format!("/console/share-groups/{}", segment(&g.group_id))) { (g.group_id) } }
+                                        td { (g.state.name()) }
+                                        td.num { (g.members) }
+                                        td.num {
+                                            @match entry.state_held_by {
+                                                Some(node) => { (node) @if node == me { " (this broker)" } }
+                                                None => "—",
+                                            }
+                                        }
+                                    }
                                 }
                             }
                         }

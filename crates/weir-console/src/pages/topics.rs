@@ -12,7 +12,7 @@ use axum::response::{Redirect, Response};
 use axum::{Form, response::IntoResponse};
 use maud::html;
 use serde::Deserialize;
-use weir_broker::{Reason, configs, metadata, replicas, topics};
+use weir_broker::{Reason, cluster_reports, configs, metadata, replicas, topics};
 
 use crate::error::PageError;
 use crate::layout::{self, Section};
@@ -44,7 +44,7 @@ pub(crate) async fn list(
 async fn render_list(c: &Console, internal: bool, caller: &Caller) -> PageResult {
     let ctx = caller.context();
     let listed = metadata::topics(&c.core, ctx, None, false, internal).await;
-    let disk = replicas::broker_disk(&c.core, ctx).await;
+    let disk = cluster_reports::cluster_disk(&c.core, ctx).await;
     let latest = c.history.latest().unwrap_or_default();
     let body = html! {
         h1 { "Topics" }
@@ -55,6 +55,9 @@ async fn render_list(c: &Console, internal: bool, caller: &Caller) -> PageResult
                 a href="/console/topics?internal=1" { "Show internal topics" }
             }
         }
+        @for m in &disk.missing {
+            p.warning role="status" { "Sizes on disk leave out broker " (m.node) ": " (m.why) }
+        }
         div.scroll {
             table #topics {
                 caption.visually-hidden { "Topics" }
@@ -63,7 +66,7 @@ async fn render_list(c: &Console, internal: bool, caller: &Caller) -> PageResult
                         th scope="col" { "Topic" }
                         th scope="col" class="num" { "Partitions" }
                         th scope="col" class="num" { "Replicas" }
-                        th scope="col" class="num" { "On this broker" }
+                        th scope="col" class="num" { "On disk, all replicas" }
                         th scope="col" class="num" { "In" }
                         th scope="col" class="num" { "Out" }
                         th scope="col" { "Bytes in, last minutes" }
@@ -78,7 +81,7 @@ async fn render_list(c: &Console, internal: bool, caller: &Caller) -> PageResult
                             th scope="row" { a href=(format!("/console/topics/{}", t.name)) { (t.name) } }
                             td.num { (t.partitions.len()) }
                             td.num { (t.partitions.first().map_or(0, |p| p.replicas.len())) }
-                            td.num { (units::bytes(disk.topic_bytes.get(&t.name).copied().unwrap_or(0))) }
+                            td.num { (units::bytes(disk.topic_bytes(&t.name))) }
                             td.num {
                                 span data-live=(format!("topic:{}:records_in", t.name)) data-unit="rec/s" { (units::rate(rates.records_in, "rec/s")) }
                                 br;

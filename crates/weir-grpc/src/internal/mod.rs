@@ -15,11 +15,14 @@
 //!   coordinator ([`TransactionsService`] over the broker core; [`GrpcMarkerWriter`], the
 //!   coordinator's [`MarkerWriter`] that groups partitions by leader; and
 //!   [`GrpcTxnVerifier`], the core's way to a coordinator on another broker).
+//! - `reports`: `Reports.Groups` and `Reports.Disk`, each broker's part of a
+//!   cluster-wide answer ([`ReportsService`], and [`GrpcPeerReports`], the core's
+//!   [`PeerReports`]).
 //! - `convert`: the wire forms of the cluster's types; `peers`: one lazily connected
 //!   channel per peer address.
 //!
 //! The service constructors here ([`replication_service`], [`controller_service`],
-//! [`quorum_service`], [`transactions_service`]) set each service's message limits, and [`server_builder`] the
+//! [`quorum_service`], [`transactions_service`], [`reports_service`]) set each service's message limits, and [`server_builder`] the
 //! transport settings; the broker adds the services to the internal listener's server.
 //! Failures become `tonic::Status` in one place, the end of this file.
 //!
@@ -28,12 +31,14 @@
 //! [`Quorum`]: weir_cluster::quorum::Quorum
 //! [`QuorumTransport`]: weir_cluster::quorum::QuorumTransport
 //! [`MarkerWriter`]: weir_cluster::txn::MarkerWriter
+//! [`PeerReports`]: weir_broker::cluster_reports::PeerReports
 
 mod controller;
 mod convert;
 mod fetch_session;
 pub mod peers;
 mod quorum;
+mod reports;
 mod transactions;
 
 use std::sync::Arc;
@@ -47,6 +52,7 @@ use weir_cluster::replication::FetchServer;
 use weir_proto::internal::v1::controller_server::ControllerServer;
 use weir_proto::internal::v1::quorum_server::QuorumServer;
 use weir_proto::internal::v1::replication_server::ReplicationServer;
+use weir_proto::internal::v1::reports_server::ReportsServer;
 use weir_proto::internal::v1::transactions_server::TransactionsServer;
 
 use crate::{CONNECTION_WINDOW_BYTES, MAX_CONCURRENT_STREAMS_PER_CONNECTION, STREAM_WINDOW_BYTES};
@@ -61,6 +67,7 @@ pub use fetch_session::{
     MAX_PARTITION_FETCH_BYTES, SESSION_MESSAGE_TARGET_BYTES, SESSION_OPEN_TIMEOUT,
 };
 pub use quorum::{GrpcQuorumTransport, QuorumService};
+pub use reports::{GrpcPeerReports, ReportsService};
 pub use transactions::{
     GrpcMarkerWriter, GrpcTxnVerifier, MARKER_CALL_TIMEOUT, TransactionsService,
     VERIFY_CALL_TIMEOUT,
@@ -89,6 +96,9 @@ pub const MAX_RAFT_MESSAGE_BYTES: usize = MAX_RPC_BYTES + FRAMING_ALLOWANCE_BYTE
 /// [`MAX_PARTITIONS_PER_REQUEST`](weir_broker::limits::MAX_PARTITIONS_PER_REQUEST)
 /// partitions, each a topic name and a few numbers.
 pub const MAX_MARKER_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest report message either way: a broker's groups (tens of bytes each) or its
+/// topics' disk use, for a broker with hundreds of thousands of either.
+pub const MAX_REPORT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Room for protobuf field tags and lengths around the payloads the limits above count.
 const FRAMING_ALLOWANCE_BYTES: usize = 1024 * 1024;
 
@@ -140,6 +150,14 @@ pub fn transactions_service(
     TransactionsServer::new(TransactionsService::new(core))
         .max_decoding_message_size(MAX_MARKER_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MARKER_MESSAGE_BYTES)
+}
+
+/// The `Reports` service (this broker's part of a cluster-wide answer) over the broker
+/// `core`, with its message limits.
+pub fn reports_service(core: Arc<weir_broker::Broker>) -> ReportsServer<ReportsService> {
+    ReportsServer::new(ReportsService::new(core))
+        .max_decoding_message_size(MAX_REPORT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_REPORT_MESSAGE_BYTES)
 }
 
 /// A tonic server set up for the internal listener: the HTTP/2 windows of the public one

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
+use weir_proto::v1::groups_client::GroupsClient;
 use weir_proto::v1::*;
 use weir_server::{RunningServer, ServerConfig, Voter};
 
@@ -559,9 +560,10 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
 }
 
 /// Stops node `id` gracefully.
-/// A broker's web console in a cluster: the cluster page lists every broker, and a
-/// partition another broker leads is a clear answer naming that broker and its address
-/// (421), not an obscure failure.
+/// A broker's web console in a cluster: the cluster page lists every broker with its
+/// disk use, the group list holds the groups every broker coordinates, each with its
+/// coordinator, and a partition another broker leads is a clear answer naming that broker
+/// and its address (421), not an obscure failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
     let mut nodes = formed_cluster().await;
@@ -593,6 +595,62 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
     let (status, page) = http_get(admin, "/console/").await;
     assert!(status.contains("200"), "{status}");
     assert!(page.contains(">3 of 3<"), "three brokers alive: {page}");
+    assert_eq!(
+        page.matches(" replicas</td>").count(),
+        3,
+        "every broker's disk use, asked of each: {page}"
+    );
+
+    // Groups whose offsets live on each broker: a commit goes to the coordinator, which
+    // takes it whether or not it hosts spread/0 (one broker does; it was refused as
+    // NOT_LEADER by the others before).
+    let mut coordinators = std::collections::BTreeMap::new();
+    for i in 0..12 {
+        let group = format!("billing-{i}");
+        let found = GroupsClient::new(connect(first).await.channel)
+            .find_coordinator(FindCoordinatorRequest {
+                group_id: group.clone(),
+                r#type: CoordinatorType::Group as i32,
+            })
+            .await
+            .expect("a coordinator")
+            .into_inner();
+        GroupsClient::new(connect(addr_of(&nodes, found.broker_id)).await.channel)
+            .commit_offsets(CommitOffsetsRequest {
+                group_id: group.clone(),
+                member_id: String::new(),
+                member_epoch: -1,
+                topics: vec![TopicOffsetCommit {
+                    topic: "spread".into(),
+                    partitions: vec![PartitionOffsetCommit {
+                        partition: 0,
+                        offset: 0,
+                        metadata: String::new(),
+                    }],
+                }],
+            })
+            .await
+            .expect("committed at the coordinator");
+        coordinators.insert(group, found.broker_id);
+    }
+    let (group, coordinator) = coordinators
+        .iter()
+        .find(|(_, c)| **c != nodes[0].id)
+        .expect("twelve groups over three brokers' __consumer_offsets partitions");
+    let (status, page) = http_get(admin, "/console/groups").await;
+    assert!(status.contains("200"), "{status}");
+    for listed in coordinators.keys() {
+        assert!(page.contains(&format!(">{listed}</a>")), "{listed}: {page}");
+    }
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains(&format!(">{group}</a>")))
+        .unwrap();
+    assert!(
+        row.contains(&format!("<td class=\"num\">{coordinator}</td>")),
+        "{group} is coordinated by broker {coordinator}: {row}"
+    );
+    assert!(!page.contains("is not listed"), "{page}");
     let (status, page) = http_get(
         admin,
         &format!("/console/topics/spread/partitions/{}", elsewhere.partition),

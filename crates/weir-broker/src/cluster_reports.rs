@@ -1,0 +1,239 @@
+//! Answers about the whole cluster that each broker knows only its part of: the groups it
+//! coordinates and what its replicas take on its disk. The broker serving the question
+//! asks every other live broker for its report ([`PeerReports`]: weir-grpc's internal
+//! `Reports` service), merges the reports with its own, and applies the caller's ACLs to
+//! the whole, as to a listing of its own: a report is unfiltered, since brokers ask each
+//! other as the internal principal.
+//!
+//! A broker that does not answer within [`REPORT_TIMEOUT`], or is fenced, is named in the
+//! answer's `missing` and the rest is shown: a page about the cluster must not fail or
+//! hang because one broker is down.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::context::Listener;
+use crate::groups::GroupSummary;
+use crate::replicas::{BrokerDisk, broker_disk};
+use crate::share_admin::{ShareGroupListing, ShareGroupState};
+use crate::{Broker, BrokerError, RequestContext};
+
+/// Longest wait for one broker's report, connecting included.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One broker's groups: those it coordinates, and the share groups it holds state or
+/// membership for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupsReport {
+    pub consumer: Vec<GroupSummary>,
+    pub share: Vec<ShareGroupListing>,
+}
+
+/// What [`PeerReports`] returns: the report, or why there is none (shown to the reader).
+pub type ReportFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send + 'a>>;
+
+/// How this broker asks another for its report, at that broker's internal address.
+pub trait PeerReports: Send + Sync + std::fmt::Debug {
+    fn groups<'a>(&'a self, address: &'a str) -> ReportFuture<'a, GroupsReport>;
+    fn disk<'a>(&'a self, address: &'a str) -> ReportFuture<'a, BrokerDisk>;
+}
+
+/// This broker's groups, unfiltered: what it reports to another broker.
+pub fn local_groups(broker: &Broker) -> Result<GroupsReport, BrokerError> {
+    let ctx = internal();
+    Ok(GroupsReport {
+        consumer: crate::groups::list_groups(broker, &ctx)?,
+        share: crate::share_admin::list_groups(broker, &ctx)?,
+    })
+}
+
+/// This broker's disk, every topic: what it reports to another broker.
+pub async fn local_disk(broker: &Broker) -> BrokerDisk {
+    broker_disk(broker, &internal()).await
+}
+
+/// A broker whose report is not in an answer, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub node: i32,
+    pub why: String,
+}
+
+/// A consumer group of the cluster and the broker that coordinates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterGroup {
+    pub group: GroupSummary,
+    pub coordinator: i32,
+}
+
+/// A share group of the cluster: its members summed over the brokers that know them (a
+/// member heartbeats to one), and the broker holding its state, if one reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterShareGroup {
+    pub listing: ShareGroupListing,
+    pub state_held_by: Option<i32>,
+}
+
+/// The groups of every broker that answered, as `ctx`'s principal may list them, by id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterGroups {
+    pub consumer: Vec<ClusterGroup>,
+    pub share: Vec<ClusterShareGroup>,
+    pub missing: Vec<Missing>,
+}
+
+/// Every broker's groups (see the module docs). Fails only where this broker cannot list
+/// its own (still joining its cluster).
+pub async fn cluster_groups(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> Result<ClusterGroups, BrokerError> {
+    let own = local_groups(broker)?;
+    let (reports, missing) = gather(broker, own, |reports, address| reports.groups(address)).await;
+    let visible = crate::groups::listed_group_filter(broker, ctx);
+    let mut consumer: BTreeMap<String, ClusterGroup> = BTreeMap::new();
+    let mut share: BTreeMap<String, ClusterShareGroup> = BTreeMap::new();
+    for (node, report) in reports {
+        for group in report.consumer.into_iter().filter(|g| visible(&g.group_id)) {
+            // During a coordinator move two brokers may list a group: the one that
+            // reports more members is the one its members reach.
+            let entry = consumer.entry(group.group_id.clone());
+            let newer = ClusterGroup {
+                group,
+                coordinator: node,
+            };
+            entry
+                .and_modify(|known| {
+                    if newer.group.members > known.group.members {
+                        *known = newer.clone();
+                    }
+                })
+                .or_insert(newer);
+        }
+        for listing in report.share.into_iter().filter(|g| visible(&g.group_id)) {
+            let held = listing.has_state.then_some(node);
+            share
+                .entry(listing.group_id.clone())
+                .and_modify(|known| {
+                    known.listing.members += listing.members;
+                    known.listing.state = ShareGroupState::of(known.listing.members);
+                    known.listing.has_state |= listing.has_state;
+                    known.state_held_by = known.state_held_by.or(held);
+                })
+                .or_insert(ClusterShareGroup {
+                    listing,
+                    state_held_by: held,
+                });
+        }
+    }
+    Ok(ClusterGroups {
+        consumer: consumer.into_values().collect(),
+        share: share.into_values().collect(),
+        missing,
+    })
+}
+
+/// Each broker's disk, with the topics `ctx`'s principal may describe, by node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterDisk {
+    pub brokers: BTreeMap<i32, BrokerDisk>,
+    pub missing: Vec<Missing>,
+}
+
+impl ClusterDisk {
+    /// Bytes of `topic`'s replicas on every broker that answered.
+    pub fn topic_bytes(&self, topic: &str) -> u64 {
+        self.brokers
+            .values()
+            .filter_map(|d| d.topics.get(topic))
+            .map(|t| t.bytes)
+            .sum()
+    }
+}
+
+/// Every broker's disk use (see the module docs).
+pub async fn cluster_disk(broker: &Broker, ctx: &RequestContext) -> ClusterDisk {
+    let own = local_disk(broker).await;
+    let (reports, missing) = gather(broker, own, |reports, address| reports.disk(address)).await;
+    let visible = |topic: &str| {
+        broker.may(
+            ctx,
+            weir_cluster::security::Operation::Describe,
+            weir_cluster::security::ResourceType::Topic,
+            topic,
+        )
+    };
+    ClusterDisk {
+        brokers: reports
+            .into_iter()
+            .map(|(node, disk)| (node, disk.only(visible)))
+            .collect(),
+        missing,
+    }
+}
+
+/// `own` report and those of every other registered broker, asked at once, each within
+/// [`REPORT_TIMEOUT`]; the brokers left out, and why. A fenced broker (dead, cut off or
+/// stopping) is not asked. Without a [`PeerReports`] (a broker serving alone) only `own`.
+async fn gather<'b, T, F>(broker: &'b Broker, own: T, ask: F) -> (Vec<(i32, T)>, Vec<Missing>)
+where
+    F: for<'a> Fn(&'a dyn PeerReports, &'a str) -> ReportFuture<'a, T>,
+{
+    let me = broker.node_id();
+    let image = broker.registry().cluster().image();
+    let others: Vec<(i32, bool, String)> = image
+        .brokers()
+        .filter(|b| b.node != me)
+        .map(|b| {
+            (
+                b.node,
+                b.fenced || b.shutting_down,
+                b.endpoints.internal().to_owned(),
+            )
+        })
+        .collect();
+    let mut reports = vec![(me, own)];
+    let mut missing = Vec::new();
+    let Some(peers) = broker.peer_reports() else {
+        missing.extend(others.into_iter().map(|(node, _, _)| Missing {
+            node,
+            why: "this broker cannot ask other brokers".to_owned(),
+        }));
+        return (reports, missing);
+    };
+    let mut asked = Vec::new();
+    for (node, fenced, address) in &others {
+        if *fenced {
+            missing.push(Missing {
+                node: *node,
+                why: "fenced: not heartbeating to the controller".to_owned(),
+            });
+        } else {
+            asked.push((*node, address.as_str()));
+        }
+    }
+    let answers =
+        join_all(asked.iter().map(|(_, address)| {
+            tokio::time::timeout(REPORT_TIMEOUT, ask(peers.as_ref(), address))
+        }))
+        .await;
+    for ((node, _), answer) in asked.iter().zip(answers) {
+        match answer {
+            Ok(Ok(report)) => reports.push((*node, report)),
+            Ok(Err(why)) => missing.push(Missing { node: *node, why }),
+            Err(_) => missing.push(Missing {
+                node: *node,
+                why: format!("no answer within {} s", REPORT_TIMEOUT.as_secs()),
+            }),
+        }
+    }
+    (reports, missing)
+}
+
+fn internal() -> RequestContext {
+    RequestContext::anonymous(Listener::INTERNAL, None)
+}
