@@ -181,13 +181,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let identity = stamp_data_dir(&config).await?;
     let bound = listeners::bind(&specs, |spec| tls.of(spec.listener.name)).await?;
     let addrs = ListenerAddrs::of(&bound);
-    let kafka_listeners = kafka_listener_names(&bound);
     let this_broker = listeners::endpoints(&bound);
-    let cluster::Cluster {
-        node,
-        registry,
-        multi_node,
-    } = cluster::start(
+    let cluster = cluster::start(
         &config,
         tls.peers.clone(),
         lock,
@@ -196,13 +191,73 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     )
     .await?;
     if identity.is_none() {
-        tokio::spawn(stamp_joined(config.clone(), node.clone()));
+        tokio::spawn(stamp_joined(config.clone(), cluster.node.clone()));
     }
-
     let (shutdown, stopping) = watch::channel(false);
+    let broker = assemble_broker(&config, &tls, &cluster, &bound, this_broker, &stopping);
+    let (health, health_service) = health_reporter().await;
+    let serving = listeners::Serving {
+        grpc: weir_grpc::GrpcServices::new(
+            &broker,
+            &cluster.node,
+            Arc::new(cluster::Handler(cluster.node.clone())),
+            health_service,
+            addrs.internal.is_some(),
+            stopping.clone(),
+        )?,
+        broker: broker.clone(),
+        stopping: stopping.clone(),
+    };
+    // The gRPC listeners first: in a cluster they carry the internal services the other
+    // brokers need before this one can register and open its groups. The others serve
+    // once the groups are open (on a single node, before `start` returns).
+    let (grpc_listeners, other_listeners) = bound
+        .into_iter()
+        .partition(|b| b.listener.protocol == weir_broker::Protocol::GRPC);
+    let mut listeners = listeners::serve(&serving, grpc_listeners)?;
+    join_as_broker(&config, &broker, &cluster, &stopping).await?;
+    listeners.extend(listeners::serve(&serving, other_listeners)?);
+    let tls_watchers = tls.watch(&stopping);
+    let upkeep = tokio::spawn(maintenance::run(
+        broker.clone(),
+        Duration::from_millis(config.retention_check_interval_ms.max(1)),
+        stopping,
+    ));
+    log_listening(&config, &specs, &tls, &addrs, &broker, &cluster.registry);
+    Ok(RunningServer {
+        addr: addrs.client,
+        admin_addr: addrs.admin,
+        external_addr: addrs.external,
+        kafka_addr: addrs.kafka,
+        kafka_external_addr: addrs.kafka_external,
+        amqp_addr: addrs.amqp,
+        amqps_addr: addrs.amqps,
+        registry: cluster.registry,
+        core: broker.core.clone(),
+        budget: broker.budget.clone(),
+        node: cluster.node,
+        multi_node: cluster.multi_node,
+        health,
+        shutdown,
+        listeners,
+        tls_watchers,
+        upkeep,
+    })
+}
+
+/// The broker core over the cluster's registry, with the ways it reaches other brokers
+/// (produce forwards for AMQP's publishes, reports for the console's cluster pages).
+fn assemble_broker(
+    config: &ServerConfig,
+    tls: &tls::BrokerTls,
+    cluster: &cluster::Cluster,
+    bound: &[listeners::BoundListener],
+    this_broker: weir_cluster::controller::records::Endpoints,
+    stopping: &watch::Receiver<bool>,
+) -> Arc<Broker> {
     let broker = Arc::new(Broker {
         core: Arc::new(weir_broker::Broker::new(
-            registry.clone(),
+            cluster.registry.clone(),
             stopping.clone(),
             config.max_request_bytes,
             weir_broker::TopicDefaults {
@@ -217,7 +272,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         budget: Arc::new(weir_broker::budget::Budget::new(config.budget())),
     });
     broker.metrics().set_budget(broker.budget.clone());
-    broker.core.set_kafka_listeners(kafka_listeners);
+    broker.core.set_kafka_listeners(kafka_listener_names(bound));
     // AMQP's publishes reach a queue's leader on another broker through it.
     broker
         .core
@@ -230,38 +285,34 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .set_peer_reports(Arc::new(weir_grpc::internal::GrpcPeerReports::new(
             broker.peer_tls.clone(),
         )));
+    broker
+}
 
+/// gRPC health, every service serving.
+async fn health_reporter() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let serving = listeners::Serving {
-        grpc: weir_grpc::GrpcServices::new(
-            &broker,
-            &node,
-            Arc::new(cluster::Handler(node.clone())),
-            health_service,
-            addrs.internal.is_some(),
-            stopping.clone(),
-        )?,
-        broker: broker.clone(),
-        stopping: stopping.clone(),
-    };
-    // The gRPC listeners first: in a cluster they carry the internal services the other
-    // brokers need before this one can register and open its groups. The others serve
-    // once the groups are open (on a single node, before `start` returns).
-    let (grpc_listeners, other_listeners) = bound
-        .into_iter()
-        .partition(|b| b.listener.protocol == weir_broker::Protocol::GRPC);
-    let mut tasks = listeners::serve(&serving, grpc_listeners)?;
+    (health, health_service)
+}
 
-    // Register with the controller and heartbeat; consumer groups start once this broker
-    // is unfenced (their topic needs a controller and a broker to place it on). On a
-    // single node that takes milliseconds and `start` waits for it; in a cluster the
-    // other brokers may not be up yet, so it happens in the background.
-    node.spawn_lifecycle(stopping.clone());
+/// Registers with the controller and heartbeats; consumer groups start once this broker
+/// is unfenced (their topic needs a controller and a broker to place it on). On a single
+/// node that takes milliseconds and this waits for it; in a cluster the other brokers
+/// may not be up yet, so it happens in the background.
+async fn join_as_broker(
+    config: &ServerConfig,
+    broker: &Arc<Broker>,
+    cluster: &cluster::Cluster,
+    stopping: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    cluster.node.spawn_lifecycle(stopping.clone());
     if let (Some(user), Some(password)) = (&config.admin_user, &config.admin_password) {
         bootstrap_admin::spawn(
             broker.core.clone(),
@@ -270,33 +321,38 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             stopping.clone(),
         );
     }
-    if multi_node {
+    let groups = (group_config(config), config.share_groups());
+    if cluster.multi_node {
         tokio::spawn(open_groups_until_open(
             broker.clone(),
-            node.clone(),
-            group_config(&config),
-            config.share_groups(),
+            cluster.node.clone(),
+            groups.0,
+            groups.1,
             stopping.clone(),
         ));
+        Ok(())
     } else {
         open_groups(
             broker.clone(),
-            node.clone(),
-            group_config(&config),
-            config.share_groups(),
+            cluster.node.clone(),
+            groups.0,
+            groups.1,
             stopping.clone(),
         )
-        .await?;
+        .await
     }
+}
 
-    tasks.extend(listeners::serve(&serving, other_listeners)?);
-    let tls_watchers = tls.watch(&stopping);
-    let upkeep = tokio::spawn(maintenance::run(
-        broker.clone(),
-        Duration::from_millis(config.retention_check_interval_ms.max(1)),
-        stopping,
-    ));
-    // Tests and scripts read this line's `addr`, `admin` and `kafka` fields.
+/// The "broker listening" line: tests and scripts read its `addr`, `admin` and `kafka`
+/// fields.
+fn log_listening(
+    config: &ServerConfig,
+    specs: &[ListenerSpec],
+    tls: &tls::BrokerTls,
+    addrs: &ListenerAddrs,
+    broker: &Broker,
+    registry: &TopicRegistry,
+) {
     let advertised = |name| broker.this_broker.get(name).map(str::to_owned);
     tracing::info!(
         addr = %addrs.client,
@@ -321,25 +377,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .collect::<Vec<_>>(),
         "broker listening"
     );
-    Ok(RunningServer {
-        addr: addrs.client,
-        admin_addr: addrs.admin,
-        external_addr: addrs.external,
-        kafka_addr: addrs.kafka,
-        kafka_external_addr: addrs.kafka_external,
-        amqp_addr: addrs.amqp,
-        amqps_addr: addrs.amqps,
-        registry,
-        core: broker.core.clone(),
-        budget: broker.budget.clone(),
-        node,
-        multi_node,
-        health,
-        shutdown,
-        listeners: tasks,
-        tls_watchers,
-        upkeep,
-    })
 }
 
 /// The gRPC services whose health the broker reports (the empty name is the server's
