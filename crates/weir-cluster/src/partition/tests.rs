@@ -22,13 +22,18 @@ async fn open(dir: &Path, policy: &str) -> Arc<Partition> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let config = TopicConfig::new(overrides).unwrap().effective().unwrap();
-    let state = PartitionState {
-        leader: 0,
-        leader_epoch: 0,
-        replicas: vec![0],
-        isr: vec![0],
-    };
-    Partition::open("t", "t-id", 0, dir, config, 0, state)
+    Partition::open("t", "t-id", 0, dir, config, 0, single_replica())
+        .await
+        .unwrap()
+}
+
+/// A single-replica partition with the default topic config.
+pub(super) async fn open_default(dir: &Path) -> Arc<Partition> {
+    let config = TopicConfig::new(BTreeMap::new())
+        .unwrap()
+        .effective()
+        .unwrap();
+    Partition::open("t", "t-id", 0, dir, config, 0, single_replica())
         .await
         .unwrap()
 }

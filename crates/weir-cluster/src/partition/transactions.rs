@@ -104,31 +104,13 @@ impl Partition {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use weir_log::batch::control::ControlType;
     use weir_log::{Compression, Record, RecordBatchBuilder, decode_records};
 
     use super::*;
-    use crate::config::TopicConfig;
-    use crate::partition::PartitionState;
-
-    async fn open(dir: &std::path::Path) -> std::sync::Arc<Partition> {
-        let config = TopicConfig::new(BTreeMap::new())
-            .unwrap()
-            .effective()
-            .unwrap();
-        let state = PartitionState {
-            leader: 0,
-            leader_epoch: 0,
-            replicas: vec![0],
-            isr: vec![0],
-        };
-        Partition::open("t", "t-id", 0, dir, config, 0, state)
-            .await
-            .unwrap()
-    }
+    use crate::partition::tests::open_default;
 
     fn txn_batch(pid: i64, seq: i32, value: &str) -> ValidatedBatches {
         let mut b = RecordBatchBuilder::new(Compression::None)
@@ -179,7 +161,7 @@ mod tests {
     #[tokio::test]
     async fn read_committed_stops_at_the_last_stable_offset_and_names_the_aborted() {
         let dir = tempfile::tempdir().unwrap();
-        let p = open(dir.path()).await;
+        let p = open_default(dir.path()).await;
         let durable = Durability::Durable;
         p.append(txn_batch(1, 0, "a0"), durable).await.unwrap(); // 0
         p.append(txn_batch(2, 0, "b0"), durable).await.unwrap(); // 1
@@ -232,7 +214,7 @@ mod tests {
         // A reopened partition knows the ongoing transaction and the abort.
         p.close().await.unwrap();
         drop(p);
-        let p = open(dir.path()).await;
+        let p = open_default(dir.path()).await;
         replicated(&p, 6).await;
         assert_eq!(p.last_stable_offset().await.unwrap(), 5);
         let (seen, got) = read_all(&p, Isolation::ReadCommitted).await;
