@@ -1,5 +1,6 @@
 //! Answers about the whole cluster that each broker knows only its part of: the groups it
-//! coordinates and what its replicas take on its disk. The broker serving the question
+//! coordinates, what its replicas take on its disk, and the offsets of the partitions it
+//! hosts (a group's lag on partitions its coordinator hosts no replica of). The broker serving the question
 //! asks every other live broker for its report ([`PeerReports`]: weir-grpc's internal
 //! `Reports` service), merges the reports with its own, and applies the caller's ACLs to
 //! the whole, as to a listing of its own: a report is unfiltered, since brokers ask each
@@ -17,7 +18,8 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::context::Listener;
-use crate::groups::GroupSummary;
+use crate::groups::{GroupSummary, PartitionProgress};
+use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::replicas::{BrokerDisk, broker_disk};
 use crate::share_admin::{ShareGroupListing, ShareGroupState};
 use crate::{Broker, BrokerError, RequestContext};
@@ -40,6 +42,96 @@ pub type ReportFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, String>> + 
 pub trait PeerReports: Send + Sync + std::fmt::Debug {
     fn groups<'a>(&'a self, address: &'a str) -> ReportFuture<'a, GroupsReport>;
     fn disk<'a>(&'a self, address: &'a str) -> ReportFuture<'a, BrokerDisk>;
+    /// [`local_offsets`] at that broker, for at most [`MAX_PARTITIONS_PER_REQUEST`].
+    fn offsets<'a>(
+        &'a self,
+        address: &'a str,
+        partitions: Vec<(String, u32)>,
+    ) -> ReportFuture<'a, Vec<PartitionEnds>>;
+}
+
+/// A partition's log start and high watermark, as a broker hosting it knows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionEnds {
+    pub topic: String,
+    pub partition: u32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// The ends of the `partitions` this broker hosts (the others are left out): what it
+/// reports to another broker.
+pub async fn local_offsets(broker: &Broker, partitions: &[(String, u32)]) -> Vec<PartitionEnds> {
+    let mut out = Vec::new();
+    for (topic, partition) in partitions {
+        let hosted = broker
+            .registry()
+            .topic(topic)
+            .and_then(|t| t.partition(*partition));
+        if let Ok(p) = hosted
+            && let Ok(o) = p.offsets().await
+        {
+            out.push(PartitionEnds {
+                topic: topic.clone(),
+                partition: *partition,
+                log_start_offset: o.log_start_offset,
+                high_watermark: o.high_watermark,
+            });
+        }
+    }
+    out
+}
+
+/// Fills the high watermark and lag of the partitions in `offsets` that this broker could
+/// not (it hosts no replica of them) from their leaders, asked at once, each within
+/// [`REPORT_TIMEOUT`]. A partition whose leader is unknown or does not answer keeps
+/// `None`.
+pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionProgress]) {
+    let Some(peers) = broker.peer_reports() else {
+        return;
+    };
+    let image = broker.registry().cluster().image();
+    let mut by_leader: BTreeMap<i32, Vec<(String, u32)>> = BTreeMap::new();
+    for o in offsets.iter().filter(|o| o.high_watermark.is_none()) {
+        let Ok(topic) = broker.registry().topic(&o.topic) else {
+            continue; // deleted: no lag
+        };
+        if let Some(leader) = topic.leader(o.partition).filter(|l| *l >= 0) {
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push((o.topic.clone(), o.partition));
+        }
+    }
+    let asked: Vec<(String, Vec<(String, u32)>)> = by_leader
+        .into_iter()
+        .filter_map(|(leader, mut partitions)| {
+            let address = image.broker(leader)?.endpoints.internal().to_owned();
+            partitions.truncate(MAX_PARTITIONS_PER_REQUEST);
+            Some((address, partitions))
+        })
+        .collect();
+    let answers = join_all(asked.into_iter().map(|(address, partitions)| async move {
+        tokio::time::timeout(REPORT_TIMEOUT, peers.offsets(&address, partitions)).await
+    }))
+    .await;
+    let ends: BTreeMap<(String, u32), (i64, i64)> = answers
+        .into_iter()
+        .filter_map(|a| a.ok()?.ok())
+        .flatten()
+        .map(|e| {
+            (
+                (e.topic, e.partition),
+                (e.log_start_offset, e.high_watermark),
+            )
+        })
+        .collect();
+    for o in offsets.iter_mut().filter(|o| o.high_watermark.is_none()) {
+        if let Some(&(log_start, hw)) = ends.get(&(o.topic.clone(), o.partition)) {
+            o.high_watermark = Some(hw);
+            o.lag = Some((hw - o.committed_offset.unwrap_or(log_start)).max(0));
+        }
+    }
 }
 
 /// This broker's groups, unfiltered: what it reports to another broker.

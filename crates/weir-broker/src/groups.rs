@@ -18,7 +18,8 @@ use weir_cluster::group::{self, MAX_COMMIT_METADATA_BYTES, OFFSETS_TOPIC};
 pub use weir_cluster::group::{
     ClassicDescription, ClassicMemberDescription, ClassicState, CommittedOffset, GroupDescription,
     GroupProtocol, GroupState, GroupSummary, Heartbeat, HeartbeatOutcome, JoinAnswer, JoinGroup,
-    JoinOutcome, OffsetCommit, OffsetReset, ResetSpec, SyncAnswer, SyncGroup, TopicPartitions,
+    JoinOutcome, OffsetCommit, OffsetReset, PartitionProgress, ResetSpec, SyncAnswer, SyncGroup,
+    TopicPartitions,
 };
 
 use crate::limits::{MAX_GROUPS_PER_REQUEST, MAX_PARTITIONS_PER_REQUEST};
@@ -375,7 +376,9 @@ pub async fn describe_group(
     group_id: &str,
 ) -> Result<GroupDescription, BrokerError> {
     broker.authorize_group(ctx, Operation::Describe, group_id)?;
-    Ok(broker.groups()?.describe_group(group_id).await?)
+    let mut description = broker.groups()?.describe_group(group_id).await?;
+    crate::cluster_reports::fill_remote_lag(broker, &mut description.offsets).await;
+    Ok(description)
 }
 
 /// Deletes a group without members and its committed offsets.

@@ -291,6 +291,14 @@ pub(crate) mod internal {
         ))
     }
 
+    /// A call naming more partitions than one call may.
+    pub(crate) fn too_many_partitions(what: &str, count: usize) -> Status {
+        Status::invalid_argument(format!(
+            "{what} names {count} partitions; at most {} are accepted",
+            weir_broker::limits::MAX_PARTITIONS_PER_REQUEST
+        ))
+    }
+
     /// A message that does not decode into what it should carry.
     pub(crate) fn malformed(what: &str, reason: impl std::fmt::Display) -> Status {
         Status::invalid_argument(format!("malformed {what}: {reason}"))

@@ -268,10 +268,11 @@ pub struct PartitionProgress {
     pub topic: String,
     pub partition: u32,
     pub committed_offset: Option<i64>,
-    /// `None` when the topic or partition no longer exists.
+    /// `None` when the topic or partition no longer exists, or (until the broker core
+    /// asks its leader) when this broker hosts no replica of it.
     pub high_watermark: Option<i64>,
     /// High watermark minus the committed offset (minus the log start offset if nothing
-    /// is committed), never below 0; `None` when the partition no longer exists.
+    /// is committed), never below 0; `None` with the high watermark.
     pub lag: Option<i64>,
     /// The member owning the partition now (including one still releasing it).
     pub member_id: Option<String>,

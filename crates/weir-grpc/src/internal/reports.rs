@@ -1,8 +1,11 @@
 //! Each broker's part of a cluster-wide answer (`weir.internal.v1.Reports`): the groups it
-//! coordinates and its disk use, for the console's pages about the whole cluster.
+//! coordinates and its disk use, for the console's pages about the whole cluster, and
+//! the offsets of partitions it hosts, for a group's lag at a coordinator that hosts
+//! none of them.
 //!
 //! [`ReportsService`] answers with this broker's own report, whole
-//! (`weir_broker::cluster_reports::local_groups` and `local_disk`); [`GrpcPeerReports`] is
+//! (`weir_broker::cluster_reports::local_groups`, `local_disk`, `local_offsets`);
+//! [`GrpcPeerReports`] is
 //! the core's [`PeerReports`]: it asks another broker's internal listener, and the core
 //! merges the reports and applies its caller's ACLs. Only brokers reach it: on a secured
 //! cluster the internal services answer only callers whose certificate names a super
@@ -13,9 +16,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use weir_broker::Broker;
 use weir_broker::cluster_reports::{
-    GroupsReport, PeerReports, ReportFuture, local_disk, local_groups,
+    GroupsReport, PartitionEnds, PeerReports, ReportFuture, local_disk, local_groups, local_offsets,
 };
 use weir_broker::groups::{ClassicState, GroupProtocol, GroupState, GroupSummary};
+use weir_broker::limits::MAX_PARTITIONS_PER_REQUEST;
 use weir_broker::replicas::{BrokerDisk, TopicDisk};
 use weir_broker::share_admin::{ShareGroupListing, ShareGroupState};
 use weir_proto::internal::v1::reports_client::ReportsClient;
@@ -25,6 +29,7 @@ use weir_security::dial::TlsDialer;
 
 use super::MAX_REPORT_MESSAGE_BYTES;
 use super::peers::PeerChannels;
+use crate::status::internal::too_many_partitions;
 
 /// The leader's side: this broker's report.
 #[derive(Debug)]
@@ -73,6 +78,29 @@ impl Reports for ReportsService {
                     replicas: d.replicas as u64,
                     led: d.led as u64,
                     bytes: d.bytes,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn offsets(
+        &self,
+        request: Request<pb::OffsetsReportRequest>,
+    ) -> Result<Response<pb::OffsetsReport>, Status> {
+        let asked = request.into_inner().partitions;
+        if asked.len() > MAX_PARTITIONS_PER_REQUEST {
+            return Err(too_many_partitions("an offsets report", asked.len()));
+        }
+        let asked: Vec<(String, u32)> = asked.into_iter().map(|p| (p.topic, p.partition)).collect();
+        let ends = local_offsets(&self.core, &asked).await;
+        Ok(Response::new(pb::OffsetsReport {
+            partitions: ends
+                .into_iter()
+                .map(|e| pb::ReportedOffsets {
+                    topic: e.topic,
+                    partition: e.partition,
+                    log_start_offset: e.log_start_offset,
+                    high_watermark: e.high_watermark,
                 })
                 .collect(),
         }))
@@ -131,6 +159,14 @@ impl PeerReports for GrpcPeerReports {
         })
     }
 
+    fn offsets<'a>(
+        &'a self,
+        address: &'a str,
+        partitions: Vec<(String, u32)>,
+    ) -> ReportFuture<'a, Vec<PartitionEnds>> {
+        Box::pin(self.ask_offsets(address, partitions))
+    }
+
     fn disk<'a>(&'a self, address: &'a str) -> ReportFuture<'a, BrokerDisk> {
         Box::pin(async move {
             let report = self
@@ -155,6 +191,37 @@ impl PeerReports for GrpcPeerReports {
                     .collect(),
             })
         })
+    }
+}
+
+impl GrpcPeerReports {
+    async fn ask_offsets(
+        &self,
+        address: &str,
+        partitions: Vec<(String, u32)>,
+    ) -> Result<Vec<PartitionEnds>, String> {
+        let request = pb::OffsetsReportRequest {
+            partitions: partitions
+                .into_iter()
+                .map(|(topic, partition)| pb::ReportedPartition { topic, partition })
+                .collect(),
+        };
+        let report = self
+            .client(address)?
+            .offsets(request)
+            .await
+            .map_err(|s| unanswered(address, &s))?
+            .into_inner();
+        Ok(report
+            .partitions
+            .into_iter()
+            .map(|p| PartitionEnds {
+                topic: p.topic,
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                high_watermark: p.high_watermark,
+            })
+            .collect())
     }
 }
 

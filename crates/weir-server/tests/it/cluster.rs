@@ -601,37 +601,39 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
         "every broker's disk use, asked of each: {page}"
     );
 
+    // Five records in spread/0, at its leader: every group below commits offset 0.
+    let spread0 = topic.partitions[0].leader;
+    let values: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
+    produce_all(addr_of(&nodes, spread0), "spread", 0, &values)
+        .await
+        .expect("produced at the leader");
+
     // Groups whose offsets live on each broker: a commit goes to the coordinator, which
     // takes it whether or not it hosts spread/0 (one broker does; it was refused as
     // NOT_LEADER by the others before).
     let mut coordinators = std::collections::BTreeMap::new();
     for i in 0..12 {
         let group = format!("billing-{i}");
-        let found = GroupsClient::new(connect(first).await.channel)
-            .find_coordinator(FindCoordinatorRequest {
-                group_id: group.clone(),
-                r#type: CoordinatorType::Group as i32,
-            })
-            .await
-            .expect("a coordinator")
-            .into_inner();
-        GroupsClient::new(connect(addr_of(&nodes, found.broker_id)).await.channel)
-            .commit_offsets(CommitOffsetsRequest {
-                group_id: group.clone(),
-                member_id: String::new(),
-                member_epoch: -1,
-                topics: vec![TopicOffsetCommit {
-                    topic: "spread".into(),
-                    partitions: vec![PartitionOffsetCommit {
-                        partition: 0,
-                        offset: 0,
-                        metadata: String::new(),
-                    }],
-                }],
-            })
-            .await
-            .expect("committed at the coordinator");
-        coordinators.insert(group, found.broker_id);
+        // Each broker opens its groups once it is unfenced, shortly after the cluster
+        // forms: until then finding a coordinator and committing are UNAVAILABLE
+        // (retriable).
+        let found = std::sync::Mutex::new(None);
+        eventually(
+            Duration::from_secs(20),
+            "a commit at the coordinator",
+            || async {
+                match commit_at_coordinator(&nodes, first, &group).await {
+                    Ok(coordinator) => {
+                        *found.lock().unwrap() = Some(coordinator);
+                        true
+                    }
+                    Err(s) if s.code() == tonic::Code::Unavailable => false,
+                    Err(s) => panic!("commit at the coordinator: {s:?}"),
+                }
+            },
+        )
+        .await;
+        coordinators.insert(group, found.into_inner().unwrap().unwrap());
     }
     let (group, coordinator) = coordinators
         .iter()
@@ -651,6 +653,32 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
         "{group} is coordinated by broker {coordinator}: {row}"
     );
     assert!(!page.contains("is not listed"), "{page}");
+
+    // A coordinator that hosts no replica of spread/0 asks its leader for the lag.
+    let (group, coordinator) = coordinators
+        .iter()
+        .find(|(_, c)| **c != spread0)
+        .expect("groups coordinated by the two brokers without spread/0");
+    let described = connect(addr_of(&nodes, *coordinator))
+        .await
+        .admin
+        .describe_group(DescribeGroupRequest {
+            group_id: group.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("described at the coordinator")
+        .into_inner();
+    let progress = &described.offsets[0];
+    assert_eq!(
+        (
+            progress.committed_offset,
+            progress.high_watermark,
+            progress.lag
+        ),
+        (0, 5, 5),
+        "{group} at broker {coordinator}, spread/0 led by {spread0}: {described:?}"
+    );
     let (status, page) = http_get(
         admin,
         &format!("/console/topics/spread/partitions/{}", elsewhere.partition),
@@ -675,6 +703,38 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
         "{page}"
     );
     stop_all(&mut nodes).await;
+}
+
+/// Commits offset 0 of spread/0 for `group` at its coordinator, found through `first`;
+/// the coordinator's id.
+async fn commit_at_coordinator(
+    nodes: &[Node],
+    first: SocketAddr,
+    group: &str,
+) -> Result<i32, tonic::Status> {
+    let found = GroupsClient::new(connect(first).await.channel)
+        .find_coordinator(FindCoordinatorRequest {
+            group_id: group.into(),
+            r#type: CoordinatorType::Group as i32,
+        })
+        .await?
+        .into_inner();
+    GroupsClient::new(connect(addr_of(nodes, found.broker_id)).await.channel)
+        .commit_offsets(CommitOffsetsRequest {
+            group_id: group.into(),
+            member_id: String::new(),
+            member_epoch: -1,
+            topics: vec![TopicOffsetCommit {
+                topic: "spread".into(),
+                partitions: vec![PartitionOffsetCommit {
+                    partition: 0,
+                    offset: 0,
+                    metadata: String::new(),
+                }],
+            }],
+        })
+        .await?;
+    Ok(found.broker_id)
 }
 
 async fn stop(nodes: &mut [Node], id: i32) {
