@@ -47,60 +47,79 @@ pub trait PeerReports: Send + Sync + std::fmt::Debug {
         &'a self,
         address: &'a str,
         partitions: Vec<(String, u32)>,
+        timestamp: Option<i64>,
     ) -> ReportFuture<'a, Vec<PartitionEnds>>;
 }
 
-/// A partition's log start and high watermark, as a broker hosting it knows them.
+/// A partition's log start and high watermark, as a broker hosting it knows them, and
+/// the first offset at or after a timestamp when one was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionEnds {
     pub topic: String,
     pub partition: u32,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    pub at_timestamp: Option<i64>,
 }
 
-/// The ends of the `partitions` this broker hosts (the others are left out): what it
-/// reports to another broker.
-pub async fn local_offsets(broker: &Broker, partitions: &[(String, u32)]) -> Vec<PartitionEnds> {
+/// The ends of the `partitions` this broker hosts (the others are left out), with the
+/// offset for `timestamp` if given: what it reports to another broker.
+pub async fn local_offsets(
+    broker: &Broker,
+    partitions: &[(String, u32)],
+    timestamp: Option<i64>,
+) -> Vec<PartitionEnds> {
     let mut out = Vec::new();
     for (topic, partition) in partitions {
         let hosted = broker
             .registry()
             .topic(topic)
             .and_then(|t| t.partition(*partition));
-        if let Ok(p) = hosted
-            && let Ok(o) = p.offsets().await
-        {
-            out.push(PartitionEnds {
-                topic: topic.clone(),
-                partition: *partition,
-                log_start_offset: o.log_start_offset,
-                high_watermark: o.high_watermark,
-            });
-        }
+        let Ok(p) = hosted else { continue };
+        let Ok(o) = p.offsets().await else { continue };
+        let at_timestamp = match timestamp {
+            Some(ts) => match p.offset_for_timestamp(ts).await {
+                Ok(found) => found,
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        out.push(PartitionEnds {
+            topic: topic.clone(),
+            partition: *partition,
+            log_start_offset: o.log_start_offset,
+            high_watermark: o.high_watermark,
+            at_timestamp,
+        });
     }
     out
 }
 
-/// Fills the high watermark and lag of the partitions in `offsets` that this broker could
-/// not (it hosts no replica of them) from their leaders, asked at once, each within
-/// [`REPORT_TIMEOUT`]. A partition whose leader is unknown or does not answer keeps
-/// `None`.
-pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionProgress]) {
+/// The ends of those of `partitions` this broker hosts no replica of, asked of their
+/// leaders at once, each within [`REPORT_TIMEOUT`], with the offset for `timestamp` if
+/// given; a partition whose leader is unknown or did not answer is left out.
+pub(crate) async fn ends_elsewhere(
+    broker: &Broker,
+    partitions: &[(String, u32)],
+    timestamp: Option<i64>,
+) -> Vec<PartitionEnds> {
     let Some(peers) = broker.peer_reports() else {
-        return;
+        return Vec::new();
     };
     let image = broker.registry().cluster().image();
     let mut by_leader: BTreeMap<i32, Vec<(String, u32)>> = BTreeMap::new();
-    for o in offsets.iter().filter(|o| o.high_watermark.is_none()) {
-        let Ok(topic) = broker.registry().topic(&o.topic) else {
-            continue; // deleted: no lag
+    for (topic, partition) in partitions {
+        let Ok(t) = broker.registry().topic(topic) else {
+            continue; // deleted: nothing to ask
         };
-        if let Some(leader) = topic.leader(o.partition).filter(|l| *l >= 0) {
+        if t.partition(*partition).is_ok() {
+            continue; // hosted here
+        }
+        if let Some(leader) = t.leader(*partition).filter(|l| *l >= 0) {
             by_leader
                 .entry(leader)
                 .or_default()
-                .push((o.topic.clone(), o.partition));
+                .push((topic.clone(), *partition));
         }
     }
     let asked: Vec<(String, Vec<(String, u32)>)> = by_leader
@@ -112,13 +131,36 @@ pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionPro
         })
         .collect();
     let answers = join_all(asked.into_iter().map(|(address, partitions)| async move {
-        tokio::time::timeout(REPORT_TIMEOUT, peers.offsets(&address, partitions)).await
+        tokio::time::timeout(
+            REPORT_TIMEOUT,
+            peers.offsets(&address, partitions, timestamp),
+        )
+        .await
     }))
     .await;
-    let ends: BTreeMap<(String, u32), (i64, i64)> = answers
+    answers
         .into_iter()
         .filter_map(|a| a.ok()?.ok())
         .flatten()
+        .collect()
+}
+
+/// Fills the high watermark and lag of the partitions in `offsets` that this broker could
+/// not (it hosts no replica of them) from their leaders, asked at once, each within
+/// [`REPORT_TIMEOUT`]. A partition whose leader is unknown or does not answer keeps
+/// `None`.
+pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionProgress]) {
+    let unknown: Vec<(String, u32)> = offsets
+        .iter()
+        .filter(|o| o.high_watermark.is_none())
+        .map(|o| (o.topic.clone(), o.partition))
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let ends: BTreeMap<(String, u32), (i64, i64)> = ends_elsewhere(broker, &unknown, None)
+        .await
+        .into_iter()
         .map(|e| {
             (
                 (e.topic, e.partition),

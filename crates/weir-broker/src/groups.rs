@@ -499,8 +499,38 @@ pub async fn reset_offsets(
             "an offset reset names {named} partitions; at most {MAX_PARTITIONS_PER_REQUEST} are accepted"
         )));
     }
-    Ok(broker
-        .groups()?
-        .reset_offsets(group_id, targets, spec, dry_run)
+    let coordinator = broker.groups()?;
+    // The bounds of the partitions this coordinator hosts no replica of, from their
+    // leaders; the coordinator reads the others itself.
+    let mut named = Vec::new();
+    for (topic, partitions) in &targets {
+        let Ok(t) = broker.registry().topic(topic) else {
+            continue; // the coordinator answers UNKNOWN_TOPIC
+        };
+        match partitions {
+            Some(list) if !list.is_empty() => {
+                named.extend(list.iter().map(|p| (topic.clone(), *p)));
+            }
+            _ => named.extend((0..t.partition_count()).map(|p| (topic.clone(), p))),
+        }
+    }
+    let at = match spec {
+        ResetSpec::Timestamp(ts) => Some(ts),
+        _ => None,
+    };
+    let elsewhere = crate::cluster_reports::ends_elsewhere(broker, &named, at)
+        .await
+        .into_iter()
+        .map(|e| {
+            let bounds = group::ResetBounds {
+                log_start_offset: e.log_start_offset,
+                high_watermark: e.high_watermark,
+                at_timestamp: e.at_timestamp,
+            };
+            ((e.topic, e.partition), bounds)
+        })
+        .collect();
+    Ok(coordinator
+        .reset_offsets(group_id, targets, spec, dry_run, &elsewhere)
         .await?)
 }

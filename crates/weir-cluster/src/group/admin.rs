@@ -11,7 +11,7 @@ use super::shard::{GroupEntry, Prepared, ShardState, delete_group_records};
 use super::{
     GroupDescription, GroupError, GroupMetrics, GroupOverrides, GroupProtocol, GroupSummary,
     MAX_OFFSETS_PER_COMMIT, MemberDescription, OffsetCommit, OffsetReset, PartitionLag,
-    PartitionProgress, ResetSpec, validate_group_id,
+    PartitionProgress, ResetBounds, ResetSpec, validate_group_id,
 };
 use crate::controller::group_configs;
 
@@ -293,13 +293,16 @@ impl GroupCoordinator {
 
     /// Moves the committed offsets of a group without members, clamped to each
     /// partition's `[log start, high watermark]`. A topic with `None` (or no partitions
-    /// listed) means all of its partitions. With `dry_run`, only computes the plan.
+    /// listed) means all of its partitions. With `dry_run`, only computes the plan. A
+    /// partition this broker hosts no replica of is reset within the bounds its leader
+    /// reported in `elsewhere` (NOT_LEADER if they are not there).
     pub async fn reset_offsets(
         &self,
         group_id: &str,
         targets: Vec<(String, Option<Vec<u32>>)>,
         spec: ResetSpec,
         dry_run: bool,
+        elsewhere: &BTreeMap<(String, u32), ResetBounds>,
     ) -> Result<Vec<OffsetReset>, GroupError> {
         validate_group_id(group_id)?;
         if targets.is_empty() {
@@ -325,15 +328,20 @@ impl GroupCoordinator {
                 _ => (0..count).collect(),
             };
             for p in list {
-                let partition = topic
-                    .partition(p)
-                    .map_err(|_| GroupError::UnknownPartition {
+                if p >= count {
+                    return Err(GroupError::UnknownPartition {
                         topic: topic_name.clone(),
                         partition: p,
                         count,
-                    })?;
-                handles.insert((topic_name.clone(), p), partition);
-                partitions.insert((topic_name.clone(), p));
+                    });
+                }
+                let key = (topic_name.clone(), p);
+                let bounds = match topic.partition(p) {
+                    Ok(hosted) => Bounds::Hosted(hosted),
+                    Err(e) => Bounds::Reported(*elsewhere.get(&key).ok_or(e)?),
+                };
+                handles.insert(key.clone(), bounds);
+                partitions.insert(key);
             }
         }
         let members = self
@@ -353,15 +361,28 @@ impl GroupCoordinator {
             .collect();
         let mut plan = Vec::with_capacity(partitions.len());
         for (topic, partition) in partitions {
-            let handle = &handles[&(topic.clone(), partition)];
-            let offsets = handle.offsets().await?;
-            let (start, end) = (offsets.log_start_offset, offsets.high_watermark);
+            let bounds = match &handles[&(topic.clone(), partition)] {
+                Bounds::Hosted(handle) => {
+                    let offsets = handle.offsets().await?;
+                    let at_timestamp = match spec {
+                        ResetSpec::Timestamp(ts) => handle.offset_for_timestamp(ts).await?,
+                        _ => None,
+                    };
+                    ResetBounds {
+                        log_start_offset: offsets.log_start_offset,
+                        high_watermark: offsets.high_watermark,
+                        at_timestamp,
+                    }
+                }
+                Bounds::Reported(bounds) => *bounds,
+            };
+            let (start, end) = (bounds.log_start_offset, bounds.high_watermark);
             let previous = current.get(&(topic.clone(), partition)).copied();
             let wanted = match spec {
                 ResetSpec::Earliest => start,
                 ResetSpec::Latest => end,
                 ResetSpec::Offset(o) => o,
-                ResetSpec::Timestamp(ts) => handle.offset_for_timestamp(ts).await?.unwrap_or(end),
+                ResetSpec::Timestamp(_) => bounds.at_timestamp.unwrap_or(end),
                 ResetSpec::ShiftBy(n) => previous.unwrap_or(start).saturating_add(n),
             };
             plan.push(OffsetReset {
@@ -455,4 +476,10 @@ impl GroupCoordinator {
     pub fn heartbeat_interval(&self) -> Duration {
         self.config.heartbeat_interval
     }
+}
+
+/// Where a reset finds a partition's bounds: its replica here, or its leader's report.
+enum Bounds {
+    Hosted(std::sync::Arc<crate::partition::Partition>),
+    Reported(ResetBounds),
 }

@@ -48,7 +48,7 @@ pub use weir_coordinator::group::{
     MAX_PROTOCOL_METADATA_BYTES, MAX_PROTOCOL_NAME_CHARS, MAX_PROTOCOLS_PER_MEMBER,
     MAX_REBALANCE_TIMEOUT, MAX_REGEX_BYTES, MAX_REGEX_COMPILED_BYTES, MAX_SUBSCRIBED_TOPICS,
     MemberDescription, OFFSETS_TOPIC, OffsetCommit, OffsetReset, PartitionLag, PartitionProgress,
-    RawOffsetsRecord, ResetSpec, SyncAnswer, SyncGroup, TopicPartitions, assignor,
+    RawOffsetsRecord, ResetBounds, ResetSpec, SyncAnswer, SyncGroup, TopicPartitions, assignor,
     java_string_hash, partition_for_group,
 };
 use weir_coordinator::group::{classic, client_fields_too_long, consumer_protocol, records, state};

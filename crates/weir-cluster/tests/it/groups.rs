@@ -1040,7 +1040,13 @@ async fn reset_offsets_follows_each_spec_and_dry_run_changes_nothing() {
         let c = c.clone();
         async move {
             let plan = c
-                .reset_offsets("g", vec![("t".into(), Some(vec![0]))], spec, true)
+                .reset_offsets(
+                    "g",
+                    vec![("t".into(), Some(vec![0]))],
+                    spec,
+                    true,
+                    &Default::default(),
+                )
                 .await
                 .unwrap();
             assert_eq!(plan.len(), 1);
@@ -1063,7 +1069,13 @@ async fn reset_offsets_follows_each_spec_and_dry_run_changes_nothing() {
 
     // Applied, for a whole topic: partition 1 had nothing committed (shift from start).
     let plan = c
-        .reset_offsets("g", vec![("t".into(), None)], ResetSpec::ShiftBy(1), false)
+        .reset_offsets(
+            "g",
+            vec![("t".into(), None)],
+            ResetSpec::ShiftBy(1),
+            false,
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -1085,12 +1097,24 @@ async fn reset_offsets_follows_each_spec_and_dry_run_changes_nothing() {
     let mut a = Client::new("g", &["t"]);
     a.heartbeat(&c, Instant::now()).await.unwrap();
     let err = c
-        .reset_offsets("g", vec![("t".into(), None)], ResetSpec::Earliest, true)
+        .reset_offsets(
+            "g",
+            vec![("t".into(), None)],
+            ResetSpec::Earliest,
+            true,
+            &Default::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, GroupError::GroupNotEmpty { .. }), "{err}");
     let err = c
-        .reset_offsets("h", vec![("nope".into(), None)], ResetSpec::Earliest, false)
+        .reset_offsets(
+            "h",
+            vec![("nope".into(), None)],
+            ResetSpec::Earliest,
+            false,
+            &Default::default(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, GroupError::UnknownTopic(_)), "{err}");
@@ -1100,14 +1124,21 @@ async fn reset_offsets_follows_each_spec_and_dry_run_changes_nothing() {
             vec![("t".into(), Some(vec![2]))],
             ResetSpec::Earliest,
             false,
+            &Default::default(),
         )
         .await
         .unwrap_err();
     assert!(matches!(err, GroupError::UnknownPartition { .. }), "{err}");
     // A dry run does not create the group.
-    c.reset_offsets("h", vec![("t".into(), None)], ResetSpec::Latest, true)
-        .await
-        .unwrap();
+    c.reset_offsets(
+        "h",
+        vec![("t".into(), None)],
+        ResetSpec::Latest,
+        true,
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         c.describe_group("h").await,
         Err(GroupError::UnknownGroup(_))

@@ -314,6 +314,16 @@ pub enum ResetSpec {
     ShiftBy(i64),
 }
 
+/// What a reset needs of a partition another broker leads, as that leader reported it:
+/// its log start and high watermark, and for [`ResetSpec::Timestamp`] the offset found for
+/// the timestamp (`None`: no record at or after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResetBounds {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+    pub at_timestamp: Option<i64>,
+}
+
 /// One partition's reset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetReset {

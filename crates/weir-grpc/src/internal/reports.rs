@@ -87,12 +87,13 @@ impl Reports for ReportsService {
         &self,
         request: Request<pb::OffsetsReportRequest>,
     ) -> Result<Response<pb::OffsetsReport>, Status> {
-        let asked = request.into_inner().partitions;
+        let request = request.into_inner();
+        let asked = request.partitions;
         if asked.len() > MAX_PARTITIONS_PER_REQUEST {
             return Err(too_many_partitions("an offsets report", asked.len()));
         }
         let asked: Vec<(String, u32)> = asked.into_iter().map(|p| (p.topic, p.partition)).collect();
-        let ends = local_offsets(&self.core, &asked).await;
+        let ends = local_offsets(&self.core, &asked, request.timestamp).await;
         Ok(Response::new(pb::OffsetsReport {
             partitions: ends
                 .into_iter()
@@ -101,6 +102,7 @@ impl Reports for ReportsService {
                     partition: e.partition,
                     log_start_offset: e.log_start_offset,
                     high_watermark: e.high_watermark,
+                    at_timestamp: e.at_timestamp,
                 })
                 .collect(),
         }))
@@ -163,8 +165,9 @@ impl PeerReports for GrpcPeerReports {
         &'a self,
         address: &'a str,
         partitions: Vec<(String, u32)>,
+        timestamp: Option<i64>,
     ) -> ReportFuture<'a, Vec<PartitionEnds>> {
-        Box::pin(self.ask_offsets(address, partitions))
+        Box::pin(self.ask_offsets(address, partitions, timestamp))
     }
 
     fn disk<'a>(&'a self, address: &'a str) -> ReportFuture<'a, BrokerDisk> {
@@ -199,12 +202,14 @@ impl GrpcPeerReports {
         &self,
         address: &str,
         partitions: Vec<(String, u32)>,
+        timestamp: Option<i64>,
     ) -> Result<Vec<PartitionEnds>, String> {
         let request = pb::OffsetsReportRequest {
             partitions: partitions
                 .into_iter()
                 .map(|(topic, partition)| pb::ReportedPartition { topic, partition })
                 .collect(),
+            timestamp,
         };
         let report = self
             .client(address)?
@@ -220,6 +225,7 @@ impl GrpcPeerReports {
                 partition: p.partition,
                 log_start_offset: p.log_start_offset,
                 high_watermark: p.high_watermark,
+                at_timestamp: p.at_timestamp,
             })
             .collect())
     }

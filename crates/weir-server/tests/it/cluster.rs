@@ -679,6 +679,32 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
         (0, 5, 5),
         "{group} at broker {coordinator}, spread/0 led by {spread0}: {described:?}"
     );
+    // And for the bounds of an offset reset: to the end, and to a timestamp (every
+    // record was written after the Unix epoch began, so the first one).
+    let reset = |to| ResetOffsetsRequest {
+        group_id: group.clone(),
+        topics: vec![TopicPartitions {
+            topic: "spread".into(),
+            partitions: vec![0],
+        }],
+        spec: Some(OffsetResetSpec { to: Some(to) }),
+        dry_run: false,
+    };
+    let mut at_coordinator = connect(addr_of(&nodes, *coordinator)).await.admin;
+    for (to, expected) in [
+        (
+            offset_reset_spec::To::Position(OffsetPosition::Latest.into()),
+            5,
+        ),
+        (offset_reset_spec::To::TimestampMs(1), 0),
+    ] {
+        let plan = at_coordinator
+            .reset_offsets(reset(to))
+            .await
+            .unwrap_or_else(|e| panic!("{to:?} at broker {coordinator}: {e:?}"))
+            .into_inner();
+        assert_eq!(plan.partitions[0].new_offset, expected, "{to:?}: {plan:?}");
+    }
     let (status, page) = http_get(
         admin,
         &format!("/console/topics/spread/partitions/{}", elsewhere.partition),
