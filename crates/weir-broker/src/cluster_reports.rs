@@ -1,14 +1,16 @@
-//! Answers about the whole cluster that each broker knows only its part of: the groups it
-//! coordinates, what its replicas take on its disk, and the offsets of the partitions it
-//! hosts (a group's lag on partitions its coordinator hosts no replica of). The broker serving the question
-//! asks every other live broker for its report ([`PeerReports`]: weir-grpc's internal
-//! `Reports` service), merges the reports with its own, and applies the caller's ACLs to
-//! the whole, as to a listing of its own: a report is unfiltered, since brokers ask each
+//! Answers that each broker knows only its part of: the groups it coordinates and what
+//! its replicas take on its disk (the console's pages about the whole cluster), and the
+//! offsets of the partitions it hosts (for a group coordinator that hosts no replica of
+//! a partition: the group's lag there, an offset reset's bounds). The broker serving the
+//! question asks the others for their reports ([`PeerReports`]: weir-grpc's internal
+//! `Reports` service) and merges them with its own; it applies its caller's ACLs to the
+//! whole, as to a listing of its own: a report is unfiltered, since brokers ask each
 //! other as the internal principal.
 //!
 //! A broker that does not answer within [`REPORT_TIMEOUT`], or is fenced, is named in the
 //! answer's `missing` and the rest is shown: a page about the cluster must not fail or
-//! hang because one broker is down.
+//! hang because one broker is down. A partition whose leader does not answer keeps an
+//! unknown lag, and a reset of it is refused (NOT_LEADER, retriable).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -122,12 +124,18 @@ pub(crate) async fn ends_elsewhere(
                 .push((topic.clone(), *partition));
         }
     }
+    // One call per leader and at most MAX_PARTITIONS_PER_REQUEST partitions each.
     let asked: Vec<(String, Vec<(String, u32)>)> = by_leader
         .into_iter()
-        .filter_map(|(leader, mut partitions)| {
+        .filter_map(|(leader, partitions)| {
             let address = image.broker(leader)?.endpoints.internal().to_owned();
-            partitions.truncate(MAX_PARTITIONS_PER_REQUEST);
             Some((address, partitions))
+        })
+        .flat_map(|(address, partitions)| {
+            partitions
+                .chunks(MAX_PARTITIONS_PER_REQUEST)
+                .map(|chunk| (address.clone(), chunk.to_vec()))
+                .collect::<Vec<_>>()
         })
         .collect();
     let answers = join_all(asked.into_iter().map(|(address, partitions)| async move {
