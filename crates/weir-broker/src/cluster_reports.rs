@@ -237,18 +237,32 @@ pub async fn cluster_groups(
     let own = local_groups(broker)?;
     let (reports, missing) = gather(broker, own, |reports, address| reports.groups(address)).await;
     let visible = crate::groups::listed_group_filter(broker, ctx);
+    let (consumer, share) = merge_groups(reports, visible);
+    Ok(ClusterGroups {
+        consumer,
+        share,
+        missing,
+    })
+}
+
+/// Every broker's groups as one listing, by id, with only the groups `visible` keeps. A
+/// consumer group two brokers list (during a coordinator move) is the one with more
+/// members, which its members reach; a share group's members are summed (each member
+/// heartbeats to one broker).
+fn merge_groups(
+    reports: Vec<(i32, GroupsReport)>,
+    visible: impl Fn(&str) -> bool,
+) -> (Vec<ClusterGroup>, Vec<ClusterShareGroup>) {
     let mut consumer: BTreeMap<String, ClusterGroup> = BTreeMap::new();
     let mut share: BTreeMap<String, ClusterShareGroup> = BTreeMap::new();
     for (node, report) in reports {
         for group in report.consumer.into_iter().filter(|g| visible(&g.group_id)) {
-            // During a coordinator move two brokers may list a group: the one that
-            // reports more members is the one its members reach.
-            let entry = consumer.entry(group.group_id.clone());
             let newer = ClusterGroup {
                 group,
                 coordinator: node,
             };
-            entry
+            consumer
+                .entry(newer.group.group_id.clone())
                 .and_modify(|known| {
                     if newer.group.members > known.group.members {
                         *known = newer.clone();
@@ -272,11 +286,10 @@ pub async fn cluster_groups(
                 });
         }
     }
-    Ok(ClusterGroups {
-        consumer: consumer.into_values().collect(),
-        share: share.into_values().collect(),
-        missing,
-    })
+    (
+        consumer.into_values().collect(),
+        share.into_values().collect(),
+    )
 }
 
 /// Each broker's disk, with the topics `ctx`'s principal may describe, by node.
@@ -378,4 +391,62 @@ where
 
 fn internal() -> RequestContext {
     RequestContext::anonymous(Listener::INTERNAL, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::groups::{GroupProtocol, GroupState};
+
+    fn group(id: &str, members: usize) -> GroupSummary {
+        GroupSummary {
+            group_id: id.into(),
+            state: GroupState::Stable,
+            members,
+            protocol: GroupProtocol::Consumer,
+        }
+    }
+
+    fn share(id: &str, members: usize, has_state: bool) -> ShareGroupListing {
+        ShareGroupListing {
+            group_id: id.into(),
+            state: ShareGroupState::of(members),
+            members,
+            has_state,
+        }
+    }
+
+    #[test]
+    fn reports_merge_by_id_within_what_the_caller_may_see() {
+        let reports = vec![
+            (
+                1,
+                GroupsReport {
+                    consumer: vec![group("billing", 0), group("secret", 2)],
+                    share: vec![share("queue", 0, true)],
+                },
+            ),
+            (
+                2,
+                GroupsReport {
+                    // Moving from broker 1: its members reach broker 2 now.
+                    consumer: vec![group("billing", 3), group("orders", 1)],
+                    share: vec![share("queue", 2, false)],
+                },
+            ),
+        ];
+        let (consumer, shares) = merge_groups(reports, |id| id != "secret");
+        let listed: Vec<(&str, usize, i32)> = consumer
+            .iter()
+            .map(|g| (g.group.group_id.as_str(), g.group.members, g.coordinator))
+            .collect();
+        assert_eq!(listed, [("billing", 3, 2), ("orders", 1, 2)]);
+        assert_eq!(
+            shares,
+            [ClusterShareGroup {
+                listing: share("queue", 2, true),
+                state_held_by: Some(1),
+            }]
+        );
+    }
 }
