@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 
 use crate::context::Listener;
-use crate::groups::{GroupSummary, PartitionProgress};
+use crate::groups::{GroupDescription, GroupSummary, PartitionProgress};
 use crate::limits::MAX_PARTITIONS_PER_REQUEST;
 use crate::replicas::{BrokerDisk, broker_disk};
 use crate::share_admin::{ShareGroupListing, ShareGroupState};
@@ -153,20 +153,24 @@ pub(crate) async fn ends_elsewhere(
         .collect()
 }
 
-/// Fills the high watermark and lag of the partitions in `offsets` that this broker could
-/// not (it hosts no replica of them) from their leaders, asked at once, each within
-/// [`REPORT_TIMEOUT`]. A partition whose leader is unknown or does not answer keeps
-/// `None`.
-pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionProgress]) {
-    let unknown: Vec<(String, u32)> = offsets
-        .iter()
-        .filter(|o| o.high_watermark.is_none())
+/// Fills the high watermark and lag of the partitions in `described` that this broker
+/// could not (it hosts no replica of them) from their leaders: one call per leader for
+/// every group at once, each within [`REPORT_TIMEOUT`]. A partition whose leader is
+/// unknown or does not answer keeps `None`.
+pub(crate) async fn fill_remote_lag(broker: &Broker, described: &mut [GroupDescription]) {
+    let unknown = |o: &&mut PartitionProgress| o.high_watermark.is_none();
+    let mut asked: Vec<(String, u32)> = described
+        .iter_mut()
+        .flat_map(|d| d.offsets.iter_mut())
+        .filter(unknown)
         .map(|o| (o.topic.clone(), o.partition))
         .collect();
-    if unknown.is_empty() {
+    if asked.is_empty() {
         return;
     }
-    let ends: BTreeMap<(String, u32), (i64, i64)> = ends_elsewhere(broker, &unknown, None)
+    asked.sort();
+    asked.dedup();
+    let ends: BTreeMap<(String, u32), (i64, i64)> = ends_elsewhere(broker, &asked, None)
         .await
         .into_iter()
         .map(|e| {
@@ -176,7 +180,11 @@ pub(crate) async fn fill_remote_lag(broker: &Broker, offsets: &mut [PartitionPro
             )
         })
         .collect();
-    for o in offsets.iter_mut().filter(|o| o.high_watermark.is_none()) {
+    for o in described
+        .iter_mut()
+        .flat_map(|d| d.offsets.iter_mut())
+        .filter(unknown)
+    {
         if let Some(&(log_start, hw)) = ends.get(&(o.topic.clone(), o.partition)) {
             o.high_watermark = Some(hw);
             o.lag = Some((hw - o.committed_offset.unwrap_or(log_start)).max(0));

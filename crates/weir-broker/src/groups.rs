@@ -377,8 +377,32 @@ pub async fn describe_group(
 ) -> Result<GroupDescription, BrokerError> {
     broker.authorize_group(ctx, Operation::Describe, group_id)?;
     let mut description = broker.groups()?.describe_group(group_id).await?;
-    crate::cluster_reports::fill_remote_lag(broker, &mut description.offsets).await;
+    crate::cluster_reports::fill_remote_lag(broker, std::slice::from_mut(&mut description)).await;
     Ok(description)
+}
+
+/// [`describe_group`] of each of `group_ids` this broker coordinates and the caller may
+/// describe (the others are left out), with the partitions' leaders asked once for them
+/// all: a page or a sampler describing many groups makes one call per leader, not one
+/// per group.
+pub async fn describe_groups(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_ids: &[String],
+) -> Vec<GroupDescription> {
+    let Ok(coordinator) = broker.groups() else {
+        return Vec::new();
+    };
+    let mut described = Vec::new();
+    for id in group_ids {
+        if broker.authorize_group(ctx, Operation::Describe, id).is_ok()
+            && let Ok(d) = coordinator.describe_group(id).await
+        {
+            described.push(d);
+        }
+    }
+    crate::cluster_reports::fill_remote_lag(broker, &mut described).await;
+    described
 }
 
 /// Deletes a group without members and its committed offsets.

@@ -224,11 +224,14 @@ pub(crate) async fn take(core: &Broker) -> Sample {
     let mut group_lag = BTreeMap::new();
     // Before the coordinator is up there are no groups to sample.
     if let Ok(listed) = groups::list_groups(core, &ctx) {
-        for summary in listed.into_iter().take(MAX_SAMPLED_GROUPS) {
-            if let Ok(described) = groups::describe_group(core, &ctx, &summary.group_id).await {
-                let lag = described.offsets.iter().filter_map(|o| o.lag).sum();
-                group_lag.insert(summary.group_id, lag);
-            }
+        let ids: Vec<String> = listed
+            .into_iter()
+            .take(MAX_SAMPLED_GROUPS)
+            .map(|g| g.group_id)
+            .collect();
+        for described in groups::describe_groups(core, &ctx, &ids).await {
+            let lag = described.offsets.iter().filter_map(|o| o.lag).sum();
+            group_lag.insert(described.group_id, lag);
         }
     }
     Sample {

@@ -6,6 +6,7 @@
 //! (`/console/share-groups/{group}`): members, and each share-partition's window (start,
 //! end, records available, delayed, acquired and awaiting their dead-letter copy).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Form;
@@ -68,18 +69,18 @@ async fn render_list(c: &Console, caller: &Caller) -> PageResult {
     // Every broker's groups; before this broker has joined its cluster there is no
     // coordinator: say so.
     let listed = cluster_reports::cluster_groups(&c.core, ctx).await;
-    let mut lags = Vec::new();
+    // A group is described where it is coordinated: here, or on that broker's console.
+    let mut lags: BTreeMap<String, i64> = BTreeMap::new();
     if let Ok(listed) = &listed {
-        for g in listed.consumer.iter().take(MAX_DESCRIBED_GROUPS) {
-            // A group is described where it is coordinated: here, or on that broker's
-            // console.
-            lags.push(match g.coordinator == me {
-                true => groups::describe_group(&c.core, ctx, &g.group.group_id)
-                    .await
-                    .ok()
-                    .map(|d| total_lag(&d)),
-                false => None,
-            });
+        let here: Vec<String> = listed
+            .consumer
+            .iter()
+            .filter(|g| g.coordinator == me)
+            .take(MAX_DESCRIBED_GROUPS)
+            .map(|g| g.group.group_id.clone())
+            .collect();
+        for d in groups::describe_groups(&c.core, ctx, &here).await {
+            lags.insert(d.group_id.clone(), total_lag(&d));
         }
     }
     let body = html! {
@@ -108,7 +109,7 @@ async fn render_list(c: &Console, caller: &Caller) -> PageResult {
                                 }
                             }
                             tbody {
-                                @for (i, entry) in listed.consumer.iter().enumerate() {
+                                @for entry in &listed.consumer {
                                     @let g = &entry.group;
                                     @let series = format!("group:{}:lag", g.group_id);
                                     tr {
@@ -118,7 +119,7 @@ async fn render_list(c: &Console, caller: &Caller) -> PageResult {
                                         td.num { (g.members) }
                                         td.num { (entry.coordinator) @if entry.coordinator == me { " (this broker)" } }
                                         td.num.lag data-live=(series) data-unit="count" {
-                                            @match lags.get(i).copied().flatten() {
+                                            @match lags.get(&g.group_id).copied() {
                                                 Some(lag) => (units::count(lag)),
                                                 None if entry.coordinator != me => {
                                                     span title=(format!("Shown by broker {}'s console", entry.coordinator)) { "—" }

@@ -148,7 +148,7 @@ impl PeerReports for GrpcPeerReports {
                     .share
                     .into_iter()
                     .map(|g| {
-                        let members = usize::try_from(g.members).unwrap_or(usize::MAX);
+                        let members = count(g.members);
                         ShareGroupListing {
                             group_id: g.group_id,
                             state: ShareGroupState::of(members),
@@ -178,7 +178,6 @@ impl PeerReports for GrpcPeerReports {
                 .await
                 .map_err(|s| unanswered(address, &s))?
                 .into_inner();
-            let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
             Ok(BrokerDisk {
                 topics: report
                     .topics
@@ -229,6 +228,11 @@ impl GrpcPeerReports {
             })
             .collect())
     }
+}
+
+/// A count from the wire; one past this platform's range reads as its largest.
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn unanswered(address: &str, status: &Status) -> String {
@@ -306,7 +310,7 @@ fn group_summary(g: pb::ReportedGroup) -> GroupSummary {
     GroupSummary {
         group_id: g.group_id,
         state,
-        members: usize::try_from(g.members).unwrap_or(usize::MAX),
+        members: count(g.members),
         protocol,
     }
 }
