@@ -28,6 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "quorum",
             "transactions",
             "reports",
+            "forward",
         ],
     );
     if env::var_os("PROTOC").is_none() {
@@ -42,8 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(&public, &includes)?;
     // A separate run, so the internal package stays out of the descriptor set that
     // server reflection offers to clients.
+    // The public records an internal message carries (a forwarded share fetch's) are
+    // the public package's types, not generated twice.
     tonic_prost_build::configure()
         .bytes(".weir.internal.v1")
+        .extern_path(".weir.v1", "crate::v1")
         .compile_protos(&internal, &includes)?;
     for proto in public.iter().chain(&internal) {
         println!("cargo:rerun-if-changed={}", proto.display());

@@ -15,7 +15,10 @@ use weir_cluster::txn::{TransactionError, TxnError};
 /// Why a request (or one partition of it) failed. The variants carry what a client
 /// needs to act (the leader to go to, the offsets that are valid); the message carries
 /// the rest. Unless a variant says otherwise, nothing was appended or changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// Serde gives the reason (and [`BrokerError`]) the form in which one broker hands
+/// another the core's error whole (weir-grpc's internal `Forward` service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     /// This broker does not lead the partition; `leader` does (-1: none right now).
     NotLeader {
@@ -249,7 +252,7 @@ impl Reason {
 
 /// An error of the broker core: a reason, a message that says what to do, and the
 /// partition it concerns where there is one.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("{message}")]
 pub struct BrokerError {
     pub reason: Reason,
@@ -266,7 +269,7 @@ pub struct BrokerError {
 
 /// One record a produce refused: its index among the partition's records in the request
 /// (within its batch, for the one batch a Kafka producer sends), and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RecordError {
     pub batch_index: u32,
     pub message: String,

@@ -371,7 +371,7 @@ impl Broker {
     /// request-time quota ([`quotas`]); every listener calls it for each request it
     /// counts, then [`Broker::account_request`] once the request is done. Super users
     /// are exempt, as Kafka exempts principals with ClusterAction: brokers call each
-    /// other's client services as super users (share forwards, dead-letter copies).
+    /// other's client services as super users (share reads, dead-letter copies).
     pub async fn admit_request(&self, ctx: &RequestContext) {
         if !self.authorizer.is_super_user(ctx) {
             self.quotas.admit(&self.registry, ctx).await;

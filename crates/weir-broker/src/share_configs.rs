@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 
 use crate::configs::{ConfigEntry, ConfigType};
-use weir_cluster::share::ShareError;
 
 use crate::configs::ConfigChange;
 use crate::shares::{self, GroupSettings, ShareStart};
@@ -177,33 +176,25 @@ async fn current(
     group_id: &str,
 ) -> Result<(GroupSettings, u64, u16), BrokerError> {
     let coordinator = shares::find_coordinator(broker, ctx, group_id)?;
-    let coordinating = broker.shares()?;
     let found = if coordinator.node_id != broker.node_id() {
         broker
             .share_forwarder()?
             .settings(&coordinator, group_id)
             .await?
     } else {
-        match coordinating.describe(group_id).await {
-            Ok(view) => Some((
-                view.settings,
-                view.config.lock_duration_ms,
-                view.config.delivery_count_limit,
-            )),
-            Err(ShareError::UnknownGroup(_)) => None,
-            Err(e) => return Err(e.into()),
-        }
+        shares::settings(broker, ctx, group_id).await?
     };
     // A group without state runs with the broker's defaults (every broker has the same
     // ones unless their configs differ).
-    Ok(found.unwrap_or_else(|| {
-        let defaults = coordinating.config().partition;
-        (
-            GroupSettings::default(),
-            defaults.lock_duration_ms,
-            defaults.delivery_count_limit,
-        )
-    }))
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    let defaults = broker.shares()?.config().partition;
+    Ok((
+        GroupSettings::default(),
+        defaults.lock_duration_ms,
+        defaults.delivery_count_limit,
+    ))
 }
 
 /// Writes `settings` at the group's coordinator, keeping its filter.

@@ -15,9 +15,9 @@ use weir_cluster::security::Operation;
 
 use weir_cluster::share::{self, SHARE_STATE_TOPIC, ShareError};
 pub use weir_cluster::share::{
-    AckKind, AckRange, AckResult, FilterError, GroupSettings, HeaderCondition, HeaderFilter,
-    HeaderMatch, MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareFetchAnswer, ShareGroupView,
-    SharePartitionView, ShareRecord, ShareStart, StartReset, StartTarget,
+    AckKind, AckRange, FilterError, GroupSettings, HeaderCondition, HeaderFilter, HeaderMatch,
+    MAX_SHARE_FETCH_RECORDS, ShareFetch, ShareGroupView, SharePartitionView, ShareRecord,
+    ShareStart, StartReset, StartTarget,
 };
 /// The headers of dead-letter copies and the expiry header, which the AMQP adapter reads
 /// (`x-death`) and writes (`expiration`).
@@ -29,6 +29,35 @@ pub use weir_cluster::share::{
 
 use crate::groups::{Coordinator, coordinator_at};
 use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// What became of one acknowledgement range.
+#[derive(Debug)]
+pub struct AckResult {
+    pub range: AckRange,
+    /// The offsets the member did not hold (the rest were applied), or why the whole
+    /// range was refused (nothing in it applied).
+    pub outcome: Result<Vec<i64>, BrokerError>,
+}
+
+/// The answer to a share fetch.
+#[derive(Debug)]
+pub struct ShareFetchAnswer {
+    pub ack_results: Vec<AckResult>,
+    pub records: Vec<ShareRecord>,
+    /// How long the group locks an acquired record.
+    pub lock_duration_ms: u64,
+}
+
+/// The coordinator's outcomes with its errors as the core's.
+fn ack_results(results: Vec<share::AckResult>) -> Vec<AckResult> {
+    results
+        .into_iter()
+        .map(|r| AckResult {
+            range: r.range,
+            outcome: r.outcome.map_err(BrokerError::from),
+        })
+        .collect()
+}
 
 /// The coordinator of share group `group_id` as this broker's metadata says:
 /// COORDINATOR_NOT_AVAILABLE while its `__share_group_state` partition has no leader (or
@@ -51,7 +80,12 @@ pub async fn fetch(
     fetch: ShareFetch,
 ) -> Result<ShareFetchAnswer, BrokerError> {
     authorize_fetch(broker, ctx, &fetch)?;
-    Ok(broker.shares()?.fetch(fetch).await?)
+    let answer = broker.shares()?.fetch(fetch).await?;
+    Ok(ShareFetchAnswer {
+        ack_results: ack_results(answer.ack_results),
+        records: answer.records,
+        lock_duration_ms: answer.lock_duration_ms,
+    })
 }
 
 /// Acknowledges records the member holds; `leaving`, then gives back every record it
@@ -65,17 +99,18 @@ pub async fn acknowledge(
     leaving: bool,
 ) -> Result<Vec<AckResult>, BrokerError> {
     broker.authorize_group(ctx, Operation::Read, group_id)?;
-    Ok(broker
+    let results = broker
         .shares()?
         .acknowledge(group_id, member_id, acks, leaving)
-        .await?)
+        .await?;
+    Ok(ack_results(results))
 }
 
 /// A boxed future of a forwarded call.
 pub type ForwardFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BrokerError>> + Send + 'a>>;
 
 /// Carries a share fetch or acknowledgement to the group's coordinator on another
-/// broker (the server implements it over the coordinator's client listener).
+/// broker (the server implements it over the coordinator's internal listener).
 pub trait ShareForwarder: Send + Sync + Debug {
     fn fetch<'a>(
         &'a self,
@@ -92,9 +127,9 @@ pub trait ShareForwarder: Send + Sync + Debug {
         leaving: bool,
     ) -> ForwardFuture<'a, Vec<AckResult>>;
 
-    /// The group's settings, with the lock duration and delivery limit it runs with;
-    /// `None` for a group without state. What a group leaves to the broker's defaults
-    /// comes back set to them: the coordinator's answer does not tell them apart.
+    /// The group's settings as it sets them (what it leaves to the broker's defaults
+    /// unset), with the lock duration and delivery limit it runs with; `None` for a group
+    /// without state.
     fn settings<'a>(
         &'a self,
         coordinator: &'a Coordinator,
@@ -200,6 +235,25 @@ pub async fn ready_count(broker: &Broker, group_id: &str) -> Result<Option<u64>,
             })
             .sum(),
     ))
+}
+
+/// The group's settings as it sets them, with the lock duration and delivery limit it
+/// runs with, at its share coordinator (here); `None` for a group without state.
+pub async fn settings(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Option<(GroupSettings, u64, u16)>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
+    match broker.shares()?.describe(group_id).await {
+        Ok(view) => Ok(Some((
+            view.settings,
+            view.config.lock_duration_ms,
+            view.config.delivery_count_limit,
+        ))),
+        Err(ShareError::UnknownGroup(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Replaces what the group sets for itself (with `keep_filter`, all but its header

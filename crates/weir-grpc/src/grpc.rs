@@ -163,7 +163,8 @@ impl GrpcServices {
                 ))
                 .add_service(internal::controller_service(controller.clone()))
                 .add_service(internal::transactions_service(broker.core.clone()))
-                .add_service(internal::reports_service(broker.core.clone()));
+                .add_service(internal::reports_service(broker.core.clone()))
+                .add_service(internal::forward_service(broker.core.clone()));
             match node.quorum() {
                 Some(quorum) => {
                     routes.add_service(internal::quorum_service(quorum.as_ref().clone()))

@@ -1,10 +1,11 @@
 //! The gRPC adapter: Weir's public gRPC API (Producer, Consumer, Admin, Groups, Queues,
 //! with health and reflection) over the protocol-neutral core (`weir-broker`), the
 //! brokers' internal services (`internal/`: fetch sessions, controller calls, Raft,
-//! transactions), the tower layers every client call passes (over-size requests, the
-//! broker-wide budget, authentication, request quotas, the listener), and the gRPC
-//! clients by which one broker reaches another's services (share reads and forwards,
-//! produce forwards, dead letters). A sibling of the Kafka, AMQP and console adapters;
+//! transactions, reports, forwarded share-group calls and produces) with the clients
+//! by which one broker reaches another's, the tower layers every client call passes
+//! (over-size requests, the broker-wide budget, authentication, request quotas, the
+//! listener), and the gRPC clients by which one broker reads another's public services
+//! (share reads, dead letters). A sibling of the Kafka, AMQP and console adapters;
 //! `weir-server` assembles them into the broker process.
 //!
 //! Errors become `tonic::Status` in one place, `status.rs`.
@@ -24,11 +25,9 @@ pub mod internal;
 mod oversize;
 mod page;
 mod produce;
-mod produce_forward;
 mod queues;
 mod request_quota;
 mod security_admin;
-mod share_forward;
 mod share_reads;
 mod status;
 mod tokens;
@@ -50,9 +49,7 @@ pub use produce::{
     DEFAULT_PRODUCE_TIMEOUT, MAX_IN_FLIGHT_PER_STREAM, PRODUCE_STREAM_RESPONSE_BUFFER,
     ProducerService,
 };
-pub use produce_forward::GrpcProduceForwarder;
 pub use queues::QueuesService;
-pub use share_forward::GrpcShareForwarder;
 pub use share_reads::GrpcRemoteLog;
 pub use weir_broker::Metrics;
 
@@ -80,8 +77,8 @@ pub struct Broker {
     /// The listeners this broker advertises, as it registers them: what metadata
     /// answers show for it before it is registered.
     pub this_broker: Endpoints,
-    /// How this broker dials other brokers' client listeners (share reads and
-    /// forwards, dead letters): TLS when the listeners speak it.
+    /// How this broker dials other brokers' listeners (share reads, dead letters,
+    /// forwards): TLS when the listeners speak it.
     pub peer_tls: Option<weir_security::dial::TlsDialer>,
     /// The broker-wide budget every client listener takes from.
     pub budget: Arc<weir_broker::budget::Budget>,

@@ -132,10 +132,7 @@ fn ack_result(result: AckResult) -> pb::ShareAckResult {
     let AckResult { range, outcome } = result;
     let (error, not_held) = match outcome {
         Ok(not_held) => (None, not_held),
-        Err(e) => (
-            Some(broker_partition_error(&BrokerError::from(e))),
-            Vec::new(),
-        ),
+        Err(e) => (Some(broker_partition_error(&e)), Vec::new()),
     };
     pb::ShareAckResult {
         topic: range.topic,
@@ -403,20 +400,6 @@ fn start_reset(reset: pb::ShareStartReset) -> Result<core::StartReset, Status> {
         partition: reset.partition,
         to,
     })
-}
-
-/// A start reset as ResetShareGroup carries it.
-pub(crate) fn pb_start_reset(reset: &core::StartReset) -> pb::ShareStartReset {
-    use pb::share_start_reset::To;
-    pb::ShareStartReset {
-        topic: reset.topic.clone(),
-        partition: reset.partition,
-        to: Some(match reset.to {
-            core::StartTarget::Offset(n) => To::Offset(n),
-            core::StartTarget::Earliest => To::Earliest(true),
-            core::StartTarget::Latest => To::Latest(true),
-        }),
-    }
 }
 
 fn share_start(start: pb::ShareStart) -> ShareStart {

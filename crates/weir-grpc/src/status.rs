@@ -277,6 +277,14 @@ pub(crate) mod internal {
 
     use crate::internal::{CONTROLLER_WIRE_VERSION, ControllerHandlerError};
 
+    /// A forwarded call the core refused: the code a client would get for the reason, and
+    /// the core's error whole in the details, which the forwarding broker reads back.
+    pub(crate) fn core_error_status(err: weir_broker::BrokerError) -> Status {
+        use prost::Message;
+        let details = crate::internal::core_error(&err).encode_to_vec();
+        Status::with_details(super::code(&err.reason), err.message, details.into())
+    }
+
     /// A session message with more fetches than a message may carry.
     pub(crate) fn too_many_fetches(count: usize) -> Status {
         Status::invalid_argument(format!(

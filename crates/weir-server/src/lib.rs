@@ -273,12 +273,14 @@ fn assemble_broker(
     });
     broker.metrics().set_budget(broker.budget.clone());
     broker.core.set_kafka_listeners(kafka_listener_names(bound));
-    // AMQP's publishes reach a queue's leader on another broker through it.
-    broker
-        .core
-        .set_produce_forwarder(Arc::new(weir_grpc::GrpcProduceForwarder::new(
-            broker.peer_tls.clone(),
-        )));
+    // AMQP's publishes reach a queue's leader on another broker, and Kafka's share
+    // consumers and AMQP's consumers a share group's coordinator, through the other
+    // broker's internal Forward service.
+    let forwarder = Arc::new(weir_grpc::internal::GrpcForwarder::new(
+        broker.peer_tls.clone(),
+    ));
+    broker.core.set_produce_forwarder(forwarder.clone());
+    broker.core.set_share_forwarder(forwarder);
     // The console's pages about the whole cluster ask every broker for its part.
     broker
         .core
@@ -609,11 +611,6 @@ async fn open_groups(
         .await
         .context("loading share groups from __share_group_state")?;
         broker.core.set_shares(shares);
-        broker
-            .core
-            .set_share_forwarder(Arc::new(weir_grpc::GrpcShareForwarder::new(
-                broker.peer_tls.clone(),
-            )));
     }
     if broker.core.transactions().is_err() {
         // Markers go to each partition's leader: written here for the partitions this

@@ -6,9 +6,9 @@
 //! RabbitMQ carries a publish to a queue's leader inside its cluster.
 //!
 //! The records are packed here into one batch, as the leader would pack them, and sent
-//! through [`ProduceForwarder`] (the server implements it over the leader's client
-//! listener, as a gRPC producer would send the batch). The leader checks the batch as it
-//! checks any producer's; its answer is the partition's.
+//! through [`ProduceForwarder`] (the server implements it over the leader's internal
+//! listener). The leader checks the batch as it checks any producer's; its answer is the
+//! partition's.
 
 use std::fmt::Debug;
 use std::sync::Arc;

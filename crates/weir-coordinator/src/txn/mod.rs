@@ -102,7 +102,9 @@ impl TxnVersion {
 
 /// Why the coordinator refused: Kafka's reasons, without Kafka's codes (the Kafka adapter
 /// maps them; other protocols have their own tables).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 pub enum TxnError {
     #[error("NOT_COORDINATOR: this broker does not lead the id's __transaction_state partition")]
     NotCoordinator,

@@ -18,11 +18,15 @@
 //! - `reports`: `Reports.Groups` and `Reports.Disk`, each broker's part of a
 //!   cluster-wide answer ([`ReportsService`], and [`GrpcPeerReports`], the core's
 //!   [`PeerReports`]).
+//! - `forward`: `Forward`, share-group calls carried to a group's share coordinator and
+//!   produces carried to a partition's leader ([`ForwardService`] over the broker core,
+//!   and [`GrpcForwarder`], the core's [`ShareForwarder`] and [`ProduceForwarder`]).
 //! - `convert`: the wire forms of the cluster's types; `peers`: one lazily connected
 //!   channel per peer address.
 //!
 //! The service constructors here ([`replication_service`], [`controller_service`],
-//! [`quorum_service`], [`transactions_service`], [`reports_service`]) set each service's message limits, and [`server_builder`] the
+//! [`quorum_service`], [`transactions_service`], [`reports_service`], [`forward_service`])
+//! set each service's message limits, and [`server_builder`] the
 //! transport settings; the broker adds the services to the internal listener's server.
 //! Failures become `tonic::Status` in one place, the end of this file.
 //!
@@ -32,10 +36,13 @@
 //! [`QuorumTransport`]: weir_cluster::quorum::QuorumTransport
 //! [`MarkerWriter`]: weir_cluster::txn::MarkerWriter
 //! [`PeerReports`]: weir_broker::cluster_reports::PeerReports
+//! [`ShareForwarder`]: weir_broker::shares::ShareForwarder
+//! [`ProduceForwarder`]: weir_broker::produce::ProduceForwarder
 
 mod controller;
 mod convert;
 mod fetch_session;
+mod forward;
 pub mod peers;
 mod quorum;
 mod reports;
@@ -50,6 +57,7 @@ use tonic::{Code, Status};
 use weir_cluster::quorum::{MAX_RPC_BYTES, Quorum};
 use weir_cluster::replication::FetchServer;
 use weir_proto::internal::v1::controller_server::ControllerServer;
+use weir_proto::internal::v1::forward_server::ForwardServer;
 use weir_proto::internal::v1::quorum_server::QuorumServer;
 use weir_proto::internal::v1::replication_server::ReplicationServer;
 use weir_proto::internal::v1::reports_server::ReportsServer;
@@ -66,6 +74,8 @@ pub use fetch_session::{
     FetchSessionService, GrpcFetchSessions, MAX_OUTSTANDING_FETCHES_PER_SESSION,
     MAX_PARTITION_FETCH_BYTES, SESSION_MESSAGE_TARGET_BYTES, SESSION_OPEN_TIMEOUT,
 };
+pub(crate) use forward::core_error;
+pub use forward::{ForwardService, GrpcForwarder};
 pub use quorum::{GrpcQuorumTransport, QuorumService};
 pub use reports::{GrpcPeerReports, ReportsService};
 pub use transactions::{
@@ -99,6 +109,10 @@ pub const MAX_MARKER_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest report message either way: a broker's groups (tens of bytes each) or its
 /// topics' disk use, for a broker with hundreds of thousands of either.
 pub const MAX_REPORT_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest forwarded message either way: a share fetch's answer, at most what a public
+/// call's may be, or a produce's one batch, with the framing around them.
+pub const MAX_FORWARD_MESSAGE_BYTES: usize =
+    weir_broker::limits::MAX_RESPONSE_BYTES + FRAMING_ALLOWANCE_BYTES;
 /// Room for protobuf field tags and lengths around the payloads the limits above count.
 const FRAMING_ALLOWANCE_BYTES: usize = 1024 * 1024;
 
@@ -158,6 +172,14 @@ pub fn reports_service(core: Arc<weir_broker::Broker>) -> ReportsServer<ReportsS
     ReportsServer::new(ReportsService::new(core))
         .max_decoding_message_size(MAX_REPORT_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_REPORT_MESSAGE_BYTES)
+}
+
+/// The `Forward` service (calls other brokers' clients made, run here) over the broker
+/// `core`, with its message limits.
+pub fn forward_service(core: Arc<weir_broker::Broker>) -> ForwardServer<ForwardService> {
+    ForwardServer::new(ForwardService::new(core))
+        .max_decoding_message_size(MAX_FORWARD_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_FORWARD_MESSAGE_BYTES)
 }
 
 /// A tonic server set up for the internal listener: the HTTP/2 windows of the public one

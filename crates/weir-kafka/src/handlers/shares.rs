@@ -32,7 +32,7 @@ use weir_broker::share_members::{self, ShareHeartbeat};
 use weir_broker::shares::{
     self, AckKind, AckRange, AckResult, ShareFetch, ShareRecord, ShareStart,
 };
-use weir_broker::{BrokerError, RequestContext, metadata};
+use weir_broker::{RequestContext, metadata};
 
 use super::{KafkaBroker, answer, assignment_by_id, error_code};
 use crate::frame::Request;
@@ -515,10 +515,7 @@ fn apply_ack_results(answers: &mut Answers, origin: &[(uuid::Uuid, i32)], result
                     not_held[0]
                 ),
             )),
-            Err(e) => {
-                let e = BrokerError::from(e);
-                Some((error_code(&e), e.message))
-            }
+            Err(e) => Some((error_code(&e), e.message)),
         };
         let a = answers.entry((*id, *partition)).or_default();
         if a.ack_error.is_none() {

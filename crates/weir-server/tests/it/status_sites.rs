@@ -6,12 +6,9 @@
 use std::path::{Path, PathBuf};
 
 /// Files allowed to build a status, with why.
-const EXCEPTIONS: [&str; 2] = [
+const EXCEPTIONS: [&str; 1] = [
     // The table itself.
     "status.rs",
-    // Rebuilds a peer's status from its reason table, until share forwards move to the
-    // internal service (issue 40).
-    "share_forward.rs",
 ];
 
 /// `Status::` functions that read a status rather than build one.
