@@ -83,7 +83,9 @@ Environment (defaults in brackets):
   KAFKA           1: also part K in every round: a fresh broker of binary A with its Kafka
                   listener, and rows 1-4 again through the Kafka protocol as rows 8-11,
                   driven by librdkafka (weir-peer-bench --peer kafka, built with its
-                  `kafka` feature: librdkafka from source, cmake apt-got if missing) [0].
+                  `kafka` feature: librdkafka from source, cmake apt-got if missing);
+                  with WEIR_BIN_B, part KB too: the same rows on a broker of binary B,
+                  printed beside K with KB/K of the medians [0].
                   Rows 5-7 were the binary TCP prototype's (WIRE=1), retired after
                   commit 980d4cf: BENCHMARKS.md § Data path says how to rerun them there.
   KAFKA_BENCH_ARGS  extra weir-peer-bench arguments for rows 8-11
@@ -91,6 +93,7 @@ Environment (defaults in brackets):
                   at most, librdkafka batching them itself]
   WEIR_PEER_BIN   the weir-peer-bench binary [<cargo target dir>/release/weir-peer-bench]
   PORT_K [17696]  KAFKA_PORT_K [17697]  part K's gRPC and Kafka ports on 127.0.0.1
+  PORT_KB [17698]  KAFKA_PORT_KB [17699]  part KB's
   WEIR_DATA_PATH_BUILD  1: build first; 0: use what is built [1]
   WORK            work directory: data, logs, pid files, results
                   [${TMPDIR:-/tmp}/weir-data-path]
@@ -164,6 +167,8 @@ PORT_B="${PORT_B:-17693}"
 KAFKA="${KAFKA:-0}"
 PORT_K="${PORT_K:-17696}"
 KAFKA_PORT_K="${KAFKA_PORT_K:-17697}"
+PORT_KB="${PORT_KB:-17698}"
+KAFKA_PORT_KB="${KAFKA_PORT_KB:-17699}"
 KAFKA_BENCH_ARGS="${KAFKA_BENCH_ARGS:---batch-records 10000 --in-flight 16}"
 BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
 READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
@@ -249,6 +254,7 @@ on_exit() {
     stop_broker A
     stop_broker B
     stop_broker K
+    stop_broker KB
     rm -rf "${DATA:?}"
     exit "$status"
 }
@@ -361,16 +367,17 @@ bench() {
         ${WEIR_BENCH_ARGS:-}
 }
 
-# kafka_bench ROUND ROW WORKLOAD ARGS...: one row of weir-peer-bench --peer kafka against
-# part K's broker's Kafka listener (KAFKA=1); produce rows recreate their topic.
+# kafka_bench LABEL ROUND ROW WORKLOAD ARGS...: one row of weir-peer-bench --peer kafka
+# against part LABEL's (K or KB) broker's Kafka listener (KAFKA=1); produce rows
+# recreate their topic.
 kafka_bench() {
-    local round="$1" row="$2" workload="$3"
-    shift 3
+    local label="$1" round="$2" row="$3" workload="$4"
+    shift 4
     local fsync=()
     [ "$row" = 10 ] && fsync=(--fsync-before-ack)
     # shellcheck disable=SC2086 # KAFKA_BENCH_ARGS is a list of words.
-    run_row K "$round" "$row" "$PEER_BIN" "$workload" --peer kafka --system weir-kafka \
-        --port "$KAFKA_PORT_K" --timeout-secs "$BENCH_TIMEOUT_SECS" --format json \
+    run_row "$label" "$round" "$row" "$PEER_BIN" "$workload" --peer kafka --system weir-kafka \
+        --port "${KAFKA_PORT[$label]}" --timeout-secs "$BENCH_TIMEOUT_SECS" --format json \
         "${fsync[@]}" "$@" $KAFKA_BENCH_ARGS
 }
 
@@ -425,8 +432,8 @@ weir_ready() {
     fi
 }
 
-# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4 (K: rows 8-11 over its
-# Kafka listener), the broker stopped and its data removed.
+# run_weir LABEL ROUND: a fresh broker of binary LABEL, rows 1-4 (K and KB: rows 8-11
+# over its Kafka listener), the broker stopped and its data removed.
 run_weir() {
     local label="$1" round="$2" deadline pid
     local bin="${BIN[$label]}" port="${PORT[$label]}" data="$DATA/$label"
@@ -438,8 +445,8 @@ run_weir() {
     rm -rf "$data"
     mkdir -p "$data"
     local kafka=()
-    if [ "$label" = K ]; then
-        kafka=(--kafka-listen "127.0.0.1:$KAFKA_PORT_K")
+    if [ -n "${KAFKA_PORT[$label]:-}" ]; then
+        kafka=(--kafka-listen "127.0.0.1:${KAFKA_PORT[$label]}")
     fi
     "$bin" serve --data-dir "$data" --listen "127.0.0.1:$port" --admin-listen off "${kafka[@]}" \
         >"$LOGS/serve-$label-$round.log" 2>&1 &
@@ -456,8 +463,8 @@ run_weir() {
         sleep 0.1
     done
     say "$label round $round: $bin serve on 127.0.0.1:$port (pid $pid)"
-    if [ "$label" = K ]; then
-        run_kafka_rows "$round"
+    if [ -n "${KAFKA_PORT[$label]:-}" ]; then
+        run_kafka_rows "$label" "$round"
     else
         run_grpc_rows "$label" "$round"
     fi
@@ -486,22 +493,22 @@ run_grpc_rows() {
     fi
 }
 
-# run_kafka_rows ROUND: rows 1-4 again, as rows 8-11, through the Kafka protocol (part K,
-# a broker of binary A with its Kafka listener, of its own so that these rows find the
-# page cache as rows 1-4 find it):
+# run_kafka_rows LABEL ROUND: rows 1-4 again, as rows 8-11, through the Kafka protocol
+# (part K, a broker of binary A with its Kafka listener, or KB, of binary B; each of its
+# own so that these rows find the page cache as rows 1-4 find it):
 # librdkafka producing (acks=1; row 10: acks=all, idempotent, on the broker's default
 # flush.policy=group-commit) and consuming partition 0 from its first offset.
 run_kafka_rows() {
-    local round="$1"
-    kafka_bench "$round" 8 produce --stream small --record-bytes "$SMALL_RECORD_BYTES" \
+    local label="$1" round="$2"
+    kafka_bench "$label" "$round" 8 produce --stream small --record-bytes "$SMALL_RECORD_BYTES" \
         --records "$SMALL_RECORDS" --durability leader || true
     local large_ok=0
-    kafka_bench "$round" 9 produce --stream large --record-bytes "$LARGE_RECORD_BYTES" \
+    kafka_bench "$label" "$round" 9 produce --stream large --record-bytes "$LARGE_RECORD_BYTES" \
         --records "$LARGE_RECORDS" --durability leader && large_ok=1
-    kafka_bench "$round" 10 produce --stream durable --record-bytes "$LARGE_RECORD_BYTES" \
+    kafka_bench "$label" "$round" 10 produce --stream durable --record-bytes "$LARGE_RECORD_BYTES" \
         --records "$DURABLE_RECORDS" --durability durable || true
     if [ "$large_ok" = 1 ]; then
-        kafka_bench "$round" 11 consume --stream large --record-bytes "$LARGE_RECORD_BYTES" \
+        kafka_bench "$label" "$round" 11 consume --stream large --record-bytes "$LARGE_RECORD_BYTES" \
             --records "$LARGE_RECORDS" || true
     fi
 }
@@ -516,6 +523,7 @@ trap 'exit 143' TERM
 stop_broker A
 stop_broker B
 stop_broker K
+stop_broker KB
 rm -rf "$DATA" "$LOGS"
 mkdir -p "$DATA" "$LOGS" "$LIMIT_DIR"
 : >"$RESULTS"
@@ -550,7 +558,7 @@ if [ -z "${WEIR_BIN:-}" ] || [ -z "${WEIR_LIMITS_BIN:-}" ] ||
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 fi
 LIMITS_BIN="${WEIR_LIMITS_BIN:-$TARGET_DIR/release/weir-limits}"
-declare -A BIN PORT BROKER
+declare -A BIN PORT BROKER KAFKA_PORT
 BIN[A]="${WEIR_BIN:-$TARGET_DIR/release/weir}"
 PORT[A]="$PORT_A"
 BROKER[A]=""
@@ -567,8 +575,16 @@ if [ "$KAFKA" = 1 ]; then
     CLIENT_BINS+=("$PEER_BIN")
     BIN[K]="${BIN[A]}"
     PORT[K]="$PORT_K"
+    KAFKA_PORT[K]="$KAFKA_PORT_K"
     BROKER[K]=""
     LABELS+=(K)
+    if [ -n "${BIN[B]:-}" ]; then
+        BIN[KB]="${BIN[B]}"
+        PORT[KB]="$PORT_KB"
+        KAFKA_PORT[KB]="$KAFKA_PORT_KB"
+        BROKER[KB]=""
+        LABELS+=(KB)
+    fi
 fi
 for b in "$LIMITS_BIN" "${BIN[@]}" "${CLIENT_BINS[@]}"; do
     [ -x "$b" ] || { say "$b is missing or not executable (not built?)"; exit 1; }
@@ -678,7 +694,8 @@ ROWS = [
     (4, "4. consume 1 KiB", "MB/s", loopback),
     (4, "   (consume vs memcpy)", "MB/s", "memcpy"),
     # Rows 5-7 were the retired binary TCP prototype's (BENCHMARKS.md § Data path).
-    # KAFKA=1: rows 1-4 through the Kafka protocol, librdkafka as the client (broker A).
+    # KAFKA=1: rows 1-4 through the Kafka protocol, librdkafka as the client (brokers
+    # K and KB, of binaries A and B).
     (8, "8. kafka: produce 100 B, acks=1", "rec/s", loopback),
     (8, "   (vs page-cache appends)", "rec/s", "write_only"),
     (9, "9. kafka: produce 1 KiB, acks=1", "MB/s", loopback),
@@ -688,9 +705,9 @@ ROWS = [
     (11, "   (consume vs memcpy)", "MB/s", "memcpy"),
 ]
 ROWS = [r for r in ROWS if r[0] <= 4 or any(l == r[0] for (_, l) in rows)]
-# Part K has rows 8-11 only; A and B rows 1-4 only.
+# Parts K and KB have rows 8-11 only; A and B rows 1-4 only.
 def has_row(label, row):
-    return {"K": row >= 8}.get(label, row <= 4)
+    return row >= 8 if label in ("K", "KB") else row <= 4
 SMALL_ROWS = (1, 8)
 def figure(row, v):
     return v[0] if row in SMALL_ROWS else v[1]
@@ -734,14 +751,15 @@ print("""
   broker CPU s: the broker's user+sys during that run; run s: the measured seconds.""" % small_bytes)
 if "B" in labels:
     print()
-    print("B/A of the medians:")
+    print("B/A of the medians (rows 8-11: KB/K):")
     body = []
     for row, name, u, limit in ROWS:
         if name.startswith(" "):
             continue
-        if row >= 5:
+        if row >= 5 and "KB" not in labels:
             continue
-        a, b = medians[(row, name, "A")], medians[(row, name, "B")]
+        a_label, b_label = ("A", "B") if row <= 4 else ("K", "KB")
+        a, b = medians.get((row, name, a_label)), medians.get((row, name, b_label))
         spec = ",.0f" if row in SMALL_ROWS else ".1f"
         body.append([name, u, fmt(a, spec), fmt(b, spec), fmt(a and b and b / a, ".3f")])
     table(["workload", "unit", "A", "B", "B/A"], body, 2)
