@@ -25,6 +25,14 @@ pub enum BatchError {
         last_offset_delta: i32,
         record_count: i32,
     },
+    #[error(
+        "base_offset {base_offset} + last_offset_delta {last_offset_delta} is past the \
+         largest offset"
+    )]
+    OffsetOverflow {
+        base_offset: i64,
+        last_offset_delta: i32,
+    },
     #[error("unknown compression codec {0} in batch attributes")]
     UnknownCompression(i16),
     #[error("record {index} is malformed: {reason}")]

@@ -295,6 +295,18 @@ pub fn check_stored(batch: &[u8]) -> Result<BatchHeader, BatchError> {
             record_count: header.record_count,
         });
     }
+    // Every record's offset (base + its delta, at most the last) must be an offset: a
+    // batch whose records' offsets overflow could be taken and never read.
+    if header
+        .base_offset
+        .checked_add(i64::from(header.last_offset_delta))
+        .is_none()
+    {
+        return Err(BatchError::OffsetOverflow {
+            base_offset: header.base_offset,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     Ok(header)
 }
 

@@ -284,6 +284,26 @@ mod tests {
         bad_record_reason(decode_records(&batch));
     }
 
+    /// Found by the `batch` fuzz target (fuzz/regressions/batch): a producer's batch whose
+    /// base offset plus its last delta is past `i64::MAX` was taken by every check and
+    /// refused by the decoder.
+    #[test]
+    fn a_batch_whose_offsets_overflow_is_refused_whole() {
+        let mut section = raw_record(0, 0, None, None, &[]);
+        section.extend(raw_record(0, 1, None, None, &[]));
+        let mut batch = raw_batch(Compression::None, &section, 2, 1).to_vec();
+        // The base offset is outside the CRC: the second record's offset overflows.
+        batch[..8].copy_from_slice(&i64::MAX.to_be_bytes());
+        for refused in [validate(&batch), crate::validate_untrusted(&batch, 1 << 20)] {
+            assert!(
+                matches!(refused, Err(crate::BatchError::OffsetOverflow { .. })),
+                "{refused:?}"
+            );
+        }
+        batch[..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+        validate(&batch).expect("the last record's offset is i64::MAX");
+    }
+
     #[test]
     fn record_length_past_the_section_is_rejected() {
         let mut section = raw_record(0, 0, None, Some(b"abc"), &[]);
