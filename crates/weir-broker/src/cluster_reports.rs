@@ -7,6 +7,10 @@
 //! whole, as to a listing of its own: a report is unfiltered, since brokers ask each
 //! other as the internal principal.
 //!
+//! A group is described at its coordinator, which this broker asks for groups it does
+//! not coordinate ([`describe_group_anywhere`], [`describe_groups_anywhere`]): the
+//! console shows any group of the cluster, with its lag, whichever broker serves it.
+//!
 //! A broker that does not answer within [`REPORT_TIMEOUT`], or is fenced, is named in the
 //! answer's `missing` and the rest is shown: a page about the cluster must not fail or
 //! hang because one broker is down. A partition whose leader does not answer keeps an
@@ -19,12 +23,14 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+use weir_cluster::security::Operation;
+
 use crate::context::Listener;
 use crate::groups::{GroupDescription, GroupSummary, PartitionProgress};
-use crate::limits::MAX_PARTITIONS_PER_REQUEST;
+use crate::limits::{MAX_GROUPS_PER_REQUEST, MAX_PARTITIONS_PER_REQUEST};
 use crate::replicas::{BrokerDisk, broker_disk};
 use crate::share_admin::{ShareGroupListing, ShareGroupState};
-use crate::{Broker, BrokerError, RequestContext};
+use crate::{Broker, BrokerError, Reason, RequestContext};
 
 /// Longest wait for one broker's report, connecting included.
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,6 +57,13 @@ pub trait PeerReports: Send + Sync + std::fmt::Debug {
         partitions: Vec<(String, u32)>,
         timestamp: Option<i64>,
     ) -> ReportFuture<'a, Vec<PartitionEnds>>;
+    /// [`crate::groups::describe_group`] of each of `group_ids` at that broker (at most
+    /// [`MAX_GROUPS_PER_REQUEST`]), one answer each, in order.
+    fn describe_groups<'a>(
+        &'a self,
+        address: &'a str,
+        group_ids: Vec<String>,
+    ) -> ReportFuture<'a, Vec<Result<GroupDescription, BrokerError>>>;
 }
 
 /// A partition's log start and high watermark, as a broker hosting it knows them, and
@@ -190,6 +203,119 @@ pub(crate) async fn fill_remote_lag(broker: &Broker, described: &mut [GroupDescr
             o.lag = Some((hw - o.committed_offset.unwrap_or(log_start)).max(0));
         }
     }
+}
+
+/// The description of `group_id` at whichever broker coordinates it (here, or asked of
+/// it within [`REPORT_TIMEOUT`]), and that broker's id. Authorised here, with the
+/// caller's principal; the coordinator answers the broker.
+pub async fn describe_group_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<(GroupDescription, i32), BrokerError> {
+    let coordinator = crate::groups::find_coordinator(broker, ctx, group_id)?;
+    let node = coordinator.node_id;
+    if node == broker.node_id() {
+        let d = crate::groups::describe_group(broker, ctx, group_id).await?;
+        return Ok((d, node));
+    }
+    let unanswered = |why: String| {
+        BrokerError::new(
+            Reason::CoordinatorNotAvailable,
+            format!("broker {node} coordinates group {group_id:?} and did not answer: {why}"),
+        )
+    };
+    let peers = broker
+        .peer_reports()
+        .ok_or_else(|| unanswered("this broker cannot ask other brokers".to_owned()))?;
+    let asked = peers.describe_groups(coordinator.endpoints.internal(), vec![group_id.to_owned()]);
+    let answers = tokio::time::timeout(REPORT_TIMEOUT, asked)
+        .await
+        .map_err(|_| unanswered(format!("no answer within {} s", REPORT_TIMEOUT.as_secs())))?
+        .map_err(unanswered)?;
+    let d = answers
+        .into_iter()
+        .next()
+        .ok_or_else(|| unanswered("it answered no group".to_owned()))??;
+    Ok((d, node))
+}
+
+/// The descriptions of `groups` (id and coordinator, as [`cluster_groups`] lists them)
+/// that the caller may describe: those coordinated here described here, the others
+/// asked of their coordinators at once (one call per coordinator and
+/// [`MAX_GROUPS_PER_REQUEST`] groups, each within [`REPORT_TIMEOUT`]). A group whose
+/// coordinator does not answer, or that moved or went since it was listed, is left out.
+pub async fn describe_groups_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    groups: &[(String, i32)],
+) -> Vec<GroupDescription> {
+    let me = broker.node_id();
+    let mut by_node: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for (id, node) in groups {
+        if broker.authorize_group(ctx, Operation::Describe, id).is_ok() {
+            by_node.entry(*node).or_default().push(id.clone());
+        }
+    }
+    let here = by_node.remove(&me).unwrap_or_default();
+    let mut described = crate::groups::describe_groups(broker, ctx, &here).await;
+    let Some(peers) = broker.peer_reports() else {
+        return described;
+    };
+    let image = broker.registry().cluster().image();
+    let asked: Vec<(String, Vec<String>)> = by_node
+        .into_iter()
+        .filter_map(|(node, ids)| Some((image.broker(node)?.endpoints.internal().to_owned(), ids)))
+        .flat_map(|(address, ids)| {
+            ids.chunks(MAX_GROUPS_PER_REQUEST)
+                .map(|chunk| (address.clone(), chunk.to_vec()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let answers = join_all(asked.into_iter().map(|(address, ids)| async move {
+        tokio::time::timeout(REPORT_TIMEOUT, peers.describe_groups(&address, ids)).await
+    }))
+    .await;
+    described.extend(
+        answers
+            .into_iter()
+            .filter_map(|a| a.ok()?.ok())
+            .flatten()
+            .filter_map(Result::ok),
+    );
+    described
+}
+
+/// Each of `group_ids` as this broker, its coordinator, describes it, one answer each in
+/// order, with the partitions' leaders asked once for them all: what it reports to
+/// another broker ([`describe_groups_anywhere`] there).
+pub async fn local_descriptions(
+    broker: &Broker,
+    group_ids: &[String],
+) -> Vec<Result<GroupDescription, BrokerError>> {
+    let coordinator = match broker.groups() {
+        Ok(c) => c,
+        Err(e) => return group_ids.iter().map(|_| Err(e.clone())).collect(),
+    };
+    // Each answer is an index into `found` or the group's error; `found` gets its lag
+    // filled in one pass.
+    let mut found = Vec::new();
+    let mut answers = Vec::with_capacity(group_ids.len());
+    for id in group_ids {
+        answers.push(match coordinator.describe_group(id).await {
+            Ok(d) => {
+                found.push(d);
+                Ok(found.len() - 1)
+            }
+            Err(e) => Err(BrokerError::from(e)),
+        });
+    }
+    fill_remote_lag(broker, &mut found).await;
+    let mut found: Vec<Option<GroupDescription>> = found.into_iter().map(Some).collect();
+    answers
+        .into_iter()
+        .map(|a| a.map(|i| found[i].take().expect("each description is answered once")))
+        .collect()
 }
 
 /// This broker's groups, unfiltered: what it reports to another broker.

@@ -299,6 +299,14 @@ pub(crate) mod internal {
         ))
     }
 
+    /// A call naming more groups than one call may.
+    pub(crate) fn too_many_groups(what: &str, count: usize) -> Status {
+        Status::invalid_argument(format!(
+            "{what} names {count} groups; at most {} are accepted",
+            weir_broker::limits::MAX_GROUPS_PER_REQUEST
+        ))
+    }
+
     /// A call naming more partitions than one call may.
     pub(crate) fn too_many_partitions(what: &str, count: usize) -> Status {
         Status::invalid_argument(format!(

@@ -69,17 +69,16 @@ async fn render_list(c: &Console, caller: &Caller) -> PageResult {
     // Every broker's groups; before this broker has joined its cluster there is no
     // coordinator: say so.
     let listed = cluster_reports::cluster_groups(&c.core, ctx).await;
-    // A group is described where it is coordinated: here, or on that broker's console.
+    // Each group is described by its coordinator: here, or asked of that broker.
     let mut lags: BTreeMap<String, i64> = BTreeMap::new();
     if let Ok(listed) = &listed {
-        let here: Vec<String> = listed
+        let described: Vec<(String, i32)> = listed
             .consumer
             .iter()
-            .filter(|g| g.coordinator == me)
             .take(MAX_DESCRIBED_GROUPS)
-            .map(|g| g.group.group_id.clone())
+            .map(|g| (g.group.group_id.clone(), g.coordinator))
             .collect();
-        for d in groups::describe_groups(&c.core, ctx, &here).await {
+        for d in cluster_reports::describe_groups_anywhere(&c.core, ctx, &described).await {
             lags.insert(d.group_id.clone(), total_lag(&d));
         }
     }
@@ -122,7 +121,7 @@ async fn render_list(c: &Console, caller: &Caller) -> PageResult {
                                             @match lags.get(&g.group_id).copied() {
                                                 Some(lag) => (units::count(lag)),
                                                 None if entry.coordinator != me => {
-                                                    span title=(format!("Shown by broker {}'s console", entry.coordinator)) { "—" }
+                                                    span title=(format!("Broker {} did not describe it", entry.coordinator)) { "—" }
                                                 }
                                                 None => "—",
                                             }
@@ -183,7 +182,11 @@ pub(crate) async fn detail(
 }
 
 async fn render_detail(c: &Console, group: &str, caller: &Caller) -> PageResult {
-    let d = groups::describe_group(&c.core, caller.context(), group).await?;
+    let (d, coordinator) =
+        cluster_reports::describe_group_anywhere(&c.core, caller.context(), group).await?;
+    // Changes run at the coordinator; a group coordinated elsewhere is shown here and
+    // changed on that broker's console.
+    let elsewhere = (coordinator != c.core.node_id()).then_some(coordinator);
     let series = format!("group:{group}:lag");
     let lag = total_lag(&d);
     let base = format!("/console/groups/{}", segment(group));
@@ -198,6 +201,7 @@ async fn render_detail(c: &Console, group: &str, caller: &Caller) -> PageResult 
             div { dt { "Epoch" } dd { (d.group_epoch) } }
             div { dt { "Assignor" } dd { (if d.assignor.is_empty() { "—" } else { &d.assignor }) } }
             div { dt { "Members" } dd { (d.members.len()) } }
+            div { dt { "Coordinator" } dd #coordinator { "broker " (coordinator) @if elsewhere.is_none() { " (this broker)" } } }
             div { dt { "Total lag" } dd #total-lag data-live=(series) data-unit="count" { (units::count(lag)) } }
             div { dt { "Lag, last minutes" } dd { (chart::sparkline(&series, &format!("lag of group {group}"), &c.history.series(&series))) } }
         }
@@ -269,7 +273,9 @@ async fn render_detail(c: &Console, group: &str, caller: &Caller) -> PageResult 
             }
         }
         h2 { "Reset offsets" }
-        @if !caller.may_change() {
+        @if let Some(node) = elsewhere {
+            p.note #changed-elsewhere { "Broker " (node) " coordinates this group: reset its offsets or delete it on that broker's console." }
+        } @else if !caller.may_change() {
             (read_only())
         } @else if d.state == GroupState::Empty {
             form.stack method="post" action=(format!("{base}/reset")) {
@@ -280,8 +286,10 @@ async fn render_detail(c: &Console, group: &str, caller: &Caller) -> PageResult 
         } @else {
             p.note { "Offsets can be reset only while the group has no members (it is " (d.state.as_str()) ")." }
         }
-        h2 { "Delete" }
-        @if caller.may_change() { p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } } }
+        @if elsewhere.is_none() {
+            h2 { "Delete" }
+            @if caller.may_change() { p { a.danger href=(format!("{base}/delete")) { "Delete group " (group) "…" } } }
+        }
     };
     Ok(layout::respond(
         &format!("Group {group}"),

@@ -63,7 +63,7 @@ mod tests;
 pub type Waiter = u64;
 
 /// Where a classic group is in its rebalance cycle (Kafka's names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ClassicState {
     /// No members (offsets only, or every member left).
     Empty,
@@ -266,7 +266,7 @@ pub struct ClassicGroup {
 }
 
 /// A member of a described classic group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassicMemberDescription {
     pub member_id: String,
     pub client_id: String,
@@ -274,7 +274,9 @@ pub struct ClassicMemberDescription {
     /// The `group.instance.id` it joined with, if any.
     pub group_instance_id: Option<String>,
     /// Its metadata for the group's protocol (empty before the first generation).
+    #[serde(with = "bytes_serde")]
     pub metadata: Bytes,
+    #[serde(with = "bytes_serde")]
     pub assignment: Bytes,
     pub session_timeout: Duration,
     /// Until its session ends, as of the description (zero while it waits in a
@@ -283,7 +285,7 @@ pub struct ClassicMemberDescription {
 }
 
 /// A classic group as DescribeGroups shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClassicDescription {
     pub state: ClassicState,
     pub generation: i32,
@@ -522,5 +524,20 @@ impl ClassicGroup {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// [`Bytes`] as serde writes a byte string (a description crosses to another broker's
+/// console as JSON; weir-grpc's internal Reports service).
+mod bytes_serde {
+    use bytes::Bytes;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
+        Vec::<u8>::deserialize(d).map(Bytes::from)
     }
 }

@@ -187,7 +187,7 @@ pub struct CommittedOffset {
 }
 
 /// What a group is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupState {
     /// No members.
     Empty,
@@ -212,7 +212,7 @@ impl GroupState {
 }
 
 /// Which membership protocol a group runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupProtocol {
     /// KIP-848: the broker assigns partitions (Weir's gRPC Heartbeat, Kafka's
     /// ConsumerGroupHeartbeat).
@@ -238,7 +238,7 @@ pub struct GroupSummary {
 }
 
 /// One member of a described group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberDescription {
     pub member_id: String,
     pub client_id: String,
@@ -263,7 +263,7 @@ pub struct MemberDescription {
 }
 
 /// One partition's progress in a described group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionProgress {
     pub topic: String,
     pub partition: u32,
@@ -279,7 +279,7 @@ pub struct PartitionProgress {
 }
 
 /// A group's state, members and offsets.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GroupDescription {
     pub group_id: String,
     pub state: GroupState,

@@ -286,7 +286,7 @@ pub(crate) fn core_error(err: &BrokerError) -> pb::CoreError {
 
 /// [`core_error`]'s inverse: an error that names a reason this build does not know is
 /// kept as an internal error with its message.
-fn broker_error(who: &str, err: pb::CoreError) -> BrokerError {
+pub(crate) fn broker_error(who: &str, err: pb::CoreError) -> BrokerError {
     match serde_json::from_slice::<BrokerError>(&err.error_json) {
         Ok(e) => e,
         Err(_) => BrokerError::new(Reason::Internal, format!("{who}: {}", err.message)),

@@ -15,8 +15,8 @@
 //!   coordinator ([`TransactionsService`] over the broker core; [`GrpcMarkerWriter`], the
 //!   coordinator's [`MarkerWriter`] that groups partitions by leader; and
 //!   [`GrpcTxnVerifier`], the core's way to a coordinator on another broker).
-//! - `reports`: `Reports.Groups` and `Reports.Disk`, each broker's part of a
-//!   cluster-wide answer ([`ReportsService`], and [`GrpcPeerReports`], the core's
+//! - `reports`: `Reports.Groups`, `Reports.Disk`, `Reports.Offsets` and
+//!   `Reports.DescribeGroups`, each broker's part of a cluster-wide answer ([`ReportsService`], and [`GrpcPeerReports`], the core's
 //!   [`PeerReports`]).
 //! - `forward`: `Forward`, share-group calls carried to a group's share coordinator and
 //!   produces carried to a partition's leader ([`ForwardService`] over the broker core,

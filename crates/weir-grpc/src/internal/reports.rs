@@ -1,11 +1,12 @@
 //! Each broker's part of a cluster-wide answer (`weir.internal.v1.Reports`): the groups it
 //! coordinates and its disk use, for the console's pages about the whole cluster, and
 //! the offsets of partitions it hosts, for a group's lag at a coordinator that hosts
-//! none of them.
+//! none of them, and the description of groups it coordinates, for a console served by
+//! another broker (a `GroupDescription` in its serde JSON form: a read-only view).
 //!
 //! [`ReportsService`] answers with this broker's own report, whole
-//! (`weir_broker::cluster_reports::local_groups`, `local_disk`, `local_offsets`);
-//! [`GrpcPeerReports`] is
+//! (`weir_broker::cluster_reports::local_groups`, `local_disk`, `local_offsets`,
+//! `local_descriptions`); [`GrpcPeerReports`] is
 //! the core's [`PeerReports`]: it asks another broker's internal listener, and the core
 //! merges the reports and applies its caller's ACLs. Only brokers reach it: on a secured
 //! cluster the internal services answer only callers whose certificate names a super
@@ -15,11 +16,15 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use weir_broker::Broker;
+use weir_broker::BrokerError;
 use weir_broker::cluster_reports::{
-    GroupsReport, PartitionEnds, PeerReports, ReportFuture, local_disk, local_groups, local_offsets,
+    GroupsReport, PartitionEnds, PeerReports, ReportFuture, local_descriptions, local_disk,
+    local_groups, local_offsets,
 };
-use weir_broker::groups::{ClassicState, GroupProtocol, GroupState, GroupSummary};
-use weir_broker::limits::MAX_PARTITIONS_PER_REQUEST;
+use weir_broker::groups::{
+    ClassicState, GroupDescription, GroupProtocol, GroupState, GroupSummary,
+};
+use weir_broker::limits::{MAX_GROUPS_PER_REQUEST, MAX_PARTITIONS_PER_REQUEST};
 use weir_broker::replicas::{BrokerDisk, TopicDisk};
 use weir_broker::share_admin::{ShareGroupListing, ShareGroupState};
 use weir_proto::internal::v1::reports_client::ReportsClient;
@@ -28,8 +33,9 @@ use weir_proto::internal::v1::{self as pb};
 use weir_security::dial::TlsDialer;
 
 use super::MAX_REPORT_MESSAGE_BYTES;
+use super::forward::{broker_error, core_error};
 use super::peers::PeerChannels;
-use crate::status::internal::too_many_partitions;
+use crate::status::internal::{too_many_groups, too_many_partitions};
 
 /// The leader's side: this broker's report.
 #[derive(Debug)]
@@ -107,6 +113,32 @@ impl Reports for ReportsService {
                 .collect(),
         }))
     }
+
+    async fn describe_groups(
+        &self,
+        request: Request<pb::DescribeGroupsReportRequest>,
+    ) -> Result<Response<pb::DescribedGroups>, Status> {
+        let ids = request.into_inner().group_ids;
+        if ids.len() > MAX_GROUPS_PER_REQUEST {
+            return Err(too_many_groups("a group description report", ids.len()));
+        }
+        let groups = local_descriptions(&self.core, &ids)
+            .await
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(d) => pb::DescribedGroup {
+                    // A description is strings, numbers and enums: it always serialises.
+                    description_json: serde_json::to_vec(&d).unwrap_or_default().into(),
+                    error: None,
+                },
+                Err(e) => pb::DescribedGroup {
+                    description_json: Default::default(),
+                    error: Some(core_error(&e)),
+                },
+            })
+            .collect();
+        Ok(Response::new(pb::DescribedGroups { groups }))
+    }
 }
 
 /// How the core asks other brokers for their reports: one lazily connected channel per
@@ -170,6 +202,14 @@ impl PeerReports for GrpcPeerReports {
         Box::pin(self.ask_offsets(address, partitions, timestamp))
     }
 
+    fn describe_groups<'a>(
+        &'a self,
+        address: &'a str,
+        group_ids: Vec<String>,
+    ) -> ReportFuture<'a, Vec<Result<GroupDescription, BrokerError>>> {
+        Box::pin(self.ask_descriptions(address, group_ids))
+    }
+
     fn disk<'a>(&'a self, address: &'a str) -> ReportFuture<'a, BrokerDisk> {
         Box::pin(async move {
             let report = self
@@ -197,6 +237,37 @@ impl PeerReports for GrpcPeerReports {
 }
 
 impl GrpcPeerReports {
+    async fn ask_descriptions(
+        &self,
+        address: &str,
+        group_ids: Vec<String>,
+    ) -> Result<Vec<Result<GroupDescription, BrokerError>>, String> {
+        let asked = group_ids.len();
+        let who = format!("the broker at {address}");
+        let report = self
+            .client(address)?
+            .describe_groups(pb::DescribeGroupsReportRequest { group_ids })
+            .await
+            .map_err(|s| unanswered(address, &s))?
+            .into_inner();
+        if report.groups.len() != asked {
+            return Err(format!(
+                "{who} described {} groups of the {asked} asked",
+                report.groups.len()
+            ));
+        }
+        report
+            .groups
+            .into_iter()
+            .map(|g| match g.error {
+                Some(e) => Ok(Err(broker_error(&who, e))),
+                None => serde_json::from_slice(&g.description_json)
+                    .map(Ok)
+                    .map_err(|e| format!("{who} sent a description this build cannot read: {e}")),
+            })
+            .collect()
+    }
+
     async fn ask_offsets(
         &self,
         address: &str,
@@ -350,5 +421,69 @@ mod tests {
                 assert_eq!(group_summary(reported_group(group.clone())), group);
             }
         }
+    }
+
+    /// A classic group's description crosses whole, its members' metadata and
+    /// assignment bytes (not UTF-8) included.
+    #[test]
+    fn a_classic_group_description_survives_the_wire() {
+        use std::time::Duration;
+        use weir_broker::groups::{
+            ClassicDescription, ClassicMemberDescription, PartitionProgress,
+        };
+        use weir_cluster::group::MemberDescription;
+        let described = GroupDescription {
+            group_id: "billing".into(),
+            state: GroupState::Stable,
+            group_epoch: 3,
+            assignor: "range".into(),
+            members: vec![MemberDescription {
+                member_id: "m-1".into(),
+                client_id: "rdkafka".into(),
+                client_host: "/127.0.0.1".into(),
+                member_epoch: 3,
+                subscribed_topics: vec!["orders".into()],
+                subscribed_topic_regex: None,
+                assignment: [("orders".to_owned(), vec![0, 2])].into(),
+                pending_revocation: Default::default(),
+                target_assignment: [("orders".to_owned(), vec![0, 2])].into(),
+                since_heartbeat: Duration::from_millis(1500),
+                session_timeout: Duration::from_secs(45),
+                heartbeat_interval: Duration::from_secs(3),
+            }],
+            offsets: vec![PartitionProgress {
+                topic: "orders".into(),
+                partition: 0,
+                committed_offset: Some(41),
+                high_watermark: Some(50),
+                lag: Some(9),
+                member_id: Some("m-1".into()),
+            }],
+            coordinator_partition: 7,
+            protocol: GroupProtocol::Classic {
+                state: ClassicState::Stable,
+                protocol_type: "consumer".into(),
+            },
+            classic: Some(ClassicDescription {
+                state: ClassicState::Stable,
+                generation: 3,
+                protocol_type: "consumer".into(),
+                protocol_name: "range".into(),
+                leader: Some("m-1".into()),
+                members: vec![ClassicMemberDescription {
+                    member_id: "m-1".into(),
+                    client_id: "rdkafka".into(),
+                    client_host: "/127.0.0.1".into(),
+                    group_instance_id: None,
+                    metadata: bytes::Bytes::from_static(&[0, 3, 0xff, 0xfe, 0]),
+                    assignment: bytes::Bytes::from_static(&[0x80, 0, 1]),
+                    session_timeout: Duration::from_secs(45),
+                    session_remaining: Duration::from_millis(43_500),
+                }],
+            }),
+        };
+        let json = serde_json::to_vec(&described).unwrap();
+        let read: GroupDescription = serde_json::from_slice(&json).unwrap();
+        assert_eq!(read, described);
     }
 }

@@ -562,7 +562,8 @@ async fn an_observer_broker_hosts_leads_restarts_and_follows_a_controller_change
 /// Stops node `id` gracefully.
 /// A broker's web console in a cluster: the cluster page lists every broker with its
 /// disk use, the group list holds the groups every broker coordinates, each with its
-/// coordinator, and a partition another broker leads is a clear answer naming that broker
+/// coordinator and its lag, a group another broker coordinates has its page (described
+/// there), and a partition another broker leads is a clear answer naming that broker
 /// and its address (421), not an obscure failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
@@ -653,6 +654,28 @@ async fn a_broker_s_console_names_the_leader_of_a_partition_it_does_not_lead() {
         "{group} is coordinated by broker {coordinator}: {row}"
     );
     assert!(!page.contains("is not listed"), "{page}");
+    // Its lag, asked of its coordinator: offset 0 committed of spread/0's 5 records.
+    assert!(
+        row.contains(">5</td>"),
+        "{group}'s lag from broker {coordinator}: {row}"
+    );
+    // Its page here, described by its coordinator; changes are made there.
+    let (status, page) = http_get(admin, &format!("/console/groups/{group}")).await;
+    assert!(status.contains("200"), "{status}: {page}");
+    assert!(
+        page.contains(&format!("<dd id=\"coordinator\">broker {coordinator}</dd>")),
+        "{page}"
+    );
+    assert!(page.contains("id=\"changed-elsewhere\""), "{page}");
+    let offsets = page
+        .split("<table id=\"offsets\">")
+        .nth(1)
+        .expect("offsets table");
+    assert!(offsets.contains(">spread</a>"), "{offsets}");
+    assert!(
+        offsets.contains("offset=0\">0</a>"),
+        "committed 0: {offsets}"
+    );
 
     // A coordinator that hosts no replica of spread/0 asks its leader for the lag.
     let (group, coordinator) = coordinators
