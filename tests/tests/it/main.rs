@@ -1,13 +1,14 @@
 //! weir-tests' integration tests, one binary: real `weir serve` processes under faults
 //! (`faults`, `failover`, `failing_disk`, `group_failover`, `kafka_failover`,
-//! `coordinator_kills`, `queue_checker`), Kafka transactions across brokers and exactly
-//! once through faults (`kafka_transactions`), through a rolling upgrade from an older binary
-//! (`rolling_upgrade`, opt-in), an hour of faults on every protocol (`soak`,
+//! `amqp_failover`, `coordinator_kills`, `queue_checker`), Kafka transactions across
+//! brokers and exactly once through faults (`kafka_transactions`), through a rolling
+//! upgrade from an older binary (`rolling_upgrade`, opt-in), an hour of faults on every protocol (`soak`,
 //! `#[ignore]`d), under overload and at their budget, the compose cluster on Docker
 //! (`docker_cluster`, `docker_secure`), the deployment files checked offline (`deploy`),
 //! and the code map (`code_map`). The tests that start a cluster take
 //! `weir_tests::exclusive()`, so one cluster runs at a time in this process.
 
+mod amqp_failover;
 mod budget;
 mod code_map;
 mod coordinator_kills;
