@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Work queues side by side: Weir's share groups (`weir bench queue`) and RabbitMQ's classic
-# queues (`weir-peer-bench queue`, AMQP 0-9-1 through lapin), the same record count and
-# size, the same consumer counts, the same durability; and what a share group costs against
-# a plain consumer group reading the same records. One server runs at a time (started,
-# measured, stopped), so the one measured has the machine to itself.
+# Work queues side by side: Weir's share groups (`weir bench queue`), the same queues through
+# Weir's AMQP listener and RabbitMQ's classic queues (both by `weir-peer-bench queue`, AMQP
+# 0-9-1 through lapin), the same record count and sizes, the same consumer counts, the same
+# durability; and what a share group costs against a plain consumer group reading the same
+# records. One server runs at a time (started, measured, stopped), so the one measured has
+# the machine to itself.
 #
 # Every server this script starts is recorded in a pid file and stopped on exit, however
 # the script ends; a rerun first stops what a killed earlier run left behind (its own pid
@@ -14,7 +15,8 @@
 set -euo pipefail
 # Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
 export WEIR_KAFKA_LISTEN=none
-# Nor AMQP clients (not on port 5672, where a RabbitMQ may listen).
+# Nor AMQP clients on port 5672, where a RabbitMQ may listen (the AMQP leg's broker listens
+# on WEIR_AMQP_PORT).
 export WEIR_AMQP_LISTEN=none
 
 usage() {
@@ -24,9 +26,11 @@ Usage: benches/compare-queues.sh [--quick] [--help]
 Builds `weir` and `weir-peer-bench --features rabbitmq-amqp` (release, `nice -n 10 cargo
 build`, one package at a time), installs rabbitmq-server (apt-get) if it is missing, then:
 
+For each size of RECORD_SIZES, three legs, each on a fresh server:
+
 Weir (`weir serve`, one node, data under WORK; durable = acks all on a
 flush.policy=group-commit topic of 1 partition):
-  1. produce  QUEUE_RECORDS records of RECORD_BYTES with `weir bench produce`, acks all,
+  1. produce  QUEUE_RECORDS records of the size with `weir bench produce`, acks all,
               batches of 500 records, 8 in flight (a window of 4,000 records)
   2. queue    `weir bench queue` on those records, for each of QUEUE_CONSUMERS: a fresh
               share group takes every record with that many consumers, each record
@@ -34,23 +38,28 @@ flush.policy=group-commit topic of 1 partition):
   3. group    `weir bench group-consume` on the same records: a plain consumer group of
               1 member, then of PLAIN_MEMBERS (offsets, no per-record acknowledgement)
   The broker's CPU time (/proc) is read around each step: CPU per record.
+Weir's AMQP listener (`weir serve` with `--amqp-listen` on WEIR_AMQP_PORT; a queue is a
+1-partition topic under the default flush.policy=group-commit and its share group), and
 RabbitMQ (Debian's rabbitmq-server, one node on loopback ports of its own, data under
-WORK), `weir-peer-bench queue`, for each of QUEUE_CONSUMERS:
+WORK), each by `weir-peer-bench queue` (lapin), for each of QUEUE_CONSUMERS:
   1. produce  the durable classic queue is declared empty; RABBITMQ_PRODUCERS producers
-              publish QUEUE_RECORDS persistent messages (delivery mode 2) of RECORD_BYTES
+              publish QUEUE_RECORDS persistent messages (delivery mode 2) of the size
               with publisher confirms, 4,000 unconfirmed each at most (a confirm of a
               persistent message comes once it is on disk)
   2. queue    that many consumers, basic.qos prefetch PREFETCH, one manual basic.ack per
               message; the clock stops when every message is acknowledged and every
               consumer's channel closed; the queue must then be empty
   The server's CPU time (/proc) is read around all of it.
-Prints one table (`weir-peer-bench report`), then the ratios: Weir over RabbitMQ per
-consumer count, the share group against the plain consumer group, and each server's CPU
-per record (what the machine's other load does not change much).
+Prints one table (`weir-peer-bench report`: systems `weir`, `weir-amqp`, `rabbitmq`), then
+per size the ratios: Weir's AMQP listener over RabbitMQ (the same client, lapin) on
+publishing and per consumer count, Weir's AMQP path against its own share-group path on
+the same records, Weir's share group over RabbitMQ, the share group against the plain
+consumer group, and each server's CPU per record (what the machine's other load does not
+change much).
 
 Results are JSON lines in the weir-peer-bench/1 schema ($WORK/results.jsonl; Weir's queue
 and group runs converted to it), the table in $WORK/results.txt. A full run takes about
-3-6 minutes once built; every workload is bounded by WORKLOAD_TIMEOUT_SECS.
+10-15 minutes once built (two sizes); every workload is bounded by WORKLOAD_TIMEOUT_SECS.
 
 Options:
   --quick   a smoke run: 100,000 records instead of 1,000,000
@@ -60,14 +69,15 @@ Environment (defaults in brackets):
   WORK                  work directory: data, logs, pid files, results
                         [${TMPDIR:-/tmp}/weir-queues]
   QUEUE_RECORDS         records per run [1000000; --quick: 100000]
-  RECORD_BYTES          bytes of each record's value [100]
+  RECORD_SIZES          bytes of each record's value, one pass per size, comma-separated
+                        [100,1024]
   QUEUE_CONSUMERS       consumer counts, comma-separated [4,16]
   PLAIN_MEMBERS         members of the plain consumer group's second run [4]
-  PREFETCH              RabbitMQ's basic.qos prefetch per consumer [100]
-  RABBITMQ_PRODUCERS    RabbitMQ's producers (each its own connection) [1]
+  PREFETCH              the AMQP legs' basic.qos prefetch per consumer [100]
+  RABBITMQ_PRODUCERS    the AMQP legs' producers (each its own connection) [1]
   WEIR_PEER_INSTALL     1: apt-get rabbitmq-server if missing; 0: never [1]
   WEIR_PEER_BUILD       1: build first; 0: use the binaries already built [1]
-  WEIR_PORT [17592]  RABBITMQ_AMQP_PORT [17572]  RABBITMQ_STREAM_PORT [17552]
+  WEIR_PORT [17592]  WEIR_AMQP_PORT [17582]  RABBITMQ_AMQP_PORT [17572]  RABBITMQ_STREAM_PORT [17552]
   RABBITMQ_DIST_PORT [17573]  RABBITMQ_EPMD_PORT [17569]
                         (not run-peers.sh's ports: the two can run at once)
   READY_TIMEOUT_SECS    how long a server may take to start [120]
@@ -75,7 +85,7 @@ Environment (defaults in brackets):
 
 Example:
   benches/compare-queues.sh --quick
-  QUEUE_RECORDS=2000000 benches/compare-queues.sh
+  QUEUE_RECORDS=2000000 RECORD_SIZES=1024 benches/compare-queues.sh
 EOF
 }
 
@@ -96,12 +106,13 @@ if [ "$QUICK" = 1 ]; then
     QUEUE_RECORDS="${QUEUE_RECORDS:-100000}"
 fi
 QUEUE_RECORDS="${QUEUE_RECORDS:-1000000}"
-RECORD_BYTES="${RECORD_BYTES:-100}"
+RECORD_SIZES="${RECORD_SIZES:-100,1024}"
 QUEUE_CONSUMERS="${QUEUE_CONSUMERS:-4,16}"
 PLAIN_MEMBERS="${PLAIN_MEMBERS:-4}"
 PREFETCH="${PREFETCH:-100}"
 RABBITMQ_PRODUCERS="${RABBITMQ_PRODUCERS:-1}"
 WEIR_PORT="${WEIR_PORT:-17592}"
+WEIR_AMQP_PORT="${WEIR_AMQP_PORT:-17582}"
 RABBITMQ_AMQP_PORT="${RABBITMQ_AMQP_PORT:-17572}"
 RABBITMQ_STREAM_PORT="${RABBITMQ_STREAM_PORT:-17552}"
 RABBITMQ_DIST_PORT="${RABBITMQ_DIST_PORT:-17573}"
@@ -125,7 +136,9 @@ RABBITMQ_BIN=/usr/lib/rabbitmq/bin
 TOPIC=weir-queue
 
 PIDS="$WORK/pids"
-LOGS="$WORK/logs"
+# Every log, under a directory per size and leg (LOGS: the one in use).
+LOGS_ROOT="$WORK/logs"
+LOGS="$LOGS_ROOT"
 DATA="$WORK/data"
 FAILED=()
 
@@ -162,31 +175,45 @@ run_workload() {
 }
 
 # Weir: produce, the share group's runs, the plain group's runs, each with the broker's CPU
-# time around it (in $WORK/weir-cpu.tsv).
+# time around it (in $SIZE_WORK/weir-cpu.tsv).
 measure_weir() {
     local pid brokers="127.0.0.1:$WEIR_PORT" before
     pid="$(cat "$PIDS/weir.pid")"
-    : >"$WORK/weir-cpu.tsv"
+    : >"$SIZE_WORK/weir-cpu.tsv"
     before="$(cpu_secs "$pid")"
     run_workload weir-produce "$RESULTS" "$WEIR_BIN" bench produce --brokers "$brokers" \
         --topic "$TOPIC" --partitions 1 --topic-config flush.policy=group-commit \
         --record-size "$RECORD_BYTES" --count "$QUEUE_RECORDS" --acks all \
         --batch-bytes "$((WEIR_BATCH_RECORDS * RECORD_BYTES))" --max-in-flight "$WEIR_IN_FLIGHT" \
         --idempotence false --report-schema peer || return 1
-    echo "produce $before $(cpu_secs "$pid")" >>"$WORK/weir-cpu.tsv"
+    echo "produce $before $(cpu_secs "$pid")" >>"$SIZE_WORK/weir-cpu.tsv"
     # The topic holds exactly the records just produced: both benches read them all.
     before="$(cpu_secs "$pid")"
-    run_workload weir-queue "$WORK/weir-queue.json" "$WEIR_BIN" bench queue --brokers "$brokers" \
+    run_workload weir-queue "$SIZE_WORK/weir-queue.json" "$WEIR_BIN" bench queue --brokers "$brokers" \
         --topic "$TOPIC" --count "$QUEUE_RECORDS" --consumers "$QUEUE_CONSUMERS" --format json || true
-    echo "queue $before $(cpu_secs "$pid")" >>"$WORK/weir-cpu.tsv"
+    echo "queue $before $(cpu_secs "$pid")" >>"$SIZE_WORK/weir-cpu.tsv"
     before="$(cpu_secs "$pid")"
-    run_workload weir-group "$WORK/weir-group.json" "$WEIR_BIN" bench group-consume --brokers "$brokers" \
+    run_workload weir-group "$SIZE_WORK/weir-group.json" "$WEIR_BIN" bench group-consume --brokers "$brokers" \
         --topic "$TOPIC" --count "$QUEUE_RECORDS" --members "$PLAIN_MEMBERS" --format json || true
-    echo "group $before $(cpu_secs "$pid")" >>"$WORK/weir-cpu.tsv"
+    echo "group $before $(cpu_secs "$pid")" >>"$SIZE_WORK/weir-cpu.tsv"
+}
+
+# Weir's AMQP listener, by the client RabbitMQ is measured with: every consumer count's
+# fill and consumption, with the broker's CPU time around them all (in
+# $SIZE_WORK/weir-amqp-cpu.tsv).
+measure_weir_amqp() {
+    local pid before
+    pid="$(cat "$PIDS/weir.pid")"
+    before="$(cpu_secs "$pid")"
+    run_workload weir-amqp-queue "$RESULTS" "$PEER_BIN" queue --broker weir --port "$WEIR_AMQP_PORT" \
+        --records "$QUEUE_RECORDS" --record-bytes "$RECORD_BYTES" --consumers "$QUEUE_CONSUMERS" \
+        --prefetch "$PREFETCH" --producers "$RABBITMQ_PRODUCERS" --in-flight "$RABBITMQ_IN_FLIGHT" \
+        --server "$("$WEIR_BIN" --version)" --timeout-secs "$WORKLOAD_TIMEOUT_SECS" --format json || true
+    echo "all $before $(cpu_secs "$pid")" >"$SIZE_WORK/weir-amqp-cpu.tsv"
 }
 
 # RabbitMQ: every consumer count's fill and consumption, with the server's CPU time around
-# them all (in $WORK/rabbitmq-cpu.tsv).
+# them all (in $SIZE_WORK/rabbitmq-cpu.tsv).
 measure_rabbitmq() {
     local version pid before
     version="$(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null || echo unknown)"
@@ -196,17 +223,18 @@ measure_rabbitmq() {
         --records "$QUEUE_RECORDS" --record-bytes "$RECORD_BYTES" --consumers "$QUEUE_CONSUMERS" \
         --prefetch "$PREFETCH" --producers "$RABBITMQ_PRODUCERS" --in-flight "$RABBITMQ_IN_FLIGHT" \
         --server "rabbitmq-server $version" --timeout-secs "$WORKLOAD_TIMEOUT_SECS" --format json || true
-    echo "all $before $(cpu_secs "$pid")" >"$WORK/rabbitmq-cpu.tsv"
+    echo "all $before $(cpu_secs "$pid")" >"$SIZE_WORK/rabbitmq-cpu.tsv"
 }
 
 # Weir's queue and group reports as weir-peer-bench/1 lines (their server and client as the
 # produce line names them), each with the broker's CPU per record of its step.
 convert_weir() {
-    python3 - "$RESULTS" "$WORK/weir-queue.json" "$WORK/weir-group.json" "$WORK/weir-cpu.tsv" \
+    python3 - "$RESULTS" "$SIZE_WORK/weir-queue.json" "$SIZE_WORK/weir-group.json" "$SIZE_WORK/weir-cpu.tsv" \
         "$RECORD_BYTES" >>"$RESULTS" <<'PY'
 import json, sys
 results, queue_file, group_file, cpu_file, record_bytes = sys.argv[1:]
-produce = [json.loads(l) for l in open(results) if '"system":"weir"' in l]
+produce = [json.loads(l) for l in open(results)
+           if '"system":"weir"' in l and f'"record_bytes":{record_bytes},' in l]
 if not produce:
     sys.exit(0)
 base = produce[-1]
@@ -251,17 +279,22 @@ for run in all_runs["group"]:
 PY
 }
 
-# The ratios under the table: Weir over RabbitMQ, share group against plain group.
+# The ratios under the table, for one size: Weir's AMQP listener over RabbitMQ (the same
+# client), Weir's AMQP path against its share-group path, the share group over RabbitMQ and
+# against the plain group, and each server's CPU per record.
 ratios() {
-    python3 - "$RESULTS" "$WORK/weir-cpu.tsv" "$WORK/rabbitmq-cpu.tsv" "$QUEUE_RECORDS" <<'PY'
+    python3 - "$RESULTS" "$SIZE_WORK" "$QUEUE_RECORDS" "$RECORD_BYTES" <<'PY'
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-def cpu(path):
+results, size_work, records, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rows = [json.loads(l) for l in open(results) if l.startswith("{")]
+rows = [r for r in rows if r["record_bytes"] == size]
+def cpu(name):
     try:
-        return {s: float(b) - float(a) for s, a, b in (l.split() for l in open(path))}
+        return {s: float(b) - float(a) for s, a, b in
+                (l.split() for l in open(f"{size_work}/{name}-cpu.tsv"))}
     except FileNotFoundError:
         return {}
-weir_cpu, rabbit_cpu, records = cpu(sys.argv[2]), cpu(sys.argv[3]), int(sys.argv[4])
+weir_cpu, amqp_cpu, rabbit_cpu = cpu("weir"), cpu("weir-amqp"), cpu("rabbitmq")
 def get(system, workload, consumers=None):
     for r in reversed(rows):
         if r["system"] == system and r["workload"] == workload and (
@@ -270,23 +303,34 @@ def get(system, workload, consumers=None):
     return None
 def rate(r):
     return f"{r['records_per_sec']:,.0f}" if r else "-"
-out = []
-p_w, p_r = get("weir", "produce"), get("rabbitmq", "produce")
+def over(a, b):
+    return a["records_per_sec"] / b["records_per_sec"]
+out = [f"--- {size} B records"]
+p_a, p_w, p_r = get("weir-amqp", "produce"), get("weir", "produce"), get("rabbitmq", "produce")
+if p_a and p_r:
+    out.append(f"publish, confirms (lapin): weir-amqp {rate(p_a)} / rabbitmq {rate(p_r)} rec/s = "
+               f"{over(p_a, p_r):.2f}x (goal 5x)")
 if p_w and p_r:
-    out.append(f"produce, acks durable: weir {rate(p_w)} / rabbitmq {rate(p_r)} rec/s = "
-               f"{p_w['records_per_sec'] / p_r['records_per_sec']:.2f}x")
-for c in sorted({r["settings"]["consumers"] for r in rows if r["workload"] == "queue"}):
-    w, q = get("weir", "queue", c), get("rabbitmq", "queue", c)
+    out.append(f"produce, acks durable: weir {rate(p_w)} (weir bench) / rabbitmq {rate(p_r)} "
+               f"rec/s = {over(p_w, p_r):.2f}x")
+consumer_counts = sorted({r["settings"]["consumers"] for r in rows if r["workload"] == "queue"})
+for c in consumer_counts:
+    a, w, q = get("weir-amqp", "queue", c), get("weir", "queue", c), get("rabbitmq", "queue", c)
+    if a and q:
+        out.append(f"queue, {c} consumers, one basic.ack each (lapin): weir-amqp {rate(a)} / "
+                   f"rabbitmq {rate(q)} rec/s = {over(a, q):.2f}x (goal 5x)")
+    if a and w:
+        out.append(f"queue, {c} consumers: weir-amqp {rate(a)} / share group {rate(w)} (weir "
+                   f"bench) rec/s = {over(a, w):.2f} of the share-group path (goal 0.8)")
     if w and q:
-        out.append(f"queue, {c} consumers, one ack per record: weir {rate(w)} / rabbitmq "
-                   f"{rate(q)} rec/s = {w['records_per_sec'] / q['records_per_sec']:.2f}x")
+        out.append(f"queue, {c} consumers, one ack per record: weir share group {rate(w)} / "
+                   f"rabbitmq {rate(q)} rec/s = {over(w, q):.2f}x")
 # The share group against the plain group of as many members (the table has the others).
 for c in sorted({r["settings"]["consumers"] for r in rows if r["workload"] == "consume"}):
     plain, share = get("weir", "consume", c), get("weir", "queue", c)
     if plain and share:
-        cost = plain["records_per_sec"] / share["records_per_sec"]
         line = (f"weir, {c} consumers: plain consumer group {rate(plain)} / share group "
-                f"{rate(share)} rec/s, the share group {cost:.1f}x slower")
+                f"{rate(share)} rec/s, the share group {over(plain, share):.1f}x slower")
         cpu_p = plain["settings"].get("broker_cpu_us_per_record_step_mean")
         cpu_s = share["settings"].get("broker_cpu_us_per_record_step_mean")
         if cpu_p and cpu_s:
@@ -294,15 +338,23 @@ for c in sorted({r["settings"]["consumers"] for r in rows if r["workload"] == "c
                      f"(share) vs {cpu_p:.2f} us (plain) = {cpu_s / cpu_p:.1f}x")
         out.append(line)
 # The server's CPU per record produced once and taken once through the queue: Weir's
-# produce, plus its queue runs' share; RabbitMQ fills the queue again for each run.
+# produce, plus its queue runs' share; the AMQP legs fill the queue again for each run.
 runs = {sys_: sum(1 for r in rows if r["system"] == sys_ and r["workload"] == "queue")
-        for sys_ in ("weir", "rabbitmq")}
-if {"produce", "queue"} <= weir_cpu.keys() and "all" in rabbit_cpu and all(runs.values()):
-    w = 1e6 * (weir_cpu["produce"] / records + weir_cpu["queue"] / (records * runs["weir"]))
-    r = 1e6 * rabbit_cpu["all"] / (records * runs["rabbitmq"])
-    out.append(f"server CPU per record, produced and taken through the queue once: weir "
-               f"{w:.1f} us, rabbitmq {r:.1f} us (a BEAM scheduler may spin before it "
-               f"sleeps: counted here) = {r / w:.0f}x")
+        for sys_ in ("weir", "weir-amqp", "rabbitmq")}
+per_record = {}
+if {"produce", "queue"} <= weir_cpu.keys() and runs["weir"]:
+    per_record["weir"] = 1e6 * (weir_cpu["produce"] / records
+                                + weir_cpu["queue"] / (records * runs["weir"]))
+for name, table in (("weir-amqp", amqp_cpu), ("rabbitmq", rabbit_cpu)):
+    if "all" in table and runs[name]:
+        per_record[name] = 1e6 * table["all"] / (records * runs[name])
+if per_record:
+    line = ("server CPU per record, published and taken through the queue once: " +
+            ", ".join(f"{k} {v:.1f} us" for k, v in per_record.items()))
+    if "rabbitmq" in per_record and "weir-amqp" in per_record:
+        line += (f" (a BEAM scheduler may spin before it sleeps: counted here); rabbitmq / "
+                 f"weir-amqp = {per_record['rabbitmq'] / per_record['weir-amqp']:.0f}x")
+    out.append(line)
 print("\n".join(out))
 PY
 }
@@ -315,10 +367,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 # What an earlier run that was killed may have left running.
 stop_all
-rm -rf "$DATA" "$LOGS"
+rm -rf "$DATA" "$LOGS_ROOT" "$WORK"/bytes-*
 mkdir -p "$DATA" "$LOGS"
 : >"$RESULTS"
-rm -f "$WORK/weir-queue.json" "$WORK/weir-group.json" "$WORK/weir-cpu.tsv" "$WORK/rabbitmq-cpu.tsv"
 
 if ! [ -x "$RABBITMQ_BIN/rabbitmq-server" ]; then
     apt_install rabbitmq-server || say "installing rabbitmq-server failed: see $LOGS/apt.log"
@@ -339,33 +390,62 @@ for b in "$PEER_BIN" "$WEIR_BIN"; do
 done
 
 say "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg); data in $DATA"
-say "$QUEUE_RECORDS records of $RECORD_BYTES B, consumers $QUEUE_CONSUMERS"
-if start_weir; then
-    measure_weir || true
-else
-    FAILED+=("weir: the broker did not start (see $LOGS/weir.log)")
-fi
-stop_weir weir
-convert_weir || FAILED+=("weir: its reports could not be converted")
-rm -rf "${DATA:?}/weir"
+# One size's three legs, one server at a time, each from empty data; its per-step files in
+# $SIZE_WORK, its logs in $LOGS_ROOT/<size>B-<leg>.
+measure_size() {
+    SIZE_WORK="$WORK/bytes-$RECORD_BYTES"
+    mkdir -p "$SIZE_WORK"
+    say "$QUEUE_RECORDS records of $RECORD_BYTES B, consumers $QUEUE_CONSUMERS"
 
-if [ -x "$RABBITMQ_BIN/rabbitmq-server" ] && start_rabbitmq; then
-    measure_rabbitmq
-else
-    FAILED+=("rabbitmq: not installed, or the server did not start (see $LOGS)")
-fi
-stop_rabbitmq
-rm -rf "${DATA:?}/rabbitmq"
+    LOGS="$LOGS_ROOT/${RECORD_BYTES}B-weir"
+    mkdir -p "$LOGS"
+    if start_weir; then
+        measure_weir || true
+    else
+        FAILED+=("weir: the broker did not start (see $LOGS/weir.log)")
+    fi
+    stop_weir weir
+    convert_weir || FAILED+=("weir: its reports could not be converted")
+    rm -rf "${DATA:?}/weir"
+
+    LOGS="$LOGS_ROOT/${RECORD_BYTES}B-weir-amqp"
+    mkdir -p "$LOGS"
+    if WEIR_AMQP_LISTEN="127.0.0.1:$WEIR_AMQP_PORT" start_weir; then
+        measure_weir_amqp
+    else
+        FAILED+=("weir-amqp: the broker did not start (see $LOGS/weir.log)")
+    fi
+    stop_weir weir
+    rm -rf "${DATA:?}/weir"
+
+    LOGS="$LOGS_ROOT/${RECORD_BYTES}B-rabbitmq"
+    mkdir -p "$LOGS"
+    if [ -x "$RABBITMQ_BIN/rabbitmq-server" ] && start_rabbitmq; then
+        measure_rabbitmq
+    else
+        FAILED+=("rabbitmq: not installed, or the server did not start (see $LOGS)")
+    fi
+    stop_rabbitmq
+    rm -rf "${DATA:?}/rabbitmq"
+}
+
+IFS=',' read -r -a SIZES <<<"$RECORD_SIZES"
+for RECORD_BYTES in "${SIZES[@]}"; do
+    measure_size
+done
 
 echo
 {
     "$PEER_BIN" report "$RESULTS"
-    echo
-    ratios
+    for RECORD_BYTES in "${SIZES[@]}"; do
+        echo
+        SIZE_WORK="$WORK/bytes-$RECORD_BYTES"
+        ratios
+    done
 } | tee "$WORK/results.txt"
 echo
 say "load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
-say "results: $RESULTS (JSON lines), $WORK/results.txt (table); logs: $LOGS"
+say "results: $RESULTS (JSON lines), $WORK/results.txt (table); logs: $LOGS_ROOT"
 if [ "${#FAILED[@]}" -gt 0 ]; then
     say "did not work:"
     for f in "${FAILED[@]}"; do say "  $f"; done

@@ -1,10 +1,11 @@
 //! `queue`: a work queue with per-message acknowledgement, the pattern of Weir's share
-//! groups (`weir bench queue`), measured on RabbitMQ's classic queues through AMQP 0-9-1
-//! (lapin, behind the `rabbitmq-amqp` feature).
+//! groups (`weir bench queue`), measured through AMQP 0-9-1 (lapin, behind the
+//! `rabbitmq-amqp` feature) on RabbitMQ's classic queues or on Weir's AMQP listener
+//! (`--broker weir`: a queue is a topic and its share group), the same client either way.
 //!
 //! Method, for each consumer count of `--consumers`:
 //! 1. the queue is deleted and declared again, empty: durable, classic
-//!    (`x-queue-type: classic`);
+//!    (`x-queue-type: classic`, which Weir takes too);
 //! 2. fill, timed: `--producers` producers, each on its own connection and a channel in
 //!    confirm mode, publish their share of `--records` persistent messages (delivery mode
 //!    2) of `--record-bytes` to the default exchange, keeping up to `--in-flight`
@@ -23,7 +24,7 @@
 //! counted as a duplicate and the run ends only when each one has arrived.
 //!
 //! One `produce` line (every fill together) and one `queue` line per consumer count are
-//! printed, in the `weir-peer-bench/1` schema.
+//! printed, in the `weir-peer-bench/1` schema, as system `rabbitmq` or `weir-amqp`.
 
 use std::time::Duration;
 
@@ -49,14 +50,28 @@ const INDEX_BYTES: usize = 8;
 /// The AMQP port `benches/compare-queues.sh` and `run-peers.sh` start RabbitMQ on.
 const DEFAULT_AMQP_PORT: u16 = 17472;
 
+/// The AMQP server measured: it names the results and says what an acknowledgement means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Broker {
+    /// RabbitMQ: a classic durable queue.
+    Rabbitmq,
+    /// Weir's AMQP listener: a queue is a topic and its share group.
+    Weir,
+}
+
 /// Options of `queue`.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// Address RabbitMQ's AMQP listener is on. Loopback only.
+    /// The server measured: `rabbitmq` (results as system `rabbitmq`) or `weir` (Weir's
+    /// AMQP listener, results as system `weir-amqp`).
+    #[arg(long, value_enum, default_value_t = Broker::Rabbitmq)]
+    pub broker: Broker,
+
+    /// Address the server's AMQP listener is on. Loopback only.
     #[arg(long, default_value = "127.0.0.1", value_parser = parse_loopback_host)]
     pub host: std::net::IpAddr,
 
-    /// RabbitMQ's AMQP 0-9-1 port.
+    /// The server's AMQP 0-9-1 port.
     #[arg(long, default_value_t = DEFAULT_AMQP_PORT)]
     pub port: u16,
 
@@ -90,8 +105,8 @@ pub struct QueueArgs {
     #[arg(long, default_value = "weir-bench-queue", value_parser = parse_stream_name)]
     pub queue: String,
 
-    /// The server's name and version for the results (`rabbitmq-server 3.10.8`): AMQP's
-    /// client does not expose what the server says of itself.
+    /// The server's name and version for the results (`rabbitmq-server 3.10.8`, `weir
+    /// 0.1.0`): AMQP's client does not expose what the server says of itself.
     #[arg(long, default_value = "rabbitmq-server")]
     pub server: String,
 
@@ -156,7 +171,7 @@ mod amqp {
     use serde_json::json;
     use tokio::sync::watch;
 
-    use super::{INDEX_BYTES, QueueArgs};
+    use super::{Broker, INDEX_BYTES, QueueArgs};
     use crate::output::{Format, Progress, emit, grouped, progress, record_size};
     use crate::payload::PayloadPool;
     use crate::result::{Acks, BenchResult, Durability, MB, SCHEMA, Workload};
@@ -176,15 +191,56 @@ mod amqp {
     /// How often a waiting consumer looks at the clock (for the stall limit).
     const POLL_WAIT: Duration = Duration::from_millis(200);
 
-    /// What a publisher confirm means here.
-    const PRODUCE_ACKS_MEAN: &str = "RabbitMQ classic durable queue, persistent message \
-        (delivery mode 2), publisher confirms: the confirm comes once the message is \
-        persisted, fsynced with others in a batch (the queue index or message store)";
+    impl Broker {
+        /// The results' `system`.
+        fn system(self) -> &'static str {
+            match self {
+                Broker::Rabbitmq => "rabbitmq",
+                Broker::Weir => "weir-amqp",
+            }
+        }
+    }
 
-    /// What a consumer's acknowledgement means here.
-    const CONSUME_ACKS_MEAN: &str = "manual basic.ack per message, prefetch as set; \
-        basic.ack has no reply: the clock stops when each consumer's channel.close-ok \
-        shows the server handled its acks, not when their removal is on disk";
+    /// What a publisher confirm means on `broker`.
+    fn produce_acks_mean(broker: Broker) -> &'static str {
+        match broker {
+            Broker::Rabbitmq => {
+                "RabbitMQ classic durable queue, persistent message (delivery mode 2), \
+                 publisher confirms: the confirm comes once the message is persisted, fsynced \
+                 with others in a batch (the queue index or message store)"
+            }
+            Broker::Weir => {
+                "Weir queue (a topic and its share group), persistent message (delivery mode \
+                 2), publisher confirms: the confirm comes once the message is appended with \
+                 acks=all and fsynced (flush.policy=group-commit, the default)"
+            }
+        }
+    }
+
+    /// What a consumer's acknowledgement means on `broker`.
+    fn consume_acks_mean(broker: Broker) -> &'static str {
+        match broker {
+            Broker::Rabbitmq => {
+                "manual basic.ack per message, prefetch as set; basic.ack has no reply: the \
+                 clock stops when each consumer's channel.close-ok shows the server handled \
+                 its acks, not when their removal is on disk"
+            }
+            Broker::Weir => {
+                "manual basic.ack per message, prefetch as set; Weir handles a channel's \
+                 acks in order, each an ACCEPT the share coordinator has made durable in \
+                 __share_group_state before the next method: the clock stops when each \
+                 consumer's channel.close-ok arrives, after its acks are durable"
+            }
+        }
+    }
+
+    /// The results' `queue_type` setting on `broker`.
+    fn queue_type(broker: Broker) -> &'static str {
+        match broker {
+            Broker::Rabbitmq => "classic, durable",
+            Broker::Weir => "a 1-partition topic and its share group (declared classic, durable)",
+        }
+    }
 
     /// Messages each consumer's bitmap word covers.
     const BITS: u64 = u64::BITS as u64;
@@ -229,7 +285,7 @@ mod amqp {
         let produce_rate = produced as f64 / total_secs;
         let produce = BenchResult {
             schema: SCHEMA.to_owned(),
-            system: "rabbitmq".to_owned(),
+            system: args.broker.system().to_owned(),
             server: args.server.clone(),
             client: CLIENT.to_owned(),
             workload: Workload::Produce,
@@ -238,7 +294,7 @@ mod amqp {
             acks: Some(Acks {
                 durability: Durability::Durable,
                 fsync_before_ack: true,
-                meaning: PRODUCE_ACKS_MEAN.to_owned(),
+                meaning: produce_acks_mean(args.broker).to_owned(),
             }),
             seconds: total_secs,
             records_per_sec: produce_rate,
@@ -246,7 +302,7 @@ mod amqp {
             latency: None,
             settings: BTreeMap::from([
                 ("queue".to_owned(), json!(args.queue)),
-                ("queue_type".to_owned(), json!("classic, durable")),
+                ("queue_type".to_owned(), json!(queue_type(args.broker))),
                 ("producers".to_owned(), json!(args.producers)),
                 ("in_flight_per_producer".to_owned(), json!(args.in_flight)),
                 (
@@ -270,8 +326,9 @@ mod amqp {
             }
             Format::Text => {
                 let mut text = format!(
-                    "rabbitmq produce: {} fill(s) of {} persistent messages of {}: {} records/s \
+                    "{} produce: {} fill(s) of {} persistent messages of {}: {} records/s \
                      (confirmed), {} producer(s), {} unconfirmed each at most\n",
+                    args.broker.system(),
                     fills.len(),
                     grouped(args.records),
                     record_size(args.record_bytes),
@@ -281,8 +338,9 @@ mod amqp {
                 );
                 for run in &runs {
                     text.push_str(&format!(
-                        "rabbitmq queue: {} consumers, prefetch {}: {} records/s acknowledged \
+                        "{} queue: {} consumers, prefetch {}: {} records/s acknowledged \
                          in {:.2} s ({} duplicates; per consumer {:?})\n",
+                        args.broker.system(),
                         run.consumers,
                         args.prefetch,
                         grouped(run.result.records_per_sec.round() as u64),
@@ -305,14 +363,14 @@ mod amqp {
     {
         tokio::time::timeout(REQUEST_TIMEOUT, work)
             .await
-            .map_err(|_| anyhow!("{what}: no answer from RabbitMQ within {REQUEST_TIMEOUT:?}"))?
+            .map_err(|_| anyhow!("{what}: no answer from the server within {REQUEST_TIMEOUT:?}"))?
             .with_context(|| what.to_owned())
     }
 
     async fn connect(uri: &str) -> anyhow::Result<Connection> {
         request(
             Connection::connect(uri, ConnectionProperties::default()),
-            "connecting to RabbitMQ's AMQP port",
+            "connecting to the server's AMQP port",
         )
         .await
     }
@@ -371,7 +429,8 @@ mod amqp {
             channels.push((connection, channel));
         }
         progress!(
-            "rabbitmq: publishing {} persistent messages of {} to {} ({} producer(s))",
+            "{}: publishing {} persistent messages of {} to {} ({} producer(s))",
+            args.broker.system(),
             grouped(args.records),
             record_size(args.record_bytes),
             args.queue,
@@ -411,7 +470,10 @@ mod amqp {
                 anyhow::Ok(())
             }));
         }
-        let mut progress = Progress::new("rabbitmq: messages confirmed".to_owned(), args.records);
+        let mut progress = Progress::new(
+            format!("{}: messages confirmed", args.broker.system()),
+            args.records,
+        );
         for task in tasks {
             while !task.is_finished() {
                 tokio::time::sleep(POLL_WAIT).await;
@@ -432,7 +494,7 @@ mod amqp {
         let confirmation = confirm.await.context("waiting for a publisher confirm")?;
         ensure!(
             confirmation.is_ack(),
-            "RabbitMQ refused a message (basic.nack)"
+            "the server refused a message (basic.nack)"
         );
         confirmed.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -490,7 +552,8 @@ mod amqp {
             members.push((connection, channel));
         }
         progress!(
-            "rabbitmq: {consumers} consumers take {} messages, prefetch {}, one basic.ack each",
+            "{}: {consumers} consumers take {} messages, prefetch {}, one basic.ack each",
+            args.broker.system(),
             grouped(args.records),
             args.prefetch
         );
@@ -562,7 +625,10 @@ mod amqp {
             }));
         }
         let mut progress = Progress::new(
-            format!("rabbitmq: {consumers} consumers: messages acknowledged"),
+            format!(
+                "{}: {consumers} consumers: messages acknowledged",
+                args.broker.system()
+            ),
             args.records,
         );
         let mut per_consumer = Vec::new();
@@ -579,7 +645,7 @@ mod amqp {
         let duplicates = duplicates.load(Ordering::Relaxed);
         let result = BenchResult {
             schema: SCHEMA.to_owned(),
-            system: "rabbitmq".to_owned(),
+            system: args.broker.system().to_owned(),
             server: args.server.clone(),
             client: CLIENT.to_owned(),
             workload: Workload::Queue,
@@ -588,7 +654,7 @@ mod amqp {
             acks: Some(Acks {
                 durability: Durability::Durable,
                 fsync_before_ack: false,
-                meaning: CONSUME_ACKS_MEAN.to_owned(),
+                meaning: consume_acks_mean(args.broker).to_owned(),
             }),
             seconds,
             records_per_sec,
@@ -599,7 +665,7 @@ mod amqp {
                 ("prefetch".to_owned(), json!(args.prefetch)),
                 ("ack".to_owned(), json!("basic.ack per message")),
                 ("queue".to_owned(), json!(args.queue)),
-                ("queue_type".to_owned(), json!("classic, durable")),
+                ("queue_type".to_owned(), json!(queue_type(args.broker))),
                 ("duplicates".to_owned(), json!(duplicates)),
                 ("records_per_consumer".to_owned(), json!(per_consumer)),
             ]),
