@@ -17,9 +17,15 @@
 //!
 //! The table takes the time as an argument and reads no clock, so its rules are tested
 //! without sleeping.
+//!
+//! Consumers that a listener serves without membership (AMQP's `basic.consume`: its
+//! fetches name a member id of the listener's making, and nothing heartbeats) are counted
+//! beside the members, on the broker serving them, while their [`AttachedConsumer`]
+//! lives: listings show them as the group's members (a queue's consumers), and nothing
+//! else about the group changes.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weir_cluster::group::{MAX_MEMBER_ID_CHARS, validate_group_id};
@@ -135,6 +141,28 @@ impl Group {
 #[derive(Debug, Default)]
 pub struct ShareMembers {
     groups: Mutex<HashMap<String, Group>>,
+    /// Consumers served here without membership, by group.
+    attached: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One consumer of a share group that a listener serves without membership, counted
+/// among the group's members on this broker until dropped.
+#[derive(Debug)]
+pub struct AttachedConsumer {
+    group_id: String,
+    attached: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl Drop for AttachedConsumer {
+    fn drop(&mut self) {
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = attached.get_mut(&self.group_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                attached.remove(&self.group_id);
+            }
+        }
+    }
 }
 
 impl ShareMembers {
@@ -331,7 +359,7 @@ impl ShareMembers {
     /// Every group this table holds, with its number of live members at `now`, by id.
     pub fn groups(&self, now: Instant) -> Vec<(String, usize)> {
         let groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<(String, usize)> = groups
+        let mut out: BTreeMap<String, usize> = groups
             .iter()
             .map(|(id, g)| {
                 let live = g
@@ -342,8 +370,23 @@ impl ShareMembers {
                 (id.clone(), live)
             })
             .collect();
-        out.sort_unstable();
-        out
+        drop(groups);
+        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        for (id, n) in attached.iter() {
+            *out.entry(id.clone()).or_default() += n;
+        }
+        out.into_iter().collect()
+    }
+
+    /// Counts one more consumer of `group_id` served here without membership, until the
+    /// returned guard is dropped.
+    pub fn attach(&self, group_id: &str) -> AttachedConsumer {
+        let mut attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        *attached.entry(group_id.to_owned()).or_default() += 1;
+        AttachedConsumer {
+            group_id: group_id.to_owned(),
+            attached: self.attached.clone(),
+        }
     }
 
     /// Forgets `group_id` if it has no live member at `now` (a deleted group); refuses
@@ -471,6 +514,27 @@ mod tests {
             .filter(|t| t.as_str() != "missing")
             .map(|t| (t.clone(), vec![0, 1]))
             .collect()
+    }
+
+    #[test]
+    fn attached_consumers_count_as_members_while_they_live() {
+        let table = ShareMembers::default();
+        let t0 = Instant::now();
+        table
+            .heartbeat(hb("m1", 0, Some(&["jobs"])), t0, two_partitions_each)
+            .unwrap();
+        let first = table.attach("workers");
+        let second = table.attach("workers");
+        let other = table.attach("queue");
+        assert_eq!(
+            table.groups(t0),
+            [("queue".to_owned(), 1), ("workers".to_owned(), 3)]
+        );
+        drop(first);
+        drop(other);
+        assert_eq!(table.groups(t0), [("workers".to_owned(), 2)]);
+        drop(second);
+        assert_eq!(table.groups(t0), [("workers".to_owned(), 1)]);
     }
 
     #[test]

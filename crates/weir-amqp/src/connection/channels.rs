@@ -26,6 +26,8 @@ impl Conn {
             text = reply.text,
             "closing an AMQP channel"
         );
+        // The acks the client sent before the error count: applied before it leaves.
+        self.drain_acks().await;
         if let Some(mut channel) = self.channels.remove(&id) {
             self.release(&mut channel).await;
             channel.closing = true;

@@ -1,16 +1,15 @@
 //! Consumers and what they are delivered: `basic.qos`/`consume`/`cancel`/`get`, the
 //! deliveries their fetch loops send (`crate::consume`) with their tags, and
-//! `basic.ack`/`nack`/`reject` settled as ACCEPT/RELEASE/REJECT ranges in the core, and
-//! `basic.recover`, a RELEASE of everything the channel holds.
+//! `basic.ack`/`nack`/`reject` and `basic.recover` (a RELEASE of everything the channel
+//! holds) handed to `acks.rs`, which settles them in the core in batches.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::protocol::{AMQPClass, basic};
 use amq_protocol::types::ShortString;
 use tokio::sync::Semaphore;
-use weir_broker::shares::{self, AckKind, AckRange, ShareFetch, ShareRecord, ShareStart};
+use weir_broker::shares::{self, AckKind, ShareFetch, ShareRecord, ShareStart};
 
 use crate::consume::{self, Fetched};
 use crate::errors::{
@@ -19,8 +18,7 @@ use crate::errors::{
 use crate::queues;
 
 use super::{
-    ACK_ENTRIES_PER_REQUEST, Conn, Consumer, Event, MAX_CONSUMERS_PER_CHANNEL,
-    MAX_UNACKED_PER_CONSUMER, Publishing, Unacked,
+    Conn, Consumer, Event, MAX_CONSUMERS_PER_CHANNEL, MAX_UNACKED_PER_CONSUMER, Publishing, Unacked,
 };
 
 impl Conn {
@@ -71,7 +69,6 @@ impl Conn {
             basic::AMQPMethod::Get(get) => self.get(id, get).await,
             basic::AMQPMethod::Ack(ack) => {
                 self.settle(id, ack.delivery_tag, ack.multiple, AckKind::Accept)
-                    .await
             }
             basic::AMQPMethod::Nack(nack) => {
                 let kind = if nack.requeue {
@@ -80,7 +77,6 @@ impl Conn {
                     AckKind::Reject
                 };
                 self.settle(id, nack.delivery_tag, nack.multiple, kind)
-                    .await
             }
             basic::AMQPMethod::Reject(reject) => {
                 let kind = if reject.requeue {
@@ -88,15 +84,17 @@ impl Conn {
                 } else {
                     AckKind::Reject
                 };
-                self.settle(id, reject.delivery_tag, false, kind).await
+                self.settle(id, reject.delivery_tag, false, kind)
             }
             // The channel's unacknowledged deliveries released, delivered again with
             // `redelivered` set (to this channel's consumers or others). RabbitMQ
             // answers `requeue=false` with 540 and serves the deprecated async form
             // without an answer; so does Weir.
             basic::AMQPMethod::Recover(basic::Recover { requeue: true }) => {
-                self.settle(id, 0, true, AckKind::Release { delay_ms: 0 })
-                    .await?;
+                self.settle(id, 0, true, AckKind::Release { delay_ms: 0 })?;
+                // recover-ok once the releases are applied: what the channel held is
+                // available again when the client hears of it.
+                self.drain_acks().await;
                 self.send_method(
                     id,
                     AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
@@ -105,7 +103,6 @@ impl Conn {
             }
             basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue: true }) => {
                 self.settle(id, 0, true, AckKind::Release { delay_ms: 0 })
-                    .await
             }
             basic::AMQPMethod::Recover(_) | basic::AMQPMethod::RecoverAsync(_) => {
                 Err(Reply::connection(NOT_IMPLEMENTED, "requeue=false"))
@@ -186,6 +183,7 @@ impl Conn {
             .expect("consumers")
             .entry(queue.clone())
             .or_default() += 1;
+        let attached = self.shared.broker.share_members().attach(&queue);
         if let Some(channel) = self.channels.get_mut(&id) {
             channel.consumers.insert(
                 tag,
@@ -195,6 +193,7 @@ impl Conn {
                     no_ack: m.no_ack,
                     room,
                     task,
+                    _attached: attached,
                 },
             );
         }
@@ -296,133 +295,15 @@ impl Conn {
         let body = record.record.value.clone().unwrap_or_default();
         self.send_content(id, properties, &body);
         if get.no_ack {
-            self.acknowledge(
+            self.queue_acks(
                 &queue,
                 &member,
                 &[(record.partition, record.record.offset)],
                 AckKind::Accept,
-            )
-            .await;
+                Vec::new(),
+            );
         }
         Ok(())
-    }
-
-    /// `basic.ack` / `nack` / `reject`: the deliveries named (all up to `tag` with
-    /// `multiple`; every one for tag 0 with `multiple`) are acknowledged to the core
-    /// and their consumers' room given back. An unknown tag closes the channel (406).
-    pub(super) async fn settle(
-        &mut self,
-        id: u16,
-        tag: u64,
-        multiple: bool,
-        kind: AckKind,
-    ) -> Result<(), Reply> {
-        let Some(channel) = self.channels.get_mut(&id) else {
-            return Ok(());
-        };
-        let taken: Vec<Unacked> = if multiple {
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let keys: Vec<u64> = channel.unacked.range(..=upto).map(|(k, _)| *k).collect();
-            if keys.is_empty() && tag != 0 {
-                return Err(unknown_tag(tag));
-            }
-            keys.iter()
-                .filter_map(|k| channel.unacked.remove(k))
-                .collect()
-        } else {
-            match channel.unacked.remove(&tag) {
-                Some(unacked) => vec![unacked],
-                None => return Err(unknown_tag(tag)),
-            }
-        };
-        // The consumers' room is given back only once the core has the outcome: a fetch
-        // started earlier could pass a released message by, or exceed the prefetch.
-        let mut rooms: Vec<Arc<Semaphore>> = Vec::new();
-        for unacked in &taken {
-            if let Some(consumer) = unacked
-                .consumer
-                .as_ref()
-                .and_then(|c| channel.consumers.get(c))
-                && consumer.member == unacked.member
-            {
-                rooms.push(consumer.room.clone());
-            }
-        }
-        let mut by_member: BTreeMap<(String, String), Vec<(u32, i64)>> = BTreeMap::new();
-        for unacked in taken {
-            by_member
-                .entry((unacked.queue, unacked.member))
-                .or_default()
-                .push((unacked.partition, unacked.offset));
-        }
-        for ((queue, member), offsets) in by_member {
-            self.acknowledge(&queue, &member, &offsets, kind).await;
-        }
-        for room in rooms {
-            room.add_permits(1);
-        }
-        Ok(())
-    }
-
-    /// Acknowledges `offsets` of `queue` as `member`, runs of offsets as one range. An
-    /// acknowledgement the core refuses (the lock expired, the coordinator moved) leaves
-    /// the message to be delivered again, which is what AMQP promises for it anyway.
-    pub(super) async fn acknowledge(
-        &self,
-        queue: &str,
-        member: &str,
-        offsets: &[(u32, i64)],
-        kind: AckKind,
-    ) {
-        let mut offsets = offsets.to_vec();
-        offsets.sort_unstable();
-        let mut ranges: Vec<AckRange> = Vec::new();
-        for (partition, offset) in offsets {
-            match ranges.last_mut() {
-                Some(last) if last.partition == partition && last.last + 1 == offset => {
-                    last.last = offset;
-                }
-                _ => ranges.push(AckRange {
-                    topic: queue.to_owned(),
-                    partition,
-                    first: offset,
-                    last: offset,
-                    kind,
-                }),
-            }
-        }
-        for chunk in ranges.chunks(ACK_ENTRIES_PER_REQUEST) {
-            match shares::acknowledge_anywhere(
-                &self.shared.broker,
-                &self.ctx,
-                queue,
-                member,
-                chunk.to_vec(),
-                false,
-            )
-            .await
-            {
-                Ok(results) => {
-                    for result in results {
-                        match result.outcome {
-                            Ok(not_held) if not_held.is_empty() => {}
-                            Ok(not_held) => tracing::debug!(
-                                queue,
-                                ?not_held,
-                                "AMQP acknowledgement of records no longer held"
-                            ),
-                            Err(err) => {
-                                tracing::debug!(queue, error = %err, "AMQP acknowledgement refused")
-                            }
-                        }
-                    }
-                }
-                // Debug, as a refusal above: while a coordinator loads, every ack of every
-                // consumer fails this way (one line per ack, hundreds a second, in the
-                // soak), and each message comes again, which is what AMQP promises.
-                Err(err) => tracing::debug!(queue, error = %err, "AMQP acknowledgement failed"),
-            }
-        }
     }
 
     pub(super) async fn on_event(&mut self, event: Event) {
@@ -502,8 +383,13 @@ impl Conn {
                 .iter()
                 .map(|r| (r.partition, r.record.offset))
                 .collect();
-            self.acknowledge(&queue, &member, &offsets, AckKind::Release { delay_ms: 0 })
-                .await;
+            self.queue_acks(
+                &queue,
+                &member,
+                &offsets,
+                AckKind::Release { delay_ms: 0 },
+                Vec::new(),
+            );
             return;
         };
         let mut accepted = Vec::new();
@@ -543,11 +429,18 @@ impl Conn {
             self.send_content(id, properties, &body);
         }
         if !accepted.is_empty() {
-            self.acknowledge(&queue, &member, &accepted, AckKind::Accept)
-                .await;
-            if let Some(consumer) = self.channels.get(&id).and_then(|c| c.consumers.get(&tag)) {
-                consumer.room.add_permits(accepted.len());
-            }
+            let room = self
+                .channels
+                .get(&id)
+                .and_then(|c| c.consumers.get(&tag))
+                .map(|consumer| (consumer.room.clone(), accepted.len()));
+            self.queue_acks(
+                &queue,
+                &member,
+                &accepted,
+                AckKind::Accept,
+                room.into_iter().collect(),
+            );
         }
     }
 }

@@ -5,6 +5,7 @@
 //! the answers. Channel errors close the channel, connection errors the connection
 //! (docs/amqp.md § Failure cases and reply codes).
 
+mod acks;
 mod channels;
 mod consumers;
 mod handshake;
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 use weir_broker::budget::{Budget, RequestBytesPermit};
 use weir_broker::listener_kit::{Closing, Connection, ReadHalf};
 use weir_broker::produce::PendingProduce;
+use weir_broker::share_members::AttachedConsumer;
 use weir_broker::{BrokerError, RequestContext};
 
 use crate::Shared;
@@ -120,6 +122,9 @@ struct Consumer {
     no_ack: bool,
     room: Arc<Semaphore>,
     task: JoinHandle<()>,
+    /// Counts it among the queue's share group's members while it lives (listings, the
+    /// console's consumers).
+    _attached: AttachedConsumer,
 }
 
 /// A publish whose content is being read.
@@ -221,6 +226,8 @@ struct Conn {
     /// A publish of this channel, of this many body bytes, waits for room in the
     /// broker-wide budget: nothing more is read from the client until it has it.
     awaiting_room: Option<(u16, usize)>,
+    /// Acknowledgements received and not yet applied (`acks.rs`).
+    acks: acks::Acks,
 }
 
 /// Serves one connection until it closes, then gives back what its channels held and
@@ -269,6 +276,7 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
         cancel_notify: false,
         blocked_notify: false,
         awaiting_room: None,
+        acks: acks::Acks::default(),
     };
     conn.send_start();
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -303,6 +311,7 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
                 Some(Inbound::Gone) | None => break,
             },
             Some(event) = event_rx.recv() => conn.on_event(event).await,
+            rooms = conn.acks.applied(), if conn.acks.busy() => conn.on_acks_applied(rooms),
             Some(room) = room(&conn.shared.budget, conn.awaiting_room) => {
                 conn.on_room(room);
                 // Nothing was read while it waited: the client's silence was ours.
@@ -464,6 +473,11 @@ impl Conn {
             Phase::Closed => Ok(()),
             Phase::Start | Phase::Tune | Phase::Open => self.on_handshake(frame).await,
             Phase::Running => {
+                // AMQP answers a channel's methods in order: what the client asks after
+                // its acks is answered after they are applied.
+                if !acks::passes_acks(&frame) {
+                    self.drain_acks().await;
+                }
                 if channel == 0 {
                     self.on_connection_frame(frame).await
                 } else {
@@ -505,6 +519,8 @@ impl Conn {
     /// After the connection ended: every channel's records given back, exclusive and
     /// auto-delete queues it declared deleted.
     async fn finish(&mut self) {
+        // The acks received before the end count: applied before the members leave.
+        self.drain_acks().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             if let Some(mut channel) = self.channels.remove(&id) {
