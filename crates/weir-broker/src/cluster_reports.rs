@@ -30,6 +30,7 @@ use crate::groups::{GroupDescription, GroupSummary, PartitionProgress};
 use crate::limits::{MAX_GROUPS_PER_REQUEST, MAX_PARTITIONS_PER_REQUEST};
 use crate::replicas::{BrokerDisk, broker_disk};
 use crate::share_admin::{ShareGroupListing, ShareGroupState};
+use crate::shares::ShareCounts;
 use crate::{Broker, BrokerError, Reason, RequestContext};
 
 /// Longest wait for one broker's report, connecting included.
@@ -286,6 +287,66 @@ pub async fn describe_groups_anywhere(
             .filter_map(Result::ok),
     );
     described
+}
+
+/// The [`ShareCounts`] of each of `queues` (a topic and the share group of its name), one
+/// answer each in order: a queue list's ready and unacknowledged counts, whichever broker
+/// serves it. Each group is counted at its share coordinator (here, or asked of it over
+/// the internal listener), all at once and each within [`REPORT_TIMEOUT`]; a group
+/// without state yet (nobody fetched) has every record of its topic ready, from the log
+/// ends of its partitions' replicas here or their leaders. Describe on the group and on
+/// the topic.
+pub async fn queue_counts(
+    broker: &Broker,
+    ctx: &RequestContext,
+    queues: &[String],
+) -> Vec<Result<ShareCounts, BrokerError>> {
+    let counted = join_all(queues.iter().map(|id| async move {
+        broker.authorize_topic(ctx, Operation::Describe, id)?;
+        tokio::time::timeout(
+            REPORT_TIMEOUT,
+            crate::shares::counts_anywhere(broker, ctx, id),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BrokerError::new(
+                Reason::CoordinatorNotAvailable,
+                format!(
+                    "the share coordinator of {id:?} did not answer within {} s",
+                    REPORT_TIMEOUT.as_secs()
+                ),
+            ))
+        })
+    }))
+    .await;
+    // The queues without state: every record of their partitions is ready.
+    let image = broker.registry().cluster().image();
+    let unread: Vec<(String, u32)> = queues
+        .iter()
+        .zip(&counted)
+        .filter(|(_, c)| matches!(c, Ok(None)))
+        .filter_map(|(q, _)| image.topic(q))
+        .flat_map(|t| (0..t.partitions.len() as u32).map(|p| (t.name.clone(), p)))
+        .collect();
+    let mut ends = local_offsets(broker, &unread, None).await;
+    ends.extend(ends_elsewhere(broker, &unread, None).await);
+    let mut ready: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in &ends {
+        *ready.entry(e.topic.as_str()).or_default() +=
+            u64::try_from(e.high_watermark - e.log_start_offset).unwrap_or(0);
+    }
+    queues
+        .iter()
+        .zip(counted)
+        .map(|(q, c)| {
+            c.map(|c| {
+                c.unwrap_or(ShareCounts {
+                    ready: ready.get(q.as_str()).copied().unwrap_or(0),
+                    ..ShareCounts::default()
+                })
+            })
+        })
+        .collect()
 }
 
 /// Each of `group_ids` as this broker, its coordinator, describes it, one answer each in

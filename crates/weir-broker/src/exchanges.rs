@@ -164,6 +164,78 @@ pub async fn declare_queue(
     Ok(broker.registry().cluster().declare_queue(queue).await?)
 }
 
+/// Every queue declaration the caller may describe (Describe on the queue's topic), in
+/// name order: what the console lists as queues.
+pub fn queue_declarations(broker: &Broker, ctx: &RequestContext) -> Vec<QueueDeclaration> {
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .queue_declarations()
+        .filter(|q| {
+            broker
+                .authorize_topic(ctx, Operation::Describe, &q.name)
+                .is_ok()
+        })
+        .cloned()
+        .collect()
+}
+
+/// One exchange with what it routes to: the console's exchange pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeOverview {
+    pub exchange: Exchange,
+    /// Predeclared (exists in every cluster, without a record).
+    pub predeclared: bool,
+    /// Its bindings to queues, in order.
+    pub bindings: Vec<Binding>,
+    /// Its bindings to other exchanges (it is their source), in order.
+    pub to_exchanges: Vec<ExchangeBinding>,
+    /// The bindings of other exchanges to it (it is their destination).
+    pub from_exchanges: Vec<ExchangeBinding>,
+}
+
+/// Every exchange, the predeclared ones first, with its bindings: Describe on the
+/// cluster, as a passive declare of each is.
+pub fn overview(
+    broker: &Broker,
+    ctx: &RequestContext,
+) -> Result<Vec<ExchangeOverview>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let image = broker.registry().cluster().image();
+    let predeclared = PREDECLARED.iter().filter_map(|(name, _)| predeclared(name));
+    let declared = image.exchanges().cloned();
+    Ok(predeclared
+        .map(|e| (e, true))
+        .chain(declared.map(|e| (e, false)))
+        .map(|(exchange, predeclared)| ExchangeOverview {
+            bindings: image.bindings(&exchange.name).cloned().collect(),
+            to_exchanges: image.exchange_bindings(&exchange.name).cloned().collect(),
+            from_exchanges: image
+                .exchange_bindings_to(&exchange.name)
+                .cloned()
+                .collect(),
+            exchange,
+            predeclared,
+        })
+        .collect())
+}
+
+/// Every binding to the queue `queue` (its topic's name), of every exchange, in order:
+/// Describe on the cluster, as [`overview`]. The default exchange's binding of every
+/// queue, under its own name, is not stored and not listed.
+pub fn bindings_to(
+    broker: &Broker,
+    ctx: &RequestContext,
+    queue: &str,
+) -> Result<Vec<Binding>, BrokerError> {
+    broker.authorize_cluster(ctx, Operation::Describe)?;
+    let image = broker.registry().cluster().image();
+    let mut bindings: Vec<Binding> = image.bindings_to(queue).cloned().collect();
+    bindings.sort();
+    Ok(bindings)
+}
+
 /// How many bindings the exchange `name` has.
 pub fn binding_count(broker: &Broker, name: &str) -> usize {
     broker.registry().cluster().image().binding_count(name)

@@ -151,6 +151,13 @@ pub trait ShareForwarder: Send + Sync + Debug {
         group_id: &'a str,
     ) -> ForwardFuture<'a, Option<Vec<(String, u32, i64)>>>;
 
+    /// [`counts`] at the coordinator.
+    fn counts<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+    ) -> ForwardFuture<'a, Option<ShareCounts>>;
+
     /// [`reset_starts`] at the coordinator.
     fn reset<'a>(
         &'a self,
@@ -215,26 +222,75 @@ pub async fn describe(
     Ok(broker.shares()?.describe(group_id).await?)
 }
 
+/// A share group's records as RabbitMQ's management page counts a queue's messages.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShareCounts {
+    /// Not held by a member: in the log past the windows, available, or delayed.
+    pub ready: u64,
+    /// Of `ready`, those delayed (a delivery time to come, or a release's delay).
+    pub delayed: u64,
+    /// Held by members, not yet acknowledged (acquired).
+    pub unacked: u64,
+}
+
+impl ShareCounts {
+    /// The counts of `view`'s share-partitions together. A partition this broker hosts
+    /// no replica of has no high watermark here: what its window has not read yet is not
+    /// counted.
+    pub fn of(view: &ShareGroupView) -> ShareCounts {
+        let mut counts = ShareCounts::default();
+        for p in &view.partitions {
+            let unread = u64::try_from(p.high_watermark - p.end).unwrap_or(0);
+            counts.ready += unread + p.counts.available as u64 + p.counts.delayed as u64;
+            counts.delayed += p.counts.delayed as u64;
+            counts.unacked += p.counts.acquired as u64;
+        }
+        counts
+    }
+}
+
+/// The group's [`ShareCounts`] at this broker, its share coordinator (Describe on the
+/// group); `None` for a group without state (nothing fetched or attached yet).
+pub async fn counts(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Option<ShareCounts>, BrokerError> {
+    broker.authorize_group(ctx, Operation::Describe, group_id)?;
+    local_counts(broker, group_id).await
+}
+
+/// [`counts`] at whichever broker coordinates the group: here, or forwarded to it.
+pub async fn counts_anywhere(
+    broker: &Broker,
+    ctx: &RequestContext,
+    group_id: &str,
+) -> Result<Option<ShareCounts>, BrokerError> {
+    let coordinator = find_coordinator(broker, ctx, group_id)?;
+    if coordinator.node_id == broker.node_id() {
+        return counts(broker, ctx, group_id).await;
+    }
+    broker
+        .share_forwarder()?
+        .counts(&coordinator, group_id)
+        .await
+}
+
+async fn local_counts(broker: &Broker, group_id: &str) -> Result<Option<ShareCounts>, BrokerError> {
+    match broker.shares()?.describe(group_id).await {
+        Ok(view) => Ok(Some(ShareCounts::of(&view))),
+        Err(ShareError::UnknownGroup(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The ready records of the group (available, delayed, or in the log past its windows;
 /// not those its members hold): what an AMQP queue's `x-max-length` bounds, as RabbitMQ
 /// counts ready messages only. `None` for a group without state (nothing fetched or
 /// attached yet). No authorisation: the broker's own check of a publish into the group's
 /// topic, which the publish's Write on it allowed.
 pub async fn ready_count(broker: &Broker, group_id: &str) -> Result<Option<u64>, BrokerError> {
-    let view = match broker.shares()?.describe(group_id).await {
-        Ok(view) => view,
-        Err(ShareError::UnknownGroup(_)) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    Ok(Some(
-        view.partitions
-            .iter()
-            .map(|p| {
-                let unread = u64::try_from(p.high_watermark - p.end).unwrap_or(0);
-                unread + p.counts.available as u64 + p.counts.delayed as u64
-            })
-            .sum(),
-    ))
+    Ok(local_counts(broker, group_id).await?.map(|c| c.ready))
 }
 
 /// The group's settings as it sets them, with the lock duration and delivery limit it

@@ -10,13 +10,15 @@ pub(crate) enum Section {
     Cluster,
     Topics,
     Groups,
+    Queues,
     Live,
 }
 
-const SECTIONS: [(Section, &str, &str); 4] = [
+const SECTIONS: [(Section, &str, &str); 5] = [
     (Section::Cluster, "/console/", "Cluster"),
     (Section::Topics, "/console/topics", "Topics"),
     (Section::Groups, "/console/groups", "Groups"),
+    (Section::Queues, "/console/queues", "Queues"),
     (Section::Live, "/console/live", "Live"),
 ];
 

@@ -1,11 +1,11 @@
 //! The web console of a Weir broker, served on its admin HTTP listener beside `/metrics`
 //! and `/health`: the cluster, topics and their partitions, a message browser, consumer
-//! and share groups, and live charts, as server-rendered HTML (maud) with a little
+//! and share groups, AMQP queues and exchanges, and live charts, as server-rendered HTML (maud) with a little
 //! hand-written JavaScript that only enhances (server-sent events redraw the charts).
 //!
 //! - [`router`]: the routes, under `/console` (and `/` redirecting there).
 //! - `pages/`: one file per page family (cluster, topics, the message browser, groups,
-//!   live charts); each handler reads through the broker core's operations, the same
+//!   queues and exchanges, live charts); each handler reads through the broker core's operations, the same
 //!   ones the gRPC and Kafka adapters call.
 //! - `history`: the samples behind the charts (the broker keeps no history: a background
 //!   task samples its counters into a bounded ring).
@@ -87,7 +87,7 @@ pub fn router(core: Arc<Broker>, this_broker: Endpoints) -> Router {
         csrf_token: csrf::new_token(),
         event_streams: Arc::new(AtomicUsize::new(0)),
     });
-    use pages::{assets, browse, cluster, groups, live, topics};
+    use pages::{assets, browse, cluster, groups, live, queues, topics};
     Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
         .route("/console", get(|| async { Redirect::to("/console/") }))
@@ -121,6 +121,9 @@ pub fn router(core: Arc<Broker>, this_broker: Endpoints) -> Router {
             get(groups::confirm_delete).post(groups::delete),
         )
         .route("/console/share-groups/{group}", get(groups::share_detail))
+        .route("/console/queues", get(queues::list))
+        .route("/console/queues/{queue}", get(queues::queue))
+        .route("/console/exchanges/{exchange}", get(queues::exchange))
         .route("/console/live", get(live::page))
         .route("/console/events", get(live::events))
         .fallback(pages::not_found)

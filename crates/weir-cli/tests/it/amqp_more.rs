@@ -1,12 +1,14 @@
 //! RabbitMQ features beyond the tutorials, through pika (`tests/amqp/*.py`, driven as
 //! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
 //! `reject-publish`), exchange-to-exchange bindings and alternate exchanges,
-//! `basic.recover`, flow control (`connection.blocked`), and one queue shared by pika and
-//! Kafka clients, headers included both ways.
+//! `basic.recover`, flow control (`connection.blocked`), one queue shared by pika and
+//! Kafka clients, headers included both ways, and the console's queue and exchange pages
+//! over what pika declared and holds.
 
 use serde_json::Value;
 
-use crate::amqp::{amqp_broker, assert_death, strings_of, tutorial};
+use crate::amqp::{amqp_broker, amqp_port, assert_death, strings_of, tutorial};
+use crate::common::Broker;
 
 #[test]
 fn pika_max_length_drops_the_head_or_rejects_publishes_as_rabbitmq() {
@@ -333,4 +335,104 @@ fn pika_and_kafka_clients_share_a_queue_headers_included() {
         assert_eq!(m["headers"]["source"], "kafka-python", "{m}");
         assert_eq!(m["headers"]["n"], i.to_string(), "{m}");
     }
+}
+
+/// The text of each cell of the table row of `html` that links to `href` (its `th` and
+/// `td`s, tags stripped, whitespace collapsed).
+fn row_cells(html: &str, href: &str) -> Vec<String> {
+    let at = html
+        .find(&format!("href=\"{href}\""))
+        .unwrap_or_else(|| panic!("no link to {href} in {html}"));
+    let start = html[..at].rfind("<tr>").expect("the link's row");
+    let end = at + html[at..].find("</tr>").expect("the row's end");
+    let row = &html[start..end];
+    let mut cells = Vec::new();
+    for cell in row.split("<t").skip(2) {
+        let mut text = String::new();
+        let mut in_tag = true;
+        for ch in cell.chars() {
+            match ch {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => text.push(c),
+                _ => {}
+            }
+        }
+        cells.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+    }
+    cells
+}
+
+#[test]
+fn the_console_lists_pika_s_queues_with_their_counts_and_consumers_and_their_exchanges() {
+    let broker = Broker::start(weir_server::ServerConfig {
+        admin_listen: Some("127.0.0.1:0".parse().expect("address")),
+        amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
+        ..Default::default()
+    });
+    let port = amqp_port(&broker);
+    let admin = broker
+        .server
+        .as_ref()
+        .and_then(|s| s.admin_addr)
+        .expect("an admin listener")
+        .to_string();
+    let result = &tutorial("console_queues.py", port, &[&admin]);
+    assert_eq!(result["held"].as_array().map(Vec::len), Some(2), "{result}");
+    for name in ["list", "orders", "shop", "default"] {
+        assert_eq!(result[name]["status"], 200, "{name}: {}", result[name]);
+    }
+    for name in ["missing_queue", "missing_exchange"] {
+        assert_eq!(result[name]["status"], 404, "{name}: {}", result[name]);
+    }
+
+    // The list: queue, features, ready, unacked, total, consumers, state held by.
+    let list = result["list"]["html"].as_str().expect("html");
+    let orders = row_cells(list, "/console/queues/orders");
+    assert_eq!(orders[0], "orders", "{orders:?}");
+    assert_eq!(orders[1], "D DLX TTL", "{orders:?}");
+    assert_eq!(&orders[2..6], ["3", "2", "5", "1"], "{orders:?}");
+    // Nobody consumed audit: its group has no state, and all 5 are ready.
+    let audit = row_cells(list, "/console/queues/audit");
+    assert_eq!(&audit[1..6], ["D", "5", "0", "5", "0"], "{audit:?}");
+    // Exchanges: the predeclared ones and the two declared, with their bindings.
+    let shop = row_cells(list, "/console/exchanges/shop");
+    assert_eq!(shop, ["shop", "topic", "D", "2"], "{shop:?}");
+    let default = row_cells(list, "/console/exchanges/amq.default");
+    assert_eq!(default[0], "(AMQP default)", "{default:?}");
+    assert!(
+        list.contains("href=\"/console/exchanges/amq.topic\""),
+        "{list}"
+    );
+
+    // The queue's page: its counts, arguments, and what routes to it.
+    let page = result["orders"]["html"].as_str().expect("html");
+    let counts = &page[page.find("id=\"queue-counts\"").expect("counts")..];
+    assert!(
+        counts.contains(">3</td>") && counts.contains(">2</td>"),
+        "{counts}"
+    );
+    assert!(
+        page.contains("x-message-ttl") && page.contains("600000"),
+        "{page}"
+    );
+    let bindings = row_cells(page, "/console/exchanges/shop");
+    assert_eq!(bindings, ["shop", "order.*", "—"], "{bindings:?}");
+    assert!(
+        page.contains("href=\"/console/share-groups/orders\""),
+        "{page}"
+    );
+
+    // The exchange's page: both queues bound; the default exchange routes by name.
+    let page = result["shop"]["html"].as_str().expect("html");
+    assert_eq!(
+        row_cells(page, "/console/queues/orders"),
+        ["queue orders", "order.*", "—"]
+    );
+    assert_eq!(
+        row_cells(page, "/console/queues/audit"),
+        ["queue audit", "#", "—"]
+    );
+    let page = result["default"]["html"].as_str().expect("html");
+    assert!(page.contains("Every queue, by its name"), "{page}");
 }

@@ -413,6 +413,11 @@ impl MetadataImage {
         self.exchanges.queues.get(name)
     }
 
+    /// Every queue declaration, by name.
+    pub fn queue_declarations(&self) -> impl Iterator<Item = &StoredQueue> {
+        self.exchanges.queues.values()
+    }
+
     /// Every binding to the queue `queue`, of every exchange.
     pub fn bindings_to(&self, queue: &str) -> impl Iterator<Item = &StoredBinding> {
         self.exchanges

@@ -7,6 +7,7 @@ pub(crate) mod browse;
 pub(crate) mod cluster;
 pub(crate) mod groups;
 pub(crate) mod live;
+pub(crate) mod queues;
 pub(crate) mod topics;
 
 use std::convert::Infallible;

@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use weir_broker::groups::Coordinator;
 use weir_broker::produce::{Acks, Appended, ForwardedProduce, ProduceForwarder};
 use weir_broker::shares::{
-    AckRange, AckResult, ForwardFuture, GroupSettings, ShareFetch, ShareFetchAnswer,
+    AckRange, AckResult, ForwardFuture, GroupSettings, ShareCounts, ShareFetch, ShareFetchAnswer,
     ShareForwarder, ShareRecord, ShareStart, StartReset, StartTarget,
 };
 use weir_broker::{BrokerError, Reason};
@@ -221,6 +221,27 @@ impl GrpcForwarder {
         }))
     }
 
+    async fn share_counts(
+        &self,
+        coordinator: &Coordinator,
+        group_id: &str,
+    ) -> Result<Option<ShareCounts>, BrokerError> {
+        let (mut client, who) = self.coordinator(coordinator)?;
+        let request = pb::ForwardedShareGroup {
+            group_id: group_id.to_owned(),
+        };
+        let answer = client
+            .share_counts(timed(request, CALL_SLACK))
+            .await
+            .map_err(|s| call_error(&who, s, Reason::CoordinatorNotAvailable))?
+            .into_inner();
+        Ok(answer.counts.map(|c| ShareCounts {
+            ready: c.ready,
+            delayed: c.delayed,
+            unacked: c.unacked,
+        }))
+    }
+
     async fn share_reset(
         &self,
         coordinator: &Coordinator,
@@ -354,6 +375,14 @@ impl ShareForwarder for GrpcForwarder {
         group_id: &'a str,
     ) -> ForwardFuture<'a, Option<Vec<(String, u32, i64)>>> {
         Box::pin(self.share_starts(coordinator, group_id))
+    }
+
+    fn counts<'a>(
+        &'a self,
+        coordinator: &'a Coordinator,
+        group_id: &'a str,
+    ) -> ForwardFuture<'a, Option<ShareCounts>> {
+        Box::pin(self.share_counts(coordinator, group_id))
     }
 
     fn reset<'a>(

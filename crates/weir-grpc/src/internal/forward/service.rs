@@ -151,6 +151,24 @@ impl Forward for ForwardService {
         }))
     }
 
+    async fn share_counts(
+        &self,
+        request: Request<pb::ForwardedShareGroup>,
+    ) -> Result<Response<pb::ForwardedShareCounts>, Status> {
+        let ctx = as_broker(&request);
+        let group_id = request.into_inner().group_id;
+        let counts = shares::counts(&self.core, &ctx, &group_id)
+            .await
+            .map_err(core_error_status)?;
+        Ok(Response::new(pb::ForwardedShareCounts {
+            counts: counts.map(|c| pb::ForwardedCounts {
+                ready: c.ready,
+                delayed: c.delayed,
+                unacked: c.unacked,
+            }),
+        }))
+    }
+
     async fn share_reset(
         &self,
         request: Request<pb::ForwardedShareReset>,
