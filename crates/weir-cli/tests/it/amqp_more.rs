@@ -339,7 +339,7 @@ fn pika_and_kafka_clients_share_a_queue_headers_included() {
 
 /// The text of each cell of the table row of `html` that links to `href` (its `th` and
 /// `td`s, tags stripped, whitespace collapsed).
-fn row_cells(html: &str, href: &str) -> Vec<String> {
+pub(crate) fn row_cells(html: &str, href: &str) -> Vec<String> {
     let at = html
         .find(&format!("href=\"{href}\""))
         .unwrap_or_else(|| panic!("no link to {href} in {html}"));

@@ -328,7 +328,8 @@ fn one_json_line(out: &Output) -> serde_json::Value {
 /// pika through every broker of a three-broker cluster: queues declared through one,
 /// published to with confirms through each (most publishes reach a broker that does not
 /// lead the queue, which carries them to the leader), read back through another. Every
-/// publish is confirmed and read back once, each publisher's in its order.
+/// publish is confirmed and read back once, each publisher's in its order, and every
+/// broker's console counts every queue (none left).
 #[test]
 fn amqp_clients_reach_every_queue_through_any_broker_of_a_cluster() {
     let python = crate::common::installed("tests/python/setup.sh");
@@ -350,7 +351,29 @@ fn amqp_clients_reach_every_queue_through_any_broker_of_a_cluster() {
         .arg("20")
         .output()
         .expect("python runs");
+    // Every broker's console counts every queue, whichever broker holds its share state
+    // (asked over the internal listener): all read, none left; a count it could not get
+    // would be a dash.
+    let counts: Vec<(u16, Vec<String>)> = (0..3u16)
+        .flat_map(|n| {
+            let admin = format!("127.0.0.1:{}", base + n * 100 + 1);
+            let page = crate::common::admin_get(&admin, "/console/queues");
+            (0..3).map(move |q| {
+                (
+                    n,
+                    crate::amqp_more::row_cells(&page, &format!("/console/queues/cluster-q{q}")),
+                )
+            })
+        })
+        .collect();
     stop(&mut cluster);
+    for (n, cells) in &counts {
+        assert_eq!(
+            &cells[2..5],
+            ["0", "0", "0"],
+            "broker {n}'s console: {cells:?}"
+        );
+    }
     let seen = one_json_line(&out);
     for q in 0..3 {
         let queue = &seen[format!("cluster-q{q}")];

@@ -246,8 +246,9 @@ pub fn run_ok(program: &std::path::Path, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("UTF-8 output")
 }
 
-/// The figure of the `/metrics` series that starts with `series`, if it is there.
-pub fn metric(admin: &str, series: &str) -> Option<f64> {
+/// `GET path` from the admin listener at `admin` (HTTP/1.1): the whole answer, head and
+/// body.
+pub fn admin_get(admin: &str, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(admin).expect("connect to the admin listener");
     stream
         .set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -255,11 +256,17 @@ pub fn metric(admin: &str, series: &str) -> Option<f64> {
     use std::io::{Read, Write};
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut page = String::new();
-    stream.read_to_string(&mut page).expect("the metrics page");
+    stream.read_to_string(&mut page).expect("the answer");
+    page
+}
+
+/// The figure of the `/metrics` series that starts with `series`, if it is there.
+pub fn metric(admin: &str, series: &str) -> Option<f64> {
+    let page = admin_get(admin, "/metrics");
     page.lines()
         .find(|l| l.starts_with(series))
         .map(|l| l.rsplit(' ').next().unwrap().parse().expect("a number"))
