@@ -353,7 +353,7 @@ if per_record:
             ", ".join(f"{k} {v:.1f} us" for k, v in per_record.items()))
     if "rabbitmq" in per_record and "weir-amqp" in per_record:
         line += (f" (a BEAM scheduler may spin before it sleeps: counted here); rabbitmq / "
-                 f"weir-amqp = {per_record['rabbitmq'] / per_record['weir-amqp']:.0f}x")
+                 f"weir-amqp = {per_record['rabbitmq'] / per_record['weir-amqp']:.1f}x")
     out.append(line)
 print("\n".join(out))
 PY

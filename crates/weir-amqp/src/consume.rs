@@ -3,6 +3,11 @@
 //! connection to deliver. The room is a semaphore: one permit per delivery it may have
 //! unacknowledged, taken before a fetch and given back by the connection when a
 //! delivery is acknowledged, rejected or released.
+//!
+//! A busy consumer's room comes back a few deliveries at a time (as their acks are
+//! applied), and every share fetch is a durable write at the share coordinator: so a
+//! consumer with little room waits up to [`GATHER_WAIT`] for half its prefetch before it
+//! fetches, rather than fetching a handful of records at a time.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +20,10 @@ use crate::errors::retriable;
 
 /// How long one share fetch waits for records before it is sent again.
 const FETCH_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest a consumer with less room than half its prefetch waits for more before it
+/// fetches what it has room for.
+const GATHER_WAIT: Duration = Duration::from_millis(2);
 
 /// How long a consumer waits before fetching again after a failed fetch.
 const RETRY_DELAY: Duration = Duration::from_millis(200);
@@ -40,7 +49,8 @@ pub enum Fetched {
 }
 
 /// One consumer's fetch loop; ends when the connection drops its receiver, closes the
-/// semaphore, or the queue cannot be read any more.
+/// semaphore, or the queue cannot be read any more. `gather`: the room it waits (at most
+/// [`GATHER_WAIT`]) to have before a fetch.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     broker: Arc<Broker>,
@@ -50,19 +60,35 @@ pub async fn run(
     channel: u16,
     tag: String,
     room: Arc<Semaphore>,
+    gather: usize,
     deliveries: mpsc::UnboundedSender<crate::connection::Event>,
 ) {
+    let gather = gather.clamp(1, MAX_SHARE_FETCH_RECORDS);
     loop {
         let Ok(first) = room.acquire().await else {
             return;
         };
         first.forget();
         let mut wanted = 1usize;
-        while wanted < MAX_SHARE_FETCH_RECORDS
-            && let Ok(more) = room.try_acquire()
-        {
-            more.forget();
-            wanted += 1;
+        let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+        while wanted < MAX_SHARE_FETCH_RECORDS {
+            if let Ok(more) = room.try_acquire() {
+                more.forget();
+                wanted += 1;
+                continue;
+            }
+            if wanted >= gather {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, room.acquire()).await {
+                Ok(Ok(more)) => {
+                    more.forget();
+                    wanted += 1;
+                }
+                // The wait is over, or the consumer stopped: fetch what there is room for
+                // (a stopped consumer's fetch fails or its records are handed back).
+                Ok(Err(_)) | Err(_) => break,
+            }
         }
         let fetch = ShareFetch {
             group_id: queue.clone(),

@@ -155,6 +155,7 @@ impl Conn {
             _ if m.no_ack => MAX_UNACKED_PER_CONSUMER,
             n => usize::from(n).min(MAX_UNACKED_PER_CONSUMER),
         };
+        let prefetch = room;
         let room = Arc::new(Semaphore::new(room));
         channel.members.insert((queue.clone(), member.clone()));
         // consume-ok goes out before the fetcher can hand over its first delivery.
@@ -174,6 +175,7 @@ impl Conn {
             id,
             tag.clone(),
             room.clone(),
+            prefetch / 2,
             self.events.clone(),
         ));
         *self
@@ -310,20 +312,24 @@ impl Conn {
         match event {
             Event::Confirmed {
                 channel,
-                seq,
+                first,
+                last,
                 outcome,
             } => {
                 if self.channels.get(&channel).is_none_or(|c| c.closing) {
                     return;
                 }
+                // Several at once with `multiple`: every publish before `first` is
+                // answered already (a channel's are answered in order).
+                let multiple = first != last;
                 let class = match outcome {
                     Ok(()) => basic::AMQPMethod::Ack(basic::Ack {
-                        delivery_tag: seq,
-                        multiple: false,
+                        delivery_tag: last,
+                        multiple,
                     }),
                     Err(_) => basic::AMQPMethod::Nack(basic::Nack {
-                        delivery_tag: seq,
-                        multiple: false,
+                        delivery_tag: last,
+                        multiple,
                         requeue: false,
                     }),
                 };

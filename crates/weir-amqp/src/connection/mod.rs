@@ -63,6 +63,9 @@ const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// Frames read ahead of the connection task.
 const INBOUND_QUEUE: usize = 8;
+/// Most publishes staged into one produce, and most of their body bytes.
+const MAX_STAGED_RECORDS: usize = 500;
+const MAX_STAGED_BYTES: usize = 512 * 1024;
 /// Acknowledgement entries sent to the core in one request.
 const ACK_ENTRIES_PER_REQUEST: usize = 1_000;
 /// Bytes read from the socket at once.
@@ -74,17 +77,20 @@ const BASIC_CLASS: u16 = 60;
 #[derive(Debug)]
 pub enum Event {
     Fetched(Fetched),
-    /// A publish of `channel` in confirm mode was answered (`seq`: its confirm number).
+    /// Publishes of `channel` in confirm mode were answered, confirm numbers `first` to
+    /// `last` (every one before them answered already).
     Confirmed {
         channel: u16,
-        seq: u64,
+        first: u64,
+        last: u64,
         outcome: Result<(), String>,
     },
 }
 
 enum Inbound {
-    /// Boxed: a frame is large beside the other variants, and queued between tasks.
-    Frame(Box<AMQPFrame>),
+    /// Boxed: a frame is large beside the other variants, and queued between tasks. With
+    /// whether more bytes were read already (the next frame is on its way at once).
+    Frame(Box<AMQPFrame>, bool),
     Refused(Reply),
     Gone,
 }
@@ -139,17 +145,37 @@ struct Publishing {
     room: Option<RequestBytesPermit>,
 }
 
-/// A publish handed to the core, waiting for its answer: one produce per queue it was
-/// routed to (none: unroutable, confirmed as it is).
+/// Publishes handed to the core, waiting for their answer: one publish with a produce
+/// per queue it was routed to (none: unroutable, confirmed as it is), or consecutive
+/// publishes of a channel to one queue with one produce for them all (`publish.rs`'s
+/// staging).
 #[derive(Debug)]
 struct Pending {
-    seq: Option<u64>,
+    /// The confirm numbers of the publishes, first and last, in confirm mode.
+    confirms: Option<(u64, u64)>,
     produces: Vec<Result<PendingProduce, BrokerError>>,
-    /// The publish counted in the bound of the queues that refuse publishes when full,
-    /// until its produces are answered.
+    /// The publishes counted in the bound of the queues that refuse publishes when full,
+    /// until their produces are answered.
     admitted: Vec<crate::overflow::InFlight>,
-    /// Its room in the broker-wide budget, given back once its produces are answered.
-    room: Option<RequestBytesPermit>,
+    /// Their room in the broker-wide budget, given back once their produces are answered.
+    rooms: Vec<RequestBytesPermit>,
+}
+
+/// Consecutive publishes of one channel to one queue, held to go to the core as one
+/// produce (`publish.rs`): sent when a frame other than a publish's comes, when the
+/// frames of what was read from the socket are handled, when a publish waits for room,
+/// or at [`MAX_STAGED_RECORDS`] / [`MAX_STAGED_BYTES`].
+#[derive(Debug)]
+struct Staged {
+    channel: u16,
+    queue: String,
+    confirm: bool,
+    records: Vec<weir_batch::Record>,
+    bytes: usize,
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    admitted: Vec<crate::overflow::InFlight>,
+    rooms: Vec<RequestBytesPermit>,
 }
 
 /// What a channel's publish-answering task is handed, in order.
@@ -228,6 +254,10 @@ struct Conn {
     awaiting_room: Option<(u16, usize)>,
     /// Acknowledgements received and not yet applied (`acks.rs`).
     acks: acks::Acks,
+    /// Publishes held to go to the core together (`publish.rs`).
+    staged: Option<Staged>,
+    /// The last frame handled had more bytes read behind it: the next one is at hand.
+    more_read: bool,
 }
 
 /// Serves one connection until it closes, then gives back what its channels held and
@@ -277,6 +307,8 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
         blocked_notify: false,
         awaiting_room: None,
         acks: acks::Acks::default(),
+        staged: None,
+        more_read: false,
     };
     conn.send_start();
     let handshake_deadline = Instant::now() + HANDSHAKE_TIMEOUT;
@@ -286,6 +318,11 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
     // The listener kit asked the connection to close (the broker stopping or cut off).
     let mut asked_to_close = false;
     while conn.phase != Phase::Closed && !conn.broken {
+        // Staged publishes go once the frames read so far are handled, or a publish waits
+        // for room they may hold.
+        if conn.staged.is_some() && (!conn.more_read || conn.awaiting_room.is_some()) {
+            conn.send_staged().await;
+        }
         if !conn.out.is_empty() {
             if writer.write_all(&conn.out).await.is_err() {
                 break;
@@ -297,9 +334,10 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
             // Not read while a publish waits for room: the client's socket fills and
             // it waits (TCP), as RabbitMQ blocks publishers under a memory alarm.
             received = inbound.recv(), if conn.awaiting_room.is_none() => match received {
-                Some(Inbound::Frame(frame)) => {
+                Some(Inbound::Frame(frame, more)) => {
                     last_heard = Instant::now();
                     conn.on_frame(*frame).await;
+                    conn.more_read = more;
                 }
                 Some(Inbound::Refused(reply)) => {
                     tracing::debug!(code = reply.code, text = reply.text, "AMQP frame refused");
@@ -368,11 +406,11 @@ async fn read_loop(
     loop {
         let max = frame_max.load(Ordering::Relaxed);
         let next = match frame::read_frame(&mut reader, max).await {
-            Ok(frame) => Inbound::Frame(Box::new(frame)),
+            Ok(frame) => Inbound::Frame(Box::new(frame), !reader.buffer().is_empty()),
             Err(ReadError::Refused(reply)) => Inbound::Refused(reply),
             Err(ReadError::Gone(_)) => Inbound::Gone,
         };
-        let last = !matches!(next, Inbound::Frame(_));
+        let last = !matches!(next, Inbound::Frame(..));
         if inbound.send(next).await.is_err() || last {
             return;
         }
@@ -474,9 +512,13 @@ impl Conn {
             Phase::Start | Phase::Tune | Phase::Open => self.on_handshake(frame).await,
             Phase::Running => {
                 // AMQP answers a channel's methods in order: what the client asks after
-                // its acks is answered after they are applied.
+                // its acks is answered after they are applied, and after its publishes
+                // are handed to the core.
                 if !acks::passes_acks(&frame) {
                     self.drain_acks().await;
+                }
+                if !publish::continues_publishing(&frame) {
+                    self.send_staged().await;
                 }
                 if channel == 0 {
                     self.on_connection_frame(frame).await
@@ -521,6 +563,7 @@ impl Conn {
     async fn finish(&mut self) {
         // The acks received before the end count: applied before the members leave.
         self.drain_acks().await;
+        self.send_staged().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             if let Some(mut channel) = self.channels.remove(&id) {

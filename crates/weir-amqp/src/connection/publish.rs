@@ -4,6 +4,15 @@
 //! in order (confirms once every queue's produce is acknowledged; returns of a mandatory
 //! publish routed nowhere).
 //!
+//! Consecutive publishes of a channel routed to one queue each (the common case: the
+//! default exchange, or a direct binding) are staged and handed to the core as one
+//! produce, as a Kafka producer batches: one append and one replication round for many
+//! (one produce per message held 4,000 unconfirmed publishes to about 15,000 a second).
+//! The stage goes when a frame other than a publish's arrives (so every other method
+//! sees the publishes before it), when the frames of what was read from the socket are
+//! handled, when a publish waits for room in the budget, or when it is full; its confirms come together,
+//! as one `basic.ack` with `multiple` (or one `basic.nack`).
+//!
 //! What a connection published is there for its next look at a queue, as RabbitMQ's
 //! queues see a channel's commands in order: `basic.get` and the queue methods that
 //! count or remove messages first wait until the connection's publishes in flight are
@@ -13,7 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic, connection};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -31,8 +40,8 @@ use crate::errors::{
 };
 
 use super::{
-    BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, PUBLISHES_READABLE_TIMEOUT,
-    Pending, Publishing, ToPublisher,
+    BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, MAX_STAGED_BYTES,
+    MAX_STAGED_RECORDS, PUBLISHES_READABLE_TIMEOUT, Pending, Publishing, Staged, ToPublisher,
 };
 
 /// Why a connection is blocked, in `connection.blocked` (RabbitMQ says "low on memory").
@@ -222,64 +231,127 @@ impl Conn {
         let mut record_headers =
             crate::properties::to_headers(&properties, &exchange, &routing_key);
         record_headers.extend(expire_at);
-        let mut produces = Vec::with_capacity(queues.len());
+        let record = Record {
+            key: None,
+            value: Some(value),
+            headers: record_headers,
+            timestamp: now,
+        };
         let mut admitted = Vec::new();
+        let mut routed = Vec::with_capacity(queues.len());
+        let mut refused = Vec::new();
         for queue in queues {
             // A full queue with `x-overflow` `reject-publish` refuses it: the publish is
             // nacked (the other queues still take it, as RabbitMQ does).
             match crate::overflow::admit_publish(&self.shared, &self.ctx, &queue).await {
-                Ok(None) => {}
-                Ok(Some(counted)) => admitted.push(counted),
-                Err(refused) => {
-                    produces.push(Err(refused));
-                    continue;
+                Ok(None) => routed.push(queue),
+                Ok(Some(counted)) => {
+                    admitted.push(counted);
+                    routed.push(queue);
                 }
+                Err(refusal) => refused.push(Err(refusal)),
             }
-            let record = Record {
-                key: None,
-                value: Some(value.clone()),
-                headers: record_headers.clone(),
-                timestamp: now,
-            };
-            let request = ProduceRequest {
-                topic: queue,
-                acks: if seq.is_some() {
-                    Acks::All
-                } else {
-                    Acks::Leader
-                },
-                timeout: None,
-                partitions: vec![PartitionProduce {
-                    partition: 0,
-                    data: Ok(ProduceData::Records {
-                        records: vec![record],
-                        compression: Compression::None,
-                        producer: None,
-                    }),
-                }],
-            };
+        }
+        let rooms: Vec<RequestBytesPermit> = room.into_iter().collect();
+        if let ([queue], true) = (routed.as_slice(), refused.is_empty()) {
+            let queue = queue.clone();
+            self.stage(id, queue, seq, record, admitted, rooms).await;
+            return Ok(());
+        }
+        // Routed to several queues, or refused by some: alone, after what is staged.
+        self.send_staged().await;
+        let mut produces = refused;
+        for queue in routed {
+            let request = produce_request(queue, seq.is_some(), vec![record.clone()]);
             // To the queue's leader, here or on another broker.
             produces.push(produce::submit_anywhere(&self.shared.broker, &self.ctx, request).await);
         }
+        self.hand_over(
+            id,
+            Pending {
+                confirms: seq.map(|s| (s, s)),
+                produces,
+                admitted,
+                rooms,
+            },
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Adds a publish routed to `queue` alone to the stage, sending the stage first if it
+    /// holds another channel's or queue's publishes, and after if it is full.
+    async fn stage(
+        &mut self,
+        id: u16,
+        queue: String,
+        seq: Option<u64>,
+        record: Record,
+        admitted: Vec<crate::overflow::InFlight>,
+        rooms: Vec<RequestBytesPermit>,
+    ) {
+        let confirm = seq.is_some();
+        if self
+            .staged
+            .as_ref()
+            .is_some_and(|s| s.channel != id || s.queue != queue || s.confirm != confirm)
+        {
+            self.send_staged().await;
+        }
+        let staged = self.staged.get_or_insert_with(|| Staged {
+            channel: id,
+            queue,
+            confirm,
+            records: Vec::new(),
+            bytes: 0,
+            first_seq: seq,
+            last_seq: seq,
+            admitted: Vec::new(),
+            rooms: Vec::new(),
+        });
+        staged.bytes += record.value.as_ref().map_or(0, Bytes::len);
+        staged.records.push(record);
+        staged.last_seq = seq;
+        staged.admitted.extend(admitted);
+        staged.rooms.extend(rooms);
+        if staged.records.len() >= MAX_STAGED_RECORDS || staged.bytes >= MAX_STAGED_BYTES {
+            self.send_staged().await;
+        }
+    }
+
+    /// Hands the staged publishes to the core as one produce, if there are any.
+    pub(super) async fn send_staged(&mut self) {
+        let Some(staged) = self.staged.take() else {
+            return;
+        };
+        let request = produce_request(staged.queue, staged.confirm, staged.records);
+        // To the queue's leader, here or on another broker.
+        let produce = produce::submit_anywhere(&self.shared.broker, &self.ctx, request).await;
+        self.hand_over(
+            staged.channel,
+            Pending {
+                confirms: staged.first_seq.zip(staged.last_seq),
+                produces: vec![produce],
+                admitted: staged.admitted,
+                rooms: staged.rooms,
+            },
+        )
+        .await;
+    }
+
+    /// Gives `pending` to the channel's answering task (started on its first publish).
+    async fn hand_over(&mut self, id: u16, pending: Pending) {
         let events = self.events.clone();
         let reader = (self.shared.broker.clone(), self.ctx.clone());
         let Some(channel) = self.channels.get_mut(&id) else {
-            return Ok(());
+            return;
         };
         let publisher = channel.publisher.get_or_insert_with(|| {
             let (tx, rx) = mpsc::channel(MAX_PENDING_PUBLISHES);
             tokio::spawn(answer_publishes(id, rx, events, reader));
             tx
         });
-        let _ = publisher
-            .send(ToPublisher::Publish(Pending {
-                seq,
-                produces,
-                admitted,
-                room,
-            }))
-            .await;
-        Ok(())
+        let _ = publisher.send(ToPublisher::Publish(pending)).await;
     }
 
     /// Waits until every publish this connection made so far is readable in the queues
@@ -333,10 +405,10 @@ pub(super) async fn answer_publishes(
     let mut written: BTreeMap<String, i64> = BTreeMap::new();
     while let Some(next) = pending.recv().await {
         let Pending {
-            seq,
+            confirms,
             produces,
             admitted,
-            room,
+            rooms,
         } = match next {
             ToPublisher::Publish(publish) => publish,
             ToPublisher::Barrier(done) => {
@@ -391,20 +463,79 @@ pub(super) async fn answer_publishes(
         // Answered: no longer in flight into the queues it was counted in, nor in the
         // broker-wide budget.
         drop(admitted);
-        drop(room);
+        drop(rooms);
         if let Err(err) = &outcome {
             tracing::info!(channel, error = %err, "an AMQP publish was not stored");
         }
-        if let Some(seq) = seq
+        if let Some((first, last)) = confirms
             && events
                 .send(Event::Confirmed {
                     channel,
-                    seq,
+                    first,
+                    last,
                     outcome,
                 })
                 .is_err()
         {
             return;
         }
+    }
+}
+
+/// A produce of `records` to partition 0 of `queue`'s topic: acks=all for publishes in
+/// confirm mode (the confirm says every copy holds it), the leader's otherwise.
+fn produce_request(queue: String, confirm: bool, records: Vec<Record>) -> ProduceRequest {
+    ProduceRequest {
+        topic: queue,
+        acks: if confirm { Acks::All } else { Acks::Leader },
+        timeout: None,
+        partitions: vec![PartitionProduce {
+            partition: 0,
+            data: Ok(ProduceData::Records {
+                records,
+                compression: Compression::None,
+                producer: None,
+            }),
+        }],
+    }
+}
+
+/// Whether `frame` continues a run of publishes (a `basic.publish`, or a content frame):
+/// any other frame sends the staged publishes first.
+pub(super) fn continues_publishing(frame: &AMQPFrame) -> bool {
+    match frame {
+        AMQPFrame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_))) => true,
+        AMQPFrame::Method(..) => false,
+        AMQPFrame::Header(..) | AMQPFrame::Body(..) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_publish_and_its_content_continue_a_run_of_publishes() {
+        let publish = AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: "q".into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        let get = AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                queue: "q".into(),
+                no_ack: false,
+            })),
+        );
+        assert!(continues_publishing(&publish));
+        assert!(continues_publishing(&AMQPFrame::Body(1, b"m".to_vec())));
+        assert!(!continues_publishing(&get));
+        assert!(!continues_publishing(&AMQPFrame::Heartbeat));
     }
 }
