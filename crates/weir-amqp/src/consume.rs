@@ -72,9 +72,15 @@ pub async fn run(
         let mut wanted = 1usize;
         let deadline = tokio::time::Instant::now() + GATHER_WAIT;
         while wanted < MAX_SHARE_FETCH_RECORDS {
-            if let Ok(more) = room.try_acquire() {
+            // What is there now, at once.
+            let there = room
+                .available_permits()
+                .min(MAX_SHARE_FETCH_RECORDS - wanted);
+            if there > 0
+                && let Ok(more) = room.try_acquire_many(u32::try_from(there).unwrap_or(u32::MAX))
+            {
                 more.forget();
-                wanted += 1;
+                wanted += there;
                 continue;
             }
             if wanted >= gather {

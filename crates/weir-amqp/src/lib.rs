@@ -83,8 +83,6 @@ pub(crate) struct Shared {
     /// Queue name to what this broker knows of it beyond the metadata (the connection
     /// holding an exclusive queue).
     pub declared: Mutex<HashMap<String, queues::Declared>>,
-    /// Queue name to the consumers this listener runs on it.
-    pub consumers: Mutex<HashMap<String, u32>>,
     /// Queues declared through this listener with `x-expires`: when each was last used.
     pub expiring: Mutex<HashMap<String, queues::Expiring>>,
     /// Queue name to the publishes in flight into it, for queues that refuse publishes
@@ -107,7 +105,6 @@ pub async fn serve(
         broker,
         budget: options.budget.clone(),
         declared: Mutex::new(HashMap::new()),
-        consumers: Mutex::new(HashMap::new()),
         expiring: Mutex::new(HashMap::new()),
         in_flight: Mutex::new(HashMap::new()),
     });

@@ -619,15 +619,10 @@ pub async fn message_count(shared: &Shared, ctx: &RequestContext, name: &str) ->
     u32::try_from(count).unwrap_or(u32::MAX)
 }
 
-/// The consumers this listener runs on queue `name`.
+/// The consumers this broker's AMQP listeners run on queue `name` (each counted among
+/// the share group's members while it lives: `ShareMembers::attach`).
 pub fn consumer_count(shared: &Shared, name: &str) -> u32 {
-    shared
-        .consumers
-        .lock()
-        .expect("consumers")
-        .get(name)
-        .copied()
-        .unwrap_or(0)
+    u32::try_from(shared.broker.share_members().attached(name)).unwrap_or(u32::MAX)
 }
 
 /// The 404 for a queue that does not exist.

@@ -378,6 +378,12 @@ impl ShareMembers {
         out.into_iter().collect()
     }
 
+    /// The consumers of `group_id` served here without membership.
+    pub fn attached(&self, group_id: &str) -> usize {
+        let attached = self.attached.lock().unwrap_or_else(|p| p.into_inner());
+        attached.get(group_id).copied().unwrap_or(0)
+    }
+
     /// Counts one more consumer of `group_id` served here without membership, until the
     /// returned guard is dropped.
     pub fn attach(&self, group_id: &str) -> AttachedConsumer {
@@ -533,8 +539,10 @@ mod tests {
         drop(first);
         drop(other);
         assert_eq!(table.groups(t0), [("workers".to_owned(), 2)]);
+        assert_eq!((table.attached("workers"), table.attached("queue")), (1, 0));
         drop(second);
         assert_eq!(table.groups(t0), [("workers".to_owned(), 1)]);
+        assert_eq!(table.attached("workers"), 0);
     }
 
     #[test]

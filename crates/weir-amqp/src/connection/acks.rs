@@ -154,7 +154,13 @@ impl Conn {
             .entry((queue.to_owned(), member.to_owned()))
             .or_default()
             .extend(ranges(queue, offsets, kind));
-        self.acks.rooms.extend(rooms);
+        // One entry per consumer in a row: its room comes back in one call.
+        for (room, permits) in rooms {
+            match self.acks.rooms.last_mut() {
+                Some((last, n)) if Arc::ptr_eq(last, &room) => *n += permits,
+                _ => self.acks.rooms.push((room, permits)),
+            }
+        }
         self.send_acks();
     }
 

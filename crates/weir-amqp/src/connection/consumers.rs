@@ -178,13 +178,6 @@ impl Conn {
             prefetch / 2,
             self.events.clone(),
         ));
-        *self
-            .shared
-            .consumers
-            .lock()
-            .expect("consumers")
-            .entry(queue.clone())
-            .or_default() += 1;
         let attached = self.shared.broker.share_members().attach(&queue);
         if let Some(channel) = self.channels.get_mut(&id) {
             channel.consumers.insert(
@@ -219,13 +212,8 @@ impl Conn {
         consumer.task.abort();
         consumer.room.close();
         queues::touch(&self.shared, &consumer.queue);
-        let mut counts = self.shared.consumers.lock().expect("consumers");
-        if let Some(n) = counts.get_mut(&consumer.queue) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                counts.remove(&consumer.queue);
-            }
-        }
+        // Dropped here: no longer counted among the queue's consumers.
+        drop(consumer);
     }
 
     pub(super) async fn get(&mut self, id: u16, get: basic::Get) -> Result<(), Reply> {

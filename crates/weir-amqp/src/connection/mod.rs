@@ -169,9 +169,9 @@ struct Pending {
 struct Staged {
     channel: u16,
     queue: String,
-    confirm: bool,
     records: Vec<weir_batch::Record>,
     bytes: usize,
+    /// The confirm numbers of the first and last, in confirm mode.
     first_seq: Option<u64>,
     last_seq: Option<u64>,
     admitted: Vec<crate::overflow::InFlight>,

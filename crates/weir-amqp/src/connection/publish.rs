@@ -10,8 +10,8 @@
 //! (one produce per message held 4,000 unconfirmed publishes to about 15,000 a second).
 //! The stage goes when a frame other than a publish's arrives (so every other method
 //! sees the publishes before it), when the frames of what was read from the socket are
-//! handled, when a publish waits for room in the budget, or when it is full; its confirms come together,
-//! as one `basic.ack` with `multiple` (or one `basic.nack`).
+//! handled, when a publish waits for room in the budget, or when it is full; its
+//! confirms come together, as one `basic.ack` with `multiple` (or one `basic.nack`).
 //!
 //! What a connection published is there for its next look at a queue, as RabbitMQ's
 //! queues see a channel's commands in order: `basic.get` and the queue methods that
@@ -291,17 +291,14 @@ impl Conn {
         rooms: Vec<RequestBytesPermit>,
     ) {
         let confirm = seq.is_some();
-        if self
-            .staged
-            .as_ref()
-            .is_some_and(|s| s.channel != id || s.queue != queue || s.confirm != confirm)
-        {
+        if self.staged.as_ref().is_some_and(|s| {
+            s.channel != id || s.queue != queue || s.first_seq.is_some() != confirm
+        }) {
             self.send_staged().await;
         }
         let staged = self.staged.get_or_insert_with(|| Staged {
             channel: id,
             queue,
-            confirm,
             records: Vec::new(),
             bytes: 0,
             first_seq: seq,
@@ -324,7 +321,8 @@ impl Conn {
         let Some(staged) = self.staged.take() else {
             return;
         };
-        let request = produce_request(staged.queue, staged.confirm, staged.records);
+        let confirm = staged.first_seq.is_some();
+        let request = produce_request(staged.queue, confirm, staged.records);
         // To the queue's leader, here or on another broker.
         let produce = produce::submit_anywhere(&self.shared.broker, &self.ctx, request).await;
         self.hand_over(
