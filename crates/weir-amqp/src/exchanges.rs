@@ -19,6 +19,7 @@ use crate::errors::{
 };
 use crate::properties::argument_texts;
 use crate::queues;
+use crate::vhost::Vhost;
 
 /// The default exchange's name as the core knows it (`amq.default` is another name of
 /// `""`, as in RabbitMQ).
@@ -31,44 +32,52 @@ pub fn is_default(name: &str) -> bool {
     canonical(name).is_empty()
 }
 
-/// The 404 for an exchange that does not exist.
-pub fn not_found(name: &str) -> Reply {
-    Reply::channel(NOT_FOUND, format!("no exchange '{name}' in vhost '/'"))
+/// The 404 for an exchange of `vhost` that does not exist (`local`: its name there).
+pub fn not_found(vhost: &Vhost, local: &str) -> Reply {
+    Reply::channel(
+        NOT_FOUND,
+        format!("no {}", vhost.describe("exchange", local)),
+    )
 }
 
-/// Whether a `basic.publish` may go to `name`: it must exist (404) and not be internal
-/// (403).
-pub fn check_publish(shared: &Shared, name: &str) -> Result<(), Reply> {
+/// Whether a `basic.publish` in `vhost` may go to its exchange `local`: it must exist
+/// (404) and not be internal (403).
+pub fn check_publish(shared: &Shared, vhost: &Vhost, local: &str) -> Result<(), Reply> {
     let on = |reply: Reply| reply.on(60, 40);
-    if is_default(name) {
+    if is_default(local) {
         return Ok(());
     }
-    match exchanges::lookup(&shared.broker, name) {
-        None => Err(on(not_found(name))),
+    match exchanges::lookup(&shared.broker, &vhost.exchange(local)) {
+        None => Err(on(not_found(vhost, local))),
         Some(e) if e.internal => Err(on(Reply::channel(
             ACCESS_REFUSED,
-            format!("cannot publish to internal exchange '{name}' in vhost '/'"),
+            format!(
+                "cannot publish to internal {}",
+                vhost.describe("exchange", local)
+            ),
         ))),
         Some(_) => Ok(()),
     }
 }
 
-/// `exchange.declare`.
+/// `exchange.declare` in `vhost`.
 pub async fn declare(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     method: &exchange::Declare,
 ) -> Result<(), Reply> {
     let on = |reply: Reply| reply.on(40, 10);
     let name = canonical(method.exchange.as_str());
+    let qualified = vhost.exchange(name);
     if method.passive {
         if name.is_empty() {
             return Ok(());
         }
-        return exchanges::describe(&shared.broker, ctx, name)
+        return exchanges::describe(&shared.broker, ctx, &qualified)
             .map(|_| ())
             .map_err(|e| match e.reason {
-                Reason::NotFound => on(not_found(name)),
+                Reason::NotFound => on(not_found(vhost, name)),
                 _ => on(from_broker(&e)),
             });
     }
@@ -87,9 +96,9 @@ pub async fn declare(
         // clients expect of a redeclare.
         return Ok(());
     }
-    let arguments = arguments(&method.arguments).map_err(on)?;
+    let arguments = arguments(vhost, &method.arguments).map_err(on)?;
     let wanted = Exchange {
-        name: name.to_owned(),
+        name: qualified.clone(),
         kind,
         durable: method.durable,
         auto_delete: method.auto_delete,
@@ -111,7 +120,7 @@ pub async fn declare(
             ),
         )));
     }
-    if let Err(e) = exchanges::validate_exchange_name(name) {
+    if let Err(e) = exchanges::validate_exchange_name(&qualified) {
         return Err(on(Reply::channel(PRECONDITION_FAILED, e.to_string())));
     }
     exchanges::declare(&shared.broker, ctx, wanted)
@@ -120,7 +129,8 @@ pub async fn declare(
             Reason::StateConflict => on(Reply::channel(
                 PRECONDITION_FAILED,
                 format!(
-                    "inequivalent arg for exchange '{name}' in vhost '/': {}",
+                    "inequivalent arg for {}: {}",
+                    vhost.describe("exchange", name),
                     e.message
                 ),
             )),
@@ -128,26 +138,29 @@ pub async fn declare(
         })
 }
 
-/// `exchange.delete`: a missing exchange is deleted already (as RabbitMQ answers).
+/// `exchange.delete` in `vhost`: a missing exchange is deleted already (as RabbitMQ
+/// answers).
 pub async fn delete(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     method: &exchange::Delete,
 ) -> Result<(), Reply> {
     let on = |reply: Reply| reply.on(40, 20);
     let name = canonical(method.exchange.as_str());
-    if exchanges::predeclared(name).is_some() {
+    let qualified = vhost.exchange(name);
+    if exchanges::predeclared(&qualified).is_some() {
         return Err(on(Reply::channel(
             ACCESS_REFUSED,
             format!("operation not permitted on predeclared exchange '{name}'"),
         )));
     }
-    exchanges::delete(&shared.broker, ctx, name, method.if_unused)
+    exchanges::delete(&shared.broker, ctx, &qualified, method.if_unused)
         .await
         .map_err(|e| match e.reason {
             Reason::StateConflict => on(Reply::channel(
                 PRECONDITION_FAILED,
-                format!("exchange '{name}' in vhost '/' in use"),
+                format!("{} in use", vhost.describe("exchange", name)),
             )),
             _ => on(from_broker(&e)),
         })
@@ -160,12 +173,14 @@ pub enum BindingChange {
     Unbind,
 }
 
-/// `queue.bind` or `queue.unbind` (`queue` is the queue's name, the channel's last when
-/// the method left it empty): the same look-ups and checks, then the core adds or removes
-/// the binding.
+/// `queue.bind` or `queue.unbind` in `vhost` (`queue` is the queue's name there, the
+/// channel's last when the method left it empty): the same look-ups and checks, then the
+/// core adds or removes the binding.
+#[allow(clippy::too_many_arguments)] // a method's fields, and where it runs
 pub async fn change_binding(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     change: BindingChange,
     queue: &str,
     exchange: &str,
@@ -177,7 +192,7 @@ pub async fn change_binding(
         BindingChange::Unbind => 50,
     };
     let on = |reply: Reply| reply.on(50, method);
-    let binding = binding(shared, queue, exchange, routing_key, arguments).map_err(on)?;
+    let binding = binding(shared, vhost, queue, exchange, routing_key, arguments).map_err(on)?;
     let changed = match change {
         BindingChange::Bind => exchanges::bind(&shared.broker, ctx, binding).await,
         BindingChange::Unbind => exchanges::unbind(&shared.broker, ctx, binding).await,
@@ -188,10 +203,12 @@ pub async fn change_binding(
 /// `exchange.bind` or `exchange.unbind` (RabbitMQ's exchange-to-exchange bindings):
 /// what `source` routes under `routing_key` goes on to `destination`. Neither may be the
 /// default exchange (403, as RabbitMQ), both must exist (404); then the core adds or
-/// removes the binding.
+/// removes the binding. The names are `vhost`'s.
+#[allow(clippy::too_many_arguments)] // a method's fields, and where it runs
 pub async fn change_exchange_binding(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     change: BindingChange,
     destination: &str,
     source: &str,
@@ -211,13 +228,13 @@ pub async fn change_exchange_binding(
         )));
     }
     for name in [source, destination] {
-        if exchanges::lookup(&shared.broker, name).is_none() {
-            return Err(on(not_found(name)));
+        if exchanges::lookup(&shared.broker, &vhost.exchange(name)).is_none() {
+            return Err(on(not_found(vhost, name)));
         }
     }
     let binding = ExchangeBinding {
-        source: source.to_owned(),
-        destination: destination.to_owned(),
+        source: vhost.exchange(source),
+        destination: vhost.exchange(destination),
         routing_key: routing_key.to_owned(),
         arguments: argument_texts(arguments),
     };
@@ -228,9 +245,11 @@ pub async fn change_exchange_binding(
     changed.map_err(|e| on(from_broker(&e)))
 }
 
-/// The binding a `queue.bind`/`unbind` names, once its queue and exchange are found.
+/// The binding a `queue.bind`/`unbind` in `vhost` names, once its queue and exchange are
+/// found.
 fn binding(
     shared: &Shared,
+    vhost: &Vhost,
     queue: &str,
     exchange: &str,
     routing_key: &str,
@@ -243,15 +262,16 @@ fn binding(
             "operation not permitted on the default exchange",
         ));
     }
-    if !queues::exists(shared, queue) {
-        return Err(queues::not_found(queue));
+    let (qualified_queue, qualified_exchange) = (vhost.queue(queue), vhost.exchange(exchange));
+    if !queues::exists(shared, &qualified_queue) {
+        return Err(queues::not_found(vhost, queue));
     }
-    if exchanges::lookup(&shared.broker, exchange).is_none() {
-        return Err(not_found(exchange));
+    if exchanges::lookup(&shared.broker, &qualified_exchange).is_none() {
+        return Err(not_found(vhost, exchange));
     }
     Ok(Binding {
-        exchange: exchange.to_owned(),
-        queue: queue.to_owned(),
+        exchange: qualified_exchange,
+        queue: qualified_queue,
         routing_key: routing_key.to_owned(),
         arguments: argument_texts(arguments),
     })
@@ -259,8 +279,12 @@ fn binding(
 
 /// A declare's arguments as text. An `alternate-exchange` must be a string (RabbitMQ
 /// ignores another type with a warning; Weir refuses it, so the client learns it has
-/// none); it need not exist yet, as in RabbitMQ (routing skips one that does not).
-fn arguments(table: &FieldTable) -> Result<std::collections::BTreeMap<String, String>, Reply> {
+/// none), `vhost`'s exchange of that name; it need not exist yet, as in RabbitMQ
+/// (routing skips one that does not).
+fn arguments(
+    vhost: &Vhost,
+    table: &FieldTable,
+) -> Result<std::collections::BTreeMap<String, String>, Reply> {
     let alternate = table
         .into_iter()
         .find(|(name, _)| name.as_str() == exchanges::ALTERNATE_EXCHANGE);
@@ -276,7 +300,11 @@ fn arguments(table: &FieldTable) -> Result<std::collections::BTreeMap<String, St
             ),
         ));
     }
-    Ok(argument_texts(table))
+    let mut texts = argument_texts(table);
+    if let Some(alternate) = texts.get_mut(exchanges::ALTERNATE_EXCHANGE) {
+        *alternate = vhost.exchange(alternate);
+    }
+    Ok(texts)
 }
 
 #[cfg(test)]
@@ -293,14 +321,23 @@ mod tests {
     fn an_alternate_exchange_is_a_name_and_nothing_else() {
         let mut table = FieldTable::default();
         table.insert("x-custom".into(), AMQPValue::LongInt(1));
-        assert_eq!(arguments(&table).unwrap()["x-custom"], "1");
+        let root = Vhost::root();
+        assert_eq!(arguments(&root, &table).unwrap()["x-custom"], "1");
         table.insert(
             "alternate-exchange".into(),
             AMQPValue::LongString("ae".into()),
         );
-        assert_eq!(arguments(&table).unwrap()["alternate-exchange"], "ae");
+        assert_eq!(
+            arguments(&root, &table).unwrap()["alternate-exchange"],
+            "ae"
+        );
+        let sales = Vhost::named("sales").unwrap();
+        assert_eq!(
+            arguments(&sales, &table).unwrap()["alternate-exchange"],
+            "sales.ae"
+        );
         table.insert("alternate-exchange".into(), AMQPValue::LongInt(1));
-        let refused = arguments(&table).unwrap_err();
+        let refused = arguments(&root, &table).unwrap_err();
         assert_eq!(refused.code, PRECONDITION_FAILED);
     }
 }

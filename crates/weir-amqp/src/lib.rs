@@ -25,6 +25,7 @@ pub mod frame;
 mod overflow;
 pub mod properties;
 mod queues;
+pub mod vhost;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -76,8 +76,8 @@ pub async fn admit_publish(
         return Err(BrokerError::new(
             Reason::InvalidRequest,
             format!(
-                "queue '{name}' in vhost '/' is full: {ready} ready messages, x-max-length \
-                 {max}, x-overflow reject-publish"
+                "queue '{name}' is full: {ready} ready messages, x-max-length {max}, \
+                 x-overflow reject-publish"
             ),
         ));
     }

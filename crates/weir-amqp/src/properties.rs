@@ -6,6 +6,8 @@ use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use bytes::Bytes;
 use weir_batch::Header;
+
+use crate::vhost::Vhost;
 use weir_broker::shares::{
     DLQ_EXCHANGE, DLQ_GROUP, DLQ_ORIGINAL_EXPIRATION, DLQ_REASON, DLQ_ROUTING_KEY,
     DLQ_SOURCE_TOPIC, DLQ_TIME, EXPIRE_AT_HEADER,
@@ -372,9 +374,14 @@ pub struct Published {
 }
 
 /// A delivered record's properties, exchange and routing key (the default exchange and
-/// `queue` when it has none: a record a Kafka client produced). Values that do not fit a
-/// short string are left out.
-pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Published) {
+/// `queue` when it has none: a record a Kafka client produced), with the names of queues
+/// and exchanges (`queue`, the exchange, `x-death`'s) as `vhost` knows them. Values that
+/// do not fit a short string are left out.
+pub fn from_headers(
+    headers: &[Header],
+    queue: &str,
+    vhost: &Vhost,
+) -> (BasicProperties, Published) {
     let mut properties = BasicProperties::default();
     // The typed table a publisher's headers were kept as, if any: its entries win over
     // their text forms.
@@ -384,7 +391,7 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
         .find(|h| h.key == HEADERS_TABLE)
         .and_then(|h| decode_table(h.value.as_deref()?));
     let mut table = FieldTable::default();
-    let mut routing_key = queue.to_owned();
+    let mut routing_key = vhost.local(queue).to_owned();
     let mut exchange = String::new();
     for header in headers {
         let value = header.value.as_deref().unwrap_or_default();
@@ -430,7 +437,7 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
             }
             EXCHANGE => {
                 if let Some(name) = text.filter(|t| t.len() <= MAX_SHORT_STRING_BYTES) {
-                    exchange = name.to_owned();
+                    exchange = vhost.local_exchange(name).to_owned();
                 }
                 properties
             }
@@ -454,7 +461,12 @@ pub fn from_headers(headers: &[Header], queue: &str) -> (BasicProperties, Publis
             table.insert(name.clone(), value.clone());
         }
     }
-    put_x_death(&deaths(headers), &mut table);
+    let mut deaths = deaths(headers);
+    for death in &mut deaths {
+        death.queue = vhost.local(&death.queue).to_owned();
+        death.exchange = vhost.local_exchange(&death.exchange).to_owned();
+    }
+    put_x_death(&deaths, &mut table);
     if !table.inner().is_empty() {
         properties = properties.with_headers(table);
     }
@@ -490,10 +502,11 @@ mod tests {
             keys.contains(&"amqp-content-type") && keys.contains(&"retries"),
             "{keys:?}"
         );
-        let (back, published) = from_headers(&headers, "other");
+        let (back, published) = from_headers(&headers, "other", &Vhost::root());
         assert_eq!(published.routing_key, "tasks");
         assert_eq!(published.exchange, "");
-        let (_, published) = from_headers(&to_headers(&properties, "logs", "k"), "q");
+        let (_, published) =
+            from_headers(&to_headers(&properties, "logs", "k"), "q", &Vhost::root());
         assert_eq!(published.exchange, "logs");
         assert_eq!(published.routing_key, "k");
         let texts = header_texts(&properties);
@@ -518,7 +531,7 @@ mod tests {
             .into_iter()
             .filter(|h| h.key != HEADERS_TABLE)
             .collect();
-        let (back, _) = from_headers(&text_only, "other");
+        let (back, _) = from_headers(&text_only, "other", &Vhost::root());
         assert_eq!(
             back.headers()
                 .as_ref()
@@ -546,7 +559,7 @@ mod tests {
                 .iter()
                 .any(|h| h.key == "retries" && h.value.as_deref() == Some(&b"2"[..]))
         );
-        let (back, _) = from_headers(&headers, "celery");
+        let (back, _) = from_headers(&headers, "celery", &Vhost::root());
         assert_eq!(back.headers().as_ref(), Some(&table));
         // A stored table nested too deep is not decoded: the text forms come instead.
         let deep = vec![b'F'; 100];
@@ -574,7 +587,7 @@ mod tests {
         die("delay", "expired", "1700000000000", "");
         die("work", "rejected", "1700000001000", "");
         die("delay", "expired", "1700000002000", "");
-        let (properties, published) = from_headers(&headers, "x");
+        let (properties, published) = from_headers(&headers, "x", &Vhost::root());
         assert_eq!(published.routing_key, "work");
         let table = properties.headers().as_ref().unwrap().inner();
         let Some(AMQPValue::FieldArray(deaths)) = table.get(&ShortString::from("x-death")) else {
@@ -608,12 +621,49 @@ mod tests {
     }
 
     #[test]
+    fn a_vhost_is_shown_its_own_names() {
+        let h = |k: &str, v: &str| Header {
+            key: k.to_owned(),
+            value: Some(Bytes::from(v.to_owned())),
+        };
+        let sales = Vhost::named("sales").unwrap();
+        let mut headers = to_headers(&BasicProperties::default(), "sales.tasks", "t");
+        headers.extend([
+            h(DLQ_SOURCE_TOPIC, "sales.delay"),
+            h(DLQ_GROUP, "sales.delay"),
+            h(DLQ_REASON, "expired"),
+        ]);
+        dead_letter_headers(
+            &mut headers,
+            "sales.amq.default",
+            Some("work"),
+            "sales.delay",
+        );
+        let (properties, published) = from_headers(&headers, "sales.work", &sales);
+        assert_eq!(published.exchange, "");
+        assert_eq!(published.routing_key, "work");
+        let table = properties.headers().as_ref().unwrap().inner();
+        let long = |s: &str| Some(AMQPValue::LongString(s.into()));
+        assert_eq!(
+            table.get(&ShortString::from("x-first-death-queue")),
+            long("delay").as_ref()
+        );
+        assert_eq!(
+            table.get(&ShortString::from("x-first-death-exchange")),
+            long("tasks").as_ref()
+        );
+        // A record without a routing key is routed by its queue's name in the vhost.
+        let (_, published) = from_headers(&[], "sales.orders", &sales);
+        assert_eq!(published.routing_key, "orders");
+    }
+
+    #[test]
     fn a_kafka_record_without_amqp_headers_is_routed_by_its_queue() {
         let headers = vec![Header {
             key: "trace".into(),
             value: Some(Bytes::from_static(b"abc")),
         }];
-        let (properties, published) = from_headers(&headers, "orders");
+        let (properties, published) = from_headers(&headers, "orders", &Vhost::root());
         assert_eq!(published.routing_key, "orders");
         assert!(properties.headers().as_ref().unwrap().contains_key("trace"));
     }

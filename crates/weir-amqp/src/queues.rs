@@ -18,6 +18,7 @@ use crate::errors::{
     ACCESS_REFUSED, NOT_FOUND, PRECONDITION_FAILED, RESOURCE_LOCKED, Reply, from_broker,
 };
 use crate::properties::argument_texts;
+use crate::vhost::Vhost;
 
 /// The prefix of names the server gives (`queue.declare` with an empty name), which
 /// clients may not declare themselves (as in RabbitMQ).
@@ -111,6 +112,7 @@ pub struct Expiring {
     pub expires_ms: u64,
     pub last_used: tokio::time::Instant,
     pub ctx: RequestContext,
+    pub vhost: Vhost,
 }
 
 /// Queue `name` was used now (declared, read, a consumer left it).
@@ -139,7 +141,7 @@ pub async fn expire_unused_queues(
             return;
         };
         let now = tokio::time::Instant::now();
-        let due: Vec<(String, RequestContext)> = shared
+        let due: Vec<(String, RequestContext, Vhost)> = shared
             .expiring
             .lock()
             .expect("expiring")
@@ -149,16 +151,16 @@ pub async fn expire_unused_queues(
                     && consumer_count(&shared, name) == 0
             })
             .take(MAX_EXPIRED_QUEUES_PER_CHECK)
-            .map(|(name, e)| (name.clone(), e.ctx.clone()))
+            .map(|(name, e)| (name.clone(), e.ctx.clone(), e.vhost.clone()))
             .collect();
-        for (name, ctx) in due {
+        for (name, ctx, vhost) in due {
             let method = queue::Delete {
-                queue: name.as_str().into(),
+                queue: vhost.local(&name).into(),
                 if_unused: true,
                 if_empty: false,
                 nowait: false,
             };
-            match delete(&shared, &ctx, &method).await {
+            match delete(&shared, &ctx, &vhost, &method).await {
                 Ok(_) => {
                     tracing::info!(queue = name, "queue deleted: unused past its x-expires");
                     shared.expiring.lock().expect("expiring").remove(&name);
@@ -181,8 +183,8 @@ pub struct Declared {
     pub owner: Option<String>,
 }
 
-/// The answer to a declare: the queue's name (server-named or as asked), its message and
-/// consumer counts.
+/// The answer to a declare: the queue's name in the vhost (server-named or as asked),
+/// its message and consumer counts.
 #[derive(Debug)]
 pub struct DeclareOk {
     pub queue: String,
@@ -200,37 +202,42 @@ pub fn exists(shared: &Shared, name: &str) -> bool {
     shared.broker.registry().topic(name).is_ok()
 }
 
-/// `queue.declare`; `connection` names the declaring connection (exclusive queues).
+/// `queue.declare` in `vhost`; `connection` names the declaring connection (exclusive
+/// queues).
 pub async fn declare(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     connection: &str,
     method: &queue::Declare,
 ) -> Result<DeclareOk, Reply> {
     let on = |reply: Reply| reply.on(50, 10);
-    let mut name = method.queue.as_str().to_owned();
+    let mut local = method.queue.as_str().to_owned();
     if method.passive {
-        if name.is_empty() || !exists(shared, &name) {
-            return Err(on(not_found(&name)));
+        let name = vhost.queue(&local);
+        if local.is_empty() || !exists(shared, &name) {
+            return Err(on(not_found(vhost, &local)));
         }
         return Ok(DeclareOk {
             message_count: message_count(shared, ctx, &name).await,
             consumer_count: consumer_count(shared, &name),
-            queue: name,
+            queue: local,
         });
     }
-    if name.is_empty() {
-        name = server_name();
-    } else if name.starts_with(SERVER_NAMED_PREFIX) {
+    if local.is_empty() {
+        local = server_name();
+    } else if local.starts_with(SERVER_NAMED_PREFIX) {
         return Err(on(Reply::channel(
             ACCESS_REFUSED,
             format!(
-                "queue name '{name}' contains reserved prefix '{SERVER_NAMED_PREFIX}*' \
+                "queue name '{local}' contains reserved prefix '{SERVER_NAMED_PREFIX}*' \
                  (the broker names such queues: declare with an empty name)"
             ),
         )));
     }
-    let arguments = check_arguments(&name, &method.arguments).map_err(on)?;
+    let described = vhost.describe("queue", &local);
+    let name = vhost.queue(&local);
+    let arguments = check_arguments(&described, vhost, &method.arguments).map_err(on)?;
     let wanted = QueueDeclaration {
         name: name.clone(),
         durable: method.durable,
@@ -246,15 +253,15 @@ pub async fn declare(
         return Err(on(Reply::channel(
             RESOURCE_LOCKED,
             format!(
-                "cannot obtain exclusive access to locked queue '{name}' in vhost '/': \
-                 another connection declared it exclusive"
+                "cannot obtain exclusive access to locked {described}: another connection \
+                 declared it exclusive"
             ),
         )));
     }
     let inequivalent = |what: &str| {
         on(Reply::channel(
             PRECONDITION_FAILED,
-            format!("{what} for queue '{name}' in vhost '/'"),
+            format!("{what} for {described}"),
         ))
     };
     let known = exchanges::queue_declaration(&shared.broker, &name);
@@ -274,8 +281,8 @@ pub async fn declare(
                     reply = Reply::channel(
                         PRECONDITION_FAILED,
                         format!(
-                            "queue name '{name}' cannot be a Weir queue: a queue is the topic of \
-                         its name, and {}",
+                            "queue name '{local}' cannot be a Weir queue: a queue is the topic \
+                             '{name}', and {}",
                             e.message
                         ),
                     );
@@ -307,7 +314,7 @@ pub async fn declare(
         Err(e) if e.reason == Reason::StateConflict => {
             return Err(on(Reply::channel(
                 PRECONDITION_FAILED,
-                format!("queue '{name}' in vhost '/': {}", e.message),
+                format!("{described}: {}", e.message),
             )));
         }
         Err(e) => return Err(on(from_broker(&e))),
@@ -325,6 +332,7 @@ pub async fn declare(
                 expires_ms,
                 last_used: tokio::time::Instant::now(),
                 ctx: ctx.clone(),
+                vhost: vhost.clone(),
             },
         );
     }
@@ -335,7 +343,7 @@ pub async fn declare(
             message_count(shared, ctx, &name).await
         },
         consumer_count: consumer_count(shared, &name),
-        queue: name,
+        queue: local,
     })
 }
 
@@ -387,14 +395,20 @@ fn string(value: &AMQPValue) -> Option<String> {
 }
 
 /// Checks a declare's arguments as RabbitMQ does (406 PRECONDITION_FAILED "invalid arg
-/// ..." naming the argument and why, in its words) and returns what they set. Arguments
-/// Weir does not serve are refused by name, so a client that asks for one learns at once
-/// that it does not have it; arguments RabbitMQ does not know are ignored, as it does.
-pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArguments, Reply> {
+/// ..." naming the argument and why, in its words) and returns what they set, the
+/// dead-letter exchange as the core names it in `vhost`. `queue` describes the queue
+/// ("queue 'q' in vhost '/'"). Arguments Weir does not serve are refused by name, so a
+/// client that asks for one learns at once that it does not have it; arguments RabbitMQ
+/// does not know are ignored, as it does.
+pub fn check_arguments(
+    queue: &str,
+    vhost: &Vhost,
+    arguments: &FieldTable,
+) -> Result<QueueArguments, Reply> {
     let invalid = |key: &str, why: String| {
         Reply::channel(
             PRECONDITION_FAILED,
-            format!("invalid arg '{key}' for queue '{queue}' in vhost '/': {why}"),
+            format!("invalid arg '{key}' for {queue}: {why}"),
         )
     };
     let unacceptable = |key: &str, value: &AMQPValue| {
@@ -434,7 +448,7 @@ pub fn check_arguments(queue: &str, arguments: &FieldTable) -> Result<QueueArgum
             }
             "x-dead-letter-exchange" => {
                 let name = string(value).ok_or_else(|| unacceptable(key, value))?;
-                out.dead_letter_exchange = Some(crate::exchanges::canonical(&name).to_owned());
+                out.dead_letter_exchange = Some(vhost.exchange(&name));
             }
             "x-dead-letter-routing-key" => {
                 let rk = string(value).ok_or_else(|| unacceptable(key, value))?;
@@ -527,29 +541,32 @@ async fn wait_writable(shared: &Shared, ctx: &RequestContext, name: &str) {
     }
 }
 
-/// `queue.delete`: the share group's state and the topic. A queue that does not exist is
-/// deleted already (as RabbitMQ answers).
+/// `queue.delete` in `vhost`: the share group's state and the topic. A queue that does
+/// not exist is deleted already (as RabbitMQ answers).
 pub async fn delete(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     method: &queue::Delete,
 ) -> Result<u32, Reply> {
     let on = |reply: Reply| reply.on(50, 40);
-    let name = method.queue.as_str();
+    let local = method.queue.as_str();
+    let qualified = vhost.queue(local);
+    let name = qualified.as_str();
     if !exists(shared, name) {
         return Ok(0);
     }
     if method.if_unused && consumer_count(shared, name) > 0 {
         return Err(on(Reply::channel(
             PRECONDITION_FAILED,
-            format!("queue '{name}' in vhost '/' in use"),
+            format!("{} in use", vhost.describe("queue", local)),
         )));
     }
     let count = message_count(shared, ctx, name).await;
     if method.if_empty && count > 0 {
         return Err(on(Reply::channel(
             PRECONDITION_FAILED,
-            format!("queue '{name}' in vhost '/' is not empty"),
+            format!("{} is not empty", vhost.describe("queue", local)),
         )));
     }
     match shares::delete_anywhere(&shared.broker, ctx, name, None).await {
@@ -573,12 +590,14 @@ pub async fn delete(
 pub async fn purge(
     shared: &Shared,
     ctx: &RequestContext,
+    vhost: &Vhost,
     method: &queue::Purge,
 ) -> Result<u32, Reply> {
     let on = |reply: Reply| reply.on(50, 30);
-    let name = method.queue.as_str();
+    let qualified = vhost.queue(method.queue.as_str());
+    let name = qualified.as_str();
     if !exists(shared, name) {
-        return Err(on(not_found(name)));
+        return Err(on(not_found(vhost, method.queue.as_str())));
     }
     let count = message_count(shared, ctx, name).await;
     let reset = StartReset {
@@ -625,14 +644,39 @@ pub fn consumer_count(shared: &Shared, name: &str) -> u32 {
     u32::try_from(shared.broker.share_members().attached(name)).unwrap_or(u32::MAX)
 }
 
-/// The 404 for a queue that does not exist.
-pub fn not_found(name: &str) -> Reply {
-    Reply::channel(NOT_FOUND, format!("no queue '{name}' in vhost '/'"))
+/// The 404 for a queue of `vhost` that does not exist (`local`: its name there).
+pub fn not_found(vhost: &Vhost, local: &str) -> Reply {
+    Reply::channel(NOT_FOUND, format!("no {}", vhost.describe("queue", local)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`check_arguments`] for queue `queue` of the root vhost.
+    fn check(queue: &str, arguments: &FieldTable) -> Result<QueueArguments, Reply> {
+        let root = Vhost::root();
+        check_arguments(&root.describe("queue", queue), &root, arguments)
+    }
+
+    #[test]
+    fn a_vhosts_dead_letter_exchange_is_its_own() {
+        let v = Vhost::named("sales").unwrap();
+        let dlx = |name: &str| {
+            let t = table(&[("x-dead-letter-exchange", AMQPValue::LongString(name.into()))]);
+            check_arguments(&v.describe("queue", "q"), &v, &t)
+                .unwrap()
+                .dead_letter_exchange
+        };
+        assert_eq!(dlx(""), Some("sales.amq.default".into()));
+        assert_eq!(dlx("dead"), Some("sales.dead".into()));
+        let t = table(&[("x-message-ttl", AMQPValue::LongInt(-1))]);
+        let refused = check_arguments(&v.describe("queue", "q"), &v, &t).unwrap_err();
+        assert_eq!(
+            refused.text,
+            "invalid arg 'x-message-ttl' for queue 'q' in vhost 'sales': {value_negative,-1}"
+        );
+    }
 
     fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
         let mut table = FieldTable::default();
@@ -644,7 +688,7 @@ mod tests {
 
     #[test]
     fn the_served_arguments_are_read_and_the_others_refused_by_name() {
-        let args = check_arguments(
+        let args = check(
             "delay",
             &table(&[
                 ("x-queue-type", AMQPValue::LongString("quorum".into())),
@@ -674,8 +718,8 @@ mod tests {
             }
         );
         assert_eq!(args.settings().delivery_count_limit, Some(3));
-        let refused = check_arguments("q", &table(&[("x-max-priority", AMQPValue::LongInt(10))]))
-            .unwrap_err();
+        let refused =
+            check("q", &table(&[("x-max-priority", AMQPValue::LongInt(10))])).unwrap_err();
         assert_eq!(refused.code, PRECONDITION_FAILED);
         assert!(refused.text.contains("x-max-priority"), "{}", refused.text);
     }
@@ -683,7 +727,7 @@ mod tests {
     #[test]
     fn argument_types_and_values_are_checked_in_rabbitmqs_words() {
         let text = |entries: &[(&str, AMQPValue)]| {
-            let refused = check_arguments("delay", &table(entries)).unwrap_err();
+            let refused = check("delay", &table(entries)).unwrap_err();
             assert_eq!(refused.code, PRECONDITION_FAILED);
             refused.text
         };
@@ -717,11 +761,10 @@ mod tests {
 
     #[test]
     fn a_length_bound_drops_the_head_in_the_share_group_or_rejects_at_the_publish() {
-        let drop =
-            check_arguments("q", &table(&[("x-max-length", AMQPValue::LongInt(3))])).unwrap();
+        let drop = check("q", &table(&[("x-max-length", AMQPValue::LongInt(3))])).unwrap();
         assert_eq!(drop.overflow, Overflow::DropHead);
         assert_eq!(drop.settings().max_length, Some(3));
-        let reject = check_arguments(
+        let reject = check(
             "q",
             &table(&[
                 ("x-max-length", AMQPValue::LongInt(3)),
@@ -733,7 +776,7 @@ mod tests {
         // The listener bounds it; the group still gets windows, so it can be counted.
         assert_eq!(reject.settings().max_length, None);
         assert!(reject.configures());
-        let refused = check_arguments(
+        let refused = check(
             "q",
             &table(&[("x-overflow", AMQPValue::LongString("sideways".into()))]),
         )
@@ -749,8 +792,7 @@ mod tests {
             ),
             ("x-max-length-bytes", AMQPValue::LongInt(1024)),
         ] {
-            let refused =
-                check_arguments("q", &table(std::slice::from_ref(&unserved))).unwrap_err();
+            let refused = check("q", &table(std::slice::from_ref(&unserved))).unwrap_err();
             assert_eq!(refused.code, PRECONDITION_FAILED);
             assert!(refused.text.contains("not served"), "{}", refused.text);
         }

@@ -3,34 +3,55 @@
 //! broker sees them, and [`route`], which queues (topics) a message published to an
 //! exchange goes to. The matchers are `exchanges/matching.rs`.
 //!
-//! Authorisation (the ACL resources, written down in docs/amqp.md § Connections):
-//! - declaring an exchange is Create on the cluster (an exchange is cluster-wide, as a
-//!   topic Create on the cluster allows any name); a passive declare (looking one up)
-//!   is Describe on the cluster;
-//! - deleting one is Alter on the cluster;
+//! Authorisation (the ACL resources, written down in docs/amqp.md § Exchanges and
+//! bindings). An exchange's name is in the topics' namespace (a virtual host `V`'s are
+//! all `V.…`, as its queues' topics are), so each operation is allowed by the cluster
+//! operation, or by the topic operation on the exchange's name, as creating a topic is:
+//! - declaring an exchange is Create on the cluster or on the topic of its name; a
+//!   passive declare (looking one up) Describe on either;
+//! - deleting one is Alter on the cluster or Delete on the topic of its name;
 //! - binding a queue to an exchange and unbinding it is Write on the queue's topic (a
 //!   binding makes messages flow into it);
-//! - binding an exchange to an exchange and unbinding it is Create on the cluster, as
-//!   declaring an exchange is (both ends are cluster-wide);
+//! - binding an exchange to an exchange and unbinding it is Create on the cluster, or on
+//!   the topics of both names, as declaring both would be;
 //! - publishing needs no more than the produce to each routed queue, Write on its topic.
+//!
+//! So a PREFIXED ACL on `V.` gives a user vhost `V` whole, and nothing of another's.
 
 mod matching;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_cluster::controller::MetadataImage;
-use weir_cluster::security::Operation;
+use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
 
 pub use matching::{X_MATCH, X_MATCH_VALUES, headers_match, topic_matches};
 pub use weir_cluster::exchanges::{
-    ALTERNATE_EXCHANGE, ExchangeType, MAX_ARGUMENT_NAME_BYTES, MAX_ARGUMENT_VALUE_BYTES,
-    MAX_ARGUMENTS, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES,
-    MAX_ROUTING_KEY_BYTES, PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding,
-    StoredExchange as Exchange, StoredExchangeBinding as ExchangeBinding,
-    StoredQueue as QueueDeclaration, predeclared, validate_exchange_name,
+    ALTERNATE_EXCHANGE, DEFAULT_EXCHANGE_ALIAS, ExchangeType, MAX_ARGUMENT_NAME_BYTES,
+    MAX_ARGUMENT_VALUE_BYTES, MAX_ARGUMENTS, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE,
+    MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES, MAX_ROUTING_KEY_BYTES, MAX_VHOST_NAME_BYTES,
+    PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding, StoredExchange as Exchange,
+    StoredExchangeBinding as ExchangeBinding, StoredQueue as QueueDeclaration,
+    default_exchange_namespace, is_default_exchange, is_vhost_name, predeclared,
+    validate_exchange_name,
 };
 
 use crate::{Broker, BrokerError, Reason, RequestContext};
+
+/// Whether the request may do `cluster` on the cluster, or `topic` on the topic resource
+/// named as the exchange `name` (see the module's note).
+fn authorize_exchange(
+    broker: &Broker,
+    ctx: &RequestContext,
+    cluster: Operation,
+    topic: Operation,
+    name: &str,
+) -> Result<(), BrokerError> {
+    if broker.may(ctx, cluster, ResourceType::Cluster, CLUSTER_RESOURCE_NAME) {
+        return Ok(());
+    }
+    broker.authorize_topic(ctx, topic, name)
+}
 
 /// The exchange `name` as it stands (predeclared or declared), if it exists. No
 /// authorisation: the caller's (a passive declare asks [`describe`]).
@@ -38,14 +59,14 @@ pub fn lookup(broker: &Broker, name: &str) -> Option<Exchange> {
     predeclared(name).or_else(|| broker.registry().cluster().image().exchange(name).cloned())
 }
 
-/// The exchange `name` for a passive declare: Describe on the cluster, NOT_FOUND if it
-/// does not exist.
+/// The exchange `name` for a passive declare: Describe on the cluster or the topic of its
+/// name, NOT_FOUND if it does not exist.
 pub fn describe(
     broker: &Broker,
     ctx: &RequestContext,
     name: &str,
 ) -> Result<Exchange, BrokerError> {
-    broker.authorize_cluster(ctx, Operation::Describe)?;
+    authorize_exchange(broker, ctx, Operation::Describe, Operation::Describe, name)?;
     lookup(broker, name).ok_or_else(|| unknown_exchange(name))
 }
 
@@ -56,7 +77,13 @@ pub async fn declare(
     ctx: &RequestContext,
     exchange: Exchange,
 ) -> Result<(), BrokerError> {
-    broker.authorize_cluster(ctx, Operation::Create)?;
+    authorize_exchange(
+        broker,
+        ctx,
+        Operation::Create,
+        Operation::Create,
+        &exchange.name,
+    )?;
     if exchange.kind == ExchangeType::Headers
         && let Some(mode) = exchange.arguments.get(X_MATCH)
     {
@@ -78,7 +105,7 @@ pub async fn delete(
     name: &str,
     if_unused: bool,
 ) -> Result<(), BrokerError> {
-    broker.authorize_cluster(ctx, Operation::Alter)?;
+    authorize_exchange(broker, ctx, Operation::Alter, Operation::Delete, name)?;
     Ok(broker
         .registry()
         .cluster()
@@ -114,6 +141,19 @@ pub async fn unbind(
     Ok(broker.registry().cluster().unbind(binding).await?)
 }
 
+/// Whether the request may bind or unbind `binding`: Create on the cluster, or on the
+/// topics of both its exchanges' names.
+fn authorize_exchange_binding(
+    broker: &Broker,
+    ctx: &RequestContext,
+    binding: &ExchangeBinding,
+) -> Result<(), BrokerError> {
+    for name in [&binding.source, &binding.destination] {
+        authorize_exchange(broker, ctx, Operation::Create, Operation::Create, name)?;
+    }
+    Ok(())
+}
+
 /// Binds the exchange `binding.destination` to `binding.source` (NOT_FOUND if either
 /// does not exist); binding twice is binding once.
 pub async fn bind_exchange(
@@ -121,7 +161,7 @@ pub async fn bind_exchange(
     ctx: &RequestContext,
     binding: ExchangeBinding,
 ) -> Result<(), BrokerError> {
-    broker.authorize_cluster(ctx, Operation::Create)?;
+    authorize_exchange_binding(broker, ctx, &binding)?;
     if let Some(exchange) = lookup(broker, &binding.source)
         && exchange.kind == ExchangeType::Headers
         && let Some(mode) = binding.arguments.get(X_MATCH)
@@ -138,7 +178,7 @@ pub async fn unbind_exchange(
     ctx: &RequestContext,
     binding: ExchangeBinding,
 ) -> Result<(), BrokerError> {
-    broker.authorize_cluster(ctx, Operation::Create)?;
+    authorize_exchange_binding(broker, ctx, &binding)?;
     Ok(broker.registry().cluster().unbind_exchange(binding).await?)
 }
 
@@ -277,7 +317,7 @@ pub fn route_in(
             .map(|e| e.kind)
             .or_else(|| image.exchange(name).map(|e| e.kind))
     };
-    if !exchange.is_empty() && kind_of(exchange).is_none() {
+    if kind_of(exchange).is_none() {
         return Err(unknown_exchange(exchange));
     }
     let matches = |kind: ExchangeType, key: &str, arguments: &BTreeMap<String, String>| match kind {
@@ -290,9 +330,10 @@ pub fn route_in(
     let mut visited: BTreeSet<&str> = BTreeSet::from([exchange]);
     let mut pending: Vec<&str> = vec![exchange];
     while let Some(name) = pending.pop() {
-        if name.is_empty() {
-            // The default exchange: the queue named by the routing key.
-            if let Some(topic) = image.topic(routing_key) {
+        if let Some(namespace) = default_exchange_namespace(name) {
+            // A default exchange: the queue named by the routing key, in its namespace
+            // (vhost `V`'s default exchange `V.amq.default` routes `q` to `V.q`).
+            if let Some(topic) = image.topic(&format!("{namespace}{routing_key}")) {
                 queues.insert(topic.name.as_str());
             }
             continue;

@@ -165,13 +165,69 @@ pub const PREDECLARED: [(&str, ExchangeType); 6] = [
 /// Names starting with this are the server's: clients cannot declare new ones.
 pub const RESERVED_PREFIX: &str = "amq.";
 
-/// The predeclared exchange named `name`, as a declared one would look.
+/// The default exchange's other name (RabbitMQ's). A virtual host's default exchange is
+/// known to the core by it: vhost `V`'s is `V.amq.default`.
+pub const DEFAULT_EXCHANGE_ALIAS: &str = "amq.default";
+/// Longest virtual host name, in bytes.
+pub const MAX_VHOST_NAME_BYTES: usize = 64;
+
+/// Whether `name` can name a virtual host other than `/`: 1 to [`MAX_VHOST_NAME_BYTES`]
+/// ASCII letters, digits, `-` and `_`, and not `amq`. A vhost `V` is the namespace `V.`
+/// of the cluster's names (its queue `Q` is the topic `V.Q`, its exchange `E` the
+/// exchange `V.E`, docs/amqp.md § Virtual hosts), so it holds no `.`: the first `.` of a
+/// qualified name ends its vhost.
+pub fn is_vhost_name(name: &str) -> bool {
+    (1..=MAX_VHOST_NAME_BYTES).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        && name != RESERVED_PREFIX.trim_end_matches('.')
+}
+
+/// The namespace (`""` for `/`, `V.` for vhost `V`) whose default exchange `name` is, if
+/// it is one: `""`, or `V.amq.default`.
+pub fn default_exchange_namespace(name: &str) -> Option<&str> {
+    if name.is_empty() {
+        return Some("");
+    }
+    let (prefix, local) = split_vhost(name)?;
+    (local == DEFAULT_EXCHANGE_ALIAS).then_some(prefix)
+}
+
+/// Whether `name` is a default exchange (`/`'s or a virtual host's): it routes to the
+/// queue its routing key names in its namespace, and cannot be bound.
+pub fn is_default_exchange(name: &str) -> bool {
+    default_exchange_namespace(name).is_some()
+}
+
+/// `V.rest` as (`V.`, `rest`) when `V` is a vhost name and `rest` a predeclared name of
+/// it (starting with [`RESERVED_PREFIX`]).
+fn split_vhost(name: &str) -> Option<(&str, &str)> {
+    let dot = name.find('.')?;
+    let (vhost, local) = (&name[..dot], &name[dot + 1..]);
+    (is_vhost_name(vhost) && local.starts_with(RESERVED_PREFIX)).then_some((&name[..=dot], local))
+}
+
+/// Whether `name` is a predeclared exchange of a virtual host other than `/`
+/// (`V.amq.topic`): records naming one need metadata level 4.
+pub fn is_vhost_predeclared(name: &str) -> bool {
+    split_vhost(name).is_some() && predeclared(name).is_some()
+}
+
+/// The predeclared exchange named `name`, as a declared one would look: `/`'s (`""`,
+/// `amq.direct`, ...) and every virtual host's (`V.amq.direct`, ..., and its default
+/// exchange `V.amq.default`), which exist without records.
 pub fn predeclared(name: &str) -> Option<StoredExchange> {
+    let local = match split_vhost(name) {
+        Some((_, local)) if local == DEFAULT_EXCHANGE_ALIAS => "",
+        Some((_, local)) => local,
+        None => name,
+    };
     PREDECLARED
         .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(name, kind)| StoredExchange {
-            name: (*name).to_owned(),
+        .find(|(n, _)| *n == local)
+        .map(|(_, kind)| StoredExchange {
+            name: name.to_owned(),
             kind: *kind,
             durable: true,
             auto_delete: false,
@@ -319,9 +375,9 @@ impl StoredBinding {
     /// Why this binding cannot be stored, if it cannot (its exchange and queue are the
     /// controller's to check against the image).
     pub fn validate(&self) -> Result<(), ExchangeError> {
-        if self.exchange.is_empty() {
+        if is_default_exchange(&self.exchange) {
             return Err(ExchangeError::Predeclared {
-                name: String::new(),
+                name: self.exchange.clone(),
                 what:
                     "the default exchange cannot be bound (every queue is bound to it by its name)"
                         .into(),
@@ -347,9 +403,9 @@ impl StoredExchangeBinding {
     /// source nor a destination (RabbitMQ refuses both).
     pub fn validate(&self) -> Result<(), ExchangeError> {
         for name in [&self.source, &self.destination] {
-            if name.is_empty() {
+            if is_default_exchange(name) {
                 return Err(ExchangeError::Predeclared {
-                    name: String::new(),
+                    name: name.clone(),
                     what: "the default exchange cannot be bound to or from another exchange".into(),
                 });
             }
@@ -368,6 +424,49 @@ impl StoredExchangeBinding {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_vhost_has_the_predeclared_exchanges_under_its_prefix() {
+        assert_eq!(predeclared("amq.topic").unwrap().kind, ExchangeType::Topic);
+        let topic = predeclared("sales.amq.topic").unwrap();
+        assert_eq!(
+            (topic.name.as_str(), topic.kind),
+            ("sales.amq.topic", ExchangeType::Topic)
+        );
+        assert_eq!(
+            predeclared("sales.amq.default").unwrap().kind,
+            ExchangeType::Direct
+        );
+        assert!(is_vhost_predeclared("sales.amq.fanout"));
+        assert!(!is_vhost_predeclared("amq.fanout") && !is_vhost_predeclared("sales.logs"));
+        // Not a vhost: `amq` is refused as one, a name with a dot is no vhost's.
+        for name in [
+            "amq.amq.topic",
+            "a.b.amq.topic",
+            "sales.amq.nothing",
+            "sales.logs",
+        ] {
+            assert!(predeclared(name).is_none(), "{name}");
+        }
+        assert_eq!(default_exchange_namespace(""), Some(""));
+        assert_eq!(
+            default_exchange_namespace("sales.amq.default"),
+            Some("sales.")
+        );
+        assert_eq!(default_exchange_namespace("amq.default"), None);
+        assert!(is_default_exchange("sales.amq.default") && !is_default_exchange("sales.logs"));
+        // A vhost's default exchange is bound to nothing, as `/`'s.
+        let binding = StoredBinding {
+            exchange: "sales.amq.default".into(),
+            queue: "sales.q".into(),
+            routing_key: "q".into(),
+            arguments: BTreeMap::new(),
+        };
+        assert!(matches!(
+            binding.validate(),
+            Err(ExchangeError::Predeclared { .. })
+        ));
+    }
 
     #[test]
     fn names_keys_and_arguments_are_checked_against_the_limits() {

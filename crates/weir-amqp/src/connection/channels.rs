@@ -160,7 +160,7 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(declare)) => {
-                crate::exchanges::declare(&self.shared, &self.ctx, &declare).await?;
+                crate::exchanges::declare(&self.shared, &self.ctx, &self.vhost, &declare).await?;
                 if !declare.nowait {
                     self.send_method(
                         id,
@@ -172,7 +172,7 @@ impl Conn {
                 Ok(())
             }
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(delete)) => {
-                crate::exchanges::delete(&self.shared, &self.ctx, &delete).await?;
+                crate::exchanges::delete(&self.shared, &self.ctx, &self.vhost, &delete).await?;
                 if !delete.nowait {
                     self.send_method(
                         id,
@@ -210,6 +210,7 @@ impl Conn {
                 crate::exchanges::change_exchange_binding(
                     &self.shared,
                     &self.ctx,
+                    &self.vhost,
                     change,
                     destination.as_str(),
                     source.as_str(),
@@ -253,7 +254,8 @@ impl Conn {
             queue::AMQPMethod::Declare(declare) => {
                 // Its message count includes what this connection published before.
                 self.publishes_readable().await;
-                let ok = queues::declare(&self.shared, &self.ctx, &self.id, &declare).await?;
+                let ok = queues::declare(&self.shared, &self.ctx, &self.vhost, &self.id, &declare)
+                    .await?;
                 if (declare.exclusive || declare.auto_delete)
                     && !declare.passive
                     && !self.owned_queues.contains(&ok.queue)
@@ -280,7 +282,8 @@ impl Conn {
                     delete.queue = self.last_queue(id)?.into();
                 }
                 self.publishes_readable().await;
-                let message_count = queues::delete(&self.shared, &self.ctx, &delete).await?;
+                let message_count =
+                    queues::delete(&self.shared, &self.ctx, &self.vhost, &delete).await?;
                 self.owned_queues.retain(|q| q != delete.queue.as_str());
                 if !delete.nowait {
                     self.send_method(
@@ -297,7 +300,8 @@ impl Conn {
                     purge.queue = self.last_queue(id)?.into();
                 }
                 self.publishes_readable().await;
-                let message_count = queues::purge(&self.shared, &self.ctx, &purge).await?;
+                let message_count =
+                    queues::purge(&self.shared, &self.ctx, &self.vhost, &purge).await?;
                 if !purge.nowait {
                     self.send_method(
                         id,
@@ -313,6 +317,7 @@ impl Conn {
                 crate::exchanges::change_binding(
                     &self.shared,
                     &self.ctx,
+                    &self.vhost,
                     BindingChange::Bind,
                     &queue,
                     bind.exchange.as_str(),
@@ -333,6 +338,7 @@ impl Conn {
                 crate::exchanges::change_binding(
                     &self.shared,
                     &self.ctx,
+                    &self.vhost,
                     BindingChange::Unbind,
                     &queue,
                     unbind.exchange.as_str(),

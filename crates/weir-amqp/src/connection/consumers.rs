@@ -40,7 +40,11 @@ impl Conn {
                 if publish.immediate {
                     return Err(Reply::connection(NOT_IMPLEMENTED, "immediate=true"));
                 }
-                crate::exchanges::check_publish(&self.shared, publish.exchange.as_str())?;
+                crate::exchanges::check_publish(
+                    &self.shared,
+                    &self.vhost,
+                    publish.exchange.as_str(),
+                )?;
                 if let Some(channel) = self.channels.get_mut(&id) {
                     channel.publishing = Some(Publishing {
                         method: publish,
@@ -115,12 +119,13 @@ impl Conn {
     }
 
     pub(super) fn consume(&mut self, id: u16, m: basic::Consume) -> Result<(), Reply> {
-        let queue = match m.queue.as_str() {
+        let local = match m.queue.as_str() {
             "" => self.last_queue(id)?,
             name => name.to_owned(),
         };
+        let queue = self.vhost.queue(&local);
         if !queues::exists(&self.shared, &queue) {
-            return Err(queues::not_found(&queue));
+            return Err(queues::not_found(&self.vhost, &local));
         }
         if m.exclusive {
             return Err(Reply::channel(
@@ -218,12 +223,13 @@ impl Conn {
 
     pub(super) async fn get(&mut self, id: u16, get: basic::Get) -> Result<(), Reply> {
         self.publishes_readable().await;
-        let queue = match get.queue.as_str() {
+        let local = match get.queue.as_str() {
             "" => self.last_queue(id)?,
             name => name.to_owned(),
         };
+        let queue = self.vhost.queue(&local);
         if !queues::exists(&self.shared, &queue) {
-            return Err(queues::not_found(&queue));
+            return Err(queues::not_found(&self.vhost, &local));
         }
         queues::touch(&self.shared, &queue);
         let member = format!("amqp-{}-{id}-get", self.id);
@@ -271,7 +277,7 @@ impl Conn {
             );
         }
         let (properties, published) =
-            crate::properties::from_headers(&record.record.headers, &queue);
+            crate::properties::from_headers(&record.record.headers, &queue, &self.vhost);
         self.send_method(
             id,
             AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
@@ -408,7 +414,7 @@ impl Conn {
                 );
             }
             let (properties, published) =
-                crate::properties::from_headers(&record.record.headers, &queue);
+                crate::properties::from_headers(&record.record.headers, &queue, &self.vhost);
             self.send_method(
                 id,
                 AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {

@@ -10,9 +10,11 @@ use amq_protocol::types::{AMQPValue, FieldTable, ShortString};
 use weir_broker::Reason;
 use weir_broker::audit::Outcome;
 use weir_broker::authn::{Credentials, FAILED_AUTHENTICATION_DELAY, Mechanism};
+use weir_broker::security::Operation;
 
 use crate::errors::{ACCESS_REFUSED, COMMAND_INVALID, CONNECTION_FORCED, NOT_ALLOWED, Reply};
 use crate::frame::{MAX_FRAME_BYTES, MIN_FRAME_BYTES};
+use crate::vhost::Vhost;
 
 use super::{Conn, HEARTBEAT, MAX_CHANNELS, Phase};
 
@@ -112,17 +114,7 @@ impl Conn {
                 Ok(())
             }
             (Phase::Open, connection::AMQPMethod::Open(open)) => {
-                if open.virtual_host.as_str() != "/" {
-                    return Err(Reply::connection(
-                        NOT_ALLOWED,
-                        format!(
-                            "vhost '{}' not found: this broker serves the vhost '/' only \
-                             (docs/amqp.md)",
-                            open.virtual_host.as_str()
-                        ),
-                    )
-                    .on(10, 40));
-                }
+                self.vhost = self.open_vhost(open.virtual_host.as_str())?;
                 self.send_method(
                     0,
                     AMQPClass::Connection(connection::AMQPMethod::OpenOk(connection::OpenOk {})),
@@ -142,6 +134,31 @@ impl Conn {
             (Phase::Tune, _) => Err(out_of_order("tune-ok")),
             _ => Err(out_of_order("open")),
         }
+    }
+
+    /// The vhost `connection.open` names, if it may be opened: `/` always (each operation
+    /// is authorised on its own); another vhost `V` is the namespace `V.` (`crate::vhost`),
+    /// and with ACLs on needs Describe on the topics prefixed `V.` (a PREFIXED ACL `V.`,
+    /// or one on every topic): 530 NOT_ALLOWED otherwise, as RabbitMQ refuses a vhost the
+    /// user has no permissions in.
+    fn open_vhost(&self, name: &str) -> Result<Vhost, Reply> {
+        let refused = |text: String| Reply::connection(NOT_ALLOWED, text).on(10, 40);
+        let vhost = Vhost::named(name).map_err(refused)?;
+        if !vhost.is_root() {
+            self.shared
+                .broker
+                .authorize_topic(&self.ctx, Operation::Describe, vhost.prefix())
+                .map_err(|e| {
+                    refused(format!(
+                        "access to vhost '{}' refused: {} (a vhost's names start with \
+                         '{}'; docs/amqp.md § Virtual hosts)",
+                        vhost.name(),
+                        e.message,
+                        vhost.prefix()
+                    ))
+                })?;
+        }
+        Ok(vhost)
     }
 
     /// PLAIN or AMQPLAIN. With authentication required, the core checks the password

@@ -33,6 +33,7 @@ use crate::consume::Fetched;
 use crate::errors::{COMMAND_INVALID, CONNECTION_FORCED, Reply, Scope, UNEXPECTED_FRAME};
 use crate::frame::{self, MAX_FRAME_BYTES, PROTOCOL_HEADER, ReadError};
 use crate::queues;
+use crate::vhost::Vhost;
 
 /// Most channels a connection may open (`channel_max` offered; RabbitMQ's default).
 pub const MAX_CHANNELS: u16 = 2_047;
@@ -202,7 +203,8 @@ struct Channel {
     unacked: BTreeMap<u64, Unacked>,
     /// Every (queue, member) this channel fetched as: released when it closes.
     members: HashSet<(String, String)>,
-    /// The queue last declared on the channel (an empty queue name means it).
+    /// The queue last declared on the channel (an empty queue name means it), by its name
+    /// in the connection's vhost.
     last_queue: Option<String>,
 }
 
@@ -228,6 +230,9 @@ impl Channel {
 struct Conn {
     shared: Arc<Shared>,
     ctx: RequestContext,
+    /// The vhost `connection.open` named (`/` until then): every name the client sends
+    /// is qualified by it, every name it is shown is its own again (`crate::vhost`).
+    vhost: Vhost,
     /// Unique among connections: member ids are made from it.
     id: String,
     phase: Phase,
@@ -240,7 +245,8 @@ struct Conn {
     heartbeat: u16,
     channels: HashMap<u16, Channel>,
     events: mpsc::UnboundedSender<Event>,
-    /// Exclusive and auto-delete queues this connection declared: deleted with it.
+    /// Exclusive and auto-delete queues this connection declared (their names in its
+    /// vhost): deleted with it.
     owned_queues: Vec<String>,
     /// The client announced `consumer_cancel_notify`: a consumer the broker stops (its
     /// queue deleted) is told with `basic.cancel`, as RabbitMQ does, rather than left
@@ -292,6 +298,7 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
     let mut conn = Conn {
         ctx,
         shared,
+        vhost: Vhost::root(),
         id: uuid::Uuid::new_v4().simple().to_string(),
         phase: Phase::Start,
         out: Vec::new(),
@@ -577,7 +584,8 @@ impl Conn {
                 if_empty: false,
                 nowait: true,
             };
-            if let Err(reply) = queues::delete(&self.shared, &self.ctx, &delete).await {
+            if let Err(reply) = queues::delete(&self.shared, &self.ctx, &self.vhost, &delete).await
+            {
                 tracing::info!(
                     queue = name,
                     reason = reply.text,

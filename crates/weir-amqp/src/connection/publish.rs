@@ -186,7 +186,8 @@ impl Conn {
             channel.published
         });
         let on = |reply: Reply| reply.on(60, 40);
-        let exchange = crate::exchanges::canonical(publish.exchange.as_str()).to_owned();
+        // The core's name for it (a vhost's own, its default exchange included).
+        let exchange = self.vhost.exchange(publish.exchange.as_str());
         let routing_key = publish.routing_key.as_str().to_owned();
         let now = weir_broker::now_ms();
         // A per-message TTL is checked before anything is routed: a bad one appends
@@ -196,7 +197,10 @@ impl Conn {
         let headers = crate::properties::header_texts(&properties);
         let queues = exchanges::route(&self.shared.broker, &exchange, &routing_key, &headers)
             .map_err(|e| match e.reason {
-                Reason::NotFound => on(crate::exchanges::not_found(&exchange)),
+                Reason::NotFound => on(crate::exchanges::not_found(
+                    &self.vhost,
+                    publish.exchange.as_str(),
+                )),
                 _ => on(from_broker(&e)),
             })?;
         for queue in &queues {

@@ -2,8 +2,8 @@
 //! `amqp` drives the tutorials): queue length limits (`x-max-length` with `drop-head` and
 //! `reject-publish`), exchange-to-exchange bindings and alternate exchanges,
 //! `basic.recover`, flow control (`connection.blocked`), one queue shared by pika and
-//! Kafka clients, headers included both ways, and the console's queue and exchange pages
-//! over what pika declared and holds.
+//! Kafka clients, headers included both ways, the console's queue and exchange pages
+//! over what pika declared and holds, and virtual hosts as namespaces (with ACLs too).
 
 use serde_json::Value;
 
@@ -435,4 +435,141 @@ fn the_console_lists_pika_s_queues_with_their_counts_and_consumers_and_their_exc
     );
     let page = result["default"]["html"].as_str().expect("html");
     assert!(page.contains("Every queue, by its name"), "{page}");
+}
+
+/// Virtual hosts as namespaces: `sales`, `hr` and `/` each have a queue `orders`, their
+/// own `amq.topic` and default exchange (dead-lettering through it included); each reads
+/// only its own messages, shown its own names (exchange, routing key, `x-death`), and a
+/// Kafka reader finds vhost `sales`'s queue as the topic `sales.orders`.
+#[test]
+fn pika_vhosts_are_namespaces_each_reading_only_its_own() {
+    let (broker, port) = amqp_broker();
+    let result = tutorial("vhosts.py", port, &["isolation"]);
+    for vhost in ["sales", "hr", "/"] {
+        let got: Vec<(&str, &str, &str)> = result[vhost]
+            .as_array()
+            .unwrap_or_else(|| panic!("{vhost} in {result}"))
+            .iter()
+            .map(|m| {
+                (
+                    m["body"].as_str().unwrap(),
+                    m["exchange"].as_str().unwrap(),
+                    m["key"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        let (direct, topic, delayed) = (
+            format!("{vhost} direct"),
+            format!("{vhost} topic"),
+            format!("{vhost} delayed"),
+        );
+        assert_eq!(
+            got,
+            vec![
+                (direct.as_str(), "", "orders"),
+                (topic.as_str(), "amq.topic", "order.new"),
+                (delayed.as_str(), "", "orders"),
+            ],
+            "{result}"
+        );
+    }
+    assert_eq!(result["death"]["queue"], "delay", "{result}");
+    assert_eq!(result["death"]["reason"], "expired", "{result}");
+    assert_eq!(result["death"]["first_queue"], "delay", "{result}");
+    assert_eq!(result["sales_orders_left"], 0, "{result}");
+    assert_eq!(result["bad_name"]["code"], 530, "{result}");
+    // The cluster's names: vhost `sales`'s queue is the topic `sales.orders`, read whole
+    // by Weir's own consumer (4 messages: 3 and the one with an x-death).
+    let out = broker.ok(
+        &[
+            "consume",
+            "sales.orders",
+            "--from",
+            "beginning",
+            "--count",
+            "4",
+            "--format",
+            "json",
+        ],
+        "",
+    );
+    let bodies: Vec<String> = crate::common::json_lines(&out)
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        bodies,
+        ["sales direct", "sales topic", "sales delayed", "with death"],
+        "{out}"
+    );
+}
+
+/// With ACLs on, a vhost is what its prefix grants: anonymous clients given everything
+/// prefixed `sales.` (topics and groups) open `sales` and work in it whole (an exchange
+/// declared, a queue bound, a message through), are refused `hr` at `connection.open`
+/// (530) and, in `/`, a queue outside the prefix (403).
+#[test]
+fn with_acls_a_vhost_is_what_its_prefix_grants() {
+    // Authorization needs the brokers' certificates (for each other; pika stays on the
+    // plaintext AMQP listener, anonymous).
+    let certs = tempfile::tempdir().expect("temp dir");
+    let made =
+        crate::common::weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
+            .output()
+            .expect("weir dev certs");
+    assert!(made.status.success(), "{made:?}");
+    let broker = Broker::start(weir_server::ServerConfig {
+        admin_listen: None,
+        amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
+        tls_cert: Some(certs.path().join("node.pem")),
+        tls_key: Some(certs.path().join("node-key.pem")),
+        tls_client_ca: Some(certs.path().join("ca.pem")),
+        authorization: true,
+        admin_user: Some("admin".into()),
+        admin_password: Some(weir_server::Secret("admin-secret".into())),
+        ..Default::default()
+    });
+    let port = amqp_port(&broker);
+    let ca = certs.path().join("ca.pem");
+    let ca = ca.to_string_lossy();
+    let admin = |args: &[&str]| {
+        let mut command = broker.command(args);
+        command.envs([
+            ("WEIR_USER", "admin"),
+            ("WEIR_PASSWORD", "admin-secret"),
+            ("WEIR_TLS_CA", &*ca),
+        ]);
+        crate::common::finish(command, args)
+    };
+    // The bootstrap admin's credentials are written once the broker is up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    for resource in ["--topic", "--group"] {
+        let args = [
+            "acl",
+            "add",
+            "--principal",
+            "User:ANONYMOUS",
+            "--operation",
+            "all",
+            resource,
+            "sales.",
+            "--prefixed",
+        ];
+        loop {
+            let out = admin(&args);
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let result = tutorial("vhosts.py", port, &["acl"]);
+    assert_eq!(result["hr"]["code"], 530, "{result}");
+    assert_eq!(result["sales"], serde_json::json!(["granted"]), "{result}");
+    assert_eq!(result["root"]["code"], 403, "{result}");
 }

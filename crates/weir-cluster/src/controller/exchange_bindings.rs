@@ -15,7 +15,7 @@ use super::records::MetadataRecord;
 use super::requests::{ControllerError, Outcome};
 use crate::exchanges::{
     ExchangeError, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE, StoredBinding, StoredExchangeBinding,
-    predeclared,
+    is_default_exchange, predeclared,
 };
 
 /// Binds `destination` to `source`; nothing to write if the binding exists.
@@ -158,7 +158,7 @@ impl MetadataImage {
             MetadataRecord::ExchangeBindingCreated { binding } => {
                 for name in [&binding.source, &binding.destination] {
                     let declared = self.exchanges.exchanges.contains_key(name)
-                        || (predeclared(name).is_some() && !name.is_empty());
+                        || (predeclared(name).is_some() && !is_default_exchange(name));
                     if !declared {
                         return inconsistent(format!(
                             "an exchange binding naming exchange {name:?}, not there"

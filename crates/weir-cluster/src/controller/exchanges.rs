@@ -13,7 +13,7 @@ use super::records::MetadataRecord;
 use super::requests::{ControllerError, ControllerReply, Outcome};
 use crate::exchanges::{
     ExchangeError, MAX_BINDINGS, MAX_BINDINGS_PER_EXCHANGE, MAX_EXCHANGES, RESERVED_PREFIX,
-    StoredBinding, StoredExchange, StoredQueue, predeclared,
+    StoredBinding, StoredExchange, StoredQueue, is_default_exchange, predeclared,
 };
 
 /// The reply to every exchange request: done once the image has applied the records
@@ -220,7 +220,7 @@ impl MetadataImage {
             MetadataRecord::BindingCreated { binding } => {
                 let exchange = &binding.exchange;
                 let exists = state.exchanges.contains_key(exchange)
-                    || (predeclared(exchange).is_some() && !exchange.is_empty());
+                    || (predeclared(exchange).is_some() && !is_default_exchange(exchange));
                 if !exists {
                     return inconsistent(format!("a binding of exchange {exchange:?}, not there"));
                 }

@@ -156,7 +156,6 @@ pub(super) fn alter_group_configs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::records::METADATA_LEVEL;
 
     use crate::controller::test_support::{apply_outcome as apply, empty_image as image};
 
@@ -188,8 +187,8 @@ mod tests {
                 value: Some("50000".into()),
             }]
         );
-        // A new record type: written only once every broker reads its level.
-        assert_eq!(outcome.records[0].level(), METADATA_LEVEL);
+        // A record type of level 3: written only once every broker reads that level.
+        assert_eq!(outcome.records[0].level(), 3);
         assert_eq!(outcome.reply, ControllerReply::GroupConfigsAltered);
         apply(&mut image, &outcome);
         assert_eq!(

@@ -263,7 +263,9 @@ impl PartitionRegistration {
 /// - 2: dynamic broker configs.
 /// - 3: consumer group configs and AMQP's exchange-to-exchange bindings (one level: both
 ///   came in the same release).
-pub const METADATA_LEVEL: u16 = 3;
+/// - 4: bindings naming a virtual host's predeclared exchange (`V.amq.topic`): an older
+///   broker knows only `/`'s, and would find such a binding's exchange missing.
+pub const METADATA_LEVEL: u16 = 4;
 
 /// One record of the metadata log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,7 +430,23 @@ impl MetadataRecord {
     /// existing record keep its level (older brokers skip fields they do not know). No
     /// wildcard: a new record type does not compile until it is given one.
     pub fn level(&self) -> u16 {
+        use crate::exchanges::is_vhost_predeclared;
         match self {
+            // Bindings of a virtual host's predeclared exchanges (docs/amqp.md § Virtual
+            // hosts): the record type is older, what it names is not.
+            MetadataRecord::BindingCreated { binding }
+            | MetadataRecord::BindingDeleted { binding }
+                if is_vhost_predeclared(&binding.exchange) =>
+            {
+                4
+            }
+            MetadataRecord::ExchangeBindingCreated { binding }
+            | MetadataRecord::ExchangeBindingDeleted { binding }
+                if is_vhost_predeclared(&binding.source)
+                    || is_vhost_predeclared(&binding.destination) =>
+            {
+                4
+            }
             MetadataRecord::ClusterCreated { .. }
             | MetadataRecord::BrokerRegistered { .. }
             | MetadataRecord::BrokerFenced { .. }
@@ -487,6 +505,26 @@ mod tests {
             },
             other => panic!("not records: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_binding_of_a_vhosts_predeclared_exchange_waits_for_level_4() {
+        let binding = |exchange: &str| crate::exchanges::StoredBinding {
+            exchange: exchange.into(),
+            queue: "sales.q".into(),
+            routing_key: "k".into(),
+            arguments: Default::default(),
+        };
+        let level = |exchange: &str| {
+            MetadataRecord::BindingCreated {
+                binding: binding(exchange),
+            }
+            .level()
+        };
+        assert_eq!(level("amq.topic"), 1);
+        assert_eq!(level("sales.logs"), 1);
+        assert_eq!(level("sales.amq.topic"), 4);
+        assert_eq!(METADATA_LEVEL, 4);
     }
 
     #[test]
