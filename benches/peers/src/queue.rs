@@ -15,7 +15,9 @@
 //!    then hold exactly `--records` messages;
 //! 3. consume, timed: that many consumers, each on its own connection and channel with
 //!    `basic.qos` prefetch `--prefetch`, consume the queue with manual acknowledgement
-//!    and send one `basic.ack` per message (never `multiple`). The clock runs from the
+//!    and send one `basic.ack` per message (never `multiple`), without waiting for one
+//!    to be sent before taking the next delivery (`--await-sends` waits, as it waits for
+//!    each publish to be sent in step 2). The clock runs from the
 //!    first `basic.consume` until every message has been acknowledged and every consumer's
 //!    channel is closed (its close-ok comes after the server handled the acks sent before
 //!    it); then the queue must be empty.
@@ -92,6 +94,15 @@ pub struct QueueArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=MAX_PREFETCH))]
     pub prefetch: u64,
 
+    /// Each producer waits for each `basic.publish` to be sent before it makes the next,
+    /// and each consumer for each `basic.ack` before it takes the next delivery (lapin's
+    /// README loops). By default they go on at once and lapin's connection task sends
+    /// them as it gets to them (still one publish and one `basic.ack` per message, at most
+    /// `SEND_WINDOW` publishes and a prefetch of acks unsent): lapin's hand-off to its
+    /// connection task per awaited send cost it more CPU than Weir spent on the message.
+    #[arg(long)]
+    pub await_sends: bool,
+
     /// Producers filling the queue, each on its own connection.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=MAX_PRODUCERS))]
     pub producers: u64,
@@ -161,7 +172,8 @@ mod amqp {
     use std::time::{Duration, Instant};
 
     use anyhow::{Context as _, anyhow, bail, ensure};
-    use futures_util::StreamExt as _;
+    use futures_util::stream::{FuturesOrdered, FuturesUnordered};
+    use futures_util::{FutureExt as _, StreamExt as _};
     use lapin::options::{
         BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
         ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
@@ -187,6 +199,10 @@ mod amqp {
 
     /// How long connecting and each control request (declare, delete, close) may take.
     const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// Most publishes of one producer made and not yet sent by lapin (without
+    /// `--await-sends`).
+    const SEND_WINDOW: usize = 256;
 
     /// How often a waiting consumer looks at the clock (for the stall limit).
     const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -445,23 +461,50 @@ mod amqp {
             let end = (first + share).min(args.records);
             let (pool, queue, confirmed) = (pool.clone(), args.queue.clone(), confirmed.clone());
             let window = args.in_flight as usize;
+            let await_sends = args.await_sends;
             tasks.push(tokio::spawn(async move {
                 let mut pending = VecDeque::with_capacity(window);
+                // Publishes made, not yet sent (their confirms come once they are).
+                let mut sends = FuturesOrdered::new();
                 for index in first..end {
-                    if pending.len() >= window {
+                    if pending.len() + sends.len() >= window {
+                        if pending.is_empty()
+                            && let Some(sent) = sends.next().await
+                        {
+                            pending.push_back(sent?);
+                        }
                         await_confirm(pending.pop_front(), &confirmed).await?;
                     }
-                    let confirm = channel
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &message(&pool, index),
-                            BasicProperties::default().with_delivery_mode(PERSISTENT),
-                        )
-                        .await
-                        .context("basic.publish")?;
-                    pending.push_back(confirm);
+                    let (channel, queue) = (channel.clone(), queue.clone());
+                    let body = message(&pool, index);
+                    let send = async move {
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                queue.as_str().into(),
+                                BasicPublishOptions::default(),
+                                &body,
+                                BasicProperties::default().with_delivery_mode(PERSISTENT),
+                            )
+                            .await
+                            .context("basic.publish")
+                    };
+                    if await_sends {
+                        pending.push_back(send.await?);
+                        continue;
+                    }
+                    sends.push_back(send);
+                    while let Some(Some(sent)) = sends.next().now_or_never() {
+                        pending.push_back(sent?);
+                    }
+                    if sends.len() >= SEND_WINDOW
+                        && let Some(sent) = sends.next().await
+                    {
+                        pending.push_back(sent?);
+                    }
+                }
+                while let Some(sent) = sends.next().await {
+                    pending.push_back(sent?);
                 }
                 while !pending.is_empty() {
                     await_confirm(pending.pop_front(), &confirmed).await?;
@@ -568,7 +611,10 @@ mod amqp {
             let (seen, duplicates, done_tx) = (seen.clone(), duplicates.clone(), done_tx.clone());
             let mut done_rx = done_rx.clone();
             let (queue, records) = (args.queue.clone(), args.records);
+            let (await_sends, prefetch) = (args.await_sends, args.prefetch as usize);
             tasks.push(tokio::spawn(async move {
+                // Acks sent, not yet known to be written to the socket.
+                let mut acks = FuturesUnordered::new();
                 let mut deliveries = channel
                     .basic_consume(
                         queue.as_str().into(),
@@ -604,15 +650,29 @@ mod amqp {
                     if !new {
                         duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    delivery
-                        .acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .context("basic.ack")?;
+                    let acker = delivery.acker;
+                    let ack = async move { acker.ack(BasicAckOptions::default()).await };
+                    if await_sends {
+                        ack.await.context("basic.ack")?;
+                    } else {
+                        acks.push(ack);
+                        // What is sent already, then room for the next if all are due.
+                        while let Some(Some(sent)) = acks.next().now_or_never() {
+                            sent.context("basic.ack")?;
+                        }
+                        if acks.len() >= prefetch
+                            && let Some(sent) = acks.next().await
+                        {
+                            sent.context("basic.ack")?;
+                        }
+                    }
                     mine += 1;
                     if distinct == records {
                         let _ = done_tx.send(true);
                     }
+                }
+                while let Some(sent) = acks.next().await {
+                    sent.context("basic.ack")?;
                 }
                 // The close-ok follows the acks sent before it on this channel.
                 request(
@@ -664,6 +724,7 @@ mod amqp {
                 ("consumers".to_owned(), json!(consumers)),
                 ("prefetch".to_owned(), json!(args.prefetch)),
                 ("ack".to_owned(), json!("basic.ack per message")),
+                ("sends_awaited".to_owned(), json!(args.await_sends)),
                 ("queue".to_owned(), json!(args.queue)),
                 ("queue_type".to_owned(), json!(queue_type(args.broker))),
                 ("duplicates".to_owned(), json!(duplicates)),

@@ -160,6 +160,8 @@ struct Pending {
     admitted: Vec<crate::overflow::InFlight>,
     /// Their room in the broker-wide budget, given back once their produces are answered.
     rooms: Vec<RequestBytesPermit>,
+    /// Counted among the connection's produces in flight until answered (`hand_over`).
+    handed: Option<publish::Handed>,
 }
 
 /// Consecutive publishes of one channel to one queue, held to go to the core as one
@@ -262,6 +264,9 @@ struct Conn {
     acks: acks::Acks,
     /// Publishes held to go to the core together (`publish.rs`).
     staged: Option<Staged>,
+    /// The connection's produces handed to the core and not yet answered: staged
+    /// publishes wait for them (`publish.rs`).
+    produces: Arc<publish::InFlight>,
     /// The last frame handled had more bytes read behind it: the next one is at hand.
     more_read: bool,
 }
@@ -315,6 +320,7 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
         awaiting_room: None,
         acks: acks::Acks::default(),
         staged: None,
+        produces: Arc::default(),
         more_read: false,
     };
     conn.send_start();
@@ -325,9 +331,11 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
     // The listener kit asked the connection to close (the broker stopping or cut off).
     let mut asked_to_close = false;
     while conn.phase != Phase::Closed && !conn.broken {
-        // Staged publishes go once the frames read so far are handled, or a publish waits
-        // for room they may hold.
-        if conn.staged.is_some() && (!conn.more_read || conn.awaiting_room.is_some()) {
+        // Staged publishes go once the frames read so far are handled and the produce
+        // before them is answered, or at once when a publish waits for room they may hold.
+        if conn.staged.is_some()
+            && (conn.awaiting_room.is_some() || (!conn.more_read && conn.produces.idle()))
+        {
             conn.send_staged().await;
         }
         if !conn.out.is_empty() {
@@ -357,6 +365,8 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
             },
             Some(event) = event_rx.recv() => conn.on_event(event).await,
             rooms = conn.acks.applied(), if conn.acks.busy() => conn.on_acks_applied(rooms),
+            // A produce was answered: staged publishes may go (above).
+            () = conn.produces.answered(), if conn.staged.is_some() => {}
             Some(room) = room(&conn.shared.budget, conn.awaiting_room) => {
                 conn.on_room(room);
                 // Nothing was read while it waited: the client's silence was ours.

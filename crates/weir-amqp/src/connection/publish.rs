@@ -10,8 +10,13 @@
 //! (one produce per message held 4,000 unconfirmed publishes to about 15,000 a second).
 //! The stage goes when a frame other than a publish's arrives (so every other method
 //! sees the publishes before it), when the frames of what was read from the socket are
-//! handled, when a publish waits for room in the budget, or when it is full; its
-//! confirms come together, as one `basic.ack` with `multiple` (or one `basic.nack`).
+//! handled and no produce of the connection is waiting for its answer, when a publish
+//! waits for room in the budget, or when it is full; its confirms come together, as one
+//! `basic.ack` with `multiple` (or one `basic.nack`). Waiting for the produce before is
+//! group commit: a publisher a little slower than the broker reads its publishes a few
+//! at a time (one produce each held 4 lapin publishers to 55,000 messages a second, 3.6
+//! per produce), so they gather while the one before is appended, replicated and synced;
+//! a lone publish finds nothing in flight and goes at once.
 //!
 //! What a connection published is there for its next look at a queue, as RabbitMQ's
 //! queues see a channel's commands in order: `basic.get` and the queue methods that
@@ -21,11 +26,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{AMQPClass, basic, connection};
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use weir_batch::{Compression, Record};
 use weir_broker::Reason;
 use weir_broker::budget::RequestBytesPermit;
@@ -43,6 +49,44 @@ use super::{
     BASIC_CLASS, Conn, Event, MAX_BODY_BYTES, MAX_PENDING_PUBLISHES, MAX_STAGED_BYTES,
     MAX_STAGED_RECORDS, PUBLISHES_READABLE_TIMEOUT, Pending, Publishing, Staged, ToPublisher,
 };
+
+/// A connection's produces handed to the core and not yet answered.
+#[derive(Debug, Default)]
+pub(super) struct InFlight {
+    count: AtomicUsize,
+    answered: Notify,
+}
+
+impl InFlight {
+    /// Whether none is waiting for its answer.
+    pub(super) fn idle(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// Once one is answered (or was, since the last call).
+    pub(super) async fn answered(&self) {
+        self.answered.notified().await;
+    }
+}
+
+/// One produce counted in its connection's [`InFlight`] until it is dropped: answered,
+/// or given up with its channel.
+#[derive(Debug)]
+pub(super) struct Handed(Arc<InFlight>);
+
+impl Handed {
+    fn new(in_flight: &Arc<InFlight>) -> Handed {
+        in_flight.count.fetch_add(1, Ordering::AcqRel);
+        Handed(in_flight.clone())
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::AcqRel);
+        self.0.answered.notify_one();
+    }
+}
 
 /// Why a connection is blocked, in `connection.blocked` (RabbitMQ says "low on memory").
 const BLOCKED_REASON: &str = "low on memory: the broker's budget of requests in flight is full (max_in_flight_request_bytes)";
@@ -277,6 +321,7 @@ impl Conn {
                 produces,
                 admitted,
                 rooms,
+                handed: None,
             },
         )
         .await;
@@ -336,13 +381,15 @@ impl Conn {
                 produces: vec![produce],
                 admitted: staged.admitted,
                 rooms: staged.rooms,
+                handed: None,
             },
         )
         .await;
     }
 
     /// Gives `pending` to the channel's answering task (started on its first publish).
-    async fn hand_over(&mut self, id: u16, pending: Pending) {
+    async fn hand_over(&mut self, id: u16, mut pending: Pending) {
+        pending.handed = Some(Handed::new(&self.produces));
         let events = self.events.clone();
         let reader = (self.shared.broker.clone(), self.ctx.clone());
         let Some(channel) = self.channels.get_mut(&id) else {
@@ -411,6 +458,7 @@ pub(super) async fn answer_publishes(
             produces,
             admitted,
             rooms,
+            handed,
         } = match next {
             ToPublisher::Publish(publish) => publish,
             ToPublisher::Barrier(done) => {
@@ -466,6 +514,8 @@ pub(super) async fn answer_publishes(
         // broker-wide budget.
         drop(admitted);
         drop(rooms);
+        // Staged publishes behind it may go.
+        drop(handed);
         if let Err(err) = &outcome {
             tracing::info!(channel, error = %err, "an AMQP publish was not stored");
         }
