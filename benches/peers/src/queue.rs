@@ -650,8 +650,14 @@ mod amqp {
                     if !new {
                         duplicates.fetch_add(1, Ordering::Relaxed);
                     }
-                    let acker = delivery.acker;
-                    let ack = async move { acker.ack(BasicAckOptions::default()).await };
+                    // The channel's own basic.ack (one hand-off to lapin's connection
+                    // task), not the delivery's acker, which goes through another task.
+                    let (acks_channel, tag) = (channel.clone(), delivery.delivery_tag);
+                    let ack = async move {
+                        acks_channel
+                            .basic_ack(tag, BasicAckOptions::default())
+                            .await
+                    };
                     if await_sends {
                         ack.await.context("basic.ack")?;
                     } else {

@@ -7,9 +7,14 @@
 //! its own write (about 2,800 messages a second for 4 consumers, where the share group
 //! serves 370,000). So the acks a connection receives while a batch is being applied wait
 //! in `pending` and go together as the next batch, one request per (queue, member): the
-//! coordinator writes them once. A consumer's prefetch room is given back when its
-//! deliveries' batch is applied, not before (a fetch started earlier could otherwise pass
-//! a released message by, or exceed the prefetch).
+//! coordinator writes them once. A consumer's prefetch room for an ACCEPT comes back at
+//! once, as RabbitMQ frees a prefetch slot when the ack arrives: an accepted message never
+//! comes back, so a fetch that starts before the ACCEPT is written cannot pass it by, and
+//! the two writes (the fetch's and the batch's) are synced together rather than one
+//! after the other (4 lapin consumers: 105,000 messages a second with the room given
+//! back after the write, 133,000 with it given back at once). The room for a RELEASE or
+//! REJECT comes back once its batch is applied, not before: a fetch started earlier
+//! could otherwise pass a released message by.
 //!
 //! AMQP handles a channel's methods in order, and a client may rely on it: a synchronous
 //! method sent after acks (`basic.qos`, `queue.declare`, `basic.get`, `channel.close`, ...)
@@ -138,7 +143,8 @@ impl Conn {
     }
 
     /// Adds `offsets` of `queue`, settled as `kind` by `member`, to the next batch (sent at
-    /// once if none is in flight), with the room they give back when applied. An
+    /// once if none is in flight), with the room they give back: now for an ACCEPT, when
+    /// applied otherwise (see the module's note). An
     /// acknowledgement the core refuses (the lock expired, the coordinator moved) leaves
     /// the message to be delivered again, which is what AMQP promises for it anyway.
     pub(super) fn queue_acks(
@@ -154,6 +160,13 @@ impl Conn {
             .entry((queue.to_owned(), member.to_owned()))
             .or_default()
             .extend(ranges(queue, offsets, kind));
+        if kind == AckKind::Accept {
+            for (room, permits) in rooms {
+                room.add_permits(permits);
+            }
+            self.send_acks();
+            return;
+        }
         // One entry per consumer in a row: its room comes back in one call.
         for (room, permits) in rooms {
             match self.acks.rooms.last_mut() {
