@@ -512,26 +512,20 @@ fn pika_vhosts_are_namespaces_each_reading_only_its_own() {
 fn with_acls_a_vhost_is_what_its_prefix_grants() {
     // Authorization needs the brokers' certificates (for each other; pika stays on the
     // plaintext AMQP listener, anonymous).
-    let certs = tempfile::tempdir().expect("temp dir");
-    let made =
-        crate::common::weir_command(&["dev", "certs", "--out", &certs.path().to_string_lossy()])
-            .output()
-            .expect("weir dev certs");
-    assert!(made.status.success(), "{made:?}");
+    let certs = crate::common::secure::Certs::new();
     let broker = Broker::start(weir_server::ServerConfig {
         admin_listen: None,
         amqp_listen: Some("127.0.0.1:0".parse().expect("address")),
-        tls_cert: Some(certs.path().join("node.pem")),
-        tls_key: Some(certs.path().join("node-key.pem")),
-        tls_client_ca: Some(certs.path().join("ca.pem")),
+        tls_cert: Some(certs.path("node.pem")),
+        tls_key: Some(certs.path("node-key.pem")),
+        tls_client_ca: Some(certs.path("ca.pem")),
         authorization: true,
         admin_user: Some("admin".into()),
         admin_password: Some(weir_server::Secret("admin-secret".into())),
         ..Default::default()
     });
     let port = amqp_port(&broker);
-    let ca = certs.path().join("ca.pem");
-    let ca = ca.to_string_lossy();
+    let ca = certs.arg("ca.pem");
     let admin = |args: &[&str]| {
         let mut command = broker.command(args);
         command.envs([
