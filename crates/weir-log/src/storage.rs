@@ -10,6 +10,7 @@ use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rustix::buffer::spare_capacity;
@@ -17,19 +18,36 @@ use rustix::buffer::spare_capacity;
 /// Name of the lock file [`lock_dir`] holds in a directory.
 pub const LOCK_FILE: &str = ".lock";
 
+/// How long [`lock_dir`] waits for a lock that is held before it calls the directory in
+/// use. An `flock` belongs to the open file, and a process that starts a child copies its
+/// open files into the child until the child's `exec` closes them: for that moment a
+/// closed lock file (a log dropped and opened again, a broker restarted in the same
+/// process) is still locked, by a copy nobody will use.
+pub const LOCK_WAIT: Duration = Duration::from_millis(500);
+/// How often a held lock is tried again within [`LOCK_WAIT`].
+const LOCK_RETRY: Duration = Duration::from_millis(10);
+
 /// Takes an exclusive `flock` on `<dir>/.lock`, so a second process cannot open the same
 /// directory; the lock lasts as long as the returned file. `in_use` is the message when
-/// another process holds it.
+/// another process holds it (still after [`LOCK_WAIT`]).
 pub fn lock_dir(dir: &Path, in_use: &'static str) -> io::Result<File> {
     let lock = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join(LOCK_FILE))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(lock),
-        Err(fs::TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, in_use)),
-        Err(fs::TryLockError::Error(e)) => Err(e),
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(lock),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, in_use));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
