@@ -47,16 +47,16 @@ pub fn check_publish(shared: &Shared, vhost: &Vhost, local: &str) -> Result<(), 
     if is_default(local) {
         return Ok(());
     }
-    match exchanges::lookup(&shared.broker, &vhost.exchange(local)) {
+    match exchanges::internal(&shared.broker, &vhost.exchange(local)) {
         None => Err(on(not_found(vhost, local))),
-        Some(e) if e.internal => Err(on(Reply::channel(
+        Some(true) => Err(on(Reply::channel(
             ACCESS_REFUSED,
             format!(
                 "cannot publish to internal {}",
                 vhost.describe("exchange", local)
             ),
         ))),
-        Some(_) => Ok(()),
+        Some(false) => Ok(()),
     }
 }
 
@@ -98,7 +98,7 @@ pub async fn declare(
     }
     let arguments = arguments(vhost, &method.arguments).map_err(on)?;
     let wanted = Exchange {
-        name: qualified.clone(),
+        name: qualified.to_string(),
         kind,
         durable: method.durable,
         auto_delete: method.auto_delete,
@@ -233,8 +233,8 @@ pub async fn change_exchange_binding(
         }
     }
     let binding = ExchangeBinding {
-        source: vhost.exchange(source),
-        destination: vhost.exchange(destination),
+        source: vhost.exchange(source).into_owned(),
+        destination: vhost.exchange(destination).into_owned(),
         routing_key: routing_key.to_owned(),
         arguments: argument_texts(arguments),
     };
@@ -262,7 +262,8 @@ fn binding(
             "operation not permitted on the default exchange",
         ));
     }
-    let (qualified_queue, qualified_exchange) = (vhost.queue(queue), vhost.exchange(exchange));
+    let (qualified_queue, qualified_exchange) =
+        (vhost.queue(queue), vhost.exchange(exchange).into_owned());
     if !queues::exists(shared, &qualified_queue) {
         return Err(queues::not_found(vhost, queue));
     }
@@ -302,7 +303,7 @@ fn arguments(
     }
     let mut texts = argument_texts(table);
     if let Some(alternate) = texts.get_mut(exchanges::ALTERNATE_EXCHANGE) {
-        *alternate = vhost.exchange(alternate);
+        *alternate = vhost.exchange(alternate).into_owned();
     }
     Ok(texts)
 }

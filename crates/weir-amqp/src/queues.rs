@@ -448,7 +448,7 @@ pub fn check_arguments(
             }
             "x-dead-letter-exchange" => {
                 let name = string(value).ok_or_else(|| unacceptable(key, value))?;
-                out.dead_letter_exchange = Some(vhost.exchange(&name));
+                out.dead_letter_exchange = Some(vhost.exchange(&name).into_owned());
             }
             "x-dead-letter-routing-key" => {
                 let rk = string(value).ok_or_else(|| unacceptable(key, value))?;

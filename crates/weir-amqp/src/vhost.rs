@@ -9,6 +9,8 @@
 //! authorises and dead-letters is the qualified name, and a Kafka client reading `V.Q`
 //! reads vhost `V`'s queue `Q`.
 
+use std::borrow::Cow;
+
 use weir_broker::exchanges::{DEFAULT_EXCHANGE_ALIAS, MAX_VHOST_NAME_BYTES, is_vhost_name};
 
 use crate::exchanges::is_default;
@@ -80,12 +82,14 @@ impl Vhost {
     }
 
     /// The cluster's name of the vhost's exchange `local`: the default exchange (`""` or
-    /// `amq.default`) is `""` in the root and `V.amq.default` in vhost `V`.
-    pub fn exchange(&self, local: &str) -> String {
+    /// `amq.default`) is `""` in the root and `V.amq.default` in vhost `V`. Borrowed in
+    /// the root (every publish asks it).
+    pub fn exchange<'a>(&self, local: &'a str) -> Cow<'a, str> {
         match (is_default(local), self.is_root()) {
-            (true, true) => String::new(),
-            (true, false) => format!("{}{DEFAULT_EXCHANGE_ALIAS}", self.prefix),
-            (false, _) => format!("{}{local}", self.prefix),
+            (true, true) => Cow::Borrowed(""),
+            (false, true) => Cow::Borrowed(local),
+            (true, false) => Cow::Owned(format!("{}{DEFAULT_EXCHANGE_ALIAS}", self.prefix)),
+            (false, false) => Cow::Owned(format!("{}{local}", self.prefix)),
         }
     }
 

@@ -23,7 +23,7 @@ mod matching;
 use std::collections::{BTreeMap, BTreeSet};
 
 use weir_cluster::controller::MetadataImage;
-use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
+use weir_cluster::security::Operation;
 
 pub use matching::{X_MATCH, X_MATCH_VALUES, headers_match, topic_matches};
 pub use weir_cluster::exchanges::{
@@ -32,31 +32,30 @@ pub use weir_cluster::exchanges::{
     MAX_EXCHANGE_NAME_BYTES, MAX_EXCHANGES, MAX_ROUTING_KEY_BYTES, MAX_VHOST_NAME_BYTES,
     PREDECLARED, RESERVED_PREFIX, StoredBinding as Binding, StoredExchange as Exchange,
     StoredExchangeBinding as ExchangeBinding, StoredQueue as QueueDeclaration,
-    default_exchange_namespace, is_default_exchange, is_vhost_name, predeclared,
+    default_exchange_namespace, is_default_exchange, is_vhost_name, predeclared, predeclared_kind,
     validate_exchange_name,
 };
 
 use crate::{Broker, BrokerError, Reason, RequestContext};
 
-/// Whether the request may do `cluster` on the cluster, or `topic` on the topic resource
-/// named as the exchange `name` (see the module's note).
-fn authorize_exchange(
-    broker: &Broker,
-    ctx: &RequestContext,
-    cluster: Operation,
-    topic: Operation,
-    name: &str,
-) -> Result<(), BrokerError> {
-    if broker.may(ctx, cluster, ResourceType::Cluster, CLUSTER_RESOURCE_NAME) {
-        return Ok(());
-    }
-    broker.authorize_topic(ctx, topic, name)
-}
-
 /// The exchange `name` as it stands (predeclared or declared), if it exists. No
 /// authorisation: the caller's (a passive declare asks [`describe`]).
 pub fn lookup(broker: &Broker, name: &str) -> Option<Exchange> {
     predeclared(name).or_else(|| broker.registry().cluster().image().exchange(name).cloned())
+}
+
+/// Whether the exchange `name` is internal (published to only through bindings), if it
+/// exists; copies nothing (every publish asks it).
+pub fn internal(broker: &Broker, name: &str) -> Option<bool> {
+    if predeclared_kind(name).is_some() {
+        return Some(false);
+    }
+    broker
+        .registry()
+        .cluster()
+        .image()
+        .exchange(name)
+        .map(|e| e.internal)
 }
 
 /// The exchange `name` for a passive declare: Describe on the cluster or the topic of its
@@ -66,7 +65,7 @@ pub fn describe(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<Exchange, BrokerError> {
-    authorize_exchange(broker, ctx, Operation::Describe, Operation::Describe, name)?;
+    broker.authorize_cluster_or_topic(ctx, Operation::Describe, Operation::Describe, name)?;
     lookup(broker, name).ok_or_else(|| unknown_exchange(name))
 }
 
@@ -77,13 +76,7 @@ pub async fn declare(
     ctx: &RequestContext,
     exchange: Exchange,
 ) -> Result<(), BrokerError> {
-    authorize_exchange(
-        broker,
-        ctx,
-        Operation::Create,
-        Operation::Create,
-        &exchange.name,
-    )?;
+    broker.authorize_cluster_or_topic(ctx, Operation::Create, Operation::Create, &exchange.name)?;
     if exchange.kind == ExchangeType::Headers
         && let Some(mode) = exchange.arguments.get(X_MATCH)
     {
@@ -105,7 +98,7 @@ pub async fn delete(
     name: &str,
     if_unused: bool,
 ) -> Result<(), BrokerError> {
-    authorize_exchange(broker, ctx, Operation::Alter, Operation::Delete, name)?;
+    broker.authorize_cluster_or_topic(ctx, Operation::Alter, Operation::Delete, name)?;
     Ok(broker
         .registry()
         .cluster()
@@ -149,7 +142,7 @@ fn authorize_exchange_binding(
     binding: &ExchangeBinding,
 ) -> Result<(), BrokerError> {
     for name in [&binding.source, &binding.destination] {
-        authorize_exchange(broker, ctx, Operation::Create, Operation::Create, name)?;
+        broker.authorize_cluster_or_topic(ctx, Operation::Create, Operation::Create, name)?;
     }
     Ok(())
 }
@@ -312,11 +305,8 @@ pub fn route_in(
     routing_key: &str,
     headers: &[(String, Option<String>)],
 ) -> Result<Vec<String>, BrokerError> {
-    let kind_of = |name: &str| {
-        predeclared(name)
-            .map(|e| e.kind)
-            .or_else(|| image.exchange(name).map(|e| e.kind))
-    };
+    let kind_of =
+        |name: &str| predeclared_kind(name).or_else(|| image.exchange(name).map(|e| e.kind));
     if kind_of(exchange).is_none() {
         return Err(unknown_exchange(exchange));
     }

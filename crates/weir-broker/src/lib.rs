@@ -428,6 +428,22 @@ impl Broker {
         self.authorize(ctx, operation, ResourceType::Topic, name)
     }
 
+    /// Whether the request may do `cluster` on the cluster, or else `topic` on the topic
+    /// `name` (an audit line only for the second): creating a topic (Kafka's rule), and
+    /// the exchanges whose names share the topics' namespace (`exchanges.rs`).
+    pub fn authorize_cluster_or_topic(
+        &self,
+        ctx: &RequestContext,
+        cluster: Operation,
+        topic: Operation,
+        name: &str,
+    ) -> Result<(), BrokerError> {
+        if self.may(ctx, cluster, ResourceType::Cluster, CLUSTER_RESOURCE_NAME) {
+            return Ok(());
+        }
+        self.authorize_topic(ctx, topic, name)
+    }
+
     /// [`Broker::authorize`] on the cluster.
     pub fn authorize_cluster(
         &self,

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use weir_cluster::security::{CLUSTER_RESOURCE_NAME, Operation, ResourceType};
+use weir_cluster::security::Operation;
 
 pub use weir_cluster::controller::elect_leaders::{
     ElectionKind, ElectionRefusal, ElectionResult, MAX_ELECTIONS_PER_REQUEST,
@@ -139,15 +139,7 @@ pub fn authorize_create(
     ctx: &RequestContext,
     name: &str,
 ) -> Result<(), BrokerError> {
-    if broker.may(
-        ctx,
-        Operation::Create,
-        ResourceType::Cluster,
-        CLUSTER_RESOURCE_NAME,
-    ) {
-        return Ok(());
-    }
-    broker.authorize_topic(ctx, Operation::Create, name)
+    broker.authorize_cluster_or_topic(ctx, Operation::Create, Operation::Create, name)
 }
 
 /// Whether the request could create `name` now, changing nothing (Kafka's

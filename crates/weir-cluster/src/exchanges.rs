@@ -211,13 +211,14 @@ fn split_vhost(name: &str) -> Option<(&str, &str)> {
 /// Whether `name` is a predeclared exchange of a virtual host other than `/`
 /// (`V.amq.topic`): records naming one need metadata level 4.
 pub fn is_vhost_predeclared(name: &str) -> bool {
-    split_vhost(name).is_some() && predeclared(name).is_some()
+    split_vhost(name).is_some() && predeclared_kind(name).is_some()
 }
 
-/// The predeclared exchange named `name`, as a declared one would look: `/`'s (`""`,
+/// The type of the predeclared exchange named `name`, if it is one: `/`'s (`""`,
 /// `amq.direct`, ...) and every virtual host's (`V.amq.direct`, ..., and its default
-/// exchange `V.amq.default`), which exist without records.
-pub fn predeclared(name: &str) -> Option<StoredExchange> {
+/// exchange `V.amq.default`), which exist without records. Allocates nothing (routing
+/// asks it for every exchange a publish passes).
+pub fn predeclared_kind(name: &str) -> Option<ExchangeType> {
     let local = match split_vhost(name) {
         Some((_, local)) if local == DEFAULT_EXCHANGE_ALIAS => "",
         Some((_, local)) => local,
@@ -226,14 +227,20 @@ pub fn predeclared(name: &str) -> Option<StoredExchange> {
     PREDECLARED
         .iter()
         .find(|(n, _)| *n == local)
-        .map(|(_, kind)| StoredExchange {
-            name: name.to_owned(),
-            kind: *kind,
-            durable: true,
-            auto_delete: false,
-            internal: false,
-            arguments: BTreeMap::new(),
-        })
+        .map(|(_, kind)| *kind)
+}
+
+/// The predeclared exchange named `name` ([`predeclared_kind`]), as a declared one would
+/// look.
+pub fn predeclared(name: &str) -> Option<StoredExchange> {
+    predeclared_kind(name).map(|kind| StoredExchange {
+        name: name.to_owned(),
+        kind,
+        durable: true,
+        auto_delete: false,
+        internal: false,
+        arguments: BTreeMap::new(),
+    })
 }
 
 /// Whether `name` is a valid exchange name: at most [`MAX_EXCHANGE_NAME_BYTES`], of

@@ -39,11 +39,15 @@ use crate::errors::Reply;
 use super::consumers::unknown_tag;
 use super::{ACK_ENTRIES_PER_REQUEST, Conn, Unacked};
 
-/// Prefetch room to give back once a batch is applied: a consumer's room, and how much.
-type Rooms = Vec<(Arc<Semaphore>, usize)>;
+/// A consumer's prefetch room, and how much of it to give back.
+type Room = (Arc<Semaphore>, usize);
 
-/// Settled deliveries of one (queue, member): their (partition, offset)s and rooms.
-type Settled = (Vec<(u32, i64)>, Rooms);
+/// Prefetch room to give back once a batch is applied.
+type Rooms = Vec<Room>;
+
+/// Settled deliveries of one (queue, member): their (partition, offset)s, and the room
+/// they give back when the member is a live consumer's (one member, one consumer).
+type Settled = (Vec<(u32, i64)>, Option<Room>);
 
 /// The connection's acknowledgements not yet applied.
 #[derive(Debug, Default)]
@@ -124,20 +128,21 @@ impl Conn {
         };
         let mut by_member: BTreeMap<(String, String), Settled> = BTreeMap::new();
         for unacked in taken {
-            let room = unacked
+            let consumer = unacked
                 .consumer
                 .as_ref()
                 .and_then(|c| channel.consumers.get(c))
-                .filter(|consumer| consumer.member == unacked.member)
-                .map(|consumer| (consumer.room.clone(), 1));
-            let (offsets, rooms) = by_member
+                .filter(|consumer| consumer.member == unacked.member);
+            let (offsets, room) = by_member
                 .entry((unacked.queue, unacked.member))
                 .or_default();
             offsets.push((unacked.partition, unacked.offset));
-            rooms.extend(room);
+            if let Some(consumer) = consumer {
+                room.get_or_insert_with(|| (consumer.room.clone(), 0)).1 += 1;
+            }
         }
-        for ((queue, member), (offsets, rooms)) in by_member {
-            self.queue_acks(&queue, &member, &offsets, kind, rooms);
+        for ((queue, member), (offsets, room)) in by_member {
+            self.queue_acks(&queue, &member, &offsets, kind, room);
         }
         Ok(())
     }
@@ -153,25 +158,18 @@ impl Conn {
         member: &str,
         offsets: &[(u32, i64)],
         kind: AckKind,
-        rooms: Rooms,
+        room: Option<Room>,
     ) {
         self.acks
             .pending
             .entry((queue.to_owned(), member.to_owned()))
             .or_default()
             .extend(ranges(queue, offsets, kind));
-        if kind == AckKind::Accept {
-            for (room, permits) in rooms {
+        if let Some((room, permits)) = room {
+            if kind == AckKind::Accept {
                 room.add_permits(permits);
-            }
-            self.send_acks();
-            return;
-        }
-        // One entry per consumer in a row: its room comes back in one call.
-        for (room, permits) in rooms {
-            match self.acks.rooms.last_mut() {
-                Some((last, n)) if Arc::ptr_eq(last, &room) => *n += permits,
-                _ => self.acks.rooms.push((room, permits)),
+            } else {
+                self.acks.rooms.push((room, permits));
             }
         }
         self.send_acks();

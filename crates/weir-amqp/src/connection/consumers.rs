@@ -296,7 +296,7 @@ impl Conn {
                 &member,
                 &[(record.partition, record.record.offset)],
                 AckKind::Accept,
-                Vec::new(),
+                None,
             );
         }
         Ok(())
@@ -388,7 +388,7 @@ impl Conn {
                 &member,
                 &offsets,
                 AckKind::Release { delay_ms: 0 },
-                Vec::new(),
+                None,
             );
             return;
         };
@@ -434,13 +434,7 @@ impl Conn {
                 .get(&id)
                 .and_then(|c| c.consumers.get(&tag))
                 .map(|consumer| (consumer.room.clone(), accepted.len()));
-            self.queue_acks(
-                &queue,
-                &member,
-                &accepted,
-                AckKind::Accept,
-                room.into_iter().collect(),
-            );
+            self.queue_acks(&queue, &member, &accepted, AckKind::Accept, room);
         }
     }
 }

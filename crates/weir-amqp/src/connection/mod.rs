@@ -160,8 +160,6 @@ struct Pending {
     admitted: Vec<crate::overflow::InFlight>,
     /// Their room in the broker-wide budget, given back once their produces are answered.
     rooms: Vec<RequestBytesPermit>,
-    /// Counted among the connection's produces in flight until answered (`hand_over`).
-    handed: Option<publish::Handed>,
 }
 
 /// Consecutive publishes of one channel to one queue, held to go to the core as one
@@ -184,7 +182,8 @@ struct Staged {
 /// What a channel's publish-answering task is handed, in order.
 #[derive(Debug)]
 enum ToPublisher {
-    Publish(Pending),
+    /// With what counts it among the connection's produces in flight until answered.
+    Publish(Pending, publish::Handed),
     /// Answered once every publish before it is readable in the queues it went to.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }

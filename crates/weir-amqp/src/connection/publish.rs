@@ -256,7 +256,7 @@ impl Conn {
         if queues.is_empty() {
             tracing::debug!(
                 channel = id,
-                exchange,
+                exchange = &*exchange,
                 routing_key,
                 mandatory = publish.mandatory,
                 "unroutable publish"
@@ -321,7 +321,6 @@ impl Conn {
                 produces,
                 admitted,
                 rooms,
-                handed: None,
             },
         )
         .await;
@@ -381,15 +380,14 @@ impl Conn {
                 produces: vec![produce],
                 admitted: staged.admitted,
                 rooms: staged.rooms,
-                handed: None,
             },
         )
         .await;
     }
 
     /// Gives `pending` to the channel's answering task (started on its first publish).
-    async fn hand_over(&mut self, id: u16, mut pending: Pending) {
-        pending.handed = Some(Handed::new(&self.produces));
+    async fn hand_over(&mut self, id: u16, pending: Pending) {
+        let handed = Handed::new(&self.produces);
         let events = self.events.clone();
         let reader = (self.shared.broker.clone(), self.ctx.clone());
         let Some(channel) = self.channels.get_mut(&id) else {
@@ -400,7 +398,7 @@ impl Conn {
             tokio::spawn(answer_publishes(id, rx, events, reader));
             tx
         });
-        let _ = publisher.send(ToPublisher::Publish(pending)).await;
+        let _ = publisher.send(ToPublisher::Publish(pending, handed)).await;
     }
 
     /// Waits until every publish this connection made so far is readable in the queues
@@ -453,14 +451,16 @@ pub(super) async fn answer_publishes(
     // The last offset appended to each queue since the last barrier.
     let mut written: BTreeMap<String, i64> = BTreeMap::new();
     while let Some(next) = pending.recv().await {
-        let Pending {
-            confirms,
-            produces,
-            admitted,
-            rooms,
+        let (
+            Pending {
+                confirms,
+                produces,
+                admitted,
+                rooms,
+            },
             handed,
-        } = match next {
-            ToPublisher::Publish(publish) => publish,
+        ) = match next {
+            ToPublisher::Publish(publish, handed) => (publish, handed),
             ToPublisher::Barrier(done) => {
                 for (queue, offset) in std::mem::take(&mut written) {
                     let readable = weir_broker::produce::wait_readable(

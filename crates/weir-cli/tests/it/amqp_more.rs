@@ -535,32 +535,20 @@ fn with_acls_a_vhost_is_what_its_prefix_grants() {
         ]);
         crate::common::finish(command, args)
     };
-    // The bootstrap admin's credentials are written once the broker is up.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     for resource in ["--topic", "--group"] {
-        let args = [
-            "acl",
-            "add",
-            "--principal",
-            "User:ANONYMOUS",
-            "--operation",
-            "all",
-            resource,
-            "sales.",
-            "--prefixed",
-        ];
-        loop {
-            let out = admin(&args);
-            if out.status.success() {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        crate::common::as_admin_once_ready(|| {
+            admin(&[
+                "acl",
+                "add",
+                "--principal",
+                "User:ANONYMOUS",
+                "--operation",
+                "all",
+                resource,
+                "sales.",
+                "--prefixed",
+            ])
+        });
     }
     let result = tutorial("vhosts.py", port, &["acl"]);
     assert_eq!(result["hr"]["code"], 530, "{result}");

@@ -465,20 +465,7 @@ fn over_tls_an_admin_grants_a_user_a_topic_and_anonymous_clients_manage_nothing(
     let anonymous =
         |args: &[&str], stdin: &str| run_with(&broker, &[("WEIR_TLS_CA", &*ca)], args, stdin);
 
-    // The bootstrap admin's credentials are written once the broker is up: wait for them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    loop {
-        let out = admin(&["topic", "create", "orders"], "");
-        if out.status.success() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the admin never got in: {}",
-            stderr(&out)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    as_admin_once_ready(|| admin(&["topic", "create", "orders"], ""));
     let ok = |out: Output| {
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8(out.stdout).expect("UTF-8")

@@ -166,6 +166,28 @@ pub fn wait_output(child: Child, args: &[&str]) -> Output {
         .expect("weir runs")
 }
 
+/// How long a broker with a bootstrap admin may take to write the admin's credentials.
+pub const ADMIN_READY: Duration = Duration::from_secs(15);
+
+/// Runs `attempt` (a `weir` call as the bootstrap admin, whose credentials the broker
+/// writes just after it starts) until it succeeds, for at most [`ADMIN_READY`]; its
+/// output.
+pub fn as_admin_once_ready(mut attempt: impl FnMut() -> Output) -> Output {
+    let deadline = std::time::Instant::now() + ADMIN_READY;
+    loop {
+        let out = attempt();
+        if out.status.success() {
+            return out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the admin never got in: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
