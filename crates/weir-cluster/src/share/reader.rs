@@ -246,14 +246,21 @@ impl RecordCache {
     }
 }
 
-/// Takes the partition's next committed records into `window` while it has room, keeping
-/// them decoded in `cache`; records `filter` does not match are skipped
+/// Takes the partition's next committed records into `window` while it has room and
+/// holds fewer than `wanted` records due now ([`SharePartition::has_due`]; `usize::MAX`
+/// reads ahead as far as the window goes, as the sweep does to find what expired),
+/// keeping them decoded in `cache`; records `filter` does not match are skipped
 /// ([`SharePartition::extend_filtered`]). First skips what retention removed below the
 /// window. Reads once, or, while everything read was skipped, again, up to
 /// [`SHARE_FILTER_SCAN_BYTES`]: returns `true` when it stopped there with more to read, so
 /// the caller looks again at once rather than wait for new records. Each record expires
 /// `ttl_ms` after its timestamp, or when its `weir-expire-at` header says, whichever is
 /// first ([`expires_at_ms`]).
+///
+/// A fetch reads only when the window runs short (`wanted`: what it asks for): a window
+/// read ahead to its record bound holds more than `cache` does at 1 KiB a record, and
+/// every record past the cache was read from the log a second time when handed out
+/// (BENCHMARKS.md § RabbitMQ's clients on Weir, run 4).
 pub(super) async fn extend(
     partition: &DataSource,
     window: &mut SharePartition,
@@ -261,6 +268,7 @@ pub(super) async fn extend(
     filter: &HeaderFilter,
     ttl_ms: Option<u64>,
     now_ms: u64,
+    wanted: usize,
 ) -> Result<bool, ShareError> {
     let offsets = partition.offsets().await?;
     let dropped = window.log_start_moved(offsets.log_start_offset);
@@ -279,7 +287,10 @@ pub(super) async fn extend(
     let mut taken = take_in(window, cache, filter, ttl_ms, now_ms, ahead);
     let mut scanned = 0;
     loop {
-        if !window.has_room() || window.end() >= offsets.high_watermark {
+        if !window.has_room()
+            || window.end() >= offsets.high_watermark
+            || window.has_due(now_ms, wanted)
+        {
             return Ok(false);
         }
         let from = window.end();

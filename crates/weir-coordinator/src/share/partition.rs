@@ -406,6 +406,26 @@ impl SharePartition {
         self.records.len() < self.config.max_window_records
     }
 
+    /// Whether [`Self::acquire`] at `now_ms` could hand out `max_records` (or as many as
+    /// the lock bound leaves room for) from what the window holds: that many records are
+    /// available, due and not expired. A fetch that finds so needs nothing more from the
+    /// log; the walk starts where [`Self::acquire`] does and stops at the count.
+    pub fn has_due(&self, now_ms: u64, max_records: usize) -> bool {
+        let wanted = max_records.min(self.config.max_record_locks.saturating_sub(self.acquired));
+        if wanted == 0 {
+            return true;
+        }
+        self.records
+            .range(self.available_from..)
+            .filter(|(_, e)| {
+                e.state == RecordState::Available
+                    && e.not_before_ms <= now_ms
+                    && e.expires_at_ms > now_ms
+            })
+            .nth(wanted - 1)
+            .is_some()
+    }
+
     /// The log's start moved past `log_start` (retention or DeleteRecords): the records
     /// below it are gone, finished as if archived (docs/queues.md § Failure cases).
     /// Returns how many the window dropped.

@@ -71,9 +71,16 @@ impl ShareCoordinator {
             let wanted = max - round.acquired_count;
             if wanted > 0 {
                 let start = w.window.start();
-                let more =
-                    reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now_ms)
-                        .await?;
+                let more = reader::extend(
+                    &data,
+                    &mut w.window,
+                    &mut w.cache,
+                    &filter,
+                    ttl_ms,
+                    now_ms,
+                    wanted,
+                )
+                .await?;
                 round.more_to_read |= more;
                 // Records the filter skipped moved the start: written, so a new coordinator
                 // does not read them again.

@@ -183,7 +183,16 @@ impl ShareCoordinator {
                 Err(_) => continue,
             };
             let start = w.window.start();
-            reader::extend(&data, &mut w.window, &mut w.cache, &filter, ttl_ms, now).await?;
+            reader::extend(
+                &data,
+                &mut w.window,
+                &mut w.cache,
+                &filter,
+                ttl_ms,
+                now,
+                usize::MAX,
+            )
+            .await?;
             w.dirty |= w.window.start() != start;
             if let Some(max_ready) = max_length {
                 drop_over_length(group_id, &data, w, max_ready, MAX_EXPIRED_PER_PASS).await?;

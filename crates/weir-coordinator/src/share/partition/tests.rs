@@ -354,7 +354,13 @@ proptest! {
                     next = next.max(sp.end());
                 }
                 Op::Acquire { member, max } => {
-                    for a in sp.acquire(&member.to_string(), now, max as usize) {
+                    // A fetch that is told enough is due reads nothing more: then the
+                    // window must hand out all it asked for (or all the locks allow).
+                    let due = sp.has_due(now, max as usize);
+                    let room = sp.config().max_record_locks - sp.acquired();
+                    let got = sp.acquire(&member.to_string(), now, max as usize);
+                    prop_assert_eq!(due, got.len() == (max as usize).min(room));
+                    for a in got {
                         if let Some(&(holder, deadline)) = held.get(&a.offset) {
                             prop_assert!(
                                 deadline <= now,
