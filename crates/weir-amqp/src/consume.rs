@@ -35,9 +35,9 @@ pub enum Fetched {
     /// group `queue` (so they can be given back if the consumer is gone by then).
     Records {
         channel: u16,
-        tag: String,
-        queue: String,
-        member: String,
+        tag: Arc<str>,
+        queue: Arc<str>,
+        member: Arc<str>,
         records: Vec<ShareRecord>,
     },
     /// The consumer stopped: its queue is gone or the core refused it for good.
@@ -55,10 +55,10 @@ pub enum Fetched {
 pub async fn run(
     broker: Arc<Broker>,
     ctx: RequestContext,
-    queue: String,
-    member_id: String,
+    queue: Arc<str>,
+    member_id: Arc<str>,
     channel: u16,
-    tag: String,
+    tag: Arc<str>,
     room: Arc<Semaphore>,
     gather: usize,
     deliveries: mpsc::UnboundedSender<crate::connection::Event>,
@@ -97,9 +97,9 @@ pub async fn run(
             }
         }
         let fetch = ShareFetch {
-            group_id: queue.clone(),
-            member_id: member_id.clone(),
-            topics: vec![queue.clone()],
+            group_id: queue.to_string(),
+            member_id: member_id.to_string(),
+            topics: vec![queue.to_string()],
             partitions: None,
             max_records: wanted,
             max_wait: FETCH_WAIT,
@@ -127,14 +127,14 @@ pub async fn run(
             }
             Err(err) if retriable(&err) => {
                 room.add_permits(wanted);
-                tracing::debug!(queue, error = %err, "share fetch for an AMQP consumer; retrying");
+                tracing::debug!(%queue, error = %err, "share fetch for an AMQP consumer; retrying");
                 tokio::time::sleep(RETRY_DELAY).await;
             }
             Err(err) => {
-                tracing::info!(queue, error = %err, "an AMQP consumer stopped");
+                tracing::info!(%queue, error = %err, "an AMQP consumer stopped");
                 let _ = deliveries.send(crate::connection::Event::Fetched(Fetched::Stopped {
                     channel,
-                    tag,
+                    tag: tag.to_string(),
                     reason: format!("{}: {}", err.reason.name(), err.message),
                 }));
                 return;

@@ -37,7 +37,7 @@ use crate::Shared;
 use crate::errors::Reply;
 
 use super::consumers::unknown_tag;
-use super::{ACK_ENTRIES_PER_REQUEST, Conn, Unacked};
+use super::{ACK_ENTRIES_PER_REQUEST, Channel, Conn, Unacked};
 
 /// A consumer's prefetch room, and how much of it to give back.
 type Room = (Arc<Semaphore>, usize);
@@ -45,15 +45,15 @@ type Room = (Arc<Semaphore>, usize);
 /// Prefetch room to give back once a batch is applied.
 type Rooms = Vec<Room>;
 
-/// Settled deliveries of one (queue, member): their (partition, offset)s, and the room
-/// they give back when the member is a live consumer's (one member, one consumer).
-type Settled = (Vec<(u32, i64)>, Option<Room>);
+/// One delivery settled: its (partition, offset) and how.
+type Settle = ((u32, i64), AckKind);
 
 /// The connection's acknowledgements not yet applied.
 #[derive(Debug, Default)]
 pub(super) struct Acks {
-    /// Settled since the batch in flight was sent, by (queue, member).
-    pending: BTreeMap<(String, String), Vec<AckRange>>,
+    /// Settled since the batch in flight was sent, by (queue, member), in the order they
+    /// came; made ranges when sent.
+    pending: BTreeMap<(Arc<str>, Arc<str>), Vec<Settle>>,
     /// The room the pending acks give back.
     rooms: Rooms,
     /// The batch being applied; its rooms when it is.
@@ -61,6 +61,34 @@ pub(super) struct Acks {
 }
 
 impl Acks {
+    /// Adds the delivery at `at` of `queue`, settled as `kind` by `member`, to the next
+    /// batch. An acknowledgement the core refuses (the lock expired, the coordinator
+    /// moved) leaves the message to be delivered again, which is what AMQP promises for it
+    /// anyway.
+    pub(super) fn add(
+        &mut self,
+        queue: &Arc<str>,
+        member: &Arc<str>,
+        at: (u32, i64),
+        kind: AckKind,
+    ) {
+        self.pending
+            .entry((queue.clone(), member.clone()))
+            .or_default()
+            .push((at, kind));
+    }
+
+    /// Gives `permits` of a consumer's prefetch `room` back for deliveries settled as
+    /// `kind`: now for an ACCEPT, once their batch is applied otherwise (see the module's
+    /// note).
+    fn give_back(&mut self, room: &Arc<Semaphore>, permits: usize, kind: AckKind) {
+        if kind == AckKind::Accept {
+            room.add_permits(permits);
+        } else {
+            self.rooms.push((room.clone(), permits));
+        }
+    }
+
     /// Whether a batch is being applied (the connection's loop waits for it then).
     pub(super) fn busy(&self) -> bool {
         self.in_flight.is_some()
@@ -99,8 +127,8 @@ pub(super) fn passes_acks(frame: &AMQPFrame) -> bool {
 impl Conn {
     /// `basic.ack` / `nack` / `reject`: the deliveries named (all up to `tag` with
     /// `multiple`; every one for tag 0 with `multiple`) are acknowledged to the core
-    /// (with the next batch) and their consumers' room given back once they are. An
-    /// unknown tag closes the channel (406).
+    /// (with the next batch, sent at once if none is in flight) and their consumers' room
+    /// given back. An unknown tag closes the channel (406).
     pub(super) fn settle(
         &mut self,
         id: u16,
@@ -111,72 +139,54 @@ impl Conn {
         let Some(channel) = self.channels.get_mut(&id) else {
             return Ok(());
         };
-        let taken: Vec<Unacked> = if multiple {
-            let upto = if tag == 0 { u64::MAX } else { tag };
-            let keys: Vec<u64> = channel.unacked.range(..=upto).map(|(k, _)| *k).collect();
-            if keys.is_empty() && tag != 0 {
-                return Err(unknown_tag(tag));
-            }
-            keys.iter()
-                .filter_map(|k| channel.unacked.remove(k))
-                .collect()
-        } else {
-            match channel.unacked.remove(&tag) {
-                Some(unacked) => vec![unacked],
-                None => return Err(unknown_tag(tag)),
-            }
+        // The consumer a delivery took room from, if it still has it.
+        let room_of = |channel: &Channel, unacked: &Unacked| {
+            let consumer = channel.consumers.get(unacked.consumer.as_deref()?)?;
+            (consumer.member == unacked.member).then(|| consumer.room.clone())
         };
-        let mut by_member: BTreeMap<(String, String), Settled> = BTreeMap::new();
-        for unacked in taken {
-            let consumer = unacked
-                .consumer
-                .as_ref()
-                .and_then(|c| channel.consumers.get(c))
-                .filter(|consumer| consumer.member == unacked.member);
-            let (offsets, room) = by_member
-                .entry((unacked.queue, unacked.member))
-                .or_default();
-            offsets.push((unacked.partition, unacked.offset));
-            if let Some(consumer) = consumer {
-                room.get_or_insert_with(|| (consumer.room.clone(), 0)).1 += 1;
+        if !multiple {
+            // One `basic.ack` a message is what most consumers send: no collection.
+            let unacked = channel
+                .unacked
+                .remove(&tag)
+                .ok_or_else(|| unknown_tag(tag))?;
+            if let Some(room) = room_of(channel, &unacked) {
+                self.acks.give_back(&room, 1, kind);
             }
+            let at = (unacked.partition, unacked.offset);
+            self.acks.add(&unacked.queue, &unacked.member, at, kind);
+            self.send_acks();
+            return Ok(());
         }
-        for ((queue, member), (offsets, room)) in by_member {
-            self.queue_acks(&queue, &member, &offsets, kind, room);
+        let upto = if tag == 0 { u64::MAX } else { tag };
+        let keys: Vec<u64> = channel.unacked.range(..=upto).map(|(k, _)| *k).collect();
+        if keys.is_empty() && tag != 0 {
+            return Err(unknown_tag(tag));
         }
+        // Room given back once per consumer (a channel has few).
+        let mut rooms: Rooms = Vec::new();
+        for key in keys {
+            let Some(unacked) = channel.unacked.remove(&key) else {
+                continue;
+            };
+            if let Some(room) = room_of(channel, &unacked) {
+                match rooms.iter_mut().find(|(r, _)| Arc::ptr_eq(r, &room)) {
+                    Some((_, n)) => *n += 1,
+                    None => rooms.push((room, 1)),
+                }
+            }
+            let at = (unacked.partition, unacked.offset);
+            self.acks.add(&unacked.queue, &unacked.member, at, kind);
+        }
+        for (room, permits) in rooms {
+            self.acks.give_back(&room, permits, kind);
+        }
+        self.send_acks();
         Ok(())
     }
 
-    /// Adds `offsets` of `queue`, settled as `kind` by `member`, to the next batch (sent at
-    /// once if none is in flight), with the room they give back: now for an ACCEPT, when
-    /// applied otherwise (see the module's note). An
-    /// acknowledgement the core refuses (the lock expired, the coordinator moved) leaves
-    /// the message to be delivered again, which is what AMQP promises for it anyway.
-    pub(super) fn queue_acks(
-        &mut self,
-        queue: &str,
-        member: &str,
-        offsets: &[(u32, i64)],
-        kind: AckKind,
-        room: Option<Room>,
-    ) {
-        self.acks
-            .pending
-            .entry((queue.to_owned(), member.to_owned()))
-            .or_default()
-            .extend(ranges(queue, offsets, kind));
-        if let Some((room, permits)) = room {
-            if kind == AckKind::Accept {
-                room.add_permits(permits);
-            } else {
-                self.acks.rooms.push((room, permits));
-            }
-        }
-        self.send_acks();
-    }
-
     /// Sends the pending acks as one batch, if there are some and none is in flight.
-    fn send_acks(&mut self) {
+    pub(super) fn send_acks(&mut self) {
         if self.acks.in_flight.is_some() || self.acks.pending.is_empty() {
             return;
         }
@@ -184,8 +194,8 @@ impl Conn {
         let rooms = std::mem::take(&mut self.acks.rooms);
         let (shared, ctx) = (self.shared.clone(), self.ctx.clone());
         self.acks.in_flight = Some(tokio::spawn(async move {
-            for ((queue, member), ranges) in batch {
-                apply(&shared, &ctx, &queue, &member, ranges).await;
+            for ((queue, member), settled) in batch {
+                apply(&shared, &ctx, &queue, &member, ranges(&queue, settled)).await;
             }
             rooms
         }));
@@ -209,14 +219,18 @@ impl Conn {
     }
 }
 
-/// `offsets` of `queue` as ranges of `kind`, runs of consecutive offsets as one range.
-fn ranges(queue: &str, offsets: &[(u32, i64)], kind: AckKind) -> Vec<AckRange> {
-    let mut offsets = offsets.to_vec();
-    offsets.sort_unstable();
+/// Deliveries of `queue` settled as ranges: runs of consecutive offsets of a partition
+/// settled alike are one range (a consumer acknowledges what one fetch handed it, one
+/// `basic.ack` each: one range in the core, not one per message).
+fn ranges(queue: &str, mut settled: Vec<Settle>) -> Vec<AckRange> {
+    // Stable: an offset settled twice in one batch keeps its order.
+    settled.sort_by_key(|&(at, _)| at);
     let mut ranges: Vec<AckRange> = Vec::new();
-    for (partition, offset) in offsets {
+    for ((partition, offset), kind) in settled {
         match ranges.last_mut() {
-            Some(last) if last.partition == partition && last.last + 1 == offset => {
+            Some(last)
+                if last.partition == partition && last.last + 1 == offset && last.kind == kind =>
+            {
                 last.last = offset;
             }
             _ => ranges.push(AckRange {
@@ -280,21 +294,34 @@ mod tests {
 
     #[test]
     fn consecutive_offsets_of_a_partition_are_one_range() {
+        let accept = AckKind::Accept;
+        let reject = AckKind::Reject;
         let found = ranges(
             "q",
-            &[(0, 7), (0, 5), (0, 6), (1, 8), (0, 9)],
-            AckKind::Accept,
+            vec![
+                ((0, 7), accept),
+                ((0, 5), accept),
+                ((0, 6), accept),
+                ((1, 8), accept),
+                ((0, 9), accept),
+                ((0, 10), reject),
+                ((0, 11), reject),
+            ],
         );
-        let spans: Vec<(u32, i64, i64)> = found
+        let spans: Vec<(u32, i64, i64, AckKind)> = found
             .iter()
-            .map(|r| (r.partition, r.first, r.last))
+            .map(|r| (r.partition, r.first, r.last, r.kind))
             .collect();
-        assert_eq!(spans, [(0, 5, 7), (0, 9, 9), (1, 8, 8)]);
-        assert!(
-            found
-                .iter()
-                .all(|r| r.topic == "q" && r.kind == AckKind::Accept)
+        assert_eq!(
+            spans,
+            [
+                (0, 5, 7, accept),
+                (0, 9, 9, accept),
+                (0, 10, 11, reject),
+                (1, 8, 8, accept)
+            ]
         );
+        assert!(found.iter().all(|r| r.topic == "q"));
     }
 
     #[test]

@@ -172,13 +172,14 @@ impl Conn {
                 })),
             );
         }
+        let (queue, member) = (Arc::<str>::from(queue), Arc::<str>::from(member));
         let task = tokio::spawn(consume::run(
             self.shared.broker.clone(),
             self.ctx.clone(),
             queue.clone(),
             member.clone(),
             id,
-            tag.clone(),
+            Arc::from(tag.as_str()),
             room.clone(),
             prefetch / 2,
             self.events.clone(),
@@ -246,8 +247,11 @@ impl Conn {
         let answer = shares::fetch_anywhere(&self.shared.broker, &self.ctx, fetch)
             .await
             .map_err(|e| from_broker(&e))?;
+        let (queue, member) = (Arc::<str>::from(queue), Arc::<str>::from(member));
         if let Some(channel) = self.channels.get_mut(&id) {
-            channel.members.insert((queue.clone(), member.clone()));
+            channel
+                .members
+                .insert((queue.to_string(), member.to_string()));
         }
         let Some(record) = answer.records.into_iter().next() else {
             self.send_method(
@@ -291,13 +295,13 @@ impl Conn {
         let body = record.record.value.clone().unwrap_or_default();
         self.send_content(id, properties, &body);
         if get.no_ack {
-            self.queue_acks(
+            self.acks.add(
                 &queue,
                 &member,
-                &[(record.partition, record.record.offset)],
+                (record.partition, record.record.offset),
                 AckKind::Accept,
-                None,
             );
+            self.send_acks();
         }
         Ok(())
     }
@@ -365,34 +369,32 @@ impl Conn {
     pub(super) async fn deliver(
         &mut self,
         id: u16,
-        tag: String,
-        queue: String,
-        member: String,
+        tag: Arc<str>,
+        queue: Arc<str>,
+        member: Arc<str>,
         records: Vec<ShareRecord>,
     ) {
         let live = self
             .channels
             .get(&id)
             .filter(|c| !c.closing)
-            .and_then(|c| c.consumers.get(&tag))
+            .and_then(|c| c.consumers.get(&*tag))
             .filter(|c| c.member == member)
             .map(|c| c.no_ack);
         let Some(no_ack) = live else {
             // Cancelled since the fetch: hand the records back at once.
-            let offsets: Vec<(u32, i64)> = records
-                .iter()
-                .map(|r| (r.partition, r.record.offset))
-                .collect();
-            self.queue_acks(
-                &queue,
-                &member,
-                &offsets,
-                AckKind::Release { delay_ms: 0 },
-                None,
-            );
+            for r in &records {
+                self.acks.add(
+                    &queue,
+                    &member,
+                    (r.partition, r.record.offset),
+                    AckKind::Release { delay_ms: 0 },
+                );
+            }
+            self.send_acks();
             return;
         };
-        let mut accepted = Vec::new();
+        let mut accepted = 0;
         for record in records {
             let Some(channel) = self.channels.get_mut(&id) else {
                 return;
@@ -400,7 +402,13 @@ impl Conn {
             channel.last_delivery_tag += 1;
             let delivery_tag = channel.last_delivery_tag;
             if no_ack {
-                accepted.push((record.partition, record.record.offset));
+                accepted += 1;
+                self.acks.add(
+                    &queue,
+                    &member,
+                    (record.partition, record.record.offset),
+                    AckKind::Accept,
+                );
             } else {
                 channel.unacked.insert(
                     delivery_tag,
@@ -418,7 +426,7 @@ impl Conn {
             self.send_method(
                 id,
                 AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                    consumer_tag: ShortString::from(tag.as_str()),
+                    consumer_tag: ShortString::from(&*tag),
                     delivery_tag,
                     redelivered: record.delivery_count > 1,
                     exchange: published.exchange.into(),
@@ -428,13 +436,12 @@ impl Conn {
             let body = record.record.value.clone().unwrap_or_default();
             self.send_content(id, properties, &body);
         }
-        if !accepted.is_empty() {
-            let room = self
-                .channels
-                .get(&id)
-                .and_then(|c| c.consumers.get(&tag))
-                .map(|consumer| (consumer.room.clone(), accepted.len()));
-            self.queue_acks(&queue, &member, &accepted, AckKind::Accept, room);
+        if accepted > 0 {
+            // No acks to wait for: the room comes back at once, as for a `basic.ack`.
+            if let Some(consumer) = self.channels.get(&id).and_then(|c| c.consumers.get(&*tag)) {
+                consumer.room.add_permits(accepted);
+            }
+            self.send_acks();
         }
     }
 }

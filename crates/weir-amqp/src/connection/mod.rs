@@ -64,6 +64,9 @@ const CLOSE_OK_WAIT: Duration = Duration::from_secs(1);
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// Frames read ahead of the connection task.
 const INBOUND_QUEUE: usize = 8;
+/// Most frames (and, apart, most events) the connection task handles in one turn of its
+/// loop, before it writes what they answered and looks at its other inputs.
+const MAX_FRAMES_PER_TURN: usize = 64;
 /// Most publishes staged into one produce, and most of their body bytes.
 const MAX_STAGED_RECORDS: usize = 500;
 const MAX_STAGED_BYTES: usize = 512 * 1024;
@@ -114,18 +117,18 @@ enum Phase {
 /// A delivery not yet acknowledged.
 #[derive(Debug)]
 struct Unacked {
-    queue: String,
-    member: String,
+    queue: Arc<str>,
+    member: Arc<str>,
     partition: u32,
     offset: i64,
     /// The consumer whose prefetch room it takes (`None`: a `basic.get`).
-    consumer: Option<String>,
+    consumer: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct Consumer {
-    queue: String,
-    member: String,
+    queue: Arc<str>,
+    member: Arc<str>,
     no_ack: bool,
     room: Arc<Semaphore>,
     task: JoinHandle<()>,
@@ -329,7 +332,7 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     // The listener kit asked the connection to close (the broker stopping or cut off).
     let mut asked_to_close = false;
-    while conn.phase != Phase::Closed && !conn.broken {
+    'serve: while conn.phase != Phase::Closed && !conn.broken {
         // Staged publishes go once the frames read so far are handled and the produce
         // before them is answered, or at once when a publish waits for room they may hold.
         if conn.staged.is_some()
@@ -347,22 +350,35 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
         tokio::select! {
             // Not read while a publish waits for room: the client's socket fills and
             // it waits (TCP), as RabbitMQ blocks publishers under a memory alarm.
-            received = inbound.recv(), if conn.awaiting_room.is_none() => match received {
-                Some(Inbound::Frame(frame, more)) => {
-                    last_heard = Instant::now();
-                    conn.on_frame(*frame).await;
-                    conn.more_read = more;
+            received = inbound.recv(), if conn.awaiting_room.is_none() => {
+                last_heard = Instant::now();
+                if !conn.on_inbound(received).await {
+                    break;
                 }
-                Some(Inbound::Refused(reply)) => {
-                    tracing::debug!(code = reply.code, text = reply.text, "AMQP frame refused");
-                    if matches!(conn.phase, Phase::Closing(_)) {
+                // What the reader queued meanwhile is handled in the same turn: a burst
+                // of acks (one `basic.ack` a message) wakes this task once, and what it
+                // answers goes out in one write.
+                for _ in 1..MAX_FRAMES_PER_TURN {
+                    if conn.awaiting_room.is_some() || conn.phase != Phase::Running {
                         break;
                     }
-                    conn.close_connection(reply).await;
+                    let Ok(received) = inbound.try_recv() else {
+                        break;
+                    };
+                    if !conn.on_inbound(Some(received)).await {
+                        break 'serve;
+                    }
                 }
-                Some(Inbound::Gone) | None => break,
-            },
-            Some(event) = event_rx.recv() => conn.on_event(event).await,
+            }
+            Some(event) = event_rx.recv() => {
+                conn.on_event(event).await;
+                for _ in 1..MAX_FRAMES_PER_TURN {
+                    let Ok(event) = event_rx.try_recv() else {
+                        break;
+                    };
+                    conn.on_event(event).await;
+                }
+            }
             rooms = conn.acks.applied(), if conn.acks.busy() => conn.on_acks_applied(rooms),
             // A produce was answered: staged publishes may go (above).
             () = conn.produces.answered(), if conn.staged.is_some() => {}
@@ -463,8 +479,11 @@ impl Conn {
             },
         ));
         let chunk = (self.frame_max as usize).saturating_sub(8).max(1);
+        if self.broken {
+            return;
+        }
         for part in body.chunks(chunk) {
-            self.send(AMQPFrame::Body(channel, part.to_vec()));
+            frame::encode_body(channel, part, &mut self.out);
         }
     }
 
@@ -500,6 +519,27 @@ impl Conn {
         match reply.scope {
             Scope::Channel if channel != 0 => self.close_channel(channel, reply).await,
             _ => self.close_connection(reply).await,
+        }
+    }
+
+    /// What the reader handed over; `false` when the connection is to end at once (the
+    /// client went, or a refused frame came while closing).
+    async fn on_inbound(&mut self, received: Option<Inbound>) -> bool {
+        match received {
+            Some(Inbound::Frame(frame, more)) => {
+                self.on_frame(*frame).await;
+                self.more_read = more;
+                true
+            }
+            Some(Inbound::Refused(reply)) => {
+                tracing::debug!(code = reply.code, text = reply.text, "AMQP frame refused");
+                if matches!(self.phase, Phase::Closing(_)) {
+                    return false;
+                }
+                self.close_connection(reply).await;
+                true
+            }
+            Some(Inbound::Gone) | None => false,
         }
     }
 
