@@ -517,14 +517,30 @@ mod amqp {
             format!("{}: messages confirmed", args.broker.system()),
             args.records,
         );
-        for task in tasks {
-            while !task.is_finished() {
-                tokio::time::sleep(POLL_WAIT).await;
-                progress.update(confirmed.load(Ordering::Relaxed));
-            }
-            task.await.context("a producer task failed")??;
-        }
+        join_all(tasks, &mut progress, || confirmed.load(Ordering::Relaxed))
+            .await
+            .context("a producer task failed")?;
         Ok(started.elapsed().as_secs_f64())
+    }
+
+    /// Waits for every task, updating `progress` from `count` every [`POLL_WAIT`]
+    /// meanwhile, and returns as soon as the last one ends: a clock read after it stops
+    /// then, not at the next poll (polling each task in turn every 200 ms added up to
+    /// 200 ms to a run, 3% of a 6 s one, and nothing to a 30 s one).
+    async fn join_all<T>(
+        tasks: Vec<tokio::task::JoinHandle<anyhow::Result<T>>>,
+        progress: &mut Progress,
+        count: impl Fn() -> u64,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut all = std::pin::pin!(futures_util::future::join_all(tasks));
+        let mut tick = tokio::time::interval(POLL_WAIT);
+        let ended = loop {
+            tokio::select! {
+                ended = &mut all => break ended,
+                _ = tick.tick() => progress.update(count()),
+            }
+        };
+        ended.into_iter().map(|task| task?).collect()
     }
 
     async fn await_confirm(
@@ -697,14 +713,11 @@ mod amqp {
             ),
             args.records,
         );
-        let mut per_consumer = Vec::new();
-        for task in tasks {
-            while !task.is_finished() {
-                tokio::time::sleep(POLL_WAIT).await;
-                progress.update(seen.distinct.load(Ordering::Relaxed));
-            }
-            per_consumer.push(task.await.context("a consumer task failed")??);
-        }
+        let per_consumer = join_all(tasks, &mut progress, || {
+            seen.distinct.load(Ordering::Relaxed)
+        })
+        .await
+        .context("a consumer task failed")?;
         let seconds = started.elapsed().as_secs_f64();
         let taken: u64 = per_consumer.iter().sum();
         let records_per_sec = taken as f64 / seconds;
