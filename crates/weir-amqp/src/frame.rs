@@ -2,7 +2,8 @@
 //! checked against the negotiated `frame_max` before anything is allocated, and writing
 //! frames. The bytes inside a frame are decoded and encoded by `amq-protocol`; this
 //! module only finds where a frame ends and sorts what cannot be decoded into the reply
-//! codes the spec gives it.
+//! codes the spec gives it, and writes a body frame around a record's bytes
+//! ([`encode_body`]).
 
 use amq_protocol::frame::{AMQPFrame, WriteContext, gen_frame, parse_frame};
 use amq_protocol::protocol::{AMQPClass, constants};

@@ -181,7 +181,7 @@ impl Conn {
             id,
             Arc::from(tag.as_str()),
             room.clone(),
-            prefetch / 2,
+            prefetch,
             self.events.clone(),
         ));
         let attached = self.shared.broker.share_members().attach(&queue);
