@@ -145,6 +145,10 @@ def copy(ends):
                 positions, consumer.consumer_group_metadata(), CALL_TIMEOUT)
             producer.commit_transaction(CALL_TIMEOUT)
             commits += 1
+            if commits % 20 == 0:
+                # Progress, so a run the test has to kill shows how far it came.
+                emit(step="copying", commits=commits, aborts=aborts,
+                     committed={str(p): o for p, o in committed.items()})
             for tp in positions:
                 if tp.offset >= 0:
                     committed[tp.partition] = tp.offset
@@ -169,7 +173,10 @@ def copy(ends):
             rewind(consumer, committed, deadline, errors)
         # Paced: the copy must last through the test's faults.
         time.sleep(0.1)
+    emit(step="copy-ended", commits=commits, aborts=aborts, new_producers=new_producers,
+         errors=errors[-5:])
     consumer.close()
+    emit(step="consumer-closed")
     finished = all(committed[p] >= ends[p] for p in ends)
     return dict(commits=commits, aborts=aborts, new_producers=new_producers, errors=errors,
                 finished=finished, committed={str(p): o for p, o in committed.items()})

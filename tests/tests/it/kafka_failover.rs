@@ -59,7 +59,15 @@ pub(crate) fn python() -> anyhow::Result<PathBuf> {
     ))
 }
 
-/// Runs `command` to its end, killing it after `limit`.
+/// The last 40 lines of a program's output.
+fn last_lines(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// Runs `command` to its end, killing it after `limit`; past it, the error carries the
+/// end of what it printed.
 pub(crate) fn run_bounded(
     mut command: Command,
     limit: Duration,
@@ -80,7 +88,17 @@ pub(crate) fn run_bounded(
             // SAFETY: kill(2) on our own child, which has not been reaped (its waiter
             // thread has not returned).
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            bail!("{command:?} did not finish in {limit:?}")
+            // What it printed before it was killed says where it stopped (its waiter
+            // returns once it is gone).
+            let said = match rx.recv_timeout(Duration::from_secs(10)) {
+                Ok(Ok(output)) => format!(
+                    "\n--- its stdout:\n{}\n--- its stderr:\n{}",
+                    last_lines(&output.stdout),
+                    last_lines(&output.stderr)
+                ),
+                _ => String::new(),
+            };
+            bail!("{command:?} did not finish in {limit:?}{said}")
         }
     }
 }
