@@ -247,8 +247,10 @@ impl RecordCache {
 }
 
 /// Takes the partition's next committed records into `window` while it has room and
-/// holds fewer than `wanted` records due now ([`SharePartition::has_due`]; `usize::MAX`
-/// reads ahead as far as the window goes, as the sweep does to find what expired),
+/// holds fewer than `wanted` records due now ([`SharePartition::has_due`], which counts
+/// neither delayed nor expired records; the sweep passes `usize::MAX`, so it reads on
+/// until the window holds as many due records as its locks allow, and an expired record
+/// never stops it from finding the next),
 /// keeping them decoded in `cache`; records `filter` does not match are skipped
 /// ([`SharePartition::extend_filtered`]). First skips what retention removed below the
 /// window. Reads once, or, while everything read was skipped, again, up to
