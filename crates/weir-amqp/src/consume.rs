@@ -48,7 +48,7 @@ pub enum Fetched {
     /// The consumer stopped: its queue is gone or the core refused it for good.
     Stopped {
         channel: u16,
-        tag: String,
+        tag: Arc<str>,
         reason: String,
     },
 }
@@ -139,7 +139,7 @@ pub async fn run(
                 tracing::info!(%queue, error = %err, "an AMQP consumer stopped");
                 let _ = deliveries.send(crate::connection::Event::Fetched(Fetched::Stopped {
                     channel,
-                    tag: tag.to_string(),
+                    tag,
                     reason: format!("{}: {}", err.reason.name(), err.message),
                 }));
                 return;

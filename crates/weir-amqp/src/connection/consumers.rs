@@ -247,12 +247,10 @@ impl Conn {
         let answer = shares::fetch_anywhere(&self.shared.broker, &self.ctx, fetch)
             .await
             .map_err(|e| from_broker(&e))?;
-        let (queue, member) = (Arc::<str>::from(queue), Arc::<str>::from(member));
         if let Some(channel) = self.channels.get_mut(&id) {
-            channel
-                .members
-                .insert((queue.to_string(), member.to_string()));
+            channel.members.insert((queue.clone(), member.clone()));
         }
+        let (queue, member) = (Arc::<str>::from(queue), Arc::<str>::from(member));
         let Some(record) = answer.records.into_iter().next() else {
             self.send_method(
                 id,
@@ -345,19 +343,19 @@ impl Conn {
                 tag,
                 reason,
             }) => {
-                tracing::info!(channel, tag, reason, "an AMQP consumer stopped");
+                tracing::info!(channel, %tag, reason, "an AMQP consumer stopped");
                 // Only a consumer the client still has is announced: one it cancelled
                 // itself, or on a channel being closed, is already gone for it.
                 let live = self
                     .channels
                     .get(&channel)
-                    .is_some_and(|c| !c.closing && c.consumers.contains_key(&tag));
+                    .is_some_and(|c| !c.closing && c.consumers.contains_key(&*tag));
                 self.cancel(channel, &tag);
                 if live && self.cancel_notify {
                     self.send_method(
                         channel,
                         AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                            consumer_tag: tag.into(),
+                            consumer_tag: ShortString::from(&*tag),
                             nowait: true,
                         })),
                     );

@@ -359,7 +359,8 @@ pub(crate) async fn run(connection: Connection, shared: Arc<Shared>, mut closing
                 // of acks (one `basic.ack` a message) wakes this task once, and what it
                 // answers goes out in one write.
                 for _ in 1..MAX_FRAMES_PER_TURN {
-                    if conn.awaiting_room.is_some() || conn.phase != Phase::Running {
+                    if conn.awaiting_room.is_some() || conn.phase != Phase::Running || conn.broken
+                    {
                         break;
                     }
                     let Ok(received) = inbound.try_recv() else {
