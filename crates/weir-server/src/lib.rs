@@ -87,6 +87,13 @@ use weir_grpc::{Broker, until_stopping};
 /// Longest a stopping broker waits for the controller to move its leaderships away
 /// (well inside Docker's 10 s stop timeout).
 pub const CONTROLLED_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a stopping broker waits for its listeners' connections to close once they
+/// were asked to. A connection ends when its in-flight answers are written, which a peer
+/// that does not read (a frozen process, a cut link) never lets happen: HTTP/2 cannot
+/// send past a flow-control window nobody reopens. Past this the listeners are dropped
+/// with what they still hold (nothing unanswered was acknowledged), as Kafka's socket
+/// server closes its connections at shutdown without waiting for them.
+pub const LISTENER_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Wait before opening the group coordinator again after it failed to open.
 const GROUPS_OPEN_RETRY: Duration = Duration::from_secs(1);
 
@@ -743,17 +750,29 @@ impl RunningServer {
         }
         let _ = self.shutdown.send(true);
         let mut served = ended.unwrap_or(Ok(()));
+        let drained_by = tokio::time::Instant::now() + LISTENER_DRAIN_TIMEOUT;
+        let mut undrained = 0;
         for task in self.listeners {
-            let result = task
-                .await
-                .context("a listener's task failed")
-                .and_then(|r| r);
-            served = served.and(result);
+            match join_by(drained_by, task).await {
+                Some(joined) => {
+                    let result = joined.context("a listener's task failed").and_then(|r| r);
+                    served = served.and(result);
+                }
+                None => undrained += 1,
+            }
+        }
+        if undrained > 0 {
+            tracing::warn!(
+                listeners = undrained,
+                timeout_ms = LISTENER_DRAIN_TIMEOUT.as_millis() as u64,
+                "connections still open after the drain timeout (peers that do not read: \
+                 frozen or cut off); closed without waiting for them"
+            );
         }
         for task in self.tls_watchers {
-            let _ = task.await;
+            let _ = join_by(drained_by, task).await;
         }
-        let _ = self.upkeep.await;
+        let _ = join_by(drained_by, self.upkeep).await;
         let closed = self.registry.close().await.context("flushing partitions");
         self.node.shutdown().await;
         // A task that has not ended yet (a group coordinator's expiry, say) may still hold
@@ -761,5 +780,19 @@ impl RunningServer {
         self.registry.release_data_dir();
         tracing::info!("shutdown complete");
         served.and(closed)
+    }
+}
+
+/// `task`'s result if it ends by `deadline`; else it is aborted and `None`.
+async fn join_by<T>(
+    deadline: tokio::time::Instant,
+    mut task: JoinHandle<T>,
+) -> Option<Result<T, tokio::task::JoinError>> {
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(joined) => Some(joined),
+        Err(_) => {
+            task.abort();
+            None
+        }
     }
 }

@@ -36,6 +36,11 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(2);
 /// is cut off or stopped: its check-quorum (800 ms), the followers' wait for the old
 /// leader's lease and an election, with room for a loaded test machine.
 const CONTROLLER_FAILOVER_LIMIT: Duration = Duration::from_secs(6);
+/// How long a broker may take to stop on SIGTERM with no peer answering: its controlled
+/// shutdown's bound, the wait for its own metadata, and its listeners' drain bound
+/// (weir-server's `CONTROLLED_SHUTDOWN_TIMEOUT` twice and `LISTENER_DRAIN_TIMEOUT`),
+/// with room for a slow machine.
+const SIGTERM_WITH_FROZEN_PEERS: Duration = Duration::from_secs(25);
 
 /// Found by these tests (docs/replication.md § Real processes, real faults, found 1):
 /// right after leadership moves, the new leader answers a read at the old leader's high
@@ -232,6 +237,45 @@ async fn a_paused_leader_is_replaced_and_rejoins_when_resumed() -> anyhow::Resul
             "node {leader} back in every ISR {:.0} ms after SIGCONT",
             resumed_at.elapsed().as_secs_f64() * 1e3
         );
+        let report = verdict(&cluster, workload, topic).await?;
+        assert_verdict(&report);
+        cluster.finish();
+        Ok(())
+    })
+    .await
+}
+
+/// (b2) SIGTERM a broker while both its peers are frozen (SIGSTOP): no controller
+/// answers its controlled shutdown and the peers' connections to it stay open with
+/// nobody reading them, yet it stops in bounded time (found by the random faults: a
+/// broker waited without end for its listeners to drain connections from paused peers).
+/// Once the peers resume and it restarts, nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_stops_on_sigterm_while_its_peers_are_frozen() -> anyhow::Result<()> {
+    let _serial = prepare().await?;
+    bounded(TEST_LIMIT, async {
+        let topic = "frozen";
+        let (mut cluster, workload) = start(topic).await?;
+        let leader = cluster.leader(topic, 0).await?;
+        let peers: Vec<i32> = cluster
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .collect();
+        for &peer in &peers {
+            cluster.pause(peer)?;
+        }
+        // Long enough for the leader's fetch sessions and clients to be waiting on them.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let took = cluster.terminate(leader, SIGTERM_WITH_FROZEN_PEERS).await?;
+        println!(
+            "node {leader} stopped {:.0} ms after SIGTERM with nodes {peers:?} frozen",
+            took.as_secs_f64() * 1e3
+        );
+        for &peer in &peers {
+            cluster.resume(peer)?;
+        }
+        cluster.restart(leader).await?;
         let report = verdict(&cluster, workload, topic).await?;
         assert_verdict(&report);
         cluster.finish();
