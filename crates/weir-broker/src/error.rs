@@ -48,6 +48,11 @@ pub enum Reason {
     ProducerFenced {
         producer_id: i64,
     },
+    /// A transaction marker from a coordinator older than the one that wrote the
+    /// producer's last marker: a newer coordinator owns its transactional id.
+    CoordinatorFenced {
+        producer_id: i64,
+    },
     UnknownTopic,
     TopicAlreadyExists,
     UnknownPartition,
@@ -181,6 +186,7 @@ impl Reason {
             Reason::OffsetNotAvailable => "OFFSET_NOT_AVAILABLE",
             Reason::OutOfOrderSequence { .. } => "OUT_OF_ORDER_SEQUENCE",
             Reason::ProducerFenced { .. } => "PRODUCER_FENCED",
+            Reason::CoordinatorFenced { .. } => "TRANSACTION_COORDINATOR_FENCED",
             Reason::UnknownTopic => "UNKNOWN_TOPIC",
             Reason::TopicAlreadyExists => "TOPIC_ALREADY_EXISTS",
             Reason::UnknownPartition => "UNKNOWN_PARTITION",
@@ -501,6 +507,11 @@ fn append_reason(source: &AppendError) -> Reason {
         },
         AppendError::Sequence(SequenceError::Fenced { producer_id, .. }) => {
             Reason::ProducerFenced {
+                producer_id: *producer_id,
+            }
+        }
+        AppendError::Sequence(SequenceError::CoordinatorFenced { producer_id, .. }) => {
+            Reason::CoordinatorFenced {
                 producer_id: *producer_id,
             }
         }

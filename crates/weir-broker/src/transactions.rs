@@ -471,6 +471,7 @@ fn marker_outcome(outcome: &Result<i64, BrokerError>) -> MarkerOutcome {
         Ok(_) => MarkerOutcome::Written,
         Err(e) => match e.reason {
             Reason::ProducerFenced { .. } => MarkerOutcome::StaleProducerEpoch,
+            Reason::CoordinatorFenced { .. } => MarkerOutcome::StaleCoordinatorEpoch,
             Reason::UnknownTopic | Reason::UnknownPartition => MarkerOutcome::UnknownPartition,
             _ => MarkerOutcome::Retriable,
         },

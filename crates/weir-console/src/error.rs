@@ -69,6 +69,7 @@ pub fn status_of(reason: &Reason) -> StatusCode {
         R::RecordTooLarge | R::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         R::OutOfOrderSequence { .. }
         | R::ProducerFenced { .. }
+        | R::CoordinatorFenced { .. }
         | R::InvalidTopicName
         | R::InvalidConfig
         | R::InvalidReplicationFactor

@@ -82,6 +82,7 @@ pub fn code(reason: &Reason) -> Code {
         | Reason::FencedLeaderEpoch { .. }
         | Reason::OutOfOrderSequence { .. }
         | Reason::ProducerFenced { .. }
+        | Reason::CoordinatorFenced { .. }
         | Reason::StateConflict
         | Reason::UnknownMember
         | Reason::FencedMember
@@ -163,7 +164,9 @@ pub fn metadata(err: &BrokerError) -> HashMap<String, String> {
             put(META_PRODUCER_ID, producer_id.to_string());
             put(META_EXPECTED_SEQUENCE, expected.to_string());
         }
-        Reason::ProducerFenced { producer_id } => put(META_PRODUCER_ID, producer_id.to_string()),
+        Reason::ProducerFenced { producer_id } | Reason::CoordinatorFenced { producer_id } => {
+            put(META_PRODUCER_ID, producer_id.to_string())
+        }
         Reason::CorruptData {
             batch: Some((offset, next_offset)),
         } => {

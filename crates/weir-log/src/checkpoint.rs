@@ -70,11 +70,11 @@ impl Kind {
 }
 
 /// Largest producer-state snapshot: `MAX_SNAPSHOT_PRODUCERS` producers of at most 144
-/// bytes each and as many ongoing transactions of 16 bytes, plus its two counts and
-/// offset.
-pub const MAX_PRODUCER_STATE_BYTES: usize = 16
+/// bytes each, as many ongoing transactions of 16 bytes and coordinator epochs of 12,
+/// plus its three counts and offset.
+pub const MAX_PRODUCER_STATE_BYTES: usize = 20
     + crate::producers::MAX_SNAPSHOT_PRODUCERS
-        * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT + 16);
+        * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT + 16 + 12);
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fdatasync, rename,
 /// fsync directory.

@@ -25,7 +25,11 @@
 //! no ongoing transaction opens one at the batch's first offset; the producer's next
 //! control batch (a commit or abort marker, written by the leader for the transaction
 //! coordinator) closes it and is answered as a [`CompletedTxn`]. A marker of an epoch
-//! older than the producer's is refused ([`ProducerStates::check_marker`]); a marker of
+//! older than the producer's is refused ([`ProducerStates::check_marker`]), and so is a
+//! marker from a coordinator older than the one that wrote the producer's last marker
+//! (its coordinator epoch is lower: a coordinator that lost the transactional id to a
+//! newer one after a failover, whose late marker would otherwise end the producer's next
+//! transaction, which under transaction version 1 has the same epoch); a marker of
 //! a newer epoch (the coordinator bumps the epoch when it ends a transaction, KIP-890)
 //! becomes the producer's epoch, and its next batch starts at sequence 0. The smallest
 //! first offset of the ongoing transactions is the log's first unstable offset
@@ -40,7 +44,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::batch::BatchHeader;
-use crate::batch::control::ControlType;
+use crate::batch::control::{ControlType, TxnMarker};
 use crate::checkpoint::PayloadReader;
 
 /// Batches remembered per producer, as Kafka (a producer has at most 5 requests in flight
@@ -70,6 +74,16 @@ struct ProducerEntry {
     ongoing: Option<i64>,
     /// Newest batch timestamp seen (the batch's max timestamp): expiry is measured from it.
     last_timestamp: i64,
+    /// The coordinator epoch of the producer's last marker; -1 before any.
+    coordinator_epoch: i32,
+}
+
+/// What a control batch's record says: how the transaction ended, and the epoch of the
+/// coordinator that had the marker written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarkerRecord {
+    pub control: ControlType,
+    pub coordinator_epoch: i32,
 }
 
 /// One producer as the partition remembers it (Kafka's DescribeProducers answer).
@@ -85,6 +99,8 @@ pub struct ProducerSummary {
     pub last_offset: i64,
     /// The first offset of its ongoing transaction, if it has one.
     pub current_txn_start_offset: Option<i64>,
+    /// The epoch of the coordinator that wrote its last marker; -1 before any.
+    pub coordinator_epoch: i32,
 }
 
 /// A transaction a marker ended (Kafka's `CompletedTxn`).
@@ -128,6 +144,14 @@ pub enum SequenceError {
         current_epoch: i16,
     },
     #[error(
+        "a transaction marker for producer {producer_id} from coordinator epoch {coordinator_epoch} is fenced: a coordinator of epoch {current} wrote its last marker"
+    )]
+    CoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+    #[error(
         "out of order sequence for producer {producer_id} (epoch {epoch}): got {got}, expected {expected}"
     )]
     OutOfOrder {
@@ -140,11 +164,18 @@ pub enum SequenceError {
 
 /// The control type of a batch's record, if it is a control batch whose record can be
 /// read (`bytes` is the whole batch).
-pub(crate) fn control_type_of(h: &BatchHeader, bytes: &[u8]) -> Option<ControlType> {
+pub(crate) fn marker_record_of(h: &BatchHeader, bytes: &[u8]) -> Option<MarkerRecord> {
     if !h.is_control() {
         return None;
     }
-    crate::batch::control::control_type(bytes, h).ok()
+    let control = crate::batch::control::control_type(bytes, h).ok()?;
+    // A marker whose value cannot be read still ends its transaction (its type is what
+    // says how); it fences no coordinator.
+    let coordinator_epoch = TxnMarker::decode(bytes).map_or(-1, |m| m.coordinator_epoch);
+    Some(MarkerRecord {
+        control,
+        coordinator_epoch,
+    })
 }
 
 /// The aborted-transaction index entry of a transaction that ended in an abort, with
@@ -209,6 +240,7 @@ impl ProducerStates {
                     last_timestamp: e.last_timestamp,
                     last_offset: last.map_or(-1, |b| b.last_offset),
                     current_txn_start_offset: e.ongoing,
+                    coordinator_epoch: e.coordinator_epoch,
                 }
             })
             .collect();
@@ -269,18 +301,36 @@ impl ProducerStates {
         }
     }
 
-    /// Checks a transaction marker of `producer_id` at `epoch` before the leader writes
-    /// it: a marker of an epoch older than the producer's is refused (a newer instance of
-    /// the producer took over, or a zombie coordinator's marker arrived late).
-    pub fn check_marker(&self, producer_id: i64, epoch: i16) -> Result<(), SequenceError> {
-        match self.producers.get(&producer_id) {
-            Some(e) if epoch < e.epoch => Err(SequenceError::Fenced {
+    /// Checks a transaction marker of `producer_id` at `epoch`, from a coordinator of
+    /// `coordinator_epoch`, before the leader writes it: a marker of an epoch older than
+    /// the producer's is refused (a newer instance of the producer took over, or a zombie
+    /// coordinator's marker arrived late), and so is one from a coordinator older than
+    /// the one that wrote the producer's last marker (Kafka's
+    /// TRANSACTION_COORDINATOR_FENCED).
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> Result<(), SequenceError> {
+        let Some(e) = self.producers.get(&producer_id) else {
+            return Ok(());
+        };
+        if epoch < e.epoch {
+            return Err(SequenceError::Fenced {
                 producer_id,
                 epoch,
                 current_epoch: e.epoch,
-            }),
-            _ => Ok(()),
+            });
         }
+        if coordinator_epoch < e.coordinator_epoch {
+            return Err(SequenceError::CoordinatorFenced {
+                producer_id,
+                coordinator_epoch,
+                current: e.coordinator_epoch,
+            });
+        }
+        Ok(())
     }
 
     /// Records a written batch (offsets assigned): on the leader after [`check`]
@@ -291,14 +341,13 @@ impl ProducerStates {
     pub fn record(
         &mut self,
         h: &BatchHeader,
-        control: Option<ControlType>,
+        marker: Option<MarkerRecord>,
     ) -> Option<CompletedTxn> {
         if h.producer_id < 0 {
             return None;
         }
         if h.is_control() {
-            let control = control?;
-            return self.record_marker(h, control);
+            return self.record_marker(h, marker?);
         }
         let meta = BatchMeta {
             first_seq: h.base_sequence,
@@ -333,24 +382,26 @@ impl ProducerStates {
                 batches: VecDeque::with_capacity(PRODUCER_BATCHES_KEPT),
                 ongoing: None,
                 last_timestamp: h.max_timestamp,
+                coordinator_epoch: -1,
             });
         entry.last_timestamp = entry.last_timestamp.max(h.max_timestamp);
         entry
     }
 
-    fn record_marker(&mut self, h: &BatchHeader, control: ControlType) -> Option<CompletedTxn> {
+    fn record_marker(&mut self, h: &BatchHeader, marker: MarkerRecord) -> Option<CompletedTxn> {
         let entry = self.entry(h);
         if h.producer_epoch > entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
         }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(marker.coordinator_epoch);
         let first_offset = entry.ongoing.take()?;
         self.ongoing.remove(&first_offset);
         Some(CompletedTxn {
             producer_id: h.producer_id,
             first_offset,
             last_offset: h.last_offset(),
-            aborted: control == ControlType::Abort,
+            aborted: marker.control == ControlType::Abort,
         })
     }
 
@@ -386,8 +437,13 @@ impl ProducerStates {
     /// recorded). Big-endian: `offset i64 | count u32 | count × (producer id i64 | epoch
     /// i32 | last timestamp i64 | batches u32 | batches × (first seq i32 | last seq i32 |
     /// base offset i64 | last offset i64))`, then the ongoing transactions: `ongoing u32 |
-    /// ongoing × (producer id i64 | first offset i64)`. A snapshot written before
-    /// transactions ends after the producers; it reads as one with none ongoing. At most
+    /// ongoing × (producer id i64 | first offset i64)`, then the coordinator epochs of
+    /// the producers that had a marker written: `epochs u32 | epochs × (producer id i64 |
+    /// coordinator epoch i32)`. A snapshot written before transactions ends after the
+    /// producers and reads as one with none ongoing; one written before coordinator
+    /// epochs were kept ends after the ongoing transactions and reads as one whose
+    /// producers had no marker from a known coordinator (an older `weir` reads a newer
+    /// snapshot as malformed and rebuilds the state from the log instead). At most
     /// [`MAX_SNAPSHOT_PRODUCERS`]: those with an ongoing transaction, then the most
     /// recently active.
     pub fn encode(&self, offset: i64) -> Vec<u8> {
@@ -399,11 +455,11 @@ impl ProducerStates {
         }
         entries.sort_by_key(|(id, _)| **id);
         let mut out = Vec::with_capacity(
-            16 + entries.len() * (24 + 24 * PRODUCER_BATCHES_KEPT) + self.ongoing.len() * 16,
+            20 + entries.len() * (24 + 24 * PRODUCER_BATCHES_KEPT + 12) + self.ongoing.len() * 16,
         );
         out.extend_from_slice(&offset.to_be_bytes());
         out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
-        for (id, e) in entries {
+        for &(id, e) in &entries {
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&i32::from(e.epoch).to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
@@ -419,6 +475,16 @@ impl ProducerStates {
         for (first_offset, producer_id) in &self.ongoing {
             out.extend_from_slice(&producer_id.to_be_bytes());
             out.extend_from_slice(&first_offset.to_be_bytes());
+        }
+        let epochs: Vec<(i64, i32)> = entries
+            .iter()
+            .filter(|(_, e)| e.coordinator_epoch >= 0)
+            .map(|&(id, e)| (*id, e.coordinator_epoch))
+            .collect();
+        out.extend_from_slice(&(epochs.len() as u32).to_be_bytes());
+        for (id, coordinator_epoch) in epochs {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&coordinator_epoch.to_be_bytes());
         }
         out
     }
@@ -455,6 +521,7 @@ impl ProducerStates {
                 batches,
                 ongoing: None,
                 last_timestamp,
+                coordinator_epoch: -1,
             };
             if producers.insert(id, entry).is_some() {
                 return None;
@@ -476,6 +543,21 @@ impl ProducerStates {
                 {
                     return None;
                 }
+            }
+        }
+        // Written before coordinator epochs were kept: no epochs section.
+        if !r.is_empty() {
+            let n = r.u32()? as usize;
+            if n > count {
+                return None;
+            }
+            for _ in 0..n {
+                let (id, coordinator_epoch) = (r.i64()?, r.i32()?);
+                let entry: &mut ProducerEntry = producers.get_mut(&id)?;
+                if entry.coordinator_epoch >= 0 || coordinator_epoch < 0 {
+                    return None;
+                }
+                entry.coordinator_epoch = coordinator_epoch;
             }
         }
         r.is_empty()

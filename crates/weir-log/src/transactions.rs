@@ -7,7 +7,7 @@ use crate::batch::control::{ControlType, TxnMarker};
 use crate::batch::{self, BatchHeader};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::log::{AppendInfo, Inner, Log};
-use crate::producers::{OngoingTxn, aborted_entry, control_type_of};
+use crate::producers::{OngoingTxn, aborted_entry, marker_record_of};
 use crate::recovery;
 use crate::txn_index::{AbortedTxn, Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
@@ -143,7 +143,7 @@ impl Log {
         for h in headers {
             let bytes = &batches[pos..pos + h.total_bytes()];
             pos += h.total_bytes();
-            let Some(done) = inner.producers.record(h, control_type_of(h, bytes)) else {
+            let Some(done) = inner.producers.record(h, marker_record_of(h, bytes)) else {
                 continue;
             };
             if !done.aborted {

@@ -221,4 +221,47 @@ mod tests {
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         assert_eq!(got.aborted.len(), 1);
     }
+
+    /// A coordinator that lost the transactional id (a failover) may still send a marker
+    /// it had queued; under transaction version 1 the producer's next transaction has
+    /// the same epoch, so only the coordinator epoch tells the late marker apart.
+    #[tokio::test]
+    async fn a_marker_from_an_older_coordinator_is_refused_and_ends_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open_default(dir.path()).await;
+        let durable = Durability::Durable;
+        let from = |coordinator_epoch, control| TxnMarker {
+            coordinator_epoch,
+            ..marker(1, control)
+        };
+        p.append(txn_batch(1, 0, "t1"), durable).await.unwrap(); // 0
+        p.append_marker(from(3, ControlType::Commit), durable)
+            .await
+            .unwrap(); // 1
+        p.append(txn_batch(1, 1, "t2"), durable).await.unwrap(); // 2
+        let late = p
+            .append_marker(from(2, ControlType::Abort), durable)
+            .await
+            .unwrap_err();
+        assert!(late.to_string().contains("coordinator epoch 2"), "{late}");
+        assert_eq!(p.offsets().await.unwrap().log_end_offset, 3);
+        assert_eq!(p.last_stable_offset().await.unwrap(), 2, "t2 still ongoing");
+        // Reopened (the state rebuilt from the snapshot and the log), the same holds,
+        // and the current coordinator's marker ends t2.
+        p.close().await.unwrap();
+        drop(p);
+        let p = open_default(dir.path()).await;
+        replicated(&p, 3).await;
+        assert!(
+            p.append_marker(from(2, ControlType::Abort), durable)
+                .await
+                .is_err()
+        );
+        p.append_marker(from(3, ControlType::Commit), durable)
+            .await
+            .unwrap(); // 3
+        assert_eq!(p.last_stable_offset().await.unwrap(), 4);
+        let (seen, _) = read_all(&p, Isolation::ReadCommitted).await;
+        assert_eq!(seen, [0, 1, 2, 3]);
+    }
 }

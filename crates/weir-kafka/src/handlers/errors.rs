@@ -114,6 +114,7 @@ pub fn code(reason: &Reason) -> i16 {
         // An idempotent producer whose epoch a newer instance bumped: Kafka answers
         // INVALID_PRODUCER_EPOCH (PRODUCER_FENCED is for transactional producers).
         Reason::ProducerFenced { .. } => E::InvalidProducerEpoch,
+        Reason::CoordinatorFenced { .. } => E::TransactionCoordinatorFenced,
         Reason::UnknownTopic | Reason::UnknownPartition => E::UnknownTopicOrPartition,
         Reason::TopicAlreadyExists => E::TopicAlreadyExists,
         Reason::InvalidTopicName => E::InvalidTopicException,

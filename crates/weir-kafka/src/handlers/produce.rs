@@ -291,9 +291,6 @@ pub(super) async fn init_producer_id(
     answer(ctx, request, response)
 }
 
-/// The coordinator epoch of a producer outside any transaction.
-const NO_COORDINATOR_EPOCH: i32 = -1;
-
 pub(super) async fn describe_producers(
     broker: &KafkaBroker,
     ctx: &RequestContext,
@@ -335,7 +332,7 @@ pub(super) async fn describe_producers(
                                     .with_producer_epoch(p.epoch.into())
                                     .with_last_sequence(p.last_sequence)
                                     .with_last_timestamp(p.last_timestamp)
-                                    .with_coordinator_epoch(NO_COORDINATOR_EPOCH)
+                                    .with_coordinator_epoch(p.coordinator_epoch)
                                     .with_current_txn_start_offset(
                                         p.current_txn_start_offset.unwrap_or(-1),
                                     )

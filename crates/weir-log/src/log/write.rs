@@ -12,7 +12,7 @@ use crate::append::{ValidatedBatches, check_replicated, check_request, plan_repl
 use crate::batch::{self, BatchHeader};
 use crate::config::FlushPolicy;
 use crate::error::{AppendError, CheckpointError, MaintenanceError};
-use crate::producers::{ProducerStates, SequenceCheck};
+use crate::producers::{ProducerStates, SequenceCheck, marker_record_of};
 
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,7 @@ impl Log {
                 latest: latest.epoch,
             });
         }
-        if let Some(duplicate) = check_sequences(&inner.producers, headers)? {
+        if let Some(duplicate) = check_sequences(&inner.producers, batches, headers)? {
             return Ok(duplicate);
         }
         let span = headers
@@ -375,6 +375,7 @@ enum Stamp {
 /// `None` to write it. A batch with a producer id must come alone.
 fn check_sequences(
     producers: &ProducerStates,
+    bytes: &[u8],
     headers: &[BatchHeader],
 ) -> Result<Option<AppendInfo>, AppendError> {
     if !headers.iter().any(|h| h.producer_id >= 0) {
@@ -387,7 +388,8 @@ fn check_sequences(
     }
     let h = &headers[0];
     if h.is_control() {
-        producers.check_marker(h.producer_id, h.producer_epoch)?;
+        let coordinator_epoch = marker_record_of(h, bytes).map_or(-1, |m| m.coordinator_epoch);
+        producers.check_marker(h.producer_id, h.producer_epoch, coordinator_epoch)?;
         return Ok(None);
     }
     Ok(match producers.check(h)? {

@@ -9,6 +9,14 @@ impl ProducerStates {
     }
 }
 
+/// A marker's record: how it ends the transaction, from a coordinator of `epoch`.
+fn ended(control: ControlType, coordinator_epoch: i32) -> Option<MarkerRecord> {
+    Some(MarkerRecord {
+        control,
+        coordinator_epoch,
+    })
+}
+
 fn txn(pid: i64, epoch: i16, seq: i32, records: i32, base_offset: i64) -> BatchHeader {
     BatchHeader {
         attributes: 0x10,
@@ -49,7 +57,7 @@ fn a_transaction_opens_at_its_first_batch_and_a_marker_closes_it() {
         ]
     );
     assert_eq!(
-        s.record(&marker(7, 0, 16), Some(ControlType::Commit)),
+        s.record(&marker(7, 0, 16), ended(ControlType::Commit, 0)),
         Some(CompletedTxn {
             producer_id: 7,
             first_offset: 10,
@@ -59,7 +67,7 @@ fn a_transaction_opens_at_its_first_batch_and_a_marker_closes_it() {
     );
     assert_eq!(s.first_unstable_offset(), Some(12));
     assert_eq!(
-        s.record(&marker(8, 0, 17), Some(ControlType::Abort)),
+        s.record(&marker(8, 0, 17), ended(ControlType::Abort, 0)),
         Some(CompletedTxn {
             producer_id: 8,
             first_offset: 12,
@@ -69,7 +77,10 @@ fn a_transaction_opens_at_its_first_batch_and_a_marker_closes_it() {
     );
     assert_eq!(s.first_unstable_offset(), None);
     // A marker with nothing ongoing ends nothing; the next batch opens a new one.
-    assert_eq!(s.record(&marker(8, 0, 18), Some(ControlType::Abort)), None);
+    assert_eq!(
+        s.record(&marker(8, 0, 18), ended(ControlType::Abort, 0)),
+        None
+    );
     s.record_data(&txn(7, 0, 5, 1, 19));
     assert_eq!(s.first_unstable_offset(), Some(19));
     // A plain batch of another producer opens nothing.
@@ -82,22 +93,22 @@ fn a_marker_of_an_older_epoch_is_fenced_and_a_newer_one_restarts_the_sequence() 
     let mut s = ProducerStates::default();
     s.record_data(&txn(7, 3, 0, 2, 0));
     assert_eq!(
-        s.check_marker(7, 2),
+        s.check_marker(7, 2, 0),
         Err(SequenceError::Fenced {
             producer_id: 7,
             epoch: 2,
             current_epoch: 3
         })
     );
-    assert_eq!(s.check_marker(7, 3), Ok(()));
+    assert_eq!(s.check_marker(7, 3, 0), Ok(()));
     assert_eq!(
-        s.check_marker(99, 0),
+        s.check_marker(99, 0, 0),
         Ok(()),
         "an unknown producer is not fenced"
     );
     // KIP-890: the coordinator ends the transaction with the epoch bumped.
     assert!(
-        s.record(&marker(7, 4, 2), Some(ControlType::Commit))
+        s.record(&marker(7, 4, 2), ended(ControlType::Commit, 0))
             .is_some()
     );
     assert!(matches!(
@@ -110,6 +121,42 @@ fn a_marker_of_an_older_epoch_is_fenced_and_a_newer_one_restarts_the_sequence() 
         Err(SequenceError::Fenced { .. })
     ));
     assert_eq!(s.summaries()[0].last_sequence, -1);
+}
+
+#[test]
+fn a_marker_from_an_older_coordinator_is_fenced() {
+    let mut s = ProducerStates::default();
+    s.record_data(&txn(7, 0, 0, 1, 0));
+    assert_eq!(
+        s.check_marker(7, 0, 3),
+        Ok(()),
+        "no marker yet: any coordinator"
+    );
+    assert!(
+        s.record(&marker(7, 0, 1), ended(ControlType::Commit, 3))
+            .is_some()
+    );
+    // The producer's next transaction, at the same epoch (transaction version 1).
+    s.record_data(&txn(7, 0, 1, 1, 2));
+    assert_eq!(
+        s.check_marker(7, 0, 2),
+        Err(SequenceError::CoordinatorFenced {
+            producer_id: 7,
+            coordinator_epoch: 2,
+            current: 3
+        }),
+        "a late marker of the coordinator before the failover would end it"
+    );
+    assert_eq!(s.check_marker(7, 0, 3), Ok(()));
+    assert_eq!(s.check_marker(7, 0, 4), Ok(()));
+    // The coordinator epoch survives a snapshot; a newer coordinator's marker raises it.
+    let (_, mut back) = ProducerStates::decode(&s.encode(3)).unwrap();
+    assert_eq!(back, s);
+    assert!(
+        back.record(&marker(7, 0, 3), ended(ControlType::Abort, 5))
+            .is_some()
+    );
+    assert!(back.check_marker(7, 0, 4).is_err());
 }
 
 #[test]
@@ -127,19 +174,34 @@ fn ongoing_transactions_survive_a_snapshot_and_an_old_snapshot_has_none() {
     s.record_data(&txn(7, 1, 0, 2, 10));
     s.record_data(&header(8, 0, 0, 1, 12));
     s.record_data(&txn(9, 0, 0, 1, 13));
-    s.record(&marker(9, 1, 14), Some(ControlType::Abort));
+    s.record(&marker(9, 1, 14), ended(ControlType::Abort, 2));
     let bytes = s.encode(15);
     let (offset, back) = ProducerStates::decode(&bytes).unwrap();
     assert_eq!((offset, &back), (15, &s));
     assert_eq!(back.first_unstable_offset(), Some(10));
+    // The layout before coordinator epochs: without the last section (one epoch).
+    let epochs = 4 + 12;
+    let (_, before) = ProducerStates::decode(&bytes[..bytes.len() - epochs]).unwrap();
+    assert_eq!(before.first_unstable_offset(), Some(10));
+    assert_eq!(
+        before.check_marker(9, 1, 0),
+        Ok(()),
+        "no coordinator epoch known"
+    );
+    assert!(back.check_marker(9, 1, 0).is_err());
     // The layout before transactions: the same bytes without the ongoing section.
-    let old = &bytes[..bytes.len() - 4 - 16];
+    let old = &bytes[..bytes.len() - epochs - 4 - 16];
     let (_, old) = ProducerStates::decode(old).unwrap();
     assert_eq!(old.first_unstable_offset(), None);
     assert_eq!(old.len(), 3);
+    // A coordinator epoch of a producer the snapshot does not hold is damage.
+    let mut bad = bytes.clone();
+    let at = bad.len() - 12;
+    bad[at..at + 8].copy_from_slice(&77i64.to_be_bytes());
+    assert_eq!(ProducerStates::decode(&bad), None);
     // An ongoing transaction of a producer the snapshot does not hold is damage.
     let mut bad = bytes.clone();
-    let at = bad.len() - 16;
+    let at = bad.len() - epochs - 16;
     bad[at..at + 8].copy_from_slice(&77i64.to_be_bytes());
     assert_eq!(ProducerStates::decode(&bad), None);
 }
@@ -178,6 +240,7 @@ fn summaries_show_each_producer_at_its_last_batch() {
                 last_timestamp: 1_013,
                 last_offset: 14,
                 current_txn_start_offset: None,
+                coordinator_epoch: -1,
             },
             ProducerSummary {
                 producer_id: 9,
@@ -186,6 +249,7 @@ fn summaries_show_each_producer_at_its_last_batch() {
                 last_timestamp: 1_015,
                 last_offset: 18,
                 current_txn_start_offset: None,
+                coordinator_epoch: -1,
             },
         ]
     );
