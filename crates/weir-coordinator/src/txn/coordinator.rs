@@ -9,7 +9,10 @@
 //! After PrepareCommit/PrepareAbort applies, `Command::WriteMarkers` goes to the
 //! transaction's partitions; when every partition's marker is reported written, the
 //! coordinator appends CompleteCommit/CompleteAbort. A producer id comes from the shell
-//! (`Command::AllocateProducerId`, answered by [`TxnCoordinator::on_producer_id`]).
+//! (`Command::AllocateProducerId`, answered by [`TxnCoordinator::on_producer_id`]). The
+//! one exception to answering CONCURRENT_TRANSACTIONS at once: an AddPartitionsToTxn or
+//! AddOffsetsToTxn that meets the producer's previous transaction still completing
+//! waits for it (`waiting.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +27,10 @@ use super::{
 mod clock;
 mod describe;
 mod markers;
+mod waiting;
+
+pub use waiting::ADD_WAIT_MS;
+use waiting::WaitingAdd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
@@ -72,6 +79,8 @@ struct Entry {
     markers: Option<MarkerRound>,
     /// The Complete* append failed retriably: append it again on the next tick.
     retry_complete: bool,
+    /// Adds that came while a change was in flight, oldest first (`waiting.rs`).
+    waiting: Vec<WaitingAdd>,
 }
 
 impl Entry {
@@ -153,6 +162,7 @@ impl TxnCoordinator {
                         pending: None,
                         markers: None,
                         retry_complete: false,
+                        waiting: Vec::new(),
                     },
                 );
             }
@@ -263,6 +273,7 @@ impl TxnCoordinator {
                     pending: None,
                     markers: None,
                     retry_complete: false,
+                    waiting: Vec::new(),
                 },
             );
             self.park(Parked::Init(request, init), out);
@@ -408,15 +419,8 @@ impl TxnCoordinator {
         now: i64,
     ) -> Vec<Command> {
         let mut out = Vec::new();
-        let verify = add.verify_only;
-        if let Err(e) = self.add_inner(request, add, false, now, &mut out) {
-            let reply = if verify {
-                Reply::VerifyPartitions(Err(e))
-            } else {
-                Reply::AddPartitions(Err(e))
-            };
-            out.push(Command::Reply { request, reply });
-        }
+        let waiting = WaitingAdd::new(request, add, false, now);
+        self.admit_add(waiting, now, &mut out);
         out
     }
 
@@ -451,23 +455,24 @@ impl TxnCoordinator {
             partitions: vec![TopicPartition::new(CONSUMER_OFFSETS_TOPIC, group_partition)],
             verify_only: false,
         };
-        if let Err(e) = self.add_inner(request, add, true, now, &mut out) {
-            out.push(Command::Reply {
-                request,
-                reply: Reply::AddOffsets(Err(e)),
-            });
-        }
+        self.admit_add(WaitingAdd::new(request, add, true, now), now, &mut out);
         out
     }
 
+    /// `Ok(Some(add))`: the add met a change in flight and is handed back to wait.
     fn add_inner(
         &mut self,
-        request: RequestId,
-        add: AddPartitions,
-        for_offsets: bool,
+        waiting: WaitingAdd,
         now: i64,
         out: &mut Vec<Command>,
-    ) -> Result<(), TxnError> {
+    ) -> Result<Option<WaitingAdd>, TxnError> {
+        let WaitingAdd {
+            request,
+            add,
+            for_offsets,
+            ..
+        } = &waiting;
+        let (request, for_offsets) = (*request, *for_offsets);
         self.check_active()?;
         Self::check_id(&add.transactional_id)?;
         let entry = self
@@ -495,25 +500,26 @@ impl TxnCoordinator {
             let ongoing = meta.state == TxnState::Ongoing;
             let results = add
                 .partitions
-                .into_iter()
+                .iter()
                 .map(|tp| {
-                    let r = if ongoing && meta.partitions.contains(&tp) {
+                    let r = if ongoing && meta.partitions.contains(tp) {
                         Ok(())
                     } else {
                         Err(TxnError::TransactionAbortable)
                     };
-                    (tp, r)
+                    (tp.clone(), r)
                 })
                 .collect();
             out.push(Command::Reply {
                 request,
                 reply: Reply::VerifyPartitions(Ok(results)),
             });
-            return Ok(());
+            return Ok(None);
         }
-        if entry.pending.is_some() || preparing {
-            return Err(TxnError::ConcurrentTransactions);
+        if entry.busy() || preparing {
+            return Ok(Some(waiting));
         }
+        let add = waiting.add;
         let reply = |r| {
             if for_offsets {
                 Reply::AddOffsets(r)
@@ -527,7 +533,7 @@ impl TxnCoordinator {
                 request,
                 reply: reply(Ok(())),
             });
-            return Ok(());
+            return Ok(None);
         }
         let mut union: BTreeSet<&TopicPartition> = if ongoing {
             meta.partitions.iter().collect()
@@ -545,7 +551,7 @@ impl TxnCoordinator {
             Then::ReplyAdd(request)
         };
         self.append(&add.transactional_id, target, then, out);
-        Ok(())
+        Ok(None)
     }
 
     /// EndTxn: commit or abort. Retries of a finished EndTxn are answered as Kafka does
@@ -695,7 +701,8 @@ impl TxnCoordinator {
         out.push(Command::Append { id, key, value });
     }
 
-    /// The shell's report on an append: replicated, or failed (nothing appended).
+    /// The shell's report on an append: replicated, or failed (nothing appended). Adds
+    /// that waited for it go on.
     pub fn on_appended(
         &mut self,
         id: AppendId,
@@ -706,8 +713,23 @@ impl TxnCoordinator {
         let Some(txn_id) = self.appends.remove(&id) else {
             return out;
         };
-        let Some(entry) = self.entries.get_mut(&txn_id) else {
-            return out;
+        let removed = self.apply_appended(&txn_id, id, result, now, &mut out);
+        self.release_waiting(&txn_id, removed, now, &mut out);
+        out
+    }
+
+    /// [`on_appended`](Self::on_appended) for `txn_id`'s append `id`; returns the adds
+    /// that waited on an entry it removed (an expired id).
+    fn apply_appended(
+        &mut self,
+        txn_id: &str,
+        id: AppendId,
+        result: Result<(), AppendFailure>,
+        now: i64,
+        out: &mut Vec<Command>,
+    ) -> Vec<WaitingAdd> {
+        let Some(entry) = self.entries.get_mut(txn_id) else {
+            return Vec::new();
         };
         let Some(Pending::Append {
             id: pending_id,
@@ -715,7 +737,7 @@ impl TxnCoordinator {
             then,
         }) = entry.pending.take()
         else {
-            return out;
+            return Vec::new();
         };
         assert_eq!(pending_id, id, "an id's append answered out of turn");
         let err = match result {
@@ -760,11 +782,13 @@ impl TxnCoordinator {
                 Then::Completed => entry.retry_complete = e == TxnError::CoordinatorNotAvailable,
                 Then::Expired => {}
             }
-            return out;
+            return Vec::new();
         }
         if let Then::Expired = then {
-            self.entries.remove(&txn_id);
-            return out;
+            return self
+                .entries
+                .remove(txn_id)
+                .map_or_else(Vec::new, |e| e.waiting);
         }
         entry.meta = *target;
         let meta = &entry.meta;
@@ -816,10 +840,10 @@ impl TxnCoordinator {
                         reply: Reply::InitProducerId(Err(TxnError::ConcurrentTransactions)),
                     });
                 }
-                self.start_markers(&txn_id, now, &mut out);
+                self.start_markers(txn_id, now, out);
             }
             Then::Completed | Then::Expired => {}
         }
-        out
+        Vec::new()
     }
 }

@@ -309,6 +309,74 @@ fn tv0_end_keeps_the_epoch_and_wrong_states_are_refused() {
 }
 
 #[test]
+fn an_add_waits_for_the_previous_transaction_to_complete_or_for_its_bound() {
+    let mut s = Shell::new();
+    let p = s.init_ok();
+    s.add(p, &[0], false);
+    s.write_markers = false;
+    assert_eq!(
+        s.end(p, TxnResult::Commit, TxnVersion::TV0),
+        Some(Reply::EndTxn(Ok(p)))
+    );
+    // The next transaction's first add, while the commit's marker is being written:
+    // not answered yet (Kafka answers CONCURRENT_TRANSACTIONS and the client retries).
+    let r = s.next_req();
+    let add = |partition| AddPartitions {
+        transactional_id: TX.into(),
+        producer_id: p.producer_id,
+        producer_epoch: p.epoch,
+        partitions: vec![TopicPartition::new("t", partition)],
+        verify_only: false,
+    };
+    let cmds = s.c.add_partitions(r, add(1), s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(r), None);
+    // A tick before the bound changes nothing.
+    let cmds = s.c.tick(s.now + 10);
+    s.run(cmds);
+    assert_eq!(s.reply(r), None);
+    // The marker is written, CompleteCommit replicates: the add goes on as if it came now.
+    let Command::WriteMarkers { id, .. } = s.markers[0] else {
+        unreachable!()
+    };
+    let written = vec![(TopicPartition::new("t", 0), MarkerOutcome::Written)];
+    let cmds = s.c.on_markers(id, written, s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(r), Some(Reply::AddPartitions(Ok(()))));
+    assert_eq!(s.state(), TxnState::Ongoing);
+    let meta = s.c.metadata(TX).unwrap();
+    assert_eq!(
+        meta.partitions.iter().collect::<Vec<_>>(),
+        [&TopicPartition::new("t", 1)],
+        "the new transaction holds only its own partition"
+    );
+
+    // A completion that does not come: after ADD_WAIT_MS the add hears
+    // CONCURRENT_TRANSACTIONS, the client's cue to retry.
+    s.markers.clear();
+    assert_eq!(
+        s.end(p, TxnResult::Abort, TxnVersion::TV0),
+        Some(Reply::EndTxn(Ok(p)))
+    );
+    let r = s.next_req();
+    let cmds = s.c.add_partitions(r, add(2), s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(r), None);
+    let cmds = s.c.tick(s.now + ADD_WAIT_MS);
+    s.run(cmds);
+    assert_eq!(
+        s.reply(r),
+        Some(Reply::AddPartitions(Err(TxnError::ConcurrentTransactions)))
+    );
+    // A coordinator that resigns drops what waits (the shell answers NOT_COORDINATOR).
+    let r = s.next_req();
+    let cmds = s.c.add_partitions(r, add(2), s.now);
+    s.run(cmds);
+    s.c.resign();
+    assert_eq!(s.reply(r), None);
+}
+
+#[test]
 fn init_over_an_ongoing_transaction_aborts_it_first_and_fences_the_zombie() {
     let mut s = Shell::new();
     let zombie = s.init_ok();

@@ -15,6 +15,7 @@ impl TxnCoordinator {
         }
         let ids: Vec<String> = self.entries.keys().cloned().collect();
         for id in ids {
+            self.tick_waiting(&id, now, &mut out);
             let entry = &self.entries[&id];
             if entry.pending.is_some() {
                 continue;
