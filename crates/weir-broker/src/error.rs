@@ -510,6 +510,11 @@ fn append_reason(source: &AppendError) -> Reason {
                 producer_id: *producer_id,
             }
         }
+        // KIP-890: the batch's verification no longer stands (a marker came since);
+        // the producer aborts the transaction and retries it.
+        AppendError::Sequence(SequenceError::NotVerified { .. }) => {
+            Reason::Transaction(TxnError::TransactionAbortable)
+        }
         AppendError::Sequence(SequenceError::CoordinatorFenced { producer_id, .. }) => {
             Reason::CoordinatorFenced {
                 producer_id: *producer_id,

@@ -260,6 +260,26 @@ pub async fn end_txn(
 /// retry the coordinator codes on a produce). `None`: no way to ask (a broker core
 /// embedded without a server, before its coordinators opened), and the check is not
 /// made.
+/// KIP-890, before a transactional producer's batch to `topic`/`partition` is verified
+/// with its coordinator: the guard to append it with (`ProduceData::Batches`'
+/// `verification`) and whether the coordinator must be asked (not when the producer
+/// already has a transaction going on the partition). `None` when this broker cannot
+/// take one (the partition is not led here, the topic unknown or not writable by the
+/// caller): the produce is refused for that reason anyway.
+pub async fn begin_verification(
+    broker: &Broker,
+    ctx: &RequestContext,
+    (topic, partition): (&str, u32),
+    producer: ProducerIdAndEpoch,
+) -> Option<weir_cluster::storage::Verification> {
+    let topic = broker.topic_for(ctx, Operation::Write, topic).ok()?;
+    let partition = topic.partition(partition).ok()?;
+    partition
+        .begin_verification(producer.producer_id, producer.epoch)
+        .await
+        .ok()
+}
+
 pub async fn verify_partitions(
     broker: &Broker,
     transactional_id: &str,

@@ -71,7 +71,7 @@ pub use registry::{
 pub mod storage {
     pub use weir_log::batch::control::{ControlType, TxnMarker};
     pub use weir_log::batch::{HEADER_BYTES as BATCH_HEADER_BYTES, MAX_BATCH_BYTES};
-    pub use weir_log::producers::{ProducerSummary, SequenceError};
+    pub use weir_log::producers::{ProducerSummary, SequenceError, Verification};
     pub use weir_log::{AbortedTxn, OngoingTxn};
     pub use weir_log::{
         AppendError, BatchError, BatchHeader, Compression, DecodedRecord, FetchData, FileSlice,

@@ -134,7 +134,11 @@ fn decode_partition(pr: PartitionRecords, now_ms: i64) -> Result<ProduceData, Br
             };
             // Kept as received (a slice of the request's buffer): the log writes the
             // assigned offsets from patched copies of the headers, not into these bytes.
-            Ok(ProduceData::Batches { bytes, compression })
+            Ok(ProduceData::Batches {
+                bytes,
+                compression,
+                verification: None,
+            })
         }
     }
 }

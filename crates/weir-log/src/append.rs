@@ -185,6 +185,8 @@ pub(crate) fn plan_replicated(
 pub struct ValidatedBatches {
     pub(crate) bytes: Bytes,
     pub(crate) headers: Vec<BatchHeader>,
+    /// The verification guard of a transactional producer's batch (see `producers`).
+    pub(crate) verification: Option<u64>,
 }
 
 impl ValidatedBatches {
@@ -195,7 +197,19 @@ impl ValidatedBatches {
     ) -> Result<ValidatedBatches, AppendError> {
         let bytes = bytes.into();
         let headers = check_request(&bytes, max_batch_bytes)?;
-        Ok(ValidatedBatches { bytes, headers })
+        Ok(ValidatedBatches {
+            bytes,
+            headers,
+            verification: None,
+        })
+    }
+
+    /// The batches of a transactional producer that the leader verified with its
+    /// coordinator under `guard` ([`Log::begin_verification`](crate::Log)): the one that
+    /// opens the transaction here is appended only while the guard stands.
+    pub fn verified(mut self, guard: u64) -> ValidatedBatches {
+        self.verification = Some(guard);
+        self
     }
 
     /// The batch bytes as they arrived (offsets as the producer sent them).

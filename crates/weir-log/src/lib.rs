@@ -47,6 +47,6 @@ pub use error::{
 };
 pub use log::{AppendInfo, EpochEntry, FetchData, FileSlice, Log, LogOffsets, SegmentPosition};
 pub use maintenance::RetentionOutcome;
-pub use producers::{CompletedTxn, OngoingTxn};
+pub use producers::{CompletedTxn, OngoingTxn, Verification};
 pub use read::ReadTo;
 pub use txn_index::AbortedTxn;

@@ -36,12 +36,24 @@
 //! ([`ProducerStates::first_unstable_offset`]). A producer with an ongoing transaction
 //! never expires.
 //!
+//! KIP-890's verification guard: before a leader asks a transactional producer's
+//! coordinator whether the partition is in its transaction, it takes a guard here
+//! ([`ProducerStates::begin_verification`]; none is needed when the producer already has
+//! a transaction going on this partition at that epoch). The batch that opens the
+//! transaction is appended only with that guard, and only while it stands: a marker for
+//! the producer (its coordinator aborted the transaction meanwhile, say on its timeout)
+//! removes it, and the batch is refused ([`SequenceError::NotVerified`]) instead of
+//! opening a transaction no coordinator knows of, which would hold the last stable
+//! offset back for good (a hanging transaction). Guards live in memory only: after a
+//! restart the producer is verified again.
+//!
 //! The state is part of the log: updated under the log's lock with each append (leader
 //! or follower, so a new leader has it), rebuilt on open and after a truncation from a
 //! snapshot ([`Kind::ProducerState`](crate::checkpoint::Kind)) plus a scan of the batches
 //! after it. No I/O happens in this module: the log writes and reads the encoded form.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::batch::BatchHeader;
 use crate::batch::control::{ControlType, TxnMarker};
@@ -50,6 +62,29 @@ use crate::checkpoint::PayloadReader;
 /// Batches remembered per producer, as Kafka (a producer has at most 5 requests in flight
 /// per partition, so a retry is always of one of its last 5 batches).
 pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// Most verification guards one partition holds at once (one per transactional producer
+/// opening a transaction there): past it one is dropped, whose producer's batch is then
+/// refused as unverified (the client aborts the transaction and retries it).
+pub const MAX_VERIFICATIONS: usize = 10_000;
+
+/// Guards are unique in the process, so one taken before a reopen never matches one
+/// handed out after it.
+static NEXT_GUARD: AtomicU64 = AtomicU64::new(ONGOING_ONLY + 1);
+
+/// The guard of a batch whose producer had its transaction going when it was taken: it
+/// never stands, so the batch is appended only while that transaction goes on.
+const ONGOING_ONLY: u64 = 0;
+
+/// What [`ProducerStates::begin_verification`] hands a leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// To append the producer's batch with (`ValidatedBatches::verified`).
+    pub guard: u64,
+    /// Whether the coordinator must be asked (no transaction of the producer's is going
+    /// here at its epoch).
+    pub ask: bool,
+}
 
 /// Most producers one partition's snapshot holds. Past it the least recently active are
 /// left out of the snapshot (they come back as unknown producers, which are accepted).
@@ -152,6 +187,10 @@ pub enum SequenceError {
         current: i32,
     },
     #[error(
+        "producer {producer_id}'s transaction on this partition is not verified: its coordinator's answer is stale (a transaction marker came since) or was never asked"
+    )]
+    NotVerified { producer_id: i64 },
+    #[error(
         "out of order sequence for producer {producer_id} (epoch {epoch}): got {got}, expected {expected}"
     )]
     OutOfOrder {
@@ -198,6 +237,15 @@ pub struct ProducerStates {
     /// The ongoing transactions by first offset (the producer id as value): the first key
     /// is the first unstable offset. Kept equal to the entries' `ongoing`.
     ongoing: BTreeMap<i64, i64>,
+    /// The verification guards standing, by producer id (see the module docs).
+    verifying: HashMap<i64, Standing>,
+}
+
+/// A guard a leader took before asking a producer's coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Standing {
+    guard: u64,
+    epoch: i16,
 }
 
 /// The sequence of the record after `seq` (sequences wrap from `i32::MAX` to 0).
@@ -249,11 +297,33 @@ impl ProducerStates {
     }
 
     /// Checks a leader's batch against the producer's state (see the module docs).
-    pub fn check(&self, h: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
+    /// `verification`: the guard the leader took before asking the producer's
+    /// coordinator, for a transactional batch whose producer it verified (`None`: not
+    /// verified here, as for a batch that is not transactional).
+    pub fn check(
+        &self,
+        h: &BatchHeader,
+        verification: Option<u64>,
+    ) -> Result<SequenceCheck, SequenceError> {
         if !is_idempotent(h) {
             return Ok(SequenceCheck::Append);
         }
-        let Some(entry) = self.producers.get(&h.producer_id) else {
+        let entry = self.producers.get(&h.producer_id);
+        if let Some(guard) = verification
+            && h.is_transactional()
+            && !entry.is_some_and(|e| e.ongoing.is_some() && e.epoch == h.producer_epoch)
+        {
+            let standing = Standing {
+                guard,
+                epoch: h.producer_epoch,
+            };
+            if self.verifying.get(&h.producer_id) != Some(&standing) {
+                return Err(SequenceError::NotVerified {
+                    producer_id: h.producer_id,
+                });
+            }
+        }
+        let Some(entry) = entry else {
             return Ok(SequenceCheck::Append);
         };
         let out_of_order = |expected| SequenceError::OutOfOrder {
@@ -299,6 +369,40 @@ impl ProducerStates {
         } else {
             Err(out_of_order(expected))
         }
+    }
+
+    /// Before a leader asks `producer_id`'s coordinator whether this partition is in its
+    /// transaction: the guard its batch must carry, the standing one if another request
+    /// of the producer took it first. When the producer has a transaction going here at
+    /// `epoch` there is nothing to ask ([`Verification::ask`] is false) and the guard
+    /// holds only while that transaction goes on.
+    pub fn begin_verification(&mut self, producer_id: i64, epoch: i16) -> Verification {
+        if let Some(e) = self.producers.get(&producer_id)
+            && e.ongoing.is_some()
+            && e.epoch == epoch
+        {
+            return Verification {
+                guard: ONGOING_ONLY,
+                ask: false,
+            };
+        }
+        if let Some(v) = self.verifying.get(&producer_id)
+            && v.epoch == epoch
+        {
+            return Verification {
+                guard: v.guard,
+                ask: true,
+            };
+        }
+        if self.verifying.len() >= MAX_VERIFICATIONS
+            && let Some(&dropped) = self.verifying.keys().next()
+        {
+            self.verifying.remove(&dropped);
+        }
+        let guard = NEXT_GUARD.fetch_add(1, Ordering::Relaxed);
+        self.verifying
+            .insert(producer_id, Standing { guard, epoch });
+        Verification { guard, ask: true }
     }
 
     /// Checks a transaction marker of `producer_id` at `epoch`, from a coordinator of
@@ -368,6 +472,8 @@ impl ProducerStates {
         if opens {
             entry.ongoing = Some(h.base_offset);
             self.ongoing.insert(h.base_offset, h.producer_id);
+            // Its next batches find the transaction going: the guard has done its work.
+            self.verifying.remove(&h.producer_id);
         }
         None
     }
@@ -389,6 +495,8 @@ impl ProducerStates {
     }
 
     fn record_marker(&mut self, h: &BatchHeader, marker: MarkerRecord) -> Option<CompletedTxn> {
+        // A verification taken before this marker vouches for a transaction that ended.
+        self.verifying.remove(&h.producer_id);
         let entry = self.entry(h);
         if h.producer_epoch > entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -560,8 +668,14 @@ impl ProducerStates {
                 entry.coordinator_epoch = coordinator_epoch;
             }
         }
-        r.is_empty()
-            .then_some((offset, ProducerStates { producers, ongoing }))
+        r.is_empty().then_some((
+            offset,
+            ProducerStates {
+                producers,
+                ongoing,
+                verifying: HashMap::new(),
+            },
+        ))
     }
 }
 

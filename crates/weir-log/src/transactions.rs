@@ -7,7 +7,7 @@ use crate::batch::control::{ControlType, TxnMarker};
 use crate::batch::{self, BatchHeader};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::log::{AppendInfo, Inner, Log};
-use crate::producers::{OngoingTxn, aborted_entry, marker_record_of};
+use crate::producers::{OngoingTxn, Verification, aborted_entry, marker_record_of};
 use crate::recovery;
 use crate::txn_index::{AbortedTxn, Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
@@ -56,6 +56,15 @@ impl Log {
     /// smaller of it and the high watermark.
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.lock().producers.first_unstable_offset()
+    }
+
+    /// KIP-890, before the leader asks `producer_id`'s coordinator whether this
+    /// partition is in its transaction: the guard to append its batch with
+    /// ([`ValidatedBatches::verified`](crate::ValidatedBatches::verified)), which a
+    /// marker for the producer revokes, and whether the coordinator must be asked at all
+    /// (see `producers`).
+    pub fn begin_verification(&self, producer_id: i64, epoch: i16) -> Verification {
+        self.lock().producers.begin_verification(producer_id, epoch)
     }
 
     /// The transactions under way, oldest first.

@@ -83,6 +83,11 @@ pub enum ProduceData {
     Batches {
         bytes: Bytes,
         compression: Option<Compression>,
+        /// A transactional producer's verification guard (KIP-890), taken with
+        /// [`begin_verification`](crate::transactions::begin_verification) before its
+        /// coordinator was asked: the batch that opens its transaction here is appended
+        /// only while the guard stands. `None`: not verified here.
+        verification: Option<u64>,
     },
 }
 
@@ -269,6 +274,7 @@ fn prepare(
         BrokerError::invalid(format!("partition {index}: {what}")).at(&topic.name, index)
     };
     let packed = matches!(data, ProduceData::Batches { .. });
+    let mut verification = None;
     let (bytes, labelled) = match data {
         ProduceData::Records {
             records,
@@ -306,7 +312,12 @@ fn prepare(
                 None,
             )
         }
-        ProduceData::Batches { bytes, compression } => {
+        ProduceData::Batches {
+            bytes,
+            compression,
+            verification: guard,
+        } => {
+            verification = guard;
             if log_append_time {
                 // Stamping the append time into a packed batch changes bytes under its
                 // CRC, so it would mean re-encoding every batch on the hot path.
@@ -319,13 +330,16 @@ fn prepare(
     };
     // Every batch is checked here, compressed ones decompressed and walked: a batch that
     // cannot be decoded refuses the partition's whole data, as CORRUPT_BATCH naming it.
-    let batches = ValidatedBatches::new(bytes, max).map_err(|source| {
+    let mut batches = ValidatedBatches::new(bytes, max).map_err(|source| {
         BrokerError::from(ClusterError::Append {
             topic: topic.name.clone(),
             partition: index,
             source,
         })
     })?;
+    if let Some(guard) = verification {
+        batches = batches.verified(guard);
+    }
     if let Some(codec) = labelled {
         check_labels(&topic.name, index, &batches, codec)?;
     }

@@ -58,6 +58,7 @@ async fn produce(broker: &std::sync::Arc<weir_broker::Broker>, ctx: &RequestCont
                 data: Ok(ProduceData::Batches {
                     bytes,
                     compression: None,
+                    verification: None,
                 }),
             }],
         },

@@ -6,7 +6,7 @@
 //! the batches they copy (`Log::append_replicated`), so a new leader knows them.
 
 use weir_log::batch::control::TxnMarker;
-use weir_log::{AbortedTxn, FetchData, Log, OngoingTxn, ReadTo, ValidatedBatches};
+use weir_log::{AbortedTxn, FetchData, Log, OngoingTxn, ReadTo, ValidatedBatches, Verification};
 
 use super::{AppendOutcome, AppendWork, Durability, Partition};
 use crate::error::ClusterError;
@@ -78,6 +78,21 @@ impl Partition {
         let guard = self.shared.read_guard().await;
         let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
         Ok(last_stable_offset(log, hw))
+    }
+
+    /// KIP-890, before this leader asks a transactional producer's coordinator whether
+    /// the partition is in its transaction: the guard its batches go with
+    /// (`ValidatedBatches::verified`), which a marker for the producer revokes, and
+    /// whether the coordinator must be asked (weir-log's `producers`).
+    pub async fn begin_verification(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<Verification, ClusterError> {
+        self.shared.check_leader()?;
+        let guard = self.shared.read_guard().await;
+        let log = guard.as_ref().ok_or_else(|| self.shared.closed())?;
+        Ok(log.begin_verification(producer_id, epoch))
     }
 
     /// The transactions under way on this replica, oldest first (only on the leader).
@@ -220,6 +235,41 @@ mod tests {
         let (seen, got) = read_all(&p, Isolation::ReadCommitted).await;
         assert_eq!(seen, [0, 1, 2, 3, 4]);
         assert_eq!(got.aborted.len(), 1);
+    }
+
+    /// KIP-890's guard: the coordinator aborts a transaction (its timeout) after the
+    /// leader verified the producer's next batch and before the batch is appended; the
+    /// batch must not open a transaction no coordinator knows of.
+    #[tokio::test]
+    async fn a_batch_verified_before_a_marker_is_refused_and_opens_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = open_default(dir.path()).await;
+        let durable = Durability::Durable;
+        let first = p.begin_verification(1, 0).await.unwrap();
+        assert!(first.ask);
+        p.append(txn_batch(1, 0, "t1").verified(first.guard), durable)
+            .await
+            .unwrap(); // 0
+        let going = p.begin_verification(1, 0).await.unwrap();
+        assert!(!going.ask, "its transaction is going here: nothing to ask");
+        p.append(txn_batch(1, 1, "t1b").verified(going.guard), durable)
+            .await
+            .unwrap(); // 1
+        p.append_marker(marker(1, ControlType::Abort), durable)
+            .await
+            .unwrap(); // 2
+        let late = p.begin_verification(1, 0).await.unwrap();
+        assert!(late.ask);
+        p.append_marker(marker(1, ControlType::Abort), durable)
+            .await
+            .unwrap(); // 3: the coordinator's abort of the next transaction, early
+        let refused = p
+            .append(txn_batch(1, 2, "t2").verified(late.guard), durable)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("not verified"), "{refused}");
+        assert_eq!(p.offsets().await.unwrap().log_end_offset, 4);
+        assert_eq!(p.last_stable_offset().await.unwrap(), 4, "nothing hangs");
     }
 
     /// A coordinator that lost the transactional id (a failover) may still send a marker

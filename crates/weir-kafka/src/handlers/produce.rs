@@ -17,7 +17,7 @@ use kafka_protocol::protocol::StrBytes;
 use weir_batch::{BatchHeader, HEADER_BYTES};
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
 use weir_broker::security::{Operation, ResourceType};
-use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition, TxnError};
+use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition};
 use weir_broker::{BrokerError, Reason, RequestContext};
 
 use super::errors::fenced_as_known;
@@ -67,11 +67,12 @@ pub(super) async fn start(
             continue;
         }
         let mut data = t.partition_data;
-        let mut unverified = Vec::new();
+        let mut verified = Verified::default();
         if let Some(id) = &transactional_id {
-            unverified = verify(broker, id, &name, &data, version).await;
-            data.retain(|p| !unverified.iter().any(|(index, _)| *index == p.index));
+            verified = verify(broker, ctx, id, &name, &data, version).await;
+            data.retain(|p| !verified.refused.iter().any(|(index, _)| *index == p.index));
         }
+        let unverified = verified.refused;
         let partitions = data
             .into_iter()
             .map(|p| PartitionProduce {
@@ -80,6 +81,11 @@ pub(super) async fn start(
                     Some(bytes) => Ok(ProduceData::Batches {
                         bytes,
                         compression: None,
+                        verification: verified
+                            .guards
+                            .iter()
+                            .find(|(index, _)| *index == p.index)
+                            .map(|&(_, guard)| guard),
                     }),
                     None => Err(BrokerError::invalid(format!(
                         "partition {}: no records",
@@ -131,7 +137,8 @@ pub(super) async fn start(
                             .with_log_append_time_ms(appended.log_append_time_ms)
                             .with_log_start_offset(-1),
                         Err(e) => {
-                            refused(r.partition as i32, error_code(&e), Some(e.message.clone()))
+                            let code = abortable_as_known(error_code(&e), version);
+                            refused(r.partition as i32, code, Some(e.message.clone()))
                                 .with_record_errors(record_errors(&e))
                         }
                     })
@@ -164,20 +171,47 @@ pub(super) async fn start(
 /// older ones hear INVALID_TXN_STATE for a partition not in their transaction.
 const FIRST_TRANSACTION_ABORTABLE_PRODUCE: i16 = 12;
 
-/// KIP-890's produce-time check of a transactional producer's partitions with the
-/// coordinator of its transactional id (in-process, or at the coordinator's broker):
-/// the partitions whose transactional batch its transaction does not hold, with the
-/// code each is refused with (NOT_ENOUGH_REPLICAS, retriable, when the coordinator
-/// cannot answer now; docs/transactions.md).
+/// TRANSACTION_ABORTABLE as a producer of `version` knows it: INVALID_TXN_STATE before
+/// Produce v12.
+fn abortable_as_known(code: i16, version: i16) -> i16 {
+    if code == ResponseError::TransactionAbortable.code()
+        && version < FIRST_TRANSACTION_ABORTABLE_PRODUCE
+    {
+        ResponseError::InvalidTxnState.code()
+    } else {
+        code
+    }
+}
+
+/// What [`verify`] decided for a topic's partitions.
+#[derive(Debug, Default)]
+struct Verified {
+    /// The partitions refused, with the code each is refused with.
+    refused: Vec<(i32, i16)>,
+    /// The verification guard each transactional batch is appended with.
+    guards: Vec<(i32, u64)>,
+}
+
+/// KIP-890's produce-time check of a transactional producer's partitions: a guard from
+/// each partition (`weir_broker::transactions::begin_verification`), then, for those
+/// where the producer has no transaction going yet, the coordinator of its
+/// transactional id (in-process, or at the coordinator's broker) asked whether its
+/// transaction holds them. Refused: the partitions it does not hold, with the code each
+/// is refused with (NOT_ENOUGH_REPLICAS, retriable, when the coordinator cannot answer
+/// now; docs/transactions.md). A partition whose transaction is going is not asked
+/// again, as Kafka verifies only a transaction's first batch on a partition; its guard
+/// holds only while that transaction goes on.
 async fn verify(
     broker: &KafkaBroker,
+    ctx: &RequestContext,
     transactional_id: &str,
     topic: &str,
     data: &[PartitionProduceData],
     version: i16,
-) -> Vec<(i32, i16)> {
+) -> Verified {
     let mut producer = None;
     let mut partitions = Vec::new();
+    let mut guards = Vec::new();
     for p in data {
         let Some(bytes) = &p.records else { continue };
         if bytes.len() < HEADER_BYTES {
@@ -187,14 +221,28 @@ async fn verify(
         if !header.is_transactional() {
             continue;
         }
-        producer = Some(ProducerIdAndEpoch {
+        let ids = ProducerIdAndEpoch {
             producer_id: header.producer_id,
             epoch: header.producer_epoch,
-        });
+        };
+        producer = Some(ids);
+        let index = u32::try_from(p.index).unwrap_or(u32::MAX);
+        let verification =
+            weir_broker::transactions::begin_verification(&broker.core, ctx, (topic, index), ids)
+                .await;
+        if let Some(v) = verification {
+            guards.push((p.index, v.guard));
+            if !v.ask {
+                continue;
+            }
+        }
         partitions.push(TopicPartition::new(topic, p.index));
     }
-    let Some(producer) = producer else {
-        return Vec::new();
+    let (Some(producer), false) = (producer, partitions.is_empty()) else {
+        return Verified {
+            refused: Vec::new(),
+            guards,
+        };
     };
     let indexes: Vec<i32> = partitions.iter().map(|tp| tp.partition).collect();
     let verdicts = weir_broker::transactions::verify_partitions(
@@ -204,24 +252,19 @@ async fn verify(
         partitions,
     )
     .await;
-    match verdicts {
+    let refused = match verdicts {
         None => Vec::new(),
         Some(Err(e)) => indexes.into_iter().map(|i| (i, error_code(&e))).collect(),
         Some(Ok(verdicts)) => verdicts
             .into_iter()
             .filter_map(|(tp, verdict)| {
-                let code = match verdict.err()? {
-                    TxnError::TransactionAbortable
-                        if version < FIRST_TRANSACTION_ABORTABLE_PRODUCE =>
-                    {
-                        ResponseError::InvalidTxnState.code()
-                    }
-                    e => error_code(&BrokerError::new(Reason::Transaction(e), e.to_string())),
-                };
-                Some((tp.partition, code))
+                let e = verdict.err()?;
+                let code = error_code(&BrokerError::new(Reason::Transaction(e), e.to_string()));
+                Some((tp.partition, abortable_as_known(code, version)))
             })
             .collect(),
-    }
+    };
+    Verified { refused, guards }
 }
 
 /// The records an INVALID_RECORD answer names (v8+; older versions carry the code

@@ -69,7 +69,7 @@ impl Log {
             });
         }
         let (bytes, headers) = (&batches.bytes, &mut batches.headers);
-        self.append_checked(bytes, headers, leader_epoch)
+        self.append_verified(bytes, headers, batches.verification, leader_epoch)
     }
 
     /// Assigns offsets to checked batches (in `headers`, which the write stamps into the
@@ -78,6 +78,18 @@ impl Log {
         &self,
         batches: &[u8],
         headers: &mut [BatchHeader],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
+        self.append_verified(batches, headers, None, leader_epoch)
+    }
+
+    /// [`append_checked`](Self::append_checked) with a transactional producer's
+    /// verification guard.
+    fn append_verified(
+        &self,
+        batches: &[u8],
+        headers: &mut [BatchHeader],
+        verification: Option<u64>,
         leader_epoch: i32,
     ) -> Result<AppendInfo, AppendError> {
         let mut inner = self.lock();
@@ -93,7 +105,8 @@ impl Log {
                 latest: latest.epoch,
             });
         }
-        if let Some(duplicate) = check_sequences(&inner.producers, batches, headers)? {
+        if let Some(duplicate) = check_sequences(&inner.producers, batches, headers, verification)?
+        {
             return Ok(duplicate);
         }
         let span = headers
@@ -377,6 +390,7 @@ fn check_sequences(
     producers: &ProducerStates,
     bytes: &[u8],
     headers: &[BatchHeader],
+    verification: Option<u64>,
 ) -> Result<Option<AppendInfo>, AppendError> {
     if !headers.iter().any(|h| h.producer_id >= 0) {
         return Ok(None);
@@ -392,7 +406,7 @@ fn check_sequences(
         producers.check_marker(h.producer_id, h.producer_epoch, coordinator_epoch)?;
         return Ok(None);
     }
-    Ok(match producers.check(h)? {
+    Ok(match producers.check(h, verification)? {
         SequenceCheck::Append => None,
         SequenceCheck::Duplicate {
             base_offset,

@@ -112,12 +112,15 @@ fn a_marker_of_an_older_epoch_is_fenced_and_a_newer_one_restarts_the_sequence() 
             .is_some()
     );
     assert!(matches!(
-        s.check(&txn(7, 4, 2, 1, 3)),
+        s.check(&txn(7, 4, 2, 1, 3), None),
         Err(SequenceError::OutOfOrder { expected: 0, .. })
     ));
-    assert_eq!(s.check(&txn(7, 4, 0, 1, 3)), Ok(SequenceCheck::Append));
+    assert_eq!(
+        s.check(&txn(7, 4, 0, 1, 3), None),
+        Ok(SequenceCheck::Append)
+    );
     assert!(matches!(
-        s.check(&txn(7, 3, 2, 1, 3)),
+        s.check(&txn(7, 3, 2, 1, 3), None),
         Err(SequenceError::Fenced { .. })
     ));
     assert_eq!(s.summaries()[0].last_sequence, -1);
@@ -259,21 +262,21 @@ fn summaries_show_each_producer_at_its_last_batch() {
 fn the_next_sequence_appends_and_a_retry_of_a_kept_batch_is_a_duplicate() {
     let mut s = ProducerStates::default();
     let first = header(7, 0, 0, 3, 10);
-    assert_eq!(s.check(&first), Ok(SequenceCheck::Append));
+    assert_eq!(s.check(&first, None), Ok(SequenceCheck::Append));
     s.record_data(&first);
     let second = header(7, 0, 3, 2, 13);
-    assert_eq!(s.check(&second), Ok(SequenceCheck::Append));
+    assert_eq!(s.check(&second, None), Ok(SequenceCheck::Append));
     s.record_data(&second);
     // Retries carry the same sequences; the offsets they would get do not matter.
     assert_eq!(
-        s.check(&header(7, 0, 0, 3, 99)),
+        s.check(&header(7, 0, 0, 3, 99), None),
         Ok(SequenceCheck::Duplicate {
             base_offset: 10,
             last_offset: 12
         })
     );
     assert_eq!(
-        s.check(&header(7, 0, 3, 2, 99)),
+        s.check(&header(7, 0, 3, 2, 99), None),
         Ok(SequenceCheck::Duplicate {
             base_offset: 13,
             last_offset: 14
@@ -285,7 +288,7 @@ fn the_next_sequence_appends_and_a_retry_of_a_kept_batch_is_a_duplicate() {
 fn a_gap_or_an_overlap_is_out_of_order() {
     let mut s = ProducerStates::default();
     s.record_data(&header(7, 0, 0, 3, 0));
-    let gap = s.check(&header(7, 0, 4, 1, 3));
+    let gap = s.check(&header(7, 0, 4, 1, 3), None);
     assert_eq!(
         gap,
         Err(SequenceError::OutOfOrder {
@@ -297,7 +300,7 @@ fn a_gap_or_an_overlap_is_out_of_order() {
     );
     // Same first sequence, other length: not the batch that was written.
     assert!(matches!(
-        s.check(&header(7, 0, 0, 2, 3)),
+        s.check(&header(7, 0, 0, 2, 3), None),
         Err(SequenceError::OutOfOrder { expected: 3, .. })
     ));
 }
@@ -309,11 +312,11 @@ fn only_the_last_five_batches_are_recognised_as_duplicates() {
         s.record_data(&header(7, 0, i, 1, i64::from(i)));
     }
     assert!(matches!(
-        s.check(&header(7, 0, 0, 1, 9)),
+        s.check(&header(7, 0, 0, 1, 9), None),
         Err(SequenceError::OutOfOrder { expected: 6, .. })
     ));
     assert!(matches!(
-        s.check(&header(7, 0, 1, 1, 9)),
+        s.check(&header(7, 0, 1, 1, 9), None),
         Ok(SequenceCheck::Duplicate { base_offset: 1, .. })
     ));
 }
@@ -323,7 +326,7 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
     let mut s = ProducerStates::default();
     s.record_data(&header(7, 3, 0, 2, 0));
     assert_eq!(
-        s.check(&header(7, 2, 2, 1, 2)),
+        s.check(&header(7, 2, 2, 1, 2), None),
         Err(SequenceError::Fenced {
             producer_id: 7,
             epoch: 2,
@@ -331,14 +334,14 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
         })
     );
     assert!(matches!(
-        s.check(&header(7, 4, 5, 1, 2)),
+        s.check(&header(7, 4, 5, 1, 2), None),
         Err(SequenceError::OutOfOrder { expected: 0, .. })
     ));
     let bumped = header(7, 4, 0, 1, 2);
-    assert_eq!(s.check(&bumped), Ok(SequenceCheck::Append));
+    assert_eq!(s.check(&bumped, None), Ok(SequenceCheck::Append));
     s.record_data(&bumped);
     assert!(matches!(
-        s.check(&header(7, 3, 2, 1, 3)),
+        s.check(&header(7, 3, 2, 1, 3), None),
         Err(SequenceError::Fenced {
             current_epoch: 4,
             ..
@@ -349,9 +352,12 @@ fn an_older_epoch_is_fenced_and_a_newer_one_starts_at_zero() {
 #[test]
 fn unknown_producers_and_batches_without_a_producer_are_not_checked() {
     let mut s = ProducerStates::default();
-    assert_eq!(s.check(&header(9, 0, 42, 1, 0)), Ok(SequenceCheck::Append));
+    assert_eq!(
+        s.check(&header(9, 0, 42, 1, 0), None),
+        Ok(SequenceCheck::Append)
+    );
     let plain = header(-1, -1, -1, 4, 0);
-    assert_eq!(s.check(&plain), Ok(SequenceCheck::Append));
+    assert_eq!(s.check(&plain, None), Ok(SequenceCheck::Append));
     s.record_data(&plain);
     assert!(s.is_empty());
 }
@@ -362,7 +368,10 @@ fn sequences_wrap_after_i32_max() {
     let h = header(7, 0, i32::MAX - 1, 3, 0);
     s.record_data(&h);
     assert_eq!(last_seq(&h), 0);
-    assert_eq!(s.check(&header(7, 0, 1, 1, 3)), Ok(SequenceCheck::Append));
+    assert_eq!(
+        s.check(&header(7, 0, 1, 1, 3), None),
+        Ok(SequenceCheck::Append)
+    );
 }
 
 #[test]
@@ -373,7 +382,7 @@ fn idle_producers_expire() {
     assert_eq!(s.expire(7_000, 2_000), 1);
     assert_eq!(s.len(), 1);
     assert_eq!(
-        s.check(&header(2, 0, 0, 1, 9)),
+        s.check(&header(2, 0, 0, 1, 9), None),
         Ok(SequenceCheck::Duplicate {
             base_offset: 5_000,
             last_offset: 5_000
@@ -404,4 +413,68 @@ fn a_snapshot_round_trips_and_damage_is_refused() {
     let mut trailing = bytes;
     trailing.push(0);
     assert_eq!(ProducerStates::decode(&trailing), None);
+}
+
+#[test]
+fn the_batch_that_opens_a_transaction_needs_a_standing_verification_guard() {
+    let mut s = ProducerStates::default();
+    let opening = txn(7, 0, 0, 1, 0);
+    let first = s.begin_verification(7, 0);
+    assert!(first.ask, "no transaction going: ask the coordinator");
+    assert_eq!(
+        s.begin_verification(7, 0),
+        first,
+        "a second request of the producer shares the guard"
+    );
+    assert_eq!(
+        s.check(&opening, Some(first.guard + 1_000)),
+        Err(SequenceError::NotVerified { producer_id: 7 })
+    );
+    assert_eq!(
+        s.check(&opening, Some(first.guard)),
+        Ok(SequenceCheck::Append)
+    );
+    s.record_data(&opening);
+    // The transaction is going: nothing to ask; the guard holds while it goes on.
+    let going = s.begin_verification(7, 0);
+    assert!(!going.ask);
+    assert_eq!(
+        s.check(&txn(7, 0, 1, 1, 1), Some(going.guard)),
+        Ok(SequenceCheck::Append)
+    );
+    s.record_data(&txn(7, 0, 1, 1, 1));
+    s.record(&marker(7, 0, 2), ended(ControlType::Commit, 0));
+    assert_eq!(
+        s.check(&txn(7, 0, 2, 1, 3), Some(going.guard)),
+        Err(SequenceError::NotVerified { producer_id: 7 }),
+        "the transaction it was taken in has ended"
+    );
+
+    // The coordinator aborts (its timeout) between the verification and the append of
+    // the producer's next transaction: the marker revokes the guard.
+    let late = s.begin_verification(7, 0);
+    assert!(late.ask);
+    s.record(&marker(7, 0, 3), ended(ControlType::Abort, 0));
+    assert_eq!(
+        s.check(&txn(7, 0, 2, 1, 4), Some(late.guard)),
+        Err(SequenceError::NotVerified { producer_id: 7 }),
+        "it would open a transaction no coordinator knows of"
+    );
+    assert_eq!(s.first_unstable_offset(), None);
+    // A newer epoch needs its own guard; a batch not verified here (None) is not checked.
+    let newer = s.begin_verification(7, 1);
+    assert_ne!(newer.guard, late.guard);
+    assert_eq!(
+        s.check(&txn(7, 1, 0, 1, 4), None),
+        Ok(SequenceCheck::Append)
+    );
+}
+
+#[test]
+fn verification_guards_are_bounded() {
+    let mut s = ProducerStates::default();
+    for pid in 0..MAX_VERIFICATIONS as i64 + 10 {
+        assert!(s.begin_verification(pid, 0).ask);
+    }
+    assert_eq!(s.verifying.len(), MAX_VERIFICATIONS);
 }

@@ -236,6 +236,7 @@ impl Forward for ForwardService {
                 data: Ok(ProduceData::Batches {
                     bytes: p.batch,
                     compression: None,
+                    verification: None,
                 }),
             }],
         };
