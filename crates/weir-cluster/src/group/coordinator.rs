@@ -44,6 +44,18 @@ use crate::registry::TopicRegistry;
 use crate::topic_name::validate_topic_name;
 use weir_coordinator::group::GroupError as MachineError;
 
+/// Most transaction markers kept per `__consumer_offsets` partition while its shard
+/// loads (a load takes a second or so; a transaction ends with one marker there).
+const MAX_LATE_MARKERS: usize = 10_000;
+
+/// A transaction marker written while its partition's shard was loading.
+#[derive(Debug, Clone, Copy)]
+struct LateMarker {
+    producer_id: i64,
+    commit: bool,
+    offset: i64,
+}
+
 /// The consumer group coordinator. Cheap to share: use it as `Arc<GroupCoordinator>`.
 #[derive(Debug)]
 pub struct GroupCoordinator {
@@ -52,6 +64,10 @@ pub struct GroupCoordinator {
     /// One slot per `__consumer_offsets` partition: its shard while this broker leads
     /// the partition and has loaded it.
     slots: LeaderSlots<Shard>,
+    /// Per `__consumer_offsets` partition, the transaction markers written there while
+    /// no shard of it was loaded here (during a load, before its shard is in its slot):
+    /// applied by the next shard to serve, those it did not replay ([`Self::slot`]).
+    late_markers: Vec<Mutex<Vec<LateMarker>>>,
     topics: Mutex<Arc<TopicsSnapshot>>,
     /// Registry version whose topic changes every group has seen.
     pub(super) refreshed_version: AtomicU64,
@@ -87,6 +103,9 @@ impl GroupCoordinator {
             registry,
             config,
             slots: LeaderSlots::new(OFFSETS_TOPIC, topic.partition_count()),
+            late_markers: (0..topic.partition_count())
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
             topics: Mutex::new(Arc::new(TopicsSnapshot {
                 version: 0,
                 partitions: BTreeMap::new(),
@@ -123,14 +142,35 @@ impl GroupCoordinator {
 
     /// The shards loaded here (each with its `__consumer_offsets` partition index).
     pub(super) fn loaded(&self) -> Vec<Arc<Shard>> {
-        self.slots.loaded()
+        (0..self.slots.len()).filter_map(|p| self.slot(p)).collect()
+    }
+
+    /// The shard of `__consumer_offsets` partition `partition` if loaded here, with the
+    /// markers written there while it loaded applied first: every way to a shard comes
+    /// through here, so none answers before it has them.
+    fn slot(&self, partition: u32) -> Option<Arc<Shard>> {
+        let shard = self.slots.get(partition)?;
+        // Held while they are applied: another caller waits rather than answer without.
+        let mut late = self.late_markers[partition as usize]
+            .lock()
+            .expect("late markers lock");
+        if !late.is_empty() {
+            late.sort_by_key(|m| m.offset);
+            for m in late.drain(..) {
+                if m.offset >= shard.replayed_to {
+                    shard.txn_marker(m.producer_id, m.commit, m.offset);
+                }
+            }
+        }
+        drop(late);
+        Some(shard)
     }
 
     /// The shard of `group_id`, if this broker coordinates it now; else
     /// `NotCoordinator` naming the broker that does, or `CoordinatorLoading`.
     pub(super) fn shard(&self, group_id: &str) -> Result<Arc<Shard>, GroupError> {
         let partition = self.coordinator_partition(group_id);
-        if let Some(shard) = self.slots.get(partition) {
+        if let Some(shard) = self.slot(partition) {
             return Ok(shard);
         }
         let (_, coordinator) = find_coordinator(&self.registry, group_id)?;
@@ -494,11 +534,41 @@ impl GroupCoordinator {
     /// The marker of `producer_id`'s transaction was written (durably) at `offset` of
     /// `__consumer_offsets` partition `partition`, which this broker leads: the pending
     /// transactional offsets of that producer there become committed offsets (`commit`)
-    /// or are dropped. A shard not loaded yet finds the marker in the log when it loads.
+    /// or are dropped. Written while the partition's shard loads, past what its load
+    /// replays, it is kept until that shard serves ([`Self::slot`]); before, such a
+    /// marker reached neither the load nor the shard, and the producer's offsets stayed
+    /// pending until the partition loaded again.
     pub fn txn_marker(&self, partition: u32, producer_id: i64, commit: bool, offset: i64) {
-        if let Some(shard) = self.slots.get(partition) {
-            shard.txn_marker(producer_id, commit, offset);
+        if partition >= self.slots.len() {
+            return;
         }
+        if let Some(shard) = self.slot(partition) {
+            // Below what its load replayed, the load applied it already.
+            if offset >= shard.replayed_to {
+                shard.txn_marker(producer_id, commit, offset);
+            }
+            return;
+        }
+        let mut late = self.late_markers[partition as usize]
+            .lock()
+            .expect("late markers lock");
+        if late.len() >= MAX_LATE_MARKERS {
+            tracing::warn!(
+                partition,
+                "too many transaction markers written while this {OFFSETS_TOPIC} partition \
+                 loads; the oldest is dropped (its producer's offsets stay pending until the \
+                 partition loads again)"
+            );
+            late.remove(0);
+        }
+        late.push(LateMarker {
+            producer_id,
+            commit,
+            offset,
+        });
+        drop(late);
+        // The shard may have come in its slot meanwhile: it applies what waits now.
+        let _ = self.slot(partition);
     }
 
     /// A commit, of the transaction of `txn` (producer id, epoch) if given.

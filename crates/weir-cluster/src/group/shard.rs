@@ -105,6 +105,8 @@ pub(super) struct Shard {
     pub(super) partition: Arc<Partition>,
     /// The leadership it was loaded under: its writes are refused under any other.
     pub(super) leader_epoch: i32,
+    /// The log end its load replayed up to: a transaction marker below it was replayed.
+    pub(super) replayed_to: i64,
     writer: tokio::sync::Mutex<()>,
     state: Mutex<ShardState>,
     /// How far membership writes are durable, and whether one failed.
@@ -199,6 +201,7 @@ impl Shard {
             index,
             partition,
             leader_epoch,
+            replayed_to: end,
             writer: tokio::sync::Mutex::new(()),
             state: Mutex::new(ShardState::default()),
             durable: watch::Sender::new(Durable::default()),

@@ -2034,3 +2034,45 @@ async fn transactional_offsets_wait_for_their_marker_and_a_restart_rebuilds_them
     assert!(err.to_string().contains("producer id"), "{err}");
     close(registry, c).await;
 }
+
+/// A marker whose partition's shard is not loaded here when the coordinator hears of it
+/// (a leadership just taken back, its load to come) is kept until that shard serves, and
+/// one the load replays is not applied again: the producer's offsets are committed once,
+/// and its next transaction's stay pending until their own marker.
+#[tokio::test]
+async fn a_marker_told_while_the_shard_is_not_loaded_is_neither_lost_nor_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open(dir.path()).await;
+    create(&registry, "t", 1).await;
+    let t0 = || vec![("t".to_string(), 0)];
+    c.commit_txn_offsets("g", (2000, 0), None, vec![commit("t", 0, 10)])
+        .await
+        .unwrap();
+    let p = offsets_partition(&registry, &c, "g");
+    // Broker 1 takes the partition, then this broker takes it back: not loaded yet.
+    lead(&p, 1, vec![0, 1]).await;
+    c.follow_leadership().await.unwrap();
+    lead(&p, 0, vec![0]).await;
+    txn_marker(&registry, &c, "g", 2000, true).await;
+    assert!(matches!(
+        c.fetch_offsets("g", Some(t0())).await,
+        Err(GroupError::CoordinatorLoading { .. })
+    ));
+    loaded(&c, &p).await;
+    let offset =
+        async |c: &GroupCoordinator| c.fetch_offsets("g", Some(t0())).await.unwrap()[0].offset;
+    assert_eq!(offset(&c).await, Some(10));
+    assert!(c.unstable_offsets("g", &t0()).unwrap().is_empty());
+    c.commit_txn_offsets("g", (2000, 0), None, vec![commit("t", 0, 20)])
+        .await
+        .unwrap();
+    assert_eq!(
+        offset(&c).await,
+        Some(10),
+        "the next transaction's are pending"
+    );
+    assert_eq!(c.unstable_offsets("g", &t0()).unwrap(), t0());
+    txn_marker(&registry, &c, "g", 2000, true).await;
+    assert_eq!(offset(&c).await, Some(20));
+    close(registry, c).await;
+}
