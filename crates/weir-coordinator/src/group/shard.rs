@@ -655,6 +655,16 @@ pub fn apply_record(
             },
             None,
         ) => {
+            // An offset deleted (OffsetDelete, retention, its topic deleted) takes the
+            // transactions' pending commits of it along, as Kafka's `removeOffsets` does:
+            // a later commit marker must not bring back what was deleted.
+            let key = (group.clone(), topic.clone(), partition);
+            for pending in st.txn_pending.values_mut() {
+                if pending.get(&key).is_some_and(|s| s.record_offset < offset) {
+                    pending.remove(&key);
+                }
+            }
+            st.txn_pending.retain(|_, pending| !pending.is_empty());
             if let Some(e) = st.groups.get_mut(&group)
                 && let Some(parts) = e.offsets.get_mut(&topic)
             {

@@ -338,6 +338,31 @@ fn a_group_tombstone_drops_its_pending_transactional_offsets() {
 }
 
 #[test]
+fn an_offset_tombstone_drops_the_pending_transactional_offsets_of_that_partition() {
+    let mut st = ShardState::default();
+    commit(&mut st, 0, 5);
+    txn_commit(&mut st, 7, 1, 10);
+    // OffsetDelete of g's t-0: its committed offset and the transaction's pending one.
+    let tombstone = |st: &mut ShardState, partition, at| {
+        let key = records::offset_key("g", "t", partition);
+        apply_record(st, &key, None, at, Instant::now(), None).unwrap();
+    };
+    tombstone(&mut st, 1, 2);
+    assert!(st.has_pending_txn_offset("g", "t", 0), "another partition's tombstone");
+    tombstone(&mut st, 0, 3);
+    assert!(!st.has_pending_txn_offset("g", "t", 0));
+    assert!(st.txn_pending.is_empty());
+    assert_eq!(apply_txn_marker(&mut st, 7, true, 4, Instant::now()), 0);
+    assert_eq!(committed(&st), None, "the marker brings nothing back");
+    // A transactional commit written after the tombstone is the transaction's.
+    txn_commit(&mut st, 7, 5, 12);
+    tombstone(&mut st, 0, 3);
+    assert!(st.has_pending_txn_offset("g", "t", 0));
+    apply_txn_marker(&mut st, 7, true, 6, Instant::now());
+    assert_eq!(committed(&st), Some(12));
+}
+
+#[test]
 fn a_transactional_batch_holds_offset_commits_only() {
     let mut st = ShardState::default();
     let err = apply_txn_record(&mut st, 7, &records::group_key("g"), None, 0).unwrap_err();
