@@ -206,6 +206,23 @@ pub async fn txn_offset_commit(
     broker.authorize_group(ctx, Operation::Read, group_id)?;
     weir_cluster::group::validate_group_id(group_id)?;
     let coordinator = broker.groups()?;
+    // KIP-890: the group's `__consumer_offsets` partition must be in the transaction
+    // (AddOffsetsToTxn put it there), else a commit marker would never reach these
+    // offsets, or an abort already did.
+    let offsets_partition = coordinator.coordinator_partition(group_id) as i32;
+    let added = TopicPartition::new(OFFSETS_TOPIC, offsets_partition);
+    if let Some(verdicts) = ask_coordinator(broker, transactional_id, producer, vec![added]).await {
+        let verdicts = verdicts.map_err(|e| coordinator_unavailable(transactional_id, e))?;
+        if let Some((_, Err(e))) = verdicts.into_iter().next() {
+            return Err(BrokerError::new(
+                Reason::Transaction(e),
+                format!(
+                    "the transaction of {transactional_id:?} does not hold group \
+                     {group_id:?}'s offsets ({e}): AddOffsetsToTxn first"
+                ),
+            ));
+        }
+    }
     let mut answers = Vec::with_capacity(offsets.len());
     let mut valid = Vec::with_capacity(offsets.len());
     for o in offsets {
@@ -286,6 +303,17 @@ pub async fn verify_partitions(
     producer: ProducerIdAndEpoch,
     partitions: Vec<TopicPartition>,
 ) -> Option<Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>> {
+    let verdicts = ask_coordinator(broker, transactional_id, producer, partitions).await?;
+    Some(verdicts.map_err(|e| unverified(transactional_id, e)))
+}
+
+/// [`verify_partitions`] with the coordinator's failures as they are.
+async fn ask_coordinator(
+    broker: &Broker,
+    transactional_id: &str,
+    producer: ProducerIdAndEpoch,
+    partitions: Vec<TopicPartition>,
+) -> Option<Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>> {
     let add = txn::AddPartitions {
         transactional_id: transactional_id.to_string(),
         producer_id: producer.producer_id,
@@ -318,33 +346,59 @@ pub async fn verify_partitions(
             Err(e) => Err(e),
         }
     };
-    Some(verdicts.map_err(|e| unverified(transactional_id, e)))
+    Some(verdicts)
+}
+
+/// Whether `e` says the coordinator could not answer now (rather than refused).
+fn cannot_answer_now(e: &BrokerError) -> bool {
+    matches!(
+        e.reason,
+        Reason::CoordinatorNotAvailable
+            | Reason::CoordinatorLoading
+            | Reason::NotCoordinator { .. }
+            | Reason::Timeout
+            | Reason::Transaction(
+                TxnError::NotCoordinator
+                    | TxnError::CoordinatorLoadInProgress
+                    | TxnError::CoordinatorNotAvailable,
+            )
+    )
+}
+
+/// A check of a transactional offset commit the transaction's coordinator could not
+/// make now, as COORDINATOR_NOT_AVAILABLE (clients retry the commit); its refusals as
+/// they are. Not the group coordinator's NOT_COORDINATOR or LOADING: those would send
+/// the client looking for another group coordinator.
+fn coordinator_unavailable(transactional_id: &str, e: BrokerError) -> BrokerError {
+    if cannot_answer_now(&e) {
+        BrokerError::new(
+            Reason::CoordinatorNotAvailable,
+            format!(
+                "the transaction of {transactional_id:?} could not be verified with its \
+                 coordinator now ({e}); retry"
+            ),
+        )
+    } else {
+        e
+    }
 }
 
 /// A check the coordinator could not make now, as the retriable refusal of a produce;
 /// its refusals (PRODUCER_FENCED, ...) as they are.
 fn unverified(transactional_id: &str, e: BrokerError) -> BrokerError {
-    match e.reason {
-        Reason::CoordinatorNotAvailable
-        | Reason::CoordinatorLoading
-        | Reason::NotCoordinator { .. }
-        | Reason::Timeout
-        | Reason::Transaction(
-            TxnError::NotCoordinator
-            | TxnError::CoordinatorLoadInProgress
-            | TxnError::CoordinatorNotAvailable,
-        ) => BrokerError::new(
-            Reason::NotEnoughReplicas {
-                isr: 0,
-                min_insync: 0,
-            },
-            format!(
-                "the transaction of {transactional_id:?} could not be verified with its \
-                 coordinator now ({e}); retry"
-            ),
-        ),
-        _ => e,
+    if !cannot_answer_now(&e) {
+        return e;
     }
+    BrokerError::new(
+        Reason::NotEnoughReplicas {
+            isr: 0,
+            min_insync: 0,
+        },
+        format!(
+            "the transaction of {transactional_id:?} could not be verified with its \
+             coordinator now ({e}); retry"
+        ),
+    )
 }
 
 /// A boxed future of a check made at another broker.

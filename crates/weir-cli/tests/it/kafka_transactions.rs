@@ -484,3 +484,77 @@ fn transactional_ids_need_write_and_describe_acls() {
         assert_eq!(init("other-tx").await.unwrap_err().reason, not_authorized);
     });
 }
+
+/// KIP-890: a transactional offset commit for a group whose `__consumer_offsets`
+/// partition the transaction does not hold (no AddOffsetsToTxn) is refused as
+/// TRANSACTION_ABORTABLE (INVALID_TXN_STATE to the TxnOffsetCommit versions served),
+/// nothing written; after AddOffsetsToTxn it is taken.
+#[test]
+fn a_transactional_offset_commit_needs_the_groups_offsets_in_the_transaction() {
+    use std::time::{Duration, Instant};
+    use weir_broker::Reason;
+    use weir_broker::groups::{self, OffsetCommit};
+    use weir_broker::transactions::{self, TxnError};
+
+    let broker = Broker::start_with_kafka(weir_server::ServerConfig {
+        admin_listen: None,
+        ..Default::default()
+    });
+    broker.ok(&["topic", "create", "tocv", "--partitions", "1"], "");
+    let core = broker.server.as_ref().expect("running").core();
+    broker.block_on(async {
+        let ctx = RequestContext::anonymous(Listener::GRPC, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let producer = loop {
+            match transactions::init_producer_id(&core, &ctx, "tocv-tx", 60_000, None).await {
+                Ok(p) => break p,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "InitProducerId: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let offsets = || {
+            vec![OffsetCommit {
+                topic: "tocv".into(),
+                partition: 0,
+                offset: 7,
+                metadata: String::new(),
+                leader_epoch: None,
+            }]
+        };
+        let commit = || {
+            let (core, ctx) = (core.clone(), ctx.clone());
+            async move {
+                transactions::txn_offset_commit(
+                    &core,
+                    &ctx,
+                    "tocv-tx",
+                    producer,
+                    "tocv-g",
+                    None,
+                    offsets(),
+                )
+                .await
+            }
+        };
+        let refused = commit().await.unwrap_err();
+        assert_eq!(
+            refused.reason,
+            Reason::Transaction(TxnError::TransactionAbortable),
+            "{refused}"
+        );
+        let fetched = groups::fetch_offsets(&core, &ctx, "tocv-g", None)
+            .await
+            .unwrap();
+        assert!(
+            fetched.iter().all(|o| o.offset.is_none()),
+            "nothing pending or committed: {fetched:?}"
+        );
+        transactions::add_offsets_to_txn(&core, &ctx, "tocv-tx", producer, "tocv-g")
+            .await
+            .unwrap();
+        let taken = commit().await.unwrap();
+        assert!(taken.iter().all(|p| p.result.is_ok()), "{taken:?}");
+    });
+}

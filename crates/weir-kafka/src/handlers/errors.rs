@@ -80,6 +80,17 @@ pub fn fenced_as_known(code: i16, version: i16, since: i16) -> i16 {
     }
 }
 
+/// `code` as a client speaking `version` of a request knows it: TRANSACTION_ABORTABLE
+/// (KIP-890) only from the version `since` that added it (Produce 12, TxnOffsetCommit
+/// 5), INVALID_TXN_STATE before, as Kafka answers older clients.
+pub fn abortable_as_known(code: i16, version: i16, since: i16) -> i16 {
+    if code == E::TransactionAbortable.code() && version < since {
+        E::InvalidTxnState.code()
+    } else {
+        code
+    }
+}
+
 /// The Kafka error of a transaction coordinator's refusal (Weir's two limits have no
 /// code of their own in Kafka: a transaction over the partition limit is an
 /// INVALID_REQUEST, a full coordinator partition a COORDINATOR_NOT_AVAILABLE).
@@ -188,6 +199,11 @@ mod tests {
         let other = E::ConcurrentTransactions.code();
         assert_eq!(fenced_as_known(other, 0, 2), other);
         assert_eq!(fenced_as_known(0, 0, 2), 0);
+        let abortable = E::TransactionAbortable.code();
+        let invalid = E::InvalidTxnState.code();
+        assert_eq!(abortable_as_known(abortable, 11, 12), invalid);
+        assert_eq!(abortable_as_known(abortable, 12, 12), abortable);
+        assert_eq!(abortable_as_known(fenced, 4, 5), fenced);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use weir_broker::security::{Operation, ResourceType};
 use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition};
 use weir_broker::{BrokerError, Reason, RequestContext};
 
-use super::errors::fenced_as_known;
+use super::errors::{abortable_as_known, fenced_as_known};
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
 use crate::handler::{HandlerError, Response};
@@ -137,7 +137,11 @@ pub(super) async fn start(
                             .with_log_append_time_ms(appended.log_append_time_ms)
                             .with_log_start_offset(-1),
                         Err(e) => {
-                            let code = abortable_as_known(error_code(&e), version);
+                            let code = abortable_as_known(
+                                error_code(&e),
+                                version,
+                                FIRST_TRANSACTION_ABORTABLE_PRODUCE,
+                            );
                             refused(r.partition as i32, code, Some(e.message.clone()))
                                 .with_record_errors(record_errors(&e))
                         }
@@ -170,18 +174,6 @@ pub(super) async fn start(
 /// Produce v12 is the first whose producer knows TRANSACTION_ABORTABLE (KIP-890);
 /// older ones hear INVALID_TXN_STATE for a partition not in their transaction.
 const FIRST_TRANSACTION_ABORTABLE_PRODUCE: i16 = 12;
-
-/// TRANSACTION_ABORTABLE as a producer of `version` knows it: INVALID_TXN_STATE before
-/// Produce v12.
-fn abortable_as_known(code: i16, version: i16) -> i16 {
-    if code == ResponseError::TransactionAbortable.code()
-        && version < FIRST_TRANSACTION_ABORTABLE_PRODUCE
-    {
-        ResponseError::InvalidTxnState.code()
-    } else {
-        code
-    }
-}
 
 /// What [`verify`] decided for a topic's partitions.
 #[derive(Debug, Default)]
@@ -260,7 +252,10 @@ async fn verify(
             .filter_map(|(tp, verdict)| {
                 let e = verdict.err()?;
                 let code = error_code(&BrokerError::new(Reason::Transaction(e), e.to_string()));
-                Some((tp.partition, abortable_as_known(code, version)))
+                Some((
+                    tp.partition,
+                    abortable_as_known(code, version, FIRST_TRANSACTION_ABORTABLE_PRODUCE),
+                ))
             })
             .collect(),
     };

@@ -30,7 +30,7 @@ use weir_broker::transactions::{
 };
 use weir_broker::{BrokerError, RequestContext};
 
-use super::errors::fenced_as_known;
+use super::errors::{abortable_as_known, fenced_as_known};
 use super::groups::{commit_codes, commit_of};
 use super::{KafkaBroker, answer, error_code};
 use crate::frame::Request;
@@ -139,6 +139,11 @@ pub(super) async fn add_offsets_to_txn(
 /// is not advertised).
 pub(super) const LAST_TXN_OFFSET_COMMIT: i16 = 4;
 
+/// TxnOffsetCommit v5 is the first whose client knows TRANSACTION_ABORTABLE (KIP-890);
+/// older ones hear INVALID_TXN_STATE for a group whose offsets the transaction does not
+/// hold.
+const FIRST_TRANSACTION_ABORTABLE_OFFSET_COMMIT: i16 = 5;
+
 pub(super) async fn txn_offset_commit(
     broker: &KafkaBroker,
     ctx: &RequestContext,
@@ -174,7 +179,9 @@ pub(super) async fn txn_offset_commit(
     )
     .await;
     let partitions = req.topics.iter().map(|t| t.partitions.len()).sum();
-    let mut codes = commit_codes(&outcome, partitions, error_code);
+    let version = request.api_version;
+    let mut codes = commit_codes(&outcome, partitions, error_code)
+        .map(|code| abortable_as_known(code, version, FIRST_TRANSACTION_ABORTABLE_OFFSET_COMMIT));
     let topics = req
         .topics
         .into_iter()

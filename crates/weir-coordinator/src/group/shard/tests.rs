@@ -348,7 +348,10 @@ fn an_offset_tombstone_drops_the_pending_transactional_offsets_of_that_partition
         apply_record(st, &key, None, at, Instant::now(), None).unwrap();
     };
     tombstone(&mut st, 1, 2);
-    assert!(st.has_pending_txn_offset("g", "t", 0), "another partition's tombstone");
+    assert!(
+        st.has_pending_txn_offset("g", "t", 0),
+        "another partition's tombstone"
+    );
     tombstone(&mut st, 0, 3);
     assert!(!st.has_pending_txn_offset("g", "t", 0));
     assert!(st.txn_pending.is_empty());
