@@ -212,7 +212,10 @@ pub async fn txn_offset_commit(
     let offsets_partition = coordinator.coordinator_partition(group_id) as i32;
     let added = TopicPartition::new(OFFSETS_TOPIC, offsets_partition);
     if let Some(verdicts) = ask_coordinator(broker, transactional_id, producer, vec![added]).await {
-        let verdicts = verdicts.map_err(|e| coordinator_unavailable(transactional_id, e))?;
+        // Not the group coordinator's NOT_COORDINATOR or LOADING: those would send the
+        // client looking for another group coordinator.
+        let verdicts = verdicts
+            .map_err(|e| cannot_verify(transactional_id, e, Reason::CoordinatorNotAvailable))?;
         if let Some((_, Err(e))) = verdicts.into_iter().next() {
             return Err(BrokerError::new(
                 Reason::Transaction(e),
@@ -267,16 +270,6 @@ pub async fn end_txn(
     Ok(broker.transactions()?.end_txn(end).await?)
 }
 
-/// KIP-890's produce-time check (verify-only AddPartitionsToTxn) with the coordinator
-/// of the transactional id: per partition, whether it is in the producer's transaction
-/// (TRANSACTION_ABORTABLE if not), or the coordinator's refusal of the whole check
-/// (PRODUCER_FENCED, ...). Made in-process where this broker coordinates the id, else
-/// at the coordinator's broker through the server's [`TxnVerifier`]. A coordinator that
-/// cannot answer now (none, loading, unreachable) refuses the produce with
-/// NOT_ENOUGH_REPLICAS, which producers retry, as Kafka's leader does (its clients do not
-/// retry the coordinator codes on a produce). `None`: no way to ask (a broker core
-/// embedded without a server, before its coordinators opened), and the check is not
-/// made.
 /// KIP-890, before a transactional producer's batch to `topic`/`partition` is verified
 /// with its coordinator: the guard to append it with (`ProduceData::Batches`'
 /// `verification`) and whether the coordinator must be asked (not when the producer
@@ -297,6 +290,16 @@ pub async fn begin_verification(
         .ok()
 }
 
+/// KIP-890's produce-time check (verify-only AddPartitionsToTxn) with the coordinator
+/// of the transactional id: per partition, whether it is in the producer's transaction
+/// (TRANSACTION_ABORTABLE if not), or the coordinator's refusal of the whole check
+/// (PRODUCER_FENCED, ...). Made in-process where this broker coordinates the id, else
+/// at the coordinator's broker through the server's [`TxnVerifier`]. A coordinator that
+/// cannot answer now (none, loading, unreachable) refuses the produce with
+/// NOT_ENOUGH_REPLICAS, which producers retry, as Kafka's leader does (its clients do not
+/// retry the coordinator codes on a produce). `None`: no way to ask (a broker core
+/// embedded without a server, before its coordinators opened), and the check is not
+/// made.
 pub async fn verify_partitions(
     broker: &Broker,
     transactional_id: &str,
@@ -304,7 +307,15 @@ pub async fn verify_partitions(
     partitions: Vec<TopicPartition>,
 ) -> Option<Result<Vec<(TopicPartition, Result<(), TxnError>)>, BrokerError>> {
     let verdicts = ask_coordinator(broker, transactional_id, producer, partitions).await?;
-    Some(verdicts.map_err(|e| unverified(transactional_id, e)))
+    Some(verdicts.map_err(|e| {
+        // A produce: retriable for producers, as Kafka's leader answers (its clients do
+        // not retry the coordinator codes on a produce).
+        let retry = Reason::NotEnoughReplicas {
+            isr: 0,
+            min_insync: 0,
+        };
+        cannot_verify(transactional_id, e, retry)
+    }))
 }
 
 /// [`verify_partitions`] with the coordinator's failures as they are.
@@ -365,35 +376,14 @@ fn cannot_answer_now(e: &BrokerError) -> bool {
     )
 }
 
-/// A check of a transactional offset commit the transaction's coordinator could not
-/// make now, as COORDINATOR_NOT_AVAILABLE (clients retry the commit); its refusals as
-/// they are. Not the group coordinator's NOT_COORDINATOR or LOADING: those would send
-/// the client looking for another group coordinator.
-fn coordinator_unavailable(transactional_id: &str, e: BrokerError) -> BrokerError {
-    if cannot_answer_now(&e) {
-        BrokerError::new(
-            Reason::CoordinatorNotAvailable,
-            format!(
-                "the transaction of {transactional_id:?} could not be verified with its \
-                 coordinator now ({e}); retry"
-            ),
-        )
-    } else {
-        e
-    }
-}
-
-/// A check the coordinator could not make now, as the retriable refusal of a produce;
-/// its refusals (PRODUCER_FENCED, ...) as they are.
-fn unverified(transactional_id: &str, e: BrokerError) -> BrokerError {
+/// A check the transaction's coordinator could not make now, as `retry` (the code the
+/// request's clients retry on); its refusals (PRODUCER_FENCED, ...) as they are.
+fn cannot_verify(transactional_id: &str, e: BrokerError, retry: Reason) -> BrokerError {
     if !cannot_answer_now(&e) {
         return e;
     }
     BrokerError::new(
-        Reason::NotEnoughReplicas {
-            isr: 0,
-            min_insync: 0,
-        },
+        retry,
         format!(
             "the transaction of {transactional_id:?} could not be verified with its \
              coordinator now ({e}); retry"

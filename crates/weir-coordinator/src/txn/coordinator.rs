@@ -520,19 +520,9 @@ impl TxnCoordinator {
             return Ok(Some(waiting));
         }
         let add = waiting.add;
-        let reply = |r| {
-            if for_offsets {
-                Reply::AddOffsets(r)
-            } else {
-                Reply::AddPartitions(r)
-            }
-        };
         let ongoing = meta.state == TxnState::Ongoing;
         if ongoing && add.partitions.iter().all(|tp| meta.partitions.contains(tp)) {
-            out.push(Command::Reply {
-                request,
-                reply: reply(Ok(())),
-            });
+            out.push(waiting::answer(request, for_offsets, Ok(())));
             return Ok(None);
         }
         let mut union: BTreeSet<&TopicPartition> = if ongoing {

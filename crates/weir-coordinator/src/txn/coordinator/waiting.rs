@@ -44,23 +44,29 @@ impl WaitingAdd {
 
     /// Its answer (a verify-only check never waits: it is answered from the state).
     fn reply(&self, result: Result<(), TxnError>) -> Command {
-        let reply = if self.for_offsets {
-            Reply::AddOffsets(result)
-        } else {
-            Reply::AddPartitions(result)
-        };
-        Command::Reply {
-            request: self.request,
-            reply,
-        }
+        answer(self.request, self.for_offsets, result)
     }
+}
+
+/// The answer to add `request` (AddOffsetsToTxn's when `for_offsets`).
+pub(super) fn answer(
+    request: RequestId,
+    for_offsets: bool,
+    result: Result<(), TxnError>,
+) -> Command {
+    let reply = if for_offsets {
+        Reply::AddOffsets(result)
+    } else {
+        Reply::AddPartitions(result)
+    };
+    Command::Reply { request, reply }
 }
 
 impl TxnCoordinator {
     /// Answers `waiting` now, or has it wait beside its id while a change is in flight.
     pub(super) fn admit_add(&mut self, waiting: WaitingAdd, now: i64, out: &mut Vec<Command>) {
-        let (request, verify_only) = (waiting.request, waiting.add.verify_only);
-        let answer = (!verify_only).then(|| waiting.clone());
+        let (request, for_offsets) = (waiting.request, waiting.for_offsets);
+        let verify_only = waiting.add.verify_only;
         match self.add_inner(waiting, now, out) {
             Ok(None) => {}
             Ok(Some(waiting)) => {
@@ -68,13 +74,11 @@ impl TxnCoordinator {
                 let entry = self.entries.get_mut(id).expect("it met the id's change");
                 entry.waiting.push(waiting);
             }
-            Err(e) => out.push(match answer {
-                Some(add) => add.reply(Err(e)),
-                None => Command::Reply {
-                    request,
-                    reply: Reply::VerifyPartitions(Err(e)),
-                },
+            Err(e) if verify_only => out.push(Command::Reply {
+                request,
+                reply: Reply::VerifyPartitions(Err(e)),
             }),
+            Err(e) => out.push(answer(request, for_offsets, Err(e))),
         }
     }
 
