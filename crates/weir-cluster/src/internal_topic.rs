@@ -19,8 +19,8 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use weir_log::batch::control::{ControlType, control_type};
 use weir_log::{
-    BatchHeader, Compression, DecodedRecord, Record, RecordBatchBuilder, ValidatedBatches,
-    decode_records,
+    BatchHeader, Compression, DecodedRecord, Header, RecordBatchBuilder, ValidatedBatches,
+    batch::RecordView, decode_records,
 };
 
 use crate::config::{CLEANUP_POLICY, SEGMENT_BYTES};
@@ -230,7 +230,27 @@ pub(crate) enum SubmitError {
     Cluster(#[from] ClusterError),
 }
 
-/// Builds one uncompressed batch of `records` (key, value or tombstone) and queues it on
+/// A record a coordinator writes to its internal topic: its key, its value (`None`: a
+/// tombstone) and its headers (the share coordinator's locks: docs/storage-format.md §
+/// Share-group state records).
+#[derive(Debug, Clone)]
+pub(crate) struct InternalRecord {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub headers: Vec<Header>,
+}
+
+impl From<(Bytes, Option<Bytes>)> for InternalRecord {
+    fn from((key, value): (Bytes, Option<Bytes>)) -> InternalRecord {
+        InternalRecord {
+            key,
+            value,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Builds one uncompressed batch of `records` and queues it on
 /// `partition` (of the internal topic `topic`) for a durable (`acks=all`, fsynced)
 /// append under `leader_epoch`. Returns the pending append: appends are written in the
 /// order they are queued, so a caller that serializes its calls here may let the next
@@ -239,7 +259,7 @@ pub(crate) async fn submit_records(
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
-    records: &[(Bytes, Option<Bytes>)],
+    records: &[InternalRecord],
 ) -> Result<PendingAppend, SubmitError> {
     submit_batch(partition, topic, leader_epoch, records, None).await
 }
@@ -254,7 +274,7 @@ pub(crate) async fn submit_batch(
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
-    records: &[(Bytes, Option<Bytes>)],
+    records: &[InternalRecord],
     producer: Option<TxnProducer>,
 ) -> Result<PendingAppend, SubmitError> {
     let timestamp = wall_clock_ms();
@@ -266,13 +286,15 @@ pub(crate) async fn submit_batch(
             .base_sequence(sequence)
             .transactional();
     }
-    for (key, value) in records {
-        builder.push(&Record {
-            key: Some(key.clone()),
-            value: value.clone(),
-            headers: Vec::new(),
-            timestamp,
-        });
+    for record in records {
+        builder
+            .try_push_view(RecordView {
+                key: Some(&record.key),
+                value: record.value.as_deref(),
+                headers: &record.headers,
+                timestamp,
+            })
+            .map_err(|e| SubmitError::Encode(e.to_string()))?;
     }
     let bytes = builder
         .build()

@@ -404,11 +404,13 @@ impl Shard {
             )),
             None => None,
         };
+        let records: Vec<internal_topic::InternalRecord> =
+            records.iter().cloned().map(Into::into).collect();
         let pending = internal_topic::submit_batch(
             &self.partition,
             OFFSETS_TOPIC,
             self.leader_epoch,
-            records,
+            &records,
             producer,
         )
         .await

@@ -20,13 +20,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use weir_coordinator::share::LOCKS_HEADER;
+use weir_log::Header;
 
 use super::reader::RecordCache;
 use super::{
     MAX_SHARE_GROUPS_PER_SHARD, SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError,
 };
 use crate::error::ClusterError;
-use crate::internal_topic::{self, LoadedShard, SubmitError};
+use crate::internal_topic::{self, InternalRecord, LoadedShard, SubmitError};
 use crate::partition::{Partition, PendingAppend};
 use crate::registry::TopicRegistry;
 
@@ -142,8 +144,13 @@ impl ShareShard {
             let Some(key) = &record.key else {
                 return Ok(());
             };
+            let locks = record
+                .headers
+                .iter()
+                .find(|h| h.key == LOCKS_HEADER)
+                .and_then(|h| h.value.as_deref());
             replay
-                .apply(key, record.value.as_deref())
+                .apply(key, record.value.as_deref(), locks)
                 .map_err(|e| corrupt(record.offset, e.to_string()))
         })
         .await?;
@@ -243,11 +250,22 @@ impl ShareShard {
     pub(super) async fn queue_with(
         &self,
         windows: &mut Windows,
-        mut first: Vec<(Bytes, Option<Bytes>)>,
+        first: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<Option<QueuedWrite>, ShareError> {
         let snapshots = dirty_snapshots(windows, self.leader_epoch)?;
-        first.extend(snapshots.records);
-        let records = first;
+        let mut records: Vec<InternalRecord> = first.into_iter().map(Into::into).collect();
+        records.extend(snapshots.records.into_iter().map(|w| InternalRecord {
+            key: w.key,
+            value: w.value,
+            headers: w
+                .locks
+                .map(|locks| Header {
+                    key: LOCKS_HEADER.to_string(),
+                    value: Some(locks),
+                })
+                .into_iter()
+                .collect(),
+        }));
         if records.is_empty() {
             return Ok(None);
         }

@@ -325,7 +325,7 @@ impl ShardTask {
                     }
                 }
                 Command::Append { id, key, value } => {
-                    let record = [(Bytes::from(key), value.map(Bytes::from))];
+                    let record = [(Bytes::from(key), value.map(Bytes::from)).into()];
                     let queued = internal_topic::submit_records(
                         &self.partition,
                         TXN_STATE_TOPIC,

@@ -6,7 +6,8 @@
 //!   is an argument (`now_ms`), the log's records come in through
 //!   [`SharePartition::extend`].
 //! - [`state_records`]: [`StateKey`] and [`StateValue`], its records in
-//!   `__share_group_state`.
+//!   `__share_group_state`, and [`StateLock`], the locks a snapshot carries beside its
+//!   value.
 //! - [`settings`]: [`GroupSettings`], what a group sets for itself (lock duration,
 //!   delivery limit, dead-letter topic, header filter: [`filter`], [`HeaderFilter`]), and
 //!   its record in `__share_group_state`.
@@ -34,6 +35,6 @@ pub use settings::{
     GroupSettings, MAX_DELIVERY_COUNT_LIMIT, MAX_LENGTH, MAX_MESSAGE_TTL_MS, ShareStart,
 };
 pub use state_records::{
-    MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION, StateKey,
-    StateKind, StateRange, StateRecordError, StateValue,
+    LOCKS_HEADER, MAX_GROUP_ID_BYTES, MAX_STATE_RANGES, PersistedState, STATE_RECORD_VERSION,
+    StateKey, StateKind, StateLock, StateRange, StateRecordError, StateValue,
 };

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::state_records::{PersistedState, StateKind, StateRange, StateValue};
+use super::state_records::{PersistedState, StateKind, StateLock, StateRange, StateValue};
 
 /// Longest delay a release or a `weir-deliver-at` header may ask for: 7 days. Longer is
 /// refused, not clamped (docs/queues.md § Delays says why this bound).
@@ -681,8 +681,8 @@ impl SharePartition {
         archived
     }
 
-    /// Every lock ends at once, counts kept: what a new leader does with the records its
-    /// predecessor had handed out (docs/queues.md § What is promised, 3). As with an
+    /// Every lock ends at once, counts kept: what a leader of a release that did not
+    /// carry locks did with the records its predecessor had handed out. As with an
     /// expired lock, a record at the delivery limit is archived (returned) rather than
     /// made available for one delivery too many.
     pub fn forfeit_locks(&mut self) -> Vec<Archived> {
@@ -734,11 +734,13 @@ impl SharePartition {
 
     /// The window as a `__share_group_state` snapshot, written by the leader of
     /// `leader_epoch`: consecutive offsets with one state, count and not-before time make
-    /// one range, and acquired records are written as available (locks are not carried
-    /// over). The records never delivered after the last one delivered are left out: the
-    /// log holds all there is to know of them ([`Self::load`] reads them again).
+    /// one range; an acquired record is written as available, its lock beside the ranges
+    /// (consecutive offsets held by one member until one deadline make one lock). The
+    /// records never delivered after the last one delivered are left out: the log holds
+    /// all there is to know of them ([`Self::load`] reads them again).
     pub fn snapshot(&self, leader_epoch: i32) -> StateValue {
         let mut ranges: Vec<StateRange> = Vec::new();
+        let mut locks: Vec<StateLock> = Vec::new();
         for (&offset, entry) in self.records.range(..self.touched_end) {
             let state = PersistedState::of(&entry.state);
             match ranges.last_mut() {
@@ -758,22 +760,48 @@ impl SharePartition {
                     not_before_ms: entry.not_before_ms,
                 }),
             }
+            let RecordState::Acquired {
+                member,
+                deadline_ms,
+            } = &entry.state
+            else {
+                continue;
+            };
+            match locks.last_mut() {
+                Some(l)
+                    if l.last + 1 == offset
+                        && *l.member == **member
+                        && l.deadline_ms == *deadline_ms =>
+                {
+                    l.last = offset;
+                }
+                _ => locks.push(StateLock {
+                    first: offset,
+                    last: offset,
+                    member: member.to_string(),
+                    deadline_ms: *deadline_ms,
+                }),
+            }
         }
         StateValue {
             kind: StateKind::Snapshot,
             leader_epoch,
             start: self.start,
             ranges,
+            locks,
         }
     }
 
     /// The window a new leader rebuilds from the latest snapshot and the deltas written
-    /// after it, in order: every record in the state it was persisted in (none acquired),
-    /// with its count and not-before time. An available record already at the delivery
-    /// limit was acquired when its leader went (a release at the limit archives at once):
-    /// its lock is forfeited at the limit, so it is archived and returned, to be
-    /// dead-lettered, as [`Self::forfeit_locks`] does. Offsets from [`Self::end`] on are
-    /// read from the log again with [`Self::extend`].
+    /// after it, in order: every record in the state it was persisted in, with its count
+    /// and not-before time, and every lock the snapshot carries held by the same member
+    /// until the same deadline (docs/queues.md § What is promised, 3; one that has run
+    /// out ends at the next [`Self::expire`]). An available record already at the
+    /// delivery limit was acquired when its leader went, by a leader that did not carry
+    /// its lock (a release at the limit archives at once): its lock is forfeited at the
+    /// limit, so it is archived and returned, to be dead-lettered, as
+    /// [`Self::forfeit_locks`] does. Offsets from [`Self::end`] on are read from the log
+    /// again with [`Self::extend`].
     pub fn load<'a>(
         config: ShareConfig,
         snapshot: &StateValue,
@@ -788,6 +816,10 @@ impl SharePartition {
         let copied = !config.dead_letter;
         let mut archived = Vec::new();
         for (&offset, entry) in sp.records.iter_mut() {
+            if let RecordState::Acquired { deadline_ms, .. } = entry.state {
+                sp.acquired += 1;
+                sp.earliest_deadline_ms = sp.earliest_deadline_ms.min(deadline_ms);
+            }
             if entry.state == RecordState::Available && entry.delivery_count >= limit {
                 let reason = ArchiveReason::LockExpiredAtLimit;
                 entry.state = RecordState::Archived { reason, copied };
@@ -805,7 +837,8 @@ impl SharePartition {
         (sp, archived)
     }
 
-    /// Writes `value`'s ranges over the window and moves `start` to its start.
+    /// Writes `value`'s ranges over the window, then its locks over the records they
+    /// name, and moves `start` to its start.
     fn overlay(&mut self, value: &StateValue) {
         for r in &value.ranges {
             for offset in r.first..=r.last {
@@ -820,6 +853,18 @@ impl SharePartition {
                 );
             }
             self.end = self.end.max(r.last + 1);
+        }
+        for lock in &value.locks {
+            let member: Arc<str> = Arc::from(lock.member.as_str());
+            // Only a record the ranges wrote as available was acquired.
+            for (_, entry) in self.records.range_mut(lock.first..=lock.last) {
+                if entry.state == RecordState::Available {
+                    entry.state = RecordState::Acquired {
+                        member: member.clone(),
+                        deadline_ms: lock.deadline_ms,
+                    };
+                }
+            }
         }
         self.start = self.start.max(value.start);
         self.end = self.end.max(self.start);

@@ -3,6 +3,11 @@
 //! the latest snapshot. Byte layouts are in docs/storage-format.md § Share-group state
 //! records. Big-endian integers throughout; every count is checked against its limit
 //! before anything is allocated for it.
+//!
+//! The locks a snapshot's window holds travel beside its value, in the record's
+//! [`LOCKS_HEADER`] header ([`StateValue::encode_locks`]): brokers of releases before
+//! it read the value alone, as they always did, and forfeit those locks on a failover;
+//! this release's coordinators keep them.
 
 use bytes::{Buf, BufMut};
 
@@ -22,6 +27,19 @@ pub const MAX_STATE_RANGES: usize = 100_000;
 /// Bytes of one encoded range.
 const RANGE_BYTES: usize = 8 + 8 + 1 + 2 + 8;
 
+/// The record header that carries a snapshot's locks.
+pub const LOCKS_HEADER: &str = "weir.locks";
+
+/// The locks header's layout version; a reader refuses any other.
+pub const LOCKS_VERSION: u16 = 0;
+
+/// Longest member id a lock may name (member ids are checked against a lower limit
+/// where members join or fetch).
+pub const MAX_LOCK_MEMBER_BYTES: usize = 255;
+
+/// Bytes of one encoded lock before its member id.
+const LOCK_FIXED_BYTES: usize = 8 + 8 + 8 + 1;
+
 /// Which share-partition a record is about.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {
@@ -37,8 +55,9 @@ pub enum StateKind {
     Delta = 1,
 }
 
-/// A record's persisted state. `Acquired` is not among them: locks are not carried over
-/// a failover, so an acquired record is written as available, with its count.
+/// A record's persisted state. `Acquired` is not among them: an acquired record is
+/// written as available, with its count, and its lock beside the value ([`StateLock`]),
+/// so that a reader that does not know locks sees what it always saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PersistedState {
     Available = 0,
@@ -99,6 +118,16 @@ pub struct StateRange {
     pub not_before_ms: u64,
 }
 
+/// Offsets `first..=last`, written as available, that `member` holds under a lock until
+/// `deadline_ms` (epoch ms, the writing coordinator's clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateLock {
+    pub first: i64,
+    pub last: i64,
+    pub member: String,
+    pub deadline_ms: u64,
+}
+
 /// A snapshot of a share-partition's window, or a delta over it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateValue {
@@ -108,6 +137,9 @@ pub struct StateValue {
     /// The window's start after this change.
     pub start: i64,
     pub ranges: Vec<StateRange>,
+    /// The locks held, in offset order ([`Self::encode_locks`]: not part of the value's
+    /// bytes).
+    pub locks: Vec<StateLock>,
 }
 
 /// Why a state record does not decode.
@@ -131,6 +163,14 @@ pub enum StateRecordError {
     BadRange { first: i64, last: i64 },
     #[error("a group's header filter: {0}")]
     Filter(String),
+    #[error("locks header version {0} (this build reads {LOCKS_VERSION})")]
+    LocksVersion(u16),
+    #[error("{0} locks (at most {MAX_STATE_RANGES})")]
+    TooManyLocks(usize),
+    #[error("a lock's member id of {0} bytes (at most {MAX_LOCK_MEMBER_BYTES})")]
+    MemberTooLong(usize),
+    #[error("a lock's member id is not UTF-8")]
+    MemberNotUtf8,
 }
 
 impl StateKey {
@@ -239,8 +279,87 @@ impl StateValue {
             leader_epoch,
             start,
             ranges,
+            locks: Vec::new(),
         })
     }
+
+    /// The [`LOCKS_HEADER`] header's value: `None` when no record is locked (the header
+    /// is left out).
+    pub fn encode_locks(&self) -> Result<Option<Vec<u8>>, StateRecordError> {
+        if self.locks.is_empty() {
+            return Ok(None);
+        }
+        if self.locks.len() > MAX_STATE_RANGES {
+            return Err(StateRecordError::TooManyLocks(self.locks.len()));
+        }
+        let mut out = Vec::with_capacity(2 + 4 + self.locks.len() * (LOCK_FIXED_BYTES + 36));
+        out.put_u16(LOCKS_VERSION);
+        out.put_u32(self.locks.len() as u32);
+        for l in &self.locks {
+            if l.member.len() > MAX_LOCK_MEMBER_BYTES {
+                return Err(StateRecordError::MemberTooLong(l.member.len()));
+            }
+            out.put_i64(l.first);
+            out.put_i64(l.last);
+            out.put_u64(l.deadline_ms);
+            out.put_u8(l.member.len() as u8);
+            out.put_slice(l.member.as_bytes());
+        }
+        Ok(Some(out))
+    }
+
+    /// The value `value` decodes to, with the locks of its record's [`LOCKS_HEADER`]
+    /// header, if it has one.
+    pub fn decode_with_locks(
+        value: &[u8],
+        locks: Option<&[u8]>,
+    ) -> Result<StateValue, StateRecordError> {
+        let mut decoded = StateValue::decode(value)?;
+        if let Some(locks) = locks {
+            decoded.locks = decode_locks(locks)?;
+        }
+        Ok(decoded)
+    }
+}
+
+/// A [`LOCKS_HEADER`] header's locks.
+fn decode_locks(mut buf: &[u8]) -> Result<Vec<StateLock>, StateRecordError> {
+    need(buf, 2 + 4, "locks header")?;
+    match buf.get_u16() {
+        LOCKS_VERSION => {}
+        v => return Err(StateRecordError::LocksVersion(v)),
+    }
+    let count = buf.get_u32() as usize;
+    if count > MAX_STATE_RANGES {
+        return Err(StateRecordError::TooManyLocks(count));
+    }
+    need(buf, count * LOCK_FIXED_BYTES, "locks")?;
+    let mut locks = Vec::with_capacity(count);
+    let mut previous_last: Option<i64> = None;
+    for _ in 0..count {
+        need(buf, LOCK_FIXED_BYTES, "lock")?;
+        let first = buf.get_i64();
+        let last = buf.get_i64();
+        if last < first || previous_last.is_some_and(|p| first <= p) {
+            return Err(StateRecordError::BadRange { first, last });
+        }
+        previous_last = Some(last);
+        let deadline_ms = buf.get_u64();
+        let len = buf.get_u8() as usize;
+        need(buf, len, "lock member id")?;
+        let member = std::str::from_utf8(&buf[..len])
+            .map_err(|_| StateRecordError::MemberNotUtf8)?
+            .to_string();
+        buf.advance(len);
+        locks.push(StateLock {
+            first,
+            last,
+            member,
+            deadline_ms,
+        });
+    }
+    done(buf)?;
+    Ok(locks)
 }
 
 fn version(buf: &mut &[u8]) -> Result<(), StateRecordError> {
@@ -294,6 +413,7 @@ mod tests {
                 delivery_count: 5,
                 not_before_ms: 0x0102,
             }],
+            locks: vec![],
         };
         assert_eq!(
             value.encode().unwrap(),
@@ -304,6 +424,72 @@ mod tests {
         );
         assert_eq!(StateKey::decode(&key.encode().unwrap()).unwrap(), key);
         assert_eq!(StateValue::decode(&value.encode().unwrap()).unwrap(), value);
+        assert_eq!(value.encode_locks(), Ok(None), "no locks, no header");
+    }
+
+    #[test]
+    fn the_locks_header_bytes_are_pinned() {
+        let value = StateValue {
+            kind: StateKind::Snapshot,
+            leader_epoch: 7,
+            start: 100,
+            ranges: vec![StateRange {
+                first: 100,
+                last: 102,
+                state: PersistedState::Available,
+                delivery_count: 1,
+                not_before_ms: 0,
+            }],
+            locks: vec![StateLock {
+                first: 101,
+                last: 102,
+                member: "m1".into(),
+                deadline_ms: 0x0a0b,
+            }],
+        };
+        let locks = value.encode_locks().unwrap().expect("one lock");
+        assert_eq!(
+            locks,
+            golden_hex(
+                "0000 00000001
+                 0000000000000065 0000000000000066 0000000000000a0b 02 6d31"
+            )
+        );
+        let bytes = value.encode().unwrap();
+        assert_eq!(
+            StateValue::decode_with_locks(&bytes, Some(&locks)).unwrap(),
+            value
+        );
+        // A reader of the value alone (an older release's) sees the record available.
+        assert_eq!(StateValue::decode(&bytes).unwrap().locks, vec![]);
+        // Refused: another version, a count over the limit before sizing, locks out of
+        // order, a member id that is not UTF-8.
+        assert_eq!(
+            StateValue::decode_with_locks(&bytes, Some(&golden_hex("0001 00000000"))),
+            Err(StateRecordError::LocksVersion(1))
+        );
+        assert_eq!(
+            StateValue::decode_with_locks(&bytes, Some(&golden_hex("0000 ffffffff"))),
+            Err(StateRecordError::TooManyLocks(0xffff_ffff))
+        );
+        let backwards = golden_hex(
+            "0000 00000002
+             0000000000000065 0000000000000066 0000000000000a0b 01 6d
+             0000000000000064 0000000000000064 0000000000000a0b 01 6d",
+        );
+        assert_eq!(
+            StateValue::decode_with_locks(&bytes, Some(&backwards)),
+            Err(StateRecordError::BadRange {
+                first: 100,
+                last: 100
+            })
+        );
+        let not_utf8 =
+            golden_hex("0000 00000001 0000000000000065 0000000000000065 0000000000000a0b 01 ff");
+        assert_eq!(
+            StateValue::decode_with_locks(&bytes, Some(&not_utf8)),
+            Err(StateRecordError::MemberNotUtf8)
+        );
     }
 
     #[test]
@@ -358,9 +544,30 @@ mod tests {
                     r
                 })
                 .collect();
-            let value = StateValue { kind: StateKind::Snapshot, leader_epoch: epoch, start, ranges };
+            let locks = ranges
+                .iter()
+                .filter(|r| r.state == PersistedState::Available)
+                .map(|r| StateLock {
+                    first: r.first,
+                    last: r.last,
+                    member: format!("member-{}", r.delivery_count),
+                    deadline_ms: r.not_before_ms,
+                })
+                .collect();
+            let value = StateValue { kind: StateKind::Snapshot, leader_epoch: epoch, start, ranges, locks };
             let bytes = value.encode().unwrap();
-            prop_assert_eq!(StateValue::decode(&bytes).unwrap(), value);
+            let header = value.encode_locks().unwrap();
+            prop_assert_eq!(
+                StateValue::decode_with_locks(&bytes, header.as_deref()).unwrap(),
+                value
+            );
+            if let Some(header) = &header {
+                let _ = decode_locks(&header[..cut % (header.len() + 1)]);
+                let mut damaged = header.clone();
+                let i = flip.0 % damaged.len();
+                damaged[i] ^= flip.1.max(1);
+                let _ = decode_locks(&damaged);
+            }
             // Cut or damaged: an error or some value, never a panic.
             let _ = StateValue::decode(&bytes[..cut % (bytes.len() + 1)]);
             let mut damaged = bytes.clone();

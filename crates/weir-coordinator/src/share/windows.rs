@@ -20,6 +20,16 @@ use super::partition::{Archived, ShareConfig, SharePartition};
 use super::settings::{GroupSettings, RecordKey};
 use super::state_records::{StateKey, StateRecordError, StateValue};
 
+/// A `__share_group_state` record a write carries: its key, its value (`None`: a
+/// tombstone) and, for a snapshot with locks, the value of its
+/// [`LOCKS_HEADER`](super::state_records::LOCKS_HEADER) header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    pub locks: Option<Bytes>,
+}
+
 /// A share-partition of a group: its window, and the key of its state records.
 #[derive(Debug)]
 pub struct Window<C> {
@@ -203,11 +213,19 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Takes the next record of the log.
-    pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StateRecordError> {
+    /// Takes the next record of the log: its key, value and the value of its
+    /// [`LOCKS_HEADER`](super::state_records::LOCKS_HEADER) header, if it has one.
+    pub fn apply(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        locks: Option<&[u8]>,
+    ) -> Result<(), StateRecordError> {
         match RecordKey::decode(key)? {
             RecordKey::Partition(key) => {
-                let value = value.map(StateValue::decode).transpose()?;
+                let value = value
+                    .map(|v| StateValue::decode_with_locks(v, locks))
+                    .transpose()?;
                 self.latest.insert(key, value);
             }
             RecordKey::Settings { group } => {
@@ -245,7 +263,7 @@ impl Replay {
 #[derive(Debug, Default)]
 pub struct Snapshots {
     /// The state records (none: nothing changed).
-    pub records: Vec<(Bytes, Option<Bytes>)>,
+    pub records: Vec<StateWrite>,
     /// The write's number ([`Windows::writes_queued`]): once it is durable, so is every
     /// change made before it was queued.
     pub write: u64,
@@ -268,10 +286,12 @@ pub fn dirty_snapshots<C>(
     for w in windows.partitions.values_mut().filter(|w| w.dirty) {
         w.dirty = false;
         snapshots.archives |= w.number_archives(write);
-        let value = w.window.snapshot(leader_epoch).encode()?;
-        snapshots
-            .records
-            .push((w.key.clone(), Some(Bytes::from(value))));
+        let snapshot = w.window.snapshot(leader_epoch);
+        snapshots.records.push(StateWrite {
+            key: w.key.clone(),
+            value: Some(Bytes::from(snapshot.encode()?)),
+            locks: snapshot.encode_locks()?.map(Bytes::from),
+        });
     }
     windows.writes_queued = write;
     Ok(snapshots)

@@ -20,11 +20,12 @@
 //!   (a failover never forgets a delivery count), and none passes the limit;
 //! - no record is handed out before its delivery time or the end of a durable release
 //!   delay;
-//! - no record is handed to a member while another holds a lock on it from the same
-//!   coordinator that is still valid as that member sees it (a failover forfeits locks:
-//!   docs/queues.md § What is promised);
+//! - no record is handed to a member while another holds a lock on it that is still
+//!   valid as that member sees it, whichever coordinator handed it out (a new
+//!   coordinator keeps the locks its log carries: docs/queues.md § What is promised);
 //! - an acknowledgement is taken exactly when the member holds the record under a valid
-//!   lock from the current coordinator.
+//!   lock the current coordinator knows: one it handed out, or one the log it loaded
+//!   carries.
 //!
 //! At the end, without faults, members accept everything: the group's start reaches the
 //! end of the log (none lost).
@@ -34,11 +35,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use bytes::Bytes;
-
 use super::rng::Rng;
 use crate::share::partition::{AckKind, Acquired, ShareConfig};
-use crate::share::windows::{Replay, Window, Windows, dirty_snapshots, topic_id_bytes};
+use crate::share::windows::{
+    Replay, StateWrite, Window, Windows, dirty_snapshots, topic_id_bytes,
+};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 200;
@@ -58,11 +59,10 @@ const TOPIC_ID: &str = "00000000-0000-4000-8000-0000000000a1";
 #[derive(Debug, Clone, Copy)]
 struct Hold {
     deadline_ms: u64,
-    /// The coordinator that handed it out.
-    incarnation: u32,
 }
 
-/// The coordinator's latest handout of a record.
+/// The coordinator's latest handout of a record (or, after a failover, the lock its log
+/// carried).
 #[derive(Debug, Clone)]
 struct Grant {
     member: String,
@@ -88,7 +88,6 @@ enum Answer {
         member: usize,
         member_id: String,
         records: Vec<Acquired>,
-        incarnation: u32,
         /// The request's number at its member.
         request: u64,
     },
@@ -105,7 +104,7 @@ enum Answer {
 
 #[derive(Debug)]
 struct Queued {
-    records: Vec<(Bytes, Option<Bytes>)>,
+    records: Vec<StateWrite>,
     /// Its number among the coordinator's writes.
     write: u64,
     answer: Answer,
@@ -118,7 +117,7 @@ struct Sim {
     /// The data partition: each record's delivery time.
     data: Vec<u64>,
     /// The durable records of the group's `__share_group_state` partition.
-    log: Vec<(Bytes, Option<Bytes>)>,
+    log: Vec<StateWrite>,
     /// Writes queued and not durable yet, in log order.
     queued: VecDeque<Queued>,
     windows: Windows<()>,
@@ -272,7 +271,6 @@ impl Sim {
                 .map(|a| (a.offset, a.delivery_count))
                 .collect::<Vec<_>>()
         ));
-        let incarnation = self.incarnation;
         let m = &mut self.members[i];
         m.sent += 1;
         let request = m.sent;
@@ -280,7 +278,6 @@ impl Sim {
             member: i,
             member_id,
             records,
-            incarnation,
             request,
         });
     }
@@ -324,7 +321,7 @@ impl Sim {
                 }
                 if let Some(h) = m.held.get(&o) {
                     assert!(
-                        h.incarnation != self.incarnation || h.deadline_ms <= self.now,
+                        h.deadline_ms <= self.now,
                         "offset {o} handed to {} while {} holds it until {} (now {})",
                         self.members[i].id,
                         m.id,
@@ -477,7 +474,6 @@ impl Sim {
                 member,
                 member_id,
                 records,
-                incarnation,
                 request,
             } => {
                 let m = &mut self.members[member];
@@ -492,7 +488,6 @@ impl Sim {
                 {
                     let hold = Hold {
                         deadline_ms: a.deadline_ms,
-                        incarnation,
                     };
                     m.held.insert(a.offset, hold);
                 }
@@ -522,16 +517,33 @@ impl Sim {
         let lost = self.queued.len();
         self.queued.clear();
         let mut replay = Replay::default();
-        for (key, value) in &self.log {
+        for w in &self.log {
             replay
-                .apply(key, value.as_deref())
+                .apply(&w.key, w.value.as_deref(), w.locks.as_deref())
                 .expect("the coordinator's own records replay");
         }
         let known = HashMap::from([(topic_id_bytes(TOPIC_ID), TOPIC_ID.to_string())]);
         self.windows = replay.finish(&known).remove(GROUP).unwrap_or_default();
         self.writes_durable = 0;
         self.incarnation += 1;
-        self.grants.clear();
+        // The new coordinator knows the locks its log carries, and only those.
+        let incarnation = self.incarnation;
+        self.grants = self
+            .windows
+            .stored
+            .values()
+            .flat_map(|v| &v.locks)
+            .flat_map(|l| {
+                (l.first..=l.last).map(move |o| {
+                    let grant = Grant {
+                        member: l.member.clone(),
+                        incarnation,
+                        deadline_ms: l.deadline_ms,
+                    };
+                    (o, grant)
+                })
+            })
+            .collect();
         self.trace.push(format!(
             "failover: {kept} writes kept, {lost} lost ({} records in the log)",
             self.log.len()

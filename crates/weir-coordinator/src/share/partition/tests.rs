@@ -288,8 +288,10 @@ enum Op {
     Advance(u16),
     Expire,
     Forfeit,
-    /// A new leader: the window written as a snapshot and loaded again.
-    Failover,
+    /// A new leader: the window written as a snapshot and loaded again, by this release
+    /// (`false`: its locks kept) or by one before locks were carried (`true`: the value
+    /// read alone, its locks forfeited).
+    Failover(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -305,7 +307,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u16..1500).prop_map(Op::Advance),
         Just(Op::Expire),
         Just(Op::Forfeit),
-        Just(Op::Failover),
+        any::<bool>().prop_map(Op::Failover),
     ]
 }
 
@@ -430,10 +432,12 @@ proptest! {
                     }
                     held.clear();
                 }
-                Op::Failover => {
+                Op::Failover(older_reader) => {
                     let snapshot = sp.snapshot(1);
                     let bytes = snapshot.encode().unwrap();
-                    let decoded = crate::share::StateValue::decode(&bytes).unwrap();
+                    let locks = snapshot.encode_locks().unwrap().filter(|_| !older_reader);
+                    let decoded =
+                        crate::share::StateValue::decode_with_locks(&bytes, locks.as_deref()).unwrap();
                     let (mut loaded, archived) = SharePartition::load(config(LIMIT), &decoded, []);
                     for a in archived {
                         prop_assert_eq!(a.delivery_count, LIMIT);
@@ -443,8 +447,11 @@ proptest! {
                     prop_assert_eq!(loaded.end(), sp.end(), "the log read again reaches the old window's end");
                     // It may move on: a record held at the limit is archived on load.
                     prop_assert!(loaded.start() >= sp.start());
+                    prop_assert_eq!(loaded.acquired(), if older_reader { 0 } else { sp.acquired() });
                     sp = loaded;
-                    held.clear();
+                    if older_reader {
+                        held.clear();
+                    }
                 }
             }
             prop_assert!(sp.start() >= start, "start went back from {start} to {}", sp.start());
@@ -459,24 +466,21 @@ proptest! {
 }
 
 #[test]
-fn a_snapshot_loads_back_with_locks_forfeited_and_counts_kept() {
+fn a_snapshot_loads_back_with_its_locks_and_counts() {
     let mut sp = SharePartition::new(config(2), 0);
     sp.extend([(0, 0), (1, 0), (2, 0), (3, 500)]);
     sp.acquire("a", 0, 3);
     sp.acknowledge("a", 1, AckKind::Accept, 0).unwrap();
     sp.acknowledge("a", 2, AckKind::Release { delay_ms: 0 }, 0)
         .unwrap();
-    sp.acquire("a", 0, 1); // offset 2, its second and last delivery
-    let (mut loaded, archived) = SharePartition::load(config(2), &sp.snapshot(3), []);
+    sp.acquire("b", 10, 1); // offset 2, its second and last delivery
+    let snapshot = sp.snapshot(3);
+    let (mut loaded, archived) = SharePartition::load(config(2), &snapshot, []);
     assert_eq!(loaded.start(), 0);
     // Offset 3 was never delivered: the snapshot leaves it to the log, read again.
     assert_eq!(loaded.end(), 3);
     assert_eq!(loaded.state(3), None);
     loaded.extend([(3, 500)]);
-    assert!(matches!(
-        loaded.state(0),
-        Some((RecordState::Available, 1, 0))
-    ));
     assert!(matches!(
         loaded.state(1),
         Some((RecordState::Acknowledged, 1, 0))
@@ -485,7 +489,35 @@ fn a_snapshot_loads_back_with_locks_forfeited_and_counts_kept() {
         loaded.state(3),
         Some((RecordState::Available, 0, 500))
     ));
-    // Offset 2 was held at the limit when the leader went: archived, not delivered again.
+    // The locks are the new leader's: held by the same members until the same deadlines,
+    // not handed to anyone else, acknowledged by their holders.
+    assert!(archived.is_empty());
+    assert_eq!(loaded.acquired(), 2);
+    assert!(matches!(
+        loaded.state(0),
+        Some((RecordState::Acquired { member, deadline_ms: LOCK }, 1, 0)) if &**member == "a"
+    ));
+    assert!(loaded.acquire("c", 400, 10).is_empty(), "3 is not due yet");
+    loaded
+        .acknowledge("b", 2, AckKind::Renew, 600)
+        .expect("b holds 2");
+    // Once a's lock runs out, 0 goes round again; b's renewed lock still holds 2.
+    loaded.expire(LOCK);
+    let got = loaded.acquire("c", LOCK, 10);
+    assert_eq!(got.iter().map(|a| a.offset).collect::<Vec<_>>(), [0, 3]);
+    assert_eq!(got[0].delivery_count, 2);
+    assert_eq!(
+        loaded.acknowledge("a", 0, AckKind::Accept, LOCK),
+        Err(AckError::NotHeld(0))
+    );
+
+    // A leader of a release that did not carry locks reads the value alone: every lock is
+    // forfeited, and offset 2, held at the limit, is archived rather than delivered again.
+    let bytes = snapshot.encode().unwrap();
+    let value_alone = crate::share::StateValue::decode(&bytes).unwrap();
+    let (older, archived) = SharePartition::load(config(2), &value_alone, []);
+    assert_eq!(older.acquired(), 0);
+    assert!(matches!(older.state(0), Some((RecordState::Available, 1, 0))));
     assert_eq!(archived.iter().map(|a| a.offset).collect::<Vec<_>>(), [2]);
 }
 
