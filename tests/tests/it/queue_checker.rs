@@ -238,14 +238,20 @@ async fn locks_across_moves() -> anyhow::Result<()> {
     for planned in [true, false] {
         let coordinator = share_coordinator(&cluster, GROUP).await?;
         if planned {
-            cluster.terminate(coordinator, Duration::from_secs(30)).await?;
+            cluster
+                .terminate(coordinator, Duration::from_secs(30))
+                .await?;
         } else {
             cluster.kill(coordinator)?;
         }
-        let moved = wait_for(Duration::from_secs(30), "a new share coordinator", || async {
-            let now = share_coordinator(&cluster, GROUP).await.ok()?;
-            (now != coordinator).then_some(now)
-        })
+        let moved = wait_for(
+            Duration::from_secs(30),
+            "a new share coordinator",
+            || async {
+                let now = share_coordinator(&cluster, GROUP).await.ok()?;
+                (now != coordinator).then_some(now)
+            },
+        )
         .await?;
         let mut answers = 0;
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -271,7 +277,9 @@ async fn locks_across_moves() -> anyhow::Result<()> {
         }
         ensure!(answers > 0, "the other member got no answer in 5 s");
         cluster.restart(coordinator).await?;
-        cluster.wait_brokers_unfenced(Duration::from_secs(30)).await?;
+        cluster
+            .wait_brokers_unfenced(Duration::from_secs(30))
+            .await?;
     }
 
     // The holder finishes its work: every ACCEPT is applied.
@@ -295,7 +303,10 @@ async fn locks_across_moves() -> anyhow::Result<()> {
     );
     other.commit().await?;
     let again = other.poll(Duration::from_secs(2)).await?;
-    ensure!(again.is_empty(), "accepted records delivered again: {again:?}");
+    ensure!(
+        again.is_empty(),
+        "accepted records delivered again: {again:?}"
+    );
     cluster.finish();
     Ok(())
 }

@@ -254,17 +254,19 @@ impl ShareShard {
     ) -> Result<Option<QueuedWrite>, ShareError> {
         let snapshots = dirty_snapshots(windows, self.leader_epoch)?;
         let mut records: Vec<InternalRecord> = first.into_iter().map(Into::into).collect();
-        records.extend(snapshots.records.into_iter().map(|w| InternalRecord {
-            key: w.key,
-            value: w.value,
-            headers: w
-                .locks
-                .map(|locks| Header {
-                    key: LOCKS_HEADER.to_string(),
-                    value: Some(locks),
-                })
-                .into_iter()
-                .collect(),
+        records.extend(snapshots.records.into_iter().map(|w| {
+            InternalRecord {
+                key: w.key,
+                value: w.value,
+                headers: w
+                    .locks
+                    .map(|locks| Header {
+                        key: LOCKS_HEADER.to_string(),
+                        value: Some(locks),
+                    })
+                    .into_iter()
+                    .collect(),
+            }
         }));
         if records.is_empty() {
             return Ok(None);

@@ -37,9 +37,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::rng::Rng;
 use crate::share::partition::{AckKind, Acquired, ShareConfig};
-use crate::share::windows::{
-    Replay, StateWrite, Window, Windows, dirty_snapshots, topic_id_bytes,
-};
+use crate::share::windows::{Replay, StateWrite, Window, Windows, dirty_snapshots, topic_id_bytes};
 
 /// Seeds of the default run.
 const SEEDS: u64 = 200;

@@ -517,7 +517,10 @@ fn a_snapshot_loads_back_with_its_locks_and_counts() {
     let value_alone = crate::share::StateValue::decode(&bytes).unwrap();
     let (older, archived) = SharePartition::load(config(2), &value_alone, []);
     assert_eq!(older.acquired(), 0);
-    assert!(matches!(older.state(0), Some((RecordState::Available, 1, 0))));
+    assert!(matches!(
+        older.state(0),
+        Some((RecordState::Available, 1, 0))
+    ));
     assert_eq!(archived.iter().map(|a| a.offset).collect::<Vec<_>>(), [2]);
 }
 
