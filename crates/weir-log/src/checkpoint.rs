@@ -6,7 +6,9 @@
 //! (big-endian; CRC-32 IEEE over everything before it), replaced atomically
 //! ([`write_atomically`](crate::framed_file::write_atomically): `<name>.tmp`, fdatasync,
 //! rename over `<name>`, directory fsync), so a crash leaves either the old file or the
-//! new one, never a mix.
+//! new one, never a mix. The recovery point is the exception ([`Kind::written_in_place`]):
+//! written over its file and fdatasynced, a crash may leave it torn, which its CRC
+//! refuses and which costs a longer scan at the next open.
 
 use std::path::Path;
 
@@ -51,6 +53,17 @@ impl Kind {
         }
     }
 
+    /// Whether [`write`] writes this kind over its file in place
+    /// ([`write_in_place`](crate::framed_file::write_in_place)) rather than replacing it
+    /// atomically: only the recovery point, which a log writes up to once a second while
+    /// it takes appends, and whose loss or damage costs only a longer scan at the next
+    /// open. Replaced atomically, it cost a file created, two syncs and a rename each time:
+    /// across 1,000 busy partitions, a fifth of the broker's CPU (BENCHMARKS.md § Partition
+    /// scale).
+    pub fn written_in_place(self) -> bool {
+        matches!(self, Kind::RecoveryPoint)
+    }
+
     /// This kind's frame.
     pub fn framing(self) -> Framing {
         Framing {
@@ -77,7 +90,8 @@ pub const MAX_PRODUCER_STATE_BYTES: usize = 20
         * (24 + 24 * crate::producers::PRODUCER_BATCHES_KEPT + 16 + 12);
 
 /// Writes `payload` as the `kind` checkpoint in `dir`: temp file, fdatasync, rename,
-/// fsync directory.
+/// fsync directory; or, for a kind [`Kind::written_in_place`], over the file and
+/// fdatasync.
 ///
 /// Panics if the payload is over the kind's limit (a checkpoint this build would refuse
 /// to read).
@@ -87,9 +101,13 @@ pub fn write(
     kind: Kind,
     payload: &[u8],
 ) -> Result<(), CheckpointError> {
-    Ok(kind
-        .framing()
-        .write(storage, dir, kind.file_name(), payload)?)
+    let framing = kind.framing();
+    if kind.written_in_place() {
+        framing.write_in_place(storage, dir, kind.file_name(), payload)?;
+    } else {
+        framing.write(storage, dir, kind.file_name(), payload)?;
+    }
+    Ok(())
 }
 
 /// Reads the `kind` checkpoint in `dir`; `Ok(None)` if there is none.

@@ -298,6 +298,45 @@ impl Framing {
     ) -> Result<(), FramedFileError> {
         write_atomically(storage, dir, name, &self.encode(payload))
     }
+
+    /// Writes `payload` over the file `dir/name` in place ([`write_in_place`]).
+    pub fn write_in_place(
+        &self,
+        storage: &dyn Storage,
+        dir: &Path,
+        name: &str,
+        payload: &[u8],
+    ) -> Result<(), FramedFileError> {
+        write_in_place(storage, dir, name, &self.encode(payload))
+    }
+}
+
+/// Writes `bytes` over `dir/name` (created if missing) from its start, and `fdatasync`:
+/// no temporary file, no rename and no directory sync, so it costs one write and one
+/// sync where [`write_atomically`] creates an inode, syncs twice and renames. A crash
+/// leaves the old bytes, the new ones or (in a write torn across sectors) a mix that the
+/// frame's CRC refuses; a file created by the first write may also be lost with its
+/// directory entry. So only for a file whose loss or damage costs time and nothing else
+/// (the recovery point: a log without one scans more at open). A shorter write than the
+/// file's length cuts the file after it.
+pub fn write_in_place(
+    storage: &dyn Storage,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), FramedFileError> {
+    let path = dir.join(name);
+    let at = |source| FramedFileError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = storage.open(&path, true).map_err(at)?;
+    file.write_all_at(bytes, 0).map_err(at)?;
+    if file.size().map_err(at)? > bytes.len() as u64 {
+        file.set_len(bytes.len() as u64).map_err(at)?;
+    }
+    file.sync_data().map_err(at)?;
+    Ok(())
 }
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves the old file or the new one,
