@@ -24,17 +24,21 @@ Usage: tests/compat/librdkafka.sh [--help] [TEST_NUMBER...]
 Runs librdkafka 2.10.0's test suite (tests/test-runner) against one Weir broker.
 With TEST_NUMBERs (e.g. 0001 0081), runs only those; else every applicable test.
 
-Two passes, as librdkafka's scenarios expect (tests/scenarios/*.json):
+Four passes, as librdkafka's scenarios expect (tests/scenarios/*.json):
   default       a broker with --auto-create-topics true --num-partitions 4: every test
-                of the default scenario
+                of the default scenario that one broker can serve
   noautocreate  a fresh broker with --auto-create-topics false --num-partitions 4: the
-                tests of the noautocreate scenario (0045's topic-removal sub-tests,
-                0107, 0111)
+                tests of the noautocreate scenario (0045's topic-removal sub-tests)
+  cluster       three fresh brokers (one cluster, each a controller voter, racks r1 to
+                r3), topics created on use: the tests that need three brokers
+                (CLUSTER_TESTS: replication factor 3)
+  cluster-noautocreate  three fresh brokers without topic creation on use: the
+                noautocreate scenario's three-broker tests (CLUSTER_NOAUTOCREATE_TESTS)
 Each test runs as `test-runner -L -V $TEST_KAFKA_VERSION [-Q] NUMBER` (-L: no broker-less
 or mock-cluster tests), in its own process, killed after TEST_TIMEOUT_SECS.
 
 Not run (reasons in the summary): tests in tests/compat/librdkafka-skips.tsv (manual,
-mock-cluster, multi-broker), the runner's local-only tests (TEST_F_LOCAL) and known
+mock-cluster, Kafka's own tools), the runner's local-only tests (TEST_F_LOCAL) and known
 issues (TEST_F_KNOWN_ISSUE), and tests that skip themselves on a plaintext broker
 without SASL (the runner gives their reason).
 
@@ -94,6 +98,10 @@ SRC="$CACHE/rdkafka-sys-$CRATE_VERSION/librdkafka"
 DEV_PACKAGES=(build-essential pkg-config libssl-dev zlib1g-dev libzstd-dev)
 READY_TIMEOUT_SECS=60
 STOP_GRACE_SECS=10
+# The tests that need three brokers, by scenario: replication factor 3 (0103's
+# transactions, 0107's topic deletion, 0111's delayed creation).
+CLUSTER_TESTS=(0103)
+CLUSTER_NOAUTOCREATE_TESTS=(0107 0111)
 
 case "$QUICK" in 0|1) ;; *) echo "librdkafka.sh: QUICK must be 0 or 1" >&2; exit 2 ;; esac
 for n in TEST_TIMEOUT_SECS JOBS; do
@@ -152,9 +160,19 @@ on_exit() {
     local status=$?
     trap - EXIT INT TERM
     stop_tests
-    stop_recorded broker
+    stop_brokers
     rm -rf "${DATA:?}"
     exit "$status"
+}
+
+# Stops every broker this script recorded.
+stop_brokers() {
+    local f
+    for f in "$PIDS"/broker*.pid; do
+        [ -e "$f" ] || continue
+        f="${f##*/}"
+        stop_recorded "${f%.pid}"
+    done
 }
 
 port_open() {
@@ -221,32 +239,63 @@ build_runner() {
 
 # --- The broker ---------------------------------------------------------------------------
 
-# start_broker AUTO_CREATE: a fresh `weir serve` on free ports; sets KAFKA_PORT.
-start_broker() {
-    local auto_create="$1" pid deadline
+# start_brokers AUTO_CREATE NODES: NODES fresh `weir serve` processes on free ports (with
+# more than one, a cluster whose nodes are all controller voters, node N in rack rN);
+# sets BOOTSTRAP to their Kafka listeners.
+start_brokers() {
+    local auto_create="$1" nodes="$2" n pid deadline voters=() kafka=() grpc=() extra
     rm -rf "$DATA"
-    mkdir -p "$DATA"
     GRPC_PORT=""
-    GRPC_PORT="$(free_port)"
-    KAFKA_PORT="$(free_port)"
-    "$WEIR_BIN" serve --data-dir "$DATA" --listen "127.0.0.1:$GRPC_PORT" --admin-listen off \
-        --kafka-listen "127.0.0.1:$KAFKA_PORT" --amqp-listen none --num-partitions 4 \
-        --auto-create-topics "$auto_create" >>"$LOGS/serve-$PASS.log" 2>&1 &
-    pid=$!
-    echo "$pid $(basename "$WEIR_BIN")" >"$PIDS/broker.pid"
+    for n in $(seq 1 "$nodes"); do
+        GRPC_PORT="$(free_port)"
+        grpc+=("$GRPC_PORT")
+        kafka+=("$(free_port)")
+        voters+=("$n@127.0.0.1:$GRPC_PORT")
+    done
+    for n in $(seq 1 "$nodes"); do
+        extra=()
+        if [ "$nodes" -gt 1 ]; then
+            extra=(--node-id "$n" --controller-voters "$(IFS=,; echo "${voters[*]}")" --rack "r$n")
+        fi
+        mkdir -p "$DATA/node-$n"
+        "$WEIR_BIN" serve --data-dir "$DATA/node-$n" --listen "127.0.0.1:${grpc[n-1]}" \
+            --admin-listen off --kafka-listen "127.0.0.1:${kafka[n-1]}" --amqp-listen none \
+            --num-partitions 4 --auto-create-topics "$auto_create" "${extra[@]}" \
+            >>"$LOGS/serve-$PASS-$n.log" 2>&1 &
+        pid=$!
+        echo "$pid $(basename "$WEIR_BIN")" >"$PIDS/broker-$n.pid"
+    done
     deadline=$((SECONDS + READY_TIMEOUT_SECS))
-    # Ready when the Kafka port answers and the broker is unfenced (it can take topics).
-    until port_open "$KAFKA_PORT" &&
-        "$WEIR_BIN" cluster describe --brokers "127.0.0.1:$GRPC_PORT" --format json 2>/dev/null |
-            grep -q '"fenced":false'; do
-        if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-            say "the broker did not start (see $LOGS/serve-$PASS.log)"
-            tail -n 5 "$LOGS/serve-$PASS.log" >&2 || true
+    # Ready when every Kafka port answers and every broker is unfenced (topics can be
+    # placed on all of them).
+    until all_ports_open "${kafka[@]}" &&
+        [ "$("$WEIR_BIN" cluster describe --brokers "127.0.0.1:${grpc[0]}" --format json 2>/dev/null |
+            grep -o '"fenced":false' | wc -l)" -ge "$nodes" ]; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            say "the brokers did not start (see $LOGS/serve-$PASS-*.log)"
+            tail -n 5 "$LOGS/serve-$PASS-1.log" >&2 || true
             exit 2
         fi
+        for n in $(seq 1 "$nodes"); do
+            read -r pid _ <"$PIDS/broker-$n.pid"
+            if ! kill -0 "$pid" 2>/dev/null; then
+                say "broker $n exited at start (see $LOGS/serve-$PASS-$n.log)"
+                tail -n 5 "$LOGS/serve-$PASS-$n.log" >&2 || true
+                exit 2
+            fi
+        done
         sleep 0.2
     done
-    say "pass $PASS: weir serve on 127.0.0.1:$KAFKA_PORT (Kafka), --auto-create-topics $auto_create (pid $pid)"
+    BOOTSTRAP="$(printf '127.0.0.1:%s,' "${kafka[@]}")"
+    BOOTSTRAP="${BOOTSTRAP%,}"
+    say "pass $PASS: $nodes weir serve on $BOOTSTRAP (Kafka), --auto-create-topics $auto_create"
+}
+
+all_ports_open() {
+    local port
+    for port in "$@"; do
+        port_open "$port" || return 1
+    done
 }
 
 # --- Running tests -----------------------------------------------------------------------
@@ -268,7 +317,7 @@ summary_rows() {
 # run_one NUMBER: one test-runner process for test NUMBER; appends its rows to RESULTS.
 run_one() {
     local number="$1" log="$LOGS/$PASS-$1.log" status=0 rows
-    local args=(-L -V "$TEST_KAFKA_VERSION" -s "$PASS")
+    local args=(-L -V "$TEST_KAFKA_VERSION" -s "$SCENARIO")
     [ "$QUICK" = 1 ] && args+=(-Q)
     (
         cd "$SRC/tests"
@@ -390,7 +439,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 # What a killed earlier run left running (its own pid files only).
 stop_tests
-stop_recorded broker
+stop_brokers
 rm -rf "$LOGS" "$DATA"
 mkdir -p "$LOGS"
 : >"$RESULTS"
@@ -423,31 +472,45 @@ for n in "${NUMBERS[@]}"; do
     fi
 done
 
-for PASS in default noautocreate; do
+# Whether test $1 is among the rest of the arguments.
+among() {
+    local n="$1"
+    shift
+    [[ " $* " == *" $n "* ]]
+}
+
+for PASS in default noautocreate cluster cluster-noautocreate; do
     pass_numbers=()
     for n in "${RUN[@]}"; do
-        if [ "$PASS" = default ] || [[ " ${NOAUTO[*]} " == *" $n "* ]]; then
-            # A test left out of this pass only (NUMBER@PASS in the skip table).
-            reason="$(skip_reason "$n@$PASS")"
-            if [ -n "$reason" ]; then
-                printf '%s\tSKIPPED\t0\t%s (tests/compat/librdkafka-skips.tsv)\t%s\n' \
-                    "$n" "$reason" "$PASS" >>"$RESULTS"
-                continue
-            fi
-            pass_numbers+=("$n")
+        case "$PASS" in
+            default) among "$n" "${CLUSTER_TESTS[@]}" "${CLUSTER_NOAUTOCREATE_TESTS[@]}" && continue ;;
+            noautocreate) among "$n" "${NOAUTO[@]}" && ! among "$n" "${CLUSTER_NOAUTOCREATE_TESTS[@]}" || continue ;;
+            cluster) among "$n" "${CLUSTER_TESTS[@]}" || continue ;;
+            cluster-noautocreate) among "$n" "${CLUSTER_NOAUTOCREATE_TESTS[@]}" || continue ;;
+        esac
+        # A test left out of this pass only (NUMBER@PASS in the skip table).
+        reason="$(skip_reason "$n@$PASS")"
+        if [ -n "$reason" ]; then
+            printf '%s\tSKIPPED\t0\t%s (tests/compat/librdkafka-skips.tsv)\t%s\n' \
+                "$n" "$reason" "$PASS" >>"$RESULTS"
+            continue
         fi
+        pass_numbers+=("$n")
     done
     [ "${#pass_numbers[@]}" -gt 0 ] || continue
-    auto_create=true
-    [ "$PASS" = noautocreate ] && auto_create=false
-    start_broker "$auto_create"
-    # librdkafka's test configuration: the broker, and its per-step timeout multiplier.
-    printf 'bootstrap.servers=127.0.0.1:%s\ntest.timeout.multiplier=%s\n' \
-        "$KAFKA_PORT" "$TEST_TIMEOUT_MULTIPLIER" >"$WORK/test.conf"
+    # The runner's scenario (-s): the tests it runs and the topic defaults they expect.
+    SCENARIO=default auto_create=true
+    [[ "$PASS" == *noautocreate ]] && SCENARIO=noautocreate auto_create=false
+    nodes=1
+    [[ "$PASS" == cluster* ]] && nodes=3
+    start_brokers "$auto_create" "$nodes"
+    # librdkafka's test configuration: the brokers, and its per-step timeout multiplier.
+    printf 'bootstrap.servers=%s\ntest.timeout.multiplier=%s\n' \
+        "$BOOTSTRAP" "$TEST_TIMEOUT_MULTIPLIER" >"$WORK/test.conf"
     export RDKAFKA_TEST_CONF="$WORK/test.conf"
     export LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     run_pass "${pass_numbers[@]}"
-    stop_recorded broker
+    stop_brokers
 done
 
 write_summary

@@ -127,16 +127,19 @@ pub async fn add_partitions_to_txn(
     }
     let mut refused = Vec::new();
     for tp in &partitions {
+        // Known to the metadata is enough: the partition's leader may be another broker,
+        // or not elected yet (a topic just created), as in Kafka.
         let checked = broker
             .topic_for(ctx, Operation::Write, &tp.topic)
             .and_then(|t| {
-                let index = u32::try_from(tp.partition).map_err(|_| {
-                    BrokerError::new(
+                let known = u32::try_from(tp.partition).is_ok_and(|i| i < t.partition_count());
+                match known {
+                    true => Ok(()),
+                    false => Err(BrokerError::new(
                         Reason::UnknownPartition,
                         format!("partition {} of {} does not exist", tp.partition, tp.topic),
-                    )
-                })?;
-                t.partition(index).map(|_| ()).map_err(BrokerError::from)
+                    )),
+                }
             });
         if let Err(e) = checked {
             refused.push((tp.clone(), e));
