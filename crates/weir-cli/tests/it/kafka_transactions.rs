@@ -326,6 +326,9 @@ fn confluent_kafka_transactions_commit_abort_and_fence() {
             .contains(&fence["error"].as_str().unwrap_or_default()),
         "the fenced producer's next transaction fails with a fencing error: {out}"
     );
+    // Fatal, as librdkafka makes every fencing (a produce's INVALID_PRODUCER_EPOCH, an
+    // add's or an end's PRODUCER_FENCED): the zombie must not go on.
+    assert_eq!(fence["fatal"], true, "the fencing error is fatal: {out}");
     assert_eq!(line("second", None)["ok"], true, "{out}");
     // kafka-python's admin client: DescribeTransactions at the id's coordinator and
     // ListTransactions.

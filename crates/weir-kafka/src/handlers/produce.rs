@@ -175,6 +175,19 @@ pub(super) async fn start(
 /// older ones hear INVALID_TXN_STATE for a partition not in their transaction.
 const FIRST_TRANSACTION_ABORTABLE_PRODUCE: i16 = 12;
 
+/// A coordinator's PRODUCER_FENCED as a produce answers it: INVALID_PRODUCER_EPOCH, as a
+/// partition answers a producer whose epoch a newer instance bumped, and as Kafka's
+/// leader converts its coordinator's answer ("the same meaning to the client"). librdkafka
+/// takes INVALID_PRODUCER_EPOCH on a produce for its fatal "fenced" and PRODUCER_FENCED
+/// for an abortable error (its test 0103, producing after the fence).
+fn fenced_as_produce(code: i16) -> i16 {
+    if code == ResponseError::ProducerFenced.code() {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
 /// What [`verify`] decided for a topic's partitions.
 #[derive(Debug, Default)]
 struct Verified {
@@ -246,7 +259,10 @@ async fn verify(
     .await;
     let refused = match verdicts {
         None => Vec::new(),
-        Some(Err(e)) => indexes.into_iter().map(|i| (i, error_code(&e))).collect(),
+        Some(Err(e)) => {
+            let code = fenced_as_produce(error_code(&e));
+            indexes.into_iter().map(|i| (i, code)).collect()
+        }
         Some(Ok(verdicts)) => verdicts
             .into_iter()
             .filter_map(|(tp, verdict)| {
@@ -254,7 +270,11 @@ async fn verify(
                 let code = error_code(&BrokerError::new(Reason::Transaction(e), e.to_string()));
                 Some((
                     tp.partition,
-                    abortable_as_known(code, version, FIRST_TRANSACTION_ABORTABLE_PRODUCE),
+                    abortable_as_known(
+                        fenced_as_produce(code),
+                        version,
+                        FIRST_TRANSACTION_ABORTABLE_PRODUCE,
+                    ),
                 ))
             })
             .collect(),
