@@ -555,6 +555,48 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_write_in_place_replaces_the_frame_without_a_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("point");
+        WITH_KIND
+            .write_in_place(&FileStorage, dir.path(), "point", b"a longer first frame")
+            .unwrap();
+        // A shorter frame over a longer one: the file is cut after it.
+        WITH_KIND
+            .write_in_place(&FileStorage, dir.path(), "point", b"short")
+            .unwrap();
+        assert!(!dir.path().join("point.tmp").exists());
+        assert_eq!(
+            WITH_KIND.read_framed(&FileStorage, &path).unwrap(),
+            Some(WITH_KIND.encode(b"short"))
+        );
+        // A crash at any step leaves the old frame, the new one, or a torn one the frame
+        // check refuses: never a wrong payload read as good.
+        for step in 1.. {
+            let storage = FaultyStorage::new(FaultPlan {
+                crash_at_operation: Some(step),
+                ..FaultPlan::default()
+            });
+            let result = WITH_KIND.write_in_place(&storage, dir.path(), "point", b"new!!");
+            match (result, WITH_KIND.read(&FileStorage, &path)) {
+                (Ok(()), now) => {
+                    assert_eq!(now.unwrap().as_deref(), Some(&b"new!!"[..]));
+                    break;
+                }
+                (Err(FramedFileError::Io { .. }), Ok(now)) => {
+                    let now = now.unwrap();
+                    assert!(now == b"short" || now == b"new!!", "step {step}: {now:?}");
+                }
+                (Err(FramedFileError::Io { .. }), Err(FramedFileError::Corrupt { .. })) => {}
+                (result, now) => panic!("step {step}: {result:?}, then {now:?}"),
+            }
+            WITH_KIND
+                .write_in_place(&FileStorage, dir.path(), "point", b"short")
+                .unwrap();
+        }
+    }
+
     /// A valid frame of either shape, then damaged: bytes flipped, cut or added.
     fn damaged_frames() -> impl Strategy<Value = (bool, Vec<u8>)> {
         (
