@@ -427,21 +427,28 @@ impl ShareCheck {
     }
 }
 
+/// The broker coordinating share group `group`, asked of each broker in turn (any of
+/// them may be down).
 async fn share_coordinator(cluster: &Cluster, group: &str) -> anyhow::Result<i32> {
     let bootstrap = cluster.bootstrap();
     wait_for(Duration::from_secs(20), "the share coordinator", || async {
-        let mut client = GroupsClient::connect(format!("http://{}", bootstrap[0]))
-            .await
-            .ok()?;
-        let found = client
-            .find_coordinator(pb::FindCoordinatorRequest {
-                group_id: group.into(),
-                r#type: pb::CoordinatorType::Share as i32,
-            })
-            .await
-            .ok()?
-            .into_inner();
-        (found.broker_id > 0).then_some(found.broker_id)
+        for address in &bootstrap {
+            let Ok(mut client) = GroupsClient::connect(format!("http://{address}")).await else {
+                continue;
+            };
+            let found = client
+                .find_coordinator(pb::FindCoordinatorRequest {
+                    group_id: group.into(),
+                    r#type: pb::CoordinatorType::Share as i32,
+                })
+                .await;
+            if let Ok(found) = found
+                && found.get_ref().broker_id > 0
+            {
+                return Some(found.get_ref().broker_id);
+            }
+        }
+        None
     })
     .await
 }
