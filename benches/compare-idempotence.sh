@@ -18,14 +18,12 @@ ROUNDS="${ROUNDS:-8}"
 PORT="${PORT:-17600}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-idempotence}"
 B="127.0.0.1:$PORT"
+# shellcheck source=benches/one-broker.sh
+. benches/one-broker.sh
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$W" serve --data-dir "$WORK/data" --listen "$B" >"$WORK/broker.log" 2>&1 &
-BROKER=$!
+BROKER=
 trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    "$W" healthcheck --address "$B" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log"
 : >"$WORK/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="true false"; else order="false true"; fi

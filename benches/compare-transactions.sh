@@ -32,18 +32,12 @@ if [ ! -x "$W" ]; then
     cargo build --release --locked -p weir-cli
 fi
 PY="$(tests/python/setup.sh)"
+# shellcheck source=benches/one-broker.sh
+. benches/one-broker.sh
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$W" serve --data-dir "$WORK/data" --listen "$B" --admin-listen off --kafka-listen "$K" \
-    >"$WORK/broker.log" 2>&1 &
-BROKER=$!
+BROKER=
 trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    "$W" healthcheck --address "$B" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-# The broker's user + system CPU, in clock ticks.
-broker_ticks() { awk '{ print $14 + $15 }' "/proc/$BROKER/stat"; }
-TICK="$(getconf CLK_TCK)"
+start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off --kafka-listen "$K"
 # leg NAME ARGS...: runs one transactions.py leg; appends "ROUND NAME JSON CPU_S_PER_GB".
 leg() {
     local name="$1" before after line

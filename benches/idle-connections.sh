@@ -36,22 +36,19 @@ if [ ! -x "$W" ]; then
     cargo build --release --locked -p weir-cli
 fi
 PY="$(tests/python/setup.sh)"
+# shellcheck source=benches/one-broker.sh
+. benches/one-broker.sh
 rm -rf "$WORK" && mkdir -p "$WORK"
-# The broker's connection limit (512 by default) raised to let the idle ones in.
-"$W" serve --data-dir "$WORK/data" --listen "$B" --admin-listen off --kafka-listen "$K" \
-    --max-connections $((COUNT + 100)) >"$WORK/broker.log" 2>&1 &
-BROKER=$!
-HOLDER=
+BROKER= HOLDER=
 cleanup() {
     if [ -n "$HOLDER" ]; then kill "$HOLDER" 2>/dev/null || true; fi
-    kill "$BROKER" 2>/dev/null || true
+    if [ -n "$BROKER" ]; then kill "$BROKER" 2>/dev/null || true; fi
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 1 100); do
-    "$W" healthcheck --address "$B" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+# The broker's connection limit (512 by default) raised to let the idle ones in.
+start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off --kafka-listen "$K" \
+    --max-connections $((COUNT + 100))
 "$W" topic create active --partitions 1 --brokers "$B" >/dev/null
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$BROKER/status"; }
 fds() { ls "/proc/$BROKER/fd" | wc -l; }

@@ -27,16 +27,12 @@ export WEIR_TIMEOUT="${WEIR_TIMEOUT:-300s}"
 if [ ! -x "$W" ]; then
     cargo build --release --locked -p weir-cli
 fi
+# shellcheck source=benches/one-broker.sh
+. benches/one-broker.sh
 rm -rf "$WORK" && mkdir -p "$WORK"
-"$W" serve --data-dir "$WORK/data" --listen "$B" --admin-listen off >"$WORK/broker.log" 2>&1 &
-BROKER=$!
+BROKER=
 trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-    "$W" healthcheck --address "$B" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-broker_ticks() { awk '{ print $14 + $15 }' "/proc/$BROKER/stat"; }
-TICK="$(getconf CLK_TCK)"
+start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off
 : >"$WORK/results.txt"
 # leg ROUND PARTITIONS: one bench run on a fresh topic; appends "ROUND N JSON CPU_TICKS".
 leg() {

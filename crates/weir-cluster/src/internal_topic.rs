@@ -15,11 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use weir_log::batch::control::{ControlType, control_type};
 use weir_log::{
-    BatchHeader, Compression, DecodedRecord, Header, RecordBatchBuilder, ValidatedBatches,
+    BatchHeader, Compression, DecodedRecord, RecordBatchBuilder, ValidatedBatches,
     batch::RecordView, decode_records,
 };
 
@@ -230,36 +229,28 @@ pub(crate) enum SubmitError {
     Cluster(#[from] ClusterError),
 }
 
-/// A record a coordinator writes to its internal topic: its key, its value (`None`: a
-/// tombstone) and its headers (the share coordinator's locks: docs/storage-format.md §
-/// Share-group state records).
-#[derive(Debug, Clone)]
-pub(crate) struct InternalRecord {
-    pub key: Bytes,
-    pub value: Option<Bytes>,
-    pub headers: Vec<Header>,
-}
-
-impl From<(Bytes, Option<Bytes>)> for InternalRecord {
-    fn from((key, value): (Bytes, Option<Bytes>)) -> InternalRecord {
-        InternalRecord {
-            key,
-            value,
-            headers: Vec::new(),
-        }
+/// A keyed record of an internal topic, for [`submit_records`]: `key`, and `value`
+/// (`None`: a tombstone), without headers.
+pub(crate) fn keyed<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> RecordView<'a> {
+    RecordView {
+        key: Some(key),
+        value,
+        headers: &[],
+        timestamp: 0,
     }
 }
 
-/// Builds one uncompressed batch of `records` and queues it on
-/// `partition` (of the internal topic `topic`) for a durable (`acks=all`, fsynced)
-/// append under `leader_epoch`. Returns the pending append: appends are written in the
+/// Builds one uncompressed batch of `records` (key, value or tombstone, headers: the
+/// share coordinator's locks; each stamped with the time now, whatever its view says)
+/// and queues it on `partition` (of the internal topic `topic`) for a durable
+/// (`acks=all`, fsynced) append under `leader_epoch`. Returns the pending append: appends are written in the
 /// order they are queued, so a caller that serializes its calls here may let the next
 /// writer in before awaiting it.
-pub(crate) async fn submit_records(
+pub(crate) async fn submit_records<'a>(
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
-    records: &[InternalRecord],
+    records: impl IntoIterator<Item = RecordView<'a>>,
 ) -> Result<PendingAppend, SubmitError> {
     submit_batch(partition, topic, leader_epoch, records, None).await
 }
@@ -270,11 +261,11 @@ pub(crate) type TxnProducer = (i64, i16, i32);
 
 /// [`submit_records`], the batch written as a transactional batch of `producer` when
 /// one is given (the group coordinator's TxnOffsetCommit).
-pub(crate) async fn submit_batch(
+pub(crate) async fn submit_batch<'a>(
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
-    records: &[InternalRecord],
+    records: impl IntoIterator<Item = RecordView<'a>>,
     producer: Option<TxnProducer>,
 ) -> Result<PendingAppend, SubmitError> {
     let timestamp = wall_clock_ms();
@@ -289,10 +280,8 @@ pub(crate) async fn submit_batch(
     for record in records {
         builder
             .try_push_view(RecordView {
-                key: Some(&record.key),
-                value: record.value.as_deref(),
-                headers: &record.headers,
                 timestamp,
+                ..record
             })
             .map_err(|e| SubmitError::Encode(e.to_string()))?;
     }

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use crate::error::CheckpointError;
-use crate::framed_file::Framing;
+use crate::framed_file::{Framing, write_atomically, write_in_place};
 use crate::storage::Storage;
 
 const MAGIC: &[u8; 8] = b"WEIRCKPT";
@@ -101,11 +101,12 @@ pub fn write(
     kind: Kind,
     payload: &[u8],
 ) -> Result<(), CheckpointError> {
-    let framing = kind.framing();
+    let bytes = kind.framing().encode(payload);
+    let name = kind.file_name();
     if kind.written_in_place() {
-        framing.write_in_place(storage, dir, kind.file_name(), payload)?;
+        write_in_place(storage, dir, name, &bytes)?;
     } else {
-        framing.write(storage, dir, kind.file_name(), payload)?;
+        write_atomically(storage, dir, name, &bytes)?;
     }
     Ok(())
 }

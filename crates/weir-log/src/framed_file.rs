@@ -298,17 +298,6 @@ impl Framing {
     ) -> Result<(), FramedFileError> {
         write_atomically(storage, dir, name, &self.encode(payload))
     }
-
-    /// Writes `payload` over the file `dir/name` in place ([`write_in_place`]).
-    pub fn write_in_place(
-        &self,
-        storage: &dyn Storage,
-        dir: &Path,
-        name: &str,
-        payload: &[u8],
-    ) -> Result<(), FramedFileError> {
-        write_in_place(storage, dir, name, &self.encode(payload))
-    }
 }
 
 /// Writes `bytes` over `dir/name` (created if missing) from its start, and `fdatasync`:
@@ -559,13 +548,16 @@ mod tests {
     fn a_write_in_place_replaces_the_frame_without_a_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("point");
-        WITH_KIND
-            .write_in_place(&FileStorage, dir.path(), "point", b"a longer first frame")
-            .unwrap();
+        let frame = |payload: &[u8]| WITH_KIND.encode(payload);
+        write_in_place(
+            &FileStorage,
+            dir.path(),
+            "point",
+            &frame(b"a longer first frame"),
+        )
+        .unwrap();
         // A shorter frame over a longer one: the file is cut after it.
-        WITH_KIND
-            .write_in_place(&FileStorage, dir.path(), "point", b"short")
-            .unwrap();
+        write_in_place(&FileStorage, dir.path(), "point", &frame(b"short")).unwrap();
         assert!(!dir.path().join("point.tmp").exists());
         assert_eq!(
             WITH_KIND.read_framed(&FileStorage, &path).unwrap(),
@@ -578,7 +570,7 @@ mod tests {
                 crash_at_operation: Some(step),
                 ..FaultPlan::default()
             });
-            let result = WITH_KIND.write_in_place(&storage, dir.path(), "point", b"new!!");
+            let result = write_in_place(&storage, dir.path(), "point", &frame(b"new!!"));
             match (result, WITH_KIND.read(&FileStorage, &path)) {
                 (Ok(()), now) => {
                     assert_eq!(now.unwrap().as_deref(), Some(&b"new!!"[..]));
@@ -591,9 +583,7 @@ mod tests {
                 (Err(FramedFileError::Io { .. }), Err(FramedFileError::Corrupt { .. })) => {}
                 (result, now) => panic!("step {step}: {result:?}, then {now:?}"),
             }
-            WITH_KIND
-                .write_in_place(&FileStorage, dir.path(), "point", b"short")
-                .unwrap();
+            write_in_place(&FileStorage, dir.path(), "point", &frame(b"short")).unwrap();
         }
     }
 

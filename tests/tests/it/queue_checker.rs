@@ -189,7 +189,6 @@ async fn locks_across_moves() -> anyhow::Result<()> {
     const RECORDS: usize = 10;
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
     cluster.create_topic(TOPIC, 1, 3, 2).await?;
-    let admin = Admin::connect(&cluster.bootstrap()).await?;
     let settings = ShareGroupSettings {
         // Longer than the test: no lock runs out by itself.
         lock_duration: Some(Duration::from_secs(300)),
@@ -198,16 +197,7 @@ async fn locks_across_moves() -> anyhow::Result<()> {
         filter: None,
         start: None,
     };
-    wait_for(Duration::from_secs(30), "the group configured", || async {
-        admin.configure_share_group(GROUP, &settings).await.ok()
-    })
-    .await?;
-    let producer = Producer::connect(ProducerConfig {
-        brokers: cluster.bootstrap(),
-        acks: Acks::All,
-        ..ProducerConfig::default()
-    })
-    .await?;
+    let (_admin, producer) = configure_group(&cluster, GROUP, &settings).await?;
     for i in 0..RECORDS {
         producer
             .send(ProducerRecord::new(TOPIC, format!("job-{i}")).partition(0))
@@ -328,7 +318,6 @@ impl ShareCheck {
     pub(crate) async fn start(cluster: &Cluster, records: u64) -> anyhow::Result<ShareCheck> {
         cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
         cluster.create_topic(DLQ, 1, 3, 2).await?;
-        let admin = Admin::connect(&cluster.bootstrap()).await?;
         let settings = ShareGroupSettings {
             lock_duration: Some(LOCK),
             delivery_count_limit: Some(LIMIT),
@@ -336,18 +325,9 @@ impl ShareCheck {
             filter: None,
             start: None,
         };
-        wait_for(Duration::from_secs(30), "the group configured", || async {
-            admin.configure_share_group(GROUP, &settings).await.ok()
-        })
-        .await?;
+        let (admin, producer) = configure_group(cluster, GROUP, &settings).await?;
         let log = Arc::new(Mutex::new(Log::default()));
         let (stop, stopped) = watch::channel(false);
-        let producer = Producer::connect(ProducerConfig {
-            brokers: cluster.bootstrap(),
-            acks: Acks::All,
-            ..ProducerConfig::default()
-        })
-        .await?;
         let load = tokio::spawn(produce(producer, records, log.clone()));
         let mut consumers = Vec::new();
         for slot in 0..CONSUMERS {
@@ -425,6 +405,27 @@ impl ShareCheck {
         let log = lock(&self.log);
         check(&log, &dead, &window_starts)
     }
+}
+
+/// Sets share group `group`'s own settings (retried while the cluster settles), and
+/// returns the admin client and an `acks=all` producer for the test's records.
+async fn configure_group(
+    cluster: &Cluster,
+    group: &str,
+    settings: &ShareGroupSettings,
+) -> anyhow::Result<(Admin, Producer)> {
+    let admin = Admin::connect(&cluster.bootstrap()).await?;
+    wait_for(Duration::from_secs(30), "the group configured", || async {
+        admin.configure_share_group(group, settings).await.ok()
+    })
+    .await?;
+    let producer = Producer::connect(ProducerConfig {
+        brokers: cluster.bootstrap(),
+        acks: Acks::All,
+        ..ProducerConfig::default()
+    })
+    .await?;
+    Ok((admin, producer))
 }
 
 /// The broker coordinating share group `group`, asked of each broker in turn (any of

@@ -404,13 +404,13 @@ impl Shard {
             )),
             None => None,
         };
-        let records: Vec<internal_topic::InternalRecord> =
-            records.iter().cloned().map(Into::into).collect();
         let pending = internal_topic::submit_batch(
             &self.partition,
             OFFSETS_TOPIC,
             self.leader_epoch,
-            &records,
+            records
+                .iter()
+                .map(|(key, value)| internal_topic::keyed(key, value.as_deref())),
             producer,
         )
         .await

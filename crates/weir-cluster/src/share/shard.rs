@@ -22,13 +22,14 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use weir_coordinator::share::LOCKS_HEADER;
 use weir_log::Header;
+use weir_log::batch::RecordView;
 
 use super::reader::RecordCache;
 use super::{
     MAX_SHARE_GROUPS_PER_SHARD, SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError,
 };
 use crate::error::ClusterError;
-use crate::internal_topic::{self, InternalRecord, LoadedShard, SubmitError};
+use crate::internal_topic::{self, LoadedShard, SubmitError};
 use crate::partition::{Partition, PendingAppend};
 use crate::registry::TopicRegistry;
 
@@ -253,30 +254,42 @@ impl ShareShard {
         first: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<Option<QueuedWrite>, ShareError> {
         let snapshots = dirty_snapshots(windows, self.leader_epoch)?;
-        let mut records: Vec<InternalRecord> = first.into_iter().map(Into::into).collect();
-        records.extend(snapshots.records.into_iter().map(|w| {
-            InternalRecord {
-                key: w.key,
-                value: w.value,
-                headers: w
-                    .locks
-                    .map(|locks| Header {
-                        key: LOCKS_HEADER.to_string(),
-                        value: Some(locks),
-                    })
-                    .into_iter()
-                    .collect(),
-            }
-        }));
-        if records.is_empty() {
+        if first.is_empty() && snapshots.records.is_empty() {
             return Ok(None);
         }
+        // Each snapshot's locks, as its record's header.
+        let headers: Vec<Vec<Header>> = snapshots
+            .records
+            .iter()
+            .map(|w| {
+                w.locks
+                    .iter()
+                    .map(|locks| Header {
+                        key: LOCKS_HEADER.to_string(),
+                        value: Some(locks.clone()),
+                    })
+                    .collect()
+            })
+            .collect();
+        let records = first
+            .iter()
+            .map(|(key, value)| internal_topic::keyed(key, value.as_deref()))
+            .chain(
+                snapshots
+                    .records
+                    .iter()
+                    .zip(&headers)
+                    .map(|(w, headers)| RecordView {
+                        headers,
+                        ..internal_topic::keyed(&w.key, w.value.as_deref())
+                    }),
+            );
         let writer = self.writer.lock().await;
         let queued = internal_topic::submit_records(
             &self.partition,
             SHARE_STATE_TOPIC,
             self.leader_epoch,
-            &records,
+            records,
         )
         .await;
         drop(writer);

@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
 use weir_coordinator::txn::{
     AllocId, AppendFailure, AppendId, Command, ListFilter, MarkerId, MarkerOutcome, Reply,
@@ -325,12 +324,11 @@ impl ShardTask {
                     }
                 }
                 Command::Append { id, key, value } => {
-                    let record = [(Bytes::from(key), value.map(Bytes::from)).into()];
                     let queued = internal_topic::submit_records(
                         &self.partition,
                         TXN_STATE_TOPIC,
                         self.leader_epoch,
-                        &record,
+                        [internal_topic::keyed(&key, value.as_deref())],
                     )
                     .await;
                     match queued {

@@ -256,10 +256,7 @@ impl StateValue {
         for _ in 0..count {
             let first = buf.get_i64();
             let last = buf.get_i64();
-            if last < first || previous_last.is_some_and(|p| first <= p) {
-                return Err(StateRecordError::BadRange { first, last });
-            }
-            previous_last = Some(last);
+            next_range(&mut previous_last, first, last)?;
             let state_byte = buf.get_u8();
             let state = PersistedState::from_byte(state_byte).ok_or(StateRecordError::Unknown {
                 what: "record state",
@@ -340,10 +337,7 @@ fn decode_locks(mut buf: &[u8]) -> Result<Vec<StateLock>, StateRecordError> {
         need(buf, LOCK_FIXED_BYTES, "lock")?;
         let first = buf.get_i64();
         let last = buf.get_i64();
-        if last < first || previous_last.is_some_and(|p| first <= p) {
-            return Err(StateRecordError::BadRange { first, last });
-        }
-        previous_last = Some(last);
+        next_range(&mut previous_last, first, last)?;
         let deadline_ms = buf.get_u64();
         let len = buf.get_u8() as usize;
         need(buf, len, "lock member id")?;
@@ -360,6 +354,20 @@ fn decode_locks(mut buf: &[u8]) -> Result<Vec<StateLock>, StateRecordError> {
     }
     done(buf)?;
     Ok(locks)
+}
+
+/// Checks that `first..=last` is a range, after the one that ended at `previous_last`
+/// (ranges and locks come in increasing, non-overlapping order), and moves that on.
+fn next_range(
+    previous_last: &mut Option<i64>,
+    first: i64,
+    last: i64,
+) -> Result<(), StateRecordError> {
+    if last < first || previous_last.is_some_and(|p| first <= p) {
+        return Err(StateRecordError::BadRange { first, last });
+    }
+    *previous_last = Some(last);
+    Ok(())
 }
 
 fn version(buf: &mut &[u8]) -> Result<(), StateRecordError> {
