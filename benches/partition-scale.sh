@@ -3,11 +3,14 @@
 # data directory, time `weir topic create big --partitions N`, stop the broker with
 # SIGTERM (timed to its exit: it closes every partition), start it again and time from
 # the start until `weir topic describe big` answers (the broker serves once every
-# partition is open). Prints one line per count: create, stop and restart in seconds.
+# partition is open). Prints one line per count: create, stop and restart in seconds, and
+# after the create the broker's open descriptors, memory mappings, resident memory and
+# CPU while idle (per cent of one core over IDLE_S seconds). A count above 10,000 (a
+# topic's limit) is created as topics of 10,000 (`big0`, `big1`, ...), one after another.
 #
 # Usage: benches/partition-scale.sh [WEIR_BINARY] [COUNTS...]
 #        (default target/release/weir; 500 1000 2000 5000 10000)
-# Environment: PORT [19999], WORK [${TMPDIR:-/tmp}/weir-partition-scale]
+# Environment: PORT [19999], WORK [${TMPDIR:-/tmp}/weir-partition-scale], IDLE_S [10]
 set -euo pipefail
 # Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
 export WEIR_KAFKA_LISTEN=none
@@ -21,6 +24,8 @@ COUNTS=("$@")
 PORT="${PORT:-19999}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-partition-scale}"
 B="127.0.0.1:$PORT"
+IDLE_S="${IDLE_S:-10}"
+PER_TOPIC=10000
 export WEIR_TIMEOUT="${WEIR_TIMEOUT:-600s}"
 BROKER=
 trap '[ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null; wait 2>/dev/null || true' EXIT
@@ -31,7 +36,19 @@ serve() {
     BROKER=$!
 }
 stop() { kill -TERM "$BROKER"; wait "$BROKER" || true; BROKER=; }
-printf '%-10s %10s %10s %10s\n' partitions create_s stop_s restart_s
+ticks() { awk '{print $14 + $15}' "/proc/$BROKER/stat"; }
+TCK=$(getconf CLK_TCK)
+printf '%-10s %10s %10s %10s %8s %8s %8s %8s\n' \
+    partitions create_s stop_s restart_s fds maps rss_mb idle_cpu
+# The topics holding N partitions: "name count" lines.
+topics() {
+    local left=$1 i=0
+    while [ "$left" -gt 0 ]; do
+        local k=$((left < PER_TOPIC ? left : PER_TOPIC))
+        echo "big$i $k"
+        left=$((left - k)) i=$((i + 1))
+    done
+}
 for n in "${COUNTS[@]}"; do
     dir="$WORK/p$n"
     rm -rf "$dir" "$dir.log" && mkdir -p "$WORK"
@@ -39,16 +56,27 @@ for n in "${COUNTS[@]}"; do
     until "$W" topic list --brokers "$B" >/dev/null 2>&1; do sleep 0.05; done
     sleep 1
     t=$(now)
-    "$W" topic create big --partitions "$n" --brokers "$B" >/dev/null
+    while read -r name k; do
+        "$W" topic create "$name" --partitions "$k" --brokers "$B" >/dev/null
+        last=$name
+    done < <(topics "$n")
     create=$(since "$t")
+    fds=$(ls "/proc/$BROKER/fd" | wc -l)
+    maps=$(wc -l <"/proc/$BROKER/maps")
+    rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$BROKER/status")
+    sleep 2
+    c0=$(ticks)
+    sleep "$IDLE_S"
+    idle=$(echo "($(ticks) - $c0) * 100 / $TCK / $IDLE_S" | bc)
     t=$(now)
     stop
     stopped=$(since "$t")
     sync
     t=$(now)
     serve "$dir"
-    until "$W" topic describe big --brokers "$B" >/dev/null 2>&1; do sleep 0.02; done
+    until "$W" topic describe "$last" --brokers "$B" >/dev/null 2>&1; do sleep 0.02; done
     restart=$(since "$t")
     stop
-    printf '%-10s %10.2f %10.2f %10.2f\n' "$n" "$create" "$stopped" "$restart"
+    printf '%-10s %10.2f %10.2f %10.2f %8s %8s %8s %7s%%\n' \
+        "$n" "$create" "$stopped" "$restart" "$fds" "$maps" "$rss" "$idle"
 done

@@ -34,6 +34,7 @@ use crate::storage::{FileStorage, Storage};
 
 mod fetch_data;
 mod flush;
+mod park;
 mod roll;
 mod write;
 
@@ -69,6 +70,9 @@ pub(crate) struct Inner {
     pub(crate) generation: u64,
     /// Idempotent producers' recent batches, as of `next_offset`.
     pub(crate) producers: ProducerStates,
+    /// When an append or a read last used the log (parking closes the files of a log
+    /// unused for a while: `log/park.rs`).
+    pub(crate) last_used: Instant,
 }
 
 impl Inner {
@@ -104,6 +108,9 @@ impl Inner {
 
     pub(crate) fn recovery_point(&self) -> RecoveryPoint {
         let active = self.active();
+        if let Some(point) = active.parked {
+            return point;
+        }
         let files = active.files();
         RecoveryPoint {
             segment_base: active.base_offset,
@@ -337,6 +344,11 @@ impl Log {
         inner
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
+        // A parked log is closed already: parking made it durable and wrote its
+        // checkpoints, and nothing was appended since.
+        if inner.active().parked.is_some() {
+            return Ok(());
+        }
         self.sync_rolled_locked(&mut inner)?;
         let active = inner.active();
         let (file, path) = (active.files().file.clone(), active.log_path.clone());
@@ -345,14 +357,20 @@ impl Log {
         self.write_recovery_point(&inner)
     }
 
-    /// Writes the idempotent producers' state as of the log end (see `producers`); a log
-    /// that never had an idempotent producer writes nothing.
+    /// Writes the idempotent producers' state as of the log end (see `producers`); an
+    /// empty log that never had an idempotent producer writes nothing. A log with records
+    /// writes one even if it never had such a producer: without it the next open would
+    /// read every batch header from the log start to learn there is none, opening every
+    /// segment (and a parked active one) of every partition at a broker's start.
     pub(crate) fn write_producer_snapshot(
         &self,
         inner: &Inner,
     ) -> Result<(), crate::error::CheckpointError> {
         let kind = Kind::ProducerState;
-        if inner.producers.is_empty() && !self.dir.join(kind.file_name()).exists() {
+        if inner.producers.is_empty()
+            && inner.next_offset == inner.log_start_offset
+            && !self.dir.join(kind.file_name()).exists()
+        {
             return Ok(());
         }
         // The snapshot vouches for the aborted-transaction entries before its offset

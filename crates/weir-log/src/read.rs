@@ -97,6 +97,7 @@ impl Log {
                             .expect("a log always has a segment")
                     });
                 let seg_end = inner.end_of(base);
+                inner.last_used = std::time::Instant::now();
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::time::Instant;
 
 use crate::batch::{self, BatchHeader, LOG_OVERHEAD, MAX_BATCH_BYTES};
 use crate::checkpoint::{self, Kind, PayloadReader};
@@ -247,6 +248,19 @@ pub(crate) struct RecoveryPoint {
 }
 
 impl RecoveryPoint {
+    /// The point at the start of an empty segment at `base`: it claims nothing.
+    pub(crate) fn empty(base: i64) -> RecoveryPoint {
+        RecoveryPoint {
+            segment_base: base,
+            position: 0,
+            next_offset: base,
+            index_entries: 0,
+            time_index_entries: 0,
+            max_timestamp: i64::MIN,
+            offset_of_max_timestamp: base,
+        }
+    }
+
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(48);
         b.extend_from_slice(&self.segment_base.to_be_bytes());
@@ -360,7 +374,9 @@ pub(crate) fn recover(
     }
     if segments.is_empty() {
         let base = log_start_offset.max(point.map_or(0, |p| p.next_offset));
-        let seg = Segment::create(storage, dir, base, config)?;
+        // Parked: its files are created by the first append or read that needs them, so
+        // a broker's idle partitions hold no descriptor and no mapping (`log/park.rs`).
+        let seg = Segment::unborn(dir, base);
         // A new log in an empty directory (but for its lock) has nothing to claim: no
         // recovery point is written and nothing is synced. Without a point, recovery
         // scans the segment from its start, which is what the point of an empty log
@@ -386,6 +402,7 @@ pub(crate) fn recover(
             epochs_unpersisted: false,
             generation: 0,
             producers: ProducerStates::default(),
+            last_used: Instant::now(),
         };
         inner.epochs.truncate_from_end(base);
         if !fresh {
@@ -409,8 +426,19 @@ pub(crate) fn recover(
     if start.is_none() && point.is_some() {
         tracing::warn!("recovery checkpoint does not match the segments; scanning every segment");
     }
+    // A log closed cleanly (or parked) ends exactly where its point says, at the end of
+    // its last segment: nothing to scan, and the active segment stays parked until an
+    // append or read opens it (its indexes are checked against the point then).
+    let at_end =
+        start.filter(|p| p.segment_base == last_base && p.position == segments[&last_base].size);
+    if let Some(p) = at_end {
+        segments.get_mut(&last_base).expect("listed").park(p);
+    }
     let scan_from_base = start.map_or(first_base, |p| p.segment_base);
-    let to_scan: Vec<i64> = segments.range(scan_from_base..).map(|(b, _)| *b).collect();
+    let to_scan: Vec<i64> = match at_end {
+        Some(_) => Vec::new(),
+        None => segments.range(scan_from_base..).map(|(b, _)| *b).collect(),
+    };
     let mut next_offset = start.map_or(first_base, |p| p.next_offset);
     let mut scanned_bytes = 0u64;
     let mut cut_at: Option<i64> = None;
@@ -434,7 +462,7 @@ pub(crate) fn recover(
         let seg = segments.get_mut(&base).expect("listed");
         let is_last = base == last_base;
         let trusted = start.filter(|p| p.segment_base == base);
-        indexes_trusted &= open_for_recovery(storage, seg, config, trusted)?;
+        indexes_trusted &= open_for_recovery(storage, seg, config, trusted, false)?;
         let from = trusted.map_or(0, |p| p.position);
         let expected = trusted.map_or(base, |p| p.next_offset);
         let file = seg.files().file.clone();
@@ -484,10 +512,10 @@ pub(crate) fn recover(
     }
     // The active segment takes appends: full-size indexes.
     let active = segments.values_mut().next_back().expect("non-empty");
-    if active.files.is_none() {
-        indexes_trusted &= open_for_recovery(storage, active, config, None)?;
+    if active.files.is_none() && active.parked.is_none() {
+        indexes_trusted &= open_for_recovery(storage, active, config, None, false)?;
     }
-    {
+    if active.parked.is_none() {
         let cap = u64::from(config.index_max_bytes);
         let files = active.files_mut();
         files.index.reserve(cap).map_err(io(files.index.path()))?;
@@ -509,6 +537,7 @@ pub(crate) fn recover(
         epochs_unpersisted: false,
         generation: 0,
         producers: ProducerStates::default(),
+        last_used: Instant::now(),
     };
     // A log closed cleanly (or with nothing written since its last checkpoint) ends
     // exactly where the recovery point on disk says: the point was written after the
@@ -548,29 +577,52 @@ fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Res
     )?)
 }
 
-/// Opens a segment's files for recovery. With a trusted recovery point, keeps the index
-/// entries it vouches for (if they check out) and resumes indexing after them;
-/// otherwise indexes are rebuilt from the start of the segment. Returns false if a
-/// trusted point's entries did not check out (the indexes were rebuilt instead).
+/// Opens a parked active segment (`Segment::parked`) as recovery would open it at
+/// `point`, its indexes sized for appends; on any failure it stays parked. The files of a
+/// segment parked at its very start (a new log's) are created if missing.
+pub(crate) fn reopen_parked(
+    storage: &dyn Storage,
+    seg: &mut Segment,
+    config: &LogConfig,
+    point: RecoveryPoint,
+) -> Result<(), OpenError> {
+    let opened = (|| {
+        open_for_recovery(storage, seg, config, Some(point), point.position == 0)?;
+        let cap = u64::from(config.index_max_bytes);
+        let files = seg.files_mut();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| OpenError::io(p, e)
+        };
+        files.index.reserve(cap).map_err(io(files.index.path()))?;
+        files
+            .time_index
+            .reserve(cap)
+            .map_err(io(files.time_index.path()))
+    })();
+    if opened.is_err() {
+        seg.files = None;
+    }
+    opened
+}
+
+/// Opens a segment's files for recovery (creating a missing `.log` if `create`). With a
+/// trusted recovery point, keeps the index entries it vouches for (if they check out)
+/// and resumes indexing after them; otherwise indexes are rebuilt from the start of the
+/// segment. Returns false if a trusted point's entries did not check out (the indexes
+/// were rebuilt instead).
 fn open_for_recovery(
     storage: &dyn Storage,
     seg: &mut Segment,
     config: &LogConfig,
     trusted: Option<RecoveryPoint>,
+    create: bool,
 ) -> Result<bool, OpenError> {
     let file = storage
-        .open(&seg.log_path, false)
+        .open(&seg.log_path, create)
         .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
     let cap = Some(u64::from(config.index_max_bytes));
-    let point = trusted.unwrap_or(RecoveryPoint {
-        segment_base: seg.base_offset,
-        position: 0,
-        next_offset: seg.base_offset,
-        index_entries: 0,
-        time_index_entries: 0,
-        max_timestamp: i64::MIN,
-        offset_of_max_timestamp: seg.base_offset,
-    });
+    let point = trusted.unwrap_or(RecoveryPoint::empty(seg.base_offset));
     let index_path = seg.path(segment::INDEX_SUFFIX);
     let index = Index::open(&index_path, cap, Some(point.index_entries as usize))
         .map_err(|e| OpenError::io(index_path, e))?;
@@ -594,7 +646,7 @@ fn open_for_recovery(
         });
     if trusted.is_some() && !consistent {
         tracing::warn!(segment = %seg.log_path.display(), "index does not match the recovery checkpoint; rebuilding");
-        open_for_recovery(storage, seg, config, None)?;
+        open_for_recovery(storage, seg, config, None, create)?;
         return Ok(false);
     }
     // Zero whatever lies past the trusted entries (stale or torn).

@@ -1,6 +1,8 @@
 //! One segment: a `.log` file of record batches starting at `base_offset`, with its
 //! `.index` and `.timeindex`. Segments other than the last are closed and opened lazily,
-//! so opening a log costs one directory listing, not a pass over every file.
+//! so opening a log costs one directory listing, not a pass over every file. The last
+//! (active) one may be parked: its files closed while the log is idle, and opened again
+//! by the first append or read (`log/park.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::{AppendError, OpenError};
 use crate::index::{Index, OffsetEntry, TimeEntry};
-use crate::recovery;
+use crate::recovery::{self, RecoveryPoint};
 use crate::storage::{Storage, StorageFile};
 use crate::txn_index::TxnIndex;
 
@@ -84,6 +86,11 @@ pub(crate) struct Segment {
     pub active_since: Instant,
     /// Its aborted transactions (`txn_index.rs`), once loaded.
     pub txn: Option<TxnIndex>,
+    /// Set on the active segment while its files are closed (`files` is `None`): the
+    /// recovery point on disk, which describes the segment exactly (everything in it is
+    /// durable and indexed as the point says). [`Segment::ensure_open`] opens it again,
+    /// ready for appends. A new log's segment starts parked, its files not yet created.
+    pub parked: Option<RecoveryPoint>,
 }
 
 impl Segment {
@@ -97,7 +104,17 @@ impl Segment {
             cursor: IndexCursor::fresh(base_offset),
             active_since: Instant::now(),
             txn: None,
+            parked: None,
         }
+    }
+
+    /// The active segment of a new, empty log at `base_offset`: parked, its files
+    /// created by the first append (or read) that opens it.
+    pub(crate) fn unborn(dir: &Path, base_offset: i64) -> Segment {
+        let mut seg = Segment::closed(dir, base_offset, 0);
+        seg.parked = Some(RecoveryPoint::empty(base_offset));
+        seg.txn = Some(TxnIndex::default());
+        seg
     }
 
     /// Creates the files of a new, empty active segment.
@@ -132,6 +149,18 @@ impl Segment {
         Ok(seg)
     }
 
+    /// Closes the active segment's files; `point` (on disk) describes it exactly.
+    pub(crate) fn park(&mut self, point: RecoveryPoint) {
+        debug_assert_eq!(
+            (point.segment_base, point.position),
+            (self.base_offset, self.size)
+        );
+        self.files = None;
+        self.parked = Some(point);
+        self.cursor.max_timestamp = point.max_timestamp;
+        self.cursor.offset_of_max_timestamp = point.offset_of_max_timestamp;
+    }
+
     pub(crate) fn path(&self, suffix: &str) -> PathBuf {
         self.log_path.with_extension(suffix)
     }
@@ -145,7 +174,8 @@ impl Segment {
     }
 
     /// Opens a closed segment's files, checking its indexes against the log file and
-    /// rebuilding them (one scan of this segment) if they are missing or inconsistent.
+    /// rebuilding them (one scan of this segment) if they are missing or inconsistent. A
+    /// parked active segment is opened as its recovery point says, ready for appends.
     /// `end_offset` is the next segment's base offset.
     pub(crate) fn ensure_open(
         &mut self,
@@ -153,6 +183,12 @@ impl Segment {
         config: &LogConfig,
         end_offset: i64,
     ) -> Result<&mut SegmentFiles, OpenError> {
+        if self.files.is_none()
+            && let Some(point) = self.parked
+        {
+            recovery::reopen_parked(storage, self, config, point)?;
+            self.parked = None;
+        }
         if self.files.is_none() {
             let file = storage
                 .open(&self.log_path, false)

@@ -94,12 +94,18 @@ impl Log {
                 has_aborted,
             });
         }
-        let active = inner.active();
+        let end = inner.next_offset;
+        let active = inner.active_mut();
+        let file = active
+            .ensure_open(self.storage.as_ref(), &self.config, end)
+            .map_err(open_to_maintenance)?
+            .file
+            .clone();
         let active = SegmentView {
             base: active.base_offset,
-            end: inner.next_offset,
+            end,
             size: active.size,
-            file: active.files().file.clone(),
+            file,
             path: active.log_path.clone(),
             has_aborted: false,
         };

@@ -75,10 +75,16 @@ impl Log {
     /// active segment's data durable.
     pub(crate) fn write_recovery_point(&self, inner: &Inner) -> Result<(), MaintenanceError> {
         let point = inner.recovery_point();
-        let files = inner.active().files();
-        files.flush_indexes(MaintenanceError::io)?;
+        // A parked segment's entries were flushed when it was parked.
+        if let Some(files) = &inner.active().files {
+            files.flush_indexes(MaintenanceError::io)?;
+        }
         let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
-        self.write_checkpoint(&mut ckpt, point)?;
+        // The same point again (a log parked or closed twice with nothing in between)
+        // is on disk already.
+        if ckpt.last != Some(point) {
+            self.write_checkpoint(&mut ckpt, point)?;
+        }
         ckpt.generation = inner.generation;
         Ok(())
     }
@@ -145,7 +151,8 @@ impl Log {
             let active = inner.active();
             (
                 self.rolled_to_sync(&inner),
-                active.files().file.clone(),
+                // None while parked: everything in it is durable already.
+                active.files.as_ref().map(|f| f.file.clone()),
                 active.log_path.clone(),
                 inner.recovery_point(),
                 inner.generation,
@@ -155,7 +162,9 @@ impl Log {
         for r in &rolled {
             self.sync_or_fail(&r.file, &r.path)?;
         }
-        self.sync_or_fail(&file, &path)?;
+        if let Some(file) = &file {
+            self.sync_or_fail(file, &path)?;
+        }
         self.forget_rolled(&rolled);
         match self.maybe_checkpoint(point, generation) {
             Ok(()) => {}
@@ -286,16 +295,7 @@ impl Log {
                 return Ok(());
             }
         }
-        let point = RecoveryPoint {
-            segment_base: end,
-            position: 0,
-            next_offset: end,
-            index_entries: 0,
-            time_index_entries: 0,
-            max_timestamp: i64::MIN,
-            offset_of_max_timestamp: end,
-        };
-        self.store_recovery_point(point, generation, |_| true)
+        self.store_recovery_point(RecoveryPoint::empty(end), generation, |_| true)
     }
 
     /// Under the log lock: syncs every queued rolled segment (for close and truncation,
@@ -330,8 +330,9 @@ impl Log {
             if inner.generation != generation || active.base_offset != point.segment_base {
                 return Ok(());
             }
-            let files = active.files();
-            files.flush_indexes(MaintenanceError::io)?;
+            if let Some(files) = &active.files {
+                files.flush_indexes(MaintenanceError::io)?;
+            }
         }
         self.store_recovery_point(point, generation, due)
     }

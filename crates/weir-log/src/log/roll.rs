@@ -48,6 +48,9 @@ impl Log {
             if active.base_offset == next {
                 return Ok(()); // already empty at the log end
             }
+            active
+                .ensure_open(self.storage.as_ref(), &self.config, next)
+                .map_err(open_to_maintenance)?;
             let rolled = RolledSegment {
                 base: active.base_offset,
                 end: next,

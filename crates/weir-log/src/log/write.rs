@@ -113,6 +113,7 @@ impl Log {
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
+        self.open_active(&mut inner)?;
         self.maybe_roll(&mut inner, batches.len(), span)?;
         let mut changed = inner.epochs_unpersisted;
         if leader_epoch >= 0 {
@@ -168,6 +169,7 @@ impl Log {
         inner
             .check_failed()
             .map_err(|reason| AppendError::Failed { reason })?;
+        self.open_active(&mut inner)?;
         let runs = {
             let active = inner.active();
             plan_replicated(
@@ -231,6 +233,24 @@ impl Log {
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
+    }
+
+    /// Opens the active segment if it is parked (`log/park.rs`), before anything is
+    /// written or rolled; if that fails (out of descriptors, say) the append is refused
+    /// with nothing written and the log stays parked and healthy.
+    fn open_active(&self, inner: &mut Inner) -> Result<(), AppendError> {
+        inner.last_used = std::time::Instant::now();
+        let end = inner.next_offset;
+        inner
+            .active_mut()
+            .ensure_open(self.storage.as_ref(), &self.config, end)
+            .map(|_| ())
+            .map_err(|e| match e {
+                crate::OpenError::Io { path, source } => AppendError::Io { path, source },
+                other => AppendError::Failed {
+                    reason: other.to_string(),
+                },
+            })
     }
 
     /// After a failed write: drops the epochs recorded for batches that were not written

@@ -162,7 +162,8 @@ fn headers(log: &Log) -> Vec<BatchHeader> {
 }
 
 fn active_base(dir: &Path) -> i64 {
-    segment_files(dir).last().expect("a segment").0
+    // A new log has no segment file until its first append.
+    segment_files(dir).last().map_or(0, |s| s.0)
 }
 
 /// What one compaction pass over a log holding `history` must leave: records in the

@@ -1,6 +1,6 @@
 //! weir-log's integration tests, one binary: a `Log` as its users see it (`log`), against
 //! a model (`model`), compaction, idempotent producers, replication from the log's side,
-//! stamped appends, transactions (`transactions`), storage faults, and SIGKILL of a child process mid-append (`crash`,
+//! stamped appends, transactions (`transactions`), parking idle logs (`park`), storage faults, and SIGKILL of a child process mid-append (`crash`,
 //! which runs this binary again as the child); `common` builds batches and reads logs
 //! back for all of them.
 
@@ -10,6 +10,7 @@ mod crash;
 mod faults;
 mod log;
 mod model;
+mod park;
 mod producers;
 mod replication;
 mod stamped;
