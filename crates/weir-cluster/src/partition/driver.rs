@@ -80,6 +80,8 @@ impl Shared {
                 }
             }
         }
+        let at_rest = self.replica().at_rest(log);
+        self.at_rest.store(at_rest, Ordering::Release);
         answers
     }
 

@@ -121,7 +121,7 @@ impl Partition {
         // task (this runs for every partition every few seconds).
         let unchanged = guard
             .as_ref()
-            .is_some_and(|log| log.high_watermark_checkpoint() == Some(hw));
+            .is_some_and(|log| super::checkpointed_high_watermark(log) == hw);
         drop(guard);
         if unchanged {
             return Ok(());
@@ -129,10 +129,37 @@ impl Partition {
         let err = self.shared.maintenance();
         self.shared
             .with_log(move |log| {
-                if log.high_watermark_checkpoint() == Some(hw) {
+                if super::checkpointed_high_watermark(log) == hw {
                     return Ok(());
                 }
                 log.checkpoint_high_watermark(hw).map_err(err)
+            })
+            .await
+    }
+
+    /// Closes the log's files if nobody appended to it or read from it for `idle`
+    /// (`weir_log::Log::park_if_idle`); the next append or read opens them again. A
+    /// partition whose log is busy is skipped, as by the checkpoint pass. Returns
+    /// whether it parked anything.
+    pub async fn park_if_idle(&self, idle: Duration) -> Result<bool, ClusterError> {
+        let Ok(guard) = self.shared.log.clone().try_read_owned() else {
+            return Ok(false);
+        };
+        // The look is cheap; the park syncs and writes checkpoints on a blocking thread.
+        if !guard.as_ref().is_some_and(|log| log.parkable_now(idle)) {
+            return Ok(false);
+        }
+        drop(guard);
+        let err = self.shared.maintenance();
+        let shared = self.shared.clone();
+        self.shared
+            .with_log(move |log| {
+                let parked = log.park_if_idle(idle).map_err(err);
+                if parked.is_err() {
+                    // A failed sync failed the log: recover it as a failed flush would.
+                    shared.notice_failure(log);
+                }
+                parked
             })
             .await
     }

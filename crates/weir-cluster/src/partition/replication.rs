@@ -131,8 +131,17 @@ impl Partition {
         self.shared.post(Event::AlterIsrAnswered(answer));
     }
 
-    /// Time passed: fetch retries, ISR lag, unanswered proposals.
+    /// Time passed: fetch retries, ISR lag, unanswered proposals. Skipped while the
+    /// replica is at rest (nothing a tick could change; every change to it comes with an
+    /// event, which ends the rest).
     pub fn tick(&self) {
+        if self
+            .shared
+            .at_rest
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return;
+        }
         self.shared.post(Event::Tick);
     }
 

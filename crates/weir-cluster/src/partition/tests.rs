@@ -377,10 +377,11 @@ async fn events_posted_while_the_log_is_busy_wait_and_are_handled_in_order_after
         replicas: vec![0],
         isr: vec![0],
     }));
+    // A lone leader with nothing to publish is at rest: its tick is not even posted.
     p.tick();
     p.set_lease_lapsed(false);
-    // The two lease events keep only the last, behind the registration and the tick.
-    assert_eq!(p.shared.posted_waiting(), 3);
+    // The two lease events keep only the last, behind the registration.
+    assert_eq!(p.shared.posted_waiting(), 2);
     assert_eq!(p.shared.replica().role(), Role::Leader { leader_epoch: 0 });
     drop(held);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -547,5 +548,31 @@ async fn a_delete_topic_keeps_retention() {
     fill(&p).await;
     let retention = p.apply_retention(1_000_000_000).await.unwrap();
     assert!(retention.segments_deleted > 0);
+    p.close().await.unwrap();
+}
+
+/// An idle partition's log is parked (its files closed) and serves as before: what was
+/// acknowledged reads back, and the next append opens it again.
+#[tokio::test]
+async fn a_parked_partition_serves_reads_and_appends_as_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path(), "delete").await;
+    p.append(batch_of("one"), Durability::Durable)
+        .await
+        .unwrap();
+    assert!(
+        !p.park_if_idle(Duration::from_secs(3600)).await.unwrap(),
+        "used just now"
+    );
+    assert!(p.park_if_idle(Duration::ZERO).await.unwrap());
+    assert!(
+        !p.park_if_idle(Duration::ZERO).await.unwrap(),
+        "parked already"
+    );
+    assert_eq!(values(&p).await, ["one"]);
+    p.append(batch_of("two"), Durability::Durable)
+        .await
+        .unwrap();
+    assert_eq!(values(&p).await, ["one", "two"]);
     p.close().await.unwrap();
 }

@@ -27,6 +27,13 @@ pub(super) const OPEN_CONCURRENCY: usize = 32;
 const TICK: Duration = Duration::from_millis(250);
 /// Ticks between high watermark checkpoints.
 const CHECKPOINT_EVERY_TICKS: u64 = 20;
+/// A partition whose log nobody appended to or read from for this long has its files
+/// closed (`Partition::park_if_idle`): a broker's descriptors and memory mappings then
+/// grow with the partitions in use, not with every partition it holds (the kernel caps
+/// both per process). The next append or read opens them again, as a clean open would.
+const PARK_AFTER_IDLE: Duration = Duration::from_secs(30);
+/// How often the parking pass looks at every hosted partition.
+const PARK_PASS_EVERY: Duration = Duration::from_secs(10);
 
 impl TopicRegistry {
     /// Brings the registry in step with `image`. One application at a time.
@@ -449,9 +456,41 @@ fn set_slot(slots: &mut Vec<Slot>, index: u32, slot: Slot) {
     }
 }
 
+/// Parks every hosted partition idle for [`PARK_AFTER_IDLE`], one at a time, every
+/// [`PARK_PASS_EVERY`], for as long as the registry lives.
+fn spawn_parker(registry: &Arc<TopicRegistry>) {
+    let weak: Weak<TopicRegistry> = Arc::downgrade(registry);
+    tokio::spawn(async move {
+        let mut pass = tokio::time::interval(PARK_PASS_EVERY);
+        pass.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            pass.tick().await;
+            let Some(registry) = weak.upgrade() else {
+                return;
+            };
+            let hosted = registry.all_hosted();
+            drop(registry);
+            let mut parked = 0usize;
+            for p in hosted {
+                match p.park_if_idle(PARK_AFTER_IDLE).await {
+                    Ok(true) => parked += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(topic = p.topic(), partition = p.index(), error = %e, "parking an idle log failed");
+                    }
+                }
+            }
+            if parked > 0 {
+                tracing::debug!(parked, "idle partitions parked");
+            }
+        }
+    });
+}
+
 /// Follows the image, the broker's registration, and ticks every hosted partition, for
-/// as long as the registry lives.
+/// as long as the registry lives; parks idle ones ([`spawn_parker`]).
 pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
+    spawn_parker(registry);
     let weak: Weak<TopicRegistry> = Arc::downgrade(registry);
     let mut images = registry.node.subscribe();
     let mut broker = registry.node.broker_state();

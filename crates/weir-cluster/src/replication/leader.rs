@@ -273,6 +273,27 @@ impl Replica {
         })
     }
 
+    /// Whether a tick can change nothing: a leader with no other replica (no follower
+    /// to time out), no ISR proposal out or in doubt, its lease held and its high
+    /// watermark published at its own position. Every change to such a replica comes
+    /// with an event (an append or flush of its log, new metadata, a lease change), so a
+    /// driver need not tick it until the next event.
+    pub fn at_rest(&self, log: &impl LocalLog) -> bool {
+        let (State::Leader(leader), Some(reg)) = (&self.state, &self.registration) else {
+            return false;
+        };
+        let me = self.config.node;
+        !self.lease_lapsed
+            && reg.replicas == [me]
+            && reg.isr == [me]
+            && reg.reassignment.is_none()
+            && leader.followers.is_empty()
+            && leader.pending.is_none()
+            && leader.uncertain.is_empty()
+            && self.published == Some(self.high_watermark)
+            && self.high_watermark == self.config.position(log)
+    }
+
     /// Recomputes the high watermark (publishing it once this leadership's inherited log
     /// is committed) and proposes an ISR change if one is due.
     pub(super) fn leader_progress(

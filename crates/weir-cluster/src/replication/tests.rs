@@ -865,3 +865,46 @@ fn a_lapsed_leader_that_learns_of_a_newer_leader_follows_it_once_renewed() {
         })
     );
 }
+
+/// A leader alone in its replica set is at rest while its high watermark is published at
+/// its position (the driver then skips its ticks): an append moves nothing a tick could
+/// (the flush that follows is an event, and publishes); a lapsed lease ends the rest,
+/// and a leader with a follower is never at rest.
+#[test]
+fn a_lone_leader_is_at_rest_between_events_and_one_with_followers_never_is() {
+    let mut r = leader(1);
+    let mut log = MemLog::default();
+    let alone = PartitionRegistration {
+        replicas: vec![1],
+        ..registration(1, 1, &[1])
+    };
+    assert!(!r.at_rest(&log), "no metadata yet");
+    r.handle(Event::Registration(alone.clone()), 1, &log);
+    assert!(
+        r.at_rest(&log),
+        "an empty lone leader has nothing to wait for"
+    );
+
+    log.append(1, 5);
+    r.handle(Event::LogAppended, 2, &log);
+    assert!(
+        r.at_rest(&log),
+        "appended, not flushed: the flush is an event"
+    );
+    log.flushed = 5;
+    let out = r.handle(Event::LogFlushed, 3, &log);
+    assert_eq!(published(&out), [5]);
+    assert!(r.at_rest(&log), "published at its position");
+
+    r.handle(Event::LeaseLapsed, 4, &log);
+    assert!(!r.at_rest(&log), "stepped aside");
+    r.handle(Event::LeaseRenewed, 5, &log);
+    assert!(r.at_rest(&log));
+
+    let mut with_followers = leader(1);
+    with_followers.handle(Event::Registration(registration(1, 1, &[1])), 1, &log);
+    assert!(
+        !with_followers.at_rest(&log),
+        "followers' lag is timed by ticks"
+    );
+}
