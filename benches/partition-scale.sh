@@ -10,7 +10,9 @@
 #
 # Usage: benches/partition-scale.sh [WEIR_BINARY] [COUNTS...]
 #        (default target/release/weir; 500 1000 2000 5000 10000)
-# Environment: PORT [19999], WORK [${TMPDIR:-/tmp}/weir-partition-scale], IDLE_S [10]
+# Environment: PORT [19999], WORK [${TMPDIR:-/tmp}/weir-partition-scale], IDLE_S [10],
+#              FRESH_FS [0]: 1 puts each count on a fresh ext4 file system of its own (an
+#              8 GiB sparse image under WORK, loop-mounted; needs root and mkfs.ext4)
 set -euo pipefail
 # Brokers started here serve no Kafka clients (not on port 9092, which may be taken).
 export WEIR_KAFKA_LISTEN=none
@@ -32,8 +34,32 @@ BROKER=
 # inodes slowly for a while after many were deleted (`recently_deleted` in the kernel's
 # profile), and removing one count's 10,000 partition directories just before the next
 # count's create made that create several times slower.
+# On a host file system that earlier runs churned (hundreds of thousands of directories
+# created and removed) the same create took 3-5 times as long as on a fresh one: FRESH_FS
+# measures the broker, not that history.
 RUN="$WORK/run-$$"
-trap '[ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$RUN"' EXIT
+FRESH_FS="${FRESH_FS:-0}"
+MOUNTS=()
+cleanup() {
+    [ -n "$BROKER" ] && kill "$BROKER" 2>/dev/null
+    wait 2>/dev/null || true
+    for m in "${MOUNTS[@]}"; do umount "$m" || true; done
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+# Sets `dir` to the data directory for count $1: on a fresh file system of its own with
+# FRESH_FS=1.
+count_dir() {
+    local base="$RUN/p$1"
+    mkdir -p "$base"
+    if [ "$FRESH_FS" = 1 ]; then
+        truncate -s 8G "$base.img"
+        mkfs.ext4 -q -F "$base.img"
+        mount -o loop "$base.img" "$base"
+        MOUNTS+=("$base")
+    fi
+    dir="$base/data"
+}
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc; }
 serve() {
@@ -55,8 +81,7 @@ topics() {
     done
 }
 for n in "${COUNTS[@]}"; do
-    dir="$RUN/p$n"
-    mkdir -p "$RUN"
+    count_dir "$n"
     serve "$dir"
     until "$W" topic list --brokers "$B" >/dev/null 2>&1; do sleep 0.05; done
     sleep 1

@@ -56,7 +56,10 @@ pub struct LogOffsets {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) segments: BTreeMap<i64, Segment>,
+    /// Boxed: a map node holds up to 11 values inline, and one `Segment` is about 900
+    /// bytes, so an unboxed map cost a partition of one segment about 10 KiB (most of a
+    /// broker's memory per idle partition: BENCHMARKS.md § Partition scale).
+    pub(crate) segments: BTreeMap<i64, Box<Segment>>,
     pub(crate) next_offset: i64,
     pub(crate) log_start_offset: i64,
     pub(crate) epochs: EpochHistory,

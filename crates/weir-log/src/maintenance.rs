@@ -153,7 +153,7 @@ impl Log {
         }
         let seg = Segment::create(self.storage.as_ref(), &self.dir, offset, &self.config)
             .map_err(open_to_maintenance)?;
-        inner.segments.insert(offset, seg);
+        inner.segments.insert(offset, Box::new(seg));
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;

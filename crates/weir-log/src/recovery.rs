@@ -328,7 +328,7 @@ pub(crate) fn recover(
     for (name, entry) in &names {
         if let Some(base) = segment::parse_log_name(name) {
             let size = entry.metadata().map_err(io(&entry.path()))?.len();
-            segments.insert(base, Segment::closed(dir, base, size));
+            segments.insert(base, Box::new(Segment::closed(dir, base, size)));
         }
     }
     for (name, entry) in &names {
@@ -391,7 +391,7 @@ pub(crate) fn recover(
         let fresh = names
             .iter()
             .all(|(name, _)| name == crate::storage::LOCK_FILE);
-        segments.insert(base, seg);
+        segments.insert(base, Box::new(seg));
         log_start_offset = base;
         let mut inner = Inner {
             segments,

@@ -94,7 +94,7 @@ impl Log {
         }
         inner
             .segments
-            .insert(base, Segment::closed(dir, base, out.size));
+            .insert(base, Box::new(Segment::closed(dir, base, out.size)));
         // The rewritten segment was synced before the swap: a deferred sync of a member
         // it replaced is no longer needed.
         self.prune_rolled(inner);

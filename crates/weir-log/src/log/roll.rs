@@ -60,7 +60,7 @@ impl Log {
             recovery::seal(active).map_err(open_to_maintenance)?;
             let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config)
                 .map_err(open_to_maintenance)?;
-            inner.segments.insert(next, seg);
+            inner.segments.insert(next, Box::new(seg));
             self.storage
                 .sync_dir(&self.dir)
                 .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
