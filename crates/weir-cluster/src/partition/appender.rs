@@ -68,7 +68,7 @@ impl AppendWork {
 /// Takes queued appends in order, writes them on a blocking thread, and answers them
 /// (`acks=leader` at once, `acks=all` through the driver). Ends when the partition (the
 /// queue's only sender) is dropped.
-pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<AppendJob>) {
+pub(super) async fn run_appender(shared: Arc<Shared>, mut jobs: mpsc::Receiver<Box<AppendJob>>) {
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_APPENDS_PER_WAKEUP {

@@ -175,7 +175,9 @@ struct Shared {
 #[derive(Debug)]
 pub struct Partition {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<AppendJob>,
+    /// Boxed jobs: a channel allocates its first block of 32 slots when it is made, and a
+    /// block of unboxed jobs cost every partition, idle or not, 2.8 KiB.
+    queue: mpsc::Sender<Box<AppendJob>>,
 }
 
 impl Shared {
@@ -487,12 +489,12 @@ impl Partition {
         }
         let (reply, pending) = oneshot::channel();
         self.queue
-            .send(AppendJob {
+            .send(Box::new(AppendJob {
                 work: work.into(),
                 durability,
                 leader_epoch,
                 reply,
-            })
+            }))
             .await
             .map_err(|_| self.shared.closed())?;
         Ok(pending)
