@@ -35,7 +35,10 @@ Examples:
   # Open time of a 2 GiB log of 1000 segments, clean and after a SIGKILL:
   weir-storage-bench open-time
   # The same on a smaller log, on another disk:
-  weir-storage-bench open-time --dir /mnt/nvme/bench --log-bytes 512MiB --segments 250";
+  weir-storage-bench open-time --dir /mnt/nvme/bench --log-bytes 512MiB --segments 250
+  # A terabyte: 1000 segments whose closed files are grown (sparse) to 1 GiB each:
+  weir-storage-bench open-time --log-bytes 1GiB --segments 1000 --small-log-bytes 0 \
+      --sparse-segment-bytes 1GiB";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -16,6 +16,12 @@
 //!    segment, as it would on a broker with default settings.
 //!
 //! Everything is in the page cache: this measures the work `open` does, not the disk.
+//!
+//! With `--sparse-segment-bytes`, every closed segment's `.log` is grown to that size
+//! after step 1 (a hole past its batches), so a log of 1,000 segments of 1 GiB stands for
+//! 1 TB of data without the disk: an open never reads a closed segment below the recovery
+//! point, which is what the figures show. The resident memory the first clean open adds
+//! to the process is reported beside the time.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -85,6 +91,11 @@ pub struct OpenTimeArgs {
     /// Batch size of the log's batches.
     #[arg(long, default_value_t = ByteSize::kib(64))]
     pub batch_bytes: ByteSize,
+
+    /// Grow every closed segment's file to this size (sparse) before the opens, to open
+    /// a log of that many bytes per segment without writing them; 0 leaves them as built.
+    #[arg(long, default_value_t = ByteSize(0))]
+    pub sparse_segment_bytes: ByteSize,
 }
 
 /// One log to measure.
@@ -105,6 +116,7 @@ struct Plan {
     crashes: u32,
     record_bytes: usize,
     batch_bytes: usize,
+    sparse_segment_bytes: u64,
 }
 
 impl Plan {
@@ -172,6 +184,7 @@ impl Plan {
             crashes: args.crashes,
             record_bytes: args.record_bytes.as_usize(),
             batch_bytes,
+            sparse_segment_bytes: args.sparse_segment_bytes.bytes(),
         })
     }
 
@@ -235,8 +248,14 @@ struct LogReport {
     /// Segments and bytes as built.
     built_segments: usize,
     built_bytes: u64,
+    /// Bytes the opens found: the built ones, or with `--sparse-segment-bytes` the
+    /// closed segments' grown files.
+    opened_bytes: u64,
     build_s: f64,
     clean_open: Timing,
+    /// Resident memory the first clean open added to the process (`VmRSS` before the
+    /// open and with the log open), in KiB.
+    open_rss_kib: i64,
     crash_open: Option<Timing>,
     crashes: Vec<CrashReport>,
 }
@@ -311,13 +330,22 @@ fn measure_log(plan: &Plan, log_plan: LogPlan, dir: &Path) -> anyhow::Result<Log
     let end_offset = log.offsets().log_end_offset;
     log.close().context("close the log")?;
     let build_s = started.elapsed().as_secs_f64();
+    if plan.sparse_segment_bytes > 0 {
+        grow_closed_segments(dir, plan.sparse_segment_bytes)?;
+    }
 
     let mut clean_times = Vec::new();
-    for _ in 0..plan.opens {
+    let (mut opened_bytes, mut open_rss_kib) = (0, 0);
+    for i in 0..plan.opens {
+        let rss_before = resident_kib()?;
         let started = Instant::now();
         let log = Log::open(dir, config.clone())
             .with_context(|| format!("open the log in {}", dir.display()))?;
         clean_times.push(started.elapsed());
+        if i == 0 {
+            open_rss_kib = resident_kib()? - rss_before;
+            opened_bytes = log.size_bytes();
+        }
         let offsets = log.offsets();
         ensure!(
             offsets.log_end_offset == end_offset && log.segment_count() == built_segments,
@@ -365,11 +393,47 @@ fn measure_log(plan: &Plan, log_plan: LogPlan, dir: &Path) -> anyhow::Result<Log
         plan: log_plan,
         built_segments,
         built_bytes,
+        opened_bytes,
         build_s,
         clean_open,
+        open_rss_kib,
         crash_open,
         crashes,
     })
+}
+
+/// Grows every closed segment's `.log` in `dir` (all but the last) to `bytes`, leaving
+/// a hole past its batches.
+fn grow_closed_segments(dir: &Path, bytes: u64) -> anyhow::Result<()> {
+    let mut logs: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("list {}", dir.display()))?;
+    logs.retain(|p| p.extension().is_some_and(|e| e == "log"));
+    logs.sort();
+    logs.pop();
+    for path in logs {
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        if file.metadata()?.len() < bytes {
+            file.set_len(bytes)
+                .with_context(|| format!("grow {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// This process's resident memory (`VmRSS`), in KiB.
+fn resident_kib() -> anyhow::Result<i64> {
+    let status = fs::read_to_string("/proc/self/status").context("read /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmRSS in /proc/self/status")
 }
 
 /// Runs a crash child on the log, waits for it to be ready, and SIGKILLs it.
@@ -421,6 +485,7 @@ fn render(report: &Report) -> String {
             "segments",
             "segment",
             "clean open",
+            "memory of the open log",
             "open after SIGKILL",
             "unflushed records recovered",
         ],
@@ -439,10 +504,11 @@ fn render(report: &Report) -> String {
             .sum();
         let count = |n: i64| grouped(n.max(0) as u64);
         table.row(vec![
-            ByteSize(log.built_bytes).to_string(),
+            ByteSize(log.opened_bytes).to_string(),
             log.built_segments.to_string(),
-            ByteSize(log.plan.segment_bytes).to_string(),
+            ByteSize(log.opened_bytes / log.built_segments.max(1) as u64).to_string(),
             log.clean_open.text(),
+            format!("{} KiB", log.open_rss_kib),
             log.crash_open
                 .as_ref()
                 .map_or_else(|| "-".to_owned(), Timing::text),
