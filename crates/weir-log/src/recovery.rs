@@ -386,8 +386,8 @@ pub(crate) fn recover(
         // reports anything durable (`Log::sync_or_fail`), so an acknowledged write
         // never rests on a directory entry a crash can lose. A new partition of a
         // broker costs no sync this way (a topic of 10,000 partitions: 20,000 fewer).
-        // Otherwise the point is written, and the directory sync that ends its write
-        // makes the new segment's files durable with it.
+        // Otherwise (checkpoints left from before) the point is written, at the log's
+        // start offset.
         let fresh = names
             .iter()
             .all(|(name, _)| name == crate::storage::LOCK_FILE);
@@ -408,9 +408,12 @@ pub(crate) fn recover(
         if !fresh {
             write_recovery_point(storage, dir, &inner)?;
         }
+        // Either way the segment's files do not exist yet: the first append creates them,
+        // and its first data sync must sync the directory before anything counts as
+        // durable.
         return Ok(Recovered {
             inner,
-            dir_unsynced: fresh,
+            dir_unsynced: true,
         });
     }
     let first_base = *segments.keys().next().expect("non-empty");
