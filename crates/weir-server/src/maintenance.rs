@@ -76,7 +76,11 @@ async fn upkeep(
                         continue;
                     }
                     for p in partitions {
-                        if let Err(e) = p.flush_if_due().await {
+                        let flushed = match interval {
+                            true => p.flush_if_due().await,
+                            false => p.flush_rolled().await,
+                        };
+                        if let Err(e) = flushed {
                             tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "interval flush failed");
                         }
                     }
