@@ -352,12 +352,7 @@ impl Log {
         if inner.active().parked.is_some() {
             return Ok(());
         }
-        self.sync_rolled_locked(&mut inner)?;
-        let active = inner.active();
-        let (file, path) = (active.files().file.clone(), active.log_path.clone());
-        Self::sync_locked(&mut inner, &file, &path)?;
-        self.write_producer_snapshot(&inner)?;
-        self.write_recovery_point(&inner)
+        self.settle_locked(&mut inner)
     }
 
     /// Writes the idempotent producers' state as of the log end (see `producers`); an

@@ -332,7 +332,6 @@ fn cut_segment(
     seg.files().file.set_len(pos).map_err(io(&path))?;
     seg.size = pos;
     let base = seg.base_offset;
-    let cap = u64::from(config.index_max_bytes);
     let files = seg.files_mut();
     let keep = (0..files.index.len())
         .take_while(|&i| u64::from(files.index.get(i).position) < pos)
@@ -342,11 +341,7 @@ fn cut_segment(
         .take_while(|&i| base + i64::from(files.time_index.get(i).relative_offset) < new_end)
         .count();
     files.time_index.truncate_entries(keep_time);
-    files.index.reserve(cap).map_err(io(files.index.path()))?;
-    files
-        .time_index
-        .reserve(cap)
-        .map_err(io(files.time_index.path()))?;
+    files.reserve_full(config, MaintenanceError::io)?;
     // Restore what indexing had seen: bytes since the last kept entry, and the newest
     // timestamp (the last kept time entry, or a batch between it and the cut).
     let from = files.index.last().map_or(0, |e| u64::from(e.position));

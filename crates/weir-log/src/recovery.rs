@@ -208,19 +208,10 @@ pub(crate) fn rebuild_closed_segment(
 /// Empties a segment's indexes and makes room to refill them.
 pub(crate) fn reset_indexes(seg: &mut Segment, config: &LogConfig) -> Result<(), OpenError> {
     seg.cursor = IndexCursor::fresh(seg.base_offset);
-    let cap = u64::from(config.index_max_bytes);
     let files = seg.files_mut();
     files.index.truncate_entries(0);
     files.time_index.truncate_entries(0);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |e| OpenError::io(p, e)
-    };
-    files.index.reserve(cap).map_err(io(files.index.path()))?;
-    files
-        .time_index
-        .reserve(cap)
-        .map_err(io(files.time_index.path()))
+    files.reserve_full(config, OpenError::io)
 }
 
 /// Puts a segment's indexes in their closed state: final time entry, trimmed, synced.
@@ -519,13 +510,7 @@ pub(crate) fn recover(
         indexes_trusted &= open_for_recovery(storage, active, config, None, false)?;
     }
     if active.parked.is_none() {
-        let cap = u64::from(config.index_max_bytes);
-        let files = active.files_mut();
-        files.index.reserve(cap).map_err(io(files.index.path()))?;
-        files
-            .time_index
-            .reserve(cap)
-            .map_err(io(files.time_index.path()))?;
+        active.files_mut().reserve_full(config, OpenError::io)?;
     }
     // Epochs that start at or past the recovered end were lost with it.
     if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
@@ -591,17 +576,7 @@ pub(crate) fn reopen_parked(
 ) -> Result<(), OpenError> {
     let opened = (|| {
         open_for_recovery(storage, seg, config, Some(point), point.position == 0)?;
-        let cap = u64::from(config.index_max_bytes);
-        let files = seg.files_mut();
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| OpenError::io(p, e)
-        };
-        files.index.reserve(cap).map_err(io(files.index.path()))?;
-        files
-            .time_index
-            .reserve(cap)
-            .map_err(io(files.time_index.path()))
+        seg.files_mut().reserve_full(config, OpenError::io)
     })();
     if opened.is_err() {
         seg.files = None;

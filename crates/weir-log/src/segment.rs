@@ -53,6 +53,22 @@ impl SegmentFiles {
             .flush()
             .map_err(|e| wrap(self.time_index.path().to_path_buf(), e))
     }
+
+    /// Grows both indexes to `index_max_bytes`, ready to take an active segment's
+    /// entries, naming the file that failed with `wrap`.
+    pub(crate) fn reserve_full<E>(
+        &mut self,
+        config: &LogConfig,
+        wrap: fn(PathBuf, std::io::Error) -> E,
+    ) -> Result<(), E> {
+        let cap = u64::from(config.index_max_bytes);
+        self.index
+            .reserve(cap)
+            .map_err(|e| wrap(self.index.path().to_path_buf(), e))?;
+        self.time_index
+            .reserve(cap)
+            .map_err(|e| wrap(self.time_index.path().to_path_buf(), e))
+    }
 }
 
 /// What indexing has seen so far; appends and recovery feed batches through

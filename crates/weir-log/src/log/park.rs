@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Log;
+use super::{Inner, Log};
 use crate::error::MaintenanceError;
 
 impl Log {
@@ -33,34 +33,7 @@ impl Log {
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
         if inner.active().parked.is_none() {
-            self.sync_rolled_locked(&mut inner)?;
-            let end = inner.next_offset;
-            let synced = {
-                let flush = self.flush_state();
-                flush.generation == inner.generation && flush.flushed_offset >= end
-            };
-            if !synced {
-                let active = inner.active();
-                let (file, path) = (active.files().file.clone(), active.log_path.clone());
-                Self::sync_locked(&mut inner, &file, &path)?;
-            }
-            // A new log's directory entries are made durable by its first data sync
-            // (recovery.rs); the point written below claims them too.
-            if self.dir_unsynced.load(Ordering::Acquire) {
-                self.storage
-                    .sync_dir(&self.dir)
-                    .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
-                self.dir_unsynced.store(false, Ordering::Release);
-            }
-            self.write_producer_snapshot(&inner)?;
-            self.write_recovery_point(&inner)?;
-            {
-                let mut flush = self.flush_state();
-                if flush.generation == inner.generation {
-                    flush.flushed_offset = flush.flushed_offset.max(end);
-                }
-            }
-            self.flushed.notify_all();
+            self.settle_locked(&mut inner)?;
             let point = inner.recovery_point();
             inner.active_mut().park(point);
         }
@@ -73,13 +46,48 @@ impl Log {
         Ok(true)
     }
 
+    /// Under the log lock, with the active segment open: makes everything durable and
+    /// writes the producer snapshot and the recovery point at the log end, so that the
+    /// checkpoints on disk describe the log exactly (what close and park both leave).
+    pub(super) fn settle_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
+        self.sync_rolled_locked(inner)?;
+        let end = inner.next_offset;
+        let synced = {
+            let flush = self.flush_state();
+            flush.generation == inner.generation && flush.flushed_offset >= end
+        };
+        if !synced {
+            let active = inner.active();
+            let (file, path) = (active.files().file.clone(), active.log_path.clone());
+            Self::sync_locked(inner, &file, &path)?;
+        }
+        // A new log's directory entries are made durable by its first data sync
+        // (recovery.rs); the point written below claims them too.
+        if self.dir_unsynced.load(Ordering::Acquire) {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+            self.dir_unsynced.store(false, Ordering::Release);
+        }
+        self.write_producer_snapshot(inner)?;
+        self.write_recovery_point(inner)?;
+        {
+            let mut flush = self.flush_state();
+            if flush.generation == inner.generation {
+                flush.flushed_offset = flush.flushed_offset.max(end);
+            }
+        }
+        self.flushed.notify_all();
+        Ok(())
+    }
+
     /// Whether [`Log::park_if_idle`] would close anything now (a cheap look for a
     /// background task deciding whether to call it on a blocking thread).
     pub fn parkable_now(&self, idle: Duration) -> bool {
         self.parkable(&self.lock(), idle)
     }
 
-    fn parkable(&self, inner: &super::Inner, idle: Duration) -> bool {
+    fn parkable(&self, inner: &Inner, idle: Duration) -> bool {
         inner.last_used.elapsed() >= idle && inner.segments.values().any(|s| s.files.is_some())
     }
 
