@@ -29,6 +29,7 @@ mod exchange_bindings;
 mod exchanges;
 pub mod group_configs;
 mod image;
+pub mod json;
 pub mod placement;
 mod preferred;
 pub mod producer_ids;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tonic::{Code, Request, Response, Status};
 use weir_cluster::BrokerId;
-use weir_cluster::controller::{ControllerReply, ControllerRequest, MetadataOffset};
+use weir_cluster::controller::{ControllerReply, ControllerRequest, MetadataOffset, json};
 use weir_cluster::quorum::MetadataDelta;
 use weir_cluster::replication::BoxFuture;
 use weir_proto::internal::v1 as wire;
@@ -138,8 +138,8 @@ impl Controller for ControllerService {
     ) -> Result<Response<wire::ControllerCallReply>, Status> {
         let call = request.into_inner();
         check_wire_version(call.wire_version)?;
-        let request = convert::decode_request(&call.request)
-            .map_err(|e| malformed("controller request", e))?;
+        let request =
+            json::decode_request(&call.request).map_err(|e| malformed("controller request", e))?;
         let outcome = match self.handler.call(request).await {
             Ok(reply) => {
                 controller_call_reply::Outcome::Reply(convert::encode_reply(&reply).into())
@@ -181,12 +181,12 @@ impl Controller for ControllerService {
                 records.truncate(max_records);
                 fetch_metadata_reply::Outcome::Records(wire::MetadataRecords {
                     first_offset,
-                    records: convert::encode_records(&records).into(),
+                    records: json::encode_records(&records).into(),
                 })
             }
             Ok(MetadataDelta::Image(image)) => {
                 // A whole image may be large: encode it off the async threads.
-                let encoded = tokio::task::spawn_blocking(move || convert::encode_image(&image))
+                let encoded = tokio::task::spawn_blocking(move || json::encode_image(&image))
                     .await
                     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 fetch_metadata_reply::Outcome::Image(encoded.into())
@@ -334,7 +334,7 @@ impl GrpcControllerClient {
         let mut client = self.client(address)?;
         let call = wire::ControllerCall {
             wire_version: CONTROLLER_WIRE_VERSION,
-            request: convert::encode_request(request).into(),
+            request: json::encode_request(request).into(),
         };
         let reply = self.within(address, client.call(call)).await?;
         let bad = |reason: String| ControllerClientError::BadReply {
@@ -381,7 +381,7 @@ impl GrpcControllerClient {
         check_reply_version(reply.wire_version).map_err(bad)?;
         match reply.outcome {
             Some(fetch_metadata_reply::Outcome::Records(r)) => {
-                let records = convert::decode_records(&r.records)
+                let records = json::decode_records(&r.records)
                     .map_err(|e| bad(format!("the records do not decode: {e}")))?;
                 let asked = records_limit(max_records);
                 if records.len() > asked {
@@ -402,7 +402,7 @@ impl GrpcControllerClient {
                 })
             }
             Some(fetch_metadata_reply::Outcome::Image(bytes)) => {
-                let image = tokio::task::spawn_blocking(move || convert::decode_image(&bytes))
+                let image = tokio::task::spawn_blocking(move || json::decode_image(&bytes))
                     .await
                     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
                     .map_err(|e| bad(format!("the image does not decode: {e}")))?;

@@ -1,6 +1,6 @@
 //! The wire forms of the cluster's types on the internal API: fetch session messages
-//! (protobuf, batches as `Bytes` untouched), and the controller's requests, replies and
-//! metadata as serde JSON.
+//! (protobuf, batches as `Bytes` untouched), and the controller's replies as serde JSON
+//! (its requests, records and images are `weir_cluster::controller::json`'s).
 //!
 //! `ControllerRequest` derives serde in `weir-cluster`. Its reply cannot yet: a refusal
 //! holds error types of `weir-cluster`'s `error` module (`ConfigError`,
@@ -14,8 +14,7 @@ use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use weir_cluster::controller::{
-    BrokerEpoch, ControllerError, ControllerReply, ControllerRequest, Ineligible, MetadataImage,
-    MetadataRecord, PartitionRegistration,
+    BrokerEpoch, ControllerError, ControllerReply, Ineligible, PartitionRegistration,
 };
 use weir_cluster::replication::{
     FetchAnswer, FetchError, FetchRequest, MAX_FETCHES_PER_MESSAGE, PartitionAnswer, PartitionFetch,
@@ -235,15 +234,6 @@ fn partition_answer(a: wire::PartitionAnswer) -> Result<PartitionAnswer, AnswerE
 
 // --- controller: serde JSON ---
 
-/// `request` as the bytes of a `ControllerCall`.
-pub(super) fn encode_request(request: &ControllerRequest) -> Vec<u8> {
-    serde_json::to_vec(request).expect("controller requests serialise")
-}
-
-pub(super) fn decode_request(bytes: &[u8]) -> Result<ControllerRequest, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
-
 /// `reply` as the bytes of a `ControllerCallReply`.
 pub(super) fn encode_reply(reply: &ControllerReply) -> Vec<u8> {
     let mut out = Vec::new();
@@ -257,23 +247,6 @@ pub(super) fn decode_reply(bytes: &[u8]) -> Result<ControllerReply, serde_json::
     let reply = ReplyDef::deserialize(&mut deserializer)?;
     deserializer.end()?;
     Ok(reply)
-}
-
-pub(super) fn encode_records(records: &[MetadataRecord]) -> Vec<u8> {
-    serde_json::to_vec(records).expect("metadata records serialise")
-}
-
-pub(super) fn decode_records(bytes: &[u8]) -> Result<Vec<MetadataRecord>, serde_json::Error> {
-    serde_json::from_slice(bytes)
-}
-
-pub(super) fn encode_image(image: &MetadataImage) -> Vec<u8> {
-    serde_json::to_vec(image).expect("metadata images serialise")
-}
-
-/// An image, checked as a snapshot is (its parts must agree).
-pub(super) fn decode_image(bytes: &[u8]) -> Result<MetadataImage, serde_json::Error> {
-    serde_json::from_slice(bytes)
 }
 
 /// [`ControllerReply`]'s serde form.
