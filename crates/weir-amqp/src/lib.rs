@@ -28,6 +28,7 @@ mod queues;
 pub mod vhost;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
@@ -96,7 +97,20 @@ pub(crate) struct Shared {
 /// listener kit (`weir_broker::listener_kit`) accepts and admits each connection (a
 /// slot from the budget, turned away while the broker is cut off, TLS and a client
 /// certificate checked by the core); `connection::run` serves it.
-pub async fn serve(
+///
+/// Boxed so the connection code is compiled in this crate, beside the other adapters,
+/// rather than in the crate that starts the listener (an `async fn`'s body is compiled
+/// where it is awaited; docs/ARCHITECTURE.md § Build time).
+pub fn serve(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    stopping: watch::Receiver<bool>,
+    options: Options,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(serve_until_stopped(listener, broker, stopping, options))
+}
+
+async fn serve_until_stopped(
     listener: TcpListener,
     broker: Arc<Broker>,
     stopping: watch::Receiver<bool>,

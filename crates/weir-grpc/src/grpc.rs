@@ -118,6 +118,27 @@ impl GrpcServices {
             + 'static,
         H::Future: Send + 'static,
     {
+        Self::with_health(
+            broker,
+            node,
+            controller,
+            Routes::new(health),
+            internal_listener,
+            stopping,
+        )
+    }
+
+    /// [`new`](Self::new) past its one generic step: `client` holds the health service.
+    /// Not generic, so every service's server code is compiled here rather than in the
+    /// crate that makes the services (docs/ARCHITECTURE.md § Build time).
+    fn with_health(
+        broker: &Arc<Broker>,
+        node: &ClusterNode,
+        controller: Arc<dyn internal::ControllerHandler>,
+        client: Routes,
+        internal_listener: bool,
+        stopping: watch::Receiver<bool>,
+    ) -> anyhow::Result<GrpcServices> {
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(weir_proto::FILE_DESCRIPTOR_SET)
@@ -125,7 +146,7 @@ impl GrpcServices {
         };
         let max_request = broker.core.max_request_bytes();
         let consumer_service = ConsumerService::new(broker.clone());
-        let client = Routes::new(health)
+        let client = client
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(

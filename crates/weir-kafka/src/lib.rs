@@ -37,7 +37,7 @@ mod testing;
 pub use apis::SUPPORTED;
 pub use connection::{
     Limits, MAX_IN_FLIGHT_PER_CONNECTION, MAX_IN_FLIGHT_REQUEST_BYTES_PER_CONNECTION, Options,
-    serve, serve_with, serve_with_limits,
+    serve, serve_broker, serve_with, serve_with_limits,
 };
 pub use frame::{MAX_REQUEST_FRAME_BYTES, Request};
 pub use handler::{Chunk, ConnectionInfo, Handler, HandlerError, Pending, Response, Shared};

@@ -42,10 +42,12 @@ mod maintenance;
 mod tls;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use futures_util::future::BoxFuture;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_cluster::controller::records::listener_names;
@@ -176,7 +178,17 @@ fn group_config(config: &ServerConfig) -> GroupConfig {
 
 /// Checks the data directory's stamp, opens it and starts serving; returns once the
 /// listeners are bound.
-pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+///
+/// The future is boxed here, and so are [`RunningServer::wait`]'s and
+/// [`RunningServer::shutdown`]'s: an `async fn`'s body is compiled in every crate that
+/// awaits it, so without the box the whole broker (cluster node, quorum, listeners) was
+/// compiled again in the `weir` binary's crate, after this one (docs/ARCHITECTURE.md
+/// § Build time).
+pub fn start(config: ServerConfig) -> BoxFuture<'static, anyhow::Result<RunningServer>> {
+    Box::pin(start_serving(config))
+}
+
+async fn start_serving(config: ServerConfig) -> anyhow::Result<RunningServer> {
     config.validate().context("invalid configuration")?;
     let specs = config.listeners()?;
     // Certificates are checked before anything is opened: a wrong file stops the start.
@@ -662,8 +674,8 @@ impl RunningServer {
     }
 
     /// Stops gracefully: stop accepting, finish in-flight requests, flush, close.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.stop(None).await
+    pub fn shutdown(self) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.stop(None))
     }
 
     /// Serves until `signal` resolves (or a listener fails, or the data directory goes
@@ -672,7 +684,17 @@ impl RunningServer {
     /// halts one whose last log directory went offline, except that its leaderships and
     /// ISR memberships are first moved away (controlled shutdown); the error is then a
     /// [`DataDirOffline`].
-    pub async fn wait(mut self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub fn wait(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> BoxFuture<'static, anyhow::Result<()>> {
+        Box::pin(self.serve_until(Box::pin(signal)))
+    }
+
+    async fn serve_until(
+        mut self,
+        signal: Pin<Box<dyn Future<Output = ()> + Send>>,
+    ) -> anyhow::Result<()> {
         // Never empty: every broker has its client listener.
         let mut any_ended = futures_util::future::select_all(std::mem::take(&mut self.listeners));
         let mut offline = self.registry.data_dir_status().subscribe();

@@ -183,7 +183,7 @@ fn serve_kafka(serving: &Serving, bound: BoundListener) -> Vec<JoinHandle<anyhow
         .sockets
         .into_iter()
         .map(|socket| {
-            let served = weir_kafka::serve_with(
+            let served = weir_kafka::serve_broker(
                 socket,
                 handler.clone(),
                 serving.stopping.clone(),

@@ -41,6 +41,7 @@ use super::{
 use crate::controller::group_configs;
 use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
+use crate::replication::BoxFuture;
 use crate::topic_name::validate_topic_name;
 use weir_coordinator::group::GroupError as MachineError;
 
@@ -80,7 +81,18 @@ impl GroupCoordinator {
     /// loads the shards of the partitions this broker leads (waiting at most
     /// [`OPEN_LOAD_WAIT`] for them). Call [`spawn_expiry`](Self::spawn_expiry) to keep
     /// following leadership and expiring sessions.
-    pub async fn open(
+    ///
+    /// Boxed, as the other entry points the broker process awaits once: the tasks it
+    /// spawns are compiled in this crate rather than in each crate that awaits it
+    /// (docs/ARCHITECTURE.md § Build time).
+    pub fn open(
+        registry: Arc<TopicRegistry>,
+        config: GroupConfig,
+    ) -> BoxFuture<'static, Result<Arc<GroupCoordinator>, GroupError>> {
+        Box::pin(Self::open_shards(registry, config))
+    }
+
+    async fn open_shards(
         registry: Arc<TopicRegistry>,
         config: GroupConfig,
     ) -> Result<Arc<GroupCoordinator>, GroupError> {

@@ -131,7 +131,20 @@ impl ClusterNode {
     /// active-controller task, or, for a node outside the voter set, the observer that
     /// follows the active controller's metadata. A single voter elects itself and
     /// migrates a data directory of a single-node broker (`metadata.weir`) first.
-    pub async fn start(
+    ///
+    /// Boxed so the quorum (openraft's core) and the controller are compiled in this
+    /// crate once, not again in each crate that starts a node (an `async fn`'s body is
+    /// compiled where it is awaited; docs/ARCHITECTURE.md § Build time).
+    pub fn start(
+        settings: ClusterSettings,
+        data_dir: &Path,
+        transport: Arc<dyn QuorumTransport>,
+        channel: Arc<dyn ControllerChannel>,
+    ) -> BoxFuture<'_, Result<ClusterNode, ClusterError>> {
+        Box::pin(Self::start_node(settings, data_dir, transport, channel))
+    }
+
+    async fn start_node(
         settings: ClusterSettings,
         data_dir: &Path,
         transport: Arc<dyn QuorumTransport>,

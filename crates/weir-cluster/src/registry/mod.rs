@@ -43,6 +43,7 @@ use crate::controller::records::{MetadataOffset, NO_LEADER, PartitionRegistratio
 use crate::error::ClusterError;
 use crate::node::ClusterNode;
 use crate::partition::{BrokerId, DataDirStatus, LogStorage, Partition};
+use crate::replication::BoxFuture;
 use crate::replication::FetchSessions;
 use crate::topic_name::is_internal;
 
@@ -234,7 +235,21 @@ impl TopicRegistry {
     /// Follows `node`'s metadata image in `data_dir`: opens the partitions it assigns
     /// this broker and keeps them in step with it. `sessions` reaches other brokers'
     /// partitions (`None` for a single node); the partitions' logs go through `storage`.
-    pub async fn start(
+    ///
+    /// Boxed, as the other entry points the broker process awaits once: the tasks it
+    /// spawns are compiled in this crate rather than in each crate that awaits it
+    /// (docs/ARCHITECTURE.md § Build time).
+    pub fn start(
+        data_dir: &Path,
+        lock: DataDirLock,
+        node: ClusterNode,
+        sessions: Option<Arc<dyn FetchSessions>>,
+        storage: LogStorage,
+    ) -> BoxFuture<'_, Result<Arc<TopicRegistry>, ClusterError>> {
+        Box::pin(Self::start_hosting(data_dir, lock, node, sessions, storage))
+    }
+
+    async fn start_hosting(
         data_dir: &Path,
         lock: DataDirLock,
         node: ClusterNode,

@@ -44,6 +44,7 @@ use crate::group::{MAX_MEMBER_ID_CHARS, partition_for_group};
 use crate::internal_topic::{self, InternalTopic, LeaderSlots, wall_clock_ms};
 use crate::partition::BrokerId;
 use crate::registry::TopicRegistry;
+use crate::replication::BoxFuture;
 pub use weir_coordinator::share::ShareStart;
 
 mod acks;
@@ -183,7 +184,21 @@ impl ShareCoordinator {
     /// [`SHARE_OPEN_LOAD_WAIT`]), then keeps following leadership until `shutdown`.
     /// Dead-letter copies go through `sink`; partitions this broker hosts no replica of
     /// are read at their leaders through `remote`.
-    pub async fn open(
+    ///
+    /// Boxed, as the other entry points the broker process awaits once: the tasks it
+    /// spawns are compiled in this crate rather than in each crate that awaits it
+    /// (docs/ARCHITECTURE.md § Build time).
+    pub fn open(
+        registry: Arc<TopicRegistry>,
+        config: ShareGroupConfig,
+        sink: Option<Arc<dyn DeadLetterSink>>,
+        remote: Option<Arc<dyn RemoteLog>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<Arc<ShareCoordinator>, ShareError>> {
+        Box::pin(Self::open_shards(registry, config, sink, remote, shutdown))
+    }
+
+    async fn open_shards(
         registry: Arc<TopicRegistry>,
         config: ShareGroupConfig,
         sink: Option<Arc<dyn DeadLetterSink>>,

@@ -26,6 +26,7 @@ use super::{
 use crate::group::{OFFSETS_TOPIC, partition_for_group};
 use crate::internal_topic::{self, InternalTopic, LeaderSlots};
 use crate::registry::TopicRegistry;
+use crate::replication::BoxFuture;
 
 /// How the coordinator runs.
 #[derive(Debug, Clone)]
@@ -60,7 +61,20 @@ impl TransactionCoordinator {
     /// shards of the partitions this broker leads (waiting at most
     /// [`TXN_OPEN_LOAD_WAIT`]), then keeps following leadership until `shutdown`.
     /// Markers are written through `writer` (without one they are retried forever).
-    pub async fn open(
+    ///
+    /// Boxed, as the other entry points the broker process awaits once: the tasks it
+    /// spawns are compiled in this crate rather than in each crate that awaits it
+    /// (docs/ARCHITECTURE.md § Build time).
+    pub fn open(
+        registry: Arc<TopicRegistry>,
+        config: TransactionConfig,
+        writer: Option<Arc<dyn MarkerWriter>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> BoxFuture<'static, Result<Arc<TransactionCoordinator>, TransactionError>> {
+        Box::pin(Self::open_shards(registry, config, writer, shutdown))
+    }
+
+    async fn open_shards(
         registry: Arc<TopicRegistry>,
         config: TransactionConfig,
         writer: Option<Arc<dyn MarkerWriter>>,

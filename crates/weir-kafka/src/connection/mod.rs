@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::future::{self, Either, FutureExt};
+use futures_util::future::{self, BoxFuture, Either, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncRead, AsyncWriteExt};
@@ -49,6 +49,7 @@ use weir_security::tls::ServerTls;
 use crate::apis;
 use crate::frame::{self, MAX_REQUEST_FRAME_BYTES, Request};
 use crate::handler::{ConnectionInfo, Handler};
+use crate::handlers::KafkaBroker;
 use crate::sasl::{self, SaslAuthority, SaslState};
 use answer::{Answer, AnswerWriter, WriteError, answered, write_answer};
 
@@ -175,6 +176,19 @@ pub async fn serve_with<H: Handler>(
         budget,
     });
     listener_kit::serve(listener, connections, stopping, kit).await;
+}
+
+/// [`serve_with`] for the broker's own handler, boxed: the connection code for
+/// [`KafkaBroker`] is compiled in this crate, beside the other adapters, rather than in
+/// the crate that starts the listener (a generic function is compiled where its type
+/// arguments are known; docs/ARCHITECTURE.md § Build time).
+pub fn serve_broker(
+    listener: TcpListener,
+    handler: Arc<KafkaBroker>,
+    stopping: watch::Receiver<bool>,
+    options: Options,
+) -> BoxFuture<'static, ()> {
+    Box::pin(serve_with(listener, handler, stopping, options))
 }
 
 /// A Kafka listener's side of the listener kit: each admitted connection served by
