@@ -17,7 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let public = protos(
         &root,
         "weir/v1",
-        &["records", "produce", "consume", "groups", "admin", "queues"],
+        &[
+            "records",
+            "produce",
+            "consume",
+            "groups",
+            "admin",
+            "queues",
+            "transactions",
+        ],
     );
     let internal = protos(
         &root,

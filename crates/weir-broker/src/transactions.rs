@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use weir_cluster::group::OFFSETS_TOPIC;
 use weir_cluster::security::{Operation, ResourceType};
-use weir_cluster::storage::{ControlType, TxnMarker};
+use weir_cluster::storage::{BATCH_HEADER_BYTES, BatchHeader, ControlType, TxnMarker};
 use weir_cluster::txn::{
     self as txn, MarkerOutcome, MarkerRequest, TXN_STATE_TOPIC, TransactionError,
 };
@@ -30,6 +30,7 @@ use weir_cluster::{Durability, Topic};
 
 use crate::groups::Coordinator;
 use crate::limits::{DEFAULT_PRODUCE_TIMEOUT, MAX_PARTITIONS_PER_REQUEST};
+use crate::produce::{ProduceData, ProduceRequest};
 use crate::{Broker, BrokerError, Listener, Reason, RequestContext};
 
 pub use weir_cluster::txn::{
@@ -273,24 +274,118 @@ pub async fn end_txn(
     Ok(broker.transactions()?.end_txn(end).await?)
 }
 
-/// KIP-890, before a transactional producer's batch to `topic`/`partition` is verified
-/// with its coordinator: the guard to append it with (`ProduceData::Batches`'
-/// `verification`) and whether the coordinator must be asked (not when the producer
-/// already has a transaction going on the partition). `None` when this broker cannot
-/// take one (the partition is not led here, the topic unknown or not writable by the
-/// caller): the produce is refused for that reason anyway.
-pub async fn begin_verification(
+/// KIP-890's produce-time check of a transactional producer's produce, made by every
+/// listener for a request that names its transactional id, before
+/// [`submit`](crate::produce::submit): Write on the transactional id (the whole
+/// request's error without it), then each partition whose data is transactional
+/// (batches with the transactional bit; plain records with a producer identity, which
+/// are then packed as a transactional batch) gets its verification guard, or is refused
+/// (its `data` becomes the error, answered in its place).
+///
+/// Each such partition's log gives a guard; where the producer has no transaction going
+/// yet on the partition, the coordinator of `transactional_id` (in-process, or at the
+/// coordinator's broker) is asked whether the transaction holds it. Refused: a
+/// partition that cannot take a guard here (not led here, unknown), one the
+/// transaction does not hold (TRANSACTION_ABORTABLE), and every asked partition when the
+/// coordinator refuses the check (PRODUCER_FENCED, ...) or cannot answer now
+/// (NOT_ENOUGH_REPLICAS, which producers retry). A partition whose transaction is going
+/// is not asked again, as Kafka verifies only a transaction's first batch on a
+/// partition; its guard holds only while that transaction goes on.
+pub async fn verify_produce(
     broker: &Broker,
     ctx: &RequestContext,
-    (topic, partition): (&str, u32),
-    producer: ProducerIdAndEpoch,
-) -> Option<weir_cluster::storage::Verification> {
-    let topic = broker.topic_for(ctx, Operation::Write, topic).ok()?;
-    let partition = topic.partition(partition).ok()?;
-    partition
-        .begin_verification(producer.producer_id, producer.epoch)
-        .await
-        .ok()
+    transactional_id: &str,
+    request: &mut ProduceRequest,
+) -> Result<(), BrokerError> {
+    authorize_write(broker, ctx, transactional_id)?;
+    let topic = request.topic.clone();
+    let mut producer = None;
+    let mut ask = Vec::new();
+    for p in &mut request.partitions {
+        let Some(ids) = p.data.as_ref().ok().and_then(transactional_producer) else {
+            continue;
+        };
+        producer = Some(ids);
+        let index = p.partition;
+        let verification = async {
+            let partition = broker
+                .topic_for(ctx, Operation::Write, &topic)?
+                .partition(index)?;
+            Ok::<_, BrokerError>(
+                partition
+                    .begin_verification(ids.producer_id, ids.epoch)
+                    .await?,
+            )
+        };
+        match verification.await {
+            Ok(v) => {
+                set_verification(&mut p.data, v.guard);
+                if v.ask {
+                    ask.push(TopicPartition::new(topic.as_str(), index as i32));
+                }
+            }
+            Err(e) => p.data = Err(e.at(&topic, index)),
+        }
+    }
+    let Some(producer) = producer.filter(|_| !ask.is_empty()) else {
+        return Ok(());
+    };
+    let indexes: Vec<u32> = ask.iter().map(|tp| tp.partition as u32).collect();
+    let refused: Vec<(u32, BrokerError)> =
+        match verify_partitions(broker, transactional_id, producer, ask).await {
+            None => Vec::new(),
+            Some(Err(e)) => indexes.into_iter().map(|i| (i, e.clone())).collect(),
+            Some(Ok(verdicts)) => verdicts
+                .into_iter()
+                .filter_map(|(tp, verdict)| {
+                    let e = verdict.err()?;
+                    let index = tp.partition as u32;
+                    let message = format!(
+                        "the transaction of {transactional_id:?} did not verify partition \
+                         {index} of {topic}: {e}"
+                    );
+                    Some((index, BrokerError::new(Reason::Transaction(e), message)))
+                })
+                .collect(),
+        };
+    for (index, e) in refused {
+        if let Some(p) = request.partitions.iter_mut().find(|p| p.partition == index) {
+            p.data = Err(e.at(&topic, index));
+        }
+    }
+    Ok(())
+}
+
+/// The producer of a partition's data if it is transactional: packed batches whose
+/// first batch has the transactional bit (the log checks that the others match it), or
+/// plain records with a producer identity.
+fn transactional_producer(data: &ProduceData) -> Option<ProducerIdAndEpoch> {
+    match data {
+        ProduceData::Batches { bytes, .. } => {
+            // Too short: `submit` refuses it as malformed.
+            let header = bytes
+                .get(..BATCH_HEADER_BYTES)
+                .map(BatchHeader::parse)
+                .filter(BatchHeader::is_transactional)?;
+            Some(ProducerIdAndEpoch {
+                producer_id: header.producer_id,
+                epoch: header.producer_epoch,
+            })
+        }
+        ProduceData::Records { producer, .. } => producer.map(|p| ProducerIdAndEpoch {
+            producer_id: p.producer_id,
+            epoch: p.producer_epoch,
+        }),
+    }
+}
+
+fn set_verification(data: &mut Result<ProduceData, BrokerError>, guard: u64) {
+    match data {
+        Ok(
+            ProduceData::Batches { verification, .. } | ProduceData::Records { verification, .. },
+        ) => *verification = Some(guard),
+        Err(_) => {}
+    }
 }
 
 /// KIP-890's produce-time check (verify-only AddPartitionsToTxn) with the coordinator
@@ -303,7 +398,7 @@ pub async fn begin_verification(
 /// retry the coordinator codes on a produce). `None`: no way to ask (a broker core
 /// embedded without a server, before its coordinators opened), and the check is not
 /// made.
-pub async fn verify_partitions(
+async fn verify_partitions(
     broker: &Broker,
     transactional_id: &str,
     producer: ProducerIdAndEpoch,

@@ -84,9 +84,15 @@ impl Groups for GroupsService {
             Ok(weir_proto::v1::CoordinatorType::Share) => {
                 weir_broker::shares::find_coordinator(&self.broker.core, &ctx, &req.group_id)
             }
+            Ok(weir_proto::v1::CoordinatorType::Transaction) => {
+                weir_broker::transactions::find_coordinator(&self.broker.core, &ctx, &req.group_id)
+            }
             Err(_) => Err(weir_broker::BrokerError::new(
                 weir_broker::Reason::InvalidRequest,
-                format!("coordinator type {} is not GROUP or SHARE", req.r#type),
+                format!(
+                    "coordinator type {} is not GROUP, SHARE or TRANSACTION",
+                    req.r#type
+                ),
             )),
         }
         .map_err(broker_status)?;

@@ -1,5 +1,5 @@
 //! The gRPC listeners: the client services (health, reflection, Producer, Consumer,
-//! Admin, Groups, Queues) behind the oversize, budget, authentication and request-quota
+//! Admin, Groups, Queues, Transactions) behind the oversize, budget, authentication and request-quota
 //! layers; the internal services (replication, controller, quorum, transactions) on the internal
 //! listener, or on the client listener when there is none; and serving a bound gRPC
 //! listener with them. tonic's server keeps its own accept loop and HTTP/2 limits: the
@@ -19,6 +19,7 @@ use weir_proto::v1::consumer_server::ConsumerServer;
 use weir_proto::v1::groups_server::GroupsServer;
 use weir_proto::v1::producer_server::ProducerServer;
 use weir_proto::v1::queues_server::QueuesServer;
+use weir_proto::v1::transactions_server::TransactionsServer;
 
 use tokio::net::TcpListener;
 use weir_security::tls::ServerTls;
@@ -26,8 +27,8 @@ use weir_security::tls::ServerTls;
 use crate::{
     AdminService, Broker, CONNECTION_WINDOW_BYTES, ConsumerService, GroupsService,
     MAX_CONCURRENT_STREAMS_PER_CONNECTION, MAX_FRAME_BYTES, MAX_RESPONSE_BYTES, ProducerService,
-    QueuesService, STREAM_WINDOW_BYTES, authn, budget, consume_body, internal, oversize,
-    request_quota, until_stopping,
+    QueuesService, STREAM_WINDOW_BYTES, TransactionsService, authn, budget, consume_body, internal,
+    oversize, request_quota, until_stopping,
 };
 
 /// Serves a tonic router on `listener` until `stopping`, with TLS set up by
@@ -172,6 +173,11 @@ impl GrpcServices {
             )
             .add_service(
                 QueuesServer::new(QueuesService::new(broker.clone()))
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                TransactionsServer::new(TransactionsService::new(broker.clone()))
                     .max_decoding_message_size(max_request)
                     .max_encoding_message_size(MAX_RESPONSE_BYTES),
             );

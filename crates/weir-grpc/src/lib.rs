@@ -31,6 +31,7 @@ mod security_admin;
 mod share_reads;
 mod status;
 mod tokens;
+mod transactions;
 
 use std::sync::Arc;
 
@@ -51,6 +52,7 @@ pub use produce::{
 };
 pub use queues::QueuesService;
 pub use share_reads::GrpcRemoteLog;
+pub use transactions::{DEFAULT_TRANSACTION_TIMEOUT_MS, TransactionsService};
 pub use weir_broker::Metrics;
 
 /// Largest gRPC response the broker sends (the core's limit on any answer).

@@ -55,8 +55,9 @@ impl ProducerService {
 /// A produce queued on its partitions by the core.
 pub(crate) struct PendingProduce(produce::PendingProduce);
 
-/// Decodes `req` and hands it to the core; whole-request problems (unknown topic, bad
-/// acks) are a status.
+/// Decodes `req` and hands it to the core, a transactional producer's verified first
+/// (KIP-890); whole-request problems (unknown topic, bad acks, no Write on the
+/// transactional id) are a status.
 pub(crate) async fn submit(
     broker: &Arc<Broker>,
     ctx: &RequestContext,
@@ -75,7 +76,8 @@ pub(crate) async fn submit(
         }
     };
     let now_ms = weir_broker::now_ms();
-    let request = produce::ProduceRequest {
+    let transactional_id = req.transactional_id;
+    let mut request = produce::ProduceRequest {
         topic: req.topic,
         acks,
         timeout: (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms.into())),
@@ -88,6 +90,16 @@ pub(crate) async fn submit(
             })
             .collect(),
     };
+    if !transactional_id.is_empty() {
+        weir_broker::transactions::verify_produce(
+            &broker.core,
+            ctx,
+            &transactional_id,
+            &mut request,
+        )
+        .await
+        .map_err(status::broker_status)?;
+    }
     produce::submit(&broker.core, ctx, request)
         .await
         .map(PendingProduce)
@@ -124,6 +136,8 @@ fn decode_partition(pr: PartitionRecords, now_ms: i64) -> Result<ProduceData, Br
                     .collect(),
                 compression,
                 producer,
+                // Set by the transactional check, for a transactional producer's.
+                verification: None,
             })
         }
         Some(Data::Batches(bytes)) => {

@@ -83,6 +83,7 @@ impl GrpcDeadLetters {
                 }],
                 acks: Acks::All as i32,
                 timeout_ms: DEAD_LETTER_TIMEOUT.as_millis() as u32,
+                transactional_id: String::new(),
             })
             .await
             .map_err(|s| format!("broker {leader}: {}", s.message()))?

@@ -131,6 +131,7 @@ fn request(producer: usize, first_seq: u64) -> pb::ProduceRequest {
         }],
         acks: pb::Acks::All as i32,
         timeout_ms: PRODUCE_TIMEOUT_MS,
+        transactional_id: String::new(),
     }
 }
 

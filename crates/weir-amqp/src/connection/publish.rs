@@ -547,6 +547,7 @@ fn produce_request(queue: String, confirm: bool, records: Vec<Record>) -> Produc
                 records,
                 compression: Compression::None,
                 producer: None,
+                verification: None,
             }),
         }],
     }

@@ -96,6 +96,7 @@ pub async fn submit_anywhere(
                 records,
                 compression,
                 producer: None,
+                verification: None,
             }) => (records, compression),
             // Packed batches and idempotent records are for clients that route by
             // leader: refused here with NOT_LEADER, as `submit` refuses them.

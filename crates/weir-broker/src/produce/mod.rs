@@ -76,6 +76,9 @@ pub enum ProduceData {
         records: Vec<Record>,
         compression: Compression,
         producer: Option<ProducerIdentity>,
+        /// For a transactional producer's records (`producer` set): the verification
+        /// guard, as for `Batches`; they are packed as a transactional batch.
+        verification: Option<u64>,
     },
     /// RecordBatch v2 bytes as the producer sent them, appended as they are (a slice of
     /// the request's buffer). `compression`: the codec the request says they use, if it
@@ -280,6 +283,7 @@ fn prepare(
             records,
             compression,
             producer,
+            verification: guard,
         } => {
             if records.is_empty() {
                 return Err(bad("no records".into()));
@@ -300,6 +304,10 @@ fn prepare(
                     .producer_id(p.producer_id)
                     .producer_epoch(p.producer_epoch)
                     .base_sequence(p.base_sequence);
+                if guard.is_some() {
+                    builder = builder.transactional();
+                    verification = guard;
+                }
             }
             if log_append_time {
                 builder = builder.log_append_time(now_ms);
@@ -337,8 +345,21 @@ fn prepare(
             source,
         })
     })?;
-    if let Some(guard) = verification {
-        batches = batches.verified(guard);
+    match verification {
+        Some(guard) => batches = batches.verified(guard),
+        // KIP-890: a transactional batch opens a transaction on the partition, which
+        // only its coordinator can end; one that no coordinator verified could hold the
+        // last stable offset back for good. Every listener verifies the batches of a
+        // produce that names its transactional id.
+        None if batches.headers().iter().any(|h| h.is_transactional()) => {
+            return Err(bad(
+                "a transactional batch needs the producer's transactional id in the \
+                 request, so that the partition can verify it with the transaction's \
+                 coordinator"
+                    .into(),
+            ));
+        }
+        None => {}
     }
     if let Some(codec) = labelled {
         check_labels(&topic.name, index, &batches, codec)?;

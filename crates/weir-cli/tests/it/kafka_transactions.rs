@@ -19,6 +19,7 @@ use common::*;
 use serde_json::Value;
 use weir_batch::{Compression, Record, RecordBatchBuilder};
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData, ProduceRequest};
+use weir_broker::security::Operation;
 use weir_broker::transactions::{TxnMarkers, write_txn_markers};
 use weir_broker::{Listener, RequestContext, producers};
 
@@ -45,7 +46,23 @@ fn batch(producer: Option<(i64, i16, i32)>, values: &[&str]) -> Bytes {
     b.build().expect("a valid batch").freeze()
 }
 
+/// Appends `bytes` to partition 0 through the core. A transactional batch goes with the
+/// verification guard its partition gives (the partition side alone: this fixture's
+/// transactions have no coordinator, which a listener would ask before appending).
 async fn produce(broker: &std::sync::Arc<weir_broker::Broker>, ctx: &RequestContext, bytes: Bytes) {
+    let header = weir_batch::BatchHeader::parse(&bytes);
+    let mut verification = None;
+    if header.is_transactional() {
+        let partition = broker
+            .topic_for(ctx, Operation::Write, TOPIC)
+            .and_then(|t| Ok(t.partition(0)?))
+            .expect("the topic's partition");
+        let guard = partition
+            .begin_verification(header.producer_id, header.producer_epoch)
+            .await
+            .expect("a guard");
+        verification = Some(guard.guard);
+    }
     let pending = produce::submit(
         broker,
         ctx,
@@ -58,7 +75,7 @@ async fn produce(broker: &std::sync::Arc<weir_broker::Broker>, ctx: &RequestCont
                 data: Ok(ProduceData::Batches {
                     bytes,
                     compression: None,
-                    verification: None,
+                    verification,
                 }),
             }],
         },

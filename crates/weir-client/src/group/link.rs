@@ -90,6 +90,7 @@ impl CoordinatorLink {
         match self.kind {
             pb::CoordinatorType::Group => format!("group {}", self.group_id),
             pb::CoordinatorType::Share => format!("share group {}", self.group_id),
+            pb::CoordinatorType::Transaction => format!("transactional id {}", self.group_id),
         }
     }
 

@@ -223,6 +223,7 @@ impl Sender {
                     Acks::All => pb::Acks::All,
                 } as i32,
                 timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
+                transactional_id: String::new(),
             }),
         };
         let deadline = Instant::now() + config.request_timeout;

@@ -536,6 +536,7 @@ pub(crate) async fn produce(
                     records: vec![record],
                     compression: Compression::None,
                     producer: None,
+                    verification: None,
                 }),
             }],
         };

@@ -10,15 +10,13 @@ use kafka_protocol::messages::{
     DescribeProducersRequest, DescribeProducersResponse, InitProducerIdRequest,
     InitProducerIdResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
     describe_producers_response::{PartitionResponse, ProducerState, TopicResponse},
-    produce_request::PartitionProduceData,
     produce_response::{BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse},
 };
 use kafka_protocol::protocol::StrBytes;
-use weir_batch::{BatchHeader, HEADER_BYTES};
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
 use weir_broker::security::{Operation, ResourceType};
-use weir_broker::transactions::{ProducerIdAndEpoch, TopicPartition};
-use weir_broker::{BrokerError, Reason, RequestContext};
+use weir_broker::transactions::{self, ProducerIdAndEpoch};
+use weir_broker::{BrokerError, RequestContext};
 
 use super::errors::{abortable_as_known, fenced_as_known};
 use super::{KafkaBroker, answer, error_code};
@@ -63,17 +61,11 @@ pub(super) async fn start(
         };
         let indexes: Vec<i32> = t.partition_data.iter().map(|p| p.index).collect();
         if let Some(code) = refusal {
-            topics.push((name, Err((indexes, code)), Vec::new()));
+            topics.push((name, Err((indexes, code))));
             continue;
         }
-        let mut data = t.partition_data;
-        let mut verified = Verified::default();
-        if let Some(id) = &transactional_id {
-            verified = verify(broker, ctx, id, &name, &data, version).await;
-            data.retain(|p| !verified.refused.iter().any(|(index, _)| *index == p.index));
-        }
-        let unverified = verified.refused;
-        let partitions = data
+        let partitions = t
+            .partition_data
             .into_iter()
             .map(|p| PartitionProduce {
                 partition: u32::try_from(p.index).unwrap_or(u32::MAX),
@@ -81,11 +73,7 @@ pub(super) async fn start(
                     Some(bytes) => Ok(ProduceData::Batches {
                         bytes,
                         compression: None,
-                        verification: verified
-                            .guards
-                            .iter()
-                            .find(|(index, _)| *index == p.index)
-                            .map(|&(_, guard)| guard),
+                        verification: None,
                     }),
                     None => Err(BrokerError::invalid(format!(
                         "partition {}: no records",
@@ -94,34 +82,31 @@ pub(super) async fn start(
                 },
             })
             .collect();
-        let submitted = produce::submit(
-            &broker.core,
-            ctx,
-            produce::ProduceRequest {
-                topic: name.clone(),
-                acks: acks.expect("checked above"),
-                timeout,
-                partitions,
-            },
-        )
-        .await;
-        let indexes = indexes
-            .into_iter()
-            .filter(|i| !unverified.iter().any(|(index, _)| index == i))
-            .collect();
-        topics.push((
-            name,
-            submitted.map_err(|e| (indexes, error_code(&e))),
-            unverified,
-        ));
+        let mut request = produce::ProduceRequest {
+            topic: name.clone(),
+            acks: acks.expect("checked above"),
+            timeout,
+            partitions,
+        };
+        if let Some(id) = &transactional_id {
+            // Write on the id was checked above; a partition it refuses is answered in
+            // its place by `submit`.
+            if let Err(e) = transactions::verify_produce(&broker.core, ctx, id, &mut request).await
+            {
+                topics.push((name, Err((indexes, error_code(&e)))));
+                continue;
+            }
+        }
+        let submitted = produce::submit(&broker.core, ctx, request).await;
+        topics.push((name, submitted.map_err(|e| (indexes, error_code(&e)))));
     }
     let silent = acks == Some(Acks::None);
     // A quota held the request back while it was queued (the core's `submit`).
     let throttle_time_ms = ctx.throttle_ms();
     Ok(async move {
         let mut responses = Vec::with_capacity(topics.len());
-        for (name, submitted, unverified) in topics {
-            let mut partitions: Vec<PartitionProduceResponse> = match submitted {
+        for (name, submitted) in topics {
+            let partitions: Vec<PartitionProduceResponse> = match submitted {
                 Err((indexes, code)) => indexes
                     .into_iter()
                     .map(|index| refused(index, code, None))
@@ -136,23 +121,15 @@ pub(super) async fn start(
                             .with_base_offset(appended.base_offset)
                             .with_log_append_time_ms(appended.log_append_time_ms)
                             .with_log_start_offset(-1),
-                        Err(e) => {
-                            let code = abortable_as_known(
-                                error_code(&e),
-                                version,
-                                FIRST_TRANSACTION_ABORTABLE_PRODUCE,
-                            );
-                            refused(r.partition as i32, code, Some(e.message.clone()))
-                                .with_record_errors(record_errors(&e))
-                        }
+                        Err(e) => refused(
+                            r.partition as i32,
+                            produce_code(&e, version),
+                            Some(e.message.clone()),
+                        )
+                        .with_record_errors(record_errors(&e)),
                     })
                     .collect(),
             };
-            partitions.extend(
-                unverified
-                    .into_iter()
-                    .map(|(index, code)| refused(index, code, None)),
-            );
             responses.push(
                 TopicProduceResponse::default()
                     .with_name(TopicName(StrBytes::from_string(name)))
@@ -188,98 +165,15 @@ fn fenced_as_produce(code: i16) -> i16 {
     }
 }
 
-/// What [`verify`] decided for a topic's partitions.
-#[derive(Debug, Default)]
-struct Verified {
-    /// The partitions refused, with the code each is refused with.
-    refused: Vec<(i32, i16)>,
-    /// The verification guard each transactional batch is appended with.
-    guards: Vec<(i32, u64)>,
-}
-
-/// KIP-890's produce-time check of a transactional producer's partitions: a guard from
-/// each partition (`weir_broker::transactions::begin_verification`), then, for those
-/// where the producer has no transaction going yet, the coordinator of its
-/// transactional id (in-process, or at the coordinator's broker) asked whether its
-/// transaction holds them. Refused: the partitions it does not hold, with the code each
-/// is refused with (NOT_ENOUGH_REPLICAS, retriable, when the coordinator cannot answer
-/// now; docs/transactions.md). A partition whose transaction is going is not asked
-/// again, as Kafka verifies only a transaction's first batch on a partition; its guard
-/// holds only while that transaction goes on.
-async fn verify(
-    broker: &KafkaBroker,
-    ctx: &RequestContext,
-    transactional_id: &str,
-    topic: &str,
-    data: &[PartitionProduceData],
-    version: i16,
-) -> Verified {
-    let mut producer = None;
-    let mut partitions = Vec::new();
-    let mut guards = Vec::new();
-    for p in data {
-        let Some(bytes) = &p.records else { continue };
-        if bytes.len() < HEADER_BYTES {
-            continue; // the core refuses it as malformed
-        }
-        let header = BatchHeader::parse(bytes);
-        if !header.is_transactional() {
-            continue;
-        }
-        let ids = ProducerIdAndEpoch {
-            producer_id: header.producer_id,
-            epoch: header.producer_epoch,
-        };
-        producer = Some(ids);
-        let index = u32::try_from(p.index).unwrap_or(u32::MAX);
-        let verification =
-            weir_broker::transactions::begin_verification(&broker.core, ctx, (topic, index), ids)
-                .await;
-        if let Some(v) = verification {
-            guards.push((p.index, v.guard));
-            if !v.ask {
-                continue;
-            }
-        }
-        partitions.push(TopicPartition::new(topic, p.index));
-    }
-    let (Some(producer), false) = (producer, partitions.is_empty()) else {
-        return Verified {
-            refused: Vec::new(),
-            guards,
-        };
-    };
-    let indexes: Vec<i32> = partitions.iter().map(|tp| tp.partition).collect();
-    let verdicts = weir_broker::transactions::verify_partitions(
-        &broker.core,
-        transactional_id,
-        producer,
-        partitions,
+/// The Kafka code a produce's partition is refused with: a coordinator's
+/// PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, TRANSACTION_ABORTABLE as INVALID_TXN_STATE
+/// before the version that knows it.
+fn produce_code(e: &BrokerError, version: i16) -> i16 {
+    abortable_as_known(
+        fenced_as_produce(error_code(e)),
+        version,
+        FIRST_TRANSACTION_ABORTABLE_PRODUCE,
     )
-    .await;
-    let refused = match verdicts {
-        None => Vec::new(),
-        Some(Err(e)) => {
-            let code = fenced_as_produce(error_code(&e));
-            indexes.into_iter().map(|i| (i, code)).collect()
-        }
-        Some(Ok(verdicts)) => verdicts
-            .into_iter()
-            .filter_map(|(tp, verdict)| {
-                let e = verdict.err()?;
-                let code = error_code(&BrokerError::new(Reason::Transaction(e), e.to_string()));
-                Some((
-                    tp.partition,
-                    abortable_as_known(
-                        fenced_as_produce(code),
-                        version,
-                        FIRST_TRANSACTION_ABORTABLE_PRODUCE,
-                    ),
-                ))
-            })
-            .collect(),
-    };
-    Verified { refused, guards }
 }
 
 /// The records an INVALID_RECORD answer names (v8+; older versions carry the code

@@ -40,6 +40,7 @@ fn acks_all(partition: u32, values: &[String]) -> ProduceRequest {
         partitions: vec![plain(partition, values, Compression::None)],
         acks: Acks::All as i32,
         timeout_ms: 2_000,
+        transactional_id: String::new(),
     }
 }
 

@@ -460,6 +460,7 @@ async fn bad_group_input_gets_the_right_code() {
                 partitions: vec![plain(0, &["x".to_string()], Compression::None)],
                 acks: Acks::Leader as i32,
                 timeout_ms: 0,
+                transactional_id: String::new(),
             })
             .await;
         assert_code(produce, Code::InvalidArgument, "internal");
@@ -572,6 +573,7 @@ async fn metrics_show_group_members_and_lag() {
             partitions: vec![plain(0, &values, Compression::None)],
             acks: Acks::Leader as i32,
             timeout_ms: 0,
+            transactional_id: String::new(),
         })
         .await;
         let mut g = groups(&c);

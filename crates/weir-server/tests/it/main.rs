@@ -2,7 +2,7 @@
 //! process) spoken to over gRPC, Kafka and HTTP as clients speak: the API (`broker`,
 //! `groups`, `queues`, `idempotence`, `identity`), clusters in one process (`cluster`),
 //! the internal services, the Kafka listeners, the console (and in Chromium), durability
-//! on faulty storage, untrusted batches, Python's grpcio (`python`), and that every
+//! on faulty storage, untrusted batches, Python's grpcio (`python`), transactions over gRPC (`transactions`), and that every
 //! status is built in `status.rs` (`status_sites`); `common` is the broker harness they
 //! share.
 
@@ -20,4 +20,5 @@ mod kafka;
 mod python;
 mod queues;
 mod status_sites;
+mod transactions;
 mod untrusted;

@@ -45,6 +45,7 @@ pub fn position(position: OffsetPosition) -> offset_spec::Spec {
     offset_spec::Spec::Position(position.into())
 }
 
+#[derive(Clone)]
 pub struct Clients {
     pub admin: AdminClient<Channel>,
     pub producer: ProducerClient<Channel>,
@@ -224,6 +225,7 @@ pub fn request(topic: &str, partitions: Vec<PartitionRecords>, acks: Acks) -> Pr
         partitions,
         acks: acks as i32,
         timeout_ms: 0,
+        transactional_id: String::new(),
     }
 }
 
