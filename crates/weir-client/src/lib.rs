@@ -104,12 +104,12 @@ pub use crate::error::{
     REASON_NOT_LEADER,
 };
 pub use crate::group::{
-    CommitHandle, CommittedOffset, GroupConsumer, GroupConsumerConfig, Rebalance,
+    CommitHandle, CommittedOffset, GroupConsumer, GroupConsumerConfig, GroupMetadata, Rebalance,
     RebalanceListener, TopicPartition,
 };
 pub use crate::producer::{
     Acks, BatchDelivery, DeliveredRecords, DeliveryFuture, OffsetRange, Producer, ProducerConfig,
-    ProducerRecord, RecordMetadata, RecordRef,
+    ProducerRecord, RecordMetadata, RecordRef, TransactionalProducer,
 };
 pub use crate::security::{
     AclBinding, AclFilter, AclOperation, AclPatternFilter, AclPatternType, AclPermission,

@@ -132,6 +132,12 @@ impl RecordBatchBuilder {
         self.base_sequence = base_sequence;
     }
 
+    /// [`transactional`](Self::transactional) on a builder that already holds records (a
+    /// transactional producer marks a batch when it numbers it).
+    pub fn set_transactional(&mut self) {
+        self.flags |= TRANSACTIONAL_BIT;
+    }
+
     /// Marks the batch as part of its producer's transaction (attribute bit 0x10): its
     /// records become visible to `read_committed` readers only once a commit marker of
     /// the producer follows it.

@@ -72,7 +72,7 @@ impl GroupConsumer {
             self.tell(Event::Revoked, unnotified);
             if self.config.auto_commit {
                 let revoked_set: HashSet<&TopicPartition> = revoked.iter().collect();
-                let offsets = self.positions(|tp| revoked_set.contains(tp));
+                let offsets = self.positions_of(|tp| revoked_set.contains(tp));
                 if let Err(error) = self.commit_wait(offsets).await {
                     tracing::warn!(group = %self.config.group_id, %error, partitions = %list(&revoked), "could not commit revoked partitions; their next owner starts from the previous commit");
                 }

@@ -1,7 +1,8 @@
 //! The connection to a group's coordinator. For a consumer group it is the broker
 //! leading the `__consumer_offsets` partition the group hashes to; for a share group
 //! (queues, [`crate::share`]) the broker leading the `__share_group_state` partition it
-//! hashes to. Either is found with `Groups.FindCoordinator` (asked of the first
+//! hashes to; for a transactional producer ([`crate::TransactionalProducer`]) the broker
+//! leading the `__transaction_state` partition its transactional id hashes to. Either is found with `Groups.FindCoordinator` (asked of the first
 //! bootstrap broker that answers, with the link's coordinator type) and found again
 //! after a call fails in a way that says it moved or cannot be reached (`UNAVAILABLE`,
 //! reason `NOT_COORDINATOR` or `COORDINATOR_LOADING`, or a transport error or timeout),
@@ -59,6 +60,12 @@ impl CoordinatorLink {
             options,
             current: Mutex::new(None),
         }
+    }
+
+    /// A link to the coordinator of another group (or id) of `kind`, through the same
+    /// brokers.
+    pub(crate) fn sibling(&self, group_id: &str, kind: pb::CoordinatorType) -> CoordinatorLink {
+        CoordinatorLink::new(group_id, kind, &self.brokers, self.options.clone())
     }
 
     /// A Groups client of the coordinator: the one found before, or a new one.

@@ -97,7 +97,7 @@
 mod assignment;
 mod commit;
 mod heartbeat;
-mod link;
+pub(crate) mod link;
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -153,6 +153,19 @@ impl TopicPartition {
             partition,
         }
     }
+}
+
+/// Who consumed the offsets a [`TransactionalProducer`](crate::TransactionalProducer)
+/// commits (Kafka's `ConsumerGroupMetadata`), from [`GroupConsumer::group_metadata`]: the
+/// group's coordinator refuses offsets from a member that is no longer current.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMetadata {
+    /// The group id.
+    pub group_id: String,
+    /// The member's id (empty: not checked, as for a consumer outside the group).
+    pub member_id: String,
+    /// The member's epoch.
+    pub member_epoch: i32,
 }
 
 impl std::fmt::Display for TopicPartition {
@@ -512,6 +525,17 @@ impl GroupConsumer {
         self.shared.membership.borrow().member_epoch
     }
 
+    /// The group, member id and epoch, for offsets committed in a transaction
+    /// ([`TransactionalProducer::send_offsets_to_transaction`](crate::TransactionalProducer::send_offsets_to_transaction)).
+    pub fn group_metadata(&self) -> GroupMetadata {
+        let membership = self.shared.membership.borrow();
+        GroupMetadata {
+            group_id: self.config.group_id.clone(),
+            member_id: membership.member_id.clone(),
+            member_epoch: membership.member_epoch,
+        }
+    }
+
     /// The heartbeat interval of the broker's last answer (shorter than the group's
     /// usual one while a partition is being handed over; a default until joined).
     pub fn heartbeat_interval(&self) -> Duration {
@@ -548,6 +572,12 @@ impl GroupConsumer {
             .filter(|(_, h)| h.position.is_none())
             .map(|(tp, _)| tp.clone())
             .collect()
+    }
+
+    /// Every held partition's position, sorted: what a commit would commit (and what a
+    /// consume-transform-produce loop sends to its transaction).
+    pub fn positions(&self) -> Vec<(TopicPartition, i64)> {
+        self.positions_of(|_| true)
     }
 
     /// The offset of the next record `poll` returns from a held partition (what a
@@ -730,7 +760,7 @@ impl GroupConsumer {
     /// its outcome. Commits are sent one at a time, in order; this waits only while
     /// [`COMMIT_QUEUE_DEPTH`] commits are already queued.
     pub async fn commit_async(&mut self) -> CommitHandle {
-        let offsets = self.positions(|_| true);
+        let offsets = self.positions_of(|_| true);
         if offsets.is_empty() {
             return CommitHandle::ready(Ok(()));
         }
@@ -763,7 +793,7 @@ impl GroupConsumer {
                     .collect();
                 self.tell(Event::Revoked, unnotified);
                 if self.config.auto_commit {
-                    result = self.commit_wait(self.positions(|_| true)).await;
+                    result = self.commit_wait(self.positions_of(|_| true)).await;
                 }
             } else {
                 self.tell(Event::Lost, held);
@@ -802,7 +832,7 @@ impl GroupConsumer {
             return;
         }
         self.last_auto_commit = Instant::now();
-        let offsets = self.positions(|_| true);
+        let offsets = self.positions_of(|_| true);
         if offsets.is_empty() || offsets == self.last_auto_committed {
             return;
         }
@@ -836,7 +866,7 @@ impl GroupConsumer {
     }
 
     /// Positions of held partitions chosen by `wanted`, sorted.
-    fn positions(&self, wanted: impl Fn(&TopicPartition) -> bool) -> Vec<(TopicPartition, i64)> {
+    fn positions_of(&self, wanted: impl Fn(&TopicPartition) -> bool) -> Vec<(TopicPartition, i64)> {
         self.held
             .iter()
             .filter(|(tp, _)| wanted(tp))

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore};
 use weir_batch::{Header, Record, RecordBatchBuilder};
 
+use self::txn::TxnGate;
 use super::config::{METADATA_MAX_AGE, ProducerConfig};
 use crate::error::ClientError;
 use crate::partitioner::StickyPartitioner;
@@ -233,6 +234,8 @@ struct State {
     identity_wanted: bool,
     /// The producer was fenced by a newer instance: every send fails with this.
     fenced: Option<ClientError>,
+    /// A transactional producer's open transaction (`txn.rs`); `None` for others.
+    txn: Option<TxnGate>,
     /// Buffers of acknowledged batches, for new batches of partitions that fill theirs.
     spare_buffers: Vec<Vec<u8>>,
 }
@@ -288,6 +291,9 @@ impl Accumulator {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
         let idempotence = config.idempotence;
+        // A transactional producer's identity comes from its coordinator, asked by
+        // `TransactionalProducer`, not by the sender.
+        let transactional = config.transactional_id.is_some();
         Accumulator {
             config,
             state: Mutex::new(State {
@@ -297,8 +303,9 @@ impl Accumulator {
                 flushing: 0,
                 closing: false,
                 identity: None,
-                identity_wanted: idempotence,
+                identity_wanted: idempotence && !transactional,
                 fenced: None,
+                txn: transactional.then(TxnGate::default),
                 spare_buffers: Vec::new(),
             }),
             memory,
@@ -386,6 +393,11 @@ impl Accumulator {
     pub(crate) fn identity_wanted(&self) -> bool {
         let state = self.lock();
         state.identity_wanted && state.fenced.is_none()
+    }
+
+    /// The identity new batches are numbered under, if there is one.
+    pub(crate) fn identity(&self) -> Option<Identity> {
+        self.lock().identity
     }
 
     /// The identity to number new batches under, from `InitProducerId`.
@@ -482,7 +494,7 @@ enum Numbering {
 impl PartitionState {
     /// Numbers `batch` under `identity` with this partition's next sequence (from 0 for
     /// a new identity); sequences wrap past `i32::MAX` as Kafka's.
-    fn stamp(&mut self, batch: &mut ProducerBatch, identity: Identity) {
+    fn stamp(&mut self, batch: &mut ProducerBatch, identity: Identity, transactional: bool) {
         if self.sequence_of != Some(identity) {
             self.sequence_of = Some(identity);
             self.next_sequence = 0;
@@ -490,6 +502,9 @@ impl PartitionState {
         let first = self.next_sequence;
         if let Payload::Open(builder) = &mut batch.payload {
             builder.set_producer(identity.producer_id, identity.epoch, first);
+            if transactional {
+                builder.set_transactional();
+            }
         }
         let next = (i64::from(first) + i64::from(batch.record_count)) % (i64::from(i32::MAX) + 1);
         self.next_sequence = next as i32;
@@ -514,3 +529,4 @@ impl ProducerBatch {
 
 #[cfg(test)]
 mod tests;
+mod txn;

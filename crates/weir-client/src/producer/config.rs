@@ -111,7 +111,17 @@ pub struct ProducerConfig {
     /// whose writes are then refused (`ClientError::ProducerFenced`). `None`: a fresh
     /// producer id per instance. Only with `idempotence`.
     pub producer_name: Option<String>,
+    /// A transactional producer's transactional id (Kafka's `transactional.id`), for
+    /// [`TransactionalProducer`](crate::TransactionalProducer): 1 to 255 characters, with
+    /// `idempotence` and `acks` all, not with `producer_name`.
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before its coordinator aborts it (Kafka's
+    /// `transaction.timeout.ms`), at most the broker's `transaction.max.timeout.ms`.
+    pub transaction_timeout: Duration,
 }
+
+/// `transaction_timeout`'s default, as Kafka producers'.
+pub const DEFAULT_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most batches in flight per partition with idempotence: the partition leader
 /// recognises a retry among the producer's last 5 batches.
@@ -136,6 +146,8 @@ impl Default for ProducerConfig {
             buffer_memory: DEFAULT_BUFFER_MEMORY_BYTES,
             idempotence: true,
             producer_name: None,
+            transactional_id: None,
+            transaction_timeout: DEFAULT_TRANSACTION_TIMEOUT,
         }
     }
 }
@@ -183,6 +195,25 @@ impl ProducerConfig {
                 return bad("producer_name must have 1 to 255 characters".to_owned());
             }
         }
+        if let Some(id) = &self.transactional_id {
+            if !self.idempotence || self.acks != Acks::All {
+                return bad("transactional_id needs idempotence and acks all".to_owned());
+            }
+            if self.producer_name.is_some() {
+                return bad("transactional_id and producer_name exclude each other".to_owned());
+            }
+            if id.is_empty() || id.chars().count() > 255 {
+                return bad("transactional_id must have 1 to 255 characters".to_owned());
+            }
+            if self.transaction_timeout.is_zero()
+                || self.transaction_timeout.as_millis() > u128::from(u32::MAX)
+            {
+                return bad(format!(
+                    "transaction_timeout must be above zero and fit u32 milliseconds, not {:?}",
+                    self.transaction_timeout
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -227,6 +258,20 @@ mod tests {
             .is_ok()
         );
         assert!(config(|c| c.producer_name = Some(String::new())).is_err());
+        let txn = |f: fn(&mut ProducerConfig)| {
+            let mut c = ProducerConfig {
+                transactional_id: Some("t".into()),
+                ..ProducerConfig::default()
+            };
+            f(&mut c);
+            c.validate()
+        };
+        assert!(txn(|_| {}).is_ok());
+        assert!(txn(|c| c.idempotence = false).is_err());
+        assert!(txn(|c| c.acks = Acks::Leader).is_err());
+        assert!(txn(|c| c.producer_name = Some("p".into())).is_err());
+        assert!(txn(|c| c.transactional_id = Some("x".repeat(256))).is_err());
+        assert!(txn(|c| c.transaction_timeout = Duration::ZERO).is_err());
         assert!(
             config(|c| {
                 c.idempotence = false;

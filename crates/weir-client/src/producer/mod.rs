@@ -89,6 +89,7 @@ mod batch;
 mod config;
 mod identity;
 mod sender;
+mod transactional;
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
@@ -104,12 +105,15 @@ pub use self::batch::{BatchDelivery, DeliveredRecords, OffsetRange, RecordRef};
 pub use self::config::{
     Acks, DEFAULT_BATCH_BYTES, DEFAULT_BUFFER_MEMORY_BYTES, DEFAULT_LINGER, DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRIES, DEFAULT_RETRY_BACKOFF, DEFAULT_RETRY_BACKOFF_MAX,
-    MAX_BUFFER_MEMORY_BYTES, MAX_IDEMPOTENT_IN_FLIGHT, MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT,
-    METADATA_MAX_AGE, ProducerConfig,
+    DEFAULT_TRANSACTION_TIMEOUT, MAX_BUFFER_MEMORY_BYTES, MAX_IDEMPOTENT_IN_FLIGHT,
+    MAX_IN_FLIGHT_LIMIT, MAX_REQUESTS_IN_FLIGHT, METADATA_MAX_AGE, ProducerConfig,
 };
+pub use self::transactional::TransactionalProducer;
 use crate::cluster::Cluster;
 use crate::connection::{ConnectOptions, Timeouts};
 use crate::error::ClientError;
+use crate::group::link::CoordinatorLink;
+use weir_proto::v1::CoordinatorType;
 
 /// A record to send.
 #[derive(Debug, Clone)]
@@ -249,6 +253,8 @@ pub struct Producer {
     accumulator: Arc<Accumulator>,
     cluster: Cluster,
     sender: Mutex<Option<JoinHandle<()>>>,
+    /// With a transactional id: the link to its transaction coordinator.
+    txn_coordinator: Option<Arc<CoordinatorLink>>,
 }
 
 impl Producer {
@@ -264,16 +270,30 @@ impl Producer {
             timeouts,
             tls: config.tls.clone(),
         };
+        let txn_coordinator = config.transactional_id.as_deref().map(|id| {
+            Arc::new(CoordinatorLink::new(
+                id,
+                CoordinatorType::Transaction,
+                &config.brokers,
+                options.clone(),
+            ))
+        });
         let cluster = Cluster::connect(&config.brokers, options).await?;
         // As Kafka's producers: a topic produced to is created on first use where the
         // broker does that.
         cluster.create_topics_on_first_use();
         let accumulator = Arc::new(Accumulator::new(config));
-        let sender = tokio::spawn(sender::Sender::new(accumulator.clone(), cluster.clone()).run());
+        let sender = sender::Sender::new(
+            accumulator.clone(),
+            cluster.clone(),
+            txn_coordinator.clone(),
+        );
+        let sender = tokio::spawn(sender.run());
         Ok(Producer {
             accumulator,
             cluster,
             sender: Mutex::new(Some(sender)),
+            txn_coordinator,
         })
     }
 

@@ -33,6 +33,7 @@ use super::config::{Acks, MAX_REQUESTS_IN_FLIGHT};
 use crate::cluster::Cluster;
 use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
+use crate::group::link::CoordinatorLink;
 use crate::outage::Outages;
 use crate::retry::{self, RetryDecision};
 use crate::routing::BrokerId;
@@ -64,12 +65,20 @@ pub(crate) struct Sender {
     refresh: Option<JoinHandle<()>>,
     /// Getting a producer identity, while one is wanted (idempotence).
     identity: Option<JoinHandle<()>>,
+    /// A transactional producer's coordinator, and the call adding partitions to its
+    /// transaction, while one is under way.
+    txn_coordinator: Option<Arc<CoordinatorLink>>,
+    adding: Option<JoinHandle<()>>,
     /// Brokers whose stream keeps failing, logged once per streak.
     outages: Outages,
 }
 
 impl Sender {
-    pub(crate) fn new(accumulator: Arc<Accumulator>, cluster: Cluster) -> Sender {
+    pub(crate) fn new(
+        accumulator: Arc<Accumulator>,
+        cluster: Cluster,
+        txn_coordinator: Option<Arc<CoordinatorLink>>,
+    ) -> Sender {
         Sender {
             accumulator,
             cluster,
@@ -80,6 +89,8 @@ impl Sender {
             stale_topics: BTreeSet::new(),
             refresh: None,
             identity: None,
+            txn_coordinator,
+            adding: None,
             outages: Outages::new("produce stream"),
         }
     }
@@ -106,6 +117,7 @@ impl Sender {
             }
             self.start_refresh();
             self.start_identity();
+            self.start_adding_partitions();
             if self.accumulator.is_finished() {
                 break;
             }
@@ -223,7 +235,7 @@ impl Sender {
                     Acks::All => pb::Acks::All,
                 } as i32,
                 timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
-                transactional_id: String::new(),
+                transactional_id: config.transactional_id.clone().unwrap_or_default(),
             }),
         };
         let deadline = Instant::now() + config.request_timeout;
@@ -384,14 +396,32 @@ impl Sender {
     /// Starts getting a producer identity if one is wanted and none is being got; the
     /// accumulator wakes the sender when it has one.
     fn start_identity(&mut self) {
+        // A transactional producer's identity is its coordinator's to give, asked for by
+        // `TransactionalProducer` (after an abort, when a batch failed for good).
         if self.identity.as_ref().is_some_and(|t| !t.is_finished())
             || !self.accumulator.identity_wanted()
+            || self.txn_coordinator.is_some()
         {
             return;
         }
         let (accumulator, cluster) = (self.accumulator.clone(), self.cluster.clone());
         self.identity = Some(tokio::spawn(async move {
             super::identity::acquire(&accumulator, &cluster).await;
+        }));
+    }
+
+    /// Adds the partitions a transactional producer's batches wait for to its open
+    /// transaction, unless an add is under way (`transactional::add_partitions`).
+    fn start_adding_partitions(&mut self) {
+        let Some(coordinator) = &self.txn_coordinator else {
+            return;
+        };
+        if self.adding.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let (accumulator, coordinator) = (self.accumulator.clone(), coordinator.clone());
+        self.adding = Some(tokio::spawn(async move {
+            super::transactional::add_partitions(&accumulator, &coordinator).await;
         }));
     }
 

@@ -1,5 +1,5 @@
 //! weir-client's integration tests, one binary: the client against real brokers in this
-//! process (`broker`, `cluster`, `groups`, `leader`, `share`) and consumer groups with the
+//! process (`broker`, `cluster`, `groups`, `leader`, `share`, `transactions`) and consumer groups with the
 //! real Kafka clients beside this crate's (`kafka_groups`).
 
 mod broker;
@@ -11,3 +11,4 @@ mod leader;
 #[path = "../../../../tests/kafka/members.rs"]
 mod members;
 mod share;
+mod transactions;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use weir_batch::{Record, RecordBatchBuilder, RecordView};
 
+use super::txn::TxnGate;
 use super::{
     Accumulator, Appended, BatchBook, BatchCompletion, OpenBatch, PartitionState, Payload,
     ProducerBatch, Segment, State, parts_bytes,
@@ -141,6 +142,9 @@ impl Accumulator {
         }
         if let Some(fenced) = &state.fenced {
             return Err(AppendError::Failed(fenced.clone()));
+        }
+        if let Some(refusal) = state.txn.as_ref().and_then(TxnGate::refuses_sends) {
+            return Err(AppendError::Failed(refusal));
         }
         let Some((topic_name, topic_state)) = state.topics.get_key_value(topic) else {
             return Err(AppendError::NeedMetadata);
@@ -296,6 +300,9 @@ impl Accumulator {
         }
         if let Some(fenced) = &state.fenced {
             return AppendStep::Failed(fenced.clone());
+        }
+        if let Some(refusal) = state.txn.as_ref().and_then(TxnGate::refuses_sends) {
+            return AppendStep::Failed(refusal);
         }
         let Some((topic_name, topic_state)) = state.topics.get_key_value(topic) else {
             return AppendStep::NeedMetadata;

@@ -61,6 +61,13 @@ impl Accumulator {
                 if part.ready.is_empty() || !part.failed.is_empty() {
                     continue;
                 }
+                // A transactional producer's partition waits until it is in the
+                // transaction (`txn.rs`).
+                if let Some(gate) = state.txn.as_mut()
+                    && !gate.may_send(topic_name, index as u32)
+                {
+                    continue;
+                }
                 if let Some(at) = part.retry_at {
                     // The backoff is for the broker that failed. Once the metadata names
                     // another leader, the retry goes at once (Kafka's KIP-951); until
@@ -111,7 +118,9 @@ impl Accumulator {
                                 part.ready.push_front(batch);
                                 break;
                             }
-                            Numbering::Under(identity) => part.stamp(&mut batch, identity),
+                            Numbering::Under(identity) => {
+                                part.stamp(&mut batch, identity, state.txn.is_some())
+                            }
                         }
                     }
                     part.in_flight_broker = Some(broker);
@@ -206,6 +215,9 @@ impl Accumulator {
                         dead.into_iter()
                             .map(|b| (b, Err(ClientError::FailedPrecondition(context.clone())))),
                     );
+                }
+                if let Some(gate) = state.txn.as_mut() {
+                    gate.batch_failed(&error);
                 }
                 if matches!(error, ClientError::ProducerFenced(_)) && state.fenced.is_none() {
                     state.fenced = Some(error.clone());
