@@ -304,7 +304,7 @@ impl TransactionalProducer {
             ));
         }
         self.accumulator()
-            .fail_unsent(&ClientError::FailedPrecondition(
+            .drop_unsent(&ClientError::FailedPrecondition(
                 "not sent: the transaction was aborted".into(),
             ));
         self.producer.flush().await;

@@ -167,6 +167,28 @@ async fn read_committed_sees_each_committed_record_once_and_nothing_aborted() ->
     assert!(committed.iter().all(|r| text(r) != "zombie"));
     assert_eq!(committed.len(), 510);
 
+    // An abort while records are still buffered or in flight: what was not sent is
+    // dropped (numbered batches among them: a new epoch), and the next transaction
+    // commits as usual.
+    successor.begin_transaction()?;
+    let mut dropped = Vec::new();
+    for i in 0..2_000 {
+        let record = ProducerRecord::new("t", format!("x-{i}")).key(format!("key-{}", i % 7));
+        dropped.push(successor.send(record).await?);
+    }
+    successor.abort_transaction().await?;
+    transaction(&successor, &values("f", 10), true).await?;
+    let committed = read(&brokers, "t", 3, IsolationLevel::ReadCommitted, 520).await?;
+    assert_eq!(committed.len(), 520);
+    assert!(committed.iter().all(|r| !text(r).starts_with("x-")));
+    assert_eq!(
+        committed
+            .iter()
+            .filter(|r| text(r).starts_with("f-"))
+            .count(),
+        10
+    );
+
     producer.close().await;
     successor.close().await;
     server.shutdown().await

@@ -115,6 +115,26 @@ impl Accumulator {
         });
     }
 
+    /// An abort drops every batch not sent yet (their deliveries fail with `error`). A
+    /// dropped batch that was numbered leaves its partition expecting a sequence that
+    /// will never come, so the producer then wants a new identity (a new epoch starts
+    /// every partition's sequence again).
+    pub(crate) fn drop_unsent(&self, error: &ClientError) {
+        {
+            let mut state = self.lock();
+            let numbered = state.topics.values().any(|t| {
+                t.partitions.iter().any(|p| {
+                    p.ready.iter().any(|b| b.stamp.is_some())
+                        || p.failed.iter().any(|(b, _)| b.stamp.is_some())
+                })
+            });
+            if numbered {
+                state.identity_wanted = true;
+            }
+        }
+        self.fail_unsent(error);
+    }
+
     /// The transaction ended (committed or aborted): the next one starts with no
     /// partitions.
     pub(crate) fn end_transaction(&self) {
