@@ -89,6 +89,21 @@ async fn group_members_keep_their_partitions_when_the_coordinator_is_killed() {
 
 async fn run() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
+    match check(&mut cluster).await {
+        Ok(()) => {
+            cluster.finish();
+            Ok(())
+        }
+        Err(error) => {
+            // Printed before the cluster's logs (which dropping it prints), so a CI
+            // summary that keeps an output's first lines shows why.
+            println!("FAILED: {error:#}");
+            Err(error)
+        }
+    }
+}
+
+async fn check(cluster: &mut Cluster) -> anyhow::Result<()> {
     cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
     let shared = Arc::new(Shared::default());
     shared
@@ -149,7 +164,7 @@ async fn run() -> anyhow::Result<()> {
     .await?;
     // Settle a moment so every member's state is in the log, then find the coordinator.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let coordinator = find_coordinator(&cluster).await?;
+    let coordinator = find_coordinator(cluster).await?;
     let leaders: BTreeMap<u32, i32> = cluster
         .describe(TOPIC)
         .await?
@@ -222,7 +237,15 @@ async fn run() -> anyhow::Result<()> {
         );
         let committed_after = view.commits.iter().find(|at| **at > killed_at);
         let Some(committed_after) = committed_after else {
-            bail!("member {m} had no commit acknowledged after the kill");
+            let read_after = consumed
+                .iter()
+                .filter(|c| c.member == m && c.at > killed_at)
+                .count();
+            bail!(
+                "member {m} had no commit acknowledged after the kill ({} before it; it read \
+                 {read_after} records after it)",
+                view.commits.len()
+            );
         };
         let first_after = |filter: &dyn Fn(&Consumed) -> bool| {
             consumed
@@ -241,13 +264,12 @@ async fn run() -> anyhow::Result<()> {
             *committed_after - t0
         );
     }
-    let new_coordinator = find_coordinator(&cluster).await?;
+    let new_coordinator = find_coordinator(cluster).await?;
     ensure!(
         new_coordinator != coordinator,
         "the coordinator did not move"
     );
     println!("new coordinator: broker {new_coordinator}");
-    cluster.finish();
     Ok(())
 }
 
