@@ -169,6 +169,13 @@ struct CommonArgs {
     /// the framed record size]; latency is sampled once per call.
     #[arg(long, conflicts_with = "per_record", value_parser = clap::value_parser!(u64).range(1..))]
     chunk_records: Option<u64>,
+    /// produce only: send with a transactional producer of this transactional id,
+    /// committing every --transaction-records records (needs --acks all).
+    #[arg(long, conflicts_with = "per_record")]
+    transactional_id: Option<String>,
+    /// Records per transaction with --transactional-id.
+    #[arg(long, requires = "transactional_id", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    transaction_records: u64,
     /// Output format of the final report.
     #[arg(long, value_enum, default_value_t)]
     format: Format,
@@ -230,6 +237,9 @@ pub struct BenchConfig {
     pub(crate) producer: ProducerConfig,
     /// `--per-record`: one `send` per record instead of `send_all` chunks.
     pub(crate) per_record: bool,
+    /// `--transaction-records` with `--transactional-id` (set in `producer`): produce in
+    /// transactions of this many records.
+    pub(crate) transaction_records: Option<u64>,
     /// `--chunk-records`: records per `send_all` call (`None`: a batch's worth).
     pub(crate) chunk_records: Option<u64>,
     pub(crate) acks: AcksArg,
@@ -315,8 +325,12 @@ impl BenchArgs {
             connect_timeout: common.brokers.connect_timeout,
             request_timeout: common.brokers.timeout,
             tls: common.brokers.tls()?,
+            transactional_id: common.transactional_id.clone(),
             ..defaults
         };
+        if common.transactional_id.is_some() && !matches!(kind, Kind::Produce) {
+            return Err(usage("--transactional-id is for bench produce".to_owned()));
+        }
         producer.validate()?;
         Ok(BenchPlan::Records(BenchConfig {
             kind,
@@ -330,6 +344,10 @@ impl BenchArgs {
             stop,
             producer,
             per_record: common.per_record,
+            transaction_records: common
+                .transactional_id
+                .is_some()
+                .then_some(common.transaction_records),
             chunk_records: common.chunk_records,
             acks: common.acks,
             compression: common.compression,

@@ -4,6 +4,9 @@
 //! its acknowledgement (one sample per chunk); with `--per-record` it calls
 //! [`Producer::send`] once per record, and latency is each record's send call to its
 //! acknowledgement. Either way acknowledgements are observed in send order as they arrive.
+//! With `--transactional-id` a [`TransactionalProducer`] sends the chunks and commits a
+//! transaction every `--transaction-records` records (the commit waits for every answer,
+//! as Kafka's does), the clock running to the last commit.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,33 +17,53 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use weir_client::{
     BatchDelivery, ClientError, DeliveryFuture, Producer, ProducerRecord, RecordRef,
+    TransactionalProducer,
 };
 
 use super::{BenchConfig, Measured, Progress, Report, Stop, latency_histogram, random_values};
 
 /// Runs the scenario.
 pub(super) async fn run(config: &BenchConfig, partitions: u32) -> anyhow::Result<Report> {
-    let producer = Producer::connect(config.producer.clone())
-        .await
-        .context("connecting the producer")?;
     let total = match config.stop {
         Stop::Count(n) => Some(n),
         Stop::After(_) => None,
     };
     let progress = Progress::start("producing", total);
     let mut latency = latency_histogram();
-    let started = Instant::now();
-    let sent = send(
-        config,
-        &producer,
-        config.stop,
-        &progress,
-        Some(&mut latency),
-    )
-    .await;
-    let elapsed = started.elapsed();
+    let (sent, elapsed) = match config.transaction_records {
+        None => {
+            let producer = Producer::connect(config.producer.clone())
+                .await
+                .context("connecting the producer")?;
+            let started = Instant::now();
+            let sent = send(
+                config,
+                &producer,
+                config.stop,
+                &progress,
+                Some(&mut latency),
+            )
+            .await;
+            let elapsed = started.elapsed();
+            producer.close().await;
+            (sent, elapsed)
+        }
+        Some(records) => {
+            let producer = TransactionalProducer::connect(config.producer.clone())
+                .await
+                .context("connecting the transactional producer")?;
+            let sink = Sink::Transactional {
+                producer: &producer,
+                records,
+            };
+            let started = Instant::now();
+            let sent = send_chunks(config, sink, config.stop, &progress, Some(&mut latency)).await;
+            let elapsed = started.elapsed();
+            producer.close().await;
+            (sent, elapsed)
+        }
+    };
     progress.finish();
-    producer.close().await;
     let records = sent?;
     Ok(Report::new(
         config,
@@ -86,14 +109,26 @@ pub(super) async fn send(
     if config.per_record {
         send_per_record(config, producer, stop, progress, latency).await
     } else {
-        send_chunks(config, producer, stop, progress, latency).await
+        send_chunks(config, Sink::Plain(producer), stop, progress, latency).await
     }
 }
 
-/// [`send`] with one `send_all` call per chunk.
+/// Where [`send_chunks`] sends: a producer, or a transactional producer that commits a
+/// transaction every `records` records (`--transaction-records`).
+#[derive(Clone, Copy)]
+enum Sink<'a> {
+    Plain(&'a Producer),
+    Transactional {
+        producer: &'a TransactionalProducer,
+        records: u64,
+    },
+}
+
+/// [`send`] with one `send_all` call per chunk. Transactional: a chunk never spans two
+/// transactions, and a commit (which flushes and waits for every answer) ends each.
 async fn send_chunks(
     config: &BenchConfig,
-    producer: &Producer,
+    sink: Sink<'_>,
     stop: Stop,
     progress: &Progress,
     latency: Option<&mut Histogram<u64>>,
@@ -103,8 +138,10 @@ async fn send_chunks(
     let started = Instant::now();
     let mut window = Window::new(latency);
     let mut sent: u64 = 0;
+    // Records in the open transaction.
+    let mut in_transaction: u64 = 0;
     loop {
-        let records = match stop {
+        let mut records = match stop {
             Stop::Count(n) => chunk.min(n - sent),
             Stop::After(d) if started.elapsed() >= d => 0,
             Stop::After(_) => chunk,
@@ -113,24 +150,48 @@ async fn send_chunks(
             break;
         }
         let at = Instant::now();
-        let delivery = producer
-            .send_all(
-                &config.topic,
-                None,
-                std::iter::repeat_n(RecordRef::new(&value), records as usize),
-            )
-            .await
-            .with_context(|| format!("producing to topic {}", config.topic))?;
+        let batch = |n: u64| std::iter::repeat_n(RecordRef::new(&value), n as usize);
+        let delivery = match sink {
+            Sink::Plain(producer) => producer.send_all(&config.topic, None, batch(records)).await,
+            Sink::Transactional {
+                producer,
+                records: per_transaction,
+            } => {
+                if in_transaction == 0 {
+                    producer.begin_transaction()?;
+                }
+                records = records.min(per_transaction - in_transaction);
+                producer.send_all(&config.topic, None, batch(records)).await
+            }
+        }
+        .with_context(|| format!("producing to topic {}", config.topic))?;
         if let Some(error) = delivery.rejected() {
             return Err(error.clone()).context("a record was refused");
         }
         sent += records;
         window.sent(at, records, delivery);
+        if let Sink::Transactional {
+            producer,
+            records: per_transaction,
+        } = sink
+        {
+            in_transaction += records;
+            if in_transaction == per_transaction {
+                producer.commit_transaction().await.context("committing")?;
+                in_transaction = 0;
+            }
+        }
         progress
             .done
             .store(window.acknowledged()?, Ordering::Relaxed);
     }
-    producer.flush().await;
+    match sink {
+        Sink::Plain(producer) => producer.flush().await,
+        Sink::Transactional { producer, .. } if in_transaction > 0 => {
+            producer.commit_transaction().await.context("committing")?
+        }
+        Sink::Transactional { .. } => {}
+    }
     window.wait_all().await?;
     Ok(sent)
 }

@@ -80,7 +80,7 @@ use weir_proto::v1 as pb;
 use weir_proto::v1::transactions_client::TransactionsClient;
 
 use super::accumulator::{Accumulator, Identity};
-use super::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use super::{BatchDelivery, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordRef};
 use crate::connection::BrokerChannel as Channel;
 use crate::consumer::reconnect_backoff as backoff;
 use crate::error::ClientError;
@@ -176,6 +176,20 @@ impl TransactionalProducer {
     /// once when no transaction is open or the open one can no longer commit.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
         self.producer.send(record).await
+    }
+
+    /// Sends many records of one topic as part of the open transaction (see
+    /// [`Producer::send_all`]).
+    pub async fn send_all<'r, R>(
+        &self,
+        topic: &str,
+        partition: Option<u32>,
+        records: impl IntoIterator<Item = R>,
+    ) -> Result<BatchDelivery, ClientError>
+    where
+        R: Into<RecordRef<'r>>,
+    {
+        self.producer.send_all(topic, partition, records).await
     }
 
     /// Sends every buffered record now and waits for their answers (their

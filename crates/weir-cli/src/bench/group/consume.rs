@@ -244,6 +244,7 @@ pub(super) async fn fill(
         stop: Stop::Count(missing),
         producer: producer_config.clone(),
         per_record: false,
+        transaction_records: None,
         chunk_records: None,
         acks: AcksArg::Leader,
         compression: CompressionArg::None,
