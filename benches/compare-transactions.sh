@@ -10,10 +10,15 @@
 # /proc) and the medians of the paired ratios: transactional / idempotent produce, and
 # read_committed / read_uncommitted consume.
 #
+# With CLIENT=weir the produce legs are Weir's own client over gRPC instead (`weir bench
+# produce --format json`, idempotent, and with --transactional-id committing every
+# TXN_RECORDS records); the consume legs stay confluent-kafka's.
+#
 # Usage: benches/compare-transactions.sh [WEIR_BINARY]    (default target/release/weir,
 #        built if missing)
 # Environment: ROUNDS [5], RECORDS [300000], SIZE [1024], TXN_RECORDS [1000],
-#              PORT [17800], WORK [${TMPDIR:-/tmp}/weir-transactions]
+#              CLIENT [kafka; or weir], PORT [17800],
+#              WORK [${TMPDIR:-/tmp}/weir-transactions]
 # Needs the Python venv of tests/python/setup.sh (made here if missing).
 set -euo pipefail
 # Not on Kafka's and AMQP's usual ports, which may be taken.
@@ -24,6 +29,7 @@ ROUNDS="${ROUNDS:-5}"
 RECORDS="${RECORDS:-300000}"
 SIZE="${SIZE:-1024}"
 TXN_RECORDS="${TXN_RECORDS:-1000}"
+CLIENT="${CLIENT:-kafka}"
 PORT="${PORT:-17800}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-transactions}"
 B="127.0.0.1:$PORT"
@@ -38,12 +44,21 @@ rm -rf "$WORK" && mkdir -p "$WORK"
 BROKER=
 trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
 start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off --kafka-listen "$K"
-# leg NAME ARGS...: runs one transactions.py leg; appends "ROUND NAME JSON CPU_S_PER_GB".
+# leg NAME ARGS...: runs one transactions.py leg (or, for `weir NAME TOPIC MODE`, one of
+# Weir's client); appends "ROUND NAME JSON CPU_S_PER_GB".
 leg() {
     local name="$1" before after line
     shift
     before="$(broker_ticks)"
-    line="$(timeout 360 "$PY" benches/transactions.py "$@" 2>>"$WORK/bench.log" | tail -1)"
+    if [ "$1" = weir ]; then
+        local txn=()
+        [ "$3" = transactional ] && txn=(--transactional-id "bench-$2" --transaction-records "$TXN_RECORDS")
+        line="$(timeout 360 "$W" bench produce --brokers "$B" --topic "$2" --partitions 1 \
+            --count "$RECORDS" --record-size "$SIZE" --acks all --format json "${txn[@]}" \
+            2>>"$WORK/bench.log" | tail -1)"
+    else
+        line="$(timeout 360 "$PY" benches/transactions.py "$@" 2>>"$WORK/bench.log" | tail -1)"
+    fi
     after="$(broker_ticks)"
     [ -n "$line" ] || { echo "leg $name failed; see $WORK/bench.log" >&2; exit 1; }
     local per_gb
@@ -66,7 +81,11 @@ for round in $(seq 1 "$ROUNDS"); do
     for mode in $produce; do
         t="txn-$round-$mode"
         "$W" topic create "$t" --partitions 1 --brokers "$B" >/dev/null
-        leg "$mode" produce "$K" "$t" "$mode" "$RECORDS" "$SIZE" "$TXN_RECORDS"
+        if [ "$CLIENT" = weir ]; then
+            leg "$mode" weir "$t" "$mode"
+        else
+            leg "$mode" produce "$K" "$t" "$mode" "$RECORDS" "$SIZE" "$TXN_RECORDS"
+        fi
     done
     for isolation in $consume; do
         leg "$isolation" consume "$K" "txn-$round-transactional" "$isolation" "$RECORDS"

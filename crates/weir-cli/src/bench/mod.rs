@@ -494,6 +494,9 @@ pub(crate) struct Report {
     /// Target rate (e2e only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) rate: Option<u64>,
+    /// Records per transaction (produce with `--transactional-id` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) transaction_records: Option<u64>,
     pub(crate) records: u64,
     pub(crate) bytes: u64,
     pub(crate) elapsed_secs: f64,
@@ -568,6 +571,7 @@ impl Report {
                 Kind::E2e { rate, .. } => Some(rate),
                 _ => None,
             },
+            transaction_records: config.transaction_records,
             records: measured.records,
             bytes: measured.bytes,
             elapsed_secs: measured.elapsed.as_secs_f64(),
@@ -602,6 +606,9 @@ impl Report {
                     self.compression,
                     self.rate
                         .map(|r| format!(", rate={r}/s"))
+                        .or(self
+                            .transaction_records
+                            .map(|n| format!(", transactions of {n} records")))
                         .unwrap_or_default()
                 )?;
                 writeln!(
