@@ -357,8 +357,9 @@ pub async fn verify_produce(
 }
 
 /// The producer of a partition's data if it is transactional: packed batches whose
-/// first batch has the transactional bit (the log checks that the others match it), or
-/// plain records with a producer identity.
+/// first batch has the transactional bit (a batch with a producer id must be its
+/// partition's only one, which the log checks; `submit` refuses a transactional batch
+/// left without a guard), or plain records with a producer identity.
 fn transactional_producer(data: &ProduceData) -> Option<ProducerIdAndEpoch> {
     match data {
         ProduceData::Batches { bytes, .. } => {
