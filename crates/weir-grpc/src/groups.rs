@@ -16,8 +16,8 @@ use weir_proto::v1::{
     FetchOffsetsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupMemberDescription,
     GroupPartitionOffset, GroupState as ProtoGroupState, GroupSummary, HeartbeatRequest,
     HeartbeatResponse, ListGroupsRequest, ListGroupsResponse, OffsetPosition, PartitionOffsetReset,
-    ResetOffsetsRequest, ResetOffsetsResponse, TopicPartitions, groups_server::Groups,
-    offset_reset_spec,
+    ResetOffsetsRequest, ResetOffsetsResponse, TopicOffsetCommit, TopicPartitions,
+    groups_server::Groups, offset_reset_spec,
 };
 
 use crate::page::{self, Listing};
@@ -66,6 +66,27 @@ fn owned_map(list: Vec<TopicPartitions>) -> BTreeMap<String, Vec<u32>> {
         map.entry(tp.topic).or_default().extend(tp.partitions);
     }
     map
+}
+
+/// A commit's offsets as the core takes them (Groups.CommitOffsets and
+/// Transactions.CommitOffsets).
+pub(crate) fn offset_commits(topics: Vec<TopicOffsetCommit>) -> Vec<OffsetCommit> {
+    let count: usize = topics.iter().map(|t| t.partitions.len()).sum();
+    // Counted before the copy; the core checks the same limit.
+    let mut offsets = Vec::with_capacity(count.min(MAX_PARTITIONS_PER_REQUEST + 1));
+    for topic in topics {
+        for p in topic.partitions {
+            offsets.push(OffsetCommit {
+                topic: topic.topic.clone(),
+                partition: p.partition,
+                offset: p.offset,
+                metadata: p.metadata,
+                // Weir's gRPC commit carries no leader epoch.
+                leader_epoch: None,
+            });
+        }
+    }
+    offsets
 }
 
 #[tonic::async_trait]
@@ -151,25 +172,10 @@ impl Groups for GroupsService {
         let _timer = self.broker.metrics().rpc_timer("CommitOffsets");
         let ctx = grpc_context(&request);
         let req = request.into_inner();
-        let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
-        // Counted before the copy; the core checks the same limit.
-        let mut offsets = Vec::with_capacity(count.min(MAX_PARTITIONS_PER_REQUEST + 1));
-        for topic in req.topics {
-            for p in topic.partitions {
-                offsets.push(OffsetCommit {
-                    topic: topic.topic.clone(),
-                    partition: p.partition,
-                    offset: p.offset,
-                    metadata: p.metadata,
-                    // Weir's gRPC commit carries no leader epoch.
-                    leader_epoch: None,
-                });
-            }
-        }
         let commit = CommitRequest {
             group_id: req.group_id,
             member: (!req.member_id.is_empty()).then_some((req.member_id, req.member_epoch)),
-            offsets,
+            offsets: offset_commits(req.topics),
             atomic: true,
         };
         core::commit_offsets(&self.broker.core, &ctx, commit)

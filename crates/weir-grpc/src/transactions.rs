@@ -10,7 +10,6 @@ use weir_broker::limits::MAX_PARTITIONS_PER_REQUEST;
 use weir_broker::transactions::{
     self as core, AddOutcome, EndTxn, ProducerIdAndEpoch, TopicPartition, TxnResult, TxnVersion,
 };
-use weir_cluster::group::OffsetCommit;
 use weir_proto::v1::{
     AddOffsetsRequest, AddOffsetsResponse, AddPartitionsRequest, AddPartitionsResponse,
     EndTransactionRequest, EndTransactionResponse, InitTransactionsRequest,
@@ -162,20 +161,7 @@ impl Transactions for TransactionsService {
         let ctx = grpc_context(&request);
         let req = request.into_inner();
         let ids = producer(req.producer_id, req.producer_epoch)?;
-        let count: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
-        // Counted before the copy; the core checks the same limit.
-        let mut offsets = Vec::with_capacity(count.min(MAX_PARTITIONS_PER_REQUEST + 1));
-        for topic in req.topics {
-            for p in topic.partitions {
-                offsets.push(OffsetCommit {
-                    topic: topic.topic.clone(),
-                    partition: p.partition,
-                    offset: p.offset,
-                    metadata: p.metadata,
-                    leader_epoch: None,
-                });
-            }
-        }
+        let offsets = crate::groups::offset_commits(req.topics);
         let member =
             (!req.member_id.is_empty()).then_some((req.member_id.as_str(), req.member_epoch));
         let committed = core::txn_offset_commit(

@@ -456,9 +456,20 @@ impl Accumulator {
                 failed.extend(part.failed.drain(..).map(|(b, _)| b));
             }
         }
+        self.fail_taken(guard, failed, error);
+    }
+
+    /// Fails `failed`, batches taken out of their partitions under `guard`: forgets them,
+    /// then (the lock released) completes them with `error` and gives their memory back.
+    fn fail_taken(
+        &self,
+        mut guard: MutexGuard<'_, State>,
+        failed: Vec<ProducerBatch>,
+        error: &ClientError,
+    ) {
         let mut released = 0;
         for batch in &failed {
-            state.incomplete.remove(&batch.id);
+            guard.incomplete.remove(&batch.id);
             released += batch.reserved_bytes;
         }
         drop(guard);

@@ -192,16 +192,7 @@ impl Accumulator {
             failed.extend(part.open.take().map(|o| o.batch));
             failed.extend(part.ready.drain(..));
         }
-        let mut released = 0;
-        for batch in &failed {
-            state.incomplete.remove(&batch.id);
-            released += batch.reserved_bytes;
-        }
-        drop(guard);
-        for batch in failed {
-            batch.completion.complete(Err(error.clone()));
-        }
-        self.memory.add_permits(released);
+        self.fail_taken(guard, failed, error);
         self.wake_sender.notify_one();
     }
 }
