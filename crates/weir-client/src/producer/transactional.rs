@@ -118,7 +118,11 @@ impl TransactionalProducer {
             coordinator,
             transactional_id,
         };
-        this.init().await?;
+        if let Err(error) = this.init().await {
+            // The sender task ends only when its producer closes.
+            this.producer.close().await;
+            return Err(error);
+        }
         Ok(this)
     }
 
@@ -410,9 +414,10 @@ where
 pub(super) async fn add_partitions(accumulator: &Accumulator, coordinator: &CoordinatorLink) {
     let config = accumulator.config();
     let transactional_id = config.transactional_id.clone().unwrap_or_default();
-    while let Some((identity, partitions)) = accumulator.take_partitions_to_add() {
+    while let Some(add) = accumulator.take_partitions_to_add() {
+        let identity = add.identity;
         let mut topics: Vec<pb::TopicPartitions> = Vec::new();
-        for (topic, partition) in &partitions {
+        for (topic, partition) in &add.partitions {
             match topics.iter_mut().find(|t| *t.topic == **topic) {
                 Some(t) => t.partitions.push(*partition),
                 None => topics.push(pb::TopicPartitions {
@@ -433,10 +438,10 @@ pub(super) async fn add_partitions(accumulator: &Accumulator, coordinator: &Coor
         })
         .await;
         match answer {
-            Ok(_) => accumulator.partitions_added(partitions),
+            Ok(_) => accumulator.partitions_added(add),
             Err(error) => {
                 tracing::warn!(%error, transactional_id, "partitions could not be added to the transaction");
-                accumulator.partitions_not_added(&partitions, &error);
+                accumulator.partitions_not_added(&add, &error);
                 if matches!(error, ClientError::ProducerFenced(_)) {
                     accumulator.fail_fatal(error);
                 }

@@ -1,4 +1,5 @@
-//! The accumulator's unit tests: batching, partitioning, memory, ordering and `append_many`.
+//! The accumulator's unit tests: batching, partitioning, memory, ordering, `append_many`
+//! and the transactional gate.
 
 use std::time::Duration;
 
@@ -1111,4 +1112,69 @@ proptest! {
             prop_assert!(false, "every batch was acknowledged");
         }
     }
+}
+
+fn transactional() -> ProducerConfig {
+    ProducerConfig {
+        transactional_id: Some("tx".into()),
+        ..idempotent()
+    }
+}
+
+#[tokio::test]
+async fn a_transactional_partition_waits_until_it_is_in_the_transaction() {
+    let t0 = Instant::now();
+    let acc = accumulator(transactional(), 2, t0);
+    assert!(!acc.identity_wanted(), "its coordinator gives the identity");
+    // Outside a transaction a send is refused.
+    let r = record(None, "stray");
+    let bytes = Accumulator::record_bytes(&r);
+    let refused = acc.append(TOPIC, Some(0), &r, bytes, t0);
+    assert!(matches!(
+        refused,
+        Err(AppendError::Failed(ClientError::FailedPrecondition(_)))
+    ));
+    acc.set_identity(ID);
+    acc.begin_transaction().unwrap();
+    append(&acc, Some(0), &record(None, "a"), t0).await;
+    assert!(
+        sent(acc.drain(t0, 100, &one_leader)).is_empty(),
+        "not in the transaction yet"
+    );
+    let add = acc.take_partitions_to_add().expect("partition 0 is wanted");
+    assert_eq!(add.partitions, vec![(Arc::from(TOPIC), 0)]);
+    assert!(acc.take_partitions_to_add().is_none(), "one add at a time");
+    acc.partitions_added(add);
+    let mut batches = sent(acc.drain(t0, 100, &one_leader));
+    assert_eq!(batches.len(), 1);
+    let bytes = batches[0].encode().unwrap();
+    let header = weir_batch::BatchHeader::parse(&bytes);
+    assert!(header.is_transactional());
+    assert_eq!((header.producer_id, header.base_sequence), (42, 0));
+    assert!(acc.anything_in_transaction());
+}
+
+#[tokio::test]
+async fn an_add_answered_after_its_transaction_ended_does_not_count_for_the_next() {
+    let t0 = Instant::now();
+    let acc = accumulator(transactional(), 2, t0);
+    acc.set_identity(ID);
+    acc.begin_transaction().unwrap();
+    append(&acc, Some(0), &record(None, "a"), t0).await;
+    assert!(sent(acc.drain(t0, 100, &one_leader)).is_empty());
+    let stale = acc.take_partitions_to_add().expect("partition 0 is wanted");
+    // Aborted while the add is on its way.
+    acc.drop_unsent(&ClientError::FailedPrecondition("aborted".into()));
+    acc.end_transaction();
+    acc.begin_transaction().unwrap();
+    append(&acc, Some(0), &record(None, "b"), t0).await;
+    assert!(sent(acc.drain(t0, 100, &one_leader)).is_empty());
+    acc.partitions_added(stale);
+    assert!(
+        sent(acc.drain(t0, 100, &one_leader)).is_empty(),
+        "added to the aborted transaction, not this one"
+    );
+    let add = acc.take_partitions_to_add().expect("added again");
+    acc.partitions_added(add);
+    assert_eq!(sent(acc.drain(t0, 100, &one_leader)).len(), 1);
 }

@@ -15,6 +15,15 @@ use crate::error::ClientError;
 /// A topic partition, as the gate names it.
 pub(crate) type Partition = (Arc<str>, u32);
 
+/// Partitions to add to the open transaction, under the producer's identity.
+#[derive(Debug)]
+pub(crate) struct PartitionsToAdd {
+    pub identity: Identity,
+    pub partitions: Vec<Partition>,
+    /// The transaction they are for (see [`TxnGate`]'s `generation`).
+    generation: u64,
+}
+
 /// The transaction's partitions on the client (see the module docs).
 #[derive(Debug, Default)]
 pub(crate) struct TxnGate {
@@ -30,6 +39,9 @@ pub(crate) struct TxnGate {
     offsets: bool,
     /// Why the open transaction cannot commit.
     failed: Option<ClientError>,
+    /// Counts transactions: an add answered after its transaction was aborted does not
+    /// count for the next one.
+    generation: u64,
 }
 
 impl TxnGate {
@@ -138,12 +150,17 @@ impl Accumulator {
     /// The transaction ended (committed or aborted): the next one starts with no
     /// partitions.
     pub(crate) fn end_transaction(&self) {
-        self.with_gate(|gate| *gate = TxnGate::default());
+        self.with_gate(|gate| {
+            *gate = TxnGate {
+                generation: gate.generation + 1,
+                ..TxnGate::default()
+            }
+        });
     }
 
     /// The partitions to add now and the identity to add them under, unless an add is
     /// under way, none is wanted, or the producer has no identity yet.
-    pub(crate) fn take_partitions_to_add(&self) -> Option<(Identity, Vec<Partition>)> {
+    pub(crate) fn take_partitions_to_add(&self) -> Option<PartitionsToAdd> {
         let mut state = self.lock();
         let identity = state.identity.filter(|_| !state.identity_wanted)?;
         let gate = state.txn.as_mut()?;
@@ -151,27 +168,35 @@ impl Accumulator {
             return None;
         }
         gate.adding = true;
-        Some((
+        Some(PartitionsToAdd {
             identity,
-            std::mem::take(&mut gate.wanted).into_iter().collect(),
-        ))
+            partitions: std::mem::take(&mut gate.wanted).into_iter().collect(),
+            generation: gate.generation,
+        })
     }
 
-    /// The coordinator added `partitions`: their batches may go out.
-    pub(crate) fn partitions_added(&self, partitions: Vec<Partition>) {
+    /// The coordinator added `add`'s partitions: their batches may go out (if the
+    /// transaction they were added to is still the open one).
+    pub(crate) fn partitions_added(&self, add: PartitionsToAdd) {
         self.with_gate(|gate| {
-            gate.adding = false;
-            gate.added.extend(partitions);
+            if gate.generation == add.generation {
+                gate.adding = false;
+                gate.added.extend(add.partitions);
+            }
         });
         self.wake_sender.notify_one();
     }
 
-    /// Adding `partitions` failed for good: their waiting batches fail with `error`, and
-    /// the transaction cannot commit.
-    pub(crate) fn partitions_not_added(&self, partitions: &[Partition], error: &ClientError) {
+    /// Adding `add`'s partitions failed for good: their waiting batches fail with
+    /// `error`, and the transaction cannot commit.
+    pub(crate) fn partitions_not_added(&self, add: &PartitionsToAdd, error: &ClientError) {
         let mut guard = self.lock();
         let state = &mut *guard;
         let gate = state.txn.as_mut().expect("transactional");
+        if gate.generation != add.generation {
+            return; // its transaction was aborted, and its batches with it
+        }
+        let partitions = &add.partitions;
         gate.adding = false;
         gate.failed.get_or_insert_with(|| {
             ClientError::FailedPrecondition(format!(
