@@ -42,7 +42,14 @@ mod tests {
         services.sort();
         assert_eq!(
             services,
-            ["Admin", "Consumer", "Groups", "Producer", "Queues"]
+            [
+                "Admin",
+                "Consumer",
+                "Groups",
+                "Producer",
+                "Queues",
+                "Transactions"
+            ]
         );
         // Field documentation travels with the descriptor (source info), so reflection
         // clients can show it.

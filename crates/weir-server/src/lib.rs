@@ -402,12 +402,13 @@ fn log_listening(
 
 /// The gRPC services whose health the broker reports (the empty name is the server's
 /// own).
-const SERVICE_NAMES: [&str; 6] = [
+const SERVICE_NAMES: [&str; 7] = [
     "weir.v1.Producer",
     "weir.v1.Consumer",
     "weir.v1.Admin",
     "weir.v1.Groups",
     "weir.v1.Queues",
+    "weir.v1.Transactions",
     "",
 ];
 

@@ -1061,6 +1061,7 @@ async fn health_is_serving_and_reflection_lists_the_services() {
             "weir.v1.Producer",
             "weir.v1.Consumer",
             "weir.v1.Admin",
+            "weir.v1.Transactions",
             "grpc.health.v1.Health",
         ] {
             assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
