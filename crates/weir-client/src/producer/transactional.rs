@@ -26,7 +26,9 @@
 //! yet, waits for what is in flight, ends the transaction at the coordinator, and, if
 //! a batch failed for good, asks for a new epoch (so the partitions' sequences start
 //! again). A newer instance of the transactional id fences this one for good
-//! ([`ClientError::ProducerFenced`]).
+//! ([`ClientError::ProducerFenced`]), and so does a transaction left open past
+//! `transaction_timeout` (its coordinator aborts it and bumps the epoch, as Kafka's
+//! does): make a new producer.
 //!
 //! # Example: consume, transform, produce, exactly once
 //!
