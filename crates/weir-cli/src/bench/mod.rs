@@ -56,6 +56,8 @@ Examples:
   weir bench produce --record-size 100 --count 5000000 --per-record   # one send per record
   weir bench produce --record-size 1KiB --duration 30s --acks all --topic durable \\
       --topic-config flush.policy=group-commit
+  weir bench produce --record-size 1KiB --count 300000 --acks all \
+      --transactional-id bench-1 --transaction-records 1000   # committed per 1,000 records
   weir bench consume --record-size 1KiB --count 2000000
   weir bench e2e --rate 100000 --duration 20s
   weir bench produce --count 20000 --format json | tail -1 | jq .records_per_sec
