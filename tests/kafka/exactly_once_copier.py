@@ -88,6 +88,8 @@ def new_producer():
 
 
 def note(errors, error):
+    # Also as it happens, with the time: a run the test has to kill shows what failed.
+    print(f"{time.time():.3f} copier error: {error}", file=sys.stderr, flush=True)
     if len(errors) < 30:
         errors.append(error)
 
