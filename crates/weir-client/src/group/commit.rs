@@ -133,7 +133,7 @@ async fn commit(
 }
 
 /// Offsets as the API lists them: by topic, partitions ascending.
-fn offset_commits(offsets: &[(TopicPartition, i64)]) -> Vec<pb::TopicOffsetCommit> {
+pub(crate) fn offset_commits(offsets: &[(TopicPartition, i64)]) -> Vec<pb::TopicOffsetCommit> {
     let mut by_topic: BTreeMap<&str, BTreeMap<u32, i64>> = BTreeMap::new();
     for (tp, offset) in offsets {
         by_topic

@@ -265,7 +265,7 @@ impl Shared {
 }
 
 /// `owned` as the API lists partitions: by topic, ascending.
-pub(super) fn topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
+pub(crate) fn topic_partitions(partitions: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
     let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
     for tp in partitions {
         by_topic.entry(&tp.topic).or_default().push(tp.partition);

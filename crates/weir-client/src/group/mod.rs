@@ -95,8 +95,8 @@
 //! ```
 
 mod assignment;
-mod commit;
-mod heartbeat;
+pub(crate) mod commit;
+pub(crate) mod heartbeat;
 pub(crate) mod link;
 
 use std::collections::{BTreeMap, HashMap};

@@ -74,6 +74,7 @@
 //! # }
 //! ```
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,6 +87,8 @@ use super::{BatchDelivery, DeliveryFuture, Producer, ProducerConfig, ProducerRec
 use crate::connection::BrokerChannel as Channel;
 use crate::consumer::reconnect_backoff as backoff;
 use crate::error::ClientError;
+use crate::group::commit::offset_commits;
+use crate::group::heartbeat::topic_partitions;
 use crate::group::link::{CoordinatorLink, MAX_COORDINATOR_RETRY_BACKOFF};
 use crate::group::{GroupMetadata, TopicPartition};
 
@@ -252,21 +255,7 @@ impl TransactionalProducer {
         })
         .await?;
         self.accumulator().offsets_added();
-        let mut topics: Vec<pb::TopicOffsetCommit> = Vec::new();
-        for (tp, offset) in offsets {
-            let partition = pb::PartitionOffsetCommit {
-                partition: tp.partition,
-                offset,
-                metadata: String::new(),
-            };
-            match topics.iter_mut().find(|t| *t.topic == *tp.topic) {
-                Some(t) => t.partitions.push(partition),
-                None => topics.push(pb::TopicOffsetCommit {
-                    topic: tp.topic.to_string(),
-                    partitions: vec![partition],
-                }),
-            }
-        }
+        let offsets: Vec<(TopicPartition, i64)> = offsets.into_iter().collect();
         let commit = pb::TransactionalCommitRequest {
             transactional_id: self.transactional_id.clone(),
             producer_id: identity.producer_id,
@@ -274,7 +263,7 @@ impl TransactionalProducer {
             group_id: group.group_id.clone(),
             member_id: group.member_id.clone(),
             member_epoch: group.member_epoch,
-            topics,
+            topics: offset_commits(&offsets),
         };
         // The group's coordinator takes the offsets.
         let group_coordinator = self
@@ -418,21 +407,16 @@ pub(super) async fn add_partitions(accumulator: &Accumulator, coordinator: &Coor
     let transactional_id = config.transactional_id.clone().unwrap_or_default();
     while let Some(add) = accumulator.take_partitions_to_add() {
         let identity = add.identity;
-        let mut topics: Vec<pb::TopicPartitions> = Vec::new();
-        for (topic, partition) in &add.partitions {
-            match topics.iter_mut().find(|t| *t.topic == **topic) {
-                Some(t) => t.partitions.push(*partition),
-                None => topics.push(pb::TopicPartitions {
-                    topic: topic.to_string(),
-                    partitions: vec![*partition],
-                }),
-            }
-        }
+        let partitions: BTreeSet<TopicPartition> = add
+            .partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition::new(topic.clone(), *partition))
+            .collect();
         let request = pb::AddPartitionsRequest {
             transactional_id: transactional_id.clone(),
             producer_id: identity.producer_id,
             producer_epoch: identity.epoch.into(),
-            topics,
+            topics: topic_partitions(&partitions),
         };
         let answer = call(coordinator, config.request_timeout, |mut client| {
             let request = request.clone();
