@@ -209,6 +209,9 @@ struct PartitionState {
     /// it can never be appended (the partition expects the failed one's sequence): they
     /// fail instead of retrying.
     poisoned: Option<Identity>,
+    /// A transactional producer's: the transaction (`TxnGate`'s generation) the
+    /// coordinator last added this partition to; its batches go out only in that one.
+    in_transaction: Option<u64>,
 }
 
 struct TopicState {

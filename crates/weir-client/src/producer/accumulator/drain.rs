@@ -64,7 +64,7 @@ impl Accumulator {
                 // A transactional producer's partition waits until it is in the
                 // transaction (`txn.rs`).
                 if let Some(gate) = state.txn.as_mut()
-                    && !gate.may_send(topic_name, index as u32)
+                    && !gate.may_send(part.in_transaction, topic_name, index as u32)
                 {
                     continue;
                 }

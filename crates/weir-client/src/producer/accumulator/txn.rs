@@ -6,7 +6,7 @@
 //! the outcome. A batch or an add that fails for good leaves the transaction unable to
 //! commit: later sends fail with that error until the application aborts.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use super::{Accumulator, Identity, ProducerBatch};
@@ -29,8 +29,9 @@ pub(crate) struct PartitionsToAdd {
 pub(crate) struct TxnGate {
     /// Between `begin_transaction` and the end of the transaction.
     open: bool,
-    /// Partitions the coordinator has added to the open transaction.
-    added: HashSet<Partition>,
+    /// The coordinator has added a partition to the open transaction (each partition
+    /// knows whether it is one: `PartitionState::in_transaction`).
+    any_added: bool,
     /// Partitions with batches waiting to be added.
     wanted: BTreeSet<Partition>,
     /// An `AddPartitions` call is under way.
@@ -55,14 +56,18 @@ impl TxnGate {
         self.failed.clone()
     }
 
-    /// Whether `partition`'s batches may go out; if not, it is wanted in the
-    /// transaction.
-    pub(super) fn may_send(&mut self, topic: &Arc<str>, partition: u32) -> bool {
-        let key = (topic.clone(), partition);
-        if self.added.contains(&key) {
+    /// Whether `partition`'s batches may go out (`added_in`: the transaction it was
+    /// last added to); if not, it is wanted in the transaction.
+    pub(super) fn may_send(
+        &mut self,
+        added_in: Option<u64>,
+        topic: &Arc<str>,
+        partition: u32,
+    ) -> bool {
+        if added_in == Some(self.generation) {
             return true;
         }
-        self.wanted.insert(key);
+        self.wanted.insert((topic.clone(), partition));
         false
     }
 
@@ -111,7 +116,7 @@ impl Accumulator {
     /// Whether the coordinator has anything of the open transaction: a partition or a
     /// group's offsets (if not, there is nothing to end there).
     pub(crate) fn anything_in_transaction(&self) -> bool {
-        self.with_gate(|gate| !gate.added.is_empty() || gate.offsets)
+        self.with_gate(|gate| gate.any_added || gate.offsets)
     }
 
     /// A group's offsets were added to the open transaction.
@@ -178,12 +183,23 @@ impl Accumulator {
     /// The coordinator added `add`'s partitions: their batches may go out (if the
     /// transaction they were added to is still the open one).
     pub(crate) fn partitions_added(&self, add: PartitionsToAdd) {
-        self.with_gate(|gate| {
-            if gate.generation == add.generation {
-                gate.adding = false;
-                gate.added.extend(add.partitions);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let gate = state.txn.as_mut().expect("transactional");
+        if gate.generation == add.generation {
+            gate.adding = false;
+            gate.any_added = true;
+            for (topic, partition) in &add.partitions {
+                if let Some(part) = state
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                {
+                    part.in_transaction = Some(add.generation);
+                }
             }
-        });
+        }
+        drop(guard);
         self.wake_sender.notify_one();
     }
 
