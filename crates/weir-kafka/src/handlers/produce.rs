@@ -14,7 +14,6 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
-use weir_broker::security::{Operation, ResourceType};
 use weir_broker::transactions::{self, ProducerIdAndEpoch};
 use weir_broker::{BrokerError, RequestContext};
 
@@ -40,27 +39,14 @@ pub(super) async fn start(
     };
     let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms as u64));
     let transactional_id = req.transactional_id.as_ref().map(|id| id.to_string());
-    // A transactional producer needs Write on its transactional id (Kafka's
-    // TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition otherwise).
-    let txn_refusal = transactional_id.as_deref().and_then(|id| {
-        broker
-            .core
-            .authorize(ctx, Operation::Write, ResourceType::TransactionalId, id)
-            .err()
-            .map(|e| error_code(&e))
-    });
     // Every topic is queued before any is waited on, so one topic's acks=all wait does
     // not hold up another's append.
     let mut topics = Vec::with_capacity(req.topic_data.len());
     for t in req.topic_data {
         let name = t.name.to_string();
-        let refusal = if acks.is_none() {
-            Some(ResponseError::InvalidRequiredAcks.code())
-        } else {
-            txn_refusal
-        };
         let indexes: Vec<i32> = t.partition_data.iter().map(|p| p.index).collect();
-        if let Some(code) = refusal {
+        if acks.is_none() {
+            let code = ResponseError::InvalidRequiredAcks.code();
             topics.push((name, Err((indexes, code))));
             continue;
         }
@@ -89,8 +75,9 @@ pub(super) async fn start(
             partitions,
         };
         if let Some(id) = &transactional_id {
-            // Write on the id was checked above; a partition it refuses is answered in
-            // its place by `submit`.
+            // Without Write on the id every partition is refused (Kafka's
+            // TRANSACTIONAL_ID_AUTHORIZATION_FAILED); a partition the check refuses is
+            // answered in its place by `submit`.
             if let Err(e) = transactions::verify_produce(&broker.core, ctx, id, &mut request).await
             {
                 topics.push((name, Err((indexes, error_code(&e)))));
