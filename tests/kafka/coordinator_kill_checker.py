@@ -13,12 +13,16 @@ each committing synchronously after every batch it reads. Checked as it runs:
   committed offset" would restart it at 0: `auto.offset.reset=earliest`);
 - no member's offsets go backwards within one assignment;
 - how long the whole group went without reading a record while records were being
-  produced (the longest stall, counted from its first read: joining takes a while).
+  produced (the longest stall, counted from its first read: joining takes a while);
+- how long an acknowledged record waited to be read (from its delivery report to its
+  first read): unlike the stall, not lengthened by the producer's own waits (under the
+  soak's faults a producer can go seconds without an acknowledgement, and the group then
+  has nothing to read).
 After the producer stops, the members read until every acknowledged record has been
 read (or DRAIN_SECONDS pass). Prints one JSON line:
 {"acked", "failed", "consumed", "missing" (up to 20 acknowledged values never read),
  "unproduced" (values read that were never sent), "violations" (up to 20),
- "longest_stall_s", "commits", "commit_failures", "assignments"}.
+ "longest_stall_s", "longest_unread_s", "commits", "commit_failures", "assignments"}.
 """
 
 import json
@@ -37,11 +41,13 @@ DRAIN_SECONDS = 90
 lock = threading.Lock()
 acked, failed = set(), set()
 consumed = set()
+acked_at = {}  # value -> when its delivery report came (monotonic), until it is read
 committed = {}  # partition -> the highest offset the group committed successfully
 violations = []
 stats = {"commits": 0, "commit_failures": 0, "assignments": 0}
 last_read = [None]  # when the group last read a record (None: never yet)
 longest_stall = [0.0]
+longest_unread = [0.0]
 producing = threading.Event()
 producing.set()
 done = threading.Event()
@@ -54,8 +60,14 @@ def note_violation(text):
 
 
 def report(err, msg):
+    value = msg.value().decode()
     with lock:
-        (failed if err is not None else acked).add(msg.value().decode())
+        if err is not None:
+            failed.add(value)
+            return
+        acked.add(value)
+        if value not in consumed:
+            acked_at[value] = time.monotonic()
 
 
 def produce():
@@ -139,8 +151,12 @@ def member(index):
                         % (index, p, o, expected - 1)
                     )
                 position[p] = o + 1
+                value = m.value().decode()
                 with lock:
-                    consumed.add(m.value().decode())
+                    consumed.add(value)
+                    at = acked_at.pop(value, None)
+                    if at is not None:
+                        longest_unread[0] = max(longest_unread[0], now - at)
             try:
                 offsets = consumer.commit(asynchronous=False)
             except KafkaException:
@@ -181,6 +197,7 @@ with lock:
                 "unproduced": sorted(consumed - sent)[:20],
                 "violations": violations,
                 "longest_stall_s": round(longest_stall[0], 2),
+                "longest_unread_s": round(longest_unread[0], 2),
                 **stats,
             }
         ),

@@ -1,9 +1,11 @@
 """Exactly once through faults: a confluent-kafka consume-transform-produce loop.
 
-Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS
+Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS [RATE]
 
 1. An idempotent producer writes COUNT keyed records to IN (keys k0..k29; the value of
-   the n-th record of key k is "k:n"): {"step": "produced", "count": COUNT}.
+   the n-th record of key k is "k:n"): {"step": "produced", "count": COUNT}. With RATE
+   (records a second; the soak's form), it writes them at that pace on a thread of its
+   own while the copy runs, and the copy goes on until it has copied them all.
 2. A consumer of group "eo-copier" (read_committed, no auto commit) and a transactional
    producer ("eo-copier") copy IN to OUT, each record to the same partition number, in
    transactions of at most BATCH records whose input offsets go with them
@@ -17,12 +19,17 @@ Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS
    has COUNT records and nothing more comes for 3 s, or 60 s pass.
 
 Prints {"step": "done", "commits", "aborts", "new_producers", "errors" (the first 30),
-"finished" (the copy reached the end), "read": {partition: [values in order]}}.
-Every call is bounded in time.
+"finished" (the copy reached the end), "longest_stall_s" (the longest time without a
+committed transaction while input was waiting to be copied, from the first commit),
+"read": {partition: [values in order]}}.
+Every call is bounded in time. WEIR_EO_DEBUG=1 turns on librdkafka's debug log of the
+copier's producer and consumer (transactions, group, fetches) on stderr.
 """
 
 import json
+import os
 import sys
+import threading
 import time
 
 from confluent_kafka import (
@@ -35,12 +42,14 @@ from confluent_kafka import (
 
 bootstrap, source, target = sys.argv[1], sys.argv[2], sys.argv[3]
 count, limit = int(sys.argv[4]), float(sys.argv[5])
+rate = float(sys.argv[6]) if len(sys.argv) > 6 else None
 KEYS = 30
 BATCH = 25
 # A call to the transaction API may take this long (a coordinator failover inside it).
 CALL_TIMEOUT = 30
 GROUP = "eo-copier"
 TRANSACTIONAL_ID = "eo-copier"
+DEBUG = {"debug": "eos,cgrp,fetch,broker"} if os.environ.get("WEIR_EO_DEBUG") == "1" else {}
 
 
 def emit(**line):
@@ -57,32 +66,75 @@ def produce_input():
         if err is not None:
             failed.append(str(err))
 
+    start = time.monotonic()
     for i in range(count):
+        if rate is not None:
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
         key = i % KEYS
         value = f"k{key}:{seq[key]}"
         seq[key] += 1
         producer.produce(source, key=f"k{key}", value=value, on_delivery=report)
         producer.poll(0)
-    left = producer.flush(60)
+    # Through the soak's faults too: librdkafka retries until message.timeout.ms (300 s).
+    left = producer.flush(360)
     if failed or left:
         raise SystemExit(f"the input was not all written: {left} left, errors {failed[:5]}")
     emit(step="produced", count=count)
 
 
+class Input:
+    """The input: written before the copy starts, or (with RATE) beside it. `ends()` is
+    None until it is all written, then each partition's end offset."""
+
+    def __init__(self):
+        self.written = threading.Event()
+        self.failure = None
+        self._ends = None
+        if rate is None:
+            self._write()
+        else:
+            threading.Thread(target=self._write, daemon=True).start()
+
+    def _write(self):
+        try:
+            produce_input()
+            self._ends = input_ends()
+        except BaseException as e:  # noqa: BLE001 (reported by the copy loop)
+            self.failure = e
+        self.written.set()
+
+    def ends(self):
+        if self.failure is not None:
+            raise SystemExit(f"writing the input failed: {self.failure}")
+        return self._ends if self.written.is_set() else None
+
+
 def input_ends():
+    """Each input partition's end offset, asked again for up to 120 s (a fault of the
+    soak may be under way)."""
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "eo-probe"})
-    metadata = probe.list_topics(source, timeout=CALL_TIMEOUT)
-    ends = {}
-    for p in metadata.topics[source].partitions:
-        _low, high = probe.get_watermark_offsets(TopicPartition(source, p), timeout=CALL_TIMEOUT)
-        ends[p] = high
-    probe.close()
-    return ends
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            metadata = probe.list_topics(source, timeout=CALL_TIMEOUT)
+            ends = {}
+            for p in metadata.topics[source].partitions:
+                _low, high = probe.get_watermark_offsets(TopicPartition(source, p),
+                                                         timeout=CALL_TIMEOUT)
+                ends[p] = high
+            probe.close()
+            return ends
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def new_producer():
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": TRANSACTIONAL_ID,
-                         "transaction.timeout.ms": 60000, "linger.ms": 5})
+                         "transaction.timeout.ms": 60000, "linger.ms": 5, **DEBUG})
     producer.init_transactions(CALL_TIMEOUT)
     return producer
 
@@ -124,17 +176,24 @@ def rewind(consumer, committed, deadline, errors):
             time.sleep(1)
 
 
-def copy(ends):
+def copy(source_input):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                         "isolation.level": "read_committed"})
+                         "isolation.level": "read_committed", **DEBUG})
     consumer.subscribe([source])
     producer = new_producer()
     commits = aborts = new_producers = 0
     errors = []
-    committed = {p: 0 for p in ends}
+    committed = {}  # partition -> the group's committed offset, as far as the copier knows
     deadline = time.monotonic() + limit
-    while time.monotonic() < deadline and any(committed[p] < ends[p] for p in ends):
+    last_commit = None
+    longest_stall = 0.0
+
+    def copied_all():
+        ends = source_input.ends()
+        return ends is not None and all(committed.get(p, 0) >= ends[p] for p in ends)
+
+    while time.monotonic() < deadline and not copied_all():
         records = [m for m in consumer.consume(BATCH, timeout=1.0) if m.error() is None]
         if not records:
             continue
@@ -147,6 +206,10 @@ def copy(ends):
                 positions, consumer.consumer_group_metadata(), CALL_TIMEOUT)
             producer.commit_transaction(CALL_TIMEOUT)
             commits += 1
+            now = time.monotonic()
+            if last_commit is not None:
+                longest_stall = max(longest_stall, now - last_commit)
+            last_commit = now
             if commits % 20 == 0:
                 # Progress, so a run the test has to kill shows how far it came.
                 emit(step="copying", commits=commits, aborts=aborts,
@@ -179,9 +242,9 @@ def copy(ends):
          errors=errors[-5:])
     consumer.close()
     emit(step="consumer-closed")
-    finished = all(committed[p] >= ends[p] for p in ends)
     return dict(commits=commits, aborts=aborts, new_producers=new_producers, errors=errors,
-                finished=finished, committed={str(p): o for p, o in committed.items()})
+                finished=copied_all(), longest_stall_s=round(longest_stall, 2),
+                committed={str(p): o for p, o in committed.items()})
 
 
 def read_output(partitions):
@@ -206,7 +269,6 @@ def read_output(partitions):
     return read
 
 
-produce_input()
-ends = input_ends()
-outcome = copy(ends)
-emit(step="done", read=read_output(sorted(ends)), **outcome)
+source_input = Input()
+outcome = copy(source_input)
+emit(step="done", read=read_output(sorted(source_input.ends() or [])), **outcome)

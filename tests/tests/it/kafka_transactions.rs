@@ -137,6 +137,8 @@ const EO_RECORDS: usize = 4000;
 const EO_COPY_LIMIT: Duration = Duration::from_secs(300);
 /// What the test waits between faults, and how long a paused node stays paused.
 const EO_FAULT_SPACING: Duration = Duration::from_secs(4);
+/// The copier's keys (the script's `KEYS`): the n-th record of key k is "k<k>:<n>".
+const EO_KEYS: usize = 30;
 /// The transactional id and group of the copier (the script's).
 const EO_ID: &str = "eo-copier";
 const TRANSACTION_STATE: &str = "__transaction_state";
@@ -287,15 +289,27 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         done.len() >= 3,
         "the copy ended before most faults ({done:?}): make it longer"
     );
-    assert_eq!(
-        report["finished"], true,
-        "the copy did not finish: {report}"
-    );
+    exactly_once(&report, records, EO_PARTITIONS)?;
+    eprintln!("exactly once: {records} records copied, each once and in its key's order");
+    cluster.finish();
+    Ok(())
+}
 
-    // Every input record once, each key's in order (a key's records share a partition).
+/// The verdict on an exactly-once copier's report (`exactly_once_copier.py`'s "done"
+/// line) of `records` input records over `partitions` partitions: the copy finished, and
+/// its read_committed read of the output holds every input record exactly once, each
+/// key's records in their order (a key's records share a partition). Also the soak's.
+pub(crate) fn exactly_once(
+    report: &serde_json::Value,
+    records: usize,
+    partitions: u32,
+) -> anyhow::Result<()> {
+    if report["finished"] != true {
+        bail!("the copy did not finish: {report}");
+    }
     let mut copies: BTreeMap<String, usize> = BTreeMap::new();
     let mut out_of_order = Vec::new();
-    for p in 0..EO_PARTITIONS {
+    for p in 0..partitions {
         let values = report["read"][p.to_string()]
             .as_array()
             .with_context(|| format!("no values of partition {p}: {report}"))?;
@@ -311,9 +325,8 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
             *expected = seq + 1;
         }
     }
-    let keys = 30;
     let expected: BTreeSet<String> = (0..records)
-        .map(|i| format!("k{}:{}", i % keys, i / keys))
+        .map(|i| format!("k{}:{}", i % EO_KEYS, i / EO_KEYS))
         .collect();
     let missing: Vec<&String> = expected
         .iter()
@@ -326,20 +339,17 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         .filter(|v| !expected.contains(*v))
         .take(10)
         .collect();
-    assert!(
-        missing.is_empty()
-            && doubled.is_empty()
-            && unexpected.is_empty()
-            && out_of_order.is_empty(),
-        "read_committed output of {} distinct values (expected {}): missing {missing:?}, \
-         doubled {doubled:?}, never sent {unexpected:?}, out of order {out_of_order:?}",
-        copies.len(),
-        expected.len()
-    );
-    eprintln!(
-        "exactly once: {} records copied, each once and in its key's order",
-        expected.len()
-    );
-    cluster.finish();
+    if !(missing.is_empty()
+        && doubled.is_empty()
+        && unexpected.is_empty()
+        && out_of_order.is_empty())
+    {
+        bail!(
+            "read_committed output of {} distinct values (expected {}): missing {missing:?}, \
+             doubled {doubled:?}, never sent {unexpected:?}, out of order {out_of_order:?}",
+            copies.len(),
+            expected.len()
+        );
+    }
     Ok(())
 }

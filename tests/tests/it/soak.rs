@@ -12,10 +12,13 @@
 //! - share-group consumers ([`crate::queue_checker::ShareCheck`]): every acknowledged
 //!   record ACCEPTed or dead-lettered, none delivered again after its ACCEPT;
 //! - a pika publisher with confirms and a consumer on a durable queue
-//!   (`tests/amqp/confirms_checker.py`): every confirmed message delivered.
+//!   (`tests/amqp/confirms_checker.py`): every confirmed message delivered;
+//! - a confluent-kafka consume-transform-produce loop, a transactional producer and a
+//!   read_committed group consumer (`tests/kafka/exactly_once_copier.py`, its input
+//!   written at a steady pace for the whole soak): every input record in the
+//!   read_committed output exactly once, each key's in order.
 //!
-//! Not yet in it: a transactional Kafka producer (transactions are not served yet), and
-//! Redis and SQS clients (not served yet).
+//! Not yet in it: Redis and SQS clients (not served yet).
 //!
 //! Faults come one at a time, each held 1-5 s and healed, the next one started at once
 //! (not waiting for the replicas to catch up), except that after a node was killed or
@@ -49,6 +52,7 @@ use weir_tests::tmpfs;
 use weir_tests::workload::{Workload, WorkloadConfig};
 
 use crate::kafka_failover::{python, run_bounded, tests_dir};
+use crate::kafka_transactions;
 use crate::queue_checker::{self, ShareCheck};
 
 /// The soak's length when `WEIR_SOAK_MINUTES` is not set: a try, not the hour.
@@ -64,6 +68,15 @@ const KAFKA_GROUP: &str = "soak-kafka";
 const KAFKA_PARTITIONS: u32 = 6;
 /// The AMQP checker's queue.
 const AMQP_QUEUE: &str = "soak-amqp";
+/// The exactly-once copier's input and output topics, and its input's pace (records a
+/// second; the copier copies at most about 250 a second, so it catches up after faults).
+const COPY_INPUT: &str = "soak-eo-in";
+const COPY_OUTPUT: &str = "soak-eo-out";
+const COPY_PARTITIONS: u32 = 3;
+const COPY_RATE: u64 = 20;
+/// After the schedule, how long the copier may take to copy what the faults held back
+/// (its read of the output and its close come on top, within [`CHECKER_SLACK`]).
+const COPY_CATCH_UP: Duration = Duration::from_secs(180);
 /// Each node's tmpfs: room for an hour of every client's writes.
 const DISK_BYTES: u64 = 2 << 30;
 /// How long a fault is held, in milliseconds: `HOLD_MS.0..HOLD_MS.1`.
@@ -129,6 +142,9 @@ async fn soak() -> anyhow::Result<()> {
     cluster
         .create_topic(KAFKA_TOPIC, KAFKA_PARTITIONS, 3, 2)
         .await?;
+    for topic in [COPY_INPUT, COPY_OUTPUT] {
+        cluster.create_topic(topic, COPY_PARTITIONS, 3, 2).await?;
+    }
     let mut load = WorkloadConfig::new(TOPIC, PARTITIONS);
     load.rate_per_producer = 100;
     let workload = Workload::start(cluster.bootstrap(), load);
@@ -157,6 +173,21 @@ async fn soak() -> anyhow::Result<()> {
             ports.join(","),
             AMQP_QUEUE.to_owned(),
             length.as_secs().to_string(),
+        ],
+        length,
+    );
+
+    let copy_records = length.as_secs() * COPY_RATE;
+    let copier = spawn_checker(
+        &python,
+        "kafka/exactly_once_copier.py",
+        &[
+            cluster.kafka_bootstrap(),
+            COPY_INPUT.to_owned(),
+            COPY_OUTPUT.to_owned(),
+            copy_records.to_string(),
+            (length + COPY_CATCH_UP).as_secs().to_string(),
+            COPY_RATE.to_string(),
         ],
         length,
     );
@@ -238,6 +269,13 @@ async fn soak() -> anyhow::Result<()> {
     if amqp["unpublished"].as_array().is_none_or(|a| !a.is_empty()) {
         failures.push(format!("pika unpublished: {amqp}"));
     }
+    let mut copy = copier.await??;
+    let verdict = kafka_transactions::exactly_once(&copy, copy_records as usize, COPY_PARTITIONS);
+    copy["read"] = Value::from("(checked)");
+    println!("confluent-kafka exactly-once copier: {copy}");
+    if let Err(e) = verdict {
+        failures.push(format!("exactly-once copier: {e:#}"));
+    }
     match share.finish(&cluster).await {
         Ok(summary) => println!("share group: {summary}"),
         Err(e) => failures.push(format!("share group: {e:#}")),
@@ -249,9 +287,12 @@ async fn soak() -> anyhow::Result<()> {
     let per_hour = applied.len() as f64 * 3600.0 / (ended - started).as_secs_f64().max(1.0);
     println!(
         "soak: {per_hour:.0} faults per hour (goal {FAULTS_PER_HOUR_GOAL:.0}); {} crashes; \
-         longest stalls: confluent-kafka group {} s, pika confirms {} s, pika deliveries {} s",
+         longest stalls: confluent-kafka group {} s (an acknowledged record unread {} s), \
+         exactly-once copier {} s, pika confirms {} s, pika deliveries {} s",
         trouble.crashes.len(),
         kafka["longest_stall_s"],
+        kafka["longest_unread_s"],
+        copy["longest_stall_s"],
         amqp["longest_confirm_stall_s"],
         amqp["longest_delivery_stall_s"]
     );
