@@ -12,7 +12,7 @@
 //! (`Command::AllocateProducerId`, answered by [`TxnCoordinator::on_producer_id`]). The
 //! one exception to answering CONCURRENT_TRANSACTIONS at once: an AddPartitionsToTxn or
 //! AddOffsetsToTxn that meets the producer's previous transaction still completing
-//! waits for it (`waiting.rs`).
+//! waits for it, and its Ongoing record is the completion (`waiting.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,6 +52,9 @@ enum Then {
         fencing_init: Option<RequestId>,
     },
     Completed,
+    /// The completion written as the Ongoing record of the add that waited for it
+    /// (`waiting.rs`): answer the add.
+    CompletedAndAdded(WaitingAdd),
     Expired,
 }
 
@@ -770,6 +773,11 @@ impl TxnCoordinator {
                 }
                 // The markers are all written: the completion must be appended eventually.
                 Then::Completed => entry.retry_complete = e == TxnError::CoordinatorNotAvailable,
+                // The same, and the add waits again, first in line.
+                Then::CompletedAndAdded(add) => {
+                    entry.retry_complete = e == TxnError::CoordinatorNotAvailable;
+                    entry.waiting.insert(0, add);
+                }
                 Then::Expired => {}
             }
             return Vec::new();
@@ -832,6 +840,7 @@ impl TxnCoordinator {
                 }
                 self.start_markers(txn_id, now, out);
             }
+            Then::CompletedAndAdded(add) => out.push(add.reply(Ok(()))),
             Then::Completed | Then::Expired => {}
         }
         Vec::new()

@@ -377,6 +377,84 @@ fn an_add_waits_for_the_previous_transaction_to_complete_or_for_its_bound() {
 }
 
 #[test]
+fn the_next_transactions_first_add_is_written_as_the_completion_of_the_last() {
+    let mut s = Shell::new();
+    let p = s.init_ok();
+    s.add(p, &[0], false);
+    s.write_markers = false;
+    s.end(p, TxnResult::Commit, TxnVersion::TV0);
+    let r = s.next_req();
+    let add = AddPartitions {
+        transactional_id: TX.into(),
+        producer_id: p.producer_id,
+        producer_epoch: p.epoch,
+        partitions: vec![TopicPartition::new("t", 1)],
+        verify_only: false,
+    };
+    let cmds = s.c.add_partitions(r, add, s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(r), None, "it waits for the commit's marker");
+    let Command::WriteMarkers { id, .. } = s.markers[0] else {
+        unreachable!()
+    };
+    // The marker is written; the completion's append fails once (the partition lost its
+    // ISR for a moment): nothing is answered, and the add still waits.
+    s.replicate = false;
+    let before = s.log.len();
+    let written = vec![(TopicPartition::new("t", 0), MarkerOutcome::Written)];
+    let cmds = s.c.on_markers(id, written, s.now);
+    s.run(cmds);
+    assert_eq!(
+        s.log.len(),
+        before + 1,
+        "one record: {:?}",
+        &s.log[before..]
+    );
+    let failed = s.held_appends.pop().unwrap();
+    let cmds =
+        s.c.on_appended(failed, Err(AppendFailure::Unavailable), s.now);
+    s.run(cmds);
+    assert_eq!(s.reply(r), None);
+    assert_eq!(s.state(), TxnState::PrepareCommit);
+    // Appended again on the tick, it replicates: one record says both that the commit
+    // completed and that the next transaction holds partition 1, and the add is answered.
+    s.replicate = true;
+    let before = s.log.len();
+    let cmds = s.c.tick(s.now + 1);
+    s.run(cmds);
+    assert_eq!(s.reply(r), Some(Reply::AddPartitions(Ok(()))));
+    assert_eq!(
+        s.log.len(),
+        before + 1,
+        "one record: {:?}",
+        &s.log[before..]
+    );
+    assert_eq!(s.state(), TxnState::Ongoing);
+    assert!(
+        s.markers.len() == 1,
+        "the commit's markers are not written again"
+    );
+
+    // A new coordinator loads that record: the next transaction, nothing to finish.
+    s.c.resign();
+    let mut c = TxnCoordinator::new(TxnConfig::default(), 2);
+    for (k, v) in &s.log {
+        c.load_record(k, v.as_deref()).unwrap();
+    }
+    assert!(
+        c.finish_loading(s.now).is_empty(),
+        "no markers to write again"
+    );
+    let meta = c.metadata(TX).unwrap();
+    assert_eq!(meta.state, TxnState::Ongoing);
+    assert_eq!(
+        meta.partitions.iter().collect::<Vec<_>>(),
+        [&TopicPartition::new("t", 1)]
+    );
+    assert_eq!(meta.producer_epoch, p.epoch);
+}
+
+#[test]
 fn init_over_an_ongoing_transaction_aborts_it_first_and_fences_the_zombie() {
     let mut s = Shell::new();
     let zombie = s.init_ok();

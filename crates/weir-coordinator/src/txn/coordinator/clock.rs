@@ -22,9 +22,8 @@ impl TxnCoordinator {
             }
             let meta = &entry.meta;
             if entry.retry_complete {
-                let target = meta.prepare_complete(now);
                 self.entries.get_mut(&id).expect("listed").retry_complete = false;
-                self.append(&id, target, Then::Completed, &mut out);
+                self.append_completion(&id, now, &mut out);
             } else if let Some(round) = &entry.markers {
                 if now - round.sent_ms >= self.config.marker_retry_ms {
                     let (rid, partitions) = (round.id, round.outstanding.iter().cloned().collect());

@@ -4,7 +4,7 @@
 use super::super::api::*;
 use super::super::state::TxnState;
 use super::super::{TopicPartition, TxnResult};
-use super::{MarkerRound, Status, Then, TxnCoordinator};
+use super::{MarkerRound, Status, TxnCoordinator};
 
 impl TxnCoordinator {
     pub(super) fn start_markers(&mut self, txn_id: &str, now: i64, out: &mut Vec<Command>) {
@@ -107,7 +107,6 @@ impl TxnCoordinator {
         if let Some(round) = entry.markers.take() {
             self.rounds.remove(&round.id);
         }
-        let target = entry.meta.prepare_complete(now);
-        self.append(txn_id, target, Then::Completed, out);
+        self.append_completion(txn_id, now, out);
     }
 }
