@@ -269,13 +269,23 @@ async fn soak() -> anyhow::Result<()> {
     if amqp["unpublished"].as_array().is_none_or(|a| !a.is_empty()) {
         failures.push(format!("pika unpublished: {amqp}"));
     }
-    let mut copy = copier.await??;
-    let verdict = kafka_transactions::exactly_once(&copy, copy_records as usize, COPY_PARTITIONS);
-    copy["read"] = Value::from("(checked)");
-    println!("confluent-kafka exactly-once copier: {copy}");
-    if let Err(e) = verdict {
-        failures.push(format!("exactly-once copier: {e:#}"));
-    }
+    // A copier that failed (no verdict) fails the soak after the others' verdicts.
+    let copy = match copier.await? {
+        Ok(mut copy) => {
+            let verdict =
+                kafka_transactions::exactly_once(&copy, copy_records as usize, COPY_PARTITIONS);
+            copy["read"] = Value::from("(checked)");
+            println!("confluent-kafka exactly-once copier: {copy}");
+            if let Err(e) = verdict {
+                failures.push(format!("exactly-once copier: {e:#}"));
+            }
+            copy
+        }
+        Err(e) => {
+            failures.push(format!("exactly-once copier: {e:#}"));
+            Value::Null
+        }
+    };
     match share.finish(&cluster).await {
         Ok(summary) => println!("share group: {summary}"),
         Err(e) => failures.push(format!("share group: {e:#}")),
