@@ -10,8 +10,10 @@ Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS [RATE]
    producer ("eo-copier") copy IN to OUT, each record to the same partition number, in
    transactions of at most BATCH records whose input offsets go with them
    (send_offsets_to_transaction), pacing themselves so the copy takes a while (the test
-   kills and pauses brokers meanwhile). An error aborts the transaction (or, when the
-   producer is fenced or fails fatally, makes a new one) and rewinds the consumer to the
+   kills and pauses brokers meanwhile). Errors are handled as librdkafka's transaction
+   API documents: a retriable one (a timeout) means the same call again, which resumes
+   it; one that requires an abort aborts the transaction; any other (fenced, fatal)
+   makes a new producer. After an abort or a new producer the consumer rewinds to the
    group's committed offsets, the standard recovery: what was copied in an aborted
    transaction is invisible to read_committed readers and is copied again.
    Ends when the committed offsets reach the end of IN or LIMIT_SECONDS pass.
@@ -22,10 +24,14 @@ Prints {"step": "done", "commits", "aborts", "new_producers", "errors" (the firs
 "finished" (the copy reached the end), "longest_stall_s" (the longest time without a
 committed transaction while input was waiting to be copied, from the first commit),
 "read": {partition: [values in order]}}.
-Every call is bounded in time. WEIR_EO_DEBUG=1 turns on librdkafka's debug log of the
-copier's producer and consumer (transactions, group, fetches) on stderr.
+Every call is bounded in time; a copier still running 90 s past LIMIT_SECONDS (a call
+that did not return) prints every thread's stack on stderr and exits 1.
+WEIR_EO_DEBUG=CONTEXTS (say "eos,cgrp,fetch") turns on librdkafka's debug log of the
+copier's producer and consumer on stderr; WEIR_EO_STDERR=FILE sends stderr to FILE (the
+debug log of a long run is large).
 """
 
+import faulthandler
 import json
 import os
 import sys
@@ -49,7 +55,9 @@ BATCH = 25
 CALL_TIMEOUT = 30
 GROUP = "eo-copier"
 TRANSACTIONAL_ID = "eo-copier"
-DEBUG = {"debug": "eos,cgrp,fetch,broker"} if os.environ.get("WEIR_EO_DEBUG") == "1" else {}
+DEBUG = {"debug": os.environ["WEIR_EO_DEBUG"]} if os.environ.get("WEIR_EO_DEBUG") else {}
+if os.environ.get("WEIR_EO_STDERR"):
+    os.dup2(os.open(os.environ["WEIR_EO_STDERR"], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2)
 
 
 def emit(**line):
@@ -146,6 +154,18 @@ def note(errors, error):
         errors.append(error)
 
 
+def retried(call, what, deadline, errors):
+    """`call()`, made again while it fails retriably and `deadline` has not passed."""
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            error = e.args[0]
+            if not error.retriable() or time.monotonic() >= deadline:
+                raise
+            note(errors, f"{what}, retried: {error}")
+
+
 def fresh_producer(deadline, errors):
     """A new transactional producer, retried until `deadline`; None if none could start."""
     while time.monotonic() < deadline:
@@ -202,9 +222,11 @@ def copy(source_input):
             for m in records:
                 producer.produce(target, key=m.key(), value=m.value(), partition=m.partition())
             positions = consumer.position(consumer.assignment())
-            producer.send_offsets_to_transaction(
-                positions, consumer.consumer_group_metadata(), CALL_TIMEOUT)
-            producer.commit_transaction(CALL_TIMEOUT)
+            group = consumer.consumer_group_metadata()
+            retried(lambda: producer.send_offsets_to_transaction(positions, group, CALL_TIMEOUT),
+                    "send_offsets_to_transaction", deadline, errors)
+            retried(lambda: producer.commit_transaction(CALL_TIMEOUT), "commit_transaction",
+                    deadline, errors)
             commits += 1
             now = time.monotonic()
             if last_commit is not None:
@@ -221,9 +243,10 @@ def copy(source_input):
             error = e.args[0]
             note(errors, str(error))
             aborted = False
-            if not error.fatal() and (error.txn_requires_abort() or error.retriable()):
+            if not error.fatal() and error.txn_requires_abort():
                 try:
-                    producer.abort_transaction(CALL_TIMEOUT)
+                    retried(lambda: producer.abort_transaction(CALL_TIMEOUT),
+                            "abort_transaction", deadline, errors)
                     aborts += 1
                     aborted = True
                 except KafkaException as again:
@@ -231,6 +254,7 @@ def copy(source_input):
             if not aborted:
                 # Fenced, failed fatally, or the abort failed: a new producer, whose
                 # InitProducerId aborts whatever the old one left open.
+                producer = None
                 producer = fresh_producer(deadline, errors)
                 if producer is None:
                     break
@@ -269,6 +293,7 @@ def read_output(partitions):
     return read
 
 
+faulthandler.dump_traceback_later(limit + 90, exit=True)
 source_input = Input()
 outcome = copy(source_input)
 emit(step="done", read=read_output(sorted(source_input.ends() or [])), **outcome)

@@ -51,6 +51,15 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
         .context("weir-tests is not in a workspace")?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut build = Command::new(cargo);
+    // What `cargo test` sets for the test itself is not the build's: a dependency's
+    // build script that reads CARGO_MANIFEST_DIR (ring's) would see it change, run
+    // again, and rebuild ring, rustls, tonic and every Weir crate above them, minutes
+    // on every first call after a plain `cargo build`, and the plain build would undo it.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_for_the_test) {
+            build.env_remove(&name);
+        }
+    }
     build
         .current_dir(workspace)
         .args(["build", "--quiet", "-p", "weir-cli", "--bin", "weir"])
@@ -85,4 +94,21 @@ fn locate_or_build() -> anyhow::Result<PathBuf> {
         started.elapsed().as_secs_f64()
     );
     Ok(binary)
+}
+
+/// Whether `name` is an environment variable Cargo sets for the crate under test (not
+/// one of Cargo's own settings, such as `CARGO_HOME` or `CARGO_TARGET_DIR`).
+fn set_for_the_test(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_MANIFEST_LINKS",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_TARGET_TMPDIR",
+        "CARGO_RUSTC_CURRENT_DIR",
+        "OUT_DIR",
+    ];
+    NAMES.contains(&name) || name.starts_with("CARGO_PKG_") || name.starts_with("CARGO_BIN_EXE_")
 }

@@ -60,7 +60,7 @@ pub(crate) fn python() -> anyhow::Result<PathBuf> {
 }
 
 /// The last 40 lines of a program's output.
-fn last_lines(output: &[u8]) -> String {
+pub(crate) fn last_lines(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")

@@ -51,7 +51,7 @@ use weir_tests::nemesis::{self, Fault, Rng};
 use weir_tests::tmpfs;
 use weir_tests::workload::{Workload, WorkloadConfig};
 
-use crate::kafka_failover::{python, run_bounded, tests_dir};
+use crate::kafka_failover::{last_lines, python, run_bounded, tests_dir};
 use crate::kafka_transactions;
 use crate::queue_checker::{self, ShareCheck};
 
@@ -314,7 +314,8 @@ async fn soak() -> anyhow::Result<()> {
 }
 
 /// Runs `tests/<script>` with `args` on a blocking thread; its last stdout line, JSON,
-/// is its verdict.
+/// is its verdict. A script that fails (a stuck copier dumps its stacks and exits 1)
+/// has none: the error carries the end of what it printed.
 fn spawn_checker(
     python: &std::path::Path,
     script: &str,
@@ -326,6 +327,14 @@ fn spawn_checker(
     let script = script.to_owned();
     tokio::task::spawn_blocking(move || {
         let output = run_bounded(command, length + CHECKER_SLACK)?;
+        if !output.status.success() {
+            bail!(
+                "{script} failed ({}); its output ended:\n{}\nstderr:\n{}",
+                output.status,
+                last_lines(&output.stdout),
+                last_lines(&output.stderr)
+            );
+        }
         let stdout = String::from_utf8_lossy(&output.stdout);
         stdout
             .lines()
