@@ -24,9 +24,10 @@
 //! (not waiting for the replicas to catch up), except that after a node was killed or
 //! stopped and started again, a fault on another node waits until every node is
 //! unfenced: at most one node is ever down. A node that exits by itself (a crash) is
-//! started again and reported. Every [`REPORT_EVERY`] and at the end it prints the
-//! faults per kind and the longest time the workload's writes waited per kind. The test
-//! fails on any lost or taken-back acknowledged record, in any client.
+//! started again and reported. Each fault is printed as it is healed, with its times.
+//! Every [`REPORT_EVERY`] and at the end it prints the faults per kind and the longest
+//! time the workload's writes waited per kind. The test fails on any lost or taken-back
+//! acknowledged record, in any client.
 //!
 //! `#[ignore]`d: run by command (needs root for the tmpfs mounts), for
 //! `WEIR_SOAK_MINUTES` minutes (default [`DEFAULT_MINUTES`]), `WEIR_FAULTS_SEED` replays
@@ -394,11 +395,22 @@ async fn run_schedule(
             trouble.errors.push(format!("healing {fault}: {e:#}"));
         }
         share.fault_ended(share_fault);
-        applied.push(Applied {
-            fault,
-            at,
-            healed: Instant::now(),
-        });
+        let healed = Instant::now();
+        // A line per fault, its wall-clock times beside the brokers' logs and the
+        // checkers' (Unix seconds, as the Python checkers print theirs).
+        let unix = |t: Instant| {
+            let ago = Instant::now().saturating_duration_since(t);
+            (std::time::SystemTime::now() - ago)
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        };
+        println!(
+            "soak: fault #{} {fault} from {:.1} to {:.1}",
+            applied.len() + 1,
+            unix(at),
+            unix(healed)
+        );
+        applied.push(Applied { fault, at, healed });
         if matches!(fault, Fault::Kill(_) | Fault::Terminate(_)) {
             restarted = Some(fault.node());
         }
