@@ -15,7 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use weir_broker::produce::{self, Acks, PartitionProduce, ProduceData};
 use weir_broker::transactions::{self, ProducerIdAndEpoch};
-use weir_broker::{BrokerError, RequestContext};
+use weir_broker::{BrokerError, Reason, RequestContext};
 
 use super::errors::{abortable_as_known, fenced_as_known};
 use super::{KafkaBroker, answer, error_code};
@@ -154,8 +154,15 @@ fn fenced_as_produce(code: i16) -> i16 {
 
 /// The Kafka code a produce's partition is refused with: a coordinator's
 /// PRODUCER_FENCED as INVALID_PRODUCER_EPOCH, TRANSACTION_ABORTABLE as INVALID_TXN_STATE
-/// before the version that knows it.
+/// before the version that knows it, and a leader epoch that changed under the append
+/// as NOT_LEADER_OR_FOLLOWER. A produce carries no leader epoch and Kafka never answers
+/// it FENCED_LEADER_EPOCH; librdkafka fails the batch on that code where it retries a
+/// lost leadership (found by the soak: an idempotent producer's writes failed across a
+/// leadership change).
 fn produce_code(e: &BrokerError, version: i16) -> i16 {
+    if matches!(e.reason, Reason::FencedLeaderEpoch { .. }) {
+        return ResponseError::NotLeaderOrFollower.code();
+    }
     abortable_as_known(
         fenced_as_produce(error_code(e)),
         version,
@@ -295,4 +302,25 @@ pub(super) async fn describe_producers(
         request,
         DescribeProducersResponse::default().with_topics(topics),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leadership_lost_under_an_append_is_not_leader_to_kafka_producers() {
+        let lost = BrokerError::new(Reason::FencedLeaderEpoch { epoch: None }, "epoch moved");
+        for version in [3, 9, 12] {
+            assert_eq!(
+                produce_code(&lost, version),
+                ResponseError::NotLeaderOrFollower.code()
+            );
+        }
+        let full = BrokerError::new(Reason::StorageFull, "no space");
+        assert_eq!(
+            produce_code(&full, 9),
+            ResponseError::KafkaStorageError.code()
+        );
+    }
 }
