@@ -101,11 +101,13 @@ class Input:
         self.failure = None
         self._ends = None
         if rate is None:
-            self._write()
+            produce_input()
+            self._ends = input_ends()
+            self.written.set()
         else:
-            threading.Thread(target=self._write, daemon=True).start()
+            threading.Thread(target=self._write_beside, daemon=True).start()
 
-    def _write(self):
+    def _write_beside(self):
         try:
             produce_input()
             self._ends = input_ends()
@@ -253,7 +255,8 @@ def copy(source_input):
                     note(errors, f"abort: {again.args[0]}")
             if not aborted:
                 # Fenced, failed fatally, or the abort failed: a new producer, whose
-                # InitProducerId aborts whatever the old one left open.
+                # InitProducerId aborts whatever the old one left open. The old one is
+                # destroyed first (a destroy that hangs shows in the stack dump).
                 producer = None
                 producer = fresh_producer(deadline, errors)
                 if producer is None:

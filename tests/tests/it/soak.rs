@@ -396,19 +396,11 @@ async fn run_schedule(
         }
         share.fault_ended(share_fault);
         let healed = Instant::now();
-        // A line per fault, its wall-clock times beside the brokers' logs and the
-        // checkers' (Unix seconds, as the Python checkers print theirs).
-        let unix = |t: Instant| {
-            let ago = Instant::now().saturating_duration_since(t);
-            (std::time::SystemTime::now() - ago)
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64())
-        };
         println!(
             "soak: fault #{} {fault} from {:.1} to {:.1}",
             applied.len() + 1,
-            unix(at),
-            unix(healed)
+            unix_seconds(at),
+            unix_seconds(healed)
         );
         applied.push(Applied { fault, at, healed });
         if matches!(fault, Fault::Kill(_) | Fault::Terminate(_)) {
@@ -428,6 +420,15 @@ async fn run_schedule(
         }
     }
     (applied, trouble)
+}
+
+/// `t` as wall-clock Unix seconds, to set a fault beside the brokers' logs and the
+/// Python checkers' lines (which print theirs so).
+fn unix_seconds(t: Instant) -> f64 {
+    let ago = Instant::now().saturating_duration_since(t);
+    (std::time::SystemTime::now() - ago)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Waits up to [`UNFENCED_TIMEOUT`] until every node runs unfenced, starting again any

@@ -430,8 +430,9 @@ fn the_next_transactions_first_add_is_written_as_the_completion_of_the_last() {
         &s.log[before..]
     );
     assert_eq!(s.state(), TxnState::Ongoing);
-    assert!(
-        s.markers.len() == 1,
+    assert_eq!(
+        s.markers.len(),
+        1,
         "the commit's markers are not written again"
     );
 
