@@ -60,7 +60,12 @@ pub async fn end_offsets_for_epochs(
     for query in queries {
         let answer = async {
             let partition = topic.partition(query.partition)?;
-            check_current_epoch(&topic.name, query, partition.state().leader_epoch)?;
+            check_current_epoch(
+                &topic.name,
+                query.partition,
+                query.current_leader_epoch,
+                partition.state().leader_epoch,
+            )?;
             let end = partition.end_offset_for_epoch(query.leader_epoch).await?;
             Ok(
                 end.map_or(EpochEnd::UNDEFINED, |(leader_epoch, end_offset)| EpochEnd {
@@ -75,12 +80,17 @@ pub async fn end_offsets_for_epochs(
     Ok(answers)
 }
 
-/// The client's view of the leader epoch against this broker's, as Kafka checks it.
-fn check_current_epoch(topic: &str, query: &EpochQuery, current: i32) -> Result<(), BrokerError> {
-    let Some(asked) = query.current_leader_epoch else {
+/// The client's view of the leader epoch (`asked`; `None` when it sends none) against
+/// this broker's (`current`), as Kafka checks it for OffsetForLeaderEpoch and Fetch.
+pub(crate) fn check_current_epoch(
+    topic: &str,
+    partition: u32,
+    asked: Option<i32>,
+    current: i32,
+) -> Result<(), BrokerError> {
+    let Some(asked) = asked else {
         return Ok(());
     };
-    let partition = query.partition;
     if asked < current {
         return Err(BrokerError::new(
             Reason::FencedLeaderEpoch {
@@ -110,22 +120,14 @@ fn check_current_epoch(topic: &str, query: &EpochQuery, current: i32) -> Result<
 mod tests {
     use super::*;
 
-    fn query(current: Option<i32>) -> EpochQuery {
-        EpochQuery {
-            partition: 2,
-            leader_epoch: 1,
-            current_leader_epoch: current,
-        }
-    }
-
     #[test]
     fn the_current_epoch_is_checked_as_kafka_does() {
-        assert!(check_current_epoch("t", &query(None), 5).is_ok());
-        assert!(check_current_epoch("t", &query(Some(5)), 5).is_ok());
-        let older = check_current_epoch("t", &query(Some(4)), 5).unwrap_err();
+        assert!(check_current_epoch("t", 2, None, 5).is_ok());
+        assert!(check_current_epoch("t", 2, Some(5), 5).is_ok());
+        let older = check_current_epoch("t", 2, Some(4), 5).unwrap_err();
         assert_eq!(older.reason, Reason::FencedLeaderEpoch { epoch: Some(5) });
         assert_eq!(older.partition, Some(("t".into(), 2)));
-        let newer = check_current_epoch("t", &query(Some(6)), 5).unwrap_err();
+        let newer = check_current_epoch("t", 2, Some(6), 5).unwrap_err();
         assert_eq!(newer.reason, Reason::UnknownLeaderEpoch);
     }
 }

@@ -522,6 +522,21 @@ impl Consumer {
     }
 }
 
+/// Where a consumer at `position`, told OFFSET_OUT_OF_RANGE, reads on, given the log's
+/// range as its leader answers it (`earliest`, `latest`: log start and high watermark, or
+/// last stable offset under read committed): the same position if the range holds it
+/// (the answer was stale), else where `reset` says; `None` without a reset.
+fn read_on_from(position: i64, (earliest, latest): (i64, i64), reset: OffsetReset) -> Option<i64> {
+    if (earliest..=latest).contains(&position) {
+        return Some(position);
+    }
+    match reset {
+        OffsetReset::Earliest => Some(earliest),
+        OffsetReset::Latest => Some(latest),
+        OffsetReset::None => None,
+    }
+}
+
 /// Initial capacity of a poll's result, whatever `max_records` asks.
 const DEFAULT_POLL_CAPACITY: usize = 4096;
 
@@ -564,37 +579,78 @@ impl Fetcher {
                 continue;
             }
             if let ClientError::OutOfRange(_) = error {
-                let query = match self.config.auto_offset_reset {
-                    OffsetReset::Earliest => Some(OffsetQuery::Earliest),
-                    OffsetReset::Latest => Some(OffsetQuery::Latest),
-                    OffsetReset::None => None,
-                };
-                if let Some(query) = query {
-                    match self
-                        .cluster
-                        .list_offsets(
-                            &self.topic,
-                            &[(self.partition, query)],
-                            self.config.isolation,
-                        )
-                        .await
-                    {
-                        Ok(found) if !found.is_empty() => {
-                            tracing::warn!(topic = %self.topic, partition = self.partition, from = self.offset, to = found[0].offset, "offset out of range; position reset");
-                            self.offset = found[0].offset;
-                            continue;
+                match self.out_of_range().await {
+                    Ok(Some(offset)) => {
+                        // Reading on from the same position waits as any retry does: the
+                        // stale broker may answer again until its metadata catches up.
+                        if offset == self.offset {
+                            failures = failures.saturating_add(1);
+                            tokio::time::sleep(reconnect_backoff(
+                                self.config.reconnect_backoff,
+                                failures,
+                            ))
+                            .await;
                         }
-                        Ok(_) => {}
-                        Err(lookup_error) => {
-                            let _ = self.send(Err(lookup_error)).await;
-                            return;
-                        }
+                        self.offset = offset;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(lookup_error) => {
+                        let _ = self.send(Err(lookup_error)).await;
+                        return;
                     }
                 }
             }
             let _ = self.send(Err(error)).await;
             return;
         }
+    }
+
+    /// Where to read on after an OFFSET_OUT_OF_RANGE answer: the same position if the
+    /// partition's leader, asked again after a metadata refresh, holds it (the answer
+    /// came from a broker that no longer leads and whose log is shorter: a leader cut
+    /// off and back, before its metadata caught up), else the reset the configuration
+    /// asks for; `None` with no reset configured (the error goes to the application).
+    ///
+    /// Resetting on the first answer sent a consumer at offset 65,630 back to 0 in the
+    /// 35-minute soak (docs/operations.md).
+    async fn out_of_range(&mut self) -> Result<Option<i64>, ClientError> {
+        if let Some(leader) = self.leader {
+            self.cluster.leader_failed(
+                &self.topic,
+                self.partition,
+                leader,
+                &ClientError::OutOfRange(String::new()),
+            );
+        }
+        let p = self.partition;
+        let range = self
+            .cluster
+            .list_offsets(
+                &self.topic,
+                &[(p, OffsetQuery::Earliest), (p, OffsetQuery::Latest)],
+                self.config.isolation,
+            )
+            .await?;
+        let [earliest, latest] = range.as_slice() else {
+            return Ok(None);
+        };
+        let (earliest, latest) = (earliest.offset, latest.offset);
+        let to = read_on_from(
+            self.offset,
+            (earliest, latest),
+            self.config.auto_offset_reset,
+        );
+        match to {
+            Some(to) if to == self.offset => {
+                tracing::info!(topic = %self.topic, partition = p, offset = to, earliest, latest, "offset out of range at a broker that no longer leads; the leader holds it: reading on");
+            }
+            Some(to) => {
+                tracing::warn!(topic = %self.topic, partition = p, from = self.offset, to, earliest, latest, "offset out of range; position reset");
+            }
+            None => {}
+        }
+        Ok(to)
     }
 
     /// Reads the stream from the partition's leader until it fails (the error) or the
@@ -740,6 +796,23 @@ mod tests {
         let mut bytes = builder.build().unwrap();
         weir_batch::patch_offset_and_epoch(&mut bytes, base_offset, 0);
         bytes.to_vec()
+    }
+
+    #[test]
+    fn out_of_range_resets_only_a_position_the_leaders_log_does_not_hold() {
+        use OffsetReset::{Earliest, Latest, None as NoReset};
+        // A stale leader's answer: the leader holds 65,630, so nothing is reset.
+        for reset in [Earliest, Latest, NoReset] {
+            assert_eq!(read_on_from(65_630, (0, 70_000), reset), Some(65_630));
+        }
+        // The ends of the range are inside it (the high watermark: nothing yet).
+        assert_eq!(read_on_from(0, (0, 10), Earliest), Some(0));
+        assert_eq!(read_on_from(10, (0, 10), Latest), Some(10));
+        // Below the log start (retention) or past the end: the configured reset.
+        assert_eq!(read_on_from(5, (100, 200), Earliest), Some(100));
+        assert_eq!(read_on_from(5, (100, 200), Latest), Some(200));
+        assert_eq!(read_on_from(1_000, (100, 200), Earliest), Some(100));
+        assert_eq!(read_on_from(1_000, (100, 200), NoReset), None);
     }
 
     #[test]

@@ -274,6 +274,7 @@ impl Consumer for ConsumerService {
                     .map(|pf| PartitionFetch {
                         partition: pf.partition,
                         offset: pf.offset,
+                        current_leader_epoch: None,
                         max_bytes: match pf.max_bytes {
                             0 => DEFAULT_PARTITION_FETCH_BYTES,
                             n => n as usize,

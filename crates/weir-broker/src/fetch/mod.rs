@@ -61,6 +61,11 @@ pub struct PartitionFetch {
     pub offset: i64,
     /// This partition's byte budget.
     pub max_bytes: usize,
+    /// The leader epoch the client's metadata names (Kafka's `current_leader_epoch`,
+    /// KIP-320), checked against this broker's: a leader that lost its leadership
+    /// while its metadata lags answers FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH
+    /// instead of reading from a log that may be shorter than the client's position.
+    pub current_leader_epoch: Option<i32>,
 }
 
 /// How a fetch's bytes are shared between its partitions, as Kafka's
@@ -291,6 +296,15 @@ async fn read_one(
     }
     if let Ok(lso) = partition.last_stable_offset().await {
         result.last_stable_offset = lso;
+    }
+    if let Err(e) = crate::epochs::check_current_epoch(
+        &topic.name,
+        pf.partition,
+        pf.current_leader_epoch,
+        partition.state().leader_epoch,
+    ) {
+        result.data = Err(e);
+        return result;
     }
     if max_bytes == 0 {
         return result;

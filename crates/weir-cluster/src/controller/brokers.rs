@@ -122,17 +122,18 @@ impl Controller {
                 current: image.broker(node).map(|b| b.broker_epoch),
             })?;
         self.sessions.insert(node, now_ms);
-        let reply = |fenced, should_shutdown| ControllerReply::Heartbeat {
-            fenced,
-            should_shutdown,
+        let unchanged = |fenced, should_shutdown| Outcome {
+            records: Vec::new(),
+            reply: ControllerReply::Heartbeat {
+                fenced,
+                should_shutdown,
+                through: image.next_offset(),
+            },
         };
         if broker.shutting_down || (broker.fenced && want_shutdown) {
             // A shutting-down broker was moved off everything by the batch that marked
             // it; a fenced one leads nothing.
-            return Ok(Outcome {
-                records: Vec::new(),
-                reply: reply(broker.fenced, true),
-            });
+            return Ok(unchanged(broker.fenced, true));
         }
         let mut view = BrokerView::new(image);
         let (first, fenced, should_shutdown) = if want_shutdown {
@@ -144,16 +145,18 @@ impl Controller {
             let record = MetadataRecord::BrokerUnfenced { node, broker_epoch };
             (record, false, false)
         } else {
-            return Ok(Outcome {
-                records: Vec::new(),
-                reply: reply(broker.fenced, false),
-            });
+            return Ok(unchanged(broker.fenced, false));
         };
         let mut records = vec![first];
         records.extend(reconcile_brokers(image, &view, &BTreeSet::from([node])));
+        let through = image.next_offset() + records.len() as MetadataOffset;
         Ok(Outcome {
             records,
-            reply: reply(fenced, should_shutdown),
+            reply: ControllerReply::Heartbeat {
+                fenced,
+                should_shutdown,
+                through,
+            },
         })
     }
 
@@ -264,18 +267,22 @@ mod tests {
     use super::*;
     use crate::controller::{Controller, ControllerConfig};
 
-    const FENCED: ControllerReply = ControllerReply::Heartbeat {
-        fenced: true,
-        should_shutdown: false,
-    };
-    const UNFENCED: ControllerReply = ControllerReply::Heartbeat {
-        fenced: false,
-        should_shutdown: false,
-    };
-    const STOP: ControllerReply = ControllerReply::Heartbeat {
-        fenced: false,
-        should_shutdown: true,
-    };
+    /// A heartbeat's answer as (fenced, should_shutdown).
+    type Answer = (bool, bool);
+    const FENCED: Answer = (true, false);
+    const UNFENCED: Answer = (false, false);
+    const STOP: Answer = (false, true);
+
+    fn answer(reply: ControllerReply) -> Answer {
+        match reply {
+            ControllerReply::Heartbeat {
+                fenced,
+                should_shutdown,
+                ..
+            } => (fenced, should_shutdown),
+            other => panic!("not a heartbeat's answer: {other:?}"),
+        }
+    }
 
     fn register(node: BrokerId, incarnation: &str, cluster_id: &str) -> ControllerRequest {
         ControllerRequest::RegisterBroker {
@@ -460,9 +467,9 @@ mod tests {
         let mut h = Harness::new();
         let epoch = h.register(1, "a", None);
         let (records, reply) = h.handle(heartbeat(1, epoch, epoch - 1));
-        assert_eq!((records, reply), (vec![], FENCED));
+        assert_eq!((records, answer(reply)), (vec![], FENCED));
         let (records, reply) = h.handle(heartbeat(1, epoch, epoch));
-        assert_eq!(reply, UNFENCED);
+        assert_eq!(answer(reply), UNFENCED);
         assert_eq!(
             records,
             vec![MetadataRecord::BrokerUnfenced {
@@ -471,7 +478,8 @@ mod tests {
             }]
         );
         assert!(h.image.is_eligible(1));
-        assert_eq!(h.handle(heartbeat(1, epoch, epoch)), (vec![], UNFENCED));
+        let (records, reply) = h.handle(heartbeat(1, epoch, epoch));
+        assert_eq!((records, answer(reply)), (vec![], UNFENCED));
     }
 
     #[test]
@@ -499,6 +507,7 @@ mod tests {
         h.now += 1;
         h.heartbeat(2);
         h.heartbeat(3);
+        let fenced_at = h.image.next_offset();
         let records = h.tick(0);
         assert_eq!(
             records[0],
@@ -520,6 +529,26 @@ mod tests {
         // One record per partition broker 1 was in, and nothing more at the next tick.
         assert_eq!(records.len(), 1 + 2);
         assert_eq!(h.tick(1), vec![]);
+
+        // Back with the metadata it had when it fell silent: its metadata reaches its
+        // registration, so it is unfenced at once, and the answer names an offset past
+        // the moves made meanwhile, which it applies before its leaders lead again.
+        let (records, reply) = h.handle(heartbeat(1, h.epoch(1), fenced_at - 1));
+        assert_eq!(answer(reply.clone()), UNFENCED);
+        assert!(!records.is_empty());
+        let ControllerReply::Heartbeat { through, .. } = reply else {
+            unreachable!()
+        };
+        assert_eq!(through, h.image.next_offset());
+        assert!(
+            through > fenced_at + 2,
+            "{through} is past the fencing and both moves"
+        );
+        let (_, reply) = h.handle(heartbeat(1, h.epoch(1), through - 1));
+        assert!(
+            matches!(reply, ControllerReply::Heartbeat { through: t, .. } if t == through),
+            "{reply:?}"
+        );
     }
 
     #[test]
@@ -560,7 +589,7 @@ mod tests {
         assert_eq!((r.leader, r.isr.clone()), (NO_LEADER, vec![preferred]));
         assert_eq!((r.leader_epoch, r.partition_epoch), (1, 1));
         // The other replica coming back does not lead: it may miss committed records.
-        assert_eq!(h.heartbeat(other), UNFENCED);
+        assert_eq!(answer(h.heartbeat(other)), UNFENCED);
         assert_eq!(h.partition(&topic, 0), r);
         // The last ISR member does.
         let (records, reply) = h.handle(heartbeat(
@@ -568,7 +597,7 @@ mod tests {
             h.epoch(preferred),
             h.image.next_offset() - 1,
         ));
-        assert_eq!(reply, UNFENCED);
+        assert_eq!(answer(reply), UNFENCED);
         assert_eq!(records.len(), 2);
         let r = h.partition(&topic, 0);
         assert_eq!((r.leader, r.isr.clone()), (preferred, vec![preferred]));
@@ -606,8 +635,8 @@ mod tests {
         // Brokers 2 and 3 reach the new controller; 1 does not.
         let until_expiry = config.session_timeout_ms - 1_300;
         assert_eq!(h.tick(until_expiry), vec![], "not before a whole session");
-        assert_eq!(h.heartbeat(2), UNFENCED);
-        assert_eq!(h.heartbeat(3), UNFENCED);
+        assert_eq!(answer(h.heartbeat(2)), UNFENCED);
+        assert_eq!(answer(h.heartbeat(3)), UNFENCED);
         let records = h.tick(1);
         assert!(
             matches!(records[0], MetadataRecord::BrokerFenced { node: 1, .. }),
@@ -684,7 +713,7 @@ mod tests {
         assert_eq!(alone_on_1.len(), 1);
 
         let (records, reply) = h.handle(shutdown(1, epoch));
-        assert_eq!(reply, STOP);
+        assert_eq!(answer(reply), STOP);
         assert_eq!(
             records[0],
             MetadataRecord::BrokerShuttingDown {
@@ -700,7 +729,8 @@ mod tests {
         let r = h.partition(&alone, alone_on_1[0]);
         assert_eq!((r.leader, r.isr.clone()), (NO_LEADER, vec![1]));
         // Later heartbeats keep saying stop and write nothing; no new replicas go to it.
-        assert_eq!(h.handle(heartbeat(1, epoch, 0)), (vec![], STOP));
+        let (records, reply) = h.handle(heartbeat(1, epoch, 0));
+        assert_eq!((records, answer(reply)), (vec![], STOP));
         assert_eq!(
             h.refused(ControllerRequest::CreateTopic {
                 name: "new".into(),
@@ -736,13 +766,7 @@ mod tests {
         let epoch = h.register(1, "a", None);
         let (records, reply) = h.handle(shutdown(1, epoch));
         assert!(records.is_empty());
-        assert_eq!(
-            reply,
-            ControllerReply::Heartbeat {
-                fenced: true,
-                should_shutdown: true
-            }
-        );
+        assert_eq!(answer(reply), (true, true));
         assert!(!h.image.broker(1).unwrap().shutting_down);
     }
 

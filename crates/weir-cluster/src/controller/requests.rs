@@ -261,6 +261,12 @@ pub enum ControllerReply {
         fenced: bool,
         /// Controlled shutdown is done (it leads nothing): the broker may exit.
         should_shutdown: bool,
+        /// The image's next offset once this answer's records are applied: every
+        /// decision the controller made before answering lies below it. A broker whose
+        /// lease lapsed leads again only once its own metadata reaches it, so that it
+        /// never leads from an image older than a leadership moved away meanwhile. `0`
+        /// from a controller that predates the field (it waits for nothing then).
+        through: MetadataOffset,
     },
     TopicCreated {
         topic_id: String,

@@ -9,6 +9,7 @@
 //! until a heartbeat is answered again (docs/replication.md § Stepping aside when cut
 //! off).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -16,7 +17,8 @@ use tokio::time::Instant;
 use tokio::sync::watch;
 
 use super::ClusterNode;
-use crate::controller::records::BrokerEpoch;
+use crate::controller::MetadataImage;
+use crate::controller::records::{BrokerEpoch, MetadataOffset};
 use crate::controller::{ControllerError, ControllerReply, ControllerRequest};
 use crate::peer_log::PeerLog;
 
@@ -46,13 +48,24 @@ pub struct BrokerState {
     pub lease_lapsed: bool,
 }
 
+/// The last renewal of the lease: when the answered heartbeat (or registration) was
+/// sent, and the metadata offset below which lies everything the controller had decided
+/// when it answered.
+#[derive(Debug, Clone, Copy)]
+struct Renewal {
+    sent: Instant,
+    through: MetadataOffset,
+}
+
 pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) {
     let incarnation = uuid::Uuid::new_v4().to_string();
     let heartbeat = Duration::from_millis(node.settings().controller.heartbeat_interval_ms);
     let lease = Duration::from_millis(node.settings().controller.session_timeout_ms);
-    // When the last heartbeat (or registration) that the controller answered was sent;
-    // the watchdog ends when this returns and drops it.
-    let (renewed, renewals) = watch::channel(Instant::now());
+    // The watchdog ends when this returns and drops it.
+    let (renewed, renewals) = watch::channel(Renewal {
+        sent: Instant::now(),
+        through: 0,
+    });
     let heartbeat_failures = PeerLog::new("heartbeats to the controller");
     tokio::spawn(watch_lease(node.clone(), lease, renewals));
     loop {
@@ -60,8 +73,11 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
             return;
         };
         // The controller counts the session from when it received the answered try,
-        // which is after it was sent.
-        renewed.send_replace(sent);
+        // which is after it was sent. The registration is at `broker_epoch`.
+        renewed.send_replace(Renewal {
+            sent,
+            through: broker_epoch + 1,
+        });
         tracing::info!(
             node = node.node(),
             broker_epoch,
@@ -106,12 +122,13 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                     ControllerReply::Heartbeat {
                         fenced,
                         should_shutdown,
+                        through,
                     },
                     sent,
                 )) => {
                     // The controller counts the session from when it received the
                     // answered try, which is after `sent`.
-                    renewed.send_replace(sent);
+                    renewed.send_replace(Renewal { sent, through });
                     heartbeat_failures.answered(ACTIVE_CONTROLLER);
                     node.inner.broker.send_if_modified(|s| {
                         let changed = s.fenced != fenced || s.should_shutdown != should_shutdown;
@@ -139,8 +156,9 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
 }
 
 /// Steps this broker's leaders aside once `lease` has passed since the last answered
-/// heartbeat was sent, and lets them lead again when the next one is answered; ends when
-/// the lifecycle drops `renewed`.
+/// heartbeat was sent, and lets them lead again when the next one is answered and this
+/// broker's metadata has caught up with the answer; ends when the lifecycle drops
+/// `renewed`.
 ///
 /// The controller fences a broker whose last heartbeat it received a session timeout ago,
 /// and only then elects other leaders for its partitions; that heartbeat was sent before it
@@ -151,13 +169,13 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
 /// voter voted for the new controller (or campaigned, if it won), which cannot fence it
 /// before a session after that (`quorum/elections.rs`). Without it a controller failover
 /// slower than a session less a heartbeat interval made healthy brokers step aside.
-async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Receiver<Instant>) {
+async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Receiver<Renewal>) {
     let mut quorum = node.quorum().cloned();
     let mut seen = quorum.as_ref().and_then(|q| q.elected_leader());
     // The latest moment an election vouched for this broker, if later than `renewed`.
     let mut vouched: Option<Instant> = None;
     loop {
-        let heartbeat = *renewed.borrow_and_update();
+        let heartbeat = renewed.borrow_and_update().sent;
         let since = vouched.map_or(heartbeat, |v| v.max(heartbeat));
         let deadline = since + lease;
         tokio::select! {
@@ -211,7 +229,7 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
         tracing::warn!(
             node = me,
             lease_ms = lease.as_millis() as u64,
-            since_answered_heartbeat_ms = renewed.borrow().elapsed().as_millis() as u64,
+            since_answered_heartbeat_ms = renewed.borrow().sent.elapsed().as_millis() as u64,
             elected = ?quorum.as_ref().and_then(|q| q.elected_leader()),
             "no heartbeat answered by the controller within the session timeout: this \
              broker's partition leaders step aside until one is"
@@ -219,14 +237,16 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
         set_lapsed(&node, true);
         // A lifecycle that ends (the broker stopping) renews nothing: its leaders stay
         // aside.
-        if !fresh_renewal(&mut renewed, lease).await {
+        let mut images = node.subscribe();
+        let Some(through) = renewed_and_current(&mut images, &mut renewed, lease).await else {
             return;
-        }
+        };
         set_lapsed(&node, false);
         tracing::info!(
             node = me,
-            "the controller answered a heartbeat again: this broker's leaders lead again \
-             where the metadata still names them"
+            metadata_offset = through,
+            "the controller answered a heartbeat again and this broker's metadata caught \
+             up with the answer: its leaders lead again where the metadata still names them"
         );
     }
 }
@@ -243,18 +263,40 @@ async fn next_election(
     }
 }
 
-/// Waits for a renewal that leaves the lease running; `false` once the lifecycle is gone.
+/// Waits for a renewal that leaves the lease running and for this broker's metadata to
+/// reach the offset the controller had reached when it answered (`through`, returned);
+/// `None` once the lifecycle is gone.
+///
 /// A late answer, to a heartbeat sent more than `lease` ago, renews nothing: the
 /// controller may have fenced this broker since it received that heartbeat, so leading
 /// again, even for the moment before the lease is found lapsed again, could take a write
 /// beside the leader elected in its place.
-async fn fresh_renewal(renewed: &mut watch::Receiver<Instant>, lease: Duration) -> bool {
+///
+/// And a fresh answer is not enough on its own: while this broker was cut off, the
+/// controller fenced it and moved its leaderships, and its metadata does not hold those
+/// moves yet. Leading from that image, it answered a consumer whose position was past
+/// its shorter log with OFFSET_OUT_OF_RANGE, and the consumer started over from offset 0
+/// (the 35-minute soak; docs/operations.md).
+async fn renewed_and_current(
+    images: &mut watch::Receiver<Arc<MetadataImage>>,
+    renewed: &mut watch::Receiver<Renewal>,
+    lease: Duration,
+) -> Option<MetadataOffset> {
     loop {
-        if renewed.changed().await.is_err() {
-            return false;
+        renewed.changed().await.ok()?;
+        let Renewal { sent, through } = *renewed.borrow_and_update();
+        let lasts_until = sent + lease;
+        if lasts_until <= Instant::now() {
+            continue;
         }
-        if *renewed.borrow_and_update() + lease > Instant::now() {
-            return true;
+        // Caught up before this renewal's lease ends, or wait for a later one (which
+        // names an offset of its own).
+        match tokio::time::timeout_at(lasts_until, images.wait_for(|i| i.next_offset() >= through))
+            .await
+        {
+            Ok(Ok(_)) => return Some(through),
+            Ok(Err(_)) => return None,
+            Err(_) => {}
         }
     }
 }
@@ -361,25 +403,99 @@ pub(super) async fn controlled_shutdown(node: &ClusterNode, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::records::MetadataRecord;
+
+    /// An image that has applied `count` records.
+    fn image(count: i64) -> Arc<MetadataImage> {
+        let mut image = MetadataImage::new();
+        for offset in 0..count {
+            let record = match offset {
+                0 => MetadataRecord::ClusterCreated {
+                    cluster_id: "c".into(),
+                },
+                _ => MetadataRecord::BrokerConfigChanged {
+                    broker: None,
+                    key: "k".into(),
+                    value: None,
+                },
+            };
+            image.apply(&record).expect("applies");
+        }
+        Arc::new(image)
+    }
+
+    fn renewal(sent: Instant, through: MetadataOffset) -> Renewal {
+        Renewal { sent, through }
+    }
+
+    type Channels = (
+        watch::Sender<Renewal>,
+        watch::Sender<Arc<MetadataImage>>,
+        tokio::task::JoinHandle<Option<MetadataOffset>>,
+    );
+
+    /// A lapsed lease waiting for `renewed_and_current`, with metadata at `applied`.
+    fn waiting(lease: Duration, applied: i64) -> Channels {
+        let (renewed, mut renewals) = watch::channel(renewal(Instant::now(), 0));
+        renewals.borrow_and_update();
+        let (images, mut image_updates) = watch::channel(image(applied));
+        let task = tokio::spawn(async move {
+            renewed_and_current(&mut image_updates, &mut renewals, lease).await
+        });
+        (renewed, images, task)
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     #[tokio::test]
     async fn a_late_answer_renews_no_lapsed_lease_and_a_fresh_one_does() {
         let lease = Duration::from_millis(300);
-        let (renewed, mut renewals) = watch::channel(Instant::now());
-        let waiting = tokio::spawn(async move { fresh_renewal(&mut renewals, lease).await });
+        let (renewed, _images, task) = waiting(lease, 0);
         // The answer to a heartbeat sent two leases ago.
-        renewed.send_replace(Instant::now() - 2 * lease);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiting.is_finished(), "a late answer renewed the lease");
-        renewed.send_replace(Instant::now());
-        let fresh = tokio::time::timeout(Duration::from_secs(5), waiting).await;
-        assert!(fresh.expect("a fresh answer renews").unwrap());
+        renewed.send_replace(renewal(Instant::now() - 2 * lease, 0));
+        settle().await;
+        assert!(!task.is_finished(), "a late answer renewed the lease");
+        renewed.send_replace(renewal(Instant::now(), 0));
+        let fresh = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(fresh.expect("a fresh answer renews").unwrap(), Some(0));
+    }
+
+    #[tokio::test]
+    async fn the_leaders_lead_again_only_once_the_metadata_reaches_the_answer() {
+        let (renewed, images, task) = waiting(Duration::from_secs(5), 3);
+        renewed.send_replace(renewal(Instant::now(), 5));
+        settle().await;
+        images.send_replace(image(4));
+        settle().await;
+        assert!(
+            !task.is_finished(),
+            "led again from metadata behind what the controller had decided"
+        );
+        images.send_replace(image(5));
+        let current = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(current.expect("caught up").unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn metadata_that_catches_up_after_the_renewal_ran_out_waits_for_a_fresh_one() {
+        let lease = Duration::from_millis(200);
+        let (renewed, images, task) = waiting(lease, 3);
+        renewed.send_replace(renewal(Instant::now(), 5));
+        tokio::time::sleep(lease + Duration::from_millis(100)).await;
+        images.send_replace(image(5));
+        settle().await;
+        assert!(!task.is_finished(), "led again on a lease that had run out");
+        renewed.send_replace(renewal(Instant::now(), 5));
+        let current = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(current.expect("renewed and current").unwrap(), Some(5));
     }
 
     #[tokio::test]
     async fn a_lifecycle_that_ends_renews_nothing() {
-        let (renewed, mut renewals) = watch::channel(Instant::now());
+        let (renewed, _images, task) = waiting(Duration::from_secs(1), 0);
         drop(renewed);
-        assert!(!fresh_renewal(&mut renewals, Duration::from_secs(1)).await);
+        assert_eq!(task.await.unwrap(), None);
     }
 }

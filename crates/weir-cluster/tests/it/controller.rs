@@ -259,10 +259,13 @@ impl World {
         let ControllerReply::Heartbeat {
             fenced,
             should_shutdown,
+            through,
         } = reply
         else {
             return Err(TestCaseError::fail(format!("heartbeat answered {reply:?}")));
         };
+        // Every decision so far, this answer's records included, lies below `through`.
+        prop_assert_eq!(through, self.image.next_offset());
         let broker = self.image.broker(node).expect("registered");
         prop_assert_eq!(fenced, broker.fenced);
         if caught_up && !want_shutdown && !shutting_down {

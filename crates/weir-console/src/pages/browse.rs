@@ -210,6 +210,7 @@ async fn read(
                     partition,
                     offset: found.next,
                     max_bytes: FETCH_BYTES,
+                    current_leader_epoch: None,
                 }],
             }],
             // The console decodes the records it shows.

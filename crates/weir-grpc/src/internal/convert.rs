@@ -261,6 +261,9 @@ enum ReplyDef {
     Heartbeat {
         fenced: bool,
         should_shutdown: bool,
+        // Absent from a controller of an earlier release.
+        #[serde(default)]
+        through: weir_cluster::controller::MetadataOffset,
     },
     TopicCreated {
         topic_id: String,

@@ -90,6 +90,9 @@ pub(super) async fn fetch(
                         .map(|p| PartitionFetch {
                             partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
                             offset: p.fetch_offset,
+                            // -1 (and versions before 9): the client names none.
+                            current_leader_epoch: (p.current_leader_epoch >= 0)
+                                .then_some(p.current_leader_epoch),
                             max_bytes: match p.partition_max_bytes {
                                 n if n > 0 => n as usize,
                                 _ => DEFAULT_PARTITION_FETCH_BYTES,

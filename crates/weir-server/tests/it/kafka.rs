@@ -1,5 +1,6 @@
 //! A broker's Kafka listeners, spoken to over TCP with kafka-protocol's client side:
-//! OffsetForLeaderEpoch as Kafka clients ask it after a failover, ListOffsets' special
+//! OffsetForLeaderEpoch as Kafka clients ask it after a failover, the leader epoch a
+//! Fetch names, ListOffsets' special
 //! timestamps no pinned client sends, and the addresses each listener (the Kafka one and
 //! the external one) tells its clients for brokers and group coordinators.
 
@@ -10,10 +11,12 @@ use std::net::SocketAddr;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use common::*;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterRequest, DescribeClusterResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, RequestHeader,
-    ResponseHeader, TopicName,
+    ApiKey, BrokerId, DescribeClusterRequest, DescribeClusterResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse,
+    RequestHeader, ResponseHeader, TopicName,
+    fetch_request::{FetchPartition, FetchTopic},
+    fetch_response::PartitionData,
     list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic},
     offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic},
     offset_for_leader_epoch_response::EpochEndOffset,
@@ -189,9 +192,48 @@ async fn offset_for_leader_epoch_answers_where_a_past_epoch_ended() {
         // A topic that does not exist.
         let ends = epoch_ends(kafka, 4, "nope", &[(0, -1, 0)]).await;
         assert_eq!(ends[0].error_code, 3);
+
+        // A Fetch checks the client's epoch the same way, before it reads (KIP-320): a
+        // leader whose metadata lags must not judge a position by its own log.
+        for (current, code) in [(second, 0), (-1, 0), (first, 74), (second + 1, 75)] {
+            let answer = fetch_at(kafka, "t", current, 3).await;
+            assert_eq!(answer.error_code, code, "current leader epoch {current}");
+            match code {
+                0 => assert!(!answer.records.unwrap_or_default().is_empty()),
+                _ => assert!(answer.records.unwrap_or_default().is_empty()),
+            }
+        }
         server.shutdown().await.unwrap();
     })
     .await;
+}
+
+/// A Fetch (v12) of partition 0 of `topic` from `offset`, naming `current_leader_epoch`.
+async fn fetch_at(
+    kafka: SocketAddr,
+    topic: &str,
+    current_leader_epoch: i32,
+    offset: i64,
+) -> PartitionData {
+    let request = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_string(topic.to_owned())))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(current_leader_epoch)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let response: FetchResponse = call(kafka, 12, &request).await;
+    assert_eq!(response.error_code, 0);
+    response.responses[0].partitions[0].clone()
 }
 
 /// ListOffsets of partition 0 of `topic` at v9 for each timestamp asked: `(error code,
