@@ -13,14 +13,16 @@ Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS [RATE]
    kills and pauses brokers meanwhile). Errors are handled as librdkafka's transaction
    API documents: a retriable one (a timeout) means the same call again, which resumes
    it; one that requires an abort aborts the transaction; any other (fenced, fatal)
-   makes a new producer. After an abort or a new producer the consumer rewinds to the
+   makes a new producer, and so does a send_offsets_to_transaction that has not returned
+   STUCK_MARGIN seconds past its timeout (a librdkafka bug: see `watched`). After an abort or a new producer the consumer rewinds to the
    group's committed offsets, the standard recovery: what was copied in an aborted
    transaction is invisible to read_committed readers and is copied again.
    Ends when the committed offsets reach the end of IN or LIMIT_SECONDS pass.
 3. A read_committed consumer (a group of its own) reads OUT from the beginning until it
    has COUNT records and nothing more comes for 3 s, or 60 s pass.
 
-Prints {"step": "done", "commits", "aborts", "new_producers", "errors" (the first 30),
+Prints {"step": "done", "commits", "aborts", "new_producers", "stuck_producers" (new
+producers made because a call was stuck), "errors" (the first 30),
 "finished" (the copy reached the end), "longest_stall_s" (the longest time without a
 committed transaction while input was waiting to be copied, from the first commit),
 "read": {partition: [values in order]}}.
@@ -53,6 +55,8 @@ KEYS = 30
 BATCH = 25
 # A call to the transaction API may take this long (a coordinator failover inside it).
 CALL_TIMEOUT = 30
+# How long past its timeout a call is given before the copier takes it as stuck.
+STUCK_MARGIN = 15
 GROUP = "eo-copier"
 TRANSACTIONAL_ID = "eo-copier"
 DEBUG = {"debug": os.environ["WEIR_EO_DEBUG"]} if os.environ.get("WEIR_EO_DEBUG") else {}
@@ -168,6 +172,38 @@ def retried(call, what, deadline, errors):
             note(errors, f"{what}, retried: {error}")
 
 
+class Stuck(Exception):
+    """A transaction API call that did not return long after its own timeout."""
+
+
+def watched(call, what, timeout):
+    """`call()` on a thread of its own, raising `Stuck` if it has not returned `timeout`
+    seconds later (its own timeout plus a margin).
+
+    librdkafka's send_offsets_to_transaction can block past its timeout, for good, when
+    the group coordinator it remembers is down and was dropped from the metadata (open
+    librdkafka issues 5456 and 5511; seen here as a copier blocked for 5 minutes after
+    the group coordinator's broker was paused). An application has no way out but a
+    watchdog and a new producer, which is what the copier does; confluent-kafka lets go
+    of the GIL inside the call, so the wait here is not held up by it."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as e:  # noqa: BLE001 (handed to the caller as it came)
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name=what, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise Stuck(f"{what} has not returned {timeout} s after it was called")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 def fresh_producer(deadline, errors):
     """A new transactional producer, retried until `deadline`; None if none could start."""
     while time.monotonic() < deadline:
@@ -206,6 +242,7 @@ def copy(source_input):
     producer = new_producer()
     commits = aborts = new_producers = 0
     errors = []
+    stuck = []  # producers blocked in a call for good (see `watched`)
     committed = {}  # partition -> the group's committed offset, as far as the copier knows
     deadline = time.monotonic() + limit
     last_commit = None
@@ -225,7 +262,9 @@ def copy(source_input):
                 producer.produce(target, key=m.key(), value=m.value(), partition=m.partition())
             positions = consumer.position(consumer.assignment())
             group = consumer.consumer_group_metadata()
-            retried(lambda: producer.send_offsets_to_transaction(positions, group, CALL_TIMEOUT),
+            retried(lambda: watched(
+                lambda: producer.send_offsets_to_transaction(positions, group, CALL_TIMEOUT),
+                "send_offsets_to_transaction", CALL_TIMEOUT + STUCK_MARGIN),
                     "send_offsets_to_transaction", deadline, errors)
             retried(lambda: producer.commit_transaction(CALL_TIMEOUT), "commit_transaction",
                     deadline, errors)
@@ -241,6 +280,16 @@ def copy(source_input):
             for tp in positions:
                 if tp.offset >= 0:
                     committed[tp.partition] = tp.offset
+        except Stuck as e:
+            # Left as it is: destroying a producer inside a call would block as well. The
+            # new producer's InitProducerId fences it and aborts its transaction.
+            note(errors, str(e))
+            stuck.append(producer)
+            producer = fresh_producer(deadline, errors)
+            if producer is None:
+                break
+            new_producers += 1
+            rewind(consumer, committed, deadline, errors)
         except KafkaException as e:
             error = e.args[0]
             note(errors, str(error))
@@ -266,10 +315,11 @@ def copy(source_input):
         # Paced: the copy must last through the test's faults.
         time.sleep(0.1)
     emit(step="copy-ended", commits=commits, aborts=aborts, new_producers=new_producers,
-         errors=errors[-5:])
+         stuck_producers=len(stuck), errors=errors[-5:])
     consumer.close()
     emit(step="consumer-closed")
-    return dict(commits=commits, aborts=aborts, new_producers=new_producers, errors=errors,
+    return dict(commits=commits, aborts=aborts, new_producers=new_producers,
+                stuck_producers=len(stuck), errors=errors,
                 finished=copied_all(), longest_stall_s=round(longest_stall, 2),
                 committed={str(p): o for p, o in committed.items()})
 

@@ -281,9 +281,13 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         .find(|l| l["step"] == "done")
         .with_context(|| format!("no report from the copier: {stdout}\n{stderr}"))?;
     eprintln!(
-        "copier: {} transactions committed, {} aborted, {} new producers, through {done:?}; \
-         errors: {}",
-        report["commits"], report["aborts"], report["new_producers"], report["errors"]
+        "copier: {} transactions committed, {} aborted, {} new producers ({} for a stuck \
+         call), through {done:?}; errors: {}",
+        report["commits"],
+        report["aborts"],
+        report["new_producers"],
+        report["stuck_producers"],
+        report["errors"]
     );
     assert!(
         done.len() >= 3,

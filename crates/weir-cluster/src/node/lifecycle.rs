@@ -46,15 +46,37 @@ pub struct BrokerState {
     /// No heartbeat sent in the last session timeout was answered: this broker's leaders
     /// step aside until one is.
     pub lease_lapsed: bool,
+    /// Started, and no heartbeat answered since with the metadata caught up to the
+    /// answer: its image may name it the leader of partitions that moved while it was
+    /// down, so its replicas lead nothing yet (they do not refuse clients as a lapsed
+    /// lease does: a broker that starts is not cut off).
+    pub starting: bool,
+}
+
+impl BrokerState {
+    /// The state of a broker that has just started.
+    pub(crate) fn started() -> BrokerState {
+        BrokerState {
+            starting: true,
+            ..BrokerState::default()
+        }
+    }
+
+    /// Whether this broker's replicas must not lead now.
+    pub fn leaders_aside(&self) -> bool {
+        self.lease_lapsed || self.starting
+    }
 }
 
 /// The last renewal of the lease: when the answered heartbeat (or registration) was
-/// sent, and the metadata offset below which lies everything the controller had decided
-/// when it answered.
+/// sent, and, for a heartbeat, the metadata offset below which lies everything the
+/// controller had decided when it answered. A registration names none: the leaderships
+/// it takes from the node's previous incarnation are written after it, and the
+/// heartbeat sent right after it names an offset past them.
 #[derive(Debug, Clone, Copy)]
 struct Renewal {
     sent: Instant,
-    through: MetadataOffset,
+    through: Option<MetadataOffset>,
 }
 
 pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) {
@@ -64,7 +86,7 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
     // The watchdog ends when this returns and drops it.
     let (renewed, renewals) = watch::channel(Renewal {
         sent: Instant::now(),
-        through: 0,
+        through: None,
     });
     let heartbeat_failures = PeerLog::new("heartbeats to the controller");
     tokio::spawn(watch_lease(node.clone(), lease, renewals));
@@ -73,10 +95,10 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
             return;
         };
         // The controller counts the session from when it received the answered try,
-        // which is after it was sent. The registration is at `broker_epoch`.
+        // which is after it was sent.
         renewed.send_replace(Renewal {
             sent,
-            through: broker_epoch + 1,
+            through: None,
         });
         tracing::info!(
             node = node.node(),
@@ -128,7 +150,10 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
                 )) => {
                     // The controller counts the session from when it received the
                     // answered try, which is after `sent`.
-                    renewed.send_replace(Renewal { sent, through });
+                    renewed.send_replace(Renewal {
+                        sent,
+                        through: Some(through),
+                    });
                     heartbeat_failures.answered(ACTIVE_CONTROLLER);
                     node.inner.broker.send_if_modified(|s| {
                         let changed = s.fenced != fenced || s.should_shutdown != should_shutdown;
@@ -170,6 +195,19 @@ pub(super) async fn run(node: ClusterNode, mut stopping: watch::Receiver<bool>) 
 /// before a session after that (`quorum/elections.rs`). Without it a controller failover
 /// slower than a session less a heartbeat interval made healthy brokers step aside.
 async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Receiver<Renewal>) {
+    // Starting, as after a lapse: lead only from metadata that holds what the controller
+    // decided while this broker was down (`BrokerState::starting`).
+    let Some(through) = renewed_and_current(&mut node.subscribe(), &mut renewed, lease).await
+    else {
+        return;
+    };
+    node.inner.broker.send_modify(|s| s.starting = false);
+    tracing::info!(
+        node = node.node(),
+        metadata_offset = through,
+        "the controller answered a heartbeat and this broker's metadata caught up with the \
+         answer: its replicas may lead"
+    );
     let mut quorum = node.quorum().cloned();
     let mut seen = quorum.as_ref().and_then(|q| q.elected_leader());
     // The latest moment an election vouched for this broker, if later than `renewed`.
@@ -237,8 +275,8 @@ async fn watch_lease(node: ClusterNode, lease: Duration, mut renewed: watch::Rec
         set_lapsed(&node, true);
         // A lifecycle that ends (the broker stopping) renews nothing: its leaders stay
         // aside.
-        let mut images = node.subscribe();
-        let Some(through) = renewed_and_current(&mut images, &mut renewed, lease).await else {
+        let Some(through) = renewed_and_current(&mut node.subscribe(), &mut renewed, lease).await
+        else {
             return;
         };
         set_lapsed(&node, false);
@@ -286,9 +324,9 @@ async fn renewed_and_current(
         renewed.changed().await.ok()?;
         let Renewal { sent, through } = *renewed.borrow_and_update();
         let lasts_until = sent + lease;
-        if lasts_until <= Instant::now() {
+        let Some(through) = through.filter(|_| lasts_until > Instant::now()) else {
             continue;
-        }
+        };
         // Caught up before this renewal's lease ends, or wait for a later one (which
         // names an offset of its own).
         match tokio::time::timeout_at(lasts_until, images.wait_for(|i| i.next_offset() >= through))
@@ -425,7 +463,10 @@ mod tests {
     }
 
     fn renewal(sent: Instant, through: MetadataOffset) -> Renewal {
-        Renewal { sent, through }
+        Renewal {
+            sent,
+            through: Some(through),
+        }
     }
 
     type Channels = (
@@ -437,7 +478,6 @@ mod tests {
     /// A lapsed lease waiting for `renewed_and_current`, with metadata at `applied`.
     fn waiting(lease: Duration, applied: i64) -> Channels {
         let (renewed, mut renewals) = watch::channel(renewal(Instant::now(), 0));
-        renewals.borrow_and_update();
         let (images, mut image_updates) = watch::channel(image(applied));
         let task = tokio::spawn(async move {
             renewed_and_current(&mut image_updates, &mut renewals, lease).await
@@ -490,6 +530,20 @@ mod tests {
         renewed.send_replace(renewal(Instant::now(), 5));
         let current = tokio::time::timeout(Duration::from_secs(5), task).await;
         assert_eq!(current.expect("renewed and current").unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn a_registration_ends_no_lapse_the_heartbeat_after_it_does() {
+        let (renewed, _images, task) = waiting(Duration::from_secs(5), 3);
+        renewed.send_replace(Renewal {
+            sent: Instant::now(),
+            through: None,
+        });
+        settle().await;
+        assert!(!task.is_finished(), "led again on a registration's answer");
+        renewed.send_replace(renewal(Instant::now(), 3));
+        let current = tokio::time::timeout(Duration::from_secs(5), task).await;
+        assert_eq!(current.expect("renewed and current").unwrap(), Some(3));
     }
 
     #[tokio::test]

@@ -192,7 +192,7 @@ impl ClusterNode {
             settings.cluster_id.clone(),
             calls,
         ));
-        let (broker, _) = watch::channel(BrokerState::default());
+        let (broker, _) = watch::channel(BrokerState::started());
         Ok(ClusterNode {
             inner: Arc::new(Inner {
                 settings,
@@ -232,7 +232,7 @@ impl ClusterNode {
         // Nothing reads the queues' other ends: `serve_call` answers NotController on
         // an observer before it would queue.
         let (active, _) = active::call_queues();
-        let (broker, _) = watch::channel(BrokerState::default());
+        let (broker, _) = watch::channel(BrokerState::started());
         tracing::info!(
             node = settings.node,
             voters = ?settings.voters,

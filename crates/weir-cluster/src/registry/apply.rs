@@ -499,8 +499,14 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks = 0u64;
         let mut orphans_checked = false;
-        // Whether the hosted partitions were last told the broker's session lapsed.
-        let mut lapsed = false;
+        // Whether the hosted partitions were last told to step aside (the broker's
+        // session lapsed, or it is starting); those opened before this task are told now.
+        let mut lapsed = broker.borrow().leaders_aside();
+        if lapsed && let Some(registry) = weak.upgrade() {
+            for p in registry.all_hosted() {
+                p.set_lease_lapsed(true);
+            }
+        }
         loop {
             tokio::select! {
                 changed = images.changed() => {
@@ -526,8 +532,8 @@ pub(super) fn spawn_follower(registry: &Arc<TopicRegistry>) {
                             p.set_broker_epoch(epoch);
                         }
                     }
-                    if state.lease_lapsed != lapsed {
-                        lapsed = state.lease_lapsed;
+                    if state.leaders_aside() != lapsed {
+                        lapsed = state.leaders_aside();
                         for p in registry.all_hosted() {
                             p.set_lease_lapsed(lapsed);
                         }

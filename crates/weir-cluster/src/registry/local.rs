@@ -83,10 +83,13 @@ pub(super) async fn open_single_node(
     Ok(registry)
 }
 
-/// Waits until this broker is registered and unfenced.
+/// Waits until this broker is registered and unfenced, and its replicas may lead
+/// (`BrokerState::starting` is over).
 pub async fn wait_unfenced(cluster: &ClusterNode) -> Result<(), ClusterError> {
     let mut state = cluster.broker_state();
-    let ready = state.wait_for(|s| (s.broker_epoch.is_some() && !s.fenced) || s.refused.is_some());
+    let ready = state.wait_for(|s| {
+        (s.broker_epoch.is_some() && !s.fenced && !s.starting) || s.refused.is_some()
+    });
     match tokio::time::timeout(SINGLE_NODE_READY_TIMEOUT, ready).await {
         Ok(Ok(s)) => match &s.refused {
             Some(reason) => Err(ClusterError::Refused(reason.clone())),
