@@ -22,10 +22,15 @@ After the producer stops, the members read until every acknowledged record has b
 read (or DRAIN_SECONDS pass). Prints one JSON line:
 {"acked", "failed", "consumed", "missing" (up to 20 acknowledged values never read),
  "unproduced" (values read that were never sent), "violations" (up to 20),
- "longest_stall_s", "longest_unread_s", "commits", "commit_failures", "assignments"}.
+ "longest_stall_s", "longest_stall_ended" (Unix time), "longest_unread_s", "commits",
+ "commit_failures", "assignments"}.
+WEIR_CKC_DEBUG=CONTEXTS (say "cgrp,consumer") turns on librdkafka's debug log of the
+members; WEIR_CKC_STDERR=FILE sends stderr to FILE (the log of a soak is large). With the
+stall's end time, the log shows what the members did during the longest stall.
 """
 
 import json
+import os
 import sys
 import threading
 import time
@@ -37,6 +42,9 @@ MEMBERS = 3
 RECORDS_PER_SECOND = 100
 # How long the members may take, after the producer stops, to read what it wrote.
 DRAIN_SECONDS = 90
+DEBUG = {"debug": os.environ["WEIR_CKC_DEBUG"]} if os.environ.get("WEIR_CKC_DEBUG") else {}
+if os.environ.get("WEIR_CKC_STDERR"):
+    os.dup2(os.open(os.environ["WEIR_CKC_STDERR"], os.O_WRONLY | os.O_CREAT | os.O_APPEND), 2)
 
 lock = threading.Lock()
 acked, failed = set(), set()
@@ -47,10 +55,18 @@ violations = []
 stats = {"commits": 0, "commit_failures": 0, "assignments": 0}
 last_read = [None]  # when the group last read a record (None: never yet)
 longest_stall = [0.0]
+longest_stall_ended = [None]  # Unix time the longest stall ended
 longest_unread = [0.0]
 producing = threading.Event()
 producing.set()
 done = threading.Event()
+
+
+def note_stall(seconds):
+    """A stall of `seconds` ending now; the caller holds `lock`."""
+    if seconds > longest_stall[0]:
+        longest_stall[0] = seconds
+        longest_stall_ended[0] = round(time.time(), 3)
 
 
 def note_violation(text):
@@ -92,7 +108,7 @@ def produce():
     # A stall still under way when the last record is sent counts too.
     with lock:
         if last_read[0] is not None:
-            longest_stall[0] = max(longest_stall[0], time.monotonic() - last_read[0])
+            note_stall(time.monotonic() - last_read[0])
     producer.flush(120)
     producing.clear()
 
@@ -121,6 +137,7 @@ def member(index):
             "session.timeout.ms": 10000,
             "heartbeat.interval.ms": 1000,
             "client.id": "checker-%d" % index,
+            **DEBUG,
         }
     )
     consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke)
@@ -133,7 +150,7 @@ def member(index):
             now = time.monotonic()
             with lock:
                 if producing.is_set() and last_read[0] is not None:
-                    longest_stall[0] = max(longest_stall[0], now - last_read[0])
+                    note_stall(now - last_read[0])
                 last_read[0] = now
             for m in read:
                 p, o = m.partition(), m.offset()
@@ -197,6 +214,7 @@ with lock:
                 "unproduced": sorted(consumed - sent)[:20],
                 "violations": violations,
                 "longest_stall_s": round(longest_stall[0], 2),
+                "longest_stall_ended": longest_stall_ended[0],
                 "longest_unread_s": round(longest_unread[0], 2),
                 **stats,
             }

@@ -298,10 +298,11 @@ async fn soak() -> anyhow::Result<()> {
     let per_hour = applied.len() as f64 * 3600.0 / (ended - started).as_secs_f64().max(1.0);
     println!(
         "soak: {per_hour:.0} faults per hour (goal {FAULTS_PER_HOUR_GOAL:.0}); {} crashes; \
-         longest stalls: confluent-kafka group {} s (an acknowledged record unread {} s), \
-         exactly-once copier {} s, pika confirms {} s, pika deliveries {} s",
+         longest stalls: confluent-kafka group {} s (ended at Unix time {}; an acknowledged \
+         record unread {} s), exactly-once copier {} s, pika confirms {} s, pika deliveries {} s",
         trouble.crashes.len(),
         kafka["longest_stall_s"],
+        kafka["longest_stall_ended"],
         kafka["longest_unread_s"],
         copy["longest_stall_s"],
         amqp["longest_confirm_stall_s"],
