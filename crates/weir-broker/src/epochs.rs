@@ -64,7 +64,7 @@ pub async fn end_offsets_for_epochs(
                 &topic.name,
                 query.partition,
                 query.current_leader_epoch,
-                partition.state().leader_epoch,
+                partition.leader_epoch(),
             )?;
             let end = partition.end_offset_for_epoch(query.leader_epoch).await?;
             Ok(

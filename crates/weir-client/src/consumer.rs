@@ -579,7 +579,7 @@ impl Fetcher {
                 continue;
             }
             if let ClientError::OutOfRange(_) = error {
-                match self.out_of_range().await {
+                match self.out_of_range(&error).await {
                     Ok(Some(offset)) => {
                         // Reading on from the same position waits as any retry does: the
                         // stale broker may answer again until its metadata catches up.
@@ -614,14 +614,10 @@ impl Fetcher {
     ///
     /// Resetting on the first answer sent a consumer at offset 65,630 back to 0 in the
     /// 35-minute soak (docs/operations.md).
-    async fn out_of_range(&mut self) -> Result<Option<i64>, ClientError> {
+    async fn out_of_range(&mut self, error: &ClientError) -> Result<Option<i64>, ClientError> {
         if let Some(leader) = self.leader {
-            self.cluster.leader_failed(
-                &self.topic,
-                self.partition,
-                leader,
-                &ClientError::OutOfRange(String::new()),
-            );
+            self.cluster
+                .leader_failed(&self.topic, self.partition, leader, error);
         }
         let p = self.partition;
         let range = self

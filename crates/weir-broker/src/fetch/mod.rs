@@ -290,21 +290,23 @@ async fn read_one(
         .at(&topic.name, pf.partition));
         return result;
     };
+    if let Some(asked) = pf.current_leader_epoch
+        && let Err(e) = crate::epochs::check_current_epoch(
+            &topic.name,
+            pf.partition,
+            Some(asked),
+            partition.leader_epoch(),
+        )
+    {
+        result.data = Err(e);
+        return result;
+    }
     if let Ok(offsets) = partition.offsets().await {
         result.high_watermark = offsets.high_watermark;
         result.log_start_offset = offsets.log_start_offset;
     }
     if let Ok(lso) = partition.last_stable_offset().await {
         result.last_stable_offset = lso;
-    }
-    if let Err(e) = crate::epochs::check_current_epoch(
-        &topic.name,
-        pf.partition,
-        pf.current_leader_epoch,
-        partition.state().leader_epoch,
-    ) {
-        result.data = Err(e);
-        return result;
     }
     if max_bytes == 0 {
         return result;

@@ -122,18 +122,18 @@ impl Controller {
                 current: image.broker(node).map(|b| b.broker_epoch),
             })?;
         self.sessions.insert(node, now_ms);
-        let unchanged = |fenced, should_shutdown| Outcome {
-            records: Vec::new(),
+        let answer = |records: Vec<MetadataRecord>, fenced, should_shutdown| Outcome {
             reply: ControllerReply::Heartbeat {
                 fenced,
                 should_shutdown,
-                through: image.next_offset(),
+                through: image.next_offset() + records.len() as MetadataOffset,
             },
+            records,
         };
         if broker.shutting_down || (broker.fenced && want_shutdown) {
             // A shutting-down broker was moved off everything by the batch that marked
             // it; a fenced one leads nothing.
-            return Ok(unchanged(broker.fenced, true));
+            return Ok(answer(Vec::new(), broker.fenced, true));
         }
         let mut view = BrokerView::new(image);
         let (first, fenced, should_shutdown) = if want_shutdown {
@@ -145,19 +145,11 @@ impl Controller {
             let record = MetadataRecord::BrokerUnfenced { node, broker_epoch };
             (record, false, false)
         } else {
-            return Ok(unchanged(broker.fenced, false));
+            return Ok(answer(Vec::new(), broker.fenced, false));
         };
         let mut records = vec![first];
         records.extend(reconcile_brokers(image, &view, &BTreeSet::from([node])));
-        let through = image.next_offset() + records.len() as MetadataOffset;
-        Ok(Outcome {
-            records,
-            reply: ControllerReply::Heartbeat {
-                fenced,
-                should_shutdown,
-                through,
-            },
-        })
+        Ok(answer(records, fenced, should_shutdown))
     }
 
     /// `BrokerFenced` for every unfenced broker whose last heartbeat is more than the

@@ -404,6 +404,15 @@ impl Partition {
         self.shared.index
     }
 
+    /// The leader epoch last applied from metadata (-1 before any), without the copy of
+    /// the replica lists [`Self::state`] makes: a fetch checks it per partition.
+    pub fn leader_epoch(&self) -> i32 {
+        self.shared
+            .replica()
+            .registration()
+            .map_or(-1, |r| r.leader_epoch)
+    }
+
     /// Leader, epoch, replicas and ISR, as last applied from metadata.
     pub fn state(&self) -> PartitionState {
         let replica = self.shared.replica();
