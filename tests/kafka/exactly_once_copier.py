@@ -14,9 +14,10 @@ Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS [RATE]
    API documents: a retriable one (a timeout) means the same call again, which resumes
    it; one that requires an abort aborts the transaction; any other (fenced, fatal)
    makes a new producer, and so does a send_offsets_to_transaction that has not returned
-   STUCK_MARGIN seconds past its timeout (a librdkafka bug: see `watched`). After an abort or a new producer the consumer rewinds to the
-   group's committed offsets, the standard recovery: what was copied in an aborted
-   transaction is invisible to read_committed readers and is copied again.
+   STUCK_MARGIN seconds past its timeout (a librdkafka bug: see `watched`). After an
+   abort or a new producer the consumer rewinds to the group's committed offsets, the
+   standard recovery: what was copied in an aborted transaction is invisible to
+   read_committed readers and is copied again.
    Ends when the committed offsets reach the end of IN or LIMIT_SECONDS pass.
 3. A read_committed consumer (a group of its own) reads OUT from the beginning until it
    has COUNT records and nothing more comes for 3 s, or 60 s pass.
@@ -280,21 +281,11 @@ def copy(source_input):
             for tp in positions:
                 if tp.offset >= 0:
                     committed[tp.partition] = tp.offset
-        except Stuck as e:
-            # Left as it is: destroying a producer inside a call would block as well. The
-            # new producer's InitProducerId fences it and aborts its transaction.
-            note(errors, str(e))
-            stuck.append(producer)
-            producer = fresh_producer(deadline, errors)
-            if producer is None:
-                break
-            new_producers += 1
-            rewind(consumer, committed, deadline, errors)
-        except KafkaException as e:
-            error = e.args[0]
-            note(errors, str(error))
+        except (Stuck, KafkaException) as e:
+            error = e.args[0] if isinstance(e, KafkaException) else None
+            note(errors, str(e if error is None else error))
             aborted = False
-            if not error.fatal() and error.txn_requires_abort():
+            if error is not None and not error.fatal() and error.txn_requires_abort():
                 try:
                     retried(lambda: producer.abort_transaction(CALL_TIMEOUT),
                             "abort_transaction", deadline, errors)
@@ -303,9 +294,12 @@ def copy(source_input):
                 except KafkaException as again:
                     note(errors, f"abort: {again.args[0]}")
             if not aborted:
-                # Fenced, failed fatally, or the abort failed: a new producer, whose
-                # InitProducerId aborts whatever the old one left open. The old one is
-                # destroyed first (a destroy that hangs shows in the stack dump).
+                # Fenced, failed fatally, stuck, or the abort failed: a new producer, whose
+                # InitProducerId fences the old one and aborts whatever it left open. The
+                # old one is destroyed first (a destroy that hangs shows in the stack
+                # dump), unless it is stuck in a call: destroying it would block as well.
+                if error is None:
+                    stuck.append(producer)
                 producer = None
                 producer = fresh_producer(deadline, errors)
                 if producer is None:
