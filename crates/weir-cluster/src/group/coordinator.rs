@@ -699,26 +699,9 @@ impl GroupCoordinator {
         Ok(())
     }
 
-    /// Which of `partitions` have transactional offsets of `group_id` pending (written,
-    /// their transaction's marker not yet in the log): OffsetFetch with `require_stable`
-    /// answers UNSTABLE_OFFSET_COMMIT for them (KIP-447).
-    pub fn unstable_offsets(
-        &self,
-        group_id: &str,
-        partitions: &[(String, u32)],
-    ) -> Result<Vec<(String, u32)>, GroupError> {
-        validate_group_id(group_id)?;
-        let shard = self.shard(group_id)?;
-        let st = shard.state();
-        Ok(partitions
-            .iter()
-            .filter(|(t, p)| st.has_pending_txn_offset(group_id, t, *p))
-            .cloned()
-            .collect())
-    }
-
     /// The committed offsets of `group_id`: of the partitions asked for (an offset of
-    /// `None` where there is none), or every partition it has an offset for. A group that
+    /// `None` where there is none), or every partition it has an offset for; each says
+    /// whether a transaction has an offset pending for it. A group that
     /// does not exist has no offsets (not an error: a new consumer asks before its first
     /// commit).
     pub async fn fetch_offsets(
@@ -733,6 +716,7 @@ impl GroupCoordinator {
         let offsets = st.groups.get(group_id).map(|e| &e.offsets);
         let found = |topic: &str, partition: u32| -> CommittedOffset {
             let current = |s: &&StoredOffset| ids.get(topic).is_some_and(|id| s.is_for(id));
+            let pending = st.has_pending_txn_offset(group_id, topic, partition);
             match offsets
                 .and_then(|o| o.get(topic))
                 .and_then(|p| p.get(&partition))
@@ -745,6 +729,7 @@ impl GroupCoordinator {
                     metadata: s.metadata.clone(),
                     leader_epoch: (s.leader_epoch >= 0).then_some(s.leader_epoch),
                     commit_timestamp_ms: Some(s.commit_timestamp_ms),
+                    pending,
                 },
                 None => CommittedOffset {
                     topic: topic.to_string(),
@@ -753,6 +738,7 @@ impl GroupCoordinator {
                     metadata: String::new(),
                     leader_epoch: None,
                     commit_timestamp_ms: None,
+                    pending,
                 },
             }
         };

@@ -184,6 +184,12 @@ pub struct CommittedOffset {
     pub leader_epoch: Option<i32>,
     /// Milliseconds since the Unix epoch; `None` without an offset.
     pub commit_timestamp_ms: Option<i64>,
+    /// A transaction has an offset of this partition pending (written, its marker not yet
+    /// in the log): Kafka's OffsetFetch with `require_stable` answers
+    /// UNSTABLE_OFFSET_COMMIT for it (KIP-447). Read with the offset, under one lock, so
+    /// the two agree: read apart, a commit marker landing between them let an answer pair
+    /// the offset from before the transaction with "nothing pending".
+    pub pending: bool,
 }
 
 /// What a group is doing.

@@ -181,16 +181,7 @@ async fn fetch_group_offsets(
             })
             .collect::<Vec<_>>()
     });
-    let found = groups::fetch_offsets(&broker.core, ctx, group_id, partitions.clone()).await?;
-    // Asked for (authorised above): the partitions a transaction has offsets pending for.
-    let unstable: Vec<(String, u32)> = match (&partitions, require_stable) {
-        (Some(list), true) => broker
-            .core
-            .groups()?
-            .unstable_offsets(group_id, list)
-            .map_err(BrokerError::from)?,
-        _ => Vec::new(),
-    };
+    let found = groups::fetch_offsets(&broker.core, ctx, group_id, partitions).await?;
     let mut by_topic: BTreeMap<String, Vec<FetchedOffset>> = BTreeMap::new();
     match wanted {
         Some(topics) => {
@@ -202,14 +193,14 @@ async fn fetch_group_offsets(
                 let list = by_topic.entry(t.clone()).or_default();
                 for p in ps {
                     let index = u32::try_from(p).ok();
-                    if index.is_some_and(|i| unstable.contains(&(t.clone(), i))) {
+                    let committed = index.and_then(|index| known.remove(&(t.clone(), index)));
+                    if require_stable && committed.as_ref().is_some_and(|c| c.pending) {
                         // KIP-447: the consumer retries until the transaction ends.
                         let mut f = FetchedOffset::none(p);
                         f.error_code = ResponseError::UnstableOffsetCommit.code();
                         list.push(f);
                         continue;
                     }
-                    let committed = index.and_then(|index| known.remove(&(t.clone(), index)));
                     list.push(committed.map_or_else(|| FetchedOffset::none(p), FetchedOffset::of));
                 }
             }
