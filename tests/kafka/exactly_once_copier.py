@@ -26,7 +26,8 @@ Prints {"step": "done", "commits", "aborts", "new_producers", "stuck_producers" 
 producers made because a call was stuck), "errors" (the first 30),
 "finished" (the copy reached the end), "longest_stall_s" (the longest time without a
 committed transaction while input was waiting to be copied, from the first commit),
-"read": {partition: [values in order]}}.
+"read": {partition: [values in order]}, "doubles": for each value read twice (at most
+10), its copies in the input and the output around each of its copies (`explain_doubles`)}.
 Every call is bounded in time; a copier still running 90 s past LIMIT_SECONDS (a call
 that did not return) prints every thread's stack on stderr and exits 1.
 WEIR_EO_DEBUG=CONTEXTS (say "eos,cgrp,fetch") turns on librdkafka's debug log of the
@@ -318,10 +319,14 @@ def copy(source_input):
                 committed={str(p): o for p, o in committed.items()})
 
 
-def read_output(partitions):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "eo-reader",
-                         "enable.auto.commit": False, "isolation.level": "read_committed"})
-    consumer.assign([TopicPartition(target, p, OFFSET_BEGINNING) for p in partitions])
+def read_all(topic, partitions, isolation, group, expected):
+    """Every record of `topic`'s `partitions` as an `isolation` ("read_committed" or
+    "read_uncommitted") consumer of its own group reads it from the beginning:
+    {partition: [(offset, value)]}, once it has `expected` records and nothing more comes
+    for 3 s, or 60 s pass."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "isolation.level": isolation})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     read = {str(p): [] for p in partitions}
     total = 0
     deadline = time.monotonic() + 60
@@ -330,17 +335,66 @@ def read_output(partitions):
         batch = consumer.consume(500, timeout=0.5)
         got = [m for m in batch if m.error() is None]
         for m in got:
-            read[str(m.partition())].append(m.value().decode())
+            read[str(m.partition())].append((m.offset(), m.value().decode()))
         total += len(got)
         if got:
             quiet_since = time.monotonic()
-        elif total >= count and time.monotonic() - quiet_since > 3:
+        elif total >= expected and time.monotonic() - quiet_since > 3:
             break
     consumer.close()
     return read
 
 
+def doubled(read):
+    """{value: [[partition, offset], ...]} of the values `read` holds more than once."""
+    where = {}
+    for p, records in read.items():
+        for offset, value in records:
+            where.setdefault(value, []).append([int(p), offset])
+    return {v: places for v, places in where.items() if len(places) > 1}
+
+
+def explain_doubles(output, partitions):
+    """Where a value read twice from the output came from, to tell a broker's fault from
+    another: whether the input holds it twice too (its idempotent producer wrote it
+    twice), and the output around each copy as a read_uncommitted reader sees it (a copy
+    that read_committed should have dropped sits in an aborted transaction; offsets
+    missing from both reads are control batches)."""
+    twice = doubled(output)
+    if not twice:
+        return {}
+    source_read = read_all(source, partitions, "read_uncommitted", "eo-input-reader", count)
+    uncommitted = read_all(target, partitions, "read_uncommitted", "eo-raw-reader", count)
+    committed_at = {(int(p), o) for p, records in output.items() for o, _ in records}
+    in_input = {}
+    for p, records in source_read.items():
+        for offset, value in records:
+            in_input.setdefault(value, []).append([int(p), offset])
+    explained = {}
+    for value, places in list(twice.items())[:10]:
+        around = []
+        for p, offset in places:
+            records = uncommitted[str(p)]
+            near = [[o, v, (p, o) in committed_at] for o, v in records if abs(o - offset) <= 4]
+            around.append({"partition": p, "offset": offset,
+                           "near (offset, value, read_committed reads it)": near})
+        explained[value] = {"input_copies": in_input.get(value, []),
+                            "output_copies": around}
+    return explained
+
+
+def read_output(partitions):
+    """The output as a read_committed reader sees it ({partition: [values]}), and an
+    account of any value in it twice (`explain_doubles`)."""
+    # The reads' own bound (each at most 60 s), in place of the copy's.
+    faulthandler.dump_traceback_later(240, exit=True)
+    output = read_all(target, partitions, "read_committed", "eo-reader", count)
+    values = {p: [v for _, v in records] for p, records in output.items()}
+    return values, explain_doubles(output, partitions)
+
+
 faulthandler.dump_traceback_later(limit + 90, exit=True)
 source_input = Input()
 outcome = copy(source_input)
-emit(step="done", read=read_output(sorted(source_input.ends() or [])), **outcome)
+read, doubles = read_output(sorted(source_input.ends() or []))
+emit(step="done", read=read, doubles=doubles, **outcome)

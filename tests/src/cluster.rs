@@ -830,7 +830,18 @@ impl Drop for Cluster {
                 let _ = child.wait();
             }
         }
-        // Before the directory they are mounted in is removed or kept.
+        // Before the directory they are mounted in is removed or kept; a run that did not
+        // finish keeps their files too (the unmount would drop them).
+        if !self.finished && self.dir.is_some() {
+            for (id, disk) in &self.disks {
+                match disk.copy_out() {
+                    Ok(kept) => {
+                        eprintln!("weir-tests: node {id}'s data kept in {}", kept.display())
+                    }
+                    Err(e) => eprintln!("weir-tests: node {id}'s data not kept: {e:#}"),
+                }
+            }
+        }
         self.disks.clear();
         if self.finished {
             return;

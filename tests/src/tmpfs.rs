@@ -99,6 +99,29 @@ impl Tmpfs {
         Ok(())
     }
 
+    /// Copies what it holds to a directory beside it (its path with `.kept` added), so
+    /// the files outlive the unmount: for a run whose files are kept for a look.
+    pub fn copy_out(&self) -> anyhow::Result<std::path::PathBuf> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".kept");
+        let kept = std::path::PathBuf::from(name);
+        std::fs::create_dir_all(&kept).with_context(|| format!("creating {}", kept.display()))?;
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(self.path.join("."))
+            .arg(&kept)
+            .status()
+            .context("running cp")?;
+        if !status.success() {
+            bail!(
+                "copying {} to {} failed ({status})",
+                self.path.display(),
+                kept.display()
+            );
+        }
+        Ok(kept)
+    }
+
     fn remount(&self, size: u64) -> anyhow::Result<bool> {
         let output = Command::new("mount")
             .args(["-o", &format!("remount,size={size}")])

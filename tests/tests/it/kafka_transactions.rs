@@ -137,6 +137,8 @@ const EO_RECORDS: usize = 4000;
 const EO_COPY_LIMIT: Duration = Duration::from_secs(300);
 /// What the test waits between faults, and how long a paused node stays paused.
 const EO_FAULT_SPACING: Duration = Duration::from_secs(4);
+/// The data directory's tmpfs of each node in the long form's full-disk faults.
+const EO_DISK_BYTES: u64 = 1 << 30;
 /// The copier's keys (the script's `KEYS`): the n-th record of key k is "k<k>:<n>".
 const EO_KEYS: usize = 30;
 /// The transactional id and group of the copier (the script's).
@@ -157,6 +159,9 @@ async fn coordinator(cluster: &Cluster, topic: &str) -> Option<i32> {
 enum EoFault {
     Kill,
     Pause,
+    /// Its data directory's file system full for a while (the long form only: a tmpfs
+    /// per node needs root).
+    DiskFull,
 }
 
 /// Which broker the exactly-once test's fault strikes.
@@ -196,13 +201,28 @@ impl EoTarget {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_through_faults()
 -> anyhow::Result<()> {
+    // The long form, by command: the plan this many times over, each round with full disks
+    // of the coordinators and the output's leader too (docs/transactions.md).
+    let rounds: usize = match std::env::var("WEIR_EO_ROUNDS") {
+        Ok(n) => n.parse().context("WEIR_EO_ROUNDS is a number")?,
+        Err(_) => 1,
+    };
     let records: usize = match std::env::var("WEIR_EO_RECORDS") {
         Ok(n) => n.parse().context("WEIR_EO_RECORDS is a number")?,
-        Err(_) => EO_RECORDS,
+        Err(_) => EO_RECORDS * rounds,
     };
+    let full_disks = rounds > 1;
+    if full_disks && let Some(why) = weir_tests::tmpfs::unavailable() {
+        bail!("WEIR_EO_ROUNDS's full-disk faults need a tmpfs per node: {why}");
+    }
+    let copy_limit = EO_COPY_LIMIT * rounds as u32;
     let _serial = weir_tests::exclusive().await;
     let python = tokio::task::spawn_blocking(python).await??;
-    let mut cluster = Cluster::start(ClusterConfig::default()).await?;
+    let mut cluster = Cluster::start(ClusterConfig {
+        disk_bytes: full_disks.then_some(EO_DISK_BYTES),
+        ..ClusterConfig::default()
+    })
+    .await?;
     for topic in [EO_INPUT, EO_OUTPUT] {
         cluster.create_topic(topic, EO_PARTITIONS, 3, 2).await?;
         cluster.wait_healthy(topic, Duration::from_secs(30)).await?;
@@ -217,9 +237,9 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         EO_INPUT,
         EO_OUTPUT,
         &records.to_string(),
-        &EO_COPY_LIMIT.as_secs().to_string(),
+        &copy_limit.as_secs().to_string(),
     ]);
-    let limit = EO_COPY_LIMIT + Duration::from_secs(150);
+    let limit = copy_limit + Duration::from_secs(150);
     let copier = tokio::task::spawn_blocking(move || run_bounded(command, limit));
 
     // The faults, once the copier has begun (its input written, its transactional id
@@ -231,13 +251,24 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
     )
     .await?;
     tokio::time::sleep(EO_FAULT_SPACING).await;
-    let plan = [
-        (EoTarget::OutputLeader, EoFault::Kill),
-        (EoTarget::TransactionCoordinator, EoFault::Kill),
-        (EoTarget::GroupCoordinator, EoFault::Pause),
-        (EoTarget::InputLeader, EoFault::Kill),
-        (EoTarget::TransactionCoordinator, EoFault::Pause),
-    ];
+    let mut plan = Vec::new();
+    for _ in 0..rounds {
+        plan.extend([
+            (EoTarget::OutputLeader, EoFault::Kill),
+            (EoTarget::TransactionCoordinator, EoFault::Kill),
+            (EoTarget::GroupCoordinator, EoFault::Pause),
+            (EoTarget::InputLeader, EoFault::Kill),
+            (EoTarget::TransactionCoordinator, EoFault::Pause),
+        ]);
+        if full_disks {
+            plan.extend([
+                (EoTarget::GroupCoordinator, EoFault::DiskFull),
+                (EoTarget::OutputLeader, EoFault::DiskFull),
+                (EoTarget::TransactionCoordinator, EoFault::DiskFull),
+                (EoTarget::GroupCoordinator, EoFault::DiskFull),
+            ]);
+        }
+    }
     let mut done = Vec::new();
     for (target, fault) in plan {
         if copier.is_finished() {
@@ -259,6 +290,11 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
                 cluster.pause(node)?;
                 tokio::time::sleep(EO_FAULT_SPACING).await;
                 cluster.resume(node)?;
+            }
+            EoFault::DiskFull => {
+                cluster.fill_disk(node)?;
+                tokio::time::sleep(EO_FAULT_SPACING).await;
+                cluster.free_disk(node)?;
             }
         }
         eprintln!("{fault:?} node {node}, {what}");
@@ -350,9 +386,11 @@ pub(crate) fn exactly_once(
     {
         bail!(
             "read_committed output of {} distinct values (expected {}): missing {missing:?}, \
-             doubled {doubled:?}, never sent {unexpected:?}, out of order {out_of_order:?}",
+             doubled {doubled:?}, never sent {unexpected:?}, out of order {out_of_order:?}; \
+             where the doubled ones are (input and output offsets): {}",
             copies.len(),
-            expected.len()
+            expected.len(),
+            report["doubles"]
         );
     }
     Ok(())
