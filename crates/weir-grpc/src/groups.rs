@@ -210,6 +210,7 @@ impl Groups for GroupsService {
                 offset: c.offset.unwrap_or(-1),
                 metadata: c.metadata,
                 commit_timestamp_ms: c.commit_timestamp_ms.unwrap_or(-1),
+                pending: c.pending,
             })
             .collect();
         Ok(Response::new(FetchOffsetsResponse { offsets }))

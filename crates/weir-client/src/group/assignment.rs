@@ -13,7 +13,7 @@ use weir_proto::v1 as pb;
 use super::heartbeat::topic_partitions;
 use super::{CoordinatorLink, GroupConsumer, Held, Rebalance, TopicPartition, backoff, list};
 use crate::admin::OffsetQuery;
-use crate::consumer::{ConsumerRecord, OffsetReset, SeekTo};
+use crate::consumer::{ConsumerRecord, IsolationLevel, OffsetReset, SeekTo};
 use crate::error::ClientError;
 
 impl GroupConsumer {
@@ -161,13 +161,24 @@ impl GroupConsumer {
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, Option<i64>)>, ClientError> {
         let wanted: BTreeSet<TopicPartition> = partitions.iter().cloned().collect();
-        let committed: HashMap<TopicPartition, i64> =
-            fetch_offsets(&self.coordinator, &self.config.group_id, &wanted)
-                .await?
-                .into_iter()
-                .filter(|c| c.offset >= 0)
-                .map(|c| (TopicPartition::new(c.topic.as_str(), c.partition), c.offset))
-                .collect();
+        let fetched = fetch_offsets(&self.coordinator, &self.config.group_id, &wanted).await?;
+        // A transaction's offsets not settled yet may be about to move the committed one:
+        // a read-committed consumer starting from it now would read again what that
+        // transaction consumed (Kafka's consumers wait on UNSTABLE_OFFSET_COMMIT, KIP-447).
+        // Retried as any retriable error is (`retry_at`).
+        if self.config.isolation == IsolationLevel::ReadCommitted
+            && let Some(c) = fetched.iter().find(|c| c.pending)
+        {
+            return Err(ClientError::Unavailable(format!(
+                "a transaction's offsets of group {} for {}/{} are not settled yet",
+                self.config.group_id, c.topic, c.partition
+            )));
+        }
+        let committed: HashMap<TopicPartition, i64> = fetched
+            .into_iter()
+            .filter(|c| c.offset >= 0)
+            .map(|c| (TopicPartition::new(c.topic.as_str(), c.partition), c.offset))
+            .collect();
         let missing: Vec<TopicPartition> = partitions
             .iter()
             .filter(|tp| !committed.contains_key(*tp))

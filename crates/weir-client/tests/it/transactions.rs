@@ -284,3 +284,87 @@ async fn a_consume_transform_produce_loop_commits_its_offsets_with_its_output() 
     consumer.close().await?;
     server.shutdown().await
 }
+
+/// A read-committed member that takes a partition while a transaction has offsets of its
+/// group pending there waits for that transaction to end, then starts where it committed
+/// (KIP-447): it never reads again what the transaction consumed. Before, it started from
+/// the offset committed before the transaction (here none: the log start).
+#[tokio::test]
+async fn a_read_committed_member_waits_for_a_transactions_pending_offsets() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (server, brokers) = start(&dir).await?;
+    let admin = Admin::connect(&brokers).await?;
+    admin.create_topic("input", 1, 0, HashMap::new()).await?;
+    let input = Producer::connect(ProducerConfig {
+        brokers: brokers.clone(),
+        ..ProducerConfig::default()
+    })
+    .await?;
+    for i in 0..10 {
+        input
+            .send(ProducerRecord::new("input", format!("in-{i}")))
+            .await?;
+    }
+    input.flush().await;
+
+    // A copier that consumed the first 6 records: its offset (6) is pending.
+    let producer = TransactionalProducer::connect(config(&brokers, "pending-1")).await?;
+    producer.begin_transaction()?;
+    let group = weir_client::GroupMetadata {
+        group_id: "pending".into(),
+        member_id: String::new(),
+        member_epoch: -1,
+    };
+    producer
+        .send_offsets_to_transaction([(weir_client::TopicPartition::new("input", 0), 6)], &group)
+        .await?;
+
+    let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
+        brokers: brokers.clone(),
+        group_id: "pending".into(),
+        auto_offset_reset: OffsetReset::Earliest,
+        auto_commit: false,
+        isolation: IsolationLevel::ReadCommitted,
+        ..GroupConsumerConfig::default()
+    })
+    .await?;
+    consumer.subscribe(["input"])?;
+    // Joined (an assignment heard), and a second more, but nothing read while the
+    // offset is pending.
+    let deadline = Instant::now() + WAIT;
+    let mut waiting_until = None;
+    while waiting_until.is_none_or(|until| Instant::now() < until) {
+        ensure!(Instant::now() < deadline, "the member never joined");
+        let read = consumer.poll(10, Duration::from_millis(200)).await?;
+        ensure!(
+            read.is_empty(),
+            "read while the transaction's offset was pending: {:?}",
+            read.iter().map(text).collect::<Vec<_>>()
+        );
+        if waiting_until.is_none() && consumer.member_epoch() > 0 {
+            waiting_until = Some(Instant::now() + Duration::from_secs(1));
+        }
+    }
+    ensure!(consumer.assignment().is_empty(), "positioned while pending");
+    producer.commit_transaction().await?;
+    let deadline = Instant::now() + WAIT;
+    let mut read = Vec::new();
+    while read.len() < 4 {
+        ensure!(Instant::now() < deadline, "read only {read:?}");
+        read.extend(
+            consumer
+                .poll(10, Duration::from_millis(200))
+                .await?
+                .iter()
+                .map(text),
+        );
+    }
+    assert_eq!(
+        read,
+        ["in-6", "in-7", "in-8", "in-9"],
+        "from the transaction's offset on"
+    );
+    producer.close().await;
+    consumer.close().await?;
+    server.shutdown().await
+}

@@ -235,7 +235,7 @@ async fn grpc_transactional_offsets_appear_when_the_transaction_commits() {
         let committed = |groups: &mut GroupsClient<Channel>| {
             let mut groups = groups.clone();
             async move {
-                groups
+                let offset = groups
                     .fetch_offsets(FetchOffsetsRequest {
                         group_id: "g".into(),
                         topics: vec![TopicPartitions {
@@ -247,7 +247,8 @@ async fn grpc_transactional_offsets_appear_when_the_transaction_commits() {
                     .expect("fetch offsets")
                     .into_inner()
                     .offsets[0]
-                    .offset
+                    .clone();
+                (offset.offset, offset.pending)
             }
         };
         let commit_in_txn = |txns: &mut TransactionsClient<Channel>, offset: i64| {
@@ -294,22 +295,27 @@ async fn grpc_transactional_offsets_appear_when_the_transaction_commits() {
         assert_eq!(results[0].error, None);
         assert_eq!(
             committed(&mut groups).await,
-            -1,
-            "visible before the commit"
+            (-1, true),
+            "not visible before the commit, and said to be pending"
         );
         end(&mut txns, ids, true).await.expect("committed");
         wait_until("the offset's commit marker", || {
             let mut groups = groups.clone();
-            async move { committed(&mut groups).await == 7 }
+            async move { committed(&mut groups).await == (7, false) }
         })
         .await;
 
         // An aborted transaction's offset never appears.
         txns.add_offsets(add_offsets).await.expect("offsets added");
         commit_in_txn(&mut txns, 9).await.expect("written");
+        assert_eq!(committed(&mut groups).await, (7, true));
         end(&mut txns, ids, false).await.expect("aborted");
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        assert_eq!(committed(&mut groups).await, 7);
+        wait_until("the offset's abort marker", || {
+            let mut groups = groups.clone();
+            async move { !committed(&mut groups).await.1 }
+        })
+        .await;
+        assert_eq!(committed(&mut groups).await, (7, false));
     })
     .await;
 }
