@@ -23,7 +23,9 @@ Usage: exactly_once_copier.py BOOTSTRAP IN OUT COUNT LIMIT_SECONDS [RATE]
    has COUNT records and nothing more comes for 3 s, or 60 s pass.
 
 Prints {"step": "done", "commits", "aborts", "new_producers", "stuck_producers" (new
-producers made because a call was stuck), "errors" (the first 30),
+producers made because a call was stuck), "errors" (the first 30), "redelivered" (records
+the consumer handed over again without the copier moving it back: [partition, offset,
+the offset read before]),
 "finished" (the copy reached the end), "longest_stall_s" (the longest time without a
 committed transaction while input was waiting to be copied, from the first commit),
 "read": {partition: [values in order]}, "doubles": for each value read twice (at most
@@ -240,7 +242,13 @@ def copy(source_input):
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": GROUP,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest",
                          "isolation.level": "read_committed", **DEBUG})
-    consumer.subscribe([source])
+    # Each partition's last record handed to the copy; forgotten at an assignment and at
+    # a rewind, the copier's own moves. A record at or below it otherwise was handed over
+    # again by the client itself (an offset reset, a truncation it detected): noted, as
+    # what would copy a record twice.
+    last_read = {}
+    redelivered = []
+    consumer.subscribe([source], on_assign=lambda _c, _parts: last_read.clear())
     producer = new_producer()
     commits = aborts = new_producers = 0
     errors = []
@@ -258,6 +266,13 @@ def copy(source_input):
         records = [m for m in consumer.consume(BATCH, timeout=1.0) if m.error() is None]
         if not records:
             continue
+        for m in records:
+            before = last_read.get(m.partition())
+            if before is not None and m.offset() <= before and len(redelivered) < 30:
+                redelivered.append([m.partition(), m.offset(), before])
+                note(errors, f"partition {m.partition()}: offset {m.offset()} handed over "
+                             f"again after {before}")
+            last_read[m.partition()] = m.offset()
         try:
             producer.begin_transaction()
             for m in records:
@@ -307,6 +322,7 @@ def copy(source_input):
                     break
                 new_producers += 1
             rewind(consumer, committed, deadline, errors)
+            last_read.clear()
         # Paced: the copy must last through the test's faults.
         time.sleep(0.1)
     emit(step="copy-ended", commits=commits, aborts=aborts, new_producers=new_producers,
@@ -314,7 +330,7 @@ def copy(source_input):
     consumer.close()
     emit(step="consumer-closed")
     return dict(commits=commits, aborts=aborts, new_producers=new_producers,
-                stuck_producers=len(stuck), errors=errors,
+                stuck_producers=len(stuck), errors=errors, redelivered=redelivered,
                 finished=copied_all(), longest_stall_s=round(longest_stall, 2),
                 committed={str(p): o for p, o in committed.items()})
 

@@ -139,6 +139,10 @@ const EO_COPY_LIMIT: Duration = Duration::from_secs(300);
 const EO_FAULT_SPACING: Duration = Duration::from_secs(4);
 /// The data directory's tmpfs of each node in the long form's full-disk faults.
 const EO_DISK_BYTES: u64 = 1 << 30;
+/// The long form's input rate, records a second (the soak's `COPY_RATE`).
+const EO_LONG_RATE: usize = 20;
+/// About how long one round of the long form's plan takes (nine faults).
+const EO_LONG_ROUND: Duration = Duration::from_secs(100);
 /// The copier's keys (the script's `KEYS`): the n-th record of key k is "k<k>:<n>".
 const EO_KEYS: usize = 30;
 /// The transactional id and group of the copier (the script's).
@@ -207,11 +211,15 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         Ok(n) => n.parse().context("WEIR_EO_ROUNDS is a number")?,
         Err(_) => 1,
     };
+    let full_disks = rounds > 1;
+    // The long form writes its input beside the copy, at the soak's pace, so each
+    // transaction holds a record or two (as in the soak) and the copy lasts the plan.
+    let rate = full_disks.then_some(EO_LONG_RATE);
     let records: usize = match std::env::var("WEIR_EO_RECORDS") {
         Ok(n) => n.parse().context("WEIR_EO_RECORDS is a number")?,
-        Err(_) => EO_RECORDS * rounds,
+        Err(_) if full_disks => rounds * EO_LONG_ROUND.as_secs() as usize * EO_LONG_RATE,
+        Err(_) => EO_RECORDS,
     };
-    let full_disks = rounds > 1;
     if full_disks && let Some(why) = weir_tests::tmpfs::unavailable() {
         bail!("WEIR_EO_ROUNDS's full-disk faults need a tmpfs per node: {why}");
     }
@@ -239,6 +247,9 @@ async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_throug
         &records.to_string(),
         &copy_limit.as_secs().to_string(),
     ]);
+    if let Some(rate) = rate {
+        command.arg(rate.to_string());
+    }
     let limit = copy_limit + Duration::from_secs(150);
     let copier = tokio::task::spawn_blocking(move || run_bounded(command, limit));
 
@@ -387,10 +398,12 @@ pub(crate) fn exactly_once(
         bail!(
             "read_committed output of {} distinct values (expected {}): missing {missing:?}, \
              doubled {doubled:?}, never sent {unexpected:?}, out of order {out_of_order:?}; \
-             where the doubled ones are (input and output offsets): {}",
+             where the doubled ones are (input and output offsets): {}; records the copier's \
+             consumer handed over twice: {}",
             copies.len(),
             expected.len(),
-            report["doubles"]
+            report["doubles"],
+            report["redelivered"]
         );
     }
     Ok(())
