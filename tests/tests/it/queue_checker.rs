@@ -35,8 +35,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, ensure};
 use tokio::sync::watch;
 use weir_client::{
-    AckKind, AckMode, AckStatus, Acks, Admin, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig, ShareGroupSettings, ShareStart,
+    AckKind, AckMode, AckStatus, Acks, Admin, Consumer, ConsumerConfig, OffsetQuery, Producer,
+    ProducerConfig, ProducerRecord, SeekTo, ShareConsumer, ShareConsumerConfig, ShareGroupSettings,
+    ShareStart,
 };
 use weir_proto::v1 as pb;
 use weir_proto::v1::groups_client::GroupsClient;
@@ -60,6 +61,9 @@ pub(crate) const RATE: u64 = 60;
 const CLOCK_SLACK_MS: i64 = 50;
 /// Longest the whole check may run before the records still open fail it.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest the read of the dead letters may take, tries again after a failed call
+/// included.
+const DLQ_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -676,6 +680,29 @@ struct DeadLetter {
 }
 
 async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>> {
+    // A call that fails (a connection a broker reset just after the soak's faults, say)
+    // is a harness error, not a verdict: the whole read is made again.
+    let deadline = tokio::time::Instant::now() + DLQ_READ_TIMEOUT;
+    loop {
+        match read_dead_letters_once(cluster).await {
+            Ok(read) => return Ok(read),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("reading the dead letters failed ({e:#}); reading them again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.context("reading the dead letters")),
+        }
+    }
+}
+
+/// The dead letters from the topic's start to its end as listed when the read begins.
+async fn read_dead_letters_once(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>> {
+    let admin = Admin::connect(&cluster.bootstrap()).await?;
+    let end = admin
+        .list_offsets(DLQ, &[(0, OffsetQuery::Latest)])
+        .await?
+        .first()
+        .map_or(0, |l| l.offset);
     let mut consumer = Consumer::connect(ConsumerConfig {
         brokers: cluster.bootstrap(),
         ..ConsumerConfig::default()
@@ -684,11 +711,18 @@ async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>>
     consumer.assign(&[(DLQ, 0)]);
     consumer.seek(DLQ, 0, SeekTo::Beginning).await?;
     let mut out = Vec::new();
+    let give_up = tokio::time::Instant::now() + DLQ_READ_TIMEOUT / 3;
     loop {
-        let got = consumer.poll(1_000, Duration::from_millis(300)).await?;
-        if got.is_empty() {
+        // The position passes what a batch holds, control batches included.
+        let at = consumer.position(DLQ, 0).unwrap_or(0);
+        if at >= end {
             return Ok(out);
         }
+        ensure!(
+            tokio::time::Instant::now() < give_up,
+            "read only to offset {at} of {end}"
+        );
+        let got = consumer.poll(1_000, Duration::from_millis(300)).await?;
         for r in got {
             let header = |key: &str| {
                 r.headers
