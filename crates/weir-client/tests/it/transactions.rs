@@ -194,6 +194,36 @@ async fn read_committed_sees_each_committed_record_once_and_nothing_aborted() ->
     server.shutdown().await
 }
 
+/// Writes `count` records "in-{i}", keyed `k{i % 5}`, to topic "input".
+async fn write_input(brokers: &[String], count: usize) -> Result<()> {
+    let input = Producer::connect(ProducerConfig {
+        brokers: brokers.to_vec(),
+        ..ProducerConfig::default()
+    })
+    .await?;
+    for i in 0..count {
+        input
+            .send(ProducerRecord::new("input", format!("in-{i}")).key(format!("k{}", i % 5)))
+            .await?;
+    }
+    input.flush().await;
+    Ok(())
+}
+
+/// A read-committed member of `group` that commits only what it is told to, starting
+/// from the earliest offset where the group has none: a copier's consumer.
+async fn read_committed_member(brokers: &[String], group: &str) -> Result<GroupConsumer> {
+    Ok(GroupConsumer::connect(GroupConsumerConfig {
+        brokers: brokers.to_vec(),
+        group_id: group.into(),
+        auto_offset_reset: OffsetReset::Earliest,
+        auto_commit: false,
+        isolation: IsolationLevel::ReadCommitted,
+        ..GroupConsumerConfig::default()
+    })
+    .await?)
+}
+
 #[tokio::test]
 async fn a_consume_transform_produce_loop_commits_its_offsets_with_its_output() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -201,27 +231,8 @@ async fn a_consume_transform_produce_loop_commits_its_offsets_with_its_output() 
     let admin = Admin::connect(&brokers).await?;
     admin.create_topic("input", 2, 0, HashMap::new()).await?;
     admin.create_topic("t", 2, 0, HashMap::new()).await?;
-    let input = Producer::connect(ProducerConfig {
-        brokers: brokers.clone(),
-        ..ProducerConfig::default()
-    })
-    .await?;
-    for i in 0..100 {
-        input
-            .send(ProducerRecord::new("input", format!("in-{i}")).key(format!("k{}", i % 5)))
-            .await?;
-    }
-    input.flush().await;
-
-    let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
-        brokers: brokers.clone(),
-        group_id: "copier".into(),
-        auto_offset_reset: OffsetReset::Earliest,
-        auto_commit: false,
-        isolation: IsolationLevel::ReadCommitted,
-        ..GroupConsumerConfig::default()
-    })
-    .await?;
+    write_input(&brokers, 100).await?;
+    let mut consumer = read_committed_member(&brokers, "copier").await?;
     consumer.subscribe(["input"])?;
     let producer = TransactionalProducer::connect(config(&brokers, "copier-1")).await?;
     let deadline = Instant::now() + WAIT;
@@ -295,17 +306,7 @@ async fn a_read_committed_member_waits_for_a_transactions_pending_offsets() -> R
     let (server, brokers) = start(&dir).await?;
     let admin = Admin::connect(&brokers).await?;
     admin.create_topic("input", 1, 0, HashMap::new()).await?;
-    let input = Producer::connect(ProducerConfig {
-        brokers: brokers.clone(),
-        ..ProducerConfig::default()
-    })
-    .await?;
-    for i in 0..10 {
-        input
-            .send(ProducerRecord::new("input", format!("in-{i}")))
-            .await?;
-    }
-    input.flush().await;
+    write_input(&brokers, 10).await?;
 
     // A copier that consumed the first 6 records: its offset (6) is pending.
     let producer = TransactionalProducer::connect(config(&brokers, "pending-1")).await?;
@@ -319,15 +320,7 @@ async fn a_read_committed_member_waits_for_a_transactions_pending_offsets() -> R
         .send_offsets_to_transaction([(weir_client::TopicPartition::new("input", 0), 6)], &group)
         .await?;
 
-    let mut consumer = GroupConsumer::connect(GroupConsumerConfig {
-        brokers: brokers.clone(),
-        group_id: "pending".into(),
-        auto_offset_reset: OffsetReset::Earliest,
-        auto_commit: false,
-        isolation: IsolationLevel::ReadCommitted,
-        ..GroupConsumerConfig::default()
-    })
-    .await?;
+    let mut consumer = read_committed_member(&brokers, "pending").await?;
     consumer.subscribe(["input"])?;
     // Joined (an assignment heard), and a second more, but nothing read while the
     // offset is pending.
