@@ -33,7 +33,7 @@ committed transaction while input was waiting to be copied, from the first commi
 Every call is bounded in time; a copier still running 90 s past LIMIT_SECONDS (a call
 that did not return) prints every thread's stack on stderr and exits 1.
 WEIR_EO_DEBUG=CONTEXTS (say "eos,cgrp,fetch") turns on librdkafka's debug log of the
-copier's producer and consumer on stderr; WEIR_EO_STDERR=FILE sends stderr to FILE (the
+input's producer and the copier's producer and consumer on stderr; WEIR_EO_STDERR=FILE sends stderr to FILE (the
 debug log of a long run is large).
 """
 
@@ -74,7 +74,7 @@ def emit(**line):
 
 def produce_input():
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True,
-                         "linger.ms": 5})
+                         "linger.ms": 5, **DEBUG})
     failed = []
     seq = [0] * KEYS
 
