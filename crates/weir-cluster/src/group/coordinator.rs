@@ -701,9 +701,8 @@ impl GroupCoordinator {
 
     /// The committed offsets of `group_id`: of the partitions asked for (an offset of
     /// `None` where there is none), or every partition it has an offset for; each says
-    /// whether a transaction has an offset pending for it. A group that
-    /// does not exist has no offsets (not an error: a new consumer asks before its first
-    /// commit).
+    /// whether a transaction has an offset pending for it. A group that does not exist
+    /// has no offsets (not an error: a new consumer asks before its first commit).
     pub async fn fetch_offsets(
         &self,
         group_id: &str,
