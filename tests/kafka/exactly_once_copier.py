@@ -33,8 +33,8 @@ committed transaction while input was waiting to be copied, from the first commi
 Every call is bounded in time; a copier still running 90 s past LIMIT_SECONDS (a call
 that did not return) prints every thread's stack on stderr and exits 1.
 WEIR_EO_DEBUG=CONTEXTS (say "eos,cgrp,fetch") turns on librdkafka's debug log of the
-input's producer and the copier's producer and consumer on stderr; WEIR_EO_STDERR=FILE sends stderr to FILE (the
-debug log of a long run is large).
+input's producer and the copier's producer and consumer on stderr; WEIR_EO_STDERR=FILE
+sends stderr to FILE (the debug log of a long run is large).
 """
 
 import faulthandler
@@ -361,13 +361,13 @@ def read_all(topic, partitions, isolation, group, expected):
     return read
 
 
-def doubled(read):
-    """{value: [[partition, offset], ...]} of the values `read` holds more than once."""
+def places(read):
+    """{value: [[partition, offset], ...]}: where `read` holds each value."""
     where = {}
     for p, records in read.items():
         for offset, value in records:
             where.setdefault(value, []).append([int(p), offset])
-    return {v: places for v, places in where.items() if len(places) > 1}
+    return where
 
 
 def explain_doubles(output, partitions):
@@ -376,20 +376,17 @@ def explain_doubles(output, partitions):
     twice), and the output around each copy as a read_uncommitted reader sees it (a copy
     that read_committed should have dropped sits in an aborted transaction; offsets
     missing from both reads are control batches)."""
-    twice = doubled(output)
+    twice = {v: where for v, where in places(output).items() if len(where) > 1}
     if not twice:
         return {}
-    source_read = read_all(source, partitions, "read_uncommitted", "eo-input-reader", count)
+    in_input = places(read_all(source, partitions, "read_uncommitted", "eo-input-reader",
+                               count))
     uncommitted = read_all(target, partitions, "read_uncommitted", "eo-raw-reader", count)
     committed_at = {(int(p), o) for p, records in output.items() for o, _ in records}
-    in_input = {}
-    for p, records in source_read.items():
-        for offset, value in records:
-            in_input.setdefault(value, []).append([int(p), offset])
     explained = {}
-    for value, places in list(twice.items())[:10]:
+    for value, copies in list(twice.items())[:10]:
         around = []
-        for p, offset in places:
+        for p, offset in copies:
             records = uncommitted[str(p)]
             near = [[o, v, (p, o) in committed_at] for o, v in records if abs(o - offset) <= 4]
             around.append({"partition": p, "offset": offset,

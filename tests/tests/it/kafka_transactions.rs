@@ -206,14 +206,14 @@ impl EoTarget {
 async fn a_consume_transform_produce_loop_copies_each_record_exactly_once_through_faults()
 -> anyhow::Result<()> {
     // The long form, by command: the plan this many times over, each round with full disks
-    // of the coordinators and the output's leader too (docs/transactions.md).
+    // of the coordinators and the input's and output's leaders too (docs/transactions.md).
     let rounds: usize = match std::env::var("WEIR_EO_ROUNDS") {
         Ok(n) => n.parse().context("WEIR_EO_ROUNDS is a number")?,
         Err(_) => 1,
     };
     let full_disks = rounds > 1;
-    // The long form writes its input beside the copy, at the soak's pace, so each
-    // transaction holds a record or two (as in the soak) and the copy lasts the plan.
+    // The long form writes its input beside the copy, at the soak's pace, so the input's
+    // producer meets the faults too (as in the soak) and the copy lasts the plan.
     let rate = full_disks.then_some(EO_LONG_RATE);
     let records: usize = match std::env::var("WEIR_EO_RECORDS") {
         Ok(n) => n.parse().context("WEIR_EO_RECORDS is a number")?,

@@ -682,17 +682,20 @@ struct DeadLetter {
 async fn read_dead_letters(cluster: &Cluster) -> anyhow::Result<Vec<DeadLetter>> {
     // A call that fails (a connection a broker reset just after the soak's faults, say)
     // is a harness error, not a verdict: the whole read is made again.
-    let deadline = tokio::time::Instant::now() + DLQ_READ_TIMEOUT;
-    loop {
-        match read_dead_letters_once(cluster).await {
-            Ok(read) => return Ok(read),
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("reading the dead letters failed ({e:#}); reading them again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e.context("reading the dead letters")),
-        }
-    }
+    let last_error = Mutex::new(None);
+    wait_for(DLQ_READ_TIMEOUT, "the dead letters read", || async {
+        read_dead_letters_once(cluster)
+            .await
+            .map_err(|e| *lock(&last_error) = Some(format!("{e:#}")))
+            .ok()
+    })
+    .await
+    .with_context(|| {
+        format!(
+            "the last read failed: {}",
+            lock(&last_error).take().unwrap_or_default()
+        )
+    })
 }
 
 /// The dead letters from the topic's start to its end as listed when the read begins.
