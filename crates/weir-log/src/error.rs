@@ -192,6 +192,13 @@ pub enum CheckpointError {
     Corrupt { path: PathBuf, reason: String },
 }
 
+impl CheckpointError {
+    /// Whether it failed for want of space ([`AppendError::is_storage_full`]).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, CheckpointError::Io { source, .. } if no_space(source))
+    }
+}
+
 impl From<crate::framed_file::FramedFileError> for CheckpointError {
     fn from(e: crate::framed_file::FramedFileError) -> Self {
         use crate::framed_file::FramedFileError;

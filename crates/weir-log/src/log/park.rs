@@ -33,7 +33,13 @@ impl Log {
             .check_failed()
             .map_err(|reason| MaintenanceError::Failed { reason })?;
         if inner.active().parked.is_none() {
-            self.settle_locked(&mut inner)?;
+            match self.settle_locked(&mut inner) {
+                Ok(()) => {}
+                // Its checkpoints could not be written for want of space: it stays open
+                // (and healthy) and is parked once they can be.
+                Err(e) if e.is_storage_full() => return Ok(false),
+                Err(e) => return Err(e),
+            }
             let point = inner.recovery_point();
             inner.active_mut().park(point);
         }

@@ -34,7 +34,16 @@ impl Log {
     }
 
     /// Closes the active segment (indexes sealed) and starts a new one at the log end.
-    /// Any failure fails the log.
+    ///
+    /// A full disk refuses the roll and leaves the log as it was, healthy: the new
+    /// segment's files are created before the active one is sealed (and removed again if
+    /// that runs out of space), and the producer snapshot and recovery point a roll
+    /// writes are shortcuts for a later recovery, whose last versions stay valid (they
+    /// claim less), so they are left for the next roll or flush to write. Before, a roll
+    /// that met a full disk failed the log; its leadership ended and its waiting
+    /// `acks=all` appends, written and replicated, were answered as failed (found by the
+    /// soak, where librdkafka then wrote five of them again under a new producer epoch).
+    /// Any other failure fails the log.
     ///
     /// The closed segment's `.log` is not synced here (that would stall every append for
     /// as long as its dirty bytes take to write): if its data is not all durable yet it is
@@ -42,40 +51,27 @@ impl Log {
     /// then neither `flushed_offset` nor the recovery point moves past it. If everything
     /// was already synced, the recovery point moves to the new segment at once.
     pub(crate) fn roll_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
-        let result = (|| {
-            let next = inner.next_offset;
-            let active = inner.active_mut();
-            if active.base_offset == next {
-                return Ok(()); // already empty at the log end
+        let next = inner.next_offset;
+        if inner.active().base_offset == next {
+            return Ok(()); // already empty at the log end
+        }
+        let created = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config)
+            .map_err(open_to_maintenance);
+        let seg = match created {
+            Ok(seg) => seg,
+            Err(e) if e.is_storage_full() => {
+                let partial = Segment::closed(&self.dir, next, 0);
+                if let Err(removed) = super::remove_segment_files(self.storage.as_ref(), &partial) {
+                    inner.failed = Some(format!("segment roll failed: {e}; {removed}"));
+                }
+                return Err(e);
             }
-            active
-                .ensure_open(self.storage.as_ref(), &self.config, next)
-                .map_err(open_to_maintenance)?;
-            let rolled = RolledSegment {
-                base: active.base_offset,
-                end: next,
-                file: active.files().file.clone(),
-                path: active.log_path.clone(),
-            };
-            recovery::seal(active).map_err(open_to_maintenance)?;
-            let seg = Segment::create(self.storage.as_ref(), &self.dir, next, &self.config)
-                .map_err(open_to_maintenance)?;
-            inner.segments.insert(next, Box::new(seg));
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
-            self.write_producer_snapshot(inner)?;
-            let mut flush = self.flush_state();
-            if flush.generation == inner.generation && flush.flushed_offset >= next {
-                // Its data was synced already (every-append, or a group commit that
-                // caught up): the new segment's start is a valid recovery point.
-                drop(flush);
-                self.write_recovery_point(inner)?;
-            } else {
-                flush.rolled.push(rolled);
+            Err(e) => {
+                inner.failed = Some(format!("segment roll failed: {e}"));
+                return Err(e);
             }
-            Ok(())
-        })();
+        };
+        let result = self.roll_to(inner, seg);
         if let Err(e) = &result {
             inner.failed = Some(format!("segment roll failed: {e}"));
         }
@@ -83,6 +79,40 @@ impl Log {
             tracing::debug!(dir = %self.dir.display(), base_offset = inner.next_offset, "segment rolled");
         }
         result
+    }
+
+    /// The rest of [`Log::roll_locked`], once the new segment `seg` exists.
+    fn roll_to(&self, inner: &mut Inner, seg: Segment) -> Result<(), MaintenanceError> {
+        let next = inner.next_offset;
+        let active = inner.active_mut();
+        active
+            .ensure_open(self.storage.as_ref(), &self.config, next)
+            .map_err(open_to_maintenance)?;
+        let rolled = RolledSegment {
+            base: active.base_offset,
+            end: next,
+            file: active.files().file.clone(),
+            path: active.log_path.clone(),
+        };
+        recovery::seal(active).map_err(open_to_maintenance)?;
+        inner.segments.insert(next, Box::new(seg));
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
+        skip_if_full(
+            self.write_producer_snapshot(inner).map_err(Into::into),
+            "producer-state snapshot",
+        )?;
+        let mut flush = self.flush_state();
+        if flush.generation == inner.generation && flush.flushed_offset >= next {
+            // Its data was synced already (every-append, or a group commit that
+            // caught up): the new segment's start is a valid recovery point.
+            drop(flush);
+            skip_if_full(self.write_recovery_point(inner), "recovery point")?;
+        } else {
+            flush.rolled.push(rolled);
+        }
+        Ok(())
     }
 
     /// Starts a new segment now (if the active one holds anything).
@@ -102,5 +132,17 @@ pub(super) fn roll_to_append(e: MaintenanceError) -> AppendError {
         other => AppendError::Failed {
             reason: other.to_string(),
         },
+    }
+}
+
+/// A checkpoint a roll writes, whose write ran out of space: the last one written stands
+/// (it claims less, so it is still true) and the next roll or flush writes it again.
+fn skip_if_full(written: Result<(), MaintenanceError>, what: &str) -> Result<(), MaintenanceError> {
+    match written {
+        Err(e) if e.is_storage_full() => {
+            tracing::debug!(error = %e, "{what} not written at a roll for want of space");
+            Ok(())
+        }
+        other => other,
     }
 }

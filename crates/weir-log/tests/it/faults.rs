@@ -1143,3 +1143,66 @@ fn a_full_disk_refuses_a_new_leader_epoch_without_failing_the_log() {
     assert_eq!(epochs, expected, "the history on disk");
     assert_eq!(try_read_all(&log, 0).unwrap().len(), 6);
 }
+
+/// A full disk at a segment roll (the soak's finding: the roll's producer snapshot ran
+/// out of space, which failed the log, so its leadership ended and its waiting appends
+/// were answered as failed): the append is refused as storage-full, the log is not
+/// failed, and once space is freed appends go on, rolling as before. Whatever was
+/// appended reads back in order after a reopen.
+#[test]
+fn a_full_disk_at_a_roll_refuses_the_append_without_failing_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::GroupCommit, false);
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    let mut h = History::default();
+    let mut refused_rolls = 0;
+    // Each round fills the disk for one append, then appends with space; the segments
+    // are small, so some of the refused appends are ones that would roll.
+    while log.segment_count() < 4 {
+        let segments = log.segment_count();
+        storage.fill(true);
+        let mut b = make_batch(h.attempted, 4, Compression::None);
+        let refused = log.append(&mut b, -1).unwrap_err();
+        assert!(refused.is_storage_full(), "{refused:?}");
+        assert_eq!(log.failure(), None, "a full disk failed the log");
+        refused_rolls += usize::from(log.segment_count() > segments);
+        storage.fill(false);
+        append_records(&log, &mut h, 4);
+    }
+    assert!(refused_rolls > 0, "no roll met the full disk");
+    log.close().unwrap();
+
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(FileStorage)).unwrap();
+    let read = try_read_all(&log, 0).unwrap();
+    let values: Vec<String> = read
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..h.attempted).map(value_of).collect();
+    assert_eq!(values, expected);
+}
+
+/// Parking an idle log on a full disk (its producer snapshot and recovery point cannot
+/// be written): it stays open and healthy, and parks once space is freed.
+#[test]
+fn a_full_disk_leaves_an_idle_log_open_until_it_can_be_parked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::GroupCommit, false);
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
+    let mut h = History::default();
+    append_records(&log, &mut h, 4);
+    storage.fill(true);
+    assert!(
+        !log.park_if_idle(Duration::ZERO).unwrap(),
+        "parked without its checkpoints"
+    );
+    assert_eq!(log.failure(), None);
+    assert!(!log.is_parked());
+    storage.fill(false);
+    assert!(log.park_if_idle(Duration::ZERO).unwrap());
+    append_records(&log, &mut h, 4);
+    assert_eq!(try_read_all(&log, 0).unwrap().len(), 8);
+}
