@@ -219,7 +219,7 @@ pub(crate) fn marker_record_of(h: &BatchHeader, bytes: &[u8]) -> Option<MarkerRe
 
 /// The aborted-transaction index entry of a transaction that ended in an abort, with
 /// `states` already past its marker.
-pub(crate) fn aborted_entry(states: &ProducerStates, done: &CompletedTxn) -> crate::AbortedTxn {
+fn aborted_entry(states: &ProducerStates, done: &CompletedTxn) -> crate::AbortedTxn {
     crate::AbortedTxn {
         producer_id: done.producer_id,
         first_offset: done.first_offset,
@@ -476,6 +476,18 @@ impl ProducerStates {
             self.verifying.remove(&h.producer_id);
         }
         None
+    }
+
+    /// Records a written batch (`bytes` is the whole batch) as [`record`](Self::record)
+    /// does, and returns the aborted-transaction index entry it makes: `Some` for an
+    /// abort marker that ended a transaction.
+    pub(crate) fn record_batch(
+        &mut self,
+        h: &BatchHeader,
+        bytes: &[u8],
+    ) -> Option<crate::AbortedTxn> {
+        let done = self.record(h, marker_record_of(h, bytes))?;
+        done.aborted.then(|| aborted_entry(self, &done))
     }
 
     /// The entry of the batch's producer (created if new), its newest timestamp updated.

@@ -19,7 +19,7 @@ use crate::epoch::EpochHistory;
 use crate::error::{MaintenanceError, OpenError};
 use crate::index::Index;
 use crate::log::{Inner, remove_segment_files};
-use crate::producers::{ProducerStates, aborted_entry, marker_record_of};
+use crate::producers::ProducerStates;
 use crate::segment::{self, IndexCursor, Segment};
 use crate::storage::Storage;
 use crate::storage::StorageFile;
@@ -780,10 +780,9 @@ fn rebuild_from(
             batch_base,
             |_, h, bytes| {
                 if h.base_offset >= from
-                    && let Some(done) = states.record(h, marker_record_of(h, bytes))
-                    && done.aborted
+                    && let Some(entry) = states.record_batch(h, bytes)
                 {
-                    aborted.push(aborted_entry(&states, &done));
+                    aborted.push(entry);
                 }
             },
         )?;

@@ -226,8 +226,9 @@ struct FaultState {
     crashed: bool,
     /// Every `sync_data` and directory sync fails while set ([`FaultyStorage::fail_syncs`]).
     syncs_failing: bool,
-    /// Every write fails with ENOSPC while set ([`FaultyStorage::fill`]).
-    full: bool,
+    /// Bytes writes may still add before they fail with ENOSPC (`None`: no limit; see
+    /// [`FaultyStorage::fill`] and [`FaultyStorage::leave_free`]).
+    free: Option<u64>,
     /// Bytes of each file known to be on disk: everything below survives a crash.
     synced_len: HashMap<PathBuf, u64>,
     /// Successful `sync_data` calls per file path.
@@ -287,7 +288,14 @@ impl FaultyStorage {
     /// From now on every write fails for want of space (`true`: ENOSPC, a full disk; the
     /// write changes nothing), or none does (`false`: space was freed).
     pub fn fill(&self, full: bool) {
-        self.state.lock().expect("fault state poisoned").full = full;
+        self.state.lock().expect("fault state poisoned").free = full.then_some(0);
+    }
+
+    /// From now on writes may add `bytes` more and then fail for want of space: a disk
+    /// with that much left. A write that does not fit fails whole (ENOSPC) and counts
+    /// nothing; `fill(false)` lifts the limit.
+    pub fn leave_free(&self, bytes: u64) {
+        self.state.lock().expect("fault state poisoned").free = Some(bytes);
     }
 
     pub fn is_crashed(&self) -> bool {
@@ -362,8 +370,11 @@ impl StorageFile for FaultyFile {
             if st.crashed {
                 return Err(io::Error::other("storage crashed (fault injection)"));
             }
-            if st.full {
-                return Err(io::Error::from(io::ErrorKind::StorageFull));
+            if let Some(free) = st.free {
+                let Some(left) = free.checked_sub(buf.len() as u64) else {
+                    return Err(io::Error::from(io::ErrorKind::StorageFull));
+                };
+                st.free = Some(left);
             }
             let before = st.bytes_written;
             st.bytes_written += buf.len() as u64;

@@ -7,7 +7,7 @@ use crate::batch::control::{ControlType, TxnMarker};
 use crate::batch::{self, BatchHeader};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::log::{AppendInfo, Inner, Log};
-use crate::producers::{OngoingTxn, Verification, aborted_entry, marker_record_of};
+use crate::producers::{OngoingTxn, ProducerStates, Verification};
 use crate::recovery;
 use crate::txn_index::{AbortedTxn, Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
@@ -139,43 +139,94 @@ impl Log {
         }
     }
 
-    /// Feeds written batches (`batches`, whose headers carry their offsets) to the
-    /// producers' state, and enters each aborted transaction they end in the active
-    /// segment's index. A failure to write the index fails the log (a reopen rebuilds it).
-    pub(crate) fn record_producers(
+    /// Writes the aborted-transaction index entries that the abort markers among
+    /// `headers` (offsets assigned, to be written next at the end of the active segment)
+    /// will make, before the batches are written, and returns how many. A full disk then
+    /// refuses the append with nothing written and the log healthy; before, the entry
+    /// was written after its marker, and running out of space there failed the log (a
+    /// marker cannot be taken back and its entry cannot be left out), whose reopen on
+    /// the still-full disk then took the broker's data directory offline (found by the
+    /// soak). If the batches' write fails, [`Log::unwrite_abort_entries`] removes them.
+    /// Any other failure fails the log.
+    pub(crate) fn write_abort_entries(
         &self,
         inner: &mut Inner,
         batches: &[u8],
         headers: &[BatchHeader],
-    ) -> Result<(), AppendError> {
-        let mut pos = 0;
-        for h in headers {
-            let bytes = &batches[pos..pos + h.total_bytes()];
-            pos += h.total_bytes();
-            let Some(done) = inner.producers.record(h, marker_record_of(h, bytes)) else {
-                continue;
-            };
-            if !done.aborted {
-                continue;
-            }
-            let entry = aborted_entry(&inner.producers, &done);
-            let base = inner.active().base_offset;
-            let loaded = self.load_txn_index(inner, base);
-            let seg = inner.active_mut();
-            let path = seg.path(TXN_INDEX_SUFFIX);
-            let written = loaded.map_err(|e| e.to_string()).and_then(|()| {
-                let txn = seg.txn.as_mut().expect("loaded");
-                txn.append(self.storage.as_ref(), &path, entry)
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            });
-            if let Err(problem) = written {
-                let reason = format!("aborted-transaction index not written: {problem}");
-                inner.failed = Some(reason.clone());
-                return Err(AppendError::Failed { reason });
-            }
+    ) -> Result<usize, AppendError> {
+        if !headers.iter().any(|h| h.is_control() && h.producer_id >= 0) {
+            return Ok(0);
         }
-        Ok(())
+        // Worked out on a copy of the producers' state, by the walk that records them
+        // (markers are rare next to the batches they end).
+        let mut states = inner.producers.clone();
+        let entries = record_batches(&mut states, batches, headers);
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let base = inner.active().base_offset;
+        let loaded = self.load_txn_index(inner, base);
+        let seg = inner.active_mut();
+        let path = seg.path(TXN_INDEX_SUFFIX);
+        let problem = match loaded {
+            Err(e) => e.to_string(),
+            Ok(()) => {
+                let txn = seg.txn.as_mut().expect("loaded");
+                let before = txn.entries.len();
+                let written = entries
+                    .iter()
+                    .try_for_each(|e| txn.append(self.storage.as_ref(), &path, *e));
+                let Err(e) = written else {
+                    return Ok(entries.len());
+                };
+                match txn.truncate(before) {
+                    Ok(()) if crate::error::no_space(&e) => {
+                        return Err(AppendError::Io { path, source: e });
+                    }
+                    Ok(()) => format!("{}: {e}", path.display()),
+                    Err(cut) => format!("{}: {e}, and could not be undone: {cut}", path.display()),
+                }
+            }
+        };
+        let reason = format!("aborted-transaction index not written: {problem}");
+        inner.failed = Some(reason.clone());
+        Err(AppendError::Failed { reason })
     }
+
+    /// Removes the last `count` entries of the active segment's aborted-transaction
+    /// index, written by [`Log::write_abort_entries`] for batches whose write then
+    /// failed. If that fails the log fails (a reopen rebuilds the index from the log).
+    pub(crate) fn unwrite_abort_entries(&self, inner: &mut Inner, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let seg = inner.active_mut();
+        let path = seg.path(TXN_INDEX_SUFFIX);
+        let txn = seg.txn.as_mut().expect("written to");
+        if let Err(e) = txn.truncate(txn.entries.len() - count) {
+            inner.failed = Some(format!(
+                "aborted-transaction index entries of an unwritten marker not removed: {}: {e}",
+                path.display()
+            ));
+        }
+    }
+}
+
+/// Records written batches (`batches`, whose headers carry their offsets) in `states`
+/// and returns the aborted-transaction index entries their abort markers make, in order.
+pub(crate) fn record_batches(
+    states: &mut ProducerStates,
+    batches: &[u8],
+    headers: &[BatchHeader],
+) -> Vec<AbortedTxn> {
+    let mut pos = 0;
+    let mut entries = Vec::new();
+    for h in headers {
+        let bytes = &batches[pos..pos + h.total_bytes()];
+        pos += h.total_bytes();
+        entries.extend(states.record_batch(h, bytes));
+    }
+    entries
 }
 
 fn open_to_read(e: OpenError) -> ReadError {

@@ -189,6 +189,19 @@ impl TxnIndex {
         Ok(())
     }
 
+    /// Keeps the first `len` entries, in memory and in the file (a shorter file needs no
+    /// space).
+    pub(crate) fn truncate(&mut self, len: usize) -> std::io::Result<()> {
+        if len >= self.entries.len() {
+            return Ok(());
+        }
+        if let Some(file) = &self.file {
+            file.set_len((len * TXN_INDEX_ENTRY_BYTES) as u64)?;
+        }
+        self.entries.truncate(len);
+        Ok(())
+    }
+
     /// Syncs the file if entries were appended since the last sync.
     pub(crate) fn sync(&self) -> std::io::Result<()> {
         if self.dirty.swap(false, Ordering::AcqRel)

@@ -13,6 +13,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::FlushPolicy;
 use crate::error::{AppendError, CheckpointError, MaintenanceError};
 use crate::producers::{ProducerStates, SequenceCheck, marker_record_of};
+use crate::transactions::record_batches;
 
 /// What an append wrote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,14 +130,20 @@ impl Log {
             h.partition_leader_epoch = leader_epoch;
             offset += i64::from(h.last_offset_delta) + 1;
         }
-        let info = match self.write_locked(&mut inner, batches, headers, Stamp::Assigned) {
+        let info = self
+            .write_abort_entries(&mut inner, batches, headers)
+            .and_then(|entries| {
+                self.write_locked(&mut inner, batches, headers, Stamp::Assigned)
+                    .inspect_err(|_| self.unwrite_abort_entries(&mut inner, entries))
+            });
+        let info = match info {
             Ok(info) => info,
             Err(e) => {
                 self.forget_unwritten_epochs(&mut inner);
                 return Err(e);
             }
         };
-        self.record_producers(&mut inner, batches, headers)?;
+        record_batches(&mut inner.producers, batches, headers);
         drop(inner);
         self.after_append(info.last_offset)?;
         Ok(info)
@@ -208,7 +215,11 @@ impl Log {
                     - inner.next_offset;
                 self.maybe_roll(&mut inner, bytes.len(), span)
             }
-            .and_then(|()| self.write_locked(&mut inner, bytes, run_headers, Stamp::AsIs));
+            .and_then(|()| self.write_abort_entries(&mut inner, bytes, run_headers))
+            .and_then(|entries| {
+                self.write_locked(&mut inner, bytes, run_headers, Stamp::AsIs)
+                    .inspect_err(|_| self.unwrite_abort_entries(&mut inner, entries))
+            });
             let info = match written {
                 Ok(info) => info,
                 Err(e) => {
@@ -216,7 +227,7 @@ impl Log {
                     return Err(e);
                 }
             };
-            self.record_producers(&mut inner, bytes, run_headers)?;
+            record_batches(&mut inner.producers, bytes, run_headers);
             total = Some(match total {
                 None => info,
                 Some(t) => AppendInfo {

@@ -4,11 +4,14 @@
 //! random interleavings against a model.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 use weir_log::producers::SequenceError;
+use weir_log::storage::FaultyStorage;
+use weir_log::txn_index::TXN_INDEX_ENTRY_BYTES;
 use weir_log::{
     AbortedTxn, AppendError, Compression, FlushPolicy, Log, LogConfig, Record, RecordBatchBuilder,
 };
@@ -455,4 +458,66 @@ proptest! {
         let log = Log::open(dir.path(), config()).unwrap();
         check(&log, &written, "after the last reopen")?;
     }
+}
+
+/// A disk with room for an abort marker but not for its aborted-transaction index entry
+/// (the soak's finding: the entry, written after the marker, ran out of space and failed
+/// the log, whose reopen on the still-full disk took the broker's data directory
+/// offline): the marker is refused as storage-full with the log healthy and nothing
+/// written, and once space is freed it goes through, indexed once. On a follower's copy
+/// alike.
+#[test]
+fn a_full_disk_refuses_an_abort_marker_without_failing_the_log() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader_disk = FaultyStorage::default();
+    let leader = Log::open_with_storage(a.path(), config(), Arc::new(leader_disk.clone())).unwrap();
+    leader.append(&mut txn_batch(1, 0, "a", "1"), 0).unwrap(); // 0
+    let marker_bytes = {
+        let scratch = tempfile::tempdir().unwrap();
+        let log = Log::open(scratch.path(), config()).unwrap();
+        log.append(&mut txn_batch(1, 0, "a", "1"), 0).unwrap();
+        log.append_marker(1, 0, false, 5, 0).unwrap().bytes as u64
+    };
+    assert!(marker_bytes > TXN_INDEX_ENTRY_BYTES as u64);
+    // Room for the marker and not for both.
+    leader_disk.leave_free(marker_bytes);
+    let refused = leader.append_marker(1, 0, false, 5, 0).unwrap_err();
+    assert!(refused.is_storage_full(), "{refused:?}");
+    assert_eq!(leader.failure(), None, "a full disk failed the log");
+    assert_eq!(leader.offsets().log_end_offset, 1, "nothing written");
+    assert_eq!(leader.first_unstable_offset(), Some(0));
+    leader_disk.fill(false);
+    leader.append_marker(1, 0, false, 5, 0).unwrap(); // 1
+    assert_eq!(leader.first_unstable_offset(), None);
+    assert_eq!(
+        leader.aborted_transactions(0, i64::MAX).unwrap(),
+        [aborted(1, 0, 1, 2)]
+    );
+
+    let follower_disk = FaultyStorage::default();
+    let follower =
+        Log::open_with_storage(b.path(), config(), Arc::new(follower_disk.clone())).unwrap();
+    let data = leader.read(0, 1 << 20, None).unwrap();
+    let batch_bytes = data.records.len() as u64 - marker_bytes;
+    follower_disk.leave_free(batch_bytes + marker_bytes);
+    let refused = follower.append_replicated(&data.records).unwrap_err();
+    assert!(refused.is_storage_full(), "{refused:?}");
+    assert_eq!(
+        follower.failure(),
+        None,
+        "a full disk failed the follower's log"
+    );
+    assert_eq!(follower.offsets().log_end_offset, 0, "nothing written");
+    follower_disk.fill(false);
+    follower.append_replicated(&data.records).unwrap();
+    assert_eq!(
+        follower.aborted_transactions(0, i64::MAX).unwrap(),
+        [aborted(1, 0, 1, 2)]
+    );
+    follower.close().unwrap();
+    let reopened = Log::open(b.path(), config()).unwrap();
+    assert_eq!(
+        reopened.aborted_transactions(0, i64::MAX).unwrap(),
+        [aborted(1, 0, 1, 2)]
+    );
 }
