@@ -149,6 +149,43 @@ pub fn write_i64(
     write(storage, dir, kind, &value.to_be_bytes())
 }
 
+/// Writes a checkpoint that must not be left as it was: the one on disk may claim what
+/// the log no longer holds (after a truncation, or a recovery that cut a damaged tail).
+/// If it cannot be written for want of space it is removed instead (a removal needs no
+/// space), and what it would have saved the next open is done the long way: a scan of
+/// every segment for the recovery point, a rebuild from the log start for the producer
+/// snapshot. Returns whether it was written.
+pub fn write_or_remove(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: Kind,
+    payload: &[u8],
+) -> Result<bool, CheckpointError> {
+    match write(storage, dir, kind, payload) {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_storage_full() => {
+            tracing::warn!(error = %e, "checkpoint not written for want of space: removed, the next open recovers without it");
+            remove(storage, dir, kind)?;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the `kind` checkpoint in `dir`, durably (none there is fine).
+pub fn remove(storage: &dyn Storage, dir: &Path, kind: Kind) -> Result<(), CheckpointError> {
+    let path = dir.join(kind.file_name());
+    let io = |source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    };
+    match storage.remove_file(&path) {
+        Ok(()) => storage.sync_dir(dir).map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
 /// Reads big-endian fields off a checkpoint payload, failing on a short payload.
 pub(crate) struct PayloadReader<'a> {
     bytes: &'a [u8],

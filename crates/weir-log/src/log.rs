@@ -231,7 +231,7 @@ impl Log {
         // The rebuilt state replaces a snapshot the log no longer matches (one past a
         // crash-shortened end) before anything is appended after it.
         if !snapshot_current {
-            log.write_producer_snapshot(&log.lock())?;
+            log.replace_producer_snapshot(&log.lock())?;
         }
         let offsets = log.offsets();
         tracing::info!(
@@ -364,12 +364,44 @@ impl Log {
         &self,
         inner: &Inner,
     ) -> Result<(), crate::error::CheckpointError> {
+        match self.producer_snapshot(inner)? {
+            Some(payload) => checkpoint::write(
+                self.storage.as_ref(),
+                &self.dir,
+                Kind::ProducerState,
+                &payload,
+            ),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Log::write_producer_snapshot`] where the snapshot on disk may be past the log end
+    /// (after a truncation, or a recovery that lost a tail): one that cannot be written
+    /// for want of space is removed (`checkpoint::write_or_remove`), never left to be
+    /// taken for the state at an offset the log reaches again with other batches.
+    pub(crate) fn replace_producer_snapshot(
+        &self,
+        inner: &Inner,
+    ) -> Result<(), crate::error::CheckpointError> {
+        if let Some(payload) = self.producer_snapshot(inner)? {
+            let kind = Kind::ProducerState;
+            checkpoint::write_or_remove(self.storage.as_ref(), &self.dir, kind, &payload)?;
+        }
+        Ok(())
+    }
+
+    /// The producer snapshot's payload, its aborted-transaction entries made durable
+    /// first; `None` when there is nothing to write.
+    fn producer_snapshot(
+        &self,
+        inner: &Inner,
+    ) -> Result<Option<Vec<u8>>, crate::error::CheckpointError> {
         let kind = Kind::ProducerState;
         if inner.producers.is_empty()
             && inner.next_offset == inner.log_start_offset
             && !self.dir.join(kind.file_name()).exists()
         {
-            return Ok(());
+            return Ok(None);
         }
         // The snapshot vouches for the aborted-transaction entries before its offset
         // (they are not rebuilt after a crash): they are made durable first.
@@ -382,8 +414,7 @@ impl Log {
                     })?;
             }
         }
-        let payload = inner.producers.encode(inner.next_offset);
-        checkpoint::write(self.storage.as_ref(), &self.dir, kind, &payload)
+        Ok(Some(inner.producers.encode(inner.next_offset)))
     }
 
     /// How many idempotent producers this log remembers.

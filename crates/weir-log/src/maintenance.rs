@@ -79,15 +79,22 @@ impl Log {
         // The epochs go only after the cut is durable: a crash in between leaves epochs
         // past the end, which recovery drops, never batches whose epoch the history has
         // forgotten (that history would answer OffsetsForLeaderEpoch past them).
+        // A full disk does not fail the cut: epochs past the end on disk are dropped by a
+        // recovery, and the next append writes the history before any data
+        // (`epochs_unpersisted`); checkpoints that would claim what the cut removed are
+        // removed instead of rewritten.
         if inner.epochs.truncate_from_end(new_end) {
-            self.persist_epochs(&inner)?;
+            match self.persist_epochs(&inner) {
+                Err(e) if e.is_storage_full() => inner.epochs_unpersisted = true,
+                written => written?,
+            }
         }
-        self.write_recovery_point(&inner)?;
+        self.replace_recovery_point(&inner)?;
         // The producers' state as of the new end: what the cut removed is forgotten, and
         // a snapshot past the new end is replaced before anything is appended after it.
         recovery::rebuild_producers(&self.dir, &self.config, self.storage.as_ref(), &mut inner)
             .map_err(open_to_maintenance)?;
-        self.write_producer_snapshot(&inner)?;
+        self.replace_producer_snapshot(&inner)?;
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = new_end, "log truncated");
         Ok(())
     }

@@ -512,9 +512,15 @@ pub(crate) fn recover(
     if active.parked.is_none() {
         active.files_mut().reserve_full(config, OpenError::io)?;
     }
-    // Epochs that start at or past the recovered end were lost with it.
+    // Epochs that start at or past the recovered end were lost with it. For want of space
+    // the history on disk keeps them (every recovery drops them again) and the first
+    // append writes it before any data (`epochs_unpersisted`).
+    let mut epochs_unpersisted = false;
     if epochs.truncate_from_end(next_offset) | epochs.truncate_from_start(log_start_offset) {
-        checkpoint::write(storage, dir, Kind::LeaderEpochs, &epochs.encode())?;
+        match checkpoint::write(storage, dir, Kind::LeaderEpochs, &epochs.encode()) {
+            Err(e) if e.is_storage_full() => epochs_unpersisted = true,
+            written => written?,
+        }
     }
     let inner = Inner {
         segments,
@@ -522,7 +528,7 @@ pub(crate) fn recover(
         log_start_offset,
         epochs,
         failed: None,
-        epochs_unpersisted: false,
+        epochs_unpersisted,
         generation: 0,
         producers: ProducerStates::default(),
         last_used: Instant::now(),
@@ -555,14 +561,12 @@ pub(crate) fn recover(
     })
 }
 
+/// The recovery point of what was just recovered; for want of space the old one is
+/// removed instead (it may claim a tail the recovery cut), and the next open scans again.
 fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Result<(), OpenError> {
     let point = inner.recovery_point().encode();
-    Ok(checkpoint::write(
-        storage,
-        dir,
-        Kind::RecoveryPoint,
-        &point,
-    )?)
+    checkpoint::write_or_remove(storage, dir, Kind::RecoveryPoint, &point)?;
+    Ok(())
 }
 
 /// Opens a parked active segment (`Segment::parked`) as recovery would open it at

@@ -89,6 +89,22 @@ impl Log {
         Ok(())
     }
 
+    /// [`Log::write_recovery_point`] where the point on disk may claim what the log no
+    /// longer holds (after a truncation): one that cannot be written for want of space is
+    /// removed (`checkpoint::write_or_remove`), and the next open scans every segment.
+    pub(crate) fn replace_recovery_point(&self, inner: &Inner) -> Result<(), MaintenanceError> {
+        match self.write_recovery_point(inner) {
+            Err(e) if e.is_storage_full() => {
+                let mut ckpt = self.checkpoint.lock().expect("checkpoint mutex poisoned");
+                tracing::warn!(dir = %self.dir.display(), error = %e, "recovery point not written for want of space: removed, the next open scans every segment");
+                checkpoint::remove(self.storage.as_ref(), &self.dir, Kind::RecoveryPoint)?;
+                ckpt.last = None;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     pub(crate) fn flush_state(&self) -> MutexGuard<'_, FlushState> {
         self.flush.lock().expect("flush mutex poisoned")
     }

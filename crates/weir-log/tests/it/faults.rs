@@ -1206,3 +1206,51 @@ fn a_full_disk_leaves_an_idle_log_open_until_it_can_be_parked() {
     append_records(&log, &mut h, 4);
     assert_eq!(try_read_all(&log, 0).unwrap().len(), 8);
 }
+
+/// A follower cutting what diverged, on a full disk, and a broker reopening a log that
+/// was not closed cleanly, on a full disk (the soak's broker stopped there: the reopen of
+/// a failed log ran out of space and took the data directory offline): both go through,
+/// the checkpoints that would claim what was cut removed rather than left stale, and the
+/// log reads back exactly what it holds, then and after space returns and a reopen.
+#[test]
+fn a_full_disk_does_not_stop_a_truncation_or_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(FlushPolicy::GroupCommit, true);
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    let mut h = History::default();
+    for epoch in 0..3 {
+        for _ in 0..6 {
+            let mut b = make_batch(h.attempted, 4, Compression::None);
+            log.append(&mut b, epoch).unwrap();
+            h.attempted += 4;
+        }
+        log.flush().unwrap();
+    }
+    assert!(log.segment_count() > 2);
+    let cut = h.attempted / 2 + 2; // inside a batch: the cut ends at its start
+    storage.fill(true);
+    log.truncate_to(cut).unwrap();
+    assert_eq!(log.failure(), None);
+    let end = log.offsets().log_end_offset;
+    assert!(end <= cut && end > 0, "{end}");
+    assert_eq!(try_read_all(&log, 0).unwrap().len() as i64, end);
+    // Dropped, not closed (a failed log is dropped so): its reopen recovers, still full.
+    drop(log);
+    let log =
+        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    assert_eq!(log.offsets().log_end_offset, end);
+    storage.fill(false);
+    h.attempted = end;
+    append_records(&log, &mut h, 4);
+    drop(log);
+    let log = Log::open_with_storage(dir.path(), config, Arc::new(FileStorage)).unwrap();
+    let values: Vec<String> = try_read_all(&log, 0)
+        .unwrap()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
+        .collect();
+    let expected: Vec<String> = (0..h.attempted).map(value_of).collect();
+    assert_eq!(values, expected);
+}
