@@ -252,6 +252,24 @@ impl ClusterError {
         }
         false
     }
+
+    /// Whether an I/O error somewhere in this error's causes is a full disk (ENOSPC, or
+    /// EDQUOT on a quota): what freeing space would let through.
+    pub fn is_storage_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cause {
+            if let Some(io) = e.downcast_ref::<io::Error>()
+                && matches!(
+                    io.kind(),
+                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            cause = e.source();
+        }
+        false
+    }
 }
 
 /// The Linux errno values [`ClusterError::is_resource_limit`] looks for (without a libc

@@ -21,34 +21,58 @@ use crate::error::ClusterError;
 use crate::replication::{Event, LocalLog};
 
 /// Reopens the failed log, cut to `truncate_to`, and tells the state machine; or, if
-/// that fails, takes the data directory offline. Nothing is reopened on a data directory
-/// that is already offline, nor for a partition being closed.
+/// that fails, takes the data directory offline. A reopen that runs out of space is tried
+/// again every [`REOPEN_WHEN_FULL_EVERY`] until space is freed: a full disk refuses
+/// writes, it is not a failing one (found by the soak, where a reopen on a full disk
+/// stopped the broker). Nothing is reopened on a data directory that is already offline,
+/// nor for a partition being closed.
 pub(super) async fn reopen_after_failure(shared: Arc<Shared>, truncate_to: Option<i64>) {
-    let mut guard = shared.log.clone().write_owned().await;
-    if shared.closing.load(Ordering::SeqCst) {
-        return;
-    }
-    if let Some(reason) = shared.data_dir.offline() {
-        tracing::warn!(
-            topic = shared.topic,
-            partition = shared.index,
-            reason,
-            "the data directory is offline: the failed log stays closed"
-        );
-        // Dropped without another sync, as before a reopen.
-        if let Some(failed) = guard.take() {
-            let _ = tokio::task::spawn_blocking(move || drop(failed)).await;
+    let mut said_full = false;
+    loop {
+        let mut guard = shared.log.clone().write_owned().await;
+        if shared.closing.load(Ordering::SeqCst) {
+            return;
         }
-        return;
-    }
-    if let Err(e) = reopen(&shared, guard, truncate_to).await {
-        *shared.failure.lock().expect("failure mutex") = Some(e.to_string());
-        shared.take_data_dir_offline(format!(
-            "reopening the failed log of {}-{} failed: {e}",
-            shared.topic, shared.index
-        ));
+        if let Some(reason) = shared.data_dir.offline() {
+            tracing::warn!(
+                topic = shared.topic,
+                partition = shared.index,
+                reason,
+                "the data directory is offline: the failed log stays closed"
+            );
+            // Dropped without another sync, as before a reopen.
+            if let Some(failed) = guard.take() {
+                let _ = tokio::task::spawn_blocking(move || drop(failed)).await;
+            }
+            return;
+        }
+        match reopen(&shared, guard, truncate_to).await {
+            Ok(()) => return,
+            Err(e) if e.is_storage_full() => {
+                if !std::mem::replace(&mut said_full, true) {
+                    tracing::warn!(
+                        topic = shared.topic,
+                        partition = shared.index,
+                        error = %e,
+                        "no space left to reopen the failed log: trying again until space is freed"
+                    );
+                }
+                tokio::time::sleep(REOPEN_WHEN_FULL_EVERY).await;
+            }
+            Err(e) => {
+                *shared.failure.lock().expect("failure mutex") = Some(e.to_string());
+                shared.take_data_dir_offline(format!(
+                    "reopening the failed log of {}-{} failed: {e}",
+                    shared.topic, shared.index
+                ));
+                return;
+            }
+        }
     }
 }
+
+/// How often a reopen that ran out of space is tried again.
+const REOPEN_WHEN_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Under the log's write guard: drops the log there is (closing it cleanly if it has not
 /// failed), opens it again with the partition's settings, cuts it to `truncate_to`, and
