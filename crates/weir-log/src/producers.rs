@@ -239,6 +239,9 @@ pub struct ProducerStates {
     ongoing: BTreeMap<i64, i64>,
     /// The verification guards standing, by producer id (see the module docs).
     verifying: HashMap<i64, Standing>,
+    /// Producers whose last batch here was refused for want of space, with its epoch and
+    /// first sequence (in memory only; see [`ProducerStates::follows_refused`]).
+    refused_for_space: HashMap<i64, (i16, i32)>,
 }
 
 /// A guard a leader took before asking a producer's coordinator.
@@ -453,6 +456,7 @@ impl ProducerStates {
         if h.is_control() {
             return self.record_marker(h, marker?);
         }
+        self.refused_for_space.remove(&h.producer_id);
         let meta = BatchMeta {
             first_seq: h.base_sequence,
             last_seq: last_seq(h),
@@ -490,6 +494,35 @@ impl ProducerStates {
         done.aborted.then(|| aborted_entry(self, &done))
     }
 
+    /// Notes that the leader refused `h` for want of space (nothing of it was written).
+    pub(crate) fn note_refused_for_space(&mut self, h: &BatchHeader) {
+        if !is_idempotent(h)
+            || (self.refused_for_space.len() >= MAX_VERIFICATIONS
+                && !self.refused_for_space.contains_key(&h.producer_id))
+        {
+            return;
+        }
+        self.refused_for_space
+            .insert(h.producer_id, (h.producer_epoch, h.base_sequence));
+    }
+
+    /// Whether `h` comes after a batch of the same producer and epoch that was refused
+    /// for want of space and not written since: the first sequence of that batch. Such a
+    /// batch is refused the same way, with nothing written, until the refused one is
+    /// retried (`Log::append`). Kafka answers it OUT_OF_ORDER_SEQUENCE_NUMBER, and a
+    /// producer with a request behind a failed one takes that for "not written": it
+    /// renumbers everything it holds unacknowledged, on every partition, under a new
+    /// epoch (librdkafka's epoch bump), and a message another partition had answered
+    /// with a lost connection or NOT_LEADER, which may have been written, is then
+    /// written twice (librdkafka issue 4953; the soak found five such doubles). Refused
+    /// for space like the batch before it, the request is retried in order, under the
+    /// same epoch. It also keeps a producer this partition had no state for from having
+    /// its second batch written before its refused first.
+    pub(crate) fn follows_refused(&self, h: &BatchHeader) -> Option<i32> {
+        let &(epoch, seq) = self.refused_for_space.get(&h.producer_id)?;
+        (is_idempotent(h) && h.producer_epoch == epoch && h.base_sequence > seq).then_some(seq)
+    }
+
     /// The entry of the batch's producer (created if new), its newest timestamp updated.
     fn entry(&mut self, h: &BatchHeader) -> &mut ProducerEntry {
         let entry = self
@@ -509,6 +542,7 @@ impl ProducerStates {
     fn record_marker(&mut self, h: &BatchHeader, marker: MarkerRecord) -> Option<CompletedTxn> {
         // A verification taken before this marker vouches for a transaction that ended.
         self.verifying.remove(&h.producer_id);
+        self.refused_for_space.remove(&h.producer_id);
         let entry = self.entry(h);
         if h.producer_epoch > entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -686,6 +720,7 @@ impl ProducerStates {
                 producers,
                 ongoing,
                 verifying: HashMap::new(),
+                refused_for_space: HashMap::new(),
             },
         ))
     }

@@ -106,23 +106,58 @@ impl Log {
                 latest: latest.epoch,
             });
         }
+        if let Some(seq) = headers
+            .first()
+            .and_then(|h| inner.producers.follows_refused(h))
+        {
+            let why = format!(
+                "no space left on the device: this producer's batch at sequence {seq} was refused, and the batches after it wait for its retry"
+            );
+            return Err(AppendError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::StorageFull, why),
+            });
+        }
         if let Some(duplicate) = check_sequences(&inner.producers, batches, headers, verification)?
         {
             return Ok(duplicate);
         }
+        let written = self.write_new(&mut inner, batches, headers, leader_epoch);
+        if let Err(e) = &written
+            && e.is_storage_full()
+            && let [h] = &headers[..]
+        {
+            inner.producers.note_refused_for_space(h);
+        }
+        let info = written?;
+        drop(inner);
+        self.after_append(info.last_offset)?;
+        Ok(info)
+    }
+
+    /// The write of [`Log::append_verified`] once its batches are checked: rolled to a new
+    /// segment if due, the epoch history first if it changes, offsets assigned, written,
+    /// and recorded in the producers' state.
+    fn write_new(
+        &self,
+        inner: &mut Inner,
+        batches: &[u8],
+        headers: &mut [BatchHeader],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, AppendError> {
         let span = headers
             .iter()
             .map(|h| i64::from(h.last_offset_delta) + 1)
             .sum();
-        self.open_active(&mut inner)?;
-        self.maybe_roll(&mut inner, batches.len(), span)?;
+        self.open_active(inner)?;
+        self.maybe_roll(inner, batches.len(), span)?;
         let mut changed = inner.epochs_unpersisted;
         if leader_epoch >= 0 {
             let start = inner.next_offset;
             changed |= inner.epochs.assign(leader_epoch, start);
         }
         if changed {
-            self.persist_epochs_before_data(&mut inner)?;
+            self.persist_epochs_before_data(inner)?;
         }
         let mut offset = inner.next_offset;
         for h in headers.iter_mut() {
@@ -131,21 +166,19 @@ impl Log {
             offset += i64::from(h.last_offset_delta) + 1;
         }
         let info = self
-            .write_abort_entries(&mut inner, batches, headers)
+            .write_abort_entries(inner, batches, headers)
             .and_then(|entries| {
-                self.write_locked(&mut inner, batches, headers, Stamp::Assigned)
-                    .inspect_err(|_| self.unwrite_abort_entries(&mut inner, entries))
+                self.write_locked(inner, batches, headers, Stamp::Assigned)
+                    .inspect_err(|_| self.unwrite_abort_entries(inner, entries))
             });
         let info = match info {
             Ok(info) => info,
             Err(e) => {
-                self.forget_unwritten_epochs(&mut inner);
+                self.forget_unwritten_epochs(inner);
                 return Err(e);
             }
         };
         record_batches(&mut inner.producers, batches, headers);
-        drop(inner);
-        self.after_append(info.last_offset)?;
         Ok(info)
     }
 

@@ -200,3 +200,43 @@ fn idle_producers_expire_with_retention() {
     // Forgotten: it may start over at any sequence.
     assert!(log.append(&mut batch(1, 0, 40, "late", 1), 0).is_ok());
 }
+
+/// A batch refused for want of space, and the producer's next ones already on their way
+/// (librdkafka keeps up to five requests in flight per partition): each later one is
+/// refused for space as well, not as out of order, until the refused one is retried, and
+/// then all go in, in order, once each. An out-of-order answer there makes librdkafka
+/// renumber every message it holds unacknowledged under a new epoch, which wrote messages
+/// of other partitions twice in the soak (librdkafka issue 4953). A producer the log has
+/// no state for alike: its second batch is not written before its refused first.
+#[test]
+fn batches_behind_one_refused_for_space_are_refused_the_same_way_until_its_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = weir_log::storage::FaultyStorage::default();
+    let log =
+        Log::open_with_storage(dir.path(), config(), std::sync::Arc::new(storage.clone())).unwrap();
+    log.append(&mut batch(7, 0, 0, "a", 3), 0).unwrap();
+    storage.fill(true);
+    for (pid, seq) in [(7, 3), (8, 0)] {
+        let refused = log.append(&mut batch(pid, 0, seq, "b", 1), 0).unwrap_err();
+        assert!(refused.is_storage_full(), "{refused:?}");
+    }
+    storage.fill(false);
+    for (pid, seq) in [(7, 4), (8, 1)] {
+        let behind = log.append(&mut batch(pid, 0, seq, "c", 1), 0).unwrap_err();
+        assert!(behind.is_storage_full(), "{behind:?}");
+    }
+    for (pid, seq, tag) in [(7, 3, "b"), (7, 4, "c"), (8, 0, "b"), (8, 1, "c")] {
+        let info = log.append(&mut batch(pid, 0, seq, tag, 1), 0).unwrap();
+        assert!(!info.duplicate);
+    }
+    // A gap that no refusal explains is still out of order.
+    let gap = log.append(&mut batch(7, 0, 9, "d", 1), 0).unwrap_err();
+    assert!(
+        matches!(gap, AppendError::Sequence(SequenceError::OutOfOrder { .. })),
+        "{gap:?}"
+    );
+    assert_eq!(
+        values(&read_all(&log, 0)),
+        ["a-0", "a-1", "a-2", "b-0", "c-0", "b-0", "c-0"]
+    );
+}
