@@ -297,6 +297,12 @@ impl Cluster {
         self.disk(id)?.fill()
     }
 
+    /// Fills node `id`'s data directory's tmpfs to within `headroom` bytes (a page at
+    /// most beyond; see [`crate::tmpfs`]).
+    pub fn fill_disk_leaving(&self, id: i32, headroom: u64) -> anyhow::Result<()> {
+        self.disk(id)?.fill_leaving(headroom)
+    }
+
     /// Gives node `id`'s tmpfs its full size back.
     pub fn free_disk(&self, id: i32) -> anyhow::Result<()> {
         self.disk(id)?.free()
@@ -614,6 +620,19 @@ impl Cluster {
     ) -> anyhow::Result<()> {
         self.probe()
             .create_topic(name, partitions, replication_factor, min_insync_replicas)
+            .await
+    }
+
+    /// Creates a topic with the configs given (see [`Probe::create_topic_with`]).
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        self.probe()
+            .create_topic_with(name, partitions, replication_factor, configs)
             .await
     }
 

@@ -140,15 +140,28 @@ impl Probe {
         replication_factor: u32,
         min_insync_replicas: u32,
     ) -> anyhow::Result<()> {
+        let min_isr = min_insync_replicas.to_string();
+        let configs = [("min.insync.replicas", min_isr.as_str())];
+        self.create_topic_with(name, partitions, replication_factor, &configs)
+            .await
+    }
+
+    /// [`Probe::create_topic`] with the topic configs given.
+    pub async fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let request = pb::CreateTopicRequest {
             name: name.to_owned(),
             partitions,
             replication_factor,
-            configs: [(
-                "min.insync.replicas".to_owned(),
-                min_insync_replicas.to_string(),
-            )]
-            .into(),
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         wait_for(
             Duration::from_secs(20),

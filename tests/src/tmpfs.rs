@@ -73,9 +73,15 @@ impl Tmpfs {
 
     /// Fills it: remounts it at the size it uses plus [`FULL_HEADROOM_BYTES`].
     pub fn fill(&self) -> anyhow::Result<()> {
+        self.fill_leaving(FULL_HEADROOM_BYTES)
+    }
+
+    /// Fills it to within `headroom` bytes: remounts it at the size it uses plus that,
+    /// rounded up to a page.
+    pub fn fill_leaving(&self, headroom: u64) -> anyhow::Result<()> {
         for _ in 0..SHRINK_ATTEMPTS {
             let used = self.used()?;
-            let size = (used + FULL_HEADROOM_BYTES).div_ceil(PAGE_BYTES) * PAGE_BYTES;
+            let size = (used + headroom).div_ceil(PAGE_BYTES) * PAGE_BYTES;
             // Refused (EINVAL) if the broker wrote past `size` meanwhile: measure again.
             if self.remount(size.min(self.size))? {
                 return Ok(());

@@ -5,6 +5,8 @@
 //!   written is in the partition exactly once (none lost, none doubled: a batch librdkafka
 //!   retries after the kill is stored once, by its producer id and sequence), and nothing
 //!   is there that was not sent.
+//!   The same while the leader is cut off from the other nodes, and while its disk is full
+//!   (writes refused, leadership kept, nothing failed once space returns).
 //! - a kafka-python group of 3 consumers reads a topic of 6 partitions while one member
 //!   and then one broker are SIGKILLed. Asserted: every record is read at least once, and
 //!   nothing is read that was not produced.
@@ -122,6 +124,24 @@ async fn an_idempotent_kafka_producer_moves_to_the_new_leader_when_the_leader_is
     idempotent_producer_through(LeaderFault::Cut).await
 }
 
+/// As above, with the leader's disk full (no room left at all) for a few seconds, on a
+/// topic whose segments are small enough that rolls meet the full disk: the leader
+/// refuses the writes and keeps leading, and the producer's retries go in once space is
+/// freed. Asserted besides: no record fails. Two full-disk bugs wrote records twice in
+/// the soak: a roll's producer snapshot ran out of space and failed the log (its
+/// leadership ended, and appends written and replicated were answered as failed), and
+/// the requests behind a refused one were answered OUT_OF_ORDER_SEQUENCE_NUMBER, on which
+/// librdkafka renumbers all it holds unacknowledged under a new epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_kafka_producer_loses_and_doubles_nothing_when_the_leaders_disk_fills()
+-> anyhow::Result<()> {
+    if let Some(reason) = weir_tests::tmpfs::unavailable() {
+        println!("SKIPPED: {reason}");
+        return Ok(());
+    }
+    idempotent_producer_through(LeaderFault::DiskFull).await
+}
+
 /// What befalls the partition's leader a third of the way into the producer's run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LeaderFault {
@@ -129,13 +149,32 @@ enum LeaderFault {
     Kill,
     /// Cut off from the other nodes by the proxy, healed once the producer is done.
     Cut,
+    /// Its disk filled for [`FULL_DISK_FOR`], then freed.
+    DiskFull,
 }
+
+/// How long the leader's disk stays full in the full-disk case.
+const FULL_DISK_FOR: Duration = Duration::from_secs(4);
+/// Each node's tmpfs in the full-disk case: room for the test's writes many times over.
+const FULL_DISK_TMPFS_BYTES: u64 = 256 << 20;
+/// The topic's segment size in the full-disk case: the producer's writes roll one every
+/// half second or so, so rolls meet the full disk.
+const FULL_DISK_SEGMENT_BYTES: &str = "16384";
 
 async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
     let _serial = weir_tests::exclusive().await;
     let python = tokio::task::spawn_blocking(python).await??;
-    let mut cluster = Cluster::start(ClusterConfig::default()).await?;
-    cluster.create_topic(TOPIC, 1, 3, 2).await?;
+    let full_disk = fault == LeaderFault::DiskFull;
+    let mut cluster = Cluster::start(ClusterConfig {
+        disk_bytes: full_disk.then_some(FULL_DISK_TMPFS_BYTES),
+        ..ClusterConfig::default()
+    })
+    .await?;
+    let mut configs = vec![("min.insync.replicas", "2")];
+    if full_disk {
+        configs.push(("segment.bytes", FULL_DISK_SEGMENT_BYTES));
+    }
+    cluster.create_topic_with(TOPIC, 1, 3, &configs).await?;
     cluster.wait_healthy(TOPIC, Duration::from_secs(30)).await?;
 
     let mut command = Command::new(&python);
@@ -153,10 +192,23 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
 
     tokio::time::sleep(Duration::from_secs(PRODUCE_SECONDS / 3)).await;
     let leader = cluster.leader(TOPIC, 0).await?;
+    // The full-disk case: who led the partition at the end of the fill.
+    let mut led_after_fill = None;
     match fault {
         LeaderFault::Kill => {
             cluster.kill(leader)?;
             eprintln!("killed node {leader}, the leader of {TOPIC}/0");
+        }
+        LeaderFault::DiskFull => {
+            cluster.fill_disk_leaving(leader, 0)?;
+            eprintln!("filled node {leader}'s disk, the leader of {TOPIC}/0");
+            tokio::time::sleep(FULL_DISK_FOR).await;
+            led_after_fill = Some(cluster.leader(TOPIC, 0).await?);
+            cluster.free_disk(leader)?;
+            eprintln!("freed node {leader}'s disk");
+            // The fault was real: the leader refused writes for want of space.
+            let refused = cluster.log(leader)?.contains("refusing appends");
+            assert!(refused, "node {leader} never ran out of space");
         }
         LeaderFault::Cut => {
             let cut_at = tokio::time::Instant::now();
@@ -229,6 +281,7 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
     match fault {
         LeaderFault::Kill => cluster.restart(leader).await?,
         LeaderFault::Cut => cluster.proxy().heal(),
+        LeaderFault::DiskFull => {}
     }
     cluster.wait_healthy(TOPIC, Duration::from_secs(60)).await?;
     let stored = cluster.read_all(TOPIC).await?;
@@ -264,11 +317,17 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
         "only {} of {RECORDS} acknowledged",
         acked.len()
     );
-    if fault == LeaderFault::Cut {
+    if fault != LeaderFault::Kill {
         assert_eq!(
             failed, 0,
-            "records failed through a cut: {}",
+            "records failed through {fault:?}: {}",
             report["errors"]
+        );
+    }
+    if let Some(led_after_fill) = led_after_fill {
+        assert_eq!(
+            led_after_fill, leader,
+            "the full disk ended node {leader}'s leadership"
         );
     }
     Ok(())
