@@ -159,7 +159,7 @@ const FULL_DISK_FOR: Duration = Duration::from_secs(4);
 const FULL_DISK_TMPFS_BYTES: u64 = 256 << 20;
 /// The topic's segment size in the full-disk case: the producer's writes roll one every
 /// half second or so, so rolls meet the full disk.
-const FULL_DISK_SEGMENT_BYTES: &str = "16384";
+const FULL_DISK_SEGMENT_BYTES: &str = "4096";
 
 async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
     let _serial = weir_tests::exclusive().await;
@@ -271,8 +271,9 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
         .filter_map(|v| v.as_u64())
         .collect();
     let failed = report["failed"].as_array().context("failed")?.len();
+    let bumps = report["epoch_bumps"].as_u64().context("epoch_bumps")?;
     eprintln!(
-        "producer: {} acknowledged, {failed} failed, {} unsent; errors: {}",
+        "producer: {} acknowledged, {failed} failed, {} unsent, {bumps} epoch bumps; errors: {}",
         acked.len(),
         report["unsent"],
         report["errors"]
@@ -323,6 +324,11 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
             "records failed through {fault:?}: {}",
             report["errors"]
         );
+    }
+    if fault == LeaderFault::DiskFull {
+        // A refusal for space is retried under the same epoch, and so are the requests
+        // behind it: nothing the producer holds is renumbered.
+        assert_eq!(bumps, 0, "the full disk made the producer bump its epoch");
     }
     if let Some(led_after_fill) = led_after_fill {
         assert_eq!(
