@@ -256,20 +256,25 @@ impl ClusterError {
     /// Whether an I/O error somewhere in this error's causes is a full disk (ENOSPC, or
     /// EDQUOT on a quota): what freeing space would let through.
     pub fn is_storage_full(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<io::Error>()
-                && matches!(
-                    io.kind(),
-                    io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-                )
-            {
-                return true;
-            }
-            cause = e.source();
-        }
-        false
+        caused_by_no_space(self)
     }
+}
+
+/// Whether an I/O error among `err`'s causes is for want of space (ENOSPC, EDQUOT).
+pub(crate) fn caused_by_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>()
+            && matches!(
+                io.kind(),
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+            )
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// The Linux errno values [`ClusterError::is_resource_limit`] looks for (without a libc

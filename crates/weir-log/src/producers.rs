@@ -21,6 +21,11 @@
 //! and refusing it would strand a producer that did nothing wrong. Batches without a
 //! producer id (-1) are not checked.
 //!
+//! A batch the leader refused for want of space is remembered (in memory) until the
+//! producer's next batch is written: a later batch of the same epoch is refused for space
+//! too, not as out of order ([`ProducerStates::follows_refused`]), so the producer
+//! retries them in order instead of starting over under a new epoch.
+//!
 //! Transactions (KIP-98): a transactional batch (attribute bit 0x10) of a producer with
 //! no ongoing transaction opens one at the batch's first offset; the producer's next
 //! control batch (a commit or abort marker, written by the leader for the transaction
@@ -67,6 +72,11 @@ pub const PRODUCER_BATCHES_KEPT: usize = 5;
 /// opening a transaction there): past it one is dropped, whose producer's batch is then
 /// refused as unverified (the client aborts the transaction and retries it).
 pub const MAX_VERIFICATIONS: usize = 10_000;
+
+/// Most producers one partition remembers a refusal for want of space of
+/// ([`ProducerStates::follows_refused`]); past it a refused producer's next batches are
+/// answered as Kafka answers them.
+pub const MAX_REFUSALS_KEPT: usize = 10_000;
 
 /// Guards are unique in the process, so one taken before a reopen never matches one
 /// handed out after it.
@@ -497,7 +507,7 @@ impl ProducerStates {
     /// Notes that the leader refused `h` for want of space (nothing of it was written).
     pub(crate) fn note_refused_for_space(&mut self, h: &BatchHeader) {
         if !is_idempotent(h)
-            || (self.refused_for_space.len() >= MAX_VERIFICATIONS
+            || (self.refused_for_space.len() >= MAX_REFUSALS_KEPT
                 && !self.refused_for_space.contains_key(&h.producer_id))
         {
             return;

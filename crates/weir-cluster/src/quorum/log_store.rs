@@ -52,6 +52,7 @@ use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 use super::error::StoreError;
 use super::state_file::{self, FileKind};
 use super::types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::error::caused_by_no_space as no_space;
 
 /// The largest entry (one proposal's records, JSON-encoded); a longer frame length read
 /// from disk is corruption.
@@ -162,23 +163,6 @@ const NO_SPACE_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// this node, as for any other storage error): long enough for an operator to free
 /// space, bounded so that a broker asked to stop does not wait forever.
 const NO_SPACE_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
-
-/// Whether an I/O error among `err`'s causes is for want of space (ENOSPC, EDQUOT).
-fn no_space(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(err);
-    while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(
-                io.kind(),
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-            )
-        {
-            return true;
-        }
-        cause = e.source();
-    }
-    false
-}
 
 /// Runs `write` until it succeeds or fails for another reason than space. openraft stops
 /// the quorum on this node for good at any storage error, so a full disk stalls the

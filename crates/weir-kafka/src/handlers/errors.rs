@@ -45,6 +45,26 @@ pub fn commit_code(err: &BrokerError, version: i16) -> i16 {
     }
 }
 
+/// A coordinator's write to its internal topic that failed, as Kafka's coordinators
+/// answer it (its `CoordinatorRuntime` and, before it, `GroupMetadataManager` normalize
+/// the append's error so): a full or failed disk and a lost leadership as
+/// NOT_COORDINATOR, too few in-sync replicas as COORDINATOR_NOT_AVAILABLE. The client
+/// finds the coordinator again and retries, where the partition's own code reads as
+/// final: librdkafka aborts a transaction on a TxnOffsetCommit answered
+/// KAFKA_STORAGE_ERROR (the soak's copier aborted eleven of its transactions so, on full
+/// disks of the group coordinator). Any other code is kept.
+pub fn coordinator_write_code(code: i16) -> i16 {
+    match code {
+        c if c == E::KafkaStorageError.code() || c == E::NotLeaderOrFollower.code() => {
+            E::NotCoordinator.code()
+        }
+        c if c == E::NotEnoughReplicas.code() || c == E::NotEnoughReplicasAfterAppend.code() => {
+            E::CoordinatorNotAvailable.code()
+        }
+        c => c,
+    }
+}
+
 /// The Kafka code of a refused ConsumerGroupHeartbeat.
 pub fn consumer_heartbeat_code(err: &BrokerError) -> i16 {
     match err.reason {
@@ -247,6 +267,14 @@ mod tests {
         let stale = BrokerError::new(Reason::StaleMemberEpoch, "stale");
         assert_eq!(commit_code(&stale, 8), E::IllegalGeneration.code());
         assert_eq!(commit_code(&stale, 9), E::StaleMemberEpoch.code());
+        for (written, answered) in [
+            (E::KafkaStorageError, E::NotCoordinator),
+            (E::NotLeaderOrFollower, E::NotCoordinator),
+            (E::NotEnoughReplicas, E::CoordinatorNotAvailable),
+            (E::InvalidCommitOffsetSize, E::InvalidCommitOffsetSize),
+        ] {
+            assert_eq!(coordinator_write_code(written.code()), answered.code());
+        }
     }
 
     #[test]

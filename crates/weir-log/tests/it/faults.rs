@@ -1175,13 +1175,7 @@ fn a_full_disk_at_a_roll_refuses_the_append_without_failing_the_log() {
     log.close().unwrap();
 
     let log = Log::open_with_storage(dir.path(), config, Arc::new(FileStorage)).unwrap();
-    let read = try_read_all(&log, 0).unwrap();
-    let values: Vec<String> = read
-        .iter()
-        .map(|r| String::from_utf8_lossy(&r.value).into_owned())
-        .collect();
-    let expected: Vec<String> = (0..h.attempted).map(value_of).collect();
-    assert_eq!(values, expected);
+    assert_holds_every_attempt(&log, &h);
 }
 
 /// Parking an idle log on a full disk (its producer snapshot and recovery point cannot
@@ -1246,7 +1240,12 @@ fn a_full_disk_does_not_stop_a_truncation_or_a_reopen() {
     append_records(&log, &mut h, 4);
     drop(log);
     let log = Log::open_with_storage(dir.path(), config, Arc::new(FileStorage)).unwrap();
-    let values: Vec<String> = try_read_all(&log, 0)
+    assert_holds_every_attempt(&log, &h);
+}
+
+/// The log holds every record `h` attempted, in order, once each: `value_of(0..)`.
+fn assert_holds_every_attempt(log: &Log, h: &History) {
+    let values: Vec<String> = try_read_all(log, 0)
         .unwrap()
         .iter()
         .map(|r| String::from_utf8_lossy(&r.value).into_owned())

@@ -109,7 +109,9 @@ pub(in crate::handlers) fn commit_of(
 }
 
 /// One error code per partition of a commit of `partitions` partitions, in request
-/// order: each partition's own, or the whole request's (`request_code` of its error).
+/// order: each partition's own, or the whole request's (`request_code` of its error),
+/// with a failed write of the coordinator's as Kafka's coordinator answers it
+/// ([`errors::coordinator_write_code`]).
 pub(in crate::handlers) fn commit_codes(
     outcome: &Result<Vec<PartitionCommitted>, BrokerError>,
     partitions: usize,
@@ -122,7 +124,11 @@ pub(in crate::handlers) fn commit_codes(
             .collect(),
         Err(e) => vec![request_code(e); partitions],
     };
-    codes.into_iter()
+    codes
+        .into_iter()
+        .map(errors::coordinator_write_code)
+        .collect::<Vec<_>>()
+        .into_iter()
 }
 
 /// One partition's committed offset as OffsetFetch answers it: -1 for an offset or a
