@@ -51,7 +51,7 @@ pub fn commit_code(err: &BrokerError, version: i16) -> i16 {
 /// NOT_COORDINATOR, too few in-sync replicas as COORDINATOR_NOT_AVAILABLE. The client
 /// finds the coordinator again and retries, where the partition's own code reads as
 /// final: librdkafka aborts a transaction on a TxnOffsetCommit answered
-/// KAFKA_STORAGE_ERROR (the soak's copier aborted eleven of its transactions so, on full
+/// KAFKA_STORAGE_ERROR (the hour's soak: all 13 of the copier's aborts, on full
 /// disks of the group coordinator). Any other code is kept.
 pub fn coordinator_write_code(code: i16) -> i16 {
     match code {
