@@ -520,7 +520,24 @@ async fn consume(
             .await
         }
     };
-    let mut consumer = connect(instance).await?;
+    // Connecting is retried, here as after a crash: a fault under way when the check
+    // starts (the soak's begin at once) is no verdict, and a slot given up on would leave
+    // its share of the records to the others unnoticed until the end (an hour's soak
+    // failed so: "the connection to broker ... broke").
+    let reconnect = async |instance: usize| loop {
+        match connect(instance).await {
+            Ok(c) => break Some(c),
+            Err(_) => {
+                if *stop.borrow() {
+                    break None;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let Some(mut consumer) = reconnect(instance).await else {
+        return Ok(());
+    };
     while !*stop.borrow() {
         let sent_ms = now_ms();
         let got = match consumer.poll(Duration::from_millis(500)).await {
@@ -570,11 +587,9 @@ async fn consume(
             lock(&log).crashes += 1;
             instance += CONSUMERS;
             tokio::time::sleep(Duration::from_millis(100)).await;
-            consumer = loop {
-                match connect(instance).await {
-                    Ok(c) => break c,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
+            consumer = match reconnect(instance).await {
+                Some(c) => c,
+                None => return Ok(()),
             };
         }
     }
