@@ -623,19 +623,6 @@ impl Cluster {
             .await
     }
 
-    /// Creates a topic with the configs given (see [`Probe::create_topic_with`]).
-    pub async fn create_topic_with(
-        &self,
-        name: &str,
-        partitions: u32,
-        replication_factor: u32,
-        configs: &[(&str, &str)],
-    ) -> anyhow::Result<()> {
-        self.probe()
-            .create_topic_with(name, partitions, replication_factor, configs)
-            .await
-    }
-
     /// Waits until every node is running, registered and unfenced in every running
     /// node's view.
     pub async fn wait_brokers_unfenced(&self, limit: Duration) -> anyhow::Result<()> {

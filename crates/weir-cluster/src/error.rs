@@ -232,25 +232,18 @@ impl ClusterError {
     /// Whether an I/O error somewhere in this error's causes is a resource limit: too
     /// many open files (process or system), no memory, no disk space or quota.
     pub fn is_resource_limit(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
-        while let Some(e) = cause {
-            if let Some(io) = e.downcast_ref::<io::Error>()
-                && matches!(
-                    io.raw_os_error(),
-                    Some(
-                        libc_errno::EMFILE
-                            | libc_errno::ENFILE
-                            | libc_errno::ENOMEM
-                            | libc_errno::ENOSPC
-                            | libc_errno::EDQUOT
-                    )
+        any_io_cause(self, |io| {
+            matches!(
+                io.raw_os_error(),
+                Some(
+                    libc_errno::EMFILE
+                        | libc_errno::ENFILE
+                        | libc_errno::ENOMEM
+                        | libc_errno::ENOSPC
+                        | libc_errno::EDQUOT
                 )
-            {
-                return true;
-            }
-            cause = e.source();
-        }
-        false
+            )
+        })
     }
 
     /// Whether an I/O error somewhere in this error's causes is a full disk (ENOSPC, or
@@ -262,14 +255,19 @@ impl ClusterError {
 
 /// Whether an I/O error among `err`'s causes is for want of space (ENOSPC, EDQUOT).
 pub(crate) fn caused_by_no_space(err: &(dyn std::error::Error + 'static)) -> bool {
+    any_io_cause(err, |io| {
+        matches!(
+            io.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    })
+}
+
+/// Whether `err` or one of its causes is an I/O error that `is` says yes to.
+fn any_io_cause(err: &(dyn std::error::Error + 'static), is: impl Fn(&io::Error) -> bool) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<io::Error>()
-            && matches!(
-                io.kind(),
-                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
-            )
-        {
+        if e.downcast_ref::<io::Error>().is_some_and(&is) {
             return true;
         }
         cause = e.source();

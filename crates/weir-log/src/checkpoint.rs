@@ -154,21 +154,19 @@ pub fn write_i64(
 /// If it cannot be written for want of space it is removed instead (a removal needs no
 /// space), and what it would have saved the next open is done the long way: a scan of
 /// every segment for the recovery point, a rebuild from the log start for the producer
-/// snapshot. Returns whether it was written.
+/// snapshot.
 pub fn write_or_remove(
     storage: &dyn Storage,
     dir: &Path,
     kind: Kind,
     payload: &[u8],
-) -> Result<bool, CheckpointError> {
+) -> Result<(), CheckpointError> {
     match write(storage, dir, kind, payload) {
-        Ok(()) => Ok(true),
         Err(e) if e.is_storage_full() => {
             tracing::warn!(error = %e, "checkpoint not written for want of space: removed, the next open recovers without it");
-            remove(storage, dir, kind)?;
-            Ok(false)
+            remove(storage, dir, kind)
         }
-        Err(e) => Err(e),
+        written => written,
     }
 }
 

@@ -383,11 +383,13 @@ impl Log {
         &self,
         inner: &Inner,
     ) -> Result<(), crate::error::CheckpointError> {
-        if let Some(payload) = self.producer_snapshot(inner)? {
-            let kind = Kind::ProducerState;
-            checkpoint::write_or_remove(self.storage.as_ref(), &self.dir, kind, &payload)?;
+        match self.producer_snapshot(inner)? {
+            Some(payload) => {
+                let kind = Kind::ProducerState;
+                checkpoint::write_or_remove(self.storage.as_ref(), &self.dir, kind, &payload)
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// The producer snapshot's payload, its aborted-transaction entries made durable

@@ -529,6 +529,9 @@ impl ProducerStates {
     /// same epoch. It also keeps a producer this partition had no state for from having
     /// its second batch written before its refused first.
     pub(crate) fn follows_refused(&self, h: &BatchHeader) -> Option<i32> {
+        if self.refused_for_space.is_empty() {
+            return None; // every append asks: no hashing while nothing was refused
+        }
         let &(epoch, seq) = self.refused_for_space.get(&h.producer_id)?;
         (is_idempotent(h) && h.producer_epoch == epoch && h.base_sequence > seq).then_some(seq)
     }

@@ -565,8 +565,12 @@ pub(crate) fn recover(
 /// removed instead (it may claim a tail the recovery cut), and the next open scans again.
 fn write_recovery_point(storage: &dyn Storage, dir: &Path, inner: &Inner) -> Result<(), OpenError> {
     let point = inner.recovery_point().encode();
-    checkpoint::write_or_remove(storage, dir, Kind::RecoveryPoint, &point)?;
-    Ok(())
+    Ok(checkpoint::write_or_remove(
+        storage,
+        dir,
+        Kind::RecoveryPoint,
+        &point,
+    )?)
 }
 
 /// Opens a parked active segment (`Segment::parked`) as recovery would open it at

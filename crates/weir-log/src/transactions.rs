@@ -7,7 +7,7 @@ use crate::batch::control::{ControlType, TxnMarker};
 use crate::batch::{self, BatchHeader};
 use crate::error::{AppendError, OpenError, ReadError};
 use crate::log::{AppendInfo, Inner, Log};
-use crate::producers::{OngoingTxn, ProducerStates, Verification};
+use crate::producers::{OngoingTxn, ProducerStates, Verification, marker_record_of};
 use crate::recovery;
 use crate::txn_index::{AbortedTxn, Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
@@ -154,11 +154,12 @@ impl Log {
         batches: &[u8],
         headers: &[BatchHeader],
     ) -> Result<usize, AppendError> {
-        if !headers.iter().any(|h| h.is_control() && h.producer_id >= 0) {
+        if !holds_abort_marker(batches, headers) {
             return Ok(0);
         }
         // Worked out on a copy of the producers' state, by the walk that records them
-        // (markers are rare next to the batches they end).
+        // (aborts are rare: a commit marker, one per partition and transaction, takes
+        // the test above and no copy).
         let mut states = inner.producers.clone();
         let entries = record_batches(&mut states, batches, headers);
         if entries.is_empty() {
@@ -210,6 +211,18 @@ impl Log {
             ));
         }
     }
+}
+
+/// Whether `batches` hold a transaction's abort marker (a control batch of a producer
+/// whose record says abort).
+fn holds_abort_marker(batches: &[u8], headers: &[BatchHeader]) -> bool {
+    let mut pos = 0;
+    headers.iter().any(|h| {
+        let bytes = &batches[pos..pos + h.total_bytes()];
+        pos += h.total_bytes();
+        h.producer_id >= 0
+            && marker_record_of(h, bytes).is_some_and(|m| m.control == ControlType::Abort)
+    })
 }
 
 /// Records written batches (`batches`, whose headers carry their offsets) in `states`

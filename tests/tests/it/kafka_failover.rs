@@ -174,7 +174,10 @@ async fn idempotent_producer_through(fault: LeaderFault) -> anyhow::Result<()> {
     if full_disk {
         configs.push(("segment.bytes", FULL_DISK_SEGMENT_BYTES));
     }
-    cluster.create_topic_with(TOPIC, 1, 3, &configs).await?;
+    cluster
+        .probe()
+        .create_topic_with(TOPIC, 1, 3, &configs)
+        .await?;
     cluster.wait_healthy(TOPIC, Duration::from_secs(30)).await?;
 
     let mut command = Command::new(&python);

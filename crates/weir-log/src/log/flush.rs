@@ -182,17 +182,13 @@ impl Log {
             self.sync_or_fail(file, &path)?;
         }
         self.forget_rolled(&rolled);
-        match self.maybe_checkpoint(point, generation) {
-            Ok(()) => {}
-            // The data is durable; only the checkpoint that shortens recovery could not
-            // be written for want of space. The last one stands (a recovery scans a
-            // little more) and the next sync tries again: a full disk must not fail the
-            // syncs that `acks=all` answers wait for.
-            Err(e) if e.is_storage_full() => {
-                tracing::debug!(dir = %self.dir.display(), error = %e, "recovery checkpoint not written");
-            }
-            Err(e) => return Err(e),
-        }
+        // The data is durable; only the checkpoint that shortens recovery may not be
+        // written for want of space, and a full disk must not fail the syncs that
+        // `acks=all` answers wait for.
+        unless_full(
+            self.maybe_checkpoint(point, generation),
+            "recovery checkpoint",
+        )?;
         Ok((point.next_offset, generation))
     }
 
@@ -427,5 +423,21 @@ impl Log {
             .elapsed()
             >= interval;
         if due { self.flush() } else { Ok(()) }
+    }
+}
+
+/// A checkpoint write that ran out of space, taken as done: the last one written stands
+/// (it claims less than this one would, so it is still true: a recovery scans a little
+/// more) and the next sync or roll writes it again. Any other error stands.
+pub(super) fn unless_full(
+    written: Result<(), MaintenanceError>,
+    what: &str,
+) -> Result<(), MaintenanceError> {
+    match written {
+        Err(e) if e.is_storage_full() => {
+            tracing::debug!(error = %e, "{what} not written for want of space");
+            Ok(())
+        }
+        other => other,
     }
 }

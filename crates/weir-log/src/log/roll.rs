@@ -3,6 +3,7 @@
 //! in `maintenance.rs`). The closed segment's sync is left to the next flush
 //! (`flush.rs`), which is why a roll queues it there.
 
+use super::flush::unless_full;
 use super::{Inner, Log, RolledSegment, open_to_maintenance};
 use crate::error::{AppendError, MaintenanceError};
 use crate::recovery;
@@ -99,7 +100,7 @@ impl Log {
         self.storage
             .sync_dir(&self.dir)
             .map_err(|e| MaintenanceError::io(self.dir.clone(), e))?;
-        skip_if_full(
+        unless_full(
             self.write_producer_snapshot(inner).map_err(Into::into),
             "producer-state snapshot",
         )?;
@@ -108,7 +109,7 @@ impl Log {
             // Its data was synced already (every-append, or a group commit that
             // caught up): the new segment's start is a valid recovery point.
             drop(flush);
-            skip_if_full(self.write_recovery_point(inner), "recovery point")?;
+            unless_full(self.write_recovery_point(inner), "recovery point")?;
         } else {
             flush.rolled.push(rolled);
         }
@@ -132,17 +133,5 @@ pub(super) fn roll_to_append(e: MaintenanceError) -> AppendError {
         other => AppendError::Failed {
             reason: other.to_string(),
         },
-    }
-}
-
-/// A checkpoint a roll writes, whose write ran out of space: the last one written stands
-/// (it claims less, so it is still true) and the next roll or flush writes it again.
-fn skip_if_full(written: Result<(), MaintenanceError>, what: &str) -> Result<(), MaintenanceError> {
-    match written {
-        Err(e) if e.is_storage_full() => {
-            tracing::debug!(error = %e, "{what} not written at a roll for want of space");
-            Ok(())
-        }
-        other => other,
     }
 }

@@ -1088,9 +1088,7 @@ fn a_new_log_syncs_nothing_and_a_crash_right_after_its_creation_leaves_a_working
 fn a_full_disk_refuses_a_new_leader_epoch_without_failing_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(FlushPolicy::EveryAppend, false);
-    let storage = FaultyStorage::new(FaultPlan::default());
-    let log =
-        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    let (storage, log) = on_faulty_disk(dir.path(), &config);
     log.append(&mut common::batch("e0", 3, 1), 0).unwrap();
 
     storage.fill(true);
@@ -1153,9 +1151,7 @@ fn a_full_disk_refuses_a_new_leader_epoch_without_failing_the_log() {
 fn a_full_disk_at_a_roll_refuses_the_append_without_failing_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(FlushPolicy::GroupCommit, false);
-    let storage = FaultyStorage::new(FaultPlan::default());
-    let log =
-        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    let (storage, log) = on_faulty_disk(dir.path(), &config);
     let mut h = History::default();
     let mut refused_rolls = 0;
     // Each round fills the disk for one append, then appends with space; the segments
@@ -1184,8 +1180,7 @@ fn a_full_disk_at_a_roll_refuses_the_append_without_failing_the_log() {
 fn a_full_disk_leaves_an_idle_log_open_until_it_can_be_parked() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(FlushPolicy::GroupCommit, false);
-    let storage = FaultyStorage::new(FaultPlan::default());
-    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
+    let (storage, log) = on_faulty_disk(dir.path(), &config);
     let mut h = History::default();
     append_records(&log, &mut h, 4);
     storage.fill(true);
@@ -1210,9 +1205,7 @@ fn a_full_disk_leaves_an_idle_log_open_until_it_can_be_parked() {
 fn a_full_disk_does_not_stop_a_truncation_or_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(FlushPolicy::GroupCommit, true);
-    let storage = FaultyStorage::new(FaultPlan::default());
-    let log =
-        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
+    let (storage, log) = on_faulty_disk(dir.path(), &config);
     let mut h = History::default();
     for epoch in 0..3 {
         for _ in 0..6 {
@@ -1252,4 +1245,12 @@ fn assert_holds_every_attempt(log: &Log, h: &History) {
         .collect();
     let expected: Vec<String> = (0..h.attempted).map(value_of).collect();
     assert_eq!(values, expected);
+}
+
+/// A log in `dir` on a [`FaultyStorage`] with no faults planned (the full-disk tests fill
+/// it by hand), and that storage.
+fn on_faulty_disk(dir: &Path, config: &LogConfig) -> (FaultyStorage, Log) {
+    let storage = FaultyStorage::new(FaultPlan::default());
+    let log = Log::open_with_storage(dir, config.clone(), Arc::new(storage.clone())).unwrap();
+    (storage, log)
 }
