@@ -4,8 +4,10 @@
 //! and SyncGroup until the state machine answers them (the join phase ends, the leader
 //! sends the assignment). A step that completes a generation (the leader's assignment
 //! is in, a static member took its place again, the group emptied) writes the group's
-//! classic record to `__consumer_offsets` before anyone is answered, so a new
-//! coordinator knows every generation a member was told of; committed offsets go
+//! classic record to `__consumer_offsets`, and a step of a rebalance (an id issued, a
+//! member joined or removed, the join phase over) its rebalance record, before anyone
+//! is answered, so a new coordinator knows every member id and generation a member was
+//! told of; committed offsets go
 //! through the durable commit path shared with KIP-848 members
 //! ([`GroupCoordinator::commit_offsets`]).
 //!

@@ -1773,6 +1773,86 @@ async fn classic_members_keep_their_ids_and_generation_across_a_coordinator_rest
     close(registry, c).await;
 }
 
+/// A coordinator that takes a classic group over in the middle of a rebalance (here: a
+/// restart while a new member waits in its JoinGroup) knows the new member's id, so its
+/// join and the old member's rejoin end the join phase at once; with only the last
+/// generation's record it would answer the new member UNKNOWN_MEMBER_ID and wait out
+/// the others' sessions.
+#[tokio::test]
+async fn a_classic_rebalance_goes_on_across_a_coordinator_restart() {
+    use weir_cluster::group::{JoinOutcome, SyncGroup};
+    async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
+        let registry = TopicRegistry::open(dir, 0).await.unwrap();
+        let config = GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..config()
+        };
+        let c = GroupCoordinator::open(registry.clone(), config)
+            .await
+            .unwrap();
+        (registry, c)
+    }
+    async fn new_member(c: &GroupCoordinator) -> String {
+        match c.join_group(classic_join("")).await.unwrap() {
+            JoinOutcome::MemberIdRequired { member_id } => member_id,
+            other => panic!("a new member is given its id first: {other:?}"),
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open_classic(dir.path()).await;
+    create(&registry, "orders", 2).await;
+    let a = new_member(&c).await;
+    let JoinOutcome::Joined(joined) = c.join_group(classic_join(&a)).await.unwrap() else {
+        panic!("joined");
+    };
+    assert_eq!(joined.generation, 1);
+    c.sync_group(SyncGroup {
+        group_id: "classic".into(),
+        member_id: a.clone(),
+        generation: 1,
+        group_instance_id: None,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        assignments: vec![(a.clone(), Bytes::from_static(b"both"))],
+    })
+    .await
+    .unwrap();
+    // b joins: it waits for a to join again, and the coordinator stops meanwhile.
+    let b = new_member(&c).await;
+    let waited = tokio::time::timeout(Duration::from_millis(300), c.join_group(classic_join(&b)));
+    assert!(waited.await.is_err(), "b's join waits for a");
+    close(registry, c).await;
+
+    let (registry, c) = open_classic(dir.path()).await;
+    let d = c.describe_group("classic").await.unwrap();
+    assert_eq!(d.members.len(), 2, "{d:?}");
+    assert!(matches!(
+        c.classic_heartbeat("classic", &a, None, 1),
+        Err(GroupError::RebalanceInProgress { .. })
+    ));
+    let started = std::time::Instant::now();
+    let b_join = tokio::spawn({
+        let (c, b) = (c.clone(), b.clone());
+        async move { c.join_group(classic_join(&b)).await }
+    });
+    let a_join = c.join_group(classic_join(&a)).await.unwrap();
+    let b_join = b_join.await.unwrap().unwrap();
+    let (JoinOutcome::Joined(a_join), JoinOutcome::Joined(b_join)) = (a_join, b_join) else {
+        panic!("both joined");
+    };
+    assert_eq!((a_join.generation, b_join.generation), (2, 2));
+    assert_eq!(a_join.leader, b_join.leader);
+    let leader = if a_join.leader == a { &a_join } else { &b_join };
+    assert_eq!(leader.members.len(), 2);
+    // Not held until a session ran out (10 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    close(registry, c).await;
+}
+
 /// The `__consumer_offsets` partition coordinating `group`, on this single broker.
 fn offsets_partition(
     registry: &TopicRegistry,

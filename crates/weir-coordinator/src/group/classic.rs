@@ -44,15 +44,22 @@
 //!   (Kafka's GroupMetadata record) before it answers the members; a new coordinator
 //!   rebuilds the group with [`ClassicGroup::restore`], so members go on heartbeating and
 //!   committing with their ids and generation after a coordinator failover. A rebalance
-//!   under way is not written: a new coordinator has the last generation, and members
-//!   that were rejoining join it again.
+//!   under way is written too, apart ([`ClassicGroup::rebalance_record`], a record type
+//!   older brokers skip): the members' ids (those that joined and those issued with
+//!   MEMBER_ID_REQUIRED) and, once the join phase is over, the generation they were
+//!   told of. A coordinator that takes the group over mid-rebalance restores that
+//!   ([`ClassicGroup::restore_rebalance`]), so its members' JoinGroups and SyncGroups
+//!   go on where they were, instead of UNKNOWN_MEMBER_ID for each new id and a join
+//!   phase that waits out the sessions of members that will never come back (Kafka
+//!   keeps a rebalance in memory only; under coordinator moves every few seconds its
+//!   groups never finish one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::records::{ClassicMemberValue, ClassicValue};
+use super::records::{ClassicMemberValue, ClassicRebalanceValue, ClassicValue};
 
 mod join;
 mod session;
@@ -233,6 +240,16 @@ impl Member {
     }
 }
 
+/// A member id issued with MEMBER_ID_REQUIRED, not joined yet.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// It lapses then.
+    deadline: Instant,
+    /// The session timeout of the JoinGroup it was issued to (how long it has again when
+    /// a new coordinator restores it).
+    session_timeout: Duration,
+}
+
 /// The first join phase of a group that was empty (Kafka's `InitialDelayedJoin`).
 #[derive(Debug, Clone, Copy)]
 struct InitialDelay {
@@ -251,9 +268,8 @@ pub struct ClassicGroup {
     protocol_name: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    /// Member ids issued with MEMBER_ID_REQUIRED and not joined yet, with when they
-    /// lapse.
-    pending: BTreeMap<String, Instant>,
+    /// Member ids issued with MEMBER_ID_REQUIRED and not joined yet.
+    pending: BTreeMap<String, Pending>,
     /// Members of the current generation that have not sent SyncGroup yet.
     pending_sync: BTreeSet<String>,
     /// PreparingRebalance: when the join phase ends at the latest.
@@ -402,9 +418,15 @@ impl ClassicGroup {
             return None;
         }
         let protocol = self.protocol_name.clone().unwrap_or_default();
-        Some(ClassicValue {
+        Some(self.value(|m| m.metadata(&protocol)))
+    }
+
+    /// The group as a classic value with each member's `metadata`.
+    fn value(&self, metadata: impl Fn(&Member) -> Bytes) -> ClassicValue {
+        ClassicValue {
             generation: self.generation,
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol_name: self.protocol_name.clone().unwrap_or_default(),
             leader: self.leader.clone().unwrap_or_default(),
             members: self
                 .members
@@ -414,16 +436,98 @@ impl ClassicGroup {
                     group_instance_id: m.group_instance_id.clone(),
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
-                    session_timeout_ms: u32::try_from(m.session_timeout.as_millis())
-                        .unwrap_or(u32::MAX),
-                    rebalance_timeout_ms: u32::try_from(m.rebalance_timeout.as_millis())
-                        .unwrap_or(u32::MAX),
-                    metadata: m.metadata(&protocol),
+                    session_timeout_ms: millis(m.session_timeout),
+                    rebalance_timeout_ms: millis(m.rebalance_timeout),
+                    metadata: metadata(m),
                     assignment: m.assignment.clone(),
                 })
                 .collect(),
-            protocol_name: protocol,
+        }
+    }
+
+    /// The group as its rebalance record keeps it while it is between generations (a
+    /// rebalance under way, or member ids issued and not joined yet); `None` once it
+    /// settled (its [`stored`](Self::stored) record is then the whole story).
+    pub fn rebalance_record(&self) -> Option<ClassicRebalanceValue> {
+        if self.pending.is_empty()
+            && matches!(self.state, ClassicState::Stable | ClassicState::Empty)
+        {
+            return None;
+        }
+        Some(ClassicRebalanceValue {
+            state: self.state,
+            group: self.value(|_| Bytes::new()),
+            protocols: self.members.values().map(|m| m.protocols.clone()).collect(),
+            pending: self
+                .pending
+                .iter()
+                .map(|(id, p)| (id.clone(), millis(p.session_timeout)))
+                .collect(),
         })
+    }
+
+    /// The group of a [`rebalance_record`](Self::rebalance_record), as a new coordinator
+    /// loads it: in the state it was in, its members (none waiting in a JoinGroup or
+    /// SyncGroup: those were parked on the coordinator before, which answered them
+    /// NOT_COORDINATOR, and the members send them again), its issued member ids; every
+    /// session, and the join or sync phase's deadline, starts again at `now`. `Err` for
+    /// a record that breaks the state machine's invariants.
+    pub fn restore_rebalance(
+        value: ClassicRebalanceValue,
+        now: Instant,
+    ) -> Result<ClassicGroup, String> {
+        if value.protocols.len() != value.group.members.len() {
+            return Err(format!(
+                "{} members but {} protocol lists",
+                value.group.members.len(),
+                value.protocols.len()
+            ));
+        }
+        let mut g = ClassicGroup::new();
+        let v = value.group;
+        g.state = value.state;
+        g.generation = v.generation;
+        g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+        g.protocol_name = (!v.protocol_name.is_empty()).then_some(v.protocol_name);
+        for (m, protocols) in v.members.into_iter().zip(value.protocols) {
+            let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
+            g.members.insert(
+                m.member_id,
+                Member {
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    group_instance_id: m.group_instance_id,
+                    session_timeout,
+                    rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
+                    protocols,
+                    assignment: m.assignment,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    heartbeat_deadline: now + session_timeout,
+                },
+            );
+        }
+        for (id, session_timeout_ms) in value.pending {
+            let session_timeout = Duration::from_millis(u64::from(session_timeout_ms));
+            g.pending.insert(
+                id,
+                Pending {
+                    deadline: now + session_timeout,
+                    session_timeout,
+                },
+            );
+        }
+        g.leader = (!v.leader.is_empty()).then_some(v.leader);
+        match g.state {
+            ClassicState::PreparingRebalance => g.join_deadline = Some(now + g.rebalance_timeout()),
+            ClassicState::CompletingRebalance => {
+                g.pending_sync = g.members.keys().cloned().collect();
+                g.sync_deadline = Some(now + g.rebalance_timeout());
+            }
+            ClassicState::Stable | ClassicState::Empty => {}
+        }
+        g.check_invariants()?;
+        Ok(g)
     }
 
     /// The group of a [`stored`](Self::stored) record, as a new coordinator loads it:
@@ -510,7 +614,7 @@ impl ClassicGroup {
             .map(|m| m.heartbeat_deadline);
         self.pending
             .values()
-            .copied()
+            .map(|p| p.deadline)
             .chain(members)
             .chain(self.join_deadline)
             .chain(self.sync_deadline)
@@ -525,6 +629,12 @@ impl ClassicGroup {
             .max()
             .unwrap_or(Duration::ZERO)
     }
+}
+
+/// A duration as a record's u32 milliseconds (longer ones, which the coordinator's limits
+/// do not let in, are cut).
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// [`Bytes`] as serde writes a byte string (a description crosses to another broker's

@@ -24,6 +24,12 @@
 //!              | u32 rebalance_timeout_ms | u32 len, metadata (for the group's protocol)
 //!              | u32 len, assignment
 //! config key   u16 type = 5 | u16 len, group   (reserved: never written, skipped)
+//! rebalance key u16 type = 6 | u16 len, group
+//! rebalance value u16 version = 1 | u8 state (0 Empty, 1 PreparingRebalance,
+//!              2 CompletingRebalance, 3 Stable) | the classic value from its generation
+//!              on, each member's metadata left empty | per member, in that order: u16 k
+//!              | k × (u16 len, protocol | u32 len, metadata) | u32 p | p × (u16 len,
+//!              issued member id | u32 session_timeout_ms)
 //! ```
 //!
 //! Key type 5 held a consumer group's own settings (Kafka's group configs) in development
@@ -38,6 +44,17 @@
 //! member id, and when the group empties; a rebalance under way is not written, so a new
 //! coordinator finds the last generation the members were told about.
 //!
+//! A rebalance value is a classic group between generations: a rebalance under way
+//! (joining, or joined and waiting for the leader's assignment), or member ids issued
+//! with MEMBER_ID_REQUIRED that have not joined yet. It is written whenever that changes,
+//! before the members are answered, so a coordinator that takes the group over in the
+//! middle of a rebalance knows the members' ids (their JoinGroups are answered with the
+//! others', not UNKNOWN_MEMBER_ID and a wait for members that will never come back) and
+//! the generation they were told of (their SyncGroups go on). When the group settles it
+//! gets a tombstone, followed in the same write by its classic value: a replay that meets
+//! the tombstone starts the group over, and the classic value restores it. A broker of
+//! an older version skips the key and finds the last completed generation, as before.
+//!
 //! A record without a value is a tombstone: the key's committed offset, or the group,
 //! was deleted (compaction keeps only the newest record of each key). Value versions
 //! only ever append fields, so a reader decodes the fields it knows from any version
@@ -45,6 +62,8 @@
 //! record). `docs/consumer-groups.md` has the same table.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::classic::ClassicState;
 
 /// Key type of a committed offset.
 pub const KEY_TYPE_OFFSET: u16 = 1;
@@ -60,6 +79,14 @@ pub const KEY_TYPE_CLASSIC: u16 = 4;
 /// configs moved to the metadata log (weir-cluster's `MetadataRecord::GroupConfigChanged`).
 /// Reserved: nothing writes it, and a load skips such a record whatever its value.
 pub const KEY_TYPE_CONFIG: u16 = 5;
+/// Key type of a classic group's rebalance record (a classic group between
+/// generations: its members, state and issued member ids).
+pub const KEY_TYPE_CLASSIC_REBALANCE: u16 = 6;
+/// Version of classic rebalance values this broker writes.
+pub const CLASSIC_REBALANCE_VALUE_VERSION: u16 = 1;
+/// Most protocols one decoded classic rebalance member may name (a bound checked before
+/// allocating; the coordinator's own limit, `MAX_PROTOCOLS_PER_MEMBER`, is lower).
+const MAX_DECODED_PROTOCOLS: u16 = 1_000;
 /// Version of classic group values this broker writes.
 pub const CLASSIC_VALUE_VERSION: u16 = 1;
 /// Most members one decoded classic group value may list (a bound checked before
@@ -93,6 +120,9 @@ pub enum RecordKey {
         member: String,
     },
     Classic {
+        group: String,
+    },
+    ClassicRebalance {
         group: String,
     },
     Config {
@@ -152,6 +182,21 @@ pub struct ClassicMemberValue {
     /// other protocols it named are not kept.
     pub metadata: Bytes,
     pub assignment: Bytes,
+}
+
+/// A classic group between generations ([`KEY_TYPE_CLASSIC_REBALANCE`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassicRebalanceValue {
+    pub state: ClassicState,
+    /// Its generation (in CompletingRebalance, the one its members joined), protocol,
+    /// leader and members with their assignments; the members' `metadata` is empty
+    /// (`protocols` holds it).
+    pub group: ClassicValue,
+    /// Each member's protocols with their metadata, in the order of `group.members`.
+    pub protocols: Vec<Vec<(String, Bytes)>>,
+    /// Member ids issued with MEMBER_ID_REQUIRED and not joined yet, with the session
+    /// timeout of the JoinGroup that got each (it lapses after that long).
+    pub pending: Vec<(String, u32)>,
 }
 
 /// A committed offset.
@@ -215,6 +260,13 @@ pub fn classic_key(group: &str) -> Bytes {
     buf.freeze()
 }
 
+pub fn classic_rebalance_key(group: &str) -> Bytes {
+    let mut buf = BytesMut::with_capacity(4 + group.len());
+    buf.put_u16(KEY_TYPE_CLASSIC_REBALANCE);
+    put_str(&mut buf, group);
+    buf.freeze()
+}
+
 /// The key of a group config record ([`KEY_TYPE_CONFIG`]), as development builds wrote
 /// it: only for tests that such a record in an existing log is skipped.
 #[cfg(test)]
@@ -232,33 +284,75 @@ fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
 }
 
 pub fn classic_value(value: &ClassicValue) -> Bytes {
+    let mut buf = BytesMut::with_capacity(classic_capacity(value));
+    buf.put_u16(CLASSIC_VALUE_VERSION);
+    put_classic(&mut buf, value);
+    buf.freeze()
+}
+
+fn classic_capacity(value: &ClassicValue) -> usize {
     let members: usize = value
         .members
         .iter()
         .map(|m| 64 + m.metadata.len() + m.assignment.len())
         .sum();
-    let mut buf = BytesMut::with_capacity(32 + members);
-    buf.put_u16(CLASSIC_VALUE_VERSION);
+    32 + members
+}
+
+/// A classic value after its version.
+fn put_classic(buf: &mut BytesMut, value: &ClassicValue) {
     buf.put_i32(value.generation);
-    put_str(&mut buf, &value.protocol_type);
-    put_str(&mut buf, &value.protocol_name);
-    put_str(&mut buf, &value.leader);
+    put_str(buf, &value.protocol_type);
+    put_str(buf, &value.protocol_name);
+    put_str(buf, &value.leader);
     buf.put_u32(value.members.len() as u32);
     for m in &value.members {
-        put_str(&mut buf, &m.member_id);
+        put_str(buf, &m.member_id);
         match &m.group_instance_id {
             Some(id) => {
                 buf.put_u8(1);
-                put_str(&mut buf, id);
+                put_str(buf, id);
             }
             None => buf.put_u8(0),
         }
-        put_str(&mut buf, &m.client_id);
-        put_str(&mut buf, &m.client_host);
+        put_str(buf, &m.client_id);
+        put_str(buf, &m.client_host);
         buf.put_u32(m.session_timeout_ms);
         buf.put_u32(m.rebalance_timeout_ms);
-        put_bytes(&mut buf, &m.metadata);
-        put_bytes(&mut buf, &m.assignment);
+        put_bytes(buf, &m.metadata);
+        put_bytes(buf, &m.assignment);
+    }
+}
+
+pub fn classic_rebalance_value(value: &ClassicRebalanceValue) -> Bytes {
+    let protocols: usize = value
+        .protocols
+        .iter()
+        .flatten()
+        .map(|(name, metadata)| 6 + name.len() + metadata.len())
+        .sum();
+    let pending: usize = value.pending.iter().map(|(id, _)| 6 + id.len()).sum();
+    let mut buf = BytesMut::with_capacity(8 + classic_capacity(&value.group) + protocols + pending);
+    buf.put_u16(CLASSIC_REBALANCE_VALUE_VERSION);
+    buf.put_u8(match value.state {
+        ClassicState::Empty => 0,
+        ClassicState::PreparingRebalance => 1,
+        ClassicState::CompletingRebalance => 2,
+        ClassicState::Stable => 3,
+    });
+    put_classic(&mut buf, &value.group);
+    for protocols in &value.protocols {
+        // At most MAX_PROTOCOLS_PER_MEMBER (64), checked at the JoinGroup.
+        buf.put_u16(u16::try_from(protocols.len()).expect("protocols are bounded"));
+        for (name, metadata) in protocols {
+            put_str(&mut buf, name);
+            put_bytes(&mut buf, metadata);
+        }
+    }
+    buf.put_u32(value.pending.len() as u32);
+    for (id, session_timeout_ms) in &value.pending {
+        put_str(&mut buf, id);
+        buf.put_u32(*session_timeout_ms);
     }
     buf.freeze()
 }
@@ -417,6 +511,43 @@ impl<'a> Reader<'a> {
         String::from_utf8(bytes.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
     }
 
+    /// A classic value after its version.
+    fn classic(&mut self) -> Result<ClassicValue, String> {
+        use super::{MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES};
+        let generation = self.i32("generation")?;
+        let protocol_type = self.string("protocol type")?;
+        let protocol_name = self.string("protocol")?;
+        let leader = self.string("leader")?;
+        let n = self.count("classic members", MAX_DECODED_CLASSIC_MEMBERS)?;
+        // Each member takes at least 24 bytes: no more entries than the bytes left allow.
+        let mut members = Vec::with_capacity(n.min(self.bytes.len() / 24));
+        for _ in 0..n {
+            let member_id = self.string("member id")?;
+            let group_instance_id = match self.u8("instance id flag")? {
+                0 => None,
+                1 => Some(self.string("group instance id")?),
+                f => return Err(format!("instance id flag {f} does not exist")),
+            };
+            members.push(ClassicMemberValue {
+                member_id,
+                group_instance_id,
+                client_id: self.string("client id")?,
+                client_host: self.string("client host")?,
+                session_timeout_ms: self.u32("session timeout")?,
+                rebalance_timeout_ms: self.u32("rebalance timeout")?,
+                metadata: self.bytes("member metadata", MAX_PROTOCOL_METADATA_BYTES)?,
+                assignment: self.bytes("member assignment", MAX_ASSIGNMENT_BYTES)?,
+            });
+        }
+        Ok(ClassicValue {
+            generation,
+            protocol_type,
+            protocol_name,
+            leader,
+            members,
+        })
+    }
+
     fn finish(&self, what: &str) -> Result<(), String> {
         if self.pos == self.bytes.len() {
             Ok(())
@@ -446,6 +577,9 @@ pub fn decode_key(bytes: &[u8]) -> Result<Option<RecordKey>, String> {
             member: r.string("member id")?,
         },
         KEY_TYPE_CLASSIC => RecordKey::Classic {
+            group: r.string("group id")?,
+        },
+        KEY_TYPE_CLASSIC_REBALANCE => RecordKey::ClassicRebalance {
             group: r.string("group id")?,
         },
         KEY_TYPE_CONFIG => RecordKey::Config {
@@ -536,43 +670,58 @@ pub fn decode_member_value(bytes: &[u8]) -> Result<MemberValue, String> {
 }
 
 pub fn decode_classic_value(bytes: &[u8]) -> Result<ClassicValue, String> {
-    use super::{MAX_ASSIGNMENT_BYTES, MAX_PROTOCOL_METADATA_BYTES};
     let mut r = Reader { bytes, pos: 0 };
     let v = version(&mut r)?;
-    let generation = r.i32("generation")?;
-    let protocol_type = r.string("protocol type")?;
-    let protocol_name = r.string("protocol")?;
-    let leader = r.string("leader")?;
-    let n = r.count("classic members", MAX_DECODED_CLASSIC_MEMBERS)?;
-    // Each member takes at least 24 bytes: no more entries than the bytes left allow.
-    let mut members = Vec::with_capacity(n.min(bytes.len() / 24));
-    for _ in 0..n {
-        let member_id = r.string("member id")?;
-        let group_instance_id = match r.u8("instance id flag")? {
-            0 => None,
-            1 => Some(r.string("group instance id")?),
-            f => return Err(format!("instance id flag {f} does not exist")),
-        };
-        members.push(ClassicMemberValue {
-            member_id,
-            group_instance_id,
-            client_id: r.string("client id")?,
-            client_host: r.string("client host")?,
-            session_timeout_ms: r.u32("session timeout")?,
-            rebalance_timeout_ms: r.u32("rebalance timeout")?,
-            metadata: r.bytes("member metadata", MAX_PROTOCOL_METADATA_BYTES)?,
-            assignment: r.bytes("member assignment", MAX_ASSIGNMENT_BYTES)?,
-        });
-    }
+    let value = r.classic()?;
     if v == CLASSIC_VALUE_VERSION {
         r.finish("classic group value")?;
     }
-    Ok(ClassicValue {
-        generation,
-        protocol_type,
-        protocol_name,
-        leader,
-        members,
+    Ok(value)
+}
+
+pub fn decode_classic_rebalance_value(bytes: &[u8]) -> Result<ClassicRebalanceValue, String> {
+    use super::MAX_PROTOCOL_METADATA_BYTES;
+    let mut r = Reader { bytes, pos: 0 };
+    let v = version(&mut r)?;
+    let state = match r.u8("classic state")? {
+        0 => ClassicState::Empty,
+        1 => ClassicState::PreparingRebalance,
+        2 => ClassicState::CompletingRebalance,
+        3 => ClassicState::Stable,
+        s => return Err(format!("classic state {s} does not exist")),
+    };
+    let group = r.classic()?;
+    let mut protocols = Vec::with_capacity(group.members.len());
+    for _ in &group.members {
+        let k = r.u16("member protocols")?;
+        if k > MAX_DECODED_PROTOCOLS {
+            return Err(format!(
+                "member protocols {k} is over the limit of {MAX_DECODED_PROTOCOLS}"
+            ));
+        }
+        // Each protocol takes at least 6 bytes: no more than the bytes left allow.
+        let mut list = Vec::with_capacity(usize::from(k).min(bytes.len() / 6));
+        for _ in 0..k {
+            list.push((
+                r.string("protocol name")?,
+                r.bytes("protocol metadata", MAX_PROTOCOL_METADATA_BYTES)?,
+            ));
+        }
+        protocols.push(list);
+    }
+    let n = r.count("issued member ids", MAX_DECODED_CLASSIC_MEMBERS)?;
+    let mut pending = Vec::with_capacity(n.min(bytes.len() / 6));
+    for _ in 0..n {
+        pending.push((r.string("issued member id")?, r.u32("session timeout")?));
+    }
+    if v == CLASSIC_REBALANCE_VALUE_VERSION {
+        r.finish("classic rebalance value")?;
+    }
+    Ok(ClassicRebalanceValue {
+        state,
+        group,
+        protocols,
+        pending,
     })
 }
 
@@ -724,6 +873,77 @@ mod tests {
         huge[at..at + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         let err = decode_classic_value(&huge).unwrap_err();
         assert!(err.contains("over the limit"), "{err}");
+    }
+
+    #[test]
+    fn classic_rebalance_values_round_trip_and_truncations_are_errors() {
+        assert_eq!(
+            decode_key(&classic_rebalance_key("grp")).unwrap(),
+            Some(RecordKey::ClassicRebalance {
+                group: "grp".into()
+            })
+        );
+        let member = ClassicMemberValue {
+            member_id: "c-1".into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 300_000,
+            metadata: Bytes::new(),
+            assignment: Bytes::from_static(b"\0\x01asg"),
+        };
+        for state in [
+            ClassicState::Empty,
+            ClassicState::PreparingRebalance,
+            ClassicState::CompletingRebalance,
+            ClassicState::Stable,
+        ] {
+            let value = ClassicRebalanceValue {
+                state,
+                group: ClassicValue {
+                    generation: 7,
+                    protocol_type: "consumer".into(),
+                    protocol_name: "range".into(),
+                    leader: "c-1".into(),
+                    members: vec![member.clone()],
+                },
+                protocols: vec![vec![
+                    ("range".into(), Bytes::from_static(b"\0\x01sub")),
+                    ("roundrobin".into(), Bytes::new()),
+                ]],
+                pending: vec![("c-2".into(), 6_000)],
+            };
+            let bytes = classic_rebalance_value(&value);
+            assert_eq!(decode_classic_rebalance_value(&bytes).unwrap(), value);
+            for len in 0..bytes.len() {
+                assert!(
+                    decode_classic_rebalance_value(&bytes[..len]).is_err(),
+                    "{len}"
+                );
+            }
+            // A newer version's appended field is skipped.
+            let mut v2 = bytes.to_vec();
+            v2[1] = 2;
+            v2.push(9);
+            assert_eq!(decode_classic_rebalance_value(&v2).unwrap(), value);
+        }
+        let mut bad_state = classic_rebalance_value(&ClassicRebalanceValue {
+            state: ClassicState::Empty,
+            group: ClassicValue {
+                generation: 1,
+                protocol_type: String::new(),
+                protocol_name: String::new(),
+                leader: String::new(),
+                members: Vec::new(),
+            },
+            protocols: Vec::new(),
+            pending: Vec::new(),
+        })
+        .to_vec();
+        bad_state[2] = 4;
+        let err = decode_classic_rebalance_value(&bad_state).unwrap_err();
+        assert!(err.contains("state 4"), "{err}");
     }
 
     #[test]

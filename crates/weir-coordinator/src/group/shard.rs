@@ -11,7 +11,8 @@
 //! and current and target assignments) is one member record per member, written after
 //! the change is made in memory and before the member is answered; a classic group is
 //! one classic record for the whole group ([`ClassicGroup::stored`]: its last completed
-//! generation).
+//! generation), and one rebalance record while it is between generations
+//! ([`ClassicGroup::rebalance_record`]).
 //!
 //! The shell (weir-cluster's `group::shard`) owns the partition, the write lock, the
 //! parked classic requests and the durable acknowledgements; it calls these functions
@@ -25,7 +26,10 @@ use bytes::Bytes;
 
 use super::assignor::{Assignment, Assignor};
 use super::classic::{ClassicError, ClassicGroup, ClassicState};
-use super::records::{self, ClassicValue, GroupValue, MemberValue, RecordKey, StoredSubscription};
+use super::records::{
+    self, ClassicRebalanceValue, ClassicValue, GroupValue, MemberValue, RecordKey,
+    StoredSubscription,
+};
 use super::state::{Group, PersistedMember, Subscription, TopicRegex, TopicsSnapshot, to_map};
 use super::{GroupConfig, GroupError, GroupOverrides, GroupProtocol, GroupState};
 
@@ -158,6 +162,8 @@ pub struct PersistedGroup {
     members: HashMap<Arc<str>, PersistedMember>,
     /// The classic record last queued.
     classic: Option<ClassicValue>,
+    /// The classic rebalance record last queued (`None`: none, or its tombstone).
+    classic_rebalance: Option<ClassicRebalanceValue>,
 }
 
 /// Which members a membership write compares with what was queued.
@@ -171,9 +177,14 @@ pub enum Scope {
 
 /// One change of membership to write.
 enum Change {
-    Group { epoch: i32, assignor: Assignor },
+    Group {
+        epoch: i32,
+        assignor: Assignor,
+    },
     Member(Arc<str>, Option<Box<PersistedMember>>),
     Classic(Box<ClassicValue>),
+    /// `None`: the group settled (a tombstone, which a classic record follows).
+    ClassicRebalance(Option<Box<ClassicRebalanceValue>>),
 }
 
 /// The records of one write, and the commit keys to forget once it is applied.
@@ -285,10 +296,24 @@ impl ShardState {
         if before.epoch != epoch || before.assignor != Some(assignor) {
             changes.push(Change::Group { epoch, assignor });
         }
-        if let Some(classic) = e.classic.stored()
-            && before.classic.as_ref() != Some(&classic)
-        {
-            changes.push(Change::Classic(Box::new(classic)));
+        // A rebalance record comes after the classic record of the same step (a replay
+        // restores the newer); its tombstone before it, since a replay that meets the
+        // tombstone starts the group over and the classic record (written again even if
+        // unchanged) restores it.
+        let stored = e.classic.stored();
+        let classic_changed = stored.is_some() && before.classic != stored;
+        let rebalance = e.classic.rebalance_record();
+        let rebalance_changed = rebalance != before.classic_rebalance;
+        if rebalance.is_none() && rebalance_changed {
+            changes.push(Change::ClassicRebalance(None));
+            changes.extend(stored.map(|s| Change::Classic(Box::new(s))));
+        } else {
+            if classic_changed {
+                changes.extend(stored.map(|s| Change::Classic(Box::new(s))));
+            }
+            if rebalance_changed {
+                changes.push(Change::ClassicRebalance(rebalance.map(Box::new)));
+            }
         }
         changes
     }
@@ -341,6 +366,13 @@ impl ShardState {
                         Some(records::classic_value(&value)),
                     ));
                     persisted.classic = Some(*value);
+                }
+                Change::ClassicRebalance(value) => {
+                    records.push((
+                        records::classic_rebalance_key(group_id),
+                        value.as_deref().map(records::classic_rebalance_value),
+                    ));
+                    persisted.classic_rebalance = value.map(|v| *v);
                 }
             }
         }
@@ -728,6 +760,38 @@ pub fn apply_record(
                 }
             }
         }
+        (RecordKey::ClassicRebalance { group }, value) => {
+            // As a classic record: only a replay restores.
+            if members.is_none() {
+                return Ok(());
+            }
+            let value = value
+                .map(records::decode_classic_rebalance_value)
+                .transpose()?;
+            match value {
+                Some(value) => match ClassicGroup::restore_rebalance(value, now) {
+                    Ok(classic) => entry(st, &group, now).classic = classic,
+                    Err(reason) => {
+                        tracing::error!(
+                            group,
+                            offset,
+                            reason,
+                            "a classic rebalance record cannot be restored; its members will have to join again"
+                        );
+                        if let Some(e) = st.groups.get_mut(&group) {
+                            e.classic = ClassicGroup::new();
+                        }
+                    }
+                },
+                // The group settled: the classic record written with the tombstone (if
+                // it has one) follows and restores it.
+                None => {
+                    if let Some(e) = st.groups.get_mut(&group) {
+                        e.classic = ClassicGroup::new();
+                    }
+                }
+            }
+        }
         // A group config record of a development build (`records::KEY_TYPE_CONFIG`):
         // group configs are in the metadata log now, so it is skipped, value unread.
         (RecordKey::Config { .. }, _) => {}
@@ -879,8 +943,13 @@ pub fn deletion_records(st: &mut ShardState, group: &str) -> Result<Prepared, Gr
         .collect();
     // A classic record (the group's last generation, empty now) goes too, before the
     // group tombstone, so a replay cannot bring its generation back.
-    if st.persisted.get(group).is_some_and(|p| p.classic.is_some()) {
-        records.push((records::classic_key(group), None));
+    if let Some(p) = st.persisted.get(group) {
+        if p.classic_rebalance.is_some() {
+            records.push((records::classic_rebalance_key(group), None));
+        }
+        if p.classic.is_some() {
+            records.push((records::classic_key(group), None));
+        }
     }
     records.push((records::group_key(group), None));
     Ok(Prepared {

@@ -146,6 +146,9 @@ struct Sim {
     clients: Vec<Client>,
     /// Per generation, each member's assignment as told by SyncGroup.
     told: BTreeMap<i32, BTreeMap<String, Bytes>>,
+    /// The newest generation a JoinGroup answer told a member of (its rebalance record
+    /// carries it before the answer goes out).
+    joined: i32,
     /// Per partition, the generation and offset of its last commit in the log.
     last_commit: BTreeMap<u32, (i32, i64)>,
     /// New member ids drawn so far.
@@ -214,6 +217,7 @@ impl Sim {
                 MEMBERS
             ],
             told: BTreeMap::new(),
+            joined: 0,
             last_commit: BTreeMap::new(),
             ids: 0,
             trace: Vec::new(),
@@ -313,6 +317,7 @@ impl Sim {
                 c.generation = answer.generation;
                 c.owned.clear();
                 c.phase = Phase::Joined;
+                self.joined = self.joined.max(answer.generation);
             }
             Err(e) => {
                 self.trace.push(format!("c{i}: join refused: {e:?}"));
@@ -646,18 +651,18 @@ impl Sim {
             .map(|(p, (_, o))| (*p, *o))
             .collect();
         assert_eq!(committed, logged, "a failover lost or changed commits");
-        // Every generation a member was told its assignment in is known.
         let generation = self
             .st
             .groups
             .get(GROUP)
             .map_or(0, |e| e.classic.generation());
-        if let Some((&told, _)) = self.told.last_key_value() {
-            assert!(
-                generation >= told,
-                "the new coordinator is at generation {generation}; members were told {told}"
-            );
-        }
+        // Every generation a member was told of (its assignment, or its join) is known.
+        let told = self.told.last_key_value().map_or(0, |(g, _)| *g);
+        let told = told.max(self.joined);
+        assert!(
+            generation >= told,
+            "the new coordinator is at generation {generation}; members were told {told}"
+        );
     }
 
     fn advance(&mut self, ms: u64) {

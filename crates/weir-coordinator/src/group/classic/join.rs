@@ -116,8 +116,13 @@ impl ClassicGroup {
             // A static member is not asked to join again with its id (Kafka's
             // doStaticNewMemberJoinGroup): its instance id identifies it.
             if req.require_known_member_id && req.group_instance_id.is_none() {
-                self.pending
-                    .insert(new_member_id.clone(), now + req.session_timeout);
+                self.pending.insert(
+                    new_member_id.clone(),
+                    Pending {
+                        deadline: now + req.session_timeout,
+                        session_timeout: req.session_timeout,
+                    },
+                );
                 return vec![Reply::Join(
                     waiter,
                     Ok(JoinOutcome::MemberIdRequired {

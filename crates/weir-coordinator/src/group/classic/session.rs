@@ -231,7 +231,7 @@ impl ClassicGroup {
     pub fn tick(&mut self, now: Instant, config: &ClassicConfig) -> Vec<Reply> {
         let mut replies = Vec::new();
         let before = self.pending.len();
-        self.pending.retain(|_, deadline| *deadline > now);
+        self.pending.retain(|_, p| p.deadline > now);
         if self.pending.len() != before {
             self.try_complete_join(now, &mut replies);
         }

@@ -560,6 +560,96 @@ fn a_restored_group_keeps_its_generation_members_and_assignments() {
 }
 
 #[test]
+fn a_group_taken_over_mid_rebalance_goes_on_with_its_members_ids_and_generation() {
+    let (t0, cfg) = (Instant::now(), config(0));
+    // Each move: a new coordinator restores the group from its records (the classic
+    // record, then the rebalance record if there is one, as a replay applies them).
+    let take_over = |g: &ClassicGroup, at: Instant| {
+        let mut r = match g.stored() {
+            Some(stored) => ClassicGroup::restore(stored, at).unwrap(),
+            None => ClassicGroup::new(),
+        };
+        if let Some(rebalance) = g.rebalance_record() {
+            r = ClassicGroup::restore_rebalance(rebalance, at).unwrap();
+        }
+        r.check_invariants().unwrap();
+        r
+    };
+    let mut g = ClassicGroup::new();
+    join_new(&mut g, "a", 1, t0, &cfg);
+    g.sync(sync_req("a", 1, &[("a", "all")]), 3, t0);
+    assert_eq!(
+        (g.state(), g.rebalance_record()),
+        (ClassicState::Stable, None)
+    );
+
+    // c is issued its id; the coordinator moves before c joins with it.
+    let first = g.join(join_req("", &["range"]), 4, "c".into(), t0, &cfg);
+    assert!(matches!(
+        &first[0],
+        Reply::Join(4, Ok(JoinOutcome::MemberIdRequired { .. }))
+    ));
+    let record = g.rebalance_record().expect("an issued id is recorded");
+    assert_eq!(record.pending, vec![("c".to_string(), 10_000)]);
+    // The classic record alone (Kafka's) would not know c.
+    let mut kafka = ClassicGroup::restore(g.stored().unwrap(), t0).unwrap();
+    assert_eq!(
+        kafka.join(join_req("c", &["range"]), 5, String::new(), t0, &cfg),
+        vec![Reply::Join(5, Err(ClassicError::UnknownMember))]
+    );
+    let t1 = t0 + Duration::from_secs(1);
+    let mut g = take_over(&g, t1);
+    assert!(
+        g.join(join_req("c", &["range"]), 5, String::new(), t1, &cfg)
+            .is_empty()
+    );
+    assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    assert_eq!(
+        g.heartbeat("a", None, 1, t1),
+        Err(ClassicError::RebalanceInProgress)
+    );
+
+    // It moves again while c waits in its join: both members join the new coordinator
+    // and the join phase ends at once, not after a's or c's session.
+    let t2 = t1 + Duration::from_secs(1);
+    let mut g = take_over(&g, t2);
+    assert_eq!(g.state(), ClassicState::PreparingRebalance);
+    assert!(
+        g.join(join_req("c", &["range"]), 6, String::new(), t2, &cfg)
+            .is_empty()
+    );
+    let replies = g.join(join_req("a", &["range"]), 7, String::new(), t2, &cfg);
+    assert_eq!(replies.len(), 2, "{replies:?}");
+    let lead = replies
+        .iter()
+        .find(|r| r.waiter() == 7)
+        .map(joined)
+        .unwrap();
+    assert_eq!((lead.generation, lead.leader.as_str()), (2, "a"));
+    assert_eq!(lead.members.len(), 2);
+
+    // And again before the leader's SyncGroup: the members sync the generation they
+    // were told of with the next coordinator.
+    let t3 = t2 + Duration::from_secs(1);
+    let mut g = take_over(&g, t3);
+    assert_eq!(
+        (g.state(), g.generation()),
+        (ClassicState::CompletingRebalance, 2)
+    );
+    assert!(g.sync(sync_req("c", 2, &[]), 8, t3).is_empty());
+    let synced = g.sync(sync_req("a", 2, &[("a", "p0"), ("c", "p1")]), 9, t3);
+    assert!(
+        synced
+            .iter()
+            .any(|r| matches!(r, Reply::Sync(8, Ok(a)) if a.assignment == "p1")),
+        "{synced:?}"
+    );
+    assert_eq!(g.state(), ClassicState::Stable);
+    assert_eq!(g.rebalance_record(), None);
+    assert_eq!(g.stored().map(|s| s.generation), Some(2));
+}
+
+#[test]
 fn a_lost_join_answer_is_answered_again_with_the_same_generation() {
     let (t0, cfg) = (Instant::now(), config(0));
     let mut g = ClassicGroup::new();

@@ -97,6 +97,111 @@ fn a_classic_record_replays_into_its_group_and_its_tombstone_forgets_it() {
     );
 }
 
+/// A classic group's records, replayed after any step of a rebalance, give back the
+/// group as it was at that step: its rebalance record while it is between generations
+/// (issued ids, joined members, the generation told at the join's end), and once it
+/// settles the tombstone then the classic record.
+#[test]
+fn a_classic_rebalance_replays_at_every_step() {
+    use crate::group::classic::{ClassicConfig, JoinGroup, SyncGroup};
+    let now = Instant::now();
+    let cfg = ClassicConfig {
+        initial_rebalance_delay: Duration::ZERO,
+        max_members: 10,
+    };
+    let join = |member: &str| JoinGroup {
+        group_id: "g".into(),
+        member_id: member.into(),
+        client_id: "c".into(),
+        client_host: "127.0.0.1".into(),
+        group_instance_id: None,
+        session_timeout: Duration::from_secs(10),
+        rebalance_timeout: Duration::from_secs(30),
+        protocol_type: "consumer".into(),
+        protocols: vec![
+            ("range".into(), Bytes::from(format!("{member} range"))),
+            ("roundrobin".into(), Bytes::from(format!("{member} rr"))),
+        ],
+        require_known_member_id: true,
+    };
+    let sync = |member: &str, assignments: Vec<(String, Bytes)>| SyncGroup {
+        group_id: "g".into(),
+        member_id: member.into(),
+        generation: 1,
+        group_instance_id: None,
+        protocol_type: None,
+        protocol_name: None,
+        assignments,
+    };
+    // Ids issued to a and b; both join; b syncs; the leader's assignment.
+    let step = |i: usize, g: &mut ClassicGroup| match i {
+        0 => drop(g.join(join(""), 1, "a".into(), now, &cfg)),
+        1 => drop(g.join(join(""), 2, "b".into(), now, &cfg)),
+        2 => drop(g.join(join("a"), 3, String::new(), now, &cfg)),
+        3 => drop(g.join(join("b"), 4, String::new(), now, &cfg)),
+        4 => drop(g.sync(sync("b", Vec::new()), 5, now)),
+        _ => {
+            let assignments = vec![("a".into(), "p0".into()), ("b".into(), "p1".into())];
+            drop(g.sync(sync("a", assignments), 6, now))
+        }
+    };
+    let mut st = ShardState::default();
+    let mut log: Vec<(Bytes, Option<Bytes>)> = Vec::new();
+    let mut states = Vec::new();
+    for i in 0..6 {
+        step(i, &mut entry(&mut st, "g", now).classic);
+        log.extend(st.membership_records("g", &Scope::All));
+        let e = &st.groups["g"];
+        states.push(e.classic.state());
+        let mut replayed = ShardState::default();
+        let mut members = ReplayedMembers::new();
+        for (offset, (key, value)) in log.iter().enumerate() {
+            let value = value.as_deref();
+            apply_record(
+                &mut replayed,
+                key,
+                value,
+                offset as i64,
+                now,
+                Some(&mut members),
+            )
+            .unwrap();
+        }
+        let r = &replayed.groups["g"].classic;
+        assert_eq!(
+            r.rebalance_record(),
+            e.classic.rebalance_record(),
+            "{states:?}"
+        );
+        assert_eq!(r.stored(), e.classic.stored(), "{states:?}");
+        assert_eq!(r.state(), e.classic.state());
+    }
+    use ClassicState::*;
+    assert_eq!(
+        states,
+        [
+            Empty,
+            Empty,
+            PreparingRebalance,
+            CompletingRebalance,
+            CompletingRebalance,
+            Stable
+        ]
+    );
+    // Settled: the last write was the rebalance tombstone, then the classic record.
+    let keys: Vec<_> = log[log.len() - 2..]
+        .iter()
+        .map(|(k, v)| (records::decode_key(k).unwrap().unwrap(), v.is_some()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (RecordKey::ClassicRebalance { group: "g".into() }, false),
+            (RecordKey::Classic { group: "g".into() }, true)
+        ]
+    );
+}
+
 /// A group's own `consumer.session.timeout.ms` and `consumer.heartbeat.interval.ms`
 /// (which the shell passes with each heartbeat) are what its members are told and
 /// what they are expired by; a group without them runs with the coordinator's;
