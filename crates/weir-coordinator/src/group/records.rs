@@ -41,8 +41,8 @@
 //! A classic value is a classic group (JoinGroup/SyncGroup) as of its last completed
 //! generation (Kafka's GroupMetadata record): written when the leader's assignment is
 //! in (the group is Stable), when a static member takes its place again under a new
-//! member id, and when the group empties; a rebalance under way is not written, so a new
-//! coordinator finds the last generation the members were told about.
+//! member id, and when the group empties; a rebalance under way is not written in it (the
+//! rebalance record below holds that), so it is the last generation that completed.
 //!
 //! A rebalance value is a classic group between generations: a rebalance under way
 //! (joining, or joined and waiting for the leader's assignment), or member ids issued
