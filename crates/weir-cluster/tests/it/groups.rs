@@ -1681,6 +1681,20 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
     close(registry, c).await;
 }
 
+/// A single broker's registry and group coordinator in `dir`, with no initial
+/// rebalance delay (classic joins complete at once).
+async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
+    let registry = TopicRegistry::open(dir, 0).await.unwrap();
+    let config = GroupConfig {
+        initial_rebalance_delay: Duration::ZERO,
+        ..config()
+    };
+    let c = GroupCoordinator::open(registry.clone(), config)
+        .await
+        .unwrap();
+    (registry, c)
+}
+
 /// Kafka keeps a classic group's generation and members in `__consumer_offsets`: after a
 /// restart (as after a coordinator failover) the member goes on with its id and
 /// generation, heartbeating, committing and getting its assignment again without
@@ -1689,17 +1703,6 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
 #[tokio::test]
 async fn classic_members_keep_their_ids_and_generation_across_a_coordinator_restart() {
     use weir_cluster::group::{JoinOutcome, SyncGroup};
-    async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
-        let registry = TopicRegistry::open(dir, 0).await.unwrap();
-        let config = GroupConfig {
-            initial_rebalance_delay: Duration::ZERO,
-            ..config()
-        };
-        let c = GroupCoordinator::open(registry.clone(), config)
-            .await
-            .unwrap();
-        (registry, c)
-    }
     let dir = tempfile::tempdir().unwrap();
     let (registry, c) = open_classic(dir.path()).await;
     create(&registry, "orders", 2).await;
@@ -1781,17 +1784,6 @@ async fn classic_members_keep_their_ids_and_generation_across_a_coordinator_rest
 #[tokio::test]
 async fn a_classic_rebalance_goes_on_across_a_coordinator_restart() {
     use weir_cluster::group::{JoinOutcome, SyncGroup};
-    async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
-        let registry = TopicRegistry::open(dir, 0).await.unwrap();
-        let config = GroupConfig {
-            initial_rebalance_delay: Duration::ZERO,
-            ..config()
-        };
-        let c = GroupCoordinator::open(registry.clone(), config)
-            .await
-            .unwrap();
-        (registry, c)
-    }
     async fn new_member(c: &GroupCoordinator) -> String {
         match c.join_group(classic_join("")).await.unwrap() {
             JoinOutcome::MemberIdRequired { member_id } => member_id,

@@ -238,6 +238,29 @@ impl Member {
     fn exempt_from_session(&self) -> bool {
         self.join_waiter.is_some() || self.sync_waiter.is_some()
     }
+
+    /// A member of a record, as a new coordinator loads it with `protocols`: waiting in
+    /// no request, its session starting at `now`; with its id.
+    fn restored(
+        m: ClassicMemberValue,
+        protocols: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> (String, Member) {
+        let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
+        let member = Member {
+            client_id: m.client_id,
+            client_host: m.client_host,
+            group_instance_id: m.group_instance_id,
+            session_timeout,
+            rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
+            protocols,
+            assignment: m.assignment,
+            join_waiter: None,
+            sync_waiter: None,
+            heartbeat_deadline: now + session_timeout,
+        };
+        (m.member_id, member)
+    }
 }
 
 /// A member id issued with MEMBER_ID_REQUIRED, not joined yet.
@@ -490,22 +513,8 @@ impl ClassicGroup {
         g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
         g.protocol_name = (!v.protocol_name.is_empty()).then_some(v.protocol_name);
         for (m, protocols) in v.members.into_iter().zip(value.protocols) {
-            let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
-            g.members.insert(
-                m.member_id,
-                Member {
-                    client_id: m.client_id,
-                    client_host: m.client_host,
-                    group_instance_id: m.group_instance_id,
-                    session_timeout,
-                    rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
-                    protocols,
-                    assignment: m.assignment,
-                    join_waiter: None,
-                    sync_waiter: None,
-                    heartbeat_deadline: now + session_timeout,
-                },
-            );
+            let (id, member) = Member::restored(m, protocols, now);
+            g.members.insert(id, member);
         }
         for (id, session_timeout_ms) in value.pending {
             let session_timeout = Duration::from_millis(u64::from(session_timeout_ms));
@@ -545,23 +554,10 @@ impl ClassicGroup {
             g.state = ClassicState::Stable;
             g.protocol_name = Some(value.protocol_name.clone());
         }
-        for m in value.members {
-            let session_timeout = Duration::from_millis(u64::from(m.session_timeout_ms));
-            g.members.insert(
-                m.member_id,
-                Member {
-                    client_id: m.client_id,
-                    client_host: m.client_host,
-                    group_instance_id: m.group_instance_id,
-                    session_timeout,
-                    rebalance_timeout: Duration::from_millis(u64::from(m.rebalance_timeout_ms)),
-                    protocols: vec![(value.protocol_name.clone(), m.metadata)],
-                    assignment: m.assignment,
-                    join_waiter: None,
-                    sync_waiter: None,
-                    heartbeat_deadline: now + session_timeout,
-                },
-            );
+        for mut m in value.members {
+            let protocols = vec![(value.protocol_name.clone(), std::mem::take(&mut m.metadata))];
+            let (id, member) = Member::restored(m, protocols, now);
+            g.members.insert(id, member);
         }
         g.leader = if g.members.contains_key(&value.leader) {
             Some(value.leader)

@@ -734,63 +734,24 @@ pub fn apply_record(
             if members.is_none() {
                 return Ok(());
             }
-            let value = value.map(records::decode_classic_value).transpose()?;
-            match value {
-                // Sessions start at the load, as Kafka's do.
-                Some(value) => match ClassicGroup::restore(value, now) {
-                    Ok(classic) => entry(st, &group, now).classic = classic,
-                    // Written by this broker, so a bug or an incompatible broker: the
-                    // members join again rather than the whole shard being refused.
-                    Err(reason) => {
-                        tracing::error!(
-                            group,
-                            offset,
-                            reason,
-                            "a classic group record cannot be restored; its members will have to join again"
-                        );
-                        if let Some(e) = st.groups.get_mut(&group) {
-                            e.classic = ClassicGroup::new();
-                        }
-                    }
-                },
-                None => {
-                    if let Some(e) = st.groups.get_mut(&group) {
-                        e.classic = ClassicGroup::new();
-                    }
-                }
-            }
+            // Sessions start at the load, as Kafka's do.
+            let restored = value
+                .map(records::decode_classic_value)
+                .transpose()?
+                .map(|v| ClassicGroup::restore(v, now));
+            replay_classic(st, &group, offset, now, restored, "classic group");
         }
         (RecordKey::ClassicRebalance { group }, value) => {
-            // As a classic record: only a replay restores.
             if members.is_none() {
                 return Ok(());
             }
-            let value = value
+            // A tombstone: the group settled, and the classic record written with it (if
+            // it has one) follows and restores it.
+            let restored = value
                 .map(records::decode_classic_rebalance_value)
-                .transpose()?;
-            match value {
-                Some(value) => match ClassicGroup::restore_rebalance(value, now) {
-                    Ok(classic) => entry(st, &group, now).classic = classic,
-                    Err(reason) => {
-                        tracing::error!(
-                            group,
-                            offset,
-                            reason,
-                            "a classic rebalance record cannot be restored; its members will have to join again"
-                        );
-                        if let Some(e) = st.groups.get_mut(&group) {
-                            e.classic = ClassicGroup::new();
-                        }
-                    }
-                },
-                // The group settled: the classic record written with the tombstone (if
-                // it has one) follows and restores it.
-                None => {
-                    if let Some(e) = st.groups.get_mut(&group) {
-                        e.classic = ClassicGroup::new();
-                    }
-                }
-            }
+                .transpose()?
+                .map(|v| ClassicGroup::restore_rebalance(v, now));
+            replay_classic(st, &group, offset, now, restored, "classic rebalance");
         }
         // A group config record of a development build (`records::KEY_TYPE_CONFIG`):
         // group configs are in the metadata log now, so it is skipped, value unread.
@@ -956,6 +917,39 @@ pub fn deletion_records(st: &mut ShardState, group: &str) -> Result<Prepared, Gr
         records,
         ..Prepared::default()
     })
+}
+
+/// A replayed classic or classic rebalance record (`what`) of `group` at `offset`: the
+/// group it restores, or (`None`, a tombstone) a group without classic state. A record
+/// that cannot be restored was written by this broker, so a bug or an incompatible
+/// broker: the members join again rather than the whole shard being refused.
+fn replay_classic(
+    st: &mut ShardState,
+    group: &str,
+    offset: i64,
+    now: Instant,
+    restored: Option<Result<ClassicGroup, String>>,
+    what: &str,
+) {
+    match restored {
+        Some(Ok(classic)) => entry(st, group, now).classic = classic,
+        Some(Err(reason)) => {
+            tracing::error!(
+                group,
+                offset,
+                reason,
+                "a {what} record cannot be restored; its members will have to join again"
+            );
+            if let Some(e) = st.groups.get_mut(group) {
+                e.classic = ClassicGroup::new();
+            }
+        }
+        None => {
+            if let Some(e) = st.groups.get_mut(group) {
+                e.classic = ClassicGroup::new();
+            }
+        }
+    }
 }
 
 /// The end of a replay, once every record was applied in log order with

@@ -9,9 +9,14 @@ use std::sync::atomic::Ordering;
 use weir_log::DecodedRecord;
 
 use super::{ShareCoordinator, ShareFetch, ShareRecord, ShareStart, sweep};
+
 use crate::share::ShareError;
 use crate::share::reader::{self, DataSource};
 use crate::share::shard::{ShareGroup, Windows};
+
+/// How many times one fetch reads on past the head a maximum length dropped: each pass
+/// drops at least one record, and the sweep drops what a longer backlog leaves.
+const DROP_HEAD_PASSES: usize = 64;
 
 impl ShareCoordinator {
     /// One pass over the requested partitions (under the group's windows lock): ends
@@ -70,24 +75,37 @@ impl ShareCoordinator {
             }
             let wanted = max - round.acquired_count;
             if wanted > 0 {
-                let start = w.window.start();
-                let more = reader::extend(
-                    &data,
-                    &mut w.window,
-                    &mut w.cache,
-                    &filter,
-                    ttl_ms,
-                    now_ms,
-                    wanted,
-                )
-                .await?;
-                round.more_to_read |= more;
-                // Records the filter skipped moved the start: written, so a new coordinator
-                // does not read them again.
-                w.dirty |= w.window.start() != start;
-                if let Some(max_ready) = windows_max_length {
-                    sweep::drop_over_length(&fetch.group_id, &data, w, max_ready, usize::MAX)
-                        .await?;
+                // A queue past its maximum length drops its head first; that may take
+                // every record the window just read for this fetch while newer ones wait
+                // in the log (a basic.get right after publishes that overflowed), so the
+                // window reads on until it has one to hand out, the log has no more, or
+                // DROP_HEAD_PASSES (the sweep drops the rest).
+                for _ in 0..DROP_HEAD_PASSES {
+                    let start = w.window.start();
+                    let more = reader::extend(
+                        &data,
+                        &mut w.window,
+                        &mut w.cache,
+                        &filter,
+                        ttl_ms,
+                        now_ms,
+                        wanted,
+                    )
+                    .await?;
+                    round.more_to_read |= more;
+                    // Records the filter skipped moved the start: written, so a new
+                    // coordinator does not read them again.
+                    w.dirty |= w.window.start() != start;
+                    let Some(max_ready) = windows_max_length else {
+                        break;
+                    };
+                    let dropped =
+                        sweep::drop_over_length(&fetch.group_id, &data, w, max_ready, usize::MAX)
+                            .await?;
+                    // Nothing dropped: nothing more to read for it either.
+                    if dropped == 0 || w.window.has_due(now_ms, 1) {
+                        break;
+                    }
                 }
                 let got = w.window.acquire(&fetch.member_id, now_ms, wanted);
                 if !got.is_empty() {

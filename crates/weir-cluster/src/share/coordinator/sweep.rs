@@ -275,7 +275,7 @@ pub(super) async fn drop_over_length(
     w: &mut Window,
     max_ready: u64,
     max: usize,
-) -> Result<(), ShareError> {
+) -> Result<usize, ShareError> {
     let high_watermark = data.offsets().await?.high_watermark;
     let unread = u64::try_from(high_watermark - w.window.end()).unwrap_or(0);
     let dropped = w.window.drop_head(max_ready, unread, max);
@@ -290,7 +290,7 @@ pub(super) async fn drop_over_length(
             "share group records dropped past the maximum length"
         );
     }
-    Ok(())
+    Ok(dropped.len())
 }
 
 /// Runs [`ShareCoordinator::sweep`] every [`SHARE_SWEEP_INTERVAL`] until `shutdown` or
