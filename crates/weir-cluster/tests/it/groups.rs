@@ -1563,11 +1563,10 @@ fn classic_join(member_id: &str) -> weir_cluster::group::JoinGroup {
     }
 }
 
-#[tokio::test]
-async fn classic_members_join_sync_commit_with_their_generation_and_keep_consumer_members_out() {
-    use weir_cluster::group::{GroupProtocol, JoinOutcome, SyncGroup};
-    let dir = tempfile::tempdir().unwrap();
-    let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+/// A single broker's registry and group coordinator in `dir`, with no initial
+/// rebalance delay (classic joins complete at once).
+async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
+    let registry = TopicRegistry::open(dir, 0).await.unwrap();
     let config = GroupConfig {
         initial_rebalance_delay: Duration::ZERO,
         ..config()
@@ -1575,6 +1574,14 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
     let c = GroupCoordinator::open(registry.clone(), config)
         .await
         .unwrap();
+    (registry, c)
+}
+
+#[tokio::test]
+async fn classic_members_join_sync_commit_with_their_generation_and_keep_consumer_members_out() {
+    use weir_cluster::group::{GroupProtocol, JoinOutcome, SyncGroup};
+    let dir = tempfile::tempdir().unwrap();
+    let (registry, c) = open_classic(dir.path()).await;
     create(&registry, "orders", 2).await;
 
     let JoinOutcome::MemberIdRequired { member_id } = c.join_group(classic_join("")).await.unwrap()
@@ -1679,20 +1686,6 @@ async fn classic_members_join_sync_commit_with_their_generation_and_keep_consume
         Err(GroupError::InconsistentGroupProtocol { .. })
     ));
     close(registry, c).await;
-}
-
-/// A single broker's registry and group coordinator in `dir`, with no initial
-/// rebalance delay (classic joins complete at once).
-async fn open_classic(dir: &Path) -> (Arc<TopicRegistry>, Arc<GroupCoordinator>) {
-    let registry = TopicRegistry::open(dir, 0).await.unwrap();
-    let config = GroupConfig {
-        initial_rebalance_delay: Duration::ZERO,
-        ..config()
-    };
-    let c = GroupCoordinator::open(registry.clone(), config)
-        .await
-        .unwrap();
-    (registry, c)
 }
 
 /// Kafka keeps a classic group's generation and members in `__consumer_offsets`: after a

@@ -932,23 +932,20 @@ fn replay_classic(
     what: &str,
 ) {
     match restored {
-        Some(Ok(classic)) => entry(st, group, now).classic = classic,
-        Some(Err(reason)) => {
-            tracing::error!(
-                group,
-                offset,
-                reason,
-                "a {what} record cannot be restored; its members will have to join again"
-            );
-            if let Some(e) = st.groups.get_mut(group) {
-                e.classic = ClassicGroup::new();
-            }
+        Some(Ok(classic)) => {
+            entry(st, group, now).classic = classic;
+            return;
         }
-        None => {
-            if let Some(e) = st.groups.get_mut(group) {
-                e.classic = ClassicGroup::new();
-            }
-        }
+        Some(Err(reason)) => tracing::error!(
+            group,
+            offset,
+            reason,
+            "a {what} record cannot be restored; its members will have to join again"
+        ),
+        None => {}
+    }
+    if let Some(e) = st.groups.get_mut(group) {
+        e.classic = ClassicGroup::new();
     }
 }
 
