@@ -126,6 +126,10 @@ struct Log {
     faults: Vec<(i64, i64)>,
     /// A fault is under way (its window is added when it ends).
     fault_open: bool,
+    /// Polls that failed, and the last failure (wall ms, slot, error): what a stall
+    /// looked like from the consumers' side.
+    polls_failed: u64,
+    last_poll_error: Option<(i64, usize, String)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -362,6 +366,39 @@ impl ShareCheck {
         end_fault(&self.log, start);
     }
 
+    /// How the consumers are doing, a line: deliveries and ACCEPTs so far, how long ago
+    /// the last delivery came, and the polls that failed (the last one's error).
+    pub(crate) fn progress(&self) -> String {
+        progress(&self.log)
+    }
+
+    /// The group's windows as its coordinator describes them now, a line.
+    pub(crate) async fn windows(&self) -> String {
+        match self.admin.describe_share_group(GROUP).await {
+            Ok(d) => d
+                .partitions
+                .iter()
+                .map(|p| {
+                    format!(
+                        "p{} [{}, {}) hw {} available {} delayed {} acquired {} dlq-pending {} \
+                         oldest {:?}",
+                        p.partition,
+                        p.start_offset,
+                        p.end_offset,
+                        p.high_watermark,
+                        p.available,
+                        p.delayed,
+                        p.acquired,
+                        p.archived_pending,
+                        p.oldest_unfinished_age
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+            Err(e) => format!("describe failed: {e}"),
+        }
+    }
+
     /// Waits for the producer to finish, then until the broker says every record is
     /// finished, stops the consumers and checks what they saw; returns the summary.
     pub(crate) async fn finish(self, cluster: &Cluster) -> anyhow::Result<String> {
@@ -391,8 +428,9 @@ impl ShareCheck {
         .await
         .with_context(|| {
             format!(
-                "the group's partitions as last described: {}",
-                lock(&last_seen).take().unwrap_or_default()
+                "the group's partitions as last described: {}; {}",
+                lock(&last_seen).take().unwrap_or_default(),
+                progress(&self.log)
             )
         });
         self.stop.send_replace(true);
@@ -409,6 +447,25 @@ impl ShareCheck {
         let log = lock(&self.log);
         check(&log, &dead, &window_starts)
     }
+}
+
+/// [`ShareCheck::progress`].
+fn progress(log: &Mutex<Log>) -> String {
+    let l = lock(log);
+    let now = now_ms();
+    let last_delivery = l.deliveries.values().flatten().map(|d| d.received_ms).max();
+    let ago = |at: i64| format!("{:.1} s ago", (now - at) as f64 / 1e3);
+    format!(
+        "share group: {} deliveries, {} accepted, last delivery {}, {} polls failed{}",
+        l.deliveries.values().map(Vec::len).sum::<usize>(),
+        l.accepted.len(),
+        last_delivery.map_or_else(|| "never".to_owned(), ago),
+        l.polls_failed,
+        l.last_poll_error
+            .as_ref()
+            .map(|(at, slot, e)| format!(" (last {}, slot {slot}: {e})", ago(*at)))
+            .unwrap_or_default()
+    )
 }
 
 /// Sets share group `group`'s own settings (retried while the cluster settles), and
@@ -544,8 +601,13 @@ async fn consume(
             Ok(got) => got,
             // Faults make calls fail for a while; what they carried may or may not have
             // been applied, so it is not counted.
-            Err(_) => {
+            Err(e) => {
                 let answered_ms = now_ms();
+                {
+                    let mut l = lock(&log);
+                    l.polls_failed += 1;
+                    l.last_poll_error = Some((answered_ms, slot, format!("{e:#}")));
+                }
                 record_outcomes(&mut consumer, instance, sent_ms, answered_ms, &log);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;

@@ -60,6 +60,9 @@ use crate::queue_checker::{self, ShareCheck};
 const DEFAULT_MINUTES: u64 = 3;
 /// How often the figures so far are printed.
 const REPORT_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How often it prints the share-group check's progress and the group's windows: a
+/// stall shows when it began.
+const SHARE_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// The weir-client workload's topic.
 const TOPIC: &str = "soak";
 const PARTITIONS: u32 = 3;
@@ -366,6 +369,7 @@ async fn run_schedule(
     let mut trouble = Trouble::default();
     let started = Instant::now();
     let mut next_report = started + REPORT_EVERY;
+    let mut next_share_report = started + SHARE_REPORT_EVERY;
     // The node the last fault stopped and started again (kill, SIGTERM): until it is
     // unfenced, a fault on another node would leave one node serving.
     let mut restarted: Option<i32> = None;
@@ -417,6 +421,15 @@ async fn run_schedule(
                 workload.acked(),
                 trouble.crashes.len(),
                 figures(&applied, &workload.ack_times(), Instant::now())
+            );
+        }
+        if Instant::now() >= next_share_report {
+            next_share_report += SHARE_REPORT_EVERY;
+            println!(
+                "soak: {:.0} min, {}\nsoak: share windows: {}",
+                started.elapsed().as_secs_f64() / 60.0,
+                share.progress(),
+                share.windows().await
             );
         }
     }
