@@ -56,11 +56,18 @@ const RELEASE_DELAY: Duration = Duration::from_millis(300);
 const DELIVER_AHEAD: Duration = Duration::from_millis(1_500);
 /// Records produced per second.
 pub(crate) const RATE: u64 = 60;
+/// How often this test's consumers crash before a record they were handed, per 1,000
+/// records: one in ten, so most polls of 20 end in a crash and most records go out again
+/// after a lock runs out. The soak's consumers crash less (`soak.rs`).
+const CRASH_PER_MILLE: u64 = 100;
 /// A lock's end as the client sees it may differ from the broker's by the time an
 /// answer takes on loopback.
 const CLOCK_SLACK_MS: i64 = 50;
-/// Longest the whole check may run before the records still open fail it.
-const FINISH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest the finish waits for the records still open while no window start moves.
+const FINISH_STALL: Duration = Duration::from_secs(120);
+/// Longest the finish waits in all: the consumers drain what is left once the producer
+/// is done, and a backlog a fault left takes its time.
+const FINISH_MAX: Duration = Duration::from_secs(600);
 /// Longest the read of the dead letters may take, tries again after a failed call
 /// included.
 const DLQ_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -151,7 +158,7 @@ async fn run() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(600);
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
-    let check = ShareCheck::start(&cluster, records).await?;
+    let check = ShareCheck::start(&cluster, records, CRASH_PER_MILLE).await?;
 
     // The faults: the coordinator killed and restarted, then another broker paused.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -322,8 +329,13 @@ pub(crate) struct ShareCheck {
 }
 
 impl ShareCheck {
-    /// Creates the topics and the group and starts the producer and the consumers.
-    pub(crate) async fn start(cluster: &Cluster, records: u64) -> anyhow::Result<ShareCheck> {
+    /// Creates the topics and the group and starts the producer and the consumers, which
+    /// crash before a record they were handed `crash_per_mille` times in 1,000.
+    pub(crate) async fn start(
+        cluster: &Cluster,
+        records: u64,
+        crash_per_mille: u64,
+    ) -> anyhow::Result<ShareCheck> {
         cluster.create_topic(TOPIC, PARTITIONS, 3, 2).await?;
         cluster.create_topic(DLQ, 1, 3, 2).await?;
         let settings = ShareGroupSettings {
@@ -342,6 +354,7 @@ impl ShareCheck {
             consumers.push(tokio::spawn(consume(
                 cluster.bootstrap(),
                 slot,
+                crash_per_mille,
                 log.clone(),
                 stopped.clone(),
             )));
@@ -408,31 +421,47 @@ impl ShareCheck {
         // at its high watermark, no dead-letter copy pending); the consumers keep going.
         let admin = &self.admin;
         // What the broker said last, for the message if it never says "finished".
-        let last_seen = Mutex::new(None);
-        let finished = wait_for(FINISH_TIMEOUT, "every record finished", || async {
-            let d = admin.describe_share_group(GROUP).await;
-            let d = match d {
-                Ok(d) => d,
-                Err(e) => {
-                    *lock(&last_seen) = Some(format!("describe failed: {e}"));
-                    return None;
+        let mut last_seen;
+        // The windows' starts, summed: the check waits while they move, and gives up
+        // once they stood still for FINISH_STALL (or after FINISH_MAX in all).
+        let mut starts_seen = i64::MIN;
+        let began = tokio::time::Instant::now();
+        let mut moved = began;
+        let finished = loop {
+            match admin.describe_share_group(GROUP).await {
+                Ok(d) => {
+                    let done = d.partitions.len() == PARTITIONS as usize
+                        && d.partitions.iter().all(|p| {
+                            p.start_offset == p.high_watermark
+                                && p.acquired == 0
+                                && p.archived_pending == 0
+                        });
+                    if done {
+                        break Ok(d);
+                    }
+                    let starts = d.partitions.iter().map(|p| p.start_offset).sum();
+                    if starts > starts_seen {
+                        starts_seen = starts;
+                        moved = tokio::time::Instant::now();
+                    }
+                    last_seen = format!("{:?}", d.partitions);
                 }
+                Err(e) => last_seen = format!("describe failed: {e}"),
+            }
+            let why = if moved.elapsed() >= FINISH_STALL {
+                format!("no window start moved for {FINISH_STALL:?}")
+            } else if began.elapsed() >= FINISH_MAX {
+                format!("not finished within {FINISH_MAX:?}")
+            } else {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
             };
-            let done = d.partitions.len() == PARTITIONS as usize
-                && d.partitions.iter().all(|p| {
-                    p.start_offset == p.high_watermark && p.acquired == 0 && p.archived_pending == 0
-                });
-            *lock(&last_seen) = Some(format!("{:?}", d.partitions));
-            done.then_some(d)
-        })
-        .await
-        .with_context(|| {
-            format!(
-                "the group's partitions as last described: {}; {}",
-                lock(&last_seen).take().unwrap_or_default(),
+            break Err(anyhow::anyhow!(
+                "every record finished: {why}; the group's partitions as last described: \
+                 {last_seen}; {}",
                 progress(&self.log)
-            )
-        });
+            ));
+        };
         self.stop.send_replace(true);
         for c in self.consumers {
             c.await.context("a consumer task")??;
@@ -558,6 +587,7 @@ async fn produce(producer: Producer, records: u64, log: Arc<Mutex<Log>>) -> anyh
 async fn consume(
     brokers: Vec<String>,
     slot: usize,
+    crash_per_mille: u64,
     log: Arc<Mutex<Log>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -631,15 +661,14 @@ async fn consume(
             }
         }
         for r in &got {
-            let roll = rng.below(100);
-            let kind = match roll {
+            if rng.below(1_000) < crash_per_mille {
+                crash = true;
+                break;
+            }
+            let kind = match rng.below(90) {
                 0..70 => AckKind::Accept,
                 70..85 => AckKind::ReleaseAfter(RELEASE_DELAY),
-                85..90 => AckKind::Reject,
-                _ => {
-                    crash = true;
-                    break;
-                }
+                _ => AckKind::Reject,
             };
             consumer.acknowledge(r, kind)?;
         }
