@@ -128,6 +128,10 @@ struct Log {
     /// answered "not held" in a fault or to a retried call (a retry after a lost answer
     /// says so of what the first try applied).
     ambiguous: HashSet<(u32, i64)>,
+    /// Acknowledgements of any kind whose outcome is unknown (the call failed, or a
+    /// retried call answered "not held", which a first try that was applied makes it
+    /// say): each may have ended its sender's lock when it was sent.
+    maybe_applied: HashMap<(u32, i64), Vec<Applied>>,
     crashes: u64,
     /// Fault windows: [start, end) in wall ms, widened by a lock duration at the end.
     faults: Vec<(i64, i64)>,
@@ -735,9 +739,21 @@ fn apply_outcomes(
                     answered_ms,
                 });
         }
+        let maybe = Applied {
+            instance,
+            kind: o.kind,
+            sent_ms,
+            answered_ms,
+        };
         let (not_held, retried) = match &o.status {
             AckStatus::Applied { not_held, retried } => (not_held, *retried),
             AckStatus::Unknown(_) => {
+                for offset in o.first_offset..=o.last_offset {
+                    l.maybe_applied
+                        .entry((o.partition, offset))
+                        .or_default()
+                        .push(maybe);
+                }
                 if matches!(o.kind, AckKind::Accept) {
                     l.ambiguous
                         .extend((o.first_offset..=o.last_offset).map(|off| (o.partition, off)));
@@ -752,6 +768,14 @@ fn apply_outcomes(
         if (in_fault_now || retried) && matches!(o.kind, AckKind::Accept) {
             l.ambiguous
                 .extend(not_held.iter().map(|&off| (o.partition, off)));
+        }
+        if retried {
+            for &offset in not_held {
+                l.maybe_applied
+                    .entry((o.partition, offset))
+                    .or_default()
+                    .push(maybe);
+            }
         }
         for offset in o.first_offset..=o.last_offset {
             if not_held.contains(&offset) {
@@ -946,14 +970,18 @@ fn check(
             let (a, b) = (&w[0], &w[1]);
             if b.count <= a.count {
                 problems.push(format!(
-                    "{key:?}: delivery count {} after {}",
-                    b.count, a.count
+                    "{key:?}: delivery count {} after {}; {}",
+                    b.count,
+                    a.count,
+                    history(log, key)
                 ));
             }
             // The lock of `a` ended at its deadline, or when its holder's RELEASE/REJECT
-            // was applied, whichever came first.
+            // was applied (or sent, if its outcome is unknown), whichever came first.
+            let maybe = log.maybe_applied.get(key).map_or(&[][..], Vec::as_slice);
             let released = applied
                 .iter()
+                .chain(maybe)
                 .filter(|x| x.instance == a.instance && x.answered_ms >= a.received_ms)
                 .map(|x| x.sent_ms)
                 .min();
