@@ -739,59 +739,37 @@ fn apply_outcomes(
                     answered_ms,
                 });
         }
-        let maybe = Applied {
+        let this = Applied {
             instance,
             kind: o.kind,
             sent_ms,
             answered_ms,
         };
-        let (not_held, retried) = match &o.status {
-            AckStatus::Applied { not_held, retried } => (not_held, *retried),
-            AckStatus::Unknown(_) => {
-                for offset in o.first_offset..=o.last_offset {
-                    l.maybe_applied
-                        .entry((o.partition, offset))
-                        .or_default()
-                        .push(maybe);
-                }
-                if matches!(o.kind, AckKind::Accept) {
-                    l.ambiguous
-                        .extend((o.first_offset..=o.last_offset).map(|off| (o.partition, off)));
-                }
-                continue;
-            }
+        let accept = matches!(o.kind, AckKind::Accept);
+        let (not_held, retried, answered) = match &o.status {
+            AckStatus::Applied { not_held, retried } => (not_held.as_slice(), *retried, true),
+            AckStatus::Unknown(_) => (&[][..], false, false),
             AckStatus::Refused(_) => continue,
         };
-        // "Not held" may be the answer to a retry of what a failed try applied: a fault,
-        // or a coordinator moving back to its preferred broker after the faults (the
-        // client says so).
-        if (in_fault_now || retried) && matches!(o.kind, AckKind::Accept) {
-            l.ambiguous
-                .extend(not_held.iter().map(|&off| (o.partition, off)));
-        }
-        if retried {
-            for &offset in not_held {
-                l.maybe_applied
-                    .entry((o.partition, offset))
-                    .or_default()
-                    .push(maybe);
-            }
-        }
         for offset in o.first_offset..=o.last_offset {
-            if not_held.contains(&offset) {
+            let key = (o.partition, offset);
+            if answered && !not_held.contains(&offset) {
+                l.applied.entry(key).or_default().push(this);
+                if accept {
+                    l.accepted.insert(key);
+                }
                 continue;
             }
-            l.applied
-                .entry((o.partition, offset))
-                .or_default()
-                .push(Applied {
-                    instance,
-                    kind: o.kind,
-                    sent_ms,
-                    answered_ms,
-                });
-            if matches!(o.kind, AckKind::Accept) {
-                l.accepted.insert((o.partition, offset));
+            // The call failed, or answered "not held" to a retry, which is what a first
+            // try that was applied leaves (the client says so): it may have been applied
+            // when sent. In a fault "not held" may be a retry's too (a coordinator moving
+            // back to its preferred broker after the faults).
+            let unknown = !answered || retried;
+            if unknown {
+                l.maybe_applied.entry(key).or_default().push(this);
+            }
+            if accept && (unknown || in_fault_now) {
+                l.ambiguous.insert(key);
             }
         }
     }
