@@ -9,10 +9,14 @@
 //!   before it replays the log.
 //! - [`for_each_record`]: the replay walk, log start to a committed end.
 //! - [`submit_records`]: one batch of key/value records queued on the partition under
-//!   the leader epoch the state was loaded at, so that another leadership refuses it.
+//!   the leader epoch the state was loaded at, so that another leadership refuses it,
+//!   and behind the shard's [`WriteFence`], so that a shard loaded again under the same
+//!   leadership replays every write the one it replaces queued.
+//! - [`LeaderSlots`]: a coordinator's shards, loaded and dropped as leadership moves.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
@@ -225,8 +229,61 @@ pub(crate) enum SubmitError {
     },
     #[error("cannot encode the records: {0}")]
     Encode(String),
+    /// The shard was replaced (a write of it failed, or it no longer leads): it queues
+    /// nothing more. Retriable: the request goes to the shard that replaces it.
+    #[error("the coordinator state of this partition is loading again")]
+    Fenced,
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// The writes a shard has queued on its partition, and the fence that ends them.
+///
+/// A shard whose write failed is loaded again from the log, under the same leadership
+/// (so the partition's leader epoch, which refuses another leadership's writes, does not
+/// refuse the old shard's). The new shard replays the log up to its committed end; a
+/// write the old shard had queued that the partition had not appended yet would land
+/// after that end, unseen by the new shard, while the old one answered a client once it
+/// was durable: a share fetch's delivery count, a lock, a committed offset that a later
+/// answer then contradicts. So the old shard is fenced (it queues nothing more) and the
+/// new one loads only once every write the old one queued has its outcome
+/// ([`LeaderSlots::follow`]).
+#[derive(Debug, Default)]
+pub(crate) struct WriteFence {
+    closed: AtomicBool,
+    /// One read guard per write queued and not yet resolved; the fence's drain takes the
+    /// write lock. (tokio's lock is fair: a waiting drain holds back later entries.)
+    writes: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Leave to queue one write, held until the write's outcome is known.
+#[derive(Debug)]
+struct WritePermit {
+    _held: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+impl WriteFence {
+    /// Leave to queue a write; `None` once the fence is closed.
+    async fn enter(&self) -> Option<WritePermit> {
+        let guard = self.writes.clone().read_owned().await;
+        // Checked after the guard is taken: a close either came first (refused here) or
+        // waits in `drained` for this write.
+        (!self.closed.load(Ordering::SeqCst)).then_some(WritePermit { _held: guard })
+    }
+
+    /// No write is let in any more.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the fence and waits, at most `wait`, until every write let in has its
+    /// outcome (appended and durable, or refused). True if they all have.
+    pub(crate) async fn drained(&self, wait: Duration) -> bool {
+        self.close();
+        tokio::time::timeout(wait, self.writes.write())
+            .await
+            .is_ok()
+    }
 }
 
 /// A keyed record of an internal topic, for [`submit_records`]: `key`, and `value`
@@ -245,14 +302,16 @@ pub(crate) fn keyed<'a>(key: &'a [u8], value: Option<&'a [u8]>) -> RecordView<'a
 /// and queues it on `partition` (of the internal topic `topic`) for a durable
 /// (`acks=all`, fsynced) append under `leader_epoch`. Returns the pending append: appends are written in the
 /// order they are queued, so a caller that serializes its calls here may let the next
-/// writer in before awaiting it.
+/// writer in before awaiting it. The write holds a permit of `fence` until its outcome
+/// is known, whether or not the caller still waits for it.
 pub(crate) async fn submit_records<'a>(
+    fence: &WriteFence,
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
     records: impl IntoIterator<Item = RecordView<'a>>,
 ) -> Result<PendingAppend, SubmitError> {
-    submit_batch(partition, topic, leader_epoch, records, None).await
+    submit_batch(fence, partition, topic, leader_epoch, records, None).await
 }
 
 /// The transactional producer a batch is written for: id, epoch and the sequence of its
@@ -262,6 +321,7 @@ pub(crate) type TxnProducer = (i64, i16, i32);
 /// [`submit_records`], the batch written as a transactional batch of `producer` when
 /// one is given (the group coordinator's TxnOffsetCommit).
 pub(crate) async fn submit_batch<'a>(
+    fence: &WriteFence,
     partition: &Partition,
     topic: &'static str,
     leader_epoch: i32,
@@ -301,9 +361,20 @@ pub(crate) async fn submit_batch<'a>(
         partition: partition.index(),
         source,
     })?;
-    Ok(partition
+    let permit = fence.enter().await.ok_or(SubmitError::Fenced)?;
+    let pending = partition
         .submit_under(batch, Durability::Durable, leader_epoch)
-        .await?)
+        .await?;
+    // The permit goes with the outcome, not with the caller, who may stop waiting (a
+    // cancelled request) while the write is still queued.
+    let (outcome, held) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(result) = pending.await {
+            let _ = outcome.send(result);
+        }
+        drop(permit);
+    });
+    Ok(held)
 }
 
 /// The state a coordinator loaded from one partition of its internal topic, served while
@@ -325,7 +396,14 @@ pub(crate) trait LoadedShard {
     /// NOT_COORDINATOR naming `coordinator` (the partition's leader now; -1 if none is
     /// known), so none waits for a timeout on a shard nobody serves any more.
     fn resign(&self, coordinator: i32);
+    /// The fence its writes pass ([`submit_records`]).
+    fn writes(&self) -> &WriteFence;
 }
+
+/// How long a shard's replacement waits for the writes the replaced one queued under the
+/// same leadership ([`WriteFence`]) before [`LeaderSlots::follow`] tries again later.
+/// Each is an fsynced append that waits for the ISR: a second or two even under load.
+const FENCE_DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// Most shards [`LeaderSlots::follow`] loads at once.
 const MAX_CONCURRENT_LOADS: usize = 16;
@@ -336,6 +414,9 @@ const MAX_CONCURRENT_LOADS: usize = 16;
 pub(crate) struct LeaderSlots<S> {
     topic: &'static str,
     slots: Vec<std::sync::RwLock<Option<Arc<S>>>>,
+    /// Per slot, a shard replaced under the same leadership whose queued writes have not
+    /// all had their outcome yet: its replacement loads once they have ([`WriteFence`]).
+    retiring: Vec<std::sync::Mutex<Option<Arc<S>>>>,
     /// Serializes [`follow`](Self::follow).
     following: tokio::sync::Mutex<()>,
 }
@@ -346,6 +427,9 @@ impl<S: LoadedShard> LeaderSlots<S> {
             topic,
             slots: (0..partitions)
                 .map(|_| std::sync::RwLock::new(None))
+                .collect(),
+            retiring: (0..partitions)
+                .map(|_| std::sync::Mutex::new(None))
                 .collect(),
             following: tokio::sync::Mutex::new(()),
         }
@@ -366,15 +450,38 @@ impl<S: LoadedShard> LeaderSlots<S> {
     }
 
     /// Puts `shard` in slot `index`; the shard it replaces resigns (its waiting requests
-    /// hear NOT_COORDINATOR naming `leader`).
-    fn set(&self, index: u32, shard: Option<Arc<S>>, leader: i32) {
+    /// hear NOT_COORDINATOR naming `leader`), queues no more writes, and is returned.
+    fn set(&self, index: u32, shard: Option<Arc<S>>, leader: i32) -> Option<Arc<S>> {
         let old = std::mem::replace(
             &mut *self.slots[index as usize].write().expect("shard slot lock"),
             shard,
         );
-        if let Some(old) = old {
+        if let Some(old) = &old {
+            old.writes().close();
             old.resign(leader);
         }
+        old
+    }
+
+    /// Whether slot `index` may load at `leader_epoch`: no shard replaced under that
+    /// leadership has writes without an outcome (waits for them, at most
+    /// [`FENCE_DRAIN_WAIT`]). A shard of another leadership needs no wait: the partition
+    /// refuses its writes at append.
+    async fn drained(&self, index: u32, leader_epoch: i32) -> bool {
+        let retiring = self.retiring[index as usize]
+            .lock()
+            .expect("retiring slot lock")
+            .take();
+        let Some(old) = retiring.filter(|old| old.leader_epoch() == leader_epoch) else {
+            return true;
+        };
+        if old.writes().drained(FENCE_DRAIN_WAIT).await {
+            return true;
+        }
+        *self.retiring[index as usize]
+            .lock()
+            .expect("retiring slot lock") = Some(old);
+        false
     }
 
     /// Every shard loaded here.
@@ -430,7 +537,13 @@ impl<S: LoadedShard> LeaderSlots<S> {
             }
             // Loaded again (a new leadership, or a write failed): requests parked on the
             // old shard try again, and find this broker loading.
-            self.set(index, None, -1);
+            if let Some(old) = self.set(index, None, -1)
+                && old.leader_epoch() == state.leader_epoch
+            {
+                *self.retiring[index as usize]
+                    .lock()
+                    .expect("retiring slot lock") = Some(old);
+            }
             to_load.push((index, partition, state.leader_epoch));
         }
         // Side by side, at most MAX_CONCURRENT_LOADS at once: each load first waits (up to
@@ -441,7 +554,19 @@ impl<S: LoadedShard> LeaderSlots<S> {
         let loads = to_load.into_iter().map(|(index, partition, leader_epoch)| {
             let started = Instant::now();
             let loading = load(index, partition, leader_epoch);
-            async move { (index, leader_epoch, started, loading.await) }
+            async move {
+                let outcome = match self.drained(index, leader_epoch).await {
+                    true => loading.await,
+                    false => {
+                        tracing::info!(
+                            partition = index,
+                            "writes of the {name} shard being replaced are still queued; loading later"
+                        );
+                        Ok(None)
+                    }
+                };
+                (index, leader_epoch, started, outcome)
+            }
         });
         let mut loads = futures_util::stream::iter(loads).buffer_unordered(MAX_CONCURRENT_LOADS);
         while let Some((index, leader_epoch, started, outcome)) = loads.next().await {
@@ -509,4 +634,138 @@ pub(crate) fn spawn_following<F, Fut, E>(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A shard of nothing: what [`LeaderSlots`] needs to load, replace and fence it.
+    #[derive(Debug)]
+    struct Probe {
+        leader_epoch: i32,
+        partition: Arc<Partition>,
+        failed: AtomicBool,
+        writes: WriteFence,
+    }
+
+    impl LoadedShard for Probe {
+        fn leader_epoch(&self) -> i32 {
+            self.leader_epoch
+        }
+        fn failed(&self) -> bool {
+            self.failed.load(Ordering::SeqCst)
+        }
+        fn group_count(&self) -> usize {
+            0
+        }
+        fn leads(&self) -> bool {
+            self.partition.leads_at(self.leader_epoch)
+        }
+        fn resign(&self, _: i32) {}
+        fn writes(&self) -> &WriteFence {
+            &self.writes
+        }
+    }
+
+    async fn one_partition() -> (tempfile::TempDir, Arc<TopicRegistry>, Arc<Topic>) {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        let topic = registry
+            .create_topic("state", 1, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        (dir, registry, topic)
+    }
+
+    /// Loads a [`Probe`] into `slots` wherever this broker leads, counting the loads.
+    async fn follow(slots: &LeaderSlots<Probe>, topic: &Topic, loads: &AtomicUsize) -> usize {
+        slots
+            .follow(topic, 0, |_, partition, leader_epoch| async move {
+                loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ClusterError>(Some(Arc::new(Probe {
+                    leader_epoch,
+                    partition,
+                    failed: AtomicBool::new(false),
+                    writes: WriteFence::default(),
+                })))
+            })
+            .await
+    }
+
+    /// A shard loaded again under the same leadership after a write failed waits until
+    /// every write the failed one queued has its outcome (else the new shard's replay
+    /// could end before a write whose answer went out), and the failed one queues
+    /// nothing more.
+    #[tokio::test]
+    async fn a_shard_loaded_again_waits_for_the_writes_the_failed_one_queued() {
+        let (_dir, _registry, topic) = one_partition().await;
+        let slots = LeaderSlots::<Probe>::new("state", 1);
+        let loads = AtomicUsize::new(0);
+        assert_eq!(follow(&slots, &topic, &loads).await, 0);
+        let old = slots.get(0).expect("loaded");
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+
+        // One write of the old shard is still queued when a later one fails.
+        let queued = old.writes.enter().await.expect("open");
+        old.failed.store(true, Ordering::SeqCst);
+        assert!(slots.get(0).is_none(), "a failed shard serves nothing");
+        let released = Arc::new(std::sync::Mutex::new(None));
+        let release = {
+            let released = released.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                *released.lock().unwrap() = Some(Instant::now());
+                drop(queued);
+            })
+        };
+        assert_eq!(follow(&slots, &topic, &loads).await, 0);
+        let loaded_at = Instant::now();
+        release.await.unwrap();
+        let released = released.lock().unwrap().expect("released");
+        assert!(
+            released <= loaded_at,
+            "the new shard loaded before the old shard's queued write had its outcome"
+        );
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+        assert!(slots.get(0).is_some());
+
+        // The old shard is fenced: a write it tries now is refused, retriably.
+        let partition = topic.partition(0).unwrap();
+        let refused = submit_records(
+            &old.writes,
+            &partition,
+            "state",
+            old.leader_epoch,
+            [keyed(b"k", Some(b"v"))],
+        )
+        .await;
+        assert!(matches!(refused, Err(SubmitError::Fenced)), "{refused:?}");
+        assert_eq!(partition.offsets().await.unwrap().log_end_offset, 0);
+    }
+
+    /// A write let through the fence keeps its permit until its outcome is known, even
+    /// when its caller stops waiting at once (a cancelled request).
+    #[tokio::test]
+    async fn a_write_holds_the_fence_until_its_outcome_even_without_a_caller() {
+        let (_dir, _registry, topic) = one_partition().await;
+        let partition = topic.partition(0).unwrap();
+        let epoch = partition.state().leader_epoch;
+        let fence = WriteFence::default();
+        let pending = submit_records(
+            &fence,
+            &partition,
+            "state",
+            epoch,
+            [keyed(b"k", Some(b"v"))],
+        )
+        .await
+        .unwrap();
+        drop(pending);
+        assert!(fence.drained(Duration::from_secs(10)).await);
+        // Drained means appended: the load that follows replays it.
+        assert_eq!(partition.offsets().await.unwrap().log_end_offset, 1);
+    }
 }

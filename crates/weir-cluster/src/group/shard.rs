@@ -111,6 +111,8 @@ pub(super) struct Shard {
     state: Mutex<ShardState>,
     /// How far membership writes are durable, and whether one failed.
     durable: watch::Sender<Durable>,
+    /// Closed once it is replaced: see [`internal_topic::WriteFence`].
+    writes: internal_topic::WriteFence,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -181,6 +183,10 @@ impl internal_topic::LoadedShard for Shard {
     fn resign(&self, coordinator: i32) {
         Shard::resign(self, coordinator);
     }
+
+    fn writes(&self) -> &internal_topic::WriteFence {
+        &self.writes
+    }
 }
 
 impl Shard {
@@ -205,6 +211,7 @@ impl Shard {
             writer: tokio::sync::Mutex::new(()),
             state: Mutex::new(ShardState::default()),
             durable: watch::Sender::new(Durable::default()),
+            writes: internal_topic::WriteFence::default(),
         };
         let state = replay(&shard, end, cx).await?;
         // Everything replayed is durable already.
@@ -405,6 +412,7 @@ impl Shard {
             None => None,
         };
         let pending = internal_topic::submit_batch(
+            &self.writes,
             &self.partition,
             OFFSETS_TOPIC,
             self.leader_epoch,
@@ -416,6 +424,9 @@ impl Shard {
         .await
         .map_err(|e| match e {
             SubmitError::Cluster(e) => GroupError::Cluster(e),
+            SubmitError::Fenced => GroupError::CoordinatorLoading {
+                partition: self.index,
+            },
             e @ (SubmitError::TooLarge { .. } | SubmitError::Encode(_)) => {
                 GroupError::InvalidRequest(format!("{e}; send fewer partitions per request"))
             }

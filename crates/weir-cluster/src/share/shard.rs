@@ -29,7 +29,7 @@ use super::{
     MAX_SHARE_GROUPS_PER_SHARD, SHARE_LOAD_WAIT, SHARE_READ_BYTES, SHARE_STATE_TOPIC, ShareError,
 };
 use crate::error::ClusterError;
-use crate::internal_topic::{self, LoadedShard, SubmitError};
+use crate::internal_topic::{self, LoadedShard, SubmitError, WriteFence};
 use crate::partition::{Partition, PendingAppend};
 use crate::registry::TopicRegistry;
 
@@ -94,6 +94,8 @@ pub(super) struct ShareShard {
     failed: AtomicBool,
     /// Set when it resigned: the leader it named (-1: none known).
     resigned: Mutex<Option<i32>>,
+    /// Closed once it is replaced: see [`WriteFence`].
+    writes: WriteFence,
 }
 
 impl LoadedShard for ShareShard {
@@ -120,6 +122,10 @@ impl LoadedShard for ShareShard {
         for group in self.groups.lock().expect("share groups mutex").values() {
             group.released.notify_waiters();
         }
+    }
+
+    fn writes(&self) -> &WriteFence {
+        &self.writes
     }
 }
 
@@ -174,6 +180,7 @@ impl ShareShard {
             ),
             failed: AtomicBool::new(false),
             resigned: Mutex::new(None),
+            writes: WriteFence::default(),
         };
         if shard.partition.state().leader_epoch != leader_epoch {
             return Ok(None);
@@ -286,6 +293,7 @@ impl ShareShard {
             );
         let writer = self.writer.lock().await;
         let queued = internal_topic::submit_records(
+            &self.writes,
             &self.partition,
             SHARE_STATE_TOPIC,
             self.leader_epoch,
@@ -303,6 +311,9 @@ impl ShareShard {
                 self.fail(&e);
                 Err(match e {
                     SubmitError::Cluster(e) => self.refused(e),
+                    SubmitError::Fenced => ShareError::CoordinatorLoading {
+                        partition: self.index,
+                    },
                     e => ShareError::InvalidRequest(e.to_string()),
                 })
             }

@@ -29,7 +29,7 @@ use super::{
     TXN_READ_BYTES, TXN_STATE_TOPIC, TXN_TICK_INTERVAL, TransactionError,
 };
 use crate::error::ClusterError;
-use crate::internal_topic::{self, LoadedShard, SubmitError, wall_clock_ms};
+use crate::internal_topic::{self, LoadedShard, SubmitError, WriteFence, wall_clock_ms};
 use crate::partition::Partition;
 use crate::registry::TopicRegistry;
 
@@ -72,6 +72,8 @@ pub(super) struct TxnShard {
     /// Set when it resigns: the task stops and every waiting request hears
     /// NOT_COORDINATOR.
     resigned: watch::Sender<Option<i32>>,
+    /// Closed once it is replaced: see [`WriteFence`].
+    writes: Arc<WriteFence>,
 }
 
 impl std::fmt::Debug for Event {
@@ -106,6 +108,10 @@ impl LoadedShard for TxnShard {
 
     fn resign(&self, coordinator: i32) {
         self.resigned.send_replace(Some(coordinator));
+    }
+
+    fn writes(&self) -> &WriteFence {
+        &self.writes
     }
 }
 
@@ -153,6 +159,7 @@ impl TxnShard {
             failed: Arc::new(AtomicBool::new(false)),
             ids: Arc::new(AtomicUsize::new(machine.len())),
             resigned,
+            writes: Arc::new(WriteFence::default()),
         });
         let task = ShardTask {
             index,
@@ -166,6 +173,7 @@ impl TxnShard {
             next_request: 0,
             failed: shard.failed.clone(),
             ids: shard.ids.clone(),
+            writes: shard.writes.clone(),
         };
         tokio::spawn(task.run(queue, resigned_rx, first));
         Ok(Some(shard))
@@ -225,6 +233,7 @@ struct ShardTask {
     next_request: u64,
     failed: Arc<AtomicBool>,
     ids: Arc<AtomicUsize>,
+    writes: Arc<WriteFence>,
 }
 
 impl ShardTask {
@@ -325,6 +334,7 @@ impl ShardTask {
                 }
                 Command::Append { id, key, value } => {
                     let queued = internal_topic::submit_records(
+                        &self.writes,
                         &self.partition,
                         TXN_STATE_TOPIC,
                         self.leader_epoch,
@@ -355,6 +365,8 @@ impl ShardTask {
                             let failure = match &e {
                                 SubmitError::TooLarge { .. } => AppendFailure::TooLarge,
                                 SubmitError::Encode(_) => AppendFailure::TooLarge,
+                                // Replaced: this task stops at its next turn.
+                                SubmitError::Fenced => AppendFailure::NotLeader,
                                 SubmitError::Cluster(c) => {
                                     fail(&self.failed, self.index, &e);
                                     append_failure(c)
