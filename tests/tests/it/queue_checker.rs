@@ -14,7 +14,8 @@
 //! - no record is handed to a second member while the first one's lock is valid, across
 //!   faults too (a new coordinator keeps the locks the old one handed out: docs/queues.md
 //!   § promise 3);
-//! - no delivery count is over the limit, and a record's counts only grow;
+//! - no delivery count is over the limit, and a record's counts only grow (in the order
+//!   its locks were taken, which its lock deadlines give);
 //! - an accepted record is never delivered again;
 //! - every dead letter carries headers naming a produced record (its value that
 //!   record's; a produce that was not acknowledged may be in the log all the same, at an
@@ -939,10 +940,20 @@ fn check(
         ));
     }
     let mut redeliveries = 0u64;
+    let mut lapsed_on_arrival = 0u64;
     for (key, deliveries) in &log.deliveries {
+        // In the order the coordinator acquired them: each lock runs the group's lock
+        // duration from its acquisition, so deadlines order acquisitions. (Arrival order
+        // is not theirs: an answer waits for its acquisition's write to be durable,
+        // seconds under faults, and a later acquisition's answer can overtake it or
+        // arrive in the same millisecond.)
         let mut sorted = deliveries.clone();
-        sorted.sort_by_key(|d| d.received_ms);
+        sorted.sort_by_key(|d| (d.lock_deadline_ms, d.received_ms));
         redeliveries += sorted.len().saturating_sub(1) as u64;
+        lapsed_on_arrival += sorted
+            .iter()
+            .filter(|d| d.received_ms > d.lock_deadline_ms + CLOCK_SLACK_MS)
+            .count() as u64;
         let applied = log.applied.get(key).cloned().unwrap_or_default();
         for w in sorted.windows(2) {
             let (a, b) = (&w[0], &w[1]);
@@ -982,12 +993,12 @@ fn check(
                 ));
             }
         }
+        let first_received = sorted.iter().map(|d| d.received_ms).min().unwrap_or(0);
         if let Some(at) = deliver_at.get(key)
-            && sorted[0].received_ms < *at
+            && first_received < *at
         {
             problems.push(format!(
-                "{key:?}: delivered at {} before its time {at}",
-                sorted[0].received_ms
+                "{key:?}: delivered at {first_received} before its time {at}"
             ));
         }
         // After an applied ACCEPT nothing more; after an applied RELEASE not before its
@@ -1050,8 +1061,9 @@ fn check(
     let longest_stall_ms = received.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
     let summary = format!(
         "queue check: {} records produced and acknowledged, {} accepted ({} more whose ACCEPT's \
-         answer was lost), {} dead-lettered ({} copies) {:?}, {} deliveries ({} redeliveries), \
-         {} consumer crashes, {} faults, longest time without a delivery {:.1} s",
+         answer was lost), {} dead-lettered ({} copies) {:?}, {} deliveries ({} redeliveries, \
+         {} arrived after their lock ran out), {} consumer crashes, {} faults, longest time \
+         without a delivery {:.1} s",
         by_source.len(),
         log.accepted.len(),
         ambiguous,
@@ -1060,6 +1072,7 @@ fn check(
         reasons,
         log.deliveries.values().map(Vec::len).sum::<usize>(),
         redeliveries,
+        lapsed_on_arrival,
         log.crashes,
         log.faults.len(),
         longest_stall_ms as f64 / 1e3

@@ -371,7 +371,8 @@ impl ShareCoordinator {
             }
             let mut round = round?;
             if !round.is_empty() || Instant::now() >= deadline {
-                let records = self.read_acquired(&mut round).await?;
+                let now = wall_clock_ms().max(0) as u64;
+                let records = self.read_acquired(&mut round, now).await?;
                 return Ok(ShareFetchAnswer {
                     ack_results,
                     records,

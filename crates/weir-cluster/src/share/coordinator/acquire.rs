@@ -151,13 +151,24 @@ impl ShareCoordinator {
         Ok(round)
     }
 
-    /// The acquired records' contents, in topic, partition and offset order.
+    /// The acquired records' contents, in topic, partition and offset order, leaving out
+    /// those whose lock ran out by `now_ms` (while the acquisition's write became
+    /// durable, slow under faults): the member could not acknowledge them, and another
+    /// may hold them already. Each keeps its counted delivery, as a lost answer would.
     pub(super) async fn read_acquired(
         &self,
         round: &mut Round,
+        now_ms: u64,
     ) -> Result<Vec<ShareRecord>, ShareError> {
         let mut out = Vec::with_capacity(round.acquired_count);
+        let mut lapsed = 0usize;
         for a in &mut round.acquired {
+            let before = a.records.len();
+            a.records.retain(|r| r.deadline_ms > now_ms);
+            lapsed += before - a.records.len();
+            if a.records.is_empty() {
+                continue;
+            }
             let mut found = std::mem::take(&mut a.found);
             if !a.missing.is_empty() {
                 found.extend(reader::records_at(&a.data, &a.missing).await?);
@@ -178,6 +189,12 @@ impl ShareCoordinator {
                     });
                 }
             }
+        }
+        if lapsed > 0 {
+            tracing::debug!(
+                lapsed,
+                "acquired records left out of a share fetch's answer: their locks ran out before the acquisition was durable"
+            );
         }
         Ok(out)
     }
