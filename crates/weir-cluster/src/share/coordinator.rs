@@ -662,6 +662,73 @@ mod tests {
     use super::*;
     use crate::partition::PartitionState;
 
+    /// An acquisition whose lock ran out before it could be answered (its write took
+    /// longer than the lock, as under faults) is left out of the answer; one whose lock
+    /// still runs is answered with its records.
+    #[tokio::test]
+    async fn records_whose_lock_ran_out_before_the_answer_are_left_out() {
+        use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
+
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
+        let topic = registry
+            .create_topic("q", 1, 1, BTreeMap::new())
+            .await
+            .unwrap();
+        let mut b = RecordBatchBuilder::new(Compression::None);
+        for v in ["a", "b", "c"] {
+            b.push(&Record {
+                value: Some(bytes::Bytes::from(v)),
+                timestamp: 1_000,
+                ..Record::default()
+            });
+        }
+        let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
+        topic
+            .partition(0)
+            .unwrap()
+            .append(batch, crate::partition::Durability::Durable)
+            .await
+            .unwrap();
+        let (_stop, stopping) = watch::channel(false);
+        let shares = ShareCoordinator::open(
+            registry.clone(),
+            ShareGroupConfig::default(),
+            None,
+            None,
+            stopping,
+        )
+        .await
+        .unwrap();
+        let lock_ms = ShareConfig::default().lock_duration_ms;
+        let now = wall_clock_ms() as u64;
+        // Acquired at `acquired_at`, answered at `now`: how many records the answer holds.
+        let answered = async |group_id: &str, acquired_at: u64| {
+            let fetch = ShareFetch {
+                group_id: group_id.into(),
+                member_id: "m".into(),
+                topics: vec!["q".into()],
+                partitions: None,
+                max_records: 10,
+                max_wait: Duration::ZERO,
+                start: ShareStart::Earliest,
+                acks: Vec::new(),
+            };
+            let shard = shares.shard(group_id).unwrap();
+            let group = shard.group_or_new(group_id).unwrap();
+            let mut windows = group.windows.lock().await;
+            let mut round = shares
+                .acquire(&fetch, &group, &mut windows, 10, acquired_at)
+                .await
+                .unwrap();
+            assert!(!round.is_empty(), "nothing acquired");
+            drop(windows);
+            shares.read_acquired(&mut round, now).await.unwrap().len()
+        };
+        assert_eq!(answered("in-time", now).await, 3);
+        assert_eq!(answered("too-late", now - lock_ms - 1).await, 0);
+    }
+
     /// A share fetch long-polling a coordinator that loses the group's partition hears
     /// NOT_COORDINATOR at once, not after its wait.
     #[tokio::test]
