@@ -954,7 +954,7 @@ fn check(
             .iter()
             .filter(|d| d.received_ms > d.lock_deadline_ms + CLOCK_SLACK_MS)
             .count() as u64;
-        let applied = log.applied.get(key).cloned().unwrap_or_default();
+        let applied = log.applied.get(key).map_or(&[][..], Vec::as_slice);
         for w in sorted.windows(2) {
             let (a, b) = (&w[0], &w[1]);
             if b.count <= a.count {
@@ -1003,7 +1003,7 @@ fn check(
         }
         // After an applied ACCEPT nothing more; after an applied RELEASE not before its
         // delay.
-        for x in &applied {
+        for x in applied {
             let later = sorted.iter().filter(|d| d.received_ms > x.answered_ms);
             match x.kind {
                 AckKind::Accept => {

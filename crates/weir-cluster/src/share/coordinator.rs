@@ -662,35 +662,21 @@ mod tests {
     use super::*;
     use crate::partition::PartitionState;
 
-    /// An acquisition whose lock ran out before it could be answered (its write took
-    /// longer than the lock, as under faults) is left out of the answer; one whose lock
-    /// still runs is answered with its records.
-    #[tokio::test]
-    async fn records_whose_lock_ran_out_before_the_answer_are_left_out() {
-        use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
-
+    /// One broker with a topic `q` of one partition, and its share coordinator (it runs
+    /// until the returned sender is dropped).
+    async fn one_broker_with_q() -> (
+        tempfile::TempDir,
+        Arc<TopicRegistry>,
+        Arc<ShareCoordinator>,
+        watch::Sender<bool>,
+    ) {
         let dir = tempfile::tempdir().unwrap();
         let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
-        let topic = registry
+        registry
             .create_topic("q", 1, 1, BTreeMap::new())
             .await
             .unwrap();
-        let mut b = RecordBatchBuilder::new(Compression::None);
-        for v in ["a", "b", "c"] {
-            b.push(&Record {
-                value: Some(bytes::Bytes::from(v)),
-                timestamp: 1_000,
-                ..Record::default()
-            });
-        }
-        let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
-        topic
-            .partition(0)
-            .unwrap()
-            .append(batch, crate::partition::Durability::Durable)
-            .await
-            .unwrap();
-        let (_stop, stopping) = watch::channel(false);
+        let (stop, stopping) = watch::channel(false);
         let shares = ShareCoordinator::open(
             registry.clone(),
             ShareGroupConfig::default(),
@@ -700,20 +686,53 @@ mod tests {
         )
         .await
         .unwrap();
+        (dir, registry, shares, stop)
+    }
+
+    /// Member `m` of `group_id` asks for up to 10 records of `q`, from its start.
+    fn fetch_of_q(group_id: &str, max_wait: Duration) -> ShareFetch {
+        ShareFetch {
+            group_id: group_id.into(),
+            member_id: "m".into(),
+            topics: vec!["q".into()],
+            partitions: None,
+            max_records: 10,
+            max_wait,
+            start: ShareStart::Earliest,
+            acks: Vec::new(),
+        }
+    }
+
+    /// An acquisition whose lock ran out before it could be answered (its write took
+    /// longer than the lock, as under faults) is left out of the answer; one whose lock
+    /// still runs is answered with its records.
+    #[tokio::test]
+    async fn records_whose_lock_ran_out_before_the_answer_are_left_out() {
+        use weir_log::{Compression, Record, RecordBatchBuilder, ValidatedBatches};
+
+        let (_dir, registry, shares, _stop) = one_broker_with_q().await;
+        let mut b = RecordBatchBuilder::new(Compression::None);
+        for v in ["a", "b", "c"] {
+            b.push(&Record {
+                value: Some(bytes::Bytes::from(v)),
+                timestamp: 1_000,
+                ..Record::default()
+            });
+        }
+        let batch = ValidatedBatches::new(b.build().unwrap(), 1 << 20).unwrap();
+        registry
+            .topic("q")
+            .unwrap()
+            .partition(0)
+            .unwrap()
+            .append(batch, crate::partition::Durability::Durable)
+            .await
+            .unwrap();
         let lock_ms = ShareConfig::default().lock_duration_ms;
         let now = wall_clock_ms() as u64;
         // Acquired at `acquired_at`, answered at `now`: how many records the answer holds.
         let answered = async |group_id: &str, acquired_at: u64| {
-            let fetch = ShareFetch {
-                group_id: group_id.into(),
-                member_id: "m".into(),
-                topics: vec!["q".into()],
-                partitions: None,
-                max_records: 10,
-                max_wait: Duration::ZERO,
-                start: ShareStart::Earliest,
-                acks: Vec::new(),
-            };
+            let fetch = fetch_of_q(group_id, Duration::ZERO);
             let shard = shares.shard(group_id).unwrap();
             let group = shard.group_or_new(group_id).unwrap();
             let mut windows = group.windows.lock().await;
@@ -733,38 +752,10 @@ mod tests {
     /// NOT_COORDINATOR at once, not after its wait.
     #[tokio::test]
     async fn a_long_poll_on_a_coordinator_that_loses_the_group_is_answered_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let registry = TopicRegistry::open(dir.path(), 0).await.unwrap();
-        registry
-            .create_topic("q", 1, 1, BTreeMap::new())
-            .await
-            .unwrap();
-        let (_stop, stopping) = watch::channel(false);
-        let shares = ShareCoordinator::open(
-            registry.clone(),
-            ShareGroupConfig::default(),
-            None,
-            None,
-            stopping,
-        )
-        .await
-        .unwrap();
+        let (_dir, registry, shares, _stop) = one_broker_with_q().await;
         let fetch = tokio::spawn({
             let shares = shares.clone();
-            async move {
-                shares
-                    .fetch(ShareFetch {
-                        group_id: "sg".into(),
-                        member_id: "m".into(),
-                        topics: vec!["q".into()],
-                        partitions: None,
-                        max_records: 10,
-                        max_wait: MAX_SHARE_FETCH_WAIT,
-                        start: ShareStart::Earliest,
-                        acks: Vec::new(),
-                    })
-                    .await
-            }
+            async move { shares.fetch(fetch_of_q("sg", MAX_SHARE_FETCH_WAIT)).await }
         });
         // The fetch has taken the group (its new window's state is in the log) and waits
         // for records that never come.
