@@ -432,6 +432,9 @@ fn cluster_reason(err: &ClusterError) -> (Reason, Option<(&str, u32)>) {
         E::LogRecovering {
             topic, partition, ..
         } => (Reason::LogFailed, Some((topic, *partition))),
+        E::EarlierWriteFailed { topic, partition } => {
+            (Reason::CoordinatorLoading, Some((topic, *partition)))
+        }
         E::Append {
             topic,
             partition,

@@ -128,6 +128,13 @@ pub enum ClusterError {
         partition: u32,
         reason: String,
     },
+    /// Retriable: a coordinator's state write was appended after a write of the same
+    /// shard that failed, so it does not make the shard's state durable; the shard loads
+    /// again from its log (`internal_topic::WriteFence`).
+    #[error(
+        "partition {topic}/{partition}: an earlier state write of this coordinator failed; it loads its state again from the log"
+    )]
+    EarlierWriteFailed { topic: String, partition: u32 },
     #[error("partition {topic}/{partition}: {source}")]
     Append {
         topic: String,

@@ -248,12 +248,28 @@ pub(crate) enum SubmitError {
 /// answer then contradicts. So the old shard is fenced (it queues nothing more) and the
 /// new one loads only once every write the old one queued has its outcome
 /// ([`LeaderSlots::follow`]).
+///
+/// A [chained](WriteFence::chained) fence also orders the writes' outcomes: a write is
+/// answered as durable only once every write queued before it through the fence is,
+/// and one appended after a write that failed is answered
+/// [`ClusterError::EarlierWriteFailed`]. The share coordinator's writes carry what
+/// changed since the write before, so a later write's success says nothing of a failed
+/// earlier one's changes; taken as a sign that they were durable (it copies a REJECTed
+/// record to the dead-letter topic once a write at or after the REJECT's is durable), it
+/// acted on state the reloaded shard never saw: a record dead-lettered, then delivered
+/// again and accepted. A chained fence suits a shard that is loaded again after any
+/// failed write (a broken chain fails every later write); the group coordinator, whose
+/// offset commits may fail one by one without a reload, counts each write on its own.
 #[derive(Debug, Default)]
 pub(crate) struct WriteFence {
     closed: AtomicBool,
     /// One read guard per write queued and not yet resolved; the fence's drain takes the
     /// write lock. (tokio's lock is fair: a waiting drain holds back later entries.)
     writes: Arc<tokio::sync::RwLock<()>>,
+    /// Chained fences only: the last write queued, which resolves to whether it and
+    /// every write before it are durable. Locked across a write's queuing, so the chain
+    /// is in append order.
+    chain: Option<tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<bool>>>>,
 }
 
 /// Leave to queue one write, held until the write's outcome is known.
@@ -263,6 +279,14 @@ struct WritePermit {
 }
 
 impl WriteFence {
+    /// A fence whose writes count as durable only with every write before them.
+    pub(crate) fn chained() -> WriteFence {
+        WriteFence {
+            chain: Some(tokio::sync::Mutex::new(None)),
+            ..WriteFence::default()
+        }
+    }
+
     /// Leave to queue a write; `None` once the fence is closed.
     async fn enter(&self) -> Option<WritePermit> {
         let guard = self.writes.clone().read_owned().await;
@@ -362,15 +386,54 @@ pub(crate) async fn submit_batch<'a>(
         source,
     })?;
     let permit = fence.enter().await.ok_or(SubmitError::Fenced)?;
-    let pending = partition
+    let mut chain = match &fence.chain {
+        Some(chain) => Some(chain.lock().await),
+        None => None,
+    };
+    // This write's link: the one before it, and where it says whether it and all before
+    // it are durable.
+    let (earlier, done) = match chain.as_deref_mut() {
+        Some(last) => {
+            let (done, next) = tokio::sync::oneshot::channel();
+            (last.replace(next), Some(done))
+        }
+        None => (None, None),
+    };
+    let pending = match partition
         .submit_under(batch, Durability::Durable, leader_epoch)
-        .await?;
+        .await
+    {
+        Ok(pending) => pending,
+        Err(e) => {
+            // Refused before it was queued: no write after it counts as durable.
+            if let Some(done) = done {
+                let _ = done.send(false);
+            }
+            return Err(e.into());
+        }
+    };
+    drop(chain);
     // The permit goes with the outcome, not with the caller, who may stop waiting (a
     // cancelled request) while the write is still queued.
     let (outcome, held) = tokio::sync::oneshot::channel();
+    let (topic, index) = (topic.to_owned(), partition.index());
     tokio::spawn(async move {
-        if let Ok(result) = pending.await {
-            let _ = outcome.send(result);
+        let result = pending.await;
+        let earlier_durable = match earlier {
+            Some(earlier) => earlier.await.unwrap_or(false),
+            None => true,
+        };
+        if let Some(done) = done {
+            let _ = done.send(earlier_durable && matches!(result, Ok(Ok(_))));
+        }
+        if let Ok(result) = result {
+            let _ = outcome.send(match result {
+                Ok(_) if !earlier_durable => Err(ClusterError::EarlierWriteFailed {
+                    topic,
+                    partition: index,
+                }),
+                result => result,
+            });
         }
         drop(permit);
     });
@@ -744,6 +807,58 @@ mod tests {
         .await;
         assert!(matches!(refused, Err(SubmitError::Fenced)), "{refused:?}");
         assert_eq!(partition.offsets().await.unwrap().log_end_offset, 0);
+    }
+
+    /// On a chained fence a write appended after one that failed is not answered as
+    /// durable (the failed write's changes are not in the log, whatever the later one
+    /// says); on a plain fence each write counts on its own.
+    #[tokio::test]
+    async fn a_chained_fence_answers_no_write_after_a_failed_one_as_durable() {
+        let (_dir, _registry, topic) = one_partition().await;
+        let partition = topic.partition(0).unwrap();
+        let epoch = partition.state().leader_epoch;
+        async fn write(
+            fence: &WriteFence,
+            partition: &Partition,
+            epoch: i32,
+        ) -> Result<PendingAppend, SubmitError> {
+            submit_records(fence, partition, "state", epoch, [keyed(b"k", Some(b"v"))]).await
+        }
+        for chained in [true, false] {
+            let fence = if chained {
+                WriteFence::chained()
+            } else {
+                WriteFence::default()
+            };
+            let first = write(&fence, &partition, epoch)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(first.is_ok(), "{first:?}");
+            // Refused: another leadership's epoch.
+            let refused = write(&fence, &partition, epoch + 1).await;
+            assert!(
+                matches!(refused, Err(SubmitError::Cluster(_))),
+                "{refused:?}"
+            );
+            let end = partition.offsets().await.unwrap().log_end_offset;
+            let after = write(&fence, &partition, epoch)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            // Appended either way.
+            assert_eq!(partition.offsets().await.unwrap().log_end_offset, end + 1);
+            if chained {
+                assert!(
+                    matches!(after, Err(ClusterError::EarlierWriteFailed { .. })),
+                    "{after:?}"
+                );
+            } else {
+                assert!(after.is_ok(), "{after:?}");
+            }
+        }
     }
 
     /// A write let through the fence keeps its permit until its outcome is known, even

@@ -180,7 +180,7 @@ impl ShareShard {
             ),
             failed: AtomicBool::new(false),
             resigned: Mutex::new(None),
-            writes: WriteFence::default(),
+            writes: WriteFence::chained(),
         };
         if shard.partition.state().leader_epoch != leader_epoch {
             return Ok(None);
