@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -376,8 +376,10 @@ impl Cluster {
         Ok(())
     }
 
-    /// SIGTERM, then waits up to `limit` for a clean exit (status 0); returns how long it
-    /// took. A node that does not stop in time is killed and reported.
+    /// SIGTERM, then waits up to `limit` for a clean exit (status 0, or death by the
+    /// signal if the node did not handle SIGTERM yet: the soak may stop a node it has
+    /// just started); returns how long it took. A node that does not stop in time is
+    /// killed and reported.
     pub async fn terminate(&mut self, id: i32, limit: Duration) -> anyhow::Result<Duration> {
         let node = self.node_mut(id);
         let mut child = node
@@ -390,6 +392,9 @@ impl Cluster {
         node.state = NodeState::Down;
         self.proxy.set_process(id, None);
         let started = Instant::now();
+        // A node started a moment ago may not handle SIGTERM yet (its handler is set once
+        // the broker has started): it then dies of the signal, as any process does.
+        let handled = catches_sigterm(child.id());
         signal(&child, libc::SIGTERM)?;
         let status = wait_for(limit, &format!("node {id} to exit after SIGTERM"), || {
             std::future::ready(child.try_wait().ok().flatten())
@@ -397,6 +402,9 @@ impl Cluster {
         .await;
         match status {
             Ok(status) if status.success() => Ok(started.elapsed()),
+            Ok(status) if !handled && status.signal() == Some(libc::SIGTERM) => {
+                Ok(started.elapsed())
+            }
             Ok(status) => bail!(
                 "node {id} exited with {status} after SIGTERM; its log ends:\n{}",
                 tail(&self.node(id).log, 40)
@@ -991,4 +999,15 @@ impl Drop for Spawner {
             let _ = thread.join();
         }
     }
+}
+
+/// Whether process `pid` has a handler for SIGTERM (`SigCgt` in `/proc/<pid>/status`).
+fn catches_sigterm(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+            u64::from_str_radix(mask.trim(), 16).ok()
+        })
+        .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
 }
