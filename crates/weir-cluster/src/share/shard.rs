@@ -52,7 +52,8 @@ pub(super) struct ShareGroup {
     pub(super) cursor: AtomicUsize,
     /// The number of the group's last write known durable ([`Windows::writes_queued`]
     /// numbers them): archived records carried by it or an earlier one may be copied to
-    /// the dead-letter topic.
+    /// the dead-letter topic. Its earlier writes are durable too: the shard's fence is
+    /// chained, so no write after a failed one is answered as durable.
     pub(super) writes_durable: AtomicU64,
     /// Its settings let records expire or be dead-lettered (`GroupSettings::sweeps`,
     /// kept with every settings change): the sweep looks only at these, without taking
