@@ -30,7 +30,13 @@ where
 
 /// Runs a whole test body under a hard bound: past `limit` the test fails (and the
 /// cluster it owns is dropped, killing its processes and printing their logs).
+///
+/// The `weir` binary under test is built first, outside the bound: after a change to the
+/// broker that build takes minutes, which a test's bound was never meant to hold (a
+/// test run right after a change timed out in it). A failed build is reported where the
+/// test starts a node.
 pub async fn bounded<T>(limit: Duration, body: impl Future<Output = T>) -> T {
+    let _ = tokio::task::spawn_blocking(crate::binary::weir_binary).await;
     match tokio::time::timeout(limit, body).await {
         Ok(out) => out,
         Err(_) => panic!("test timed out after {limit:?}"),
