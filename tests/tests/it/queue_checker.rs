@@ -207,6 +207,10 @@ async fn locks_across_moves() -> anyhow::Result<()> {
     const GROUP: &str = "locks-kept";
     const TOPIC: &str = "held";
     const RECORDS: usize = 10;
+    // Each step is printed with its time, so a run that hits the test's bound shows
+    // (with --nocapture, or in the failure's output) which step it waited in.
+    let began = tokio::time::Instant::now();
+    let step = |what: &str| eprintln!("locks across moves: {what} at {:?}", began.elapsed());
     let mut cluster = Cluster::start(ClusterConfig::default()).await?;
     cluster.create_topic(TOPIC, 1, 3, 2).await?;
     let settings = ShareGroupSettings {
@@ -240,6 +244,7 @@ async fn locks_across_moves() -> anyhow::Result<()> {
         }
     };
     let held_offsets: Vec<i64> = held.iter().map(|r| r.offset).collect();
+    step(&format!("the holder has {} records", held.len()));
     // The other member takes (and accepts) whatever else there is.
     let mut other = ShareConsumer::connect(member("other")).await?;
 
@@ -247,6 +252,10 @@ async fn locks_across_moves() -> anyhow::Result<()> {
     // none of the holder's comes.
     for planned in [true, false] {
         let coordinator = share_coordinator(&cluster, GROUP).await?;
+        step(&format!(
+            "moving the coordinator off broker {coordinator} ({})",
+            if planned { "SIGTERM" } else { "kill -9" }
+        ));
         if planned {
             cluster
                 .terminate(coordinator, Duration::from_secs(30))
@@ -263,6 +272,7 @@ async fn locks_across_moves() -> anyhow::Result<()> {
             },
         )
         .await?;
+        step(&format!("broker {moved} coordinates"));
         let mut answers = 0;
         let until = tokio::time::Instant::now() + Duration::from_secs(5);
         while tokio::time::Instant::now() < until {
@@ -286,10 +296,14 @@ async fn locks_across_moves() -> anyhow::Result<()> {
             }
         }
         ensure!(answers > 0, "the other member got no answer in 5 s");
+        step(&format!(
+            "{answers} answers to the other member; restarting {coordinator}"
+        ));
         cluster.restart(coordinator).await?;
         cluster
             .wait_brokers_unfenced(Duration::from_secs(30))
             .await?;
+        step("every broker unfenced");
     }
 
     // The holder finishes its work: every ACCEPT is applied.
@@ -297,6 +311,7 @@ async fn locks_across_moves() -> anyhow::Result<()> {
         holder.acknowledge(r, AckKind::Accept)?;
     }
     let outcomes = holder.commit().await?;
+    step("the holder's ACCEPTs answered");
     let applied: usize = outcomes
         .iter()
         .map(|o| match &o.status {
