@@ -416,7 +416,7 @@ pub(crate) async fn submit_batch<'a>(
     // The permit goes with the outcome, not with the caller, who may stop waiting (a
     // cancelled request) while the write is still queued.
     let (outcome, held) = tokio::sync::oneshot::channel();
-    let (topic, index) = (topic.to_owned(), partition.index());
+    let index = partition.index();
     tokio::spawn(async move {
         let result = pending.await;
         let earlier_durable = match earlier {
@@ -429,7 +429,7 @@ pub(crate) async fn submit_batch<'a>(
         if let Ok(result) = result {
             let _ = outcome.send(match result {
                 Ok(_) if !earlier_durable => Err(ClusterError::EarlierWriteFailed {
-                    topic,
+                    topic: topic.to_owned(),
                     partition: index,
                 }),
                 result => result,
