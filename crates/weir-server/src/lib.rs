@@ -711,39 +711,49 @@ impl RunningServer {
                 Err(_) => std::future::pending().await,
             }
         };
-        tokio::select! {
+        // openraft stops its core on this node for good at a storage error: a broker
+        // running on would be cut off from the quorum until restarted, so it stops as for
+        // an offline data directory (the quorum's files are in it).
+        let quorum = self.node.quorum().cloned();
+        let quorum_stopped = async move {
+            match quorum {
+                Some(quorum) => quorum.stopped().await,
+                None => std::future::pending().await,
+            }
+        };
+        let offline = tokio::select! {
             () = signal => {
                 self.listeners = any_ended.into_inner();
-                self.stop(None).await
+                return self.stop(None).await;
             }
-            reason = offline => {
-                let offline = DataDirOffline {
-                    data_dir: self.registry.data_dir().to_path_buf(),
-                    reason,
-                };
-                tracing::error!(
-                    data_dir = %offline.data_dir.display(),
-                    reason = offline.reason,
-                    "FATAL: the data directory is offline (its disk keeps failing): moving this \
-                     broker's leaderships away and stopping; restart it once the disk is \
-                     healthy, and it recovers from what the disk holds"
-                );
-                self.listeners = any_ended.into_inner();
-                let stopped = self.stop(None).await;
-                if let Err(e) = stopped {
-                    tracing::warn!(error = %format!("{e:#}"), "stopping after the data directory went offline");
-                }
-                Err(offline.into())
-            }
+            reason = offline => reason,
+            reason = quorum_stopped => format!("this node's metadata quorum stopped: {reason}"),
             (ended, _, rest) = &mut any_ended => {
                 self.listeners = rest;
                 let ended = ended
                     .context("a listener's task failed")
                     .and_then(|r| r)
                     .and_then(|()| Err(anyhow::anyhow!("a listener stopped serving")));
-                self.stop(Some(ended)).await
+                return self.stop(Some(ended)).await;
             }
+        };
+        let offline = DataDirOffline {
+            data_dir: self.registry.data_dir().to_path_buf(),
+            reason: offline,
+        };
+        tracing::error!(
+            data_dir = %offline.data_dir.display(),
+            reason = offline.reason,
+            "FATAL: the data directory is offline (its disk keeps failing): moving this \
+             broker's leaderships away and stopping; restart it once the disk is \
+             healthy, and it recovers from what the disk holds"
+        );
+        self.listeners = any_ended.into_inner();
+        let stopped = self.stop(None).await;
+        if let Err(e) = stopped {
+            tracing::warn!(error = %format!("{e:#}"), "stopping after the data directory went offline");
         }
+        Err(offline.into())
     }
 
     /// `ended`: the result of a listener task that already finished (a finished

@@ -463,6 +463,25 @@ impl Quorum {
         }
     }
 
+    /// Resolves once openraft's core stopped on this node by itself, with why: after
+    /// any storage error it stops for good (the node then votes no more, and a broker
+    /// running on would be cut off from the quorum until restarted). Never resolves
+    /// while the core runs, nor after a shutdown asked for ([`Quorum::shutdown`]).
+    pub async fn stopped(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let state = metrics.borrow_and_update().running_state.clone();
+            match state {
+                Ok(()) => {}
+                Err(openraft::error::Fatal::Stopped) => return std::future::pending().await,
+                Err(fatal) => return fatal.to_string(),
+            }
+            if metrics.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
     /// Waits until this voter knows a leader, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<BrokerId, QuorumError> {
         match self.wait_until(timeout, |s| s.leader.is_some()).await {

@@ -169,7 +169,8 @@ const NO_SPACE_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 /// metadata log instead (as a slow disk would: metadata changes wait, the node's peers
 /// elect another leader if it led) and it goes on by itself once space is freed. `write`
 /// must be safe to repeat: the same bytes at the same place, or a whole-file replace.
-fn waiting_for_space<T, E: std::error::Error + 'static>(
+/// The state machine's snapshots are written through it too.
+pub(super) fn waiting_for_space<T, E: std::error::Error + 'static>(
     what: &Path,
     mut write: impl FnMut() -> Result<T, E>,
 ) -> Result<T, E> {

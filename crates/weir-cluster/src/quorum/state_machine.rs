@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::controller::{ImageError, MetadataImage, MetadataOffset, MetadataRecord};
 
 use super::error::{QuorumError, StoreError};
+use super::log_store::waiting_for_space;
 use super::state_file::{self, FileKind, MAX_SNAPSHOT_BYTES};
 use super::types::{
     AppliedEntry, Entry, LogId, MetadataEntry, Snapshot, SnapshotMeta, StorageError,
@@ -182,21 +183,29 @@ struct SnapshotFile {
 }
 
 impl SnapshotFile {
-    /// Writes `framed` (a snapshot of `meta`) unless the file holds a newer one.
+    /// Writes `framed` (a snapshot of `meta`) unless the file holds a newer one. On a
+    /// full disk it waits for space as the log does ([`waiting_for_space`]), without the
+    /// lock between tries: openraft stops the quorum on this node for good at any storage
+    /// error, and a snapshot refused by a full disk once did (the soak's fault #402, a
+    /// node's disk filled as it built one: the broker ran on cut off from the quorum
+    /// until stopped).
     fn store(&self, meta: &SnapshotMeta, framed: &[u8]) -> Result<(), StoreError> {
-        let mut current = self
-            .current
-            .lock()
-            .expect("a panic while writing a snapshot");
-        if current
-            .as_ref()
-            .is_some_and(|c| c.last_log_id >= meta.last_log_id)
-        {
-            return Ok(());
-        }
-        state_file::write_framed(&self.dir, FileKind::Snapshot, framed)?;
-        *current = Some(meta.clone());
-        Ok(())
+        let path = self.dir.join(FileKind::Snapshot.file_name());
+        waiting_for_space(&path, || {
+            let mut current = self
+                .current
+                .lock()
+                .expect("a panic while writing a snapshot");
+            if current
+                .as_ref()
+                .is_some_and(|c| c.last_log_id >= meta.last_log_id)
+            {
+                return Ok(());
+            }
+            state_file::write_framed(&self.dir, FileKind::Snapshot, framed)?;
+            *current = Some(meta.clone());
+            Ok(())
+        })
     }
 
     /// The snapshot's meta and framed bytes (frame and CRC checked), if there is one.
@@ -617,5 +626,60 @@ mod tests {
         state_file::write_framed(dir.path(), FileKind::Snapshot, &framed).unwrap();
         let (_, applied) = StateMachine::open(dir.path()).unwrap();
         assert!(applied.legacy_migrated());
+    }
+
+    /// A snapshot that a full disk refuses waits for space and is written once there is
+    /// some, instead of failing: openraft stops the quorum on this node for good at any
+    /// storage error. On a tmpfs of its own, which needs root to mount (CI and this
+    /// project's machines have it); elsewhere it says so and passes.
+    #[test]
+    fn a_snapshot_on_a_full_disk_waits_for_space() {
+        use std::io::Write;
+        use std::process::Command;
+
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m", "weir-snapshot-full"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("cannot mount a tmpfs here (not root): not run");
+            return;
+        }
+        let _unmount = Unmount(dir.path().to_path_buf());
+        let filler = dir.path().join("filler");
+        let mut fill = std::fs::File::create(&filler).unwrap();
+        while fill.write_all(&[0; 64 * 1024]).is_ok() {}
+        drop(fill);
+
+        let file = Arc::new(SnapshotFile {
+            dir: dir.path().to_path_buf(),
+            current: Mutex::new(None),
+        });
+        let meta = SnapshotMeta {
+            snapshot_id: "full-disk".into(),
+            ..SnapshotMeta::default()
+        };
+        let framed = encode_snapshot(&meta, false, &MetadataImage::new()).unwrap();
+        let writer = {
+            let (file, meta) = (Arc::clone(&file), meta.clone());
+            std::thread::spawn(move || file.store(&meta, &framed))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        assert!(
+            !writer.is_finished(),
+            "the write waits for space: {writer:?}"
+        );
+        std::fs::remove_file(&filler).unwrap();
+        writer.join().unwrap().unwrap();
+        let stored = file.load().unwrap().map(|(meta, _)| meta.snapshot_id);
+        assert_eq!(stored.as_deref(), Some("full-disk"));
     }
 }
