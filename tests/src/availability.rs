@@ -83,6 +83,94 @@ pub fn longest_gaps(
         .collect()
 }
 
+/// A stretch of one partition without acknowledgements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silence {
+    /// Partition index.
+    pub partition: u32,
+    /// The acknowledgement it began after (or the window's start, if none came before).
+    pub from: Instant,
+    /// The acknowledgement that ended it (or the window's end, if none came: then open).
+    pub to: Instant,
+    /// No acknowledgement ended it before the window's end.
+    pub open: bool,
+}
+
+impl Silence {
+    /// How long it lasted.
+    pub fn length(&self) -> Duration {
+        self.to - self.from
+    }
+}
+
+/// Every silence of at least `min` per partition `0..partitions` that ends after `from`
+/// and begins before `to`: the one spanning `from` counts from the acknowledgement before
+/// it, one still going at `to` ends there, open. `acks` as for [`longest_gaps`].
+pub fn silences(
+    acks: &[(u32, Instant)],
+    partitions: u32,
+    from: Instant,
+    to: Instant,
+    min: Duration,
+) -> Vec<Silence> {
+    let mut by_partition: BTreeMap<u32, Vec<Instant>> =
+        (0..partitions).map(|p| (p, Vec::new())).collect();
+    for &(partition, at) in acks {
+        if let Some(times) = by_partition.get_mut(&partition) {
+            times.push(at);
+        }
+    }
+    let mut found = Vec::new();
+    for (partition, mut times) in by_partition {
+        times.sort_unstable();
+        let first = times.partition_point(|&t| t <= from);
+        let mut previous = if first > 0 { times[first - 1] } else { from };
+        let mut ended = false;
+        for &at in &times[first..] {
+            if at - previous >= min {
+                found.push(Silence {
+                    partition,
+                    from: previous,
+                    to: at,
+                    open: false,
+                });
+            }
+            previous = at;
+            if at >= to {
+                ended = true;
+                break;
+            }
+        }
+        if !ended && to > previous && to - previous >= min {
+            found.push(Silence {
+                partition,
+                from: previous,
+                to,
+                open: true,
+            });
+        }
+    }
+    found
+}
+
+/// The fault a silence is laid to, by index into `starts` (the faults' start times, in
+/// order), with how many faults started during it: the first fault that started during
+/// it (the partition took writes until just before), or, if none did, the last one that
+/// started before it (the silence came with its healing or after). `None` before the
+/// first fault.
+pub fn blame(silence: &Silence, starts: &[Instant]) -> Option<(usize, usize)> {
+    let first_inside = starts.partition_point(|&s| s <= silence.from);
+    let inside = starts[first_inside..]
+        .iter()
+        .take_while(|&&s| s < silence.to)
+        .count();
+    if inside > 0 {
+        Some((first_inside, inside))
+    } else {
+        first_inside.checked_sub(1).map(|i| (i, 0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +242,48 @@ mod tests {
         let gaps = longest_gaps(&acks, 1, at(t, 0), at(t, 1990));
         assert_eq!(gaps.len(), 1);
         assert_eq!(gaps[0].longest, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn silences_are_every_stretch_without_acknowledgements_of_at_least_min() {
+        let t = Instant::now();
+        let mut acks = steady(t, 0, 0, 1000);
+        acks.extend(steady(t, 0, 1500, 2000));
+        acks.extend(steady(t, 0, 4000, 4500));
+        acks.extend(steady(t, 1, 0, 3000));
+        let found = silences(&acks, 2, at(t, 0), at(t, 5000), Duration::from_millis(400));
+        let mut found: Vec<_> = found
+            .iter()
+            .map(|s| (s.partition, s.length().as_millis(), s.open))
+            .collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            vec![
+                (0, 510, false),
+                (0, 510, true),
+                (0, 2010, false),
+                (1, 2010, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_silence_is_laid_to_the_first_fault_that_began_during_it() {
+        let t = Instant::now();
+        let silence = |from, to| Silence {
+            partition: 0,
+            from: at(t, from),
+            to: at(t, to),
+            open: false,
+        };
+        let starts = [at(t, 1000), at(t, 4000), at(t, 5000), at(t, 9000)];
+        // Writes stopped just before the second fault, and two more began meanwhile.
+        assert_eq!(blame(&silence(3990, 8000), &starts), Some((1, 2)));
+        // None began during it: the one before (its healing, or what followed).
+        assert_eq!(blame(&silence(2000, 3000), &starts), Some((0, 0)));
+        // Before any fault.
+        assert_eq!(blame(&silence(100, 900), &starts), None);
+        assert_eq!(blame(&silence(100, 1500), &starts), Some((0, 1)));
     }
 }

@@ -26,8 +26,8 @@
 //! unfenced: at most one node is ever down. A node that exits by itself (a crash) is
 //! started again and reported. Each fault is printed as it is healed, with its times.
 //! Every [`REPORT_EVERY`] and at the end it prints the faults per kind and the longest
-//! time the workload's writes waited per kind. The test fails on any lost or taken-back
-//! acknowledged record, in any client.
+//! time the workload's writes waited per kind (each wait laid to one fault). The test
+//! fails on any lost or taken-back acknowledged record, in any client.
 //!
 //! `#[ignore]`d: run by command (needs root for the tmpfs mounts), for
 //! `WEIR_SOAK_MINUTES` minutes (default [`DEFAULT_MINUTES`]), `WEIR_FAULTS_SEED` replays
@@ -69,6 +69,9 @@ const SHARE_CRASH_PER_MILLE: u64 = 10;
 /// How often it prints the share-group check's progress and the group's windows: a
 /// stall shows when it began.
 const SHARE_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// The shortest stretch without acknowledgements the per-kind figures look at: the
+/// workload writes every partition many times a second.
+const SILENCE: Duration = Duration::from_millis(500);
 /// The weir-client workload's topic.
 const TOPIC: &str = "soak";
 const PARTITIONS: u32 = 3;
@@ -480,9 +483,11 @@ async fn restart_crashed(cluster: &mut Cluster, trouble: &mut Trouble, context: 
     }
 }
 
-/// Per fault kind: how many, how long held on average, and the longest time any
-/// partition of the workload went without an acknowledged write from the fault's start
-/// to the next fault's (a gap that spans two faults counts for both).
+/// Per fault kind: how many, how long held on average, and the longest time a partition
+/// of the workload went without an acknowledged write that is laid to a fault of that
+/// kind ([`availability::blame`]: the first fault that began during the silence, else the
+/// last before it), with how many faults began during it. Faults come every few seconds,
+/// so a long silence often spans several; it is laid to the first.
 fn figures(applied: &[Applied], acks: &[(u32, Instant)], end: Instant) -> String {
     #[derive(Default)]
     struct Kind {
@@ -492,19 +497,36 @@ fn figures(applied: &[Applied], acks: &[(u32, Instant)], end: Instant) -> String
         worst: Option<String>,
     }
     let mut kinds: BTreeMap<&str, Kind> = BTreeMap::new();
-    for (i, a) in applied.iter().enumerate() {
-        let to = applied.get(i + 1).map_or(end, |next| next.at);
-        let longest = availability::longest_gaps(acks, PARTITIONS, a.at, to)
-            .into_iter()
-            .map(|g| g.longest)
-            .max()
-            .unwrap_or_default();
+    for a in applied {
         let kind = kinds.entry(a.fault.kind()).or_default();
         kind.count += 1;
         kind.held += a.healed - a.at;
-        if longest > kind.longest {
-            kind.longest = longest;
-            kind.worst = Some(format!("{} (fault #{})", a.fault, i + 1));
+    }
+    let starts: Vec<Instant> = applied.iter().map(|a| a.at).collect();
+    if let Some(&first) = starts.first() {
+        for silence in availability::silences(acks, PARTITIONS, first, end, SILENCE) {
+            let Some((i, spanned)) = availability::blame(&silence, &starts) else {
+                continue;
+            };
+            let kind = kinds.entry(applied[i].fault.kind()).or_default();
+            if silence.length() > kind.longest {
+                kind.longest = silence.length();
+                kind.worst = Some(format!(
+                    "{} (fault #{}; partition {}{}{})",
+                    applied[i].fault,
+                    i + 1,
+                    silence.partition,
+                    match spanned {
+                        0 | 1 => String::new(),
+                        n => format!(", {} more faults began during it", n - 1),
+                    },
+                    if silence.open {
+                        ", still silent at the end"
+                    } else {
+                        ""
+                    }
+                ));
+            }
         }
     }
     let mut out = format!(
