@@ -89,6 +89,7 @@ mod batch;
 mod config;
 mod identity;
 mod sender;
+mod stream_body;
 mod transactional;
 
 use std::future::{Future, IntoFuture};

@@ -21,17 +21,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use weir_proto::v1 as pb;
-use weir_proto::v1::producer_client::ProducerClient;
 
 use super::accumulator::{Accumulator, BatchAck, ProducerBatch};
 use super::config::{Acks, MAX_REQUESTS_IN_FLIGHT};
+use super::stream_body;
 use crate::cluster::Cluster;
-use crate::connection::MAX_MESSAGE_BYTES;
 use crate::error::ClientError;
 use crate::group::link::CoordinatorLink;
 use crate::outage::Outages;
@@ -53,8 +52,9 @@ type ResponseStream = Pin<Box<dyn Stream<Item = ResponseEvent> + Send>>;
 pub(crate) struct Sender {
     accumulator: Arc<Accumulator>,
     cluster: Cluster,
-    /// The request side of each broker's open stream.
-    streams: HashMap<BrokerId, mpsc::Sender<pb::ProduceStreamRequest>>,
+    /// The request side of each broker's open stream: each request as the chunks of its
+    /// gRPC message ([`stream_body`]).
+    streams: HashMap<BrokerId, mpsc::Sender<Vec<Bytes>>>,
     /// The response side of each broker's open stream.
     responses: StreamMap<BrokerId, ResponseStream>,
     /// By sequence, which is send order.
@@ -224,7 +224,7 @@ impl Sender {
             return Ok(());
         }
         let config = self.accumulator.config();
-        let request = pb::ProduceStreamRequest {
+        let request = stream_body::encode(pb::ProduceStreamRequest {
             sequence,
             request: Some(pb::ProduceRequest {
                 topic: topic.to_string(),
@@ -237,7 +237,7 @@ impl Sender {
                 timeout_ms: u32::try_from(config.request_timeout.as_millis()).unwrap_or(u32::MAX),
                 transactional_id: config.transactional_id.clone().unwrap_or_default(),
             }),
-        };
+        });
         let deadline = Instant::now() + config.request_timeout;
         self.in_flight.insert(
             sequence,
@@ -255,11 +255,7 @@ impl Sender {
     }
 
     /// Puts a request on `broker`'s stream, opening the stream first if there is none.
-    async fn transmit(
-        &mut self,
-        broker: BrokerId,
-        request: pb::ProduceStreamRequest,
-    ) -> Result<(), ClientError> {
+    async fn transmit(&mut self, broker: BrokerId, request: Vec<Bytes>) -> Result<(), ClientError> {
         if let Some(requests) = self.streams.get(&broker) {
             // Each channel holds MAX_REQUESTS_IN_FLIGHT and no more are outstanding in
             // all, so it is never full; a closed channel means the stream is gone.
@@ -268,9 +264,6 @@ impl Sender {
             });
         }
         let channel = self.cluster.channel(broker)?;
-        let mut client = ProducerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (requests, receiver) = mpsc::channel(MAX_REQUESTS_IN_FLIGHT);
         // Queue the first request before opening, so the broker has it as soon as the
         // stream exists whatever order it answers headers and reads in.
@@ -282,10 +275,9 @@ impl Sender {
         // writes, until HTTP/2 keepalive gave the connection up 50 s later (found by
         // weir-tests' tests/it/docker_cluster.rs: `docker pause` of a leader).
         let open = async move {
-            match client.produce_stream(ReceiverStream::new(receiver)).await {
+            match stream_body::open(channel, receiver).await {
                 Ok(responses) => Box::pin(
                     responses
-                        .into_inner()
                         .map(Some)
                         .chain(tokio_stream::once(None::<Result<_, tonic::Status>>)),
                 ) as ResponseStream,
