@@ -518,6 +518,7 @@ fn figures(applied: &[Applied], acks: &[(u32, Instant)], end: Instant) -> String
                     silence.partition,
                     match spanned {
                         0 | 1 => String::new(),
+                        2 => ", 1 more fault began during it".to_owned(),
                         n => format!(", {} more faults began during it", n - 1),
                     },
                     if silence.open {
