@@ -69,6 +69,11 @@ Workloads, per system (Weir: durable = acks all + flush.policy=group-commit):
 
 A full default run takes about 10-15 minutes once built (4 systems; apt and build extra).
 
+Apache Iggy (a Rust streaming server with its own binary protocol) is measured beside
+Weir's own client by benches/compare-iggy.sh instead: its server is on no registry this
+script can install from, so that script builds it from a source checkout you give it,
+and drives it with Iggy's own benchmark tool.
+
 Options:
   --quick   a smoke run: 10x fewer records, 5 s of latency, 2 s probes, 1 bisection,
             a search budget of 120 s a system

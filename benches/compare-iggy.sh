@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Weir beside Apache Iggy, a Rust streaming server with its own binary protocol over TCP,
+# each driven by its own client (issue 45 § 2): Weir by `weir bench` (weir-client over
+# gRPC), Iggy by `iggy-bench` (Iggy's own benchmark tool, on its SDK). One server at a
+# time, a fresh one with empty data for every part, page cache dropped before each part
+# (when run as root), the two systems alternating which goes first, ROUNDS rounds.
+#
+# Rows (GB gigabytes of record values each: GB x 10^9 / size records, 1 partition):
+#   1. produce 100 B      Weir: --acks leader (in the page cache before the ack);
+#                         Iggy: its defaults (acknowledged from its in-memory journal, which
+#                         it writes out, in the request's path, every 1,024 messages or
+#                         1 MiB)
+#   2. consume 100 B      row 1's records read back from the first
+#   3. produce 1 KiB      as row 1
+#   4. produce 1 KiB, fsync before the ack: a server of its own. Weir: --acks all on a
+#                         topic with flush.policy=group-commit; Iggy:
+#                         system.partition.enforce_fsync=true and messages_required_to_save=1
+#                         (every batch written and fsynced before its answer)
+# Both clients send about 1,000 records a request: iggy-bench's default batch of 1,000
+# messages, and Weir's producer given batches of 1,000 x size bytes (--batch-bytes; its
+# default is 256 KiB, a quarter of that at 1 KiB, and a measured 17% slower there). Each
+# keeps its own defaults otherwise (Weir: 5 batches in flight per partition, idempotent;
+# Iggy: one batch at a time), as a user of each would run it.
+#
+# Printed per row: each system's records/s and MB/s (10^6 bytes of values) as its tool
+# reports them, the server's CPU seconds per GB (/proc around the row), the client's
+# (user+sys of the bench process), and Weir / Iggy (paired per round: median, min-max).
+#
+# Iggy's server is on no package registry this machine reaches (crates.io carries its SDK
+# only, and no image can be pulled), so it is built here from a source checkout given as
+# IGGY_SRC: a clone of https://github.com/apache/iggy at tag server-0.8.0, the newest
+# release whose toolchain (Rust 1.94) this machine's Rust builds (later tags ask for
+# 1.97). The build (server and iggy-bench, release, without the web UI) goes to
+# $IGGY_SRC/target with the toolchain Weir builds with, once (about 10 minutes here).
+#
+# Usage: IGGY_SRC=/path/to/iggy benches/compare-iggy.sh [WEIR_BINARY]
+#        (default target/release/weir, built if missing)
+# Environment: ROUNDS [3], GB [1], WEIR_PORT [17492], IGGY_PORT [17490],
+#              WORK [${TMPDIR:-/tmp}/weir-iggy]
+set -euo pipefail
+# Brokers started here serve no Kafka or AMQP clients (their usual ports may be taken).
+export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+W="${1:-target/release/weir}"
+ROUNDS="${ROUNDS:-3}"
+GB="${GB:-1}"
+WEIR_PORT="${WEIR_PORT:-17492}"
+IGGY_PORT="${IGGY_PORT:-17490}"
+WORK="${WORK:-${TMPDIR:-/tmp}/weir-iggy}"
+IGGY_TAG=server-0.8.0
+# Seconds a stopped server gets to exit before it is killed; most seconds one row may take.
+STOP_GRACE_SECS=20
+ROW_TIMEOUT_SECS=$((600 * GB))
+
+say() { echo "compare-iggy: $*" >&2; }
+
+if [ -z "${IGGY_SRC:-}" ] || [ ! -f "$IGGY_SRC/core/server/Cargo.toml" ]; then
+    say "IGGY_SRC must name a checkout of https://github.com/apache/iggy at tag $IGGY_TAG" \
+        "(git clone https://github.com/apache/iggy && git -C iggy checkout $IGGY_TAG)"
+    exit 2
+fi
+IGGY_SRC="$(cd "$IGGY_SRC" && pwd)"
+if ! git -C "$IGGY_SRC" tag --points-at HEAD 2>/dev/null | grep -qx "$IGGY_TAG"; then
+    say "warning: $IGGY_SRC is not at tag $IGGY_TAG; measuring what it holds"
+fi
+IGGY_SERVER="$IGGY_SRC/target/release/iggy-server"
+IGGY_BENCH="$IGGY_SRC/target/release/iggy-bench"
+if [ ! -x "$IGGY_SERVER" ] || [ ! -x "$IGGY_BENCH" ]; then
+    # The server pins threads with hwloc (hwlocality-sys links Debian's libhwloc, and
+    # through it libudev).
+    if ! pkg-config --exists hwloc libudev 2>/dev/null; then
+        say "installing libhwloc-dev, libudev-dev and pkg-config (apt-get), which Iggy's server links"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q libhwloc-dev libudev-dev pkg-config >&2
+    fi
+    # The checkout's rust-toolchain.toml names a toolchain rustup cannot fetch here: build
+    # with the one this repository builds with.
+    toolchain="$(rustup show active-toolchain | awk '{ print $1 }')"
+    say "building Iggy's server and iggy-bench in $IGGY_SRC with $toolchain"
+    (cd "$IGGY_SRC" && RUSTUP_TOOLCHAIN="$toolchain" nice -n 10 cargo build --release --locked \
+        -p server --no-default-features --features mimalloc -p iggy-bench)
+fi
+if [ ! -x "$W" ]; then
+    cargo build --release --locked -p weir-cli
+fi
+W="$(cd "$(dirname "$W")" && pwd)/$(basename "$W")"
+
+TICK="$(getconf CLK_TCK)"
+rm -rf "$WORK" && mkdir -p "$WORK"
+SERVER=
+stop_server() {
+    [ -n "$SERVER" ] || return 0
+    kill -TERM "$SERVER" 2>/dev/null || true
+    local deadline=$((SECONDS + STOP_GRACE_SECS))
+    while kill -0 "$SERVER" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+    kill -KILL "$SERVER" 2>/dev/null || true
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+}
+trap stop_server EXIT
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for port in "$WEIR_PORT" "$IGGY_PORT"; do
+    if port_open "$port"; then
+        say "port $port is in use by a process this script did not start"
+        exit 1
+    fi
+done
+
+drop_caches() {
+    sync
+    if ! { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then
+        say "cannot drop the page cache (not root): rows start from whatever it holds"
+    fi
+}
+
+# start SYSTEM PART: a fresh server of SYSTEM (weir or iggy) for PART (fast or fsync).
+start() {
+    local system="$1" part="$2" data="$WORK/data/$1-$2"
+    rm -rf "$WORK/data" && mkdir -p "$data"
+    drop_caches
+    if [ "$system" = weir ]; then
+        "$W" serve --data-dir "$data" --listen "127.0.0.1:$WEIR_PORT" --admin-listen off \
+            >"$WORK/server-$system-$part.log" 2>&1 &
+    else
+        local fsync=()
+        if [ "$part" = fsync ]; then
+            fsync=(IGGY_SYSTEM_PARTITION_ENFORCE_FSYNC=true
+                IGGY_SYSTEM_PARTITION_MESSAGES_REQUIRED_TO_SAVE=1)
+        fi
+        (cd "$data" && exec env IGGY_CONFIG_PATH="$IGGY_SRC/core/server/config.toml" \
+            IGGY_SYSTEM_PATH="$data/local_data" IGGY_TCP_ADDRESS="127.0.0.1:$IGGY_PORT" \
+            IGGY_HTTP_ENABLED=false IGGY_QUIC_ENABLED=false IGGY_WEBSOCKET_ENABLED=false \
+            IGGY_ROOT_USERNAME=iggy \
+            IGGY_ROOT_PASSWORD=iggy "${fsync[@]}" "$IGGY_SERVER") \
+            >"$WORK/server-$system-$part.log" 2>&1 &
+    fi
+    SERVER=$!
+    local port="$WEIR_PORT"
+    [ "$system" = iggy ] && port="$IGGY_PORT"
+    for _ in $(seq 1 300); do
+        if [ "$system" = weir ]; then
+            "$W" healthcheck --address "127.0.0.1:$port" >/dev/null 2>&1 && return 0
+        else
+            port_open "$port" && return 0
+        fi
+        kill -0 "$SERVER" 2>/dev/null || break
+        sleep 0.1
+    done
+    say "$system did not start; $WORK/server-$system-$part.log ends:"
+    tail -n 5 "$WORK/server-$system-$part.log" >&2
+    exit 1
+}
+
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER/stat"; }
+
+# row ROUND SYSTEM ROW SIZE: one row; appends "ROUND SYSTEM ROW RECORDS RECORDS_PER_SEC
+# SERVER_CPU_S CLIENT_CPU_S" to the results.
+row() {
+    local round="$1" system="$2" row="$3" size="$4" records before after rate out
+    records=$((GB * 1000000000 / size))
+    out="$WORK/bench-$round-$system-$row.log"
+    before="$(server_ticks)"
+    local cmd
+    if [ "$system" = weir ]; then
+        local topic="r$row" what=produce extra=(--acks leader)
+        case "$row" in
+            2) topic=r1 what=consume extra=() ;;
+            4) extra=(--acks all --topic-config flush.policy=group-commit) ;;
+        esac
+        [ "$what" = produce ] && extra+=(--batch-bytes $((1000 * size)))
+        cmd=("$W" bench "$what" --brokers "127.0.0.1:$WEIR_PORT" --topic "$topic"
+            --partitions 1 --record-size "$size" --count "$records" "${extra[@]}" --format json)
+    else
+        local kind=pinned-producer actors=(--producers 1)
+        [ "$row" = 2 ] && kind=pinned-consumer actors=(--consumers 1)
+        # 1,000 messages a batch (its default), as many batches as make the records.
+        cmd=("$IGGY_BENCH" --message-size "$size" --messages-per-batch 1000
+            --message-batches $(((records + 999) / 1000)) "$kind" --streams 1 "${actors[@]}"
+            tcp --server-address "127.0.0.1:$IGGY_PORT")
+        records=$(((records + 999) / 1000 * 1000))
+    fi
+    (cd "$WORK" && /usr/bin/time -f "%U %S" -o "$out.cpu" timeout "$ROW_TIMEOUT_SECS" \
+        "${cmd[@]}") >"$out" 2>&1 || { say "$system row $row failed; see $out"; tail -n 5 "$out" >&2; exit 1; }
+    after="$(server_ticks)"
+    if [ "$system" = weir ]; then
+        rate="$(tail -1 "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["records_per_sec"])')"
+    else
+        # "...: Total throughput: 123.45 MB/s, 123456 messages/s, ..." for all producers
+        # (or consumers) together: the last such line.
+        rate="$(grep -a 'Total throughput' "$out" | tail -1 | sed -E 's/\x1b\[[0-9;]*m//g' |
+            grep -oE '[0-9.]+ messages/s' | awk '{ print $1 }')"
+        [ -n "$rate" ] || { say "iggy row $row: no throughput line in $out"; exit 1; }
+    fi
+    local client
+    client="$(awk 'END { print $1 + $2 }' "$out.cpu")"
+    echo "$round $system $row $size $records $rate $(((after - before)))/$TICK $client" |
+        tee -a "$WORK/results.txt" >&2
+}
+
+: >"$WORK/results.txt"
+say "$ROUNDS rounds of $GB GB a row; Weir $("$W" --version); Iggy $IGGY_TAG from $IGGY_SRC"
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="weir iggy"; else order="iggy weir"; fi
+    for system in $order; do
+        start "$system" fast
+        row "$round" "$system" 1 100
+        row "$round" "$system" 2 100
+        row "$round" "$system" 3 1024
+        stop_server
+        start "$system" fsync
+        row "$round" "$system" 4 1024
+        stop_server
+    done
+done
+python3 - "$WORK/results.txt" "$GB" <<'PY'
+import statistics, sys
+from fractions import Fraction
+rows = {}
+for line in open(sys.argv[1]):
+    rnd, system, row, size, records, rate, server, client = line.split()
+    gb = int(records) * int(size) / 1e9
+    rows.setdefault(int(row), {}).setdefault(system, {})[rnd] = (
+        float(rate), float(rate) * int(size) / 1e6, float(Fraction(server)) / gb, float(client) / gb)
+names = {1: "produce 100 B", 2: "consume 100 B", 3: "produce 1 KiB", 4: "produce 1 KiB, fsync before ack"}
+print(f"{sys.argv[2]} GB a row; medians over rounds (CPU: seconds per GB of record values)")
+print(f"{'row':<34} {'Weir rec/s':>11} {'MB/s':>7} {'srv':>5} {'cli':>5}  "
+      f"{'Iggy rec/s':>11} {'MB/s':>7} {'srv':>5} {'cli':>5}  Weir/Iggy (min-max)")
+for row in sorted(rows):
+    w, i = rows[row].get("weir", {}), rows[row].get("iggy", {})
+    med = lambda runs, k: statistics.median(v[k] for v in runs.values())
+    ratios = [w[r][0] / i[r][0] for r in w if r in i]
+    print(f"{row}. {names[row]:<31} {med(w, 0):>11,.0f} {med(w, 1):>7,.0f} {med(w, 2):>5.2f} "
+          f"{med(w, 3):>5.2f}  {med(i, 0):>11,.0f} {med(i, 1):>7,.0f} {med(i, 2):>5.2f} "
+          f"{med(i, 3):>5.2f}  {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+PY
