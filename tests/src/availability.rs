@@ -38,17 +38,9 @@ pub fn longest_gaps(
     from: Instant,
     to: Instant,
 ) -> Vec<Gap> {
-    let mut by_partition: BTreeMap<u32, Vec<Instant>> =
-        (0..partitions).map(|p| (p, Vec::new())).collect();
-    for &(partition, at) in acks {
-        if let Some(times) = by_partition.get_mut(&partition) {
-            times.push(at);
-        }
-    }
-    by_partition
+    times_by_partition(acks, partitions)
         .into_iter()
-        .map(|(partition, mut times)| {
-            times.sort_unstable();
+        .map(|(partition, times)| {
             // The last acknowledgement at or before `from` starts the first gap.
             let first = times.partition_point(|&t| t <= from);
             let mut previous = if first > 0 { times[first - 1] } else { from };
@@ -83,6 +75,21 @@ pub fn longest_gaps(
         .collect()
 }
 
+/// The acknowledgement times of each partition `0..partitions`, in order.
+fn times_by_partition(acks: &[(u32, Instant)], partitions: u32) -> BTreeMap<u32, Vec<Instant>> {
+    let mut by_partition: BTreeMap<u32, Vec<Instant>> =
+        (0..partitions).map(|p| (p, Vec::new())).collect();
+    for &(partition, at) in acks {
+        if let Some(times) = by_partition.get_mut(&partition) {
+            times.push(at);
+        }
+    }
+    for times in by_partition.values_mut() {
+        times.sort_unstable();
+    }
+    by_partition
+}
+
 /// A stretch of one partition without acknowledgements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Silence {
@@ -113,16 +120,8 @@ pub fn silences(
     to: Instant,
     min: Duration,
 ) -> Vec<Silence> {
-    let mut by_partition: BTreeMap<u32, Vec<Instant>> =
-        (0..partitions).map(|p| (p, Vec::new())).collect();
-    for &(partition, at) in acks {
-        if let Some(times) = by_partition.get_mut(&partition) {
-            times.push(at);
-        }
-    }
     let mut found = Vec::new();
-    for (partition, mut times) in by_partition {
-        times.sort_unstable();
+    for (partition, times) in times_by_partition(acks, partitions) {
         let first = times.partition_point(|&t| t <= from);
         let mut previous = if first > 0 { times[first - 1] } else { from };
         let mut ended = false;
