@@ -41,38 +41,68 @@ pub fn longest_gaps(
     times_by_partition(acks, partitions)
         .into_iter()
         .map(|(partition, times)| {
-            // The last acknowledgement at or before `from` starts the first gap.
-            let first = times.partition_point(|&t| t <= from);
-            let mut previous = if first > 0 { times[first - 1] } else { from };
             let mut gap = Gap {
                 partition,
                 longest: Duration::ZERO,
-                after: previous,
+                after: gap_start(&times, from),
                 open: false,
             };
-            let mut followed = false;
-            for &at in &times[first..] {
-                if at - previous > gap.longest {
-                    gap.longest = at - previous;
-                    gap.after = previous;
+            // The earliest of equal inner gaps, but a gap still open at `to` over any.
+            each_gap(partition, &times, from, to, |s| {
+                if s.length() > gap.longest || (s.open && s.length() >= gap.longest) {
+                    gap = Gap {
+                        partition,
+                        longest: s.length(),
+                        after: s.from,
+                        open: s.open,
+                    };
                 }
-                previous = at;
-                if at > to {
-                    followed = true;
-                    break;
-                }
-            }
-            if !followed && to > previous && to - previous >= gap.longest {
-                gap = Gap {
-                    partition,
-                    longest: to - previous,
-                    after: previous,
-                    open: true,
-                };
-            }
+            });
             gap
         })
         .collect()
+}
+
+/// The acknowledgement the first gap overlapping `from..` starts at: the last one at or
+/// before `from`, or `from` itself if there is none.
+fn gap_start(times: &[Instant], from: Instant) -> Instant {
+    match times.partition_point(|&t| t <= from) {
+        0 => from,
+        first => times[first - 1],
+    }
+}
+
+/// Calls `f` with every gap between successive acknowledgements in `times` (sorted) that
+/// ends after `from` and begins before `to`: the first from [`gap_start`], the last up to
+/// the first acknowledgement at or after `to`, or, if none came, up to `to` itself, open.
+fn each_gap(
+    partition: u32,
+    times: &[Instant],
+    from: Instant,
+    to: Instant,
+    mut f: impl FnMut(Silence),
+) {
+    let mut previous = gap_start(times, from);
+    for &at in &times[times.partition_point(|&t| t <= from)..] {
+        f(Silence {
+            partition,
+            from: previous,
+            to: at,
+            open: false,
+        });
+        if at >= to {
+            return;
+        }
+        previous = at;
+    }
+    if to > previous {
+        f(Silence {
+            partition,
+            from: previous,
+            to,
+            open: true,
+        });
+    }
 }
 
 /// The acknowledgement times of each partition `0..partitions`, in order.
@@ -122,32 +152,11 @@ pub fn silences(
 ) -> Vec<Silence> {
     let mut found = Vec::new();
     for (partition, times) in times_by_partition(acks, partitions) {
-        let first = times.partition_point(|&t| t <= from);
-        let mut previous = if first > 0 { times[first - 1] } else { from };
-        let mut ended = false;
-        for &at in &times[first..] {
-            if at - previous >= min {
-                found.push(Silence {
-                    partition,
-                    from: previous,
-                    to: at,
-                    open: false,
-                });
+        each_gap(partition, &times, from, to, |s| {
+            if s.length() >= min {
+                found.push(s);
             }
-            previous = at;
-            if at >= to {
-                ended = true;
-                break;
-            }
-        }
-        if !ended && to > previous && to - previous >= min {
-            found.push(Silence {
-                partition,
-                from: previous,
-                to,
-                open: true,
-            });
-        }
+        });
     }
     found
 }
