@@ -25,6 +25,11 @@
 # Printed per row: each system's records/s and MB/s (10^6 bytes of values) as its tool
 # reports them, the server's CPU seconds per GB (/proc around the row), the client's
 # (user+sys of the bench process), and Weir / Iggy (paired per round: median, min-max).
+# Each round also measures the machine's ceiling for a produce row, with weir-limits
+# (built here): `recv_append`, a program that only receives bytes from a second process
+# over loopback TCP and appends them to a file (the produce floor of data-path.sh), and
+# `loopback_tcp_2proc`, the same bytes received and dropped. No broker on one connection
+# can take large records faster than `recv_append`; each row's MB/s is printed against it.
 #
 # Iggy's server is on no package registry this machine reaches (crates.io carries its SDK
 # only, and no image can be pulled), so it is built here from a source checkout given as
@@ -36,7 +41,8 @@
 # Usage: IGGY_SRC=/path/to/iggy benches/compare-iggy.sh [WEIR_BINARY]
 #        (default target/release/weir, built if missing)
 # Environment: ROUNDS [3], GB [1], WEIR_PORT [17492], IGGY_PORT [17490],
-#              WORK [${TMPDIR:-/tmp}/weir-iggy]
+#              WORK [${TMPDIR:-/tmp}/weir-iggy],
+#              WEIR_LIMITS_BIN [weir-limits beside WEIR_BINARY, built if missing]
 set -euo pipefail
 # Brokers started here serve no Kafka or AMQP clients (their usual ports may be taken).
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -84,6 +90,11 @@ if [ ! -x "$W" ]; then
     cargo build --release --locked -p weir-cli
 fi
 W="$(cd "$(dirname "$W")" && pwd)/$(basename "$W")"
+LIMITS="${WEIR_LIMITS_BIN:-$(dirname "$W")/weir-limits}"
+if [ ! -x "$LIMITS" ]; then
+    cargo build --release --locked -p weir-benches --bin weir-limits
+    LIMITS="$ROOT/target/release/weir-limits"
+fi
 
 TICK="$(getconf CLK_TCK)"
 rm -rf "$WORK" && mkdir -p "$WORK"
@@ -198,6 +209,25 @@ row() {
         tee -a "$WORK/results.txt" >&2
 }
 
+# floor ROUND: the machine's ceilings for a produce row, GB gigabytes each, on the disk
+# the servers write to; appends "ROUND floor LIMIT BYTES_PER_SEC CPU_S_PER_GB" (the
+# receiving process's user+sys per 10^9 bytes, or - where weir-limits measures none) to
+# the results.
+floor() {
+    local round="$1"
+    drop_caches
+    mkdir -p "$WORK/limits"
+    "$LIMITS" --only recv_append,loopback_tcp_2proc --bytes "$((GB * 954))MiB" \
+        --disk-bytes "$((GB * 954))MiB" --max-secs 60 --dir "$WORK/limits" --format json 2>"$WORK/limits-$round.log" |
+        python3 -c '
+import json, sys
+for r in map(json.loads, sys.stdin):
+    assert r.get("schema") == "weir-limits/1", "not a weir-limits/1 line"
+    cpu = r.get("cpu_seconds_per_gb")
+    print(sys.argv[1], "floor", r["limit"], r["bytes_per_sec"], "-" if cpu is None else cpu)
+' "$round" | tee -a "$WORK/results.txt" >&2
+}
+
 : >"$WORK/results.txt"
 say "$ROUNDS rounds of $GB GB a row; Weir $("$W" --version); Iggy $IGGY_TAG from $IGGY_SRC"
 for round in $(seq 1 "$ROUNDS"); do
@@ -212,12 +242,18 @@ for round in $(seq 1 "$ROUNDS"); do
         row "$round" "$system" 4 1024
         stop_server
     done
+    floor "$round"
 done
 python3 - "$WORK/results.txt" "$GB" <<'PY'
 import statistics, sys
 from fractions import Fraction
 rows = {}
+floors = {}
 for line in open(sys.argv[1]):
+    if line.split()[1] == "floor":
+        rnd, _, limit, rate, cpu = line.split()
+        floors.setdefault(limit, []).append((float(rate) / 1e6, None if cpu == "-" else float(cpu)))
+        continue
     rnd, system, row, size, records, rate, server, client = line.split()
     gb = int(records) * int(size) / 1e9
     rows.setdefault(int(row), {}).setdefault(system, {})[rnd] = (
@@ -233,4 +269,20 @@ for row in sorted(rows):
     print(f"{row}. {names[row]:<31} {med(w, 0):>11,.0f} {med(w, 1):>7,.0f} {med(w, 2):>5.2f} "
           f"{med(w, 3):>5.2f}  {med(i, 0):>11,.0f} {med(i, 1):>7,.0f} {med(i, 2):>5.2f} "
           f"{med(i, 3):>5.2f}  {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+for limit, runs in sorted(floors.items()):
+    rates = [rate for rate, _ in runs]
+    cpus = [cpu for _, cpu in runs if cpu is not None]
+    cpu = f", receiver {statistics.median(cpus):.2f} CPU s per GB" if cpus else ""
+    print(f"ceiling {limit}: {statistics.median(rates):,.0f} MB/s (median; "
+          f"{min(rates):,.0f}-{max(rates):,.0f}){cpu}")
+if "recv_append" in floors and 3 in rows:
+    ceiling = statistics.median(rate for rate, _ in floors["recv_append"])
+    floor_cpu = statistics.median(cpu for _, cpu in floors["recv_append"])
+    for name, system in (("Weir", "weir"), ("Iggy", "iggy")):
+        runs = rows[3].get(system, {})
+        if runs:
+            mb = statistics.median(v[1] for v in runs.values())
+            cpu = statistics.median(v[2] for v in runs.values())
+            print(f"row 3 against recv_append: {name} at {mb / ceiling:.2f} of its MB/s, "
+                  f"its server at {cpu / floor_cpu:.2f}x its CPU per GB")
 PY
