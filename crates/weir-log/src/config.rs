@@ -19,9 +19,8 @@ pub enum FlushPolicy {
     /// calls `Log::flush_if_due`). Up to one interval of acknowledged data can be lost in
     /// a machine crash.
     Interval(Duration),
-    /// Never sync on the append path; data is made durable only by the deferred sync of
-    /// rolled segments ([`LogConfig::rolled_sync_delay`]), close, or replication to other
-    /// brokers.
+    /// Never sync on the append path; data is made durable only by segment roll, close,
+    /// or replication to other brokers.
     None,
 }
 
@@ -46,15 +45,6 @@ pub const MIN_SEGMENT_BYTES: u64 = 1024;
 pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
 /// Smallest index spacing accepted.
 pub const MIN_INDEX_INTERVAL_BYTES: u32 = 64;
-
-/// Default [`LogConfig::rolled_sync_delay`]: the kernel's default `dirty_expire_centisecs`
-/// (30 s) plus one period of its writeback thread (`dirty_writeback_centisecs`, 5 s). By
-/// then the kernel has written a rolled segment's pages out on its own, so the sync that
-/// moves the recovery point past the segment finds nothing left to write and forces no
-/// I/O of its own into a burst of appends. Syncing at once instead (Kafka's choice) wrote
-/// each full 1 GiB segment out in the middle of the burst that filled it: the 1 KiB
-/// produce row fell to a third at 3 GB a round (BENCHMARKS.md, "Weir beside Iggy").
-pub const DEFAULT_ROLLED_SYNC_DELAY: Duration = Duration::from_secs(35);
 
 /// Default [`LogConfig::producer_id_expiration`]: one day, as Kafka.
 pub const DEFAULT_PRODUCER_ID_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
@@ -82,12 +72,6 @@ pub struct LogConfig {
     /// Bounds how much a crash makes recovery scan (besides the active segment's unflushed
     /// tail).
     pub recovery_checkpoint_interval: Duration,
-    /// How long a rolled segment's sync waits when nothing asks for it sooner
-    /// ([`Log::flush_if_due`](crate::Log::flush_if_due) syncs only the rolled segments at
-    /// least this old; an acks=all wait, an interval flush or a close syncs every one at
-    /// once). Until then the recovery point stays before the segment, so a crash makes
-    /// recovery scan it again, as it scans the active segment's tail.
-    pub rolled_sync_delay: Duration,
     /// Forget an idempotent producer whose newest batch is older than this (Kafka's
     /// `producer.id.expiration.ms`); a forgotten producer may start at any sequence.
     pub producer_id_expiration: Duration,
@@ -105,7 +89,6 @@ impl Default for LogConfig {
             retention_age: Some(Duration::from_secs(7 * 24 * 3600)),
             retention_bytes: None,
             recovery_checkpoint_interval: Duration::from_secs(1),
-            rolled_sync_delay: DEFAULT_ROLLED_SYNC_DELAY,
             producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
         }
     }

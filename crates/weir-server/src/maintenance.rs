@@ -78,7 +78,7 @@ async fn upkeep(
                     for p in partitions {
                         let flushed = match interval {
                             true => p.flush_if_due().await,
-                            false => p.flush_rolled_if_due().await,
+                            false => p.flush_rolled().await,
                         };
                         if let Err(e) = flushed {
                             tracing::warn!(topic = topic.name, partition = p.index(), error = %e, "interval flush failed");

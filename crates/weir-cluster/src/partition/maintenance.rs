@@ -80,27 +80,26 @@ impl Partition {
     }
 
     /// Syncs if the topic's `interval:<ms>` flush policy says a sync is due, and syncs
-    /// the rolled segments whose sync is due (every policy; see `Log::flush_if_due`).
+    /// segments rolled since the last sync (every policy; see `Log::flush_rolled`).
     pub async fn flush_if_due(&self) -> Result<(), ClusterError> {
         let interval = matches!(self.config().log.flush, FlushPolicy::Interval(_));
         self.flush_with(interval).await
     }
 
     /// [`Self::flush_if_due`] for a partition whose topic has no interval policy: syncs
-    /// only the rolled segments whose sync is due (`Log::rolled_sync_due`), if any. The
-    /// broker's once-a-second look over every partition uses it: it reads no config
-    /// (reading it was a quarter of an idle broker's CPU at 100,000 partitions).
-    pub async fn flush_rolled_if_due(&self) -> Result<(), ClusterError> {
+    /// only the segments rolled since the last sync, if any. The broker's once-a-second
+    /// look over every partition uses it: it reads no config (reading it was a quarter of
+    /// an idle broker's CPU at 100,000 partitions).
+    pub async fn flush_rolled(&self) -> Result<(), ClusterError> {
         self.flush_with(false).await
     }
 
     async fn flush_with(&self, interval: bool) -> Result<(), ClusterError> {
         // A roll leaves the closed segment's sync to a later flush, off the append path;
-        // this is that flush, once the segment is old enough, when no acks=all append or
-        // interval asks for one sooner.
+        // this is that flush when no acks=all append or interval asks for one sooner.
         let rolled = {
             let guard = self.shared.read_guard().await;
-            guard.as_ref().is_some_and(Log::rolled_sync_due)
+            guard.as_ref().is_some_and(Log::rolled_awaiting_sync)
         };
         if !interval && !rolled {
             return Ok(());

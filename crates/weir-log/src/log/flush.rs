@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::{Inner, Log};
 use crate::checkpoint::{self, Kind};
@@ -50,9 +50,6 @@ pub(super) struct RolledSegment {
     pub(super) end: i64,
     pub(super) file: Arc<dyn crate::storage::StorageFile>,
     pub(super) path: PathBuf,
-    /// When it rolled: [`Log::flush_if_due`] leaves it to the kernel's writeback until it
-    /// is `rolled_sync_delay` old.
-    pub(super) rolled_at: Instant,
 }
 
 #[derive(Debug)]
@@ -268,37 +265,25 @@ impl Log {
             .retain(|r| !synced.iter().any(|s| Arc::ptr_eq(&s.file, &r.file)));
     }
 
-    /// True when the oldest rolled segment waiting for its sync is `rolled_sync_delay`
-    /// old, so that [`Log::flush_if_due`] would sync it (a cheap check, for a caller
-    /// deciding whether to schedule that flush).
-    pub fn rolled_sync_due(&self) -> bool {
-        self.flush_state()
-            .rolled
-            .first()
-            .is_some_and(|r| r.rolled_at.elapsed() >= self.config.rolled_sync_delay)
+    /// True while a rolled segment waits for the sync [`Log::flush_rolled`] gives it (a
+    /// cheap check for a background task deciding whether to call it).
+    pub fn rolled_awaiting_sync(&self) -> bool {
+        !self.flush_state().rolled.is_empty()
     }
 
     /// Syncs every queued rolled segment (not the active one), outside the log lock, then
     /// moves `flushed_offset` and the recovery point to the start of the segment after
     /// the last of them: Kafka's asynchronous flush of rolled segments. A no-op when no
-    /// roll is waiting for its sync. A background task calls it, through
-    /// [`Log::flush_if_due`], once a rolled segment is `rolled_sync_delay` old.
+    /// roll is waiting for its sync. Call it from a background task soon after a roll
+    /// (`flush_if_due` does, under every policy).
     pub fn flush_rolled(&self) -> Result<(), MaintenanceError> {
-        self.flush_rolled_older_than(Duration::ZERO)
-    }
-
-    /// [`Log::flush_rolled`] for the queued segments rolled at least `age` ago: the oldest
-    /// ones, so the recovery point can move past every one of them.
-    fn flush_rolled_older_than(&self, age: Duration) -> Result<(), MaintenanceError> {
-        let (mut rolled, generation) = {
+        let (rolled, generation) = {
             let inner = self.lock();
             inner
                 .check_failed()
                 .map_err(|reason| MaintenanceError::Failed { reason })?;
             (self.rolled_to_sync(&inner), inner.generation)
         };
-        // Rolls queue in order, so the ones old enough are a prefix.
-        rolled.retain(|r| r.rolled_at.elapsed() >= age);
         let Some(last) = rolled.last() else {
             return Ok(());
         };
@@ -418,10 +403,10 @@ impl Log {
     }
 
     /// With [`FlushPolicy::Interval`], syncs if the last sync is older than the interval.
-    /// Under every policy, first syncs the rolled segments at least `rolled_sync_delay`
-    /// old ([`Log::flush_rolled`]).
+    /// Under every policy, first syncs the segments rolled since the last flush
+    /// ([`Log::flush_rolled`]).
     pub fn flush_if_due(&self) -> Result<(), MaintenanceError> {
-        self.flush_rolled_older_than(self.config.rolled_sync_delay)?;
+        self.flush_rolled()?;
         self.flush_interval_if_due()
     }
 

@@ -3,8 +3,6 @@
 //! in `maintenance.rs`). The closed segment's sync is left to the next flush
 //! (`flush.rs`), which is why a roll queues it there.
 
-use std::time::Instant;
-
 use super::flush::unless_full;
 use super::{Inner, Log, RolledSegment, open_to_maintenance};
 use crate::error::{AppendError, MaintenanceError};
@@ -96,7 +94,6 @@ impl Log {
             end: next,
             file: active.files().file.clone(),
             path: active.log_path.clone(),
-            rolled_at: Instant::now(),
         };
         recovery::seal(active).map_err(open_to_maintenance)?;
         inner.segments.insert(next, Box::new(seg));

@@ -12,7 +12,7 @@ use crate::common;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use common::{Rng, base_seed, segment_files, try_read_all};
@@ -851,80 +851,6 @@ fn after_a_roll_the_flushed_offset_waits_for_a_flush_that_covers_the_closed_segm
         h.durable = durable;
         check_recovered(dir.path(), &config, &mut h, how);
     }
-}
-
-/// Under `flush.policy=none` the background flush (`flush_if_due`) leaves a rolled segment
-/// to the kernel's writeback until it is `rolled_sync_delay` old, then syncs it and moves
-/// the recovery point past it; an acks=all wait does not wait for that.
-#[test]
-fn flush_if_due_syncs_a_rolled_segment_only_once_it_is_old_enough() {
-    const DELAY: Duration = Duration::from_millis(300);
-    let dir = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let config = LogConfig {
-        rolled_sync_delay: DELAY,
-        ..roll_config(FlushPolicy::None)
-    };
-    let log =
-        Log::open_with_storage(dir.path(), config.clone(), Arc::new(storage.clone())).unwrap();
-    let mut h = History::default();
-    append_records(&log, &mut h, 10);
-    let rolled_at = Instant::now();
-    log.roll().unwrap();
-    append_records(&log, &mut h, 3);
-    let (_, first) = segment_files(dir.path()).remove(0);
-    log.flush_if_due().unwrap();
-    if rolled_at.elapsed() < DELAY {
-        assert!(!log.rolled_sync_due());
-        assert_eq!(storage.syncs_of(&first), 0, "synced before its delay");
-        assert_eq!(log.offsets().flushed_offset, 0);
-    }
-    std::thread::sleep(DELAY.saturating_sub(rolled_at.elapsed()));
-    assert!(log.rolled_sync_due());
-    log.flush_if_due().unwrap();
-    assert!(!log.rolled_sync_due());
-    assert_eq!(
-        storage.syncs_of(&first),
-        1,
-        "the due flush synced the rolled segment"
-    );
-    assert_eq!(
-        log.offsets().flushed_offset,
-        10,
-        "the rolled segment, not the active one"
-    );
-    // The recovery point moved past it: a crash that drops every unsynced byte keeps it.
-    storage.crash(|_, _| 0).unwrap();
-    drop(log);
-    h.durable = 10;
-    check_recovered(dir.path(), &config, &mut h, "after the due sync");
-
-    // An acks=all append's wait syncs a rolled segment at once, however young.
-    let dir = tempfile::tempdir().unwrap();
-    let storage = FaultyStorage::default();
-    let config = LogConfig {
-        rolled_sync_delay: Duration::from_secs(3600),
-        ..roll_config(FlushPolicy::GroupCommit)
-    };
-    let log = Log::open_with_storage(dir.path(), config, Arc::new(storage.clone())).unwrap();
-    let mut h = History::default();
-    append_records(&log, &mut h, 10);
-    log.roll().unwrap();
-    let last = append_records(&log, &mut h, 3);
-    let (_, first) = segment_files(dir.path()).remove(0);
-    log.flush_if_due().unwrap();
-    assert_eq!(
-        storage.syncs_of(&first),
-        0,
-        "a young rolled segment synced by flush_if_due"
-    );
-    log.wait_durable(last).unwrap();
-    assert_eq!(
-        storage.syncs_of(&first),
-        1,
-        "the wait synced the rolled segment"
-    );
-    assert_eq!(log.offsets().flushed_offset, 13);
 }
 
 #[test]
