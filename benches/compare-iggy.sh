@@ -29,7 +29,9 @@
 # (built here): `recv_append`, a program that only receives bytes from a second process
 # over loopback TCP and appends them to a file (the produce floor of data-path.sh), and
 # `loopback_tcp_2proc`, the same bytes received and dropped. No broker on one connection
-# can take large records faster than `recv_append`; each row's MB/s is printed against it.
+# that writes through the page cache can take large records faster than `recv_append`;
+# row 3 is printed against it. `recv_append_direct` writes the same bytes with O_DIRECT,
+# past the page cache: what a log with its own cache of recent batches would pay.
 #
 # Iggy's server is on no package registry this machine reaches (crates.io carries its SDK
 # only, and no image can be pulled), so it is built here from a source checkout given as
@@ -217,7 +219,7 @@ floor() {
     local round="$1"
     drop_caches
     mkdir -p "$WORK/limits"
-    "$LIMITS" --only recv_append,loopback_tcp_2proc --bytes "$((GB * 954))MiB" \
+    "$LIMITS" --only recv_append,recv_append_direct,loopback_tcp_2proc --bytes "$((GB * 954))MiB" \
         --disk-bytes "$((GB * 954))MiB" --max-secs 60 --dir "$WORK/limits" --format json 2>"$WORK/limits-$round.log" |
         python3 -c '
 import json, sys

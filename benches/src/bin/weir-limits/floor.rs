@@ -7,6 +7,11 @@
 //!   with one `write`: a produce at `acks=1` with nothing of a broker's own work.
 //! - `recv_append_fdatasync`: the same with an `fdatasync` once at least 1 MiB has been
 //!   appended since the last: a durable produce's group commit at its least.
+//! - `recv_append_direct`: the same bytes gathered into a 1 MiB buffer of the process's
+//!   own and written with `O_DIRECT`, past the page cache: what a log that keeps its own
+//!   cache of recent batches (as Redpanda does) would pay the kernel, one copy out of the
+//!   socket and none into the page cache. One thread receives and writes in turn, so its
+//!   rate is a lower bound; its CPU is the point.
 //! - `sendfile_send`: a file already in the page cache is sent to a second process
 //!   (`tcp-recv`, as a consumer) with `sendfile`, 1 MiB a call, as a fetch answer is.
 //!
@@ -18,6 +23,7 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,24 +48,47 @@ fn cpu_time() -> anyhow::Result<Duration> {
     Ok(time(usage.ru_utime) + time(usage.ru_stime))
 }
 
-/// `recv_append` and `recv_append_fdatasync`.
+/// How `recv_append` writes what it receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Append {
+    /// Each read's bytes with one `write`, into the page cache.
+    PageCache,
+    /// As `PageCache`, with an `fdatasync` after each 1 MiB.
+    PageCacheFdatasync,
+    /// Gathered into a 1 MiB buffer and written with `O_DIRECT`.
+    Direct,
+}
+
+/// The alignment `O_DIRECT` asks of buffers, lengths and file positions (a page: at least
+/// every block device's logical block size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// `recv_append`, `recv_append_fdatasync` and `recv_append_direct`.
 pub(crate) fn recv_append(
     dir: &Path,
     total: u64,
     max: Duration,
-    sync: bool,
+    how: Append,
 ) -> anyhow::Result<Measurement> {
-    let limit = if sync {
-        Limit::RecvAppendFdatasync
-    } else {
-        Limit::RecvAppend
+    let limit = match how {
+        Append::PageCache => Limit::RecvAppend,
+        Append::PageCacheFdatasync => Limit::RecvAppendFdatasync,
+        Append::Direct => Limit::RecvAppendDirect,
     };
+    let sync = how == Append::PageCacheFdatasync;
     let path = dir.join(limit.name());
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    if how == Append::Direct {
+        options.custom_flags(libc::O_DIRECT);
+    }
+    let mut file = options.open(&path).with_context(|| {
+        format!(
+            "create {} (O_DIRECT: {})",
+            path.display(),
+            how == Append::Direct
+        )
+    })?;
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("bind 127.0.0.1:0")?;
     progress!(
         "{}: receiving {} on {} into {}",
@@ -70,21 +99,39 @@ pub(crate) fn recv_append(
     );
     let (mut child, mut stream) = spawn_peer("tcp-send", &listener, total, max)?;
     stream.set_read_timeout(Some(max + PEER_GRACE))?;
-    let mut buf = vec![0u8; CHUNK_BYTES];
+    // One page more than a chunk, so that an aligned chunk fits inside it.
+    let mut raw = vec![0u8; CHUNK_BYTES + DIRECT_ALIGN];
+    let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+    let buf = &mut raw[start..start + CHUNK_BYTES];
     let cpu_before = cpu_time()?;
     let started = Instant::now();
     let give_up = started + max + PEER_GRACE;
-    let (mut received, mut unsynced) = (0u64, 0usize);
+    let (mut received, mut unsynced, mut gathered) = (0u64, 0usize, 0usize);
     loop {
-        let n = match stream.read(&mut buf) {
+        let into = match how {
+            Append::Direct => &mut buf[gathered..],
+            _ => &mut buf[..],
+        };
+        let n = match stream.read(into) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("read the loopback stream"),
         };
-        file.write_all(&buf[..n])
-            .with_context(|| format!("write {}", path.display()))?;
         received += n as u64;
+        match how {
+            Append::Direct => {
+                gathered += n;
+                if gathered == CHUNK_BYTES {
+                    file.write_all_at(buf, received - CHUNK_BYTES as u64)
+                        .with_context(|| format!("write {} (O_DIRECT)", path.display()))?;
+                    gathered = 0;
+                }
+            }
+            _ => file
+                .write_all(&buf[..n])
+                .with_context(|| format!("write {}", path.display()))?,
+        }
         unsynced += n;
         if sync && unsynced >= CHUNK_BYTES {
             file.sync_data()
@@ -100,12 +147,25 @@ pub(crate) fn recv_append(
         file.sync_data()
             .with_context(|| format!("fdatasync {}", path.display()))?;
     }
+    if gathered > 0 {
+        // The tail: written as whole pages, then the file cut to what was received.
+        let padded = gathered.next_multiple_of(DIRECT_ALIGN);
+        file.write_all_at(&buf[..padded], received - gathered as u64)
+            .with_context(|| format!("write {} (O_DIRECT)", path.display()))?;
+        file.set_len(received)
+            .with_context(|| format!("truncate {}", path.display()))?;
+    }
     let elapsed = started.elapsed();
     let cpu = cpu_time()? - cpu_before;
     let sent = read_count(&mut child, "tcp-send")?;
     ensure!(
         received == sent,
         "sent {sent} bytes but received {received}"
+    );
+    let written = file.metadata().context("stat the appended file")?.len();
+    ensure!(
+        written == received,
+        "received {received} bytes but the file holds {written}"
     );
     drop(file);
     remove_and_settle(dir, &path)?;

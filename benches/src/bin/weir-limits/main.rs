@@ -26,9 +26,9 @@
 //!   prefer. A TLS record carries at most 16 KiB, so this is what every byte of a TLS
 //!   connection costs each end at best: the figure TLS's share of the data path is read
 //!   against (BENCHMARKS.md § TLS on the data path).
-//! - `recv_append`, `recv_append_fdatasync` and `sendfile_send`: the kernel's floor under
-//!   a broker's produce (bytes received from a loopback socket and appended to a file,
-//!   with and without `fdatasync`) and consume (a file sent to a socket with `sendfile`),
+//! - `recv_append`, `recv_append_fdatasync`, `recv_append_direct` and `sendfile_send`:
+//!   the kernel's floor under a broker's produce (bytes received from a loopback socket
+//!   and appended to a file, with and without `fdatasync`, or with `O_DIRECT`) and consume (a file sent to a socket with `sendfile`),
 //!   each also as CPU seconds per GB of the process doing the broker's part (`floor.rs`):
 //!   what the broker's own CPU per GB is read against.
 //!
@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use floor::{recv_append, sendfile_send, tcp_recv_process};
+use floor::{Append, recv_append, sendfile_send, tcp_recv_process};
 use serde::Serialize;
 use weir_bench_report::{Format, Table, emit, exit_code, grouped};
 use weir_benches::byte_size::ByteSize;
@@ -202,6 +202,8 @@ enum Limit {
     RecvAppend,
     #[value(name = "recv_append_fdatasync")]
     RecvAppendFdatasync,
+    #[value(name = "recv_append_direct")]
+    RecvAppendDirect,
     #[value(name = "sendfile_send")]
     SendfileSend,
     #[value(name = "memcpy")]
@@ -215,13 +217,14 @@ enum Limit {
 impl Limit {
     /// Every limit, in the order they run: the synced writes before the unsynced ones, so
     /// the page cache writes leave no writeback behind for the fdatasync to wait on.
-    const ALL: [Limit; 10] = [
+    const ALL: [Limit; 11] = [
         Limit::LoopbackTcp,
         Limit::LoopbackTcp2Proc,
         Limit::WriteFdatasync,
         Limit::RecvAppendFdatasync,
         Limit::WriteOnly,
         Limit::RecvAppend,
+        Limit::RecvAppendDirect,
         Limit::SendfileSend,
         Limit::Memcpy,
         Limit::Aes128GcmSeal,
@@ -236,6 +239,7 @@ impl Limit {
             Limit::WriteOnly => "write_only",
             Limit::RecvAppend => "recv_append",
             Limit::RecvAppendFdatasync => "recv_append_fdatasync",
+            Limit::RecvAppendDirect => "recv_append_direct",
             Limit::SendfileSend => "sendfile_send",
             Limit::Memcpy => "memcpy",
             Limit::Aes128GcmSeal => "aes128gcm_seal",
@@ -256,6 +260,9 @@ impl Limit {
             }
             Limit::RecvAppendFdatasync => {
                 "as recv_append, fdatasync after each 1 MiB (durable produce floor)"
+            }
+            Limit::RecvAppendDirect => {
+                "as recv_append, gathered into 1 MiB and written with O_DIRECT (no page cache)"
             }
             Limit::SendfileSend => {
                 "a cached file sent to a 2nd process with sendfile, 1 MiB a call (consume floor)"
@@ -407,6 +414,7 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
             | Limit::WriteOnly
             | Limit::RecvAppend
             | Limit::RecvAppendFdatasync
+            | Limit::RecvAppendDirect
             | Limit::SendfileSend => {
                 if run_dir.is_none() {
                     run_dir = Some(create_run_dir(args.dir.as_deref())?);
@@ -416,8 +424,11 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                 match limit {
                     Limit::WriteFdatasync => write_file(dir, total, max, true)?,
                     Limit::WriteOnly => write_file(dir, total, max, false)?,
-                    Limit::RecvAppend => recv_append(dir, total, max, false)?,
-                    Limit::RecvAppendFdatasync => recv_append(dir, total, max, true)?,
+                    Limit::RecvAppend => recv_append(dir, total, max, Append::PageCache)?,
+                    Limit::RecvAppendFdatasync => {
+                        recv_append(dir, total, max, Append::PageCacheFdatasync)?
+                    }
+                    Limit::RecvAppendDirect => recv_append(dir, total, max, Append::Direct)?,
                     _ => sendfile_send(dir, total, max)?,
                 }
             }
