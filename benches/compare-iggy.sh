@@ -6,7 +6,10 @@
 # (when run as root), the two systems alternating which goes first, ROUNDS rounds.
 #
 # Rows (GB gigabytes of record values each: GB x 10^9 / size records, 1 partition):
-#   1. produce 100 B      Weir: --acks leader (in the page cache before the ack);
+#   1. produce 100 B      Weir: --acks leader (in the page cache before the ack; on its
+#                         default flush.policy=group-commit the records become readable
+#                         once an fdatasync covers them, so the leader syncs all along;
+#                         WEIR_FLUSH_POLICY=none makes rows 1-3 like Iggy's, never synced);
 #                         Iggy: its defaults (acknowledged from its in-memory journal, which
 #                         it writes out, in the request's path, every 1,024 messages or
 #                         1 MiB)
@@ -44,7 +47,8 @@
 #        (default target/release/weir, built if missing)
 # Environment: ROUNDS [3], GB [1], WEIR_PORT [17492], IGGY_PORT [17490],
 #              WORK [${TMPDIR:-/tmp}/weir-iggy],
-#              WEIR_LIMITS_BIN [weir-limits beside WEIR_BINARY, built if missing]
+#              WEIR_LIMITS_BIN [weir-limits beside WEIR_BINARY, built if missing],
+#              WEIR_FLUSH_POLICY [empty: the topic default] for rows 1-3's topic
 set -euo pipefail
 # Brokers started here serve no Kafka or AMQP clients (their usual ports may be taken).
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -53,6 +57,7 @@ ROOT="$PWD"
 W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-3}"
 GB="${GB:-1}"
+WEIR_FLUSH_POLICY="${WEIR_FLUSH_POLICY:-}"
 WEIR_PORT="${WEIR_PORT:-17492}"
 IGGY_PORT="${IGGY_PORT:-17490}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-iggy}"
@@ -177,6 +182,7 @@ row() {
     local cmd
     if [ "$system" = weir ]; then
         local topic="r$row" what=produce extra=(--acks leader)
+        [ -n "$WEIR_FLUSH_POLICY" ] && extra+=(--topic-config "flush.policy=$WEIR_FLUSH_POLICY")
         case "$row" in
             2) topic=r1 what=consume extra=() ;;
             4) extra=(--acks all --topic-config flush.policy=group-commit) ;;
@@ -231,7 +237,8 @@ for r in map(json.loads, sys.stdin):
 }
 
 : >"$WORK/results.txt"
-say "$ROUNDS rounds of $GB GB a row; Weir $("$W" --version); Iggy $IGGY_TAG from $IGGY_SRC"
+say "$ROUNDS rounds of $GB GB a row; Weir $("$W" --version) (rows 1-3: flush.policy" \
+    "${WEIR_FLUSH_POLICY:-default}); Iggy $IGGY_TAG from $IGGY_SRC"
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="weir iggy"; else order="iggy weir"; fi
     for system in $order; do
