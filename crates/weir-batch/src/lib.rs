@@ -27,6 +27,7 @@
 
 pub mod compression;
 pub mod control;
+mod crc_combine;
 mod error;
 pub mod records;
 mod varint;
@@ -369,8 +370,10 @@ pub fn set_compression(batch: &mut [u8], codec: Compression) {
 }
 
 /// Writes a complete header into `out[..HEADER_BYTES]` and fills in the CRC over
-/// `out[ATTRIBUTES..]`, which must already hold the records. Used by the encoder.
-pub(crate) fn write_header(out: &mut [u8], h: &BatchHeader) {
+/// `out[ATTRIBUTES..]`, which must already hold the records. Used by the encoder, which may
+/// pass the CRC-32C of `out[HEADER_BYTES..]` that it computed as it wrote the records:
+/// then only the header region is read again, and the two CRCs are combined.
+pub(crate) fn write_header(out: &mut [u8], h: &BatchHeader, records_crc: Option<u32>) {
     out[BASE_OFFSET..BASE_OFFSET + 8].copy_from_slice(&h.base_offset.to_be_bytes());
     out[BATCH_LENGTH..BATCH_LENGTH + 4].copy_from_slice(&h.batch_length.to_be_bytes());
     out[PARTITION_LEADER_EPOCH..PARTITION_LEADER_EPOCH + 4]
@@ -385,6 +388,16 @@ pub(crate) fn write_header(out: &mut [u8], h: &BatchHeader) {
     out[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].copy_from_slice(&h.producer_epoch.to_be_bytes());
     out[BASE_SEQUENCE..BASE_SEQUENCE + 4].copy_from_slice(&h.base_sequence.to_be_bytes());
     out[RECORD_COUNT..RECORD_COUNT + 4].copy_from_slice(&h.record_count.to_be_bytes());
-    let crc = compute_crc(out);
+    let crc = match records_crc {
+        Some(records) => {
+            let header = crc_fast::checksum(
+                crc_fast::CrcAlgorithm::Crc32Iscsi,
+                &out[ATTRIBUTES..HEADER_BYTES],
+            );
+            let records_len = (out.len() - HEADER_BYTES) as u64;
+            crc_combine::crc32c_combine(header as u32, records, records_len)
+        }
+        None => compute_crc(out),
+    };
     out[CRC..CRC + 4].copy_from_slice(&crc.to_be_bytes());
 }

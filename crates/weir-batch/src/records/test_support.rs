@@ -103,7 +103,7 @@ pub(super) fn raw_batch(
         base_sequence: NO_SEQUENCE,
         record_count,
     };
-    write_header(&mut batch, &header);
+    write_header(&mut batch, &header, None);
     Bytes::from(batch)
 }
 
