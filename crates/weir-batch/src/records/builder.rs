@@ -55,7 +55,9 @@ pub struct RecordBatchBuilder {
     buf: Vec<u8>,
     /// CRC-32C of `buf[HEADER_BYTES..HEADER_BYTES + crc_fed]` (uncompressed batches only:
     /// a compressed batch's CRC covers the compressed bytes, known only at `build`).
-    records_crc: crc_fast::Digest,
+    /// Made at the first feed, so a batch smaller than a piece never has one; boxed, as a
+    /// digest carries its algorithm's tables (400 bytes) and builders are moved about.
+    records_crc: Option<Box<crc_fast::Digest>>,
     crc_fed: usize,
     record_count: i32,
     base_timestamp: i64,
@@ -110,7 +112,7 @@ impl RecordBatchBuilder {
             log_append_time: None,
             flags: 0,
             buf,
-            records_crc: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi),
+            records_crc: None,
             crc_fed: 0,
             record_count: 0,
             base_timestamp: 0,
@@ -322,7 +324,7 @@ impl RecordBatchBuilder {
             // region's CRC is combined with it once the header is written.
             Compression::None if self.crc_fed > 0 => {
                 self.feed_crc();
-                Some(self.records_crc.finalize() as u32)
+                self.records_crc.as_ref().map(|d| d.finalize() as u32)
             }
             _ => None,
         };
@@ -379,7 +381,11 @@ impl RecordBatchBuilder {
     /// Feeds the records pushed since the last feed to the records' CRC.
     fn feed_crc(&mut self) {
         let from = HEADER_BYTES + self.crc_fed;
-        self.records_crc.update(&self.buf[from..]);
+        self.records_crc
+            .get_or_insert_with(|| {
+                Box::new(crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi))
+            })
+            .update(&self.buf[from..]);
         self.crc_fed = self.buf.len() - HEADER_BYTES;
     }
 
