@@ -225,8 +225,11 @@ floor() {
     local round="$1"
     drop_caches
     mkdir -p "$WORK/limits"
-    "$LIMITS" --only recv_append,recv_append_direct,loopback_tcp_2proc --bytes "$((GB * 954))MiB" \
-        --disk-bytes "$((GB * 954))MiB" --max-secs 60 --dir "$WORK/limits" --format json 2>"$WORK/limits-$round.log" |
+    # 954 MiB is 10^9 bytes give or take 0.03% (weir-limits takes binary units).
+    local bytes="$((GB * 954))MiB"
+    "$LIMITS" --only recv_append,recv_append_direct,loopback_tcp_2proc --bytes "$bytes" \
+        --disk-bytes "$bytes" --max-secs 60 --dir "$WORK/limits" --format json \
+        2>"$WORK/limits-$round.log" |
         python3 -c '
 import json, sys
 for r in map(json.loads, sys.stdin):
