@@ -319,14 +319,13 @@ impl RecordBatchBuilder {
         if self.record_count == 0 {
             return Err(BatchError::Empty);
         }
-        let records_crc = match self.compression {
-            // Records fed in pieces as they were pushed, with the rest now; the header
-            // region's CRC is combined with it once the header is written.
-            Compression::None if self.crc_fed > 0 => {
-                self.feed_crc();
-                self.records_crc.as_ref().map(|d| d.finalize() as u32)
-            }
-            _ => None,
+        // Records fed in pieces as they were pushed (only ever uncompressed ones), with the
+        // rest now; the header region's CRC is combined with it once the header is written.
+        let records_crc = if self.records_crc.is_some() {
+            self.feed_crc();
+            self.records_crc.as_ref().map(|d| d.finalize() as u32)
+        } else {
+            None
         };
         let mut batch = if self.compression == Compression::None {
             self.buf
