@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// This process's user+sys CPU time so far.
-fn cpu_time() -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time() -> anyhow::Result<Duration> {
     // SAFETY: `getrusage` fills the struct it is given; an all-zero `rusage` is valid.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: RUSAGE_SELF and a pointer to a live, writable `rusage`.

@@ -9,6 +9,9 @@
 //!   binary re-run with the hidden `tcp-send` command), as a producer and a broker are.
 //! - `write_fdatasync`: 1 MiB appends to a fresh file, each followed by `fdatasync` (what
 //!   a group commit of 1 MiB costs at best).
+//! - `write_fdatasync_overwrite`: the same writes and syncs over a file already written
+//!   whole and synced (blocks allocated, size final): what preallocated, zero-filled or
+//!   reused segment files would make a sync cost.
 //! - `write_only`: the same appends without any sync (page cache). On a virtual machine
 //!   this is not one figure: a page-cache page is only as fast to fill as the memory
 //!   under it is to get. A VM whose balloon device reports free pages (Firecracker's
@@ -43,7 +46,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::hint::black_box;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read, Seek, SeekFrom, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -77,8 +80,13 @@ const PEER_GRACE: Duration = Duration::from_secs(5);
 const ACCEPT_POLL: Duration = Duration::from_millis(1);
 /// How long the tool waits after deleting a file, so the memory its page cache held is
 /// handed back to the host (where the VM reports free pages: seen here within 2-4.5 s of
-/// a 1 GiB delete) before the next measurement, as the module docs explain.
-const FREED_MEMORY_SETTLE: Duration = Duration::from_secs(5);
+/// a 1 GiB delete) before the next measurement, as the module docs explain. None in the
+/// unit tests, which measure nothing.
+const FREED_MEMORY_SETTLE: Duration = if cfg!(test) {
+    Duration::ZERO
+} else {
+    Duration::from_secs(5)
+};
 /// Decimal units, as network and disk rates are quoted.
 const BYTES_PER_GB: f64 = 1e9;
 const BYTES_PER_MB: f64 = 1e6;
@@ -196,6 +204,8 @@ enum Limit {
     LoopbackTcp2Proc,
     #[value(name = "write_fdatasync")]
     WriteFdatasync,
+    #[value(name = "write_fdatasync_overwrite")]
+    WriteFdatasyncOverwrite,
     #[value(name = "write_only")]
     WriteOnly,
     #[value(name = "recv_append")]
@@ -217,10 +227,11 @@ enum Limit {
 impl Limit {
     /// Every limit, in the order they run: the synced writes before the unsynced ones, so
     /// the page cache writes leave no writeback behind for the fdatasync to wait on.
-    const ALL: [Limit; 11] = [
+    const ALL: [Limit; 12] = [
         Limit::LoopbackTcp,
         Limit::LoopbackTcp2Proc,
         Limit::WriteFdatasync,
+        Limit::WriteFdatasyncOverwrite,
         Limit::RecvAppendFdatasync,
         Limit::WriteOnly,
         Limit::RecvAppend,
@@ -236,6 +247,7 @@ impl Limit {
             Limit::LoopbackTcp => "loopback_tcp",
             Limit::LoopbackTcp2Proc => "loopback_tcp_2proc",
             Limit::WriteFdatasync => "write_fdatasync",
+            Limit::WriteFdatasyncOverwrite => "write_fdatasync_overwrite",
             Limit::WriteOnly => "write_only",
             Limit::RecvAppend => "recv_append",
             Limit::RecvAppendFdatasync => "recv_append_fdatasync",
@@ -254,6 +266,9 @@ impl Limit {
                 "1 TCP stream on 127.0.0.1, writer and reader in 2 processes"
             }
             Limit::WriteFdatasync => "1 MiB appends to a file, fdatasync after each",
+            Limit::WriteFdatasyncOverwrite => {
+                "as write_fdatasync, over a file already written and synced (no allocation)"
+            }
             Limit::WriteOnly => "1 MiB appends to a file, no sync (page cache)",
             Limit::RecvAppend => {
                 "loopback TCP from a 2nd process, each read appended to a file (produce floor)"
@@ -284,7 +299,10 @@ impl Limit {
     /// The unit it is best read in: network and memory in GB/s, the disk in MB/s.
     fn unit(self) -> Unit {
         match self {
-            Limit::WriteFdatasync | Limit::WriteOnly | Limit::RecvAppendFdatasync => Unit::MbPerSec,
+            Limit::WriteFdatasync
+            | Limit::WriteFdatasyncOverwrite
+            | Limit::WriteOnly
+            | Limit::RecvAppendFdatasync => Unit::MbPerSec,
             _ => Unit::GbPerSec,
         }
     }
@@ -411,6 +429,7 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
             Limit::LoopbackTcp => loopback_tcp_threads(args.bytes.bytes(), max)?,
             Limit::LoopbackTcp2Proc => loopback_tcp_processes(args.bytes.bytes(), max)?,
             Limit::WriteFdatasync
+            | Limit::WriteFdatasyncOverwrite
             | Limit::WriteOnly
             | Limit::RecvAppend
             | Limit::RecvAppendFdatasync
@@ -422,8 +441,11 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                 let dir = run_dir.as_ref().expect("created above").path();
                 let total = args.disk_bytes.bytes();
                 match limit {
-                    Limit::WriteFdatasync => write_file(dir, total, max, true)?,
-                    Limit::WriteOnly => write_file(dir, total, max, false)?,
+                    Limit::WriteFdatasync => write_file(dir, total, max, WriteMode::Fdatasync)?,
+                    Limit::WriteFdatasyncOverwrite => {
+                        write_file(dir, total, max, WriteMode::FdatasyncOverwrite)?
+                    }
+                    Limit::WriteOnly => write_file(dir, total, max, WriteMode::PageCache)?,
                     Limit::RecvAppend => recv_append(dir, total, max, Append::PageCache)?,
                     Limit::RecvAppendFdatasync => {
                         recv_append(dir, total, max, Append::PageCacheFdatasync)?
@@ -764,16 +786,37 @@ fn create_run_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
         .with_context(|| format!("create a directory in {}", parent.display()))
 }
 
-/// Appends `total` bytes in 1 MiB writes to a fresh file in `dir` (stopping early once
-/// `max` has passed), with an `fdatasync` after each write if `sync`. The clock covers the
-/// writes and syncs, not the open; afterwards, untimed, the file is deleted and the file
-/// system synced, so nothing of this run is still being written back when the next starts,
-/// and the tool waits [`FREED_MEMORY_SETTLE`] (see the module docs).
-fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Result<Measurement> {
-    let limit = if sync {
-        Limit::WriteFdatasync
-    } else {
-        Limit::WriteOnly
+/// How [`write_file`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteMode {
+    /// Appends to a new file, left to the page cache.
+    PageCache,
+    /// Appends to a new file, `fdatasync` after each.
+    Fdatasync,
+    /// The same writes and syncs over a file already written whole and synced: its blocks
+    /// allocated and its size final, so a sync has only the data to write (what a log
+    /// that preallocated, zero-filled or reused its segment files would pay). Before the
+    /// clock starts the file's pages are dropped from the page cache and the tool waits
+    /// [`FREED_MEMORY_SETTLE`], so the timed writes fill new page-cache pages from memory
+    /// in the same state as [`WriteMode::Fdatasync`]'s.
+    FdatasyncOverwrite,
+}
+
+/// Writes `total` bytes in 1 MiB writes to a file in `dir` as `how` says (stopping early
+/// once `max` has passed). The clock and the CPU time (this process's) cover the writes and
+/// syncs, not the open or an overwrite's preparation; afterwards, untimed, the file is
+/// deleted and the file system synced, so nothing of this run is still being written back
+/// when the next starts, and the tool waits [`FREED_MEMORY_SETTLE`] (see the module docs).
+fn write_file(
+    dir: &Path,
+    total: u64,
+    max: Duration,
+    how: WriteMode,
+) -> anyhow::Result<Measurement> {
+    let limit = match how {
+        WriteMode::PageCache => Limit::WriteOnly,
+        WriteMode::Fdatasync => Limit::WriteFdatasync,
+        WriteMode::FdatasyncOverwrite => Limit::WriteFdatasyncOverwrite,
     };
     let path = dir.join(limit.name());
     progress!(
@@ -788,6 +831,27 @@ fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Resu
         .open(&path)
         .with_context(|| format!("create {}", path.display()))?;
     let chunk = pattern(CHUNK_BYTES);
+    if how == WriteMode::FdatasyncOverwrite {
+        let mut prepared = 0u64;
+        while prepared < total {
+            let n = chunk_len(total - prepared);
+            file.write_all(&chunk[..n])
+                .with_context(|| format!("write {}", path.display()))?;
+            prepared += n as u64;
+        }
+        file.sync_all()
+            .with_context(|| format!("fsync {}", path.display()))?;
+        // SAFETY: posix_fadvise takes a file descriptor, which `file` keeps open.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc))
+                .with_context(|| format!("drop {} from the page cache", path.display()));
+        }
+        thread::sleep(FREED_MEMORY_SETTLE);
+        file.seek(SeekFrom::Start(0))
+            .with_context(|| format!("seek {}", path.display()))?;
+    }
+    let cpu_before = floor::cpu_time()?;
     let started = Instant::now();
     let deadline = started + max;
     let mut written = 0u64;
@@ -795,18 +859,17 @@ fn write_file(dir: &Path, total: u64, max: Duration, sync: bool) -> anyhow::Resu
         let n = chunk_len(total - written);
         file.write_all(&chunk[..n])
             .with_context(|| format!("write {}", path.display()))?;
-        if sync {
+        if how != WriteMode::PageCache {
             file.sync_data()
                 .with_context(|| format!("fdatasync {}", path.display()))?;
         }
         written += n as u64;
     }
     let elapsed = started.elapsed();
+    let cpu = floor::cpu_time()? - cpu_before;
     drop(file);
     remove_and_settle(dir, &path)?;
-    let mut m = Measurement::new(limit, total, written, elapsed);
-    m.dir = Some(dir.display().to_string());
-    Ok(m)
+    Ok(Measurement::new(limit, total, written, elapsed).with_cpu(cpu, dir))
 }
 
 /// Deletes a measurement's file, syncs the file system (so nothing of it is still being
@@ -999,12 +1062,16 @@ mod tests {
     #[test]
     fn files_are_written_and_removed() {
         let dir = create_run_dir(None).unwrap();
-        for sync in [true, false] {
+        for how in [
+            WriteMode::Fdatasync,
+            WriteMode::FdatasyncOverwrite,
+            WriteMode::PageCache,
+        ] {
             let m = write_file(
                 dir.path(),
                 3 * CHUNK_BYTES as u64,
                 Duration::from_secs(10),
-                sync,
+                how,
             )
             .unwrap();
             assert_eq!(m.bytes, 3 * CHUNK_BYTES as u64);
