@@ -18,6 +18,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::UsageError;
+use crate::signals::StopSignals;
 
 /// Most brokers `weir dev cluster` starts.
 pub const MAX_DEV_NODES: u16 = 16;
@@ -433,25 +434,20 @@ fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A channel that receives once on Ctrl-C or SIGTERM.
+/// A channel that receives once on Ctrl-C or SIGTERM, listened for from the call on (a
+/// thread of its own waits; the brokers are watched from this one).
 fn stop_signal() -> anyhow::Result<std::sync::mpsc::Receiver<()>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let mut signals = {
+        let _in_runtime = runtime.enter();
+        StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?
+    };
     std::thread::spawn(move || {
-        runtime.block_on(async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(t) => t,
-                    Err(_) => return,
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            let _ = tx.send(());
-        });
+        runtime.block_on(signals.recv());
+        let _ = tx.send(());
     });
     Ok(rx)
 }

@@ -22,6 +22,7 @@ mod produce;
 mod queue;
 mod quota;
 mod serve;
+mod signals;
 mod token;
 mod topic;
 mod user;

@@ -10,6 +10,7 @@ use clap::Args;
 use weir_server::{ServerConfig, Voter};
 
 use crate::UsageError;
+use crate::signals::StopSignals;
 
 const EXAMPLES: &str = "\
 Examples:
@@ -487,37 +488,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
+        // Listened for before the start, which can take seconds: a SIGTERM meanwhile (a
+        // supervisor stopping a broker that is still starting) stops it cleanly as soon
+        // as it has started, instead of killing it half-way (crate::signals).
+        let mut signals = StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?;
         let server = weir_server::start(config).await?;
-        server.wait(shutdown_signal()).await
+        server
+            .wait(async move {
+                let signal = signals.recv().await;
+                tracing::info!("{} received", signal.name());
+            })
+            .await
     })
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("Ctrl-C received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }
 
 #[cfg(test)]

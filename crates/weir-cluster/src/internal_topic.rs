@@ -632,16 +632,24 @@ impl<S: LoadedShard> LeaderSlots<S> {
             }
         });
         let mut loads = futures_util::stream::iter(loads).buffer_unordered(MAX_CONCURRENT_LOADS);
+        // One line for the pass, not one per partition: a broker's first start loads 48.
+        let mut loaded = Vec::new();
+        let mut held = 0;
+        let mut slowest = Duration::ZERO;
         while let Some((index, leader_epoch, started, outcome)) = loads.next().await {
             match outcome {
                 Ok(Some(shard)) => {
-                    tracing::info!(
+                    let took = started.elapsed();
+                    tracing::debug!(
                         partition = index,
                         leader_epoch,
                         held = shard.group_count(),
-                        took = ?started.elapsed(),
+                        ?took,
                         "coordinating this {name} partition (held: its groups or transactional ids)"
                     );
+                    loaded.push((index, leader_epoch));
+                    held += shard.group_count();
+                    slowest = slowest.max(took);
                     self.set(index, Some(shard), -1);
                 }
                 Ok(None) => waiting += 1,
@@ -650,6 +658,17 @@ impl<S: LoadedShard> LeaderSlots<S> {
                     tracing::warn!(partition = index, error = %e, "loading this {name} partition's coordinator state failed; retrying");
                 }
             }
+        }
+        if !loaded.is_empty() {
+            loaded.sort_unstable();
+            tracing::info!(
+                partitions = ?loaded.iter().map(|&(index, _)| index).collect::<Vec<_>>(),
+                leader_epochs = ?loaded.iter().map(|&(_, epoch)| epoch).collect::<Vec<_>>(),
+                held,
+                ?slowest,
+                "coordinating {} {name} partition(s) (held: their groups or transactional ids)",
+                loaded.len()
+            );
         }
         waiting
     }

@@ -19,7 +19,7 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::checkpoint::{self, Kind};
 use crate::compaction::CompactionState;
@@ -42,6 +42,11 @@ pub(crate) use fetch_data::record_count;
 pub use fetch_data::{FetchData, FileSlice, SegmentPosition};
 use flush::{CheckpointState, FlushState, RolledSegment};
 pub use write::AppendInfo;
+
+/// An open that took this long is logged at info (a recovery scan, a slow disk); others
+/// at debug (`RUST_LOG=weir_log=debug` shows them): a broker opens every partition's log,
+/// and 100,000 partitions would be 100,000 lines.
+const SLOW_OPEN: Duration = Duration::from_millis(100);
 
 /// The offsets that bound a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,14 +239,25 @@ impl Log {
             log.replace_producer_snapshot(&log.lock())?;
         }
         let offsets = log.offsets();
-        tracing::info!(
-            dir = %log.dir.display(),
-            segments = log.segment_count(),
-            log_start_offset = offsets.log_start_offset,
-            log_end_offset = offsets.log_end_offset,
-            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            "log opened"
-        );
+        let elapsed = started.elapsed();
+        macro_rules! opened {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    dir = %log.dir.display(),
+                    segments = log.segment_count(),
+                    log_start_offset = offsets.log_start_offset,
+                    log_end_offset = offsets.log_end_offset,
+                    elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                    "log opened"
+                )
+            };
+        }
+        if elapsed >= SLOW_OPEN {
+            opened!(tracing::Level::INFO);
+        } else {
+            opened!(tracing::Level::DEBUG);
+        }
         Ok(log)
     }
 

@@ -20,6 +20,7 @@ use weir_client::{
 
 use super::{Action, ConsumeConfig};
 use crate::consume::Printer;
+use crate::signals::StopSignals;
 
 /// How long one poll waits for records; between polls the command checks for Ctrl-C, so
 /// this bounds how late it notices.
@@ -62,13 +63,12 @@ pub(super) async fn consume(config: ConsumeConfig) -> anyhow::Result<()> {
     // rest; a second one exits at once (the locks then expire).
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
+    let mut stop = StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?;
     let signals = tokio::spawn(async move {
-        if stop_requested().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            if stop_requested().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+        stop.recv().await;
+        flag.store(true, Ordering::SeqCst);
+        stop.recv().await;
+        std::process::exit(130);
     });
     let result = consume_loop(&config, &mut consumer, &interrupted).await;
     report(&consumer.take_ack_outcomes());
@@ -87,23 +87,6 @@ pub(super) async fn consume(config: ConsumeConfig) -> anyhow::Result<()> {
         });
     signals.abort();
     result.and(closed)
-}
-
-/// Waits for Ctrl-C or, on Unix, SIGTERM.
-async fn stop_requested() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = tokio::signal::ctrl_c() => result,
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
-    }
 }
 
 async fn consume_loop(

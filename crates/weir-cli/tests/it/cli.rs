@@ -4,13 +4,15 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::Value;
 use weir_client::partitioner::partition_for_key;
+
+use crate::common::KillOnDrop;
 
 /// Longest any single `weir` invocation may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -133,16 +135,6 @@ fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?} is not JSON: {e}")))
         .collect()
-}
-
-/// Kills a child on every exit path of a test.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]
@@ -985,6 +977,53 @@ fn serve(args: &[&str]) -> KillOnDrop {
             }
             Err(_) => panic!("weir serve {args:?} did not start listening:\n{seen}"),
         }
+    }
+}
+
+/// A supervisor's SIGTERM that comes while the broker is still starting (here: at its
+/// first log line, while it opens its internal topics' 48 logs and loads their
+/// coordinators) stops it cleanly once it has started: exit status 0 and a clean
+/// shutdown, where a signal with no listener yet would kill it half-way.
+#[test]
+fn a_sigterm_while_the_broker_starts_stops_it_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().to_string_lossy().into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(["serve", "--data-dir", &data, "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "off", "--kafka-listen", "none"])
+        .args(["--amqp-listen", "none"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut child = KillOnDrop(child);
+    let first = rx
+        .recv_timeout(COMMAND_TIMEOUT)
+        .expect("weir serve logs a first line");
+    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+    // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut log = vec![first];
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        log.push(line);
+    }
+    let status = child.0.wait().expect("weir serve exits");
+    let log = log.join("\n");
+    assert!(status.success(), "weir serve ended with {status:?}:\n{log}");
+    for expected in ["broker listening", "SIGTERM received", "shutdown complete"] {
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
     }
 }
 
