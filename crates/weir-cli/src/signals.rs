@@ -55,8 +55,8 @@ impl StopSignals {
         }
     }
 
-    /// The next stop signal (one that came since [`StopSignals::listen`] or the last call
-    /// at once).
+    /// The next stop signal: one that came since [`StopSignals::listen`] (or since the
+    /// last call) is returned at once.
     pub(crate) async fn recv(&mut self) -> StopSignal {
         #[cfg(unix)]
         {
