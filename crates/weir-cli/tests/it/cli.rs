@@ -940,9 +940,8 @@ fn weir(args: &[&str]) -> Output {
         .expect("weir runs")
 }
 
-/// `weir serve ARGS` in the background, once it logs that it is listening (or panics
-/// with what it printed if it exits or does not get there in time).
-fn serve(args: &[&str]) -> KillOnDrop {
+/// `weir serve ARGS` started in the background, and its log (stderr) line by line.
+fn spawn_serve(args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
         .arg("serve")
         .args(args)
@@ -957,7 +956,6 @@ fn serve(args: &[&str]) -> KillOnDrop {
         .spawn()
         .expect("weir serve starts");
     let stderr = child.stderr.take().expect("stderr");
-    let child = KillOnDrop(child);
     let (tx, rx) = mpsc::channel();
     // Keeps draining after the broker is up, so its logging never blocks on the pipe.
     std::thread::spawn(move || {
@@ -965,6 +963,13 @@ fn serve(args: &[&str]) -> KillOnDrop {
             let _ = tx.send(line.unwrap_or_default());
         }
     });
+    (KillOnDrop(child), rx)
+}
+
+/// `weir serve ARGS` in the background, once it logs that it is listening (or panics
+/// with what it printed if it exits or does not get there in time).
+fn serve(args: &[&str]) -> KillOnDrop {
+    let (child, rx) = spawn_serve(args);
     let deadline = Instant::now() + COMMAND_TIMEOUT;
     let mut seen = String::new();
     loop {
@@ -988,26 +993,14 @@ fn serve(args: &[&str]) -> KillOnDrop {
 fn a_sigterm_while_the_broker_starts_stops_it_cleanly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().to_string_lossy().into_owned();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["serve", "--data-dir", &data, "--listen", "127.0.0.1:0"])
-        .args(["--admin-listen", "off", "--kafka-listen", "none"])
-        .args(["--amqp-listen", "none"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("weir serve starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            if tx.send(line.unwrap_or_default()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut child = KillOnDrop(child);
+    let (mut child, rx) = spawn_serve(&[
+        "--data-dir",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "off",
+    ]);
     let first = rx
         .recv_timeout(COMMAND_TIMEOUT)
         .expect("weir serve logs a first line");
