@@ -9,9 +9,9 @@
 //! With `--group G` the command is a member of consumer group G (a
 //! [`GroupConsumer`]): the broker assigns it partitions of the topics, each starts at the
 //! group's committed offset (`--from` only where there is none), it commits as it goes,
-//! and before it exits (`--count` reached, end of the log, Ctrl-C, closed stdout) it
-//! commits exactly what it printed and leaves the group. The end of the log is defined
-//! in [`GROUP_END`].
+//! and before it exits (`--count` reached, end of the log, Ctrl-C or SIGTERM, closed
+//! stdout) it commits exactly what it printed and leaves the group. The end of the log is
+//! defined in [`GROUP_END`].
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -32,6 +32,7 @@ use weir_client::{
 use crate::UsageError;
 use crate::brokers::BrokerArgs;
 use crate::output::{Format, parse_duration};
+use crate::signals::StopSignals;
 
 mod group_end;
 use group_end::EndOfLog;
@@ -86,8 +87,8 @@ Examples:
       Drain the group: if a crashed member still holds partitions, wait up to 2 minutes
       for the broker to hand them over (exit 1 naming them if it does not).
 
-Exit status: 0 on success (also on Ctrl-C with --group, after committing, and when stdout
-is closed early), 1 if reading failed (also at a stored batch that cannot be decoded,
+Exit status: 0 on success (also on Ctrl-C or SIGTERM with --group, after committing, and
+when stdout is closed early; a second one exits at once with 130 or 143), 1 if reading failed (also at a stored batch that cannot be decoded,
 after the records before it, unless --skip-corrupt), 2 for bad arguments.
 ";
 
@@ -444,17 +445,15 @@ async fn run_group(config: &ConsumeConfig, group: &str, admin: &Admin) -> anyhow
         .subscribe(config.topics.iter().cloned())
         .context("subscribing")?;
 
-    // Ctrl-C ends the loop between polls, so the command can commit and leave; a second
-    // one exits at once.
+    // Ctrl-C (or SIGTERM, from a supervisor) ends the loop between polls, so the command
+    // can commit and leave; a second one exits at once.
     let interrupted = Arc::new(AtomicBool::new(false));
     let flag = interrupted.clone();
+    let mut stop = StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?;
     let signals = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            flag.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
+        stop.recv().await;
+        flag.store(true, Ordering::SeqCst);
+        std::process::exit(stop.recv().await.exit_code());
     });
     let result = group_loop(config, group, admin, &mut consumer, &interrupted).await;
     // What was printed and nothing more: positions were moved back over anything that

@@ -488,11 +488,33 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        // Listened for before the start, which can take seconds: a SIGTERM meanwhile (a
-        // supervisor stopping a broker that is still starting) stops it cleanly as soon
-        // as it has started, instead of killing it half-way (crate::signals).
+        // Listened for before the start, which can take seconds (crate::signals): a
+        // signal meanwhile (a supervisor stopping a broker that is still starting) stops
+        // the broker cleanly as soon as it has started, instead of killing it half-way,
+        // and a second one ends the process at once, for a start that does not finish
+        // (the logs then recover as after a crash).
         let mut signals = StopSignals::listen().context("listening for SIGTERM and Ctrl-C")?;
-        let server = weir_server::start(config).await?;
+        let mut starting = weir_server::start(config);
+        let mut stop_once_started = false;
+        let server = loop {
+            tokio::select! {
+                started = &mut starting => break started?,
+                signal = signals.recv() => {
+                    if stop_once_started {
+                        tracing::warn!("{} received again while starting: exiting now", signal.name());
+                        std::process::exit(signal.exit_code());
+                    }
+                    tracing::info!(
+                        "{} received while starting: stopping once started (again to exit now)",
+                        signal.name()
+                    );
+                    stop_once_started = true;
+                }
+            }
+        };
+        if stop_once_started {
+            return server.shutdown().await;
+        }
         server
             .wait(async move {
                 let signal = signals.recv().await;

@@ -26,6 +26,15 @@ impl StopSignal {
             StopSignal::Terminate => "SIGTERM",
         }
     }
+
+    /// The exit status of a process this signal ended: 128 + its number, as shells
+    /// report it (130 for Ctrl-C, 143 for SIGTERM).
+    pub(crate) fn exit_code(self) -> i32 {
+        128 + match self {
+            StopSignal::Interrupt => libc::SIGINT,
+            StopSignal::Terminate => libc::SIGTERM,
+        }
+    }
 }
 
 /// Listeners for both stop signals.

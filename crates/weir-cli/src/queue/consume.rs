@@ -67,8 +67,7 @@ pub(super) async fn consume(config: ConsumeConfig) -> anyhow::Result<()> {
     let signals = tokio::spawn(async move {
         stop.recv().await;
         flag.store(true, Ordering::SeqCst);
-        stop.recv().await;
-        std::process::exit(130);
+        std::process::exit(stop.recv().await.exit_code());
     });
     let result = consume_loop(&config, &mut consumer, &interrupted).await;
     report(&consumer.take_ack_outcomes());

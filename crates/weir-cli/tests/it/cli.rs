@@ -708,6 +708,59 @@ fn consume_with_a_group_resumes_where_the_previous_run_stopped_and_describe_show
     );
 }
 
+/// A supervisor's SIGTERM ends a following group consumer as Ctrl-C does: it commits
+/// exactly what it printed, leaves the group and exits 0.
+#[test]
+fn a_sigterm_ends_a_following_group_consumer_once_it_commits_what_it_printed() {
+    let broker = Broker::start();
+    broker.ok(&["topic", "create", "jobs", "--partitions", "3"], b"");
+    produce_keyed(&broker, "jobs", 0, 30);
+    let args = ["consume", "jobs", "--group", "workers", "--follow"];
+    let mut child = broker
+        .command(&[&args[..], &["--format", "json"]].concat())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("weir consume starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KillOnDrop(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let mut printed = Vec::new();
+    while printed.len() < 30 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => panic!("printed {} of 30 records: {printed:?}", printed.len()),
+        }
+    }
+    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
+    // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        printed.push(line);
+    }
+    let status = child.0.wait().expect("weir consume exits");
+    let mut stderr = String::new();
+    if let Some(mut err) = child.0.stderr.take() {
+        let _ = err.read_to_string(&mut stderr);
+    }
+    assert!(
+        status.success(),
+        "weir {args:?} ended with {status:?}: {stderr}"
+    );
+    assert_eq!(positions(&json_lines(&printed.join("\n"))).len(), 30);
+    let group = describe_group(&broker, "workers");
+    assert_eq!(offsets_sum(&group, "committed_offset"), 30, "{group}");
+    assert_eq!(group["members"].as_array().expect("members").len(), 0);
+}
+
 #[test]
 fn reset_offsets_is_a_dry_run_unless_execute() {
     let broker = Broker::start();
