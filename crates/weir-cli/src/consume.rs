@@ -88,8 +88,9 @@ Examples:
       for the broker to hand them over (exit 1 naming them if it does not).
 
 Exit status: 0 on success (also on Ctrl-C or SIGTERM with --group, after committing, and
-when stdout is closed early; a second one exits at once with 130 or 143), 1 if reading failed (also at a stored batch that cannot be decoded,
-after the records before it, unless --skip-corrupt), 2 for bad arguments.
+when stdout is closed early; a second signal exits at once with 130 or 143), 1 if reading
+failed (also at a stored batch that cannot be decoded, after the records before it,
+unless --skip-corrupt), 2 for bad arguments.
 ";
 
 /// Read records from a topic and print them.
