@@ -640,15 +640,16 @@ impl<S: LoadedShard> LeaderSlots<S> {
             match outcome {
                 Ok(Some(shard)) => {
                     let took = started.elapsed();
+                    let groups = shard.group_count();
                     tracing::debug!(
                         partition = index,
                         leader_epoch,
-                        held = shard.group_count(),
+                        held = groups,
                         ?took,
                         "coordinating this {name} partition (held: its groups or transactional ids)"
                     );
                     loaded.push((index, leader_epoch));
-                    held += shard.group_count();
+                    held += groups;
                     slowest = slowest.max(took);
                     self.set(index, Some(shard), -1);
                 }

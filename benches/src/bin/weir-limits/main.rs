@@ -832,13 +832,7 @@ fn write_file(
         .with_context(|| format!("create {}", path.display()))?;
     let chunk = pattern(CHUNK_BYTES);
     if how == WriteMode::FdatasyncOverwrite {
-        let mut prepared = 0u64;
-        while prepared < total {
-            let n = chunk_len(total - prepared);
-            file.write_all(&chunk[..n])
-                .with_context(|| format!("write {}", path.display()))?;
-            prepared += n as u64;
-        }
+        write_chunks(&mut file, &path, &chunk, total, None, false)?;
         file.sync_all()
             .with_context(|| format!("fsync {}", path.display()))?;
         // SAFETY: posix_fadvise takes a file descriptor, which `file` keeps open.
@@ -853,23 +847,38 @@ fn write_file(
     }
     let cpu_before = floor::cpu_time()?;
     let started = Instant::now();
-    let deadline = started + max;
-    let mut written = 0u64;
-    while written < total && Instant::now() < deadline {
-        let n = chunk_len(total - written);
-        file.write_all(&chunk[..n])
-            .with_context(|| format!("write {}", path.display()))?;
-        if how != WriteMode::PageCache {
-            file.sync_data()
-                .with_context(|| format!("fdatasync {}", path.display()))?;
-        }
-        written += n as u64;
-    }
+    let sync = how != WriteMode::PageCache;
+    let written = write_chunks(&mut file, &path, &chunk, total, Some(started + max), sync)?;
     let elapsed = started.elapsed();
     let cpu = floor::cpu_time()? - cpu_before;
     drop(file);
     remove_and_settle(dir, &path)?;
     Ok(Measurement::new(limit, total, written, elapsed).with_cpu(cpu, dir))
+}
+
+/// Writes `total` bytes of `chunk` to `file` (at its cursor, `chunk` at a time) or as many
+/// as fit before `deadline`, with an `fdatasync` after each write if `sync`; the bytes
+/// written.
+fn write_chunks(
+    file: &mut File,
+    path: &Path,
+    chunk: &[u8],
+    total: u64,
+    deadline: Option<Instant>,
+    sync: bool,
+) -> anyhow::Result<u64> {
+    let mut written = 0u64;
+    while written < total && deadline.is_none_or(|d| Instant::now() < d) {
+        let n = chunk_len(total - written);
+        file.write_all(&chunk[..n])
+            .with_context(|| format!("write {}", path.display()))?;
+        if sync {
+            file.sync_data()
+                .with_context(|| format!("fdatasync {}", path.display()))?;
+        }
+        written += n as u64;
+    }
+    Ok(written)
 }
 
 /// Deletes a measurement's file, syncs the file system (so nothing of it is still being

@@ -321,12 +321,10 @@ impl RecordBatchBuilder {
         }
         // Records fed in pieces as they were pushed (only ever uncompressed ones), with the
         // rest now; the header region's CRC is combined with it once the header is written.
-        let records_crc = if self.records_crc.is_some() {
+        if self.records_crc.is_some() {
             self.feed_crc();
-            self.records_crc.as_ref().map(|d| d.finalize() as u32)
-        } else {
-            None
-        };
+        }
+        let records_crc = self.records_crc.as_ref().map(|d| d.finalize() as u32);
         let mut batch = if self.compression == Compression::None {
             self.buf
         } else {

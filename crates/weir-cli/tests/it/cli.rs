@@ -365,15 +365,7 @@ fn follow_from_the_end_sees_records_produced_afterwards() {
             .spawn()
             .expect("weir consume starts"),
     );
-    let stdout = consumer.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(consumer.0.stdout.take().expect("stdout"));
     // The consumer positions itself at the end at some point after it starts; produce
     // until a record shows up, so the test never guesses how long that takes.
     let deadline = Instant::now() + COMMAND_TIMEOUT;
@@ -381,7 +373,7 @@ fn follow_from_the_end_sees_records_produced_afterwards() {
         assert!(Instant::now() < deadline, "no record reached the follower");
         broker.ok(&["produce", "live"], b"new\n");
         if let Ok(line) = rx.recv_timeout(LINE_WAIT) {
-            break line.expect("a line");
+            break line;
         }
     };
     let record: Value = serde_json::from_str(&line).expect("JSON");
@@ -723,14 +715,8 @@ fn a_sigterm_ends_a_following_group_consumer_once_it_commits_what_it_printed() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("weir consume starts");
-    let stdout = child.stdout.take().expect("stdout");
+    let rx = lines_of(child.stdout.take().expect("stdout"));
     let mut child = KillOnDrop(child);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
     let deadline = Instant::now() + COMMAND_TIMEOUT;
     let mut printed = Vec::new();
     while printed.len() < 30 {
@@ -740,9 +726,7 @@ fn a_sigterm_ends_a_following_group_consumer_once_it_commits_what_it_printed() {
             Err(_) => panic!("printed {} of 30 records: {printed:?}", printed.len()),
         }
     }
-    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
-    // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    child.terminate();
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         printed.push(line);
     }
@@ -898,15 +882,7 @@ fn a_group_with_live_members_cannot_be_deleted_and_ctrl_c_commits_what_was_print
             .spawn()
             .expect("weir consume starts"),
     );
-    let stdout = follower.0.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(follower.0.stdout.take().expect("stdout"));
     let mut printed = 0;
     let deadline = Instant::now() + COMMAND_TIMEOUT;
     while printed < 10 {
@@ -1008,15 +984,20 @@ fn spawn_serve(args: &[&str]) -> (KillOnDrop, mpsc::Receiver<String>) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("weir serve starts");
-    let stderr = child.stderr.take().expect("stderr");
+    let log = lines_of(child.stderr.take().expect("stderr"));
+    (KillOnDrop(child), log)
+}
+
+/// The lines of a child's output as they come, read by a thread of their own to the end
+/// (so the child never blocks on a full pipe, even when nobody reads them any more).
+fn lines_of(output: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
-    // Keeps draining after the broker is up, so its logging never blocks on the pipe.
     std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
+        for line in BufReader::new(output).lines() {
             let _ = tx.send(line.unwrap_or_default());
         }
     });
-    (KillOnDrop(child), rx)
+    rx
 }
 
 /// `weir serve ARGS` in the background, once it logs that it is listening (or panics
@@ -1057,9 +1038,7 @@ fn a_sigterm_while_the_broker_starts_stops_it_cleanly() {
     let first = rx
         .recv_timeout(COMMAND_TIMEOUT)
         .expect("weir serve logs a first line");
-    let pid = libc::pid_t::try_from(child.0.id()).expect("pid");
-    // SAFETY: kill(2) with the pid of a child this test spawned and has not reaped.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    child.terminate();
     let mut log = vec![first];
     let deadline = Instant::now() + COMMAND_TIMEOUT;
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {

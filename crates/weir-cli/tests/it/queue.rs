@@ -104,14 +104,6 @@ fn runs(outs: &[PathBuf]) -> BTreeMap<String, Vec<Run>> {
     runs
 }
 
-/// Sends SIGTERM (what a supervisor sends) to a worker.
-fn terminate(worker: &KillOnDrop) {
-    let pid = libc::pid_t::try_from(worker.0.id()).expect("a pid");
-    // SAFETY: kill(2) on a child this test started and has not reaped yet.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0, "SIGTERM to {pid}");
-}
-
 fn wait_exit(worker: &mut KillOnDrop, deadline: Instant) -> ExitStatus {
     loop {
         if let Some(status) = worker.0.try_wait().expect("the worker's status") {
@@ -176,7 +168,7 @@ fn two_exec_workers_run_every_task_once_and_retry_the_one_that_failed() {
     }
 
     for worker in &workers {
-        terminate(worker);
+        worker.terminate();
     }
     let deadline = Instant::now() + EXIT_DEADLINE;
     for (worker, log) in workers.iter_mut().zip(&logs) {

@@ -201,6 +201,16 @@ pub fn json_lines(text: &str) -> Vec<Value> {
 /// Kills a child on every exit path of a test.
 pub struct KillOnDrop(pub Child);
 
+impl KillOnDrop {
+    /// Sends SIGTERM (what a supervisor sends) to the child.
+    pub fn terminate(&self) {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("a pid");
+        // SAFETY: kill(2) on a child this test started and has not reaped yet.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to {pid}");
+    }
+}
+
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
