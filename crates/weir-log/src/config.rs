@@ -75,6 +75,11 @@ pub struct LogConfig {
     /// Forget an idempotent producer whose newest batch is older than this (Kafka's
     /// `producer.id.expiration.ms`); a forgotten producer may start at any sequence.
     pub producer_id_expiration: Duration,
+    /// Write the active segment past the page cache (`O_DIRECT`, `storage/direct.rs`)
+    /// when the flush policy syncs on the append path (every-append, group-commit) and
+    /// the file system allows it. Such a log syncs continuously anyway, and writing
+    /// through the page cache would make it pay for every byte twice.
+    pub direct_writes: bool,
 }
 
 impl Default for LogConfig {
@@ -90,11 +95,19 @@ impl Default for LogConfig {
             retention_bytes: None,
             recovery_checkpoint_interval: Duration::from_secs(1),
             producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
+            // PROTOTYPE: toggled by the environment for an A/B measurement.
+            direct_writes: std::env::var_os("WEIR_DIRECT_WRITES").is_some(),
         }
     }
 }
 
 impl LogConfig {
+    /// Whether the active segment is opened for direct writes ([`LogConfig::direct_writes`]).
+    pub(crate) fn writes_direct(&self) -> bool {
+        self.direct_writes
+            && matches!(self.flush, FlushPolicy::EveryAppend | FlushPolicy::GroupCommit)
+    }
+
     /// Checks the values against their limits; a bad configuration is refused at open.
     pub fn validate(&self) -> Result<(), String> {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {

@@ -21,7 +21,7 @@ use crate::index::Index;
 use crate::log::{Inner, remove_segment_files};
 use crate::producers::ProducerStates;
 use crate::segment::{self, IndexCursor, Segment};
-use crate::storage::Storage;
+use crate::storage::{DIRECT_BLOCK, Storage};
 use crate::storage::StorageFile;
 use crate::txn_index::{Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
@@ -72,6 +72,21 @@ pub(crate) fn scan(
             read_chunk(file, path, pos, end, SCAN_CHUNK_BYTES, &mut buf)?;
             buf_start = pos;
             have = buf.len();
+        }
+        if padding_may_start(pos, end) {
+            if buf_start + (buf.len() as u64) < end {
+                read_chunk(file, path, pos, end, DIRECT_BLOCK as usize, &mut buf)?;
+                buf_start = pos;
+                have = buf.len();
+            }
+            let at = (pos - buf_start) as usize;
+            if buf[at..].iter().all(|&b| b == 0) {
+                // What a direct write leaves past its data (`storage/direct.rs`): the
+                // segment ends here, whole. A torn write of the page cache can leave
+                // zeros too; they are cut as padding is, and what they replaced was
+                // never synced.
+                break;
+            }
         }
         let at = (pos - buf_start) as usize;
         let len = match batch::framed_len(&buf[at..]) {
@@ -147,6 +162,12 @@ pub(crate) fn scan(
         next_offset,
         problem: None,
     })
+}
+
+/// Whether the rest of a segment, `pos` to `end`, could be a direct write's padding:
+/// less than a block, ending at a block boundary.
+fn padding_may_start(pos: u64, end: u64) -> bool {
+    end % DIRECT_BLOCK == 0 && end - pos < DIRECT_BLOCK
 }
 
 fn read_chunk(
@@ -482,6 +503,10 @@ pub(crate) fn recover(
             file.set_len(end.valid_end).map_err(io(&seg.log_path))?;
             seg.size = end.valid_end;
             cut_at = Some(base);
+        } else if end.valid_end < seg.size {
+            // A direct write's padding: the segment is whole, only its file is longer.
+            file.set_len(end.valid_end).map_err(io(&seg.log_path))?;
+            seg.size = end.valid_end;
         }
         if !is_last && cut_at.is_none() {
             // A closed segment past the recovery point may hold bytes a roll never
@@ -604,8 +629,7 @@ fn open_for_recovery(
     trusted: Option<RecoveryPoint>,
     create: bool,
 ) -> Result<bool, OpenError> {
-    let file = storage
-        .open(&seg.log_path, create)
+    let file = segment::open_active(storage, &seg.log_path, create, config)
         .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
     let cap = Some(u64::from(config.index_max_bytes));
     let point = trusted.unwrap_or(RecoveryPoint::empty(seg.base_offset));

@@ -141,8 +141,7 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<Segment, OpenError> {
         let mut seg = Segment::closed(dir, base_offset, 0);
-        let file = storage
-            .open(&seg.log_path, true)
+        let file = open_active(storage, &seg.log_path, true, config)
             .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
         file.set_len(0)
             .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
@@ -302,9 +301,36 @@ impl Segment {
             || self.txn.as_ref().is_some_and(TxnIndex::is_full)
     }
 
+    /// Cuts the zeros a direct write may leave past the data (`storage/direct.rs`) off a
+    /// segment that takes no more appends, so that its file's size is its data's once
+    /// more: a closed segment's size is read from the directory when the log opens.
+    /// Returns whether there was anything to cut, which then wants a sync.
+    pub(crate) fn cut_padding(&self) -> std::io::Result<bool> {
+        let file = &self.files().file;
+        if file.size()? <= self.size {
+            return Ok(false);
+        }
+        file.set_len(self.size)?;
+        Ok(true)
+    }
+
     /// Newest timestamp in the segment, if it holds any batch (segment must be open).
     pub(crate) fn max_timestamp(&self) -> Option<i64> {
         (self.cursor.max_timestamp != i64::MIN).then_some(self.cursor.max_timestamp)
+    }
+}
+
+/// Opens an active segment's `.log` file, for direct writes where the config asks
+/// ([`LogConfig::writes_direct`]).
+pub(crate) fn open_active(
+    storage: &dyn Storage,
+    path: &Path,
+    create: bool,
+    config: &LogConfig,
+) -> std::io::Result<Arc<dyn StorageFile>> {
+    match config.writes_direct() {
+        true => storage.open_direct(path, create),
+        false => storage.open(path, create),
     }
 }
 

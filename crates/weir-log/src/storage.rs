@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rustix::buffer::spare_capacity;
 
+mod direct;
+
+pub use direct::{BLOCK as DIRECT_BLOCK, STAGING_BYTES as DIRECT_STAGING_BYTES};
+
 /// Name of the lock file [`lock_dir`] holds in a directory.
 pub const LOCK_FILE: &str = ".lock";
 
@@ -55,6 +59,13 @@ pub fn lock_dir(dir: &Path, in_use: &'static str) -> io::Result<File> {
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Opens `path` for reading and writing, creating it if `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// [`Storage::open`] for an active segment's `.log` file that is written past the page
+    /// cache where the file system allows (`storage/direct.rs`): every write reaches the
+    /// disk before it returns, and may leave zeros up to the next [`DIRECT_BLOCK`]
+    /// boundary after its end. The default is [`Storage::open`].
+    fn open_direct(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        self.open(path, create)
+    }
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes directory entries (creations, renames, removals) durable.
@@ -187,6 +198,12 @@ impl Storage for FileStorage {
             .create(create)
             .open(path)?;
         Ok(Arc::new(OsFile(file)))
+    }
+    fn open_direct(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        match direct::open(path, create)? {
+            Some(file) => Ok(Arc::new(file)),
+            None => self.open(path, create),
+        }
     }
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         fs::remove_file(path)

@@ -95,6 +95,9 @@ impl Log {
             file: active.files().file.clone(),
             path: active.log_path.clone(),
         };
+        let cut = active
+            .cut_padding()
+            .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
         recovery::seal(active).map_err(open_to_maintenance)?;
         inner.segments.insert(next, Box::new(seg));
         self.storage
@@ -105,9 +108,10 @@ impl Log {
             "producer-state snapshot",
         )?;
         let mut flush = self.flush_state();
-        if flush.generation == inner.generation && flush.flushed_offset >= next {
+        if !cut && flush.generation == inner.generation && flush.flushed_offset >= next {
             // Its data was synced already (every-append, or a group commit that
-            // caught up): the new segment's start is a valid recovery point.
+            // caught up): the new segment's start is a valid recovery point. A cut
+            // padding's new size is not synced yet: the next flush syncs it first.
             drop(flush);
             unless_full(self.write_recovery_point(inner), "recovery point")?;
         } else {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Rng, base_seed, segment_files};
+use common::{Rng, base_seed, copy_dir, segment_files};
 use proptest::prelude::*;
 use weir_log::storage::{FaultPlan, FaultyStorage};
 use weir_log::{
@@ -748,15 +748,6 @@ fn crash_fixture(dir: &Path, keys: u64) {
     }
     append(&log, &[kv("last", "x")], 1000, Compression::None);
     log.close().unwrap();
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_name() != ".lock" {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// Compaction runs with `now = 5000` and a retention of 1 s: the tombstone (time 20) is

@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Rng, base_seed, try_read_all};
+use common::{Rng, base_seed, copy_dir, try_read_all};
 use weir_log::{Compression, FlushPolicy, Log, LogConfig, Record, RecordBatchBuilder};
 
 /// Set in the child's environment to `<policy>:<iteration>:<log dir>`.
@@ -188,14 +188,6 @@ fn parse_ack(line: &str) -> Option<(i64, u64, u64, u64, u64)> {
         f[4].parse().ok()?,
         f[5].parse().ok()?,
     ))
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 /// Checks the log in `dir` against everything ever acknowledged.

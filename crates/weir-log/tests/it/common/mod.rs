@@ -175,3 +175,15 @@ pub fn segment_files(dir: &Path) -> Vec<(i64, PathBuf)> {
     segs.sort();
     segs
 }
+
+/// Copies the files of `from` into `to` (created if missing), leaving out the lock file: a
+/// crash image of a log that is still open, to open beside it.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != ".lock" {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}

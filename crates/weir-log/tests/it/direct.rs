@@ -1,0 +1,127 @@
+//! A log whose active segment is written past the page cache (`LogConfig::direct_writes`,
+//! `storage/direct.rs`): the records come back across rolls, a clean reopen and a crash
+//! image, and the zeros a direct write leaves after its data never reach a reader.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::{copy_dir, read_all, segment_files, sized_batch};
+use weir_log::{FlushPolicy, Log, LogConfig};
+
+fn config(flush: FlushPolicy) -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        index_interval_bytes: 1024,
+        index_max_bytes: 64 * 1024,
+        flush,
+        retention_age: None,
+        recovery_checkpoint_interval: Duration::ZERO,
+        direct_writes: true,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends batches of 1..=7 records of 1..=700 bytes (so batches end anywhere in a block)
+/// and waits for each to be durable; returns the record count.
+fn fill(log: &Log, batches: usize) -> usize {
+    let mut records = 0;
+    for i in 0..batches {
+        let n = 1 + i % 7;
+        let mut b = sized_batch(n, 1 + (i * 97) % 700, i as i64);
+        let info = log.append(&mut b, -1).unwrap();
+        log.wait_durable(info.last_offset).unwrap();
+        records += n;
+    }
+    records
+}
+
+/// The length of `file` as its batches frame it (each batch: an 8-byte base offset, a
+/// 4-byte length, that many bytes), checked to end exactly at the file's end.
+fn framed_len(file: &std::path::Path) -> u64 {
+    let bytes = std::fs::read(file).unwrap();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
+        assert!(len > 0, "{}: a zero length at byte {pos}", file.display());
+        pos += 12 + len;
+    }
+    assert_eq!(pos, bytes.len(), "{}: batches end at the file's end", file.display());
+    pos as u64
+}
+
+fn lengths(log: &Log, from: i64) -> Vec<(i64, usize)> {
+    read_all(log, from)
+        .iter()
+        .map(|s| (s.offset, s.value.len()))
+        .collect()
+}
+
+#[test]
+fn direct_writes_come_back_across_rolls_a_reopen_and_a_crash() {
+    for flush in [FlushPolicy::GroupCommit, FlushPolicy::EveryAppend] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let log = Log::open(&path, config(flush)).unwrap();
+        let records = fill(&log, 300);
+        let written = lengths(&log, 0);
+        assert_eq!(written.len(), records, "{flush:?}");
+        let segments = segment_files(&path);
+        assert!(segments.len() > 3, "{flush:?}: segments roll: {}", segments.len());
+        // A rolled segment's file holds its batches and no padding.
+        for (_, closed) in &segments[..segments.len() - 1] {
+            framed_len(closed);
+        }
+
+        // The active segment's file ends in its last write's padding; a copy of the
+        // directory now is what a crash would leave.
+        let (_, active) = segments.last().unwrap();
+        let active_len = std::fs::metadata(active).unwrap().len();
+        assert_eq!(active_len % 4096, 0, "{flush:?}: the active file ends at a block");
+        let crash = tempfile::tempdir().unwrap();
+        copy_dir(&path, crash.path());
+        let recovered = Log::open(crash.path(), config(flush)).unwrap();
+        assert_eq!(lengths(&recovered, 0), written, "{flush:?}: after a crash");
+        // Appends go on after the padding was cut, with nothing between.
+        let more = fill(&recovered, 20);
+        let after = lengths(&recovered, 0);
+        assert_eq!(after.len(), records + more, "{flush:?}");
+        assert!(after.iter().enumerate().all(|(i, (o, _))| *o == i as i64));
+        recovered.close().unwrap();
+
+        // Closed segments' files hold their data only: a clean reopen reads them whole.
+        log.close().unwrap();
+        let reopened = Log::open(&path, config(flush)).unwrap();
+        assert_eq!(lengths(&reopened, 0), written, "{flush:?}: after a reopen");
+        fill(&reopened, 5);
+        assert_eq!(lengths(&reopened, 0).len(), records + 15, "{flush:?}");
+    }
+}
+
+/// A crash between a roll and the sync of the rolled segment's new size can leave a
+/// closed segment with its last write's padding; recovery reads it as the segment's end,
+/// not as a torn batch (which would drop every later segment with it).
+#[test]
+fn a_closed_segment_left_padded_by_a_crash_keeps_the_segments_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let log = Log::open(&path, config(FlushPolicy::GroupCommit)).unwrap();
+    let records = fill(&log, 300);
+    let written = lengths(&log, 0);
+    log.close().unwrap();
+    let segments = segment_files(&path);
+    assert!(segments.len() > 3);
+    // The second segment padded as its last direct write left it, and no recovery point,
+    // so that recovery scans every segment.
+    let padded = &segments[1].1;
+    let len = framed_len(padded);
+    let file = std::fs::OpenOptions::new().write(true).open(padded).unwrap();
+    file.set_len(len.next_multiple_of(4096)).unwrap();
+    std::fs::remove_file(path.join("recovery-point.checkpoint")).unwrap();
+
+    let log = Log::open(&path, config(FlushPolicy::GroupCommit)).unwrap();
+    assert_eq!(lengths(&log, 0).len(), records);
+    assert_eq!(lengths(&log, 0), written);
+    assert_eq!(framed_len(padded), len, "the padding is cut");
+    assert_eq!(segment_files(&path).len(), segments.len());
+}
