@@ -1,5 +1,5 @@
 # Shared by the bench scripts that run one `weir serve` of their own (sourced, not run):
-# compare-idempotence.sh, compare-transactions.sh, partition-spread.sh and
+# compare-idempotence.sh, compare-transactions.sh, compare-direct.sh, partition-spread.sh and
 # idle-connections.sh.
 #
 # start_broker WEIR DATA_DIR ADDRESS LOG [SERVE_ARGS...]

@@ -77,8 +77,9 @@ pub struct LogConfig {
     pub producer_id_expiration: Duration,
     /// Write the active segment past the page cache (`O_DIRECT`, `storage/direct.rs`)
     /// when the flush policy syncs on the append path (every-append, group-commit) and
-    /// the file system allows it. Such a log syncs continuously anyway, and writing
-    /// through the page cache would make it pay for every byte twice.
+    /// the file system allows it. Such a log syncs continuously anyway, and through the
+    /// page cache it pays for every byte twice; but readers of fresh records then read
+    /// them from the disk. Off by default (a topic's `write.direct`).
     pub direct_writes: bool,
 }
 
@@ -95,8 +96,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             recovery_checkpoint_interval: Duration::from_secs(1),
             producer_id_expiration: DEFAULT_PRODUCER_ID_EXPIRATION,
-            // PROTOTYPE: toggled by the environment for an A/B measurement.
-            direct_writes: std::env::var_os("WEIR_DIRECT_WRITES").is_some(),
+            direct_writes: false,
         }
     }
 }
@@ -105,7 +105,10 @@ impl LogConfig {
     /// Whether the active segment is opened for direct writes ([`LogConfig::direct_writes`]).
     pub(crate) fn writes_direct(&self) -> bool {
         self.direct_writes
-            && matches!(self.flush, FlushPolicy::EveryAppend | FlushPolicy::GroupCommit)
+            && matches!(
+                self.flush,
+                FlushPolicy::EveryAppend | FlushPolicy::GroupCommit
+            )
     }
 
     /// Checks the values against their limits; a bad configuration is refused at open.

@@ -21,8 +21,8 @@ use crate::index::Index;
 use crate::log::{Inner, remove_segment_files};
 use crate::producers::ProducerStates;
 use crate::segment::{self, IndexCursor, Segment};
-use crate::storage::{DIRECT_BLOCK, Storage};
 use crate::storage::StorageFile;
+use crate::storage::{DIRECT_BLOCK, Storage};
 use crate::txn_index::{Loaded, TXN_INDEX_SUFFIX, TxnIndex};
 
 /// Bytes read per scan step; batches larger than this are read on their own.
@@ -167,7 +167,7 @@ pub(crate) fn scan(
 /// Whether the rest of a segment, `pos` to `end`, could be a direct write's padding:
 /// less than a block, ending at a block boundary.
 fn padding_may_start(pos: u64, end: u64) -> bool {
-    end % DIRECT_BLOCK == 0 && end - pos < DIRECT_BLOCK
+    end.is_multiple_of(DIRECT_BLOCK) && end - pos < DIRECT_BLOCK
 }
 
 fn read_chunk(

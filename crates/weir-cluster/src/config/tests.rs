@@ -31,6 +31,7 @@ fn defaults_parse_and_match_the_log_defaults() {
     );
     assert_eq!(effective.min_insync_replicas, 1);
     assert!(!effective.unclean_leader_election);
+    assert!(!effective.log.direct_writes);
 }
 
 #[test]
@@ -38,11 +39,13 @@ fn replication_keys_parse_and_bad_values_are_refused() {
     let config = TopicConfig::new(map(&[
         (MIN_INSYNC_REPLICAS, "2"),
         (UNCLEAN_LEADER_ELECTION_ENABLE, "true"),
+        (WRITE_DIRECT, "true"),
     ]))
     .unwrap();
     let effective = config.effective().unwrap();
     assert_eq!(effective.min_insync_replicas, 2);
     assert!(effective.unclean_leader_election);
+    assert!(effective.log.direct_writes);
     for (k, v, expected) in [
         (MIN_INSYNC_REPLICAS, "0", "a positive integer"),
         (MIN_INSYNC_REPLICAS, "-1", "a positive integer"),
@@ -50,6 +53,7 @@ fn replication_keys_parse_and_bad_values_are_refused() {
         (MIN_INSYNC_REPLICAS, "two", "a positive integer"),
         (UNCLEAN_LEADER_ELECTION_ENABLE, "True", "true or false"),
         (UNCLEAN_LEADER_ELECTION_ENABLE, "1", "true or false"),
+        (WRITE_DIRECT, "yes", "true or false"),
     ] {
         let err = TopicConfig::new(map(&[(k, v)])).unwrap_err().to_string();
         assert!(err.contains(k) && err.contains(expected), "{k}={v}: {err}");
@@ -181,7 +185,7 @@ fn every_kafka_topic_key_is_accepted_and_checked_as_kafka_checks_it() {
     let ours: Vec<&str> = CONFIG_KEYS
         .iter()
         .map(|k| k.name)
-        .filter(|n| *n != FLUSH_POLICY)
+        .filter(|n| ![FLUSH_POLICY, WRITE_DIRECT].contains(n))
         .collect();
     assert_eq!(ours, KAFKA_4_TOPIC_KEYS);
     // Each key set to its own default, all at once, is a valid configuration.

@@ -46,7 +46,12 @@ fn framed_len(file: &std::path::Path) -> u64 {
         assert!(len > 0, "{}: a zero length at byte {pos}", file.display());
         pos += 12 + len;
     }
-    assert_eq!(pos, bytes.len(), "{}: batches end at the file's end", file.display());
+    assert_eq!(
+        pos,
+        bytes.len(),
+        "{}: batches end at the file's end",
+        file.display()
+    );
     pos as u64
 }
 
@@ -67,7 +72,11 @@ fn direct_writes_come_back_across_rolls_a_reopen_and_a_crash() {
         let written = lengths(&log, 0);
         assert_eq!(written.len(), records, "{flush:?}");
         let segments = segment_files(&path);
-        assert!(segments.len() > 3, "{flush:?}: segments roll: {}", segments.len());
+        assert!(
+            segments.len() > 3,
+            "{flush:?}: segments roll: {}",
+            segments.len()
+        );
         // A rolled segment's file holds its batches and no padding.
         for (_, closed) in &segments[..segments.len() - 1] {
             framed_len(closed);
@@ -77,7 +86,11 @@ fn direct_writes_come_back_across_rolls_a_reopen_and_a_crash() {
         // directory now is what a crash would leave.
         let (_, active) = segments.last().unwrap();
         let active_len = std::fs::metadata(active).unwrap().len();
-        assert_eq!(active_len % 4096, 0, "{flush:?}: the active file ends at a block");
+        assert_eq!(
+            active_len % 4096,
+            0,
+            "{flush:?}: the active file ends at a block"
+        );
         let crash = tempfile::tempdir().unwrap();
         copy_dir(&path, crash.path());
         let recovered = Log::open(crash.path(), config(flush)).unwrap();
@@ -115,7 +128,10 @@ fn a_closed_segment_left_padded_by_a_crash_keeps_the_segments_after_it() {
     // so that recovery scans every segment.
     let padded = &segments[1].1;
     let len = framed_len(padded);
-    let file = std::fs::OpenOptions::new().write(true).open(padded).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(padded)
+        .unwrap();
     file.set_len(len.next_multiple_of(4096)).unwrap();
     std::fs::remove_file(path.join("recovery-point.checkpoint")).unwrap();
 

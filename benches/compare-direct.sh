@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Direct writes against the page cache (a topic's `write.direct`, docs/storage-format.md
+# § Direct writes): `weir bench produce` of GB gigabytes of 1 KiB records in batches of
+# 1,000, at acks=leader (row 3) and acks=all (row 4), onto a group-commit topic with
+# write.direct false ("page") and true ("direct"), and with CONSUME=1 also 100 B records
+# produced (row 1) and then consumed from the start (row 2, the fresh records a tailing
+# consumer reads). A fresh broker and data directory per row set, the page cache dropped
+# before each (where the script may), the order alternating by round. Each line: round,
+# mode, row, record size, records/s, the broker's CPU seconds per GB, the bench client's
+# CPU seconds; then the medians and paired direct/page ratios.
+#
+# Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
+# Environment: ROUNDS [3], GB [1], CONSUME [unset], PORT [17610],
+#              WORK [${TMPDIR:-/tmp}/weir-direct] (the disk under test)
+set -euo pipefail
+export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
+cd "$(dirname "$0")/.."
+W="${1:-target/release/weir}"
+ROUNDS="${ROUNDS:-3}"
+GB="${GB:-1}"
+PORT="${PORT:-17610}"
+WORK="${WORK:-${TMPDIR:-/tmp}/weir-direct}"
+B="127.0.0.1:$PORT"
+# shellcheck source=benches/one-broker.sh
+. benches/one-broker.sh
+rm -rf "$WORK" && mkdir -p "$WORK"
+BROKER=
+trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
+
+fresh_broker() {
+    if [ -n "$BROKER" ]; then kill "$BROKER"; wait "$BROKER" 2>/dev/null || true; fi
+    rm -rf "$WORK/data"
+    sync
+    { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null ||
+        echo "cannot drop the page cache (not root): rows start from whatever it holds" >&2
+    start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off
+}
+
+# row ROUND MODE ROW SIZE
+row() {
+    local round="$1" mode="$2" row="$3" size="$4" what=produce topic="r$3" extra
+    local records=$((GB * 1000000000 / size)) before after
+    extra=(--acks leader --batch-bytes $((1000 * size)) --topic-config "write.direct=$([ "$mode" = direct ] && echo true || echo false)")
+    case "$row" in
+        2) what=consume topic=r1 extra=() ;;
+        4) extra[1]=all ;;
+    esac
+    before="$(broker_ticks)"
+    /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" timeout 600 "$W" bench "$what" --brokers "$B" \
+        --topic "$topic" --partitions 1 --record-size "$size" --count "$records" "${extra[@]}" \
+        --format json >"$WORK/bench.out" 2>>"$WORK/bench.log"
+    after="$(broker_ticks)"
+    echo "$round $mode $row $size $(tail -1 "$WORK/bench.out" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["records_per_sec"])') $(
+        python3 -c "print(round(($after - $before) / $TICK / $GB, 3))") $(
+        awk '{ print $1 + $2 }' "$WORK/client.cpu")" | tee -a "$WORK/results.txt"
+}
+
+: >"$WORK/results.txt"
+for round in $(seq 1 "$ROUNDS"); do
+    if [ $((round % 2)) = 1 ]; then order="page direct"; else order="direct page"; fi
+    for mode in $order; do
+        if [ -n "${CONSUME:-}" ]; then
+            fresh_broker && row "$round" "$mode" 1 100 && row "$round" "$mode" 2 100
+        fi
+        fresh_broker && row "$round" "$mode" 3 1024
+        fresh_broker && row "$round" "$mode" 4 1024
+    done
+done
+python3 - "$WORK/results.txt" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    round_, mode, row, size, rate, cpu, _client = line.split()
+    runs[(round_, mode, row)] = (float(rate), float(cpu))
+for row in sorted({r for _, _, r in runs}):
+    rounds = sorted({r for r, _, w in runs if w == row}, key=int)
+    med = lambda mode, i: statistics.median(runs[(r, mode, row)][i] for r in rounds)
+    ratios = [runs[(r, "direct", row)][0] / runs[(r, "page", row)][0] for r in rounds]
+    print(f"row {row}: page {med('page', 0):,.0f} rec/s at {med('page', 1):.2f} CPU s/GB, "
+          f"direct {med('direct', 0):,.0f} at {med('direct', 1):.2f}; direct/page "
+          f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+PY
