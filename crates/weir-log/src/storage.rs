@@ -17,7 +17,7 @@ use rustix::buffer::spare_capacity;
 
 mod direct;
 
-pub use direct::{BLOCK as DIRECT_BLOCK, STAGING_BYTES as DIRECT_STAGING_BYTES};
+pub use direct::BLOCK as DIRECT_BLOCK;
 
 /// Name of the lock file [`lock_dir`] holds in a directory.
 pub const LOCK_FILE: &str = ".lock";

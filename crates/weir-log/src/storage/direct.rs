@@ -272,7 +272,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
 
         /// Whatever the sizes of the writes and wherever cuts and reopens fall, the file
         /// reads back as the bytes written, and past them holds only zeros, less than a
