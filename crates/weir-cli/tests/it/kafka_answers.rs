@@ -79,8 +79,8 @@ fn kafka_topic_configs_are_accepted_described_and_checked() {
         assert_eq!(seen["refused"][key], "INVALID_CONFIG", "{seen}");
     }
     assert_eq!(
-        seen["keys"], 34,
-        "Kafka 4.0's 33 topic keys and flush.policy: {seen}"
+        seen["keys"], 35,
+        "Kafka 4.0's 33 topic keys, flush.policy and write.direct: {seen}"
     );
 }
 
