@@ -56,6 +56,13 @@ impl Log {
     /// writes the producer snapshot and the recovery point at the log end, so that the
     /// checkpoints on disk describe the log exactly (what close and park both leave).
     pub(super) fn settle_locked(&self, inner: &mut Inner) -> Result<(), MaintenanceError> {
+        // A direct write's padding is cut first, so that the file ends where the point
+        // will say: the next open then finds the log at its end and leaves it parked,
+        // with no scan (under many partitions, no descriptor either).
+        let active = inner.active();
+        active
+            .cut_padding()
+            .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
         self.sync_rolled_locked(inner)?;
         let end = inner.next_offset;
         let synced = {

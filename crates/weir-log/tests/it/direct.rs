@@ -102,9 +102,12 @@ fn direct_writes_come_back_across_rolls_a_reopen_and_a_crash() {
         assert!(after.iter().enumerate().all(|(i, (o, _))| *o == i as i64));
         recovered.close().unwrap();
 
-        // Closed segments' files hold their data only: a clean reopen reads them whole.
+        // A clean close cuts the active file's padding too, so a reopen finds the log at
+        // its recovery point and leaves it parked (no scan, no open file).
         log.close().unwrap();
+        framed_len(active);
         let reopened = Log::open(&path, config(flush)).unwrap();
+        assert!(reopened.is_parked(), "{flush:?}: opened at its end");
         assert_eq!(lengths(&reopened, 0), written, "{flush:?}: after a reopen");
         fill(&reopened, 5);
         assert_eq!(lengths(&reopened, 0).len(), records + 15, "{flush:?}");
