@@ -25,10 +25,10 @@ B="127.0.0.1:$PORT"
 . benches/one-broker.sh
 rm -rf "$WORK" && mkdir -p "$WORK"
 BROKER=
-trap 'kill "$BROKER" 2>/dev/null; wait "$BROKER" 2>/dev/null || true' EXIT
+trap stop_broker EXIT
 
 fresh_broker() {
-    if [ -n "$BROKER" ]; then kill "$BROKER"; wait "$BROKER" 2>/dev/null || true; fi
+    stop_broker
     rm -rf "$WORK/data"
     sync
     { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null ||

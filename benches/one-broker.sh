@@ -7,6 +7,9 @@
 #     LOG, sets BROKER to its pid, and waits up to 10 s for its health check; if it does
 #     not answer, says so with the log's tail and exits the script. The caller's EXIT
 #     trap stops it (kill "$BROKER").
+# stop_broker
+#     Stops the broker start_broker started, if any, and waits for it (an EXIT trap's
+#     action, or before starting a fresh one).
 # broker_ticks
 #     The broker's user + system CPU so far, in clock ticks (TICK of them a second).
 # shellcheck shell=bash
@@ -25,6 +28,14 @@ start_broker() {
     echo "the broker did not answer its health check within 10 s; $log ends:" >&2
     tail -n 5 "$log" >&2
     exit 1
+}
+
+stop_broker() {
+    if [ -n "${BROKER:-}" ]; then
+        kill "$BROKER" 2>/dev/null || true
+        wait "$BROKER" 2>/dev/null || true
+        BROKER=
+    fi
 }
 
 broker_ticks() { awk '{ print $14 + $15 }' "/proc/$BROKER/stat"; }

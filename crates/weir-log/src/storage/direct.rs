@@ -26,7 +26,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -123,7 +123,7 @@ impl DirectFile {
                 filled += n;
                 src = &src[n..];
                 if filled == STAGING_BYTES {
-                    self.write_blocks(&buf[..STAGING_BYTES], at)?;
+                    self.direct.write_all_at(&buf[..STAGING_BYTES], at)?;
                     at += STAGING_BYTES as u64;
                     filled = 0;
                 }
@@ -134,7 +134,7 @@ impl DirectFile {
         if filled > 0 {
             let padded = last_block + if partial > 0 { BLOCK as usize } else { 0 };
             buf[filled..padded].fill(0);
-            self.write_blocks(&buf[..padded], at)?;
+            self.direct.write_all_at(&buf[..padded], at)?;
         }
         tail.end = at + filled as u64;
         let mut block = kept.unwrap_or_default();
@@ -157,22 +157,6 @@ impl DirectFile {
                 Err(e) => return Err(e.into()),
             }
         }
-    }
-
-    /// One direct write of whole blocks.
-    fn write_blocks(&self, mut buf: &[u8], mut pos: u64) -> io::Result<()> {
-        while !buf.is_empty() {
-            match rustix::io::pwrite(&self.direct, buf, pos) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    buf = &buf[n..];
-                    pos += n as u64;
-                }
-                Err(rustix::io::Errno::INTR) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{copy_dir, read_all, segment_files, sized_batch};
+use common::{batches_in, copy_dir, read_all, segment_files, sized_batch};
 use weir_log::{FlushPolicy, Log, LogConfig};
 
 fn config(flush: FlushPolicy) -> LogConfig {
@@ -36,23 +36,17 @@ fn fill(log: &Log, batches: usize) -> usize {
     records
 }
 
-/// The length of `file` as its batches frame it (each batch: an 8-byte base offset, a
-/// 4-byte length, that many bytes), checked to end exactly at the file's end.
+/// The length of `file`'s batches, checked to end exactly at the file's end (no padding).
 fn framed_len(file: &std::path::Path) -> u64 {
     let bytes = std::fs::read(file).unwrap();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let len = u32::from_be_bytes(bytes[pos + 8..pos + 12].try_into().unwrap()) as usize;
-        assert!(len > 0, "{}: a zero length at byte {pos}", file.display());
-        pos += 12 + len;
-    }
+    let end = batches_in(&bytes).last().map_or(0, |b| b.position + b.len);
     assert_eq!(
-        pos,
-        bytes.len(),
+        end,
+        bytes.len() as u64,
         "{}: batches end at the file's end",
         file.display()
     );
-    pos as u64
+    end
 }
 
 fn lengths(log: &Log, from: i64) -> Vec<(i64, usize)> {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{Rng, base_seed, segment_files, try_read_all};
+use common::{Rng, base_seed, batches_in, segment_files, try_read_all};
 use weir_log::storage::{FaultPlan, FaultyStorage, FileStorage, Storage, StorageFile};
 use weir_log::{
     AppendError, Compression, FlushPolicy, Log, LogConfig, MaintenanceError, ReadError, Record,
@@ -522,31 +522,6 @@ fn failed_in_a_checkpoint_write(e: &str) -> bool {
 // Bit flips
 
 /// A batch as it lies in a segment file.
-#[derive(Debug, Clone, Copy)]
-struct OnDisk {
-    position: u64,
-    len: u64,
-    base: i64,
-    last: i64,
-}
-
-fn batches_in(bytes: &[u8]) -> Vec<OnDisk> {
-    let mut out = Vec::new();
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let h = weir_log::BatchHeader::parse(&bytes[pos..]);
-        let len = h.total_bytes();
-        out.push(OnDisk {
-            position: pos as u64,
-            len: len as u64,
-            base: h.base_offset,
-            last: h.last_offset(),
-        });
-        pos += len;
-    }
-    out
-}
-
 fn flip_config() -> LogConfig {
     LogConfig {
         segment_bytes: 4096,

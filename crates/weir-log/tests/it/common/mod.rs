@@ -187,3 +187,41 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// One batch of a segment file as [`batches_in`] found it.
+#[derive(Debug, Clone, Copy)]
+pub struct OnDisk {
+    pub position: u64,
+    pub len: u64,
+    pub base: i64,
+    pub last: i64,
+}
+
+/// The batches a segment file's `bytes` hold back to back, from its start to its end;
+/// panics naming the position where what follows is not a whole batch (too short for a
+/// header, not magic 2, or longer than the file), such as zeros past the data.
+pub fn batches_in(bytes: &[u8]) -> Vec<OnDisk> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < bytes.len() {
+        assert!(
+            bytes.len() - pos >= weir_log::batch::HEADER_BYTES,
+            "{} bytes at {pos} are too few for a batch header",
+            bytes.len() - pos
+        );
+        let h = weir_log::BatchHeader::parse(&bytes[pos..]);
+        let len = h.total_bytes();
+        assert!(
+            h.magic == 2 && pos + len <= bytes.len(),
+            "no whole batch at byte {pos}: {h:?}"
+        );
+        out.push(OnDisk {
+            position: pos as u64,
+            len: len as u64,
+            base: h.base_offset,
+            last: h.last_offset(),
+        });
+        pos += len;
+    }
+    out
+}
