@@ -29,9 +29,11 @@
 //!   prefer. A TLS record carries at most 16 KiB, so this is what every byte of a TLS
 //!   connection costs each end at best: the figure TLS's share of the data path is read
 //!   against (BENCHMARKS.md § TLS on the data path).
-//! - `recv_append`, `recv_append_fdatasync`, `recv_append_direct` and `sendfile_send`:
-//!   the kernel's floor under a broker's produce (bytes received from a loopback socket
-//!   and appended to a file, with and without `fdatasync`, or with `O_DIRECT`) and consume (a file sent to a socket with `sendfile`),
+//! - `recv_append`, `recv_append_fdatasync`, `recv_append_sync_thread`,
+//!   `recv_append_direct` and `sendfile_send`: the kernel's floor under a broker's produce
+//!   (bytes received from a loopback socket and appended to a file, without `fdatasync`,
+//!   with it in turn or from a second thread, or with `O_DIRECT`) and consume (a file sent
+//!   to a socket with `sendfile`),
 //!   each also as CPU seconds per GB of the process doing the broker's part (`floor.rs`):
 //!   what the broker's own CPU per GB is read against.
 //!
@@ -212,6 +214,8 @@ enum Limit {
     RecvAppend,
     #[value(name = "recv_append_fdatasync")]
     RecvAppendFdatasync,
+    #[value(name = "recv_append_sync_thread")]
+    RecvAppendSyncThread,
     #[value(name = "recv_append_direct")]
     RecvAppendDirect,
     #[value(name = "sendfile_send")]
@@ -227,12 +231,13 @@ enum Limit {
 impl Limit {
     /// Every limit, in the order they run: the synced writes before the unsynced ones, so
     /// the page cache writes leave no writeback behind for the fdatasync to wait on.
-    const ALL: [Limit; 12] = [
+    const ALL: [Limit; 13] = [
         Limit::LoopbackTcp,
         Limit::LoopbackTcp2Proc,
         Limit::WriteFdatasync,
         Limit::WriteFdatasyncOverwrite,
         Limit::RecvAppendFdatasync,
+        Limit::RecvAppendSyncThread,
         Limit::WriteOnly,
         Limit::RecvAppend,
         Limit::RecvAppendDirect,
@@ -251,6 +256,7 @@ impl Limit {
             Limit::WriteOnly => "write_only",
             Limit::RecvAppend => "recv_append",
             Limit::RecvAppendFdatasync => "recv_append_fdatasync",
+            Limit::RecvAppendSyncThread => "recv_append_sync_thread",
             Limit::RecvAppendDirect => "recv_append_direct",
             Limit::SendfileSend => "sendfile_send",
             Limit::Memcpy => "memcpy",
@@ -275,6 +281,9 @@ impl Limit {
             }
             Limit::RecvAppendFdatasync => {
                 "as recv_append, fdatasync after each 1 MiB (durable produce floor)"
+            }
+            Limit::RecvAppendSyncThread => {
+                "as recv_append_fdatasync, the syncs from a 2nd thread beside the appends"
             }
             Limit::RecvAppendDirect => {
                 "as recv_append, gathered into 1 MiB and written with O_DIRECT (no page cache)"
@@ -302,7 +311,8 @@ impl Limit {
             Limit::WriteFdatasync
             | Limit::WriteFdatasyncOverwrite
             | Limit::WriteOnly
-            | Limit::RecvAppendFdatasync => Unit::MbPerSec,
+            | Limit::RecvAppendFdatasync
+            | Limit::RecvAppendSyncThread => Unit::MbPerSec,
             _ => Unit::GbPerSec,
         }
     }
@@ -433,6 +443,7 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
             | Limit::WriteOnly
             | Limit::RecvAppend
             | Limit::RecvAppendFdatasync
+            | Limit::RecvAppendSyncThread
             | Limit::RecvAppendDirect
             | Limit::SendfileSend => {
                 if run_dir.is_none() {
@@ -449,6 +460,9 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                     Limit::RecvAppend => recv_append(dir, total, max, Append::PageCache)?,
                     Limit::RecvAppendFdatasync => {
                         recv_append(dir, total, max, Append::PageCacheFdatasync)?
+                    }
+                    Limit::RecvAppendSyncThread => {
+                        recv_append(dir, total, max, Append::PageCacheSyncThread)?
                     }
                     Limit::RecvAppendDirect => recv_append(dir, total, max, Append::Direct)?,
                     _ => sendfile_send(dir, total, max)?,
