@@ -9,8 +9,14 @@
 # mode, row, record size, records/s, the broker's CPU seconds per GB, the bench client's
 # CPU seconds; then the medians and paired direct/page ratios.
 #
+# WARM_GB=N first writes N GB of 100 B records to another topic of the same broker (the
+# same write.direct) before each produce row, so that the row meets a broker that has
+# been writing rather than one started on a page cache just emptied, the page cache's
+# best case: with WARM_GB=4 its copy cost four times as much per byte on the VM of
+# BENCHMARKS.md § Direct writes against the page cache.
+#
 # Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
-# Environment: ROUNDS [3], GB [1], CONSUME [unset], PORT [17610],
+# Environment: ROUNDS [3], GB [1], CONSUME [unset], WARM_GB [0], PORT [17610],
 #              WORK [${TMPDIR:-/tmp}/weir-direct] (the disk under test)
 set -euo pipefail
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -18,6 +24,7 @@ cd "$(dirname "$0")/.."
 W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-3}"
 GB="${GB:-1}"
+WARM_GB="${WARM_GB:-0}"
 PORT="${PORT:-17610}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-direct}"
 B="127.0.0.1:$PORT"
@@ -34,6 +41,15 @@ fresh_broker() {
     { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null ||
         echo "cannot drop the page cache (not root): rows start from whatever it holds" >&2
     start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off
+}
+
+# warm MODE: WARM_GB of 100 B records onto topic "warm" (nothing measured).
+warm() {
+    [ "$WARM_GB" = 0 ] && return 0
+    timeout 600 "$W" bench produce --brokers "$B" --topic warm --partitions 1 \
+        --record-size 100 --count $((WARM_GB * 10000000)) --acks leader --batch-bytes 100000 \
+        --topic-config "write.direct=$([ "$1" = direct ] && echo true || echo false)" \
+        --format json >/dev/null 2>>"$WORK/bench.log"
 }
 
 # row ROUND MODE ROW SIZE
@@ -63,8 +79,8 @@ for round in $(seq 1 "$ROUNDS"); do
         if [ -n "${CONSUME:-}" ]; then
             fresh_broker && row "$round" "$mode" 1 100 && row "$round" "$mode" 2 100
         fi
-        fresh_broker && row "$round" "$mode" 3 1024
-        fresh_broker && row "$round" "$mode" 4 1024
+        fresh_broker && warm "$mode" && row "$round" "$mode" 3 1024
+        fresh_broker && warm "$mode" && row "$round" "$mode" 4 1024
     done
 done
 python3 - "$WORK/results.txt" <<'PY'
