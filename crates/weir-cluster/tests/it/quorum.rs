@@ -509,6 +509,13 @@ async fn a_single_voter_commits_at_once_and_replays_after_a_restart() {
     image_at(&q, next + 1).await;
 }
 
+/// Whether `Quorum::stopped` is still pending after a while (300 ms).
+async fn not_stopped(q: &Quorum) -> bool {
+    tokio::time::timeout(Duration::from_millis(300), q.stopped())
+        .await
+        .is_err()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_committed_record_that_does_not_apply_stops_the_quorum() {
     let cluster = Cluster::start(&[0], QuorumConfig::default()).await;
@@ -516,6 +523,10 @@ async fn a_committed_record_that_does_not_apply_stops_the_quorum() {
     cluster.leader(DEADLINE).await;
     q.propose(vec![cluster_created()]).await.unwrap();
     let before = image_at(q, 1).await;
+    assert!(
+        not_stopped(q).await,
+        "stopped() resolved while the core runs"
+    );
     // The first record applies, the second (a second ClusterCreated) does not: the
     // entry applies not at all, and the quorum stops instead of skipping it.
     let err = q
@@ -528,6 +539,23 @@ async fn a_committed_record_that_does_not_apply_stops_the_quorum() {
         q.propose(vec![topic_created(1)]).await,
         Err(QuorumError::Stopped(_))
     ));
+    // What the broker waits on to stop itself (weir-server's `wait`): it resolves, with
+    // why.
+    let reason = tokio::time::timeout(DEADLINE, q.stopped())
+        .await
+        .expect("stopped() resolves once the core stopped by itself");
+    assert!(!reason.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_asked_for_is_not_a_stop() {
+    let mut cluster = Cluster::start(&[0], QuorumConfig::default()).await;
+    let q = cluster.node(0).clone();
+    cluster.leader(DEADLINE).await;
+    q.propose(vec![cluster_created()]).await.unwrap();
+    cluster.stop_node(0).await;
+    // A broker shutting down its quorum must not read that as a failure of it.
+    assert!(not_stopped(&q).await, "stopped() resolved after a shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
