@@ -43,20 +43,22 @@ fresh_broker() {
     start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off
 }
 
+# direct_config MODE: the topic config of a row in MODE ("page" or "direct").
+direct_config() { echo "write.direct=$([ "$1" = direct ] && echo true || echo false)"; }
+
 # warm MODE: WARM_GB of 100 B records onto topic "warm" (nothing measured).
 warm() {
     [ "$WARM_GB" = 0 ] && return 0
     timeout 600 "$W" bench produce --brokers "$B" --topic warm --partitions 1 \
         --record-size 100 --count $((WARM_GB * 10000000)) --acks leader --batch-bytes 100000 \
-        --topic-config "write.direct=$([ "$1" = direct ] && echo true || echo false)" \
-        --format json >/dev/null 2>>"$WORK/bench.log"
+        --topic-config "$(direct_config "$1")" --format json >/dev/null 2>>"$WORK/bench.log"
 }
 
 # row ROUND MODE ROW SIZE
 row() {
     local round="$1" mode="$2" row="$3" size="$4" what=produce topic="r$3" extra
     local records=$((GB * 1000000000 / size)) before after
-    extra=(--acks leader --batch-bytes $((1000 * size)) --topic-config "write.direct=$([ "$mode" = direct ] && echo true || echo false)")
+    extra=(--acks leader --batch-bytes $((1000 * size)) --topic-config "$(direct_config "$mode")")
     case "$row" in
         2) what=consume topic=r1 extra=() ;;
         4) extra[1]=all ;;
