@@ -110,6 +110,14 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         None
     }
 
+    /// Whether the byte at `pos` is read from this process's memory rather than the
+    /// file (a direct-written file's window, `storage/direct.rs`): a reader then takes
+    /// the bytes in memory instead of asking the kernel to `sendfile` them from a disk
+    /// that is all the kernel has of them. False by default.
+    fn in_memory(&self, _pos: u64) -> bool {
+        false
+    }
+
     /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
         while !buf.is_empty() {

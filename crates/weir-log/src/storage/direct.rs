@@ -11,39 +11,41 @@
 //! How: every write goes to the disk before it returns (nothing waits in this process's
 //! memory, so a process crash loses nothing a page-cache write would have kept). A direct
 //! write's position, length and memory must be multiples of [`BLOCK`], so each write is
-//! staged in an aligned buffer from a small pool: the bytes of the last, partial block
-//! already written (kept in memory, at most [`BLOCK`] - 1 of them), then the new bytes,
-//! then zeros up to the next block boundary. The file on disk is therefore up to one
-//! block longer than the data, the tail zero; the log only ever writes at its end, so the
-//! zeros are overwritten by the next write, and recovery reads a zero tail shorter than a
-//! block as padding, not as a torn batch (`recovery::scan`).
+//! staged in an aligned buffer, a [`Window`] (`direct/window.rs`): the bytes of the last,
+//! partial block already written, then the new bytes, then zeros up to the next block
+//! boundary. The file on disk is therefore up to one block longer than the data, the
+//! tail zero; the log only ever writes at its end, so the zeros are overwritten by the
+//! next write, and recovery reads a zero tail shorter than a block as padding, not as a
+//! torn batch (`recovery::scan`).
 //!
-//! Reads, `sendfile` and `fdatasync` use a second, ordinary descriptor of the same file:
-//! the kernel drops a range's cached pages after a direct write to it, so a read sees
-//! what was written. The page cache is never written through here, so no dirty page can
-//! be left stale beside the disk. `fdatasync` is still needed, for the file's size and
-//! the disk's own write cache.
+//! A file keeps its window while open (up to a process-wide count), and reads of the
+//! bytes it still holds, the newest [`WINDOW_BYTES`] written, are copied from it: the
+//! page cache holds nothing of what was written here, so without it a tailing consumer
+//! would read every record back from the disk. The log's read path sends nothing of such
+//! a range with `sendfile` ([`StorageFile::in_memory`]).
+//!
+//! Other reads, `sendfile` and `fdatasync` use a second, ordinary descriptor of the same
+//! file: the kernel drops a range's cached pages after a direct write to it, so a read
+//! sees what was written. The page cache is never written through here, so no dirty
+//! page can be left stale beside the disk. `fdatasync` is still needed, for the file's
+//! size and the disk's own write cache.
+
+mod window;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
-use memmap2::MmapMut;
 
 use super::{OsFile, StorageFile};
+use window::{WINDOW_BYTES, Window};
 
 /// Alignment of a direct write's position, length and memory: the largest logical block
 /// size of the disks Linux drives (512 B and 4 KiB), and the page size.
 pub const BLOCK: u64 = 4096;
-/// Size of one staging buffer: a larger write is written in pieces of this size.
-pub const STAGING_BYTES: usize = 1 << 20;
-/// Staging buffers kept for reuse; more are mapped while more writers run at once.
-const POOLED_STAGING: usize = 4;
-
-static POOL: Mutex<Vec<MmapMut>> = Mutex::new(Vec::new());
 
 /// Opens `path` twice, once with `O_DIRECT` for writes. `None` if the file system does
 /// not take direct I/O (tmpfs, some FUSE file systems): the caller then writes through
@@ -66,88 +68,160 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
         }
         Err(e) => return Err(e),
     };
-    let end = file.metadata()?.len();
     Ok(Some(DirectFile {
         file: OsFile(file),
         direct,
-        tail: Mutex::new(Tail { end, block: None }),
+        writer: Mutex::new(Writer { last_block: None }),
+        window: RwLock::new(None),
     }))
 }
 
-/// The write side's memory of the file's end.
+/// What a file without a window of its own remembers between writes.
 #[derive(Debug)]
-struct Tail {
-    /// Where the last write ended (or the file's size when opened or cut).
-    end: u64,
-    /// The bytes from the start of `end`'s block to `end`, once a write has put them
-    /// there; `None` until then (they are read back from the disk when needed).
-    block: Option<Vec<u8>>,
+struct Writer {
+    /// Where the last write ended, and the bytes from the start of its block to there
+    /// (read back from the disk when not known: the file was opened or cut since).
+    last_block: Option<(u64, Vec<u8>)>,
+}
+
+impl Writer {
+    /// Puts the last write's partial block into `window`, so the next write finds it.
+    fn seed(&mut self, window: &mut Window) {
+        if let Some((end, block)) = self.last_block.take() {
+            let start = end - block.len() as u64;
+            window.restart(start);
+            window.slot_mut(start, block.len()).copy_from_slice(&block);
+            window.end = end;
+        }
+    }
 }
 
 #[derive(Debug)]
 pub(crate) struct DirectFile {
     file: OsFile,
     direct: File,
-    tail: Mutex<Tail>,
+    /// Held for the whole of a write: one writer at a time.
+    writer: Mutex<Writer>,
+    /// The file's own window, once it has one. Writers hold it exclusively only while
+    /// they copy into it; readers copy out of it beside a write's I/O.
+    window: RwLock<Option<Window>>,
+}
+
+fn read(window: &RwLock<Option<Window>>) -> RwLockReadGuard<'_, Option<Window>> {
+    window.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write(window: &RwLock<Option<Window>>) -> RwLockWriteGuard<'_, Option<Window>> {
+    window.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn held(window: &mut Option<Window>) -> &mut Window {
+    window.as_mut().expect("a write holds a window")
 }
 
 impl DirectFile {
-    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
-        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Writes `bufs` from `pos`: stages the block's head (the bytes before `pos` in its
-    /// block), the buffers and zero padding, and writes each full staging buffer.
+    /// Writes `bufs` from `pos` through the file's own window, or through one borrowed
+    /// for this write if the process keeps as many as it may.
     fn write_direct(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<()> {
-        let mut tail = self.tail();
-        let block_start = pos - pos % BLOCK;
-        let head_len = (pos - block_start) as usize;
-        let mut staging = Staging::take()?;
-        let buf = staging.as_mut();
-        // Taken out first: if a write fails half-way, the head is read back again.
-        let kept = tail.block.take();
-        match &kept {
-            Some(block) if tail.end - block.len() as u64 == block_start && tail.end >= pos => {
-                buf[..head_len].copy_from_slice(&block[..head_len]);
-            }
-            _ if head_len == 0 => {}
-            _ => self.read_head(&mut buf[..BLOCK as usize], block_start, head_len)?,
-        }
-        let mut at = block_start;
-        let mut filled = head_len;
-        for slice in bufs {
-            let mut src: &[u8] = slice;
-            while !src.is_empty() {
-                let n = src.len().min(STAGING_BYTES - filled);
-                buf[filled..filled + n].copy_from_slice(&src[..n]);
-                filled += n;
-                src = &src[n..];
-                if filled == STAGING_BYTES {
-                    self.direct.write_all_at(&buf[..STAGING_BYTES], at)?;
-                    at += STAGING_BYTES as u64;
-                    filled = 0;
+        let mut writer = self.writer();
+        let own = {
+            let mut own = write(&self.window);
+            if own.is_none() {
+                *own = Window::keep()?;
+                if let Some(window) = own.as_mut() {
+                    writer.seed(window);
                 }
             }
+            own.is_some()
+        };
+        if own {
+            return self.write_through(&self.window, bufs, pos).map(drop);
         }
-        let partial = filled % BLOCK as usize;
-        let last_block = filled - partial;
-        if filled > 0 {
-            let padded = last_block + if partial > 0 { BLOCK as usize } else { 0 };
-            buf[filled..padded].fill(0);
-            self.direct.write_all_at(&buf[..padded], at)?;
-        }
-        tail.end = at + filled as u64;
-        let mut block = kept.unwrap_or_default();
-        block.clear();
-        block.extend_from_slice(&buf[last_block..filled]);
-        tail.block = Some(block);
+        let mut window = Window::borrow()?;
+        writer.seed(&mut window);
+        let borrowed = RwLock::new(Some(window));
+        let end = self.write_through(&borrowed, bufs, pos)?;
+        let mut window = borrowed
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        let window = held(&mut window);
+        let start = end - end % BLOCK;
+        writer.last_block = Some((end, window.slot(start, (end - start) as usize).to_vec()));
         Ok(())
     }
 
+    /// Stages `bufs` in `window` after the bytes of `pos`'s block before it (from the
+    /// window, or read back from the disk), writes each lap of the ring as it fills and
+    /// the rest padded to a whole block. Returns where the data ends.
+    fn write_through(
+        &self,
+        window: &RwLock<Option<Window>>,
+        bufs: &[IoSlice<'_>],
+        pos: u64,
+    ) -> io::Result<u64> {
+        let block_start = pos - pos % BLOCK;
+        {
+            let mut guard = write(window);
+            let w = held(&mut guard);
+            w.cut(pos);
+            if !w.holds(block_start, pos) {
+                w.restart(block_start);
+                let head_len = (pos - block_start) as usize;
+                if head_len > 0 {
+                    self.read_head(
+                        w.slot_mut(block_start, BLOCK as usize),
+                        block_start,
+                        head_len,
+                    )?;
+                    w.end = pos;
+                }
+            }
+        }
+        let mut written = block_start;
+        let mut at = pos;
+        for slice in bufs {
+            let mut src: &[u8] = slice;
+            while !src.is_empty() {
+                let n = src.len().min(window::room(at));
+                held(&mut write(window))
+                    .slot_mut(at, n)
+                    .copy_from_slice(&src[..n]);
+                at += n as u64;
+                src = &src[n..];
+                if window::room(at) == WINDOW_BYTES {
+                    self.write_out(window, written, at)?;
+                    written = at;
+                }
+            }
+        }
+        let padded = at.next_multiple_of(BLOCK);
+        if padded > written {
+            held(&mut write(window))
+                .slot_mut(at, (padded - at) as usize)
+                .fill(0);
+            self.write_out(window, written, padded)?;
+        }
+        held(&mut write(window)).end = at;
+        Ok(at)
+    }
+
+    /// Writes the window's bytes `[from, to)`, one lap of the ring at most, to the disk,
+    /// readers of the window going on beside it.
+    fn write_out(&self, window: &RwLock<Option<Window>>, from: u64, to: u64) -> io::Result<()> {
+        let guard = read(window);
+        let w = guard.as_ref().expect("a write holds a window");
+        self.direct
+            .write_all_at(w.slot(from, (to - from) as usize), from)
+    }
+
     /// Reads the block at `block_start` from the disk into `block` (one aligned block),
-    /// for the `head_len` bytes before a write's position that the tail's memory does not
-    /// hold (the file was opened or cut since the last write). A direct read is of whole
-    /// blocks, short only at the end of the file.
+    /// for the `head_len` bytes before a write's position that no window holds (the file
+    /// was opened or cut since the last write). A direct read is of whole blocks, short
+    /// only at the end of the file.
     fn read_head(&self, block: &mut [u8], block_start: u64, head_len: usize) -> io::Result<()> {
         loop {
             match rustix::io::pread(&self.direct, &mut *block, block_start) {
@@ -162,6 +236,12 @@ impl DirectFile {
 
 impl StorageFile for DirectFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        if let Some(window) = read(&self.window).as_ref() {
+            let n = window.copy_out(buf, pos);
+            if n > 0 {
+                return Ok(n);
+            }
+        }
         self.file.read_at(buf, pos)
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
@@ -171,7 +251,19 @@ impl StorageFile for DirectFile {
         self.write_direct(bufs, pos)
     }
     fn read_bytes_at(&self, len: usize, pos: u64) -> io::Result<Bytes> {
+        if let Some(window) = read(&self.window).as_ref()
+            && window.holds(pos, pos + len as u64)
+        {
+            let mut buf = Vec::with_capacity(len);
+            window.extend(&mut buf, pos, len);
+            return Ok(buf.into());
+        }
         self.file.read_bytes_at(len, pos)
+    }
+    fn in_memory(&self, pos: u64) -> bool {
+        read(&self.window)
+            .as_ref()
+            .is_some_and(|w| w.holds(pos, pos + 1))
     }
     fn os_file(&self) -> Option<&File> {
         Some(&self.file.0)
@@ -180,42 +272,15 @@ impl StorageFile for DirectFile {
         self.file.sync_data()
     }
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut tail = self.tail();
-        tail.block = None;
-        self.file.set_len(len)?;
-        tail.end = len;
-        Ok(())
+        let mut writer = self.writer();
+        writer.last_block = None;
+        if let Some(window) = write(&self.window).as_mut() {
+            window.cut(len);
+        }
+        self.file.set_len(len)
     }
     fn size(&self) -> io::Result<u64> {
         self.file.size()
-    }
-}
-
-/// An aligned buffer of [`STAGING_BYTES`] from the pool, returned to it when dropped.
-struct Staging(Option<MmapMut>);
-
-impl Staging {
-    fn take() -> io::Result<Staging> {
-        let pooled = POOL.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let map = match pooled {
-            Some(map) => map,
-            // Anonymous mappings are page-aligned, which a direct write's memory must be.
-            None => MmapMut::map_anon(STAGING_BYTES)?,
-        };
-        Ok(Staging(Some(map)))
-    }
-
-    fn as_mut(&mut self) -> &mut [u8] {
-        self.0.as_mut().expect("held until dropped")
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-        if pool.len() < POOLED_STAGING {
-            pool.extend(self.0.take());
-        }
     }
 }
 
@@ -233,14 +298,18 @@ mod tests {
         Cut(u16),
         /// Closes the file and opens it again (its tail then read back from the disk).
         Reopen,
+        /// Reads this many bytes from this share (per mille) of the length: from the
+        /// window, the disk, or both.
+        Read(u16, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..3 * STAGING_BYTES / 2, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
+            6 => (0..3 * WINDOW_BYTES / 2, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
             6 => (0..9000usize, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
             1 => (0..1000u16).prop_map(Op::Cut),
             1 => Just(Op::Reopen),
+            3 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Read(at, n)),
         ]
     }
 
@@ -286,6 +355,15 @@ mod tests {
                         drop(file);
                         file = open_file(&path);
                     }
+                    Op::Read(share, n) => {
+                        let at = model.len() * usize::from(share) / 1000;
+                        let n = n.min(model.len() - at);
+                        let mut buf = vec![0; n];
+                        file.read_exact_at(&mut buf, at as u64).unwrap();
+                        prop_assert!(buf[..] == model[at..at + n], "read_at differs");
+                        let bytes = file.read_bytes_at(n, at as u64).unwrap();
+                        prop_assert!(bytes[..] == model[at..at + n], "read_bytes_at differs");
+                    }
                 }
                 let size = file.size().unwrap();
                 prop_assert!(size >= model.len() as u64 && size - (model.len() as u64) < BLOCK);
@@ -308,5 +386,54 @@ mod tests {
         let seen = std::fs::read(&path).unwrap();
         assert_eq!(&seen[..12], b"hello, world");
         assert!(seen[12..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn the_newest_bytes_are_read_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.log");
+        let file = open_file(&path);
+        let len = 2 * WINDOW_BYTES + 1000;
+        let data = pattern(0, len);
+        for (i, chunk) in data.chunks(300_000).enumerate() {
+            file.write_all_at(chunk, (i * 300_000) as u64).unwrap();
+        }
+        let end = len as u64;
+        assert!(
+            file.in_memory(end - 1),
+            "the last byte written is in the window"
+        );
+        assert!(file.in_memory(end - WINDOW_BYTES as u64 + BLOCK));
+        assert!(
+            !file.in_memory(0),
+            "the first bytes were overwritten in the ring"
+        );
+        assert!(!file.in_memory(end), "nothing past the end");
+        // Bytes changed on the disk behind the file's back: what the window holds still
+        // reads as written, what it does not hold reads from the disk.
+        let other = OpenOptions::new().write(true).open(&path).unwrap();
+        other.write_all_at(&[0xee; 10], end - 10).unwrap();
+        other.write_all_at(&[0xee; 10], 0).unwrap();
+        let mut tail = [0; 10];
+        file.read_exact_at(&mut tail, end - 10).unwrap();
+        assert_eq!(tail[..], data[len - 10..]);
+        assert_eq!(
+            file.read_bytes_at(10, end - 10).unwrap()[..],
+            data[len - 10..]
+        );
+        let mut head = [0; 10];
+        file.read_exact_at(&mut head, 0).unwrap();
+        assert_eq!(head, [0xee; 10]);
+        // A cut forgets the window past it; the next write finds its block's head there.
+        file.set_len(end - 500).unwrap();
+        assert!(!file.in_memory(end - 500));
+        assert!(file.in_memory(end - 501));
+        file.write_all_at(b"after the cut", end - 500).unwrap();
+        let mut back = vec![0; 513];
+        file.read_exact_at(&mut back, end - 1000).unwrap();
+        assert_eq!(back[..500], data[len - 1000..len - 500]);
+        assert_eq!(&back[500..], b"after the cut");
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(&on_disk[len - 500..len - 487], b"after the cut");
     }
 }

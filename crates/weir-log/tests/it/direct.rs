@@ -7,7 +7,9 @@ use crate::common;
 use std::time::Duration;
 
 use common::{batches_in, copy_dir, read_all, segment_files, sized_batch};
-use weir_log::{FlushPolicy, Log, LogConfig};
+use weir_log::{
+    Compression, FlushPolicy, Log, LogConfig, Record, RecordBatchBuilder, decode_records,
+};
 
 fn config(flush: FlushPolicy) -> LogConfig {
     LogConfig {
@@ -137,4 +139,74 @@ fn a_closed_segment_left_padded_by_a_crash_keeps_the_segments_after_it() {
     assert_eq!(lengths(&log, 0), written);
     assert_eq!(framed_len(padded), len, "the padding is cut");
     assert_eq!(segment_files(&path).len(), segments.len());
+}
+
+/// A batch of 16 records of 1 KiB, each value naming its batch and place.
+fn numbered_batch(batch: usize) -> bytes::BytesMut {
+    let mut b = RecordBatchBuilder::new(Compression::None);
+    for r in 0..16 {
+        let mut value = format!("batch {batch} record {r} ").into_bytes();
+        value.resize(1024, b'.');
+        b.push(&Record {
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+            timestamp: batch as i64,
+        });
+    }
+    b.build().expect("valid batch")
+}
+
+/// A reader keeping up with a direct-written log finds the newest batches in the file's
+/// window in memory (the page cache holds nothing of them), and older ones, which the
+/// window no longer holds, left in the file for `sendfile`; both are what was written.
+#[test]
+fn the_newest_direct_writes_are_read_from_memory_and_older_ones_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 64 << 20,
+        ..config(FlushPolicy::GroupCommit)
+    };
+    let log = Log::open(dir.path(), config).unwrap();
+    // 8 MiB: twice a window.
+    let batches = 512;
+    for i in 0..batches {
+        let info = log.append(&mut numbered_batch(i), -1).unwrap();
+        log.wait_durable(info.last_offset).unwrap();
+    }
+    let end = log.offsets().log_end_offset;
+    assert_eq!(end, 16 * batches as i64);
+
+    let old = log.read_in_file(0, 256 * 1024, None).unwrap();
+    let slice = old
+        .in_file
+        .as_ref()
+        .expect("old batches are left in the file");
+    assert_eq!(slice.read().unwrap().len(), old.len());
+    let tail = log.read_in_file(end - 64, 256 * 1024, None).unwrap();
+    assert!(
+        tail.in_file.is_none(),
+        "the newest batches come from memory"
+    );
+    assert_eq!(tail.batches().count(), 4);
+    assert_eq!(tail.next_offset, end);
+    let values: Vec<String> = tail
+        .batches()
+        .flat_map(|b| decode_records(&b).unwrap())
+        .map(|r| {
+            let value = String::from_utf8_lossy(&r.value.unwrap()).into_owned();
+            value.trim_end_matches('.').trim_end().to_owned()
+        })
+        .collect();
+    assert_eq!(values[0], "batch 508 record 0");
+    assert_eq!(values[63], "batch 511 record 15");
+
+    // Read from the start, through the file and then the window: every record, in order.
+    let all = read_all(&log, 0);
+    assert_eq!(all.len(), 16 * batches);
+    for (i, seen) in all.iter().enumerate() {
+        assert_eq!(seen.offset, i as i64);
+        let expected = format!("batch {} record {} ", i / 16, i % 16);
+        assert!(seen.value.starts_with(expected.as_bytes()), "offset {i}");
+    }
 }
