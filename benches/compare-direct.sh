@@ -15,8 +15,17 @@
 # best case: with WARM_GB=4 its copy cost four times as much per byte on the VM of
 # BENCHMARKS.md § Direct writes against the page cache.
 #
+# E2E=1 adds row 5, a consumer tailing the producer: `weir bench e2e` of E2E_RATE 1 KiB
+# records a second for E2E_SECONDS at acks=all (after the warm-up, if any), each record
+# read moments after it was written, as most of a log's readers read. Its line adds the
+# p50 and p99 latency (send to arrival at the consumer, ms), and its CPU is per GB
+# produced (and consumed once).
+#
 # Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
-# Environment: ROUNDS [3], GB [1], CONSUME [unset], WARM_GB [0], PORT [17610],
+# ROWS="..." runs those rows only (row 2 needs row 1 before it).
+#
+# Environment: ROUNDS [3], GB [1], CONSUME [unset], WARM_GB [0], E2E [unset], ROWS,
+#              E2E_RATE [200000], E2E_SECONDS [10], PORT [17610],
 #              WORK [${TMPDIR:-/tmp}/weir-direct] (the disk under test)
 set -euo pipefail
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -25,6 +34,9 @@ W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-3}"
 GB="${GB:-1}"
 WARM_GB="${WARM_GB:-0}"
+E2E_RATE="${E2E_RATE:-200000}"
+ROWS="${ROWS:-${CONSUME:+1 2 }3 4${E2E:+ 5}}"
+E2E_SECONDS="${E2E_SECONDS:-10}"
 PORT="${PORT:-17610}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-direct}"
 B="127.0.0.1:$PORT"
@@ -57,40 +69,48 @@ warm() {
 # row ROUND MODE ROW SIZE
 row() {
     local round="$1" mode="$2" row="$3" size="$4" what=produce topic="r$3" extra
-    local records=$((GB * 1000000000 / size)) before after
+    local records=$((GB * 1000000000 / size)) before after cpu
     extra=(--acks leader --batch-bytes $((1000 * size)) --topic-config "$(direct_config "$mode")")
     case "$row" in
         2) what=consume topic=r1 extra=() ;;
         4) extra[1]=all ;;
+        5) what=e2e records=$((E2E_RATE * E2E_SECONDS))
+           extra=(--acks all --topic-config "$(direct_config "$mode")" --rate "$E2E_RATE") ;;
     esac
     before="$(broker_ticks)"
     /usr/bin/time -f "%U %S" -o "$WORK/client.cpu" timeout 600 "$W" bench "$what" --brokers "$B" \
         --topic "$topic" --partitions 1 --record-size "$size" --count "$records" "${extra[@]}" \
         --format json >"$WORK/bench.out" 2>>"$WORK/bench.log"
     after="$(broker_ticks)"
-    echo "$round $mode $row $size $(tail -1 "$WORK/bench.out" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["records_per_sec"])') $(
-        python3 -c "print(round(($after - $before) / $TICK / $GB, 3))") $(
-        awk '{ print $1 + $2 }' "$WORK/client.cpu")" | tee -a "$WORK/results.txt"
+    cpu="$(python3 -c "print(round(($after - $before) / $TICK / ($records * $size / 1e9), 3))")"
+    tail -1 "$WORK/bench.out" | python3 -c '
+import json, sys
+round_, mode, row, size, cpu, client = sys.argv[1:]
+r = json.load(sys.stdin)
+latency = [r[k] for k in ("latency_p50_ms", "latency_p99_ms")] if row == "5" else []
+print(round_, mode, row, size, r["records_per_sec"], cpu, client, *latency)
+' "$round" "$mode" "$row" "$size" "$cpu" "$(awk '{ print $1 + $2 }' "$WORK/client.cpu")" | tee -a "$WORK/results.txt"
 }
 
 : >"$WORK/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="page direct"; else order="direct page"; fi
     for mode in $order; do
-        if [ -n "${CONSUME:-}" ]; then
-            fresh_broker && row "$round" "$mode" 1 100 && row "$round" "$mode" 2 100
-        fi
-        fresh_broker && warm "$mode" && row "$round" "$mode" 3 1024
-        fresh_broker && warm "$mode" && row "$round" "$mode" 4 1024
+        for r in $ROWS; do
+            case "$r" in
+                1) fresh_broker && row "$round" "$mode" 1 100 ;;
+                2) row "$round" "$mode" 2 100 ;;
+                *) fresh_broker && warm "$mode" && row "$round" "$mode" "$r" 1024 ;;
+            esac
+        done
     done
 done
 python3 - "$WORK/results.txt" <<'PY'
 import statistics, sys
 runs = {}
 for line in open(sys.argv[1]):
-    round_, mode, row, size, rate, cpu, _client = line.split()
-    runs[(round_, mode, row)] = (float(rate), float(cpu))
+    round_, mode, row, size, rate, cpu, _client, *latency = line.split()
+    runs[(round_, mode, row)] = (float(rate), float(cpu), *map(float, latency))
 for row in sorted({r for _, _, r in runs}):
     rounds = sorted({r for r, _, w in runs if w == row}, key=int)
     med = lambda mode, i: statistics.median(runs[(r, mode, row)][i] for r in rounds)
@@ -98,4 +118,7 @@ for row in sorted({r for _, _, r in runs}):
     print(f"row {row}: page {med('page', 0):,.0f} rec/s at {med('page', 1):.2f} CPU s/GB, "
           f"direct {med('direct', 0):,.0f} at {med('direct', 1):.2f}; direct/page "
           f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
+    if len(runs[(rounds[0], "page", row)]) == 4:
+        print(f"row {row} latency p50/p99 ms: page {med('page', 2):.2f}/{med('page', 3):.2f}, "
+              f"direct {med('direct', 2):.2f}/{med('direct', 3):.2f}")
 PY

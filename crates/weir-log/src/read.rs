@@ -32,9 +32,9 @@ impl Log {
     /// ([`FetchData::in_file`]) for a listener to send with `sendfile`. They are checked as
     /// `read` checks them, 128 KiB at a time through buffers dropped once checked, never
     /// one of the read's size. A read of less than 32 KiB, which the first check holds in
-    /// memory anyway, comes back in memory (`records`), as does a read starting in the
-    /// bytes a direct-written segment still holds in memory (`storage/direct.rs`) and any
-    /// read from storage whose files are not OS files (fault injection).
+    /// memory anyway, comes back in memory (`records`), as does a read of a
+    /// direct-written segment (`storage/direct.rs`) and any read from storage whose files
+    /// are not OS files (fault injection).
     pub fn read_in_file(
         &self,
         offset: i64,
@@ -116,9 +116,10 @@ impl Log {
             };
             let (log_start_offset, log_end_offset) = offsets;
             let (from, from_offset, base) = from;
-            // The newest bytes of a direct-written segment are in this process's memory
-            // and, for the kernel, only on the disk: copied from memory, not sent.
-            let in_file = to == ReadTo::File && file.os_file().is_some() && !file.in_memory(from);
+            // A direct-written segment is read into memory, from its window or past the
+            // page cache, not sent from a page cache that would fill for it.
+            let in_file =
+                to == ReadTo::File && file.os_file().is_some() && !file.reads_past_page_cache();
             let read = |start: (u64, i64)| {
                 let place = SegmentPlace {
                     file: file.as_ref(),

@@ -629,7 +629,7 @@ fn open_for_recovery(
     trusted: Option<RecoveryPoint>,
     create: bool,
 ) -> Result<bool, OpenError> {
-    let file = segment::open_active(storage, &seg.log_path, create, config)
+    let file = segment::open_log(storage, &seg.log_path, create, config)
         .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
     let cap = Some(u64::from(config.index_max_bytes));
     let point = trusted.unwrap_or(RecoveryPoint::empty(seg.base_offset));

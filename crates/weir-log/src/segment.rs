@@ -141,7 +141,7 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<Segment, OpenError> {
         let mut seg = Segment::closed(dir, base_offset, 0);
-        let file = open_active(storage, &seg.log_path, true, config)
+        let file = open_log(storage, &seg.log_path, true, config)
             .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
         file.set_len(0)
             .map_err(|e| OpenError::io(seg.log_path.clone(), e))?;
@@ -205,8 +205,7 @@ impl Segment {
             self.parked = None;
         }
         if self.files.is_none() {
-            let file = storage
-                .open(&self.log_path, false)
+            let file = open_log(storage, &self.log_path, false, config)
                 .map_err(|e| OpenError::io(self.log_path.clone(), e))?;
             let index_path = self.path(INDEX_SUFFIX);
             let time_path = self.path(TIME_INDEX_SUFFIX);
@@ -320,9 +319,9 @@ impl Segment {
     }
 }
 
-/// Opens an active segment's `.log` file, for direct writes where the config asks
-/// ([`LogConfig::writes_direct`]).
-pub(crate) fn open_active(
+/// Opens a segment's `.log` file, for direct writes (and reads past the page cache)
+/// where the config asks ([`LogConfig::writes_direct`]).
+pub(crate) fn open_log(
     storage: &dyn Storage,
     path: &Path,
     create: bool,

@@ -110,13 +110,18 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         None
     }
 
-    /// Whether the byte at `pos` is read from this process's memory rather than the
-    /// file (a direct-written file's window, `storage/direct.rs`): a reader then takes
-    /// the bytes in memory instead of asking the kernel to `sendfile` them from a disk
-    /// that is all the kernel has of them. False by default.
-    fn in_memory(&self, _pos: u64) -> bool {
+    /// Whether this file's reads come into this process's memory rather than through
+    /// the page cache (a direct-written file, `storage/direct.rs`: its newest bytes from
+    /// its window, the rest read past the page cache): a reader then takes the bytes in
+    /// memory instead of asking the kernel to `sendfile` them. False by default.
+    fn reads_past_page_cache(&self) -> bool {
         false
     }
+
+    /// Tells the file that it will not be written again (its segment rolled), so it may
+    /// let go of what it keeps for writes (a direct-written file's window). Nothing by
+    /// default.
+    fn sealed(&self) {}
 
     /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.
     fn read_exact_at(&self, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {

@@ -99,6 +99,7 @@ impl Log {
             .cut_padding()
             .map_err(|e| MaintenanceError::io(active.log_path.clone(), e))?;
         recovery::seal(active).map_err(open_to_maintenance)?;
+        active.files().file.sealed();
         inner.segments.insert(next, Box::new(seg));
         self.storage
             .sync_dir(&self.dir)

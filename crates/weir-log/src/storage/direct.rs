@@ -30,6 +30,7 @@
 //! page can be left stale beside the disk. `fdatasync` is still needed, for the file's
 //! size and the disk's own write cache.
 
+mod read_past;
 mod window;
 
 use std::fs::{File, OpenOptions};
@@ -120,6 +121,14 @@ fn held(window: &mut Option<Window>) -> &mut Window {
 }
 
 impl DirectFile {
+    /// Whether the file's window holds the byte at `pos`.
+    #[cfg(test)]
+    fn in_window(&self, pos: u64) -> bool {
+        read(&self.window)
+            .as_ref()
+            .is_some_and(|w| w.holds(pos, pos + 1))
+    }
+
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -258,12 +267,15 @@ impl StorageFile for DirectFile {
             window.extend(&mut buf, pos, len);
             return Ok(buf.into());
         }
-        self.file.read_bytes_at(len, pos)
+        read_past::read(&self.direct, len, pos)
     }
-    fn in_memory(&self, pos: u64) -> bool {
-        read(&self.window)
-            .as_ref()
-            .is_some_and(|w| w.holds(pos, pos + 1))
+    fn reads_past_page_cache(&self) -> bool {
+        true
+    }
+    fn sealed(&self) {
+        let mut writer = self.writer();
+        writer.last_block = None;
+        *write(&self.window) = None;
     }
     fn os_file(&self) -> Option<&File> {
         Some(&self.file.0)
@@ -400,15 +412,15 @@ mod tests {
         }
         let end = len as u64;
         assert!(
-            file.in_memory(end - 1),
+            file.in_window(end - 1),
             "the last byte written is in the window"
         );
-        assert!(file.in_memory(end - WINDOW_BYTES as u64 + BLOCK));
+        assert!(file.in_window(end - WINDOW_BYTES as u64 + BLOCK));
         assert!(
-            !file.in_memory(0),
+            !file.in_window(0),
             "the first bytes were overwritten in the ring"
         );
-        assert!(!file.in_memory(end), "nothing past the end");
+        assert!(!file.in_window(end), "nothing past the end");
         // Bytes changed on the disk behind the file's back: what the window holds still
         // reads as written, what it does not hold reads from the disk.
         let other = OpenOptions::new().write(true).open(&path).unwrap();
@@ -426,8 +438,8 @@ mod tests {
         assert_eq!(head, [0xee; 10]);
         // A cut forgets the window past it; the next write finds its block's head there.
         file.set_len(end - 500).unwrap();
-        assert!(!file.in_memory(end - 500));
-        assert!(file.in_memory(end - 501));
+        assert!(!file.in_window(end - 500));
+        assert!(file.in_window(end - 501));
         file.write_all_at(b"after the cut", end - 500).unwrap();
         let mut back = vec![0; 513];
         file.read_exact_at(&mut back, end - 1000).unwrap();
@@ -435,5 +447,12 @@ mod tests {
         assert_eq!(&back[500..], b"after the cut");
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[len - 500..len - 487], b"after the cut");
+        // Sealed (its segment rolled), the file gives its window back and reads the disk.
+        file.sealed();
+        assert!(!file.in_window(end - 501));
+        assert_eq!(
+            file.read_bytes_at(13, end - 500).unwrap()[..],
+            b"after the cut"[..]
+        );
     }
 }

@@ -157,11 +157,11 @@ fn numbered_batch(batch: usize) -> bytes::BytesMut {
     b.build().expect("valid batch")
 }
 
-/// A reader keeping up with a direct-written log finds the newest batches in the file's
-/// window in memory (the page cache holds nothing of them), and older ones, which the
-/// window no longer holds, left in the file for `sendfile`; both are what was written.
+/// A direct-written log is read into memory, never sent from the page cache (which holds
+/// nothing of it): the newest batches from the file's window, older ones, which the window
+/// no longer holds, read past the page cache; both are what was written, across a roll.
 #[test]
-fn the_newest_direct_writes_are_read_from_memory_and_older_ones_from_the_file() {
+fn a_direct_written_log_is_read_into_memory_from_its_window_and_past_the_page_cache() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         segment_bytes: 64 << 20,
@@ -171,24 +171,25 @@ fn the_newest_direct_writes_are_read_from_memory_and_older_ones_from_the_file() 
     // 8 MiB: twice a window.
     let batches = 512;
     for i in 0..batches {
+        if i == batches / 4 {
+            log.roll().unwrap();
+        }
         let info = log.append(&mut numbered_batch(i), -1).unwrap();
         log.wait_durable(info.last_offset).unwrap();
     }
     let end = log.offsets().log_end_offset;
     assert_eq!(end, 16 * batches as i64);
 
-    let old = log.read_in_file(0, 256 * 1024, None).unwrap();
-    let slice = old
-        .in_file
-        .as_ref()
-        .expect("old batches are left in the file");
-    assert_eq!(slice.read().unwrap().len(), old.len());
+    for (from, batches) in [(0, 15), (16 * 200, 15), (end - 64, 4)] {
+        let read = log.read_in_file(from, 256 * 1024, None).unwrap();
+        assert!(read.in_file.is_none(), "offset {from}: read into memory");
+        assert_eq!(read.batches().count(), batches, "offset {from}");
+        let first = decode_records(&read.batches().next().unwrap()).unwrap();
+        let value = String::from_utf8_lossy(&first[0].value.clone().unwrap()).into_owned();
+        let expected = format!("batch {} record 0 ", from / 16);
+        assert!(value.starts_with(&expected), "offset {from}: {value:.24}");
+    }
     let tail = log.read_in_file(end - 64, 256 * 1024, None).unwrap();
-    assert!(
-        tail.in_file.is_none(),
-        "the newest batches come from memory"
-    );
-    assert_eq!(tail.batches().count(), 4);
     assert_eq!(tail.next_offset, end);
     let values: Vec<String> = tail
         .batches()
