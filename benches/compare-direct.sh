@@ -22,7 +22,9 @@
 # produced (and consumed once).
 #
 # Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
-# ROWS="..." runs those rows only (row 2 needs row 1 before it).
+# Row 6 consumes from the start the 1 GB of 1 KiB records row 3 just wrote (after the
+# warm-up, if any). ROWS="..." runs those rows only (rows 2 and 6 need rows 1 and 3
+# just before them).
 #
 # Environment: ROUNDS [3], GB [1], CONSUME [unset], WARM_GB [0], E2E [unset], ROWS,
 #              E2E_RATE [200000], E2E_SECONDS [10], PORT [17610],
@@ -73,6 +75,7 @@ row() {
     extra=(--acks leader --batch-bytes $((1000 * size)) --topic-config "$(direct_config "$mode")")
     case "$row" in
         2) what=consume topic=r1 extra=() ;;
+        6) what=consume topic=r3 extra=() ;;
         4) extra[1]=all ;;
         5) what=e2e records=$((E2E_RATE * E2E_SECONDS))
            extra=(--acks all --topic-config "$(direct_config "$mode")" --rate "$E2E_RATE") ;;
@@ -100,6 +103,7 @@ for round in $(seq 1 "$ROUNDS"); do
             case "$r" in
                 1) fresh_broker && row "$round" "$mode" 1 100 ;;
                 2) row "$round" "$mode" 2 100 ;;
+                6) row "$round" "$mode" 6 1024 ;;
                 *) fresh_broker && warm "$mode" && row "$round" "$mode" "$r" 1024 ;;
             esac
         done
