@@ -37,13 +37,11 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
 use super::{OsFile, StorageFile};
-use read_past::Sequential;
 use window::{WINDOW_BYTES, Window};
 
 /// Alignment of a direct write's position, length and memory: the largest logical block
@@ -73,11 +71,9 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
     };
     Ok(Some(DirectFile {
         file: OsFile(file),
-        direct: Arc::new(direct),
+        direct,
         writer: Mutex::new(Writer { last_block: None }),
         window: RwLock::new(None),
-        written_end: AtomicU64::new(UNKNOWN),
-        sequential: Sequential::default(),
     }))
 }
 
@@ -104,21 +100,13 @@ impl Writer {
 #[derive(Debug)]
 pub(crate) struct DirectFile {
     file: OsFile,
-    direct: Arc<File>,
+    direct: File,
     /// Held for the whole of a write: one writer at a time.
     writer: Mutex<Writer>,
     /// The file's own window, once it has one. Writers hold it exclusively only while
     /// they copy into it; readers copy out of it beside a write's I/O.
     window: RwLock<Option<Window>>,
-    /// Where the data ends, once this process has written or cut the file ([`UNKNOWN`]
-    /// before): the bytes below it change no more, so a read ahead may stop there.
-    written_end: AtomicU64,
-    /// Reads past the page cache, with the last one's bytes and the next read ahead.
-    sequential: Sequential,
 }
-
-/// [`DirectFile::written_end`] before the file was written or cut here: its size then.
-const UNKNOWN: u64 = u64::MAX;
 
 fn read(window: &RwLock<Option<Window>>) -> RwLockReadGuard<'_, Option<Window>> {
     window.read().unwrap_or_else(PoisonError::into_inner)
@@ -149,12 +137,6 @@ impl DirectFile {
     /// for this write if the process keeps as many as it may.
     fn write_direct(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<()> {
         let mut writer = self.writer();
-        if self.written_end.load(Ordering::Acquire) == UNKNOWN {
-            // Reads until now took the file's size for its data's end, and a size may
-            // count padding that this write covers: they forget what they read.
-            self.sequential
-                .cut(|| self.written_end.store(pos, Ordering::Release));
-        }
         let own = {
             let mut own = write(&self.window);
             if own.is_none() {
@@ -166,15 +148,12 @@ impl DirectFile {
             own.is_some()
         };
         if own {
-            let end = self.write_through(&self.window, bufs, pos)?;
-            self.written_end.store(end, Ordering::Release);
-            return Ok(());
+            return self.write_through(&self.window, bufs, pos).map(drop);
         }
         let mut window = Window::borrow()?;
         writer.seed(&mut window);
         let borrowed = RwLock::new(Some(window));
         let end = self.write_through(&borrowed, bufs, pos)?;
-        self.written_end.store(end, Ordering::Release);
         let mut window = borrowed
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
@@ -288,11 +267,7 @@ impl StorageFile for DirectFile {
             window.extend(&mut buf, pos, len);
             return Ok(buf.into());
         }
-        let stable_end = || match self.written_end.load(Ordering::Acquire) {
-            UNKNOWN => self.file.size(),
-            end => Ok(end),
-        };
-        self.sequential.read(&self.direct, len, pos, stable_end)
+        read_past::read(&self.direct, len, pos)
     }
     fn reads_past_page_cache(&self) -> bool {
         true
@@ -314,10 +289,7 @@ impl StorageFile for DirectFile {
         if let Some(window) = write(&self.window).as_mut() {
             window.cut(len);
         }
-        self.sequential.cut(|| {
-            self.written_end.store(len, Ordering::Release);
-            self.file.set_len(len)
-        })
+        self.file.set_len(len)
     }
     fn size(&self) -> io::Result<u64> {
         self.file.size()
@@ -341,10 +313,6 @@ mod tests {
         /// Reads this many bytes from this share (per mille) of the length: from the
         /// window, the disk, or both.
         Read(u16, usize),
-        /// Reads from this share of the length to the end, this many bytes at a time,
-        /// each read starting a third of a read before the last one ended, as fetches
-        /// do (from the last read's bytes, the range read ahead, and the disk).
-        Scan(u16, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -354,7 +322,6 @@ mod tests {
             1 => (0..1000u16).prop_map(Op::Cut),
             1 => Just(Op::Reopen),
             3 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Read(at, n)),
-            2 => (0..1000u16, 3..WINDOW_BYTES).prop_map(|(at, n)| Op::Scan(at, n)),
         ]
     }
 
@@ -408,15 +375,6 @@ mod tests {
                         prop_assert!(buf[..] == model[at..at + n], "read_at differs");
                         let bytes = file.read_bytes_at(n, at as u64).unwrap();
                         prop_assert!(bytes[..] == model[at..at + n], "read_bytes_at differs");
-                    }
-                    Op::Scan(share, step) => {
-                        let mut at = model.len() * usize::from(share) / 1000;
-                        while at < model.len() {
-                            let n = step.min(model.len() - at);
-                            let bytes = file.read_bytes_at(n, at as u64).unwrap();
-                            prop_assert!(bytes[..] == model[at..at + n], "scan differs at {}", at);
-                            at += (n - n / 3).max(1);
-                        }
                     }
                 }
                 let size = file.size().unwrap();

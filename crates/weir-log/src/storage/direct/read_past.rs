@@ -1,5 +1,4 @@
-//! Reads of a direct-written file past the page cache, into reused aligned buffers, and
-//! the next range read ahead of a reader going through the file in order.
+//! Reads of a direct-written file past the page cache, into reused aligned buffers.
 //!
 //! Why: the bytes a direct write put on the disk are not in the page cache, so a buffered
 //! read of them first fills new page-cache pages, and the first touch of new pages is
@@ -8,16 +7,10 @@
 //! this process has used before: a small pool of aligned buffers, each lent to the bytes
 //! it returns ([`Bytes::from_owner`]) and given back to the pool when the last of them
 //! is dropped (once the answer holding them is written to its socket).
-//!
-//! A direct read has no kernel read-ahead, so a consumer catching up would wait for the
-//! disk on every fetch while the disk waits for it in between. [`Sequential`] keeps the
-//! last read's bytes (a fetch starts where the last one's whole batches ended, inside
-//! them) and reads the range after them on a background thread while the answer is sent;
-//! the next read is put together from the two and reads only what they lack.
+
 use std::fs::File;
 use std::io;
-use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 use memmap2::MmapMut;
@@ -107,163 +100,6 @@ pub(super) fn read(direct: &File, len: usize, pos: u64) -> io::Result<Bytes> {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     Ok(Bytes::from_owner(buffer).slice(skip..))
-}
-
-/// A file's reads past the page cache in order: the last read's bytes, and the range
-/// after them read ahead.
-#[derive(Debug, Default)]
-pub(super) struct Sequential {
-    state: Mutex<State>,
-}
-
-#[derive(Debug, Default)]
-struct State {
-    /// The last read's bytes and where they start in the file.
-    last: Option<(u64, Bytes)>,
-    /// The read of the range after them, running or done.
-    ahead: Option<Ahead>,
-}
-
-/// A read on the read-ahead thread.
-#[derive(Debug)]
-struct Ahead {
-    from: u64,
-    len: usize,
-    done: Arc<Done>,
-}
-
-#[derive(Debug, Default)]
-struct Done {
-    result: Mutex<Option<io::Result<Bytes>>>,
-    ready: Condvar,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Sequential {
-    /// `len` bytes from `pos`, as [`read`] gives them, from the last read's bytes and the
-    /// range read ahead where they hold them, from the disk for the rest; then starts
-    /// reading the next `len` bytes ahead, up to what `stable_end` says when asked (in
-    /// the same lock as [`Sequential::cut`]): below it the file's bytes change no more.
-    pub(super) fn read(
-        &self,
-        direct: &Arc<File>,
-        len: usize,
-        pos: u64,
-        stable_end: impl FnOnce() -> io::Result<u64>,
-    ) -> io::Result<Bytes> {
-        if len == 0 {
-            return Ok(Bytes::new());
-        }
-        let mut state = lock(&self.state);
-        let stable_end = stable_end()?;
-        let end = pos + len as u64;
-        let mut pieces: Vec<Bytes> = Vec::new();
-        let mut at = pos;
-        if let Some((start, bytes)) = &state.last {
-            take_from(&mut pieces, &mut at, end, *start, bytes);
-        }
-        if at < end
-            && let Some(ahead) = state.ahead.take()
-            && ahead.from <= at
-            && at < ahead.from + ahead.len as u64
-            && let Ok(bytes) = ahead.wait()
-        {
-            take_from(&mut pieces, &mut at, end, ahead.from, &bytes);
-            state.last = Some((ahead.from, bytes));
-        }
-        if at < end {
-            let bytes = read(direct, (end - at) as usize, at)?;
-            pieces.push(bytes.clone());
-            // Kept only below `stable_end`: the bytes past it (a direct write's padding)
-            // are the next write's to change.
-            let stable = stable_end.saturating_sub(at).min(bytes.len() as u64) as usize;
-            state.last = (stable > 0).then(|| (at, bytes.slice(..stable)));
-            at = end;
-        }
-        debug_assert_eq!(at, end);
-        // What the reader has now ends where the next read will start, or after.
-        let next = state
-            .last
-            .as_ref()
-            .map_or(end, |(start, bytes)| start + bytes.len() as u64);
-        if state.ahead.is_none() && next < stable_end {
-            let n = (len as u64).min(stable_end - next) as usize;
-            state.ahead = Ahead::start(direct, next, n);
-        }
-        Ok(match pieces.len() {
-            1 => pieces.pop().expect("one piece"),
-            _ => pieces.concat().into(),
-        })
-    }
-
-    /// Drops what was read and what is being read ahead, and runs `cut`, which cuts the
-    /// file, before any other read here can begin.
-    pub(super) fn cut<T>(&self, cut: impl FnOnce() -> T) -> T {
-        let mut state = lock(&self.state);
-        *state = State::default();
-        cut()
-    }
-}
-
-/// Takes the bytes of `[at, end)` that `bytes` (from `start` in the file) holds from `at`
-/// on, if it holds `at`, and moves `at` past them.
-fn take_from(pieces: &mut Vec<Bytes>, at: &mut u64, end: u64, start: u64, bytes: &Bytes) {
-    let stop = start + bytes.len() as u64;
-    if start <= *at && *at < stop {
-        let to = end.min(stop);
-        pieces.push(bytes.slice((*at - start) as usize..(to - start) as usize));
-        *at = to;
-    }
-}
-
-impl Ahead {
-    /// Reads `len` bytes from `from` on the read-ahead thread; `None` if it cannot start.
-    fn start(direct: &Arc<File>, from: u64, len: usize) -> Option<Ahead> {
-        let done = Arc::new(Done::default());
-        let (file, result) = (Arc::clone(direct), Arc::clone(&done));
-        let job: Job = Box::new(move || {
-            let bytes = read(&file, len, from);
-            *lock(&result.result) = Some(bytes);
-            result.ready.notify_all();
-        });
-        reader()?.send(job).ok()?;
-        Some(Ahead { from, len, done })
-    }
-
-    fn wait(&self) -> io::Result<Bytes> {
-        let mut result = lock(&self.done.result);
-        loop {
-            if let Some(bytes) = result.take() {
-                return bytes;
-            }
-            result = self
-                .done
-                .ready
-                .wait(result)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The read-ahead thread's queue, started with the first read ahead (`None` if the thread
-/// could not be started: reads then wait for the disk).
-fn reader() -> Option<&'static Sender<Job>> {
-    static READER: OnceLock<Option<Sender<Job>>> = OnceLock::new();
-    READER
-        .get_or_init(|| {
-            let (tx, rx) = mpsc::channel::<Job>();
-            std::thread::Builder::new()
-                .name("weir-read-ahead".into())
-                .spawn(move || rx.into_iter().for_each(|job| job()))
-                .ok()?;
-            Some(tx)
-        })
-        .as_ref()
 }
 
 #[cfg(test)]
