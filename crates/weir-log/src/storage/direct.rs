@@ -313,6 +313,10 @@ mod tests {
         /// Reads this many bytes from this share (per mille) of the length: from the
         /// window, the disk, or both.
         Read(u16, usize),
+        /// Reads from this share of the length to the end, this many bytes at a time,
+        /// each read starting a third of a read before the last one ended, as fetches
+        /// do.
+        Scan(u16, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -322,6 +326,7 @@ mod tests {
             1 => (0..1000u16).prop_map(Op::Cut),
             1 => Just(Op::Reopen),
             3 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Read(at, n)),
+            2 => (0..1000u16, 3..WINDOW_BYTES).prop_map(|(at, n)| Op::Scan(at, n)),
         ]
     }
 
@@ -375,6 +380,15 @@ mod tests {
                         prop_assert!(buf[..] == model[at..at + n], "read_at differs");
                         let bytes = file.read_bytes_at(n, at as u64).unwrap();
                         prop_assert!(bytes[..] == model[at..at + n], "read_bytes_at differs");
+                    }
+                    Op::Scan(share, step) => {
+                        let mut at = model.len() * usize::from(share) / 1000;
+                        while at < model.len() {
+                            let n = step.min(model.len() - at);
+                            let bytes = file.read_bytes_at(n, at as u64).unwrap();
+                            prop_assert!(bytes[..] == model[at..at + n], "scan differs at {}", at);
+                            at += (n - n / 3).max(1);
+                        }
                     }
                 }
                 let size = file.size().unwrap();

@@ -17,10 +17,13 @@ use memmap2::MmapMut;
 
 use super::BLOCK;
 
-/// The smallest buffer mapped for a read; larger ones are powers of two.
+/// Read buffers are mapped in multiples of this size.
 const MIN_READ_BUFFER: usize = 1 << 20;
-/// Bytes of unused read buffers kept mapped for the next reads.
-const POOLED_BYTES: usize = 32 << 20;
+/// Bytes of unused read buffers kept mapped for the next reads: a few fetches of the
+/// largest partition size clients ask for (16 MiB and a little, from librdkafka's
+/// benchmark settings) in flight at once. A read that finds none to reuse maps new
+/// memory, whose first touch is what these reads exist to avoid.
+const POOLED_BYTES: usize = 64 << 20;
 
 static POOL: Mutex<Vec<MmapMut>> = Mutex::new(Vec::new());
 
@@ -61,7 +64,7 @@ fn take(need: usize) -> io::Result<MmapMut> {
         None => {
             drop(pool);
             // Anonymous mappings are page-aligned, which a direct read's memory must be.
-            MmapMut::map_anon(need.next_power_of_two().max(MIN_READ_BUFFER))
+            MmapMut::map_anon(need.next_multiple_of(MIN_READ_BUFFER))
         }
     }
 }
