@@ -18,17 +18,20 @@
 //! next write, and recovery reads a zero tail shorter than a block as padding, not as a
 //! torn batch (`recovery::scan`).
 //!
-//! A file keeps its window while open (up to a process-wide count), and reads of the
-//! bytes it still holds, the newest [`WINDOW_BYTES`] written, are copied from it: the
-//! page cache holds nothing of what was written here, so without it a tailing consumer
-//! would read every record back from the disk. The log's read path sends nothing of such
-//! a range with `sendfile` ([`StorageFile::in_memory`]).
+//! A file keeps its window while open (up to a process-wide count, until its segment
+//! rolls), and reads of the bytes it still holds, the newest [`WINDOW_BYTES`] written,
+//! are copied from it: the page cache holds nothing of what was written here, so without
+//! it a tailing consumer would read every record back from the disk. A read of other
+//! bytes (`read_bytes_at`, what the log's read path uses) is a direct read too, into
+//! pooled memory (`direct/read_past.rs`); the log's read path never sends such a file's
+//! bytes with `sendfile` ([`StorageFile::reads_past_page_cache`]).
 //!
-//! Other reads, `sendfile` and `fdatasync` use a second, ordinary descriptor of the same
-//! file: the kernel drops a range's cached pages after a direct write to it, so a read
-//! sees what was written. The page cache is never written through here, so no dirty
-//! page can be left stale beside the disk. `fdatasync` is still needed, for the file's
-//! size and the disk's own write cache.
+//! Small reads (`read_at`: recovery, the head of a write) outside the window and
+//! `fdatasync` use a second, ordinary descriptor of the same file: the kernel drops a
+//! range's cached pages after a direct write to it, so a read sees what was written. The
+//! page cache is never written through here, so no dirty page can be left stale beside
+//! the disk. `fdatasync` is still needed, for the file's size and the disk's own write
+//! cache.
 
 mod read_past;
 mod window;
