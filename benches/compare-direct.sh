@@ -3,8 +3,8 @@
 # § Direct writes): `weir bench produce` of GB gigabytes of 1 KiB records in batches of
 # 1,000, at acks=leader (row 3) and acks=all (row 4), onto a group-commit topic with
 # write.direct false ("page") and true ("direct"), and with CONSUME=1 also 100 B records
-# produced (row 1) and then consumed from the start (row 2, the fresh records a tailing
-# consumer reads). A fresh broker and data directory per row set, the page cache dropped
+# produced (row 1) and then consumed from the start (row 2, a consumer a gigabyte
+# behind). A fresh broker and data directory per row set, the page cache dropped
 # before each (where the script may), the order alternating by round. Each line: round,
 # mode, row, record size, records/s, the broker's CPU seconds per GB, the bench client's
 # CPU seconds; then the medians and paired direct/page ratios.
@@ -21,11 +21,11 @@
 # p50 and p99 latency (send to arrival at the consumer, ms), and its CPU is per GB
 # produced (and consumed once).
 #
-# Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
 # Row 6 consumes from the start the 1 GB of 1 KiB records row 3 just wrote (after the
 # warm-up, if any). ROWS="..." runs those rows only (rows 2 and 6 need rows 1 and 3
 # just before them).
 #
+# Usage: benches/compare-direct.sh [WEIR_BINARY]     (default target/release/weir)
 # Environment: ROUNDS [3], GB [1], CONSUME [unset], WARM_GB [0], E2E [unset], ROWS,
 #              E2E_RATE [200000], E2E_SECONDS [10], PORT [17610],
 #              WORK [${TMPDIR:-/tmp}/weir-direct] (the disk under test)
