@@ -731,8 +731,54 @@ def group_configs():
     }
 
 
+def direct_reads():
+    """A write.direct topic of 6 MiB segments (each wraps a 4 MiB window), read by a
+    consumer tailing the producer (the newest records, from each segment's window in
+    memory) and then by one from the start (the rest from the disk past the page cache,
+    across rolls): every record, in order, none doubled, to both."""
+    count, size, chunk = 12_000, 1024, 500
+    create(topic, 1, {"write.direct": "true", "segment.bytes": str(6 << 20)})
+
+    def value(i):
+        return (b"%08d" % i) * (size // 8)
+
+    def consumer(group):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        c.assign([TopicPartition(topic, 0, 0)])
+        return c
+
+    def read(c, n, deadline):
+        got = []
+        while len(got) < n and time.time() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                raise KafkaException(m.error())
+            assert m.value() == value(m.offset()), f"offset {m.offset()}: wrong value"
+            got.append(m.offset())
+        return got
+
+    deadline = time.time() + 90
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5})
+    tail = consumer("tail")
+    tailed = []
+    for start in range(0, count, chunk):
+        produce_all(producer, [(0, value(i), None) for i in range(start, start + chunk)])
+        tailed += read(tail, start + chunk - len(tailed), deadline)
+    tail.close()
+    behind = consumer("behind")
+    from_start = read(behind, count, deadline)
+    behind.close()
+    for name, got in (("tailing", tailed), ("from the start", from_start)):
+        wrong = next((i for i, offset in enumerate(got) if offset != i), len(got))
+        assert got == list(range(count)), f"{name}: {len(got)} records, in order up to {wrong}"
+    return {"tailed": len(tailed), "from_start": len(from_start)}
+
+
 checks = {
     "fetch-max-bytes": fetch_max_bytes,
+    "direct-reads": direct_reads,
     "list-offsets": list_offsets,
     "group-ids": group_ids,
     "topic-configs": topic_configs,

@@ -84,6 +84,20 @@ fn kafka_topic_configs_are_accepted_described_and_checked() {
     );
 }
 
+/// A `write.direct` topic read through the Kafka listener by librdkafka as users read: a
+/// consumer tailing the producer (served from each segment's window in memory) and one
+/// from the start afterwards (from the disk past the page cache, across segment rolls)
+/// each get every record, in order, with its value, none doubled.
+#[test]
+fn a_direct_written_topic_reads_back_whole_tailing_and_from_the_start() {
+    let seen = check("direct-reads", "direct-reads");
+    assert_eq!(
+        (seen["tailed"].clone(), seen["from_start"].clone()),
+        (12_000.into(), 12_000.into()),
+        "{seen}"
+    );
+}
+
 /// A compacted topic (created so, or altered with IncrementalAlterConfigs APPEND) refuses
 /// records without keys with INVALID_RECORD, appending nothing of their batch.
 #[test]
