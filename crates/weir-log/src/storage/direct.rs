@@ -89,14 +89,18 @@ struct Writer {
 }
 
 impl Writer {
-    /// Puts the last write's partial block into `window`, so the next write finds it.
-    fn seed(&mut self, window: &mut Window) {
-        if let Some((end, block)) = self.last_block.take() {
-            let start = end - block.len() as u64;
-            window.restart(start);
-            window.slot_mut(start, block.len()).copy_from_slice(&block);
-            window.end = end;
-        }
+    /// Puts the last write's partial block into `window`, so the next write finds it;
+    /// returns its buffer, emptied, for the next one to reuse.
+    fn seed(&mut self, window: &mut Window) -> Vec<u8> {
+        let Some((end, mut block)) = self.last_block.take() else {
+            return Vec::new();
+        };
+        let start = end - block.len() as u64;
+        window.restart(start);
+        window.slot_mut(start, block.len()).copy_from_slice(&block);
+        window.end = end;
+        block.clear();
+        block
     }
 }
 
@@ -154,15 +158,15 @@ impl DirectFile {
             return self.write_through(&self.window, bufs, pos).map(drop);
         }
         let mut window = Window::borrow()?;
-        writer.seed(&mut window);
+        let mut block = writer.seed(&mut window);
         let borrowed = RwLock::new(Some(window));
         let end = self.write_through(&borrowed, bufs, pos)?;
         let mut window = borrowed
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner);
-        let window = held(&mut window);
         let start = end - end % BLOCK;
-        writer.last_block = Some((end, window.slot(start, (end - start) as usize).to_vec()));
+        block.extend_from_slice(held(&mut window).slot(start, (end - start) as usize));
+        writer.last_block = Some((end, block));
         Ok(())
     }
 
@@ -195,16 +199,19 @@ impl DirectFile {
         }
         let mut written = block_start;
         let mut at = pos;
+        // Held from the first copy of a lap of the ring to its write: one exclusive hold
+        // per lap, however many buffers the write has.
+        let mut copying = None;
         for slice in bufs {
             let mut src: &[u8] = slice;
             while !src.is_empty() {
+                let guard = copying.get_or_insert_with(|| write(window));
                 let n = src.len().min(window::room(at));
-                held(&mut write(window))
-                    .slot_mut(at, n)
-                    .copy_from_slice(&src[..n]);
+                held(guard).slot_mut(at, n).copy_from_slice(&src[..n]);
                 at += n as u64;
                 src = &src[n..];
                 if window::room(at) == WINDOW_BYTES {
+                    drop(copying.take());
                     self.write_out(window, written, at)?;
                     written = at;
                 }
@@ -212,12 +219,12 @@ impl DirectFile {
         }
         let padded = at.next_multiple_of(BLOCK);
         if padded > written {
-            held(&mut write(window))
-                .slot_mut(at, (padded - at) as usize)
-                .fill(0);
+            let guard = copying.get_or_insert_with(|| write(window));
+            held(guard).slot_mut(at, (padded - at) as usize).fill(0);
+            drop(copying.take());
             self.write_out(window, written, padded)?;
         }
-        held(&mut write(window)).end = at;
+        held(copying.get_or_insert_with(|| write(window))).end = at;
         Ok(at)
     }
 

@@ -180,27 +180,21 @@ fn a_direct_written_log_is_read_into_memory_from_its_window_and_past_the_page_ca
     let end = log.offsets().log_end_offset;
     assert_eq!(end, 16 * batches as i64);
 
+    // From the start (past the page cache), after the roll, and the tail (the window).
     for (from, batches) in [(0, 15), (16 * 200, 15), (end - 64, 4)] {
         let read = log.read_in_file(from, 256 * 1024, None).unwrap();
         assert!(read.in_file.is_none(), "offset {from}: read into memory");
         assert_eq!(read.batches().count(), batches, "offset {from}");
+        assert_eq!(
+            read.next_offset,
+            from + 16 * batches as i64,
+            "offset {from}"
+        );
         let first = decode_records(&read.batches().next().unwrap()).unwrap();
         let value = String::from_utf8_lossy(&first[0].value.clone().unwrap()).into_owned();
         let expected = format!("batch {} record 0 ", from / 16);
         assert!(value.starts_with(&expected), "offset {from}: {value:.24}");
     }
-    let tail = log.read_in_file(end - 64, 256 * 1024, None).unwrap();
-    assert_eq!(tail.next_offset, end);
-    let values: Vec<String> = tail
-        .batches()
-        .flat_map(|b| decode_records(&b).unwrap())
-        .map(|r| {
-            let value = String::from_utf8_lossy(&r.value.unwrap()).into_owned();
-            value.trim_end_matches('.').trim_end().to_owned()
-        })
-        .collect();
-    assert_eq!(values[0], "batch 508 record 0");
-    assert_eq!(values[63], "batch 511 record 15");
 
     // Read from the start, through the file and then the window: every record, in order.
     let all = read_all(&log, 0);
