@@ -89,6 +89,10 @@ Environment (defaults in brackets):
                   printed beside K with KB/K of the medians [0].
                   Rows 5-7 were the binary TCP prototype's (WIRE=1), retired after
                   commit 980d4cf: BENCHMARKS.md § Data path says how to rerun them there.
+  TOPIC_CONFIG    topic configs every row's topic is created with, as key=value words,
+                  e.g. "write.direct=true" (past the page cache) [none]
+  TOPIC_CONFIG_B  the same for parts B and KB [TOPIC_CONFIG]; with WEIR_BIN_B set to
+                  WEIR_BIN, an A/B of two configs of one build in the same rounds
   KAFKA_BENCH_ARGS  extra weir-peer-bench arguments for rows 8-11
                   ["--batch-records 10000 --in-flight 16": 160,000 records unacknowledged
                   at most, librdkafka batching them itself]
@@ -171,6 +175,16 @@ KAFKA_PORT_K="${KAFKA_PORT_K:-17697}"
 PORT_KB="${PORT_KB:-17698}"
 KAFKA_PORT_KB="${KAFKA_PORT_KB:-17699}"
 KAFKA_BENCH_ARGS="${KAFKA_BENCH_ARGS:---batch-records 10000 --in-flight 16}"
+# topic_args LABEL: the --topic-config arguments of part LABEL's rows, one per line.
+topic_args() {
+    local configs="${TOPIC_CONFIG:-}"
+    case "$1" in
+        B | KB) configs="${TOPIC_CONFIG_B-$configs}" ;;
+    esac
+    for config in $configs; do
+        printf -- '--topic-config\n%s\n' "$config"
+    done
+}
 BENCH_TIMEOUT_SECS="${BENCH_TIMEOUT_SECS:-600}"
 READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
 # Record sizes of the rows, in bytes (row 1; rows 2-4).
@@ -363,10 +377,12 @@ print("%r\t%r\t%r\t%s" % (r["records_per_sec"], r["mb_per_sec"], r["seconds"], "
 bench() {
     local label="$1" round="$2" row="$3" scenario="$4"
     shift 4
+    local topic=()
+    mapfile -t topic < <(topic_args "$label")
     # shellcheck disable=SC2086 # WEIR_BENCH_ARGS is a list of words.
     run_row "$label" "$round" "$row" "${BIN[$label]}" bench "$scenario" \
         --brokers "127.0.0.1:${PORT[$label]}" --partitions 1 --report-schema peer "$@" \
-        ${WEIR_BENCH_ARGS:-}
+        "${topic[@]}" ${WEIR_BENCH_ARGS:-}
 }
 
 # kafka_bench LABEL ROUND ROW WORKLOAD ARGS...: one row of weir-peer-bench --peer kafka
@@ -375,12 +391,13 @@ bench() {
 kafka_bench() {
     local label="$1" round="$2" row="$3" workload="$4"
     shift 4
-    local fsync=()
+    local fsync=() topic=()
     [ "$row" = 10 ] && fsync=(--fsync-before-ack)
+    mapfile -t topic < <(topic_args "$label")
     # shellcheck disable=SC2086 # KAFKA_BENCH_ARGS is a list of words.
     run_row "$label" "$round" "$row" "$PEER_BIN" "$workload" --peer kafka --system weir-kafka \
         --port "${KAFKA_PORT[$label]}" --timeout-secs "$BENCH_TIMEOUT_SECS" --format json \
-        "${fsync[@]}" "$@" $KAFKA_BENCH_ARGS
+        "${fsync[@]}" "${topic[@]}" "$@" $KAFKA_BENCH_ARGS
 }
 
 # run_row LABEL ROUND ROW CMD...: runs CMD (which prints a weir-peer-bench/1 line) while

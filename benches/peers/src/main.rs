@@ -95,6 +95,9 @@ enum Command {
 macro_rules! with_peer {
     ($connect:expr, |$peer:ident| $body:expr) => {{
         let endpoint = $connect.endpoint();
+        if !$connect.topic_configs.is_empty() && $connect.peer != PeerKind::Kafka {
+            return Err(anyhow!("--topic-config is for --peer kafka only"));
+        }
         match $connect.peer {
             PeerKind::Nats => {
                 let $peer = peer::jetstream::JetStream::connect(endpoint).await?;

@@ -51,6 +51,12 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub fsync_before_ack: bool,
 
+    /// `--peer kafka`: a config the topics this run creates are created with, as
+    /// `key=value` (repeatable; e.g. `write.direct=true` for a Weir broker). Refused for
+    /// other peers, whose streams have no such configs.
+    #[arg(long = "topic-config", value_parser = parse_topic_config)]
+    pub topic_configs: Vec<(String, String)>,
+
     /// The run fails, rather than hangs, if it has not finished after this many seconds.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub timeout_secs: u64,
@@ -79,11 +85,26 @@ impl ConnectArgs {
         crate::peer::kafka_wire::BrokerFacts {
             system: self.system().to_owned(),
             fsync_before_ack: self.fsync_before_ack,
+            topic_configs: self.topic_configs.clone(),
         }
     }
 
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// Longest `key=value` a `--topic-config` may be.
+const MAX_TOPIC_CONFIG: usize = 256;
+
+/// Parses a `--topic-config key=value`.
+pub fn parse_topic_config(s: &str) -> Result<(String, String), String> {
+    if s.len() > MAX_TOPIC_CONFIG {
+        return Err(format!("longer than {MAX_TOPIC_CONFIG} bytes"));
+    }
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
     }
 }
 
@@ -187,5 +208,20 @@ mod tests {
         assert!(parse_stream_name("a.b").is_err());
         assert!(parse_stream_name("").is_err());
         assert!(parse_stream_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn topic_configs() {
+        assert_eq!(
+            parse_topic_config("write.direct=true"),
+            Ok(("write.direct".to_owned(), "true".to_owned()))
+        );
+        assert_eq!(
+            parse_topic_config("cleanup.policy=compact,delete"),
+            Ok(("cleanup.policy".to_owned(), "compact,delete".to_owned()))
+        );
+        assert!(parse_topic_config("write.direct").is_err());
+        assert!(parse_topic_config("=true").is_err());
+        assert!(parse_topic_config(&format!("k={}", "x".repeat(300))).is_err());
     }
 }

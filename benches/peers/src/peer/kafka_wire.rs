@@ -69,6 +69,8 @@ pub struct BrokerFacts {
     pub system: String,
     /// Whether the broker fsyncs before it answers `acks=all`.
     pub fsync_before_ack: bool,
+    /// Configs the topics this run creates are created with.
+    pub topic_configs: Vec<(String, String)>,
 }
 
 /// A Kafka-wire broker reached through librdkafka.
@@ -199,7 +201,10 @@ impl Peer for KafkaWire {
                 Err((_, code)) => bail!("deleting {topic}: {code}"),
             }
         }
-        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(1));
+        let new = self.facts.topic_configs.iter().fold(
+            NewTopic::new(topic, 1, TopicReplication::Fixed(1)),
+            |new, (k, v)| new.set(k, v),
+        );
         loop {
             let result = self
                 .admin
