@@ -99,7 +99,9 @@ impl Log {
                     });
                 let seg_end = inner.end_of(base);
                 inner.last_used = std::time::Instant::now();
+                let failed = inner.failed.is_some();
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
+                let verified_from = seg.trusted_from(failed);
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
@@ -108,7 +110,7 @@ impl Log {
                     files.file.clone(),
                     seg.log_path.clone(),
                     (from, from_offset, base),
-                    seg.size,
+                    (seg.size, verified_from),
                     (start, end),
                     seg_end,
                     bound,
@@ -116,6 +118,7 @@ impl Log {
             };
             let (log_start_offset, log_end_offset) = offsets;
             let (from, from_offset, base) = from;
+            let (end_pos, verified_from) = end_pos;
             // A direct-written segment is read into memory, from its window or past the
             // page cache, not sent from a page cache that would fill for it.
             let in_file =
@@ -126,6 +129,7 @@ impl Log {
                     path: &path,
                     end_pos,
                     end_offset: seg_end,
+                    verified_from,
                 };
                 let start = ReadStart::new(start, base);
                 match in_file {
@@ -253,7 +257,9 @@ impl Log {
                 let seg_end = inner.end_of(base);
                 next = Some(seg_end);
                 let log_start = inner.log_start_offset;
+                let failed = inner.failed.is_some();
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
+                let verified_from = seg.trusted_from(failed);
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
@@ -272,6 +278,7 @@ impl Log {
                     path: seg.log_path.clone(),
                     end_pos: seg.size,
                     end_offset: seg_end,
+                    verified_from,
                 };
                 (
                     place,
@@ -321,14 +328,32 @@ impl Log {
     }
 }
 
-/// Where a segment read happens: the file, its readable size, and the offset its segment
-/// ends at (the next segment's base, or the log end).
+/// Where a segment read happens: the file, its readable size, the offset its segment
+/// ends at (the next segment's base, or the log end), and where the bytes this process
+/// checked before writing them start ([`Segment::verified_from`](crate::segment::Segment)).
 #[derive(Debug, Clone, Copy)]
 struct SegmentPlace<'a> {
     file: &'a dyn StorageFile,
     path: &'a Path,
     end_pos: u64,
     end_offset: i64,
+    verified_from: u64,
+}
+
+impl SegmentPlace<'_> {
+    /// Checks the stored batch at `pos` (`batch`, exactly its framed length): length,
+    /// magic, record count and offset delta always; its CRC only if this process did not
+    /// check it before writing it. Kafka checks no CRC when it serves a fetch (consumers
+    /// do); Weir checks every batch it did not write itself, so a segment damaged on disk
+    /// before this process started is found by the broker, and spends no second CRC on
+    /// the batches it checked at append (docs/ARCHITECTURE.md § How a Fetch answer reaches
+    /// the socket).
+    fn check(&self, pos: u64, batch: &[u8]) -> Result<BatchHeader, crate::BatchError> {
+        match pos >= self.verified_from {
+            true => batch::check_stored_layout(batch),
+            false => batch::check_stored(batch),
+        }
+    }
 }
 
 /// A [`SegmentPlace`] taken out from under the log lock.
@@ -338,6 +363,7 @@ struct OwnedPlace {
     path: PathBuf,
     end_pos: u64,
     end_offset: i64,
+    verified_from: u64,
 }
 
 impl OwnedPlace {
@@ -347,6 +373,7 @@ impl OwnedPlace {
             path: &self.path,
             end_pos: self.end_pos,
             end_offset: self.end_offset,
+            verified_from: self.verified_from,
         }
     }
 }
@@ -495,7 +522,7 @@ fn read_segment(
             if take_from.is_some_and(|start| at + batch_len - start > max_bytes) {
                 break;
             }
-            let header = match batch::check_stored(&rest[..batch_len]) {
+            let header = match place.check(here, &rest[..batch_len]) {
                 Ok(header) => header,
                 Err(_) if take_from.is_some() => break,
                 Err(e) => return Err(corrupt(here, e)),
@@ -583,6 +610,19 @@ fn read_segment_in_file(
     let mut record_count = crate::log::record_count(&records);
     while len < max_bytes && end_position < place.end_pos {
         let room = max_bytes - len;
+        if let Some(header) = verified_hop(place, end_position, next_offset)? {
+            // Left whole in the file, read by its header alone: it ends the read as a
+            // checked batch would, at the limit or the upper bound.
+            let batch_len = header.total_bytes();
+            if batch_len > room || upper_bound.is_some_and(|u| header.last_offset() >= u) {
+                break;
+            }
+            record_count += header.record_count.max(0) as u64;
+            len += batch_len;
+            next_offset = header.next_offset();
+            end_position += batch_len as u64;
+            continue;
+        }
         match chunk(
             ReadStart::after(end_position, next_offset),
             next_offset,
@@ -617,6 +657,46 @@ fn read_segment_in_file(
         record_count,
         next_offset,
     })
+}
+
+/// Batches at least this long that a read leaving them in their file checked before it
+/// wrote them ([`SegmentPlace::verified_from`]) are passed over by their header alone:
+/// nothing of them is read into memory, so such a fetch is `sendfile` and a header read a
+/// batch. Shorter ones are read through the check's buffer as before (without their CRC):
+/// a read per header would cost more than reading them.
+const HOP_MIN_BYTES: usize = 32 * 1024;
+
+/// The header of the batch at `pos` if the read may pass over it without reading it: at
+/// least [`HOP_MIN_BYTES`] long, checked by this process before it was written, whole
+/// within the segment, and continuing the offsets before it (`expected`, the next offset
+/// the read wants). `None` otherwise: the caller reads it through the check, which also
+/// reports a batch that is not what it should be.
+fn verified_hop(
+    place: &SegmentPlace<'_>,
+    pos: u64,
+    expected: i64,
+) -> Result<Option<BatchHeader>, ReadError> {
+    if pos < place.verified_from || place.end_pos - pos < HOP_MIN_BYTES as u64 {
+        return Ok(None);
+    }
+    let mut head = [0u8; batch::HEADER_BYTES];
+    place
+        .file
+        .read_exact_at(&mut head, pos)
+        .map_err(|e| ReadError::io(place.path.to_path_buf(), e))?;
+    let Ok(len) = batch::framed_len(&head) else {
+        return Ok(None);
+    };
+    let header = BatchHeader::parse(&head);
+    let whole = len >= HOP_MIN_BYTES && pos + len as u64 <= place.end_pos;
+    let end = header
+        .base_offset
+        .checked_add(i64::from(header.last_offset_delta) + 1);
+    let continues = header.base_offset >= expected
+        && header.last_offset_delta >= 0
+        && end.is_some_and(|end| end <= place.end_offset);
+    let counted = (0..=batch::MAX_RECORDS_PER_BATCH).contains(&header.record_count);
+    Ok((whole && continues && counted && header.magic == batch::MAGIC_V2).then_some(header))
 }
 
 /// Checks a batch's base offset, which lies outside its CRC (Kafka's format), against

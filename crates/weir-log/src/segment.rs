@@ -96,6 +96,11 @@ pub(crate) struct Segment {
     pub log_path: PathBuf,
     /// Bytes of complete batches; readers never look past it.
     pub size: u64,
+    /// Where the bytes this process appended start: every batch from here to `size` was
+    /// checked (CRC included) before it was written, so reads need not compute its CRC
+    /// again (`read.rs`). The segment's size when this process first knew it; only
+    /// checked appends grow a segment after that.
+    pub verified_from: u64,
     pub files: Option<SegmentFiles>,
     pub cursor: IndexCursor,
     /// When this segment was created or became active in this process; rolls by age.
@@ -116,11 +121,22 @@ impl Segment {
             base_offset,
             log_path: file_path(dir, base_offset, LOG_SUFFIX),
             size,
+            verified_from: size,
             files: None,
             cursor: IndexCursor::fresh(base_offset),
             active_since: Instant::now(),
             txn: None,
             parked: None,
+        }
+    }
+
+    /// Where the bytes reads may take as checked start ([`Segment::verified_from`]): the
+    /// segment's end, so none, in a log that `failed` (what reached the disk after a
+    /// failed write or sync may not be what was checked).
+    pub(crate) fn trusted_from(&self, failed: bool) -> u64 {
+        match failed {
+            true => self.size,
+            false => self.verified_from,
         }
     }
 
