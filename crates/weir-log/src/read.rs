@@ -1,6 +1,9 @@
 //! Reading: batches from an offset up to a byte limit, and the offset for a timestamp.
-//! Every batch read is checked before it is returned or skipped; a damaged one is an
-//! error naming its file and position.
+//! Every batch read is checked before it is returned or skipped (its CRC only if this
+//! process did not check it before writing it: [`Segment::verified_from`]); a damaged one
+//! is an error naming its file and position.
+//!
+//! [`Segment::verified_from`]: crate::segment::Segment
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +21,8 @@ impl Log {
     /// Reads whole batches starting with the one that holds `offset`, up to `max_bytes`
     /// (at least one batch is returned even if it is larger, so a reader always makes
     /// progress), and only batches whose last offset is below `upper_bound` (the high
-    /// watermark, for consumers). Every returned batch has passed its CRC check.
+    /// watermark, for consumers). Every returned batch has passed its CRC check, here or,
+    /// for what this process appended, before it was written.
     pub fn read(
         &self,
         offset: i64,
@@ -31,7 +35,8 @@ impl Log {
     /// [`read`](Self::read), with the batches left in their segment file
     /// ([`FetchData::in_file`]) for a listener to send with `sendfile`. They are checked as
     /// `read` checks them, 128 KiB at a time through buffers dropped once checked, never
-    /// one of the read's size. A read of less than 32 KiB, which the first check holds in
+    /// one of the read's size; batches of 32 KiB or more that this process appended are
+    /// passed over by their headers alone. A read of less than 32 KiB, which the first check holds in
     /// memory anyway, comes back in memory (`records`), as does a read of a
     /// direct-written segment (`storage/direct.rs`) and any read from storage whose files
     /// are not OS files (fault injection).
