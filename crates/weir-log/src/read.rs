@@ -153,6 +153,13 @@ impl Log {
                     next_offset,
                     end_position,
                 } => {
+                    if file.reads_past_page_cache() && end_position < end_pos {
+                        // The next read in order starts at an index entry at most about
+                        // `index_interval_bytes` before this one's end.
+                        let next = end_position.saturating_sub(READ_SLACK_BYTES as u64);
+                        let len = read_bytes(max_bytes).saturating_add(READ_SLACK_BYTES) as u64;
+                        file.read_ahead(next, len.min(end_pos - next) as usize);
+                    }
                     let position = end_position - records.len() as u64;
                     return Ok(FetchData {
                         records,
@@ -421,6 +428,13 @@ const MIN_READ_BYTES: usize = 16 * 1024;
 /// `pread`.
 const READ_SLACK_BYTES: usize = 8 * 1024;
 
+/// How many bytes a read of `max_bytes` asks its file for at first.
+fn read_bytes(max_bytes: usize) -> usize {
+    max_bytes
+        .saturating_add(READ_SLACK_BYTES)
+        .max(MIN_READ_BYTES)
+}
+
 /// Where a read puts the batches it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadTo {
@@ -472,9 +486,7 @@ fn read_segment(
     };
     let (mut pos, mut expected_base) = (start.pos, start.expected);
     let exact_at = start.exact.then_some(start.pos);
-    let mut want = max_bytes
-        .saturating_add(READ_SLACK_BYTES)
-        .max(MIN_READ_BYTES);
+    let mut want = read_bytes(max_bytes);
     while pos < end_pos {
         let len = (end_pos - pos).min(want as u64) as usize;
         let buf = file

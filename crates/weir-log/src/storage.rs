@@ -118,6 +118,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         false
     }
 
+    /// Tells the file that a read of `len` bytes from `pos` is likely next (a reader going
+    /// through the file in order), so it may start that read now and have it ready. The
+    /// caller promises the range holds written bytes that will not change unless the file
+    /// is cut (`set_len`). Nothing by default: the page cache reads ahead by itself.
+    fn read_ahead(&self, _pos: u64, _len: usize) {}
+
     /// Tells the file that it will not be written again (its segment rolled), so it may
     /// let go of what it keeps for writes (a direct-written file's window). Nothing by
     /// default.

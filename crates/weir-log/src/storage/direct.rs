@@ -33,6 +33,7 @@
 //! the disk. `fdatasync` is still needed, for the file's size and the disk's own write
 //! cache.
 
+mod ahead;
 mod read_past;
 mod window;
 
@@ -40,11 +41,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
 use super::{OsFile, StorageFile};
+use ahead::AheadState;
 use window::{WINDOW_BYTES, Window};
 
 /// Alignment of a direct write's position, length and memory: the largest logical block
@@ -74,9 +76,10 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
     };
     Ok(Some(DirectFile {
         file: OsFile(file),
-        direct,
+        direct: Arc::new(direct),
         writer: Mutex::new(Writer { last_block: None }),
         window: RwLock::new(None),
+        ahead: Mutex::new(AheadState::default()),
     }))
 }
 
@@ -107,12 +110,15 @@ impl Writer {
 #[derive(Debug)]
 pub(crate) struct DirectFile {
     file: OsFile,
-    direct: File,
+    /// Shared with reads ahead running on their own threads.
+    direct: Arc<File>,
     /// Held for the whole of a write: one writer at a time.
     writer: Mutex<Writer>,
     /// The file's own window, once it has one. Writers hold it exclusively only while
     /// they copy into it; readers copy out of it beside a write's I/O.
     window: RwLock<Option<Window>>,
+    /// The read ahead for the next read in order, if any (`direct/ahead.rs`).
+    ahead: Mutex<AheadState>,
 }
 
 fn read(window: &RwLock<Option<Window>>) -> RwLockReadGuard<'_, Option<Window>> {
@@ -140,6 +146,10 @@ impl DirectFile {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn ahead(&self) -> MutexGuard<'_, AheadState> {
+        self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Writes `bufs` from `pos` through the file's own window, or through one borrowed
     /// for this write if the process keeps as many as it may.
     fn write_direct(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<()> {
@@ -155,7 +165,9 @@ impl DirectFile {
             own.is_some()
         };
         if own {
-            return self.write_through(&self.window, bufs, pos).map(drop);
+            let end = self.write_through(&self.window, bufs, pos)?;
+            self.ahead().written(end);
+            return Ok(());
         }
         let mut window = Window::borrow()?;
         let mut block = writer.seed(&mut window);
@@ -167,6 +179,7 @@ impl DirectFile {
         let start = end - end % BLOCK;
         block.extend_from_slice(held(&mut window).slot(start, (end - start) as usize));
         writer.last_block = Some((end, block));
+        self.ahead().written(end);
         Ok(())
     }
 
@@ -277,7 +290,21 @@ impl StorageFile for DirectFile {
             window.extend(&mut buf, pos, len);
             return Ok(buf.into());
         }
+        let ahead = self.ahead().take();
+        if let Some(bytes) = ahead.and_then(|a| a.bytes(pos, len)) {
+            return Ok(bytes);
+        }
         read_past::read(&self.direct, len, pos)
+    }
+    fn read_ahead(&self, pos: u64, len: usize) {
+        if read(&self.window)
+            .as_ref()
+            .is_some_and(|w| w.holds(pos, pos + len as u64))
+        {
+            return;
+        }
+        let Ok(size) = self.file.size() else { return };
+        self.ahead().start(&self.direct, pos, len, size);
     }
     fn reads_past_page_cache(&self) -> bool {
         true
@@ -299,7 +326,10 @@ impl StorageFile for DirectFile {
         if let Some(window) = write(&self.window).as_mut() {
             window.cut(len);
         }
-        self.file.set_len(len)
+        let mut ahead = self.ahead();
+        let cut = self.file.set_len(len);
+        ahead.cut(len);
+        cut
     }
     fn size(&self) -> io::Result<u64> {
         self.file.size()
@@ -327,6 +357,8 @@ mod tests {
         /// each read starting a third of a read before the last one ended, as fetches
         /// do.
         Scan(u16, usize),
+        /// Says a read of this many bytes from this share of the length comes next.
+        Ahead(u16, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -337,6 +369,7 @@ mod tests {
             1 => Just(Op::Reopen),
             3 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Read(at, n)),
             2 => (0..1000u16, 3..WINDOW_BYTES).prop_map(|(at, n)| Op::Scan(at, n)),
+            2 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Ahead(at, n)),
         ]
     }
 
@@ -398,7 +431,14 @@ mod tests {
                             let bytes = file.read_bytes_at(n, at as u64).unwrap();
                             prop_assert!(bytes[..] == model[at..at + n], "scan differs at {}", at);
                             at += (n - n / 3).max(1);
+                            // As the log's read path does: the next read, likely.
+                            let len = (n + n / 3).min(model.len().saturating_sub(at));
+                            file.read_ahead(at as u64, len);
                         }
+                    }
+                    Op::Ahead(share, n) => {
+                        let at = model.len() * usize::from(share) / 1000;
+                        file.read_ahead(at as u64, n.min(model.len() - at));
                     }
                 }
                 let size = file.size().unwrap();
@@ -408,6 +448,48 @@ mod tests {
                 prop_assert!(all[model.len()..].iter().all(|&b| b == 0), "padding is not zero");
             }
         }
+    }
+
+    /// A read ahead never serves bytes a cut or a later write changed: a cut drops it, and
+    /// a range asked past the data end (a reader's size from before a cut) is read only up
+    /// to that end, not into the zeros a later write fills. (Reads from 0 of a file longer
+    /// than the window go to the disk, so to what was read ahead.)
+    #[test]
+    fn a_read_ahead_serves_only_bytes_that_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        // A range asked past the data end of a file written here: not into its padding.
+        let padded = open_file(&dir.path().join("padded.log"));
+        let data = pattern(0, 2 * WINDOW_BYTES + 1000);
+        padded.write_all_at(&data, 0).unwrap();
+        padded.read_ahead(0, 2 * WINDOW_BYTES + BLOCK as usize);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        padded.write_all_at(&[9; 300], data.len() as u64).unwrap();
+        let back = padded.read_bytes_at(data.len() + 300, 0).unwrap();
+        assert!(back[..data.len()] == data[..]);
+        assert_eq!(back[data.len()..], [9; 300], "read ahead into the padding");
+
+        let file = open_file(&dir.path().join("f.log"));
+        let first = pattern(0, 3 * WINDOW_BYTES);
+        file.write_all_at(&first, 0).unwrap();
+        let old_end = first.len();
+        let cut = 2 * WINDOW_BYTES + 1000;
+        file.read_ahead(0, 2 * WINDOW_BYTES + 5000);
+        // The read ahead done before the cut, as a fast disk's would be.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        file.set_len(cut as u64).unwrap();
+        file.write_all_at(&[7; 500], cut as u64).unwrap();
+        let back = file.read_bytes_at(cut + 500, 0).unwrap();
+        assert!(back[..cut] == first[..cut]);
+        assert_eq!(back[cut..], [7; 500], "read ahead before the cut");
+        // A reader that read the size before the cut asks for the old range; the next
+        // write fills what was the zero padding of the block the data ends in.
+        file.read_ahead(0, old_end);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        file.write_all_at(&[9; 300], cut as u64 + 500).unwrap();
+        let back = file.read_bytes_at(cut + 800, 0).unwrap();
+        assert!(back[..cut] == first[..cut]);
+        assert_eq!(back[cut..cut + 500], [7; 500]);
+        assert_eq!(back[cut + 500..], [9; 300], "read ahead past the data end");
     }
 
     #[test]

@@ -1,0 +1,110 @@
+//! Reading ahead in a direct-written file, for a reader going through it in order.
+//!
+//! Why: a direct read waits for the disk, and a fetch that reads its whole range before
+//! the answer goes out leaves the disk idle while the answer is sent and the client asks
+//! again. The log's read path says where the next read will likely start
+//! ([`StorageFile::read_ahead`](crate::storage::StorageFile::read_ahead)); that range is
+//! read on a thread of its own into a pooled buffer (`read_past`) while the answer is
+//! sent, and the next read that falls inside it takes a slice of it: nothing is joined or
+//! copied again.
+//!
+//! A read ahead holds only bytes below the file's data end when it started, which a later
+//! write cannot change (a caller's range past it, from a size it read before a cut, is
+//! cut there), and a cut (`set_len`) drops it, under the same lock as the cut.
+
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+
+use bytes::Bytes;
+
+/// Reads ahead the process holds at once (running, or done and not yet taken), each with a
+/// buffer of up to a fetch's size (16 MiB and a little, from librdkafka's settings): past
+/// this, readers read as before.
+const MAX_AHEAD: usize = 4;
+
+static HELD: AtomicUsize = AtomicUsize::new(0);
+
+/// One read running (or done) on its own thread.
+#[derive(Debug)]
+pub(super) struct Ahead {
+    pos: u64,
+    len: usize,
+    result: mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        HELD.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a direct file knows for its reads ahead.
+#[derive(Debug, Default)]
+pub(super) struct AheadState {
+    /// Where the data ends, once this process has written or cut the file (before that,
+    /// the file's size: a file recovery opened has no padding left, and a closed one is
+    /// not written again).
+    end: Option<u64>,
+    pending: Option<Ahead>,
+}
+
+impl AheadState {
+    /// The file was written up to `end`.
+    pub(super) fn written(&mut self, end: u64) {
+        self.end = Some(end);
+    }
+
+    /// The file was cut to `len`: what was read ahead may be gone.
+    pub(super) fn cut(&mut self, len: u64) {
+        self.end = Some(len);
+        self.pending = None;
+    }
+
+    /// Starts reading `[pos, pos + len)` of `direct` ahead, cut at the data end, unless the
+    /// process holds [`MAX_AHEAD`] already. `size` is the file's size, for a file this
+    /// process has not written.
+    pub(super) fn start(&mut self, direct: &Arc<File>, pos: u64, len: usize, size: u64) {
+        self.pending = None;
+        let end = self.end.unwrap_or(size);
+        let len = (len as u64).min(end.saturating_sub(pos)) as usize;
+        if len == 0 {
+            return;
+        }
+        if HELD.fetch_add(1, Ordering::AcqRel) >= MAX_AHEAD {
+            HELD.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let (tx, result) = mpsc::sync_channel(1);
+        let ahead = Ahead { pos, len, result };
+        let direct = Arc::clone(direct);
+        let spawned = std::thread::Builder::new()
+            .name("weir-read-ahead".into())
+            .spawn(move || {
+                let _ = tx.send(super::read_past::read(&direct, len, pos));
+            });
+        if spawned.is_ok() {
+            self.pending = Some(ahead);
+        }
+    }
+
+    /// The read ahead, if one is pending.
+    pub(super) fn take(&mut self) -> Option<Ahead> {
+        self.pending.take()
+    }
+}
+
+impl Ahead {
+    /// `len` bytes from `pos`, if this read ahead covers them and succeeded (waiting for it
+    /// to finish); `None` otherwise, and the caller reads them itself.
+    pub(super) fn bytes(self, pos: u64, len: usize) -> Option<Bytes> {
+        let covers = self.pos <= pos && pos + len as u64 <= self.pos + self.len as u64;
+        if !covers {
+            return None;
+        }
+        let bytes = self.result.recv().ok()?.ok()?;
+        let from = (pos - self.pos) as usize;
+        (bytes.len() >= from + len).then(|| bytes.slice(from..from + len))
+    }
+}
