@@ -4,9 +4,10 @@
 //! the answer goes out leaves the disk idle while the answer is sent and the client asks
 //! again. The log's read path says where the next read will likely start
 //! ([`StorageFile::read_ahead`](crate::storage::StorageFile::read_ahead)); that range is
-//! read on a thread of its own into a pooled buffer (`read_past`) while the answer is
-//! sent, and the next read that falls inside it takes a slice of it: nothing is joined or
-//! copied again.
+//! read by the process's read-ahead thread into a pooled buffer (`read_past`) while the
+//! answer is sent, and the next read that falls inside it takes a slice of it: nothing is
+//! joined or copied again. One thread for every file, started once: a thread per read
+//! cost a reader of 1 MiB at a time more than the overlap gave it.
 //!
 //! A read ahead holds only bytes below the file's data end when it started, which a later
 //! write cannot change (a caller's range past it, from a size it read before a cut, is
@@ -14,8 +15,8 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use bytes::Bytes;
 
@@ -26,16 +27,55 @@ const MAX_AHEAD: usize = 4;
 
 static HELD: AtomicUsize = AtomicUsize::new(0);
 
+/// A read for the read-ahead thread, and where its result goes.
+struct Job {
+    direct: Arc<File>,
+    pos: u64,
+    len: usize,
+    result: mpsc::SyncSender<io::Result<Bytes>>,
+    /// Cleared when its reader moved on: the thread then skips it.
+    wanted: Arc<AtomicBool>,
+}
+
+/// The read-ahead thread's queue, once it is started (`None` if it could not be).
+static QUEUE: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+
+/// Queues `job` for the read-ahead thread; false if there is none.
+fn queue(job: Job) -> bool {
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("weir-read-ahead".into())
+            .spawn(move || {
+                for job in rx {
+                    if !job.wanted.load(Ordering::Acquire) {
+                        continue;
+                    }
+                    let read = super::read_past::read(&job.direct, job.len, job.pos);
+                    let _ = job.result.send(read);
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    queue.as_ref().is_some_and(|tx| {
+        let tx = tx.lock().unwrap_or_else(PoisonError::into_inner);
+        tx.send(job).is_ok()
+    })
+}
+
 /// One read running (or done) on its own thread.
 #[derive(Debug)]
 pub(super) struct Ahead {
     pos: u64,
     len: usize,
     result: mpsc::Receiver<io::Result<Bytes>>,
+    wanted: Arc<AtomicBool>,
 }
 
 impl Drop for Ahead {
     fn drop(&mut self) {
+        self.wanted.store(false, Ordering::Release);
         HELD.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -77,14 +117,21 @@ impl AheadState {
             return;
         }
         let (tx, result) = mpsc::sync_channel(1);
-        let ahead = Ahead { pos, len, result };
-        let direct = Arc::clone(direct);
-        let spawned = std::thread::Builder::new()
-            .name("weir-read-ahead".into())
-            .spawn(move || {
-                let _ = tx.send(super::read_past::read(&direct, len, pos));
-            });
-        if spawned.is_ok() {
+        let wanted = Arc::new(AtomicBool::new(true));
+        let ahead = Ahead {
+            pos,
+            len,
+            result,
+            wanted: Arc::clone(&wanted),
+        };
+        let job = Job {
+            direct: Arc::clone(direct),
+            pos,
+            len,
+            result: tx,
+            wanted,
+        };
+        if queue(job) {
             self.pending = Some(ahead);
         }
     }
