@@ -36,8 +36,8 @@ impl Log {
     /// ([`FetchData::in_file`]) for a listener to send with `sendfile`. They are checked as
     /// `read` checks them, 128 KiB at a time through buffers dropped once checked, never
     /// one of the read's size; batches of 32 KiB or more that this process appended are
-    /// passed over by their headers alone. A read of less than 32 KiB, which the first check holds in
-    /// memory anyway, comes back in memory (`records`), as does a read of a
+    /// passed over by their headers alone. A read of less than 32 KiB, which the first
+    /// check holds in memory anyway, comes back in memory (`records`), as does a read of a
     /// direct-written segment (`storage/direct.rs`) and any read from storage whose files
     /// are not OS files (fault injection).
     pub fn read_in_file(

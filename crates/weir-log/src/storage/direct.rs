@@ -23,8 +23,9 @@
 //! are copied from it: the page cache holds nothing of what was written here, so without
 //! it a tailing consumer would read every record back from the disk. A read of other
 //! bytes (`read_bytes_at`, what the log's read path uses) is a direct read too, into
-//! pooled memory (`direct/read_past.rs`); the log's read path never sends such a file's
-//! bytes with `sendfile` ([`StorageFile::reads_past_page_cache`]).
+//! pooled memory (`direct/read_past.rs`), started ahead of time where the log's read path
+//! says a reader going in order will ask next (`direct/ahead.rs`); the log's read path
+//! never sends such a file's bytes with `sendfile` ([`StorageFile::reads_past_page_cache`]).
 //!
 //! Small reads (`read_at`: recovery, the head of a write) outside the window and
 //! `fdatasync` use a second, ordinary descriptor of the same file: the kernel drops a
