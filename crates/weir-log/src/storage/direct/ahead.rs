@@ -6,8 +6,8 @@
 //! ([`StorageFile::read_ahead`](crate::storage::StorageFile::read_ahead)); that range is
 //! read by the process's read-ahead thread into a pooled buffer (`read_past`) while the
 //! answer is sent, and the next read that falls inside it takes a slice of it: nothing is
-//! joined or copied again. One thread for every file, started once: a thread per read
-//! cost a reader of 1 MiB at a time more than the overlap gave it.
+//! joined or copied again. One thread for the process, started at the first read ahead: a
+//! thread per read cost a reader of 1 MiB at a time more than the overlap gave it.
 //!
 //! A read ahead holds only bytes below the file's data end when it started, which a later
 //! write cannot change (a caller's range past it, from a size it read before a cut, is
@@ -64,7 +64,7 @@ fn queue(job: Job) -> bool {
     })
 }
 
-/// One read running (or done) on its own thread.
+/// One read queued for (or done by) the read-ahead thread.
 #[derive(Debug)]
 pub(super) struct Ahead {
     pos: u64,
@@ -83,9 +83,9 @@ impl Drop for Ahead {
 /// What a direct file knows for its reads ahead.
 #[derive(Debug, Default)]
 pub(super) struct AheadState {
-    /// Where the data ends, once this process has written or cut the file (before that,
-    /// the file's size: a file recovery opened has no padding left, and a closed one is
-    /// not written again).
+    /// Where the data ends, once this process has written or cut the file. Before that the
+    /// file's size stands in: callers ask only for bytes below the log's size of the
+    /// segment, which a cut alone makes stale, and a cut sets this.
     end: Option<u64>,
     pending: Option<Ahead>,
 }
