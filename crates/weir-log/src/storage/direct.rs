@@ -111,7 +111,7 @@ impl Writer {
 #[derive(Debug)]
 pub(crate) struct DirectFile {
     file: OsFile,
-    /// Shared with reads ahead running on their own threads.
+    /// Shared with the read-ahead thread (`direct/ahead.rs`).
     direct: Arc<File>,
     /// Held for the whole of a write: one writer at a time.
     writer: Mutex<Writer>,
