@@ -59,7 +59,7 @@ impl Log {
     ) -> Result<FetchData, ReadError> {
         let mut offset = offset;
         loop {
-            let (file, path, from, end_pos, offsets, seg_end, bound) = {
+            let (place, from, offsets, bound) = {
                 let mut inner = self.lock();
                 let (start, end) = (inner.log_start_offset, inner.next_offset);
                 if offset < start || offset > end {
@@ -106,36 +106,27 @@ impl Log {
                 inner.last_used = std::time::Instant::now();
                 let failed = inner.failed.is_some();
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
-                let verified_from = seg.trusted_from(failed);
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
                 let (from, from_offset) = index_floor(files, base, offset);
+                let file = files.file.clone();
                 (
-                    files.file.clone(),
-                    seg.log_path.clone(),
+                    OwnedPlace::new(file, seg, seg_end, failed),
                     (from, from_offset, base),
-                    (seg.size, verified_from),
                     (start, end),
-                    seg_end,
                     bound,
                 )
             };
             let (log_start_offset, log_end_offset) = offsets;
             let (from, from_offset, base) = from;
-            let (end_pos, verified_from) = end_pos;
+            let (file, seg_end, end_pos) = (&place.file, place.end_offset, place.end_pos);
             // A direct-written segment is read into memory, from its window or past the
             // page cache, not sent from a page cache that would fill for it.
             let in_file =
                 to == ReadTo::File && file.os_file().is_some() && !file.reads_past_page_cache();
             let read = |start: (u64, i64)| {
-                let place = SegmentPlace {
-                    file: file.as_ref(),
-                    path: &path,
-                    end_pos,
-                    end_offset: seg_end,
-                    verified_from,
-                };
+                let place = place.borrowed();
                 let start = ReadStart::new(start, base);
                 match in_file {
                     true => read_segment_in_file(&place, start, offset, max_bytes, bound),
@@ -144,7 +135,7 @@ impl Log {
             };
             let mut result = read((from, from_offset));
             if index_mismatch(&result, (from, from_offset), base) {
-                tracing::warn!(segment = %path.display(), position = from, "offset index does not match the log; reading from the segment start");
+                tracing::warn!(segment = %place.path.display(), position = from, "offset index does not match the log; reading from the segment start");
                 result = read((0, base));
             }
             match result? {
@@ -167,7 +158,10 @@ impl Log {
                         next_offset,
                         log_start_offset,
                         log_end_offset,
-                        stored_at: Some(SegmentPosition { path, position }),
+                        stored_at: Some(SegmentPosition {
+                            path: place.path,
+                            position,
+                        }),
                     });
                 }
                 SegmentRead::InFile {
@@ -178,11 +172,14 @@ impl Log {
                 } => {
                     return Ok(FetchData {
                         records: Bytes::new(),
-                        in_file: Some(FileSlice::new(file, position, len, record_count)),
+                        in_file: Some(FileSlice::new(place.file, position, len, record_count)),
                         next_offset,
                         log_start_offset,
                         log_end_offset,
-                        stored_at: Some(SegmentPosition { path, position }),
+                        stored_at: Some(SegmentPosition {
+                            path: place.path,
+                            position,
+                        }),
                     });
                 }
                 SegmentRead::Hidden => {
@@ -271,7 +268,6 @@ impl Log {
                 let log_start = inner.log_start_offset;
                 let failed = inner.failed.is_some();
                 let seg = inner.segments.get_mut(&base).expect("segment exists");
-                let verified_from = seg.trusted_from(failed);
                 let files = seg
                     .ensure_open(self.storage.as_ref(), &self.config, seg_end)
                     .map_err(open_to_read)?;
@@ -285,13 +281,8 @@ impl Log {
                 };
                 let floor_entry = files.time_index.floor(timestamp).map(|(_, t)| probe(t));
                 let last_entry = files.time_index.last().map(probe);
-                let place = OwnedPlace {
-                    file: files.file.clone(),
-                    path: seg.log_path.clone(),
-                    end_pos: seg.size,
-                    end_offset: seg_end,
-                    verified_from,
-                };
+                let file = files.file.clone();
+                let place = OwnedPlace::new(file, seg, seg_end, failed);
                 (
                     place,
                     base,
@@ -379,6 +370,24 @@ struct OwnedPlace {
 }
 
 impl OwnedPlace {
+    /// Where a read of `seg` happens: `file` is its open log file, `end_offset` the offset
+    /// it ends at. A log that `failed` trusts nothing it wrote (what reached the disk
+    /// after a failed write or sync may not be what was checked): every CRC is checked.
+    fn new(
+        file: Arc<dyn StorageFile>,
+        seg: &segment::Segment,
+        end_offset: i64,
+        failed: bool,
+    ) -> OwnedPlace {
+        OwnedPlace {
+            file,
+            path: seg.log_path.clone(),
+            end_pos: seg.size,
+            end_offset,
+            verified_from: if failed { seg.size } else { seg.verified_from },
+        }
+    }
+
     fn borrowed(&self) -> SegmentPlace<'_> {
         SegmentPlace {
             file: self.file.as_ref(),

@@ -130,16 +130,6 @@ impl Segment {
         }
     }
 
-    /// Where the bytes reads may take as checked start ([`Segment::verified_from`]): the
-    /// segment's end, so none, in a log that `failed` (what reached the disk after a
-    /// failed write or sync may not be what was checked).
-    pub(crate) fn trusted_from(&self, failed: bool) -> u64 {
-        match failed {
-            true => self.size,
-            false => self.verified_from,
-        }
-    }
-
     /// The active segment of a new, empty log at `base_offset`: parked, its files
     /// created by the first append (or read) that opens it.
     pub(crate) fn unborn(dir: &Path, base_offset: i64) -> Segment {

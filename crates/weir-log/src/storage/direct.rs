@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, Rw
 use bytes::Bytes;
 
 use super::{OsFile, StorageFile};
-use ahead::AheadState;
+use ahead::Ahead;
 use window::{WINDOW_BYTES, Window};
 
 /// Alignment of a direct write's position, length and memory: the largest logical block
@@ -80,7 +80,7 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
         direct: Arc::new(direct),
         writer: Mutex::new(Writer { last_block: None }),
         window: RwLock::new(None),
-        ahead: Mutex::new(AheadState::default()),
+        ahead: Mutex::new(None),
     }))
 }
 
@@ -119,7 +119,7 @@ pub(crate) struct DirectFile {
     /// they copy into it; readers copy out of it beside a write's I/O.
     window: RwLock<Option<Window>>,
     /// The read ahead for the next read in order, if any (`direct/ahead.rs`).
-    ahead: Mutex<AheadState>,
+    ahead: Mutex<Option<Ahead>>,
 }
 
 fn read(window: &RwLock<Option<Window>>) -> RwLockReadGuard<'_, Option<Window>> {
@@ -147,7 +147,7 @@ impl DirectFile {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn ahead(&self) -> MutexGuard<'_, AheadState> {
+    fn ahead(&self) -> MutexGuard<'_, Option<Ahead>> {
         self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -166,9 +166,7 @@ impl DirectFile {
             own.is_some()
         };
         if own {
-            let end = self.write_through(&self.window, bufs, pos)?;
-            self.ahead().written(end);
-            return Ok(());
+            return self.write_through(&self.window, bufs, pos).map(drop);
         }
         let mut window = Window::borrow()?;
         let mut block = writer.seed(&mut window);
@@ -180,7 +178,6 @@ impl DirectFile {
         let start = end - end % BLOCK;
         block.extend_from_slice(held(&mut window).slot(start, (end - start) as usize));
         writer.last_block = Some((end, block));
-        self.ahead().written(end);
         Ok(())
     }
 
@@ -305,7 +302,10 @@ impl StorageFile for DirectFile {
             return;
         }
         let Ok(size) = self.file.size() else { return };
-        self.ahead().start(&self.direct, pos, len, size);
+        let mut pending = self.ahead();
+        // The last one's buffer and place go first: a reader has one read ahead at a time.
+        pending.take();
+        *pending = ahead::start(&self.direct, pos, len, size);
     }
     fn reads_past_page_cache(&self) -> bool {
         true
@@ -327,9 +327,10 @@ impl StorageFile for DirectFile {
         if let Some(window) = write(&self.window).as_mut() {
             window.cut(len);
         }
+        // Under the read ahead's lock: none started before the cut is taken after it.
         let mut ahead = self.ahead();
         let cut = self.file.set_len(len);
-        ahead.cut(len);
+        *ahead = None;
         cut
     }
     fn size(&self) -> io::Result<u64> {
@@ -453,7 +454,7 @@ mod tests {
 
     /// A read ahead never serves bytes a cut or a later write changed: a cut drops it, and
     /// a range asked past the data end (a reader's size from before a cut) is read only up
-    /// to that end, not into the zeros a later write fills. (Reads from 0 of a file longer
+    /// to the file's last block, not into the zeros a later write fills. (Reads from 0 of a file longer
     /// than the window go to the disk, so to what was read ahead.)
     #[test]
     fn a_read_ahead_serves_only_bytes_that_stay() {

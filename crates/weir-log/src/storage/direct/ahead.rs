@@ -9,9 +9,11 @@
 //! joined or copied again. One thread for the process, started at the first read ahead: a
 //! thread per read cost a reader of 1 MiB at a time more than the overlap gave it.
 //!
-//! A read ahead holds only bytes below the file's data end when it started, which a later
-//! write cannot change (a caller's range past it, from a size it read before a cut, is
-//! cut there), and a cut (`set_len`) drops it, under the same lock as the cut.
+//! A read ahead holds only bytes before the file's last block when it started: a direct
+//! write pads the block its data ends in with zeros on the disk, and a later write fills
+//! them, but every block before it holds data that only a cut changes (a caller's range
+//! past it, from a size it read before a cut, is cut there). A cut (`set_len`) drops the
+//! read ahead, under the same lock as the cut.
 
 use std::fs::File;
 use std::io;
@@ -19,6 +21,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 
 use bytes::Bytes;
+
+use super::BLOCK;
 
 /// Reads ahead the process holds at once (running, or done and not yet taken), each with a
 /// buffer of up to a fetch's size (16 MiB and a little, from librdkafka's settings): past
@@ -80,66 +84,35 @@ impl Drop for Ahead {
     }
 }
 
-/// What a direct file knows for its reads ahead.
-#[derive(Debug, Default)]
-pub(super) struct AheadState {
-    /// Where the data ends, once this process has written or cut the file. Before that the
-    /// file's size stands in: callers ask only for bytes below the log's size of the
-    /// segment, which a cut alone makes stale, and a cut sets this.
-    end: Option<u64>,
-    pending: Option<Ahead>,
-}
-
-impl AheadState {
-    /// The file was written up to `end`.
-    pub(super) fn written(&mut self, end: u64) {
-        self.end = Some(end);
+/// Starts reading `[pos, pos + len)` of `direct` ahead, cut before the last block of the
+/// file's `size`; `None` if nothing is left to read there or the process holds
+/// [`MAX_AHEAD`] already.
+pub(super) fn start(direct: &Arc<File>, pos: u64, len: usize, size: u64) -> Option<Ahead> {
+    let settled = size.saturating_sub(1) / BLOCK * BLOCK;
+    let len = (len as u64).min(settled.saturating_sub(pos)) as usize;
+    if len == 0 {
+        return None;
     }
-
-    /// The file was cut to `len`: what was read ahead may be gone.
-    pub(super) fn cut(&mut self, len: u64) {
-        self.end = Some(len);
-        self.pending = None;
+    if HELD.fetch_add(1, Ordering::AcqRel) >= MAX_AHEAD {
+        HELD.fetch_sub(1, Ordering::AcqRel);
+        return None;
     }
-
-    /// Starts reading `[pos, pos + len)` of `direct` ahead, cut at the data end, unless the
-    /// process holds [`MAX_AHEAD`] already. `size` is the file's size, for a file this
-    /// process has not written.
-    pub(super) fn start(&mut self, direct: &Arc<File>, pos: u64, len: usize, size: u64) {
-        self.pending = None;
-        let end = self.end.unwrap_or(size);
-        let len = (len as u64).min(end.saturating_sub(pos)) as usize;
-        if len == 0 {
-            return;
-        }
-        if HELD.fetch_add(1, Ordering::AcqRel) >= MAX_AHEAD {
-            HELD.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let (tx, result) = mpsc::sync_channel(1);
-        let wanted = Arc::new(AtomicBool::new(true));
-        let ahead = Ahead {
-            pos,
-            len,
-            result,
-            wanted: Arc::clone(&wanted),
-        };
-        let job = Job {
-            direct: Arc::clone(direct),
-            pos,
-            len,
-            result: tx,
-            wanted,
-        };
-        if queue(job) {
-            self.pending = Some(ahead);
-        }
-    }
-
-    /// The read ahead, if one is pending.
-    pub(super) fn take(&mut self) -> Option<Ahead> {
-        self.pending.take()
-    }
+    let (tx, result) = mpsc::sync_channel(1);
+    let wanted = Arc::new(AtomicBool::new(true));
+    let ahead = Ahead {
+        pos,
+        len,
+        result,
+        wanted: Arc::clone(&wanted),
+    };
+    let job = Job {
+        direct: Arc::clone(direct),
+        pos,
+        len,
+        result: tx,
+        wanted,
+    };
+    queue(job).then_some(ahead)
 }
 
 impl Ahead {
