@@ -105,6 +105,18 @@ def produce_all(producer, records):
     assert not errors, errors
 
 
+def polled(consumer, done, deadline, timeout=0.5):
+    """The consumer's records, polled until done() or the deadline; a record carrying an
+    error raises it."""
+    while not done() and time.time() < deadline:
+        m = consumer.poll(timeout)
+        if m is None:
+            continue
+        if m.error():
+            raise KafkaException(m.error())
+        yield m
+
+
 def fetch_max_bytes():
     partitions, per_partition, size = 4, 6, 950_000
     create(topic, partitions)
@@ -134,12 +146,7 @@ def fetch_max_bytes():
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     next_offset = [0] * partitions
     deadline = time.time() + 60
-    while sum(next_offset) < partitions * per_partition and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None:
-            continue
-        if m.error():
-            raise KafkaException(m.error())
+    for m in polled(consumer, lambda: sum(next_offset) == partitions * per_partition, deadline):
         p = m.partition()
         assert m.offset() == next_offset[p], f"partition {p}: offset {m.offset()}, expected {next_offset[p]}"
         i = m.offset() * partitions + p
@@ -401,12 +408,7 @@ def commit_order():
     # every pair below goes out on its connection in order, which is what is checked.
     consumer.commit(offsets=[TopicPartition(topic, 0, 0)], asynchronous=False)
     stale, read, deadline = [], 0, time.time() + 60
-    while read < count and time.time() < deadline:
-        m = consumer.poll(0.5)
-        if m is None:
-            continue
-        if m.error():
-            raise KafkaException(m.error())
+    for m in polled(consumer, lambda: read == count, deadline):
         read += 1
         consumer.commit(message=m, asynchronous=True)
         seen = consumer.committed([TopicPartition(topic, 0)], timeout=20)[0].offset
@@ -749,12 +751,7 @@ def direct_reads():
 
     def read(c, n, deadline):
         got = []
-        while len(got) < n and time.time() < deadline:
-            m = c.poll(0.2)
-            if m is None:
-                continue
-            if m.error():
-                raise KafkaException(m.error())
+        for m in polled(c, lambda: len(got) == n, deadline, 0.2):
             assert m.value() == value(m.offset()), f"offset {m.offset()}: wrong value"
             got.append(m.offset())
         return got
