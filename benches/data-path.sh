@@ -61,14 +61,18 @@ A last table reads the broker's CPU per GB of record values against the kernel's
 for the same kind of bytes, measured by weir-limits in the same round (recv_append for
 produce rows; for durable ones the cheaper of recv_append_fdatasync and
 recv_append_sync_thread; sendfile_send for consume rows): the least a program doing only
-the kernel's part spends.
+the kernel's part spends. Rows 2-3 and 9-10 follow the bytes the rows before them wrote on
+the same broker, and on a VM the page cache costs more per new page once it holds a few
+GB; so their floors are also measured in that state (weir-limits --resident-bytes: the
+record values of the rows before, written first and kept while the floor runs), and the
+table reads each row against both: the floor in the same state, and a fresh one.
 
 Producer settings are weir bench's defaults (idempotent, the client's batch size and
 window); WEIR_BENCH_ARGS changes them for every row alike, e.g.
   WEIR_BENCH_ARGS="--max-in-flight 8 --idempotence false"
 
 Time: a full default run takes about 4-5 minutes with one binary and 7-8 with two on a
-2-core machine (rows 1-4 take about 45 s a binary a round, the limits about 35 s, at
+2-core machine (rows 1-4 take about 45 s a binary a round, the limits about 75 s, at
 most 5 x LIMIT_MAX_SECS); --quick takes about 1 minute (2 with two binaries).
 
 Options:
@@ -358,6 +362,37 @@ PY
 import json, sys
 print(", ".join("%s %.3g %s" % (r["limit"], r["value"], r["unit"]) for r in map(json.loads, open(sys.argv[1]))))
 ' "$WORK/limits.out")"
+    # The produce floors again in the state the rows after the first meet: rows 2 and 9
+    # follow row 1's (8's) record values, rows 3 and 10 those and row 2's (9's).
+    resident_floors "$round" "$((SMALL_RECORDS * SMALL_RECORD_BYTES))" recv_append &&
+        resident_floors "$round" "$((SMALL_RECORDS * SMALL_RECORD_BYTES + LARGE_RECORDS * LARGE_RECORD_BYTES))" \
+            recv_append_fdatasync,recv_append_sync_thread
+}
+
+# resident_floors ROUND BYTES LIMITS: weir-limits' LIMITS (produce floors) with BYTES in
+# the page cache first; their lines are recorded as LIMIT@BYTES.
+resident_floors() {
+    local round="$1" resident="$2" only="$3" status=0
+    say "limits round $round: $only with $resident bytes in the page cache first"
+    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$LIMITS_TIMEOUT_SECS" "$LIMITS_BIN" \
+        --format json --only "$only" --resident-bytes "$resident" --disk-bytes "$LIMIT_DISK_BYTES" \
+        --max-secs "$LIMIT_MAX_SECS" --dir "$LIMIT_DIR" \
+        >"$WORK/limits.out" 2>>"$LOGS/limits.log" || status=$?
+    if [ "$status" != 0 ]; then
+        say "limits round $round ($only after $resident bytes) failed, status $status (see $LOGS/limits.log)"
+        FAILED+=("limits round $round, $only after $resident bytes (see $LOGS/limits.log)")
+        return 1
+    fi
+    cat "$WORK/limits.out" >>"$LIMIT_LINES"
+    python3 - "$round" "$WORK/limits.out" >>"$RESULTS" <<'PY'
+import json, sys
+round_, path = sys.argv[1], sys.argv[2]
+for line in open(path):
+    r = json.loads(line)
+    assert r.get("schema") == "weir-limits/1" and r.get("resident_bytes"), "not a resident floor"
+    print("L\t-\t%s\t%s@%d\t%r\t%s\t%r" % (round_, r["limit"], r["resident_bytes"], r["bytes_per_sec"],
+                                         str(r["stopped_by_time"]).lower(), r["cpu_seconds_per_gb"]))
+PY
 }
 
 # --- Weir --------------------------------------------------------------------------------
@@ -653,10 +688,12 @@ describe() {
     echo "  machine: $(nproc) cores, $(uname -r); data and limit files in $WORK"
     echo
 } | tee "$WORK/results.txt"
-python3 - "$RESULTS" "$LOOPBACK_LIMIT" "$SMALL_RECORD_BYTES" "${LABELS[@]}" <<'PY' | tee -a "$WORK/results.txt"
+python3 - "$RESULTS" "$LOOPBACK_LIMIT" "$SMALL_RECORD_BYTES" "$SMALL_RECORDS" "$LARGE_RECORD_BYTES" \
+    "$LARGE_RECORDS" "${LABELS[@]}" <<'PY' | tee -a "$WORK/results.txt"
 import statistics, sys
 
-path, loopback, small_bytes, labels = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+path, loopback, labels = sys.argv[1], sys.argv[2], sys.argv[7:]
+small_bytes, small_records, large_bytes, large_records = map(int, sys.argv[3:7])
 limits = {}    # limit -> round -> bytes/s
 floors = {}    # limit -> round -> CPU s per GB (the kernel's floor: weir-limits' floor.rs)
 capped = set()  # limits a round stopped by time
@@ -794,6 +831,14 @@ if "B" in labels:
 DURABLE = ("recv_append_fdatasync", "recv_append_sync_thread")
 FLOOR_OF = {1: ("recv_append",), 2: ("recv_append",), 3: DURABLE, 4: ("sendfile_send",),
             8: ("recv_append",), 9: ("recv_append",), 10: DURABLE, 11: ("sendfile_send",)}
+# The same floors measured with the page cache holding what the rows before wrote
+# (weir-limits --resident-bytes), recorded as LIMIT@BYTES: the row's own state.
+ROW2_RESIDENT = small_records * small_bytes
+ROW3_RESIDENT = ROW2_RESIDENT + large_records * large_bytes
+def resident(names, n):
+    return tuple("%s@%d" % (name, n) for name in names)
+SAME_STATE_FLOOR_OF = {2: resident(FLOOR_OF[2], ROW2_RESIDENT), 3: resident(DURABLE, ROW3_RESIDENT),
+                       9: resident(FLOOR_OF[9], ROW2_RESIDENT), 10: resident(DURABLE, ROW3_RESIDENT)}
 
 def floor_in(names, round_):
     """The cheapest of `names` measured in `round_`: (CPU s per GB, name), or None."""
@@ -804,25 +849,28 @@ body = []
 for row, name, u, limit in ROWS:
     if name.startswith(" ") or row not in FLOOR_OF:
         continue
-    names = FLOOR_OF[row]
-    floor_rounds = {r: floor_in(names, r) for r in {r for n in names for r in floors.get(n, {})}}
-    floor_rounds = {r: f for r, f in floor_rounds.items() if f}
-    floor = " / ".join(sorted({n for _, n in floor_rounds.values()})) or names[0]
-    for label in labels:
-        if not has_row(label, row):
-            continue
-        per = rows.get((label, row), {})
-        rounds = sorted(per)
-        # v: (rps, mbps, secs, bench_cpu, broker_cpu); bytes are record values moved.
-        broker = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9)
-                  for r in rounds if bytes_per_sec(row, per[r]) * per[r][2] > 0]
-        ratios = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9) / floor_rounds[r][0]
-                  for r in rounds
-                  if bytes_per_sec(row, per[r]) * per[r][2] > 0 and r in floor_rounds]
-        body.append([name, label, fmt(med(broker), ".3f"), floor,
-                     fmt(med([f for f, _ in floor_rounds.values()]), ".3f"),
-                     fmt(med(ratios), ".2f") + "x" if ratios else "-",
-                     " ".join(format(x, ".2f") for x in ratios) or "-"])
+    # The floor in the row's own state first (where measured), then a fresh one.
+    against = [(name, SAME_STATE_FLOOR_OF[row])] if row in SAME_STATE_FLOOR_OF else []
+    against.append(("   (vs a fresh floor)" if against else name, FLOOR_OF[row]))
+    for line_name, names in against:
+        floor_rounds = {r: floor_in(names, r) for r in {r for n in names for r in floors.get(n, {})}}
+        floor_rounds = {r: f for r, f in floor_rounds.items() if f}
+        floor = " / ".join(sorted({n for _, n in floor_rounds.values()})) or names[0]
+        for label in labels:
+            if not has_row(label, row):
+                continue
+            per = rows.get((label, row), {})
+            rounds = sorted(per)
+            # v: (rps, mbps, secs, bench_cpu, broker_cpu); bytes are record values moved.
+            broker = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9)
+                      for r in rounds if bytes_per_sec(row, per[r]) * per[r][2] > 0]
+            ratios = [per[r][4] / (bytes_per_sec(row, per[r]) * per[r][2] / 1e9) / floor_rounds[r][0]
+                      for r in rounds
+                      if bytes_per_sec(row, per[r]) * per[r][2] > 0 and r in floor_rounds]
+            body.append([line_name, label, fmt(med(broker), ".3f"), floor,
+                         fmt(med([f for f, _ in floor_rounds.values()]), ".3f"),
+                         fmt(med(ratios), ".2f") + "x" if ratios else "-",
+                         " ".join(format(x, ".2f") for x in ratios) or "-"])
 if body and floors:
     print()
     print("Broker CPU per GB against the kernel's floor (user+sys s per 10^9 bytes of record values):")
@@ -834,6 +882,9 @@ if body and floors:
   recv_append_fdatasync: the same, fdatasync each 1 MiB; recv_append_sync_thread: the
   same, the syncs from a second thread beside the appends, a durable row taking the
   cheaper of these two in each round; sendfile_send: sendfile from a cached file);
+  LIMIT@BYTES: that floor with BYTES already in the page cache (the record values the
+  rows before wrote on the same broker), the row's own state; "vs a fresh floor": the
+  same row against the floor with nothing in the page cache first;
   x floor: median over rounds of broker / floor, each round against its own.""")
 PY
 echo

@@ -35,7 +35,12 @@
 //!   with it in turn or from a second thread, or with `O_DIRECT`) and consume (a file sent
 //!   to a socket with `sendfile`),
 //!   each also as CPU seconds per GB of the process doing the broker's part (`floor.rs`):
-//!   what the broker's own CPU per GB is read against.
+//!   what the broker's own CPU per GB is read against. With `--resident-bytes`, the
+//!   produce floors run while a file of that many bytes, written just before, is still
+//!   in the page cache: on a VM, the pages an append gets once the page cache holds a
+//!   few GB can cost several times what the first ones did (BENCHMARKS.md § The floor in
+//!   the broker's state), so a produce row that follows others is read against a floor
+//!   measured in the same state.
 //!
 //! Every measurement is bounded twice: it stops after its byte count or after `--max-secs`
 //! (10 s by default), whichever comes first, and reports the bytes it moved in the time it
@@ -115,6 +120,9 @@ Examples:
   weir-limits --bytes 1GiB --disk-bytes 256MiB --memcpy-bytes 2GiB --max-secs 2
   # What TLS's cipher costs one core, each way:
   weir-limits --only aes128gcm_seal,aes128gcm_open
+  # The produce floor with 2 GiB already in the page cache, as a broker's produce that
+  # follows 2 GiB of earlier writes meets it:
+  weir-limits --only recv_append --resident-bytes 2GiB
 
 Rates are decimal: 1 GB = 10^9 bytes, 1 MB = 10^6 bytes. TCP traffic stays on 127.0.0.1.";
 
@@ -149,6 +157,12 @@ struct LimitsArgs {
     /// Bytes to write to the file, with fdatasync and without.
     #[arg(long, default_value_t = DEFAULT_DISK_BYTES)]
     disk_bytes: ByteSize,
+
+    /// Bytes the page cache holds already when a produce floor (`recv_append*`) starts:
+    /// written to a file of their own first (untimed) and kept until it ends, as a
+    /// broker's earlier writes are when a produce follows them [default: none].
+    #[arg(long, default_value_t = ByteSize(0))]
+    resident_bytes: ByteSize,
 
     /// Bytes to copy in memory.
     #[arg(long, default_value_t = DEFAULT_MEMCPY_BYTES)]
@@ -355,6 +369,9 @@ struct Measurement {
     cpu_seconds: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cpu_seconds_per_gb: Option<f64>,
+    /// `--resident-bytes`, for the produce floors it applies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resident_bytes: Option<u64>,
 }
 
 impl Measurement {
@@ -382,6 +399,7 @@ impl Measurement {
             dir: None,
             cpu_seconds: None,
             cpu_seconds_per_gb: None,
+            resident_bytes: None,
         }
     }
 
@@ -451,7 +469,19 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                 }
                 let dir = run_dir.as_ref().expect("created above").path();
                 let total = args.disk_bytes.bytes();
-                match limit {
+                let resident_bytes = args.resident_bytes.bytes();
+                let resident = match limit {
+                    Limit::RecvAppend
+                    | Limit::RecvAppendFdatasync
+                    | Limit::RecvAppendSyncThread
+                    | Limit::RecvAppendDirect
+                        if resident_bytes > 0 =>
+                    {
+                        Some(Resident::write(dir, resident_bytes)?)
+                    }
+                    _ => None,
+                };
+                let m = match limit {
                     Limit::WriteFdatasync => write_file(dir, total, max, WriteMode::Fdatasync)?,
                     Limit::WriteFdatasyncOverwrite => {
                         write_file(dir, total, max, WriteMode::FdatasyncOverwrite)?
@@ -466,6 +496,10 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                     }
                     Limit::RecvAppendDirect => recv_append(dir, total, max, Append::Direct)?,
                     _ => sendfile_send(dir, total, max)?,
+                };
+                match resident {
+                    Some(resident) => m.after(resident)?,
+                    None => m,
                 }
             }
             Limit::Memcpy => memcpy(args.memcpy_bytes.bytes(), max),
@@ -895,6 +929,44 @@ fn write_chunks(
     Ok(written)
 }
 
+/// Bytes written to a file of their own before a produce floor and kept in the page
+/// cache until it ends (`--resident-bytes`): on a VM, how much the page cache already
+/// holds decides what a new page costs (the module docs), and a broker's produce that
+/// follows earlier writes meets a page cache holding them. Writing them is not timed.
+struct Resident {
+    path: PathBuf,
+    dir: PathBuf,
+    bytes: u64,
+}
+
+impl Resident {
+    fn write(dir: &Path, bytes: u64) -> anyhow::Result<Resident> {
+        let path = dir.join("resident");
+        progress!("writing {} to {} first", ByteSize(bytes), path.display());
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("create {}", path.display()))?;
+        let written = write_chunks(&mut file, &path, &pattern(CHUNK_BYTES), bytes, None, false)?;
+        ensure!(written == bytes, "wrote {written} of {bytes} resident bytes");
+        Ok(Resident {
+            path,
+            dir: dir.to_owned(),
+            bytes,
+        })
+    }
+}
+
+impl Measurement {
+    /// A floor measured while `resident` was held: says so, then deletes it.
+    fn after(mut self, resident: Resident) -> anyhow::Result<Measurement> {
+        self.resident_bytes = Some(resident.bytes);
+        remove_and_settle(&resident.dir, &resident.path)?;
+        Ok(self)
+    }
+}
+
 /// Deletes a measurement's file, syncs the file system (so nothing of it is still being
 /// written back when the next measurement starts) and waits [`FREED_MEMORY_SETTLE`] (see
 /// the module docs). Untimed.
@@ -1101,6 +1173,21 @@ mod tests {
             assert_eq!(m.unit, "MB/s");
         }
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn resident_bytes_are_held_until_the_floor_is_measured() {
+        let dir = create_run_dir(None).unwrap();
+        let resident = Resident::write(dir.path(), 2 * CHUNK_BYTES as u64 + 5).unwrap();
+        let path = dir.path().join("resident");
+        assert_eq!(fs::metadata(&path).unwrap().len(), 2 * CHUNK_BYTES as u64 + 5);
+        let m = memcpy(CHUNK_BYTES as u64, Duration::from_secs(10))
+            .after(resident)
+            .unwrap();
+        assert_eq!(m.resident_bytes, Some(2 * CHUNK_BYTES as u64 + 5));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let cli = Cli::try_parse_from(["weir-limits", "--resident-bytes", "2GiB"]).unwrap();
+        assert_eq!(cli.limits.resident_bytes, ByteSize::gib(2));
     }
 
     #[test]
