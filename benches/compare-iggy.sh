@@ -48,7 +48,9 @@
 # Environment: ROUNDS [3], GB [1], WEIR_PORT [17492], IGGY_PORT [17490],
 #              WORK [${TMPDIR:-/tmp}/weir-iggy],
 #              WEIR_LIMITS_BIN [weir-limits beside WEIR_BINARY, built if missing],
-#              WEIR_FLUSH_POLICY [empty: the topic default] for rows 1-3's topic
+#              WEIR_FLUSH_POLICY [empty: the topic default] for rows 1-3's topic,
+#              WEIR_TOPIC_CONFIG [empty] more key=value topic configs, space-separated,
+#              for every topic Weir's rows create (e.g. write.direct=true)
 set -euo pipefail
 # Brokers started here serve no Kafka or AMQP clients (their usual ports may be taken).
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -58,6 +60,7 @@ W="${1:-target/release/weir}"
 ROUNDS="${ROUNDS:-3}"
 GB="${GB:-1}"
 WEIR_FLUSH_POLICY="${WEIR_FLUSH_POLICY:-}"
+WEIR_TOPIC_CONFIG="${WEIR_TOPIC_CONFIG:-}"
 WEIR_PORT="${WEIR_PORT:-17492}"
 IGGY_PORT="${IGGY_PORT:-17490}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-iggy}"
@@ -187,7 +190,10 @@ row() {
             2) topic=r1 what=consume extra=() ;;
             4) extra=(--acks all --topic-config flush.policy=group-commit) ;;
         esac
-        [ "$what" = produce ] && extra+=(--batch-bytes $((1000 * size)))
+        if [ "$what" = produce ]; then
+            extra+=(--batch-bytes $((1000 * size)))
+            for config in $WEIR_TOPIC_CONFIG; do extra+=(--topic-config "$config"); done
+        fi
         cmd=("$W" bench "$what" --brokers "127.0.0.1:$WEIR_PORT" --topic "$topic"
             --partitions 1 --record-size "$size" --count "$records" "${extra[@]}" --format json)
     else
@@ -241,7 +247,8 @@ for r in map(json.loads, sys.stdin):
 
 : >"$WORK/results.txt"
 say "$ROUNDS rounds of $GB GB a row; Weir $("$W" --version) (rows 1-3: flush.policy" \
-    "${WEIR_FLUSH_POLICY:-default}); Iggy $IGGY_TAG from $IGGY_SRC"
+    "${WEIR_FLUSH_POLICY:-default}${WEIR_TOPIC_CONFIG:+; every topic: $WEIR_TOPIC_CONFIG});" \
+    "Iggy $IGGY_TAG from $IGGY_SRC"
 for round in $(seq 1 "$ROUNDS"); do
     if [ $((round % 2)) = 1 ]; then order="weir iggy"; else order="iggy weir"; fi
     for system in $order; do
