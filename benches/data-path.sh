@@ -334,18 +334,38 @@ check_quiet() {
 # --- Limits ------------------------------------------------------------------------------
 
 run_limits() {
-    local round="$1" before status=0
+    local round="$1"
     check_quiet "limits round $round"
     say "limits round $round: weir-limits ($LIMIT_TCP_BYTES TCP, $LIMIT_DISK_BYTES file, $LIMIT_MEMCPY_BYTES memcpy, at most ${LIMIT_MAX_SECS}s each)"
-    before="$(wc -l <"$LIMIT_LINES")"
+    weir_limits "$round" "every limit" --bytes "$LIMIT_TCP_BYTES" \
+        --memcpy-bytes "$LIMIT_MEMCPY_BYTES" || return 1
+    say "limits round $round: $(python3 -c '
+import json, sys
+print(", ".join("%s %.3g %s" % (r["limit"], r["value"], r["unit"]) for r in map(json.loads, open(sys.argv[1]))))
+' "$WORK/limits.out")"
+    # The produce floors again in the state the rows after the first meet: rows 2 and 9
+    # follow row 1's (8's) record values, rows 3 and 10 those and row 2's (9's).
+    local row2=$((SMALL_RECORDS * SMALL_RECORD_BYTES))
+    local row3=$((row2 + LARGE_RECORDS * LARGE_RECORD_BYTES))
+    say "limits round $round: the produce floors with $row2 and $row3 bytes in the page cache first"
+    weir_limits "$round" "recv_append after $row2 bytes" --only recv_append --resident-bytes "$row2" &&
+        weir_limits "$round" "durable floors after $row3 bytes" \
+            --only recv_append_fdatasync,recv_append_sync_thread --resident-bytes "$row3"
+}
+
+# weir_limits ROUND WHAT ARGS...: one run of weir-limits (JSON lines, the round's file
+# size, time bound and directory, and ARGS), its lines kept and recorded in $RESULTS, a
+# floor measured with --resident-bytes N as LIMIT@N.
+weir_limits() {
+    local round="$1" what="$2" status=0
+    shift 2
     measured "$WORK/cpu.ticks" timeout --kill-after=10 "$LIMITS_TIMEOUT_SECS" "$LIMITS_BIN" \
-        --format json --bytes "$LIMIT_TCP_BYTES" --disk-bytes "$LIMIT_DISK_BYTES" \
-        --memcpy-bytes "$LIMIT_MEMCPY_BYTES" --max-secs "$LIMIT_MAX_SECS" --dir "$LIMIT_DIR" \
-        >"$WORK/limits.out" 2>>"$LOGS/limits.log" || status=$?
+        --format json --disk-bytes "$LIMIT_DISK_BYTES" --max-secs "$LIMIT_MAX_SECS" \
+        --dir "$LIMIT_DIR" "$@" >"$WORK/limits.out" 2>>"$LOGS/limits.log" || status=$?
     if [ "$status" != 0 ]; then
-        say "limits round $round failed, status $status (see $LOGS/limits.log)"
+        say "limits round $round ($what) failed, status $status (see $LOGS/limits.log)"
         tail -n 3 "$LOGS/limits.log" >&2 || true
-        FAILED+=("limits round $round (see $LOGS/limits.log)")
+        FAILED+=("limits round $round, $what (see $LOGS/limits.log)")
         return 1
     fi
     cat "$WORK/limits.out" >>"$LIMIT_LINES"
@@ -355,43 +375,9 @@ round_, path = sys.argv[1], sys.argv[2]
 for line in open(path):
     r = json.loads(line)
     assert r.get("schema") == "weir-limits/1", "not a weir-limits/1 line"
+    name = r["limit"] + ("@%d" % r["resident_bytes"] if r.get("resident_bytes") else "")
     cpu = r.get("cpu_seconds_per_gb")
-    print("L\t-\t%s\t%s\t%r\t%s\t%s" % (round_, r["limit"], r["bytes_per_sec"], str(r["stopped_by_time"]).lower(), "-" if cpu is None else repr(cpu)))
-PY
-    say "limits round $round: $(python3 -c '
-import json, sys
-print(", ".join("%s %.3g %s" % (r["limit"], r["value"], r["unit"]) for r in map(json.loads, open(sys.argv[1]))))
-' "$WORK/limits.out")"
-    # The produce floors again in the state the rows after the first meet: rows 2 and 9
-    # follow row 1's (8's) record values, rows 3 and 10 those and row 2's (9's).
-    resident_floors "$round" "$((SMALL_RECORDS * SMALL_RECORD_BYTES))" recv_append &&
-        resident_floors "$round" "$((SMALL_RECORDS * SMALL_RECORD_BYTES + LARGE_RECORDS * LARGE_RECORD_BYTES))" \
-            recv_append_fdatasync,recv_append_sync_thread
-}
-
-# resident_floors ROUND BYTES LIMITS: weir-limits' LIMITS (produce floors) with BYTES in
-# the page cache first; their lines are recorded as LIMIT@BYTES.
-resident_floors() {
-    local round="$1" resident="$2" only="$3" status=0
-    say "limits round $round: $only with $resident bytes in the page cache first"
-    measured "$WORK/cpu.ticks" timeout --kill-after=10 "$LIMITS_TIMEOUT_SECS" "$LIMITS_BIN" \
-        --format json --only "$only" --resident-bytes "$resident" --disk-bytes "$LIMIT_DISK_BYTES" \
-        --max-secs "$LIMIT_MAX_SECS" --dir "$LIMIT_DIR" \
-        >"$WORK/limits.out" 2>>"$LOGS/limits.log" || status=$?
-    if [ "$status" != 0 ]; then
-        say "limits round $round ($only after $resident bytes) failed, status $status (see $LOGS/limits.log)"
-        FAILED+=("limits round $round, $only after $resident bytes (see $LOGS/limits.log)")
-        return 1
-    fi
-    cat "$WORK/limits.out" >>"$LIMIT_LINES"
-    python3 - "$round" "$WORK/limits.out" >>"$RESULTS" <<'PY'
-import json, sys
-round_, path = sys.argv[1], sys.argv[2]
-for line in open(path):
-    r = json.loads(line)
-    assert r.get("schema") == "weir-limits/1" and r.get("resident_bytes"), "not a resident floor"
-    print("L\t-\t%s\t%s@%d\t%r\t%s\t%r" % (round_, r["limit"], r["resident_bytes"], r["bytes_per_sec"],
-                                         str(r["stopped_by_time"]).lower(), r["cpu_seconds_per_gb"]))
+    print("L\t-\t%s\t%s\t%r\t%s\t%s" % (round_, name, r["bytes_per_sec"], str(r["stopped_by_time"]).lower(), "-" if cpu is None else repr(cpu)))
 PY
 }
 
