@@ -10,7 +10,9 @@
 #        built if missing)
 # Environment: ROUNDS [3], RECORDS [1000000], WARM [RECORDS / 10: records produced to
 #              each fresh topic before its leg, not counted], SIZE [1KiB], PARTITIONS [1000],
-#              ACKS [all], PORT [18000], WORK [${TMPDIR:-/tmp}/weir-partition-spread]
+#              ACKS [all], PORT [18000], WORK [${TMPDIR:-/tmp}/weir-partition-spread],
+#              TOPIC_CONFIG [empty] key=value topic configs, space-separated, for both
+#              legs' topics (e.g. write.direct=true)
 set -euo pipefail
 # Brokers started here serve no Kafka or AMQP clients (their usual ports may be taken).
 export WEIR_KAFKA_LISTEN=none WEIR_AMQP_LISTEN=none
@@ -22,6 +24,9 @@ WARM="${WARM:-$((RECORDS / 10))}"
 SIZE="${SIZE:-1KiB}"
 PARTITIONS="${PARTITIONS:-1000}"
 ACKS="${ACKS:-all}"
+TOPIC_CONFIG="${TOPIC_CONFIG:-}"
+CONFIGS=()
+for config in $TOPIC_CONFIG; do CONFIGS+=(--config "$config"); done
 PORT="${PORT:-18000}"
 WORK="${WORK:-${TMPDIR:-/tmp}/weir-partition-spread}"
 B="127.0.0.1:$PORT"
@@ -39,7 +44,7 @@ start_broker "$W" "$WORK/data" "$B" "$WORK/broker.log" --admin-listen off
 # leg ROUND PARTITIONS: one bench run on a fresh topic; appends "ROUND N JSON CPU_TICKS".
 leg() {
     local round="$1" n="$2" t="spread-$1-$2" before after line
-    "$W" topic create "$t" --partitions "$n" --brokers "$B" >/dev/null
+    "$W" topic create "$t" --partitions "$n" "${CONFIGS[@]}" --brokers "$B" >/dev/null
     # Warm-up, not counted: the first records into a new partition create its segment
     # files (a log has none until then), which on a file system just churned by the last
     # leg's deletion cost ext4 about 1 ms per file; the leg measures writing into
