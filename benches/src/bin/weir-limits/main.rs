@@ -949,7 +949,10 @@ impl Resident {
             .open(&path)
             .with_context(|| format!("create {}", path.display()))?;
         let written = write_chunks(&mut file, &path, &pattern(CHUNK_BYTES), bytes, None, false)?;
-        ensure!(written == bytes, "wrote {written} of {bytes} resident bytes");
+        ensure!(
+            written == bytes,
+            "wrote {written} of {bytes} resident bytes"
+        );
         Ok(Resident {
             path,
             dir: dir.to_owned(),
@@ -1180,7 +1183,10 @@ mod tests {
         let dir = create_run_dir(None).unwrap();
         let resident = Resident::write(dir.path(), 2 * CHUNK_BYTES as u64 + 5).unwrap();
         let path = dir.path().join("resident");
-        assert_eq!(fs::metadata(&path).unwrap().len(), 2 * CHUNK_BYTES as u64 + 5);
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            2 * CHUNK_BYTES as u64 + 5
+        );
         let m = memcpy(CHUNK_BYTES as u64, Duration::from_secs(10))
             .after(resident)
             .unwrap();
