@@ -160,7 +160,7 @@ struct LimitsArgs {
 
     /// Bytes the page cache holds already when a produce floor (`recv_append*`) starts:
     /// written to a file of their own first (untimed) and kept until it ends, as a
-    /// broker's earlier writes are when a produce follows them [default: none].
+    /// broker's earlier writes are when a produce follows them (0: none).
     #[arg(long, default_value_t = ByteSize(0))]
     resident_bytes: ByteSize,
 
