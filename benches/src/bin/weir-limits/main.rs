@@ -311,6 +311,18 @@ impl Limit {
         }
     }
 
+    /// Whether it is a produce floor (`floor.rs`'s `recv_append`), which
+    /// `--resident-bytes` applies to.
+    fn is_produce_floor(self) -> bool {
+        matches!(
+            self,
+            Limit::RecvAppend
+                | Limit::RecvAppendFdatasync
+                | Limit::RecvAppendSyncThread
+                | Limit::RecvAppendDirect
+        )
+    }
+
     /// Bytes in each write, read, copy or record.
     fn chunk(self) -> usize {
         match self {
@@ -470,17 +482,9 @@ fn run(args: &LimitsArgs) -> anyhow::Result<()> {
                 let dir = run_dir.as_ref().expect("created above").path();
                 let total = args.disk_bytes.bytes();
                 let resident_bytes = args.resident_bytes.bytes();
-                let resident = match limit {
-                    Limit::RecvAppend
-                    | Limit::RecvAppendFdatasync
-                    | Limit::RecvAppendSyncThread
-                    | Limit::RecvAppendDirect
-                        if resident_bytes > 0 =>
-                    {
-                        Some(Resident::write(dir, resident_bytes)?)
-                    }
-                    _ => None,
-                };
+                let resident = (limit.is_produce_floor() && resident_bytes > 0)
+                    .then(|| Resident::write(dir, resident_bytes))
+                    .transpose()?;
                 let m = match limit {
                     Limit::WriteFdatasync => write_file(dir, total, max, WriteMode::Fdatasync)?,
                     Limit::WriteFdatasyncOverwrite => {
@@ -873,11 +877,7 @@ fn write_file(
         ByteSize(total),
         path.display()
     );
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-        .with_context(|| format!("create {}", path.display()))?;
+    let mut file = create_new(&path)?;
     let chunk = pattern(CHUNK_BYTES);
     if how == WriteMode::FdatasyncOverwrite {
         write_chunks(&mut file, &path, &chunk, total, None, false)?;
@@ -902,6 +902,15 @@ fn write_file(
     drop(file);
     remove_and_settle(dir, &path)?;
     Ok(Measurement::new(limit, total, written, elapsed).with_cpu(cpu, dir))
+}
+
+/// Creates the file at `path` for writing; an error if it exists.
+fn create_new(path: &Path) -> anyhow::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("create {}", path.display()))
 }
 
 /// Writes `total` bytes of `chunk` to `file` (at its cursor, `chunk` at a time) or as many
@@ -935,7 +944,6 @@ fn write_chunks(
 /// follows earlier writes meets a page cache holding them. Writing them is not timed.
 struct Resident {
     path: PathBuf,
-    dir: PathBuf,
     bytes: u64,
 }
 
@@ -943,21 +951,13 @@ impl Resident {
     fn write(dir: &Path, bytes: u64) -> anyhow::Result<Resident> {
         let path = dir.join("resident");
         progress!("writing {} to {} first", ByteSize(bytes), path.display());
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("create {}", path.display()))?;
+        let mut file = create_new(&path)?;
         let written = write_chunks(&mut file, &path, &pattern(CHUNK_BYTES), bytes, None, false)?;
         ensure!(
             written == bytes,
             "wrote {written} of {bytes} resident bytes"
         );
-        Ok(Resident {
-            path,
-            dir: dir.to_owned(),
-            bytes,
-        })
+        Ok(Resident { path, bytes })
     }
 }
 
@@ -965,7 +965,8 @@ impl Measurement {
     /// A floor measured while `resident` was held: says so, then deletes it.
     fn after(mut self, resident: Resident) -> anyhow::Result<Measurement> {
         self.resident_bytes = Some(resident.bytes);
-        remove_and_settle(&resident.dir, &resident.path)?;
+        let dir = resident.path.parent().expect("a file in the run directory");
+        remove_and_settle(dir, &resident.path)?;
         Ok(self)
     }
 }
