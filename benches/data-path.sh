@@ -194,6 +194,11 @@ READY_TIMEOUT_SECS="${READY_TIMEOUT_SECS:-60}"
 # Record sizes of the rows, in bytes (row 1; rows 2-4).
 SMALL_RECORD_BYTES=100
 LARGE_RECORD_BYTES=1024
+# What the page cache holds of a broker's rows when rows 2 and 9 start (row 1's or 8's
+# record values) and when rows 3 and 10 start (those and row 2's or 9's): the state their
+# produce floors are measured in too.
+ROW2_RESIDENT_BYTES=$((SMALL_RECORDS * SMALL_RECORD_BYTES))
+ROW3_RESIDENT_BYTES=$((ROW2_RESIDENT_BYTES + LARGE_RECORDS * LARGE_RECORD_BYTES))
 # Every limit weir-limits measures (13), at most LIMIT_MAX_SECS each (+5 s grace), and
 # the syncs between them.
 LIMITS_TIMEOUT_SECS=$((13 * (LIMIT_MAX_SECS + 5) + 60))
@@ -343,10 +348,8 @@ run_limits() {
 import json, sys
 print(", ".join("%s %.3g %s" % (r["limit"], r["value"], r["unit"]) for r in map(json.loads, open(sys.argv[1]))))
 ' "$WORK/limits.out")"
-    # The produce floors again in the state the rows after the first meet: rows 2 and 9
-    # follow row 1's (8's) record values, rows 3 and 10 those and row 2's (9's).
-    local row2=$((SMALL_RECORDS * SMALL_RECORD_BYTES))
-    local row3=$((row2 + LARGE_RECORDS * LARGE_RECORD_BYTES))
+    # The produce floors again in the state the rows after the first meet.
+    local row2="$ROW2_RESIDENT_BYTES" row3="$ROW3_RESIDENT_BYTES"
     say "limits round $round: the produce floors with $row2 and $row3 bytes in the page cache first"
     weir_limits "$round" "recv_append after $row2 bytes" --only recv_append --resident-bytes "$row2" &&
         weir_limits "$round" "durable floors after $row3 bytes" \
@@ -674,12 +677,12 @@ describe() {
     echo "  machine: $(nproc) cores, $(uname -r); data and limit files in $WORK"
     echo
 } | tee "$WORK/results.txt"
-python3 - "$RESULTS" "$LOOPBACK_LIMIT" "$SMALL_RECORD_BYTES" "$SMALL_RECORDS" "$LARGE_RECORD_BYTES" \
-    "$LARGE_RECORDS" "${LABELS[@]}" <<'PY' | tee -a "$WORK/results.txt"
+python3 - "$RESULTS" "$LOOPBACK_LIMIT" "$SMALL_RECORD_BYTES" "$ROW2_RESIDENT_BYTES" \
+    "$ROW3_RESIDENT_BYTES" "${LABELS[@]}" <<'PY' | tee -a "$WORK/results.txt"
 import statistics, sys
 
-path, loopback, labels = sys.argv[1], sys.argv[2], sys.argv[7:]
-small_bytes, small_records, large_bytes, large_records = map(int, sys.argv[3:7])
+path, loopback, labels = sys.argv[1], sys.argv[2], sys.argv[6:]
+small_bytes, ROW2_RESIDENT, ROW3_RESIDENT = map(int, sys.argv[3:6])
 limits = {}    # limit -> round -> bytes/s
 floors = {}    # limit -> round -> CPU s per GB (the kernel's floor: weir-limits' floor.rs)
 capped = set()  # limits a round stopped by time
@@ -819,8 +822,6 @@ FLOOR_OF = {1: ("recv_append",), 2: ("recv_append",), 3: DURABLE, 4: ("sendfile_
             8: ("recv_append",), 9: ("recv_append",), 10: DURABLE, 11: ("sendfile_send",)}
 # The same floors measured with the page cache holding what the rows before wrote
 # (weir-limits --resident-bytes), recorded as LIMIT@BYTES: the row's own state.
-ROW2_RESIDENT = small_records * small_bytes
-ROW3_RESIDENT = ROW2_RESIDENT + large_records * large_bytes
 def resident(names, n):
     return tuple("%s@%d" % (name, n) for name in names)
 SAME_STATE_FLOOR_OF = {2: resident(FLOOR_OF[2], ROW2_RESIDENT), 3: resident(DURABLE, ROW3_RESIDENT),
