@@ -24,6 +24,14 @@
 //! ISRs); once space is freed it catches up by itself, with no restart, and is back in
 //! every ISR with the leaders' logs; the checker's verdict as above. The soak found a
 //! follower that never fetched again after a refused append.
+//!
+//! And a `write.direct` topic on a file system that takes `O_DIRECT` at open and refuses
+//! the I/O itself with `EINVAL` (`weir-faultfs` opens its backing file with the flags it
+//! is given, then writes from its own unaligned buffer, as other passthrough FUSE file
+//! systems do): one broker on it, the topic written, the broker killed mid-load and started,
+//! written again; every acknowledged record reads back (the checker), the broker having
+//! gone over to the page cache for those segments and said so. Before, its produces
+//! failed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -285,5 +293,62 @@ async fn follower_disk_fills() -> anyhow::Result<()> {
     );
     assert_verdict(&verdict(&cluster, workload, topic).await?);
     cluster.finish();
+    Ok(())
+}
+
+/// The broker whose data directory is on `weir-faultfs` in the direct-write test.
+const ONLY: i32 = 1;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_written_topic_on_a_file_system_refusing_direct_io_goes_through_the_page_cache()
+-> anyhow::Result<()> {
+    if let Some(reason) = faultfs::unavailable() {
+        println!("SKIPPED: FUSE cannot be had here: {reason}");
+        return Ok(());
+    }
+    weir_tests::init_client_logs();
+    let _serial = weir_tests::exclusive().await;
+    tokio::task::spawn_blocking(weir_binary).await??;
+    bounded(TEST_LIMIT, direct_refused()).await
+}
+
+async fn direct_refused() -> anyhow::Result<()> {
+    let topic = "direct-refused";
+    let dir = tempfile::Builder::new().prefix("weir-faultfs-").tempdir()?;
+    let (backing, mountpoint) = (dir.path().join("backing"), dir.path().join("mnt"));
+    std::fs::create_dir_all(&backing)?;
+    std::fs::create_dir_all(&mountpoint)?;
+    let binary = Path::new(env!("CARGO_BIN_EXE_weir-faultfs"));
+    let fs = FaultFs::mount(binary, &backing, &mountpoint)?;
+    let mut cluster = Cluster::start(ClusterConfig {
+        nodes: 1,
+        data_dirs: vec![(ONLY, fs.mountpoint().join(format!("node-{ONLY}")))],
+        ..ClusterConfig::default()
+    })
+    .await?;
+    cluster
+        .probe()
+        .create_topic_with(topic, PARTITIONS, 1, &[("write.direct", "true")])
+        .await?;
+    let workload = Workload::start(cluster.bootstrap(), WorkloadConfig::new(topic, PARTITIONS));
+    workload
+        .wait_acked(200, Duration::from_secs(30))
+        .await
+        .with_context(|| cluster.log_tail(ONLY, 40))?;
+    // Killed and started again: each segment is recovered from what was synced, opened
+    // for direct I/O again and refused again.
+    cluster.kill(ONLY)?;
+    cluster.restart(ONLY).await?;
+    cluster.wait_healthy(topic, RECOVERY_TIMEOUT).await?;
+    let report = verdict(&cluster, workload, topic).await?;
+    let log = cluster.log(ONLY)?;
+    assert!(
+        log.contains("refused a direct write or read"),
+        "no warning that the segments went over to the page cache:\n{}",
+        cluster.log_tail(ONLY, 40)
+    );
+    assert_verdict(&report);
+    cluster.finish();
+    drop(fs);
     Ok(())
 }

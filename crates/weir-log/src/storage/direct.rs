@@ -33,6 +33,14 @@
 //! page cache is never written through here, so no dirty page can be left stale beside
 //! the disk. `fdatasync` is still needed, for the file's size and the disk's own write
 //! cache.
+//!
+//! Some file systems take `O_DIRECT` at open and refuse the I/O itself with `EINVAL`: a
+//! passthrough FUSE file system whose daemon opens its backing file with the flags it was
+//! given and then writes from its own unaligned buffer (this project's `weir-faultfs` is
+//! one). The first refused direct write or read makes the file an ordinary one for good
+//! ([`DirectFile::refused`]): the write is done again through the page cache from its
+//! start (the same bytes at the same positions), the window is let go, and every later
+//! read and write goes through the page cache, as if the open had been refused.
 
 mod ahead;
 mod read_past;
@@ -41,7 +49,8 @@ mod window;
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -76,6 +85,8 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
         Err(e) => return Err(e),
     };
     Ok(Some(DirectFile {
+        path: path.to_owned(),
+        page_cache: AtomicBool::new(false),
         file: OsFile(file),
         direct: Arc::new(direct),
         writer: Mutex::new(Writer { last_block: None }),
@@ -110,6 +121,11 @@ impl Writer {
 
 #[derive(Debug)]
 pub(crate) struct DirectFile {
+    /// For the warning when the file system refuses direct I/O.
+    path: PathBuf,
+    /// Set for good once the file system refused a direct write or read: everything
+    /// goes through `file` and the page cache from then on.
+    page_cache: AtomicBool,
     file: OsFile,
     /// Shared with the read-ahead thread (`direct/ahead.rs`).
     direct: Arc<File>,
@@ -149,6 +165,45 @@ impl DirectFile {
 
     fn ahead(&self) -> MutexGuard<'_, Option<Ahead>> {
         self.ahead.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether the file system refused direct I/O on this file (it is written and read
+    /// through the page cache since).
+    fn in_page_cache(&self) -> bool {
+        self.page_cache.load(Ordering::Acquire)
+    }
+
+    /// Whether `e` is the file system refusing direct I/O (`EINVAL` from an aligned
+    /// direct write or read); if so, the file goes over to the page cache for good.
+    fn refused(&self, e: &io::Error) -> bool {
+        if e.raw_os_error() != Some(rustix::io::Errno::INVAL.raw_os_error()) {
+            return false;
+        }
+        if !self.page_cache.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                file = %self.path.display(),
+                "the file system refused a direct write or read (EINVAL); this segment is written through the page cache instead"
+            );
+        }
+        // Under the writer's lock: no write is between its window and the disk.
+        let mut writer = self.writer();
+        writer.last_block = None;
+        *write(&self.window) = None;
+        *self.ahead() = None;
+        true
+    }
+
+    /// Writes `bufs` from `pos` past the page cache, or through it if the file system
+    /// refuses that (then again from `pos`: a direct write refused part way has written
+    /// the same bytes at the same places, or nothing).
+    fn write(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<()> {
+        if !self.in_page_cache() {
+            match self.write_direct(bufs, pos) {
+                Err(e) if self.refused(&e) => {}
+                done => return done,
+            }
+        }
+        self.file.write_all_vectored_at(&mut bufs.to_vec(), pos)
     }
 
     /// Writes `bufs` from `pos` through the file's own window, or through one borrowed
@@ -275,12 +330,15 @@ impl StorageFile for DirectFile {
         self.file.read_at(buf, pos)
     }
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.write_direct(&[IoSlice::new(buf)], pos)
+        self.write(&[IoSlice::new(buf)], pos)
     }
     fn write_all_vectored_at(&self, bufs: &mut [IoSlice<'_>], pos: u64) -> io::Result<()> {
-        self.write_direct(bufs, pos)
+        self.write(bufs, pos)
     }
     fn read_bytes_at(&self, len: usize, pos: u64) -> io::Result<Bytes> {
+        if self.in_page_cache() {
+            return self.file.read_bytes_at(len, pos);
+        }
         if let Some(window) = read(&self.window).as_ref()
             && window.holds(pos, pos + len as u64)
         {
@@ -292,9 +350,15 @@ impl StorageFile for DirectFile {
         if let Some(bytes) = ahead.and_then(|a| a.bytes(pos, len)) {
             return Ok(bytes);
         }
-        read_past::read(&self.direct, len, pos)
+        match read_past::read(&self.direct, len, pos) {
+            Err(e) if self.refused(&e) => self.file.read_bytes_at(len, pos),
+            done => done,
+        }
     }
     fn read_ahead(&self, pos: u64, len: usize) {
+        if self.in_page_cache() {
+            return;
+        }
         if read(&self.window)
             .as_ref()
             .is_some_and(|w| w.holds(pos, pos + len as u64))
@@ -308,7 +372,7 @@ impl StorageFile for DirectFile {
         *pending = ahead::start(&self.direct, pos, len, size);
     }
     fn reads_past_page_cache(&self) -> bool {
-        true
+        !self.in_page_cache()
     }
     fn sealed(&self) {
         let mut writer = self.writer();
