@@ -112,7 +112,7 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 
     /// Whether this file's reads come into this process's memory rather than through
     /// the page cache (a direct-written file, `storage/direct.rs`: its newest bytes from
-    /// its window, the rest read past the page cache): a reader then takes the bytes in
+    /// the ring of recent writes, the rest read past the page cache): a reader then takes the bytes in
     /// memory instead of asking the kernel to `sendfile` them. False by default.
     fn reads_past_page_cache(&self) -> bool {
         false
@@ -125,8 +125,8 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_ahead(&self, _pos: u64, _len: usize) {}
 
     /// Tells the file that it will not be written again (its segment rolled), so it may
-    /// let go of what it keeps for writes (a direct-written file's window). Nothing by
-    /// default.
+    /// let go of what it keeps for writes (a direct-written file's last block and its
+    /// pieces in the ring of recent writes). Nothing by default.
     fn sealed(&self) {}
 
     /// Fills `buf` from `pos`, or fails with `UnexpectedEof`.

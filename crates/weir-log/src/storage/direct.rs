@@ -4,30 +4,32 @@
 //! Why: a log that syncs continuously pays for each byte twice through the page cache,
 //! once to copy it into a newly allocated page and again for the kernel's writeback of
 //! that page; on a VM whose memory is handed back to the host between uses, the first
-//! touch of every page is the larger part of a broker's CPU per byte. Writing from one
-//! reused, aligned buffer straight to the disk costs the copy into that buffer and the
+//! touch of every page is the larger part of a broker's CPU per byte. Writing from
+//! reused, aligned memory straight to the disk costs the copy into that memory and the
 //! I/O (`weir-limits`' `recv_append_direct` against `recv_append` measures the gap).
 //!
 //! How: every write goes to the disk before it returns (nothing waits in this process's
 //! memory, so a process crash loses nothing a page-cache write would have kept). A direct
 //! write's position, length and memory must be multiples of [`BLOCK`], so each write is
-//! staged in an aligned buffer, a [`Window`] (`direct/window.rs`): the bytes of the last,
-//! partial block already written, then the new bytes, then zeros up to the next block
-//! boundary. The file on disk is therefore up to one block longer than the data, the
-//! tail zero; the log only ever writes at its end, so the zeros are overwritten by the
-//! next write, and recovery reads a zero tail shorter than a block as padding, not as a
-//! torn batch (`recovery::scan`).
+//! staged in the process's ring of recent writes (`direct/recent.rs`): the bytes of the
+//! last, partial block already written, then the new bytes, then zeros up to the next
+//! block boundary, in spans of at most a chunk, each written with one `pwrite`. The file
+//! on disk is therefore up to one block longer than the data, the tail zero; the log only
+//! ever writes at its end, so the zeros are overwritten by the next write, and recovery
+//! reads a zero tail shorter than a block as padding, not as a torn batch
+//! (`recovery::scan`).
 //!
-//! A file keeps its window while open (up to a process-wide count, until its segment
-//! rolls), and reads of the bytes it still holds, the newest [`WINDOW_BYTES`] written,
-//! are copied from it: the page cache holds nothing of what was written here, so without
-//! it a tailing consumer would read every record back from the disk. A read of other
-//! bytes (`read_bytes_at`, what the log's read path uses) is a direct read too, into
-//! pooled memory (`direct/read_past.rs`), started ahead of time where the log's read path
-//! says a reader going in order will ask next (`direct/ahead.rs`); the log's read path
-//! never sends such a file's bytes with `sendfile` ([`StorageFile::reads_past_page_cache`]).
+//! What a write staged stays in the ring until the ring comes round to it (the newest
+//! [`RING_BYTES`](recent::RING_BYTES) written by every direct-written file of the process), and a file's reads
+//! of bytes the ring still holds are copied from it: the page cache holds nothing of what
+//! was written here, so without it a tailing consumer would read every record back from
+//! the disk. A read of other bytes (`read_bytes_at`, what the log's read path uses) is a
+//! direct read too, into pooled memory (`direct/read_past.rs`), started ahead of time
+//! where the log's read path says a reader going in order will ask next
+//! (`direct/ahead.rs`); the log's read path never sends such a file's bytes with
+//! `sendfile` ([`StorageFile::reads_past_page_cache`]).
 //!
-//! Small reads (`read_at`: recovery, the head of a write) outside the window and
+//! Small reads (`read_at`: recovery, the head of a write) the ring does not hold and
 //! `fdatasync` use a second, ordinary descriptor of the same file: the kernel drops a
 //! range's cached pages after a direct write to it, so a read sees what was written. The
 //! page cache is never written through here, so no dirty page can be left stale beside
@@ -39,12 +41,13 @@
 //! given and then writes from its own unaligned buffer (this project's `weir-faultfs` is
 //! one). The first refused direct write or read makes the file an ordinary one for good
 //! ([`DirectFile::refused`]): the write is done again through the page cache from its
-//! start (the same bytes at the same positions), the window is let go, and every later
-//! read and write goes through the page cache, as if the open had been refused.
+//! start (the same bytes at the same positions), the file forgets its bytes in the ring,
+//! and every later read and write goes through the page cache, as if the open had been
+//! refused.
 
 mod ahead;
 mod read_past;
-mod window;
+mod recent;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice};
@@ -57,16 +60,25 @@ use bytes::Bytes;
 
 use super::{OsFile, StorageFile};
 use ahead::Ahead;
-use window::{WINDOW_BYTES, Window};
+use recent::{Pieces, Ring};
 
 /// Alignment of a direct write's position, length and memory: the largest logical block
 /// size of the disks Linux drives (512 B and 4 KiB), and the page size.
 pub const BLOCK: u64 = 4096;
 
-/// Opens `path` twice, once with `O_DIRECT` for writes. `None` if the file system does
-/// not take direct I/O (tmpfs, some FUSE file systems): the caller then writes through
-/// the page cache.
+/// Opens `path` twice, once with `O_DIRECT` for writes, staging them in the process's
+/// ring. `None` if the file system does not take direct I/O (tmpfs, some FUSE file
+/// systems): the caller then writes through the page cache.
 pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> {
+    open_in(path, create, recent::shared)
+}
+
+/// [`open`] with the ring `ring` gives (a test's own, smaller one).
+fn open_in(
+    path: &Path,
+    create: bool,
+    ring: impl FnOnce() -> io::Result<Arc<Ring>>,
+) -> io::Result<Option<DirectFile>> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -89,34 +101,19 @@ pub(super) fn open(path: &Path, create: bool) -> io::Result<Option<DirectFile>> 
         page_cache: AtomicBool::new(false),
         file: OsFile(file),
         direct: Arc::new(direct),
+        ring: ring()?,
         writer: Mutex::new(Writer { last_block: None }),
-        window: RwLock::new(None),
+        pieces: RwLock::new(Pieces::default()),
         ahead: Mutex::new(None),
     }))
 }
 
-/// What a file without a window of its own remembers between writes.
+/// What a file remembers between writes.
 #[derive(Debug)]
 struct Writer {
     /// Where the last write ended, and the bytes from the start of its block to there
     /// (read back from the disk when not known: the file was opened or cut since).
     last_block: Option<(u64, Vec<u8>)>,
-}
-
-impl Writer {
-    /// Puts the last write's partial block into `window`, so the next write finds it;
-    /// returns its buffer, emptied, for the next one to reuse.
-    fn seed(&mut self, window: &mut Window) -> Vec<u8> {
-        let Some((end, mut block)) = self.last_block.take() else {
-            return Vec::new();
-        };
-        let start = end - block.len() as u64;
-        window.restart(start);
-        window.slot_mut(start, block.len()).copy_from_slice(&block);
-        window.end = end;
-        block.clear();
-        block
-    }
 }
 
 #[derive(Debug)]
@@ -129,38 +126,65 @@ pub(crate) struct DirectFile {
     file: OsFile,
     /// Shared with the read-ahead thread (`direct/ahead.rs`).
     direct: Arc<File>,
+    /// Where writes are staged, and their bytes read back from while it holds them.
+    ring: Arc<Ring>,
     /// Held for the whole of a write: one writer at a time.
     writer: Mutex<Writer>,
-    /// The file's own window, once it has one. Writers hold it exclusively only while
-    /// they copy into it; readers copy out of it beside a write's I/O.
-    window: RwLock<Option<Window>>,
+    /// Where this file's newest bytes are in the ring. Writers hold it exclusively only
+    /// to add a piece or cut; readers copy out of the ring under it beside a write's I/O.
+    pieces: RwLock<Pieces>,
     /// The read ahead for the next read in order, if any (`direct/ahead.rs`).
     ahead: Mutex<Option<Ahead>>,
 }
 
-fn read(window: &RwLock<Option<Window>>) -> RwLockReadGuard<'_, Option<Window>> {
-    window.read().unwrap_or_else(PoisonError::into_inner)
+/// A write's data, then zeros, handed out span by span (after the head of its first
+/// block, which the caller stages).
+struct Staged<'a> {
+    bufs: &'a [IoSlice<'a>],
+    /// The next byte of `bufs` to stage: a slice, and a byte in it.
+    slice: usize,
+    at: usize,
 }
 
-fn write(window: &RwLock<Option<Window>>) -> RwLockWriteGuard<'_, Option<Window>> {
-    window.write().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn held(window: &mut Option<Window>) -> &mut Window {
-    window.as_mut().expect("a write holds a window")
+impl Staged<'_> {
+    /// Fills `dst` with the next data bytes, then zeros once the data is all staged.
+    fn fill(&mut self, mut dst: &mut [u8]) {
+        while !dst.is_empty() {
+            let Some(slice) = self.bufs.get(self.slice) else {
+                dst.fill(0);
+                return;
+            };
+            let src = &slice[self.at..];
+            let n = src.len().min(dst.len());
+            dst[..n].copy_from_slice(&src[..n]);
+            dst = &mut dst[n..];
+            self.at += n;
+            if self.at == slice.len() {
+                self.slice += 1;
+                self.at = 0;
+            }
+        }
+    }
 }
 
 impl DirectFile {
-    /// Whether the file's window holds the byte at `pos`.
+    /// Whether the ring holds the byte at `pos` for this file.
     #[cfg(test)]
-    fn in_window(&self, pos: u64) -> bool {
-        read(&self.window)
-            .as_ref()
-            .is_some_and(|w| w.holds(pos, pos + 1))
+    fn in_ring(&self, pos: u64) -> bool {
+        let mut out = Vec::new();
+        self.pieces().extend(&self.ring, &mut out, pos, 1)
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pieces(&self) -> RwLockReadGuard<'_, Pieces> {
+        self.pieces.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pieces_mut(&self) -> RwLockWriteGuard<'_, Pieces> {
+        self.pieces.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn ahead(&self) -> MutexGuard<'_, Option<Ahead>> {
@@ -185,10 +209,10 @@ impl DirectFile {
                 "the file system refused a direct write or read (EINVAL); this segment is written through the page cache instead"
             );
         }
-        // Under the writer's lock: no write is between its window and the disk.
+        // Under the writer's lock: no write is between the ring and the disk.
         let mut writer = self.writer();
         writer.last_block = None;
-        *write(&self.window) = None;
+        self.pieces_mut().clear();
         *self.ahead() = None;
         true
     }
@@ -206,106 +230,74 @@ impl DirectFile {
         self.file.write_all_vectored_at(&mut bufs.to_vec(), pos)
     }
 
-    /// Writes `bufs` from `pos` through the file's own window, or through one borrowed
-    /// for this write if the process keeps as many as it may.
+    /// Stages `bufs` in the ring after the bytes of `pos`'s block before it (from the
+    /// last write, or read back from the disk), and writes them, padded to a whole block,
+    /// a span at a time; each span's data is a piece of the file the ring holds after it.
     fn write_direct(&self, bufs: &[IoSlice<'_>], pos: u64) -> io::Result<()> {
         let mut writer = self.writer();
-        let own = {
-            let mut own = write(&self.window);
-            if own.is_none() {
-                *own = Window::keep()?;
-                if let Some(window) = own.as_mut() {
-                    writer.seed(window);
-                }
-            }
-            own.is_some()
-        };
-        if own {
-            return self.write_through(&self.window, bufs, pos).map(drop);
+        self.pieces_mut().cut(pos);
+        let data_len: usize = bufs.iter().map(|b| b.len()).sum();
+        if data_len == 0 {
+            return Ok(());
         }
-        let mut window = Window::borrow()?;
-        let mut block = writer.seed(&mut window);
-        let borrowed = RwLock::new(Some(window));
-        let end = self.write_through(&borrowed, bufs, pos)?;
-        let mut window = borrowed
-            .into_inner()
-            .unwrap_or_else(PoisonError::into_inner);
-        let start = end - end % BLOCK;
-        block.extend_from_slice(held(&mut window).slot(start, (end - start) as usize));
-        writer.last_block = Some((end, block));
+        let block_start = pos - pos % BLOCK;
+        let head_len = (pos - block_start) as usize;
+        let head = match writer.last_block.take() {
+            Some((end, block)) if end == pos && block.len() == head_len => Some(block),
+            _ => None,
+        };
+        let total = head_len + data_len;
+        let padded = total.next_multiple_of(BLOCK as usize);
+        let mut staged = Staged {
+            bufs,
+            slice: 0,
+            at: 0,
+        };
+        let mut last_block = head.unwrap_or_default();
+        // Bytes of [head | data | zeros] written so far: a multiple of a block.
+        let mut done = 0;
+        while done < padded {
+            let mut span = self.ring.reserve(padded - done);
+            let n = span.len();
+            let mem = span.mem();
+            let mut from = 0;
+            if done == 0 && head_len > 0 {
+                match last_block.len() == head_len {
+                    true => mem[..head_len].copy_from_slice(&last_block),
+                    false => self.read_head(&mut mem[..BLOCK as usize], block_start, head_len)?,
+                }
+                from = head_len;
+            }
+            staged.fill(&mut mem[from..]);
+            let written = self.direct.write_all_at(mem, block_start + done as u64);
+            if let Err(e) = written {
+                self.pieces_mut().cut(pos);
+                return Err(e);
+            }
+            // The data this span held: a piece of the file in the ring.
+            let data_from = done.max(head_len);
+            let data_to = (done + n).min(total);
+            if data_to == total {
+                let tail = total - total % BLOCK as usize;
+                last_block.clear();
+                last_block.extend_from_slice(&mem[tail - done..total - done]);
+            }
+            let piece = span.piece(
+                data_from - done,
+                block_start + data_from as u64,
+                data_to.saturating_sub(data_from),
+            );
+            drop(span);
+            self.pieces_mut().push(&self.ring, piece);
+            done += n;
+        }
+        writer.last_block = Some((pos + data_len as u64, last_block));
         Ok(())
     }
 
-    /// Stages `bufs` in `window` after the bytes of `pos`'s block before it (from the
-    /// window, or read back from the disk), writes each lap of the ring as it fills and
-    /// the rest padded to a whole block. Returns where the data ends.
-    fn write_through(
-        &self,
-        window: &RwLock<Option<Window>>,
-        bufs: &[IoSlice<'_>],
-        pos: u64,
-    ) -> io::Result<u64> {
-        let block_start = pos - pos % BLOCK;
-        {
-            let mut guard = write(window);
-            let w = held(&mut guard);
-            w.cut(pos);
-            if !w.holds(block_start, pos) {
-                w.restart(block_start);
-                let head_len = (pos - block_start) as usize;
-                if head_len > 0 {
-                    self.read_head(
-                        w.slot_mut(block_start, BLOCK as usize),
-                        block_start,
-                        head_len,
-                    )?;
-                    w.end = pos;
-                }
-            }
-        }
-        let mut written = block_start;
-        let mut at = pos;
-        // Held from the first copy of a lap of the ring to its write: one exclusive hold
-        // per lap, however many buffers the write has.
-        let mut copying = None;
-        for slice in bufs {
-            let mut src: &[u8] = slice;
-            while !src.is_empty() {
-                let guard = copying.get_or_insert_with(|| write(window));
-                let n = src.len().min(window::room(at));
-                held(guard).slot_mut(at, n).copy_from_slice(&src[..n]);
-                at += n as u64;
-                src = &src[n..];
-                if window::room(at) == WINDOW_BYTES {
-                    drop(copying.take());
-                    self.write_out(window, written, at)?;
-                    written = at;
-                }
-            }
-        }
-        let padded = at.next_multiple_of(BLOCK);
-        if padded > written {
-            let guard = copying.get_or_insert_with(|| write(window));
-            held(guard).slot_mut(at, (padded - at) as usize).fill(0);
-            drop(copying.take());
-            self.write_out(window, written, padded)?;
-        }
-        held(copying.get_or_insert_with(|| write(window))).end = at;
-        Ok(at)
-    }
-
-    /// Writes the window's bytes `[from, to)`, one lap of the ring at most, to the disk,
-    /// readers of the window going on beside it.
-    fn write_out(&self, window: &RwLock<Option<Window>>, from: u64, to: u64) -> io::Result<()> {
-        let guard = read(window);
-        let w = guard.as_ref().expect("a write holds a window");
-        self.direct
-            .write_all_at(w.slot(from, (to - from) as usize), from)
-    }
-
     /// Reads the block at `block_start` from the disk into `block` (one aligned block),
-    /// for the `head_len` bytes before a write's position that no window holds (the file
-    /// was opened or cut since the last write). A direct read is of whole blocks, short
+    /// for the `head_len` bytes before a write's position that the last write did not
+    /// leave (the file was opened or cut since). A direct read is of whole blocks, short
     /// only at the end of the file.
     fn read_head(&self, block: &mut [u8], block_start: u64, head_len: usize) -> io::Result<()> {
         loop {
@@ -321,10 +313,14 @@ impl DirectFile {
 
 impl StorageFile for DirectFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        if let Some(window) = read(&self.window).as_ref() {
-            let n = window.copy_out(buf, pos);
-            if n > 0 {
-                return Ok(n);
+        if !self.in_page_cache() {
+            let mut at = 0;
+            let kept = self.pieces().copy_out(&self.ring, pos, buf.len(), |bytes| {
+                buf[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            });
+            if kept {
+                return Ok(buf.len());
             }
         }
         self.file.read_at(buf, pos)
@@ -339,11 +335,8 @@ impl StorageFile for DirectFile {
         if self.in_page_cache() {
             return self.file.read_bytes_at(len, pos);
         }
-        if let Some(window) = read(&self.window).as_ref()
-            && window.holds(pos, pos + len as u64)
-        {
-            let mut buf = Vec::with_capacity(len);
-            window.extend(&mut buf, pos, len);
+        let mut buf = Vec::with_capacity(len);
+        if self.pieces().extend(&self.ring, &mut buf, pos, len) {
             return Ok(buf.into());
         }
         let ahead = self.ahead().take();
@@ -356,13 +349,7 @@ impl StorageFile for DirectFile {
         }
     }
     fn read_ahead(&self, pos: u64, len: usize) {
-        if self.in_page_cache() {
-            return;
-        }
-        if read(&self.window)
-            .as_ref()
-            .is_some_and(|w| w.holds(pos, pos + len as u64))
-        {
+        if self.in_page_cache() || self.pieces().covers(pos, pos + len as u64) {
             return;
         }
         let Ok(size) = self.file.size() else { return };
@@ -377,7 +364,7 @@ impl StorageFile for DirectFile {
     fn sealed(&self) {
         let mut writer = self.writer();
         writer.last_block = None;
-        *write(&self.window) = None;
+        self.pieces_mut().clear();
     }
     fn os_file(&self) -> Option<&File> {
         Some(&self.file.0)
@@ -388,9 +375,7 @@ impl StorageFile for DirectFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut writer = self.writer();
         writer.last_block = None;
-        if let Some(window) = write(&self.window).as_mut() {
-            window.cut(len);
-        }
+        self.pieces_mut().cut(len);
         // Under the read ahead's lock: none started before the cut is taken after it.
         let mut ahead = self.ahead();
         let cut = self.file.set_len(len);
@@ -427,20 +412,29 @@ mod tests {
         Ahead(u16, usize),
     }
 
+    /// The tests' ring: 4 chunks of 64 KiB, so that writes span chunks and the ring
+    /// comes round within a test.
+    const CHUNK: usize = 64 << 10;
+    const RING: usize = 4 * CHUNK;
+
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (0..3 * WINDOW_BYTES / 2, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
+            6 => (0..3 * RING / 2, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
             6 => (0..9000usize, 1..4usize).prop_map(|(n, s)| Op::Append(n, s)),
             1 => (0..1000u16).prop_map(Op::Cut),
             1 => Just(Op::Reopen),
-            3 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Read(at, n)),
-            2 => (0..1000u16, 3..WINDOW_BYTES).prop_map(|(at, n)| Op::Scan(at, n)),
-            2 => (0..1000u16, 0..2 * WINDOW_BYTES).prop_map(|(at, n)| Op::Ahead(at, n)),
+            3 => (0..1000u16, 0..2 * RING).prop_map(|(at, n)| Op::Read(at, n)),
+            2 => (0..1000u16, 3..RING).prop_map(|(at, n)| Op::Scan(at, n)),
+            2 => (0..1000u16, 0..2 * RING).prop_map(|(at, n)| Op::Ahead(at, n)),
         ]
     }
 
-    fn open_file(path: &Path) -> DirectFile {
-        open(path, true)
+    fn ring() -> Arc<Ring> {
+        Arc::new(Ring::new(CHUNK, RING / CHUNK).unwrap())
+    }
+
+    fn open_file(path: &Path, ring: &Arc<Ring>) -> DirectFile {
+        open_in(path, true, || Ok(Arc::clone(ring)))
             .unwrap()
             .expect("the test directory's file system takes direct I/O")
     }
@@ -460,7 +454,8 @@ mod tests {
         fn reads_back_what_was_written(ops in proptest::collection::vec(op(), 1..12)) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("00000000000000000000.log");
-            let mut file = open_file(&path);
+            let ring = ring();
+            let mut file = open_file(&path, &ring);
             let mut model: Vec<u8> = Vec::new();
             for op in ops {
                 match op {
@@ -479,7 +474,7 @@ mod tests {
                     }
                     Op::Reopen => {
                         drop(file);
-                        file = open_file(&path);
+                        file = open_file(&path, &ring);
                     }
                     Op::Read(share, n) => {
                         let at = model.len() * usize::from(share) / 1000;
@@ -519,27 +514,28 @@ mod tests {
     /// A read ahead never serves bytes a cut or a later write changed: a cut drops it, and
     /// a range asked past the data end (a reader's size from before a cut) is read only up
     /// to the file's last block, not into the zeros a later write fills. (Reads from 0 of a file longer
-    /// than the window go to the disk, so to what was read ahead.)
+    /// than the ring go to the disk, so to what was read ahead.)
     #[test]
     fn a_read_ahead_serves_only_bytes_that_stay() {
         let dir = tempfile::tempdir().unwrap();
+        let ring = ring();
         // A range asked past the data end of a file written here: not into its padding.
-        let padded = open_file(&dir.path().join("padded.log"));
-        let data = pattern(0, 2 * WINDOW_BYTES + 1000);
+        let padded = open_file(&dir.path().join("padded.log"), &ring);
+        let data = pattern(0, 2 * RING + 1000);
         padded.write_all_at(&data, 0).unwrap();
-        padded.read_ahead(0, 2 * WINDOW_BYTES + BLOCK as usize);
+        padded.read_ahead(0, 2 * RING + BLOCK as usize);
         std::thread::sleep(std::time::Duration::from_millis(300));
         padded.write_all_at(&[9; 300], data.len() as u64).unwrap();
         let back = padded.read_bytes_at(data.len() + 300, 0).unwrap();
         assert!(back[..data.len()] == data[..]);
         assert_eq!(back[data.len()..], [9; 300], "read ahead into the padding");
 
-        let file = open_file(&dir.path().join("f.log"));
-        let first = pattern(0, 3 * WINDOW_BYTES);
+        let file = open_file(&dir.path().join("f.log"), &ring);
+        let first = pattern(0, 3 * RING);
         file.write_all_at(&first, 0).unwrap();
         let old_end = first.len();
-        let cut = 2 * WINDOW_BYTES + 1000;
-        file.read_ahead(0, 2 * WINDOW_BYTES + 5000);
+        let cut = 2 * RING + 1000;
+        file.read_ahead(0, 2 * RING + 5000);
         // The read ahead done before the cut, as a fast disk's would be.
         std::thread::sleep(std::time::Duration::from_millis(300));
         file.set_len(cut as u64).unwrap();
@@ -562,7 +558,7 @@ mod tests {
     fn a_write_ends_on_the_disk_with_its_block_padded() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.log");
-        let file = open_file(&path);
+        let file = open_file(&path, &ring());
         file.write_all_at(b"hello", 0).unwrap();
         file.write_all_at(b", world", 5).unwrap();
         assert_eq!(file.size().unwrap(), BLOCK);
@@ -576,24 +572,32 @@ mod tests {
     fn the_newest_bytes_are_read_from_memory() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.log");
-        let file = open_file(&path);
-        let len = 2 * WINDOW_BYTES + 1000;
+        let ring = ring();
+        let file = open_file(&path, &ring);
+        // Another file writing beside it takes its share of the ring.
+        let other_file = open_file(&dir.path().join("g.log"), &ring);
+        let len = 2 * RING + 1000;
         let data = pattern(0, len);
-        for (i, chunk) in data.chunks(300_000).enumerate() {
-            file.write_all_at(chunk, (i * 300_000) as u64).unwrap();
+        for (i, chunk) in data.chunks(30_000).enumerate() {
+            file.write_all_at(chunk, (i * 30_000) as u64).unwrap();
+            other_file
+                .write_all_at(&[1; 1000], i as u64 * 1000)
+                .unwrap();
         }
         let end = len as u64;
         assert!(
-            file.in_window(end - 1),
-            "the last byte written is in the window"
+            file.in_ring(end - 1),
+            "the last byte written is in the ring"
         );
-        assert!(file.in_window(end - WINDOW_BYTES as u64 + BLOCK));
+        // The ring holds at least its chunks but one; less the blocks of the other file's
+        // writes, the heads and the padding.
+        assert!(file.in_ring(end - (RING - 2 * CHUNK) as u64));
         assert!(
-            !file.in_window(0),
+            !file.in_ring(0),
             "the first bytes were overwritten in the ring"
         );
-        assert!(!file.in_window(end), "nothing past the end");
-        // Bytes changed on the disk behind the file's back: what the window holds still
+        assert!(!file.in_ring(end), "nothing past the end");
+        // Bytes changed on the disk behind the file's back: what the ring holds still
         // reads as written, what it does not hold reads from the disk.
         let other = OpenOptions::new().write(true).open(&path).unwrap();
         other.write_all_at(&[0xee; 10], end - 10).unwrap();
@@ -608,10 +612,10 @@ mod tests {
         let mut head = [0; 10];
         file.read_exact_at(&mut head, 0).unwrap();
         assert_eq!(head, [0xee; 10]);
-        // A cut forgets the window past it; the next write finds its block's head there.
+        // A cut forgets the ring past it; the next write finds its block's head there.
         file.set_len(end - 500).unwrap();
-        assert!(!file.in_window(end - 500));
-        assert!(file.in_window(end - 501));
+        assert!(!file.in_ring(end - 500));
+        assert!(file.in_ring(end - 501));
         file.write_all_at(b"after the cut", end - 500).unwrap();
         let mut back = vec![0; 513];
         file.read_exact_at(&mut back, end - 1000).unwrap();
@@ -619,12 +623,79 @@ mod tests {
         assert_eq!(&back[500..], b"after the cut");
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(&on_disk[len - 500..len - 487], b"after the cut");
-        // Sealed (its segment rolled), the file gives its window back and reads the disk.
+        // Sealed (its segment rolled), the file forgets its pieces and reads the disk.
         file.sealed();
-        assert!(!file.in_window(end - 501));
+        assert!(!file.in_ring(end - 501));
         assert_eq!(
             file.read_bytes_at(13, end - 500).unwrap()[..],
             b"after the cut"[..]
         );
+    }
+
+    /// Files written and read from several threads at once through one small ring, which
+    /// comes round many times under the readers: every read is what was written there.
+    #[test]
+    fn files_written_and_read_at_once_read_back_what_was_written() {
+        use std::sync::atomic::AtomicU64;
+        const FILES: usize = 3;
+        const BYTES: usize = 3 * RING;
+        fn byte(file: usize, pos: usize) -> u8 {
+            ((pos * 7 + file) % 251) as u8
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ring = ring();
+        let files: Vec<Arc<DirectFile>> = (0..FILES)
+            .map(|i| Arc::new(open_file(&dir.path().join(format!("{i}.log")), &ring)))
+            .collect();
+        let written: Arc<Vec<AtomicU64>> =
+            Arc::new((0..FILES).map(|_| AtomicU64::new(0)).collect());
+        std::thread::scope(|scope| {
+            for (i, file) in files.iter().enumerate() {
+                let written = Arc::clone(&written);
+                scope.spawn(move || {
+                    let mut pos = 0;
+                    let mut n = 1;
+                    while pos < BYTES {
+                        n = (n * 5 + 3) % 20_000;
+                        let data: Vec<u8> = (pos..pos + n).map(|p| byte(i, p)).collect();
+                        file.write_all_at(&data, pos as u64).unwrap();
+                        pos += n;
+                        written[i].store(pos as u64, Ordering::Release);
+                    }
+                });
+            }
+            for reader in 0..2 {
+                let (files, written) = (&files, Arc::clone(&written));
+                scope.spawn(move || {
+                    let mut reads = 0u64;
+                    loop {
+                        let done = (0..FILES)
+                            .all(|i| written[i].load(Ordering::Acquire) as usize >= BYTES);
+                        for (i, file) in files.iter().enumerate() {
+                            let end = written[i].load(Ordering::Acquire) as usize;
+                            // The newest bytes, as a tailing reader asks, and older ones.
+                            let len = end.min(1000 + (reads as usize * 997) % 30_000);
+                            let from = match reader {
+                                0 => end - len,
+                                _ => (reads as usize * 7919) % (end - len + 1),
+                            };
+                            let bytes = file.read_bytes_at(len, from as u64).unwrap();
+                            for (k, b) in bytes.iter().enumerate() {
+                                assert_eq!(
+                                    *b,
+                                    byte(i, from + k),
+                                    "file {i}, position {}",
+                                    from + k
+                                );
+                            }
+                            reads += 1;
+                        }
+                        if done {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
     }
 }
