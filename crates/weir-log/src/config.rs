@@ -79,7 +79,7 @@ pub struct LogConfig {
     /// when the flush policy syncs on the append path (every-append, group-commit) and
     /// the file system allows it. Such a log syncs continuously anyway, and through the
     /// page cache it pays for every byte twice. Readers get what the process's ring of
-    /// recent writes still holds (the newest 128 MiB written by all such logs) from
+    /// recent writes still holds (the newest 3-4 MiB written by all such logs) from
     /// memory and the rest from the disk, past the page cache (where the
     /// page cache might still have held them). Off by default (a topic's `write.direct`).
     pub direct_writes: bool,

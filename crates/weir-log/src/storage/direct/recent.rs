@@ -11,7 +11,8 @@
 //! consumer keeping up with any partition is served from memory (the page cache holds
 //! nothing of a direct-written range). This is Redpanda's batch cache at the level of file
 //! positions, below the log's read path, which stays as it is (checks included); it
-//! replaces a window of 4 MiB per file, of which only 32 files could keep one.
+//! replaces a window of 4 MiB per file, of which only 32 files could keep one (the rest
+//! reading their newest bytes back from the disk).
 //!
 //! Each file remembers where its bytes are ([`Pieces`]: file position, length, chunk and
 //! the chunk's *epoch*). Before the ring writes into a chunk again it gives the chunk a
@@ -31,10 +32,18 @@ use memmap2::MmapMut;
 use super::BLOCK;
 
 /// Size of a chunk: the most one `pwrite` writes, and the unit the ring is recycled in.
-pub const CHUNK_BYTES: usize = 4 << 20;
-/// Size of the process's ring (32 chunks): the newest bytes written by direct writes that
-/// reads are served from. At 700 MB/s of 1 KiB records, the last 180 ms of writes.
-pub const RING_BYTES: usize = 128 << 20;
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Size of the process's ring (4 chunks): the newest bytes written by direct writes that
+/// reads are served from, at least its chunks but one. At 700 MB/s of 1 KiB records the
+/// last 6 ms of writes, the lag of a consumer keeping up (one fetch in flight); at 20
+/// MB/s over 100 partitions, the last 200 ms.
+///
+/// Small because every write is copied into it: a write copies into the memory the ring
+/// wrote longest ago, and the larger the ring, the colder that memory. Measured on one
+/// partition's 1 KiB produce (BENCHMARKS.md § One ring of recent writes), a ring of
+/// 128 MiB cost the broker 8-14% more CPU per GB than a 4 MiB window per file did, one
+/// of 16 MiB 3-6%, and this one the same.
+pub const RING_BYTES: usize = 4 << 20;
 
 /// Pieces a file remembers at most (40 B each): its newest writes, however small they
 /// are, so that a file of tiny writes does not hold a list as long as the ring's blocks.
