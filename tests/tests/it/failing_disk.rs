@@ -77,24 +77,43 @@ async fn a_broker_whose_fsyncs_fail_stops_and_its_leaderships_move() -> anyhow::
 // (docs/operations.md § A failing disk).
 
 async fn failing(mode: FaultMode) -> anyhow::Result<()> {
-    if let Some(reason) = faultfs::unavailable() {
-        println!("SKIPPED: FUSE cannot be had here: {reason}");
+    serially(fuse_unavailable(), run(mode)).await
+}
+
+/// Runs `test` alone among this binary's cluster tests, within [`TEST_LIMIT`], once the
+/// `weir` binary is built; prints why and passes if it cannot be had (`unavailable`).
+async fn serially(
+    unavailable: Option<String>,
+    test: impl Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    if let Some(reason) = unavailable {
+        println!("SKIPPED: {reason}");
         return Ok(());
     }
     weir_tests::init_client_logs();
     let _serial = weir_tests::exclusive().await;
     tokio::task::spawn_blocking(weir_binary).await??;
-    bounded(TEST_LIMIT, run(mode)).await
+    bounded(TEST_LIMIT, test).await
 }
 
-async fn run(mode: FaultMode) -> anyhow::Result<()> {
-    // Dropped last: the mount is undone (by `fs`) before its directory is removed.
+fn fuse_unavailable() -> Option<String> {
+    faultfs::unavailable().map(|reason| format!("FUSE cannot be had here: {reason}"))
+}
+
+/// A `weir-faultfs` mount in a new temporary directory. Drop the mount first: it is
+/// undone before its directory is removed.
+fn mount() -> anyhow::Result<(FaultFs, tempfile::TempDir)> {
     let dir = tempfile::Builder::new().prefix("weir-faultfs-").tempdir()?;
     let (backing, mountpoint) = (dir.path().join("backing"), dir.path().join("mnt"));
     std::fs::create_dir_all(&backing)?;
     std::fs::create_dir_all(&mountpoint)?;
     let binary = Path::new(env!("CARGO_BIN_EXE_weir-faultfs"));
-    let mut fs = FaultFs::mount(binary, &backing, &mountpoint)?;
+    Ok((FaultFs::mount(binary, &backing, &mountpoint)?, dir))
+}
+
+async fn run(mode: FaultMode) -> anyhow::Result<()> {
+    // `_dir` is dropped last: the mount is undone (by `fs`) before its directory goes.
+    let (mut fs, _dir) = mount()?;
     // Dropped before `fs`: the brokers stop before their file system goes.
     let mut cluster = Cluster::start(ClusterConfig {
         data_dirs: vec![(FAILING, fs.mountpoint().join(format!("node-{FAILING}")))],
@@ -221,14 +240,7 @@ const FILLED: i32 = 2;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_whose_disk_fills_catches_up_by_itself_when_space_returns() -> anyhow::Result<()>
 {
-    if let Some(reason) = weir_tests::tmpfs::unavailable() {
-        println!("SKIPPED: {reason}");
-        return Ok(());
-    }
-    weir_tests::init_client_logs();
-    let _serial = weir_tests::exclusive().await;
-    tokio::task::spawn_blocking(weir_binary).await??;
-    bounded(TEST_LIMIT, follower_disk_fills()).await
+    serially(weir_tests::tmpfs::unavailable(), follower_disk_fills()).await
 }
 
 async fn follower_disk_fills() -> anyhow::Result<()> {
@@ -302,24 +314,12 @@ const ONLY: i32 = 1;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_written_topic_on_a_file_system_refusing_direct_io_goes_through_the_page_cache()
 -> anyhow::Result<()> {
-    if let Some(reason) = faultfs::unavailable() {
-        println!("SKIPPED: FUSE cannot be had here: {reason}");
-        return Ok(());
-    }
-    weir_tests::init_client_logs();
-    let _serial = weir_tests::exclusive().await;
-    tokio::task::spawn_blocking(weir_binary).await??;
-    bounded(TEST_LIMIT, direct_refused()).await
+    serially(fuse_unavailable(), direct_refused()).await
 }
 
 async fn direct_refused() -> anyhow::Result<()> {
     let topic = "direct-refused";
-    let dir = tempfile::Builder::new().prefix("weir-faultfs-").tempdir()?;
-    let (backing, mountpoint) = (dir.path().join("backing"), dir.path().join("mnt"));
-    std::fs::create_dir_all(&backing)?;
-    std::fs::create_dir_all(&mountpoint)?;
-    let binary = Path::new(env!("CARGO_BIN_EXE_weir-faultfs"));
-    let fs = FaultFs::mount(binary, &backing, &mountpoint)?;
+    let (fs, _dir) = mount()?;
     let mut cluster = Cluster::start(ClusterConfig {
         nodes: 1,
         data_dirs: vec![(ONLY, fs.mountpoint().join(format!("node-{ONLY}")))],
