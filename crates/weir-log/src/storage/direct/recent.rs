@@ -19,7 +19,9 @@
 //! new epoch and waits until nobody *pins* it: a reader pins a chunk, checks that the
 //! epoch is still the one its piece was written under, copies, and unpins; a writer
 //! keeps its span pinned until its `pwrite` is done. A piece whose chunk moved on is gone,
-//! and its bytes are read from the disk.
+//! and its bytes are read from the disk. So the ring also bounds what is on its way to
+//! the disk: a write that would start a chunk whose `pwrite` has not returned (the disk
+//! has fallen a whole ring behind) waits for it, and the writes after it wait too.
 
 use std::collections::VecDeque;
 use std::io;
