@@ -47,6 +47,11 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 /// of 16 MiB 3-6%, and this one the same.
 pub const RING_BYTES: usize = 4 << 20;
 
+/// Times a writer starting a chunk yields while the chunk is pinned, before it sleeps
+/// [`PIN_SLEEP`] between looks.
+const PIN_YIELDS: u32 = 64;
+const PIN_SLEEP: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// Pieces a file remembers at most (40 B each): its newest writes, however small they
 /// are, so that a file of tiny writes does not hold a list as long as the ring's blocks.
 const MAX_PIECES: usize = 1024;
@@ -58,7 +63,7 @@ const _: () = assert!(
         && RING_BYTES / CHUNK_BYTES >= 2
 );
 
-/// The process's ring, mapped at the first direct write.
+/// The process's ring, mapped when the first file is opened for direct writes.
 static SHARED: Mutex<Option<Arc<Ring>>> = Mutex::new(None);
 
 /// The ring every direct-written file of the process shares.
@@ -152,8 +157,15 @@ impl Ring {
             // reads the epoch; this stores the epoch, then reads the pins; one of the two
             // sees the other's write.
             chunk.epoch.store(cursor.epoch, Ordering::SeqCst);
+            // A reader's pin lasts a copy; a writer's, a `pwrite` that may wait on a
+            // stalled disk: yield a few times, then sleep rather than spin.
+            let mut tries = 0;
             while chunk.pins.load(Ordering::SeqCst) != 0 {
-                std::thread::yield_now();
+                match tries < PIN_YIELDS {
+                    true => std::thread::yield_now(),
+                    false => std::thread::sleep(PIN_SLEEP),
+                }
+                tries += 1;
             }
         }
         let len = want.min(self.chunk_bytes - cursor.used);
