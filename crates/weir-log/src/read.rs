@@ -121,8 +121,8 @@ impl Log {
             let (log_start_offset, log_end_offset) = offsets;
             let (from, from_offset, base) = from;
             let (file, seg_end, end_pos) = (&place.file, place.end_offset, place.end_pos);
-            // A direct-written segment is read into memory, from the ring of recent writes or past the
-            // page cache, not sent from a page cache that would fill for it.
+            // A direct-written segment is read into memory, from the ring of recent writes
+            // or past the page cache, not sent from a page cache that would fill for it.
             let in_file =
                 to == ReadTo::File && file.os_file().is_some() && !file.reads_past_page_cache();
             let read = |start: (u64, i64)| {

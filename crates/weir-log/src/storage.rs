@@ -112,8 +112,9 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
 
     /// Whether this file's reads come into this process's memory rather than through
     /// the page cache (a direct-written file, `storage/direct.rs`: its newest bytes from
-    /// the ring of recent writes, the rest read past the page cache): a reader then takes the bytes in
-    /// memory instead of asking the kernel to `sendfile` them. False by default.
+    /// the ring of recent writes, the rest read past the page cache): a reader then takes
+    /// the bytes in memory instead of asking the kernel to `sendfile` them. False by
+    /// default.
     fn reads_past_page_cache(&self) -> bool {
         false
     }

@@ -335,9 +335,16 @@ impl StorageFile for DirectFile {
         if self.in_page_cache() {
             return self.file.read_bytes_at(len, pos);
         }
-        let mut buf = Vec::with_capacity(len);
-        if self.pieces().extend(&self.ring, &mut buf, pos, len) {
-            return Ok(buf.into());
+        {
+            let pieces = self.pieces();
+            // Checked before the buffer is allocated: a read the ring does not hold (a
+            // consumer catching up, a fetch of megabytes) allocates only its own.
+            if pieces.covers(pos, pos + len as u64) {
+                let mut buf = Vec::with_capacity(len);
+                if pieces.extend(&self.ring, &mut buf, pos, len) {
+                    return Ok(buf.into());
+                }
+            }
         }
         let ahead = self.ahead().take();
         if let Some(bytes) = ahead.and_then(|a| a.bytes(pos, len)) {
@@ -402,7 +409,7 @@ mod tests {
         /// Closes the file and opens it again (its tail then read back from the disk).
         Reopen,
         /// Reads this many bytes from this share (per mille) of the length: from the
-        /// window, the disk, or both.
+        /// ring, the disk, or both.
         Read(u16, usize),
         /// Reads from this share of the length to the end, this many bytes at a time,
         /// each read starting a third of a read before the last one ended, as fetches

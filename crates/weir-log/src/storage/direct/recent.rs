@@ -321,10 +321,20 @@ impl Pieces {
     /// Whether pieces name every byte of `[from, to)` (they may be gone from the ring by
     /// the time they are read).
     pub(super) fn covers(&self, from: u64, to: u64) -> bool {
+        self.first_of(from, to).is_some()
+    }
+
+    /// The index of the piece `[from, to)` starts in (the end, for an empty range there),
+    /// if pieces name every byte of it.
+    fn first_of(&self, from: u64, to: u64) -> Option<usize> {
+        let last = self.pieces.back()?;
+        if from > to || to > last.end() {
+            return None;
+        }
         let first = self.pieces.partition_point(|p| p.end() <= from);
-        match (self.pieces.get(first), self.pieces.back()) {
-            (Some(p), Some(last)) => p.pos <= from && to <= last.end(),
-            _ => from == to && self.pieces.back().is_some_and(|l| l.end() == from),
+        match self.pieces.get(first) {
+            Some(p) => (p.pos <= from).then_some(first),
+            None => (from == last.end()).then_some(first),
         }
     }
 
@@ -338,11 +348,10 @@ impl Pieces {
         mut out: impl FnMut(&[u8]),
     ) -> bool {
         let end = pos + len as u64;
-        if !self.covers(pos, end) {
+        let Some(first) = self.first_of(pos, end) else {
             return false;
-        }
+        };
         let mut at = pos;
-        let first = self.pieces.partition_point(|p| p.end() <= pos);
         for piece in self.pieces.range(first..) {
             if at >= end {
                 break;
